@@ -1,0 +1,43 @@
+# Two entry points for a fresh Debian/Ubuntu machine with Python 3.11:
+#   make demo   - set up everything, then run the most end-to-end loop that exists
+#   make test   - set up everything, then lint and run the whole test suite
+# Both create .venv and install from nothing; system packages come from apt-get.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# torch is pinned first: any other torch spec pulls several GB of CUDA packages.
+TORCH  := torch==2.13.0
+
+.PHONY: setup system-deps test lint demo bench clean
+
+setup: $(STAMP) system-deps
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[cloud,openvino,dev]'
+	touch $@
+
+system-deps:
+	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
+	  echo "installing mosquitto with apt-get$(if $(SUDO), (via sudo),)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; }
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: setup lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+demo: setup
+	$(BIN)/edge-sim demo
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var build *.egg-info

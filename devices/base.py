@@ -1,0 +1,209 @@
+"""The common shape of every device adapter.
+
+Data crossing from a device into the agent is a small typed object: ``Reading`` (one tag
+value with source time and quality) or ``Frame`` (one camera image with a sequence number).
+An adapter is started and stopped symmetrically, reports a ``ConnectionState``, reconnects by
+itself with bounded exponential backoff (``Backoff``), counts what it received, dropped and
+failed on (``DeviceStats``), and hands items to the consumer through a bounded ``Channel``
+that may be fed from a foreign thread (paho's network thread, a capture thread).
+
+Contract every adapter follows::
+
+    src = SomeSource(name, settings)          # no I/O in __init__
+    await src.start()                          # returns once the first connect was *attempted*;
+                                               # an unreachable peer is retried in the background
+    async for item in src.items():             # Reading or Frame, until stop()
+        ...
+    await src.stop(timeout_s=5.0)              # idempotent
+    src.state, src.stats                       # ConnectionState, DeviceStats
+
+Limits: ``Channel`` drops the oldest item when full (a gateway must keep the newest data);
+every drop is counted in ``stats.dropped``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+class DeviceError(Exception):
+    """Root of every error raised by ``devices``."""
+
+
+class Quality(enum.Enum):
+    GOOD = "good"
+    UNCERTAIN = "uncertain"
+    BAD = "bad"
+
+
+class ConnectionState(enum.Enum):
+    STOPPED = "stopped"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    BACKOFF = "backoff"  # lost or refused; waiting before the next attempt
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One value of one tag. ``value`` is a float, int, bool, str or a 1-D NumPy array (waveform)."""
+
+    source: str  # adapter name from the config
+    tag: str  # tag name after mapping (node alias, JSON field mapping, Sparkplug metric name)
+    value: Any
+    timestamp: float  # source time, epoch seconds (server/device clock when the protocol has one)
+    received_at: float  # epoch seconds when the adapter got it
+    quality: Quality = Quality.GOOD
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One camera image, BGR uint8 HxWx3, with a strictly increasing per-source ``seq``."""
+
+    source: str
+    seq: int
+    captured_at: float  # epoch seconds
+    image: np.ndarray
+
+
+@dataclass
+class DeviceStats:
+    """Standard counters every adapter keeps; exported as metrics by the agent."""
+
+    received: int = 0
+    dropped: int = 0
+    errors: int = 0
+    reconnects: int = 0
+    errors_by_reason: dict[str, int] = field(default_factory=dict)
+    last_error: str | None = None
+
+    def error(self, reason: str, detail: str | None = None) -> None:
+        self.errors += 1
+        self.errors_by_reason[reason] = self.errors_by_reason.get(reason, 0) + 1
+        self.last_error = f"{reason}: {detail}" if detail else reason
+
+
+class BurstLogger:
+    """Logs one line per (key) per burst instead of one per bad message: no log storm.
+
+    The first occurrence is logged at once; repeats within ``window_s`` are counted and
+    summarised on the next log line for that key.
+    """
+
+    def __init__(self, logger: logging.Logger, window_s: float = 30.0) -> None:
+        self._log = logger
+        self._window_s = window_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def log(self, key: str, msg: str, *args: Any, level: int = logging.WARNING) -> None:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self._window_s:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        n = self._suppressed.pop(key, 0)
+        self._last[key] = now
+        if n:
+            msg += f" (and {n} more like it in the last {self._window_s:.0f}s)"
+        self._log.log(level, msg, *args)
+
+
+class Backoff:
+    """Bounded exponential backoff with full jitter: 0.5 s, 1 s, 2 s ... capped at ``max_s``."""
+
+    def __init__(self, initial_s: float = 0.5, max_s: float = 30.0, factor: float = 2.0) -> None:
+        self.initial_s, self.max_s, self.factor = initial_s, max_s, factor
+        self._attempt = 0
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+    def next_delay(self) -> float:
+        base = min(self.max_s, self.initial_s * self.factor**self._attempt)
+        self._attempt += 1
+        return random.uniform(base / 2, base)
+
+
+class Channel:
+    """Bounded hand-over from producers (any thread) to one asyncio consumer.
+
+    ``put_threadsafe`` may be called from any thread; ``put_nowait`` from the loop thread.
+    When full, the oldest item is dropped and ``stats.dropped`` counted.
+    """
+
+    def __init__(self, maxsize: int, stats: DeviceStats) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be >= 1")
+        self._items: deque[Any] = deque()
+        self._maxsize = maxsize
+        self._stats = stats
+        self._lock = threading.Lock()
+        self._event = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _push(self, item: Any) -> None:
+        with self._lock:
+            if len(self._items) >= self._maxsize:
+                self._items.popleft()
+                self._stats.dropped += 1
+            self._items.append(item)
+            self._stats.received += 1
+
+    def put_nowait(self, item: Any) -> None:
+        self._push(item)
+        self._event.set()
+
+    def put_threadsafe(self, item: Any) -> None:
+        self._push(item)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._event.set)
+            except RuntimeError:  # loop closing: the item stays queued for a later get
+                pass
+
+    def close(self) -> None:
+        self._closed = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._event.set)
+            except RuntimeError:
+                pass
+        else:
+            self._event.set()
+
+    async def get(self) -> Any:
+        """Next item; raises ``EOFError`` once closed and drained."""
+        while True:
+            with self._lock:
+                if self._items:
+                    return self._items.popleft()
+                if self._closed:
+                    raise EOFError
+                self._event.clear()
+            await self._event.wait()
+
+    async def __aiter__(self):
+        while True:
+            try:
+                yield await self.get()
+            except EOFError:
+                return

@@ -1,0 +1,85 @@
+"""Typed objects that cross component boundaries inside the agent.
+
+``Window``: a signal window assembled by a signal pipeline from ``devices.Reading``s.
+``Result``: one inference outcome, what actions act on and the outbox stores.
+(``devices.Frame`` and ``devices.Reading`` come from the adapters.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    source: str
+    seq: int  # per-pipeline, strictly increasing
+    start_ts: float  # epoch seconds of the first sample / reading in the window
+    end_ts: float
+    waveform: np.ndarray  # 1-D float, the waveform tag's samples (window_samples long)
+    scalars: dict[str, float] = field(default_factory=dict)  # latest value of each scalar tag
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    queue_ms: float
+    preprocess_ms: float
+    inference_ms: float
+    postprocess_ms: float
+
+    @property
+    def total_ms(self) -> float:
+        return self.queue_ms + self.preprocess_ms + self.inference_ms + self.postprocess_ms
+
+
+@dataclass(slots=True)
+class Result:
+    pipeline: str
+    source: str
+    item_seq: int  # Frame.seq or Window.seq
+    captured_at: float  # epoch seconds
+    model: str  # package name
+    model_version: str
+    engine: str  # "onnxruntime" | "openvino"
+    verdict: str  # "OK" | "NG"
+    score: float
+    label: str | None = None
+    probabilities: dict[str, float] = field(default_factory=dict)
+    margin: float | None = None
+    anomaly_score: float | None = None
+    remaining_life: float | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)  # small raw outputs, JSON-able
+    latency: Latency | None = None
+    heatmap: np.ndarray | None = None  # not serialised into JSON
+    finished_at: float = 0.0
+
+    def to_json_dict(self) -> dict[str, Any]:
+        d = {
+            "pipeline": self.pipeline,
+            "source": self.source,
+            "seq": self.item_seq,
+            "captured_at": self.captured_at,
+            "finished_at": self.finished_at,
+            "model": self.model,
+            "model_version": self.model_version,
+            "engine": self.engine,
+            "verdict": self.verdict,
+            "score": self.score,
+            "label": self.label,
+            "probabilities": self.probabilities,
+            "margin": self.margin,
+            "anomaly_score": self.anomaly_score,
+            "remaining_life": self.remaining_life,
+            "outputs": self.outputs,
+        }
+        if self.latency is not None:
+            d["latency_ms"] = {
+                "queue": self.latency.queue_ms,
+                "preprocess": self.latency.preprocess_ms,
+                "inference": self.latency.inference_ms,
+                "postprocess": self.latency.postprocess_ms,
+            }
+        return d

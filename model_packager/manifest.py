@@ -1,0 +1,246 @@
+"""The model package manifest, schema version 1: the contract between trainer, packager and agent.
+
+A package (``NAME-VERSION.edgepkg``) carries ``manifest.yaml`` (this model), a detached
+Ed25519 signature over the manifest's exact bytes, the ONNX model, optionally an OpenVINO IR,
+and golden inputs with expected outputs. The *spec* a trainer hands to ``build`` is the same
+document without the parts ``build`` computes (``files``, ``golden.expected`` when absent,
+``created_at``).
+
+Preprocessing and postprocessing are declared here and executed by
+``model_packager.preprocess`` on both sides (the trainer when it makes training inputs, the
+agent at inference), so that the features a model sees at the edge are exactly those it was
+trained on.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_VERSION_RE = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Task(str, enum.Enum):
+    VISION_INSPECTION = "vision_inspection"  # image -> OK/NG (+ defect class, heat map)
+    EQUIPMENT_MAINTENANCE = "equipment_maintenance"  # signal window -> anomaly, fault type, remaining life
+
+
+class DType(str, enum.Enum):
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+    INT64 = "int64"
+    INT32 = "int32"
+    UINT8 = "uint8"
+    INT8 = "int8"
+
+
+class TensorSpec(_Model):
+    name: str
+    dtype: DType
+    shape: list[int | str]  # a str is a symbolic (dynamic) dimension, e.g. "batch"
+    layout: str | None = None  # e.g. "NCHW", "NC"
+
+
+class OutputRole(str, enum.Enum):
+    CLASS_LOGITS = "class_logits"  # softmax applied by the postprocessor; needs labels
+    CLASS_PROBS = "class_probs"  # already probabilities; needs labels
+    HEATMAP = "heatmap"  # coarse defect map (N,1,h,w) or (N,h,w), higher = more defect-like
+    ANOMALY_SCORE = "anomaly_score"  # (N,) or (N,1), higher = more anomalous; needs threshold
+    REMAINING_LIFE = "remaining_life"  # (N,) or (N,1) in ``unit``
+    RAW = "raw"  # passed through, no meaning for the verdict
+
+
+class OutputSpec(TensorSpec):
+    role: OutputRole = OutputRole.RAW
+    labels: list[str] | None = None
+    # CLASS_*: the label that means "good"; NG score = 1 - p(ok_label). ANOMALY_SCORE: score itself.
+    ok_label: str | None = None
+    # NG when score >= threshold (CLASS_* with ok_label, ANOMALY_SCORE).
+    threshold: float | None = None
+    unit: str | None = None  # REMAINING_LIFE: "s" or "h"
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _check_role(self) -> OutputSpec:
+        if self.role in (OutputRole.CLASS_LOGITS, OutputRole.CLASS_PROBS):
+            if not self.labels:
+                raise ValueError(f"output {self.name!r}: role {self.role.value} needs 'labels'")
+            if self.ok_label is not None and self.ok_label not in self.labels:
+                raise ValueError(f"output {self.name!r}: ok_label {self.ok_label!r} is not one of labels")
+        if self.role is OutputRole.ANOMALY_SCORE and self.threshold is None:
+            raise ValueError(f"output {self.name!r}: role anomaly_score needs 'threshold'")
+        return self
+
+
+class ColorOrder(str, enum.Enum):
+    RGB = "rgb"
+    BGR = "bgr"
+    GRAY = "gray"
+
+
+class ImagePreprocessing(_Model):
+    """Frame (BGR uint8 HxWx3) -> float32 tensor. Steps, in order: optional center crop to
+    ``crop`` (fraction of the shorter side), resize to width x height (``interpolation``),
+    colour conversion, scale by ``scale``, subtract ``mean`` / divide by ``std`` per channel,
+    transpose to ``layout``, add batch axis."""
+
+    kind: Literal["image"] = "image"
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    color: ColorOrder = ColorOrder.RGB
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    scale: float = 1.0 / 255.0
+    mean: list[float] = [0.0, 0.0, 0.0]
+    std: list[float] = [1.0, 1.0, 1.0]
+    crop: float | None = Field(default=None, gt=0, le=1)
+    interpolation: Literal["area", "linear", "nearest"] = "area"
+
+
+class SignalPreprocessing(_Model):
+    """Window -> float32 feature vector (1, n_features).
+
+    The window holds ``window_samples`` samples of the waveform tag ``waveform`` at
+    ``sample_rate_hz``, plus the latest value of each tag in ``scalars``. Features, in order:
+    ``n_bands`` log band energies of the Hann-windowed magnitude spectrum between 0 and
+    ``f_max_hz`` (equal-width bands), then ``rms``, ``peak``, ``crest``, ``kurtosis`` of the
+    time signal when ``time_features`` is set, then the scalars in the order listed. Finally
+    ``(x - mean) / std`` when mean/std are given (length = n_features).
+    """
+
+    kind: Literal["signal"] = "signal"
+    waveform: str = "vibration"
+    window_samples: int = Field(gt=0)
+    sample_rate_hz: float = Field(gt=0)
+    n_bands: int = Field(default=64, gt=0)
+    f_max_hz: float | None = None  # default: Nyquist
+    log_eps: float = 1e-6
+    time_features: bool = True
+    scalars: list[str] = []
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+    @property
+    def n_features(self) -> int:
+        return self.n_bands + (4 if self.time_features else 0) + len(self.scalars)
+
+    @model_validator(mode="after")
+    def _check_norm(self) -> SignalPreprocessing:
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            if v is not None and len(v) != self.n_features:
+                raise ValueError(f"{name} has {len(v)} values, expected n_features={self.n_features}")
+        return self
+
+
+Preprocessing = Annotated[ImagePreprocessing | SignalPreprocessing, Field(discriminator="kind")]
+
+
+class Golden(_Model):
+    """Golden test: ``inputs`` and ``expected`` are .npz files inside the package, keyed by
+    tensor name, batch-first; the engine must reproduce expected within atol + rtol*|expected|."""
+
+    inputs: str = "golden/inputs.npz"
+    expected: str = "golden/expected.npz"
+    atol: float = 1e-3
+    rtol: float = 1e-2
+
+
+class EngineCheck(_Model):
+    engine: Literal["onnxruntime", "openvino"]
+    version: str
+    max_abs_diff: float  # largest deviation from expected on the golden inputs
+    precision: str | None = None  # e.g. "f32" where OpenVINO's bf16 default was overridden
+
+
+class Quantization(_Model):
+    scheme: str = "none"  # e.g. "int8-qdq-s8s8-per-channel-minmax", or "none" for FP32
+    calibration_samples: int | None = None
+    fp32_metric: float | None = None
+    int8_metric: float | None = None
+    metric_name: str | None = None
+    accuracy_delta: float | None = None  # int8_metric - fp32_metric
+    fp32_size_bytes: int | None = None
+    int8_size_bytes: int | None = None
+    speedup: float | None = None
+
+
+class Provenance(_Model):
+    dataset_digest: str | None = None
+    trainer: str | None = None  # e.g. "cloud_trainer.vision 0.1.0"
+    parent_version: str | None = None
+    seed: int | None = None
+    metrics: dict[str, float] = {}
+    notes: str | None = None
+
+
+class FileRole(str, enum.Enum):
+    MODEL = "model"  # ONNX
+    OPENVINO_XML = "openvino_xml"
+    OPENVINO_BIN = "openvino_bin"
+    GOLDEN = "golden"
+    REPORT = "report"
+    OTHER = "other"
+
+
+class FileEntry(_Model):
+    path: str  # relative, forward slashes, no '..'
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    role: FileRole = FileRole.OTHER
+
+
+class Manifest(_Model):
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    version: str
+    task: Task
+    description: str | None = None
+    created_at: str | None = None  # ISO 8601 UTC
+    inputs: list[TensorSpec] = Field(min_length=1)
+    outputs: list[OutputSpec] = Field(min_length=1)
+    preprocessing: Preprocessing
+    golden: Golden = Golden()
+    engines: list[EngineCheck] = []
+    quantization: Quantization = Quantization()
+    provenance: Provenance = Provenance()
+    files: list[FileEntry] = []
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_schema(cls, v: int) -> int:
+        if v != SCHEMA_VERSION:
+            raise ValueError(f"unknown manifest schema_version {v}; this build reads {SCHEMA_VERSION}")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError("name must be lowercase letters, digits, '-' or '_', at most 63 characters")
+        return v
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if not _VERSION_RE.match(v):
+            raise ValueError("version must be semantic, e.g. 1.2.0")
+        return v
+
+    @property
+    def package_id(self) -> str:
+        return f"{self.name}-{self.version}"
+
+    def file(self, role: FileRole) -> FileEntry | None:
+        return next((f for f in self.files if f.role is role), None)
+
+    def output(self, role: OutputRole) -> OutputSpec | None:
+        return next((o for o in self.outputs if o.role is role), None)
