@@ -29,12 +29,12 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Task(str, enum.Enum):
+class Task(enum.StrEnum):
     VISION_INSPECTION = "vision_inspection"  # image -> OK/NG (+ defect class, heat map)
     EQUIPMENT_MAINTENANCE = "equipment_maintenance"  # signal window -> anomaly, fault type, remaining life
 
 
-class DType(str, enum.Enum):
+class DType(enum.StrEnum):
     FLOAT32 = "float32"
     FLOAT16 = "float16"
     INT64 = "int64"
@@ -50,7 +50,7 @@ class TensorSpec(_Model):
     layout: str | None = None  # e.g. "NCHW", "NC"
 
 
-class OutputRole(str, enum.Enum):
+class OutputRole(enum.StrEnum):
     CLASS_LOGITS = "class_logits"  # softmax applied by the postprocessor; needs labels
     CLASS_PROBS = "class_probs"  # already probabilities; needs labels
     HEATMAP = "heatmap"  # coarse defect map (N,1,h,w) or (N,h,w), higher = more defect-like
@@ -81,7 +81,7 @@ class OutputSpec(TensorSpec):
         return self
 
 
-class ColorOrder(str, enum.Enum):
+class ColorOrder(enum.StrEnum):
     RGB = "rgb"
     BGR = "bgr"
     GRAY = "gray"
@@ -182,7 +182,7 @@ class Provenance(_Model):
     notes: str | None = None
 
 
-class FileRole(str, enum.Enum):
+class FileRole(enum.StrEnum):
     MODEL = "model"  # ONNX
     OPENVINO_XML = "openvino_xml"
     OPENVINO_BIN = "openvino_bin"

@@ -1,0 +1,56 @@
+"""`cloud-trainer`: the cloud admin's command line.
+
+One explicit table of verbs, each implemented by a module's ``main(argv) -> int`` and imported
+only when used (``train`` pulls in PyTorch; ``agents`` must not).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+VERBS: dict[str, tuple[str, str]] = {
+    "serve": ("cloud_trainer.fleet.server:main", "run the fleet service (gRPC, mTLS) and admin service"),
+    "pki": ("cloud_trainer.pki:main", "create a CA, server and agent/admin certificates"),
+    "train": ("cloud_trainer.train.cli:main_train", "train a model family on a dataset"),
+    "quantize": ("cloud_trainer.train.cli:main_quantize", "static INT8 quantization of an ONNX export"),
+    "evaluate": ("cloud_trainer.train.cli:main_evaluate", "evaluate a candidate against the published one"),
+    "package": ("cloud_trainer.train.cli:main_package", "package and sign a candidate"),
+    "publish": ("cloud_trainer.train.cli:main_publish", "publish a package to the registry (gate applies)"),
+    "build": ("cloud_trainer.train.cli:main_build", "train -> quantize -> evaluate -> package -> publish"),
+    "deploy": ("cloud_trainer.admin_cli:main_deploy", "create a deployment (canary or all-at-once)"),
+    "agents": ("cloud_trainer.admin_cli:main_agents", "list agents and what they run"),
+    "deployments": ("cloud_trainer.admin_cli:main_deployments", "list deployments and their progress"),
+    "status": ("cloud_trainer.admin_cli:main_status", "fleet summary"),
+    "rollback": ("cloud_trainer.admin_cli:main_rollback", "roll a deployment or a slot back to a version"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: cloud-trainer VERB [options]   (cloud-trainer VERB --help)", "", "verbs:"]
+    lines += [f"  {verb:<12} {help_}" for verb, (_, help_) in VERBS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"cloud-trainer: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, _, func = VERBS[verb][0].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("cloud_trainer"):
+            print(f"cloud-trainer {verb}: not built yet in this version ({exc.name})", file=sys.stderr)
+            return 2
+        raise
+    return int(getattr(module, func)(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
