@@ -1,0 +1,1 @@
+"""Model slots: engines (ONNX Runtime, OpenVINO), the on-disk package store, hot swap and rollback."""

@@ -1,0 +1,70 @@
+"""Settings of one model slot (``models.<slot>`` in the agent config).
+
+A slot runs one package at a time. Its package comes from a local file (``package``, pinned: no
+cloud needed) or from the fleet (``name``: the cloud's desired state picks the version, within
+``version_policy``). Imports nothing heavy: validating a config must not load an engine.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class EngineChoice(enum.StrEnum):
+    AUTO = "auto"  # OpenVINO when installed and the package carries a form it runs, else ONNX Runtime
+    ONNXRUNTIME = "onnxruntime"
+    OPENVINO = "openvino"
+
+
+class VersionPolicy(enum.StrEnum):
+    PINNED = "pinned"  # run exactly the local package / the version the admin named
+    FOLLOW_FLEET = "follow_fleet"  # run what the cloud's desired state says (upgrades and admin rollbacks)
+
+
+class GraphOptimization(enum.StrEnum):
+    DISABLE = "disable"
+    BASIC = "basic"
+    EXTENDED = "extended"
+    ALL = "all"
+
+
+class OpenVinoHint(enum.StrEnum):
+    LATENCY = "latency"
+    THROUGHPUT = "throughput"
+
+
+class HealthConfig(BaseModel):
+    """After a swap, the new model is watched for ``window_s`` (and at least ``min_items``
+    inferences); any bound broken rolls it back to the previous package."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window_s: float = Field(default=30.0, gt=0)
+    min_items: int = Field(default=20, ge=1)
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)  # failed inferences / all
+    max_nonfinite_rate: float = Field(default=0.0, ge=0, le=1)  # NaN/Inf outputs / all
+    max_latency_ratio: float = Field(default=3.0, gt=0)  # p50 inference latency new / old
+    max_verdict_rate_shift: float = Field(default=0.5, ge=0, le=1)  # |NG rate new - old|
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    package: str | None = None  # path to a local .edgepkg
+    name: str | None = None  # package name in the fleet registry
+    version_policy: VersionPolicy = VersionPolicy.PINNED
+    engine: EngineChoice = EngineChoice.AUTO
+    threads: int = Field(default=1, ge=1, le=64)
+    graph_optimization: GraphOptimization = GraphOptimization.ALL  # ONNX Runtime
+    openvino_hint: OpenVinoHint = OpenVinoHint.LATENCY
+    openvino_cache_dir: str | None = None
+    openvino_f32: bool = False  # force f32 (OpenVINO runs FP32 models in bf16 on AVX-512 BF16 CPUs)
+    health: HealthConfig = HealthConfig()
+
+    @model_validator(mode="after")
+    def _source(self) -> ModelConfig:
+        if not self.package and not self.name:
+            raise ValueError("give 'package' (a local .edgepkg file) or 'name' (a package in the fleet registry)")
+        return self
