@@ -1,0 +1,167 @@
+"""Process supervision for the one-machine loop: start each part as its own process, wait until
+it listens, narrate with timestamps, and always tear everything down.
+
+Used by ``simulators/demo.py``; kept free of any project import so the demo's orchestration
+does not depend on the agent or cloud internals (it drives them through their CLIs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout_s: float = 30.0, proc: subprocess.Popen | None = None, name: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{name or 'process'} exited with code {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{name or 'process'}: nothing listens on 127.0.0.1:{port} after {timeout_s:.0f}s")
+
+
+class Narrator:
+    def __init__(self, stream=None) -> None:
+        self.t0 = time.monotonic()
+        self.stream = stream or sys.stdout
+        self.step_no = 0
+
+    def _stamp(self) -> str:
+        return f"[{time.strftime('%H:%M:%S')} +{time.monotonic() - self.t0:6.1f}s]"
+
+    def step(self, text: str) -> None:
+        self.step_no += 1
+        print(f"\n{self._stamp()} == {self.step_no}. {text}", file=self.stream, flush=True)
+
+    def say(self, text: str) -> None:
+        print(f"{self._stamp()}    {text}", file=self.stream, flush=True)
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    log: Path
+    popen: subprocess.Popen | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> Proc:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        out = open(self.log, "ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        self.popen = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                      start_new_session=True)
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, timeout_s: float = 15.0, sig: int = signal.SIGTERM) -> int | None:
+        if not self.popen:
+            return None
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, sig)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+        return self.popen.returncode
+
+    def tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+class Supervisor:
+    """Owns every process of the demo; ``close()`` stops them in reverse start order."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[Proc] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
+        proc = Proc(name, argv, self.workdir / "logs" / f"{name}.log", env=env or {}).start()
+        self.procs.append(proc)
+        return proc
+
+    def run(self, name: str, argv: list[str], timeout_s: float = 600) -> str:
+        """Run a command to completion; its output goes to the log; raise with the tail on failure."""
+        log = self.workdir / "logs" / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            rc = subprocess.call(argv, stdout=out, stderr=subprocess.STDOUT, timeout=timeout_s,
+                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        text = log.read_text(errors="replace")
+        if rc != 0:
+            tail = "\n".join(text.splitlines()[-25:])
+            raise RuntimeError(f"{name} failed (exit {rc}); last lines of {log}:\n{tail}")
+        return text
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+
+def mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+
+
+def ensure_mosquitto(narrator: Narrator) -> str:
+    """Install Mosquitto with apt-get when missing (sudo when not root), saying so."""
+    binary = mosquitto_binary()
+    if binary:
+        return binary
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    narrator.say(f"Mosquitto is missing: installing it with {' '.join(sudo + ['apt-get'])} (mosquitto)")
+    subprocess.check_call(sudo + ["apt-get", "update", "-qq"])
+    subprocess.check_call(sudo + ["apt-get", "install", "-y", "-qq", "mosquitto"],
+                          env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    binary = mosquitto_binary()
+    if not binary:
+        raise RuntimeError("apt-get installed mosquitto but no mosquitto binary was found")
+    return binary
+
+
+def start_mosquitto(sup: Supervisor, narrator: Narrator) -> int:
+    binary = ensure_mosquitto(narrator)
+    port = free_port()
+    conf = sup.workdir / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "max_queued_messages 100000\n")
+    proc = sup.start("mosquitto", [binary, "-c", str(conf)])
+    wait_port(port, 10, proc.popen, "mosquitto")
+    return port
+
+
+def table(rows: list[tuple], headers: tuple) -> str:
+    cells = [tuple(str(c) for c in r) for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    out = [line, "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |", line]
+    out += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells]
+    out.append(line)
+    return "\n".join(out)
