@@ -1,0 +1,143 @@
+"""Decode JSON sensor payloads into ``(tag, value, timestamp)`` triples by a mapping.
+
+A ``JsonMapping`` says which fields are values (field path -> tag name; dotted paths reach
+nested objects) and which field holds the timestamp (epoch seconds, epoch milliseconds or
+ISO 8601). Without value mappings every numeric top-level field (bool excluded) becomes a
+tag named after the field. Arrays of numbers become 1-D float64 NumPy arrays (waveforms).
+Every failure is a ``CodecError(reason, detail)`` with a stable ``reason`` key:
+``malformed_json``, ``wrong_type``, ``missing_field``, ``non_finite``, ``bad_timestamp``.
+Limits: one JSON object per message; no JSONPath beyond dotted keys.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+
+class CodecError(ValueError):
+    """A payload that cannot be decoded; ``reason`` is a stable key for metrics."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class TimestampFormat(enum.StrEnum):
+    EPOCH_S = "epoch_s"
+    EPOCH_MS = "epoch_ms"
+    ISO8601 = "iso8601"
+
+
+@dataclass(frozen=True)
+class JsonMapping:
+    values: dict[str, str] = field(default_factory=dict)  # field path -> tag name
+    timestamp_field: str | None = "ts"
+    timestamp_format: TimestampFormat = TimestampFormat.EPOCH_S
+    tag_prefix: str = ""  # prepended to every tag, e.g. the topic
+
+
+_MISSING = object()
+
+
+def _get(obj: Any, path: str) -> Any:
+    cur = obj
+    for key in path.split("."):
+        if not isinstance(cur, dict) or key not in cur:
+            return _MISSING
+        cur = cur[key]
+    return cur
+
+
+def _value(path: str, v: Any) -> Any:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float)):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise CodecError("non_finite", f"field {path!r} is {v}")
+        return v
+    if isinstance(v, str):
+        return v
+    if isinstance(v, list):
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            raise CodecError("wrong_type", f"field {path!r} is an array with non-numeric items")
+        arr = np.asarray(v, dtype=np.float64)
+        if not np.all(np.isfinite(arr)):
+            raise CodecError("non_finite", f"field {path!r} holds NaN or Inf")
+        return arr
+    raise CodecError("wrong_type", f"field {path!r} is {type(v).__name__}; expected a number, bool, string or array")
+
+
+def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
+    name = mapping.timestamp_field
+    if name is None:
+        return default
+    v = _get(raw, name)
+    if v is _MISSING:
+        return default
+    fmt = mapping.timestamp_format
+    if fmt is TimestampFormat.ISO8601:
+        if not isinstance(v, str):
+            raise CodecError("wrong_type", f"timestamp {name!r} is {type(v).__name__}; expected an ISO 8601 string")
+        try:
+            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            raise CodecError("bad_timestamp", f"timestamp {name!r}={v!r} is not ISO 8601") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        return dt.timestamp()
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise CodecError("wrong_type", f"timestamp {name!r} is {type(v).__name__}; expected a number ({fmt.value})")
+    if not math.isfinite(v):
+        raise CodecError("non_finite", f"timestamp {name!r} is {v}")
+    return float(v) / 1000.0 if fmt is TimestampFormat.EPOCH_MS else float(v)
+
+
+def decode(payload: bytes | str, mapping: JsonMapping | None = None, *, now: float = 0.0) -> list[tuple[str, Any, float]]:
+    """Decode one JSON object into ``[(tag, value, timestamp_s), ...]``; ``now`` if no timestamp."""
+    mapping = mapping or JsonMapping()
+    try:
+        raw = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CodecError("malformed_json", str(e)[:120]) from None
+    except RecursionError:
+        raise CodecError("malformed_json", "nested too deep") from None
+    if not isinstance(raw, dict):
+        raise CodecError("wrong_type", f"payload is a JSON {type(raw).__name__}; expected an object")
+    ts = _timestamp(raw, mapping, now)
+    out: list[tuple[str, Any, float]] = []
+    p = mapping.tag_prefix
+    if mapping.values:
+        for path, tag in mapping.values.items():
+            v = _get(raw, path)
+            if v is _MISSING:
+                raise CodecError("missing_field", f"field {path!r} is absent")
+            out.append((p + tag, _value(path, v), ts))
+    else:
+        for k, v in raw.items():
+            if k == mapping.timestamp_field or isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            out.append((p + k, _value(k, v), ts))
+    return out
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    """Encode a dict as compact UTF-8 JSON (NumPy arrays and scalars become lists and numbers)."""
+
+    def default(o: Any) -> Any:
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, enum.Enum):
+            return o.value
+        raise TypeError(f"cannot encode {type(o).__name__} as JSON")
+
+    return json.dumps(obj, separators=(",", ":"), default=default, allow_nan=False).encode()

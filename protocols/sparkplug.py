@@ -1,0 +1,263 @@
+"""Sparkplug B: payload encode/decode, topic parsing, rebirth requests. Pure, no I/O.
+
+Wraps the generated ``protocols.gen.sparkplug_b_pb2`` (from ``protocols/sparkplug_b.proto``)
+in small typed objects: ``Metric`` (name, alias, datatype, value, timestamp) and ``Payload``
+(timestamp, seq, metrics). Supported value types: the integer types, Float, Double, Boolean,
+String/Text/UUID, DateTime and Bytes; DataSet and Template metrics decode with ``value=None``
+and ``datatype`` set so callers can skip them. Signed integers are stored the Sparkplug
+way (two's complement in the unsigned field) and decoded back to negative Python ints.
+Every decoding failure is ``protocols.json_codec.CodecError`` (reasons ``garbage_protobuf``,
+``bad_topic``, ``wrong_type``, ``non_finite`` is left to the caller).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocols.json_codec import CodecError
+
+NAMESPACE = "spBv1.0"
+REBIRTH_METRIC = "Node Control/Rebirth"
+BDSEQ_METRIC = "bdSeq"
+
+
+class DataType(enum.IntEnum):
+    INT8 = 1
+    INT16 = 2
+    INT32 = 3
+    INT64 = 4
+    UINT8 = 5
+    UINT16 = 6
+    UINT32 = 7
+    UINT64 = 8
+    FLOAT = 9
+    DOUBLE = 10
+    BOOLEAN = 11
+    STRING = 12
+    DATETIME = 13
+    TEXT = 14
+    UUID = 15
+    DATASET = 16
+    BYTES = 17
+    FILE = 18
+    TEMPLATE = 19
+
+
+class MessageType(enum.StrEnum):
+    NBIRTH = "NBIRTH"
+    NDATA = "NDATA"
+    NDEATH = "NDEATH"
+    DBIRTH = "DBIRTH"
+    DDATA = "DDATA"
+    DDEATH = "DDEATH"
+    NCMD = "NCMD"
+    DCMD = "DCMD"
+    STATE = "STATE"
+
+
+_SIGNED_BITS = {DataType.INT8: 8, DataType.INT16: 16, DataType.INT32: 32, DataType.INT64: 64}
+_INT_FIELD = {DataType.INT8, DataType.INT16, DataType.INT32, DataType.UINT8, DataType.UINT16, DataType.UINT32}
+_LONG_FIELD = {DataType.INT64, DataType.UINT64, DataType.DATETIME}
+_STR_FIELD = {DataType.STRING, DataType.TEXT, DataType.UUID}
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    name: str | None = None
+    alias: int | None = None
+    datatype: int = DataType.DOUBLE
+    value: Any = None
+    timestamp_ms: int | None = None
+    is_null: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    timestamp_ms: int | None = None
+    seq: int | None = None
+    metrics: list[Metric] = field(default_factory=list)
+    uuid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SparkplugTopic:
+    group: str
+    message_type: MessageType
+    edge_node: str
+    device: str | None = None
+
+    def __str__(self) -> str:
+        if self.message_type is MessageType.STATE:
+            return f"{NAMESPACE}/STATE/{self.edge_node}"
+        parts = [NAMESPACE, self.group, self.message_type.value, self.edge_node]
+        if self.device:
+            parts.append(self.device)
+        return "/".join(parts)
+
+
+def _pb():
+    from protocols.gen import sparkplug_b_pb2  # generated; imported on first use
+
+    return sparkplug_b_pb2
+
+
+def infer_datatype(value: Any) -> DataType:
+    if isinstance(value, bool):
+        return DataType.BOOLEAN
+    if isinstance(value, int):
+        return DataType.INT64
+    if isinstance(value, float):
+        return DataType.DOUBLE
+    if isinstance(value, str):
+        return DataType.STRING
+    if isinstance(value, bytes | bytearray):
+        return DataType.BYTES
+    raise CodecError("wrong_type", f"no Sparkplug datatype for {type(value).__name__}")
+
+
+def _set_value(m: Any, dt: int, value: Any) -> None:
+    if dt in _SIGNED_BITS:
+        bits = _SIGNED_BITS[DataType(dt)]
+        v = int(value) & ((1 << bits) - 1)  # two's complement, as Tahu writes it
+        if dt == DataType.INT64:
+            m.long_value = v
+        else:
+            m.int_value = v
+    elif dt in _INT_FIELD:
+        m.int_value = int(value)
+    elif dt in _LONG_FIELD:
+        m.long_value = int(value)
+    elif dt == DataType.FLOAT:
+        m.float_value = float(value)
+    elif dt == DataType.DOUBLE:
+        m.double_value = float(value)
+    elif dt == DataType.BOOLEAN:
+        m.boolean_value = bool(value)
+    elif dt in _STR_FIELD:
+        m.string_value = str(value)
+    elif dt in (DataType.BYTES, DataType.FILE):
+        m.bytes_value = bytes(value)
+    else:
+        raise CodecError("wrong_type", f"encoding datatype {dt} is not supported")
+
+
+def encode(payload: Payload) -> bytes:
+    """Serialise a ``Payload`` to Sparkplug B protobuf bytes."""
+    pb = _pb().Payload()
+    if payload.timestamp_ms is not None:
+        pb.timestamp = int(payload.timestamp_ms)
+    if payload.seq is not None:
+        pb.seq = int(payload.seq)
+    if payload.uuid is not None:
+        pb.uuid = payload.uuid
+    for metric in payload.metrics:
+        m = pb.metrics.add()
+        if metric.name is not None:
+            m.name = metric.name
+        if metric.alias is not None:
+            m.alias = int(metric.alias)
+        if metric.timestamp_ms is not None:
+            m.timestamp = int(metric.timestamp_ms)
+        m.datatype = int(metric.datatype)
+        if metric.is_null or metric.value is None:
+            m.is_null = True
+        else:
+            _set_value(m, int(metric.datatype), metric.value)
+    return pb.SerializeToString()
+
+
+def _get_value(m: Any) -> Any:
+    which = m.WhichOneof("value")
+    if which is None:
+        return None
+    dt = m.datatype
+    if which == "int_value":
+        v = m.int_value
+        if dt in _SIGNED_BITS and dt != DataType.INT64:
+            bits = _SIGNED_BITS[DataType(dt)]
+            v &= (1 << bits) - 1
+            if v >= 1 << (bits - 1):
+                v -= 1 << bits
+        return v
+    if which == "long_value":
+        v = m.long_value
+        if dt == DataType.INT64 and v >= 1 << 63:
+            v -= 1 << 64
+        return v
+    if which in ("dataset_value", "template_value", "extension_value"):
+        return None
+    return getattr(m, which)
+
+
+def decode(data: bytes) -> Payload:
+    """Parse Sparkplug B bytes; anything unparseable raises ``CodecError('garbage_protobuf')``."""
+    from google.protobuf.message import DecodeError
+
+    pb = _pb().Payload()
+    try:
+        pb.ParseFromString(bytes(data))
+    except (DecodeError, RuntimeError, ValueError, TypeError) as e:
+        raise CodecError("garbage_protobuf", f"not a Sparkplug B payload ({e})"[:160]) from None
+    except Exception as e:
+        raise CodecError("garbage_protobuf", f"not a Sparkplug B payload ({type(e).__name__})") from None
+    metrics = []
+    for m in pb.metrics:
+        metrics.append(
+            Metric(
+                name=m.name if m.HasField("name") else None,
+                alias=m.alias if m.HasField("alias") else None,
+                datatype=m.datatype,
+                value=_get_value(m),
+                timestamp_ms=m.timestamp if m.HasField("timestamp") else None,
+                is_null=m.is_null,
+            )
+        )
+    return Payload(
+        timestamp_ms=pb.timestamp if pb.HasField("timestamp") else None,
+        seq=pb.seq if pb.HasField("seq") else None,
+        metrics=metrics,
+        uuid=pb.uuid if pb.HasField("uuid") else None,
+    )
+
+
+def parse_topic(topic: str) -> SparkplugTopic:
+    """Parse ``spBv1.0/{group}/{type}/{edge_node}[/{device}]`` (or ``spBv1.0/STATE/{host}``)."""
+    parts = topic.split("/")
+    if len(parts) < 3 or parts[0] != NAMESPACE:
+        raise CodecError("bad_topic", f"{topic!r} is not a Sparkplug B topic ({NAMESPACE}/group/TYPE/node[/device])")
+    if parts[1] == "STATE" and len(parts) == 3:
+        return SparkplugTopic("", MessageType.STATE, parts[2])
+    if len(parts) not in (4, 5) or not all(parts):
+        raise CodecError("bad_topic", f"{topic!r} has {len(parts)} levels; expected 4 or 5")
+    try:
+        mt = MessageType(parts[2])
+    except ValueError:
+        raise CodecError("bad_topic", f"{topic!r}: unknown message type {parts[2]!r}") from None
+    is_device = mt in (MessageType.DBIRTH, MessageType.DDATA, MessageType.DDEATH, MessageType.DCMD)
+    if is_device != (len(parts) == 5):
+        raise CodecError("bad_topic", f"{topic!r}: {mt.value} {'needs' if is_device else 'takes no'} device level")
+    return SparkplugTopic(parts[1], mt, parts[3], parts[4] if len(parts) == 5 else None)
+
+
+def topic(group: str, message_type: MessageType | str, edge_node: str, device: str | None = None) -> str:
+    return str(SparkplugTopic(group, MessageType(message_type), edge_node, device))
+
+
+def next_seq(seq: int) -> int:
+    """Sparkplug sequence numbers run 0..255 and wrap."""
+    return (seq + 1) % 256
+
+
+def rebirth_request(group: str, edge_node: str, *, now_ms: int | None = None) -> tuple[str, bytes]:
+    """The NCMD topic and payload asking an edge node to publish its births again."""
+    ts = int(time.time() * 1000) if now_ms is None else now_ms
+    body = encode(Payload(timestamp_ms=ts, metrics=[Metric(REBIRTH_METRIC, None, DataType.BOOLEAN, True, ts)]))
+    return topic(group, MessageType.NCMD, edge_node), body
+
+
+def death_payload(bd_seq: int) -> bytes:
+    """NDEATH payload carrying the bdSeq that matches the NBIRTH (used as the MQTT will)."""
+    return encode(Payload(timestamp_ms=int(time.time() * 1000), metrics=[Metric(BDSEQ_METRIC, None, DataType.INT64, bd_seq)]))

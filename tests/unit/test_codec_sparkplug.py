@@ -1,0 +1,94 @@
+"""Sparkplug B codec: round trips, signed integers, topics, rebirth, garbage never escapes as non-CodecError."""
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocols import sparkplug as sp
+from protocols.json_codec import CodecError
+
+_values = st.one_of(
+    st.tuples(st.just(sp.DataType.INT8), st.integers(-128, 127)),
+    st.tuples(st.just(sp.DataType.INT16), st.integers(-(2**15), 2**15 - 1)),
+    st.tuples(st.just(sp.DataType.INT32), st.integers(-(2**31), 2**31 - 1)),
+    st.tuples(st.just(sp.DataType.INT64), st.integers(-(2**63), 2**63 - 1)),
+    st.tuples(st.just(sp.DataType.UINT32), st.integers(0, 2**32 - 1)),
+    st.tuples(st.just(sp.DataType.UINT64), st.integers(0, 2**64 - 1)),
+    st.tuples(st.just(sp.DataType.DOUBLE), st.floats(allow_nan=False)),
+    st.tuples(st.just(sp.DataType.FLOAT), st.floats(allow_nan=False, width=32)),
+    st.tuples(st.just(sp.DataType.BOOLEAN), st.booleans()),
+    st.tuples(st.just(sp.DataType.STRING), st.text(max_size=20)),
+)
+
+
+@given(
+    ts=st.integers(0, 2**63),
+    seq=st.integers(0, 255),
+    metrics=st.lists(st.tuples(st.text(max_size=10), st.integers(0, 2**64 - 1), _values), max_size=5),
+)
+@settings(max_examples=150, deadline=None)
+def test_encode_then_decode_returns_the_same_payload(ts, seq, metrics):
+    p = sp.Payload(ts, seq, [sp.Metric(n, a, dt, v, ts) for n, a, (dt, v) in metrics])
+    assert sp.decode(sp.encode(p)) == p
+
+
+@given(st.binary(max_size=200))
+@settings(max_examples=300, deadline=None)
+def test_garbage_bytes_raise_only_codec_error(data):
+    try:
+        sp.decode(data)
+    except CodecError as e:
+        assert e.reason == "garbage_protobuf"
+
+
+def test_truncated_payload_is_garbage_protobuf():
+    raw = sp.encode(sp.Payload(1, 2, [sp.Metric("temperature", 1, sp.DataType.DOUBLE, 21.5)]))
+    with pytest.raises(CodecError) as e:
+        sp.decode(raw[:-3])
+    assert e.value.reason == "garbage_protobuf"
+
+
+def test_null_metric_decodes_as_none():
+    p = sp.decode(sp.encode(sp.Payload(1, 0, [sp.Metric("x", 1, sp.DataType.DOUBLE, None)])))
+    assert p.metrics[0].is_null and p.metrics[0].value is None
+
+
+def test_float_value_keeps_single_precision():
+    p = sp.decode(sp.encode(sp.Payload(metrics=[sp.Metric("f", None, sp.DataType.FLOAT, 0.1)])))
+    assert math.isclose(p.metrics[0].value, 0.1, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("topic", "expected"),
+    [
+        ("spBv1.0/plant/NBIRTH/edge1", sp.SparkplugTopic("plant", sp.MessageType.NBIRTH, "edge1")),
+        ("spBv1.0/plant/DDATA/edge1/pump", sp.SparkplugTopic("plant", sp.MessageType.DDATA, "edge1", "pump")),
+        ("spBv1.0/STATE/host1", sp.SparkplugTopic("", sp.MessageType.STATE, "host1")),
+    ],
+)
+def test_topic_parses_and_rebuilds(topic, expected):
+    assert sp.parse_topic(topic) == expected
+    assert str(expected) == topic
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["spBv1.0/plant/NOPE/edge1", "spAv1.0/plant/NDATA/e", "spBv1.0/plant/DDATA/edge1", "spBv1.0/plant/NDATA/e/d", "x"],
+)
+def test_bad_topics_are_bad_topic_errors(topic):
+    with pytest.raises(CodecError) as e:
+        sp.parse_topic(topic)
+    assert e.value.reason == "bad_topic"
+
+
+def test_rebirth_request_is_ncmd_with_rebirth_true():
+    t, body = sp.rebirth_request("plant", "edge1", now_ms=5)
+    assert t == "spBv1.0/plant/NCMD/edge1"
+    (m,) = sp.decode(body).metrics
+    assert (m.name, m.datatype, m.value) == ("Node Control/Rebirth", sp.DataType.BOOLEAN, True)
+
+
+def test_seq_wraps_after_255():
+    assert sp.next_seq(255) == 0 and sp.next_seq(7) == 8
