@@ -1,0 +1,285 @@
+"""MqttSource: the MQTT device adapter (paho-mqtt 2.x), JSON and Sparkplug B subscriptions.
+
+paho runs its own network thread (``loop_start``). ``on_message`` only stamps the receive
+time and hands ``(topic, payload, received_at)`` to the bounded ``Channel`` (oldest dropped
+when full, counted); decoding happens in the asyncio loop inside ``items()``, which keeps
+the network thread light (measured in ``bench/mqtt_bench.py``). Subscriptions are (re)made
+in ``on_connect`` after every connect, so a broker restart is survived.
+
+Connecting: the first connect is attempted by the adapter itself (in an executor, with
+``Backoff``) so that a refused port or a TLS failure is reported with its real cause
+(``stats.last_error``, one log line per burst) and the state goes BACKOFF; once connected,
+paho's own reconnect (``reconnect_delay_set``) takes over after a drop.
+
+Bad input is counted in ``stats.errors_by_reason`` and skipped: ``malformed_json``,
+``wrong_type``, ``missing_field``, ``non_finite``, ``bad_timestamp``, ``garbage_protobuf``,
+``bad_topic``, ``unknown_alias``, ``data_before_birth``, ``seq_gap``, ``out_of_order``
+(a reading older than its tag's last one; dropped unless ``out_of_order: keep``),
+``broker_unreachable``, ``tls_failed``, ``connect_refused``, ``publish_failed``.
+Limits: one broker per source; QoS 2 is not offered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.base import Backoff, BurstLogger, Channel, ConnectionState, DeviceError, DeviceStats, Reading
+from devices.mqtt.settings import CodecKind, MqttSettings, Protocol, Subscription
+from devices.mqtt.sparkplug_host import SparkplugHost
+from protocols import json_codec
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MqttError", "MqttSource"]
+
+
+class MqttError(DeviceError):
+    """An MQTT operation that failed (publish refused, not started)."""
+
+
+class MqttSource:
+    def __init__(self, name: str, settings: MqttSettings) -> None:
+        self.name = name
+        self.settings = settings
+        self.stats = DeviceStats()
+        self.state = ConnectionState.STOPPED
+        self._channel = Channel(settings.queue_max_items, self.stats)
+        self._burst = BurstLogger(log)
+        self._client: paho.Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connect_task: asyncio.Task | None = None
+        self._stopping = False
+        self._ever_connected = False
+        self._loop_started = False
+        self._route_cache: dict[str, Subscription | None] = {}
+        self._mappings = {
+            id(s): json_codec.JsonMapping(
+                values=dict(s.json_mapping.values),
+                timestamp_field=s.json_mapping.timestamp_field,
+                timestamp_format=json_codec.TimestampFormat(s.json_mapping.timestamp_format.value),
+            )
+            for s in settings.subscriptions
+        }
+        self._last_ts: dict[str, float] = {}
+        self.sparkplug = SparkplugHost(name, settings.sparkplug, self._publish_raw, self._error)
+        self.connected = asyncio.Event()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._channel.bind(self._loop)
+        self._stopping = False
+        s = self.settings
+        client_id = s.client_id or f"edge-{self.name}-{uuid.uuid4().hex[:8]}"
+        proto = paho.MQTTv5 if s.protocol is Protocol.MQTT5 else paho.MQTTv311
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)
+        if s.tls is not None:
+            c.tls_set(ca_certs=s.tls.ca_file, certfile=s.tls.cert_file, keyfile=s.tls.key_file)
+            c.tls_insecure_set(s.tls.insecure)
+        if s.username is not None:
+            c.username_pw_set(s.username, s.password.get_secret_value() if s.password else None)
+        if s.will is not None:
+            c.will_set(s.will.topic, s.will.payload, s.will.qos, s.will.retain)
+        c.reconnect_delay_set(max(1, int(s.reconnect_min_s)), max(1, int(s.reconnect_max_s)))
+        c.max_queued_messages_set(s.publish_max_queued)  # before connect: FIELD-NOTES paho pitfall
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.on_connect_fail = self._on_connect_fail
+        self._client = c
+        self.state = ConnectionState.CONNECTING
+        first = asyncio.get_running_loop().create_future()
+        self._connect_task = asyncio.create_task(self._connect_loop(first), name=f"mqtt-connect-{self.name}")
+        await first  # the first attempt was made (successful or not)
+
+    async def _connect_loop(self, first: asyncio.Future) -> None:
+        backoff = Backoff(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
+        s, c = self.settings, self._client
+        assert c is not None and self._loop is not None
+        while not self._stopping:
+            try:
+                await self._loop.run_in_executor(None, c.connect, s.host, s.port, s.keepalive_s)
+            except ssl.SSLError as e:
+                self._connect_failed("tls_failed", f"TLS handshake with {s.host}:{s.port} failed: {e}; "
+                                     "check tls.ca_file / cert_file / key_file")
+            except (OSError, ValueError) as e:
+                self._connect_failed("broker_unreachable", f"cannot reach broker {s.host}:{s.port}: {e}")
+            else:
+                c.loop_start()
+                self._loop_started = True
+                if not first.done():
+                    first.set_result(None)
+                return
+            if not first.done():
+                first.set_result(None)
+            await asyncio.sleep(backoff.next_delay())
+
+    def _connect_failed(self, reason: str, detail: str) -> None:
+        self.state = ConnectionState.BACKOFF
+        self._error(reason, detail)
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        self._stopping = True
+        c, self._client = self._client, None
+        if self._connect_task is not None:
+            self._connect_task.cancel()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._connect_task), timeout_s)
+            except (asyncio.CancelledError, TimeoutError, Exception):
+                pass
+            self._connect_task = None
+        if c is not None:
+            try:
+                c.disconnect()
+            except Exception:  # already down: nothing to close
+                pass
+            if self._loop_started:
+                await asyncio.wait_for(asyncio.to_thread(c.loop_stop), timeout_s)
+                self._loop_started = False
+        self._channel.close()
+        self.state = ConnectionState.STOPPED
+        self.connected.clear()
+
+    # ---- paho thread callbacks (keep light) --------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self.state = ConnectionState.BACKOFF
+            self._error_threadsafe("connect_refused", f"broker {self.settings.host}:{self.settings.port} "
+                                   f"refused the connection: {reason_code}; check username/password and ACLs")
+            return
+        if self._ever_connected:
+            self.stats.reconnects += 1
+        self._ever_connected = True
+        subs = [(s.topic, s.qos) for s in self.settings.subscriptions]
+        if subs:
+            client.subscribe(subs)
+        self.state = ConnectionState.CONNECTED
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.connected.set)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self._stopping:
+            return
+        self.state = ConnectionState.BACKOFF
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.connected.clear)
+        self._error_threadsafe("broker_unreachable", f"lost broker {self.settings.host}:{self.settings.port} "
+                               f"({reason_code}); reconnecting")
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        self.state = ConnectionState.BACKOFF
+        self._error_threadsafe("broker_unreachable", f"reconnect to {self.settings.host}:{self.settings.port} failed")
+
+    def _on_message(self, client, userdata, msg) -> None:
+        self._channel.put_threadsafe((msg.topic, msg.payload, time.time()))
+
+    # ---- errors ----------------------------------------------------------------------------
+    def _error(self, reason: str, detail: str) -> None:
+        self.stats.error(reason, detail)
+        self._burst.log(reason, "mqtt source %r: %s: %s", self.name, reason, detail)
+
+    def _error_threadsafe(self, reason: str, detail: str) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._error, reason, detail)
+                return
+            except RuntimeError:
+                pass
+        self._error(reason, detail)
+
+    # ---- consuming -------------------------------------------------------------------------
+    def _route(self, topic: str) -> Subscription | None:
+        try:
+            return self._route_cache[topic]
+        except KeyError:
+            pass
+        sub = next((s for s in self.settings.subscriptions if paho.topic_matches_sub(s.topic, topic)), None)
+        if len(self._route_cache) < 100_000:  # bounded: topics come from the outside world
+            self._route_cache[topic] = sub
+        return sub
+
+    def decode(self, topic: str, payload: bytes, received_at: float) -> list[Reading]:
+        """Readings from one message (bad input counted and skipped, never raised)."""
+        sub = self._route(topic)
+        if sub is None:
+            return []
+        try:
+            if sub.codec is CodecKind.SPARKPLUG_B:
+                readings = self.sparkplug.handle(topic, payload, received_at)
+            else:
+                prefix = topic + "/" if sub.json_mapping.tag_prefix_topic else ""
+                triples = json_codec.decode(payload, self._mappings[id(sub)], now=received_at)
+                readings = [Reading(self.name, prefix + t, v, ts, received_at) for t, v, ts in triples]
+        except json_codec.CodecError as e:
+            self._error(e.reason, f"topic {topic!r}: {e.detail}")
+            return []
+        return self._order(readings)
+
+    def _order(self, readings: list[Reading]) -> list[Reading]:
+        keep = self.settings.out_of_order == "keep"
+        out = []
+        for r in readings:
+            last = self._last_ts.get(r.tag)
+            if last is not None and r.timestamp < last and r.quality.value == "good":
+                self._error("out_of_order", f"tag {r.tag!r}: timestamp {r.timestamp} is older than {last}")
+                if not keep:
+                    continue
+            else:
+                self._last_ts[r.tag] = r.timestamp
+            out.append(r)
+        return out
+
+    async def items(self) -> AsyncIterator[Reading]:
+        """Readings until ``stop()``."""
+        while True:
+            try:
+                topic, payload, received_at = await self._channel.get()
+            except EOFError:
+                return
+            for r in self.decode(topic, payload, received_at):
+                yield r
+
+    # ---- publishing ------------------------------------------------------------------------
+    def _publish_raw(self, topic: str, payload: bytes) -> None:
+        c = self._client
+        if c is not None:
+            c.publish(topic, payload, qos=0)
+
+    async def publish(self, topic: str, payload: bytes | str | dict[str, Any], qos: int = 0, retain: bool = False) -> None:
+        """Publish results and events (a dict becomes compact JSON).
+
+        QoS 1 messages are queued by paho while the broker is away (up to ``publish_max_queued``);
+        when that queue is full this waits up to ``publish_timeout_s`` for room, then raises
+        ``MqttError``. QoS 0 while disconnected is counted as ``publish_failed`` and dropped.
+        """
+        c = self._client
+        if c is None:
+            raise MqttError(f"mqtt source {self.name!r}: publish before start(); call await source.start() first")
+        if qos not in (0, 1):
+            raise MqttError(f"mqtt source {self.name!r}: qos {qos} not offered; use 0 or 1")
+        if isinstance(payload, dict):
+            payload = json_codec.encode(payload)
+        deadline = time.monotonic() + self.settings.publish_timeout_s
+        while True:
+            info = c.publish(topic, payload, qos=qos, retain=retain)
+            if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
+                if time.monotonic() > deadline:
+                    self._error("publish_failed", f"topic {topic!r}: paho queue full for {self.settings.publish_timeout_s}s")
+                    raise MqttError(f"mqtt source {self.name!r}: outgoing queue full; broker slow or away")
+                await asyncio.sleep(0.005)
+                continue
+            if info.rc == paho.MQTT_ERR_NO_CONN and qos == 0:
+                self._error("publish_failed", f"topic {topic!r}: not connected, QoS 0 message dropped")
+            return

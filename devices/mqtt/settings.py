@@ -1,0 +1,117 @@
+"""Settings of the MQTT source (``type: mqtt``). Validation only: this module never imports paho.
+
+One broker connection per source; each subscription names a topic filter (wildcards allowed),
+a QoS (0 or 1) and a codec: ``json`` (with an optional field mapping) or ``sparkplug_b``
+(the adapter then acts as a Sparkplug B host application for the matching edge nodes).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+
+class Protocol(enum.StrEnum):
+    MQTT311 = "mqtt311"
+    MQTT5 = "mqtt5"
+
+
+class CodecKind(enum.StrEnum):
+    JSON = "json"
+    SPARKPLUG_B = "sparkplug_b"
+
+
+class TimestampFormat(enum.StrEnum):
+    EPOCH_S = "epoch_s"
+    EPOCH_MS = "epoch_ms"
+    ISO8601 = "iso8601"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class JsonMappingSettings(_Model):
+    """Which JSON fields are tags. Empty ``values``: every numeric top-level field is a tag."""
+
+    values: dict[str, str] = Field(default_factory=dict, description="field path (dotted) -> tag name")
+    timestamp_field: str | None = "ts"
+    timestamp_format: TimestampFormat = TimestampFormat.EPOCH_S
+    tag_prefix_topic: bool = Field(True, description="tag = '{topic}/{tag}' so wildcard sensors stay apart")
+
+
+class Subscription(_Model):
+    topic: str = Field(min_length=1, description="topic filter; '+' and '#' allowed")
+    qos: Literal[0, 1] = 0
+    codec: CodecKind = CodecKind.JSON
+    json_mapping: JsonMappingSettings = Field(default_factory=JsonMappingSettings)
+
+    @field_validator("topic")
+    @classmethod
+    def _filter_ok(cls, v: str) -> str:
+        levels = v.split("/")
+        for i, level in enumerate(levels):
+            if "#" in level and (level != "#" or i != len(levels) - 1):
+                raise ValueError(f"topic filter {v!r}: '#' must be a whole last level, e.g. 'plant/#'")
+            if "+" in level and level != "+":
+                raise ValueError(f"topic filter {v!r}: '+' must be a whole level, e.g. 'plant/+/temp'")
+        return v
+
+
+class TlsSettings(_Model):
+    ca_file: str | None = Field(None, description="CA bundle that signed the broker certificate")
+    cert_file: str | None = Field(None, description="client certificate (mutual TLS)")
+    key_file: str | None = None
+    insecure: bool = Field(False, description="skip broker hostname check; never in production")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls: cert_file and key_file go together; give both or neither")
+        return self
+
+
+class WillSettings(_Model):
+    topic: str
+    payload: str = "offline"
+    qos: Literal[0, 1] = 1
+    retain: bool = True
+
+
+class SparkplugHostSettings(_Model):
+    tag_map: dict[str, str] = Field(
+        default_factory=dict, description="'{edge_node}/{device}/{metric}' (or '{edge_node}/{metric}') -> tag name"
+    )
+    rebirth_on_unknown: bool = Field(True, description="send NCMD Node Control/Rebirth on unknown alias or data before birth")
+    rebirth_min_interval_s: float = Field(2.0, ge=0)
+
+
+class MqttSettings(_Model):
+    type: Literal["mqtt"] = "mqtt"
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    protocol: Protocol = Protocol.MQTT311
+    client_id: str = Field("", description="empty: a random id is generated")
+    keepalive_s: int = Field(30, ge=5, le=65535)
+    tls: TlsSettings | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    subscriptions: list[Subscription] = Field(default_factory=list)
+    queue_max_items: int = Field(10_000, ge=1, description="bounded hand-over queue; oldest message dropped when full")
+    reconnect_min_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    publish_max_queued: int = Field(10_000, ge=1, description="paho outgoing queue bound (see FIELD-NOTES pitfall)")
+    publish_timeout_s: float = Field(10.0, gt=0, description="how long publish() waits for room in a full queue")
+    will: WillSettings | None = None
+    sparkplug: SparkplugHostSettings = Field(default_factory=SparkplugHostSettings)
+    out_of_order: Literal["drop", "keep"] = Field("drop", description="a reading older than its tag's last one")
+
+    @model_validator(mode="after")
+    def _check(self) -> MqttSettings:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        if self.password is not None and self.username is None:
+            raise ValueError("password given without username; add username")
+        return self
