@@ -1,0 +1,203 @@
+"""MqttSource against a real Mosquitto: JSON over wildcards, QoS 0/1, MQTT 3.1.1/5, bad input,
+broker restart, publish, Sparkplug B births/data/deaths/rebirth with the sensor simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.base import ConnectionState, Quality
+from devices.mqtt.client import MqttSource
+from devices.mqtt.settings import MqttSettings
+from protocols import sparkplug as sp
+from simulators.sensors import SensorFleet
+
+
+def raw_client(port: int, protocol=paho.MQTTv311) -> paho.Client:
+    c = paho.Client(CallbackAPIVersion.VERSION2, protocol=protocol)
+    c.connect("127.0.0.1", port, 30)
+    c.loop_start()
+    return c
+
+
+async def collect(src: MqttSource, until, timeout_s: float = 10.0) -> list:
+    got: list = []
+
+    async def run():
+        async for r in src.items():
+            got.append(r)
+            if until(got):
+                return
+
+    try:
+        await asyncio.wait_for(run(), timeout_s)
+    except TimeoutError:
+        pass
+    return got
+
+
+async def started(port: int, subs: list[dict], **kw) -> MqttSource:
+    src = MqttSource("mq", MqttSettings(port=port, subscriptions=subs, **kw))
+    await src.start()
+    await asyncio.wait_for(src.connected.wait(), 5)
+    await asyncio.sleep(0.1)  # SUBACK
+    return src
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+@pytest.mark.parametrize("protocol", ["mqtt311", "mqtt5"])
+async def test_json_readings_arrive_through_wildcard_subscription(mosquitto, qos, protocol):
+    src = await started(mosquitto.port, [{"topic": "plant/+/sensor/#", "qos": qos}], protocol=protocol)
+    pub = raw_client(mosquitto.port)
+    try:
+        for i in range(20):
+            pub.publish(f"plant/line{i % 2}/sensor/t{i}", json.dumps({"ts": 1000 + i, "temperature": 20 + i}), qos=qos)
+        got = await collect(src, lambda g: len(g) >= 20)
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert len(got) == 20
+    assert got[0].tag == "plant/line0/sensor/t0/temperature" and got[0].value == 20 and got[0].timestamp == 1000.0
+    assert src.state is ConnectionState.STOPPED
+
+
+async def test_bad_input_is_counted_and_skipped_while_good_messages_flow(mosquitto):
+    subs = [
+        {"topic": "j/#", "json_mapping": {"values": {"a.b": "ab"}, "timestamp_field": "ts"}},
+        {"topic": "spBv1.0/#", "codec": "sparkplug_b"},
+    ]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    bad = [
+        ("j/1", b"{oops"),
+        ("j/1", b'{"a": {"b": {"c": 1}}}'),
+        ("j/1", b'{"a": {}}'),
+        ("j/1", b'{"a": {"b": NaN}}'),
+        ("j/1", b'{"ts": 5, "a": {"b": 1}}'),  # older than the good ts=10 before it
+        ("spBv1.0/g/NDATA/e1", b"\xff\x00garbage"),
+    ]
+    try:
+        pub.publish("j/1", b'{"ts": 10, "a": {"b": 1}}')
+        for t, p in bad:
+            pub.publish(t, p)
+        pub.publish("j/1", b'{"ts": 11, "a": {"b": 2}}')
+        got = await collect(src, lambda g: any(r.value == 2 for r in g), 5)
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [r.value for r in got] == [1, 2]
+    reasons = src.stats.errors_by_reason
+    for key in ("malformed_json", "wrong_type", "missing_field", "non_finite", "out_of_order", "garbage_protobuf"):
+        assert reasons.get(key) == 1, (key, reasons)
+
+
+async def test_broker_restart_resubscribes_and_messages_flow_again(mosquitto):
+    src = await started(mosquitto.port, [{"topic": "r/#", "qos": 1}], reconnect_min_s=0.2, reconnect_max_s=1)
+    try:
+        mosquitto.restart(down_s=0.5)
+        deadline = time.monotonic() + 10
+        while src.state is not ConnectionState.CONNECTED and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert src.state is ConnectionState.CONNECTED
+        await asyncio.sleep(0.2)
+        pub = raw_client(mosquitto.port)
+        pub.publish("r/x", b'{"v": 1}', qos=1)
+        got = await collect(src, lambda g: len(g) >= 1, 5)
+        pub.loop_stop()
+    finally:
+        await src.stop()
+    assert [r.value for r in got] == [1]
+    assert src.stats.reconnects == 1 and src.stats.errors_by_reason.get("broker_unreachable", 0) >= 1
+
+
+async def test_unreachable_broker_goes_backoff_with_clear_error(mosquitto):
+    port = mosquitto.port
+    mosquitto.stop()
+    src = MqttSource("mq", MqttSettings(port=port, subscriptions=[{"topic": "x"}]))
+    await src.start()
+    try:
+        assert src.state is ConnectionState.BACKOFF
+        assert "cannot reach broker 127.0.0.1" in src.stats.last_error
+    finally:
+        await src.stop()
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+async def test_publish_is_received_by_a_raw_subscriber(mosquitto, qos):
+    got: list = []
+    sub = paho.Client(CallbackAPIVersion.VERSION2)
+    sub.on_message = lambda c, u, m: got.append((m.topic, m.payload, m.qos))
+    sub.connect("127.0.0.1", mosquitto.port)
+    sub.subscribe("factory/#", 1)
+    sub.loop_start()
+    src = await started(mosquitto.port, [])
+    try:
+        await asyncio.sleep(0.2)
+        await src.publish("factory/s/l/a/results/p", {"score": 0.5, "label": "ok"}, qos=qos)
+        await src.publish("factory/s/l/a/events", "hello", qos=qos)
+        for _ in range(100):
+            if len(got) >= 2:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        sub.loop_stop()
+        await src.stop()
+    assert got[0] == ("factory/s/l/a/results/p", b'{"score":0.5,"label":"ok"}', qos)
+    assert got[1][1] == b"hello"
+
+
+async def test_sparkplug_births_data_deaths_and_rebirth_with_simulator(mosquitto):
+    src = await started(mosquitto.port, [{"topic": "spBv1.0/plant/#", "codec": "sparkplug_b", "qos": 1}])
+    fleet = SensorFleet("127.0.0.1", mosquitto.port, json_sensors=0, sparkplug_nodes=1, rate_hz=50, seed=1)
+    fleet.start()
+    try:
+        got = await collect(src, lambda g: sum(r.tag == "edge0/motor1/current_a" for r in g) >= 5)
+        tags = {r.tag for r in got}
+        assert {"edge0/uptime_s", "edge0/motor1/current_a", "edge0/motor1/speed_rpm", "edge0/motor1/running"} <= tags
+        assert all(math.isfinite(r.value) for r in got if r.tag == "edge0/motor1/current_a")
+        # deliberate restart: NDEATH marks the node's tags BAD, new births bring GOOD data back
+        fleet.restart_node(0)
+        got = await collect(src, lambda g: any(r.quality is Quality.BAD for r in g)
+                            and g[-1].quality is Quality.GOOD and g[-1].tag == "edge0/motor1/current_a")
+        bad = {r.tag for r in got if r.quality is Quality.BAD}
+        assert "edge0/motor1/current_a" in bad and "edge0/uptime_s" in bad
+        # an unknown alias triggers a counted error and a rebirth request the node answers
+        births = src.sparkplug.births
+        pub = raw_client(mosquitto.port)
+        bogus = sp.encode(sp.Payload(int(time.time() * 1000), 200, [sp.Metric(None, 999, sp.DataType.DOUBLE, 1.0)]))
+        pub.publish("spBv1.0/plant/DDATA/edge0/motor1", bogus, qos=1)
+        await collect(src, lambda g: src.sparkplug.births >= births + 2, 10)
+        pub.loop_stop()
+    finally:
+        fleet.stop()
+        await src.stop()
+    assert src.stats.errors_by_reason.get("unknown_alias") == 1
+    assert src.sparkplug.rebirths_requested == 1
+    assert src.sparkplug.births >= births + 2
+
+
+async def test_sparkplug_data_before_birth_requests_rebirth(mosquitto):
+    src = await started(mosquitto.port, [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}])
+    seen: list = []
+    watcher = paho.Client(CallbackAPIVersion.VERSION2)
+    watcher.on_message = lambda c, u, m: seen.append((m.topic, sp.decode(m.payload)))
+    watcher.connect("127.0.0.1", mosquitto.port)
+    watcher.subscribe("spBv1.0/+/NCMD/#")
+    watcher.loop_start()
+    try:
+        await asyncio.sleep(0.2)
+        watcher.publish("spBv1.0/g/NDATA/n9", sp.encode(sp.Payload(1, 3, [sp.Metric(None, 1, sp.DataType.DOUBLE, 1.0)])))
+        got = await collect(src, lambda g: False, 1.0)  # the adapter decodes as its items are consumed
+    finally:
+        watcher.loop_stop()
+        await src.stop()
+    assert got == [] and src.stats.errors_by_reason.get("data_before_birth") == 1
+    topic, payload = seen[0]
+    assert topic == "spBv1.0/g/NCMD/n9"
+    assert payload.metrics[0].name == "Node Control/Rebirth" and payload.metrics[0].value is True
