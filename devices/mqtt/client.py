@@ -60,6 +60,7 @@ class MqttSource:
         self._stopping = False
         self._ever_connected = False
         self._loop_started = False
+        self._refused = False
         self._route_cache: dict[str, Subscription | None] = {}
         self._mappings = {
             id(s): json_codec.JsonMapping(
@@ -153,6 +154,7 @@ class MqttSource:
 
     # ---- paho thread callbacks (keep light) --------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._refused = reason_code.is_failure
         if reason_code.is_failure:
             self.state = ConnectionState.BACKOFF
             self._error_threadsafe("connect_refused", f"broker {self.settings.host}:{self.settings.port} "
@@ -172,6 +174,8 @@ class MqttSource:
         if self._stopping:
             return
         self.state = ConnectionState.BACKOFF
+        if self._refused:  # the refusal was already reported with its reason; this is its echo
+            return
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.connected.clear)
         self._error_threadsafe("broker_unreachable", f"lost broker {self.settings.host}:{self.settings.port} "
