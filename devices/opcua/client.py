@@ -1,0 +1,434 @@
+"""OPC UA source (asyncua client): subscribed node values as ``Reading`` objects, write-back, browse.
+
+Lifecycle (``devices.base`` contract): ``start()`` launches one background task that connects,
+reads each node's browse name (default tag), creates one subscription with one monitored item
+per node and then probes the server state every ``keepalive_check_s``. Any failure (refused,
+unreachable, server restarted, keepalive lost) moves the source to BACKOFF, counts the error,
+logs once per burst, waits (bounded exponential backoff) and starts over with a fresh session and
+subscription. The task never raises.
+
+Readings: a Double[] arrives as a 1-D float64 NumPy array, scalars as Python values; ``timestamp``
+is the source timestamp (server timestamp, then receive time, when absent); status Good /
+Uncertain / Bad becomes ``Quality``. Non-finite numbers are passed with quality BAD
+(``non_finite: bad``, default) or dropped (``skip``), and counted as ``non_finite`` either way.
+A source timestamp older than the tag's previous one is counted as ``out_of_order`` and still
+passed on. A node that does not exist is reported by name (``stats.errors_by_reason['node']``)
+and the other nodes stay subscribed.
+
+Errors (all ``OpcUaError``, itself a ``devices.base.DeviceError``)::
+
+    OpcUaError
+    ├── OpcUaNotConnected   write/browse while not CONNECTED
+    ├── OpcUaWriteRefused   the server answered a write with a Bad status
+    └── OpcUaNodeError      a malformed or unknown node id
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from asyncua import Client, Node, ua
+from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+
+from devices.base import (
+    Backoff,
+    BurstLogger,
+    Channel,
+    ConnectionState,
+    DeviceError,
+    DeviceStats,
+    Quality,
+    Reading,
+)
+from devices.opcua.settings import NonFinitePolicy, OpcUaSettings, SecurityMode
+
+log = logging.getLogger("devices.opcua")
+
+__all__ = [
+    "OpcUaError",
+    "OpcUaNodeError",
+    "OpcUaNotConnected",
+    "OpcUaSource",
+    "OpcUaWriteRefused",
+    "browse_server",
+]
+
+
+class OpcUaError(DeviceError):
+    """Root of the OPC UA adapter's errors."""
+
+
+class OpcUaNotConnected(OpcUaError):
+    pass
+
+
+class OpcUaWriteRefused(OpcUaError):
+    pass
+
+
+class OpcUaNodeError(OpcUaError):
+    pass
+
+
+_VARIANT_CONVERT = {
+    ua.VariantType.Boolean: bool,
+    ua.VariantType.String: str,
+    ua.VariantType.Float: float,
+    ua.VariantType.Double: float,
+    **{
+        getattr(ua.VariantType, n): int
+        for n in ("SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64")
+    },
+}
+
+
+def _quality(status: ua.StatusCode | None) -> Quality:
+    if status is None:
+        return Quality.GOOD
+    severity = status.value >> 30  # OPC UA Part 4 7.39: 00 good, 01 uncertain, 1x bad
+    return Quality.GOOD if severity == 0 else Quality.UNCERTAIN if severity == 1 else Quality.BAD
+
+
+def _epoch(t: dt.datetime | None) -> float | None:
+    if t is None:
+        return None
+    if t.tzinfo is None:  # asyncua hands out naive UTC datetimes
+        t = t.replace(tzinfo=dt.UTC)
+    return t.timestamp()
+
+
+def _explain(exc: BaseException, settings: OpcUaSettings) -> tuple[str, str]:
+    """(reason key, one-line message with a hint) for a connect failure."""
+    text = f"{type(exc).__name__}: {exc}".strip()
+    low = text.lower()
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return "timeout", f"no answer within {settings.connect_timeout_s}s; check the endpoint and the server"
+    if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
+        return "unreachable", f"cannot reach {settings.endpoint} ({exc.strerror or exc}); is the server running?"
+    if "certificate" in low or "securitychecks" in low:
+        return "certificate", (
+            f"certificate refused ({text}); make the server trust certificate_file "
+            f"{settings.certificate_file!r} and check the server_certificate_file"
+        )
+    if "useraccessdenied" in low or "identitytoken" in low or "password" in low:
+        return "auth", f"login refused for user {settings.username!r} ({text}); check username/password"
+    return "connect", text
+
+
+def _app_uri_of(cert_file: str) -> str | None:
+    """The URI in the certificate's subjectAltName: the client must announce it as its application URI."""
+    from cryptography import x509
+
+    data = Path(cert_file).read_bytes()
+    cert = x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else None
+
+
+async def _make_client(settings: OpcUaSettings) -> Client:
+    client = Client(settings.endpoint, timeout=settings.connect_timeout_s)
+    if settings.username:
+        client.set_user(settings.username)
+        if settings.password is not None:
+            client.set_password(settings.password.get_secret_value())
+    if settings.security_mode is not SecurityMode.NONE:
+        assert settings.certificate_file and settings.private_key_file
+        uri = _app_uri_of(settings.certificate_file)
+        if uri:
+            client.application_uri = uri
+        mode = (
+            ua.MessageSecurityMode.Sign
+            if settings.security_mode is SecurityMode.SIGN
+            else ua.MessageSecurityMode.SignAndEncrypt
+        )
+        await client.set_security(
+            SecurityPolicyBasic256Sha256,
+            certificate=settings.certificate_file,
+            private_key=settings.private_key_file,
+            server_certificate=settings.server_certificate_file,
+            mode=mode,
+        )
+    return client
+
+
+class _Handler:
+    """asyncua subscription handler: runs on the loop thread, turns notifications into Readings."""
+
+    def __init__(self, source: OpcUaSource) -> None:
+        self.src = source
+
+    def datachange_notification(self, node: Node, val: Any, data: Any) -> None:
+        src = self.src
+        try:
+            tag = src._tags.get(node.nodeid)
+            if tag is None:
+                return
+            dv = data.monitored_item.Value
+            now = time.time()
+            ts = _epoch(dv.SourceTimestamp) or _epoch(dv.ServerTimestamp) or now
+            quality = _quality(dv.StatusCode)
+            if isinstance(val, list):
+                try:
+                    val = np.asarray(val, dtype=np.float64)
+                except (TypeError, ValueError):
+                    pass  # a list of strings etc. stays a list
+            non_finite = (isinstance(val, float) and not math.isfinite(val)) or (
+                isinstance(val, np.ndarray) and val.dtype.kind == "f" and not np.isfinite(val).all()
+            )
+            if non_finite:
+                src.stats.error("non_finite", tag)
+                src._burst.log(f"nf:{tag}", "opcua source %s: tag %s holds NaN/Inf (%s)", src.name, tag,
+                               "passed as BAD" if src.settings.non_finite is NonFinitePolicy.BAD else "skipped")
+                if src.settings.non_finite is NonFinitePolicy.SKIP:
+                    return
+                quality = Quality.BAD
+            last = src._last_ts.get(tag)
+            if last is not None and ts < last:
+                src.stats.error("out_of_order", tag)
+                src._burst.log(f"ooo:{tag}", "opcua source %s: tag %s source timestamp went backwards", src.name, tag)
+            else:
+                src._last_ts[tag] = ts
+            src._channel.put_nowait(Reading(src.name, tag, val, ts, now, quality))
+        except Exception as e:  # never let one notification break asyncua's publish loop
+            src.stats.error("notification", repr(e))
+            src._burst.log("notification", "opcua source %s: bad notification: %r", src.name, e)
+
+    def status_change_notification(self, status: Any) -> None:
+        self.src._lost.set()
+
+
+class OpcUaSource:
+    """One OPC UA server session feeding ``Reading`` objects (see module docstring)."""
+
+    def __init__(self, name: str, settings: OpcUaSettings) -> None:
+        self.name = name
+        self.settings = settings
+        self.stats = DeviceStats()
+        self.state = ConnectionState.STOPPED
+        self._channel = Channel(settings.queue_max_items, self.stats)
+        self._burst = BurstLogger(log)
+        self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_max_s)
+        self._client: Client | None = None
+        self._tags: dict[ua.NodeId, str] = {}
+        self._last_ts: dict[str, float] = {}
+        self._types: dict[str, ua.VariantType] = {}
+        self._task: asyncio.Task | None = None
+        self._first_attempt = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._stopping = False
+        self.node_errors: dict[str, str] = {}  # node_id -> why it is not subscribed
+        self._connected_once = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        self._stopping = False
+        self._channel.bind(asyncio.get_running_loop())
+        self._task = asyncio.create_task(self._run(), name=f"opcua-{self.name}")
+        await self._first_attempt.wait()
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        if self._task is None:
+            return
+        self._stopping = True
+        task, self._task = self._task, None
+        task.cancel()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout_s)
+        except (TimeoutError, asyncio.CancelledError, Exception):
+            pass
+        await self._close_client(timeout_s)
+        self.state = ConnectionState.STOPPED
+        self._channel.close()
+
+    async def items(self):
+        async for item in self._channel:
+            yield item
+
+    # -- background task --------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                self.state = ConnectionState.CONNECTING
+                await asyncio.wait_for(self._connect(), self.settings.connect_timeout_s * 2)
+                self.state = ConnectionState.CONNECTED
+                self._backoff.reset()
+                self._first_attempt.set()
+                if self._connected_once:
+                    self.stats.reconnects += 1
+                self._connected_once = True
+                log.info("opcua source %s: connected to %s", self.name, self.settings.endpoint)
+                await self._watch()
+                raise ConnectionError("connection lost")
+            except asyncio.CancelledError:
+                break
+            except Exception as e:
+                reason, msg = _explain(e, self.settings)
+                self.stats.error(reason, msg)
+                self._burst.log(f"conn:{reason}", "opcua source %s: %s", self.name, msg)
+            self.state = ConnectionState.BACKOFF
+            self._first_attempt.set()
+            await self._close_client(1.0)
+            try:
+                await asyncio.sleep(self._backoff.next_delay())
+            except asyncio.CancelledError:
+                break
+
+    async def _close_client(self, timeout_s: float) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            await asyncio.wait_for(client.disconnect(), timeout_s)
+        except (Exception, asyncio.CancelledError):
+            try:  # the transport may already be gone; drop what is left without waiting
+                client.uaclient.protocol and client.uaclient.protocol.transport.close()  # type: ignore[union-attr]
+            except Exception:
+                pass
+
+    async def _connect(self) -> None:
+        self._lost.clear()
+        client = await _make_client(self.settings)
+        self._client = client
+        await client.connect()
+        self._tags.clear()
+        self._types.clear()
+        groups: dict[tuple[float, int], list[Node]] = {}
+        for ns in self.settings.nodes:
+            try:
+                node = client.get_node(ns.node_id)
+                tag = ns.tag or (await node.read_browse_name()).Name
+            except Exception as e:
+                self._node_error(ns.node_id, e)
+                continue
+            self._tags[node.nodeid] = tag
+            groups.setdefault((ns.sampling_interval_ms, ns.queue_size), []).append(node)
+        if not groups:
+            return
+        sub = await client.create_subscription(self.settings.publishing_interval_ms, _Handler(self))
+        for (sampling_ms, queue_size), nodes in groups.items():
+            results = await sub.subscribe_data_change(nodes, sampling_interval=sampling_ms, queuesize=queue_size)
+            for node, r in zip(nodes, results, strict=True):
+                if isinstance(r, ua.StatusCode):
+                    self._tags.pop(node.nodeid, None)
+                    self._node_error(node.nodeid.to_string(), r.name)
+
+    def _node_error(self, node_id: str, why: Any) -> None:
+        why_s = why if isinstance(why, str) else f"{type(why).__name__}: {why}"
+        msg = f"node {node_id!r} cannot be subscribed ({why_s}); check the node_id (browse the server)"
+        self.node_errors[node_id] = msg
+        self.stats.error("node", msg)
+        self._burst.log(f"node:{node_id}", "opcua source %s: %s", self.name, msg)
+
+    async def _watch(self) -> None:
+        """Return when the connection is gone: probe the server state now and then."""
+        assert self._client is not None
+        state_node = self._client.get_node(ua.ObjectIds.Server_ServerStatus_State)
+        while True:
+            try:
+                await asyncio.wait_for(self._lost.wait(), self.settings.keepalive_check_s)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await asyncio.wait_for(state_node.read_value(), self.settings.connect_timeout_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.info("opcua source %s: keepalive failed: %r", self.name, e)
+                return
+
+    # -- write and browse -----------------------------------------------------------------------
+    def _require_client(self, what: str) -> Client:
+        if self.state is not ConnectionState.CONNECTED or self._client is None:
+            raise OpcUaNotConnected(
+                f"opcua source {self.name}: not connected to {self.settings.endpoint} "
+                f"(state {self.state.value}); {what} not done"
+            )
+        return self._client
+
+    async def write(self, node_id: str, value: Any) -> None:
+        """Write ``value`` converted to the node's own data type (read once, cached)."""
+        client = self._require_client(f"write to {node_id}")
+        try:
+            node = client.get_node(node_id)
+        except Exception as e:
+            raise OpcUaNodeError(f"opcua source {self.name}: malformed node id {node_id!r} ({e})") from None
+        try:
+            vtype = self._types.get(node_id)
+            if vtype is None:
+                vtype = await node.read_data_type_as_variant_type()
+                self._types[node_id] = vtype
+            conv = _VARIANT_CONVERT.get(vtype, lambda v: v)
+            if isinstance(value, np.ndarray | list | tuple):
+                payload: Any = [conv(v) for v in np.asarray(value).tolist()]
+            else:
+                payload = conv(value.item() if isinstance(value, np.generic) else value)
+            await node.write_value(ua.DataValue(ua.Variant(payload, vtype)))
+        except ua.UaStatusCodeError as e:
+            name = ua.StatusCode(e.code).name if hasattr(e, "code") else str(e)
+            if "NodeIdUnknown" in name:
+                raise OpcUaNodeError(f"opcua source {self.name}: node {node_id!r} does not exist on the server") from None
+            raise OpcUaWriteRefused(
+                f"opcua source {self.name}: write of {value!r} to {node_id} refused by the server ({name})"
+            ) from None
+        except (TimeoutError, ConnectionError, OSError) as e:
+            raise OpcUaNotConnected(f"opcua source {self.name}: write to {node_id} failed, connection lost ({e!r})") from None
+
+    async def browse(self, folder_node_id: str | None = None, max_depth: int = 3) -> list[dict]:
+        """Variables under a folder/object (default Objects): node_id, browse_name, data_type, array."""
+        client = self._require_client("browse")
+        return await _browse(client, folder_node_id, max_depth)
+
+
+async def _browse(client: Client, folder_node_id: str | None, max_depth: int) -> list[dict]:
+    root = client.nodes.objects if folder_node_id is None else client.get_node(folder_node_id)
+    out: list[dict] = []
+
+    async def walk(node: Node, depth: int) -> None:
+        for child in await node.get_children(refs=ua.ObjectIds.HierarchicalReferences):
+            if child.nodeid.NamespaceIndex == 0:  # skip the standard Server object and types
+                continue
+            cls = await child.read_node_class()
+            if cls == ua.NodeClass.Variable:
+                vtype = await child.read_data_type_as_variant_type()
+                rank = await child.read_value_rank()
+                out.append({
+                    "node_id": child.nodeid.to_string(),
+                    "browse_name": (await child.read_browse_name()).Name,
+                    "data_type": vtype.name,
+                    "array": rank >= 0,
+                })
+            elif cls == ua.NodeClass.Object and depth < max_depth:
+                await walk(child, depth + 1)
+
+    await walk(root, 1)
+    return out
+
+
+async def browse_server(settings: OpcUaSettings, folder_node_id: str | None = None, max_depth: int = 3) -> list[dict]:
+    """One-off connect, browse and disconnect, for config authoring (no subscription)."""
+    client = await _make_client(settings)
+    try:
+        await asyncio.wait_for(client.connect(), settings.connect_timeout_s)
+    except Exception as e:
+        raise OpcUaError(f"opcua {settings.endpoint}: {_explain(e, settings)[1]}") from None
+    try:
+        return await _browse(client, folder_node_id, max_depth)
+    finally:
+        try:
+            await client.disconnect()
+        except Exception:
+            pass

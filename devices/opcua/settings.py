@@ -1,0 +1,72 @@
+"""Settings of the OPC UA source (``type: opcua``). Validation only: this module never imports asyncua.
+
+One client session per source, one subscription (``publishing_interval_ms``) with one monitored
+item per configured node. Security: None, or Basic256Sha256 with Sign / SignAndEncrypt, which
+needs the client certificate and key (PEM or DER) and, optionally, the server certificate to pin.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+
+class SecurityMode(enum.StrEnum):
+    NONE = "None"
+    SIGN = "Sign"
+    SIGN_AND_ENCRYPT = "SignAndEncrypt"
+
+
+class NonFinitePolicy(enum.StrEnum):
+    BAD = "bad"  # pass the reading on with quality BAD (default: the consumer sees the sensor fault)
+    SKIP = "skip"  # drop it (counted in stats.errors_by_reason['non_finite'])
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeSettings(_Model):
+    node_id: str = Field(min_length=3, description="e.g. 'ns=2;s=Machine1.Vibration' or 'i=2258'")
+    tag: str | None = Field(None, description="tag name of the readings; default: the node's browse name")
+    sampling_interval_ms: float = Field(0.0, ge=0, description="0: as fast as the server samples")
+    queue_size: int = Field(1, ge=1, description="server-side queue per monitored item")
+
+
+class OpcUaSettings(_Model):
+    type: Literal["opcua"] = "opcua"
+    endpoint: str = Field(pattern=r"^opc\.tcp://", description="e.g. opc.tcp://127.0.0.1:4840/factory/")
+    security_mode: SecurityMode = SecurityMode.NONE
+    security_policy: Literal["Basic256Sha256"] = "Basic256Sha256"
+    certificate_file: str | None = Field(None, description="client certificate (PEM or DER)")
+    private_key_file: str | None = None
+    server_certificate_file: str | None = Field(None, description="pin the server certificate")
+    username: str | None = None
+    password: SecretStr | None = None
+    nodes: list[NodeSettings] = Field(default_factory=list)
+    publishing_interval_ms: float = Field(100.0, gt=0)
+    queue_max_items: int = Field(10_000, ge=1, description="bounded hand-over queue; oldest dropped when full")
+    reconnect_initial_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    keepalive_check_s: float = Field(2.0, gt=0, description="how often the connection is checked")
+    non_finite: NonFinitePolicy = NonFinitePolicy.BAD
+
+    @model_validator(mode="after")
+    def _check(self) -> OpcUaSettings:
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
+        if self.security_mode is not SecurityMode.NONE and not (self.certificate_file and self.private_key_file):
+            raise ValueError(
+                f"security_mode {self.security_mode.value} needs certificate_file and private_key_file; "
+                "add both or set security_mode: None"
+            )
+        if self.password is not None and self.username is None:
+            raise ValueError("password given without username; add username")
+        tags = [n.tag or n.node_id for n in self.nodes]
+        dup = sorted({t for t in tags if tags.count(t) > 1})
+        if dup:
+            raise ValueError(f"nodes: tag(s) {dup} appear more than once; give each node its own tag")
+        return self
