@@ -1,0 +1,164 @@
+"""OPC UA source against the real asyncua machine server on a free loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from devices.base import ConnectionState, Quality, Reading
+from devices.opcua.client import OpcUaNodeError, OpcUaNotConnected, OpcUaSource
+from devices.opcua.settings import OpcUaSettings
+from simulators.machine import MachineServer
+from tests.support.peers import free_port
+
+N = 256  # short windows keep the tests fast
+
+
+def _settings(endpoint: str, nodes: list[dict], **kw) -> OpcUaSettings:
+    base = dict(endpoint=endpoint, nodes=nodes, publishing_interval_ms=50, reconnect_initial_s=0.1,
+                reconnect_max_s=0.5, connect_timeout_s=2.0, keepalive_check_s=0.3)
+    base.update(kw)
+    return OpcUaSettings(**base)
+
+
+@pytest.fixture
+async def machine():
+    srv = MachineServer(free_port(), seed=1, period_ms=50, window_samples=N)
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+async def _collect(src: OpcUaSource, want: set[str], timeout_s: float = 8.0) -> dict[str, Reading]:
+    got: dict[str, Reading] = {}
+
+    async def run() -> None:
+        async for r in src.items():
+            got.setdefault(r.tag, r)
+            if want <= set(got):
+                return
+
+    await asyncio.wait_for(run(), timeout_s)
+    return got
+
+
+async def test_subscribes_waveform_array_and_scalars_with_source_timestamps(machine: MachineServer) -> None:
+    nodes = [{"node_id": machine.node_id("Vibration")}, {"node_id": machine.node_id("Temperature")},
+             {"node_id": machine.node_id("Speed"), "tag": "speed_rpm"}]
+    src = OpcUaSource("m1", _settings(machine.endpoint, nodes))
+    await src.start()
+    try:
+        got = await _collect(src, {"Vibration", "Temperature", "speed_rpm"})
+        wave = got["Vibration"].value
+        assert isinstance(wave, np.ndarray) and wave.shape == (N,) and wave.dtype == np.float64
+        assert 1000 < got["speed_rpm"].value < 2000
+        assert all(abs(r.timestamp - time.time()) < 30 for r in got.values())
+        assert all(r.quality is Quality.GOOD and r.source == "m1" for r in got.values())
+        assert src.state is ConnectionState.CONNECTED
+    finally:
+        await src.stop()
+
+
+async def test_bad_status_is_passed_on_as_quality_not_dropped(machine: MachineServer) -> None:
+    machine.force_status("Temperature", "BadSensorFailure")
+    src = OpcUaSource("m1", _settings(machine.endpoint, [{"node_id": machine.node_id("Temperature")}]))
+    await src.start()
+    try:
+        async def first_bad() -> Reading:
+            async for r in src.items():
+                if r.quality is not Quality.GOOD:
+                    return r
+            raise AssertionError("stream ended")
+
+        r = await asyncio.wait_for(first_bad(), 8)  # the value from before the fault may come first
+        assert r.tag == "Temperature" and r.quality is Quality.BAD  # value may be None with Bad status
+    finally:
+        await src.stop()
+
+
+async def test_write_back_uses_the_node_data_type_and_reaches_the_server(machine: MachineServer) -> None:
+    src = OpcUaSource("m1", _settings(machine.endpoint, [{"node_id": machine.node_id("Speed")}]))
+    await src.start()
+    try:
+        await src.write(machine.node_id("Reject"), 1)  # an int: converted to the node's Boolean
+        await src.write(machine.node_id("Alarm"), np.bool_(True))
+        for _ in range(50):
+            if machine.reject_count == 1 and machine.alarm_count == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert machine.writes == [("Reject", True), ("Alarm", True)]
+        assert machine.reject_count == 1
+        with pytest.raises(OpcUaNodeError, match="ns=2;s=Machine1.Nope"):
+            await src.write("ns=2;s=Machine1.Nope", True)
+    finally:
+        await src.stop()
+    with pytest.raises(OpcUaNotConnected, match="not connected"):
+        await src.write(machine.node_id("Reject"), True)
+
+
+async def test_browse_lists_the_machine_variables_with_types(machine: MachineServer) -> None:
+    src = OpcUaSource("m1", _settings(machine.endpoint, []))
+    await src.start()
+    try:
+        items = {v["browse_name"]: v for v in await src.browse()}
+        assert items["Vibration"]["data_type"] == "Double" and items["Vibration"]["array"] is True
+        assert items["Reject"]["node_id"] == machine.node_id("Reject")
+        assert items["FaultType"]["node_id"] == machine.node_id("Truth.FaultType")
+    finally:
+        await src.stop()
+
+
+async def test_unknown_node_is_named_and_the_others_stay_subscribed(machine: MachineServer) -> None:
+    nodes = [{"node_id": "ns=2;s=Machine1.DoesNotExist", "tag": "ghost"}, {"node_id": machine.node_id("Load")}]
+    src = OpcUaSource("m1", _settings(machine.endpoint, nodes))
+    await src.start()
+    try:
+        got = await _collect(src, {"Load"})
+        assert "Load" in got
+        assert "ns=2;s=Machine1.DoesNotExist" in src.node_errors
+        assert src.stats.errors_by_reason.get("node") == 1
+    finally:
+        await src.stop()
+
+
+async def test_server_restart_reconnects_and_readings_resume() -> None:
+    port = free_port()
+    srv = MachineServer(port, period_ms=50, window_samples=N)
+    await srv.start()
+    src = OpcUaSource("m1", _settings(srv.endpoint, [{"node_id": srv.node_id("Speed")}]))
+    await src.start()
+    try:
+        await _collect(src, {"Speed"})
+        await srv.stop()
+        for _ in range(100):
+            if src.state is not ConnectionState.CONNECTED:
+                break
+            await asyncio.sleep(0.05)
+        assert src.state in (ConnectionState.BACKOFF, ConnectionState.CONNECTING)
+        srv = MachineServer(port, period_ms=50, window_samples=N)
+        await srv.start()
+        while len(src._channel):  # drain what arrived before the restart
+            await src._channel.get()
+        after = time.time()
+        got = await _collect(src, {"Speed"}, timeout_s=15)
+        assert got["Speed"].received_at >= after
+        assert src.stats.reconnects >= 1 and src.state is ConnectionState.CONNECTED
+    finally:
+        await src.stop()
+        await srv.stop()
+
+
+async def test_unreachable_endpoint_backs_off_and_counts_errors_without_raising() -> None:
+    src = OpcUaSource("m1", _settings(f"opc.tcp://127.0.0.1:{free_port()}/factory/", []))
+    await src.start()
+    try:
+        await asyncio.sleep(0.8)
+        assert src.state in (ConnectionState.BACKOFF, ConnectionState.CONNECTING)
+        assert src.stats.errors >= 2 and src.stats.errors_by_reason.get("unreachable", 0) >= 2
+        assert "cannot reach" in (src.stats.last_error or "")
+    finally:
+        await src.stop()
+    assert src.state is ConnectionState.STOPPED
