@@ -1,0 +1,109 @@
+"""OPC UA source with Basic256Sha256 SignAndEncrypt, client certificates and username/password."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from devices.base import ConnectionState
+from devices.opcua.client import OpcUaSource
+from devices.opcua.settings import OpcUaSettings
+from simulators.machine import MachineSecurity, MachineServer
+from tests.support.peers import free_port
+
+
+def _cert(tmp: Path, stem: str, uri: str, server: bool) -> tuple[Path, Path]:
+    from asyncua.crypto.cert_gen import generate_private_key, generate_self_signed_app_certificate
+
+    key = generate_private_key()
+    sans = [x509.UniformResourceIdentifier(uri), x509.DNSName(socket.gethostname()), x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    eku = [ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]
+    cert = generate_self_signed_app_certificate(key, stem, {}, sans, eku, days=2)
+    cp, kp = tmp / f"{stem}.der", tmp / f"{stem}.pem"
+    cp.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    kp.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                     serialization.NoEncryption()))
+    return cp, kp
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    tmp = tmp_path_factory.mktemp("opcua-pki")
+    return {
+        "server": _cert(tmp, "server", "urn:freeopcua:python:server", server=True),
+        "client": _cert(tmp, "client", "urn:factory-edge:agent", server=False),
+        "stranger": _cert(tmp, "stranger", "urn:factory-edge:stranger", server=False),
+    }
+
+
+@pytest.fixture
+async def secure_machine(certs):
+    sec = MachineSecurity(cert_path=certs["server"][0], key_path=certs["server"][1], users={"op": "s3cret"},
+                          trusted_client_certs=(certs["client"][0],))
+    srv = MachineServer(free_port(), period_ms=50, window_samples=128, security=sec)
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+def _settings(srv: MachineServer, certs, who: str = "client", password: str = "s3cret") -> OpcUaSettings:
+    return OpcUaSettings(
+        endpoint=srv.endpoint, security_mode="SignAndEncrypt", certificate_file=str(certs[who][0]),
+        private_key_file=str(certs[who][1]), server_certificate_file=str(certs["server"][0]),
+        username="op", password=password, nodes=[{"node_id": srv.node_id("Speed")}],
+        publishing_interval_ms=50, reconnect_initial_s=0.2, reconnect_max_s=0.5, connect_timeout_s=3.0,
+    )
+
+
+async def _wait_state(src: OpcUaSource, states: set[ConnectionState], timeout_s: float = 8.0) -> None:
+    for _ in range(int(timeout_s / 0.05)):
+        if src.state in states:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"state stayed {src.state}")
+
+
+async def test_sign_and_encrypt_with_trusted_certificate_and_password_streams_readings(secure_machine, certs) -> None:
+    src = OpcUaSource("secure", _settings(secure_machine, certs))
+    await src.start()
+    try:
+        first = await asyncio.wait_for(src.items().__anext__(), 10)
+        assert first.tag == "Speed" and src.state is ConnectionState.CONNECTED
+        await src.write(secure_machine.node_id("Reject"), True)
+        for _ in range(50):
+            if secure_machine.reject_count:
+                break
+            await asyncio.sleep(0.02)
+        assert secure_machine.reject_count == 1
+    finally:
+        await src.stop()
+
+
+async def test_wrong_password_is_refused_with_a_clear_error(secure_machine, certs) -> None:
+    src = OpcUaSource("secure", _settings(secure_machine, certs, password="guess"))
+    await src.start()
+    try:
+        await _wait_state(src, {ConnectionState.BACKOFF})
+        assert src.stats.errors_by_reason.get("auth", 0) >= 1, src.stats.last_error
+        assert "username/password" in (src.stats.last_error or "")
+    finally:
+        await src.stop()
+
+
+async def test_untrusted_client_certificate_is_refused_with_a_clear_error(secure_machine, certs) -> None:
+    src = OpcUaSource("secure", _settings(secure_machine, certs, who="stranger"))
+    await src.start()
+    try:
+        await _wait_state(src, {ConnectionState.BACKOFF})
+        assert src.stats.errors_by_reason.get("certificate", 0) >= 1, src.stats.last_error
+        assert "certificate" in (src.stats.last_error or "")
+    finally:
+        await src.stop()
