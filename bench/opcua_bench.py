@@ -56,7 +56,7 @@ async def _serve(port: int, n_vars: int, hz: float) -> None:
         await asyncio.sleep(max(0.0, next_t - time.monotonic()))
 
 
-async def _bare(endpoint: str, node_ids: list[str], seconds: float) -> float:
+async def _bare(endpoint: str, node_ids: list[str], seconds: float) -> tuple[float, float]:
     from asyncua import Client
 
     count = 0
@@ -70,12 +70,13 @@ async def _bare(endpoint: str, node_ids: list[str], seconds: float) -> float:
         sub = await client.create_subscription(20, Handler())
         await sub.subscribe_data_change([client.get_node(n) for n in node_ids], queuesize=10)
         await asyncio.sleep(1.0)  # warm-up: initial values and steady state
-        c0, t0 = count, time.perf_counter()
+        c0, t0, p0 = count, time.perf_counter(), time.process_time()
         await asyncio.sleep(seconds)
-        return (count - c0) / (time.perf_counter() - t0)
+        n = count - c0
+        return n / (time.perf_counter() - t0), (time.process_time() - p0) / max(n, 1) * 1e6
 
 
-async def _adapter(endpoint: str, node_ids: list[str], seconds: float) -> tuple[float, int]:
+async def _adapter(endpoint: str, node_ids: list[str], seconds: float) -> tuple[float, float, int]:
     from devices.opcua.client import OpcUaSource
     from devices.opcua.settings import OpcUaSettings
 
@@ -92,18 +93,19 @@ async def _adapter(endpoint: str, node_ids: list[str], seconds: float) -> tuple[
     await src.start()
     task = asyncio.create_task(consume())
     await asyncio.sleep(1.0)
-    c0, t0 = count, time.perf_counter()
+    c0, t0, p0 = count, time.perf_counter(), time.process_time()
     await asyncio.sleep(seconds)
-    rate = (count - c0) / (time.perf_counter() - t0)
+    n = count - c0
+    rate, cpu_us = n / (time.perf_counter() - t0), (time.process_time() - p0) / max(n, 1) * 1e6
     await src.stop()
     await task
-    return rate, src.stats.dropped
+    return rate, cpu_us, src.stats.dropped
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.opcua_bench")
     ap.add_argument("--vars", type=int, default=100)
-    ap.add_argument("--hz", type=float, default=50.0)
+    ap.add_argument("--hz", type=float, default=100.0)
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # internal: run the server on this port
@@ -127,32 +129,39 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("bench server did not start")
         endpoint = f"opc.tcp://127.0.0.1:{port}/bench/"
         node_ids = [f"ns=2;s=Bench.V{i}" for i in range(a.vars)]
-        bare, ours, dropped = [], [], 0
+        bare, ours, bare_cpu, our_cpu, dropped = [], [], [], [], 0
         for _ in range(a.runs):
-            bare.append(asyncio.run(_bare(endpoint, node_ids, a.seconds)))
-            rate, d = asyncio.run(_adapter(endpoint, node_ids, a.seconds))
+            rate, cpu = asyncio.run(_bare(endpoint, node_ids, a.seconds))
+            bare.append(rate)
+            bare_cpu.append(cpu)
+            rate, cpu, d = asyncio.run(_adapter(endpoint, node_ids, a.seconds))
             ours.append(rate)
+            our_cpu.append(cpu)
             dropped += d
     finally:
         server.terminate()
         server.wait(10)
     mb, mo = statistics.median(bare), statistics.median(ours)
+    cb, co = statistics.median(bare_cpu), statistics.median(our_cpu)
     offered = a.vars * a.hz
     result = {
         "bench": "opcua_bench", "vars": a.vars, "hz": a.hz, "seconds": a.seconds, "runs": a.runs,
         "offered_per_s": offered, "bare_per_s": bare, "adapter_per_s": ours,
         "bare_median_per_s": mb, "adapter_median_per_s": mo, "ratio": mo / mb if mb else None,
-        "adapter_dropped": dropped, "target_ratio": 0.8,
+        "bare_cpu_us_per_notification": bare_cpu, "adapter_cpu_us_per_notification": our_cpu,
+        "cpu_ratio": co / cb if cb else None, "adapter_dropped": dropped, "target_ratio": 0.8,
     }
     OUT.mkdir(exist_ok=True)
     (OUT / "opcua_bench.json").write_text(json.dumps(result, indent=2))
     md = (
         f"### OPC UA source vs bare asyncua subscription ({a.vars} variables × {a.hz:g} Hz = {offered:,.0f}/s offered, "
         f"median of {a.runs} × {a.seconds:g} s)\n\n"
-        "| client | notifications/s (median) | runs |\n| --- | ---: | ---: |\n"
-        f"| bare asyncua subscription (count only) | {mb:,.0f} | {a.runs} |\n"
-        f"| OpcUaSource → Reading → items() | {mo:,.0f} | {a.runs} |\n\n"
-        f"Ratio adapter/bare: **{mo / mb:.2f}** (target ≥ 0.80); adapter drops: {dropped}.\n"
+        "| client | notifications/s (median) | client CPU µs/notification (median) | runs |\n"
+        "| --- | ---: | ---: | ---: |\n"
+        f"| bare asyncua subscription (count only) | {mb:,.0f} | {cb:.1f} | {a.runs} |\n"
+        f"| OpcUaSource → Reading → items() | {mo:,.0f} | {co:.1f} | {a.runs} |\n\n"
+        f"Throughput ratio adapter/bare: **{mo / mb:.2f}** (target ≥ 0.80); client CPU ratio: {co / cb:.2f}; "
+        f"adapter drops: {dropped}.\n"
     )
     (OUT / "opcua_bench.md").write_text(md)
     print(md)
