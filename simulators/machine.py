@@ -122,6 +122,13 @@ class MachineServer:
         else:
             self._forced_status[tag] = ua.StatusCode(getattr(ua.StatusCodes, status))
 
+    async def inject(self, tag: str, value: float, source_time_s: float | None = None) -> None:
+        """Test hook: publish one Double value on ``tag`` now (e.g. NaN, or an old source timestamp)."""
+        import datetime as _dt
+
+        ts = _dt.datetime.fromtimestamp(source_time_s if source_time_s is not None else time.time(), _dt.UTC)
+        await self._write(tag, float(value), ua.VariantType.Double, ts)
+
     async def start(self) -> None:
         server = Server(user_manager=_Users(self.security.users, self.security.allow_anonymous)
                         if self.security else None)

@@ -162,3 +162,40 @@ async def test_unreachable_endpoint_backs_off_and_counts_errors_without_raising(
     finally:
         await src.stop()
     assert src.state is ConnectionState.STOPPED
+
+
+async def test_nan_is_passed_as_bad_and_old_timestamps_are_counted() -> None:
+    srv = MachineServer(free_port(), period_ms=10_000, window_samples=N)  # no periodic updates in the way
+    await srv.start()
+    src = OpcUaSource("m1", _settings(srv.endpoint, [{"node_id": srv.node_id("Temperature")}]))
+    await src.start()
+    try:
+        it = src.items()
+        first = await asyncio.wait_for(it.__anext__(), 8)
+        await srv.inject("Temperature", float("nan"))
+        nan = await asyncio.wait_for(it.__anext__(), 8)
+        assert np.isnan(nan.value) and nan.quality is Quality.BAD
+        assert src.stats.errors_by_reason["non_finite"] == 1
+        await srv.inject("Temperature", 21.5, source_time_s=first.timestamp - 60)
+        old = await asyncio.wait_for(it.__anext__(), 8)
+        assert old.value == 21.5 and src.stats.errors_by_reason["out_of_order"] == 1
+    finally:
+        await src.stop()
+        await srv.stop()
+
+
+async def test_non_finite_skip_policy_drops_nan_but_keeps_counting() -> None:
+    srv = MachineServer(free_port(), period_ms=10_000, window_samples=N)
+    await srv.start()
+    src = OpcUaSource("m1", _settings(srv.endpoint, [{"node_id": srv.node_id("Load"), "queue_size": 5}], non_finite="skip"))
+    await src.start()
+    try:
+        it = src.items()
+        await asyncio.wait_for(it.__anext__(), 8)
+        await srv.inject("Load", float("inf"))
+        await srv.inject("Load", 0.5)
+        nxt = await asyncio.wait_for(it.__anext__(), 8)
+        assert nxt.value == 0.5 and src.stats.errors_by_reason["non_finite"] == 1
+    finally:
+        await src.stop()
+        await srv.stop()
