@@ -121,10 +121,17 @@ def decode(payload: bytes | str, mapping: JsonMapping | None = None, *, now: flo
                 raise CodecError("missing_field", f"field {path!r} is absent")
             out.append((p + tag, _value(path, v), ts))
     else:
+        tsf = mapping.timestamp_field
+        isfinite = math.isfinite
         for k, v in raw.items():
-            if k == mapping.timestamp_field or isinstance(v, bool) or not isinstance(v, (int, float)):
+            tv = type(v)  # exact types: bool is not a number here; json.loads makes no subclasses
+            if tv is float:
+                if not isfinite(v):
+                    raise CodecError("non_finite", f"field {k!r} is {v}")
+            elif tv is not int or k == tsf:
                 continue
-            out.append((p + k, _value(k, v), ts))
+            if k != tsf:
+                out.append((p + k, v, ts))
     return out
 
 

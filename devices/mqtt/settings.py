@@ -94,12 +94,18 @@ class MqttSettings(_Model):
     port: int = Field(1883, ge=1, le=65535)
     protocol: Protocol = Protocol.MQTT311
     client_id: str = Field("", description="empty: a random id is generated")
+    persistent_session: bool = Field(
+        False, description="keep subscriptions and queued QoS 1 messages at the broker while away; needs client_id"
+    )
     keepalive_s: int = Field(30, ge=5, le=65535)
     tls: TlsSettings | None = None
     username: str | None = None
     password: SecretStr | None = None
     subscriptions: list[Subscription] = Field(default_factory=list)
     queue_max_items: int = Field(10_000, ge=1, description="bounded hand-over queue; oldest message dropped when full")
+    handover_coalesce_ms: float = Field(
+        1.0, ge=0, le=100, description="under load, batch hand-over to the loop this often (0: wake per message)"
+    )
     reconnect_min_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
     publish_max_queued: int = Field(10_000, ge=1, description="paho outgoing queue bound (see FIELD-NOTES pitfall)")
@@ -112,6 +118,8 @@ class MqttSettings(_Model):
     def _check(self) -> MqttSettings:
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        if self.persistent_session and not self.client_id:
+            raise ValueError("persistent_session needs a fixed client_id; set client_id")
         if self.password is not None and self.username is None:
             raise ValueError("password given without username; add username")
         return self
