@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from devices.base import ConnectionState, Quality, Reading
-from devices.opcua.client import OpcUaNodeError, OpcUaNotConnected, OpcUaSource
+from devices.opcua.client import OpcUaNodeError, OpcUaNotConnected, OpcUaSource, OpcUaWriteRefused
 from devices.opcua.settings import OpcUaSettings
 from simulators.machine import MachineServer
 from tests.support.peers import free_port
@@ -91,6 +91,8 @@ async def test_write_back_uses_the_node_data_type_and_reaches_the_server(machine
             await asyncio.sleep(0.02)
         assert machine.writes == [("Reject", True), ("Alarm", True)]
         assert machine.reject_count == 1
+        with pytest.raises(OpcUaWriteRefused, match=r"ns=2;s=Machine1.Speed refused by the server \(Bad"):
+            await src.write(machine.node_id("Speed"), 1.0)  # read-only on the machine
         with pytest.raises(OpcUaNodeError, match="ns=2;s=Machine1.Nope"):
             await src.write("ns=2;s=Machine1.Nope", True)
     finally:
