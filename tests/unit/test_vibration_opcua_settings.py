@@ -40,3 +40,13 @@ def test_settings_are_frozen_and_defaults_documented() -> None:
     assert s.type == "opcua" and s.security_mode.value == "None" and s.non_finite.value == "bad"
     with pytest.raises(ValidationError):
         s.endpoint = "opc.tcp://other:4840/"  # type: ignore[misc]
+
+
+def test_sample_config_validates() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    sample = Path(__file__).resolve().parents[2] / "devices" / "opcua" / "sample.yaml"
+    s = OpcUaSettings.model_validate(yaml.safe_load(sample.read_text()))
+    assert [n.tag for n in s.nodes] == [None, None, "speed"]
