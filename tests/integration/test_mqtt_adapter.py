@@ -201,3 +201,64 @@ async def test_sparkplug_data_before_birth_requests_rebirth(mosquitto):
     topic, payload = seen[0]
     assert topic == "spBv1.0/g/NCMD/n9"
     assert payload.metrics[0].name == "Node Control/Rebirth" and payload.metrics[0].value is True
+
+
+def test_settings_module_validates_without_importing_paho():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from devices.mqtt.settings import MqttSettings;"
+        "MqttSettings(subscriptions=[{'topic': 'a/+/b/#', 'codec': 'sparkplug_b'}]);"
+        "assert 'paho' not in sys.modules, 'paho imported'"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"subscriptions": [{"topic": "a/#/b"}]}, "'#' must be a whole last level"),
+        ({"subscriptions": [{"topic": "a/b+"}]}, r"'\+' must be a whole level"),
+        ({"subscriptions": [{"topic": "a", "qos": 2}]}, "qos"),
+        ({"tls": {"cert_file": "c.pem"}}, "cert_file and key_file go together"),
+        ({"persistent_session": True}, "needs a fixed client_id"),
+        ({"keepalive": 5}, "Extra inputs are not permitted"),
+    ],
+)
+def test_bad_settings_are_refused_with_a_hint(kw, message):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        MqttSettings(**kw)
+
+
+def test_sensors_cli_publishes_json_and_sparkplug_for_a_while(mosquitto, capsys):
+    from simulators.sensors import main
+
+    got: list = []
+    sub = paho.Client(CallbackAPIVersion.VERSION2)
+    sub.on_message = lambda c, u, m: got.append(m.topic)
+    sub.connect("127.0.0.1", mosquitto.port)
+    sub.subscribe([("plant/#", 0), ("spBv1.0/#", 0)])
+    sub.loop_start()
+    time.sleep(0.2)
+    try:
+        rc = main(["--broker-port", str(mosquitto.port), "--rate-hz", "20", "--duration-s", "0.5", "--quiet"])
+        time.sleep(0.2)
+    finally:
+        sub.loop_stop()
+    assert rc == 0
+    assert "plant/line1/sensor0" in got and "plant/line2/sensor1" in got
+    assert {"spBv1.0/plant/NBIRTH/edge0", "spBv1.0/plant/DBIRTH/edge0/motor1", "spBv1.0/plant/DDATA/edge0/motor1",
+            "spBv1.0/plant/NDEATH/edge0"} <= set(got)
+    assert "published:" in capsys.readouterr().out
+
+
+def test_sensors_cli_reports_unreachable_broker(capsys):
+    from simulators.sensors import main
+    from tests.support.peers import free_port
+
+    assert main(["--broker-port", str(free_port()), "--duration-s", "0.1"]) == 1
+    assert "cannot reach broker" in capsys.readouterr().err

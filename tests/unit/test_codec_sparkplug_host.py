@@ -1,0 +1,84 @@
+"""Sparkplug B host state machine (pure, no broker): births, aliases, seq gaps, deaths, rebirth requests."""
+
+from devices.base import Quality
+from devices.mqtt.settings import SparkplugHostSettings
+from devices.mqtt.sparkplug_host import SparkplugHost
+from protocols import sparkplug as sp
+
+D = sp.DataType
+
+
+def host(**kw):
+    sent, errors = [], []
+    h = SparkplugHost("src", SparkplugHostSettings(**kw), lambda t, b: sent.append((t, b)), lambda r, d: errors.append(r))
+    return h, sent, errors
+
+
+def birth(h, bd=0):
+    nb = sp.Payload(1000, 0, [sp.Metric("bdSeq", None, D.INT64, bd), sp.Metric("uptime", 1, D.DOUBLE, 1.0)])
+    db = sp.Payload(1000, 1, [sp.Metric("current", 10, D.DOUBLE, 4.0)])
+    return h.handle("spBv1.0/g/NBIRTH/n", sp.encode(nb), 1.0) + h.handle("spBv1.0/g/DBIRTH/n/m", sp.encode(db), 1.0)
+
+
+def ddata(h, seq, alias=10, value=5.0):
+    return h.handle("spBv1.0/g/DDATA/n/m", sp.encode(sp.Payload(2000, seq, [sp.Metric(None, alias, D.DOUBLE, value)])), 2.0)
+
+
+def test_birth_values_and_aliased_data_become_named_tags():
+    h, _, _ = host()
+    assert [(r.tag, r.value) for r in birth(h)] == [("n/uptime", 1.0), ("n/m/current", 4.0)]
+    (r,) = ddata(h, 2)
+    assert (r.tag, r.value, r.timestamp, r.quality) == ("n/m/current", 5.0, 2.0, Quality.GOOD)
+
+
+def test_tag_map_renames_tags():
+    h, _, _ = host(tag_map={"n/m/current": "motor_current"})
+    birth(h)
+    assert ddata(h, 2)[0].tag == "motor_current"
+
+
+def test_seq_gap_is_counted_but_data_kept():
+    h, _, errors = host()
+    birth(h)
+    assert len(ddata(h, 7)) == 1
+    assert errors == ["seq_gap"]
+
+
+def test_seq_wraps_from_255_to_0_without_gap():
+    h, _, errors = host()
+    birth(h)
+    for seq in list(range(2, 256)) + [0, 1]:
+        ddata(h, seq)
+    assert errors == []
+
+
+def test_unknown_alias_requests_one_rebirth_per_interval():
+    h, sent, errors = host(rebirth_min_interval_s=60)
+    birth(h)
+    assert ddata(h, 2, alias=99) == [] and ddata(h, 3, alias=98) == []
+    assert errors == ["unknown_alias", "unknown_alias"]
+    assert [t for t, _ in sent] == ["spBv1.0/g/NCMD/n"]
+
+
+def test_ndeath_marks_last_values_bad_and_stale_death_is_ignored():
+    h, _, _ = host()
+    birth(h, bd=3)
+    stale = h.handle("spBv1.0/g/NDEATH/n", sp.death_payload(2), 3.0)
+    assert stale == [] and h.node_alive("g", "n")
+    dead = h.handle("spBv1.0/g/NDEATH/n", sp.death_payload(3), 3.0)
+    assert {(r.tag, r.value, r.quality) for r in dead} == {("n/uptime", 1.0, Quality.BAD), ("n/m/current", 4.0, Quality.BAD)}
+    assert not h.node_alive("g", "n")
+
+
+def test_ddeath_marks_only_that_device_bad():
+    h, _, _ = host()
+    birth(h)
+    dead = h.handle("spBv1.0/g/DDEATH/n/m", sp.encode(sp.Payload(3, 2)), 3.0)
+    assert [(r.tag, r.quality) for r in dead] == [("n/m/current", Quality.BAD)]
+
+
+def test_nan_metric_is_counted_and_skipped():
+    h, _, errors = host()
+    birth(h)
+    assert ddata(h, 2, value=float("nan")) == []
+    assert errors == ["non_finite"]
