@@ -262,3 +262,21 @@ def test_sensors_cli_reports_unreachable_broker(capsys):
 
     assert main(["--broker-port", str(free_port()), "--duration-s", "0.1"]) == 1
     assert "cannot reach broker" in capsys.readouterr().err
+
+
+async def test_qos1_publish_while_broker_down_is_queued_until_the_queue_is_full(mosquitto):
+    from devices.mqtt.client import MqttError
+
+    src = await started(mosquitto.port, [], publish_max_queued=1, publish_timeout_s=0.2)
+    try:
+        mosquitto.stop()
+        for _ in range(100):
+            if src.state is ConnectionState.BACKOFF:
+                break
+            await asyncio.sleep(0.02)
+        await src.publish("factory/s/l/a/events", b"kept", qos=1)  # queued by paho while away
+        with pytest.raises(MqttError, match="outgoing queue full"):
+            await src.publish("factory/s/l/a/events", b"too many", qos=1)
+    finally:
+        await src.stop()
+    assert src.stats.errors_by_reason.get("publish_failed") == 1
