@@ -2,11 +2,53 @@
 
 Public API (what the agent and the trainer import)::
 
-    from model_packager import Manifest, build_package, open_package, PackageError
+    from model_packager import build_package, open_package, verify_package, load_trusted_keys, PackageError
 
-Imports nothing of the project's other packages.
+Imports nothing of the project's other packages; ONNX Runtime, OpenVINO and onnx are imported
+only by the functions that run or read a model.
 """
 
+from model_packager.errors import (
+    GoldenError,
+    IntegrityError,
+    ManifestError,
+    PackageError,
+    SignatureError,
+    SpecMismatchError,
+    UnsafeArchiveError,
+)
+from model_packager.keys import TrustedKeys, generate_keypair, key_id, load_private_key, load_trusted_keys
 from model_packager.manifest import SCHEMA_VERSION, Manifest
+from model_packager.package import (
+    OpenedPackage,
+    build_package,
+    open_package,
+    package_digest,
+    read_manifest,
+    run_golden,
+    verify_package,
+)
 
-__all__ = ["SCHEMA_VERSION", "Manifest"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "GoldenError",
+    "IntegrityError",
+    "Manifest",
+    "ManifestError",
+    "OpenedPackage",
+    "PackageError",
+    "SignatureError",
+    "SpecMismatchError",
+    "TrustedKeys",
+    "UnsafeArchiveError",
+    "build_package",
+    "generate_keypair",
+    "key_id",
+    "load_private_key",
+    "load_trusted_keys",
+    "open_package",
+    "package_digest",
+    "read_manifest",
+    "run_golden",
+    "verify_package",
+]

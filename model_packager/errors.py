@@ -1,0 +1,48 @@
+"""Errors of the model package format: one root, one subclass per kind of failure.
+
+    PackageError                 root; ``.code`` is a stable short key, ``str(e)`` one clear line
+    ├── SignatureError           unsigned, untrusted signer, signature does not match the manifest
+    ├── IntegrityError           digest or size mismatch, file listed but absent, present but unlisted
+    ├── UnsafeArchiveError       truncated / not an archive, path escape, links, bomb, duplicate entries
+    ├── ManifestError            unreadable manifest, unknown schema version, invalid fields
+    ├── SpecMismatchError        the model's inputs/outputs disagree with the manifest
+    └── GoldenError              an engine does not reproduce the golden outputs within tolerance
+
+Every message names the package (file name) and the entry, and says what to do where there is
+something to do.
+"""
+
+from __future__ import annotations
+
+
+class PackageError(Exception):
+    code = "package_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class SignatureError(PackageError):
+    code = "bad_signature"
+
+
+class IntegrityError(PackageError):
+    code = "digest_mismatch"
+
+
+class UnsafeArchiveError(PackageError):
+    code = "unsafe_archive"
+
+
+class ManifestError(PackageError):
+    code = "bad_manifest"
+
+
+class SpecMismatchError(PackageError):
+    code = "spec_mismatch"
+
+
+class GoldenError(PackageError):
+    code = "golden_mismatch"

@@ -1,0 +1,146 @@
+"""Model-side checks of a package: the ONNX graph against the manifest, golden runs on each engine.
+
+``check_spec`` compares the manifest's inputs/outputs with the ONNX graph (names, dtypes, ranks,
+fixed dimensions; a symbolic dimension on either side matches any size). ``run_engine`` runs a
+model on ONNX Runtime or OpenVINO (imported lazily); ``compare`` measures the largest deviation
+from the expected outputs and whether it is within ``atol + rtol * |expected|`` (NaN matches NaN,
+so that a golden file of a model that emits NaN still verifies; the agent's health check is what
+rejects such a model).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from model_packager.errors import GoldenError, SpecMismatchError
+from model_packager.manifest import DType, Manifest, TensorSpec
+
+# ONNX TensorProto element types -> manifest dtypes
+_ONNX_DTYPES = {1: DType.FLOAT32, 10: DType.FLOAT16, 7: DType.INT64, 6: DType.INT32, 2: DType.UINT8, 3: DType.INT8}
+ENGINES = ("onnxruntime", "openvino")
+
+
+def _graph_io(model_path: Path) -> tuple[dict[str, tuple[str, list]], dict[str, tuple[str, list]]]:
+    import onnx
+
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise SpecMismatchError(f"{model_path.name}: not a readable ONNX model ({exc})", code="bad_model") from exc
+    inits = {i.name for i in model.graph.initializer}
+
+    def describe(values) -> dict[str, tuple[str, list]]:
+        out = {}
+        for v in values:
+            if v.name in inits:
+                continue
+            t = v.type.tensor_type
+            dtype = _ONNX_DTYPES.get(t.elem_type, f"onnx-type-{t.elem_type}")
+            dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+            out[v.name] = (str(dtype), dims)
+        return out
+
+    return describe(model.graph.input), describe(model.graph.output)
+
+
+def check_spec(model_path: Path, manifest: Manifest, label: str = "") -> None:
+    """Raise ``SpecMismatchError`` naming both sides when the manifest's I/O disagrees with the graph."""
+    g_in, g_out = _graph_io(model_path)
+    where = f"{label}: " if label else ""
+    problems: list[str] = []
+    for side, specs, graph in (("input", manifest.inputs, g_in), ("output", manifest.outputs, g_out)):
+        names = [s.name for s in specs]
+        missing = [n for n in names if n not in graph]
+        extra = [n for n in graph if n not in names]
+        if missing or (extra and side == "input"):
+            problems.append(f"manifest {side}s {names} but {model_path.name} has {side}s {sorted(graph)}")
+            continue
+        for s in specs:
+            problems += _compare_tensor(side, s, graph[s.name], model_path.name)
+    if problems:
+        raise SpecMismatchError(where + "; ".join(problems))
+
+
+def _compare_tensor(side: str, spec: TensorSpec, graph: tuple[str, list], model_name: str) -> list[str]:
+    g_dtype, g_dims = graph
+    out = []
+    if spec.dtype.value != g_dtype:
+        out.append(f"manifest {side} {spec.name!r} dtype {spec.dtype.value} but {model_name} {side} is {g_dtype}")
+    if len(spec.shape) != len(g_dims):
+        out.append(f"manifest {side} {spec.name!r} shape {spec.shape} but {model_name} {side} has shape {g_dims}")
+    else:
+        for i, (a, b) in enumerate(zip(spec.shape, g_dims, strict=True)):
+            if isinstance(a, int) and isinstance(b, int) and b != 0 and a != b:
+                out.append(f"manifest {side} {spec.name!r} dimension {i} is {a} but {model_name} has {b}"
+                           f" (shape {spec.shape} vs {g_dims})")
+    return out
+
+
+def available_engines() -> list[str]:
+    import importlib.util
+
+    return [e for e in ENGINES if importlib.util.find_spec(e) is not None]
+
+
+def engine_version(engine: str) -> str:
+    if engine == "onnxruntime":
+        import onnxruntime
+
+        return onnxruntime.__version__
+    import openvino
+
+    return openvino.__version__.split("-")[0]
+
+
+def run_engine(engine: str, model_path: Path, inputs: dict[str, np.ndarray],
+               openvino_xml: Path | None = None) -> dict[str, np.ndarray]:
+    """Run one batch through ``engine`` (CPU, FP32 precision) and return outputs by name."""
+    if engine == "onnxruntime":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        return dict(zip(names, sess.run(names, inputs), strict=True))
+    if engine == "openvino":
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(str(openvino_xml or model_path))
+        # OpenVINO runs FP32 models in bf16 on CPUs with AVX-512 BF16; golden parity needs f32.
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        result = compiled(inputs)
+        return {out.get_any_name(): np.asarray(result[out]) for out in compiled.outputs}
+    raise GoldenError(f"unknown engine {engine!r}; expected one of {ENGINES}", code="unknown_engine")
+
+
+def compare(expected: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: float, rtol: float
+            ) -> tuple[float, list[str]]:
+    """Largest absolute deviation over all outputs, and a description of each out-of-tolerance output."""
+    worst = 0.0
+    bad = []
+    for name, exp in expected.items():
+        if name not in got:
+            bad.append(f"output {name!r} missing")
+            continue
+        e = np.asarray(exp, dtype=np.float64)
+        g = np.asarray(got[name], dtype=np.float64)
+        if e.shape != g.shape:
+            bad.append(f"output {name!r} shape {list(g.shape)}, expected {list(e.shape)}")
+            continue
+        both_nan = np.isnan(e) & np.isnan(g)
+        diff = np.where(both_nan, 0.0, np.abs(e - g))
+        diff = np.nan_to_num(diff, nan=np.inf)
+        if diff.size:
+            worst = max(worst, float(diff.max()))
+        if np.any(diff > atol + rtol * np.abs(np.nan_to_num(e))):
+            bad.append(f"output {name!r} deviates by up to {float(diff.max()):.3g} (atol {atol}, rtol {rtol})")
+    return worst, bad
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}

@@ -1,0 +1,104 @@
+"""Ed25519 signing keys for packages: generate, load, and the set of keys an agent trusts.
+
+Keys are PEM files (PKCS#8 private key, SubjectPublicKeyInfo public key) so that standard tools
+(``openssl pkey -in signing.key -pubout``) read them. A key is named by its *key id*: the first
+16 hex digits of the SHA-256 of the raw 32-byte public key, recorded in each signature so that a
+verifier knows which trusted key to try and can say which key signed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from model_packager.errors import SignatureError
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def generate_keypair(private_path: str | Path, public_path: str | Path) -> str:
+    """Write a new Ed25519 key pair; the private key file is created with mode 0600. Returns the key id."""
+    private_path, public_path = Path(private_path), Path(public_path)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    private_path.parent.mkdir(parents=True, exist_ok=True)
+    public_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, pem)
+    finally:
+        os.close(fd)
+    os.chmod(private_path, 0o600)  # O_CREAT's mode does not apply to an existing file
+    public_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
+    return key_id(key.public_key())
+
+
+def load_private_key(path: str | Path) -> Ed25519PrivateKey:
+    path = Path(path)
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise SignatureError(f"signing key {path}: cannot read an unencrypted PEM private key ({exc})",
+                             code="bad_key") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SignatureError(f"signing key {path}: not an Ed25519 key; create one with `model-packager keygen`",
+                             code="bad_key")
+    return key
+
+
+def load_public_key(path: str | Path) -> Ed25519PublicKey:
+    path = Path(path)
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise SignatureError(f"trusted key {path}: cannot read a PEM public key ({exc})", code="bad_key") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise SignatureError(f"trusted key {path}: not an Ed25519 public key", code="bad_key")
+    return key
+
+
+class TrustedKeys:
+    """The public keys whose signatures an agent accepts, by key id."""
+
+    def __init__(self, keys: dict[str, Ed25519PublicKey] | None = None, sources: dict[str, str] | None = None):
+        self.keys = dict(keys or {})
+        self.sources = dict(sources or {})  # key id -> file it came from, for messages
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __contains__(self, kid: str) -> bool:
+        return kid in self.keys
+
+    def get(self, kid: str) -> Ed25519PublicKey | None:
+        return self.keys.get(kid)
+
+    def ids(self) -> list[str]:
+        return sorted(self.keys)
+
+
+def load_trusted_keys(paths: Iterable[str | Path] | str | Path) -> TrustedKeys:
+    """Load public keys from files, or from every ``*.pub`` in a directory given among ``paths``."""
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    keys: dict[str, Ed25519PublicKey] = {}
+    sources: dict[str, str] = {}
+    for p in paths:
+        p = Path(p)
+        files = sorted(p.glob("*.pub")) if p.is_dir() else [p]
+        for f in files:
+            k = load_public_key(f)
+            kid = key_id(k)
+            keys[kid] = k
+            sources[kid] = str(f)
+    return TrustedKeys(keys, sources)

@@ -1,0 +1,508 @@
+"""Build, verify and safely open ``NAME-VERSION.edgepkg`` packages.
+
+A package is an uncompressed POSIX tar (INT8 ONNX weights barely compress, and an uncompressed
+archive can be hashed at disk speed) holding, in this order:
+
+    manifest.yaml        the manifest (``model_packager.manifest``), exact bytes signed
+    manifest.sig         JSON {"algorithm": "ed25519", "key_id": ..., "signature": base64}
+    model.onnx, golden/inputs.npz, golden/expected.npz, [openvino/model.xml, .bin], [extras]
+
+Verification, before any byte is used: every entry is a regular file with a safe relative name
+(no ``..``, no absolute path, no links or devices, no duplicates); the total declared size is
+bounded (archive bomb); the signature over the manifest bytes is by a trusted key; every listed
+file is present with its size and SHA-256, and nothing unlisted is present. ``open_package``
+extracts into a temporary sibling of the target folder, re-hashing while writing, and renames it
+into place only when everything matched, so a failed or interrupted open leaves no partial
+package behind and writes nothing outside the target's parent.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import yaml
+from pydantic import ValidationError
+
+from model_packager import golden as _golden
+from model_packager.errors import (
+    GoldenError,
+    IntegrityError,
+    ManifestError,
+    PackageError,
+    SignatureError,
+    UnsafeArchiveError,
+)
+from model_packager.keys import TrustedKeys, key_id, load_private_key
+from model_packager.manifest import EngineCheck, FileEntry, FileRole, Manifest
+
+MANIFEST = "manifest.yaml"
+SIGNATURE = "manifest.sig"
+MODEL = "model.onnx"
+OV_XML, OV_BIN = "openvino/model.xml", "openvino/model.bin"
+DEFAULT_MAX_BYTES = 2 * 1024**3  # 2 GiB of declared content
+MAX_ENTRIES = 1000
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class OpenedPackage:
+    manifest: Manifest
+    root: Path
+    model_path: Path
+    openvino_xml: Path | None
+    golden_inputs: Path
+    golden_expected: Path
+    signer: str  # key id
+    digest: str  # SHA-256 of the .edgepkg file
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+
+# ---------------------------------------------------------------------------------------- build
+
+
+def _sha256_file(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    n = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+            n += len(chunk)
+    return h.hexdigest(), n
+
+
+def _spec_dict(spec: Manifest | dict | str | Path) -> dict:
+    if isinstance(spec, Manifest):
+        return spec.model_dump(mode="json")
+    if isinstance(spec, str | Path):
+        try:
+            data = yaml.safe_load(Path(spec).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ManifestError(f"spec {spec}: cannot read YAML ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ManifestError(f"spec {spec}: expected a mapping at the top level")
+        return data
+    return dict(spec)
+
+
+def _validate_manifest(data: dict, where: str) -> Manifest:
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"{loc}: {err['msg']}")
+        code = "unknown_schema" if any(e["loc"][:1] == ("schema_version",) for e in exc.errors()) else None
+        raise ManifestError(f"{where}: invalid manifest: " + "; ".join(lines), code=code) from exc
+
+
+def _synthetic_inputs(manifest: Manifest, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for t in manifest.inputs:
+        shape = [batch if not isinstance(d, int) or d <= 0 else d for d in t.shape]
+        if t.shape and not isinstance(t.shape[0], int):
+            shape[0] = batch
+        out[t.name] = rng.standard_normal(shape).astype(t.dtype.value)
+    return out
+
+
+def build_package(
+    model: str | Path,
+    spec: Manifest | dict | str | Path,
+    out_dir: str | Path,
+    *,
+    signing_key: str | Path,
+    golden_inputs: dict[str, np.ndarray] | str | Path | None = None,
+    expected: dict[str, np.ndarray] | str | Path | None = None,
+    openvino: bool = False,
+    extra_files: dict[str, str | Path] | None = None,
+    file_name: str | None = None,
+) -> Path:
+    """Check ``spec`` against the model, compute golden outputs when absent, optionally add an
+    OpenVINO IR, sign, and write ``out_dir/NAME-VERSION.edgepkg`` atomically. Returns its path."""
+    model = Path(model)
+    out_dir = Path(out_dir)
+    data = _spec_dict(spec)
+    data.pop("files", None)
+    data.setdefault("created_at", dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat())
+    where = f"spec for {data.get('name', '?')}-{data.get('version', '?')}"
+    manifest = _validate_manifest(data, where)
+    if not model.is_file():
+        raise PackageError(f"{where}: model file {model} does not exist", code="missing_model")
+    _golden.check_spec(model, manifest, where)
+    key = load_private_key(signing_key)
+
+    with tempfile.TemporaryDirectory(prefix=".build-", dir=out_dir if out_dir.exists() else None) as tmp_s:
+        tmp = Path(tmp_s)
+        if isinstance(golden_inputs, str | Path):
+            inputs = _golden.load_npz(Path(golden_inputs))
+        elif golden_inputs is None:
+            inputs = _synthetic_inputs(manifest)
+        else:
+            inputs = {k: np.asarray(v) for k, v in golden_inputs.items()}
+        if isinstance(expected, str | Path):
+            exp = _golden.load_npz(Path(expected))
+        elif expected is None:
+            exp = _golden.run_engine("onnxruntime", model, inputs)
+        else:
+            exp = {k: np.asarray(v) for k, v in expected.items()}
+        (tmp / "golden").mkdir()
+        np.savez(tmp / "golden" / "inputs.npz", **inputs)
+        np.savez(tmp / "golden" / "expected.npz", **exp)
+
+        files: list[tuple[str, Path, FileRole]] = [
+            (MODEL, model, FileRole.MODEL),
+            (manifest.golden.inputs, tmp / "golden" / "inputs.npz", FileRole.GOLDEN),
+            (manifest.golden.expected, tmp / "golden" / "expected.npz", FileRole.GOLDEN),
+        ]
+        checks = []
+        for engine in _golden.available_engines():
+            if engine == "openvino" and not openvino:
+                continue
+            ov_xml = None
+            if engine == "openvino":
+                import openvino as ov
+
+                (tmp / "openvino").mkdir()
+                ov_xml = tmp / OV_XML
+                ov.save_model(ov.convert_model(str(model)), str(ov_xml), compress_to_fp16=False)
+                files += [(OV_XML, ov_xml, FileRole.OPENVINO_XML), (OV_BIN, tmp / OV_BIN, FileRole.OPENVINO_BIN)]
+            got = _golden.run_engine(engine, model, inputs, ov_xml)
+            worst, bad = _golden.compare(exp, got, manifest.golden.atol, manifest.golden.rtol)
+            if bad:
+                raise GoldenError(f"{where}: {engine} does not reproduce the golden outputs: " + "; ".join(bad))
+            checks.append(EngineCheck(engine=engine, version=_golden.engine_version(engine), max_abs_diff=worst,
+                                      precision="f32" if engine == "openvino" else None))
+        if openvino and "openvino" not in _golden.available_engines():
+            raise PackageError(f"{where}: --openvino asked for but openvino is not installed "
+                               "(pip install '.[openvino]')", code="openvino_missing")
+        for name, path in (extra_files or {}).items():
+            _check_entry_name(name, where)
+            role = FileRole.REPORT if name.startswith("report") else FileRole.OTHER
+            files.append((name, Path(path), role))
+
+        names = [n for n, _, _ in files]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise PackageError(f"{where}: two files named {sorted(dupes)}", code="duplicate_entry")
+        entries = []
+        for name, path, role in files:
+            digest, size = _sha256_file(path)
+            entries.append(FileEntry(path=name, size=size, sha256=digest, role=role))
+        data["files"] = [e.model_dump(mode="json") for e in entries]
+        data["engines"] = [c.model_dump(mode="json", exclude_none=True) for c in checks] or data.get("engines", [])
+        manifest = _validate_manifest(data, where)
+        manifest_bytes = yaml.safe_dump(manifest.model_dump(mode="json", exclude_none=True), sort_keys=False).encode()
+        sig = {"algorithm": "ed25519", "key_id": key_id(key.public_key()),
+               "signature": base64.b64encode(key.sign(manifest_bytes)).decode()}
+        sig_bytes = (json.dumps(sig, indent=1) + "\n").encode()
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / (file_name or f"{manifest.package_id}.edgepkg")
+        fd, part = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=out_dir)
+        try:
+            with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                _add_bytes(tar, MANIFEST, manifest_bytes)
+                _add_bytes(tar, SIGNATURE, sig_bytes)
+                for name, path, _ in files:
+                    info = _info(name, path.stat().st_size)
+                    with open(path, "rb") as f:
+                        tar.addfile(info, f)
+                tar.close()
+                raw.flush()
+                os.fsync(raw.fileno())
+            os.replace(part, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+            raise
+    return target
+
+
+def _info(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o644
+    info.mtime = 0  # reproducible archives: same inputs, same bytes
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    tar.addfile(_info(name, len(data)), io.BytesIO(data))
+
+
+# --------------------------------------------------------------------------------------- verify
+
+
+def _check_entry_name(name: str, where: str) -> None:
+    p = PurePosixPath(name)
+    if not name or name.startswith("/") or "\\" in name or p.is_absolute() or ".." in p.parts or "\x00" in name:
+        raise UnsafeArchiveError(f"{where}: entry {name!r} has an unsafe path (absolute or with '..'); refused",
+                                 code="path_escape")
+
+
+class _Reader:
+    """One pass over the archive's members with every structural check applied."""
+
+    def __init__(self, pkg: Path, max_bytes: int) -> None:
+        self.pkg = pkg
+        self.max_bytes = max_bytes
+        self.label = pkg.name
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[tarfile.TarFile]:
+        try:
+            tar = tarfile.open(self.pkg, mode="r:")
+        except FileNotFoundError as exc:
+            raise PackageError(f"package {self.pkg} does not exist", code="not_found") from exc
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise UnsafeArchiveError(f"package {self.label}: not a readable package archive ({exc}); "
+                                     "download it again", code="truncated") from exc
+        try:
+            yield tar
+        finally:
+            tar.close()
+
+    def members(self, tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+        seen: set[str] = set()
+        total = 0
+        count = 0
+        while True:
+            try:
+                m = tar.next()
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                raise UnsafeArchiveError(f"package {self.label}: archive is truncated or corrupt ({exc}); "
+                                         "download it again", code="truncated") from exc
+            if m is None:
+                return
+            count += 1
+            if count > MAX_ENTRIES:
+                raise UnsafeArchiveError(f"package {self.label}: more than {MAX_ENTRIES} entries; refused",
+                                         code="too_many_entries")
+            _check_entry_name(m.name, f"package {self.label}")
+            if m.issym() or m.islnk():
+                kind = "symbolic link" if m.issym() else "hard link"
+                raise UnsafeArchiveError(f"package {self.label}: entry {m.name!r} is a {kind}; packages hold "
+                                         "regular files only", code="link")
+            if not m.isreg():
+                raise UnsafeArchiveError(f"package {self.label}: entry {m.name!r} is not a regular file; refused",
+                                         code="not_regular")
+            if m.name in seen:
+                raise UnsafeArchiveError(f"package {self.label}: entry {m.name!r} appears twice; refused",
+                                         code="duplicate_entry")
+            seen.add(m.name)
+            total += m.size
+            if total > self.max_bytes:
+                raise UnsafeArchiveError(f"package {self.label}: content exceeds the {self.max_bytes} byte limit "
+                                         "(archive bomb?); refused", code="too_large")
+            yield m
+
+    def read_all(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
+        try:
+            f = tar.extractfile(m)
+            data = f.read() if f else b""
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise UnsafeArchiveError(f"package {self.label}: entry {m.name!r} is truncated ({exc}); "
+                                     "download it again", code="truncated") from exc
+        if len(data) != m.size:
+            raise UnsafeArchiveError(f"package {self.label}: entry {m.name!r} is truncated "
+                                     f"({len(data)} of {m.size} bytes); download it again", code="truncated")
+        return data
+
+    def stream(self, tar: tarfile.TarFile, m: tarfile.TarInfo, sink=None) -> tuple[str, int]:
+        h = hashlib.sha256()
+        n = 0
+        try:
+            f = tar.extractfile(m)
+            while f is not None and (chunk := f.read(_CHUNK)):
+                h.update(chunk)
+                n += len(chunk)
+                if sink is not None:
+                    sink.write(chunk)
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise UnsafeArchiveError(f"package {self.label}: entry {m.name!r} is truncated ({exc}); "
+                                     "download it again", code="truncated") from exc
+        return h.hexdigest(), n
+
+
+def _check_signature(label: str, manifest_bytes: bytes, sig_bytes: bytes | None, trusted: TrustedKeys) -> str:
+    if sig_bytes is None:
+        raise SignatureError(f"package {label}: no signature ({SIGNATURE} missing); refused: only signed packages "
+                             "are accepted", code="unsigned")
+    try:
+        sig = json.loads(sig_bytes)
+        kid = sig["key_id"]
+        raw = base64.b64decode(sig["signature"], validate=True)
+        if sig.get("algorithm") != "ed25519":
+            raise ValueError(f"algorithm {sig.get('algorithm')!r}")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SignatureError(f"package {label}: {SIGNATURE} is malformed ({exc})", code="bad_signature") from exc
+    key = trusted.get(kid)
+    if key is None:
+        raise SignatureError(f"package {label}: signed by key {kid}, which is not among the trusted keys "
+                             f"{trusted.ids()}; add its .pub to the trusted keys if you trust it",
+                             code="untrusted_key")
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        key.verify(raw, manifest_bytes)
+    except InvalidSignature as exc:
+        raise SignatureError(f"package {label}: the signature does not match manifest.yaml (manifest edited "
+                             f"after signing, or signature forged); refused", code="bad_signature") from exc
+    return kid
+
+
+def _parse_manifest(label: str, data: bytes) -> Manifest:
+    try:
+        doc = yaml.safe_load(data)
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"package {label}: manifest.yaml is not valid YAML ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise ManifestError(f"package {label}: manifest.yaml is not a mapping")
+    return _validate_manifest(doc, f"package {label}")
+
+
+def _verify(pkg: Path, trusted: TrustedKeys, max_bytes: int, target: Path | None) -> tuple[Manifest, str]:
+    """Verify (and, with ``target``, extract into it). Returns (manifest, signer key id)."""
+    reader = _Reader(pkg, max_bytes)
+    label = reader.label
+    head: dict[str, bytes] = {}
+    with reader.open() as tar:  # pass 1: structure, manifest and signature
+        for m in reader.members(tar):
+            if m.name in (MANIFEST, SIGNATURE):
+                head[m.name] = reader.read_all(tar, m)
+    if MANIFEST not in head:
+        raise ManifestError(f"package {label}: no manifest.yaml; not a model package", code="no_manifest")
+    signer = _check_signature(label, head[MANIFEST], head.get(SIGNATURE), trusted)
+    manifest = _parse_manifest(label, head[MANIFEST])
+    listed = {f.path: f for f in manifest.files}
+    seen: set[str] = set()
+    with reader.open() as tar:  # pass 2: every listed file hashed (and written)
+        for m in reader.members(tar):
+            if m.name in (MANIFEST, SIGNATURE):
+                continue
+            entry = listed.get(m.name)
+            if entry is None:
+                raise IntegrityError(f"package {label}: {m.name} is in the archive but not listed in the manifest; "
+                                     "refused", code="unlisted_file")
+            sink = None
+            if target is not None:
+                dest = target / m.name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                sink = open(dest, "wb")
+            try:
+                digest, size = reader.stream(tar, m, sink)
+            finally:
+                if sink is not None:
+                    sink.close()
+            if size != entry.size:
+                raise IntegrityError(f"package {label}: {m.name} has {size} bytes, the manifest says {entry.size}: "
+                                     "altered or truncated; download it again", code="size_mismatch")
+            if digest != entry.sha256:
+                raise IntegrityError(f"package {label}: {m.name} digest mismatch (expected {entry.sha256[:12]}…, "
+                                     f"got {digest[:12]}…): altered or corrupted; download it again",
+                                     code="digest_mismatch")
+            seen.add(m.name)
+    absent = sorted(set(listed) - seen)
+    if absent:
+        raise IntegrityError(f"package {label}: {', '.join(absent)} listed in the manifest but absent from the "
+                             "archive; refused", code="missing_file")
+    if manifest.file(FileRole.MODEL) is None:
+        raise ManifestError(f"package {label}: the manifest lists no file with role 'model'", code="no_model")
+    return manifest, signer
+
+
+def verify_package(pkg: str | Path, trusted: TrustedKeys, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Manifest:
+    """Check signature, structure, every hash and size without extracting. Returns the manifest."""
+    return _verify(Path(pkg), trusted, max_bytes, None)[0]
+
+
+def package_digest(pkg: str | Path) -> str:
+    return _sha256_file(Path(pkg))[0]
+
+
+def open_package(pkg: str | Path, target_dir: str | Path, trusted: TrustedKeys, *,
+                 max_bytes: int = DEFAULT_MAX_BYTES, check_model_spec: bool = True) -> OpenedPackage:
+    """Verify and extract into ``target_dir`` (which must not exist yet, or be empty).
+
+    Extraction goes to a temporary sibling, hashed while written, and is renamed into place only
+    when every check passed; on any failure nothing is left behind.
+    """
+    pkg, target = Path(pkg), Path(target_dir)
+    if target.exists() and any(target.iterdir()):
+        raise PackageError(f"package {pkg.name}: target folder {target} is not empty", code="target_not_empty")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
+    try:
+        manifest, signer = _verify(pkg, trusted, max_bytes, tmp)
+        model_path = tmp / manifest.file(FileRole.MODEL).path
+        if check_model_spec:
+            _golden.check_spec(model_path, manifest, f"package {pkg.name}")
+        if target.exists():
+            target.rmdir()
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    ov = manifest.file(FileRole.OPENVINO_XML)
+    return OpenedPackage(
+        manifest=manifest,
+        root=target,
+        model_path=target / manifest.file(FileRole.MODEL).path,
+        openvino_xml=target / ov.path if ov else None,
+        golden_inputs=target / manifest.golden.inputs,
+        golden_expected=target / manifest.golden.expected,
+        signer=signer,
+        digest=package_digest(pkg),
+    )
+
+
+def read_manifest(pkg: str | Path) -> Manifest:
+    """The manifest of a package, UNVERIFIED (for ``inspect``); structure checks still apply."""
+    pkg = Path(pkg)
+    reader = _Reader(pkg, DEFAULT_MAX_BYTES)
+    with reader.open() as tar:
+        for m in reader.members(tar):
+            if m.name == MANIFEST:
+                return _parse_manifest(reader.label, reader.read_all(tar, m))
+    raise ManifestError(f"package {pkg.name}: no manifest.yaml; not a model package", code="no_manifest")
+
+
+def run_golden(opened: OpenedPackage, engines: tuple[str, ...] | list[str] = _golden.ENGINES
+               ) -> dict[str, float]:
+    """Run the golden inputs on every engine in ``engines`` that is installed and has a form to run;
+    return the largest deviation per engine; raise ``GoldenError`` when one is beyond tolerance."""
+    inputs = _golden.load_npz(opened.golden_inputs)
+    expected = _golden.load_npz(opened.golden_expected)
+    g = opened.manifest.golden
+    results: dict[str, float] = {}
+    present = _golden.available_engines()
+    for engine in engines:
+        if engine not in present:
+            continue
+        got = _golden.run_engine(engine, opened.model_path, inputs,
+                                 opened.openvino_xml if engine == "openvino" else None)
+        worst, bad = _golden.compare(expected, got, g.atol, g.rtol)
+        if bad:
+            raise GoldenError(f"package {opened.manifest.package_id}: {engine} does not reproduce the golden "
+                              "outputs: " + "; ".join(bad))
+        results[engine] = worst
+    return results
