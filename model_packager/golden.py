@@ -22,11 +22,15 @@ _ONNX_DTYPES = {1: DType.FLOAT32, 10: DType.FLOAT16, 7: DType.INT64, 6: DType.IN
 ENGINES = ("onnxruntime", "openvino")
 
 
-def _graph_io(model_path: Path) -> tuple[dict[str, tuple[str, list]], dict[str, tuple[str, list]]]:
+def _graph_io(model_path: Path, data: bytes | None = None
+              ) -> tuple[dict[str, tuple[str, list]], dict[str, tuple[str, list]]]:
     import onnx
 
     try:
-        model = onnx.load(str(model_path), load_external_data=False)
+        if data is not None:
+            model = onnx.load_from_string(data)
+        else:
+            model = onnx.load(str(model_path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and friends
         raise SpecMismatchError(f"{model_path.name}: not a readable ONNX model ({exc})", code="bad_model") from exc
     inits = {i.name for i in model.graph.initializer}
@@ -45,9 +49,10 @@ def _graph_io(model_path: Path) -> tuple[dict[str, tuple[str, list]], dict[str, 
     return describe(model.graph.input), describe(model.graph.output)
 
 
-def check_spec(model_path: Path, manifest: Manifest, label: str = "") -> None:
-    """Raise ``SpecMismatchError`` naming both sides when the manifest's I/O disagrees with the graph."""
-    g_in, g_out = _graph_io(model_path)
+def check_spec(model_path: Path, manifest: Manifest, label: str = "", data: bytes | None = None) -> None:
+    """Raise ``SpecMismatchError`` naming both sides when the manifest's I/O disagrees with the graph
+    (read from ``model_path``, or from ``data`` when given)."""
+    g_in, g_out = _graph_io(model_path, data)
     where = f"{label}: " if label else ""
     problems: list[str] = []
     for side, specs, graph in (("input", manifest.inputs, g_in), ("output", manifest.outputs, g_out)):

@@ -380,7 +380,8 @@ def _parse_manifest(label: str, data: bytes) -> Manifest:
     return _validate_manifest(doc, f"package {label}")
 
 
-def _verify(pkg: Path, trusted: TrustedKeys, max_bytes: int, target: Path | None) -> tuple[Manifest, str]:
+def _verify(pkg: Path, trusted: TrustedKeys, max_bytes: int, target: Path | None,
+            check_model_spec: bool = True) -> tuple[Manifest, str]:
     """Verify (and, with ``target``, extract into it). Returns (manifest, signer key id)."""
     reader = _Reader(pkg, max_bytes)
     label = reader.label
@@ -394,6 +395,8 @@ def _verify(pkg: Path, trusted: TrustedKeys, max_bytes: int, target: Path | None
     signer = _check_signature(label, head[MANIFEST], head.get(SIGNATURE), trusted)
     manifest = _parse_manifest(label, head[MANIFEST])
     listed = {f.path: f for f in manifest.files}
+    model_entry = manifest.file(FileRole.MODEL)
+    model_bytes: io.BytesIO | None = None
     seen: set[str] = set()
     with reader.open() as tar:  # pass 2: every listed file hashed (and written)
         for m in reader.members(tar):
@@ -408,10 +411,12 @@ def _verify(pkg: Path, trusted: TrustedKeys, max_bytes: int, target: Path | None
                 dest = target / m.name
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 sink = open(dest, "wb")
+            elif model_entry is not None and m.name == model_entry.path:
+                sink = model_bytes = io.BytesIO()  # kept to check the graph against the manifest
             try:
                 digest, size = reader.stream(tar, m, sink)
             finally:
-                if sink is not None:
+                if sink is not None and sink is not model_bytes:
                     sink.close()
             if size != entry.size:
                 raise IntegrityError(f"package {label}: {m.name} has {size} bytes, the manifest says {entry.size}: "
@@ -425,8 +430,11 @@ def _verify(pkg: Path, trusted: TrustedKeys, max_bytes: int, target: Path | None
     if absent:
         raise IntegrityError(f"package {label}: {', '.join(absent)} listed in the manifest but absent from the "
                              "archive; refused", code="missing_file")
-    if manifest.file(FileRole.MODEL) is None:
+    if model_entry is None:
         raise ManifestError(f"package {label}: the manifest lists no file with role 'model'", code="no_model")
+    if check_model_spec:
+        _golden.check_spec(target / model_entry.path if target is not None else Path(model_entry.path), manifest,
+                           f"package {label}", data=model_bytes.getvalue() if model_bytes is not None else None)
     return manifest, signer
 
 
@@ -452,10 +460,7 @@ def open_package(pkg: str | Path, target_dir: str | Path, trusted: TrustedKeys, 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
     try:
-        manifest, signer = _verify(pkg, trusted, max_bytes, tmp)
-        model_path = tmp / manifest.file(FileRole.MODEL).path
-        if check_model_spec:
-            _golden.check_spec(model_path, manifest, f"package {pkg.name}")
+        manifest, signer = _verify(pkg, trusted, max_bytes, tmp, check_model_spec)
         if target.exists():
             target.rmdir()
         os.replace(tmp, target)
