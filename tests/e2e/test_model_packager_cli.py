@@ -1,0 +1,74 @@
+"""`model-packager` from the command line: keygen -> build -> verify --run -> inspect, on both engines."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+import model_packager
+from tests.support.models import golden_inputs, make_signal_onnx, signal_spec
+
+
+def cli(*args, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "model_packager.cli", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_round_trip_on_both_engines(tmp_path):
+    import numpy as np
+
+    r = cli("keygen", "keys/fleet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "keys/fleet.key").stat().st_mode & 0o777 == 0o600
+    make_signal_onnx(tmp_path / "model.onnx")
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(signal_spec(version="2.1.0")))
+    np.savez(tmp_path / "golden.npz", **golden_inputs("signal"))
+    r = cli("build", "model.onnx", "spec.yaml", "--key", "keys/fleet.key", "--out", "dist", "--golden",
+            "golden.npz", "--openvino", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    pkg = tmp_path / "dist" / "machine-health-2.1.0.edgepkg"
+    assert pkg.is_file()
+
+    r = cli("verify", pkg, "--trust", "keys/fleet.pub", "--run", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "golden on onnxruntime: largest deviation" in r.stdout
+    assert "golden on openvino: largest deviation" in r.stdout
+
+    r = cli("inspect", pkg, "--json", cwd=tmp_path)
+    doc = json.loads(r.stdout)
+    assert doc["name"] == "machine-health" and doc["version"] == "2.1.0"
+    assert {e["engine"] for e in doc["engines"]} == {"onnxruntime", "openvino"}
+    assert {f["role"] for f in doc["files"]} >= {"model", "golden", "openvino_xml", "openvino_bin"}
+    r = cli("inspect", pkg, cwd=tmp_path)
+    assert "machine-health-2.1.0" in r.stdout and "UNVERIFIED" in r.stdout
+
+
+def test_cli_verify_refuses_an_untrusted_package_with_exit_1(tmp_path):
+    assert cli("keygen", "a", cwd=tmp_path).returncode == 0
+    assert cli("keygen", "b", cwd=tmp_path).returncode == 0
+    make_signal_onnx(tmp_path / "model.onnx")
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(signal_spec()))
+    assert cli("build", "model.onnx", "spec.yaml", "--key", "a.key", "--out", ".", cwd=tmp_path).returncode == 0
+    r = cli("verify", "machine-health-1.0.0.edgepkg", "--trust", "b.pub", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "not among the trusted keys" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_cli_build_reports_spec_mismatch_naming_both_sides(tmp_path):
+    assert cli("keygen", "k", cwd=tmp_path).returncode == 0
+    make_signal_onnx(tmp_path / "model.onnx", n_features=10)
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(signal_spec()))
+    r = cli("build", "model.onnx", "spec.yaml", "--key", "k.key", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "manifest input 'features' dimension 1 is 68 but model.onnx has 10" in r.stderr
+
+
+def test_public_api_is_exported():
+    for name in model_packager.__all__:
+        assert hasattr(model_packager, name), name
+    assert {"build_package", "open_package", "verify_package", "read_manifest", "generate_keypair",
+            "load_trusted_keys", "run_golden", "PackageError"} <= set(model_packager.__all__)
