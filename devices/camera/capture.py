@@ -1,0 +1,243 @@
+"""CameraSource: frames from a USB device, a network stream, a video file or an image folder.
+
+OpenCV's blocking reads run on one reader thread per source (``VideoCapture.read`` and image
+decoding release the GIL); frames are handed to the asyncio loop through the bounded
+``Channel`` (oldest dropped when the pipeline falls behind, counted in ``stats.dropped``).
+
+- Live sources (USB, streams) are read as fast as they deliver, and frames are *skipped* to
+  keep ``fps`` (``self.skipped``); a source that stalls for ``read_timeout_s`` or fails
+  ``max_consecutive_failures`` reads in a row is reopened with bounded exponential backoff.
+  A stream that ends is treated as lost and reopened.
+- Files and folders are paced at ``fps`` (default 10) with no skipping; at the end they are
+  replayed when ``loop`` is set, else the source finishes (``items()`` ends, state STOPPED).
+- Every frame gets a strictly increasing ``seq`` (across reconnects and loops) and its capture
+  time. A corrupt or empty frame (undecodable image, zero-size or blank read) is counted in
+  ``stats.errors_by_reason`` (``corrupt_frame``, ``empty_frame``) and skipped; failures to open
+  are ``open_failed``, a lost stream ``stream_lost``, each logged once per burst.
+
+Limits: no hardware-decoding options; frames are BGR uint8 as OpenCV gives them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+
+from devices.base import Backoff, BurstLogger, Channel, ConnectionState, DeviceError, DeviceStats, Frame
+from devices.camera.settings import CameraKind, CameraSettings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CameraError", "CameraSource"]
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+DEFAULT_FILE_FPS = 10.0
+
+
+class CameraError(DeviceError):
+    pass
+
+
+class _End(Exception):
+    """A file or folder reached its end and does not loop."""
+
+
+class CameraSource:
+    def __init__(self, name: str, settings: CameraSettings) -> None:
+        self.name = name
+        self.settings = settings
+        self.stats = DeviceStats()
+        self.state = ConnectionState.STOPPED
+        self.skipped = 0  # frames skipped to keep the target fps (live sources)
+        self._channel = Channel(settings.queue_max_items, self.stats)
+        self._burst = BurstLogger(log)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._seq = 0
+        self._opens = 0
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._channel.bind(asyncio.get_running_loop())
+        self._stop.clear()
+        self.state = ConnectionState.CONNECTING
+        self._thread = threading.Thread(target=self._run, name=f"camera-{self.name}", daemon=True)
+        self._thread.start()
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        t, self._thread = self._thread, None
+        if t is not None:
+            await asyncio.to_thread(t.join, timeout_s)
+        self._channel.close()
+        self.state = ConnectionState.STOPPED
+
+    async def items(self) -> AsyncIterator[Frame]:
+        """Frames until ``stop()`` or the end of a non-looping file or folder."""
+        async for frame in self._channel:
+            yield frame
+
+    # ---- reader thread ---------------------------------------------------------------------
+    def _error(self, reason: str, detail: str) -> None:
+        self.stats.error(reason, detail)
+        self._burst.log(reason, "camera %r: %s: %s", self.name, reason, detail)
+
+    def _run(self) -> None:
+        s = self.settings
+        backoff = Backoff(s.reconnect_initial_s, s.reconnect_max_s)
+        try:
+            while not self._stop.is_set():
+                try:
+                    if s.kind is CameraKind.PATH and Path(s.url).is_dir():
+                        self._read_folder()
+                    else:
+                        self._read_capture(backoff)
+                except _End:
+                    log.info("camera %r: %s ended after %d frames", self.name, s.url, self._seq)
+                    return
+                except Exception as exc:  # never take the process down; report, back off, retry
+                    self._error("reader_failed", f"{type(exc).__name__}: {exc}")
+                if self._stop.is_set():
+                    return
+                self.state = ConnectionState.BACKOFF
+                self._stop.wait(backoff.next_delay())
+        finally:
+            self.state = ConnectionState.STOPPED
+            self._channel.close()
+
+    def _emit(self, image: np.ndarray | None) -> bool:
+        if image is None or image.size == 0:
+            self._error("empty_frame", f"{self.settings.url}: empty frame skipped")
+            return False
+        if image.ndim == 2:
+            import cv2
+
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        s = self.settings
+        if s.width and s.height and (image.shape[1] != s.width or image.shape[0] != s.height):
+            import cv2
+
+            image = cv2.resize(image, (s.width, s.height), interpolation=cv2.INTER_AREA)
+        self._channel.put_threadsafe(Frame(self.name, self._seq, time.time(), image))
+        self._seq += 1
+        return True
+
+    def _pace(self, next_t: float, period: float) -> float:
+        delay = next_t - time.monotonic()
+        if delay > 0:
+            self._stop.wait(delay)
+        return max(next_t + period, time.monotonic() - period)
+
+    def _read_folder(self) -> None:
+        import cv2
+
+        s = self.settings
+        files = sorted(p for p in Path(s.url).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise CameraError(f"folder {s.url} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        self.state = ConnectionState.CONNECTED
+        period = 1.0 / (s.fps or DEFAULT_FILE_FPS)
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            for f in files:
+                if self._stop.is_set():
+                    return
+                next_t = self._pace(next_t, period)
+                try:
+                    data = np.fromfile(f, np.uint8)
+                except OSError as exc:
+                    self._error("corrupt_frame", f"{f}: unreadable ({exc})")
+                    continue
+                img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+                if img is None:
+                    self._error("corrupt_frame", f"{f}: not a decodable image ({data.size} bytes), skipped")
+                    continue
+                self._emit(img)
+            if not s.loop:
+                raise _End
+
+    def _open(self):
+        import cv2
+
+        s = self.settings
+        ms = int(s.open_timeout_s * 1000)
+        if s.kind is CameraKind.USB:
+            cap = cv2.VideoCapture(int(s.url.split(":", 1)[1]))
+        elif s.kind is CameraKind.PATH:
+            if not Path(s.url).exists():
+                raise CameraError(f"video file {s.url} does not exist")
+            cap = cv2.VideoCapture(s.url)
+        else:
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                      int(s.read_timeout_s * 1000)]
+            cap = cv2.VideoCapture(s.url, cv2.CAP_FFMPEG, params)
+        if not cap.isOpened():
+            cap.release()
+            raise CameraError(f"cannot open {s.url}")
+        return cap
+
+    def _read_capture(self, backoff: Backoff) -> None:
+        s = self.settings
+        live = s.kind in (CameraKind.USB, CameraKind.STREAM)
+        try:
+            cap = self._open()
+        except CameraError as exc:
+            self.state = ConnectionState.BACKOFF
+            self._error("open_failed", f"{exc}; retrying")
+            return
+        if self._opens:
+            self.stats.reconnects += 1
+        self._opens += 1
+        self.state = ConnectionState.CONNECTED
+        backoff.reset()
+        period = 1.0 / s.fps if s.fps else 0.0
+        file_period = 1.0 / (s.fps or cap.get(5) or DEFAULT_FILE_FPS)  # 5 = CAP_PROP_FPS
+        last_emit = 0.0
+        next_t = time.monotonic()
+        failures = 0
+        last_ok = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                if not live:
+                    next_t = self._pace(next_t, file_period)
+                ok, img = cap.read()
+                if not ok or img is None:
+                    if not live:
+                        if s.loop and self._seq > 0:
+                            cap.set(1, 0)  # 1 = CAP_PROP_POS_FRAMES: rewind
+                            failures += 1
+                            if failures > s.max_consecutive_failures:
+                                raise CameraError(f"{s.url}: cannot rewind")
+                            continue
+                        raise _End
+                    failures += 1
+                    silent = time.monotonic() - last_ok
+                    if failures >= s.max_consecutive_failures or silent > s.read_timeout_s:
+                        self.state = ConnectionState.BACKOFF
+                        self._error("stream_lost", f"{s.url}: no frame for {silent:.1f}s ({failures} failed reads); "
+                                    "reopening")
+                        return
+                    self._error("corrupt_frame", f"{s.url}: a frame could not be read or decoded, skipped")
+                    continue
+                failures = 0
+                last_ok = time.monotonic()
+                if img.size == 0 or not img.any():
+                    self._error("empty_frame", f"{s.url}: blank frame skipped")
+                    continue
+                if live and period:
+                    now = time.monotonic()
+                    if now - last_emit < period * 0.95:
+                        self.skipped += 1
+                        continue
+                    last_emit = now
+                self._emit(img)
+        finally:
+            cap.release()

@@ -1,0 +1,61 @@
+"""Settings of the camera source (``type: camera``). Validation only: never imports OpenCV.
+
+``url`` picks the kind of camera:
+
+    usb:0                          a local device by index (V4L2 where OpenCV has it)
+    http://host:port/stream.mjpg   an MJPEG stream (IP cameras, ``edge-sim camera``)
+    rtsp://host/stream             where OpenCV's FFmpeg can open it
+    /path/to/video.avi             a video file (``loop: true`` to replay it)
+    /path/to/folder/               every *.png / *.jpg / *.bmp in name order (``loop`` as above)
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class CameraKind(enum.StrEnum):
+    USB = "usb"
+    STREAM = "stream"
+    PATH = "path"  # a video file or a folder of images, told apart when opened
+
+
+class CameraSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["camera"] = "camera"
+    url: str = Field(min_length=1, description="usb:N, http(s)://, rtsp://, a video file or an image folder")
+    fps: float | None = Field(None, gt=0, le=240, description="target rate; live sources skip frames to keep it, "
+                              "files and folders are paced at it (default: the source's own rate, files 10)")
+    loop: bool = Field(False, description="replay a file or folder from the start when it ends")
+    width: int | None = Field(None, gt=0, le=8192, description="resize frames to this width (with height)")
+    height: int | None = Field(None, gt=0, le=8192)
+    queue_max_items: int = Field(4, ge=1, le=1000, description="frames held for the pipeline; oldest dropped")
+    reconnect_initial_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(10.0, gt=0)
+    open_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(5.0, gt=0, description="a live source silent this long is reopened")
+    max_consecutive_failures: int = Field(10, ge=1, description="failed reads in a row before reopening")
+
+    @property
+    def kind(self) -> CameraKind:
+        u = self.url
+        if re.fullmatch(r"usb:\d+", u):
+            return CameraKind.USB
+        if re.match(r"^(https?|rtsp|rtsps|rtmp|udp|tcp)://", u):
+            return CameraKind.STREAM
+        return CameraKind.PATH
+
+    @model_validator(mode="after")
+    def _check(self) -> CameraSettings:
+        if (self.width is None) != (self.height is None):
+            raise ValueError("give both 'width' and 'height' to resize, or neither")
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
+        if self.url.startswith("usb:") and self.kind is not CameraKind.USB:
+            raise ValueError(f"url {self.url!r}: a USB camera is 'usb:' and a device index, e.g. 'usb:0'")
+        return self
