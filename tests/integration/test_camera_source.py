@@ -1,0 +1,122 @@
+"""CameraSource against real inputs: image folders, video files and the MJPEG camera simulator
+over a real socket (OpenCV's FFmpeg client)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import cv2
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from devices.base import ConnectionState
+from devices.camera.capture import CameraSource
+from devices.camera.settings import CameraSettings
+from simulators.camera import CameraServer, write_folder, write_video
+from tests.support.peers import free_port
+
+
+async def take(src: CameraSource, n: int, timeout_s: float = 20.0) -> list:
+    frames = []
+
+    async def run():
+        async for f in src.items():
+            frames.append(f)
+            if len(frames) >= n:
+                return
+
+    await asyncio.wait_for(run(), timeout_s)
+    return frames
+
+
+async def test_folder_frames_in_order_with_corrupt_and_empty_files_counted_and_skipped(tmp_path):
+    folder = write_folder(tmp_path / "imgs", 6, seed=0, defect_rate=0.5, size=64)
+    png = (folder / "000002.png").read_bytes()
+    (folder / "000002.png").write_bytes(png[: len(png) // 3])  # truncated PNG
+    (folder / "000004.png").write_bytes(b"")  # empty file
+    src = CameraSource("cam", CameraSettings(url=str(folder), fps=200))
+    await src.start()
+    frames = [f async for f in src.items()]  # not looping: ends after one pass
+    await src.stop()
+    assert len(frames) == 4
+    assert [f.seq for f in frames] == [0, 1, 2, 3]
+    assert all(f.image.shape == (64, 64, 3) for f in frames)
+    assert src.stats.errors_by_reason.get("corrupt_frame") == 2
+    expected = cv2.imread(str(folder / "000003.png"))
+    assert np.array_equal(frames[2].image, expected)
+
+
+async def test_video_file_loops_with_increasing_sequence_and_resize(tmp_path):
+    video = write_video(tmp_path / "line.avi", 5, fps=10, seed=1, defect_rate=0.5, size=64)
+    src = CameraSource("cam", CameraSettings(url=str(video), fps=200, loop=True, width=32, height=32))
+    await src.start()
+    frames = await take(src, 12)
+    await src.stop()
+    assert [f.seq for f in frames] == list(range(12))
+    assert all(f.image.shape == (32, 32, 3) for f in frames)
+    assert src.state is ConnectionState.STOPPED
+
+
+async def test_mjpeg_stream_keeps_target_fps_by_skipping_and_counts_a_corrupt_frame():
+    server = CameraServer(free_port(), fps=30, seed=2).start()
+    src = CameraSource("cam", CameraSettings(url=server.url, fps=10))
+    try:
+        await src.start()
+        first = await take(src, 3)
+        server.inject_garbage()
+        more = await take(src, 12)
+    finally:
+        await src.stop()
+        server.stop()
+    frames = first + more
+    assert [f.seq for f in frames] == list(range(15))
+    assert all(b.captured_at >= a.captured_at for a, b in zip(frames, frames[1:], strict=False))
+    assert src.skipped > 0  # the 30 fps stream was thinned towards 10 fps
+    assert src.stats.errors_by_reason.get("corrupt_frame", 0) >= 1
+
+
+async def test_stream_reconnects_after_the_camera_restarts():
+    port = free_port()
+    server = CameraServer(port, fps=20, seed=3).start()
+    src = CameraSource("cam", CameraSettings(url=f"http://127.0.0.1:{port}/stream.mjpg", read_timeout_s=1.0,
+                                             max_consecutive_failures=3, reconnect_initial_s=0.1,
+                                             reconnect_max_s=0.5))
+    try:
+        await src.start()
+        before = await take(src, 3)
+        server.stop()
+        await asyncio.sleep(1.5)
+        server = CameraServer(port, fps=20, seed=4).start()
+        after = await take(src, 5, timeout_s=30)
+    finally:
+        await src.stop()
+        server.stop()
+    assert after[0].seq > before[-1].seq  # sequence keeps increasing across the reconnect
+    assert src.stats.reconnects >= 1
+    assert src.stats.errors_by_reason.get("stream_lost", 0) >= 1
+
+
+async def test_unreachable_stream_backs_off_without_crashing():
+    src = CameraSource("cam", CameraSettings(url=f"http://127.0.0.1:{free_port()}/stream.mjpg", open_timeout_s=1,
+                                             reconnect_initial_s=0.1, reconnect_max_s=0.2))
+    await src.start()
+    for _ in range(100):
+        if src.stats.errors_by_reason.get("open_failed", 0) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    assert src.stats.errors_by_reason.get("open_failed", 0) >= 2
+    assert src.state in (ConnectionState.BACKOFF, ConnectionState.CONNECTING)
+    assert "cannot open" in src.stats.last_error
+    await src.stop()
+    assert src.state is ConnectionState.STOPPED
+
+
+def test_settings_are_validated_with_clear_messages():
+    with pytest.raises(ValidationError, match="give both 'width' and 'height'"):
+        CameraSettings(url="usb:0", width=100)
+    with pytest.raises(ValidationError, match="usb:"):
+        CameraSettings(url="usb:front")
+    with pytest.raises(ValidationError, match="extra"):
+        CameraSettings(url="usb:0", fsp=10)
+    assert CameraSettings(url="rtsp://cam/stream").kind.value == "stream"
