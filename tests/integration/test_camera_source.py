@@ -120,3 +120,15 @@ def test_settings_are_validated_with_clear_messages():
     with pytest.raises(ValidationError, match="extra"):
         CameraSettings(url="usb:0", fsp=10)
     assert CameraSettings(url="rtsp://cam/stream").kind.value == "stream"
+
+
+def test_sample_config_is_valid_and_documents_every_default():
+    from pathlib import Path
+
+    import yaml
+
+    sample = Path(__file__).resolve().parents[2] / "devices" / "camera" / "sample.yaml"
+    CameraSettings.model_validate(yaml.safe_load(sample.read_text()))
+    text = sample.read_text()
+    for name in CameraSettings.model_fields:
+        assert name in text, f"sample.yaml does not mention {name}"
