@@ -406,6 +406,9 @@ def _verify(pkg: Path, trusted: TrustedKeys, max_bytes: int, target: Path | None
         raise ManifestError(f"package {label}: no manifest.yaml; not a model package", code="no_manifest")
     signer = _check_signature(label, head[MANIFEST], head.get(SIGNATURE), trusted)
     manifest = _parse_manifest(label, head[MANIFEST])
+    if target is not None:  # the extracted folder describes itself (and can be re-verified)
+        (target / MANIFEST).write_bytes(head[MANIFEST])
+        (target / SIGNATURE).write_bytes(head[SIGNATURE])
     listed = {f.path: f for f in manifest.files}
     model_entry = manifest.file(FileRole.MODEL)
     model_bytes: io.BytesIO | None = None

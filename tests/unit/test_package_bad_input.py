@@ -90,7 +90,7 @@ def test_good_package_opens_and_lists_files(good, tmp_path):
     opened = open_package(pkg, tmp_path / "t", trusted)
     assert opened.model_path.is_file() and opened.golden_inputs.is_file()
     assert sorted(p.relative_to(opened.root).as_posix() for p in opened.root.rglob("*") if p.is_file()) == sorted(
-        f.path for f in opened.manifest.files)
+        [f.path for f in opened.manifest.files] + ["manifest.sig", "manifest.yaml"])
 
 
 def test_flipped_byte_in_model_is_a_digest_mismatch(good, tmp_path):

@@ -1,0 +1,384 @@
+"""A model slot: one package at a time, inference from worker threads, hot swap with rollback.
+
+``infer(item)`` runs preprocessing (from the manifest), the engine and postprocessing on the
+*active* model, read once per call: a swap replaces the active model between two inferences.
+In-flight inferences finish on the old model and every later one uses the new one, so no item is
+dropped or processed twice by a swap (tested under load).
+
+``swap(pkg)``: verify and extract → load the engine beside the active one → run the package's
+golden inputs through it (the smoke test) → switch → watch health for ``health.window_s`` (and at
+least ``health.min_items`` inferences): error rate, NaN/Inf outputs, p50 inference latency against
+the previous model's, and NG-rate shift. A broken bound rolls back to the previous model and
+reports why (``SwapOutcome`` and an ``on_event`` callback). Any failure before the switch leaves
+the old model serving untouched.
+
+On ``start`` the slot runs the last package that passed (``ModelStore`` state), unless the config
+pins a local package that differs from it, which is then installed the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from devices.base import Frame
+from edge_agent.engines import Engine, EngineError, create_engine
+from edge_agent.models.config import ModelConfig, VersionPolicy
+from edge_agent.models.store import ModelStore
+from edge_agent.types import Window
+from model_packager import OpenedPackage, PackageError, TrustedKeys, load_trusted_keys, package_digest
+from model_packager.golden import compare, load_npz
+from model_packager.manifest import ImagePreprocessing, Manifest
+from model_packager.preprocess import (
+    Interpretation,
+    PreprocessError,
+    image_tensor,
+    interpret,
+    signal_features,
+)
+
+log = logging.getLogger(__name__)
+
+
+class SlotError(RuntimeError):
+    pass
+
+
+class InferenceError(RuntimeError):
+    """One inference failed (bad input for the model, engine error, NaN/Inf output)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class Inference:
+    interpretation: Interpretation
+    outputs: dict[str, np.ndarray]
+    model: str
+    version: str
+    engine: str
+    preprocess_ms: float
+    inference_ms: float
+    postprocess_ms: float
+
+    @property
+    def heatmap(self) -> np.ndarray | None:
+        return self.interpretation.heatmap
+
+
+@dataclass
+class SwapOutcome:
+    ok: bool
+    slot: str
+    from_version: str | None
+    to_version: str | None
+    stage: str  # verify | load | golden | health | active | rolled_back
+    reason: str | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Health:
+    n: int = 0
+    errors: int = 0
+    nonfinite: int = 0
+    ng: int = 0
+    latencies: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2000))
+
+    def p50(self) -> float | None:
+        return float(np.median(self.latencies)) if self.latencies else None
+
+
+class _Active:
+    def __init__(self, opened: OpenedPackage, engine: Engine) -> None:
+        self.opened = opened
+        self.manifest: Manifest = opened.manifest
+        self.engine = engine
+        self.input_name = opened.manifest.inputs[0].name
+        self.health = _Health()
+
+
+class ModelSlot:
+    def __init__(self, name: str, config: ModelConfig, data_dir: Path, trusted_keys: list[Path] | TrustedKeys,
+                 on_event: Callable[[dict], None] | None = None) -> None:
+        self.name = name
+        self.config = config
+        self.store = ModelStore(Path(data_dir) / "models" / name)
+        self.trusted = trusted_keys if isinstance(trusted_keys, TrustedKeys) else load_trusted_keys(trusted_keys)
+        self.on_event = on_event or (lambda e: None)
+        self._active: _Active | None = None
+        self._previous: _Active | None = None
+        self._swap_lock = asyncio.Lock()
+        self._watch: asyncio.Task | None = None
+        self.last_outcome: SwapOutcome | None = None
+        self.counters = collections.Counter()
+        self._lock = threading.Lock()
+        self.state = "stopped"
+
+    # ---- properties ------------------------------------------------------------------------
+    @property
+    def manifest(self) -> Manifest:
+        return self._require().manifest
+
+    @property
+    def version(self) -> str | None:
+        return self._active.manifest.version if self._active else None
+
+    @property
+    def engine_name(self) -> str | None:
+        return self._active.engine.name if self._active else None
+
+    def _require(self) -> _Active:
+        a = self._active
+        if a is None:
+            raise SlotError(f"model slot {self.name!r} has no model loaded")
+        return a
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        st = self.store.state()
+        current = st.get("current")
+        want_pkg = Path(self.config.package) if self.config.package else None
+        opened = None
+        if current:
+            opened = await asyncio.to_thread(self.store.reopen, current)
+            if opened is not None and want_pkg is not None and self.config.version_policy is VersionPolicy.PINNED:
+                if want_pkg.exists() and await asyncio.to_thread(package_digest, want_pkg) != opened.digest:
+                    opened = None  # the config pins another package: install it
+        if opened is not None:
+            active = await asyncio.to_thread(self._load, opened)
+            self._active = active
+            self.state = "active"
+            log.info("slot %s: running %s (%s) from the store", self.name, opened.manifest.package_id,
+                     active.engine.name)
+            return
+        if want_pkg is None:
+            raise SlotError(f"model slot {self.name!r}: no package installed yet and no local 'package' configured; "
+                            "it waits for the fleet to deliver one")
+        outcome = await self.swap(want_pkg, watch=False)
+        if not outcome.ok:
+            raise SlotError(f"model slot {self.name!r}: cannot start on {want_pkg}: {outcome.reason}")
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            try:
+                await self._watch
+            except (asyncio.CancelledError, Exception):
+                pass
+        for a in (self._active, self._previous):
+            if a is not None:
+                a.engine.close()
+        self._active = self._previous = None
+        self.state = "stopped"
+
+    # ---- inference (worker threads) --------------------------------------------------------
+    def infer(self, item: Frame | Window) -> Inference:
+        a = self._require()  # read once: a concurrent swap affects only later calls
+        m = a.manifest
+        t0 = time.perf_counter()
+        try:
+            if isinstance(m.preprocessing, ImagePreprocessing):
+                if not isinstance(item, Frame):
+                    raise PreprocessError(f"model {m.package_id} takes images, got a {type(item).__name__}")
+                x = image_tensor(item.image, m.preprocessing)
+            else:
+                if not isinstance(item, Window):
+                    raise PreprocessError(f"model {m.package_id} takes signal windows, got a {type(item).__name__}")
+                x = signal_features(item.waveform, item.scalars, m.preprocessing)
+        except PreprocessError as exc:
+            self._count(a, error=True)
+            raise InferenceError(f"slot {self.name}: {exc}", "bad_input") from exc
+        t1 = time.perf_counter()
+        try:
+            out = a.engine.run({a.input_name: x})
+        except Exception as exc:
+            self._count(a, error=True)
+            raise InferenceError(f"slot {self.name}: engine {a.engine.name} failed: {exc}", "engine_error") from exc
+        t2 = time.perf_counter()
+        if not all(np.all(np.isfinite(v)) for v in out.values() if np.issubdtype(np.asarray(v).dtype, np.floating)):
+            self._count(a, nonfinite=True, latency=(t2 - t1) * 1000)
+            raise InferenceError(f"slot {self.name}: {m.package_id} produced NaN/Inf", "nonfinite_output")
+        interp = interpret(m, out)
+        t3 = time.perf_counter()
+        self._count(a, latency=(t2 - t1) * 1000, ng=interp.verdict == "NG")
+        return Inference(interp, out, m.name, m.version, a.engine.name, (t1 - t0) * 1000, (t2 - t1) * 1000,
+                         (t3 - t2) * 1000)
+
+    def _count(self, a: _Active, *, error: bool = False, nonfinite: bool = False, latency: float | None = None,
+               ng: bool = False) -> None:
+        with self._lock:
+            h = a.health
+            h.n += 1
+            h.errors += error
+            h.nonfinite += nonfinite
+            h.ng += ng
+            if latency is not None:
+                h.latencies.append(latency)
+            self.counters["inferences"] += 1
+            if error:
+                self.counters["errors"] += 1
+            if nonfinite:
+                self.counters["nonfinite"] += 1
+
+    # ---- swap ------------------------------------------------------------------------------
+    def _load(self, opened: OpenedPackage) -> _Active:
+        return _Active(opened, create_engine(self.config.engine, opened, self.config))
+
+    def _golden(self, a: _Active) -> str | None:
+        inputs = load_npz(a.opened.golden_inputs)
+        expected = load_npz(a.opened.golden_expected)
+        g = a.manifest.golden
+        got: dict[str, list] = {}
+        n = next(iter(inputs.values())).shape[0]
+        for i in range(n):  # one item at a time: the shape the agent runs
+            out = a.engine.run({k: v[i : i + 1] for k, v in inputs.items()})
+            for k, v in out.items():
+                got.setdefault(k, []).append(v)
+        worst, bad = compare(expected, {k: np.concatenate(v) for k, v in got.items()}, g.atol, g.rtol)
+        return "; ".join(bad) if bad else None
+
+    def _event(self, kind: str, **data: Any) -> None:
+        evt = {"kind": kind, "slot": self.name, "t": time.time(), **data}
+        try:
+            self.on_event(evt)
+        except Exception:  # a broken listener must not break the slot
+            log.exception("slot %s: event listener failed", self.name)
+
+    async def swap(self, pkg: Path, *, watch: bool = True) -> SwapOutcome:
+        """Install ``pkg`` and make it active; returns how far it got and why it stopped."""
+        async with self._swap_lock:
+            old = self._active
+            from_v = old.manifest.version if old else None
+            self.state = "verifying"
+            self._event("swap_started", package=str(pkg), from_version=from_v)
+            try:
+                opened = await asyncio.to_thread(self.store.install, Path(pkg), self.trusted)
+            except PackageError as exc:
+                return self._refused(from_v, None, "verify", str(exc))
+            to_v = opened.manifest.version
+            if old is not None and opened.manifest.task != old.manifest.task:
+                return self._refused(from_v, to_v, "verify",
+                                     f"package task {opened.manifest.task.value} does not match the slot's "
+                                     f"{old.manifest.task.value}")
+            self.state = "loading"
+            try:
+                new = await asyncio.to_thread(self._load, opened)
+            except EngineError as exc:
+                self.store.mark_failed(opened.root, str(exc))
+                return self._refused(from_v, to_v, "load", str(exc))
+            self.state = "smoke_testing"
+            problem = await asyncio.to_thread(self._golden, new)
+            if problem:
+                reason = f"golden test failed on {new.engine.name}: {problem}"
+                self.store.mark_failed(opened.root, reason)
+                return self._refused(from_v, to_v, "golden", reason)
+            # the switch: one reference assignment between two inferences
+            self._previous, self._active = old, new
+            await asyncio.to_thread(self.store.set_current, opened.root, old.opened.root if old else None)
+            self.state = "watching" if (watch and old is not None) else "active"
+            outcome = SwapOutcome(True, self.name, from_v, to_v, "active")
+            self.last_outcome = outcome
+            self._event("swapped", from_version=from_v, to_version=to_v, engine=new.engine.name)
+            log.info("slot %s: now running %s on %s (was %s)", self.name, opened.manifest.package_id,
+                     new.engine.name, from_v)
+        if watch and old is not None:
+            self._watch = asyncio.create_task(self._watch_health(new, old), name=f"health-{self.name}")
+        # The replaced model is not closed explicitly: an inference that read it just before the
+        # switch may still be running on it; it is freed when the last reference goes.
+        return outcome
+
+    def _refused(self, from_v, to_v, stage: str, reason: str) -> SwapOutcome:
+        self.state = "active" if self._active else "stopped"
+        outcome = SwapOutcome(False, self.name, from_v, to_v, stage, reason)
+        self.last_outcome = outcome
+        self.counters["swaps_refused"] += 1
+        self._event("swap_refused", stage=stage, reason=reason, from_version=from_v, to_version=to_v)
+        log.warning("slot %s: swap to %s refused at %s: %s; %s keeps serving", self.name, to_v, stage, reason,
+                    from_v or "nothing")
+        return outcome
+
+    def health_verdict(self, new: _Active, old: _Active) -> str | None:
+        """None while healthy, else why the new model breaks a bound."""
+        hc = self.config.health
+        h = new.health
+        if h.n < hc.min_items:
+            return None
+        if h.errors / h.n > hc.max_error_rate:
+            return f"error rate {h.errors / h.n:.1%} > {hc.max_error_rate:.1%}"
+        if h.nonfinite / h.n > hc.max_nonfinite_rate:
+            return f"NaN/Inf outputs in {h.nonfinite / h.n:.1%} of inferences > {hc.max_nonfinite_rate:.1%}"
+        p_new, p_old = h.p50(), old.health.p50()
+        if p_new and p_old and p_new / p_old > hc.max_latency_ratio:
+            return f"p50 inference latency {p_new:.2f} ms is {p_new / p_old:.1f}x the previous {p_old:.2f} ms"
+        ok_new = h.n - h.errors - h.nonfinite
+        ok_old = old.health.n - old.health.errors - old.health.nonfinite
+        if ok_new >= hc.min_items and ok_old >= hc.min_items:
+            shift = abs(h.ng / ok_new - old.health.ng / ok_old)
+            if shift > hc.max_verdict_rate_shift:
+                return f"NG rate moved by {shift:.0%} (bound {hc.max_verdict_rate_shift:.0%})"
+        return None
+
+    async def _watch_health(self, new: _Active, old: _Active) -> None:
+        hc = self.config.health
+        deadline = time.monotonic() + hc.window_s
+        while True:
+            await asyncio.sleep(min(0.2, hc.window_s / 10))
+            if self._active is not new:
+                return
+            why = self.health_verdict(new, old)
+            if why:
+                await self.rollback(f"health check failed: {why}")
+                return
+            if time.monotonic() >= deadline and new.health.n >= hc.min_items:
+                self.state = "active"
+                self._previous = None  # freed once no in-flight inference holds it
+                self._event("swap_kept", version=new.manifest.version, inferences=new.health.n)
+                return
+
+    async def rollback(self, reason: str) -> SwapOutcome:
+        async with self._swap_lock:
+            new, old = self._active, self._previous
+            if old is None or new is None:
+                return SwapOutcome(False, self.name, self.version, None, "rolled_back", "no previous model to roll back to")
+            self._active, self._previous = old, None
+            await asyncio.to_thread(self.store.set_current, old.opened.root, None)
+            self.store.mark_failed(new.opened.root, reason)
+            self.state = "active"
+            outcome = SwapOutcome(False, self.name, new.manifest.version, old.manifest.version, "rolled_back", reason)
+            self.last_outcome = outcome
+            self.counters["rollbacks"] += 1
+            self._event("rolled_back", from_version=new.manifest.version, to_version=old.manifest.version,
+                        reason=reason)
+            log.warning("slot %s: rolled back %s -> %s: %s", self.name, new.manifest.version, old.manifest.version,
+                        reason)
+        return outcome
+
+    def status(self) -> dict:
+        a = self._active
+        return {
+            "slot": self.name,
+            "state": self.state,
+            "package": a.manifest.name if a else None,
+            "version": a.manifest.version if a else None,
+            "digest": a.opened.digest if a else None,
+            "engine": a.engine.name if a else None,
+            "engine_version": a.engine.version if a else None,
+            "task": a.manifest.task.value if a else None,
+            "p50_inference_ms": a.health.p50() if a else None,
+            "counters": dict(self.counters),
+            "last_swap": self.last_outcome.to_dict() if self.last_outcome else None,
+        }

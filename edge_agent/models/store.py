@@ -1,0 +1,100 @@
+"""A slot's packages on disk: verified extractions and atomic current/previous pointers.
+
+    <data_dir>/models/<slot>/
+        <name>-<version>-<digest12>/     one verified, extracted package (open_package renames it
+                                          into place only when every check passed)
+        state.json                        {"current": dir, "previous": dir|null, "failed": {dir: reason}}
+
+``state.json`` is replaced atomically (write a temporary file, fsync, rename, fsync the folder),
+and a package becomes ``current`` only after it passed verification, loading and its golden test.
+So after a crash at any point (kill -9 mid-swap included) the slot starts on the last package that
+passed; a half-extracted folder is a ``.part`` temporary that nothing points to and is removed at
+the next start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from model_packager import OpenedPackage, TrustedKeys, open_package, package_digest
+
+
+class ModelStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        for leftover in self.root.glob(".*.part"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / "state.json"
+
+    def state(self) -> dict:
+        try:
+            data = json.loads(self.state_path.read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _write_state(self, state: dict) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(state, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.state_path)
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def install(self, pkg: Path, trusted: TrustedKeys) -> OpenedPackage:
+        """Verify and extract (or reuse an identical extraction). Raises ``PackageError``."""
+        from model_packager import read_manifest
+
+        digest = package_digest(pkg)
+        m = read_manifest(pkg)  # for the folder name only; open_package verifies everything
+        folder = self.root / f"{m.name}-{m.version}-{digest[:12]}"
+        if folder.exists():
+            shutil.rmtree(folder)  # re-verify from the package: never trust a folder's contents
+        opened = open_package(pkg, folder, trusted)
+        (folder / ".package-digest").write_text(digest)
+        return opened
+
+    def reopen(self, folder_name: str) -> OpenedPackage | None:
+        """Re-open a previously installed folder (its files were verified on install)."""
+        import yaml
+
+        from model_packager.manifest import FileRole, Manifest
+
+        folder = self.root / folder_name
+        try:
+            manifest = Manifest.model_validate(yaml.safe_load((folder / "manifest.yaml").read_text()))
+            digest = (folder / ".package-digest").read_text().strip()
+        except (OSError, ValueError):
+            return None
+        ov = manifest.file(FileRole.OPENVINO_XML)
+        model = folder / manifest.file(FileRole.MODEL).path
+        if not model.is_file():
+            return None
+        return OpenedPackage(manifest, folder, model, folder / ov.path if ov else None,
+                             folder / manifest.golden.inputs, folder / manifest.golden.expected, "", digest)
+
+    def set_current(self, folder: Path, previous: Path | None) -> None:
+        st = self.state()
+        st["current"] = folder.name
+        st["previous"] = previous.name if previous else None
+        self._write_state(st)
+
+    def mark_failed(self, folder: Path, reason: str) -> None:
+        st = self.state()
+        st.setdefault("failed", {})[folder.name] = reason
+        self._write_state(st)
+
+    def current(self) -> str | None:
+        return self.state().get("current")

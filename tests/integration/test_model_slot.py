@@ -1,0 +1,239 @@
+"""ModelSlot on real ONNX Runtime and OpenVINO sessions: parity, hot swap under load with every item
+processed exactly once, refusal of bad packages, health-gated rollback, restart on the last good package,
+and a kill -9 in the middle of a swap."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from devices.base import Frame
+from edge_agent.models.config import HealthConfig, ModelConfig
+from edge_agent.models.slot import InferenceError, ModelSlot, SlotError
+from edge_agent.types import Window
+from model_packager import load_trusted_keys, open_package
+from model_packager.golden import load_npz
+from model_packager.preprocess import interpret
+from tests.support.models import SIGNAL_WINDOW, make_keypair, make_package
+
+
+def frame(seq: int, seed: int = 0) -> Frame:
+    img = np.random.default_rng(seed + seq).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    return Frame("cam", seq, time.time(), img)
+
+
+def window(seq: int) -> Window:
+    x = np.sin(np.arange(SIGNAL_WINDOW) * 0.05 * (1 + seq % 3)) + np.random.default_rng(seq).normal(0, 0.1,
+                                                                                                      SIGNAL_WINDOW)
+    return Window("machine", seq, time.time(), time.time(), x)
+
+
+@pytest.fixture(scope="module")
+def pkgs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pkgs")
+    key, pub = make_keypair(tmp / "keys")
+    return {
+        "v1": make_package(tmp, kind="vision", version="1.0.0", key=key, seed=1, bias=6.0, openvino=True),
+        "v2": make_package(tmp, kind="vision", version="1.1.0", key=key, seed=2, bias=6.0),
+        "nan": make_package(tmp, kind="vision", version="1.2.0", key=key, nan=True),
+        "allng": make_package(tmp, kind="vision", version="1.3.0", key=key, seed=1, bias=-20.0),
+        "sig": make_package(tmp, kind="signal", version="1.0.0", key=key),
+        "pub": pub,
+        "tmp": tmp,
+    }
+
+
+def slot(tmp_path, pkgs, engine="onnxruntime", package="v1", **health) -> ModelSlot:
+    cfg = ModelConfig(package=str(pkgs[package]), engine=engine,
+                      health=HealthConfig(**{"window_s": 1.0, "min_items": 20, **health}))
+    return ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+async def test_golden_verdicts_agree_on_both_engines(tmp_path, pkgs, engine):
+    s = slot(tmp_path, pkgs, engine=engine)
+    await s.start()
+    assert s.engine_name == engine
+    opened = open_package(pkgs["v1"], tmp_path / "ref", load_trusted_keys([pkgs["pub"]]))
+    inputs, expected = load_npz(opened.golden_inputs), load_npz(opened.golden_expected)
+    a = s._active
+    for i in range(inputs["image"].shape[0]):
+        got = a.engine.run({"image": inputs["image"][i : i + 1]})
+        want = {k: v[i : i + 1] for k, v in expected.items()}
+        assert interpret(opened.manifest, got).verdict == interpret(opened.manifest, want).verdict
+        np.testing.assert_allclose(got["logits"], want["logits"], atol=opened.manifest.golden.atol,
+                                   rtol=opened.manifest.golden.rtol)
+    inf = await asyncio.to_thread(s.infer, frame(0))
+    assert inf.interpretation.verdict in ("OK", "NG") and inf.engine == engine and inf.heatmap.shape == (32, 32)
+    await s.stop()
+
+
+async def test_signal_package_infers_windows_and_rejects_wrong_length(tmp_path, pkgs):
+    cfg = ModelConfig(package=str(pkgs["sig"]), engine="onnxruntime")
+    s = ModelSlot("health", cfg, tmp_path / "data", [pkgs["pub"]])
+    await s.start()
+    inf = s.infer(window(1))
+    assert inf.interpretation.anomaly_score is not None and inf.interpretation.remaining_life is not None
+    with pytest.raises(InferenceError, match="the model expects 2048"):
+        s.infer(Window("machine", 2, 0, 0, np.zeros(100)))
+    with pytest.raises(InferenceError, match="takes signal windows"):
+        s.infer(frame(0))
+    await s.stop()
+
+
+async def test_swap_under_load_processes_every_item_exactly_once(tmp_path, pkgs):
+    s = slot(tmp_path, pkgs)
+    await s.start()
+    done: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def feeder(start: int):
+        seq = start
+        while not stop.is_set():
+            inf = s.infer(frame(seq))
+            done.append((seq, inf.version))
+            seq += 2
+
+    threads = [threading.Thread(target=feeder, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    outcomes = []
+    for target in ("v2", "v1", "v2"):
+        await asyncio.sleep(0.3)
+        outcomes.append(await s.swap(pkgs[target], watch=False))
+    await asyncio.sleep(0.3)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert all(o.ok for o in outcomes), outcomes
+    seqs = sorted(q for q, _ in done)
+    per_thread = [sorted(q for q in seqs if q % 2 == i) for i in range(2)]
+    for i, qs in enumerate(per_thread):
+        assert qs == list(range(i, qs[-1] + 1, 2)), "an item was lost or processed twice"
+    versions = [v for _, v in sorted(done)]
+    assert {"1.0.0", "1.1.0"} <= set(versions)
+    assert s.counters["errors"] == 0
+    await s.stop()
+
+
+async def test_bad_signature_is_refused_and_the_old_model_keeps_serving(tmp_path, pkgs):
+    s = slot(tmp_path, pkgs)
+    await s.start()
+    other_key, _ = make_keypair(tmp_path / "other")
+    rogue = make_package(tmp_path / "rogue", kind="vision", version="9.0.0", key=other_key)
+    out = await s.swap(rogue)
+    assert not out.ok and out.stage == "verify" and "not among the trusted keys" in out.reason
+    assert s.version == "1.0.0" and s.infer(frame(1)).version == "1.0.0"
+    await s.stop()
+
+
+async def test_nan_model_passes_golden_but_is_rolled_back_by_health(tmp_path, pkgs):
+    s = slot(tmp_path, pkgs)
+    events = []
+    s.on_event = events.append
+    await s.start()
+    for i in range(30):
+        s.infer(frame(i))
+    out = await s.swap(pkgs["nan"])
+    assert out.ok and s.version == "1.2.0"
+    errors = 0
+    for i in range(40):
+        try:
+            s.infer(frame(i))
+        except InferenceError as exc:
+            assert exc.reason == "nonfinite_output"
+            errors += 1
+        await asyncio.sleep(0.01)
+    for _ in range(50):
+        if s.version == "1.0.0":
+            break
+        await asyncio.sleep(0.1)
+    assert s.version == "1.0.0"
+    assert errors > 0
+    assert s.last_outcome.stage == "rolled_back" and "NaN/Inf" in s.last_outcome.reason
+    assert any(e["kind"] == "rolled_back" for e in events)
+    assert s.store.current().startswith("part-inspection-1.0.0")
+    await s.stop()
+
+
+async def test_verdict_rate_shift_rolls_back(tmp_path, pkgs):
+    s = slot(tmp_path, pkgs, max_verdict_rate_shift=0.3)
+    await s.start()
+    for i in range(40):
+        s.infer(frame(i))
+    base_ng = s._active.health.ng / s._active.health.n
+    assert base_ng < 0.7
+    assert (await s.swap(pkgs["allng"])).ok
+    for i in range(40):
+        assert s.infer(frame(i)).interpretation.verdict == "NG"
+    for _ in range(50):
+        if s.version == "1.0.0":
+            break
+        await asyncio.sleep(0.1)
+    assert s.version == "1.0.0" and "NG rate moved" in s.last_outcome.reason
+    await s.stop()
+
+
+async def test_restart_runs_the_last_package_that_passed(tmp_path, pkgs):
+    s = slot(tmp_path, pkgs)
+    await s.start()
+    assert (await s.swap(pkgs["v2"], watch=False)).ok
+    await s.stop()
+    # same config (which names v1), but fleet-followed: the store's current wins
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
+    s2 = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    await s2.start()
+    assert s2.version == "1.1.0"
+    await s2.stop()
+
+
+async def test_no_package_at_all_is_a_clear_error(tmp_path, pkgs):
+    s = ModelSlot("vision", ModelConfig(name="part-inspection"), tmp_path / "data", [pkgs["pub"]])
+    with pytest.raises(SlotError, match="no package installed yet"):
+        await s.start()
+
+
+KILL_SCRIPT = """
+import asyncio, os, sys
+from pathlib import Path
+from edge_agent.models.config import ModelConfig
+from edge_agent.models.slot import ModelSlot
+import edge_agent.models.store as store
+
+data, v1, v2, pub = map(Path, sys.argv[1:5])
+orig = store.ModelStore.set_current
+async def main():
+    s = ModelSlot("vision", ModelConfig(package=str(v1), engine="onnxruntime"), data, [pub])
+    await s.start()
+    def hang(self, folder, previous):   # extraction of v2 is done; die before it becomes current
+        print("READY", flush=True)
+        import time; time.sleep(60)
+    store.ModelStore.set_current = hang
+    await s.swap(v2)
+asyncio.run(main())
+"""
+
+
+async def test_kill_9_mid_swap_never_makes_the_new_package_current(tmp_path, pkgs):
+    data = tmp_path / "data"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(data), str(pkgs["v1"]), str(pkgs["v2"]),
+                             str(pkgs["pub"])], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
+    assert line.strip() == "READY"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
+    s = ModelSlot("vision", cfg, data, [pkgs["pub"]])
+    await s.start()
+    assert s.version == "1.0.0"
+    assert s.infer(frame(0)).version == "1.0.0"
+    await s.stop()
