@@ -1,0 +1,162 @@
+"""Actions on results: MQTT publish, OPC UA write-back, alarms with hysteresis, sample saving.
+
+Each action has an optional condition (``edge_agent.conditions``) and a retry policy. Acting is
+asynchronous and bounded per action (one in-flight task per action and result), a failure is
+retried ``max_attempts`` times with a backoff, then counted and logged once per burst; it never
+stops the pipeline. Alarms are stateful per (action, pipeline): raised after ``raise_after``
+consecutive matching results, cleared after ``clear_after`` consecutive non-matching ones; each
+transition is published (``.../alarms/<action>``) and mirrored on an OPC UA node when configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from devices.base import BurstLogger, Frame
+from edge_agent.conditions import compile_condition
+from edge_agent.config import AgentConfig, AlarmAction, MqttPublishAction, OpcUaWriteAction, SaveSampleAction
+from edge_agent.types import Result, Window
+from protocols import topics
+
+log = logging.getLogger(__name__)
+
+
+class ActionRunner:
+    def __init__(self, cfg: AgentConfig, sources: dict[str, Any], on_event=None) -> None:
+        self.cfg = cfg
+        self.sources = sources
+        self.on_event = on_event or (lambda e: None)
+        self.preds = {name: compile_condition(a.when) for name, a in cfg.actions.items()}
+        self.stats: dict[str, collections.Counter] = {n: collections.Counter() for n in cfg.actions}
+        self.alarm_state: dict[tuple[str, str], dict] = {}
+        self._burst = BurstLogger(log)
+        self._pending: set[asyncio.Task] = set()
+        self._sample_times: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+        self.recent_ng: collections.deque = collections.deque(maxlen=20)
+
+    async def handle(self, pipeline_actions: list[str], result: Result, item: Frame | Window) -> None:
+        for name in pipeline_actions:
+            action = self.cfg.actions[name]
+            if isinstance(action, AlarmAction):
+                self._alarm(name, action, result)  # stateful: evaluated for every result
+                continue
+            if not self.preds[name](result):
+                continue
+            t = asyncio.create_task(self._run(name, action, result, item))
+            self._pending.add(t)
+            t.add_done_callback(self._pending.discard)
+
+    async def flush(self, timeout_s: float = 10.0) -> None:
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=timeout_s)
+
+    async def _run(self, name: str, action, result: Result, item) -> None:
+        st = self.stats[name]
+        for attempt in range(1, action.retry.max_attempts + 1):
+            try:
+                await self._do(name, action, result, item)
+                st["ok"] += 1
+                return
+            except Exception as exc:
+                st["attempt_failures"] += 1
+                if attempt == action.retry.max_attempts:
+                    st["failed"] += 1
+                    self._burst.log(name, "action %r failed after %d attempts: %s", name, attempt, exc)
+                    return
+                await asyncio.sleep(action.retry.backoff_s * attempt)
+
+    async def _do(self, name: str, action, result: Result, item) -> None:
+        if isinstance(action, MqttPublishAction):
+            src = self.sources[action.source]
+            topic = action.topic or topics.build_topic(self.cfg.agent.site, self.cfg.agent.line, self.cfg.agent.id,
+                                                       topics.Kind.RESULTS, result.pipeline)
+            await src.publish(topic, json.dumps(result.to_json_dict()).encode(), qos=action.qos, retain=action.retain)
+        elif isinstance(action, OpcUaWriteAction):
+            await self.sources[action.source].write(action.node_id, action.value)
+        elif isinstance(action, SaveSampleAction):
+            await asyncio.to_thread(self._save, name, action, result, item)
+
+    def _save(self, name: str, action: SaveSampleAction, result: Result, item) -> None:
+        times = self._sample_times[name]
+        now = time.time()
+        while times and now - times[0] > 3600:
+            times.popleft()
+        if len(times) >= action.max_per_hour:
+            self.stats[name]["over_budget"] += 1
+            return
+        times.append(now)
+        folder = self.cfg.path(action.dir) if action.dir else self.cfg.data_dir / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"{result.pipeline}-{result.item_seq:08d}-{result.verdict}"
+        if isinstance(item, Frame):
+            import cv2
+
+            cv2.imwrite(str(folder / f"{stem}.png"), item.image)
+        else:
+            np.save(folder / f"{stem}.npy", item.waveform.astype(np.float32))
+        (folder / f"{stem}.json").write_text(json.dumps(result.to_json_dict()))
+        if result.verdict == "NG":
+            self.recent_ng.append({"file": str(folder / stem), **result.to_json_dict()})
+
+    def _alarm(self, name: str, action: AlarmAction, result: Result) -> None:
+        key = (name, result.pipeline)
+        st = self.alarm_state.setdefault(key, {"active": False, "hits": 0, "misses": 0, "since": None,
+                                               "pipeline": result.pipeline, "alarm": name})
+        if self.preds[name](result):
+            st["hits"] += 1
+            st["misses"] = 0
+            if not st["active"] and st["hits"] >= action.raise_after:
+                st["active"], st["since"] = True, time.time()
+                self._alarm_changed(name, action, result, True)
+        else:
+            st["misses"] += 1
+            st["hits"] = 0
+            if st["active"] and st["misses"] >= action.clear_after:
+                st["active"], st["since"] = False, time.time()
+                self._alarm_changed(name, action, result, False)
+
+    def _alarm_changed(self, name: str, action: AlarmAction, result: Result, active: bool) -> None:
+        self.stats[name]["raised" if active else "cleared"] += 1
+        evt = {"kind": "alarm", "alarm": name, "active": active, "pipeline": result.pipeline, "t": time.time(),
+               "score": result.score, "label": result.label, "anomaly_score": result.anomaly_score,
+               "remaining_life": result.remaining_life, "model_version": result.model_version}
+        log.warning("alarm %s %s on pipeline %s (score %.3f)", name, "RAISED" if active else "cleared",
+                    result.pipeline, result.score)
+        self.on_event(evt)
+
+        async def publish():
+            if action.publish_to:
+                topic = topics.build_topic(self.cfg.agent.site, self.cfg.agent.line, self.cfg.agent.id,
+                                           topics.Kind.ALARMS, name)
+                await self.sources[action.publish_to].publish(topic, json.dumps(evt).encode(), qos=1, retain=True)
+            if action.node_id and action.opcua_source:
+                await self.sources[action.opcua_source].write(action.node_id, active)
+
+        async def run():
+            for attempt in range(1, action.retry.max_attempts + 1):
+                try:
+                    await publish()
+                    return
+                except Exception as exc:
+                    if attempt == action.retry.max_attempts:
+                        self.stats[name]["failed"] += 1
+                        self._burst.log(name, "alarm %r: could not signal (%s)", name, exc)
+                        return
+                    await asyncio.sleep(action.retry.backoff_s * attempt)
+
+        t = asyncio.get_running_loop().create_task(run())
+        self._pending.add(t)
+        t.add_done_callback(self._pending.discard)
+
+    def status(self) -> dict:
+        return {
+            "actions": {n: dict(c) for n, c in self.stats.items()},
+            "alarms": [dict(v) for v in self.alarm_state.values()],
+        }

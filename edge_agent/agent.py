@@ -1,0 +1,170 @@
+"""The agent runtime: wires sources → pipelines → model slots → actions, and serves its status.
+
+Start order: model slots (load and verify packages; a slot that cannot load stops start-up with a
+clear message) → sources (each adapter imported only when the config uses it) → pipelines →
+local HTTP endpoint. One task per source fans its items out to the pipelines that read it.
+``stop()`` (SIGTERM) reverses it: reading stops, pipelines finish what is queued and in flight,
+actions flush (through still-open connections), then sources and slots close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from devices import SOURCE_TYPES, load_object
+from edge_agent.actions import ActionRunner
+from edge_agent.config import AgentConfig
+from edge_agent.metrics import Metrics
+from edge_agent.models.slot import ModelSlot
+from edge_agent.pipelines import Pipeline
+from edge_agent.types import Result
+from model_packager import load_trusted_keys
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.started_at = time.time()
+        self.first_result_at: float | None = None
+        self.events: collections.deque = collections.deque(maxlen=200)
+        self.recent: collections.deque = collections.deque(maxlen=50)
+        self.metrics = Metrics(cfg.agent.id)
+        trusted = load_trusted_keys([cfg.path(k) for k in cfg.trusted_keys]) if cfg.trusted_keys else None
+        self.slots = {name: ModelSlot(name, mc if not mc.package else mc.model_copy(
+            update={"package": str(cfg.path(mc.package))}), cfg.data_dir, trusted or [], on_event=self._event)
+            for name, mc in cfg.models.items()}
+        self.sources: dict[str, Any] = {}
+        for name, settings in cfg.sources.items():
+            cls = load_object(SOURCE_TYPES[settings.type][1])
+            self.sources[name] = cls(name, settings)
+        self.actions = ActionRunner(cfg, self.sources, on_event=self._event)
+        workers = sum(p.workers for p in cfg.pipelines) or 1
+        self.executor = ThreadPoolExecutor(max_workers=min(workers, os.cpu_count() or 2) or 1,
+                                           thread_name_prefix="infer")
+        self.pipelines = [Pipeline(p, self.slots[p.model], self.executor, self._make_on_result(p.actions),
+                                   self.metrics.observe_latency) for p in cfg.pipelines]
+        self._source_tasks: list[asyncio.Task] = []
+        self.http = None
+        self._stopped = asyncio.Event()
+
+    def _event(self, evt: dict) -> None:
+        self.events.append(evt)
+        self.metrics.event(evt)
+
+    def _make_on_result(self, action_names: list[str]):
+        async def on_result(res: Result, item) -> None:
+            if self.first_result_at is None:
+                self.first_result_at = time.time()
+                self._event({"kind": "first_result", "t": self.first_result_at,
+                             "after_s": round(self.first_result_at - self.started_at, 3)})
+            self.recent.append(res)
+            self.metrics.result(res)
+            await self.actions.handle(action_names, res, item)
+        return on_result
+
+    async def start(self) -> None:
+        for slot in self.slots.values():
+            await slot.start()
+            self.metrics.model(slot)
+        for p in self.pipelines:
+            p.prepare()
+        for name, src in self.sources.items():
+            await src.start()
+            readers = [p for p in self.pipelines if p.s.source == name]
+            if readers and hasattr(src, "items"):
+                self._source_tasks.append(asyncio.create_task(self._fan_out(name, src, readers),
+                                                              name=f"source-{name}"))
+        for p in self.pipelines:
+            p.start()
+        if self.cfg.http.enabled:
+            from edge_agent.http import StatusServer
+
+            self.http = StatusServer(self, self.cfg.http.host, self.cfg.http.port)
+            self.http.start()
+        self._event({"kind": "started", "t": time.time(), "pipelines": [p.name for p in self.pipelines]})
+        log.info("agent %s started: %d sources, %d models, %d pipelines%s", self.cfg.agent.id, len(self.sources),
+                 len(self.slots), len(self.pipelines),
+                 f"; status on http://{self.cfg.http.host}:{self.http.port}/" if self.http else "")
+
+    async def _fan_out(self, name: str, src, readers: list[Pipeline]) -> None:
+        try:
+            async for item in src.items():
+                for p in readers:
+                    await p.offer(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("source %s: reader task failed", name)
+
+    async def stop(self) -> None:
+        # Stop taking new items, finish what is queued and in flight, flush the actions (which
+        # still need their sources' connections), then close the sources and the models.
+        for t in self._source_tasks:
+            t.cancel()
+        for p in self.pipelines:
+            await p.stop()
+        await self.actions.flush()
+        for src in self.sources.values():
+            try:
+                await src.stop()
+            except Exception:
+                log.exception("stopping a source failed")
+        for slot in self.slots.values():
+            await slot.stop()
+        if self.http is not None:
+            self.http.stop()
+        self.executor.shutdown(wait=True, cancel_futures=False)
+        self._stopped.set()
+        log.info("agent %s stopped", self.cfg.agent.id)
+
+    async def run(self) -> None:
+        """Start, then serve until SIGTERM/SIGINT, then stop gracefully."""
+        import signal
+
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    # ---- status ----------------------------------------------------------------------------
+    def status(self) -> dict:
+        srcs = {}
+        for name, s in self.sources.items():
+            st = s.stats
+            srcs[name] = {"type": s.settings.type, "state": s.state.value if hasattr(s.state, "value") else str(
+                s.state), "received": st.received, "dropped": st.dropped, "errors": st.errors,
+                "reconnects": st.reconnects, "errors_by_reason": dict(st.errors_by_reason),
+                "last_error": st.last_error}
+            self.metrics.source(name, s)
+        import resource
+
+        return {
+            "agent": {"id": self.cfg.agent.id, "site": self.cfg.agent.site, "line": self.cfg.agent.line,
+                      "uptime_s": round(time.time() - self.started_at, 1),
+                      "first_result_after_s": round(self.first_result_at - self.started_at, 3)
+                      if self.first_result_at else None,
+                      "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)},
+            "sources": srcs,
+            "pipelines": [p.status() for p in self.pipelines],
+            "models": [s.status() for s in self.slots.values()],
+            **self.actions.status(),
+            "recent_results": [r.to_json_dict() for r in list(self.recent)[-10:]],
+            "recent_ng": [r.to_json_dict() for r in list(self.recent) if r.verdict == "NG"][-10:],
+            "events": list(self.events)[-30:],
+        }

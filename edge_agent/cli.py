@@ -1,0 +1,127 @@
+"""`edge-agent`: run, validate, status.
+
+    edge-agent validate CONFIG      all errors at once, one per line; exit 1 if any, 0 with a summary
+    edge-agent run CONFIG           run until SIGTERM/SIGINT (graceful stop); --log-json for JSON logs
+    edge-agent status [--url URL]   the running agent's sources, pipelines, models, drops, alarms
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+
+def _setup_logging(json_logs: bool, level: str) -> None:
+    if json_logs:
+        class JsonFormatter(logging.Formatter):
+            def format(self, r: logging.LogRecord) -> str:
+                d = {"t": round(r.created, 3), "level": r.levelname.lower(), "logger": r.name, "msg": r.getMessage()}
+                if r.exc_info:
+                    d["exc"] = self.formatException(r.exc_info)
+                return json.dumps(d)
+        h = logging.StreamHandler()
+        h.setFormatter(JsonFormatter())
+        logging.basicConfig(level=level, handlers=[h])
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("asyncua", "opcua"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _validate(args) -> int:
+    from edge_agent.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        print(f"{len(exc.errors)} error(s) in {args.config}", file=sys.stderr)
+        return 1
+    print(f"ok: {args.config}: agent {cfg.agent.id} ({cfg.agent.site}/{cfg.agent.line}); "
+          f"{len(cfg.sources)} sources ({', '.join(f'{n}:{s.type}' for n, s in cfg.sources.items())}); "
+          f"{len(cfg.models)} model slots; {len(cfg.pipelines)} pipelines; {len(cfg.actions)} actions")
+    return 0
+
+
+def _run(args) -> int:
+    import asyncio
+
+    from edge_agent.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return 1
+    _setup_logging(args.log_json or cfg.log_json, args.log_level)
+    from edge_agent.agent import Agent
+    from edge_agent.models.slot import SlotError
+
+    try:
+        asyncio.run(Agent(cfg).run())
+    except SlotError as exc:
+        logging.getLogger("edge_agent").error("%s", exc)
+        return 1
+    return 0
+
+
+def _ms(v) -> str:
+    return f"{v:.1f}" if v is not None else "-"
+
+
+def _status(args) -> int:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(args.url.rstrip("/") + "/status", timeout=5) as r:
+            st = json.loads(r.read())
+    except OSError as exc:
+        print(f"edge-agent status: no agent answers at {args.url} ({exc})", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    a = st["agent"]
+    print(f"agent {a['id']} ({a['site']}/{a['line']}), up {a['uptime_s']:.0f} s, max RSS {a['max_rss_mb']} MB")
+    print("\nsources:")
+    for n, s in st["sources"].items():
+        print(f"  {n:<12} {s['type']:<7} {s['state']:<11} received {s['received']:<8} dropped {s['dropped']:<6} "
+              f"errors {s['errors']}" + (f"  last: {s['last_error']}" if s["last_error"] else ""))
+    print("\npipelines:")
+    for p in st["pipelines"]:
+        lat = p["latency_ms"]
+        print(f"  {p['pipeline']:<12} {p['kind']:<6} {p['rate_per_s']:>6.2f}/s results {p['results']:<7} NG {p['ng']:<6} "
+              f"dropped {p['dropped']:<5} errors {sum(p['errors'].values()):<4} latency ms p50 {_ms(lat['p50'])} "
+              f"p95 {_ms(lat['p95'])} p99 {_ms(lat['p99'])}")
+    print("\nmodels:")
+    for m in st["models"]:
+        print(f"  {m['slot']:<12} {m['package']}-{m['version']} on {m['engine']} ({m['state']})")
+    active = [x for x in st["alarms"] if x["active"]]
+    print("\nalarms: " + (", ".join(f"{x['alarm']} on {x['pipeline']} since {time.strftime('%H:%M:%S', time.localtime(x['since']))}"
+                                     for x in active) or "none active"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="edge-agent", description="the gateway inference runtime")
+    sub = ap.add_subparsers(dest="verb", required=True)
+    v = sub.add_parser("validate", help="check a config file; print every error")
+    v.add_argument("config")
+    r = sub.add_parser("run", help="run the agent until SIGTERM")
+    r.add_argument("config")
+    r.add_argument("--log-json", action="store_true")
+    r.add_argument("--log-level", default="INFO")
+    s = sub.add_parser("status", help="ask a running agent")
+    s.add_argument("--url", default="http://127.0.0.1:8090")
+    s.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    return {"validate": _validate, "run": _run, "status": _status}[args.verb](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

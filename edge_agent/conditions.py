@@ -1,0 +1,82 @@
+"""Conditions on a result, written as YAML structure (never evaluated as code).
+
+    when: {verdict: NG}                          # equality
+    when: {score: {gte: 0.8}}                    # eq ne gt gte lt lte in
+    when: {label: {in: [scratch, crack]}}
+    when: {all: [{verdict: NG}, {pipeline: inspect}]}   # also any: [...], not: {...}
+
+Fields: verdict, score, label, anomaly_score, remaining_life, margin, model, model_version,
+pipeline, source, engine. ``compile_condition`` checks the structure once (at config time) and
+returns a predicate over ``edge_agent.types.Result``; a comparison with a missing value (e.g.
+``anomaly_score`` of a vision result) is false.
+"""
+
+from __future__ import annotations
+
+import difflib
+import operator
+from collections.abc import Callable
+from typing import Any
+
+FIELDS = ("verdict", "score", "label", "anomaly_score", "remaining_life", "margin", "model", "model_version",
+          "pipeline", "source", "engine")
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "gte": operator.ge, "lt": operator.lt,
+    "lte": operator.le, "in": lambda a, b: a in b,
+}
+
+
+class ConditionError(ValueError):
+    pass
+
+
+def _hint(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else f"; expected one of {list(known)}"
+
+
+def compile_condition(spec: Any) -> Callable[[Any], bool]:
+    if spec is None:
+        return lambda r: True
+    if not isinstance(spec, dict) or not spec:
+        raise ConditionError(f"a condition is a mapping such as {{verdict: NG}}, got {spec!r}")
+    preds = [_compile_item(k, v) for k, v in spec.items()]
+    if len(preds) == 1:
+        return preds[0]
+    return lambda r: all(p(r) for p in preds)
+
+
+def _compile_item(key: str, val: Any) -> Callable[[Any], bool]:
+    if key in ("all", "any"):
+        if not isinstance(val, list) or not val:
+            raise ConditionError(f"'{key}' takes a non-empty list of conditions")
+        subs = [compile_condition(v) for v in val]
+        return (lambda r: all(p(r) for p in subs)) if key == "all" else (lambda r: any(p(r) for p in subs))
+    if key == "not":
+        sub = compile_condition(val)
+        return lambda r: not sub(r)
+    if key not in FIELDS:
+        raise ConditionError(f"unknown field {key!r}{_hint(key, FIELDS)}")
+    if isinstance(val, dict):
+        checks = []
+        for op, arg in val.items():
+            if op not in _OPS:
+                raise ConditionError(f"{key}: unknown operator {op!r}{_hint(op, _OPS)}")
+            if op == "in" and not isinstance(arg, list):
+                raise ConditionError(f"{key}: 'in' takes a list")
+            checks.append((_OPS[op], arg))
+
+        def pred(r, key=key, checks=checks) -> bool:
+            v = getattr(r, _attr(key), None)
+            if v is None:
+                return False
+            try:
+                return all(f(v, arg) for f, arg in checks)
+            except TypeError:
+                return False
+        return pred
+    return lambda r, key=key, val=val: getattr(r, _attr(key), None) == val
+
+
+def _attr(field: str) -> str:
+    return "item_seq" if field == "seq" else field

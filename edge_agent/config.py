@@ -1,0 +1,398 @@
+"""The agent's one YAML file, validated completely before anything starts.
+
+``load_config(path)`` returns a frozen ``AgentConfig`` or raises ``ConfigError`` holding *every*
+problem found, each one line naming the file, the path inside it and what was expected::
+
+    configs/line1.yaml: pipelines[1].model: unknown model slot 'vison'; did you mean 'vision'?
+    configs/line1.yaml: sources.cam.fsp: unknown option 'fsp'; did you mean 'fps'?
+
+Steps: YAML → ``${VAR}`` / ``${VAR:-default}`` substitution in strings (a missing variable is an
+error naming it) → the agent's own sections (pydantic, ``extra="forbid"``) → each source with
+its adapter's settings model, picked by ``type`` from ``devices.SOURCE_TYPES`` (settings modules
+import no protocol library) → cross-references (pipeline → source, model slot, actions; action →
+a source of the right type) and action conditions. Nothing is connected or loaded here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import os
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from devices import SOURCE_TYPES, load_object
+from edge_agent.conditions import ConditionError, compile_condition
+from edge_agent.models.config import ModelConfig
+
+
+class ConfigError(ValueError):
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AgentSection(_Model):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", description="unique agent id")
+    site: str = Field("site1", pattern=r"^[^/+#\s]+$")
+    line: str = Field("line1", pattern=r"^[^/+#\s]+$")
+    data_dir: str = Field("var/agent", description="models, samples, state; relative to the config file")
+
+
+class HttpSettings(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8090, ge=0, le=65535, description="status page, /status JSON and /metrics; 0 = any free port")
+    enabled: bool = True
+
+
+class QueuePolicy(enum.StrEnum):
+    DROP_OLDEST = "drop_oldest"
+    DROP_NEWEST = "drop_newest"
+    BLOCK = "block"
+
+
+class QueueSettings(_Model):
+    size: int = Field(8, ge=1, le=100_000)
+    policy: QueuePolicy = QueuePolicy.DROP_OLDEST
+
+
+class WindowSettings(_Model):
+    waveform: str = Field(description="tag whose samples form the window (an array tag or a scalar stream)")
+    scalars: list[str] = Field(default_factory=list, description="tags whose latest value rides with each window")
+    by: Literal["count", "time"] = "count"
+    size_samples: int | None = Field(None, ge=8, description="default: the model's window_samples")
+    hop_samples: int | None = Field(None, ge=1, description="count mode: new samples between windows (default: size)")
+    hop_s: float | None = Field(None, gt=0, description="time mode: seconds between windows")
+
+
+class PipelineSettings(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+    source: str
+    model: str
+    kind: Literal["frame", "signal"] | None = Field(None, description="default: frame for cameras, else signal")
+    window: WindowSettings | None = None
+    queue: QueueSettings = QueueSettings()
+    workers: int = Field(1, ge=1, le=16)
+    actions: list[str] = Field(default_factory=list)
+
+
+class RetrySettings(_Model):
+    max_attempts: int = Field(3, ge=1, le=100)
+    backoff_s: float = Field(0.5, ge=0)
+
+
+class _Action(_Model):
+    when: dict[str, Any] | None = Field(None, description="condition on the result; absent = always")
+    retry: RetrySettings = RetrySettings()
+
+
+class MqttPublishAction(_Action):
+    type: Literal["mqtt_publish"]
+    source: str = Field(description="an mqtt source to publish through")
+    topic: str | None = Field(None, description="default: factory/<site>/<line>/<agent>/results/<pipeline>")
+    qos: Literal[0, 1] = 0
+    retain: bool = False
+
+
+class OpcUaWriteAction(_Action):
+    type: Literal["opcua_write"]
+    source: str = Field(description="an opcua source whose server receives the write")
+    node_id: str
+    value: Any = True
+
+
+class AlarmAction(_Action):
+    type: Literal["alarm"]
+    raise_after: int = Field(3, ge=1, description="consecutive matching results to raise")
+    clear_after: int = Field(5, ge=1, description="consecutive non-matching results to clear")
+    publish_to: str | None = Field(None, description="an mqtt source: alarm events go to .../alarms/<name>")
+    node_id: str | None = Field(None, description="an OPC UA node set true/false with the alarm")
+    opcua_source: str | None = None
+
+
+class SaveSampleAction(_Action):
+    type: Literal["save_sample"]
+    dir: str | None = Field(None, description="default: <data_dir>/samples")
+    max_per_hour: int = Field(600, ge=1)
+
+
+Action = Annotated[Union[MqttPublishAction, OpcUaWriteAction, AlarmAction, SaveSampleAction],  # noqa: UP007
+                   Field(discriminator="type")]
+
+
+class AgentConfig(_Model):
+    agent: AgentSection
+    trusted_keys: list[str] = Field(default_factory=list, description="public keys (.pub) or folders of them")
+    sources: dict[str, Any] = Field(default_factory=dict)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    pipelines: list[PipelineSettings] = Field(default_factory=list)
+    actions: dict[str, Action] = Field(default_factory=dict)
+    http: HttpSettings = HttpSettings()
+    log_json: bool = False
+    base_dir: str = Field(".", description="set by load_config: the config file's folder")
+
+    def path(self, p: str) -> Path:
+        q = Path(p)
+        return q if q.is_absolute() else Path(self.base_dir) / q
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path(self.agent.data_dir)
+
+    def source_type(self, name: str) -> str | None:
+        s = self.sources.get(name)
+        return getattr(s, "type", None)
+
+
+# ---- loading ------------------------------------------------------------------------------------
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def _substitute(node: Any, loc: str, errors: list[str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _substitute(v, f"{loc}.{k}" if loc else str(k), errors) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, f"{loc}[{i}]", errors) for i, v in enumerate(node)]
+    if isinstance(node, str) and "${" in node:
+        def repl(m: re.Match) -> str:
+            val = os.environ.get(m.group(1), m.group(2))
+            if val is None:
+                errors.append(f"{loc}: environment variable {m.group(1)} is not set "
+                              f"(write ${{{m.group(1)}:-default}} to give a default)")
+                return ""
+            return val
+        return _ENV.sub(repl, node)
+    return node
+
+
+def _fmt_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _fields_at(model: Any, loc: tuple) -> list[str]:
+    """Field names of the model found at ``loc`` below ``model`` (for did-you-mean)."""
+    t = model
+    for part in loc:
+        t = _unwrap(t, part)
+        if t is None:
+            return []
+    t = _unwrap(t, None)
+    return list(t.model_fields) if isinstance(t, type) and issubclass(t, BaseModel) else []
+
+
+def _unwrap(t: Any, part: Any) -> Any:
+    origin = typing.get_origin(t)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(t)[0], part)
+    if origin in (Union, types.UnionType):
+        for a in typing.get_args(t):
+            if a is type(None):
+                continue
+            r = _unwrap(a, part)
+            if r is not None:
+                return r
+        return None
+    if part is None:
+        return t
+    if isinstance(t, type) and issubclass(t, BaseModel):
+        if isinstance(part, str) and part in t.model_fields:
+            return t.model_fields[part].annotation
+        # discriminated union members appear in loc by their tag: skip it
+        return t if isinstance(part, str) else None
+    if origin in (list, tuple) and isinstance(part, int):
+        return typing.get_args(t)[0]
+    if origin is dict:
+        return typing.get_args(t)[1]
+    return None
+
+
+def _pydantic_errors(exc: ValidationError, model: Any, prefix: tuple, where: str) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = prefix + tuple(err["loc"])
+        if err["type"] == "extra_forbidden":
+            key = loc[-1]
+            known = _fields_at(model, tuple(err["loc"])[:-1])
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else (f"; expected one of {sorted(known)}" if known else "")
+            out.append(f"{where}: {_fmt_loc(loc)}: unknown option {key!r}{hint}")
+        elif err["type"] == "missing":
+            out.append(f"{where}: {_fmt_loc(loc)}: required option is missing")
+        elif err["type"] == "union_tag_invalid":
+            tag, expected = err["ctx"]["tag"], [t.strip(" '") for t in err["ctx"]["expected_tags"].split(",")]
+            out.append(f"{where}: {_fmt_loc(loc)}.{err['ctx']['discriminator'].strip(chr(39))}: unknown type "
+                       f"{tag!r}{_did_you_mean(str(tag), expected)}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            found = err.get("input")
+            shown = "" if isinstance(found, dict | list) or found is None else f" (found {found!r})"
+            out.append(f"{where}: {_fmt_loc(loc)}: {msg}{shown}")
+    return out
+
+
+def _did_you_mean(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else (f"; defined: {sorted(known)}" if known else "; none defined")
+
+
+def parse_config(data: Any, where: str = "<config>", base_dir: str = ".") -> AgentConfig:
+    errors: list[str] = []
+    if not isinstance(data, dict):
+        raise ConfigError([f"{where}: expected a mapping at the top level (agent:, sources:, models:, pipelines: ...)"])
+    data = _substitute(data, "", errors)
+    raw_sources = data.get("sources") or {}
+    sources: dict[str, Any] = {}
+    if not isinstance(raw_sources, dict):
+        errors.append(f"{where}: sources: expected a mapping of source name -> settings")
+        raw_sources = {}
+    for name, raw in raw_sources.items():
+        if not isinstance(raw, dict) or "type" not in raw:
+            errors.append(f"{where}: sources.{name}.type: required; one of {sorted(SOURCE_TYPES)}")
+            continue
+        typ = raw["type"]
+        if typ not in SOURCE_TYPES:
+            errors.append(f"{where}: sources.{name}.type: unknown source type {typ!r}{_did_you_mean(str(typ), SOURCE_TYPES)}")
+            continue
+        cls = load_object(SOURCE_TYPES[typ][0])
+        try:
+            sources[name] = cls.model_validate(raw)
+        except ValidationError as exc:
+            errors += _pydantic_errors(exc, cls, ("sources", name), where)
+    # Each section and each entry is validated on its own, so that one bad entry does not hide
+    # the problems of the others, and cross-references are checked over everything named.
+    from pydantic import TypeAdapter
+
+    known = set(AgentConfig.model_fields) - {"base_dir"}
+    for key in data:
+        if key not in known:
+            errors.append(f"{where}: {key}: unknown option {key!r}{_did_you_mean(str(key), known)}")
+    parts: dict[str, Any] = {"base_dir": base_dir, "sources": sources}
+
+    def one(loc: tuple, adapter_type: Any, value: Any) -> Any:
+        try:
+            return TypeAdapter(adapter_type).validate_python(value)
+        except ValidationError as exc:
+            errors.extend(_pydantic_errors(exc, adapter_type, loc, where))
+            return None
+
+    if "agent" not in data:
+        errors.append(f"{where}: agent: required section is missing (agent: {{id: ..., site: ..., line: ...}})")
+    else:
+        parts["agent"] = one(("agent",), AgentSection, data["agent"])
+    for key, typ in (("trusted_keys", list[str]), ("http", HttpSettings), ("log_json", bool)):
+        if key in data:
+            v = one((key,), typ, data[key])
+            if v is not None:
+                parts[key] = v
+    for key, typ in (("models", ModelConfig), ("actions", Action)):
+        raw = data.get(key) or {}
+        if not isinstance(raw, dict):
+            errors.append(f"{where}: {key}: expected a mapping of name -> settings")
+            raw = {}
+        parts[key] = {n: v for n, v in ((n, one((key, n), typ, r)) for n, r in raw.items()) if v is not None}
+        parts[f"_{key}_names"] = set(raw)
+    raw_p = data.get("pipelines") or []
+    if not isinstance(raw_p, list):
+        errors.append(f"{where}: pipelines: expected a list of pipelines")
+        raw_p = []
+    parts["pipelines"] = [one(("pipelines", i), PipelineSettings, r) for i, r in enumerate(raw_p)]
+    names = {"sources": set(raw_sources), "models": parts.pop("_models_names"),
+             "actions": parts.pop("_actions_names")}
+    if parts.get("agent") is None:
+        parts["agent"] = AgentSection.model_construct(id="?")
+    cfg = AgentConfig.model_construct(**{k: v for k, v in parts.items()})
+    errors += _cross_check(cfg, where, names)
+    if errors:
+        raise ConfigError(errors)
+    return AgentConfig.model_validate({**cfg.model_dump(exclude={"sources"}), "sources": {}}).model_copy(
+        update={"sources": sources})
+
+
+def _cross_check(cfg: AgentConfig, where: str, named: dict[str, set]) -> list[str]:
+    errors = []
+    names = set()
+    for i, p in enumerate(cfg.pipelines):
+        if p is None:
+            continue
+        loc = f"{where}: pipelines[{i}]"
+        if p.name in names:
+            errors.append(f"{loc}.name: pipeline name {p.name!r} is used twice")
+        names.add(p.name)
+        stype = cfg.source_type(p.source)
+        if p.source not in named["sources"]:
+            errors.append(f"{loc}.source: unknown source {p.source!r}{_did_you_mean(p.source, named['sources'])}")
+        if p.model not in named["models"]:
+            errors.append(f"{loc}.model: unknown model slot {p.model!r}{_did_you_mean(p.model, named['models'])}")
+        kind = p.kind or ("frame" if stype == "camera" else "signal")
+        if stype is not None:  # (a missing or invalid source is already reported)
+            if kind == "frame" and stype != "camera":
+                errors.append(f"{loc}.kind: a frame pipeline needs a camera source; {p.source!r} is {stype}")
+            if stype == "camera" and kind == "signal":
+                errors.append(f"{loc}.kind: a signal pipeline needs an opcua or mqtt source; {p.source!r} is a camera")
+            if kind == "signal" and p.window is None:
+                errors.append(f"{loc}.window: a signal pipeline needs a window (waveform tag, size, hop)")
+        if p.window is not None and p.window.by == "time" and p.window.hop_s is None:
+            errors.append(f"{loc}.window.hop_s: required when by is 'time'")
+        for j, a in enumerate(p.actions):
+            if a not in named["actions"]:
+                errors.append(f"{loc}.actions[{j}]: unknown action {a!r}{_did_you_mean(a, named['actions'])}")
+    for name, a in cfg.actions.items():
+        loc = f"{where}: actions.{name}"
+        wanted = {"mqtt_publish": [("source", "mqtt")], "opcua_write": [("source", "opcua")],
+                  "alarm": [("publish_to", "mqtt"), ("opcua_source", "opcua")], "save_sample": []}[a.type]
+        for field, typ in wanted:
+            ref = getattr(a, field)
+            if ref is None:
+                continue
+            if ref not in named["sources"]:
+                errors.append(f"{loc}.{field}: unknown source {ref!r}{_did_you_mean(ref, named['sources'])}")
+            elif ref in cfg.sources and cfg.source_type(ref) != typ:
+                errors.append(f"{loc}.{field}: {ref!r} is a {cfg.source_type(ref)} source; this needs a {typ} source")
+        if a.type == "alarm" and (a.node_id is None) != (a.opcua_source is None):
+            errors.append(f"{loc}: give both node_id and opcua_source to mirror the alarm on an OPC UA node")
+        if a.when is not None:
+            try:
+                compile_condition(a.when)
+            except ConditionError as exc:
+                errors.append(f"{loc}.when: {exc}")
+    for name, m in cfg.models.items():
+        if m.package and not cfg.path(m.package).exists():
+            errors.append(f"{where}: models.{name}.package: file {m.package} does not exist")
+    for i, k in enumerate(cfg.trusted_keys):
+        if not cfg.path(k).exists():
+            errors.append(f"{where}: trusted_keys[{i}]: {k} does not exist")
+    if cfg.models and not cfg.trusted_keys:
+        errors.append(f"{where}: trusted_keys: at least one public key is needed to verify model packages")
+    return errors
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}"]) from exc
+    return parse_config(data, str(path), str(path.parent.resolve()))

@@ -1,0 +1,63 @@
+"""The agent's local HTTP endpoint: ``/status`` (JSON), ``/metrics`` (Prometheus), ``/`` (status page).
+
+A stdlib ``ThreadingHTTPServer`` on its own thread, bound to 127.0.0.1 by default: no extra
+dependency, no build step, nothing fetched from the internet. Handlers only read the agent's
+counters (plain Python objects, safe to read under the GIL).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+PAGE = Path(__file__).with_name("status_page.html")
+
+
+class StatusServer:
+    def __init__(self, agent, host: str, port: int) -> None:
+        self.agent = agent
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                try:
+                    if path == "/status":
+                        body = json.dumps(outer.agent.status(), default=str).encode()
+                        self._send(200, "application/json", body)
+                    elif path == "/metrics":
+                        outer.agent.metrics.refresh(outer.agent)
+                        self._send(200, "text/plain; version=0.0.4; charset=utf-8", outer.agent.metrics.exposition())
+                    elif path in ("/", "/index.html"):
+                        body = PAGE.read_bytes() if PAGE.exists() else b"<h1>edge agent</h1><a href=/status>status</a>"
+                        self._send(200, "text/html; charset=utf-8", body)
+                    else:
+                        self._send(404, "text/plain", b"not found: try /, /status or /metrics\n")
+                except Exception as exc:  # a status read must never take the agent down
+                    self._send(500, "text/plain", f"status failed: {exc}\n".encode())
+
+            def _send(self, code: int, ctype: str, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="status-http", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

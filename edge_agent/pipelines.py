@@ -1,0 +1,257 @@
+"""Pipelines: source items → (windows) → bounded queue → model slot in worker threads → actions.
+
+- ``BoundedQueue``: the one queue between a source and inference, with the pipeline's policy when
+  inference falls behind: ``drop_oldest`` (default, freshest data wins), ``drop_newest``, or
+  ``block`` (back-pressure to the source's own bounded hand-over, which then drops oldest). Every
+  drop is counted.
+- ``Windower``: turns ``Reading``s of a waveform tag (arrays, e.g. an OPC UA Double[] node, or a
+  scalar stream) into fixed-size ``Window``s by sample count with a hop, or every ``hop_s``
+  seconds (time mode), carrying the latest value of each scalar tag. Non-GOOD readings of the
+  waveform are skipped and counted (a window never mixes in bad samples).
+- ``Pipeline``: ``workers`` tasks each take an item, run ``slot.infer`` in the shared thread pool
+  (the asyncio loop never blocks on inference), build the ``Result`` with its latency split
+  (queue wait, preprocessing, inference, postprocessing) and hand it to the actions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+
+import numpy as np
+
+from devices.base import Frame, Quality, Reading
+from edge_agent.config import PipelineSettings, QueuePolicy, WindowSettings
+from edge_agent.models.slot import InferenceError, ModelSlot, SlotError
+from edge_agent.types import Latency, Result, Window
+
+log = logging.getLogger(__name__)
+
+
+class BoundedQueue:
+    def __init__(self, size: int, policy: QueuePolicy) -> None:
+        self.size, self.policy = size, policy
+        self._items: collections.deque = collections.deque()
+        self._cond = asyncio.Condition()
+        self.dropped = 0
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def put(self, item) -> None:
+        async with self._cond:
+            if len(self._items) >= self.size:
+                if self.policy is QueuePolicy.DROP_OLDEST:
+                    self._items.popleft()
+                    self.dropped += 1
+                elif self.policy is QueuePolicy.DROP_NEWEST:
+                    self.dropped += 1
+                    return
+                else:
+                    await self._cond.wait_for(lambda: len(self._items) < self.size or self.closed)
+            self._items.append((item, time.perf_counter()))
+            self._cond.notify_all()
+
+    async def get(self):
+        async with self._cond:
+            await self._cond.wait_for(lambda: self._items or self.closed)
+            if not self._items:
+                raise EOFError
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+    async def close(self) -> None:
+        async with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+
+class Windower:
+    def __init__(self, source: str, settings: WindowSettings, default_size: int) -> None:
+        self.source = source
+        self.s = settings
+        self.size = settings.size_samples or default_size
+        self.hop = settings.hop_samples or self.size
+        self.buf = np.zeros(0, dtype=np.float64)
+        self.t_first: collections.deque = collections.deque()  # (sample index, timestamp) of each reading
+        self.total = 0  # samples seen
+        self.since_emit = 0
+        self.scalars: dict[str, float] = {}
+        self.seq = 0
+        self.bad = 0
+        self.last_emit_t = 0.0
+        self.start_ts = 0.0
+
+    def add(self, r: Reading) -> Window | None:
+        if r.tag in self.s.scalars:
+            if r.quality is Quality.GOOD and isinstance(r.value, int | float):
+                self.scalars[r.tag] = float(r.value)
+            return None
+        if r.tag != self.s.waveform:
+            return None
+        if r.quality is not Quality.GOOD:
+            self.bad += 1
+            return None
+        x = np.asarray(r.value, dtype=np.float64).ravel()
+        if x.size == 0 or not np.all(np.isfinite(x)):
+            self.bad += 1
+            return None
+        if self.buf.size == 0:
+            self.start_ts = r.timestamp
+        self.buf = np.concatenate([self.buf, x])[-self.size:] if self.buf.size + x.size > self.size else \
+            np.concatenate([self.buf, x])
+        self.total += x.size
+        self.since_emit += x.size
+        if self.buf.size < self.size:
+            return None
+        if self.s.by == "count":
+            if self.since_emit < self.hop and self.seq > 0:
+                return None
+        else:
+            now = time.monotonic()
+            if now - self.last_emit_t < (self.s.hop_s or 0):
+                return None
+            self.last_emit_t = now
+        missing = [t for t in self.s.scalars if t not in self.scalars]
+        if missing:
+            return None  # wait until every scalar the model needs has been seen once
+        self.since_emit = 0
+        w = Window(self.source, self.seq, self.start_ts, r.timestamp, self.buf.copy(), dict(self.scalars))
+        self.seq += 1
+        return w
+
+
+class PipelineStats:
+    def __init__(self) -> None:
+        self.items = 0
+        self.results = 0
+        self.ng = 0
+        self.errors: collections.Counter = collections.Counter()
+        self.latencies: collections.deque = collections.deque(maxlen=2000)  # total ms
+        self.times: collections.deque = collections.deque(maxlen=2000)  # finish times, for rates
+        self.last_result: Result | None = None
+
+    def rate(self, window_s: float = 30.0) -> float:
+        now = time.time()
+        n = sum(1 for t in list(self.times) if now - t <= window_s)  # list(): read from the HTTP thread
+        return n / window_s
+
+    def percentiles(self) -> dict[str, float | None]:
+        if not self.latencies:
+            return {"p50": None, "p95": None, "p99": None}
+        a = np.asarray(list(self.latencies))
+        return {k: float(np.percentile(a, q)) for k, q in (("p50", 50), ("p95", 95), ("p99", 99))}
+
+
+class Pipeline:
+    def __init__(self, settings: PipelineSettings, slot: ModelSlot, executor: Executor,
+                 on_result: Callable[[Result, Frame | Window], Awaitable[None]],
+                 on_latency: Callable[[str, Latency], None] | None = None) -> None:
+        self.s = settings
+        self.name = settings.name
+        self.slot = slot
+        self.executor = executor
+        self.on_result = on_result
+        self.on_latency = on_latency or (lambda name, lat: None)
+        self.queue = BoundedQueue(settings.queue.size, settings.queue.policy)
+        self.stats = PipelineStats()
+        self.windower: Windower | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    @property
+    def kind(self) -> str:
+        return "signal" if self.s.window is not None else "frame"
+
+    def prepare(self) -> None:
+        """After the slot has a model: size the windower from the model's preprocessing."""
+        if self.s.window is not None:
+            pre = self.slot.manifest.preprocessing
+            self.windower = Windower(self.s.source, self.s.window, getattr(pre, "window_samples", 1024))
+
+    async def offer(self, item: Frame | Reading) -> None:
+        if self.windower is not None:
+            if not isinstance(item, Reading):
+                return
+            w = self.windower.add(item)
+            if w is None:
+                return
+            item = w
+        elif not isinstance(item, Frame):
+            return
+        self.stats.items += 1
+        await self.queue.put(item)
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._worker(), name=f"pipeline-{self.name}-{i}")
+                       for i in range(self.s.workers)]
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Finish what is queued and in flight, then stop."""
+        await self.queue.close()
+        if self._tasks:
+            _done, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
+            for t in pending:
+                t.cancel()
+
+    async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                item, enq_t = await self.queue.get()
+            except EOFError:
+                return
+            start = time.perf_counter()
+            try:
+                inf = await loop.run_in_executor(self.executor, self.slot.infer, item)
+            except (InferenceError, SlotError) as exc:
+                reason = getattr(exc, "reason", "no_model")
+                self.stats.errors[reason] += 1
+                log.debug("pipeline %s: %s", self.name, exc)
+                continue
+            except Exception as exc:  # never let one item stop the pipeline
+                self.stats.errors["unexpected"] += 1
+                log.exception("pipeline %s: unexpected error: %s", self.name, exc)
+                continue
+            lat = Latency((start - enq_t) * 1000, inf.preprocess_ms, inf.inference_ms, inf.postprocess_ms)
+            it = inf.interpretation
+            outputs = {}
+            for k, v in inf.outputs.items():
+                if v.size <= 16:
+                    outputs[k] = np.asarray(v).ravel().round(6).tolist()
+            res = Result(
+                pipeline=self.name, source=item.source, item_seq=item.seq,
+                captured_at=item.captured_at if isinstance(item, Frame) else item.end_ts,
+                model=inf.model, model_version=inf.version, engine=inf.engine, verdict=it.verdict,
+                score=float(it.score), label=it.label, probabilities=it.probabilities, margin=it.margin,
+                anomaly_score=it.anomaly_score, remaining_life=it.remaining_life, outputs=outputs, latency=lat,
+                heatmap=it.heatmap, finished_at=time.time())
+            st = self.stats
+            st.results += 1
+            st.ng += res.verdict == "NG"
+            st.latencies.append(lat.total_ms)
+            st.times.append(res.finished_at)
+            st.last_result = res
+            self.on_latency(self.name, lat)
+            try:
+                await self.on_result(res, item)
+            except Exception:
+                self.stats.errors["action_dispatch"] += 1
+                log.exception("pipeline %s: acting on a result failed", self.name)
+
+    def status(self) -> dict:
+        st = self.stats
+        return {
+            "pipeline": self.name, "kind": self.kind, "source": self.s.source, "model": self.s.model,
+            "items": st.items, "results": st.results, "ng": st.ng, "rate_per_s": round(st.rate(), 3),
+            "queue_depth": len(self.queue), "queue_size": self.queue.size, "policy": self.queue.policy.value,
+            "dropped": self.queue.dropped + (self.windower.bad if self.windower else 0),
+            "dropped_queue": self.queue.dropped, "bad_samples": self.windower.bad if self.windower else 0,
+            "errors": dict(st.errors), "latency_ms": st.percentiles(),
+            "windows": self.windower.seq if self.windower else None,
+        }
