@@ -70,7 +70,7 @@ class WindowSettings(_Model):
     waveform: str = Field(description="tag whose samples form the window (an array tag or a scalar stream)")
     scalars: list[str] = Field(default_factory=list, description="tags whose latest value rides with each window")
     by: Literal["count", "time"] = "count"
-    size_samples: int | None = Field(None, ge=8, description="default: the model's window_samples")
+    size_samples: int | None = Field(None, ge=2, description="default: the model's window_samples")
     hop_samples: int | None = Field(None, ge=1, description="count mode: new samples between windows (default: size)")
     hop_s: float | None = Field(None, gt=0, description="time mode: seconds between windows")
 
@@ -256,7 +256,9 @@ def parse_config(data: Any, where: str = "<config>", base_dir: str = ".") -> Age
     errors: list[str] = []
     if not isinstance(data, dict):
         raise ConfigError([f"{where}: expected a mapping at the top level (agent:, sources:, models:, pipelines: ...)"])
-    data = _substitute(data, "", errors)
+    sub_errors: list[str] = []
+    data = _substitute(data, "", sub_errors)
+    errors += [f"{where}: {e}" for e in sub_errors]
     raw_sources = data.get("sources") or {}
     sources: dict[str, Any] = {}
     if not isinstance(raw_sources, dict):

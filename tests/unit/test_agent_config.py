@@ -1,0 +1,163 @@
+"""`edge-agent validate` explains every broken config: each error names the file, the path inside it
+and what was expected, all at once; the example configs in configs/ are valid."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edge_agent.config import ConfigError, load_config, parse_config
+from tests.support.models import make_keypair, make_package
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cfg")
+    key, pub = make_keypair(tmp / "keys")
+    return {"pub": str(pub), "vision": str(make_package(tmp, kind="vision", key=key)),
+            "signal": str(make_package(tmp, kind="signal", key=key))}
+
+
+def good(env) -> dict:
+    return {
+        "agent": {"id": "gw1"},
+        "trusted_keys": [env["pub"]],
+        "sources": {"cam": {"type": "camera", "url": "usb:0"},
+                    "plc": {"type": "opcua", "endpoint": "opc.tcp://127.0.0.1:4840/",
+                            "nodes": [{"node_id": "ns=2;s=M.Vibration"}]},
+                    "broker": {"type": "mqtt"}},
+        "models": {"vision": {"package": env["vision"]}, "health": {"package": env["signal"]}},
+        "pipelines": [{"name": "inspect", "source": "cam", "model": "vision", "actions": ["pub", "reject"]},
+                      {"name": "health", "source": "plc", "model": "health", "window": {"waveform": "Vibration"}}],
+        "actions": {"pub": {"type": "mqtt_publish", "source": "broker"},
+                    "reject": {"type": "opcua_write", "source": "plc", "node_id": "ns=2;s=M.Reject",
+                               "when": {"verdict": "NG"}}},
+    }
+
+
+def errors_of(data, where="line3.yaml") -> list[str]:
+    with pytest.raises(ConfigError) as ei:
+        parse_config(data, where)
+    return ei.value.errors
+
+
+def test_a_good_config_validates(env):
+    cfg = parse_config(good(env))
+    assert cfg.source_type("plc") == "opcua" and cfg.pipelines[1].window.waveform == "Vibration"
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda d: d["sources"]["cam"].update(fsp=5), "line3.yaml: sources.cam.fsp: unknown option 'fsp'; did you mean 'fps'?"),
+    (lambda d: d["pipelines"][0].update(model="vison"),
+     "line3.yaml: pipelines[0].model: unknown model slot 'vison'; did you mean 'vision'?"),
+    (lambda d: d["pipelines"][1].update(source="plcc"),
+     "line3.yaml: pipelines[1].source: unknown source 'plcc'; did you mean 'plc'?"),
+    (lambda d: d["pipelines"][0]["actions"].append("rejct"),
+     "line3.yaml: pipelines[0].actions[2]: unknown action 'rejct'; did you mean 'reject'?"),
+    (lambda d: d["actions"]["reject"].update(source="broker"),
+     "line3.yaml: actions.reject.source: 'broker' is a mqtt source; this needs a opcua source"),
+    (lambda d: d["actions"]["reject"].update(when={"verdikt": "NG"}),
+     "line3.yaml: actions.reject.when: unknown field 'verdikt'; did you mean 'verdict'?"),
+    (lambda d: d["actions"]["reject"].update(when={"score": {"greater": 1}}),
+     "line3.yaml: actions.reject.when: score: unknown operator 'greater'"),
+    (lambda d: d["actions"]["pub"].update(type="mqtt_pub"),
+     "line3.yaml: actions.pub.type: unknown type 'mqtt_pub'; did you mean 'mqtt_publish'?"),
+    (lambda d: d["sources"]["broker"].update(type="mqt"),
+     "line3.yaml: sources.broker.type: unknown source type 'mqt'; did you mean 'mqtt'?"),
+    (lambda d: d["sources"]["plc"].update(endpoint="http://x"), "line3.yaml: sources.plc.endpoint: String should match"),
+    (lambda d: d["models"]["vision"].update(engine="tensorrt"), "line3.yaml: models.vision.engine: Input should be"),
+    (lambda d: d["models"]["vision"].update(package="missing.edgepkg"),
+     "line3.yaml: models.vision.package: file missing.edgepkg does not exist"),
+    (lambda d: d["pipelines"][1].pop("window"),
+     "line3.yaml: pipelines[1].window: a signal pipeline needs a window"),
+    (lambda d: d["pipelines"][0].update(kind="signal"),
+     "line3.yaml: pipelines[0].kind: a signal pipeline needs an opcua or mqtt source; 'cam' is a camera"),
+    (lambda d: d["pipelines"][0].update(queue={"size": 0}), "line3.yaml: pipelines[0].queue.size: Input should be"),
+    (lambda d: d["pipelines"][0].update(queue={"policy": "drop_random"}), "line3.yaml: pipelines[0].queue.policy"),
+    (lambda d: d.update(pipelnes=[]), "line3.yaml: pipelnes: unknown option 'pipelnes'; did you mean 'pipelines'?"),
+    (lambda d: d.pop("agent"), "line3.yaml: agent: required section is missing"),
+    (lambda d: d.update(trusted_keys=[]), "line3.yaml: trusted_keys: at least one public key is needed"),
+    (lambda d: d["pipelines"].append(dict(d["pipelines"][0])), "line3.yaml: pipelines[2].name: pipeline name 'inspect' is used twice"),
+])
+def test_each_broken_config_gets_its_own_clear_error(env, mutate, expected):
+    data = good(env)
+    mutate(data)
+    errs = errors_of(data)
+    assert any(e.startswith(expected) for e in errs), errs
+
+
+def test_all_errors_are_reported_at_once(env):
+    data = good(env)
+    data["sources"]["cam"]["fsp"] = 5
+    data["pipelines"][0]["model"] = "vison"
+    data["actions"]["reject"]["when"] = {"verdikt": "NG"}
+    errs = errors_of(data)
+    assert len(errs) == 3, errs
+
+
+def test_environment_substitution_and_missing_variable(env, monkeypatch):
+    data = good(env)
+    data["sources"]["broker"]["port"] = "${BROKER_PORT:-1883}"
+    data["sources"]["broker"]["password"] = "${BROKER_SECRET}"
+    data["sources"]["broker"]["username"] = "edge"
+    errs = errors_of(data)
+    assert errs == ["line3.yaml: sources.broker.password: environment variable BROKER_SECRET is not set "
+                    "(write ${BROKER_SECRET:-default} to give a default)"]
+    monkeypatch.setenv("BROKER_SECRET", "s3cret")
+    monkeypatch.setenv("BROKER_PORT", "2883")
+    cfg = parse_config(data)
+    assert cfg.sources["broker"].port == 2883
+    assert cfg.sources["broker"].password.get_secret_value() == "s3cret"
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("agent:\n  id: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML at line \d+"):
+        load_config(p)
+
+
+def example_env(env, monkeypatch):
+    monkeypatch.setenv("VISION_PACKAGE", env["vision"])
+    monkeypatch.setenv("MAINTENANCE_PACKAGE", env["signal"])
+    monkeypatch.setenv("TRUSTED_KEY", env["pub"])
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_configs_are_valid(env, monkeypatch, path):
+    example_env(env, monkeypatch)
+    load_config(path)
+
+
+def test_validate_cli_prints_every_error_and_exits_1(env, tmp_path):
+    data = good(env)
+    data["sources"]["cam"]["fsp"] = 5
+    data["pipelines"][0]["model"] = "vison"
+    p = tmp_path / "line3.yaml"
+    p.write_text(yaml.safe_dump(data))
+    r = subprocess.run([sys.executable, "-m", "edge_agent.cli", "validate", str(p)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=60)
+    assert r.returncode == 1
+    assert f"{p}: sources.cam.fsp: unknown option 'fsp'; did you mean 'fps'?" in r.stderr
+    assert f"{p}: pipelines[0].model: unknown model slot 'vison'; did you mean 'vision'?" in r.stderr
+    assert "2 error(s)" in r.stderr
+    p.write_text(yaml.safe_dump(good(env)))
+    r = subprocess.run([sys.executable, "-m", "edge_agent.cli", "validate", str(p)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("ok:")
+
+
+def test_validating_imports_no_engine_or_protocol_library(env, tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(good(env)))
+    code = ("import sys; from edge_agent.config import load_config; load_config(sys.argv[1]); "
+            "heavy = [m for m in ('onnxruntime', 'openvino', 'cv2', 'asyncua', 'paho', 'torch') if m in sys.modules]; "
+            "print(heavy)")
+    r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr

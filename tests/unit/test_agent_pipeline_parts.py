@@ -1,0 +1,108 @@
+"""Conditions, queue policies and windowing: the agent's pure parts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from devices.base import Quality, Reading
+from edge_agent.conditions import ConditionError, compile_condition
+from edge_agent.config import QueuePolicy, WindowSettings
+from edge_agent.pipelines import BoundedQueue, Windower
+from edge_agent.types import Result
+
+
+def result(**kw) -> Result:
+    base = dict(pipeline="p", source="s", item_seq=1, captured_at=0.0, model="m", model_version="1.0.0",
+                engine="onnxruntime", verdict="OK", score=0.1)
+    return Result(**{**base, **kw})
+
+
+def test_conditions_match_structured_expressions():
+    ng = compile_condition({"verdict": "NG"})
+    assert ng(result(verdict="NG")) and not ng(result())
+    hi = compile_condition({"score": {"gte": 0.8, "lt": 1.0}})
+    assert hi(result(score=0.9)) and not hi(result(score=0.5)) and not hi(result(score=1.0))
+    cls = compile_condition({"label": {"in": ["crack", "dent"]}})
+    assert cls(result(label="crack")) and not cls(result(label="ok"))
+    combo = compile_condition({"any": [{"verdict": "NG"}, {"margin": {"lt": 0.2}}]})
+    assert combo(result(margin=0.1)) and combo(result(verdict="NG")) and not combo(result(margin=0.5))
+    assert compile_condition({"not": {"verdict": "NG"}})(result())
+    missing = compile_condition({"anomaly_score": {"gt": 0.5}})
+    assert not missing(result())  # a vision result has no anomaly score: false, not an error
+
+
+@pytest.mark.parametrize("spec, msg", [
+    ({"verdikt": "NG"}, "unknown field 'verdikt'; did you mean 'verdict'?"),
+    ({"score": {"bigger": 1}}, "unknown operator 'bigger'"),
+    ({"all": []}, "'all' takes a non-empty list"),
+    ("verdict == 'NG'", "a condition is a mapping"),
+    ({"label": {"in": "crack"}}, "'in' takes a list"),
+])
+def test_bad_conditions_are_refused(spec, msg):
+    with pytest.raises(ConditionError, match=msg):
+        compile_condition(spec)
+
+
+async def test_queue_policies_count_drops():
+    q = BoundedQueue(2, QueuePolicy.DROP_OLDEST)
+    for i in range(5):
+        await q.put(i)
+    assert q.dropped == 3 and [(await q.get())[0] for _ in range(2)] == [3, 4]
+    q = BoundedQueue(2, QueuePolicy.DROP_NEWEST)
+    for i in range(5):
+        await q.put(i)
+    assert q.dropped == 3 and [(await q.get())[0] for _ in range(2)] == [0, 1]
+    q = BoundedQueue(1, QueuePolicy.BLOCK)
+    await q.put(0)
+    blocked = asyncio.create_task(q.put(1))
+    await asyncio.sleep(0.05)
+    assert not blocked.done()
+    assert (await q.get())[0] == 0
+    await asyncio.wait_for(blocked, 1)
+    assert q.dropped == 0 and (await q.get())[0] == 1
+    await q.close()
+    with pytest.raises(EOFError):
+        await q.get()
+
+
+def reading(tag, value, t=0.0, quality=Quality.GOOD) -> Reading:
+    return Reading("plc", tag, value, t, t, quality)
+
+
+def test_windows_by_count_with_hop_from_array_and_scalar_tags():
+    w = Windower("plc", WindowSettings(waveform="vib", scalars=["temp"], size_samples=8, hop_samples=4), 1024)
+    assert w.add(reading("temp", 40.0)) is None
+    out = []
+    for i in range(5):  # arrays of 4 samples: windows of 8 every 4 new samples
+        win = w.add(reading("vib", np.arange(i * 4, i * 4 + 4, dtype=float), t=float(i)))
+        if win is not None:
+            out.append(win)
+    assert [list(x.waveform) for x in out] == [list(range(0, 8)), list(range(4, 12)), list(range(8, 16)),
+                                               list(range(12, 20))]
+    assert [x.seq for x in out] == [0, 1, 2, 3] and out[0].scalars == {"temp": 40.0}
+    # a scalar stream works the same way, one sample per reading
+    s = Windower("plc", WindowSettings(waveform="current", size_samples=8, hop_samples=8), 1024)
+    wins = [s.add(reading("current", float(i))) for i in range(24)]
+    assert [list(x.waveform) for x in wins if x is not None] == [list(map(float, range(0, 8))),
+                                                                 list(map(float, range(8, 16))),
+                                                                 list(map(float, range(16, 24)))]
+
+
+def test_bad_quality_and_non_finite_samples_are_counted_and_kept_out():
+    w = Windower("plc", WindowSettings(waveform="vib", size_samples=4), 1024)
+    assert w.add(reading("vib", np.ones(4), quality=Quality.BAD)) is None
+    assert w.add(reading("vib", np.array([1.0, np.nan, 1.0, 1.0]))) is None
+    assert w.bad == 2
+    win = w.add(reading("vib", np.full(4, 2.0)))
+    assert win is not None and list(win.waveform) == [2.0] * 4
+
+
+def test_window_waits_for_every_scalar_the_model_needs():
+    w = Windower("plc", WindowSettings(waveform="vib", scalars=["temp", "speed"], size_samples=4), 1024)
+    assert w.add(reading("vib", np.ones(4))) is None
+    w.add(reading("temp", 1.0))
+    w.add(reading("speed", 2.0))
+    assert w.add(reading("vib", np.ones(4))).scalars == {"temp": 1.0, "speed": 2.0}
