@@ -1,0 +1,106 @@
+"""The model registry: published packages with their evaluation reports, one folder per version.
+
+    <root>/<name>/index.json                 [{version, status, digest, metrics, dataset_digest,
+                                               parent_version, created_at, package, report}, ...]
+    <root>/<name>/<version>/<name>-<version>.edgepkg, report.json, report.md, *.png
+
+Only candidates that passed the evaluation gate are published; a rejected candidate leaves the
+registry unchanged (its report stays in the build's work folder). ``index.json`` is replaced
+atomically. Packages are also addressable by SHA-256 digest (what agents download by).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from pathlib import Path
+
+
+class RegistryError(ValueError):
+    pass
+
+
+def _vkey(v: str) -> tuple:
+    return tuple(int(p) for p in v.split("-")[0].split("+")[0].split("."))
+
+
+class Registry:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _index_path(self, name: str) -> Path:
+        return self.root / name / "index.json"
+
+    def list(self, name: str) -> list[dict]:
+        p = self._index_path(name)
+        try:
+            return json.loads(p.read_text())
+        except FileNotFoundError:
+            return []
+
+    def names(self) -> list[str]:
+        return sorted(p.parent.name for p in self.root.glob("*/index.json"))
+
+    def latest(self, name: str) -> dict | None:
+        pub = [e for e in self.list(name) if e["status"] == "published"]
+        return max(pub, key=lambda e: _vkey(e["version"])) if pub else None
+
+    def get(self, name: str, version: str) -> dict | None:
+        return next((e for e in self.list(name) if e["version"] == version), None)
+
+    def package_path(self, entry: dict) -> Path:
+        return self.root / entry["name"] / entry["version"] / entry["package"]
+
+    def by_digest(self, digest: str) -> Path | None:
+        for name in self.names():
+            for e in self.list(name):
+                if e.get("digest") == digest:
+                    return self.package_path(e)
+        return None
+
+    def next_version(self, name: str, bump: str = "minor") -> str:
+        entries = self.list(name)
+        if not entries:
+            return "1.0.0"
+        major, minor, patch = max(_vkey(e["version"]) for e in entries)[:3]
+        return f"{major + 1}.0.0" if bump == "major" else f"{major}.{minor + 1}.0"
+
+    def publish(self, pkg: Path, report_files: list[Path], metrics: dict, dataset_digest: str | None,
+                parent_version: str | None) -> dict:
+        from model_packager import package_digest, read_manifest
+
+        m = read_manifest(pkg)
+        if self.get(m.name, m.version):
+            raise RegistryError(f"{m.name} {m.version} is already in the registry; versions are immutable")
+        folder = self.root / m.name / m.version
+        tmp = folder.with_name(f".{m.version}.part")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        shutil.copy2(pkg, tmp / pkg.name)
+        for f in report_files:
+            if f.exists():
+                shutil.copy2(f, tmp / f.name)
+        os.replace(tmp, folder)
+        entry = {"name": m.name, "version": m.version, "status": "published", "digest": package_digest(pkg),
+                 "metrics": metrics, "dataset_digest": dataset_digest, "parent_version": parent_version,
+                 "created_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+                 "package": pkg.name, "report": "report.md", "task": m.task.value}
+        self._write(m.name, [*self.list(m.name), entry])
+        return entry
+
+    def set_status(self, name: str, version: str, status: str) -> None:
+        entries = self.list(name)
+        for e in entries:
+            if e["version"] == version:
+                e["status"] = status
+        self._write(name, entries)
+
+    def _write(self, name: str, entries: list[dict]) -> None:
+        p = self._index_path(name)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(entries, indent=1))
+        os.replace(tmp, p)

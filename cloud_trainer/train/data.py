@@ -1,0 +1,138 @@
+"""Datasets for training: simulator dataset folders (and, later, uploaded samples), checked strictly.
+
+``load_parts(folder)`` reads ``labels.jsonl`` + images; ``load_vibration(folder)`` reads
+``windows.npz`` + ``dataset.yaml``. Both raise ``DatasetError`` with a clear message for an empty
+or single-class dataset, a corrupt image, a labels file naming missing samples, or windows of the
+wrong length. ``split`` is seeded and fixed; ``digest`` identifies the exact data a model saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+
+class DatasetError(ValueError):
+    pass
+
+
+VISION_CLASSES = ["ok", "scratch", "dent", "crack", "missing_hole", "stain"]
+FAULTS = ["healthy", "imbalance", "misalignment", "bearing_outer", "bearing_inner"]
+
+
+@dataclass
+class PartsData:
+    images: list[np.ndarray]  # BGR uint8
+    labels: np.ndarray  # int index into classes
+    ids: list[str]
+    classes: list[str]
+    digest: str
+
+
+@dataclass
+class VibrationData:
+    waveforms: np.ndarray  # (N, window) float32
+    fault: np.ndarray  # int index into FAULTS
+    health: np.ndarray
+    rul_s: np.ndarray  # NaN where no failure is coming
+    run_id: np.ndarray
+    window_samples: int
+    sample_rate_hz: float
+    digest: str
+
+
+def load_parts(folder: str | Path, classes: list[str] | None = None) -> PartsData:
+    import cv2
+
+    folder = Path(folder)
+    classes = classes or VISION_CLASSES
+    labels_file = folder / "labels.jsonl"
+    if not labels_file.is_file():
+        raise DatasetError(f"{folder}: no labels.jsonl; write one with `edge-sim dataset parts --out {folder}`")
+    h = hashlib.sha256()
+    images, labels, ids = [], [], []
+    for n, line in enumerate(labels_file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            file, label = row["file"], row["label"]
+        except (ValueError, KeyError) as exc:
+            raise DatasetError(f"{labels_file}:{n}: not a label row with 'file' and 'label' ({exc})") from exc
+        if label not in classes:
+            raise DatasetError(f"{labels_file}:{n}: label {label!r} is not one of {classes}")
+        path = folder / file
+        if not path.is_file():
+            raise DatasetError(f"{labels_file}:{n}: names {file}, which does not exist in {folder}")
+        data = path.read_bytes()
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+        if img is None:
+            raise DatasetError(f"{path}: corrupt or empty image (named by {labels_file.name} line {n}); "
+                               "remove the row or replace the file")
+        h.update(hashlib.sha256(data).digest())
+        h.update(label.encode())
+        images.append(img)
+        labels.append(classes.index(label))
+        ids.append(str(row.get("id", file)))
+    if not images:
+        raise DatasetError(f"{folder}: the dataset is empty")
+    lab = np.asarray(labels)
+    present = sorted({classes[i] for i in lab})
+    if len(present) < 2:
+        raise DatasetError(f"{folder}: only class {present} present; a classifier needs at least two classes "
+                           "(ok and at least one defect)")
+    return PartsData(images, lab, ids, classes, "sha256:" + h.hexdigest())
+
+
+def load_vibration(folder: str | Path, window_samples: int | None = None) -> VibrationData:
+    folder = Path(folder)
+    npz, meta_file = folder / "windows.npz", folder / "dataset.yaml"
+    if not npz.is_file() or not meta_file.is_file():
+        raise DatasetError(f"{folder}: needs windows.npz and dataset.yaml (`edge-sim dataset vibration --out {folder}`)")
+    meta = yaml.safe_load(meta_file.read_text()) or {}
+    with np.load(npz, allow_pickle=False) as z:
+        try:
+            wf, fault = z["waveform"], z["fault"]
+            health, rul, run = z["health"], z["rul_s"], z["run_id"]
+        except KeyError as exc:
+            raise DatasetError(f"{npz}: missing array {exc}") from exc
+    if wf.ndim != 2 or wf.shape[0] == 0:
+        raise DatasetError(f"{npz}: the dataset is empty")
+    expect = window_samples or int(meta.get("window_samples", wf.shape[1]))
+    if wf.shape[1] != expect:
+        raise DatasetError(f"{npz}: windows have {wf.shape[1]} samples, expected {expect} "
+                           "(window_samples in dataset.yaml / the model spec)")
+    unknown = sorted(set(fault.tolist()) - set(FAULTS))
+    if unknown:
+        raise DatasetError(f"{npz}: unknown fault labels {unknown}; expected {FAULTS}")
+    idx = np.asarray([FAULTS.index(f) for f in fault.tolist()])
+    if len(set(idx.tolist())) < 2:
+        raise DatasetError(f"{folder}: only one fault class present; need healthy and faulty runs")
+    h = hashlib.sha256(npz.read_bytes()).hexdigest()
+    return VibrationData(wf.astype(np.float32), idx, health.astype(np.float32), rul.astype(np.float64),
+                         run.astype(np.int64), int(expect), float(meta.get("sample_rate_hz", 10000.0)),
+                         "sha256:" + h)
+
+
+def split_indices(n: int, seed: int, val: float = 0.15, test: float = 0.15) -> tuple[np.ndarray, ...]:
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test, n_val = int(round(n * test)), int(round(n * val))
+    return perm[n_test + n_val:], perm[n_test:n_test + n_val], perm[:n_test]
+
+
+def split_runs(run_id: np.ndarray, fault: np.ndarray, seed: int) -> tuple[np.ndarray, ...]:
+    """By run, so that test machines are unseen: per fault class, runs go to train/val/test in turn."""
+    rng = np.random.default_rng(seed)
+    train, val, test = [], [], []
+    for f in sorted(set(fault.tolist())):
+        runs = sorted(set(run_id[fault == f].tolist()))
+        rng.shuffle(runs)
+        for k, r in enumerate(runs):  # train first, then test, then val, then train again
+            (train, test, val)[k].append(r) if k < 3 else train.append(r)
+    pick = lambda rs: np.flatnonzero(np.isin(run_id, rs))  # noqa: E731
+    return pick(train), pick(val), pick(test)

@@ -1,0 +1,171 @@
+"""Equipment maintenance from vibration windows: anomaly score, fault type, remaining life.
+
+Features are the manifest's ``SignalPreprocessing`` (64 log band energies of the Hann-windowed
+spectrum + rms, peak, crest, kurtosis), computed with ``model_packager.preprocess.signal_features``
+exactly as the agent computes them, standardised with the training mean/std recorded in the
+manifest. One ONNX model, three outputs:
+
+- ``anomaly_score``: reconstruction error of a small autoencoder trained on *healthy* windows only
+  (a machine's faults are rare); its threshold is set on validation data;
+- ``fault_logits``: healthy / imbalance / misalignment / bearing_outer / bearing_inner, trained on
+  healthy runs and on faulty windows whose health has dropped below ``visible_health`` (before that
+  a fault's signature is too weak to name, see simulators/vibration.py);
+- ``remaining_life``: seconds (machine time) to failure, regressed on the degradation runs.
+
+Splits are by machine run, so test machines are unseen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cloud_trainer.train import common
+from cloud_trainer.train.data import FAULTS, DatasetError, VibrationData, split_runs
+from model_packager.manifest import SignalPreprocessing
+from model_packager.preprocess import signal_features
+
+INPUT, OUTPUTS = "features", ["anomaly_score", "fault_logits", "remaining_life"]
+VISIBLE_HEALTH = 0.97
+RUL_SCALE = 1000.0
+
+
+def raw_preprocessing(data: VibrationData, waveform_tag: str = "Vibration") -> SignalPreprocessing:
+    return SignalPreprocessing(waveform=waveform_tag, window_samples=data.window_samples,
+                               sample_rate_hz=data.sample_rate_hz, n_bands=64, time_features=True)
+
+
+def features(waves: np.ndarray, pre: SignalPreprocessing) -> np.ndarray:
+    return np.concatenate([signal_features(w, None, pre) for w in waves]).astype(np.float32)
+
+
+def build_model(n_features: int, n_faults: int):
+    import torch
+    from torch import nn
+
+    class HealthNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.enc = nn.Sequential(nn.Linear(n_features, 32), nn.ReLU(), nn.Linear(32, 8))
+            self.dec = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, n_features))
+            self.trunk = nn.Sequential(nn.Linear(n_features, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU())
+            self.fault = nn.Linear(32, n_faults)
+            self.life = nn.Linear(32, 1)
+
+        def forward(self, features):
+            recon = self.dec(self.enc(features))
+            anomaly = ((features - recon) ** 2).mean(dim=1, keepdim=True)
+            h = self.trunk(features)
+            life = torch.relu(self.life(h)) * RUL_SCALE
+            return anomaly, self.fault(h), life
+
+    return HealthNet()
+
+
+def train(data: VibrationData, seed: int, epochs: int, log=common.stderr_log, threads: int | None = None,
+          patience: int = 15) -> dict:
+    import torch
+    from torch import nn
+
+    common.seed_everything(seed, threads)
+    raw = raw_preprocessing(data)
+    f = features(data.waveforms, raw)
+    tr, va, te = split_runs(data.run_id, data.fault, seed)
+    if len(tr) == 0 or len(te) == 0:
+        raise DatasetError("too few machine runs to split into train/test by run; use at least 2 runs per fault")
+    if len(va) == 0:
+        va = te  # tiny datasets: validate on the test runs (reported as such)
+    mean, std = f[tr].mean(0), f[tr].std(0) + 1e-6
+    pre = raw.model_copy(update={"mean": mean.astype(float).tolist(), "std": std.astype(float).tolist()})
+    x = ((f - mean) / std).astype(np.float32)
+    y = data.fault.astype(np.int64)
+    visible = (y == 0) | (data.health < VISIBLE_HEALTH)
+    rul_ok = np.isfinite(data.rul_s) & (y != 0)
+    model = build_model(x.shape[1], len(FAULTS))
+    X = torch.from_numpy(x)
+    Y = torch.from_numpy(y)
+    R = torch.from_numpy(np.nan_to_num(data.rul_s, nan=0.0).astype(np.float32))
+    V = torch.from_numpy(visible)
+    RO = torch.from_numpy(rul_ok)
+    H = torch.from_numpy(y == 0)
+    ce = nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(seed)
+    tr_t = torch.from_numpy(tr)
+    va_t = torch.from_numpy(va)
+
+    def loss_on(m, idx):
+        a, logits, life = m(X[idx])
+        loss = torch.zeros(())
+        healthy = H[idx]
+        if healthy.any():
+            loss = loss + a[healthy].mean()
+        vis = V[idx]
+        if vis.any():
+            loss = loss + ce(logits[vis], Y[idx][vis])
+        ro = RO[idx]
+        if ro.any():
+            loss = loss + 10.0 * (((life[ro, 0] - R[idx][ro]) / RUL_SCALE) ** 2).mean()  # weighted: a small target
+        return loss
+
+    def batches():
+        perm = tr_t[torch.randperm(len(tr_t), generator=g)]
+        for i in range(0, len(perm), 64):
+            yield perm[i : i + 64]
+
+    def step(m, opt, idx):
+        opt.zero_grad()
+        loss = loss_on(m, idx)
+        loss.backward()
+        opt.step()
+        return float(loss)
+
+    def val_acc(m):
+        _, logits, _ = m(X[va_t])
+        vis = V[va_t]
+        return float((logits[vis].argmax(1) == Y[va_t][vis]).float().mean())
+
+    log(f"maintenance: {len(tr)} train / {len(va)} val / {len(te)} test windows (split by run), "
+        f"{x.shape[1]} features")
+    hist = common.fit(model, step, lambda m: loss_on(m, va_t), batches, epochs, patience, 3e-3, log, val_acc)
+    return {"model": model, "pre": pre, "x": x, "y": y, "split": (tr, va, te), "history": hist,
+            "visible": visible, "rul_ok": rul_ok, "rul_s": data.rul_s, "health": data.health}
+
+
+def anomaly_truth(y: np.ndarray, health: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(is_anomalous, counted): healthy runs are normal; faulty windows count once degraded."""
+    anomalous = (y != 0) & (health < VISIBLE_HEALTH)
+    counted = (y == 0) | anomalous
+    return anomalous, counted
+
+
+def choose_threshold(scores: np.ndarray, anomalous: np.ndarray) -> float:
+    """Threshold with the best balanced accuracy on validation data."""
+    cands = np.unique(scores)
+    best, best_t = -1.0, float(np.median(scores))
+    for t in cands[:: max(1, len(cands) // 400)]:
+        pred = scores >= t
+        tpr = (pred & anomalous).sum() / max(1, anomalous.sum())
+        tnr = (~pred & ~anomalous).sum() / max(1, (~anomalous).sum())
+        if (tpr + tnr) / 2 > best:
+            best, best_t = (tpr + tnr) / 2, float(t)
+    return best_t
+
+
+def metrics(out: dict[str, np.ndarray], y: np.ndarray, health: np.ndarray, rul_s: np.ndarray,
+            threshold: float, train_rul_mean: float) -> dict:
+    anomalous, counted = anomaly_truth(y, health)
+    s = out["anomaly_score"].reshape(-1)
+    logits = out["fault_logits"]
+    visible = (y == 0) | (health < VISIBLE_HEALTH)
+    pred = logits.argmax(1)
+    cm = common.confusion(y[visible], pred[visible], len(FAULTS))
+    rul_ok = np.isfinite(rul_s) & (y != 0)
+    life = out["remaining_life"].reshape(-1)
+    mae = float(np.abs(life[rul_ok] - rul_s[rul_ok]).mean()) if rul_ok.any() else float("nan")
+    naive = float(np.abs(train_rul_mean - rul_s[rul_ok]).mean()) if rul_ok.any() else float("nan")
+    det = s[counted] >= threshold
+    return {"anomaly_auroc": common.auroc(anomalous[counted], s[counted]), "anomaly_threshold": threshold,
+            "anomaly_recall": float((det & anomalous[counted]).sum() / max(1, anomalous[counted].sum())),
+            "anomaly_false_alarm_rate": float((det & ~anomalous[counted]).sum() / max(1, (~anomalous[counted]).sum())),
+            "fault_accuracy": float((pred[visible] == y[visible]).mean()),
+            "f1_per_class": dict(zip(FAULTS, common.f1_per_class(cm), strict=True)), "confusion": cm.tolist(),
+            "rul_mae_s": mae, "rul_mae_naive_s": naive, "n": int(len(y))}

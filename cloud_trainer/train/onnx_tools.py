@@ -1,0 +1,111 @@
+"""Export to ONNX, static INT8 quantization with ONNX Runtime, and batch inference on either engine.
+
+Export: ``torch.onnx.export(dynamo=True, external_data=False)`` with named inputs/outputs and a
+dynamic batch dimension (FIELD-NOTES). Quantization: ``quant_pre_process`` then
+``quantize_static`` (QDQ, per-channel weights, S8 activations and weights, MinMax) calibrated on
+a held-out slice of real inputs; OpenVINO runs the same QDQ model as INT8.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+OPSET = 18
+
+
+def export(model, example: np.ndarray, path: Path, input_name: str, output_names: list[str]) -> Path:
+    import torch
+
+    model.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = torch.from_numpy(example)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    torch.onnx.export(model, (x,), str(path), dynamo=True, external_data=False, opset_version=OPSET,
+                      input_names=[input_name], output_names=output_names,
+                      dynamic_shapes={_forward_arg(model): {0: batch}}, verbose=False)
+    return path
+
+
+def _forward_arg(model) -> str:
+    import inspect
+
+    return next(iter(inspect.signature(model.forward).parameters))
+
+
+def quantize(fp32: Path, out: Path, calibration: np.ndarray, input_name: str) -> Path:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(calibration[i : i + 1] for i in range(len(calibration)))
+
+        def get_next(self):
+            x = next(self.it, None)
+            return None if x is None else {input_name: x}
+
+    pre = out.with_name(out.stem + ".pre.onnx")
+    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    pre.unlink(missing_ok=True)
+    return out
+
+
+def run(path: Path, x: np.ndarray, engine: str = "onnxruntime", threads: int = 1, batch: int = 64
+        ) -> dict[str, np.ndarray]:
+    """Outputs for all rows of ``x`` (batched), by output name."""
+    if engine == "onnxruntime":
+        import onnxruntime as ort
+
+        o = ort.SessionOptions()
+        o.intra_op_num_threads = threads
+        o.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        names = [v.name for v in sess.get_outputs()]
+        parts = [sess.run(names, {name: x[i : i + batch]}) for i in range(0, len(x), batch)]
+        return {n: np.concatenate([p[k] for p in parts]) for k, n in enumerate(names)}
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU",
+                                  {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
+    outs: dict[str, list] = {}
+    for i in range(0, len(x), batch):
+        res = compiled(x[i : i + batch])
+        for port in compiled.outputs:
+            outs.setdefault(port.get_any_name(), []).append(np.asarray(res[port]))
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+def latency_ms(path: Path, x1: np.ndarray, engine: str, threads: int, n: int = 200) -> float:
+    """Median batch-1 latency."""
+    if engine == "onnxruntime":
+        import onnxruntime as ort
+
+        o = ort.SessionOptions()
+        o.intra_op_num_threads = threads
+        o.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        call = lambda: sess.run(None, {name: x1})  # noqa: E731
+    else:
+        import openvino as ov
+
+        core = ov.Core()
+        compiled = core.compile_model(core.read_model(str(path)), "CPU",
+                                      {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+        req = compiled.create_infer_request()
+        call = lambda: req.infer(x1, share_inputs=True, share_outputs=True)  # noqa: E731
+    for _ in range(20):
+        call()
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        call()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts) * 1000)

@@ -1,0 +1,137 @@
+"""Vision inspection: a compact CNN trained from scratch on part images (no downloaded weights).
+
+Architecture (class-activation style, so the heat map comes for free): four conv blocks
+(16-32-64-64 channels, stride-2 pooling) → a 1×1 convolution to one map per class → logits are the
+spatial mean of the class maps; ``heatmap`` is the largest defect-class map (N,1,h,w), i.e. where
+the network sees a defect. Inputs are made with ``model_packager.preprocess.image_tensor`` from the
+manifest's ``ImagePreprocessing``, exactly as the agent makes them.
+
+The NG threshold (on 1 − p(ok)) is chosen on the validation split as the largest one that keeps
+NG recall ≥ ``target_recall`` there, then everything is reported on the untouched test split.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cloud_trainer.train import common
+from cloud_trainer.train.data import PartsData, split_indices
+from model_packager.manifest import ImagePreprocessing
+from model_packager.preprocess import image_tensor
+
+INPUT, OUTPUTS = "image", ["logits", "heatmap"]
+
+
+def preprocessing(size: int) -> ImagePreprocessing:
+    return ImagePreprocessing(width=size, height=size, color="rgb", layout="NCHW", mean=[0.5, 0.5, 0.5],
+                              std=[0.25, 0.25, 0.25])
+
+
+def tensors(images: list[np.ndarray], pre: ImagePreprocessing) -> np.ndarray:
+    return np.concatenate([image_tensor(im, pre) for im in images]).astype(np.float32)
+
+
+def build_model(n_classes: int, width: int = 16):
+    import torch
+    from torch import nn
+
+    def block(i, o):
+        return nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
+
+    class VisionNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            w = width
+            self.features = nn.Sequential(block(3, w), nn.MaxPool2d(2), block(w, 2 * w), nn.MaxPool2d(2),
+                                          block(2 * w, 4 * w), nn.MaxPool2d(2), block(4 * w, 4 * w))
+            self.classmaps = nn.Conv2d(4 * w, n_classes, 1)
+
+        def forward(self, image):
+            maps = self.classmaps(self.features(image))
+            logits = maps.mean(dim=(2, 3))
+            heatmap = torch.amax(maps[:, 1:], dim=1, keepdim=True) - maps[:, :1]
+            return logits, heatmap
+
+    return VisionNet()
+
+
+def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_log, threads: int | None = None,
+          patience: int = 4) -> dict:
+    import torch
+    from torch import nn
+
+    common.seed_everything(seed, threads)
+    pre = preprocessing(size)
+    x = tensors(data.images, pre)
+    y = data.labels.astype(np.int64)
+    tr, va, te = split_indices(len(y), seed)
+    if len(va) == 0 or len(tr) == 0:
+        from cloud_trainer.train.data import DatasetError
+
+        raise DatasetError(f"{len(y)} images are too few to split into train/validation/test")
+    model = build_model(len(data.classes))
+    xt, yt = torch.from_numpy(x[tr]), torch.from_numpy(y[tr])
+    xv, yv = torch.from_numpy(x[va]), torch.from_numpy(y[va])
+    loss_fn = nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(seed)
+
+    def batches():
+        perm = torch.randperm(len(xt), generator=g)
+        for i in range(0, len(perm), 32):
+            idx = perm[i : i + 32]
+            xb = xt[idx]
+            if torch.rand(1, generator=g).item() < 0.5:
+                xb = xb.flip(3)
+            if torch.rand(1, generator=g).item() < 0.5:
+                xb = xb.flip(2)
+            yield xb, yt[idx]
+
+    def step(m, opt, b):
+        opt.zero_grad()
+        loss = loss_fn(m(b[0])[0], b[1])
+        loss.backward()
+        opt.step()
+        return float(loss)
+
+    def val_loss(m):
+        return loss_fn(m(xv)[0], yv)
+
+    def val_acc(m):
+        return float((m(xv)[0].argmax(1) == yv).float().mean())
+
+    log(f"vision: {len(tr)} train / {len(va)} val / {len(te)} test images at {size}x{size}, "
+        f"{len(data.classes)} classes")
+    hist = common.fit(model, step, val_loss, batches, epochs, patience, 2e-3, log, val_acc)
+    return {"model": model, "pre": pre, "x": x, "y": y, "split": (tr, va, te), "history": hist}
+
+
+def ng_score(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    return 1.0 - p[:, 0]
+
+
+def choose_threshold(scores: np.ndarray, is_ng: np.ndarray, target_recall: float) -> float:
+    """Largest threshold keeping NG recall >= target on these scores (NG when score >= threshold)."""
+    ng_scores = np.sort(scores[is_ng])
+    if len(ng_scores) == 0:
+        return 0.5
+    k = int(np.floor((1 - target_recall) * len(ng_scores)))
+    return float(min(0.5, max(1e-4, ng_scores[k] - 1e-6)))
+
+
+def metrics(logits: np.ndarray, y: np.ndarray, classes: list[str], threshold: float) -> dict:
+    k = len(classes)
+    pred = logits.argmax(1)
+    cm = common.confusion(y, pred, k)
+    f1 = common.f1_per_class(cm)
+    s = ng_score(logits)
+    is_ng = y != 0
+    ng = s >= threshold
+    tp = int((ng & is_ng).sum())
+    recall = tp / max(1, is_ng.sum())
+    precision = tp / max(1, ng.sum())
+    return {"accuracy": float((pred == y).mean()), "f1_macro": float(np.mean(f1)),
+            "f1_per_class": dict(zip(classes, f1, strict=True)), "ng_recall": float(recall),
+            "ng_precision": float(precision), "ng_auroc": common.auroc(is_ng, s), "threshold": threshold,
+            "confusion": cm.tolist(), "n": int(len(y))}

@@ -1,0 +1,146 @@
+"""cloud-trainer on tiny simulator datasets (seconds): learning happens, the INT8 package is built,
+signed, published with its report and loads in an agent slot; the gate and bad datasets leave the
+registry unchanged with a clear message."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cloud_trainer.registry import Registry
+from cloud_trainer.train.data import DatasetError, load_parts, load_vibration
+from cloud_trainer.train.pipeline import BuildSettings, GateFailed, build
+from simulators.parts import write_dataset as write_parts
+from simulators.vibration import write_dataset as write_vibration
+from tests.support.models import make_keypair
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def vib(tmp_path_factory):
+    return write_vibration(tmp_path_factory.mktemp("vib") / "ds", n_runs=10, windows_per_run=16, seed=1)
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    return write_parts(tmp_path_factory.mktemp("parts") / "ds", count=240, seed=2, size=48, defect_rate=0.5)
+
+
+def settings(tmp_path, family, dataset, **kw) -> BuildSettings:
+    key, _ = make_keypair(tmp_path / "keys")
+    base = dict(family=family, dataset=dataset, registry=tmp_path / "registry", signing_key=key,
+                workdir=tmp_path / f"work-{family}", epochs=40 if family == "maintenance" else 10, size=48,
+                threads=2, floors={"anomaly_auroc": 0.0, "fault_accuracy": 0.0} if family == "maintenance" else
+                {"ng_recall": 0.0, "ng_precision": 0.0}, int8_margin=1.0, calibration=32)
+    base.update(kw)
+    return BuildSettings(**base)
+
+
+def quiet(msg: str) -> None:
+    pass
+
+
+def test_maintenance_build_learns_publishes_and_loads_in_an_agent_slot(tmp_path, vib):
+    import asyncio
+
+    out = build(settings(tmp_path, "maintenance", vib), log=quiet)
+    rep = out["report"]
+    m = rep["metrics"]["int8"]
+    assert m["fault_accuracy"] > 0.4  # five classes: chance is 0.2
+    assert m["anomaly_auroc"] > 0.7
+    reg = Registry(tmp_path / "registry")
+    entry = reg.latest("machine-health")
+    assert entry["version"] == "1.0.0" and entry["dataset_digest"] == rep["dataset_digest"]
+    folder = tmp_path / "registry" / "machine-health" / "1.0.0"
+    assert {p.name for p in folder.iterdir()} >= {"report.json", "report.md", "confusion.png", "roc.png",
+                                                  "machine-health-1.0.0.edgepkg"}
+
+    from edge_agent.models.config import ModelConfig
+    from edge_agent.models.slot import ModelSlot
+    from edge_agent.types import Window
+    from model_packager import read_manifest
+
+    man = read_manifest(out["package"])
+    assert man.quantization.scheme.startswith("int8") and man.provenance.dataset_digest == rep["dataset_digest"]
+    assert {e.engine for e in man.engines} >= {"onnxruntime"}
+    slot = ModelSlot("health", ModelConfig(package=out["package"]), tmp_path / "agent", [tmp_path / "keys" /
+                                                                                         "signing.pub"])
+
+    async def infer():
+        await slot.start()
+        d = load_vibration(vib)
+        res = slot.infer(Window("plc", 0, 0, 0, d.waveforms[-1]))
+        await slot.stop()
+        return res
+
+    res = asyncio.run(infer())
+    assert res.interpretation.anomaly_score is not None and res.interpretation.label in (
+        "healthy", "imbalance", "misalignment", "bearing_outer", "bearing_inner")
+
+
+def test_vision_build_learns_and_records_the_report(tmp_path, parts):
+    out = build(settings(tmp_path, "vision", parts), log=quiet)
+    m = out["report"]["metrics"]["int8"]
+    assert m["ng_auroc"] > 0.6  # a few epochs on 170 tiny images: above chance, not the quality bar
+    assert np.asarray(m["confusion"]).sum() == out["report"]["split"]["test"]
+    assert Registry(tmp_path / "registry").latest("part-inspection")["version"] == "1.0.0"
+
+
+def test_a_candidate_failing_the_gate_is_not_published(tmp_path, vib):
+    s = settings(tmp_path, "maintenance", vib, floors={"fault_accuracy": 1.01})
+    with pytest.raises(GateFailed, match="fault_accuracy .* is below the floor 1.01"):
+        build(s, log=quiet)
+    assert Registry(tmp_path / "registry").list("machine-health") == []
+    assert (tmp_path / "work-maintenance" / "report.md").exists()
+    assert "FAILED" in (tmp_path / "work-maintenance" / "report.md").read_text()
+
+
+def test_degraded_candidate_is_stopped_by_comparison_with_the_published_version(tmp_path, vib):
+    build(settings(tmp_path, "maintenance", vib), log=quiet)
+    with pytest.raises(GateFailed, match="worse than the published 1.0.0"):
+        build(settings(tmp_path, "maintenance", vib, degrade=True, workdir=tmp_path / "w2"), log=quiet)
+    assert [e["version"] for e in Registry(tmp_path / "registry").list("machine-health")] == ["1.0.0"]
+
+
+def test_bad_datasets_are_refused_clearly(tmp_path, parts, vib):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "labels.jsonl").write_text("")
+    with pytest.raises(DatasetError, match="is empty"):
+        load_parts(empty)
+    one = tmp_path / "one"
+    (one / "images").mkdir(parents=True)
+    rows = [json.loads(x) for x in (parts / "labels.jsonl").read_text().splitlines()]
+    oks = [r for r in rows if r["label"] == "ok"][:5]
+    for r in oks:
+        (one / r["file"]).write_bytes((parts / r["file"]).read_bytes())
+    (one / "labels.jsonl").write_text("\n".join(json.dumps(r) for r in oks))
+    with pytest.raises(DatasetError, match="only class \\['ok'\\] present"):
+        load_parts(one)
+    (one / oks[0]["file"]).write_bytes(b"\x89PNG garbage")
+    rows_mixed = oks + [r for r in rows if r["label"] != "ok"][:1]
+    (one / rows_mixed[-1]["file"]).write_bytes((parts / rows_mixed[-1]["file"]).read_bytes())
+    (one / "labels.jsonl").write_text("\n".join(json.dumps(r) for r in rows_mixed))
+    with pytest.raises(DatasetError, match="corrupt or empty image"):
+        load_parts(one)
+    (one / "labels.jsonl").write_text(json.dumps({"file": "images/nope.png", "label": "ok"}))
+    with pytest.raises(DatasetError, match="names images/nope.png, which does not exist"):
+        load_parts(one)
+    with pytest.raises(DatasetError, match="windows have 2048 samples, expected 1024"):
+        load_vibration(vib, window_samples=1024)
+
+
+def test_build_cli_reports_a_dataset_error_and_publishes_nothing(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = subprocess.run([sys.executable, "-m", "cloud_trainer.cli", "build", "vision", "--dataset", str(empty),
+                        "--registry", str(tmp_path / "reg"), "--key", str(tmp_path / "k.key")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and "dataset error" in r.stderr and "labels.jsonl" in r.stderr
+    assert not (tmp_path / "reg" / "part-inspection").exists()
