@@ -1,0 +1,70 @@
+"""`cloud-trainer serve`: the fleet service (agents) and the admin service on one TLS port.
+
+    cloud-trainer serve --data var/cloud --port 7443 --pki var/pki [--registry var/registry]
+
+Needs ``ca.pem``, ``server.pem`` and ``server.key`` in the PKI folder (``cloud-trainer pki``).
+Clients must present a certificate from the same CA: agents (OU agent) and admins (OU admin).
+Prints one line when it listens; stops cleanly on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="cloud-trainer serve")
+    ap.add_argument("--data", type=Path, default=Path("var/cloud"))
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=7443)
+    ap.add_argument("--pki", type=Path, default=Path("var/pki"))
+    ap.add_argument("--registry", type=Path, default=None, help="default: <data>/registry")
+    ap.add_argument("--console-port", type=int, default=None, help="serve the fleet console on this HTTP port")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for f in ("ca.pem", "server.pem", "server.key"):
+        if not (a.pki / f).exists():
+            print(f"cloud-trainer serve: {a.pki / f} is missing; create it with `cloud-trainer pki init|server "
+                  f"--dir {a.pki}`", file=sys.stderr)
+            return 2
+    from cloud_trainer.fleet.service import FleetServer
+
+    async def run() -> None:
+        control = None
+        try:
+            from cloud_trainer.fleet.control import Control
+        except ImportError:
+            Control = None
+        registry = a.registry or a.data / "registry"
+        if Control is not None:
+            from cloud_trainer.fleet.store import SQLiteStore
+            from cloud_trainer.registry import Registry
+
+            control = Control(a.data / "control.db", Registry(registry), SQLiteStore(a.data / "fleet.db"))
+        srv = FleetServer(a.data, a.port, a.pki / "ca.pem", a.pki / "server.pem", a.pki / "server.key", a.host,
+                          registry, control)
+        await srv.start()
+        console = None
+        if a.console_port is not None:
+            from cloud_trainer.fleet.console import Console
+
+            console = Console(srv, a.host, a.console_port)
+            console.start()
+        print(f"fleet service listening on {a.host}:{srv.port} (data {a.data}, registry {registry})"
+              + (f"; console http://{a.host}:{console.port}/" if console else ""), flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        if console:
+            console.stop()
+        await srv.stop()
+
+    asyncio.run(run())
+    return 0

@@ -1,0 +1,48 @@
+"""Which inputs are worth uploading for retraining, under a per-hour budget.
+
+Every NG result (``all_ng``), a seeded random fraction of OK ones (``ok_fraction``), and the
+uncertain ones: a low margin between the top two classes, or a score near the decision threshold.
+``choose(result)`` returns the reason ("ng", "uncertain", "ok_random") or None; the reason and
+the model version travel with the sample.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import time
+
+from edge_agent.outbox.settings import SampleSelectionSettings
+from edge_agent.types import Result
+
+
+class SampleSelector:
+    def __init__(self, settings: SampleSelectionSettings, thresholds: dict[str, float] | None = None) -> None:
+        self.s = settings
+        self.rng = random.Random(settings.seed)
+        self.times: collections.deque = collections.deque()
+        self.thresholds = thresholds or {}
+        self.chosen: collections.Counter = collections.Counter()
+        self.over_budget = 0
+
+    def choose(self, r: Result, threshold: float | None = None) -> str | None:
+        reason = None
+        thr = threshold if threshold is not None else self.thresholds.get(r.model)
+        if r.verdict == "NG" and self.s.all_ng:
+            reason = "ng"
+        elif (r.margin is not None and r.margin < self.s.uncertain_margin) or (
+                thr is not None and abs(r.score - thr) < self.s.uncertain_score_band):
+            reason = "uncertain"
+        elif self.rng.random() < self.s.ok_fraction:
+            reason = "ok_random"
+        if reason is None:
+            return None
+        now = time.monotonic()
+        while self.times and now - self.times[0] > 3600:
+            self.times.popleft()
+        if len(self.times) >= self.s.max_per_hour:
+            self.over_budget += 1
+            return None
+        self.times.append(now)
+        self.chosen[reason] += 1
+        return reason

@@ -1,0 +1,209 @@
+"""Uplink: drains the outbox to the fleet service over gRPC with TLS and a client certificate.
+
+One long-lived ``PushRecords`` stream: batches (bounded by records, bytes and ``max_delay_ms``,
+gzip-compressed) go up in priority order, acks come back by sequence number, and only acked rows
+are deleted from the outbox. At most one batch is in flight, so after any disconnect the stream
+resumes from the oldest unacknowledged record; the cloud stores a replayed record once. Failures
+back off exponentially with jitter. An optional bandwidth cap paces the bytes sent.
+
+Heartbeats (``heartbeat_s``) report the agent's slots and pipeline health and return the desired
+state, which is handed to ``on_desired`` (the model manager).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from devices.base import BurstLogger
+from edge_agent.outbox.store import Outbox
+from edge_agent.uplink.settings import CloudSettings
+
+log = logging.getLogger(__name__)
+
+
+class Uplink:
+    def __init__(self, settings: CloudSettings, outbox: Outbox, base_dir: Path = Path("."),
+                 status: Callable[[], dict] | None = None, on_desired=None) -> None:
+        self.s = settings
+        self.outbox = outbox
+        self.base = Path(base_dir)
+        self.status_fn = status or (lambda: {})
+        self.on_desired = on_desired
+        self.state = "stopped"
+        self.sent = 0
+        self.acked = 0
+        self.batches = 0
+        self.bytes_sent = 0
+        self.reconnects = 0
+        self.last_error: str | None = None
+        self.last_ack_at: float | None = None
+        self.generation = 0
+        self._burst = BurstLogger(log)
+        self._tasks: list[asyncio.Task] = []
+        self._channel = None
+        self._wake = asyncio.Event()
+
+    def _path(self, p: str) -> Path:
+        q = Path(p)
+        return q if q.is_absolute() else self.base / q
+
+    def _new_channel(self):
+        import grpc
+
+        creds = grpc.ssl_channel_credentials(root_certificates=self._path(self.s.ca_file).read_bytes(),
+                                             private_key=self._path(self.s.key_file).read_bytes(),
+                                             certificate_chain=self._path(self.s.cert_file).read_bytes())
+        opts = [("grpc.max_send_message_length", 64 * 1024 * 1024),
+                ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
+                ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2_000)]
+        if self.s.server_name:
+            opts.append(("grpc.ssl_target_name_override", self.s.server_name))
+        return grpc.aio.secure_channel(self.s.endpoint, creds, options=opts,
+                                       compression=grpc.Compression.Gzip if self.s.compression else None)
+
+    async def start(self) -> None:
+        self._channel = self._new_channel()
+        self._tasks = [asyncio.create_task(self._push_loop(), name="uplink-push"),
+                       asyncio.create_task(self._heartbeat_loop(), name="uplink-heartbeat")]
+
+    def poke(self) -> None:
+        """New records were appended: wake the sender early."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._channel is not None:
+            await self._channel.close()
+        self.state = "stopped"
+
+    def _error(self, where: str, exc: Exception) -> None:
+        import grpc
+
+        detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+        code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
+        self.last_error = f"{where}: {code}: {detail}"
+        self._burst.log(where, "uplink to %s: %s failed (%s: %s); retrying with backoff", self.s.endpoint, where,
+                        code, detail)
+
+    # ---- records ---------------------------------------------------------------------------
+    async def _push_loop(self) -> None:
+        from protocols.gen import fleet_pb2 as pb
+        from protocols.gen import fleet_pb2_grpc as rpc
+
+        delay = self.s.backoff_initial_s
+        while True:
+            pending = await asyncio.to_thread(self.outbox.pending, self.s.batch_max_records, self.s.batch_max_bytes)
+            if not pending:
+                self.state = "idle" if self.state != "backoff" else self.state
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.s.max_delay_ms / 1000 or 0.2)
+                except TimeoutError:
+                    pass
+                continue
+            try:
+                await self._stream(rpc.FleetStub(self._channel), pb)
+                delay = self.s.backoff_initial_s
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.state = "backoff"
+                self.reconnects += 1
+                self._error("PushRecords", exc)
+                await asyncio.sleep(random.uniform(delay / 2, delay))
+                delay = min(self.s.backoff_max_s, delay * 2)
+
+    async def _stream(self, stub, pb) -> None:
+        """One stream; returns when the outbox is drained, raises on any failure."""
+        import grpc
+
+        outq: asyncio.Queue = asyncio.Queue(maxsize=1)
+
+        async def requests():
+            while True:
+                item = await outq.get()
+                if item is None:
+                    return
+                yield item
+
+        call = stub.PushRecords(requests())
+        self.state = "sending"
+        try:
+            while True:
+                recs = await asyncio.to_thread(self.outbox.pending, self.s.batch_max_records, self.s.batch_max_bytes)
+                if not recs:
+                    break
+                batch = pb.RecordBatch()
+                nbytes = 0
+                for r in recs:
+                    pr = batch.records.add(seq=r.seq, kind=r.kind, t=r.t, payload=r.payload)
+                    if r.sample_sha256:
+                        data = await asyncio.to_thread(self.outbox.sample_bytes, r)
+                        if data is not None:
+                            pr.sample = data
+                            pr.sample_sha256 = r.sample_sha256
+                            pr.sample_ext = r.sample_ext or ""
+                    nbytes += r.size
+                await self._pace(nbytes)
+                await outq.put(batch)
+                ack = await asyncio.wait_for(call.read(), 60)
+                if ack is None or ack is grpc.aio.EOF:
+                    raise ConnectionError("the server closed the stream")
+                n = await asyncio.to_thread(self.outbox.ack, list(ack.seqs))
+                self.sent += len(recs)
+                self.acked += n
+                self.batches += 1
+                self.bytes_sent += nbytes
+                self.last_ack_at = time.time()
+                self.state = "sending"
+        finally:
+            await outq.put(None)
+            try:
+                await asyncio.wait_for(call.read(), 2)
+            except Exception:
+                pass
+            call.cancel()
+        self.state = "idle"
+
+    async def _pace(self, nbytes: int) -> None:
+        cap = self.s.bandwidth_cap_bytes_per_s
+        if cap:
+            await asyncio.sleep(nbytes / cap)
+
+    # ---- heartbeats --------------------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        from protocols.gen import fleet_pb2 as pb
+        from protocols.gen import fleet_pb2_grpc as rpc
+
+        while True:
+            try:
+                st = self.status_fn()
+                req = pb.HeartbeatRequest(labels=st.get("labels", {}), health_json=json.dumps(st.get("health", {})),
+                                          outbox_depth=self.outbox.stats()["depth"], generation_seen=self.generation,
+                                          slots=[pb.SlotState(**s) for s in st.get("slots", [])])
+                reply = await rpc.FleetStub(self._channel).Heartbeat(req, timeout=10)
+                self.generation = reply.generation
+                if self.on_desired is not None and self.s.follow_desired_state:
+                    await self.on_desired(reply)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._error("Heartbeat", exc)
+            await asyncio.sleep(self.s.heartbeat_s)
+
+    def status(self) -> dict:
+        return {"endpoint": self.s.endpoint, "state": self.state, "sent": self.sent, "acked": self.acked,
+                "batches": self.batches, "bytes_sent": self.bytes_sent, "reconnects": self.reconnects,
+                "last_error": self.last_error, "last_ack_at": self.last_ack_at, "generation": self.generation}

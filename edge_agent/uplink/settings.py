@@ -1,0 +1,24 @@
+"""Settings of the link to the cloud (``cloud:``). No heavy imports."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class CloudSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    endpoint: str = Field(description="host:port of `cloud-trainer serve`")
+    ca_file: str
+    cert_file: str
+    key_file: str
+    server_name: str | None = Field(None, description="TLS name to check (default: the endpoint host)")
+    batch_max_records: int = Field(500, ge=1)
+    batch_max_bytes: int = Field(1_000_000, ge=1024)
+    max_delay_ms: float = Field(200.0, ge=0, description="wait this long to fill a batch")
+    compression: bool = True
+    bandwidth_cap_bytes_per_s: int | None = Field(None, ge=1024)
+    backoff_initial_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    heartbeat_s: float = Field(5.0, gt=0)
+    follow_desired_state: bool = Field(True, description="apply the fleet's desired model versions")
