@@ -10,8 +10,9 @@ Durability, exactly (``fsync`` setting):
   returned is lost by a crash or power loss.
 - ``batch`` (default): rows are committed with ``synchronous=FULL`` every ``commit_interval_ms``
   or ``commit_batch`` rows, whichever comes first. A crash (kill -9, power loss) loses at most the
-  rows appended since the last commit: at most ``commit_interval_ms`` of data. ``flush()`` forces
-  a commit.
+  rows appended since the last commit: at most ``commit_interval_ms`` of data, and never more than
+  ``3 × commit_batch`` rows (the hand-over queue holds at most ``2 × commit_batch``; ``append``
+  waits when it is full). ``flush()`` forces a commit.
 - ``off``: as ``batch`` but ``synchronous=OFF``: a process crash loses at most the uncommitted
   batch; a power loss can lose more.
 Sample bytes are written as content-addressed files (``samples/<sha256>``) before their row.
@@ -81,8 +82,11 @@ class Outbox:
         self.dropped: Counter = Counter()
         self.appended = 0
         self.acked = 0
-        self._q: queue.Queue = queue.Queue()
-        self._lock = threading.Lock()
+        # Bounded: when the writer falls behind, append() waits (back-pressure) instead of holding an
+        # unbounded amount of uncommitted data in memory.
+        self._q: queue.Queue = queue.Queue(maxsize=2 * settings.commit_batch)
+        self._lock = threading.Lock()  # byte and counter bookkeeping (short holds only)
+        self._append_lock = threading.Lock()  # orders appends; the writer thread never takes it
         self._seq = 0
         self._bytes = 0
         self._db: sqlite3.Connection | None = None
@@ -162,12 +166,13 @@ class Outbox:
                 os.replace(tmp, p)
             size += len(sample)
         prio = PRIORITY.get(kind, 1) if priority is None else priority
-        with self._lock:  # seq order == queue order, so the writer commits in seq order
-            self._seq += 1
-            seq = self._seq
+        with self._append_lock:  # seq order == queue order, so the writer commits in seq order
+            seq = self._seq + 1
+            self._q.put((seq, kind, prio, time.time(), body, sha, sample_ext, size))  # may wait: back-pressure
+            self._seq = seq  # published after the put: the writer never counts a row not yet queued
+        with self._lock:
             self._bytes += size
             self.appended += 1
-            self._q.put((seq, kind, prio, time.time(), body, sha, sample_ext, size))
         if self.s.fsync is FsyncPolicy.ALWAYS:
             self._wait_committed(seq)
         return seq
@@ -225,8 +230,8 @@ class Outbox:
                 log.error("outbox: commit of %d records failed: %s", len(batch), exc)
                 self.dropped["write_failed"] += len(batch)
                 self.on_event({"kind": "outbox_write_failed", "records": len(batch), "reason": str(exc)})
-        with self._lock:
-            idle_seq = self._seq if self._q.empty() else 0  # nothing queued: everything appended is committed
+        seq_now = self._seq
+        idle_seq = seq_now if self._q.empty() else 0  # nothing queued: everything appended is committed
         with self._committed:
             self._committed_seq = max(self._committed_seq, batch[-1][0] if batch else 0, idle_seq)
             self._committed.notify_all()
