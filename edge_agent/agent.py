@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from devices import SOURCE_TYPES, load_object
@@ -53,11 +54,29 @@ class Agent:
                                    self.metrics.observe_latency) for p in cfg.pipelines]
         self._source_tasks: list[asyncio.Task] = []
         self.http = None
+        self.outbox = None
+        self.uplink = None
+        self.selector = None
+        self.manager = None
+        if cfg.outbox is not None or cfg.cloud is not None:
+            from edge_agent.outbox.selector import SampleSelector
+            from edge_agent.outbox.settings import OutboxSettings, SampleSelectionSettings
+            from edge_agent.outbox.store import Outbox
+
+            self.outbox = Outbox(cfg.outbox or OutboxSettings(), cfg.data_dir, on_event=self._event)
+            self.selector = SampleSelector(cfg.upload or SampleSelectionSettings())
         self._stopped = asyncio.Event()
 
     def _event(self, evt: dict) -> None:
         self.events.append(evt)
         self.metrics.event(evt)
+        if self.outbox is not None and self.outbox._db is not None and not evt.get("kind", "").startswith("outbox"):
+            try:
+                self.outbox.append("alarm" if evt.get("kind") == "alarm" else "event", evt)
+                if self.uplink:
+                    self.uplink.poke()
+            except Exception:  # the outbox reports its own failures; an event must never break the caller
+                log.exception("could not queue event %s", evt.get("kind"))
 
     def _make_on_result(self, action_names: list[str]):
         async def on_result(res: Result, item) -> None:
@@ -68,9 +87,40 @@ class Agent:
             self.recent.append(res)
             self.metrics.result(res)
             await self.actions.handle(action_names, res, item)
+            if self.outbox is not None:
+                await self._to_outbox(res, item)
         return on_result
 
+    async def _to_outbox(self, res: Result, item) -> None:
+        body = res.to_json_dict()
+        self.outbox.append("result", body)
+        reason = self.selector.choose(res) if self.selector else None
+        if reason:
+            data, ext = await asyncio.to_thread(_encode_sample, item)
+            self.outbox.append("sample", {**body, "reason": reason, "agent": self.cfg.agent.id}, sample=data,
+                               sample_ext=ext)
+        if self.uplink:
+            self.uplink.poke()
+
+    def _cloud_status(self) -> dict:
+        from edge_agent.engines import openvino_available
+
+        labels = {"site": self.cfg.agent.site, "line": self.cfg.agent.line,
+                  "engines": "onnxruntime,openvino" if openvino_available() else "onnxruntime"}
+        slots = []
+        for s in self.slots.values():
+            st = s.status()
+            last = st.get("last_swap") or {}
+            slots.append({"slot": st["slot"], "package": st["package"] or "", "version": st["version"] or "",
+                          "digest": st["digest"] or "", "status": st["state"], "reason": last.get("reason") or ""})
+        health = {p.name: {"rate": p.stats.rate(), "results": p.stats.results, "ng": p.stats.ng,
+                           "errors": sum(p.stats.errors.values()), "p50_ms": p.stats.percentiles()["p50"]}
+                  for p in self.pipelines}
+        return {"labels": labels, "slots": slots, "health": health}
+
     async def start(self) -> None:
+        if self.outbox is not None:
+            await asyncio.to_thread(self.outbox.open)  # a store that cannot open stops start-up
         for slot in self.slots.values():
             await slot.start()
             self.metrics.model(slot)
@@ -84,6 +134,15 @@ class Agent:
                                                               name=f"source-{name}"))
         for p in self.pipelines:
             p.start()
+        if self.cfg.cloud is not None:
+            from edge_agent.models.manager import ModelManager
+            from edge_agent.uplink.client import Uplink
+
+            self.manager = ModelManager(self.slots, self.cfg, on_event=self._event)
+            self.uplink = Uplink(self.cfg.cloud, self.outbox, Path(self.cfg.base_dir), self._cloud_status,
+                                 self.manager.on_desired)
+            self.manager.uplink = self.uplink
+            await self.uplink.start()
         if self.cfg.http.enabled:
             from edge_agent.http import StatusServer
 
@@ -112,6 +171,10 @@ class Agent:
         for p in self.pipelines:
             await p.stop()
         await self.actions.flush()
+        if self.uplink is not None:
+            await self.uplink.stop()
+        if self.outbox is not None:
+            await asyncio.to_thread(self.outbox.close)
         for src in self.sources.values():
             try:
                 await src.stop()
@@ -167,4 +230,24 @@ class Agent:
             "recent_results": [r.to_json_dict() for r in list(self.recent)[-10:]],
             "recent_ng": [r.to_json_dict() for r in list(self.recent) if r.verdict == "NG"][-10:],
             "events": list(self.events)[-30:],
+            "outbox": self.outbox.stats() if self.outbox is not None and self.outbox._db is not None else None,
+            "uplink": self.uplink.status() if self.uplink is not None else None,
+            "fleet": self.manager.status() if self.manager is not None else None,
         }
+
+
+def _encode_sample(item) -> tuple[bytes, str]:
+    from devices.base import Frame
+
+    if isinstance(item, Frame):
+        import cv2
+
+        ok, png = cv2.imencode(".png", item.image)
+        return png.tobytes(), ".png"
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(item.waveform, dtype=np.float32))
+    return buf.getvalue(), ".npy"

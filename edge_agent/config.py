@@ -30,6 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from devices import SOURCE_TYPES, load_object
 from edge_agent.conditions import ConditionError, compile_condition
 from edge_agent.models.config import ModelConfig
+from edge_agent.outbox.settings import OutboxSettings, SampleSelectionSettings
+from edge_agent.uplink.settings import CloudSettings
 
 
 class ConfigError(ValueError):
@@ -138,6 +140,9 @@ class AgentConfig(_Model):
     pipelines: list[PipelineSettings] = Field(default_factory=list)
     actions: dict[str, Action] = Field(default_factory=dict)
     http: HttpSettings = HttpSettings()
+    outbox: OutboxSettings | None = Field(None, description="durable outbox; on by default when cloud is set")
+    upload: SampleSelectionSettings | None = Field(None, description="which inputs are uploaded as samples")
+    cloud: CloudSettings | None = Field(None, description="the fleet service (uplink, heartbeats, model delivery)")
     log_json: bool = False
     base_dir: str = Field(".", description="set by load_config: the config file's folder")
 
@@ -298,7 +303,8 @@ def parse_config(data: Any, where: str = "<config>", base_dir: str = ".") -> Age
         errors.append(f"{where}: agent: required section is missing (agent: {{id: ..., site: ..., line: ...}})")
     else:
         parts["agent"] = one(("agent",), AgentSection, data["agent"])
-    for key, typ in (("trusted_keys", list[str]), ("http", HttpSettings), ("log_json", bool)):
+    for key, typ in (("trusted_keys", list[str]), ("http", HttpSettings), ("log_json", bool),
+                     ("outbox", OutboxSettings), ("upload", SampleSelectionSettings), ("cloud", CloudSettings)):
         if key in data:
             v = one((key,), typ, data[key])
             if v is not None:
@@ -377,6 +383,11 @@ def _cross_check(cfg: AgentConfig, where: str, named: dict[str, set]) -> list[st
     for name, m in cfg.models.items():
         if m.package and not cfg.path(m.package).exists():
             errors.append(f"{where}: models.{name}.package: file {m.package} does not exist")
+    if cfg.cloud is not None:
+        for f in ("ca_file", "cert_file", "key_file"):
+            if not cfg.path(getattr(cfg.cloud, f)).exists():
+                errors.append(f"{where}: cloud.{f}: {getattr(cfg.cloud, f)} does not exist "
+                              "(create certificates with `cloud-trainer pki`)")
     for i, k in enumerate(cfg.trusted_keys):
         if not cfg.path(k).exists():
             errors.append(f"{where}: trusted_keys[{i}]: {k} does not exist")

@@ -35,19 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     from cloud_trainer.fleet.service import FleetServer
 
     async def run() -> None:
-        control = None
-        try:
-            from cloud_trainer.fleet.control import Control
-        except ImportError:
-            Control = None
         registry = a.registry or a.data / "registry"
-        if Control is not None:
-            from cloud_trainer.fleet.store import SQLiteStore
-            from cloud_trainer.registry import Registry
-
-            control = Control(a.data / "control.db", Registry(registry), SQLiteStore(a.data / "fleet.db"))
         srv = FleetServer(a.data, a.port, a.pki / "ca.pem", a.pki / "server.pem", a.pki / "server.key", a.host,
-                          registry, control)
+                          registry)
         await srv.start()
         console = None
         if a.console_port is not None:

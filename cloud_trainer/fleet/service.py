@@ -178,7 +178,11 @@ class FleetServer:
         self.store = SQLiteStore(self.data / "fleet.db")
         self.blobs = LocalBlobStore(self.data / "blobs")
         self.registry = Registry(registry or self.data / "registry")
-        self.control = control  # deployments (cloud_trainer.fleet.control); None: ingest only
+        if control is None:
+            from cloud_trainer.fleet.control import Control
+
+            control = Control(self.data / "control.db", self.registry, self.store)
+        self.control = control
         self.server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024),
                                                ("grpc.max_send_message_length", 64 * 1024 * 1024)],
                                       maximum_concurrent_rpcs=10_000)

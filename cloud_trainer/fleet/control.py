@@ -1,0 +1,244 @@
+"""Deployments: desired state per agent, canary steps with health gates, halts and rollbacks.
+
+State lives in SQLite (``control.db`` in the server's data folder), so a restarted service resumes
+every rollout where it was, and any replica can answer any agent.
+
+A deployment targets agents (explicit ids, or a label selector over registered agents) with one
+published package version for one slot. Strategies: ``all_at_once`` (one step, 100%), ``canary``
+(cumulative steps such as ``["1", "50%", "100%"]``). ``tick()`` advances it: the agents of the
+current step get the new version in their desired state; each reports its steps (downloading,
+verifying, active, healthy | failed | rolled_back with a reason). When every agent of the step is
+healthy and ``wait_s`` has passed, the next step starts. One failure (an agent's own post-swap
+health check rolled back, a package it could not verify, or a reported error rate above the
+gate's ``max_error_rate``) halts the rollout: the agents that received the new version get their
+previous version back as desired state, and the agents of later steps never receive it.
+
+An agent offline during a rollout converges when it comes back (its desired state waits for it).
+A downgrade happens only by an admin's ``rollback`` (or by a failed gate's automatic rollback).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from cloud_trainer.registry import Registry
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS deployments (id TEXT PRIMARY KEY, created REAL NOT NULL, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS desired (agent TEXT NOT NULL, slot TEXT NOT NULL, package TEXT NOT NULL,
+  version TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL, deployment_id TEXT NOT NULL,
+  generation INTEGER NOT NULL, PRIMARY KEY (agent, slot));
+CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+TERMINAL = {"completed", "halted", "aborted"}
+
+
+class Control:
+    def __init__(self, path: Path, registry: Registry, store) -> None:
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+        self.registry = registry
+        self.store = store
+        self.lock = threading.RLock()
+        self.clock = time.time
+
+    # ---- persistence -------------------------------------------------------------------------
+    def _get(self, dep_id: str) -> dict:
+        row = self.db.execute("SELECT doc FROM deployments WHERE id = ?", (dep_id,)).fetchone()
+        if row is None:
+            raise ValueError(f"no deployment {dep_id!r}")
+        return json.loads(row[0])
+
+    def _put(self, dep: dict) -> None:
+        self.db.execute("INSERT INTO deployments (id, created, doc) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                        "doc = excluded.doc", (dep["id"], dep["created"], json.dumps(dep)))
+
+    def _next_generation(self) -> int:
+        self.db.execute("INSERT INTO counters (key, value) VALUES ('generation', 1) ON CONFLICT(key) DO UPDATE SET "
+                        "value = value + 1")
+        return self.db.execute("SELECT value FROM counters WHERE key = 'generation'").fetchone()[0]
+
+    def _set_desired(self, agent: str, slot: str, package: str, version: str, digest: str, size: int,
+                     dep_id: str) -> None:
+        gen = self._next_generation()
+        self.db.execute("INSERT INTO desired VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(agent, slot) DO UPDATE SET "
+                        "package=excluded.package, version=excluded.version, digest=excluded.digest, "
+                        "size=excluded.size, deployment_id=excluded.deployment_id, generation=excluded.generation",
+                        (agent, slot, package, version, digest, size, dep_id, gen))
+
+    # ---- agents' side ----------------------------------------------------------------------------
+    def desired_for(self, agent: str, labels: dict, slots: list[dict], health: dict) -> tuple[int, list[dict]]:
+        with self.lock:
+            rows = self.db.execute("SELECT slot, package, version, digest, size, deployment_id, generation FROM "
+                                   "desired WHERE agent = ?", (agent,)).fetchall()
+        gen = max((r[6] for r in rows), default=0)
+        return gen, [{"slot": s, "package": p, "version": v, "digest": d, "size": z, "deployment_id": dep}
+                     for s, p, v, d, z, dep, _ in rows]
+
+    def on_report(self, agent: str, dep_id: str, slot: str, version: str, step: str, ok: bool, reason: str,
+                  health: dict) -> None:
+        with self.lock:
+            try:
+                dep = self._get(dep_id)
+            except ValueError:
+                return
+            t = dep["targets"].get(agent)
+            if t is None:
+                return
+            if version != dep["version"] and step != "rolled_back_by_fleet":
+                t["last_report"] = {"step": step, "version": version, "ok": ok, "reason": reason}
+                self._put(dep)
+                return
+            t.update(status=step if ok else ("rolled_back" if step == "rolled_back" else "failed"),
+                     reason=reason or t.get("reason", ""), updated=self.clock(), health=health)
+            err = health.get("error_rate") if isinstance(health, dict) else None
+            max_err = dep["gate"].get("max_error_rate")
+            if ok and err is not None and max_err is not None and err > max_err:
+                t.update(status="failed", reason=f"error rate {err:.1%} above the gate's {max_err:.1%}")
+            self._put(dep)
+        self.tick()
+
+    # ---- admin side ----------------------------------------------------------------------------
+    def _resolve(self, package: str, version: str) -> dict:
+        entry = self.registry.get(package, version) if version else self.registry.latest(package)
+        if entry is None:
+            raise ValueError(f"{package} {version or '(latest)'} is not in the registry")
+        if entry["status"] != "published":
+            raise ValueError(f"{package} {entry['version']} is {entry['status']}, not published")
+        entry["size"] = self.registry.package_path(entry).stat().st_size
+        return entry
+
+    def _targets(self, agents: list[str], selector: dict) -> list[str]:
+        if agents:
+            return sorted(agents)
+        known = self.store.agents()
+        out = [a["id"] for a in known if all(fnmatch.fnmatch(str(a["labels"].get(k, "")), v)
+                                             for k, v in selector.items())]
+        if not out:
+            raise ValueError(f"no registered agent matches the selector {selector}")
+        return sorted(out)
+
+    def create(self, req: dict) -> dict:
+        with self.lock:
+            entry = self._resolve(req["package"], req.get("version") or "")
+            targets = self._targets(req.get("agents") or [], req.get("selector") or {})
+            slot = req.get("slot") or ""
+            if not slot:
+                raise ValueError("slot is required (the model slot name in the agents' configs)")
+            steps = ["100%"] if req.get("strategy") == "all_at_once" else (req.get("steps") or ["1", "100%"])
+            previous = {}
+            for a in self.store.agents():
+                if a["id"] in targets:
+                    cur = next((s for s in a["slots"] if s["slot"] == slot), None)
+                    if cur and cur.get("digest"):
+                        previous[a["id"]] = {"version": cur["version"], "digest": cur["digest"],
+                                             "package": cur["package"]}
+            dep = {"id": uuid.uuid4().hex[:10], "created": self.clock(), "package": entry["name"],
+                   "version": entry["version"], "digest": entry["digest"], "size": entry["size"], "slot": slot,
+                   "strategy": req.get("strategy") or "canary", "steps": steps, "wait_s": float(req.get("wait_s") or 0),
+                   "gate": req.get("gate") or {}, "state": "running", "step": 0, "step_started": None,
+                   "step_healthy_at": None, "reason": "", "previous": previous,
+                   "targets": {a: {"status": "waiting", "reason": "", "step": None} for a in targets}}
+            self._put(dep)
+        self.tick()
+        return self._get(dep["id"])
+
+    def _step_size(self, spec: str, n: int) -> int:
+        spec = str(spec).strip()
+        if spec.endswith("%"):
+            return max(1, math.ceil(n * float(spec[:-1]) / 100))
+        return min(n, max(1, int(spec)))
+
+    def tick(self) -> None:
+        with self.lock:
+            rows = self.db.execute("SELECT doc FROM deployments ORDER BY created").fetchall()
+            for (doc,) in rows:
+                dep = json.loads(doc)
+                if dep["state"] != "running":
+                    continue
+                self._advance(dep)
+                self._put(dep)
+
+    def _advance(self, dep: dict) -> None:
+        now = self.clock()
+        agents = sorted(dep["targets"])
+        k = dep["step"]
+        upto = self._step_size(dep["steps"][k], len(agents))
+        current = agents[:upto]
+        for a in current:
+            t = dep["targets"][a]
+            if t["status"] == "waiting":
+                self._set_desired(a, dep["slot"], dep["package"], dep["version"], dep["digest"], dep["size"], dep["id"])
+                t.update(status="assigned", step=k, updated=now)
+        if dep["step_started"] is None:
+            dep["step_started"] = now
+        bad = [(a, dep["targets"][a]) for a in current if dep["targets"][a]["status"] in ("failed", "rolled_back")]
+        if bad:
+            a, t = bad[0]
+            dep["state"] = "halted"
+            dep["reason"] = f"agent {a}: {t['status']}: {t['reason']}"
+            self._roll_back(dep, [x for x in current])
+            return
+        if all(dep["targets"][a]["status"] == "healthy" for a in current):
+            if dep["step_healthy_at"] is None:
+                dep["step_healthy_at"] = now
+            if now - dep["step_healthy_at"] >= dep["wait_s"]:
+                if upto >= len(agents) or k + 1 >= len(dep["steps"]):
+                    dep["state"] = "completed"
+                    return
+                dep["step"] = k + 1
+                dep["step_started"] = None
+                dep["step_healthy_at"] = None
+                self._advance(dep)
+
+    def _roll_back(self, dep: dict, agents: list[str]) -> None:
+        for a in agents:
+            prev = dep["previous"].get(a)
+            t = dep["targets"][a]
+            if prev:
+                self._set_desired(a, dep["slot"], prev["package"], prev["version"], prev["digest"],
+                                  self._size_of(prev["digest"]), dep["id"] + ":rollback")
+                if t["status"] not in ("failed", "rolled_back"):
+                    t.update(status="rolled_back_by_fleet", reason="rollout halted")
+            else:
+                self.db.execute("DELETE FROM desired WHERE agent = ? AND slot = ?", (a, dep["slot"]))
+
+    def _size_of(self, digest: str) -> int:
+        p = self.registry.by_digest(digest)
+        return p.stat().st_size if p else 0
+
+    def command(self, dep_id: str, action: str) -> dict:
+        with self.lock:
+            dep = self._get(dep_id)
+            if action == "pause" and dep["state"] == "running":
+                dep["state"] = "paused"
+            elif action == "resume" and dep["state"] == "paused":
+                dep["state"] = "running"
+            elif action == "abort" and dep["state"] not in TERMINAL:
+                dep["state"] = "aborted"
+                dep["reason"] = "aborted by an admin"
+                self._roll_back(dep, [a for a, t in dep["targets"].items() if t["status"] != "waiting"])
+            else:
+                raise ValueError(f"cannot {action} a deployment that is {dep['state']}")
+            self._put(dep)
+        self.tick()
+        return self._get(dep_id)
+
+    def rollback(self, package: str, version: str, slot: str, agents: list[str]) -> dict:
+        """An admin's explicit downgrade (or upgrade) of a slot to a named version, all at once."""
+        return self.create({"package": package, "version": version, "slot": slot, "agents": agents,
+                            "selector": {} if agents else {"site": "*"}, "strategy": "all_at_once",
+                            "gate": {}, "wait_s": 0})
+
+    def list(self) -> list[dict]:
+        with self.lock:
+            return [json.loads(d) for (d,) in self.db.execute("SELECT doc FROM deployments ORDER BY created DESC")]

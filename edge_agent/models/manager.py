@@ -1,0 +1,146 @@
+"""The agent's model manager: reconciles the fleet's desired state with what the slots run.
+
+For each desired slot whose digest differs from the running one (and whose slot follows the
+fleet: ``version_policy: follow_fleet``), it downloads the package by digest into
+``<data_dir>/staging/`` (resuming at the byte offset after a cut), checks the SHA-256 against the
+digest, and hands it to ``ModelSlot.swap`` (signature and hashes verified, golden smoke test,
+atomic switch, health watch). Each step is reported to the cloud (downloading, verifying, active,
+healthy | failed | rolled_back with the reason). A package that fails verification is never
+retried or accepted, whatever the desired state says. With the cloud down the agent keeps running
+what it has; a slot pinned to a local package is never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+from edge_agent.models.config import VersionPolicy
+
+log = logging.getLogger(__name__)
+
+
+class ModelManager:
+    def __init__(self, slots: dict, cfg, on_event=None) -> None:
+        self.slots = slots
+        self.cfg = cfg
+        self.staging = cfg.data_dir / "staging"
+        self.on_event = on_event or (lambda e: None)
+        self.uplink = None
+        self.busy: dict[str, str] = {}  # slot -> digest being installed
+        self.refused: dict[str, str] = {}  # digest -> reason (never retried)
+        self.steps: list[dict] = []
+        self._tasks: set[asyncio.Task] = set()
+
+    async def on_desired(self, reply) -> None:
+        for d in reply.desired:
+            slot = self.slots.get(d.slot)
+            if slot is None:
+                continue
+            if slot.config.version_policy is VersionPolicy.PINNED:
+                continue  # pinned: the fleet does not move this slot
+            current = slot.status().get("digest")
+            if d.digest == current or self.busy.get(d.slot) == d.digest:
+                continue
+            if d.digest in self.refused:
+                continue
+            self.busy[d.slot] = d.digest
+            t = asyncio.create_task(self._install(d))
+            self._tasks.add(t)
+            t.add_done_callback(self._tasks.discard)
+
+    async def _report(self, d, step: str, ok: bool, reason: str = "", health: dict | None = None) -> None:
+        entry = {"t": time.time(), "slot": d.slot, "version": d.version, "step": step, "ok": ok, "reason": reason,
+                 "deployment": d.deployment_id}
+        self.steps.append(entry)
+        self.steps = self.steps[-50:]
+        self.on_event({"kind": "deployment_step", **entry})
+        if self.uplink is None:
+            return
+        from protocols.gen import fleet_pb2 as pb
+        from protocols.gen import fleet_pb2_grpc as rpc
+
+        try:
+            await rpc.FleetStub(self.uplink._channel).ReportDeployment(pb.DeploymentReport(
+                deployment_id=d.deployment_id.split(":")[0], slot=d.slot, version=d.version, step=step, ok=ok,
+                reason=reason, health_json=json.dumps(health or {})), timeout=10)
+        except Exception as exc:  # the next heartbeat will retry the whole reconcile if needed
+            log.warning("could not report deployment step %s for %s: %s", step, d.slot, exc)
+
+    async def download(self, d) -> Path:
+        from protocols.gen import fleet_pb2 as pb
+        from protocols.gen import fleet_pb2_grpc as rpc
+
+        self.staging.mkdir(parents=True, exist_ok=True)
+        part = self.staging / f"{d.digest}.part"
+        final = self.staging / f"{d.package}-{d.version}.edgepkg"
+        for _attempt in range(20):
+            offset = part.stat().st_size if part.exists() else 0
+            try:
+                call = rpc.FleetStub(self.uplink._channel).DownloadPackage(
+                    pb.DownloadRequest(digest=d.digest, offset=offset), timeout=300)
+                with open(part, "ab") as f:
+                    async for chunk in call:
+                        if chunk.offset != f.tell():
+                            raise OSError(f"chunk at {chunk.offset}, expected {f.tell()}")
+                        f.write(chunk.data)
+                break
+            except Exception as exc:  # resume from what is on disk
+                log.warning("download of %s interrupted at %d bytes (%s); resuming", d.version,
+                            part.stat().st_size if part.exists() else 0, exc)
+                await asyncio.sleep(1.0)
+        h = hashlib.sha256()
+        with open(part, "rb") as f:
+            while b := f.read(1 << 20):
+                h.update(b)
+        if h.hexdigest() != d.digest:
+            part.unlink(missing_ok=True)
+            raise ValueError(f"downloaded bytes do not match digest {d.digest[:12]}… (got {h.hexdigest()[:12]}…)")
+        part.replace(final)
+        return final
+
+    async def _install(self, d) -> None:
+        slot = self.slots[d.slot]
+        try:
+            await self._report(d, "downloading", True)
+            try:
+                pkg = await self.download(d)
+            except Exception as exc:
+                self.refused[d.digest] = str(exc)
+                await self._report(d, "failed", False, f"download: {exc}")
+                return
+            await self._report(d, "verifying", True)
+            outcome = await slot.swap(pkg)
+            pkg.unlink(missing_ok=True)
+            if not outcome.ok:
+                self.refused[d.digest] = outcome.reason or outcome.stage
+                await self._report(d, "failed", False, f"{outcome.stage}: {outcome.reason}")
+                return
+            await self._report(d, "active", True)
+            window = slot.config.health.window_s
+            deadline = time.monotonic() + window + 60
+            while time.monotonic() < deadline:
+                await asyncio.sleep(min(1.0, window / 4))
+                if slot.version != d.version:
+                    last = slot.last_outcome
+                    self.refused[d.digest] = last.reason if last else "rolled back"
+                    await self._report(d, "rolled_back", False, last.reason if last else "rolled back")
+                    return
+                if slot.state == "active":
+                    break
+            await self._report(d, "healthy", True, health=self._health(d.slot))
+        finally:
+            self.busy.pop(d.slot, None)
+
+    def _health(self, slot: str) -> dict:
+        s = self.slots[slot]
+        c = s.counters
+        n = max(1, c.get("inferences", 0))
+        return {"error_rate": (c.get("errors", 0) + c.get("nonfinite", 0)) / n, "inferences": c.get("inferences", 0)}
+
+    def status(self) -> dict:
+        return {"busy": dict(self.busy), "refused": dict(self.refused), "steps": self.steps[-10:]}

@@ -1,0 +1,117 @@
+"""Fleet control end to end on one machine: a real fleet service (gRPC, mTLS, SQLite) with a registry,
+and real agents (camera folder source, ONNX Runtime) that heartbeat, download by digest, verify, hot swap
+and report. Canary rollout to completion; a candidate failing its health check halts the rollout, the
+canary is rolled back and the other agent never receives it; a package with a bad signature is refused
+by the agent and halts the rollout with the reason; a download cut mid-way resumes at its offset."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cloud_trainer.fleet.service import FleetServer
+from cloud_trainer.registry import Registry
+from edge_agent.agent import Agent
+from edge_agent.config import parse_config
+from simulators.camera import write_folder
+from tests.support.fleet import make_pki
+from tests.support.models import make_keypair, make_package
+from tests.support.peers import free_port
+
+
+async def until(pred, timeout_s=60.0, what="condition"):
+    for _ in range(int(timeout_s * 10)):
+        if pred():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+async def fleet(tmp_path):
+    pki = make_pki(tmp_path / "pki", agents=("gw1", "gw2"))
+    key, pub = make_keypair(tmp_path / "keys")
+    reg = Registry(tmp_path / "registry")
+    pk = {v: make_package(tmp_path / "b", kind="vision", version=v, key=key, bias=6.0, seed=i)
+          for i, v in enumerate(["1.0.0", "1.1.0"])}
+    pk["1.2.0"] = make_package(tmp_path / "b", kind="vision", version="1.2.0", key=key, nan=True)
+    rogue_key, _ = make_keypair(tmp_path / "rogue")
+    pk["1.3.0"] = make_package(tmp_path / "b", kind="vision", version="1.3.0", key=rogue_key, bias=6.0)
+    for p in pk.values():
+        reg.publish(p, [], {}, None, None)
+    port = free_port()
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key",
+                      registry=tmp_path / "registry")
+    await srv.start()
+    frames = write_folder(tmp_path / "frames", 10, seed=0, defect_rate=0.3, size=64)
+    agents = {}
+    for a in ("gw1", "gw2"):
+        cfg = parse_config({
+            "agent": {"id": a, "site": "plant", "line": a, "data_dir": str(tmp_path / a)},
+            "trusted_keys": [str(pub)], "http": {"enabled": False},
+            "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 30, "loop": True}},
+            "models": {"vision": {"package": str(pk["1.0.0"]), "version_policy": "follow_fleet",
+                                  "engine": "onnxruntime", "health": {"window_s": 1.0, "min_items": 5}}},
+            "pipelines": [{"name": "inspect", "source": "cam", "model": "vision"}],
+            "cloud": {"endpoint": f"127.0.0.1:{port}", "ca_file": str(pki / "ca.pem"),
+                      "cert_file": str(pki / "agents" / f"{a}.pem"), "key_file": str(pki / "agents" / f"{a}.key"),
+                      "heartbeat_s": 0.3, "backoff_initial_s": 0.1, "backoff_max_s": 0.5},
+        })
+        agents[a] = Agent(cfg)
+        await agents[a].start()
+    await until(lambda: len(srv.store.agents()) == 2, what="both agents registered")
+    yield srv, agents, reg
+    for ag in agents.values():
+        await ag.stop()
+    await srv.stop()
+
+
+def version(agent) -> str:
+    return agent.slots["vision"].version
+
+
+async def test_canary_rollout_completes_then_a_failing_candidate_is_halted_and_rolled_back(fleet):
+    srv, agents, reg = fleet
+    dep = srv.control.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision",
+                              "selector": {"site": "plant"}, "strategy": "canary", "steps": ["1", "100%"],
+                              "wait_s": 0})
+    await until(lambda: srv.control._get(dep["id"])["state"] == "completed", what="the rollout to complete")
+    assert version(agents["gw1"]) == version(agents["gw2"]) == "1.1.0"
+    steps = [s["step"] for s in agents["gw1"].manager.steps if s["version"] == "1.1.0"]
+    assert steps[:4] == ["downloading", "verifying", "active", "healthy"]
+
+    bad = srv.control.create({"package": "part-inspection", "version": "1.2.0", "slot": "vision",
+                              "agents": ["gw1", "gw2"], "strategy": "canary", "steps": ["1", "100%"]})
+    await until(lambda: srv.control._get(bad["id"])["state"] == "halted", what="the bad rollout to halt")
+    d = srv.control._get(bad["id"])
+    assert "NaN/Inf" in d["reason"] and d["targets"]["gw1"]["status"] == "rolled_back"
+    assert d["targets"]["gw2"]["status"] == "waiting"  # never received it
+    await asyncio.sleep(1.0)
+    assert version(agents["gw1"]) == "1.1.0" and version(agents["gw2"]) == "1.1.0"
+
+
+async def test_package_with_an_untrusted_signature_is_refused_and_halts_the_rollout(fleet):
+    srv, agents, _ = fleet
+    dep = srv.control.create({"package": "part-inspection", "version": "1.3.0", "slot": "vision",
+                              "agents": ["gw2", "gw1"], "strategy": "canary", "steps": ["1", "100%"]})
+    await until(lambda: srv.control._get(dep["id"])["state"] == "halted", what="halt")
+    d = srv.control._get(dep["id"])
+    assert "not among the trusted keys" in d["reason"]
+    assert version(agents["gw1"]) == version(agents["gw2"]) == "1.0.0"
+
+
+async def test_download_resumes_at_the_offset_after_a_cut(fleet, tmp_path):
+    srv, agents, reg = fleet
+    entry = reg.get("part-inspection", "1.1.0")
+    full = reg.package_path(entry).read_bytes()
+    mgr = agents["gw1"].manager
+    part = mgr.staging / f"{entry['digest']}.part"
+    part.parent.mkdir(parents=True, exist_ok=True)
+    part.write_bytes(full[: len(full) // 3])  # what a cut connection left behind
+
+    class D:
+        slot, package, version, digest, deployment_id = "vision", "part-inspection", "1.1.0", entry["digest"], "x"
+
+    path = await mgr.download(D())
+    assert path.read_bytes() == full
