@@ -115,3 +115,35 @@ async def test_download_resumes_at_the_offset_after_a_cut(fleet, tmp_path):
 
     path = await mgr.download(D())
     assert path.read_bytes() == full
+
+
+async def test_admin_cli_shows_the_fleet_and_deploys_and_agent_certificates_cannot(fleet, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.support.fleet import ROOT
+
+    srv, agents, _ = fleet
+    pki = tmp_path / "pki"
+    base = ["--endpoint", f"127.0.0.1:{srv.port}", "--pki", str(pki), "--admin", "alice"]
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "cloud_trainer.cli", *args], capture_output=True, text=True,
+                              cwd=ROOT, timeout=60)
+
+    r = await asyncio.to_thread(cli, "agents", *base)
+    assert r.returncode == 0 and "gw1" in r.stdout and "vision=part-inspection-1.0.0" in r.stdout
+    r = await asyncio.to_thread(cli, "deploy", "part-inspection", "--version", "1.1.0", "--slot", "vision",
+                                "--selector", "site=plant", "--steps", "1", "100%", "--wait", "0", *base)
+    assert r.returncode == 0 and "to 2 agents" in r.stdout, r.stderr
+    await until(lambda: version(agents["gw1"]) == version(agents["gw2"]) == "1.1.0", what="convergence")
+    r = await asyncio.to_thread(cli, "deployments", *base)
+    assert "completed" in r.stdout or "running" in r.stdout
+    r = await asyncio.to_thread(cli, "status", *base)
+    assert r.returncode == 0 and "agents: 2" in r.stdout
+    # an agent certificate is refused by the admin service
+    (pki / "admins" / "gw1.pem").write_bytes((pki / "agents" / "gw1.pem").read_bytes())
+    (pki / "admins" / "gw1.key").write_bytes((pki / "agents" / "gw1.key").read_bytes())
+    r = await asyncio.to_thread(cli, "agents", "--endpoint", f"127.0.0.1:{srv.port}", "--pki", str(pki),
+                                "--admin", "gw1")
+    assert r.returncode != 0 and "PERMISSION_DENIED" in r.stderr

@@ -1,0 +1,172 @@
+"""`cloud-trainer agents|deployments|status|deploy|rollback`: the admin's view and controls, over the
+Admin gRPC service with an admin client certificate (``cloud-trainer pki admin``).
+
+    cloud-trainer agents      [--endpoint 127.0.0.1:7443 --pki var/pki --admin admin]
+    cloud-trainer deployments
+    cloud-trainer status
+    cloud-trainer deploy part-inspection --version 1.1.0 --slot vision --selector site=plant1 \
+                         --strategy canary --steps 1 50% 100% --wait 30
+    cloud-trainer deploy --pause|--resume|--abort DEPLOYMENT_ID
+    cloud-trainer rollback part-inspection --version 1.0.0 --slot vision [--agent gw1 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _common(prog: str) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=f"cloud-trainer {prog}")
+    ap.add_argument("--endpoint", default="127.0.0.1:7443")
+    ap.add_argument("--pki", type=Path, default=Path("var/pki"))
+    ap.add_argument("--admin", default="admin", help="admin certificate name in <pki>/admins/")
+    ap.add_argument("--json", action="store_true")
+    return ap
+
+
+def _call(a, method: str, request):
+    import grpc
+
+    from protocols.gen import fleet_pb2_grpc as rpc
+
+    cert = a.pki / "admins" / f"{a.admin}.pem"
+    if not cert.exists():
+        raise SystemExit(f"cloud-trainer: no admin certificate {cert}; create one with "
+                         f"`cloud-trainer pki admin --dir {a.pki} --name {a.admin}`")
+    creds = grpc.ssl_channel_credentials((a.pki / "ca.pem").read_bytes(), cert.with_suffix(".key").read_bytes(),
+                                         cert.read_bytes())
+    with grpc.secure_channel(a.endpoint, creds) as ch:
+        try:
+            return getattr(rpc.AdminStub(ch), method)(request, timeout=15)
+        except grpc.RpcError as exc:
+            raise SystemExit(f"cloud-trainer: {method} failed: {exc.code().name}: {exc.details()}") from exc
+
+
+def _table(rows: list[list], headers: list[str]) -> str:
+    cells = [[str(c) for c in r] for r in rows]
+    w = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w[i]) for i, h in enumerate(headers)), "  ".join("-" * x for x in w)]
+    lines += ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in cells]
+    return "\n".join(lines)
+
+
+def main_agents(argv: list[str]) -> int:
+    from protocols.gen import fleet_pb2 as pb
+
+    a = _common("agents").parse_args(argv)
+    reply = _call(a, "ListAgents", pb.ListAgentsRequest())
+    if a.json:
+        from google.protobuf.json_format import MessageToDict
+
+        print(json.dumps(MessageToDict(reply), indent=1))
+        return 0
+    rows = []
+    for ag in reply.agents:
+        slots = ", ".join(f"{s.slot}={s.package}-{s.version} ({s.status})" for s in ag.slots)
+        age = time.time() - ag.last_seen if ag.last_seen else float("nan")
+        rows.append([ag.id, ",".join(f"{k}={v}" for k, v in sorted(ag.labels.items())), f"{age:.0f}s ago",
+                     ag.records, slots])
+    print(_table(rows, ["agent", "labels", "last seen", "records", "slots"]) if rows else "no agents registered")
+    return 0
+
+
+def _deployment_rows(deps: list[dict]) -> list[list]:
+    rows = []
+    for d in deps:
+        counts: dict[str, int] = {}
+        for t in d["targets"].values():
+            counts[t["status"]] = counts.get(t["status"], 0) + 1
+        rows.append([d["id"], f"{d['package']}-{d['version']}", d["slot"], d["strategy"],
+                     f"{d['step'] + 1}/{len(d['steps'])} {d['steps'][d['step']]}", d["state"],
+                     " ".join(f"{k}:{v}" for k, v in sorted(counts.items())), d.get("reason", "")])
+    return rows
+
+
+def main_deployments(argv: list[str]) -> int:
+    from protocols.gen import fleet_pb2 as pb
+
+    a = _common("deployments").parse_args(argv)
+    deps = [json.loads(d.json) for d in _call(a, "ListDeployments", pb.ListDeploymentsRequest()).deployments]
+    if a.json:
+        print(json.dumps(deps, indent=1))
+        return 0
+    print(_table(_deployment_rows(deps), ["id", "package", "slot", "strategy", "step", "state", "agents", "reason"])
+          if deps else "no deployments")
+    return 0
+
+
+def main_status(argv: list[str]) -> int:
+    from protocols.gen import fleet_pb2 as pb
+
+    a = _common("status").parse_args(argv)
+    agents = _call(a, "ListAgents", pb.ListAgentsRequest()).agents
+    deps = [json.loads(d.json) for d in _call(a, "ListDeployments", pb.ListDeploymentsRequest()).deployments]
+    stats = _call(a, "IngestStats", pb.IngestStatsRequest())
+    versions: dict[str, int] = {}
+    for ag in agents:
+        for s in ag.slots:
+            versions[f"{s.package}-{s.version}"] = versions.get(f"{s.package}-{s.version}", 0) + 1
+    print(f"agents: {len(agents)}; records stored: {stats.records}; samples: {stats.samples}; "
+          f"replays deduplicated: {stats.duplicates}")
+    print("running: " + (", ".join(f"{k} on {v}" for k, v in sorted(versions.items())) or "-"))
+    active = [d for d in deps if d["state"] in ("running", "paused")]
+    print(f"deployments: {len(deps)} ({len(active)} in progress)")
+    if deps:
+        print(_table(_deployment_rows(deps[:5]), ["id", "package", "slot", "strategy", "step", "state", "agents",
+                                                  "reason"]))
+    return 0
+
+
+def main_deploy(argv: list[str]) -> int:
+    from protocols.gen import fleet_pb2 as pb
+
+    ap = _common("deploy")
+    ap.add_argument("package", nargs="?")
+    ap.add_argument("--version", default="")
+    ap.add_argument("--slot", default="")
+    ap.add_argument("--agent", action="append", default=[])
+    ap.add_argument("--selector", action="append", default=[], metavar="LABEL=GLOB")
+    ap.add_argument("--strategy", choices=["canary", "all_at_once"], default="canary")
+    ap.add_argument("--steps", nargs="+", default=["1", "100%"])
+    ap.add_argument("--wait", type=float, default=30.0, help="seconds between healthy steps")
+    ap.add_argument("--max-error-rate", type=float, default=None)
+    for act in ("pause", "resume", "abort"):
+        ap.add_argument(f"--{act}", metavar="DEPLOYMENT_ID")
+    a = ap.parse_args(argv)
+    for act in ("pause", "resume", "abort"):
+        if getattr(a, act):
+            d = json.loads(_call(a, "ControlDeployment", pb.ControlRequest(deployment_id=getattr(a, act),
+                                                                            action=act)).json)
+            print(f"deployment {d['id']}: {d['state']}")
+            return 0
+    if not a.package or not a.slot:
+        print("cloud-trainer deploy: give a package name and --slot (or --pause/--resume/--abort ID)",
+              file=sys.stderr)
+        return 2
+    gate = {"max_error_rate": a.max_error_rate} if a.max_error_rate is not None else {}
+    req = pb.CreateDeploymentRequest(package=a.package, version=a.version, slot=a.slot, agents=a.agent,
+                                     selector=dict(s.split("=", 1) for s in a.selector), strategy=a.strategy,
+                                     steps=a.steps, wait_s=a.wait, gate_json=json.dumps(gate))
+    d = json.loads(_call(a, "CreateDeployment", req).json)
+    print(f"deployment {d['id']}: {d['package']} {d['version']} to {len(d['targets'])} agents, "
+          f"{d['strategy']} steps {d['steps']}; state {d['state']}")
+    return 0
+
+
+def main_rollback(argv: list[str]) -> int:
+    from protocols.gen import fleet_pb2 as pb
+
+    ap = _common("rollback")
+    ap.add_argument("package")
+    ap.add_argument("--version", required=True)
+    ap.add_argument("--slot", required=True)
+    ap.add_argument("--agent", action="append", default=[])
+    a = ap.parse_args(argv)
+    d = json.loads(_call(a, "Rollback", pb.RollbackRequest(package=a.package, version=a.version, slot=a.slot,
+                                                            agents=a.agent)).json)
+    print(f"rollback {d['id']}: {d['package']} {d['version']} to {len(d['targets'])} agents; state {d['state']}")
+    return 0
