@@ -31,6 +31,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     ap.add_argument("--int8-margin", type=float, default=0.01)
     ap.add_argument("--no-openvino", action="store_true", help="do not add an OpenVINO IR to the package")
     ap.add_argument("--degrade", action="store_true", help="deliberately damage the candidate (gate demo)")
+    ap.add_argument("--tolerance", type=float, default=0.01, help="allowed loss vs the published version")
+    ap.add_argument("--force", action="store_true", help="publish even if the gate fails (marked as forced)")
     return ap
 
 
@@ -50,7 +52,7 @@ def _settings(a):
                          workdir=a.work or Path("var/builds") / a.family, seed=a.seed,
                          epochs=a.epochs or (20 if a.family == "vision" else 200), size=a.size,
                          threads=a.threads, floors=floors, int8_margin=a.int8_margin, version=a.version,
-                         openvino=not a.no_openvino, degrade=a.degrade)
+                         openvino=not a.no_openvino, degrade=a.degrade, tolerance=a.tolerance, force=a.force)
 
 
 def main_build(argv: list[str]) -> int:

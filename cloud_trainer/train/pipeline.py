@@ -54,6 +54,8 @@ class BuildSettings:
     openvino: bool = True
     compare_published: bool = True
     degrade: bool = False  # deliberately damage the candidate (for demos of the gate / rollback)
+    tolerance: float = 0.01  # how much worse than the published version a primary metric may be
+    force: bool = False  # publish even when the gate fails (recorded as forced; for drills and demos)
 
 
 def _engines() -> list[str]:
@@ -130,7 +132,7 @@ def build(s: BuildSettings, log=common.stderr_log) -> dict:
         inc_metrics = _evaluate_incumbent(reg, incumbent, s, ds, te, y, threshold_fallback=threshold,
                                           rul_mean=locals().get("rul_mean"))
         for k in primary:
-            if inc_metrics is not None and cand[k] + 1e-9 < inc_metrics[k] - 0.005:
+            if inc_metrics is not None and cand[k] + 1e-9 < inc_metrics[k] - s.tolerance:
                 reasons.append(f"{k} {cand[k]:.4f} is worse than the published {incumbent['version']} "
                                f"({inc_metrics[k]:.4f}) on the same test set")
 
@@ -154,11 +156,15 @@ def build(s: BuildSettings, log=common.stderr_log) -> dict:
     files = _write_report(report, s.workdir, mets["int8"], y[te], outs["int8"], s.family,
                           tr_out["health"][te] if s.family == "maintenance" else None)
     log(f"gate: {'PASSED' if not reasons else 'FAILED: ' + '; '.join(reasons)}")
-    if reasons:
+    if reasons and not s.force:
         raise GateFailed(reasons, s.workdir / "report.md")
+    if reasons:
+        log("gate failed but --force was given: publishing anyway, marked as forced")
 
     pkg = _package(s, name, version, fam, tr_out, int8, x[te][:8], threshold, report, files)
     key_metrics = {k: v for k, v in mets["int8"].items() if isinstance(v, int | float)}
+    if reasons:
+        key_metrics["forced_past_gate"] = 1
     entry = reg.publish(pkg, [*files, pkg], key_metrics, ds.digest, incumbent["version"] if incumbent else None)
     log(f"published {name} {version} ({pkg.name}) in {time.perf_counter() - t0:.0f}s")
     return {"entry": entry, "package": str(reg.package_path(entry)), "report": report}
