@@ -36,6 +36,11 @@ class Agent:
         self.started_at = time.time()
         self.first_result_at: float | None = None
         self.events: collections.deque = collections.deque(maxlen=200)
+        # for the status page: raw arrays kept, encoded only when a page asks
+        self.last_frames: dict[str, tuple] = {}
+        self.ng_frames: collections.deque = collections.deque(maxlen=8)
+        self.trends: dict[str, collections.deque] = collections.defaultdict(lambda: collections.deque(maxlen=600))
+        self.last_windows: dict[str, Any] = {}
         self.recent: collections.deque = collections.deque(maxlen=50)
         self.metrics = Metrics(cfg.agent.id)
         trusted = load_trusted_keys([cfg.path(k) for k in cfg.trusted_keys]) if cfg.trusted_keys else None
@@ -86,10 +91,24 @@ class Agent:
                              "after_s": round(self.first_result_at - self.started_at, 3)})
             self.recent.append(res)
             self.metrics.result(res)
+            self._keep_for_page(res, item)
             await self.actions.handle(action_names, res, item)
             if self.outbox is not None:
                 await self._to_outbox(res, item)
         return on_result
+
+    def _keep_for_page(self, res: Result, item) -> None:
+        from devices.base import Frame
+
+        if isinstance(item, Frame):
+            entry = (item.image, res.heatmap, res.to_json_dict())
+            self.last_frames[res.pipeline] = entry
+            if res.verdict == "NG":
+                self.ng_frames.append(entry)
+        else:
+            self.last_windows[res.pipeline] = item
+            self.trends[res.pipeline].append((res.finished_at, res.anomaly_score, res.remaining_life, res.verdict,
+                                              res.label))
 
     async def _to_outbox(self, res: Result, item) -> None:
         body = res.to_json_dict()
@@ -234,6 +253,29 @@ class Agent:
             "uplink": self.uplink.status() if self.uplink is not None else None,
             "fleet": self.manager.status() if self.manager is not None else None,
         }
+
+
+def overlay_png(image, heatmap) -> bytes:
+    """The frame with its defect heat map blended in (red = defect-like), as PNG."""
+    import cv2
+    import numpy as np
+
+    img = image.copy()
+    if heatmap is not None:
+        h = cv2.resize(np.asarray(heatmap, np.float32), (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+        color = cv2.applyColorMap((np.clip(h, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+        img = cv2.addWeighted(img, 0.65, color, 0.35, 0)
+    ok, png = cv2.imencode(".png", img)
+    return png.tobytes()
+
+
+def spectrum(window, n_bins: int = 256) -> dict:
+    import numpy as np
+
+    x = np.asarray(window.waveform, dtype=np.float64)
+    mag = np.abs(np.fft.rfft((x - x.mean()) * np.hanning(len(x)))) * 2 / len(x)
+    k = max(1, len(mag) // n_bins)
+    return {"bins": [float(v) for v in mag[: k * n_bins].reshape(-1, k).max(1)], "seq": window.seq}
 
 
 def _encode_sample(item) -> tuple[bytes, str]:

@@ -33,11 +33,34 @@ class StatusServer:
                     elif path == "/metrics":
                         outer.agent.metrics.refresh(outer.agent)
                         self._send(200, "text/plain; version=0.0.4; charset=utf-8", outer.agent.metrics.exposition())
+                    elif path.startswith("/api/frame/") and path.endswith(".png"):
+                        from edge_agent.agent import overlay_png
+
+                        img, heat, _ = outer.agent.last_frames[path[len("/api/frame/"):-4]]
+                        self._send(200, "image/png", overlay_png(img, heat))
+                    elif path.startswith("/api/ng/") and path.endswith(".png"):
+                        from edge_agent.agent import overlay_png
+
+                        img, heat, _ = list(outer.agent.ng_frames)[int(path[len("/api/ng/"):-4])]
+                        self._send(200, "image/png", overlay_png(img, heat))
+                    elif path == "/api/ng":
+                        body = json.dumps([r for _, _, r in outer.agent.ng_frames], default=str).encode()
+                        self._send(200, "application/json", body)
+                    elif path.startswith("/api/spectrum/"):
+                        from edge_agent.agent import spectrum
+
+                        w = outer.agent.last_windows[path[len("/api/spectrum/"):]]
+                        self._send(200, "application/json", json.dumps(spectrum(w)).encode())
+                    elif path.startswith("/api/trend/"):
+                        rows = list(outer.agent.trends[path[len("/api/trend/"):]])
+                        self._send(200, "application/json", json.dumps(rows).encode())
                     elif path in ("/", "/index.html"):
                         body = PAGE.read_bytes() if PAGE.exists() else b"<h1>edge agent</h1><a href=/status>status</a>"
                         self._send(200, "text/html; charset=utf-8", body)
                     else:
                         self._send(404, "text/plain", b"not found: try /, /status or /metrics\n")
+                except (KeyError, IndexError, ValueError):
+                    self._send(404, "text/plain", b"nothing there yet\n")
                 except Exception as exc:  # a status read must never take the agent down
                     self._send(500, "text/plain", f"status failed: {exc}\n".encode())
 

@@ -1,0 +1,102 @@
+"""The fleet console: a read-only web page served by the fleet service for cloud admins.
+
+Agents with their state and versions, deployments with per-agent step progress, every published
+version's evaluation report (metrics, confusion matrix and curve images) and the uploaded samples,
+browsable by reason and label state. Stdlib HTTP server on its own thread, no build step, no
+assets from the internet; JSON under ``/api/...`` for scripts. Bind it to 127.0.0.1 (default) or
+put it behind the site's reverse proxy with authentication: it has no login of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+PAGE = Path(__file__).with_name("console.html")
+
+
+class Console:
+    def __init__(self, server, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.srv = server  # FleetServer: store, control, registry, blobs
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                u = urlparse(self.path)
+                q = {k: v[0] for k, v in parse_qs(u.query).items()}
+                try:
+                    if u.path in ("/", "/index.html"):
+                        return self._send(200, "text/html; charset=utf-8", PAGE.read_bytes())
+                    if u.path == "/api/agents":
+                        return self._json(outer.agents())
+                    if u.path == "/api/deployments":
+                        return self._json(outer.srv.control.list() if outer.srv.control else [])
+                    if u.path == "/api/models":
+                        return self._json(outer.models())
+                    if u.path == "/api/samples":
+                        return self._json(outer.srv.store.samples(model=q.get("model"), reason=q.get("reason"),
+                                                                  label_state=q.get("label_state"))[-200:])
+                    if u.path.startswith("/registry/"):
+                        return self._file(outer.srv.registry.root, u.path.removeprefix("/registry/"))
+                    if u.path.startswith("/blob/"):
+                        digest = u.path.removeprefix("/blob/")
+                        return self._send(200, "image/png", outer.srv.blobs.path(digest).read_bytes())
+                    self._send(404, "text/plain", b"not found\n")
+                except (FileNotFoundError, ValueError, KeyError) as exc:
+                    self._send(404, "text/plain", f"not found: {exc}\n".encode())
+                except Exception as exc:
+                    self._send(500, "text/plain", f"console error: {exc}\n".encode())
+
+            def _file(self, root: Path, rel: str) -> None:
+                p = (root / rel).resolve()
+                if root.resolve() not in p.parents:
+                    return self._send(403, "text/plain", b"outside the registry\n")
+                ctype = {".png": "image/png", ".md": "text/plain; charset=utf-8", ".json": "application/json"}.get(
+                    p.suffix, "application/octet-stream")
+                self._send(200, ctype, p.read_bytes())
+
+            def _json(self, obj) -> None:
+                self._send(200, "application/json", json.dumps(obj, default=str).encode())
+
+            def _send(self, code: int, ctype: str, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+
+    def agents(self) -> list[dict]:
+        out = []
+        for a in self.srv.store.agents():
+            out.append({**a, **{"ingest": self.srv.store.stats(a["id"]), "gaps": self.srv.store.gaps(a["id"])}})
+        return out
+
+    def models(self) -> list[dict]:
+        reg = self.srv.registry
+        out = []
+        for name in reg.names():
+            for e in reg.list(name):
+                folder = reg.root / name / e["version"]
+                rep = folder / "report.json"
+                report = json.loads(rep.read_text()) if rep.exists() else None
+                out.append({**e, "report": report, "files": sorted(p.name for p in folder.iterdir())
+                            if folder.exists() else []})
+        return out
+
+    def start(self) -> None:
+        threading.Thread(target=self.httpd.serve_forever, name="console", daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,483 @@
+"""`edge-sim demo`: the whole loop on this machine, narrated, ending with a summary table.
+
+Every part runs as its own process through the project's command lines, all on 127.0.0.1:
+Mosquitto (installed with apt-get when missing), two OPC UA machines and two conveyor cameras
+(one line each), the MQTT sensor fleet, the fleet service, and two edge agents. The story:
+
+ 1. the cloud creates its PKI and signing key, generates simulator datasets and trains version 1
+    of both models (vision inspection, machine health), INT8, gated, signed, published;
+ 2. the factory starts; two agents start on v1 and inspect parts, write NG parts to the PLC's
+    reject gate, watch the machines (line 1's bearing is degrading: the alarm must come before
+    the failure);
+ 3. the cloud link is cut and restored: the agents keep deciding, their outboxes drain, nothing
+    is lost or duplicated;
+ 4. the cloud retrains the vision model on what the agents uploaded (labelled from the camera's
+    ground truth) plus the original data; the candidate must pass the gate against v1;
+ 5. canary rollout: one agent, then both, hot swap with no frame lost;
+ 6. a deliberately bad candidate (published past its gate, as a drill) is caught by the canary's
+    health check, rolled back, the rollout halted; the other agent never runs it;
+ 7. summary table; exit 0 (``--keep-running`` leaves everything up for the status pages).
+
+This module is the one place allowed to drive every component (DESIGN.md); it does so through
+their CLIs and public endpoints, and reads the fleet database only for the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from simulators.launcher import Narrator, Supervisor, free_port, start_mosquitto, table, wait_port
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def exe(name: str) -> str:
+    p = BIN / name
+    return str(p) if p.exists() else name
+
+
+class Demo:
+    def __init__(self, work: Path, narrator: Narrator, fast: bool) -> None:
+        self.work = work
+        self.n = narrator
+        self.sup = Supervisor(work)
+        self.fast = fast
+        self.pki = work / "pki"
+        self.key = work / "keys" / "fleet.key"
+        self.registry = work / "registry"
+        self.cloud_data = work / "cloud"
+        self.lines = ["line1", "line2"]
+        self.agents = {line: f"gw-{line}" for line in self.lines}
+        self.ports: dict[str, int] = {}
+        self.results: list[dict] = []
+        self.alarms: list[dict] = []
+        self._mqtt = None
+        self.truth_cache: dict[str, list] = {}
+        self.summary: dict = {}
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def run(self, name: str, *argv: str, timeout_s: float = 900) -> str:
+        return self.sup.run(name, [*argv], timeout_s=timeout_s)
+
+    def status(self, line: str) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['status-' + line]}/status", timeout=5) as r:
+            return json.loads(r.read())
+
+    def wait(self, pred, timeout_s: float, what: str, every_s: float = 1.0):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                v = pred()
+                if v:
+                    return v
+            except OSError:
+                pass
+            time.sleep(every_s)
+        raise RuntimeError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+    def admin(self, *args: str) -> str:
+        return self.run("admin", exe("cloud-trainer"), *args, "--endpoint", f"127.0.0.1:{self.ports['cloud']}",
+                        "--pki", str(self.pki), "--admin", "admin")
+
+    def cloud_counts(self) -> dict[str, int]:
+        con = sqlite3.connect(f"file:{self.cloud_data / 'fleet.db'}?mode=ro", uri=True)
+        try:
+            return dict(con.execute("SELECT agent, COUNT(*) FROM records GROUP BY agent").fetchall())
+        finally:
+            con.close()
+
+    def deployment(self, dep_id: str) -> dict:
+        con = sqlite3.connect(f"file:{self.cloud_data / 'control.db'}?mode=ro", uri=True)
+        try:
+            return json.loads(con.execute("SELECT doc FROM deployments WHERE id = ?", (dep_id,)).fetchone()[0])
+        finally:
+            con.close()
+
+    # ---- MQTT observer ---------------------------------------------------------------------
+    def observe_mqtt(self) -> None:
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        lock = threading.Lock()
+        self._lock = lock
+
+        def on_message(client, userdata, msg):
+            try:
+                body = json.loads(msg.payload)
+            except ValueError:
+                return
+            with lock:
+                if "/results/" in msg.topic:
+                    body["_agent"] = msg.topic.split("/")[3]
+                    self.results.append(body)
+                elif "/alarms/" in msg.topic:
+                    self.alarms.append({**body, "topic": msg.topic, "seen": time.time()})
+
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id="demo-observer")
+        c.on_message = on_message
+        c.connect("127.0.0.1", self.ports["mqtt"])
+        c.subscribe("factory/#", 1)
+        c.loop_start()
+        self._mqtt = c
+
+    # ---- the story -------------------------------------------------------------------------
+    def step_cloud_v1(self) -> None:
+        self.n.step("Cloud: fleet PKI and signing key; simulator datasets; train version 1 of both models")
+        self.run("pki", exe("cloud-trainer"), "pki", "init", "--dir", str(self.pki))
+        self.run("pki", exe("cloud-trainer"), "pki", "server", "--dir", str(self.pki))
+        for a in self.agents.values():
+            self.run("pki", exe("cloud-trainer"), "pki", "agent", "--dir", str(self.pki), "--id", a)
+        self.run("pki", exe("cloud-trainer"), "pki", "admin", "--dir", str(self.pki), "--name", "admin")
+        self.run("keygen", exe("model-packager"), "keygen", str(self.key.with_suffix("")))
+        self.n.say(f"CA, server, 2 agent and 1 admin certificates in {self.pki}; package signing key {self.key}")
+        count = "1200" if self.fast else "2000"
+        self.run("dataset", exe("edge-sim"), "dataset", "parts", "--out", str(self.work / "data/parts"), "--count",
+                 count, "--seed", "0")
+        self.run("dataset", exe("edge-sim"), "dataset", "vibration", "--out", str(self.work / "data/vibration"),
+                 "--runs", "20", "--windows-per-run", "50", "--seed", "0")
+        self.n.say(f"datasets: {count} part images (6 classes, masks), 1000 vibration windows (5 fault types)")
+        for fam, extra in (("maintenance", []), ("vision", ["--epochs", "12" if self.fast else "20"])):
+            t = time.monotonic()
+            self.n.say(f"training {fam} v1 (PyTorch on CPU → ONNX → INT8 QDQ → gate → signed package)...")
+            out = self.run(f"train-{fam}", exe("cloud-trainer"), "build", fam, "--dataset",
+                           str(self.work / "data" / ("parts" if fam == "vision" else "vibration")), "--registry",
+                           str(self.registry), "--key", str(self.key), "--work", str(self.work / "builds" / fam),
+                           "--threads", "2", *extra)
+            pub = json.loads(out.strip().splitlines()[-1])
+            rep = json.loads((self.work / "builds" / fam / "report.json").read_text())
+            m = rep["metrics"]["int8"]
+            if fam == "vision":
+                self.n.say(f"  part-inspection {pub['published']}: NG recall {m['ng_recall']:.3f} at precision "
+                           f"{m['ng_precision']:.3f}, accuracy {m['accuracy']:.3f} (INT8, held-out), "
+                           f"{time.monotonic() - t:.0f}s")
+            else:
+                self.n.say(f"  machine-health {pub['published']}: anomaly AUROC {m['anomaly_auroc']:.3f}, fault "
+                           f"accuracy {m['fault_accuracy']:.3f}, remaining-life MAE {m['rul_mae_s']:.0f}s vs naive "
+                           f"{m['rul_mae_naive_s']:.0f}s, {time.monotonic() - t:.0f}s")
+            self.summary[f"{fam}_v1"] = pub["published"]
+
+    def start_cloud(self) -> None:
+        if "cloud" not in self.ports:
+            self.ports["cloud"] = free_port()
+            self.ports["console"] = free_port()
+        p = self.sup.start("cloud", [exe("cloud-trainer"), "serve", "--data", str(self.cloud_data), "--port",
+                                     str(self.ports["cloud"]), "--pki", str(self.pki), "--registry", str(self.registry),
+                                     "--console-port", str(self.ports["console"])])
+        wait_port(self.ports["cloud"], 30, p.popen, "cloud-trainer serve")
+        self.cloud_proc = p
+
+    def step_factory_and_agents(self) -> None:
+        self.n.step("Factory and cloud up: Mosquitto, 2 OPC UA machines, 2 conveyor cameras, MQTT sensors, "
+                    "fleet service")
+        self.ports["mqtt"] = start_mosquitto(self.sup, self.n)
+        scen = self.work / "line1-scenario.yaml"
+        scen.write_text("phases:\n  - {fault: healthy, duration_s: 60}\n"
+                        "  - {fault: bearing_outer, duration_s: 900, degrade: true}\n")
+        for i, line in enumerate(self.lines):
+            self.ports[f"opcua-{line}"] = free_port()
+            self.ports[f"cam-{line}"] = free_port()
+            argv = [exe("edge-sim"), "machine", "--port", str(self.ports[f"opcua-{line}"]), "--name", "Machine1",
+                    "--seed", str(i), "--time-scale", "6"]
+            if line == "line1":
+                argv += ["--scenario", str(scen)]
+            p = self.sup.start(f"machine-{line}", argv)
+            wait_port(self.ports[f"opcua-{line}"], 30, p.popen, f"machine {line}")
+            p = self.sup.start(f"camera-{line}", [exe("edge-sim"), "camera", "--port", str(self.ports[f"cam-{line}"]),
+                                                  "--fps", "5", "--seed", str(100 + i), "--defect-rate", "0.2"])
+            wait_port(self.ports[f"cam-{line}"], 30, p.popen, f"camera {line}")
+        self.sup.start("sensors", [exe("edge-sim"), "sensors", "--broker-port", str(self.ports["mqtt"]), "--quiet",
+                                   "--json-sensors", "2", "--sparkplug-nodes", "1", "--rate-hz", "2"])
+        self.start_cloud()
+        self.n.say(f"MQTT 127.0.0.1:{self.ports['mqtt']}; machines on OPC UA {self.ports['opcua-line1']}, "
+                   f"{self.ports['opcua-line2']} (line 1: healthy 60 s, then an outer-race bearing fault degrading to "
+                   f"failure over 900 s of machine time, run 6x fast); cameras 5 fps; fleet service "
+                   f"{self.ports['cloud']}, console http://127.0.0.1:{self.ports['console']}/")
+        self.observe_mqtt()
+
+        self.n.step("Two edge agents start on version 1 (one per line), models verified, INT8 on the gateway engine")
+        for line, agent in self.agents.items():
+            self.ports["status-" + line] = free_port()
+            reg = json.loads((self.registry / "part-inspection" / "index.json").read_text())[0]
+            mreg = json.loads((self.registry / "machine-health" / "index.json").read_text())[0]
+            env = {"AGENT_ID": agent, "SITE": "plant1", "LINE": line, "AGENT_DATA": str(self.work / "agents" / agent),
+                   "TRUSTED_KEY": str(self.key.with_suffix(".pub")), "STATUS_PORT": str(self.ports["status-" + line]),
+                   "CLOUD_ENDPOINT": f"127.0.0.1:{self.ports['cloud']}", "PKI": str(self.pki),
+                   "OPCUA_ENDPOINT": f"opc.tcp://127.0.0.1:{self.ports['opcua-' + line]}/factory/",
+                   "MQTT_PORT": str(self.ports["mqtt"]),
+                   "CAMERA_URL": f"http://127.0.0.1:{self.ports['cam-' + line]}/stream.mjpg",
+                   "VISION_PACKAGE": str(self.registry / "part-inspection" / reg["version"] / reg["package"]),
+                   "MAINTENANCE_PACKAGE": str(self.registry / "machine-health" / mreg["version"] / mreg["package"])}
+            p = self.sup.start(f"agent-{line}", [exe("edge-agent"), "run", str(ROOT / "configs" / "demo-agent.yaml")],
+                               env=env)
+            wait_port(self.ports["status-" + line], 60, p.popen, f"agent {agent}")
+        for line in self.lines:
+            st = self.wait(lambda line=line: (s := self.status(line)) and all(p["results"] for p in s["pipelines"])
+                           and s, 90, f"first results on {line}")
+            models = ", ".join(f"{m['package']}-{m['version']} on {m['engine']}" for m in st["models"])
+            self.n.say(f"{self.agents[line]}: first results after {st['agent']['first_result_after_s']}s; {models}; "
+                       f"status page http://127.0.0.1:{self.ports['status-' + line]}/")
+
+    def step_results(self, seconds: float) -> None:
+        self.n.step(f"Results flow for {seconds:.0f}s: inspection verdicts, reject gate writes, machine health")
+        time.sleep(seconds)
+        for line in self.lines:
+            st = self.status(line)
+            p = {x["pipeline"]: x for x in st["pipelines"]}
+            rej = st["actions"].get("reject_part", {}).get("ok", 0)
+            self.n.say(f"{self.agents[line]}: {p['inspect']['results']} parts inspected ({p['inspect']['ng']} NG, "
+                       f"{rej} reject writes on the PLC, p50 {p['inspect']['latency_ms']['p50']:.1f} ms); "
+                       f"{p['health']['results']} vibration windows ({p['health']['ng']} anomalous)")
+
+    def step_alarm(self, timeout_s: float) -> None:
+        self.n.step("Line 1's bearing degrades: the maintenance model must raise the alarm before the failure")
+        t0 = time.time()
+
+        def raised():
+            with self._lock:
+                return next((a for a in self.alarms if a.get("active") and "gw-line1" in a["topic"]), None)
+
+        try:
+            a = self.wait(raised, timeout_s, "the bearing alarm on line 1", every_s=1)
+            self.summary["alarm"] = True
+            self.n.say(f"ALARM raised on gw-line1 after {time.time() - t0:.0f}s of watching: anomaly score "
+                       f"{a.get('anomaly_score'):.3f}, predicted remaining life {a.get('remaining_life') or 0:.0f}s of "
+                       f"machine time; the PLC's Alarm node was set")
+            self.summary["alarm_rl"] = a.get("remaining_life")
+        except RuntimeError:
+            self.summary["alarm"] = False
+            self.n.say("no alarm within the watch window (reported in the summary)")
+        line2 = [a for a in self.alarms if a.get("active") and "gw-line2" in a["topic"]]
+        self.summary["false_alarms_line2"] = len(line2)
+
+    def step_link_cut(self, down_s: float) -> None:
+        self.n.step(f"Cloud link cut for {down_s:.0f}s (fleet service stopped), then restored")
+        before = self.cloud_counts()
+        self.cloud_proc.stop()
+        self.sup.procs.remove(self.cloud_proc)
+        time.sleep(down_s)
+        depth = {line: self.status(line)["outbox"]["depth"] for line in self.lines}
+        self.n.say(f"while down: agents kept deciding; outbox depth {depth}")
+        self.start_cloud()
+
+        def drained():
+            sts = {line: self.status(line) for line in self.lines}
+            return all(s["outbox"]["depth"] == 0 for s in sts.values()) and sts
+
+        sts = self.wait(drained, 120, "the outboxes to drain")
+        after = self.cloud_counts()
+        con = sqlite3.connect(f"file:{self.cloud_data / 'fleet.db'}?mode=ro", uri=True)
+        gaps = {}
+        for agent in self.agents.values():
+            rows = con.execute("SELECT COUNT(*), MAX(seq) FROM records WHERE agent = ?", (agent,)).fetchone()
+            gaps[agent] = rows[1] - rows[0] if rows[1] else 0
+        dups = con.execute("SELECT COALESCE(SUM(duplicates), 0) FROM ingest").fetchone()[0]
+        con.close()
+        self.n.say(f"restored: outboxes drained; cloud records {before} -> {after}; missing sequence numbers "
+                   f"{gaps}; replays deduplicated {dups}")
+        self.summary["link"] = {"gaps": gaps, "records": after,
+                                "agent_last_seq": {self.agents[x]: s["outbox"]["last_seq"] for x, s in sts.items()}}
+
+    def step_retrain(self) -> str | None:
+        self.n.step("Cloud retrains the vision model on uploaded samples (labelled from the camera ground truth)")
+        con = sqlite3.connect(f"file:{self.cloud_data / 'fleet.db'}?mode=ro", uri=True)
+        rows = con.execute("SELECT s.sha256, s.agent, r.payload FROM samples s JOIN records r ON r.agent = s.agent "
+                           "AND r.seq = s.seq WHERE s.model = 'part-inspection' AND s.ext = '.png'").fetchall()
+        con.close()
+        truth = {line: json.loads(urllib.request.urlopen(f"http://127.0.0.1:{self.ports['cam-' + line]}/truth",
+                                                         timeout=5).read()) for line in self.lines}
+        merged = self.work / "data" / "parts-v2"
+        shutil.copytree(self.work / "data" / "parts", merged)
+        added = 0
+        with open(merged / "labels.jsonl", "a") as labels:
+            for sha, agent, payload in rows:
+                body = json.loads(payload)
+                line = agent.removeprefix("gw-")
+                label = nearest_label(truth.get(line, []), body["captured_at"])
+                blob = self.cloud_data / "blobs" / "sha256" / sha[:2] / sha
+                if label is None or not blob.exists():
+                    continue
+                name = f"images/upload-{sha[:16]}.png"
+                shutil.copy(blob, merged / name)
+                labels.write(json.dumps({"id": f"upload-{sha[:16]}", "file": name, "label": label,
+                                         "defect": label != "ok", "bbox": None, "mask": None}) + "\n")
+                added += 1
+        self.n.say(f"{len(rows)} images uploaded by the agents ({added} matched to ground truth) added to the "
+                   f"{1200 if self.fast else 2000} original ones")
+        try:
+            out = self.run("train-vision-v2", exe("cloud-trainer"), "build", "vision", "--dataset", str(merged),
+                           "--registry", str(self.registry), "--key", str(self.key), "--work",
+                           str(self.work / "builds" / "vision-v2"), "--threads", "2", "--epochs",
+                           "12" if self.fast else "20", "--seed", "1", "--tolerance", "0.02")
+        except RuntimeError as exc:
+            self.n.say(f"candidate rejected by the gate: {str(exc).splitlines()[-1]}")
+            self.summary["vision_v2"] = "rejected"
+            return None
+        v = json.loads(out.strip().splitlines()[-1])["published"]
+        rep = json.loads((self.work / "builds" / "vision-v2" / "report.json").read_text())
+        inc = rep["incumbent"]["metrics"] if rep.get("incumbent") else {}
+        m = rep["metrics"]["int8"]
+        self.n.say(f"candidate {v} passed the gate: NG recall {m['ng_recall']:.3f} (v1 on the same test set "
+                   f"{inc.get('ng_recall', float('nan')):.3f}), F1 {m['f1_macro']:.3f} (v1 "
+                   f"{inc.get('f1_macro', float('nan')):.3f}); published")
+        self.summary["vision_v2"] = v
+        return v
+
+    def deploy(self, version: str, steps: list[str], wait_s: float) -> str:
+        out = self.admin("deploy", "part-inspection", "--version", version, "--slot", "vision", "--selector",
+                         "site=plant1", "--strategy", "canary", "--steps", *steps, "--wait", str(wait_s))
+        return out.strip().splitlines()[-1].split()[1].rstrip(":")
+
+    def step_canary(self, version: str) -> None:
+        self.n.step(f"Canary rollout of part-inspection {version}: one agent, then both (health gate between)")
+        seq_before = {line: self.status(line)["pipelines"][0]["items"] for line in self.lines}
+        dep = self.deploy(version, ["1", "100%"], 5)
+        seen = set()
+
+        def progress():
+            d = self.deployment(dep)
+            for a, t in sorted(d["targets"].items()):
+                if (a, t["status"]) not in seen:
+                    seen.add((a, t["status"]))
+                    self.n.say(f"  {a}: {t['status']}" + (f" ({t['reason']})" if t.get("reason") else ""))
+            return d["state"] in ("completed", "halted") and d
+
+        d = self.wait(progress, 240, "the canary rollout", every_s=1)
+        self.n.say(f"rollout {dep}: {d['state']}" + (f" — {d['reason']}" if d.get("reason") else ""))
+        drops = {}
+        for line in self.lines:
+            st = self.status(line)
+            p = st["pipelines"][0]
+            drops[self.agents[line]] = p["dropped_queue"]
+            v = next(m["version"] for m in st["models"] if m["slot"] == "vision")
+            self.n.say(f"{self.agents[line]} runs part-inspection {v}; items since rollout start "
+                       f"{p['items'] - seq_before[line]}, queue drops during the whole run {p['dropped_queue']}")
+        self.summary["canary"] = d["state"]
+
+    def step_bad_candidate(self) -> None:
+        self.n.step("A deliberately bad candidate (classifier scrambled, published past its gate as a drill)")
+        try:
+            out = self.run("train-vision-bad", exe("cloud-trainer"), "build", "vision", "--dataset",
+                           str(self.work / "data" / "parts"), "--registry", str(self.registry), "--key", str(self.key),
+                           "--work", str(self.work / "builds" / "vision-bad"), "--threads", "2", "--epochs", "2",
+                           "--degrade", "--force")
+        except RuntimeError as exc:
+            self.n.say(f"could not build the drill candidate: {exc}")
+            return
+        v = json.loads(out.strip().splitlines()[-1])["published"]
+        rep = json.loads((self.work / "builds" / "vision-bad" / "report.json").read_text())
+        self.n.say(f"{v}: gate said {'; '.join(rep['gate']['reasons'])[:150]}... — forced into the registry")
+        dep = self.deploy(v, ["1", "100%"], 5)
+        seen = set()
+
+        def progress():
+            d = self.deployment(dep)
+            for a, t in sorted(d["targets"].items()):
+                if (a, t["status"]) not in seen:
+                    seen.add((a, t["status"]))
+                    self.n.say(f"  {a}: {t['status']}" + (f" ({t['reason']})" if t.get("reason") else ""))
+            return d["state"] in ("completed", "halted") and d
+
+        d = self.wait(progress, 240, "the bad rollout to be decided", every_s=1)
+        self.n.say(f"rollout {dep}: {d['state']} — {d.get('reason', '')}")
+        time.sleep(3)
+        for line in self.lines:
+            v_now = next(m["version"] for m in self.status(line)["models"] if m["slot"] == "vision")
+            self.n.say(f"{self.agents[line]} runs part-inspection {v_now}")
+        self.summary["bad"] = d["state"]
+
+    def final_summary(self) -> str:
+        truth = {line: json.loads(urllib.request.urlopen(f"http://127.0.0.1:{self.ports['cam-' + line]}/truth",
+                                                         timeout=5).read()) for line in self.lines}
+        rows = []
+        with self._lock:
+            results = list(self.results)
+        for line, agent in self.agents.items():
+            st = self.status(line)
+            p = {x["pipeline"]: x for x in st["pipelines"]}
+            tp = fp = fn = tn = 0
+            for r in st_results(results, agent):
+                lab = nearest_label(truth[line], r["captured_at"])
+                if lab is None:
+                    continue
+                ng, true_ng = r["verdict"] == "NG", lab != "ok"
+                tp += ng and true_ng
+                fp += ng and not true_ng
+                fn += (not ng) and true_ng
+                tn += (not ng) and not true_ng
+            models = ", ".join(f"{m['slot']} {m['version']}" for m in st["models"])
+            link = self.summary.get("link", {})
+            cloud_n = link.get("records", {}).get(agent, 0)
+            rows.append((agent, p["inspect"]["results"], f"{tp + fp} (true NG {tp + fn}, hits {tp}, false {fp})",
+                         p["health"]["results"], "yes" if any(a.get("active") and agent in a["topic"]
+                                                             for a in self.alarms) else "no",
+                         f"{st['outbox']['last_seq']} / {cloud_n}", models))
+        return table(rows, ("agent", "parts", "NG found (vs camera truth)", "windows", "alarm", "records sent/in cloud",
+                            "versions"))
+
+
+def st_results(results: list[dict], agent: str) -> list[dict]:
+    return [r for r in results if r.get("pipeline") == "inspect" and r.get("_agent") == agent]
+
+
+def nearest_label(truth: list[dict], t: float, tol_s: float = 0.12) -> str | None:
+    best, lab = tol_s, None
+    for row in truth:
+        d = abs(row["t"] - t)
+        if d < best:
+            best, lab = d, row["label"]
+    return lab
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="edge-sim demo", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", type=Path, default=ROOT / "var" / "demo")
+    ap.add_argument("--keep-running", action="store_true", help="leave everything up at the end (Ctrl-C stops)")
+    ap.add_argument("--full", action="store_true", help="bigger datasets and more epochs (slower)")
+    a = ap.parse_args(argv)
+    n = Narrator()
+    if a.work.exists():
+        shutil.rmtree(a.work)
+    a.work.mkdir(parents=True)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    demo = Demo(a.work, n, fast=not a.full)
+    t0 = time.monotonic()
+    try:
+        demo.step_cloud_v1()
+        demo.step_factory_and_agents()
+        demo.step_results(20)
+        demo.step_alarm(150)
+        demo.step_link_cut(15)
+        v2 = demo.step_retrain()
+        if v2:
+            demo.step_canary(v2)
+        demo.step_bad_candidate()
+        n.step(f"Summary (whole loop in {time.monotonic() - t0:.0f}s)")
+        print(demo.final_summary(), flush=True)
+        if a.keep_running:
+            n.say("everything keeps running; Ctrl-C stops it. Status pages: " + ", ".join(
+                f"http://127.0.0.1:{demo.ports['status-' + x]}/" for x in demo.lines)
+                + f"; fleet console http://127.0.0.1:{demo.ports['console']}/")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+        return 0
+    except Exception as exc:
+        n.say(f"DEMO FAILED: {exc}")
+        n.say(f"logs of every process are in {a.work / 'logs'}")
+        return 1
+    finally:
+        if demo._mqtt is not None:
+            demo._mqtt.loop_stop()
+        demo.sup.close()
