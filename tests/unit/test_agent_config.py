@@ -124,6 +124,12 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
 
 
 def example_env(env, monkeypatch):
+    from tests.support.fleet import make_pki
+
+    pki = Path(env["vision"]).parent.parent / "pki"
+    if not pki.exists():
+        make_pki(pki, agents=("gw-line1",), admins=())
+    monkeypatch.setenv("PKI", str(pki))
     monkeypatch.setenv("VISION_PACKAGE", env["vision"])
     monkeypatch.setenv("MAINTENANCE_PACKAGE", env["signal"])
     monkeypatch.setenv("TRUSTED_KEY", env["pub"])
