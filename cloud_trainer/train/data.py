@@ -41,6 +41,7 @@ class VibrationData:
     health: np.ndarray
     rul_s: np.ndarray  # NaN where no failure is coming
     run_id: np.ndarray
+    t_s: np.ndarray  # machine time of each window within its run
     window_samples: int
     sample_rate_hz: float
     digest: str
@@ -99,6 +100,7 @@ def load_vibration(folder: str | Path, window_samples: int | None = None) -> Vib
         try:
             wf, fault = z["waveform"], z["fault"]
             health, rul, run = z["health"], z["rul_s"], z["run_id"]
+            t_s = z["t_s"] if "t_s" in z.files else np.zeros(len(run))
         except KeyError as exc:
             raise DatasetError(f"{npz}: missing array {exc}") from exc
     if wf.ndim != 2 or wf.shape[0] == 0:
@@ -115,7 +117,7 @@ def load_vibration(folder: str | Path, window_samples: int | None = None) -> Vib
         raise DatasetError(f"{folder}: only one fault class present; need healthy and faulty runs")
     h = hashlib.sha256(npz.read_bytes()).hexdigest()
     return VibrationData(wf.astype(np.float32), idx, health.astype(np.float32), rul.astype(np.float64),
-                         run.astype(np.int64), int(expect), float(meta.get("sample_rate_hz", 10000.0)),
+                         run.astype(np.int64), t_s.astype(np.float64), int(expect), float(meta.get("sample_rate_hz", 10000.0)),
                          "sha256:" + h)
 
 

@@ -38,7 +38,7 @@ def features(waves: np.ndarray, pre: SignalPreprocessing) -> np.ndarray:
     return np.concatenate([signal_features(w, None, pre) for w in waves]).astype(np.float32)
 
 
-def build_model(n_features: int, n_faults: int):
+def build_model(n_features: int, n_faults: int, mean_life_s: float = RUL_SCALE):
     import torch
     from torch import nn
 
@@ -49,13 +49,19 @@ def build_model(n_features: int, n_faults: int):
             self.dec = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, n_features))
             self.trunk = nn.Sequential(nn.Linear(n_features, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU())
             self.fault = nn.Linear(32, n_faults)
-            self.life = nn.Linear(32, 1)
+            # remaining life has its own small head on the features: sharing the classifier's trunk
+            # let the (easier) fault loss dominate what the trunk learns
+            self.life = nn.Sequential(nn.Linear(n_features, 32), nn.ReLU(), nn.Linear(32, 1))
+            self.register_buffer("mean_life", torch.tensor(float(mean_life_s)))
 
         def forward(self, features):
             recon = self.dec(self.enc(features))
             anomaly = ((features - recon) ** 2).mean(dim=1, keepdim=True)
             h = self.trunk(features)
-            life = torch.relu(self.life(h)) * RUL_SCALE
+            # remaining life = estimated health index x the mean life of a machine: the health a
+            # window shows is observable, a machine's total life is not (E[RUL | health])
+            health = torch.sigmoid(self.life(features))
+            life = health * self.mean_life
             return anomaly, self.fault(h), life
 
     return HealthNet()
@@ -80,10 +86,13 @@ def train(data: VibrationData, seed: int, epochs: int, log=common.stderr_log, th
     y = data.fault.astype(np.int64)
     visible = (y == 0) | (data.health < VISIBLE_HEALTH)
     rul_ok = np.isfinite(data.rul_s) & (y != 0)
-    model = build_model(x.shape[1], len(FAULTS))
+    lives = [float(np.nanmax(data.rul_s[data.run_id == r] + data.t_s[data.run_id == r]))
+             for r in np.unique(data.run_id[tr]) if np.isfinite(data.rul_s[data.run_id == r]).any()]
+    mean_life = float(np.mean(lives)) if lives else RUL_SCALE
+    model = build_model(x.shape[1], len(FAULTS), mean_life)
     X = torch.from_numpy(x)
     Y = torch.from_numpy(y)
-    R = torch.from_numpy(np.nan_to_num(data.rul_s, nan=0.0).astype(np.float32))
+    R = torch.from_numpy(np.clip(np.nan_to_num(data.health, nan=1.0), 0, 1).astype(np.float32))  # health target
     V = torch.from_numpy(visible)
     RO = torch.from_numpy(rul_ok)
     H = torch.from_numpy(y == 0)
@@ -103,7 +112,7 @@ def train(data: VibrationData, seed: int, epochs: int, log=common.stderr_log, th
             loss = loss + ce(logits[vis], Y[idx][vis])
         ro = RO[idx]
         if ro.any():
-            loss = loss + 10.0 * (((life[ro, 0] - R[idx][ro]) / RUL_SCALE) ** 2).mean()  # weighted: a small target
+            loss = loss + 5.0 * ((life[ro, 0] / m.mean_life - R[idx][ro]) ** 2).mean()
         return loss
 
     def batches():
