@@ -26,6 +26,7 @@ from model_packager.preprocess import signal_features
 
 INPUT, OUTPUTS = "features", ["anomaly_score", "fault_logits", "remaining_life"]
 VISIBLE_HEALTH = 0.97
+NORMAL_HEALTH = 0.99
 RUL_SCALE = 1000.0
 
 
@@ -95,7 +96,9 @@ def train(data: VibrationData, seed: int, epochs: int, log=common.stderr_log, th
     R = torch.from_numpy(np.clip(np.nan_to_num(data.health, nan=1.0), 0, 1).astype(np.float32))  # health target
     V = torch.from_numpy(visible)
     RO = torch.from_numpy(rul_ok)
-    H = torch.from_numpy(y == 0)
+    # The autoencoder learns "normal" from healthy runs and from the first, still-healthy windows of
+    # every other run: many machines' operating points, not just the few healthy runs'.
+    H = torch.from_numpy((y == 0) | (data.health >= NORMAL_HEALTH))
     ce = nn.CrossEntropyLoss()
     g = torch.Generator().manual_seed(seed)
     tr_t = torch.from_numpy(tr)
@@ -147,7 +150,8 @@ def anomaly_truth(y: np.ndarray, health: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def choose_threshold(scores: np.ndarray, anomalous: np.ndarray) -> float:
-    """Threshold with the best balanced accuracy on validation data."""
+    """Threshold with the best balanced accuracy on validation data, raised to at least 1.5x the
+    99th percentile of normal windows so that an unseen healthy machine does not alarm."""
     cands = np.unique(scores)
     best, best_t = -1.0, float(np.median(scores))
     for t in cands[:: max(1, len(cands) // 400)]:
@@ -156,7 +160,9 @@ def choose_threshold(scores: np.ndarray, anomalous: np.ndarray) -> float:
         tnr = (~pred & ~anomalous).sum() / max(1, (~anomalous).sum())
         if (tpr + tnr) / 2 > best:
             best, best_t = (tpr + tnr) / 2, float(t)
-    return best_t
+    normal = scores[~anomalous]
+    floor = 1.5 * float(np.percentile(normal, 99)) if len(normal) else best_t
+    return max(best_t, floor)
 
 
 def metrics(out: dict[str, np.ndarray], y: np.ndarray, health: np.ndarray, rul_s: np.ndarray,
