@@ -22,10 +22,15 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install -q -e '.[cloud,openvino,dev]'
 	touch $@
 
+# mosquitto: the MQTT broker tests and the demo run; chromium: the status page and console browser tests.
 system-deps:
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
 	  echo "installing mosquitto with apt-get$(if $(SUDO), (via sudo),)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium (headless browser tests) with apt-get$(if $(SUDO), (via sudo),)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null || \
+	  echo "chromium could not be installed: the browser tests will skip"; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

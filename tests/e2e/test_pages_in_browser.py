@@ -1,0 +1,94 @@
+"""The agent's status page and the fleet console, rendered by a real headless Chromium (the pages'
+JavaScript runs against the live endpoints; the DOM after it ran is checked). Chromium comes from
+Debian's package (`.ci/run` installs it); without it these tests skip with that reason."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from edge_agent.agent import Agent
+from edge_agent.config import parse_config
+from simulators.camera import write_folder
+from tests.support.models import make_keypair, make_package
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+
+
+def render(url: str) -> str:
+    with tempfile.TemporaryDirectory() as profile:
+        r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                            f"--user-data-dir={profile}", "--virtual-time-budget=6000", "--dump-dom", url],
+                           capture_output=True, text=True, timeout=90)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+async def test_agent_status_page_shows_live_state(tmp_path):
+    key, pub = make_keypair(tmp_path / "keys")
+    pkg = make_package(tmp_path, kind="vision", key=key, bias=-20.0)
+    frames = write_folder(tmp_path / "frames", 8, seed=0, defect_rate=0.5, size=64)
+    cfg = parse_config({
+        "agent": {"id": "gw-page", "site": "plant", "line": "l1", "data_dir": str(tmp_path / "data")},
+        "trusted_keys": [str(pub)], "http": {"port": 0},
+        "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 20, "loop": True}},
+        "models": {"vision": {"package": str(pkg), "engine": "onnxruntime"}},
+        "pipelines": [{"name": "inspect", "source": "cam", "model": "vision", "actions": ["ng"]}],
+        "actions": {"ng": {"type": "alarm", "raise_after": 2, "clear_after": 2, "when": {"verdict": "NG"}}},
+    })
+    agent = Agent(cfg)
+    await agent.start()
+    try:
+        for _ in range(100):
+            if agent.ng_frames and any(s["active"] for s in agent.actions.status()["alarms"]):
+                break
+            await asyncio.sleep(0.1)
+        dom = await asyncio.to_thread(render, f"http://127.0.0.1:{agent.http.port}/")
+    finally:
+        await agent.stop()
+    assert "Edge agent gw-page" in dom
+    assert "plant / l1" in dom
+    assert ">inspect <" in dom and "part-inspection" in dom and "1.0.0" in dom
+    assert 'src="/api/frame/inspect.png' in dom  # the latest part with its heat map overlay
+    assert "/api/ng/0.png" in dom  # the last NG parts
+    assert "ng on inspect since" in dom  # the active alarm
+    assert "no cloud link configured" in dom
+
+
+async def test_fleet_console_shows_agents_deployments_and_reports(tmp_path):
+    from cloud_trainer.fleet.console import Console
+    from cloud_trainer.fleet.service import FleetServer
+    from cloud_trainer.registry import Registry
+    from tests.support.fleet import make_pki
+    from tests.support.peers import free_port
+
+    pki = make_pki(tmp_path / "pki", agents=("gw1",))
+    key, _ = make_keypair(tmp_path / "keys")
+    reg = Registry(tmp_path / "registry")
+    rep = tmp_path / "report.json"
+    rep.write_text('{"metrics": {"int8": {"ng_recall": 0.99, "accuracy": 0.95}}, "gate": {"passed": true, '
+                   '"reasons": []}}')
+    reg.publish(make_package(tmp_path, kind="vision", version="1.4.0", key=key), [rep], {"ng_recall": 0.99}, "sha256:x",
+                None)
+    srv = FleetServer(tmp_path / "cloud", free_port(), pki / "ca.pem", pki / "server.pem", pki / "server.key",
+                      registry=tmp_path / "registry")
+    srv.store.heartbeat("gw1", {"site": "plant"}, [{"slot": "vision", "package": "part-inspection", "version": "1.4.0",
+                                                    "digest": "d", "status": "active", "reason": ""}], {}, 0)
+    srv.control.create({"package": "part-inspection", "version": "1.4.0", "slot": "vision", "agents": ["gw1"],
+                        "strategy": "all_at_once"})
+    console = Console(srv, "127.0.0.1", 0)
+    console.start()
+    try:
+        dom = await asyncio.to_thread(render, f"http://127.0.0.1:{console.port}/")
+    finally:
+        console.stop()
+        srv.store.close()
+    assert "<b>gw1</b>" in dom and "site=plant" in dom
+    assert "part-inspection 1.4.0" in dom and "gate passed" in dom and "ng_recall <b>0.990</b>" in dom
+    assert "all_at_once 1/1" in dom and "gw1: <span" in dom
