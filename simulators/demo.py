@@ -183,13 +183,14 @@ class Demo:
         scen = self.work / "line1-scenario.yaml"
         scen.write_text("phases:\n  - {fault: healthy, duration_s: 60}\n"
                         "  - {fault: bearing_outer, duration_s: 900, degrade: true}\n")
+        healthy = self.work / "line2-scenario.yaml"
+        healthy.write_text("phases:\n  - {fault: healthy, duration_s: 100000}\n")
         for i, line in enumerate(self.lines):
             self.ports[f"opcua-{line}"] = free_port()
             self.ports[f"cam-{line}"] = free_port()
             argv = [exe("edge-sim"), "machine", "--port", str(self.ports[f"opcua-{line}"]), "--name", "Machine1",
                     "--seed", str(i), "--time-scale", "6"]
-            if line == "line1":
-                argv += ["--scenario", str(scen)]
+            argv += ["--scenario", str(scen if line == "line1" else healthy)]
             p = self.sup.start(f"machine-{line}", argv)
             wait_port(self.ports[f"opcua-{line}"], 30, p.popen, f"machine {line}")
             p = self.sup.start(f"camera-{line}", [exe("edge-sim"), "camera", "--port", str(self.ports[f"cam-{line}"]),
@@ -399,16 +400,27 @@ class Demo:
         self.summary["bad"] = d["state"]
 
     def final_summary(self) -> str:
-        def drained():
-            return all(self.status(x)["outbox"]["depth"] == 0 for x in self.lines)
+        # stop the line (cameras and machines) so that the agents' counts settle, then let them drain
+        truth_final = {line: json.loads(urllib.request.urlopen(f"http://127.0.0.1:{self.ports['cam-' + line]}/truth",
+                                                               timeout=5).read()) for line in self.lines}
+        for p in list(self.sup.procs):
+            if p.name.startswith(("camera-", "machine-")):
+                p.stop()
+        last: dict = {}
+
+        def settled():
+            now = {x: (self.status(x)["outbox"]["depth"], self.status(x)["outbox"]["last_seq"]) for x in self.lines}
+            ok = all(d == 0 for d, _ in now.values()) and now == last
+            last.clear()
+            last.update(now)
+            return ok
 
         try:
-            self.wait(drained, 60, "the outboxes to drain")
+            self.wait(settled, 60, "the outboxes to drain", every_s=2)
         except RuntimeError:
             pass
         cloud_now = self.cloud_counts()
-        truth = {line: json.loads(urllib.request.urlopen(f"http://127.0.0.1:{self.ports['cam-' + line]}/truth",
-                                                         timeout=5).read()) for line in self.lines}
+        truth = truth_final
         rows = []
         with self._lock:
             results = list(self.results)
