@@ -140,13 +140,13 @@ class Demo:
         self.run("pki", exe("cloud-trainer"), "pki", "admin", "--dir", str(self.pki), "--name", "admin")
         self.run("keygen", exe("model-packager"), "keygen", str(self.key.with_suffix("")))
         self.n.say(f"CA, server, 2 agent and 1 admin certificates in {self.pki}; package signing key {self.key}")
-        count = "1200" if self.fast else "2000"
+        count = "2000" if self.fast else "4000"
         self.run("dataset", exe("edge-sim"), "dataset", "parts", "--out", str(self.work / "data/parts"), "--count",
                  count, "--seed", "0")
         self.run("dataset", exe("edge-sim"), "dataset", "vibration", "--out", str(self.work / "data/vibration"),
                  "--runs", "20", "--windows-per-run", "50", "--seed", "0")
         self.n.say(f"datasets: {count} part images (6 classes, masks), 1000 vibration windows (5 fault types)")
-        for fam, extra in (("maintenance", []), ("vision", ["--epochs", "12" if self.fast else "20"])):
+        for fam, extra in (("maintenance", []), ("vision", ["--epochs", "20" if self.fast else "30"])):
             t = time.monotonic()
             self.n.say(f"training {fam} v1 (PyTorch on CPU → ONNX → INT8 QDQ → gate → signed package)...")
             out = self.run(f"train-{fam}", exe("cloud-trainer"), "build", fam, "--dataset",
@@ -316,12 +316,12 @@ class Demo:
                                          "defect": label != "ok", "bbox": None, "mask": None}) + "\n")
                 added += 1
         self.n.say(f"{len(rows)} images uploaded by the agents ({added} matched to ground truth) added to the "
-                   f"{1200 if self.fast else 2000} original ones")
+                   f"{2000 if self.fast else 4000} original ones")
         try:
             out = self.run("train-vision-v2", exe("cloud-trainer"), "build", "vision", "--dataset", str(merged),
                            "--registry", str(self.registry), "--key", str(self.key), "--work",
                            str(self.work / "builds" / "vision-v2"), "--threads", "2", "--epochs",
-                           "12" if self.fast else "20", "--seed", "1", "--tolerance", "0.02")
+                           "20" if self.fast else "30", "--seed", "1", "--tolerance", "0.02")
         except RuntimeError as exc:
             self.n.say(f"candidate rejected by the gate: {str(exc).splitlines()[-1]}")
             self.summary["vision_v2"] = "rejected"

@@ -24,7 +24,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     ap.add_argument("--work", type=Path, help="work folder (default: var/builds/<family>)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=None, help="default: vision 20, maintenance 200 (early stopping)")
-    ap.add_argument("--size", type=int, default=96, help="vision input size (pixels)")
+    ap.add_argument("--size", type=int, default=64, help="vision input size (pixels)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--version", help="default: next minor version in the registry")
     ap.add_argument("--floor", action="append", default=[], metavar="METRIC=VALUE", help="override a gate floor")

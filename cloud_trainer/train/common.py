@@ -30,19 +30,23 @@ def device():
 
 
 def fit(model, train_step: Callable, val_loss: Callable, batches: Callable, epochs: int, patience: int,
-        lr: float, log=print, metric: Callable | None = None) -> dict:
-    """Adam + early stopping on validation loss; restores the best weights. Returns the history."""
+        lr: float, log=print, metric: Callable | None = None, select_on_metric: bool = False) -> dict:
+    """Adam + early stopping on validation loss (or on the validation metric, higher is better, when
+    ``select_on_metric``: steadier when the loss spikes); restores the best weights."""
     import copy
 
     import torch
 
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    # cosine decay: the last epochs are small steps, so the chosen weights are not a lucky spike
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
     best, best_state, bad = math.inf, None, 0
     hist = []
     for epoch in range(1, epochs + 1):
         t = time.perf_counter()
         model.train()
         losses = [train_step(model, opt, b) for b in batches()]
+        sched.step()
         model.eval()
         with torch.no_grad():
             vl = float(val_loss(model))
@@ -52,8 +56,9 @@ def fit(model, train_step: Callable, val_loss: Callable, batches: Callable, epoc
                      "seconds": dt})
         log(f"  epoch {epoch:>3}/{epochs}  train loss {np.mean(losses):.4f}  val loss {vl:.4f}"
             + (f"  val metric {m:.4f}" if m is not None else "") + f"  ({dt:.1f}s)")
-        if vl < best - 1e-5:
-            best, best_state, bad = vl, copy.deepcopy(model.state_dict()), 0
+        score = -m if (select_on_metric and m is not None) else vl
+        if score < best - 1e-5:
+            best, best_state, bad = score, copy.deepcopy(model.state_dict()), 0
         else:
             bad += 1
             if bad >= patience:

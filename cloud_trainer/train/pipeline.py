@@ -45,7 +45,7 @@ class BuildSettings:
     workdir: Path
     seed: int = 0
     epochs: int = 25
-    size: int = 96
+    size: int = 64
     threads: int | None = None
     floors: dict = field(default_factory=dict)
     int8_margin: float = 0.01

@@ -56,7 +56,7 @@ def build_model(n_classes: int, width: int = 16):
 
 
 def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_log, threads: int | None = None,
-          patience: int = 4) -> dict:
+          patience: int = 10) -> dict:
     import torch
     from torch import nn
 
@@ -101,7 +101,7 @@ def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_
 
     log(f"vision: {len(tr)} train / {len(va)} val / {len(te)} test images at {size}x{size}, "
         f"{len(data.classes)} classes")
-    hist = common.fit(model, step, val_loss, batches, epochs, patience, 2e-3, log, val_acc)
+    hist = common.fit(model, step, val_loss, batches, epochs, patience, 2e-3, log, val_acc, select_on_metric=True)
     return {"model": model, "pre": pre, "x": x, "y": y, "split": (tr, va, te), "history": hist}
 
 
