@@ -341,10 +341,8 @@ class Demo:
                          "site=plant1", "--strategy", "canary", "--steps", *steps, "--wait", str(wait_s))
         return out.strip().splitlines()[-1].split()[1].rstrip(":")
 
-    def step_canary(self, version: str) -> None:
-        self.n.step(f"Canary rollout of part-inspection {version}: one agent, then both (health gate between)")
-        seq_before = {line: self.status(line)["pipelines"][0]["items"] for line in self.lines}
-        dep = self.deploy(version, ["1", "100%"], 5)
+    def follow(self, dep: str, what: str) -> dict:
+        """Narrate each agent's step changes until the deployment completes or halts."""
         seen = set()
 
         def progress():
@@ -355,7 +353,13 @@ class Demo:
                     self.n.say(f"  {a}: {t['status']}" + (f" ({t['reason']})" if t.get("reason") else ""))
             return d["state"] in ("completed", "halted") and d
 
-        d = self.wait(progress, 240, "the canary rollout", every_s=1)
+        return self.wait(progress, 240, what, every_s=1)
+
+    def step_canary(self, version: str) -> None:
+        self.n.step(f"Canary rollout of part-inspection {version}: one agent, then both (health gate between)")
+        seq_before = {line: self.status(line)["pipelines"][0]["items"] for line in self.lines}
+        dep = self.deploy(version, ["1", "100%"], 5)
+        d = self.follow(dep, "the canary rollout")
         self.n.say(f"rollout {dep}: {d['state']}" + (f" — {d['reason']}" if d.get("reason") else ""))
         drops = {}
         for line in self.lines:
@@ -381,17 +385,7 @@ class Demo:
         rep = json.loads((self.work / "builds" / "vision-bad" / "report.json").read_text())
         self.n.say(f"{v}: gate said {'; '.join(rep['gate']['reasons'])[:150]}... — forced into the registry")
         dep = self.deploy(v, ["1", "100%"], 5)
-        seen = set()
-
-        def progress():
-            d = self.deployment(dep)
-            for a, t in sorted(d["targets"].items()):
-                if (a, t["status"]) not in seen:
-                    seen.add((a, t["status"]))
-                    self.n.say(f"  {a}: {t['status']}" + (f" ({t['reason']})" if t.get("reason") else ""))
-            return d["state"] in ("completed", "halted") and d
-
-        d = self.wait(progress, 240, "the bad rollout to be decided", every_s=1)
+        d = self.follow(dep, "the bad rollout to be decided")
         self.n.say(f"rollout {dep}: {d['state']} — {d.get('reason', '')}")
         time.sleep(3)
         for line in self.lines:

@@ -55,16 +55,20 @@ def quantize(fp32: Path, out: Path, calibration: np.ndarray, input_name: str) ->
     return out
 
 
+def _ort_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    o = ort.SessionOptions()
+    o.intra_op_num_threads = threads
+    o.log_severity_level = 3
+    return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
+
+
 def run(path: Path, x: np.ndarray, engine: str = "onnxruntime", threads: int = 1, batch: int = 64
         ) -> dict[str, np.ndarray]:
     """Outputs for all rows of ``x`` (batched), by output name."""
     if engine == "onnxruntime":
-        import onnxruntime as ort
-
-        o = ort.SessionOptions()
-        o.intra_op_num_threads = threads
-        o.log_severity_level = 3
-        sess = ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
+        sess = _ort_session(path, threads)
         name = sess.get_inputs()[0].name
         names = [v.name for v in sess.get_outputs()]
         parts = [sess.run(names, {name: x[i : i + batch]}) for i in range(0, len(x), batch)]
@@ -85,12 +89,7 @@ def run(path: Path, x: np.ndarray, engine: str = "onnxruntime", threads: int = 1
 def latency_ms(path: Path, x1: np.ndarray, engine: str, threads: int, n: int = 200) -> float:
     """Median batch-1 latency."""
     if engine == "onnxruntime":
-        import onnxruntime as ort
-
-        o = ort.SessionOptions()
-        o.intra_op_num_threads = threads
-        o.log_severity_level = 3
-        sess = ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
+        sess = _ort_session(path, threads)
         name = sess.get_inputs()[0].name
         call = lambda: sess.run(None, {name: x1})  # noqa: E731
     else:
