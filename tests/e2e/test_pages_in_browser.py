@@ -8,6 +8,7 @@ import asyncio
 import shutil
 import subprocess
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -20,13 +21,28 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 
 
-def render(url: str) -> str:
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def chromium(profile: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           "--enable-logging=stderr", "--v=0", f"--user-data-dir={profile}",
+                           "--virtual-time-budget=6000", *args], capture_output=True, text=True, timeout=90)
+
+
+def render(url: str, screenshot: str) -> str:
+    """The DOM after the page's scripts ran; fails on any JavaScript console error; saves a screenshot
+    as a test artifact (test-artifacts/, not committed)."""
     with tempfile.TemporaryDirectory() as profile:
-        r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                            f"--user-data-dir={profile}", "--virtual-time-budget=6000", "--dump-dom", url],
-                           capture_output=True, text=True, timeout=90)
-    assert r.returncode == 0, r.stderr[-2000:]
+        r = chromium(profile, "--dump-dom", url)
+        assert r.returncode == 0, r.stderr[-2000:]
+        errors = [ln for ln in r.stderr.splitlines() if ":CONSOLE" in ln and ("Uncaught" in ln or "Error" in ln)]
+        assert not errors, errors
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / screenshot
+        chromium(profile, f"--screenshot={shot}", "--window-size=1280,1100", url)
+        assert shot.exists() and shot.stat().st_size > 10_000
     return r.stdout
 
 
@@ -49,7 +65,7 @@ async def test_agent_status_page_shows_live_state(tmp_path):
             if agent.ng_frames and any(s["active"] for s in agent.actions.status()["alarms"]):
                 break
             await asyncio.sleep(0.1)
-        dom = await asyncio.to_thread(render, f"http://127.0.0.1:{agent.http.port}/")
+        dom = await asyncio.to_thread(render, f"http://127.0.0.1:{agent.http.port}/", "agent-status-page.png")
     finally:
         await agent.stop()
     assert "Edge agent gw-page" in dom
@@ -85,7 +101,7 @@ async def test_fleet_console_shows_agents_deployments_and_reports(tmp_path):
     console = Console(srv, "127.0.0.1", 0)
     console.start()
     try:
-        dom = await asyncio.to_thread(render, f"http://127.0.0.1:{console.port}/")
+        dom = await asyncio.to_thread(render, f"http://127.0.0.1:{console.port}/", "fleet-console.png")
     finally:
         console.stop()
         srv.store.close()
