@@ -47,11 +47,15 @@ def exe(name: str) -> str:
 
 
 class Demo:
-    def __init__(self, work: Path, narrator: Narrator, fast: bool) -> None:
+    def __init__(self, work: Path, narrator: Narrator, fast: bool, short: bool = False) -> None:
         self.work = work
         self.n = narrator
         self.sup = Supervisor(work)
         self.fast = fast
+        # short: tiny datasets and runs, relaxed gate floors, short waits; for CI, not a quality claim
+        self.short = short
+        self.relaxed = (["--floor", "ng_recall=0.3", "--floor", "ng_precision=0.3"] if short else [])
+        self.relaxed_m = (["--floor", "anomaly_auroc=0.5", "--floor", "fault_accuracy=0.3"] if short else [])
         self.pki = work / "pki"
         self.key = work / "keys" / "fleet.key"
         self.registry = work / "registry"
@@ -140,13 +144,16 @@ class Demo:
         self.run("pki", exe("cloud-trainer"), "pki", "admin", "--dir", str(self.pki), "--name", "admin")
         self.run("keygen", exe("model-packager"), "keygen", str(self.key.with_suffix("")))
         self.n.say(f"CA, server, 2 agent and 1 admin certificates in {self.pki}; package signing key {self.key}")
-        count = "2000" if self.fast else "4000"
+        count = "300" if self.short else "2000" if self.fast else "4000"
         self.run("dataset", exe("edge-sim"), "dataset", "parts", "--out", str(self.work / "data/parts"), "--count",
                  count, "--seed", "0")
+        runs, per_run = ("10", "20") if self.short else ("20", "50")
         self.run("dataset", exe("edge-sim"), "dataset", "vibration", "--out", str(self.work / "data/vibration"),
-                 "--runs", "20", "--windows-per-run", "50", "--seed", "0")
-        self.n.say(f"datasets: {count} part images (6 classes, masks), 1000 vibration windows (5 fault types)")
-        for fam, extra in (("maintenance", []), ("vision", ["--epochs", "20" if self.fast else "30"])):
+                 "--runs", runs, "--windows-per-run", per_run, "--seed", "0")
+        self.n.say(f"datasets: {count} part images (6 classes, masks), {int(runs) * int(per_run)} vibration windows "
+                   "(5 fault types)")
+        v_epochs = "4" if self.short else "20" if self.fast else "30"
+        for fam, extra in (("maintenance", self.relaxed_m), ("vision", ["--epochs", v_epochs, *self.relaxed])):
             t = time.monotonic()
             self.n.say(f"training {fam} v1 (PyTorch on CPU → ONNX → INT8 QDQ → gate → signed package)...")
             out = self.run(f"train-{fam}", exe("cloud-trainer"), "build", fam, "--dataset",
@@ -189,7 +196,7 @@ class Demo:
             self.ports[f"opcua-{line}"] = free_port()
             self.ports[f"cam-{line}"] = free_port()
             argv = [exe("edge-sim"), "machine", "--port", str(self.ports[f"opcua-{line}"]), "--name", "Machine1",
-                    "--seed", str(i), "--time-scale", "6"]
+                    "--seed", str(i), "--time-scale", "20" if self.short else "6"]
             argv += ["--scenario", str(scen if line == "line1" else healthy)]
             p = self.sup.start(f"machine-{line}", argv)
             wait_port(self.ports[f"opcua-{line}"], 30, p.popen, f"machine {line}")
@@ -216,6 +223,7 @@ class Demo:
                    "OPCUA_ENDPOINT": f"opc.tcp://127.0.0.1:{self.ports['opcua-' + line]}/factory/",
                    "MQTT_PORT": str(self.ports["mqtt"]),
                    "CAMERA_URL": f"http://127.0.0.1:{self.ports['cam-' + line]}/stream.mjpg",
+                   "HEALTH_WINDOW_S": "4" if self.short else "15",
                    "VISION_PACKAGE": str(self.registry / "part-inspection" / reg["version"] / reg["package"]),
                    "MAINTENANCE_PACKAGE": str(self.registry / "machine-health" / mreg["version"] / mreg["package"])}
             p = self.sup.start(f"agent-{line}", [exe("edge-agent"), "run", str(ROOT / "configs" / "demo-agent.yaml")],
@@ -316,12 +324,13 @@ class Demo:
                                          "defect": label != "ok", "bbox": None, "mask": None}) + "\n")
                 added += 1
         self.n.say(f"{len(rows)} images uploaded by the agents ({added} matched to ground truth) added to the "
-                   f"{2000 if self.fast else 4000} original ones")
+                   "original ones")
         try:
             out = self.run("train-vision-v2", exe("cloud-trainer"), "build", "vision", "--dataset", str(merged),
                            "--registry", str(self.registry), "--key", str(self.key), "--work",
                            str(self.work / "builds" / "vision-v2"), "--threads", "2", "--epochs",
-                           "20" if self.fast else "30", "--seed", "1", "--tolerance", "0.02")
+                           "4" if self.short else "20" if self.fast else "30", "--seed", "1", "--tolerance",
+                           "0.5" if self.short else "0.02", *self.relaxed)
         except RuntimeError as exc:
             self.n.say(f"candidate rejected by the gate: {str(exc).splitlines()[-1]}")
             self.summary["vision_v2"] = "rejected"
@@ -376,8 +385,8 @@ class Demo:
         try:
             out = self.run("train-vision-bad", exe("cloud-trainer"), "build", "vision", "--dataset",
                            str(self.work / "data" / "parts"), "--registry", str(self.registry), "--key", str(self.key),
-                           "--work", str(self.work / "builds" / "vision-bad"), "--threads", "2", "--epochs", "2",
-                           "--degrade", "--force")
+                           "--work", str(self.work / "builds" / "vision-bad"), "--threads", "2", "--epochs",
+                           "1" if self.short else "2", "--degrade", "--force")
         except RuntimeError as exc:
             self.n.say(f"could not build the drill candidate: {exc}")
             return
@@ -485,20 +494,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "var" / "demo")
     ap.add_argument("--keep-running", action="store_true", help="leave everything up at the end (Ctrl-C stops)")
     ap.add_argument("--full", action="store_true", help="bigger datasets and more epochs (slower)")
+    ap.add_argument("--short", action="store_true", help="tiny datasets, relaxed gate floors, short waits (CI)")
     a = ap.parse_args(argv)
     n = Narrator()
     if a.work.exists():
         shutil.rmtree(a.work)
     a.work.mkdir(parents=True)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    demo = Demo(a.work, n, fast=not a.full)
+    demo = Demo(a.work, n, fast=not a.full, short=a.short)
     t0 = time.monotonic()
     try:
         demo.step_cloud_v1()
         demo.step_factory_and_agents()
-        demo.step_results(20)
-        demo.step_alarm(150)
-        demo.step_link_cut(15)
+        demo.step_results(5 if a.short else 20)
+        demo.step_alarm(60 if a.short else 150)
+        demo.step_link_cut(5 if a.short else 15)
         v2 = demo.step_retrain()
         if v2:
             demo.step_canary(v2)

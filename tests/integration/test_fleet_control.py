@@ -147,3 +147,35 @@ async def test_admin_cli_shows_the_fleet_and_deploys_and_agent_certificates_cann
     r = await asyncio.to_thread(cli, "agents", "--endpoint", f"127.0.0.1:{srv.port}", "--pki", str(pki),
                                 "--admin", "gw1")
     assert r.returncode != 0 and "PERMISSION_DENIED" in r.stderr
+
+
+async def test_cloud_restarted_mid_rollout_resumes_from_persisted_state(fleet, tmp_path):
+    srv, agents, _ = fleet
+    dep = srv.control.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision",
+                              "agents": ["gw1", "gw2"], "strategy": "canary", "steps": ["1", "100%"], "wait_s": 2})
+    await until(lambda: srv.control._get(dep["id"])["targets"]["gw1"]["status"] == "healthy", what="canary healthy")
+    assert version(agents["gw2"]) == "1.0.0"
+    await srv.stop()  # the cloud goes away in the middle of the rollout
+    pki = tmp_path / "pki"
+    srv2 = FleetServer(tmp_path / "cloud", srv.port, pki / "ca.pem", pki / "server.pem", pki / "server.key",
+                       registry=tmp_path / "registry")
+    await srv2.start()
+    try:
+        await until(lambda: srv2.control._get(dep["id"])["state"] == "completed", what="the rollout to resume")
+        assert version(agents["gw1"]) == version(agents["gw2"]) == "1.1.0"
+    finally:
+        await srv2.stop()
+
+
+async def test_agent_offline_during_a_rollout_converges_when_it_returns(fleet):
+    srv, agents, _ = fleet
+    cfg = agents["gw2"].cfg
+    await agents["gw2"].stop()  # gw2 is down when its step comes
+    dep = srv.control.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision",
+                              "agents": ["gw1", "gw2"], "strategy": "canary", "steps": ["1", "100%"], "wait_s": 0})
+    await until(lambda: srv.control._get(dep["id"])["targets"]["gw2"]["status"] == "assigned", what="gw2's step")
+    assert srv.control._get(dep["id"])["state"] == "running"
+    agents["gw2"] = Agent(cfg)  # restarted: same config and data folder
+    await agents["gw2"].start()
+    await until(lambda: srv.control._get(dep["id"])["state"] == "completed", what="convergence after restart")
+    assert version(agents["gw2"]) == "1.1.0"
