@@ -496,6 +496,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full", action="store_true", help="bigger datasets and more epochs (slower)")
     ap.add_argument("--short", action="store_true", help="tiny datasets, relaxed gate floors, short waits (CI)")
     a = ap.parse_args(argv)
+    import signal
+
+    # SIGTERM (CI timeouts, `kill`) must still run the clean-up below that stops every process
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     n = Narrator()
     if a.work.exists():
         shutil.rmtree(a.work)
