@@ -184,28 +184,39 @@ class Agent:
 
     async def stop(self) -> None:
         # Stop taking new items, finish what is queued and in flight, flush the actions (which
-        # still need their sources' connections), then close the sources and the models.
+        # still need their sources' connections), then close the sources and the models. Every step
+        # is bounded: a peer that does not answer must not keep the agent from stopping.
         for t in self._source_tasks:
             t.cancel()
         for p in self.pipelines:
-            await p.stop()
-        await self.actions.flush()
+            await self._bounded(p.stop(), f"pipeline {p.name}", 30)
+        await self._bounded(self.actions.flush(), "actions", 15)
+        if self.manager is not None:
+            await self._bounded(self.manager.stop(), "model manager", 10)
         if self.uplink is not None:
-            await self.uplink.stop()
+            await self._bounded(self.uplink.stop(), "uplink", 15)
         if self.outbox is not None:
-            await asyncio.to_thread(self.outbox.close)
-        for src in self.sources.values():
-            try:
-                await src.stop()
-            except Exception:
-                log.exception("stopping a source failed")
-        for slot in self.slots.values():
-            await slot.stop()
+            await self._bounded(asyncio.to_thread(self.outbox.close), "outbox", 30)
+        for name, src in self.sources.items():
+            await self._bounded(src.stop(), f"source {name}", 15)
+        for name, slot in self.slots.items():
+            await self._bounded(slot.stop(), f"model slot {name}", 10)
         if self.http is not None:
             self.http.stop()
-        self.executor.shutdown(wait=True, cancel_futures=False)
+        # inference threads finish the item they hold (bounded by the model's own run time)
+        await asyncio.to_thread(self.executor.shutdown, wait=True, cancel_futures=True)
         self._stopped.set()
         log.info("agent %s stopped", self.cfg.agent.id)
+
+    @staticmethod
+    async def _bounded(aw, what: str, timeout_s: float) -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await aw
+        except TimeoutError:
+            log.error("stopping %s took longer than %.0f s; going on without it", what, timeout_s)
+        except Exception:
+            log.exception("stopping %s failed", what)
 
     async def run(self) -> None:
         """Start, then serve until SIGTERM/SIGINT, then stop gracefully."""

@@ -206,6 +206,9 @@ class FleetServer:
                 log.exception("deployment tick failed")
 
     async def stop(self, grace_s: float = 1.0) -> None:
+        if getattr(self, "_stopped", False):  # idempotent: a second stop is a no-op
+            return
+        self._stopped = True
         if self._tick:
             self._tick.cancel()
         await self.server.stop(grace_s)

@@ -337,13 +337,17 @@ class OpcUaSource:
         assert self._client is not None
         state_node = self._client.get_node(ua.ObjectIds.Server_ServerStatus_State)
         while True:
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that races
+            # with the awaited result, and this loop would then never stop
             try:
-                await asyncio.wait_for(self._lost.wait(), self.settings.keepalive_check_s)
+                async with asyncio.timeout(self.settings.keepalive_check_s):
+                    await self._lost.wait()
                 return
             except TimeoutError:
                 pass
             try:
-                await asyncio.wait_for(state_node.read_value(), self.settings.connect_timeout_s)
+                async with asyncio.timeout(self.settings.connect_timeout_s):
+                    await state_node.read_value()
             except asyncio.CancelledError:
                 raise
             except Exception as e:

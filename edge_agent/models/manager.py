@@ -136,6 +136,14 @@ class ModelManager:
         finally:
             self.busy.pop(d.slot, None)
 
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Cancel installs in flight; a half-downloaded package stays in staging and resumes next time."""
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
+
     def _health(self, slot: str) -> dict:
         s = self.slots[slot]
         c = s.counters

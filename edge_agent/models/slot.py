@@ -175,10 +175,7 @@ class ModelSlot:
     async def stop(self) -> None:
         if self._watch is not None:
             self._watch.cancel()
-            try:
-                await self._watch
-            except (asyncio.CancelledError, Exception):
-                pass
+            await asyncio.wait({self._watch}, timeout=5)  # bounded: never hold up shutdown
         for a in (self._active, self._previous):
             if a is not None:
                 a.engine.close()

@@ -79,13 +79,15 @@ class Uplink:
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        if self._tasks:  # bounded: a task that ignores its cancellation must not hold up shutdown
+            _, stuck = await asyncio.wait(self._tasks, timeout=5)
+            if stuck:
+                log.warning("uplink: %s did not stop within 5 s", ", ".join(t.get_name() for t in stuck))
         if self._channel is not None:
-            await self._channel.close()
+            try:  # never let an unreachable cloud hold up the agent's shutdown
+                await asyncio.wait_for(self._channel.close(), 5)
+            except (TimeoutError, Exception):
+                pass
         self.state = "stopped"
 
     def _error(self, where: str, exc: Exception) -> None:
@@ -108,8 +110,9 @@ class Uplink:
             if not pending:
                 self.state = "idle" if self.state != "backoff" else self.state
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self.s.max_delay_ms / 1000 or 0.2)
+                try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                    async with asyncio.timeout(self.s.max_delay_ms / 1000 or 0.2):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
                 continue
@@ -158,7 +161,8 @@ class Uplink:
                     nbytes += r.size
                 await self._pace(nbytes)
                 await outq.put(batch)
-                ack = await asyncio.wait_for(call.read(), 60)
+                async with asyncio.timeout(60):
+                    ack = await call.read()
                 if ack is None or ack is grpc.aio.EOF:
                     raise ConnectionError("the server closed the stream")
                 n = await asyncio.to_thread(self.outbox.ack, list(ack.seqs))
@@ -169,10 +173,11 @@ class Uplink:
                 self.last_ack_at = time.time()
                 self.state = "sending"
         finally:
-            await outq.put(None)
+            # never block here (this also runs on cancellation): end the request stream if there is
+            # room, and cancel the call either way
             try:
-                await asyncio.wait_for(call.read(), 2)
-            except Exception:
+                outq.put_nowait(None)
+            except asyncio.QueueFull:
                 pass
             call.cancel()
         self.state = "idle"

@@ -98,13 +98,14 @@ async def test_fleet_console_shows_agents_deployments_and_reports(tmp_path):
                                                     "digest": "d", "status": "active", "reason": ""}], {}, 0)
     srv.control.create({"package": "part-inspection", "version": "1.4.0", "slot": "vision", "agents": ["gw1"],
                         "strategy": "all_at_once"})
+    await srv.start()  # a grpc.aio server must be started and stopped in its own loop
     console = Console(srv, "127.0.0.1", 0)
     console.start()
     try:
         dom = await asyncio.to_thread(render, f"http://127.0.0.1:{console.port}/", "fleet-console.png")
     finally:
         console.stop()
-        srv.store.close()
+        await srv.stop()
     assert "<b>gw1</b>" in dom and "site=plant" in dom
     assert "part-inspection 1.4.0" in dom and "gate passed" in dom and "ng_recall <b>0.990</b>" in dom
     assert "all_at_once 1/1" in dom and "gw1: <span" in dom
