@@ -1,10 +1,11 @@
 """`cloud-trainer train|quantize|evaluate|package|publish|build`.
 
 ``build`` runs the whole pipeline in one command (dataset → train → export → INT8 → evaluate →
-gate → package → publish). The single-stage verbs run the same code up to their stage in a work
-folder: ``train`` (and export FP32), ``quantize`` and ``evaluate`` stop before the gate decides,
-``package`` stops before publishing, ``publish`` adds an already built package and its report to
-the registry.
+gate → package → publish). The stage verbs run one stage each on a shared work folder
+(``--work``, default ``var/builds/<family>``), in that order: ``train`` (and export FP32),
+``quantize``, ``evaluate`` (exit 3 when the gate fails), ``package`` (refused after a failed gate
+unless ``--force``), ``publish``. Exit codes: 0 done, 2 bad input or a stage run out of order,
+3 rejected by the gate.
 """
 
 from __future__ import annotations
@@ -18,21 +19,29 @@ from pathlib import Path
 def _parser(prog: str) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=f"cloud-trainer {prog}")
     ap.add_argument("family", choices=["vision", "maintenance"])
-    ap.add_argument("--dataset", required=True, type=Path, help="simulator dataset folder (edge-sim dataset ...)")
-    ap.add_argument("--registry", type=Path, default=Path("var/registry"))
-    ap.add_argument("--key", type=Path, default=Path("var/keys/fleet.key"), help="Ed25519 signing key")
-    ap.add_argument("--work", type=Path, help="work folder (default: var/builds/<family>)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=None, help="default: vision 20, maintenance 200 (early stopping)")
-    ap.add_argument("--size", type=int, default=64, help="vision input size (pixels)")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--version", help="default: next minor version in the registry")
-    ap.add_argument("--floor", action="append", default=[], metavar="METRIC=VALUE", help="override a gate floor")
-    ap.add_argument("--int8-margin", type=float, default=0.01)
-    ap.add_argument("--no-openvino", action="store_true", help="do not add an OpenVINO IR to the package")
-    ap.add_argument("--degrade", action="store_true", help="deliberately damage the candidate (gate demo)")
-    ap.add_argument("--tolerance", type=float, default=0.01, help="allowed loss vs the published version")
-    ap.add_argument("--force", action="store_true", help="publish even if the gate fails (marked as forced)")
+    ap.add_argument("--work", type=Path, help="work folder shared by the stages (default: var/builds/<family>)")
+    if prog in ("train", "build"):
+        ap.add_argument("--dataset", required=True, type=Path, help="simulator dataset folder (edge-sim dataset ...)")
+        ap.add_argument("--seed", type=int, default=0)
+        ap.add_argument("--epochs", type=int, default=None, help="default: vision 20, maintenance 200 (early stopping)")
+        ap.add_argument("--size", type=int, default=64, help="vision input size (pixels)")
+        ap.add_argument("--threads", type=int, default=None)
+        ap.add_argument("--degrade", action="store_true", help="deliberately damage the candidate (gate demo)")
+    if prog in ("quantize", "build"):
+        ap.add_argument("--calibration", type=int, default=200, help="calibration samples from the validation split")
+    if prog in ("evaluate", "build", "package", "publish"):
+        ap.add_argument("--registry", type=Path, default=Path("var/registry"))
+    if prog in ("evaluate", "build"):
+        ap.add_argument("--version", help="default: next minor version in the registry")
+        ap.add_argument("--floor", action="append", default=[], metavar="METRIC=VALUE", help="override a gate floor")
+        ap.add_argument("--int8-margin", type=float, default=0.01)
+        ap.add_argument("--tolerance", type=float, default=0.01, help="allowed loss vs the published version")
+    if prog in ("package", "build", "evaluate"):
+        ap.add_argument("--key", type=Path, default=Path("var/keys/fleet.key"), help="Ed25519 signing key")
+    if prog in ("package", "build"):
+        ap.add_argument("--no-openvino", action="store_true", help="do not add an OpenVINO IR to the package")
+    if prog in ("package", "publish", "build"):
+        ap.add_argument("--force", action="store_true", help="go on even if the gate failed (recorded as forced)")
     return ap
 
 
@@ -40,75 +49,90 @@ def _settings(a):
     from cloud_trainer.train.pipeline import BuildSettings
 
     floors = {}
-    for f in a.floor:
+    for f in getattr(a, "floor", []):
         k, _, v = f.partition("=")
-        floors[k] = float(v)
-    if not a.key.exists():
+        try:
+            floors[k] = float(v)
+        except ValueError:
+            raise SystemExit(f"cloud-trainer: --floor {f!r}: expected METRIC=NUMBER") from None
+    key = getattr(a, "key", Path("var/keys/fleet.key"))
+    if hasattr(a, "no_openvino") and not key.exists():  # only the stages that sign need one
         from model_packager import generate_keypair
 
-        generate_keypair(a.key, a.key.with_suffix(".pub"))
-        print(f"created signing key {a.key} (and {a.key.with_suffix('.pub')} for agents to trust)", file=sys.stderr)
-    return BuildSettings(family=a.family, dataset=a.dataset, registry=a.registry, signing_key=a.key,
-                         workdir=a.work or Path("var/builds") / a.family, seed=a.seed,
-                         epochs=a.epochs or (20 if a.family == "vision" else 200), size=a.size,
-                         threads=a.threads, floors=floors, int8_margin=a.int8_margin, version=a.version,
-                         openvino=not a.no_openvino, degrade=a.degrade, tolerance=a.tolerance, force=a.force)
+        generate_keypair(key, key.with_suffix(".pub"))
+        print(f"created signing key {key} (and {key.with_suffix('.pub')} for agents to trust)", file=sys.stderr)
+    epochs = getattr(a, "epochs", None) or (20 if a.family == "vision" else 200)
+    return BuildSettings(family=a.family, dataset=getattr(a, "dataset", None), registry=getattr(a, "registry", None),
+                         signing_key=key, workdir=a.work or Path("var/builds") / a.family,
+                         seed=getattr(a, "seed", 0), epochs=epochs, size=getattr(a, "size", 64),
+                         threads=getattr(a, "threads", None), floors=floors,
+                         int8_margin=getattr(a, "int8_margin", 0.01), version=getattr(a, "version", None),
+                         calibration=getattr(a, "calibration", 200), openvino=not getattr(a, "no_openvino", False),
+                         degrade=getattr(a, "degrade", False), tolerance=getattr(a, "tolerance", 0.01),
+                         force=getattr(a, "force", False))
 
 
-def main_build(argv: list[str]) -> int:
+def _run(verb: str, argv: list[str]) -> int:
+    from cloud_trainer.registry import RegistryError
+    from cloud_trainer.train import pipeline as P
     from cloud_trainer.train.data import DatasetError
-    from cloud_trainer.train.pipeline import GateFailed, build
 
-    a = _parser("build").parse_args(argv)
+    a = _parser(verb).parse_args(argv)
+    s = _settings(a)
     try:
-        out = build(_settings(a))
+        if verb == "train":
+            meta = P.stage_train(s)
+            out = {"trained": s.family, "model": str(s.workdir / "model.fp32.onnx"),
+                   "dataset_digest": meta["dataset_digest"]}
+        elif verb == "quantize":
+            out = {"quantized": str(P.stage_quantize(s))}
+        elif verb == "evaluate":
+            rep = P.stage_evaluate(s)
+            print(json.dumps({"evaluated": rep["version"], "gate_passed": rep["gate"]["passed"],
+                              "reasons": rep["gate"]["reasons"], "report": str(s.workdir / "report.md")}))
+            return 0 if rep["gate"]["passed"] else 3
+        elif verb == "package":
+            out = {"package": str(P.stage_package(s))}
+        elif verb == "publish":
+            res = P.stage_publish(s)
+            out = {"published": res["entry"]["version"], "name": res["entry"]["name"], "package": res["package"]}
+        else:
+            res = P.build(s)
+            out = {"published": res["entry"]["version"], "name": res["entry"]["name"], "package": res["package"],
+                   "digest": res["entry"]["digest"]}
     except DatasetError as exc:
-        print(f"cloud-trainer build: dataset error: {exc}", file=sys.stderr)
+        print(f"cloud-trainer {verb}: dataset error: {exc}", file=sys.stderr)
         return 2
-    except GateFailed as exc:
-        print(f"cloud-trainer build: candidate rejected by the evaluation gate: {exc}; nothing published "
-              f"(report: {exc.report})", file=sys.stderr)
+    except (P.StageError, RegistryError) as exc:
+        print(f"cloud-trainer {verb}: {exc}", file=sys.stderr)
+        return 2
+    except P.GateFailed as exc:
+        print(f"cloud-trainer {verb}: candidate rejected by the evaluation gate: {exc}; nothing "
+              f"{'published' if verb in ('build', 'publish') else 'packaged'} (report: {exc.report})", file=sys.stderr)
         return 3
-    print(json.dumps({"published": out["entry"]["version"], "name": out["entry"]["name"],
-                      "package": out["package"], "digest": out["entry"]["digest"]}))
+    print(json.dumps(out))
     return 0
 
 
-def _not_split(verb: str):
-    def run(argv: list[str]) -> int:
-        print(f"cloud-trainer {verb}: this version runs the stages together; use `cloud-trainer build` "
-              "(it writes every stage's output into its work folder)", file=sys.stderr)
-        return 2
-    return run
+def main_train(argv: list[str]) -> int:
+    return _run("train", argv)
 
 
-main_train = _not_split("train")
-main_quantize = _not_split("quantize")
-main_evaluate = _not_split("evaluate")
-main_package = _not_split("package")
+def main_quantize(argv: list[str]) -> int:
+    return _run("quantize", argv)
+
+
+def main_evaluate(argv: list[str]) -> int:
+    return _run("evaluate", argv)
+
+
+def main_package(argv: list[str]) -> int:
+    return _run("package", argv)
 
 
 def main_publish(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="cloud-trainer publish")
-    ap.add_argument("package", type=Path)
-    ap.add_argument("--registry", type=Path, default=Path("var/registry"))
-    ap.add_argument("--report", type=Path, help="report.json of the package's evaluation (gate must have passed)")
-    a = ap.parse_args(argv)
-    from cloud_trainer.registry import Registry, RegistryError
+    return _run("publish", argv)
 
-    if a.report is None or not a.report.exists():
-        print("cloud-trainer publish: a report.json whose gate passed is required", file=sys.stderr)
-        return 2
-    rep = json.loads(a.report.read_text())
-    if not rep.get("gate", {}).get("passed"):
-        print(f"cloud-trainer publish: the report says the gate failed: {rep.get('gate')}; not published",
-              file=sys.stderr)
-        return 3
-    try:
-        e = Registry(a.registry).publish(a.package, [a.report], {}, rep.get("dataset_digest"),
-                                         (rep.get("incumbent") or {}).get("version"))
-    except RegistryError as exc:
-        print(f"cloud-trainer publish: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps({"published": e["version"], "name": e["name"]}))
-    return 0
+
+def main_build(argv: list[str]) -> int:
+    return _run("build", argv)

@@ -90,23 +90,24 @@ def train(data: VibrationData, seed: int, epochs: int, log=common.stderr_log, th
     lives = [float(np.nanmax(data.rul_s[data.run_id == r] + data.t_s[data.run_id == r]))
              for r in np.unique(data.run_id[tr]) if np.isfinite(data.rul_s[data.run_id == r]).any()]
     mean_life = float(np.mean(lives)) if lives else RUL_SCALE
-    model = build_model(x.shape[1], len(FAULTS), mean_life)
-    X = torch.from_numpy(x)
-    Y = torch.from_numpy(y)
-    R = torch.from_numpy(np.clip(np.nan_to_num(data.health, nan=1.0), 0, 1).astype(np.float32))  # health target
-    V = torch.from_numpy(visible)
-    RO = torch.from_numpy(rul_ok)
+    dev = common.device()  # a GPU when present, else the CPU
+    model = build_model(x.shape[1], len(FAULTS), mean_life).to(dev)
+    X = torch.from_numpy(x).to(dev)
+    Y = torch.from_numpy(y).to(dev)
+    R = torch.from_numpy(np.clip(np.nan_to_num(data.health, nan=1.0), 0, 1).astype(np.float32)).to(dev)  # health
+    V = torch.from_numpy(visible).to(dev)
+    RO = torch.from_numpy(rul_ok).to(dev)
     # The autoencoder learns "normal" from healthy runs and from the first, still-healthy windows of
     # every other run: many machines' operating points, not just the few healthy runs'.
-    H = torch.from_numpy((y == 0) | (data.health >= NORMAL_HEALTH))
+    H = torch.from_numpy((y == 0) | (data.health >= NORMAL_HEALTH)).to(dev)
     ce = nn.CrossEntropyLoss()
     g = torch.Generator().manual_seed(seed)
-    tr_t = torch.from_numpy(tr)
-    va_t = torch.from_numpy(va)
+    tr_t = torch.from_numpy(tr).to(dev)
+    va_t = torch.from_numpy(va).to(dev)
 
     def loss_on(m, idx):
         a, logits, life = m(X[idx])
-        loss = torch.zeros(())
+        loss = torch.zeros((), device=dev)
         healthy = H[idx]
         if healthy.any():
             loss = loss + a[healthy].mean()
@@ -119,7 +120,7 @@ def train(data: VibrationData, seed: int, epochs: int, log=common.stderr_log, th
         return loss
 
     def batches():
-        perm = tr_t[torch.randperm(len(tr_t), generator=g)]
+        perm = tr_t[torch.randperm(len(tr_t), generator=g).to(dev)]
         for i in range(0, len(perm), 64):
             yield perm[i : i + 64]
 
@@ -128,7 +129,7 @@ def train(data: VibrationData, seed: int, epochs: int, log=common.stderr_log, th
         loss = loss_on(m, idx)
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     def val_acc(m):
         _, logits, _ = m(X[va_t])
@@ -138,7 +139,7 @@ def train(data: VibrationData, seed: int, epochs: int, log=common.stderr_log, th
     log(f"maintenance: {len(tr)} train / {len(va)} val / {len(te)} test windows (split by run), "
         f"{x.shape[1]} features")
     hist = common.fit(model, step, lambda m: loss_on(m, va_t), batches, epochs, patience, 3e-3, log, val_acc)
-    return {"model": model, "pre": pre, "x": x, "y": y, "split": (tr, va, te), "history": hist,
+    return {"model": model.cpu(), "pre": pre, "x": x, "y": y, "split": (tr, va, te), "history": hist,
             "visible": visible, "rul_ok": rul_ok, "rul_s": data.rul_s, "health": data.health}
 
 

@@ -64,50 +64,114 @@ def _engines() -> list[str]:
     return [e for e in ("onnxruntime", "openvino") if importlib.util.find_spec(e)]
 
 
-def build(s: BuildSettings, log=common.stderr_log) -> dict:
+class StageError(RuntimeError):
+    """A stage was run out of order or on a work folder from another build."""
+
+
+def _family(name: str):
+    if name == "vision":
+        from cloud_trainer.train import vision as fam
+    elif name == "maintenance":
+        from cloud_trainer.train import maintenance as fam
+    else:
+        raise ValueError(f"unknown family {name!r}; expected one of {sorted(FAMILIES)}")
+    return fam
+
+
+def _need(path: Path, stage: str) -> Path:
+    if not path.exists():
+        raise StageError(f"{path} is missing: run `cloud-trainer {stage}` with this work folder first")
+    return path
+
+
+def _load_dataset(family: str, folder: Path):
     from cloud_trainer.train import data as D
 
+    return D.load_parts(folder) if family == "vision" else D.load_vibration(folder)
+
+
+def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
+    """dataset → trained model, exported to ``model.fp32.onnx``; the arrays and split every later
+    stage evaluates on go to ``train.npz``, the facts to ``train.json``."""
+    fam = _family(s.family)
     t0 = time.perf_counter()
     s.workdir.mkdir(parents=True, exist_ok=True)
-    reg = Registry(s.registry)
-    name = FAMILIES[s.family]
+    for stale in ("model.int8.onnx", "report.json", "package.json"):  # a new model invalidates later stages
+        (s.workdir / stale).unlink(missing_ok=True)
+    ds = _load_dataset(s.family, s.dataset)
     if s.family == "vision":
-        ds = D.load_parts(s.dataset)
-        from cloud_trainer.train import vision as fam
-
         tr_out = fam.train(ds, s.size, s.seed, s.epochs, log, s.threads)
-    elif s.family == "maintenance":
-        ds = D.load_vibration(s.dataset)
-        from cloud_trainer.train import maintenance as fam
-
-        tr_out = fam.train(ds, s.seed, s.epochs, log, s.threads)
     else:
-        raise ValueError(f"unknown family {s.family!r}; expected one of {sorted(FAMILIES)}")
-    model, x, y = tr_out["model"], tr_out["x"], tr_out["y"]
-    tr, va, te = tr_out["split"]
+        tr_out = fam.train(ds, s.seed, s.epochs, log, s.threads)
     if s.degrade:
-        _degrade(model)
-    train_s = time.perf_counter() - t0
+        _degrade(tr_out["model"])
+    x = tr_out["x"]
+    onnx_tools.export(tr_out["model"], x[:1], s.workdir / "model.fp32.onnx", fam.INPUT, fam.OUTPUTS)
+    tr, va, te = tr_out["split"]
+    arrays = {"x": x, "y": tr_out["y"], "train": tr, "val": va, "test": te}
+    if s.family == "maintenance":
+        arrays.update(health=tr_out["health"], rul_s=tr_out["rul_s"], rul_ok=tr_out["rul_ok"])
+    np.savez(s.workdir / "train.npz", **arrays)
+    meta = {"family": s.family, "dataset": str(s.dataset), "dataset_digest": ds.digest, "seed": s.seed,
+            "size": s.size, "preprocessing": tr_out["pre"].model_dump(mode="json"),
+            "classes": list(getattr(ds, "classes", [])), "degraded": s.degrade,
+            "training": {"seconds": time.perf_counter() - t0, "history": tr_out["history"]["epochs"]}}
+    (s.workdir / "train.json").write_text(json.dumps(meta, indent=1, default=float))
+    log(f"trained {s.family} in {meta['training']['seconds']:.0f}s; exported {s.workdir / 'model.fp32.onnx'}")
+    return meta
 
-    fp32 = onnx_tools.export(model, x[:1], s.workdir / "model.fp32.onnx", fam.INPUT, fam.OUTPUTS)
+
+def _trained(s: BuildSettings, stage: str) -> tuple[dict, dict]:
+    meta = json.loads(_need(s.workdir / "train.json", "train").read_text())
+    if meta["family"] != s.family:
+        raise StageError(f"{s.workdir} holds a {meta['family']} build, not {s.family}")
+    with np.load(_need(s.workdir / "train.npz", "train")) as z:
+        arrays = {k: z[k] for k in z.files}
+    return meta, arrays
+
+
+def stage_quantize(s: BuildSettings, log=common.stderr_log) -> Path:
+    """``model.fp32.onnx`` → static INT8 (QDQ, per-channel) ``model.int8.onnx``, calibrated on the
+    validation split (held out from training)."""
+    fam = _family(s.family)
+    _, a = _trained(s, "quantize")
+    fp32 = _need(s.workdir / "model.fp32.onnx", "train")
+    x, va, tr = a["x"], a["val"], a["train"]
     calib = x[va][: s.calibration] if len(va) else x[tr][: s.calibration]
     int8 = onnx_tools.quantize(fp32, s.workdir / "model.int8.onnx", calib, fam.INPUT)
-    log(f"exported {fp32.name} ({fp32.stat().st_size / 1e6:.2f} MB) and {int8.name} "
-        f"({int8.stat().st_size / 1e6:.2f} MB)")
+    for stale in ("report.json", "package.json"):
+        (s.workdir / stale).unlink(missing_ok=True)
+    log(f"quantized {fp32.name} ({fp32.stat().st_size / 1e6:.2f} MB) to {int8.name} "
+        f"({int8.stat().st_size / 1e6:.2f} MB) on {len(calib)} calibration samples")
+    return int8
 
+
+def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
+    """FP32, INT8 (and INT8 on OpenVINO) on the held-out test split; the gate against the floors, the
+    INT8 margin and the published version; ``report.json``/``.md`` and plots. Never raises on a
+    failed gate: the report says so (``report["gate"]["passed"]``)."""
+    fam = _family(s.family)
+    meta, a = _trained(s, "evaluate")
+    fp32 = _need(s.workdir / "model.fp32.onnx", "train")
+    int8 = _need(s.workdir / "model.int8.onnx", "quantize")
+    (s.workdir / "package.json").unlink(missing_ok=True)  # a package of an earlier evaluation is stale
+    reg = Registry(s.registry)
+    name = FAMILIES[s.family]
+    x, y, tr, va, te = a["x"], a["y"], a["train"], a["val"], a["test"]
     outs = {"fp32": onnx_tools.run(fp32, x[te]), "int8": onnx_tools.run(int8, x[te])}
     if "openvino" in _engines():
         outs["int8_openvino"] = onnx_tools.run(int8, x[te], "openvino")
     val_int8 = onnx_tools.run(int8, x[va])
+    rul_mean = None
     if s.family == "vision":
         threshold = fam.choose_threshold(fam.ng_score(val_int8["logits"]), y[va] != 0, 0.995)
-        mets = {k: fam.metrics(o["logits"], y[te], ds.classes, threshold) for k, o in outs.items()}
+        mets = {k: fam.metrics(o["logits"], y[te], meta["classes"], threshold) for k, o in outs.items()}
         primary = ["ng_recall", "f1_macro"]
     else:
         threshold = fam.choose_threshold(val_int8["anomaly_score"].reshape(-1),
-                                         fam.anomaly_truth(y[va], tr_out["health"][va])[0])
-        rul_mean = float(np.nanmean(np.where(tr_out["rul_ok"][tr], tr_out["rul_s"][tr], np.nan)))
-        mets = {k: fam.metrics(o, y[te], tr_out["health"][te], tr_out["rul_s"][te], threshold, rul_mean)
+                                         fam.anomaly_truth(y[va], a["health"][va])[0])
+        rul_mean = float(np.nanmean(np.where(a["rul_ok"][tr], a["rul_s"][tr], np.nan)))
+        mets = {k: fam.metrics(o, y[te], a["health"][te], a["rul_s"][te], threshold, rul_mean)
                 for k, o in outs.items()}
         primary = ["anomaly_auroc", "fault_accuracy"]
 
@@ -129,8 +193,12 @@ def build(s: BuildSettings, log=common.stderr_log) -> dict:
     incumbent = reg.latest(name) if s.compare_published else None
     inc_metrics = None
     if incumbent is not None:
+        ds = _load_dataset(s.family, Path(meta["dataset"]))
+        if ds.digest != meta["dataset_digest"]:
+            raise StageError(f"dataset {meta['dataset']} changed since `train` (digest {ds.digest[:19]}…, "
+                             f"trained on {meta['dataset_digest'][:19]}…): train again")
         inc_metrics = _evaluate_incumbent(reg, incumbent, s, ds, te, y, threshold_fallback=threshold,
-                                          rul_mean=locals().get("rul_mean"))
+                                          rul_mean=rul_mean)
         for k in primary:
             if inc_metrics is not None and cand[k] + 1e-9 < inc_metrics[k] - s.tolerance:
                 reasons.append(f"{k} {cand[k]:.4f} is worse than the published {incumbent['version']} "
@@ -140,34 +208,77 @@ def build(s: BuildSettings, log=common.stderr_log) -> dict:
     speed = {}
     for eng in _engines():
         for thr in (1, 2):
-            a = onnx_tools.latency_ms(fp32, x[te][:1], eng, thr, n=100)
-            b = onnx_tools.latency_ms(int8, x[te][:1], eng, thr, n=100)
-            speed[f"{eng}_{thr}t"] = {"fp32_ms": a, "int8_ms": b, "speedup": a / b}
+            t_a = onnx_tools.latency_ms(fp32, x[te][:1], eng, thr, n=100)
+            t_b = onnx_tools.latency_ms(int8, x[te][:1], eng, thr, n=100)
+            speed[f"{eng}_{thr}t"] = {"fp32_ms": t_a, "int8_ms": t_b, "speedup": t_a / t_b}
     report = {
-        "name": name, "version": version, "family": s.family, "dataset": str(s.dataset),
-        "dataset_digest": ds.digest, "seed": s.seed, "split": {"train": len(tr), "val": len(va), "test": len(te)},
+        "name": name, "version": version, "family": s.family, "dataset": meta["dataset"],
+        "dataset_digest": meta["dataset_digest"], "seed": meta["seed"],
+        "split": {"train": len(tr), "val": len(va), "test": len(te)},
         "metrics": mets, "primary": primary, "floors": floors, "int8_margin": s.int8_margin,
         "incumbent": {"version": incumbent["version"], "metrics": inc_metrics} if incumbent else None,
         "gate": {"passed": not reasons, "reasons": reasons},
         "sizes": {"fp32_bytes": fp32.stat().st_size, "int8_bytes": int8.stat().st_size},
-        "latency_batch1": speed, "training": {"seconds": train_s, "history": tr_out["history"]["epochs"]},
-        "threshold": threshold,
+        "latency_batch1": speed, "training": meta["training"], "threshold": threshold,
+        "calibration_samples": int(min(s.calibration, len(va) or len(tr))),
     }
-    files = _write_report(report, s.workdir, mets["int8"], y[te], outs["int8"], s.family,
-                          tr_out["health"][te] if s.family == "maintenance" else None)
-    log(f"gate: {'PASSED' if not reasons else 'FAILED: ' + '; '.join(reasons)}")
-    if reasons and not s.force:
-        raise GateFailed(reasons, s.workdir / "report.md")
-    if reasons:
-        log("gate failed but --force was given: publishing anyway, marked as forced")
+    _write_report(report, s.workdir, mets["int8"], y[te], outs["int8"], s.family,
+                  a["health"][te] if s.family == "maintenance" else None)
+    log(f"gate: {'PASSED' if not reasons else 'FAILED: ' + '; '.join(reasons)} (report: {s.workdir / 'report.md'})")
+    return report
 
-    pkg = _package(s, name, version, fam, tr_out, int8, x[te][:8], threshold, report, files)
-    key_metrics = {k: v for k, v in mets["int8"].items() if isinstance(v, int | float)}
-    if reasons:
+
+REPORT_FILES = ("report.json", "report.md", "confusion.png", "roc.png")
+
+
+def stage_package(s: BuildSettings, log=common.stderr_log) -> Path:
+    """The evaluated INT8 model → a signed package in the work folder, golden inputs from the test
+    split. Refused when the report's gate failed, unless ``force``."""
+    fam = _family(s.family)
+    meta, a = _trained(s, "package")
+    report = json.loads(_need(s.workdir / "report.json", "evaluate").read_text())
+    int8 = _need(s.workdir / "model.int8.onnx", "quantize")
+    if not report["gate"]["passed"]:
+        if not s.force:
+            raise GateFailed(report["gate"]["reasons"], s.workdir / "report.md")
+        log("gate failed but --force was given: packaging anyway, marked as forced")
+    pkg = _package(s, report["name"], report["version"], fam, meta, a["x"].shape[1], int8,
+                   a["x"][a["test"]][:8], report["threshold"], report)
+    (s.workdir / "package.json").write_text(json.dumps({"package": pkg.name, "version": report["version"]}))
+    log(f"packaged {pkg}")
+    return pkg
+
+
+def stage_publish(s: BuildSettings, log=common.stderr_log) -> dict:
+    """The work folder's package and report → the registry (version, metrics, dataset digest, parent)."""
+    report = json.loads(_need(s.workdir / "report.json", "evaluate").read_text())
+    pkg = s.workdir / json.loads(_need(s.workdir / "package.json", "package").read_text())["package"]
+    forced = not report["gate"]["passed"]
+    if forced and not s.force:
+        raise GateFailed(report["gate"]["reasons"], s.workdir / "report.md")
+    reg = Registry(s.registry)
+    key_metrics = {k: v for k, v in report["metrics"]["int8"].items() if isinstance(v, int | float)}
+    if forced:
         key_metrics["forced_past_gate"] = 1
-    entry = reg.publish(pkg, [*files, pkg], key_metrics, ds.digest, incumbent["version"] if incumbent else None)
-    log(f"published {name} {version} ({pkg.name}) in {time.perf_counter() - t0:.0f}s")
+    parent = report["incumbent"]["version"] if report["incumbent"] else None
+    files = [s.workdir / f for f in REPORT_FILES if (s.workdir / f).exists()]
+    entry = reg.publish(pkg, [*files, pkg], key_metrics, report["dataset_digest"], parent)
+    log(f"published {entry['name']} {entry['version']} ({pkg.name})")
     return {"entry": entry, "package": str(reg.package_path(entry)), "report": report}
+
+
+def build(s: BuildSettings, log=common.stderr_log) -> dict:
+    """All stages in one go; raises GateFailed (registry unchanged) when the candidate is rejected."""
+    t0 = time.perf_counter()
+    stage_train(s, log)
+    stage_quantize(s, log)
+    report = stage_evaluate(s, log)
+    if not report["gate"]["passed"] and not s.force:
+        raise GateFailed(report["gate"]["reasons"], s.workdir / "report.md")
+    stage_package(s, log)
+    out = stage_publish(s, log)
+    log(f"built and published in {time.perf_counter() - t0:.0f}s")
+    return out
 
 
 def _degrade(model) -> None:
@@ -255,17 +366,18 @@ def _write_report(report: dict, workdir: Path, m: dict, y, out, family: str, hea
     return [workdir / "report.json", workdir / "report.md", workdir / "confusion.png", workdir / "roc.png"]
 
 
-def _package(s: BuildSettings, name, version, fam, tr_out, int8: Path, golden_x, threshold, report, files) -> Path:
+def _package(s: BuildSettings, name, version, fam, meta: dict, n_features: int, int8: Path, golden_x, threshold,
+             report) -> Path:
     from cloud_trainer.train.data import FAULTS, VISION_CLASSES
     from model_packager import build_package
 
-    pre = tr_out["pre"]
+    size = meta["size"]
     if s.family == "vision":
-        h = s.size // 8
+        h = size // 8
         outputs = [{"name": "logits", "dtype": "float32", "shape": ["batch", len(VISION_CLASSES)],
                     "role": "class_logits", "labels": VISION_CLASSES, "ok_label": "ok", "threshold": threshold},
                    {"name": "heatmap", "dtype": "float32", "shape": ["batch", 1, h, h], "role": "heatmap"}]
-        inputs = [{"name": "image", "dtype": "float32", "shape": ["batch", 3, s.size, s.size], "layout": "NCHW"}]
+        inputs = [{"name": "image", "dtype": "float32", "shape": ["batch", 3, size, size], "layout": "NCHW"}]
         task = "vision_inspection"
         metric_name = "ng_recall"
     else:
@@ -275,7 +387,7 @@ def _package(s: BuildSettings, name, version, fam, tr_out, int8: Path, golden_x,
                     "role": "class_logits", "labels": FAULTS, "ok_label": "healthy"},
                    {"name": "remaining_life", "dtype": "float32", "shape": ["batch", 1], "role": "remaining_life",
                     "unit": "s"}]
-        inputs = [{"name": "features", "dtype": "float32", "shape": ["batch", pre.n_features], "layout": "NC"}]
+        inputs = [{"name": "features", "dtype": "float32", "shape": ["batch", n_features], "layout": "NC"}]
         task = "equipment_maintenance"
         metric_name = "fault_accuracy"
     # INT8 kernels round differently on each engine: the golden tolerance is set from the deviation
@@ -292,18 +404,18 @@ def _package(s: BuildSettings, name, version, fam, tr_out, int8: Path, golden_x,
     sp = report["latency_batch1"].get("onnxruntime_1t", {})
     spec = {
         "name": name, "version": version, "task": task, "inputs": inputs, "outputs": outputs,
-        "description": f"{s.family} model trained by cloud_trainer on {Path(s.dataset).name}",
-        "preprocessing": pre.model_dump(mode="json"),
+        "description": f"{s.family} model trained by cloud_trainer on {Path(meta['dataset']).name}",
+        "preprocessing": meta["preprocessing"],
         "golden": {"atol": atol, "rtol": 2e-2},
-        "quantization": {"scheme": "int8-qdq-s8s8-per-channel-minmax", "calibration_samples": int(
-            min(s.calibration, report["split"]["val"] or report["split"]["train"])),
+        "quantization": {"scheme": "int8-qdq-s8s8-per-channel-minmax", "calibration_samples": report["calibration_samples"],
             "fp32_metric": m32[metric_name], "int8_metric": m8[metric_name], "metric_name": metric_name,
             "accuracy_delta": m8[metric_name] - m32[metric_name], "fp32_size_bytes": report["sizes"]["fp32_bytes"],
             "int8_size_bytes": report["sizes"]["int8_bytes"], "speedup": sp.get("speedup")},
         "provenance": {"dataset_digest": report["dataset_digest"], "trainer": "cloud_trainer.train 0.1",
                        "parent_version": report["incumbent"]["version"] if report["incumbent"] else None,
-                       "seed": s.seed, "metrics": {k: float(v) for k, v in m8.items() if isinstance(v, int | float)}},
+                       "seed": meta["seed"], "metrics": {k: float(v) for k, v in m8.items() if isinstance(v, int | float)}},
     }
+    (s.workdir / "report.json").write_text(json.dumps(report, indent=1, default=float))  # + golden tolerance
     return build_package(int8, spec, s.workdir, signing_key=s.signing_key, golden_inputs={fam.INPUT: golden_x},
                          openvino=s.openvino and "openvino" in _engines(),
                          extra_files={"report.json": s.workdir / "report.json"})

@@ -69,14 +69,15 @@ def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_
         from cloud_trainer.train.data import DatasetError
 
         raise DatasetError(f"{len(y)} images are too few to split into train/validation/test")
-    model = build_model(len(data.classes))
-    xt, yt = torch.from_numpy(x[tr]), torch.from_numpy(y[tr])
-    xv, yv = torch.from_numpy(x[va]), torch.from_numpy(y[va])
+    dev = common.device()  # a GPU when present, else the CPU; no code change either way
+    model = build_model(len(data.classes)).to(dev)
+    xt, yt = torch.from_numpy(x[tr]).to(dev), torch.from_numpy(y[tr]).to(dev)
+    xv, yv = torch.from_numpy(x[va]).to(dev), torch.from_numpy(y[va]).to(dev)
     loss_fn = nn.CrossEntropyLoss()
     g = torch.Generator().manual_seed(seed)
 
     def batches():
-        perm = torch.randperm(len(xt), generator=g)
+        perm = torch.randperm(len(xt), generator=g).to(dev)
         for i in range(0, len(perm), 32):
             idx = perm[i : i + 32]
             xb = xt[idx]
@@ -91,7 +92,7 @@ def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_
         loss = loss_fn(m(b[0])[0], b[1])
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     def val_loss(m):
         return loss_fn(m(xv)[0], yv)
@@ -102,7 +103,7 @@ def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_
     log(f"vision: {len(tr)} train / {len(va)} val / {len(te)} test images at {size}x{size}, "
         f"{len(data.classes)} classes")
     hist = common.fit(model, step, val_loss, batches, epochs, patience, 2e-3, log, val_acc, select_on_metric=True)
-    return {"model": model, "pre": pre, "x": x, "y": y, "split": (tr, va, te), "history": hist}
+    return {"model": model.cpu(), "pre": pre, "x": x, "y": y, "split": (tr, va, te), "history": hist}
 
 
 def ng_score(logits: np.ndarray) -> np.ndarray:

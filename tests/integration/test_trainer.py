@@ -144,3 +144,40 @@ def test_build_cli_reports_a_dataset_error_and_publishes_nothing(tmp_path):
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 2 and "dataset error" in r.stderr and "labels.jsonl" in r.stderr
     assert not (tmp_path / "reg" / "part-inspection").exists()
+
+
+def test_stage_verbs_run_one_stage_each_on_a_shared_work_folder(tmp_path, vib):
+    key, _ = make_keypair(tmp_path / "keys")
+    work, reg = tmp_path / "work", tmp_path / "reg"
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "cloud_trainer.cli", *args], capture_output=True, text=True,
+                              cwd=ROOT, timeout=300)
+
+    r = cli("quantize", "maintenance", "--work", str(work))  # out of order: nothing trained yet
+    assert r.returncode == 2 and "train.json is missing: run `cloud-trainer train`" in r.stderr
+    r = cli("train", "maintenance", "--dataset", str(vib), "--work", str(work), "--epochs", "40", "--threads", "2")
+    assert r.returncode == 0, r.stderr
+    assert (work / "model.fp32.onnx").exists() and not (work / "model.int8.onnx").exists()
+    assert json.loads(r.stdout)["dataset_digest"] == load_vibration(vib).digest
+    r = cli("quantize", "maintenance", "--work", str(work), "--calibration", "32")
+    assert r.returncode == 0, r.stderr
+    assert (work / "model.int8.onnx").exists()
+    floors = ["--floor", "anomaly_auroc=0", "--floor", "fault_accuracy=0", "--int8-margin", "1"]
+    r = cli("evaluate", "maintenance", "--work", str(work), "--registry", str(reg), "--floor", "fault_accuracy=1.01")
+    assert r.returncode == 3 and json.loads(r.stdout)["gate_passed"] is False
+    r = cli("package", "maintenance", "--work", str(work), "--registry", str(reg), "--key", str(key))
+    assert r.returncode == 3 and "rejected by the evaluation gate" in r.stderr and "fault_accuracy" in r.stderr
+    r = cli("evaluate", "maintenance", "--work", str(work), "--registry", str(reg), *floors)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((work / "report.json").read_text())
+    assert rep["gate"]["passed"] and rep["metrics"]["int8"]["fault_accuracy"] > 0.4
+    r = cli("publish", "maintenance", "--work", str(work), "--registry", str(reg))  # not packaged yet
+    assert r.returncode == 2 and "package.json is missing" in r.stderr
+    r = cli("package", "maintenance", "--work", str(work), "--registry", str(reg), "--key", str(key))
+    assert r.returncode == 0, r.stderr
+    assert Registry(reg).list("machine-health") == []  # packaged, not yet published
+    r = cli("publish", "maintenance", "--work", str(work), "--registry", str(reg))
+    assert r.returncode == 0, r.stderr
+    entry = Registry(reg).latest("machine-health")
+    assert entry["version"] == "1.0.0" and entry["dataset_digest"] == rep["dataset_digest"]
