@@ -279,19 +279,26 @@ class Demo:
         time.sleep(down_s)
         depth = {line: self.status(line)["outbox"]["depth"] for line in self.lines}
         self.n.say(f"while down: agents kept deciding; outbox depth {depth}")
+        marks = {line: self.status(line)["outbox"]["last_seq"] for line in self.lines}
         self.start_cloud()
 
-        def drained():
+        def drained():  # everything queued while the link was down is delivered (new results keep coming)
             sts = {line: self.status(line) for line in self.lines}
-            return all(s["outbox"]["depth"] == 0 for s in sts.values()) and sts
+            return all(s["outbox"]["depth"] == 0 or s["outbox"]["oldest_seq"] > marks[line]
+                       for line, s in sts.items()) and sts
 
-        sts = self.wait(drained, 120, "the outboxes to drain")
+        try:
+            sts = self.wait(drained, 120, "the outboxes to drain")
+        except RuntimeError as exc:  # say what each agent's uplink was doing
+            ups = {line: (self.status(line) or {}).get("uplink") for line in self.lines}
+            raise RuntimeError(f"{exc}; uplinks: {json.dumps(ups, default=str)}") from None
         after = self.cloud_counts()
         con = sqlite3.connect(f"file:{self.cloud_data / 'fleet.db'}?mode=ro", uri=True)
-        gaps = {}
-        for agent in self.agents.values():
-            rows = con.execute("SELECT COUNT(*), MAX(seq) FROM records WHERE agent = ?", (agent,)).fetchone()
-            gaps[agent] = rows[1] - rows[0] if rows[1] else 0
+        gaps = {}  # of the records an agent had numbered when the link came back, how many the cloud lacks
+        for line, agent in self.agents.items():
+            have = con.execute("SELECT COUNT(*) FROM records WHERE agent = ? AND seq <= ?",
+                               (agent, marks[line])).fetchone()[0]
+            gaps[agent] = marks[line] - have
         dups = con.execute("SELECT COALESCE(SUM(duplicates), 0) FROM ingest").fetchone()[0]
         con.close()
         self.n.say(f"restored: outboxes drained; cloud records {before} -> {after}; missing sequence numbers "
@@ -308,23 +315,21 @@ class Demo:
         truth = {line: json.loads(urllib.request.urlopen(f"http://127.0.0.1:{self.ports['cam-' + line]}/truth",
                                                          timeout=5).read()) for line in self.lines}
         merged = self.work / "data" / "parts-v2"
-        shutil.copytree(self.work / "data" / "parts", merged)
-        added = 0
-        with open(merged / "labels.jsonl", "a") as labels:
+        labels_file = self.work / "data" / "upload-labels.jsonl"
+        matched = 0
+        with open(labels_file, "w") as labels:  # ground truth for each upload, as an inspector would give it
             for sha, agent, payload in rows:
                 body = json.loads(payload)
-                line = agent.removeprefix("gw-")
-                label = nearest_label(truth.get(line, []), body["captured_at"])
-                blob = self.cloud_data / "blobs" / "sha256" / sha[:2] / sha
-                if label is None or not blob.exists():
-                    continue
-                name = f"images/upload-{sha[:16]}.png"
-                shutil.copy(blob, merged / name)
-                labels.write(json.dumps({"id": f"upload-{sha[:16]}", "file": name, "label": label,
-                                         "defect": label != "ok", "bbox": None, "mask": None}) + "\n")
-                added += 1
-        self.n.say(f"{len(rows)} images uploaded by the agents ({added} matched to ground truth) added to the "
-                   "original ones")
+                label = nearest_label(truth.get(agent.removeprefix("gw-"), []), body["captured_at"])
+                if label is not None:
+                    labels.write(json.dumps({"sha256": sha, "label": label}) + "\n")
+                    matched += 1
+        out = self.run("dataset-v2", exe("cloud-trainer"), "dataset", "--cloud-data", str(self.cloud_data),
+                       "--model", "part-inspection", "--base", str(self.work / "data" / "parts"), "--labels",
+                       str(labels_file), "--out", str(merged))
+        added = json.loads(out.strip().splitlines()[-1])["exported"]
+        self.n.say(f"{len(rows)} images uploaded by the agents, {matched} matched to ground truth; "
+                   f"`cloud-trainer dataset` added {added} to the original ones")
         try:
             out = self.run("train-vision-v2", exe("cloud-trainer"), "build", "vision", "--dataset", str(merged),
                            "--registry", str(self.registry), "--key", str(self.key), "--work",

@@ -57,6 +57,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def agents(self) -> list[dict]: ...
 
+    @abc.abstractmethod
+    def set_labels(self, labels: dict[str, str]) -> int:
+        """Record ground-truth labels by sample SHA-256 (label_state 'labelled'); return rows changed."""
+
 
 class SQLiteStore(Store):
     def __init__(self, path: Path, blobs=None) -> None:
@@ -152,6 +156,18 @@ class SQLiteStore(Store):
                 "ON CONFLICT(id) DO UPDATE SET labels=excluded.labels, last_seen=excluded.last_seen, "
                 "slots=excluded.slots, health=excluded.health, outbox_depth=excluded.outbox_depth",
                 (agent, json.dumps(labels), time.time(), json.dumps(slots), json.dumps(health), outbox_depth))
+
+    def set_labels(self, labels: dict[str, str]) -> int:
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                n = sum(self.db.execute("UPDATE samples SET label = ?, label_state = 'labelled' WHERE sha256 = ?",
+                                        (label, sha)).rowcount for sha, label in labels.items())
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        return n
 
     def agents(self) -> list[dict]:
         with self.lock:

@@ -1,0 +1,90 @@
+"""`cloud-trainer dataset`: the images agents uploaded, held in the cloud store, become a training
+dataset with ground-truth labels from a labels file; labels persist in the store; a labels file
+naming unknown samples or classes is refused with nothing written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cloud_trainer.blobs import LocalBlobStore
+from cloud_trainer.fleet.store import SQLiteStore
+from cloud_trainer.train.data import DatasetError, load_parts
+from cloud_trainer.train.uploads import export
+from simulators.parts import write_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def cloud(tmp_path):
+    """A cloud data folder as `cloud-trainer serve` keeps it, with 12 uploaded part images from gw1
+    (stored through the same ingest path the fleet service uses) and one vibration sample."""
+    parts = write_dataset(tmp_path / "parts", count=12, seed=3, size=32, defect_rate=0.5)
+    rows = [json.loads(x) for x in (parts / "labels.jsonl").read_text().splitlines()]
+    data = tmp_path / "cloud"
+    store, blobs = SQLiteStore(data / "fleet.db"), LocalBlobStore(data / "blobs")
+    records, truth = [], {}
+    for seq, r in enumerate(rows, 1):
+        img = (parts / r["file"]).read_bytes()
+        sha = blobs.put_bytes(img)
+        assert sha == hashlib.sha256(img).hexdigest()
+        truth[sha] = r["label"]
+        records.append({"seq": seq, "kind": "sample", "t": 1000.0 + seq, "sample_sha256": sha, "sample_ext": ".png",
+                        "payload": json.dumps({"model": "part-inspection", "model_version": "1.0.0",
+                                               "verdict": "OK", "label": "ok", "reason": "low_confidence"})})
+    records.append({"seq": 99, "kind": "sample", "t": 2000.0, "sample_sha256": blobs.put_bytes(b"\0" * 64),
+                    "sample_ext": ".npy", "payload": json.dumps({"model": "machine-health"})})
+    store.ingest("gw1", records)
+    store.db.close()
+    return data, parts, truth
+
+
+def write_labels(path: Path, labels: dict) -> Path:
+    path.write_text("\n".join(json.dumps({"sha256": k, "label": v}) for k, v in labels.items()) + "\n")
+    return path
+
+
+def test_uploaded_samples_become_a_dataset_with_ground_truth_labels(tmp_path, cloud):
+    data, parts, truth = cloud
+    half = dict(list(truth.items())[:6])
+    res = export(data, "part-inspection", tmp_path / "ds1", labels_file=write_labels(tmp_path / "l1.jsonl", half))
+    assert res["exported"] == 6 and res["unlabelled"] == 6 and res["labels_applied"] == 6
+    rows = [json.loads(x) for x in (tmp_path / "ds1" / "labels.jsonl").read_text().splitlines()]
+    # the labels are the ground truth, not the agent's verdict ("ok" for every upload above)
+    assert {r["source"]["sha256"]: r["label"] for r in rows} == half
+    for r in rows:
+        assert hashlib.sha256((tmp_path / "ds1" / r["file"]).read_bytes()).hexdigest() == r["source"]["sha256"]
+    # labels accumulate in the store: a later export with the other half brings all twelve, on top of a base
+    rest = dict(list(truth.items())[6:])
+    res = export(data, "part-inspection", tmp_path / "ds2", base=parts,
+                 labels_file=write_labels(tmp_path / "l2.jsonl", rest))
+    assert res["exported"] == 12 and res["unlabelled"] == 0
+    ds = load_parts(tmp_path / "ds2")
+    assert len(ds.images) == 24  # 12 base images + 12 uploads
+    store = SQLiteStore(data / "fleet.db")
+    assert {s["sha256"]: s["label"] for s in store.samples(model="part-inspection", label_state="labelled")} == truth
+    store.db.close()
+
+
+def test_bad_labels_are_refused_and_nothing_is_written(tmp_path, cloud):
+    data, _, truth = cloud
+    bad = write_labels(tmp_path / "bad.jsonl", {**truth, "ab" * 32: "ok"})
+    with pytest.raises(DatasetError, match="names 1 sample\\(s\\) the store has no part-inspection image for"):
+        export(data, "part-inspection", tmp_path / "ds", labels_file=bad)
+    assert not (tmp_path / "ds").exists()
+    wrong = tmp_path / "wrong.jsonl"
+    wrong.write_text(json.dumps({"sha256": next(iter(truth)), "label": "bent"}) + "\n")
+    with pytest.raises(DatasetError, match="wrong.jsonl:1: label 'bent' is not one of"):
+        export(data, "part-inspection", tmp_path / "ds", labels_file=wrong)
+    store = SQLiteStore(data / "fleet.db")
+    assert store.samples(model="part-inspection", label_state="labelled") == []  # store unchanged
+    store.db.close()
+    r = subprocess.run([sys.executable, "-m", "cloud_trainer.cli", "dataset", "--cloud-data", str(tmp_path / "nope"),
+                        "--out", str(tmp_path / "ds")], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 2 and "no fleet store (fleet.db)" in r.stderr
