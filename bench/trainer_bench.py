@@ -1,11 +1,11 @@
 """Trainer bench: FP32 vs INT8 latency of each model family on ONNX Runtime and OpenVINO (batch 1,
 1 and 2 threads, medians), with the accuracy of each form, and training time per epoch.
 
-Both models are trained here on simulator data (vision on a reduced set and few epochs to keep the
-bench short: its accuracy is not the quality bar, see docs/trainer.md for full runs), exported,
-quantized, then timed side by side in this process.
+Both models are trained here on simulator data with the trainer's defaults (vision: 2000 part
+images, 20 epochs; maintenance: 20 machines × 50 windows, early stopping), exported, quantized,
+then timed side by side in this process; the accuracy is on each model's held-out test split.
 
-    .venv/bin/python -m bench.trainer_bench [--images 800] [--epochs 4]
+    .venv/bin/python -m bench.trainer_bench [--images 2000] [--epochs 20]
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--images", type=int, default=800)
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--epochs", type=int, default=20)
     a = ap.parse_args(argv)
     from cloud_trainer.train.pipeline import BuildSettings, build
     from simulators.parts import write_dataset as write_parts
@@ -57,13 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     (OUT / "trainer_bench.json").write_text(json.dumps({"bench": "trainer", "rows": rows}, indent=2))
     md = ["### Models: FP32 vs INT8, batch 1 (medians of 100 calls), accuracy of each form, training time", "",
           "| model | engine | threads | FP32 ms | INT8 ms | speed-up | FP32 metric | INT8 metric | size FP32→INT8 | "
-          "train s/epoch |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+          "train s/epoch (epochs) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         md.append(f"| {r['model']} | {r['engine']} | {r['threads']} | {r['fp32_ms']:.3f} | {r['int8_ms']:.3f} | "
                   f"{r['speedup']:.2f}x | {r['metric']} {r['fp32_metric']:.3f} | {r['int8_metric']:.3f} | "
-                  f"{r['fp32_bytes'] / 1e6:.2f}→{r['int8_bytes'] / 1e6:.2f} MB | {r['epoch_s']:.1f} |")
-    md += ["", "The maintenance network is a few thousand parameters: per-call overhead dominates and INT8 does "
-           "not pay there; the vision CNN is where INT8 speeds up."]
+                  f"{r['fp32_bytes'] / 1e6:.2f}→{r['int8_bytes'] / 1e6:.2f} MB | {r['epoch_s']:.2f} ({r['epochs']}) |")
+    md += ["", "Both models are small (the vision CNN runs in ~0.2 ms, the maintenance network is a few thousand "
+           "parameters), so fixed per-call costs weigh heavily: INT8 pays on OpenVINO for the CNN, while on ONNX "
+           "Runtime its QDQ kernels roughly break even (0.85-1.3x across runs on this machine) and lose on the "
+           "maintenance network. INT8 still shrinks the models 3x and keeps their accuracy."]
     (OUT / "trainer_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

@@ -179,6 +179,8 @@ class Provenance(_Model):
     parent_version: str | None = None
     seed: int | None = None
     metrics: dict[str, float] = {}
+    onnx_opset: int | None = None  # of the exported graph
+    dynamic_batch: bool | None = None  # the batch dimension is symbolic
     notes: str | None = None
 
 

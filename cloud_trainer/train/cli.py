@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 
@@ -114,25 +115,9 @@ def _run(verb: str, argv: list[str]) -> int:
     return 0
 
 
-def main_train(argv: list[str]) -> int:
-    return _run("train", argv)
-
-
-def main_quantize(argv: list[str]) -> int:
-    return _run("quantize", argv)
-
-
-def main_evaluate(argv: list[str]) -> int:
-    return _run("evaluate", argv)
-
-
-def main_package(argv: list[str]) -> int:
-    return _run("package", argv)
-
-
-def main_publish(argv: list[str]) -> int:
-    return _run("publish", argv)
-
-
-def main_build(argv: list[str]) -> int:
-    return _run("build", argv)
+main_train = partial(_run, "train")
+main_quantize = partial(_run, "quantize")
+main_evaluate = partial(_run, "evaluate")
+main_package = partial(_run, "package")
+main_publish = partial(_run, "publish")
+main_build = partial(_run, "build")

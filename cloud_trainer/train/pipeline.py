@@ -115,6 +115,7 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
     meta = {"family": s.family, "dataset": str(s.dataset), "dataset_digest": ds.digest, "seed": s.seed,
             "size": s.size, "preprocessing": tr_out["pre"].model_dump(mode="json"),
             "classes": list(getattr(ds, "classes", [])), "degraded": s.degrade,
+            "export": {"onnx_opset": onnx_tools.OPSET, "dynamic_batch": True},
             "training": {"seconds": time.perf_counter() - t0, "history": tr_out["history"]["epochs"]}}
     (s.workdir / "train.json").write_text(json.dumps(meta, indent=1, default=float))
     log(f"trained {s.family} in {meta['training']['seconds']:.0f}s; exported {s.workdir / 'model.fp32.onnx'}")
@@ -219,7 +220,7 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
         "incumbent": {"version": incumbent["version"], "metrics": inc_metrics} if incumbent else None,
         "gate": {"passed": not reasons, "reasons": reasons},
         "sizes": {"fp32_bytes": fp32.stat().st_size, "int8_bytes": int8.stat().st_size},
-        "latency_batch1": speed, "training": meta["training"], "threshold": threshold,
+        "latency_batch1": speed, "training": meta["training"], "export": meta["export"], "threshold": threshold,
         "calibration_samples": int(min(s.calibration, len(va) or len(tr))),
     }
     _write_report(report, s.workdir, mets["int8"], y[te], outs["int8"], s.family,
@@ -360,7 +361,8 @@ def _write_report(report: dict, workdir: Path, m: dict, y, out, family: str, hea
     for k, v in report["latency_batch1"].items():
         md.append(f"| {k} | {v['fp32_ms']:.3f} | {v['int8_ms']:.3f} | {v['speedup']:.2f}x |")
     md += ["", f"Model size: FP32 {report['sizes']['fp32_bytes'] / 1e6:.2f} MB, INT8 "
-           f"{report['sizes']['int8_bytes'] / 1e6:.2f} MB. Training {report['training']['seconds']:.0f} s, "
+           f"{report['sizes']['int8_bytes'] / 1e6:.2f} MB; ONNX opset {report['export']['onnx_opset']}, dynamic "
+           f"batch. Training {report['training']['seconds']:.0f} s, "
            f"{len(report['training']['history'])} epochs.", "", "![confusion](confusion.png) ![curve](roc.png)"]
     (workdir / "report.md").write_text("\n".join(md) + "\n")
     return [workdir / "report.json", workdir / "report.md", workdir / "confusion.png", workdir / "roc.png"]
@@ -413,7 +415,8 @@ def _package(s: BuildSettings, name, version, fam, meta: dict, n_features: int, 
             "int8_size_bytes": report["sizes"]["int8_bytes"], "speedup": sp.get("speedup")},
         "provenance": {"dataset_digest": report["dataset_digest"], "trainer": "cloud_trainer.train 0.1",
                        "parent_version": report["incumbent"]["version"] if report["incumbent"] else None,
-                       "seed": meta["seed"], "metrics": {k: float(v) for k, v in m8.items() if isinstance(v, int | float)}},
+                       "seed": meta["seed"], **meta["export"],
+                       "metrics": {k: float(v) for k, v in m8.items() if isinstance(v, int | float)}},
     }
     (s.workdir / "report.json").write_text(json.dumps(report, indent=1, default=float))  # + golden tolerance
     return build_package(int8, spec, s.workdir, signing_key=s.signing_key, golden_inputs={fam.INPUT: golden_x},

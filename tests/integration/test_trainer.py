@@ -69,6 +69,7 @@ def test_maintenance_build_learns_publishes_and_loads_in_an_agent_slot(tmp_path,
     man = read_manifest(out["package"])
     assert man.quantization.scheme.startswith("int8") and man.provenance.dataset_digest == rep["dataset_digest"]
     assert {e.engine for e in man.engines} >= {"onnxruntime"}
+    assert man.provenance.onnx_opset == rep["export"]["onnx_opset"] >= 17 and man.provenance.dynamic_batch
     slot = ModelSlot("health", ModelConfig(package=out["package"]), tmp_path / "agent", [tmp_path / "keys" /
                                                                                          "signing.pub"])
 
