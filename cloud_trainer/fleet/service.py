@@ -191,6 +191,7 @@ class FleetServer:
         rpc.add_AdminServicer_to_server(AdminServicer(self.store, self.control), self.server)
         self.port = self.server.add_secure_port(f"{host}:{port}", server_credentials(ca, cert, key))
         self._tick: asyncio.Task | None = None
+        self._stopped = False
 
     async def start(self) -> None:
         await self.server.start()
@@ -206,7 +207,7 @@ class FleetServer:
                 log.exception("deployment tick failed")
 
     async def stop(self, grace_s: float = 1.0) -> None:
-        if getattr(self, "_stopped", False):  # idempotent: a second stop is a no-op
+        if self._stopped:  # idempotent: a second stop is a no-op
             return
         self._stopped = True
         if self._tick:

@@ -334,9 +334,10 @@ class Outbox:
 
     def stats(self) -> dict:
         db = self._reader()
-        by_kind = dict(db.execute("SELECT kind, COUNT(*) FROM records GROUP BY kind").fetchall())
-        oldest = db.execute("SELECT MIN(seq) FROM records").fetchone()[0]
+        rows = db.execute("SELECT kind, COUNT(*), MIN(seq) FROM records GROUP BY kind").fetchall()
         db.close()
-        return {"depth": sum(by_kind.values()), "by_kind": by_kind, "oldest_seq": oldest, "bytes": self._bytes, "last_seq": self._seq,
+        by_kind = {k: n for k, n, _ in rows}
+        return {"depth": sum(by_kind.values()), "by_kind": by_kind,
+                "oldest_seq": min((r[2] for r in rows), default=None), "bytes": self._bytes, "last_seq": self._seq,
                 "appended": self.appended, "acked": self.acked, "dropped": dict(self.dropped),
                 "budget_bytes": self.s.max_bytes, "fsync": self.s.fsync.value}
