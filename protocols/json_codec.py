@@ -45,6 +45,18 @@ class JsonMapping:
 
 
 _MISSING = object()
+_decode = json.JSONDecoder().decode
+
+
+def _loads(payload: bytes | str) -> Any:
+    # Plain UTF-8 bytes go straight to the decoder (json.loads sniffs the encoding first, a cost
+    # paid per message on the loop); a BOM or UTF-16/32 JSON still goes through json.loads.
+    if type(payload) is bytes and payload[:3] != b"\xef\xbb\xbf":
+        try:
+            return _decode(payload.decode())
+        except UnicodeDecodeError:
+            pass
+    return json.loads(payload)
 
 
 def _get(obj: Any, path: str) -> Any:
@@ -104,7 +116,7 @@ def decode(payload: bytes | str, mapping: JsonMapping | None = None, *, now: flo
     """Decode one JSON object into ``[(tag, value, timestamp_s), ...]``; ``now`` if no timestamp."""
     mapping = mapping or JsonMapping()
     try:
-        raw = json.loads(payload)
+        raw = _loads(payload)
     except (ValueError, UnicodeDecodeError) as e:
         raise CodecError("malformed_json", str(e)[:120]) from None
     except RecursionError:
