@@ -36,6 +36,12 @@ def test_timestamp_formats(raw, fmt, expected):
     assert ts == expected
 
 
+@pytest.mark.parametrize("payload", [b'\xef\xbb\xbf{"t": 2.5}', '{"t": 2.5}'.encode("utf-16"),
+                                     '{"t": 2.5}'.encode("utf-32"), '{"t": 2.5}'])
+def test_every_encoding_json_allows_decodes(payload):
+    assert decode(payload) == [("t", 2.5, 0.0)]
+
+
 def test_number_arrays_become_waveforms():
     ((tag, v, _),) = decode(b'{"wave": [1, 2.5, -3]}', JsonMapping(values={"wave": "vib"}))
     assert tag == "vib" and isinstance(v, np.ndarray) and v.dtype == np.float64 and v.tolist() == [1, 2.5, -3]
