@@ -63,9 +63,11 @@ def _verify(args) -> int:
         print(f"OK {opened.manifest.package_id}: signature by trusted key {opened.signer}, "
               f"{len(opened.manifest.files)} files, every hash and size match")
         results = run_golden(opened)
+        g = opened.manifest.golden
+        per_output = "".join(f", {k} atol {v:.3g}" for k, v in g.output_atol.items())
         for engine, worst in results.items():
             print(f"   golden on {engine}: largest deviation {worst:.3g} "
-                  f"(tolerance atol {opened.manifest.golden.atol}, rtol {opened.manifest.golden.rtol})")
+                  f"(tolerance atol {g.atol}, rtol {g.rtol}{per_output})")
         if not results:
             print("   no engine installed to run the golden inputs on", file=sys.stderr)
             return 1

@@ -184,7 +184,8 @@ def build_package(
                 ov.save_model(ov.convert_model(str(model)), str(ov_xml), compress_to_fp16=False)
                 files += [(OV_XML, ov_xml, FileRole.OPENVINO_XML), (OV_BIN, tmp / OV_BIN, FileRole.OPENVINO_BIN)]
             got = _golden.run_engine(engine, model, inputs, ov_xml)
-            worst, bad = _golden.compare(exp, got, manifest.golden.atol, manifest.golden.rtol)
+            worst, bad = _golden.compare(exp, got, manifest.golden.atol, manifest.golden.rtol,
+                                         manifest.golden.output_atol)
             if bad:
                 raise GoldenError(f"{where}: {engine} does not reproduce the golden outputs: " + "; ".join(bad))
             checks.append(EngineCheck(engine=engine, version=_golden.engine_version(engine), max_abs_diff=worst,
@@ -524,7 +525,7 @@ def run_golden(opened: OpenedPackage, engines: tuple[str, ...] | list[str] = _go
             continue
         got = _golden.run_engine(engine, opened.model_path, inputs,
                                  opened.openvino_xml if engine == "openvino" else None)
-        worst, bad = _golden.compare(expected, got, g.atol, g.rtol)
+        worst, bad = _golden.compare(expected, got, g.atol, g.rtol, g.output_atol)
         if bad:
             raise GoldenError(f"package {opened.manifest.package_id}: {engine} does not reproduce the golden "
                               "outputs: " + "; ".join(bad))

@@ -245,7 +245,8 @@ class ModelSlot:
             out = a.engine.run({k: v[i : i + 1] for k, v in inputs.items()})
             for k, v in out.items():
                 got.setdefault(k, []).append(v)
-        worst, bad = compare(expected, {k: np.concatenate(v) for k, v in got.items()}, g.atol, g.rtol)
+        worst, bad = compare(expected, {k: np.concatenate(v) for k, v in got.items()}, g.atol, g.rtol,
+                             g.output_atol)
         return "; ".join(bad) if bad else None
 
     def _event(self, kind: str, **data: Any) -> None:

@@ -246,3 +246,18 @@ def test_private_key_file_is_mode_0600(tmp_path):
     generate_keypair(tmp_path / "a.key", tmp_path / "a.pub")
     assert (tmp_path / "a.key").stat().st_mode & 0o777 == 0o600
     assert len(load_trusted_keys([tmp_path])) == 1
+
+
+def test_golden_tolerance_per_output_overrides_the_package_atol():
+    import numpy as np
+
+    from model_packager.golden import compare
+
+    exp = {"logits": np.array([[1.0, 2.0]]), "heatmap": np.array([[0.0, 5.0]])}
+    got = {"logits": np.array([[1.0, 2.0005]]), "heatmap": np.array([[0.3, 5.0]])}
+    worst, bad = compare(exp, got, 1e-3, 0.0)
+    assert worst == pytest.approx(0.3) and bad == ["output 'heatmap' deviates by up to 0.3 (atol 0.001, rtol 0.0)"]
+    assert compare(exp, got, 1e-3, 0.0, {"heatmap": 0.5})[1] == []  # the heat map's own tolerance
+    got["logits"] = np.array([[1.0, 2.1]])  # a wrong score is still caught by the package atol
+    assert compare(exp, got, 1e-3, 0.0, {"heatmap": 0.5})[1] == [
+        "output 'logits' deviates by up to 0.1 (atol 0.001, rtol 0.0)"]
