@@ -307,7 +307,8 @@ class Demo:
                                 "agent_last_seq": {self.agents[x]: s["outbox"]["last_seq"] for x, s in sts.items()}}
 
     def step_retrain(self) -> str | None:
-        self.n.step("Cloud retrains the vision model on uploaded samples (labelled from the camera ground truth)")
+        self.n.step("Cloud retrains the vision model on uploaded samples (labelled from the camera ground truth), "
+                    "fine-tuning version 1")
         con = sqlite3.connect(f"file:{self.cloud_data / 'fleet.db'}?mode=ro", uri=True)
         rows = con.execute("SELECT s.sha256, s.agent, r.payload FROM samples s JOIN records r ON r.agent = s.agent "
                            "AND r.seq = s.seq WHERE s.model = 'part-inspection' AND s.ext = '.png'").fetchall()
@@ -334,7 +335,8 @@ class Demo:
             out = self.run("train-vision-v2", exe("cloud-trainer"), "build", "vision", "--dataset", str(merged),
                            "--registry", str(self.registry), "--key", str(self.key), "--work",
                            str(self.work / "builds" / "vision-v2"), "--threads", "2", "--epochs",
-                           "4" if self.short else "20" if self.fast else "30", "--seed", "1", "--tolerance",
+                           "4" if self.short else "10" if self.fast else "15", "--seed", "1",
+                           "--init-from", str(self.work / "builds" / "vision"), "--tolerance",
                            "0.5" if self.short else "0.02", *self.relaxed)
         except RuntimeError as exc:
             self.n.say(f"candidate rejected by the gate: {str(exc).splitlines()[-1]}")

@@ -28,6 +28,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         ap.add_argument("--size", type=int, default=64, help="vision input size (pixels)")
         ap.add_argument("--threads", type=int, default=None)
         ap.add_argument("--degrade", action="store_true", help="deliberately damage the candidate (gate demo)")
+        ap.add_argument("--init-from", type=Path, help="vision: fine-tune from a parent's weights (its work folder, "
+                        "its registry folder, or a model.pt)")
     if prog in ("quantize", "build"):
         ap.add_argument("--calibration", type=int, default=200, help="calibration samples from the validation split")
     if prog in ("evaluate", "build", "package", "publish"):
@@ -70,7 +72,7 @@ def _settings(a):
                          int8_margin=getattr(a, "int8_margin", 0.01), version=getattr(a, "version", None),
                          calibration=getattr(a, "calibration", 200), openvino=not getattr(a, "no_openvino", False),
                          degrade=getattr(a, "degrade", False), tolerance=getattr(a, "tolerance", 0.01),
-                         force=getattr(a, "force", False))
+                         force=getattr(a, "force", False), init_from=getattr(a, "init_from", None))
 
 
 def _run(verb: str, argv: list[str]) -> int:

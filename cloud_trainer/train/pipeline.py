@@ -56,6 +56,7 @@ class BuildSettings:
     degrade: bool = False  # deliberately damage the candidate (for demos of the gate / rollback)
     tolerance: float = 0.01  # how much worse than the published version a primary metric may be
     force: bool = False  # publish even when the gate fails (recorded as forced; for drills and demos)
+    init_from: Path | None = None  # vision: fine-tune from these weights (a work folder or its model.pt)
 
 
 def _engines() -> list[str]:
@@ -100,12 +101,22 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
         (s.workdir / stale).unlink(missing_ok=True)
     ds = _load_dataset(s.family, s.dataset)
     if s.family == "vision":
-        tr_out = fam.train(ds, s.size, s.seed, s.epochs, log, s.threads)
+        init = _init_state(s.init_from) if s.init_from else None
+        try:
+            tr_out = fam.train(ds, s.size, s.seed, s.epochs, log, s.threads, init_state=init)
+        except ValueError as exc:
+            raise StageError(f"--init-from {s.init_from}: {exc}") from None
+    elif s.init_from:
+        raise StageError("--init-from: fine-tuning applies to vision models; maintenance models retrain from "
+                         "scratch (their features are standardised on each dataset)")
     else:
         tr_out = fam.train(ds, s.seed, s.epochs, log, s.threads)
     if s.degrade:
         _degrade(tr_out["model"])
     x = tr_out["x"]
+    import torch
+
+    torch.save(tr_out["model"].state_dict(), s.workdir / "model.pt")  # for a later fine-tune (--init-from)
     onnx_tools.export(tr_out["model"], x[:1], s.workdir / "model.fp32.onnx", fam.INPUT, fam.OUTPUTS)
     tr, va, te = tr_out["split"]
     arrays = {"x": x, "y": tr_out["y"], "train": tr, "val": va, "test": te}
@@ -115,11 +126,25 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
     meta = {"family": s.family, "dataset": str(s.dataset), "dataset_digest": ds.digest, "seed": s.seed,
             "size": s.size, "preprocessing": tr_out["pre"].model_dump(mode="json"),
             "classes": list(getattr(ds, "classes", [])), "degraded": s.degrade,
+            "init_from": str(s.init_from) if s.init_from else None,
             "export": {"onnx_opset": onnx_tools.OPSET, "dynamic_batch": True},
             "training": {"seconds": time.perf_counter() - t0, "history": tr_out["history"]["epochs"]}}
     (s.workdir / "train.json").write_text(json.dumps(meta, indent=1, default=float))
     log(f"trained {s.family} in {meta['training']['seconds']:.0f}s; exported {s.workdir / 'model.fp32.onnx'}")
     return meta
+
+
+def _init_state(path: Path) -> dict:
+    import torch
+
+    pt = Path(path) / "model.pt" if Path(path).is_dir() else Path(path)
+    if not pt.is_file():
+        raise StageError(f"--init-from {path}: no model.pt there (a work folder of `train`, or a published "
+                         "version's folder in the registry)")
+    try:
+        return torch.load(pt, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise StageError(f"--init-from {pt}: not a weights file ({type(exc).__name__}: {exc})") from None
 
 
 def _trained(s: BuildSettings, stage: str) -> tuple[dict, dict]:
@@ -229,7 +254,7 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
     return report
 
 
-REPORT_FILES = ("report.json", "report.md", "confusion.png", "roc.png")
+REPORT_FILES = ("report.json", "report.md", "confusion.png", "roc.png", "model.pt")  # model.pt: to fine-tune from
 
 
 def stage_package(s: BuildSettings, log=common.stderr_log) -> Path:

@@ -56,7 +56,9 @@ def build_model(n_classes: int, width: int = 16):
 
 
 def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_log, threads: int | None = None,
-          patience: int = 10) -> dict:
+          patience: int = 10, init_state: dict | None = None) -> dict:
+    """Train from scratch, or fine-tune from ``init_state`` (a parent version's weights; a lower
+    learning rate, so that the new data refines what the parent knew rather than replacing it)."""
     import torch
     from torch import nn
 
@@ -70,7 +72,14 @@ def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_
 
         raise DatasetError(f"{len(y)} images are too few to split into train/validation/test")
     dev = common.device()  # a GPU when present, else the CPU; no code change either way
-    model = build_model(len(data.classes)).to(dev)
+    model = build_model(len(data.classes))
+    if init_state is not None:
+        try:
+            model.load_state_dict(init_state)
+        except RuntimeError as exc:
+            raise ValueError(f"the weights to start from do not fit this model ({len(data.classes)} classes): "
+                             f"{str(exc).splitlines()[0]}") from None
+    model = model.to(dev)
     xt, yt = torch.from_numpy(x[tr]).to(dev), torch.from_numpy(y[tr]).to(dev)
     xv, yv = torch.from_numpy(x[va]).to(dev), torch.from_numpy(y[va]).to(dev)
     loss_fn = nn.CrossEntropyLoss()
@@ -102,7 +111,8 @@ def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_
 
     log(f"vision: {len(tr)} train / {len(va)} val / {len(te)} test images at {size}x{size}, "
         f"{len(data.classes)} classes")
-    hist = common.fit(model, step, val_loss, batches, epochs, patience, 2e-3, log, val_acc, select_on_metric=True)
+    lr = 5e-4 if init_state is not None else 2e-3
+    hist = common.fit(model, step, val_loss, batches, epochs, patience, lr, log, val_acc, select_on_metric=True)
     return {"model": model.cpu(), "pre": pre, "x": x, "y": y, "split": (tr, va, te), "history": hist}
 
 

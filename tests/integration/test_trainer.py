@@ -91,6 +91,20 @@ def test_vision_build_learns_and_records_the_report(tmp_path, parts):
     assert m["ng_auroc"] > 0.6  # a few epochs on 170 tiny images: above chance, not the quality bar
     assert np.asarray(m["confusion"]).sum() == out["report"]["split"]["test"]
     assert Registry(tmp_path / "registry").latest("part-inspection")["version"] == "1.0.0"
+    # a retrain fine-tunes from the published version's weights (kept beside its package): one epoch
+    # at the fine-tuning rate keeps what the parent learned
+    from cloud_trainer.train.pipeline import StageError, stage_evaluate, stage_quantize, stage_train
+
+    parent = tmp_path / "registry" / "part-inspection" / "1.0.0"
+    assert (parent / "model.pt").exists()
+    s2 = settings(tmp_path, "vision", parts, epochs=1, init_from=parent, workdir=tmp_path / "ft")
+    stage_train(s2, log=quiet)
+    stage_quantize(s2, log=quiet)
+    rep2 = stage_evaluate(s2, log=quiet)
+    assert rep2["metrics"]["int8"]["ng_auroc"] >= m["ng_auroc"] - 0.05
+    assert json.loads((tmp_path / "ft" / "train.json").read_text())["init_from"] == str(parent)
+    with pytest.raises(StageError, match="no model.pt there"):
+        stage_train(settings(tmp_path, "vision", parts, init_from=tmp_path / "nothing"), log=quiet)
 
 
 def test_a_candidate_failing_the_gate_is_not_published(tmp_path, vib):
