@@ -31,15 +31,23 @@ def _setup_logging(json_logs: bool, level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _validate(args) -> int:
+def _load(path, count: bool = False):
+    """The validated config, or None after printing every error (each names the file and field)."""
     from edge_agent.config import ConfigError, load_config
 
     try:
-        cfg = load_config(args.config)
+        return load_config(path)
     except ConfigError as exc:
         for line in exc.errors:
             print(line, file=sys.stderr)
-        print(f"{len(exc.errors)} error(s) in {args.config}", file=sys.stderr)
+        if count:
+            print(f"{len(exc.errors)} error(s) in {path}", file=sys.stderr)
+        return None
+
+
+def _validate(args) -> int:
+    cfg = _load(args.config, count=True)
+    if cfg is None:
         return 1
     print(f"ok: {args.config}: agent {cfg.agent.id} ({cfg.agent.site}/{cfg.agent.line}); "
           f"{len(cfg.sources)} sources ({', '.join(f'{n}:{s.type}' for n, s in cfg.sources.items())}); "
@@ -50,13 +58,8 @@ def _validate(args) -> int:
 def _run(args) -> int:
     import asyncio
 
-    from edge_agent.config import ConfigError, load_config
-
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
+    cfg = _load(args.config)
+    if cfg is None:
         return 1
     _setup_logging(args.log_json or cfg.log_json, args.log_level)
     from edge_agent.agent import Agent
