@@ -124,11 +124,16 @@ class Agent:
     def _cloud_status(self) -> dict:
         from edge_agent.engines import openvino_available
 
+        from model_packager.cpu import cpu_flags, int8_path
+
         labels = {"site": self.cfg.agent.site, "line": self.cfg.agent.line,
-                  "engines": "onnxruntime,openvino" if openvino_available() else "onnxruntime"}
+                  "engines": "onnxruntime,openvino" if openvino_available() else "onnxruntime",
+                  "cpu": int8_path(), "cpu_flags": " ".join(cpu_flags())}
         slots = []
         for s in self.slots.values():
             st = s.status()
+            if st.get("selection"):  # which form serves on this CPU, and why (INT8 off: the deviation)
+                labels[f"form.{st['slot']}"] = st["selection"]["summary"][:200]
             last = st.get("last_swap") or {}
             slots.append({"slot": st["slot"], "package": st["package"] or "", "version": st["version"] or "",
                           "digest": st["digest"] or "", "status": st["state"], "reason": last.get("reason") or ""})

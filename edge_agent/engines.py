@@ -5,8 +5,9 @@ is safe to call from several worker threads at once (ONNX Runtime sessions are; 
 each thread gets its own infer request). Libraries are imported here, when a slot needs them,
 never when a config is validated.
 
-``auto`` picks OpenVINO when it is installed (it runs the package's IR if present, else its
-ONNX, INT8 QDQ included), else ONNX Runtime. OpenVINO runs FP32 models in bf16 on CPUs with
+``auto`` lets the slot try every installed engine (OpenVINO runs the package's IR if present,
+else its ONNX, INT8 QDQ included) and every form the package carries, and keep the fastest that
+passes its checks on this CPU (``edge_agent.models.slot``). OpenVINO runs FP32 models in bf16 on CPUs with
 AVX-512 BF16 unless ``openvino_f32`` is set or the package records that it was checked on
 OpenVINO at f32 (FIELD-NOTES); a package whose tolerance is too tight for bf16 and that was not
 checked at f32 fails its smoke test with a message saying so.
@@ -50,11 +51,22 @@ def resolve_choice(choice: EngineChoice) -> str:
     return choice.value
 
 
+def model_file(opened: OpenedPackage, form: str | None) -> str:
+    """The ONNX file of ``form`` ("fp32": the FP32 reference; "int8" or None: ``model.onnx``)."""
+    if form == "fp32":
+        if opened.fp32_model_path is None:
+            raise EngineError(f"package {opened.manifest.package_id} carries no FP32 form; use form: auto or int8")
+        return str(opened.fp32_model_path)
+    return str(opened.model_path)
+
+
 class OrtEngine:
     name = "onnxruntime"
 
-    def __init__(self, opened: OpenedPackage, cfg: ModelConfig) -> None:
+    def __init__(self, opened: OpenedPackage, cfg: ModelConfig, form: str | None = None) -> None:
         import onnxruntime as ort
+
+        self.form = form or _only_form(opened)
 
         self.version = ort.__version__
         opts = ort.SessionOptions()
@@ -69,7 +81,7 @@ class OrtEngine:
             GraphOptimization.ALL: ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[cfg.graph_optimization]
         try:
-            self.session = ort.InferenceSession(str(opened.model_path), opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(model_file(opened, form), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise EngineError(f"ONNX Runtime cannot load {opened.manifest.package_id}: {exc}") from exc
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -84,9 +96,10 @@ class OrtEngine:
 class OvEngine:
     name = "openvino"
 
-    def __init__(self, opened: OpenedPackage, cfg: ModelConfig) -> None:
+    def __init__(self, opened: OpenedPackage, cfg: ModelConfig, form: str | None = None) -> None:
         import openvino as ov
 
+        self.form = form or _only_form(opened)
         self.version = ov.__version__.split("-")[0]
         # f32 when asked, or when the package was checked on OpenVINO at f32 (its golden tolerance
         # was met at that precision; bf16 may not meet it). INT8 layers still run as INT8.
@@ -99,7 +112,8 @@ class OvEngine:
         props = {"PERFORMANCE_HINT": cfg.openvino_hint.value.upper(), "INFERENCE_NUM_THREADS": cfg.threads}
         if f32:
             props["INFERENCE_PRECISION_HINT"] = "f32"
-        src = opened.openvino_xml or opened.model_path
+        # the IR the package carries is of model.onnx (the INT8 form); the FP32 form is read as ONNX
+        src = model_file(opened, form) if form == "fp32" else (opened.openvino_xml or opened.model_path)
         try:
             self.compiled = core.compile_model(core.read_model(str(src)), "CPU", props)
         except Exception as exc:
@@ -119,6 +133,22 @@ class OvEngine:
         self.compiled = None
 
 
-def create_engine(choice: EngineChoice | str, opened: OpenedPackage, cfg: ModelConfig) -> Engine:
+def _only_form(opened: OpenedPackage) -> str:
+    """The form of a package's ``model.onnx``: int8 when quantized, else fp32."""
+    return "int8" if opened.manifest.quantization.scheme.startswith("int8") else "fp32"
+
+
+def candidate_engines(choice: EngineChoice | str) -> list[str]:
+    """The engines a slot may try: the one asked for, or with ``auto`` every installed one (the
+    slot measures each on its own CPU and keeps the fastest that passes its checks)."""
+    choice = EngineChoice(choice)
+    if choice is EngineChoice.AUTO:
+        return ["openvino", "onnxruntime"] if openvino_available() else ["onnxruntime"]
+    return [resolve_choice(choice)]
+
+
+def create_engine(choice: EngineChoice | str, opened: OpenedPackage, cfg: ModelConfig, form: str | None = None
+                  ) -> Engine:
+    """An engine for ``form`` of the package ("int8", "fp32"; None: ``model.onnx`` as it is)."""
     name = resolve_choice(EngineChoice(choice))
-    return OvEngine(opened, cfg) if name == "openvino" else OrtEngine(opened, cfg)
+    return OvEngine(opened, cfg, form) if name == "openvino" else OrtEngine(opened, cfg, form)

@@ -50,6 +50,7 @@ def _build(args) -> int:
 def _verify(args) -> int:
     import tempfile
 
+    from model_packager.cpu import describe as describe_cpu
     from model_packager.keys import load_trusted_keys
     from model_packager.package import open_package, run_golden, verify_package
 
@@ -65,7 +66,13 @@ def _verify(args) -> int:
         results = run_golden(opened)
         g = opened.manifest.golden
         per_output = "".join(f", {k} atol {v:.3g}" for k, v in g.output_atol.items())
+        par = opened.manifest.parity
         for engine, worst in results.items():
+            if engine.endswith("/int8") and par is not None:
+                bounds = ", ".join(f"{k} {v:.3g}" for k, v in par.output_atol.items())
+                print(f"   INT8 on {engine.split('/')[0]}: largest deviation from FP32 {worst:.3g} (bounds {bounds}) "
+                      f"on this CPU: {describe_cpu()}")
+                continue
             print(f"   golden on {engine}: largest deviation {worst:.3g} "
                   f"(tolerance atol {g.atol}, rtol {g.rtol}{per_output})")
         if not results:
@@ -110,8 +117,13 @@ def _inspect(args) -> int:
     lines.append(f"  quant     {q.scheme}" + (f", {q.metric_name} fp32 {q.fp32_metric} int8 {q.int8_metric}"
                                               if q.metric_name else ""))
     for e in m.engines:
-        lines.append(f"  checked   {e.engine} {e.version}: max deviation {e.max_abs_diff:.3g}"
-                     + (f" ({e.precision})" if e.precision else ""))
+        ref = " from the FP32 reference" if e.form == "int8" else ""
+        lines.append(f"  checked   {e.engine} {e.version}{' ' + e.form if e.form else ''}: max deviation "
+                     f"{e.max_abs_diff:.3g}{ref}" + (f" ({e.precision})" if e.precision else ""))
+    if m.parity is not None:
+        lines.append("  parity    INT8 vs FP32 bounds " + ", ".join(f"{k} {v:.3g}" for k, v in m.parity.output_atol.items())
+                     + f"; agreement >= {m.parity.min_agreement:.0%}; built on "
+                     + " ".join(next((e.cpu_flags for e in m.engines if e.cpu_flags), []) or ["(CPU not recorded)"]))
     pv = m.provenance
     if pv.dataset_digest or pv.metrics:
         lines.append(f"  dataset   {pv.dataset_digest or '-'}  parent {pv.parent_version or '-'}")

@@ -150,3 +150,63 @@ def compare(expected: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: f
 def load_npz(path: Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+# ------------------------------------------------------------------------- INT8 against FP32
+
+def _decisions(manifest: Manifest, outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """Per golden item, the decisions a verdict is made of (class argmax, NG at threshold), as a
+    (items, k) integer array, so that two runs agree on an item when its whole row is equal."""
+    from model_packager.manifest import OutputRole
+
+    cols = []
+    for o in manifest.outputs:
+        if o.name not in outputs:
+            continue
+        v = np.asarray(outputs[o.name], dtype=np.float64)
+        n = v.shape[0]
+        if o.role in (OutputRole.CLASS_LOGITS, OutputRole.CLASS_PROBS):
+            v = v.reshape(n, -1)
+            cols.append(v.argmax(1))
+            if o.ok_label is not None and o.threshold is not None and o.labels:
+                if o.role is OutputRole.CLASS_LOGITS:
+                    z = np.exp(v - v.max(1, keepdims=True))
+                    v = z / z.sum(1, keepdims=True)
+                cols.append((1.0 - v[:, o.labels.index(o.ok_label)]) >= o.threshold)
+        elif o.role is OutputRole.ANOMALY_SCORE and o.threshold is not None:
+            cols.append(v.reshape(n, -1)[:, 0] >= o.threshold)
+    if not cols:
+        return np.zeros((0, 0), dtype=np.int64)
+    return np.stack([np.asarray(c, dtype=np.int64) for c in cols], axis=1)
+
+
+def parity(manifest: Manifest, reference: dict[str, np.ndarray], got: dict[str, np.ndarray]
+           ) -> tuple[dict[str, float], float]:
+    """(largest absolute deviation per output, share of items whose decisions agree) of ``got``
+    (an INT8 run) against ``reference`` (the FP32 outputs), on the same golden inputs."""
+    dev = {}
+    for name, ref in reference.items():
+        if name in got and np.shape(got[name]) == np.shape(ref):
+            d = np.abs(np.asarray(got[name], np.float64) - np.asarray(ref, np.float64))
+            dev[name] = float(np.nan_to_num(d, nan=np.inf).max()) if d.size else 0.0
+        else:
+            dev[name] = float("inf")
+    a, b = _decisions(manifest, reference), _decisions(manifest, got)
+    if a.size == 0 or a.shape != b.shape:
+        agree = 1.0 if a.shape == b.shape else 0.0
+    else:
+        agree = float(np.mean(np.all(a == b, axis=1)))
+    return dev, agree
+
+
+def parity_problems(manifest: Manifest, dev: dict[str, float], agree: float) -> list[str]:
+    """What breaks the manifest's ``parity`` bounds (empty: the INT8 form is fit to serve)."""
+    p = manifest.parity
+    if p is None:
+        return []
+    bad = [f"output {k!r} deviates from FP32 by {d:.3g} (bound {p.output_atol[k]:.3g})"
+           for k, d in dev.items() if k in p.output_atol and not d <= p.output_atol[k]]
+    if agree + 1e-9 < p.min_agreement:
+        bad.append(f"class/verdict agrees with FP32 on {agree:.0%} of the golden inputs (needs "
+                   f"{p.min_agreement:.0%})")
+    return bad

@@ -20,7 +20,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Schema 1 packages (one model form, golden outputs of that form) are still read; schema 2 adds the
+# optional FP32 reference model (``FileRole.MODEL_FP32``) and the ``parity`` bounds of the INT8 form.
+READABLE_SCHEMAS = (1, 2)
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _VERSION_RE = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
 
@@ -162,6 +165,24 @@ class EngineCheck(_Model):
     version: str
     max_abs_diff: float  # largest deviation from expected on the golden inputs
     precision: str | None = None  # e.g. "f32" where OpenVINO's bf16 default was overridden
+    form: Literal["int8", "fp32"] | None = None  # which model form was checked (None: the only one)
+    cpu_flags: list[str] = []  # the build machine's relevant CPU features (INT8 arithmetic differs by CPU)
+
+
+class Parity(_Model):
+    """How far the INT8 form (``model.onnx``) may be from the FP32 reference outputs
+    (``golden.expected``, made by the FP32 model) on the golden inputs, on any CPU.
+
+    INT8 kernels differ by CPU: x86 without VNNI sums u8×s8 products in saturating 16-bit pairs,
+    ARM and VNNI do not. The bounds are set at build time from the deviation measured there on
+    every engine (``measured``), with headroom; an agent whose INT8 result breaks them serves the
+    FP32 form instead. ``min_agreement``: the share of golden inputs whose class (argmax) and
+    verdict (at the output's threshold) must match the FP32 reference."""
+
+    output_atol: dict[str, float]
+    min_agreement: float = Field(default=1.0, ge=0, le=1)
+    measured: dict[str, float] = {}
+    headroom: float | None = None  # output_atol = max(headroom x measured, floor)
 
 
 class Quantization(_Model):
@@ -188,7 +209,8 @@ class Provenance(_Model):
 
 
 class FileRole(enum.StrEnum):
-    MODEL = "model"  # ONNX
+    MODEL = "model"  # ONNX; the INT8 form when the package also carries MODEL_FP32
+    MODEL_FP32 = "model_fp32"  # the FP32 reference form (schema 2), served where INT8 is off on the CPU
     OPENVINO_XML = "openvino_xml"
     OPENVINO_BIN = "openvino_bin"
     GOLDEN = "golden"
@@ -217,14 +239,33 @@ class Manifest(_Model):
     engines: list[EngineCheck] = []
     quantization: Quantization = Quantization()
     provenance: Provenance = Provenance()
+    parity: Parity | None = None  # with a MODEL_FP32 file: the INT8 form's bounds against it
     files: list[FileEntry] = []
 
     @field_validator("schema_version")
     @classmethod
     def _known_schema(cls, v: int) -> int:
-        if v != SCHEMA_VERSION:
-            raise ValueError(f"unknown manifest schema_version {v}; this build reads {SCHEMA_VERSION}")
+        if v not in READABLE_SCHEMAS:
+            raise ValueError(f"unknown manifest schema_version {v}; this build reads {list(READABLE_SCHEMAS)}")
         return v
+
+    @model_validator(mode="after")
+    def _check_forms(self) -> Manifest:
+        fp32 = self.file(FileRole.MODEL_FP32)
+        if fp32 is not None and self.parity is None:
+            raise ValueError("a package carrying a model_fp32 file needs 'parity' (the INT8 form's bounds)")
+        if fp32 is not None and self.schema_version < 2:
+            raise ValueError("a model_fp32 file needs schema_version 2")
+        if self.parity is not None:
+            names = {o.name for o in self.outputs}
+            unknown = sorted(set(self.parity.output_atol) - names)
+            if unknown:
+                raise ValueError(f"parity.output_atol names {unknown}, which are not outputs {sorted(names)}")
+        return self
+
+    @property
+    def has_fp32(self) -> bool:
+        return self.file(FileRole.MODEL_FP32) is not None
 
     @field_validator("name")
     @classmethod

@@ -5,7 +5,13 @@ archive can be hashed at disk speed) holding, in this order:
 
     manifest.yaml        the manifest (``model_packager.manifest``), exact bytes signed
     manifest.sig         JSON {"algorithm": "ed25519", "key_id": ..., "signature": base64}
-    model.onnx, golden/inputs.npz, golden/expected.npz, [openvino/model.xml, .bin], [extras]
+    model.onnx, [model.fp32.onnx], golden/inputs.npz, golden/expected.npz, [openvino/model.xml, .bin],
+    [extras]
+
+A package may carry two forms of one model (schema 2): ``model.onnx`` quantized to INT8 and
+``model.fp32.onnx``, its FP32 reference. The golden expected outputs are then the FP32 model's, and
+``parity`` bounds how far the INT8 form may deviate from them; INT8 arithmetic differs by CPU, so
+the agent checks the INT8 form on its own CPU and serves FP32 where INT8 breaks those bounds.
 
 Verification, before any byte is used: every entry is a regular file with a safe relative name
 (no ``..``, no absolute path, no links or devices, no duplicates); the total declared size is
@@ -37,6 +43,8 @@ import yaml
 from pydantic import ValidationError
 
 from model_packager import golden as _golden
+from model_packager.cpu import cpu_flags
+from model_packager.cpu import describe as describe_cpu
 from model_packager.errors import (
     GoldenError,
     IntegrityError,
@@ -51,6 +59,8 @@ from model_packager.manifest import EngineCheck, FileEntry, FileRole, Manifest
 MANIFEST = "manifest.yaml"
 SIGNATURE = "manifest.sig"
 MODEL = "model.onnx"
+MODEL_FP32 = "model.fp32.onnx"
+PARITY_HEADROOM = 3.0  # INT8 bounds = this x the deviation measured on the build machine (at least a floor)
 OV_XML, OV_BIN = "openvino/model.xml", "openvino/model.bin"
 DEFAULT_MAX_BYTES = 2 * 1024**3  # 2 GiB of declared content
 MAX_ENTRIES = 1000
@@ -67,6 +77,7 @@ class OpenedPackage:
     golden_expected: Path
     signer: str  # key id
     digest: str  # SHA-256 of the .edgepkg file
+    fp32_model_path: Path | None = None  # the FP32 reference form, when the package carries one
 
     def path(self, rel: str) -> Path:
         return self.root / rel
@@ -133,19 +144,32 @@ def build_package(
     openvino: bool = False,
     extra_files: dict[str, str | Path] | None = None,
     file_name: str | None = None,
+    fp32_model: str | Path | None = None,
 ) -> Path:
     """Check ``spec`` against the model, compute golden outputs when absent, optionally add an
-    OpenVINO IR, sign, and write ``out_dir/NAME-VERSION.edgepkg`` atomically. Returns its path."""
+    OpenVINO IR, sign, and write ``out_dir/NAME-VERSION.edgepkg`` atomically. Returns its path.
+
+    With ``fp32_model`` (``model`` being its INT8 form) the package carries both: the expected
+    outputs come from the FP32 model, and the INT8 form's ``parity`` bounds are measured on every
+    installed engine here (unless the spec gives them), recorded with this machine's CPU features."""
     model = Path(model)
     out_dir = Path(out_dir)
     data = _spec_dict(spec)
     data.pop("files", None)
+    fp32 = Path(fp32_model) if fp32_model is not None else None
+    if fp32 is not None:
+        data["schema_version"] = max(2, int(data.get("schema_version") or 2))
+        data.setdefault("parity", {"output_atol": {}})  # filled in below from measurements
     data.setdefault("created_at", dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat())
     where = f"spec for {data.get('name', '?')}-{data.get('version', '?')}"
     manifest = _validate_manifest(data, where)
     if not model.is_file():
         raise PackageError(f"{where}: model file {model} does not exist", code="missing_model")
     _golden.check_spec(model, manifest, where)
+    if fp32 is not None:
+        if not fp32.is_file():
+            raise PackageError(f"{where}: FP32 model file {fp32} does not exist", code="missing_model")
+        _golden.check_spec(fp32, manifest, f"{where} (FP32 form)")
     key = load_private_key(signing_key)
 
     with tempfile.TemporaryDirectory(prefix=".build-", dir=out_dir if out_dir.exists() else None) as tmp_s:
@@ -159,7 +183,7 @@ def build_package(
         if isinstance(expected, str | Path):
             exp = _golden.load_npz(Path(expected))
         elif expected is None:
-            exp = _golden.run_engine("onnxruntime", model, inputs)
+            exp = _golden.run_engine("onnxruntime", fp32 or model, inputs)
         else:
             exp = {k: np.asarray(v) for k, v in expected.items()}
         (tmp / "golden").mkdir()
@@ -171,7 +195,11 @@ def build_package(
             (manifest.golden.inputs, tmp / "golden" / "inputs.npz", FileRole.GOLDEN),
             (manifest.golden.expected, tmp / "golden" / "expected.npz", FileRole.GOLDEN),
         ]
+        if fp32 is not None:
+            files.insert(1, (MODEL_FP32, fp32, FileRole.MODEL_FP32))
         checks = []
+        int8_runs: dict[str, dict[str, np.ndarray]] = {}
+        flags = list(cpu_flags())
         for engine in _golden.available_engines():
             if engine == "openvino" and not openvino:
                 continue
@@ -183,13 +211,25 @@ def build_package(
                 ov_xml = tmp / OV_XML
                 ov.save_model(ov.convert_model(str(model)), str(ov_xml), compress_to_fp16=False)
                 files += [(OV_XML, ov_xml, FileRole.OPENVINO_XML), (OV_BIN, tmp / OV_BIN, FileRole.OPENVINO_BIN)]
-            got = _golden.run_engine(engine, model, inputs, ov_xml)
+            # the form whose outputs are the golden expected ones must reproduce them closely
+            got = _golden.run_engine(engine, fp32 or model, inputs, None if fp32 is not None else ov_xml)
             worst, bad = _golden.compare(exp, got, manifest.golden.atol, manifest.golden.rtol,
                                          manifest.golden.output_atol)
             if bad:
                 raise GoldenError(f"{where}: {engine} does not reproduce the golden outputs: " + "; ".join(bad))
             checks.append(EngineCheck(engine=engine, version=_golden.engine_version(engine), max_abs_diff=worst,
-                                      precision="f32" if engine == "openvino" else None))
+                                      precision="f32" if engine == "openvino" else None,
+                                      form="fp32" if fp32 is not None else None, cpu_flags=flags))
+            if fp32 is not None:  # the INT8 form: measured against the FP32 reference
+                int8_runs[engine] = _golden.run_engine(engine, model, inputs, ov_xml)
+        if fp32 is not None:
+            data["parity"] = _parity_bounds(manifest, data.get("parity") or {}, exp, int8_runs, where)
+            manifest = _validate_manifest({**data, "files": []}, where)
+            for engine, got in int8_runs.items():
+                dev, _ = _golden.parity(manifest, exp, got)
+                checks.append(EngineCheck(engine=engine, version=_golden.engine_version(engine),
+                                          max_abs_diff=max(dev.values(), default=0.0), form="int8",
+                                          precision="f32" if engine == "openvino" else None, cpu_flags=flags))
         if openvino and "openvino" not in _golden.available_engines():
             raise PackageError(f"{where}: --openvino asked for but openvino is not installed "
                                "(pip install '.[openvino]')", code="openvino_missing")
@@ -234,6 +274,35 @@ def build_package(
                 os.unlink(part)
             raise
     return target
+
+
+def _parity_bounds(manifest: Manifest, given: dict, expected: dict[str, np.ndarray],
+                   runs: dict[str, dict[str, np.ndarray]], where: str) -> dict:
+    """The INT8 form's bounds against the FP32 reference: the spec's, or ``PARITY_HEADROOM`` times
+    the largest deviation measured here on any engine (at least 1% of the output's range, and the
+    golden atol). Refuses a package whose INT8 form already breaks its bounds on the build machine."""
+    measured: dict[str, float] = {}
+    agreement = 1.0
+    for got in runs.values():
+        dev, agree = _golden.parity(manifest, expected, got)
+        agreement = min(agreement, agree)
+        for k, d in dev.items():
+            measured[k] = max(measured.get(k, 0.0), d)
+    bounds = dict(given.get("output_atol") or {})
+    for k, d in measured.items():
+        if k not in bounds:
+            scale = float(np.nanmax(np.abs(expected[k]))) if np.size(expected[k]) else 0.0
+            bounds[k] = round(max(PARITY_HEADROOM * d, 0.01 * scale, manifest.golden.atol), 6)
+    out = {"output_atol": bounds, "min_agreement": given.get("min_agreement", agreement),
+           "measured": {k: round(v, 6) for k, v in measured.items()}, "headroom": PARITY_HEADROOM}
+    for engine, got in runs.items():
+        probe = _validate_manifest({**manifest.model_dump(mode="json"), "parity": out, "files": []}, where)
+        dev, agree = _golden.parity(probe, expected, got)
+        bad = _golden.parity_problems(probe, dev, agree)
+        if bad:
+            raise GoldenError(f"{where}: the INT8 form breaks its parity bounds on {engine} on the build machine "
+                              f"({describe_cpu()}): " + "; ".join(bad), code="int8_parity")
+    return out
 
 
 def _info(name: str, size: int) -> tarfile.TarInfo:
@@ -487,16 +556,23 @@ def open_package(pkg: str | Path, target_dir: str | Path, trusted: TrustedKeys, 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return opened_from(manifest, target, signer, package_digest(pkg))
+
+
+def opened_from(manifest: Manifest, root: Path, signer: str, digest: str) -> OpenedPackage:
+    """The paths of a verified package's files under its extracted ``root``."""
     ov = manifest.file(FileRole.OPENVINO_XML)
+    fp32 = manifest.file(FileRole.MODEL_FP32)
     return OpenedPackage(
         manifest=manifest,
-        root=target,
-        model_path=target / manifest.file(FileRole.MODEL).path,
-        openvino_xml=target / ov.path if ov else None,
-        golden_inputs=target / manifest.golden.inputs,
-        golden_expected=target / manifest.golden.expected,
+        root=root,
+        model_path=root / manifest.file(FileRole.MODEL).path,
+        openvino_xml=root / ov.path if ov else None,
+        golden_inputs=root / manifest.golden.inputs,
+        golden_expected=root / manifest.golden.expected,
         signer=signer,
-        digest=package_digest(pkg),
+        digest=digest,
+        fp32_model_path=root / fp32.path if fp32 else None,
     )
 
 
@@ -514,20 +590,32 @@ def read_manifest(pkg: str | Path) -> Manifest:
 def run_golden(opened: OpenedPackage, engines: tuple[str, ...] | list[str] = _golden.ENGINES
                ) -> dict[str, float]:
     """Run the golden inputs on every engine in ``engines`` that is installed and has a form to run;
-    return the largest deviation per engine; raise ``GoldenError`` when one is beyond tolerance."""
+    return the largest deviation per engine (and form, ``engine/int8``, when the package carries
+    both); raise ``GoldenError`` when one is beyond tolerance. The INT8 form of a two-form package
+    is held to its ``parity`` bounds against the FP32 reference: breaking them on this CPU is an
+    error here, where the agent would fall back to FP32 and say so."""
     inputs = _golden.load_npz(opened.golden_inputs)
     expected = _golden.load_npz(opened.golden_expected)
-    g = opened.manifest.golden
+    m = opened.manifest
+    g = m.golden
     results: dict[str, float] = {}
     present = _golden.available_engines()
     for engine in engines:
         if engine not in present:
             continue
-        got = _golden.run_engine(engine, opened.model_path, inputs,
-                                 opened.openvino_xml if engine == "openvino" else None)
+        ov_xml = opened.openvino_xml if engine == "openvino" else None
+        ref_model = opened.fp32_model_path or opened.model_path
+        got = _golden.run_engine(engine, ref_model, inputs, None if opened.fp32_model_path else ov_xml)
         worst, bad = _golden.compare(expected, got, g.atol, g.rtol, g.output_atol)
         if bad:
-            raise GoldenError(f"package {opened.manifest.package_id}: {engine} does not reproduce the golden "
+            raise GoldenError(f"package {m.package_id}: {engine} does not reproduce the golden "
                               "outputs: " + "; ".join(bad))
         results[engine] = worst
+        if opened.fp32_model_path is not None:
+            dev, agree = _golden.parity(m, expected, _golden.run_engine(engine, opened.model_path, inputs, ov_xml))
+            bad = _golden.parity_problems(m, dev, agree)
+            if bad:
+                raise GoldenError(f"package {m.package_id}: the INT8 form on {engine} is off on this CPU "
+                                  f"({describe_cpu()}): " + "; ".join(bad), code="int8_parity")
+            results[f"{engine}/int8"] = max(dev.values(), default=0.0)
     return results

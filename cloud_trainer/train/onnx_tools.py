@@ -2,8 +2,16 @@
 
 Export: ``torch.onnx.export(dynamo=True, external_data=False)`` with named inputs/outputs and a
 dynamic batch dimension (FIELD-NOTES). Quantization: ``quant_pre_process`` then
-``quantize_static`` (QDQ, per-channel weights, S8 activations and weights, MinMax) calibrated on
-a held-out slice of real inputs; OpenVINO runs the same QDQ model as INT8.
+``quantize_static`` (QDQ, per-channel weights, S8 activations, MinMax) calibrated on a held-out
+slice of real inputs; OpenVINO runs the same QDQ model as INT8.
+
+Weights are quantized to 7 bits (``reduce_range``): x86 CPUs without VNNI (AVX2 only, AVX-512
+without VNNI: the Atoms, Celerons and older Cores of factory gateways) multiply u8 activations by
+s8 weights with ``vpmaddubsw``, which adds each pair of products into a *saturating 16-bit* sum;
+255 × 127 × 2 overflows it, 255 × 63 × 2 does not. Measured on the vision model (a Haswell CPU
+emulated by QEMU, see ``bench/int8_cpu_bench.py``): full 8-bit weights gave accuracy 0.91 on ONNX
+Runtime and 0.57 on OpenVINO against 0.99 in FP32; 7-bit weights 0.99 on both, and bit-identical
+outputs on the VNNI machine. See docs/trainer.md for the alternatives measured.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 OPSET = 18
+SCHEME = "int8-qdq-s8s8-per-channel-minmax-7bit-weights"
 
 
 def export(model, example: np.ndarray, path: Path, input_name: str, output_names: list[str]) -> Path:
@@ -50,7 +59,7 @@ def quantize(fp32: Path, out: Path, calibration: np.ndarray, input_name: str) ->
     pre = out.with_name(out.stem + ".pre.onnx")
     quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
     quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+                    reduce_range=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
     pre.unlink(missing_ok=True)
     return out
 

@@ -6,8 +6,14 @@ spatial mean of the class maps; ``heatmap`` is the largest defect-class map (N,1
 the network sees a defect. Inputs are made with ``model_packager.preprocess.image_tensor`` from the
 manifest's ``ImagePreprocessing``, exactly as the agent makes them.
 
-The NG threshold (on 1 − p(ok)) is chosen on the validation split as the largest one that keeps
-NG recall ≥ ``target_recall`` there, then everything is reported on the untouched test split.
+Training augments half of each batch with ordinary camera variation (``perturb.TRAIN``: exposure,
+light gradient, blur, sensor noise, JPEG, small pose changes) on the full-resolution images before
+preprocessing, as a camera would produce them.
+
+The NG threshold (on 1 − p(ok), from the FP32 model's validation scores) is the operating point
+``operating_point`` picks: the best NG precision at NG recall ≥ ``min_recall``, placed in the middle
+(in logit space) of the range of thresholds that achieve it, not at its edge: a threshold equal to
+the lowest NG score on validation rejects good parts as soon as the light changes.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ def build_model(n_classes: int, width: int = 16):
 
 
 def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_log, threads: int | None = None,
-          patience: int = 10, init_state: dict | None = None) -> dict:
+          patience: int = 10, init_state: dict | None = None, augment: float = 0.5) -> dict:
     """Train from scratch, or fine-tune from ``init_state`` (a parent version's weights; a lower
     learning rate, so that the new data refines what the parent knew rather than replacing it)."""
     import torch
@@ -85,11 +91,27 @@ def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_
     loss_fn = nn.CrossEntropyLoss()
     g = torch.Generator().manual_seed(seed)
 
+    from cloud_trainer.train import perturb
+
+    aug_rng = np.random.default_rng([seed, 31])
+    tr_images = [data.images[i] for i in tr]
+
+    def augmented(idx) -> torch.Tensor:
+        """The batch with about half of its images replaced by a perturbed copy (camera variation)."""
+        xb = xt[idx].clone()
+        rows = idx.cpu().numpy()
+        pick = np.flatnonzero(aug_rng.random(len(rows)) < augment)
+        if len(pick):
+            aug = np.concatenate([image_tensor(perturb.perturb(tr_images[rows[j]], aug_rng, perturb.TRAIN), pre)
+                                  for j in pick])
+            xb[torch.from_numpy(pick).to(dev)] = torch.from_numpy(aug).to(dev)
+        return xb
+
     def batches():
         perm = torch.randperm(len(xt), generator=g).to(dev)
         for i in range(0, len(perm), 32):
             idx = perm[i : i + 32]
-            xb = xt[idx]
+            xb = augmented(idx) if augment > 0 else xt[idx]
             if torch.rand(1, generator=g).item() < 0.5:
                 xb = xb.flip(3)
             if torch.rand(1, generator=g).item() < 0.5:
@@ -122,13 +144,64 @@ def ng_score(logits: np.ndarray) -> np.ndarray:
     return 1.0 - p[:, 0]
 
 
-def choose_threshold(scores: np.ndarray, is_ng: np.ndarray, target_recall: float) -> float:
-    """Largest threshold keeping NG recall >= target on these scores (NG when score >= threshold)."""
-    ng_scores = np.sort(scores[is_ng])
-    if len(ng_scores) == 0:
+def _logit(p):
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def operating_curve(scores: np.ndarray, is_ng: np.ndarray, n: int = 41) -> list[dict]:
+    """NG recall and precision at ``n`` thresholds evenly spaced in logit space (NG when score >= t)."""
+    ts = 1 / (1 + np.exp(-np.linspace(-9, 9, n)))
+    out = []
+    for t in ts:
+        ng = scores >= t
+        tp = int((ng & is_ng).sum())
+        out.append({"threshold": float(t), "ng_recall": tp / max(1, int(is_ng.sum())),
+                    "ng_precision": tp / max(1, int(ng.sum())), "ok_rejected": float(ng[~is_ng].mean())
+                    if (~is_ng).any() else 0.0})
+    return out
+
+
+def operating_point(scores: np.ndarray, is_ng: np.ndarray, min_recall: float = 0.99) -> float:
+    """The threshold with the best NG precision among those keeping NG recall >= ``min_recall`` on
+    these (validation) scores, centred in logit space in the widest run of such thresholds, so that
+    scores moving a little either way (light, focus, another day) keep their verdicts."""
+    scores = np.asarray(scores, dtype=np.float64)
+    is_ng = np.asarray(is_ng, dtype=bool)
+    if not is_ng.any() or is_ng.all():
         return 0.5
-    k = int(np.floor((1 - target_recall) * len(ng_scores)))
-    return float(min(0.5, max(1e-4, ng_scores[k] - 1e-6)))
+    # candidate cut points: between consecutive distinct scores, in logit space
+    z = np.unique(_logit(scores))
+    cuts = np.concatenate([[z[0] - 1.0], (z[:-1] + z[1:]) / 2, [z[-1] + 1.0]])
+    zs = _logit(scores)
+    best, feasible = -1.0, []
+    for c in cuts:
+        ng = zs >= c
+        tp = int((ng & is_ng).sum())
+        recall = tp / int(is_ng.sum())
+        if recall + 1e-12 < min_recall:
+            continue
+        precision = tp / max(1, int(ng.sum()))
+        feasible.append((c, precision))
+        best = max(best, precision)
+    good = [c for c, p in feasible if p >= best - 1e-12]
+    # the run of adjacent best cuts that is widest in logit space: its middle
+    lo = hi = good[0]
+    runs, start, prev = [], good[0], good[0]
+    idx = {c: i for i, c in enumerate(cuts)}
+    for c in good[1:]:
+        if idx[c] != idx[prev] + 1:
+            runs.append((start, prev))
+            start = c
+        prev = c
+    runs.append((start, prev))
+    lo, hi = max(runs, key=lambda r: r[1] - r[0])
+    # widen to the scores that bound the run (the cut points sit between them)
+    k_lo, k_hi = idx[lo], idx[hi]
+    left = z[k_lo - 1] if k_lo > 0 else lo
+    right = z[k_hi] if k_hi < len(z) else hi
+    mid = (left + right) / 2
+    return float(1 / (1 + np.exp(-np.clip(mid, -16, 16))))
 
 
 def metrics(logits: np.ndarray, y: np.ndarray, classes: list[str], threshold: float) -> dict:

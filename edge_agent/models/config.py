@@ -18,6 +18,14 @@ class EngineChoice(enum.StrEnum):
     OPENVINO = "openvino"
 
 
+class FormChoice(enum.StrEnum):
+    """Which form of a two-form package (INT8 + its FP32 reference) a slot may serve."""
+
+    AUTO = "auto"  # INT8 where it matches FP32 on this CPU (parity on the golden inputs), else FP32; fastest wins
+    INT8 = "int8"  # INT8 only: a package whose INT8 form is off on this CPU is refused, never served
+    FP32 = "fp32"  # the FP32 reference only (refused when the package carries none)
+
+
 class VersionPolicy(enum.StrEnum):
     PINNED = "pinned"  # run exactly the local package / the version the admin named
     FOLLOW_FLEET = "follow_fleet"  # run what the cloud's desired state says (upgrades and admin rollbacks)
@@ -56,6 +64,7 @@ class ModelConfig(BaseModel):
     name: str | None = None  # package name in the fleet registry
     version_policy: VersionPolicy = VersionPolicy.PINNED
     engine: EngineChoice = EngineChoice.AUTO
+    form: FormChoice = FormChoice.AUTO
     threads: int = Field(default=1, ge=1, le=64)
     graph_optimization: GraphOptimization = GraphOptimization.ALL  # ONNX Runtime
     openvino_hint: OpenVinoHint = OpenVinoHint.LATENCY

@@ -5,8 +5,9 @@
 In-flight inferences finish on the old model and every later one uses the new one, so no item is
 dropped or processed twice by a swap (tested under load).
 
-``swap(pkg)``: verify and extract → load the engine beside the active one → run the package's
-golden inputs through it (the smoke test) → switch → watch health for ``health.window_s`` (and at
+``swap(pkg)``: verify and extract → load the engine(s) beside the active one → run the package's
+golden inputs through each engine and form allowed, keep the fastest that passes on this CPU (an
+INT8 form off on this CPU serves FP32 instead: ``edge_agent.models.select``) → switch → watch health for ``health.window_s`` (and at
 least ``health.min_items`` inferences): error rate, NaN/Inf outputs, p50 inference latency against
 the previous model's, and NG-rate shift. A broken bound rolls back to the previous model and
 reports why (``SwapOutcome`` and an ``on_event`` callback). Any failure before the switch leaves
@@ -31,12 +32,13 @@ from typing import Any
 import numpy as np
 
 from devices.base import Frame
-from edge_agent.engines import Engine, EngineError, create_engine
+from edge_agent.engines import Engine, EngineError
 from edge_agent.models.config import ModelConfig, VersionPolicy
+from edge_agent.models.select import NothingPasses, Selection, select
 from edge_agent.models.store import ModelStore
 from edge_agent.types import Window
 from model_packager import OpenedPackage, PackageError, TrustedKeys, load_trusted_keys, package_digest
-from model_packager.golden import compare, load_npz
+from model_packager.cpu import int8_path
 from model_packager.manifest import ImagePreprocessing, Manifest
 from model_packager.preprocess import (
     Interpretation,
@@ -103,10 +105,11 @@ class _Health:
 
 
 class _Active:
-    def __init__(self, opened: OpenedPackage, engine: Engine) -> None:
+    def __init__(self, opened: OpenedPackage, engine: Engine, selection: Selection | None = None) -> None:
         self.opened = opened
         self.manifest: Manifest = opened.manifest
         self.engine = engine
+        self.selection = selection
         self.input_name = opened.manifest.inputs[0].name
         self.health = _Health()
 
@@ -159,11 +162,16 @@ class ModelSlot:
                 if want_pkg.exists() and await asyncio.to_thread(package_digest, want_pkg) != opened.digest:
                     opened = None  # the config pins another package: install it
         if opened is not None:
-            active = await asyncio.to_thread(self._load, opened)
+            try:  # checked again on this CPU: the machine (or its VM host) may have changed since install
+                active = await asyncio.to_thread(self._load, opened)
+            except (EngineError, NothingPasses) as exc:
+                raise SlotError(f"model slot {self.name!r}: the installed {opened.manifest.package_id} does not pass "
+                                f"its checks on this CPU any more: {exc}") from exc
             self._active = active
             self.state = "active"
-            log.info("slot %s: running %s (%s) from the store", self.name, opened.manifest.package_id,
-                     active.engine.name)
+            self._report_selection(active)
+            log.info("slot %s: running %s from the store: %s", self.name, opened.manifest.package_id,
+                     active.selection.summary() if active.selection else active.engine.name)
             return
         if want_pkg is None:
             raise SlotError(f"model slot {self.name!r}: no package installed yet and no local 'package' configured; "
@@ -233,21 +241,23 @@ class ModelSlot:
 
     # ---- swap ------------------------------------------------------------------------------
     def _load(self, opened: OpenedPackage) -> _Active:
-        return _Active(opened, create_engine(self.config.engine, opened, self.config))
+        """Load, golden-check and time every engine × form allowed; the fastest that passes serves."""
+        sel = select(opened, self.config)
+        return _Active(opened, sel.engine, sel)
 
-    def _golden(self, a: _Active) -> str | None:
-        inputs = load_npz(a.opened.golden_inputs)
-        expected = load_npz(a.opened.golden_expected)
-        g = a.manifest.golden
-        got: dict[str, list] = {}
-        n = next(iter(inputs.values())).shape[0]
-        for i in range(n):  # one item at a time: the shape the agent runs
-            out = a.engine.run({k: v[i : i + 1] for k, v in inputs.items()})
-            for k, v in out.items():
-                got.setdefault(k, []).append(v)
-        worst, bad = compare(expected, {k: np.concatenate(v) for k, v in got.items()}, g.atol, g.rtol,
-                             g.output_atol)
-        return "; ".join(bad) if bad else None
+    def _report_selection(self, a: _Active) -> None:
+        """Say which form serves and, where INT8 is off on this CPU, how far off, with the CPU."""
+        sel = a.selection
+        if sel is None:
+            return
+        for t in sel.int8_off:
+            self.counters["int8_parity_failures"] += 1
+            self._event("int8_deviation", package=a.manifest.package_id, engine=t.engine, deviation=t.deviation,
+                        agreement=t.agreement, reason=t.reason, cpu=sel.cpu, cpu_flags=list(sel.cpu_flags),
+                        serving=f"{sel.chosen.form} on {sel.chosen.engine}")
+            log.warning("slot %s: the INT8 form of %s is off on this CPU (%s; %s) on %s: %s; serving %s instead",
+                        self.name, a.manifest.package_id, sel.cpu, " ".join(sel.cpu_flags), t.engine, t.reason,
+                        f"{sel.chosen.form} on {sel.chosen.engine}")
 
     def _event(self, kind: str, **data: Any) -> None:
         evt = {"kind": kind, "slot": self.name, "t": time.time(), **data}
@@ -272,27 +282,27 @@ class ModelSlot:
                 return self._refused(from_v, to_v, "verify",
                                      f"package task {opened.manifest.task.value} does not match the slot's "
                                      f"{old.manifest.task.value}")
-            self.state = "loading"
+            self.state = "smoke_testing"  # load, golden-check and time each engine and form
             try:
                 new = await asyncio.to_thread(self._load, opened)
             except EngineError as exc:
                 self.store.mark_failed(opened.root, str(exc))
                 return self._refused(from_v, to_v, "load", str(exc))
-            self.state = "smoke_testing"
-            problem = await asyncio.to_thread(self._golden, new)
-            if problem:
-                reason = f"golden test failed on {new.engine.name}: {problem}"
+            except NothingPasses as exc:
+                reason = f"golden test failed on this CPU ({int8_path()}): {exc}"
                 self.store.mark_failed(opened.root, reason)
                 return self._refused(from_v, to_v, "golden", reason)
+            self._report_selection(new)
             # the switch: one reference assignment between two inferences
             self._previous, self._active = old, new
             await asyncio.to_thread(self.store.set_current, opened.root, old.opened.root if old else None)
             self.state = "watching" if (watch and old is not None) else "active"
             outcome = SwapOutcome(True, self.name, from_v, to_v, "active")
             self.last_outcome = outcome
-            self._event("swapped", from_version=from_v, to_version=to_v, engine=new.engine.name)
-            log.info("slot %s: now running %s on %s (was %s)", self.name, opened.manifest.package_id,
-                     new.engine.name, from_v)
+            self._event("swapped", from_version=from_v, to_version=to_v, engine=new.engine.name,
+                        form=new.engine.form, selection=new.selection.summary() if new.selection else None)
+            log.info("slot %s: now running %s, %s (was %s)", self.name, opened.manifest.package_id,
+                     new.selection.summary() if new.selection else new.engine.name, from_v)
         if watch and old is not None:
             self._watch = asyncio.create_task(self._watch_health(new, old), name=f"health-{self.name}")
         # The replaced model is not closed explicitly: an inference that read it just before the
@@ -374,6 +384,8 @@ class ModelSlot:
             "version": a.manifest.version if a else None,
             "digest": a.opened.digest if a else None,
             "engine": a.engine.name if a else None,
+            "form": a.engine.form if a else None,
+            "selection": a.selection.to_dict() if a and a.selection else None,
             "engine_version": a.engine.version if a else None,
             "task": a.manifest.task.value if a else None,
             "p50_inference_ms": a.health.p50() if a else None,

@@ -70,7 +70,8 @@ class ModelStore:
         """Re-open a previously installed folder (its files were verified on install)."""
         import yaml
 
-        from model_packager.manifest import FileRole, Manifest
+        from model_packager.manifest import Manifest
+        from model_packager.package import opened_from
 
         folder = self.root / folder_name
         try:
@@ -78,12 +79,10 @@ class ModelStore:
             digest = (folder / ".package-digest").read_text().strip()
         except (OSError, ValueError):
             return None
-        ov = manifest.file(FileRole.OPENVINO_XML)
-        model = folder / manifest.file(FileRole.MODEL).path
-        if not model.is_file():
+        opened = opened_from(manifest, folder, "", digest)
+        if not opened.model_path.is_file() or (opened.fp32_model_path and not opened.fp32_model_path.is_file()):
             return None
-        return OpenedPackage(manifest, folder, model, folder / ov.path if ov else None,
-                             folder / manifest.golden.inputs, folder / manifest.golden.expected, "", digest)
+        return opened
 
     def set_current(self, folder: Path, previous: Path | None) -> None:
         st = self.state()

@@ -1,0 +1,172 @@
+"""Which engine and which form of a package a slot serves on *this* CPU: measured, not assumed.
+
+A package may carry its model twice (manifest schema 2): INT8 (``model.onnx``) and its FP32
+reference (``model.fp32.onnx``), with golden inputs, the FP32 outputs for them, and ``parity``
+bounds for the INT8 form. INT8 arithmetic differs by CPU (x86 without VNNI sums u8×s8 products in
+saturating 16-bit pairs; see ``model_packager.cpu``), so a package that was right where it was
+built can be wrong on a gateway. Before a slot serves anything, every candidate (each engine the
+config allows × each form the package carries) runs the golden inputs one at a time, as the agent
+runs them:
+
+- the FP32 form (or the only form of a one-form package) must reproduce the expected outputs
+  within the golden tolerance;
+- the INT8 form must stay within the parity bounds of the FP32 outputs and agree with their
+  class and verdict on every golden input.
+
+Each candidate that passes is timed (median of batch-1 runs); the fastest serves. An INT8 form
+that fails its parity check never serves: the outcome names the CPU, the deviation and the form
+chosen instead, and the slot reports it (event ``int8_deviation``, ``/status``, the heartbeat).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge_agent.engines import Engine, EngineError, candidate_engines, create_engine
+from edge_agent.models.config import FormChoice, ModelConfig
+from model_packager import OpenedPackage
+from model_packager.cpu import cpu_flags, int8_path
+from model_packager.golden import compare, load_npz, parity, parity_problems
+
+TIME_BUDGET_S = 0.25  # per passing candidate, for its latency measurement
+MAX_TIMED_RUNS = 50
+
+
+@dataclass
+class Trial:
+    engine: str
+    form: str
+    ok: bool
+    reason: str | None = None
+    deviation: float | None = None  # largest deviation from the expected (FP32) outputs
+    agreement: float | None = None  # INT8: share of golden inputs whose class/verdict match FP32
+    p50_ms: float | None = None
+    loaded: bool = True
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Selection:
+    engine: Engine
+    trials: list[Trial]
+    cpu: str = field(default_factory=lambda: int8_path())
+    cpu_flags: tuple[str, ...] = field(default_factory=cpu_flags)
+
+    @property
+    def chosen(self) -> Trial:
+        return next(t for t in self.trials if t.engine == self.engine.name and t.form == self.engine.form)
+
+    @property
+    def int8_off(self) -> list[Trial]:
+        """INT8 candidates that loaded but broke their parity bounds on this CPU."""
+        return [t for t in self.trials if t.form == "int8" and t.loaded and not t.ok]
+
+    def summary(self) -> str:
+        c = self.chosen
+        why = ""
+        if self.int8_off:
+            why = f" (INT8 off on this CPU: {self.int8_off[0].reason})"
+        elif len([t for t in self.trials if t.ok]) > 1:
+            why = " (fastest of " + ", ".join(f"{t.form}/{t.engine} {t.p50_ms:.2f} ms" for t in self.trials
+                                               if t.ok and t.p50_ms is not None) + ")"
+        return f"{c.form} on {c.engine}{why}"
+
+    def to_dict(self) -> dict:
+        return {"engine": self.engine.name, "form": self.engine.form, "summary": self.summary(), "cpu": self.cpu,
+                "cpu_flags": list(self.cpu_flags), "trials": [t.to_dict() for t in self.trials]}
+
+
+class NothingPasses(RuntimeError):
+    """Every candidate that loaded failed its golden or parity check on this CPU."""
+
+    def __init__(self, message: str, trials: list[Trial]) -> None:
+        super().__init__(message)
+        self.trials = trials
+
+
+def _forms(opened: OpenedPackage, choice: FormChoice) -> list[str | None]:
+    if opened.fp32_model_path is None:
+        if choice is FormChoice.FP32 and opened.manifest.quantization.scheme.startswith("int8"):
+            raise EngineError(f"package {opened.manifest.package_id} carries no FP32 form (form: fp32 in the "
+                              "config); use form: auto or int8")
+        return [None]
+    return {FormChoice.AUTO: ["int8", "fp32"], FormChoice.INT8: ["int8"], FormChoice.FP32: ["fp32"]}[choice]
+
+
+def _run_golden(engine: Engine, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    got: dict[str, list] = {}
+    n = next(iter(inputs.values())).shape[0]
+    for i in range(n):  # one item at a time: the shape the agent runs
+        for k, v in engine.run({k: v[i : i + 1] for k, v in inputs.items()}).items():
+            got.setdefault(k, []).append(v)
+    return {k: np.concatenate(v) for k, v in got.items()}
+
+
+def _p50_ms(engine: Engine, one: dict[str, np.ndarray]) -> float:
+    for _ in range(3):
+        engine.run(one)
+    ts: list[float] = []
+    end = time.perf_counter() + TIME_BUDGET_S
+    while len(ts) < MAX_TIMED_RUNS and (len(ts) < 5 or time.perf_counter() < end):
+        t = time.perf_counter()
+        engine.run(one)
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts) * 1000)
+
+
+def check(engine: Engine, opened: OpenedPackage, inputs: dict[str, np.ndarray], expected: dict[str, np.ndarray]
+          ) -> Trial:
+    """Run the golden inputs through ``engine`` and hold the result to its form's bounds."""
+    m = opened.manifest
+    got = _run_golden(engine, inputs)
+    if engine.form == "int8" and opened.fp32_model_path is not None:
+        dev, agree = parity(m, expected, got)
+        bad = parity_problems(m, dev, agree)
+        worst = max(dev.values(), default=0.0)
+        return Trial(engine.name, "int8", not bad, "; ".join(bad) or None, worst, agree)
+    g = m.golden
+    worst, bad = compare(expected, got, g.atol, g.rtol, g.output_atol)
+    return Trial(engine.name, engine.form, not bad, "; ".join(bad) or None, worst)
+
+
+def select(opened: OpenedPackage, cfg: ModelConfig) -> Selection:
+    """Load, check and time every candidate; keep the fastest that passes. Raises ``EngineError``
+    when no candidate loads and ``NothingPasses`` when none that loaded passes its check."""
+    inputs = load_npz(opened.golden_inputs)
+    expected = load_npz(opened.golden_expected)
+    one = {k: v[:1] for k, v in inputs.items()}
+    trials: list[Trial] = []
+    passing: list[tuple[Trial, Engine]] = []
+    load_errors: list[str] = []
+    for form in _forms(opened, cfg.form):
+        for name in candidate_engines(cfg.engine):
+            try:
+                engine = create_engine(name, opened, cfg, form)
+            except EngineError as exc:
+                load_errors.append(str(exc))
+                trials.append(Trial(name, form or "?", False, str(exc), loaded=False))
+                continue
+            try:
+                trial = check(engine, opened, inputs, expected)
+            except Exception as exc:  # an engine that cannot run its own golden inputs is not fit
+                trial = Trial(name, engine.form, False, f"golden run failed: {exc}")
+            if trial.ok:
+                trial.p50_ms = _p50_ms(engine, one)
+                passing.append((trial, engine))
+            else:
+                engine.close()
+            trials.append(trial)
+    if not passing:
+        if load_errors and len(load_errors) == len(trials):
+            raise EngineError("; ".join(load_errors))
+        raise NothingPasses("; ".join(f"{t.form} on {t.engine}: {t.reason}" for t in trials if t.loaded), trials)
+    best = min(passing, key=lambda p: p[0].p50_ms or 0.0)[1]
+    for _, e in passing:
+        if e is not best:
+            e.close()
+    return Selection(best, trials)
