@@ -22,11 +22,16 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install -q -e '.[cloud,openvino,dev]'
 	touch $@
 
-# mosquitto: the MQTT broker tests and the demo run; chromium: the status page and console browser tests.
+# mosquitto: the MQTT broker tests and the demo run; qemu-user: a CPU without VNNI, emulated, for the INT8
+# parity test; chromium: the status page and console browser tests.
 system-deps:
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
 	  echo "installing mosquitto with apt-get$(if $(SUDO), (via sudo),)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; }
+	@command -v qemu-x86_64 >/dev/null 2>&1 || { \
+	  echo "installing qemu-user (INT8 checked on an emulated CPU without VNNI) with apt-get$(if $(SUDO), (via sudo),)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq qemu-user >/dev/null || \
+	  echo "qemu-user could not be installed: the emulated-CPU INT8 test will skip"; }
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing chromium (headless browser tests) with apt-get$(if $(SUDO), (via sudo),)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null || \

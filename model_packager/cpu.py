@@ -18,19 +18,51 @@ RELEVANT = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "
             "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm", "sve", "bf16")
 
 
-@functools.cache
-def cpu_flags() -> tuple[str, ...]:
-    """This machine's relevant CPU features, in the order of ``RELEVANT`` (empty where unknown)."""
-    found: set[str] = set()
+# numpy's runtime CPUID detection -> our names; it sees the CPU the process runs on (under an emulator
+# or a VM that masks features, /proc/cpuinfo may still describe the host)
+_NUMPY_NAMES = {"SSE42": "sse4_2", "AVX": "avx", "AVX2": "avx2", "FMA3": "fma", "AVX512F": "avx512f",
+                "AVX512BW": "avx512bw", "AVX512VL": "avx512vl", "AVX512VNNI": "avx512_vnni",
+                "AVX512BF16": "avx512_bf16", "ASIMD": "asimd", "ASIMDDP": "asimddp", "SVE": "sve"}
+
+
+def _proc_flags() -> set[str]:
     try:
         text = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
-        text = ""
+        return set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         if key.strip().lower() in ("flags", "features"):
-            found.update(value.split())
-            break  # every core lists the same features
+            return set(value.split())  # every core lists the same features
+    return set()
+
+
+def _numpy_flags() -> dict[str, bool] | None:
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as feats
+    except ImportError:  # numpy < 2
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as feats
+        except ImportError:
+            return None
+    return {ours: bool(feats.get(theirs)) for theirs, ours in _NUMPY_NAMES.items() if theirs in feats}
+
+
+@functools.cache
+def cpu_flags() -> tuple[str, ...]:
+    """This machine's relevant CPU features, in the order of ``RELEVANT`` (empty where unknown).
+
+    The features numpy detects with CPUID at run time win; /proc/cpuinfo adds the ones numpy does
+    not check (AVX-VNNI, AMX, i8mm) only where it agrees with numpy on the rest, i.e. where it
+    describes the CPU this process actually runs on."""
+    proc = _proc_flags()
+    seen = _numpy_flags()
+    if seen is None:
+        found = proc
+    else:
+        found = {k for k, v in seen.items() if v}
+        if all((k in proc) == v for k, v in seen.items() if k in ("avx2", "avx512f", "avx512_vnni", "asimd")):
+            found |= proc - set(seen)
     return tuple(f for f in RELEVANT if f in found)
 
 

@@ -1,0 +1,262 @@
+"""An INT8 model that is wrong on the gateway's CPU never serves.
+
+A two-form package (INT8 + its FP32 reference, manifest schema 2) is checked on the agent's own CPU:
+every engine × form runs the golden inputs; the INT8 form must stay within its parity bounds of the
+FP32 outputs, else the slot serves FP32, raises ``int8_deviation`` naming the CPU features and the
+deviation, and shows it on ``/status``. Real ONNX Runtime and OpenVINO sessions throughout.
+
+"Another CPU" is made two ways: a package whose INT8 form was quantized so that it deviates on
+every CPU but carries the bounds measured on a correct INT8 form (as a package built where INT8
+matched, installed where it does not), and — the real thing — the slot's check run under QEMU
+emulating a Haswell (AVX2, no VNNI), whose u8×s8 kernels sum pairs of products in saturating 16-bit
+integers: a model with full 8-bit weights built here (VNNI) is off there, 7-bit weights are not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cloud_trainer.train import onnx_tools
+from edge_agent.models.config import ModelConfig
+from edge_agent.models.slot import ModelSlot, SlotError
+from model_packager import GoldenError, build_package, read_manifest
+from model_packager.cpu import cpu_flags
+from tests.support.models import golden_inputs, make_keypair, make_vision_onnx, vision_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+SIZE = 32
+
+
+def _quantize(fp32: Path, out: Path, calib: np.ndarray, *, full_8bit_weights: bool = False) -> Path:
+    if not full_8bit_weights:
+        return onnx_tools.quantize(fp32, out, calib, "image")  # the trainer's recipe
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(calib[i : i + 1] for i in range(len(calib)))
+
+        def get_next(self):
+            x = next(self.it, None)
+            return None if x is None else {"image": x}
+
+    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    return out
+
+
+@pytest.fixture(scope="module")
+def forms(tmp_path_factory):
+    """FP32 model, a correct INT8 form, and an INT8 form calibrated on inputs 50x too small (it
+    clips every real input: off on any CPU)."""
+    d = tmp_path_factory.mktemp("forms")
+    fp32 = make_vision_onnx(d / "fp32.onnx", width=SIZE, height=SIZE, seed=3)
+    calib = golden_inputs("vision", n=48, width=SIZE, height=SIZE, seed=1)["image"]
+    good = _quantize(fp32, d / "good.int8.onnx", calib)
+    clipped = _quantize(fp32, d / "clipped.int8.onnx", calib * 0.02)
+    key, pub = make_keypair(d / "keys")
+    return {"dir": d, "fp32": fp32, "good": good, "clipped": clipped, "key": key, "pub": pub,
+            "inputs": golden_inputs("vision", n=16, width=SIZE, height=SIZE, seed=2)}
+
+
+def _spec(version: str, **extra) -> dict:
+    return {**vision_spec("part-inspection", version, width=SIZE, height=SIZE, threshold=0.5),
+            "quantization": {"scheme": onnx_tools.SCHEME}, **extra}
+
+
+@pytest.fixture(scope="module")
+def packages(forms):
+    out = forms["dir"] / "packages"
+    good = build_package(forms["good"], _spec("1.0.0"), out, signing_key=forms["key"], golden_inputs=forms["inputs"],
+                         openvino=True, fp32_model=forms["fp32"])
+    bounds = read_manifest(good).parity
+    # the bounds a correct INT8 form met where the package was built; this INT8 form breaks them here
+    off = build_package(forms["clipped"], _spec("1.1.0", parity={"output_atol": bounds.output_atol,
+                                                                 "min_agreement": bounds.min_agreement}),
+                        out, signing_key=forms["key"], golden_inputs=forms["inputs"], openvino=True,
+                        fp32_model=forms["fp32"], check_parity_here=False)
+    return {"good": good, "off": off}
+
+
+def _slot(tmp_path, forms, pkg, events=None, **cfg) -> ModelSlot:
+    return ModelSlot("vision", ModelConfig(package=str(pkg), **cfg), tmp_path / "agent", [forms["pub"]],
+                     on_event=(events.append if events is not None else None))
+
+
+def test_a_two_form_package_records_its_parity_bounds_and_the_build_cpu(packages, forms):
+    m = read_manifest(packages["good"])
+    assert m.schema_version == 2 and m.has_fp32 and m.parity is not None
+    assert set(m.parity.output_atol) == {"logits", "heatmap"}
+    assert all(m.parity.output_atol[k] >= m.parity.measured[k] for k in m.parity.measured)
+    assert {(e.engine, e.form) for e in m.engines} == {("onnxruntime", "fp32"), ("openvino", "fp32"),
+                                                       ("onnxruntime", "int8"), ("openvino", "int8")}
+    assert all(e.cpu_flags == list(cpu_flags()) for e in m.engines)
+
+
+def test_the_build_refuses_an_int8_form_that_breaks_its_bounds_on_the_build_machine(forms, packages, tmp_path):
+    bounds = read_manifest(packages["good"]).parity
+    with pytest.raises(GoldenError, match="INT8 form breaks its parity bounds") as exc:
+        build_package(forms["clipped"], _spec("1.2.0", parity={"output_atol": bounds.output_atol}), tmp_path,
+                      signing_key=forms["key"], golden_inputs=forms["inputs"], fp32_model=forms["fp32"])
+    assert exc.value.code == "int8_parity"
+
+
+def test_engine_auto_measures_every_engine_and_form_and_serves_the_fastest_that_passes(tmp_path, forms, packages):
+    events: list[dict] = []
+    slot = _slot(tmp_path, forms, packages["good"], events)
+
+    async def run():
+        await slot.start()
+        st = slot.status()
+        await slot.stop()
+        return st
+
+    st = asyncio.run(run())
+    sel = st["selection"]
+    trials = {(t["engine"], t["form"]): t for t in sel["trials"]}
+    assert set(trials) == {("onnxruntime", "int8"), ("onnxruntime", "fp32"), ("openvino", "int8"), ("openvino", "fp32")}
+    assert all(t["ok"] and t["p50_ms"] > 0 for t in trials.values())
+    fastest = min(trials.values(), key=lambda t: t["p50_ms"])
+    assert (st["engine"], st["form"]) == (fastest["engine"], fastest["form"])
+    assert sel["cpu_flags"] == list(cpu_flags())
+    assert not [e for e in events if e["kind"] == "int8_deviation"]
+
+
+def test_an_int8_form_off_on_this_cpu_never_serves_fp32_serves_and_the_cpu_is_named(tmp_path, forms, packages):
+    events: list[dict] = []
+    slot = _slot(tmp_path, forms, packages["off"], events)
+
+    async def run():
+        await slot.start()
+        from devices.base import Frame
+
+        img = np.full((SIZE, SIZE, 3), 128, np.uint8)
+        res = slot.infer(Frame("cam", 0, 0.0, img))
+        st = slot.status()
+        await slot.stop()
+        return res, st
+
+    res, st = asyncio.run(run())
+    assert st["form"] == "fp32" and res.interpretation.verdict in ("OK", "NG")
+    assert "INT8 off on this CPU" in st["selection"]["summary"]
+    dev = [e for e in events if e["kind"] == "int8_deviation"]
+    assert {e["engine"] for e in dev} == {"onnxruntime", "openvino"}
+    for e in dev:
+        assert e["cpu_flags"] == list(cpu_flags()) and e["serving"].startswith("fp32 on ")
+        assert "deviates from FP32" in e["reason"] and e["deviation"] > 0
+    assert st["counters"]["int8_parity_failures"] == 2
+
+
+def test_form_int8_refuses_a_package_whose_int8_form_is_off_and_the_old_model_keeps_serving(tmp_path, forms,
+                                                                                               packages):
+    slot = _slot(tmp_path, forms, packages["good"], form="int8")
+
+    async def run():
+        await slot.start()
+        outcome = await slot.swap(packages["off"])
+        st = slot.status()
+        await slot.stop()
+        return outcome, st
+
+    outcome, st = asyncio.run(run())
+    assert not outcome.ok and outcome.stage == "golden" and "deviates from FP32" in outcome.reason
+    assert st["version"] == "1.0.0" and st["form"] == "int8"
+    with pytest.raises(SlotError, match="deviates from FP32"):
+        asyncio.run(_slot(tmp_path / "b", forms, packages["off"], form="int8").start())
+
+
+def test_a_one_form_schema_1_package_still_installs(tmp_path, forms):
+    pkg = build_package(forms["fp32"], {**_spec("0.9.0"), "schema_version": 1, "quantization": {"scheme": "none"}},
+                        tmp_path, signing_key=forms["key"], golden_inputs=forms["inputs"])
+    assert read_manifest(pkg).schema_version == 1
+    slot = _slot(tmp_path, forms, pkg, engine="onnxruntime")
+
+    async def run():
+        await slot.start()
+        st = slot.status()
+        await slot.stop()
+        return st
+
+    st = asyncio.run(run())
+    assert st["version"] == "0.9.0" and st["form"] == "fp32" and len(st["selection"]["trials"]) == 1
+
+
+# ---- a real CPU without VNNI, emulated ------------------------------------------------------------------
+
+_CHECK_UNDER_QEMU = """
+import json, sys
+from pathlib import Path
+from edge_agent.models.config import ModelConfig
+from edge_agent.models.select import select
+from model_packager import load_trusted_keys, open_package
+from model_packager.cpu import cpu_flags
+out = {"cpu_flags": list(cpu_flags())}
+for name, pkg in json.loads(sys.argv[1]).items():
+    opened = open_package(pkg, Path(sys.argv[2]) / name, load_trusted_keys([sys.argv[3]]))
+    sel = select(opened, ModelConfig(package=pkg, engine="auto"))
+    out[name] = sel.to_dict()
+print(json.dumps(out))
+"""
+
+
+def _saturating_model(path: Path) -> Path:
+    """A first convolution whose weights are all near the largest magnitude with one sign per
+    channel: on x86 without VNNI, pairs of u8 x s8 products of bright pixels overflow 16 bits."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = np.abs(rng.normal(1.0, 0.05, (8, 3, 3, 3))).astype(np.float32)
+    w1[4:] *= -1
+    inits = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(np.zeros(8, np.float32), "b1"),
+             numpy_helper.from_array(rng.normal(0, 0.5, (1, 8, 1, 1)).astype(np.float32), "wh"),
+             numpy_helper.from_array(rng.normal(0, 1.0, (8, 6)).astype(np.float32), "wd"),
+             numpy_helper.from_array(np.zeros(6, np.float32), "bd")]
+    nodes = [helper.make_node("Conv", ["image", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c1"], ["r1"]), helper.make_node("GlobalAveragePool", ["r1"], ["gp"]),
+             helper.make_node("Flatten", ["gp"], ["fl"]), helper.make_node("Gemm", ["fl", "wd", "bd"], ["logits"]),
+             helper.make_node("Conv", ["r1", "wh"], ["heatmap"])]
+    half = SIZE // 2
+    graph = helper.make_graph(
+        nodes, "saturating", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 6]),
+         helper.make_tensor_value_info("heatmap", TensorProto.FLOAT, ["batch", 1, half, half])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="qemu-user is not installed (make setup installs it)")
+@pytest.mark.skipif("avx512_vnni" not in cpu_flags() and "avx_vnni" not in cpu_flags(),
+                    reason="the packages must be built on a CPU with VNNI for the emulated AVX2 CPU to differ")
+@pytest.mark.timeout(600)
+def test_on_an_avx2_cpu_without_vnni_8bit_weights_fall_back_to_fp32_and_7bit_weights_serve_int8(tmp_path, forms):
+    fp32 = _saturating_model(tmp_path / "sat.fp32.onnx")
+    calib = golden_inputs("vision", n=48, width=SIZE, height=SIZE, seed=1)["image"]
+    pkgs = {}
+    for name, full in (("weights_8bit", True), ("weights_7bit", False)):
+        int8 = _quantize(fp32, tmp_path / f"{name}.onnx", calib, full_8bit_weights=full)
+        pkgs[name] = str(build_package(int8, _spec("1.0.0"), tmp_path / name, signing_key=forms["key"],
+                                       golden_inputs=forms["inputs"], openvino=True, fp32_model=fp32))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", _CHECK_UNDER_QEMU,
+                           json.dumps(pkgs), str(tmp_path / "open"), str(forms["pub"])],
+                          capture_output=True, text=True, timeout=540, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "avx2" in out["cpu_flags"] and "avx512_vnni" not in out["cpu_flags"]
+    full = {(t["engine"], t["form"]): t for t in out["weights_8bit"]["trials"]}
+    assert not full[("openvino", "int8")]["ok"] and "deviates from FP32" in full[("openvino", "int8")]["reason"]
+    assert (out["weights_8bit"]["engine"], out["weights_8bit"]["form"]) != ("openvino", "int8")
+    assert "INT8 off on this CPU" in out["weights_8bit"]["summary"]
+    assert all(t["ok"] for t in out["weights_7bit"]["trials"]), out["weights_7bit"]
