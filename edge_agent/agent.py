@@ -123,7 +123,6 @@ class Agent:
 
     def _cloud_status(self) -> dict:
         from edge_agent.engines import openvino_available
-
         from model_packager.cpu import cpu_flags, int8_path
 
         labels = {"site": self.cfg.agent.site, "line": self.cfg.agent.line,

@@ -212,7 +212,8 @@ class Demo:
                    f"{self.ports['cloud']}, console http://127.0.0.1:{self.ports['console']}/")
         self.observe_mqtt()
 
-        self.n.step("Two edge agents start on version 1 (one per line), models verified, INT8 on the gateway engine")
+        self.n.step("Two edge agents start on version 1 (one per line), models verified; each checks INT8 against FP32 "
+                    "on its own CPU and serves the fastest form and engine that passes")
         for line, agent in self.agents.items():
             self.ports["status-" + line] = free_port()
             reg = json.loads((self.registry / "part-inspection" / "index.json").read_text())[0]
@@ -232,9 +233,12 @@ class Demo:
         for line in self.lines:
             st = self.wait(lambda line=line: (s := self.status(line)) and all(p["results"] for p in s["pipelines"])
                            and s, 90, f"first results on {line}")
-            models = ", ".join(f"{m['package']}-{m['version']} on {m['engine']}" for m in st["models"])
-            self.n.say(f"{self.agents[line]}: first results after {st['agent']['first_result_after_s']}s; {models}; "
-                       f"status page http://127.0.0.1:{self.ports['status-' + line]}/")
+            self.n.say(f"{self.agents[line]}: first results after {st['agent']['first_result_after_s']}s; status page "
+                       f"http://127.0.0.1:{self.ports['status-' + line]}/")
+            for m in st["models"]:  # which form (INT8 or FP32) serves on this CPU, on which engine, and why
+                sel = m.get("selection") or {}
+                self.n.say(f"  {m['package']}-{m['version']}: {sel.get('summary') or m['engine']}; CPU "
+                           f"{sel.get('cpu', '?')}")
 
     def step_results(self, seconds: float) -> None:
         self.n.step(f"Results flow for {seconds:.0f}s: inspection verdicts, reject gate writes, machine health")
@@ -382,8 +386,10 @@ class Demo:
             st = self.status(line)
             p = st["pipelines"][0]
             drops[self.agents[line]] = p["dropped_queue"]
-            v = next(m["version"] for m in st["models"] if m["slot"] == "vision")
-            self.n.say(f"{self.agents[line]} runs part-inspection {v}; items since rollout start "
+            vm = next(m for m in st["models"] if m["slot"] == "vision")
+            v = vm["version"]
+            self.n.say(f"{self.agents[line]} runs part-inspection {v} ({vm.get('form')} on {vm['engine']}); "
+                       "items since rollout start "
                        f"{p['items'] - seq_before[line]}, queue drops during the whole run {p['dropped_queue']}")
         self.summary["canary"] = d["state"]
 

@@ -86,7 +86,7 @@ def apply(img: np.ndarray, kind: str, rng: np.random.Generator, r: Ranges = TEST
     """One perturbation of ``kind`` with parameters drawn from ``r``."""
     u = lambda a: float(rng.uniform(-a, a))  # noqa: E731
     if kind == "exposure":
-        return exposure(img, 1.0 + u(r.exposure))
+        return exposure(img, 1.0 + float(rng.choice([-1.0, 1.0]) * rng.uniform(0.3, 1.0)) * r.exposure)
     if kind == "gradient":
         return gradient(img, float(rng.uniform(0.5, 1.0)) * r.gradient, float(rng.uniform(0, 2 * np.pi)))
     if kind == "blur":

@@ -62,7 +62,7 @@ def build_model(n_classes: int, width: int = 16):
 
 
 def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_log, threads: int | None = None,
-          patience: int = 10, init_state: dict | None = None, augment: float = 0.5) -> dict:
+          patience: int = 10, init_state: dict | None = None, augment: float = 0.5, qat_epochs: int = 4) -> dict:
     """Train from scratch, or fine-tune from ``init_state`` (a parent version's weights; a lower
     learning rate, so that the new data refines what the parent knew rather than replacing it)."""
     import torch
@@ -135,7 +135,48 @@ def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_
         f"{len(data.classes)} classes")
     lr = 5e-4 if init_state is not None else 2e-3
     hist = common.fit(model, step, val_loss, batches, epochs, patience, lr, log, val_acc, select_on_metric=True)
+    if qat_epochs > 0:
+        # weights learn to sit on the INT8 grid the quantizer will use (7-bit, per output channel),
+        # so the INT8 form loses (almost) nothing to the FP32 one; the FP32 model keeps those weights
+        log(f"vision: {qat_epochs} epochs with weights on the 7-bit INT8 grid")
+        convs = _weights_on_int8_grid(model)
+        qat = common.fit(model, step, val_loss, batches, qat_epochs, qat_epochs, lr / 10, log, val_acc,
+                         select_on_metric=True)
+        _fix_weights(convs)
+        hist["epochs"] += [{**h, "epoch": len(hist["epochs"]) + h["epoch"], "int8_grid": True} for h in qat["epochs"]]
     return {"model": model.cpu(), "pre": pre, "x": x, "y": y, "split": (tr, va, te), "history": hist}
+
+
+WEIGHT_LEVELS = 64  # ONNX Runtime's reduced-range INT8 weights: symmetric, q in [-64, 64] (onnx_tools)
+
+
+def _weights_on_int8_grid(model) -> list:
+    """Fake-quantize every convolution's weights per output channel on the grid ONNX Runtime's
+    quantizer uses with ``reduce_range`` (scale = max|w| / 64), with a straight-through gradient.
+    Per-channel scaling commutes with folding BatchNorm into the convolution, so the folded
+    weights land on the same grid and quantizing them again changes nothing."""
+    import torch
+    from torch import nn
+    from torch.nn.utils import parametrize
+
+    class OnGrid(nn.Module):
+        def forward(self, w):
+            absmax = w.detach().abs().amax(dim=tuple(range(1, w.ndim)), keepdim=True).clamp_min(1e-12)
+            scale = absmax / WEIGHT_LEVELS
+            q = torch.clamp(torch.round(w / scale), -WEIGHT_LEVELS, WEIGHT_LEVELS) * scale
+            return w + (q - w).detach()
+
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    for c in convs:
+        parametrize.register_parametrization(c, "weight", OnGrid())
+    return convs
+
+
+def _fix_weights(convs: list) -> None:
+    from torch.nn.utils import parametrize
+
+    for c in convs:
+        parametrize.remove_parametrizations(c, "weight", leave_parametrized=True)
 
 
 def ng_score(logits: np.ndarray) -> np.ndarray:

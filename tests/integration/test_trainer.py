@@ -89,6 +89,17 @@ def test_vision_build_learns_and_records_the_report(tmp_path, parts):
     out = build(settings(tmp_path, "vision", parts), log=quiet)
     m = out["report"]["metrics"]["int8"]
     assert m["ng_auroc"] > 0.6  # a few epochs on 170 tiny images: above chance, not the quality bar
+    # the package carries the FP32 model and the INT8 form's parity bounds; the threshold is the
+    # operating point chosen on FP32 validation scores, and the report scores a perturbed test copy
+    from cloud_trainer.train import onnx_tools
+    from model_packager import read_manifest
+
+    man = read_manifest(out["package"])
+    assert man.has_fp32 and man.parity is not None and man.quantization.scheme == onnx_tools.SCHEME
+    rep = out["report"]
+    assert man.outputs[0].threshold == rep["threshold"] == rep["operating_point"]["threshold"]
+    assert {"fp32", "int8"} <= set(rep["perturbed"]) and 0 <= rep["perturbed"]["int8"]["ng_recall"] <= 1
+    assert "Perturbed copy of the test split" in (tmp_path / "work-vision" / "report.md").read_text()
     assert np.asarray(m["confusion"]).sum() == out["report"]["split"]["test"]
     assert Registry(tmp_path / "registry").latest("part-inspection")["version"] == "1.0.0"
     # a retrain fine-tunes from the published version's weights (kept beside its package): one epoch
