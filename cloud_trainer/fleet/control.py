@@ -90,6 +90,12 @@ class Control:
         return gen, [{"slot": s, "package": p, "version": v, "digest": d, "size": z, "deployment_id": dep}
                      for s, p, v, d, z, dep, _ in rows]
 
+    def deployed_to(self, agent: str, digest: str) -> bool:
+        """Whether ``digest`` is in ``agent``'s desired state: the only packages it may download."""
+        with self.lock:
+            return self.db.execute("SELECT 1 FROM desired WHERE agent = ? AND digest = ? LIMIT 1",
+                                   (agent, digest)).fetchone() is not None
+
     def on_report(self, agent: str, dep_id: str, slot: str, version: str, step: str, ok: bool, reason: str,
                   health: dict) -> None:
         with self.lock:
