@@ -34,7 +34,8 @@ def _graph_io(model_path: Path, data: bytes | None = None
         else:
             model = onnx.load(str(model_path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and friends
-        raise SpecMismatchError(f"{model_path.name}: not a readable ONNX model ({exc})", code="bad_model") from exc
+        raise SpecMismatchError(f"{printable(model_path.name)}: not a readable ONNX model ({printable(exc)})",
+                                code="bad_model") from exc
     inits = {i.name for i in model.graph.initializer}
 
     def describe(values) -> dict[str, tuple[str, list]]:

@@ -3,7 +3,7 @@
 ``yaml.safe_load`` constructs only plain types, but it is not bounded: PyYAML's composer recurses
 once per nesting level (a 20,000-deep document raises ``RecursionError``), aliases let a few
 hundred bytes stand for a billion nodes that a validator then walks, and constructing an implicit
-timestamp can raise ``ValueError``. ``load_bounded`` runs the pure-Python safe loader with a
+timestamp can raise ``ValueError`` (or ``AttributeError`` for ``!!timestamp x``). ``load_bounded`` runs the pure-Python safe loader with a
 depth counter in the composer, counts aliases and the nodes they stand for, and turns every
 failure into ``ManifestError`` with one line naming ``where``.
 """
@@ -71,13 +71,15 @@ def load_bounded(data: bytes | str, where: str, *, max_bytes: int = MAX_YAML_BYT
         except UnicodeDecodeError as exc:
             raise ManifestError(f"{where}: YAML is not UTF-8 ({exc.reason} at byte {exc.start})",
                                 code="bad_yaml") from None
-    loader = _BoundedLoader(data)
+    loader = None
     try:
+        loader = _BoundedLoader(data)  # the reader already checks characters here
         return loader.get_single_data()
     except _Limit as exc:
         raise ManifestError(f"{where}: YAML {exc}; refused", code="yaml_limits") from None
-    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+    except Exception as exc:  # PyYAML's constructors raise more than YAMLError (ValueError, AttributeError, ...)
         first = printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise ManifestError(f"{where}: not valid YAML ({first})", code="bad_yaml") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
