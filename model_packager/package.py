@@ -308,6 +308,7 @@ class _Reader:
 
     def members(self, tar: _Archive) -> Iterator[Member]:
         seen: set[str] = set()
+        folders: set[str] = set()
         total = 0
         count = 0
         try:
@@ -320,7 +321,12 @@ class _Reader:
                 if m.name in seen:
                     raise UnsafeArchiveError(f"package {self.label}: entry {printable(repr(m.name))} appears twice; "
                                              "refused", code="duplicate_entry")
+                parents = {"/".join(m.name.split("/")[:i]) for i in range(1, m.name.count("/") + 1)}
+                if m.name in folders or parents & seen:  # "a" and "a/b" cannot both be files
+                    raise UnsafeArchiveError(f"package {self.label}: entry {printable(repr(m.name))} is both a file "
+                                             "and a folder of another entry; refused", code="path_conflict")
                 seen.add(m.name)
+                folders |= parents
                 total += m.size
                 if total > self.max_bytes:
                     raise UnsafeArchiveError(f"package {self.label}: content exceeds the {self.max_bytes} byte "

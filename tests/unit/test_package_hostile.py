@@ -163,6 +163,13 @@ def test_bytes_appended_after_the_end_of_archive_marker_are_refused(good, tmp_pa
     refused_everywhere(bad, trusted, tmp_path, code="trailing_data")
 
 
+@pytest.mark.parametrize("names", [("golden/inputs.npz/x",), ("manifest.yaml/x",), ("a/b", "a")])
+def test_an_entry_that_is_both_a_file_and_a_folder_is_refused(good, tmp_path, names):
+    pkg, trusted, _ = good
+    bad = tc.splice(pkg, tmp_path / "conflict-1.0.0.edgepkg", b"".join(tc.file_entry(n) for n in names))
+    refused_everywhere(bad, trusted, tmp_path, code="path_conflict")
+
+
 def test_bad_checksum_and_v7_headers_are_refused(good, tmp_path):
     pkg, trusted, _ = good
     refused_everywhere(tc.splice(pkg, tmp_path / "sum-1.0.0.edgepkg", tc.header("a.bin", 0, checksum=False)),
