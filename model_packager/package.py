@@ -507,7 +507,8 @@ def open_package(pkg: str | Path, target_dir: str | Path, trusted: TrustedKeys, 
     """
     pkg, target = Path(pkg), Path(target_dir)
     if target.exists() and any(target.iterdir()):
-        raise PackageError(f"package {pkg.name}: target folder {target} is not empty", code="target_not_empty")
+        raise PackageError(f"package {printable(pkg.name)}: target folder {printable(str(target))} is not empty",
+                           code="target_not_empty")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
     try:
