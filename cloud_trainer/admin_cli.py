@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from model_packager.text import printable
+
 
 def _common(prog: str) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=f"cloud-trainer {prog}")
@@ -43,11 +45,14 @@ def _call(a, method: str, request):
         try:
             return getattr(rpc.AdminStub(ch), method)(request, timeout=15)
         except grpc.RpcError as exc:
-            raise SystemExit(f"cloud-trainer: {method} failed: {exc.code().name}: {exc.details()}") from exc
+            raise SystemExit(f"cloud-trainer: {method} failed: {exc.code().name}: "
+                             f"{printable(exc.details() or '', 1000)}") from exc
 
 
 def _table(rows: list[list], headers: list[str]) -> str:
-    cells = [[str(c) for c in r] for r in rows]
+    # cells hold what agents reported (slot states, reasons): escaped, so that no control character or
+    # terminal escape sequence reaches the admin's terminal
+    cells = [[printable(c, 300) for c in r] for r in rows]
     w = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w[i]) for i, h in enumerate(headers)), "  ".join("-" * x for x in w)]
     lines += ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in cells]
@@ -112,7 +117,7 @@ def main_status(argv: list[str]) -> int:
             versions[f"{s.package}-{s.version}"] = versions.get(f"{s.package}-{s.version}", 0) + 1
     print(f"agents: {len(agents)}; records stored: {stats.records}; samples: {stats.samples}; "
           f"replays deduplicated: {stats.duplicates}")
-    print("running: " + (", ".join(f"{k} on {v}" for k, v in sorted(versions.items())) or "-"))
+    print(printable("running: " + (", ".join(f"{k} on {v}" for k, v in sorted(versions.items())) or "-"), 2000))
     active = [d for d in deps if d["state"] in ("running", "paused")]
     print(f"deployments: {len(deps)} ({len(active)} in progress)")
     if deps:

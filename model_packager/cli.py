@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from model_packager.errors import PackageError
+from model_packager.text import printable
 
 
 def _keygen(args) -> int:
@@ -57,11 +58,11 @@ def _verify(args) -> int:
     trusted = load_trusted_keys(args.trust)
     if not args.run:
         m = verify_package(args.package, trusted)
-        print(f"OK {m.package_id}: signature by a trusted key, {len(m.files)} files, every hash and size match")
+        print(f"OK {printable(m.package_id)}: signature by a trusted key, {len(m.files)} files, every hash and size match")
         return 0
     with tempfile.TemporaryDirectory(prefix="mp-verify-") as tmp:
         opened = open_package(args.package, Path(tmp) / "pkg", trusted)
-        print(f"OK {opened.manifest.package_id}: signature by trusted key {opened.signer}, "
+        print(f"OK {printable(opened.manifest.package_id)}: signature by trusted key {printable(opened.signer)}, "
               f"{len(opened.manifest.files)} files, every hash and size match")
         results = run_golden(opened)
         g = opened.manifest.golden
@@ -70,11 +71,11 @@ def _verify(args) -> int:
         for engine, worst in results.items():
             if engine.endswith("/int8") and par is not None:
                 bounds = ", ".join(f"{k} {v:.3g}" for k, v in par.output_atol.items())
-                print(f"   INT8 on {engine.split('/')[0]}: largest deviation from FP32 {worst:.3g} (bounds {bounds}) "
-                      f"on this CPU: {describe_cpu()}")
+                print(printable(f"   INT8 on {engine.split('/')[0]}: largest deviation from FP32 {worst:.3g} "
+                                f"(bounds {bounds}) on this CPU: {describe_cpu()}", 1000))
                 continue
-            print(f"   golden on {engine}: largest deviation {worst:.3g} "
-                  f"(tolerance atol {g.atol}, rtol {g.rtol}{per_output})")
+            print(printable(f"   golden on {engine}: largest deviation {worst:.3g} "
+                            f"(tolerance atol {g.atol}, rtol {g.rtol}{per_output})", 1000))
         if not results:
             print("   no engine installed to run the golden inputs on", file=sys.stderr)
             return 1
@@ -131,7 +132,8 @@ def _inspect(args) -> int:
             lines.append(f"  metric    {k} = {v:.4g}")
     for f in m.files:
         lines.append(f"  file      {f.path:<24} {f.size:>10} B  {f.sha256[:16]}…  {f.role.value}")
-    print("\n".join(lines))
+    # every field of an unverified manifest is escaped: one printed line per line above, whatever it holds
+    print("\n".join(printable(line, 1000) for line in lines))
     return 0
 
 
@@ -162,12 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except PackageError as exc:
-        print(f"model-packager {args.verb}: {exc}", file=sys.stderr)
+        print(f"model-packager {args.verb}: {printable(str(exc), 2000)}", file=sys.stderr)
         refused = args.verb == "verify" and exc.code not in ("not_found", "bad_key", "usage")
         return 1 if refused else 2
     except OSError as exc:
-        print(f"model-packager {args.verb}: {exc}", file=sys.stderr)
+        print(f"model-packager {args.verb}: {printable(str(exc), 2000)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug, never an acceptance: one line, and verify counts it as a refusal
+        print(f"model-packager {args.verb}: unexpected {type(exc).__name__}: {printable(str(exc), 2000)}",
+              file=sys.stderr)
+        return 1 if args.verb == "verify" else 2
 
 
 if __name__ == "__main__":

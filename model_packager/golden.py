@@ -10,12 +10,14 @@ rejects such a model).
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from model_packager.errors import GoldenError, SpecMismatchError
 from model_packager.manifest import DType, Manifest, TensorSpec
+from model_packager.text import printable
 
 # ONNX TensorProto element types -> manifest dtypes
 _ONNX_DTYPES = {1: DType.FLOAT32, 10: DType.FLOAT16, 7: DType.INT64, 6: DType.INT32, 2: DType.UINT8, 3: DType.INT8}
@@ -32,7 +34,8 @@ def _graph_io(model_path: Path, data: bytes | None = None
         else:
             model = onnx.load(str(model_path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and friends
-        raise SpecMismatchError(f"{model_path.name}: not a readable ONNX model ({exc})", code="bad_model") from exc
+        raise SpecMismatchError(f"{printable(model_path.name)}: not a readable ONNX model ({printable(exc)})",
+                                code="bad_model") from exc
     inits = {i.name for i in model.graph.initializer}
 
     def describe(values) -> dict[str, tuple[str, list]]:
@@ -148,8 +151,12 @@ def compare(expected: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: f
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, NotImplementedError) as exc:
+        raise GoldenError(f"golden file {Path(path).name}: not a readable .npz of arrays "
+                          f"({printable(exc)})", code="bad_golden") from None
 
 
 # ------------------------------------------------------------------------- INT8 against FP32

@@ -26,6 +26,33 @@ SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _VERSION_RE = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
+_VERSION_PARTS = re.compile(r"^(\d{1,18})\.(\d{1,18})\.(\d{1,18})(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
+MAX_VERSION_CHARS = 64
+_PATH_MAX = 255
+
+
+def version_key(version: str) -> tuple:
+    """A sort key for semantic versions (``1.10.0`` > ``1.9.0``; ``1.0.0-rc.1`` < ``1.0.0``; build
+    metadata after ``+`` ignored). Raises ``ValueError`` for anything else."""
+    m = _VERSION_PARTS.fullmatch(version) if isinstance(version, str) and len(version) <= MAX_VERSION_CHARS else None
+    if m is None:
+        raise ValueError(f"not a semantic version: {version[:MAX_VERSION_CHARS]!r}")
+    core = (int(m[1]), int(m[2]), int(m[3]))
+    if m[4] is None:
+        return (*core, 1, ())
+    pre = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in m[4].split("."))
+    return (*core, 0, pre)
+
+
+def check_relative_path(path: str) -> str:
+    """A file name inside a package: relative, forward slashes, no '..' or '.' parts, no control
+    characters, at most 255 characters. Used for every path a manifest names."""
+    parts = path.split("/")
+    if (not path or len(path) > _PATH_MAX or path.startswith("/") or "\\" in path or not path.isprintable()
+            or any(p in ("", ".", "..") for p in parts)):
+        raise ValueError("must be a relative path inside the package (no '..', no leading '/', no control "
+                         f"characters, at most {_PATH_MAX} characters)")
+    return path
 
 
 class _Model(BaseModel):
@@ -159,6 +186,11 @@ class Golden(_Model):
     # (an INT8 heat map vs the class scores); outputs not named here use ``atol``
     output_atol: dict[str, float] = {}
 
+    @field_validator("inputs", "expected")
+    @classmethod
+    def _inside(cls, v: str) -> str:
+        return check_relative_path(v)
+
 
 class EngineCheck(_Model):
     engine: Literal["onnxruntime", "openvino"]
@@ -224,6 +256,11 @@ class FileEntry(_Model):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     role: FileRole = FileRole.OTHER
 
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, v: str) -> str:
+        return check_relative_path(v)
+
 
 class Manifest(_Model):
     schema_version: int = SCHEMA_VERSION
@@ -270,14 +307,14 @@ class Manifest(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
+        if not _NAME_RE.fullmatch(v):
             raise ValueError("name must be lowercase letters, digits, '-' or '_', at most 63 characters")
         return v
 
     @field_validator("version")
     @classmethod
     def _version(cls, v: str) -> str:
-        if not _VERSION_RE.match(v):
+        if len(v) > MAX_VERSION_CHARS or not _VERSION_RE.fullmatch(v):
             raise ValueError("version must be semantic, e.g. 1.2.0")
         return v
 

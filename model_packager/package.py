@@ -31,6 +31,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -55,6 +56,9 @@ from model_packager.errors import (
 )
 from model_packager.keys import TrustedKeys, key_id, load_private_key
 from model_packager.manifest import EngineCheck, FileEntry, FileRole, Manifest
+from model_packager.safe_yaml import MAX_YAML_BYTES, load_bounded
+from model_packager.tarread import Member, StrictTarReader
+from model_packager.text import printable
 
 MANIFEST = "manifest.yaml"
 SIGNATURE = "manifest.sig"
@@ -64,6 +68,8 @@ PARITY_HEADROOM = 3.0  # INT8 bounds = this x the deviation measured on the buil
 OV_XML, OV_BIN = "openvino/model.xml", "openvino/model.bin"
 DEFAULT_MAX_BYTES = 2 * 1024**3  # 2 GiB of declared content
 MAX_ENTRIES = 1000
+MAX_MANIFEST_BYTES = MAX_YAML_BYTES
+MAX_SIG_BYTES = 4096
 _CHUNK = 1 << 20
 
 
@@ -101,9 +107,10 @@ def _spec_dict(spec: Manifest | dict | str | Path) -> dict:
         return spec.model_dump(mode="json")
     if isinstance(spec, str | Path):
         try:
-            data = yaml.safe_load(Path(spec).read_text())
-        except (OSError, yaml.YAMLError) as exc:
+            text = Path(spec).read_bytes()
+        except OSError as exc:
             raise ManifestError(f"spec {spec}: cannot read YAML ({exc})") from exc
+        data = load_bounded(text, f"spec {spec}")
         if not isinstance(data, dict):
             raise ManifestError(f"spec {spec}: expected a mapping at the top level")
         return data
@@ -117,7 +124,7 @@ def _validate_manifest(data: dict, where: str) -> Manifest:
         lines = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"{loc}: {err['msg']}")
+            lines.append(printable(f"{loc}: {err['msg']}"))
         code = "unknown_schema" if any(e["loc"][:1] == ("schema_version",) for e in exc.errors()) else None
         raise ManifestError(f"{where}: invalid manifest: " + "; ".join(lines), code=code) from exc
 
@@ -325,85 +332,93 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 # --------------------------------------------------------------------------------------- verify
 
 
+_NAME_MAX = 255
+
+
 def _check_entry_name(name: str, where: str) -> None:
     p = PurePosixPath(name)
     if not name or name.startswith("/") or "\\" in name or p.is_absolute() or ".." in p.parts or "\x00" in name:
-        raise UnsafeArchiveError(f"{where}: entry {name!r} has an unsafe path (absolute or with '..'); refused",
-                                 code="path_escape")
+        raise UnsafeArchiveError(f"{where}: entry {printable(repr(name))} has an unsafe path (absolute or with '..'); "
+                                 "refused", code="path_escape")
+    if not name.isprintable() or len(name) > _NAME_MAX or "." in p.parts or name.endswith("/") or "//" in name:
+        raise UnsafeArchiveError(f"{where}: entry {printable(repr(name))} has a name with control characters, "
+                                 f"empty or '.' parts, or over {_NAME_MAX} characters; refused", code="bad_name")
+
+
+class _Archive:
+    """An open package file and its strict parser (``model_packager.tarread``)."""
+
+    def __init__(self, fileobj, reader: StrictTarReader) -> None:
+        self.fileobj = fileobj
+        self.reader = reader
 
 
 class _Reader:
-    """One pass over the archive's members with every structural check applied."""
+    """One pass over the archive's members with every structural check applied.
+
+    Reading never goes through ``tarfile``: ``StrictTarReader`` accepts only the ustar/PAX subset
+    that ``build_package`` writes, with every header bounded (see ``tarread``)."""
 
     def __init__(self, pkg: Path, max_bytes: int) -> None:
         self.pkg = pkg
         self.max_bytes = max_bytes
-        self.label = pkg.name
+        self.label = printable(pkg.name)
 
     @contextlib.contextmanager
-    def open(self) -> Iterator[tarfile.TarFile]:
+    def open(self) -> Iterator[_Archive]:
         try:
-            tar = tarfile.open(self.pkg, mode="r:")
+            f = open(self.pkg, "rb")
         except FileNotFoundError as exc:
-            raise PackageError(f"package {self.pkg} does not exist", code="not_found") from exc
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise UnsafeArchiveError(f"package {self.label}: not a readable package archive ({exc}); "
-                                     "download it again", code="truncated") from exc
+            raise PackageError(f"package {printable(str(self.pkg))} does not exist", code="not_found") from exc
+        except OSError as exc:
+            raise UnsafeArchiveError(f"package {self.label}: cannot read it ({printable(exc.strerror or exc)})",
+                                     code="unreadable") from exc
         try:
-            yield tar
+            yield _Archive(f, StrictTarReader(f, self.pkg.name, self.max_bytes))
         finally:
-            tar.close()
+            f.close()
 
-    def members(self, tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    def members(self, tar: _Archive) -> Iterator[Member]:
         seen: set[str] = set()
+        folders: set[str] = set()
         total = 0
         count = 0
-        while True:
-            try:
-                m = tar.next()
-            except (tarfile.TarError, OSError, EOFError) as exc:
-                raise UnsafeArchiveError(f"package {self.label}: archive is truncated or corrupt ({exc}); "
-                                         "download it again", code="truncated") from exc
-            if m is None:
-                return
-            count += 1
-            if count > MAX_ENTRIES:
-                raise UnsafeArchiveError(f"package {self.label}: more than {MAX_ENTRIES} entries; refused",
-                                         code="too_many_entries")
-            _check_entry_name(m.name, f"package {self.label}")
-            if m.issym() or m.islnk():
-                kind = "symbolic link" if m.issym() else "hard link"
-                raise UnsafeArchiveError(f"package {self.label}: entry {m.name!r} is a {kind}; packages hold "
-                                         "regular files only", code="link")
-            if not m.isreg():
-                raise UnsafeArchiveError(f"package {self.label}: entry {m.name!r} is not a regular file; refused",
-                                         code="not_regular")
-            if m.name in seen:
-                raise UnsafeArchiveError(f"package {self.label}: entry {m.name!r} appears twice; refused",
-                                         code="duplicate_entry")
-            seen.add(m.name)
-            total += m.size
-            if total > self.max_bytes:
-                raise UnsafeArchiveError(f"package {self.label}: content exceeds the {self.max_bytes} byte limit "
-                                         "(archive bomb?); refused", code="too_large")
-            yield m
-
-    def read_all(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
         try:
-            f = tar.extractfile(m)
-            data = f.read() if f else b""
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise UnsafeArchiveError(f"package {self.label}: entry {m.name!r} is truncated ({exc}); "
+            for m in tar.reader:
+                count += 1
+                if count > MAX_ENTRIES:
+                    raise UnsafeArchiveError(f"package {self.label}: more than {MAX_ENTRIES} entries; refused",
+                                             code="too_many_entries")
+                _check_entry_name(m.name, f"package {self.label}")
+                if m.name in seen:
+                    raise UnsafeArchiveError(f"package {self.label}: entry {printable(repr(m.name))} appears twice; "
+                                             "refused", code="duplicate_entry")
+                parents = {"/".join(m.name.split("/")[:i]) for i in range(1, m.name.count("/") + 1)}
+                if m.name in folders or parents & seen:  # "a" and "a/b" cannot both be files
+                    raise UnsafeArchiveError(f"package {self.label}: entry {printable(repr(m.name))} is both a file "
+                                             "and a folder of another entry; refused", code="path_conflict")
+                seen.add(m.name)
+                folders |= parents
+                total += m.size
+                if total > self.max_bytes:
+                    raise UnsafeArchiveError(f"package {self.label}: content exceeds the {self.max_bytes} byte "
+                                             "limit (archive bomb?); refused", code="too_large")
+                yield m
+        except OSError as exc:
+            raise UnsafeArchiveError(f"package {self.label}: archive is unreadable ({printable(exc)}); "
                                      "download it again", code="truncated") from exc
-        if len(data) != m.size:
-            raise UnsafeArchiveError(f"package {self.label}: entry {m.name!r} is truncated "
-                                     f"({len(data)} of {m.size} bytes); download it again", code="truncated")
-        return data
 
-    def stream(self, tar: tarfile.TarFile, m: tarfile.TarInfo, sink=None) -> tuple[str, int]:
+    def read_all(self, tar: _Archive, m: Member, limit: int) -> bytes:
+        if m.size > limit:
+            raise UnsafeArchiveError(f"package {self.label}: {printable(m.name)} has {m.size} bytes, over the "
+                                     f"{limit} byte limit for it; refused", code="too_large")
+        buf = io.BytesIO()
+        self.stream(tar, m, buf)
+        return buf.getvalue()
+
+    def stream(self, tar: _Archive, m: Member, sink=None) -> tuple[str, int]:
         """Hash (and copy to ``sink``) one regular member, reading the archive file directly: an
-        uncompressed tar stores it contiguously at ``offset_data``, and bypassing tarfile's reader
-        saves a copy per chunk."""
+        uncompressed tar stores it contiguously at ``offset_data``."""
         h = hashlib.sha256()
         n = 0
         buf = bytearray(_CHUNK)
@@ -420,12 +435,15 @@ class _Reader:
                     sink.write(view[:got])
                 n += got
         except OSError as exc:
-            raise UnsafeArchiveError(f"package {self.label}: entry {m.name!r} is unreadable ({exc}); "
-                                     "download it again", code="truncated") from exc
+            raise UnsafeArchiveError(f"package {self.label}: entry {printable(repr(m.name))} is unreadable "
+                                     f"({printable(exc)}); download it again", code="truncated") from exc
         if n != m.size:
-            raise UnsafeArchiveError(f"package {self.label}: entry {m.name!r} is truncated "
+            raise UnsafeArchiveError(f"package {self.label}: entry {printable(repr(m.name))} is truncated "
                                      f"({n} of {m.size} bytes); download it again", code="truncated")
         return h.hexdigest(), n
+
+
+_KEY_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
 
 def _check_signature(label: str, manifest_bytes: bytes, sig_bytes: bytes | None, trusted: TrustedKeys) -> str:
@@ -434,12 +452,21 @@ def _check_signature(label: str, manifest_bytes: bytes, sig_bytes: bytes | None,
                              "are accepted", code="unsigned")
     try:
         sig = json.loads(sig_bytes)
-        kid = sig["key_id"]
-        raw = base64.b64decode(sig["signature"], validate=True)
-        if sig.get("algorithm") != "ed25519":
-            raise ValueError(f"algorithm {sig.get('algorithm')!r}")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SignatureError(f"package {label}: {SIGNATURE} is malformed ({exc})", code="bad_signature") from exc
+        if not isinstance(sig, dict):
+            raise ValueError("not a JSON object")
+        kid, b64, alg = sig.get("key_id"), sig.get("signature"), sig.get("algorithm")
+        if not isinstance(alg, str) or alg != "ed25519":
+            raise ValueError(f"algorithm {printable(repr(alg), 40)} is not 'ed25519'")
+        if not isinstance(kid, str) or not _KEY_ID_RE.match(kid):
+            raise ValueError(f"key_id {printable(repr(kid), 40)} is not 16 hex digits")
+        if not isinstance(b64, str) or len(b64) > 200:
+            raise ValueError("signature is not a base64 string")
+        raw = base64.b64decode(b64, validate=True)
+        if len(raw) != 64:
+            raise ValueError(f"signature has {len(raw)} bytes, an Ed25519 signature has 64")
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise SignatureError(f"package {label}: {SIGNATURE} is malformed ({printable(exc)}); refused",
+                             code="bad_signature") from None
     key = trusted.get(kid)
     if key is None:
         raise SignatureError(f"package {label}: signed by key {kid}, which is not among the trusted keys "
@@ -456,13 +483,16 @@ def _check_signature(label: str, manifest_bytes: bytes, sig_bytes: bytes | None,
 
 
 def _parse_manifest(label: str, data: bytes) -> Manifest:
-    try:
-        doc = yaml.safe_load(data)
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"package {label}: manifest.yaml is not valid YAML ({exc})") from exc
+    doc = load_bounded(data, f"package {label}: manifest.yaml")
     if not isinstance(doc, dict):
         raise ManifestError(f"package {label}: manifest.yaml is not a mapping")
-    return _validate_manifest(doc, f"package {label}")
+    manifest = _validate_manifest(doc, f"package {label}")
+    listed = {f.path for f in manifest.files}
+    for what, path in (("golden.inputs", manifest.golden.inputs), ("golden.expected", manifest.golden.expected)):
+        if path not in listed:
+            raise ManifestError(f"package {label}: {what} {printable(repr(path))} is not one of the listed files; "
+                                "refused", code="golden_not_listed")
+    return manifest
 
 
 def _verify(pkg: Path, trusted: TrustedKeys, max_bytes: int, target: Path | None,
@@ -474,7 +504,7 @@ def _verify(pkg: Path, trusted: TrustedKeys, max_bytes: int, target: Path | None
     with reader.open() as tar:  # pass 1: structure, manifest and signature
         for m in reader.members(tar):
             if m.name in (MANIFEST, SIGNATURE):
-                head[m.name] = reader.read_all(tar, m)
+                head[m.name] = reader.read_all(tar, m, MAX_MANIFEST_BYTES if m.name == MANIFEST else MAX_SIG_BYTES)
     if MANIFEST not in head:
         raise ManifestError(f"package {label}: no manifest.yaml; not a model package", code="no_manifest")
     signer = _check_signature(label, head[MANIFEST], head.get(SIGNATURE), trusted)
@@ -492,7 +522,8 @@ def _verify(pkg: Path, trusted: TrustedKeys, max_bytes: int, target: Path | None
                 continue
             entry = listed.get(m.name)
             if entry is None:
-                raise IntegrityError(f"package {label}: {m.name} is in the archive but not listed in the manifest; "
+                raise IntegrityError(f"package {label}: {printable(m.name)} is in the archive but not listed in the "
+                                     "manifest; "
                                      "refused", code="unlisted_file")
             sink = None
             if target is not None:
@@ -507,16 +538,16 @@ def _verify(pkg: Path, trusted: TrustedKeys, max_bytes: int, target: Path | None
                 if sink is not None and sink is not model_bytes:
                     sink.close()
             if size != entry.size:
-                raise IntegrityError(f"package {label}: {m.name} has {size} bytes, the manifest says {entry.size}: "
+                raise IntegrityError(f"package {label}: {printable(m.name)} has {size} bytes, the manifest says {entry.size}: "
                                      "altered or truncated; download it again", code="size_mismatch")
             if digest != entry.sha256:
-                raise IntegrityError(f"package {label}: {m.name} digest mismatch (expected {entry.sha256[:12]}…, "
+                raise IntegrityError(f"package {label}: {printable(m.name)} digest mismatch (expected {entry.sha256[:12]}…, "
                                      f"got {digest[:12]}…): altered or corrupted; download it again",
                                      code="digest_mismatch")
             seen.add(m.name)
     absent = sorted(set(listed) - seen)
     if absent:
-        raise IntegrityError(f"package {label}: {', '.join(absent)} listed in the manifest but absent from the "
+        raise IntegrityError(f"package {label}: {printable(', '.join(absent))} listed in the manifest but absent from the "
                              "archive; refused", code="missing_file")
     if model_entry is None:
         raise ManifestError(f"package {label}: the manifest lists no file with role 'model'", code="no_model")
@@ -548,7 +579,8 @@ def open_package(pkg: str | Path, target_dir: str | Path, trusted: TrustedKeys, 
     """
     pkg, target = Path(pkg), Path(target_dir)
     if target.exists() and any(target.iterdir()):
-        raise PackageError(f"package {pkg.name}: target folder {target} is not empty", code="target_not_empty")
+        raise PackageError(f"package {printable(pkg.name)}: target folder {printable(str(target))} is not empty",
+                           code="target_not_empty")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
     try:
@@ -586,8 +618,8 @@ def read_manifest(pkg: str | Path) -> Manifest:
     with reader.open() as tar:
         for m in reader.members(tar):
             if m.name == MANIFEST:
-                return _parse_manifest(reader.label, reader.read_all(tar, m))
-    raise ManifestError(f"package {pkg.name}: no manifest.yaml; not a model package", code="no_manifest")
+                return _parse_manifest(reader.label, reader.read_all(tar, m, MAX_MANIFEST_BYTES))
+    raise ManifestError(f"package {reader.label}: no manifest.yaml; not a model package", code="no_manifest")
 
 
 def run_golden(opened: OpenedPackage, engines: tuple[str, ...] | list[str] = _golden.ENGINES

@@ -39,6 +39,8 @@ class Console:
                         return self._json(outer.srv.control.list() if outer.srv.control else [])
                     if u.path == "/api/models":
                         return self._json(outer.models())
+                    if u.path == "/api/quotas":  # per-agent limits, usage and refusals (RESOURCE_EXHAUSTED)
+                        return self._json(outer.srv.quotas.snapshot() if hasattr(outer.srv, "quotas") else {})
                     if u.path == "/api/samples":
                         return self._json(outer.srv.store.samples(model=q.get("model"), reason=q.get("reason"),
                                                                   label_state=q.get("label_state"))[-200:])

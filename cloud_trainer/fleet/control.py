@@ -14,7 +14,10 @@ gate's ``max_error_rate``) halts the rollout: the agents that received the new v
 previous version back as desired state, and the agents of later steps never receive it.
 
 An agent offline during a rollout converges when it comes back (its desired state waits for it).
-A downgrade happens only by an admin's ``rollback`` (or by a failed gate's automatic rollback).
+A downgrade happens only by an admin's ``rollback`` (or by a failed gate's automatic rollback):
+``create`` refuses a version lower than one a target agent runs or is assigned for that slot and
+package, and the desired state of a rollback carries a deployment id ending in ``:rollback``, the
+only mark under which an agent accepts a lower version.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ import uuid
 from pathlib import Path
 
 from cloud_trainer.registry import Registry
+from model_packager.manifest import version_key
+
+ROLLBACK_SUFFIX = ":rollback"  # on a desired state's deployment id: an admin-requested (or automatic) rollback
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (id TEXT PRIMARY KEY, created REAL NOT NULL, doc TEXT NOT NULL);
@@ -84,6 +90,12 @@ class Control:
         return gen, [{"slot": s, "package": p, "version": v, "digest": d, "size": z, "deployment_id": dep}
                      for s, p, v, d, z, dep, _ in rows]
 
+    def deployed_to(self, agent: str, digest: str) -> bool:
+        """Whether ``digest`` is in ``agent``'s desired state: the only packages it may download."""
+        with self.lock:
+            return self.db.execute("SELECT 1 FROM desired WHERE agent = ? AND digest = ? LIMIT 1",
+                                   (agent, digest)).fetchone() is not None
+
     def on_report(self, agent: str, dep_id: str, slot: str, version: str, step: str, ok: bool, reason: str,
                   health: dict) -> None:
         with self.lock:
@@ -127,13 +139,36 @@ class Control:
             raise ValueError(f"no registered agent matches the selector {selector}")
         return sorted(out)
 
-    def create(self, req: dict) -> dict:
+    def _check_not_a_downgrade(self, entry: dict, slot: str, targets: list[str]) -> None:
+        want = version_key(entry["version"])
+        running = {a["id"]: next((s for s in a["slots"] if s["slot"] == slot), None) for a in self.store.agents()}
+        for agent in targets:
+            have = []
+            cur = running.get(agent)
+            if cur and cur.get("package") == entry["name"] and cur.get("version"):
+                have.append(cur["version"])
+            row = self.db.execute("SELECT package, version, deployment_id FROM desired WHERE agent = ? AND slot = ?",
+                                  (agent, slot)).fetchone()
+            if row and row[0] == entry["name"] and not row[2].endswith(ROLLBACK_SUFFIX):
+                have.append(row[1])
+            for v in have:
+                try:
+                    newer = version_key(v) > want
+                except ValueError:
+                    continue
+                if newer:
+                    raise ValueError(f"{entry['name']} {entry['version']} is older than {v} on agent {agent} "
+                                     f"(slot {slot}); versions only go up: use rollback to downgrade")
+
+    def create(self, req: dict, *, rollback: bool = False) -> dict:
         with self.lock:
             entry = self._resolve(req["package"], req.get("version") or "")
             targets = self._targets(req.get("agents") or [], req.get("selector") or {})
             slot = req.get("slot") or ""
             if not slot:
                 raise ValueError("slot is required (the model slot name in the agents' configs)")
+            if not rollback:
+                self._check_not_a_downgrade(entry, slot, targets)
             steps = ["100%"] if req.get("strategy") == "all_at_once" else (req.get("steps") or ["1", "100%"])
             previous = {}
             for a in self.store.agents():
@@ -146,7 +181,7 @@ class Control:
                    "version": entry["version"], "digest": entry["digest"], "size": entry["size"], "slot": slot,
                    "strategy": req.get("strategy") or "canary", "steps": steps, "wait_s": float(req.get("wait_s") or 0),
                    "gate": req.get("gate") or {}, "state": "running", "step": 0, "step_started": None,
-                   "step_healthy_at": None, "reason": "", "previous": previous,
+                   "step_healthy_at": None, "reason": "", "previous": previous, "rollback": rollback,
                    "targets": {a: {"status": "waiting", "reason": "", "step": None} for a in targets}}
             self._put(dep)
         self.tick()
@@ -177,7 +212,8 @@ class Control:
         for a in current:
             t = dep["targets"][a]
             if t["status"] == "waiting":
-                self._set_desired(a, dep["slot"], dep["package"], dep["version"], dep["digest"], dep["size"], dep["id"])
+                self._set_desired(a, dep["slot"], dep["package"], dep["version"], dep["digest"], dep["size"],
+                                  dep["id"] + (ROLLBACK_SUFFIX if dep.get("rollback") else ""))
                 t.update(status="assigned", step=k, updated=now)
         if dep["step_started"] is None:
             dep["step_started"] = now
@@ -206,7 +242,7 @@ class Control:
             t = dep["targets"][a]
             if prev:
                 self._set_desired(a, dep["slot"], prev["package"], prev["version"], prev["digest"],
-                                  self._size_of(prev["digest"]), dep["id"] + ":rollback")
+                                  self._size_of(prev["digest"]), dep["id"] + ROLLBACK_SUFFIX)
                 if t["status"] not in ("failed", "rolled_back"):
                     t.update(status="rolled_back_by_fleet", reason="rollout halted")
             else:
@@ -237,7 +273,7 @@ class Control:
         """An admin's explicit downgrade (or upgrade) of a slot to a named version, all at once."""
         return self.create({"package": package, "version": version, "slot": slot, "agents": agents,
                             "selector": {} if agents else {"site": "*"}, "strategy": "all_at_once",
-                            "gate": {}, "wait_s": 0})
+                            "gate": {}, "wait_s": 0}, rollback=True)
 
     def list(self) -> list[dict]:
         with self.lock:

@@ -6,7 +6,11 @@ reads the peer certificate's CN (the agent id) and OU (its role). Fleet methods 
 agent id from the client, so an agent cannot write as another agent.
 
 The service keeps no state in memory that a second replica would need: everything is in the
-store (and the registry / blob folders).
+store (and the registry / blob folders); per-agent quota counters are per process (``guard``).
+
+Hostile input (issue 16): a request that is not a valid protobuf message, or a JSON field that is not
+a JSON object, is ``INVALID_ARGUMENT``; an agent over its quotas gets ``RESOURCE_EXHAUSTED``; an agent
+downloads only packages deployed to it (``NOT_FOUND`` otherwise, as for a digest that does not exist).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 import grpc
 
 from cloud_trainer.blobs import LocalBlobStore
+from cloud_trainer.fleet.guard import MalformedRequests, QuotaExceeded, Quotas, json_field
 from cloud_trainer.fleet.store import SQLiteStore
 from cloud_trainer.pki import ROLE_ADMIN, ROLE_AGENT, identity
 from cloud_trainer.registry import Registry
@@ -49,14 +54,16 @@ async def require(context, role: str) -> str:
 
 
 class FleetServicer(rpc.FleetServicer):
-    def __init__(self, store: SQLiteStore, blobs: LocalBlobStore, registry: Registry | None, control=None) -> None:
+    def __init__(self, store: SQLiteStore, blobs: LocalBlobStore, registry: Registry | None, control=None,
+                 quotas: Quotas | None = None) -> None:
         self.store, self.blobs, self.registry, self.control = store, blobs, registry, control
+        self.quotas = quotas or Quotas()
 
     async def Heartbeat(self, request, context):
         agent = await require(context, ROLE_AGENT)
         slots = [{"slot": s.slot, "package": s.package, "version": s.version, "digest": s.digest,
                   "status": s.status, "reason": s.reason} for s in request.slots]
-        health = json.loads(request.health_json or "{}")
+        health = await json_field(context, request.health_json, "health_json")
         await asyncio.to_thread(self.store.heartbeat, agent, dict(request.labels), slots, health,
                                 request.outbox_depth)
         desired, gen = [], 0
@@ -68,7 +75,26 @@ class FleetServicer(rpc.FleetServicer):
 
     async def PushRecords(self, request_iterator, context):
         agent = await require(context, ROLE_AGENT)
+        try:
+            self.quotas.open_stream(agent)
+        except QuotaExceeded as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        try:
+            async for ack in self._push(agent, request_iterator, context):
+                yield ack
+        finally:
+            self.quotas.close_stream(agent)
+
+    async def _push(self, agent: str, request_iterator, context):
         async for batch in request_iterator:
+            samples = sum(len(r.sample) for r in batch.records if r.kind == "sample")
+            try:  # the whole batch is within the quotas, or none of it is stored
+                self.quotas.take_batch(agent, len(batch.records),
+                                       sum(len(r.payload) + len(r.sample) for r in batch.records))
+                if samples:
+                    self.quotas.take_sample(agent, samples)
+            except QuotaExceeded as exc:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
             records = []
             for r in batch.records:
                 rec = {"seq": r.seq, "kind": r.kind, "t": r.t, "payload": r.payload.decode("utf-8", "replace")}
@@ -85,10 +111,23 @@ class FleetServicer(rpc.FleetServicer):
             yield pb.Ack(seqs=seqs, stored=stored, duplicates=dup)
 
     async def DownloadPackage(self, request, context):
-        await require(context, ROLE_AGENT)
-        path = self.registry.by_digest(request.digest) if self.registry else None
-        if path is None or not path.exists():
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no package with digest {request.digest[:16]}…")
+        agent = await require(context, ROLE_AGENT)
+        deployed = self.control is None or await asyncio.to_thread(self.control.deployed_to, agent, request.digest)
+        path = self.registry.by_digest(request.digest) if (self.registry and deployed) else None
+        if path is None or not path.exists():  # the same answer whether it exists elsewhere or not at all
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no package with digest {request.digest[:16]!r} "
+                                                           "deployed to this agent")
+        try:
+            self.quotas.open_stream(agent)
+        except QuotaExceeded as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        try:
+            async for chunk in self._send_package(path, request, context):
+                yield chunk
+        finally:
+            self.quotas.close_stream(agent)
+
+    async def _send_package(self, path: Path, request, context):
         total = path.stat().st_size
         if request.offset > total:
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, f"offset {request.offset} beyond size {total}")
@@ -102,9 +141,9 @@ class FleetServicer(rpc.FleetServicer):
     async def ReportDeployment(self, request, context):
         agent = await require(context, ROLE_AGENT)
         if self.control is not None:
+            health = await json_field(context, request.health_json, "health_json")
             await asyncio.to_thread(self.control.on_report, agent, request.deployment_id, request.slot,
-                                    request.version, request.step, request.ok, request.reason,
-                                    json.loads(request.health_json or "{}"))
+                                    request.version, request.step, request.ok, request.reason, health)
         return pb.ReportReply()
 
 
@@ -140,10 +179,12 @@ class AdminServicer(rpc.AdminServicer):
         return pb.DeploymentInfo(json=json.dumps(result))
 
     async def CreateDeployment(self, request, context):
+        await require(context, ROLE_ADMIN)
+        gate = await json_field(context, request.gate_json, "gate_json")
         req = {"package": request.package, "version": request.version, "slot": request.slot,
                "agents": list(request.agents), "selector": dict(request.selector),
                "strategy": request.strategy or "canary", "steps": list(request.steps) or ["1", "100%"],
-               "wait_s": request.wait_s, "gate": json.loads(request.gate_json or "{}")}
+               "wait_s": request.wait_s, "gate": gate}
         return await self._control(context, lambda: self.control.create(req))
 
     async def ListDeployments(self, request, context):
@@ -173,7 +214,7 @@ class FleetServer:
     """``await start()`` / ``await stop()``; everything persistent lives under ``data``."""
 
     def __init__(self, data: Path, port: int, ca: Path, cert: Path, key: Path, host: str = "127.0.0.1",
-                 registry: Path | None = None, control=None) -> None:
+                 registry: Path | None = None, control=None, quotas: Quotas | None = None) -> None:
         self.data = Path(data)
         self.store = SQLiteStore(self.data / "fleet.db")
         self.blobs = LocalBlobStore(self.data / "blobs")
@@ -183,11 +224,13 @@ class FleetServer:
 
             control = Control(self.data / "control.db", self.registry, self.store)
         self.control = control
-        self.server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        self.quotas = quotas or Quotas()
+        self.server = grpc.aio.server(interceptors=[MalformedRequests()], options=[
+                                      ("grpc.max_receive_message_length", self.quotas.limits.max_message_bytes),
                                                ("grpc.max_send_message_length", 64 * 1024 * 1024)],
                                       maximum_concurrent_rpcs=10_000)
-        rpc.add_FleetServicer_to_server(FleetServicer(self.store, self.blobs, self.registry, self.control),
-                                        self.server)
+        rpc.add_FleetServicer_to_server(FleetServicer(self.store, self.blobs, self.registry, self.control,
+                                                      self.quotas), self.server)
         rpc.add_AdminServicer_to_server(AdminServicer(self.store, self.control), self.server)
         self.port = self.server.add_secure_port(f"{host}:{port}", server_credentials(ca, cert, key))
         self._tick: asyncio.Task | None = None

@@ -8,6 +8,13 @@ atomic switch, health watch). Each step is reported to the cloud (downloading, v
 healthy | failed | rolled_back with the reason). A package that fails verification is never
 retried or accepted, whatever the desired state says. With the cloud down the agent keeps running
 what it has; a slot pinned to a local package is never touched.
+
+The desired state is input from the wire and is checked before it touches anything:
+``check_desired`` accepts package names, versions, digests and deployment ids only from an
+allow-list with a length limit (they become file names in ``staging/``), and a version lower than
+the one a slot runs (same package) is refused unless the fleet marks the desired state as an
+admin's rollback (deployment id ending in ``:rollback``). Any exception while installing is a
+``failed`` report with its reason, and the digest is never tried again.
 """
 
 from __future__ import annotations
@@ -16,12 +23,39 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
 from edge_agent.models.config import VersionPolicy
+from model_packager.manifest import version_key
+from model_packager.text import printable
 
 log = logging.getLogger(__name__)
+
+_PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
+_DEPLOYMENT_RE = re.compile(r"[0-9A-Za-z_-]{1,64}(:rollback)?")
+ROLLBACK_SUFFIX = ":rollback"
+
+
+def check_desired(d) -> str | None:
+    """None when a desired slot's names are safe to use, else why not (one printable line)."""
+    if not _PACKAGE_RE.fullmatch(d.package):
+        return f"package name {printable(repr(d.package), 80)} is not a valid package name"
+    try:
+        version_key(d.version)
+    except ValueError:
+        return f"version {printable(repr(d.version), 80)} is not a semantic version"
+    if not _DIGEST_RE.fullmatch(d.digest):
+        return f"digest {printable(repr(d.digest), 80)} is not a SHA-256 in hex"
+    if not _DEPLOYMENT_RE.fullmatch(d.deployment_id):
+        return f"deployment id {printable(repr(d.deployment_id), 80)} is not valid"
+    return None
+
+
+def is_rollback(d) -> bool:
+    return d.deployment_id.endswith(ROLLBACK_SUFFIX)
 
 
 class ModelManager:
@@ -33,6 +67,7 @@ class ModelManager:
         self.uplink = None
         self.busy: dict[str, str] = {}  # slot -> digest being installed
         self.refused: dict[str, str] = {}  # digest -> reason (never retried)
+        self.declined: dict[tuple, str] = {}  # (slot, digest, deployment) -> reason: desired state refused
         self.steps: list[dict] = []
         self._tasks: set[asyncio.Task] = set()
 
@@ -43,10 +78,29 @@ class ModelManager:
                 continue
             if slot.config.version_policy is VersionPolicy.PINNED:
                 continue  # pinned: the fleet does not move this slot
-            current = slot.status().get("digest")
+            status = slot.status()
+            current = status.get("digest")
             if d.digest == current or self.busy.get(d.slot) == d.digest:
                 continue
             if d.digest in self.refused:
+                continue
+            key = (d.slot, d.digest, d.deployment_id)
+            if key in self.declined:
+                continue
+            why = check_desired(d)
+            if why is None and status.get("package") == d.package and status.get("version") and not is_rollback(d):
+                try:
+                    if version_key(d.version) < version_key(status["version"]):
+                        why = (f"downgrade from {status['version']} to {d.version} refused: versions only go up, "
+                               "except through a rollback an admin asked for")
+                except ValueError:
+                    pass
+            if why is not None:  # declined for this deployment only: an admin's rollback may ask again
+                self.declined[key] = why
+                log.warning("slot %s: desired state refused: %s", d.slot, why)
+                t = asyncio.create_task(self._report(d, "failed", False, why))
+                self._tasks.add(t)
+                t.add_done_callback(self._tasks.discard)
                 continue
             self.busy[d.slot] = d.digest
             t = asyncio.create_task(self._install(d))
@@ -111,14 +165,20 @@ class ModelManager:
                 pkg = await self.download(d)
             except Exception as exc:
                 self.refused[d.digest] = str(exc)
-                await self._report(d, "failed", False, f"download: {exc}")
+                await self._report(d, "failed", False, printable(f"download: {exc}", 500))
                 return
             await self._report(d, "verifying", True)
-            outcome = await slot.swap(pkg)
-            pkg.unlink(missing_ok=True)
+            try:
+                outcome = await slot.swap(pkg)
+            except Exception as exc:  # the slot turns failures into outcomes; this is the last guard
+                self.refused[d.digest] = f"unexpected {type(exc).__name__}: {exc}"
+                await self._report(d, "failed", False, printable(f"verify: {self.refused[d.digest]}", 500))
+                return
+            finally:
+                pkg.unlink(missing_ok=True)
             if not outcome.ok:
                 self.refused[d.digest] = outcome.reason or outcome.stage
-                await self._report(d, "failed", False, f"{outcome.stage}: {outcome.reason}")
+                await self._report(d, "failed", False, printable(f"{outcome.stage}: {outcome.reason}", 500))
                 return
             await self._report(d, "active", True)
             window = slot.config.health.window_s
@@ -151,4 +211,6 @@ class ModelManager:
         return {"error_rate": (c.get("errors", 0) + c.get("nonfinite", 0)) / n, "inferences": c.get("inferences", 0)}
 
     def status(self) -> dict:
-        return {"busy": dict(self.busy), "refused": dict(self.refused), "steps": self.steps[-10:]}
+        return {"busy": dict(self.busy), "refused": dict(self.refused), "steps": self.steps[-10:],
+                "declined": [{"slot": k[0], "digest": k[1], "deployment": k[2], "reason": v}
+                             for k, v in list(self.declined.items())[-10:]]}

@@ -47,6 +47,7 @@ from model_packager.preprocess import (
     interpret,
     signal_features,
 )
+from model_packager.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +268,20 @@ class ModelSlot:
             log.exception("slot %s: event listener failed", self.name)
 
     async def swap(self, pkg: Path, *, watch: bool = True) -> SwapOutcome:
-        """Install ``pkg`` and make it active; returns how far it got and why it stopped."""
+        """Install ``pkg`` and make it active; returns how far it got and why it stopped.
+
+        Never raises for a bad package: any exception on the way (a parser bug, a malformed golden
+        file, an engine raising something unexpected) is a refusal at the stage it reached, and the
+        slot returns to the state it was in, the old model still serving."""
+        try:
+            return await self._swap(pkg, watch=watch)
+        except Exception as exc:
+            stage = {"loading": "load", "smoke_testing": "golden"}.get(self.state, "verify")
+            reason = str(exc) if isinstance(exc, PackageError) else f"unexpected {type(exc).__name__}: {exc}"
+            log.debug("slot %s: swap raised", self.name, exc_info=True)
+            return self._refused(self.version, None, stage, printable(reason, 500))
+
+    async def _swap(self, pkg: Path, *, watch: bool = True) -> SwapOutcome:
         async with self._swap_lock:
             old = self._active
             from_v = old.manifest.version if old else None

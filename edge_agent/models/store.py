@@ -14,12 +14,22 @@ the next start.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 from pathlib import Path
 
-from model_packager import OpenedPackage, TrustedKeys, open_package, package_digest
+from model_packager import OpenedPackage, PackageError, TrustedKeys, open_package, package_digest
+
+
+def _rebase(opened: OpenedPackage, old: Path, new: Path) -> OpenedPackage:
+    def move(p: Path | None) -> Path | None:
+        return None if p is None else new / p.relative_to(old)
+
+    return dataclasses.replace(opened, root=new, model_path=move(opened.model_path),
+                               openvino_xml=move(opened.openvino_xml), golden_inputs=move(opened.golden_inputs),
+                               golden_expected=move(opened.golden_expected))
 
 
 class ModelStore:
@@ -54,30 +64,42 @@ class ModelStore:
             os.close(fd)
 
     def install(self, pkg: Path, trusted: TrustedKeys) -> OpenedPackage:
-        """Verify and extract (or reuse an identical extraction). Raises ``PackageError``."""
-        from model_packager import read_manifest
+        """Verify and extract. Raises ``PackageError``.
 
+        Nothing of the package is parsed before its signature is checked: ``open_package`` verifies
+        into a ``.part`` folder named by the package digest (removed at the next start if a crash
+        interrupts), and only the verified manifest names the final folder."""
         digest = package_digest(pkg)
-        m = read_manifest(pkg)  # for the folder name only; open_package verifies everything
-        folder = self.root / f"{m.name}-{m.version}-{digest[:12]}"
-        if folder.exists():
-            shutil.rmtree(folder)  # re-verify from the package: never trust a folder's contents
-        opened = open_package(pkg, folder, trusted)
-        (folder / ".package-digest").write_text(digest)
-        return opened
+        incoming = self.root / f".incoming-{digest[:16]}.part"
+        if incoming.exists():
+            shutil.rmtree(incoming)
+        opened = open_package(pkg, incoming, trusted)
+        try:
+            m = opened.manifest  # verified: name and version passed the manifest's own allow-lists
+            folder = self.root / f"{m.name}-{m.version}-{digest[:12]}"
+            if folder.exists():
+                shutil.rmtree(folder)  # re-verified from the package: never trust a folder's contents
+            (incoming / ".package-digest").write_text(digest)
+            os.replace(incoming, folder)
+        except BaseException:
+            shutil.rmtree(incoming, ignore_errors=True)
+            raise
+        return _rebase(opened, incoming, folder)
 
     def reopen(self, folder_name: str) -> OpenedPackage | None:
         """Re-open a previously installed folder (its files were verified on install)."""
-        import yaml
-
         from model_packager.manifest import Manifest
         from model_packager.package import opened_from
+        from model_packager.safe_yaml import load_bounded
 
         folder = self.root / folder_name
+        if not isinstance(folder_name, str) or "/" in folder_name or folder_name in ("", ".", ".."):
+            return None  # state.json names a folder of this slot, nothing else
         try:
-            manifest = Manifest.model_validate(yaml.safe_load((folder / "manifest.yaml").read_text()))
+            manifest = Manifest.model_validate(load_bounded((folder / "manifest.yaml").read_bytes(),
+                                                            f"{folder_name}/manifest.yaml"))
             digest = (folder / ".package-digest").read_text().strip()
-        except (OSError, ValueError):
+        except (OSError, ValueError, PackageError):
             return None
         opened = opened_from(manifest, folder, "", digest)
         if not opened.model_path.is_file() or (opened.fp32_model_path and not opened.fp32_model_path.is_file()):

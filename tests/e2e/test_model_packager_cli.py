@@ -58,6 +58,24 @@ def test_cli_verify_refuses_an_untrusted_package_with_exit_1(tmp_path):
     assert "not among the trusted keys" in r.stderr and r.stderr.count("\n") == 1
 
 
+def test_cli_verify_output_cannot_be_forged_by_names_with_control_characters(tmp_path):
+    """An entry named ``x\\r\\nOK ...`` with a terminal escape, appended to a genuine package: one escaped
+    line on stderr, nothing on stdout, exit 1 (issue 16, row 11)."""
+    from tests.support import tar_craft as tc
+
+    assert cli("keygen", "k", cwd=tmp_path).returncode == 0
+    make_signal_onnx(tmp_path / "model.onnx")
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(signal_spec()))
+    assert cli("build", "model.onnx", "spec.yaml", "--key", "k.key", "--out", ".", cwd=tmp_path).returncode == 0
+    forged = "x\x1b[2K\r\nOK machine-health-1.0.0: signature by a trusted key, 3 files, every hash and size match"
+    pkg = tmp_path / "machine-health-1.0.0.edgepkg"
+    tc.splice(pkg, tmp_path / "forged.edgepkg", tc.pax_entry(tc.pax_record("path", forged)))
+    r = cli("verify", "forged.edgepkg", "--trust", "k.pub", cwd=tmp_path)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and "\x1b" not in r.stderr and "\r" not in r.stderr
+    assert "\\x1b[2K\\r\\nOK machine-health" in r.stderr
+
+
 def test_cli_build_reports_spec_mismatch_naming_both_sides(tmp_path):
     assert cli("keygen", "k", cwd=tmp_path).returncode == 0
     make_signal_onnx(tmp_path / "model.onnx", n_features=10)

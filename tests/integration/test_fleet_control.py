@@ -109,6 +109,8 @@ async def test_download_resumes_at_the_offset_after_a_cut(fleet, tmp_path):
     part = mgr.staging / f"{entry['digest']}.part"
     part.parent.mkdir(parents=True, exist_ok=True)
     part.write_bytes(full[: len(full) // 3])  # what a cut connection left behind
+    with srv.control.lock:  # an agent downloads only what is deployed to it (a slot it does not run: no install)
+        srv.control._set_desired("gw1", "other-slot", "part-inspection", "1.1.0", entry["digest"], len(full), "x")
 
     class D:
         slot, package, version, digest, deployment_id = "vision", "part-inspection", "1.1.0", entry["digest"], "x"

@@ -1,0 +1,196 @@
+"""What the fleet service does before a request reaches a servicer: malformed messages and quotas.
+
+**Malformed messages.** grpcio answers a request it cannot deserialize with ``UNKNOWN: Unexpected
+<class 'DecodeError'>``. ``MalformedRequests`` (a server interceptor) wraps every method's request
+deserializer so that a decoding failure becomes ``INVALID_ARGUMENT`` naming the method, for unary and
+streaming requests alike; ``json_field`` does the same for the JSON strings some messages carry.
+
+**Per-agent quotas** (``Quotas``), each refused with ``RESOURCE_EXHAUSTED`` and a one-line reason:
+concurrent streaming calls per agent, record bytes per second and records per second (token buckets
+with one second of burst), and sample bytes per UTC day; and one message is at most
+``max_message_bytes`` (grpc's receive limit), so that a flood costs at most streams × that in memory. Counters are kept per service process: with
+N replicas behind a load balancer an agent can get up to N times the limits (bounded, and the
+per-day sample budget is the one to move into the store when the cloud runs replicas). Their current
+values are in ``snapshot()`` (the console's ``/api/quotas``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import defaultdict
+
+import grpc
+
+
+class _Malformed:
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+
+def _message(method: str, exc: Exception) -> str:
+    return f"{method}: the request is not a valid protobuf message ({type(exc).__name__}); nothing was processed"
+
+
+class MalformedRequests(grpc.aio.ServerInterceptor):
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        method = details.method
+        deserialize = handler.request_deserializer
+
+        def safe(raw: bytes):
+            try:
+                return deserialize(raw)
+            except Exception as exc:  # DecodeError, and whatever else a parser raises on garbage
+                return _Malformed(exc)
+
+        async def check(request, context) -> None:
+            if isinstance(request, _Malformed):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(method, request.exc))
+
+        async def checked(requests, context):
+            async for r in requests:
+                await check(r, context)
+                yield r
+
+        if handler.unary_unary is not None:
+            inner_uu = handler.unary_unary
+
+            async def unary_unary(request, context):
+                await check(request, context)
+                return await inner_uu(request, context)
+
+            return handler._replace(unary_unary=unary_unary, request_deserializer=safe)
+        if handler.unary_stream is not None:
+            inner_us = handler.unary_stream
+
+            async def unary_stream(request, context):
+                await check(request, context)
+                async for reply in inner_us(request, context):
+                    yield reply
+
+            return handler._replace(unary_stream=unary_stream, request_deserializer=safe)
+        if handler.stream_unary is not None:
+            inner_su = handler.stream_unary
+
+            async def stream_unary(requests, context):
+                return await inner_su(checked(requests, context), context)
+
+            return handler._replace(stream_unary=stream_unary, request_deserializer=safe)
+        inner_ss = handler.stream_stream
+
+        async def stream_stream(requests, context):
+            async for reply in inner_ss(checked(requests, context), context):
+                yield reply
+
+        return handler._replace(stream_stream=stream_stream, request_deserializer=safe)
+
+
+async def json_field(context, text: str, name: str, *, max_bytes: int = 256 * 1024) -> dict:
+    """A JSON object carried in a string field, or ``INVALID_ARGUMENT``."""
+    import json
+
+    if not text:
+        return {}
+    if len(text) > max_bytes:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name}: {len(text)} bytes, over {max_bytes}")
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name} is not valid JSON ({type(exc).__name__})")
+    if not isinstance(value, dict):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name} must be a JSON object")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class QuotaLimits:
+    # Defaults sit above what one agent draining a backlog reaches on loopback (~35k records/s, see
+    # bench/RESULTS.md) so that they stop floods, not catch-up; a site sets its own.
+    concurrent_streams: int = 4
+    record_bytes_per_s: float = 32 * 1024 * 1024
+    records_per_s: float = 100_000.0
+    sample_bytes_per_day: int = 4 * 1024**3
+    max_message_bytes: int = 16 * 1024 * 1024  # one batch (agents send <= 1 MB by default)
+
+
+class QuotaExceeded(Exception):
+    pass
+
+
+class _Bucket:
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.level = rate  # one second of burst
+        self.t = time.monotonic()
+
+    def take(self, n: float) -> bool:
+        now = time.monotonic()
+        self.level = min(self.rate, self.level + (now - self.t) * self.rate)
+        self.t = now
+        if n > self.level:
+            return False
+        self.level -= n
+        return True
+
+
+class Quotas:
+    def __init__(self, limits: QuotaLimits | None = None, clock=time.time) -> None:
+        self.limits = limits or QuotaLimits()
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._streams: dict[str, int] = defaultdict(int)
+        self._bytes: dict[str, _Bucket] = {}
+        self._records: dict[str, _Bucket] = {}
+        self._samples: dict[str, tuple[int, int]] = {}  # agent -> (UTC day, bytes)
+        self.refusals: dict[str, int] = defaultdict(int)
+
+    def _refuse(self, agent: str, kind: str, why: str) -> QuotaExceeded:
+        self.refusals[f"{agent}:{kind}"] += 1
+        return QuotaExceeded(f"agent {agent}: {why}; slow down and retry later")
+
+    def open_stream(self, agent: str) -> None:
+        with self._lock:
+            if self._streams[agent] >= self.limits.concurrent_streams:
+                raise self._refuse(agent, "streams", f"{self._streams[agent]} streams already open (limit "
+                                                     f"{self.limits.concurrent_streams} concurrent streams)")
+            self._streams[agent] += 1
+
+    def close_stream(self, agent: str) -> None:
+        with self._lock:
+            self._streams[agent] = max(0, self._streams[agent] - 1)
+
+    def take_batch(self, agent: str, records: int, nbytes: int) -> None:
+        lim = self.limits
+        with self._lock:
+            rb = self._records.setdefault(agent, _Bucket(lim.records_per_s))
+            bb = self._bytes.setdefault(agent, _Bucket(lim.record_bytes_per_s))
+            if records > rb.rate or nbytes > bb.rate:
+                raise self._refuse(agent, "batch", f"one batch of {records} records / {nbytes} bytes is over the "
+                                                   f"per-second limits ({lim.records_per_s:.0f} records/s, "
+                                                   f"{lim.record_bytes_per_s:.0f} bytes/s)")
+            if not rb.take(records):
+                raise self._refuse(agent, "records", f"over {lim.records_per_s:.0f} records/s")
+            if not bb.take(nbytes):
+                rb.level += records  # give the records back: nothing of the batch is taken
+                raise self._refuse(agent, "bytes", f"over {lim.record_bytes_per_s:.0f} bytes/s")
+
+    def take_sample(self, agent: str, nbytes: int) -> None:
+        day = int(self.clock() // 86400)
+        with self._lock:
+            d, used = self._samples.get(agent, (day, 0))
+            if d != day:
+                used = 0
+            if used + nbytes > self.limits.sample_bytes_per_day:
+                raise self._refuse(agent, "samples", f"sample budget of {self.limits.sample_bytes_per_day} bytes "
+                                                     "per day spent")
+            self._samples[agent] = (day, used + nbytes)
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {"limits": dataclasses.asdict(self.limits), "streams": dict(self._streams),
+                    "sample_bytes_today": {a: b for a, (_, b) in self._samples.items()},
+                    "refusals": dict(self.refusals)}

@@ -1,0 +1,164 @@
+"""The fleet service against hostile agents, over real gRPC with mTLS: garbage protobuf and bad JSON
+fields are INVALID_ARGUMENT, per-agent quotas are RESOURCE_EXHAUSTED (concurrent streams, records/s,
+bytes/s, sample bytes/day) and nothing of a refused batch is stored, and an agent downloads only
+packages deployed to it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import grpc
+import pytest
+
+from cloud_trainer.fleet.guard import QuotaLimits, Quotas
+from cloud_trainer.fleet.service import FleetServer, channel_credentials
+from cloud_trainer.registry import Registry
+from protocols.gen import fleet_pb2 as pb
+from protocols.gen import fleet_pb2_grpc as rpc
+from tests.support.fleet import make_pki
+from tests.support.models import make_keypair, make_package
+from tests.support.peers import free_port
+
+
+@pytest.fixture
+async def cloud(tmp_path):
+    pki = make_pki(tmp_path / "pki", agents=("gw1", "gw2"))
+    key, _ = make_keypair(tmp_path / "keys")
+    reg = Registry(tmp_path / "registry")
+    reg.publish(make_package(tmp_path / "b", kind="vision", version="1.0.0", key=key), [], {}, None, None)
+    quotas = Quotas(QuotaLimits(concurrent_streams=1, records_per_s=10, record_bytes_per_s=50_000,
+                                sample_bytes_per_day=3000))
+    srv = FleetServer(tmp_path / "cloud", free_port(), pki / "ca.pem", pki / "server.pem", pki / "server.key",
+                      registry=tmp_path / "registry", quotas=quotas)
+    await srv.start()
+    channels = {}
+    for role, name in (("agents", "gw1"), ("agents", "gw2"), ("admins", "alice")):
+        creds = channel_credentials(pki / "ca.pem", pki / role / f"{name}.pem", pki / role / f"{name}.key")
+        channels[name] = grpc.aio.secure_channel(f"127.0.0.1:{srv.port}", creds)
+    yield srv, channels, reg
+    for ch in channels.values():
+        await ch.close()
+    await srv.stop()
+
+
+async def _code(coro) -> grpc.StatusCode:
+    with pytest.raises(grpc.aio.AioRpcError) as ei:
+        await coro
+    return ei.value.code(), ei.value.details()
+
+
+@pytest.mark.parametrize("method,streaming", [
+    ("/edge.fleet.v1.Fleet/Heartbeat", False), ("/edge.fleet.v1.Fleet/ReportDeployment", False),
+    ("/edge.fleet.v1.Fleet/PushRecords", True), ("/edge.fleet.v1.Fleet/DownloadPackage", "reply"),
+])
+async def test_garbage_protobuf_is_invalid_argument(cloud, method, streaming):
+    _, ch, _ = cloud
+    garbage = b"\xff\xff\xff\xff\x0f\x08"
+    if streaming is True:
+        call = ch["gw1"].stream_stream(method)(iter([garbage]))
+
+        async def first():
+            async for _ in call:
+                pass
+        code, details = await _code(first())
+    elif streaming == "reply":
+        call = ch["gw1"].unary_stream(method)(garbage)
+
+        async def drain():
+            async for _ in call:
+                pass
+        code, details = await _code(drain())
+    else:
+        code, details = await _code(ch["gw1"].unary_unary(method)(garbage, timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert "not a valid protobuf message" in details
+
+
+async def test_json_fields_that_are_not_json_objects_are_invalid_argument(cloud):
+    _, ch, _ = cloud
+    stub = rpc.FleetStub(ch["gw1"])
+    for bad in ("[" * 5000, "not json", "[1, 2]"):
+        code, _ = await _code(stub.Heartbeat(pb.HeartbeatRequest(health_json=bad), timeout=10))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+    code, _ = await _code(rpc.AdminStub(ch["alice"]).CreateDeployment(
+        pb.CreateDeploymentRequest(package="part-inspection", slot="vision", gate_json="{"), timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    await stub.Heartbeat(pb.HeartbeatRequest(health_json=json.dumps({"ok": 1})), timeout=10)  # still serving
+
+
+async def test_an_agent_downloads_only_packages_deployed_to_it(cloud):
+    srv, ch, reg = cloud
+    entry = reg.get("part-inspection", "1.0.0")
+
+    async def download(agent):
+        data = b""
+        async for c in rpc.FleetStub(ch[agent]).DownloadPackage(pb.DownloadRequest(digest=entry["digest"]),
+                                                                 timeout=30):
+            data += c.data
+        return data
+
+    for agent in ("gw1", "gw2"):  # deployed to nobody yet
+        code, details = await _code(download(agent))
+        assert code == grpc.StatusCode.NOT_FOUND and "deployed to this agent" in details
+    with srv.control.lock:
+        srv.control._set_desired("gw1", "vision", "part-inspection", "1.0.0", entry["digest"], 1, "d1")
+    assert await download("gw1") == reg.package_path(entry).read_bytes()
+    code, _ = await _code(download("gw2"))
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+def _batch(n: int, seq0: int = 1, sample: bytes = b"") -> pb.RecordBatch:
+    return pb.RecordBatch(records=[pb.Record(seq=seq0 + i, kind="sample" if sample else "event", t=1.0,
+                                             payload=b"{}", sample=sample, sample_ext=".bin") for i in range(n)])
+
+
+async def test_quotas_are_resource_exhausted_and_nothing_of_a_refused_batch_is_stored(cloud):
+    srv, ch, _ = cloud
+    stub = rpc.FleetStub(ch["gw1"])
+
+    async def push(*batches):
+        acks = []
+        async for a in stub.PushRecords(iter(batches), timeout=10):
+            acks.append(a)
+        return acks
+
+    code, details = await _code(push(_batch(11)))  # more records than 10/s in one batch
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "records" in details
+    assert srv.store.stats("gw1")["records"] == 0
+    code, details = await _code(push(_batch(1, 100, sample=b"x" * 60_000)))  # over 50,000 bytes/s
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "bytes" in details
+    await asyncio.sleep(1.1)  # the buckets refill
+    acks = await push(_batch(1, 200, sample=b"s" * 2000))
+    assert acks[0].stored == 1
+    code, details = await _code(push(_batch(1, 300, sample=b"t" * 2000)))  # 4000 > 3000 sample bytes per day
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "per day" in details
+    assert srv.store.stats("gw1")["samples"] == 1
+    # another agent has its own quotas
+    assert (await push_as(ch["gw2"], _batch(5)))[0].stored == 5
+    assert srv.quotas.snapshot()["refusals"]["gw1:samples"] == 1
+
+
+async def push_as(channel, batch):
+    return [a async for a in rpc.FleetStub(channel).PushRecords(iter([batch]), timeout=10)]
+
+
+async def test_concurrent_streams_per_agent_are_limited(cloud):
+    _, ch, _ = cloud
+    stub = rpc.FleetStub(ch["gw1"])
+    gate = asyncio.Event()
+
+    async def slow_batches():
+        yield _batch(1, 1)
+        await gate.wait()
+
+    first = stub.PushRecords(slow_batches(), timeout=10)
+    assert (await first.read()).stored == 1  # the first stream is open and idle
+    code, details = await _code(push_as(ch["gw1"], _batch(1, 50)))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "concurrent streams" in details
+    assert (await push_as(ch["gw2"], _batch(1, 1)))[0].stored == 1  # gw2 is not affected
+    gate.set()  # the first stream ends
+    while await first.read() is not grpc.aio.EOF:
+        pass
+    await asyncio.sleep(0.2)
+    assert (await push_as(ch["gw1"], _batch(1, 60)))[0].stored == 1  # the slot is released

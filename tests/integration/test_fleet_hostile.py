@@ -1,0 +1,138 @@
+"""Hostile input on the install path, with a real fleet service (gRPC, mTLS) and real agents: a crafted
+package is a typed refusal that reaches the fleet and halts the rollout while the old model keeps serving;
+versions only go up except by an admin's rollback, at the agent and at the fleet; names in the desired
+state are checked before they touch a path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from edge_agent.models.manager import check_desired
+from model_packager import package_digest
+from tests.integration.test_fleet_control import fleet, until, version  # noqa: F401  (the fixture)
+from tests.support import tar_craft as tc
+from tests.support.fleet import ROOT
+
+
+def _tamper(reg, name: str, version_: str, make) -> str:
+    """Replace a published package's bytes (someone on the path); returns the new digest."""
+    entry = reg.get(name, version_)
+    path = reg.package_path(entry)
+    tmp = path.with_name("crafted.edgepkg")
+    make(path, tmp)
+    tmp.replace(path)
+    digest = package_digest(path)
+    entries = reg.list(name)
+    for e in entries:
+        if e["version"] == version_:
+            e["digest"] = digest
+    reg._write(name, entries)
+    return digest
+
+
+@pytest.mark.parametrize("attack", ["sparse", "tib", "appended"])
+async def test_crafted_package_is_refused_reported_and_halts_the_rollout(fleet, attack):  # noqa: F811
+    srv, agents, reg = fleet
+    crafted = {
+        "sparse": lambda src, dst: tc.splice(src, dst, tc.pax_entry(tc.pax_record("GNU.sparse.map", "1,x,garbage"))),
+        "tib": lambda src, dst: tc.splice(src, dst, tc.header("././@LongLink", 1 << 40, b"L", magic=tc.GNU_MAGIC,
+                                                              base256_size=True)),
+        "appended": lambda src, dst: dst.write_bytes(src.read_bytes() + tc.file_entry("evil.bin", b"evil")),
+    }[attack]
+    digest = _tamper(reg, "part-inspection", "1.1.0", crafted)
+    dep = srv.control.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision",
+                              "agents": ["gw1", "gw2"], "strategy": "canary", "steps": ["1", "100%"]})
+    await until(lambda: srv.control._get(dep["id"])["state"] == "halted", timeout_s=30, what="the rollout to halt")
+    d = srv.control._get(dep["id"])
+    assert d["targets"]["gw1"]["status"] == "failed" and d["targets"]["gw2"]["status"] == "waiting"
+    assert "refused" in d["reason"] and "Error" not in d["reason"].split(":")[0]
+    slot = agents["gw1"].slots["vision"]
+    assert slot.state == "active" and version(agents["gw1"]) == "1.0.0"
+    assert slot.last_outcome.stage == "verify" and not slot.last_outcome.ok
+    mgr = agents["gw1"].manager
+    assert digest in mgr.refused
+    await asyncio.sleep(1.5)  # several heartbeats: the refused digest is never downloaded again
+    downloads = [s for s in mgr.steps if s["step"] == "downloading" and s["version"] == "1.1.0"]
+    assert len(downloads) == 1 and not mgr.busy
+    assert slot.infer is not None and version(agents["gw1"]) == "1.0.0"
+
+
+async def _upgrade_gw1(srv, agents):
+    dep = srv.control.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision",
+                              "agents": ["gw1"], "strategy": "all_at_once", "wait_s": 0})
+    await until(lambda: srv.control._get(dep["id"])["state"] == "completed", what="1.1.0 on gw1")
+    await until(lambda: any(s["version"] == "1.1.0" for a in srv.store.agents() if a["id"] == "gw1"
+                            for s in a["slots"]), what="gw1's heartbeat to report 1.1.0")
+
+
+async def test_agent_refuses_a_downgrade_unless_it_is_an_admin_rollback(fleet):  # noqa: F811
+    srv, agents, reg = fleet
+    await _upgrade_gw1(srv, agents)
+    old = reg.get("part-inspection", "1.0.0")
+    # a buggy or compromised fleet puts a plain (non-rollback) downgrade in the desired state
+    with srv.control.lock:
+        srv.control._set_desired("gw1", "vision", "part-inspection", "1.0.0", old["digest"], 1, "manual1")
+    mgr = agents["gw1"].manager
+    await until(lambda: mgr.declined, timeout_s=10, what="the agent to decline the downgrade")
+    assert "downgrade from 1.1.0 to 1.0.0 refused" in next(iter(mgr.declined.values()))
+    await asyncio.sleep(1.0)
+    assert version(agents["gw1"]) == "1.1.0"
+    # the fleet refuses a plain deployment of an older version ...
+    with pytest.raises(ValueError, match="versions only go up: use rollback"):
+        srv.control.create({"package": "part-inspection", "version": "1.0.0", "slot": "vision", "agents": ["gw1"]})
+    # ... and the admin's rollback is accepted by both
+    srv.control.rollback("part-inspection", "1.0.0", "vision", ["gw1"])
+    await until(lambda: version(agents["gw1"]) == "1.0.0", what="the rollback")
+
+
+async def test_fleet_refuses_a_downgrade_deployment_over_the_wire(fleet, tmp_path):  # noqa: F811
+    srv, agents, _ = fleet
+    await _upgrade_gw1(srv, agents)
+    base = ["--endpoint", f"127.0.0.1:{srv.port}", "--pki", str(tmp_path / "pki"), "--admin", "alice"]
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "cloud_trainer.cli", *args], capture_output=True, text=True,
+                              cwd=ROOT, timeout=60)
+
+    r = await asyncio.to_thread(cli, "deploy", "part-inspection", "--version", "1.0.0", "--slot", "vision",
+                                "--agent", "gw1", *base)
+    assert r.returncode != 0 and "INVALID_ARGUMENT" in r.stderr and "versions only go up" in r.stderr, r.stderr
+    assert [d for d in srv.control.list() if d["version"] == "1.0.0"] == []
+
+
+async def test_names_from_the_wire_never_become_paths_outside_staging(fleet, tmp_path):  # noqa: F811
+    srv, agents, reg = fleet
+    entry = reg.get("part-inspection", "1.1.0")
+    mgr = agents["gw1"].manager
+    with srv.control.lock:
+        srv.control._set_desired("gw1", "vision", "../../../planted", "1.1.0", entry["digest"], 1, "evil1")
+    await until(lambda: mgr.declined, timeout_s=10, what="the agent to decline the desired state")
+    assert "is not a valid package name" in next(iter(mgr.declined.values()))
+    with srv.control.lock:
+        srv.control._set_desired("gw1", "vision", "part-inspection", "1.1.0/../../x", entry["digest"], 1, "evil2")
+    await until(lambda: len(mgr.declined) == 2, timeout_s=10, what="the second refusal")
+    await asyncio.sleep(0.5)
+    assert not list(tmp_path.rglob("planted*")) and not list(tmp_path.rglob("x.edgepkg"))
+    assert version(agents["gw1"]) == "1.0.0"
+
+
+@pytest.mark.parametrize("field,value,ok", [
+    ("package", "part-inspection", True), ("package", "../etc", False), ("package", "a/b", False),
+    ("package", "x" * 64, False), ("package", "Part", False), ("package", "p\n", False),
+    ("version", "1.2.0", True), ("version", "1.2.0/..", False), ("version", "1.2", False),
+    ("version", "1.0.0-" + "a" * 80, False), ("digest", "../" + "a" * 61, False), ("digest", "A" * 64, False),
+    ("deployment_id", "abc:rollback", True), ("deployment_id", "abc/../x", False), ("deployment_id", "", False),
+])
+def test_desired_state_names_are_checked_against_an_allow_list(field, value, ok):
+    d = {"slot": "vision", "package": "part-inspection", "version": "1.0.0", "digest": "a" * 64,
+         "deployment_id": "abc123", field: value}
+    why = check_desired(SimpleNamespace(**d))
+    assert (why is None) == ok, why
+    if why:
+        assert why.isprintable() and json.dumps(why)

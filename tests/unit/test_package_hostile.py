@@ -1,0 +1,343 @@
+"""Hostile packages (issue 16's table): each crafted archive or manifest is refused with a typed
+``PackageError`` and a one-line reason, fast, on every path (``verify_package``, ``open_package``,
+``read_manifest``, the agent's ``ModelStore.install`` and ``model-packager verify``), and never
+parsed before its signature where the path installs it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edge_agent.models.store import ModelStore
+from model_packager import (
+    ManifestError,
+    PackageError,
+    SignatureError,
+    UnsafeArchiveError,
+    build_package,
+    load_private_key,
+    load_trusted_keys,
+    open_package,
+    read_manifest,
+    verify_package,
+)
+from model_packager.cli import main as packager_main
+from model_packager.keys import key_id
+from model_packager.manifest import version_key
+from tests.support import tar_craft as tc
+from tests.support.models import golden_inputs, make_package, make_vision_onnx, vision_spec
+
+TIB = 1 << 40
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pkg")
+    pkg = make_package(tmp, kind="vision")
+    return pkg, load_trusted_keys([tmp / "keys" / "signing.pub"]), tmp / "keys" / "signing.key"
+
+
+def refused_everywhere(pkg: Path, trusted, tmp_path: Path, exc_type=UnsafeArchiveError, code: str | None = None,
+                       *, max_s: float = 1.0) -> PackageError:
+    """Every reading path refuses ``pkg`` with ``exc_type`` (and ``code``), each within ``max_s``."""
+    errors = []
+    calls = [
+        lambda: verify_package(pkg, trusted),
+        lambda: open_package(pkg, tmp_path / "out" / "pkg", trusted),
+        lambda: ModelStore(tmp_path / "store").install(pkg, trusted),
+    ]
+    for call in calls:
+        t0 = time.perf_counter()
+        with pytest.raises(exc_type) as ei:
+            call()
+        assert time.perf_counter() - t0 < max_s, f"took {time.perf_counter() - t0:.1f} s"
+        msg = str(ei.value)
+        assert "\n" not in msg and msg.isprintable(), msg
+        if code is not None:
+            assert ei.value.code == code, msg
+        errors.append(ei.value)
+    assert not (tmp_path / "out" / "pkg").exists()
+    assert [p.name for p in (tmp_path / "store").iterdir()] == []  # nothing left in the slot's store
+    return errors[0]
+
+
+# ---- rows 1-2: headers claiming 1 TiB ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", [b"x", b"L"])
+def test_pax_or_gnu_long_name_header_claiming_1_tib_is_refused_without_reading_it(good, tmp_path, kind):
+    pkg, trusted, _ = good
+    crafted = tc.header("././@LongLink", TIB, kind, magic=tc.GNU_MAGIC if kind == b"L" else tc.POSIX_MAGIC,
+                        base256_size=True)
+    bad = tc.splice(pkg, tmp_path / "tib-1.0.0.edgepkg", crafted)
+    err = refused_everywhere(bad, trusted, tmp_path, code="bad_header")
+    assert "base-256" in str(err)
+
+
+@pytest.mark.parametrize("kind", [b"x", b"L"])
+def test_extended_header_larger_than_its_limit_is_refused_by_its_size_field(good, tmp_path, kind):
+    pkg, trusted, _ = good
+    crafted = tc.header("././@LongLink", 8 * 1024**3 - 1, kind)  # the largest octal size field
+    bad = tc.splice(pkg, tmp_path / "big-1.0.0.edgepkg", crafted)
+    refused_everywhere(bad, trusted, tmp_path, code="header_too_large")
+
+
+def test_regular_file_claiming_1_tib_is_refused_as_too_large(good, tmp_path):
+    pkg, trusted, _ = good
+    bad = tc.splice(pkg, tmp_path / "huge-1.0.0.edgepkg", tc.header("model2.onnx", TIB, base256_size=True))
+    refused_everywhere(bad, trusted, tmp_path, code="bad_header")
+    bad = tc.splice(pkg, tmp_path / "huge2-1.0.0.edgepkg",
+                    tc.pax_entry(tc.pax_record("size", str(TIB)), then=("model2.onnx", b"")))
+    refused_everywhere(bad, trusted, tmp_path, code="too_large")
+
+
+# ---- rows 3-5: garbage GNU sparse maps --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("records", [
+    [("GNU.sparse.map", "garbage,1,x")],
+    [("GNU.sparse.numblocks", "zz"), ("GNU.sparse.offset", "-1"), ("GNU.sparse.numbytes", "1")],
+    [("GNU.sparse.major", "1"), ("GNU.sparse.minor", "0"), ("GNU.sparse.name", "a"), ("GNU.sparse.realsize", "q")],
+], ids=["map", "numblocks", "v1.0"])
+def test_garbage_sparse_maps_are_refused_as_sparse(good, tmp_path, records):
+    pkg, trusted, _ = good
+    pax = b"".join(tc.pax_record(k, v) for k, v in records)
+    bad = tc.splice(pkg, tmp_path / "sparse-1.0.0.edgepkg", tc.pax_entry(pax))
+    refused_everywhere(bad, trusted, tmp_path, code="sparse")
+
+
+def test_gnu_sparse_entry_type_is_refused(good, tmp_path):
+    pkg, trusted, _ = good
+    bad = tc.splice(pkg, tmp_path / "sparse-1.0.0.edgepkg", tc.file_entry("s.bin", b"x" * 10, kind=b"S",
+                                                                          magic=tc.GNU_MAGIC))
+    refused_everywhere(bad, trusted, tmp_path, code="sparse")
+
+
+# ---- row 6: hdrcharset, names that are not UTF-8 -----------------------------------------------------------
+
+
+def test_pax_hdrcharset_other_than_utf8_is_refused(good, tmp_path):
+    pkg, trusted, _ = good
+    pax = tc.pax_record("hdrcharset", "BINARY") + tc.pax_record("path", b"\xff\xfe.bin")
+    bad = tc.splice(pkg, tmp_path / "charset-1.0.0.edgepkg", tc.pax_entry(pax))
+    refused_everywhere(bad, trusted, tmp_path, code="bad_name")
+
+
+def test_entry_name_that_is_not_utf8_is_refused(good, tmp_path):
+    pkg, trusted, _ = good
+    bad = tc.splice(pkg, tmp_path / "latin-1.0.0.edgepkg", tc.file_entry(b"caf\xe9.bin"))
+    refused_everywhere(bad, trusted, tmp_path, code="bad_name")
+
+
+# ---- row 7: a 128 KiB PAX header -------------------------------------------------------------------------------
+
+
+def test_128_kib_pax_header_is_refused_fast(good, tmp_path):
+    pkg, trusted, _ = good
+    pax = b"".join(tc.pax_record("comment", "x" * 1100) for _ in range(120))
+    assert len(pax) >= 128 * 1024
+    bad = tc.splice(pkg, tmp_path / "pax128-1.0.0.edgepkg", tc.pax_entry(pax, then=None))
+    refused_everywhere(bad, trusted, tmp_path, code="header_too_large", max_s=0.5)
+
+
+def test_too_many_pax_records_or_an_unknown_keyword_are_refused(good, tmp_path):
+    pkg, trusted, _ = good
+    many = b"".join(tc.pax_record("comment", "x") for _ in range(100))
+    refused_everywhere(tc.splice(pkg, tmp_path / "many-1.0.0.edgepkg", tc.pax_entry(many)), trusted, tmp_path,
+                       code="bad_header")
+    odd = tc.pax_record("evil.keyword", "1")
+    refused_everywhere(tc.splice(pkg, tmp_path / "odd-1.0.0.edgepkg", tc.pax_entry(odd)), trusted, tmp_path,
+                       code="bad_header")
+
+
+def test_bytes_appended_after_the_end_of_archive_marker_are_refused(good, tmp_path):
+    pkg, trusted, _ = good
+    bad = tmp_path / "appended-1.0.0.edgepkg"
+    bad.write_bytes(pkg.read_bytes() + tc.file_entry("evil.bin", b"evil"))
+    refused_everywhere(bad, trusted, tmp_path, code="trailing_data")
+
+
+@pytest.mark.parametrize("names", [("golden/inputs.npz/x",), ("manifest.yaml/x",), ("a/b", "a")])
+def test_an_entry_that_is_both_a_file_and_a_folder_is_refused(good, tmp_path, names):
+    pkg, trusted, _ = good
+    bad = tc.splice(pkg, tmp_path / "conflict-1.0.0.edgepkg", b"".join(tc.file_entry(n) for n in names))
+    refused_everywhere(bad, trusted, tmp_path, code="path_conflict")
+
+
+def test_bad_checksum_and_v7_headers_are_refused(good, tmp_path):
+    pkg, trusted, _ = good
+    refused_everywhere(tc.splice(pkg, tmp_path / "sum-1.0.0.edgepkg", tc.header("a.bin", 0, checksum=False)),
+                       trusted, tmp_path, code="bad_header")
+    refused_everywhere(tc.splice(pkg, tmp_path / "v7-1.0.0.edgepkg", tc.header("a.bin", 0, magic=bytes(8))),
+                       trusted, tmp_path, code="bad_header")
+
+
+def test_long_names_written_by_tarfile_are_still_read(tmp_path):
+    """A PAX ``path`` record (name over 100 bytes) is part of the subset we read."""
+    from tests.support.models import make_keypair
+
+    key, pub = make_keypair(tmp_path / "keys")
+    model = make_vision_onnx(tmp_path / "m.onnx")
+    report = tmp_path / "r.json"
+    report.write_text("{}")
+    long_name = "reports/" + "r" * 120 + ".json"
+    pkg = build_package(model, vision_spec(), tmp_path / "out", signing_key=key,
+                        golden_inputs=golden_inputs("vision"), extra_files={long_name: report})
+    with tarfile.open(pkg) as tar:
+        assert long_name in tar.getnames()
+    m = verify_package(pkg, load_trusted_keys([pub]))
+    assert long_name in [f.path for f in m.files]
+
+
+# ---- row 8: manifest.sig fields of the wrong type --------------------------------------------------------------
+
+
+def _with(pkg: Path, out: Path, *, manifest: bytes | None = None, sig: bytes | None = None,
+          extra: list[tuple[str, bytes]] = ()) -> Path:
+    with tarfile.open(pkg) as tar:
+        ents = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+        import io
+
+        for m, data in ents:
+            if m.name == "manifest.yaml" and manifest is not None:
+                data = manifest
+            if m.name == "manifest.sig" and sig is not None:
+                data = sig
+            m.size = len(data)
+            tar.addfile(m, io.BytesIO(data))
+        for name, data in extra:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out
+
+
+def _sig(manifest: bytes, key_path: Path, **override) -> bytes:
+    key = load_private_key(key_path)
+    doc = {"algorithm": "ed25519", "key_id": key_id(key.public_key()),
+           "signature": base64.b64encode(key.sign(manifest)).decode()}
+    doc.update(override)
+    return json.dumps(doc).encode()
+
+
+def _manifest(pkg: Path) -> bytes:
+    with tarfile.open(pkg) as tar:
+        return tar.extractfile("manifest.yaml").read()
+
+
+@pytest.mark.parametrize("override", [
+    {"key_id": ["a", "b"]}, {"key_id": {"x": 1}}, {"key_id": 7}, {"signature": 12}, {"signature": ["AA=="]},
+    {"algorithm": ["ed25519"]}, {"signature": base64.b64encode(b"short").decode()},
+], ids=lambda o: f"{next(iter(o))}-{type(next(iter(o.values()))).__name__}")
+def test_signature_fields_of_the_wrong_type_are_refused(good, tmp_path, override):
+    pkg, trusted, key = good
+    bad = _with(pkg, tmp_path / "sig-1.0.0.edgepkg", sig=_sig(_manifest(pkg), key, **override))
+    err = refused_everywhere(bad, trusted, tmp_path, SignatureError, "bad_signature")
+    assert "manifest.sig is malformed" in str(err)
+
+
+@pytest.mark.parametrize("sig", [b"[1, 2]", b"\xff\xfe", b"[" * 2000 + b"]" * 2000, b"null"])
+def test_signature_file_that_is_not_a_json_object_is_refused(good, tmp_path, sig):
+    pkg, trusted, _ = good
+    bad = _with(pkg, tmp_path / "sig-1.0.0.edgepkg", sig=sig)
+    refused_everywhere(bad, trusted, tmp_path, SignatureError, "bad_signature")
+
+
+# ---- rows 9-10: 20,000-deep YAML, unsigned and signed -----------------------------------------------------------
+
+DEEP = b"a: " + b"[" * 20_000 + b"]" * 20_000 + b"\n"
+LAUGHS = ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))).encode()
+
+
+def test_deep_yaml_unsigned_is_refused_by_its_signature_before_any_parse(good, tmp_path):
+    pkg, trusted, _ = good
+    bad = _with(pkg, tmp_path / "deep-1.0.0.edgepkg", manifest=DEEP)  # the old signature no longer matches
+    refused_everywhere(bad, trusted, tmp_path, SignatureError, "bad_signature")
+    with pytest.raises(ManifestError) as ei:  # the unverified reader (inspect) is bounded too
+        read_manifest(bad)
+    assert ei.value.code == "yaml_limits" and "deeper than" in str(ei.value)
+
+
+@pytest.mark.parametrize("doc", [DEEP, LAUGHS, b"x" * 300_000, b"created_at: 2024-13-45\n", b"\xff\xfe: 1\n",
+                                 b"!!python/object:os.system {}\n"],
+                         ids=["deep", "laughs", "huge", "bad-timestamp", "not-utf8", "python-tag"])
+def test_hostile_yaml_signed_by_a_trusted_key_is_refused(good, tmp_path, doc):
+    pkg, trusted, key = good
+    bad = _with(pkg, tmp_path / "yaml-1.0.0.edgepkg", manifest=doc, sig=_sig(doc, key))
+    refused_everywhere(bad, trusted, tmp_path, PackageError)
+    with pytest.raises(PackageError):
+        read_manifest(bad)
+
+
+# ---- manifest paths confined to the package --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field,value", [
+    ("golden.inputs", "../../outside.npz"), ("golden.expected", "/etc/passwd"), ("files.0.path", "../model.onnx"),
+    ("files.0.path", "model.onnx\nOK forged"), ("golden.inputs", "golden/unlisted.npz"),
+])
+def test_manifest_paths_outside_the_package_are_refused(good, tmp_path, field, value):
+    pkg, trusted, key = good
+    doc = yaml.safe_load(_manifest(pkg))
+    where = doc
+    *parents, last = field.split(".")
+    for p in parents:
+        where = where.setdefault(p, {}) if not p.isdigit() else where[int(p)]
+    where[last] = value
+    new = yaml.safe_dump(doc, sort_keys=False).encode()
+    bad = _with(pkg, tmp_path / "paths-1.0.0.edgepkg", manifest=new, sig=_sig(new, key))
+    refused_everywhere(bad, trusted, tmp_path, ManifestError)
+
+
+# ---- row 11: control characters in names never reach the terminal ----------------------------------------------
+
+FORGED = "x\x1b[2K\r\nOK part-inspection-1.0.0: signature by a trusted key, 3 files, every hash and size match"
+
+
+@pytest.mark.parametrize("where", ["entry", "pax-path", "file-name"])
+def test_control_characters_in_names_cannot_forge_verify_output(good, tmp_path, capsys, where):
+    pkg, trusted, _ = good
+    if where == "entry":
+        bad = tc.splice(pkg, tmp_path / "ctl-1.0.0.edgepkg", tc.file_entry(FORGED[:99]))
+    elif where == "pax-path":
+        bad = tc.splice(pkg, tmp_path / "ctl-1.0.0.edgepkg", tc.pax_entry(tc.pax_record("path", FORGED)))
+    else:
+        bad = tmp_path / ("ctl\x1b[31m\rOK-1.0.0.edgepkg")
+        bad.write_bytes(pkg.read_bytes() + b"junk")
+    pub = next(iter(trusted.sources.values()))
+    rc = packager_main(["verify", str(bad), "--trust", pub])
+    out, err = capsys.readouterr()
+    assert rc == 1 and out == ""
+    assert err.count("\n") == 1 and err.rstrip("\n").isprintable(), repr(err)
+    assert "\\x1b" in err and "\x1b" not in err and "\r" not in err
+    refused_everywhere(bad, trusted, tmp_path)
+
+
+def test_inspect_escapes_every_field_of_an_unverified_manifest(good, tmp_path, capsys):
+    pkg, _, key = good
+    doc = yaml.safe_load(_manifest(pkg))
+    doc["description"] = "fine\n\x1b[2KOK forged"
+    new = yaml.safe_dump(doc, sort_keys=False).encode()
+    bad = _with(pkg, tmp_path / "desc-1.0.0.edgepkg", manifest=new, sig=_sig(new, key))
+    assert packager_main(["inspect", str(bad)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\nOK" not in out and "fine\\x0a\\x1b[2KOK forged" in out
+
+
+# ---- versions -----------------------------------------------------------------------------------------------------
+
+
+def test_version_order_is_semantic():
+    assert version_key("1.10.0") > version_key("1.9.0") > version_key("1.9.0-rc.2") > version_key("1.9.0-rc.1")
+    assert version_key("1.0.0+build.5") == version_key("1.0.0")
+    for bad in ("1.0", "v1.0.0", "1.0.0\n", "1.0.0/../x", "", "9" * 80 + ".0.0"):
+        with pytest.raises(ValueError):
+            version_key(bad)
