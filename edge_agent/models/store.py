@@ -14,7 +14,6 @@ the next start.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -24,12 +23,9 @@ from model_packager import OpenedPackage, PackageError, TrustedKeys, open_packag
 
 
 def _rebase(opened: OpenedPackage, old: Path, new: Path) -> OpenedPackage:
-    def move(p: Path | None) -> Path | None:
-        return None if p is None else new / p.relative_to(old)
+    from model_packager.package import opened_from
 
-    return dataclasses.replace(opened, root=new, model_path=move(opened.model_path),
-                               openvino_xml=move(opened.openvino_xml), golden_inputs=move(opened.golden_inputs),
-                               golden_expected=move(opened.golden_expected))
+    return opened_from(opened.manifest, new, opened.signer, opened.digest)  # every path, under the new root
 
 
 class ModelStore:
