@@ -28,9 +28,9 @@ Budget: ``max_bytes`` bounds the bytes the outbox folder takes on disk: the data
 shared-memory files and the sample files (not a ``*.corrupt-*`` file moved aside). The WAL is
 bounded (``wal_autocheckpoint`` and ``journal_size_limit`` scaled to the budget) and freed pages
 are given back (``auto_vacuum=INCREMENTAL``). After each commit the writer measures the folder;
-over the budget it first checkpoints and vacuums, then drops rows by ``drop_policy``
+past 90% of the budget it first checkpoints and vacuums, then drops rows by ``drop_policy``
 (``lowest_priority_first``: samples, then results/telemetry, events and alarms last; or
-``oldest_first``) until the folder is under 80% of the budget (room for the next commits). Per-kind retention (``max_age_s``)
+``oldest_first``) until the folder is under 75% of it (room for what arrives until the next check). Per-kind retention (``max_age_s``)
 drops old rows the same way. Every dropped record is counted per cause and kind (in memory for
 this process, and cumulatively in the database) and the outbox records the drop itself as an
 ``outbox_budget`` / ``outbox_retention`` event carrying the epoch and the dropped seq ranges, so
@@ -72,7 +72,10 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 EPOCH_FILE = "outbox-epoch.json"
 # events the outbox records itself (the agent must not append them again)
 SELF_RECORDED = frozenset({"outbox_corrupt", "outbox_budget", "outbox_retention", "outbox_write_failed"})
-DROP_TO = 0.8  # over the budget, drop down to this fraction of it
+# Past ACT_AT of the budget, drop down to DROP_TO of it: the margins absorb what arrives between two
+# checks (a commit's rows and WAL frames, sample files being written) so the folder stays under max_bytes.
+ACT_AT = 0.9
+DROP_TO = 0.75
 MAX_RANGES = 2000  # seq ranges carried by one drop event; beyond, the cloud records the rest as unknown
 
 
@@ -416,7 +419,7 @@ class Outbox:
         for kind, r in self.s.retention.items():
             if r.max_age_s:
                 self._drop_where(db, "kind = ? AND t < ?", (kind, now - r.max_age_s), "retention")
-        if self.disk_bytes() <= self.s.max_bytes:
+        if self.disk_bytes() <= self.s.max_bytes * ACT_AT:
             return
         # room below the budget for the next commits' rows, WAL frames and sample files
         target = int(self.s.max_bytes * DROP_TO)
@@ -451,7 +454,7 @@ class Outbox:
             victims += part
             self._reclaim(db)
         if victims:
-            log.warning("outbox over its %d byte budget on disk: dropped %d records (%s policy); %d bytes now",
+            log.warning("outbox near its %d byte budget on disk: dropped %d records (%s policy); %d bytes now",
                         self.s.max_bytes, len(victims), self.s.drop_policy.value, self.disk_bytes())
 
     def _reclaim(self, db) -> None:
