@@ -101,6 +101,8 @@ class ModelManager:
             if last is not None and last.stage == "rolled_back" and last.from_version == d.version:
                 self.refused[d.digest] = last.reason or "rolled back"
                 await self._settle(d, "rolled_back", False, last.reason or "rolled back")
+            elif last is not None and not last.ok and last.to_version == d.version and d.digest in self.refused:
+                await self._settle(d, "failed", False, f"{last.stage}: {last.reason}")  # an earlier report was lost
             else:  # interrupted before the switch: the desired state will install it again
                 p.unlink(missing_ok=True)
 

@@ -279,3 +279,37 @@ async def test_a_candidate_that_passed_its_window_is_kept_across_a_restart(tmp_p
     await s2.start()
     assert s2.version == "1.1.0" and s2.last_outcome is None
     await s2.stop()
+
+
+KILL_IN_WINDOW_SCRIPT = """
+import asyncio, sys, time
+from pathlib import Path
+from edge_agent.models.config import HealthConfig, ModelConfig
+from edge_agent.models.slot import ModelSlot
+
+data, v1, bad, pub = map(Path, sys.argv[1:5])
+async def main():
+    cfg = ModelConfig(package=str(v1), engine="onnxruntime", health=HealthConfig(window_s=120, min_items=100000))
+    s = ModelSlot("vision", cfg, data, [pub])
+    await s.start()
+    assert (await s.swap(bad)).ok
+    print("WATCHING", flush=True)
+    await asyncio.sleep(120)
+asyncio.run(main())
+"""
+
+
+async def test_kill_9_inside_the_health_window_restores_the_previous_model(tmp_path, pkgs):
+    data = tmp_path / "data"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_IN_WINDOW_SCRIPT, str(data), str(pkgs["v1"]),
+                             str(pkgs["nan"]), str(pkgs["pub"])], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).parents[2])
+    line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
+    assert line.strip() == "WATCHING"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
+    s = ModelSlot("vision", cfg, data, [pkgs["pub"]])
+    await s.start()
+    assert s.version == "1.0.0" and s.last_outcome.stage == "rolled_back"
+    await s.stop()
