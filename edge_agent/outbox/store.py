@@ -25,7 +25,7 @@ Sample bytes are written as content-addressed files (``samples/<sha256>``) befor
 file that no row references (a kill -9 between the two) is removed at the next ``open()``.
 
 Budget: ``max_bytes`` bounds the bytes the outbox folder takes on disk: the database, its WAL and
-shared-memory files and the sample files (not a ``*.corrupt-*`` file moved aside). The WAL is
+shared-memory files and the sample files. The WAL is
 bounded (``wal_autocheckpoint`` and ``journal_size_limit`` scaled to the budget) and freed pages
 are given back (``auto_vacuum=INCREMENTAL``). After each commit the writer measures the folder;
 past 90% of the budget it first checkpoints and vacuums, then drops rows by ``drop_policy``
@@ -38,7 +38,8 @@ the cloud stores the gap with its cause. (That event is queued with the next ``a
 ``flush``: a crash before then loses the event, not the counts.)
 
 A corrupt or truncated database file is detected at ``open()`` (``PRAGMA quick_check``), moved
-aside as ``outbox.db.corrupt-<time>`` with a clear message, and a fresh outbox is started in a new
+aside as ``<data_dir>/outbox-corrupt/outbox.db.corrupt-<time>`` (outside the budgeted folder; only the
+newest is kept) with a clear message, and a fresh outbox is started in a new
 epoch: the agent keeps running. The outbox records an ``outbox_corrupt`` event (with the previous
 epoch) as the first record of the new epoch, so the cloud learns of the loss. (Durability never degrades silently: if the fresh file cannot be created
 either, ``open()`` raises and the agent does not start.)
@@ -113,6 +114,7 @@ class Outbox:
         self.path = self.dir / "outbox.db"
         self.samples_dir = self.dir / "samples"
         self.epoch_path = Path(data_dir) / EPOCH_FILE
+        self.corrupt_dir = Path(data_dir) / "outbox-corrupt"
         self.on_event = on_event or (lambda e: None)
         self.epoch = 0
         self.dropped: Counter = Counter()  # "<cause>:<kind>" -> records dropped by this process
@@ -189,7 +191,13 @@ class Outbox:
                 db.close()
             except Exception:
                 pass
-            aside = self.path.with_name(f"outbox.db.corrupt-{int(time.time())}")
+            # outside the budgeted folder, and only the newest: a corrupt file must neither eat the live
+            # outbox's budget nor pile up on the disk
+            self.corrupt_dir.mkdir(parents=True, exist_ok=True)
+            for old in sorted(self.corrupt_dir.glob("outbox.db.corrupt-*")):
+                log.warning("outbox: removing an older corrupt file %s to keep only the newest", old)
+                old.unlink(missing_ok=True)
+            aside = self.corrupt_dir / f"outbox.db.corrupt-{int(time.time())}"
             for suffix in ("", "-wal", "-shm"):
                 p = Path(str(self.path) + suffix)
                 if p.exists():

@@ -256,6 +256,7 @@ def test_corrupt_outbox_is_moved_aside_and_a_fresh_one_starts(tmp_path, caplog):
     ob = Outbox(OutboxSettings(), tmp_path, on_event=events.append)
     ob.open()
     assert ob.moved_aside is not None and ob.moved_aside.exists()
+    assert ob.dir not in ob.moved_aside.parents  # outside the budgeted folder
     assert "is corrupt" in caplog.text and str(ob.moved_aside) in caplog.text
     assert events[0]["kind"] == "outbox_corrupt"
     assert ob.append("result", {"fresh": True}) >= 1
