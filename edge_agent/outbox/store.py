@@ -34,8 +34,8 @@ past 90% of the budget it first checkpoints and vacuums, then drops rows by ``dr
 drops old rows the same way. Every dropped record is counted per cause and kind (in memory for
 this process, and cumulatively in the database) and the outbox records the drop itself as an
 ``outbox_budget`` / ``outbox_retention`` event carrying the epoch and the dropped seq ranges, so
-the cloud stores the gap with its cause. (That event is queued with the next ``append`` or
-``flush``: a crash before then loses the event, not the counts.)
+the cloud stores the gap with its cause: at most one event per cause every 5 s (merged ranges), queued
+with the next ``append`` or ``flush`` (a crash before then loses the event, not the counts).
 
 A corrupt or truncated database file is detected at ``open()`` (``PRAGMA quick_check``), moved
 aside as ``<data_dir>/outbox-corrupt/outbox.db.corrupt-<time>`` (outside the budgeted folder; only the
@@ -47,6 +47,7 @@ either, ``open()`` raises and the agent does not start.)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -77,7 +78,11 @@ SELF_RECORDED = frozenset({"outbox_corrupt", "outbox_budget", "outbox_retention"
 # checks (a commit's rows and WAL frames, sample files being written) so the folder stays under max_bytes.
 ACT_AT = 0.9
 DROP_TO = 0.75
+DROP_EVENT_S = 5.0  # at most one drop event per cause this often (the counts are kept at once)
 MAX_RANGES = 2000  # seq ranges carried by one drop event; beyond, the cloud records the rest as unknown
+
+
+_NO_LOCK = contextlib.nullcontext()
 
 
 def seq_ranges(seqs) -> list[list[int]]:
@@ -120,7 +125,8 @@ class Outbox:
         self.dropped: Counter = Counter()  # "<cause>:<kind>" -> records dropped by this process
         self.dropped_total: Counter = Counter()  # the same, since the epoch began (kept in the database)
         self._notices: list[dict] = []  # events the outbox records itself, queued by the next append/flush
-        self._drops: dict[str, list] = {}  # cause -> [(seq, kind)] dropped in this enforcement round
+        self._drops: dict[str, list] = {}  # cause -> [(seq, kind)] dropped since the last drop event
+        self._drops_reported_at = time.monotonic()
         self._sample_bytes = 0
         self._pending_sample_bytes = 0  # sample bytes whose rows are not committed yet
         self._pending_bytes = 0  # all bytes appended and not committed yet (append waits beyond max_bytes / 16)
@@ -273,6 +279,7 @@ class Outbox:
         if self._db:
             self._db.close()
             self._db = None
+        self._report_drops(force=True)  # told locally; the cloud has the counts (heartbeat) and earlier events
 
     # ---- appending -------------------------------------------------------------------------
     def append(self, kind: str, payload: dict | bytes, *, priority: int | None = None, sample: bytes | None = None,
@@ -316,23 +323,42 @@ class Outbox:
         return seq
 
     def _drain_notices(self) -> None:
-        """Queue the events the outbox raised itself (never from the writer thread: it would wait on itself)."""
-        with self._lock:
-            notices, self._notices = self._notices, []
-        for evt in notices:
-            body = json.dumps(evt, separators=(",", ":"), default=str).encode()
-            with self._append_lock:
-                seq = self._seq + 1
-                self._q.put((seq, "event", PRIORITY["event"], time.time(), body, None, "", len(body)))
-                self._seq = seq
+        """Queue the events the outbox raised itself. From the writer thread nothing may wait (it would wait on
+        itself): there it only queues when no append holds the order lock and the queue has room."""
+        writer = threading.current_thread() is self._writer
+        if writer and not self._append_lock.acquire(blocking=False):
+            return
+        try:
             with self._lock:
-                self._bytes += len(body)
-                self._pending_bytes += len(body)
-                self.appended += 1
+                notices, self._notices = self._notices, []
+            for i, evt in enumerate(notices):
+                body = json.dumps(evt, separators=(",", ":"), default=str).encode()
+                with self._append_lock if not writer else _NO_LOCK:
+                    seq = self._seq + 1
+                    item = (seq, "event", PRIORITY["event"], time.time(), body, None, "", len(body))
+                    if writer:
+                        try:
+                            self._q.put_nowait(item)
+                        except queue.Full:
+                            with self._lock:  # the next round tries again
+                                self._notices[:0] = notices[i:]
+                            return
+                    else:
+                        self._q.put(item)
+                    self._seq = seq
+                with self._lock:
+                    self._bytes += len(body)
+                    self._pending_bytes += len(body)
+                    self.appended += 1
+        finally:
+            if writer:
+                self._append_lock.release()
 
     def flush(self, timeout_s: float = 10.0) -> None:
-        if self._notices and threading.current_thread() is not self._writer:
-            self._drain_notices()
+        if threading.current_thread() is not self._writer:
+            self._report_drops(force=True)
+            if self._notices:
+                self._drain_notices()
         self._q.put("flush")
         self._wait_committed(self._seq, timeout_s)
 
@@ -371,6 +397,8 @@ class Outbox:
                     break
             self._commit(db, batch)
             self._enforce_budget(db)
+            if self._notices:  # an idle outbox still reports its drops
+                self._drain_notices()
 
     def _commit(self, db, batch: list) -> None:
         if batch:
@@ -411,8 +439,14 @@ class Outbox:
         finally:
             self._report_drops()
 
-    def _report_drops(self) -> None:
-        drops, self._drops = self._drops, {}
+    def _report_drops(self, force: bool = False) -> None:
+        """One drop event per cause every DROP_EVENT_S at most: merged, the ranges stay few (samples dropped
+        first and results after them join up), and drop events do not crowd out what they report on."""
+        with self._lock:
+            if not self._drops or (not force and time.monotonic() - self._drops_reported_at < DROP_EVENT_S):
+                return
+            drops, self._drops = self._drops, {}
+            self._drops_reported_at = time.monotonic()
         for reason, rows in drops.items():
             by_kind = Counter(r[1] for r in rows)
             evt = {"kind": f"outbox_{reason}", "cause": reason, "epoch": self.epoch, "dropped": len(rows),
@@ -504,7 +538,7 @@ class Outbox:
             self._bytes -= size
             self.dropped.update(by_kind)
             self.dropped_total.update(by_kind)
-        self._drops.setdefault(reason, []).extend((r[0], r[1]) for r in rows)
+            self._drops.setdefault(reason, []).extend((r[0], r[1]) for r in rows)
         for _, _kind, sha in rows:
             if sha:
                 self._maybe_remove_sample(db, sha)
