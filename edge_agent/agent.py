@@ -23,6 +23,7 @@ from edge_agent.actions import ActionRunner
 from edge_agent.config import AgentConfig
 from edge_agent.metrics import Metrics
 from edge_agent.models.slot import ModelSlot
+from edge_agent.outbox.store import SELF_RECORDED
 from edge_agent.pipelines import Pipeline
 from edge_agent.types import Result
 from model_packager import load_trusted_keys
@@ -75,7 +76,8 @@ class Agent:
     def _event(self, evt: dict) -> None:
         self.events.append(evt)
         self.metrics.event(evt)
-        if self.outbox is not None and self.outbox._db is not None and not evt.get("kind", "").startswith("outbox"):
+        # the outbox records its own events (corrupt file, drops) itself, with its epoch and the dropped seqs
+        if self.outbox is not None and self.outbox._db is not None and evt.get("kind") not in SELF_RECORDED:
             try:
                 self.outbox.append("alarm" if evt.get("kind") == "alarm" else "event", evt)
                 if self.uplink:

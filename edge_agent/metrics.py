@@ -4,7 +4,8 @@ Names follow Prometheus conventions (``_total`` counters, ``_seconds`` histogram
 ``edge_pipeline_results_total{pipeline,verdict}``, ``edge_pipeline_latency_seconds{pipeline,stage}``,
 ``edge_pipeline_dropped_total{pipeline}`` (gauge of the cumulative count, set at scrape),
 ``edge_source_up{source}``, ``edge_source_errors_total{source}``, ``edge_model_info{slot,...}``,
-``edge_events_total{kind}``, and the process collector's RSS and CPU.
+``edge_events_total{kind}``, ``edge_outbox_dropped_records_total{kind,cause}`` (records the outbox dropped:
+budget, retention, write_failed), and the process collector's RSS and CPU.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class Metrics:
         self.model_info = Gauge("edge_model_info", "Model running in each slot", ["slot", "package", "version",
                                                                                   "engine"], registry=r)
         self.events = Counter("edge_events", "Agent events (swaps, rollbacks, alarms)", ["kind"], registry=r)
+        self.outbox_dropped = Counter("edge_outbox_dropped_records", "Records dropped by the outbox (not events)",
+                                      ["kind", "cause"], registry=r)
+        self._outbox_seen: dict[str, int] = {}
         self.agent_id = agent_id
 
     def observe_latency(self, pipeline: str, lat) -> None:
@@ -61,10 +65,21 @@ class Metrics:
             self.errors.labels(p.name).set(sum(st["errors"].values()))
         for name, src in agent.sources.items():
             self.source(name, src)
+        if getattr(agent, "outbox", None) is not None:
+            self.outbox(agent.outbox.dropped)
         self.model_info.clear()
         for slot in agent.slots.values():
             st = slot.status()
             self.model_info.labels(st["slot"], st["package"] or "", st["version"] or "", st["engine"] or "").set(1)
+
+    def outbox(self, dropped: dict[str, int]) -> None:
+        """``dropped``: the outbox's cumulative "<cause>:<kind>" counts; the counter advances by what is new."""
+        for key, n in dict(dropped).items():
+            delta = n - self._outbox_seen.get(key, 0)
+            if delta > 0:
+                cause, _, kind = key.partition(":")
+                self.outbox_dropped.labels(kind or "any", cause).inc(delta)
+                self._outbox_seen[key] = n
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -284,6 +284,7 @@ class Demo:
         depth = {line: self.status(line)["outbox"]["depth"] for line in self.lines}
         self.n.say(f"while down: agents kept deciding; outbox depth {depth}")
         marks = {line: self.status(line)["outbox"]["last_seq"] for line in self.lines}
+        epochs = {line: self.status(line)["outbox"].get("epoch", 0) for line in self.lines}
         self.start_cloud()
 
         def drained():  # everything queued while the link was down is delivered (new results keep coming)
@@ -300,8 +301,8 @@ class Demo:
         con = sqlite3.connect(f"file:{self.cloud_data / 'fleet.db'}?mode=ro", uri=True)
         gaps = {}  # of the records an agent had numbered when the link came back, how many the cloud lacks
         for line, agent in self.agents.items():
-            have = con.execute("SELECT COUNT(*) FROM records WHERE agent = ? AND seq <= ?",
-                               (agent, marks[line])).fetchone()[0]
+            have = con.execute("SELECT COUNT(*) FROM records WHERE agent = ? AND epoch = ? AND seq <= ?",
+                               (agent, epochs[line], marks[line])).fetchone()[0]
             gaps[agent] = marks[line] - have
         dups = con.execute("SELECT COALESCE(SUM(duplicates), 0) FROM ingest").fetchone()[0]
         con.close()

@@ -65,7 +65,7 @@ class FleetServicer(rpc.FleetServicer):
                   "status": s.status, "reason": s.reason} for s in request.slots]
         health = await json_field(context, request.health_json, "health_json")
         await asyncio.to_thread(self.store.heartbeat, agent, dict(request.labels), slots, health,
-                                request.outbox_depth)
+                                request.outbox_depth, {"epoch": request.epoch, "dropped": dict(request.dropped)})
         desired, gen = [], 0
         if self.control is not None:
             gen, desired = await asyncio.to_thread(self.control.desired_for, agent, dict(request.labels), slots,
@@ -97,7 +97,8 @@ class FleetServicer(rpc.FleetServicer):
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
             records = []
             for r in batch.records:
-                rec = {"seq": r.seq, "kind": r.kind, "t": r.t, "payload": r.payload.decode("utf-8", "replace")}
+                rec = {"epoch": r.epoch, "seq": r.seq, "kind": r.kind, "t": r.t,
+                       "payload": r.payload.decode("utf-8", "replace")}
                 if r.kind == "sample" and r.sample:
                     digest = hashlib.sha256(r.sample).hexdigest()
                     if r.sample_sha256 and digest != r.sample_sha256:
@@ -165,8 +166,13 @@ class AdminServicer(rpc.AdminServicer):
         await require(context, ROLE_ADMIN)
         st = await asyncio.to_thread(self.store.stats, request.agent or None)
         gaps = await asyncio.to_thread(self.store.gaps, request.agent) if request.agent else []
+        dropped = {}
+        if request.agent:
+            for a in await asyncio.to_thread(self.store.agents):
+                if a["id"] == request.agent:
+                    dropped = a.get("outbox", {}).get("dropped", {})
         return pb.IngestStatsReply(records=st["records"], samples=st["samples"], duplicates=st["duplicates"],
-                                   gaps=[pb.Gap(first=a, last=b) for a, b in gaps])
+                                   gaps=[pb.Gap(**g) for g in gaps], dropped=dropped)
 
     async def _control(self, context, fn, *args):
         await require(context, ROLE_ADMIN)

@@ -2,8 +2,16 @@
 
 ``Store`` is what the service needs; ``SQLiteStore`` implements it on one file in the server's data
 folder (WAL, a real database, no mock). A PostgreSQL implementation satisfies the same interface
-and schema (``(agent, seq)`` primary key, same queries). Ingest is idempotent: a record replayed
-after a lost ack is stored once; gaps in an agent's sequence are queryable. Samples are
+and schema (``(tenant, agent, epoch, seq)`` primary key, same queries). Ingest is idempotent: a
+record replayed after a lost ack is stored once. The epoch is the agent's outbox incarnation: a
+fresh outbox (after a corrupt file, say) numbers from 1 again in a new epoch, and its records are
+new records, never replays. The tenant is '' until agents carry one in their certificates.
+
+Gaps are queryable per agent, each with its cause when the store knows it: the agent reports the
+seqs it dropped (``outbox_budget`` / ``outbox_retention`` / ``outbox_write_failed`` events with
+seq ranges), and an epoch change records the end of the previous epoch (after its last stored seq)
+as an open-ended gap, ``epoch_change``, or ``outbox_corrupt`` once the agent's event says why.
+Missing seqs nobody explained are ``unknown`` (possibly still on their way). Samples are
 content-addressed files through ``cloud_trainer.blobs.LocalBlobStore``.
 """
 
@@ -19,18 +27,67 @@ from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
-  agent TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, t REAL NOT NULL, received REAL NOT NULL,
-  payload TEXT NOT NULL, PRIMARY KEY (agent, seq)) WITHOUT ROWID;
+  tenant TEXT NOT NULL DEFAULT '', agent TEXT NOT NULL, epoch INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL,
+  kind TEXT NOT NULL, t REAL NOT NULL, received REAL NOT NULL, payload TEXT NOT NULL,
+  PRIMARY KEY (tenant, agent, epoch, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS samples (
-  sha256 TEXT NOT NULL, agent TEXT NOT NULL, seq INTEGER NOT NULL, t REAL NOT NULL, model TEXT, version TEXT,
+  sha256 TEXT NOT NULL, tenant TEXT NOT NULL DEFAULT '', agent TEXT NOT NULL, epoch INTEGER NOT NULL DEFAULT 0,
+  seq INTEGER NOT NULL, t REAL NOT NULL, model TEXT, version TEXT,
   pipeline TEXT, reason TEXT, verdict TEXT, label TEXT, label_state TEXT NOT NULL DEFAULT 'unlabelled',
-  ext TEXT, PRIMARY KEY (agent, seq));
+  ext TEXT, PRIMARY KEY (tenant, agent, epoch, seq));
 CREATE INDEX IF NOT EXISTS samples_by_model ON samples (model, label_state, reason, t);
 CREATE TABLE IF NOT EXISTS agents (
   id TEXT PRIMARY KEY, labels TEXT NOT NULL DEFAULT '{}', last_seen REAL, slots TEXT NOT NULL DEFAULT '[]',
-  health TEXT NOT NULL DEFAULT '{}', outbox_depth INTEGER DEFAULT 0);
-CREATE TABLE IF NOT EXISTS ingest (agent TEXT PRIMARY KEY, duplicates INTEGER NOT NULL DEFAULT 0);
+  health TEXT NOT NULL DEFAULT '{}', outbox_depth INTEGER DEFAULT 0, outbox TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS ingest (agent TEXT PRIMARY KEY, duplicates INTEGER NOT NULL DEFAULT 0,
+  epoch INTEGER);
+CREATE TABLE IF NOT EXISTS gaps (
+  tenant TEXT NOT NULL DEFAULT '', agent TEXT NOT NULL, epoch INTEGER NOT NULL, first INTEGER NOT NULL,
+  last INTEGER NOT NULL, cause TEXT NOT NULL, t REAL NOT NULL, PRIMARY KEY (tenant, agent, epoch, first, last));
 """
+# v1 files: records and samples keyed by (agent, seq); their rows become epoch 0 of tenant ''
+MIGRATIONS = [
+    ("records", "epoch", """
+ALTER TABLE records RENAME TO records_v1;
+CREATE TABLE records (
+  tenant TEXT NOT NULL DEFAULT '', agent TEXT NOT NULL, epoch INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL,
+  kind TEXT NOT NULL, t REAL NOT NULL, received REAL NOT NULL, payload TEXT NOT NULL,
+  PRIMARY KEY (tenant, agent, epoch, seq)) WITHOUT ROWID;
+INSERT INTO records (agent, seq, kind, t, received, payload) SELECT agent, seq, kind, t, received, payload
+  FROM records_v1;
+DROP TABLE records_v1;"""),
+    ("samples", "epoch", """
+DROP INDEX IF EXISTS samples_by_model;
+ALTER TABLE samples RENAME TO samples_v1;
+CREATE TABLE samples (
+  sha256 TEXT NOT NULL, tenant TEXT NOT NULL DEFAULT '', agent TEXT NOT NULL, epoch INTEGER NOT NULL DEFAULT 0,
+  seq INTEGER NOT NULL, t REAL NOT NULL, model TEXT, version TEXT,
+  pipeline TEXT, reason TEXT, verdict TEXT, label TEXT, label_state TEXT NOT NULL DEFAULT 'unlabelled',
+  ext TEXT, PRIMARY KEY (tenant, agent, epoch, seq));
+INSERT INTO samples (sha256, agent, seq, t, model, version, pipeline, reason, verdict, label, label_state, ext)
+  SELECT sha256, agent, seq, t, model, version, pipeline, reason, verdict, label, label_state, ext FROM samples_v1;
+DROP TABLE samples_v1;"""),
+    ("agents", "outbox", "ALTER TABLE agents ADD COLUMN outbox TEXT NOT NULL DEFAULT '{}';"),
+    ("ingest", "epoch", "ALTER TABLE ingest ADD COLUMN epoch INTEGER;"),
+]
+DROP_CAUSES = {"outbox_budget": "budget", "outbox_retention": "retention", "outbox_write_failed": "write_failed"}
+
+
+def _subtract(first: int, last: int, known: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Split the missing range [first, last] into pieces explained by ``known`` (sorted) and ``unknown`` ones."""
+    out, at = [], first
+    for a, b, cause in known:
+        if b < at or a > last:
+            continue
+        if a > at:
+            out.append((at, a - 1, "unknown"))
+        out.append((max(a, at), min(b, last), cause))
+        at = min(b, last) + 1
+        if at > last:
+            break
+    if at <= last:
+        out.append((at, last, "unknown"))
+    return out
 
 
 class Store(abc.ABC):
@@ -39,7 +96,8 @@ class Store(abc.ABC):
         """Store records idempotently; return (acknowledged seqs, newly stored, duplicates)."""
 
     @abc.abstractmethod
-    def gaps(self, agent: str) -> list[tuple[int, int]]: ...
+    def gaps(self, agent: str) -> list[dict]:
+        """Seqs the store lacks, per epoch: ``{"epoch", "first", "last", "cause"}`` (``last`` 0: open-ended)."""
 
     @abc.abstractmethod
     def stats(self, agent: str | None = None) -> dict: ...
@@ -52,7 +110,8 @@ class Store(abc.ABC):
                 since: float | None = None, until: float | None = None) -> list[dict]: ...
 
     @abc.abstractmethod
-    def heartbeat(self, agent: str, labels: dict, slots: list[dict], health: dict, outbox_depth: int) -> None: ...
+    def heartbeat(self, agent: str, labels: dict, slots: list[dict], health: dict, outbox_depth: int,
+                  outbox: dict | None = None) -> None: ...
 
     @abc.abstractmethod
     def agents(self) -> list[dict]: ...
@@ -69,9 +128,16 @@ class SQLiteStore(Store):
         self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")  # an ack means durable
+        self._migrate()
         self.db.executescript(SCHEMA)
         self.lock = threading.Lock()
         self.blobs = blobs
+
+    def _migrate(self) -> None:
+        for table, column, script in MIGRATIONS:
+            cols = [r[1] for r in self.db.execute(f"PRAGMA table_info({table})")]
+            if cols and column not in cols:
+                self.db.executescript("BEGIN IMMEDIATE;" + script + "COMMIT;")
 
     def ingest(self, agent: str, records: list[dict]) -> tuple[list[int], int, int]:
         now = time.time()
@@ -79,20 +145,31 @@ class SQLiteStore(Store):
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
+                row = self.db.execute("SELECT epoch FROM ingest WHERE agent = ?", (agent,)).fetchone()
+                known_epoch = row[0] if row else None
                 for r in records:
+                    epoch = int(r.get("epoch") or 0)
+                    if known_epoch is None or epoch > known_epoch:
+                        if known_epoch is not None:
+                            self._end_epoch(agent, known_epoch, "epoch_change", now)
+                        known_epoch = epoch
+                        self.db.execute("INSERT INTO ingest (agent, epoch) VALUES (?, ?) ON CONFLICT(agent) "
+                                        "DO UPDATE SET epoch = excluded.epoch", (agent, epoch))
                     cur = self.db.execute(
-                        "INSERT OR IGNORE INTO records (agent, seq, kind, t, received, payload) VALUES (?,?,?,?,?,?)",
-                        (agent, r["seq"], r["kind"], r["t"], now, r["payload"]))
+                        "INSERT OR IGNORE INTO records (agent, epoch, seq, kind, t, received, payload) "
+                        "VALUES (?,?,?,?,?,?,?)", (agent, epoch, r["seq"], r["kind"], r["t"], now, r["payload"]))
                     if cur.rowcount:
                         stored += 1
                         if r["kind"] == "sample" and r.get("sample_sha256"):
                             meta = json.loads(r["payload"] or "{}")
                             self.db.execute(
-                                "INSERT OR IGNORE INTO samples (sha256, agent, seq, t, model, version, pipeline, reason,"
-                                " verdict, label, ext) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                                (r["sample_sha256"], agent, r["seq"], r["t"], meta.get("model"),
+                                "INSERT OR IGNORE INTO samples (sha256, agent, epoch, seq, t, model, version, pipeline,"
+                                " reason, verdict, label, ext) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                                (r["sample_sha256"], agent, epoch, r["seq"], r["t"], meta.get("model"),
                                  meta.get("model_version"), meta.get("pipeline"), meta.get("reason"),
                                  meta.get("verdict"), meta.get("label"), r.get("sample_ext")))
+                        elif r["kind"] in ("event", "alarm"):
+                            self._note_loss(agent, epoch, r["payload"], now)
                     else:
                         dup += 1
                 if dup:
@@ -104,39 +181,81 @@ class SQLiteStore(Store):
                 raise
         return [r["seq"] for r in records], stored, dup
 
-    def gaps(self, agent: str) -> list[tuple[int, int]]:
+    def _end_epoch(self, agent: str, epoch: int, cause: str, now: float, replace: bool = False) -> None:
+        """Record that ``epoch`` ended after its last stored seq: whatever the old outbox still held is lost."""
+        last = self.db.execute("SELECT MAX(seq) FROM records WHERE agent = ? AND epoch = ?", (agent, epoch)
+                               ).fetchone()[0] or 0
+        self.db.execute("INSERT INTO gaps (agent, epoch, first, last, cause, t) VALUES (?,?,?,0,?,?) "
+                        "ON CONFLICT DO " + ("UPDATE SET cause = excluded.cause" if replace else "NOTHING"),
+                        (agent, epoch, last + 1, cause, now))
+
+    def _note_loss(self, agent: str, epoch: int, payload: str, now: float) -> None:
+        """An agent's own account of a loss: dropped seq ranges, or a corrupt outbox (the previous epoch ended)."""
+        if "outbox_" not in payload:
+            return
+        try:
+            evt = json.loads(payload)
+        except ValueError:
+            return
+        kind = evt.get("kind") if isinstance(evt, dict) else None
+        if kind == "outbox_corrupt" and evt.get("previous_epoch") is not None:
+            prev = int(evt["previous_epoch"])
+            if prev != epoch:
+                self._end_epoch(agent, prev, "outbox_corrupt", now, replace=True)
+        elif kind in DROP_CAUSES:
+            e = int(evt.get("epoch", epoch))
+            for a, b in evt.get("ranges") or []:
+                self.db.execute("INSERT OR IGNORE INTO gaps (agent, epoch, first, last, cause, t) VALUES (?,?,?,?,?,?)",
+                                (agent, e, int(a), int(b), DROP_CAUSES[kind], now))
+
+    def gaps(self, agent: str) -> list[dict]:
         with self.lock:
-            rows = self.db.execute(
-                "SELECT seq + 1, next - 1 FROM (SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS next FROM records "
-                "WHERE agent = ?) WHERE next > seq + 1", (agent,)).fetchall()
-            first = self.db.execute("SELECT MIN(seq) FROM records WHERE agent = ?", (agent,)).fetchone()[0]
-        out = [(1, first - 1)] if first and first > 1 else []
-        return out + [(a, b) for a, b in rows]
+            missing = self.db.execute(
+                "SELECT epoch, seq + 1, next - 1 FROM (SELECT epoch, seq, LEAD(seq) OVER (PARTITION BY epoch "
+                "ORDER BY seq) AS next FROM records WHERE agent = ?) WHERE next > seq + 1", (agent,)).fetchall()
+            firsts = self.db.execute("SELECT epoch, MIN(seq) FROM records WHERE agent = ? GROUP BY epoch",
+                                     (agent,)).fetchall()
+            known = self.db.execute("SELECT epoch, first, last, cause FROM gaps WHERE agent = ? ORDER BY epoch, first",
+                                    (agent,)).fetchall()
+        ranges = [(e, 1, f - 1) for e, f in firsts if f > 1] + list(missing)
+        by_epoch: dict[int, list] = {}
+        for e, a, b, cause in known:
+            if b:
+                by_epoch.setdefault(e, []).append((a, b, cause))
+        out = []
+        for e, a, b in sorted(ranges):
+            out += [{"epoch": e, "first": x, "last": y, "cause": c} for x, y, c in _subtract(a, b, by_epoch.get(e, []))]
+        out += [{"epoch": e, "first": a, "last": 0, "cause": cause} for e, a, b, cause in known if not b]
+        return sorted(out, key=lambda g: (g["epoch"], g["first"]))
 
     def stats(self, agent: str | None = None) -> dict:
         q = "WHERE agent = ?" if agent else ""
         args = (agent,) if agent else ()
         with self.lock:
-            n, last = self.db.execute(f"SELECT COUNT(*), MAX(seq) FROM records {q}", args).fetchone()
+            n = self.db.execute(f"SELECT COUNT(*) FROM records {q}", args).fetchone()[0]
+            epoch, last = self.db.execute(f"SELECT epoch, MAX(seq) FROM records {q} GROUP BY epoch ORDER BY epoch DESC "
+                                          "LIMIT 1", args).fetchone() or (0, 0)
             s = self.db.execute(f"SELECT COUNT(*) FROM samples {q}", args).fetchone()[0]
             d = self.db.execute(f"SELECT COALESCE(SUM(duplicates), 0) FROM ingest {q}", args).fetchone()[0]
             kinds = dict(self.db.execute(f"SELECT kind, COUNT(*) FROM records {q} GROUP BY kind", args).fetchall())
-        return {"records": n, "last_seq": last or 0, "samples": s, "duplicates": d, "by_kind": kinds}
+        return {"records": n, "last_seq": last or 0, "epoch": epoch or 0, "samples": s, "duplicates": d,
+                "by_kind": kinds}
 
     def records(self, agent: str, kind: str | None = None, since_seq: int = 0, limit: int = 1000) -> list[dict]:
-        q = "SELECT seq, kind, t, payload FROM records WHERE agent = ? AND seq > ?"
+        q = "SELECT epoch, seq, kind, t, payload FROM records WHERE agent = ? AND seq > ?"
         args: list[Any] = [agent, since_seq]
         if kind:
             q += " AND kind = ?"
             args.append(kind)
-        q += " ORDER BY seq LIMIT ?"
+        q += " ORDER BY epoch, seq LIMIT ?"
         args.append(limit)
         with self.lock:
             rows = self.db.execute(q, args).fetchall()
-        return [{"seq": s, "kind": k, "t": t, "payload": json.loads(p) if p else None} for s, k, t, p in rows]
+        return [{"epoch": e, "seq": s, "kind": k, "t": t, "payload": json.loads(p) if p else None}
+                for e, s, k, t, p in rows]
 
     def samples(self, model=None, label_state=None, reason=None, since=None, until=None) -> list[dict]:
-        q, args = "SELECT sha256, agent, seq, t, model, version, pipeline, reason, verdict, label, label_state, ext " \
+        q, args = "SELECT sha256, agent, epoch, seq, t, model, version, pipeline, reason, verdict, label, label_state, ext " \
                   "FROM samples WHERE 1=1", []
         for col, val, op in (("model", model, "="), ("label_state", label_state, "="), ("reason", reason, "="),
                              ("t", since, ">="), ("t", until, "<")):
@@ -145,17 +264,20 @@ class SQLiteStore(Store):
                 args.append(val)
         with self.lock:
             rows = self.db.execute(q + " ORDER BY t", args).fetchall()
-        cols = ["sha256", "agent", "seq", "t", "model", "version", "pipeline", "reason", "verdict", "label",
+        cols = ["sha256", "agent", "epoch", "seq", "t", "model", "version", "pipeline", "reason", "verdict", "label",
                 "label_state", "ext"]
         return [dict(zip(cols, r, strict=True)) for r in rows]
 
-    def heartbeat(self, agent: str, labels: dict, slots: list[dict], health: dict, outbox_depth: int) -> None:
+    def heartbeat(self, agent: str, labels: dict, slots: list[dict], health: dict, outbox_depth: int,
+                  outbox: dict | None = None) -> None:
         with self.lock:
             self.db.execute(
-                "INSERT INTO agents (id, labels, last_seen, slots, health, outbox_depth) VALUES (?,?,?,?,?,?) "
+                "INSERT INTO agents (id, labels, last_seen, slots, health, outbox_depth, outbox) VALUES (?,?,?,?,?,?,?) "
                 "ON CONFLICT(id) DO UPDATE SET labels=excluded.labels, last_seen=excluded.last_seen, "
-                "slots=excluded.slots, health=excluded.health, outbox_depth=excluded.outbox_depth",
-                (agent, json.dumps(labels), time.time(), json.dumps(slots), json.dumps(health), outbox_depth))
+                "slots=excluded.slots, health=excluded.health, outbox_depth=excluded.outbox_depth, "
+                "outbox=excluded.outbox",
+                (agent, json.dumps(labels), time.time(), json.dumps(slots), json.dumps(health), outbox_depth,
+                 json.dumps(outbox or {})))
 
     def set_labels(self, labels: dict[str, str]) -> int:
         with self.lock:
@@ -171,10 +293,11 @@ class SQLiteStore(Store):
 
     def agents(self) -> list[dict]:
         with self.lock:
-            rows = self.db.execute("SELECT id, labels, last_seen, slots, health, outbox_depth FROM agents "
+            rows = self.db.execute("SELECT id, labels, last_seen, slots, health, outbox_depth, outbox FROM agents "
                                    "ORDER BY id").fetchall()
         return [{"id": i, "labels": json.loads(lab), "last_seen": ls, "slots": json.loads(sl),
-                 "health": json.loads(h), "outbox_depth": od} for i, lab, ls, sl, h, od in rows]
+                 "health": json.loads(h), "outbox_depth": od, "outbox": json.loads(ob or "{}")}
+                for i, lab, ls, sl, h, od, ob in rows]
 
     def close(self) -> None:
         self.db.close()

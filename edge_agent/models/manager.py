@@ -5,9 +5,17 @@ fleet: ``version_policy: follow_fleet``), it downloads the package by digest int
 ``<data_dir>/staging/`` (resuming at the byte offset after a cut), checks the SHA-256 against the
 digest, and hands it to ``ModelSlot.swap`` (signature and hashes verified, golden smoke test,
 atomic switch, health watch). Each step is reported to the cloud (downloading, verifying, active,
-healthy | failed | rolled_back with the reason). A package that fails verification is never
-retried or accepted, whatever the desired state says. With the cloud down the agent keeps running
-what it has; a slot pinned to a local package is never touched.
+healthy | failed | rolled_back with the reason). A package that fails verification (or its health
+check) is never retried or accepted, whatever the desired state says; a download that fails is
+retried with backoff (``download_backoff_s`` doubling to ``download_backoff_max_s``), never refused
+for good (except bytes that three times do not match the digest the fleet named). With the cloud down the agent keeps running what it has; a slot pinned to a local package
+is never touched.
+
+The outcome of a swap reaches the fleet exactly once, across restarts: before the swap the
+deployment is written to ``<data_dir>/deployments/<slot>.json`` and the file is removed only once
+the final step (healthy | rolled_back | failed) was acknowledged by the fleet. After a restart the
+pending file is settled first, from the slot's state (a restart inside the health window rolls the
+candidate back: see ``ModelStore``), before any new install.
 
 The desired state is input from the wire and is checked before it touches anything:
 ``check_desired`` accepts package names, versions, digests and deployment ids only from an
@@ -58,6 +66,10 @@ def is_rollback(d) -> bool:
     return d.deployment_id.endswith(ROLLBACK_SUFFIX)
 
 
+class DigestMismatch(ValueError):
+    """The downloaded bytes are not the package the fleet named (refused for good, unlike a cut link)."""
+
+
 class ModelManager:
     def __init__(self, slots: dict, cfg, on_event=None) -> None:
         self.slots = slots
@@ -70,8 +82,67 @@ class ModelManager:
         self.declined: dict[tuple, str] = {}  # (slot, digest, deployment) -> reason: desired state refused
         self.steps: list[dict] = []
         self._tasks: set[asyncio.Task] = set()
+        self.pending_dir = cfg.data_dir / "deployments"
+        self.retry_at: dict[str, float] = {}  # digest -> monotonic time before which a failed download waits
+        self._download_failures: dict[str, int] = {}
+        self.download_backoff_s = 2.0
+        self.download_backoff_max_s = 60.0
+
+    def _is_refused(self, digest: str) -> bool:
+        return digest in self.refused
+
+    # ---- the final step of a swap, exactly once across restarts -----------------------------------
+    def _pending_path(self, slot: str) -> Path:
+        return self.pending_dir / f"{slot}.json"
+
+    def _write_pending(self, d) -> None:
+        import os
+
+        self.pending_dir.mkdir(parents=True, exist_ok=True)
+        p = self._pending_path(d.slot)
+        tmp = p.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump({"deployment_id": d.deployment_id, "slot": d.slot, "version": d.version, "digest": d.digest,
+                       "package": d.package}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+
+    async def _settle(self, d, step: str, ok: bool, reason: str = "", health: dict | None = None) -> None:
+        """Report the final step; forget the pending file only once the fleet has it."""
+        if await self._report(d, step, ok, reason, health):
+            self._pending_path(d.slot).unlink(missing_ok=True)
+
+    async def _settle_pending(self) -> None:
+        """Pending files left by an earlier run (or a report that did not get through): report their outcome."""
+        if not self.pending_dir.is_dir():
+            return
+        from types import SimpleNamespace
+
+        for p in sorted(self.pending_dir.glob("*.json")):
+            try:
+                d = SimpleNamespace(**json.loads(p.read_text()))
+            except (OSError, ValueError, TypeError):
+                p.unlink(missing_ok=True)
+                continue
+            slot = self.slots.get(d.slot)
+            if slot is None or self.busy.get(d.slot):
+                continue
+            last = slot.last_outcome
+            if slot.status().get("digest") == d.digest:
+                if slot.state == "active":
+                    await self._settle(d, "healthy", True, health=self._health(d.slot))
+                continue  # still watching: the install task of this run reports
+            if last is not None and last.stage == "rolled_back" and last.from_version == d.version:
+                self.refused[d.digest] = last.reason or "rolled back"
+                await self._settle(d, "rolled_back", False, last.reason or "rolled back")
+            elif last is not None and not last.ok and last.to_version == d.version and d.digest in self.refused:
+                await self._settle(d, "failed", False, f"{last.stage}: {last.reason}")  # an earlier report was lost
+            else:  # interrupted before the switch: the desired state will install it again
+                p.unlink(missing_ok=True)
 
     async def on_desired(self, reply) -> None:
+        await self._settle_pending()
         for d in reply.desired:
             slot = self.slots.get(d.slot)
             if slot is None:
@@ -82,7 +153,7 @@ class ModelManager:
             current = status.get("digest")
             if d.digest == current or self.busy.get(d.slot) == d.digest:
                 continue
-            if d.digest in self.refused:
+            if self._is_refused(d.digest):
                 continue
             key = (d.slot, d.digest, d.deployment_id)
             if key in self.declined:
@@ -102,19 +173,21 @@ class ModelManager:
                 self._tasks.add(t)
                 t.add_done_callback(self._tasks.discard)
                 continue
+            if time.monotonic() < self.retry_at.get(d.digest, 0):
+                continue  # a failed download waits for its backoff
             self.busy[d.slot] = d.digest
             t = asyncio.create_task(self._install(d))
             self._tasks.add(t)
             t.add_done_callback(self._tasks.discard)
 
-    async def _report(self, d, step: str, ok: bool, reason: str = "", health: dict | None = None) -> None:
+    async def _report(self, d, step: str, ok: bool, reason: str = "", health: dict | None = None) -> bool:
         entry = {"t": time.time(), "slot": d.slot, "version": d.version, "step": step, "ok": ok, "reason": reason,
                  "deployment": d.deployment_id}
         self.steps.append(entry)
         self.steps = self.steps[-50:]
         self.on_event({"kind": "deployment_step", **entry})
         if self.uplink is None:
-            return
+            return False
         from protocols.gen import fleet_pb2 as pb
         from protocols.gen import fleet_pb2_grpc as rpc
 
@@ -122,8 +195,10 @@ class ModelManager:
             await rpc.FleetStub(self.uplink._channel).ReportDeployment(pb.DeploymentReport(
                 deployment_id=d.deployment_id.split(":")[0], slot=d.slot, version=d.version, step=step, ok=ok,
                 reason=reason, health_json=json.dumps(health or {})), timeout=10)
+            return True
         except Exception as exc:  # the next heartbeat will retry the whole reconcile if needed
             log.warning("could not report deployment step %s for %s: %s", step, d.slot, exc)
+            return False
 
     async def download(self, d) -> Path:
         from protocols.gen import fleet_pb2 as pb
@@ -143,17 +218,21 @@ class ModelManager:
                             raise OSError(f"chunk at {chunk.offset}, expected {f.tell()}")
                         f.write(chunk.data)
                 break
-            except Exception as exc:  # resume from what is on disk
-                log.warning("download of %s interrupted at %d bytes (%s); resuming", d.version,
-                            part.stat().st_size if part.exists() else 0, exc)
+            except Exception as exc:  # resume from what is on disk while it moves on; else back off (caller)
+                got = part.stat().st_size if part.exists() else 0
+                if got == offset:
+                    raise ConnectionError(f"download of {d.version} made no progress at {got} bytes: {exc}") from exc
+                log.warning("download of %s interrupted at %d bytes (%s); resuming", d.version, got, exc)
                 await asyncio.sleep(1.0)
+        else:
+            raise ConnectionError(f"download of {d.version} did not complete after 20 attempts")
         h = hashlib.sha256()
         with open(part, "rb") as f:
             while b := f.read(1 << 20):
                 h.update(b)
         if h.hexdigest() != d.digest:
             part.unlink(missing_ok=True)
-            raise ValueError(f"downloaded bytes do not match digest {d.digest[:12]}… (got {h.hexdigest()[:12]}…)")
+            raise DigestMismatch(f"downloaded bytes do not match digest {d.digest[:12]}… (got {h.hexdigest()[:12]}…)")
         part.replace(final)
         return final
 
@@ -163,22 +242,32 @@ class ModelManager:
             await self._report(d, "downloading", True)
             try:
                 pkg = await self.download(d)
-            except Exception as exc:
-                self.refused[d.digest] = str(exc)
-                await self._report(d, "failed", False, printable(f"download: {exc}", 500))
+            except Exception as exc:  # the link, the server, the disk: try again later, with backoff
+                n = self._download_failures[d.digest] = self._download_failures.get(d.digest, 0) + 1
+                if isinstance(exc, DigestMismatch) and n >= 3:  # the fleet keeps serving other bytes: give up
+                    self.refused[d.digest] = str(exc)
+                    await self._report(d, "failed", False, printable(f"download: {exc}", 500))
+                    return
+                wait = min(self.download_backoff_max_s, self.download_backoff_s * 2 ** (n - 1))
+                self.retry_at[d.digest] = time.monotonic() + wait
+                log.warning("download of %s %s failed (%s); trying again in %.0f s", d.package, d.version, exc, wait)
+                await self._report(d, "download_retry", True, f"download: {exc}; retrying in {wait:.0f} s")
                 return
+            self._download_failures.pop(d.digest, None)
+            self.retry_at.pop(d.digest, None)
             await self._report(d, "verifying", True)
+            await asyncio.to_thread(self._write_pending, d)
             try:
                 outcome = await slot.swap(pkg)
             except Exception as exc:  # the slot turns failures into outcomes; this is the last guard
                 self.refused[d.digest] = f"unexpected {type(exc).__name__}: {exc}"
-                await self._report(d, "failed", False, printable(f"verify: {self.refused[d.digest]}", 500))
+                await self._settle(d, "failed", False, printable(f"verify: {self.refused[d.digest]}", 500))
                 return
             finally:
                 pkg.unlink(missing_ok=True)
             if not outcome.ok:
                 self.refused[d.digest] = outcome.reason or outcome.stage
-                await self._report(d, "failed", False, printable(f"{outcome.stage}: {outcome.reason}", 500))
+                await self._settle(d, "failed", False, printable(f"{outcome.stage}: {outcome.reason}", 500))
                 return
             await self._report(d, "active", True)
             window = slot.config.health.window_s
@@ -188,11 +277,11 @@ class ModelManager:
                 if slot.version != d.version:
                     last = slot.last_outcome
                     self.refused[d.digest] = last.reason if last else "rolled back"
-                    await self._report(d, "rolled_back", False, last.reason if last else "rolled back")
+                    await self._settle(d, "rolled_back", False, last.reason if last else "rolled back")
                     return
                 if slot.state == "active":
                     break
-            await self._report(d, "healthy", True, health=self._health(d.slot))
+            await self._settle(d, "healthy", True, health=self._health(d.slot))
         finally:
             self.busy.pop(d.slot, None)
 

@@ -14,13 +14,15 @@ reports why (``SwapOutcome`` and an ``on_event`` callback). Any failure before t
 the old model serving untouched.
 
 On ``start`` the slot runs the last package that passed (``ModelStore`` state), unless the config
-pins a local package that differs from it, which is then installed the same way.
+pins a local package that differs from it, which is then installed the same way. A swap whose
+health window a restart interrupted is rolled back at ``start`` (``last_outcome`` says so).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import threading
 import time
@@ -153,6 +155,7 @@ class ModelSlot:
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
+        await self._restore_after_restart()
         st = self.store.state()
         current = st.get("current")
         want_pkg = Path(self.config.package) if self.config.package else None
@@ -180,6 +183,21 @@ class ModelSlot:
         outcome = await self.swap(want_pkg, watch=False)
         if not outcome.ok:
             raise SlotError(f"model slot {self.name!r}: cannot start on {want_pkg}: {outcome.reason}")
+
+    async def _restore_after_restart(self) -> None:
+        """A restart inside a health window (kill -9, stop) restores the previous model: see ModelStore."""
+        reason = "the agent restarted inside the health window; the candidate had not proven itself"
+        restored = await asyncio.to_thread(self.store.restore_after_restart, reason)
+        if restored is None:
+            return
+        cand, prev = [await asyncio.to_thread(self.store.reopen, f) for f in restored]
+        from_v = cand.manifest.version if cand else restored[0]
+        to_v = prev.manifest.version if prev else restored[1]
+        self.last_outcome = SwapOutcome(False, self.name, from_v, to_v, "rolled_back", reason)
+        self.counters["rollbacks"] += 1
+        self._event("rolled_back", from_version=from_v, to_version=to_v, reason=reason,
+                    digest=cand.digest if cand else None)
+        log.warning("slot %s: restarted inside the health window of %s: restored %s", self.name, from_v, to_v)
 
     async def stop(self) -> None:
         if self._watch is not None:
@@ -309,7 +327,9 @@ class ModelSlot:
             self._report_selection(new)
             # the switch: one reference assignment between two inferences
             self._previous, self._active = old, new
-            await asyncio.to_thread(self.store.set_current, opened.root, old.opened.root if old else None)
+            await asyncio.to_thread(functools.partial(  # under probation until the health window passes
+                self.store.set_current, opened.root, old.opened.root if old else None,
+                probation=watch and old is not None))
             self.state = "watching" if (watch and old is not None) else "active"
             outcome = SwapOutcome(True, self.name, from_v, to_v, "active")
             self.last_outcome = outcome
@@ -366,6 +386,7 @@ class ModelSlot:
                 await self.rollback(f"health check failed: {why}")
                 return
             if time.monotonic() >= deadline and new.health.n >= hc.min_items:
+                await asyncio.to_thread(self.store.end_probation, new.opened.root)
                 self.state = "active"
                 self._previous = None  # freed once no in-flight inference holds it
                 self._event("swap_kept", version=new.manifest.version, inferences=new.health.n)

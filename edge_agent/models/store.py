@@ -3,13 +3,20 @@
     <data_dir>/models/<slot>/
         <name>-<version>-<digest12>/     one verified, extracted package (open_package renames it
                                           into place only when every check passed)
-        state.json                        {"current": dir, "previous": dir|null, "failed": {dir: reason}}
+        state.json                        {"current": dir, "previous": dir|null, "failed": {dir: reason},
+                                           "probation": {"candidate": dir, "since": t} | null}
 
 ``state.json`` is replaced atomically (write a temporary file, fsync, rename, fsync the folder),
 and a package becomes ``current`` only after it passed verification, loading and its golden test.
 So after a crash at any point (kill -9 mid-swap included) the slot starts on the last package that
 passed; a half-extracted folder is a ``.part`` temporary that nothing points to and is removed at
 the next start.
+
+A swapped-in package stays *under probation* (``probation`` set, ``previous`` kept) until its
+health window passed (``end_probation``) or it was rolled back (``set_current`` of the previous).
+Rule after a restart with a probation still open (a kill -9 or a stop inside the health window):
+the candidate has not proven itself, so the slot restores ``previous`` and marks the candidate
+failed (``restore_after_restart``): a candidate is kept only after a whole health window in one run.
 """
 
 from __future__ import annotations
@@ -102,11 +109,36 @@ class ModelStore:
             return None
         return opened
 
-    def set_current(self, folder: Path, previous: Path | None) -> None:
+    def set_current(self, folder: Path, previous: Path | None, probation: bool = False) -> None:
+        import time
+
         st = self.state()
         st["current"] = folder.name
         st["previous"] = previous.name if previous else None
+        st["probation"] = {"candidate": folder.name, "since": time.time()} if probation and previous else None
         self._write_state(st)
+
+    def end_probation(self, folder: Path) -> None:
+        """The candidate passed its health window: it is kept (and ``previous`` no longer needed)."""
+        st = self.state()
+        if (st.get("probation") or {}).get("candidate") == folder.name:
+            st["probation"] = None
+            st["previous"] = None
+            self._write_state(st)
+
+    def restore_after_restart(self, reason: str) -> tuple[str, str] | None:
+        """A probation left open by a restart: make ``previous`` current again and mark the candidate failed.
+        Returns (candidate, previous) folder names, or None when there was nothing to restore."""
+        st = self.state()
+        prob, prev = st.get("probation"), st.get("previous")
+        if not prob or not prev or prob.get("candidate") != st.get("current") or not (self.root / prev).is_dir():
+            return None
+        cand = st["current"]
+        st.setdefault("failed", {})[cand] = reason
+        st.update(current=prev, previous=None, probation=None,
+                  restored={"candidate": cand, "previous": prev, "reason": reason})
+        self._write_state(st)
+        return cand, prev
 
     def mark_failed(self, folder: Path, reason: str) -> None:
         st = self.state()

@@ -30,7 +30,9 @@ class OutboxSettings(BaseModel):
     fsync: FsyncPolicy = FsyncPolicy.BATCH
     commit_interval_ms: float = Field(50.0, gt=0, le=10_000)
     commit_batch: int = Field(500, ge=1)
-    max_bytes: int = Field(1 * 1024**3, ge=1024, description="disk budget: records + sample files")
+    max_bytes: int = Field(1 * 1024**3, ge=128 * 1024,
+                           description="disk budget: bytes of the outbox folder on disk (database, WAL, sample files); "
+                                       "SQLite itself needs ~60 KB of it")
     drop_policy: DropPolicy = DropPolicy.LOWEST_PRIORITY_FIRST
     retention: dict[str, Retention] = Field(default_factory=lambda: {"result": Retention(max_age_s=7 * 86400),
                                                                      "telemetry": Retention(max_age_s=7 * 86400)})

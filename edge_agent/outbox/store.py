@@ -1,9 +1,15 @@
 """The durable outbox: SQLite in WAL mode in the agent's data folder; write first, send later,
 delete only on the cloud's acknowledgement.
 
-``append(kind, payload, sample=...)`` assigns the next per-agent sequence number (strictly
-increasing, never reused, also across restarts: the last one is stored with the rows) and hands
-the row to a writer thread that commits in batches.
+``append(kind, payload, sample=...)`` assigns the next sequence number of the outbox's *epoch*
+(strictly increasing, never reused, also across restarts: the last one is stored with the rows)
+and hands the row to a writer thread that commits in batches. A record's identity is
+``(epoch, seq)``: the epoch is fixed when an outbox file is created and changes whenever the
+outbox starts afresh (first start, a corrupt file moved aside, a wiped folder), so a fresh outbox
+numbering from 1 again is never taken for a replay at the cloud. Epoch rule: a new file takes
+``max(last epoch + 1, unix time in seconds)``; the last epoch is kept outside the database
+(``<data_dir>/outbox-epoch.json``, written before the new file is used), and the clock covers a
+wiped data folder. A file written by a v1 agent (rows but no epoch) keeps epoch 0.
 
 Durability, exactly (``fsync`` setting):
 - ``always``: ``append`` returns after its row is committed and the WAL fsynced. Nothing that
@@ -15,22 +21,33 @@ Durability, exactly (``fsync`` setting):
   waits when it is full). ``flush()`` forces a commit.
 - ``off``: as ``batch`` but ``synchronous=OFF``: a process crash loses at most the uncommitted
   batch; a power loss can lose more.
-Sample bytes are written as content-addressed files (``samples/<sha256>``) before their row.
+Sample bytes are written as content-addressed files (``samples/<sha256>``) before their row; a
+file that no row references (a kill -9 between the two) is removed at the next ``open()``.
 
-Budget: when records plus sample files exceed ``max_bytes``, rows are dropped by ``drop_policy``
+Budget: ``max_bytes`` bounds the bytes the outbox folder takes on disk: the database, its WAL and
+shared-memory files and the sample files. The WAL is
+bounded (``wal_autocheckpoint`` and ``journal_size_limit`` scaled to the budget) and freed pages
+are given back (``auto_vacuum=INCREMENTAL``). After each commit the writer measures the folder;
+past 90% of the budget it first checkpoints and vacuums, then drops rows by ``drop_policy``
 (``lowest_priority_first``: samples, then results/telemetry, events and alarms last; or
-``oldest_first``) until 90% of the budget is free; each drop is counted per kind and reported
-through ``on_event``. Per-kind retention (``max_age_s``) drops old rows the same way. The disk is
-never filled by the outbox.
+``oldest_first``) until the folder is under 75% of it (room for what arrives until the next check). Per-kind retention (``max_age_s``)
+drops old rows the same way. Every dropped record is counted per cause and kind (in memory for
+this process, and cumulatively in the database) and the outbox records the drop itself as an
+``outbox_budget`` / ``outbox_retention`` event carrying the epoch and the dropped seq ranges, so
+the cloud stores the gap with its cause: at most one event per cause every 5 s (merged ranges), queued
+with the next ``append`` or ``flush`` (a crash before then loses the event, not the counts).
 
 A corrupt or truncated database file is detected at ``open()`` (``PRAGMA quick_check``), moved
-aside as ``outbox.db.corrupt-<time>`` with a clear message, and a fresh outbox is started: the
-agent keeps running. (Durability never degrades silently: if the fresh file cannot be created
+aside as ``<data_dir>/outbox-corrupt/outbox.db.corrupt-<time>`` (outside the budgeted folder; only the
+newest is kept) with a clear message, and a fresh outbox is started in a new
+epoch: the agent keeps running. The outbox records an ``outbox_corrupt`` event (with the previous
+epoch) as the first record of the new epoch, so the cloud learns of the loss. (Durability never degrades silently: if the fresh file cannot be created
 either, ``open()`` raises and the agent does not start.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -54,6 +71,29 @@ CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL,
 CREATE INDEX IF NOT EXISTS records_by_priority ON records (priority, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+EPOCH_FILE = "outbox-epoch.json"
+# events the outbox records itself (the agent must not append them again)
+SELF_RECORDED = frozenset({"outbox_corrupt", "outbox_budget", "outbox_retention", "outbox_write_failed"})
+# Past ACT_AT of the budget, drop down to DROP_TO of it: the margins absorb what arrives between two
+# checks (a commit's rows and WAL frames, sample files being written) so the folder stays under max_bytes.
+ACT_AT = 0.9
+DROP_TO = 0.75
+DROP_EVENT_S = 5.0  # at most one drop event per cause this often (the counts are kept at once)
+MAX_RANGES = 2000  # seq ranges carried by one drop event; beyond, the cloud records the rest as unknown
+
+
+_NO_LOCK = contextlib.nullcontext()
+
+
+def seq_ranges(seqs) -> list[list[int]]:
+    """[1, 2, 3, 7, 9, 10] -> [[1, 3], [7, 7], [9, 10]]"""
+    out: list[list[int]] = []
+    for q in sorted(seqs):
+        if out and q == out[-1][1] + 1:
+            out[-1][1] = q
+        else:
+            out.append([q, q])
+    return out
 
 
 class OutboxError(RuntimeError):
@@ -78,8 +118,19 @@ class Outbox:
         self.dir = Path(settings.dir) if settings.dir else Path(data_dir) / "outbox"
         self.path = self.dir / "outbox.db"
         self.samples_dir = self.dir / "samples"
+        self.epoch_path = Path(data_dir) / EPOCH_FILE
+        self.corrupt_dir = Path(data_dir) / "outbox-corrupt"
         self.on_event = on_event or (lambda e: None)
-        self.dropped: Counter = Counter()
+        self.epoch = 0
+        self.dropped: Counter = Counter()  # "<cause>:<kind>" -> records dropped by this process
+        self.dropped_total: Counter = Counter()  # the same, since the epoch began (kept in the database)
+        self._notices: list[dict] = []  # events the outbox records itself, queued by the next append/flush
+        self._drops: dict[str, list] = {}  # cause -> [(seq, kind)] dropped since the last drop event
+        self._drops_reported_at = time.monotonic()
+        self._sample_bytes = 0
+        self._pending_sample_bytes = 0  # sample bytes whose rows are not committed yet
+        self._pending_bytes = 0  # all bytes appended and not committed yet (append waits beyond max_bytes / 16)
+        self._wal_bytes = 1 << 20
         self.appended = 0
         self.acked = 0
         # Bounded: when the writer falls behind, append() waits (back-pressure) instead of holding an
@@ -99,13 +150,42 @@ class Outbox:
     # ---- open / close ----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        # before any table exists: a fresh file gives freed pages back (incremental_vacuum)
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=" + ("OFF" if self.s.fsync is FsyncPolicy.OFF else "FULL"))
+        # the WAL is bounded relative to the budget: checkpoint every ~1/32 of it, truncate to that
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+        wal_pages = min(1000, max(8, self.s.max_bytes // 32 // page))
+        self._wal_bytes = wal_pages * page  # also the most one commit writes, so a transaction keeps to it
+        db.execute(f"PRAGMA wal_autocheckpoint={wal_pages}")
+        db.execute(f"PRAGMA journal_size_limit={wal_pages * page}")
         return db
+
+    def _read_epoch_file(self) -> int | None:
+        try:
+            return int(json.loads(self.epoch_path.read_text())["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _write_epoch_file(self, epoch: int) -> None:
+        self.epoch_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.epoch_path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump({"epoch": epoch}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.epoch_path)
+        fd = os.open(self.epoch_path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def open(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.samples_dir.mkdir(exist_ok=True)
+        corrupt = None
         try:
             db = self._connect()
             ok = db.execute("PRAGMA quick_check").fetchone()[0]
@@ -117,26 +197,78 @@ class Outbox:
                 db.close()
             except Exception:
                 pass
-            aside = self.path.with_name(f"outbox.db.corrupt-{int(time.time())}")
+            # outside the budgeted folder, and only the newest: a corrupt file must neither eat the live
+            # outbox's budget nor pile up on the disk
+            self.corrupt_dir.mkdir(parents=True, exist_ok=True)
+            for old in sorted(self.corrupt_dir.glob("outbox.db.corrupt-*")):
+                log.warning("outbox: removing an older corrupt file %s to keep only the newest", old)
+                old.unlink(missing_ok=True)
+            aside = self.corrupt_dir / f"outbox.db.corrupt-{int(time.time())}"
             for suffix in ("", "-wal", "-shm"):
                 p = Path(str(self.path) + suffix)
                 if p.exists():
                     os.replace(p, Path(str(aside) + suffix))
             self.moved_aside = aside
-            log.error("outbox %s is corrupt (%s): moved aside to %s; starting a fresh outbox. Records in the old "
-                      "file were not sent; inspect it with sqlite3 if they matter", self.path, exc, aside)
-            self.on_event({"kind": "outbox_corrupt", "moved_to": str(aside), "reason": str(exc), "t": time.time()})
+            log.error("outbox %s is corrupt (%s): moved aside to %s; starting a fresh outbox in a new epoch. Records "
+                      "in the old file were not sent; inspect it with sqlite3 if they matter", self.path, exc, aside)
+            corrupt = {"kind": "outbox_corrupt", "moved_to": str(aside), "reason": str(exc), "t": time.time()}
             db = self._connect()
             db.executescript(SCHEMA)
         self._db = db
-        row = db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         last_row = db.execute("SELECT MAX(seq) FROM records").fetchone()[0] or 0
-        self._seq = max(row[0] if row else 0, last_row)
+        self._seq = max(meta.get("last_seq", 0), last_row)
+        known = self._read_epoch_file()
+        if "epoch" in meta:
+            self.epoch = meta["epoch"]
+        elif self._seq:  # a v1 outbox: its records keep epoch 0
+            self.epoch = 0
+        else:  # a new file: a new epoch
+            self.epoch = max((known or 0) + 1, int(time.time()))
+        if known is None or known < self.epoch:  # recorded outside the file before the file uses it
+            self._write_epoch_file(self.epoch)
+        if "epoch" not in meta:
+            db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (self.epoch,))
+        self.dropped_total = Counter({k[len("dropped:"):]: v for k, v in meta.items() if k.startswith("dropped:")})
+        if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # a file from before INCREMENTAL: convert once
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            db.execute("VACUUM")
         self._committed_seq = self._seq
         self._bytes = (db.execute("SELECT COALESCE(SUM(size), 0) FROM records").fetchone()[0])
+        self._sweep_samples(db)
         self._stop.clear()
         self._writer = threading.Thread(target=self._write_loop, name="outbox-writer", daemon=True)
         self._writer.start()
+        if corrupt is not None:
+            corrupt.update(epoch=self.epoch, previous_epoch=known if known is not None else 0)
+            self.on_event(corrupt)
+            self._notices.append(corrupt)
+            self._drain_notices()
+
+    def _sweep_samples(self, db) -> None:
+        """Remove sample files no row references (written just before a kill -9) and count the rest."""
+        referenced = {r[0] for r in db.execute("SELECT DISTINCT sample_sha256 FROM records WHERE sample_sha256 "
+                                               "IS NOT NULL")}
+        total, removed = 0, 0
+        for p in self.samples_dir.iterdir():
+            if p.name in referenced:
+                total += p.stat().st_size
+            else:
+                p.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            log.warning("outbox: removed %d sample files that no record referenced (written before a crash)", removed)
+        self._sample_bytes = total
+
+    def disk_bytes(self) -> int:
+        """What the outbox takes on disk now: database, WAL, shared memory and sample files."""
+        total = self._sample_bytes
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                total += os.stat(str(self.path) + suffix).st_size
+            except FileNotFoundError:
+                pass
+        return total
 
     def close(self) -> None:
         self.flush()
@@ -147,6 +279,7 @@ class Outbox:
         if self._db:
             self._db.close()
             self._db = None
+        self._report_drops(force=True)  # told locally; the cloud has the counts (heartbeat) and earlier events
 
     # ---- appending -------------------------------------------------------------------------
     def append(self, kind: str, payload: dict | bytes, *, priority: int | None = None, sample: bytes | None = None,
@@ -164,8 +297,20 @@ class Outbox:
                 tmp = p.with_suffix(".tmp")
                 tmp.write_bytes(sample)
                 os.replace(tmp, p)
+                with self._lock:
+                    self._sample_bytes += len(sample)
+            with self._lock:
+                self._pending_sample_bytes += len(sample)
             size += len(sample)
+        with self._lock:
+            self._pending_bytes += size
         prio = PRIORITY.get(kind, 1) if priority is None else priority
+        if self._notices:
+            self._drain_notices()
+        if self._pending_bytes > self.s.max_bytes // 16:  # back-pressure in bytes too: bounds what is on disk
+            with self._committed:                         # (sample files) or in memory before its commit
+                self._committed.wait_for(lambda: self._pending_bytes <= self.s.max_bytes // 16
+                                         or self._stop.is_set(), 10)
         with self._append_lock:  # seq order == queue order, so the writer commits in seq order
             seq = self._seq + 1
             self._q.put((seq, kind, prio, time.time(), body, sha, sample_ext, size))  # may wait: back-pressure
@@ -177,7 +322,43 @@ class Outbox:
             self._wait_committed(seq)
         return seq
 
+    def _drain_notices(self) -> None:
+        """Queue the events the outbox raised itself. From the writer thread nothing may wait (it would wait on
+        itself): there it only queues when no append holds the order lock and the queue has room."""
+        writer = threading.current_thread() is self._writer
+        if writer and not self._append_lock.acquire(blocking=False):
+            return
+        try:
+            with self._lock:
+                notices, self._notices = self._notices, []
+            for i, evt in enumerate(notices):
+                body = json.dumps(evt, separators=(",", ":"), default=str).encode()
+                with self._append_lock if not writer else _NO_LOCK:
+                    seq = self._seq + 1
+                    item = (seq, "event", PRIORITY["event"], time.time(), body, None, "", len(body))
+                    if writer:
+                        try:
+                            self._q.put_nowait(item)
+                        except queue.Full:
+                            with self._lock:  # the next round tries again
+                                self._notices[:0] = notices[i:]
+                            return
+                    else:
+                        self._q.put(item)
+                    self._seq = seq
+                with self._lock:
+                    self._bytes += len(body)
+                    self._pending_bytes += len(body)
+                    self.appended += 1
+        finally:
+            if writer:
+                self._append_lock.release()
+
     def flush(self, timeout_s: float = 10.0) -> None:
+        if threading.current_thread() is not self._writer:
+            self._report_drops(force=True)
+            if self._notices:
+                self._drain_notices()
         self._q.put("flush")
         self._wait_committed(self._seq, timeout_s)
 
@@ -190,7 +371,7 @@ class Outbox:
         interval = self.s.commit_interval_ms / 1000
         always = self.s.fsync is FsyncPolicy.ALWAYS
         while True:
-            batch, flush = [], False
+            batch, flush, nbytes = [], False, 0
             try:
                 item = self._q.get(timeout=interval)
             except queue.Empty:
@@ -204,7 +385,8 @@ class Outbox:
                     flush = True
                 elif item != "tick":
                     batch.append(item)
-                if always or flush or len(batch) >= self.s.commit_batch:
+                    nbytes += item[7]
+                if always or flush or len(batch) >= self.s.commit_batch or nbytes >= self._wal_bytes:
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -215,6 +397,8 @@ class Outbox:
                     break
             self._commit(db, batch)
             self._enforce_budget(db)
+            if self._notices:  # an idle outbox still reports its drops
+                self._drain_notices()
 
     def _commit(self, db, batch: list) -> None:
         if batch:
@@ -228,8 +412,20 @@ class Outbox:
             except sqlite3.Error as exc:
                 db.execute("ROLLBACK")
                 log.error("outbox: commit of %d records failed: %s", len(batch), exc)
-                self.dropped["write_failed"] += len(batch)
-                self.on_event({"kind": "outbox_write_failed", "records": len(batch), "reason": str(exc)})
+                by_kind = Counter(f"write_failed:{b[1]}" for b in batch)
+                self.dropped.update(by_kind)
+                self.dropped_total.update(by_kind)
+                evt = {"kind": "outbox_write_failed", "records": len(batch), "reason": str(exc), "epoch": self.epoch,
+                       "cause": "write_failed", "dropped": len(batch),
+                       "by_kind": {k.split(":", 1)[1]: n for k, n in by_kind.items()},
+                       "ranges": seq_ranges(b[0] for b in batch)[:MAX_RANGES], "t": time.time()}
+                self.on_event(evt)
+                with self._lock:
+                    self._notices.append(evt)
+        if batch:
+            with self._lock:  # (seq, kind, prio, t, body, sha, ext, size): a sample's size includes its body
+                self._pending_sample_bytes -= sum(b[7] - len(b[4]) for b in batch if b[5])
+                self._pending_bytes -= sum(b[7] for b in batch)
         seq_now = self._seq
         idle_seq = seq_now if self._q.empty() else 0  # nothing queued: everything appended is committed
         with self._committed:
@@ -238,26 +434,79 @@ class Outbox:
 
     # ---- budget and retention ----------------------------------------------------------------
     def _enforce_budget(self, db) -> None:
+        try:
+            self._enforce(db)
+        finally:
+            self._report_drops()
+
+    def _report_drops(self, force: bool = False) -> None:
+        """One drop event per cause every DROP_EVENT_S at most: merged, the ranges stay few (samples dropped
+        first and results after them join up), and drop events do not crowd out what they report on."""
+        with self._lock:
+            if not self._drops or (not force and time.monotonic() - self._drops_reported_at < DROP_EVENT_S):
+                return
+            drops, self._drops = self._drops, {}
+            self._drops_reported_at = time.monotonic()
+        for reason, rows in drops.items():
+            by_kind = Counter(r[1] for r in rows)
+            evt = {"kind": f"outbox_{reason}", "cause": reason, "epoch": self.epoch, "dropped": len(rows),
+                   "by_kind": dict(by_kind), "ranges": seq_ranges(r[0] for r in rows)[:MAX_RANGES],
+                   "budget_bytes": self.s.max_bytes, "disk_bytes": self.disk_bytes(), "t": time.time()}
+            with self._lock:
+                self._notices.append(evt)
+            self.on_event(evt)
+
+    def _enforce(self, db) -> None:
         now = time.time()
         for kind, r in self.s.retention.items():
             if r.max_age_s:
                 self._drop_where(db, "kind = ? AND t < ?", (kind, now - r.max_age_s), "retention")
-        if self._bytes <= self.s.max_bytes:
+        if self.disk_bytes() <= self.s.max_bytes * ACT_AT:
             return
-        target = int(self.s.max_bytes * 0.9)
+        # room below the budget for the next commits' rows, WAL frames and sample files
+        target = int(self.s.max_bytes * DROP_TO)
+        self._reclaim(db)
         order = "priority DESC, seq" if self.s.drop_policy is DropPolicy.LOWEST_PRIORITY_FIRST else "seq"
-        rows = db.execute(f"SELECT seq, kind, size, sample_sha256 FROM records ORDER BY {order}").fetchall()
-        victims, freed = [], 0
-        for seq, kind, size, _sha in rows:
-            if self._bytes - freed <= target:
+        victims: list = []
+        for _round in range(8):  # row sizes only estimate pages: drop, reclaim, measure again
+            over = self.disk_bytes() - target
+            if over <= 0:
                 break
-            victims.append((seq, kind, _sha))
-            freed += size
-        self._delete(db, victims, "budget")
-        self.on_event({"kind": "outbox_budget", "dropped": len(victims), "freed_bytes": freed,
-                       "by_kind": dict(Counter(k for _, k, _ in victims)), "t": now})
-        log.warning("outbox over its %d byte budget: dropped %d records (%s policy)", self.s.max_bytes, len(victims),
-                    self.s.drop_policy.value)
+            # rows take more room in pages than their payload: aim a little past the excess
+            want = int(over * 1.2) + 1
+            rows = db.execute(f"SELECT seq, kind, size, sample_sha256, priority FROM records ORDER BY {order} "
+                              "LIMIT 5000").fetchall()
+            if not rows:
+                break
+            by_priority = self.s.drop_policy is DropPolicy.LOWEST_PRIORITY_FIRST
+            if by_priority and rows[0][4] < PRIORITY["sample"]:
+                # samples still being handed over have their files on disk already: they go first once
+                # committed, so only the excess beyond them is taken from more important rows now
+                over -= self._pending_sample_bytes
+                if over <= 0:
+                    break
+                want = int(over * 1.2) + 1
+            part, freed = [], 0
+            for seq, kind, size, sha, prio in rows:
+                if freed >= want or (by_priority and prio != rows[0][4]):
+                    break
+                part.append((seq, kind, sha))
+                freed += size
+            self._delete(db, part, "budget")
+            victims += part
+            self._reclaim(db)
+        if victims:
+            log.warning("outbox near its %d byte budget on disk: dropped %d records (%s policy); %d bytes now",
+                        self.s.max_bytes, len(victims), self.s.drop_policy.value, self.disk_bytes())
+
+    def _reclaim(self, db) -> None:
+        """Give freed pages back to the file system and fold the WAL into the database (truncating it)."""
+        try:
+            # executescript steps the pragma to the end (execute() would free one page per call)
+            db.executescript("PRAGMA incremental_vacuum;")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:  # a reader holding a snapshot: the next round tries again
+            log.debug("outbox: reclaim deferred: %s", exc)
 
     def _drop_where(self, db, where: str, args: tuple, reason: str) -> None:
         rows = db.execute(f"SELECT seq, kind, sample_sha256 FROM records WHERE {where}", args).fetchall()
@@ -268,22 +517,45 @@ class Outbox:
         if not rows:
             return
         seqs = [r[0] for r in rows]
+        by_kind = Counter(f"{reason}:{r[1]}" for r in rows)
         with self._lock:
             size = 0
-            for i in range(0, len(seqs), 500):
-                part = seqs[i : i + 500]
-                q = ",".join("?" * len(part))
-                size += db.execute(f"SELECT COALESCE(SUM(size), 0) FROM records WHERE seq IN ({q})", part).fetchone()[0]
-                db.execute(f"DELETE FROM records WHERE seq IN ({q})", part)
+            db.execute("BEGIN")
+            try:
+                for i in range(0, len(seqs), 500):
+                    part = seqs[i : i + 500]
+                    q = ",".join("?" * len(part))
+                    size += db.execute(f"SELECT COALESCE(SUM(size), 0) FROM records WHERE seq IN ({q})",
+                                       part).fetchone()[0]
+                    db.execute(f"DELETE FROM records WHERE seq IN ({q})", part)
+                for key, n in by_kind.items():  # the counts are durable with the drop itself
+                    db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                               "value = value + excluded.value", (f"dropped:{key}", n))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
             self._bytes -= size
-        for _, kind, sha in rows:
-            self.dropped[f"{reason}:{kind}"] += 1
+            self.dropped.update(by_kind)
+            self.dropped_total.update(by_kind)
+            self._drops.setdefault(reason, []).extend((r[0], r[1]) for r in rows)
+        for _, _kind, sha in rows:
             if sha:
                 self._maybe_remove_sample(db, sha)
 
     def _maybe_remove_sample(self, db, sha: str) -> None:
         if not db.execute("SELECT 1 FROM records WHERE sample_sha256 = ? LIMIT 1", (sha,)).fetchone():
-            (self.samples_dir / sha).unlink(missing_ok=True)
+            self._unlink_sample(sha)
+
+    def _unlink_sample(self, sha: str) -> None:
+        p = self.samples_dir / sha
+        try:
+            n = p.stat().st_size
+            p.unlink()
+        except FileNotFoundError:
+            return
+        with self._lock:
+            self._sample_bytes -= n
 
     # ---- draining ----------------------------------------------------------------------------
     def pending(self, limit: int = 500, max_bytes: int = 1_000_000, after: dict | None = None) -> list[Record]:
@@ -325,7 +597,7 @@ class Outbox:
         db.commit()
         for _, sha, _ in rows:
             if sha and not db.execute("SELECT 1 FROM records WHERE sample_sha256 = ? LIMIT 1", (sha,)).fetchone():
-                (self.samples_dir / sha).unlink(missing_ok=True)
+                self._unlink_sample(sha)
         db.close()
         with self._lock:
             self._bytes -= sum(r[2] for r in rows)
@@ -339,5 +611,6 @@ class Outbox:
         by_kind = {k: n for k, n, _ in rows}
         return {"depth": sum(by_kind.values()), "by_kind": by_kind,
                 "oldest_seq": min((r[2] for r in rows), default=None), "bytes": self._bytes, "last_seq": self._seq,
-                "appended": self.appended, "acked": self.acked, "dropped": dict(self.dropped),
+                "epoch": self.epoch, "disk_bytes": self.disk_bytes(), "appended": self.appended, "acked": self.acked,
+                "dropped": dict(self.dropped), "dropped_total": dict(self.dropped_total),
                 "budget_bytes": self.s.max_bytes, "fsync": self.s.fsync.value}

@@ -4,10 +4,14 @@ One long-lived ``PushRecords`` stream: batches (bounded by records, bytes and ``
 gzip-compressed) go up in priority order, acks come back by sequence number, and only acked rows
 are deleted from the outbox. At most one batch is in flight, so after any disconnect the stream
 resumes from the oldest unacknowledged record; the cloud stores a replayed record once. Failures
-back off exponentially with jitter. An optional bandwidth cap paces the bytes sent.
+back off exponentially with jitter; a successful heartbeat ends the wait and resets the backoff, so
+sending resumes within one heartbeat of the cloud answering again. An optional bandwidth cap
+paces the bytes sent. Every record carries the outbox's epoch: its identity at the cloud is
+``(agent, epoch, seq)``.
 
 Heartbeats (``heartbeat_s``) report the agent's slots and pipeline health and return the desired
-state, which is handed to ``on_desired`` (the model manager).
+state, which is handed to ``on_desired`` (the model manager). They also carry the outbox's epoch and
+its cumulative drop counts per cause and kind.
 """
 
 from __future__ import annotations
@@ -43,11 +47,13 @@ class Uplink:
         self.reconnects = 0
         self.last_error: str | None = None
         self.last_ack_at: float | None = None
+        self.last_heartbeat_at: float | None = None
         self.generation = 0
         self._burst = BurstLogger(log)
         self._tasks: list[asyncio.Task] = []
         self._channel = None
         self._wake = asyncio.Event()
+        self._link_up = asyncio.Event()  # set by a successful heartbeat: ends a backoff wait early
 
     def _path(self, p: str) -> Path:
         q = Path(p)
@@ -125,7 +131,14 @@ class Uplink:
                 self.state = "backoff"
                 self.reconnects += 1
                 self._error("PushRecords", exc)
-                await asyncio.sleep(random.uniform(delay / 2, delay))
+                self._link_up.clear()
+                try:  # a heartbeat that gets through proves the cloud is back: stop waiting
+                    async with asyncio.timeout(random.uniform(delay / 2, delay)):
+                        await self._link_up.wait()
+                    delay = self.s.backoff_initial_s
+                    continue
+                except TimeoutError:
+                    pass
                 delay = min(self.s.backoff_max_s, delay * 2)
 
     async def _stream(self, stub, pb) -> None:
@@ -151,7 +164,7 @@ class Uplink:
                 batch = pb.RecordBatch()
                 nbytes = 0
                 for r in recs:
-                    pr = batch.records.add(seq=r.seq, kind=r.kind, t=r.t, payload=r.payload)
+                    pr = batch.records.add(seq=r.seq, epoch=self.outbox.epoch, kind=r.kind, t=r.t, payload=r.payload)
                     if r.sample_sha256:
                         data = await asyncio.to_thread(self.outbox.sample_bytes, r)
                         if data is not None:
@@ -195,11 +208,15 @@ class Uplink:
         while True:
             try:
                 st = self.status_fn()
+                ob = await asyncio.to_thread(self.outbox.stats)
                 req = pb.HeartbeatRequest(labels=st.get("labels", {}), health_json=json.dumps(st.get("health", {})),
-                                          outbox_depth=self.outbox.stats()["depth"], generation_seen=self.generation,
-                                          slots=[pb.SlotState(**s) for s in st.get("slots", [])])
+                                          outbox_depth=ob["depth"], generation_seen=self.generation,
+                                          slots=[pb.SlotState(**s) for s in st.get("slots", [])],
+                                          epoch=ob.get("epoch", 0), dropped=ob.get("dropped_total", {}))
                 reply = await rpc.FleetStub(self._channel).Heartbeat(req, timeout=10)
                 self.generation = reply.generation
+                self.last_heartbeat_at = time.time()
+                self._link_up.set()
                 if self.on_desired is not None and self.s.follow_desired_state:
                     await self.on_desired(reply)
             except asyncio.CancelledError:

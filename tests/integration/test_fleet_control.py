@@ -181,3 +181,53 @@ async def test_agent_offline_during_a_rollout_converges_when_it_returns(fleet):
     await agents["gw2"].start()
     await until(lambda: srv.control._get(dep["id"])["state"] == "completed", what="convergence after restart")
     assert version(agents["gw2"]) == "1.1.0"
+
+
+async def test_agent_restarted_inside_the_health_window_rolls_back_and_reports_it_once(fleet):
+    from edge_agent.models.config import HealthConfig
+
+    srv, agents, _ = fleet
+    base = agents["gw1"].cfg
+    await agents["gw1"].stop()
+    # a health window that cannot end by itself during the test: only the restart decides
+    vision = base.models["vision"].model_copy(update={"health": HealthConfig(window_s=120.0, min_items=100_000)})
+    cfg = base.model_copy(update={"models": {"vision": vision}})
+    agents["gw1"] = Agent(cfg)
+    await agents["gw1"].start()
+    reports = []
+    on_report = srv.control.on_report
+    srv.control.on_report = lambda agent, *a: (reports.append((agent, *a[:4])), on_report(agent, *a))[1]
+    dep = srv.control.create({"package": "part-inspection", "version": "1.2.0", "slot": "vision",
+                              "agents": ["gw1", "gw2"], "strategy": "canary", "steps": ["1", "100%"]})
+    await until(lambda: srv.control._get(dep["id"])["targets"]["gw1"]["status"] == "active", what="the swap")
+    assert version(agents["gw1"]) == "1.2.0"
+    await agents["gw1"].stop()  # inside the health window (what a kill -9 leaves on disk is the same)
+    agents["gw1"] = Agent(cfg)  # restarted: same config and data folder
+    await agents["gw1"].start()
+    assert version(agents["gw1"]) == "1.0.0"  # the unproven candidate does not come back
+    await until(lambda: srv.control._get(dep["id"])["state"] == "halted", what="the rollout to halt")
+    d = srv.control._get(dep["id"])
+    assert d["targets"]["gw1"]["status"] == "rolled_back" and "restarted inside the health window" in d["reason"]
+    assert d["targets"]["gw2"]["status"] == "waiting"
+    await asyncio.sleep(1.5)  # several heartbeats later: still reported once, and never installed again
+    finals = [r for r in reports if r[0] == "gw1" and r[4] in ("rolled_back", "healthy", "failed")]
+    assert [r[4] for r in finals] == ["rolled_back"]
+    assert version(agents["gw1"]) == "1.0.0"
+    assert not list((cfg.data_dir / "deployments").glob("*.json"))
+
+
+async def test_a_failed_download_is_retried_with_backoff_not_refused(fleet, tmp_path):
+    srv, agents, reg = fleet
+    mgr = agents["gw1"].manager
+    mgr.download_backoff_s = 0.2
+    entry = reg.get("part-inspection", "1.1.0")
+    path = reg.package_path(entry)
+    hidden = path.with_suffix(".away")
+    dep = srv.control.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision",
+                              "agents": ["gw1"], "strategy": "all_at_once"})
+    path.rename(hidden)  # (no await in between) the cloud cannot serve it for now, as over a cut link
+    await until(lambda: any(s["step"] == "download_retry" for s in mgr.steps), what="a failed download")
+    assert entry["digest"] not in mgr.refused
+    hidden.rename(path)
+    await until(lambda: srv.control._get(dep["id"])["state"] == "completed", what="the retried download")
+    assert version(agents["gw1"]) == "1.1.0"

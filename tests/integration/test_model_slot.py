@@ -214,7 +214,7 @@ orig = store.ModelStore.set_current
 async def main():
     s = ModelSlot("vision", ModelConfig(package=str(v1), engine="onnxruntime"), data, [pub])
     await s.start()
-    def hang(self, folder, previous):   # extraction of v2 is done; die before it becomes current
+    def hang(self, folder, previous, **kw):   # extraction of v2 is done; die before it becomes current
         print("READY", flush=True)
         import time; time.sleep(60)
     store.ModelStore.set_current = hang
@@ -236,4 +236,80 @@ async def test_kill_9_mid_swap_never_makes_the_new_package_current(tmp_path, pkg
     await s.start()
     assert s.version == "1.0.0"
     assert s.infer(frame(0)).version == "1.0.0"
+    await s.stop()
+
+
+async def test_restart_inside_the_health_window_restores_the_previous_model_and_says_so(tmp_path, pkgs):
+    s = slot(tmp_path, pkgs, window_s=60.0, min_items=10_000)  # the window cannot end during the test
+    await s.start()
+    assert (await s.swap(pkgs["nan"])).ok and s.version == "1.2.0"
+    assert s.store.state()["probation"]["candidate"].startswith("part-inspection-1.2.0")
+    await s.stop()  # as a kill -9 inside the window would: the probation stays open on disk
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
+    events = []
+    s2 = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]], on_event=events.append)
+    await s2.start()
+    assert s2.version == "1.0.0" and s2.infer(frame(0)).version == "1.0.0"
+    assert s2.last_outcome.stage == "rolled_back" and s2.last_outcome.from_version == "1.2.0"
+    assert [e["kind"] for e in events] == ["rolled_back"]
+    st = s2.store.state()
+    assert st["probation"] is None and any(k.startswith("part-inspection-1.2.0") for k in st["failed"])
+    await s2.stop()
+    s3 = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]], on_event=events.append)
+    await s3.start()  # reported once: a further restart has nothing more to say
+    assert s3.version == "1.0.0" and s3.last_outcome is None and len(events) == 1
+    await s3.stop()
+
+
+async def test_a_candidate_that_passed_its_window_is_kept_across_a_restart(tmp_path, pkgs):
+    s = slot(tmp_path, pkgs, window_s=0.3, min_items=5)
+    await s.start()
+    assert (await s.swap(pkgs["v2"])).ok
+    for i in range(10):
+        s.infer(frame(i))
+        await asyncio.sleep(0.05)
+    for _ in range(50):
+        if s.state == "active":
+            break
+        await asyncio.sleep(0.1)
+    assert s.state == "active" and s.store.state()["probation"] is None
+    await s.stop()
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
+    s2 = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    await s2.start()
+    assert s2.version == "1.1.0" and s2.last_outcome is None
+    await s2.stop()
+
+
+KILL_IN_WINDOW_SCRIPT = """
+import asyncio, sys, time
+from pathlib import Path
+from edge_agent.models.config import HealthConfig, ModelConfig
+from edge_agent.models.slot import ModelSlot
+
+data, v1, bad, pub = map(Path, sys.argv[1:5])
+async def main():
+    cfg = ModelConfig(package=str(v1), engine="onnxruntime", health=HealthConfig(window_s=120, min_items=100000))
+    s = ModelSlot("vision", cfg, data, [pub])
+    await s.start()
+    assert (await s.swap(bad)).ok
+    print("WATCHING", flush=True)
+    await asyncio.sleep(120)
+asyncio.run(main())
+"""
+
+
+async def test_kill_9_inside_the_health_window_restores_the_previous_model(tmp_path, pkgs):
+    data = tmp_path / "data"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_IN_WINDOW_SCRIPT, str(data), str(pkgs["v1"]),
+                             str(pkgs["nan"]), str(pkgs["pub"])], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).parents[2])
+    line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
+    assert line.strip() == "WATCHING"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
+    s = ModelSlot("vision", cfg, data, [pkgs["pub"]])
+    await s.start()
+    assert s.version == "1.0.0" and s.last_outcome.stage == "rolled_back"
     await s.stop()

@@ -73,6 +73,7 @@ async def test_cloud_down_then_up_everything_arrives_once_in_order(tmp_path, pki
         recs = srv.store.records("gw1", limit=1000)
         assert [json.loads(json.dumps(r["payload"]))["i"] for r in recs] == list(range(400))
         assert srv.store.gaps("gw1") == [] and srv.store.stats("gw1")["duplicates"] == 0
+        assert {r["epoch"] for r in recs} == {ob.epoch} and ob.epoch > 0
     finally:
         await up.stop()
         ob.close()
@@ -150,35 +151,97 @@ async def test_agent_sigkilled_while_writing_reopens_cleanly_and_every_committed
 
 def test_disk_budget_drops_by_policy_and_counts(tmp_path):
     events = []
-    ob = Outbox(OutboxSettings(max_bytes=40_000, commit_interval_ms=5), tmp_path / "a", on_event=events.append)
+    budget = 200_000
+    ob = Outbox(OutboxSettings(max_bytes=budget, commit_interval_ms=5), tmp_path / "a", on_event=events.append)
     ob.open()
     for i in range(20):
         ob.append("event", {"alarm": i})
-    for i in range(100):
-        ob.append("sample", {"i": i}, sample=os.urandom(600), sample_ext=".png")
-    for i in range(100):
+    for i in range(200):
+        ob.append("sample", {"i": i}, sample=os.urandom(1500), sample_ext=".png")
+    for i in range(300):
         ob.append("result", {"i": i, "pad": "z" * 100})
     ob.flush()
     time.sleep(0.1)
     ob.flush()
+    time.sleep(0.2)  # the writer measures and drops right after each commit
     st = ob.stats()
-    assert st["bytes"] <= 40_000
-    assert st["by_kind"]["event"] == 20  # events are the last to go
+    assert st["disk_bytes"] <= budget and ob.disk_bytes() <= budget
+    assert st["by_kind"]["event"] >= 20  # events are the last to go (the outbox's own drop events among them)
     assert st["dropped"].get("budget:sample", 0) > 0
-    assert any(e["kind"] == "outbox_budget" for e in events)
+    drops = [e for e in events if e["kind"] == "outbox_budget"]
+    assert drops and drops[0]["epoch"] == ob.epoch and drops[0]["ranges"]
+    from edge_agent.metrics import Metrics
+
+    m = Metrics("gw1")  # Prometheus counts records, per kind and cause
+    m.outbox(ob.dropped)
+    m.outbox(ob.dropped)  # a second scrape adds nothing new
+    n = st["dropped"]["budget:sample"]
+    assert f'edge_outbox_dropped_records_total{{cause="budget",kind="sample"}} {float(n)}' in m.exposition().decode()
     # sample files of dropped rows are gone too: the folder never outgrows the budget
-    assert sum(p.stat().st_size for p in (tmp_path / "a" / "outbox" / "samples").iterdir()) <= 40_000
+    assert sum(p.stat().st_size for p in (tmp_path / "a" / "outbox").rglob("*") if p.is_file()) <= budget
     ob.close()
-    ob2 = Outbox(OutboxSettings(max_bytes=40_000, drop_policy="oldest_first", commit_interval_ms=5), tmp_path / "b")
+    drops = [e for e in events if e["kind"] == "outbox_budget"]  # every dropped record is in an event
+    assert sum(e["dropped"] for e in drops) == sum(ob.dropped.values())
+    assert len(drops) <= 3  # merged: not one per enforcement
+    ob2 = Outbox(OutboxSettings(max_bytes=budget, drop_policy="oldest_first", commit_interval_ms=5), tmp_path / "b")
     ob2.open()
-    for i in range(400):
+    for i in range(2000):
         ob2.append("event", {"i": i, "pad": "q" * 150})
     ob2.flush()
     time.sleep(0.1)
     ob2.flush()
     first = sqlite3.connect(ob2.path).execute("SELECT MIN(seq) FROM records").fetchone()[0]
     assert first > 1 and ob2.stats()["dropped"].get("budget:event", 0) == first - 1
+    assert ob2.disk_bytes() <= budget
     ob2.close()
+    total = ob2.dropped_total["budget:event"]
+    ob2 = Outbox(OutboxSettings(max_bytes=budget), tmp_path / "b")  # the counts survive a restart
+    ob2.open()
+    assert ob2.dropped_total["budget:event"] == total >= first - 1 and not ob2.dropped
+    ob2.close()
+
+
+async def test_one_megabyte_budget_bounds_the_folder_on_disk_through_a_long_outage(tmp_path, pki):
+    """The WAL, free pages and sample files are all counted: the folder stays within 1.1 MB at every poll."""
+    budget = 1_000_000
+    ob = Outbox(OutboxSettings(max_bytes=budget), tmp_path / "agent")
+    ob.open()
+    up = Uplink(cloud_settings(pki, free_port()), ob)  # nobody listens: a long outage
+    await up.start()
+    folder = tmp_path / "agent" / "outbox"
+    worst = 0
+    try:
+        for i in range(6000):
+            ob.append("result", {"i": i, "pad": "r" * 300})
+            if i % 10 == 0:
+                ob.append("sample", {"i": i}, sample=os.urandom(4000), sample_ext=".png")
+            if i % 200 == 0:
+                await asyncio.sleep(0.06)  # let the writer commit, as a real line would
+                worst = max(worst, sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()))
+        ob.flush()
+        await asyncio.sleep(0.1)
+        worst = max(worst, sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()))
+        assert worst <= 1.1 * budget, worst
+        assert ob.stats()["dropped"].get("budget:sample", 0) > 0
+    finally:
+        await up.stop()
+        ob.close()
+
+
+def test_orphan_sample_files_are_swept_at_open(tmp_path):
+    ob = Outbox(OutboxSettings(), tmp_path)
+    ob.open()
+    ob.append("sample", {"i": 1}, sample=b"kept", sample_ext=".png")
+    ob.close()
+    orphan = tmp_path / "outbox" / "samples" / ("0" * 64)  # written before its row, then kill -9
+    orphan.write_bytes(b"x" * 1000)
+    (tmp_path / "outbox" / "samples" / "abc.tmp").write_bytes(b"half")
+    ob = Outbox(OutboxSettings(), tmp_path)
+    ob.open()
+    assert sorted(p.name for p in (tmp_path / "outbox" / "samples").iterdir()) == [
+        __import__("hashlib").sha256(b"kept").hexdigest()]
+    assert ob.disk_bytes() >= 4
+    ob.close()
 
 
 def test_corrupt_outbox_is_moved_aside_and_a_fresh_one_starts(tmp_path, caplog):
@@ -195,12 +258,121 @@ def test_corrupt_outbox_is_moved_aside_and_a_fresh_one_starts(tmp_path, caplog):
     ob = Outbox(OutboxSettings(), tmp_path, on_event=events.append)
     ob.open()
     assert ob.moved_aside is not None and ob.moved_aside.exists()
+    assert ob.dir not in ob.moved_aside.parents  # outside the budgeted folder
     assert "is corrupt" in caplog.text and str(ob.moved_aside) in caplog.text
     assert events[0]["kind"] == "outbox_corrupt"
     assert ob.append("result", {"fresh": True}) >= 1
     ob.flush()
-    assert ob.stats()["depth"] == 1
+    assert ob.stats()["depth"] == 2  # the outbox recorded its own outbox_corrupt event for the cloud
     ob.close()
+
+
+async def test_fresh_outbox_after_a_corrupt_one_continues_in_a_new_epoch_and_the_cloud_keeps_every_record(
+        tmp_path, pki):
+    port = free_port()
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    agent = tmp_path / "agent"
+    try:
+        ob = Outbox(OutboxSettings(), agent)
+        ob.open()
+        first_epoch = ob.epoch
+        up = Uplink(cloud_settings(pki, port), ob)
+        await up.start()
+        for i in range(100):
+            ob.append("result", {"i": i})
+        ob.flush()
+        await until(lambda: ob.stats()["depth"] == 0, what="the first outbox to drain")
+        for i in range(20):  # never sent: the link is stopped, then the file is found corrupt
+            ob.append("result", {"lost": i})
+        await up.stop()
+        ob.close()
+        path = agent / "outbox" / "outbox.db"
+        data = bytearray(path.read_bytes())
+        data[100:4000] = os.urandom(3900)
+        path.write_bytes(bytes(data))
+        ob = Outbox(OutboxSettings(), agent)
+        ob.open()
+        assert ob.moved_aside is not None and ob.epoch > first_epoch
+        up = Uplink(cloud_settings(pki, port), ob)
+        await up.start()
+        for i in range(100):
+            ob.append("result", {"j": i})
+        ob.flush()
+        await until(lambda: ob.stats()["depth"] == 0, what="the fresh outbox to drain")
+        await up.stop()
+        ob.close()
+        st = srv.store.stats("gw1")
+        assert st["duplicates"] == 0  # nothing taken for a replay and thrown away
+        assert st["records"] == 100 + 100 + 1  # both epochs, and the outbox_corrupt event
+        recs = srv.store.records("gw1", limit=1000)
+        assert [r["payload"]["j"] for r in recs if "j" in (r["payload"] or {})] == list(range(100))
+        corrupt = [r for r in recs if r["kind"] == "event" and r["payload"]["kind"] == "outbox_corrupt"]
+        assert corrupt and corrupt[0]["payload"]["previous_epoch"] == first_epoch
+        gaps = srv.store.gaps("gw1")
+        assert gaps == [{"epoch": first_epoch, "first": 101, "last": 0, "cause": "outbox_corrupt"}]
+        # admins see the same through the wire
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", channel_credentials(
+                pki / "ca.pem", pki / "admins" / "alice.pem", pki / "admins" / "alice.key")) as ch:
+            reply = await rpc.AdminStub(ch).IngestStats(pb.IngestStatsRequest(agent="gw1"), timeout=5)
+        assert [(g.epoch, g.first, g.last, g.cause) for g in reply.gaps] == [(first_epoch, 101, 0, "outbox_corrupt")]
+    finally:
+        await srv.stop()
+
+
+async def test_budget_drops_reach_the_cloud_as_gaps_with_their_cause_and_counts_in_the_heartbeat(tmp_path, pki):
+    port = free_port()
+    ob = Outbox(OutboxSettings(max_bytes=200_000, commit_interval_ms=5), tmp_path / "agent")
+    ob.open()
+    for i in range(3000):  # produced during an outage: far over the budget
+        ob.append("result", {"i": i, "pad": "p" * 200})
+    ob.flush()
+    await asyncio.sleep(0.1)
+    ob.flush()
+    assert ob.stats()["dropped"]["budget:result"] > 0
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    up = Uplink(cloud_settings(pki, port), ob)
+    await up.start()
+    try:
+        await until(lambda: ob.stats()["depth"] == 0, what="drain")
+        # the last drop event follows within DROP_EVENT_S even with nothing more appended
+        await until(lambda: {g["cause"] for g in srv.store.gaps("gw1")} == {"budget"}, what="every gap explained")
+        dropped = dict(ob.dropped_total)
+        assert set(dropped) <= {"budget:result", "budget:event"}
+        gaps = srv.store.gaps("gw1")
+        assert sum(g["last"] - g["first"] + 1 for g in gaps) == sum(dropped.values())
+        await until(lambda: srv.store.agents()[0]["outbox"] == {"epoch": ob.epoch, "dropped": dropped},
+                    what="the heartbeat's drop counts")
+    finally:
+        await up.stop()
+        ob.close()
+        await srv.stop()
+
+
+async def test_a_successful_heartbeat_ends_the_push_backoff(tmp_path, pki):
+    port = free_port()
+    ob = Outbox(OutboxSettings(), tmp_path / "agent")
+    ob.open()
+    # long backoff, frequent heartbeats: without the reset, sending resumes only after the backoff
+    up = Uplink(cloud_settings(pki, port, backoff_initial_s=20, backoff_max_s=20, heartbeat_s=0.3), ob)
+    await up.start()
+    srv = None
+    try:
+        ob.append("result", {"i": 0})
+        ob.flush()
+        await until(lambda: up.state == "backoff", what="a failed push")
+        await asyncio.sleep(0.5)
+        srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+        await srv.start()
+        t0 = time.monotonic()
+        await until(lambda: ob.stats()["depth"] == 0, timeout_s=8, what="sending to resume after a heartbeat")
+        assert time.monotonic() - t0 < 5
+    finally:
+        await up.stop()
+        ob.close()
+        if srv is not None:
+            await srv.stop()
 
 
 async def test_clients_without_a_valid_certificate_or_as_another_agent_are_refused(tmp_path, pki):
@@ -242,10 +414,43 @@ async def test_clients_without_a_valid_certificate_or_as_another_agent_are_refus
         await srv.stop()
 
 
-def test_store_reports_gaps_per_agent(tmp_path):
+def test_store_reports_gaps_per_agent_and_epoch_with_their_cause(tmp_path):
     st = SQLiteStore(tmp_path / "f.db")
     recs = [{"seq": s, "kind": "result", "t": 0.0, "payload": "{}"} for s in (1, 2, 3, 7, 8, 12)]
     assert st.ingest("gw9", recs)[1:] == (6, 0)
     assert st.ingest("gw9", recs[:2])[1:] == (0, 2)  # a replay is stored once
-    assert st.gaps("gw9") == [(4, 6), (9, 11)]
+    assert st.gaps("gw9") == [{"epoch": 0, "first": 4, "last": 6, "cause": "unknown"},
+                              {"epoch": 0, "first": 9, "last": 11, "cause": "unknown"}]
+    drop = {"kind": "outbox_budget", "epoch": 0, "ranges": [[4, 5], [10, 11]]}
+    st.ingest("gw9", [{"seq": 13, "kind": "event", "t": 0.0, "payload": json.dumps(drop)}])
+    assert [(g["first"], g["last"], g["cause"]) for g in st.gaps("gw9")] == [
+        (4, 5, "budget"), (6, 6, "unknown"), (9, 9, "unknown"), (10, 11, "budget")]
+    # a new epoch numbers from 1 again: new records, not replays; the old epoch's end is a known gap
+    assert st.ingest("gw9", [{"epoch": 5, "seq": s, "kind": "result", "t": 0.0, "payload": "{}"}
+                             for s in (1, 2)])[1:] == (2, 0)
+    assert st.gaps("gw9")[-1] == {"epoch": 0, "first": 14, "last": 0, "cause": "epoch_change"}
+    assert st.stats("gw9")["records"] == 9 and st.stats("gw9")["epoch"] == 5 and st.stats("gw9")["last_seq"] == 2
+    st.close()
+
+
+def test_store_migrates_a_v1_file_keyed_by_agent_and_seq(tmp_path):
+    con = sqlite3.connect(tmp_path / "f.db")
+    con.executescript("""
+CREATE TABLE records (agent TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, t REAL NOT NULL,
+  received REAL NOT NULL, payload TEXT NOT NULL, PRIMARY KEY (agent, seq)) WITHOUT ROWID;
+CREATE TABLE samples (sha256 TEXT NOT NULL, agent TEXT NOT NULL, seq INTEGER NOT NULL, t REAL NOT NULL, model TEXT,
+  version TEXT, pipeline TEXT, reason TEXT, verdict TEXT, label TEXT, label_state TEXT NOT NULL DEFAULT 'unlabelled',
+  ext TEXT, PRIMARY KEY (agent, seq));
+CREATE INDEX samples_by_model ON samples (model, label_state, reason, t);
+CREATE TABLE agents (id TEXT PRIMARY KEY, labels TEXT NOT NULL DEFAULT '{}', last_seen REAL,
+  slots TEXT NOT NULL DEFAULT '[]', health TEXT NOT NULL DEFAULT '{}', outbox_depth INTEGER DEFAULT 0);
+CREATE TABLE ingest (agent TEXT PRIMARY KEY, duplicates INTEGER NOT NULL DEFAULT 0);
+INSERT INTO records VALUES ('gw1', 1, 'result', 0, 0, '{}'), ('gw1', 2, 'result', 0, 0, '{}');
+INSERT INTO samples (sha256, agent, seq, t) VALUES ('ab', 'gw1', 2, 0);
+""")
+    con.close()
+    st = SQLiteStore(tmp_path / "f.db")
+    assert [(r["epoch"], r["seq"]) for r in st.records("gw1")] == [(0, 1), (0, 2)]
+    assert st.samples()[0]["epoch"] == 0
+    assert st.ingest("gw1", [{"seq": 2, "kind": "result", "t": 0.0, "payload": "{}"}])[1:] == (0, 1)
     st.close()
