@@ -96,11 +96,16 @@ def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_
     aug_rng = np.random.default_rng([seed, 31])
     tr_images = [data.images[i] for i in tr]
 
+    epoch = [0]
+
     def augmented(idx) -> torch.Tensor:
-        """The batch with about half of its images replaced by a perturbed copy (camera variation)."""
+        """The batch with up to ``augment`` of its images replaced by a perturbed copy (camera
+        variation); the share ramps up over the first half of training, so that a small dataset
+        learns its classes before it learns to ignore the light."""
         xb = xt[idx].clone()
         rows = idx.cpu().numpy()
-        pick = np.flatnonzero(aug_rng.random(len(rows)) < augment)
+        share = augment * min(1.0, epoch[0] / max(1.0, epochs / 2))
+        pick = np.flatnonzero(aug_rng.random(len(rows)) < share)
         if len(pick):
             aug = np.concatenate([image_tensor(perturb.perturb(tr_images[rows[j]], aug_rng, perturb.TRAIN), pre)
                                   for j in pick])
@@ -108,6 +113,7 @@ def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_
         return xb
 
     def batches():
+        epoch[0] += 1
         perm = torch.randperm(len(xt), generator=g).to(dev)
         for i in range(0, len(perm), 32):
             idx = perm[i : i + 32]

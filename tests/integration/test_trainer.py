@@ -29,7 +29,7 @@ def vib(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    return write_parts(tmp_path_factory.mktemp("parts") / "ds", count=240, seed=2, size=48, defect_rate=0.5)
+    return write_parts(tmp_path_factory.mktemp("parts") / "ds", count=400, seed=2, size=48, defect_rate=0.5)
 
 
 def settings(tmp_path, family, dataset, **kw) -> BuildSettings:
@@ -88,7 +88,7 @@ def test_maintenance_build_learns_publishes_and_loads_in_an_agent_slot(tmp_path,
 def test_vision_build_learns_and_records_the_report(tmp_path, parts):
     out = build(settings(tmp_path, "vision", parts), log=quiet)
     m = out["report"]["metrics"]["int8"]
-    assert m["ng_auroc"] > 0.6  # a few epochs on 170 tiny images: above chance, not the quality bar
+    assert m["ng_auroc"] > 0.6  # a few epochs on 280 tiny images (augmented): above chance, not the quality bar
     # the package carries the FP32 model and the INT8 form's parity bounds; the threshold is the
     # operating point chosen on FP32 validation scores, and the report scores a perturbed test copy
     from cloud_trainer.train import onnx_tools
