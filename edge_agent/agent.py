@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from devices import SOURCE_TYPES, load_object
-from edge_agent.actions import ActionRunner
+from edge_agent.actions import ActionRunner, write_targets
 from edge_agent.config import AgentConfig
 from edge_agent.metrics import Metrics
 from edge_agent.models.slot import ModelSlot
@@ -52,6 +52,10 @@ class Agent:
             cls = load_object(SOURCE_TYPES[settings.type][1])
             self.sources[name] = cls(name, settings)
         self.actions = ActionRunner(cfg, self.sources, on_event=self._event)
+        for src_name, targets in write_targets(cfg).items():
+            src = self.sources.get(src_name)
+            if hasattr(src, "expect_writes"):  # checked after each connect: bad targets named at start
+                src.expect_writes([(node_id, value) for _, node_id, value in targets])
         workers = sum(p.workers for p in cfg.pipelines) or 1
         self.executor = ThreadPoolExecutor(max_workers=min(workers, os.cpu_count() or 2) or 1,
                                            thread_name_prefix="infer")

@@ -1,6 +1,8 @@
 """`edge-agent`: run, validate, status.
 
     edge-agent validate CONFIG      all errors at once, one per line; exit 1 if any, 0 with a summary
+        --online                    also ask the live OPC UA servers: every subscribed node exists, every
+                                    write target exists, is writable and its DataType takes the value
     edge-agent run CONFIG           run until SIGTERM/SIGINT (graceful stop); --log-json for JSON logs
     edge-agent status [--url URL]   the running agent's sources, pipelines, models, drops, alarms
 """
@@ -49,10 +51,48 @@ def _validate(args) -> int:
     cfg = _load(args.config, count=True)
     if cfg is None:
         return 1
+    if getattr(args, "online", False):
+        import asyncio
+
+        errors = asyncio.run(_online_errors(cfg, args.config))
+        for line in errors:
+            print(line, file=sys.stderr)
+        if errors:
+            print(f"{len(errors)} error(s) in {args.config} (checked against the live servers)", file=sys.stderr)
+            return 1
     print(f"ok: {args.config}: agent {cfg.agent.id} ({cfg.agent.site}/{cfg.agent.line}); "
           f"{len(cfg.sources)} sources ({', '.join(f'{n}:{s.type}' for n, s in cfg.sources.items())}); "
           f"{len(cfg.models)} model slots; {len(cfg.pipelines)} pipelines; {len(cfg.actions)} actions")
     return 0
+
+
+async def _online_errors(cfg, where) -> list[str]:
+    """What the live OPC UA servers say about the config's nodes and write targets."""
+    from devices.opcua.client import OpcUaError, check_server
+    from edge_agent.actions import write_targets
+
+    targets = write_targets(cfg)
+    errors: list[str] = []
+    for name, s in cfg.sources.items():
+        if s.type != "opcua":
+            continue
+        mine = targets.get(name, [])
+        try:
+            nodes, writes = await check_server(s, [(nid, v) for _, nid, v in mine])
+        except OpcUaError as exc:
+            errors.append(f"{where}: sources.{name}.endpoint: {exc}")
+            continue
+        errors += [f"{where}: sources.{name}.nodes[{i}].node_id: {why}" for i, why in enumerate(nodes) if why]
+        seen = set()
+        for (loc, _nid, _v), why in zip(mine, writes, strict=True):
+            if not why:
+                continue
+            if "cannot write" not in why:  # the node itself is wrong, not the value
+                loc = loc.rsplit(".", 1)[0] + ".node_id"
+            if (loc, why) not in seen:
+                seen.add((loc, why))
+                errors.append(f"{where}: {loc}: {why}")
+    return errors
 
 
 def _run(args) -> int:
@@ -115,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="verb", required=True)
     v = sub.add_parser("validate", help="check a config file; print every error")
     v.add_argument("config")
+    v.add_argument("--online", action="store_true", help="also check nodes and write targets on the live servers")
     r = sub.add_parser("run", help="run the agent until SIGTERM")
     r.add_argument("config")
     r.add_argument("--log-json", action="store_true")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from devices import SOURCE_TYPES, load_object
 from edge_agent.conditions import ConditionError, compile_condition
@@ -106,11 +106,63 @@ class MqttPublishAction(_Action):
     retain: bool = False
 
 
+class WriteMode(enum.StrEnum):
+    LEVEL = "level"  # every result writes: value while the condition holds, reset_value (if set) while not
+    ON_CHANGE = "on_change"  # the same level, written only when it changes
+    PULSE = "pulse"  # on each rising edge: value, then reset_value after pulse_ms
+
+
+_SCALAR = bool | int | float | str
+_LOOKS_TYPED = re.compile(r"^\s*(true|false|yes|no|on|off|y|n|[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|nan|inf)\s*$",
+                          re.IGNORECASE)
+
+
+def _check_write_value(v: Any, what: str) -> Any:
+    """A write value must carry its YAML type: ``"false"`` (a string) would reach a Boolean node as
+    TRUE under any loose conversion, so a quoted boolean or number is refused here."""
+    items = v if isinstance(v, list) else [v]
+    for x in items:
+        if x is None or isinstance(x, dict | list):
+            raise ValueError(f"{what} must be true/false, a number, text or a list of those (found {x!r})")
+        if isinstance(x, str) and _LOOKS_TYPED.match(x):
+            bare = x.strip().lower()
+            words = {"true": "true", "yes": "true", "on": "true", "y": "true",
+                     "false": "false", "no": "false", "off": "false", "n": "false"}
+            kind = "a boolean" if bare in words else "a number"
+            raise ValueError(f"{x!r} is quoted text, not {kind}: a Boolean or numeric node must never get a "
+                             f"string; write {what}: {words.get(bare, x.strip())} without quotes "
+                             "(text is only for String nodes)")
+    return v
+
+
 class OpcUaWriteAction(_Action):
     type: Literal["opcua_write"]
     source: str = Field(description="an opcua source whose server receives the write")
-    node_id: str
-    value: Any = True
+    node_id: str = Field(min_length=3, description="e.g. 'ns=2;s=Line1.Reject' or 'nsu=urn:plc;i=1001'")
+    value: _SCALAR | list[_SCALAR] = Field(True, description="written while the condition holds (YAML type kept)")
+    mode: WriteMode = WriteMode.LEVEL
+    reset_value: _SCALAR | list[_SCALAR] | None = Field(
+        None, description="written when the condition stops holding (pulse: after pulse_ms); "
+                          "default for a boolean value: its opposite")
+    pulse_ms: int = Field(500, ge=10, le=3_600_000, description="pulse mode: how long value is held")
+
+    @field_validator("value", "reset_value", mode="before")
+    @classmethod
+    def _typed(cls, v: Any, info) -> Any:
+        return v if v is None and info.field_name == "reset_value" else _check_write_value(v, info.field_name)
+
+    @model_validator(mode="after")
+    def _pulse_resets(self) -> OpcUaWriteAction:
+        if self.mode is WriteMode.PULSE and self.reset is None:
+            raise ValueError(f"mode pulse with a non-boolean value ({self.value!r}) needs reset_value, "
+                             "the value written when the pulse ends")
+        return self
+
+    @property
+    def reset(self) -> Any:
+        if self.reset_value is not None:
+            return self.reset_value
+        return (not self.value) if isinstance(self.value, bool) else None
 
 
 class AlarmAction(_Action):
@@ -127,6 +179,13 @@ class SaveSampleAction(_Action):
     dir: str | None = Field(None, description="default: <data_dir>/samples")
     max_per_hour: int = Field(600, ge=1)
 
+
+# type key -> settings class: one table; each action is validated against its own class, so that an
+# option typo gets the did-you-mean of its own action type
+ACTION_TYPES: dict[str, type[_Action]] = {
+    "mqtt_publish": MqttPublishAction, "opcua_write": OpcUaWriteAction, "alarm": AlarmAction,
+    "save_sample": SaveSampleAction,
+}
 
 Action = Annotated[Union[MqttPublishAction, OpcUaWriteAction, AlarmAction, SaveSampleAction],  # noqa: UP007
                    Field(discriminator="type")]
@@ -247,7 +306,7 @@ def _pydantic_errors(exc: ValidationError, model: Any, prefix: tuple, where: str
         else:
             msg = err["msg"].removeprefix("Value error, ")
             found = err.get("input")
-            shown = "" if isinstance(found, dict | list) or found is None else f" (found {found!r})"
+            shown = "" if isinstance(found, dict | list) or found is None or repr(found) in msg else f" (found {found!r})"
             out.append(f"{where}: {_fmt_loc(loc)}: {msg}{shown}")
     return out
 
@@ -309,12 +368,18 @@ def parse_config(data: Any, where: str = "<config>", base_dir: str = ".") -> Age
             v = one((key,), typ, data[key])
             if v is not None:
                 parts[key] = v
+    def typed(key: str, typ: Any, r: Any) -> Any:
+        if key == "actions" and isinstance(r, dict) and isinstance(r.get("type"), str) and r["type"] in ACTION_TYPES:
+            return ACTION_TYPES[r["type"]]
+        return typ
+
     for key, typ in (("models", ModelConfig), ("actions", Action)):
         raw = data.get(key) or {}
         if not isinstance(raw, dict):
             errors.append(f"{where}: {key}: expected a mapping of name -> settings")
             raw = {}
-        parts[key] = {n: v for n, v in ((n, one((key, n), typ, r)) for n, r in raw.items()) if v is not None}
+        parts[key] = {n: v for n, v in ((n, one((key, n), typed(key, typ, r), r)) for n, r in raw.items())
+                      if v is not None}
         parts[f"_{key}_names"] = set(raw)
     raw_p = data.get("pipelines") or []
     if not isinstance(raw_p, list):

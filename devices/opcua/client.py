@@ -20,7 +20,13 @@ Errors (all ``OpcUaError``, itself a ``devices.base.DeviceError``)::
     OpcUaError
     ├── OpcUaNotConnected   write/browse while not CONNECTED
     ├── OpcUaWriteRefused   the server answered a write with a Bad status
-    └── OpcUaNodeError      a malformed or unknown node id
+    ├── OpcUaNodeError      a malformed or unknown node id
+    └── OpcUaTypeMismatch   a value that does not fit the node's DataType (never coerced: the string
+                            ``"false"`` is not written as TRUE to a Boolean node)
+
+``retryable`` is False on errors that a retry cannot fix (unknown node, type mismatch, refused write).
+NodeIds may name their namespace by URI (``nsu=urn:plc;s=Line.Reject``): resolved to the server's
+index after each connect.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import asyncio
 import datetime as dt
 import logging
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -56,13 +63,18 @@ __all__ = [
     "OpcUaNodeError",
     "OpcUaNotConnected",
     "OpcUaSource",
+    "OpcUaTypeMismatch",
     "OpcUaWriteRefused",
     "browse_server",
+    "check_server",
+    "convert_value",
 ]
 
 
 class OpcUaError(DeviceError):
     """Root of the OPC UA adapter's errors."""
+
+    retryable = True
 
 
 class OpcUaNotConnected(OpcUaError):
@@ -70,23 +82,86 @@ class OpcUaNotConnected(OpcUaError):
 
 
 class OpcUaWriteRefused(OpcUaError):
-    pass
+    retryable = False
 
 
 class OpcUaNodeError(OpcUaError):
-    pass
+    retryable = False
 
 
-_VARIANT_CONVERT = {
-    ua.VariantType.Boolean: bool,
-    ua.VariantType.String: str,
-    ua.VariantType.Float: float,
-    ua.VariantType.Double: float,
-    **{
-        getattr(ua.VariantType, n): int
-        for n in ("SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64")
-    },
+class OpcUaTypeMismatch(OpcUaError):
+    retryable = False
+
+
+_INT_RANGE = {
+    "SByte": (-(2**7), 2**7 - 1), "Byte": (0, 2**8 - 1), "Int16": (-(2**15), 2**15 - 1), "UInt16": (0, 2**16 - 1),
+    "Int32": (-(2**31), 2**31 - 1), "UInt32": (0, 2**32 - 1), "Int64": (-(2**63), 2**63 - 1), "UInt64": (0, 2**64 - 1),
 }
+
+
+def convert_value(vtype: ua.VariantType, value: Any, node_id: str = "?") -> Any:
+    """``value`` as the node's DataType wants it, or ``OpcUaTypeMismatch`` naming node, type and fix.
+
+    Strict on purpose: ``bool("false")`` is True, so a string is never turned into a Boolean or a
+    number; a Boolean takes true/false (or 0/1), an integer type takes whole numbers in its range
+    (true/false as 1/0), Float/Double take numbers, String takes text. Arrays: each element alike.
+    """
+    if isinstance(value, np.ndarray | list | tuple):
+        return [convert_value(vtype, v, node_id) for v in np.asarray(value, dtype=object).tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    t = vtype.name
+
+    def bad(fix: str) -> OpcUaTypeMismatch:
+        return OpcUaTypeMismatch(f"node {node_id} is {t}; cannot write {value!r} ({type(value).__name__}): {fix}")
+
+    if t == "Boolean":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int | float) and value in (0, 1):
+            return bool(value)
+        raise bad("write true or false without quotes")
+    if t in _INT_RANGE:
+        if isinstance(value, str):
+            raise bad("write a number without quotes")
+        if isinstance(value, bool):
+            value = int(value)
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise bad("write a whole number")
+            value = int(value)
+        if not isinstance(value, int):
+            raise bad("write a whole number")
+        lo, hi = _INT_RANGE[t]
+        if not lo <= value <= hi:
+            raise bad(f"out of range {lo}..{hi}")
+        return value
+    if t in ("Float", "Double"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad("write a number without quotes")
+        return float(value)
+    if t in ("String", "LocalizedText"):
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+        raise bad("write text")
+    return value
+
+
+_NSU = re.compile(r"^nsu=([^;]+);(.+)$")
+
+
+async def _resolve_node_id(client: Client, node_id: str) -> str:
+    """``nsu=<uri>;<rest>`` → ``ns=<index>;<rest>`` using the server's namespace array."""
+    m = _NSU.match(node_id.strip())
+    if m is None:
+        return node_id
+    uri, rest = m.group(1), m.group(2)
+    try:
+        idx = await client.get_namespace_index(uri)
+    except ValueError:
+        raise OpcUaNodeError(f"node {node_id!r}: the server has no namespace {uri!r}; "
+                             "check the URI (browse the server's NamespaceArray)") from None
+    return f"ns={idx};{rest}"
 
 
 def _quality(status: ua.StatusCode | None) -> Quality:
@@ -223,6 +298,9 @@ class OpcUaSource:
         self._tags: dict[ua.NodeId, str] = {}
         self._last_ts: dict[str, float] = {}
         self._types: dict[str, ua.VariantType] = {}
+        self._resolved: dict[str, str] = {}  # configured node id (nsu=...) -> ns=<index>;...
+        self._write_targets: list[tuple[str, Any]] = []
+        self.target_errors: dict[str, str] = {}  # node_id -> why writes to it will fail
         self._task: asyncio.Task | None = None
         self._first_attempt = asyncio.Event()
         self._lost = asyncio.Event()
@@ -306,24 +384,64 @@ class OpcUaSource:
         self._tags.clear()
         self._types.clear()
         groups: dict[tuple[float, int], list[Node]] = {}
+        self._resolved.clear()
         for ns in self.settings.nodes:
             try:
-                node = client.get_node(ns.node_id)
-                tag = ns.tag or (await node.read_browse_name()).Name
+                async with asyncio.timeout(self.settings.connect_timeout_s):
+                    node = client.get_node(await _resolve_node_id(client, ns.node_id))
+                    tag = ns.tag or (await node.read_browse_name()).Name
+            except TimeoutError:
+                self._node_error(ns.node_id, f"no answer within {self.settings.connect_timeout_s}s for this node")
+                continue
+            except OpcUaNodeError as e:
+                self._node_error(ns.node_id, str(e))
+                continue
             except Exception as e:
                 self._node_error(ns.node_id, e)
                 continue
             self._tags[node.nodeid] = tag
             groups.setdefault((ns.sampling_interval_ms, ns.queue_size), []).append(node)
-        if not groups:
-            return
+        if groups:
+            await self._subscribe(client, groups)
+        if self._write_targets:
+            await self._check_targets(client)
+
+    async def _subscribe(self, client: Client, groups: dict[tuple[float, int], list[Node]]) -> None:
         sub = await client.create_subscription(self.settings.publishing_interval_ms, _Handler(self))
         for (sampling_ms, queue_size), nodes in groups.items():
-            results = await sub.subscribe_data_change(nodes, sampling_interval=sampling_ms, queuesize=queue_size)
+            try:
+                results = await sub.subscribe_data_change(nodes, sampling_interval=sampling_ms, queuesize=queue_size)
+            except ua.UaStatusCodeError:
+                # one node the server refuses must not take the others with it: subscribe one by one
+                results = []
+                for node in nodes:
+                    try:
+                        results.append(await sub.subscribe_data_change(node, sampling_interval=sampling_ms,
+                                                                       queuesize=queue_size))
+                    except ua.UaStatusCodeError as e:
+                        results.append(ua.StatusCode(e.code))
             for node, r in zip(nodes, results, strict=True):
                 if isinstance(r, ua.StatusCode):
                     self._tags.pop(node.nodeid, None)
                     self._node_error(node.nodeid.to_string(), r.name)
+
+    def expect_writes(self, targets: list[tuple[str, Any]]) -> None:
+        """Nodes (and values) this source will be asked to write: checked after every connect, so that a
+        missing, read-only or wrongly typed target is reported at start, not at the first defect."""
+        self._write_targets = list(targets)
+
+    async def _check_targets(self, client: Client) -> None:
+        self.target_errors.clear()
+        for node_id, value in self._write_targets:
+            try:
+                async with asyncio.timeout(self.settings.connect_timeout_s):
+                    why = await _check_target(client, node_id, value, self._types, self._resolved)
+            except TimeoutError:
+                why = f"node {node_id}: no answer within {self.settings.connect_timeout_s}s"
+            if why:
+                self.target_errors[node_id] = why
+                self.stats.error("write_target", why)
+                self._burst.log(f"target:{node_id}", "opcua source %s: writes will fail: %s", self.name, why)
 
     def _node_error(self, node_id: str, why: Any) -> None:
         why_s = why if isinstance(why, str) else f"{type(why).__name__}: {why}"
@@ -364,10 +482,12 @@ class OpcUaSource:
         return self._client
 
     async def write(self, node_id: str, value: Any) -> None:
-        """Write ``value`` converted to the node's own data type (read once, cached)."""
+        """Write ``value`` as the node's own data type (read once, cached); never coerced loosely."""
         client = self._require_client(f"write to {node_id}")
         try:
-            node = client.get_node(node_id)
+            node = await _node(client, node_id, self._resolved)
+        except OpcUaNodeError as e:
+            raise OpcUaNodeError(f"opcua source {self.name}: {e}") from None
         except Exception as e:
             raise OpcUaNodeError(f"opcua source {self.name}: malformed node id {node_id!r} ({e})") from None
         try:
@@ -375,11 +495,10 @@ class OpcUaSource:
             if vtype is None:
                 vtype = await node.read_data_type_as_variant_type()
                 self._types[node_id] = vtype
-            conv = _VARIANT_CONVERT.get(vtype, lambda v: v)
-            if isinstance(value, np.ndarray | list | tuple):
-                payload: Any = [conv(v) for v in np.asarray(value).tolist()]
-            else:
-                payload = conv(value.item() if isinstance(value, np.generic) else value)
+            try:
+                payload = convert_value(vtype, value, node_id)
+            except OpcUaTypeMismatch as e:
+                raise OpcUaTypeMismatch(f"opcua source {self.name}: {e}") from None
             await node.write_value(ua.DataValue(ua.Variant(payload, vtype)))
         except ua.UaStatusCodeError as e:
             name = ua.StatusCode(e.code).name if hasattr(e, "code") else str(e)
@@ -395,6 +514,74 @@ class OpcUaSource:
         """Variables under a folder/object (default Objects): node_id, browse_name, data_type, array."""
         client = self._require_client("browse")
         return await _browse(client, folder_node_id, max_depth)
+
+
+async def _node(client: Client, node_id: str, cache: dict[str, str]) -> Node:
+    resolved = cache.get(node_id)
+    if resolved is None:
+        resolved = cache[node_id] = await _resolve_node_id(client, node_id)
+    return client.get_node(resolved)
+
+
+async def _check_target(client: Client, node_id: str, value: Any, types: dict, cache: dict[str, str]) -> str | None:
+    """Why writing ``value`` to ``node_id`` would fail (None: it would not): node exists, is a
+    Variable the session may write, and its DataType takes the value."""
+    try:
+        node = await _node(client, node_id, cache)
+        cls = await node.read_node_class()
+    except OpcUaNodeError as e:
+        return str(e)
+    except ua.UaStatusCodeError as e:
+        if "NodeIdUnknown" in ua.StatusCode(e.code).name:
+            return f"node {node_id} does not exist on the server; check the node_id (edge-agent browse)"
+        return f"node {node_id}: {ua.StatusCode(e.code).name}"
+    except Exception as e:
+        return f"node {node_id}: malformed or unreadable ({type(e).__name__}: {e}); check the node_id"
+    if cls != ua.NodeClass.Variable:
+        return f"node {node_id} is a {cls.name}, not a Variable; only variables can be written"
+    try:
+        levels = await node.get_user_access_level()
+    except Exception:
+        levels = await node.get_access_level()
+    if ua.AccessLevel.CurrentWrite not in levels:
+        return f"node {node_id} is read-only for this session (access level {sorted(a.name for a in levels)})"
+    vtype = await node.read_data_type_as_variant_type()
+    types[node_id] = vtype
+    try:
+        convert_value(vtype, value, node_id)
+    except OpcUaTypeMismatch as e:
+        return str(e)
+    return None
+
+
+async def check_server(settings: OpcUaSettings, targets: list[tuple[str, Any]]) -> tuple[list[str | None], list[str | None]]:
+    """One-off connect for ``edge-agent validate --online``: why each subscribed node (in settings order)
+    and each write target would fail, None where it is fine. Raises ``OpcUaError`` when unreachable."""
+    client = await _make_client(settings)
+    try:
+        await asyncio.wait_for(client.connect(), settings.connect_timeout_s)
+    except Exception as e:
+        raise OpcUaError(f"cannot check {settings.endpoint}: {_explain(e, settings)[1]}") from None
+    cache: dict[str, str] = {}
+    try:
+        nodes: list[str | None] = []
+        for ns in settings.nodes:
+            try:
+                node = await _node(client, ns.node_id, cache)
+                await node.read_browse_name()
+                nodes.append(None)
+            except OpcUaNodeError as e:
+                nodes.append(str(e))
+            except Exception as e:
+                name = ua.StatusCode(e.code).name if isinstance(e, ua.UaStatusCodeError) else repr(e)
+                nodes.append(f"node {ns.node_id} cannot be read ({name}); check the node_id (edge-agent browse)")
+        writes = [await _check_target(client, nid, v, {}, cache) for nid, v in targets]
+        return nodes, writes
+    finally:
+        try:
+            await client.disconnect()
+        except Exception:
+            pass
 
 
 async def _browse(client: Client, folder_node_id: str | None, max_depth: int) -> list[dict]:

@@ -84,6 +84,24 @@ def test_a_good_config_validates(env):
     (lambda d: d.pop("agent"), "line3.yaml: agent: required section is missing"),
     (lambda d: d.update(trusted_keys=[]), "line3.yaml: trusted_keys: at least one public key is needed"),
     (lambda d: d["pipelines"].append(dict(d["pipelines"][0])), "line3.yaml: pipelines[2].name: pipeline name 'inspect' is used twice"),
+    # each action's options are checked against its own schema (not the first action type's)
+    (lambda d: d["actions"].update(alarm={"type": "alarm", "raise_afer": 3}),
+     "line3.yaml: actions.alarm.raise_afer: unknown option 'raise_afer'; did you mean 'raise_after'?"),
+    (lambda d: d["actions"]["reject"].update(pulse_msec=200),
+     "line3.yaml: actions.reject.pulse_msec: unknown option 'pulse_msec'; did you mean 'pulse_ms'?"),
+    # a quoted boolean or number would reach a Boolean coil as TRUE under any loose conversion
+    (lambda d: d["actions"]["reject"].update(value="false"),
+     "line3.yaml: actions.reject.value: 'false' is quoted text, not a boolean: a Boolean or numeric node must never "
+     "get a string; write value: false without quotes"),
+    (lambda d: d["actions"]["reject"].update(value="yes"),
+     "line3.yaml: actions.reject.value: 'yes' is quoted text, not a boolean: a Boolean or numeric node must never "
+     "get a string; write value: true without quotes"),
+    (lambda d: d["actions"]["reject"].update(value=1, reset_value="0"),
+     "line3.yaml: actions.reject.reset_value: '0' is quoted text, not a number"),
+    (lambda d: d["actions"]["reject"].update(value=None), "line3.yaml: actions.reject.value: value must be"),
+    (lambda d: d["actions"]["reject"].update(mode="edge"), "line3.yaml: actions.reject.mode: Input should be"),
+    (lambda d: d["actions"]["reject"].update(mode="pulse", value=7),
+     "line3.yaml: actions.reject: mode pulse with a non-boolean value (7) needs reset_value"),
 ])
 def test_each_broken_config_gets_its_own_clear_error(env, mutate, expected):
     data = good(env)
