@@ -398,8 +398,38 @@ def parse_config(data: Any, where: str = "<config>", base_dir: str = ".") -> Age
         update={"sources": sources})
 
 
+def _manifests(cfg: AgentConfig) -> dict[str, Any]:
+    """Slot -> the manifest of its local package (unverified: read only for hints), None when unknown."""
+    out: dict[str, Any] = {}
+    for name, m in cfg.models.items():
+        out[name] = None
+        if m.package and cfg.path(m.package).is_file():
+            try:
+                from model_packager.package import read_manifest
+
+                out[name] = read_manifest(cfg.path(m.package))
+            except Exception:  # a bad package is reported when the slot loads it, with its own message
+                pass
+    return out
+
+
+def _labels_for(cfg: AgentConfig, action: str, manifests: dict[str, Any]) -> set[str] | None:
+    """Every class label the models behind ``action`` can give; None when one of them is not known."""
+    labels: set[str] = set()
+    for p in cfg.pipelines:
+        if p is None or action not in p.actions:
+            continue
+        man = manifests.get(p.model)
+        if man is None:
+            return None
+        for o in man.outputs:
+            labels.update(o.labels or ())
+    return labels or None
+
+
 def _cross_check(cfg: AgentConfig, where: str, named: dict[str, set]) -> list[str]:
     errors = []
+    manifests = _manifests(cfg)
     names = set()
     for i, p in enumerate(cfg.pipelines):
         if p is None:
@@ -442,7 +472,7 @@ def _cross_check(cfg: AgentConfig, where: str, named: dict[str, set]) -> list[st
             errors.append(f"{loc}: give both node_id and opcua_source to mirror the alarm on an OPC UA node")
         if a.when is not None:
             try:
-                compile_condition(a.when)
+                compile_condition(a.when, _labels_for(cfg, name, manifests))
             except ConditionError as exc:
                 errors.append(f"{loc}.when: {exc}")
     for name, m in cfg.models.items():

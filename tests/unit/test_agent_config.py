@@ -84,6 +84,15 @@ def test_a_good_config_validates(env):
     (lambda d: d.pop("agent"), "line3.yaml: agent: required section is missing"),
     (lambda d: d.update(trusted_keys=[]), "line3.yaml: trusted_keys: at least one public key is needed"),
     (lambda d: d["pipelines"].append(dict(d["pipelines"][0])), "line3.yaml: pipelines[2].name: pipeline name 'inspect' is used twice"),
+    # a condition that can never match is refused, with the right spelling
+    (lambda d: d["actions"]["reject"].update(when={"verdict": "ng"}),
+     "line3.yaml: actions.reject.when: verdict: unknown verdict 'ng'; did you mean 'NG'? (verdicts are OK, NG, UNSURE;"),
+    (lambda d: d["actions"]["reject"].update(when={"verdict": {"in": ["NG", "Unsure"]}}),
+     "line3.yaml: actions.reject.when: verdict: unknown verdict 'Unsure'; did you mean 'UNSURE'?"),
+    (lambda d: d["actions"]["reject"].update(when={"label": "Scratch"}),
+     "line3.yaml: actions.reject.when: label: unknown label 'Scratch'; did you mean 'scratch'? (the model's labels are"),
+    (lambda d: d["actions"]["reject"].update(when={"any": [{"label": {"in": ["scrach"]}}]}),
+     "line3.yaml: actions.reject.when: label: unknown label 'scrach'; did you mean 'scratch'?"),
     # each action's options are checked against its own schema (not the first action type's)
     (lambda d: d["actions"].update(alarm={"type": "alarm", "raise_afer": 3}),
      "line3.yaml: actions.alarm.raise_afer: unknown option 'raise_afer'; did you mean 'raise_after'?"),
