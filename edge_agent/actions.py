@@ -134,8 +134,8 @@ class ActionRunner:
         try:
             for attempt in range(1, action.retry.max_attempts + 1):
                 try:
-                    await self._do(name, action, result, item, value)
-                    st["ok"] += 1
+                    outcome = await self._do(name, action, result, item, value)
+                    st["queued" if outcome == "queued" else "ok"] += 1  # queued: held until the broker is back
                     return
                 except Exception as exc:
                     st["attempt_failures"] += 1
@@ -153,12 +153,13 @@ class ActionRunner:
             if lock is not None:
                 lock.release()
 
-    async def _do(self, name: str, action, result: Result, item, value: Any = None) -> None:
+    async def _do(self, name: str, action, result: Result, item, value: Any = None) -> str | None:
         if isinstance(action, MqttPublishAction):
             src = self.sources[action.source]
             topic = action.topic or topics.build_topic(self.cfg.agent.site, self.cfg.agent.line, self.cfg.agent.id,
                                                        topics.Kind.RESULTS, result.pipeline)
-            await src.publish(topic, json.dumps(result.to_json_dict()).encode(), qos=action.qos, retain=action.retain)
+            return await src.publish(topic, json.dumps(result.to_json_dict()).encode(), qos=action.qos,
+                                     retain=action.retain)
         elif isinstance(action, OpcUaWriteAction):
             await self.sources[action.source].write(action.node_id, action.value if value is None else value)
         elif isinstance(action, SaveSampleAction):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from devices import SOURCE_TYPES, load_object
+from devices.base import Notices
 from edge_agent.actions import ActionRunner, write_targets
 from edge_agent.config import AgentConfig
 from edge_agent.metrics import Metrics
@@ -62,6 +63,8 @@ class Agent:
         self.pipelines = [Pipeline(p, self.slots[p.model], self.executor, self._make_on_result(p.actions),
                                    self.metrics.observe_latency) for p in cfg.pipelines]
         self._source_tasks: list[asyncio.Task] = []
+        self.source_notices = {name: Notices(log) for name in self.sources}  # unread, nothing decoded
+        self.source_items: collections.Counter = collections.Counter()  # items handed out per source
         self.http = None
         self.outbox = None
         self.uplink = None
@@ -152,9 +155,19 @@ class Agent:
         for name, src in self.sources.items():
             await src.start()
             readers = [p for p in self.pipelines if p.s.source == name]
-            if readers and hasattr(src, "items"):
-                self._source_tasks.append(asyncio.create_task(self._fan_out(name, src, readers),
-                                                              name=f"source-{name}"))
+            if not hasattr(src, "items") or not (readers or _produces(src.settings)):
+                continue  # e.g. an mqtt source only published through
+            if not readers:
+                # Drained all the same: a source left unread would fill its queue, and a Sparkplug host
+                # would decode no birth and ask for no rebirth while `received` climbs
+                self.source_notices[name].note(
+                    "unread", "source %s: no pipeline reads it, so its data is dropped after decoding (counted as "
+                    "'unread'); add a pipeline with source: %s, or remove its %s", name, name,
+                    "subscriptions" if src.settings.type == "mqtt" else "nodes" if src.settings.type == "opcua"
+                    else "definition", n=0)
+            self._source_tasks.append(asyncio.create_task(self._fan_out(name, src, readers),
+                                                          name=f"source-{name}"))
+        self._source_tasks.append(asyncio.create_task(self._watch_sources(), name="watch-sources"))
         for p in self.pipelines:
             p.start()
         if self.cfg.cloud is not None:
@@ -177,14 +190,35 @@ class Agent:
                  f"; status on http://{self.cfg.http.host}:{self.http.port}/" if self.http else "")
 
     async def _fan_out(self, name: str, src, readers: list[Pipeline]) -> None:
+        unread = self.source_notices[name]
         try:
             async for item in src.items():
+                self.source_items[name] += 1
+                if not readers:
+                    unread.counts["unread"] = unread.counts.get("unread", 0) + 1
                 for p in readers:
                     await p.offer(item)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("source %s: reader task failed", name)
+
+    async def _watch_sources(self, period_s: float = 2.0, min_messages: int = 20) -> None:
+        """Messages that arrive but yield nothing (a JSON mapping or tag_map that matches no field,
+        a codec that does not fit) are a silent drop: say so once, and keep the count current."""
+        while True:
+            await asyncio.sleep(period_s)
+            for name, src in self.sources.items():
+                received = src.stats.received
+                if getattr(src.settings, "type", None) != "mqtt" or self.source_items[name] or received < min_messages:
+                    continue
+                n = self.source_notices[name]
+                if "nothing_decoded" not in n.counts:
+                    reasons = dict(src.stats.errors_by_reason)
+                    n.note("nothing_decoded", "source %s: %d messages received but no reading decoded from them "
+                           "(errors: %s); check each subscription's codec and json_mapping, or the Sparkplug "
+                           "tag_map", name, received, reasons or "none", n=0)
+                n.counts["nothing_decoded"] = received
 
     async def stop(self) -> None:
         # Stop taking new items, finish what is queued and in flight, flush the actions (which
@@ -247,7 +281,9 @@ class Agent:
             srcs[name] = {"type": s.settings.type, "state": s.state.value if hasattr(s.state, "value") else str(
                 s.state), "received": st.received, "dropped": st.dropped, "errors": st.errors,
                 "reconnects": st.reconnects, "errors_by_reason": dict(st.errors_by_reason),
-                "last_error": st.last_error}
+                "last_error": st.last_error,
+                "silent_drops": {**(s.notices.status() if hasattr(s, "notices") else {}),
+                                 **self.source_notices[name].status()}}
             self.metrics.source(name, s)
         import resource
 
@@ -268,6 +304,11 @@ class Agent:
             "uplink": self.uplink.status() if self.uplink is not None else None,
             "fleet": self.manager.status() if self.manager is not None else None,
         }
+
+
+def _produces(settings) -> bool:
+    """Whether a source yields items by itself (cameras always; others when they subscribe to something)."""
+    return settings.type == "camera" or bool(getattr(settings, "subscriptions", None) or getattr(settings, "nodes", None))
 
 
 def overlay_png(image, heatmap) -> bytes:

@@ -70,11 +70,20 @@ class QueueSettings(_Model):
 
 class WindowSettings(_Model):
     waveform: str = Field(description="tag whose samples form the window (an array tag or a scalar stream)")
-    scalars: list[str] = Field(default_factory=list, description="tags whose latest value rides with each window")
+    scalars: list[str] | dict[str, str] = Field(
+        default_factory=list, description="tags whose latest value rides with each window: a list of tags named "
+                                          "like the model's scalar inputs, or a mapping {model input: tag}")
     by: Literal["count", "time"] = "count"
     size_samples: int | None = Field(None, ge=2, description="default: the model's window_samples")
     hop_samples: int | None = Field(None, ge=1, description="count mode: new samples between windows (default: size)")
     hop_s: float | None = Field(None, gt=0, description="time mode: seconds between windows")
+
+    @property
+    def scalar_inputs(self) -> dict[str, str]:
+        """Tag -> the model's scalar input it feeds."""
+        if isinstance(self.scalars, dict):
+            return {tag: name for name, tag in self.scalars.items()}
+        return {t: t for t in self.scalars}
 
 
 class PipelineSettings(_Model):
@@ -427,6 +436,87 @@ def _labels_for(cfg: AgentConfig, action: str, manifests: dict[str, Any]) -> set
     return labels or None
 
 
+def _guess_tag(node_id: str) -> str | None:
+    """The browse name an OPC UA node most likely has: the last part of a string identifier
+    (``ns=2;s=Line1.Press.Temp`` -> ``Temp``); None for numeric, GUID and opaque identifiers."""
+    m = re.search(r";s=(.+)$", node_id) or (re.match(r"^s=(.+)$", node_id))
+    if not m:
+        return None
+    last = re.split(r"[./\]]", m.group(1).replace('"', ""))[-1]
+    return last or None
+
+
+def source_tags(src: Any) -> tuple[set[str], bool] | None:
+    """Tags a source will produce, known before start, and whether some are guesses (OPC UA browse
+    names read from string NodeIds). None when they cannot be known offline (wildcard topics, every
+    JSON field, Sparkplug metric names)."""
+    typ = getattr(src, "type", None)
+    if typ == "opcua":
+        tags, guessed = set(), False
+        for n in src.nodes:
+            t = n.tag or _guess_tag(n.node_id)
+            if t is None:
+                return None
+            guessed |= n.tag is None
+            tags.add(t)
+        return tags, guessed
+    if typ == "mqtt":
+        tags = set()
+        for sub in src.subscriptions:
+            if sub.codec != "json" or not sub.json_mapping.values:
+                return None
+            if sub.json_mapping.tag_prefix_topic:
+                if "+" in sub.topic or "#" in sub.topic:
+                    return None
+                tags.update(f"{sub.topic}/{t}" for t in sub.json_mapping.values.values())
+            else:
+                tags.update(sub.json_mapping.values.values())
+        return tags, False
+    return None
+
+
+def _check_window_tags(cfg: AgentConfig, loc: str, p: PipelineSettings, manifest: Any) -> list[str]:
+    """The model's scalar inputs are carried by the window, and the window's tags are produced by the source."""
+    errors = []
+    w = p.window
+    inputs = w.scalar_inputs  # tag -> model input
+    pre = getattr(manifest, "preprocessing", None)
+    if pre is not None and getattr(pre, "kind", None) == "signal":
+        carried = set(inputs.values())
+        for s in pre.scalars:
+            if s in carried:
+                continue
+            close = {c.lower(): c for c in carried}.get(s.lower()) or next(
+                iter(difflib.get_close_matches(s, list(carried), n=1, cutoff=0.6)), None)
+            fix = (f"map the tag to it: scalars: {{{s}: {close}}}" if close else
+                   f"add it: scalars: {{{s}: <the source's tag for it>}}")
+            errors.append(f"{loc}.window.scalars: model {manifest.name} needs scalar input {s!r}, which the window "
+                          f"does not carry (it carries {sorted(carried)}); every window would be refused; {fix}")
+        for name in sorted(set(inputs.values()) - set(pre.scalars)):
+            errors.append(f"{loc}.window.scalars: {name!r} is not a scalar input of model {manifest.name} "
+                          f"(its scalars: {list(pre.scalars)}); remove it")
+        if w.size_samples is not None and w.size_samples != pre.window_samples:
+            errors.append(f"{loc}.window.size_samples: {w.size_samples}, but model {manifest.name} takes windows of "
+                          f"{pre.window_samples} samples; every window would be refused; remove size_samples")
+    known = source_tags(cfg.sources.get(p.source))
+    if known is None:
+        return errors
+    tags, guessed = known
+    how = (" (OPC UA: a node's tag is its `tag:` or, by default, its browse name, here guessed from the NodeId; "
+           "set `tag:` on the node to name it)") if guessed else ""
+    wanted = [("window.waveform", w.waveform)] + [
+        (f"window.scalars.{name}" if isinstance(w.scalars, dict) else f"window.scalars[{i}]", tag)
+        for i, (tag, name) in enumerate(inputs.items())]
+    for field, tag in wanted:
+        if tag in tags:
+            continue
+        close = {t.lower(): t for t in tags}.get(tag.lower()) or next(
+            iter(difflib.get_close_matches(tag, list(tags), n=1, cutoff=0.6)), None)
+        hint = f"did you mean {close!r}?" if close else f"it gives {sorted(tags)}"
+        errors.append(f"{loc}.{field}: source {p.source!r} produces no tag {tag!r}; {hint}{how}")
+    return errors
+
+
 def _cross_check(cfg: AgentConfig, where: str, named: dict[str, set]) -> list[str]:
     errors = []
     manifests = _manifests(cfg)
@@ -453,6 +543,8 @@ def _cross_check(cfg: AgentConfig, where: str, named: dict[str, set]) -> list[st
                 errors.append(f"{loc}.window: a signal pipeline needs a window (waveform tag, size, hop)")
         if p.window is not None and p.window.by == "time" and p.window.hop_s is None:
             errors.append(f"{loc}.window.hop_s: required when by is 'time'")
+        if p.window is not None and stype is not None and stype != "camera":
+            errors += _check_window_tags(cfg, loc, p, manifests.get(p.model))
         for j, a in enumerate(p.actions):
             if a not in named["actions"]:
                 errors.append(f"{loc}.actions[{j}]: unknown action {a!r}{_did_you_mean(a, named['actions'])}")

@@ -13,9 +13,12 @@ paho's own reconnect (``reconnect_delay_set``) takes over after a drop.
 
 Bad input is counted in ``stats.errors_by_reason`` and skipped: ``malformed_json``,
 ``wrong_type``, ``missing_field``, ``non_finite``, ``bad_timestamp``, ``garbage_protobuf``,
-``bad_topic``, ``unknown_alias``, ``data_before_birth``, ``seq_gap``, ``out_of_order``
+``bad_topic``, ``unknown_alias``, ``seq_gap``, ``out_of_order``
 (a reading older than its tag's last one; dropped unless ``out_of_order: keep``),
 ``broker_unreachable``, ``tls_failed``, ``connect_refused``, ``publish_failed``.
+Routine or silent events go to ``notices`` instead (one WARNING on the first, then counted, shown
+on ``/status``): ``data_before_birth`` (normal after the host starts; a rebirth is asked) and a
+Sparkplug ``tag_map`` key that matches no metric because it starts with the group.
 Limits: one broker per source; QoS 2 is not offered.
 """
 
@@ -40,6 +43,7 @@ from devices.base import (
     ConnectionState,
     DeviceError,
     DeviceStats,
+    Notices,
     Quality,
     Reading,
 )
@@ -122,6 +126,9 @@ class MqttSource:
         self._last_ts: dict[str, float] = {}
         self._keep_out_of_order = settings.out_of_order == "keep"
         self.sparkplug = SparkplugHost(name, settings.sparkplug, self._publish_raw, self._error)
+        self.notices = Notices(log)  # silent drops and routine events: said once, counted always
+        self.sparkplug.on_notice = self.notices.note
+        self.published: dict[str, int] = {"sent": 0, "queued": 0}
         self.connected = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -224,6 +231,8 @@ class MqttSource:
             return
         if self._ever_connected:
             self.stats.reconnects += 1
+        log.info("mqtt source %r: %s broker %s:%d", self.name, "reconnected to" if self._ever_connected else
+                 "connected to", self.settings.host, self.settings.port)
         self._ever_connected = True
         subs = [(s.topic, s.qos) for s in self.settings.subscriptions]
         if subs:
@@ -354,12 +363,13 @@ class MqttSource:
         if c is not None:
             c.publish(topic, payload, qos=0)
 
-    async def publish(self, topic: str, payload: bytes | str | dict[str, Any], qos: int = 0, retain: bool = False) -> None:
-        """Publish results and events (a dict becomes compact JSON).
+    async def publish(self, topic: str, payload: bytes | str | dict[str, Any], qos: int = 0, retain: bool = False) -> str:
+        """Publish results and events (a dict becomes compact JSON); returns ``"sent"`` or ``"queued"``.
 
-        QoS 1 messages are queued by paho while the broker is away (up to ``publish_max_queued``);
-        when that queue is full this waits up to ``publish_timeout_s`` for room, then raises
-        ``MqttError``. QoS 0 while disconnected is counted as ``publish_failed`` and dropped.
+        QoS 1 messages are queued by paho while the broker is away (up to ``publish_max_queued``) and
+        sent on reconnect: that returns ``"queued"``, not ``"sent"``. When the queue is full this waits
+        up to ``publish_timeout_s`` for room, then raises ``MqttError``. QoS 0 while disconnected is
+        counted as ``publish_failed`` and raises ``MqttError`` (the message is not sent).
         """
         c = self._client
         if c is None:
@@ -377,6 +387,15 @@ class MqttSource:
                     raise MqttError(f"mqtt source {self.name!r}: outgoing queue full; broker slow or away")
                 await asyncio.sleep(0.005)
                 continue
-            if info.rc == paho.MQTT_ERR_NO_CONN and qos == 0:
-                self._error("publish_failed", f"topic {topic!r}: not connected, QoS 0 message dropped")
-            return
+            if info.rc == paho.MQTT_ERR_NO_CONN:
+                if qos == 0:
+                    self._error("publish_failed", f"topic {topic!r}: not connected, QoS 0 message dropped")
+                    raise MqttError(f"mqtt source {self.name!r}: broker {self.settings.host}:{self.settings.port} "
+                                    "is not connected; QoS 0 message not sent")
+                self.published["queued"] += 1
+                return "queued"
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                self._error("publish_failed", f"topic {topic!r}: {paho.error_string(info.rc)}")
+                raise MqttError(f"mqtt source {self.name!r}: publish failed ({paho.error_string(info.rc)})")
+            self.published["sent"] += 1
+            return "sent"

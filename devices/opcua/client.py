@@ -58,6 +58,36 @@ from devices.opcua.settings import NonFinitePolicy, OpcUaSettings, SecurityMode
 
 log = logging.getLogger("devices.opcua")
 
+
+class _ConnectionLossFilter(logging.Filter):
+    """A PLC restart is routine: asyncua's own ERROR lines with tracebacks about the lost connection
+    ("Publish iteration crashed", ...) become one WARNING line without traceback; this adapter reports
+    the loss itself and reconnects. Other asyncua errors pass unchanged."""
+
+    _LOSS = (OSError, ConnectionError, TimeoutError, asyncio.TimeoutError, asyncio.IncompleteReadError, ua.UaError)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None and "error status from server" not in str(record.msg):
+            return True
+        if exc is not None and not isinstance(exc, self._LOSS):
+            return True
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        if exc is not None:
+            record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc}); the source reconnects"
+            record.args = None
+            record.exc_info = record.exc_text = None
+        return True
+
+
+for _name in ("asyncua.client.ua_session.UaSession", "asyncua.client.ua_client.UASocketProtocol",
+              "asyncua.client.ua_client.UaClient", "asyncua.client.client", "asyncua.common.subscription"):
+    _logger = logging.getLogger(_name)
+    if not any(isinstance(f, _ConnectionLossFilter) for f in _logger.filters):
+        _logger.addFilter(_ConnectionLossFilter())
+
 __all__ = [
     "OpcUaError",
     "OpcUaNodeError",

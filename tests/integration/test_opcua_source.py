@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import numpy as np
@@ -126,7 +127,8 @@ async def test_unknown_node_is_named_and_the_others_stay_subscribed(machine: Mac
         await src.stop()
 
 
-async def test_server_restart_reconnects_and_readings_resume() -> None:
+async def test_server_restart_reconnects_and_readings_resume(caplog) -> None:
+    caplog.set_level(logging.INFO)
     port = free_port()
     srv = MachineServer(port, period_ms=50, window_samples=N)
     await srv.start()
@@ -151,6 +153,9 @@ async def test_server_restart_reconnects_and_readings_resume() -> None:
     finally:
         await src.stop()
         await srv.stop()
+    # a routine PLC restart: WARNING and reconnect, never an ERROR line or a traceback
+    noisy = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert noisy == [], [(r.name, r.levelname, r.getMessage()) for r in noisy]
 
 
 async def test_unreachable_endpoint_backs_off_and_counts_errors_without_raising() -> None:
