@@ -32,6 +32,8 @@ from edge_agent.types import Latency, Result, Window
 log = logging.getLogger(__name__)
 
 
+TAG_MISSING_AFTER_S = 15.0  # readings flow this long without the waveform tag: say so (slow waveforms exist)
+
 _FIXES = {
     "bad_input": "the input does not fit the model: check the pipeline's window (waveform, scalars, size) "
                  "against the model's inputs with `edge-agent validate`",
@@ -110,8 +112,8 @@ class Windower:
             self.tags_seen[r.tag] = self.tags_seen.get(r.tag, 0) + 1
         if self.readings == 1:
             self.first_t = time.monotonic()
-        if self.s.waveform not in self.tags_seen and (
-                self.readings >= 200 or (self.readings >= 10 and time.monotonic() - self.first_t > 10)):
+        if self.s.waveform not in self.tags_seen and self.readings >= 10 and \
+                time.monotonic() - self.first_t > TAG_MISSING_AFTER_S:
             if "tag_missing" in self.notices.counts:
                 self.notices.counts["tag_missing"] += 1
                 return

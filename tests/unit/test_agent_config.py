@@ -21,7 +21,30 @@ def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cfg")
     key, pub = make_keypair(tmp / "keys")
     return {"pub": str(pub), "vision": str(make_package(tmp, kind="vision", key=key)),
-            "signal": str(make_package(tmp, kind="signal", key=key))}
+            "signal": str(make_package(tmp, kind="signal", key=key)),
+            "signal_temp": str(signal_package_with_scalars(tmp, key, ["temperature"]))}
+
+
+def signal_package_with_scalars(tmp, key, scalars: list[str]):
+    """A signal model that also takes scalar inputs (named as the manifest says)."""
+    import numpy as np
+
+    from tests.support.models import SIGNAL_FEATURES, build_package_for_tests, make_signal_onnx, signal_spec
+
+    n = SIGNAL_FEATURES + len(scalars)
+    model = make_signal_onnx(Path(tmp) / "build" / "signal-scalars" / "model.onnx", n_features=n)
+    spec = signal_spec("machine-health-t")
+    spec["inputs"][0]["shape"] = ["batch", n]
+    spec["preprocessing"]["scalars"] = list(scalars)
+    inputs = {"features": np.random.default_rng(0).normal(0, 1, (4, n)).astype(np.float32)}
+    return build_package_for_tests(model, spec, Path(tmp) / "packages-scalars", key, inputs, False)
+
+
+def with_scalar_model(env, d: dict, scalars, nodes=("Vibration", "Temperature")) -> dict:
+    d["models"]["health"]["package"] = env["signal_temp"]
+    d["sources"]["plc"]["nodes"] = [{"node_id": f"ns=2;s=M.{n}"} for n in nodes]
+    d["pipelines"][1]["window"]["scalars"] = scalars
+    return d
 
 
 def good(env) -> dict:
@@ -194,3 +217,31 @@ def test_validating_imports_no_engine_or_protocol_library(env, tmp_path):
             "print(heavy)")
     r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_a_scalar_the_model_needs_under_another_name_is_refused_with_the_mapping_to_write(env):
+    errs = errors_of(with_scalar_model(env, good(env), ["Temperature"]))
+    assert ("line3.yaml: pipelines[1].window.scalars: model machine-health-t needs scalar input 'temperature', "
+            "which the window does not carry (it carries ['Temperature']); every window would be refused; "
+            "map the tag to it: scalars: {temperature: Temperature}") in errs, errs
+    cfg = parse_config(with_scalar_model(env, good(env), {"temperature": "Temperature"}))
+    assert cfg.pipelines[1].window.scalar_inputs == {"Temperature": "temperature"}
+
+
+def test_a_tag_the_source_does_not_produce_is_refused_with_path_and_fix(env):
+    errs = errors_of(with_scalar_model(env, good(env), {"temperature": "Temp"}))
+    assert any(e.startswith("line3.yaml: pipelines[1].window.scalars.temperature: source 'plc' produces no tag "
+                            "'Temp'; it gives ['Temperature', 'Vibration'] (OPC UA: a node's tag is its `tag:`")
+               for e in errs), errs
+    d = good(env)
+    d["pipelines"][1]["window"]["waveform"] = "vibration"
+    errs = errors_of(d)
+    assert any(e.startswith("line3.yaml: pipelines[1].window.waveform: source 'plc' produces no tag 'vibration'; "
+                            "did you mean 'Vibration'?") for e in errs), errs
+    d = good(env)  # an explicit tag is what counts
+    d["sources"]["plc"]["nodes"] = [{"node_id": "ns=2;i=1001", "tag": "vibration"}]
+    d["pipelines"][1]["window"]["waveform"] = "vibration"
+    parse_config(d)
+    d["sources"]["plc"]["nodes"].append({"node_id": "ns=2;i=1002"})  # a browse name not known offline: not refused
+    d["pipelines"][1]["window"]["waveform"] = "anything"
+    parse_config(d)
