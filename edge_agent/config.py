@@ -492,9 +492,6 @@ def _check_window_tags(cfg: AgentConfig, loc: str, p: PipelineSettings, manifest
                    f"add it: scalars: {{{s}: <the source's tag for it>}}")
             errors.append(f"{loc}.window.scalars: model {manifest.name} needs scalar input {s!r}, which the window "
                           f"does not carry (it carries {sorted(carried)}); every window would be refused; {fix}")
-        for name in sorted(set(inputs.values()) - set(pre.scalars)):
-            errors.append(f"{loc}.window.scalars: {name!r} is not a scalar input of model {manifest.name} "
-                          f"(its scalars: {list(pre.scalars)}); remove it")
         if w.size_samples is not None and w.size_samples != pre.window_samples:
             errors.append(f"{loc}.window.size_samples: {w.size_samples}, but model {manifest.name} takes windows of "
                           f"{pre.window_samples} samples; every window would be refused; remove size_samples")
