@@ -326,3 +326,15 @@ async def test_qos0_publish_while_the_broker_is_down_fails_instead_of_counting_o
     finally:
         await src.stop()
     assert src.published == {"sent": 1, "queued": 1}
+
+
+def test_sample_config_is_valid_and_documents_every_option():
+    from pathlib import Path
+
+    import yaml
+
+    sample = Path(__file__).resolve().parents[2] / "devices" / "mqtt" / "sample.yaml"
+    MqttSettings.model_validate(yaml.safe_load(sample.read_text()))
+    text = sample.read_text()
+    for name in MqttSettings.model_fields:
+        assert name in text, f"sample.yaml does not mention {name}"
