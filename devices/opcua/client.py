@@ -370,7 +370,7 @@ class OpcUaSource:
         while not self._stopping:
             try:
                 self.state = ConnectionState.CONNECTING
-                await asyncio.wait_for(self._connect(), self.settings.connect_timeout_s * 2)
+                await self._connect()  # each step bounded on its own: a slow node does not fail the session
                 self.state = ConnectionState.CONNECTED
                 self._backoff.reset()
                 self._first_attempt.set()
@@ -410,18 +410,25 @@ class OpcUaSource:
         self._lost.clear()
         client = await _make_client(self.settings)
         self._client = client
-        await client.connect()
+        async with asyncio.timeout(self.settings.connect_timeout_s * 2):
+            await client.connect()
         self._tags.clear()
         self._types.clear()
         groups: dict[tuple[float, int], list[Node]] = {}
         self._resolved.clear()
+        silent = 0  # consecutive nodes without an answer: past a few, the session is gone, not the nodes
         for ns in self.settings.nodes:
             try:
                 async with asyncio.timeout(self.settings.connect_timeout_s):
                     node = client.get_node(await _resolve_node_id(client, ns.node_id))
                     tag = ns.tag or (await node.read_browse_name()).Name
+                silent = 0
             except TimeoutError:
-                self._node_error(ns.node_id, f"no answer within {self.settings.connect_timeout_s}s for this node")
+                silent += 1
+                if silent >= 3:
+                    raise
+                self._node_error(ns.node_id, f"the server gave no answer for this node within "
+                                 f"{self.settings.connect_timeout_s}s; the other nodes are subscribed")
                 continue
             except OpcUaNodeError as e:
                 self._node_error(ns.node_id, str(e))
@@ -432,7 +439,8 @@ class OpcUaSource:
             self._tags[node.nodeid] = tag
             groups.setdefault((ns.sampling_interval_ms, ns.queue_size), []).append(node)
         if groups:
-            await self._subscribe(client, groups)
+            async with asyncio.timeout(self.settings.connect_timeout_s * 2 + len(self._tags) * 0.1):
+                await self._subscribe(client, groups)
         if self._write_targets:
             await self._check_targets(client)
 
