@@ -141,6 +141,12 @@ def _status(args) -> int:
         print(f"  {p['pipeline']:<12} {p['kind']:<6} {p['rate_per_s']:>6.2f}/s results {p['results']:<7} NG {p['ng']:<6} "
               f"dropped {p['dropped']:<5} errors {sum(p['errors'].values()):<4} latency ms p50 {_ms(lat['p50'])} "
               f"p95 {_ms(lat['p95'])} p99 {_ms(lat['p99'])}")
+    silent = [(f"source {n}", k, d) for n, s in st["sources"].items() for k, d in (s.get("silent_drops") or {}).items()]
+    silent += [(f"pipeline {p['pipeline']}", k, d) for p in st["pipelines"] for k, d in (p.get("silent_drops") or {}).items()]
+    if silent:
+        print("\nsilent drops:")
+        for where, k, d in silent:
+            print(f"  {where:<20} {k:<22} {d['count']:<8} {d['message']}")
     print("\nmodels:")
     for m in st["models"]:
         print(f"  {m['slot']:<12} {m['package']}-{m['version']} on {m['engine']} ({m['state']})")
