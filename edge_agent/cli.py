@@ -5,6 +5,8 @@
                                     write target exists, is writable and its DataType takes the value
     edge-agent run CONFIG           run until SIGTERM/SIGINT (graceful stop); --log-json for JSON logs
     edge-agent status [--url URL]   the running agent's sources, pipelines, models, drops, alarms
+    edge-agent browse ENDPOINT [NODE]   an OPC UA server's variables: NodeId, path, type, array size,
+                                    access (r/w) and the default tag (browse name); --security options
 """
 
 from __future__ import annotations
@@ -156,6 +158,45 @@ def _status(args) -> int:
     return 0
 
 
+def _browse(args) -> int:
+    import asyncio
+
+    from pydantic import ValidationError
+
+    from devices.opcua.settings import OpcUaSettings
+
+    try:
+        settings = OpcUaSettings(endpoint=args.endpoint, security_mode=args.security_mode,
+                                 certificate_file=args.certificate, private_key_file=args.private_key,
+                                 server_certificate_file=args.server_certificate, username=args.username,
+                                 password=args.password, connect_timeout_s=args.timeout_s)
+    except ValidationError as exc:
+        for e in exc.errors():
+            loc = ".".join(str(x) for x in e["loc"])
+            print(f"edge-agent browse: {loc + ': ' if loc else ''}{e['msg'].removeprefix('Value error, ')}",
+                  file=sys.stderr)
+        return 2
+    from devices.opcua.client import OpcUaError, browse_server
+
+    try:
+        rows = asyncio.run(browse_server(settings, args.node, args.depth))
+    except OpcUaError as exc:
+        print(f"edge-agent browse: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no variables under {args.node or 'Objects'} (depth {args.depth}); try --depth or another NODE")
+        return 0
+    w = max(len(r["node_id"]) for r in rows)
+    print(f"{'node_id':<{w}}  {'type':<10} {'array':<6} {'access':<6} path (the last part is the default tag)")
+    for r in rows:
+        arr = (str(r["array_size"]) if r["array_size"] else "yes") if r["array"] else ""
+        print(f"{r['node_id']:<{w}}  {r['data_type']:<10} {arr:<6} {r['access']:<6} {r['path']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="edge-agent", description="the gateway inference runtime")
     sub = ap.add_subparsers(dest="verb", required=True)
@@ -169,8 +210,20 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("status", help="ask a running agent")
     s.add_argument("--url", default="http://127.0.0.1:8090")
     s.add_argument("--json", action="store_true")
+    b = sub.add_parser("browse", help="list an OPC UA server's variables (NodeIds, types, access, tags)")
+    b.add_argument("endpoint", help="opc.tcp://host:port/path")
+    b.add_argument("node", nargs="?", default=None, help="start folder or object (default: Objects)")
+    b.add_argument("--depth", type=int, default=4, help="folders deep (default 4)")
+    b.add_argument("--security-mode", default="None", choices=["None", "Sign", "SignAndEncrypt"])
+    b.add_argument("--certificate", help="client certificate (Basic256Sha256)")
+    b.add_argument("--private-key")
+    b.add_argument("--server-certificate")
+    b.add_argument("--username")
+    b.add_argument("--password")
+    b.add_argument("--timeout-s", type=float, default=5.0)
+    b.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    return {"validate": _validate, "run": _run, "status": _status}[args.verb](args)
+    return {"validate": _validate, "run": _run, "status": _status, "browse": _browse}[args.verb](args)
 
 
 if __name__ == "__main__":

@@ -623,27 +623,46 @@ async def check_server(settings: OpcUaSettings, targets: list[tuple[str, Any]]) 
 
 
 async def _browse(client: Client, folder_node_id: str | None, max_depth: int) -> list[dict]:
-    root = client.nodes.objects if folder_node_id is None else client.get_node(folder_node_id)
+    """Variables under a folder: node_id, path (browse names from the start folder), browse_name (the
+    default tag), data_type, array, array_size (None: scalar or unknown), access ('r', 'w', 'rw')."""
+    root = client.nodes.objects if folder_node_id is None else await _node(client, folder_node_id, {})
     out: list[dict] = []
 
-    async def walk(node: Node, depth: int) -> None:
+    async def walk(node: Node, depth: int, path: str) -> None:
         for child in await node.get_children(refs=ua.ObjectIds.HierarchicalReferences):
             if child.nodeid.NamespaceIndex == 0:  # skip the standard Server object and types
                 continue
             cls = await child.read_node_class()
+            name = (await child.read_browse_name()).Name
+            here = f"{path}/{name}" if path else name
             if cls == ua.NodeClass.Variable:
-                vtype = await child.read_data_type_as_variant_type()
+                try:
+                    vtype = (await child.read_data_type_as_variant_type()).name
+                except Exception:  # a structure or a type the client cannot map: still listed
+                    vtype = "?"
                 rank = await child.read_value_rank()
-                out.append({
-                    "node_id": child.nodeid.to_string(),
-                    "browse_name": (await child.read_browse_name()).Name,
-                    "data_type": vtype.name,
-                    "array": rank >= 0,
-                })
+                size = None
+                if rank >= 0:
+                    try:
+                        dims = await child.read_array_dimensions()
+                        size = dims[0] if dims and dims[0] else None
+                        if size is None:
+                            v = await child.read_value()
+                            size = len(v) if isinstance(v, list | tuple) else None
+                    except Exception:
+                        size = None
+                try:
+                    levels = await child.get_user_access_level()
+                except Exception:
+                    levels = set()
+                access = ("r" if ua.AccessLevel.CurrentRead in levels else "") + (
+                    "w" if ua.AccessLevel.CurrentWrite in levels else "")
+                out.append({"node_id": child.nodeid.to_string(), "path": here, "browse_name": name,
+                            "data_type": vtype, "array": rank >= 0, "array_size": size, "access": access or "-"})
             elif cls == ua.NodeClass.Object and depth < max_depth:
-                await walk(child, depth + 1)
+                await walk(child, depth + 1, here)
 
-    await walk(root, 1)
+    await walk(root, 1, "")
     return out
 
 
