@@ -65,6 +65,7 @@ class Agent:
         self._source_tasks: list[asyncio.Task] = []
         self.source_notices = {name: Notices(log) for name in self.sources}  # unread, nothing decoded
         self.source_items: collections.Counter = collections.Counter()  # items handed out per source
+        self.tags: dict[str, dict[str, Any]] = {name: {} for name in self.sources}  # source -> tag -> last Reading
         self.http = None
         self.outbox = None
         self.uplink = None
@@ -191,9 +192,13 @@ class Agent:
 
     async def _fan_out(self, name: str, src, readers: list[Pipeline]) -> None:
         unread = self.source_notices[name]
+        last = self.tags[name]
         try:
             async for item in src.items():
                 self.source_items[name] += 1
+                tag = getattr(item, "tag", None)
+                if tag is not None and (tag in last or len(last) < 5000):
+                    last[tag] = item
                 if not readers:
                     unread.counts["unread"] = unread.counts.get("unread", 0) + 1
                 for p in readers:
@@ -304,6 +309,23 @@ class Agent:
             "uplink": self.uplink.status() if self.uplink is not None else None,
             "fleet": self.manager.status() if self.manager is not None else None,
         }
+
+
+def tag_rows(readings, now: float | None = None) -> list[dict]:
+    """Last reading of each tag as a row: tag, value (arrays summarised), type, quality, age_s."""
+    import numpy as np
+
+    now = time.time() if now is None else now
+    rows = []
+    for r in sorted(readings, key=lambda r: r.tag):
+        v = r.value
+        if isinstance(v, np.ndarray):
+            shown, typ = f"[{v.size} values, last {float(v.ravel()[-1]):.4g}]" if v.size else "[]", f"array<{v.dtype}>"
+        else:
+            shown, typ = v if isinstance(v, bool | int | float | str) or v is None else repr(v), type(v).__name__
+        rows.append({"tag": r.tag, "value": shown, "type": typ, "quality": r.quality.value,
+                     "age_s": round(now - r.received_at, 1)})
+    return rows
 
 
 def _produces(settings) -> bool:

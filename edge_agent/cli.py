@@ -5,6 +5,8 @@
                                     write target exists, is writable and its DataType takes the value
     edge-agent run CONFIG           run until SIGTERM/SIGINT (graceful stop); --log-json for JSON logs
     edge-agent status [--url URL]   the running agent's sources, pipelines, models, drops, alarms
+    edge-agent tags CONFIG          every tag each source produces now: last value, type, quality, age;
+                                    and whether each tag a pipeline needs is among them
     edge-agent browse ENDPOINT [NODE]   an OPC UA server's variables: NodeId, path, type, array size,
                                     access (r/w) and the default tag (browse name); --security options
 """
@@ -158,6 +160,73 @@ def _status(args) -> int:
     return 0
 
 
+async def _collect_tags(cfg, seconds: float):
+    import asyncio
+
+    from devices import SOURCE_TYPES, load_object
+
+    srcs = {n: load_object(SOURCE_TYPES[st.type][1])(n, st) for n, st in cfg.sources.items()}
+    last: dict[str, dict] = {n: {} for n in srcs}
+    frames: dict[str, object] = {}
+
+    async def pump(name, src) -> None:
+        async for item in src.items():
+            if hasattr(item, "tag"):
+                last[name][item.tag] = item
+            else:
+                frames[name] = item
+
+    for src in srcs.values():
+        await src.start()
+    tasks = [asyncio.create_task(pump(n, s)) for n, s in srcs.items()]
+    await asyncio.sleep(seconds)
+    for t in tasks:
+        t.cancel()
+    for src in srcs.values():
+        await src.stop()
+    return srcs, last, frames
+
+
+def _tags(args) -> int:
+    import asyncio
+
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    from edge_agent.agent import tag_rows
+
+    srcs, last, frames = asyncio.run(_collect_tags(cfg, args.seconds))
+    out = {n: tag_rows(list(t.values())) for n, t in last.items()}
+    missing = []
+    for p in cfg.pipelines:
+        if p.window is None:
+            continue
+        for field, tag in [("waveform", p.window.waveform)] + [("scalars", t) for t in p.window.scalar_inputs]:
+            if tag not in last.get(p.source, {}):
+                missing.append(f"pipeline {p.name}: window.{field} tag {tag!r} not seen from source {p.source} "
+                               f"in {args.seconds:g}s")
+    if args.json:
+        print(json.dumps({"tags": out, "missing": missing}, indent=2, default=str))
+        return 1 if missing else 0
+    for name, src in srcs.items():
+        st = src.stats
+        print(f"{name} ({src.settings.type}): received {st.received}, errors {st.errors}"
+              + (f", last error: {st.last_error}" if st.last_error else ""))
+        if name in frames:
+            f = frames[name]
+            print(f"  frames {getattr(f, 'image', None).shape if hasattr(f, 'image') else '?'} (seq {f.seq})")
+        rows = out[name]
+        if rows:
+            w = max(len(r["tag"]) for r in rows)
+            for r in rows:
+                print(f"  {r['tag']:<{w}}  {str(r['value'])[:40]:<40} {r['type']:<16} {r['quality']:<9} {r['age_s']}s")
+        elif name not in frames:
+            print(f"  no tags in {args.seconds:g}s")
+    for m in missing:
+        print(m, file=sys.stderr)
+    return 1 if missing else 0
+
+
 def _browse(args) -> int:
     import asyncio
 
@@ -210,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("status", help="ask a running agent")
     s.add_argument("--url", default="http://127.0.0.1:8090")
     s.add_argument("--json", action="store_true")
+    t = sub.add_parser("tags", help="connect the sources for a while and list every tag they produce")
+    t.add_argument("config")
+    t.add_argument("--seconds", type=float, default=5.0)
+    t.add_argument("--json", action="store_true")
     b = sub.add_parser("browse", help="list an OPC UA server's variables (NodeIds, types, access, tags)")
     b.add_argument("endpoint", help="opc.tcp://host:port/path")
     b.add_argument("node", nargs="?", default=None, help="start folder or object (default: Objects)")
@@ -223,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--timeout-s", type=float, default=5.0)
     b.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    return {"validate": _validate, "run": _run, "status": _status, "browse": _browse}[args.verb](args)
+    return {"validate": _validate, "run": _run, "status": _status, "browse": _browse, "tags": _tags}[args.verb](args)
 
 
 if __name__ == "__main__":

@@ -87,6 +87,10 @@ async def test_each_silent_drop_warns_once_with_its_fix_and_is_counted(tmp_path,
         await wait_for(lambda: drops("source", "broker").get("nothing_decoded", {}).get("count", 0) >= 20,
                        what="nothing_decoded counted")
         health, temps, broker = drops("pipeline", "health"), drops("pipeline", "temps"), drops("source", "broker")
+        from edge_agent.agent import tag_rows
+
+        rows = {r["tag"]: r for r in tag_rows(list(agent.tags["machine"].values()))}  # what /api/tags serves
+        assert rows["Temperature"]["type"] == "float" and rows["Vibration"]["type"] == "array<float64>"
     finally:
         pub.loop_stop()
         await agent.stop()
@@ -99,3 +103,39 @@ async def test_each_silent_drop_warns_once_with_its_fix_and_is_counted(tmp_path,
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     for text in ("none of tag 'vibration'", "item dropped (bad_input)", "no pipeline reads it", "no reading decoded"):
         assert sum(text in w for w in warnings) == 1, (text, [w for w in warnings if text in w])
+
+
+async def test_tags_cli_lists_what_each_source_gives_and_what_pipelines_miss(tmp_path, packages):
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    machine = MachineServer(free_port(), period_ms=100)
+    await machine.start()
+    cfg = {
+        "agent": {"id": "gw1", "data_dir": str(tmp_path / "data")},
+        "trusted_keys": [str(packages["pub"])],
+        "sources": {"machine": {"type": "opcua", "endpoint": machine.endpoint,
+                                "nodes": [{"node_id": machine.node_id("Vibration")},
+                                          {"node_id": machine.node_id("Speed"), "tag": "speed"},
+                                          {"node_id": "ns=2;i=4242", "tag": "load"}]}},
+        "models": {"health": {"package": str(packages["signal"]), "engine": "onnxruntime"}},
+        "pipelines": [{"name": "health", "source": "machine", "model": "health",
+                       "window": {"waveform": "Vibration", "scalars": ["load"]}}],
+    }
+    p = tmp_path / "tags.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edge_agent.cli", "tags", str(p), "--seconds", "2",
+            cwd=Path(__file__).resolve().parents[2], stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        await machine.stop()
+    text = out.decode()
+    assert proc.returncode == 1, (text, err)
+    speed = next(ln for ln in text.splitlines() if ln.strip().startswith("speed "))
+    assert "float" in speed and "good" in speed
+    assert any(ln.strip().startswith("Vibration ") and "array<float64>" in ln for ln in text.splitlines()), text
+    assert "pipeline health: window.scalars tag 'load' not seen from source machine in 2s" in err.decode()
