@@ -80,7 +80,10 @@ async def _online_errors(cfg, where) -> list[str]:
     for name, s in cfg.sources.items():
         if s.type != "opcua":
             continue
-        mine = targets.get(name, [])
+        mine = list(targets.get(name, []))
+        if s.heartbeat is not None:
+            mine.append((f"sources.{name}.heartbeat.kind", s.heartbeat.node_id,
+                         True if s.heartbeat.kind == "toggle" else 1))
         try:
             nodes, writes = await check_server(s, [(nid, v) for _, nid, v in mine])
         except OpcUaError as exc:

@@ -331,6 +331,7 @@ class OpcUaSource:
         self._resolved: dict[str, str] = {}  # configured node id (nsu=...) -> ns=<index>;...
         self._write_targets: list[tuple[str, Any]] = []
         self.target_errors: dict[str, str] = {}  # node_id -> why writes to it will fail
+        self.heartbeats = 0
         self._task: asyncio.Task | None = None
         self._first_attempt = asyncio.Event()
         self._lost = asyncio.Event()
@@ -378,7 +379,12 @@ class OpcUaSource:
                     self.stats.reconnects += 1
                 self._connected_once = True
                 log.info("opcua source %s: connected to %s", self.name, self.settings.endpoint)
-                await self._watch()
+                beat = asyncio.create_task(self._heartbeat()) if self.settings.heartbeat else None
+                try:
+                    await self._watch()
+                finally:
+                    if beat is not None:
+                        beat.cancel()
                 raise ConnectionError("connection lost")
             except asyncio.CancelledError:
                 break
@@ -441,7 +447,7 @@ class OpcUaSource:
         if groups:
             async with asyncio.timeout(self.settings.connect_timeout_s * 2 + len(self._tags) * 0.1):
                 await self._subscribe(client, groups)
-        if self._write_targets:
+        if self._write_targets or self.settings.heartbeat:
             await self._check_targets(client)
 
     async def _subscribe(self, client: Client, groups: dict[tuple[float, int], list[Node]]) -> None:
@@ -463,6 +469,22 @@ class OpcUaSource:
                     self._tags.pop(node.nodeid, None)
                     self._node_error(node.nodeid.to_string(), r.name)
 
+    async def _heartbeat(self) -> None:
+        """The watchdog output: toggled (or counted up) every period while the session is up."""
+        hb = self.settings.heartbeat
+        assert hb is not None
+        n = 0
+        while True:
+            value: Any = (n % 2 == 0) if hb.kind == "toggle" else n % 32768
+            try:
+                await self.write(hb.node_id, value)
+                self.heartbeats += 1
+            except OpcUaError as e:
+                self.stats.error("heartbeat", str(e))
+                self._burst.log("heartbeat", "opcua source %s: heartbeat not written: %s", self.name, e)
+            n += 1
+            await asyncio.sleep(hb.period_ms / 1000.0)
+
     def expect_writes(self, targets: list[tuple[str, Any]]) -> None:
         """Nodes (and values) this source will be asked to write: checked after every connect, so that a
         missing, read-only or wrongly typed target is reported at start, not at the first defect."""
@@ -470,7 +492,9 @@ class OpcUaSource:
 
     async def _check_targets(self, client: Client) -> None:
         self.target_errors.clear()
-        for node_id, value in self._write_targets:
+        hb = self.settings.heartbeat
+        beat = [(hb.node_id, True if hb.kind == "toggle" else 1)] if hb else []
+        for node_id, value in self._write_targets + beat:
             try:
                 async with asyncio.timeout(self.settings.connect_timeout_s):
                     why = await _check_target(client, node_id, value, self._types, self._resolved)

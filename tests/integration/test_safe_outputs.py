@@ -188,3 +188,19 @@ async def test_a_type_mismatch_is_not_retried(machine):
     cfg_action = {"mode": "level", "value": "hot", "retry": {"max_attempts": 5, "backoff_s": 0.01}}
     writes, stats = await _drive(machine, cfg_action, "N")
     assert writes == [] and stats["failed"] == 1 and stats["attempt_failures"] == 1 and not stats.get("retried")
+
+
+async def test_heartbeat_toggles_a_watchdog_node_while_connected(machine):
+    src = OpcUaSource("m", _settings(machine.endpoint, heartbeat={"node_id": machine.node_id("Alarm"),
+                                                                  "period_ms": 100}))
+    await src.start()
+    try:
+        await _connected(src)
+        for _ in range(60):
+            if len(_writes(machine, "Alarm")) >= 4:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await src.stop()
+    assert _writes(machine, "Alarm")[:4] == [True, False, True, False]
+    assert src.target_errors == {}
