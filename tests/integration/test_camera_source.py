@@ -112,6 +112,23 @@ async def test_unreachable_stream_backs_off_without_crashing():
     assert src.state is ConnectionState.STOPPED
 
 
+async def test_a_stream_url_that_404s_says_so():
+    port = free_port()
+    server = CameraServer(port, fps=5, seed=1).start()
+    src = CameraSource("cam", CameraSettings(url=f"http://127.0.0.1:{port}/stream.mjpeg", open_timeout_s=2,
+                                             reconnect_initial_s=0.2, reconnect_max_s=0.5))
+    try:
+        await src.start()
+        for _ in range(100):
+            if src.stats.errors_by_reason.get("open_failed", 0) >= 1:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await src.stop()
+        server.stop()
+    assert "the camera answers HTTP 404 Not Found; check the path of the stream URL" in src.stats.last_error
+
+
 def test_settings_are_validated_with_clear_messages():
     with pytest.raises(ValidationError, match="give both 'width' and 'height'"):
         CameraSettings(url="usb:0", width=100)
