@@ -7,7 +7,7 @@ stops the pipeline. Alarms are stateful per (action, pipeline): raised after ``r
 consecutive matching results, cleared after ``clear_after`` consecutive non-matching ones; each
 transition is published (``.../alarms/<action>``) and mirrored on an OPC UA node when configured.
 
-``opcua_write`` follows its ``mode`` (see docs/actions.md for the timing diagram), per (action,
+``opcua_write`` and ``sparkplug_command`` (an NCMD/DCMD to a Sparkplug edge node) follow their ``mode`` (see docs/actions.md for the timing diagram), per (action,
 pipeline): ``level`` writes on every result (``value`` while the condition holds, ``reset_value``
 while it does not, when there is one), ``on_change`` writes the same level only when it changes,
 ``pulse`` writes ``value`` on a rising edge and ``reset_value`` ``pulse_ms`` later (a new edge while
@@ -34,7 +34,9 @@ from edge_agent.config import (
     AlarmAction,
     MqttPublishAction,
     OpcUaWriteAction,
+    OutputAction,
     SaveSampleAction,
+    SparkplugCommandAction,
     WriteMode,
 )
 from edge_agent.types import Result, Window
@@ -78,7 +80,7 @@ class ActionRunner:
             if isinstance(action, AlarmAction):
                 self._alarm(name, action, result)  # stateful: evaluated for every result
                 continue
-            if isinstance(action, OpcUaWriteAction):
+            if isinstance(action, OutputAction):
                 self._output(name, action, result)  # stateful too: edges and resets
                 continue
             if not self.preds[name](result):
@@ -90,7 +92,7 @@ class ActionRunner:
         self._pending.add(t)
         t.add_done_callback(self._pending.discard)
 
-    def _output(self, name: str, action: OpcUaWriteAction, result: Result) -> None:
+    def _output(self, name: str, action: OutputAction, result: Result) -> None:
         key = (name, result.pipeline)
         now = self.preds[name](result)
         before = self._level.get(key)
@@ -112,7 +114,7 @@ class ActionRunner:
             self._pulse_until[key] = deadline
             self._spawn(self._pulse(name, action, result, key))
 
-    async def _pulse(self, name: str, action: OpcUaWriteAction, result: Result, key) -> None:
+    async def _pulse(self, name: str, action: OutputAction, result: Result, key) -> None:
         try:
             await self._run(name, action, result, None, value=action.value)
             while (left := self._pulse_until[key] - time.monotonic()) > 0:
@@ -128,7 +130,7 @@ class ActionRunner:
 
     async def _run(self, name: str, action, result: Result, item, value: Any = None) -> None:
         st = self.stats[name]
-        lock = self._write_locks[(name, result.pipeline)] if isinstance(action, OpcUaWriteAction) else None
+        lock = self._write_locks[(name, result.pipeline)] if isinstance(action, OutputAction) else None
         if lock is not None:
             await lock.acquire()
         try:
@@ -162,6 +164,10 @@ class ActionRunner:
                                      retain=action.retain)
         elif isinstance(action, OpcUaWriteAction):
             await self.sources[action.source].write(action.node_id, action.value if value is None else value)
+        elif isinstance(action, SparkplugCommandAction):
+            await self.sources[action.source].command(action.group, action.edge_node, action.device, action.metric,
+                                                      action.value if value is None else value,
+                                                      action.datatype.value if action.datatype else None)
         elif isinstance(action, SaveSampleAction):
             await asyncio.to_thread(self._save, name, action, result, item)
 

@@ -144,10 +144,9 @@ def _check_write_value(v: Any, what: str) -> Any:
     return v
 
 
-class OpcUaWriteAction(_Action):
-    type: Literal["opcua_write"]
-    source: str = Field(description="an opcua source whose server receives the write")
-    node_id: str = Field(min_length=3, description="e.g. 'ns=2;s=Line1.Reject' or 'nsu=urn:plc;i=1001'")
+class OutputAction(_Action):
+    """An output a PLC reads: a value while the condition holds, with level / on_change / pulse semantics."""
+
     value: _SCALAR | list[_SCALAR] = Field(True, description="written while the condition holds (YAML type kept)")
     mode: WriteMode = WriteMode.LEVEL
     reset_value: _SCALAR | list[_SCALAR] | None = Field(
@@ -161,7 +160,7 @@ class OpcUaWriteAction(_Action):
         return v if v is None and info.field_name == "reset_value" else _check_write_value(v, info.field_name)
 
     @model_validator(mode="after")
-    def _pulse_resets(self) -> OpcUaWriteAction:
+    def _pulse_resets(self) -> OutputAction:
         if self.mode is WriteMode.PULSE and self.reset is None:
             raise ValueError(f"mode pulse with a non-boolean value ({self.value!r}) needs reset_value, "
                              "the value written when the pulse ends")
@@ -172,6 +171,43 @@ class OpcUaWriteAction(_Action):
         if self.reset_value is not None:
             return self.reset_value
         return (not self.value) if isinstance(self.value, bool) else None
+
+
+class OpcUaWriteAction(OutputAction):
+    type: Literal["opcua_write"]
+    source: str = Field(description="an opcua source whose server receives the write")
+    node_id: str = Field(min_length=3, description="e.g. 'ns=2;s=Line1.Reject' or 'nsu=urn:plc;i=1001'")
+
+
+class SparkplugDatatype(enum.StrEnum):
+    BOOLEAN = "Boolean"
+    INT8 = "Int8"
+    INT16 = "Int16"
+    INT32 = "Int32"
+    INT64 = "Int64"
+    UINT8 = "UInt8"
+    UINT16 = "UInt16"
+    UINT32 = "UInt32"
+    UINT64 = "UInt64"
+    FLOAT = "Float"
+    DOUBLE = "Double"
+    STRING = "String"
+
+
+class SparkplugCommandAction(OutputAction):
+    """Write-back to a Sparkplug B edge node: an NCMD (node metric) or DCMD (device metric)."""
+
+    type: Literal["sparkplug_command"]
+    source: str = Field(description="an mqtt source acting as the Sparkplug host")
+    group: str = Field(pattern=r"^[^/+#]+$")
+    edge_node: str = Field(pattern=r"^[^/+#]+$")
+    device: str | None = Field(None, pattern=r"^[^/+#]+$", description="absent: an NCMD to the node itself")
+    metric: str = Field(min_length=1, description="the metric name as the node's birth lists it")
+    datatype: SparkplugDatatype | None = Field(None, description="default: the metric's type in the node's birth")
+
+    @property
+    def target(self) -> str:
+        return "/".join(x for x in (self.group, self.edge_node, self.device, self.metric) if x)
 
 
 class AlarmAction(_Action):
@@ -193,10 +229,11 @@ class SaveSampleAction(_Action):
 # option typo gets the did-you-mean of its own action type
 ACTION_TYPES: dict[str, type[_Action]] = {
     "mqtt_publish": MqttPublishAction, "opcua_write": OpcUaWriteAction, "alarm": AlarmAction,
-    "save_sample": SaveSampleAction,
+    "save_sample": SaveSampleAction, "sparkplug_command": SparkplugCommandAction,
 }
 
-Action = Annotated[Union[MqttPublishAction, OpcUaWriteAction, AlarmAction, SaveSampleAction],  # noqa: UP007
+Action = Annotated[Union[MqttPublishAction, OpcUaWriteAction, AlarmAction, SaveSampleAction,  # noqa: UP007
+                         SparkplugCommandAction],
                    Field(discriminator="type")]
 
 
@@ -548,7 +585,8 @@ def _cross_check(cfg: AgentConfig, where: str, named: dict[str, set]) -> list[st
     for name, a in cfg.actions.items():
         loc = f"{where}: actions.{name}"
         wanted = {"mqtt_publish": [("source", "mqtt")], "opcua_write": [("source", "opcua")],
-                  "alarm": [("publish_to", "mqtt"), ("opcua_source", "opcua")], "save_sample": []}[a.type]
+                  "alarm": [("publish_to", "mqtt"), ("opcua_source", "opcua")], "save_sample": [],
+                  "sparkplug_command": [("source", "mqtt")]}[a.type]
         for field, typ in wanted:
             ref = getattr(a, field)
             if ref is None:

@@ -103,7 +103,8 @@ class _AgentCollector:
                                       labels=["action", "type", "target", "outcome"])
         for name, counts in list(agent.actions.stats.items()):
             a = agent.cfg.actions[name]
-            target = getattr(a, "node_id", None) or getattr(a, "topic", None) or getattr(a, "source", None) or ""
+            target = (getattr(a, "node_id", None) or getattr(a, "target", None) or getattr(a, "topic", None)
+                      or getattr(a, "source", None) or "")
             for outcome, n in list(counts.items()):
                 actions.add_metric([name, a.type, str(target), outcome], n)
         alarms = GaugeMetricFamily("edge_alarm_active", "1 while the alarm is raised", labels=["alarm", "pipeline"])

@@ -50,14 +50,58 @@ from devices.base import (
 from devices.mqtt.settings import CodecKind, MqttSettings, Protocol, Subscription
 from devices.mqtt.sparkplug_host import SparkplugHost
 from protocols import json_codec
+from protocols import sparkplug as sp
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MqttError", "MqttSource"]
+__all__ = ["MqttError", "MqttSource", "SparkplugTypeMismatch"]
 
 
 class MqttError(DeviceError):
     """An MQTT operation that failed (publish refused, not started)."""
+
+    retryable = True
+
+
+class SparkplugTypeMismatch(MqttError):
+    retryable = False
+
+
+_SP_INT = {"INT8": (-(2**7), 2**7 - 1), "INT16": (-(2**15), 2**15 - 1), "INT32": (-(2**31), 2**31 - 1),
+           "INT64": (-(2**63), 2**63 - 1), "UINT8": (0, 2**8 - 1), "UINT16": (0, 2**16 - 1),
+           "UINT32": (0, 2**32 - 1), "UINT64": (0, 2**64 - 1)}
+
+
+def _sparkplug_value(dt: sp.DataType, value: Any, where: str) -> Any:
+    """Strict conversion to a Sparkplug datatype: a string never becomes a boolean or a number."""
+    def bad(fix: str) -> SparkplugTypeMismatch:
+        return SparkplugTypeMismatch(f"metric {where} is {dt.name.title()}; cannot send {value!r} "
+                                     f"({type(value).__name__}): {fix}")
+
+    if dt is sp.DataType.BOOLEAN:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int | float) and value in (0, 1):
+            return bool(value)
+        raise bad("write true or false without quotes")
+    if dt.name in _SP_INT:
+        if isinstance(value, str) or (isinstance(value, float) and not value.is_integer()):
+            raise bad("write a whole number without quotes")
+        if not isinstance(value, int | float):
+            raise bad("write a whole number")
+        lo, hi = _SP_INT[dt.name]
+        if not lo <= int(value) <= hi:
+            raise bad(f"out of range {lo}..{hi}")
+        return int(value)
+    if dt in (sp.DataType.FLOAT, sp.DataType.DOUBLE):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad("write a number without quotes")
+        return float(value)
+    if dt in (sp.DataType.STRING, sp.DataType.TEXT):
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise bad("write text")
+        return str(value)
+    raise bad("only Boolean, integer, Float, Double and String metrics can be written")
 
 
 class _BatchChannel(Channel):
@@ -356,6 +400,22 @@ class MqttSource:
             for topic, payload, received_at in batch:
                 for r in self.decode(topic, payload, received_at):
                     yield r
+
+    # ---- Sparkplug write-back ------------------------------------------------------------------
+    async def command(self, group: str, edge_node: str, device: str | None, metric: str, value: Any,
+                      datatype: str | None = None) -> str:
+        """Send an NCMD (``device`` None) or DCMD setting ``metric`` to ``value``, typed as the node's birth
+        declared it (or ``datatype``); a value that does not fit the type raises ``SparkplugTypeMismatch``
+        (not retryable): ``"false"`` is never sent as TRUE."""
+        dt = sp.DataType[datatype.upper()] if datatype else None
+        if dt is None:
+            known = self.sparkplug.datatype(group, edge_node, device, metric)
+            dt = sp.DataType(known) if known is not None else sp.infer_datatype(value)
+        where = f"{group}/{edge_node}/{device + '/' if device else ''}{metric}"
+        payload = sp.Payload(int(time.time() * 1000), None,
+                             [sp.Metric(metric, None, dt, _sparkplug_value(dt, value, where))])
+        kind = sp.MessageType.DCMD if device else sp.MessageType.NCMD
+        return await self.publish(sp.topic(group, kind, edge_node, device), sp.encode(payload), qos=0)
 
     # ---- publishing ------------------------------------------------------------------------
     def _publish_raw(self, topic: str, payload: bytes) -> None:

@@ -38,6 +38,7 @@ class _Node:
     alive: bool = False
     aliases: dict[int, tuple[str | None, str]] = field(default_factory=dict)  # alias -> (device, metric)
     last: dict[tuple[str | None, str], tuple[Any, float]] = field(default_factory=dict)  # (device, metric) -> value, ts
+    types: dict[tuple[str | None, str], int] = field(default_factory=dict)  # (device, metric) -> datatype from births
     last_rebirth: float = -math.inf
 
 
@@ -88,6 +89,8 @@ class SparkplugHost:
             self.births += 1
             self._check_tag_map(t, None, payload)
             for m in payload.metrics:
+                if m.name:
+                    node.types[(None, m.name)] = m.datatype
                 if m.alias is not None and m.name:
                     node.aliases[m.alias] = (None, m.name)
             return self._readings(t, node, None, payload, received_at, by_birth=True)
@@ -112,6 +115,8 @@ class SparkplugHost:
             self.births += 1
             self._check_tag_map(t, t.device, payload)
             for m in payload.metrics:
+                if m.name:
+                    node.types[(t.device, m.name)] = m.datatype
                 if m.alias is not None and m.name:
                     node.aliases[m.alias] = (t.device, m.name)
             return self._readings(t, node, t.device, payload, received_at, by_birth=True)
@@ -119,6 +124,11 @@ class SparkplugHost:
             self.deaths += 1
             return self._bad(t.edge_node, node, lambda dev: dev == t.device, received_at)
         return self._readings(t, node, t.device, payload, received_at, by_birth=False)
+
+    def datatype(self, group: str, edge_node: str, device: str | None, metric: str) -> int | None:
+        """The metric's datatype as the node's (or device's) last birth declared it."""
+        n = self._nodes.get((group, edge_node))
+        return n.types.get((device, metric)) if n else None
 
     def _check_tag_map(self, t: sp.SparkplugTopic, device: str | None, payload: sp.Payload) -> None:
         """A tag_map key that names no metric renames nothing, silently; the common slip is to start

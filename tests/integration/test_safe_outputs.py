@@ -204,3 +204,63 @@ async def test_heartbeat_toggles_a_watchdog_node_while_connected(machine):
         await src.stop()
     assert _writes(machine, "Alarm")[:4] == [True, False, True, False]
     assert src.target_errors == {}
+
+
+async def test_sparkplug_dcmd_write_back_is_typed_by_the_birth_and_pulses(mosquitto):
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from devices.mqtt.client import MqttSource
+    from protocols import sparkplug as sp
+
+    seen: list = []
+    node = paho.Client(CallbackAPIVersion.VERSION2)  # plays the edge node: births out, commands in
+    node.on_message = lambda c, u, m: seen.append((m.topic, sp.decode(m.payload)))
+    node.connect("127.0.0.1", mosquitto.port)
+    node.subscribe("spBv1.0/line1/+/press1/#")
+    node.loop_start()
+    cfg = parse_config({"agent": {"id": "gw1"},
+                        "sources": {"bus": {"type": "mqtt", "port": mosquitto.port,
+                                            "subscriptions": [{"topic": "spBv1.0/line1/#", "codec": "sparkplug_b"}]}},
+                        "actions": {"gate": {"type": "sparkplug_command", "source": "bus", "group": "line1",
+                                             "edge_node": "press1", "device": "gate", "metric": "reject",
+                                             "mode": "pulse", "pulse_ms": 200, "when": {"verdict": "NG"}},
+                                    "speed": {"type": "sparkplug_command", "source": "bus", "group": "line1",
+                                              "edge_node": "press1", "metric": "speed_set", "value": "slow"}}})
+    src = MqttSource("bus", cfg.sources["bus"])
+    await src.start()
+    runner = ActionRunner(cfg, {"bus": src})
+    try:
+        await asyncio.wait_for(src.connected.wait(), 5)
+        await asyncio.sleep(0.2)
+        now = int(time.time() * 1000)
+        node.publish("spBv1.0/line1/NBIRTH/press1", sp.encode(sp.Payload(now, 0, [
+            sp.Metric(sp.BDSEQ_METRIC, None, sp.DataType.INT64, 0),
+            sp.Metric("speed_set", None, sp.DataType.INT32, 100)])), qos=1)
+        node.publish("spBv1.0/line1/DBIRTH/press1/gate", sp.encode(sp.Payload(now, 1, [
+            sp.Metric("reject", None, sp.DataType.BOOLEAN, False)])), qos=1)
+
+        async def consume():
+            async for _ in src.items():
+                pass
+        pump = asyncio.create_task(consume())
+        for _ in range(50):
+            if src.sparkplug.births >= 2:
+                break
+            await asyncio.sleep(0.05)
+        for i, v in enumerate("NNO"):
+            await runner.handle(["gate", "speed"], _result("NG" if v == "N" else "OK", i), None)
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        await runner.flush()
+        await asyncio.sleep(0.2)
+        pump.cancel()
+    finally:
+        node.loop_stop()
+        await src.stop()
+    cmds = [(t, [(m.name, m.datatype, m.value) for m in p.metrics]) for t, p in seen if "CMD" in t]
+    assert cmds == [("spBv1.0/line1/DCMD/press1/gate", [("reject", sp.DataType.BOOLEAN, True)]),
+                    ("spBv1.0/line1/DCMD/press1/gate", [("reject", sp.DataType.BOOLEAN, False)])], cmds
+    # 'slow' for an Int32 metric: refused with metric and type named, never sent, not retried
+    st = runner.stats["speed"]
+    assert st["failed"] == 3 and st["attempt_failures"] == 3 and not st.get("ok")
