@@ -62,6 +62,14 @@ class Agent:
                                            thread_name_prefix="infer")
         self.pipelines = [Pipeline(p, self.slots[p.model], self.executor, self._make_on_result(p.actions),
                                    self.metrics.observe_latency) for p in cfg.pipelines]
+        from edge_agent.tags import Forwarder, Rule
+        from protocols import topics
+
+        self.forwarders = [
+            Forwarder(f, topics.build_topic(cfg.agent.site, cfg.agent.line, cfg.agent.id, topics.Kind.TAGS, f.name),
+                      self.sources[f.to].publish if f.to else None, self._outbox_append if f.outbox else None)
+            for f in cfg.forward]
+        self.rules = [Rule(r, self.actions.handle) for r in cfg.rules]
         self._source_tasks: list[asyncio.Task] = []
         self.source_notices = {name: Notices(log) for name in self.sources}  # unread, nothing decoded
         self.source_items: collections.Counter = collections.Counter()  # items handed out per source
@@ -90,6 +98,12 @@ class Agent:
                     self.uplink.poke()
             except Exception:  # the outbox reports its own failures; an event must never break the caller
                 log.exception("could not queue event %s", evt.get("kind"))
+
+    def _outbox_append(self, kind: str, body: dict) -> None:
+        if self.outbox is not None and self.outbox._db is not None:
+            self.outbox.append(kind, body)
+            if self.uplink:
+                self.uplink.poke()
 
     def _make_on_result(self, action_names: list[str]):
         async def on_result(res: Result, item) -> None:
@@ -158,7 +172,7 @@ class Agent:
             readers = [p for p in self.pipelines if p.s.source == name]
             if not hasattr(src, "items") or not (readers or _produces(src.settings)):
                 continue  # e.g. an mqtt source only published through
-            if not readers:
+            if not readers and not any(t.s.source == name for t in [*self.forwarders, *self.rules]):
                 # Drained all the same: a source left unread would fill its queue, and a Sparkplug host
                 # would decode no birth and ask for no rebirth while `received` climbs
                 self.source_notices[name].note(
@@ -171,6 +185,8 @@ class Agent:
         self._source_tasks.append(asyncio.create_task(self._watch_sources(), name="watch-sources"))
         for p in self.pipelines:
             p.start()
+        for f in self.forwarders:
+            f.start()
         if self.cfg.cloud is not None:
             from edge_agent.models.manager import ModelManager
             from edge_agent.uplink.client import Uplink
@@ -193,13 +209,20 @@ class Agent:
     async def _fan_out(self, name: str, src, readers: list[Pipeline]) -> None:
         unread = self.source_notices[name]
         last = self.tags[name]
+        forwarders = [f for f in self.forwarders if f.s.source == name]
+        rules = [r for r in self.rules if r.s.source == name]
         try:
             async for item in src.items():
                 self.source_items[name] += 1
                 tag = getattr(item, "tag", None)
-                if tag is not None and (tag in last or len(last) < 5000):
-                    last[tag] = item
-                if not readers:
+                if tag is not None:
+                    if tag in last or len(last) < 5000:
+                        last[tag] = item
+                    for f in forwarders:
+                        f.offer(item)
+                    for r in rules:
+                        await r.offer(item)
+                if not (readers or forwarders or rules):
                     unread.counts["unread"] = unread.counts.get("unread", 0) + 1
                 for p in readers:
                     await p.offer(item)
@@ -233,6 +256,8 @@ class Agent:
             t.cancel()
         for p in self.pipelines:
             await self._bounded(p.stop(), f"pipeline {p.name}", 30)
+        for f in self.forwarders:
+            await self._bounded(f.stop(), f"forward {f.s.name}", 10)
         await self._bounded(self.actions.flush(), "actions", 15)
         if self.manager is not None:
             await self._bounded(self.manager.stop(), "model manager", 10)
@@ -302,6 +327,8 @@ class Agent:
             "pipelines": [p.status() for p in self.pipelines],
             "models": [s.status() for s in self.slots.values()],
             **self.actions.status(),
+            "forward": [f.status() for f in self.forwarders],
+            "rules": [r.status() for r in self.rules],
             "recent_results": [r.to_json_dict() for r in list(self.recent)[-10:]],
             "recent_ng": [r.to_json_dict() for r in list(self.recent) if r.verdict == "NG"][-10:],
             "events": list(self.events)[-30:],

@@ -237,6 +237,48 @@ Action = Annotated[Union[MqttPublishAction, OpcUaWriteAction, AlarmAction, SaveS
                    Field(discriminator="type")]
 
 
+class ForwardSettings(_Model):
+    """Readings forwarded as they are, without a model: to an MQTT broker and/or the cloud outbox."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+    source: str
+    tags: list[str] = Field(default_factory=list, description="empty: every scalar tag (arrays only when named)")
+    to: str | None = Field(None, description="an mqtt source to publish through")
+    topic: str | None = Field(None, description="default: factory/<site>/<line>/<agent>/tags/<name>")
+    qos: Literal[0, 1] = 0
+    outbox: bool = Field(False, description="also queue each forwarded reading for the cloud (kind telemetry)")
+    deadband: float = Field(0.0, ge=0, description="a number is forwarded when it moved more than this; "
+                                                   "0: every reading")
+    min_interval_ms: int = Field(0, ge=0, description="at most one reading per tag this often; 0: no limit")
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> ForwardSettings:
+        if self.to is None and not self.outbox:
+            raise ValueError("forward needs a destination: to: <an mqtt source>, or outbox: true")
+        return self
+
+
+class RuleSettings(_Model):
+    """A rule on one plain tag: scaled, compared with a threshold (with hysteresis), and acted on with
+    the same actions as a model's result (verdict NG while the rule is active, score = scaled value)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+    source: str
+    tag: str
+    scale: float = Field(1.0, description="value = reading * scale + offset")
+    offset: float = 0.0
+    above: float | None = Field(None, description="active when value > above")
+    below: float | None = Field(None, description="active when value < below")
+    hysteresis: float = Field(0.0, ge=0, description="clears only past the threshold by this much")
+    actions: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _threshold(self) -> RuleSettings:
+        if self.above is None and self.below is None:
+            raise ValueError("a rule needs a threshold: above: <value> and/or below: <value>")
+        return self
+
+
 class AgentConfig(_Model):
     agent: AgentSection
     trusted_keys: list[str] = Field(default_factory=list, description="public keys (.pub) or folders of them")
@@ -244,6 +286,8 @@ class AgentConfig(_Model):
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     pipelines: list[PipelineSettings] = Field(default_factory=list)
     actions: dict[str, Action] = Field(default_factory=dict)
+    forward: list[ForwardSettings] = Field(default_factory=list, description="tags forwarded without a model")
+    rules: list[RuleSettings] = Field(default_factory=list, description="thresholds on plain tags -> actions")
     http: HttpSettings = HttpSettings()
     outbox: OutboxSettings | None = Field(None, description="durable outbox; on by default when cloud is set")
     upload: SampleSelectionSettings | None = Field(None, description="which inputs are uploaded as samples")
@@ -432,6 +476,12 @@ def parse_config(data: Any, where: str = "<config>", base_dir: str = ".") -> Age
         errors.append(f"{where}: pipelines: expected a list of pipelines")
         raw_p = []
     parts["pipelines"] = [one(("pipelines", i), PipelineSettings, r) for i, r in enumerate(raw_p)]
+    for key, typ in (("forward", ForwardSettings), ("rules", RuleSettings)):
+        raw_l = data.get(key) or []
+        if not isinstance(raw_l, list):
+            errors.append(f"{where}: {key}: expected a list")
+            raw_l = []
+        parts[key] = [v for v in (one((key, i), typ, r) for i, r in enumerate(raw_l)) if v is not None]
     names = {"sources": set(raw_sources), "models": parts.pop("_models_names"),
              "actions": parts.pop("_actions_names")}
     if parts.get("agent") is None:
@@ -551,6 +601,48 @@ def _check_window_tags(cfg: AgentConfig, loc: str, p: PipelineSettings, manifest
     return errors
 
 
+def _check_forward_and_rules(cfg: AgentConfig, where: str, named: dict[str, set], pipelines: set[str]) -> list[str]:
+    errors = []
+
+    def source(loc: str, ref: str, want: str | None = None) -> None:
+        if ref not in named["sources"]:
+            errors.append(f"{loc}: unknown source {ref!r}{_did_you_mean(ref, named['sources'])}")
+        elif ref in cfg.sources and want and cfg.source_type(ref) != want:
+            errors.append(f"{loc}: {ref!r} is a {cfg.source_type(ref)} source; this needs a {want} source")
+        elif ref in cfg.sources and cfg.source_type(ref) == "camera":
+            errors.append(f"{loc}: {ref!r} is a camera; tags come from opcua or mqtt sources")
+
+    seen: set[str] = set()
+    for i, f in enumerate(cfg.forward):
+        loc = f"{where}: forward[{i}]"
+        if f.name in seen:
+            errors.append(f"{loc}.name: {f.name!r} is used twice")
+        seen.add(f.name)
+        source(f"{loc}.source", f.source)
+        if f.to is not None:
+            source(f"{loc}.to", f.to, "mqtt")
+        if f.outbox and cfg.outbox is None and cfg.cloud is None:
+            errors.append(f"{loc}.outbox: there is no outbox; add an outbox: section (or cloud:), or set outbox: false")
+    for i, r in enumerate(cfg.rules):
+        loc = f"{where}: rules[{i}]"
+        if r.name in seen or r.name in pipelines:
+            errors.append(f"{loc}.name: {r.name!r} is already the name of a pipeline, rule or forward")
+        seen.add(r.name)
+        source(f"{loc}.source", r.source)
+        for j, a in enumerate(r.actions):
+            if a not in named["actions"]:
+                errors.append(f"{loc}.actions[{j}]: unknown action {a!r}{_did_you_mean(a, named['actions'])}")
+            elif a in cfg.actions and cfg.actions[a].type == "save_sample":
+                errors.append(f"{loc}.actions[{j}]: {a!r} saves model inputs; a rule has none, remove it")
+        known = source_tags(cfg.sources.get(r.source))
+        if known is not None and r.tag not in known[0]:
+            close = {t.lower(): t for t in known[0]}.get(r.tag.lower()) or next(
+                iter(difflib.get_close_matches(r.tag, list(known[0]), n=1, cutoff=0.6)), None)
+            errors.append(f"{loc}.tag: source {r.source!r} produces no tag {r.tag!r}; "
+                          + (f"did you mean {close!r}?" if close else f"it gives {sorted(known[0])}"))
+    return errors
+
+
 def _cross_check(cfg: AgentConfig, where: str, named: dict[str, set]) -> list[str]:
     errors = []
     manifests = _manifests(cfg)
@@ -582,6 +674,7 @@ def _cross_check(cfg: AgentConfig, where: str, named: dict[str, set]) -> list[st
         for j, a in enumerate(p.actions):
             if a not in named["actions"]:
                 errors.append(f"{loc}.actions[{j}]: unknown action {a!r}{_did_you_mean(a, named['actions'])}")
+    errors += _check_forward_and_rules(cfg, where, named, names)
     for name, a in cfg.actions.items():
         loc = f"{where}: actions.{name}"
         wanted = {"mqtt_publish": [("source", "mqtt")], "opcua_write": [("source", "opcua")],
