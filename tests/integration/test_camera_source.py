@@ -76,7 +76,10 @@ async def test_mjpeg_stream_keeps_target_fps_by_skipping_and_counts_a_corrupt_fr
     assert src.stats.errors_by_reason.get("corrupt_frame", 0) >= 1
 
 
-async def test_stream_reconnects_after_the_camera_restarts():
+async def test_stream_reconnects_after_the_camera_restarts(caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
     port = free_port()
     server = CameraServer(port, fps=20, seed=3).start()
     src = CameraSource("cam", CameraSettings(url=f"http://127.0.0.1:{port}/stream.mjpg", read_timeout_s=1.0,
@@ -95,6 +98,7 @@ async def test_stream_reconnects_after_the_camera_restarts():
     assert after[0].seq > before[-1].seq  # sequence keeps increasing across the reconnect
     assert src.stats.reconnects >= 1
     assert src.stats.errors_by_reason.get("stream_lost", 0) >= 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]  # routine: no ERROR
 
 
 async def test_unreachable_stream_backs_off_without_crashing():

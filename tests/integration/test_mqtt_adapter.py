@@ -97,7 +97,10 @@ async def test_bad_input_is_counted_and_skipped_while_good_messages_flow(mosquit
         assert reasons.get(key) == 1, (key, reasons)
 
 
-async def test_broker_restart_resubscribes_and_messages_flow_again(mosquitto):
+async def test_broker_restart_resubscribes_and_messages_flow_again(mosquitto, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
     src = await started(mosquitto.port, [{"topic": "r/#", "qos": 1}], reconnect_min_s=0.2, reconnect_max_s=1)
     try:
         mosquitto.restart(down_s=0.5)
@@ -114,6 +117,9 @@ async def test_broker_restart_resubscribes_and_messages_flow_again(mosquitto):
         await src.stop()
     assert [r.value for r in got] == [1]
     assert src.stats.reconnects == 1 and src.stats.errors_by_reason.get("broker_unreachable", 0) >= 1
+    # a routine broker restart: WARNING, then INFO on reconnect; never an ERROR line or a traceback
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert any("reconnected to broker" in r.getMessage() for r in caplog.records)
 
 
 async def test_unreachable_broker_goes_backoff_with_clear_error(mosquitto):
