@@ -70,6 +70,30 @@ def _validate(args) -> int:
     return 0
 
 
+def _tag_errors(cfg, where, source: str, tags: set[str]) -> list[str]:
+    """Tags the pipelines and rules of ``source`` need that its nodes, as the server names them, do not give."""
+    import difflib
+
+    wanted = []
+    for i, p in enumerate(cfg.pipelines):
+        if p.source == source and p.window is not None:
+            wanted.append((f"pipelines[{i}].window.waveform", p.window.waveform))
+            for j, (tag, inp) in enumerate(p.window.scalar_inputs.items()):
+                field = f"scalars.{inp}" if isinstance(p.window.scalars, dict) else f"scalars[{j}]"
+                wanted.append((f"pipelines[{i}].window.{field}", tag))
+    wanted += [(f"rules[{i}].tag", r.tag) for i, r in enumerate(cfg.rules) if r.source == source]
+    out = []
+    for loc, tag in wanted:
+        if tag in tags:
+            continue
+        close = {t.lower(): t for t in tags}.get(tag.lower()) or next(
+            iter(difflib.get_close_matches(tag, list(tags), n=1, cutoff=0.6)), None)
+        hint = f"did you mean {close!r}?" if close else f"its nodes give {sorted(tags)}"
+        out.append(f"{where}: {loc}: source {source!r} produces no tag {tag!r} (browse names read from the "
+                   f"server); {hint} (or set `tag:` on the node)")
+    return out
+
+
 async def _online_errors(cfg, where) -> list[str]:
     """What the live OPC UA servers say about the config's nodes and write targets."""
     from devices.opcua.client import OpcUaError, check_server
@@ -85,11 +109,12 @@ async def _online_errors(cfg, where) -> list[str]:
             mine.append((f"sources.{name}.heartbeat.kind", s.heartbeat.node_id,
                          True if s.heartbeat.kind == "toggle" else 1))
         try:
-            nodes, writes = await check_server(s, [(nid, v) for _, nid, v in mine])
+            nodes, writes, tags = await check_server(s, [(nid, v) for _, nid, v in mine])
         except OpcUaError as exc:
             errors.append(f"{where}: sources.{name}.endpoint: {exc}")
             continue
         errors += [f"{where}: sources.{name}.nodes[{i}].node_id: {why}" for i, why in enumerate(nodes) if why]
+        errors += _tag_errors(cfg, where, name, {t for t in tags if t})
         seen = set()
         for (loc, _nid, _v), why in zip(mine, writes, strict=True):
             if not why:

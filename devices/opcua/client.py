@@ -616,9 +616,11 @@ async def _check_target(client: Client, node_id: str, value: Any, types: dict, c
     return None
 
 
-async def check_server(settings: OpcUaSettings, targets: list[tuple[str, Any]]) -> tuple[list[str | None], list[str | None]]:
+async def check_server(settings: OpcUaSettings, targets: list[tuple[str, Any]]
+                       ) -> tuple[list[str | None], list[str | None], list[str | None]]:
     """One-off connect for ``edge-agent validate --online``: why each subscribed node (in settings order)
-    and each write target would fail, None where it is fine. Raises ``OpcUaError`` when unreachable."""
+    and each write target would fail (None where it is fine), and the tag each node will produce (its
+    ``tag`` or browse name; None when unreadable). Raises ``OpcUaError`` when unreachable."""
     client = await _make_client(settings)
     try:
         await asyncio.wait_for(client.connect(), settings.connect_timeout_s)
@@ -627,18 +629,22 @@ async def check_server(settings: OpcUaSettings, targets: list[tuple[str, Any]]) 
     cache: dict[str, str] = {}
     try:
         nodes: list[str | None] = []
+        tags: list[str | None] = []
         for ns in settings.nodes:
             try:
                 node = await _node(client, ns.node_id, cache)
-                await node.read_browse_name()
+                browse = (await node.read_browse_name()).Name
                 nodes.append(None)
+                tags.append(ns.tag or browse)
             except OpcUaNodeError as e:
                 nodes.append(str(e))
+                tags.append(None)
             except Exception as e:
                 name = ua.StatusCode(e.code).name if isinstance(e, ua.UaStatusCodeError) else repr(e)
                 nodes.append(f"node {ns.node_id} cannot be read ({name}); check the node_id (edge-agent browse)")
+                tags.append(None)
         writes = [await _check_target(client, nid, v, {}, cache) for nid, v in targets]
-        return nodes, writes
+        return nodes, writes, tags
     finally:
         try:
             await client.disconnect()

@@ -113,7 +113,12 @@ async def test_validate_online_checks_nodes_writability_and_type(machine, tmp_pa
     cfg = {
         "agent": {"id": "gw1"},
         "sources": {"plc": {"type": "opcua", "endpoint": machine.endpoint,
-                            "nodes": [{"node_id": machine.node_id("Speed")}, {"node_id": "ns=2;s=Machine1.Sped"}]}},
+                            "nodes": [{"node_id": machine.node_id("Speed")}, {"node_id": "ns=2;s=Machine1.Sped"},
+                                      {"node_id": "ns=2;s=Machine1.Truth.FaultType"},
+                                      {"node_id": "i=2258"}]}},  # a numeric NodeId: its tag is unknown offline
+        # so the rules' tags are checked online, against the browse names the server gives
+        "rules": [{"name": "r", "source": "plc", "tag": "FaultType", "above": 1.0},
+                  {"name": "s", "source": "plc", "tag": "speed", "above": 1.0}],
         "actions": {
             "reject": {"type": "opcua_write", "source": "plc", "node_id": machine.node_id("Reject"), "value": "hot"},
             "count": {"type": "opcua_write", "source": "plc", "node_id": machine.node_id("RejectCount"), "value": 1},
@@ -137,7 +142,10 @@ async def test_validate_online_checks_nodes_writability_and_type(machine, tmp_pa
                for x in lines), lines
     assert any(x.startswith(f"{p}: actions.typo.node_id: node ns=2;s=Machine1.Rejct does not exist") for x in lines)
     assert not any("actions.fine" in x for x in lines)
-    assert "4 error(s)" in lines[-1]
+    assert f"{p}: rules[1].tag: source 'plc' produces no tag 'speed' (browse names read from the server); did you " \
+           "mean 'Speed'? (or set `tag:` on the node)" in lines, lines
+    assert not any("rules[0]" in x for x in lines)
+    assert "5 error(s)" in lines[-1]
 
 
 def _result(verdict: str, seq: int) -> Result:
