@@ -132,11 +132,11 @@ class Notices:
         self.counts: dict[str, int] = {}
         self.messages: dict[str, str] = {}
 
-    def note(self, key: str, msg: str, *args: Any, n: int = 1) -> None:
+    def note(self, key: str, msg: str, *args: Any, n: int = 1, level: int = logging.WARNING) -> None:
         if key not in self.counts:
             self.counts[key] = 0
             self.messages[key] = msg % args if args else msg
-            self._log.warning("%s", self.messages[key])
+            self._log.log(level, "%s", self.messages[key])
         self.counts[key] += n
 
     def status(self) -> dict[str, dict[str, Any]]:

@@ -171,7 +171,7 @@ class MqttSource:
         self._keep_out_of_order = settings.out_of_order == "keep"
         self.sparkplug = SparkplugHost(name, settings.sparkplug, self._publish_raw, self._error)
         self.notices = Notices(log)  # silent drops and routine events: said once, counted always
-        self.sparkplug.on_notice = self.notices.note
+        self.sparkplug.on_notice = self._notice
         self.published: dict[str, int] = {"sent": 0, "queued": 0}
         self.connected = asyncio.Event()
 
@@ -307,6 +307,11 @@ class MqttSource:
         self._channel.put_threadsafe((msg.topic, msg.payload, time.time()))
 
     # ---- errors ----------------------------------------------------------------------------
+    def _notice(self, key: str, msg: str) -> None:
+        # data before birth is routine (this host started after the node): INFO, counted apart
+        self.notices.note(key, "mqtt source %r: %s", self.name, msg,
+                          level=logging.INFO if key == "data_before_birth" else logging.WARNING)
+
     def _error(self, reason: str, detail: str) -> None:
         self.stats.error(reason, detail)
         self._burst.log(reason, "mqtt source %r: %s: %s", self.name, reason, detail)
