@@ -139,3 +139,30 @@ async def test_tags_cli_lists_what_each_source_gives_and_what_pipelines_miss(tmp
     assert "float" in speed and "good" in speed
     assert any(ln.strip().startswith("Vibration ") and "array<float64>" in ln for ln in text.splitlines()), text
     assert "pipeline health: window.scalars tag 'load' not seen from source machine in 2s" in err.decode()
+
+
+async def test_a_sparkplug_source_no_pipeline_reads_is_still_decoded_and_asks_for_rebirth(tmp_path, mosquitto):
+    from protocols import sparkplug as sp
+
+    seen: list = []
+    node = paho.Client(CallbackAPIVersion.VERSION2)
+    node.on_message = lambda c, u, m: seen.append(m.topic)
+    node.connect("127.0.0.1", mosquitto.port)
+    node.subscribe("spBv1.0/g1/NCMD/#")
+    node.loop_start()
+    agent = Agent(parse_config({
+        "agent": {"id": "gw1", "data_dir": str(tmp_path / "data")}, "http": {"enabled": False},
+        "sources": {"bus": {"type": "mqtt", "port": mosquitto.port,
+                            "subscriptions": [{"topic": "spBv1.0/g1/#", "codec": "sparkplug_b"}]}}}))
+    try:
+        await agent.start()
+        await asyncio.wait_for(agent.sources["bus"].connected.wait(), 5)
+        await asyncio.sleep(0.2)
+        node.publish("spBv1.0/g1/NDATA/n1", sp.encode(sp.Payload(1, 3, [sp.Metric("t", None, sp.DataType.DOUBLE, 1.0)])))
+        await wait_for(lambda: "spBv1.0/g1/NCMD/n1" in seen, 10, "a rebirth request")
+        st = agent.status()["sources"]["bus"]
+    finally:
+        node.loop_stop()
+        await agent.stop()
+    assert st["silent_drops"]["unread"]["count"] == 0  # nothing decoded yet: data before birth gives no readings
+    assert st["silent_drops"]["data_before_birth"]["count"] == 1 and st["errors"] == 0
