@@ -179,6 +179,13 @@ def _status(args) -> int:
         print("\nsilent drops:")
         for where, k, d in silent:
             print(f"  {where:<20} {k:<22} {d['count']:<8} {d['message']}")
+    if st.get("rules") or st.get("forward"):
+        print("\ntags without a model:")
+    for r in st.get("rules") or []:
+        print(f"  rule {r['name']:<14} {r['tag']:<16} {'ACTIVE' if r['active'] else 'ok':<7} value {r['value']}")
+    for f in st.get("forward") or []:
+        print(f"  forward {f['name']:<11} forwarded {f.get('forwarded', 0):<8} sent {f.get('sent', 0):<8} "
+              f"failed {f.get('failed', 0)}")
     print("\nmodels:")
     for m in st["models"]:
         print(f"  {m['slot']:<12} {m['package']}-{m['version']} on {m['engine']} ({m['state']})")

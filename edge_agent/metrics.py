@@ -6,7 +6,8 @@ Names follow Prometheus conventions (``_total`` counters, ``_seconds`` histogram
 ``edge_source_up{source}``, ``edge_source_received_total{source}``, ``edge_source_dropped_total{source}``,
 ``edge_source_errors_total{source}``, ``edge_silent_drops_total{component,name,reason}``,
 ``edge_action_total{action,type,target,outcome}`` (outcome: ok, failed, retried, queued, ...),
-``edge_alarm_active{alarm,pipeline}``, ``edge_model_info{slot,...}``, ``edge_events_total{kind}``, and
+``edge_alarm_active{alarm,pipeline}``, ``edge_forward_total{forward,outcome}``, ``edge_rule_active{rule}``,
+``edge_model_info{slot,...}``, ``edge_events_total{kind}``, and
 the process collector's RSS and CPU. Counts kept by the components themselves are read at scrape
 time by a collector and exposed as counters (never as gauges of a cumulative count).
 """
@@ -110,4 +111,12 @@ class _AgentCollector:
         alarms = GaugeMetricFamily("edge_alarm_active", "1 while the alarm is raised", labels=["alarm", "pipeline"])
         for st in list(agent.actions.alarm_state.values()):
             alarms.add_metric([st["alarm"], st["pipeline"]], 1 if st["active"] else 0)
-        yield from (dropped, errors, silent, received, sdropped, serrors, actions, alarms)
+        fwd = CounterMetricFamily("edge_forward", "Readings forwarded without a model, by outcome",
+                                  labels=["forward", "outcome"])
+        for f in getattr(agent, "forwarders", []):
+            for outcome, n in list(f.stats.items()):
+                fwd.add_metric([f.s.name, outcome], n)
+        rules = GaugeMetricFamily("edge_rule_active", "1 while the rule's threshold is passed", labels=["rule"])
+        for r in getattr(agent, "rules", []):
+            rules.add_metric([r.s.name], 1 if r.active else 0)
+        yield from (dropped, errors, silent, received, sdropped, serrors, actions, alarms, fwd, rules)

@@ -88,6 +88,8 @@ async def test_forwarding_and_rules_on_plain_tags(tmp_path, mosquitto):
         await wait_for(lambda: [v for t, v in machine.writes if t == "Alarm"], what="the rule's PLC output")
         await asyncio.sleep(0.5)
         st = agent.status()
+        agent.metrics.refresh(agent)
+        metrics = agent.metrics.exposition().decode()
     finally:
         await agent.stop()
         sub.stop()
@@ -104,6 +106,7 @@ async def test_forwarding_and_rules_on_plain_tags(tmp_path, mosquitto):
     rules = {r["name"]: r for r in st["rules"]}
     assert rules["hot"]["active"] is True and rules["cold"]["active"] is False and rules["hot"]["readings"] >= 3
     assert "unread" not in st["sources"]["plc"]["silent_drops"]
+    assert 'edge_rule_active{rule="hot"} 1.0' in metrics and 'edge_forward_total{forward="slow",outcome="forwarded"} 1.0' in metrics
 
 
 def test_forward_and_rule_config_errors_name_path_and_fix(tmp_path):
