@@ -55,6 +55,8 @@ def _validate(args) -> int:
     cfg = _load(args.config, count=True)
     if cfg is None:
         return 1
+    for w in cfg.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     if getattr(args, "online", False):
         import asyncio
 
@@ -134,6 +136,8 @@ def _run(args) -> int:
     if cfg is None:
         return 1
     _setup_logging(args.log_json or cfg.log_json, args.log_level)
+    for w in cfg.warnings:
+        logging.getLogger("edge_agent").warning("%s", w)
     from edge_agent.agent import Agent
     from edge_agent.models.slot import SlotError
 

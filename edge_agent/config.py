@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from devices import SOURCE_TYPES, load_object
 from edge_agent.conditions import ConditionError, compile_condition
@@ -294,6 +302,12 @@ class AgentConfig(_Model):
     cloud: CloudSettings | None = Field(None, description="the fleet service (uplink, heartbeats, model delivery)")
     log_json: bool = False
     base_dir: str = Field(".", description="set by load_config: the config file's folder")
+    _warnings: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What validation could not be sure of (e.g. a tag against a browse name guessed offline)."""
+        return self._warnings
 
     def path(self, p: str) -> Path:
         q = Path(p)
@@ -487,11 +501,14 @@ def parse_config(data: Any, where: str = "<config>", base_dir: str = ".") -> Age
     if parts.get("agent") is None:
         parts["agent"] = AgentSection.model_construct(id="?")
     cfg = AgentConfig.model_construct(**{k: v for k, v in parts.items()})
-    errors += _cross_check(cfg, where, names)
+    warnings: list[str] = []
+    errors += _cross_check(cfg, where, names, warnings)
     if errors:
         raise ConfigError(errors)
-    return AgentConfig.model_validate({**cfg.model_dump(exclude={"sources"}), "sources": {}}).model_copy(
+    out = AgentConfig.model_validate({**cfg.model_dump(exclude={"sources"}), "sources": {}}).model_copy(
         update={"sources": sources})
+    out.warnings.extend(warnings)
+    return out
 
 
 def _manifests(cfg: AgentConfig) -> dict[str, Any]:
@@ -562,7 +579,8 @@ def source_tags(src: Any) -> tuple[set[str], bool] | None:
     return None
 
 
-def _check_window_tags(cfg: AgentConfig, loc: str, p: PipelineSettings, manifest: Any) -> list[str]:
+def _check_window_tags(cfg: AgentConfig, loc: str, p: PipelineSettings, manifest: Any,
+                       warnings: list[str]) -> list[str]:
     """The model's scalar inputs are carried by the window, and the window's tags are produced by the source."""
     errors = []
     w = p.window
@@ -585,23 +603,33 @@ def _check_window_tags(cfg: AgentConfig, loc: str, p: PipelineSettings, manifest
     known = source_tags(cfg.sources.get(p.source))
     if known is None:
         return errors
-    tags, guessed = known
-    how = (" (OPC UA: a node's tag is its `tag:` or, by default, its browse name, here guessed from the NodeId; "
-           "set `tag:` on the node to name it)") if guessed else ""
     wanted = [("window.waveform", w.waveform)] + [
         (f"window.scalars.{name}" if isinstance(w.scalars, dict) else f"window.scalars[{i}]", tag)
         for i, (tag, name) in enumerate(inputs.items())]
     for field, tag in wanted:
-        if tag in tags:
-            continue
-        close = {t.lower(): t for t in tags}.get(tag.lower()) or next(
-            iter(difflib.get_close_matches(tag, list(tags), n=1, cutoff=0.6)), None)
-        hint = f"did you mean {close!r}?" if close else f"it gives {sorted(tags)}"
-        errors.append(f"{loc}.{field}: source {p.source!r} produces no tag {tag!r}; {hint}{how}")
+        _tag_check(f"{loc}.{field}", p.source, tag, known, errors, warnings)
     return errors
 
 
-def _check_forward_and_rules(cfg: AgentConfig, where: str, named: dict[str, set], pipelines: set[str]) -> list[str]:
+def _tag_check(loc: str, source: str, tag: str, known: tuple[set[str], bool], errors: list[str],
+               warnings: list[str]) -> None:
+    """A tag the source does not produce: an error when the source's tags are certain (explicit `tag:`,
+    MQTT mappings) or when only the case differs from a guessed browse name; otherwise a warning,
+    since a browse name guessed from a NodeId may not be the server's."""
+    tags, guessed = known
+    if tag in tags:
+        return
+    by_case = {t.lower(): t for t in tags}.get(tag.lower())
+    close = by_case or next(iter(difflib.get_close_matches(tag, list(tags), n=1, cutoff=0.6)), None)
+    hint = f"did you mean {close!r}?" if close else f"it gives {sorted(tags)}"
+    how = (" (OPC UA: a node's tag is its `tag:` or, by default, its browse name, here guessed from the NodeId; "
+           "set `tag:` on the node to name it, or check with `edge-agent validate --online`)") if guessed else ""
+    msg = f"{loc}: source {source!r} produces no tag {tag!r}; {hint}{how}"
+    (errors if not guessed or by_case else warnings).append(msg)
+
+
+def _check_forward_and_rules(cfg: AgentConfig, where: str, named: dict[str, set], pipelines: set[str],
+                             warnings: list[str]) -> list[str]:
     errors = []
 
     def source(loc: str, ref: str, want: str | None = None) -> None:
@@ -635,15 +663,12 @@ def _check_forward_and_rules(cfg: AgentConfig, where: str, named: dict[str, set]
             elif a in cfg.actions and cfg.actions[a].type == "save_sample":
                 errors.append(f"{loc}.actions[{j}]: {a!r} saves model inputs; a rule has none, remove it")
         known = source_tags(cfg.sources.get(r.source))
-        if known is not None and r.tag not in known[0]:
-            close = {t.lower(): t for t in known[0]}.get(r.tag.lower()) or next(
-                iter(difflib.get_close_matches(r.tag, list(known[0]), n=1, cutoff=0.6)), None)
-            errors.append(f"{loc}.tag: source {r.source!r} produces no tag {r.tag!r}; "
-                          + (f"did you mean {close!r}?" if close else f"it gives {sorted(known[0])}"))
+        if known is not None:
+            _tag_check(f"{loc}.tag", r.source, r.tag, known, errors, warnings)
     return errors
 
 
-def _cross_check(cfg: AgentConfig, where: str, named: dict[str, set]) -> list[str]:
+def _cross_check(cfg: AgentConfig, where: str, named: dict[str, set], warnings: list[str]) -> list[str]:
     errors = []
     manifests = _manifests(cfg)
     names = set()
@@ -670,11 +695,11 @@ def _cross_check(cfg: AgentConfig, where: str, named: dict[str, set]) -> list[st
         if p.window is not None and p.window.by == "time" and p.window.hop_s is None:
             errors.append(f"{loc}.window.hop_s: required when by is 'time'")
         if p.window is not None and stype is not None and stype != "camera":
-            errors += _check_window_tags(cfg, loc, p, manifests.get(p.model))
+            errors += _check_window_tags(cfg, loc, p, manifests.get(p.model), warnings)
         for j, a in enumerate(p.actions):
             if a not in named["actions"]:
                 errors.append(f"{loc}.actions[{j}]: unknown action {a!r}{_did_you_mean(a, named['actions'])}")
-    errors += _check_forward_and_rules(cfg, where, named, names)
+    errors += _check_forward_and_rules(cfg, where, named, names, warnings)
     for name, a in cfg.actions.items():
         loc = f"{where}: actions.{name}"
         wanted = {"mqtt_publish": [("source", "mqtt")], "opcua_write": [("source", "opcua")],
