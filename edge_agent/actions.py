@@ -9,7 +9,7 @@ transition is published (``.../alarms/<action>``) and mirrored on an OPC UA node
 
 ``opcua_write`` and ``sparkplug_command`` (an NCMD/DCMD to a Sparkplug edge node) follow their ``mode`` (see docs/actions.md for the timing diagram), per (action,
 pipeline): ``level`` writes on every result (``value`` while the condition holds, ``reset_value``
-while it does not, when there is one), ``on_change`` writes the same level only when it changes,
+while it does not, when one is given), ``on_change`` writes the same level only when it changes,
 ``pulse`` writes ``value`` on a rising edge and ``reset_value`` ``pulse_ms`` later (a new edge while
 the pulse is high extends it). Writes to one output are serialised, so they reach the PLC in order.
 An error that a retry cannot fix (``retryable = False``: unknown node, wrong type, write refused)
@@ -99,7 +99,8 @@ class ActionRunner:
         self._level[key] = now
         reset = action.reset
         if action.mode is WriteMode.LEVEL:
-            value = action.value if now else reset
+            # level resets only when told to (reset_value): without it, it writes what it always did
+            value = action.value if now else action.reset_value
             if value is not None:
                 self._spawn(self._run(name, action, result, None, value=value))
         elif action.mode is WriteMode.ON_CHANGE:

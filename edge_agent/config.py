@@ -124,7 +124,7 @@ class MqttPublishAction(_Action):
 
 
 class WriteMode(enum.StrEnum):
-    LEVEL = "level"  # every result writes: value while the condition holds, reset_value (if set) while not
+    LEVEL = "level"  # every result writes: value while the condition holds, reset_value (if given) while not
     ON_CHANGE = "on_change"  # the same level, written only when it changes
     PULSE = "pulse"  # on each rising edge: value, then reset_value after pulse_ms
 
@@ -158,8 +158,8 @@ class OutputAction(_Action):
     value: _SCALAR | list[_SCALAR] = Field(True, description="written while the condition holds (YAML type kept)")
     mode: WriteMode = WriteMode.LEVEL
     reset_value: _SCALAR | list[_SCALAR] | None = Field(
-        None, description="written when the condition stops holding (pulse: after pulse_ms); "
-                          "default for a boolean value: its opposite")
+        None, description="written when the condition stops holding (pulse: after pulse_ms); default for "
+                          "on_change and pulse with a boolean value: its opposite; level: none (nothing written)")
     pulse_ms: int = Field(500, ge=10, le=3_600_000, description="pulse mode: how long value is held")
 
     @field_validator("value", "reset_value", mode="before")

@@ -175,9 +175,14 @@ async def _drive(machine, action: dict, verdicts: str, gap_s: float = 0.05, sett
     return _writes(machine), dict(runner.stats["out"])
 
 
-async def test_level_mode_writes_every_result_and_resets_a_boolean(machine):
-    writes, stats = await _drive(machine, {"mode": "level"}, "NNOO")
+async def test_level_mode_writes_every_result_and_the_reset_value_when_given(machine):
+    writes, stats = await _drive(machine, {"mode": "level", "reset_value": False}, "NNOO")
     assert writes == [True, True, False, False] and stats["ok"] == 4
+
+
+async def test_level_mode_without_reset_value_writes_only_while_the_condition_holds(machine):
+    writes, _ = await _drive(machine, {}, "NONO")  # the default, as before output modes existed
+    assert writes == [True, True]
 
 
 async def test_on_change_mode_writes_only_when_the_level_changes(machine):
