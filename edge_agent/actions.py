@@ -7,8 +7,8 @@ stops the pipeline. Alarms are stateful per (action, pipeline): raised after ``r
 consecutive matching results, cleared after ``clear_after`` consecutive non-matching ones; each
 transition is published (``.../alarms/<action>``) and mirrored on an OPC UA node when configured.
 
-``opcua_write`` and ``sparkplug_command`` (an NCMD/DCMD to a Sparkplug edge node) follow their ``mode`` (see docs/actions.md for the timing diagram), per (action,
-pipeline): ``level`` writes on every result (``value`` while the condition holds, ``reset_value``
+``opcua_write`` and ``sparkplug_command`` (an NCMD/DCMD to a Sparkplug edge node) follow their
+``mode`` (docs/actions.md has the timing diagram), per (action, pipeline): ``level`` writes on every result (``value`` while the condition holds, ``reset_value``
 while it does not, when one is given), ``on_change`` writes the same level only when it changes,
 ``pulse`` writes ``value`` on a rising edge and ``reset_value`` ``pulse_ms`` later (a new edge while
 the pulse is high extends it). Writes to one output are serialised, so they reach the PLC in order.

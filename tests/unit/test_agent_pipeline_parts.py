@@ -106,3 +106,26 @@ def test_window_waits_for_every_scalar_the_model_needs():
     w.add(reading("temp", 1.0))
     w.add(reading("speed", 2.0))
     assert w.add(reading("vib", np.ones(4))).scalars == {"temp": 1.0, "speed": 2.0}
+
+
+def test_scalars_map_tags_to_the_model_inputs():
+    w = Windower("plc", WindowSettings(waveform="vib", scalars={"temperature": "Temp"}, size_samples=4), 1024)
+    w.add(reading("Temp", 21.5))
+    assert w.add(reading("vib", np.ones(4))).scalars == {"temperature": 21.5}
+
+
+def test_a_scalar_that_never_comes_is_said_once_and_counted(caplog):
+    import logging
+
+    from devices.base import Notices
+
+    notes = Notices(logging.getLogger("test.windower"))
+    w = Windower("plc", WindowSettings(waveform="vib", scalars=["temp"], size_samples=4), 1024, notes, "health")
+    w.add(reading("Temp", 1.0))
+    for _ in range(10):
+        assert w.add(reading("vib", np.ones(4))) is None
+    msgs = [r.getMessage() for r in caplog.records if "held back" in r.getMessage()]
+    assert len(msgs) == 1 and "['temp'] never received from source plc (it gives ['Temp', 'vib'])" in msgs[0]
+    assert notes.counts["scalar_missing"] >= 7
+    w.add(reading("temp", 2.0))
+    assert w.add(reading("vib", np.ones(4))) is not None
