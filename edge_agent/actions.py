@@ -11,7 +11,9 @@ transition is published (``.../alarms/<action>``) and mirrored on an OPC UA node
 ``mode`` (docs/actions.md has the timing diagram), per (action, pipeline): ``level`` writes on every result (``value`` while the condition holds, ``reset_value``
 while it does not, when one is given), ``on_change`` writes the same level only when it changes,
 ``pulse`` writes ``value`` on a rising edge and ``reset_value`` ``pulse_ms`` later (a new edge while
-the pulse is high extends it). Writes to one output are serialised, so they reach the PLC in order.
+the pulse is high extends it). One writer per output sends them in order; a value still waiting
+when a newer one is decided is replaced (``superseded``), so a PLC that is away gets the latest
+state when it is back, not a backlog.
 An error that a retry cannot fix (``retryable = False``: unknown node, wrong type, write refused)
 is not retried.
 """
@@ -72,7 +74,10 @@ class ActionRunner:
         self.recent_ng: collections.deque = collections.deque(maxlen=20)
         self._level: dict[tuple[str, str], bool] = {}  # (action, pipeline) -> condition at the last result
         self._pulse_until: dict[tuple[str, str], float] = {}  # monotonic deadline of a pulse that is high
-        self._write_locks: dict[tuple[str, str], asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        # one writer per output: the value still waiting is replaced by a newer one (counted as
+        # superseded), so a PLC that is away never builds up a backlog of stale writes
+        self._desired: dict[tuple[str, str], tuple[Any, Result]] = {}
+        self._writers: set[tuple[str, str]] = set()
 
     async def handle(self, pipeline_actions: list[str], result: Result, item: Frame | Window) -> None:
         for name in pipeline_actions:
@@ -102,11 +107,11 @@ class ActionRunner:
             # level resets only when told to (reset_value): without it, it writes what it always did
             value = action.value if now else action.reset_value
             if value is not None:
-                self._spawn(self._run(name, action, result, None, value=value))
+                self._set_output(name, action, result, value)
         elif action.mode is WriteMode.ON_CHANGE:
             value = action.value if now else reset
             if now != before and value is not None:
-                self._spawn(self._run(name, action, result, None, value=value))
+                self._set_output(name, action, result, value)
         elif now and not before:  # pulse: a rising edge
             deadline = time.monotonic() + action.pulse_ms / 1000.0
             if key in self._pulse_until:  # still high: extend, the running pulse resets later
@@ -117,44 +122,55 @@ class ActionRunner:
 
     async def _pulse(self, name: str, action: OutputAction, result: Result, key) -> None:
         try:
-            await self._run(name, action, result, None, value=action.value)
+            self._set_output(name, action, result, action.value)
             while (left := self._pulse_until[key] - time.monotonic()) > 0:
                 await asyncio.sleep(left)
         finally:
             self._pulse_until.pop(key, None)
-        if action.reset is not None:
-            await self._run(name, action, result, None, value=action.reset)
+            if action.reset is not None:
+                self._set_output(name, action, result, action.reset)
+
+    def _set_output(self, name: str, action: OutputAction, result: Result, value: Any) -> None:
+        key = (name, result.pipeline)
+        if key in self._desired:
+            self.stats[name]["superseded"] += 1
+        self._desired[key] = (value, result)
+        if key not in self._writers:
+            self._writers.add(key)
+            self._spawn(self._writer(name, action, key))
+
+    async def _writer(self, name: str, action: OutputAction, key) -> None:
+        try:
+            while key in self._desired:  # no await between this check and the discard below: no lost value
+                value, result = self._desired.pop(key)
+                await self._run(name, action, result, None, value=value)
+        finally:
+            self._writers.discard(key)
 
     async def flush(self, timeout_s: float = 10.0) -> None:
-        if self._pending:
-            await asyncio.wait(list(self._pending), timeout=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while self._pending and (left := deadline - time.monotonic()) > 0:  # a pulse ending spawns its reset
+            await asyncio.wait(list(self._pending), timeout=left)
 
     async def _run(self, name: str, action, result: Result, item, value: Any = None) -> None:
         st = self.stats[name]
-        lock = self._write_locks[(name, result.pipeline)] if isinstance(action, OutputAction) else None
-        if lock is not None:
-            await lock.acquire()
-        try:
-            for attempt in range(1, action.retry.max_attempts + 1):
-                try:
-                    outcome = await self._do(name, action, result, item, value)
-                    st["queued" if outcome == "queued" else "ok"] += 1  # queued: held until the broker is back
+        for attempt in range(1, action.retry.max_attempts + 1):
+            try:
+                outcome = await self._do(name, action, result, item, value)
+                st["queued" if outcome == "queued" else "ok"] += 1  # queued: held until the broker is back
+                return
+            except Exception as exc:
+                st["attempt_failures"] += 1
+                if not getattr(exc, "retryable", True):
+                    st["failed"] += 1
+                    self._burst.log(name, "action %r failed (not retried: a retry cannot fix it): %s", name, exc)
                     return
-                except Exception as exc:
-                    st["attempt_failures"] += 1
-                    if not getattr(exc, "retryable", True):
-                        st["failed"] += 1
-                        self._burst.log(name, "action %r failed (not retried: a retry cannot fix it): %s", name, exc)
-                        return
-                    if attempt == action.retry.max_attempts:
-                        st["failed"] += 1
-                        self._burst.log(name, "action %r failed after %d attempts: %s", name, attempt, exc)
-                        return
-                    st["retried"] += 1
-                    await asyncio.sleep(action.retry.backoff_s * attempt)
-        finally:
-            if lock is not None:
-                lock.release()
+                if attempt == action.retry.max_attempts:
+                    st["failed"] += 1
+                    self._burst.log(name, "action %r failed after %d attempts: %s", name, attempt, exc)
+                    return
+                st["retried"] += 1
+                await asyncio.sleep(action.retry.backoff_s * attempt)
 
     async def _do(self, name: str, action, result: Result, item, value: Any = None) -> str | None:
         if isinstance(action, MqttPublishAction):

@@ -129,3 +129,29 @@ def test_a_scalar_that_never_comes_is_said_once_and_counted(caplog):
     assert notes.counts["scalar_missing"] >= 7
     w.add(reading("temp", 2.0))
     assert w.add(reading("vib", np.ones(4))) is not None
+
+
+async def test_a_slow_plc_gets_the_latest_output_not_a_backlog():
+    from edge_agent.actions import ActionRunner
+    from edge_agent.config import parse_config
+
+    class SlowPlc:  # the sources mapping is the runner's injected seam
+        def __init__(self) -> None:
+            self.writes: list = []
+
+        async def write(self, node_id, value) -> None:
+            await asyncio.sleep(0.05)
+            self.writes.append(value)
+
+    cfg = parse_config({"agent": {"id": "gw"}, "sources": {"plc": {"type": "opcua", "endpoint": "opc.tcp://x:4840"}},
+                        "actions": {"out": {"type": "opcua_write", "source": "plc", "node_id": "ns=2;s=Out",
+                                            "reset_value": False, "when": {"verdict": "NG"}}}})
+    plc = SlowPlc()
+    runner = ActionRunner(cfg, {"plc": plc})
+    for i in range(40):
+        await runner.handle(["out"], result(verdict="NG" if i % 2 else "OK", item_seq=i), None)
+        if i == 0:
+            await asyncio.sleep(0.01)  # the first write is under way while 39 more results come
+    await runner.flush()
+    assert plc.writes[0] is False and plc.writes[-1] is True and len(plc.writes) == 2
+    assert runner.stats["out"]["superseded"] == 38 and runner.stats["out"]["ok"] == 2
