@@ -614,8 +614,8 @@ def _check_window_tags(cfg: AgentConfig, loc: str, p: PipelineSettings, manifest
 def _tag_check(loc: str, source: str, tag: str, known: tuple[set[str], bool], errors: list[str],
                warnings: list[str]) -> None:
     """A tag the source does not produce: an error when the source's tags are certain (explicit `tag:`,
-    MQTT mappings) or when only the case differs from a guessed browse name; otherwise a warning,
-    since a browse name guessed from a NodeId may not be the server's."""
+    MQTT mappings); a warning when they include browse names guessed from NodeIds, which may not be
+    the server's (even in case: ``s=pump.temp`` may be browsed as ``Temp``)."""
     tags, guessed = known
     if tag in tags:
         return
@@ -625,7 +625,7 @@ def _tag_check(loc: str, source: str, tag: str, known: tuple[set[str], bool], er
     how = (" (OPC UA: a node's tag is its `tag:` or, by default, its browse name, here guessed from the NodeId; "
            "set `tag:` on the node to name it, or check with `edge-agent validate --online`)") if guessed else ""
     msg = f"{loc}: source {source!r} produces no tag {tag!r}; {hint}{how}"
-    (errors if not guessed or by_case else warnings).append(msg)
+    (warnings if guessed else errors).append(msg)
 
 
 def _check_forward_and_rules(cfg: AgentConfig, where: str, named: dict[str, set], pipelines: set[str],

@@ -51,7 +51,7 @@ def config(tmp_path, mqtt_port: int, endpoint: str, machine: MachineServer) -> d
         "sources": {"plc": {"type": "opcua", "endpoint": endpoint,
                             "nodes": [{"node_id": machine.node_id("Speed"), "tag": "speed"},
                                       {"node_id": machine.node_id("Temperature"), "tag": "temperature"},
-                                      {"node_id": machine.node_id("Vibration")}]},
+                                      {"node_id": machine.node_id("Vibration"), "tag": "Vibration"}]},
                     "broker": {"type": "mqtt", "port": mqtt_port}},
         "forward": [{"name": "plc", "source": "plc", "to": "broker"},
                     {"name": "slow", "source": "plc", "tags": ["speed"], "to": "broker", "deadband": 1e9}],

@@ -243,9 +243,13 @@ def test_a_tag_the_source_does_not_produce_is_refused_with_path_and_fix(env):
                             "name it, or check with `edge-agent validate --online`)"]
     d = good(env)
     d["pipelines"][1]["window"]["waveform"] = "vibration"
+    cfg = parse_config(d, "line3.yaml")
+    assert cfg.warnings[0].startswith("line3.yaml: pipelines[1].window.waveform: source 'plc' produces no tag "
+                                      "'vibration'; did you mean 'Vibration'?")
+    d["sources"]["plc"]["nodes"][0]["tag"] = "Vibration"  # certain now: refused
     errs = errors_of(d)
-    assert any(e.startswith("line3.yaml: pipelines[1].window.waveform: source 'plc' produces no tag 'vibration'; "
-                            "did you mean 'Vibration'?") for e in errs), errs
+    assert "line3.yaml: pipelines[1].window.waveform: source 'plc' produces no tag 'vibration'; did you mean " \
+           "'Vibration'?" in errs, errs
     d = good(env)  # an explicit tag is what counts
     d["sources"]["plc"]["nodes"] = [{"node_id": "ns=2;i=1001", "tag": "vibration"}]
     d["pipelines"][1]["window"]["waveform"] = "vibration"
