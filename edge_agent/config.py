@@ -546,7 +546,7 @@ def _guess_tag(node_id: str) -> str | None:
     m = re.search(r";s=(.+)$", node_id) or (re.match(r"^s=(.+)$", node_id))
     if not m:
         return None
-    last = re.split(r"[./\]]", m.group(1).replace('"', ""))[-1]
+    last = re.split(r"[./\]:|]", m.group(1).replace('"', ""))[-1]
     return last or None
 
 
@@ -614,8 +614,9 @@ def _check_window_tags(cfg: AgentConfig, loc: str, p: PipelineSettings, manifest
 def _tag_check(loc: str, source: str, tag: str, known: tuple[set[str], bool], errors: list[str],
                warnings: list[str]) -> None:
     """A tag the source does not produce: an error when the source's tags are certain (explicit `tag:`,
-    MQTT mappings); a warning when they include browse names guessed from NodeIds, which may not be
-    the server's (even in case: ``s=pump.temp`` may be browsed as ``Temp``)."""
+    MQTT mappings), or when it differs only in case from a browse name guessed from a NodeId (the
+    usual slip; `tag:` on the node settles it either way); a warning otherwise, since a guessed
+    browse name may not be the server's."""
     tags, guessed = known
     if tag in tags:
         return
@@ -625,7 +626,7 @@ def _tag_check(loc: str, source: str, tag: str, known: tuple[set[str], bool], er
     how = (" (OPC UA: a node's tag is its `tag:` or, by default, its browse name, here guessed from the NodeId; "
            "set `tag:` on the node to name it, or check with `edge-agent validate --online`)") if guessed else ""
     msg = f"{loc}: source {source!r} produces no tag {tag!r}; {hint}{how}"
-    (warnings if guessed else errors).append(msg)
+    (warnings if guessed and not by_case else errors).append(msg)
 
 
 def _check_forward_and_rules(cfg: AgentConfig, where: str, named: dict[str, set], pipelines: set[str],
