@@ -629,6 +629,22 @@ def _tag_check(loc: str, source: str, tag: str, known: tuple[set[str], bool], er
     (warnings if guessed and not by_case else errors).append(msg)
 
 
+def _check_tag_map(where: str, name: str, src: Any, warnings: list[str]) -> None:
+    """A Sparkplug tag_map key that starts with the group its subscription names renames nothing
+    (keys are '{edge_node}/{device}/{metric}'): a warning, as an edge node may be named like its group."""
+    if getattr(src, "type", None) != "mqtt" or not src.sparkplug.tag_map:
+        return
+    groups = {sub.topic.split("/")[1] for sub in src.subscriptions
+              if sub.codec == "sparkplug_b" and len(sub.topic.split("/")) > 1
+              and sub.topic.split("/")[1] not in ("+", "#")}
+    for key in src.sparkplug.tag_map:
+        head, _, rest = key.partition("/")
+        if head in groups and rest.count("/") >= 1:
+            warnings.append(f"{where}: sources.{name}.sparkplug.tag_map.{key}: starts with the Sparkplug group "
+                            f"{head!r}, so it would match no metric; keys are '{{edge_node}}/{{device}}/{{metric}}': "
+                            f"write {rest!r}")
+
+
 def _check_forward_and_rules(cfg: AgentConfig, where: str, named: dict[str, set], pipelines: set[str],
                              warnings: list[str]) -> list[str]:
     errors = []
@@ -701,6 +717,8 @@ def _cross_check(cfg: AgentConfig, where: str, named: dict[str, set], warnings: 
             if a not in named["actions"]:
                 errors.append(f"{loc}.actions[{j}]: unknown action {a!r}{_did_you_mean(a, named['actions'])}")
     errors += _check_forward_and_rules(cfg, where, named, names, warnings)
+    for sname, src in cfg.sources.items():
+        _check_tag_map(where, sname, src, warnings)
     for name, a in cfg.actions.items():
         loc = f"{where}: actions.{name}"
         wanted = {"mqtt_publish": [("source", "mqtt")], "opcua_write": [("source", "opcua")],

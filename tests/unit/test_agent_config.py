@@ -260,3 +260,14 @@ def test_a_tag_the_source_does_not_produce_is_refused_with_path_and_fix(env):
     d["sources"]["plc"]["nodes"].append({"node_id": "ns=2;i=1002"})  # a browse name not known offline: not refused
     d["pipelines"][1]["window"]["waveform"] = "anything"
     parse_config(d)
+
+
+def test_a_sparkplug_tag_map_key_with_the_group_is_a_warning_with_the_fix(env):
+    d = good(env)
+    d["sources"]["broker"].update(subscriptions=[{"topic": "spBv1.0/plant/#", "codec": "sparkplug_b"}],
+                                  sparkplug={"tag_map": {"plant/edge0/motor1/current_a": "current",
+                                                         "edge0/motor1/speed": "speed"}})
+    cfg = parse_config(d, "line3.yaml")
+    assert cfg.warnings == ["line3.yaml: sources.broker.sparkplug.tag_map.plant/edge0/motor1/current_a: starts with "
+                            "the Sparkplug group 'plant', so it would match no metric; keys are "
+                            "'{edge_node}/{device}/{metric}': write 'edge0/motor1/current_a'"]
