@@ -271,3 +271,15 @@ def test_a_sparkplug_tag_map_key_with_the_group_is_a_warning_with_the_fix(env):
     assert cfg.warnings == ["line3.yaml: sources.broker.sparkplug.tag_map.plant/edge0/motor1/current_a: starts with "
                             "the Sparkplug group 'plant', so it would match no metric; keys are "
                             "'{edge_node}/{device}/{metric}': write 'edge0/motor1/current_a'"]
+
+
+def test_validate_cli_prints_warnings_and_still_exits_0(env, tmp_path):
+    d = good(env)
+    d["sources"]["broker"].update(subscriptions=[{"topic": "spBv1.0/plant/#", "codec": "sparkplug_b"}],
+                                  sparkplug={"tag_map": {"plant/edge0/m/t": "t"}})
+    p = tmp_path / "line3.yaml"
+    p.write_text(yaml.safe_dump(d))
+    r = subprocess.run([sys.executable, "-m", "edge_agent.cli", "validate", str(p)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("ok:")
+    assert r.stderr.startswith(f"warning: {p}: sources.broker.sparkplug.tag_map.plant/edge0/m/t: starts with")
