@@ -122,6 +122,27 @@ class BurstLogger:
         self._log.log(level, msg, *args)
 
 
+class Notices:
+    """Silent drops made loud once: the first occurrence of each key is logged as one WARNING (the
+    message carries the reason and the fix), every occurrence is counted, repeats are never logged.
+    ``status()`` is what ``/status`` shows: ``{key: {"count": n, "message": first message}}``."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+        self.counts: dict[str, int] = {}
+        self.messages: dict[str, str] = {}
+
+    def note(self, key: str, msg: str, *args: Any, n: int = 1, level: int = logging.WARNING) -> None:
+        if key not in self.counts:
+            self.counts[key] = 0
+            self.messages[key] = msg % args if args else msg
+            self._log.log(level, "%s", self.messages[key])
+        self.counts[key] += n
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        return {k: {"count": c, "message": self.messages[k]} for k, c in list(self.counts.items())}
+
+
 class Backoff:
     """Bounded exponential backoff with full jitter: 0.5 s, 1 s, 2 s ... capped at ``max_s``."""
 

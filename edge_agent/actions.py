@@ -6,6 +6,16 @@ retried ``max_attempts`` times with a backoff, then counted and logged once per 
 stops the pipeline. Alarms are stateful per (action, pipeline): raised after ``raise_after``
 consecutive matching results, cleared after ``clear_after`` consecutive non-matching ones; each
 transition is published (``.../alarms/<action>``) and mirrored on an OPC UA node when configured.
+
+``opcua_write`` and ``sparkplug_command`` (an NCMD/DCMD to a Sparkplug edge node) follow their
+``mode`` (docs/actions.md has the timing diagram), per (action, pipeline): ``level`` writes on every result (``value`` while the condition holds, ``reset_value``
+while it does not, when one is given), ``on_change`` writes the same level only when it changes,
+``pulse`` writes ``value`` on a rising edge and ``reset_value`` ``pulse_ms`` later (a new edge while
+the pulse is high extends it). One writer per output sends them in order; a value still waiting
+when a newer one is decided is replaced (``superseded``), so a PLC that is away gets the latest
+state when it is back, not a backlog.
+An error that a retry cannot fix (``retryable = False``: unknown node, wrong type, write refused)
+is not retried.
 """
 
 from __future__ import annotations
@@ -21,11 +31,33 @@ import numpy as np
 
 from devices.base import BurstLogger, Frame
 from edge_agent.conditions import compile_condition
-from edge_agent.config import AgentConfig, AlarmAction, MqttPublishAction, OpcUaWriteAction, SaveSampleAction
+from edge_agent.config import (
+    AgentConfig,
+    AlarmAction,
+    MqttPublishAction,
+    OpcUaWriteAction,
+    OutputAction,
+    SaveSampleAction,
+    SparkplugCommandAction,
+    WriteMode,
+)
 from edge_agent.types import Result, Window
 from protocols import topics
 
 log = logging.getLogger(__name__)
+
+
+def write_targets(cfg: AgentConfig) -> dict[str, list[tuple[str, str, Any]]]:
+    """Per opcua source: (config path, node_id, value) of every value the actions may write there."""
+    out: dict[str, list[tuple[str, str, Any]]] = collections.defaultdict(list)
+    for name, a in cfg.actions.items():
+        if isinstance(a, OpcUaWriteAction):
+            out[a.source].append((f"actions.{name}.value", a.node_id, a.value))
+            if a.reset is not None:
+                out[a.source].append((f"actions.{name}.reset_value", a.node_id, a.reset))
+        elif isinstance(a, AlarmAction) and a.node_id and a.opcua_source:
+            out[a.opcua_source].append((f"actions.{name}.node_id", a.node_id, True))
+    return dict(out)
 
 
 class ActionRunner:
@@ -40,6 +72,12 @@ class ActionRunner:
         self._pending: set[asyncio.Task] = set()
         self._sample_times: dict[str, collections.deque] = collections.defaultdict(collections.deque)
         self.recent_ng: collections.deque = collections.deque(maxlen=20)
+        self._level: dict[tuple[str, str], bool] = {}  # (action, pipeline) -> condition at the last result
+        self._pulse_until: dict[tuple[str, str], float] = {}  # monotonic deadline of a pulse that is high
+        # one writer per output: the value still waiting is replaced by a newer one (counted as
+        # superseded), so a PLC that is away never builds up a backlog of stale writes
+        self._desired: dict[tuple[str, str], tuple[Any, Result]] = {}
+        self._writers: set[tuple[str, str]] = set()
 
     async def handle(self, pipeline_actions: list[str], result: Result, item: Frame | Window) -> None:
         for name in pipeline_actions:
@@ -47,39 +85,106 @@ class ActionRunner:
             if isinstance(action, AlarmAction):
                 self._alarm(name, action, result)  # stateful: evaluated for every result
                 continue
+            if isinstance(action, OutputAction):
+                self._output(name, action, result)  # stateful too: edges and resets
+                continue
             if not self.preds[name](result):
                 continue
-            t = asyncio.create_task(self._run(name, action, result, item))
-            self._pending.add(t)
-            t.add_done_callback(self._pending.discard)
+            self._spawn(self._run(name, action, result, item))
+
+    def _spawn(self, coro) -> None:
+        t = asyncio.create_task(coro)
+        self._pending.add(t)
+        t.add_done_callback(self._pending.discard)
+
+    def _output(self, name: str, action: OutputAction, result: Result) -> None:
+        key = (name, result.pipeline)
+        now = self.preds[name](result)
+        before = self._level.get(key)
+        self._level[key] = now
+        reset = action.reset
+        if action.mode is WriteMode.LEVEL:
+            # level resets only when told to (reset_value): without it, it writes what it always did
+            value = action.value if now else action.reset_value
+            if value is not None:
+                self._set_output(name, action, result, value)
+        elif action.mode is WriteMode.ON_CHANGE:
+            value = action.value if now else reset
+            if now != before and value is not None:
+                self._set_output(name, action, result, value)
+        elif now and not before:  # pulse: a rising edge
+            deadline = time.monotonic() + action.pulse_ms / 1000.0
+            if key in self._pulse_until:  # still high: extend, the running pulse resets later
+                self._pulse_until[key] = deadline
+                return
+            self._pulse_until[key] = deadline
+            self._spawn(self._pulse(name, action, result, key))
+
+    async def _pulse(self, name: str, action: OutputAction, result: Result, key) -> None:
+        try:
+            self._set_output(name, action, result, action.value)
+            while (left := self._pulse_until[key] - time.monotonic()) > 0:
+                await asyncio.sleep(left)
+        finally:
+            self._pulse_until.pop(key, None)
+            if action.reset is not None:
+                self._set_output(name, action, result, action.reset)
+
+    def _set_output(self, name: str, action: OutputAction, result: Result, value: Any) -> None:
+        key = (name, result.pipeline)
+        if key in self._desired:
+            self.stats[name]["superseded"] += 1
+        self._desired[key] = (value, result)
+        if key not in self._writers:
+            self._writers.add(key)
+            self._spawn(self._writer(name, action, key))
+
+    async def _writer(self, name: str, action: OutputAction, key) -> None:
+        try:
+            while key in self._desired:  # no await between this check and the discard below: no lost value
+                value, result = self._desired.pop(key)
+                await self._run(name, action, result, None, value=value)
+        finally:
+            self._writers.discard(key)
 
     async def flush(self, timeout_s: float = 10.0) -> None:
-        if self._pending:
-            await asyncio.wait(list(self._pending), timeout=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while self._pending and (left := deadline - time.monotonic()) > 0:  # a pulse ending spawns its reset
+            await asyncio.wait(list(self._pending), timeout=left)
 
-    async def _run(self, name: str, action, result: Result, item) -> None:
+    async def _run(self, name: str, action, result: Result, item, value: Any = None) -> None:
         st = self.stats[name]
         for attempt in range(1, action.retry.max_attempts + 1):
             try:
-                await self._do(name, action, result, item)
-                st["ok"] += 1
+                outcome = await self._do(name, action, result, item, value)
+                st["queued" if outcome == "queued" else "ok"] += 1  # queued: held until the broker is back
                 return
             except Exception as exc:
                 st["attempt_failures"] += 1
+                if not getattr(exc, "retryable", True):
+                    st["failed"] += 1
+                    self._burst.log(name, "action %r failed (not retried: a retry cannot fix it): %s", name, exc)
+                    return
                 if attempt == action.retry.max_attempts:
                     st["failed"] += 1
                     self._burst.log(name, "action %r failed after %d attempts: %s", name, attempt, exc)
                     return
+                st["retried"] += 1
                 await asyncio.sleep(action.retry.backoff_s * attempt)
 
-    async def _do(self, name: str, action, result: Result, item) -> None:
+    async def _do(self, name: str, action, result: Result, item, value: Any = None) -> str | None:
         if isinstance(action, MqttPublishAction):
             src = self.sources[action.source]
             topic = action.topic or topics.build_topic(self.cfg.agent.site, self.cfg.agent.line, self.cfg.agent.id,
                                                        topics.Kind.RESULTS, result.pipeline)
-            await src.publish(topic, json.dumps(result.to_json_dict()).encode(), qos=action.qos, retain=action.retain)
+            return await src.publish(topic, json.dumps(result.to_json_dict()).encode(), qos=action.qos,
+                                     retain=action.retain)
         elif isinstance(action, OpcUaWriteAction):
-            await self.sources[action.source].write(action.node_id, action.value)
+            await self.sources[action.source].write(action.node_id, action.value if value is None else value)
+        elif isinstance(action, SparkplugCommandAction):
+            await self.sources[action.source].command(action.group, action.edge_node, action.device, action.metric,
+                                                      action.value if value is None else value,
+                                                      action.datatype.value if action.datatype else None)
         elif isinstance(action, SaveSampleAction):
             await asyncio.to_thread(self._save, name, action, result, item)
 
@@ -145,7 +250,7 @@ class ActionRunner:
                     await publish()
                     return
                 except Exception as exc:
-                    if attempt == action.retry.max_attempts:
+                    if attempt == action.retry.max_attempts or not getattr(exc, "retryable", True):
                         self.stats[name]["failed"] += 1
                         self._burst.log(name, "alarm %r: could not signal (%s)", name, exc)
                         return

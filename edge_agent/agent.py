@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from devices import SOURCE_TYPES, load_object
-from edge_agent.actions import ActionRunner
+from devices.base import Notices
+from edge_agent.actions import ActionRunner, write_targets
 from edge_agent.config import AgentConfig
 from edge_agent.metrics import Metrics
 from edge_agent.models.slot import ModelSlot
@@ -53,12 +54,27 @@ class Agent:
             cls = load_object(SOURCE_TYPES[settings.type][1])
             self.sources[name] = cls(name, settings)
         self.actions = ActionRunner(cfg, self.sources, on_event=self._event)
+        for src_name, targets in write_targets(cfg).items():
+            src = self.sources.get(src_name)
+            if hasattr(src, "expect_writes"):  # checked after each connect: bad targets named at start
+                src.expect_writes([(node_id, value) for _, node_id, value in targets])
         workers = sum(p.workers for p in cfg.pipelines) or 1
         self.executor = ThreadPoolExecutor(max_workers=min(workers, os.cpu_count() or 2) or 1,
                                            thread_name_prefix="infer")
         self.pipelines = [Pipeline(p, self.slots[p.model], self.executor, self._make_on_result(p.actions),
                                    self.metrics.observe_latency) for p in cfg.pipelines]
+        from edge_agent.tags import Forwarder, Rule
+        from protocols import topics
+
+        self.forwarders = [
+            Forwarder(f, topics.build_topic(cfg.agent.site, cfg.agent.line, cfg.agent.id, topics.Kind.TAGS, f.name),
+                      self.sources[f.to].publish if f.to else None, self._outbox_append if f.outbox else None)
+            for f in cfg.forward]
+        self.rules = [Rule(r, self.actions.handle) for r in cfg.rules]
         self._source_tasks: list[asyncio.Task] = []
+        self.source_notices = {name: Notices(log) for name in self.sources}  # unread, nothing decoded
+        self.source_items: collections.Counter = collections.Counter()  # items handed out per source
+        self.tags: dict[str, dict[str, Any]] = {name: {} for name in self.sources}  # source -> tag -> last Reading
         self.http = None
         self.outbox = None
         self.uplink = None
@@ -84,6 +100,12 @@ class Agent:
                     self.uplink.poke()
             except Exception:  # the outbox reports its own failures; an event must never break the caller
                 log.exception("could not queue event %s", evt.get("kind"))
+
+    def _outbox_append(self, kind: str, body: dict) -> None:
+        if self.outbox is not None and self.outbox._db is not None:
+            self.outbox.append(kind, body)
+            if self.uplink:
+                self.uplink.poke()
 
     def _make_on_result(self, action_names: list[str]):
         async def on_result(res: Result, item) -> None:
@@ -154,11 +176,23 @@ class Agent:
         for name, src in self.sources.items():
             await src.start()
             readers = [p for p in self.pipelines if p.s.source == name]
-            if readers and hasattr(src, "items"):
-                self._source_tasks.append(asyncio.create_task(self._fan_out(name, src, readers),
-                                                              name=f"source-{name}"))
+            if not hasattr(src, "items") or not (readers or _produces(src.settings)):
+                continue  # e.g. an mqtt source only published through
+            if not readers and not any(t.s.source == name for t in [*self.forwarders, *self.rules]):
+                # Drained all the same: a source left unread would fill its queue, and a Sparkplug host
+                # would decode no birth and ask for no rebirth while `received` climbs
+                self.source_notices[name].note(
+                    "unread", "source %s: no pipeline reads it, so its data is dropped after decoding (counted as "
+                    "'unread'); add a pipeline with source: %s, or remove its %s", name, name,
+                    "subscriptions" if src.settings.type == "mqtt" else "nodes" if src.settings.type == "opcua"
+                    else "definition", n=0)
+            self._source_tasks.append(asyncio.create_task(self._fan_out(name, src, readers),
+                                                          name=f"source-{name}"))
+        self._source_tasks.append(asyncio.create_task(self._watch_sources(), name="watch-sources"))
         for p in self.pipelines:
             p.start()
+        for f in self.forwarders:
+            f.start()
         if self.cfg.cloud is not None:
             from edge_agent.models.manager import ModelManager
             from edge_agent.uplink.client import Uplink
@@ -179,14 +213,46 @@ class Agent:
                  f"; status on http://{self.cfg.http.host}:{self.http.port}/" if self.http else "")
 
     async def _fan_out(self, name: str, src, readers: list[Pipeline]) -> None:
+        unread = self.source_notices[name]
+        last = self.tags[name]
+        forwarders = [f for f in self.forwarders if f.s.source == name]
+        rules = [r for r in self.rules if r.s.source == name]
         try:
             async for item in src.items():
+                self.source_items[name] += 1
+                tag = getattr(item, "tag", None)
+                if tag is not None:
+                    if tag in last or len(last) < 5000:
+                        last[tag] = item
+                    for f in forwarders:
+                        f.offer(item)
+                    for r in rules:
+                        await r.offer(item)
+                if not (readers or forwarders or rules):
+                    unread.counts["unread"] = unread.counts.get("unread", 0) + 1
                 for p in readers:
                     await p.offer(item)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("source %s: reader task failed", name)
+
+    async def _watch_sources(self, period_s: float = 2.0, min_messages: int = 20) -> None:
+        """Messages that arrive but yield nothing (a JSON mapping or tag_map that matches no field,
+        a codec that does not fit) are a silent drop: say so once, and keep the count current."""
+        while True:
+            await asyncio.sleep(period_s)
+            for name, src in self.sources.items():
+                received = src.stats.received
+                if getattr(src.settings, "type", None) != "mqtt" or self.source_items[name] or received < min_messages:
+                    continue
+                n = self.source_notices[name]
+                if "nothing_decoded" not in n.counts:
+                    reasons = dict(src.stats.errors_by_reason)
+                    n.note("nothing_decoded", "source %s: %d messages received but no reading decoded from them "
+                           "(errors: %s); check each subscription's codec and json_mapping, or the Sparkplug "
+                           "tag_map", name, received, reasons or "none", n=0)
+                n.counts["nothing_decoded"] = received
 
     async def stop(self) -> None:
         # Stop taking new items, finish what is queued and in flight, flush the actions (which
@@ -196,6 +262,8 @@ class Agent:
             t.cancel()
         for p in self.pipelines:
             await self._bounded(p.stop(), f"pipeline {p.name}", 30)
+        for f in self.forwarders:
+            await self._bounded(f.stop(), f"forward {f.s.name}", 10)
         await self._bounded(self.actions.flush(), "actions", 15)
         if self.manager is not None:
             await self._bounded(self.manager.stop(), "model manager", 10)
@@ -249,7 +317,9 @@ class Agent:
             srcs[name] = {"type": s.settings.type, "state": s.state.value if hasattr(s.state, "value") else str(
                 s.state), "received": st.received, "dropped": st.dropped, "errors": st.errors,
                 "reconnects": st.reconnects, "errors_by_reason": dict(st.errors_by_reason),
-                "last_error": st.last_error}
+                "last_error": st.last_error,
+                "silent_drops": {**(s.notices.status() if hasattr(s, "notices") else {}),
+                                 **self.source_notices[name].status()}}
             self.metrics.source(name, s)
         import resource
 
@@ -263,6 +333,8 @@ class Agent:
             "pipelines": [p.status() for p in self.pipelines],
             "models": [s.status() for s in self.slots.values()],
             **self.actions.status(),
+            "forward": [f.status() for f in self.forwarders],
+            "rules": [r.status() for r in self.rules],
             "recent_results": [r.to_json_dict() for r in list(self.recent)[-10:]],
             "recent_ng": [r.to_json_dict() for r in list(self.recent) if r.verdict == "NG"][-10:],
             "events": list(self.events)[-30:],
@@ -270,6 +342,28 @@ class Agent:
             "uplink": self.uplink.status() if self.uplink is not None else None,
             "fleet": self.manager.status() if self.manager is not None else None,
         }
+
+
+def tag_rows(readings, now: float | None = None) -> list[dict]:
+    """Last reading of each tag as a row: tag, value (arrays summarised), type, quality, age_s."""
+    import numpy as np
+
+    now = time.time() if now is None else now
+    rows = []
+    for r in sorted(readings, key=lambda r: r.tag):
+        v = r.value
+        if isinstance(v, np.ndarray):
+            shown, typ = f"[{v.size} values, last {float(v.ravel()[-1]):.4g}]" if v.size else "[]", f"array<{v.dtype}>"
+        else:
+            shown, typ = v if isinstance(v, bool | int | float | str) or v is None else repr(v), type(v).__name__
+        rows.append({"tag": r.tag, "value": shown, "type": typ, "quality": r.quality.value,
+                     "age_s": round(now - r.received_at, 1)})
+    return rows
+
+
+def _produces(settings) -> bool:
+    """Whether a source yields items by itself (cameras always; others when they subscribe to something)."""
+    return settings.type == "camera" or bool(getattr(settings, "subscriptions", None) or getattr(settings, "nodes", None))
 
 
 def overlay_png(image, heatmap) -> bytes:

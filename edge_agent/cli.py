@@ -1,8 +1,14 @@
 """`edge-agent`: run, validate, status.
 
     edge-agent validate CONFIG      all errors at once, one per line; exit 1 if any, 0 with a summary
+        --online                    also ask the live OPC UA servers: every subscribed node exists, every
+                                    write target exists, is writable and its DataType takes the value
     edge-agent run CONFIG           run until SIGTERM/SIGINT (graceful stop); --log-json for JSON logs
     edge-agent status [--url URL]   the running agent's sources, pipelines, models, drops, alarms
+    edge-agent tags CONFIG          every tag each source produces now: last value, type, quality, age;
+                                    and whether each tag a pipeline needs is among them
+    edge-agent browse ENDPOINT [NODE]   an OPC UA server's variables: NodeId, path, type, array size,
+                                    access (r/w) and the default tag (browse name); --security options
 """
 
 from __future__ import annotations
@@ -49,10 +55,78 @@ def _validate(args) -> int:
     cfg = _load(args.config, count=True)
     if cfg is None:
         return 1
+    for w in cfg.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if getattr(args, "online", False):
+        import asyncio
+
+        errors = asyncio.run(_online_errors(cfg, args.config))
+        for line in errors:
+            print(line, file=sys.stderr)
+        if errors:
+            print(f"{len(errors)} error(s) in {args.config} (checked against the live servers)", file=sys.stderr)
+            return 1
     print(f"ok: {args.config}: agent {cfg.agent.id} ({cfg.agent.site}/{cfg.agent.line}); "
           f"{len(cfg.sources)} sources ({', '.join(f'{n}:{s.type}' for n, s in cfg.sources.items())}); "
           f"{len(cfg.models)} model slots; {len(cfg.pipelines)} pipelines; {len(cfg.actions)} actions")
     return 0
+
+
+def _tag_errors(cfg, where, source: str, tags: set[str]) -> list[str]:
+    """Tags the pipelines and rules of ``source`` need that its nodes, as the server names them, do not give."""
+    import difflib
+
+    wanted = []
+    for i, p in enumerate(cfg.pipelines):
+        if p.source == source and p.window is not None:
+            wanted.append((f"pipelines[{i}].window.waveform", p.window.waveform))
+            for j, (tag, inp) in enumerate(p.window.scalar_inputs.items()):
+                field = f"scalars.{inp}" if isinstance(p.window.scalars, dict) else f"scalars[{j}]"
+                wanted.append((f"pipelines[{i}].window.{field}", tag))
+    wanted += [(f"rules[{i}].tag", r.tag) for i, r in enumerate(cfg.rules) if r.source == source]
+    out = []
+    for loc, tag in wanted:
+        if tag in tags:
+            continue
+        close = {t.lower(): t for t in tags}.get(tag.lower()) or next(
+            iter(difflib.get_close_matches(tag, list(tags), n=1, cutoff=0.6)), None)
+        hint = f"did you mean {close!r}?" if close else f"its nodes give {sorted(tags)}"
+        out.append(f"{where}: {loc}: source {source!r} produces no tag {tag!r} (browse names read from the "
+                   f"server); {hint} (or set `tag:` on the node)")
+    return out
+
+
+async def _online_errors(cfg, where) -> list[str]:
+    """What the live OPC UA servers say about the config's nodes and write targets."""
+    from devices.opcua.client import OpcUaError, check_server
+    from edge_agent.actions import write_targets
+
+    targets = write_targets(cfg)
+    errors: list[str] = []
+    for name, s in cfg.sources.items():
+        if s.type != "opcua":
+            continue
+        mine = list(targets.get(name, []))
+        if s.heartbeat is not None:
+            mine.append((f"sources.{name}.heartbeat.kind", s.heartbeat.node_id,
+                         True if s.heartbeat.kind == "toggle" else 1))
+        try:
+            nodes, writes, tags = await check_server(s, [(nid, v) for _, nid, v in mine])
+        except OpcUaError as exc:
+            errors.append(f"{where}: sources.{name}.endpoint: {exc}")
+            continue
+        errors += [f"{where}: sources.{name}.nodes[{i}].node_id: {why}" for i, why in enumerate(nodes) if why]
+        errors += _tag_errors(cfg, where, name, {t for t in tags if t})
+        seen = set()
+        for (loc, _nid, _v), why in zip(mine, writes, strict=True):
+            if not why:
+                continue
+            if "cannot write" not in why:  # the node itself is wrong, not the value
+                loc = loc.rsplit(".", 1)[0] + ".node_id"
+            if (loc, why) not in seen:
+                seen.add((loc, why))
+                errors.append(f"{where}: {loc}: {why}")
+    return errors
 
 
 def _run(args) -> int:
@@ -62,6 +136,8 @@ def _run(args) -> int:
     if cfg is None:
         return 1
     _setup_logging(args.log_json or cfg.log_json, args.log_level)
+    for w in cfg.warnings:
+        logging.getLogger("edge_agent").warning("%s", w)
     from edge_agent.agent import Agent
     from edge_agent.models.slot import SlotError
 
@@ -101,6 +177,19 @@ def _status(args) -> int:
         print(f"  {p['pipeline']:<12} {p['kind']:<6} {p['rate_per_s']:>6.2f}/s results {p['results']:<7} NG {p['ng']:<6} "
               f"dropped {p['dropped']:<5} errors {sum(p['errors'].values()):<4} latency ms p50 {_ms(lat['p50'])} "
               f"p95 {_ms(lat['p95'])} p99 {_ms(lat['p99'])}")
+    silent = [(f"source {n}", k, d) for n, s in st["sources"].items() for k, d in (s.get("silent_drops") or {}).items()]
+    silent += [(f"pipeline {p['pipeline']}", k, d) for p in st["pipelines"] for k, d in (p.get("silent_drops") or {}).items()]
+    if silent:
+        print("\nsilent drops:")
+        for where, k, d in silent:
+            print(f"  {where:<20} {k:<22} {d['count']:<8} {d['message']}")
+    if st.get("rules") or st.get("forward"):
+        print("\ntags without a model:")
+    for r in st.get("rules") or []:
+        print(f"  rule {r['name']:<14} {r['tag']:<16} {'ACTIVE' if r['active'] else 'ok':<7} value {r['value']}")
+    for f in st.get("forward") or []:
+        print(f"  forward {f['name']:<11} forwarded {f.get('forwarded', 0):<8} sent {f.get('sent', 0):<8} "
+              f"failed {f.get('failed', 0)}")
     print("\nmodels:")
     for m in st["models"]:
         print(f"  {m['slot']:<12} {m['package']}-{m['version']} on {m['engine']} ({m['state']})")
@@ -110,11 +199,118 @@ def _status(args) -> int:
     return 0
 
 
+async def _collect_tags(cfg, seconds: float):
+    import asyncio
+
+    from devices import SOURCE_TYPES, load_object
+
+    srcs = {n: load_object(SOURCE_TYPES[st.type][1])(n, st) for n, st in cfg.sources.items()}
+    last: dict[str, dict] = {n: {} for n in srcs}
+    frames: dict[str, object] = {}
+
+    async def pump(name, src) -> None:
+        async for item in src.items():
+            if hasattr(item, "tag"):
+                last[name][item.tag] = item
+            else:
+                frames[name] = item
+
+    for src in srcs.values():
+        await src.start()
+    tasks = [asyncio.create_task(pump(n, s)) for n, s in srcs.items()]
+    await asyncio.sleep(seconds)
+    for t in tasks:
+        t.cancel()
+    for src in srcs.values():
+        await src.stop()
+    return srcs, last, frames
+
+
+def _tags(args) -> int:
+    import asyncio
+
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    from edge_agent.agent import tag_rows
+
+    srcs, last, frames = asyncio.run(_collect_tags(cfg, args.seconds))
+    out = {n: tag_rows(list(t.values())) for n, t in last.items()}
+    missing = []
+    for p in cfg.pipelines:
+        if p.window is None:
+            continue
+        for field, tag in [("waveform", p.window.waveform)] + [("scalars", t) for t in p.window.scalar_inputs]:
+            if tag not in last.get(p.source, {}):
+                missing.append(f"pipeline {p.name}: window.{field} tag {tag!r} not seen from source {p.source} "
+                               f"in {args.seconds:g}s")
+    if args.json:
+        print(json.dumps({"tags": out, "missing": missing}, indent=2, default=str))
+        return 1 if missing else 0
+    for name, src in srcs.items():
+        st = src.stats
+        print(f"{name} ({src.settings.type}): received {st.received}, errors {st.errors}"
+              + (f", last error: {st.last_error}" if st.last_error else ""))
+        if name in frames:
+            f = frames[name]
+            print(f"  frames {getattr(f, 'image', None).shape if hasattr(f, 'image') else '?'} (seq {f.seq})")
+        rows = out[name]
+        if rows:
+            w = max(len(r["tag"]) for r in rows)
+            for r in rows:
+                print(f"  {r['tag']:<{w}}  {str(r['value'])[:40]:<40} {r['type']:<16} {r['quality']:<9} {r['age_s']}s")
+        elif name not in frames:
+            print(f"  no tags in {args.seconds:g}s")
+    for m in missing:
+        print(m, file=sys.stderr)
+    return 1 if missing else 0
+
+
+def _browse(args) -> int:
+    import asyncio
+
+    from pydantic import ValidationError
+
+    from devices.opcua.settings import OpcUaSettings
+
+    try:
+        settings = OpcUaSettings(endpoint=args.endpoint, security_mode=args.security_mode,
+                                 certificate_file=args.certificate, private_key_file=args.private_key,
+                                 server_certificate_file=args.server_certificate, username=args.username,
+                                 password=args.password, connect_timeout_s=args.timeout_s)
+    except ValidationError as exc:
+        for e in exc.errors():
+            loc = ".".join(str(x) for x in e["loc"])
+            print(f"edge-agent browse: {loc + ': ' if loc else ''}{e['msg'].removeprefix('Value error, ')}",
+                  file=sys.stderr)
+        return 2
+    from devices.opcua.client import OpcUaError, browse_server
+
+    try:
+        rows = asyncio.run(browse_server(settings, args.node, args.depth))
+    except OpcUaError as exc:
+        print(f"edge-agent browse: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no variables under {args.node or 'Objects'} (depth {args.depth}); try --depth or another NODE")
+        return 0
+    w = max(len(r["node_id"]) for r in rows)
+    print(f"{'node_id':<{w}}  {'type':<10} {'array':<6} {'access':<6} path (the last part is the default tag)")
+    for r in rows:
+        arr = (str(r["array_size"]) if r["array_size"] else "yes") if r["array"] else ""
+        print(f"{r['node_id']:<{w}}  {r['data_type']:<10} {arr:<6} {r['access']:<6} {r['path']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="edge-agent", description="the gateway inference runtime")
     sub = ap.add_subparsers(dest="verb", required=True)
     v = sub.add_parser("validate", help="check a config file; print every error")
     v.add_argument("config")
+    v.add_argument("--online", action="store_true", help="also check nodes and write targets on the live servers")
     r = sub.add_parser("run", help="run the agent until SIGTERM")
     r.add_argument("config")
     r.add_argument("--log-json", action="store_true")
@@ -122,8 +318,24 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("status", help="ask a running agent")
     s.add_argument("--url", default="http://127.0.0.1:8090")
     s.add_argument("--json", action="store_true")
+    t = sub.add_parser("tags", help="connect the sources for a while and list every tag they produce")
+    t.add_argument("config")
+    t.add_argument("--seconds", type=float, default=5.0)
+    t.add_argument("--json", action="store_true")
+    b = sub.add_parser("browse", help="list an OPC UA server's variables (NodeIds, types, access, tags)")
+    b.add_argument("endpoint", help="opc.tcp://host:port/path")
+    b.add_argument("node", nargs="?", default=None, help="start folder or object (default: Objects)")
+    b.add_argument("--depth", type=int, default=4, help="folders deep (default 4)")
+    b.add_argument("--security-mode", default="None", choices=["None", "Sign", "SignAndEncrypt"])
+    b.add_argument("--certificate", help="client certificate (Basic256Sha256)")
+    b.add_argument("--private-key")
+    b.add_argument("--server-certificate")
+    b.add_argument("--username")
+    b.add_argument("--password")
+    b.add_argument("--timeout-s", type=float, default=5.0)
+    b.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    return {"validate": _validate, "run": _run, "status": _status}[args.verb](args)
+    return {"validate": _validate, "run": _run, "status": _status, "browse": _browse, "tags": _tags}[args.verb](args)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ Fields: verdict, score, label, anomaly_score, remaining_life, margin, model, mod
 pipeline, source, engine. ``compile_condition`` checks the structure once (at config time) and
 returns a predicate over ``edge_agent.types.Result``; a comparison with a missing value (e.g.
 ``anomaly_score`` of a vision result) is false.
+
+Values are checked too, since a condition that can never match fails silently: a verdict is one of
+``OK``, ``NG``, ``UNSURE`` (exact case: ``ng`` is refused with a did-you-mean), and a label, when the
+labels of the models behind the action are known (``labels=``), must be one of them.
 """
 
 from __future__ import annotations
@@ -26,8 +30,29 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
+VERDICTS = ("OK", "NG", "UNSURE")
+
+
 class ConditionError(ValueError):
     pass
+
+
+def _check_value(key: str, val: Any, labels: set[str] | None) -> None:
+    known: tuple[str, ...] | None = VERDICTS if key == "verdict" else (
+        tuple(sorted(labels)) if key == "label" and labels else None)
+    if known is None:
+        return
+    for v in val if isinstance(val, list) else [val]:
+        if v in known:
+            continue
+        what = "verdict" if key == "verdict" else "label"
+        by_case = {k.lower(): k for k in known}
+        close = by_case.get(str(v).lower()) or next(iter(difflib.get_close_matches(str(v), known, n=1, cutoff=0.6)),
+                                                    None)
+        hint = f"; did you mean {close!r}?" if close else ""
+        where = "verdicts are" if key == "verdict" else "the model's labels are"
+        raise ConditionError(f"{key}: unknown {what} {v!r}{hint} ({where} {', '.join(known)}; "
+                             "the comparison is case-sensitive, so this would never match)")
 
 
 def _hint(name: str, known) -> str:
@@ -35,25 +60,25 @@ def _hint(name: str, known) -> str:
     return f"; did you mean {close[0]!r}?" if close else f"; expected one of {list(known)}"
 
 
-def compile_condition(spec: Any) -> Callable[[Any], bool]:
+def compile_condition(spec: Any, labels: set[str] | None = None) -> Callable[[Any], bool]:
     if spec is None:
         return lambda r: True
     if not isinstance(spec, dict) or not spec:
         raise ConditionError(f"a condition is a mapping such as {{verdict: NG}}, got {spec!r}")
-    preds = [_compile_item(k, v) for k, v in spec.items()]
+    preds = [_compile_item(k, v, labels) for k, v in spec.items()]
     if len(preds) == 1:
         return preds[0]
     return lambda r: all(p(r) for p in preds)
 
 
-def _compile_item(key: str, val: Any) -> Callable[[Any], bool]:
+def _compile_item(key: str, val: Any, labels: set[str] | None = None) -> Callable[[Any], bool]:
     if key in ("all", "any"):
         if not isinstance(val, list) or not val:
             raise ConditionError(f"'{key}' takes a non-empty list of conditions")
-        subs = [compile_condition(v) for v in val]
+        subs = [compile_condition(v, labels) for v in val]
         return (lambda r: all(p(r) for p in subs)) if key == "all" else (lambda r: any(p(r) for p in subs))
     if key == "not":
-        sub = compile_condition(val)
+        sub = compile_condition(val, labels)
         return lambda r: not sub(r)
     if key not in FIELDS:
         raise ConditionError(f"unknown field {key!r}{_hint(key, FIELDS)}")
@@ -64,6 +89,8 @@ def _compile_item(key: str, val: Any) -> Callable[[Any], bool]:
                 raise ConditionError(f"{key}: unknown operator {op!r}{_hint(op, _OPS)}")
             if op == "in" and not isinstance(arg, list):
                 raise ConditionError(f"{key}: 'in' takes a list")
+            if op in ("eq", "ne", "in"):
+                _check_value(key, arg, labels)
             checks.append((_OPS[op], arg))
 
         def pred(r, key=key, checks=checks) -> bool:
@@ -75,6 +102,7 @@ def _compile_item(key: str, val: Any) -> Callable[[Any], bool]:
             except TypeError:
                 return False
         return pred
+    _check_value(key, val, labels)
     return lambda r, key=key, val=val: getattr(r, _attr(key), None) == val
 
 

@@ -43,6 +43,12 @@ class StatusServer:
 
                         img, heat, _ = list(outer.agent.ng_frames)[int(path[len("/api/ng/"):-4])]
                         self._send(200, "image/png", overlay_png(img, heat))
+                    elif path == "/api/tags":
+                        from edge_agent.agent import tag_rows
+
+                        body = json.dumps({n: tag_rows(list(t.values())) for n, t in outer.agent.tags.items()},
+                                          default=str).encode()
+                        self._send(200, "application/json", body)
                     elif path == "/api/ng":
                         body = json.dumps([r for _, _, r in outer.agent.ng_frames], default=str).encode()
                         self._send(200, "application/json", body)

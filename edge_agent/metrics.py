@@ -2,15 +2,22 @@
 
 Names follow Prometheus conventions (``_total`` counters, ``_seconds`` histograms, base units):
 ``edge_pipeline_results_total{pipeline,verdict}``, ``edge_pipeline_latency_seconds{pipeline,stage}``,
-``edge_pipeline_dropped_total{pipeline}`` (gauge of the cumulative count, set at scrape),
-``edge_source_up{source}``, ``edge_source_errors_total{source}``, ``edge_model_info{slot,...}``,
-``edge_events_total{kind}``, ``edge_outbox_dropped_records_total{kind,cause}`` (records the outbox dropped:
-budget, retention, write_failed), and the process collector's RSS and CPU.
+``edge_pipeline_dropped_total{pipeline}``, ``edge_pipeline_errors_total{pipeline}``,
+``edge_source_up{source}``, ``edge_source_received_total{source}``, ``edge_source_dropped_total{source}``,
+``edge_source_errors_total{source}``, ``edge_silent_drops_total{component,name,reason}``,
+``edge_action_total{action,type,target,outcome}`` (outcome: ok, failed, retried, queued, ...),
+``edge_alarm_active{alarm,pipeline}``, ``edge_forward_total{forward,outcome}``, ``edge_rule_active{rule}``,
+``edge_model_info{slot,...}``, ``edge_events_total{kind}``,
+``edge_outbox_dropped_records_total{kind,cause}`` (records the outbox dropped: budget, retention,
+write_failed), and
+the process collector's RSS and CPU. Counts kept by the components themselves are read at scrape
+time by a collector and exposed as counters (never as gauges of a cumulative count).
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -22,13 +29,9 @@ class Metrics:
         self.results = Counter("edge_pipeline_results", "Inference results", ["pipeline", "verdict"], registry=r)
         self.latency = Histogram("edge_pipeline_latency_seconds", "Latency per stage", ["pipeline", "stage"],
                                  buckets=_BUCKETS, registry=r)
-        self.dropped = Gauge("edge_pipeline_dropped", "Items dropped by the pipeline queue policy (cumulative)",
-                             ["pipeline"], registry=r)
-        self.errors = Gauge("edge_pipeline_errors", "Failed inferences (cumulative)", ["pipeline"], registry=r)
         self.source_up = Gauge("edge_source_up", "1 when the source is connected", ["source"], registry=r)
-        self.source_received = Gauge("edge_source_received", "Items received (cumulative)", ["source"], registry=r)
-        self.source_errors = Gauge("edge_source_errors", "Bad input and connection errors (cumulative)",
-                                   ["source"], registry=r)
+        self._agent = None
+        r.register(_AgentCollector(self))
         self.model_info = Gauge("edge_model_info", "Model running in each slot", ["slot", "package", "version",
                                                                                   "engine"], registry=r)
         self.events = Counter("edge_events", "Agent events (swaps, rollbacks, alarms)", ["kind"], registry=r)
@@ -55,14 +58,9 @@ class Metrics:
 
     def source(self, name: str, src) -> None:
         self.source_up.labels(name).set(1 if getattr(src.state, "value", "") == "connected" else 0)
-        self.source_received.labels(name).set(src.stats.received)
-        self.source_errors.labels(name).set(src.stats.errors)
 
     def refresh(self, agent) -> None:
-        for p in agent.pipelines:
-            st = p.status()
-            self.dropped.labels(p.name).set(st["dropped"])
-            self.errors.labels(p.name).set(sum(st["errors"].values()))
+        self._agent = agent
         for name, src in agent.sources.items():
             self.source(name, src)
         if getattr(agent, "outbox", None) is not None:
@@ -83,3 +81,58 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _AgentCollector:
+    """Counters the components keep themselves (pipelines, sources, actions), read at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def collect(self):
+        agent = self.m._agent
+        if agent is None:
+            return
+        dropped = CounterMetricFamily("edge_pipeline_dropped", "Items dropped by the queue policy or as bad samples",
+                                      labels=["pipeline"])
+        errors = CounterMetricFamily("edge_pipeline_errors", "Failed inferences", labels=["pipeline"])
+        silent = CounterMetricFamily("edge_silent_drops", "Items dropped without an error (tag missing, input "
+                                     "mismatch, unread source, nothing decoded)", labels=["component", "name", "reason"])
+        for p in agent.pipelines:
+            st = p.status()
+            dropped.add_metric([p.name], st["dropped"])
+            errors.add_metric([p.name], sum(st["errors"].values()))
+            for reason, d in st.get("silent_drops", {}).items():
+                silent.add_metric(["pipeline", p.name, reason], d["count"])
+        received = CounterMetricFamily("edge_source_received", "Items received", labels=["source"])
+        sdropped = CounterMetricFamily("edge_source_dropped", "Items dropped by the source's hand-over queue",
+                                       labels=["source"])
+        serrors = CounterMetricFamily("edge_source_errors", "Bad input and connection errors", labels=["source"])
+        for name, src in agent.sources.items():
+            received.add_metric([name], src.stats.received)
+            sdropped.add_metric([name], src.stats.dropped)
+            serrors.add_metric([name], src.stats.errors)
+            notes = {**(src.notices.status() if hasattr(src, "notices") else {}),
+                     **agent.source_notices[name].status()}
+            for reason, d in notes.items():
+                silent.add_metric(["source", name, reason], d["count"])
+        actions = CounterMetricFamily("edge_action", "Action outcomes by action and target",
+                                      labels=["action", "type", "target", "outcome"])
+        for name, counts in list(agent.actions.stats.items()):
+            a = agent.cfg.actions[name]
+            target = (getattr(a, "node_id", None) or getattr(a, "target", None) or getattr(a, "topic", None)
+                      or getattr(a, "source", None) or "")
+            for outcome, n in list(counts.items()):
+                actions.add_metric([name, a.type, str(target), outcome], n)
+        alarms = GaugeMetricFamily("edge_alarm_active", "1 while the alarm is raised", labels=["alarm", "pipeline"])
+        for st in list(agent.actions.alarm_state.values()):
+            alarms.add_metric([st["alarm"], st["pipeline"]], 1 if st["active"] else 0)
+        fwd = CounterMetricFamily("edge_forward", "Readings forwarded without a model, by outcome",
+                                  labels=["forward", "outcome"])
+        for f in getattr(agent, "forwarders", []):
+            for outcome, n in list(f.stats.items()):
+                fwd.add_metric([f.s.name, outcome], n)
+        rules = GaugeMetricFamily("edge_rule_active", "1 while the rule's threshold is passed", labels=["rule"])
+        for r in getattr(agent, "rules", []):
+            rules.add_metric([r.s.name], 1 if r.active else 0)
+        yield from (dropped, errors, silent, received, sdropped, serrors, actions, alarms, fwd, rules)

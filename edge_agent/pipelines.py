@@ -24,12 +24,23 @@ from concurrent.futures import Executor
 
 import numpy as np
 
-from devices.base import Frame, Quality, Reading
+from devices.base import Frame, Notices, Quality, Reading
 from edge_agent.config import PipelineSettings, QueuePolicy, WindowSettings
 from edge_agent.models.slot import InferenceError, ModelSlot, SlotError
 from edge_agent.types import Latency, Result, Window
 
 log = logging.getLogger(__name__)
+
+
+TAG_MISSING_AFTER_S = 15.0  # readings flow this long without the waveform tag: say so (slow waveforms exist)
+
+_FIXES = {
+    "bad_input": "the input does not fit the model: check the pipeline's window (waveform, scalars, size) "
+                 "against the model's inputs with `edge-agent validate`",
+    "engine_error": "the engine failed on this input; check the model package (model_packager inspect)",
+    "nonfinite_output": "the model produced NaN/Inf; check the inputs' range or roll the model back",
+    "no_model": "the model slot has no model loaded; see models on the status page",
+}
 
 
 class BoundedQueue:
@@ -73,9 +84,16 @@ class BoundedQueue:
 
 
 class Windower:
-    def __init__(self, source: str, settings: WindowSettings, default_size: int) -> None:
+    def __init__(self, source: str, settings: WindowSettings, default_size: int, notices: Notices | None = None,
+                 pipeline: str = "?") -> None:
         self.source = source
         self.s = settings
+        self.inputs = settings.scalar_inputs  # tag -> the model's scalar input
+        self.notices = notices or Notices(log)
+        self.pipeline = pipeline
+        self.tags_seen: dict[str, int] = {}  # tag -> readings (bounded: a few hundred tags at most)
+        self.readings = 0
+        self.first_t = 0.0
         self.size = settings.size_samples or default_size
         self.hop = settings.hop_samples or self.size
         self.buf = np.zeros(0, dtype=np.float64)
@@ -88,10 +106,32 @@ class Windower:
         self.last_emit_t = 0.0
         self.start_ts = 0.0
 
+    def _seen(self, r: Reading) -> None:
+        self.readings += 1
+        if r.tag in self.tags_seen or len(self.tags_seen) < 500:
+            self.tags_seen[r.tag] = self.tags_seen.get(r.tag, 0) + 1
+        if self.readings == 1:
+            self.first_t = time.monotonic()
+        if self.s.waveform not in self.tags_seen and self.readings >= 10 and \
+                time.monotonic() - self.first_t > TAG_MISSING_AFTER_S:
+            if "tag_missing" in self.notices.counts:
+                self.notices.counts["tag_missing"] += 1
+                return
+            self.notices.note(
+                "tag_missing", "pipeline %s: source %s gave %d readings but none of tag %r (window.waveform), so no "
+                "window is formed; it gives %s; set window.waveform to one of them (OPC UA: a node's tag is its "
+                "browse name unless `tag:` is set)", self.pipeline, self.source, self.readings, self.s.waveform,
+                sorted(self.tags_seen)[:20])
+
     def add(self, r: Reading) -> Window | None:
-        if r.tag in self.s.scalars:
+        self._seen(r)
+        if r.tag in self.inputs:
             if r.quality is Quality.GOOD and isinstance(r.value, int | float):
-                self.scalars[r.tag] = float(r.value)
+                self.scalars[self.inputs[r.tag]] = float(r.value)
+            elif r.quality is Quality.GOOD:
+                self.notices.note("scalar_not_a_number", "pipeline %s: scalar tag %r of source %s holds %r, not a "
+                                  "number; it is ignored; map a numeric tag in window.scalars", self.pipeline, r.tag,
+                                  self.source, r.value)
             return None
         if r.tag != self.s.waveform:
             return None
@@ -118,9 +158,13 @@ class Windower:
             if now - self.last_emit_t < (self.s.hop_s or 0):
                 return None
             self.last_emit_t = now
-        missing = [t for t in self.s.scalars if t not in self.scalars]
-        if missing:
-            return None  # wait until every scalar the model needs has been seen once
+        missing = [tag for tag, name in self.inputs.items() if name not in self.scalars]
+        if missing:  # wait until every scalar the model needs has been seen once; say so if it never comes
+            if self.seq == 0 and self.since_emit >= 3 * self.size:
+                self.notices.note("scalar_missing", "pipeline %s: windows are held back: scalar tag(s) %s never "
+                                  "received from source %s (it gives %s); fix window.scalars or the source's tags",
+                                  self.pipeline, missing, self.source, sorted(self.tags_seen)[:20])
+            return None
         self.since_emit = 0
         w = Window(self.source, self.seq, self.start_ts, r.timestamp, self.buf.copy(), dict(self.scalars))
         self.seq += 1
@@ -162,6 +206,7 @@ class Pipeline:
         self.queue = BoundedQueue(settings.queue.size, settings.queue.policy)
         self.stats = PipelineStats()
         self.windower: Windower | None = None
+        self.notices = Notices(log)  # silent drops: first one logged as a WARNING, all counted
         self._tasks: list[asyncio.Task] = []
 
     @property
@@ -172,7 +217,8 @@ class Pipeline:
         """After the slot has a model: size the windower from the model's preprocessing."""
         if self.s.window is not None:
             pre = self.slot.manifest.preprocessing
-            self.windower = Windower(self.s.source, self.s.window, getattr(pre, "window_samples", 1024))
+            self.windower = Windower(self.s.source, self.s.window, getattr(pre, "window_samples", 1024),
+                                     self.notices, self.name)
 
     async def offer(self, item: Frame | Reading) -> None:
         if self.windower is not None:
@@ -212,7 +258,11 @@ class Pipeline:
             except (InferenceError, SlotError) as exc:
                 reason = getattr(exc, "reason", "no_model")
                 self.stats.errors[reason] += 1
-                log.debug("pipeline %s: %s", self.name, exc)
+                if reason not in self.notices.counts:
+                    self.notices.note(reason, "pipeline %s: item dropped (%s): %s; %s", self.name, reason, exc,
+                                      _FIXES.get(reason, "see the model slot's status"))
+                else:
+                    self.notices.counts[reason] += 1
                 continue
             except Exception as exc:  # never let one item stop the pipeline
                 self.stats.errors["unexpected"] += 1
@@ -254,4 +304,5 @@ class Pipeline:
             "dropped_queue": self.queue.dropped, "bad_samples": self.windower.bad if self.windower else 0,
             "errors": dict(st.errors), "latency_ms": st.percentiles(),
             "windows": self.windower.seq if self.windower else None,
+            "silent_drops": self.notices.status(),
         }

@@ -44,7 +44,7 @@ class Result:
     model: str  # package name
     model_version: str
     engine: str  # "onnxruntime" | "openvino"
-    verdict: str  # "OK" | "NG"
+    verdict: str  # "OK" | "NG" | "UNSURE"
     score: float
     label: str | None = None
     probabilities: dict[str, float] = field(default_factory=dict)

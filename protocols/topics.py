@@ -3,7 +3,8 @@
     {root}/{site}/{line}/{agent}/{kind}[/{pipeline}]
 
 ``kind`` is one of ``results`` (inference results, JSON), ``events`` (agent events),
-``alarms`` (alarms raised by actions) and ``status`` (retained "online"/"offline"; the
+``alarms`` (alarms raised by actions), ``tags`` (readings forwarded without a model, per forward
+rule) and ``status`` (retained "online"/"offline"; the
 agent sets an MQTT last will of "offline" on it). The default root is ``factory``.
 Every segment must be non-empty and free of ``+``, ``#``, ``/`` and NUL so that a topic
 can never be mistaken for a wildcard filter. Limits: pure string functions, no I/O.
@@ -28,6 +29,7 @@ class Kind(enum.StrEnum):
     EVENTS = "events"
     ALARMS = "alarms"
     STATUS = "status"
+    TAGS = "tags"
 
 
 _FORBIDDEN = ("+", "#", "/", "\x00")

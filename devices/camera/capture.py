@@ -48,6 +48,42 @@ class _End(Exception):
     """A file or folder reached its end and does not loop."""
 
 
+def _why_not_open(url: str, timeout_s: float) -> str:
+    """What the camera itself says, since OpenCV says only that it could not open the stream
+    (and prints an unrelated VIDEOIO line): an HTTP status, a refused port, or that it answers but
+    its stream cannot be decoded."""
+    import socket
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    u = urllib.parse.urlsplit(url)
+    if u.scheme in ("http", "https"):
+        try:
+            req = urllib.request.Request(url, headers={"Range": "bytes=0-0"})
+            with urllib.request.urlopen(req, timeout=min(timeout_s, 3.0)) as r:
+                ctype = r.headers.get("Content-Type", "?")
+            return (f": the server answers (HTTP 200, {ctype}) but FFmpeg cannot read a video stream from it; "
+                    "check that the URL is the stream itself (MJPEG, H.264), not a web page")
+        except urllib.error.HTTPError as e:
+            hint = "check the path of the stream URL" if e.code == 404 else \
+                "check the camera's user and password in the URL" if e.code in (401, 403) else "check the camera"
+            return f": the camera answers HTTP {e.code} {e.reason}; {hint}"
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            return f": cannot reach {u.hostname}:{u.port or (443 if u.scheme == 'https' else 80)} ({reason}); " \
+                   "is the camera on and the address right?"
+    if u.scheme in ("rtsp", "rtsps", "rtmp") and u.hostname:
+        port = u.port or {"rtsp": 554, "rtsps": 322, "rtmp": 1935}[u.scheme]
+        try:
+            socket.create_connection((u.hostname, port), timeout=min(timeout_s, 3.0)).close()
+        except OSError as e:
+            return f": cannot reach {u.hostname}:{port} ({e.strerror or e}); is the camera on and the address right?"
+        return f": {u.hostname}:{port} accepts connections but the stream does not open; check the path, " \
+               "user and password in the URL"
+    return ""
+
+
 class CameraSource:
     def __init__(self, name: str, settings: CameraSettings) -> None:
         self.name = name
@@ -165,8 +201,15 @@ class CameraSource:
                 raise _End
 
     def _open(self):
+        import os
+
         import cv2
 
+        if "OPENCV_LOG_LEVEL" not in os.environ:  # its VIDEOIO warnings say nothing the open error does not
+            try:
+                cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+            except AttributeError:
+                pass
         s = self.settings
         ms = int(s.open_timeout_s * 1000)
         if s.kind is CameraKind.USB:
@@ -181,7 +224,7 @@ class CameraSource:
             cap = cv2.VideoCapture(s.url, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
-            raise CameraError(f"cannot open {s.url}")
+            raise CameraError(f"cannot open {s.url}{_why_not_open(s.url, s.open_timeout_s)}")
         return cap
 
     def _read_capture(self, backoff: Backoff) -> None:

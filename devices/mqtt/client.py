@@ -13,9 +13,12 @@ paho's own reconnect (``reconnect_delay_set``) takes over after a drop.
 
 Bad input is counted in ``stats.errors_by_reason`` and skipped: ``malformed_json``,
 ``wrong_type``, ``missing_field``, ``non_finite``, ``bad_timestamp``, ``garbage_protobuf``,
-``bad_topic``, ``unknown_alias``, ``data_before_birth``, ``seq_gap``, ``out_of_order``
+``bad_topic``, ``unknown_alias``, ``seq_gap``, ``out_of_order``
 (a reading older than its tag's last one; dropped unless ``out_of_order: keep``),
 ``broker_unreachable``, ``tls_failed``, ``connect_refused``, ``publish_failed``.
+Routine or silent events go to ``notices`` instead (one WARNING on the first, then counted, shown
+on ``/status``): ``data_before_birth`` (normal after the host starts; a rebirth is asked) and a
+Sparkplug ``tag_map`` key that matches no metric because it starts with the group.
 Limits: one broker per source; QoS 2 is not offered.
 """
 
@@ -40,20 +43,65 @@ from devices.base import (
     ConnectionState,
     DeviceError,
     DeviceStats,
+    Notices,
     Quality,
     Reading,
 )
 from devices.mqtt.settings import CodecKind, MqttSettings, Protocol, Subscription
 from devices.mqtt.sparkplug_host import SparkplugHost
 from protocols import json_codec
+from protocols import sparkplug as sp
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MqttError", "MqttSource"]
+__all__ = ["MqttError", "MqttSource", "SparkplugTypeMismatch"]
 
 
 class MqttError(DeviceError):
     """An MQTT operation that failed (publish refused, not started)."""
+
+    retryable = True
+
+
+class SparkplugTypeMismatch(MqttError):
+    retryable = False
+
+
+_SP_INT = {"INT8": (-(2**7), 2**7 - 1), "INT16": (-(2**15), 2**15 - 1), "INT32": (-(2**31), 2**31 - 1),
+           "INT64": (-(2**63), 2**63 - 1), "UINT8": (0, 2**8 - 1), "UINT16": (0, 2**16 - 1),
+           "UINT32": (0, 2**32 - 1), "UINT64": (0, 2**64 - 1)}
+
+
+def _sparkplug_value(dt: sp.DataType, value: Any, where: str) -> Any:
+    """Strict conversion to a Sparkplug datatype: a string never becomes a boolean or a number."""
+    def bad(fix: str) -> SparkplugTypeMismatch:
+        return SparkplugTypeMismatch(f"metric {where} is {dt.name.title()}; cannot send {value!r} "
+                                     f"({type(value).__name__}): {fix}")
+
+    if dt is sp.DataType.BOOLEAN:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int | float) and value in (0, 1):
+            return bool(value)
+        raise bad("write true or false without quotes")
+    if dt.name in _SP_INT:
+        if isinstance(value, str) or (isinstance(value, float) and not value.is_integer()):
+            raise bad("write a whole number without quotes")
+        if not isinstance(value, int | float):
+            raise bad("write a whole number")
+        lo, hi = _SP_INT[dt.name]
+        if not lo <= int(value) <= hi:
+            raise bad(f"out of range {lo}..{hi}")
+        return int(value)
+    if dt in (sp.DataType.FLOAT, sp.DataType.DOUBLE):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad("write a number without quotes")
+        return float(value)
+    if dt in (sp.DataType.STRING, sp.DataType.TEXT):
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise bad("write text")
+        return str(value)
+    raise bad("only Boolean, integer, Float, Double and String metrics can be written")
 
 
 class _BatchChannel(Channel):
@@ -122,6 +170,9 @@ class MqttSource:
         self._last_ts: dict[str, float] = {}
         self._keep_out_of_order = settings.out_of_order == "keep"
         self.sparkplug = SparkplugHost(name, settings.sparkplug, self._publish_raw, self._error)
+        self.notices = Notices(log)  # silent drops and routine events: said once, counted always
+        self.sparkplug.on_notice = self._notice
+        self.published: dict[str, int] = {"sent": 0, "queued": 0}
         self.connected = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -224,6 +275,8 @@ class MqttSource:
             return
         if self._ever_connected:
             self.stats.reconnects += 1
+        log.info("mqtt source %r: %s broker %s:%d", self.name, "reconnected to" if self._ever_connected else
+                 "connected to", self.settings.host, self.settings.port)
         self._ever_connected = True
         subs = [(s.topic, s.qos) for s in self.settings.subscriptions]
         if subs:
@@ -254,6 +307,11 @@ class MqttSource:
         self._channel.put_threadsafe((msg.topic, msg.payload, time.time()))
 
     # ---- errors ----------------------------------------------------------------------------
+    def _notice(self, key: str, msg: str) -> None:
+        # data before birth is routine (this host started after the node): INFO, counted apart
+        self.notices.note(key, "mqtt source %r: %s", self.name, msg,
+                          level=logging.INFO if key == "data_before_birth" else logging.WARNING)
+
     def _error(self, reason: str, detail: str) -> None:
         self.stats.error(reason, detail)
         self._burst.log(reason, "mqtt source %r: %s: %s", self.name, reason, detail)
@@ -348,18 +406,35 @@ class MqttSource:
                 for r in self.decode(topic, payload, received_at):
                     yield r
 
+    # ---- Sparkplug write-back ------------------------------------------------------------------
+    async def command(self, group: str, edge_node: str, device: str | None, metric: str, value: Any,
+                      datatype: str | None = None) -> str:
+        """Send an NCMD (``device`` None) or DCMD setting ``metric`` to ``value``, typed as the node's birth
+        declared it (or ``datatype``); a value that does not fit the type raises ``SparkplugTypeMismatch``
+        (not retryable): ``"false"`` is never sent as TRUE."""
+        dt = sp.DataType[datatype.upper()] if datatype else None
+        if dt is None:
+            known = self.sparkplug.datatype(group, edge_node, device, metric)
+            dt = sp.DataType(known) if known is not None else sp.infer_datatype(value)
+        where = f"{group}/{edge_node}/{device + '/' if device else ''}{metric}"
+        payload = sp.Payload(int(time.time() * 1000), None,
+                             [sp.Metric(metric, None, dt, _sparkplug_value(dt, value, where))])
+        kind = sp.MessageType.DCMD if device else sp.MessageType.NCMD
+        return await self.publish(sp.topic(group, kind, edge_node, device), sp.encode(payload), qos=0)
+
     # ---- publishing ------------------------------------------------------------------------
     def _publish_raw(self, topic: str, payload: bytes) -> None:
         c = self._client
         if c is not None:
             c.publish(topic, payload, qos=0)
 
-    async def publish(self, topic: str, payload: bytes | str | dict[str, Any], qos: int = 0, retain: bool = False) -> None:
-        """Publish results and events (a dict becomes compact JSON).
+    async def publish(self, topic: str, payload: bytes | str | dict[str, Any], qos: int = 0, retain: bool = False) -> str:
+        """Publish results and events (a dict becomes compact JSON); returns ``"sent"`` or ``"queued"``.
 
-        QoS 1 messages are queued by paho while the broker is away (up to ``publish_max_queued``);
-        when that queue is full this waits up to ``publish_timeout_s`` for room, then raises
-        ``MqttError``. QoS 0 while disconnected is counted as ``publish_failed`` and dropped.
+        QoS 1 messages are queued by paho while the broker is away (up to ``publish_max_queued``) and
+        sent on reconnect: that returns ``"queued"``, not ``"sent"``. When the queue is full this waits
+        up to ``publish_timeout_s`` for room, then raises ``MqttError``. QoS 0 while disconnected is
+        counted as ``publish_failed`` and raises ``MqttError`` (the message is not sent).
         """
         c = self._client
         if c is None:
@@ -377,6 +452,15 @@ class MqttSource:
                     raise MqttError(f"mqtt source {self.name!r}: outgoing queue full; broker slow or away")
                 await asyncio.sleep(0.005)
                 continue
-            if info.rc == paho.MQTT_ERR_NO_CONN and qos == 0:
-                self._error("publish_failed", f"topic {topic!r}: not connected, QoS 0 message dropped")
-            return
+            if info.rc == paho.MQTT_ERR_NO_CONN:
+                if qos == 0:
+                    self._error("publish_failed", f"topic {topic!r}: not connected, QoS 0 message dropped")
+                    raise MqttError(f"mqtt source {self.name!r}: broker {self.settings.host}:{self.settings.port} "
+                                    "is not connected; QoS 0 message not sent")
+                self.published["queued"] += 1
+                return "queued"
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                self._error("publish_failed", f"topic {topic!r}: {paho.error_string(info.rc)}")
+                raise MqttError(f"mqtt source {self.name!r}: publish failed ({paho.error_string(info.rc)})")
+            self.published["sent"] += 1
+            return "sent"

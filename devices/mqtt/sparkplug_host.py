@@ -4,7 +4,8 @@ Keeps, per edge node (group, edge_node), the bdSeq and alias table of its last N
 are unique across the node and its devices, as the specification requires) and the last seq
 (0..255, wrapping; a gap is counted as ``seq_gap`` and the data is still used). NDATA/DDATA
 metrics are resolved by alias or name; an unknown alias, or data before any birth, is counted
-(``unknown_alias`` / ``data_before_birth``), skipped, and answered by an NCMD
+(``unknown_alias``; ``data_before_birth``, which is normal after the host starts and so counted apart,
+not as an error), skipped, and answered by an NCMD
 ``Node Control/Rebirth`` = true (at most once per ``rebirth_min_interval_s`` per node).
 NDEATH (with the birth's bdSeq) and DDEATH emit, for every tag of the node or device that had a
 value, a ``Reading`` with the last value and ``Quality.BAD``; a later birth brings GOOD values
@@ -37,6 +38,7 @@ class _Node:
     alive: bool = False
     aliases: dict[int, tuple[str | None, str]] = field(default_factory=dict)  # alias -> (device, metric)
     last: dict[tuple[str | None, str], tuple[Any, float]] = field(default_factory=dict)  # (device, metric) -> value, ts
+    types: dict[tuple[str | None, str], int] = field(default_factory=dict)  # (device, metric) -> datatype from births
     last_rebirth: float = -math.inf
 
 
@@ -50,6 +52,9 @@ class SparkplugHost:
         self.rebirths_requested = 0
         self.births = 0
         self.deaths = 0
+        self.data_before_birth = 0  # normal after a host restart: counted, answered by a rebirth, not an error
+        self.on_notice: Callable[..., None] | None = None  # (key, message): a silent drop, said once
+        self._tag_map_checked: set[str] = set()
 
     def node_alive(self, group: str, edge_node: str) -> bool:
         n = self._nodes.get((group, edge_node))
@@ -82,7 +87,10 @@ class SparkplugHost:
             node.alive, node.aliases, node.seq = True, {}, payload.seq
             node.bd_seq = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
             self.births += 1
+            self._check_tag_map(t, None, payload)
             for m in payload.metrics:
+                if m.name:
+                    node.types[(None, m.name)] = m.datatype
                 if m.alias is not None and m.name:
                     node.aliases[m.alias] = (None, m.name)
             return self._readings(t, node, None, payload, received_at, by_birth=True)
@@ -94,13 +102,21 @@ class SparkplugHost:
             self.deaths += 1
             return self._bad(t.edge_node, node, lambda dev: True, received_at)
         if not node.alive:
-            self._on_error("data_before_birth", f"{mt.value} from {t.group}/{t.edge_node} before its NBIRTH")
+            self.data_before_birth += 1
+            if self.on_notice is not None:
+                self.on_notice("data_before_birth", f"sparkplug: {mt.value} from {t.group}/{t.edge_node} before its "
+                               "NBIRTH (normal after this host starts); rebirth requested, data skipped until then")
+            else:
+                self._on_error("data_before_birth", f"{mt.value} from {t.group}/{t.edge_node} before its NBIRTH")
             self._rebirth(t.group, t.edge_node, node)
             return []
         self._check_seq(t, node, payload.seq)
         if mt is sp.MessageType.DBIRTH:
             self.births += 1
+            self._check_tag_map(t, t.device, payload)
             for m in payload.metrics:
+                if m.name:
+                    node.types[(t.device, m.name)] = m.datatype
                 if m.alias is not None and m.name:
                     node.aliases[m.alias] = (t.device, m.name)
             return self._readings(t, node, t.device, payload, received_at, by_birth=True)
@@ -108,6 +124,27 @@ class SparkplugHost:
             self.deaths += 1
             return self._bad(t.edge_node, node, lambda dev: dev == t.device, received_at)
         return self._readings(t, node, t.device, payload, received_at, by_birth=False)
+
+    def datatype(self, group: str, edge_node: str, device: str | None, metric: str) -> int | None:
+        """The metric's datatype as the node's (or device's) last birth declared it."""
+        n = self._nodes.get((group, edge_node))
+        return n.types.get((device, metric)) if n else None
+
+    def _check_tag_map(self, t: sp.SparkplugTopic, device: str | None, payload: sp.Payload) -> None:
+        """A tag_map key that names no metric renames nothing, silently; the common slip is to start
+        it with the Sparkplug group. Said once per key, when a birth shows what the node offers."""
+        if not self._settings.tag_map or self.on_notice is None:
+            return
+        names = {f"{t.edge_node}/{device}/{m.name}" if device else f"{t.edge_node}/{m.name}"
+                 for m in payload.metrics if m.name}
+        for key in self._settings.tag_map:
+            if key in self._tag_map_checked or key in names:
+                continue
+            if key.startswith(t.group + "/") and key[len(t.group) + 1:] in names:
+                self._tag_map_checked.add(key)
+                self.on_notice(f"tag_map:{key}", f"sparkplug tag_map key {key!r} starts with the group {t.group!r}, "
+                               f"so it matches no metric and renames nothing; keys are '{{edge_node}}/{{device}}/"
+                               f"{{metric}}': write {key[len(t.group) + 1:]!r}")
 
     def _check_seq(self, t: sp.SparkplugTopic, node: _Node, seq: int | None) -> None:
         if seq is None:

@@ -20,7 +20,13 @@ Errors (all ``OpcUaError``, itself a ``devices.base.DeviceError``)::
     OpcUaError
     ├── OpcUaNotConnected   write/browse while not CONNECTED
     ├── OpcUaWriteRefused   the server answered a write with a Bad status
-    └── OpcUaNodeError      a malformed or unknown node id
+    ├── OpcUaNodeError      a malformed or unknown node id
+    └── OpcUaTypeMismatch   a value that does not fit the node's DataType (never coerced: the string
+                            ``"false"`` is not written as TRUE to a Boolean node)
+
+``retryable`` is False on errors that a retry cannot fix (unknown node, type mismatch, refused write).
+NodeIds may name their namespace by URI (``nsu=urn:plc;s=Line.Reject``): resolved to the server's
+index after each connect.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import asyncio
 import datetime as dt
 import logging
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -51,18 +58,53 @@ from devices.opcua.settings import NonFinitePolicy, OpcUaSettings, SecurityMode
 
 log = logging.getLogger("devices.opcua")
 
+
+class _ConnectionLossFilter(logging.Filter):
+    """A PLC restart is routine: asyncua's own ERROR lines with tracebacks about the lost connection
+    ("Publish iteration crashed", ...) become one WARNING line without traceback; this adapter reports
+    the loss itself and reconnects. Other asyncua errors pass unchanged."""
+
+    _LOSS = (OSError, ConnectionError, TimeoutError, asyncio.TimeoutError, asyncio.IncompleteReadError, ua.UaError)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None and "error status from server" not in str(record.msg):
+            return True
+        if exc is not None and not isinstance(exc, self._LOSS):
+            return True
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        if exc is not None:
+            record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc}); the source reconnects"
+            record.args = None
+            record.exc_info = record.exc_text = None
+        return True
+
+
+for _name in ("asyncua.client.ua_session.UaSession", "asyncua.client.ua_client.UASocketProtocol",
+              "asyncua.client.ua_client.UaClient", "asyncua.client.client", "asyncua.common.subscription"):
+    _logger = logging.getLogger(_name)
+    if not any(isinstance(f, _ConnectionLossFilter) for f in _logger.filters):
+        _logger.addFilter(_ConnectionLossFilter())
+
 __all__ = [
     "OpcUaError",
     "OpcUaNodeError",
     "OpcUaNotConnected",
     "OpcUaSource",
+    "OpcUaTypeMismatch",
     "OpcUaWriteRefused",
     "browse_server",
+    "check_server",
+    "convert_value",
 ]
 
 
 class OpcUaError(DeviceError):
     """Root of the OPC UA adapter's errors."""
+
+    retryable = True
 
 
 class OpcUaNotConnected(OpcUaError):
@@ -70,23 +112,86 @@ class OpcUaNotConnected(OpcUaError):
 
 
 class OpcUaWriteRefused(OpcUaError):
-    pass
+    retryable = False
 
 
 class OpcUaNodeError(OpcUaError):
-    pass
+    retryable = False
 
 
-_VARIANT_CONVERT = {
-    ua.VariantType.Boolean: bool,
-    ua.VariantType.String: str,
-    ua.VariantType.Float: float,
-    ua.VariantType.Double: float,
-    **{
-        getattr(ua.VariantType, n): int
-        for n in ("SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64")
-    },
+class OpcUaTypeMismatch(OpcUaError):
+    retryable = False
+
+
+_INT_RANGE = {
+    "SByte": (-(2**7), 2**7 - 1), "Byte": (0, 2**8 - 1), "Int16": (-(2**15), 2**15 - 1), "UInt16": (0, 2**16 - 1),
+    "Int32": (-(2**31), 2**31 - 1), "UInt32": (0, 2**32 - 1), "Int64": (-(2**63), 2**63 - 1), "UInt64": (0, 2**64 - 1),
 }
+
+
+def convert_value(vtype: ua.VariantType, value: Any, node_id: str = "?") -> Any:
+    """``value`` as the node's DataType wants it, or ``OpcUaTypeMismatch`` naming node, type and fix.
+
+    Strict on purpose: ``bool("false")`` is True, so a string is never turned into a Boolean or a
+    number; a Boolean takes true/false (or 0/1), an integer type takes whole numbers in its range
+    (true/false as 1/0), Float/Double take numbers, String takes text. Arrays: each element alike.
+    """
+    if isinstance(value, np.ndarray | list | tuple):
+        return [convert_value(vtype, v, node_id) for v in np.asarray(value, dtype=object).tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    t = vtype.name
+
+    def bad(fix: str) -> OpcUaTypeMismatch:
+        return OpcUaTypeMismatch(f"node {node_id} is {t}; cannot write {value!r} ({type(value).__name__}): {fix}")
+
+    if t == "Boolean":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int | float) and value in (0, 1):
+            return bool(value)
+        raise bad("write true or false without quotes")
+    if t in _INT_RANGE:
+        if isinstance(value, str):
+            raise bad("write a number without quotes")
+        if isinstance(value, bool):
+            value = int(value)
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise bad("write a whole number")
+            value = int(value)
+        if not isinstance(value, int):
+            raise bad("write a whole number")
+        lo, hi = _INT_RANGE[t]
+        if not lo <= value <= hi:
+            raise bad(f"out of range {lo}..{hi}")
+        return value
+    if t in ("Float", "Double"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad("write a number without quotes")
+        return float(value)
+    if t in ("String", "LocalizedText"):
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+        raise bad("write text")
+    return value
+
+
+_NSU = re.compile(r"^nsu=([^;]+);(.+)$")
+
+
+async def _resolve_node_id(client: Client, node_id: str) -> str:
+    """``nsu=<uri>;<rest>`` → ``ns=<index>;<rest>`` using the server's namespace array."""
+    m = _NSU.match(node_id.strip())
+    if m is None:
+        return node_id
+    uri, rest = m.group(1), m.group(2)
+    try:
+        idx = await client.get_namespace_index(uri)
+    except ValueError:
+        raise OpcUaNodeError(f"node {node_id!r}: the server has no namespace {uri!r}; "
+                             "check the URI (browse the server's NamespaceArray)") from None
+    return f"ns={idx};{rest}"
 
 
 def _quality(status: ua.StatusCode | None) -> Quality:
@@ -223,6 +328,10 @@ class OpcUaSource:
         self._tags: dict[ua.NodeId, str] = {}
         self._last_ts: dict[str, float] = {}
         self._types: dict[str, ua.VariantType] = {}
+        self._resolved: dict[str, str] = {}  # configured node id (nsu=...) -> ns=<index>;...
+        self._write_targets: list[tuple[str, Any]] = []
+        self.target_errors: dict[str, str] = {}  # node_id -> why writes to it will fail
+        self.heartbeats = 0
         self._task: asyncio.Task | None = None
         self._first_attempt = asyncio.Event()
         self._lost = asyncio.Event()
@@ -262,7 +371,7 @@ class OpcUaSource:
         while not self._stopping:
             try:
                 self.state = ConnectionState.CONNECTING
-                await asyncio.wait_for(self._connect(), self.settings.connect_timeout_s * 2)
+                await self._connect()  # each step bounded on its own: a slow node does not fail the session
                 self.state = ConnectionState.CONNECTED
                 self._backoff.reset()
                 self._first_attempt.set()
@@ -270,7 +379,12 @@ class OpcUaSource:
                     self.stats.reconnects += 1
                 self._connected_once = True
                 log.info("opcua source %s: connected to %s", self.name, self.settings.endpoint)
-                await self._watch()
+                beat = asyncio.create_task(self._heartbeat()) if self.settings.heartbeat else None
+                try:
+                    await self._watch()
+                finally:
+                    if beat is not None:
+                        beat.cancel()
                 raise ConnectionError("connection lost")
             except asyncio.CancelledError:
                 break
@@ -302,28 +416,94 @@ class OpcUaSource:
         self._lost.clear()
         client = await _make_client(self.settings)
         self._client = client
-        await client.connect()
+        async with asyncio.timeout(self.settings.connect_timeout_s * 2):
+            await client.connect()
         self._tags.clear()
         self._types.clear()
         groups: dict[tuple[float, int], list[Node]] = {}
+        self._resolved.clear()
+        silent = 0  # consecutive nodes without an answer: past a few, the session is gone, not the nodes
         for ns in self.settings.nodes:
             try:
-                node = client.get_node(ns.node_id)
-                tag = ns.tag or (await node.read_browse_name()).Name
+                async with asyncio.timeout(self.settings.connect_timeout_s):
+                    node = client.get_node(await _resolve_node_id(client, ns.node_id))
+                    tag = ns.tag or (await node.read_browse_name()).Name
+                silent = 0
+            except TimeoutError:
+                silent += 1
+                if silent >= 3:
+                    raise
+                self._node_error(ns.node_id, f"the server gave no answer for this node within "
+                                 f"{self.settings.connect_timeout_s}s; the other nodes are subscribed")
+                continue
+            except OpcUaNodeError as e:
+                self._node_error(ns.node_id, str(e))
+                continue
             except Exception as e:
                 self._node_error(ns.node_id, e)
                 continue
             self._tags[node.nodeid] = tag
             groups.setdefault((ns.sampling_interval_ms, ns.queue_size), []).append(node)
-        if not groups:
-            return
+        if groups:
+            async with asyncio.timeout(self.settings.connect_timeout_s * 2 + len(self._tags) * 0.1):
+                await self._subscribe(client, groups)
+        if self._write_targets or self.settings.heartbeat:
+            await self._check_targets(client)
+
+    async def _subscribe(self, client: Client, groups: dict[tuple[float, int], list[Node]]) -> None:
         sub = await client.create_subscription(self.settings.publishing_interval_ms, _Handler(self))
         for (sampling_ms, queue_size), nodes in groups.items():
-            results = await sub.subscribe_data_change(nodes, sampling_interval=sampling_ms, queuesize=queue_size)
+            try:
+                results = await sub.subscribe_data_change(nodes, sampling_interval=sampling_ms, queuesize=queue_size)
+            except ua.UaStatusCodeError:
+                # one node the server refuses must not take the others with it: subscribe one by one
+                results = []
+                for node in nodes:
+                    try:
+                        results.append(await sub.subscribe_data_change(node, sampling_interval=sampling_ms,
+                                                                       queuesize=queue_size))
+                    except ua.UaStatusCodeError as e:
+                        results.append(ua.StatusCode(e.code))
             for node, r in zip(nodes, results, strict=True):
                 if isinstance(r, ua.StatusCode):
                     self._tags.pop(node.nodeid, None)
                     self._node_error(node.nodeid.to_string(), r.name)
+
+    async def _heartbeat(self) -> None:
+        """The watchdog output: toggled (or counted up) every period while the session is up."""
+        hb = self.settings.heartbeat
+        assert hb is not None
+        n = 0
+        while True:
+            value: Any = (n % 2 == 0) if hb.kind == "toggle" else n % 32768
+            try:
+                await self.write(hb.node_id, value)
+                self.heartbeats += 1
+            except OpcUaError as e:
+                self.stats.error("heartbeat", str(e))
+                self._burst.log("heartbeat", "opcua source %s: heartbeat not written: %s", self.name, e)
+            n += 1
+            await asyncio.sleep(hb.period_ms / 1000.0)
+
+    def expect_writes(self, targets: list[tuple[str, Any]]) -> None:
+        """Nodes (and values) this source will be asked to write: checked after every connect, so that a
+        missing, read-only or wrongly typed target is reported at start, not at the first defect."""
+        self._write_targets = list(targets)
+
+    async def _check_targets(self, client: Client) -> None:
+        self.target_errors.clear()
+        hb = self.settings.heartbeat
+        beat = [(hb.node_id, True if hb.kind == "toggle" else 1)] if hb else []
+        for node_id, value in self._write_targets + beat:
+            try:
+                async with asyncio.timeout(self.settings.connect_timeout_s):
+                    why = await _check_target(client, node_id, value, self._types, self._resolved)
+            except TimeoutError:
+                why = f"node {node_id}: no answer within {self.settings.connect_timeout_s}s"
+            if why:
+                self.target_errors[node_id] = why
+                self.stats.error("write_target", why)
+                self._burst.log(f"target:{node_id}", "opcua source %s: writes will fail: %s", self.name, why)
 
     def _node_error(self, node_id: str, why: Any) -> None:
         why_s = why if isinstance(why, str) else f"{type(why).__name__}: {why}"
@@ -364,10 +544,12 @@ class OpcUaSource:
         return self._client
 
     async def write(self, node_id: str, value: Any) -> None:
-        """Write ``value`` converted to the node's own data type (read once, cached)."""
+        """Write ``value`` as the node's own data type (read once, cached); never coerced loosely."""
         client = self._require_client(f"write to {node_id}")
         try:
-            node = client.get_node(node_id)
+            node = await _node(client, node_id, self._resolved)
+        except OpcUaNodeError as e:
+            raise OpcUaNodeError(f"opcua source {self.name}: {e}") from None
         except Exception as e:
             raise OpcUaNodeError(f"opcua source {self.name}: malformed node id {node_id!r} ({e})") from None
         try:
@@ -375,11 +557,10 @@ class OpcUaSource:
             if vtype is None:
                 vtype = await node.read_data_type_as_variant_type()
                 self._types[node_id] = vtype
-            conv = _VARIANT_CONVERT.get(vtype, lambda v: v)
-            if isinstance(value, np.ndarray | list | tuple):
-                payload: Any = [conv(v) for v in np.asarray(value).tolist()]
-            else:
-                payload = conv(value.item() if isinstance(value, np.generic) else value)
+            try:
+                payload = convert_value(vtype, value, node_id)
+            except OpcUaTypeMismatch as e:
+                raise OpcUaTypeMismatch(f"opcua source {self.name}: {e}") from None
             await node.write_value(ua.DataValue(ua.Variant(payload, vtype)))
         except ua.UaStatusCodeError as e:
             name = ua.StatusCode(e.code).name if hasattr(e, "code") else str(e)
@@ -397,28 +578,121 @@ class OpcUaSource:
         return await _browse(client, folder_node_id, max_depth)
 
 
+async def _node(client: Client, node_id: str, cache: dict[str, str]) -> Node:
+    resolved = cache.get(node_id)
+    if resolved is None:
+        resolved = cache[node_id] = await _resolve_node_id(client, node_id)
+    return client.get_node(resolved)
+
+
+async def _check_target(client: Client, node_id: str, value: Any, types: dict, cache: dict[str, str]) -> str | None:
+    """Why writing ``value`` to ``node_id`` would fail (None: it would not): node exists, is a
+    Variable the session may write, and its DataType takes the value."""
+    try:
+        node = await _node(client, node_id, cache)
+        cls = await node.read_node_class()
+    except OpcUaNodeError as e:
+        return str(e)
+    except ua.UaStatusCodeError as e:
+        if "NodeIdUnknown" in ua.StatusCode(e.code).name:
+            return f"node {node_id} does not exist on the server; check the node_id (edge-agent browse)"
+        return f"node {node_id}: {ua.StatusCode(e.code).name}"
+    except Exception as e:
+        return f"node {node_id}: malformed or unreadable ({type(e).__name__}: {e}); check the node_id"
+    if cls != ua.NodeClass.Variable:
+        return f"node {node_id} is a {cls.name}, not a Variable; only variables can be written"
+    try:
+        levels = await node.get_user_access_level()
+    except Exception:
+        levels = await node.get_access_level()
+    if ua.AccessLevel.CurrentWrite not in levels:
+        return f"node {node_id} is read-only for this session (access level {sorted(a.name for a in levels)})"
+    vtype = await node.read_data_type_as_variant_type()
+    types[node_id] = vtype
+    try:
+        convert_value(vtype, value, node_id)
+    except OpcUaTypeMismatch as e:
+        return str(e)
+    return None
+
+
+async def check_server(settings: OpcUaSettings, targets: list[tuple[str, Any]]
+                       ) -> tuple[list[str | None], list[str | None], list[str | None]]:
+    """One-off connect for ``edge-agent validate --online``: why each subscribed node (in settings order)
+    and each write target would fail (None where it is fine), and the tag each node will produce (its
+    ``tag`` or browse name; None when unreadable). Raises ``OpcUaError`` when unreachable."""
+    client = await _make_client(settings)
+    try:
+        await asyncio.wait_for(client.connect(), settings.connect_timeout_s)
+    except Exception as e:
+        raise OpcUaError(f"cannot check {settings.endpoint}: {_explain(e, settings)[1]}") from None
+    cache: dict[str, str] = {}
+    try:
+        nodes: list[str | None] = []
+        tags: list[str | None] = []
+        for ns in settings.nodes:
+            try:
+                node = await _node(client, ns.node_id, cache)
+                browse = (await node.read_browse_name()).Name
+                nodes.append(None)
+                tags.append(ns.tag or browse)
+            except OpcUaNodeError as e:
+                nodes.append(str(e))
+                tags.append(None)
+            except Exception as e:
+                name = ua.StatusCode(e.code).name if isinstance(e, ua.UaStatusCodeError) else repr(e)
+                nodes.append(f"node {ns.node_id} cannot be read ({name}); check the node_id (edge-agent browse)")
+                tags.append(None)
+        writes = [await _check_target(client, nid, v, {}, cache) for nid, v in targets]
+        return nodes, writes, tags
+    finally:
+        try:
+            await client.disconnect()
+        except Exception:
+            pass
+
+
 async def _browse(client: Client, folder_node_id: str | None, max_depth: int) -> list[dict]:
-    root = client.nodes.objects if folder_node_id is None else client.get_node(folder_node_id)
+    """Variables under a folder: node_id, path (browse names from the start folder), browse_name (the
+    default tag), data_type, array, array_size (None: scalar or unknown), access ('r', 'w', 'rw')."""
+    root = client.nodes.objects if folder_node_id is None else await _node(client, folder_node_id, {})
     out: list[dict] = []
 
-    async def walk(node: Node, depth: int) -> None:
+    async def walk(node: Node, depth: int, path: str) -> None:
         for child in await node.get_children(refs=ua.ObjectIds.HierarchicalReferences):
             if child.nodeid.NamespaceIndex == 0:  # skip the standard Server object and types
                 continue
             cls = await child.read_node_class()
+            name = (await child.read_browse_name()).Name
+            here = f"{path}/{name}" if path else name
             if cls == ua.NodeClass.Variable:
-                vtype = await child.read_data_type_as_variant_type()
+                try:
+                    vtype = (await child.read_data_type_as_variant_type()).name
+                except Exception:  # a structure or a type the client cannot map: still listed
+                    vtype = "?"
                 rank = await child.read_value_rank()
-                out.append({
-                    "node_id": child.nodeid.to_string(),
-                    "browse_name": (await child.read_browse_name()).Name,
-                    "data_type": vtype.name,
-                    "array": rank >= 0,
-                })
+                size = None
+                if rank >= 0:
+                    try:
+                        dims = await child.read_array_dimensions()
+                        size = dims[0] if dims and dims[0] else None
+                        if size is None:
+                            v = await child.read_value()
+                            size = len(v) if isinstance(v, list | tuple) else None
+                    except Exception:
+                        size = None
+                try:
+                    levels = await child.get_user_access_level()
+                except Exception:
+                    levels = set()
+                access = ("r" if ua.AccessLevel.CurrentRead in levels else "") + (
+                    "w" if ua.AccessLevel.CurrentWrite in levels else "")
+                out.append({"node_id": child.nodeid.to_string(), "path": here, "browse_name": name,
+                            "data_type": vtype, "array": rank >= 0, "array_size": size, "access": access or "-"})
             elif cls == ua.NodeClass.Object and depth < max_depth:
-                await walk(child, depth + 1)
+                await walk(child, depth + 1, here)
 
-    await walk(root, 1)
+    await walk(root, 1, "")
     return out
 
 

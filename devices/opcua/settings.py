@@ -35,6 +35,15 @@ class NodeSettings(_Model):
     queue_size: int = Field(1, ge=1, description="server-side queue per monitored item")
 
 
+class HeartbeatSettings(_Model):
+    """A watchdog output: while connected, the source writes this node every ``period_ms`` so that the
+    PLC can tell a live agent from a dead one (and stop trusting its reject/alarm outputs)."""
+
+    node_id: str = Field(min_length=3, description="a writable Boolean (toggle) or integer (counter) node")
+    period_ms: int = Field(1000, ge=100, le=3_600_000)
+    kind: Literal["toggle", "counter"] = Field("toggle", description="toggle: true/false; counter: 0, 1, ... 32767, 0")
+
+
 class OpcUaSettings(_Model):
     type: Literal["opcua"] = "opcua"
     endpoint: str = Field(pattern=r"^opc\.tcp://", description="e.g. opc.tcp://127.0.0.1:4840/factory/")
@@ -53,6 +62,7 @@ class OpcUaSettings(_Model):
     connect_timeout_s: float = Field(5.0, gt=0)
     keepalive_check_s: float = Field(2.0, gt=0, description="how often the connection is checked")
     non_finite: NonFinitePolicy = NonFinitePolicy.BAD
+    heartbeat: HeartbeatSettings | None = Field(None, description="watchdog node written while connected")
 
     @model_validator(mode="after")
     def _check(self) -> OpcUaSettings:

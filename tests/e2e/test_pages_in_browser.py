@@ -53,7 +53,8 @@ async def test_agent_status_page_shows_live_state(tmp_path):
     cfg = parse_config({
         "agent": {"id": "gw-page", "site": "plant", "line": "l1", "data_dir": str(tmp_path / "data")},
         "trusted_keys": [str(pub)], "http": {"port": 0},
-        "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 20, "loop": True}},
+        "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 20, "loop": True},
+                    "spare": {"type": "camera", "url": str(frames), "fps": 2, "loop": True}},  # read by nobody
         "models": {"vision": {"package": str(pkg), "engine": "onnxruntime"}},
         "pipelines": [{"name": "inspect", "source": "cam", "model": "vision", "actions": ["ng"]}],
         "actions": {"ng": {"type": "alarm", "raise_after": 2, "clear_after": 2, "when": {"verdict": "NG"}}},
@@ -75,6 +76,7 @@ async def test_agent_status_page_shows_live_state(tmp_path):
     assert "/api/ng/0.png" in dom  # the last NG parts
     assert "ng on inspect since" in dom  # the active alarm
     assert "no cloud link configured" in dom
+    assert "source spare" in dom and "no pipeline reads it" in dom  # a silent drop, with its fix and count
 
 
 async def test_fleet_console_shows_agents_deployments_and_reports(tmp_path):

@@ -130,6 +130,13 @@ async def test_agent_runs_both_pipelines_and_acts_on_real_peers(tmp_path, packag
         metrics = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
         assert 'edge_pipeline_results_total{pipeline="inspect",verdict="NG"}' in metrics
         assert "process_resident_memory_bytes" in metrics
+        # every action has its outcome counters, by action and target; cumulative counts are counters
+        assert 'edge_action_total{action="reject",outcome="ok",target="ns=2;s=Machine1.Reject",type="opcua_write"}' \
+            in metrics, metrics
+        assert 'edge_alarm_active{alarm="ng_alarm",pipeline="inspect"} 1.0' in metrics
+        assert "# TYPE edge_pipeline_dropped_total counter" in metrics or \
+            "# TYPE edge_pipeline_dropped counter" in metrics
+        assert 'edge_source_received_total{source="machine"}' in metrics
 
         # hot swap while frames flow: the camera keeps its sequence, nothing processed twice
         slot = agent.slots["vision"]

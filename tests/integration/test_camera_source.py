@@ -76,7 +76,10 @@ async def test_mjpeg_stream_keeps_target_fps_by_skipping_and_counts_a_corrupt_fr
     assert src.stats.errors_by_reason.get("corrupt_frame", 0) >= 1
 
 
-async def test_stream_reconnects_after_the_camera_restarts():
+async def test_stream_reconnects_after_the_camera_restarts(caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
     port = free_port()
     server = CameraServer(port, fps=20, seed=3).start()
     src = CameraSource("cam", CameraSettings(url=f"http://127.0.0.1:{port}/stream.mjpg", read_timeout_s=1.0,
@@ -95,6 +98,7 @@ async def test_stream_reconnects_after_the_camera_restarts():
     assert after[0].seq > before[-1].seq  # sequence keeps increasing across the reconnect
     assert src.stats.reconnects >= 1
     assert src.stats.errors_by_reason.get("stream_lost", 0) >= 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]  # routine: no ERROR
 
 
 async def test_unreachable_stream_backs_off_without_crashing():
@@ -110,6 +114,23 @@ async def test_unreachable_stream_backs_off_without_crashing():
     assert "cannot open" in src.stats.last_error
     await src.stop()
     assert src.state is ConnectionState.STOPPED
+
+
+async def test_a_stream_url_that_404s_says_so():
+    port = free_port()
+    server = CameraServer(port, fps=5, seed=1).start()
+    src = CameraSource("cam", CameraSettings(url=f"http://127.0.0.1:{port}/stream.mjpeg", open_timeout_s=2,
+                                             reconnect_initial_s=0.2, reconnect_max_s=0.5))
+    try:
+        await src.start()
+        for _ in range(100):
+            if src.stats.errors_by_reason.get("open_failed", 0) >= 1:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await src.stop()
+        server.stop()
+    assert "the camera answers HTTP 404 Not Found; check the path of the stream URL" in src.stats.last_error
 
 
 def test_settings_are_validated_with_clear_messages():

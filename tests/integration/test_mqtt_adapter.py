@@ -97,7 +97,10 @@ async def test_bad_input_is_counted_and_skipped_while_good_messages_flow(mosquit
         assert reasons.get(key) == 1, (key, reasons)
 
 
-async def test_broker_restart_resubscribes_and_messages_flow_again(mosquitto):
+async def test_broker_restart_resubscribes_and_messages_flow_again(mosquitto, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
     src = await started(mosquitto.port, [{"topic": "r/#", "qos": 1}], reconnect_min_s=0.2, reconnect_max_s=1)
     try:
         mosquitto.restart(down_s=0.5)
@@ -114,6 +117,9 @@ async def test_broker_restart_resubscribes_and_messages_flow_again(mosquitto):
         await src.stop()
     assert [r.value for r in got] == [1]
     assert src.stats.reconnects == 1 and src.stats.errors_by_reason.get("broker_unreachable", 0) >= 1
+    # a routine broker restart: WARNING, then INFO on reconnect; never an ERROR line or a traceback
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert any("reconnected to broker" in r.getMessage() for r in caplog.records)
 
 
 async def test_unreachable_broker_goes_backoff_with_clear_error(mosquitto):
@@ -197,7 +203,9 @@ async def test_sparkplug_data_before_birth_requests_rebirth(mosquitto):
     finally:
         watcher.loop_stop()
         await src.stop()
-    assert got == [] and src.stats.errors_by_reason.get("data_before_birth") == 1
+    # normal after a host starts: counted as such and answered by a rebirth, not counted as an error
+    assert got == [] and src.sparkplug.data_before_birth == 1 and src.notices.counts["data_before_birth"] == 1
+    assert "data_before_birth" not in src.stats.errors_by_reason and src.stats.errors == 0
     topic, payload = seen[0]
     assert topic == "spBv1.0/g/NCMD/n9"
     assert payload.metrics[0].name == "Node Control/Rebirth" and payload.metrics[0].value is True
@@ -280,3 +288,59 @@ async def test_qos1_publish_while_broker_down_is_queued_until_the_queue_is_full(
     finally:
         await src.stop()
     assert src.stats.errors_by_reason.get("publish_failed") == 1
+
+
+async def test_sparkplug_tag_map_key_with_the_group_prefix_is_said_once(mosquitto, caplog):
+    src = await started(mosquitto.port, [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}],
+                        sparkplug={"tag_map": {"line1/n1/d1/temp": "temp"}})
+    pub = raw_client(mosquitto.port)
+    try:
+        now = int(time.time() * 1000)
+        pub.publish("spBv1.0/line1/NBIRTH/n1", sp.encode(sp.Payload(now, 0, [
+            sp.Metric(sp.BDSEQ_METRIC, None, sp.DataType.INT64, 0)])), qos=1)
+        for seq in (1, 2):
+            pub.publish("spBv1.0/line1/DBIRTH/n1/d1", sp.encode(sp.Payload(now, seq, [
+                sp.Metric("temp", None, sp.DataType.DOUBLE, 21.5)])), qos=1)
+        got = await collect(src, lambda g: len(g) >= 2, 5)
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert {r.tag for r in got} == {"n1/d1/temp"}  # the key renamed nothing
+    warned = [r.getMessage() for r in caplog.records if "tag_map key" in r.getMessage()]
+    assert len(warned) == 1 and "write 'n1/d1/temp'" in warned[0], warned
+    assert src.notices.counts["tag_map:line1/n1/d1/temp"] == 1
+
+
+async def test_qos0_publish_while_the_broker_is_down_fails_instead_of_counting_ok(mosquitto, caplog):
+    import logging
+
+    from devices.mqtt.client import MqttError
+
+    caplog.set_level(logging.INFO, logger="devices.mqtt.client")
+    src = await started(mosquitto.port, [])
+    try:
+        assert any("connected to broker" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
+        assert await src.publish("factory/s/l/a/results/p", b"up", qos=0) == "sent"
+        mosquitto.stop()
+        for _ in range(100):
+            if src.state is ConnectionState.BACKOFF:
+                break
+            await asyncio.sleep(0.02)
+        with pytest.raises(MqttError, match="not connected"):
+            await src.publish("factory/s/l/a/results/p", b"lost", qos=0)
+        assert await src.publish("factory/s/l/a/results/p", b"later", qos=1) == "queued"
+    finally:
+        await src.stop()
+    assert src.published == {"sent": 1, "queued": 1}
+
+
+def test_sample_config_is_valid_and_documents_every_option():
+    from pathlib import Path
+
+    import yaml
+
+    sample = Path(__file__).resolve().parents[2] / "devices" / "mqtt" / "sample.yaml"
+    MqttSettings.model_validate(yaml.safe_load(sample.read_text()))
+    text = sample.read_text()
+    for name in MqttSettings.model_fields:
+        assert name in text, f"sample.yaml does not mention {name}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import numpy as np
@@ -109,8 +110,24 @@ async def test_browse_lists_the_machine_variables_with_types(machine: MachineSer
         assert items["Vibration"]["data_type"] == "Double" and items["Vibration"]["array"] is True
         assert items["Reject"]["node_id"] == machine.node_id("Reject")
         assert items["FaultType"]["node_id"] == machine.node_id("Truth.FaultType")
+        assert items["Vibration"]["array_size"] == N and items["Vibration"]["access"] == "r"
+        assert items["Reject"]["access"] == "rw" and items["FaultType"]["path"] == "Machine1/Truth/FaultType"
     finally:
         await src.stop()
+
+
+async def test_browse_cli_lists_node_ids_types_access_and_default_tags(machine: MachineServer) -> None:
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge_agent.cli", "browse", machine.endpoint,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err
+    lines = out.decode().splitlines()
+    row = next(ln for ln in lines if ln.startswith(machine.node_id("Reject") + " "))
+    assert row.split()[1:] == ["Boolean", "rw", "Machine1/Reject"], row
+    row = next(ln for ln in lines if ln.startswith(machine.node_id("Vibration") + " "))
+    assert row.split()[1:] == ["Double", str(N), "r", "Machine1/Vibration"], row
 
 
 async def test_unknown_node_is_named_and_the_others_stay_subscribed(machine: MachineServer) -> None:
@@ -126,7 +143,8 @@ async def test_unknown_node_is_named_and_the_others_stay_subscribed(machine: Mac
         await src.stop()
 
 
-async def test_server_restart_reconnects_and_readings_resume() -> None:
+async def test_server_restart_reconnects_and_readings_resume(caplog) -> None:
+    caplog.set_level(logging.INFO)
     port = free_port()
     srv = MachineServer(port, period_ms=50, window_samples=N)
     await srv.start()
@@ -151,6 +169,9 @@ async def test_server_restart_reconnects_and_readings_resume() -> None:
     finally:
         await src.stop()
         await srv.stop()
+    # a routine PLC restart: WARNING and reconnect, never an ERROR line or a traceback
+    noisy = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert noisy == [], [(r.name, r.levelname, r.getMessage()) for r in noisy]
 
 
 async def test_unreachable_endpoint_backs_off_and_counts_errors_without_raising() -> None:

@@ -106,3 +106,52 @@ def test_window_waits_for_every_scalar_the_model_needs():
     w.add(reading("temp", 1.0))
     w.add(reading("speed", 2.0))
     assert w.add(reading("vib", np.ones(4))).scalars == {"temp": 1.0, "speed": 2.0}
+
+
+def test_scalars_map_tags_to_the_model_inputs():
+    w = Windower("plc", WindowSettings(waveform="vib", scalars={"temperature": "Temp"}, size_samples=4), 1024)
+    w.add(reading("Temp", 21.5))
+    assert w.add(reading("vib", np.ones(4))).scalars == {"temperature": 21.5}
+
+
+def test_a_scalar_that_never_comes_is_said_once_and_counted(caplog):
+    import logging
+
+    from devices.base import Notices
+
+    notes = Notices(logging.getLogger("test.windower"))
+    w = Windower("plc", WindowSettings(waveform="vib", scalars=["temp"], size_samples=4), 1024, notes, "health")
+    w.add(reading("Temp", 1.0))
+    for _ in range(10):
+        assert w.add(reading("vib", np.ones(4))) is None
+    msgs = [r.getMessage() for r in caplog.records if "held back" in r.getMessage()]
+    assert len(msgs) == 1 and "['temp'] never received from source plc (it gives ['Temp', 'vib'])" in msgs[0]
+    assert notes.counts["scalar_missing"] >= 7
+    w.add(reading("temp", 2.0))
+    assert w.add(reading("vib", np.ones(4))) is not None
+
+
+async def test_a_slow_plc_gets_the_latest_output_not_a_backlog():
+    from edge_agent.actions import ActionRunner
+    from edge_agent.config import parse_config
+
+    class SlowPlc:  # the sources mapping is the runner's injected seam
+        def __init__(self) -> None:
+            self.writes: list = []
+
+        async def write(self, node_id, value) -> None:
+            await asyncio.sleep(0.05)
+            self.writes.append(value)
+
+    cfg = parse_config({"agent": {"id": "gw"}, "sources": {"plc": {"type": "opcua", "endpoint": "opc.tcp://x:4840"}},
+                        "actions": {"out": {"type": "opcua_write", "source": "plc", "node_id": "ns=2;s=Out",
+                                            "reset_value": False, "when": {"verdict": "NG"}}}})
+    plc = SlowPlc()
+    runner = ActionRunner(cfg, {"plc": plc})
+    for i in range(40):
+        await runner.handle(["out"], result(verdict="NG" if i % 2 else "OK", item_seq=i), None)
+        if i == 0:
+            await asyncio.sleep(0.01)  # the first write is under way while 39 more results come
+    await runner.flush()
+    assert plc.writes[0] is False and plc.writes[-1] is True and len(plc.writes) == 2
+    assert runner.stats["out"]["superseded"] == 38 and runner.stats["out"]["ok"] == 2

@@ -1,0 +1,167 @@
+"""Tags without a model: forwarding readings as they are, and rules on plain tags.
+
+``Forwarder`` (config ``forward:``) sends the readings of chosen tags (all scalar tags by default;
+arrays only when named) to an MQTT broker as JSON, one message per reading, under
+``factory/<site>/<line>/<agent>/tags/<name>`` by default, and/or to the cloud outbox as ``telemetry``
+records. A ``deadband`` skips a number that moved less than it since the last forwarded value (a
+boolean or text is forwarded when it changes), ``min_interval_ms`` forwards at most one reading per
+tag that often (the skipped ones are counted; the latest value is not held back for later). Sending
+is bounded: at most ``MAX_PENDING`` messages wait for the broker, the oldest is dropped (counted).
+
+``Rule`` (config ``rules:``) scales one tag (``value * scale + offset``) and compares it with
+``above`` / ``below`` with hysteresis: active once past the threshold, cleared only when back past
+it by ``hysteresis``. Every reading gives a ``Result`` (verdict ``NG`` while active, ``OK`` otherwise;
+score = the scaled value; label = the tag; model ``rule``) handed to the rule's actions, so alarms,
+PLC writes (with their level / on_change / pulse modes) and publishing work as for a model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from devices.base import BurstLogger, Quality, Reading
+from edge_agent.config import ForwardSettings, RuleSettings
+from edge_agent.types import Result
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING = 1000
+
+
+class Forwarder:
+    def __init__(self, settings: ForwardSettings, topic: str, publish, outbox_append) -> None:
+        self.s = settings
+        self.topic = settings.topic or topic
+        self._publish = publish  # async (topic, bytes, qos) or None
+        self._outbox_append = outbox_append  # (kind, dict) or None
+        self._tags = set(settings.tags)
+        self._last: dict[str, tuple[Any, float]] = {}  # tag -> (value forwarded, monotonic time)
+        self._queue: collections.deque = collections.deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._burst = BurstLogger(log)
+        self.stats: collections.Counter = collections.Counter()
+
+    def start(self) -> None:
+        if self._publish is not None:
+            self._task = asyncio.create_task(self._sender(), name=f"forward-{self.s.name}")
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        if self._task is None:
+            return
+        deadline = time.monotonic() + timeout_s
+        while self._queue and time.monotonic() < deadline:  # what is queued goes out first (bounded)
+            await asyncio.sleep(0.02)
+        self._task.cancel()
+
+    def offer(self, r: Reading) -> None:
+        if self._tags:
+            if r.tag not in self._tags:
+                return
+        elif isinstance(r.value, np.ndarray | list):
+            return  # waveforms only when named: a 2048-sample array per update is not telemetry
+        v = r.value
+        if isinstance(v, np.ndarray):
+            v = v.tolist()
+        elif isinstance(v, np.generic):
+            v = v.item()
+        now = time.monotonic()
+        last = self._last.get(r.tag)
+        if last is not None:
+            if self.s.min_interval_ms and (now - last[1]) * 1000 < self.s.min_interval_ms:
+                self.stats["rate_limited"] += 1
+                return
+            if self.s.deadband and not _moved(last[0], v, self.s.deadband):
+                self.stats["deadband"] += 1
+                return
+        self._last[r.tag] = (v, now)
+        body = {"source": r.source, "tag": r.tag, "value": v, "ts": r.timestamp, "quality": r.quality.value}
+        self.stats["forwarded"] += 1
+        if self._outbox_append is not None:
+            try:
+                self._outbox_append("telemetry", body)
+            except Exception as exc:  # the outbox reports its own failures
+                self.stats["outbox_failed"] += 1
+                self._burst.log("outbox", "forward %s: not queued for the cloud: %s", self.s.name, exc)
+        if self._publish is not None:
+            if len(self._queue) >= MAX_PENDING:
+                self._queue.popleft()
+                self.stats["dropped"] += 1
+            self._queue.append(json.dumps(body, separators=(",", ":"), default=str).encode())
+            self._wake.set()
+
+    async def _sender(self) -> None:
+        while True:
+            while not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            payload = self._queue[0]
+            try:
+                outcome = await self._publish(self.topic, payload, qos=self.s.qos)
+                self.stats["queued" if outcome == "queued" else "sent"] += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.stats["failed"] += 1
+                self._burst.log("publish", "forward %s: not published to %s: %s", self.s.name, self.topic, exc)
+                await asyncio.sleep(0.5)  # the broker is away: try the next one a little later
+            if self._queue and self._queue[0] is payload:
+                self._queue.popleft()
+
+    def status(self) -> dict:
+        return {"name": self.s.name, "source": self.s.source, "topic": self.topic if self._publish else None,
+                "outbox": self.s.outbox, "pending": len(self._queue), **dict(self.stats)}
+
+
+def _moved(old: Any, new: Any, deadband: float) -> bool:
+    if isinstance(old, bool) or isinstance(new, bool) or not isinstance(old, int | float) \
+            or not isinstance(new, int | float):
+        return old != new
+    return abs(new - old) > deadband or (math.isnan(new) != math.isnan(old))
+
+
+class Rule:
+    def __init__(self, settings: RuleSettings, act) -> None:
+        self.s = settings
+        self._act = act  # async (action names, Result, None)
+        self.active = False
+        self.value: float | None = None
+        self.since: float | None = None
+        self.seq = 0
+        self.ignored = 0  # readings that are not a number or not GOOD
+
+    async def offer(self, r: Reading) -> None:
+        if r.tag != self.s.tag:
+            return
+        if r.quality is not Quality.GOOD or isinstance(r.value, bool) or not isinstance(r.value, int | float) \
+                or not math.isfinite(r.value):
+            self.ignored += 1
+            return
+        v = float(r.value) * self.s.scale + self.s.offset
+        self.value = v
+        s = self.s
+        if not self.active:
+            hit = (s.above is not None and v > s.above) or (s.below is not None and v < s.below)
+        else:
+            hit = (s.above is not None and v > s.above - s.hysteresis) or (
+                s.below is not None and v < s.below + s.hysteresis)
+        if hit != self.active:
+            self.active, self.since = hit, time.time()
+        res = Result(pipeline=s.name, source=r.source, item_seq=self.seq, captured_at=r.timestamp, model="rule",
+                     model_version="", engine="rule", verdict="NG" if self.active else "OK", score=v, label=s.tag,
+                     finished_at=time.time())
+        self.seq += 1
+        if s.actions:
+            await self._act(s.actions, res, None)
+
+    def status(self) -> dict:
+        return {"name": self.s.name, "source": self.s.source, "tag": self.s.tag, "active": self.active,
+                "value": self.value, "since": self.since, "readings": self.seq, "ignored": self.ignored}

@@ -1,0 +1,129 @@
+"""Tags without a model: readings forwarded to MQTT (with deadband and rate limit), and rules on plain
+tags that raise alarms and write PLC outputs through the ordinary actions. Against the asyncua
+machine server and a real Mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_agent.agent import Agent
+from edge_agent.config import ConfigError, parse_config
+from simulators.machine import MachineServer
+from tests.support.peers import free_port
+
+
+class Subscriber:
+    def __init__(self, port: int, topic: str) -> None:
+        self.messages: list[tuple[str, dict]] = []
+        self.lock = threading.Lock()
+        self.c = paho.Client(CallbackAPIVersion.VERSION2)
+        self.c.on_message = self._on
+        self.c.connect("127.0.0.1", port)
+        self.c.subscribe(topic, 1)
+        self.c.loop_start()
+
+    def _on(self, client, userdata, msg) -> None:
+        with self.lock:
+            self.messages.append((msg.topic, json.loads(msg.payload)))
+
+    def stop(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+async def wait_for(pred, timeout_s: float = 20.0, what: str = "condition") -> None:
+    for _ in range(int(timeout_s * 10)):
+        if pred():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def config(tmp_path, mqtt_port: int, endpoint: str, machine: MachineServer) -> dict:
+    return {
+        "agent": {"id": "gw1", "site": "plant", "line": "line1", "data_dir": str(tmp_path / "data")},
+        "http": {"enabled": False},
+        "sources": {"plc": {"type": "opcua", "endpoint": endpoint,
+                            "nodes": [{"node_id": machine.node_id("Speed"), "tag": "speed"},
+                                      {"node_id": machine.node_id("Temperature"), "tag": "temperature"},
+                                      {"node_id": machine.node_id("Vibration"), "tag": "Vibration"}]},
+                    "broker": {"type": "mqtt", "port": mqtt_port}},
+        "forward": [{"name": "plc", "source": "plc", "to": "broker"},
+                    {"name": "slow", "source": "plc", "tags": ["speed"], "to": "broker", "deadband": 1e9}],
+        "rules": [{"name": "hot", "source": "plc", "tag": "temperature", "above": -1000.0, "hysteresis": 1.0,
+                   "actions": ["hot_alarm", "hot_lamp"]},
+                  {"name": "cold", "source": "plc", "tag": "temperature", "scale": 2.0, "below": -1000.0,
+                   "actions": ["cold_alarm"]}],
+        "actions": {
+            "hot_alarm": {"type": "alarm", "raise_after": 2, "clear_after": 2, "when": {"verdict": "NG"},
+                          "publish_to": "broker"},
+            "cold_alarm": {"type": "alarm", "raise_after": 1, "when": {"verdict": "NG"}, "publish_to": "broker"},
+            "hot_lamp": {"type": "opcua_write", "source": "plc", "node_id": machine.node_id("Alarm"),
+                         "mode": "on_change", "when": {"verdict": "NG"}},
+        },
+    }
+
+
+async def test_forwarding_and_rules_on_plain_tags(tmp_path, mosquitto):
+    machine = MachineServer(free_port(), period_ms=100)
+    await machine.start()
+    sub = Subscriber(mosquitto.port, "factory/#")
+    agent = Agent(parse_config(config(tmp_path, mosquitto.port, machine.endpoint, machine)))
+    try:
+        await agent.start()
+
+        def on(topic: str) -> list[dict]:
+            with sub.lock:
+                return [m for t, m in sub.messages if t == topic]
+
+        base = "factory/plant/line1/gw1"
+        await wait_for(lambda: len([m for m in on(f"{base}/tags/plc") if m["tag"] == "speed"]) >= 3,
+                       what="forwarded speed readings")
+        await wait_for(lambda: on(f"{base}/alarms/hot_alarm"), what="the rule's alarm")
+        await wait_for(lambda: [v for t, v in machine.writes if t == "Alarm"], what="the rule's PLC output")
+        await asyncio.sleep(0.5)
+        st = agent.status()
+        agent.metrics.refresh(agent)
+        metrics = agent.metrics.exposition().decode()
+    finally:
+        await agent.stop()
+        sub.stop()
+        await machine.stop()
+    fwd = on(f"{base}/tags/plc")
+    assert {m["tag"] for m in fwd} == {"speed", "temperature"}  # the waveform array is not forwarded unless named
+    assert all(isinstance(m["value"], float) and m["quality"] == "good" and m["source"] == "plc" for m in fwd)
+    assert len(on(f"{base}/tags/slow")) == 1  # the deadband held back every later speed reading
+    slow = next(f for f in st["forward"] if f["name"] == "slow")
+    assert slow["forwarded"] == 1 and slow["deadband"] >= 2
+    assert on(f"{base}/alarms/hot_alarm")[0]["active"] is True
+    assert not on(f"{base}/alarms/cold_alarm")  # never below the threshold
+    assert [v for t, v in machine.writes if t == "Alarm"] == [True]  # on_change: one write while it stays hot
+    rules = {r["name"]: r for r in st["rules"]}
+    assert rules["hot"]["active"] is True and rules["cold"]["active"] is False and rules["hot"]["readings"] >= 3
+    assert "unread" not in st["sources"]["plc"]["silent_drops"]
+    assert 'edge_rule_active{rule="hot"} 1.0' in metrics and 'edge_forward_total{forward="slow",outcome="forwarded"} 1.0' in metrics
+
+
+def test_forward_and_rule_config_errors_name_path_and_fix(tmp_path):
+    m = MachineServer(1)
+    data = config(tmp_path, 1883, "opc.tcp://127.0.0.1:4840/", m)
+    data["forward"].append({"name": "x", "source": "plc"})
+    data["rules"][0]["tag"] = "Temperature"
+    data["rules"][1]["actions"] = ["cold_alarn"]
+    data["rules"].append({"name": "y", "source": "plc", "tag": "speed", "actions": []})
+    try:
+        parse_config(data, "plant.yaml")
+    except ConfigError as exc:
+        errs = exc.errors
+    else:
+        raise AssertionError("accepted")
+    assert "plant.yaml: forward[2]: forward needs a destination: to: <an mqtt source>, or outbox: true" in errs, errs
+    assert any(e.startswith("plant.yaml: rules[0].tag: source 'plc' produces no tag 'Temperature'; did you mean "
+                            "'temperature'?") for e in errs), errs
+    assert "plant.yaml: rules[1].actions[0]: unknown action 'cold_alarn'; did you mean 'cold_alarm'?" in errs
+    assert "plant.yaml: rules[2]: a rule needs a threshold: above: <value> and/or below: <value>" in errs
