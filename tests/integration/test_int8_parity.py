@@ -260,3 +260,51 @@ def test_on_an_avx2_cpu_without_vnni_8bit_weights_fall_back_to_fp32_and_7bit_wei
     assert (out["weights_8bit"]["engine"], out["weights_8bit"]["form"]) != ("openvino", "int8")
     assert "INT8 off on this CPU" in out["weights_8bit"]["summary"]
     assert all(t["ok"] for t in out["weights_7bit"]["trials"]), out["weights_7bit"]
+
+
+async def test_the_fleet_learns_which_form_an_agent_serves_and_why_with_its_cpu(tmp_path, forms, packages):
+    """The agent's int8_deviation event reaches the cloud through the outbox, and its heartbeat
+    labels name its CPU and the form each slot serves (the fleet console shows the labels)."""
+    from cloud_trainer.fleet.service import FleetServer
+    from edge_agent.agent import Agent
+    from edge_agent.config import parse_config
+    from simulators.camera import write_folder
+    from tests.support.fleet import make_pki
+    from tests.support.peers import free_port
+
+    pki = make_pki(tmp_path / "pki", agents=("gw1",))
+    port = free_port()
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    frames = write_folder(tmp_path / "frames", 4, seed=0, defect_rate=0.3, size=64)
+    cfg = parse_config({
+        "agent": {"id": "gw1", "site": "plant", "line": "l1", "data_dir": str(tmp_path / "gw1")},
+        "trusted_keys": [str(forms["pub"])], "http": {"enabled": False},
+        "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 10, "loop": True}},
+        "models": {"vision": {"package": str(packages["off"])}},
+        "pipelines": [{"name": "inspect", "source": "cam", "model": "vision"}],
+        "cloud": {"endpoint": f"127.0.0.1:{port}", "ca_file": str(pki / "ca.pem"),
+                  "cert_file": str(pki / "agents" / "gw1.pem"), "key_file": str(pki / "agents" / "gw1.key"),
+                  "heartbeat_s": 0.3, "backoff_initial_s": 0.1, "backoff_max_s": 0.5},
+    })
+    agent = Agent(cfg)
+    await agent.start()
+    try:
+        def deviation_events():
+            return [r["payload"] for r in srv.store.records("gw1", kind="event")
+                    if (r["payload"] or {}).get("kind") == "int8_deviation"]
+
+        for _ in range(300):
+            agents = srv.store.agents()
+            if deviation_events() and agents and "form.vision" in agents[0]["labels"]:
+                break
+            await asyncio.sleep(0.1)
+        events = deviation_events()
+        assert events and all(e["cpu_flags"] == list(cpu_flags()) for e in events)
+        assert {e["engine"] for e in events} >= {"onnxruntime"} and all(e["serving"].startswith("fp32") for e in events)
+        labels = srv.store.agents()[0]["labels"]
+        assert labels["form.vision"].startswith("fp32 on ") and "INT8 off on this CPU" in labels["form.vision"]
+        assert labels["cpu_flags"] == " ".join(cpu_flags()) and labels["cpu"]
+    finally:
+        await agent.stop()
+        await srv.stop()
