@@ -11,9 +11,9 @@ light gradient, blur, sensor noise, JPEG, small pose changes) on the full-resolu
 preprocessing, as a camera would produce them.
 
 The NG threshold (on 1 − p(ok), from the FP32 model's validation scores) is the operating point
-``operating_point`` picks: the best NG precision at NG recall ≥ ``min_recall``, placed in the middle
-(in logit space) of the range of thresholds that achieve it, not at its edge: a threshold equal to
-the lowest NG score on validation rejects good parts as soon as the light changes.
+``operating_point`` picks: the highest NG recall at NG precision ≥ ``min_precision``, placed in the
+middle (in logit space) of the gap between the scores that bound it, not at its edge: a threshold
+equal to the lowest NG score on validation rejects good parts as soon as the light changes.
 """
 
 from __future__ import annotations
@@ -209,44 +209,43 @@ def operating_curve(scores: np.ndarray, is_ng: np.ndarray, n: int = 41) -> list[
     return out
 
 
-def operating_point(scores: np.ndarray, is_ng: np.ndarray, min_recall: float = 0.99) -> float:
-    """The threshold with the best NG precision among those keeping NG recall >= ``min_recall`` on
-    these (validation) scores, centred in logit space in the widest run of such thresholds, so that
-    scores moving a little either way (light, focus, another day) keep their verdicts."""
+def operating_point(scores: np.ndarray, is_ng: np.ndarray, min_precision: float = 0.98) -> float:
+    """The threshold (NG when score >= it) with the highest NG recall on these (validation) scores
+    at which NG precision stays >= ``min_precision``, then the best precision among those, placed
+    in the middle (in logit space) of the gap between the two scores that bound it, so that scores
+    moving a little either way (light, focus, another day) keep their verdicts.
+
+    Recall first: a missed defect costs more than a good part set aside. The precision bound keeps
+    one NG outlier scored among the good parts from dragging the threshold down into them (that
+    would reject ~10 % of good parts to catch one odd defect). Where no threshold reaches the bound,
+    the one with the best precision at the highest recall is taken."""
     scores = np.asarray(scores, dtype=np.float64)
     is_ng = np.asarray(is_ng, dtype=bool)
     if not is_ng.any() or is_ng.all():
         return 0.5
-    # candidate cut points: between consecutive distinct scores, in logit space
-    z = np.unique(_logit(scores))
+    z = np.unique(_logit(scores))  # candidate cuts: below, between and above the distinct scores
     cuts = np.concatenate([[z[0] - 1.0], (z[:-1] + z[1:]) / 2, [z[-1] + 1.0]])
     zs = _logit(scores)
-    best, feasible = -1.0, []
+    n_ng = int(is_ng.sum())
+    rows = []
     for c in cuts:
         ng = zs >= c
         tp = int((ng & is_ng).sum())
-        recall = tp / int(is_ng.sum())
-        if recall + 1e-12 < min_recall:
-            continue
-        precision = tp / max(1, int(ng.sum()))
-        feasible.append((c, precision))
-        best = max(best, precision)
-    good = [c for c, p in feasible if p >= best - 1e-12]
-    # the run of adjacent best cuts that is widest in logit space: its middle
-    lo = hi = good[0]
-    runs, start, prev = [], good[0], good[0]
-    idx = {c: i for i, c in enumerate(cuts)}
-    for c in good[1:]:
-        if idx[c] != idx[prev] + 1:
-            runs.append((start, prev))
-            start = c
-        prev = c
-    runs.append((start, prev))
-    lo, hi = max(runs, key=lambda r: r[1] - r[0])
-    # widen to the scores that bound the run (the cut points sit between them)
-    k_lo, k_hi = idx[lo], idx[hi]
-    left = z[k_lo - 1] if k_lo > 0 else lo
-    right = z[k_hi] if k_hi < len(z) else hi
+        rows.append((tp / n_ng, tp / max(1, int(ng.sum()))))
+    feasible = [k for k, (_, p) in enumerate(rows) if p >= min_precision] or list(range(len(cuts)))
+    best_recall = max(rows[k][0] for k in feasible)
+    top = [k for k in feasible if rows[k][0] >= best_recall - 1e-12]
+    best_precision = max(rows[k][1] for k in top)
+    good = [k for k in top if rows[k][1] >= best_precision - 1e-12]
+    runs, start = [], good[0]  # consecutive cut indices with the same (best) outcome
+    for a, b in zip(good, good[1:], strict=False):
+        if b != a + 1:
+            runs.append((start, a))
+            start = b
+    runs.append((start, good[-1]))
+    k_lo, k_hi = max(runs, key=lambda r: cuts[r[1]] - cuts[r[0]])
+    left = z[k_lo - 1] if k_lo > 0 else cuts[k_lo]  # the scores around the run
+    right = z[k_hi] if k_hi < len(z) else cuts[k_hi]
     mid = (left + right) / 2
     return float(1 / (1 + np.exp(-np.clip(mid, -16, 16))))
 

@@ -30,18 +30,32 @@ def test_the_lowest_ng_score_is_not_the_threshold_when_a_margin_exists():
     assert t < 0.7 - 0.2 and t > 0.1 + 0.05
 
 
-def test_overlapping_scores_keep_the_recall_floor_and_take_the_best_precision():
+def test_overlapping_scores_keep_the_precision_floor_and_take_the_highest_recall():
     rng = np.random.default_rng(0)
     ok = rng.uniform(0.0, 0.6, 500)
     ng = rng.uniform(0.4, 1.0, 200)
     scores, is_ng = np.r_[ok, ng], np.r_[np.zeros(500, bool), np.ones(200, bool)]
-    t = operating_point(scores, is_ng, 0.99)
-    recall = (ng >= t).mean()
-    assert recall >= 0.99
-    # no threshold with the recall floor has a better precision
-    for c in operating_curve(scores, is_ng, n=201):
-        if c["ng_recall"] >= 0.99:
-            assert c["ng_precision"] <= ((ng >= t).sum() / (scores >= t).sum()) + 1e-9
+    t = operating_point(scores, is_ng, 0.98)
+    precision = (ng >= t).sum() / (scores >= t).sum()
+    assert precision >= 0.98
+    # no threshold with the precision floor catches more NG parts
+    for c in operating_curve(scores, is_ng, n=401):
+        if c["ng_precision"] >= 0.98:
+            assert c["ng_recall"] <= (ng >= t).mean() + 1e-9
+
+
+def test_one_ng_outlier_among_good_scores_does_not_drag_the_threshold_into_them():
+    ok = np.r_[np.linspace(0.001, 0.4, 150), [0.63]]
+    ng = np.r_[[0.19], np.linspace(0.73, 0.999, 140)]  # one odd defect scored like a good part
+    t = operating_point(np.r_[ok, ng], np.r_[np.zeros(len(ok), bool), np.ones(len(ng), bool)])
+    assert 0.63 < t < 0.73  # the rest of the NG parts caught, no good part rejected
+
+
+def test_a_low_scoring_ng_part_above_every_good_one_is_still_caught():
+    ok = np.linspace(0.001, 0.14, 150)
+    ng = np.r_[[0.53], np.linspace(0.92, 0.999, 140)]
+    t = operating_point(np.r_[ok, ng], np.r_[np.zeros(len(ok), bool), np.ones(len(ng), bool)])
+    assert 0.14 < t < 0.53
 
 
 def test_degenerate_validation_sets_give_a_neutral_threshold():
