@@ -92,6 +92,18 @@ def _slot(tmp_path, forms, pkg, events=None, **cfg) -> ModelSlot:
                      on_event=(events.append if events is not None else None))
 
 
+def _started_status(slot: ModelSlot) -> dict:
+    """Start the slot (install, check and time its package), read its status, stop it."""
+
+    async def run():
+        await slot.start()
+        st = slot.status()
+        await slot.stop()
+        return st
+
+    return asyncio.run(run())
+
+
 def test_a_two_form_package_records_its_parity_bounds_and_the_build_cpu(packages, forms):
     m = read_manifest(packages["good"])
     assert m.schema_version == 2 and m.has_fp32 and m.parity is not None
@@ -112,15 +124,7 @@ def test_the_build_refuses_an_int8_form_that_breaks_its_bounds_on_the_build_mach
 
 def test_engine_auto_measures_every_engine_and_form_and_serves_the_fastest_that_passes(tmp_path, forms, packages):
     events: list[dict] = []
-    slot = _slot(tmp_path, forms, packages["good"], events)
-
-    async def run():
-        await slot.start()
-        st = slot.status()
-        await slot.stop()
-        return st
-
-    st = asyncio.run(run())
+    st = _started_status(_slot(tmp_path, forms, packages["good"], events))
     sel = st["selection"]
     trials = {(t["engine"], t["form"]): t for t in sel["trials"]}
     assert set(trials) == {("onnxruntime", "int8"), ("onnxruntime", "fp32"), ("openvino", "int8"), ("openvino", "fp32")}
@@ -178,15 +182,7 @@ def test_a_one_form_schema_1_package_still_installs(tmp_path, forms):
     pkg = build_package(forms["fp32"], {**_spec("0.9.0"), "schema_version": 1, "quantization": {"scheme": "none"}},
                         tmp_path, signing_key=forms["key"], golden_inputs=forms["inputs"])
     assert read_manifest(pkg).schema_version == 1
-    slot = _slot(tmp_path, forms, pkg, engine="onnxruntime")
-
-    async def run():
-        await slot.start()
-        st = slot.status()
-        await slot.stop()
-        return st
-
-    st = asyncio.run(run())
+    st = _started_status(_slot(tmp_path, forms, pkg, engine="onnxruntime"))
     assert st["version"] == "0.9.0" and st["form"] == "fp32" and len(st["selection"]["trials"]) == 1
 
 
