@@ -395,7 +395,8 @@ class Demo:
         self.summary["canary"] = d["state"]
 
     def step_bad_candidate(self) -> None:
-        self.n.step("A deliberately bad candidate (classifier scrambled, published past its gate as a drill)")
+        self.n.step("A deliberately bad candidate (classifier scrambled so that it rejects every part, as a collapsed "
+                    "INT8 model would; published past its gate as a drill)")
         try:
             out = self.run("train-vision-bad", exe("cloud-trainer"), "build", "vision", "--dataset",
                            str(self.work / "data" / "parts"), "--registry", str(self.registry), "--key", str(self.key),
@@ -415,6 +416,9 @@ class Demo:
             v_now = next(m["version"] for m in self.status(line)["models"] if m["slot"] == "vision")
             self.n.say(f"{self.agents[line]} runs part-inspection {v_now}")
         self.summary["bad"] = d["state"]
+        if d["state"] != "halted":  # the health gate is what this step demonstrates: not stopping it is a failure
+            raise RuntimeError(f"the deliberately bad candidate {v} was not stopped by the agents' health check "
+                               f"(rollout {d['state']})")
 
     def final_summary(self) -> str:
         # stop the line (cameras and machines) so that the agents' counts settle, then let them drain

@@ -358,13 +358,18 @@ def build(s: BuildSettings, log=common.stderr_log) -> dict:
 
 
 def _degrade(model) -> None:
-    """Scramble the classifier head: a deliberately bad candidate (the gate must stop it)."""
+    """Scramble the classifier head: a deliberately bad candidate (the gate must stop it, and, when it
+    is forced past the gate as a drill, the agents' health check). A vision model is also made to
+    reject every part, as an INT8 model collapsed on its CPU would: whatever threshold its own
+    evaluation picks, the line would see its NG rate jump."""
     import torch
 
     head = getattr(model, "fault", None) or model.classmaps
     with torch.no_grad():
         for p in head.parameters():
             p.copy_(p[torch.randperm(p.shape[0])] * -3.0)
+        if head is getattr(model, "classmaps", None) and head.bias is not None:
+            head.bias[0] -= 50.0  # the "ok" class map: p(ok) ~ 0 for every image
 
 
 def _evaluate_incumbent(reg: Registry, entry: dict, s: BuildSettings, ds, te, y, threshold_fallback, rul_mean):
