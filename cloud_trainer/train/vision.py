@@ -209,7 +209,8 @@ def operating_curve(scores: np.ndarray, is_ng: np.ndarray, n: int = 41) -> list[
     return out
 
 
-def operating_point(scores: np.ndarray, is_ng: np.ndarray, min_precision: float = 0.98) -> float:
+def operating_point(scores: np.ndarray, is_ng: np.ndarray, min_precision: float = 0.98, min_recall: float = 0.98,
+                    fallback_recall: float = 0.995) -> float:
     """The threshold (NG when score >= it) with the highest NG recall on these (validation) scores
     at which NG precision stays >= ``min_precision``, then the best precision among those, placed
     in the middle (in logit space) of the gap between the two scores that bound it, so that scores
@@ -217,8 +218,10 @@ def operating_point(scores: np.ndarray, is_ng: np.ndarray, min_precision: float 
 
     Recall first: a missed defect costs more than a good part set aside. The precision bound keeps
     one NG outlier scored among the good parts from dragging the threshold down into them (that
-    would reject ~10 % of good parts to catch one odd defect). Where no threshold reaches the bound,
-    the one with the best precision at the highest recall is taken."""
+    would reject ~10 % of good parts to catch one odd defect). Where that recall is below
+    ``min_recall`` (a model that separates the classes poorly), recall wins after all: the best
+    precision at NG recall >= ``fallback_recall``, so that a weak model rejects too many parts (and
+    fails the gate's precision floor) rather than letting defects through."""
     scores = np.asarray(scores, dtype=np.float64)
     is_ng = np.asarray(is_ng, dtype=bool)
     if not is_ng.any() or is_ng.all():
@@ -232,9 +235,12 @@ def operating_point(scores: np.ndarray, is_ng: np.ndarray, min_precision: float 
         ng = zs >= c
         tp = int((ng & is_ng).sum())
         rows.append((tp / n_ng, tp / max(1, int(ng.sum()))))
-    feasible = [k for k, (_, p) in enumerate(rows) if p >= min_precision] or list(range(len(cuts)))
-    best_recall = max(rows[k][0] for k in feasible)
-    top = [k for k in feasible if rows[k][0] >= best_recall - 1e-12]
+    feasible = [k for k, (_, p) in enumerate(rows) if p >= min_precision]
+    best_recall = max((rows[k][0] for k in feasible), default=0.0)
+    if best_recall >= min_recall:
+        top = [k for k in feasible if rows[k][0] >= best_recall - 1e-12]
+    else:
+        top = [k for k, (r, _) in enumerate(rows) if r + 1e-12 >= fallback_recall]
     best_precision = max(rows[k][1] for k in top)
     good = [k for k in top if rows[k][1] >= best_precision - 1e-12]
     runs, start = [], good[0]  # consecutive cut indices with the same (best) outcome

@@ -35,7 +35,7 @@ def test_overlapping_scores_keep_the_precision_floor_and_take_the_highest_recall
     ok = rng.uniform(0.0, 0.6, 500)
     ng = rng.uniform(0.4, 1.0, 200)
     scores, is_ng = np.r_[ok, ng], np.r_[np.zeros(500, bool), np.ones(200, bool)]
-    t = operating_point(scores, is_ng, 0.98)
+    t = operating_point(scores, is_ng, 0.98, min_recall=0.5)  # the precision-bounded rule, reachable here
     precision = (ng >= t).sum() / (scores >= t).sum()
     assert precision >= 0.98
     # no threshold with the precision floor catches more NG parts
@@ -89,3 +89,11 @@ def test_the_perturbed_copy_is_seeded(part):
     c = perturb.perturbed_copy([part, part], seed=4)
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_a_model_that_separates_poorly_favours_recall_so_that_the_gate_sees_its_false_rejects():
+    rng = np.random.default_rng(1)
+    ok = rng.uniform(0.0, 1.0, 100)
+    ng = rng.uniform(0.0, 1.0, 100)  # no better than chance: precision 0.98 only at a handful of NG parts
+    t = operating_point(np.r_[ok, ng], np.r_[np.zeros(100, bool), np.ones(100, bool)])
+    assert (ng >= t).mean() >= 0.995
