@@ -43,7 +43,7 @@ def _build(args) -> int:
 
     path = build_package(args.model, Path(args.spec), args.out, signing_key=args.key,
                          golden_inputs=args.golden, expected=args.expected, openvino=args.openvino,
-                         extra_files=_parse_extra(args.extra))
+                         extra_files=_parse_extra(args.extra), fp32_model=args.fp32)
     print(f"wrote {path} ({path.stat().st_size} bytes)")
     return 0
 
@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--expected", help="expected outputs .npz (default: computed with ONNX Runtime)")
     b.add_argument("--openvino", action="store_true", help="also convert to OpenVINO IR and check it")
     b.add_argument("--extra", action="append", default=[], metavar="NAME=PATH", help="add a file (e.g. report.json)")
+    b.add_argument("--fp32", metavar="MODEL", help="the FP32 reference of an INT8 MODEL: both forms are packaged, the "
+                   "expected outputs come from it and the INT8 form's parity bounds are measured here (schema 2)")
     v = sub.add_parser("verify", help="exit 0 only if signed by a trusted key and every hash and size match")
     v.add_argument("package")
     v.add_argument("--trust", action="append", required=True, help="trusted public key (.pub) or folder of them")

@@ -90,3 +90,26 @@ def test_public_api_is_exported():
         assert hasattr(model_packager, name), name
     assert {"build_package", "open_package", "verify_package", "read_manifest", "generate_keypair",
             "load_trusted_keys", "run_golden", "PackageError"} <= set(model_packager.__all__)
+
+
+def test_cli_builds_a_two_form_package_and_verify_checks_int8_on_this_cpu(tmp_path):
+    import numpy as np
+
+    from cloud_trainer.train import onnx_tools
+
+    cli("keygen", "keys/fleet", cwd=tmp_path)
+    make_signal_onnx(tmp_path / "model.fp32.onnx")
+    calib = np.abs(golden_inputs("signal", n=64, seed=3)["features"])
+    onnx_tools.quantize(tmp_path / "model.fp32.onnx", tmp_path / "model.int8.onnx", calib, "features")
+    spec = {**signal_spec(version="3.0.0"), "quantization": {"scheme": onnx_tools.SCHEME}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    np.savez(tmp_path / "golden.npz", features=np.abs(golden_inputs("signal", n=8, seed=4)["features"]))
+    r = cli("build", "model.int8.onnx", "spec.yaml", "--key", "keys/fleet.key", "--out", "dist", "--golden",
+            "golden.npz", "--openvino", "--fp32", "model.fp32.onnx", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    pkg = tmp_path / "dist" / "machine-health-3.0.0.edgepkg"
+    r = cli("verify", pkg, "--trust", "keys/fleet.pub", "--run", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "INT8 on onnxruntime: largest deviation from FP32" in r.stdout and "on this CPU" in r.stdout
+    r = cli("inspect", pkg, cwd=tmp_path)
+    assert "model_fp32" in r.stdout and "parity    INT8 vs FP32 bounds" in r.stdout
