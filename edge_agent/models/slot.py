@@ -7,8 +7,8 @@ dropped or processed twice by a swap (tested under load).
 
 ``swap(pkg)``: verify and extract → load the engine(s) beside the active one → run the package's
 golden inputs through each engine and form allowed, keep the fastest that passes on this CPU (an
-INT8 form off on this CPU serves FP32 instead: ``edge_agent.models.select``) → switch → watch health for ``health.window_s`` (and at
-least ``health.min_items`` inferences): error rate, NaN/Inf outputs, p50 inference latency against
+INT8 form off on this CPU serves FP32 instead: ``edge_agent.models.select``) → switch → watch
+health for ``health.window_s`` (and at least ``health.min_items`` inferences): error rate, NaN/Inf outputs, p50 inference latency against
 the previous model's, and NG-rate shift. A broken bound rolls back to the previous model and
 reports why (``SwapOutcome`` and an ``on_event`` callback). Any failure before the switch leaves
 the old model serving untouched.
