@@ -51,29 +51,10 @@ print(json.dumps(out))
 """
 
 
-def _full_8bit(fp32: Path, out: Path, calib) -> Path:
-    """The former recipe (8-bit weights), for the baseline column."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(calib[i : i + 1] for i in range(len(calib)))
-
-        def get_next(self):
-            v = next(self.it, None)
-            return None if v is None else {"image": v}
-
-    pre = out.with_suffix(".pre.onnx")
-    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-    return out
-
-
 def run_seed(seed: int, dataset: Path, tmp: Path, key: Path, qemu: bool) -> dict:
     import numpy as np
 
+    from cloud_trainer.train import onnx_tools
     from cloud_trainer.train.pipeline import BuildSettings, stage_evaluate, stage_quantize, stage_train
 
     work = tmp / f"seed{seed}"
@@ -94,7 +75,8 @@ def run_seed(seed: int, dataset: Path, tmp: Path, key: Path, qemu: bool) -> dict
     if qemu:
         with np.load(work / "train.npz") as z:
             calib = z["x"][z["val"]][:200]
-        old = _full_8bit(work / "model.fp32.onnx", work / "model.int8-8bit.onnx", calib)
+        old = onnx_tools.quantize(work / "model.fp32.onnx", work / "model.int8-8bit.onnx", calib, "image",
+                                  seven_bit_weights=False)
         names = [str(work / "model.int8.onnx"), str(old)]
         proc = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", _UNDER_QEMU, str(ROOT),
                                str(work / "train.npz"), *names], capture_output=True, text=True, timeout=1800,

@@ -305,8 +305,8 @@ def _parity_bounds(manifest: Manifest, given: dict, expected: dict[str, np.ndarr
             bounds[k] = round(max(PARITY_HEADROOM * d, 0.01 * scale, manifest.golden.atol), 6)
     out = {"output_atol": bounds, "min_agreement": given.get("min_agreement", agreement),
            "measured": {k: round(v, 6) for k, v in measured.items()}, "headroom": PARITY_HEADROOM}
+    probe = _validate_manifest({**manifest.model_dump(mode="json"), "parity": out, "files": []}, where)
     for engine, got in runs.items() if refuse else ():
-        probe = _validate_manifest({**manifest.model_dump(mode="json"), "parity": out, "files": []}, where)
         dev, agree = _golden.parity(probe, expected, got)
         bad = _golden.parity_problems(probe, dev, agree)
         if bad:

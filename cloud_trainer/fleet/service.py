@@ -16,6 +16,7 @@ downloads only packages deployed to it (``NOT_FOUND`` otherwise, as for a digest
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -75,13 +76,19 @@ class FleetServicer(rpc.FleetServicer):
 
     async def PushRecords(self, request_iterator, context):
         agent = await require(context, ROLE_AGENT)
+        async with self._stream(agent, context):
+            async for ack in self._push(agent, request_iterator, context):
+                yield ack
+
+    @contextlib.asynccontextmanager
+    async def _stream(self, agent: str, context):
+        """One of the agent's concurrent streams, within its quota (RESOURCE_EXHAUSTED beyond it)."""
         try:
             self.quotas.open_stream(agent)
         except QuotaExceeded as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         try:
-            async for ack in self._push(agent, request_iterator, context):
-                yield ack
+            yield
         finally:
             self.quotas.close_stream(agent)
 
@@ -118,15 +125,9 @@ class FleetServicer(rpc.FleetServicer):
         if path is None or not path.exists():  # the same answer whether it exists elsewhere or not at all
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no package with digest {request.digest[:16]!r} "
                                                            "deployed to this agent")
-        try:
-            self.quotas.open_stream(agent)
-        except QuotaExceeded as exc:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        try:
+        async with self._stream(agent, context):
             async for chunk in self._send_package(path, request, context):
                 yield chunk
-        finally:
-            self.quotas.close_stream(agent)
 
     async def _send_package(self, path: Path, request, context):
         total = path.stat().st_size

@@ -191,6 +191,7 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
     val_int8 = onnx_tools.run(int8, x[va])
     rul_mean = None
     extra: dict = {}
+    ds = None  # the images themselves, read once: the perturbed copy and the published version need them
     if s.family == "vision":
         # the operating point comes from the FP32 model (the reference every form is held to)
         val_fp32 = fam.ng_score(onnx_tools.run(fp32, x[va])["logits"])
@@ -201,7 +202,8 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
                                             "(FP32 scores), centred in logit space", "threshold": threshold,
                                     "min_ng_precision": s.min_ng_precision,
                                     "validation_curve": fam.operating_curve(val_fp32, y[va] != 0)}
-        extra["perturbed"] = _perturbed_metrics(s, meta, fp32, int8, te, y, threshold)
+        ds = _trained_dataset(s, meta)
+        extra["perturbed"] = _perturbed_metrics(ds, meta, fp32, int8, te, y, threshold)
     else:
         threshold = fam.choose_threshold(val_int8["anomaly_score"].reshape(-1),
                                          fam.anomaly_truth(y[va], a["health"][va])[0])
@@ -233,10 +235,7 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
     incumbent = reg.latest(name) if s.compare_published else None
     inc_metrics = None
     if incumbent is not None:
-        ds = _load_dataset(s.family, Path(meta["dataset"]))
-        if ds.digest != meta["dataset_digest"]:
-            raise StageError(f"dataset {meta['dataset']} changed since `train` (digest {ds.digest[:19]}…, "
-                             f"trained on {meta['dataset_digest'][:19]}…): train again")
+        ds = ds or _trained_dataset(s, meta)
         inc_metrics = _evaluate_incumbent(reg, incumbent, s, ds, te, y, threshold_fallback=threshold,
                                           rul_mean=rul_mean)
         for k in primary:
@@ -269,14 +268,19 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
     return report
 
 
-def _perturbed_metrics(s: BuildSettings, meta: dict, fp32: Path, int8: Path, te, y, threshold: float) -> dict:
+def _trained_dataset(s: BuildSettings, meta: dict):
+    """The dataset `train` used, read again; refused if it changed since."""
+    ds = _load_dataset(s.family, Path(meta["dataset"]))
+    if ds.digest != meta["dataset_digest"]:
+        raise StageError(f"dataset {meta['dataset']} changed since `train` (digest {ds.digest[:19]}…, "
+                         f"trained on {meta['dataset_digest'][:19]}…): train again")
+    return ds
+
+
+def _perturbed_metrics(ds, meta: dict, fp32: Path, int8: Path, te, y, threshold: float) -> dict:
     """FP32 and INT8 (ONNX Runtime) on a seeded perturbed copy of the held-out images: the camera
     variation of another day on the line (``perturb.TEST``)."""
     from cloud_trainer.train import perturb, vision
-
-    ds = _load_dataset(s.family, Path(meta["dataset"]))
-    if ds.digest != meta["dataset_digest"]:
-        raise StageError(f"dataset {meta['dataset']} changed since `train`: train again")
     from model_packager.manifest import ImagePreprocessing
 
     pre = ImagePreprocessing.model_validate(meta["preprocessing"])

@@ -37,21 +37,7 @@ SIZE = 32
 
 
 def _quantize(fp32: Path, out: Path, calib: np.ndarray, *, full_8bit_weights: bool = False) -> Path:
-    if not full_8bit_weights:
-        return onnx_tools.quantize(fp32, out, calib, "image")  # the trainer's recipe
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(calib[i : i + 1] for i in range(len(calib)))
-
-        def get_next(self):
-            x = next(self.it, None)
-            return None if x is None else {"image": x}
-
-    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-    return out
+    return onnx_tools.quantize(fp32, out, calib, "image", seven_bit_weights=not full_8bit_weights)
 
 
 @pytest.fixture(scope="module")
