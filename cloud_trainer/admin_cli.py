@@ -8,6 +8,13 @@ Admin gRPC service with an admin client certificate (``cloud-trainer pki admin``
                          --strategy canary --steps 1 50% 100% --wait 30
     cloud-trainer deploy --pause|--resume|--abort DEPLOYMENT_ID
     cloud-trainer rollback part-inspection --version 1.0.0 --slot vision [--agent gw1 ...]
+
+Tenants: ``--tenant acme`` takes the admin certificate from ``<pki>/tenants/acme/admins/`` (what
+``cloud-trainer pki admin --tenant acme`` writes); every answer is that tenant's only, because the
+service reads the tenant from the certificate, never from the command line. Platform operators:
+
+    cloud-trainer tenants [--operator ops]                  # usage per tenant (counts only)
+    cloud-trainer tenants --create acme [--display-name "ACME Gears"]
 """
 
 from __future__ import annotations
@@ -25,9 +32,27 @@ def _common(prog: str) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=f"cloud-trainer {prog}")
     ap.add_argument("--endpoint", default="127.0.0.1:7443")
     ap.add_argument("--pki", type=Path, default=Path("var/pki"))
-    ap.add_argument("--admin", default="admin", help="admin certificate name in <pki>/admins/")
+    if prog == "tenants":
+        ap.add_argument("--operator", default="operator", help="operator certificate name in <pki>/operators/")
+    else:
+        ap.add_argument("--admin", default="admin", help="admin certificate name in <pki>/admins/ (or the tenant's)")
+        ap.add_argument("--tenant", default=None, help="the admin's tenant: its certificate is in "
+                                                      "<pki>/tenants/<tenant>/admins/")
     ap.add_argument("--json", action="store_true")
     return ap
+
+
+def _cert(a) -> tuple[Path, str]:
+    from cloud_trainer.pki import tenant_dir
+
+    if getattr(a, "operator", None):
+        return a.pki / "operators" / f"{a.operator}.pem", f"cloud-trainer pki operator --dir {a.pki} --name {a.operator}"
+    try:
+        folder = tenant_dir(a.pki, a.tenant)
+    except ValueError as exc:
+        raise SystemExit(f"cloud-trainer: --tenant: {exc}") from exc
+    hint = f"cloud-trainer pki admin --dir {a.pki} --name {a.admin}" + (f" --tenant {a.tenant}" if a.tenant else "")
+    return folder / "admins" / f"{a.admin}.pem", hint
 
 
 def _call(a, method: str, request):
@@ -35,10 +60,9 @@ def _call(a, method: str, request):
 
     from protocols.gen import fleet_pb2_grpc as rpc
 
-    cert = a.pki / "admins" / f"{a.admin}.pem"
+    cert, hint = _cert(a)
     if not cert.exists():
-        raise SystemExit(f"cloud-trainer: no admin certificate {cert}; create one with "
-                         f"`cloud-trainer pki admin --dir {a.pki} --name {a.admin}`")
+        raise SystemExit(f"cloud-trainer: no certificate {cert}; create one with `{hint}`")
     creds = grpc.ssl_channel_credentials((a.pki / "ca.pem").read_bytes(), cert.with_suffix(".key").read_bytes(),
                                          cert.read_bytes())
     with grpc.secure_channel(a.endpoint, creds) as ch:
@@ -174,4 +198,29 @@ def main_rollback(argv: list[str]) -> int:
     d = json.loads(_call(a, "Rollback", pb.RollbackRequest(package=a.package, version=a.version, slot=a.slot,
                                                             agents=a.agent)).json)
     print(f"rollback {d['id']}: {d['package']} {d['version']} to {len(d['targets'])} agents; state {d['state']}")
+    return 0
+
+
+def main_tenants(argv: list[str]) -> int:
+    """A platform operator's view: tenants and their usage (counts), and creating a tenant."""
+    from protocols.gen import fleet_pb2 as pb
+
+    ap = _common("tenants")
+    ap.add_argument("--create", metavar="TENANT", help="register a tenant (idempotent)")
+    ap.add_argument("--display-name", default="")
+    a = ap.parse_args(argv)
+    if a.create:
+        t = _call(a, "CreateTenant", pb.CreateTenantRequest(tenant=a.create, display_name=a.display_name))
+        print(f"tenant {t.tenant} registered; issue its keys and certificates with `cloud-trainer pki tenant|agent|"
+              f"admin --dir {a.pki} --tenant {t.tenant}`")
+        return 0
+    reply = _call(a, "ListTenants", pb.ListTenantsRequest())
+    if a.json:
+        from google.protobuf.json_format import MessageToDict
+
+        print(json.dumps(MessageToDict(reply, always_print_fields_with_no_presence=True), indent=1))
+        return 0
+    rows = [[t.tenant, t.display_name, t.agents, t.records, t.samples, t.deployments, t.packages]
+            for t in reply.tenants]
+    print(_table(rows, ["tenant", "name", "agents", "records", "samples", "deployments", "packages"]))
     return 0

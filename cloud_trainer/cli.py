@@ -24,6 +24,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "deployments": ("cloud_trainer.admin_cli:main_deployments", "list deployments and their progress"),
     "status": ("cloud_trainer.admin_cli:main_status", "fleet summary"),
     "rollback": ("cloud_trainer.admin_cli:main_rollback", "roll a deployment or a slot back to a version"),
+    "tenants": ("cloud_trainer.admin_cli:main_tenants", "platform operators: tenants and their usage"),
 }
 
 

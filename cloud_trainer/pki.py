@@ -5,17 +5,33 @@
     cloud-trainer pki agent  --dir var/pki --id gw-line1   # agents/gw-line1.pem/.key (CN = agent id, OU = agent)
     cloud-trainer pki admin  --dir var/pki --name alice    # admins/alice.pem/.key (OU = admin)
 
+    # a city platform: one tenant per factory, and a platform operator
+    cloud-trainer pki tenant   --dir var/pki --tenant acme              # tenants/acme/signing.key/.pub (packages)
+    cloud-trainer pki agent    --dir var/pki --tenant acme --id gw1     # tenants/acme/agents/gw1.pem/.key
+    cloud-trainer pki admin    --dir var/pki --tenant acme --name bob   # tenants/acme/admins/bob.pem/.key
+    cloud-trainer pki operator --dir var/pki --name ops                 # operators/ops.pem/.key (OU = operator)
+
 Keys are ECDSA P-256, private key files mode 0600. The fleet service takes an agent's identity
-from its certificate's CN and its role from the OU, so an agent certificate can never act as
-another agent or as an admin. For larger fleets, use your own CA and issue the same fields.
+from its certificate's CN, its role from the OU and its tenant from the organizationIdentifier
+attribute (absent: the ``default`` tenant, which is what every certificate issued before tenants
+were introduced belongs to), so an agent certificate can never act as another agent, as an admin,
+or in another tenant. Only the fleet CA issues certificates, so the tenant in a certificate is the
+platform's word, not the tenant's. Each tenant has its own Ed25519 package signing key
+(``pki tenant``): its agents list only that public key in ``trusted_keys``, and the fleet service
+refuses to deploy a package not signed by the tenant's key. A platform operator certificate has no
+tenant: it creates tenants and reads usage counts, never a tenant's agents, models or records.
+For larger fleets, use your own CA and issue the same fields.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
+import functools
 import ipaddress
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -24,7 +40,24 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-ROLE_AGENT, ROLE_ADMIN, ROLE_SERVER = "agent", "admin", "server"
+ROLE_AGENT, ROLE_ADMIN, ROLE_SERVER, ROLE_OPERATOR = "agent", "admin", "server", "operator"
+DEFAULT_TENANT = "default"
+TENANT_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+
+def check_tenant(tenant: str) -> str:
+    if not TENANT_RE.fullmatch(tenant or ""):
+        raise ValueError(f"tenant id {tenant!r}: use 1-63 lowercase letters, digits or '-', starting with a "
+                         "letter or digit")
+    return tenant
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """Who a client certificate speaks for: its CN, its role (OU) and its tenant."""
+    name: str
+    role: str
+    tenant: str
 
 
 def _write_key(path: Path, key) -> None:
@@ -37,9 +70,11 @@ def _write_key(path: Path, key) -> None:
     os.chmod(path, 0o600)
 
 
-def _name(cn: str, ou: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "factory-edge fleet"),
-                      x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou),
+def _name(cn: str, ou: str, tenant: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "factory-edge fleet")]
+    if tenant is not None:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_IDENTIFIER, check_tenant(tenant)))
+    return x509.Name([*attrs, x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou),
                       x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
@@ -70,11 +105,15 @@ def _load_ca(d: Path):
     return cert, key
 
 
-def issue(d: Path, cn: str, role: str, out: Path, hosts: list[str] | None = None, days: int = 825) -> tuple[Path, Path]:
+def issue(d: Path, cn: str, role: str, out: Path, hosts: list[str] | None = None, days: int = 825,
+          tenant: str | None = None) -> tuple[Path, Path]:
+    """A certificate for ``cn`` in ``role``; ``tenant`` (agents and admins) names the tenant it acts in."""
+    if tenant is not None and role not in (ROLE_AGENT, ROLE_ADMIN):
+        raise ValueError(f"a {role} certificate has no tenant")
     ca_cert, ca_key = _load_ca(d)
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
-    b = (x509.CertificateBuilder().subject_name(_name(cn, role)).issuer_name(ca_cert.subject)
+    b = (x509.CertificateBuilder().subject_name(_name(cn, role, tenant)).issuer_name(ca_cert.subject)
          .public_key(key.public_key()).serial_number(x509.random_serial_number())
          .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
          .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
@@ -97,27 +136,72 @@ def issue(d: Path, cn: str, role: str, out: Path, hosts: list[str] | None = None
     return out.with_suffix(".pem"), out.with_suffix(".key")
 
 
-def identity(pem: bytes) -> tuple[str, str]:
-    """(common name, role OU) of a PEM certificate."""
+@functools.lru_cache(maxsize=65536)
+def identity(pem: bytes) -> Identity:
+    """Name, role and tenant of a PEM certificate (parsed once per distinct certificate: the fleet service
+    asks on every call of a connection). Agents and admins without a tenant attribute are in the default
+    tenant; a tenant attribute that is not a valid tenant id gives tenant '' (refused by the service)."""
     cert = x509.load_pem_x509_certificate(pem)
-    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    ou = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
-    return (cn[0].value if cn else ""), (ou[0].value if ou else "")
+
+    def attr(oid) -> str:
+        v = cert.subject.get_attributes_for_oid(oid)
+        return str(v[0].value) if v else ""
+
+    role = attr(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    tenant = attr(NameOID.ORGANIZATION_IDENTIFIER)
+    if role == ROLE_OPERATOR:
+        tenant = ""
+    elif not tenant:
+        tenant = DEFAULT_TENANT
+    elif not TENANT_RE.fullmatch(tenant):
+        tenant = ""
+    return Identity(attr(NameOID.COMMON_NAME), role, tenant)
+
+
+def tenant_dir(d: Path, tenant: str | None) -> Path:
+    """Where a tenant's certificates and signing key live in the PKI folder (the folder itself: default)."""
+    return d if tenant in (None, DEFAULT_TENANT) else d / "tenants" / check_tenant(tenant)
+
+
+def signing_key_paths(d: Path, tenant: str) -> tuple[Path, Path]:
+    """The tenant's package signing key pair (private, public) in the PKI folder."""
+    t = d / "tenants" / check_tenant(tenant)
+    return t / "signing.key", t / "signing.pub"
+
+
+def init_tenant(d: Path, tenant: str) -> tuple[Path, str]:
+    """The tenant's package signing key pair (kept if it exists); returns (public key path, key id)."""
+    from model_packager.keys import generate_keypair, key_id, load_public_key
+
+    private, public = signing_key_paths(d, tenant)
+    if private.exists() and public.exists():
+        return public, key_id(load_public_key(public))
+    return public, generate_keypair(private, public)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cloud-trainer pki", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="verb", required=True)
-    for verb in ("init", "server", "agent", "admin"):
+    for verb in ("init", "server", "agent", "admin", "operator", "tenant"):
         p = sub.add_parser(verb)
         p.add_argument("--dir", type=Path, default=Path("var/pki"))
         if verb == "server":
             p.add_argument("--host", action="append", help="SAN (IP or DNS); default 127.0.0.1 and localhost")
+        if verb in ("agent", "admin", "tenant"):
+            p.add_argument("--tenant", required=verb == "tenant", default=None,
+                           help="tenant id (default: the default tenant)")
         if verb == "agent":
             p.add_argument("--id", required=True, help="agent id (certificate CN)")
-        if verb == "admin":
+        if verb in ("admin", "operator"):
             p.add_argument("--name", required=True)
     a = ap.parse_args(argv)
+    tenant = getattr(a, "tenant", None)
+    try:
+        if tenant is not None:
+            check_tenant(tenant)
+    except ValueError as exc:
+        print(f"cloud-trainer pki: --tenant: {exc}", file=sys.stderr)
+        return 2
     if a.verb == "init":
         if (a.dir / "ca.key").exists():
             print(f"cloud-trainer pki: {a.dir}/ca.key exists; not replacing the fleet CA", file=sys.stderr)
@@ -125,9 +209,16 @@ def main(argv: list[str] | None = None) -> int:
         cert, _ = init_ca(a.dir)
     elif a.verb == "server":
         cert, _ = issue(a.dir, "fleet-service", ROLE_SERVER, a.dir / "server", a.host)
+    elif a.verb == "tenant":
+        pub, kid = init_tenant(a.dir, tenant)
+        print(f"tenant {tenant}: package signing key {pub.with_suffix('.key')} (key id {kid}); its agents trust "
+              f"only {pub}")
+        return 0
     elif a.verb == "agent":
-        cert, _ = issue(a.dir, a.id, ROLE_AGENT, a.dir / "agents" / a.id)
+        cert, _ = issue(a.dir, a.id, ROLE_AGENT, tenant_dir(a.dir, tenant) / "agents" / a.id, tenant=tenant)
+    elif a.verb == "admin":
+        cert, _ = issue(a.dir, a.name, ROLE_ADMIN, tenant_dir(a.dir, tenant) / "admins" / a.name, tenant=tenant)
     else:
-        cert, _ = issue(a.dir, a.name, ROLE_ADMIN, a.dir / "admins" / a.name)
+        cert, _ = issue(a.dir, a.name, ROLE_OPERATOR, a.dir / "operators" / a.name)
     print(f"wrote {cert} and its key (mode 0600)")
     return 0

@@ -7,6 +7,11 @@
 Only candidates that passed the evaluation gate are published; a rejected candidate leaves the
 registry unchanged (its report stays in the build's work folder). ``index.json`` is replaced
 atomically. Packages are also addressable by SHA-256 digest (what agents download by).
+
+Tenants: the default tenant's registry is ``<root>`` itself (the layout above, unchanged); tenant
+``acme``'s is ``<root>/.tenants/acme/`` with the same layout (a package name never starts with '.', so
+the two never meet). ``for_tenant()`` gives the registry a tenant's admins and agents see: a name or
+digest of another tenant is simply not in it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,18 @@ class Registry:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+
+    def for_tenant(self, tenant: str | None) -> Registry:
+        """The registry of one tenant (this one for the default tenant)."""
+        if tenant in (None, "", "default"):
+            return self
+        if tenant.startswith(".") or "/" in tenant or tenant != tenant.strip():
+            raise RegistryError(f"tenant id {tenant!r} is not a valid tenant id")
+        return Registry(self.root / ".tenants" / tenant)
+
+    def tenants(self) -> list[str]:
+        """Tenants (other than the default one) that have a registry folder."""
+        return sorted(p.name for p in (self.root / ".tenants").glob("*") if p.is_dir())
 
     def _index_path(self, name: str) -> Path:
         return self.root / name / "index.json"

@@ -5,6 +5,12 @@ version's evaluation report (metrics, confusion matrix and curve images) and the
 browsable by reason and label state. Stdlib HTTP server on its own thread, no build step, no
 assets from the internet; JSON under ``/api/...`` for scripts. Bind it to 127.0.0.1 (default) or
 put it behind the site's reverse proxy with authentication: it has no login of its own.
+
+Tenants: the console shows one tenant at a time. Started with ``tenant=`` (``cloud-trainer serve
+--console-tenant acme``) it shows that tenant only, whatever the URL asks; without it, ``?tenant=ID``
+on every ``/api`` call, report and blob URL picks one (default: ``default``), which is for the platform
+operator's own loopback use, not for a port that tenants reach. A blob (sample image) is served only
+if the tenant holds a sample with that digest.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ PAGE = Path(__file__).with_name("console.html")
 
 
 class Console:
-    def __init__(self, server, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, server, host: str = "127.0.0.1", port: int = 0, tenant: str | None = None) -> None:
         self.srv = server  # FleetServer: store, control, registry, blobs
+        self.tenant = tenant
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -30,24 +37,27 @@ class Console:
             def do_GET(self) -> None:
                 u = urlparse(self.path)
                 q = {k: v[0] for k, v in parse_qs(u.query).items()}
+                t = outer.tenant or q.get("tenant") or "default"
                 try:
                     if u.path in ("/", "/index.html"):
                         return self._send(200, "text/html; charset=utf-8", PAGE.read_bytes())
                     if u.path == "/api/agents":
-                        return self._json(outer.agents())
+                        return self._json(outer.agents(t))
                     if u.path == "/api/deployments":
-                        return self._json(outer.srv.control.list() if outer.srv.control else [])
+                        return self._json(outer.srv.control.list(tenant=t) if outer.srv.control else [])
                     if u.path == "/api/models":
-                        return self._json(outer.models())
+                        return self._json(outer.models(t))
                     if u.path == "/api/quotas":  # per-agent limits, usage and refusals (RESOURCE_EXHAUSTED)
                         return self._json(outer.srv.quotas.snapshot() if hasattr(outer.srv, "quotas") else {})
                     if u.path == "/api/samples":
                         return self._json(outer.srv.store.samples(model=q.get("model"), reason=q.get("reason"),
-                                                                  label_state=q.get("label_state"))[-200:])
+                                                                  label_state=q.get("label_state"), tenant=t)[-200:])
                     if u.path.startswith("/registry/"):
-                        return self._file(outer.srv.registry.root, u.path.removeprefix("/registry/"))
+                        return self._file(outer.srv.registry.for_tenant(t).root, u.path.removeprefix("/registry/"))
                     if u.path.startswith("/blob/"):
                         digest = u.path.removeprefix("/blob/")
+                        if not outer.srv.store.has_sample(digest, tenant=t):
+                            raise KeyError(digest[:64])
                         return self._send(200, "image/png", outer.srv.blobs.path(digest).read_bytes())
                     self._send(404, "text/plain", b"not found\n")
                 except (FileNotFoundError, ValueError, KeyError) as exc:
@@ -57,7 +67,7 @@ class Console:
 
             def _file(self, root: Path, rel: str) -> None:
                 p = (root / rel).resolve()
-                if root.resolve() not in p.parents:
+                if root.resolve() not in p.parents or ".tenants" in p.relative_to(root.resolve()).parts:
                     return self._send(403, "text/plain", b"outside the registry\n")
                 ctype = {".png": "image/png", ".md": "text/plain; charset=utf-8", ".json": "application/json"}.get(
                     p.suffix, "application/octet-stream")
@@ -78,14 +88,13 @@ class Console:
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
 
-    def agents(self) -> list[dict]:
-        out = []
-        for a in self.srv.store.agents():
-            out.append({**a, **{"ingest": self.srv.store.stats(a["id"]), "gaps": self.srv.store.gaps(a["id"])}})
-        return out
+    def agents(self, tenant: str = "default") -> list[dict]:
+        st = self.srv.store
+        return [{**a, "ingest": st.stats(a["id"], tenant=tenant), "gaps": st.gaps(a["id"], tenant=tenant)}
+                for a in st.agents(tenant=tenant)]
 
-    def models(self) -> list[dict]:
-        reg = self.srv.registry
+    def models(self, tenant: str = "default") -> list[dict]:
+        reg = self.srv.registry.for_tenant(tenant)
         out = []
         for name in reg.names():
             for e in reg.list(name):

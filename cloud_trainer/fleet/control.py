@@ -18,6 +18,15 @@ A downgrade happens only by an admin's ``rollback`` (or by a failed gate's autom
 ``create`` refuses a version lower than one a target agent runs or is assigned for that slot and
 package, and the desired state of a rollback carries a deployment id ending in ``:rollback``, the
 only mark under which an agent accepts a lower version.
+
+Tenants: every deployment and desired state belongs to one tenant (the admin's); its package comes from
+the tenant's registry, its targets are the tenant's registered agents, and an agent's desired state and
+downloads are looked up under its own tenant. A package, deployment or agent of another tenant is
+refused exactly as one that does not exist (``NotInTenant``, the service's ``PERMISSION_DENIED``), so
+an admin learns nothing about other tenants. With ``keys_dir`` (the PKI folder), a tenant that has a
+package signing key (``<keys_dir>/tenants/<tenant>/signing.pub``, from ``cloud-trainer pki tenant``)
+gets only packages signed by that key deployed: another tenant's package copied into its registry is
+refused. Tenants themselves (created by a platform operator) are rows of ``tenants`` here.
 """
 
 from __future__ import annotations
@@ -34,26 +43,48 @@ from pathlib import Path
 from cloud_trainer.registry import Registry
 from model_packager.manifest import version_key
 
+DEFAULT_TENANT = "default"
+
 ROLLBACK_SUFFIX = ":rollback"  # on a desired state's deployment id: an admin-requested (or automatic) rollback
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (id TEXT PRIMARY KEY, created REAL NOT NULL, doc TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS desired (agent TEXT NOT NULL, slot TEXT NOT NULL, package TEXT NOT NULL,
-  version TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL, deployment_id TEXT NOT NULL,
-  generation INTEGER NOT NULL, PRIMARY KEY (agent, slot));
+CREATE TABLE IF NOT EXISTS desired (tenant TEXT NOT NULL, agent TEXT NOT NULL, slot TEXT NOT NULL,
+  package TEXT NOT NULL, version TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
+  deployment_id TEXT NOT NULL, generation INTEGER NOT NULL, PRIMARY KEY (tenant, agent, slot));
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tenants (id TEXT PRIMARY KEY, display_name TEXT NOT NULL, created REAL NOT NULL);
 """
+# control.db files from before tenants: their desired states belong to the default tenant
+MIGRATE_DESIRED = """BEGIN IMMEDIATE;
+ALTER TABLE desired RENAME TO desired_v1;
+CREATE TABLE desired (tenant TEXT NOT NULL, agent TEXT NOT NULL, slot TEXT NOT NULL,
+  package TEXT NOT NULL, version TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
+  deployment_id TEXT NOT NULL, generation INTEGER NOT NULL, PRIMARY KEY (tenant, agent, slot));
+INSERT INTO desired SELECT 'default', * FROM desired_v1;
+DROP TABLE desired_v1;
+COMMIT;"""
 TERMINAL = {"completed", "halted", "aborted"}
+T = DEFAULT_TENANT
+
+
+class NotInTenant(ValueError):
+    """A package, deployment or agent the caller's tenant does not have (whether another tenant has it or
+    nothing has it: the same answer)."""
 
 
 class Control:
-    def __init__(self, path: Path, registry: Registry, store) -> None:
+    def __init__(self, path: Path, registry: Registry, store, keys_dir: Path | None = None) -> None:
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
+        cols = [r[1] for r in self.db.execute("PRAGMA table_info(desired)")]
+        if cols and "tenant" not in cols:
+            self.db.executescript(MIGRATE_DESIRED)
         self.db.executescript(SCHEMA)
         self.registry = registry
         self.store = store
+        self.keys_dir = Path(keys_dir) if keys_dir else None
         self.lock = threading.RLock()
         self.clock = time.time
 
@@ -61,8 +92,16 @@ class Control:
     def _get(self, dep_id: str) -> dict:
         row = self.db.execute("SELECT doc FROM deployments WHERE id = ?", (dep_id,)).fetchone()
         if row is None:
-            raise ValueError(f"no deployment {dep_id!r}")
+            raise NotInTenant(f"no deployment {dep_id!r}")
         return json.loads(row[0])
+
+    def get(self, dep_id: str, *, tenant: str = T) -> dict:
+        """A deployment of ``tenant`` (``NotInTenant`` for another tenant's, as for one that does not exist)."""
+        with self.lock:
+            dep = self._get(dep_id)
+        if dep.get("tenant", T) != tenant:
+            raise NotInTenant(f"no deployment {dep_id!r}")
+        return dep
 
     def _put(self, dep: dict) -> None:
         self.db.execute("INSERT INTO deployments (id, created, doc) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
@@ -74,34 +113,37 @@ class Control:
         return self.db.execute("SELECT value FROM counters WHERE key = 'generation'").fetchone()[0]
 
     def _set_desired(self, agent: str, slot: str, package: str, version: str, digest: str, size: int,
-                     dep_id: str) -> None:
+                     dep_id: str, tenant: str = T) -> None:
         gen = self._next_generation()
-        self.db.execute("INSERT INTO desired VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(agent, slot) DO UPDATE SET "
-                        "package=excluded.package, version=excluded.version, digest=excluded.digest, "
+        self.db.execute("INSERT INTO desired VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(tenant, agent, slot) DO UPDATE "
+                        "SET package=excluded.package, version=excluded.version, digest=excluded.digest, "
                         "size=excluded.size, deployment_id=excluded.deployment_id, generation=excluded.generation",
-                        (agent, slot, package, version, digest, size, dep_id, gen))
+                        (tenant, agent, slot, package, version, digest, size, dep_id, gen))
 
     # ---- agents' side ----------------------------------------------------------------------------
-    def desired_for(self, agent: str, labels: dict, slots: list[dict], health: dict) -> tuple[int, list[dict]]:
+    def desired_for(self, agent: str, labels: dict, slots: list[dict], health: dict, *,
+                    tenant: str = T) -> tuple[int, list[dict]]:
         with self.lock:
             rows = self.db.execute("SELECT slot, package, version, digest, size, deployment_id, generation FROM "
-                                   "desired WHERE agent = ?", (agent,)).fetchall()
+                                   "desired WHERE tenant = ? AND agent = ?", (tenant, agent)).fetchall()
         gen = max((r[6] for r in rows), default=0)
         return gen, [{"slot": s, "package": p, "version": v, "digest": d, "size": z, "deployment_id": dep}
                      for s, p, v, d, z, dep, _ in rows]
 
-    def deployed_to(self, agent: str, digest: str) -> bool:
+    def deployed_to(self, agent: str, digest: str, *, tenant: str = T) -> bool:
         """Whether ``digest`` is in ``agent``'s desired state: the only packages it may download."""
         with self.lock:
-            return self.db.execute("SELECT 1 FROM desired WHERE agent = ? AND digest = ? LIMIT 1",
-                                   (agent, digest)).fetchone() is not None
+            return self.db.execute("SELECT 1 FROM desired WHERE tenant = ? AND agent = ? AND digest = ? LIMIT 1",
+                                   (tenant, agent, digest)).fetchone() is not None
 
     def on_report(self, agent: str, dep_id: str, slot: str, version: str, step: str, ok: bool, reason: str,
-                  health: dict) -> None:
+                  health: dict, *, tenant: str = T) -> None:
         with self.lock:
             try:
                 dep = self._get(dep_id)
             except ValueError:
+                return
+            if dep.get("tenant", T) != tenant:  # an agent of another tenant with the same id: not its deployment
                 return
             t = dep["targets"].get(agent)
             if t is None:
@@ -120,35 +162,56 @@ class Control:
         self.tick()
 
     # ---- admin side ----------------------------------------------------------------------------
-    def _resolve(self, package: str, version: str) -> dict:
-        entry = self.registry.get(package, version) if version else self.registry.latest(package)
+    def _resolve(self, package: str, version: str, tenant: str = T) -> dict:
+        reg = self.registry.for_tenant(tenant)
+        entry = reg.get(package, version) if version else reg.latest(package)
         if entry is None:
-            raise ValueError(f"{package} {version or '(latest)'} is not in the registry")
+            raise NotInTenant(f"{package} {version or '(latest)'} is not in the registry")
         if entry["status"] != "published":
             raise ValueError(f"{package} {entry['version']} is {entry['status']}, not published")
-        entry["size"] = self.registry.package_path(entry).stat().st_size
+        entry["size"] = reg.package_path(entry).stat().st_size
+        self._check_signer(reg.package_path(entry), entry, tenant)
         return entry
 
-    def _targets(self, agents: list[str], selector: dict) -> list[str]:
+    def _check_signer(self, path: Path, entry: dict, tenant: str) -> None:
+        key = self.keys_dir / "tenants" / tenant / "signing.pub" if self.keys_dir else None
+        if key is None or not key.exists():
+            return
+        from model_packager import load_trusted_keys, verify_package
+        from model_packager.errors import PackageError
+
+        try:
+            verify_package(path, load_trusted_keys([key]))
+        except PackageError as exc:
+            raise NotInTenant(f"{entry['name']} {entry['version']} is not signed by this tenant's package key "
+                              f"({str(exc)[:200]}); sign it with the tenant's key and publish it again") from exc
+
+    def _targets(self, agents: list[str], selector: dict, tenant: str = T) -> list[str]:
+        known = self.store.agents(tenant=tenant)
         if agents:
-            return sorted(agents)
-        known = self.store.agents()
+            ids = {a["id"] for a in known}
+            unknown = sorted(set(agents) - ids)
+            if unknown:  # another tenant's agent gets the answer of an agent that does not exist
+                raise NotInTenant(f"agent {unknown[0]!r} is not registered (an agent registers with its first "
+                                  "heartbeat)")
+            return sorted(set(agents))
         out = [a["id"] for a in known if all(fnmatch.fnmatch(str(a["labels"].get(k, "")), v)
                                              for k, v in selector.items())]
         if not out:
             raise ValueError(f"no registered agent matches the selector {selector}")
         return sorted(out)
 
-    def _check_not_a_downgrade(self, entry: dict, slot: str, targets: list[str]) -> None:
+    def _check_not_a_downgrade(self, entry: dict, slot: str, targets: list[str], tenant: str = T) -> None:
         want = version_key(entry["version"])
-        running = {a["id"]: next((s for s in a["slots"] if s["slot"] == slot), None) for a in self.store.agents()}
+        running = {a["id"]: next((s for s in a["slots"] if s["slot"] == slot), None)
+                   for a in self.store.agents(tenant=tenant)}
         for agent in targets:
             have = []
             cur = running.get(agent)
             if cur and cur.get("package") == entry["name"] and cur.get("version"):
                 have.append(cur["version"])
-            row = self.db.execute("SELECT package, version, deployment_id FROM desired WHERE agent = ? AND slot = ?",
-                                  (agent, slot)).fetchone()
+            row = self.db.execute("SELECT package, version, deployment_id FROM desired WHERE tenant = ? AND agent = ? "
+                                  "AND slot = ?", (tenant, agent, slot)).fetchone()
             if row and row[0] == entry["name"] and not row[2].endswith(ROLLBACK_SUFFIX):
                 have.append(row[1])
             for v in have:
@@ -160,24 +223,24 @@ class Control:
                     raise ValueError(f"{entry['name']} {entry['version']} is older than {v} on agent {agent} "
                                      f"(slot {slot}); versions only go up: use rollback to downgrade")
 
-    def create(self, req: dict, *, rollback: bool = False) -> dict:
+    def create(self, req: dict, *, rollback: bool = False, tenant: str = T) -> dict:
         with self.lock:
-            entry = self._resolve(req["package"], req.get("version") or "")
-            targets = self._targets(req.get("agents") or [], req.get("selector") or {})
+            entry = self._resolve(req["package"], req.get("version") or "", tenant)
+            targets = self._targets(req.get("agents") or [], req.get("selector") or {}, tenant)
             slot = req.get("slot") or ""
             if not slot:
                 raise ValueError("slot is required (the model slot name in the agents' configs)")
             if not rollback:
-                self._check_not_a_downgrade(entry, slot, targets)
+                self._check_not_a_downgrade(entry, slot, targets, tenant)
             steps = ["100%"] if req.get("strategy") == "all_at_once" else (req.get("steps") or ["1", "100%"])
             previous = {}
-            for a in self.store.agents():
+            for a in self.store.agents(tenant=tenant):
                 if a["id"] in targets:
                     cur = next((s for s in a["slots"] if s["slot"] == slot), None)
                     if cur and cur.get("digest"):
                         previous[a["id"]] = {"version": cur["version"], "digest": cur["digest"],
                                              "package": cur["package"]}
-            dep = {"id": uuid.uuid4().hex[:10], "created": self.clock(), "package": entry["name"],
+            dep = {"id": uuid.uuid4().hex[:10], "tenant": tenant, "created": self.clock(), "package": entry["name"],
                    "version": entry["version"], "digest": entry["digest"], "size": entry["size"], "slot": slot,
                    "strategy": req.get("strategy") or "canary", "steps": steps, "wait_s": float(req.get("wait_s") or 0),
                    "gate": req.get("gate") or {}, "state": "running", "step": 0, "step_started": None,
@@ -213,7 +276,7 @@ class Control:
             t = dep["targets"][a]
             if t["status"] == "waiting":
                 self._set_desired(a, dep["slot"], dep["package"], dep["version"], dep["digest"], dep["size"],
-                                  dep["id"] + (ROLLBACK_SUFFIX if dep.get("rollback") else ""))
+                                  dep["id"] + (ROLLBACK_SUFFIX if dep.get("rollback") else ""), dep.get("tenant", T))
                 t.update(status="assigned", step=k, updated=now)
         if dep["step_started"] is None:
             dep["step_started"] = now
@@ -237,24 +300,26 @@ class Control:
                 self._advance(dep)
 
     def _roll_back(self, dep: dict, agents: list[str]) -> None:
+        tenant = dep.get("tenant", T)
         for a in agents:
             prev = dep["previous"].get(a)
             t = dep["targets"][a]
             if prev:
                 self._set_desired(a, dep["slot"], prev["package"], prev["version"], prev["digest"],
-                                  self._size_of(prev["digest"]), dep["id"] + ROLLBACK_SUFFIX)
+                                  self._size_of(prev["digest"], tenant), dep["id"] + ROLLBACK_SUFFIX, tenant)
                 if t["status"] not in ("failed", "rolled_back"):
                     t.update(status="rolled_back_by_fleet", reason="rollout halted")
             else:
-                self.db.execute("DELETE FROM desired WHERE agent = ? AND slot = ?", (a, dep["slot"]))
+                self.db.execute("DELETE FROM desired WHERE tenant = ? AND agent = ? AND slot = ?",
+                                (tenant, a, dep["slot"]))
 
-    def _size_of(self, digest: str) -> int:
-        p = self.registry.by_digest(digest)
+    def _size_of(self, digest: str, tenant: str = T) -> int:
+        p = self.registry.for_tenant(tenant).by_digest(digest)
         return p.stat().st_size if p else 0
 
-    def command(self, dep_id: str, action: str) -> dict:
+    def command(self, dep_id: str, action: str, *, tenant: str = T) -> dict:
         with self.lock:
-            dep = self._get(dep_id)
+            dep = self.get(dep_id, tenant=tenant)
             if action == "pause" and dep["state"] == "running":
                 dep["state"] = "paused"
             elif action == "resume" and dep["state"] == "paused":
@@ -269,12 +334,40 @@ class Control:
         self.tick()
         return self._get(dep_id)
 
-    def rollback(self, package: str, version: str, slot: str, agents: list[str]) -> dict:
+    def rollback(self, package: str, version: str, slot: str, agents: list[str], *, tenant: str = T) -> dict:
         """An admin's explicit downgrade (or upgrade) of a slot to a named version, all at once."""
         return self.create({"package": package, "version": version, "slot": slot, "agents": agents,
                             "selector": {} if agents else {"site": "*"}, "strategy": "all_at_once",
-                            "gate": {}, "wait_s": 0}, rollback=True)
+                            "gate": {}, "wait_s": 0}, rollback=True, tenant=tenant)
 
-    def list(self) -> list[dict]:
+    def list(self, *, tenant: str = T) -> list[dict]:
         with self.lock:
-            return [json.loads(d) for (d,) in self.db.execute("SELECT doc FROM deployments ORDER BY created DESC")]
+            docs = [json.loads(d) for (d,) in self.db.execute("SELECT doc FROM deployments ORDER BY created DESC")]
+        return [d for d in docs if d.get("tenant", T) == tenant]
+
+    def create_tenant(self, tenant: str, display_name: str = "") -> dict:
+        """Register a tenant (a platform operator's act; idempotent) and create its registry folder."""
+        from cloud_trainer.pki import check_tenant
+
+        check_tenant(tenant)
+        with self.lock:
+            self.db.execute("INSERT INTO tenants (id, display_name, created) VALUES (?, ?, ?) ON CONFLICT(id) DO "
+                            "UPDATE SET display_name = CASE WHEN excluded.display_name = '' THEN display_name ELSE "
+                            "excluded.display_name END", (tenant, display_name, self.clock()))
+            row = self.db.execute("SELECT id, display_name, created FROM tenants WHERE id = ?", (tenant,)).fetchone()
+        self.registry.for_tenant(tenant).root.mkdir(parents=True, exist_ok=True)
+        return {"tenant": row[0], "display_name": row[1], "created": row[2]}
+
+    def tenants(self) -> dict[str, dict]:
+        with self.lock:
+            rows = self.db.execute("SELECT id, display_name, created FROM tenants").fetchall()
+        return {i: {"tenant": i, "display_name": n, "created": c} for i, n, c in rows}
+
+    def usage(self) -> dict[str, int]:
+        """Deployments per tenant (counts only: the platform operator's view)."""
+        out: dict[str, int] = {}
+        with self.lock:
+            for (d,) in self.db.execute("SELECT doc FROM deployments"):
+                t = json.loads(d).get("tenant", T)
+                out[t] = out.get(t, 0) + 1
+        return out

@@ -3,7 +3,9 @@
     cloud-trainer serve --data var/cloud --port 7443 --pki var/pki [--registry var/registry]
 
 Needs ``ca.pem``, ``server.pem`` and ``server.key`` in the PKI folder (``cloud-trainer pki``).
-Clients must present a certificate from the same CA: agents (OU agent) and admins (OU admin).
+Clients must present a certificate from the same CA: agents (OU agent) and admins (OU admin) of a
+tenant, and platform operators (OU operator). A tenant with a package signing key in
+``<pki>/tenants/<tenant>/signing.pub`` gets only packages signed by it deployed.
 Prints one line when it listens; stops cleanly on SIGTERM/SIGINT.
 """
 
@@ -25,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pki", type=Path, default=Path("var/pki"))
     ap.add_argument("--registry", type=Path, default=None, help="default: <data>/registry")
     ap.add_argument("--console-port", type=int, default=None, help="serve the fleet console on this HTTP port")
+    ap.add_argument("--console-tenant", default=None, help="the console shows this tenant only (default: the tenant "
+                                                           "named by ?tenant= in each URL, for operators on loopback)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for f in ("ca.pem", "server.pem", "server.key"):
@@ -43,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.console_port is not None:
             from cloud_trainer.fleet.console import Console
 
-            console = Console(srv, a.host, a.console_port)
+            console = Console(srv, a.host, a.console_port, tenant=a.console_tenant)
             console.start()
         print(f"fleet service listening on {a.host}:{srv.port} (data {a.data}, registry {registry})"
               + (f"; console http://{a.host}:{console.port}/" if console else ""), flush=True)

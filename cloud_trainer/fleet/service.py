@@ -1,16 +1,21 @@
 """gRPC servicers of the fleet service (grpc.aio) and the TLS server around them.
 
 Identity: the TLS layer requires a client certificate signed by the fleet CA; the servicer then
-reads the peer certificate's CN (the agent id) and OU (its role). Fleet methods need role
-``agent`` and act for that CN only; Admin methods need role ``admin``. No message carries an
-agent id from the client, so an agent cannot write as another agent.
+reads the peer certificate's CN (the agent id), OU (its role) and tenant (``cloud_trainer.pki``;
+parsed once per certificate, not per call). Fleet methods need role ``agent`` and act for that CN
+in its tenant only; Admin methods need role ``admin`` and act in the admin's tenant only;
+``CreateTenant``/``ListTenants`` need role ``operator`` (no tenant: counts, never rows). No message
+carries an agent id or tenant from the client, so an agent cannot write as another agent or
+tenant. Another tenant's agent, package or deployment is ``PERMISSION_DENIED`` with the same text
+as one that does not exist, so that a refusal tells nothing about other tenants.
 
 The service keeps no state in memory that a second replica would need: everything is in the
 store (and the registry / blob folders); per-agent quota counters are per process (``guard``).
 
 Hostile input (issue 16): a request that is not a valid protobuf message, or a JSON field that is not
 a JSON object, is ``INVALID_ARGUMENT``; an agent over its quotas gets ``RESOURCE_EXHAUSTED``; an agent
-downloads only packages deployed to it (``NOT_FOUND`` otherwise, as for a digest that does not exist).
+downloads only packages deployed to it (``PERMISSION_DENIED`` otherwise, with the same text as for a
+digest that does not exist, or one of another tenant).
 """
 
 from __future__ import annotations
@@ -21,14 +26,16 @@ import hashlib
 import json
 import logging
 import time
+from functools import partial
 from pathlib import Path
 
 import grpc
 
 from cloud_trainer.blobs import LocalBlobStore
+from cloud_trainer.fleet.control import NotInTenant
 from cloud_trainer.fleet.guard import MalformedRequests, QuotaExceeded, Quotas, json_field
 from cloud_trainer.fleet.store import SQLiteStore
-from cloud_trainer.pki import ROLE_ADMIN, ROLE_AGENT, identity
+from cloud_trainer.pki import ROLE_ADMIN, ROLE_AGENT, ROLE_OPERATOR, Identity, identity
 from cloud_trainer.registry import Registry
 from protocols.gen import fleet_pb2 as pb
 from protocols.gen import fleet_pb2_grpc as rpc
@@ -37,21 +44,30 @@ log = logging.getLogger(__name__)
 CHUNK = 256 * 1024
 
 
-def peer_identity(context) -> tuple[str, str]:
+NOBODY = Identity("", "", "")
+
+
+def peer_identity(context) -> Identity:
     ac = context.auth_context()
     pem = (ac.get("x509_pem_cert") or [b""])[0]
-    if not pem:
-        return "", ""
-    return identity(pem)
+    return identity(pem) if pem else NOBODY
 
 
-async def require(context, role: str) -> str:
-    cn, ou = peer_identity(context)
-    if ou != role or not cn:
+async def require(context, role: str) -> Identity:
+    who = peer_identity(context)
+    if who.role != role or not who.name:
         await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                            f"this method needs a {role} certificate; the client presented "
-                            f"{ou or 'no'} certificate {cn!r}")
-    return cn
+                            f"this method needs a {role} certificate; the client presented {who.role or 'no'} "
+                            f"certificate {who.name!r}")
+    if role != ROLE_OPERATOR and not who.tenant:
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                            f"certificate {who.name!r}: its tenant attribute is not a valid tenant id; issue it again "
+                            "with `cloud-trainer pki ... --tenant ID`")
+    return who
+
+
+def quota_key(who: Identity) -> str:
+    return who.name if who.tenant == "default" else f"{who.tenant}/{who.name}"
 
 
 class FleetServicer(rpc.FleetServicer):
@@ -61,23 +77,25 @@ class FleetServicer(rpc.FleetServicer):
         self.quotas = quotas or Quotas()
 
     async def Heartbeat(self, request, context):
-        agent = await require(context, ROLE_AGENT)
+        who = await require(context, ROLE_AGENT)
+        agent, tenant = who.name, who.tenant
         slots = [{"slot": s.slot, "package": s.package, "version": s.version, "digest": s.digest,
                   "status": s.status, "reason": s.reason} for s in request.slots]
         health = await json_field(context, request.health_json, "health_json")
         await asyncio.to_thread(self.store.heartbeat, agent, dict(request.labels), slots, health,
-                                request.outbox_depth, {"epoch": request.epoch, "dropped": dict(request.dropped)})
+                                request.outbox_depth, {"epoch": request.epoch, "dropped": dict(request.dropped)},
+                                tenant=tenant)
         desired, gen = [], 0
         if self.control is not None:
-            gen, desired = await asyncio.to_thread(self.control.desired_for, agent, dict(request.labels), slots,
-                                                   health)
+            gen, desired = await asyncio.to_thread(partial(self.control.desired_for, agent, dict(request.labels),
+                                                           slots, health, tenant=tenant))
         return pb.HeartbeatReply(generation=gen, server_time=time.time(),
                                  desired=[pb.DesiredSlot(**d) for d in desired])
 
     async def PushRecords(self, request_iterator, context):
-        agent = await require(context, ROLE_AGENT)
-        async with self._stream(agent, context):
-            async for ack in self._push(agent, request_iterator, context):
+        who = await require(context, ROLE_AGENT)
+        async with self._stream(quota_key(who), context):
+            async for ack in self._push(who, request_iterator, context):
                 yield ack
 
     @contextlib.asynccontextmanager
@@ -92,7 +110,8 @@ class FleetServicer(rpc.FleetServicer):
         finally:
             self.quotas.close_stream(agent)
 
-    async def _push(self, agent: str, request_iterator, context):
+    async def _push(self, who: Identity, request_iterator, context):
+        agent = quota_key(who)
         async for batch in request_iterator:
             samples = sum(len(r.sample) for r in batch.records if r.kind == "sample")
             try:  # the whole batch is within the quotas, or none of it is stored
@@ -115,17 +134,20 @@ class FleetServicer(rpc.FleetServicer):
                     await asyncio.to_thread(self.blobs.put_bytes, r.sample)
                     rec["sample_sha256"], rec["sample_ext"] = digest, r.sample_ext
                 records.append(rec)
-            seqs, stored, dup = await asyncio.to_thread(self.store.ingest, agent, records)
+            seqs, stored, dup = await asyncio.to_thread(partial(self.store.ingest, who.name, records,
+                                                                tenant=who.tenant))
             yield pb.Ack(seqs=seqs, stored=stored, duplicates=dup)
 
     async def DownloadPackage(self, request, context):
-        agent = await require(context, ROLE_AGENT)
-        deployed = self.control is None or await asyncio.to_thread(self.control.deployed_to, agent, request.digest)
-        path = self.registry.by_digest(request.digest) if (self.registry and deployed) else None
+        who = await require(context, ROLE_AGENT)
+        deployed = self.control is None or await asyncio.to_thread(
+            partial(self.control.deployed_to, who.name, request.digest, tenant=who.tenant))
+        path = (self.registry.for_tenant(who.tenant).by_digest(request.digest) if (self.registry and deployed)
+                else None)
         if path is None or not path.exists():  # the same answer whether it exists elsewhere or not at all
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no package with digest {request.digest[:16]!r} "
-                                                           "deployed to this agent")
-        async with self._stream(agent, context):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"no package with digest "
+                                f"{request.digest[:16]!r} deployed to this agent")
+        async with self._stream(quota_key(who), context):
             async for chunk in self._send_package(path, request, context):
                 yield chunk
 
@@ -141,46 +163,54 @@ class FleetServicer(rpc.FleetServicer):
                 off += len(chunk)
 
     async def ReportDeployment(self, request, context):
-        agent = await require(context, ROLE_AGENT)
+        who = await require(context, ROLE_AGENT)
         if self.control is not None:
             health = await json_field(context, request.health_json, "health_json")
-            await asyncio.to_thread(self.control.on_report, agent, request.deployment_id, request.slot,
-                                    request.version, request.step, request.ok, request.reason, health)
+            await asyncio.to_thread(partial(self.control.on_report, who.name, request.deployment_id, request.slot,
+                                            request.version, request.step, request.ok, request.reason, health,
+                                            tenant=who.tenant))
         return pb.ReportReply()
 
 
 class AdminServicer(rpc.AdminServicer):
-    def __init__(self, store: SQLiteStore, control=None) -> None:
-        self.store, self.control = store, control
+    def __init__(self, store: SQLiteStore, control=None, registry: Registry | None = None) -> None:
+        self.store, self.control, self.registry = store, control, registry
 
     async def ListAgents(self, request, context):
-        await require(context, ROLE_ADMIN)
+        who = await require(context, ROLE_ADMIN)
         out = []
-        for a in await asyncio.to_thread(self.store.agents):
-            st = await asyncio.to_thread(self.store.stats, a["id"])
+        for a in await asyncio.to_thread(partial(self.store.agents, tenant=who.tenant)):
+            st = await asyncio.to_thread(partial(self.store.stats, a["id"], tenant=who.tenant))
             out.append(pb.AgentInfo(id=a["id"], labels=a["labels"], last_seen=a["last_seen"] or 0,
                                     slots=[pb.SlotState(**s) for s in a["slots"]], records=st["records"],
                                     last_seq=st["last_seq"]))
         return pb.ListAgentsReply(agents=out)
 
     async def IngestStats(self, request, context):
-        await require(context, ROLE_ADMIN)
-        st = await asyncio.to_thread(self.store.stats, request.agent or None)
-        gaps = await asyncio.to_thread(self.store.gaps, request.agent) if request.agent else []
+        who = await require(context, ROLE_ADMIN)
+        t = who.tenant
         dropped = {}
         if request.agent:
-            for a in await asyncio.to_thread(self.store.agents):
-                if a["id"] == request.agent:
-                    dropped = a.get("outbox", {}).get("dropped", {})
+            agent = next((a for a in await asyncio.to_thread(partial(self.store.agents, tenant=t))
+                          if a["id"] == request.agent), None)
+            if agent is None:  # another tenant's agent: the answer of an agent that does not exist
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                    f"agent {request.agent[:64]!r} is not registered")
+            dropped = agent.get("outbox", {}).get("dropped", {})
+        st = await asyncio.to_thread(partial(self.store.stats, request.agent or None, tenant=t))
+        gaps = await asyncio.to_thread(partial(self.store.gaps, request.agent, tenant=t)) if request.agent else []
         return pb.IngestStatsReply(records=st["records"], samples=st["samples"], duplicates=st["duplicates"],
                                    gaps=[pb.Gap(**g) for g in gaps], dropped=dropped)
 
-    async def _control(self, context, fn, *args):
-        await require(context, ROLE_ADMIN)
+    async def _control(self, context, fn, *args, **kw):
+        """``fn(*args, tenant=<the admin's tenant>, **kw)`` in a thread; ``NotInTenant`` is PERMISSION_DENIED."""
+        who = await require(context, ROLE_ADMIN)
         if self.control is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "deployments are not enabled on this server")
         try:
-            result = await asyncio.to_thread(fn, *args)
+            result = await asyncio.to_thread(partial(fn, *args, tenant=who.tenant, **kw))
+        except NotInTenant as exc:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return pb.DeploymentInfo(json=json.dumps(result))
@@ -192,11 +222,11 @@ class AdminServicer(rpc.AdminServicer):
                "agents": list(request.agents), "selector": dict(request.selector),
                "strategy": request.strategy or "canary", "steps": list(request.steps) or ["1", "100%"],
                "wait_s": request.wait_s, "gate": gate}
-        return await self._control(context, lambda: self.control.create(req))
+        return await self._control(context, self.control.create, req)
 
     async def ListDeployments(self, request, context):
-        await require(context, ROLE_ADMIN)
-        deps = await asyncio.to_thread(self.control.list) if self.control else []
+        who = await require(context, ROLE_ADMIN)
+        deps = await asyncio.to_thread(partial(self.control.list, tenant=who.tenant)) if self.control else []
         return pb.ListDeploymentsReply(deployments=[pb.DeploymentInfo(json=json.dumps(d)) for d in deps])
 
     async def ControlDeployment(self, request, context):
@@ -205,6 +235,36 @@ class AdminServicer(rpc.AdminServicer):
     async def Rollback(self, request, context):
         return await self._control(context, self.control.rollback, request.package, request.version, request.slot,
                                    list(request.agents))
+
+    # ---- platform operators ---------------------------------------------------------------------
+    async def CreateTenant(self, request, context):
+        await require(context, ROLE_OPERATOR)
+        if self.control is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "tenants are not enabled on this server")
+        try:
+            t = await asyncio.to_thread(self.control.create_tenant, request.tenant, request.display_name)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return next(i for i in await asyncio.to_thread(self.usage) if i.tenant == t["tenant"])
+
+    async def ListTenants(self, request, context):
+        await require(context, ROLE_OPERATOR)
+        return pb.ListTenantsReply(tenants=await asyncio.to_thread(self.usage))
+
+    def usage(self) -> list:
+        """Counts per tenant (registered or seen): agents, records, samples, deployments, published packages."""
+        rows = self.store.usage()
+        deps = self.control.usage() if self.control else {}
+        known = self.control.tenants() if self.control else {}
+        out = []
+        for t in sorted(set(rows) | set(deps) | set(known) | {"default"}):
+            reg = self.registry.for_tenant(t) if self.registry else None
+            pkgs = sum(len(reg.list(n)) for n in reg.names()) if reg is not None and reg.root.exists() else 0
+            r, k = rows.get(t, {}), known.get(t, {})
+            out.append(pb.TenantInfo(tenant=t, display_name=k.get("display_name", ""), agents=r.get("agents", 0),
+                                     records=r.get("records", 0), samples=r.get("samples", 0),
+                                     deployments=deps.get(t, 0), packages=pkgs, created=k.get("created", 0)))
+        return out
 
 
 def server_credentials(ca: Path, cert: Path, key: Path) -> grpc.ServerCredentials:
@@ -229,7 +289,7 @@ class FleetServer:
         if control is None:
             from cloud_trainer.fleet.control import Control
 
-            control = Control(self.data / "control.db", self.registry, self.store)
+            control = Control(self.data / "control.db", self.registry, self.store, keys_dir=Path(ca).parent)
         self.control = control
         self.quotas = quotas or Quotas()
         self.server = grpc.aio.server(interceptors=[MalformedRequests()], options=[
@@ -238,7 +298,7 @@ class FleetServer:
                                       maximum_concurrent_rpcs=10_000)
         rpc.add_FleetServicer_to_server(FleetServicer(self.store, self.blobs, self.registry, self.control,
                                                       self.quotas), self.server)
-        rpc.add_AdminServicer_to_server(AdminServicer(self.store, self.control), self.server)
+        rpc.add_AdminServicer_to_server(AdminServicer(self.store, self.control, self.registry), self.server)
         self.port = self.server.add_secure_port(f"{host}:{port}", server_credentials(ca, cert, key))
         self._tick: asyncio.Task | None = None
         self._stopped = False

@@ -5,7 +5,13 @@ folder (WAL, a real database, no mock). A PostgreSQL implementation satisfies th
 and schema (``(tenant, agent, epoch, seq)`` primary key, same queries). Ingest is idempotent: a
 record replayed after a lost ack is stored once. The epoch is the agent's outbox incarnation: a
 fresh outbox (after a corrupt file, say) numbers from 1 again in a new epoch, and its records are
-new records, never replays. The tenant is '' until agents carry one in their certificates.
+new records, never replays.
+
+Tenants: every method takes the tenant the caller acts in (keyword ``tenant``, the ``default`` tenant
+when not given: a single-tenant setup never names one); every row carries it and every query filters
+on it, so an agent id or a sample digest of one tenant is invisible to another. ``usage()`` gives the
+platform operator per-tenant counts, never rows. Files from before tenants had tenant '' in every row;
+opening one moves them to the default tenant.
 
 Gaps are queryable per agent, each with its cause when the store knows it: the agent reports the
 seqs it dropped (``outbox_budget`` / ``outbox_retention`` / ``outbox_write_failed`` events with
@@ -36,15 +42,19 @@ CREATE TABLE IF NOT EXISTS samples (
   pipeline TEXT, reason TEXT, verdict TEXT, label TEXT, label_state TEXT NOT NULL DEFAULT 'unlabelled',
   ext TEXT, PRIMARY KEY (tenant, agent, epoch, seq));
 CREATE INDEX IF NOT EXISTS samples_by_model ON samples (model, label_state, reason, t);
+CREATE INDEX IF NOT EXISTS samples_by_tenant ON samples (tenant, model, label_state, t);
 CREATE TABLE IF NOT EXISTS agents (
-  id TEXT PRIMARY KEY, labels TEXT NOT NULL DEFAULT '{}', last_seen REAL, slots TEXT NOT NULL DEFAULT '[]',
-  health TEXT NOT NULL DEFAULT '{}', outbox_depth INTEGER DEFAULT 0, outbox TEXT NOT NULL DEFAULT '{}');
-CREATE TABLE IF NOT EXISTS ingest (agent TEXT PRIMARY KEY, duplicates INTEGER NOT NULL DEFAULT 0,
-  epoch INTEGER);
-CREATE TABLE IF NOT EXISTS gaps (
+  tenant TEXT NOT NULL, id TEXT NOT NULL, labels TEXT NOT NULL DEFAULT '{}', last_seen REAL,
+  slots TEXT NOT NULL DEFAULT '[]', health TEXT NOT NULL DEFAULT '{}', outbox_depth INTEGER DEFAULT 0,
+  outbox TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (tenant, id));
+CREATE TABLE IF NOT EXISTS ingest (tenant TEXT NOT NULL, agent TEXT NOT NULL,
+  duplicates INTEGER NOT NULL DEFAULT 0, epoch INTEGER, PRIMARY KEY (tenant, agent));
+"""
+GAPS = """CREATE TABLE IF NOT EXISTS gaps (
   tenant TEXT NOT NULL DEFAULT '', agent TEXT NOT NULL, epoch INTEGER NOT NULL, first INTEGER NOT NULL,
   last INTEGER NOT NULL, cause TEXT NOT NULL, t REAL NOT NULL, PRIMARY KEY (tenant, agent, epoch, first, last));
 """
+SCHEMA += GAPS
 # v1 files: records and samples keyed by (agent, seq); their rows become epoch 0 of tenant ''
 MIGRATIONS = [
     ("records", "epoch", """
@@ -69,7 +79,23 @@ INSERT INTO samples (sha256, agent, seq, t, model, version, pipeline, reason, ve
 DROP TABLE samples_v1;"""),
     ("agents", "outbox", "ALTER TABLE agents ADD COLUMN outbox TEXT NOT NULL DEFAULT '{}';"),
     ("ingest", "epoch", "ALTER TABLE ingest ADD COLUMN epoch INTEGER;"),
+    # tenants: agents and ingest become keyed by (tenant, id); rows of tenant '' move to the default tenant
+    ("agents", "tenant", """
+ALTER TABLE agents RENAME TO agents_v2;
+CREATE TABLE agents (
+  tenant TEXT NOT NULL, id TEXT NOT NULL, labels TEXT NOT NULL DEFAULT '{}', last_seen REAL,
+  slots TEXT NOT NULL DEFAULT '[]', health TEXT NOT NULL DEFAULT '{}', outbox_depth INTEGER DEFAULT 0,
+  outbox TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (tenant, id));
+INSERT INTO agents SELECT 'default', id, labels, last_seen, slots, health, outbox_depth, outbox FROM agents_v2;
+DROP TABLE agents_v2;"""),
+    ("ingest", "tenant", """
+ALTER TABLE ingest RENAME TO ingest_v2;
+CREATE TABLE ingest (tenant TEXT NOT NULL, agent TEXT NOT NULL,
+  duplicates INTEGER NOT NULL DEFAULT 0, epoch INTEGER, PRIMARY KEY (tenant, agent));
+INSERT INTO ingest SELECT 'default', agent, duplicates, epoch FROM ingest_v2;
+DROP TABLE ingest_v2;"""),
 ]
+DEFAULT_TENANT = "default"  # the same as cloud_trainer.pki.DEFAULT_TENANT
 DROP_CAUSES = {"outbox_budget": "budget", "outbox_retention": "retention", "outbox_write_failed": "write_failed"}
 
 
@@ -90,35 +116,49 @@ def _subtract(first: int, last: int, known: list[tuple[int, int, str]]) -> list[
     return out
 
 
+T = DEFAULT_TENANT
+
+
 class Store(abc.ABC):
+    """What the fleet service needs of its store. Every method acts within one tenant (keyword ``tenant``)."""
+
     @abc.abstractmethod
-    def ingest(self, agent: str, records: list[dict]) -> tuple[list[int], int, int]:
+    def ingest(self, agent: str, records: list[dict], *, tenant: str = T) -> tuple[list[int], int, int]:
         """Store records idempotently; return (acknowledged seqs, newly stored, duplicates)."""
 
     @abc.abstractmethod
-    def gaps(self, agent: str) -> list[dict]:
+    def gaps(self, agent: str, *, tenant: str = T) -> list[dict]:
         """Seqs the store lacks, per epoch: ``{"epoch", "first", "last", "cause"}`` (``last`` 0: open-ended)."""
 
     @abc.abstractmethod
-    def stats(self, agent: str | None = None) -> dict: ...
+    def stats(self, agent: str | None = None, *, tenant: str = T) -> dict: ...
 
     @abc.abstractmethod
-    def records(self, agent: str, kind: str | None = None, since_seq: int = 0, limit: int = 1000) -> list[dict]: ...
+    def records(self, agent: str, kind: str | None = None, since_seq: int = 0, limit: int = 1000, *,
+                tenant: str = T) -> list[dict]: ...
 
     @abc.abstractmethod
     def samples(self, model: str | None = None, label_state: str | None = None, reason: str | None = None,
-                since: float | None = None, until: float | None = None) -> list[dict]: ...
+                since: float | None = None, until: float | None = None, *, tenant: str = T) -> list[dict]: ...
 
     @abc.abstractmethod
     def heartbeat(self, agent: str, labels: dict, slots: list[dict], health: dict, outbox_depth: int,
-                  outbox: dict | None = None) -> None: ...
+                  outbox: dict | None = None, *, tenant: str = T) -> None: ...
 
     @abc.abstractmethod
-    def agents(self) -> list[dict]: ...
+    def agents(self, *, tenant: str = T) -> list[dict]: ...
 
     @abc.abstractmethod
-    def set_labels(self, labels: dict[str, str]) -> int:
+    def set_labels(self, labels: dict[str, str], *, tenant: str = T) -> int:
         """Record ground-truth labels by sample SHA-256 (label_state 'labelled'); return rows changed."""
+
+    @abc.abstractmethod
+    def has_sample(self, sha256: str, *, tenant: str = T) -> bool:
+        """Whether the tenant holds a sample with this digest (the only blobs its admins may read)."""
+
+    @abc.abstractmethod
+    def usage(self) -> dict[str, dict]:
+        """Per tenant: agents, records, samples (counts only; the platform operator's view)."""
 
 
 class SQLiteStore(Store):
@@ -130,6 +170,10 @@ class SQLiteStore(Store):
         self.db.execute("PRAGMA synchronous=FULL")  # an ack means durable
         self._migrate()
         self.db.executescript(SCHEMA)
+        # rows written before tenants (tenant ''): the default tenant's (a PK range scan; none after the first run)
+        self.db.executescript("BEGIN IMMEDIATE;" + "".join(f"UPDATE {t} SET tenant = '{DEFAULT_TENANT}' WHERE "
+                                                             "tenant = '';" for t in ("records", "samples", "gaps"))
+                              + "COMMIT;")
         self.lock = threading.Lock()
         self.blobs = blobs
 
@@ -139,57 +183,61 @@ class SQLiteStore(Store):
             if cols and column not in cols:
                 self.db.executescript("BEGIN IMMEDIATE;" + script + "COMMIT;")
 
-    def ingest(self, agent: str, records: list[dict]) -> tuple[list[int], int, int]:
+    def ingest(self, agent: str, records: list[dict], *, tenant: str = T) -> tuple[list[int], int, int]:
         now = time.time()
         stored = dup = 0
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                row = self.db.execute("SELECT epoch FROM ingest WHERE agent = ?", (agent,)).fetchone()
+                row = self.db.execute("SELECT epoch FROM ingest WHERE tenant = ? AND agent = ?",
+                                      (tenant, agent)).fetchone()
                 known_epoch = row[0] if row else None
                 for r in records:
                     epoch = int(r.get("epoch") or 0)
                     if known_epoch is None or epoch > known_epoch:
                         if known_epoch is not None:
-                            self._end_epoch(agent, known_epoch, "epoch_change", now)
+                            self._end_epoch(tenant, agent, known_epoch, "epoch_change", now)
                         known_epoch = epoch
-                        self.db.execute("INSERT INTO ingest (agent, epoch) VALUES (?, ?) ON CONFLICT(agent) "
-                                        "DO UPDATE SET epoch = excluded.epoch", (agent, epoch))
+                        self.db.execute("INSERT INTO ingest (tenant, agent, epoch) VALUES (?, ?, ?) "
+                                        "ON CONFLICT(tenant, agent) DO UPDATE SET epoch = excluded.epoch",
+                                        (tenant, agent, epoch))
                     cur = self.db.execute(
-                        "INSERT OR IGNORE INTO records (agent, epoch, seq, kind, t, received, payload) "
-                        "VALUES (?,?,?,?,?,?,?)", (agent, epoch, r["seq"], r["kind"], r["t"], now, r["payload"]))
+                        "INSERT OR IGNORE INTO records (tenant, agent, epoch, seq, kind, t, received, payload) "
+                        "VALUES (?,?,?,?,?,?,?,?)",
+                        (tenant, agent, epoch, r["seq"], r["kind"], r["t"], now, r["payload"]))
                     if cur.rowcount:
                         stored += 1
                         if r["kind"] == "sample" and r.get("sample_sha256"):
                             meta = json.loads(r["payload"] or "{}")
                             self.db.execute(
-                                "INSERT OR IGNORE INTO samples (sha256, agent, epoch, seq, t, model, version, pipeline,"
-                                " reason, verdict, label, ext) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                                (r["sample_sha256"], agent, epoch, r["seq"], r["t"], meta.get("model"),
+                                "INSERT OR IGNORE INTO samples (sha256, tenant, agent, epoch, seq, t, model, version, "
+                                "pipeline, reason, verdict, label, ext) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                                (r["sample_sha256"], tenant, agent, epoch, r["seq"], r["t"], meta.get("model"),
                                  meta.get("model_version"), meta.get("pipeline"), meta.get("reason"),
                                  meta.get("verdict"), meta.get("label"), r.get("sample_ext")))
                         elif r["kind"] in ("event", "alarm"):
-                            self._note_loss(agent, epoch, r["payload"], now)
+                            self._note_loss(tenant, agent, epoch, r["payload"], now)
                     else:
                         dup += 1
                 if dup:
-                    self.db.execute("INSERT INTO ingest (agent, duplicates) VALUES (?, ?) ON CONFLICT(agent) "
-                                    "DO UPDATE SET duplicates = duplicates + excluded.duplicates", (agent, dup))
+                    self.db.execute("INSERT INTO ingest (tenant, agent, duplicates) VALUES (?, ?, ?) "
+                                    "ON CONFLICT(tenant, agent) DO UPDATE SET duplicates = duplicates + "
+                                    "excluded.duplicates", (tenant, agent, dup))
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
         return [r["seq"] for r in records], stored, dup
 
-    def _end_epoch(self, agent: str, epoch: int, cause: str, now: float, replace: bool = False) -> None:
+    def _end_epoch(self, tenant: str, agent: str, epoch: int, cause: str, now: float, replace: bool = False) -> None:
         """Record that ``epoch`` ended after its last stored seq: whatever the old outbox still held is lost."""
-        last = self.db.execute("SELECT MAX(seq) FROM records WHERE agent = ? AND epoch = ?", (agent, epoch)
-                               ).fetchone()[0] or 0
-        self.db.execute("INSERT INTO gaps (agent, epoch, first, last, cause, t) VALUES (?,?,?,0,?,?) "
+        last = self.db.execute("SELECT MAX(seq) FROM records WHERE tenant = ? AND agent = ? AND epoch = ?",
+                               (tenant, agent, epoch)).fetchone()[0] or 0
+        self.db.execute("INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES (?,?,?,?,0,?,?) "
                         "ON CONFLICT DO " + ("UPDATE SET cause = excluded.cause" if replace else "NOTHING"),
-                        (agent, epoch, last + 1, cause, now))
+                        (tenant, agent, epoch, last + 1, cause, now))
 
-    def _note_loss(self, agent: str, epoch: int, payload: str, now: float) -> None:
+    def _note_loss(self, tenant: str, agent: str, epoch: int, payload: str, now: float) -> None:
         """An agent's own account of a loss: dropped seq ranges, or a corrupt outbox (the previous epoch ended)."""
         if "outbox_" not in payload:
             return
@@ -201,36 +249,32 @@ class SQLiteStore(Store):
         if kind == "outbox_corrupt" and evt.get("previous_epoch") is not None:
             prev = int(evt["previous_epoch"])
             if prev != epoch:
-                self._end_epoch(agent, prev, "outbox_corrupt", now, replace=True)
+                self._end_epoch(tenant, agent, prev, "outbox_corrupt", now, replace=True)
         elif kind in DROP_CAUSES:
             e = int(evt.get("epoch", epoch))
             for a, b in evt.get("ranges") or []:
-                self.db.execute("INSERT OR IGNORE INTO gaps (agent, epoch, first, last, cause, t) VALUES (?,?,?,?,?,?)",
-                                (agent, e, int(a), int(b), DROP_CAUSES[kind], now))
+                self.db.execute("INSERT OR IGNORE INTO gaps (tenant, agent, epoch, first, last, cause, t) "
+                                "VALUES (?,?,?,?,?,?,?)", (tenant, agent, e, int(a), int(b), DROP_CAUSES[kind], now))
 
-    def gaps(self, agent: str) -> list[dict]:
+    def _rows(self, sql: str, args=()) -> list[tuple]:
+        with self.lock:
+            return self.db.execute(sql, args).fetchall()
+
+    def gaps(self, agent: str, *, tenant: str = T) -> list[dict]:
         with self.lock:
             missing = self.db.execute(
                 "SELECT epoch, seq + 1, next - 1 FROM (SELECT epoch, seq, LEAD(seq) OVER (PARTITION BY epoch "
-                "ORDER BY seq) AS next FROM records WHERE agent = ?) WHERE next > seq + 1", (agent,)).fetchall()
-            firsts = self.db.execute("SELECT epoch, MIN(seq) FROM records WHERE agent = ? GROUP BY epoch",
-                                     (agent,)).fetchall()
-            known = self.db.execute("SELECT epoch, first, last, cause FROM gaps WHERE agent = ? ORDER BY epoch, first",
-                                    (agent,)).fetchall()
-        ranges = [(e, 1, f - 1) for e, f in firsts if f > 1] + list(missing)
-        by_epoch: dict[int, list] = {}
-        for e, a, b, cause in known:
-            if b:
-                by_epoch.setdefault(e, []).append((a, b, cause))
-        out = []
-        for e, a, b in sorted(ranges):
-            out += [{"epoch": e, "first": x, "last": y, "cause": c} for x, y, c in _subtract(a, b, by_epoch.get(e, []))]
-        out += [{"epoch": e, "first": a, "last": 0, "cause": cause} for e, a, b, cause in known if not b]
-        return sorted(out, key=lambda g: (g["epoch"], g["first"]))
+                "ORDER BY seq) AS next FROM records WHERE tenant = ? AND agent = ?) AS r WHERE next > seq + 1",
+                (tenant, agent)).fetchall()
+            firsts = self.db.execute("SELECT epoch, MIN(seq) FROM records WHERE tenant = ? AND agent = ? "
+                                     "GROUP BY epoch", (tenant, agent)).fetchall()
+            known = self.db.execute("SELECT epoch, first, last, cause FROM gaps WHERE tenant = ? AND agent = ? "
+                                    "ORDER BY epoch, first", (tenant, agent)).fetchall()
+        return gaps_from(missing, firsts, known)
 
-    def stats(self, agent: str | None = None) -> dict:
-        q = "WHERE agent = ?" if agent else ""
-        args = (agent,) if agent else ()
+    def stats(self, agent: str | None = None, *, tenant: str = T) -> dict:
+        q = "WHERE tenant = ?" + (" AND agent = ?" if agent else "")
+        args = (tenant, agent) if agent else (tenant,)
         with self.lock:
             n = self.db.execute(f"SELECT COUNT(*) FROM records {q}", args).fetchone()[0]
             epoch, last = self.db.execute(f"SELECT epoch, MAX(seq) FROM records {q} GROUP BY epoch ORDER BY epoch DESC "
@@ -241,63 +285,94 @@ class SQLiteStore(Store):
         return {"records": n, "last_seq": last or 0, "epoch": epoch or 0, "samples": s, "duplicates": d,
                 "by_kind": kinds}
 
-    def records(self, agent: str, kind: str | None = None, since_seq: int = 0, limit: int = 1000) -> list[dict]:
-        q = "SELECT epoch, seq, kind, t, payload FROM records WHERE agent = ? AND seq > ?"
-        args: list[Any] = [agent, since_seq]
+    def records(self, agent: str, kind: str | None = None, since_seq: int = 0, limit: int = 1000, *,
+                tenant: str = T) -> list[dict]:
+        q = "SELECT epoch, seq, kind, t, payload FROM records WHERE tenant = ? AND agent = ? AND seq > ?"
+        args: list[Any] = [tenant, agent, since_seq]
         if kind:
             q += " AND kind = ?"
             args.append(kind)
         q += " ORDER BY epoch, seq LIMIT ?"
         args.append(limit)
-        with self.lock:
-            rows = self.db.execute(q, args).fetchall()
         return [{"epoch": e, "seq": s, "kind": k, "t": t, "payload": json.loads(p) if p else None}
-                for e, s, k, t, p in rows]
+                for e, s, k, t, p in self._rows(q, args)]
 
-    def samples(self, model=None, label_state=None, reason=None, since=None, until=None) -> list[dict]:
-        q, args = "SELECT sha256, agent, epoch, seq, t, model, version, pipeline, reason, verdict, label, label_state, ext " \
-                  "FROM samples WHERE 1=1", []
+    def samples(self, model=None, label_state=None, reason=None, since=None, until=None, *,
+                tenant: str = T) -> list[dict]:
+        q, args = ("SELECT " + ", ".join(SAMPLE_COLS) + " FROM samples WHERE tenant = ?"), [tenant]
         for col, val, op in (("model", model, "="), ("label_state", label_state, "="), ("reason", reason, "="),
                              ("t", since, ">="), ("t", until, "<")):
             if val is not None:
                 q += f" AND {col} {op} ?"
                 args.append(val)
-        with self.lock:
-            rows = self.db.execute(q + " ORDER BY t", args).fetchall()
-        cols = ["sha256", "agent", "epoch", "seq", "t", "model", "version", "pipeline", "reason", "verdict", "label",
-                "label_state", "ext"]
-        return [dict(zip(cols, r, strict=True)) for r in rows]
+        return [dict(zip(SAMPLE_COLS, r, strict=True)) for r in self._rows(q + " ORDER BY t", args)]
+
+    def has_sample(self, sha256: str, *, tenant: str = T) -> bool:
+        return bool(self._rows("SELECT 1 FROM samples WHERE tenant = ? AND sha256 = ? LIMIT 1", (tenant, sha256)))
 
     def heartbeat(self, agent: str, labels: dict, slots: list[dict], health: dict, outbox_depth: int,
-                  outbox: dict | None = None) -> None:
+                  outbox: dict | None = None, *, tenant: str = T) -> None:
         with self.lock:
-            self.db.execute(
-                "INSERT INTO agents (id, labels, last_seen, slots, health, outbox_depth, outbox) VALUES (?,?,?,?,?,?,?) "
-                "ON CONFLICT(id) DO UPDATE SET labels=excluded.labels, last_seen=excluded.last_seen, "
-                "slots=excluded.slots, health=excluded.health, outbox_depth=excluded.outbox_depth, "
-                "outbox=excluded.outbox",
-                (agent, json.dumps(labels), time.time(), json.dumps(slots), json.dumps(health), outbox_depth,
-                 json.dumps(outbox or {})))
+            self.db.execute(HEARTBEAT_SQL, (tenant, agent, json.dumps(labels), time.time(), json.dumps(slots),
+                                            json.dumps(health), outbox_depth, json.dumps(outbox or {})))
 
-    def set_labels(self, labels: dict[str, str]) -> int:
+    def set_labels(self, labels: dict[str, str], *, tenant: str = T) -> int:
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                n = sum(self.db.execute("UPDATE samples SET label = ?, label_state = 'labelled' WHERE sha256 = ?",
-                                        (label, sha)).rowcount for sha, label in labels.items())
+                n = sum(self.db.execute("UPDATE samples SET label = ?, label_state = 'labelled' WHERE tenant = ? "
+                                        "AND sha256 = ?", (label, tenant, sha)).rowcount for sha, label in labels.items())
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
         return n
 
-    def agents(self) -> list[dict]:
-        with self.lock:
-            rows = self.db.execute("SELECT id, labels, last_seen, slots, health, outbox_depth, outbox FROM agents "
-                                   "ORDER BY id").fetchall()
-        return [{"id": i, "labels": json.loads(lab), "last_seen": ls, "slots": json.loads(sl),
-                 "health": json.loads(h), "outbox_depth": od, "outbox": json.loads(ob or "{}")}
-                for i, lab, ls, sl, h, od, ob in rows]
+    def agents(self, *, tenant: str = T) -> list[dict]:
+        return agent_dicts(self._rows("SELECT id, labels, last_seen, slots, health, outbox_depth, outbox FROM agents "
+                                      "WHERE tenant = ? ORDER BY id", (tenant,)))
+
+    def usage(self) -> dict[str, dict]:
+        return usage_from(self._rows(USAGE_SQL))
 
     def close(self) -> None:
         self.db.close()
+
+
+SAMPLE_COLS = ["sha256", "agent", "epoch", "seq", "t", "model", "version", "pipeline", "reason", "verdict", "label",
+               "label_state", "ext"]
+HEARTBEAT_SQL = (
+    "INSERT INTO agents (tenant, id, labels, last_seen, slots, health, outbox_depth, outbox) VALUES (?,?,?,?,?,?,?,?) "
+    "ON CONFLICT(tenant, id) DO UPDATE SET labels=excluded.labels, last_seen=excluded.last_seen, "
+    "slots=excluded.slots, health=excluded.health, outbox_depth=excluded.outbox_depth, outbox=excluded.outbox")
+USAGE_SQL = ("SELECT tenant, 'agents', COUNT(*) FROM agents GROUP BY tenant UNION ALL "
+             "SELECT tenant, 'records', COUNT(*) FROM records GROUP BY tenant UNION ALL "
+             "SELECT tenant, 'samples', COUNT(*) FROM samples GROUP BY tenant")
+
+
+def gaps_from(missing, firsts, known) -> list[dict]:
+    """The gap list from the store's three answers (holes between stored seqs, each epoch's first seq, known
+    losses): the same for every store."""
+    ranges = [(e, 1, f - 1) for e, f in firsts if f > 1] + [tuple(m) for m in missing]
+    by_epoch: dict[int, list] = {}
+    for e, a, b, cause in known:
+        if b:
+            by_epoch.setdefault(e, []).append((a, b, cause))
+    out = []
+    for e, a, b in sorted(ranges):
+        out += [{"epoch": e, "first": x, "last": y, "cause": c} for x, y, c in _subtract(a, b, by_epoch.get(e, []))]
+    out += [{"epoch": e, "first": a, "last": 0, "cause": cause} for e, a, b, cause in known if not b]
+    return sorted(out, key=lambda g: (g["epoch"], g["first"]))
+
+
+def agent_dicts(rows) -> list[dict]:
+    return [{"id": i, "labels": json.loads(lab), "last_seen": ls, "slots": json.loads(sl),
+             "health": json.loads(h), "outbox_depth": od, "outbox": json.loads(ob or "{}")}
+            for i, lab, ls, sl, h, od, ob in rows]
+
+
+def usage_from(rows) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for tenant, what, n in rows:
+        out.setdefault(tenant, {"agents": 0, "records": 0, "samples": 0})[what] = int(n)
+    return out

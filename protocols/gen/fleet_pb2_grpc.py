@@ -237,7 +237,8 @@ class Fleet:
 
 
 class AdminStub:
-    """---- admins (a separate credential: admin client certificates) ------------------------------
+    """---- admins (a separate credential: admin client certificates, one tenant each) -------------
+    ---- platform operators (operator certificates, no tenant): CreateTenant, ListTenants --------
 
     """
 
@@ -277,10 +278,21 @@ class AdminStub:
                 request_serializer=fleet__pb2.RollbackRequest.SerializeToString,
                 response_deserializer=fleet__pb2.DeploymentInfo.FromString,
                 _registered_method=True)
+        self.CreateTenant = channel.unary_unary(
+                '/edge.fleet.v1.Admin/CreateTenant',
+                request_serializer=fleet__pb2.CreateTenantRequest.SerializeToString,
+                response_deserializer=fleet__pb2.TenantInfo.FromString,
+                _registered_method=True)
+        self.ListTenants = channel.unary_unary(
+                '/edge.fleet.v1.Admin/ListTenants',
+                request_serializer=fleet__pb2.ListTenantsRequest.SerializeToString,
+                response_deserializer=fleet__pb2.ListTenantsReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
-    """---- admins (a separate credential: admin client certificates) ------------------------------
+    """---- admins (a separate credential: admin client certificates, one tenant each) -------------
+    ---- platform operators (operator certificates, no tenant): CreateTenant, ListTenants --------
 
     """
 
@@ -321,6 +333,20 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateTenant(self, request, context):
+        """platform operators only
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTenants(self, request, context):
+        """platform operators only: counts
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -354,6 +380,16 @@ def add_AdminServicer_to_server(servicer, server):
                     request_deserializer=fleet__pb2.RollbackRequest.FromString,
                     response_serializer=fleet__pb2.DeploymentInfo.SerializeToString,
             ),
+            'CreateTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTenant,
+                    request_deserializer=fleet__pb2.CreateTenantRequest.FromString,
+                    response_serializer=fleet__pb2.TenantInfo.SerializeToString,
+            ),
+            'ListTenants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenants,
+                    request_deserializer=fleet__pb2.ListTenantsRequest.FromString,
+                    response_serializer=fleet__pb2.ListTenantsReply.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'edge.fleet.v1.Admin', rpc_method_handlers)
@@ -363,7 +399,8 @@ def add_AdminServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Admin:
-    """---- admins (a separate credential: admin client certificates) ------------------------------
+    """---- admins (a separate credential: admin client certificates, one tenant each) -------------
+    ---- platform operators (operator certificates, no tenant): CreateTenant, ListTenants --------
 
     """
 
@@ -519,6 +556,60 @@ class Admin:
             '/edge.fleet.v1.Admin/Rollback',
             fleet__pb2.RollbackRequest.SerializeToString,
             fleet__pb2.DeploymentInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edge.fleet.v1.Admin/CreateTenant',
+            fleet__pb2.CreateTenantRequest.SerializeToString,
+            fleet__pb2.TenantInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTenants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edge.fleet.v1.Admin/ListTenants',
+            fleet__pb2.ListTenantsRequest.SerializeToString,
+            fleet__pb2.ListTenantsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -196,7 +196,7 @@ async def test_agent_restarted_inside_the_health_window_rolls_back_and_reports_i
     await agents["gw1"].start()
     reports = []
     on_report = srv.control.on_report
-    srv.control.on_report = lambda agent, *a: (reports.append((agent, *a[:4])), on_report(agent, *a))[1]
+    srv.control.on_report = lambda agent, *a, **kw: (reports.append((agent, *a[:4])), on_report(agent, *a, **kw))[1]
     dep = srv.control.create({"package": "part-inspection", "version": "1.2.0", "slot": "vision",
                               "agents": ["gw1", "gw2"], "strategy": "canary", "steps": ["1", "100%"]})
     await until(lambda: srv.control._get(dep["id"])["targets"]["gw1"]["status"] == "active", what="the swap")

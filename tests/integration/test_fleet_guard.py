@@ -100,12 +100,12 @@ async def test_an_agent_downloads_only_packages_deployed_to_it(cloud):
 
     for agent in ("gw1", "gw2"):  # deployed to nobody yet
         code, details = await _code(download(agent))
-        assert code == grpc.StatusCode.NOT_FOUND and "deployed to this agent" in details
+        assert code == grpc.StatusCode.PERMISSION_DENIED and "deployed to this agent" in details
     with srv.control.lock:
         srv.control._set_desired("gw1", "vision", "part-inspection", "1.0.0", entry["digest"], 1, "d1")
     assert await download("gw1") == reg.package_path(entry).read_bytes()
     code, _ = await _code(download("gw2"))
-    assert code == grpc.StatusCode.NOT_FOUND
+    assert code == grpc.StatusCode.PERMISSION_DENIED
 
 
 def _batch(n: int, seq0: int = 1, sample: bytes = b"") -> pb.RecordBatch:

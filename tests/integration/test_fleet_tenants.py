@@ -1,0 +1,279 @@
+"""Tenants on one fleet service (real gRPC server, mTLS, SQLite): certificates carry the tenant; admins,
+agents and downloads of one tenant never reach another's agents, packages, deployments or records; every
+cross-tenant attempt is PERMISSION_DENIED with the very text a thing that does not exist gets, and counts
+never include another tenant's rows; a package not signed by the tenant's key is refused; a platform
+operator creates tenants and sees counts only; the default tenant (certificates without a tenant) works
+as before."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+
+from cloud_trainer.fleet.service import FleetServer, channel_credentials
+from cloud_trainer.fleet.store import SQLiteStore
+from cloud_trainer.pki import ROLE_ADMIN, ROLE_AGENT, ROLE_OPERATOR, Identity, identity, init_tenant, issue
+from cloud_trainer.registry import Registry
+from protocols.gen import fleet_pb2 as pb
+from protocols.gen import fleet_pb2_grpc as rpc
+from tests.support.fleet import ROOT, make_pki
+from tests.support.models import make_keypair, make_package
+from tests.support.peers import free_port
+
+PD = grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """PKI: default tenant (gw1, alice), acme (gw1, gw-a, bob), beta (gw-b, carol), operator ops; registries
+    with each tenant's packages signed by its own key."""
+    tmp = tmp_path_factory.mktemp("tenants")
+    pki = make_pki(tmp / "pki", agents=("gw1",), admins=("alice",))
+    certs = {("default", "gw1"): pki / "agents" / "gw1", ("default", "alice"): pki / "admins" / "alice"}
+    keys = {}
+    for tenant, agents, admin in (("acme", ("gw1", "gw-a"), "bob"), ("beta", ("gw-b",), "carol")):
+        keys[tenant] = init_tenant(pki, tenant)[0].with_suffix(".key")
+        base = pki / "tenants" / tenant
+        for a in agents:
+            certs[(tenant, a)] = issue(pki, a, ROLE_AGENT, base / "agents" / a, tenant=tenant)[0].with_suffix("")
+        certs[(tenant, admin)] = issue(pki, admin, ROLE_ADMIN, base / "admins" / admin, tenant=tenant)[0].with_suffix("")
+    certs[("", "ops")] = issue(pki, "ops", ROLE_OPERATOR, pki / "operators" / "ops")[0].with_suffix("")
+    default_key, _ = make_keypair(tmp / "default-keys")
+    reg = Registry(tmp / "registry")
+    b = tmp / "build"
+    pkgs = {
+        "default": make_package(b, version="1.0.0", key=default_key, out_dir=b / "d"),
+        "acme": make_package(b, version="1.0.0", key=keys["acme"], out_dir=b / "a", seed=1),
+        "beta": make_package(b, version="1.0.0", name="beta-secret", key=keys["beta"], out_dir=b / "b", seed=2),
+        # beta's key on a package named like acme's: copied into acme's registry, it must not deploy there
+        "forged": make_package(b, version="1.5.0", key=keys["beta"], out_dir=b / "f", seed=3),
+    }
+    entries = {"default": reg.publish(pkgs["default"], [], {}, None, None),
+               "acme": reg.for_tenant("acme").publish(pkgs["acme"], [], {}, None, None),
+               "beta": reg.for_tenant("beta").publish(pkgs["beta"], [], {}, None, None),
+               "forged": reg.for_tenant("acme").publish(pkgs["forged"], [], {}, None, None)}
+    return tmp, pki, certs, entries
+
+
+@pytest.fixture
+async def cloud(world, tmp_path):
+    tmp, pki, certs, entries = world
+    port = free_port()
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key",
+                      registry=tmp / "registry")
+    await srv.start()
+    chans = {}
+
+    def ch(tenant: str, name: str):
+        if (tenant, name) not in chans:
+            c = certs[(tenant, name)]
+            chans[(tenant, name)] = grpc.aio.secure_channel(
+                f"127.0.0.1:{port}", channel_credentials(pki / "ca.pem", c.with_suffix(".pem"), c.with_suffix(".key")))
+        return chans[(tenant, name)]
+
+    # every agent registers (heartbeat) and pushes one record
+    for tenant, agent in (("default", "gw1"), ("acme", "gw1"), ("acme", "gw-a"), ("beta", "gw-b")):
+        await rpc.FleetStub(ch(tenant, agent)).Heartbeat(pb.HeartbeatRequest(labels={"site": "plant"}), timeout=10)
+        batch = pb.RecordBatch(records=[pb.Record(seq=1, kind="result", t=time.time(), payload=b"{}")])
+        acks = [a async for a in rpc.FleetStub(ch(tenant, agent)).PushRecords(iter([batch]), timeout=10)]
+        assert acks[0].stored == 1  # the same agent id in two tenants: two agents, no duplicate
+    yield srv, ch, entries, port
+    for c in chans.values():
+        await c.close()
+    await srv.stop()
+
+
+async def _code(coro) -> tuple[grpc.StatusCode, str]:
+    try:
+        await coro
+    except grpc.aio.AioRpcError as exc:
+        return exc.code(), exc.details()
+    return grpc.StatusCode.OK, ""
+
+
+def admin(ch, tenant, name):
+    return rpc.AdminStub(ch(tenant, name))
+
+
+def test_certificates_carry_the_tenant(world):
+    _, _, certs, _ = world
+    who = {k: identity(c.with_suffix(".pem").read_bytes()) for k, c in certs.items()}
+    assert who[("default", "gw1")].tenant == "default"  # a certificate without a tenant attribute
+    assert (who[("acme", "gw1")].name, who[("acme", "gw1")].tenant, who[("acme", "gw1")].role) == ("gw1", "acme",
+                                                                                                 "agent")
+    assert who[("beta", "carol")].tenant == "beta" and who[("", "ops")] == Identity("ops", "operator", "")
+    with pytest.raises(ValueError, match="tenant id"):
+        issue(world[1], "x", ROLE_AGENT, world[0] / "x", tenant="Bad/Tenant")
+
+
+async def test_admins_list_and_count_only_their_tenant(cloud):
+    srv, ch, _, _ = cloud
+    for (tenant, name), want in {("acme", "bob"): ["gw-a", "gw1"], ("beta", "carol"): ["gw-b"],
+                                 ("default", "alice"): ["gw1"]}.items():
+        agents = (await admin(ch, tenant, name).ListAgents(pb.ListAgentsRequest(), timeout=10)).agents
+        assert sorted(a.id for a in agents) == want
+        assert all(a.records == 1 for a in agents)
+        stats = await admin(ch, tenant, name).IngestStats(pb.IngestStatsRequest(), timeout=10)
+        assert stats.records == len(want)  # totals never include another tenant's rows
+    await admin(ch, "beta", "carol").CreateDeployment(pb.CreateDeploymentRequest(
+        package="beta-secret", slot="vision", selector={"site": "*"}, strategy="all_at_once"), timeout=10)
+    assert (await admin(ch, "acme", "bob").ListDeployments(pb.ListDeploymentsRequest(), timeout=10)).deployments == []
+    deps = (await admin(ch, "beta", "carol").ListDeployments(pb.ListDeploymentsRequest(), timeout=10)).deployments
+    assert [list(json.loads(d.json)["targets"]) for d in deps] == [["gw-b"]]
+    assert srv.store.agents(tenant="beta")[0]["id"] == "gw-b" and len(srv.store.agents()) == 1
+
+
+async def test_cross_tenant_admin_attempts_are_refused_like_things_that_do_not_exist(cloud):
+    _, ch, entries, _ = cloud
+    bob = admin(ch, "acme", "bob")
+    carol = admin(ch, "beta", "carol")
+    dep = json.loads((await carol.CreateDeployment(pb.CreateDeploymentRequest(
+        package="beta-secret", slot="vision", agents=["gw-b"], strategy="all_at_once"), timeout=10)).json)
+
+    def same(a: tuple, b: tuple, theirs: str, missing: str) -> None:
+        assert a[0] == b[0] == PD, (a, b)
+        assert a[1].replace(theirs, "X") == b[1].replace(missing, "X"), (a, b)
+
+    def create(package="part-inspection", agents=("gw-a",), version=""):
+        return bob.CreateDeployment(pb.CreateDeploymentRequest(package=package, version=version, slot="vision",
+                                                               agents=list(agents), strategy="all_at_once"),
+                                    timeout=10)
+
+    # another tenant's package by name, by name and version: the answer of a package that does not exist
+    same(await _code(create("beta-secret")), await _code(create("no-such-model")), "beta-secret", "no-such-model")
+    same(await _code(create("beta-secret", version="1.0.0")), await _code(create("nothing", version="1.0.0")),
+         "beta-secret", "nothing")
+    # deploying to another tenant's agent, reading its stats or gaps
+    same(await _code(create(agents=["gw-b"])), await _code(create(agents=["gw-zz"])), "gw-b", "gw-zz")
+    same(await _code(bob.IngestStats(pb.IngestStatsRequest(agent="gw-b"), timeout=10)),
+         await _code(bob.IngestStats(pb.IngestStatsRequest(agent="gw-zz"), timeout=10)), "gw-b", "gw-zz")
+    # pausing, aborting or rolling back another tenant's deployment / package
+    for action in ("pause", "abort"):
+        same(await _code(bob.ControlDeployment(pb.ControlRequest(deployment_id=dep["id"], action=action), timeout=10)),
+             await _code(bob.ControlDeployment(pb.ControlRequest(deployment_id="0123456789", action=action),
+                                               timeout=10)), dep["id"], "0123456789")
+    same(await _code(bob.Rollback(pb.RollbackRequest(package="beta-secret", version="1.0.0", slot="vision",
+                                                     agents=["gw-a"]), timeout=10)),
+         await _code(bob.Rollback(pb.RollbackRequest(package="nope", version="1.0.0", slot="vision", agents=["gw-a"]),
+                                  timeout=10)), "beta-secret", "nope")
+    # the default tenant's admin is a tenant like any other
+    alice = admin(ch, "default", "alice")
+    code, _ = await _code(alice.CreateDeployment(pb.CreateDeploymentRequest(
+        package="beta-secret", slot="vision", agents=["gw1"], strategy="all_at_once"), timeout=10))
+    assert code == PD
+    # carol's deployment is untouched and still running for gw-b only
+    deps = [json.loads(d.json) for d in (await carol.ListDeployments(pb.ListDeploymentsRequest(), timeout=10)
+                                         ).deployments]
+    assert [(d["id"], d["state"], list(d["targets"])) for d in deps] == [(dep["id"], "running", ["gw-b"])]
+    # operators and agents are not admins of any tenant
+    for who in (("", "ops"), ("beta", "gw-b")):
+        code, _ = await _code(admin(ch, *who).ListAgents(pb.ListAgentsRequest(), timeout=10))
+        assert code == PD
+
+
+async def test_agents_receive_and_download_only_their_tenant_packages(cloud):
+    _, ch, entries, _ = cloud
+    await admin(ch, "beta", "carol").CreateDeployment(pb.CreateDeploymentRequest(
+        package="beta-secret", slot="vision", selector={"site": "*"}, strategy="all_at_once"), timeout=10)
+    await admin(ch, "acme", "bob").CreateDeployment(pb.CreateDeploymentRequest(
+        package="part-inspection", version="1.0.0", slot="vision", agents=["gw1"], strategy="all_at_once"),
+        timeout=10)
+
+    async def desired(tenant, agent):
+        r = await rpc.FleetStub(ch(tenant, agent)).Heartbeat(pb.HeartbeatRequest(labels={"site": "plant"}), timeout=10)
+        return [(d.package, d.digest) for d in r.desired]
+
+    assert await desired("beta", "gw-b") == [("beta-secret", entries["beta"]["digest"])]
+    assert await desired("acme", "gw1") == [("part-inspection", entries["acme"]["digest"])]
+    assert await desired("acme", "gw-a") == [] and await desired("default", "gw1") == []  # same id, other tenant
+
+    async def download(tenant, agent, digest):
+        out = b""
+        async for c in rpc.FleetStub(ch(tenant, agent)).DownloadPackage(pb.DownloadRequest(digest=digest),
+                                                                         timeout=10):
+            out += c.data
+        return out
+
+    assert len(await download("beta", "gw-b", entries["beta"]["digest"])) > 0
+    missing = await _code(download("acme", "gw-a", "0" * 64))
+    for tenant, agent, digest in (("acme", "gw-a", entries["beta"]["digest"]),   # another tenant's package
+                                  ("default", "gw1", entries["acme"]["digest"]),  # deployed to acme's gw1, not this
+                                  ("acme", "gw1", entries["beta"]["digest"]),
+                                  ("acme", "gw1", entries["default"]["digest"])):
+        code, details = await _code(download(tenant, agent, digest))
+        assert code == PD and details.replace(digest[:16], "X") == missing[1].replace("0" * 16, "X")
+
+
+async def test_a_package_not_signed_by_the_tenant_key_is_refused(cloud):
+    _, ch, entries, _ = cloud
+    code, details = await _code(admin(ch, "acme", "bob").CreateDeployment(pb.CreateDeploymentRequest(
+        package="part-inspection", version="1.5.0", slot="vision", agents=["gw-a"], strategy="all_at_once"),
+        timeout=10))
+    assert code == PD and "not signed by this tenant's package key" in details
+
+
+async def test_operator_creates_tenants_and_sees_counts_only(cloud, world):
+    srv, ch, _, port = cloud
+    ops = admin(ch, "", "ops")
+    t = await ops.CreateTenant(pb.CreateTenantRequest(tenant="gamma", display_name="Gamma Castings"), timeout=10)
+    assert (t.tenant, t.display_name, t.agents) == ("gamma", "Gamma Castings", 0)
+    code, details = await _code(ops.CreateTenant(pb.CreateTenantRequest(tenant="Not Valid"), timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "tenant id" in details
+    usage = {u.tenant: u for u in (await ops.ListTenants(pb.ListTenantsRequest(), timeout=10)).tenants}
+    assert set(usage) == {"default", "acme", "beta", "gamma"}
+    assert (usage["acme"].agents, usage["acme"].records, usage["acme"].packages) == (2, 1 * 2, 2)
+    assert (usage["beta"].agents, usage["default"].agents) == (1, 1)
+    for tenant, name in (("acme", "bob"), ("default", "alice"), ("beta", "gw-b")):
+        assert (await _code(admin(ch, tenant, name).ListTenants(pb.ListTenantsRequest(), timeout=10)))[0] == PD
+        assert (await _code(admin(ch, tenant, name).CreateTenant(pb.CreateTenantRequest(tenant="x"), timeout=10))
+                )[0] == PD
+    code, _ = await _code(rpc.FleetStub(ch("", "ops")).Heartbeat(pb.HeartbeatRequest(), timeout=10))
+    assert code == PD  # nor an agent
+    # the CLIs: an admin's tables are its tenant's; the operator's is counts per tenant
+    pki = world[1]
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "cloud_trainer.cli", *args, "--endpoint", f"127.0.0.1:{port}",
+                               "--pki", str(pki), "--json"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+    agents, tenants = await asyncio.gather(asyncio.to_thread(cli, "agents", "--tenant", "beta", "--admin", "carol"),
+                                           asyncio.to_thread(cli, "tenants", "--operator", "ops"))
+    assert [a["id"] for a in json.loads(agents.stdout)["agents"]] == ["gw-b"], agents.stderr
+    assert {t["tenant"]: int(t["agents"]) for t in json.loads(tenants.stdout)["tenants"]} == {
+        "default": 1, "acme": 2, "beta": 1, "gamma": 0}, tenants.stderr
+
+
+def test_a_store_from_before_tenants_moves_its_rows_to_the_default_tenant(tmp_path):
+    db = sqlite3.connect(tmp_path / "fleet.db")
+    db.executescript("""
+CREATE TABLE records (tenant TEXT NOT NULL DEFAULT '', agent TEXT NOT NULL, epoch INTEGER NOT NULL DEFAULT 0,
+  seq INTEGER NOT NULL, kind TEXT NOT NULL, t REAL NOT NULL, received REAL NOT NULL, payload TEXT NOT NULL,
+  PRIMARY KEY (tenant, agent, epoch, seq)) WITHOUT ROWID;
+CREATE TABLE agents (id TEXT PRIMARY KEY, labels TEXT NOT NULL DEFAULT '{}', last_seen REAL,
+  slots TEXT NOT NULL DEFAULT '[]', health TEXT NOT NULL DEFAULT '{}', outbox_depth INTEGER DEFAULT 0,
+  outbox TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE ingest (agent TEXT PRIMARY KEY, duplicates INTEGER NOT NULL DEFAULT 0, epoch INTEGER);
+INSERT INTO records VALUES ('', 'gw1', 1, 1, 'result', 1.0, 1.0, '{}'), ('', 'gw1', 1, 3, 'result', 1.0, 1.0, '{}');
+INSERT INTO agents (id, labels) VALUES ('gw1', '{"site": "p"}');
+INSERT INTO ingest VALUES ('gw1', 2, 1);""")
+    db.commit()
+    db.close()
+    st = SQLiteStore(tmp_path / "fleet.db")
+    try:
+        assert [a["id"] for a in st.agents()] == ["gw1"] and st.agents(tenant="acme") == []
+        assert st.stats("gw1")["records"] == 2 and st.stats("gw1")["duplicates"] == 2
+        assert [(g["first"], g["last"]) for g in st.gaps("gw1")] == [(2, 2)]
+        assert st.ingest("gw1", [{"epoch": 1, "seq": 3, "kind": "result", "t": 1.0, "payload": "{}"}]) == ([3], 0, 1)
+        assert st.ingest("gw1", [{"epoch": 1, "seq": 3, "kind": "result", "t": 1.0, "payload": "{}"}],
+                         tenant="acme") == ([3], 1, 0)
+        assert st.usage() == {"default": {"agents": 1, "records": 2, "samples": 0},
+                              "acme": {"agents": 0, "records": 1, "samples": 0}}
+    finally:
+        st.close()
