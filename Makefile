@@ -23,8 +23,13 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $@
 
 # mosquitto: the MQTT broker tests and the demo run; qemu-user: a CPU without VNNI, emulated, for the INT8
-# parity test; chromium: the status page and console browser tests.
+# parity test; chromium: the status page and console browser tests; postgresql: the fleet store's contract
+# tests run against a real server (initdb/pg_ctl into a temp folder; the packaged cluster is not used).
 system-deps:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing postgresql (the fleet store tests) with apt-get$(if $(SUDO), (via sudo),)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql >/dev/null || \
+	  echo "postgresql could not be installed: the PostgreSQL store tests will skip"; }
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
 	  echo "installing mosquitto with apt-get$(if $(SUDO), (via sudo),)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; }

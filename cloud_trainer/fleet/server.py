@@ -1,6 +1,7 @@
 """`cloud-trainer serve`: the fleet service (agents) and the admin service on one TLS port.
 
     cloud-trainer serve --data var/cloud --port 7443 --pki var/pki [--registry var/registry]
+                        [--store postgresql://fleet@db/fleet]
 
 Needs ``ca.pem``, ``server.pem`` and ``server.key`` in the PKI folder (``cloud-trainer pki``).
 Clients must present a certificate from the same CA: agents (OU agent) and admins (OU admin) of a
@@ -26,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=7443)
     ap.add_argument("--pki", type=Path, default=Path("var/pki"))
     ap.add_argument("--registry", type=Path, default=None, help="default: <data>/registry")
+    ap.add_argument("--store", default=None, metavar="URL",
+                    help="postgresql://user@host/db: records, samples and agents in PostgreSQL (migrated on start); "
+                         "default: the SQLite file <data>/fleet.db")
     ap.add_argument("--console-port", type=int, default=None, help="serve the fleet console on this HTTP port")
     ap.add_argument("--console-tenant", default=None, help="the console shows this tenant only (default: the tenant "
                                                            "named by ?tenant= in each URL, for operators on loopback)")
@@ -41,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     async def run() -> None:
         registry = a.registry or a.data / "registry"
         srv = FleetServer(a.data, a.port, a.pki / "ca.pem", a.pki / "server.pem", a.pki / "server.key", a.host,
-                          registry)
+                          registry, store=a.store)
         await srv.start()
         console = None
         if a.console_port is not None:
@@ -60,5 +64,9 @@ def main(argv: list[str] | None = None) -> int:
             console.stop()
         await srv.stop()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except (ConnectionError, ValueError) as exc:  # a store URL that is wrong or a database that is not there
+        print(f"cloud-trainer serve: {exc}", file=sys.stderr)
+        return 2
     return 0

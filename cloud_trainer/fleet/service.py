@@ -34,7 +34,7 @@ import grpc
 from cloud_trainer.blobs import LocalBlobStore
 from cloud_trainer.fleet.control import NotInTenant
 from cloud_trainer.fleet.guard import MalformedRequests, QuotaExceeded, Quotas, json_field
-from cloud_trainer.fleet.store import SQLiteStore
+from cloud_trainer.fleet.store import SQLiteStore, open_store
 from cloud_trainer.pki import ROLE_ADMIN, ROLE_AGENT, ROLE_OPERATOR, Identity, identity
 from cloud_trainer.registry import Registry
 from protocols.gen import fleet_pb2 as pb
@@ -281,9 +281,10 @@ class FleetServer:
     """``await start()`` / ``await stop()``; everything persistent lives under ``data``."""
 
     def __init__(self, data: Path, port: int, ca: Path, cert: Path, key: Path, host: str = "127.0.0.1",
-                 registry: Path | None = None, control=None, quotas: Quotas | None = None) -> None:
+                 registry: Path | None = None, control=None, quotas: Quotas | None = None,
+                 store: str | None = None) -> None:
         self.data = Path(data)
-        self.store = SQLiteStore(self.data / "fleet.db")
+        self.store = open_store(store, self.data)  # a postgresql:// URL, or the SQLite file <data>/fleet.db
         self.blobs = LocalBlobStore(self.data / "blobs")
         self.registry = Registry(registry or self.data / "registry")
         if control is None:

@@ -24,6 +24,7 @@ content-addressed files through ``cloud_trainer.blobs.LocalBlobStore``.
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
 import sqlite3
 import threading
@@ -161,7 +162,164 @@ class Store(abc.ABC):
         """Per tenant: agents, records, samples (counts only; the platform operator's view)."""
 
 
-class SQLiteStore(Store):
+class SQLStore(Store):
+    """The store's logic in SQL that SQLite and PostgreSQL both speak (``?`` placeholders, translated by
+    ``q`` for PostgreSQL); a backend gives ``_tx()`` (one transaction: yields ``execute(sql, args) -> cursor``)
+    and ``_rows()`` (one read). ``ingest`` locks the agent's ``ingest`` row first (``FOR_UPDATE`` where the
+    database has row locks; SQLite's write transaction is exclusive anyway), so that two streams of one
+    agent, or two replicas, never interleave their epoch bookkeeping."""
+
+    FOR_UPDATE = ""
+
+    def q(self, sql: str) -> str:
+        return sql
+
+    def _tx(self, write: bool = True):
+        raise NotImplementedError
+
+    def _rows(self, sql: str, args=()) -> list[tuple]:
+        raise NotImplementedError
+
+    def ingest(self, agent: str, records: list[dict], *, tenant: str = T) -> tuple[list[int], int, int]:
+        now = time.time()
+        stored = dup = 0
+        q = self.q
+        with self._tx() as ex:
+            ex(q("INSERT INTO ingest (tenant, agent, duplicates) VALUES (?, ?, 0) ON CONFLICT DO NOTHING"),
+               (tenant, agent))
+            known_epoch = ex(q("SELECT epoch FROM ingest WHERE tenant = ? AND agent = ?" + self.FOR_UPDATE),
+                             (tenant, agent)).fetchone()[0]
+            for r in records:
+                epoch = int(r.get("epoch") or 0)
+                if known_epoch is None or epoch > known_epoch:
+                    if known_epoch is not None:
+                        self._end_epoch(ex, tenant, agent, known_epoch, "epoch_change", now)
+                    known_epoch = epoch
+                    ex(q("UPDATE ingest SET epoch = ? WHERE tenant = ? AND agent = ?"), (epoch, tenant, agent))
+                cur = ex(q("INSERT INTO records (tenant, agent, epoch, seq, kind, t, received, payload) "
+                           "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"),
+                         (tenant, agent, epoch, r["seq"], r["kind"], r["t"], now, r["payload"]))
+                if cur.rowcount:
+                    stored += 1
+                    if r["kind"] == "sample" and r.get("sample_sha256"):
+                        meta = json.loads(r["payload"] or "{}")
+                        ex(q("INSERT INTO samples (sha256, tenant, agent, epoch, seq, t, model, version, pipeline, "
+                             "reason, verdict, label, ext) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"),
+                           (r["sample_sha256"], tenant, agent, epoch, r["seq"], r["t"], meta.get("model"),
+                            meta.get("model_version"), meta.get("pipeline"), meta.get("reason"),
+                            meta.get("verdict"), meta.get("label"), r.get("sample_ext")))
+                    elif r["kind"] in ("event", "alarm"):
+                        self._note_loss(ex, tenant, agent, epoch, r["payload"], now)
+                else:
+                    dup += 1
+            if dup:
+                ex(q("UPDATE ingest SET duplicates = duplicates + ? WHERE tenant = ? AND agent = ?"),
+                   (dup, tenant, agent))
+        return [r["seq"] for r in records], stored, dup
+
+    def _end_epoch(self, ex, tenant: str, agent: str, epoch: int, cause: str, now: float,
+                   replace: bool = False) -> None:
+        """Record that ``epoch`` ended after its last stored seq: whatever the old outbox still held is lost."""
+        last = ex(self.q("SELECT MAX(seq) FROM records WHERE tenant = ? AND agent = ? AND epoch = ?"),
+                  (tenant, agent, epoch)).fetchone()[0] or 0
+        ex(self.q("INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES (?,?,?,?,0,?,?) "
+                  "ON CONFLICT (tenant, agent, epoch, first, last) DO "
+                  + ("UPDATE SET cause = excluded.cause" if replace else "NOTHING")),
+           (tenant, agent, epoch, last + 1, cause, now))
+
+    def _note_loss(self, ex, tenant: str, agent: str, epoch: int, payload: str, now: float) -> None:
+        """An agent's own account of a loss: dropped seq ranges, or a corrupt outbox (the previous epoch ended)."""
+        if "outbox_" not in payload:
+            return
+        try:
+            evt = json.loads(payload)
+        except ValueError:
+            return
+        kind = evt.get("kind") if isinstance(evt, dict) else None
+        if kind == "outbox_corrupt" and evt.get("previous_epoch") is not None:
+            prev = int(evt["previous_epoch"])
+            if prev != epoch:
+                self._end_epoch(ex, tenant, agent, prev, "outbox_corrupt", now, replace=True)
+        elif kind in DROP_CAUSES:
+            e = int(evt.get("epoch", epoch))
+            for a, b in evt.get("ranges") or []:
+                ex(self.q("INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES (?,?,?,?,?,?,?) "
+                          "ON CONFLICT DO NOTHING"), (tenant, agent, e, int(a), int(b), DROP_CAUSES[kind], now))
+
+    def gaps(self, agent: str, *, tenant: str = T) -> list[dict]:
+        q, args = self.q, (tenant, agent)
+        with self._tx(write=False) as ex:
+            missing = ex(q("SELECT epoch, seq + 1, next - 1 FROM (SELECT epoch, seq, LEAD(seq) OVER (PARTITION BY "
+                           "epoch ORDER BY seq) AS next FROM records WHERE tenant = ? AND agent = ?) AS r "
+                           "WHERE next > seq + 1"), args).fetchall()
+            firsts = ex(q("SELECT epoch, MIN(seq) FROM records WHERE tenant = ? AND agent = ? GROUP BY epoch"),
+                        args).fetchall()
+            known = ex(q("SELECT epoch, first, last, cause FROM gaps WHERE tenant = ? AND agent = ? "
+                         "ORDER BY epoch, first"), args).fetchall()
+        return gaps_from(missing, firsts, known)
+
+    def stats(self, agent: str | None = None, *, tenant: str = T) -> dict:
+        w = "WHERE tenant = ?" + (" AND agent = ?" if agent else "")
+        args = (tenant, agent) if agent else (tenant,)
+        q = self.q
+        with self._tx(write=False) as ex:
+            n = ex(q(f"SELECT COUNT(*) FROM records {w}"), args).fetchone()[0]
+            epoch, last = ex(q(f"SELECT epoch, MAX(seq) FROM records {w} GROUP BY epoch ORDER BY epoch DESC LIMIT 1"),
+                             args).fetchone() or (0, 0)
+            s = ex(q(f"SELECT COUNT(*) FROM samples {w}"), args).fetchone()[0]
+            d = ex(q(f"SELECT COALESCE(SUM(duplicates), 0) FROM ingest {w}"), args).fetchone()[0]
+            kinds = dict(ex(q(f"SELECT kind, COUNT(*) FROM records {w} GROUP BY kind"), args).fetchall())
+        return {"records": n, "last_seq": last or 0, "epoch": epoch or 0, "samples": s, "duplicates": int(d),
+                "by_kind": kinds}
+
+    def records(self, agent: str, kind: str | None = None, since_seq: int = 0, limit: int = 1000, *,
+                tenant: str = T) -> list[dict]:
+        sql = "SELECT epoch, seq, kind, t, payload FROM records WHERE tenant = ? AND agent = ? AND seq > ?"
+        args: list[Any] = [tenant, agent, since_seq]
+        if kind:
+            sql += " AND kind = ?"
+            args.append(kind)
+        sql += " ORDER BY epoch, seq LIMIT ?"
+        args.append(limit)
+        return [{"epoch": e, "seq": s, "kind": k, "t": t, "payload": json.loads(p) if p else None}
+                for e, s, k, t, p in self._rows(self.q(sql), args)]
+
+    def samples(self, model=None, label_state=None, reason=None, since=None, until=None, *,
+                tenant: str = T) -> list[dict]:
+        sql, args = ("SELECT " + ", ".join(SAMPLE_COLS) + " FROM samples WHERE tenant = ?"), [tenant]
+        for col, val, op in (("model", model, "="), ("label_state", label_state, "="), ("reason", reason, "="),
+                             ("t", since, ">="), ("t", until, "<")):
+            if val is not None:
+                sql += f" AND {col} {op} ?"
+                args.append(val)
+        return [dict(zip(SAMPLE_COLS, r, strict=True)) for r in self._rows(self.q(sql + " ORDER BY t, seq"), args)]
+
+    def has_sample(self, sha256: str, *, tenant: str = T) -> bool:
+        return bool(self._rows(self.q("SELECT 1 FROM samples WHERE tenant = ? AND sha256 = ? LIMIT 1"),
+                               (tenant, sha256)))
+
+    def heartbeat(self, agent: str, labels: dict, slots: list[dict], health: dict, outbox_depth: int,
+                  outbox: dict | None = None, *, tenant: str = T) -> None:
+        with self._tx() as ex:
+            ex(self.q(HEARTBEAT_SQL), (tenant, agent, json.dumps(labels), time.time(), json.dumps(slots),
+                                       json.dumps(health), outbox_depth, json.dumps(outbox or {})))
+
+    def set_labels(self, labels: dict[str, str], *, tenant: str = T) -> int:
+        with self._tx() as ex:
+            return sum(ex(self.q("UPDATE samples SET label = ?, label_state = 'labelled' WHERE tenant = ? AND "
+                                 "sha256 = ?"), (label, tenant, sha)).rowcount for sha, label in labels.items())
+
+    def agents(self, *, tenant: str = T) -> list[dict]:
+        return agent_dicts(self._rows(self.q("SELECT id, labels, last_seen, slots, health, outbox_depth, outbox FROM "
+                                             "agents WHERE tenant = ? ORDER BY id"), (tenant,)))
+
+    def usage(self) -> dict[str, dict]:
+        return usage_from(self._rows(USAGE_SQL))
+
+
+class SQLiteStore(SQLStore):
+    """One SQLite file (WAL, ``synchronous=FULL``: an ack means durable); one writer at a time."""
+
     def __init__(self, path: Path, blobs=None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,160 +341,34 @@ class SQLiteStore(Store):
             if cols and column not in cols:
                 self.db.executescript("BEGIN IMMEDIATE;" + script + "COMMIT;")
 
-    def ingest(self, agent: str, records: list[dict], *, tenant: str = T) -> tuple[list[int], int, int]:
-        now = time.time()
-        stored = dup = 0
+    @contextlib.contextmanager
+    def _tx(self, write: bool = True):
         with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
-                row = self.db.execute("SELECT epoch FROM ingest WHERE tenant = ? AND agent = ?",
-                                      (tenant, agent)).fetchone()
-                known_epoch = row[0] if row else None
-                for r in records:
-                    epoch = int(r.get("epoch") or 0)
-                    if known_epoch is None or epoch > known_epoch:
-                        if known_epoch is not None:
-                            self._end_epoch(tenant, agent, known_epoch, "epoch_change", now)
-                        known_epoch = epoch
-                        self.db.execute("INSERT INTO ingest (tenant, agent, epoch) VALUES (?, ?, ?) "
-                                        "ON CONFLICT(tenant, agent) DO UPDATE SET epoch = excluded.epoch",
-                                        (tenant, agent, epoch))
-                    cur = self.db.execute(
-                        "INSERT OR IGNORE INTO records (tenant, agent, epoch, seq, kind, t, received, payload) "
-                        "VALUES (?,?,?,?,?,?,?,?)",
-                        (tenant, agent, epoch, r["seq"], r["kind"], r["t"], now, r["payload"]))
-                    if cur.rowcount:
-                        stored += 1
-                        if r["kind"] == "sample" and r.get("sample_sha256"):
-                            meta = json.loads(r["payload"] or "{}")
-                            self.db.execute(
-                                "INSERT OR IGNORE INTO samples (sha256, tenant, agent, epoch, seq, t, model, version, "
-                                "pipeline, reason, verdict, label, ext) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                                (r["sample_sha256"], tenant, agent, epoch, r["seq"], r["t"], meta.get("model"),
-                                 meta.get("model_version"), meta.get("pipeline"), meta.get("reason"),
-                                 meta.get("verdict"), meta.get("label"), r.get("sample_ext")))
-                        elif r["kind"] in ("event", "alarm"):
-                            self._note_loss(tenant, agent, epoch, r["payload"], now)
-                    else:
-                        dup += 1
-                if dup:
-                    self.db.execute("INSERT INTO ingest (tenant, agent, duplicates) VALUES (?, ?, ?) "
-                                    "ON CONFLICT(tenant, agent) DO UPDATE SET duplicates = duplicates + "
-                                    "excluded.duplicates", (tenant, agent, dup))
+                yield self.db.execute
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
-        return [r["seq"] for r in records], stored, dup
-
-    def _end_epoch(self, tenant: str, agent: str, epoch: int, cause: str, now: float, replace: bool = False) -> None:
-        """Record that ``epoch`` ended after its last stored seq: whatever the old outbox still held is lost."""
-        last = self.db.execute("SELECT MAX(seq) FROM records WHERE tenant = ? AND agent = ? AND epoch = ?",
-                               (tenant, agent, epoch)).fetchone()[0] or 0
-        self.db.execute("INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES (?,?,?,?,0,?,?) "
-                        "ON CONFLICT DO " + ("UPDATE SET cause = excluded.cause" if replace else "NOTHING"),
-                        (tenant, agent, epoch, last + 1, cause, now))
-
-    def _note_loss(self, tenant: str, agent: str, epoch: int, payload: str, now: float) -> None:
-        """An agent's own account of a loss: dropped seq ranges, or a corrupt outbox (the previous epoch ended)."""
-        if "outbox_" not in payload:
-            return
-        try:
-            evt = json.loads(payload)
-        except ValueError:
-            return
-        kind = evt.get("kind") if isinstance(evt, dict) else None
-        if kind == "outbox_corrupt" and evt.get("previous_epoch") is not None:
-            prev = int(evt["previous_epoch"])
-            if prev != epoch:
-                self._end_epoch(tenant, agent, prev, "outbox_corrupt", now, replace=True)
-        elif kind in DROP_CAUSES:
-            e = int(evt.get("epoch", epoch))
-            for a, b in evt.get("ranges") or []:
-                self.db.execute("INSERT OR IGNORE INTO gaps (tenant, agent, epoch, first, last, cause, t) "
-                                "VALUES (?,?,?,?,?,?,?)", (tenant, agent, e, int(a), int(b), DROP_CAUSES[kind], now))
 
     def _rows(self, sql: str, args=()) -> list[tuple]:
         with self.lock:
             return self.db.execute(sql, args).fetchall()
 
-    def gaps(self, agent: str, *, tenant: str = T) -> list[dict]:
-        with self.lock:
-            missing = self.db.execute(
-                "SELECT epoch, seq + 1, next - 1 FROM (SELECT epoch, seq, LEAD(seq) OVER (PARTITION BY epoch "
-                "ORDER BY seq) AS next FROM records WHERE tenant = ? AND agent = ?) AS r WHERE next > seq + 1",
-                (tenant, agent)).fetchall()
-            firsts = self.db.execute("SELECT epoch, MIN(seq) FROM records WHERE tenant = ? AND agent = ? "
-                                     "GROUP BY epoch", (tenant, agent)).fetchall()
-            known = self.db.execute("SELECT epoch, first, last, cause FROM gaps WHERE tenant = ? AND agent = ? "
-                                    "ORDER BY epoch, first", (tenant, agent)).fetchall()
-        return gaps_from(missing, firsts, known)
-
-    def stats(self, agent: str | None = None, *, tenant: str = T) -> dict:
-        q = "WHERE tenant = ?" + (" AND agent = ?" if agent else "")
-        args = (tenant, agent) if agent else (tenant,)
-        with self.lock:
-            n = self.db.execute(f"SELECT COUNT(*) FROM records {q}", args).fetchone()[0]
-            epoch, last = self.db.execute(f"SELECT epoch, MAX(seq) FROM records {q} GROUP BY epoch ORDER BY epoch DESC "
-                                          "LIMIT 1", args).fetchone() or (0, 0)
-            s = self.db.execute(f"SELECT COUNT(*) FROM samples {q}", args).fetchone()[0]
-            d = self.db.execute(f"SELECT COALESCE(SUM(duplicates), 0) FROM ingest {q}", args).fetchone()[0]
-            kinds = dict(self.db.execute(f"SELECT kind, COUNT(*) FROM records {q} GROUP BY kind", args).fetchall())
-        return {"records": n, "last_seq": last or 0, "epoch": epoch or 0, "samples": s, "duplicates": d,
-                "by_kind": kinds}
-
-    def records(self, agent: str, kind: str | None = None, since_seq: int = 0, limit: int = 1000, *,
-                tenant: str = T) -> list[dict]:
-        q = "SELECT epoch, seq, kind, t, payload FROM records WHERE tenant = ? AND agent = ? AND seq > ?"
-        args: list[Any] = [tenant, agent, since_seq]
-        if kind:
-            q += " AND kind = ?"
-            args.append(kind)
-        q += " ORDER BY epoch, seq LIMIT ?"
-        args.append(limit)
-        return [{"epoch": e, "seq": s, "kind": k, "t": t, "payload": json.loads(p) if p else None}
-                for e, s, k, t, p in self._rows(q, args)]
-
-    def samples(self, model=None, label_state=None, reason=None, since=None, until=None, *,
-                tenant: str = T) -> list[dict]:
-        q, args = ("SELECT " + ", ".join(SAMPLE_COLS) + " FROM samples WHERE tenant = ?"), [tenant]
-        for col, val, op in (("model", model, "="), ("label_state", label_state, "="), ("reason", reason, "="),
-                             ("t", since, ">="), ("t", until, "<")):
-            if val is not None:
-                q += f" AND {col} {op} ?"
-                args.append(val)
-        return [dict(zip(SAMPLE_COLS, r, strict=True)) for r in self._rows(q + " ORDER BY t", args)]
-
-    def has_sample(self, sha256: str, *, tenant: str = T) -> bool:
-        return bool(self._rows("SELECT 1 FROM samples WHERE tenant = ? AND sha256 = ? LIMIT 1", (tenant, sha256)))
-
-    def heartbeat(self, agent: str, labels: dict, slots: list[dict], health: dict, outbox_depth: int,
-                  outbox: dict | None = None, *, tenant: str = T) -> None:
-        with self.lock:
-            self.db.execute(HEARTBEAT_SQL, (tenant, agent, json.dumps(labels), time.time(), json.dumps(slots),
-                                            json.dumps(health), outbox_depth, json.dumps(outbox or {})))
-
-    def set_labels(self, labels: dict[str, str], *, tenant: str = T) -> int:
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                n = sum(self.db.execute("UPDATE samples SET label = ?, label_state = 'labelled' WHERE tenant = ? "
-                                        "AND sha256 = ?", (label, tenant, sha)).rowcount for sha, label in labels.items())
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-        return n
-
-    def agents(self, *, tenant: str = T) -> list[dict]:
-        return agent_dicts(self._rows("SELECT id, labels, last_seen, slots, health, outbox_depth, outbox FROM agents "
-                                      "WHERE tenant = ? ORDER BY id", (tenant,)))
-
-    def usage(self) -> dict[str, dict]:
-        return usage_from(self._rows(USAGE_SQL))
-
     def close(self) -> None:
         self.db.close()
+
+
+def open_store(url: str | None, data: Path) -> Store:
+    """``postgresql://…``: the PostgreSQL store (migrated on open); otherwise the SQLite file ``<data>/fleet.db``."""
+    if url and url.startswith(("postgresql://", "postgres://")):
+        from cloud_trainer.fleet.store_pg import PostgresStore
+
+        return PostgresStore(url)
+    if url:
+        raise ValueError(f"--store {url!r}: expected a postgresql:// URL (or nothing: SQLite in the data folder)")
+    return SQLiteStore(Path(data) / "fleet.db")
 
 
 SAMPLE_COLS = ["sha256", "agent", "epoch", "seq", "t", "model", "version", "pipeline", "reason", "verdict", "label",

@@ -1,0 +1,104 @@
+"""The fleet store on PostgreSQL: the production store behind the same ``Store`` interface as SQLite.
+
+    cloud-trainer serve --store postgresql://fleet@db.example/fleet ...
+
+The logic (idempotent ``(tenant, agent, epoch, seq)`` ingest, gap queries, tenants) is ``SQLStore``'s,
+shared with the SQLite file; this module adds the connection pool (``psycopg_pool``: a few connections
+shared by the service's worker threads), row locks (an agent's ``ingest`` row is locked ``FOR UPDATE``
+for the length of a batch, so two streams or two replicas never interleave one agent's epochs) and the
+schema migrations.
+
+**Migrations** are plain numbered SQL files (``migrations/postgresql/NNNN_name.sql``), applied in
+order, each in its own transaction together with its row in ``schema_version``; a transaction-level
+advisory lock makes replicas that start together apply each file once. A database whose
+``schema_version`` is ahead of this code is refused (an older replica must not write a newer schema).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from pathlib import Path
+
+from cloud_trainer.fleet.store import SQLStore
+
+MIGRATIONS = Path(__file__).with_name("migrations") / "postgresql"
+_LOCK_KEY = 0x6A1E_F1EE  # pg_advisory_xact_lock key of the migration step
+_FILE_RE = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+def migration_files(folder: Path = MIGRATIONS) -> list[tuple[int, Path]]:
+    out = []
+    for f in sorted(folder.glob("*.sql")):
+        m = _FILE_RE.fullmatch(f.name)
+        if not m:
+            raise MigrationError(f"{f}: a migration is named NNNN_words.sql (e.g. 0002_add_index.sql)")
+        out.append((int(m.group(1)), f))
+    versions = [v for v, _ in out]
+    if versions != list(range(1, len(out) + 1)):
+        raise MigrationError(f"{folder}: migrations must be numbered 1, 2, 3, ... without holes; found {versions}")
+    return out
+
+
+def migrate(conn, folder: Path = MIGRATIONS) -> list[int]:
+    """Apply the files not yet recorded in ``schema_version``; return the versions applied now."""
+    files = migration_files(folder)
+    applied = []
+    for version, path in files:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                         "applied DOUBLE PRECISION NOT NULL)")
+            have = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+            if have > len(files):
+                raise MigrationError(f"the database's schema is version {have}, newer than this code's {len(files)}; "
+                                     "upgrade this service before it writes to that database")
+            if version <= have:
+                continue
+            conn.execute(path.read_text())
+            conn.execute("INSERT INTO schema_version (version, name, applied) VALUES (%s, %s, %s)",
+                         (version, path.name, time.time()))
+            applied.append(version)
+    return applied
+
+
+class PostgresStore(SQLStore):
+    FOR_UPDATE = " FOR UPDATE"
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8, timeout_s: float = 30.0) -> None:
+        import psycopg
+        from psycopg_pool import ConnectionPool
+
+        self.url = url
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=int(timeout_s)) as conn:
+                migrate(conn)
+        except psycopg.OperationalError as exc:
+            raise ConnectionError(f"fleet store {_redact(url)}: cannot connect ({str(exc).strip()[:300]}); check the "
+                                  "URL, that PostgreSQL is running and that the user may log in") from exc
+        self.pool = ConnectionPool(url, min_size=min_size, max_size=max_size, timeout=timeout_s, open=True,
+                                   name="fleet-store")
+
+    def q(self, sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    @contextlib.contextmanager
+    def _tx(self, write: bool = True):
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            yield cur.execute
+
+    def _rows(self, sql: str, args=()) -> list[tuple]:
+        with self.pool.connection() as conn:
+            return conn.execute(sql, args).fetchall()
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)

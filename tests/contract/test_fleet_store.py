@@ -1,0 +1,131 @@
+"""One suite over every fleet store: the SQLite file and PostgreSQL (a real server started once per session by
+``tests.support.postgres``). Same semantics: idempotent ``(tenant, agent, epoch, seq)`` ingest, gaps per epoch
+with their cause, tenants that never see each other's rows, heartbeats, samples and labels, usage counts;
+concurrent batches of one agent stored once. Then PostgreSQL's own: versioned migrations applied once, a
+newer schema refused, a clear error for a server that is not there."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from cloud_trainer.fleet.store import SQLiteStore, open_store
+from tests.support.postgres import postgres_server, postgres_url  # noqa: F401  (fixtures)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        st = SQLiteStore(tmp_path / "fleet.db")
+    else:
+        st = open_store(request.getfixturevalue("postgres_url"), tmp_path)
+    yield st
+    st.close()
+
+
+def rec(seq, epoch=0, kind="result", payload="{}", **kw):
+    return {"epoch": epoch, "seq": seq, "kind": kind, "t": float(seq), "payload": payload, **kw}
+
+
+def test_ingest_is_idempotent_and_gaps_carry_their_cause(store):
+    recs = [rec(s) for s in (1, 2, 3, 7, 8, 12)]
+    assert store.ingest("gw9", recs) == ([1, 2, 3, 7, 8, 12], 6, 0)
+    assert store.ingest("gw9", recs[:2])[1:] == (0, 2)  # a replay is stored once
+    assert store.gaps("gw9") == [{"epoch": 0, "first": 4, "last": 6, "cause": "unknown"},
+                                 {"epoch": 0, "first": 9, "last": 11, "cause": "unknown"}]
+    drop = {"kind": "outbox_budget", "epoch": 0, "ranges": [[4, 5], [10, 11]]}
+    store.ingest("gw9", [rec(13, kind="event", payload=json.dumps(drop))])
+    assert [(g["first"], g["last"], g["cause"]) for g in store.gaps("gw9")] == [
+        (4, 5, "budget"), (6, 6, "unknown"), (9, 9, "unknown"), (10, 11, "budget")]
+    # a new epoch numbers from 1 again: new records, not replays; the old epoch's end is a known gap
+    assert store.ingest("gw9", [rec(1, epoch=5), rec(2, epoch=5)])[1:] == (2, 0)
+    assert store.gaps("gw9")[-1] == {"epoch": 0, "first": 14, "last": 0, "cause": "epoch_change"}
+    corrupt = {"kind": "outbox_corrupt", "previous_epoch": 5}
+    store.ingest("gw9", [rec(3, epoch=9, kind="event", payload=json.dumps(corrupt))])
+    assert store.gaps("gw9")[-2:] == [{"epoch": 5, "first": 3, "last": 0, "cause": "outbox_corrupt"},
+                                      {"epoch": 9, "first": 1, "last": 2, "cause": "unknown"}]
+    st = store.stats("gw9")
+    assert (st["records"], st["epoch"], st["last_seq"], st["duplicates"]) == (10, 9, 3, 2)
+    assert st["by_kind"] == {"result": 8, "event": 2}
+    assert [(r["epoch"], r["seq"]) for r in store.records("gw9", kind="event")] == [(0, 13), (9, 3)]
+    assert [r["seq"] for r in store.records("gw9", since_seq=7, limit=2)] == [8, 12]
+
+
+def test_tenants_never_see_each_others_rows(store):
+    sample = rec(2, kind="sample", payload=json.dumps({"model": "m", "reason": "ng", "verdict": "NG"}),
+                 sample_sha256="ab" * 32, sample_ext=".png")
+    assert store.ingest("gw1", [rec(1), sample])[1] == 2
+    assert store.ingest("gw1", [rec(1), sample], tenant="acme")[1:] == (2, 0)  # the same ids: other rows
+    store.ingest("gw2", [rec(1), rec(5)], tenant="acme")
+    store.heartbeat("gw1", {"site": "a"}, [{"slot": "vision"}], {"ok": 1}, 3, {"epoch": 0}, tenant="acme")
+    store.heartbeat("gw1", {"site": "d"}, [], {}, 0)
+    assert [(a["id"], a["labels"]) for a in store.agents()] == [("gw1", {"site": "d"})]
+    acme = store.agents(tenant="acme")
+    assert [(a["id"], a["labels"], a["outbox_depth"], a["slots"]) for a in acme] == [
+        ("gw1", {"site": "a"}, 3, [{"slot": "vision"}])]
+    assert store.agents(tenant="beta") == [] and store.stats(tenant="beta")["records"] == 0
+    assert store.stats()["records"] == 2 and store.stats(tenant="acme")["records"] == 4
+    assert store.gaps("gw2", tenant="acme") == [{"epoch": 0, "first": 2, "last": 4, "cause": "unknown"}]
+    assert store.gaps("gw2") == []
+    assert store.has_sample("ab" * 32, tenant="acme") and not store.has_sample("ab" * 32, tenant="beta")
+    assert store.set_labels({"ab" * 32: "OK"}, tenant="acme") == 1
+    assert [s["label"] for s in store.samples(model="m", tenant="acme")] == ["OK"]
+    assert [s["label_state"] for s in store.samples(model="m")] == ["unlabelled"]  # the default tenant's copy
+    assert store.samples(model="m", label_state="labelled") == []
+    assert store.usage() == {"default": {"agents": 1, "records": 2, "samples": 1},
+                             "acme": {"agents": 1, "records": 4, "samples": 1}}
+
+
+def test_concurrent_batches_of_one_agent_are_stored_once(store):
+    batches = [[rec(s) for s in range(i, i + 40)] for i in range(1, 200, 20)]  # overlapping ranges
+    results = []
+
+    def push(b):
+        results.append(store.ingest("gw1", b))
+
+    threads = [threading.Thread(target=push, args=(b,)) for b in batches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stored = sum(r[1] for r in results)
+    dup = sum(r[2] for r in results)
+    st = store.stats("gw1")
+    assert st["records"] == stored == 220 and dup == 10 * 40 - 220 and st["duplicates"] == dup
+    assert store.gaps("gw1") == []
+
+
+def test_postgres_migrations_are_versioned_applied_once_and_a_newer_schema_is_refused(postgres_url, tmp_path):  # noqa: F811
+    import psycopg
+
+    from cloud_trainer.fleet.store_pg import MigrationError, migrate, migration_files
+
+    st = open_store(postgres_url, tmp_path)
+    st.ingest("gw1", [rec(1)])
+    st.close()
+    st = open_store(postgres_url, tmp_path)  # a second start: nothing applied again, nothing lost
+    assert st.stats("gw1")["records"] == 1
+    st.close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT version, name FROM schema_version ORDER BY version").fetchall()
+        assert rows == [(v, p.name) for v, p in migration_files()]
+        assert migrate(conn) == []
+        conn.execute("INSERT INTO schema_version VALUES (999, '0999_future.sql', 0)")
+        with pytest.raises(MigrationError, match="newer than this code"):
+            migrate(conn)
+    bad = tmp_path / "m"
+    bad.mkdir()
+    (bad / "0002_x.sql").write_text("SELECT 1")
+    with pytest.raises(MigrationError, match="without holes"):
+        migration_files(bad)
+
+
+def test_postgres_that_is_not_there_is_one_clear_error(tmp_path):
+    from tests.support.peers import free_port
+
+    with pytest.raises(ConnectionError, match=r"fleet store postgresql://fleet:\*\*\*@127.0.0.1:\d+/x: cannot connect"):
+        open_store(f"postgresql://fleet:secret@127.0.0.1:{free_port()}/x", tmp_path)
+    with pytest.raises(ValueError, match="expected a postgresql:// URL"):
+        open_store("mysql://x", tmp_path)
