@@ -54,7 +54,9 @@ CREATE TABLE IF NOT EXISTS desired (tenant TEXT NOT NULL, agent TEXT NOT NULL, s
   deployment_id TEXT NOT NULL, generation INTEGER NOT NULL, PRIMARY KEY (tenant, agent, slot));
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tenants (id TEXT PRIMARY KEY, display_name TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (generation INTEGER PRIMARY KEY, tenant TEXT NOT NULL, agent TEXT NOT NULL);
 """
+KEEP_CHANGES = 200_000  # rows of the desired-state change log kept (a replica polls it every fraction of a second)
 # control.db files from before tenants: their desired states belong to the default tenant
 MIGRATE_DESIRED = """BEGIN IMMEDIATE;
 ALTER TABLE desired RENAME TO desired_v1;
@@ -112,9 +114,35 @@ class Control:
                         "value = value + 1")
         return self.db.execute("SELECT value FROM counters WHERE key = 'generation'").fetchone()[0]
 
+    def _changed(self, tenant: str, agent: str) -> int:
+        """A new generation, logged as a change of (tenant, agent)'s desired state (what streams push)."""
+        gen = self._next_generation()
+        self.db.execute("INSERT INTO changes (generation, tenant, agent) VALUES (?, ?, ?)", (gen, tenant, agent))
+        return gen
+
+    def changes_since(self, generation: int) -> tuple[int, list[tuple[str, str]]]:
+        """(latest generation, the (tenant, agent) pairs whose desired state changed after ``generation``)."""
+        with self.lock:
+            rows = self.db.execute("SELECT generation, tenant, agent FROM changes WHERE generation > ? ORDER BY "
+                                   "generation", (generation,)).fetchall()
+            if not rows:
+                row = self.db.execute("SELECT value FROM counters WHERE key = 'generation'").fetchone()
+                return max(generation, row[0] if row else 0), []
+        return rows[-1][0], sorted({(t, a) for _, t, a in rows})
+
+    def generation(self) -> int:
+        with self.lock:
+            row = self.db.execute("SELECT value FROM counters WHERE key = 'generation'").fetchone()
+        return row[0] if row else 0
+
+    def desired_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, list[dict]]]:
+        """``desired_for`` of many (tenant, agent) pairs at once (one lock, one thread hop)."""
+        with self.lock:
+            return {(t, a): self.desired_for(a, {}, [], {}, tenant=t) for t, a in keys}
+
     def _set_desired(self, agent: str, slot: str, package: str, version: str, digest: str, size: int,
                      dep_id: str, tenant: str = T) -> None:
-        gen = self._next_generation()
+        gen = self._changed(tenant, agent)
         self.db.execute("INSERT INTO desired VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(tenant, agent, slot) DO UPDATE "
                         "SET package=excluded.package, version=excluded.version, digest=excluded.digest, "
                         "size=excluded.size, deployment_id=excluded.deployment_id, generation=excluded.generation",
@@ -258,13 +286,25 @@ class Control:
 
     def tick(self) -> None:
         with self.lock:
-            rows = self.db.execute("SELECT doc FROM deployments ORDER BY created").fetchall()
-            for (doc,) in rows:
-                dep = json.loads(doc)
-                if dep["state"] != "running":
-                    continue
-                self._advance(dep)
-                self._put(dep)
+            own = not self.db.in_transaction  # one transaction for a whole step (5,000 agents: one fsync)
+            if own:
+                self.db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self.db.execute("SELECT doc FROM deployments ORDER BY created").fetchall()
+                for (doc,) in rows:
+                    dep = json.loads(doc)
+                    if dep["state"] != "running":
+                        continue
+                    self._advance(dep)
+                    self._put(dep)
+                top = self.db.execute("SELECT MAX(generation) FROM changes").fetchone()[0] or 0
+                self.db.execute("DELETE FROM changes WHERE generation <= ?", (top - KEEP_CHANGES,))
+                if own:
+                    self.db.execute("COMMIT")
+            except BaseException:
+                if own:
+                    self.db.execute("ROLLBACK")
+                raise
 
     def _advance(self, dep: dict) -> None:
         now = self.clock()
@@ -312,6 +352,7 @@ class Control:
             else:
                 self.db.execute("DELETE FROM desired WHERE tenant = ? AND agent = ? AND slot = ?",
                                 (tenant, a, dep["slot"]))
+                self._changed(tenant, a)
 
     def _size_of(self, digest: str, tenant: str = T) -> int:
         p = self.registry.for_tenant(tenant).by_digest(digest)

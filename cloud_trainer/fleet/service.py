@@ -35,6 +35,7 @@ from cloud_trainer.blobs import LocalBlobStore
 from cloud_trainer.fleet.control import NotInTenant
 from cloud_trainer.fleet.guard import MalformedRequests, QuotaExceeded, Quotas, json_field
 from cloud_trainer.fleet.store import SQLiteStore, open_store
+from cloud_trainer.fleet.stream import StreamHub, offer
 from cloud_trainer.pki import ROLE_ADMIN, ROLE_AGENT, ROLE_OPERATOR, Identity, identity
 from cloud_trainer.registry import Registry
 from protocols.gen import fleet_pb2 as pb
@@ -72,9 +73,40 @@ def quota_key(who: Identity) -> str:
 
 class FleetServicer(rpc.FleetServicer):
     def __init__(self, store: SQLiteStore, blobs: LocalBlobStore, registry: Registry | None, control=None,
-                 quotas: Quotas | None = None) -> None:
+                 quotas: Quotas | None = None, hub: StreamHub | None = None) -> None:
         self.store, self.blobs, self.registry, self.control = store, blobs, registry, control
         self.quotas = quotas or Quotas()
+        self.hub = hub
+
+    async def Connect(self, request_iterator, context):
+        """The agent's long-lived stream (``cloud_trainer.fleet.stream``): identity read once, reports kept in
+        memory and written in batches, the desired state pushed when it changes."""
+        who = await require(context, ROLE_AGENT)
+        if self.hub is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server has no Connect stream; use Heartbeat")
+        key = (who.tenant, who.name)
+        async with self._stream(quota_key(who), context), self.hub.attach(key) as outbox:
+            async def read() -> None:
+                try:
+                    async for msg in request_iterator:
+                        r = msg.report
+                        slots = [{"slot": s.slot, "package": s.package, "version": s.version, "digest": s.digest,
+                                  "status": s.status, "reason": s.reason} for s in r.slots]
+                        health = await json_field(context, r.health_json, "report.health_json")
+                        await self.hub.report(key, (dict(r.labels), slots, health, r.outbox_depth,
+                                                    {"epoch": r.epoch, "dropped": dict(r.dropped)}, time.time()),
+                                              r.generation_seen, msg.report_id)
+                finally:
+                    offer(outbox, None)  # the agent closed its side (or sent garbage): end the stream
+
+            reader = asyncio.create_task(read())
+            try:
+                while (msg := await outbox.get()) is not None:
+                    yield msg
+                if reader.done() and not reader.cancelled() and reader.exception() is not None:
+                    raise reader.exception()
+            finally:
+                reader.cancel()
 
     async def Heartbeat(self, request, context):
         who = await require(context, ROLE_AGENT)
@@ -190,14 +222,14 @@ class AdminServicer(rpc.AdminServicer):
         who = await require(context, ROLE_ADMIN)
         t = who.tenant
         dropped = {}
+        st = await asyncio.to_thread(partial(self.store.stats, request.agent or None, tenant=t))
         if request.agent:
             agent = next((a for a in await asyncio.to_thread(partial(self.store.agents, tenant=t))
                           if a["id"] == request.agent), None)
-            if agent is None:  # another tenant's agent: the answer of an agent that does not exist
+            if agent is None and not st["records"]:  # another tenant's agent: the answer of one that does not exist
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                     f"agent {request.agent[:64]!r} is not registered")
-            dropped = agent.get("outbox", {}).get("dropped", {})
-        st = await asyncio.to_thread(partial(self.store.stats, request.agent or None, tenant=t))
+            dropped = (agent or {}).get("outbox", {}).get("dropped", {})
         gaps = await asyncio.to_thread(partial(self.store.gaps, request.agent, tenant=t)) if request.agent else []
         return pb.IngestStatsReply(records=st["records"], samples=st["samples"], duplicates=st["duplicates"],
                                    gaps=[pb.Gap(**g) for g in gaps], dropped=dropped)
@@ -282,7 +314,7 @@ class FleetServer:
 
     def __init__(self, data: Path, port: int, ca: Path, cert: Path, key: Path, host: str = "127.0.0.1",
                  registry: Path | None = None, control=None, quotas: Quotas | None = None,
-                 store: str | None = None) -> None:
+                 store: str | None = None, streams: bool = True) -> None:
         self.data = Path(data)
         self.store = open_store(store, self.data)  # a postgresql:// URL, or the SQLite file <data>/fleet.db
         self.blobs = LocalBlobStore(self.data / "blobs")
@@ -297,14 +329,17 @@ class FleetServer:
                                       ("grpc.max_receive_message_length", self.quotas.limits.max_message_bytes),
                                                ("grpc.max_send_message_length", 64 * 1024 * 1024)],
                                       maximum_concurrent_rpcs=10_000)
+        self.hub = StreamHub(self.store, self.control) if streams else None
         rpc.add_FleetServicer_to_server(FleetServicer(self.store, self.blobs, self.registry, self.control,
-                                                      self.quotas), self.server)
+                                                      self.quotas, self.hub), self.server)
         rpc.add_AdminServicer_to_server(AdminServicer(self.store, self.control, self.registry), self.server)
         self.port = self.server.add_secure_port(f"{host}:{port}", server_credentials(ca, cert, key))
         self._tick: asyncio.Task | None = None
         self._stopped = False
 
     async def start(self) -> None:
+        if self.hub is not None:
+            await self.hub.start()
         await self.server.start()
         if self.control is not None and hasattr(self.control, "tick"):
             self._tick = asyncio.create_task(self._ticker())
@@ -324,4 +359,6 @@ class FleetServer:
         if self._tick:
             self._tick.cancel()
         await self.server.stop(grace_s)
+        if self.hub is not None:
+            await self.hub.stop()
         self.store.close()

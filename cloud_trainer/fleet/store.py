@@ -146,6 +146,12 @@ class Store(abc.ABC):
     def heartbeat(self, agent: str, labels: dict, slots: list[dict], health: dict, outbox_depth: int,
                   outbox: dict | None = None, *, tenant: str = T) -> None: ...
 
+    def heartbeat_many(self, rows: list[tuple]) -> None:
+        """Many state reports at once: ``(tenant, agent, labels, slots, health, outbox_depth, outbox, t)`` each
+        (the streams' coalesced writes)."""
+        for tenant, agent, labels, slots, health, depth, outbox, _t in rows:
+            self.heartbeat(agent, labels, slots, health, depth, outbox, tenant=tenant)
+
     @abc.abstractmethod
     def agents(self, *, tenant: str = T) -> list[dict]: ...
 
@@ -303,6 +309,13 @@ class SQLStore(Store):
         with self._tx() as ex:
             ex(self.q(HEARTBEAT_SQL), (tenant, agent, json.dumps(labels), time.time(), json.dumps(slots),
                                        json.dumps(health), outbox_depth, json.dumps(outbox or {})))
+
+    def heartbeat_many(self, rows: list[tuple]) -> None:
+        with self._tx() as ex:
+            sql = self.q(HEARTBEAT_SQL)
+            for tenant, agent, labels, slots, health, depth, outbox, t in rows:
+                ex(sql, (tenant, agent, json.dumps(labels), t, json.dumps(slots), json.dumps(health), depth,
+                         json.dumps(outbox or {})))
 
     def set_labels(self, labels: dict[str, str], *, tenant: str = T) -> int:
         with self._tx() as ex:

@@ -9,9 +9,13 @@ sending resumes within one heartbeat of the cloud answering again. An optional b
 paces the bytes sent. Every record carries the outbox's epoch: its identity at the cloud is
 ``(agent, epoch, seq)``.
 
-Heartbeats (``heartbeat_s``) report the agent's slots and pipeline health and return the desired
-state, which is handed to ``on_desired`` (the model manager). They also carry the outbox's epoch and
-its cumulative drop counts per cause and kind.
+State and desired state: the agent opens one long-lived ``Connect`` stream and sends a state report
+(slots, labels, pipeline health, the outbox's epoch and its cumulative drop counts) whenever one of
+them changes, looked at every ``heartbeat_s``, and at least every ``report_s`` (30 s) for health;
+the server pushes the desired state when the stream opens and whenever it changes. Against a server
+without ``Connect`` (``UNIMPLEMENTED``) the agent falls back to a unary ``Heartbeat`` every
+``heartbeat_s``, as before. Either way the latest desired state is handed to ``on_desired`` (the
+model manager) every ``heartbeat_s``, so that its retries keep their pace.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class Uplink:
         self.last_ack_at: float | None = None
         self.last_heartbeat_at: float | None = None
         self.generation = 0
+        self.mode = "connecting"  # stream | heartbeat (a server without Connect) | reconnecting
         self._burst = BurstLogger(log)
         self._tasks: list[asyncio.Task] = []
         self._channel = None
@@ -200,32 +205,110 @@ class Uplink:
         if cap:
             await asyncio.sleep(nbytes / cap)
 
-    # ---- heartbeats --------------------------------------------------------------------------
-    async def _heartbeat_loop(self) -> None:
+    # ---- state and desired state ---------------------------------------------------------------
+    async def _report(self):
         from protocols.gen import fleet_pb2 as pb
+
+        st = self.status_fn()
+        ob = await asyncio.to_thread(self.outbox.stats)
+        return pb.HeartbeatRequest(labels=st.get("labels", {}), health_json=json.dumps(st.get("health", {})),
+                                   outbox_depth=ob["depth"], generation_seen=self.generation,
+                                   slots=[pb.SlotState(**s) for s in st.get("slots", [])],
+                                   epoch=ob.get("epoch", 0), dropped=ob.get("dropped_total", {}))
+
+    async def _desired(self, reply) -> None:
+        self.generation = reply.generation
+        self.last_heartbeat_at = time.time()
+        self._link_up.set()
+        if self.on_desired is not None and self.s.follow_desired_state:
+            await self.on_desired(reply)
+
+    async def _heartbeat_loop(self) -> None:
+        import grpc
+
         from protocols.gen import fleet_pb2_grpc as rpc
 
+        streaming = self.s.stream
         while True:
+            if streaming:
+                try:
+                    await self._connected()
+                except asyncio.CancelledError:
+                    raise
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                        log.info("uplink: %s has no Connect stream; using unary heartbeats", self.s.endpoint)
+                        streaming = False
+                        continue
+                    self._error("Connect", exc)
+                except Exception as exc:
+                    self._error("Connect", exc)
+                self.mode = "reconnecting"  # as often as a heartbeat would, with jitter (no herd after a restart)
+                await asyncio.sleep(random.uniform(0.5, 1.0) * self.s.heartbeat_s)
+                continue
+            self.mode = "heartbeat"
             try:
-                st = self.status_fn()
-                ob = await asyncio.to_thread(self.outbox.stats)
-                req = pb.HeartbeatRequest(labels=st.get("labels", {}), health_json=json.dumps(st.get("health", {})),
-                                          outbox_depth=ob["depth"], generation_seen=self.generation,
-                                          slots=[pb.SlotState(**s) for s in st.get("slots", [])],
-                                          epoch=ob.get("epoch", 0), dropped=ob.get("dropped_total", {}))
-                reply = await rpc.FleetStub(self._channel).Heartbeat(req, timeout=10)
-                self.generation = reply.generation
-                self.last_heartbeat_at = time.time()
-                self._link_up.set()
-                if self.on_desired is not None and self.s.follow_desired_state:
-                    await self.on_desired(reply)
+                reply = await rpc.FleetStub(self._channel).Heartbeat(await self._report(), timeout=10)
+                await self._desired(reply)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self._error("Heartbeat", exc)
             await asyncio.sleep(self.s.heartbeat_s)
 
+    async def _connected(self) -> None:
+        """One Connect stream: reports on change and every ``report_s``; returns or raises when it ends."""
+        from protocols.gen import fleet_pb2 as pb
+        from protocols.gen import fleet_pb2_grpc as rpc
+
+        outq: asyncio.Queue = asyncio.Queue(maxsize=2)
+
+        async def requests():
+            while (m := await outq.get()) is not None:
+                yield m
+
+        call = rpc.FleetStub(self._channel).Connect(requests())
+        latest: list = [None]
+        arrived = asyncio.Event()
+
+        async def read() -> None:
+            async for msg in call:
+                if msg.HasField("desired"):
+                    latest[0] = msg.desired
+                    arrived.set()
+
+        reader = asyncio.create_task(read(), name="uplink-connect-read")
+        last_key, last_sent = None, 0.0
+        try:
+            while not reader.done():
+                req = await self._report()
+                key = (sorted(req.labels.items()), [s.SerializeToString() for s in req.slots], req.epoch,
+                       sorted(req.dropped.items()), req.generation_seen)
+                now = time.monotonic()
+                if key != last_key or now - last_sent >= self.s.report_s:
+                    await outq.put(pb.AgentMessage(report=req))
+                    last_key, last_sent = key, now
+                    self.mode = "stream"
+                try:  # wake at once when the desired state arrives, else after heartbeat_s
+                    async with asyncio.timeout(self.s.heartbeat_s):
+                        await arrived.wait()
+                except TimeoutError:
+                    pass
+                arrived.clear()
+                if latest[0] is not None:
+                    await self._desired(latest[0])
+            await reader  # raises what ended the stream
+            raise ConnectionError("the server ended the Connect stream")
+        finally:
+            reader.cancel()
+            try:
+                outq.put_nowait(None)
+            except asyncio.QueueFull:
+                pass
+            call.cancel()
+
     def status(self) -> dict:
         return {"endpoint": self.s.endpoint, "state": self.state, "sent": self.sent, "acked": self.acked,
                 "batches": self.batches, "bytes_sent": self.bytes_sent, "reconnects": self.reconnects,
-                "last_error": self.last_error, "last_ack_at": self.last_ack_at, "generation": self.generation}
+                "last_error": self.last_error, "last_ack_at": self.last_ack_at, "generation": self.generation,
+                "mode": self.mode}

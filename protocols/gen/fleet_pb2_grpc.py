@@ -36,6 +36,11 @@ class FleetStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Connect = channel.stream_stream(
+                '/edge.fleet.v1.Fleet/Connect',
+                request_serializer=fleet__pb2.AgentMessage.SerializeToString,
+                response_deserializer=fleet__pb2.ServerMessage.FromString,
+                _registered_method=True)
         self.Heartbeat = channel.unary_unary(
                 '/edge.fleet.v1.Fleet/Heartbeat',
                 request_serializer=fleet__pb2.HeartbeatRequest.SerializeToString,
@@ -63,8 +68,18 @@ class FleetServicer:
 
     """
 
+    def Connect(self, request_iterator, context):
+        """One long-lived stream per agent (v3): state reports up, on change and at least every 30-60 s; the
+        desired state down, at once when the stream opens and whenever it changes (pushed, not polled). A
+        server without it answers UNIMPLEMENTED and the agent falls back to Heartbeat.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Heartbeat(self, request, context):
-        """Actual state in, desired state out (also registers the agent and its labels).
+        """Actual state in, desired state out (also registers the agent and its labels). Agents of v1/v2 use
+        it on every heartbeat; v3 agents only against servers without Connect.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -94,6 +109,11 @@ class FleetServicer:
 
 def add_FleetServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Connect': grpc.stream_stream_rpc_method_handler(
+                    servicer.Connect,
+                    request_deserializer=fleet__pb2.AgentMessage.FromString,
+                    response_serializer=fleet__pb2.ServerMessage.SerializeToString,
+            ),
             'Heartbeat': grpc.unary_unary_rpc_method_handler(
                     servicer.Heartbeat,
                     request_deserializer=fleet__pb2.HeartbeatRequest.FromString,
@@ -126,6 +146,33 @@ class Fleet:
     """---- agents ---------------------------------------------------------------------------------
 
     """
+
+    @staticmethod
+    def Connect(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/edge.fleet.v1.Fleet/Connect',
+            fleet__pb2.AgentMessage.SerializeToString,
+            fleet__pb2.ServerMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Heartbeat(request,
