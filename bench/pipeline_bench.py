@@ -144,9 +144,10 @@ async def throughput(pkg: Path, pub: Path, tmp: Path, kind: str, n: int) -> dict
 
 
 STARTUP = r"""
-import asyncio, json, resource, sys, time
+import asyncio, json, sys, time
 t0 = time.time()
 from edge_agent.agent import Agent
+from edge_agent.process_info import peak_rss_mb
 from edge_agent.config import parse_config
 cfg = json.loads(sys.argv[1])
 async def main():
@@ -157,7 +158,7 @@ async def main():
     t1 = time.time()
     await agent.stop()
     print(json.dumps({"first_all_results_s": t1 - t0, "first_result_s": agent.first_result_at - t0,
-                      "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "max_rss_mb": peak_rss_mb()}))  # VmHWM: ru_maxrss of a child starts at the parent's peak
 asyncio.run(main())
 """
 

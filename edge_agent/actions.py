@@ -29,9 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from devices import load_object
 from devices.base import BurstLogger, Frame
 from edge_agent.conditions import compile_condition
 from edge_agent.config import (
+    ACTION_PLUGINS,
     AgentConfig,
     AlarmAction,
     MqttPublishAction,
@@ -51,12 +53,8 @@ def write_targets(cfg: AgentConfig) -> dict[str, list[tuple[str, str, Any]]]:
     """Per opcua source: (config path, node_id, value) of every value the actions may write there."""
     out: dict[str, list[tuple[str, str, Any]]] = collections.defaultdict(list)
     for name, a in cfg.actions.items():
-        if isinstance(a, OpcUaWriteAction):
-            out[a.source].append((f"actions.{name}.value", a.node_id, a.value))
-            if a.reset is not None:
-                out[a.source].append((f"actions.{name}.reset_value", a.node_id, a.reset))
-        elif isinstance(a, AlarmAction) and a.node_id and a.opcua_source:
-            out[a.opcua_source].append((f"actions.{name}.node_id", a.node_id, True))
+        for source, option, node_id, value in a.write_targets():  # each action type names its own
+            out[source].append((f"actions.{name}.{option}", node_id, value))
     return dict(out)
 
 
@@ -66,12 +64,13 @@ class ActionRunner:
         self.sources = sources
         self.on_event = on_event or (lambda e: None)
         self.preds = {name: compile_condition(a.when) for name, a in cfg.actions.items()}
+        # each type's implementation, from its row in ACTION_PLUGINS (a type without one fails here, at start)
+        self.impls = {a.type: load_object(ACTION_PLUGINS[a.type][1]) for a in cfg.actions.values()}
         self.stats: dict[str, collections.Counter] = {n: collections.Counter() for n in cfg.actions}
+        self.state: dict[str, dict] = {n: {} for n in cfg.actions}  # each action's own state
         self.alarm_state: dict[tuple[str, str], dict] = {}
         self._burst = BurstLogger(log)
         self._pending: set[asyncio.Task] = set()
-        self._sample_times: dict[str, collections.deque] = collections.defaultdict(collections.deque)
-        self.recent_ng: collections.deque = collections.deque(maxlen=20)
         self._level: dict[tuple[str, str], bool] = {}  # (action, pipeline) -> condition at the last result
         self._pulse_until: dict[tuple[str, str], float] = {}  # monotonic deadline of a pulse that is high
         # one writer per output: the value still waiting is replaced by a newer one (counted as
@@ -173,42 +172,7 @@ class ActionRunner:
                 await asyncio.sleep(action.retry.backoff_s * attempt)
 
     async def _do(self, name: str, action, result: Result, item, value: Any = None) -> str | None:
-        if isinstance(action, MqttPublishAction):
-            src = self.sources[action.source]
-            topic = action.topic or topics.build_topic(self.cfg.agent.site, self.cfg.agent.line, self.cfg.agent.id,
-                                                       topics.Kind.RESULTS, result.pipeline)
-            return await src.publish(topic, json.dumps(result.to_json_dict()).encode(), qos=action.qos,
-                                     retain=action.retain)
-        elif isinstance(action, OpcUaWriteAction):
-            await self.sources[action.source].write(action.node_id, action.value if value is None else value)
-        elif isinstance(action, SparkplugCommandAction):
-            await self.sources[action.source].command(action.group, action.edge_node, action.device, action.metric,
-                                                      action.value if value is None else value,
-                                                      action.datatype.value if action.datatype else None)
-        elif isinstance(action, SaveSampleAction):
-            await asyncio.to_thread(self._save, name, action, result, item)
-
-    def _save(self, name: str, action: SaveSampleAction, result: Result, item) -> None:
-        times = self._sample_times[name]
-        now = time.time()
-        while times and now - times[0] > 3600:
-            times.popleft()
-        if len(times) >= action.max_per_hour:
-            self.stats[name]["over_budget"] += 1
-            return
-        times.append(now)
-        folder = self.cfg.path(action.dir) if action.dir else self.cfg.data_dir / "samples"
-        folder.mkdir(parents=True, exist_ok=True)
-        stem = f"{result.pipeline}-{result.item_seq:08d}-{result.verdict}"
-        if isinstance(item, Frame):
-            import cv2
-
-            cv2.imwrite(str(folder / f"{stem}.png"), item.image)
-        else:
-            np.save(folder / f"{stem}.npy", item.waveform.astype(np.float32))
-        (folder / f"{stem}.json").write_text(json.dumps(result.to_json_dict()))
-        if result.verdict == "NG":
-            self.recent_ng.append({"file": str(folder / stem), **result.to_json_dict()})
+        return await self.impls[action.type](self, name, action, result, item, value)
 
     def _alarm(self, name: str, action: AlarmAction, result: Result) -> None:
         key = (name, result.pipeline)
@@ -236,18 +200,10 @@ class ActionRunner:
                     result.pipeline, result.score)
         self.on_event(evt)
 
-        async def publish():
-            if action.publish_to:
-                topic = topics.build_topic(self.cfg.agent.site, self.cfg.agent.line, self.cfg.agent.id,
-                                           topics.Kind.ALARMS, name)
-                await self.sources[action.publish_to].publish(topic, json.dumps(evt).encode(), qos=1, retain=True)
-            if action.node_id and action.opcua_source:
-                await self.sources[action.opcua_source].write(action.node_id, active)
-
         async def run():
             for attempt in range(1, action.retry.max_attempts + 1):
                 try:
-                    await publish()
+                    await self.impls[action.type](self, name, action, evt)
                     return
                 except Exception as exc:
                     if attempt == action.retry.max_attempts or not getattr(exc, "retryable", True):
@@ -265,3 +221,62 @@ class ActionRunner:
             "actions": {n: dict(c) for n, c in self.stats.items()},
             "alarms": [dict(v) for v in self.alarm_state.values()],
         }
+
+
+# ---- the built-in implementations (rows of edge_agent.config.ACTION_PLUGINS) ------------------
+
+async def publish_result(ctx: ActionRunner, name: str, action: MqttPublishAction, result: Result, item,
+                         value: Any = None) -> str | None:
+    cfg = ctx.cfg
+    topic = action.topic or topics.build_topic(cfg.agent.site, cfg.agent.line, cfg.agent.id, topics.Kind.RESULTS,
+                                               result.pipeline)
+    return await ctx.sources[action.source].publish(topic, json.dumps(result.to_json_dict()).encode(),
+                                                    qos=action.qos, retain=action.retain)
+
+
+async def write_opcua(ctx: ActionRunner, name: str, action: OpcUaWriteAction, result: Result, item,
+                      value: Any = None) -> None:
+    await ctx.sources[action.source].write(action.node_id, action.value if value is None else value)
+
+
+async def send_sparkplug_command(ctx: ActionRunner, name: str, action: SparkplugCommandAction, result: Result,
+                                 item, value: Any = None) -> None:
+    await ctx.sources[action.source].command(action.group, action.edge_node, action.device, action.metric,
+                                             action.value if value is None else value,
+                                             action.datatype.value if action.datatype else None)
+
+
+async def save_sample(ctx: ActionRunner, name: str, action: SaveSampleAction, result: Result, item,
+                      value: Any = None) -> None:
+    await asyncio.to_thread(_save, ctx, name, action, result, item)
+
+
+def _save(ctx: ActionRunner, name: str, action: SaveSampleAction, result: Result, item) -> None:
+    times = ctx.state[name].setdefault("times", collections.deque())
+    now = time.time()
+    while times and now - times[0] > 3600:
+        times.popleft()
+    if len(times) >= action.max_per_hour:
+        ctx.stats[name]["over_budget"] += 1
+        return
+    times.append(now)
+    folder = ctx.cfg.path(action.dir) if action.dir else ctx.cfg.data_dir / "samples"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{result.pipeline}-{result.item_seq:08d}-{result.verdict}"
+    if isinstance(item, Frame):
+        import cv2
+
+        cv2.imwrite(str(folder / f"{stem}.png"), item.image)
+    else:
+        np.save(folder / f"{stem}.npy", item.waveform.astype(np.float32))
+    (folder / f"{stem}.json").write_text(json.dumps(result.to_json_dict()))
+
+
+async def signal_alarm(ctx: ActionRunner, name: str, action: AlarmAction, evt: dict) -> None:
+    """An alarm's transition (``evt``: raised or cleared): published, and mirrored on its OPC UA node."""
+    if action.publish_to:
+        cfg = ctx.cfg
+        topic = topics.build_topic(cfg.agent.site, cfg.agent.line, cfg.agent.id, topics.Kind.ALARMS, name)
+        await ctx.sources[action.publish_to].publish(topic, json.dumps(evt).encode(), qos=1, retain=True)
+    if action.node_id and action.opcua_source:
+        await ctx.sources[action.opcua_source].write(action.node_id, evt["active"])

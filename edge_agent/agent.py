@@ -26,6 +26,8 @@ from edge_agent.metrics import Metrics
 from edge_agent.models.slot import ModelSlot
 from edge_agent.outbox.store import SELF_RECORDED
 from edge_agent.pipelines import Pipeline
+from edge_agent.process_info import peak_rss_mb, rss_mb
+from edge_agent.status_board import StatusBoard
 from edge_agent.types import Result
 from model_packager import load_trusted_keys
 
@@ -33,17 +35,16 @@ log = logging.getLogger(__name__)
 
 
 class Agent:
-    def __init__(self, cfg: AgentConfig) -> None:
+    def __init__(self, cfg: AgentConfig, launched_at: float | None = None) -> None:
+        """``launched_at``: when the process was started (``edge-agent run`` passes the kernel's
+        start time, so ``first_result_after_s`` includes interpreter, imports and config); an agent
+        embedded in a longer-lived process counts from its construction."""
         self.cfg = cfg
         self.started_at = time.time()
+        self.launched_at = launched_at if launched_at is not None else self.started_at
         self.first_result_at: float | None = None
         self.events: collections.deque = collections.deque(maxlen=200)
-        # for the status page: raw arrays kept, encoded only when a page asks
-        self.last_frames: dict[str, tuple] = {}
-        self.ng_frames: collections.deque = collections.deque(maxlen=8)
-        self.trends: dict[str, collections.deque] = collections.defaultdict(lambda: collections.deque(maxlen=600))
-        self.last_windows: dict[str, Any] = {}
-        self.recent: collections.deque = collections.deque(maxlen=50)
+        self.board = StatusBoard()  # the status page's state: raw arrays kept, encoded only when a page asks
         self.metrics = Metrics(cfg.agent.id)
         trusted = load_trusted_keys([cfg.path(k) for k in cfg.trusted_keys]) if cfg.trusted_keys else None
         self.slots = {name: ModelSlot(name, mc if not mc.package else mc.model_copy(
@@ -93,17 +94,15 @@ class Agent:
         self.events.append(evt)
         self.metrics.event(evt)
         # the outbox records its own events (corrupt file, drops) itself, with its epoch and the dropped seqs
-        if self.outbox is not None and self.outbox._db is not None and evt.get("kind") not in SELF_RECORDED:
-            try:
-                self.outbox.append("alarm" if evt.get("kind") == "alarm" else "event", evt)
-                if self.uplink:
-                    self.uplink.poke()
-            except Exception:  # the outbox reports its own failures; an event must never break the caller
-                log.exception("could not queue event %s", evt.get("kind"))
+        if self.outbox is not None and self.outbox.is_open and evt.get("kind") not in SELF_RECORDED:
+            # handed to the outbox's thread: an event never waits on the outbox, nor breaks its caller
+            self.outbox.append_soon("alarm" if evt.get("kind") == "alarm" else "event", evt)
+            if self.uplink:
+                self.uplink.poke()
 
     def _outbox_append(self, kind: str, body: dict) -> None:
-        if self.outbox is not None and self.outbox._db is not None:
-            self.outbox.append(kind, body)
+        if self.outbox is not None and self.outbox.is_open:
+            self.outbox.append_soon(kind, body)
             if self.uplink:
                 self.uplink.poke()
 
@@ -112,36 +111,22 @@ class Agent:
             if self.first_result_at is None:
                 self.first_result_at = time.time()
                 self._event({"kind": "first_result", "t": self.first_result_at,
-                             "after_s": round(self.first_result_at - self.started_at, 3)})
-            self.recent.append(res)
+                             "after_s": round(self.first_result_at - self.launched_at, 3)})
             self.metrics.result(res)
-            self._keep_for_page(res, item)
+            self.board.keep(res, item)
             await self.actions.handle(action_names, res, item)
             if self.outbox is not None:
                 await self._to_outbox(res, item)
         return on_result
 
-    def _keep_for_page(self, res: Result, item) -> None:
-        from devices.base import Frame
-
-        if isinstance(item, Frame):
-            entry = (item.image, res.heatmap, res.to_json_dict())
-            self.last_frames[res.pipeline] = entry
-            if res.verdict == "NG":
-                self.ng_frames.append(entry)
-        else:
-            self.last_windows[res.pipeline] = item
-            self.trends[res.pipeline].append((res.finished_at, res.anomaly_score, res.remaining_life, res.verdict,
-                                              res.label))
-
     async def _to_outbox(self, res: Result, item) -> None:
         body = res.to_json_dict()
-        self.outbox.append("result", body)
+        await self.outbox.append_async("result", body)
         reason = self.selector.choose(res) if self.selector else None
         if reason:
             data, ext = await asyncio.to_thread(_encode_sample, item)
-            self.outbox.append("sample", {**body, "reason": reason, "agent": self.cfg.agent.id}, sample=data,
-                               sample_ext=ext)
+            await self.outbox.append_async("sample", {**body, "reason": reason, "agent": self.cfg.agent.id},
+                                           sample=data, sample_ext=ext)
         if self.uplink:
             self.uplink.poke()
 
@@ -309,8 +294,14 @@ class Agent:
         finally:
             await self.stop()
 
+    @property
+    def recent(self):
+        """The last results (newest last), as the status board keeps them."""
+        return self.board.recent
+
     # ---- status ----------------------------------------------------------------------------
     def status(self) -> dict:
+        """A snapshot for ``/status``; reads only (metrics are refreshed by a ``/metrics`` scrape)."""
         srcs = {}
         for name, s in self.sources.items():
             st = s.stats
@@ -320,73 +311,30 @@ class Agent:
                 "last_error": st.last_error,
                 "silent_drops": {**(s.notices.status() if hasattr(s, "notices") else {}),
                                  **self.source_notices[name].status()}}
-            self.metrics.source(name, s)
-        import resource
-
         return {
             "agent": {"id": self.cfg.agent.id, "site": self.cfg.agent.site, "line": self.cfg.agent.line,
                       "uptime_s": round(time.time() - self.started_at, 1),
-                      "first_result_after_s": round(self.first_result_at - self.started_at, 3)
+                      "first_result_after_s": round(self.first_result_at - self.launched_at, 3)
                       if self.first_result_at else None,
-                      "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)},
+                      "max_rss_mb": peak_rss_mb(), "rss_mb": rss_mb()},
             "sources": srcs,
             "pipelines": [p.status() for p in self.pipelines],
             "models": [s.status() for s in self.slots.values()],
             **self.actions.status(),
             "forward": [f.status() for f in self.forwarders],
             "rules": [r.status() for r in self.rules],
-            "recent_results": [r.to_json_dict() for r in list(self.recent)[-10:]],
-            "recent_ng": [r.to_json_dict() for r in list(self.recent) if r.verdict == "NG"][-10:],
+            "recent_results": self.board.recent_json(),
+            "recent_ng": self.board.recent_ng_json(),
             "events": list(self.events)[-30:],
-            "outbox": self.outbox.stats() if self.outbox is not None and self.outbox._db is not None else None,
+            "outbox": self.outbox.stats() if self.outbox is not None and self.outbox.is_open else None,
             "uplink": self.uplink.status() if self.uplink is not None else None,
             "fleet": self.manager.status() if self.manager is not None else None,
         }
 
 
-def tag_rows(readings, now: float | None = None) -> list[dict]:
-    """Last reading of each tag as a row: tag, value (arrays summarised), type, quality, age_s."""
-    import numpy as np
-
-    now = time.time() if now is None else now
-    rows = []
-    for r in sorted(readings, key=lambda r: r.tag):
-        v = r.value
-        if isinstance(v, np.ndarray):
-            shown, typ = f"[{v.size} values, last {float(v.ravel()[-1]):.4g}]" if v.size else "[]", f"array<{v.dtype}>"
-        else:
-            shown, typ = v if isinstance(v, bool | int | float | str) or v is None else repr(v), type(v).__name__
-        rows.append({"tag": r.tag, "value": shown, "type": typ, "quality": r.quality.value,
-                     "age_s": round(now - r.received_at, 1)})
-    return rows
-
-
 def _produces(settings) -> bool:
     """Whether a source yields items by itself (cameras always; others when they subscribe to something)."""
     return settings.type == "camera" or bool(getattr(settings, "subscriptions", None) or getattr(settings, "nodes", None))
-
-
-def overlay_png(image, heatmap) -> bytes:
-    """The frame with its defect heat map blended in (red = defect-like), as PNG."""
-    import cv2
-    import numpy as np
-
-    img = image.copy()
-    if heatmap is not None:
-        h = cv2.resize(np.asarray(heatmap, np.float32), (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
-        color = cv2.applyColorMap((np.clip(h, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
-        img = cv2.addWeighted(img, 0.65, color, 0.35, 0)
-    ok, png = cv2.imencode(".png", img)
-    return png.tobytes()
-
-
-def spectrum(window, n_bins: int = 256) -> dict:
-    import numpy as np
-
-    x = np.asarray(window.waveform, dtype=np.float64)
-    mag = np.abs(np.fft.rfft((x - x.mean()) * np.hanning(len(x)))) * 2 / len(x)
-    k = max(1, len(mag) // n_bins)
-    return {"bins": [float(v) for v in mag[: k * n_bins].reshape(-1, k).max(1)], "seq": window.seq}
 
 
 def _encode_sample(item) -> tuple[bytes, str]:

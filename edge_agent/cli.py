@@ -132,6 +132,9 @@ async def _online_errors(cfg, where) -> list[str]:
 def _run(args) -> int:
     import asyncio
 
+    from edge_agent.process_info import launched_at
+
+    launched = launched_at()
     cfg = _load(args.config)
     if cfg is None:
         return 1
@@ -142,7 +145,7 @@ def _run(args) -> int:
     from edge_agent.models.slot import SlotError
 
     try:
-        asyncio.run(Agent(cfg).run())
+        asyncio.run(Agent(cfg, launched_at=launched).run())
     except SlotError as exc:
         logging.getLogger("edge_agent").error("%s", exc)
         return 1
@@ -232,7 +235,7 @@ def _tags(args) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return 1
-    from edge_agent.agent import tag_rows
+    from edge_agent.status_board import tag_rows
 
     srcs, last, frames = asyncio.run(_collect_tags(cfg, args.seconds))
     out = {n: tag_rows(list(t.values())) for n, t in last.items()}

@@ -22,7 +22,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (
@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from devices import SOURCE_TYPES, load_object
+from edge_agent.action_base import ActionSettings, RetrySettings  # noqa: F401  (RetrySettings: re-exported)
 from edge_agent.conditions import ConditionError, compile_condition
 from edge_agent.models.config import ModelConfig
 from edge_agent.outbox.settings import OutboxSettings, SampleSelectionSettings
@@ -105,17 +106,11 @@ class PipelineSettings(_Model):
     actions: list[str] = Field(default_factory=list)
 
 
-class RetrySettings(_Model):
-    max_attempts: int = Field(3, ge=1, le=100)
-    backoff_s: float = Field(0.5, ge=0)
-
-
-class _Action(_Model):
-    when: dict[str, Any] | None = Field(None, description="condition on the result; absent = always")
-    retry: RetrySettings = RetrySettings()
+_Action = ActionSettings
 
 
 class MqttPublishAction(_Action):
+    source_fields: ClassVar[dict[str, str]] = {"source": "mqtt"}
     type: Literal["mqtt_publish"]
     source: str = Field(description="an mqtt source to publish through")
     topic: str | None = Field(None, description="default: factory/<site>/<line>/<agent>/results/<pipeline>")
@@ -182,9 +177,16 @@ class OutputAction(_Action):
 
 
 class OpcUaWriteAction(OutputAction):
+    source_fields: ClassVar[dict[str, str]] = {"source": "opcua"}
     type: Literal["opcua_write"]
     source: str = Field(description="an opcua source whose server receives the write")
     node_id: str = Field(min_length=3, description="e.g. 'ns=2;s=Line1.Reject' or 'nsu=urn:plc;i=1001'")
+
+    def write_targets(self) -> list[tuple[str, str, str, Any]]:
+        out = [(self.source, "value", self.node_id, self.value)]
+        if self.reset is not None:
+            out.append((self.source, "reset_value", self.node_id, self.reset))
+        return out
 
 
 class SparkplugDatatype(enum.StrEnum):
@@ -205,6 +207,7 @@ class SparkplugDatatype(enum.StrEnum):
 class SparkplugCommandAction(OutputAction):
     """Write-back to a Sparkplug B edge node: an NCMD (node metric) or DCMD (device metric)."""
 
+    source_fields: ClassVar[dict[str, str]] = {"source": "mqtt"}
     type: Literal["sparkplug_command"]
     source: str = Field(description="an mqtt source acting as the Sparkplug host")
     group: str = Field(pattern=r"^[^/+#]+$")
@@ -219,12 +222,21 @@ class SparkplugCommandAction(OutputAction):
 
 
 class AlarmAction(_Action):
+    source_fields: ClassVar[dict[str, str]] = {"publish_to": "mqtt", "opcua_source": "opcua"}
     type: Literal["alarm"]
     raise_after: int = Field(3, ge=1, description="consecutive matching results to raise")
     clear_after: int = Field(5, ge=1, description="consecutive non-matching results to clear")
     publish_to: str | None = Field(None, description="an mqtt source: alarm events go to .../alarms/<name>")
     node_id: str | None = Field(None, description="an OPC UA node set true/false with the alarm")
     opcua_source: str | None = None
+
+    def problems(self) -> list[tuple[str, str]]:
+        if (self.node_id is None) != (self.opcua_source is None):
+            return [("", "give both node_id and opcua_source to mirror the alarm on an OPC UA node")]
+        return []
+
+    def write_targets(self) -> list[tuple[str, str, str, Any]]:
+        return [(self.opcua_source, "node_id", self.node_id, True)] if self.node_id and self.opcua_source else []
 
 
 class SaveSampleAction(_Action):
@@ -233,16 +245,21 @@ class SaveSampleAction(_Action):
     max_per_hour: int = Field(600, ge=1)
 
 
-# type key -> settings class: one table; each action is validated against its own class, so that an
-# option typo gets the did-you-mean of its own action type
-ACTION_TYPES: dict[str, type[_Action]] = {
-    "mqtt_publish": MqttPublishAction, "opcua_write": OpcUaWriteAction, "alarm": AlarmAction,
-    "save_sample": SaveSampleAction, "sparkplug_command": SparkplugCommandAction,
+# The action table: type -> (settings "module:Class", implementation "module:function"), imported
+# lazily like devices.SOURCE_TYPES (edge_agent.action_base says what each must be). A new action is
+# one module plus one row here: the config's union of actions is built from this table.
+ACTION_PLUGINS: dict[str, tuple[str, str]] = {
+    "mqtt_publish": ("edge_agent.config:MqttPublishAction", "edge_agent.actions:publish_result"),
+    "opcua_write": ("edge_agent.config:OpcUaWriteAction", "edge_agent.actions:write_opcua"),
+    "sparkplug_command": ("edge_agent.config:SparkplugCommandAction", "edge_agent.actions:send_sparkplug_command"),
+    "alarm": ("edge_agent.config:AlarmAction", "edge_agent.actions:signal_alarm"),
+    "save_sample": ("edge_agent.config:SaveSampleAction", "edge_agent.actions:save_sample"),
+    "log": ("edge_agent.log_action:LogAction", "edge_agent.log_action:act"),
 }
-
-Action = Annotated[Union[MqttPublishAction, OpcUaWriteAction, AlarmAction, SaveSampleAction,  # noqa: UP007
-                         SparkplugCommandAction],
-                   Field(discriminator="type")]
+# type key -> settings class; each action is validated against its own class, so that an option
+# typo gets the did-you-mean of its own action type
+ACTION_TYPES: dict[str, type[ActionSettings]] = {k: load_object(v[0]) for k, v in ACTION_PLUGINS.items()}
+Action = Annotated[Union[tuple(ACTION_TYPES.values())], Field(discriminator="type")]  # noqa: UP007
 
 
 class ForwardSettings(_Model):
@@ -721,10 +738,7 @@ def _cross_check(cfg: AgentConfig, where: str, named: dict[str, set], warnings: 
         _check_tag_map(where, sname, src, warnings)
     for name, a in cfg.actions.items():
         loc = f"{where}: actions.{name}"
-        wanted = {"mqtt_publish": [("source", "mqtt")], "opcua_write": [("source", "opcua")],
-                  "alarm": [("publish_to", "mqtt"), ("opcua_source", "opcua")], "save_sample": [],
-                  "sparkplug_command": [("source", "mqtt")]}[a.type]
-        for field, typ in wanted:
+        for field, typ in a.source_fields.items():  # each action type names its own source fields
             ref = getattr(a, field)
             if ref is None:
                 continue
@@ -732,8 +746,7 @@ def _cross_check(cfg: AgentConfig, where: str, named: dict[str, set], warnings: 
                 errors.append(f"{loc}.{field}: unknown source {ref!r}{_did_you_mean(ref, named['sources'])}")
             elif ref in cfg.sources and cfg.source_type(ref) != typ:
                 errors.append(f"{loc}.{field}: {ref!r} is a {cfg.source_type(ref)} source; this needs a {typ} source")
-        if a.type == "alarm" and (a.node_id is None) != (a.opcua_source is None):
-            errors.append(f"{loc}: give both node_id and opcua_source to mirror the alarm on an OPC UA node")
+        errors += [f"{loc}{'.' + field if field else ''}: {msg}" for field, msg in a.problems()]
         if a.when is not None:
             try:
                 compile_condition(a.when, _labels_for(cfg, name, manifests))
@@ -761,8 +774,8 @@ def load_config(path: str | Path) -> AgentConfig:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from exc
-    try:
-        data = yaml.safe_load(text)
+    try:  # libyaml's loader where PyYAML has it (~10x the pure-Python one: part of every start)
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

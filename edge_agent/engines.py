@@ -2,8 +2,9 @@
 
 ``create_engine(choice, opened, cfg)`` returns an ``Engine`` whose ``run(inputs) -> outputs``
 is safe to call from several worker threads at once (ONNX Runtime sessions are; for OpenVINO
-each thread gets its own infer request). Libraries are imported here, when a slot needs them,
-never when a config is validated.
+each thread gets its own infer request). Models are opened through ``model_packager.runtimes``
+(the same reading as the package's golden checks and the trainer's); libraries are imported when
+a slot needs them, never when a config is validated.
 
 ``auto`` lets the slot try every installed engine (OpenVINO runs the package's IR if present,
 else its ONNX, INT8 QDQ included) and every form the package carries, and keep the fastest that
@@ -21,8 +22,9 @@ from typing import Protocol
 
 import numpy as np
 
-from edge_agent.models.config import EngineChoice, GraphOptimization, ModelConfig
+from edge_agent.models.config import ENGINE_TYPES, EngineChoice, ModelConfig
 from model_packager import OpenedPackage
+from model_packager.runtimes import ort_session, ov_compile
 
 
 class EngineError(RuntimeError):
@@ -38,16 +40,23 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
+def installed(name: str) -> bool:
+    """Whether the library of engine ``name`` is installed (found, not imported)."""
+    return importlib.util.find_spec(ENGINE_TYPES[name][1]) is not None
+
+
 def openvino_available() -> bool:
-    return importlib.util.find_spec("openvino") is not None
+    return installed("openvino")
 
 
 def resolve_choice(choice: EngineChoice) -> str:
     if choice is EngineChoice.AUTO:
-        return "openvino" if openvino_available() else "onnxruntime"
-    if choice is EngineChoice.OPENVINO and not openvino_available():
-        raise EngineError("engine 'openvino' asked for but OpenVINO is not installed (pip install '.[openvino]'); "
-                          "use engine: auto or onnxruntime")
+        return next((n for n in ENGINE_TYPES if installed(n)), "onnxruntime")
+    if choice.value not in ENGINE_TYPES:
+        raise EngineError(f"unknown engine {choice.value!r}; one of {sorted(ENGINE_TYPES)} or auto")
+    if not installed(choice.value):
+        raise EngineError(f"engine {choice.value!r} asked for but {ENGINE_TYPES[choice.value][1]} is not installed "
+                          f"(pip install '.[{choice.value}]'); use engine: auto or another engine")
     return choice.value
 
 
@@ -67,21 +76,10 @@ class OrtEngine:
         import onnxruntime as ort
 
         self.form = form or _only_form(opened)
-
         self.version = ort.__version__
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = cfg.threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3
-        opts.graph_optimization_level = {
-            GraphOptimization.DISABLE: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            GraphOptimization.BASIC: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            GraphOptimization.EXTENDED: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            GraphOptimization.ALL: ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[cfg.graph_optimization]
         try:
-            self.session = ort.InferenceSession(model_file(opened, form), opts, providers=["CPUExecutionProvider"])
+            self.session = ort_session(model_file(opened, form), threads=cfg.threads, single_stream=True,
+                                       graph_optimization=cfg.graph_optimization.value)
         except Exception as exc:
             raise EngineError(f"ONNX Runtime cannot load {opened.manifest.package_id}: {exc}") from exc
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -115,7 +113,7 @@ class OvEngine:
         # the IR the package carries is of model.onnx (the INT8 form); the FP32 form is read as ONNX
         src = model_file(opened, form) if form == "fp32" else (opened.openvino_xml or opened.model_path)
         try:
-            self.compiled = core.compile_model(core.read_model(str(src)), "CPU", props)
+            self.compiled = ov_compile(src, props, core=core)
         except Exception as exc:
             raise EngineError(f"OpenVINO cannot load {opened.manifest.package_id}: {exc}") from exc
         self.outputs = [(o, o.get_any_name()) for o in self.compiled.outputs]
@@ -143,12 +141,15 @@ def candidate_engines(choice: EngineChoice | str) -> list[str]:
     slot measures each on its own CPU and keeps the fastest that passes its checks)."""
     choice = EngineChoice(choice)
     if choice is EngineChoice.AUTO:
-        return ["openvino", "onnxruntime"] if openvino_available() else ["onnxruntime"]
+        return [n for n in ENGINE_TYPES if installed(n)]
     return [resolve_choice(choice)]
 
 
 def create_engine(choice: EngineChoice | str, opened: OpenedPackage, cfg: ModelConfig, form: str | None = None
                   ) -> Engine:
-    """An engine for ``form`` of the package ("int8", "fp32"; None: ``model.onnx`` as it is)."""
+    """An engine for ``form`` of the package ("int8", "fp32"; None: ``model.onnx`` as it is), built by
+    the class its row in ``ENGINE_TYPES`` names."""
+    from devices import load_object
+
     name = resolve_choice(EngineChoice(choice))
-    return OvEngine(opened, cfg, form) if name == "openvino" else OrtEngine(opened, cfg, form)
+    return load_object(ENGINE_TYPES[name][0])(opened, cfg, form)

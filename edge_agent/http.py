@@ -1,5 +1,8 @@
 """The agent's local HTTP endpoint: ``/status`` (JSON), ``/metrics`` (Prometheus), ``/`` (status page).
 
+It serves any object with ``status()``, ``metrics``, ``board`` (``edge_agent.status_board``) and
+``tags``; it imports nothing of ``edge_agent.agent``.
+
 A stdlib ``ThreadingHTTPServer`` on its own thread, bound to 127.0.0.1 by default: no extra
 dependency, no build step, nothing fetched from the internet. Handlers only read the agent's
 counters (plain Python objects, safe to read under the GIL).
@@ -11,6 +14,8 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from edge_agent.status_board import tag_rows
 
 PAGE = Path(__file__).with_name("status_page.html")
 
@@ -26,6 +31,7 @@ class StatusServer:
 
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
+                board = outer.agent.board
                 try:
                     if path == "/status":
                         body = json.dumps(outer.agent.status(), default=str).encode()
@@ -34,31 +40,20 @@ class StatusServer:
                         outer.agent.metrics.refresh(outer.agent)
                         self._send(200, "text/plain; version=0.0.4; charset=utf-8", outer.agent.metrics.exposition())
                     elif path.startswith("/api/frame/") and path.endswith(".png"):
-                        from edge_agent.agent import overlay_png
-
-                        img, heat, _ = outer.agent.last_frames[path[len("/api/frame/"):-4]]
-                        self._send(200, "image/png", overlay_png(img, heat))
+                        self._send(200, "image/png", board.frame_png(path[len("/api/frame/"):-4]))
                     elif path.startswith("/api/ng/") and path.endswith(".png"):
-                        from edge_agent.agent import overlay_png
-
-                        img, heat, _ = list(outer.agent.ng_frames)[int(path[len("/api/ng/"):-4])]
-                        self._send(200, "image/png", overlay_png(img, heat))
+                        self._send(200, "image/png", board.ng_png(int(path[len("/api/ng/"):-4])))
                     elif path == "/api/tags":
-                        from edge_agent.agent import tag_rows
-
                         body = json.dumps({n: tag_rows(list(t.values())) for n, t in outer.agent.tags.items()},
                                           default=str).encode()
                         self._send(200, "application/json", body)
                     elif path == "/api/ng":
-                        body = json.dumps([r for _, _, r in outer.agent.ng_frames], default=str).encode()
-                        self._send(200, "application/json", body)
+                        self._send(200, "application/json", json.dumps(board.ng_results(), default=str).encode())
                     elif path.startswith("/api/spectrum/"):
-                        from edge_agent.agent import spectrum
-
-                        w = outer.agent.last_windows[path[len("/api/spectrum/"):]]
-                        self._send(200, "application/json", json.dumps(spectrum(w)).encode())
+                        body = json.dumps(board.spectrum(path[len("/api/spectrum/"):])).encode()
+                        self._send(200, "application/json", body)
                     elif path.startswith("/api/trend/"):
-                        rows = list(outer.agent.trends[path[len("/api/trend/"):]])
+                        rows = board.trend(path[len("/api/trend/"):])
                         self._send(200, "application/json", json.dumps(rows).encode())
                     elif path in ("/", "/index.html"):
                         body = PAGE.read_bytes() if PAGE.exists() else b"<h1>edge agent</h1><a href=/status>status</a>"

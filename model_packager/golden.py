@@ -15,41 +15,33 @@ from pathlib import Path
 
 import numpy as np
 
+from model_packager import runtimes as _runtimes
 from model_packager.errors import GoldenError, SpecMismatchError
 from model_packager.manifest import DType, Manifest, TensorSpec
 from model_packager.text import printable
 
 # ONNX TensorProto element types -> manifest dtypes
 _ONNX_DTYPES = {1: DType.FLOAT32, 10: DType.FLOAT16, 7: DType.INT64, 6: DType.INT32, 2: DType.UINT8, 3: DType.INT8}
-ENGINES = ("onnxruntime", "openvino")
+ENGINES = _runtimes.ENGINES
 
 
 def _graph_io(model_path: Path, data: bytes | None = None
               ) -> tuple[dict[str, tuple[str, list]], dict[str, tuple[str, list]]]:
-    import onnx
+    # read without the onnx package (model_packager.onnx_graph): the agent runs this at install
+    from model_packager.onnx_graph import graph_io
 
     try:
-        if data is not None:
-            model = onnx.load_from_string(data)
-        else:
-            model = onnx.load(str(model_path), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError and friends
+        if data is None:
+            data = model_path.read_bytes()
+        g_in, g_out = graph_io(data)
+    except (OSError, ValueError) as exc:
         raise SpecMismatchError(f"{printable(model_path.name)}: not a readable ONNX model ({printable(exc)})",
                                 code="bad_model") from exc
-    inits = {i.name for i in model.graph.initializer}
 
-    def describe(values) -> dict[str, tuple[str, list]]:
-        out = {}
-        for v in values:
-            if v.name in inits:
-                continue
-            t = v.type.tensor_type
-            dtype = _ONNX_DTYPES.get(t.elem_type, f"onnx-type-{t.elem_type}")
-            dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
-            out[v.name] = (str(dtype), dims)
-        return out
+    def describe(values: dict[str, tuple[int, list]]) -> dict[str, tuple[str, list]]:
+        return {name: (str(_ONNX_DTYPES.get(elem, f"onnx-type-{elem}")), dims) for name, (elem, dims) in values.items()}
 
-    return describe(model.graph.input), describe(model.graph.output)
+    return describe(g_in), describe(g_out)
 
 
 def check_spec(model_path: Path, manifest: Manifest, label: str = "", data: bytes | None = None) -> None:
@@ -87,42 +79,19 @@ def _compare_tensor(side: str, spec: TensorSpec, graph: tuple[str, list], model_
 
 
 def available_engines() -> list[str]:
-    import importlib.util
-
-    return [e for e in ENGINES if importlib.util.find_spec(e) is not None]
+    return _runtimes.available()
 
 
 def engine_version(engine: str) -> str:
-    if engine == "onnxruntime":
-        import onnxruntime
-
-        return onnxruntime.__version__
-    import openvino
-
-    return openvino.__version__.split("-")[0]
+    return _runtimes.version(engine)
 
 
 def run_engine(engine: str, model_path: Path, inputs: dict[str, np.ndarray],
                openvino_xml: Path | None = None) -> dict[str, np.ndarray]:
     """Run one batch through ``engine`` (CPU, FP32 precision) and return outputs by name."""
-    if engine == "onnxruntime":
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
-        names = [o.name for o in sess.get_outputs()]
-        return dict(zip(names, sess.run(names, inputs), strict=True))
-    if engine == "openvino":
-        import openvino as ov
-
-        core = ov.Core()
-        model = core.read_model(str(openvino_xml or model_path))
-        # OpenVINO runs FP32 models in bf16 on CPUs with AVX-512 BF16; golden parity needs f32.
-        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        result = compiled(inputs)
-        return {out.get_any_name(): np.asarray(result[out]) for out in compiled.outputs}
-    raise GoldenError(f"unknown engine {engine!r}; expected one of {ENGINES}", code="unknown_engine")
+    if engine not in ENGINES:
+        raise GoldenError(f"unknown engine {engine!r}; expected one of {ENGINES}", code="unknown_engine")
+    return _runtimes.run(engine, model_path, inputs, openvino_xml=openvino_xml)
 
 
 def compare(expected: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: float, rtol: float,

@@ -68,21 +68,17 @@ def quantize(fp32: Path, out: Path, calibration: np.ndarray, input_name: str, *,
 
 
 def _ort_session(path: Path, threads: int):
-    import onnxruntime as ort
+    from model_packager.runtimes import ort_session
 
-    o = ort.SessionOptions()
-    o.intra_op_num_threads = threads
-    o.log_severity_level = 3
-    return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
+    return ort_session(path, threads=threads)
 
 
 def _ov_compiled(path: Path, config: dict):
-    """The ONNX model as the package's OpenVINO IR runs it: through ``ov.convert_model`` (as
-    model_packager converts), not ``Core.read_model`` of the ONNX file, whose INT8 graph can round
-    differently (measured: heat map outputs up to 0.39 apart on one model, logits 0.006)."""
-    import openvino as ov
+    """The ONNX model as the package's OpenVINO IR runs it (``model_packager.runtimes``: converted,
+    not ``read_model`` of the ONNX file, whose INT8 graph can round differently)."""
+    from model_packager.runtimes import ov_compile
 
-    return ov.Core().compile_model(ov.convert_model(str(path)), "CPU", config)
+    return ov_compile(path, config)
 
 
 def run(path: Path, x: np.ndarray, engine: str = "onnxruntime", threads: int = 1, batch: int = 64

@@ -158,18 +158,12 @@ class MqttSource:
         self._ever_connected = False
         self._loop_started = False
         self._refused = False
-        self._route_cache: dict[str, Subscription | None] = {}
-        self._mappings = {
-            id(s): json_codec.JsonMapping(
-                values=dict(s.json_mapping.values),
-                timestamp_field=s.json_mapping.timestamp_field,
-                timestamp_format=json_codec.TimestampFormat(s.json_mapping.timestamp_format.value),
-            )
-            for s in settings.subscriptions
-        }
+        self._route_cache: dict[str, Any] = {}  # topic -> its subscription's decoder (None: no subscription)
         self._last_ts: dict[str, float] = {}
         self._keep_out_of_order = settings.out_of_order == "keep"
         self.sparkplug = SparkplugHost(name, settings.sparkplug, self._publish_raw, self._error)
+        # one decoder per subscription, built by its codec's row in CODEC_TYPES
+        self._decoders = {id(s): _decoder_factory(s.codec)(self, s) for s in settings.subscriptions}
         self.notices = Notices(log)  # silent drops and routine events: said once, counted always
         self.sparkplug.on_notice = self._notice
         self.published: dict[str, int] = {"sent": 0, "queued": 0}
@@ -327,32 +321,28 @@ class MqttSource:
         self._error(reason, detail)
 
     # ---- consuming -------------------------------------------------------------------------
-    def _route(self, topic: str) -> Subscription | None:
+    def _route(self, topic: str):
+        """The decoder of the first subscription whose filter matches ``topic`` (None: none does)."""
         try:
             return self._route_cache[topic]
         except KeyError:
             pass
         sub = next((s for s in self.settings.subscriptions if paho.topic_matches_sub(s.topic, topic)), None)
+        dec = None if sub is None else self._decoders[id(sub)]
         if len(self._route_cache) < 100_000:  # bounded: topics come from the outside world
-            self._route_cache[topic] = sub
-        return sub
+            self._route_cache[topic] = dec
+        return dec
 
     def decode(self, topic: str, payload: bytes, received_at: float) -> list[Reading]:
         """Readings from one message (bad input counted and skipped, never raised)."""
-        sub = self._route(topic)
-        if sub is None:
+        dec = self._route(topic)
+        if dec is None:
             return []
         try:
-            if sub.codec is CodecKind.SPARKPLUG_B:
-                readings = self.sparkplug.handle(topic, payload, received_at)
-            else:
-                prefix = topic + "/" if sub.json_mapping.tag_prefix_topic else ""
-                triples = json_codec.decode(payload, self._mappings[id(sub)], now=received_at)
-                return self._json_readings(prefix, triples, received_at)
+            return dec(topic, payload, received_at)
         except json_codec.CodecError as e:
             self._error(e.reason, f"topic {topic!r}: {e.detail}")
             return []
-        return self._order(readings)
 
     def _json_readings(self, prefix: str, triples, received_at: float) -> list[Reading]:
         # _order fused with construction: this runs for every tag of every message on the loop
@@ -464,3 +454,34 @@ class MqttSource:
                 raise MqttError(f"mqtt source {self.name!r}: publish failed ({paho.error_string(info.rc)})")
             self.published["sent"] += 1
             return "sent"
+
+
+# ---- codecs: the decoder factories named by devices.mqtt.settings.CODEC_TYPES ------------------
+
+def _decoder_factory(codec: CodecKind):
+    from devices import load_object
+    from devices.mqtt.settings import CODEC_TYPES
+
+    try:
+        return load_object(CODEC_TYPES[codec.value][1])
+    except (KeyError, ImportError, AttributeError) as exc:  # never decode as another codec
+        raise MqttError(f"codec {codec.value!r} has no decoder ({exc}); one of {sorted(CODEC_TYPES)}") from exc
+
+
+def json_decoder(src: MqttSource, sub: Subscription):
+    """JSON objects: every numeric field, or the fields of ``json_mapping``, as readings."""
+    m = sub.json_mapping
+    mapping = json_codec.JsonMapping(values=dict(m.values), timestamp_field=m.timestamp_field,
+                                     timestamp_format=json_codec.TimestampFormat(m.timestamp_format.value))
+    decode, readings, prefixed = json_codec.decode, src._json_readings, m.tag_prefix_topic
+
+    def run(topic: str, payload: bytes, received_at: float) -> list[Reading]:
+        return readings(topic + "/" if prefixed else "", decode(payload, mapping, now=received_at), received_at)
+
+    return run
+
+
+def sparkplug_decoder(src: MqttSource, sub: Subscription):
+    """Sparkplug B: the source's host application decodes (births, aliases, sequence numbers)."""
+    handle, order = src.sparkplug.handle, src._order
+    return lambda topic, payload, received_at: order(handle(topic, payload, received_at))

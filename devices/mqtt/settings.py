@@ -18,9 +18,16 @@ class Protocol(enum.StrEnum):
     MQTT5 = "mqtt5"
 
 
-class CodecKind(enum.StrEnum):
-    JSON = "json"
-    SPARKPLUG_B = "sparkplug_b"
+# The codec table: codec -> (its options "module:Class", its decoder factory "module:function",
+# called once per subscription as ``factory(source, subscription)`` and returning
+# ``decode(topic, payload, received_at) -> [Reading]``). ``CodecKind`` is built from it, so an
+# unknown codec is a config error; the adapter builds every subscription's decoder when it is
+# constructed, so a codec without one fails there and never decodes as another.
+CODEC_TYPES: dict[str, tuple[str, str]] = {
+    "json": ("devices.mqtt.settings:JsonMappingSettings", "devices.mqtt.client:json_decoder"),
+    "sparkplug_b": ("devices.mqtt.settings:SparkplugHostSettings", "devices.mqtt.client:sparkplug_decoder"),
+}
+CodecKind = enum.StrEnum("CodecKind", [(k.upper(), k) for k in CODEC_TYPES])
 
 
 class TimestampFormat(enum.StrEnum):

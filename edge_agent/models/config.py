@@ -11,11 +11,16 @@ import enum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
-class EngineChoice(enum.StrEnum):
-    AUTO = "auto"  # OpenVINO when installed and the package carries a form it runs, else ONNX Runtime
-    ONNXRUNTIME = "onnxruntime"
-    OPENVINO = "openvino"
+# The engine table: name -> (implementation "module:Class" in edge_agent.engines, the library it
+# needs). One row per engine; the config's ``engine`` choices are built from it, so a name not in it
+# is a config error, never a silent fallback. Order is the preference of ``auto`` (the first
+# installed; the slot then measures every installed one and keeps the fastest that passes).
+ENGINE_TYPES: dict[str, tuple[str, str]] = {
+    "openvino": ("edge_agent.engines:OvEngine", "openvino"),
+    "onnxruntime": ("edge_agent.engines:OrtEngine", "onnxruntime"),
+}
+# auto: every installed engine is tried (the fastest that passes its checks on this CPU serves)
+EngineChoice = enum.StrEnum("EngineChoice", [("AUTO", "auto"), *((k.upper(), k) for k in ENGINE_TYPES)])
 
 
 class FormChoice(enum.StrEnum):

@@ -21,6 +21,10 @@ Durability, exactly (``fsync`` setting):
   waits when it is full). ``flush()`` forces a commit.
 - ``off``: as ``batch`` but ``synchronous=OFF``: a process crash loses at most the uncommitted
   batch; a power loss can lose more.
+The async face (``await append_async(...)``, ``append_soon(...)``, ``await stats_async()``) runs
+those calls on the outbox's own single thread, so the event loop never waits on a full hand-over
+queue, a sample file or an fsync'd commit; one thread keeps the order of the appends made through
+it, and ``flush()`` first lets every append already handed to it finish.
 Sample bytes are written as content-addressed files (``samples/<sha256>``) before their row; a
 file that no row references (a kill -9 between the two) is removed at the next ``open()``.
 
@@ -47,7 +51,9 @@ either, ``open()`` raises and the agent does not start.)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -57,6 +63,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +105,12 @@ def seq_ranges(seqs) -> list[list[int]]:
 
 class OutboxError(RuntimeError):
     pass
+
+
+def _log_failure(fut: Future) -> None:
+    exc = fut.exception()
+    if exc is not None:
+        log.error("outbox: an append failed: %s", exc, exc_info=exc)
 
 
 @dataclass(frozen=True)
@@ -146,6 +159,13 @@ class Outbox:
         self._committed = threading.Condition()
         self._committed_seq = 0
         self.moved_aside: Path | None = None
+        self._executor: ThreadPoolExecutor | None = None  # the async face's own thread (created by open())
+        self._executor_thread: threading.Thread | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """True between a successful ``open()`` and ``close()``: appends are taken."""
+        return self._db is not None
 
     # ---- open / close ----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -239,6 +259,7 @@ class Outbox:
         self._stop.clear()
         self._writer = threading.Thread(target=self._write_loop, name="outbox-writer", daemon=True)
         self._writer.start()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="outbox-append", initializer=self._mark_thread)
         if corrupt is not None:
             corrupt.update(epoch=self.epoch, previous_epoch=known if known is not None else 0)
             self.on_event(corrupt)
@@ -270,7 +291,13 @@ class Outbox:
                 pass
         return total
 
+    def _mark_thread(self) -> None:
+        self._executor_thread = threading.current_thread()
+
     def close(self) -> None:
+        if self._executor is not None:  # what was handed to the async face is appended first
+            self._executor.shutdown(wait=True)
+            self._executor = None
         self.flush()
         self._stop.set()
         self._q.put(None)
@@ -322,6 +349,32 @@ class Outbox:
             self._wait_committed(seq)
         return seq
 
+    # ---- the async face: the event loop never blocks on the outbox -------------------------
+    async def append_async(self, kind: str, payload: dict | bytes, **kw) -> int:
+        """``append`` on the outbox's own thread; returns the record's seq (with ``fsync: always``,
+        once it is committed). Raises ``OutboxError`` when the outbox is not open."""
+        if self._executor is None:
+            raise OutboxError("outbox is not open")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, functools.partial(self.append, kind, payload, **kw))
+
+    def append_soon(self, kind: str, payload: dict | bytes, **kw) -> Future | None:
+        """Hand an append to the outbox's thread without waiting (for callers that cannot await, e.g.
+        event callbacks); a failure is logged. None when the outbox is not open."""
+        ex = self._executor
+        if ex is None:
+            return None
+        try:
+            fut = ex.submit(self.append, kind, payload, **kw)
+        except RuntimeError:  # closing
+            return None
+        fut.add_done_callback(_log_failure)
+        return fut
+
+    async def stats_async(self) -> dict:
+        """``stats()`` (a SQLite query) off the event loop."""
+        return await asyncio.to_thread(self.stats)
+
     def _drain_notices(self) -> None:
         """Queue the events the outbox raised itself. From the writer thread nothing may wait (it would wait on
         itself): there it only queues when no append holds the order lock and the queue has room."""
@@ -355,6 +408,10 @@ class Outbox:
                 self._append_lock.release()
 
     def flush(self, timeout_s: float = 10.0) -> None:
+        ex = self._executor
+        if ex is not None and threading.current_thread() not in (self._executor_thread, self._writer):
+            with contextlib.suppress(RuntimeError):  # appends handed to the async face come first
+                ex.submit(lambda: None).result(timeout_s)
         if threading.current_thread() is not self._writer:
             self._report_drops(force=True)
             if self._notices:

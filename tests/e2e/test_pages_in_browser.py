@@ -63,7 +63,7 @@ async def test_agent_status_page_shows_live_state(tmp_path):
     await agent.start()
     try:
         for _ in range(100):
-            if agent.ng_frames and any(s["active"] for s in agent.actions.status()["alarms"]):
+            if agent.board.ng_frames and any(s["active"] for s in agent.actions.status()["alarms"]):
                 break
             await asyncio.sleep(0.1)
         dom = await asyncio.to_thread(render, f"http://127.0.0.1:{agent.http.port}/", "agent-status-page.png")

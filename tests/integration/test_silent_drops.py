@@ -87,7 +87,7 @@ async def test_each_silent_drop_warns_once_with_its_fix_and_is_counted(tmp_path,
         await wait_for(lambda: drops("source", "broker").get("nothing_decoded", {}).get("count", 0) >= 20,
                        what="nothing_decoded counted")
         health, temps, broker = drops("pipeline", "health"), drops("pipeline", "temps"), drops("source", "broker")
-        from edge_agent.agent import tag_rows
+        from edge_agent.status_board import tag_rows
 
         rows = {r["tag"]: r for r in tag_rows(list(agent.tags["machine"].values()))}  # what /api/tags serves
         assert rows["Temperature"]["type"] == "float" and rows["Vibration"]["type"] == "array<float64>"

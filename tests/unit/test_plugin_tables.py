@@ -35,3 +35,85 @@ def test_each_action_type_is_in_the_action_reference_with_every_option(kind):
     text = m.group(1) + common + (doc if kind == "sparkplug_command" else "")  # it refers to opcua_write's modes
     missing = [f for f in ACTION_TYPES[kind].model_fields if f"`{f}" not in text]
     assert not missing, f"docs/actions.md: section {kind} does not mention {missing}"
+
+
+# ---- every row of every table: settings light, a sample that validates, a docs entry, a test ----
+
+def _tables() -> dict[str, dict[str, tuple[str, str]]]:
+    from devices.mqtt.settings import CODEC_TYPES
+    from edge_agent.config import ACTION_PLUGINS
+    from edge_agent.models.config import ENGINE_TYPES
+
+    return {"source": SOURCE_TYPES, "action": ACTION_PLUGINS, "codec": CODEC_TYPES,
+            "engine": {k: ("edge_agent.models.config:ModelConfig", v[0]) for k, v in ENGINE_TYPES.items()}}
+
+
+def test_every_table_row_names_settings_that_import_without_a_heavy_library():
+    import subprocess
+    import sys
+
+    refs = sorted({settings for table in _tables().values() for settings, _ in table.values()})
+    code = ("import sys\nfrom devices import load_object\n"
+            f"for ref in {refs!r}:\n    load_object(ref)\n"
+            "heavy = ('onnx', 'onnxruntime', 'openvino', 'cv2', 'asyncua', 'paho', 'torch', 'google.protobuf', "
+            "'grpc')\nprint(sorted(m for m in heavy if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]", f"validating a config imported {r.stdout.strip()}"
+
+
+def test_every_table_row_names_an_implementation_that_exists():
+    import importlib.util
+
+    for kind, table in _tables().items():
+        for name, (_, impl) in table.items():
+            module, _, attr = impl.partition(":")
+            heavy = {"engine": name, "source": None, "codec": "paho"}.get(kind)
+            if heavy and importlib.util.find_spec(heavy) is None:
+                continue  # the library is not installed here: nothing to import
+            assert callable(load_object(impl)), f"{kind} {name!r}: {impl} is not callable"
+
+
+def test_every_action_type_has_a_sample_that_validates_and_a_test():
+    from edge_agent.config import ACTION_PLUGINS, ACTION_TYPES
+
+    samples = yaml.safe_load((ROOT / "edge_agent" / "actions.sample.yaml").read_text())
+    # the tests, and the example configs the e2e tests run
+    tests = "\n".join(p.read_text() for p in [*(ROOT / "tests").rglob("test_*.py"), *(ROOT / "configs").glob("*.yaml")])
+    for kind in ACTION_PLUGINS:
+        assert kind in samples, f"edge_agent/actions.sample.yaml has no example of {kind!r}"
+        assert ACTION_TYPES[kind].model_validate(samples[kind]).type == kind
+        assert re.search(rf"""["']type["']: ["']{kind}["']|type: {kind}\b""", tests), f"no test uses action {kind!r}"
+
+
+@pytest.mark.parametrize("kind", ["engine", "codec"])
+def test_every_engine_and_codec_is_documented_validated_and_tested(kind):
+    from devices.mqtt.settings import MqttSettings
+    from edge_agent.models.config import ModelConfig
+
+    tests = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
+    for name in _tables()[kind]:
+        if kind == "engine":  # docs/agent.md lists the choices: `engine: auto | onnxruntime | openvino`
+            assert re.search(rf"`engine: [^`]*\b{name}\b", (ROOT / "docs" / "agent.md").read_text()), name
+            assert ModelConfig(package="x.edgepkg", engine=name).engine == name
+            assert re.search(rf"""["']{name}["']""", tests), f"no test runs engine {name!r}"
+        else:
+            assert f"`{name}`" in (ROOT / "docs" / "mqtt.md").read_text(), f"docs/mqtt.md never names codec {name}"
+            sub = {"topic": "a/#", "codec": name}
+            assert MqttSettings(subscriptions=[sub]).subscriptions[0].codec == name
+            own = ROOT / "tests" / "unit" / f"test_codec_{name.split('_')[0]}.py"  # e.g. test_codec_json.py
+            assert own.exists() or re.search(rf"""codec["']?: ["']?{name}\b""", tests), f"no test of codec {name!r}"
+
+
+def test_a_name_not_in_its_table_is_a_config_error_never_a_fallback():
+    from edge_agent.config import ConfigError, parse_config
+
+    bad = {"agent": {"id": "gw"}, "trusted_keys": ["k.pub"],
+           "sources": {"b": {"type": "mqtt", "subscriptions": [{"topic": "a/#", "codec": "protobuf"}]}},
+           "models": {"m": {"package": "x.edgepkg", "engine": "tensorrt"}},
+           "actions": {"a": {"type": "beep"}}}
+    with pytest.raises(ConfigError) as exc:
+        parse_config(bad)
+    text = "\n".join(exc.value.errors)
+    for where in ("sources.b.subscriptions[0].codec", "models.m.engine", "actions.a.type"):
+        assert where in text, text

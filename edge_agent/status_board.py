@@ -1,0 +1,106 @@
+"""What the local status page shows, kept as results arrive and rendered only when a page asks.
+
+The agent hands every result to ``StatusBoard.keep``: frames are kept as raw arrays (the last one
+per pipeline, the last 8 NG ones), signal windows as the last one per pipeline plus a 600-point
+trend, results as the last 50. Encoding (PNG with the heat map blended in, the FFT of a window) is
+done by the HTTP thread on request, never on the result path. ``tag_rows`` shapes the last reading
+of each tag for ``/api/tags`` and ``edge-agent tags``. This module imports nothing of the agent
+(the HTTP server and the agent both import it), and cv2 only when a frame is rendered.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any
+
+from devices.base import Frame
+from edge_agent.types import Result
+
+
+class StatusBoard:
+    def __init__(self, recent: int = 50, ng_frames: int = 8, trend_points: int = 600) -> None:
+        self.recent: collections.deque[Result] = collections.deque(maxlen=recent)
+        self.last_frames: dict[str, tuple] = {}  # pipeline -> (image, heatmap, result dict)
+        self.ng_frames: collections.deque[tuple] = collections.deque(maxlen=ng_frames)
+        self.last_windows: dict[str, Any] = {}
+        self.trends: dict[str, collections.deque] = collections.defaultdict(
+            lambda: collections.deque(maxlen=trend_points))
+
+    def keep(self, res: Result, item) -> None:
+        """Called on the event loop for each result (cheap: references only, nothing encoded)."""
+        self.recent.append(res)
+        if isinstance(item, Frame):
+            entry = (item.image, res.heatmap, res.to_json_dict())
+            self.last_frames[res.pipeline] = entry
+            if res.verdict == "NG":
+                self.ng_frames.append(entry)
+        else:
+            self.last_windows[res.pipeline] = item
+            self.trends[res.pipeline].append((res.finished_at, res.anomaly_score, res.remaining_life, res.verdict,
+                                              res.label))
+
+    def recent_json(self, n: int = 10) -> list[dict]:
+        return [r.to_json_dict() for r in list(self.recent)[-n:]]
+
+    def recent_ng_json(self, n: int = 10) -> list[dict]:
+        return [r.to_json_dict() for r in list(self.recent) if r.verdict == "NG"][-n:]
+
+    # ---- rendered on request (KeyError / IndexError: nothing there yet) ----------------------
+    def frame_png(self, pipeline: str) -> bytes:
+        img, heat, _ = self.last_frames[pipeline]
+        return overlay_png(img, heat)
+
+    def ng_png(self, index: int) -> bytes:
+        img, heat, _ = list(self.ng_frames)[index]
+        return overlay_png(img, heat)
+
+    def ng_results(self) -> list[dict]:
+        return [r for _, _, r in list(self.ng_frames)]
+
+    def spectrum(self, pipeline: str) -> dict:
+        return spectrum(self.last_windows[pipeline])
+
+    def trend(self, pipeline: str) -> list:
+        return list(self.trends.get(pipeline, ()))
+
+
+def tag_rows(readings, now: float | None = None) -> list[dict]:
+    """Last reading of each tag as a row: tag, value (arrays summarised), type, quality, age_s."""
+    import numpy as np
+
+    now = time.time() if now is None else now
+    rows = []
+    for r in sorted(readings, key=lambda r: r.tag):
+        v = r.value
+        if isinstance(v, np.ndarray):
+            shown, typ = f"[{v.size} values, last {float(v.ravel()[-1]):.4g}]" if v.size else "[]", f"array<{v.dtype}>"
+        else:
+            shown, typ = v if isinstance(v, bool | int | float | str) or v is None else repr(v), type(v).__name__
+        rows.append({"tag": r.tag, "value": shown, "type": typ, "quality": r.quality.value,
+                     "age_s": round(now - r.received_at, 1)})
+    return rows
+
+
+def overlay_png(image, heatmap) -> bytes:
+    """The frame with its defect heat map blended in (red = defect-like), as PNG."""
+    import cv2
+    import numpy as np
+
+    img = image.copy()
+    if heatmap is not None:
+        h = cv2.resize(np.asarray(heatmap, np.float32), (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+        color = cv2.applyColorMap((np.clip(h, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+        img = cv2.addWeighted(img, 0.65, color, 0.35, 0)
+    ok, png = cv2.imencode(".png", img)
+    return png.tobytes()
+
+
+def spectrum(window, n_bins: int = 256) -> dict:
+    """Magnitude spectrum of a window's waveform (Hann window, mean removed), max-pooled to ``n_bins``."""
+    import numpy as np
+
+    x = np.asarray(window.waveform, dtype=np.float64)
+    mag = np.abs(np.fft.rfft((x - x.mean()) * np.hanning(len(x)))) * 2 / len(x)
+    k = max(1, len(mag) // n_bins)
+    return {"bins": [float(v) for v in mag[: k * n_bins].reshape(-1, k).max(1)], "seq": window.seq}

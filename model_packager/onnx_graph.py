@@ -1,0 +1,116 @@
+"""The inputs and outputs of an ONNX model, read from its protobuf bytes without the ``onnx`` package.
+
+The agent checks a package's graph against its manifest when it installs the package; importing
+``onnx`` for that (with protobuf and ml_dtypes: ~7 MB and ~100 ms) would stay in the agent's memory
+for good. This reader walks the protobuf wire format for the few fields the check needs and skips
+everything else by its length, so a 100-MB model costs one pass over its field headers:
+
+    ModelProto.graph (7) → GraphProto.input (11) / output (12) / initializer (5) →
+    ValueInfoProto.name (1), .type (2) → TypeProto.tensor_type (1) → elem_type (1), shape (2) →
+    TensorShapeProto.dim (1) → dim_value (1) | dim_param (2);   TensorProto.name (8)
+
+Limits: only what ``golden.check_spec`` compares (names, element types, dimensions); a model whose
+graph field is absent or whose bytes break the wire format raises ``ValueError``, which the caller
+reports as an unreadable model. Field numbers are those of onnx.proto (stable since IR version 3).
+"""
+
+from __future__ import annotations
+
+_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+
+
+def _varint(buf: memoryview, i: int, end: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        if i >= end or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, i
+        shift += 7
+
+
+def _fields(buf: memoryview, start: int, end: int):
+    """(field number, wire type, value) of one message: value is an int, or (start, end) of a LEN field."""
+    i = start
+    while i < end:
+        key, i = _varint(buf, i, end)
+        number, wire = key >> 3, key & 7
+        if wire == _VARINT:
+            value, i = _varint(buf, i, end)
+        elif wire == _LEN:
+            n, i = _varint(buf, i, end)
+            if i + n > end:
+                raise ValueError(f"field {number} runs past its message")
+            value, i = (i, i + n), i + n
+        elif wire == _I64:
+            value, i = None, i + 8
+        elif wire == _I32:
+            value, i = None, i + 4
+        else:
+            raise ValueError(f"wire type {wire} of field {number} is not used by ONNX")
+        if i > end:
+            raise ValueError(f"field {number} runs past its message")
+        if number == 0:
+            raise ValueError("field number 0")
+        yield number, wire, value
+
+
+def _string(buf: memoryview, span) -> str:
+    return bytes(buf[span[0]:span[1]]).decode("utf-8", errors="replace")
+
+
+def _value_info(buf: memoryview, span) -> tuple[str, int, list]:
+    name, elem, dims = "", 0, []
+    for num, wire, v in _fields(buf, *span):
+        if num == 1 and wire == _LEN:
+            name = _string(buf, v)
+        elif num == 2 and wire == _LEN:  # TypeProto
+            for tnum, twire, tv in _fields(buf, *v):
+                if tnum != 1 or twire != _LEN:  # only tensor_type
+                    continue
+                for snum, swire, sv in _fields(buf, *tv):
+                    if snum == 1 and swire == _VARINT:
+                        elem = sv
+                    elif snum == 2 and swire == _LEN:  # TensorShapeProto
+                        for dnum, dwire, dv in _fields(buf, *sv):
+                            if dnum == 1 and dwire == _LEN:
+                                dims.append(_dim(buf, dv))
+    return name, elem, dims
+
+
+def _dim(buf: memoryview, span) -> int | str:
+    value: int | str = "?"
+    for num, wire, v in _fields(buf, *span):
+        if num == 1 and wire == _VARINT:
+            value = v - (1 << 64) if v >= 1 << 63 else v
+        elif num == 2 and wire == _LEN:
+            value = _string(buf, v) or "?"
+    return value
+
+
+def graph_io(data: bytes | memoryview) -> tuple[dict[str, tuple[int, list]], dict[str, tuple[int, list]]]:
+    """``({input: (elem_type, dims)}, {output: (elem_type, dims)})`` of an ONNX model's main graph;
+    initializers listed as inputs (older exporters do) are left out. ``dims`` holds ints, or the
+    symbolic name (``"?"`` when unnamed). Raises ``ValueError`` on bytes that are not such a model."""
+    buf = memoryview(data)
+    graph = None
+    for num, wire, v in _fields(buf, 0, len(buf)):
+        if num == 7 and wire == _LEN:
+            graph = v
+    if graph is None:
+        raise ValueError("no graph in the model (is it an ONNX file?)")
+    inits: set[str] = set()
+    inputs, outputs = [], []
+    for num, wire, v in _fields(buf, *graph):
+        if wire != _LEN:
+            continue
+        if num == 5:  # TensorProto: only its name (8)
+            inits.update(_string(buf, tv) for tn, tw, tv in _fields(buf, *v) if tn == 8 and tw == _LEN)
+        elif num == 11:
+            inputs.append(_value_info(buf, v))
+        elif num == 12:
+            outputs.append(_value_info(buf, v))
+    return ({n: (e, d) for n, e, d in inputs if n not in inits}, {n: (e, d) for n, e, d in outputs})

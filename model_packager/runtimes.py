@@ -1,0 +1,89 @@
+"""The one place a model file is opened on an inference engine (ONNX Runtime or OpenVINO).
+
+The agent's engines (``edge_agent.engines``), the package's golden checks (``golden.run_engine``,
+at build and verify) and the trainer's checks (``cloud_trainer.train.onnx_tools``) all open models
+here, so that a model is read the same way wherever its outputs are compared. That matters for
+OpenVINO: ``Core.read_model`` of an ONNX file and ``convert_model`` of it (which is how a package's
+IR is made) can round an INT8 graph differently (measured: heat-map outputs 0.39 apart on one
+model). So ``ov_read`` reads an IR (``.xml``) with ``read_model`` and converts anything else with
+``convert_model``, everywhere. Both libraries are imported when a model is opened, never at import.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+ENGINES = ("onnxruntime", "openvino")
+_ORT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+               "all": "ORT_ENABLE_ALL"}
+
+
+def available() -> list[str]:
+    """The engines installed here (found, not imported)."""
+    return [e for e in ENGINES if importlib.util.find_spec(e) is not None]
+
+
+def version(engine: str) -> str:
+    if engine == "onnxruntime":
+        import onnxruntime
+
+        return onnxruntime.__version__
+    import openvino
+
+    return openvino.__version__.split("-")[0]
+
+
+def ort_session(path: str | Path, *, threads: int | None = None, single_stream: bool = False,
+                graph_optimization: str | None = None) -> Any:
+    """An ONNX Runtime CPU session. ``threads``: intra-op threads (None: the library's default);
+    ``single_stream``: one inter-op thread, sequential execution (the agent's per-item calls);
+    ``graph_optimization``: disable | basic | extended | all (None: the library's default)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+    if single_stream:
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if graph_optimization is not None:
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_LEVELS[graph_optimization])
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def ov_read(path: str | Path, core: Any = None) -> Any:
+    """An ``openvino.Model``: an IR (``.xml``) read as it is, any other file converted the way a
+    package's IR is made (``convert_model``)."""
+    import openvino as ov
+
+    if str(path).endswith(".xml"):
+        return (core or ov.Core()).read_model(str(path))
+    return ov.convert_model(str(path))
+
+
+def ov_compile(path: str | Path, config: dict | None = None, *, core: Any = None, device: str = "CPU") -> Any:
+    """A compiled OpenVINO model of ``path`` (see ``ov_read``) with ``config`` (properties)."""
+    import openvino as ov
+
+    core = core or ov.Core()
+    return core.compile_model(ov_read(path, core), device, config or {})
+
+
+def run(engine: str, path: str | Path, inputs: dict, *, openvino_xml: str | Path | None = None) -> dict:
+    """One batch through ``engine`` (CPU; OpenVINO at f32 precision, as golden parity needs),
+    outputs by name. On OpenVINO the package's IR is run when given, else ``path``."""
+    import numpy as np
+
+    if engine == "onnxruntime":
+        sess = ort_session(path)
+        names = [o.name for o in sess.get_outputs()]
+        return dict(zip(names, sess.run(names, inputs), strict=True))
+    if engine == "openvino":
+        # OpenVINO runs FP32 models in bf16 on CPUs with AVX-512 BF16; golden parity needs f32.
+        compiled = ov_compile(openvino_xml or path, {"INFERENCE_PRECISION_HINT": "f32"})
+        result = compiled(inputs)
+        return {out.get_any_name(): np.asarray(result[out]) for out in compiled.outputs}
+    raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
