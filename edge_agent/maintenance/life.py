@@ -1,0 +1,105 @@
+"""Remaining life from the health index's trend, with an interval, or "not enough evidence".
+
+The health index is the baseline's score over its threshold (1.0 = at the alarm threshold); the
+machine is taken as failed when it reaches ``failure_level``. ``LifeTrend.update(t, h)``:
+
+- keeps the index since the last reset (a repair, a relearn), smoothed by a short median;
+- while the index has not left the healthy region (< 1) or its recent slope is not clearly positive
+  (t-statistic < ``min_t``), answers ``None`` with ``state = "not enough evidence"``;
+- otherwise fits a line to the points since onset (the first sustained crossing of 1) and
+  extrapolates to ``failure_level``; the interval comes from the slope's standard error (+-2 se);
+- the answer is monotone within a run: never more than the previous answer (a repair resets it).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+NOT_ENOUGH = "not enough evidence"
+
+
+@dataclass
+class LifeEstimate:
+    state: str  # "estimate" | NOT_ENOUGH
+    remaining: float | None = None  # seconds (or the caller's time unit)
+    low: float | None = None
+    high: float | None = None
+    slope_per_s: float | None = None
+
+    def to_dict(self) -> dict:
+        r = lambda v: None if v is None else round(float(v), 3)  # noqa: E731
+        return {"state": self.state, "remaining": r(self.remaining), "low": r(self.low), "high": r(self.high),
+                "slope_per_s": r(self.slope_per_s)}
+
+
+class LifeTrend:
+    def __init__(self, failure_level: float = 8.0, min_t: float = 4.0, min_points: int = 8,
+                 history: int = 2000, smooth: int = 5) -> None:
+        self.failure_level = failure_level
+        self.min_t = min_t
+        self.min_points = min_points
+        self.raw: collections.deque = collections.deque(maxlen=smooth)
+        self.t: collections.deque = collections.deque(maxlen=history)
+        self.h: collections.deque = collections.deque(maxlen=history)
+        self.onset: float | None = None
+        self.last: float | None = None
+        self.last_t: float | None = None
+        self._above = 0
+
+    def reset(self) -> None:
+        self.raw.clear()
+        self.t.clear()
+        self.h.clear()
+        self.onset = self.last = self.last_t = None
+        self._above = 0
+
+    def update(self, t: float, h: float) -> LifeEstimate:
+        self.raw.append(float(h))
+        hs = float(np.median(self.raw))
+        self.t.append(float(t))
+        self.h.append(hs)
+        self._above = self._above + 1 if hs >= 1.0 else 0
+        if self.onset is None and self._above >= 3:
+            self.onset = self.t[-3]
+        est = self._fit()
+        if est.remaining is not None:
+            if self.last is not None:  # monotone within a run
+                est.remaining = min(est.remaining, max(0.0, self.last - (t - self.last_t)))
+                est.low = min(est.low, est.remaining)
+                est.high = max(est.high, est.remaining)
+            self.last, self.last_t = est.remaining, t
+        elif self.last is not None:  # once an estimate was given, keep counting it down
+            rem = max(0.0, self.last - (t - self.last_t))
+            est = LifeEstimate("estimate", rem, rem, rem)
+        return est
+
+    def _fit(self) -> LifeEstimate:
+        if self.onset is None:
+            return LifeEstimate(NOT_ENOUGH)
+        t = np.asarray(self.t)
+        h = np.asarray(self.h)
+        sel = t >= self.onset
+        if sel.sum() < self.min_points:
+            return LifeEstimate(NOT_ENOUGH)
+        tt, hh = t[sel], h[sel]
+        t0 = tt[-1]
+        x = tt - t0
+        xm = x.mean()
+        sxx = float(((x - xm) ** 2).sum())
+        if sxx <= 0:
+            return LifeEstimate(NOT_ENOUGH)
+        b = float(((x - xm) * (hh - hh.mean())).sum() / sxx)
+        a = float(hh.mean() - b * xm)
+        resid = hh - (a + b * x)
+        se = math.sqrt(float((resid**2).sum()) / max(1, len(x) - 2) / sxx)
+        if b <= 0 or b < self.min_t * se:
+            return LifeEstimate(NOT_ENOUGH, slope_per_s=b)
+        now = max(a, float(hh[-1]))  # the level now: the fit's, or the latest when it is already past
+        rem = max(0.0, (self.failure_level - now) / b)
+        fast, slow = b + 2 * se, max(b - 2 * se, 1e-12)
+        return LifeEstimate("estimate", rem, max(0.0, (self.failure_level - now) / fast),
+                            max(0.0, (self.failure_level - now) / slow), b)
