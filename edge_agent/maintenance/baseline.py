@@ -211,6 +211,9 @@ class Baseline:
             atomic_write_json(self.path, self.to_dict())
 
     def _load(self) -> None:
+        if self.path is not None and self.path.parent.is_dir():
+            for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # a write cut short by a kill
+                stale.unlink(missing_ok=True)
         if self.path is None or not self.path.is_file():
             if self.path is not None:
                 self._event("baseline_learning", reason="no baseline yet", target_windows=self.s.windows)

@@ -8,7 +8,8 @@ machine is taken as failed when it reaches ``failure_level``. ``LifeTrend.update
   (t-statistic < ``min_t``), answers ``None`` with ``state = "not enough evidence"``;
 - otherwise fits a line to the points since onset (the first sustained crossing of 1) and
   extrapolates to ``failure_level``; the interval comes from the slope's standard error (+-2 se);
-- the answer is monotone within a run: never more than the previous answer (a repair resets it).
+- the answer is monotone within a run: never more than the previous answer (a repair resets it);
+  when the trend stops being clear after an answer, the last answer counts down with time.
 """
 
 from __future__ import annotations
@@ -67,14 +68,15 @@ class LifeTrend:
             self.onset = self.t[-3]
         est = self._fit()
         if est.remaining is not None:
-            if self.last is not None:  # monotone within a run
-                est.remaining = min(est.remaining, max(0.0, self.last - (t - self.last_t)))
+            if self.last is not None:  # monotone within a run (never up; a repair resets)
+                est.remaining = min(est.remaining, self.last)
                 est.low = min(est.low, est.remaining)
                 est.high = max(est.high, est.remaining)
             self.last, self.last_t = est.remaining, t
         elif self.last is not None:  # once an estimate was given, keep counting it down
             rem = max(0.0, self.last - (t - self.last_t))
             est = LifeEstimate("estimate", rem, rem, rem)
+            self.last, self.last_t = rem, t
         return est
 
     def _fit(self) -> LifeEstimate:

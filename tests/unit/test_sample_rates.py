@@ -70,3 +70,28 @@ def test_validate_accepts_25k6_into_10k_and_refuses_an_unclean_rate_naming_both(
     (err,) = ei.value.errors
     assert err.startswith("line1.yaml: pipelines[0].window.sample_rate_hz:") and "12345.6 Hz" in err \
         and "10000 Hz" in err
+
+
+def test_start_refuses_an_unclean_rate_in_one_line_naming_both(signal_pkg):
+    from edge_agent.config import PipelineSettings
+    from edge_agent.models.slot import SlotError
+    from edge_agent.pipelines import Pipeline
+    from model_packager.package import read_manifest
+
+    class Slot:
+        manifest = read_manifest(signal_pkg[1])
+
+    async def on_result(res, item):
+        pass
+
+    p = Pipeline(PipelineSettings(name="health", source="plc", model="health",
+                                  window=WindowSettings(waveform="Vibration", sample_rate_hz=12800.5)),
+                 Slot(), None, on_result)
+    with pytest.raises(SlotError) as ei:
+        p.prepare()
+    assert "\n" not in str(ei.value) and "12800.5 Hz" in str(ei.value) and "10000 Hz" in str(ei.value)
+    ok = Pipeline(PipelineSettings(name="health", source="plc", model="health",
+                                   window=WindowSettings(waveform="Vibration", sample_rate_hz=25600)),
+                  Slot(), None, on_result)
+    ok.prepare()
+    assert ok.windower.resample == (25, 64) and ok.windower.size == 5248
