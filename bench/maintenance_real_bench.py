@@ -65,13 +65,14 @@ def run_machine(seed: int, noise: float, speed_tag: bool, fs_sensor: float = 100
     rows_commission = []
     for _ in range(COMMISSION):
         x = win()
-        rows_commission.append(b.features(x, scal))
-        b.process(x, scal)
+        f = b.features(x, scal)
+        rows_commission.append(f)
+        b.process(x, scal, f)
     healthy = []
     for _ in range(HEALTHY_CHECK):
         x = win()
         f = b.features(x, scal)
-        healthy.append((b.process(x, scal), f))
+        healthy.append((b.process(x, scal, f), f))
     runs = []
     for fault in FAULTS[1:]:
         b._over = 0
@@ -82,9 +83,9 @@ def run_machine(seed: int, noise: float, speed_tag: bool, fs_sensor: float = 100
         for s in sev:
             x = win(float(s), fault)
             f = b.features(x, scal)
-            out.append((b.process(x, scal), f, float(s)))
+            out.append((b.process(x, scal, f), f, float(s)))
         runs.append({"fault": fault, "length": length, "windows": out})
-    return {"seed": seed, "rpm": m.rpm, "bearing": m.bearing, "threshold": b.threshold,
+    return {"seed": seed, "rpm": m.rpm, "speed_learned": b.speed_hz, "bearing": m.bearing, "threshold": b.threshold,
             "commission": rows_commission, "healthy": healthy, "runs": runs}
 
 

@@ -166,7 +166,12 @@ def estimate_speed_hz(x: np.ndarray, fs: float, lo_hz: float = 5.0, hi_hz: float
         b2 = np.clip(b + 1, 0, len(white) - 1)
         b0 = np.clip(b - 1, 0, len(white) - 1)
         score += wgt * np.maximum(np.maximum(white[b], white[b2]), white[b0])
+    for mains in MAINS_HZ:  # hum leaks around its lines: a candidate there wins only when clearly better
+        score[np.abs(cands - mains) < max(1.5, 2 * df)] *= 0.5
     f0 = float(cands[int(np.argmax(score))])
+    at = lambda fr: float(white[max(0, int(round(fr / df)) - 1):int(round(fr / df)) + 2].max())  # noqa: E731
+    while 2 * f0 <= hi_hz and at(f0) < 0.3 * at(2 * f0) and at(3 * f0) < 0.3 * at(2 * f0):
+        f0 *= 2  # a subharmonic: its odd harmonics (1x, 3x) are empty, so the shaft is at 2 f0
     # refine on the 1x peak
     b = int(round(f0 / df))
     lo, hi = max(1, b - 2), min(len(mag) - 2, b + 2)

@@ -36,6 +36,7 @@ from model_packager.condition import (
     FEATURES,
     Bearing,
     condition_features,
+    estimate_speed_hz,
     feature_vector,
     iso_zone,
 )
@@ -46,6 +47,7 @@ FORMAT = 1
 CONDITION_VERSION = "condition-1"
 SAVE_EVERY = 10  # windows between progress saves while learning
 MIN_BAND_WINDOWS = 20
+SPEED_WINDOWS = 20  # windows whose averaged spectrum gives the asset's speed (no speed tag)
 SCALE_FLOOR = 0.05  # of a feature's own magnitude, so a near-constant feature cannot alarm on noise
 _FEATURE_INDEX = {k: i for i, k in enumerate(FEATURES)}
 
@@ -185,6 +187,7 @@ class Baseline:
         self.threshold: float | None = None
         self.reason = reason
         self.speed_hz = None
+        self._first: list[np.ndarray] = []  # the first windows, for the shaft speed (estimated speed only)
 
     def _event(self, kind: str, **kw) -> None:
         evt = {"kind": kind, "t": self.clock(), "pipeline": self.pipeline, **kw}
@@ -267,9 +270,10 @@ class Baseline:
     def progress(self) -> float:
         if self.state != "learning":
             return 1.0
-        p = len(self.rows) / self.s.windows
-        if self.s.duration_s:
-            p = max(p, (self.clock() - self.started_at) / self.s.duration_s) if len(self.rows) >= 20 else p
+        n = len(self.rows) + len(self._first)
+        p = n / self.s.windows
+        if self.s.duration_s and len(self.rows) >= 20:
+            p = max(p, (self.clock() - self.started_at) / self.s.duration_s)
         return float(min(1.0, p))
 
     def status(self) -> dict:
@@ -293,8 +297,9 @@ class Baseline:
         f = condition_features(waveform, self.fs, speed, self.bearing, self.s.units, (lo, max(hi, lo + 1)))
         return f
 
-    def process(self, waveform: np.ndarray, scalars: dict[str, float] | None = None) -> Verdict:
-        f = self.features(waveform, scalars)
+    def process(self, waveform: np.ndarray, scalars: dict[str, float] | None = None,
+                features: dict[str, float] | None = None) -> Verdict:
+        f = features or self.features(waveform, scalars)
         zone = iso_zone(f["velocity_mm_s"], self.s.iso_class)
         if zone != self._last_zone and self._last_zone is not None and zone in "CD":
             self._event("iso_zone", zone=zone, velocity_mm_s=round(f["velocity_mm_s"], 3), iso_class=self.s.iso_class)
@@ -303,10 +308,20 @@ class Baseline:
                     velocity_mm_s=f["velocity_mm_s"], iso_zone=zone)
         row = feature_vector(f)
         if self.state == "learning":
+            if f["speed_estimated"] and self.speed_hz is None:
+                self._first.append(np.asarray(waveform, dtype=np.float64))
+                if len(self._first) >= min(SPEED_WINDOWS, self.s.windows):
+                    self._learn_speed()
+                    if self.progress() >= 1.0:
+                        self._finish()
+                    else:
+                        self.save()
+                    return Verdict(self.state, progress=self.progress(), speed_hz=self.speed_hz,
+                                   velocity_mm_s=v.velocity_mm_s, iso_zone=zone)
+                v.progress = self.progress()
+                return v
             self.rows.append(row.tolist())
             self.speeds.append(f["speed_hz"])
-            if f["speed_estimated"] and len(self.speeds) >= 10 and self.speed_hz is None:
-                self.speed_hz = float(np.median(self.speeds))
             v.progress = self.progress()
             if v.progress >= 1.0:
                 self._finish()
@@ -328,6 +343,18 @@ class Baseline:
         if v.anomalous:
             v.fault = diagnose(v.rises)
         return v
+
+    def _learn_speed(self) -> None:
+        """The asset's shaft speed from the averaged spectrum of its first windows (steadier than one
+        window's), then their features with that speed."""
+        lo, hi = self.s.speed_range_rpm[0] / 60, self.s.speed_range_rpm[1] / 60
+        self.speed_hz = estimate_speed_hz(np.asarray(self._first), self.fs, lo, hi)
+        first, self._first = self._first, []
+        for w in first:
+            f = self.features(w, None)
+            self.rows.append(feature_vector(f).tolist())
+            self.speeds.append(f["speed_hz"])
+        self._event("baseline_speed", speed_rpm=round(self.speed_hz * 60, 1), windows=len(first))
 
     def _band_stats(self, speed_hz: float) -> tuple[np.ndarray, np.ndarray, bool]:
         b = _band(speed_hz, self.s.speed_band_pct)

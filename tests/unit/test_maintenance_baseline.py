@@ -39,7 +39,8 @@ def test_learns_then_stays_quiet_on_healthy_and_names_an_inner_race_fault(tmp_pa
     b = Baseline(settings_for(m), m.fs, m.n, path=tmp_path / "b.json", pipeline="p", on_event=events.append)
     states = [b.process(m.window()).state for _ in range(60)]
     assert states[0] == "learning" and states[-1] == "ready" and b.threshold > 0
-    assert [e["kind"] for e in events if e["kind"].startswith("baseline")] == ["baseline_learning", "baseline_learned"]
+    assert [e["kind"] for e in events if e["kind"].startswith("baseline")] == ["baseline_learning", "baseline_speed",
+                                                                            "baseline_learned"]
     healthy = [b.process(m.window()) for _ in range(60)]
     assert sum(v.alarm for v in healthy) <= 1
     faulty = [b.process(m.window(0.5, "bearing_inner")) for _ in range(12)]
