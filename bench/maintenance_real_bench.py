@@ -125,30 +125,39 @@ def detection_metrics(machines: list[dict]) -> dict:
             "iso_zone_rule": {"healthy_alarmed": float(np.mean(iso_fa)), "detection_past_30pct": float(np.mean(iso_det))}}
 
 
-def _hi(run: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    h = np.array([v.score / v.threshold for v, _, _ in run["windows"]])
+def _hi(run: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Times, health index (amplitude growth over the baseline), truth remaining life, anomalous flags."""
+    h = np.array([v.growth for v, _, _ in run["windows"]])
     t = np.arange(len(h)) * WINDOW_S
     rul = (len(h) - 1 - np.arange(len(h))) * WINDOW_S
-    return t, h, rul
+    return t, h, rul, np.array([v.anomalous for v, _, _ in run["windows"]])
+
+
+def _onset(anomalous: np.ndarray) -> int | None:
+    return next((i for i in range(len(anomalous) - 2) if anomalous[i:i + 3].all()), None)
 
 
 def life_metrics(machines: list[dict]) -> dict:
+    """Leave one machine out: the failure level (median final growth, and its spread) and the prior
+    (time from onset to failure) come from the other machines' runs."""
     errs = {"trend": [], "constant": [], "linear": []}
     answered, covered = [], []
     monotone = []
     for i, mc in enumerate(machines):
         train = [r for j, o in enumerate(machines) if j != i for r in o["runs"]]
-        finals = [np.median(_hi(r)[1][-5:]) for r in train]
-        level = float(np.median(finals))
+        finals = [float(np.median(_hi(r)[1][-5:])) for r in train]
+        level, level_sd = float(np.median(finals)), float(np.std(finals))
+        lives = [(len(r["windows"]) - 1 - on) * WINDOW_S for r in train if (on := _onset(_hi(r)[3])) is not None]
+        prior = (float(np.mean(lives)), float(np.std(lives)) + 1.0)
         const = float(np.mean([rul for r in train for (_, _, s), rul in zip(r["windows"], _hi(r)[2], strict=True)
                                if s >= 0.3]))
         for r in mc["runs"]:
-            t, h, rul = _hi(r)
+            t, h, rul, anom = _hi(r)
             sev = np.array([s for *_, s in r["windows"]])
-            lt = LifeTrend(failure_level=level)
+            lt = LifeTrend(failure_level=level, failure_level_sd=level_sd, prior_life=prior)
             prev = None
             for k in range(len(h)):
-                est = lt.update(float(t[k]), float(h[k]))
+                est = lt.update(float(t[k]), float(h[k]), bool(anom[k]))
                 if est.remaining is not None and prev is not None:
                     monotone.append(est.remaining <= prev + 1e-9)
                 prev = est.remaining if est.remaining is not None else prev
@@ -191,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     for name, noise, tag, fs in cases:
         ms = [run_machine(100 + s, noise, tag, fs) for s in range(n)]
+        (Path(a.out) / "trajectories").mkdir(parents=True, exist_ok=True)
+        (Path(a.out) / "trajectories" / f"{name.replace(' ', '_').replace(',', '')}.json").write_text(json.dumps(
+            [{"machine": mc["seed"], "fault": r["fault"], "h": _hi(r)[1].tolist(),
+              "sev": [s for *_, s in r["windows"]], "label": [v.fault for v, *_ in r["windows"]]}
+             for mc in ms for r in mc["runs"]]))
         report["cases"][name] = {"detection": detection_metrics(ms), "life": life_metrics(ms),
                                  "rpm": [round(mc["rpm"]) for mc in ms]}
         print(name, json.dumps(report["cases"][name], indent=None)[:400], flush=True)

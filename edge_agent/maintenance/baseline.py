@@ -50,6 +50,7 @@ MIN_BAND_WINDOWS = 20
 SPEED_WINDOWS = 20  # windows whose averaged spectrum gives the asset's speed (no speed tag)
 SCALE_FLOOR = 0.05  # of a feature's own magnitude, so a near-constant feature cannot alarm on noise
 _FEATURE_INDEX = {k: i for i, k in enumerate(FEATURES)}
+_LOG_FEATURES = [i for i, k in enumerate(FEATURES) if k not in ("kurtosis", "crest")]  # logs of amplitudes
 
 
 def atomic_write_json(path: Path, data: dict) -> None:
@@ -144,11 +145,12 @@ class Verdict:
     velocity_mm_s: float | None = None
     iso_zone: str | None = None
     extrapolated: bool = False  # no statistics for this speed band: the nearest band's were used
+    growth: float | None = None  # the largest amplitude growth over the baseline (x times), the health index
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("state", "score", "threshold", "anomalous", "alarm", "fault", "progress",
-                                           "speed_hz", "speed_estimated", "velocity_mm_s", "iso_zone", "extrapolated")}
-        for k in ("score", "threshold", "speed_hz", "velocity_mm_s", "progress"):
+                                           "speed_hz", "speed_estimated", "velocity_mm_s", "iso_zone", "extrapolated", "growth")}
+        for k in ("score", "threshold", "speed_hz", "velocity_mm_s", "progress", "growth"):
             if d[k] is not None:
                 d[k] = round(float(d[k]), 4)
         return d
@@ -340,6 +342,7 @@ class Baseline:
         self._over = self._over + 1 if v.anomalous else 0
         v.alarm = self._over >= self.s.confirm_windows
         v.rises = {fam: float(max(z[_FEATURE_INDEX[k]] for k in ks)) for fam, ks in FAULT_FEATURES.items()}
+        v.growth = float(np.exp(np.clip(row - med, 0, None)[_LOG_FEATURES].max()))
         if v.anomalous:
             v.fault = diagnose(v.rises)
         return v

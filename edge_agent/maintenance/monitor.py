@@ -4,8 +4,8 @@
 ``apply(verdict, result)`` then decides the result on the loop: while learning, ``UNSURE``
 (the asset has no healthy reference yet) unless the ISO zone rule fires; once ready, ``NG`` when
 ``confirm_windows`` windows in a row are over the threshold, with the model-free fault family as
-label; the score becomes the health index (score / threshold) and remaining life comes from its
-trend. The model's own outputs stay in ``result.outputs``. A model swap to another feature set
+label; the score becomes score / threshold (1.0 = at the threshold) and remaining life comes from
+the trend of the amplitude growth over the baseline (edge_agent.maintenance.life). The model's own outputs stay in ``result.outputs``. A model swap to another feature set
 rebuilds the baseline (the old one is discarded with an event); a same-feature swap keeps it.
 """
 
@@ -37,7 +37,8 @@ class Monitor:
         self.data_dir = data_dir
         self.on_event = on_event
         self._lock = threading.Lock()
-        self.life = LifeTrend(settings.failure_ratio)
+        self.life = LifeTrend(settings.failure_ratio, prior_life=settings.life_after_alarm_s,
+                              failure_level_sd=settings.failure_ratio_sd)
         self._manifest_key = None
         self.baseline: Baseline | None = None
         self.last_life = None
@@ -67,7 +68,7 @@ class Monitor:
             v = b.process(window.waveform, window.scalars)
             if v.state == "ready" and v.score is not None and v.threshold:
                 scale = 3600.0 if self.s.life_unit == "h" else 1.0
-                est = self.life.update(window.end_ts, v.score / v.threshold)
+                est = self.life.update(window.end_ts, v.growth, v.anomalous)
                 if est.remaining is not None:
                     est.remaining, est.low, est.high = (x / scale for x in (est.remaining, est.low, est.high))
                 self.last_life = est

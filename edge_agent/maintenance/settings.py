@@ -46,6 +46,9 @@ class BaselineSettings(_Model):
     units: Literal["g", "m/s2"] = "g"
     iso_class: Literal["group2_rigid", "group2_flexible", "group1_rigid", "group1_flexible"] = "group2_rigid"
     iso_alarm_zone: Literal["C", "D", "off"] = "D"
-    failure_ratio: float = Field(8.0, gt=1, description="health index (score / threshold) taken as failure, "
-                                                        "for the remaining-life trend")
+    failure_ratio: float = Field(10.0, gt=1, description="amplitude growth over the baseline taken as failure, "
+                                                         "for the remaining-life trend (10x: the usual 'danger')")
+    failure_ratio_sd: float = Field(0.0, ge=0, description="how well failure_ratio is known (widens the interval)")
+    life_after_alarm_s: tuple[float, float] | None = Field(None, description="mean and spread of the time from "
+                                                           "the alarm to failure on past runs (a prior)")
     life_unit: Literal["s", "h"] = "s"
