@@ -63,7 +63,8 @@ class Agent:
         self.executor = ThreadPoolExecutor(max_workers=min(workers, os.cpu_count() or 2) or 1,
                                            thread_name_prefix="infer")
         self.pipelines = [Pipeline(p, self.slots[p.model], self.executor, self._make_on_result(p.actions),
-                                   self.metrics.observe_latency) for p in cfg.pipelines]
+                                   self.metrics.observe_latency, on_event=self._event, data_dir=cfg.data_dir)
+                          for p in cfg.pipelines]
         from edge_agent.tags import Forwarder, Rule
         from protocols import topics
 

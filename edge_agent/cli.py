@@ -7,6 +7,7 @@
     edge-agent status [--url URL]   the running agent's sources, pipelines, models, drops, alarms
     edge-agent tags CONFIG          every tag each source produces now: last value, type, quality, age;
                                     and whether each tag a pipeline needs is among them
+    edge-agent baseline status|relearn PIPELINE CONFIG   a signal pipeline's per-asset baseline
     edge-agent browse ENDPOINT [NODE]   an OPC UA server's variables: NodeId, path, type, array size,
                                     access (r/w) and the default tag (browse name); --security options
 """
@@ -337,7 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--password")
     b.add_argument("--timeout-s", type=float, default=5.0)
     b.add_argument("--json", action="store_true")
+    from edge_agent.maintenance.cli import add_parser, baseline_main
+
+    add_parser(sub)
     args = ap.parse_args(argv)
+    if args.verb == "baseline":
+        return baseline_main(args, _load)
     return {"validate": _validate, "run": _run, "status": _status, "browse": _browse, "tags": _tags}[args.verb](args)
 
 

@@ -38,6 +38,7 @@ from pydantic import (
 from devices import SOURCE_TYPES, load_object
 from edge_agent.action_base import ActionSettings, RetrySettings  # noqa: F401  (RetrySettings: re-exported)
 from edge_agent.conditions import ConditionError, compile_condition
+from edge_agent.maintenance.settings import BaselineSettings
 from edge_agent.models.config import ModelConfig
 from edge_agent.outbox.settings import OutboxSettings, SampleSelectionSettings
 from edge_agent.uplink.settings import CloudSettings
@@ -86,6 +87,8 @@ class WindowSettings(_Model):
     size_samples: int | None = Field(None, ge=2, description="default: the model's window_samples")
     hop_samples: int | None = Field(None, ge=1, description="count mode: new samples between windows (default: size)")
     hop_s: float | None = Field(None, gt=0, description="time mode: seconds between windows")
+    sample_rate_hz: float | None = Field(None, gt=0, description="the waveform tag's sample rate; resampled to the "
+                                         "model's when the ratio is clean, refused otherwise (default: the model's)")
 
     @property
     def scalar_inputs(self) -> dict[str, str]:
@@ -104,6 +107,8 @@ class PipelineSettings(_Model):
     queue: QueueSettings = QueueSettings()
     workers: int = Field(1, ge=1, le=16)
     actions: list[str] = Field(default_factory=list)
+    baseline: BaselineSettings | None = Field(None, description="learn this asset's healthy baseline, then score "
+                                              "against it (signal pipelines; docs/maintenance.md)")
 
 
 _Action = ActionSettings
@@ -614,6 +619,13 @@ def _check_window_tags(cfg: AgentConfig, loc: str, p: PipelineSettings, manifest
                    f"add it: scalars: {{{s}: <the source's tag for it>}}")
             errors.append(f"{loc}.window.scalars: model {manifest.name} needs scalar input {s!r}, which the window "
                           f"does not carry (it carries {sorted(carried)}); every window would be refused; {fix}")
+        if w.sample_rate_hz is not None:
+            from model_packager.condition import RateError, resample_plan
+
+            try:
+                resample_plan(w.sample_rate_hz, pre.sample_rate_hz, f"tag {w.waveform!r}")
+            except RateError as exc:
+                errors.append(f"{loc}.window.sample_rate_hz: {exc} (model {manifest.name})")
         if w.size_samples is not None and w.size_samples != pre.window_samples:
             errors.append(f"{loc}.window.size_samples: {w.size_samples}, but model {manifest.name} takes windows of "
                           f"{pre.window_samples} samples; every window would be refused; remove size_samples")
@@ -726,6 +738,8 @@ def _cross_check(cfg: AgentConfig, where: str, named: dict[str, set], warnings: 
                 errors.append(f"{loc}.kind: a signal pipeline needs an opcua or mqtt source; {p.source!r} is a camera")
             if kind == "signal" and p.window is None:
                 errors.append(f"{loc}.window: a signal pipeline needs a window (waveform tag, size, hop)")
+        if p.baseline is not None and kind != "signal":
+            errors.append(f"{loc}.baseline: a baseline learns from vibration windows; {p.name!r} is a frame pipeline")
         if p.window is not None and p.window.by == "time" and p.window.hop_s is None:
             errors.append(f"{loc}.window.hop_s: required when by is 'time'")
         if p.window is not None and stype is not None and stype != "camera":

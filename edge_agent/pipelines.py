@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
+from pathlib import Path
 
 import numpy as np
 
@@ -28,10 +29,12 @@ from devices.base import Frame, Notices, Quality, Reading
 from edge_agent.config import PipelineSettings, QueuePolicy, WindowSettings
 from edge_agent.models.slot import InferenceError, ModelSlot, SlotError
 from edge_agent.types import Latency, Result, Window
+from model_packager.condition import RateError, input_samples, resample, resample_plan
 
 log = logging.getLogger(__name__)
 
 
+SPEED_INPUT = "_shaft_speed"  # the baseline's speed tag rides with each window under this name
 TAG_MISSING_AFTER_S = 15.0  # readings flow this long without the waveform tag: say so (slow waveforms exist)
 
 _FIXES = {
@@ -85,17 +88,22 @@ class BoundedQueue:
 
 class Windower:
     def __init__(self, source: str, settings: WindowSettings, default_size: int, notices: Notices | None = None,
-                 pipeline: str = "?") -> None:
+                 pipeline: str = "?", resample: tuple[int, int] = (1, 1), extra_inputs: dict[str, str] | None = None
+                 ) -> None:
         self.source = source
         self.s = settings
-        self.inputs = settings.scalar_inputs  # tag -> the model's scalar input
+        self.inputs = {**settings.scalar_inputs, **(extra_inputs or {})}  # tag -> the model's scalar input
         self.notices = notices or Notices(log)
         self.pipeline = pipeline
         self.tags_seen: dict[str, int] = {}  # tag -> readings (bounded: a few hundred tags at most)
         self.readings = 0
         self.first_t = 0.0
-        self.size = settings.size_samples or default_size
-        self.hop = settings.hop_samples or self.size
+        # at the model's rate; a faster tag is buffered at its own rate and resampled per window
+        self.out_size = settings.size_samples or default_size
+        self.resample = resample
+        up, down = resample
+        self.size = input_samples(self.out_size, up, down) if resample != (1, 1) else self.out_size
+        self.hop = -(-(settings.hop_samples or self.out_size) * down // up) if settings.hop_samples else self.size
         self.buf = np.zeros(0, dtype=np.float64)
         self.t_first: collections.deque = collections.deque()  # (sample index, timestamp) of each reading
         self.total = 0  # samples seen
@@ -166,7 +174,8 @@ class Windower:
                                   self.pipeline, missing, self.source, sorted(self.tags_seen)[:20])
             return None
         self.since_emit = 0
-        w = Window(self.source, self.seq, self.start_ts, r.timestamp, self.buf.copy(), dict(self.scalars))
+        wave = self.buf.copy() if self.resample == (1, 1) else resample(self.buf, *self.resample, self.out_size)
+        w = Window(self.source, self.seq, self.start_ts, r.timestamp, wave, dict(self.scalars))
         self.seq += 1
         return w
 
@@ -196,8 +205,12 @@ class PipelineStats:
 class Pipeline:
     def __init__(self, settings: PipelineSettings, slot: ModelSlot, executor: Executor,
                  on_result: Callable[[Result, Frame | Window], Awaitable[None]],
-                 on_latency: Callable[[str, Latency], None] | None = None) -> None:
+                 on_latency: Callable[[str, Latency], None] | None = None, *,
+                 on_event: Callable[[dict], None] | None = None, data_dir: str | Path | None = None) -> None:
         self.s = settings
+        self.on_event = on_event
+        self.data_dir = data_dir
+        self.baseline = None  # edge_agent.maintenance.monitor.Monitor when settings.baseline is set
         self.name = settings.name
         self.slot = slot
         self.executor = executor
@@ -217,8 +230,22 @@ class Pipeline:
         """After the slot has a model: size the windower from the model's preprocessing."""
         if self.s.window is not None:
             pre = self.slot.manifest.preprocessing
+            plan = (1, 1)
+            if self.s.window.sample_rate_hz is not None and hasattr(pre, "sample_rate_hz"):
+                try:
+                    plan = resample_plan(self.s.window.sample_rate_hz, pre.sample_rate_hz,
+                                         f"pipeline {self.name}: tag {self.s.window.waveform!r}")
+                except RateError as exc:
+                    raise SlotError(f"{exc} (model {self.slot.manifest.name})") from None
+            extra = {}
+            if self.s.baseline is not None and self.s.baseline.speed_tag:
+                extra[self.s.baseline.speed_tag] = SPEED_INPUT
             self.windower = Windower(self.s.source, self.s.window, getattr(pre, "window_samples", 1024),
-                                     self.notices, self.name)
+                                     self.notices, self.name, plan, extra)
+            if self.s.baseline is not None:
+                from edge_agent.maintenance.monitor import Monitor
+
+                self.baseline = Monitor(self.s.baseline, self.slot, self.name, self.data_dir, self.on_event)
 
     async def offer(self, item: Frame | Reading) -> None:
         if self.windower is not None:
@@ -268,6 +295,15 @@ class Pipeline:
                 self.stats.errors["unexpected"] += 1
                 log.exception("pipeline %s: unexpected error: %s", self.name, exc)
                 continue
+            if self.baseline is not None and isinstance(item, Window):
+                try:
+                    verdict = await loop.run_in_executor(self.executor, self.baseline.process, item)
+                except Exception as exc:  # the model's result still counts
+                    self.stats.errors["baseline"] += 1
+                    verdict = None
+                    if "baseline" not in self.notices.counts:
+                        self.notices.note("baseline", "pipeline %s: the baseline could not score a window: %s",
+                                          self.name, exc)
             lat = Latency((start - enq_t) * 1000, inf.preprocess_ms, inf.inference_ms, inf.postprocess_ms)
             it = inf.interpretation
             outputs = {}
@@ -281,6 +317,8 @@ class Pipeline:
                 score=float(it.score), label=it.label, probabilities=it.probabilities, margin=it.margin,
                 anomaly_score=it.anomaly_score, remaining_life=it.remaining_life, outputs=outputs, latency=lat,
                 heatmap=it.heatmap, finished_at=time.time())
+            if self.baseline is not None and isinstance(item, Window) and verdict is not None:
+                self.baseline.apply(verdict, res)
             st = self.stats
             st.results += 1
             st.ng += res.verdict == "NG"
@@ -305,4 +343,5 @@ class Pipeline:
             "errors": dict(st.errors), "latency_ms": st.percentiles(),
             "windows": self.windower.seq if self.windower else None,
             "silent_drops": self.notices.status(),
+            **({"baseline": self.baseline.status()} if self.baseline is not None else {}),
         }

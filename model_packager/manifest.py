@@ -135,6 +135,28 @@ class ImagePreprocessing(_Model):
     interpolation: Literal["area", "linear", "nearest"] = "area"
 
 
+class ConditionFeatures(_Model):
+    """Condition-monitoring features (``model_packager.condition``) appended after the scalars:
+    ``names`` in order, a subset of ``condition.FEATURES``. Shaft speed from the scalar input
+    ``speed_scalar`` (rpm) or, absent, estimated from the spectrum in ``speed_range_rpm``; defect
+    frequencies from ``bearing`` = [n_elements, ball_d_mm, pitch_d_mm, contact_angle_deg] (absent: a 6205)."""
+
+    names: list[str]
+    speed_scalar: str | None = None
+    speed_range_rpm: tuple[float, float] = (300.0, 6000.0)
+    bearing: tuple[int, float, float, float] | None = None
+    units: Literal["g", "m/s2"] = "g"
+
+    @model_validator(mode="after")
+    def _known(self) -> ConditionFeatures:
+        from model_packager.condition import FEATURES
+
+        unknown = [n for n in self.names if n not in FEATURES]
+        if unknown:
+            raise ValueError(f"condition.names: unknown feature(s) {unknown}; known: {FEATURES}")
+        return self
+
+
 class SignalPreprocessing(_Model):
     """Window -> float32 feature vector (1, n_features).
 
@@ -142,7 +164,8 @@ class SignalPreprocessing(_Model):
     ``sample_rate_hz``, plus the latest value of each tag in ``scalars``. Features, in order:
     ``n_bands`` log band energies of the Hann-windowed magnitude spectrum between 0 and
     ``f_max_hz`` (equal-width bands), then ``rms``, ``peak``, ``crest``, ``kurtosis`` of the
-    time signal when ``time_features`` is set, then the scalars in the order listed. Finally
+    time signal when ``time_features`` is set, then the scalars in the order listed, then the
+    ``condition`` features when declared (shaft orders, envelope at bearing defect frequencies). Finally
     ``(x - mean) / std`` when mean/std are given (length = n_features).
     """
 
@@ -155,12 +178,14 @@ class SignalPreprocessing(_Model):
     log_eps: float = 1e-6
     time_features: bool = True
     scalars: list[str] = []
+    condition: ConditionFeatures | None = None  # absent in packages made before it: features unchanged
     mean: list[float] | None = None
     std: list[float] | None = None
 
     @property
     def n_features(self) -> int:
-        return self.n_bands + (4 if self.time_features else 0) + len(self.scalars)
+        return self.n_bands + (4 if self.time_features else 0) + len(self.scalars) + \
+            (len(self.condition.names) if self.condition else 0)
 
     @model_validator(mode="after")
     def _check_norm(self) -> SignalPreprocessing:

@@ -112,12 +112,29 @@ def signal_features(
         if missing:
             raise PreprocessError(f"window lacks scalar tag(s) {missing} that the model needs")
         feats.append(np.array([float(scalars[s]) for s in spec.scalars]))
+    if spec.condition is not None:
+        feats.append(_condition(x, scalars, spec))
     out = np.concatenate(feats)
     if spec.mean is not None:
         out = out - np.asarray(spec.mean)
     if spec.std is not None:
         out = out / np.asarray(spec.std)
     return out.astype(np.float32)[None, :]
+
+
+def _condition(x: np.ndarray, scalars: dict[str, float] | None, spec: SignalPreprocessing) -> np.ndarray:
+    from model_packager.condition import Bearing, condition_features
+
+    c = spec.condition
+    speed = None
+    if c.speed_scalar is not None:
+        if c.speed_scalar not in (scalars or {}):
+            raise PreprocessError(f"window lacks the shaft speed scalar {c.speed_scalar!r} that the model needs")
+        speed = float(scalars[c.speed_scalar]) / 60.0
+    bearing = Bearing(int(c.bearing[0]), *map(float, c.bearing[1:])) if c.bearing else None
+    f = condition_features(x, spec.sample_rate_hz, speed, bearing, c.units,
+                           (c.speed_range_rpm[0] / 60, c.speed_range_rpm[1] / 60))
+    return np.array([f[n] for n in c.names])
 
 
 @dataclass

@@ -1,0 +1,290 @@
+"""Historian data for training: ``cloud-trainer dataset import --kind vibration`` (or ``signals``).
+
+Reads vibration recordings, one file per machine run, and writes a dataset folder that ``train`` /
+``build`` read (``windows.npz`` + ``dataset.yaml``, as ``edge-sim dataset vibration`` writes):
+
+- CSV: a time column (``timestamp``/``time``/``t``: seconds or ISO 8601) and one column per channel;
+  without a time column ``--rate-hz`` is required. The rate is inferred from the time column and,
+  when ``--rate-hz`` is also given, checked against it (1 %).
+- WAV (stdlib ``wave``, PCM 8/16/24/32-bit): the rate is the header's.
+- NPZ: an array per channel and either ``sample_rate_hz`` or a ``timestamp`` array.
+- Parquet: needs pyarrow, which this install does not carry: refused with that message.
+
+Labels (``--labels``, CSV with a header ``run,fault[,start_s,end_s,failure_s]``): ``run`` is the
+file's stem; a row without start/end labels the whole run; ``failure_s`` (seconds from the run's
+start) gives remaining life. Windows nobody labelled are left out (counted). One clear error each
+for gaps, time going back, mixed rates (inside a file or across files without ``--resample-to``),
+an unknown channel or fault; nothing is written then.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sys
+import wave
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from cloud_trainer.train.data import FAULTS, DatasetError
+from model_packager.condition import RateError, resample, resample_plan
+
+TIME_COLUMNS = ("timestamp", "time", "t", "time_s")
+RATE_TOLERANCE = 0.01
+
+
+@dataclass
+class Recording:
+    run: str
+    rate_hz: float
+    channels: dict[str, np.ndarray]
+    source: Path
+
+
+def _time_value(v: str, where: str) -> float:
+    try:
+        return float(v)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(v.strip().replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise DatasetError(f"{where}: time {v!r} is neither seconds nor an ISO 8601 timestamp") from None
+
+
+def check_times(t: np.ndarray, path: Path, stated: float | None) -> float:
+    """The rate the time column shows; DatasetError for time going back, a gap or a rate change."""
+    if len(t) < 2:
+        raise DatasetError(f"{path}: fewer than two samples")
+    dt = np.diff(t)
+    back = np.flatnonzero(dt <= 0)
+    if back.size:
+        i = int(back[0])
+        raise DatasetError(f"{path}: time does not increase at sample {i + 1} ({t[i]!r} then {t[i + 1]!r}); sort the "
+                           "rows by time and remove duplicates")
+    half = len(dt) // 2
+    if half >= 8:
+        a, b = float(np.median(dt[:half])), float(np.median(dt[half:]))
+        if abs(a - b) > RATE_TOLERANCE * min(a, b):
+            raise DatasetError(f"{path}: mixed rates inside one file ({1 / a:.6g} Hz, then {1 / b:.6g} Hz); "
+                               "split it where the rate changes")
+    step = float(np.median(dt))
+    gaps = np.flatnonzero(dt > 1.5 * step)
+    if gaps.size:
+        i = int(gaps[0])
+        raise DatasetError(f"{path}: gap of {dt[i]:.6g} s after sample {i} (t={t[i]:.6f}) where samples come every "
+                           f"{step:.6g} s; split the recording at the gap into separate files (runs)")
+    rate = float(f"{(len(t) - 1) / (t[-1] - t[0]):.5g}")  # over the whole span: timestamps are often rounded
+    if stated is not None and abs(rate - stated) > RATE_TOLERANCE * stated:
+        raise DatasetError(f"{path}: --rate-hz says {stated:g} Hz but the time column shows {rate:.6g} Hz; "
+                           "fix --rate-hz or the time column")
+    return stated or rate
+
+
+def read_csv(path: Path, rate_hz: float | None) -> Recording:
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if len(rows) < 3:
+        raise DatasetError(f"{path}: needs a header and at least two rows")
+    header = [h.strip() for h in rows[0]]
+    tcol = next((i for i, h in enumerate(header) if h.lower() in TIME_COLUMNS), None)
+    chans = [i for i in range(len(header)) if i != tcol]
+    if not chans:
+        raise DatasetError(f"{path}: no channel column besides the time column")
+    data = {}
+    for i in chans:
+        try:
+            data[header[i]] = np.asarray([float(r[i]) for r in rows[1:]], dtype=np.float64)
+        except (ValueError, IndexError) as exc:
+            raise DatasetError(f"{path}: column {header[i]!r} holds a value that is not a number ({exc})") from None
+    if tcol is None:
+        if rate_hz is None:
+            raise DatasetError(f"{path}: no time column ({'/'.join(TIME_COLUMNS)}); give --rate-hz")
+        rate = rate_hz
+    else:
+        t = np.asarray([_time_value(r[tcol], f"{path}:{n}") for n, r in enumerate(rows[1:], 2)])
+        rate = check_times(t, path, rate_hz)
+    return Recording(path.stem, rate, data, path)
+
+
+def read_wav(path: Path, rate_hz: float | None) -> Recording:
+    try:
+        with wave.open(str(path), "rb") as w:
+            n_ch, width, rate, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
+            raw = w.readframes(n)
+    except (wave.Error, EOFError) as exc:
+        raise DatasetError(f"{path}: not a PCM WAV file ({exc})") from None
+    if width == 3:
+        b = np.frombuffer(raw, np.uint8).reshape(-1, 3)
+        x = (b[:, 0].astype(np.int32) | (b[:, 1].astype(np.int32) << 8) | (b[:, 2].astype(np.int32) << 16))
+        x = np.where(x >= 1 << 23, x - (1 << 24), x) / float(1 << 23)
+    else:
+        dtype = {1: np.uint8, 2: np.int16, 4: np.int32}[width]
+        x = np.frombuffer(raw, dtype).astype(np.float64)
+        x = (x - 128) / 128 if width == 1 else x / float(np.iinfo(dtype).max)
+    x = x.reshape(-1, n_ch)
+    if rate_hz is not None and abs(rate - rate_hz) > RATE_TOLERANCE * rate_hz:
+        raise DatasetError(f"{path}: the WAV header says {rate} Hz, --rate-hz says {rate_hz:g} Hz; fix --rate-hz")
+    return Recording(path.stem, float(rate), {f"ch{i}": x[:, i] for i in range(n_ch)}, path)
+
+
+def read_npz(path: Path, rate_hz: float | None) -> Recording:
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    rate = None
+    if "sample_rate_hz" in arrays:
+        rate = float(arrays.pop("sample_rate_hz"))
+        if rate_hz is not None and abs(rate - rate_hz) > RATE_TOLERANCE * rate_hz:
+            raise DatasetError(f"{path}: sample_rate_hz in the file is {rate:g} Hz, --rate-hz says {rate_hz:g} Hz")
+    tkey = next((k for k in arrays if k.lower() in TIME_COLUMNS), None)
+    if tkey is not None:
+        rate = check_times(np.asarray(arrays.pop(tkey), dtype=np.float64), path, rate or rate_hz)
+    rate = rate or rate_hz
+    if rate is None:
+        raise DatasetError(f"{path}: no sample_rate_hz or timestamp array; give --rate-hz")
+    chans = {k: np.asarray(v, dtype=np.float64).ravel() for k, v in arrays.items() if np.asarray(v).ndim >= 1}
+    if not chans:
+        raise DatasetError(f"{path}: no channel array")
+    return Recording(path.stem, rate, chans, path)
+
+
+def read_recording(path: Path, rate_hz: float | None = None) -> Recording:
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file")
+    if suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise DatasetError(f"{path}: Parquet needs pyarrow, which is not installed here; export the run as CSV "
+                               "(timestamp + channel columns), WAV or NPZ, or install pyarrow") from None
+        raise DatasetError(f"{path}: Parquet reading is not built yet; export the run as CSV, WAV or NPZ")
+    readers = {".csv": read_csv, ".wav": read_wav, ".npz": read_npz}
+    if suffix not in readers:
+        raise DatasetError(f"{path}: unknown format {suffix!r}; expected .csv, .wav, .npz (or .parquet with pyarrow)")
+    return readers[suffix](path, rate_hz)
+
+
+@dataclass
+class LabelRow:
+    run: str
+    fault: str
+    start_s: float | None
+    end_s: float | None
+    failure_s: float | None
+
+
+def read_labels(path: Path) -> list[LabelRow]:
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise DatasetError(f"labels file {path}: {exc.strerror}") from None
+    out = []
+    for n, r in enumerate(rows, 2):
+        if "run" not in r or "fault" not in r:
+            raise DatasetError(f"{path}: needs a header with run,fault[,start_s,end_s,failure_s]")
+        if r["fault"] not in FAULTS:
+            raise DatasetError(f"{path}:{n}: fault {r['fault']!r} is not one of {FAULTS}")
+        try:
+            start, end, failure = (float(r[k]) if r.get(k) not in (None, "") else None
+                                   for k in ("start_s", "end_s", "failure_s"))
+            out.append(LabelRow(r["run"], r["fault"], start, end, failure))
+        except ValueError as exc:
+            raise DatasetError(f"{path}:{n}: a time is not a number of seconds ({exc})") from None
+    return out
+
+
+def import_vibration(files: list[Path], out: Path, labels_file: Path, *, channel: str | None = None,
+                     rate_hz: float | None = None, resample_to: float | None = None, window_samples: int = 2048,
+                     hop_samples: int | None = None) -> dict:
+    recs = [read_recording(Path(f), rate_hz) for f in files]
+    if not recs:
+        raise DatasetError("no files to import")
+    rates = sorted({r.rate_hz for r in recs})
+    if resample_to is None and len(rates) > 1:
+        listing = ", ".join(f"{r.source.name} {r.rate_hz:g} Hz" for r in recs)
+        raise DatasetError(f"mixed rates: {listing}; import each rate separately or give --resample-to HZ")
+    target = resample_to or rates[0]
+    labels = read_labels(labels_file)
+    runs = {r.run for r in recs}
+    unknown = sorted({lab.run for lab in labels} - runs)
+    if unknown:
+        raise DatasetError(f"{labels_file}: names run(s) {unknown} that no imported file has (runs are file stems: "
+                           f"{sorted(runs)})")
+    hop = hop_samples or window_samples
+    waves, fault, health, rul, run_id, t_s = [], [], [], [], [], []
+    skipped = 0
+    for k, rec in enumerate(recs):
+        name = channel or next(iter(rec.channels))
+        if name not in rec.channels:
+            raise DatasetError(f"{rec.source}: no channel {name!r}; it has {sorted(rec.channels)}")
+        x = rec.channels[name]
+        if not np.all(np.isfinite(x)):
+            raise DatasetError(f"{rec.source}: channel {name!r} holds NaN or Inf at sample "
+                               f"{int(np.flatnonzero(~np.isfinite(x))[0])}; clean the export")
+        if rec.rate_hz != target:
+            try:
+                up, down = resample_plan(rec.rate_hz, target, f"{rec.source.name}")
+            except RateError as exc:
+                raise DatasetError(str(exc)) from None
+            x = resample(x[: len(x) // down * down], up, down)
+        mine = [lab for lab in labels if lab.run == rec.run]
+        for start in range(0, len(x) - window_samples + 1, hop):
+            t0, t1 = start / target, (start + window_samples) / target
+            lab = next((lab for lab in mine if (lab.start_s is None or t0 >= lab.start_s)
+                        and (lab.end_s is None or t1 <= lab.end_s)), None)
+            if lab is None:
+                skipped += 1
+                continue
+            waves.append(x[start:start + window_samples].astype(np.float32))
+            fault.append(lab.fault)
+            health.append(1.0 if lab.fault == "healthy" else 0.5)
+            rul.append(lab.failure_s - t1 if lab.failure_s is not None else np.nan)
+            run_id.append(k)
+            t_s.append(t1)
+    if not waves:
+        raise DatasetError(f"no labelled window of {window_samples} samples: check {labels_file} (runs, start_s/end_s)")
+    if len(set(fault)) < 2:
+        raise DatasetError(f"only fault {sorted(set(fault))} is labelled; training needs healthy and faulty runs")
+    out.mkdir(parents=True, exist_ok=True)
+    npz = out / "windows.npz"
+    np.savez_compressed(npz, waveform=np.stack(waves), fault=np.asarray(fault), health=np.asarray(health, np.float32),
+                        rul_s=np.asarray(rul), run_id=np.asarray(run_id), t_s=np.asarray(t_s))
+    meta = {"generator": "cloud-trainer dataset import --kind vibration", "window_samples": window_samples,
+            "sample_rate_hz": float(target), "runs": {k: str(r.source) for k, r in enumerate(recs)},
+            "labels": str(labels_file), "windows": len(waves), "unlabelled_windows_skipped": skipped}
+    (out / "dataset.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    return {"dataset": str(out), "windows": len(waves), "runs": len(recs), "sample_rate_hz": target,
+            "unlabelled_windows_skipped": skipped, "faults": {f: fault.count(f) for f in sorted(set(fault))},
+            "digest": "sha256:" + hashlib.sha256(npz.read_bytes()).hexdigest()}
+
+
+def main_import(argv: list[str]) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="cloud-trainer dataset import",
+                                 description="import historian vibration recordings as a training dataset")
+    ap.add_argument("--kind", required=True, choices=["vibration", "signals"])
+    ap.add_argument("files", nargs="+", type=Path, help="one file per run: .csv, .wav, .npz")
+    ap.add_argument("--labels", required=True, type=Path, help="CSV: run,fault[,start_s,end_s,failure_s]")
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--channel", help="the channel (column / array) to use; default: the first")
+    ap.add_argument("--rate-hz", type=float, help="the recording's rate (checked against time columns)")
+    ap.add_argument("--resample-to", type=float, help="resample every run to this rate (e.g. the model's)")
+    ap.add_argument("--window-samples", type=int, default=2048)
+    ap.add_argument("--hop-samples", type=int)
+    a = ap.parse_args(argv)
+    try:
+        res = import_vibration(a.files, a.out, a.labels, channel=a.channel, rate_hz=a.rate_hz,
+                               resample_to=a.resample_to, window_samples=a.window_samples, hop_samples=a.hop_samples)
+    except DatasetError as exc:
+        print(f"cloud-trainer dataset import: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(res))
+    return 0

@@ -1,0 +1,398 @@
+"""A per-asset baseline learned at the edge during commissioning, then scoring against it.
+
+Lifecycle (one JSON file per pipeline, ``<data_dir>/baseline/<pipeline>.json``, written atomically:
+temporary file, fsync, rename; so a kill -9 leaves the previous version whole):
+
+    learning --(``windows`` learned or ``duration_s`` passed)--> ready --(relearn)--> learning
+       ^ feature set changed (other sample rate, window length, bearing, features): discarded, event
+
+While learning, each window's condition features (``model_packager.condition``) are kept (progress is
+saved every few windows, so a restart resumes). When done: per speed band (``speed_band_pct`` wide)
+and per feature, a median and a robust scale (MAD); the score of a window is the largest one-sided
+z (rises only) over the features of its speed band; the threshold is set on out-of-fold scores of the
+learned windows (blocked cross-validation) at the stated false-alarm rate after ``confirm_windows``
+consecutive windows. A window is diagnosed (model-free) by the fault family whose features rose most
+(``condition.FAULT_FEATURES``). Relearn: ``edge-agent baseline relearn PIPELINE`` leaves a request
+file beside the baseline, which the pipeline picks up at its next window (or at start).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_agent.maintenance.settings import BaselineSettings
+from model_packager.condition import (
+    FAULT_FEATURES,
+    FEATURES,
+    Bearing,
+    condition_features,
+    estimate_speed_hz,
+    feature_vector,
+    iso_zone,
+)
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+CONDITION_VERSION = "condition-1"
+SAVE_EVERY = 10  # windows between progress saves while learning
+MIN_BAND_WINDOWS = 20
+SPEED_WINDOWS = 20  # windows whose averaged spectrum gives the asset's speed (no speed tag)
+SCALE_FLOOR = 0.05  # of a feature's own magnitude, so a near-constant feature cannot alarm on noise
+_FEATURE_INDEX = {k: i for i, k in enumerate(FEATURES)}
+_LOG_FEATURES = [i for i, k in enumerate(FEATURES) if k not in ("kurtosis", "crest")]  # logs of amplitudes
+
+
+def atomic_write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, separators=(",", ":"))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    try:
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def baseline_path(data_dir: str | Path, pipeline: str) -> Path:
+    return Path(data_dir) / "baseline" / f"{pipeline}.json"
+
+
+def relearn_path(data_dir: str | Path, pipeline: str) -> Path:
+    return Path(data_dir) / "baseline" / f"{pipeline}.relearn"
+
+
+def feature_set_id(settings: BaselineSettings, sample_rate_hz: float, window_samples: int,
+                   model_features: dict | None = None) -> str:
+    """What the learned statistics depend on: a different id discards them."""
+    b = settings.bearing
+    d = {"condition": CONDITION_VERSION, "features": FEATURES, "fs": float(sample_rate_hz), "n": int(window_samples),
+         "bearing": b.model_dump() if b else None, "units": settings.units, "model": model_features or {}}
+    return "sha256:" + hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _band(speed_hz: float, pct: float) -> int:
+    return int(math.floor(math.log(max(speed_hz, 1e-3)) / math.log1p(pct / 100.0)))
+
+
+def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    med = np.median(x, axis=0)
+    mad = 1.4826 * np.median(np.abs(x - med), axis=0)
+    std = x.std(axis=0)
+    scale = np.maximum(np.maximum(mad, 0.5 * std), SCALE_FLOOR * np.maximum(np.abs(med), 1.0) * 0.2)
+    return med, scale
+
+
+def _score(x: np.ndarray, med: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    z = (np.atleast_2d(x) - med) / scale
+    return np.clip(z, 0, None).max(axis=1)
+
+
+def _confirmed_quantile(scores: np.ndarray, far: float, confirm: int) -> float:
+    """Threshold t such that the rate of ``confirm`` consecutive windows over t is about ``far``.
+    Windows are taken as independent: the per-window rate p with p**confirm = far."""
+    p = far ** (1.0 / confirm)
+    s = np.sort(scores)
+    q = float(np.quantile(s, 1 - p))
+    # a tail fit on the log-scores guards against too few learned windows for a small p
+    ls = np.log(s + 1e-9)
+    mu, sd = float(np.median(ls)), float(1.4826 * np.median(np.abs(ls - np.median(ls)))) + 1e-6
+    from statistics import NormalDist
+
+    para = math.exp(mu + NormalDist().inv_cdf(1 - p) * sd)
+    return max(q, para) * 1.05
+
+
+def diagnose(rises: dict[str, float], bearing_rise: float = 3.0) -> str:
+    """The fault family whose features rose most, bearing families first: race impacts also lift the
+    raw spectrum's floor (and so every order amplitude), while imbalance and misalignment do not put
+    peaks at the bearing's defect frequencies in the envelope spectrum."""
+    bearing = {k: v for k, v in rises.items() if k.startswith("bearing_")}
+    if bearing and max(bearing.values()) >= bearing_rise:
+        return max(bearing, key=bearing.get)
+    return max(rises, key=rises.get) if max(rises.values()) >= 2.0 else "unspecified"
+
+
+@dataclass
+class Verdict:
+    state: str  # learning | ready
+    score: float | None = None  # largest rise over the baseline, in robust z
+    threshold: float | None = None
+    anomalous: bool = False  # this window over the threshold
+    alarm: bool = False  # confirm_windows in a row over it
+    fault: str | None = None  # model-free diagnosis while anomalous
+    rises: dict[str, float] = field(default_factory=dict)  # the fault families' rises
+    progress: float = 0.0  # learning: 0..1
+    speed_hz: float | None = None
+    speed_estimated: bool = True
+    velocity_mm_s: float | None = None
+    iso_zone: str | None = None
+    extrapolated: bool = False  # no statistics for this speed band: the nearest band's were used
+    growth: float | None = None  # the largest amplitude growth over the baseline (x times), the health index
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in ("state", "score", "threshold", "anomalous", "alarm", "fault", "progress",
+                                           "speed_hz", "speed_estimated", "velocity_mm_s", "iso_zone", "extrapolated", "growth")}
+        for k in ("score", "threshold", "speed_hz", "velocity_mm_s", "progress", "growth"):
+            if d[k] is not None:
+                d[k] = round(float(d[k]), 4)
+        return d
+
+
+class Baseline:
+    """One asset's baseline. ``process(waveform, scalars)`` per window (worker thread, not reentrant)."""
+
+    def __init__(self, settings: BaselineSettings, sample_rate_hz: float, window_samples: int, *,
+                 path: Path | None = None, pipeline: str = "?", model_features: dict | None = None,
+                 on_event: Callable[[dict], None] | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.s = settings
+        self.fs = float(sample_rate_hz)
+        self.n = int(window_samples)
+        self.path = path
+        self.pipeline = pipeline
+        self.on_event = on_event or (lambda evt: None)
+        self.clock = clock
+        self.fid = feature_set_id(settings, self.fs, self.n, model_features)
+        b = settings.bearing
+        self.bearing = Bearing(b.n_elements, b.ball_d_mm, b.pitch_d_mm, b.contact_angle_deg) if b else None
+        self.speed_hz: float | None = None  # tracked shaft speed (estimated)
+        self._over = 0
+        self._last_zone: str | None = None
+        self._new_learning("first start")
+        self._load()
+
+    # ---- state ------------------------------------------------------------------------------
+    def _new_learning(self, reason: str) -> None:
+        self.state = "learning"
+        self.started_at = self.clock()
+        self.learned_at: float | None = None
+        self.rows: list[list[float]] = []
+        self.speeds: list[float] = []
+        self.bands: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
+        self.threshold: float | None = None
+        self.reason = reason
+        self.speed_hz = None
+        self._first: list[np.ndarray] = []  # the first windows, for the shaft speed (estimated speed only)
+
+    def _event(self, kind: str, **kw) -> None:
+        evt = {"kind": kind, "t": self.clock(), "pipeline": self.pipeline, **kw}
+        log.info("pipeline %s: %s %s", self.pipeline, kind, {k: v for k, v in kw.items() if k != "t"})
+        try:
+            self.on_event(evt)
+        except Exception:
+            log.exception("baseline event %s could not be recorded", kind)
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "pipeline": self.pipeline, "feature_set": self.fid, "features": FEATURES,
+                "state": self.state, "started_at": self.started_at, "learned_at": self.learned_at,
+                "target_windows": self.s.windows, "duration_s": self.s.duration_s, "reason": self.reason,
+                "false_alarm_rate": self.s.false_alarm_rate, "confirm_windows": self.s.confirm_windows,
+                "threshold": self.threshold, "speed_hz": self.speed_hz,
+                "rows": self.rows if self.state == "learning" else [],
+                "speeds": self.speeds if self.state == "learning" else [],
+                "bands": {str(k): {"median": m.tolist(), "scale": sc.tolist(), "n": n}
+                          for k, (m, sc, n) in self.bands.items()},
+                "windows": len(self.rows) if self.state == "learning" else sum(n for *_, n in self.bands.values())}
+
+    def save(self) -> None:
+        if self.path is not None:
+            atomic_write_json(self.path, self.to_dict())
+
+    def _load(self) -> None:
+        if self.path is not None and self.path.parent.is_dir():
+            for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # a write cut short by a kill
+                stale.unlink(missing_ok=True)
+        if self.path is None or not self.path.is_file():
+            if self.path is not None:
+                self._event("baseline_learning", reason="no baseline yet", target_windows=self.s.windows)
+            return
+        try:
+            d = json.loads(self.path.read_text())
+            if d.get("format") != FORMAT:
+                raise ValueError(f"format {d.get('format')}")
+        except (OSError, ValueError) as exc:
+            self._event("baseline_discarded", reason=f"unreadable baseline file {self.path} ({exc}); learning anew")
+            self._new_learning("unreadable file")
+            self.save()
+            return
+        if d.get("feature_set") != self.fid:
+            self._event("baseline_discarded", reason="the feature set changed (sample rate, window, bearing or "
+                        "model features); learning anew", old=d.get("feature_set"), new=self.fid)
+            self._new_learning("feature set changed")
+            self.save()
+            return
+        self.state = d["state"]
+        self.started_at = float(d["started_at"])
+        self.learned_at = d.get("learned_at")
+        self.reason = d.get("reason", "")
+        self.threshold = d.get("threshold")
+        self.speed_hz = d.get("speed_hz")
+        self.rows = [list(map(float, r)) for r in d.get("rows", [])]
+        self.speeds = [float(v) for v in d.get("speeds", [])]
+        self.bands = {int(k): (np.asarray(v["median"]), np.asarray(v["scale"]), int(v["n"]))
+                      for k, v in d.get("bands", {}).items()}
+        self._event("baseline_loaded", state=self.state, windows=len(self.rows) if self.state == "learning" else
+                    sum(n for *_, n in self.bands.values()), learned_at=self.learned_at)
+
+    def relearn(self, reason: str = "asked") -> None:
+        self._new_learning(reason)
+        self.save()
+        self._event("baseline_relearn", reason=reason, target_windows=self.s.windows)
+
+    def check_request(self) -> None:
+        """A relearn asked for through the data folder (``edge-agent baseline relearn``)."""
+        if self.path is None:
+            return
+        req = relearn_path(self.path.parent.parent, self.pipeline)
+        if req.exists():
+            try:
+                why = json.loads(req.read_text()).get("reason", "asked from the command line")
+            except (OSError, ValueError):
+                why = "asked from the command line"
+            self.relearn(why)
+            req.unlink(missing_ok=True)
+
+    def progress(self) -> float:
+        if self.state != "learning":
+            return 1.0
+        n = len(self.rows) + len(self._first)
+        p = n / self.s.windows
+        if self.s.duration_s and len(self.rows) >= 20:
+            p = max(p, (self.clock() - self.started_at) / self.s.duration_s)
+        return float(min(1.0, p))
+
+    def status(self) -> dict:
+        d = self.to_dict()
+        for k in ("rows", "speeds", "bands"):
+            d.pop(k)
+        d["progress"] = round(self.progress(), 3)
+        d["speed_bands"] = sorted(self.bands)
+        return d
+
+    # ---- per window ---------------------------------------------------------------------------
+    def features(self, waveform: np.ndarray, scalars: dict[str, float] | None) -> dict[str, float]:
+        speed = None
+        if self.s.speed_tag:
+            v = (scalars or {}).get("_shaft_speed")
+            if v is not None and v > 0:
+                speed = v / 60.0 if self.s.speed_unit == "rpm" else v
+        lo, hi = self.s.speed_range_rpm[0] / 60, self.s.speed_range_rpm[1] / 60
+        if speed is None and self.speed_hz:  # track: search near the learned / last speed
+            lo, hi = max(lo, self.speed_hz * 0.85), min(hi, self.speed_hz * 1.15)
+        f = condition_features(waveform, self.fs, speed, self.bearing, self.s.units, (lo, max(hi, lo + 1)))
+        return f
+
+    def process(self, waveform: np.ndarray, scalars: dict[str, float] | None = None,
+                features: dict[str, float] | None = None) -> Verdict:
+        f = features or self.features(waveform, scalars)
+        zone = iso_zone(f["velocity_mm_s"], self.s.iso_class)
+        if zone != self._last_zone and self._last_zone is not None and zone in "CD":
+            self._event("iso_zone", zone=zone, velocity_mm_s=round(f["velocity_mm_s"], 3), iso_class=self.s.iso_class)
+        self._last_zone = zone
+        v = Verdict(self.state, speed_hz=f["speed_hz"], speed_estimated=bool(f["speed_estimated"]),
+                    velocity_mm_s=f["velocity_mm_s"], iso_zone=zone)
+        row = feature_vector(f)
+        if self.state == "learning":
+            if f["speed_estimated"] and self.speed_hz is None:
+                self._first.append(np.asarray(waveform, dtype=np.float64))
+                if len(self._first) >= min(SPEED_WINDOWS, self.s.windows):
+                    self._learn_speed()
+                    if self.progress() >= 1.0:
+                        self._finish()
+                    else:
+                        self.save()
+                    return Verdict(self.state, progress=self.progress(), speed_hz=self.speed_hz,
+                                   velocity_mm_s=v.velocity_mm_s, iso_zone=zone)
+                v.progress = self.progress()
+                return v
+            self.rows.append(row.tolist())
+            self.speeds.append(f["speed_hz"])
+            v.progress = self.progress()
+            if v.progress >= 1.0:
+                self._finish()
+                v.state = "ready"
+            elif len(self.rows) % SAVE_EVERY == 0:
+                self.save()
+            return v
+        if f["speed_estimated"] and self.speed_hz:
+            self.speed_hz = 0.9 * self.speed_hz + 0.1 * f["speed_hz"]
+        med, scale, extrapolated = self._band_stats(f["speed_hz"])
+        z = (row - med) / scale
+        v.score = float(np.clip(z, 0, None).max())
+        v.threshold = self.threshold
+        v.extrapolated = extrapolated
+        v.anomalous = v.score >= (self.threshold or math.inf)
+        self._over = self._over + 1 if v.anomalous else 0
+        v.alarm = self._over >= self.s.confirm_windows
+        v.rises = {fam: float(max(z[_FEATURE_INDEX[k]] for k in ks)) for fam, ks in FAULT_FEATURES.items()}
+        v.growth = float(np.exp(np.clip(row - med, 0, None)[_LOG_FEATURES].max()))
+        if v.anomalous:
+            v.fault = diagnose(v.rises)
+        return v
+
+    def _learn_speed(self) -> None:
+        """The asset's shaft speed from the averaged spectrum of its first windows (steadier than one
+        window's), then their features with that speed."""
+        lo, hi = self.s.speed_range_rpm[0] / 60, self.s.speed_range_rpm[1] / 60
+        self.speed_hz = estimate_speed_hz(np.asarray(self._first), self.fs, lo, hi)
+        first, self._first = self._first, []
+        for w in first:
+            f = self.features(w, None)
+            self.rows.append(feature_vector(f).tolist())
+            self.speeds.append(f["speed_hz"])
+        self._event("baseline_speed", speed_rpm=round(self.speed_hz * 60, 1), windows=len(first))
+
+    def _band_stats(self, speed_hz: float) -> tuple[np.ndarray, np.ndarray, bool]:
+        b = _band(speed_hz, self.s.speed_band_pct)
+        if b in self.bands:
+            m, sc, _ = self.bands[b]
+            return m, sc, False
+        near = min(self.bands, key=lambda k: abs(k - b))
+        m, sc, _ = self.bands[near]
+        return m, sc, abs(near - b) > 1
+
+    def _finish(self) -> None:
+        x = np.asarray(self.rows)
+        sp = np.asarray(self.speeds)
+        bands = np.asarray([_band(s, self.s.speed_band_pct) for s in sp])
+        self.bands = {}
+        med_all, sc_all = _stats(x)
+        self.bands[int(np.bincount(bands - bands.min()).argmax() + bands.min())] = (med_all, sc_all, len(x))
+        for b in np.unique(bands):
+            sel = bands == b
+            if sel.sum() >= MIN_BAND_WINDOWS:
+                m, sc = _stats(x[sel])
+                self.bands[int(b)] = (m, sc, int(sel.sum()))
+        # out-of-fold scores: 5 contiguous blocks, each scored against the others (drift included)
+        k = 5 if len(x) >= 50 else 2
+        oof = np.empty(len(x))
+        for idx in np.array_split(np.arange(len(x)), k):
+            rest = np.setdiff1d(np.arange(len(x)), idx)
+            m, sc = _stats(x[rest])
+            oof[idx] = _score(x[idx], m, sc)
+        self.threshold = _confirmed_quantile(oof, self.s.false_alarm_rate, self.s.confirm_windows)
+        self.state = "ready"
+        self.learned_at = self.clock()
+        n = len(self.rows)
+        self.rows, self.speeds = [], []
+        self.save()
+        self._event("baseline_learned", windows=n, threshold=round(self.threshold, 3),
+                    false_alarm_rate=self.s.false_alarm_rate, speed_bands=sorted(self.bands),
+                    speed_hz=round(float(np.median(sp)), 3))

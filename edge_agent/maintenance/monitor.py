@@ -1,0 +1,109 @@
+"""The pipeline's side of a baseline: one ``Baseline`` + ``LifeTrend`` per signal pipeline.
+
+``process(window)`` runs in a worker thread (serialised by a lock: the baseline learns in order);
+``apply(verdict, result)`` then decides the result on the loop: while learning, ``UNSURE``
+(the asset has no healthy reference yet) unless the ISO zone rule fires; once ready, ``NG`` when
+``confirm_windows`` windows in a row are over the threshold, with the model-free fault family as
+label; the score becomes score / threshold (1.0 = at the threshold) and remaining life comes from
+the trend of the amplitude growth over the baseline (edge_agent.maintenance.life). The model's own outputs stay in ``result.outputs``. A model swap to another feature set
+rebuilds the baseline (the old one is discarded with an event); a same-feature swap keeps it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from edge_agent.maintenance.baseline import Baseline, Verdict, baseline_path
+from edge_agent.maintenance.life import NOT_ENOUGH, LifeTrend
+from edge_agent.maintenance.settings import BaselineSettings
+
+_ZONES = "ABCD"
+
+
+def model_features(manifest) -> dict:
+    """The parts of a model's signal preprocessing that define its features (not its normalisation)."""
+    pre = manifest.preprocessing
+    return pre.model_dump(mode="json", exclude={"mean", "std"})
+
+
+class Monitor:
+    def __init__(self, settings: BaselineSettings, slot, pipeline: str, data_dir: str | Path | None,
+                 on_event: Callable[[dict], None] | None) -> None:
+        self.s = settings
+        self.slot = slot
+        self.pipeline = pipeline
+        self.data_dir = data_dir
+        self.on_event = on_event
+        self._lock = threading.Lock()
+        self.life = LifeTrend(settings.failure_ratio, prior_life=settings.life_after_alarm_s,
+                              failure_level_sd=settings.failure_ratio_sd)
+        self._manifest_key = None
+        self.baseline: Baseline | None = None
+        self.last_life = None
+        self._build()
+
+    def _build(self) -> None:
+        m = self.slot.manifest
+        pre = m.preprocessing
+        feats = model_features(m)
+        key = str(sorted(feats.items()))
+        if key == self._manifest_key:
+            return
+        self._manifest_key = key
+        path = baseline_path(self.data_dir, self.pipeline) if self.data_dir is not None else None
+        self.baseline = Baseline(self.s, pre.sample_rate_hz, pre.window_samples, path=path, pipeline=self.pipeline,
+                                 model_features=feats, on_event=self.on_event)
+        self.baseline.check_request()
+        self.life.reset()
+
+    def process(self, window) -> Verdict:
+        with self._lock:
+            self._build()  # a swap to another feature set: rebuilt (and the old baseline discarded)
+            b = self.baseline
+            b.check_request()
+            if b.state == "learning":
+                self.life.reset()
+            v = b.process(window.waveform, window.scalars)
+            if v.state == "ready" and v.score is not None and v.threshold:
+                scale = 3600.0 if self.s.life_unit == "h" else 1.0
+                est = self.life.update(window.end_ts, v.growth, v.anomalous)
+                if est.remaining is not None:
+                    est.remaining, est.low, est.high = (x / scale for x in (est.remaining, est.low, est.high))
+                self.last_life = est
+            else:
+                self.last_life = None
+            return v
+
+    def repaired(self, reason: str = "repair") -> None:
+        """A repair resets the remaining-life trend (the baseline stays)."""
+        with self._lock:
+            self.life.reset()
+            if self.on_event:
+                self.on_event({"kind": "life_reset", "pipeline": self.pipeline, "reason": reason})
+
+    def apply(self, v: Verdict, res) -> None:
+        d = v.to_dict()
+        iso = v.iso_zone is not None and self.s.iso_alarm_zone != "off" and \
+            _ZONES.index(v.iso_zone) >= _ZONES.index(self.s.iso_alarm_zone)
+        if v.state == "ready" and v.threshold:
+            res.score = round(v.score / v.threshold, 4)
+            res.anomaly_score = res.score
+            res.verdict = "NG" if v.alarm else "OK"
+            if v.alarm:
+                res.label = v.fault
+            life = self.last_life
+            if life is not None:
+                d["life"] = life.to_dict()
+                res.remaining_life = life.remaining if life.state != NOT_ENOUGH else None
+        else:
+            res.verdict = "UNSURE"
+        if iso:
+            res.verdict = "NG"
+            res.label = res.label if v.alarm else f"iso_zone_{v.iso_zone}"
+        res.outputs["baseline"] = d
+
+    def status(self) -> dict:
+        b = self.baseline
+        return b.status() if b is not None else {"state": "not started"}

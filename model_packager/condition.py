@@ -1,0 +1,272 @@
+"""Condition-monitoring physics for vibration windows: rates, shaft speed, orders, envelope, ISO zones.
+
+Pure NumPy, shared by the trainer and the agent (the agent's baseline scores these features, a
+package may declare them in its ``SignalPreprocessing.condition``). What is here:
+
+- ``resample_plan`` / ``resample``: a waveform tag's rate against the model's. A clean ratio
+  (``to/from = up/down`` with small integers, the tag at least as fast as the model) is resampled
+  by FFT (an ideal low-pass: no aliasing); anything else is refused naming both rates.
+- ``Bearing``: rolling-element geometry -> defect frequencies as orders of shaft speed
+  (BPFO, BPFI, BSF, FTF; the textbook formulas, contact angle included).
+- ``estimate_speed_hz``: shaft speed from the spectrum (harmonic sum over 1x..4x, in a stated range)
+  when no speed tag is given.
+- ``velocity_rms_mm_s`` and ``iso_zone``: velocity RMS over 10-1000 Hz (ISO 10816/20816) from
+  acceleration, and its severity zone A/B/C/D: a model-free rule that works on day one.
+- ``condition_features``: one window -> the named features in ``FEATURES`` (order amplitudes,
+  envelope-spectrum prominence at each defect frequency, high-frequency energy, statistics).
+  Amplitudes are logs, prominences are ratios to the envelope spectrum's own floor, so that a
+  per-asset baseline (edge_agent.baseline) can compare them across speeds and sensors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+G = 9.80665
+MAINS_HZ = (50.0, 60.0)
+MAX_RATIO_TERM = 1024  # up/down above this is not a "clean" ratio (e.g. 10001 Hz -> 10000 Hz)
+
+# ISO 10816-3 (and 20816-3) zone boundaries A/B, B/C, C/D in mm/s RMS, 10-1000 Hz.
+ISO_CLASSES: dict[str, tuple[float, float, float]] = {
+    "group2_rigid": (1.4, 2.8, 4.5),  # 15-300 kW machines on rigid foundations (the default)
+    "group2_flexible": (2.3, 4.5, 7.1),
+    "group1_rigid": (2.3, 4.5, 7.1),  # 300 kW-50 MW
+    "group1_flexible": (3.5, 7.1, 11.0),
+}
+
+FEATURES = [
+    "rms", "kurtosis", "crest", "hf_rms", "velocity_rms",
+    "order_1x", "order_2x", "order_3x", "orders_4_8",
+    "env_bpfo", "env_bpfi", "env_bsf", "env_ftf",
+]
+FAULT_FEATURES = {  # which features name which fault (the baseline's model-free diagnosis)
+    "imbalance": ("order_1x",),
+    "misalignment": ("order_2x", "order_3x", "orders_4_8"),
+    "bearing_outer": ("env_bpfo",),
+    "bearing_inner": ("env_bpfi",),
+}
+
+
+class RateError(ValueError):
+    """A waveform's sample rate cannot feed the model (one line naming both rates and the fix)."""
+
+
+def resample_plan(from_hz: float, to_hz: float, what: str = "the waveform") -> tuple[int, int]:
+    """(up, down) with to/from = up/down, or RateError naming both rates."""
+    if from_hz <= 0 or to_hz <= 0:
+        raise RateError(f"{what}: sample rates must be > 0 (tag {from_hz:g} Hz, model {to_hz:g} Hz)")
+    if from_hz == to_hz:
+        return 1, 1
+    if from_hz < to_hz:
+        raise RateError(f"{what} is sampled at {from_hz:g} Hz but the model takes {to_hz:g} Hz: a slower tag lacks "
+                        f"the content up to {to_hz / 2:g} Hz the model was trained on; sample the tag at "
+                        f"{to_hz:g} Hz or faster, or use a model trained at {from_hz:g} Hz")
+    frac = Fraction(to_hz / from_hz).limit_denominator(MAX_RATIO_TERM)
+    if abs(float(frac) * from_hz - to_hz) > 1e-9 * to_hz or frac.numerator > MAX_RATIO_TERM:
+        raise RateError(f"{what} is sampled at {from_hz:g} Hz but the model takes {to_hz:g} Hz, and "
+                        f"{from_hz:g}/{to_hz:g} is not a clean ratio to resample by; set the tag's rate to a "
+                        f"multiple the model's rate divides cleanly (e.g. {2 * to_hz:g} Hz) or use a model trained "
+                        f"at {from_hz:g} Hz")
+    return frac.numerator, frac.denominator
+
+
+def input_samples(n_out: int, up: int, down: int) -> int:
+    """Samples at the tag's rate needed for ``n_out`` samples at the model's rate."""
+    return -(-n_out // up) * down
+
+
+def resample(x: np.ndarray, up: int, down: int, n_out: int | None = None) -> np.ndarray:
+    """Resample by up/down with the FFT (ideal low-pass at the lower Nyquist); ``len(x)`` should be a
+    multiple of ``down``. Mean and linear trend are taken out first (no wrap-around step)."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    if up == down:
+        return x[:n_out] if n_out else x
+    n = len(x)
+    m = n * up // down
+    t = np.arange(n)
+    slope, icpt = np.polyfit(t, x, 1) if n > 1 else (0.0, float(x.mean()))
+    r = x - (slope * t + icpt)
+    spec = np.fft.rfft(r)
+    keep = m // 2 + 1
+    out_spec = np.zeros(keep, dtype=complex)
+    k = min(keep, len(spec))
+    out_spec[:k] = spec[:k]
+    if m % 2 == 0 and k == keep:
+        out_spec[-1] = out_spec[-1].real  # the new Nyquist bin holds a real value
+    y = np.fft.irfft(out_spec, m) * (m / n)
+    ty = np.arange(m) * (down / up)
+    y = y + slope * ty + icpt
+    return y[:n_out] if n_out else y
+
+
+@dataclass(frozen=True)
+class Bearing:
+    """Rolling-element bearing geometry (from its datasheet)."""
+
+    n_elements: int
+    ball_d_mm: float
+    pitch_d_mm: float
+    contact_angle_deg: float = 0.0
+
+    def orders(self) -> dict[str, float]:
+        """Defect frequencies as multiples of shaft speed (inner race rotating, outer fixed)."""
+        r = self.ball_d_mm / self.pitch_d_mm * math.cos(math.radians(self.contact_angle_deg))
+        n = self.n_elements
+        return {"bpfo": n / 2 * (1 - r), "bpfi": n / 2 * (1 + r),
+                "bsf": self.pitch_d_mm / (2 * self.ball_d_mm) * (1 - r * r), "ftf": 0.5 * (1 - r)}
+
+
+DEFAULT_BEARING = Bearing(9, 7.94, 39.04)  # a 6205 deep-groove ball bearing, when none is configured
+
+
+def _spectrum(x: np.ndarray, pad: int = 4) -> tuple[np.ndarray, float]:
+    """Amplitude spectrum of the Hann-windowed, zero-padded signal, and its bin width factor (bins per Hz * fs)."""
+    n = len(x)
+    w = np.hanning(n)
+    nfft = 1 << int(math.ceil(math.log2(n * pad)))
+    mag = np.abs(np.fft.rfft((x - x.mean()) * w, nfft)) * (2.0 / w.sum())
+    return mag, nfft
+
+
+def _peak(mag: np.ndarray, nfft: int, fs: float, f: float, tol_hz: float) -> float:
+    if f <= 0 or f >= fs / 2:
+        return 0.0
+    lo = max(1, int(math.floor((f - tol_hz) * nfft / fs)))
+    hi = min(len(mag) - 1, int(math.ceil((f + tol_hz) * nfft / fs)))
+    return float(mag[lo:hi + 1].max()) if hi >= lo else 0.0
+
+
+def estimate_speed_hz(x: np.ndarray, fs: float, lo_hz: float = 5.0, hi_hz: float = 100.0) -> float:
+    """Shaft speed from the spectrum: the fundamental whose harmonics 1x..4x carry the most
+    (whitened) energy, searched between lo_hz and hi_hz. ``x`` is one window or several (2-D, their
+    power spectra averaged: steadier). A speed tag is better when there is one."""
+    xs = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    specs = [_spectrum(row, pad=8) for row in xs]
+    nfft = specs[0][1]
+    mag = np.sqrt(np.mean([m * m for m, _ in specs], axis=0))
+    df = fs / nfft
+    # whiten: divide by a running median so a resonance or a noise slope does not win
+    k = max(3, int(max(12.0, 3 * fs / xs.shape[1]) / df) | 1)
+    lmag = np.log(mag + 1e-12)
+    pad = np.pad(lmag, k // 2, mode="edge")
+    idx = np.arange(len(lmag))[:, None] + np.arange(0, k, max(1, k // 15))[None, :]
+    floor = np.median(pad[idx], axis=1)
+    white = np.clip(lmag - floor, 0, None)
+    f = np.arange(len(white)) * df
+    for mains in MAINS_HZ:  # mains hum (exactly 50/60 Hz and harmonics) is not a shaft; motors slip
+        white[np.abs(f - mains * np.round(f / mains)) < max(0.3, df)] = 0.0
+    cands = np.arange(lo_hz, hi_hz, df / 2)
+    score = np.zeros(len(cands))
+    for h, wgt in ((1, 1.0), (2, 0.8), (3, 0.6), (4, 0.4)):
+        b = np.clip(np.round(cands * h / df).astype(int), 0, len(white) - 1)
+        b2 = np.clip(b + 1, 0, len(white) - 1)
+        b0 = np.clip(b - 1, 0, len(white) - 1)
+        score += wgt * np.maximum(np.maximum(white[b], white[b2]), white[b0])
+    for mains in MAINS_HZ:  # hum leaks around its lines: a candidate there wins only when clearly better
+        score[np.abs(cands - mains) < max(1.5, 2 * df)] *= 0.5
+    f0 = float(cands[int(np.argmax(score))])
+    at = lambda fr: float(white[max(0, int(round(fr / df)) - 1):int(round(fr / df)) + 2].max())  # noqa: E731
+    while 2 * f0 <= hi_hz and at(f0) < 0.3 * at(2 * f0) and at(3 * f0) < 0.3 * at(2 * f0):
+        f0 *= 2  # a subharmonic: its odd harmonics (1x, 3x) are empty, so the shaft is at 2 f0
+    # refine on the 1x peak
+    b = int(round(f0 / df))
+    lo, hi = max(1, b - 2), min(len(mag) - 2, b + 2)
+    j = lo + int(np.argmax(mag[lo:hi + 1]))
+    a, bb, c = mag[j - 1], mag[j], mag[j + 1]
+    den = a - 2 * bb + c
+    delta = 0.5 * (a - c) / den if den != 0 else 0.0
+    return float((j + np.clip(delta, -0.5, 0.5)) * df)
+
+
+def velocity_rms_mm_s(x: np.ndarray, fs: float, units: str = "g", band: tuple[float, float] = (10.0, 1000.0)) -> float:
+    """Velocity RMS (mm/s) over ``band`` from an acceleration window (``units``: g or m/s2)."""
+    a = (np.asarray(x, dtype=np.float64) - np.mean(x)) * (G if units == "g" else 1.0)
+    n = len(a)
+    spec = np.fft.rfft(a)
+    f = np.fft.rfftfreq(n, 1 / fs)
+    sel = (f >= band[0]) & (f <= band[1])
+    v = np.zeros_like(spec)
+    v[sel] = spec[sel] / (2j * np.pi * f[sel])
+    # Parseval for rfft: one-sided energy, doubled except DC / Nyquist
+    energy = 2 * np.sum(np.abs(v[1:]) ** 2) / n**2
+    return float(np.sqrt(energy) * 1000.0)
+
+
+def iso_zone(v_mm_s: float, machine_class: str = "group2_rigid") -> str:
+    ab, bc, cd = ISO_CLASSES[machine_class]
+    return "A" if v_mm_s < ab else "B" if v_mm_s < bc else "C" if v_mm_s < cd else "D"
+
+
+def _analytic_envelope(x: np.ndarray, fs: float, lo: float, hi: float) -> np.ndarray:
+    n = len(x)
+    spec = np.fft.fft(x - x.mean())
+    f = np.fft.fftfreq(n, 1 / fs)
+    h = np.zeros(n)
+    h[(f >= lo) & (f <= hi)] = 2.0  # band-pass and analytic signal in one step
+    env = np.abs(np.fft.ifft(spec * h))
+    return env
+
+
+def _envelope_prominence(x: np.ndarray, fs: float, freqs: dict[str, float], f_r: float) -> dict[str, float]:
+    """Per defect frequency: the highest (over a few demodulation bands) mean log-prominence of its
+    first three harmonics in the envelope spectrum above that spectrum's median floor."""
+    nyq = fs / 2
+    bands = [(0.1 * nyq, 0.95 * nyq), (0.1 * nyq, 0.3 * nyq), (0.25 * nyq, 0.55 * nyq), (0.5 * nyq, 0.95 * nyq)]
+    best = {k: -np.inf for k in freqs}
+    for lo, hi in bands:
+        env = _analytic_envelope(x, fs, lo, hi)
+        mag, nfft = _spectrum(env, pad=4)
+        df = fs / nfft
+        top = min(len(mag) - 1, int(max(12 * f_r, 6 * max(freqs.values()), 200.0) / df))
+        floor = float(np.median(mag[max(1, int(2.0 / df)):top])) + 1e-12
+        tol = max(1.5 * fs / len(x), 0.0) / 2 + 0.01 * f_r
+        for name, fd in freqs.items():
+            vals = []
+            for h in (1, 2, 3):
+                p = _peak(mag, nfft, fs, h * fd, tol + 0.01 * h * fd)
+                if name == "bpfi":  # inner race: modulated by the shaft, sidebands at +-1x
+                    p = max(p, 0.7 * max(_peak(mag, nfft, fs, h * fd - f_r, tol), _peak(mag, nfft, fs, h * fd + f_r, tol)))
+                vals.append(np.log(p / floor + 1e-3))
+            best[name] = max(best[name], float(np.mean(vals)))
+    return best
+
+
+def condition_features(x: np.ndarray, fs: float, speed_hz: float | None = None, bearing: Bearing | None = None,
+                       units: str = "g", speed_range_hz: tuple[float, float] = (5.0, 100.0)) -> dict[str, float]:
+    """One window -> {feature: value} for ``FEATURES`` plus ``speed_hz`` (given or estimated),
+    ``speed_estimated`` (1.0/0.0) and ``velocity_mm_s`` (linear, for the ISO zone)."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    if x.size < 64 or not np.all(np.isfinite(x)):
+        raise ValueError("a condition window needs at least 64 finite samples")
+    c = x - x.mean()
+    estimated = speed_hz is None or not speed_hz > 0
+    f_r = estimate_speed_hz(c, fs, *speed_range_hz) if estimated else float(speed_hz)
+    var = float(np.mean(c * c)) + 1e-18
+    rms = math.sqrt(var)
+    mag, nfft = _spectrum(c)
+    res = fs / len(c)
+    tol = max(res, 0.03 * f_r)
+    orders = [_peak(mag, nfft, fs, k * f_r, tol) for k in range(1, 9)]
+    spec = np.abs(np.fft.rfft(c)) ** 2
+    f = np.fft.rfftfreq(len(c), 1 / fs)
+    hf = float(np.sqrt(2 * spec[f >= min(1000.0, 0.2 * fs)].sum()) / len(c))
+    v = velocity_rms_mm_s(c, fs, units)
+    freqs = {k: o * f_r for k, o in (bearing or DEFAULT_BEARING).orders().items()}
+    env = _envelope_prominence(c, fs, freqs, f_r)
+    eps = 1e-9
+    return {
+        "rms": math.log(rms + eps), "kurtosis": float(np.mean(c**4) / var**2), "crest": float(np.max(np.abs(c)) / rms),
+        "hf_rms": math.log(hf + eps), "velocity_rms": math.log(v + 1e-6),
+        "order_1x": math.log(orders[0] + eps), "order_2x": math.log(orders[1] + eps),
+        "order_3x": math.log(orders[2] + eps), "orders_4_8": math.log(math.sqrt(sum(o * o for o in orders[3:])) + eps),
+        "env_bpfo": env["bpfo"], "env_bpfi": env["bpfi"], "env_bsf": env["bsf"], "env_ftf": env["ftf"],
+        "speed_hz": f_r, "speed_estimated": 1.0 if estimated else 0.0, "velocity_mm_s": v,
+    }
+
+
+def feature_vector(feats: dict[str, float]) -> np.ndarray:
+    return np.asarray([feats[k] for k in FEATURES], dtype=np.float64)

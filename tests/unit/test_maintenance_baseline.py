@@ -1,0 +1,190 @@
+"""The per-asset baseline: learned in commissioning, scored against at a stated false-alarm rate,
+durable across kill -9 and same-feature model swaps, discarded (with an event) when features change."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from bench.bearing_signals import Machine
+from edge_agent.maintenance.baseline import Baseline, baseline_path, relearn_path
+from edge_agent.maintenance.life import NOT_ENOUGH, LifeTrend
+from edge_agent.maintenance.monitor import Monitor
+from edge_agent.maintenance.settings import BaselineSettings, BearingSettings
+from edge_agent.types import Result, Window
+from tests.support.models import make_keypair, make_package
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def settings_for(m: Machine, windows: int = 60, **kw) -> BaselineSettings:
+    b = m.bearing
+    return BaselineSettings(windows=windows, bearing=BearingSettings(
+        n_elements=b.n_elements, ball_d_mm=b.ball_d_mm, pitch_d_mm=b.pitch_d_mm,
+        contact_angle_deg=b.contact_angle_deg), **kw)
+
+
+def test_learns_then_stays_quiet_on_healthy_and_names_an_inner_race_fault(tmp_path):
+    m = Machine(11, rpm=1750.0)
+    events = []
+    b = Baseline(settings_for(m), m.fs, m.n, path=tmp_path / "b.json", pipeline="p", on_event=events.append)
+    states = [b.process(m.window()).state for _ in range(60)]
+    assert states[0] == "learning" and states[-1] == "ready" and b.threshold > 0
+    assert [e["kind"] for e in events if e["kind"].startswith("baseline")] == ["baseline_learning", "baseline_speed",
+                                                                            "baseline_learned"]
+    healthy = [b.process(m.window()) for _ in range(60)]
+    assert sum(v.alarm for v in healthy) <= 1
+    faulty = [b.process(m.window(0.5, "bearing_inner")) for _ in range(12)]
+    assert all(v.anomalous for v in faulty) and faulty[-1].alarm
+    assert faulty[-1].fault == "bearing_inner"
+
+
+CHILD = """
+import sys, time
+from pathlib import Path
+from bench.bearing_signals import Machine
+from edge_agent.maintenance.baseline import Baseline
+from edge_agent.maintenance.settings import BaselineSettings
+m = Machine(5, rpm=2400.0)
+b = Baseline(BaselineSettings(windows=int(sys.argv[2])), m.fs, m.n, path=Path(sys.argv[1]), pipeline="p")
+while True:
+    b.process(m.window())
+    if b.state == "ready":
+        b.save()  # hammer the atomic write: a kill lands mid-write sooner or later
+"""
+
+
+def _run_child(path: Path, windows: int, until) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(windows)], env=env)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if until(json.loads(path.read_text())):
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.02)
+        else:
+            pytest.fail("the child never reached the expected state")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_progress_and_the_learned_baseline_survive_kill_9(tmp_path):
+    path = tmp_path / "baseline" / "p.json"
+    _run_child(path, 40, lambda d: d["windows"] >= 20)
+    b = Baseline(BaselineSettings(windows=40), 10000.0, 2048, path=path, pipeline="p")
+    assert b.state == "learning" and 20 <= len(b.rows) < 40  # resumed, not restarted
+    _run_child(path, 40, lambda d: d["state"] == "ready")
+    time.sleep(0.3)
+    d = json.loads(path.read_text())  # whole after a kill during repeated saves
+    b2 = Baseline(BaselineSettings(windows=40), 10000.0, 2048, path=path, pipeline="p")
+    assert b2.state == "ready" and b2.threshold == d["threshold"] and b2.learned_at == d["learned_at"]
+    assert not list(path.parent.glob("*.tmp"))
+
+
+class _Slot:
+    def __init__(self, manifest) -> None:
+        self.manifest = manifest
+
+
+@pytest.fixture(scope="module")
+def manifests(tmp_path_factory):
+    from model_packager.package import read_manifest
+
+    tmp = tmp_path_factory.mktemp("pkgs")
+    key, _ = make_keypair(tmp / "keys")
+    a = read_manifest(make_package(tmp, kind="signal", key=key, version="1.0.0"))
+    b = read_manifest(make_package(tmp, kind="signal", key=key, version="1.1.0", seed=3))
+    pre = a.preprocessing
+    c = a.model_copy(update={"version": "2.0.0", "preprocessing": pre.model_copy(update={"n_bands": 32})})
+    return a, b, c
+
+
+def _window(m: Machine, seq: int, severity: float = 0.0, fault: str = "healthy") -> Window:
+    return Window("plc", seq, seq * 10.0, seq * 10.0 + 0.2, m.window(severity, fault))
+
+
+def test_a_same_feature_swap_keeps_the_baseline_another_feature_set_discards_it(tmp_path, manifests):
+    a, b, c = manifests
+    m = Machine(7, rpm=1500.0)
+    events = []
+    slot = _Slot(a)
+    mon = Monitor(settings_for(m, windows=30), slot, "health", tmp_path, events.append)
+    for i in range(30):
+        mon.process(_window(m, i))
+    assert mon.baseline.state == "ready"
+    slot.manifest = b  # a new version, same features: kept
+    v = mon.process(_window(m, 31))
+    assert v.state == "ready" and "baseline_discarded" not in [e["kind"] for e in events]
+    res = Result("health", "plc", 31, 0.0, "machine-health", "1.1.0", "onnxruntime", "OK", 0.1)
+    mon.apply(v, res)
+    assert res.verdict in ("OK", "NG") and res.outputs["baseline"]["state"] == "ready"
+    slot.manifest = c  # other features: discarded with an event, learning anew
+    v = mon.process(_window(m, 32))
+    assert v.state == "learning"
+    assert any(e["kind"] == "baseline_discarded" and "feature set changed" in e["reason"] for e in events)
+    res = Result("health", "plc", 32, 0.0, "machine-health", "2.0.0", "onnxruntime", "NG", 0.9)
+    mon.apply(v, res)
+    assert res.verdict == "UNSURE" and res.outputs["baseline"]["progress"] < 0.1
+
+
+def test_cli_status_and_relearn_on_the_data_folder(tmp_path, manifests, capsys):
+    from edge_agent.cli import main
+
+    a, _, _ = manifests
+    m = Machine(8, rpm=2000.0)
+    pkg = next((tmp_path.parent).glob("**/packages/machine-health*1.0.0*.edgepkg"), None)
+    pub = next(tmp_path.parent.glob("**/keys/signing.pub"))
+    cfg = {"agent": {"id": "gw1", "data_dir": str(tmp_path / "data")}, "trusted_keys": [str(pub)],
+           "sources": {"plc": {"type": "opcua", "endpoint": "opc.tcp://127.0.0.1:4840/",
+                               "nodes": [{"node_id": "ns=2;s=M.Vibration"}]}},
+           "models": {"health": {"package": str(pkg)}},
+           "pipelines": [{"name": "health", "source": "plc", "model": "health", "window": {"waveform": "Vibration"},
+                          "baseline": {"windows": 20}}]}
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["baseline", "status", "health", str(path)]) == 0
+    assert "no baseline saved yet" in capsys.readouterr().out
+    events = []
+    mon = Monitor(BaselineSettings(windows=20), _Slot(a), "health", tmp_path / "data", events.append)
+    for i in range(20):
+        mon.process(_window(m, i))
+    assert main(["baseline", "status", "health", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "health: ready, learned" in out and "on 20 windows" in out and "false-alarm rate of 0.005" in out
+    assert main(["baseline", "relearn", "health", str(path), "--reason", "bearing replaced"]) == 0
+    assert relearn_path(tmp_path / "data", "health").exists()
+    v = mon.process(_window(m, 21))
+    assert v.state == "learning" and not relearn_path(tmp_path / "data", "health").exists()
+    assert any(e["kind"] == "baseline_relearn" and e["reason"] == "bearing replaced" for e in events)
+    assert json.loads(baseline_path(tmp_path / "data", "health").read_text())["state"] == "learning"
+    assert main(["baseline", "status", "nope", str(path)]) == 1
+
+
+def test_remaining_life_says_not_enough_evidence_while_flat_then_counts_down_monotonically():
+    rng = np.random.default_rng(0)
+    lt = LifeTrend(failure_level=8.0)
+    flat = [lt.update(t, 0.5 + 0.05 * rng.normal()) for t in range(100)]
+    assert all(e.state == NOT_ENOUGH and e.remaining is None for e in flat)
+    est = [lt.update(100 + t, 0.5 + 0.05 * t + 0.05 * rng.normal()) for t in range(140)]
+    given = [e for e in est if e.remaining is not None]
+    assert given and given[-1].low <= given[-1].remaining <= given[-1].high
+    rem = [e.remaining for e in given]
+    assert all(b <= a for a, b in zip(rem, rem[1:], strict=False))  # monotone within the run
+    truth = (8.0 - 0.5) / 0.05 + 100 - 239
+    assert abs(rem[-1] - truth) < 0.3 * truth + 5
+    lt.reset()  # a repair
+    assert lt.update(300, 0.4).state == NOT_ENOUGH
