@@ -91,7 +91,8 @@ def judge(pkg: Path, pub: Path, images, tmp: Path) -> dict:
             "preprocess_ms": 1000 * float(np.median(t_pre))}
 
 
-def build(dataset: Path, work: Path, registry: Path, key: Path, size: int, epochs: int) -> tuple[Path, dict]:
+def build(dataset: Path, work: Path, registry: Path, key: Path, size: int, epochs: int,
+          threads: int = 2) -> tuple[Path, dict]:
     from cloud_trainer.train.pipeline import (
         BuildSettings,
         stage_evaluate,
@@ -101,7 +102,7 @@ def build(dataset: Path, work: Path, registry: Path, key: Path, size: int, epoch
     )
 
     s = BuildSettings(family="vision", dataset=dataset, registry=registry, signing_key=key, workdir=work, seed=0,
-                      epochs=epochs, size=size, threads=2, openvino=False, compare_published=False, force=True)
+                      epochs=epochs, size=size, threads=threads, openvino=False, compare_published=False, force=True)
     t0 = time.perf_counter()
     meta = stage_train(s)
     stage_quantize(s)
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test", type=int, default=600)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--threads", type=int, default=2, help="training threads")
     a = ap.parse_args(argv)
     from cloud_trainer.train.images import import_images
     from model_packager import generate_keypair
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         sets = {"in_contract": test_set(TEST_SEED, a.test, 0.0), "shifted_light": test_set(SHIFT_SEED, a.test, SHIFT)}
         recipes = {"default (128 px)": 128} if a.no_baseline else {"default (128 px)": 128, "baseline (64 px)": 64}
         for name, size in recipes.items():
-            pkg, facts = build(tmp / "dataset", tmp / f"work{size}", tmp / "reg", key, size, a.epochs)
+            pkg, facts = build(tmp / "dataset", tmp / f"work{size}", tmp / "reg", key, size, a.epochs, a.threads)
             facts["eval"] = {k: judge(pkg, key.with_suffix(".pub"), v, tmp / f"open{size}-{k}") for k, v in sets.items()}
             results["recipes"][name] = facts
             print(json.dumps({name: facts}, default=float), file=sys.stderr)

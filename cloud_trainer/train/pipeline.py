@@ -120,6 +120,10 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
         try:
             tr_out = fam.train(ds, s.size, s.seed, s.epochs, log, s.threads, init_state=init, pre=pre)
         except ValueError as exc:
+            from cloud_trainer.train.data import DatasetError
+
+            if isinstance(exc, DatasetError):
+                raise
             raise StageError(f"--init-from {s.init_from}: {exc}") from None
     elif s.init_from:
         raise StageError("--init-from: fine-tuning applies to vision models; maintenance models retrain from "

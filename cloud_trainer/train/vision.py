@@ -42,12 +42,19 @@ def preprocessing(size: int = DEFAULT_SIZE, roi: list[int] | None = None, tiles:
 
 
 def heatmap_shape(pre: dict) -> tuple[int, int]:
-    """The heat map's (h, w) for an input of ``pre``'s height x width (a stride-2 stem, three pools)."""
+    """The heat map's (h, w) for an input of ``pre``'s height x width (a stride-2 convolution, three pools)."""
     return tuple((((n + 1) // 2) // 8) for n in (pre["height"], pre["width"]))  # type: ignore[return-value]
 
 
 def tensors(images: list[np.ndarray], pre: ImagePreprocessing) -> np.ndarray:
-    return np.concatenate([image_tensor(im, pre) for im in images]).astype(np.float32)
+    from model_packager.preprocess import PreprocessError
+
+    try:
+        return np.concatenate([image_tensor(im, pre) for im in images]).astype(np.float32)
+    except PreprocessError as exc:  # e.g. a --roi outside the dataset's images
+        from cloud_trainer.train.data import DatasetError
+
+        raise DatasetError(f"the dataset's images do not fit the model's geometry: {exc}") from None
 
 
 def tile_pre(pre: ImagePreprocessing) -> ImagePreprocessing:
@@ -63,12 +70,15 @@ def as_tiles(data: PartsData, pre: ImagePreprocessing) -> PartsData:
     from the defect's mask (a tile holding at least 4 of its pixels carries the defect's class, the
     others are good). Frames of a defect class without a mask cannot be labelled per tile: refused."""
     from cloud_trainer.train.data import DatasetError
-    from model_packager.preprocess import image_region, tile_boxes
+    from model_packager.preprocess import PreprocessError, image_region, tile_boxes
 
     images, labels, ids = [], [], []
     for img, y, ident, mask in zip(data.images, data.labels, data.ids, data.masks or [None] * len(data.ids),
                                    strict=True):
-        region = image_region(img, pre)
+        try:
+            region = image_region(img, pre)
+        except PreprocessError as exc:
+            raise DatasetError(f"image {ident}: {exc}") from None
         mreg = image_region(mask, pre) if mask is not None else None
         if y != 0 and mreg is None:
             raise DatasetError(f"image {ident} ({data.classes[y]}) has no defect mask: a tiled model needs masks "
@@ -94,10 +104,10 @@ def build_model(n_classes: int, width: int = 16, channels: int = 3):
         def __init__(self) -> None:
             super().__init__()
             w = width
-            # a stride-2 stem: a 128-px input costs what a 64-px one did, with 4x the pixels seen
-            self.features = nn.Sequential(block(channels, w, 2), block(w, 2 * w), nn.MaxPool2d(2),
-                                          block(2 * w, 2 * w), nn.MaxPool2d(2), block(2 * w, 4 * w),
-                                          nn.MaxPool2d(2), block(4 * w, 4 * w))
+            # a stride-2 first convolution (its 3x3 kernel still sees every pixel): a 128-px input
+            # costs what a 64-px one did
+            self.features = nn.Sequential(block(channels, w, 2), nn.MaxPool2d(2), block(w, 2 * w), nn.MaxPool2d(2),
+                                          block(2 * w, 4 * w), nn.MaxPool2d(2), block(4 * w, 4 * w))
             self.classmaps = nn.Conv2d(4 * w, n_classes, 1)
 
         def forward(self, image):
@@ -117,14 +127,13 @@ def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_
           patience: int = 10, init_state: dict | None = None, augment: float = 0.5, qat_epochs: int = 4,
           pre: ImagePreprocessing | None = None) -> dict:
     """Train from scratch, or fine-tune from ``init_state`` (a parent version's weights; a lower
-    learning rate, so that the new data refines what the parent knew rather than replacing it)."""
+    learning rate, so that the new data refines what the parent knew rather than replacing it).
+    ``data`` holds frames, or for a tiled ``pre`` its tiles (``as_tiles``; the pipeline cuts them)."""
     import torch
     from torch import nn
 
     common.seed_everything(seed, threads)
     pre = pre or preprocessing(size)
-    if pre.tiles:
-        data = as_tiles(data, pre)
     x = tensors(data.images, tile_pre(pre))
     y = data.labels.astype(np.int64)
     tr, va, te = split_indices(len(y), seed)
