@@ -12,7 +12,8 @@ import sys
 VERBS: dict[str, tuple[str, str]] = {
     "serve": ("cloud_trainer.fleet.server:main", "run the fleet service (gRPC, mTLS) and admin service"),
     "pki": ("cloud_trainer.pki:main", "create a CA, server and agent/admin certificates"),
-    "dataset": ("cloud_trainer.train.uploads:main", "export the fleet's labelled uploaded images as a dataset"),
+    "dataset": ("cloud_trainer.train.cli:main_dataset", "a dataset: `dataset import SRC --out DIR` from your "
+                "images (folder per class, MVTec AD) or the fleet's labelled samples"),
     "train": ("cloud_trainer.train.cli:main_train", "train a model family on a dataset"),
     "quantize": ("cloud_trainer.train.cli:main_quantize", "static INT8 quantization of an ONNX export"),
     "evaluate": ("cloud_trainer.train.cli:main_evaluate", "evaluate a candidate against the published one"),

@@ -118,10 +118,18 @@ class ColorOrder(enum.StrEnum):
 
 
 class ImagePreprocessing(_Model):
-    """Frame (BGR uint8 HxWx3) -> float32 tensor. Steps, in order: optional center crop to
-    ``crop`` (fraction of the shorter side), resize to width x height (``interpolation``),
-    colour conversion, scale by ``scale``, subtract ``mean`` / divide by ``std`` per channel,
-    transpose to ``layout``, add batch axis."""
+    """Frame (BGR uint8 HxWx3, or HxW grey) -> float32 tensor. Steps, in order: optional region of
+    interest ``roi`` (a pixel box ``[x, y, width, height]`` of the frame), optional center crop to
+    ``crop`` (fraction of the shorter side), optional ``tiles`` (``[columns, rows]``: a grid of
+    equal tiles over the region, neighbours overlapping by ``tile_overlap`` of a tile), resize of
+    the region (or of each tile) to width x height (``interpolation``), colour conversion, scale
+    by ``scale``, subtract ``mean`` / divide by ``std`` per channel, transpose to ``layout``. The
+    batch axis holds one row per tile (row-major), one row without tiles.
+
+    A tiled model's verdict is the worst tile's (NG when any tile is NG; its label and
+    probabilities), its heat map the tiles' maps stitched in place (``preprocess.interpret``).
+    ``roi``, ``tiles`` and ``tile_overlap`` are new in schema 2 and optional: older manifests read
+    as before."""
 
     kind: Literal["image"] = "image"
     width: int = Field(gt=0)
@@ -133,6 +141,27 @@ class ImagePreprocessing(_Model):
     std: list[float] = [1.0, 1.0, 1.0]
     crop: float | None = Field(default=None, gt=0, le=1)
     interpolation: Literal["area", "linear", "nearest"] = "area"
+    roi: list[int] | None = None  # [x, y, width, height] in frame pixels
+    tiles: list[int] | None = None  # [columns, rows]
+    tile_overlap: float = Field(default=0.0, ge=0, lt=0.5)
+
+    @field_validator("roi")
+    @classmethod
+    def _check_roi(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (len(v) != 4 or v[0] < 0 or v[1] < 0 or v[2] <= 0 or v[3] <= 0):
+            raise ValueError("roi is [x, y, width, height] in pixels: x, y >= 0 and width, height > 0")
+        return v
+
+    @field_validator("tiles")
+    @classmethod
+    def _check_tiles(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (len(v) != 2 or not 1 <= v[0] <= 64 or not 1 <= v[1] <= 64):
+            raise ValueError("tiles is [columns, rows], each 1..64")
+        return v
+
+    @property
+    def n_tiles(self) -> int:
+        return self.tiles[0] * self.tiles[1] if self.tiles else 1
 
 
 class ConditionFeatures(_Model):

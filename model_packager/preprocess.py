@@ -27,37 +27,119 @@ class PreprocessError(ValueError):
     """The input does not fit the manifest's preprocessing (wrong shape, wrong length, NaN)."""
 
 
-def image_tensor(image_bgr: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
-    """BGR uint8 HxWx3 (or HxW gray) image -> float32 (1, C, H, W) or (1, H, W, C)."""
+_INTERPOLATION = {"area": 3, "linear": 1, "nearest": 0}  # cv2.INTER_AREA, INTER_LINEAR, INTER_NEAREST
+
+
+def image_region(image_bgr: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
+    """The part of the frame the model looks at: ``roi`` (pixel box), then the center ``crop``. A
+    view, no copy. Raises ``PreprocessError`` for a frame of the wrong shape or a box outside it."""
+    img = np.asarray(image_bgr)
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3)) or img.size == 0:
+        raise PreprocessError(f"expected a BGR image HxWx3 or a grey image HxW, got shape {img.shape}")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    x, y, w, h = region_box(img.shape[0], img.shape[1], spec)
+    return img[y : y + h, x : x + w]
+
+
+def region_box(frame_h: int, frame_w: int, spec: ImagePreprocessing) -> tuple[int, int, int, int]:
+    """``(x, y, w, h)`` in the frame of the region ``image_region`` cuts: ``roi``, then ``crop``."""
+    x, y, w, h = 0, 0, frame_w, frame_h
+    if spec.roi is not None:
+        x, y, w, h = spec.roi
+        if x + w > frame_w or y + h > frame_h:
+            raise PreprocessError(f"the model's roi [x={x}, y={y}, width={w}, height={h}] reaches outside the "
+                                  f"{frame_w}x{frame_h} frame; fix the camera's resolution or the model's roi")
+    if spec.crop is not None:
+        side = int(round(min(h, w) * spec.crop))
+        x, y, w, h = x + (w - side) // 2, y + (h - side) // 2, side, side
+    return x, y, w, h
+
+
+def heatmap_on_frame(maps: list[np.ndarray], frame_hw: tuple[int, int], spec: ImagePreprocessing,
+                     max_side: int = 256) -> np.ndarray:
+    """The model's heat maps (one per tile, or one) placed where they belong in the frame, at a
+    resolution of at most ``max_side`` pixels (overlapping tiles: the larger value; outside the
+    region: the lowest), scaled to [0, 1]. Resize it to the frame to overlay it."""
     import cv2
 
-    img = np.asarray(image_bgr)
-    if img.ndim == 2:
+    fh, fw = frame_hw
+    f = min(1.0, max_side / max(fh, fw))
+    lo = float(min(m.min() for m in maps))
+    out = np.full((max(1, round(fh * f)), max(1, round(fw * f))), lo, dtype=np.float32)
+    rx, ry, rw, rh = region_box(fh, fw, spec)
+    for m, (x, y, w, h) in zip(maps, tile_boxes(rh, rw, spec), strict=True):
+        x0, y0 = round((rx + x) * f), round((ry + y) * f)
+        x1, y1 = min(out.shape[1], max(x0 + 1, round((rx + x + w) * f))), min(out.shape[0], max(y0 + 1,
+                                                                                                 round((ry + y + h) * f)))
+        part = cv2.resize(np.asarray(m, np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        np.maximum(out[y0:y1, x0:x1], part, out=out[y0:y1, x0:x1])
+    hi = float(out.max())
+    return (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
+
+
+def tile_boxes(height: int, width: int, spec: ImagePreprocessing) -> list[tuple[int, int, int, int]]:
+    """``(x, y, w, h)`` of each tile in a region of ``width`` x ``height``, row-major; one box (the
+    whole region) without tiles. Tiles are equal in size, cover the region, and overlap their
+    neighbours by about ``tile_overlap`` of a tile."""
+    if not spec.tiles:
+        return [(0, 0, width, height)]
+    cols, rows = spec.tiles
+    ov = spec.tile_overlap
+    tw = min(width, int(np.ceil(width / (cols - (cols - 1) * ov))))
+    th = min(height, int(np.ceil(height / (rows - (rows - 1) * ov))))
+    xs = [int(round(i * (width - tw) / (cols - 1))) if cols > 1 else (width - tw) // 2 for i in range(cols)]
+    ys = [int(round(j * (height - th) / (rows - 1))) if rows > 1 else (height - th) // 2 for j in range(rows)]
+    return [(x, y, tw, th) for y in ys for x in xs]
+
+
+_AFFINE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _affine(spec: ImagePreprocessing, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel ``a, b`` with ``x * a + b == (x * scale - mean) / std`` (cached per spec)."""
+    key = (spec.scale, tuple(spec.mean[:c]), tuple(spec.std[:c]), c)
+    ab = _AFFINE.get(key)
+    if ab is None:
+        std = np.asarray(spec.std[:c], dtype=np.float64)
+        ab = ((spec.scale / std).astype(np.float32), (-np.asarray(spec.mean[:c], dtype=np.float64) / std)
+              .astype(np.float32))
+        _AFFINE[key] = ab
+    return ab
+
+
+def image_tensor(image_bgr: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
+    """BGR uint8 HxWx3 (or HxW grey) frame -> float32 (T, C, H, W) or (T, H, W, C), T = 1 or the
+    number of tiles. The one implementation the trainer and the agent use: region of interest,
+    crop, tiles, resize, colour, then scale and normalisation fused into one pass per channel
+    written into the output buffer."""
+    import cv2
+
+    img = image_region(image_bgr, spec)
+    gray = spec.color is ColorOrder.GRAY
+    c = 1 if gray else 3
+    if img.ndim == 2 and not gray:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    if img.ndim != 3 or img.shape[2] != 3 or img.size == 0:
-        raise PreprocessError(f"expected a BGR image HxWx3, got shape {img.shape}")
-    if spec.crop is not None:
-        h, w = img.shape[:2]
-        side = int(round(min(h, w) * spec.crop))
-        y0, x0 = (h - side) // 2, (w - side) // 2
-        img = img[y0 : y0 + side, x0 : x0 + side]
-    interp = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}[
-        spec.interpolation
-    ]
-    if img.shape[1] != spec.width or img.shape[0] != spec.height:
-        img = cv2.resize(img, (spec.width, spec.height), interpolation=interp)
-    if spec.color is ColorOrder.RGB:
-        img = img[:, :, ::-1]
-    elif spec.color is ColorOrder.GRAY:
-        img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2GRAY)[:, :, None]
-    x = img.astype(np.float32) * np.float32(spec.scale)
-    c = x.shape[2]
-    mean = np.asarray(spec.mean[:c], dtype=np.float32)
-    std = np.asarray(spec.std[:c], dtype=np.float32)
-    x = (x - mean) / std
-    if spec.layout == "NCHW":
-        x = x.transpose(2, 0, 1)
-    return np.ascontiguousarray(x[None, ...], dtype=np.float32)
+    boxes = tile_boxes(img.shape[0], img.shape[1], spec)
+    hw = (spec.height, spec.width)
+    nchw = spec.layout == "NCHW"
+    out = np.empty((len(boxes), c, *hw) if nchw else (len(boxes), *hw, c), dtype=np.float32)
+    a, b = _affine(spec, c)
+    interp = _INTERPOLATION[spec.interpolation]
+    for k, (x, y, w, h) in enumerate(boxes):
+        t = img[y : y + h, x : x + w]
+        if (h, w) != hw:
+            t = cv2.resize(t, (spec.width, spec.height), interpolation=interp)
+        if gray and t.ndim == 3:
+            t = cv2.cvtColor(np.ascontiguousarray(t), cv2.COLOR_BGR2GRAY)
+        if gray:
+            t = t[:, :, None]
+        order = range(c) if spec.color is not ColorOrder.RGB else (2, 1, 0)
+        for ch, src in enumerate(order):
+            dst = out[k, ch] if nchw else out[k, :, :, ch]
+            np.multiply(t[:, :, src], a[ch], out=dst, casting="unsafe")
+            dst += b[ch]
+    return out
 
 
 _RAW_FEATURE_CACHE: dict[tuple[int, float, int, float | None], tuple[np.ndarray, np.ndarray]] = {}
@@ -151,6 +233,8 @@ class Interpretation:
     remaining_life_unit: str | None = None
     heatmap: np.ndarray | None = None  # 2-D float32, values in [0, 1]
     extra: dict[str, dict[str, float]] = field(default_factory=dict)  # further classifier outputs
+    tile: int | None = None  # tiled models: the (row-major) tile the verdict comes from
+    raw_heatmap: np.ndarray | None = field(default=None, repr=False)  # the model's map, before scaling
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -159,7 +243,41 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def interpret(manifest: Manifest, outputs: dict[str, np.ndarray]) -> Interpretation:
+def interpret(manifest: Manifest, outputs: dict[str, np.ndarray],
+              frame_hw: tuple[int, int] | None = None) -> Interpretation:
+    """Turn raw model outputs (batch of one) into a verdict as the manifest declares; for a tiled
+    image model (one batch row per tile), the worst tile's verdict, label, probabilities and score
+    (NG when any tile is NG) and the tiles' heat maps stitched in place into one map. Given the
+    frame's ``frame_hw``, a model with a ``roi`` or ``tiles`` has its heat map placed in frame
+    coordinates (``heatmap_on_frame``), so that it overlays the frame where the model looked."""
+    pre = manifest.preprocessing
+    n = pre.n_tiles if isinstance(pre, ImagePreprocessing) else 1
+    if n == 1:
+        res = _interpret_one(manifest, outputs)
+        if frame_hw is not None and res.raw_heatmap is not None and isinstance(pre, ImagePreprocessing) \
+                and (pre.roi or pre.crop):
+            res.heatmap = heatmap_on_frame([res.raw_heatmap], frame_hw, pre)
+        return res
+    arrays = {k: np.asarray(v) for k, v in outputs.items()}
+    for name, v in arrays.items():
+        if v.ndim == 0 or v.shape[0] != n:
+            raise PreprocessError(f"output {name!r} has {v.shape[0] if v.ndim else 0} rows for the model's {n} tiles")
+    tiles = [_interpret_one(manifest, {k: v[i : i + 1] for k, v in arrays.items()}) for i in range(n)]
+    worst = max(range(n), key=lambda i: (tiles[i].verdict == "NG", tiles[i].score))
+    res = tiles[worst]
+    hm = [t.raw_heatmap for t in tiles]
+    if frame_hw is not None and all(h is not None for h in hm):
+        res.heatmap = heatmap_on_frame(hm, frame_hw, pre)
+    elif all(h is not None for h in hm):
+        cols, rows = pre.tiles
+        grid = np.concatenate([np.concatenate(hm[r * cols : (r + 1) * cols], axis=1) for r in range(rows)], axis=0)
+        lo, hi = float(grid.min()), float(grid.max())
+        res.heatmap = (grid - lo) / (hi - lo) if hi > lo else np.zeros_like(grid)
+    res.tile = worst
+    return res
+
+
+def _interpret_one(manifest: Manifest, outputs: dict[str, np.ndarray]) -> Interpretation:
     """Turn raw model outputs (batch of one) into a verdict as the manifest declares.
 
     NG when any thresholded output reaches its threshold: a classifier with ``ok_label`` and
@@ -206,6 +324,7 @@ def interpret(manifest: Manifest, outputs: dict[str, np.ndarray]) -> Interpretat
             res.remaining_life_unit = spec.unit
         elif spec.role is OutputRole.HEATMAP:
             h = val.reshape(val.shape[-2], val.shape[-1]).astype(np.float32)
+            res.raw_heatmap = h
             lo, hi = float(h.min()), float(h.max())
             res.heatmap = (h - lo) / (hi - lo) if hi > lo else np.zeros_like(h)
     res.verdict = "NG" if ng else "OK"

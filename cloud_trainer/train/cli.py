@@ -25,7 +25,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         ap.add_argument("--dataset", required=True, type=Path, help="simulator dataset folder (edge-sim dataset ...)")
         ap.add_argument("--seed", type=int, default=0)
         ap.add_argument("--epochs", type=int, default=None, help="default: vision 20, maintenance 200 (early stopping)")
-        ap.add_argument("--size", type=int, default=64, help="vision input size (pixels)")
+        ap.add_argument("--size", type=int, default=128, help="vision input size (pixels; per tile when tiled)")
+        ap.add_argument("--roi", type=_ints(4, "X,Y,WIDTH,HEIGHT"), help="vision: look only at this pixel box of "
+                        "each frame (e.g. 320,160,640,640)")
+        ap.add_argument("--tiles", type=_ints(2, "COLUMNSxROWS", "x"), help="vision: cut the frame (or roi) into "
+                        "a grid of tiles, each at --size (e.g. 4x3); an image is NG when any tile is; needs masks")
+        ap.add_argument("--gray", action="store_true", help="vision: grey input (one channel)")
         ap.add_argument("--threads", type=int, default=None)
         ap.add_argument("--degrade", action="store_true", help="deliberately damage the candidate (gate demo)")
         ap.add_argument("--init-from", type=Path, help="vision: fine-tune from a parent's weights (its work folder, "
@@ -48,6 +53,19 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     return ap
 
 
+def _ints(n: int, form: str, sep: str = ","):
+    def parse(text: str) -> list[int]:
+        try:
+            vals = [int(v) for v in text.lower().split(sep)]
+        except ValueError:
+            vals = []
+        if len(vals) != n or any(v < 0 for v in vals):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {form} (whole numbers)")
+        return vals
+
+    return parse
+
+
 def _settings(a):
     from cloud_trainer.train.pipeline import BuildSettings
 
@@ -67,7 +85,9 @@ def _settings(a):
     epochs = getattr(a, "epochs", None) or (20 if a.family == "vision" else 200)
     return BuildSettings(family=a.family, dataset=getattr(a, "dataset", None), registry=getattr(a, "registry", None),
                          signing_key=key, workdir=a.work or Path("var/builds") / a.family,
-                         seed=getattr(a, "seed", 0), epochs=epochs, size=getattr(a, "size", 64),
+                         seed=getattr(a, "seed", 0), epochs=epochs, size=getattr(a, "size", 128),
+                         roi=getattr(a, "roi", None), tiles=getattr(a, "tiles", None),
+                         color="gray" if getattr(a, "gray", False) else "rgb",
                          threads=getattr(a, "threads", None), floors=floors,
                          int8_margin=getattr(a, "int8_margin", 0.01), version=getattr(a, "version", None),
                          calibration=getattr(a, "calibration", 200), openvino=not getattr(a, "no_openvino", False),
@@ -123,3 +143,70 @@ main_evaluate = partial(_run, "evaluate")
 main_package = partial(_run, "package")
 main_publish = partial(_run, "publish")
 main_build = partial(_run, "build")
+
+
+# `cloud-trainer dataset import --kind KIND`: one row per kind of source (module:function taking the
+# argv after the kind, returning an exit code; DatasetError is reported as one line, exit 2)
+IMPORT_KINDS: dict[str, tuple[str, str]] = {
+    "images": ("cloud_trainer.train.images:main", "a folder per class or an MVTec AD folder of images"),
+    "fleet": ("cloud_trainer.train.uploads:main", "the fleet's labelled uploaded samples (--cloud-data)"),
+}
+
+
+def _guess_kind(source: Path | None) -> str | None:
+    if source is None:
+        return None
+    if (source / "fleet.db").is_file():
+        return "fleet"
+    from cloud_trainer.train.images import holds_images
+
+    return "images" if source.is_dir() and holds_images(source) else None
+
+
+def _source(args: list[str]) -> Path | None:
+    """The first positional argument (every option of the importers takes a value)."""
+    skip = False
+    for r in args:
+        if skip:
+            skip = False
+        elif r.startswith("-"):
+            skip = "=" not in r
+        else:
+            return Path(r)
+    return None
+
+
+def main_dataset(argv: list[str]) -> int:
+    """``cloud-trainer dataset import [--kind K] SOURCE --out DIR ...``; ``cloud-trainer dataset
+    --out DIR ...`` (no ``import``) is the fleet export it always was."""
+    import importlib
+
+    from cloud_trainer.train.data import DatasetError
+
+    if not argv or argv[0] != "import":
+        module, _, func = IMPORT_KINDS["fleet"][0].partition(":")
+        return int(getattr(importlib.import_module(module), func)(argv) or 0)
+    ap = argparse.ArgumentParser(prog="cloud-trainer dataset import", add_help=False)
+    ap.add_argument("--kind", choices=sorted(IMPORT_KINDS))
+    ap.add_argument("-h", "--help", action="store_true")
+    a, rest = ap.parse_known_args(argv[1:])
+    source = _source(rest)
+    kind = a.kind or _guess_kind(source)
+    if a.help and kind is None:
+        print("usage: cloud-trainer dataset import [--kind KIND] SOURCE --out DIR [options]\n\nkinds:\n"
+              + "\n".join(f"  {k:<8} {h}" for k, (_, h) in IMPORT_KINDS.items())
+              + "\n\ncloud-trainer dataset import --kind KIND --help: that kind's options")
+        return 0
+    if kind is None:
+        print(f"cloud-trainer dataset import: {source or 'no source given'}: cannot tell what to import (no "
+              f"images found); name it with --kind ({', '.join(IMPORT_KINDS)})", file=sys.stderr)
+        return 2
+    if kind == "fleet" and source is not None:  # the source is the fleet service's data folder
+        rest = ["--cloud-data" if r == str(source) else r for r in rest]
+        rest.insert(rest.index("--cloud-data") + 1, str(source))
+    module, _, func = IMPORT_KINDS[kind][0].partition(":")
+    try:
+        return int(getattr(importlib.import_module(module), func)(rest + (["--help"] if a.help else [])) or 0)
+    except DatasetError as exc:
+        print(f"cloud-trainer dataset import: {exc}", file=sys.stderr)
+        return 2

@@ -1,4 +1,4 @@
-"""Datasets for training: simulator dataset folders (and, later, uploaded samples), checked strictly.
+"""Datasets for training: dataset folders (simulator, imported images, uploaded samples), checked strictly.
 
 ``load_parts(folder)`` reads ``labels.jsonl`` + images; ``load_vibration(folder)`` reads
 ``windows.npz`` + ``dataset.yaml``. Both raise ``DatasetError`` with a clear message for an empty
@@ -32,6 +32,7 @@ class PartsData:
     ids: list[str]
     classes: list[str]
     digest: str
+    masks: list[np.ndarray | None] | None = None  # defect masks (uint8), when asked for and present
 
 
 @dataclass
@@ -47,16 +48,40 @@ class VibrationData:
     digest: str
 
 
-def load_parts(folder: str | Path, classes: list[str] | None = None) -> PartsData:
+def dataset_classes(folder: str | Path) -> list[str] | None:
+    """The class names a dataset folder's ``dataset.yaml`` declares, the good class first (its
+    ``good``, else the first listed), or None when it declares none (an older simulator dataset)."""
+    meta_file = Path(folder) / "dataset.yaml"
+    if not meta_file.is_file():
+        return None
+    try:
+        meta = yaml.safe_load(meta_file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise DatasetError(f"{meta_file}: not YAML ({str(exc).splitlines()[0]})") from None
+    classes = meta.get("classes") if isinstance(meta, dict) else None
+    if not classes:
+        return None
+    if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes) \
+            or len(set(classes)) != len(classes):
+        raise DatasetError(f"{meta_file}: 'classes' must be a list of distinct names, got {classes!r}")
+    good = meta.get("good", classes[0])
+    if good not in classes:
+        raise DatasetError(f"{meta_file}: good class {good!r} is not one of classes {classes}")
+    return [good, *[c for c in classes if c != good]]
+
+
+def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool = False) -> PartsData:
+    """Images and labels of a dataset folder; class names from its ``dataset.yaml`` (the good class
+    is index 0), else the simulator's six. ``masks``: also read each row's defect ``mask`` (grey)."""
     import cv2
 
     folder = Path(folder)
-    classes = classes or VISION_CLASSES
+    classes = classes or dataset_classes(folder) or VISION_CLASSES
     labels_file = folder / "labels.jsonl"
     if not labels_file.is_file():
         raise DatasetError(f"{folder}: no labels.jsonl; write one with `edge-sim dataset parts --out {folder}`")
     h = hashlib.sha256()
-    images, labels, ids = [], [], []
+    images, labels, ids, mask_list = [], [], [], []
     for n, line in enumerate(labels_file.read_text().splitlines(), 1):
         if not line.strip():
             continue
@@ -80,6 +105,8 @@ def load_parts(folder: str | Path, classes: list[str] | None = None) -> PartsDat
         images.append(img)
         labels.append(classes.index(label))
         ids.append(str(row.get("id", file)))
+        if masks:
+            mask_list.append(_mask(folder, row.get("mask"), img.shape[:2], labels_file, n))
     if not images:
         raise DatasetError(f"{folder}: the dataset is empty")
     lab = np.asarray(labels)
@@ -87,7 +114,23 @@ def load_parts(folder: str | Path, classes: list[str] | None = None) -> PartsDat
     if len(present) < 2:
         raise DatasetError(f"{folder}: only class {present} present; a classifier needs at least two classes "
                            "(ok and at least one defect)")
-    return PartsData(images, lab, ids, classes, "sha256:" + h.hexdigest())
+    if classes[0] not in present:
+        raise DatasetError(f"{folder}: no image of the good class {classes[0]!r}; a classifier needs good parts too")
+    return PartsData(images, lab, ids, classes, "sha256:" + h.hexdigest(), mask_list if masks else None)
+
+
+def _mask(folder: Path, file: str | None, shape: tuple[int, int], labels_file: Path, n: int) -> np.ndarray | None:
+    import cv2
+
+    if not file:
+        return None
+    path = folder / file
+    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if path.is_file() else None
+    if m is None:
+        raise DatasetError(f"{labels_file}:{n}: mask {file} is missing or unreadable; fix or drop the row's 'mask'")
+    if m.shape != shape:
+        raise DatasetError(f"{path}: mask is {m.shape[1]}x{m.shape[0]}, its image {shape[1]}x{shape[0]}")
+    return m
 
 
 def load_vibration(folder: str | Path, window_samples: int | None = None) -> VibrationData:

@@ -45,7 +45,10 @@ class BuildSettings:
     workdir: Path
     seed: int = 0
     epochs: int = 25
-    size: int = 64
+    size: int = 128  # vision: the model's input (pixels, per tile when tiled)
+    roi: list[int] | None = None  # vision: [x, y, width, height] pixel box of the frame
+    tiles: list[int] | None = None  # vision: [columns, rows] of tiles over the frame (or roi)
+    color: str = "rgb"  # vision: rgb | gray
     threads: int | None = None
     floors: dict = field(default_factory=dict)
     int8_margin: float = 0.01
@@ -86,10 +89,20 @@ def _need(path: Path, stage: str) -> Path:
     return path
 
 
-def _load_dataset(family: str, folder: Path):
+def _load_dataset(family: str, folder: Path, preprocessing: dict | None = None):
+    """The dataset; for a tiled vision model (``preprocessing`` with tiles), its tiles."""
     from cloud_trainer.train import data as D
 
-    return D.load_parts(folder) if family == "vision" else D.load_vibration(folder)
+    if family != "vision":
+        return D.load_vibration(folder)
+    tiled = bool(preprocessing and preprocessing.get("tiles"))
+    ds = D.load_parts(folder, masks=tiled)
+    if tiled:
+        from cloud_trainer.train import vision
+        from model_packager.manifest import ImagePreprocessing
+
+        ds = vision.as_tiles(ds, ImagePreprocessing.model_validate(preprocessing))
+    return ds
 
 
 def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
@@ -100,12 +113,17 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
     s.workdir.mkdir(parents=True, exist_ok=True)
     for stale in ("model.int8.onnx", "report.json", "package.json"):  # a new model invalidates later stages
         (s.workdir / stale).unlink(missing_ok=True)
-    ds = _load_dataset(s.family, s.dataset)
+    pre = fam.preprocessing(s.size, s.roi, s.tiles, s.color) if s.family == "vision" else None
+    ds = _load_dataset(s.family, s.dataset, pre.model_dump(mode="json") if pre else None)
     if s.family == "vision":
         init = _init_state(s.init_from) if s.init_from else None
         try:
-            tr_out = fam.train(ds, s.size, s.seed, s.epochs, log, s.threads, init_state=init)
+            tr_out = fam.train(ds, s.size, s.seed, s.epochs, log, s.threads, init_state=init, pre=pre)
         except ValueError as exc:
+            from cloud_trainer.train.data import DatasetError
+
+            if isinstance(exc, DatasetError):
+                raise
             raise StageError(f"--init-from {s.init_from}: {exc}") from None
     elif s.init_from:
         raise StageError("--init-from: fine-tuning applies to vision models; maintenance models retrain from "
@@ -252,7 +270,7 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
             speed[f"{eng}_{thr}t"] = {"fp32_ms": t_a, "int8_ms": t_b, "speedup": t_a / t_b}
     report = {
         "name": name, "version": version, "family": s.family, "dataset": meta["dataset"],
-        "dataset_digest": meta["dataset_digest"], "seed": meta["seed"],
+        "dataset_digest": meta["dataset_digest"], "seed": meta["seed"], "classes": meta.get("classes", []),
         "split": {"train": len(tr), "val": len(va), "test": len(te)},
         "metrics": mets, "primary": primary, "floors": floors, "int8_margin": s.int8_margin,
         "incumbent": {"version": incumbent["version"], "metrics": inc_metrics} if incumbent else None,
@@ -270,7 +288,7 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
 
 def _trained_dataset(s: BuildSettings, meta: dict):
     """The dataset `train` used, read again; refused if it changed since."""
-    ds = _load_dataset(s.family, Path(meta["dataset"]))
+    ds = _load_dataset(s.family, Path(meta["dataset"]), meta.get("preprocessing"))
     if ds.digest != meta["dataset_digest"]:
         raise StageError(f"dataset {meta['dataset']} changed since `train` (digest {ds.digest[:19]}…, "
                          f"trained on {meta['dataset_digest'][:19]}…): train again")
@@ -283,7 +301,7 @@ def _perturbed_metrics(ds, meta: dict, fp32: Path, int8: Path, te, y, threshold:
     from cloud_trainer.train import perturb, vision
     from model_packager.manifest import ImagePreprocessing
 
-    pre = ImagePreprocessing.model_validate(meta["preprocessing"])
+    pre = vision.tile_pre(ImagePreprocessing.model_validate(meta["preprocessing"]))
     xp = vision.tensors(perturb.perturbed_copy([ds.images[i] for i in te], meta["seed"]), pre)
     out = {}
     for form, path in (("fp32", fp32), ("int8", int8)):
@@ -390,7 +408,7 @@ def _evaluate_incumbent(reg: Registry, entry: dict, s: BuildSettings, ds, te, y,
             if s.family == "vision":
                 from cloud_trainer.train import vision
 
-                xi = vision.tensors([ds.images[i] for i in te], m.preprocessing)
+                xi = vision.tensors([ds.images[i] for i in te], vision.tile_pre(m.preprocessing))
                 out = onnx_tools.run(opened.model_path, xi)
                 thr = next((o.threshold for o in m.outputs if o.threshold is not None), threshold_fallback)
                 return vision.metrics(out["logits"], y[te], ds.classes, thr)
@@ -408,9 +426,9 @@ def _evaluate_incumbent(reg: Registry, entry: dict, s: BuildSettings, ds, te, y,
 
 def _write_report(report: dict, workdir: Path, m: dict, y, out, family: str, health=None) -> list[Path]:
     (workdir / "report.json").write_text(json.dumps(report, indent=1, default=float))
-    from cloud_trainer.train.data import FAULTS, VISION_CLASSES
+    from cloud_trainer.train.data import FAULTS
 
-    labels = VISION_CLASSES if family == "vision" else FAULTS
+    labels = report["classes"] if family == "vision" else FAULTS
     common.plot_confusion(workdir / "confusion.png", np.asarray(m["confusion"]), labels,
                           f"{report['name']} {report['version']} INT8, test set")
     if family == "vision":
@@ -467,16 +485,19 @@ def _write_report(report: dict, workdir: Path, m: dict, y, out, family: str, hea
 
 def _package(s: BuildSettings, name, version, fam, meta: dict, n_features: int, int8: Path, golden_x, threshold,
              report) -> Path:
-    from cloud_trainer.train.data import FAULTS, VISION_CLASSES
+    from cloud_trainer.train.data import FAULTS
     from model_packager import build_package
 
-    size = meta["size"]
     if s.family == "vision":
-        h = size // 8
-        outputs = [{"name": "logits", "dtype": "float32", "shape": ["batch", len(VISION_CLASSES)],
-                    "role": "class_logits", "labels": VISION_CLASSES, "ok_label": "ok", "threshold": threshold},
-                   {"name": "heatmap", "dtype": "float32", "shape": ["batch", 1, h, h], "role": "heatmap"}]
-        inputs = [{"name": "image", "dtype": "float32", "shape": ["batch", 3, size, size], "layout": "NCHW"}]
+        classes = meta["classes"]  # from the dataset, the good class first
+        pre = meta["preprocessing"]
+        hh, ww = fam.heatmap_shape(pre)
+        channels = 1 if pre.get("color") == "gray" else 3
+        outputs = [{"name": "logits", "dtype": "float32", "shape": ["batch", len(classes)],
+                    "role": "class_logits", "labels": classes, "ok_label": classes[0], "threshold": threshold},
+                   {"name": "heatmap", "dtype": "float32", "shape": ["batch", 1, hh, ww], "role": "heatmap"}]
+        inputs = [{"name": "image", "dtype": "float32", "shape": ["batch", channels, pre["height"], pre["width"]],
+                   "layout": "NCHW"}]
         task = "vision_inspection"
         metric_name = "ng_recall"
     else:

@@ -18,7 +18,7 @@ import json
 import shutil
 from pathlib import Path
 
-from cloud_trainer.train.data import VISION_CLASSES, DatasetError
+from cloud_trainer.train.data import VISION_CLASSES, DatasetError, dataset_classes
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -48,7 +48,7 @@ def export(cloud_data: Path, model: str, out: Path, base: Path | None = None, la
     from cloud_trainer.blobs import BlobNotFound, LocalBlobStore
     from cloud_trainer.fleet.store import SQLiteStore
 
-    classes = classes or VISION_CLASSES
+    classes = classes or (dataset_classes(base) if base is not None else None) or VISION_CLASSES
     db = Path(cloud_data) / "fleet.db"
     if not db.is_file():
         raise DatasetError(f"{cloud_data}: no fleet store (fleet.db); point --cloud-data at `cloud-trainer serve --data`")

@@ -28,32 +28,94 @@ from model_packager.preprocess import image_tensor
 INPUT, OUTPUTS = "image", ["logits", "heatmap"]
 
 
-def preprocessing(size: int) -> ImagePreprocessing:
-    return ImagePreprocessing(width=size, height=size, color="rgb", layout="NCHW", mean=[0.5, 0.5, 0.5],
-                              std=[0.25, 0.25, 0.25])
+DEFAULT_SIZE = 128
+
+
+def preprocessing(size: int = DEFAULT_SIZE, roi: list[int] | None = None, tiles: list[int] | None = None,
+                  color: str = "rgb", tile_overlap: float = 0.125) -> ImagePreprocessing:
+    """The model's geometry: an optional pixel box (``roi``), optional ``tiles`` ([columns, rows])
+    over it, each resized (linear, as the agent does) to ``size`` x ``size``; colour or grey."""
+    c = 1 if color == "gray" else 3
+    return ImagePreprocessing(width=size, height=size, color=color, layout="NCHW", mean=[0.5] * c,
+                              std=[0.25] * c, interpolation="linear", roi=roi, tiles=tiles,
+                              tile_overlap=tile_overlap if tiles else 0.0)
+
+
+def heatmap_shape(pre: dict) -> tuple[int, int]:
+    """The heat map's (h, w) for an input of ``pre``'s height x width (a stride-2 convolution, three pools)."""
+    return tuple((((n + 1) // 2) // 8) for n in (pre["height"], pre["width"]))  # type: ignore[return-value]
 
 
 def tensors(images: list[np.ndarray], pre: ImagePreprocessing) -> np.ndarray:
-    return np.concatenate([image_tensor(im, pre) for im in images]).astype(np.float32)
+    from model_packager.preprocess import PreprocessError
+
+    try:
+        return np.concatenate([image_tensor(im, pre) for im in images]).astype(np.float32)
+    except PreprocessError as exc:  # e.g. a --roi outside the dataset's images
+        from cloud_trainer.train.data import DatasetError
+
+        raise DatasetError(f"the dataset's images do not fit the model's geometry: {exc}") from None
 
 
-def build_model(n_classes: int, width: int = 16):
+def tile_pre(pre: ImagePreprocessing) -> ImagePreprocessing:
+    """The preprocessing of one tile already cut out of the frame (what the model sees per row);
+    ``pre`` itself for a model without tiles (it takes the whole frame)."""
+    if not pre.tiles:
+        return pre
+    return pre.model_copy(update={"roi": None, "crop": None, "tiles": None, "tile_overlap": 0.0})
+
+
+def as_tiles(data: PartsData, pre: ImagePreprocessing) -> PartsData:
+    """A tiled model learns from tiles: the frame's tiles (``preprocess.tile_boxes``), each labelled
+    from the defect's mask (a tile holding at least 4 of its pixels carries the defect's class, the
+    others are good). Frames of a defect class without a mask cannot be labelled per tile: refused."""
+    from cloud_trainer.train.data import DatasetError
+    from model_packager.preprocess import PreprocessError, image_region, tile_boxes
+
+    images, labels, ids = [], [], []
+    for img, y, ident, mask in zip(data.images, data.labels, data.ids, data.masks or [None] * len(data.ids),
+                                   strict=True):
+        try:
+            region = image_region(img, pre)
+        except PreprocessError as exc:
+            raise DatasetError(f"image {ident}: {exc}") from None
+        mreg = image_region(mask, pre) if mask is not None else None
+        if y != 0 and mreg is None:
+            raise DatasetError(f"image {ident} ({data.classes[y]}) has no defect mask: a tiled model needs masks "
+                               "to label its tiles (MVTec ground_truth/, or masks/ in the dataset); use --roi "
+                               "without --tiles instead")
+        for k, (x0, y0, w, h) in enumerate(tile_boxes(region.shape[0], region.shape[1], pre)):
+            images.append(np.ascontiguousarray(region[y0 : y0 + h, x0 : x0 + w]))
+            hit = y != 0 and int(np.count_nonzero(mreg[y0 : y0 + h, x0 : x0 + w])) >= 4
+            labels.append(int(y) if hit else 0)
+            ids.append(f"{ident}#t{k}")
+    return PartsData(images, np.asarray(labels), ids, data.classes, data.digest)
+
+
+def build_model(n_classes: int, width: int = 16, channels: int = 3):
     import torch
     from torch import nn
 
-    def block(i, o):
-        return nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
+    def block(i, o, stride=1):
+        return nn.Sequential(nn.Conv2d(i, o, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(o),
+                             nn.ReLU(inplace=True))
 
     class VisionNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             w = width
-            self.features = nn.Sequential(block(3, w), nn.MaxPool2d(2), block(w, 2 * w), nn.MaxPool2d(2),
+            # a stride-2 first convolution (its 3x3 kernel still sees every pixel): a 128-px input
+            # costs what a 64-px one did
+            self.features = nn.Sequential(block(channels, w, 2), nn.MaxPool2d(2), block(w, 2 * w), nn.MaxPool2d(2),
                                           block(2 * w, 4 * w), nn.MaxPool2d(2), block(4 * w, 4 * w))
             self.classmaps = nn.Conv2d(4 * w, n_classes, 1)
 
         def forward(self, image):
-            maps = self.classmaps(self.features(image))
+            # each image standardised on its own (per channel): a brighter lamp or another
+            # exposure moves every pixel alike and changes nothing the network sees
+            mu = image.mean(dim=(2, 3), keepdim=True)
+            sd = image.std(dim=(2, 3), keepdim=True) + 0.05
+            maps = self.classmaps(self.features((image - mu) / sd))
             logits = maps.mean(dim=(2, 3))
             heatmap = torch.amax(maps[:, 1:], dim=1, keepdim=True) - maps[:, :1]
             return logits, heatmap
@@ -62,15 +124,17 @@ def build_model(n_classes: int, width: int = 16):
 
 
 def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_log, threads: int | None = None,
-          patience: int = 10, init_state: dict | None = None, augment: float = 0.5, qat_epochs: int = 4) -> dict:
+          patience: int = 10, init_state: dict | None = None, augment: float = 0.5, qat_epochs: int = 4,
+          pre: ImagePreprocessing | None = None) -> dict:
     """Train from scratch, or fine-tune from ``init_state`` (a parent version's weights; a lower
-    learning rate, so that the new data refines what the parent knew rather than replacing it)."""
+    learning rate, so that the new data refines what the parent knew rather than replacing it).
+    ``data`` holds frames, or for a tiled ``pre`` its tiles (``as_tiles``; the pipeline cuts them)."""
     import torch
     from torch import nn
 
     common.seed_everything(seed, threads)
-    pre = preprocessing(size)
-    x = tensors(data.images, pre)
+    pre = pre or preprocessing(size)
+    x = tensors(data.images, tile_pre(pre))
     y = data.labels.astype(np.int64)
     tr, va, te = split_indices(len(y), seed)
     if len(va) == 0 or len(tr) == 0:
@@ -78,7 +142,7 @@ def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_
 
         raise DatasetError(f"{len(y)} images are too few to split into train/validation/test")
     dev = common.device()  # a GPU when present, else the CPU; no code change either way
-    model = build_model(len(data.classes))
+    model = build_model(len(data.classes), channels=x.shape[1])
     if init_state is not None:
         try:
             model.load_state_dict(init_state)
@@ -94,6 +158,7 @@ def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_
     from cloud_trainer.train import perturb
 
     aug_rng = np.random.default_rng([seed, 31])
+    tpre = tile_pre(pre)
     tr_images = [data.images[i] for i in tr]
 
     epoch = [0]
@@ -107,7 +172,7 @@ def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_
         share = augment * min(1.0, epoch[0] / max(1.0, epochs / 2))
         pick = np.flatnonzero(aug_rng.random(len(rows)) < share)
         if len(pick):
-            aug = np.concatenate([image_tensor(perturb.perturb(tr_images[rows[j]], aug_rng, perturb.TRAIN), pre)
+            aug = np.concatenate([image_tensor(perturb.perturb(tr_images[rows[j]], aug_rng, perturb.TRAIN), tpre)
                                   for j in pick])
             xb[torch.from_numpy(pick).to(dev)] = torch.from_numpy(aug).to(dev)
         return xb
@@ -137,8 +202,8 @@ def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_
     def val_acc(m):
         return float((m(xv)[0].argmax(1) == yv).float().mean())
 
-    log(f"vision: {len(tr)} train / {len(va)} val / {len(te)} test images at {size}x{size}, "
-        f"{len(data.classes)} classes")
+    log(f"vision: {len(tr)} train / {len(va)} val / {len(te)} test {'tiles' if pre.tiles else 'images'} at "
+        f"{pre.width}x{pre.height}, {len(data.classes)} classes {data.classes}")
     lr = 5e-4 if init_state is not None else 2e-3
     hist = common.fit(model, step, val_loss, batches, epochs, patience, lr, log, val_acc, select_on_metric=True)
     if qat_epochs > 0:

@@ -236,7 +236,7 @@ class ModelSlot:
         if not all(np.all(np.isfinite(v)) for v in out.values() if np.issubdtype(np.asarray(v).dtype, np.floating)):
             self._count(a, nonfinite=True, latency=(t2 - t1) * 1000)
             raise InferenceError(f"slot {self.name}: {m.package_id} produced NaN/Inf", "nonfinite_output")
-        interp = interpret(m, out)
+        interp = interpret(m, out, item.image.shape[:2] if isinstance(item, Frame) else None)
         t3 = time.perf_counter()
         self._count(a, latency=(t2 - t1) * 1000, ng=interp.verdict == "NG")
         return Inference(interp, out, m.name, m.version, a.engine.name, (t1 - t0) * 1000, (t2 - t1) * 1000,

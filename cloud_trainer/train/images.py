@@ -1,0 +1,265 @@
+"""Image datasets from the user's own folders: ``cloud-trainer dataset import --kind images``.
+
+Two layouts are recognised (``layout_of``):
+
+- **folder per class**: ``SRC/<class>/*.png`` (any class names). The good class is the one named by
+  ``--good``, else the one conventionally named ``ok``, ``good``, ``pass``, ``okay``, ``normal`` or
+  ``nominal`` (said on stderr); every other folder is a defect class.
+- **MVTec AD**: ``SRC/train/good``, ``SRC/test/good``, ``SRC/test/<defect>`` and optionally
+  ``SRC/ground_truth/<defect>/<name>_mask.png`` (a defect's pixel mask); the good class is ``good``.
+
+PNG, JPEG, BMP and TIFF files are read (8-bit grey or colour, any size); every one is decoded once on
+import, so an unreadable file is refused then, not half-way through a training run. The result is a
+dataset folder that ``train``/``build`` read: ``images/`` (the files, copied unchanged), ``masks/``,
+``labels.jsonl`` (``{id, file, label, defect, split, source[, mask]}``) and ``dataset.yaml``
+(``classes`` with the good class first, ``good``, counts, ``digest``: the same digest
+``data.load_parts`` computes). It is written into a temporary folder beside ``--out`` and renamed
+into place at the end: on any error nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cloud_trainer.train.data import DatasetError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+GOOD_NAMES = ("ok", "good", "pass", "okay", "normal", "nominal")
+MIN_GOOD = {"classifier": 20, "anomaly": 20}  # AWS Lookout for Vision's floor: 20 normal images
+MIN_DEFECT = 2  # per defect class: at least one for validation and one for training
+
+
+def is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+
+
+def holds_images(src: Path) -> bool:
+    """Whether a folder holds image files somewhere below it (the import's ``--kind`` default)."""
+    return any(is_image(p) for p in Path(src).rglob("*"))
+
+
+@dataclass
+class _Item:
+    path: Path
+    label: str
+    split: str | None = None
+    mask: Path | None = None
+
+
+@dataclass
+class Found:
+    layout: str  # "folders" | "mvtec"
+    good: str
+    classes: list[str]  # the good class first
+    items: list[_Item] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if is_image(p))
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def layout_of(src: Path) -> str:
+    if (src / "train" / "good").is_dir() or ((src / "test").is_dir() and (src / "test" / "good").is_dir()):
+        return "mvtec"
+    return "folders"
+
+
+def _class_folder(folder: Path, label: str) -> list[Path]:
+    files = _images_in(folder)
+    if not files:
+        raise DatasetError(f"{folder}: class folder {label!r} holds no images ({', '.join(IMAGE_EXTS)}); "
+                           "add images or remove the folder")
+    return files
+
+
+def scan_folders(src: Path, good: str | None) -> Found:
+    classes = _subfolders(src)
+    if not classes:
+        raise DatasetError(f"{src}: no class folders; expected one folder per class (e.g. {src}/ok/, "
+                           f"{src}/scratch/) or the MVTec AD layout (train/good, test/<defect>)")
+    names = [c.name for c in classes]
+    notes = []
+    if good is None:
+        conventional = [n for n in names if n.lower() in GOOD_NAMES]
+        if len(conventional) != 1:
+            raise DatasetError(f"{src}: cannot tell which class is good among {names}; name it with "
+                               f"--good CLASS (or call its folder one of {list(GOOD_NAMES)})")
+        good = conventional[0]
+        notes.append(f"good class: {good!r} (by its name; --good to choose another)")
+    elif good not in names:
+        raise DatasetError(f"--good {good!r}: {src} has no such class folder; its classes are {names}")
+    items = [_Item(p, c.name) for c in classes for p in _class_folder(c, c.name)]
+    return Found("folders", good, [good, *[n for n in names if n != good]], items, notes)
+
+
+def scan_mvtec(src: Path) -> Found:
+    items: list[_Item] = []
+    for split in ("train", "test"):
+        if not (src / split).is_dir():
+            continue
+        for c in _subfolders(src / split):
+            if split == "train" and c.name != "good":
+                raise DatasetError(f"{c}: MVTec AD's train/ holds only good/ (defect images go in test/<defect>)")
+            items += [_Item(p, c.name, split) for p in _class_folder(c, f"{split}/{c.name}")]
+    by_stem = {(it.label, it.path.stem): it for it in items if it.split == "test"}
+    gt = src / "ground_truth"
+    if gt.is_dir():
+        for d in _subfolders(gt):
+            for m in sorted(p for p in d.iterdir() if is_image(p)):
+                stem = m.stem.removesuffix("_mask")
+                it = by_stem.get((d.name, stem))
+                if it is None:
+                    raise DatasetError(f"{m}: a mask without an image (expected {src}/test/{d.name}/{stem}.png or "
+                                       "another image extension); remove the mask or add its image")
+                it.mask = m
+    defects = sorted({it.label for it in items} - {"good"})
+    return Found("mvtec", "good", ["good", *defects], items, [])
+
+
+def scan(src: Path, good: str | None = None) -> Found:
+    src = Path(src)
+    if not src.is_dir():
+        raise DatasetError(f"{src}: no such folder")
+    if layout_of(src) == "mvtec":
+        if good not in (None, "good"):
+            raise DatasetError(f"--good {good!r}: an MVTec AD layout's good class is 'good'")
+        return scan_mvtec(src)
+    return scan_folders(src, good)
+
+
+def check(found: Found, src: Path, task: str = "classifier", min_good: int | None = None) -> None:
+    counts = {c: 0 for c in found.classes}
+    for it in found.items:
+        counts[it.label] += 1
+    need = MIN_GOOD[task] if min_good is None else min_good
+    if counts.get(found.good, 0) < need:
+        raise DatasetError(f"{src}: {counts.get(found.good, 0)} good images ({found.good!r}); at least {need} are "
+                           f"needed (add {need - counts.get(found.good, 0)} more)")
+    if task == "classifier":
+        if len(found.classes) < 2:
+            raise DatasetError(f"{src}: a single class {found.classes}; a classifier needs the good class and at "
+                               "least one defect class (or use an anomaly model, trained on good images only)")
+        few = [c for c in found.classes[1:] if counts[c] < MIN_DEFECT]
+        if few:
+            raise DatasetError(f"{src}: defect class(es) {few} have fewer than {MIN_DEFECT} images; add images "
+                               "or remove the folder")
+
+
+def _decode(path: Path):
+    import cv2
+    import numpy as np
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{path}: unreadable ({exc.strerror}); fix its permissions or remove it") from None
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if img is None or img.size == 0:
+        raise DatasetError(f"{path}: unreadable image (empty, truncated or not an image); replace or remove it")
+    if img.dtype != np.uint8:
+        raise DatasetError(f"{path}: {img.dtype} pixels; 8-bit grey or colour images are supported "
+                           "(convert it to 8 bits)")
+    return data, img
+
+
+def import_images(src: Path, out: Path, good: str | None = None, task: str = "classifier",
+                  min_good: int | None = None, log=None) -> dict:
+    """``src`` (folder per class or MVTec AD) → a dataset folder ``out``; returns a summary."""
+    log = log or (lambda m: print(m, file=sys.stderr))
+    src, out = Path(src), Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DatasetError(f"{out} exists and is not empty; choose a new dataset folder")
+    found = scan(src, good)
+    check(found, src, task, min_good)
+    for n in found.notes:
+        log(f"dataset import: {n}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        summary = _write(found, src, tmp)
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {**summary, "out": str(out)}
+
+
+def _write(found: Found, src: Path, dst: Path) -> dict:
+    import yaml
+
+    (dst / "images").mkdir()
+    (dst / "masks").mkdir()
+    h = hashlib.sha256()  # as data.load_parts computes it, so `train` checks the same digest
+    counts = dict.fromkeys(found.classes, 0)
+    sizes: set[tuple[int, ...]] = set()
+    with open(dst / "labels.jsonl", "w") as f:
+        for k, it in enumerate(found.items):
+            data, img = _decode(it.path)
+            sizes.add(img.shape[:2])
+            rel = it.path.relative_to(src).as_posix()
+            name = f"images/{k:06d}-{it.label}{it.path.suffix.lower()}"
+            (dst / name).write_bytes(data)
+            row = {"id": f"{k:06d}", "file": name, "label": it.label, "defect": it.label != found.good,
+                   "source": rel}
+            if it.split:
+                row["split"] = it.split
+            if it.mask is not None:
+                _, mask = _decode(it.mask)
+                if mask.shape[:2] != img.shape[:2]:
+                    raise DatasetError(f"{it.mask}: mask is {mask.shape[1]}x{mask.shape[0]}, its image {it.path} is "
+                                       f"{img.shape[1]}x{img.shape[0]}; they must be the same size")
+                mname = f"masks/{k:06d}-{it.label}.png"
+                if it.mask.suffix.lower() == ".png":
+                    shutil.copyfile(it.mask, dst / mname)
+                else:
+                    _png(mask, dst / mname)
+                row["mask"] = mname
+            h.update(hashlib.sha256(data).digest())
+            h.update(it.label.encode())
+            counts[it.label] += 1
+            f.write(json.dumps(row) + "\n")
+    sizes_txt = sorted(f"{w}x{hh}" for hh, w in sizes)
+    meta = {"kind": "parts", "imported_from": str(src), "layout": found.layout, "classes": found.classes,
+            "good": found.good, "count": len(found.items), "counts": counts, "image_sizes": sizes_txt[:20],
+            "digest": "sha256:" + h.hexdigest()}
+    (dst / "dataset.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    return {"layout": found.layout, "classes": found.classes, "good": found.good, "counts": counts,
+            "digest": meta["digest"]}
+
+
+def _png(mask, path: Path) -> None:
+    import cv2
+
+    cv2.imwrite(str(path), mask)
+
+
+def main(argv: list[str]) -> int:
+    """``cloud-trainer dataset import --kind images`` (argv after the kind dispatch)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="cloud-trainer dataset import --kind images",
+                                 description="a dataset from a folder per class or an MVTec AD folder")
+    ap.add_argument("source", type=Path, help="folder per class (ok/, scratch/, ...) or MVTec AD (train/good, ...)")
+    ap.add_argument("--out", type=Path, required=True, help="new dataset folder (must not exist or be empty)")
+    ap.add_argument("--good", help="the class of good parts (default: a folder named ok, good, pass, ...)")
+    ap.add_argument("--task", choices=sorted(MIN_GOOD), default="classifier",
+                    help="what the dataset is for: classifier (good + defect classes) or anomaly (good only is fine)")
+    ap.add_argument("--min-good", type=int, help=f"fewest good images accepted (default {MIN_GOOD['classifier']})")
+    a = ap.parse_args(argv)
+    res = import_images(a.source, a.out, a.good, a.task, a.min_good)
+    print(json.dumps(res))
+    return 0

@@ -1,0 +1,82 @@
+"""The vision trainer on imported images made independently of the project's simulator
+(``tests.support.own_parts``): a tiled model from an MVTec AD layout with masks runs through every
+stage into a signed package that declares its geometry and the data's class names; tiles without
+masks are refused with a clear line. Tiny images and one epoch: plumbing, not the quality bar (that
+is ``bench/vision_own_images_bench.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import pytest
+
+from cloud_trainer.train.data import DatasetError
+from cloud_trainer.train.images import import_images
+from cloud_trainer.train.pipeline import (
+    BuildSettings,
+    stage_evaluate,
+    stage_package,
+    stage_quantize,
+    stage_train,
+)
+from tests.support.models import make_keypair
+from tests.support.own_parts import make_part
+
+
+def mvtec(root: Path, n_good: int = 24, defects=("scratch", "stain"), per_defect: int = 6) -> Path:
+    k = 0
+    for split, label, n in [("train", "good", n_good), ("test", "good", 4)] + [("test", d, per_defect)
+                                                                               for d in defects]:
+        (root / split / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img, mask = make_part(5, k, 96, None if label == "good" else label)
+            cv2.imwrite(str(root / split / label / f"{i:03d}.png"), img)
+            if label != "good":
+                (root / "ground_truth" / label).mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(root / "ground_truth" / label / f"{i:03d}_mask.png"), mask)
+            k += 1
+    return root
+
+
+def settings(tmp_path: Path, dataset: Path, **kw) -> BuildSettings:
+    key, _ = make_keypair(tmp_path / "keys")
+    base = dict(family="vision", dataset=dataset, registry=tmp_path / "reg", signing_key=key,
+                workdir=tmp_path / "work", epochs=1, size=32, threads=1, openvino=False,
+                compare_published=False, force=True, floors={"ng_recall": 0.0, "ng_precision": 0.0})
+    return BuildSettings(**{**base, **kw})
+
+
+def quiet(*_):
+    pass
+
+
+def test_a_tiled_model_from_an_mvtec_folder_is_packaged_with_its_geometry_and_classes(tmp_path):
+    from model_packager import read_manifest
+
+    import_images(mvtec(tmp_path / "src"), tmp_path / "ds", log=quiet)
+    s = settings(tmp_path, tmp_path / "ds", tiles=[2, 2], roi=[8, 8, 80, 80])
+    meta = stage_train(s, log=quiet)
+    assert meta["classes"] == ["good", "scratch", "stain"]
+    stage_quantize(s, log=quiet)
+    rep = stage_evaluate(s, log=quiet)
+    assert rep["split"]["train"] + rep["split"]["val"] + rep["split"]["test"] == 4 * (24 + 4 + 12)  # tiles
+    man = read_manifest(stage_package(s, log=quiet))
+    assert man.preprocessing.tiles == [2, 2] and man.preprocessing.roi == [8, 8, 80, 80]
+    assert man.preprocessing.interpolation == "linear"
+    assert man.outputs[0].labels == ["good", "scratch", "stain"] and man.outputs[0].ok_label == "good"
+    assert man.outputs[1].shape == ["batch", 1, 2, 2]
+
+
+def test_tiles_need_defect_masks(tmp_path):
+    src = tmp_path / "src"
+    for label, n in (("ok", 20), ("dent", 3)):
+        (src / label).mkdir(parents=True)
+        for i in range(n):
+            cv2.imwrite(str(src / label / f"{i}.png"), make_part(6, i, 64, None if label == "ok" else label)[0])
+    import_images(src, tmp_path / "ds", log=quiet)
+    with pytest.raises(DatasetError, match=r"\(dent\) has no defect mask: a tiled model needs masks"):
+        stage_train(settings(tmp_path, tmp_path / "ds", tiles=[2, 2]), log=quiet)
+    with pytest.raises(DatasetError, match=r"the model's roi \[x=0, y=0, width=100, height=100\] reaches outside "
+                                           "the 64x64 frame"):
+        stage_train(settings(tmp_path, tmp_path / "ds", roi=[0, 0, 100, 100]), log=quiet)

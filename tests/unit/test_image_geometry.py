@@ -1,0 +1,104 @@
+"""Image geometry from the manifest (region of interest, tiles, grey) applied by the one
+``image_tensor`` both the trainer and the agent use, and a tiled model's verdict and heat map."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model_packager.manifest import ImagePreprocessing, Manifest
+from model_packager.preprocess import PreprocessError, heatmap_on_frame, image_tensor, interpret, tile_boxes
+
+
+def spec(**kw) -> ImagePreprocessing:
+    return ImagePreprocessing(**{"width": 32, "height": 32, "mean": [0.5] * 3, "std": [0.25] * 3,
+                                 "interpolation": "linear", **kw})
+
+
+def frame(h=1024, w=1280, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(90, 110, (h, w, 3), dtype=np.uint8)
+
+
+def test_roi_is_a_pixel_box_of_the_frame():
+    f = frame(200, 300)
+    got = image_tensor(f, spec(roi=[40, 30, 100, 80]))
+    assert np.array_equal(got, image_tensor(np.ascontiguousarray(f[30:110, 40:140]), spec()))
+    with pytest.raises(PreprocessError, match=r"roi \[x=250, y=30, width=100, height=80\] reaches outside the "
+                                              r"300x200 frame"):
+        image_tensor(f, spec(roi=[250, 30, 100, 80]))
+
+
+def test_tiles_cover_the_frame_row_major_with_overlap():
+    s = spec(tiles=[5, 4], tile_overlap=0.125)
+    boxes = tile_boxes(1024, 1280, s)
+    assert len(boxes) == 20 and boxes[0][:2] == (0, 0) and boxes[4][0] + boxes[4][2] == 1280
+    assert boxes[-1][1] + boxes[-1][3] == 1024 and boxes[1][0] < boxes[0][2]  # neighbours overlap
+    assert image_tensor(frame(), s).shape == (20, 3, 32, 32)
+
+
+def test_a_2px_scratch_on_a_1280x1024_frame_survives_tiling_but_not_a_plain_resize():
+    clean = np.full((1024, 1280, 3), 100, np.uint8)
+    f = clean.copy()
+    f[700:702, 900:1000] = 20  # a dark scratch 2 px wide, 100 px long
+    full = 80 / 255 / 0.25  # its contrast, in the model's input units
+    plain = spec(width=128, height=128, interpolation="area")
+    tiled = spec(width=128, height=128, tiles=[5, 4])
+    drop_plain = float((image_tensor(clean, plain) - image_tensor(f, plain)).max())
+    d = (image_tensor(clean, tiled) - image_tensor(f, tiled)).max(axis=(1, 2, 3))
+    hit = tile_boxes(1024, 1280, tiled)[int(d.argmax())]
+    assert hit[0] <= 900 and hit[0] + hit[2] >= 1000 and hit[1] <= 700 <= hit[1] + hit[3]  # the right tile
+    assert d.max() > 0.6 * full and d.max() > 3 * drop_plain  # tiled: most of its contrast; resized: a trace
+
+
+def test_grey_models_take_one_channel_and_grey_frames():
+    s = ImagePreprocessing(width=16, height=16, color="gray", mean=[0.5], std=[0.25])
+    g = np.full((40, 30), 128, np.uint8)
+    assert image_tensor(g, s).shape == (1, 1, 16, 16)
+    assert np.allclose(image_tensor(np.dstack([g] * 3), s), image_tensor(g, s))
+    assert image_tensor(g, spec()).shape == (1, 3, 32, 32)  # a grey frame for a colour model
+
+
+def test_a_manifest_without_the_new_fields_reads_as_before():
+    old = ImagePreprocessing.model_validate({"kind": "image", "width": 64, "height": 64})
+    assert old.roi is None and old.tiles is None and old.n_tiles == 1 and old.interpolation == "area"
+    with pytest.raises(ValueError, match=r"tiles is \[columns, rows\]"):
+        spec(tiles=[0, 2])
+
+
+def manifest(tiles) -> Manifest:
+    from tests.support.models import vision_spec
+
+    m = vision_spec(width=32, height=32, labels=("ok", "dent"))
+    m["preprocessing"] = {**m["preprocessing"], "tiles": tiles}
+    m["outputs"][1]["shape"] = ["batch", 1, 4, 4]
+    m["files"] = []
+    return Manifest.model_validate({**m, "schema_version": 2, "created_at": "2026-01-01T00:00:00Z"})
+
+
+def test_a_tiled_model_is_ng_when_any_tile_is_and_its_heat_map_is_stitched_in_place():
+    m = manifest([2, 2])
+    logits = np.zeros((4, 2), np.float32)
+    logits[:, 0] = 5.0
+    logits[3] = [-3.0, 3.0]  # the bottom-right tile holds a dent
+    heat = np.zeros((4, 1, 4, 4), np.float32)
+    heat[3, 0, 2, 2] = 9.0
+    res = interpret(m, {"logits": logits, "heatmap": heat})
+    assert res.verdict == "NG" and res.tile == 3 and res.label == "dent" and res.score > 0.99
+    assert res.heatmap.shape == (8, 8) and np.unravel_index(res.heatmap.argmax(), (8, 8)) == (6, 6)
+    ok = interpret(m, {"logits": np.tile([[5.0, 0.0]], (4, 1)).astype(np.float32), "heatmap": heat * 0})
+    assert ok.verdict == "OK"
+    on_frame = interpret(m, {"logits": logits, "heatmap": heat}, frame_hw=(200, 400)).heatmap
+    y, x = np.unravel_index(on_frame.argmax(), on_frame.shape)
+    assert on_frame.shape == (128, 256) and x > 128 and y > 64  # bottom-right quarter of the frame
+    with pytest.raises(PreprocessError, match="has 3 rows for the model's 4 tiles"):
+        interpret(m, {"logits": logits[:3], "heatmap": heat[:3]})
+
+
+def test_heat_map_of_a_roi_model_lands_on_the_roi():
+    s = spec(roi=[100, 50, 100, 100])
+    h = np.zeros((4, 4), np.float32)
+    h[0, 0] = 1.0
+    out = heatmap_on_frame([h], (200, 400), s)
+    y, x = np.unravel_index(out.argmax(), out.shape)
+    f = 256 / 400  # the map is at most 256 px wide
+    assert out.shape == (128, 256) and 100 * f <= x < 125 * f and 50 * f <= y < 75 * f

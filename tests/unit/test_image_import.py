@@ -1,0 +1,144 @@
+"""`cloud-trainer dataset import`: a folder per class and the MVTec AD layout become a dataset that
+training reads, with class names from the data; every bad input is refused with its own message and
+leaves nothing behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from cloud_trainer.cli import main as cloud_main
+from cloud_trainer.train.data import DatasetError, load_parts
+from cloud_trainer.train.images import import_images
+
+
+def img(path: Path, seed: int = 0, grey: bool = False, size=(12, 10)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 255, (size[1], size[0]) if grey else (size[1], size[0], 3), dtype=np.uint8)
+    assert cv2.imwrite(str(path), a)
+    return path
+
+
+def per_class(root: Path, classes: dict[str, int], exts=(".png", ".jpg", ".bmp", ".tif")) -> Path:
+    k = 0
+    for c, n in classes.items():
+        for i in range(n):
+            img(root / c / f"{c}{i}{exts[k % len(exts)]}", k, grey=k % 3 == 0, size=(12 + k % 5, 10))
+            k += 1
+    return root
+
+
+def leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def test_folder_per_class_any_names_any_format(tmp_path):
+    src = per_class(tmp_path / "src", {"pass": 20, "burr": 3, "chipped_edge": 2})
+    out = tmp_path / "ds"
+    notes: list[str] = []
+    res = import_images(src, out, log=notes.append)
+    assert res["classes"] == ["pass", "burr", "chipped_edge"] and res["good"] == "pass"
+    assert any("good class: 'pass'" in n for n in notes)  # inferred from its name, and said
+    meta = yaml.safe_load((out / "dataset.yaml").read_text())
+    assert meta["classes"][0] == "pass" and meta["counts"] == {"pass": 20, "burr": 3, "chipped_edge": 2}
+    ds = load_parts(out)
+    assert ds.classes == ["pass", "burr", "chipped_edge"] and ds.digest == meta["digest"]
+    assert len(ds.images) == 25 and all(im.ndim == 3 and im.shape[2] == 3 for im in ds.images)  # grey read as BGR
+    assert sorted(np.bincount(ds.labels).tolist()) == [2, 3, 20]
+
+
+def test_good_class_named_explicitly(tmp_path):
+    src = per_class(tmp_path / "src", {"accepted": 20, "flash": 2})
+    with pytest.raises(DatasetError, match=r"cannot tell which class is good among \['accepted', 'flash'\]; "
+                                           "name it with --good"):
+        import_images(src, tmp_path / "a")
+    assert import_images(src, tmp_path / "b", good="accepted")["classes"] == ["accepted", "flash"]
+
+
+def test_mvtec_layout_with_masks(tmp_path):
+    src = tmp_path / "bottle"
+    for i in range(20):
+        img(src / "train" / "good" / f"{i:03d}.png", i)
+    img(src / "test" / "good" / "000.png", 50)
+    for i in range(2):
+        img(src / "test" / "broken_large" / f"{i:03d}.png", 60 + i)
+        m = np.zeros((10, 12), np.uint8)
+        m[2:5, 3:6] = 255
+        (src / "ground_truth" / "broken_large").mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(src / "ground_truth" / "broken_large" / f"{i:03d}_mask.png"), m)
+    res = import_images(src, tmp_path / "ds")
+    assert res["layout"] == "mvtec" and res["classes"] == ["good", "broken_large"]
+    ds = load_parts(tmp_path / "ds", masks=True)
+    defect = [m for m, y in zip(ds.masks, ds.labels, strict=True) if y == 1]
+    assert len(defect) == 2 and all(m is not None and m.max() == 255 for m in defect)
+    rows = (tmp_path / "ds" / "labels.jsonl").read_text().splitlines()
+    assert sum('"split": "train"' in r for r in rows) == 20 and sum('"split": "test"' in r for r in rows) == 3
+
+
+def test_empty_class_folder_is_refused(tmp_path):
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    (src / "crack").mkdir()
+    with pytest.raises(DatasetError, match=r"crack: class folder 'crack' holds no images"):
+        import_images(src, tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_unreadable_image_names_its_path_and_nothing_is_written(tmp_path):
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    bad = src / "dent" / "truncated.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(DatasetError, match=rf"{bad}: unreadable image \(empty, truncated or not an image\)"):
+        import_images(src, tmp_path / "ds")
+    assert not (tmp_path / "ds").exists() and leftovers(tmp_path) == []
+
+
+def test_mask_without_an_image_is_refused(tmp_path):
+    src = tmp_path / "mv"
+    for i in range(20):
+        img(src / "train" / "good" / f"{i:03d}.png", i)
+    img(src / "test" / "crack" / "000.png", 1)
+    img(src / "test" / "crack" / "001.png", 2)
+    orphan = img(src / "ground_truth" / "crack" / "007_mask.png", 3, grey=True)
+    with pytest.raises(DatasetError, match=rf"{orphan}: a mask without an image"):
+        import_images(src, tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_single_class_is_refused_for_a_classifier(tmp_path):
+    src = per_class(tmp_path / "src", {"ok": 25})
+    with pytest.raises(DatasetError, match=r"a single class \['ok'\]; a classifier needs the good class and at "
+                                           "least one defect class"):
+        import_images(src, tmp_path / "ds")
+    assert import_images(src, tmp_path / "ds2", task="anomaly")["classes"] == ["ok"]  # good-only is fine there
+
+
+def test_too_few_good_images_says_how_many_are_needed(tmp_path):
+    src = per_class(tmp_path / "src", {"ok": 7, "scratch": 4})
+    with pytest.raises(DatasetError, match=r"7 good images \('ok'\); at least 20 are needed \(add 13 more\)"):
+        import_images(src, tmp_path / "ds")
+
+
+def test_an_existing_dataset_is_never_overwritten(tmp_path):
+    src = per_class(tmp_path / "src", {"ok": 20, "scratch": 2})
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "keep.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="exists and is not empty; choose a new dataset folder"):
+        import_images(src, tmp_path / "ds")
+    assert (tmp_path / "ds" / "keep.txt").read_text() == "mine"
+
+
+def test_cli_imports_and_reports_bad_input_in_one_line(tmp_path, capsys):
+    src = per_class(tmp_path / "src", {"good": 20, "scratch": 2})
+    assert cloud_main(["dataset", "import", str(src), "--out", str(tmp_path / "ds")]) == 0
+    assert '"classes": ["good", "scratch"]' in capsys.readouterr().out
+    assert cloud_main(["dataset", "import", "--out", str(tmp_path / "ds2"), str(tmp_path / "src" / "scratch")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cloud-trainer dataset import:" in err[0] and "no class folders" in err[0]
+    (tmp_path / "nothing").mkdir()
+    assert cloud_main(["dataset", "import", str(tmp_path / "nothing"), "--out", str(tmp_path / "ds3")]) == 2
+    assert "cannot tell what to import (no images found); name it with --kind" in capsys.readouterr().err
