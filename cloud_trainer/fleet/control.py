@@ -166,21 +166,23 @@ class Control:
                                    (tenant, agent, digest)).fetchone() is not None
 
     def on_report(self, agent: str, dep_id: str, slot: str, version: str, step: str, ok: bool, reason: str,
-                  health: dict, *, tenant: str = T) -> None:
+                  health: dict, *, tenant: str = T) -> bool:
+        """Record an agent's step; False (nothing recorded) for a deployment that is not the agent's: unknown, of
+        another tenant, or not targeting it (the service refuses those alike)."""
         with self._write():
             try:
                 dep = self._get(dep_id)
             except ValueError:
-                return
+                return False
             if dep.get("tenant", T) != tenant:  # an agent of another tenant with the same id: not its deployment
-                return
+                return False
             t = dep["targets"].get(agent)
             if t is None:
-                return
+                return False
             if version != dep["version"] and step != "rolled_back_by_fleet":
                 t["last_report"] = {"step": step, "version": version, "ok": ok, "reason": reason}
                 self._put(dep)
-                return
+                return True
             t.update(status=step if ok else ("rolled_back" if step == "rolled_back" else "failed"),
                      reason=reason or t.get("reason", ""), updated=self.clock(), health=health)
             err = health.get("error_rate") if isinstance(health, dict) else None
@@ -189,6 +191,7 @@ class Control:
                 t.update(status="failed", reason=f"error rate {err:.1%} above the gate's {max_err:.1%}")
             self._put(dep)
         self.tick()
+        return True
 
     # ---- admin side ----------------------------------------------------------------------------
     def _resolve(self, package: str, version: str, tenant: str = T) -> dict:

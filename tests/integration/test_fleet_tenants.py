@@ -186,6 +186,20 @@ async def test_agents_receive_and_download_only_their_tenant_packages(cloud):
         package="part-inspection", version="1.0.0", slot="vision", agents=["gw1"], strategy="all_at_once"),
         timeout=10)
 
+    # an agent reporting on another tenant's deployment: refused as one that does not exist, nothing recorded
+    beta_dep = json.loads((await admin(ch, "beta", "carol").ListDeployments(pb.ListDeploymentsRequest(), timeout=10)
+                           ).deployments[0].json)
+
+    def report(tenant, agent, dep_id):
+        return rpc.FleetStub(ch(tenant, agent)).ReportDeployment(pb.DeploymentReport(
+            deployment_id=dep_id, slot="vision", version="1.0.0", step="downloading", ok=True), timeout=10)
+
+    theirs = await _code(report("acme", "gw-a", beta_dep["id"]))
+    nothing = await _code(report("acme", "gw-a", "feedface00"))
+    assert theirs[0] == nothing[0] == PD and theirs[1].replace(beta_dep["id"], "X") == nothing[1].replace(
+        "feedface00", "X")
+    assert (await _code(report("beta", "gw-b", beta_dep["id"])))[0] == grpc.StatusCode.OK  # its own: accepted
+
     async def desired(tenant, agent):
         r = await rpc.FleetStub(ch(tenant, agent)).Heartbeat(pb.HeartbeatRequest(labels={"site": "plant"}), timeout=10)
         return [(d.package, d.digest) for d in r.desired]
