@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import subprocess
 import sys
@@ -33,10 +32,7 @@ OUT = Path(__file__).resolve().parent / "out"
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from bench.fleet_bench import cpu_seconds  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -303,6 +299,13 @@ def main(argv: list[str] | None = None) -> int:
             row = run(n, a.seconds, a.period, a.workers, Path(tmp), a.pki, unary)
         rows.append(row)
         print(json.dumps(row), flush=True)
+        write(rows, a)
+    print((OUT / "fleet_stream_bench.md").read_text())
+    return 0
+
+
+def write(rows: list[dict], a) -> None:
+    """JSON and the markdown table, after every row (a later size that fails keeps the earlier ones)."""
     OUT.mkdir(exist_ok=True)
     (OUT / "fleet_stream_bench.json").write_text(json.dumps({"bench": "fleet_stream", "rows": rows}, indent=2))
     md = [f"### Fleet protocol at scale: one `cloud-trainer serve`, N agents reporting every {a.period:g} s "
@@ -316,8 +319,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['server_cpu_ms_per_agent_per_min']:.2f} | {r['desired_reach_all_s']:.1f} s "
                   f"({r['desired_reached']}/{r['agents']}) | {r['server_rss_mb']:.0f} |")
     (OUT / "fleet_stream_bench.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
-    return 0
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ class Console:
                     if u.path == "/api/models":
                         return self._json(outer.models(t))
                     if u.path == "/api/quotas":  # per-agent limits, usage and refusals (RESOURCE_EXHAUSTED)
-                        return self._json(outer.srv.quotas.snapshot() if hasattr(outer.srv, "quotas") else {})
+                        return self._json(outer.quotas(t))
                     if u.path == "/api/samples":
                         return self._json(outer.srv.store.samples(model=q.get("model"), reason=q.get("reason"),
                                                                   label_state=q.get("label_state"), tenant=t)[-200:])
@@ -92,6 +92,17 @@ class Console:
         st = self.srv.store
         return [{**a, "ingest": st.stats(a["id"], tenant=tenant), "gaps": st.gaps(a["id"], tenant=tenant)}
                 for a in st.agents(tenant=tenant)]
+
+    def quotas(self, tenant: str) -> dict:
+        """The quota snapshot restricted to the tenant's agents (keys are ``agent`` in the default tenant,
+        ``tenant/agent`` in the others)."""
+        snap = self.srv.quotas.snapshot() if hasattr(self.srv, "quotas") else {}
+
+        def mine(key: str) -> bool:
+            return key.startswith(f"{tenant}/") if tenant != "default" else "/" not in key.split(":")[0]
+
+        return {k: ({a: v for a, v in val.items() if mine(a)} if isinstance(val, dict) and k != "limits" else val)
+                for k, val in snap.items()}
 
     def models(self, tenant: str = "default") -> list[dict]:
         reg = self.srv.registry.for_tenant(tenant)

@@ -31,6 +31,7 @@ refused. Tenants themselves (created by a platform operator) are rows of ``tenan
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import math
@@ -77,7 +78,7 @@ class NotInTenant(ValueError):
 
 class Control:
     def __init__(self, path: Path, registry: Registry, store, keys_dir: Path | None = None) -> None:
-        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         cols = [r[1] for r in self.db.execute("PRAGMA table_info(desired)")]
@@ -165,21 +166,23 @@ class Control:
                                    (tenant, agent, digest)).fetchone() is not None
 
     def on_report(self, agent: str, dep_id: str, slot: str, version: str, step: str, ok: bool, reason: str,
-                  health: dict, *, tenant: str = T) -> None:
-        with self.lock:
+                  health: dict, *, tenant: str = T) -> bool:
+        """Record an agent's step; False (nothing recorded) for a deployment that is not the agent's: unknown, of
+        another tenant, or not targeting it (the service refuses those alike)."""
+        with self._write():
             try:
                 dep = self._get(dep_id)
             except ValueError:
-                return
+                return False
             if dep.get("tenant", T) != tenant:  # an agent of another tenant with the same id: not its deployment
-                return
+                return False
             t = dep["targets"].get(agent)
             if t is None:
-                return
+                return False
             if version != dep["version"] and step != "rolled_back_by_fleet":
                 t["last_report"] = {"step": step, "version": version, "ok": ok, "reason": reason}
                 self._put(dep)
-                return
+                return True
             t.update(status=step if ok else ("rolled_back" if step == "rolled_back" else "failed"),
                      reason=reason or t.get("reason", ""), updated=self.clock(), health=health)
             err = health.get("error_rate") if isinstance(health, dict) else None
@@ -188,6 +191,7 @@ class Control:
                 t.update(status="failed", reason=f"error rate {err:.1%} above the gate's {max_err:.1%}")
             self._put(dep)
         self.tick()
+        return True
 
     # ---- admin side ----------------------------------------------------------------------------
     def _resolve(self, package: str, version: str, tenant: str = T) -> dict:
@@ -252,7 +256,7 @@ class Control:
                                      f"(slot {slot}); versions only go up: use rollback to downgrade")
 
     def create(self, req: dict, *, rollback: bool = False, tenant: str = T) -> dict:
-        with self.lock:
+        with self._write():
             entry = self._resolve(req["package"], req.get("version") or "", tenant)
             targets = self._targets(req.get("agents") or [], req.get("selector") or {}, tenant)
             slot = req.get("slot") or ""
@@ -284,27 +288,35 @@ class Control:
             return max(1, math.ceil(n * float(spec[:-1]) / 100))
         return min(n, max(1, int(spec)))
 
-    def tick(self) -> None:
+    @contextlib.contextmanager
+    def _write(self):
+        """One write transaction (nested calls join the outer one). ``BEGIN IMMEDIATE`` also serializes the
+        service processes that share this file (replicas on one host): each reads a deployment and writes it
+        back inside the same transaction, so no replica overwrites another's step."""
         with self.lock:
-            own = not self.db.in_transaction  # one transaction for a whole step (5,000 agents: one fsync)
+            own = not self.db.in_transaction
             if own:
                 self.db.execute("BEGIN IMMEDIATE")
             try:
-                rows = self.db.execute("SELECT doc FROM deployments ORDER BY created").fetchall()
-                for (doc,) in rows:
-                    dep = json.loads(doc)
-                    if dep["state"] != "running":
-                        continue
-                    self._advance(dep)
-                    self._put(dep)
-                top = self.db.execute("SELECT MAX(generation) FROM changes").fetchone()[0] or 0
-                self.db.execute("DELETE FROM changes WHERE generation <= ?", (top - KEEP_CHANGES,))
+                yield
                 if own:
                     self.db.execute("COMMIT")
             except BaseException:
                 if own:
                     self.db.execute("ROLLBACK")
                 raise
+
+    def tick(self) -> None:
+        with self._write():  # one transaction for a whole step (5,000 agents: one fsync)
+            rows = self.db.execute("SELECT doc FROM deployments ORDER BY created").fetchall()
+            for (doc,) in rows:
+                dep = json.loads(doc)
+                if dep["state"] != "running":
+                    continue
+                self._advance(dep)
+                self._put(dep)
+            top = self.db.execute("SELECT MAX(generation) FROM changes").fetchone()[0] or 0
+            self.db.execute("DELETE FROM changes WHERE generation <= ?", (top - KEEP_CHANGES,))
 
     def _advance(self, dep: dict) -> None:
         now = self.clock()
@@ -359,7 +371,7 @@ class Control:
         return p.stat().st_size if p else 0
 
     def command(self, dep_id: str, action: str, *, tenant: str = T) -> dict:
-        with self.lock:
+        with self._write():
             dep = self.get(dep_id, tenant=tenant)
             if action == "pause" and dep["state"] == "running":
                 dep["state"] = "paused"

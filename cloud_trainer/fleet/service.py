@@ -198,9 +198,12 @@ class FleetServicer(rpc.FleetServicer):
         who = await require(context, ROLE_AGENT)
         if self.control is not None:
             health = await json_field(context, request.health_json, "health_json")
-            await asyncio.to_thread(partial(self.control.on_report, who.name, request.deployment_id, request.slot,
-                                            request.version, request.step, request.ok, request.reason, health,
-                                            tenant=who.tenant))
+            known = await asyncio.to_thread(partial(self.control.on_report, who.name, request.deployment_id,
+                                                    request.slot, request.version, request.step, request.ok,
+                                                    request.reason, health, tenant=who.tenant))
+            if not known:  # unknown, another tenant's, or not targeting this agent: the same answer
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"no deployment "
+                                    f"{request.deployment_id[:64]!r} for this agent")
         return pb.ReportReply()
 
 
@@ -328,7 +331,7 @@ class FleetServer:
         self.server = grpc.aio.server(interceptors=[MalformedRequests()], options=[
                                       ("grpc.max_receive_message_length", self.quotas.limits.max_message_bytes),
                                                ("grpc.max_send_message_length", 64 * 1024 * 1024)],
-                                      maximum_concurrent_rpcs=10_000)
+                                      maximum_concurrent_rpcs=100_000)  # one long-lived Connect per agent
         self.hub = StreamHub(self.store, self.control) if streams else None
         rpc.add_FleetServicer_to_server(FleetServicer(self.store, self.blobs, self.registry, self.control,
                                                       self.quotas, self.hub), self.server)

@@ -197,6 +197,10 @@ class ModelManager:
                 reason=reason, health_json=json.dumps(health or {})), timeout=10)
             return True
         except Exception as exc:  # the next heartbeat will retry the whole reconcile if needed
+            if callable(getattr(exc, "code", None)) and exc.code().name == "PERMISSION_DENIED":
+                # the fleet does not know this deployment for this agent (gone, or never ours): final, not retried
+                log.warning("deployment step %s for %s not accepted by the fleet: %s", step, d.slot, exc.details())
+                return True
             log.warning("could not report deployment step %s for %s: %s", step, d.slot, exc)
             return False
 

@@ -186,6 +186,20 @@ async def test_agents_receive_and_download_only_their_tenant_packages(cloud):
         package="part-inspection", version="1.0.0", slot="vision", agents=["gw1"], strategy="all_at_once"),
         timeout=10)
 
+    # an agent reporting on another tenant's deployment: refused as one that does not exist, nothing recorded
+    beta_dep = json.loads((await admin(ch, "beta", "carol").ListDeployments(pb.ListDeploymentsRequest(), timeout=10)
+                           ).deployments[0].json)
+
+    def report(tenant, agent, dep_id):
+        return rpc.FleetStub(ch(tenant, agent)).ReportDeployment(pb.DeploymentReport(
+            deployment_id=dep_id, slot="vision", version="1.0.0", step="downloading", ok=True), timeout=10)
+
+    theirs = await _code(report("acme", "gw-a", beta_dep["id"]))
+    nothing = await _code(report("acme", "gw-a", "feedface00"))
+    assert theirs[0] == nothing[0] == PD and theirs[1].replace(beta_dep["id"], "X") == nothing[1].replace(
+        "feedface00", "X")
+    assert (await _code(report("beta", "gw-b", beta_dep["id"])))[0] == grpc.StatusCode.OK  # its own: accepted
+
     async def desired(tenant, agent):
         r = await rpc.FleetStub(ch(tenant, agent)).Heartbeat(pb.HeartbeatRequest(labels={"site": "plant"}), timeout=10)
         return [(d.package, d.digest) for d in r.desired]
@@ -277,3 +291,42 @@ INSERT INTO ingest VALUES ('gw1', 2, 1);""")
                               "acme": {"agents": 0, "records": 1, "samples": 0}}
     finally:
         st.close()
+
+
+async def test_a_console_pinned_to_a_tenant_shows_that_tenant_only(cloud):
+    import hashlib
+    import urllib.request
+
+    from cloud_trainer.fleet.console import Console
+
+    srv, ch, _, _ = cloud
+    png = b"\x89PNG fake sample of beta"
+    batch = pb.RecordBatch(records=[pb.Record(seq=2, kind="sample", t=time.time(), payload=b'{"model": "m"}',
+                                              sample=png, sample_sha256=hashlib.sha256(png).hexdigest(),
+                                              sample_ext=".png")])
+    [_ async for _ in rpc.FleetStub(ch("beta", "gw-b")).PushRecords(iter([batch]), timeout=10)]
+    digest = hashlib.sha256(png).hexdigest()
+    consoles = {t: Console(srv, tenant=t) for t in ("acme", "beta")}
+    for c in consoles.values():
+        c.start()
+
+    def get(t, path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{consoles[t].port}{path}", timeout=5) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, b""
+
+    try:
+        for path in ("/api/agents", "/api/agents?tenant=beta"):  # the URL cannot pick another tenant
+            status, body = await asyncio.to_thread(get, "acme", path)
+            assert status == 200 and sorted(a["id"] for a in json.loads(body)) == ["gw-a", "gw1"]
+        assert (await asyncio.to_thread(get, "acme", f"/blob/{digest}?tenant=beta"))[0] == 404
+        assert await asyncio.to_thread(get, "beta", f"/blob/{digest}") == (200, png)
+        status, body = await asyncio.to_thread(get, "acme", "/api/models")
+        assert {m["name"] for m in json.loads(body)} == {"part-inspection"} and len(json.loads(body)) == 2
+        assert (await asyncio.to_thread(get, "acme", "/registry/.tenants/beta/beta-secret/index.json"))[0] in (403,
+                                                                                                              404)
+    finally:
+        for c in consoles.values():
+            c.stop()

@@ -35,14 +35,21 @@ def cloud_settings(pki: Path, port: int, agent: str = "gw1", **kw):
 class ServerProcess:
     """`cloud-trainer serve` as a real process (killable with SIGKILL, restartable on the same port)."""
 
-    def __init__(self, data: Path, pki: Path, port: int | None = None) -> None:
+    def __init__(self, data: Path, pki: Path, port: int | None = None, args: list[str] | None = None) -> None:
         self.data, self.pki, self.port = data, pki, port or free_port()
+        self.args = args or []
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> ServerProcess:
+        """Start and wait until it listens (its own "listening" line: another replica may hold the port)."""
         self.proc = subprocess.Popen([sys.executable, "-m", "cloud_trainer.cli", "serve", "--data", str(self.data),
-                                      "--port", str(self.port), "--pki", str(self.pki)], cwd=ROOT,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                      "--port", str(self.port), "--pki", str(self.pki), *self.args], cwd=ROOT,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()
+        self.proc.stdout.close()
+        if "listening" not in line:
+            self.kill()
+            raise RuntimeError(f"cloud-trainer serve did not start (exit {self.proc.returncode}): {line!r}")
         wait_port(self.port, 30)
         return self
 
