@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     from tests.support.models import make_keypair, make_package
     from tests.support.peers import Mosquitto, free_port
 
+    loads = [os.getloadavg()[0]]
     trees = [("this tree", ROOT)] + ([("baseline", a.baseline.resolve())] if a.baseline else [])
     rows = []
     with tempfile.TemporaryDirectory() as tmp_s:
@@ -203,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                            "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs),
                            "status_max_rss_mb": statistics.median(r["status_max_rss_mb"] for r in runs)}
                     rows.append(row)
+                    loads.append(os.getloadavg()[0])
                     print(json.dumps({k: v for k, v in row.items() if k != "runs"}), flush=True)
         finally:
             stop.set()
@@ -225,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['status_max_rss_mb']:.0f} | {r['first_result_s']:.2f} | {ok} |")
     md += ["", "Every run is a first start (fresh data folder: packages verified and installed). "
            "Test packages (tiny models) from `tests.support.models`; simulators on loopback on the same 2 "
-           "cores. The first-result time includes the interpreter, imports and config (from the spawn)."]
+           "cores. The first-result time includes the interpreter, imports and config (from the spawn); "
+           f"it scales with the machine's load (1-min load average during this run: {min(loads):.1f} to "
+           f"{max(loads):.1f} on {os.cpu_count()} cores), the peak RSS hardly does."]
     (OUT / "agent_footprint_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0
