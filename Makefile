@@ -15,7 +15,7 @@ TORCH  := torch==2.13.0
 
 setup: $(STAMP) system-deps
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)

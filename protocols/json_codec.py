@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +47,7 @@ class JsonMapping:
 
 _MISSING = object()
 _decode = json.JSONDecoder().decode
+_raw_decode = json.JSONDecoder().raw_decode
 
 
 def _loads(payload: bytes | str) -> Any:
@@ -53,9 +55,16 @@ def _loads(payload: bytes | str) -> Any:
     # paid per message on the loop); a BOM or UTF-16/32 JSON still goes through json.loads.
     if type(payload) is bytes and payload[:3] != b"\xef\xbb\xbf":
         try:
-            return _decode(payload.decode())
+            text = payload.decode()
         except UnicodeDecodeError:
-            pass
+            return json.loads(payload)
+        # raw_decode skips decode()'s two whitespace regex matches; anything unusual (leading or
+        # trailing whitespace, trailing data, malformed input) goes through decode() for its checks
+        try:
+            obj, end = _raw_decode(text)
+        except ValueError:
+            return _decode(text)
+        return obj if end == len(text) else _decode(text)
     return json.loads(payload)
 
 
@@ -114,27 +123,38 @@ def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
 
 def decode(payload: bytes | str, mapping: JsonMapping | None = None, *, now: float = 0.0) -> list[tuple[str, Any, float]]:
     """Decode one JSON object into ``[(tag, value, timestamp_s), ...]``; ``now`` if no timestamp."""
+    return compile_decoder(mapping)(payload, now)
+
+
+def compile_decoder(mapping: JsonMapping | None = None) -> Callable[[bytes | str, float], list[tuple[str, Any, float]]]:
+    """``decode`` for one mapping, its choices (paths, timestamp reader) made once: an adapter calls
+    this per subscription and the result per message (``run(payload, now)``, the same results and
+    errors as ``decode``)."""
     mapping = mapping or JsonMapping()
-    try:
-        raw = _loads(payload)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CodecError("malformed_json", str(e)[:120]) from None
-    except RecursionError:
-        raise CodecError("malformed_json", "nested too deep") from None
-    if not isinstance(raw, dict):
-        raise CodecError("wrong_type", f"payload is a JSON {type(raw).__name__}; expected an object")
-    ts = _timestamp(raw, mapping, now)
-    out: list[tuple[str, Any, float]] = []
+    ts_of = _timestamp_reader(mapping)
     p = mapping.tag_prefix
     if mapping.values:
-        for path, tag in mapping.values.items():
-            v = _get(raw, path)
-            if v is _MISSING:
-                raise CodecError("missing_field", f"field {path!r} is absent")
-            out.append((p + tag, _value(path, v), ts))
-    else:
-        tsf = mapping.timestamp_field
-        isfinite = math.isfinite
+        fields = [(path, p + tag) for path, tag in mapping.values.items()]
+
+        def run(payload: bytes | str, now: float = 0.0) -> list[tuple[str, Any, float]]:
+            raw = _object(payload)
+            ts = ts_of(raw, now)
+            out = []
+            for path, tag in fields:
+                v = _get(raw, path)
+                if v is _MISSING:
+                    raise CodecError("missing_field", f"field {path!r} is absent")
+                out.append((tag, _value(path, v), ts))
+            return out
+
+        return run
+    tsf = mapping.timestamp_field
+    isfinite = math.isfinite
+
+    def run_all(payload: bytes | str, now: float = 0.0) -> list[tuple[str, Any, float]]:
+        raw = _object(payload)
+        ts = ts_of(raw, now)
+        out = []
         for k, v in raw.items():
             tv = type(v)  # exact types: bool is not a number here; json.loads makes no subclasses
             if tv is float:
@@ -144,7 +164,41 @@ def decode(payload: bytes | str, mapping: JsonMapping | None = None, *, now: flo
                 continue
             if k != tsf:
                 out.append((p + k, v, ts))
-    return out
+        return out
+
+    return run_all
+
+
+def _object(payload: bytes | str) -> dict:
+    try:
+        raw = _loads(payload)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CodecError("malformed_json", str(e)[:120]) from None
+    except RecursionError:
+        raise CodecError("malformed_json", "nested too deep") from None
+    if not isinstance(raw, dict):
+        raise CodecError("wrong_type", f"payload is a JSON {type(raw).__name__}; expected an object")
+    return raw
+
+
+def _timestamp_reader(mapping: JsonMapping) -> Callable[[dict, float], float]:
+    name = mapping.timestamp_field
+    if name is None or "." in name or mapping.timestamp_format is not TimestampFormat.EPOCH_S:
+        return lambda raw, now: _timestamp(raw, mapping, now)
+    isfinite = math.isfinite
+
+    def epoch_s(raw: dict, now: float) -> float:  # the common case, checked without detours
+        v = raw.get(name, _MISSING)
+        if v is _MISSING:
+            return now
+        tv = type(v)
+        if tv is float and isfinite(v):
+            return v
+        if tv is int:
+            return float(v)
+        return _timestamp(raw, mapping, now)  # every other case, with its exact error
+
+    return epoch_s
 
 
 def encode(obj: dict[str, Any]) -> bytes:

@@ -168,6 +168,7 @@ class MqttSource:
         self.sparkplug.on_notice = self._notice
         self.published: dict[str, int] = {"sent": 0, "queued": 0}
         self.connected = asyncio.Event()
+        self.subscribed = asyncio.Event()  # set when the broker has acknowledged this connection's subscriptions
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -193,6 +194,7 @@ class MqttSource:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
         c.on_connect_fail = self._on_connect_fail
         self._client = c
         self.state = ConnectionState.CONNECTING
@@ -243,7 +245,8 @@ class MqttSource:
         if self._connect_task is not None:
             self._connect_task.cancel()
             try:
-                await asyncio.wait_for(asyncio.shield(self._connect_task), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await asyncio.shield(self._connect_task)
             except (asyncio.CancelledError, TimeoutError, Exception):
                 pass
             self._connect_task = None
@@ -253,11 +256,13 @@ class MqttSource:
             except Exception:  # already down: nothing to close
                 pass
             if self._loop_started:
-                await asyncio.wait_for(asyncio.to_thread(c.loop_stop), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await asyncio.to_thread(c.loop_stop)
                 self._loop_started = False
         self._channel.close()
         self.state = ConnectionState.STOPPED
         self.connected.clear()
+        self.subscribed.clear()
 
     # ---- paho thread callbacks (keep light) --------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -287,12 +292,17 @@ class MqttSource:
             return
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.connected.clear)
+            self._loop.call_soon_threadsafe(self.subscribed.clear)
         self._error_threadsafe("broker_unreachable", f"lost broker {self.settings.host}:{self.settings.port} "
                                f"({reason_code}); reconnecting")
 
     def _on_connect_fail(self, client, userdata) -> None:
         self.state = ConnectionState.BACKOFF
         self._error_threadsafe("broker_unreachable", f"reconnect to {self.settings.host}:{self.settings.port} failed")
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.subscribed.set)
 
     def _on_message(self, client, userdata, msg) -> None:
         # Only stamp and hand over: this thread must read and acknowledge promptly, and
@@ -473,10 +483,10 @@ def json_decoder(src: MqttSource, sub: Subscription):
     m = sub.json_mapping
     mapping = json_codec.JsonMapping(values=dict(m.values), timestamp_field=m.timestamp_field,
                                      timestamp_format=json_codec.TimestampFormat(m.timestamp_format.value))
-    decode, readings, prefixed = json_codec.decode, src._json_readings, m.tag_prefix_topic
+    decode, readings, prefixed = json_codec.compile_decoder(mapping), src._json_readings, m.tag_prefix_topic
 
     def run(topic: str, payload: bytes, received_at: float) -> list[Reading]:
-        return readings(topic + "/" if prefixed else "", decode(payload, mapping, now=received_at), received_at)
+        return readings(topic + "/" if prefixed else "", decode(payload, received_at), received_at)
 
     return run
 

@@ -355,7 +355,8 @@ class OpcUaSource:
         task, self._task = self._task, None
         task.cancel()
         try:
-            await asyncio.wait_for(asyncio.shield(task), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(task)
         except (TimeoutError, asyncio.CancelledError, Exception):
             pass
         await self._close_client(timeout_s)
@@ -405,7 +406,8 @@ class OpcUaSource:
         if client is None:
             return
         try:
-            await asyncio.wait_for(client.disconnect(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await client.disconnect()
         except (Exception, asyncio.CancelledError):
             try:  # the transport may already be gone; drop what is left without waiting
                 client.uaclient.protocol and client.uaclient.protocol.transport.close()  # type: ignore[union-attr]

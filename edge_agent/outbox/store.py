@@ -615,7 +615,7 @@ class Outbox:
             self._sample_bytes -= n
 
     # ---- draining ----------------------------------------------------------------------------
-    def pending(self, limit: int = 500, max_bytes: int = 1_000_000, after: dict | None = None) -> list[Record]:
+    def pending(self, limit: int = 500, max_bytes: int = 1_000_000) -> list[Record]:
         """Committed, unacknowledged records: events/alarms first, then results, then samples; by seq within."""
         db = self._reader()
         rows = db.execute("SELECT seq, kind, priority, t, payload, sample_sha256, sample_ext, size FROM records "

@@ -5,7 +5,6 @@ counts the reject writes."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import urllib.request
@@ -20,6 +19,7 @@ from simulators.camera import CameraServer
 from simulators.machine import MachineServer
 from tests.support.models import make_keypair, make_package
 from tests.support.peers import free_port
+from tests.support.waits import until as wait_for
 
 
 class Subscriber:
@@ -39,14 +39,6 @@ class Subscriber:
     def stop(self) -> None:
         self.c.loop_stop()
         self.c.disconnect()
-
-
-async def wait_for(pred, timeout_s: float = 30.0, what: str = "condition") -> None:
-    for _ in range(int(timeout_s * 10)):
-        if pred():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -45,8 +45,10 @@ async def collect(src: MqttSource, until, timeout_s: float = 10.0) -> list:
 async def started(port: int, subs: list[dict], **kw) -> MqttSource:
     src = MqttSource("mq", MqttSettings(port=port, subscriptions=subs, **kw))
     await src.start()
-    await asyncio.wait_for(src.connected.wait(), 5)
-    await asyncio.sleep(0.1)  # SUBACK
+    async with asyncio.timeout(5):
+        await src.connected.wait()
+        if subs:
+            await src.subscribed.wait()  # the SUBACK: nothing published from here on is missed
     return src
 
 

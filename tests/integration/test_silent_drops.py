@@ -19,6 +19,7 @@ from edge_agent.config import WindowSettings, parse_config
 from simulators.machine import MachineServer
 from tests.support.models import make_keypair, make_package
 from tests.support.peers import free_port
+from tests.support.waits import until as wait_for
 from tests.unit.test_agent_config import signal_package_with_scalars
 
 
@@ -28,14 +29,6 @@ def packages(tmp_path_factory):
     key, pub = make_keypair(tmp / "keys")
     return {"signal": make_package(tmp, kind="signal", key=key),
             "signal_temp": signal_package_with_scalars(tmp, key, ["temperature"]), "pub": pub}
-
-
-async def wait_for(pred, timeout_s: float = 30.0, what: str = "condition") -> None:
-    for _ in range(int(timeout_s * 10)):
-        if pred():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_each_silent_drop_warns_once_with_its_fix_and_is_counted(tmp_path, packages, mosquitto, caplog,

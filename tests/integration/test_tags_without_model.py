@@ -15,6 +15,7 @@ from edge_agent.agent import Agent
 from edge_agent.config import ConfigError, parse_config
 from simulators.machine import MachineServer
 from tests.support.peers import free_port
+from tests.support.waits import until as wait_for
 
 
 class Subscriber:
@@ -34,14 +35,6 @@ class Subscriber:
     def stop(self) -> None:
         self.c.loop_stop()
         self.c.disconnect()
-
-
-async def wait_for(pred, timeout_s: float = 20.0, what: str = "condition") -> None:
-    for _ in range(int(timeout_s * 10)):
-        if pred():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def config(tmp_path, mqtt_port: int, endpoint: str, machine: MachineServer) -> dict:

@@ -3,11 +3,11 @@ and every program and path they name exists in the installed package or the sour
 
 from __future__ import annotations
 
-import configparser
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -19,10 +19,7 @@ INSTALL_PREFIX = "/opt/factory-edge/venv"
 
 
 def _console_scripts() -> set[str]:
-    cfg = configparser.ConfigParser()
-    cfg.read(ROOT / "setup.cfg")
-    lines = cfg["options.entry_points"]["console_scripts"].strip().splitlines()
-    return {line.split("=")[0].strip() for line in lines if line.strip()}
+    return set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
 
 
 def _exec_lines(unit: Path) -> list[str]:

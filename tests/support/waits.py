@@ -1,0 +1,17 @@
+"""Waiting in tests: poll a condition until it holds, or fail naming what was awaited."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+
+async def until(pred: Callable[[], object], timeout_s: float = 30.0, what: str = "condition",
+                every_s: float = 0.05) -> None:
+    """Return once ``pred()`` is true (checked every ``every_s``); ``AssertionError`` after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not pred():
+        if loop.time() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        await asyncio.sleep(every_s)
