@@ -1,6 +1,6 @@
 """Maintenance on machines the project never saw: per-asset baseline, fault type, remaining life.
 
-Signals come from bench/bearing_signals.py (independent of simulators/vibration.py: random bearings,
+Signals come from bench/_bearing_signals.py (independent of simulators/vibration.py: random bearings,
 600-3,600 rpm, random resonances, mains hum, a neighbour's tone, knocks). Per machine:
 
 1. commissioning on its first healthy hour (360 windows, one per 10 s) -> ``edge_agent`` Baseline;
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bearing_signals import FAULTS, Machine
+from bench._bearing_signals import FAULTS, Machine
 from edge_agent.maintenance.baseline import Baseline, _score, _stats
 from edge_agent.maintenance.life import LifeTrend
 from edge_agent.maintenance.settings import BaselineSettings, BearingSettings

@@ -328,7 +328,7 @@ class Baseline:
             if v.progress >= 1.0:
                 self._finish()
                 v.state = "ready"
-            elif len(self.rows) % SAVE_EVERY == 0:
+            elif len(self.rows) % max(SAVE_EVERY, len(self.rows) // 20) == 0:  # long learning: fewer rewrites
                 self.save()
             return v
         if f["speed_estimated"] and self.speed_hz:

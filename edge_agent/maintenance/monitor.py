@@ -90,7 +90,8 @@ class Monitor:
         if v.state == "ready" and v.threshold:
             res.score = round(v.score / v.threshold, 4)
             res.anomaly_score = res.score
-            res.verdict = "NG" if v.alarm else "OK"
+            # a speed the asset was not commissioned at: no reference to judge by (say so, not OK/NG)
+            res.verdict = "NG" if v.alarm else "UNSURE" if v.extrapolated else "OK"
             if v.alarm:
                 res.label = v.fault
             life = self.last_life

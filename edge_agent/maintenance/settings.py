@@ -34,7 +34,7 @@ class BearingSettings(_Model):
 
 
 class BaselineSettings(_Model):
-    windows: int = Field(360, ge=20, le=100_000, description="healthy windows to learn from")
+    windows: int = Field(360, ge=20, le=20_000, description="healthy windows to learn from")
     duration_s: float | None = Field(None, gt=0, description="or stop learning after this long (needs >= 20 windows)")
     false_alarm_rate: float = Field(0.005, gt=0, lt=0.5, description="stated per-window false-alarm rate")
     confirm_windows: int = Field(2, ge=1, le=20, description="consecutive windows over threshold for an alarm")

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from bench.bearing_signals import Machine
+from bench._bearing_signals import Machine
 from model_packager.condition import (
     DEFAULT_BEARING,
     Bearing,

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from bench.bearing_signals import Machine
+from bench._bearing_signals import Machine
 from edge_agent.maintenance.baseline import Baseline, baseline_path, relearn_path
 from edge_agent.maintenance.life import NOT_ENOUGH, LifeTrend
 from edge_agent.maintenance.monitor import Monitor
@@ -51,7 +51,7 @@ def test_learns_then_stays_quiet_on_healthy_and_names_an_inner_race_fault(tmp_pa
 CHILD = """
 import sys, time
 from pathlib import Path
-from bench.bearing_signals import Machine
+from bench._bearing_signals import Machine
 from edge_agent.maintenance.baseline import Baseline
 from edge_agent.maintenance.settings import BaselineSettings
 m = Machine(5, rpm=2400.0)
