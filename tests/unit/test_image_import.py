@@ -142,3 +142,11 @@ def test_cli_imports_and_reports_bad_input_in_one_line(tmp_path, capsys):
     (tmp_path / "nothing").mkdir()
     assert cloud_main(["dataset", "import", str(tmp_path / "nothing"), "--out", str(tmp_path / "ds3")]) == 2
     assert "cannot tell what to import (no images found); name it with --kind" in capsys.readouterr().err
+
+
+def test_cli_dispatches_the_fleet_kind_to_the_fleet_export(tmp_path, capsys):
+    (tmp_path / "cloud").mkdir()
+    assert cloud_main(["dataset", "import", "--kind", "fleet", str(tmp_path / "cloud"), "--out",
+                       str(tmp_path / "ds")]) == 2
+    assert f"{tmp_path / 'cloud'}: no fleet store (fleet.db)" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
