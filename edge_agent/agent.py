@@ -62,7 +62,7 @@ class Agent:
         self.executor = ThreadPoolExecutor(max_workers=min(workers, os.cpu_count() or 2) or 1,
                                            thread_name_prefix="infer")
         self.pipelines = [Pipeline(p, self.slots[p.model], self.executor, self._make_on_result(p.actions),
-                                   self.metrics.observe_latency) for p in cfg.pipelines]
+                                   self.metrics.observe_latency, on_event=self._event) for p in cfg.pipelines]
         from edge_agent.tags import Forwarder, Rule
         from protocols import topics
 
@@ -116,7 +116,8 @@ class Agent:
             self.recent.append(res)
             self.metrics.result(res)
             self._keep_for_page(res, item)
-            await self.actions.handle(action_names, res, item)
+            if res.verdict != "UNSURE":  # never acted on: neither a reject nor a pass
+                await self.actions.handle(action_names, res, item)
             if self.outbox is not None:
                 await self._to_outbox(res, item)
         return on_result

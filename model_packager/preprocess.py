@@ -124,7 +124,7 @@ def signal_features(
 class Interpretation:
     """What one model output means, per the manifest. Batch of one."""
 
-    verdict: str  # "OK" or "NG"
+    verdict: str  # "OK", "NG", or "UNSURE" (set by the agent when the input is far off; see ``reason``)
     score: float  # the number the verdict was taken on (NG probability or anomaly score)
     label: str | None = None  # top class of the first classifier output
     probabilities: dict[str, float] = field(default_factory=dict)
@@ -134,6 +134,7 @@ class Interpretation:
     remaining_life_unit: str | None = None
     heatmap: np.ndarray | None = None  # 2-D float32, values in [0, 1]
     extra: dict[str, dict[str, float]] = field(default_factory=dict)  # further classifier outputs
+    reason: str | None = None  # why UNSURE
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -191,5 +192,9 @@ def interpret(manifest: Manifest, outputs: dict[str, np.ndarray]) -> Interpretat
             h = val.reshape(val.shape[-2], val.shape[-1]).astype(np.float32)
             lo, hi = float(h.min()), float(h.max())
             res.heatmap = (h - lo) / (hi - lo) if hi > lo else np.zeros_like(h)
+        elif spec.role is OutputRole.ANOMALY_MAP:  # in score units: the threshold shows mid-scale
+            h = val.reshape(val.shape[-2], val.shape[-1]).astype(np.float32)
+            res.heatmap = np.clip(h / np.float32(2.0 * spec.threshold), 0.0, 1.0) if spec.threshold > 0 else \
+                np.zeros_like(h)
     res.verdict = "NG" if ng else "OK"
     return res
