@@ -8,12 +8,13 @@ far outside what the model was trained on, or None:
 - ``brightness`` (mean grey level): under- or over-exposed, lights off, lens covered;
 - ``contrast`` (std of grey levels): washed out, fogged, saturated;
 - ``sharpness`` (log10 variance of the Laplacian): blurred (focus, motion) or much noisier;
-- ``scene`` (distance of a 16×16 zero-mean unit-norm grey thumbnail to the training images' mean
-  thumbnail): a wrong scene, a moved camera, another product.
+- ``scene`` (distance of a 16×16 zero-mean unit-norm thumbnail of the grey frame's structure (the
+  frame minus its 16-px blur) to the training images' mean thumbnail): a wrong scene, a moved camera,
+  another product.
 
 Every statistic is taken on the frame resized to 128×128, so that it does not depend on the
 camera's resolution. "Far outside": below the training 1st percentile or above the 99th by more
-than ``tolerance`` × a margin per statistic (``MARGINS``: a multiple of the training spread with an
+than ``tolerance`` × a margin per statistic (``MARGINS``: twice of the training spread with an
 absolute floor, so that a tightly controlled training set does not make every small change
 unsure). Costs well under a millisecond per frame. Pure NumPy plus OpenCV.
 """
@@ -27,8 +28,8 @@ from model_packager.manifest import InputStats, StatRange
 WORK = 128  # every statistic is measured on the frame resized to WORK x WORK
 THUMB = 16
 # statistic -> (multiple of the training std, absolute floor, relative floor x |median|) of the margin
-MARGINS = {"brightness": (4.0, 12.0, 0.25), "contrast": (4.0, 6.0, 0.35), "sharpness": (4.0, 0.35, 0.0),
-           "scene_distance": (4.0, 0.08, 0.5)}
+MARGINS = {"brightness": (2.0, 12.0, 0.25), "contrast": (2.0, 4.0, 0.35), "sharpness": (2.0, 0.35, 0.0),
+           "scene_distance": (2.0, 0.08, 0.25)}
 REASONS = {("brightness", "low"): "underexposed", ("brightness", "high"): "overexposed",
            ("contrast", "low"): "low contrast", ("contrast", "high"): "high contrast",
            ("sharpness", "low"): "blurred", ("sharpness", "high"): "noisier than training",
@@ -47,6 +48,7 @@ def _grey(image: np.ndarray) -> np.ndarray:
 def _thumb(g: np.ndarray) -> np.ndarray:
     import cv2
 
+    g = g - cv2.GaussianBlur(g, (0, 0), WORK / 8)  # structure, not the light's slow gradient
     t = cv2.resize(g, (THUMB, THUMB), interpolation=cv2.INTER_AREA).ravel().astype(np.float64)
     t -= t.mean()
     n = np.linalg.norm(t)
