@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import os
 import time
@@ -108,6 +109,8 @@ class Agent:
                 self.uplink.poke()
 
     def _make_on_result(self, action_names: list[str]):
+        unsure_actions = [n for n in action_names if "UNSURE" in json.dumps(self.cfg.actions[n].when or {})]
+
         async def on_result(res: Result, item) -> None:
             if self.first_result_at is None:
                 self.first_result_at = time.time()
@@ -116,8 +119,10 @@ class Agent:
             self.recent.append(res)
             self.metrics.result(res)
             self._keep_for_page(res, item)
-            if res.verdict != "UNSURE":  # never acted on: neither a reject nor a pass
+            if res.verdict != "UNSURE":
                 await self.actions.handle(action_names, res, item)
+            elif unsure_actions:  # never a reject nor a pass: only actions whose condition names UNSURE
+                await self.actions.handle(unsure_actions, res, item)
             if self.outbox is not None:
                 await self._to_outbox(res, item)
         return on_result

@@ -92,6 +92,20 @@ def test_bad_datasets_are_refused_with_one_clear_line(tmp_path):
         A.load_good(mv)
 
 
+def test_backbone_weights_load_from_a_local_file_only(tmp_path):
+    import torch
+
+    with pytest.raises(A.AnomalyDataError, match="none.pth: no such file"):
+        A.backbone(tmp_path / "none.pth", 32, 0)
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(A.AnomalyDataError, match="missing or of another shape.*ResNet-18 state dict"):
+        A.backbone(tmp_path / "other.pth", 32, 0)
+    state = {**A.backbone(None, 64, 1).state_dict(), "fc.weight": torch.zeros(10, 512)}  # torchvision keys
+    torch.save(state, tmp_path / "resnet18.pth")
+    net = A.backbone(tmp_path / "resnet18.pth", 32, 0)
+    assert torch.equal(net.layer2[1].conv2.weight, state["layer2.1.conv2.weight"])
+
+
 def _frames(folder: Path) -> dict[str, str]:
     """Frames the camera replays in name order, and what each one is."""
     folder.mkdir()
@@ -126,12 +140,14 @@ async def test_agent_says_unsure_for_far_off_frames_and_raises_drift(built, tmp_
         "sources": {"cam": {"type": "camera", "url": str(tmp_path / "frames"), "fps": 20},
                     "broker": {"type": "mqtt", "port": mosquitto.port}},
         "models": {"anomaly": {"package": built["res"]["package"]}},
-        "pipelines": [{"name": "inspect2", "source": "cam", "model": "anomaly", "actions": ["publish"],
+        "pipelines": [{"name": "inspect2", "source": "cam", "model": "anomaly", "actions": ["publish", "unsure_lamp"],
                        "queue": {"policy": "block"}, "unsure": {"window": 6, "max_share": 0.5}}],
-        "actions": {"publish": {"type": "mqtt_publish", "source": "broker", "qos": 1}},
+        "actions": {"publish": {"type": "mqtt_publish", "source": "broker", "qos": 1},
+                    "unsure_lamp": {"type": "mqtt_publish", "source": "broker", "qos": 1, "topic": "lamp/unsure",
+                                    "when": {"verdict": "UNSURE"}}},
         "outbox": {}, "upload": {"unsure_fraction": 1.0, "ok_fraction": 0.0},
     })
-    sub = Subscriber(mosquitto.port, "factory/#")
+    sub = Subscriber(mosquitto.port, "#")
     agent = Agent(cfg)
     try:
         await agent.start()
@@ -156,9 +172,10 @@ async def test_agent_says_unsure_for_far_off_frames_and_raises_drift(built, tmp_
     for kind, word in (("blurred", "blurred"), ("dark", "underexposed"), ("foreign", "")):
         assert {r["verdict"] for r in by_kind[kind]} == {"UNSURE"}, (kind, by_kind[kind])
         assert all(word in r["reason"] for r in by_kind[kind])
-    # never acted on: only OK and NG results were published
+    # never acted on as OK or NG: only an action whose condition names UNSURE fires for them
     published = [m for t, m in sub.messages if "/results/" in t]
     assert published and {m["verdict"] for m in published} <= {"OK", "NG"}
+    assert [m["verdict"] for t, m in sub.messages if t == "lamp/unsure"] == ["UNSURE"] * 6
     samples = [json.loads(r.payload) for r in recs if r.kind == "sample"]
     assert sum(s["reason"] == "unsure" for s in samples) == 6
     events = [json.loads(r.payload) for r in recs if r.kind == "event"]
