@@ -51,14 +51,19 @@ class AnomalyDataError(ValueError):
 # -- reading ------------------------------------------------------------------------------------
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Any 8-bit PNG/JPEG/BMP/TIFF, grey or colour → BGR uint8."""
+def read_image(path: Path, max_side: int = 1024) -> np.ndarray:
+    """Any 8-bit PNG/JPEG/BMP/TIFF, grey or colour → BGR uint8, shrunk (area) to at most ``max_side``
+    pixels on its longer side, so that 200 images of a 5-MP camera do not fill the memory."""
     import cv2
 
     data = path.read_bytes()
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if img is None:
         raise AnomalyDataError(f"{path}: not a readable image (PNG, JPEG, BMP or TIFF); replace or remove it")
+    k = max_side / max(img.shape[:2])
+    if k < 1:
+        img = cv2.resize(img, (max(1, round(img.shape[1] * k)), max(1, round(img.shape[0] * k))),
+                         interpolation=cv2.INTER_AREA)
     return img
 
 
@@ -417,7 +422,6 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
     patches = patch_features(feat, x)
     n, hw, d = patches.shape
     side = int(round(np.sqrt(hw)))
-    per_image = max(1, s.bank_size // max(1, n))
     rng = np.random.default_rng(s.seed)
     folds = min(s.folds, n)
     fold_of = rng.permutation(n) % folds
@@ -433,7 +437,7 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
     model = PatchCore(feat, bank, s.size).eval()
     return {"model": model, "x": x, "pre": pre, "threshold": thr, "cv_scores": cv_scores, "bank": len(bank),
             "cnn": net is not None, "threshold_rule": rule,
-            "features": d, "per_image_bank": per_image}
+            "features": d}
 
 
 def threshold_at(good_scores: np.ndarray, false_reject_rate: float) -> tuple[float, str]:
