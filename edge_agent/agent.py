@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import os
 import time
@@ -108,6 +109,8 @@ class Agent:
                 self.uplink.poke()
 
     def _make_on_result(self, action_names: list[str]):
+        unsure_actions = [n for n in action_names if "UNSURE" in json.dumps(self.cfg.actions[n].when or {})]
+
         async def on_result(res: Result, item) -> None:
             if self.first_result_at is None:
                 self.first_result_at = time.time()
@@ -115,7 +118,10 @@ class Agent:
                              "after_s": round(self.first_result_at - self.launched_at, 3)})
             self.metrics.result(res)
             self.board.keep(res, item)
-            await self.actions.handle(action_names, res, item)
+            if res.verdict != "UNSURE":
+                await self.actions.handle(action_names, res, item)
+            elif unsure_actions:  # never a reject nor a pass: only actions whose condition names UNSURE
+                await self.actions.handle(unsure_actions, res, item)
             if self.outbox is not None:
                 await self._to_outbox(res, item)
         return on_result

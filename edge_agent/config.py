@@ -98,6 +98,17 @@ class WindowSettings(_Model):
         return {t: t for t in self.scalars}
 
 
+class UnsureSettings(_Model):
+    """Frames far outside the model's training inputs (``input_stats`` in its manifest) get verdict
+    UNSURE with a reason: never OK or NG, no action fires. A package without statistics never says
+    UNSURE."""
+
+    enabled: bool = True
+    tolerance: float = Field(1.0, gt=0, description="scales every margin around the training range; > 1: fewer")
+    window: int = Field(200, ge=5, le=100_000, description="frames over which the unsure share is watched")
+    max_share: float = Field(0.2, gt=0, le=1, description="an input_drift event when the share reaches this")
+
+
 class PipelineSettings(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
     source: str
@@ -109,6 +120,7 @@ class PipelineSettings(_Model):
     actions: list[str] = Field(default_factory=list)
     baseline: BaselineSettings | None = Field(None, description="learn this asset's healthy baseline, then score "
                                               "against it (signal pipelines; docs/maintenance.md)")
+    unsure: UnsureSettings = UnsureSettings()
 
 
 _Action = ActionSettings

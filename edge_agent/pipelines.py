@@ -11,6 +11,10 @@
 - ``Pipeline``: ``workers`` tasks each take an item, run ``slot.infer`` in the shared thread pool
   (the asyncio loop never blocks on inference), build the ``Result`` with its latency split
   (queue wait, preprocessing, inference, postprocessing) and hand it to the actions.
+- ``UnsureWatch``: frames far outside the model's training inputs come back ``UNSURE`` (the slot
+  checks them against the manifest's ``input_stats``); their share over the last ``unsure.window``
+  results is watched, and an ``input_drift`` event raised when it reaches ``unsure.max_share``
+  (again only after it has fallen below half of that).
 """
 
 from __future__ import annotations
@@ -180,11 +184,47 @@ class Windower:
         return w
 
 
+class UnsureWatch:
+    """The share of UNSURE results over the last ``window`` results; ``add`` returns an
+    ``input_drift`` event when the share reaches ``max_share`` (re-armed below half of it)."""
+
+    def __init__(self, pipeline: str, window: int, max_share: float) -> None:
+        self.pipeline, self.window, self.max_share = pipeline, window, max_share
+        self.recent: collections.deque = collections.deque(maxlen=window)
+        self.reasons: collections.Counter = collections.Counter()  # over the window, by kind
+        self.raised = False
+
+    @property
+    def share(self) -> float:
+        return sum(1 for r in self.recent if r) / len(self.recent) if self.recent else 0.0
+
+    def add(self, reason: str | None) -> dict | None:
+        kind = reason.split(":")[0] if reason else None
+        if len(self.recent) == self.window and self.recent[0]:
+            self.reasons[self.recent[0]] -= 1
+        self.recent.append(kind)
+        if kind:
+            self.reasons[kind] += 1
+        share = self.share
+        if not self.raised and len(self.recent) == self.window and share >= self.max_share:
+            self.raised = True
+            return {"kind": "input_drift", "pipeline": self.pipeline, "t": time.time(), "share": round(share, 4),
+                    "window": self.window, "max_share": self.max_share,
+                    "reasons": {k: v for k, v in self.reasons.items() if v > 0},
+                    "message": f"pipeline {self.pipeline}: {share:.0%} of the last {self.window} frames are far "
+                               "outside the model's training inputs (UNSURE); check the camera (focus, light, "
+                               "position) or retrain on the new conditions"}
+        if self.raised and share < self.max_share / 2:
+            self.raised = False
+        return None
+
+
 class PipelineStats:
     def __init__(self) -> None:
         self.items = 0
         self.results = 0
         self.ng = 0
+        self.unsure = 0
         self.errors: collections.Counter = collections.Counter()
         self.latencies: collections.deque = collections.deque(maxlen=2000)  # total ms
         self.times: collections.deque = collections.deque(maxlen=2000)  # finish times, for rates
@@ -221,6 +261,10 @@ class Pipeline:
         self.windower: Windower | None = None
         self.notices = Notices(log)  # silent drops: first one logged as a WARNING, all counted
         self._tasks: list[asyncio.Task] = []
+        self.on_event = on_event or (lambda evt: None)
+        u = settings.unsure
+        self.unsure_tolerance = u.tolerance if u.enabled else None
+        self.unsure_watch = UnsureWatch(self.name, u.window, u.max_share)
 
     @property
     def kind(self) -> str:
@@ -281,7 +325,7 @@ class Pipeline:
                 return
             start = time.perf_counter()
             try:
-                inf = await loop.run_in_executor(self.executor, self.slot.infer, item)
+                inf = await loop.run_in_executor(self.executor, self.slot.infer, item, self.unsure_tolerance)
             except (InferenceError, SlotError) as exc:
                 reason = getattr(exc, "reason", "no_model")
                 self.stats.errors[reason] += 1
@@ -316,12 +360,18 @@ class Pipeline:
                 model=inf.model, model_version=inf.version, engine=inf.engine, verdict=it.verdict,
                 score=float(it.score), label=it.label, probabilities=it.probabilities, margin=it.margin,
                 anomaly_score=it.anomaly_score, remaining_life=it.remaining_life, outputs=outputs, latency=lat,
-                heatmap=it.heatmap, finished_at=time.time())
+                heatmap=it.heatmap, finished_at=time.time(), reason=it.reason)
             if self.baseline is not None and isinstance(item, Window) and verdict is not None:
                 self.baseline.apply(verdict, res)
             st = self.stats
             st.results += 1
             st.ng += res.verdict == "NG"
+            st.unsure += res.verdict == "UNSURE"
+            if self.kind == "frame":  # a package without input_stats never says UNSURE
+                drift = self.unsure_watch.add(it.reason)
+                if drift is not None:
+                    log.warning("%s", drift["message"])
+                    self.on_event(drift)
             st.latencies.append(lat.total_ms)
             st.times.append(res.finished_at)
             st.last_result = res
@@ -336,7 +386,8 @@ class Pipeline:
         st = self.stats
         return {
             "pipeline": self.name, "kind": self.kind, "source": self.s.source, "model": self.s.model,
-            "items": st.items, "results": st.results, "ng": st.ng, "rate_per_s": round(st.rate(), 3),
+            "items": st.items, "results": st.results, "ng": st.ng, "unsure": st.unsure,
+            "unsure_share": round(self.unsure_watch.share, 4), "rate_per_s": round(st.rate(), 3),
             "queue_depth": len(self.queue), "queue_size": self.queue.size, "policy": self.queue.policy.value,
             "dropped": self.queue.dropped + (self.windower.bad if self.windower else 0),
             "dropped_queue": self.queue.dropped, "bad_samples": self.windower.bad if self.windower else 0,

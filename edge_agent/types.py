@@ -55,6 +55,7 @@ class Result:
     latency: Latency | None = None
     heatmap: np.ndarray | None = None  # not serialised into JSON
     finished_at: float = 0.0
+    reason: str | None = None  # why UNSURE (the input is far outside what the model was trained on)
 
     def to_json_dict(self) -> dict[str, Any]:
         d = {
@@ -75,6 +76,8 @@ class Result:
             "remaining_life": self.remaining_life,
             "outputs": self.outputs,
         }
+        if self.reason is not None:
+            d["reason"] = self.reason
         if self.latency is not None:
             d["latency_ms"] = {
                 "queue": self.latency.queue_ms,

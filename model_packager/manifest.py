@@ -62,6 +62,7 @@ class _Model(BaseModel):
 class Task(enum.StrEnum):
     VISION_INSPECTION = "vision_inspection"  # image -> OK/NG (+ defect class, heat map)
     EQUIPMENT_MAINTENANCE = "equipment_maintenance"  # signal window -> anomaly, fault type, remaining life
+    ANOMALY_DETECTION = "anomaly_detection"  # image -> anomaly score + map (trained on good images only)
 
 
 class DType(enum.StrEnum):
@@ -86,6 +87,9 @@ class OutputRole(enum.StrEnum):
     HEATMAP = "heatmap"  # coarse defect map (N,1,h,w) or (N,h,w), higher = more defect-like
     ANOMALY_SCORE = "anomaly_score"  # (N,) or (N,1), higher = more anomalous; needs threshold
     REMAINING_LIFE = "remaining_life"  # (N,) or (N,1) in ``unit``
+    # (N,1,H,W) or (N,H,W) in the anomaly score's units (the score is its maximum); needs threshold:
+    # shown as map / (2 x threshold), so the threshold is mid-scale and a good part stays cool
+    ANOMALY_MAP = "anomaly_map"
     RAW = "raw"  # passed through, no meaning for the verdict
 
 
@@ -106,8 +110,8 @@ class OutputSpec(TensorSpec):
                 raise ValueError(f"output {self.name!r}: role {self.role.value} needs 'labels'")
             if self.ok_label is not None and self.ok_label not in self.labels:
                 raise ValueError(f"output {self.name!r}: ok_label {self.ok_label!r} is not one of labels")
-        if self.role is OutputRole.ANOMALY_SCORE and self.threshold is None:
-            raise ValueError(f"output {self.name!r}: role anomaly_score needs 'threshold'")
+        if self.role in (OutputRole.ANOMALY_SCORE, OutputRole.ANOMALY_MAP) and self.threshold is None:
+            raise ValueError(f"output {self.name!r}: role {self.role.value} needs 'threshold'")
         return self
 
 
@@ -294,6 +298,38 @@ class Provenance(_Model):
     notes: str | None = None
 
 
+class StatRange(_Model):
+    """One statistic of the training inputs: its quantiles and mean/std over the training images."""
+
+    p01: float
+    p50: float
+    p99: float
+    mean: float
+    std: float = Field(ge=0)
+
+
+class InputStats(_Model):
+    """Statistics of the training inputs (raw frames, before the model's preprocessing), computed at
+    build time by ``model_packager.inputstats``. The agent calls a frame far outside them ``UNSURE``
+    (blurred, over/under-exposed, wrong scene, camera moved) rather than OK or NG. ``scene``: the
+    mean of the training images' small grey thumbnails (``thumb`` x ``thumb``, zero-mean unit-norm),
+    and ``scene_distance`` the distribution of their distances to it."""
+
+    count: int = Field(gt=0)
+    brightness: StatRange  # mean grey level, 0..255
+    contrast: StatRange  # std of grey levels
+    sharpness: StatRange  # log10 of the variance of the Laplacian
+    scene_distance: StatRange
+    thumb: int = Field(default=16, gt=0, le=64)
+    scene: list[float]
+
+    @model_validator(mode="after")
+    def _check_scene(self) -> InputStats:
+        if len(self.scene) != self.thumb * self.thumb:
+            raise ValueError(f"scene has {len(self.scene)} values, expected thumb x thumb = {self.thumb ** 2}")
+        return self
+
+
 class FileRole(enum.StrEnum):
     MODEL = "model"  # ONNX; the INT8 form when the package also carries MODEL_FP32
     MODEL_FP32 = "model_fp32"  # the FP32 reference form (schema 2), served where INT8 is off on the CPU
@@ -331,6 +367,7 @@ class Manifest(_Model):
     quantization: Quantization = Quantization()
     provenance: Provenance = Provenance()
     parity: Parity | None = None  # with a MODEL_FP32 file: the INT8 form's bounds against it
+    input_stats: InputStats | None = None  # image models: the training inputs' statistics (UNSURE)
     files: list[FileEntry] = []
 
     @field_validator("schema_version")

@@ -153,6 +153,7 @@ def build_package(
     file_name: str | None = None,
     fp32_model: str | Path | None = None,
     check_parity_here: bool = True,
+    input_images=None,
 ) -> Path:
     """Check ``spec`` against the model, compute golden outputs when absent, optionally add an
     OpenVINO IR, sign, and write ``out_dir/NAME-VERSION.edgepkg`` atomically. Returns its path.
@@ -160,11 +161,18 @@ def build_package(
     With ``fp32_model`` (``model`` being its INT8 form) the package carries both: the expected
     outputs come from the FP32 model, and the INT8 form's ``parity`` bounds are measured on every
     installed engine here (unless the spec gives them), recorded with this machine's CPU features. ``check_parity_here=False`` skips refusing an INT8 form that breaks spec-given bounds on this
-    machine (a package built where INT8 matched, installed where it does not: tests and drills)."""
+    machine (a package built where INT8 matched, installed where it does not: tests and drills).
+
+    ``input_images`` (an image model's training frames, BGR or grey, any size): their statistics go
+    into the manifest's ``input_stats``, which an agent uses to call far-off frames UNSURE."""
     model = Path(model)
     out_dir = Path(out_dir)
     data = _spec_dict(spec)
     data.pop("files", None)
+    if input_images is not None:
+        from model_packager.inputstats import summarize
+
+        data["input_stats"] = summarize(input_images).model_dump(mode="json")
     fp32 = Path(fp32_model) if fp32_model is not None else None
     if fp32 is not None:
         data["schema_version"] = max(2, int(data.get("schema_version") or 2))

@@ -223,7 +223,7 @@ def _condition(x: np.ndarray, scalars: dict[str, float] | None, spec: SignalPrep
 class Interpretation:
     """What one model output means, per the manifest. Batch of one."""
 
-    verdict: str  # "OK" or "NG"
+    verdict: str  # "OK", "NG", or "UNSURE" (set by the agent when the input is far off; see ``reason``)
     score: float  # the number the verdict was taken on (NG probability or anomaly score)
     label: str | None = None  # top class of the first classifier output
     probabilities: dict[str, float] = field(default_factory=dict)
@@ -235,6 +235,7 @@ class Interpretation:
     extra: dict[str, dict[str, float]] = field(default_factory=dict)  # further classifier outputs
     tile: int | None = None  # tiled models: the (row-major) tile the verdict comes from
     raw_heatmap: np.ndarray | None = field(default=None, repr=False)  # the model's map, before scaling
+    reason: str | None = None  # why UNSURE
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -327,5 +328,9 @@ def _interpret_one(manifest: Manifest, outputs: dict[str, np.ndarray]) -> Interp
             res.raw_heatmap = h
             lo, hi = float(h.min()), float(h.max())
             res.heatmap = (h - lo) / (hi - lo) if hi > lo else np.zeros_like(h)
+        elif spec.role is OutputRole.ANOMALY_MAP:  # in score units: the threshold shows mid-scale
+            h = val.reshape(val.shape[-2], val.shape[-1]).astype(np.float32)
+            res.heatmap = np.clip(h / np.float32(2.0 * spec.threshold), 0.0, 1.0) if spec.threshold > 0 else \
+                np.zeros_like(h)
     res.verdict = "NG" if ng else "OK"
     return res

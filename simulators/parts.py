@@ -38,6 +38,7 @@ import numpy as np
 CLASSES = ["ok", "scratch", "dent", "crack", "missing_hole", "stain"]
 DEFECTS = CLASSES[1:]
 GENERATOR_VERSION = "parts-1"
+SURFACES = ["brushed", "cast"]  # the disc's finish: brushed (default, the classifier's data) or cast
 
 
 class PartsError(ValueError):
@@ -60,7 +61,7 @@ class Part:
 
 class PartGenerator:
     def __init__(self, seed: int = 0, width: int = 128, height: int = 128, defect_rate: float = 0.3,
-                 difficulty: float = 1.0, classes: list[str] | None = None) -> None:
+                 difficulty: float = 1.0, classes: list[str] | None = None, surface: str = "brushed") -> None:
         if width < 32 or height < 32:
             raise PartsError(f"image size {width}x{height} is too small; use at least 32x32")
         if not 0.0 <= defect_rate <= 1.0:
@@ -73,6 +74,9 @@ class PartGenerator:
         unknown = set(self.defects) - set(DEFECTS)
         if unknown:
             raise PartsError(f"unknown defect classes {sorted(unknown)}; known: {DEFECTS}")
+        if surface not in SURFACES:
+            raise PartsError(f"unknown surface {surface!r}; known: {SURFACES}")
+        self.surface = surface
         self.index = 0
 
     def next(self) -> Part:
@@ -100,8 +104,13 @@ class PartGenerator:
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         disc = ((xx - cx) ** 2 + (yy - cy) ** 2) <= r * r
         grad = 0.5 + 0.5 * ((xx - cx) * math.cos(light_dir) + (yy - cy) * math.sin(light_dir)) / (2 * r)
-        brushed = rng.normal(0, 4, (1, w)).astype(np.float32).repeat(h, 0)
-        metal = (165 + 45 * grad + brushed) * light
+        if self.surface == "brushed":
+            texture = rng.normal(0, 4, (1, w)).astype(np.float32).repeat(h, 0)
+        else:  # "cast": isotropic sand-blasted grain, darker, with soft mottling
+            grain = rng.normal(0, 6, (h, w)).astype(np.float32)
+            mottle = cv2.GaussianBlur(rng.normal(0, 40, (h, w)).astype(np.float32), (0, 0), 6 * s)
+            texture = cv2.GaussianBlur(grain, (0, 0), 0.8) + mottle - 25
+        metal = (165 + 45 * grad + texture) * light
         for c, tint in enumerate((1.0, 1.0, 0.97)):
             img[..., c] = np.where(disc, metal * tint, img[..., c])
         cv2.circle(img, (int(cx), int(cy)), int(r), (120 * light,) * 3, max(1, int(1.5 * s)), cv2.LINE_AA)

@@ -1,5 +1,8 @@
 """`cloud-trainer train|quantize|evaluate|package|publish|build`.
 
+``build anomaly`` trains the good-only anomaly family (``cloud_trainer.train.anomaly``) from a folder of
+good images or an MVTec AD root, in one command only.
+
 ``build`` runs the whole pipeline in one command (dataset → train → export → INT8 → evaluate →
 gate → package → publish). The stage verbs run one stage each on a shared work folder
 (``--work``, default ``var/builds/<family>``), in that order: ``train`` (and export FP32),
@@ -19,13 +22,14 @@ from pathlib import Path
 
 def _parser(prog: str) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=f"cloud-trainer {prog}")
-    ap.add_argument("family", choices=["vision", "maintenance"])
+    ap.add_argument("family", choices=["vision", "maintenance", "anomaly"] if prog == "build" else
+                    ["vision", "maintenance"])
     ap.add_argument("--work", type=Path, help="work folder shared by the stages (default: var/builds/<family>)")
     if prog in ("train", "build"):
         ap.add_argument("--dataset", required=True, type=Path, help="simulator dataset folder (edge-sim dataset ...)")
         ap.add_argument("--seed", type=int, default=0)
         ap.add_argument("--epochs", type=int, default=None, help="default: vision 20, maintenance 200 (early stopping)")
-        ap.add_argument("--size", type=int, default=128, help="vision input size (pixels; per tile when tiled)")
+        ap.add_argument("--size", type=int, default=128, help="input size in pixels (vision: per tile when tiled; anomaly)")
         ap.add_argument("--roi", type=_ints(4, "X,Y,WIDTH,HEIGHT"), help="vision: look only at this pixel box of "
                         "each frame (e.g. 320,160,640,640)")
         ap.add_argument("--tiles", type=_ints(2, "COLUMNSxROWS", "x"), help="vision: cut the frame (or roi) into "
@@ -35,6 +39,15 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         ap.add_argument("--degrade", action="store_true", help="deliberately damage the candidate (gate demo)")
         ap.add_argument("--init-from", type=Path, help="vision: fine-tune from a parent's weights (its work folder, "
                         "its registry folder, or a model.pt)")
+    if prog == "build":
+        ap.add_argument("--false-reject-rate", type=float, default=0.01,
+                        help="anomaly: share of good parts the threshold may reject (default 0.01)")
+        ap.add_argument("--backbone-weights", type=Path, help="anomaly: a local ResNet-18 state dict (.pth) for "
+                        "the CNN features; never downloaded (default: fixed texture features)")
+        ap.add_argument("--features", default="texture+context", choices=["texture+context", "texture", "cnn",
+                                                                          "texture+cnn", "texture+context+cnn"],
+                        help="anomaly: patch features (default texture+context; see docs/trainer.md)")
+        ap.add_argument("--name", default=None, help="anomaly: package name (default part-anomaly)")
     if prog in ("quantize", "build"):
         ap.add_argument("--calibration", type=int, default=200, help="calibration samples from the validation split")
     if prog in ("evaluate", "build", "package", "publish"):
@@ -101,6 +114,8 @@ def _run(verb: str, argv: list[str]) -> int:
     from cloud_trainer.train.data import DatasetError
 
     a = _parser(verb).parse_args(argv)
+    if a.family == "anomaly":
+        return _build_anomaly(a)
     s = _settings(a)
     try:
         if verb == "train":
@@ -134,6 +149,30 @@ def _run(verb: str, argv: list[str]) -> int:
               f"{'published' if verb in ('build', 'publish') else 'packaged'} (report: {exc.report})", file=sys.stderr)
         return 3
     print(json.dumps(out))
+    return 0
+
+
+def _build_anomaly(a) -> int:
+    from cloud_trainer.train import anomaly
+    from cloud_trainer.train.pipeline import GateFailed
+
+    s = _settings(a)
+    st = anomaly.AnomalySettings(
+        dataset=a.dataset, registry=a.registry, signing_key=s.signing_key, workdir=a.work or Path("var/builds/anomaly"),
+        size=a.size or 128, seed=a.seed, false_reject_rate=a.false_reject_rate, backbone_weights=a.backbone_weights,
+        features=a.features, threads=a.threads, version=a.version, floors=s.floors, int8_margin=a.int8_margin,
+        openvino=not a.no_openvino, force=a.force, name=a.name or anomaly.NAME)
+    try:
+        res = anomaly.build(st)
+    except anomaly.AnomalyDataError as exc:
+        print(f"cloud-trainer build anomaly: dataset error: {exc}", file=sys.stderr)
+        return 2
+    except GateFailed as exc:
+        print(f"cloud-trainer build anomaly: candidate rejected by the evaluation gate: {exc}; nothing published "
+              f"(report: {exc.report})", file=sys.stderr)
+        return 3
+    print(json.dumps({"published": res["entry"]["version"], "name": res["entry"]["name"], "package": res["package"],
+                      "form": res["report"]["form"], "threshold": res["report"]["threshold"]}))
     return 0
 
 

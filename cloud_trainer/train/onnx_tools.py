@@ -44,10 +44,11 @@ def _forward_arg(model) -> str:
     return next(iter(inspect.signature(model.forward).parameters))
 
 
-def quantize(fp32: Path, out: Path, calibration: np.ndarray, input_name: str, *, seven_bit_weights: bool = True
-             ) -> Path:
+def quantize(fp32: Path, out: Path, calibration: np.ndarray, input_name: str, *, seven_bit_weights: bool = True,
+             op_types: list[str] | None = None) -> Path:
     """Static INT8 (QDQ). ``seven_bit_weights=False`` is the former recipe (full 8-bit weights), kept
-    only to measure it against (it saturates on x86 without VNNI)."""
+    only to measure it against (it saturates on x86 without VNNI). ``op_types``: quantize only these
+    operators (e.g. ``["Conv"]``; default all that ONNX Runtime quantizes)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -62,7 +63,8 @@ def quantize(fp32: Path, out: Path, calibration: np.ndarray, input_name: str, *,
     pre = out.with_name(out.stem + ".pre.onnx")
     quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
     quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    reduce_range=seven_bit_weights, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+                    reduce_range=seven_bit_weights, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    op_types_to_quantize=op_types)
     pre.unlink(missing_ok=True)
     return out
 

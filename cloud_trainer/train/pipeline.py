@@ -147,10 +147,18 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
             "classes": list(getattr(ds, "classes", [])), "degraded": s.degrade,
             "init_from": str(s.init_from) if s.init_from else None,
             "export": {"onnx_opset": onnx_tools.OPSET, "dynamic_batch": True},
+            "input_stats": _input_stats(ds, tr) if s.family == "vision" else None,
             "training": {"seconds": time.perf_counter() - t0, "history": tr_out["history"]["epochs"]}}
     (s.workdir / "train.json").write_text(json.dumps(meta, indent=1, default=float))
     log(f"trained {s.family} in {meta['training']['seconds']:.0f}s; exported {s.workdir / 'model.fp32.onnx'}")
     return meta
+
+
+def _input_stats(ds, rows) -> dict:
+    """The training images' statistics for the manifest (the agent's UNSURE check)."""
+    from model_packager.inputstats import summarize
+
+    return summarize(ds.images[i] for i in rows).model_dump(mode="json")
 
 
 def _init_state(path: Path) -> dict:
@@ -520,6 +528,7 @@ def _package(s: BuildSettings, name, version, fam, meta: dict, n_features: int, 
         "name": name, "version": version, "task": task, "inputs": inputs, "outputs": outputs,
         "description": f"{s.family} model trained by cloud_trainer on {Path(meta['dataset']).name}",
         "preprocessing": meta["preprocessing"],
+        **({"input_stats": meta["input_stats"]} if meta.get("input_stats") else {}),
         "golden": {"atol": atol, "rtol": 2e-2, "output_atol": output_atol},
         "quantization": {"scheme": onnx_tools.SCHEME, "calibration_samples": report["calibration_samples"],
             "fp32_metric": m32[metric_name], "int8_metric": m8[metric_name], "metric_name": metric_name,

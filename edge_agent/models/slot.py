@@ -210,7 +210,9 @@ class ModelSlot:
         self.state = "stopped"
 
     # ---- inference (worker threads) --------------------------------------------------------
-    def infer(self, item: Frame | Window) -> Inference:
+    def infer(self, item: Frame | Window, unsure_tolerance: float | None = None) -> Inference:
+        """``unsure_tolerance``: check an image against the package's ``input_stats`` (when it has
+        them) and call it UNSURE, with a reason, when it is far outside them (None: no check)."""
         a = self._require()  # read once: a concurrent swap affects only later calls
         m = a.manifest
         t0 = time.perf_counter()
@@ -237,6 +239,12 @@ class ModelSlot:
             self._count(a, nonfinite=True, latency=(t2 - t1) * 1000)
             raise InferenceError(f"slot {self.name}: {m.package_id} produced NaN/Inf", "nonfinite_output")
         interp = interpret(m, out, item.image.shape[:2] if isinstance(item, Frame) else None)
+        if unsure_tolerance is not None and m.input_stats is not None and isinstance(item, Frame):
+            from model_packager.inputstats import check
+
+            reason = check(m.input_stats, item.image, unsure_tolerance)
+            if reason is not None:
+                interp.verdict, interp.reason = "UNSURE", reason
         t3 = time.perf_counter()
         self._count(a, latency=(t2 - t1) * 1000, ng=interp.verdict == "NG")
         return Inference(interp, out, m.name, m.version, a.engine.name, (t1 - t0) * 1000, (t2 - t1) * 1000,

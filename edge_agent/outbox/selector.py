@@ -28,7 +28,9 @@ class SampleSelector:
     def choose(self, r: Result, threshold: float | None = None) -> str | None:
         reason = None
         thr = threshold if threshold is not None else self.thresholds.get(r.model)
-        if r.verdict == "NG" and self.s.all_ng:
+        if r.verdict == "UNSURE":  # far outside the training inputs: a few of them teach the most
+            reason = "unsure" if self.rng.random() < self.s.unsure_fraction else None
+        elif r.verdict == "NG" and self.s.all_ng:
             reason = "ng"
         elif (r.margin is not None and r.margin < self.s.uncertain_margin) or (
                 thr is not None and abs(r.score - thr) < self.s.uncertain_score_band):

@@ -45,5 +45,6 @@ class SampleSelectionSettings(BaseModel):
     ok_fraction: float = Field(0.02, ge=0, le=1, description="random fraction of OK results")
     uncertain_margin: float = Field(0.15, ge=0, le=1, description="top-2 probability margin below which")
     uncertain_score_band: float = Field(0.1, ge=0, le=1, description="|score - threshold| below which")
+    unsure_fraction: float = Field(0.2, ge=0, le=1, description="fraction of UNSURE results uploaded")
     max_per_hour: int = Field(600, ge=0)
     seed: int = 0

@@ -1,0 +1,645 @@
+"""The good-only anomaly family: `cloud-trainer build anomaly` (PatchCore-style).
+
+Trained on good images only (works from 20; better with more). A small ResNet-like backbone
+(torchvision's ResNet-18 layout: ``conv1``/``bn1``/``layer1``/``layer2``, so a ResNet-18 state dict
+loads as is) gives patch features at 1/4 and 1/8 of the input; they are averaged over a 3×3
+neighbourhood, concatenated, and compared with a memory bank of good patches (a greedy coreset of
+all training patches). A patch's anomaly is its distance to the nearest bank patch; the anomaly
+map is that distance, smoothed and upsampled to the input; the image score is the map's maximum.
+
+Backbone weights: ``--backbone-weights PATH`` loads a local state dict (a torchvision ResNet-18
+``.pth`` or any dict with the same keys; never downloaded). Without it the backbone keeps its
+seeded random initialisation and only its batch-norm statistics are set from the good images:
+random convolutional features, which on textured parts find local defects well (measured in
+docs/trainer.md and bench/RESULTS.md) but know nothing of semantics.
+
+The threshold: every good image is scored by a bank built without it (k-fold), and the threshold
+is the ``1 - false_reject_rate`` quantile of those scores (default 1 %). The whole thing (backbone,
+bank, distances, smoothing, upsampling) is one ONNX graph: ``image`` in, ``anomaly_score`` (N, 1)
+and ``anomaly_map`` (N, 1, H, W) out. The convolutions are quantized to INT8 when the scores stay
+within the gate's margin; otherwise the package carries the FP32 form only, and says so.
+
+Input: a folder of good images, or an MVTec AD root (``train/good`` to train on; ``test/good``,
+``test/<defect>`` and optional ``ground_truth/<defect>/<name>_mask.png`` to evaluate on). PNG, JPEG,
+BMP, TIFF; 8-bit grey or colour; any size (resized to ``--size``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cloud_trainer.train import common
+
+INPUT = "image"
+OUTPUTS = ["anomaly_score", "anomaly_map"]
+NAME = "part-anomaly"
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+MIN_GOOD = 20
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+class AnomalyDataError(ValueError):
+    """A dataset the anomaly family cannot train on; the message names the file or folder and the fix."""
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def read_image(path: Path, max_side: int = 1024) -> np.ndarray:
+    """Any 8-bit PNG/JPEG/BMP/TIFF, grey or colour → BGR uint8, shrunk (area) to at most ``max_side``
+    pixels on its longer side, so that 200 images of a 5-MP camera do not fill the memory."""
+    import cv2
+
+    data = path.read_bytes()
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if img is None:
+        raise AnomalyDataError(f"{path}: not a readable image (PNG, JPEG, BMP or TIFF); replace or remove it")
+    k = max_side / max(img.shape[:2])
+    if k < 1:
+        img = cv2.resize(img, (max(1, round(img.shape[1] * k)), max(1, round(img.shape[0] * k))),
+                         interpolation=cv2.INTER_AREA)
+    return img
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+
+
+@dataclass
+class AnomalyData:
+    good: list[np.ndarray]  # training images (good only)
+    good_names: list[str]
+    test: list[np.ndarray] = field(default_factory=list)  # evaluation images (MVTec test/)
+    test_ng: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    test_kind: list[str] = field(default_factory=list)  # "good" or the defect folder's name
+    test_masks: list[np.ndarray | None] = field(default_factory=list)
+    digest: str = ""
+    layout: str = "folder"
+
+
+def load_good(root: str | Path, min_good: int = MIN_GOOD) -> AnomalyData:
+    """A folder of good images (or one holding ``good/``), or an MVTec AD root."""
+    root = Path(root)
+    if not root.is_dir():
+        raise AnomalyDataError(f"{root}: no such folder; give a folder of good images or an MVTec AD root")
+    h = hashlib.sha256()
+    mvtec = (root / "train" / "good").is_dir()
+    good_dir = root / "train" / "good" if mvtec else root / "good" if (root / "good").is_dir() else root
+    files = image_files(good_dir)
+    if len(files) < min_good:
+        raise AnomalyDataError(f"{good_dir}: {len(files)} good image(s); the anomaly family needs at least "
+                               f"{min_good} (more is better: 200 measured in docs/trainer.md)")
+    good = []
+    for p in files:
+        good.append(read_image(p))
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    ds = AnomalyData(good, [p.name for p in files], layout="mvtec" if mvtec else "folder")
+    if mvtec and (root / "test").is_dir():
+        _load_test(root, ds, h)
+    ds.digest = "sha256:" + h.hexdigest()
+    return ds
+
+
+def _load_test(root: Path, ds: AnomalyData, h) -> None:
+    import cv2
+
+    kinds, masks_seen = [], set()
+    for sub in sorted(p for p in (root / "test").iterdir() if p.is_dir()):
+        for p in image_files(sub):
+            img = read_image(p)
+            h.update(sub.name.encode() + hashlib.sha256(p.read_bytes()).digest())
+            mask = None
+            if sub.name != "good":
+                mp = root / "ground_truth" / sub.name / f"{p.stem}_mask.png"
+                if mp.is_file():
+                    mask = cv2.imdecode(np.frombuffer(mp.read_bytes(), np.uint8), cv2.IMREAD_GRAYSCALE)
+                    if mask is None:
+                        raise AnomalyDataError(f"{mp}: not a readable mask image; replace or remove it")
+                    masks_seen.add(mp)
+            ds.test.append(img)
+            kinds.append(sub.name)
+            ds.test_masks.append(mask)
+    gt = root / "ground_truth"
+    if gt.is_dir():
+        for mp in sorted(gt.glob("*/*_mask.png")):
+            if mp not in masks_seen:
+                raise AnomalyDataError(f"{mp}: a mask without an image (expected test/{mp.parent.name}/"
+                                       f"{mp.name[:-len('_mask.png')]}.<ext>); add the image or remove the mask")
+    ds.test_kind = kinds
+    ds.test_ng = np.asarray([k != "good" for k in kinds], bool)
+
+
+# -- the model ------------------------------------------------------------------------------------
+
+
+def _modules():
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class BasicBlock(nn.Module):
+        """torchvision's ResNet BasicBlock (same parameter names)."""
+
+        def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.downsample = None
+            if stride != 1 or cin != cout:
+                self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            idt = x if self.downsample is None else self.downsample(x)
+            y = F.relu(self.bn1(self.conv1(x)))
+            return F.relu(self.bn2(self.conv2(y)) + idt)
+
+    class Backbone(nn.Module):
+        """ResNet-18's first stages (conv1 7×7/2, max-pool, layer1 at 1/4, layer2 at 1/8), ``width``
+        channels in layer1 (64 = ResNet-18, whose weights load into it)."""
+
+        def __init__(self, width: int = 64) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+            self.bn1 = nn.BatchNorm2d(width)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+            self.layer1 = nn.Sequential(BasicBlock(width, width), BasicBlock(width, width))
+            self.layer2 = nn.Sequential(BasicBlock(width, 2 * width, 2), BasicBlock(2 * width, 2 * width))
+
+        def forward(self, x):
+            f1 = self.layer1(self.maxpool(F.relu(self.bn1(self.conv1(x)))))
+            return f1, self.layer2(f1)
+
+    class Texture(nn.Module):
+        """Fixed multi-scale texture and colour features at 1/4 of the input: local colour mean (4 and
+        12 px), local colour std, gradient energy, |Laplacian| mean and max, difference-of-Gaussians
+        energy. No weights to learn."""
+
+        def __init__(self, context: bool = False) -> None:
+            super().__init__()
+            self.context = context
+            self.size = 18 if context else 13
+            sob = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
+            lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+            self.register_buffer("k3", torch.stack([sob, sob.T, lap])[:, None])
+            g1 = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
+            self.register_buffer("g5", torch.outer(g1, g1)[None, None])
+
+        def forward(self, x):
+            m4 = F.avg_pool2d(x, 4)
+            sd = torch.sqrt(torch.clamp(F.avg_pool2d(x * x, 4) - m4 * m4, min=0.0) + 1e-6)
+            g = x.mean(1, keepdim=True)
+            d = F.conv2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), self.k3)
+            grad = torch.log1p(F.avg_pool2d(d[:, :1] ** 2 + d[:, 1:2] ** 2, 4) * 16.0)
+            lap = d[:, 2:3].abs()
+            b1 = F.conv2d(F.pad(g, (2, 2, 2, 2), mode="replicate"), self.g5)
+            b2 = F.conv2d(F.pad(F.avg_pool2d(b1, 2), (2, 2, 2, 2), mode="replicate"), self.g5)
+            dog = F.avg_pool2d((b1 - F.interpolate(b2, size=b1.shape[-2:], mode="bilinear",
+                                                   align_corners=False)).abs(), 4)
+            f = torch.cat([m4, sd, grad, F.avg_pool2d(lap, 4), F.max_pool2d(lap, 4), dog], 1)
+            parts = [f, F.avg_pool2d(m4, 3, 1, 1, count_include_pad=False)]
+            if self.context:  # 44-px context: what surrounds the patch (a feature missing nearby)
+                parts.append(F.avg_pool2d(torch.cat([m4, grad, dog], 1), 11, 1, 5, count_include_pad=False))
+            return torch.cat(parts, 1)
+
+    class Features(nn.Module):
+        """Patch features at 1/4 of the input: the fixed texture features, and (with a backbone)
+        layer1 and upsampled layer2, each averaged over 3×3; every feature scaled to unit spread on
+        the good images (``scale``), each group to an equal share of the distance."""
+
+        def __init__(self, backbone, texture: bool = True, context: bool = False) -> None:
+            super().__init__()
+            self.backbone = backbone
+            self.texture = Texture(context) if texture else None
+            self.register_buffer("shift", torch.zeros(1))
+            self.register_buffer("scale", torch.ones(1))
+
+        def raw(self, x):
+            parts = []
+            if self.texture is not None:
+                parts.append(self.texture(x))
+            if self.backbone is not None:
+                f1, f2 = self.backbone(x)
+                f1 = F.avg_pool2d(f1, 3, 1, 1, count_include_pad=False)
+                f2 = F.avg_pool2d(f2, 3, 1, 1, count_include_pad=False)
+                f2 = F.interpolate(f2, size=f1.shape[-2:], mode="bilinear", align_corners=False)
+                parts += [f1, f2]
+            return torch.cat(parts, 1)
+
+        def forward(self, x):
+            return (self.raw(x) - self.shift) * self.scale
+
+        def standardise(self, x: np.ndarray) -> None:
+            """Per-feature centring and scaling from the good images; each group (texture, layer1,
+            layer2) then weighted to the same total variance."""
+            with torch.no_grad():
+                f = torch.cat([self.raw(torch.from_numpy(x[i : i + 32])) for i in range(0, len(x), 32)])
+            mu = f.mean((0, 2, 3))
+            sd = f.std((0, 2, 3)).clamp(min=1e-4)
+            sizes = []
+            if self.texture is not None:
+                sizes += [13, 5] if self.texture.context else [13]
+            if self.backbone is not None:
+                sizes += [self.backbone.layer1[0].conv1.out_channels, self.backbone.layer2[0].conv1.out_channels]
+            w = torch.cat([torch.full((n,), 1.0 / np.sqrt(n)) for n in sizes])
+            self.shift = mu[None, :, None, None]
+            self.scale = (w / sd)[None, :, None, None]
+
+    class PatchCore(nn.Module):
+        """image → (score (N,1), map (N,1,H,W)); the memory bank is a constant of the graph."""
+
+        def __init__(self, features, bank: np.ndarray, size: int) -> None:
+            super().__init__()
+            self.features = features
+            self.register_buffer("bank_t", torch.from_numpy(np.ascontiguousarray(bank.T, np.float32)))
+            self.register_buffer("bank_sq", torch.from_numpy((bank.astype(np.float32) ** 2).sum(1)[None, None, :]))
+            g = np.outer(*(2 * [np.array([1.0, 2.0, 1.0]) / 4.0])).astype(np.float32)
+            self.register_buffer("blur", torch.from_numpy(g)[None, None])
+            self.size = size
+
+        def forward(self, image):
+            f = self.features(image)
+            n, d, h, w = f.shape
+            p = f.flatten(2).transpose(1, 2)  # (N, h*w, D)
+            d2 = (p * p).sum(-1, keepdim=True) - 2.0 * torch.matmul(p, self.bank_t) + self.bank_sq
+            dist = torch.sqrt(torch.clamp(d2.amin(-1), min=0.0)).reshape(n, 1, h, w)
+            dist = F.conv2d(F.pad(dist, (1, 1, 1, 1), mode="replicate"), self.blur)
+            amap = F.interpolate(dist, size=(self.size, self.size), mode="bilinear", align_corners=False)
+            return amap.amax(dim=(2, 3)), amap
+
+    return Backbone, Features, PatchCore
+
+
+def backbone(weights: Path | None, width: int, seed: int):
+    """The backbone: a local state dict when given (never downloaded), else seeded random weights."""
+    import torch
+
+    Backbone, _, _ = _modules()
+    torch.manual_seed(seed)
+    net = Backbone(64 if weights else width)
+    if weights:
+        weights = Path(weights)
+        if not weights.is_file():
+            raise AnomalyDataError(f"--backbone-weights {weights}: no such file (a torchvision ResNet-18 state "
+                                   "dict, .pth)")
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise AnomalyDataError(f"--backbone-weights {weights}: not a weights file ({type(exc).__name__})"
+                                   ) from None
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        own = net.state_dict()
+        take = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+        missing = [k for k in own if k not in take and not k.endswith("num_batches_tracked")]
+        if missing:
+            raise AnomalyDataError(f"--backbone-weights {weights}: {len(missing)} tensors of the ResNet-18 "
+                                   f"layout missing or of another shape (e.g. {missing[0]}); give a torchvision "
+                                   "ResNet-18 state dict")
+        net.load_state_dict(take, strict=False)
+    return net
+
+
+def tensors(images: list[np.ndarray], pre) -> np.ndarray:
+    from model_packager.preprocess import image_tensor
+
+    return np.concatenate([image_tensor(im, pre) for im in images]) if images else np.zeros((0, 3, 1, 1), np.float32)
+
+
+def preprocessing(size: int):
+    from model_packager.manifest import ImagePreprocessing
+
+    return ImagePreprocessing(width=size, height=size, color="rgb", mean=MEAN, std=STD, interpolation="area")
+
+
+def _calibrate_bn(net, x: np.ndarray) -> None:
+    """Random weights: set every batch-norm's statistics from the good images (cumulative average)."""
+    import torch
+
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    net.train()
+    with torch.no_grad():
+        for i in range(0, len(x), 32):
+            net(torch.from_numpy(x[i : i + 32]))
+    net.eval()
+
+
+def patch_features(feat, x: np.ndarray, batch: int = 32) -> np.ndarray:
+    """(N, h*w, D) float32."""
+    import torch
+
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            f = feat(torch.from_numpy(x[i : i + batch]))
+            outs.append(f.flatten(2).transpose(1, 2).numpy())
+    return np.concatenate(outs)
+
+
+def coreset(patches: np.ndarray, k: int, seed: int, candidates: int = 24_000) -> np.ndarray:
+    """Greedy k-center coreset (PatchCore) on a 32-d random projection, from at most ``candidates``
+    patches drawn at random (the greedy pass is O(candidates x k))."""
+    n = len(patches)
+    if n <= k:
+        return patches
+    rng = np.random.default_rng(seed)
+    pool = rng.choice(n, candidates, replace=False) if n > candidates else np.arange(n)
+    proj = rng.normal(size=(patches.shape[1], 32)).astype(np.float32) / np.sqrt(patches.shape[1])
+    z = patches[pool] @ proj
+    chosen = [int(rng.integers(len(pool)))]
+    dmin = ((z - z[chosen[0]]) ** 2).sum(1)
+    diff = np.empty_like(z)
+    for _ in range(k - 1):
+        i = int(np.argmax(dmin))
+        chosen.append(i)
+        np.subtract(z, z[i], out=diff)
+        np.square(diff, out=diff)
+        np.minimum(dmin, diff.sum(1), out=dmin)
+    return patches[pool[np.asarray(chosen)]]
+
+
+def _nn_scores(query: np.ndarray, bank: np.ndarray, hw: tuple[int, int], size: int) -> np.ndarray:
+    """Image scores as the exported graph computes them (same smoothing and upsampling), in torch."""
+    import torch
+    from torch.nn import functional as F
+
+    b = torch.from_numpy(bank)
+    q = torch.from_numpy(query.reshape(-1, query.shape[-1]))
+    g = torch.tensor([1.0, 2.0, 1.0]) / 4.0
+    k = torch.outer(g, g)[None, None]
+    with torch.no_grad():
+        d = torch.cat([torch.cdist(q[i : i + 8192], b).amin(1) for i in range(0, len(q), 8192)])
+        d = F.conv2d(F.pad(d.reshape(len(query), 1, *hw), (1, 1, 1, 1), mode="replicate"), k)
+        up = F.interpolate(d, size=(size, size), mode="bilinear", align_corners=False)
+        return up.amax(dim=(1, 2, 3)).numpy().astype(np.float64)
+
+
+@dataclass
+class AnomalySettings:
+    dataset: Path
+    registry: Path
+    signing_key: Path
+    workdir: Path
+    size: int = 128
+    seed: int = 0
+    false_reject_rate: float = 0.01
+    backbone_weights: Path | None = None
+    features: str = "texture+context"  # any of "texture", "context", "cnn" joined by "+" (weights add "cnn")
+    width: int = 32  # random backbone: layer1 channels (ResNet-18 = 64, used with --backbone-weights)
+    bank_size: int = 2048
+    folds: int = 5
+    threads: int | None = None
+    version: str | None = None
+    floors: dict = field(default_factory=dict)
+    int8_margin: float = 0.01
+    openvino: bool = True
+    force: bool = False
+    name: str = NAME
+
+
+def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
+    """Backbone → features of the good images → coreset bank; k-fold scores → threshold."""
+    common.seed_everything(s.seed, s.threads)
+    pre = preprocessing(s.size)
+    x = tensors(ds.good, pre)
+    use_cnn = s.backbone_weights is not None or "cnn" in s.features
+    net = backbone(s.backbone_weights, s.width, s.seed) if use_cnn else None
+    if net is not None and s.backbone_weights is None:
+        _calibrate_bn(net, x)
+    _, Features, PatchCore = _modules()
+    feat = Features(net.eval() if net is not None else None, texture="texture" in s.features,
+                    context="context" in s.features).eval()
+    feat.standardise(x)
+    patches = patch_features(feat, x)
+    n, hw, d = patches.shape
+    side = int(round(np.sqrt(hw)))
+    rng = np.random.default_rng(s.seed)
+    folds = min(s.folds, n)
+    fold_of = rng.permutation(n) % folds
+    cv_scores = np.zeros(n)
+    for f in range(folds):  # each good image scored by a bank built without it
+        train = patches[fold_of != f].reshape(-1, d)
+        bank_f = coreset(train, min(s.bank_size, len(train)), s.seed + f) if len(train) > s.bank_size else train
+        cv_scores[fold_of == f] = _nn_scores(patches[fold_of == f], bank_f, (side, side), s.size)
+    bank = coreset(patches.reshape(-1, d), s.bank_size, s.seed)
+    thr, rule = threshold_at(cv_scores, s.false_reject_rate)
+    log(f"anomaly: {n} good images, {n * hw} patches of {d} features → bank of {len(bank)}; threshold {thr:.4g} "
+        f"at {s.false_reject_rate:.1%} false rejects ({folds}-fold scores of the good images)")
+    model = PatchCore(feat, bank, s.size).eval()
+    return {"model": model, "x": x, "pre": pre, "threshold": thr, "cv_scores": cv_scores, "bank": len(bank),
+            "cnn": net is not None, "threshold_rule": rule,
+            "features": d}
+
+
+def threshold_at(good_scores: np.ndarray, false_reject_rate: float) -> tuple[float, str]:
+    """The score above which ``false_reject_rate`` of good images fall, and how it was taken: the
+    empirical quantile when at least 5 good images are expected above it, else the quantile of a
+    log-normal fitted to the good scores (an empirical 1 % quantile of 30 images is their maximum,
+    which a single odd image sets), never below the median good score."""
+    from statistics import NormalDist
+
+    s = np.sort(np.asarray(good_scores, np.float64))
+    if len(s) * false_reject_rate >= 5:
+        return float(np.quantile(s, 1 - false_reject_rate, method="higher")), "empirical quantile"
+    logs = np.log(np.maximum(s, 1e-9))
+    z = NormalDist().inv_cdf(1 - false_reject_rate)
+    thr = float(np.exp(logs.mean() + z * logs.std(ddof=1)))
+    return max(thr, float(np.median(s))), f"log-normal fit (n = {len(s)}, too few for an empirical quantile)"
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+
+
+def hottest_hits(maps: np.ndarray, masks: list[np.ndarray | None]) -> list[bool | None]:
+    """Per image: does the map's hottest region (the connected pixels at ≥ 90 % of its maximum that
+    hold the maximum) touch the defect's mask (resized to the map)? None where there is no mask."""
+    import cv2
+
+    out: list[bool | None] = []
+    for m, mask in zip(maps, masks, strict=True):
+        if mask is None:
+            out.append(None)
+            continue
+        m = np.asarray(m, np.float32).reshape(m.shape[-2], m.shape[-1])
+        mk = cv2.resize(mask, (m.shape[1], m.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+        hot = (m >= 0.9 * m.max()).astype(np.uint8)
+        _, lab = cv2.connectedComponents(hot)
+        region = lab == lab[np.unravel_index(int(np.argmax(m)), m.shape)]
+        out.append(bool((region & mk).any()))
+    return out
+
+
+def evaluate(path: Path, ds: AnomalyData, pre, threshold: float, engine: str = "onnxruntime") -> dict:
+    from cloud_trainer.train import onnx_tools
+
+    if not ds.test:
+        return {}
+    x = tensors(ds.test, pre)
+    out = onnx_tools.run(path, x, engine=engine, batch=16)
+    score = out["anomaly_score"].reshape(-1)
+    ng = ds.test_ng
+    hits = [h for h in hottest_hits(out["anomaly_map"], ds.test_masks) if h is not None]
+    m = {"n": int(len(score)), "n_ng": int(ng.sum()), "image_auroc": common.auroc(ng, score),
+         "ng_recall": float(np.mean(score[ng] >= threshold)) if ng.any() else float("nan"),
+         "ok_rejected": float(np.mean(score[~ng] >= threshold)) if (~ng).any() else float("nan"),
+         "map_hit_rate": float(np.mean(hits)) if hits else float("nan")}
+    for kind in sorted(set(ds.test_kind) - {"good"}):
+        sel = np.asarray([k in (kind, "good") for k in ds.test_kind])
+        m[f"auroc_{kind}"] = common.auroc(ng[sel], score[sel])
+    m["scores"] = score
+    return m
+
+
+# -- build ---------------------------------------------------------------------------------------
+
+
+def build(s: AnomalySettings, log=common.stderr_log) -> dict:
+    """good images → model → ONNX (FP32, INT8 if it holds) → evaluation → gate → signed package →
+    registry. Raises ``GateFailed`` (registry unchanged) when a floor is not met."""
+    from cloud_trainer.registry import Registry
+    from cloud_trainer.train import onnx_tools
+    from cloud_trainer.train.pipeline import GateFailed
+
+    t0 = time.perf_counter()
+    if not 0 < s.false_reject_rate < 0.5:
+        raise AnomalyDataError(f"--false-reject-rate {s.false_reject_rate}: give a share in (0, 0.5), e.g. 0.01")
+    ds = load_good(s.dataset)
+    s.workdir.mkdir(parents=True, exist_ok=True)
+    fitted = fit(ds, s, log)
+    pre, thr = fitted["pre"], fitted["threshold"]
+    fp32 = onnx_tools.export(fitted["model"], fitted["x"][:2], s.workdir / "model.fp32.onnx", INPUT, OUTPUTS)
+    m32 = evaluate(fp32, ds, pre, thr)
+    m8, drift, int8_ok, note = {}, float("nan"), False, ("fixed texture features have no learned convolutions "
+                                                          "to quantize: FP32 form only")
+    if fitted["cnn"]:  # the CNN's convolutions in INT8, held when the scores stay within the margin
+        int8 = onnx_tools.quantize(fp32, s.workdir / "model.int8.onnx", fitted["x"][: min(len(fitted["x"]), 64)],
+                                   INPUT, op_types=["Conv"])  # the bank distances stay FP32
+        xs = np.concatenate([fitted["x"], tensors(ds.test, pre)]) if ds.test else fitted["x"]
+        g32 = onnx_tools.run(fp32, xs, batch=16)["anomaly_score"].reshape(-1)
+        g8 = onnx_tools.run(int8, xs, batch=16)["anomaly_score"].reshape(-1)
+        drift = float(np.max(np.abs(g8 - g32)) / thr)
+        m8 = evaluate(int8, ds, pre, thr)
+        int8_ok = drift <= 0.05 and (not m32 or m8["image_auroc"] >= m32["image_auroc"] - s.int8_margin)
+        note = ("convolutions INT8 (QDQ, 7-bit weights), bank distances FP32" if int8_ok else
+                f"INT8 moved the scores by up to {drift:.1%} of the threshold (bound 5 %) or lost AUROC beyond "
+                "the margin: the package carries the FP32 form only")
+    served = s.workdir / "model.int8.onnx" if int8_ok else fp32
+    metrics = m8 if int8_ok else m32
+    floors = {"image_auroc": 0.90, **s.floors} if m32 else dict(s.floors)
+    reasons = [f"{k} {metrics.get(k, float('nan')):.4f} < floor {v}" for k, v in floors.items()
+               if not metrics.get(k, float("nan")) >= v]
+    reg = Registry(s.registry)
+    version = s.version or reg.next_version(s.name)
+    clean = lambda m: {k: float(v) for k, v in m.items() if isinstance(v, int | float)}  # noqa: E731
+    report = {
+        "name": s.name, "version": version, "family": "anomaly", "dataset": str(s.dataset),
+        "dataset_digest": ds.digest, "layout": ds.layout, "seed": s.seed, "size": s.size,
+        "good_images": len(ds.good), "threshold": thr, "false_reject_rate": s.false_reject_rate,
+        "threshold_rule": f"{min(s.folds, len(ds.good))}-fold scores of the {len(ds.good)} good images (each scored "
+                          f"by a bank built without it), quantile 1 - {s.false_reject_rate}: {fitted['threshold_rule']}",
+        "good_cv_scores": {"max": float(fitted["cv_scores"].max()), "median": float(np.median(fitted["cv_scores"]))},
+        "features": s.features + ("+cnn" if s.backbone_weights and "cnn" not in s.features else ""),
+        "backbone": (f"ResNet-18 layout, weights {s.backbone_weights}" if s.backbone_weights else
+                     f"random ResNet-like, width {s.width}, seed {s.seed}, batch-norm statistics from the good images"
+                     if fitted["cnn"] else "none (fixed texture features)"),
+        "bank": fitted["bank"], "feature_dims": fitted["features"],
+        "form": "int8" if int8_ok else "fp32",
+        "int8": {"held": int8_ok, "score_drift_vs_threshold": drift, "note": note},
+        "metrics": {"fp32": clean(m32), "int8": clean(m8)}, "floors": floors,
+        "gate": {"passed": not reasons, "reasons": reasons},
+        "sizes": {"fp32_bytes": fp32.stat().st_size, "int8_bytes": served.stat().st_size if int8_ok else None},
+        "seconds": 0.0,
+    }
+    _write_report(s.workdir, report)
+    if reasons and not s.force:
+        raise GateFailed(reasons, s.workdir / "report.md")
+    pkg = _package(s, report, served, fp32 if int8_ok else None, fitted["x"], ds)
+    report["seconds"] = time.perf_counter() - t0
+    _write_report(s.workdir, report)
+    key = clean(metrics) | {"threshold": thr, "good_images": len(ds.good)}
+    if reasons:
+        key["forced_past_gate"] = 1
+    files = [s.workdir / "report.json", s.workdir / "report.md"]
+    entry = reg.publish(pkg, [*files, pkg], key, ds.digest, None)
+    log(f"published {entry['name']} {entry['version']} ({report['form'].upper()}) in {report['seconds']:.0f}s")
+    return {"entry": entry, "package": str(reg.package_path(entry)), "report": report}
+
+
+def _package(s: AnomalySettings, report: dict, model: Path, fp32: Path | None, x: np.ndarray, ds: AnomalyData
+             ) -> Path:
+    from model_packager import build_package
+
+    size = s.size
+    golden = x[np.linspace(0, len(x) - 1, min(8, len(x))).astype(int)]
+    if ds.test:
+        ng = [i for i in range(len(ds.test)) if ds.test_ng[i]][:4]
+        golden = np.concatenate([golden, tensors([ds.test[i] for i in ng], preprocessing(size))])
+    spec = {
+        "name": s.name, "version": report["version"], "task": "anomaly_detection",
+        "description": f"good-only anomaly model (PatchCore-style) trained on {len(ds.good)} good images of "
+                       f"{Path(s.dataset).name}; form {report['form'].upper()}",
+        "inputs": [{"name": INPUT, "dtype": "float32", "shape": ["batch", 3, size, size], "layout": "NCHW"}],
+        "outputs": [{"name": "anomaly_score", "dtype": "float32", "shape": ["batch", 1], "role": "anomaly_score",
+                     "threshold": report["threshold"],
+                     "description": f"max of the anomaly map; threshold at {s.false_reject_rate:.1%} false rejects"},
+                    {"name": "anomaly_map", "dtype": "float32", "shape": ["batch", 1, size, size],
+                     "role": "anomaly_map", "threshold": report["threshold"],
+                     "description": "patch distance to the nearest good patch, in score units"}],
+        "preprocessing": preprocessing(size).model_dump(mode="json"),
+        "golden": {"atol": 2e-3 * max(1.0, report["threshold"]), "rtol": 2e-2},
+        "quantization": {"scheme": "int8-qdq-conv-only-7bit-weights" if fp32 else "none",
+                         "calibration_samples": min(len(x), 64), "metric_name": "image_auroc",
+                         "fp32_metric": report["metrics"]["fp32"].get("image_auroc"),
+                         "int8_metric": report["metrics"]["int8"].get("image_auroc"),
+                         "fp32_size_bytes": report["sizes"]["fp32_bytes"],
+                         "int8_size_bytes": report["sizes"]["int8_bytes"] if fp32 else None},
+        "provenance": {"dataset_digest": ds.digest, "trainer": "cloud_trainer.train.anomaly 0.1", "seed": s.seed,
+                       "onnx_opset": 18, "dynamic_batch": True,
+                       "metrics": {k: v for k, v in report["metrics"]["int8" if fp32 else "fp32"].items()},
+                       "notes": report["int8"]["note"] + "; backbone: " + report["backbone"]},
+    }
+    if fp32 is not None:  # the parity bound for the score: the INT8 drift measured here, with headroom
+        spec["parity"] = {"output_atol": {"anomaly_score": max(0.02, 3 * report["int8"]["score_drift_vs_threshold"])
+                                          * report["threshold"],
+                                          "anomaly_map": 0.1 * report["threshold"] + 1.0}}
+    (s.workdir / "report.json").write_text(json.dumps(report, indent=1, default=float))
+    return build_package(model, spec, s.workdir, signing_key=s.signing_key, golden_inputs={INPUT: golden},
+                         openvino=s.openvino and _has_openvino(), fp32_model=fp32,
+                         extra_files={"report.json": s.workdir / "report.json"},
+                         input_images=ds.good)
+
+
+def _has_openvino() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+def _write_report(workdir: Path, r: dict) -> None:
+    (workdir / "report.json").write_text(json.dumps(r, indent=1, default=float))
+    f = lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4f}"  # noqa: E731
+    md = [f"# {r['name']} {r['version']} — anomaly model report", "",
+          f"Dataset `{r['dataset']}` ({r['layout']}, {r['good_images']} good training images; "
+          f"{r['dataset_digest'][:19]}…). Features: {r['features']}; backbone: {r['backbone']}. Bank {r['bank']} "
+          f"patches × {r['feature_dims']} features. Served form: **{r['form'].upper()}** ({r['int8']['note']}).", "",
+          f"Threshold {r['threshold']:.4g}: {r['threshold_rule']}.", "",
+          f"Gate: **{'passed' if r['gate']['passed'] else 'FAILED'}** "
+          + ("" if r["gate"]["passed"] else "— " + "; ".join(r["gate"]["reasons"])), ""]
+    if r["metrics"]["fp32"]:
+        md += ["| metric (test set) | FP32 | INT8 | floor |", "|---|---:|---:|---:|"]
+        for k, v in r["metrics"]["fp32"].items():
+            md.append(f"| {k} | {f(v)} | {f(r['metrics']['int8'].get(k))} | {r['floors'].get(k, '')} |")
+        if not r["metrics"]["int8"]:
+            md.append("\n(no INT8 form: " + r["int8"]["note"] + ")")
+    else:
+        md.append("No test set (a folder of good images only): no AUROC; the threshold rests on the good images.")
+    (workdir / "report.md").write_text("\n".join(md) + "\n")

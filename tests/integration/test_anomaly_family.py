@@ -1,0 +1,184 @@
+"""The good-only anomaly family and the honest UNSURE verdict, end to end.
+
+One small build (`cloud-trainer build anomaly` as a function) on images from a generator
+independent of the project's simulator (tests/support/plates.py: another finish, light, part and
+small defects, in the MVTec AD layout); its package then runs in a real agent that reads a folder
+camera and publishes to a real Mosquitto: good frames OK, defective ones NG with the heat map on
+the defect, blurred / dark / foreign frames UNSURE with a reason, never acted on, uploaded as
+samples, and an ``input_drift`` event in the outbox once their share passes the bound."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from cloud_trainer.train import anomaly as A
+from tests.support.models import make_keypair
+from tests.support.plates import plate, write_plates
+
+SIZE = 96
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("anomaly")
+    key, pub = make_keypair(tmp / "keys")
+    data = write_plates(tmp / "plates", n_train=30, n_good=10, n_ng=15, seed=4, size=SIZE)
+    s = A.AnomalySettings(dataset=data, registry=tmp / "registry", signing_key=key, workdir=tmp / "work", size=SIZE,
+                          bank_size=512, folds=3, openvino=False, threads=2)
+    res = A.build(s, log=lambda m: None)
+    return {"res": res, "pub": pub, "tmp": tmp, "data": data}
+
+
+def test_build_from_good_images_localises_independent_defects(built):
+    rep = built["res"]["report"]
+    m = rep["metrics"]["fp32"]
+    assert rep["gate"]["passed"] and rep["good_images"] == 30
+    assert m["image_auroc"] >= 0.95, m
+    assert m["map_hit_rate"] >= 0.80, m  # the hottest region touches the defect
+    assert m["ok_rejected"] <= 0.1 and m["ng_recall"] >= 0.5, m
+    from model_packager import load_trusted_keys, open_package
+
+    opened = open_package(Path(built["res"]["package"]), built["tmp"] / "open", load_trusted_keys([built["pub"]]))
+    man = opened.manifest
+    assert man.task.value == "anomaly_detection"
+    assert [o.role.value for o in man.outputs] == ["anomaly_score", "anomaly_map"]
+    assert man.input_stats is not None and man.input_stats.count == 30
+    # the ONNX graph (image in; score and map out) through the manifest's own interpretation
+    import onnxruntime as ort
+
+    from model_packager.preprocess import image_tensor, interpret
+
+    sess = ort.InferenceSession(str(opened.model_path), providers=["CPUExecutionProvider"])
+    img, mask = plate(99, 5, "pit", SIZE)
+    out = dict(zip(["anomaly_score", "anomaly_map"], sess.run(None, {"image": image_tensor(img, man.preprocessing)}),
+                   strict=True))
+    it = interpret(man, out)
+    assert it.verdict == "NG" and it.heatmap.shape == (SIZE, SIZE)
+    y, x = np.unravel_index(np.argmax(it.heatmap), it.heatmap.shape)
+    ys, xs = np.nonzero(mask)
+    assert abs(y - ys.mean()) <= 8 and abs(x - xs.mean()) <= 8
+    good = interpret(man, dict(zip(["anomaly_score", "anomaly_map"], sess.run(
+        None, {"image": image_tensor(plate(99, 6, None, SIZE)[0], man.preprocessing)}), strict=True)))
+    assert good.verdict == "OK" and good.heatmap.max() < 0.5  # a good part stays cool on the page
+
+
+def test_bad_datasets_are_refused_with_one_clear_line(tmp_path):
+    few = tmp_path / "few"
+    write_plates(few, n_train=5, n_good=0, n_ng=0)
+    with pytest.raises(A.AnomalyDataError, match=r"5 good image\(s\).*at least 20"):
+        A.load_good(few)
+    bad = tmp_path / "bad"
+    shutil.copytree(few / "train" / "good", bad)
+    for i in range(20):
+        shutil.copy(bad / "000.png", bad / f"x{i:02d}.png")
+    (bad / "broken.jpg").write_bytes(b"not an image")
+    with pytest.raises(A.AnomalyDataError, match="broken.jpg: not a readable image"):
+        A.load_good(bad)
+    (bad / "broken.jpg").unlink()
+    mv = tmp_path / "mv"
+    shutil.copytree(bad, mv / "train" / "good")
+    (mv / "test" / "good").mkdir(parents=True)
+    (mv / "ground_truth" / "dent").mkdir(parents=True)
+    cv2.imwrite(str(mv / "ground_truth" / "dent" / "007_mask.png"), np.zeros((8, 8), np.uint8))
+    with pytest.raises(A.AnomalyDataError, match="007_mask.png: a mask without an image"):
+        A.load_good(mv)
+
+
+def test_backbone_weights_load_from_a_local_file_only(tmp_path):
+    import torch
+
+    with pytest.raises(A.AnomalyDataError, match="none.pth: no such file"):
+        A.backbone(tmp_path / "none.pth", 32, 0)
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(A.AnomalyDataError, match="missing or of another shape.*ResNet-18 state dict"):
+        A.backbone(tmp_path / "other.pth", 32, 0)
+    state = {**A.backbone(None, 64, 1).state_dict(), "fc.weight": torch.zeros(10, 512)}  # torchvision keys
+    torch.save(state, tmp_path / "resnet18.pth")
+    net = A.backbone(tmp_path / "resnet18.pth", 32, 0)
+    assert torch.equal(net.layer2[1].conv2.weight, state["layer2.1.conv2.weight"])
+
+
+def _frames(folder: Path) -> dict[str, str]:
+    """Frames the camera replays in name order, and what each one is."""
+    folder.mkdir()
+    kinds = {}
+    rng = np.random.default_rng(0)
+    plan = [("good", None)] * 4 + [("ng", "scratch"), ("ng", "scratch")] + [("blurred", None), ("dark", None),
+                                                                        ("foreign", None)] * 2
+    for i, (kind, defect) in enumerate(plan):
+        img, _ = plate(123, i, defect, SIZE)
+        if kind == "blurred":
+            img = cv2.GaussianBlur(img, (0, 0), 3)
+        elif kind == "dark":
+            img = (img * 0.15).astype(np.uint8)
+        elif kind == "foreign":  # another scene: a checkerboard of random tiles
+            img = cv2.resize(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8), (SIZE, SIZE),
+                             interpolation=cv2.INTER_NEAREST)
+        name = f"{i:03d}.png"
+        cv2.imwrite(str(folder / name), img)
+        kinds[name] = kind
+    return kinds
+
+
+async def test_agent_says_unsure_for_far_off_frames_and_raises_drift(built, tmp_path, mosquitto):
+    from edge_agent.agent import Agent
+    from edge_agent.config import parse_config
+    from tests.integration.test_agent_runtime import Subscriber, wait_for
+
+    kinds = _frames(tmp_path / "frames")
+    cfg = parse_config({
+        "agent": {"id": "gw1", "site": "plant", "line": "line2", "data_dir": str(tmp_path / "data")},
+        "trusted_keys": [str(built["pub"])], "http": {"port": 0},
+        "sources": {"cam": {"type": "camera", "url": str(tmp_path / "frames"), "fps": 20},
+                    "broker": {"type": "mqtt", "port": mosquitto.port}},
+        "models": {"anomaly": {"package": built["res"]["package"]}},
+        "pipelines": [{"name": "inspect2", "source": "cam", "model": "anomaly", "actions": ["publish", "unsure_lamp"],
+                       "queue": {"policy": "block"}, "unsure": {"window": 6, "max_share": 0.5}}],
+        "actions": {"publish": {"type": "mqtt_publish", "source": "broker", "qos": 1},
+                    "unsure_lamp": {"type": "mqtt_publish", "source": "broker", "qos": 1, "topic": "lamp/unsure",
+                                    "when": {"verdict": "UNSURE"}}},
+        "outbox": {}, "upload": {"unsure_fraction": 1.0, "ok_fraction": 0.0},
+    })
+    sub = Subscriber(mosquitto.port, "#")
+    agent = Agent(cfg)
+    try:
+        await agent.start()
+        await wait_for(lambda: agent.pipelines[0].stats.results >= len(kinds), what="every frame's result")
+        url = f"http://127.0.0.1:{agent.http.port}"
+        metrics = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+        await asyncio.sleep(0.3)  # the last publishes
+    finally:
+        await agent.stop()
+        sub.stop()
+    recs = agent.outbox.pending(limit=500, max_bytes=50_000_000) if agent.outbox._db else None
+    if recs is None:
+        agent.outbox.open()
+        recs = agent.outbox.pending(limit=500, max_bytes=50_000_000)
+    results = [json.loads(r.payload) for r in recs if r.kind == "result"]
+    by_kind: dict[str, list[dict]] = {}
+    names = sorted(kinds)
+    for r in results:
+        by_kind.setdefault(kinds[names[r["seq"]]], []).append(r)
+    assert {r["verdict"] for r in by_kind["good"]} == {"OK"}, by_kind["good"]
+    assert {r["verdict"] for r in by_kind["ng"]} == {"NG"}
+    for kind, word in (("blurred", "blurred"), ("dark", "underexposed"), ("foreign", "")):
+        assert {r["verdict"] for r in by_kind[kind]} == {"UNSURE"}, (kind, by_kind[kind])
+        assert all(word in r["reason"] for r in by_kind[kind])
+    # never acted on as OK or NG: only an action whose condition names UNSURE fires for them
+    published = [m for t, m in sub.messages if "/results/" in t]
+    assert published and {m["verdict"] for m in published} <= {"OK", "NG"}
+    assert [m["verdict"] for t, m in sub.messages if t == "lamp/unsure"] == ["UNSURE"] * 6
+    samples = [json.loads(r.payload) for r in recs if r.kind == "sample"]
+    assert sum(s["reason"] == "unsure" for s in samples) == 6
+    events = [json.loads(r.payload) for r in recs if r.kind == "event"]
+    drift = [e for e in events if e.get("kind") == "input_drift"]
+    assert len(drift) == 1 and drift[0]["pipeline"] == "inspect2" and drift[0]["share"] >= 0.5
+    assert 'edge_pipeline_results_total{pipeline="inspect2",verdict="UNSURE"} 6.0' in metrics
