@@ -46,7 +46,7 @@ class Agent:
         self.first_result_at: float | None = None
         self.events: collections.deque = collections.deque(maxlen=200)
         self.board = StatusBoard()  # the status page's state: raw arrays kept, encoded only when a page asks
-        self.metrics = Metrics(cfg.agent.id)
+        self.metrics = Metrics()
         trusted = load_trusted_keys([cfg.path(k) for k in cfg.trusted_keys]) if cfg.trusted_keys else None
         self.slots = {name: ModelSlot(name, mc if not mc.package else mc.model_copy(
             update={"package": str(cfg.path(mc.package))}), cfg.data_dir, trusted or [], on_event=self._event)

@@ -23,7 +23,7 @@ _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2
 
 
 class Metrics:
-    def __init__(self, agent_id: str) -> None:
+    def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         ProcessCollector(registry=r)
         self.results = Counter("edge_pipeline_results", "Inference results", ["pipeline", "verdict"], registry=r)
@@ -38,7 +38,6 @@ class Metrics:
         self.outbox_dropped = Counter("edge_outbox_dropped_records", "Records dropped by the outbox (not events)",
                                       ["kind", "cause"], registry=r)
         self._outbox_seen: dict[str, int] = {}
-        self.agent_id = agent_id
 
     def observe_latency(self, pipeline: str, lat) -> None:
         for stage, ms in (("queue", lat.queue_ms), ("preprocess", lat.preprocess_ms),

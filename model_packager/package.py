@@ -35,6 +35,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -496,7 +497,27 @@ def _check_signature(label: str, manifest_bytes: bytes, sig_bytes: bytes | None,
     return kid
 
 
+_PARSED: dict[str, Manifest] = {}  # sha256 of manifest bytes -> its (frozen) Manifest; the last few only
+_PARSED_LOCK = threading.Lock()
+
+
 def _parse_manifest(label: str, data: bytes) -> Manifest:
+    """The manifest of ``data``, parsed once: the same bytes (the config's check, then the install;
+    verify, then open) give the same frozen ``Manifest`` without a second parse. Failures are not kept."""
+    key = hashlib.sha256(data).hexdigest()
+    with _PARSED_LOCK:
+        m = _PARSED.get(key)
+    if m is not None:
+        return m
+    m = _parse_manifest_bytes(label, data)
+    with _PARSED_LOCK:
+        if len(_PARSED) >= 8:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[key] = m
+    return m
+
+
+def _parse_manifest_bytes(label: str, data: bytes) -> Manifest:
     doc = load_bounded(data, f"package {label}: manifest.yaml")
     if not isinstance(doc, dict):
         raise ManifestError(f"package {label}: manifest.yaml is not a mapping")

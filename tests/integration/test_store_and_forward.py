@@ -165,7 +165,7 @@ def test_disk_budget_drops_by_policy_and_counts(tmp_path):
     assert drops and drops[0]["epoch"] == ob.epoch and drops[0]["ranges"]
     from edge_agent.metrics import Metrics
 
-    m = Metrics("gw1")  # Prometheus counts records, per kind and cause
+    m = Metrics()  # Prometheus counts records, per kind and cause
     m.outbox(ob.dropped)
     m.outbox(ob.dropped)  # a second scrape adds nothing new
     n = st["dropped"]["budget:sample"]
