@@ -13,7 +13,9 @@ package may declare them in its ``SignalPreprocessing.condition``). What is here
 - ``velocity_rms_mm_s`` and ``iso_zone``: velocity RMS over 10-1000 Hz (ISO 10816/20816) from
   acceleration, and its severity zone A/B/C/D: a model-free rule that works on day one.
 - ``condition_features``: one window -> the named features in ``FEATURES`` (order amplitudes,
-  envelope-spectrum prominence at each defect frequency, high-frequency energy, statistics).
+  envelope-spectrum prominence at each defect frequency, high-frequency energy, statistics);
+  without a bearing's geometry, the envelope's strongest non-integer-order line and its +-1x
+  sidebands stand in for the outer and inner race.
   Amplitudes are logs, prominences are ratios to the envelope spectrum's own floor, so that a
   per-asset baseline (edge_agent.baseline) can compare them across speeds and sensors.
 """
@@ -120,7 +122,7 @@ class Bearing:
                 "bsf": self.pitch_d_mm / (2 * self.ball_d_mm) * (1 - r * r), "ftf": 0.5 * (1 - r)}
 
 
-DEFAULT_BEARING = Bearing(9, 7.94, 39.04)  # a 6205 deep-groove ball bearing, when none is configured
+DEFAULT_BEARING = Bearing(9, 7.94, 39.04)  # a 6205 deep-groove ball bearing (a reference)
 
 
 def _spectrum(x: np.ndarray, pad: int = 4) -> tuple[np.ndarray, float]:
@@ -235,6 +237,36 @@ def _envelope_prominence(x: np.ndarray, fs: float, freqs: dict[str, float], f_r:
     return best
 
 
+def _log_at(mx: np.ndarray, df: float, floor: float, f: np.ndarray) -> np.ndarray:
+    return np.log(mx[np.clip(np.round(f / df).astype(int), 0, len(mx) - 1)] / floor + 1e-3)
+
+
+def _envelope_blind(x: np.ndarray, fs: float, f_r: float) -> dict[str, float]:
+    """No bearing geometry: the strongest envelope line at a non-integer order in 2x-11x (a race
+    defect) and its +-1x sidebands (an inner race turns with the shaft, so its impacts are modulated).
+    ``bpfo`` = the line's prominence over its sidebands (a clean line: outer race), ``bpfi`` = the
+    sidebands' prominence; ``bsf``/``ftf`` are not observable without geometry (0)."""
+    nyq = fs / 2
+    bands = [(0.1 * nyq, 0.95 * nyq), (0.1 * nyq, 0.3 * nyq), (0.25 * nyq, 0.55 * nyq), (0.5 * nyq, 0.95 * nyq)]
+    orders = np.arange(2.0, 11.0, 0.02)
+    orders = orders[np.abs(orders - np.round(orders)) > 0.06]
+    best = (-np.inf, 0.0, 0.0)
+    for lo, hi in bands:
+        env = _analytic_envelope(x, fs, lo, hi)
+        mag, nfft = _spectrum(env, pad=4)
+        df = fs / nfft
+        top = min(len(mag) - 1, int(max(25 * f_r, 200.0) / df))
+        floor = float(np.median(mag[max(1, int(2.0 / df)):top])) + 1e-12
+        w = max(1, int(round((0.75 * fs / len(x) + 0.01 * f_r) / df)))
+        mx = np.max([np.roll(mag, k) for k in range(-w, w + 1)], axis=0)  # peak within +-w bins
+        line = (_log_at(mx, df, floor, orders * f_r) + _log_at(mx, df, floor, 2 * orders * f_r)) / 2
+        k = int(np.argmax(line))
+        if line[k] > best[0]:
+            sb = float(_log_at(mx, df, floor, np.array([orders[k] - 1, orders[k] + 1]) * f_r).max())
+            best = (float(line[k]), sb, float(orders[k]))
+    return {"bpfo": best[0] - max(best[1], 0.0), "bpfi": best[1], "bsf": 0.0, "ftf": 0.0}
+
+
 def condition_features(x: np.ndarray, fs: float, speed_hz: float | None = None, bearing: Bearing | None = None,
                        units: str = "g", speed_range_hz: tuple[float, float] = (5.0, 100.0)) -> dict[str, float]:
     """One window -> {feature: value} for ``FEATURES`` plus ``speed_hz`` (given or estimated),
@@ -255,8 +287,10 @@ def condition_features(x: np.ndarray, fs: float, speed_hz: float | None = None, 
     f = np.fft.rfftfreq(len(c), 1 / fs)
     hf = float(np.sqrt(2 * spec[f >= min(1000.0, 0.2 * fs)].sum()) / len(c))
     v = velocity_rms_mm_s(c, fs, units)
-    freqs = {k: o * f_r for k, o in (bearing or DEFAULT_BEARING).orders().items()}
-    env = _envelope_prominence(c, fs, freqs, f_r)
+    if bearing is None:
+        env = _envelope_blind(c, fs, f_r)
+    else:
+        env = _envelope_prominence(c, fs, {k: o * f_r for k, o in bearing.orders().items()}, f_r)
     eps = 1e-9
     return {
         "rms": math.log(rms + eps), "kurtosis": float(np.mean(c**4) / var**2), "crest": float(np.max(np.abs(c)) / rms),

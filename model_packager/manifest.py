@@ -172,7 +172,8 @@ class ConditionFeatures(_Model):
     """Condition-monitoring features (``model_packager.condition``) appended after the scalars:
     ``names`` in order, a subset of ``condition.FEATURES``. Shaft speed from the scalar input
     ``speed_scalar`` (rpm) or, absent, estimated from the spectrum in ``speed_range_rpm``; defect
-    frequencies from ``bearing`` = [n_elements, ball_d_mm, pitch_d_mm, contact_angle_deg] (absent: a 6205)."""
+    frequencies from ``bearing`` = [n_elements, ball_d_mm, pitch_d_mm, contact_angle_deg] (absent: found
+    from the envelope's strongest non-integer-order line and its sidebands)."""
 
     names: list[str]
     speed_scalar: str | None = None

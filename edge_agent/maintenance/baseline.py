@@ -289,10 +289,9 @@ class Baseline:
     # ---- per window ---------------------------------------------------------------------------
     def features(self, waveform: np.ndarray, scalars: dict[str, float] | None) -> dict[str, float]:
         speed = None
-        if self.s.speed_tag:
-            v = (scalars or {}).get("_shaft_speed")
-            if v is not None and v > 0:
-                speed = v / 60.0 if self.s.speed_unit == "rpm" else v
+        v = (scalars or {}).get("_shaft_speed")  # the speed tag's value (edge_agent.pipelines.SPEED_INPUT)
+        if v is not None and v > 0:
+            speed = v / 60.0 if self.s.speed_unit == "rpm" else v
         lo, hi = self.s.speed_range_rpm[0] / 60, self.s.speed_range_rpm[1] / 60
         if speed is None and self.speed_hz:  # track: search near the learned / last speed
             lo, hi = max(lo, self.speed_hz * 0.85), min(hi, self.speed_hz * 1.15)

@@ -38,7 +38,7 @@ def baseline_main(args, load) -> int:
         return 0
     if not path.is_file():
         print(f"pipeline {args.pipeline}: no baseline saved yet in {path.parent} (the agent has not run it, or has "
-              "seen fewer than 10 windows)")
+              "seen fewer than its first 10-20 windows)")
         return 0
     d = json.loads(path.read_text())
     d.pop("rows", None)

@@ -22,6 +22,12 @@ from edge_agent.maintenance.settings import BaselineSettings
 _ZONES = "ABCD"
 
 
+def _unsure(res, why: str) -> None:
+    res.verdict = "UNSURE"
+    if hasattr(res, "reason"):  # results that carry why they are UNSURE
+        res.reason = why
+
+
 def model_features(manifest) -> dict:
     """The parts of a model's signal preprocessing that define its features (not its normalisation)."""
     pre = manifest.preprocessing
@@ -91,7 +97,9 @@ class Monitor:
             res.score = round(v.score / v.threshold, 4)
             res.anomaly_score = res.score
             # a speed the asset was not commissioned at: no reference to judge by (say so, not OK/NG)
-            res.verdict = "NG" if v.alarm else "UNSURE" if v.extrapolated else "OK"
+            res.verdict = "NG" if v.alarm else "OK"
+            if v.extrapolated and not v.alarm:
+                _unsure(res, f"baseline: shaft speed {60 * (v.speed_hz or 0):.0f} rpm was not commissioned")
             if v.alarm:
                 res.label = v.fault
             life = self.last_life
@@ -99,7 +107,7 @@ class Monitor:
                 d["life"] = life.to_dict()
                 res.remaining_life = life.remaining if life.state != NOT_ENOUGH else None
         else:
-            res.verdict = "UNSURE"
+            _unsure(res, f"baseline: commissioning, {100 * v.progress:.0f} % learned")
         if iso:
             res.verdict = "NG"
             res.label = res.label if v.alarm else f"iso_zone_{v.iso_zone}"

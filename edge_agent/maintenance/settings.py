@@ -42,7 +42,7 @@ class BaselineSettings(_Model):
     speed_unit: Literal["rpm", "hz"] = "rpm"
     speed_range_rpm: tuple[float, float] = (300.0, 6000.0)
     speed_band_pct: float = Field(10.0, gt=0, le=100, description="width of a speed band (statistics per band)")
-    bearing: BearingSettings | None = Field(None, description="default: a 6205 deep-groove ball bearing")
+    bearing: BearingSettings | None = Field(None, description="absent: races told apart by the envelope's sidebands")
     units: Literal["g", "m/s2"] = "g"
     iso_class: Literal["group2_rigid", "group2_flexible", "group1_rigid", "group1_flexible"] = "group2_rigid"
     iso_alarm_zone: Literal["C", "D", "off"] = "D"

@@ -71,3 +71,14 @@ def test_a_manifest_may_declare_condition_features_and_old_specs_are_unchanged()
         signal_features(x, None, new)
     with pytest.raises(ValueError, match="unknown feature"):
         SignalPreprocessing(window_samples=2048, sample_rate_hz=1e4, condition={"names": ["bpfo"]})
+
+
+def test_without_geometry_a_clean_envelope_line_is_outer_race_and_a_modulated_one_inner():
+    m = Machine(12, rpm=2400.0)
+    healthy = [condition_features(m.window(), m.fs, 40.0) for _ in range(8)]
+    base = {k: np.mean([h[k] for h in healthy]) for k in ("env_bpfo", "env_bpfi")}
+    outer = [condition_features(m.window(0.6, "bearing_outer"), m.fs, 40.0) for _ in range(6)]
+    inner = [condition_features(m.window(0.6, "bearing_inner"), m.fs, 40.0) for _ in range(6)]
+    rise = lambda fs, k: np.mean([f[k] for f in fs]) - base[k]  # noqa: E731
+    assert rise(outer, "env_bpfo") > rise(outer, "env_bpfi") + 0.5
+    assert rise(inner, "env_bpfi") > rise(inner, "env_bpfo") + 0.5
