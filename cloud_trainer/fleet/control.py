@@ -230,7 +230,8 @@ class Control:
         out = [a["id"] for a in known if all(fnmatch.fnmatch(str(a["labels"].get(k, "")), v)
                                              for k, v in selector.items())]
         if not out:
-            raise ValueError(f"no registered agent matches the selector {selector}")
+            # the tenant has no such agent (another tenant's sites and lines match nothing here): refused alike
+            raise NotInTenant(f"no registered agent matches the selector {selector}")
         return sorted(out)
 
     def _check_not_a_downgrade(self, entry: dict, slot: str, targets: list[str], tenant: str = T) -> None:
