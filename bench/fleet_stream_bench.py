@@ -53,6 +53,7 @@ async def worker(pki: Path, port: int, first: int, count: int, period: float, ra
     lat: list[float] = []
     errors = {"stream": 0, "ack_timeout": 0, "rpc": 0}
     codes: dict[str, int] = {}
+    samples: list[str] = []
     reached: dict[int, float] = {}
     connected = [0]
     stop = asyncio.Event()
@@ -80,6 +81,8 @@ async def worker(pki: Path, port: int, first: int, count: int, period: float, ra
                         return
                     errors["stream"] += 1
                     codes[exc.code().name] = codes.get(exc.code().name, 0) + 1
+                    if len(samples) < 10:
+                        samples.append(f"{time.time():.1f} {exc.code().name}: {exc.details()}")
                     await asyncio.sleep(1 + random.random())
 
     async def one_stream(i: int, stub) -> None:
@@ -117,6 +120,8 @@ async def worker(pki: Path, port: int, first: int, count: int, period: float, ra
                 for r, t in list(sent.items()):  # unanswered for 10 s: an error
                     if time.perf_counter() - t > 10:
                         errors["ack_timeout"] += 1
+                        if len(samples) < 10:
+                            samples.append(f"{time.time():.1f} ack of report {r} not received in 10 s")
                         del sent[r]
             if reader.done() and reader.exception() is not None:
                 raise reader.exception()
@@ -165,6 +170,7 @@ async def worker(pki: Path, port: int, first: int, count: int, period: float, ra
             stop.set()
             await asyncio.wait(tasks, timeout=10)
             print(json.dumps({"lat": lat, "errors": errors, "codes": codes, "reached": list(reached.values()),
+                              "error_samples": samples,
                               "connected": connected[0]}), flush=True)
             return
 
@@ -269,6 +275,7 @@ def run(n: int, seconds: float, period: float, workers: int, tmp: Path, pki: Pat
     for r in res:
         for k, v in r["codes"].items():
             codes[k] = codes.get(k, 0) + v
+    row["error_samples"] = [x for r in res for x in r.get("error_samples", [])][:10]
     row.update({"reports": len(lat), "reports_per_s": len(lat) / seconds, "errors": errors, "error_codes": codes,
                 "p50_ms": float(np.percentile(lat, 50) * 1000) if lat else float("nan"),
                 "p99_ms": float(np.percentile(lat, 99) * 1000) if lat else float("nan"),

@@ -76,15 +76,50 @@ class NotInTenant(ValueError):
     nothing has it: the same answer)."""
 
 
+class _PgConnection:
+    """The few ``sqlite3.Connection`` calls Control makes, on one PostgreSQL connection (autocommit outside
+    explicit transactions). ``BEGIN IMMEDIATE`` becomes ``BEGIN`` plus a transaction-level advisory lock, so
+    the control state's writers in every replica take turns (the rollout tick included)."""
+
+    LOCK = 0x6A1E_C0DE
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        from cloud_trainer.fleet.store_pg import migrate
+
+        self._idle = psycopg.pq.TransactionStatus.IDLE
+        self.conn = psycopg.connect(url, autocommit=True)
+        migrate(self.conn)
+
+    def execute(self, sql: str, args=()):
+        if sql.strip() in ("BEGIN IMMEDIATE", "BEGIN"):
+            self.conn.execute("BEGIN")
+            return self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.LOCK,))
+        return self.conn.execute(sql.replace("?", "%s"), args)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.info.transaction_status != self._idle
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 class Control:
-    def __init__(self, path: Path, registry: Registry, store, keys_dir: Path | None = None) -> None:
-        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        cols = [r[1] for r in self.db.execute("PRAGMA table_info(desired)")]
-        if cols and "tenant" not in cols:
-            self.db.executescript(MIGRATE_DESIRED)
-        self.db.executescript(SCHEMA)
+    def __init__(self, path: Path | str, registry: Registry, store, keys_dir: Path | None = None) -> None:
+        """``path``: the SQLite file (``control.db``), or a ``postgresql://`` URL (the store's database: replicas
+        on several hosts share the control state)."""
+        if str(path).startswith(("postgresql://", "postgres://")):
+            self.db = _PgConnection(str(path))
+        else:
+            self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            cols = [r[1] for r in self.db.execute("PRAGMA table_info(desired)")]
+            if cols and "tenant" not in cols:
+                self.db.executescript(MIGRATE_DESIRED)
+            self.db.executescript(SCHEMA)
         self.registry = registry
         self.store = store
         self.keys_dir = Path(keys_dir) if keys_dir else None
@@ -112,7 +147,7 @@ class Control:
 
     def _next_generation(self) -> int:
         self.db.execute("INSERT INTO counters (key, value) VALUES ('generation', 1) ON CONFLICT(key) DO UPDATE SET "
-                        "value = value + 1")
+                        "value = counters.value + 1")
         return self.db.execute("SELECT value FROM counters WHERE key = 'generation'").fetchone()[0]
 
     def _changed(self, tenant: str, agent: str) -> int:
@@ -230,7 +265,8 @@ class Control:
         out = [a["id"] for a in known if all(fnmatch.fnmatch(str(a["labels"].get(k, "")), v)
                                              for k, v in selector.items())]
         if not out:
-            raise ValueError(f"no registered agent matches the selector {selector}")
+            # the tenant has no such agent (another tenant's sites and lines match nothing here): refused alike
+            raise NotInTenant(f"no registered agent matches the selector {selector}")
         return sorted(out)
 
     def _check_not_a_downgrade(self, entry: dict, slot: str, targets: list[str], tenant: str = T) -> None:
@@ -405,7 +441,7 @@ class Control:
         check_tenant(tenant)
         with self.lock:
             self.db.execute("INSERT INTO tenants (id, display_name, created) VALUES (?, ?, ?) ON CONFLICT(id) DO "
-                            "UPDATE SET display_name = CASE WHEN excluded.display_name = '' THEN display_name ELSE "
+                            "UPDATE SET display_name = CASE WHEN excluded.display_name = '' THEN tenants.display_name ELSE "
                             "excluded.display_name END", (tenant, display_name, self.clock()))
             row = self.db.execute("SELECT id, display_name, created FROM tenants WHERE id = ?", (tenant,)).fetchone()
         self.registry.for_tenant(tenant).root.mkdir(parents=True, exist_ok=True)

@@ -325,7 +325,9 @@ class FleetServer:
         if control is None:
             from cloud_trainer.fleet.control import Control
 
-            control = Control(self.data / "control.db", self.registry, self.store, keys_dir=Path(ca).parent)
+            # with a PostgreSQL store the control state lives in the same database (replicas on several hosts)
+            where = store if store and store.startswith(("postgresql://", "postgres://")) else self.data / "control.db"
+            control = Control(where, self.registry, self.store, keys_dir=Path(ca).parent)
         self.control = control
         self.quotas = quotas or Quotas()
         self.server = grpc.aio.server(interceptors=[MalformedRequests()], options=[

@@ -1,8 +1,9 @@
-"""The fleet service's store: records, samples, agents. A small interface, SQLite first.
+"""The fleet service's store: records, samples, agents. A small interface, SQLite and PostgreSQL.
 
-``Store`` is what the service needs; ``SQLiteStore`` implements it on one file in the server's data
-folder (WAL, a real database, no mock). A PostgreSQL implementation satisfies the same interface
-and schema (``(tenant, agent, epoch, seq)`` primary key, same queries). Ingest is idempotent: a
+``Store`` is what the service needs; ``SQLStore`` holds its logic in SQL both databases speak;
+``SQLiteStore`` runs it on one file in the server's data folder (WAL, the default), and
+``store_pg.PostgresStore`` on PostgreSQL (``open_store``: a ``postgresql://`` URL), with the same
+schema (``(tenant, agent, epoch, seq)`` primary key, same queries). Ingest is idempotent: a
 record replayed after a lost ack is stored once. The epoch is the agent's outbox incarnation: a
 fresh outbox (after a corrupt file, say) numbers from 1 again in a new epoch, and its records are
 new records, never replays.

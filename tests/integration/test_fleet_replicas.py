@@ -79,7 +79,7 @@ async def test_a_replica_killed_mid_rollout_leaves_the_other_to_finish_it(tmp_pa
             await until(registered, what="three agents registered in the shared store")
             dep = json.loads((await admin.CreateDeployment(pb.CreateDeploymentRequest(
                 package="machine-health", version="2.0.0", slot="health", agents=list(AGENTS), strategy="canary",
-                steps=["1", "100%"], wait_s=1.5), timeout=10)).json)
+                steps=["1", "100%"], wait_s=1.0), timeout=10)).json)
 
             async def state():
                 deps = (await admin.ListDeployments(pb.ListDeploymentsRequest(), timeout=5)).deployments

@@ -68,7 +68,7 @@ async def test_desired_state_is_pushed_the_moment_it_changes_and_reports_are_wri
         await until(lambda: ag.up.mode == "stream" and ag.received, what="the stream and its first desired state")
         await until(lambda: [a["slots"][0]["version"] for a in srv.store.agents()] == ["1.0.0"], what="registration")
         reports = srv.hub.reports
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.6)
         assert srv.hub.reports == reports  # nothing changed: nothing sent
         ag.slots = [{**ag.slots[0], "version": "1.1.0", "digest": "d2"}]  # a change: reported at once
         await until(lambda: [a["slots"][0]["version"] for a in srv.store.agents()] == ["1.1.0"], timeout_s=3,

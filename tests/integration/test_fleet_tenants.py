@@ -150,8 +150,16 @@ async def test_cross_tenant_admin_attempts_are_refused_like_things_that_do_not_e
     same(await _code(create("beta-secret")), await _code(create("no-such-model")), "beta-secret", "no-such-model")
     same(await _code(create("beta-secret", version="1.0.0")), await _code(create("nothing", version="1.0.0")),
          "beta-secret", "nothing")
-    # deploying to another tenant's agent, reading its stats or gaps
+    # deploying to another tenant's agent (by id or by its labels), reading its stats or gaps
     same(await _code(create(agents=["gw-b"])), await _code(create(agents=["gw-zz"])), "gw-b", "gw-zz")
+    await rpc.FleetStub(ch("beta", "gw-b")).Heartbeat(pb.HeartbeatRequest(labels={"site": "beta-plant"}), timeout=10)
+
+    def by_label(site):
+        return bob.CreateDeployment(pb.CreateDeploymentRequest(package="part-inspection", slot="vision",
+                                                               selector={"site": site}, strategy="all_at_once"),
+                                    timeout=10)
+
+    same(await _code(by_label("beta-plant")), await _code(by_label("nowhere")), "beta-plant", "nowhere")
     same(await _code(bob.IngestStats(pb.IngestStatsRequest(agent="gw-b"), timeout=10)),
          await _code(bob.IngestStats(pb.IngestStatsRequest(agent="gw-zz"), timeout=10)), "gw-b", "gw-zz")
     # pausing, aborting or rolling back another tenant's deployment / package
