@@ -33,9 +33,10 @@ BOUNDARY = "frameboundary"
 
 class CameraServer:
     def __init__(self, port: int = 0, fps: float = 5.0, seed: int = 0, defect_rate: float = 0.2,
-                 width: int = 128, height: int = 128, host: str = "127.0.0.1", truth_keep: int = 20_000) -> None:
+                 width: int = 128, height: int = 128, host: str = "127.0.0.1", truth_keep: int = 20_000,
+                 surface: str = "brushed") -> None:
         self.fps = float(fps)
-        self.gen = PartGenerator(seed, width, height, defect_rate)
+        self.gen = PartGenerator(seed, width, height, defect_rate, surface=surface)
         self.truth: collections.deque = collections.deque(maxlen=truth_keep)
         self.seq = -1
         self.jpeg = b""
@@ -186,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--defect-rate", type=float, default=0.2)
     ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--surface", default="brushed", help="the parts' finish: brushed (default) or cast")
     ap.add_argument("--video", type=Path, help="write an MJPG .avi instead of serving")
     ap.add_argument("--folder", type=Path, help="write PNG images into this folder instead of serving")
     ap.add_argument("--frames", type=int, default=100, help="frames to write with --video/--folder")
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.folder:
         print(f"wrote {write_folder(a.folder, a.frames, a.seed, a.defect_rate, a.size)}")
         return 0
-    server = CameraServer(a.port, a.fps, a.seed, a.defect_rate, a.size, a.size, a.host).start()
+    server = CameraServer(a.port, a.fps, a.seed, a.defect_rate, a.size, a.size, a.host, surface=a.surface).start()
     print(f"camera: {server.url} ({a.fps} fps, defect rate {a.defect_rate}); truth at /truth", flush=True)
     try:
         while True:

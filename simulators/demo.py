@@ -6,6 +6,8 @@ Mosquitto (installed with apt-get when missing), two OPC UA machines and two con
 
  1. the cloud creates its PKI and signing key, generates simulator datasets and trains version 1
     of both models (vision inspection, machine health), INT8, gated, signed, published;
+ 1b. line 2 has a second product (cast flanges) with no defect image at all: a good-only anomaly
+    model is built from its good images (``cloud-trainer build anomaly``) and runs beside the rest;
  2. the factory starts; two agents start on v1 and inspect parts, write NG parts to the PLC's
     reject gate, watch the machines (line 1's bearing is degrading: the alarm must come before
     the failure);
@@ -172,6 +174,56 @@ class Demo:
                            f"accuracy {m['fault_accuracy']:.3f}, remaining-life MAE {m['rul_mae_s']:.0f}s vs naive "
                            f"{m['rul_mae_naive_s']:.0f}s, {time.monotonic() - t:.0f}s")
             self.summary[f"{fam}_v1"] = pub["published"]
+        self.step_product2_model()
+
+    def step_product2_model(self) -> None:
+        """Line 2's second product, a cast flange: no defect image at all, so a good-only anomaly model."""
+        t = time.monotonic()
+        good = "40" if self.short else "150"
+        data = self.work / "data" / "cast"
+        self.run("dataset", exe("edge-sim"), "dataset", "mvtec", "--out", str(data), "--train", good, "--test-good",
+                 "0", "--test-ng", "0", "--surface", "cast", "--seed", "7")
+        out = self.run("train-anomaly", exe("cloud-trainer"), "build", "anomaly", "--dataset", str(data),
+                       "--registry", str(self.registry), "--key", str(self.key), "--work",
+                       str(self.work / "builds" / "anomaly"), "--name", "cast-anomaly", "--threads", "2",
+                       "--no-openvino")
+        pub = json.loads(out.strip().splitlines()[-1])
+        self.anomaly_package = pub["package"]
+        self.n.say(f"  cast-anomaly {pub['published']}: line 2's new product, {good} good images and no defect "
+                   f"image; threshold {pub['threshold']:.3g} at 1 % false rejects ({pub['form'].upper()}), "
+                   f"{time.monotonic() - t:.0f}s")
+        self.summary["anomaly_v1"] = pub["published"]
+
+    def cast_summary(self) -> str:
+        st = {p["pipeline"]: p for p in self.status("line2")["pipelines"]}.get("inspect_cast")
+        if not st:
+            return "line 2, second product: no pipeline"
+        with self._lock:
+            results = [r for r in self.results if r.get("pipeline") == "inspect_cast"]
+        tp = fp = fn = 0
+        for r in results:
+            lab = nearest_label(getattr(self, "cast_truth", []), r["captured_at"])
+            if lab is not None:
+                tp += r["verdict"] == "NG" and lab != "ok"
+                fp += r["verdict"] == "NG" and lab == "ok"
+                fn += r["verdict"] != "NG" and lab != "ok"
+        return (f"line 2, second product (cast flanges; anomaly model {self.summary.get('anomaly_v1')} trained on good "
+                f"images only): {st['results']} inspected, {st['ng']} NG, {st['unsure']} UNSURE; vs camera truth: "
+                f"true NG {tp + fn}, hits {tp}, false {fp}")
+
+    def line2_config(self) -> Path:
+        """The demo agent's config plus line 2's second camera and its anomaly pipeline."""
+        import yaml
+
+        cfg = yaml.safe_load((ROOT / "configs" / "demo-agent.yaml").read_text())
+        cfg["sources"]["cast_cam"] = {"type": "camera", "url": "${CAMERA2_URL}", "fps": 5}
+        cfg["models"]["cast"] = {"package": self.anomaly_package, "version_policy": "pinned",
+                                 "engine": "${ENGINE:-auto}"}
+        cfg["pipelines"].append({"name": "inspect_cast", "source": "cast_cam", "model": "cast",
+                                 "actions": ["publish", "reject_part"]})
+        path = self.work / "line2-agent.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return path
 
     def start_cloud(self) -> None:
         if "cloud" not in self.ports:
@@ -203,6 +255,10 @@ class Demo:
             p = self.sup.start(f"camera-{line}", [exe("edge-sim"), "camera", "--port", str(self.ports[f"cam-{line}"]),
                                                   "--fps", "5", "--seed", str(100 + i), "--defect-rate", "0.2"])
             wait_port(self.ports[f"cam-{line}"], 30, p.popen, f"camera {line}")
+        self.ports["cam2-line2"] = free_port()
+        p = self.sup.start("camera-line2-cast", [exe("edge-sim"), "camera", "--port", str(self.ports["cam2-line2"]),
+                                             "--fps", "5", "--seed", "300", "--defect-rate", "0.2", "--surface", "cast"])
+        wait_port(self.ports["cam2-line2"], 30, p.popen, "camera 2 of line2")
         self.sup.start("sensors", [exe("edge-sim"), "sensors", "--broker-port", str(self.ports["mqtt"]), "--quiet",
                                    "--json-sensors", "2", "--sparkplug-nodes", "1", "--rate-hz", "2"])
         self.start_cloud()
@@ -224,11 +280,12 @@ class Demo:
                    "OPCUA_ENDPOINT": f"opc.tcp://127.0.0.1:{self.ports['opcua-' + line]}/factory/",
                    "MQTT_PORT": str(self.ports["mqtt"]),
                    "CAMERA_URL": f"http://127.0.0.1:{self.ports['cam-' + line]}/stream.mjpg",
+                   "CAMERA2_URL": f"http://127.0.0.1:{self.ports['cam2-line2']}/stream.mjpg",
                    "HEALTH_WINDOW_S": "4" if self.short else "15",
                    "VISION_PACKAGE": str(self.registry / "part-inspection" / reg["version"] / reg["package"]),
                    "MAINTENANCE_PACKAGE": str(self.registry / "machine-health" / mreg["version"] / mreg["package"])}
-            p = self.sup.start(f"agent-{line}", [exe("edge-agent"), "run", str(ROOT / "configs" / "demo-agent.yaml")],
-                               env=env)
+            config = self.line2_config() if line == "line2" else ROOT / "configs" / "demo-agent.yaml"
+            p = self.sup.start(f"agent-{line}", [exe("edge-agent"), "run", str(config)], env=env)
             wait_port(self.ports["status-" + line], 60, p.popen, f"agent {agent}")
         for line in self.lines:
             st = self.wait(lambda line=line: (s := self.status(line)) and all(p["results"] for p in s["pipelines"])
@@ -250,6 +307,11 @@ class Demo:
             self.n.say(f"{self.agents[line]}: {p['inspect']['results']} parts inspected ({p['inspect']['ng']} NG, "
                        f"{rej} reject writes on the PLC, p50 {p['inspect']['latency_ms']['p50']:.1f} ms); "
                        f"{p['health']['results']} vibration windows ({p['health']['ng']} anomalous)")
+            if "inspect_cast" in p:
+                c = p["inspect_cast"]
+                self.n.say(f"{self.agents[line]}: {c['results']} cast flanges (second product, anomaly model from good "
+                           f"images only): {c['ng']} NG, {c['unsure']} UNSURE, p50 {c['latency_ms']['p50']:.1f} ms")
+                self.summary["cast"] = {k: c[k] for k in ("results", "ng", "unsure")}
 
     def step_alarm(self, timeout_s: float) -> None:
         self.n.step("Line 1's bearing degrades: the maintenance model must raise the alarm before the failure")
@@ -427,6 +489,8 @@ class Demo:
         # stop the line (cameras and machines) so that the agents' counts settle, then let them drain
         truth_final = {line: json.loads(urllib.request.urlopen(f"http://127.0.0.1:{self.ports['cam-' + line]}/truth",
                                                                timeout=5).read()) for line in self.lines}
+        self.cast_truth = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{self.ports['cam2-line2']}/truth",
+                                                            timeout=5).read())
         for p in list(self.sup.procs):
             if p.name.startswith(("camera-", "machine-")):
                 p.stop()
@@ -540,6 +604,7 @@ def main(argv: list[str] | None = None) -> int:
         demo.step_bad_candidate()
         n.step(f"Summary (whole loop in {time.monotonic() - t0:.0f}s)")
         print(demo.final_summary(), flush=True)
+        print(demo.cast_summary(), flush=True)
         if a.keep_running:
             n.say("everything keeps running; Ctrl-C stops it. Status pages: " + ", ".join(
                 f"http://127.0.0.1:{demo.ports['status-' + x]}/" for x in demo.lines)

@@ -96,6 +96,7 @@ def test_vision_build_learns_and_records_the_report(tmp_path, parts):
 
     man = read_manifest(out["package"])
     assert man.has_fp32 and man.parity is not None and man.quantization.scheme == onnx_tools.SCHEME
+    assert man.input_stats is not None and man.input_stats.count == out["report"]["split"]["train"]  # for UNSURE
     rep = out["report"]
     assert man.outputs[0].threshold == rep["threshold"] == rep["operating_point"]["threshold"]
     assert {"fp32", "int8"} <= set(rep["perturbed"]) and 0 <= rep["perturbed"]["int8"]["ng_recall"] <= 1
