@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     results["bar"] = bar
     (OUT / "vision_own_images_bench.json").write_text(json.dumps(results, indent=1, default=float))
     md = ["### Vision on independently made part images (tests/support/own_parts.py; not the simulator)", "",
-          f"Trained on {a.train} imported images (folder per class, seed {TRAIN_SEED}), {a.epochs} epochs, 2 threads; "
+          f"Trained on {a.train} imported images (folder per class, seed {TRAIN_SEED}), {a.epochs} epochs, {a.threads} training thread(s); "
           f"judged as the agent runs the signed INT8 package on {a.test} images of seed {TEST_SEED} (in-contract) "
           f"and {a.test} of seed {SHIFT_SEED} with shifted light ({SHIFT}).", "",
           "| recipe | set | NG recall | NG precision | NG AUROC | good rejected | heat map on defect | train s |",

@@ -1,10 +1,12 @@
 """Vision inspection: a compact CNN trained from scratch on part images (no downloaded weights).
 
-Architecture (class-activation style, so the heat map comes for free): four conv blocks
-(16-32-64-64 channels, stride-2 pooling) → a 1×1 convolution to one map per class → logits are the
-spatial mean of the class maps; ``heatmap`` is the largest defect-class map (N,1,h,w), i.e. where
-the network sees a defect. Inputs are made with ``model_packager.preprocess.image_tensor`` from the
-manifest's ``ImagePreprocessing``, exactly as the agent makes them.
+Architecture (class-activation style, so the heat map comes for free): four conv blocks (16-32-64-64 channels; the first with stride 2, then stride-2
+pooling: the default 128-px input gives an 8×8 map) → a 1×1 convolution to one map per class →
+logits are the spatial mean of the class maps; ``heatmap`` is the largest defect-class map
+(N,1,h,w), i.e. where the network sees a defect. Inputs are made with
+``model_packager.preprocess.image_tensor`` from the manifest's ``ImagePreprocessing`` (size, region
+of interest, tiles, colour: ``preprocessing``), exactly as the agent makes them; a tiled model
+learns from tiles labelled by the defects' masks (``as_tiles``).
 
 Training augments half of each batch with ordinary camera variation (``perturb.TRAIN``: exposure,
 light gradient, blur, sensor noise, JPEG, small pose changes) on the full-resolution images before
@@ -111,11 +113,7 @@ def build_model(n_classes: int, width: int = 16, channels: int = 3):
             self.classmaps = nn.Conv2d(4 * w, n_classes, 1)
 
         def forward(self, image):
-            # each image standardised on its own (per channel): a brighter lamp or another
-            # exposure moves every pixel alike and changes nothing the network sees
-            mu = image.mean(dim=(2, 3), keepdim=True)
-            sd = image.std(dim=(2, 3), keepdim=True) + 0.05
-            maps = self.classmaps(self.features((image - mu) / sd))
+            maps = self.classmaps(self.features(image))
             logits = maps.mean(dim=(2, 3))
             heatmap = torch.amax(maps[:, 1:], dim=1, keepdim=True) - maps[:, :1]
             return logits, heatmap

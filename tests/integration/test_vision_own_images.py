@@ -51,8 +51,13 @@ def quiet(*_):
     pass
 
 
-def test_a_tiled_model_from_an_mvtec_folder_is_packaged_with_its_geometry_and_classes(tmp_path):
+def test_a_tiled_model_from_an_mvtec_folder_is_packaged_with_its_geometry_and_classes(tmp_path, monkeypatch):
+    from cloud_trainer.train import onnx_tools, pipeline
     from model_packager import read_manifest
+
+    # plumbing only: the report's latency table and the OpenVINO rows are covered by test_trainer
+    monkeypatch.setattr(pipeline, "_engines", lambda: ["onnxruntime"])
+    monkeypatch.setattr(onnx_tools, "latency_ms", lambda *a, **k: 1.0)
 
     import_images(mvtec(tmp_path / "src"), tmp_path / "ds", log=quiet)
     s = settings(tmp_path, tmp_path / "ds", tiles=[2, 2], roi=[8, 8, 80, 80])
