@@ -39,7 +39,6 @@ from cloud_trainer.train import common
 INPUT = "image"
 OUTPUTS = ["anomaly_score", "anomaly_map"]
 NAME = "part-anomaly"
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 MIN_GOOD = 20
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -68,7 +67,9 @@ def read_image(path: Path, max_side: int = 1024) -> np.ndarray:
 
 
 def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    from cloud_trainer.train.images import is_image  # one list of image kinds with `dataset import`
+
+    return sorted(p for p in folder.iterdir() if is_image(p))
 
 
 @dataclass
@@ -84,10 +85,13 @@ class AnomalyData:
 
 
 def load_good(root: str | Path, min_good: int = MIN_GOOD) -> AnomalyData:
-    """A folder of good images (or one holding ``good/``), or an MVTec AD root."""
+    """A folder of good images (or one holding ``good/``), an MVTec AD root, or a dataset written by
+    ``cloud-trainer dataset import`` (its good class trains; its test split and defects evaluate)."""
     root = Path(root)
     if not root.is_dir():
         raise AnomalyDataError(f"{root}: no such folder; give a folder of good images or an MVTec AD root")
+    if (root / "dataset.yaml").is_file() and (root / "labels.jsonl").is_file():
+        return _load_imported(root, min_good)
     h = hashlib.sha256()
     mvtec = (root / "train" / "good").is_dir()
     good_dir = root / "train" / "good" if mvtec else root / "good" if (root / "good").is_dir() else root
@@ -102,6 +106,44 @@ def load_good(root: str | Path, min_good: int = MIN_GOOD) -> AnomalyData:
     ds = AnomalyData(good, [p.name for p in files], layout="mvtec" if mvtec else "folder")
     if mvtec and (root / "test").is_dir():
         _load_test(root, ds, h)
+    ds.digest = "sha256:" + h.hexdigest()
+    return ds
+
+
+def _load_imported(root: Path, min_good: int) -> AnomalyData:
+    import json
+
+    import cv2
+    import yaml
+
+    good_label = (yaml.safe_load((root / "dataset.yaml").read_text()) or {}).get("good", "good")
+    h = hashlib.sha256()
+    good, names, test, kinds, masks = [], [], [], [], []
+    for line in (root / "labels.jsonl").read_text().splitlines():
+        if not line.strip():
+            continue
+        rec = json.loads(line)
+        p = root / rec["file"]
+        if not p.is_file():
+            raise AnomalyDataError(f"{p}: listed in {root / 'labels.jsonl'} but missing; import the dataset again")
+        h.update(rec["label"].encode() + hashlib.sha256(p.read_bytes()).digest())
+        if rec["label"] == good_label and rec.get("split") != "test":
+            good.append(read_image(p))
+            names.append(p.name)
+            continue
+        mask = None
+        if rec.get("mask"):
+            mp = root / rec["mask"]
+            mask = cv2.imdecode(np.frombuffer(mp.read_bytes(), np.uint8), cv2.IMREAD_GRAYSCALE) if mp.is_file() \
+                else None
+        test.append(read_image(p))
+        kinds.append("good" if rec["label"] == good_label else rec["label"])
+        masks.append(mask)
+    if len(good) < min_good:
+        raise AnomalyDataError(f"{root}: {len(good)} good training image(s) (class '{good_label}'); the anomaly "
+                               f"family needs at least {min_good} (more is better: 200 measured in docs/trainer.md)")
+    ds = AnomalyData(good, names, test, np.asarray([k != "good" for k in kinds], bool), kinds, masks,
+                     layout="imported")
     ds.digest = "sha256:" + h.hexdigest()
     return ds
 

@@ -70,6 +70,24 @@ def test_build_from_good_images_localises_independent_defects(built):
     assert good.verdict == "OK" and good.heatmap.max() < 0.5  # a good part stays cool on the page
 
 
+def test_a_dataset_from_dataset_import_trains_like_its_source_folder(built, tmp_path):
+    """`cloud-trainer dataset import --task anomaly` then `build anomaly` on its output: the same good
+    images train, the same test images (with their masks) evaluate, as from the MVTec folder itself."""
+    from cloud_trainer.train.images import import_images
+
+    import_images(built["data"], tmp_path / "imported", task="anomaly", log=lambda m: None)
+    src, imp = A.load_good(built["data"]), A.load_good(tmp_path / "imported")
+    assert imp.layout == "imported" and len(imp.good) == len(src.good) == 30
+    assert sorted(imp.test_kind) == sorted(src.test_kind) and int(imp.test_ng.sum()) == int(src.test_ng.sum())
+    assert sum(m is not None for m in imp.test_masks) == sum(m is not None for m in src.test_masks) > 0
+    few = tmp_path / "few"
+    import_images(built["data"], few, task="anomaly", log=lambda m: None)
+    lines = (few / "labels.jsonl").read_text().splitlines()
+    (few / "labels.jsonl").write_text("\n".join(ln for ln in lines if '"split": "test"' in ln) + "\n")
+    with pytest.raises(A.AnomalyDataError, match="0 good training image"):
+        A.load_good(few)
+
+
 def test_bad_datasets_are_refused_with_one_clear_line(tmp_path):
     few = tmp_path / "few"
     write_plates(few, n_train=5, n_good=0, n_ng=0)
