@@ -189,6 +189,8 @@ main_build = partial(_run, "build")
 IMPORT_KINDS: dict[str, tuple[str, str]] = {
     "images": ("cloud_trainer.train.images:main", "a folder per class or an MVTec AD folder of images"),
     "fleet": ("cloud_trainer.train.uploads:main", "the fleet's labelled uploaded samples (--cloud-data)"),
+    "vibration": ("cloud_trainer.train.signals:main_import", "historian recordings: CSV, WAV or NPZ, one file "
+                  "per run (--labels)"),
 }
 
 

@@ -268,9 +268,8 @@ def import_vibration(files: list[Path], out: Path, labels_file: Path, *, channel
 def main_import(argv: list[str]) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="cloud-trainer dataset import",
+    ap = argparse.ArgumentParser(prog="cloud-trainer dataset import --kind vibration",
                                  description="import historian vibration recordings as a training dataset")
-    ap.add_argument("--kind", required=True, choices=["vibration", "signals"])
     ap.add_argument("files", nargs="+", type=Path, help="one file per run: .csv, .wav, .npz")
     ap.add_argument("--labels", required=True, type=Path, help="CSV: run,fault[,start_s,end_s,failure_s]")
     ap.add_argument("--out", required=True, type=Path)

@@ -103,11 +103,6 @@ def main(argv: list[str]) -> int:
     import argparse
     import sys
 
-    if argv[:1] == ["import"]:  # historian recordings (cloud_trainer/train/signals.py)
-        from cloud_trainer.train.signals import main_import
-
-        return main_import(argv[1:])
-
     ap = argparse.ArgumentParser(prog="cloud-trainer dataset",
                                  description="export the fleet's labelled uploaded images as a training dataset")
     ap.add_argument("--cloud-data", type=Path, default=Path("var/cloud"), help="the fleet service's --data folder")

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cloud_trainer.train.cli import main_dataset as dataset_main  # the `cloud-trainer dataset` verb
 from cloud_trainer.train.data import DatasetError, load_vibration
 from cloud_trainer.train.signals import import_vibration
-from cloud_trainer.train.uploads import main as dataset_main
 
 RATE = 10000.0
 
