@@ -19,7 +19,7 @@ This module imports pydantic only: validating a config must not load a protocol 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,6 +38,8 @@ class ActionSettings(BaseModel):
 
     # field -> the source type it must name (checked by `validate` against the config's sources)
     source_fields: ClassVar[dict[str, str]] = {}
+    if TYPE_CHECKING:  # each plugin declares it as its Literal; declared here so the union's members share it
+        type: str
 
     when: dict[str, Any] | None = Field(None, description="condition on the result; absent = always")
     retry: RetrySettings = RetrySettings()

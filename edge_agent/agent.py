@@ -17,7 +17,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devices import SOURCE_TYPES, load_object
 from devices.base import Notices
@@ -31,6 +31,13 @@ from edge_agent.process_info import peak_rss_mb, rss_mb
 from edge_agent.status_board import StatusBoard
 from edge_agent.types import Result
 from model_packager import load_trusted_keys
+
+if TYPE_CHECKING:
+    from edge_agent.http import StatusServer
+    from edge_agent.models.manager import ModelManager
+    from edge_agent.outbox.selector import SampleSelector
+    from edge_agent.outbox.store import Outbox
+    from edge_agent.uplink.client import Uplink
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +65,7 @@ class Agent:
         self.actions = ActionRunner(cfg, self.sources, on_event=self._event)
         for src_name, targets in write_targets(cfg).items():
             src = self.sources.get(src_name)
-            if hasattr(src, "expect_writes"):  # checked after each connect: bad targets named at start
+            if src is not None and hasattr(src, "expect_writes"):  # checked after each connect: bad targets named at start
                 src.expect_writes([(node_id, value) for _, node_id, value in targets])
         workers = sum(p.workers for p in cfg.pipelines) or 1
         self.executor = ThreadPoolExecutor(max_workers=min(workers, os.cpu_count() or 2) or 1,
@@ -78,11 +85,11 @@ class Agent:
         self.source_notices = {name: Notices(log) for name in self.sources}  # unread, nothing decoded
         self.source_items: collections.Counter = collections.Counter()  # items handed out per source
         self.tags: dict[str, dict[str, Any]] = {name: {} for name in self.sources}  # source -> tag -> last Reading
-        self.http = None
-        self.outbox = None
-        self.uplink = None
-        self.selector = None
-        self.manager = None
+        self.http: StatusServer | None = None
+        self.outbox: Outbox | None = None
+        self.uplink: Uplink | None = None
+        self.selector: SampleSelector | None = None
+        self.manager: ModelManager | None = None
         if cfg.outbox is not None or cfg.cloud is not None:
             from edge_agent.outbox.selector import SampleSelector
             from edge_agent.outbox.settings import OutboxSettings, SampleSelectionSettings
@@ -128,6 +135,7 @@ class Agent:
 
     async def _to_outbox(self, res: Result, item) -> None:
         body = res.to_json_dict()
+        assert self.outbox is not None  # called only when there is one
         await self.outbox.append_async("result", body)
         reason = self.selector.choose(res) if self.selector else None
         if reason:
@@ -170,7 +178,8 @@ class Agent:
             readers = [p for p in self.pipelines if p.s.source == name]
             if not hasattr(src, "items") or not (readers or _produces(src.settings)):
                 continue  # e.g. an mqtt source only published through
-            if not readers and not any(t.s.source == name for t in [*self.forwarders, *self.rules]):
+            if not readers and not any(t.s.source == name for t in self.forwarders) \
+                    and not any(r.s.source == name for r in self.rules):
                 # Drained all the same: a source left unread would fill its queue, and a Sparkplug host
                 # would decode no birth and ask for no rebirth while `received` climbs
                 self.source_notices[name].note(
@@ -189,11 +198,12 @@ class Agent:
             from edge_agent.models.manager import ModelManager
             from edge_agent.uplink.client import Uplink
 
-            self.manager = ModelManager(self.slots, self.cfg, on_event=self._event)
-            self.uplink = Uplink(self.cfg.cloud, self.outbox, Path(self.cfg.base_dir), self._cloud_status,
-                                 self.manager.on_desired)
-            self.manager.uplink = self.uplink
-            await self.uplink.start()
+            assert self.outbox is not None  # a cloud section always opens one (__init__)
+            manager = self.manager = ModelManager(self.slots, self.cfg, on_event=self._event)
+            uplink = self.uplink = Uplink(self.cfg.cloud, self.outbox, Path(self.cfg.base_dir), self._cloud_status,
+                                          manager.on_desired)
+            manager.uplink = uplink
+            await uplink.start()
         if self.cfg.http.enabled:
             from edge_agent.http import StatusServer
 

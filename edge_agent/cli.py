@@ -257,7 +257,7 @@ def _tags(args) -> int:
               + (f", last error: {st.last_error}" if st.last_error else ""))
         if name in frames:
             f = frames[name]
-            print(f"  frames {getattr(f, 'image', None).shape if hasattr(f, 'image') else '?'} (seq {f.seq})")
+            print(f"  frames {f.image.shape if hasattr(f, 'image') else '?'} (seq {f.seq})")
         rows = out[name]
         if rows:
             w = max(len(r["tag"]) for r in rows)

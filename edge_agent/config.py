@@ -22,7 +22,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (
@@ -276,7 +276,10 @@ ACTION_PLUGINS: dict[str, tuple[str, str]] = {
 # type key -> settings class; each action is validated against its own class, so that an option
 # typo gets the did-you-mean of its own action type
 ACTION_TYPES: dict[str, type[ActionSettings]] = {k: load_object(v[0]) for k, v in ACTION_PLUGINS.items()}
-Action = Annotated[Union[tuple(ACTION_TYPES.values())], Field(discriminator="type")]  # noqa: UP007
+if TYPE_CHECKING:  # the union is built from the table at import time, which mypy cannot follow
+    Action = ActionSettings
+else:
+    Action = Annotated[Union[tuple(ACTION_TYPES.values())], Field(discriminator="type")]  # noqa: UP007
 
 
 class ForwardSettings(_Model):
@@ -618,6 +621,7 @@ def _check_window_tags(cfg: AgentConfig, loc: str, p: PipelineSettings, manifest
     """The model's scalar inputs are carried by the window, and the window's tags are produced by the source."""
     errors = []
     w = p.window
+    assert w is not None  # called for windowed pipelines only
     inputs = w.scalar_inputs  # tag -> model input
     pre = getattr(manifest, "preprocessing", None)
     if pre is not None and getattr(pre, "kind", None) == "signal":
@@ -762,20 +766,20 @@ def _cross_check(cfg: AgentConfig, where: str, named: dict[str, set], warnings: 
     errors += _check_forward_and_rules(cfg, where, named, names, warnings)
     for sname, src in cfg.sources.items():
         _check_tag_map(where, sname, src, warnings)
-    for name, a in cfg.actions.items():
+    for name, act in cfg.actions.items():
         loc = f"{where}: actions.{name}"
-        for field, typ in a.source_fields.items():  # each action type names its own source fields
-            ref = getattr(a, field)
+        for field, typ in act.source_fields.items():  # each action type names its own source fields
+            ref = getattr(act, field)
             if ref is None:
                 continue
             if ref not in named["sources"]:
                 errors.append(f"{loc}.{field}: unknown source {ref!r}{_did_you_mean(ref, named['sources'])}")
             elif ref in cfg.sources and cfg.source_type(ref) != typ:
                 errors.append(f"{loc}.{field}: {ref!r} is a {cfg.source_type(ref)} source; this needs a {typ} source")
-        errors += [f"{loc}{'.' + field if field else ''}: {msg}" for field, msg in a.problems()]
-        if a.when is not None:
+        errors += [f"{loc}{'.' + field if field else ''}: {msg}" for field, msg in act.problems()]
+        if act.when is not None:
             try:
-                compile_condition(a.when, _labels_for(cfg, name, manifests))
+                compile_condition(act.when, _labels_for(cfg, name, manifests))
             except ConditionError as exc:
                 errors.append(f"{loc}.when: {exc}")
     for name, m in cfg.models.items():

@@ -34,6 +34,7 @@ class EngineError(RuntimeError):
 class Engine(Protocol):
     name: str
     version: str
+    form: str  # "int8" or "fp32": which of the package's forms it runs
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
@@ -50,7 +51,7 @@ def openvino_available() -> bool:
 
 
 def resolve_choice(choice: EngineChoice) -> str:
-    if choice is EngineChoice.AUTO:
+    if choice == "auto":
         return next((n for n in ENGINE_TYPES if installed(n)), "onnxruntime")
     if choice.value not in ENGINE_TYPES:
         raise EngineError(f"unknown engine {choice.value!r}; one of {sorted(ENGINE_TYPES)} or auto")
@@ -140,7 +141,7 @@ def candidate_engines(choice: EngineChoice | str) -> list[str]:
     """The engines a slot may try: the one asked for, or with ``auto`` every installed one (the
     slot measures each on its own CPU and keeps the fastest that passes its checks)."""
     choice = EngineChoice(choice)
-    if choice is EngineChoice.AUTO:
+    if choice == "auto":
         return [n for n in ENGINE_TYPES if installed(n)]
     return [resolve_choice(choice)]
 

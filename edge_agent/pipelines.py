@@ -26,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +35,9 @@ from edge_agent.config import PipelineSettings, QueuePolicy, WindowSettings
 from edge_agent.models.slot import InferenceError, ModelSlot, SlotError
 from edge_agent.types import Latency, Result, Window
 from model_packager.condition import RateError, input_samples, resample, resample_plan
+
+if TYPE_CHECKING:
+    from edge_agent.maintenance.monitor import Monitor
 
 log = logging.getLogger(__name__)
 
@@ -248,9 +252,8 @@ class Pipeline:
                  on_latency: Callable[[str, Latency], None] | None = None, *,
                  on_event: Callable[[dict], None] | None = None, data_dir: str | Path | None = None) -> None:
         self.s = settings
-        self.on_event = on_event
         self.data_dir = data_dir
-        self.baseline = None  # edge_agent.maintenance.monitor.Monitor when settings.baseline is set
+        self.baseline: Monitor | None = None  # when settings.baseline is set
         self.name = settings.name
         self.slot = slot
         self.executor = executor
@@ -298,9 +301,11 @@ class Pipeline:
             w = self.windower.add(item)
             if w is None:
                 return
-            item = w
-        elif not isinstance(item, Frame):
-            return
+            await self._enqueue(w)
+        elif isinstance(item, Frame):
+            await self._enqueue(item)
+
+    async def _enqueue(self, item: Frame | Window) -> None:
         self.stats.items += 1
         await self.queue.put(item)
 

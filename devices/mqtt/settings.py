@@ -27,7 +27,8 @@ CODEC_TYPES: dict[str, tuple[str, str]] = {
     "json": ("devices.mqtt.settings:JsonMappingSettings", "devices.mqtt.client:json_decoder"),
     "sparkplug_b": ("devices.mqtt.settings:SparkplugHostSettings", "devices.mqtt.client:sparkplug_decoder"),
 }
-CodecKind = enum.StrEnum("CodecKind", [(k.upper(), k) for k in CODEC_TYPES])
+# members come from the table, which mypy cannot read: members are named by value below, CodecKind("json")
+CodecKind = enum.StrEnum("CodecKind", [(k.upper(), k) for k in CODEC_TYPES])  # type: ignore[misc]
 
 
 class TimestampFormat(enum.StrEnum):
@@ -52,7 +53,7 @@ class JsonMappingSettings(_Model):
 class Subscription(_Model):
     topic: str = Field(min_length=1, description="topic filter; '+' and '#' allowed")
     qos: Literal[0, 1] = 0
-    codec: CodecKind = CodecKind.JSON
+    codec: CodecKind = CodecKind("json")
     json_mapping: JsonMappingSettings = Field(default_factory=JsonMappingSettings)
 
     @field_validator("topic")

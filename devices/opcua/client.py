@@ -456,13 +456,15 @@ class OpcUaSource:
         sub = await client.create_subscription(self.settings.publishing_interval_ms, _Handler(self))
         for (sampling_ms, queue_size), nodes in groups.items():
             try:
-                results = await sub.subscribe_data_change(nodes, sampling_interval=sampling_ms, queuesize=queue_size)
+                results = await sub.subscribe_data_change(
+                    nodes, sampling_interval=ua.Double(sampling_ms), queuesize=queue_size
+                )
             except ua.UaStatusCodeError:
                 # one node the server refuses must not take the others with it: subscribe one by one
                 results = []
                 for node in nodes:
                     try:
-                        results.append(await sub.subscribe_data_change(node, sampling_interval=sampling_ms,
+                        results.append(await sub.subscribe_data_change(node, sampling_interval=ua.Double(sampling_ms),
                                                                        queuesize=queue_size))
                     except ua.UaStatusCodeError as e:
                         results.append(ua.StatusCode(e.code))

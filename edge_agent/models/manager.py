@@ -34,10 +34,14 @@ import logging
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_agent.models.config import VersionPolicy
 from model_packager.manifest import version_key
 from model_packager.text import printable
+
+if TYPE_CHECKING:
+    from edge_agent.uplink.client import Uplink
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +80,7 @@ class ModelManager:
         self.cfg = cfg
         self.staging = cfg.data_dir / "staging"
         self.on_event = on_event or (lambda e: None)
-        self.uplink = None
+        self.uplink: Uplink | None = None
         self.busy: dict[str, str] = {}  # slot -> digest being installed
         self.refused: dict[str, str] = {}  # digest -> reason (never retried)
         self.declined: dict[tuple, str] = {}  # (slot, digest, deployment) -> reason: desired state refused
@@ -169,9 +173,9 @@ class ModelManager:
             if why is not None:  # declined for this deployment only: an admin's rollback may ask again
                 self.declined[key] = why
                 log.warning("slot %s: desired state refused: %s", d.slot, why)
-                t = asyncio.create_task(self._report(d, "failed", False, why))
-                self._tasks.add(t)
-                t.add_done_callback(self._tasks.discard)
+                reported = asyncio.create_task(self._report(d, "failed", False, why))
+                self._tasks.add(reported)
+                reported.add_done_callback(self._tasks.discard)
                 continue
             if time.monotonic() < self.retry_at.get(d.digest, 0):
                 continue  # a failed download waits for its backoff
@@ -197,9 +201,10 @@ class ModelManager:
                 reason=reason, health_json=json.dumps(health or {})), timeout=10)
             return True
         except Exception as exc:  # the next heartbeat will retry the whole reconcile if needed
-            if callable(getattr(exc, "code", None)) and exc.code().name == "PERMISSION_DENIED":
+            code, details = getattr(exc, "code", None), getattr(exc, "details", None)  # a grpc.RpcError
+            if callable(code) and callable(details) and code().name == "PERMISSION_DENIED":
                 # the fleet does not know this deployment for this agent (gone, or never ours): final, not retried
-                log.warning("deployment step %s for %s not accepted by the fleet: %s", step, d.slot, exc.details())
+                log.warning("deployment step %s for %s not accepted by the fleet: %s", step, d.slot, details())
                 return True
             log.warning("could not report deployment step %s for %s: %s", step, d.slot, exc)
             return False
@@ -208,6 +213,7 @@ class ModelManager:
         from protocols.gen import fleet_pb2 as pb
         from protocols.gen import fleet_pb2_grpc as rpc
 
+        assert self.uplink is not None  # only a desired state from the uplink starts a download
         self.staging.mkdir(parents=True, exist_ok=True)
         part = self.staging / f"{d.digest}.part"
         final = self.staging / f"{d.package}-{d.version}.edgepkg"

@@ -95,7 +95,9 @@ def _forms(opened: OpenedPackage, choice: FormChoice) -> list[str | None]:
             raise EngineError(f"package {opened.manifest.package_id} carries no FP32 form (form: fp32 in the "
                               "config); use form: auto or int8")
         return [None]
-    return {FormChoice.AUTO: ["int8", "fp32"], FormChoice.INT8: ["int8"], FormChoice.FP32: ["fp32"]}[choice]
+    forms: dict[FormChoice, list[str | None]] = {
+        FormChoice.AUTO: ["int8", "fp32"], FormChoice.INT8: ["int8"], FormChoice.FP32: ["fp32"]}
+    return forms[choice]
 
 
 def _run_golden(engine: Engine, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -130,7 +130,7 @@ class ModelSlot:
         self._swap_lock = asyncio.Lock()
         self._watch: asyncio.Task | None = None
         self.last_outcome: SwapOutcome | None = None
-        self.counters = collections.Counter()
+        self.counters: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self.state = "stopped"
 

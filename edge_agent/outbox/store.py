@@ -66,6 +66,7 @@ from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge_agent.outbox.settings import DropPolicy, FsyncPolicy, OutboxSettings
 
@@ -428,7 +429,8 @@ class Outbox:
         interval = self.s.commit_interval_ms / 1000
         always = self.s.fsync is FsyncPolicy.ALWAYS
         while True:
-            batch, flush, nbytes = [], False, 0
+            batch: list[Any] = []
+            flush, nbytes = False, 0
             try:
                 item = self._q.get(timeout=interval)
             except queue.Empty:
@@ -621,7 +623,8 @@ class Outbox:
         rows = db.execute("SELECT seq, kind, priority, t, payload, sample_sha256, sample_ext, size FROM records "
                           "ORDER BY priority, seq LIMIT ?", (limit,)).fetchall()
         db.close()
-        out, total = [], 0
+        out: list[Any] = []
+        total = 0
         for r in rows:
             if out and total + r[7] > max_bytes:
                 break

@@ -70,7 +70,7 @@ class Uplink:
         creds = grpc.ssl_channel_credentials(root_certificates=self._path(self.s.ca_file).read_bytes(),
                                              private_key=self._path(self.s.key_file).read_bytes(),
                                              certificate_chain=self._path(self.s.cert_file).read_bytes())
-        opts = [("grpc.max_send_message_length", 64 * 1024 * 1024),
+        opts: list[tuple[str, int | str]] = [("grpc.max_send_message_length", 64 * 1024 * 1024),
                 ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
                 ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2_000)]
         if self.s.server_name:
