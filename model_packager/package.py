@@ -36,9 +36,10 @@ import shutil
 import tarfile
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 import numpy as np
 import yaml
@@ -150,7 +151,7 @@ def build_package(
     golden_inputs: dict[str, np.ndarray] | str | Path | None = None,
     expected: dict[str, np.ndarray] | str | Path | None = None,
     openvino: bool = False,
-    extra_files: dict[str, str | Path] | None = None,
+    extra_files: Mapping[str, str | Path] | None = None,
     file_name: str | None = None,
     fp32_model: str | Path | None = None,
     check_parity_here: bool = True,
@@ -206,8 +207,9 @@ def build_package(
         else:
             exp = {k: np.asarray(v) for k, v in expected.items()}
         (tmp / "golden").mkdir()
-        np.savez(tmp / "golden" / "inputs.npz", **inputs)
-        np.savez(tmp / "golden" / "expected.npz", **exp)
+        # numpy's stub types **kwds as if they could be its allow_pickle flag
+        np.savez(tmp / "golden" / "inputs.npz", **inputs)  # type: ignore[arg-type]
+        np.savez(tmp / "golden" / "expected.npz", **exp)  # type: ignore[arg-type]
 
         files: list[tuple[str, Path, FileRole]] = [
             (MODEL, model, FileRole.MODEL),
@@ -560,7 +562,7 @@ def _verify(pkg: Path, trusted: TrustedKeys, max_bytes: int, target: Path | None
                 raise IntegrityError(f"package {label}: {printable(m.name)} is in the archive but not listed in the "
                                      "manifest; "
                                      "refused", code="unlisted_file")
-            sink = None
+            sink: BinaryIO | None = None
             if target is not None:
                 dest = target / m.name
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -633,10 +635,12 @@ def opened_from(manifest: Manifest, root: Path, signer: str, digest: str) -> Ope
     """The paths of a verified package's files under its extracted ``root``."""
     ov = manifest.file(FileRole.OPENVINO_XML)
     fp32 = manifest.file(FileRole.MODEL_FP32)
+    model = manifest.file(FileRole.MODEL)
+    assert model is not None  # verify refuses a package without its model
     return OpenedPackage(
         manifest=manifest,
         root=root,
-        model_path=root / manifest.file(FileRole.MODEL).path,
+        model_path=root / model.path,
         openvino_xml=root / ov.path if ov else None,
         golden_inputs=root / manifest.golden.inputs,
         golden_expected=root / manifest.golden.expected,
