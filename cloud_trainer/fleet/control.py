@@ -111,15 +111,15 @@ class Control:
         """``path``: the SQLite file (``control.db``), or a ``postgresql://`` URL (the store's database: replicas
         on several hosts share the control state)."""
         if str(path).startswith(("postgresql://", "postgres://")):
-            self.db = _PgConnection(str(path))
+            self.db: _PgConnection | sqlite3.Connection = _PgConnection(str(path))
         else:
-            self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            cols = [r[1] for r in self.db.execute("PRAGMA table_info(desired)")]
+            db = self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            cols = [r[1] for r in db.execute("PRAGMA table_info(desired)")]
             if cols and "tenant" not in cols:
-                self.db.executescript(MIGRATE_DESIRED)
-            self.db.executescript(SCHEMA)
+                db.executescript(MIGRATE_DESIRED)
+            db.executescript(SCHEMA)
         self.registry = registry
         self.store = store
         self.keys_dir = Path(keys_dir) if keys_dir else None

@@ -34,7 +34,7 @@ import grpc
 from cloud_trainer.blobs import LocalBlobStore
 from cloud_trainer.fleet.control import NotInTenant
 from cloud_trainer.fleet.guard import MalformedRequests, QuotaExceeded, Quotas, json_field
-from cloud_trainer.fleet.store import SQLiteStore, open_store
+from cloud_trainer.fleet.store import Store, open_store
 from cloud_trainer.fleet.stream import StreamHub, offer
 from cloud_trainer.pki import ROLE_ADMIN, ROLE_AGENT, ROLE_OPERATOR, Identity, identity
 from cloud_trainer.registry import Registry
@@ -72,7 +72,7 @@ def quota_key(who: Identity) -> str:
 
 
 class FleetServicer(rpc.FleetServicer):
-    def __init__(self, store: SQLiteStore, blobs: LocalBlobStore, registry: Registry | None, control=None,
+    def __init__(self, store: Store, blobs: LocalBlobStore, registry: Registry | None, control=None,
                  quotas: Quotas | None = None, hub: StreamHub | None = None) -> None:
         self.store, self.blobs, self.registry, self.control = store, blobs, registry, control
         self.quotas = quotas or Quotas()
@@ -82,10 +82,12 @@ class FleetServicer(rpc.FleetServicer):
         """The agent's long-lived stream (``cloud_trainer.fleet.stream``): identity read once, reports kept in
         memory and written in batches, the desired state pushed when it changes."""
         who = await require(context, ROLE_AGENT)
-        if self.hub is None:
+        hub = self.hub
+        if hub is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server has no Connect stream; use Heartbeat")
+            return  # abort raises; said for the type checker
         key = (who.tenant, who.name)
-        async with self._stream(quota_key(who), context), self.hub.attach(key) as outbox:
+        async with self._stream(quota_key(who), context), hub.attach(key) as outbox:
             async def read() -> None:
                 try:
                     async for msg in request_iterator:
@@ -93,9 +95,9 @@ class FleetServicer(rpc.FleetServicer):
                         slots = [{"slot": s.slot, "package": s.package, "version": s.version, "digest": s.digest,
                                   "status": s.status, "reason": s.reason} for s in r.slots]
                         health = await json_field(context, r.health_json, "report.health_json")
-                        await self.hub.report(key, (dict(r.labels), slots, health, r.outbox_depth,
-                                                    {"epoch": r.epoch, "dropped": dict(r.dropped)}, time.time()),
-                                              r.generation_seen, msg.report_id)
+                        await hub.report(key, (dict(r.labels), slots, health, r.outbox_depth,
+                                               {"epoch": r.epoch, "dropped": dict(r.dropped)}, time.time()),
+                                         r.generation_seen, msg.report_id)
                 finally:
                     offer(outbox, None)  # the agent closed its side (or sent garbage): end the stream
 
@@ -103,8 +105,8 @@ class FleetServicer(rpc.FleetServicer):
             try:
                 while (msg := await outbox.get()) is not None:
                     yield msg
-                if reader.done() and not reader.cancelled() and reader.exception() is not None:
-                    raise reader.exception()
+                if reader.done() and not reader.cancelled() and (failed := reader.exception()) is not None:
+                    raise failed
             finally:
                 reader.cancel()
 
@@ -179,6 +181,7 @@ class FleetServicer(rpc.FleetServicer):
         if path is None or not path.exists():  # the same answer whether it exists elsewhere or not at all
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"no package with digest "
                                 f"{request.digest[:16]!r} deployed to this agent")
+            return  # abort raises; said for the type checker
         async with self._stream(quota_key(who), context):
             async for chunk in self._send_package(path, request, context):
                 yield chunk
@@ -208,7 +211,7 @@ class FleetServicer(rpc.FleetServicer):
 
 
 class AdminServicer(rpc.AdminServicer):
-    def __init__(self, store: SQLiteStore, control=None, registry: Registry | None = None) -> None:
+    def __init__(self, store: Store, control=None, registry: Registry | None = None) -> None:
         self.store, self.control, self.registry = store, control, registry
 
     async def ListAgents(self, request, context):

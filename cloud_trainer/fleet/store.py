@@ -168,6 +168,9 @@ class Store(abc.ABC):
     def usage(self) -> dict[str, dict]:
         """Per tenant: agents, records, samples (counts only; the platform operator's view)."""
 
+    def close(self) -> None:  # noqa: B027 (optional: a store that holds nothing has nothing to release)
+        """Release the store's connections (the fleet service calls it when it stops)."""
+
 
 class SQLStore(Store):
     """The store's logic in SQL that SQLite and PostgreSQL both speak (``?`` placeholders, translated by

@@ -13,10 +13,13 @@ fails is not packaged into the registry, which stays unchanged.
 
 from __future__ import annotations
 
+import importlib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -39,8 +42,8 @@ class GateFailed(RuntimeError):
 @dataclass
 class BuildSettings:
     family: str
-    dataset: Path
-    registry: Path
+    dataset: Path | None  # None for the stages that do not read it (quantize, package, ...)
+    registry: Path | None  # None for the stages that do not use it (train, quantize)
     signing_key: Path
     workdir: Path
     seed: int = 0
@@ -73,14 +76,17 @@ class StageError(RuntimeError):
     """A stage was run out of order or on a work folder from another build."""
 
 
-def _family(name: str):
-    if name == "vision":
-        from cloud_trainer.train import vision as fam
-    elif name == "maintenance":
-        from cloud_trainer.train import maintenance as fam
-    else:
+def _family(name: str) -> ModuleType:
+    if name not in ("vision", "maintenance"):
         raise ValueError(f"unknown family {name!r}; expected one of {sorted(FAMILIES)}")
-    return fam
+    return importlib.import_module(f"cloud_trainer.train.{name}")
+
+
+def _given(value: Path | None, option: str) -> Path:
+    """A setting this stage needs (the CLI passes None for the options its verb does not take)."""
+    if value is None:
+        raise StageError(f"this stage needs {option}")
+    return value
 
 
 def _need(path: Path, stage: str) -> Path:
@@ -114,7 +120,7 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
     for stale in ("model.int8.onnx", "report.json", "package.json"):  # a new model invalidates later stages
         (s.workdir / stale).unlink(missing_ok=True)
     pre = fam.preprocessing(s.size, s.roi, s.tiles, s.color) if s.family == "vision" else None
-    ds = _load_dataset(s.family, s.dataset, pre.model_dump(mode="json") if pre else None)
+    ds = _load_dataset(s.family, _given(s.dataset, "--dataset"), pre.model_dump(mode="json") if pre else None)
     if s.family == "vision":
         init = _init_state(s.init_from) if s.init_from else None
         try:
@@ -208,7 +214,7 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
     fp32 = _need(s.workdir / "model.fp32.onnx", "train")
     int8 = _need(s.workdir / "model.int8.onnx", "quantize")
     (s.workdir / "package.json").unlink(missing_ok=True)  # a package of an earlier evaluation is stale
-    reg = Registry(s.registry)
+    reg = Registry(_given(s.registry, "--registry"))
     name = FAMILIES[s.family]
     x, y, tr, va, te = a["x"], a["y"], a["train"], a["val"], a["test"]
     outs = {"fp32": onnx_tools.run(fp32, x[te]), "int8": onnx_tools.run(int8, x[te])}
@@ -362,7 +368,7 @@ def stage_publish(s: BuildSettings, log=common.stderr_log) -> dict:
     forced = not report["gate"]["passed"]
     if forced and not s.force:
         raise GateFailed(report["gate"]["reasons"], s.workdir / "report.md")
-    reg = Registry(s.registry)
+    reg = Registry(_given(s.registry, "--registry"))
     key_metrics = {k: v for k, v in report["metrics"]["int8"].items() if isinstance(v, int | float)}
     if forced:
         key_metrics["forced_past_gate"] = 1
@@ -394,12 +400,13 @@ def _degrade(model) -> None:
     evaluation picks, the line would see its NG rate jump."""
     import torch
 
-    head = getattr(model, "fault", None) or model.classmaps
+    head: Any = getattr(model, "fault", None) or model.classmaps  # a torch module (torch is not typed here)
     with torch.no_grad():
         for p in head.parameters():
             p.copy_(p[torch.randperm(p.shape[0])] * -3.0)
-        if head is getattr(model, "classmaps", None) and head.bias is not None:
-            head.bias[0] -= 50.0  # the "ok" class map: p(ok) ~ 0 for every image
+        classmaps = getattr(model, "classmaps", None)
+        if classmaps is not None and head is classmaps and classmaps.bias is not None:
+            classmaps.bias[0] -= 50.0  # the "ok" class map: p(ok) ~ 0 for every image
 
 
 def _evaluate_incumbent(reg: Registry, entry: dict, s: BuildSettings, ds, te, y, threshold_fallback, rul_mean):
@@ -407,6 +414,7 @@ def _evaluate_incumbent(reg: Registry, entry: dict, s: BuildSettings, ds, te, y,
     import tempfile
 
     from model_packager import load_trusted_keys, open_package
+    from model_packager.manifest import ImagePreprocessing, SignalPreprocessing
 
     pub = s.signing_key.with_suffix(".pub")
     try:
@@ -416,6 +424,7 @@ def _evaluate_incumbent(reg: Registry, entry: dict, s: BuildSettings, ds, te, y,
             if s.family == "vision":
                 from cloud_trainer.train import vision
 
+                assert isinstance(m.preprocessing, ImagePreprocessing)  # a vision package
                 xi = vision.tensors([ds.images[i] for i in te], vision.tile_pre(m.preprocessing))
                 out = onnx_tools.run(opened.model_path, xi)
                 thr = next((o.threshold for o in m.outputs if o.threshold is not None), threshold_fallback)
@@ -423,9 +432,12 @@ def _evaluate_incumbent(reg: Registry, entry: dict, s: BuildSettings, ds, te, y,
             from cloud_trainer.train import maintenance
             from model_packager.preprocess import signal_features
 
-            xi = np.concatenate([signal_features(w, None, m.preprocessing) for w in ds.waveforms[te]])
+            pre = m.preprocessing
+            assert isinstance(pre, SignalPreprocessing)  # a maintenance package
+            xi = np.concatenate([signal_features(w, None, pre) for w in ds.waveforms[te]])
             out = onnx_tools.run(opened.model_path, xi)
-            thr = next((o.threshold for o in m.outputs if o.role.value == "anomaly_score"), threshold_fallback)
+            thr = next((o.threshold for o in m.outputs if o.role.value == "anomaly_score" and o.threshold is not None),
+                       threshold_fallback)
             return maintenance.metrics(out, y[te], ds.health[te], ds.rul_s[te], thr, rul_mean)
     except Exception as exc:  # an unreadable incumbent must not block a good candidate; say so
         common.stderr_log(f"could not evaluate the published {entry['version']}: {exc}")
@@ -521,7 +533,8 @@ def _package(s: BuildSettings, name, version, fam, meta: dict, n_features: int, 
     # The package carries the FP32 model beside the INT8 one: the golden expected outputs are the FP32
     # model's (tight tolerance on every engine) and the INT8 form is held to parity bounds measured
     # here (model_packager), which an agent re-checks on its own CPU before serving INT8.
-    atol, output_atol = 2e-3, {}
+    atol = 2e-3
+    output_atol: dict[str, float] = {}
     m8, m32 = report["metrics"]["int8"], report["metrics"]["fp32"]
     sp = report["latency_batch1"].get("onnxruntime_1t", {})
     spec = {

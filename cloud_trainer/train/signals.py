@@ -119,12 +119,14 @@ def read_wav(path: Path, rate_hz: float | None) -> Recording:
             raw = w.readframes(n)
     except (wave.Error, EOFError) as exc:
         raise DatasetError(f"{path}: not a PCM WAV file ({exc})") from None
+    x: np.ndarray
     if width == 3:
         b = np.frombuffer(raw, np.uint8).reshape(-1, 3)
         x = (b[:, 0].astype(np.int32) | (b[:, 1].astype(np.int32) << 8) | (b[:, 2].astype(np.int32) << 16))
         x = np.where(x >= 1 << 23, x - (1 << 24), x) / float(1 << 23)
     else:
-        dtype = {1: np.uint8, 2: np.int16, 4: np.int32}[width]
+        dtypes: dict[int, type[np.integer]] = {1: np.uint8, 2: np.int16, 4: np.int32}
+        dtype = dtypes[width]
         x = np.frombuffer(raw, dtype).astype(np.float64)
         x = (x - 128) / 128 if width == 1 else x / float(np.iinfo(dtype).max)
     x = x.reshape(-1, n_ch)
