@@ -627,7 +627,8 @@ async def check_server(settings: OpcUaSettings, targets: list[tuple[str, Any]]
     ``tag`` or browse name; None when unreadable). Raises ``OpcUaError`` when unreachable."""
     client = await _make_client(settings)
     try:
-        await asyncio.wait_for(client.connect(), settings.connect_timeout_s)
+        async with asyncio.timeout(settings.connect_timeout_s):
+            await client.connect()
     except Exception as e:
         raise OpcUaError(f"cannot check {settings.endpoint}: {_explain(e, settings)[1]}") from None
     cache: dict[str, str] = {}
@@ -704,7 +705,8 @@ async def browse_server(settings: OpcUaSettings, folder_node_id: str | None = No
     """One-off connect, browse and disconnect, for config authoring (no subscription)."""
     client = await _make_client(settings)
     try:
-        await asyncio.wait_for(client.connect(), settings.connect_timeout_s)
+        async with asyncio.timeout(settings.connect_timeout_s):
+            await client.connect()
     except Exception as e:
         raise OpcUaError(f"opcua {settings.endpoint}: {_explain(e, settings)[1]}") from None
     try:
