@@ -4,7 +4,6 @@ rollout, the agents' streams move to the other, and the other finishes the rollo
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import grpc
@@ -20,16 +19,9 @@ from tests.support.fleet import ServerProcess, cloud_settings, make_pki
 from tests.support.models import make_package
 from tests.support.peers import free_port
 from tests.support.postgres import postgres_server, postgres_url  # noqa: F401  (fixtures)
+from tests.support.waits import until
 
 AGENTS = ("gw1", "gw2", "gw3")
-
-
-async def until(pred, timeout_s=20.0, what="condition"):
-    for _ in range(int(timeout_s * 10)):
-        if await pred():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class FakeAgent:
