@@ -155,7 +155,16 @@ class Agent:
         health = {p.name: {"rate": p.stats.rate(), "results": p.stats.results, "ng": p.stats.ng,
                            "errors": sum(p.stats.errors.values()), "p50_ms": p.stats.percentiles()["p50"]}
                   for p in self.pipelines}
+        self._baseline_health(health)
         return {"labels": labels, "slots": slots, "health": health}
+
+    def _baseline_health(self, health: dict) -> None:
+        """Each baseline's state in the pipeline health the fleet sees (`cloud-trainer baseline status`)."""
+        from edge_agent.maintenance.cli import fleet_summary
+
+        for p in self.pipelines:
+            if p.baseline is not None:
+                health[p.name]["baseline"] = fleet_summary(p.baseline.status())
 
     async def start(self) -> None:
         if self.outbox is not None:
@@ -190,8 +199,10 @@ class Agent:
             from edge_agent.uplink.client import Uplink
 
             self.manager = ModelManager(self.slots, self.cfg, on_event=self._event)
+            from edge_agent.uplink.commands import CommandRunner
+
             self.uplink = Uplink(self.cfg.cloud, self.outbox, Path(self.cfg.base_dir), self._cloud_status,
-                                 self.manager.on_desired)
+                                 self.manager.on_desired, CommandRunner(self.cfg, on_event=self._event))
             self.manager.uplink = self.uplink
             await self.uplink.start()
         if self.cfg.http.enabled:
