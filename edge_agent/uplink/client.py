@@ -223,8 +223,13 @@ class Uplink:
 
     async def _run_commands(self, reply) -> None:
         """The desired state's commands (each id once; a failure is the command's result, never the link's)."""
-        if self.commands is not None:
+        if self.commands is None:
+            return
+        try:
             await self.commands.run(reply.commands)
+        except Exception as exc:  # e.g. the data folder cannot be written: nothing ran, the command stays listed
+            self._burst.log("commands", "uplink: fleet commands not run (%s: %s); they stay in the desired state "
+                            "and are tried again", type(exc).__name__, exc)
 
     async def _desired(self, reply) -> None:
         self.generation = reply.generation

@@ -70,10 +70,17 @@ class CommandRunner:
             entry = {"id": c.id, "kind": c.kind, "pipeline": c.pipeline, "state": "running",
                      "started_at": time.time(), "ok": False, "detail": ""}
             self.ran[c.id] = entry
-            await asyncio.to_thread(self._save)  # durably "taken" before the act
+            try:
+                await asyncio.to_thread(self._save)  # durably "taken" before the act
+            except OSError:
+                del self.ran[c.id]  # not taken: tried again with the next desired state
+                raise
             ok, detail = await asyncio.to_thread(self._execute, c)
             entry.update(state="done", ok=ok, detail=detail[:300], done_at=time.time())
-            await asyncio.to_thread(self._save)
+            try:
+                await asyncio.to_thread(self._save)
+            except OSError as exc:  # the act is done; after a restart it would read as interrupted
+                log.error("fleet commands: cannot record the result of %s in %s (%s)", c.id, self.path, exc)
             self.on_event({"kind": "fleet_command", "t": entry["done_at"], "command": c.id, "command_kind": c.kind,
                            "pipeline": c.pipeline, "ok": ok, "detail": entry["detail"], "issued_by": c.issued_by,
                            "reason": c.reason})
