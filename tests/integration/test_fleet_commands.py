@@ -119,6 +119,10 @@ async def test_baseline_relearn_from_the_fleet_waits_for_the_agent_runs_once_and
         assert cmd["id"] in out and "done" in out
         code, out = await asyncio.to_thread(cli, capsys, "status", "gw1", "--json", *base, "--admin", "alice")
         assert json.loads(out)["baselines"]["pump"]["state"] == "learning"
+        # online: --wait prints the agent's answer
+        code, out = await asyncio.to_thread(cli, capsys, "relearn", "gw1", "pump", "--wait", "15", *base,
+                                            "--admin", "alice")
+        assert code == 0 and ": done: relearn requested" in out
     finally:
         await agent.stop()
         await srv.stop()
