@@ -8,6 +8,8 @@ Admin gRPC service with an admin client certificate (``cloud-trainer pki admin``
                          --strategy canary --steps 1 50% 100% --wait 30
     cloud-trainer deploy --pause|--resume|--abort DEPLOYMENT_ID
     cloud-trainer rollback part-inspection --version 1.0.0 --slot vision [--agent gw1 ...]
+    cloud-trainer baseline relearn AGENT PIPELINE [--reason TEXT] [--wait 30]
+    cloud-trainer baseline status AGENT [PIPELINE]   # as the agent last reported it, and the commands sent
 
 Tenants: ``--tenant acme`` takes the admin certificate from ``<pki>/tenants/acme/admins/`` (what
 ``cloud-trainer pki admin --tenant acme`` writes); every answer is that tenant's only, because the
@@ -223,4 +225,85 @@ def main_tenants(argv: list[str]) -> int:
     rows = [[t.tenant, t.display_name, t.agents, t.records, t.samples, t.deployments, t.packages]
             for t in reply.tenants]
     print(_table(rows, ["tenant", "name", "agents", "records", "samples", "deployments", "packages"]))
+    return 0
+
+
+def _when(t) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if t else "-"
+
+
+def _baseline_line(pipeline: str, b: dict) -> str:
+    if b.get("state") == "learning":
+        return (f"{pipeline}: learning since {_when(b.get('started_at'))}: {b.get('windows', 0)}/"
+                f"{b.get('target_windows', '?')} windows ({100 * float(b.get('progress') or 0):.0f} %)"
+                + (f"; reason: {b['reason']}" if b.get("reason") else ""))
+    if b.get("state") == "ready":
+        thr = b.get("threshold")
+        return (f"{pipeline}: ready, learned {_when(b.get('learned_at'))} on {b.get('windows', 0)} windows; threshold "
+                f"{thr:.3f} at a false-alarm rate of {b.get('false_alarm_rate')} per window" if thr is not None else
+                f"{pipeline}: ready, learned {_when(b.get('learned_at'))}")
+    return f"{pipeline}: {b.get('state', 'unknown')}"
+
+
+def main_baseline(argv: list[str]) -> int:
+    """A pipeline's per-asset baseline on one agent: its state as the agent reported it, and relearn from the
+    fleet (a command in the agent's desired state, run once by the agent, recorded as events on both sides)."""
+    from protocols.gen import fleet_pb2 as pb
+
+    ap = _common("baseline")
+    ap.description = ("relearn: the agent starts learning the pipeline's healthy statistics anew at its next "
+                      "window (commissioning again, e.g. after a repair or a change of the machine); the command "
+                      "waits in the agent's desired state while it is offline. status: each baseline as the agent "
+                      "last reported it (every 30 s at most) and the commands sent to it.")
+    ap.add_argument("action", choices=["status", "relearn"])
+    ap.add_argument("agent")
+    ap.add_argument("pipeline", nargs="?", help="required for relearn; status: all pipelines with a baseline")
+    ap.add_argument("--reason", default="", help="recorded with the command and in the agent's event")
+    ap.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                    help="relearn: wait this long for the agent's result (default: do not wait)")
+    a = ap.parse_args(argv)
+    if a.action == "relearn":
+        if not a.pipeline:
+            print("cloud-trainer baseline relearn: give the agent and the pipeline", file=sys.stderr)
+            return 2
+        cmd = json.loads(_call(a, "SendCommand", pb.SendCommandRequest(agent=a.agent, kind="baseline_relearn",
+                                                                        pipeline=a.pipeline, reason=a.reason)).json)
+        print(printable(f"command {cmd['id']}: baseline_relearn of {a.pipeline} on {a.agent} sent; the agent runs "
+                        "it when it next gets its desired state", 1000))
+        deadline = time.monotonic() + a.wait
+        while a.wait > 0:
+            found = [json.loads(c.json) for c in _call(a, "ListCommands", pb.ListCommandsRequest(agent=a.agent))
+                     .commands]
+            cur = next((c for c in found if c["id"] == cmd["id"]), None)
+            if cur is not None and cur["state"] != "pending":
+                print(printable(f"command {cur['id']}: {cur['state']}: {cur['detail']}", 1000))
+                return 0 if cur["state"] == "done" else 1
+            if time.monotonic() >= deadline:
+                print(f"command {cmd['id']}: still pending after {a.wait:g} s (the agent is offline or busy); it "
+                      f"stays in the agent's desired state: see `cloud-trainer baseline status {a.agent}`")
+                return 1
+            time.sleep(0.5)
+        return 0
+    agent = next((x for x in _call(a, "ListAgents", pb.ListAgentsRequest()).agents if x.id == a.agent), None)
+    if agent is None:
+        print(f"cloud-trainer baseline: agent {a.agent!r} is not registered", file=sys.stderr)
+        return 1
+    health = json.loads(agent.health_json or "{}")
+    baselines = {p: h["baseline"] for p, h in sorted(health.items()) if isinstance(h, dict) and "baseline" in h
+                 and (not a.pipeline or p == a.pipeline)}
+    cmds = [json.loads(c.json) for c in _call(a, "ListCommands", pb.ListCommandsRequest(agent=a.agent)).commands]
+    cmds = [c for c in cmds if c["kind"] == "baseline_relearn" and (not a.pipeline or c["pipeline"] == a.pipeline)]
+    if a.json:
+        print(json.dumps({"agent": a.agent, "reported_at": agent.last_seen, "baselines": baselines,
+                          "commands": cmds}, indent=1))
+        return 0
+    print(f"agent {a.agent}, as reported {_when(agent.last_seen)}:")
+    for p, b in baselines.items():
+        print("  " + printable(_baseline_line(p, b), 1000))
+    if not baselines:
+        print(f"  no baseline reported{' for pipeline ' + a.pipeline if a.pipeline else ''} (the agent's "
+              "pipelines with `baseline:` report theirs with their health)")
+    if cmds:
+        print(_table([[c["id"], c["pipeline"], _when(c["issued_at"]), c["issued_by"], c["state"], c["detail"]]
+                      for c in cmds[:10]], ["command", "pipeline", "sent", "by", "state", "detail"]))
     return 0

@@ -26,6 +26,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "status": ("cloud_trainer.admin_cli:main_status", "fleet summary"),
     "rollback": ("cloud_trainer.admin_cli:main_rollback", "roll a deployment or a slot back to a version"),
     "tenants": ("cloud_trainer.admin_cli:main_tenants", "platform operators: tenants and their usage"),
+    "baseline": ("cloud_trainer.admin_cli:main_baseline", "an agent's per-asset baselines: status, relearn PIPELINE"),
 }
 
 

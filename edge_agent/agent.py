@@ -163,7 +163,16 @@ class Agent:
         health = {p.name: {"rate": p.stats.rate(), "results": p.stats.results, "ng": p.stats.ng,
                            "errors": sum(p.stats.errors.values()), "p50_ms": p.stats.percentiles()["p50"]}
                   for p in self.pipelines}
+        self._baseline_health(health)
         return {"labels": labels, "slots": slots, "health": health}
+
+    def _baseline_health(self, health: dict) -> None:
+        """Each baseline's state in the pipeline health the fleet sees (`cloud-trainer baseline status`)."""
+        from edge_agent.maintenance.cli import fleet_summary
+
+        for p in self.pipelines:
+            if p.baseline is not None:
+                health[p.name]["baseline"] = fleet_summary(p.baseline.status())
 
     async def start(self) -> None:
         if self.outbox is not None:
@@ -197,11 +206,12 @@ class Agent:
         if self.cfg.cloud is not None:
             from edge_agent.models.manager import ModelManager
             from edge_agent.uplink.client import Uplink
+            from edge_agent.uplink.commands import CommandRunner
 
             assert self.outbox is not None  # a cloud section always opens one (__init__)
             manager = self.manager = ModelManager(self.slots, self.cfg, on_event=self._event)
             uplink = self.uplink = Uplink(self.cfg.cloud, self.outbox, Path(self.cfg.base_dir), self._cloud_status,
-                                          manager.on_desired)
+                                          manager.on_desired, CommandRunner(self.cfg, on_event=self._event))
             manager.uplink = uplink
             await uplink.start()
         if self.cfg.http.enabled:

@@ -96,8 +96,8 @@ class BoundedQueue:
 
 class Windower:
     def __init__(self, source: str, settings: WindowSettings, default_size: int, notices: Notices | None = None,
-                 pipeline: str = "?", resample: tuple[int, int] = (1, 1), extra_inputs: dict[str, str] | None = None
-                 ) -> None:
+                 pipeline: str = "?", resample: tuple[int, int] = (1, 1), extra_inputs: dict[str, str] | None = None,
+                 model_rate_hz: float | None = None, on_event: Callable[[dict], None] | None = None) -> None:
         self.source = source
         self.s = settings
         self.inputs = {**settings.scalar_inputs, **(extra_inputs or {})}  # tag -> the model's scalar input
@@ -108,10 +108,15 @@ class Windower:
         self.first_t = 0.0
         # at the model's rate; a faster tag is buffered at its own rate and resampled per window
         self.out_size = settings.size_samples or default_size
-        self.resample = resample
-        up, down = resample
-        self.size = input_samples(self.out_size, up, down) if resample != (1, 1) else self.out_size
-        self.hop = -(-(settings.hop_samples or self.out_size) * down // up) if settings.hop_samples else self.size
+        self._plan(resample)
+        # a rate the source states on its readings (Reading.rate_hz) is checked against the one in use: the
+        # config's, else the first one stated (then the model's rate until one is)
+        self.model_rate = model_rate_hz
+        self.rate_in_use = settings.sample_rate_hz
+        self.rate_source = "config" if settings.sample_rate_hz else "model"
+        self.bad_rate: float | None = None
+        self.rate_skipped = 0  # waveform readings skipped: not scored at a wrong rate
+        self.on_event = on_event or (lambda evt: None)
         self.buf = np.zeros(0, dtype=np.float64)
         self.t_first: collections.deque = collections.deque()  # (sample index, timestamp) of each reading
         self.total = 0  # samples seen
@@ -121,6 +126,57 @@ class Windower:
         self.bad = 0
         self.last_emit_t = 0.0
         self.start_ts = 0.0
+
+    def _plan(self, resample: tuple[int, int]) -> None:
+        self.resample = resample
+        up, down = resample
+        self.size = input_samples(self.out_size, up, down) if resample != (1, 1) else self.out_size
+        self.hop = -(-(self.s.hop_samples or self.out_size) * down // up) if self.s.hop_samples else self.size
+
+    def _rate_ok(self, rate: float) -> bool:
+        """A waveform reading whose source states its rate (OPC UA node metadata, an MQTT payload field)."""
+        where = f"pipeline {self.pipeline}: tag {self.s.waveform!r} of source {self.source}"
+        if self.rate_in_use is None and self.model_rate:  # no rate in the config: the first stated one decides
+            try:
+                plan = resample_plan(rate, self.model_rate, where)
+            except RateError as exc:
+                return self._skip_rate(rate, "sample_rate_refused", f"{exc}: the rate its source states; its "
+                                       "windows are skipped (counted)")
+            self.rate_in_use, self.rate_source = rate, "source"
+            self._plan(plan)
+            self.buf = np.zeros(0, dtype=np.float64)
+            self._event("sample_rate_stated", rate, f"{where}: its source states {rate:g} Hz; model rate "
+                        f"{self.model_rate:g} Hz" + (", resampled" if plan != (1, 1) else ""))
+            return True
+        if self.rate_in_use is None or abs(rate - self.rate_in_use) <= 1e-6 * self.rate_in_use:
+            if self.bad_rate is not None:
+                self.bad_rate = None
+                self._event("sample_rate_restored", rate, f"{where}: back at {rate:g} Hz; windows are scored again")
+            return True
+        stated = "window.sample_rate_hz" if self.rate_source == "config" else "its source earlier"
+        return self._skip_rate(rate, "sample_rate_changed", f"{where}: its source now states {rate:g} Hz, but the "
+                               f"pipeline runs at {self.rate_in_use:g} Hz ({stated}); its windows are skipped (counted), "
+                               "not scored at a wrong rate; if the sensor changed, set window.sample_rate_hz to the "
+                               "new rate (edge-agent validate checks it) and restart the agent")
+
+    def _skip_rate(self, rate: float, kind: str, msg: str) -> bool:
+        self.rate_skipped += 1
+        self.notices.note(kind, "%s", msg)
+        if rate != self.bad_rate:  # once per change, not per reading; a window never mixes two rates
+            self.bad_rate = rate
+            self.buf = np.zeros(0, dtype=np.float64)
+            self.since_emit = 0
+            self._event(kind, rate, msg)
+        return False
+
+    def _event(self, kind: str, rate: float, message: str) -> None:
+        self.on_event({"kind": kind, "t": time.time(), "pipeline": self.pipeline, "tag": self.s.waveform,
+                       "rate_hz": rate, "rate_in_use_hz": self.rate_in_use, "model_rate_hz": self.model_rate,
+                       "message": message})
+
+    def rate_status(self) -> dict:
+        return {"in_use_hz": self.rate_in_use or self.model_rate, "from": self.rate_source,
+                "skipped_readings": self.rate_skipped, "stated_now_hz": self.bad_rate}
 
     def _seen(self, r: Reading) -> None:
         self.readings += 1
@@ -150,6 +206,8 @@ class Windower:
                                   self.source, r.value)
             return None
         if r.tag != self.s.waveform:
+            return None
+        if r.rate_hz is not None and not self._rate_ok(r.rate_hz):
             return None
         if r.quality is not Quality.GOOD:
             self.bad += 1
@@ -288,7 +346,8 @@ class Pipeline:
             if self.s.baseline is not None and self.s.baseline.speed_tag:
                 extra[self.s.baseline.speed_tag] = SPEED_INPUT
             self.windower = Windower(self.s.source, self.s.window, getattr(pre, "window_samples", 1024),
-                                     self.notices, self.name, plan, extra)
+                                     self.notices, self.name, plan, extra, getattr(pre, "sample_rate_hz", None),
+                                     self.on_event)
             if self.s.baseline is not None:
                 from edge_agent.maintenance.monitor import Monitor
 
@@ -398,6 +457,7 @@ class Pipeline:
             "dropped_queue": self.queue.dropped, "bad_samples": self.windower.bad if self.windower else 0,
             "errors": dict(st.errors), "latency_ms": st.percentiles(),
             "windows": self.windower.seq if self.windower else None,
+            **({"sample_rate": self.windower.rate_status()} if self.windower else {}),
             "silent_drops": self.notices.status(),
             **({"baseline": self.baseline.status()} if self.baseline is not None else {}),
         }

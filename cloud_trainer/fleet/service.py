@@ -32,6 +32,7 @@ from pathlib import Path
 import grpc
 
 from cloud_trainer.blobs import LocalBlobStore
+from cloud_trainer.fleet.commands import Commands, add_commands
 from cloud_trainer.fleet.control import NotInTenant
 from cloud_trainer.fleet.guard import MalformedRequests, QuotaExceeded, Quotas, json_field
 from cloud_trainer.fleet.store import Store, open_store
@@ -73,10 +74,17 @@ def quota_key(who: Identity) -> str:
 
 class FleetServicer(rpc.FleetServicer):
     def __init__(self, store: Store, blobs: LocalBlobStore, registry: Registry | None, control=None,
-                 quotas: Quotas | None = None, hub: StreamHub | None = None) -> None:
+                 quotas: Quotas | None = None, hub: StreamHub | None = None, commands=None) -> None:
         self.store, self.blobs, self.registry, self.control = store, blobs, registry, control
         self.quotas = quotas or Quotas()
         self.hub = hub
+        self.commands = commands  # cloud_trainer.fleet.commands.Commands (None: no commands on this server)
+
+    async def _command_results(self, who: Identity, results) -> None:
+        """Record the agent's command results (before its desired state is computed: a done command leaves it)."""
+        if self.commands is not None and results:
+            rows = [{"id": r.id, "ok": r.ok, "detail": r.detail, "done_at": r.done_at} for r in results[:100]]
+            await asyncio.to_thread(partial(self.commands.record_results, who.name, rows, tenant=who.tenant))
 
     async def Connect(self, request_iterator, context):
         """The agent's long-lived stream (``cloud_trainer.fleet.stream``): identity read once, reports kept in
@@ -95,6 +103,7 @@ class FleetServicer(rpc.FleetServicer):
                         slots = [{"slot": s.slot, "package": s.package, "version": s.version, "digest": s.digest,
                                   "status": s.status, "reason": s.reason} for s in r.slots]
                         health = await json_field(context, r.health_json, "report.health_json")
+                        await self._command_results(who, r.command_results)
                         await hub.report(key, (dict(r.labels), slots, health, r.outbox_depth,
                                                {"epoch": r.epoch, "dropped": dict(r.dropped)}, time.time()),
                                          r.generation_seen, msg.report_id)
@@ -116,6 +125,7 @@ class FleetServicer(rpc.FleetServicer):
         slots = [{"slot": s.slot, "package": s.package, "version": s.version, "digest": s.digest,
                   "status": s.status, "reason": s.reason} for s in request.slots]
         health = await json_field(context, request.health_json, "health_json")
+        await self._command_results(who, request.command_results)
         await asyncio.to_thread(self.store.heartbeat, agent, dict(request.labels), slots, health,
                                 request.outbox_depth, {"epoch": request.epoch, "dropped": dict(request.dropped)},
                                 tenant=tenant)
@@ -123,8 +133,12 @@ class FleetServicer(rpc.FleetServicer):
         if self.control is not None:
             gen, desired = await asyncio.to_thread(partial(self.control.desired_for, agent, dict(request.labels),
                                                            slots, health, tenant=tenant))
-        return pb.HeartbeatReply(generation=gen, server_time=time.time(),
-                                 desired=[pb.DesiredSlot(**d) for d in desired])
+        reply = pb.HeartbeatReply(generation=gen, server_time=time.time(),
+                                  desired=[pb.DesiredSlot(**d) for d in desired])
+        if self.commands is not None:
+            key = (tenant, agent)
+            add_commands(reply, (await asyncio.to_thread(self.commands.pending_many, [key]))[key])
+        return reply
 
     async def PushRecords(self, request_iterator, context):
         who = await require(context, ROLE_AGENT)
@@ -211,8 +225,9 @@ class FleetServicer(rpc.FleetServicer):
 
 
 class AdminServicer(rpc.AdminServicer):
-    def __init__(self, store: Store, control=None, registry: Registry | None = None) -> None:
+    def __init__(self, store: Store, control=None, registry: Registry | None = None, commands=None) -> None:
         self.store, self.control, self.registry = store, control, registry
+        self.commands = commands
 
     async def ListAgents(self, request, context):
         who = await require(context, ROLE_ADMIN)
@@ -221,7 +236,7 @@ class AdminServicer(rpc.AdminServicer):
             st = await asyncio.to_thread(partial(self.store.stats, a["id"], tenant=who.tenant))
             out.append(pb.AgentInfo(id=a["id"], labels=a["labels"], last_seen=a["last_seen"] or 0,
                                     slots=[pb.SlotState(**s) for s in a["slots"]], records=st["records"],
-                                    last_seq=st["last_seq"]))
+                                    last_seq=st["last_seq"], health_json=json.dumps(a.get("health") or {})))
         return pb.ListAgentsReply(agents=out)
 
     async def IngestStats(self, request, context):
@@ -242,16 +257,19 @@ class AdminServicer(rpc.AdminServicer):
 
     async def _control(self, context, fn, *args, **kw):
         """``fn(*args, tenant=<the admin's tenant>, **kw)`` in a thread; ``NotInTenant`` is PERMISSION_DENIED."""
+        return pb.DeploymentInfo(json=json.dumps(await self._in_tenant(context, self.control, "deployments", fn,
+                                                                       *args, **kw)))
+
+    async def _in_tenant(self, context, feature, what: str, fn, *args, **kw):
         who = await require(context, ROLE_ADMIN)
-        if self.control is None:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "deployments are not enabled on this server")
+        if feature is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{what} are not enabled on this server")
         try:
-            result = await asyncio.to_thread(partial(fn, *args, tenant=who.tenant, **kw))
+            return await asyncio.to_thread(partial(fn, *args, tenant=who.tenant, **kw))
         except NotInTenant as exc:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        return pb.DeploymentInfo(json=json.dumps(result))
 
     async def CreateDeployment(self, request, context):
         await require(context, ROLE_ADMIN)
@@ -266,6 +284,19 @@ class AdminServicer(rpc.AdminServicer):
         who = await require(context, ROLE_ADMIN)
         deps = await asyncio.to_thread(partial(self.control.list, tenant=who.tenant)) if self.control else []
         return pb.ListDeploymentsReply(deployments=[pb.DeploymentInfo(json=json.dumps(d)) for d in deps])
+
+    async def SendCommand(self, request, context):
+        """A command to one agent of the admin's tenant (another tenant's agent: PERMISSION_DENIED)."""
+        who = await require(context, ROLE_ADMIN)
+        cmd = await self._in_tenant(context, self.commands, "agent commands", getattr(self.commands, "send", None),
+                                    request.agent, request.kind, request.pipeline, request.reason, who.name)
+        return pb.CommandInfo(json=json.dumps(cmd))
+
+    async def ListCommands(self, request, context):
+        who = await require(context, ROLE_ADMIN)
+        cmds = (await asyncio.to_thread(partial(self.commands.list, request.agent or None, tenant=who.tenant))
+                if self.commands is not None else [])
+        return pb.ListCommandsReply(commands=[pb.CommandInfo(json=json.dumps(c)) for c in cmds])
 
     async def ControlDeployment(self, request, context):
         return await self._control(context, self.control.command, request.deployment_id, request.action)
@@ -332,15 +363,17 @@ class FleetServer:
             where = store if store and store.startswith(("postgresql://", "postgres://")) else self.data / "control.db"
             control = Control(where, self.registry, self.store, keys_dir=Path(ca).parent)
         self.control = control
+        self.commands = Commands(control) if getattr(control, "db", None) is not None else None
         self.quotas = quotas or Quotas()
         self.server = grpc.aio.server(interceptors=[MalformedRequests()], options=[
                                       ("grpc.max_receive_message_length", self.quotas.limits.max_message_bytes),
                                                ("grpc.max_send_message_length", 64 * 1024 * 1024)],
                                       maximum_concurrent_rpcs=100_000)  # one long-lived Connect per agent
-        self.hub = StreamHub(self.store, self.control) if streams else None
+        self.hub = StreamHub(self.store, self.control, commands=self.commands) if streams else None
         rpc.add_FleetServicer_to_server(FleetServicer(self.store, self.blobs, self.registry, self.control,
-                                                      self.quotas, self.hub), self.server)
-        rpc.add_AdminServicer_to_server(AdminServicer(self.store, self.control, self.registry), self.server)
+                                                      self.quotas, self.hub, self.commands), self.server)
+        rpc.add_AdminServicer_to_server(AdminServicer(self.store, self.control, self.registry, self.commands),
+                                        self.server)
         self.port = self.server.add_secure_port(f"{host}:{port}", server_credentials(ca, cert, key))
         self._tick: asyncio.Task | None = None
         self._stopped = False

@@ -25,12 +25,15 @@ import contextlib
 import logging
 import time
 
+from cloud_trainer.fleet.commands import add_commands
+
 log = logging.getLogger(__name__)
 
 
 class StreamHub:
-    def __init__(self, store, control, *, flush_s: float = 1.0, poll_s: float = 0.25) -> None:
+    def __init__(self, store, control, *, flush_s: float = 1.0, poll_s: float = 0.25, commands=None) -> None:
         self.store, self.control = store, control
+        self.commands = commands  # pending agent commands ride in the desired state (fleet.commands)
         self.flush_s, self.poll_s = flush_s, poll_s
         self.streams: dict[tuple[str, str], asyncio.Queue] = {}
         self.pending: dict[tuple[str, str], tuple] = {}
@@ -95,14 +98,16 @@ class StreamHub:
         from protocols.gen import fleet_pb2 as pb
 
         desired = await asyncio.to_thread(self.control.desired_many, keys)
+        commands = await asyncio.to_thread(self.commands.pending_many, keys) if self.commands is not None else {}
         now = time.time()
         for k, (gen, slots) in desired.items():
             q = self.streams.get(k)
             if q is None:
                 continue
-            self.sent[k] = gen
-            offer(q, pb.ServerMessage(desired=pb.HeartbeatReply(generation=gen, server_time=now,
-                                                                 desired=[pb.DesiredSlot(**d) for d in slots])))
+            reply = pb.HeartbeatReply(generation=gen, server_time=now, desired=[pb.DesiredSlot(**d) for d in slots])
+            add_commands(reply, commands.get(k))
+            self.sent[k] = reply.generation
+            offer(q, pb.ServerMessage(desired=reply))
             self.pushes += 1
 
     # ---- background --------------------------------------------------------------------------

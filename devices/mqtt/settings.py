@@ -48,6 +48,9 @@ class JsonMappingSettings(_Model):
     timestamp_field: str | None = "ts"
     timestamp_format: TimestampFormat = TimestampFormat.EPOCH_S
     tag_prefix_topic: bool = Field(True, description="tag = '{topic}/{tag}' so wildcard sensors stay apart")
+    rate_field: str | None = Field("auto", description="field holding a waveform's sample rate in Hz (checked by the "
+                                   "pipeline); auto: sample_rate_hz, rate_hz, sampling_rate_hz or fs_hz when present; "
+                                   "null: ignore")
 
 
 class Subscription(_Model):

@@ -33,6 +33,10 @@ class NodeSettings(_Model):
     tag: str | None = Field(None, description="tag name of the readings; default: the node's browse name")
     sampling_interval_ms: float = Field(0.0, ge=0, description="0: as fast as the server samples")
     queue_size: int = Field(1, ge=1, description="server-side queue per monitored item")
+    sample_rate_from: str | None = Field(
+        None, min_length=3, description="where the server states this waveform's sample rate: 'x_axis' (the node's "
+        "XAxisDefinition property, OPC UA Part 8 YArrayItemType: the time axis' EURange over the samples) or the "
+        "node id of a variable holding the rate in Hz (a vendor's SampleRate node; subscribed, so a change is seen)")
 
 
 class HeartbeatSettings(_Model):

@@ -37,12 +37,13 @@ log = logging.getLogger(__name__)
 
 class Uplink:
     def __init__(self, settings: CloudSettings, outbox: Outbox, base_dir: Path = Path("."),
-                 status: Callable[[], dict] | None = None, on_desired=None) -> None:
+                 status: Callable[[], dict] | None = None, on_desired=None, commands=None) -> None:
         self.s = settings
         self.outbox = outbox
         self.base = Path(base_dir)
         self.status_fn = status or (lambda: {})
         self.on_desired = on_desired
+        self.commands = commands  # edge_agent.uplink.commands.CommandRunner: the fleet's one-off commands
         self.state = "stopped"
         self.sent = 0
         self.acked = 0
@@ -215,12 +216,27 @@ class Uplink:
         return pb.HeartbeatRequest(labels=st.get("labels", {}), health_json=json.dumps(st.get("health", {})),
                                    outbox_depth=ob["depth"], generation_seen=self.generation,
                                    slots=[pb.SlotState(**s) for s in st.get("slots", [])],
-                                   epoch=ob.get("epoch", 0), dropped=ob.get("dropped_total", {}))
+                                   epoch=ob.get("epoch", 0), dropped=ob.get("dropped_total", {}),
+                                   command_results=self._command_results(pb))
+
+    def _command_results(self, pb) -> list:
+        return [pb.CommandResult(**r) for r in self.commands.results()] if self.commands is not None else []
+
+    async def _run_commands(self, reply) -> None:
+        """The desired state's commands (each id once; a failure is the command's result, never the link's)."""
+        if self.commands is None:
+            return
+        try:
+            await self.commands.run(reply.commands)
+        except Exception as exc:  # e.g. the data folder cannot be written: nothing ran, the command stays listed
+            self._burst.log("commands", "uplink: fleet commands not run (%s: %s); they stay in the desired state "
+                            "and are tried again", type(exc).__name__, exc)
 
     async def _desired(self, reply) -> None:
         self.generation = reply.generation
         self.last_heartbeat_at = time.time()
         self._link_up.set()
+        await self._run_commands(reply)
         if self.on_desired is not None and self.s.follow_desired_state:
             await self.on_desired(reply)
 
@@ -284,7 +300,8 @@ class Uplink:
             while not reader.done():
                 req = await self._report()
                 key = (sorted(req.labels.items()), [s.SerializeToString() for s in req.slots], req.epoch,
-                       sorted(req.dropped.items()), req.generation_seen)
+                       sorted(req.dropped.items()), req.generation_seen,
+                       [r.SerializeToString() for r in req.command_results])
                 now = time.monotonic()
                 if key != last_key or now - last_sent >= self.s.report_s:
                     await outq.put(pb.AgentMessage(report=req))
