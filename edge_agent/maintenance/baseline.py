@@ -79,6 +79,11 @@ def relearn_path(data_dir: str | Path, pipeline: str) -> Path:
     return Path(data_dir) / "baseline" / f"{pipeline}.relearn"
 
 
+def repaired_path(data_dir: str | Path, pipeline: str) -> Path:
+    """A repair reported from the command line: remaining life starts a new run (the baseline stays)."""
+    return Path(data_dir) / "baseline" / f"{pipeline}.repaired"
+
+
 def feature_set_id(settings: BaselineSettings, sample_rate_hz: float, window_samples: int,
                    model_features: dict | None = None) -> str:
     """What the learned statistics depend on: a different id discards them."""

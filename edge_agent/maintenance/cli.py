@@ -1,8 +1,10 @@
-"""``edge-agent baseline status|relearn PIPELINE CONFIG``: on the agent's data folder.
+"""``edge-agent baseline status|relearn|repaired PIPELINE CONFIG``: on the agent's data folder.
 
 ``status`` reads ``<data_dir>/baseline/<pipeline>.json`` (what the running agent last saved: its
 state, progress, date, threshold); ``relearn`` leaves a request beside it that the running agent
-takes at its next window (or at its next start), recording a ``baseline_relearn`` event.
+takes at its next window (or at its next start), recording a ``baseline_relearn`` event;
+``repaired`` does the same for a repair: remaining life starts a new run (a ``life_reset`` event),
+the baseline stays (relearn it too when the repair changed the machine's healthy signature).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import json
 import sys
 import time
 
-from edge_agent.maintenance.baseline import atomic_write_json, baseline_path, relearn_path
+from edge_agent.maintenance.baseline import atomic_write_json, baseline_path, relearn_path, repaired_path
+
+DEFAULT_REASON = "asked from the command line"
 
 
 def _when(t) -> str:
@@ -30,6 +34,13 @@ def baseline_main(args, load) -> int:
               "(add `baseline:` to a signal pipeline, see docs/maintenance.md)", file=sys.stderr)
         return 1
     path = baseline_path(cfg.data_dir, args.pipeline)
+    if args.action == "repaired":
+        req = repaired_path(cfg.data_dir, args.pipeline)
+        atomic_write_json(req, {"reason": args.reason if args.reason != DEFAULT_REASON else "repair",
+                                "asked_at": time.time()})
+        print(f"repair noted for pipeline {args.pipeline}: remaining life starts a new run at the agent's next "
+              f"window ({req})")
+        return 0
     if args.action == "relearn":
         req = relearn_path(cfg.data_dir, args.pipeline)
         atomic_write_json(req, {"reason": args.reason, "asked_at": time.time()})
@@ -57,13 +68,15 @@ def baseline_main(args, load) -> int:
               f"({d['confirm_windows']} in a row); speed bands {sorted(d['bands'])}")
     if relearn_path(cfg.data_dir, args.pipeline).exists():
         print("  a relearn is pending (taken at the next window)")
+    if repaired_path(cfg.data_dir, args.pipeline).exists():
+        print("  a repair is noted (remaining life starts anew at the next window)")
     return 0
 
 
 def add_parser(sub) -> None:
-    b = sub.add_parser("baseline", help="a signal pipeline's per-asset baseline: status, relearn")
-    b.add_argument("action", choices=["status", "relearn"])
+    b = sub.add_parser("baseline", help="a signal pipeline's per-asset baseline: status, relearn, repaired")
+    b.add_argument("action", choices=["status", "relearn", "repaired"])
     b.add_argument("pipeline")
     b.add_argument("config")
-    b.add_argument("--reason", default="asked from the command line")
+    b.add_argument("--reason", default=DEFAULT_REASON)
     b.add_argument("--json", action="store_true")
