@@ -21,7 +21,7 @@ They are combined in log-time, weighted by how wrong each was on the fleet's own
 (cross-validated when the prior is fitted: ``LifePrior.error_elapsed``, ``error_trend``). Where the
 failure level varies a lot between machines, the trend's weight falls by itself; where it is
 consistent, the trend leads. The interval is the conditional 10-90 % range of the elapsed-time
-evidence, narrowed by the weight the trend earned. Limits: the prior is only as good as the history
+evidence, moved with the combined answer (in log-time). Limits: the prior is only as good as the history
 is like this asset (same kind of machine and failure mode); a run that reaches an end the fleet never
 saw gets the shortest answers its history allows.
 """
@@ -130,9 +130,10 @@ def estimate(prior: LifePrior, t_since_onset: np.ndarray, hs_since_onset: np.nda
     c = 0.05 * float(np.median(d))  # log-time offset: answers near zero do not dominate
     w = prior.trend_weight
     mid = math.exp((1 - w) * math.log(rem + c) + w * math.log(tr + c)) - c
-    shrink = math.sqrt(1 - w)  # the combined log-spread, relative to the elapsed-time evidence's alone
-    lo = math.exp(math.log(mid + c) - shrink * (math.log(rem + c) - math.log(low + c))) - c
-    hi = math.exp(math.log(mid + c) + shrink * (math.log(high + c) - math.log(rem + c))) - c
+    # the interval keeps the elapsed-time evidence's log-spread around the combined answer: the two
+    # pieces' errors are not independent (narrowing by the weights covered 71 % instead of 80 % on the bench)
+    lo = math.exp(math.log(mid + c) - (math.log(rem + c) - math.log(low + c))) - c
+    hi = math.exp(math.log(mid + c) + (math.log(high + c) - math.log(rem + c))) - c
     return max(mid, 0.0), max(min(lo, mid), 0.0), max(hi, mid)
 
 

@@ -13,9 +13,7 @@ import json
 import sys
 import time
 
-from edge_agent.maintenance.baseline import atomic_write_json, baseline_path, relearn_path, repaired_path
-
-DEFAULT_REASON = "asked from the command line"
+from edge_agent.maintenance.baseline import atomic_write_json, baseline_path, relearn_path
 
 
 def _when(t) -> str:
@@ -35,12 +33,7 @@ def baseline_main(args, load) -> int:
         return 1
     path = baseline_path(cfg.data_dir, args.pipeline)
     if args.action == "repaired":
-        req = repaired_path(cfg.data_dir, args.pipeline)
-        atomic_write_json(req, {"reason": args.reason if args.reason != DEFAULT_REASON else "repair",
-                                "asked_at": time.time()})
-        print(f"repair noted for pipeline {args.pipeline}: remaining life starts a new run at the agent's next "
-              f"window ({req})")
-        return 0
+        return note_repair(cfg, args.pipeline, args.reason)
     if args.action == "relearn":
         req = relearn_path(cfg.data_dir, args.pipeline)
         atomic_write_json(req, {"reason": args.reason, "asked_at": time.time()})
@@ -68,8 +61,7 @@ def baseline_main(args, load) -> int:
               f"({d['confirm_windows']} in a row); speed bands {sorted(d['bands'])}")
     if relearn_path(cfg.data_dir, args.pipeline).exists():
         print("  a relearn is pending (taken at the next window)")
-    if repaired_path(cfg.data_dir, args.pipeline).exists():
-        print("  a repair is noted (remaining life starts anew at the next window)")
+    _repair_pending(cfg, args.pipeline)
     return 0
 
 
@@ -78,5 +70,22 @@ def add_parser(sub) -> None:
     b.add_argument("action", choices=["status", "relearn", "repaired"])
     b.add_argument("pipeline")
     b.add_argument("config")
-    b.add_argument("--reason", default=DEFAULT_REASON)
+    b.add_argument("--reason", default="asked from the command line")
     b.add_argument("--json", action="store_true")
+
+
+def note_repair(cfg, pipeline: str, reason: str) -> int:
+    """``baseline repaired``: the running agent's remaining life starts a new run at its next window."""
+    from edge_agent.maintenance.baseline import repaired_path
+
+    req = repaired_path(cfg.data_dir, pipeline)
+    atomic_write_json(req, {"reason": reason, "asked_at": time.time()})
+    print(f"repair noted for pipeline {pipeline}: remaining life starts a new run at the agent's next window ({req})")
+    return 0
+
+
+def _repair_pending(cfg, pipeline: str) -> None:
+    from edge_agent.maintenance.baseline import repaired_path
+
+    if repaired_path(cfg.data_dir, pipeline).exists():
+        print("  a repair is noted (remaining life starts anew at the next window)")

@@ -137,3 +137,29 @@ def test_the_package_prior_is_used_and_a_repair_from_the_command_line_resets_rem
     res = Result("health", "plc", 21, 0.0, "machine-health", "1.0.0", "onnxruntime", "OK", 0.1)
     mon.apply(v, res)
     assert res.remaining_life is None and res.outputs["baseline"]["life"]["state"] == NOT_ENOUGH
+
+
+def test_the_cloud_fits_the_prior_on_a_datasets_runs_to_failure_as_an_agent_would_see_them():
+    from bench._bearing_signals import Machine
+    from cloud_trainer.train.data import FAULTS, VibrationData
+    from cloud_trainer.train.life import prior_from_dataset
+
+    waves, fault, rul, run_id, t_s = [], [], [], [], []
+    for r, (seed, kind, healthy) in enumerate([(1, "bearing_outer", 24), (2, "imbalance", 24), (3, "misalignment", 5)]):
+        m = Machine(seed, rpm=1500.0 + 300 * r)
+        sev = np.r_[np.zeros(healthy), np.linspace(0.05, 1.0, 24)]
+        for k, s in enumerate(sev):
+            waves.append(m.window(s, kind if s > 0 else "healthy"))
+            fault.append(FAULTS.index(kind) if s > 0 else 0)
+            t_s.append(10.0 * k)
+            rul.append(10.0 * (len(sev) - 1 - k))
+            run_id.append(r)
+    data = VibrationData(np.asarray(waves, np.float32), np.asarray(fault), np.ones(len(fault)), np.asarray(rul),
+                         np.asarray(run_id), np.asarray(t_s), 2048, 10000.0, "sha256:test")
+    said = []
+    d = prior_from_dataset(data, said.append)
+    prior = LifePrior.model_validate(d)
+    assert prior.runs == 2 and len(prior.durations_s) == 2  # the run with 5 healthy windows is left out
+    assert all(0 < x <= 240 for x in prior.durations_s) and min(prior.failure_levels) > 2
+    assert "2 runs to failure (1 without a healthy start left out)" in said[0]
+    assert Manifest.model_validate({**signal_spec(), "life_prior": d}).life_prior == prior
