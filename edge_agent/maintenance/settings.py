@@ -50,5 +50,6 @@ class BaselineSettings(_Model):
                                                          "for the remaining-life trend (10x: the usual 'danger')")
     failure_ratio_sd: float = Field(0.0, ge=0, description="how well failure_ratio is known (widens the interval)")
     life_after_alarm_s: tuple[float, float] | None = Field(None, description="mean and spread of the time from "
-                                                           "the alarm to failure on past runs (a prior)")
+                                                           "the onset to failure on past runs: a prior declared "
+                                                           "by hand, used when the package carries none")
     life_unit: Literal["s", "h"] = "s"

@@ -18,24 +18,8 @@ from edge_agent.maintenance.settings import BaselineSettings
 from edge_agent.types import Result, Window
 from model_packager.life import LifeRun, fit_life_prior
 from model_packager.manifest import LifePrior, Manifest
+from tests.support.life_runs import ONSET, degradation_runs
 from tests.support.models import SIGNAL_RATE_HZ, SIGNAL_WINDOW, signal_spec
-
-ONSET = 1.35  # the synthetic runs' "anomalous" level
-
-
-def degradation_runs(seed: int, n: int, level_spread: tuple[float, float] = (0.4, 3.0), dt: float = 300.0):
-    """Runs to failure: a healthy stretch, then the log-index grows convexly to a failure level that
-    differs between runs (x0.4-3 around 8x), over 3-12 h, with multiplicative noise."""
-    rng = np.random.default_rng(seed)
-    runs = []
-    for _ in range(n):
-        healthy, life = int(rng.integers(10, 40)), float(rng.uniform(3, 12)) * 3600
-        level = 8.0 * rng.uniform(*level_spread)
-        t = np.arange(0.0, (healthy - 1) * dt + life + dt / 2, dt)
-        tau = np.clip((t - healthy * dt) / life, 0, None)
-        h = np.exp(np.log(level) * tau ** rng.uniform(1.0, 3.0) + rng.normal(0, 0.08, len(t)))
-        runs.append(LifeRun(t, h, h > ONSET))
-    return runs
 
 
 def test_a_flat_index_says_not_enough_evidence_even_when_high_and_anomalous():
