@@ -105,8 +105,8 @@ def diagnose(rises: dict[str, float], bearing_rise: float = 3.0) -> str:
     peaks at the bearing's defect frequencies in the envelope spectrum."""
     bearing = {k: v for k, v in rises.items() if k.startswith("bearing_")}
     if bearing and max(bearing.values()) >= bearing_rise:
-        return max(bearing, key=bearing.get)
-    return max(rises, key=rises.get) if max(rises.values()) >= 2.0 else "unspecified"
+        return max(bearing, key=bearing.__getitem__)
+    return max(rises, key=rises.__getitem__) if max(rises.values()) >= 2.0 else "unspecified"
 
 
 @dataclass

@@ -32,8 +32,6 @@ def baseline_main(args, load) -> int:
               "(add `baseline:` to a signal pipeline, see docs/maintenance.md)", file=sys.stderr)
         return 1
     path = baseline_path(cfg.data_dir, args.pipeline)
-    if args.action == "repaired":
-        return note_repair(cfg, args.pipeline, args.reason)
     if args.action == "relearn":
         req = relearn_path(cfg.data_dir, args.pipeline)
         atomic_write_json(req, {"reason": args.reason, "asked_at": time.time()})
@@ -44,6 +42,8 @@ def baseline_main(args, load) -> int:
         print(f"pipeline {args.pipeline}: no baseline saved yet in {path.parent} (the agent has not run it, or has "
               "seen fewer than its first 10-20 windows)")
         return 0
+    if args.action == "repaired":  # a saved baseline: the agent scores this pipeline, so it has a life to reset
+        return note_repair(cfg, args.pipeline, args.reason)
     d = json.loads(path.read_text())
     d.pop("rows", None)
     d.pop("speeds", None)

@@ -102,10 +102,11 @@ class LifeTrend:
         if est.remaining is not None:
             if self.last is not None and self.monotone:  # monotone within a run (never up; a repair resets)
                 est.remaining = min(est.remaining, self.last)
+                assert est.low is not None and est.high is not None  # _fit gives all three or none
                 est.low = min(est.low, est.remaining)
                 est.high = max(est.high, est.remaining)
             self.last, self.last_t = est.remaining, t
-        elif self.last is not None:  # once an estimate was given, keep counting it down
+        elif self.last is not None and self.last_t is not None:  # once given, keep counting it down
             rem = max(0.0, self.last - (t - self.last_t))
             est = LifeEstimate("estimate", rem, rem, rem, basis=self.basis)
             self.last, self.last_t = rem, t

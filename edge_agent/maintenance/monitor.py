@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge_agent.maintenance.baseline import Baseline, Verdict, baseline_path, repaired_path
-from edge_agent.maintenance.life import NOT_ENOUGH, LifeTrend
+from edge_agent.maintenance.life import NOT_ENOUGH, LifeEstimate, LifeTrend
 from edge_agent.maintenance.settings import BaselineSettings
 from model_packager.manifest import LifePrior
 
@@ -49,13 +49,14 @@ class Monitor:
         self.data_dir = data_dir
         self.on_event = on_event
         self._lock = threading.Lock()
-        self._prior_key = None
-        self.life = LifeTrend(settings.failure_ratio, failure_level_sd=settings.failure_ratio_sd)
-        self._use_prior()
-        self._manifest_key = None
+        self.life = LifeTrend(settings.failure_ratio, prior_life=settings.life_after_alarm_s,
+                              failure_level_sd=settings.failure_ratio_sd)
+        self._manifest_key: str | None = None
         self.baseline: Baseline | None = None
-        self.last_life = None
+        self.last_life: LifeEstimate | None = None
         self._build()
+        self._prior_key: str | None = None
+        self._use_prior()
 
     def _build(self) -> None:
         m = self.slot.manifest
@@ -109,15 +110,17 @@ class Monitor:
             self._use_prior()
             self._check_repair()
             b = self.baseline
+            assert b is not None  # _build always leaves one
             b.check_request()
             if b.state == "learning":
                 self.life.reset()
             v = b.process(window.waveform, window.scalars)
-            if v.state == "ready" and v.score is not None and v.threshold:
+            if v.state == "ready" and v.score is not None and v.growth is not None and v.threshold:
                 scale = 3600.0 if self.s.life_unit == "h" else 1.0
                 est = self.life.update(window.end_ts, v.growth, v.anomalous)
                 if est.remaining is not None:
-                    est.remaining, est.low, est.high = (x / scale for x in (est.remaining, est.low, est.high))
+                    est.remaining, est.low, est.high = (
+                        None if x is None else x / scale for x in (est.remaining, est.low, est.high))
                 self.last_life = est
             else:
                 self.last_life = None
@@ -132,7 +135,7 @@ class Monitor:
         d = v.to_dict()
         iso = v.iso_zone is not None and self.s.iso_alarm_zone != "off" and \
             _ZONES.index(v.iso_zone) >= _ZONES.index(self.s.iso_alarm_zone)
-        if v.state == "ready" and v.threshold:
+        if v.state == "ready" and v.score is not None and v.threshold:
             res.score = round(v.score / v.threshold, 4)
             res.anomaly_score = res.score
             # a speed the asset was not commissioned at: no reference to judge by (say so, not OK/NG)
