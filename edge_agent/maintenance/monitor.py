@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_agent.maintenance.baseline import Baseline, Verdict, baseline_path, repaired_path
+from edge_agent.maintenance.baseline import Baseline, Verdict, baseline_path
 from edge_agent.maintenance.life import NOT_ENOUGH, LifeEstimate, LifeTrend
 from edge_agent.maintenance.settings import BaselineSettings
 from model_packager.manifest import LifePrior
@@ -88,6 +88,8 @@ class Monitor:
             self.life.use_prior(prior)
 
     def _check_repair(self) -> None:
+        from edge_agent.maintenance.baseline import repaired_path
+
         if self.data_dir is None:
             return
         req = repaired_path(self.data_dir, self.pipeline)
