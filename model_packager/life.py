@@ -66,7 +66,7 @@ def onset_index(anomalous) -> int | None:
 
 def running_median(h, k: int = SMOOTH) -> np.ndarray:
     h = np.asarray(h, dtype=float)
-    return np.array([np.median(h[max(0, i - k + 1): i + 1]) for i in range(len(h))])
+    return np.array([np.median(h[max(0, i - k + 1) : i + 1]) for i in range(len(h))])
 
 
 def _fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
@@ -104,8 +104,14 @@ def elapsed_evidence(durations: np.ndarray, e: float) -> tuple[float, float, flo
     return q[0], q[1], q[2]
 
 
-def trend_evidence(t: np.ndarray, hs: np.ndarray, levels: np.ndarray, recent: float = 0.4,
-                   min_points: int = 10, min_t: float = 3.0) -> float | None:
+def trend_evidence(
+    t: np.ndarray,
+    hs: np.ndarray,
+    levels: np.ndarray,
+    recent: float = 0.4,
+    min_points: int = 10,
+    min_t: float = 3.0,
+) -> float | None:
     """Median over the failure levels of the time the recent log-trend takes to reach them."""
     n = len(t)
     keep = max(min_points, int(round(recent * n)))
@@ -119,12 +125,16 @@ def trend_evidence(t: np.ndarray, hs: np.ndarray, levels: np.ndarray, recent: fl
     return float(np.median(np.maximum(np.log(levels) - now, 0.0) / b))
 
 
-def estimate(prior: LifePrior, t_since_onset: np.ndarray, hs_since_onset: np.ndarray) -> tuple[float, float, float]:
+def estimate(
+    prior: LifePrior, t_since_onset: np.ndarray, hs_since_onset: np.ndarray
+) -> tuple[float, float, float]:
     """(remaining, low, high) in seconds from the prior and the run since its onset."""
     d = np.asarray(prior.durations_s, float)
     e = float(t_since_onset[-1] - t_since_onset[0])
     rem, low, high = elapsed_evidence(d, e)
-    tr = trend_evidence(np.asarray(t_since_onset), np.asarray(hs_since_onset), np.asarray(prior.failure_levels))
+    tr = trend_evidence(
+        np.asarray(t_since_onset), np.asarray(hs_since_onset), np.asarray(prior.failure_levels)
+    )
     if tr is None:
         return rem, low, high
     c = 0.05 * float(np.median(d))  # log-time offset: answers near zero do not dominate
@@ -165,8 +175,10 @@ def fit_life_prior(runs: list[LifeRun], min_t: float = 4.0, source: str = "") ->
     left out, on the windows where an answer would be given, to set their weights."""
     durs, levels, onsets = _durations_levels(runs)
     if len(durs) < 2:
-        raise ValueError(f"life prior: {len(durs)} run(s) with an onset before failure; need at least 2 "
-                         "(runs to failure whose baseline flagged the fault)")
+        raise ValueError(
+            f"life prior: {len(durs)} run(s) with an onset before failure; need at least 2 "
+            "(runs to failure whose baseline flagged the fault)"
+        )
     groups = [r.group if r.group is not None else str(i) for i, r in enumerate(runs)]
     err_e, err_t = [], []
     for g in sorted(set(groups)):
@@ -186,7 +198,7 @@ def fit_life_prior(runs: list[LifeRun], min_t: float = 4.0, source: str = "") ->
             for k in range(on + MIN_POINTS - 1, len(t)):
                 if t[k] > end:
                     break
-                ts, hk = t[on: k + 1], hs[on: k + 1]
+                ts, hk = t[on : k + 1], hs[on : k + 1]
                 if opened is None:
                     if not rising(ts, hk, min_t):
                         continue
@@ -203,5 +215,11 @@ def fit_life_prior(runs: list[LifeRun], min_t: float = 4.0, source: str = "") ->
     e_el = max(rms(err_e, 0.5), 1e-3)
     # a trend that rarely answers earns little weight: its error counts as the elapsed evidence's x3 then
     e_tr = max(rms(err_t, 3 * e_el) if len(err_t) >= 0.2 * max(1, len(err_e)) else 3 * e_el, 1e-3)
-    return LifePrior(durations_s=_thin(durs), failure_levels=_thin(levels), error_elapsed=round(e_el, 4),
-                     error_trend=round(e_tr, 4), runs=len(runs), source=source)
+    return LifePrior(
+        durations_s=_thin(durs),
+        failure_levels=_thin(levels),
+        error_elapsed=round(e_el, 4),
+        error_trend=round(e_tr, 4),
+        runs=len(runs),
+        source=source,
+    )

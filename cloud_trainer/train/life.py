@@ -29,8 +29,9 @@ FALSE_ALARM_RATE, CONFIRM = 0.005, 2  # the agent's defaults (edge_agent.mainten
 SPEED_RANGE_HZ = (300.0 / 60, 6000.0 / 60)
 
 
-def run_to_failure(wave: np.ndarray, fault: np.ndarray, t: np.ndarray, fs: float, failure_t: float,
-                   group: str) -> LifeRun | None:
+def run_to_failure(
+    wave: np.ndarray, fault: np.ndarray, t: np.ndarray, fs: float, failure_t: float, group: str
+) -> LifeRun | None:
     """One run (windows in time order) as the agent would see it, or None without a healthy start."""
     lead = int(np.argmax(fault != 0)) if (fault != 0).any() else len(fault)
     n_ref = min(lead, MAX_HEALTHY)
@@ -56,8 +57,14 @@ def prior_from_dataset(data: VibrationData, log=lambda msg: None) -> dict | None
         if not np.isfinite(rul).any():
             continue
         failure_t = float(np.nanmax(data.t_s[idx] + rul))
-        run = run_to_failure(data.waveforms[idx].astype(np.float64), data.fault[idx], data.t_s[idx].astype(float),
-                             data.sample_rate_hz, failure_t, str(r))
+        run = run_to_failure(
+            data.waveforms[idx].astype(np.float64),
+            data.fault[idx],
+            data.t_s[idx].astype(float),
+            data.sample_rate_hz,
+            failure_t,
+            str(r),
+        )
         if run is None:
             skipped += 1
             continue
@@ -65,9 +72,13 @@ def prior_from_dataset(data: VibrationData, log=lambda msg: None) -> dict | None
     try:
         prior = fit_life_prior(runs, source=f"dataset {data.digest[:23]}: {len(runs)} runs to failure")
     except ValueError as exc:
-        log(f"remaining life: no prior in the package ({exc}; {skipped} run(s) to failure had fewer than "
-            f"{MIN_HEALTHY} healthy windows first): agents answer from the trend alone")
+        log(
+            f"remaining life: no prior in the package ({exc}; {skipped} run(s) to failure had fewer than "
+            f"{MIN_HEALTHY} healthy windows first): agents answer from the trend alone"
+        )
         return None
-    log(f"remaining life: prior from {len(runs)} runs to failure ({skipped} without a healthy start left out); "
-        f"trend weight {prior.trend_weight:.2f}")
+    log(
+        f"remaining life: prior from {len(runs)} runs to failure ({skipped} without a healthy start left out); "
+        f"trend weight {prior.trend_weight:.2f}"
+    )
     return prior.model_dump(mode="json")

@@ -27,7 +27,9 @@ def test_a_flat_index_says_not_enough_evidence_even_when_high_and_anomalous():
     rng = np.random.default_rng(1)
     for lt in (LifeTrend(prior=prior), LifeTrend(failure_level=8.0)):
         healthy = [lt.update(60.0 * i, 1.0 + 0.05 * rng.normal(), False) for i in range(50)]
-        step = [lt.update(60.0 * (50 + i), 4.0 + 0.1 * rng.normal(), True) for i in range(100)]  # a step, no trend
+        step = [
+            lt.update(60.0 * (50 + i), 4.0 + 0.1 * rng.normal(), True) for i in range(100)
+        ]  # a step, no trend
         assert all(e.state == NOT_ENOUGH and e.remaining is None for e in healthy + step)
         assert step[-1].basis == ("history+trend" if lt.prior else "trend only")
 
@@ -89,20 +91,30 @@ class _Slot:
 def test_the_package_prior_is_used_and_a_repair_from_the_command_line_resets_remaining_life(tmp_path):
     prior = fit_life_prior(degradation_runs(3, 6), source="historian runs")
     manifest = Manifest.model_validate({**signal_spec(), "life_prior": prior.model_dump()})
-    assert Manifest.model_validate_json(manifest.model_dump_json()).life_prior == prior  # travels in the manifest
+    assert (
+        Manifest.model_validate_json(manifest.model_dump_json()).life_prior == prior
+    )  # travels in the manifest
     events = []
     mon = Monitor(BaselineSettings(windows=20), _Slot(manifest), "health", tmp_path, events.append)
     st = mon.status()["life"]
     assert st["basis"] == "history+trend" and st["prior"]["source"] == "historian runs"
-    bare = Monitor(BaselineSettings(windows=20), _Slot(Manifest.model_validate(signal_spec())), "h2", None, None)
+    bare = Monitor(
+        BaselineSettings(windows=20), _Slot(Manifest.model_validate(signal_spec())), "h2", None, None
+    )
     assert bare.status()["life"] == {"basis": "trend only", "prior": None}
 
     rng = np.random.default_rng(0)
     t = np.arange(SIGNAL_WINDOW) / SIGNAL_RATE_HZ
 
     def wave(seq):
-        return Window("plc", seq, seq * 10.0, seq * 10.0 + 0.2,
-                      0.05 * np.sin(2 * np.pi * 25 * t) + 0.02 * rng.normal(size=SIGNAL_WINDOW))
+        return Window(
+            "plc",
+            seq,
+            seq * 10.0,
+            seq * 10.0 + 0.2,
+            0.05 * np.sin(2 * np.pi * 25 * t) + 0.02 * rng.normal(size=SIGNAL_WINDOW),
+        )
+
     for i in range(20):
         mon.process(wave(i))
     assert mon.baseline.state == "ready"
@@ -110,9 +122,12 @@ def test_the_package_prior_is_used_and_a_repair_from_the_command_line_resets_rem
     for tt, h, a in zip(run.t, run.h, run.anomalous, strict=True):  # a fault's run, fed to the trend
         mon.life.update(tt, h, a)
     assert mon.life.last is not None
-    cfg = types.SimpleNamespace(data_dir=tmp_path, pipelines=[types.SimpleNamespace(name="health", baseline=True)])
-    args = argparse.Namespace(action="repaired", pipeline="health", config="agent.yaml", reason="bearing replaced",
-                              json=False)
+    cfg = types.SimpleNamespace(
+        data_dir=tmp_path, pipelines=[types.SimpleNamespace(name="health", baseline=True)]
+    )
+    args = argparse.Namespace(
+        action="repaired", pipeline="health", config="agent.yaml", reason="bearing replaced", json=False
+    )
     assert baseline_main(args, lambda _: cfg) == 0
     assert repaired_path(tmp_path, "health").exists()
     v = mon.process(wave(21))
@@ -129,7 +144,9 @@ def test_the_cloud_fits_the_prior_on_a_datasets_runs_to_failure_as_an_agent_woul
     from cloud_trainer.train.life import prior_from_dataset
 
     waves, fault, rul, run_id, t_s = [], [], [], [], []
-    for r, (seed, kind, healthy) in enumerate([(1, "bearing_outer", 24), (2, "imbalance", 24), (3, "misalignment", 5)]):
+    for r, (seed, kind, healthy) in enumerate(
+        [(1, "bearing_outer", 24), (2, "imbalance", 24), (3, "misalignment", 5)]
+    ):
         m = Machine(seed, rpm=1500.0 + 300 * r)
         sev = np.r_[np.zeros(healthy), np.linspace(0.05, 1.0, 24)]
         for k, s in enumerate(sev):
@@ -138,8 +155,17 @@ def test_the_cloud_fits_the_prior_on_a_datasets_runs_to_failure_as_an_agent_woul
             t_s.append(10.0 * k)
             rul.append(10.0 * (len(sev) - 1 - k))
             run_id.append(r)
-    data = VibrationData(np.asarray(waves, np.float32), np.asarray(fault), np.ones(len(fault)), np.asarray(rul),
-                         np.asarray(run_id), np.asarray(t_s), 2048, 10000.0, "sha256:test")
+    data = VibrationData(
+        np.asarray(waves, np.float32),
+        np.asarray(fault),
+        np.ones(len(fault)),
+        np.asarray(rul),
+        np.asarray(run_id),
+        np.asarray(t_s),
+        2048,
+        10000.0,
+        "sha256:test",
+    )
     said = []
     d = prior_from_dataset(data, said.append)
     prior = LifePrior.model_validate(d)
