@@ -75,12 +75,14 @@ def test_the_trend_earns_weight_where_failure_levels_agree():
     assert consistent.trend_weight > varied.trend_weight
 
 
-def test_a_prior_needs_runs_that_reached_an_onset():
+def test_a_prior_needs_runs_that_reached_an_onset_and_a_declared_one_sensible_numbers():
     flat = [LifeRun(np.arange(50.0), np.ones(50), np.zeros(50, bool)) for _ in range(3)]
     with pytest.raises(ValueError, match="need at least 2"):
         fit_life_prior(flat)
     with pytest.raises(ValueError, match="failure_levels > 1"):
         LifePrior(durations_s=[10.0], failure_levels=[0.5])
+    with pytest.raises(ValueError, match="life_after_alarm_s is \\[mean, sd\\]"):
+        BaselineSettings(life_after_alarm_s=(0.0, 5.0))
 
 
 class _Slot:
