@@ -2,7 +2,8 @@
 dataset's runs to failure.
 
 Each run with a failure time (``failure_s`` in the historian labels, or the simulator's) is played
-as an agent would see it: its leading windows labelled healthy commission a baseline (at least
+as an agent would see it: its leading healthy windows (labelled healthy, or at a health of at
+least 0.99, as the simulator's runs are before they degrade) commission a baseline (at least
 ``MIN_HEALTHY``; the shaft speed from their averaged spectrum), then every window gets the health
 index (amplitude growth over that baseline) and the anomalous flag at the agent's default
 false-alarm rate (``model_packager.health``, the same code as the edge). ``model_packager.life``
@@ -19,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from cloud_trainer.train.data import VibrationData
+from cloud_trainer.train.maintenance import NORMAL_HEALTH
 from model_packager.condition import condition_features, estimate_speed_hz, feature_vector
 from model_packager.health import growth, out_of_fold_threshold, rise, robust_stats
 from model_packager.life import LifeRun, fit_life_prior
@@ -30,12 +32,12 @@ SPEED_RANGE_HZ = (300.0 / 60, 6000.0 / 60)
 
 
 def run_to_failure(
-    wave: np.ndarray, fault: np.ndarray, t: np.ndarray, fs: float, failure_t: float, group: str
+    wave: np.ndarray, healthy: np.ndarray, t: np.ndarray, fs: float, failure_t: float, group: str
 ) -> LifeRun | None:
     """One run (windows in time order) as the agent would see it, or None without a healthy start."""
-    lead = int(np.argmax(fault != 0)) if (fault != 0).any() else len(fault)
+    lead = int(np.argmin(healthy)) if not healthy.all() else len(healthy)
     n_ref = min(lead, MAX_HEALTHY)
-    if n_ref < MIN_HEALTHY:
+    if n_ref < MIN_HEALTHY or lead >= len(healthy):  # no healthy start, or no degradation after it
         return None
     speed = estimate_speed_hz(wave[: min(n_ref, 20)], fs, *SPEED_RANGE_HZ)
     rng = (max(SPEED_RANGE_HZ[0], 0.85 * speed), min(SPEED_RANGE_HZ[1], 1.15 * speed))
@@ -59,7 +61,7 @@ def prior_from_dataset(data: VibrationData, log=lambda msg: None) -> dict | None
         failure_t = float(np.nanmax(data.t_s[idx] + rul))
         run = run_to_failure(
             data.waveforms[idx].astype(np.float64),
-            data.fault[idx],
+            (data.fault[idx] == 0) | (data.health[idx] >= NORMAL_HEALTH),
             data.t_s[idx].astype(float),
             data.sample_rate_hz,
             failure_t,
