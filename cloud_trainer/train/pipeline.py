@@ -155,6 +155,10 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
             "export": {"onnx_opset": onnx_tools.OPSET, "dynamic_batch": True},
             "input_stats": _input_stats(ds, tr) if s.family == "vision" else None,
             "training": {"seconds": time.perf_counter() - t0, "history": tr_out["history"]["epochs"]}}
+    if s.family == "maintenance":  # remaining life: the prior from the dataset's runs to failure
+        from cloud_trainer.train.life import prior_from_dataset
+
+        meta["life_prior"] = prior_from_dataset(ds, log)
     (s.workdir / "train.json").write_text(json.dumps(meta, indent=1, default=float))
     log(f"trained {s.family} in {meta['training']['seconds']:.0f}s; exported {s.workdir / 'model.fp32.onnx'}")
     return meta
@@ -542,6 +546,7 @@ def _package(s: BuildSettings, name, version, fam, meta: dict, n_features: int, 
         "description": f"{s.family} model trained by cloud_trainer on {Path(meta['dataset']).name}",
         "preprocessing": meta["preprocessing"],
         **({"input_stats": meta["input_stats"]} if meta.get("input_stats") else {}),
+        **({"life_prior": meta["life_prior"]} if meta.get("life_prior") else {}),
         "golden": {"atol": atol, "rtol": 2e-2, "output_atol": output_atol},
         "quantization": {"scheme": onnx_tools.SCHEME, "calibration_samples": report["calibration_samples"],
             "fp32_metric": m32[metric_name], "int8_metric": m8[metric_name], "metric_name": metric_name,

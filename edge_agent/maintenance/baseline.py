@@ -40,6 +40,7 @@ from model_packager.condition import (
     feature_vector,
     iso_zone,
 )
+from model_packager.health import growth, out_of_fold_threshold, rise, robust_stats
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,7 @@ CONDITION_VERSION = "condition-1"
 SAVE_EVERY = 10  # windows between progress saves while learning
 MIN_BAND_WINDOWS = 20
 SPEED_WINDOWS = 20  # windows whose averaged spectrum gives the asset's speed (no speed tag)
-SCALE_FLOOR = 0.05  # of a feature's own magnitude, so a near-constant feature cannot alarm on noise
 _FEATURE_INDEX = {k: i for i, k in enumerate(FEATURES)}
-_LOG_FEATURES = [i for i, k in enumerate(FEATURES) if k not in ("kurtosis", "crest")]  # logs of amplitudes
 
 
 def atomic_write_json(path: Path, data: dict) -> None:
@@ -79,6 +78,11 @@ def relearn_path(data_dir: str | Path, pipeline: str) -> Path:
     return Path(data_dir) / "baseline" / f"{pipeline}.relearn"
 
 
+def repaired_path(data_dir: str | Path, pipeline: str) -> Path:
+    """A repair reported from the command line: remaining life starts a new run (the baseline stays)."""
+    return Path(data_dir) / "baseline" / f"{pipeline}.repaired"
+
+
 def feature_set_id(settings: BaselineSettings, sample_rate_hz: float, window_samples: int,
                    model_features: dict | None = None) -> str:
     """What the learned statistics depend on: a different id discards them."""
@@ -92,32 +96,7 @@ def _band(speed_hz: float, pct: float) -> int:
     return int(math.floor(math.log(max(speed_hz, 1e-3)) / math.log1p(pct / 100.0)))
 
 
-def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    med = np.median(x, axis=0)
-    mad = 1.4826 * np.median(np.abs(x - med), axis=0)
-    std = x.std(axis=0)
-    scale = np.maximum(np.maximum(mad, 0.5 * std), SCALE_FLOOR * np.maximum(np.abs(med), 1.0) * 0.2)
-    return med, scale
-
-
-def _score(x: np.ndarray, med: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    z = (np.atleast_2d(x) - med) / scale
-    return np.clip(z, 0, None).max(axis=1)
-
-
-def _confirmed_quantile(scores: np.ndarray, far: float, confirm: int) -> float:
-    """Threshold t such that the rate of ``confirm`` consecutive windows over t is about ``far``.
-    Windows are taken as independent: the per-window rate p with p**confirm = far."""
-    p = far ** (1.0 / confirm)
-    s = np.sort(scores)
-    q = float(np.quantile(s, 1 - p))
-    # a tail fit on the log-scores guards against too few learned windows for a small p
-    ls = np.log(s + 1e-9)
-    mu, sd = float(np.median(ls)), float(1.4826 * np.median(np.abs(ls - np.median(ls)))) + 1e-6
-    from statistics import NormalDist
-
-    para = math.exp(mu + NormalDist().inv_cdf(1 - p) * sd)
-    return max(q, para) * 1.05
+_stats, _score = robust_stats, rise  # the names the bench and older callers use
 
 
 def diagnose(rises: dict[str, float], bearing_rise: float = 3.0) -> str:
@@ -341,7 +320,7 @@ class Baseline:
         self._over = self._over + 1 if v.anomalous else 0
         v.alarm = self._over >= self.s.confirm_windows
         v.rises = {fam: float(max(z[_FEATURE_INDEX[k]] for k in ks)) for fam, ks in FAULT_FEATURES.items()}
-        v.growth = float(np.exp(np.clip(row - med, 0, None)[_LOG_FEATURES].max()))
+        v.growth = growth(row, med)
         if v.anomalous:
             v.fault = diagnose(v.rises)
         return v
@@ -379,14 +358,8 @@ class Baseline:
             if sel.sum() >= MIN_BAND_WINDOWS:
                 m, sc = _stats(x[sel])
                 self.bands[int(b)] = (m, sc, int(sel.sum()))
-        # out-of-fold scores: 5 contiguous blocks, each scored against the others (drift included)
-        k = 5 if len(x) >= 50 else 2
-        oof = np.empty(len(x))
-        for idx in np.array_split(np.arange(len(x)), k):
-            rest = np.setdiff1d(np.arange(len(x)), idx)
-            m, sc = _stats(x[rest])
-            oof[idx] = _score(x[idx], m, sc)
-        self.threshold = _confirmed_quantile(oof, self.s.false_alarm_rate, self.s.confirm_windows)
+        # out-of-fold scores: contiguous blocks, each scored against the others (drift included)
+        self.threshold = out_of_fold_threshold(x, self.s.false_alarm_rate, self.s.confirm_windows)
         self.state = "ready"
         self.learned_at = self.clock()
         n = len(self.rows)

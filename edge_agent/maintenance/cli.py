@@ -1,8 +1,10 @@
-"""``edge-agent baseline status|relearn PIPELINE CONFIG``: on the agent's data folder.
+"""``edge-agent baseline status|relearn|repaired PIPELINE CONFIG``: on the agent's data folder.
 
 ``status`` reads ``<data_dir>/baseline/<pipeline>.json`` (what the running agent last saved: its
 state, progress, date, threshold); ``relearn`` leaves a request beside it that the running agent
-takes at its next window (or at its next start), recording a ``baseline_relearn`` event.
+takes at its next window (or at its next start), recording a ``baseline_relearn`` event;
+``repaired`` does the same for a repair: remaining life starts a new run (a ``life_reset`` event),
+the baseline stays (relearn it too when the repair changed the machine's healthy signature).
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ def baseline_main(args, load) -> int:
         print(f"pipeline {args.pipeline}: no baseline saved yet in {path.parent} (the agent has not run it, or has "
               "seen fewer than its first 10-20 windows)")
         return 0
+    if args.action == "repaired":  # a saved baseline: the agent scores this pipeline, so it has a life to reset
+        return note_repair(cfg, args.pipeline, args.reason)
     d = json.loads(path.read_text())
     d.pop("rows", None)
     d.pop("speeds", None)
@@ -91,13 +95,31 @@ def baseline_main(args, load) -> int:
               f"({d['confirm_windows']} in a row); speed bands {sorted(d['bands'])}")
     if relearn_path(cfg.data_dir, args.pipeline).exists():
         print("  a relearn is pending (taken at the next window)")
+    _repair_pending(cfg, args.pipeline)
     return 0
 
 
 def add_parser(sub) -> None:
-    b = sub.add_parser("baseline", help="a signal pipeline's per-asset baseline: status, relearn")
-    b.add_argument("action", choices=["status", "relearn"])
+    b = sub.add_parser("baseline", help="a signal pipeline's per-asset baseline: status, relearn, repaired")
+    b.add_argument("action", choices=["status", "relearn", "repaired"])
     b.add_argument("pipeline")
     b.add_argument("config")
     b.add_argument("--reason", default="asked from the command line")
     b.add_argument("--json", action="store_true")
+
+
+def note_repair(cfg, pipeline: str, reason: str) -> int:
+    """``baseline repaired``: the running agent's remaining life starts a new run at its next window."""
+    from edge_agent.maintenance.baseline import repaired_path
+
+    req = repaired_path(cfg.data_dir, pipeline)
+    atomic_write_json(req, {"reason": reason, "asked_at": time.time()})
+    print(f"repair noted for pipeline {pipeline}: remaining life starts a new run at the agent's next window ({req})")
+    return 0
+
+
+def _repair_pending(cfg, pipeline: str) -> None:
+    from edge_agent.maintenance.baseline import repaired_path
+
+    if repaired_path(cfg.data_dir, pipeline).exists():
+        print("  a repair is noted (remaining life starts anew at the next window)")

@@ -5,12 +5,17 @@
 (the asset has no healthy reference yet) unless the ISO zone rule fires; once ready, ``NG`` when
 ``confirm_windows`` windows in a row are over the threshold, with the model-free fault family as
 label; the score becomes score / threshold (1.0 = at the threshold) and remaining life comes from
-the trend of the amplitude growth over the baseline (edge_agent.maintenance.life). The model's own outputs stay in ``result.outputs``. A model swap to another feature set
-rebuilds the baseline (the old one is discarded with an event); a same-feature swap keeps it.
+the amplitude growth over the baseline (edge_agent.maintenance.life), with the run-to-failure prior
+of the package's manifest (``life_prior``), else the config's ``life_after_alarm_s``, else the trend
+alone (the status and each result's ``outputs.baseline.life.basis`` say which). The model's own
+outputs stay in ``result.outputs``. A model swap to another feature set rebuilds the baseline (the
+old one is discarded with an event); a same-feature swap keeps it. A repair (``edge-agent baseline
+repaired PIPELINE``, a request file the next window picks up, or ``repaired()``) resets remaining life.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +23,7 @@ from pathlib import Path
 from edge_agent.maintenance.baseline import Baseline, Verdict, baseline_path
 from edge_agent.maintenance.life import NOT_ENOUGH, LifeEstimate, LifeTrend
 from edge_agent.maintenance.settings import BaselineSettings
+from model_packager.manifest import LifePrior
 
 _ZONES = "ABCD"
 
@@ -49,6 +55,8 @@ class Monitor:
         self.baseline: Baseline | None = None
         self.last_life: LifeEstimate | None = None
         self._build()
+        self._prior_key: str | None = None
+        self._use_prior()
 
     def _build(self) -> None:
         m = self.slot.manifest
@@ -64,9 +72,45 @@ class Monitor:
         self.baseline.check_request()
         self.life.reset()
 
+    def _use_prior(self) -> None:
+        """The package's run-to-failure prior, else the config's declared one, else none (trend only);
+        a swap that brings another prior keeps the run's history and answers with the new one."""
+        m = self.slot.manifest
+        prior = getattr(m, "life_prior", None)
+        if prior is not None:
+            prior = prior.model_copy(update={"source": prior.source or f"package {m.name} {m.version}"})
+        elif self.s.life_after_alarm_s is not None:
+            mean, sd = self.s.life_after_alarm_s
+            prior = LifePrior.from_normal(mean, sd, self.s.failure_ratio, source="config life_after_alarm_s")
+        key = None if prior is None else prior.model_dump_json()
+        if key != self._prior_key:
+            self._prior_key = key
+            self.life.use_prior(prior)
+
+    def _check_repair(self) -> None:
+        from edge_agent.maintenance.baseline import repaired_path
+
+        if self.data_dir is None:
+            return
+        req = repaired_path(self.data_dir, self.pipeline)
+        if req.exists():
+            try:
+                why = json.loads(req.read_text()).get("reason", "repair")
+            except (OSError, ValueError):
+                why = "repair"
+            req.unlink(missing_ok=True)
+            self._reset_life(why)
+
+    def _reset_life(self, reason: str) -> None:
+        self.life.reset()
+        if self.on_event:
+            self.on_event({"kind": "life_reset", "pipeline": self.pipeline, "reason": reason})
+
     def process(self, window) -> Verdict:
         with self._lock:
             self._build()  # a swap to another feature set: rebuilt (and the old baseline discarded)
+            self._use_prior()
+            self._check_repair()
             b = self.baseline
             assert b is not None  # _build always leaves one
             b.check_request()
@@ -87,9 +131,7 @@ class Monitor:
     def repaired(self, reason: str = "repair") -> None:
         """A repair resets the remaining-life trend (the baseline stays)."""
         with self._lock:
-            self.life.reset()
-            if self.on_event:
-                self.on_event({"kind": "life_reset", "pipeline": self.pipeline, "reason": reason})
+            self._reset_life(reason)
 
     def apply(self, v: Verdict, res) -> None:
         d = v.to_dict()
@@ -117,4 +159,8 @@ class Monitor:
 
     def status(self) -> dict:
         b = self.baseline
-        return b.status() if b is not None else {"state": "not started"}
+        d = b.status() if b is not None else {"state": "not started"}
+        p = self.life.prior
+        d["life"] = {"basis": self.life.basis, "prior": None if p is None else
+                     {"source": p.source, "runs": p.runs, "trend_weight": round(p.trend_weight, 3)}}
+        return d
