@@ -10,7 +10,7 @@ tenant. Another tenant's agent, package or deployment is ``PERMISSION_DENIED`` w
 as one that does not exist, so that a refusal tells nothing about other tenants.
 
 The service keeps no state in memory that a second replica would need: everything is in the
-store (and the registry / blob folders); per-agent quota counters are per process (``guard``).
+store, the blob store (a folder, or an S3 bucket shared by replicas on several hosts) and the registry; per-agent quota counters are per process (``guard``).
 
 Hostile input (issue 16): a request that is not a valid protobuf message, or a JSON field that is not
 a JSON object, is ``INVALID_ARGUMENT``; an agent over its quotas gets ``RESOURCE_EXHAUSTED``; an agent
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import grpc
 
-from cloud_trainer.blobs import LocalBlobStore
+from cloud_trainer.blobs import BlobStore, open_blobs
 from cloud_trainer.fleet.control import NotInTenant
 from cloud_trainer.fleet.guard import MalformedRequests, QuotaExceeded, Quotas, json_field
 from cloud_trainer.fleet.store import SQLiteStore, open_store
@@ -72,7 +72,7 @@ def quota_key(who: Identity) -> str:
 
 
 class FleetServicer(rpc.FleetServicer):
-    def __init__(self, store: SQLiteStore, blobs: LocalBlobStore, registry: Registry | None, control=None,
+    def __init__(self, store: SQLiteStore, blobs: BlobStore, registry: Registry | None, control=None,
                  quotas: Quotas | None = None, hub: StreamHub | None = None) -> None:
         self.store, self.blobs, self.registry, self.control = store, blobs, registry, control
         self.quotas = quotas or Quotas()
@@ -163,7 +163,7 @@ class FleetServicer(rpc.FleetServicer):
                         log.warning("agent %s: sample seq %d arrived damaged (digest mismatch); not acknowledged",
                                     agent, r.seq)
                         continue
-                    await asyncio.to_thread(self.blobs.put_bytes, r.sample)
+                    await asyncio.to_thread(self.blobs.for_tenant(who.tenant).put_bytes, r.sample)
                     rec["sample_sha256"], rec["sample_ext"] = digest, r.sample_ext
                 records.append(rec)
             seqs, stored, dup = await asyncio.to_thread(partial(self.store.ingest, who.name, records,
@@ -317,10 +317,13 @@ class FleetServer:
 
     def __init__(self, data: Path, port: int, ca: Path, cert: Path, key: Path, host: str = "127.0.0.1",
                  registry: Path | None = None, control=None, quotas: Quotas | None = None,
-                 store: str | None = None, streams: bool = True) -> None:
+                 store: str | None = None, streams: bool = True, blobs: str | BlobStore | None = None,
+                 s3_endpoint: str | None = None) -> None:
         self.data = Path(data)
         self.store = open_store(store, self.data)  # a postgresql:// URL, or the SQLite file <data>/fleet.db
-        self.blobs = LocalBlobStore(self.data / "blobs")
+        # s3://bucket[/prefix] (replicas on several hosts), a folder, or <data>/blobs
+        self.blobs = blobs if blobs is not None and not isinstance(blobs, str) else open_blobs(
+            blobs, self.data, s3_endpoint=s3_endpoint)
         self.registry = Registry(registry or self.data / "registry")
         if control is None:
             from cloud_trainer.fleet.control import Control
