@@ -1,6 +1,7 @@
 """Two `cloud-trainer serve` replicas behind one port (SO_REUSEPORT, which grpc sets on Linux), sharing the
 PostgreSQL store and the data folder (control.db, registry, blobs): one is SIGKILLed in the middle of a canary
-rollout, the agents' streams move to the other, and the other finishes the rollout."""
+rollout, the agents' streams move to the other, and the other finishes the rollout. And a replica outlives a
+restart of PostgreSQL itself: it reconnects, and a rollout paused across the restart resumes and completes."""
 
 from __future__ import annotations
 
@@ -109,3 +110,64 @@ async def test_a_replica_killed_mid_rollout_leaves_the_other_to_finish_it(tmp_pa
             ag.ob.close()
         for r in replicas:
             r.stop()
+
+
+async def test_a_rollout_completes_across_a_restart_of_postgresql(tmp_path, postgres_server, postgres_url):  # noqa: F811
+    pki = make_pki(tmp_path / "pki", agents=AGENTS)
+    reg = Registry(tmp_path / "cloud" / "registry")
+    reg.publish(make_package(tmp_path / "pk", kind="signal", version="2.0.0"), [], {}, None, None)
+    port = free_port()
+    replica = ServerProcess(tmp_path / "cloud", pki, port, ["--store", postgres_url]).start()
+    agents = [FakeAgent(a, pki, port, tmp_path) for a in AGENTS]
+    creds = channel_credentials(pki / "ca.pem", pki / "admins" / "alice.pem", pki / "admins" / "alice.key")
+    try:
+        for ag in agents:
+            await ag.up.start()
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
+            admin = rpc.AdminStub(ch)
+
+            async def registered():
+                return len((await admin.ListAgents(pb.ListAgentsRequest(), timeout=5)).agents) == 3
+
+            await until(registered, what="three agents registered")
+            dep = json.loads((await admin.CreateDeployment(pb.CreateDeploymentRequest(
+                package="machine-health", version="2.0.0", slot="health", agents=list(AGENTS), strategy="canary",
+                steps=["1", "100%"], wait_s=0.5), timeout=10)).json)
+
+            async def state():
+                deps = (await admin.ListDeployments(pb.ListDeploymentsRequest(), timeout=5)).deployments
+                return next(json.loads(d.json) for d in deps if json.loads(d.json)["id"] == dep["id"])
+
+            async def canary_healthy():
+                return (await state())["targets"]["gw1"]["status"] == "healthy"
+
+            await until(canary_healthy, what="the canary healthy")
+            await admin.ControlDeployment(pb.ControlRequest(deployment_id=dep["id"], action="pause"), timeout=5)
+            assert (await state())["step"] == 0
+            await asyncio.to_thread(postgres_server.restart)  # every connection of the replica is cut
+
+            async def resumed():  # the replica's control connection and its store pool come back by themselves
+                try:
+                    await admin.ControlDeployment(pb.ControlRequest(deployment_id=dep["id"], action="resume"),
+                                                  timeout=5)
+                    return True
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() != grpc.StatusCode.INVALID_ARGUMENT, exc.details()  # resumed twice
+                    return False
+
+            await until(resumed, what="the replica to reconnect to PostgreSQL and resume the rollout")
+
+            async def completed():
+                try:
+                    return (await state())["state"] == "completed"
+                except grpc.aio.AioRpcError:
+                    return False
+
+            await until(completed, what="the rollout to complete after the restart")
+            assert [ag.version for ag in agents] == ["2.0.0"] * 3
+            assert len((await admin.ListAgents(pb.ListAgentsRequest(), timeout=5)).agents) == 3
+    finally:
+        for ag in agents:
+            await ag.up.stop()
+            ag.ob.close()
+        replica.stop()
