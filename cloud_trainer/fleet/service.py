@@ -10,7 +10,9 @@ tenant. Another tenant's agent, package or deployment is ``PERMISSION_DENIED`` w
 as one that does not exist, so that a refusal tells nothing about other tenants.
 
 The service keeps no state in memory that a second replica would need: everything is in the
-store, the blob store (a folder, or an S3 bucket shared by replicas on several hosts) and the registry; per-agent quota counters are per process (``guard``).
+store, the blob store (a folder, or an S3 bucket shared by replicas on several hosts) and the
+registry; per-agent quota counters are per process (``guard``), the per-tenant quotas (agents,
+records and sample bytes per day, set with ``CreateTenant``) are counted in the store.
 
 Hostile input (issue 16): a request that is not a valid protobuf message, or a JSON field that is not
 a JSON object, is ``INVALID_ARGUMENT``; an agent over its quotas gets ``RESOURCE_EXHAUSTED``; an agent
@@ -34,7 +36,7 @@ import grpc
 from cloud_trainer.blobs import BlobStore, open_blobs
 from cloud_trainer.fleet.control import NotInTenant
 from cloud_trainer.fleet.guard import MalformedRequests, QuotaExceeded, Quotas, json_field
-from cloud_trainer.fleet.store import SQLiteStore, open_store
+from cloud_trainer.fleet.store import QUOTA_FIELDS, SQLiteStore, TenantQuotaExceeded, open_store
 from cloud_trainer.fleet.stream import StreamHub, offer
 from cloud_trainer.pki import ROLE_ADMIN, ROLE_AGENT, ROLE_OPERATOR, Identity, identity
 from cloud_trainer.registry import Registry
@@ -77,6 +79,19 @@ class FleetServicer(rpc.FleetServicer):
         self.store, self.blobs, self.registry, self.control = store, blobs, registry, control
         self.quotas = quotas or Quotas()
         self.hub = hub
+        self._admitted: set[tuple[str, str]] = set()  # agents the store admitted (a cache: they stay admitted)
+
+    async def _admit(self, who: Identity, context) -> None:
+        """The tenant's agent quota: a new agent past it is RESOURCE_EXHAUSTED (checked in the store, so that
+        every replica counts the same agents)."""
+        key = (who.tenant, who.name)
+        if key in self._admitted:
+            return
+        try:
+            await asyncio.to_thread(partial(self.store.admit_agent, who.name, tenant=who.tenant))
+        except TenantQuotaExceeded as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        self._admitted.add(key)
 
     async def Connect(self, request_iterator, context):
         """The agent's long-lived stream (``cloud_trainer.fleet.stream``): identity read once, reports kept in
@@ -84,6 +99,7 @@ class FleetServicer(rpc.FleetServicer):
         who = await require(context, ROLE_AGENT)
         if self.hub is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server has no Connect stream; use Heartbeat")
+        await self._admit(who, context)
         key = (who.tenant, who.name)
         async with self._stream(quota_key(who), context), self.hub.attach(key) as outbox:
             async def read() -> None:
@@ -110,6 +126,7 @@ class FleetServicer(rpc.FleetServicer):
 
     async def Heartbeat(self, request, context):
         who = await require(context, ROLE_AGENT)
+        await self._admit(who, context)
         agent, tenant = who.name, who.tenant
         slots = [{"slot": s.slot, "package": s.package, "version": s.version, "digest": s.digest,
                   "status": s.status, "reason": s.reason} for s in request.slots]
@@ -144,6 +161,7 @@ class FleetServicer(rpc.FleetServicer):
 
     async def _push(self, who: Identity, request_iterator, context):
         agent = quota_key(who)
+        await self._admit(who, context)
         async for batch in request_iterator:
             samples = sum(len(r.sample) for r in batch.records if r.kind == "sample")
             try:  # the whole batch is within the quotas, or none of it is stored
@@ -164,10 +182,13 @@ class FleetServicer(rpc.FleetServicer):
                                     agent, r.seq)
                         continue
                     await asyncio.to_thread(self.blobs.for_tenant(who.tenant).put_bytes, r.sample)
-                    rec["sample_sha256"], rec["sample_ext"] = digest, r.sample_ext
+                    rec["sample_sha256"], rec["sample_ext"], rec["sample_bytes"] = digest, r.sample_ext, len(r.sample)
                 records.append(rec)
-            seqs, stored, dup = await asyncio.to_thread(partial(self.store.ingest, who.name, records,
-                                                                tenant=who.tenant))
+            try:
+                seqs, stored, dup = await asyncio.to_thread(partial(self.store.ingest, who.name, records,
+                                                                    tenant=who.tenant))
+            except TenantQuotaExceeded as exc:  # the tenant's records or sample bytes of the day
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
             yield pb.Ack(seqs=seqs, stored=stored, duplicates=dup)
 
     async def DownloadPackage(self, request, context):
@@ -276,8 +297,11 @@ class AdminServicer(rpc.AdminServicer):
         await require(context, ROLE_OPERATOR)
         if self.control is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "tenants are not enabled on this server")
+        limits = {f: getattr(request, f) for f in QUOTA_FIELDS if request.HasField(f)}
         try:
             t = await asyncio.to_thread(self.control.create_tenant, request.tenant, request.display_name)
+            if limits:
+                await asyncio.to_thread(partial(self.store.set_quota, t["tenant"], **limits))
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return next(i for i in await asyncio.to_thread(self.usage) if i.tenant == t["tenant"])
@@ -287,18 +311,22 @@ class AdminServicer(rpc.AdminServicer):
         return pb.ListTenantsReply(tenants=await asyncio.to_thread(self.usage))
 
     def usage(self) -> list:
-        """Counts per tenant (registered or seen): agents, records, samples, deployments, published packages."""
+        """Counts per tenant (registered or seen): agents, records, samples, deployments, published packages
+        and their bytes; the tenant's quotas and its usage of the day against them."""
         rows = self.store.usage()
+        quotas = self.store.quotas()
         deps = self.control.usage() if self.control else {}
         known = self.control.tenants() if self.control else {}
         out = []
-        for t in sorted(set(rows) | set(deps) | set(known) | {"default"}):
+        for t in sorted(set(rows) | set(deps) | set(known) | set(quotas) | {"default"}):
             reg = self.registry.for_tenant(t) if self.registry else None
-            pkgs = sum(len(reg.list(n)) for n in reg.names()) if reg is not None and reg.root.exists() else 0
+            entries = ([e for n in reg.names() for e in reg.list(n)] if reg is not None and reg.root.exists() else [])
+            size = sum(p.stat().st_size for e in entries if (p := reg.package_path(e)).exists())
             r, k = rows.get(t, {}), known.get(t, {})
             out.append(pb.TenantInfo(tenant=t, display_name=k.get("display_name", ""), agents=r.get("agents", 0),
                                      records=r.get("records", 0), samples=r.get("samples", 0),
-                                     deployments=deps.get(t, 0), packages=pkgs, created=k.get("created", 0)))
+                                     deployments=deps.get(t, 0), packages=len(entries), created=k.get("created", 0),
+                                     package_bytes=size, **quotas.get(t, {})))
         return out
 
 

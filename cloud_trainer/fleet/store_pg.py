@@ -89,6 +89,9 @@ class PostgresStore(SQLStore):
     def q(self, sql: str) -> str:
         return sql.replace("?", "%s")
 
+    def _lock_tenant(self, ex, tenant: str) -> None:
+        ex("SELECT pg_advisory_xact_lock(hashtext(%s))", ("agents:" + tenant,))
+
     @contextlib.contextmanager
     def _tx(self, write: bool = True):
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
