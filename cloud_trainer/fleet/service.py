@@ -45,6 +45,7 @@ from protocols.gen import fleet_pb2_grpc as rpc
 
 log = logging.getLogger(__name__)
 CHUNK = 256 * 1024
+QUOTA_TTL_S = 5.0  # how long a replica trusts its copy of which tenants have an agent quota
 
 
 NOBODY = Identity("", "", "")
@@ -73,6 +74,24 @@ def quota_key(who: Identity) -> str:
     return who.name if who.tenant == "default" else f"{who.tenant}/{who.name}"
 
 
+class LimitedTenants:
+    """Which tenants have an agent quota, as this process last read it from the store (at most ``QUOTA_TTL_S``
+    old; ``invalidate()`` when this process changed a quota)."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self._read_at, self._tenants = float("-inf"), set()
+
+    async def get(self) -> set[str]:
+        if time.monotonic() - self._read_at > QUOTA_TTL_S:
+            quotas = await asyncio.to_thread(self.store.quotas)
+            self._read_at, self._tenants = time.monotonic(), {t for t, q in quotas.items() if q.get("max_agents")}
+        return self._tenants
+
+    def invalidate(self) -> None:
+        self._read_at = float("-inf")
+
+
 class FleetServicer(rpc.FleetServicer):
     def __init__(self, store: SQLiteStore, blobs: BlobStore, registry: Registry | None, control=None,
                  quotas: Quotas | None = None, hub: StreamHub | None = None) -> None:
@@ -80,12 +99,16 @@ class FleetServicer(rpc.FleetServicer):
         self.quotas = quotas or Quotas()
         self.hub = hub
         self._admitted: set[tuple[str, str]] = set()  # agents the store admitted (a cache: they stay admitted)
+        self.limited = LimitedTenants(store)
 
     async def _admit(self, who: Identity, context) -> None:
         """The tenant's agent quota: a new agent past it is RESOURCE_EXHAUSTED (checked in the store, so that
-        every replica counts the same agents)."""
+        every replica counts the same agents). Which tenants have one is re-read every ``QUOTA_TTL_S``, so that
+        a connection storm of a tenant without an agent quota costs no store round trip per new stream."""
         key = (who.tenant, who.name)
         if key in self._admitted:
+            return
+        if who.tenant not in await self.limited.get():
             return
         try:
             await asyncio.to_thread(partial(self.store.admit_agent, who.name, tenant=who.tenant))
@@ -229,8 +252,10 @@ class FleetServicer(rpc.FleetServicer):
 
 
 class AdminServicer(rpc.AdminServicer):
-    def __init__(self, store: SQLiteStore, control=None, registry: Registry | None = None) -> None:
+    def __init__(self, store: SQLiteStore, control=None, registry: Registry | None = None,
+                 limited: LimitedTenants | None = None) -> None:
         self.store, self.control, self.registry = store, control, registry
+        self.limited = limited
 
     async def ListAgents(self, request, context):
         who = await require(context, ROLE_ADMIN)
@@ -302,6 +327,8 @@ class AdminServicer(rpc.AdminServicer):
             t = await asyncio.to_thread(self.control.create_tenant, request.tenant, request.display_name)
             if limits:
                 await asyncio.to_thread(partial(self.store.set_quota, t["tenant"], **limits))
+                if self.limited is not None:  # this replica at once; the others within QUOTA_TTL_S
+                    self.limited.invalidate()
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return next(i for i in await asyncio.to_thread(self.usage) if i.tenant == t["tenant"])
@@ -362,13 +389,21 @@ class FleetServer:
         self.control = control
         self.quotas = quotas or Quotas()
         self.server = grpc.aio.server(interceptors=[MalformedRequests()], options=[
-                                      ("grpc.max_receive_message_length", self.quotas.limits.max_message_bytes),
-                                               ("grpc.max_send_message_length", 64 * 1024 * 1024)],
-                                      maximum_concurrent_rpcs=100_000)  # one long-lived Connect per agent
+            ("grpc.max_receive_message_length", self.quotas.limits.max_message_bytes),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            # a connection storm (thousands of agents after a restart or a network cut): calls that arrive faster
+            # than the asyncio loop takes them wait in grpc's queue instead of being refused (RESOURCE_EXHAUSTED
+            # past 1,000 by default, with cancellations seen from ~2,000: FIELD-NOTES) or cancelled after 30 s
+            ("grpc.server.max_pending_requests", 20_000), ("grpc.server.max_pending_requests_hard_limit", 40_000),
+            ("grpc.server_max_unrequested_time_in_server", 120),
+            # agents ping every 10 s on an otherwise quiet stream (reports every 30 s): allowed, never a GOAWAY
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000), ("grpc.keepalive_permit_without_calls", 1),
+        ], maximum_concurrent_rpcs=100_000)  # one long-lived Connect per agent
         self.hub = StreamHub(self.store, self.control) if streams else None
-        rpc.add_FleetServicer_to_server(FleetServicer(self.store, self.blobs, self.registry, self.control,
-                                                      self.quotas, self.hub), self.server)
-        rpc.add_AdminServicer_to_server(AdminServicer(self.store, self.control, self.registry), self.server)
+        fleet = FleetServicer(self.store, self.blobs, self.registry, self.control, self.quotas, self.hub)
+        rpc.add_FleetServicer_to_server(fleet, self.server)
+        rpc.add_AdminServicer_to_server(AdminServicer(self.store, self.control, self.registry, fleet.limited),
+                                        self.server)
         self.port = self.server.add_secure_port(f"{host}:{port}", server_credentials(ca, cert, key))
         self._tick: asyncio.Task | None = None
         self._stopped = False

@@ -5,6 +5,7 @@ missing (``apt-get install -y postgresql``, which ``make system-deps`` does)."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -46,13 +47,15 @@ class PgServer(str):
         subprocess.run(self.restart_cmd, check=True, capture_output=True, text=True, timeout=60)
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
-    """The base URL without a database name (a ``PgServer``); one server per test session."""
+@contextlib.contextmanager
+def running_postgres(settings: str = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                                      "-c max_connections=200"):
+    """A PostgreSQL server in a temp folder for as long as the ``with`` lasts (``PgServer``); also used by
+    the benches. ``RuntimeError`` when it cannot start; ``FileNotFoundError`` without the binaries."""
     bindir = postgres_bin()
     if bindir is None:
-        pytest.skip("PostgreSQL binaries not found in /usr/lib/postgresql/*/bin: apt-get install -y postgresql "
-                    "(make system-deps)")
+        raise FileNotFoundError("PostgreSQL binaries not found in /usr/lib/postgresql/*/bin: apt-get install -y "
+                                "postgresql (make system-deps)")
     prefix, user = _as_user()
     root = Path(tempfile.mkdtemp(prefix="fleet-pg-"))
     if user:
@@ -61,8 +64,7 @@ def postgres_server():
     run = lambda *cmd: subprocess.run([*prefix, *map(str, cmd)], check=True, capture_output=True,  # noqa: E731
                                       text=True, timeout=60)
     ctl = [bindir / "pg_ctl", "-D", data, "-w", "-t", "30", "-l", root / "log", "-o",
-           f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
-           "-c full_page_writes=off -c max_connections=200"]
+           f"-p {port} -k {root} -c listen_addresses=127.0.0.1 {settings}"]
     try:
         run(bindir / "initdb", "-D", data, "-U", "fleet", "--auth=trust", "-E", "UTF8", "--no-sync",
             "--no-instructions")
@@ -79,6 +81,16 @@ def postgres_server():
         subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True, timeout=60)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The base URL without a database name (a ``PgServer``); one server per test session."""
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL binaries not found in /usr/lib/postgresql/*/bin: apt-get install -y postgresql "
+                    "(make system-deps)")
+    with running_postgres() as server:
+        yield server
 
 
 @pytest.fixture
