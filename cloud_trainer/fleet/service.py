@@ -81,11 +81,17 @@ class LimitedTenants:
     def __init__(self, store) -> None:
         self.store = store
         self._read_at, self._tenants = float("-inf"), set()
+        self._reading: asyncio.Lock | None = None
 
     async def get(self) -> set[str]:
-        if time.monotonic() - self._read_at > QUOTA_TTL_S:
-            quotas = await asyncio.to_thread(self.store.quotas)
-            self._read_at, self._tenants = time.monotonic(), {t for t, q in quotas.items() if q.get("max_agents")}
+        if time.monotonic() - self._read_at <= QUOTA_TTL_S:
+            return self._tenants
+        self._reading = self._reading or asyncio.Lock()
+        async with self._reading:  # a storm of new streams reads the store once, not once per stream
+            if time.monotonic() - self._read_at > QUOTA_TTL_S:
+                quotas = await asyncio.to_thread(self.store.quotas)
+                self._read_at = time.monotonic()
+                self._tenants = {t for t, q in quotas.items() if q.get("max_agents")}
         return self._tenants
 
     def invalidate(self) -> None:
@@ -372,13 +378,13 @@ class FleetServer:
 
     def __init__(self, data: Path, port: int, ca: Path, cert: Path, key: Path, host: str = "127.0.0.1",
                  registry: Path | None = None, control=None, quotas: Quotas | None = None,
-                 store: str | None = None, streams: bool = True, blobs: str | BlobStore | None = None,
+                 store: str | None = None, streams: bool = True, blobs: str | Path | BlobStore | None = None,
                  s3_endpoint: str | None = None) -> None:
         self.data = Path(data)
         self.store = open_store(store, self.data)  # a postgresql:// URL, or the SQLite file <data>/fleet.db
         # s3://bucket[/prefix] (replicas on several hosts), a folder, or <data>/blobs
-        self.blobs = blobs if blobs is not None and not isinstance(blobs, str) else open_blobs(
-            blobs, self.data, s3_endpoint=s3_endpoint)
+        self.blobs = (open_blobs(str(blobs) if blobs is not None else None, self.data, s3_endpoint=s3_endpoint)
+                      if blobs is None or isinstance(blobs, (str, Path)) else blobs)
         self.registry = Registry(registry or self.data / "registry")
         if control is None:
             from cloud_trainer.fleet.control import Control

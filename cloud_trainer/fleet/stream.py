@@ -90,7 +90,7 @@ class StreamHub:
 
             offer(q, pb.ServerMessage(acked=report_id))
         sent = self.sent.get(key)
-        if sent is None or generation_seen < sent:
+        if (sent is None or generation_seen < sent) and self.control is not None:
             self._to_push.add(key)
             self._push_wanted.set()
 
