@@ -404,6 +404,9 @@ class FleetServer:
             ("grpc.server_max_unrequested_time_in_server", 120),
             # agents ping every 10 s on an otherwise quiet stream (reports every 30 s): allowed, never a GOAWAY
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000), ("grpc.keepalive_permit_without_calls", 1),
+            # and the server pings each connection every minute: a gateway that lost power (no FIN, no RST)
+            # has its stream closed within 80 s instead of holding it (and its memory) forever
+            ("grpc.keepalive_time_ms", 60_000), ("grpc.keepalive_timeout_ms", 20_000),
         ], maximum_concurrent_rpcs=100_000)  # one long-lived Connect per agent
         self.hub = StreamHub(self.store, self.control) if streams else None
         fleet = FleetServicer(self.store, self.blobs, self.registry, self.control, self.quotas, self.hub)
