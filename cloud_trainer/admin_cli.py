@@ -17,6 +17,7 @@ service reads the tenant from the certificate, never from the command line. Plat
 
     cloud-trainer tenants [--operator ops]                  # usage per tenant (counts only)
     cloud-trainer tenants --create acme [--display-name "ACME Gears"]
+                          [--max-agents N] [--max-records-per-day N] [--max-sample-bytes-per-day N]  (0: no limit)
 """
 
 from __future__ import annotations
@@ -210,11 +211,20 @@ def main_tenants(argv: list[str]) -> int:
     ap = _common("tenants")
     ap.add_argument("--create", metavar="TENANT", help="register a tenant (idempotent)")
     ap.add_argument("--display-name", default="")
+    quotas = ("max_agents", "max_records_per_day", "max_sample_bytes_per_day")
+    for q in quotas:
+        ap.add_argument("--" + q.replace("_", "-"), type=int, default=None, metavar="N",
+                        help="with --create: the tenant's quota (0: no limit; left out: unchanged)")
     a = ap.parse_args(argv)
+    limits = {q: getattr(a, q) for q in quotas if getattr(a, q) is not None}
+    if limits and not a.create:
+        ap.error("quotas are set with --create TENANT (idempotent: it changes an existing tenant's quotas)")
     if a.create:
-        t = _call(a, "CreateTenant", pb.CreateTenantRequest(tenant=a.create, display_name=a.display_name))
-        print(f"tenant {t.tenant} registered; issue its keys and certificates with `cloud-trainer pki tenant|agent|"
-              f"admin --dir {a.pki} --tenant {t.tenant}`")
+        t = _call(a, "CreateTenant", pb.CreateTenantRequest(tenant=a.create, display_name=a.display_name, **limits))
+        print(f"tenant {t.tenant} registered (quotas: agents {t.max_agents or 'no limit'}, records per day "
+              f"{t.max_records_per_day or 'no limit'}, sample bytes per day {t.max_sample_bytes_per_day or 'no limit'})"
+              f"; issue its keys and certificates with `cloud-trainer pki tenant|agent|admin --dir {a.pki} "
+              f"--tenant {t.tenant}`")
         return 0
     reply = _call(a, "ListTenants", pb.ListTenantsRequest())
     if a.json:
@@ -222,9 +232,15 @@ def main_tenants(argv: list[str]) -> int:
 
         print(json.dumps(MessageToDict(reply, always_print_fields_with_no_presence=True), indent=1))
         return 0
-    rows = [[t.tenant, t.display_name, t.agents, t.records, t.samples, t.deployments, t.packages]
+    def of(n: int, limit: int) -> str:
+        return f"{n}/{limit}" if limit else str(n)
+
+    rows = [[t.tenant, t.display_name, of(t.agents, t.max_agents), t.records,
+             of(t.records_today, t.max_records_per_day), t.samples,
+             of(t.sample_bytes_today, t.max_sample_bytes_per_day), t.deployments, t.packages, t.package_bytes]
             for t in reply.tenants]
-    print(_table(rows, ["tenant", "name", "agents", "records", "samples", "deployments", "packages"]))
+    print(_table(rows, ["tenant", "name", "agents", "records", "records today", "samples", "sample bytes today",
+                        "deployments", "packages", "package bytes"]))
     return 0
 
 

@@ -58,7 +58,7 @@ class Console:
                         digest = u.path.removeprefix("/blob/")
                         if not outer.srv.store.has_sample(digest, tenant=t):
                             raise KeyError(digest[:64])
-                        return self._send(200, "image/png", outer.srv.blobs.path(digest).read_bytes())
+                        return self._send(200, "image/png", outer.srv.blobs.for_tenant(t).get_bytes(digest))
                     self._send(404, "text/plain", b"not found\n")
                 except (FileNotFoundError, ValueError, KeyError) as exc:
                     self._send(404, "text/plain", f"not found: {exc}\n".encode())

@@ -79,28 +79,73 @@ class NotInTenant(ValueError):
 class _PgConnection:
     """The few ``sqlite3.Connection`` calls Control makes, on one PostgreSQL connection (autocommit outside
     explicit transactions). ``BEGIN IMMEDIATE`` becomes ``BEGIN`` plus a transaction-level advisory lock, so
-    the control state's writers in every replica take turns (the rollout tick included)."""
+    the control state's writers in every replica take turns (the rollout tick included).
+
+    **Reconnect**: when the database restarts (or the network drops) the connection breaks; the call that
+    meets it fails (its transaction is lost whole, nothing half-written), and the next call opens a new
+    connection, with a growing pause between attempts (``backoff_s`` doubling up to ``max_backoff_s``: a
+    call inside a pause fails at once with ``ConnectionError`` instead of waiting). The advisory lock is
+    per transaction, so it is taken again by the next ``BEGIN`` on the new connection, and the rollout
+    tick, the streams' change-log poll and the agents' reports resume by themselves."""
 
     LOCK = 0x6A1E_C0DE
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, backoff_s: float = 0.2, max_backoff_s: float = 5.0) -> None:
         import psycopg
 
         from cloud_trainer.fleet.store_pg import migrate
 
+        self._psycopg = psycopg
         self._idle = psycopg.pq.TransactionStatus.IDLE
+        self.url = url
+        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        self._delay, self._next_try = backoff_s, 0.0
+        self.reconnects = 0
         self.conn = psycopg.connect(url, autocommit=True)
         migrate(self.conn)
 
+    def _alive(self):
+        if not self.conn.closed:
+            return self.conn
+        now = time.monotonic()
+        if now < self._next_try:
+            raise ConnectionError(f"the control database is unreachable; next attempt in {self._next_try - now:.1f} s")
+        try:
+            self.conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+        except self._psycopg.OperationalError as exc:
+            self._next_try = time.monotonic() + self._delay
+            self._delay = min(self._delay * 2, self.max_backoff_s)
+            raise ConnectionError(f"the control database is unreachable ({str(exc).strip()[:200]}); retrying in "
+                                  f"{self._next_try - time.monotonic():.1f} s") from exc
+        self._delay, self._next_try = self.backoff_s, 0.0
+        self.reconnects += 1
+        return self.conn
+
     def execute(self, sql: str, args=()):
-        if sql.strip() in ("BEGIN IMMEDIATE", "BEGIN"):
-            self.conn.execute("BEGIN")
-            return self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.LOCK,))
-        return self.conn.execute(sql.replace("?", "%s"), args)
+        stmt = sql.strip()
+        if stmt == "ROLLBACK" and self.conn.closed:
+            return None  # the broken connection took its transaction with it
+        # a BEGIN, or a read outside a transaction, that meets a connection broken since its last use is
+        # tried once more on a new one (nothing was done yet); anything else fails and the caller retries
+        retry = stmt in ("BEGIN IMMEDIATE", "BEGIN") or (stmt.upper().startswith("SELECT") and not self.in_transaction)
+        for attempt in (1, 2):
+            conn = self._alive()
+            try:
+                if stmt in ("BEGIN IMMEDIATE", "BEGIN"):
+                    conn.execute("BEGIN")
+                    return conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.LOCK,))
+                return conn.execute(sql.replace("?", "%s"), args)
+            except self._psycopg.OperationalError:
+                if not conn.closed:
+                    raise
+                self._next_try = 0.0  # lost: the next attempt reconnects at once
+                if not retry or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     @property
     def in_transaction(self) -> bool:
-        return self.conn.info.transaction_status != self._idle
+        return not self.conn.closed and self.conn.info.transaction_status != self._idle
 
     def close(self) -> None:
         self.conn.close()

@@ -12,7 +12,8 @@ least every ``report_s`` (30 s), and the server pushes the desired state the mom
 - **Push**: every ``poll_s`` the hub reads the control's change log (``changes_since``: which
   (tenant, agent) pairs got a new desired state, from this process or from another replica sharing
   the database) and sends each connected one its whole desired state. A report whose
-  ``generation_seen`` is behind gets it at once too, as does a stream when it opens.
+  ``generation_seen`` is behind gets it at once too, as does a stream when it opens (gathered for
+  ``push_batch_s``, 20 ms, so that a storm of new streams costs one control read per batch).
 - One stream per agent: a second ``Connect`` of the same agent ends the first (a reconnect).
 
 The hub keeps only connection state in memory; everything another replica needs is in the stores.
@@ -31,10 +32,13 @@ log = logging.getLogger(__name__)
 
 
 class StreamHub:
-    def __init__(self, store, control, *, flush_s: float = 1.0, poll_s: float = 0.25, commands=None) -> None:
+    def __init__(self, store, control, *, flush_s: float = 1.0, poll_s: float = 0.25,
+                 push_batch_s: float = 0.02, commands=None) -> None:
         self.store, self.control = store, control
         self.commands = commands  # pending agent commands ride in the desired state (fleet.commands)
-        self.flush_s, self.poll_s = flush_s, poll_s
+        self.flush_s, self.poll_s, self.push_batch_s = flush_s, poll_s, push_batch_s
+        self._to_push: set[tuple[str, str]] = set()  # streams owed their desired state (opened or behind)
+        self._push_wanted = asyncio.Event()
         self.streams: dict[tuple[str, str], asyncio.Queue] = {}
         self.pending: dict[tuple[str, str], tuple] = {}
         self.sent: dict[tuple[str, str], int] = {}  # generation last pushed to each open stream
@@ -50,6 +54,7 @@ class StreamHub:
         self._tasks = [asyncio.create_task(self._flusher(), name="fleet-stream-flush")]
         if self.control is not None:
             self._tasks.append(asyncio.create_task(self._poller(), name="fleet-stream-push"))
+            self._tasks.append(asyncio.create_task(self._owed(), name="fleet-stream-first-push"))
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -88,8 +93,9 @@ class StreamHub:
 
             offer(q, pb.ServerMessage(acked=report_id))
         sent = self.sent.get(key)
-        if sent is None or generation_seen < sent:
-            await self.push([key])
+        if (sent is None or generation_seen < sent) and self.control is not None:
+            self._to_push.add(key)
+            self._push_wanted.set()
 
     async def push(self, keys: list[tuple[str, str]]) -> None:
         keys = [k for k in keys if k in self.streams]
@@ -127,6 +133,22 @@ class StreamHub:
             except Exception:
                 log.exception("fleet streams: writing %d state reports failed; they are sent again by the agents",
                               len(self.pending))
+
+    async def _owed(self) -> None:
+        """Streams owed their desired state (just opened, or reporting an older generation) get it in batches:
+        one read of the control state per ``push_batch_s`` for all of them, instead of one thread hop and one
+        lock turn per stream, which is what a connection storm (thousands of agents reconnecting after a
+        restart) would cost otherwise."""
+        while True:
+            await self._push_wanted.wait()
+            await asyncio.sleep(self.push_batch_s)
+            self._push_wanted.clear()
+            keys, self._to_push = list(self._to_push), set()
+            try:
+                await self.push(keys)
+            except Exception:
+                log.exception("fleet streams: sending the desired state to %d new streams failed; they get it "
+                              "at their next report", len(keys))
 
     async def _poller(self) -> None:
         while True:

@@ -35,6 +35,20 @@ from edge_agent.uplink.settings import CloudSettings
 log = logging.getLogger(__name__)
 
 
+def reconnect_delay(previous: float, lasted_s: float, s, refused: bool = False) -> float:
+    """The ceiling of the next Connect attempt's random wait (the wait is uniform in [0, ceiling]).
+
+    A stream that lived at least ``report_s`` was healthy: the ceiling starts again from ``heartbeat_s`` (a
+    server restart spreads its agents' reconnections over that window). A stream that failed sooner doubles
+    it, up to ``backoff_max_s``: an overloaded or unreachable server sees fewer attempts each round instead
+    of every agent every few seconds. A refusal on purpose (quota, certificate) waits the longest at once."""
+    if refused:
+        return s.backoff_max_s
+    if lasted_s >= s.report_s:
+        return s.heartbeat_s
+    return min(s.backoff_max_s, max(previous, s.heartbeat_s) * 2)
+
+
 class Uplink:
     def __init__(self, settings: CloudSettings, outbox: Outbox, base_dir: Path = Path("."),
                  status: Callable[[], dict] | None = None, on_desired=None, commands=None) -> None:
@@ -246,8 +260,11 @@ class Uplink:
         from protocols.gen import fleet_pb2_grpc as rpc
 
         streaming = self.s.stream
+        delay = self.s.heartbeat_s
         while True:
             if streaming:
+                opened = time.monotonic()
+                slow = False
                 try:
                     await self._connected()
                 except asyncio.CancelledError:
@@ -257,11 +274,15 @@ class Uplink:
                         log.info("uplink: %s has no Connect stream; using unary heartbeats", self.s.endpoint)
                         streaming = False
                         continue
+                    # refused on purpose (a quota, a certificate): asking again soon will not change the answer
+                    slow = exc.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.PERMISSION_DENIED,
+                                          grpc.StatusCode.UNAUTHENTICATED)
                     self._error("Connect", exc)
                 except Exception as exc:
                     self._error("Connect", exc)
-                self.mode = "reconnecting"  # as often as a heartbeat would, with jitter (no herd after a restart)
-                await asyncio.sleep(random.uniform(0.5, 1.0) * self.s.heartbeat_s)
+                self.mode = "reconnecting"
+                delay = reconnect_delay(delay, time.monotonic() - opened, self.s, slow)
+                await asyncio.sleep(random.uniform(0, delay))  # full jitter: no herd after a restart
                 continue
             self.mode = "heartbeat"
             try:
