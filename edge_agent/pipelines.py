@@ -31,6 +31,7 @@ import numpy as np
 
 from devices.base import Frame, Notices, Quality, Reading
 from edge_agent.config import PipelineSettings, QueuePolicy, WindowSettings
+from edge_agent.events import Event, EventKind
 from edge_agent.models.slot import InferenceError, ModelSlot, SlotError
 from edge_agent.types import Latency, Result, Window
 from model_packager.condition import RateError, input_samples, resample, resample_plan
@@ -198,7 +199,7 @@ class UnsureWatch:
     def share(self) -> float:
         return sum(1 for r in self.recent if r) / len(self.recent) if self.recent else 0.0
 
-    def add(self, reason: str | None) -> dict | None:
+    def add(self, reason: str | None) -> Event | None:
         kind = reason.split(":")[0] if reason else None
         if len(self.recent) == self.window and self.recent[0]:
             self.reasons[self.recent[0]] -= 1
@@ -208,12 +209,12 @@ class UnsureWatch:
         share = self.share
         if not self.raised and len(self.recent) == self.window and share >= self.max_share:
             self.raised = True
-            return {"kind": "input_drift", "pipeline": self.pipeline, "t": time.time(), "share": round(share, 4),
-                    "window": self.window, "max_share": self.max_share,
-                    "reasons": {k: v for k, v in self.reasons.items() if v > 0},
-                    "message": f"pipeline {self.pipeline}: {share:.0%} of the last {self.window} frames are far "
-                               "outside the model's training inputs (UNSURE); check the camera (focus, light, "
-                               "position) or retrain on the new conditions"}
+            return Event(EventKind.INPUT_DRIFT, pipeline=self.pipeline, share=round(share, 4),
+                         window=self.window, max_share=self.max_share,
+                         reasons={k: v for k, v in self.reasons.items() if v > 0},
+                         message=f"pipeline {self.pipeline}: {share:.0%} of the last {self.window} frames are far "
+                                 "outside the model's training inputs (UNSURE); check the camera (focus, light, "
+                                 "position) or retrain on the new conditions")
         if self.raised and share < self.max_share / 2:
             self.raised = False
         return None
@@ -246,7 +247,7 @@ class Pipeline:
     def __init__(self, settings: PipelineSettings, slot: ModelSlot, executor: Executor,
                  on_result: Callable[[Result, Frame | Window], Awaitable[None]],
                  on_latency: Callable[[str, Latency], None] | None = None, *,
-                 on_event: Callable[[dict], None] | None = None, data_dir: str | Path | None = None) -> None:
+                 on_event: Callable[[Event], None] | None = None, data_dir: str | Path | None = None) -> None:
         self.s = settings
         self.on_event = on_event
         self.data_dir = data_dir

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from edge_agent.events import Event, EventKind
 from edge_agent.maintenance.baseline import Baseline, Verdict, baseline_path
 from edge_agent.maintenance.life import NOT_ENOUGH, LifeTrend
 from edge_agent.maintenance.settings import BaselineSettings
@@ -36,7 +37,7 @@ def model_features(manifest) -> dict:
 
 class Monitor:
     def __init__(self, settings: BaselineSettings, slot, pipeline: str, data_dir: str | Path | None,
-                 on_event: Callable[[dict], None] | None) -> None:
+                 on_event: Callable[[Event], None] | None) -> None:
         self.s = settings
         self.slot = slot
         self.pipeline = pipeline
@@ -87,7 +88,7 @@ class Monitor:
         with self._lock:
             self.life.reset()
             if self.on_event:
-                self.on_event({"kind": "life_reset", "pipeline": self.pipeline, "reason": reason})
+                self.on_event(Event(EventKind.LIFE_RESET, pipeline=self.pipeline, reason=reason))
 
     def apply(self, v: Verdict, res) -> None:
         d = v.to_dict()
