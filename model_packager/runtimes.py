@@ -54,22 +54,78 @@ def ort_session(path: str | Path, *, threads: int | None = None, single_stream: 
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def ov_read(path: str | Path, core: Any = None) -> Any:
+def ov_read(path: str | Path, core: Any = None, *, isolated: bool = False) -> Any:
     """An ``openvino.Model``: an IR (``.xml``) read as it is, any other file converted the way a
-    package's IR is made (``convert_model``)."""
+    package's IR is made (``convert_model``).
+
+    ``isolated``: convert in a helper process at low CPU priority, which writes the IR (weights
+    uncompressed, so the graph is the one ``convert_model`` gives) for this process to read.
+    ``convert_model`` holds the GIL for most of its 0.3-3 s (measured: another thread of the
+    process waited up to 450 ms at a time), so in a serving agent a swap would starve the pipelines;
+    the helper's work waits on nothing of ours. When the helper fails, the conversion runs here."""
     import openvino as ov
 
     if str(path).endswith(".xml"):
         return (core or ov.Core()).read_model(str(path))
+    if isolated:
+        model = _ov_convert_in_helper(Path(path), core or ov.Core())
+        if model is not None:
+            return model
     return ov.convert_model(str(path))
 
 
-def ov_compile(path: str | Path, config: dict | None = None, *, core: Any = None, device: str = "CPU") -> Any:
-    """A compiled OpenVINO model of ``path`` (see ``ov_read``) with ``config`` (properties)."""
+HELPER_NICE = 19  # the helper's niceness: the serving threads keep the CPU while it converts
+HELPER_TIMEOUT_S = 300.0
+
+
+def _ov_convert_in_helper(path: Path, core: Any) -> Any:
+    import logging
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ov-convert-") as d:
+        xml = Path(d) / "model.xml"
+        try:
+            r = subprocess.run([sys.executable, "-m", "model_packager.runtimes", "convert", str(path), str(xml)],
+                               capture_output=True, text=True, timeout=HELPER_TIMEOUT_S)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            r = None
+            why = str(exc)
+        if r is not None and r.returncode == 0 and xml.is_file():
+            return core.read_model(str(xml))  # the weights are read into memory: the folder may go
+        why = (r.stderr.strip().splitlines() or ["no message"])[-1] if r is not None else why
+        logging.getLogger(__name__).warning("OpenVINO: converting %s in a helper process failed (%s); converting "
+                                            "it in this process", path.name, why)
+        return None
+
+
+def _helper_main(argv: list[str]) -> int:
+    """``python -m model_packager.runtimes convert SRC DST.xml``: the isolated conversion."""
+    import os
+    import sys
+
+    if len(argv) != 3 or argv[0] != "convert":
+        print("usage: python -m model_packager.runtimes convert MODEL.onnx OUT.xml", file=sys.stderr)
+        return 2
+    try:
+        os.nice(HELPER_NICE)
+    except OSError:
+        pass
+    import openvino as ov
+
+    ov.save_model(ov.convert_model(argv[1]), argv[2], compress_to_fp16=False)
+    return 0
+
+
+def ov_compile(path: str | Path, config: dict | None = None, *, core: Any = None, device: str = "CPU",
+               isolated: bool = False) -> Any:
+    """A compiled OpenVINO model of ``path`` (see ``ov_read``, and ``isolated`` there) with ``config``
+    (properties)."""
     import openvino as ov
 
     core = core or ov.Core()
-    return core.compile_model(ov_read(path, core), device, config or {})
+    return core.compile_model(ov_read(path, core, isolated=isolated), device, config or {})
 
 
 def run(engine: str, path: str | Path, inputs: dict, *, openvino_xml: str | Path | None = None) -> dict:
@@ -87,3 +143,9 @@ def run(engine: str, path: str | Path, inputs: dict, *, openvino_xml: str | Path
         result = compiled(inputs)
         return {out.get_any_name(): np.asarray(result[out]) for out in compiled.outputs}
     raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(_helper_main(sys.argv[1:]))

@@ -134,9 +134,10 @@ def check(engine: Engine, opened: OpenedPackage, inputs: dict[str, np.ndarray], 
     return Trial(engine.name, engine.form, not bad, "; ".join(bad) or None, worst)
 
 
-def select(opened: OpenedPackage, cfg: ModelConfig) -> Selection:
+def select(opened: OpenedPackage, cfg: ModelConfig, *, isolated: bool = False) -> Selection:
     """Load, check and time every candidate; keep the fastest that passes. Raises ``EngineError``
-    when no candidate loads and ``NothingPasses`` when none that loaded passes its check."""
+    when no candidate loads and ``NothingPasses`` when none that loaded passes its check.
+    ``isolated``: another model serves meanwhile (see ``create_engine``)."""
     inputs = load_npz(opened.golden_inputs)
     expected = load_npz(opened.golden_expected)
     one = {k: v[:1] for k, v in inputs.items()}
@@ -149,7 +150,7 @@ def select(opened: OpenedPackage, cfg: ModelConfig) -> Selection:
     budget_s = TIME_BUDGET_S if len(candidates) > 1 else 0.0
     for form, name in candidates:
         try:
-            engine = create_engine(name, opened, cfg, form)
+            engine = create_engine(name, opened, cfg, form, isolated=isolated)
         except EngineError as exc:
             load_errors.append(str(exc))
             trials.append(Trial(name, form or "?", False, str(exc), loaded=False))

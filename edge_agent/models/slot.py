@@ -269,8 +269,9 @@ class ModelSlot:
 
     # ---- swap ------------------------------------------------------------------------------
     def _load(self, opened: OpenedPackage) -> _Active:
-        """Load, golden-check and time every engine × form allowed; the fastest that passes serves."""
-        sel = select(opened, self.config)
+        """Load, golden-check and time every engine × form allowed; the fastest that passes serves.
+        During a swap (a model serves meanwhile) the loading is isolated from the serving threads."""
+        sel = select(opened, self.config, isolated=self._active is not None)
         return _Active(opened, sel.engine, sel)
 
     def _report_selection(self, a: _Active) -> None:
