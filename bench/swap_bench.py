@@ -112,9 +112,14 @@ async def run_case(spec: str, pkgs: list[Path], pub: Path, tmp: Path, fps: float
         slot_mod.select = real
     lost = set(range(produced)) - set(seqs)
     in_swaps = sum(1 for q in lost if any(a <= produced_at[q] < b for a, b in windows))
+    swap_s = sum(b - a for a, b in windows)
+    other_s = (produced_at[-1] - produced_at[0]) - swap_s if produced_at else 0.0
     ratios = [r["ratio"] for r in rounds if r["ratio"] is not None]
     return {"engine": spec, "serving": serving.get("engine"), "fps": fps, "frames": produced,
             "results": len(seqs), "missing_seqs": len(lost), "missing_in_swaps": in_swaps,
+            # lost frames per second in the swap windows and outside them (the machine's own noise)
+            "missing_per_s_swaps": round(in_swaps / swap_s, 2) if swap_s else None,
+            "missing_per_s_other": round((len(lost) - in_swaps) / other_s, 2) if other_s > 0 else None,
             "dropped_queue": p.queue.dropped,
             "swaps_ok": sum(r["ok"] for r in rounds), "swaps": len(rounds),
             "normal_per_s_median": statistics.median(r["normal_per_s"] for r in rounds),
@@ -138,12 +143,13 @@ def markdown(report: dict) -> str:
              f"{report['loadavg_before']}, after {report['loadavg_after']}, {os.cpu_count()} cores, "
              f"CPU flags {' '.join(report['cpu_flags'])}", "",
              "| engine (serving) | normal results/s (median) | during a swap (median) | ratio median (min) | "
-             "swap s (median) | frames | missing seqs (in swap windows) | swaps ok |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "swap s (median) | frames | missing seqs (in swap windows) | missing/s in swaps, outside | swaps ok |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for c in report["cases"]:
         lines.append(f"| {c['engine']} ({c['serving']}) | {c['normal_per_s_median']:.1f} | "
                      f"{c['during_swap_per_s_median']:.1f} | {c['ratio_median']:.2f} ({c['ratio_min']:.2f}) | "
                      f"{c['swap_s_median']:.2f} | {c['frames']} | {c['missing_seqs']} ({c['missing_in_swaps']}) | "
+                     f"{c['missing_per_s_swaps']}, {c['missing_per_s_other']} | "
                      f"{c['swaps_ok']}/{c['swaps']} |")
     return "\n".join(lines) + "\n"
 

@@ -58,8 +58,9 @@ def ov_read(path: str | Path, core: Any = None, *, isolated: bool = False) -> An
     """An ``openvino.Model``: an IR (``.xml``) read as it is, any other file converted the way a
     package's IR is made (``convert_model``).
 
-    ``isolated``: convert in a helper process at low CPU priority, which writes the IR (weights
-    uncompressed, so the graph is the one ``convert_model`` gives) for this process to read.
+    ``isolated``: convert in a helper process at the lowest CPU priority (niceness 19, and SCHED_IDLE
+    on Linux), which writes the IR (weights uncompressed, so the graph is the one ``convert_model``
+    gives) for this process to read.
     ``convert_model`` holds the GIL for most of its 0.3-3 s (measured: another thread of the
     process waited up to 450 ms at a time), so in a serving agent a swap would starve the pipelines;
     the helper's work waits on nothing of ours. When the helper fails, the conversion runs here."""
@@ -93,7 +94,7 @@ def _ov_convert_in_helper(path: Path, core: Any) -> Any:
             r = None
             why = str(exc)
         if r is not None and r.returncode == 0 and xml.is_file():
-            return core.read_model(str(xml))  # the weights are read into memory: the folder may go
+            return core.read_model(str(xml))  # weights read or mapped: on Linux the folder may go now
         why = (r.stderr.strip().splitlines() or ["no message"])[-1] if r is not None else why
         logging.getLogger(__name__).warning("OpenVINO: converting %s in a helper process failed (%s); converting "
                                             "it in this process", path.name, why)
@@ -110,7 +111,9 @@ def _helper_main(argv: list[str]) -> int:
         return 2
     try:
         os.nice(HELPER_NICE)
-    except OSError:
+        # SCHED_IDLE: the CPU only when nothing else of the agent's wants it (no privilege needed)
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (OSError, AttributeError):  # not Linux: the niceness alone
         pass
     import openvino as ov
 
