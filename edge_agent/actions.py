@@ -43,9 +43,9 @@ from edge_agent.config import (
     SparkplugCommandAction,
     WriteMode,
 )
-from edge_agent.events import Event, EventKind
 from edge_agent.types import Result, Window
 from protocols import topics
+from protocols.events import Event, EventKind
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,6 @@ from devices import SOURCE_TYPES, load_object
 from devices.base import Notices
 from edge_agent.actions import ActionRunner, write_targets
 from edge_agent.config import AgentConfig
-from edge_agent.events import Event, EventKind
 from edge_agent.metrics import Metrics
 from edge_agent.models.slot import ModelSlot
 from edge_agent.outbox.store import SELF_RECORDED
@@ -32,6 +31,7 @@ from edge_agent.process_info import peak_rss_mb, rss_mb
 from edge_agent.status_board import StatusBoard
 from edge_agent.types import Result
 from model_packager import load_trusted_keys
+from protocols.events import Event, EventKind
 
 log = logging.getLogger(__name__)
 

@@ -31,10 +31,10 @@ import numpy as np
 
 from devices.base import Frame, Notices, Quality, Reading
 from edge_agent.config import PipelineSettings, QueuePolicy, WindowSettings
-from edge_agent.events import Event, EventKind
 from edge_agent.models.slot import InferenceError, ModelSlot, SlotError
 from edge_agent.types import Latency, Result, Window
 from model_packager.condition import RateError, input_samples, resample, resample_plan
+from protocols.events import Event, EventKind
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.events import Event, EventKind
 from edge_agent.maintenance.settings import BaselineSettings
 from model_packager.condition import (
     FAULT_FEATURES,
@@ -41,6 +40,7 @@ from model_packager.condition import (
     feature_vector,
     iso_zone,
 )
+from protocols.events import Event, EventKind
 
 log = logging.getLogger(__name__)
 

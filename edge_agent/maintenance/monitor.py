@@ -15,10 +15,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_agent.events import Event, EventKind
 from edge_agent.maintenance.baseline import Baseline, Verdict, baseline_path
 from edge_agent.maintenance.life import NOT_ENOUGH, LifeTrend
 from edge_agent.maintenance.settings import BaselineSettings
+from protocols.events import Event, EventKind
 
 _ZONES = "ABCD"
 

@@ -35,10 +35,10 @@ import re
 import time
 from pathlib import Path
 
-from edge_agent.events import Event, EventKind
 from edge_agent.models.config import VersionPolicy
 from model_packager.manifest import version_key
 from model_packager.text import printable
+from protocols.events import Event, EventKind
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,6 @@ import numpy as np
 
 from devices.base import Frame
 from edge_agent.engines import Engine, EngineError
-from edge_agent.events import Event, EventKind
 from edge_agent.models.config import ModelConfig, VersionPolicy
 from edge_agent.models.select import NothingPasses, Selection, select
 from edge_agent.models.store import ModelStore
@@ -51,6 +50,7 @@ from model_packager.preprocess import (
     signal_features,
 )
 from model_packager.text import printable
+from protocols.events import Event, EventKind
 
 log = logging.getLogger(__name__)
 

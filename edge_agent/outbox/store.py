@@ -67,8 +67,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent.events import Event, EventKind
 from edge_agent.outbox.settings import DropPolicy, FsyncPolicy, OutboxSettings
+from protocols.events import Event, EventKind
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.events import Event, EventKind
+from protocols.events import Event, EventKind
 
 ROOT = Path(__file__).resolve().parents[2]
 EMITTING_PACKAGES = ("edge_agent", "devices")
@@ -47,12 +47,12 @@ def test_no_event_is_built_as_a_plain_dict_and_every_kind_named_in_code_exists()
                     "Event", "_event") and node.args and isinstance(node.args[0], ast.Constant):
                 if node.args[0].value not in {k.value for k in EventKind}:
                     unknown.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.args[0].value!r}")
-    assert not bad, f"events built as dicts (use edge_agent.events.Event): {bad}"
+    assert not bad, f"events built as dicts (use protocols.events.Event): {bad}"
     assert not unknown, f"unknown event kinds: {unknown}"
 
 
 def test_an_unknown_kind_or_a_missing_payload_field_is_refused_when_built():
-    with pytest.raises(ValueError, match="unknown event kind 'swap_exploded'.*add it to edge_agent.events"):
+    with pytest.raises(ValueError, match="unknown event kind 'swap_exploded'.*add it to protocols.events"):
         Event("swap_exploded", slot="vision")
     with pytest.raises(ValueError, match=r"event life_reset: payload field\(s\) \['reason'\] missing"):
         Event(EventKind.LIFE_RESET, pipeline="health")

@@ -1,5 +1,6 @@
 """Every event the agent emits, in one list: ``EventKind`` (the kinds, what each means, the payload fields
-each always carries) and ``Event`` (one event: its kind, its time and its payload).
+each always carries) and ``Event`` (one event: its kind, its time and its payload). A wire contract, so
+it lives here: the agent builds events, the cloud reads them (``outbox_*`` account for lost records).
 
 An event is what the agent tells about itself: a swap, an alarm raised or cleared, a dropped outbox range,
 a baseline learned. Components hand ``Event`` objects to their ``on_event`` callback; the agent keeps the
@@ -100,7 +101,7 @@ class Event(Mapping[str, Any]):
         try:
             k = EventKind(kind)
         except ValueError:
-            raise ValueError(f"unknown event kind {kind!r}: add it to edge_agent.events.EventKind "
+            raise ValueError(f"unknown event kind {kind!r}: add it to protocols.events.EventKind "
                              "(and docs/events.md)") from None
         missing = [f for f in k.fields if f not in data]
         if missing:
