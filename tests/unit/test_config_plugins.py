@@ -73,3 +73,11 @@ def test_a_bad_entry_hides_neither_the_others_nor_the_cross_checks():
     data["rules"].append({"name": "cold", "source": "plc", "tag": "Temp"})  # ... and an entry is incomplete
     errs = errors_of(data)
     assert [e.split(":")[1].strip() for e in errs] == ["sources.plc.endpoint", "rules[1]", "rules[0].source"], errs
+
+
+def test_every_source_type_says_what_it_gives_pipelines():
+    """The config's pipeline checks (frame or signal, tags or not) read ``produces``: a source type
+    without it would skip them silently."""
+    for key, cls in config_mod.SOURCE_SETTINGS.items():
+        assert getattr(cls, "produces", None) in ("frames", "readings"), key
+        assert cls.model_fields["type"].annotation.__args__ == (key,), key
