@@ -77,6 +77,28 @@ def ov_read(path: str | Path, core: Any = None, *, isolated: bool = False) -> An
 
 HELPER_NICE = 19  # the helper's niceness: the serving threads keep the CPU while it converts
 HELPER_TIMEOUT_S = 300.0
+# The helper: lowest priority first (before the interpreter does anything heavy), then only openvino
+# is imported (none of our packages: nothing to find on the path, nothing more to load).
+_HELPER = f"""import os, sys
+try:
+    os.nice({HELPER_NICE})
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+except (OSError, AttributeError):
+    pass
+import openvino as ov
+ov.save_model(ov.convert_model(sys.argv[1]), sys.argv[2], compress_to_fp16=False)
+"""
+
+
+def _lower_priority(pid: int) -> None:
+    """The helper at the lowest priority from its first instant (it does the same itself once running)."""
+    import os
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, HELPER_NICE)
+        os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))  # SCHED_IDLE: Linux, no privilege needed
+    except (OSError, AttributeError):
+        pass
 
 
 def _ov_convert_in_helper(path: Path, core: Any) -> Any:
@@ -87,38 +109,26 @@ def _ov_convert_in_helper(path: Path, core: Any) -> Any:
 
     with tempfile.TemporaryDirectory(prefix="ov-convert-") as d:
         xml = Path(d) / "model.xml"
+        why = "no message"
         try:
-            r = subprocess.run([sys.executable, "-m", "model_packager.runtimes", "convert", str(path), str(xml)],
-                               capture_output=True, text=True, timeout=HELPER_TIMEOUT_S)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            r = None
-            why = str(exc)
-        if r is not None and r.returncode == 0 and xml.is_file():
-            return core.read_model(str(xml))  # weights read or mapped: on Linux the folder may go now
-        why = (r.stderr.strip().splitlines() or ["no message"])[-1] if r is not None else why
+            proc = subprocess.Popen([sys.executable, "-c", _HELPER, str(path), str(xml)], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True)
+        except OSError as exc:
+            proc, why = None, str(exc)
+        if proc is not None:
+            _lower_priority(proc.pid)
+            try:
+                _, err = proc.communicate(timeout=HELPER_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate()
+                err = f"no result after {HELPER_TIMEOUT_S:.0f} s"
+            if proc.returncode == 0 and xml.is_file():
+                return core.read_model(str(xml))  # weights read or mapped: on Linux the folder may go now
+            why = (err.strip().splitlines() or [why])[-1]
         logging.getLogger(__name__).warning("OpenVINO: converting %s in a helper process failed (%s); converting "
                                             "it in this process", path.name, why)
         return None
-
-
-def _helper_main(argv: list[str]) -> int:
-    """``python -m model_packager.runtimes convert SRC DST.xml``: the isolated conversion."""
-    import os
-    import sys
-
-    if len(argv) != 3 or argv[0] != "convert":
-        print("usage: python -m model_packager.runtimes convert MODEL.onnx OUT.xml", file=sys.stderr)
-        return 2
-    try:
-        os.nice(HELPER_NICE)
-        # SCHED_IDLE: the CPU only when nothing else of the agent's wants it (no privilege needed)
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (OSError, AttributeError):  # not Linux: the niceness alone
-        pass
-    import openvino as ov
-
-    ov.save_model(ov.convert_model(argv[1]), argv[2], compress_to_fp16=False)
-    return 0
 
 
 def ov_compile(path: str | Path, config: dict | None = None, *, core: Any = None, device: str = "CPU",
@@ -147,8 +157,3 @@ def run(engine: str, path: str | Path, inputs: dict, *, openvino_xml: str | Path
         return {out.get_any_name(): np.asarray(result[out]) for out in compiled.outputs}
     raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
 
-
-if __name__ == "__main__":
-    import sys
-
-    raise SystemExit(_helper_main(sys.argv[1:]))
