@@ -47,6 +47,18 @@ class EventKind(enum.StrEnum):
              ".../alarms/<name> when the action says so")
     INPUT_DRIFT = ("input_drift", ("pipeline", "share", "window", "max_share", "reasons", "message"),
                    "a share of the last frames far outside the model's training inputs (UNSURE) reached max_share")
+    SAMPLE_RATE_STATED = ("sample_rate_stated", ("pipeline", "tag", "rate_hz", "rate_in_use_hz", "model_rate_hz",
+                                                 "message"),
+                          "a waveform's source stated its sample rate (no rate in the config): the windows use it")
+    SAMPLE_RATE_REFUSED = ("sample_rate_refused", ("pipeline", "tag", "rate_hz", "rate_in_use_hz", "model_rate_hz",
+                                                   "message"),
+                           "the stated rate cannot be resampled to the model's: its windows are skipped (counted)")
+    SAMPLE_RATE_CHANGED = ("sample_rate_changed", ("pipeline", "tag", "rate_hz", "rate_in_use_hz", "model_rate_hz",
+                                                   "message"),
+                           "the source now states another rate than the pipeline runs at: windows skipped (counted)")
+    SAMPLE_RATE_RESTORED = ("sample_rate_restored", ("pipeline", "tag", "rate_hz", "rate_in_use_hz",
+                                                     "model_rate_hz", "message"),
+                            "the stated rate is back at the pipeline's: windows are scored again")
     # model slots and the model manager
     SWAP_STARTED = ("swap_started", ("slot", "package", "from_version"), "a slot began installing a package")
     SWAPPED = ("swapped", ("slot", "from_version", "to_version", "engine"),
@@ -61,6 +73,8 @@ class EventKind(enum.StrEnum):
                       "the INT8 form disagrees with FP32 on the golden inputs on this CPU; the FP32 form serves")
     DEPLOYMENT_STEP = ("deployment_step", ("slot", "version", "step", "ok", "reason", "deployment"),
                        "a fleet deployment moved a step on this agent (download, install, health, failed ...)")
+    FLEET_COMMAND = ("fleet_command", ("command", "command_kind", "pipeline", "ok", "detail", "issued_by", "reason"),
+                     "a command from the fleet (e.g. relearn a baseline) was carried out (ok) or refused")
     # condition monitoring (signal pipelines with a baseline)
     BASELINE_LEARNING = ("baseline_learning", ("pipeline", "reason", "target_windows"),
                          "no baseline yet: learning this asset's healthy state")
