@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,7 @@ class Agent:
             self.selector = SampleSelector(cfg.upload or SampleSelectionSettings())
         self._stopped = asyncio.Event()
 
-    def _event(self, evt: Event) -> None:
+    def _event(self, evt: Event | Mapping[str, Any]) -> None:
         evt = Event.coerce(evt)  # a plain {"kind": ...} mapping is checked against EventKind too
         self.events.append(evt)
         self.metrics.event(evt)

@@ -26,8 +26,9 @@ import os
 import re
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (
@@ -288,13 +289,19 @@ ACTION_PLUGINS: dict[str, tuple[str, str]] = {
 # type key -> settings class; each action is validated against its own class, so that an option
 # typo gets the did-you-mean of its own action type
 ACTION_TYPES: dict[str, type[ActionSettings]] = {k: load_object(v[0]) for k, v in ACTION_PLUGINS.items()}
-Action = Annotated[Union[tuple(ACTION_TYPES.values())], Field(discriminator="type")]  # noqa: UP007
+if TYPE_CHECKING:  # the union is built from the table at import time, which mypy cannot follow
+    Action = ActionSettings
+else:
+    Action = Annotated[Union[tuple(ACTION_TYPES.values())], Field(discriminator="type")]  # noqa: UP007
 # The same for sources, from devices.SOURCE_TYPES: type key -> settings class, and their union
 SOURCE_SETTINGS: dict[str, type[BaseModel]] = {k: load_object(v[0]) for k, v in SOURCE_TYPES.items()}
-Source = Annotated[Union[tuple(SOURCE_SETTINGS.values())], Field(discriminator="type")]  # noqa: UP007
+if TYPE_CHECKING:  # each source's settings class (in devices/): read through its own attributes
+    Source = Any
+else:
+    Source = Annotated[Union[tuple(SOURCE_SETTINGS.values())], Field(discriminator="type")]  # noqa: UP007
 # the sections whose entries pick their settings class by `type`, with the noun their errors use
-_TAGGED: dict[str, tuple[dict[str, type[BaseModel]], str]] = {"sources": (SOURCE_SETTINGS, "source type"),
-                                                             "actions": (ACTION_TYPES, "type")}
+_TAGGED: dict[str, tuple[Mapping[str, type[BaseModel]], str]] = {"sources": (SOURCE_SETTINGS, "source type"),
+                                                                "actions": (ACTION_TYPES, "type")}
 
 
 class ForwardSettings(_Model):
@@ -619,6 +626,7 @@ def _check_window_tags(cfg: AgentConfig, loc: str, p: PipelineSettings, manifest
     """The model's scalar inputs are carried by the window, and the window's tags are produced by the source."""
     errors = []
     w = p.window
+    assert w is not None  # called for windowed pipelines only
     inputs = w.scalar_inputs  # tag -> model input
     pre = getattr(manifest, "preprocessing", None)
     if pre is not None and getattr(pre, "kind", None) == "signal":

@@ -102,6 +102,9 @@ class EventKind(enum.StrEnum):
                         "records older than their kind's retention were dropped unsent")
 
 
+_BY_VALUE: dict[str, EventKind] = {k.value: k for k in EventKind}
+
+
 class Event(Mapping[str, Any]):
     """One event: ``kind``, ``t`` (epoch seconds) and the payload (JSON values: str, numbers, bool, None,
     lists, dicts). Build it with the payload as keywords: ``Event(EventKind.SWAPPED, slot=..., ...)``."""
@@ -112,11 +115,10 @@ class Event(Mapping[str, Any]):
     data: dict[str, Any]
 
     def __init__(self, kind: EventKind | str, /, t: float | None = None, **data: Any) -> None:
-        try:
-            k = EventKind(kind)
-        except ValueError:
+        k = _BY_VALUE.get(kind) if isinstance(kind, str) else None
+        if k is None:
             raise ValueError(f"unknown event kind {kind!r}: add it to protocols.events.EventKind "
-                             "(and docs/events.md)") from None
+                             "(and docs/events.md)")
         missing = [f for f in k.fields if f not in data]
         if missing:
             raise ValueError(f"event {k.value}: payload field(s) {missing} missing (it always carries {list(k.fields)})")

@@ -233,7 +233,7 @@ class Outbox:
             self.moved_aside = aside
             log.error("outbox %s is corrupt (%s): moved aside to %s; starting a fresh outbox in a new epoch. Records "
                       "in the old file were not sent; inspect it with sqlite3 if they matter", self.path, exc, aside)
-            corrupt = {"moved_to": str(aside), "reason": str(exc), "t": time.time()}
+            corrupt = (str(aside), str(exc), time.time())  # moved_to, reason, t: the event once the epoch is known
             db = self._connect()
             db.executescript(SCHEMA)
         self._db = db
@@ -263,8 +263,8 @@ class Outbox:
         self._writer.start()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="outbox-append", initializer=self._mark_thread)
         if corrupt is not None:
-            evt = Event(EventKind.OUTBOX_CORRUPT, **corrupt, epoch=self.epoch,
-                        previous_epoch=known if known is not None else 0)
+            evt = Event(EventKind.OUTBOX_CORRUPT, t=corrupt[2], moved_to=corrupt[0], reason=corrupt[1],
+                        epoch=self.epoch, previous_epoch=known if known is not None else 0)
             self.on_event(evt)
             self._notices.append(evt)
             self._drain_notices()

@@ -68,7 +68,7 @@ def test_the_wire_form_is_flat_json_and_an_event_reads_like_it():
     assert e["kind"] == "swap_kept" and e.get("version") == "1.3.0" and e.get("nothing") is None
     assert dict(e) == wire and Event.coerce(wire).to_json_dict() == wire and Event.coerce(e) is e
     with pytest.raises(AttributeError):
-        e.t = 0.0  # type: ignore[misc]
+        e.t = 0.0
 
 
 def test_the_agent_refuses_an_unknown_kind_and_records_a_known_one_in_its_wire_form(tmp_path):
