@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ from edge_agent.process_info import peak_rss_mb, rss_mb
 from edge_agent.status_board import StatusBoard
 from edge_agent.types import Result
 from model_packager import load_trusted_keys
+from protocols.events import Event, EventKind
 
 if TYPE_CHECKING:
     from edge_agent.http import StatusServer
@@ -99,13 +101,14 @@ class Agent:
             self.selector = SampleSelector(cfg.upload or SampleSelectionSettings())
         self._stopped = asyncio.Event()
 
-    def _event(self, evt: dict) -> None:
+    def _event(self, evt: Event | Mapping[str, Any]) -> None:
+        evt = Event.coerce(evt)  # a plain {"kind": ...} mapping is checked against EventKind too
         self.events.append(evt)
         self.metrics.event(evt)
         # the outbox records its own events (corrupt file, drops) itself, with its epoch and the dropped seqs
-        if self.outbox is not None and self.outbox.is_open and evt.get("kind") not in SELF_RECORDED:
+        if self.outbox is not None and self.outbox.is_open and evt.kind not in SELF_RECORDED:
             # handed to the outbox's thread: an event never waits on the outbox, nor breaks its caller
-            self.outbox.append_soon("alarm" if evt.get("kind") == "alarm" else "event", evt)
+            self.outbox.append_soon("alarm" if evt.kind is EventKind.ALARM else "event", evt.to_json_dict())
             if self.uplink:
                 self.uplink.poke()
 
@@ -121,8 +124,8 @@ class Agent:
         async def on_result(res: Result, item) -> None:
             if self.first_result_at is None:
                 self.first_result_at = time.time()
-                self._event({"kind": "first_result", "t": self.first_result_at,
-                             "after_s": round(self.first_result_at - self.launched_at, 3)})
+                self._event(Event(EventKind.FIRST_RESULT, t=self.first_result_at,
+                                  after_s=round(self.first_result_at - self.launched_at, 3)))
             self.metrics.result(res)
             self.board.keep(res, item)
             if res.verdict != "UNSURE":
@@ -219,7 +222,7 @@ class Agent:
 
             self.http = StatusServer(self, self.cfg.http.host, self.cfg.http.port)
             self.http.start()
-        self._event({"kind": "started", "t": time.time(), "pipelines": [p.name for p in self.pipelines]})
+        self._event(Event(EventKind.STARTED, pipelines=[p.name for p in self.pipelines]))
         log.info("agent %s started: %d sources, %d models, %d pipelines%s", self.cfg.agent.id, len(self.sources),
                  len(self.slots), len(self.pipelines),
                  f"; status on http://{self.cfg.http.host}:{self.http.port}/" if self.http else "")
@@ -352,7 +355,7 @@ class Agent:
             "rules": [r.status() for r in self.rules],
             "recent_results": self.board.recent_json(),
             "recent_ng": self.board.recent_ng_json(),
-            "events": list(self.events)[-30:],
+            "events": [e.to_json_dict() for e in list(self.events)[-30:]],
             "outbox": self.outbox.stats() if self.outbox is not None and self.outbox.is_open else None,
             "uplink": self.uplink.status() if self.uplink is not None else None,
             "fleet": self.manager.status() if self.manager is not None else None,

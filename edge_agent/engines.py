@@ -73,7 +73,8 @@ def model_file(opened: OpenedPackage, form: str | None) -> str:
 class OrtEngine:
     name = "onnxruntime"
 
-    def __init__(self, opened: OpenedPackage, cfg: ModelConfig, form: str | None = None) -> None:
+    def __init__(self, opened: OpenedPackage, cfg: ModelConfig, form: str | None = None, *,
+                 isolated: bool = False) -> None:
         import onnxruntime as ort
 
         self.form = form or _only_form(opened)
@@ -95,7 +96,8 @@ class OrtEngine:
 class OvEngine:
     name = "openvino"
 
-    def __init__(self, opened: OpenedPackage, cfg: ModelConfig, form: str | None = None) -> None:
+    def __init__(self, opened: OpenedPackage, cfg: ModelConfig, form: str | None = None, *,
+                 isolated: bool = False) -> None:
         import openvino as ov
 
         self.form = form or _only_form(opened)
@@ -114,7 +116,9 @@ class OvEngine:
         # the IR the package carries is of model.onnx (the INT8 form); the FP32 form is read as ONNX
         src = model_file(opened, form) if form == "fp32" else (opened.openvino_xml or opened.model_path)
         try:
-            self.compiled = ov_compile(src, props, core=core)
+            # isolated (another model serves meanwhile): an ONNX file is converted in a low-priority helper
+            # process, as convert_model holds the GIL for up to seconds and would starve the pipelines
+            self.compiled = ov_compile(src, props, core=core, isolated=isolated)
         except Exception as exc:
             raise EngineError(f"OpenVINO cannot load {opened.manifest.package_id}: {exc}") from exc
         self.outputs = [(o, o.get_any_name()) for o in self.compiled.outputs]
@@ -146,11 +150,13 @@ def candidate_engines(choice: EngineChoice | str) -> list[str]:
     return [resolve_choice(choice)]
 
 
-def create_engine(choice: EngineChoice | str, opened: OpenedPackage, cfg: ModelConfig, form: str | None = None
-                  ) -> Engine:
+def create_engine(choice: EngineChoice | str, opened: OpenedPackage, cfg: ModelConfig, form: str | None = None,
+                  *, isolated: bool = False) -> Engine:
     """An engine for ``form`` of the package ("int8", "fp32"; None: ``model.onnx`` as it is), built by
-    the class its row in ``ENGINE_TYPES`` names."""
+    the class its row in ``ENGINE_TYPES`` names. ``isolated``: a model already serves in this process
+    (a swap), so work that would hold the GIL or the cores for long goes elsewhere (OpenVINO's
+    conversion of an ONNX file runs in a low-priority helper process)."""
     from devices import load_object
 
     name = resolve_choice(EngineChoice(choice))
-    return load_object(ENGINE_TYPES[name][0])(opened, cfg, form)
+    return load_object(ENGINE_TYPES[name][0])(opened, cfg, form, isolated=isolated)

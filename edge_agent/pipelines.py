@@ -35,6 +35,7 @@ from edge_agent.config import PipelineSettings, QueuePolicy, WindowSettings
 from edge_agent.models.slot import InferenceError, ModelSlot, SlotError
 from edge_agent.types import Latency, Result, Window
 from model_packager.condition import RateError, input_samples, resample, resample_plan
+from protocols.events import Event, EventKind
 
 if TYPE_CHECKING:
     from edge_agent.maintenance.monitor import Monitor
@@ -97,7 +98,7 @@ class BoundedQueue:
 class Windower:
     def __init__(self, source: str, settings: WindowSettings, default_size: int, notices: Notices | None = None,
                  pipeline: str = "?", resample: tuple[int, int] = (1, 1), extra_inputs: dict[str, str] | None = None,
-                 model_rate_hz: float | None = None, on_event: Callable[[dict], None] | None = None) -> None:
+                 model_rate_hz: float | None = None, on_event: Callable[[Event], None] | None = None) -> None:
         self.source = source
         self.s = settings
         self.inputs = {**settings.scalar_inputs, **(extra_inputs or {})}  # tag -> the model's scalar input
@@ -170,9 +171,8 @@ class Windower:
         return False
 
     def _event(self, kind: str, rate: float, message: str) -> None:
-        self.on_event({"kind": kind, "t": time.time(), "pipeline": self.pipeline, "tag": self.s.waveform,
-                       "rate_hz": rate, "rate_in_use_hz": self.rate_in_use, "model_rate_hz": self.model_rate,
-                       "message": message})
+        self.on_event(Event(kind, pipeline=self.pipeline, tag=self.s.waveform, rate_hz=rate,
+                            rate_in_use_hz=self.rate_in_use, model_rate_hz=self.model_rate, message=message))
 
     def rate_status(self) -> dict:
         return {"in_use_hz": self.rate_in_use or self.model_rate, "from": self.rate_source,
@@ -260,7 +260,7 @@ class UnsureWatch:
     def share(self) -> float:
         return sum(1 for r in self.recent if r) / len(self.recent) if self.recent else 0.0
 
-    def add(self, reason: str | None) -> dict | None:
+    def add(self, reason: str | None) -> Event | None:
         kind = reason.split(":")[0] if reason else None
         if len(self.recent) == self.window and self.recent[0]:
             self.reasons[self.recent[0]] -= 1
@@ -270,12 +270,12 @@ class UnsureWatch:
         share = self.share
         if not self.raised and len(self.recent) == self.window and share >= self.max_share:
             self.raised = True
-            return {"kind": "input_drift", "pipeline": self.pipeline, "t": time.time(), "share": round(share, 4),
-                    "window": self.window, "max_share": self.max_share,
-                    "reasons": {k: v for k, v in self.reasons.items() if v > 0},
-                    "message": f"pipeline {self.pipeline}: {share:.0%} of the last {self.window} frames are far "
-                               "outside the model's training inputs (UNSURE); check the camera (focus, light, "
-                               "position) or retrain on the new conditions"}
+            return Event(EventKind.INPUT_DRIFT, pipeline=self.pipeline, share=round(share, 4),
+                         window=self.window, max_share=self.max_share,
+                         reasons={k: v for k, v in self.reasons.items() if v > 0},
+                         message=f"pipeline {self.pipeline}: {share:.0%} of the last {self.window} frames are far "
+                                 "outside the model's training inputs (UNSURE); check the camera (focus, light, "
+                                 "position) or retrain on the new conditions")
         if self.raised and share < self.max_share / 2:
             self.raised = False
         return None
@@ -308,7 +308,7 @@ class Pipeline:
     def __init__(self, settings: PipelineSettings, slot: ModelSlot, executor: Executor,
                  on_result: Callable[[Result, Frame | Window], Awaitable[None]],
                  on_latency: Callable[[str, Latency], None] | None = None, *,
-                 on_event: Callable[[dict], None] | None = None, data_dir: str | Path | None = None) -> None:
+                 on_event: Callable[[Event], None] | None = None, data_dir: str | Path | None = None) -> None:
         self.s = settings
         self.data_dir = data_dir
         self.baseline: Monitor | None = None  # when settings.baseline is set

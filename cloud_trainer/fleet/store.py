@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from protocols.events import EventKind
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
   tenant TEXT NOT NULL DEFAULT '', agent TEXT NOT NULL, epoch INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL,
@@ -106,7 +108,8 @@ INSERT INTO ingest SELECT 'default', agent, duplicates, epoch FROM ingest_v2;
 DROP TABLE ingest_v2;"""),
 ]
 DEFAULT_TENANT = "default"  # the same as cloud_trainer.pki.DEFAULT_TENANT
-DROP_CAUSES = {"outbox_budget": "budget", "outbox_retention": "retention", "outbox_write_failed": "write_failed"}
+DROP_CAUSES = {EventKind.OUTBOX_BUDGET: "budget", EventKind.OUTBOX_RETENTION: "retention",
+               EventKind.OUTBOX_WRITE_FAILED: "write_failed"}
 
 
 def _subtract(first: int, last: int, known: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
@@ -345,7 +348,7 @@ class SQLStore(Store):
         except ValueError:
             return
         kind = evt.get("kind") if isinstance(evt, dict) else None
-        if kind == "outbox_corrupt" and evt.get("previous_epoch") is not None:
+        if kind == EventKind.OUTBOX_CORRUPT and evt.get("previous_epoch") is not None:
             prev = int(evt["previous_epoch"])
             if prev != epoch:
                 self._end_epoch(ex, tenant, agent, prev, "outbox_corrupt", now, replace=True)

@@ -41,6 +41,7 @@ from model_packager.condition import (
     iso_zone,
 )
 from model_packager.health import growth, out_of_fold_threshold, rise, robust_stats
+from protocols.events import Event, EventKind
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class Baseline:
 
     def __init__(self, settings: BaselineSettings, sample_rate_hz: float, window_samples: int, *,
                  path: Path | None = None, pipeline: str = "?", model_features: dict | None = None,
-                 on_event: Callable[[dict], None] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 on_event: Callable[[Event], None] | None = None, clock: Callable[[], float] = time.time) -> None:
         self.s = settings
         self.fs = float(sample_rate_hz)
         self.n = int(window_samples)
@@ -170,8 +171,8 @@ class Baseline:
         self.speed_hz = None
         self._first: list[np.ndarray] = []  # the first windows, for the shaft speed (estimated speed only)
 
-    def _event(self, kind: str, **kw) -> None:
-        evt = {"kind": kind, "t": self.clock(), "pipeline": self.pipeline, **kw}
+    def _event(self, kind: EventKind, **kw) -> None:
+        evt = Event(kind, t=self.clock(), pipeline=self.pipeline, **kw)
         log.info("pipeline %s: %s %s", self.pipeline, kind, {k: v for k, v in kw.items() if k != "t"})
         try:
             self.on_event(evt)
@@ -200,19 +201,19 @@ class Baseline:
                 stale.unlink(missing_ok=True)
         if self.path is None or not self.path.is_file():
             if self.path is not None:
-                self._event("baseline_learning", reason="no baseline yet", target_windows=self.s.windows)
+                self._event(EventKind.BASELINE_LEARNING, reason="no baseline yet", target_windows=self.s.windows)
             return
         try:
             d = json.loads(self.path.read_text())
             if d.get("format") != FORMAT:
                 raise ValueError(f"format {d.get('format')}")
         except (OSError, ValueError) as exc:
-            self._event("baseline_discarded", reason=f"unreadable baseline file {self.path} ({exc}); learning anew")
+            self._event(EventKind.BASELINE_DISCARDED, reason=f"unreadable baseline file {self.path} ({exc}); learning anew")
             self._new_learning("unreadable file")
             self.save()
             return
         if d.get("feature_set") != self.fid:
-            self._event("baseline_discarded", reason="the feature set changed (sample rate, window, bearing or "
+            self._event(EventKind.BASELINE_DISCARDED, reason="the feature set changed (sample rate, window, bearing or "
                         "model features); learning anew", old=d.get("feature_set"), new=self.fid)
             self._new_learning("feature set changed")
             self.save()
@@ -227,13 +228,13 @@ class Baseline:
         self.speeds = [float(v) for v in d.get("speeds", [])]
         self.bands = {int(k): (np.asarray(v["median"]), np.asarray(v["scale"]), int(v["n"]))
                       for k, v in d.get("bands", {}).items()}
-        self._event("baseline_loaded", state=self.state, windows=len(self.rows) if self.state == "learning" else
+        self._event(EventKind.BASELINE_LOADED, state=self.state, windows=len(self.rows) if self.state == "learning" else
                     sum(n for *_, n in self.bands.values()), learned_at=self.learned_at)
 
     def relearn(self, reason: str = "asked") -> None:
         self._new_learning(reason)
         self.save()
-        self._event("baseline_relearn", reason=reason, target_windows=self.s.windows)
+        self._event(EventKind.BASELINE_RELEARN, reason=reason, target_windows=self.s.windows)
 
     def check_request(self) -> None:
         """A relearn asked for through the data folder (``edge-agent baseline relearn``)."""
@@ -282,7 +283,7 @@ class Baseline:
         f = features or self.features(waveform, scalars)
         zone = iso_zone(f["velocity_mm_s"], self.s.iso_class)
         if zone != self._last_zone and self._last_zone is not None and zone in "CD":
-            self._event("iso_zone", zone=zone, velocity_mm_s=round(f["velocity_mm_s"], 3), iso_class=self.s.iso_class)
+            self._event(EventKind.ISO_ZONE, zone=zone, velocity_mm_s=round(f["velocity_mm_s"], 3), iso_class=self.s.iso_class)
         self._last_zone = zone
         v = Verdict(self.state, speed_hz=f["speed_hz"], speed_estimated=bool(f["speed_estimated"]),
                     velocity_mm_s=f["velocity_mm_s"], iso_zone=zone)
@@ -335,7 +336,7 @@ class Baseline:
             f = self.features(w, None)
             self.rows.append(feature_vector(f).tolist())
             self.speeds.append(f["speed_hz"])
-        self._event("baseline_speed", speed_rpm=round(self.speed_hz * 60, 1), windows=len(first))
+        self._event(EventKind.BASELINE_SPEED, speed_rpm=round(self.speed_hz * 60, 1), windows=len(first))
 
     def _band_stats(self, speed_hz: float) -> tuple[np.ndarray, np.ndarray, bool]:
         b = _band(speed_hz, self.s.speed_band_pct)
@@ -365,6 +366,6 @@ class Baseline:
         n = len(self.rows)
         self.rows, self.speeds = [], []
         self.save()
-        self._event("baseline_learned", windows=n, threshold=round(self.threshold, 3),
+        self._event(EventKind.BASELINE_LEARNED, windows=n, threshold=round(self.threshold, 3),
                     false_alarm_rate=self.s.false_alarm_rate, speed_bands=sorted(self.bands),
                     speed_hz=round(float(np.median(sp)), 3))

@@ -24,6 +24,7 @@ from edge_agent.maintenance.baseline import Baseline, Verdict, baseline_path
 from edge_agent.maintenance.life import NOT_ENOUGH, LifeEstimate, LifeTrend
 from edge_agent.maintenance.settings import BaselineSettings
 from model_packager.manifest import LifePrior
+from protocols.events import Event, EventKind
 
 _ZONES = "ABCD"
 
@@ -42,7 +43,7 @@ def model_features(manifest) -> dict:
 
 class Monitor:
     def __init__(self, settings: BaselineSettings, slot, pipeline: str, data_dir: str | Path | None,
-                 on_event: Callable[[dict], None] | None) -> None:
+                 on_event: Callable[[Event], None] | None) -> None:
         self.s = settings
         self.slot = slot
         self.pipeline = pipeline
@@ -104,7 +105,7 @@ class Monitor:
     def _reset_life(self, reason: str) -> None:
         self.life.reset()
         if self.on_event:
-            self.on_event({"kind": "life_reset", "pipeline": self.pipeline, "reason": reason})
+            self.on_event(Event(EventKind.LIFE_RESET, pipeline=self.pipeline, reason=reason))
 
     def process(self, window) -> Verdict:
         with self._lock:

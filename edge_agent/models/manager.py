@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 from edge_agent.models.config import VersionPolicy
 from model_packager.manifest import version_key
 from model_packager.text import printable
+from protocols.events import Event, EventKind
 
 if TYPE_CHECKING:
     from edge_agent.uplink.client import Uplink
@@ -189,7 +190,7 @@ class ModelManager:
                  "deployment": d.deployment_id}
         self.steps.append(entry)
         self.steps = self.steps[-50:]
-        self.on_event({"kind": "deployment_step", **entry})
+        self.on_event(Event(EventKind.DEPLOYMENT_STEP, **entry))
         if self.uplink is None:
             return False
         from protocols.gen import fleet_pb2 as pb

@@ -50,6 +50,7 @@ from model_packager.preprocess import (
     signal_features,
 )
 from model_packager.text import printable
+from protocols.events import Event, EventKind
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class _Active:
 
 class ModelSlot:
     def __init__(self, name: str, config: ModelConfig, data_dir: Path, trusted_keys: list[Path] | TrustedKeys,
-                 on_event: Callable[[dict], None] | None = None) -> None:
+                 on_event: Callable[[Event], None] | None = None) -> None:
         self.name = name
         self.config = config
         self.store = ModelStore(Path(data_dir) / "models" / name)
@@ -195,7 +196,7 @@ class ModelSlot:
         to_v = prev.manifest.version if prev else restored[1]
         self.last_outcome = SwapOutcome(False, self.name, from_v, to_v, "rolled_back", reason)
         self.counters["rollbacks"] += 1
-        self._event("rolled_back", from_version=from_v, to_version=to_v, reason=reason,
+        self._event(EventKind.ROLLED_BACK, from_version=from_v, to_version=to_v, reason=reason,
                     digest=cand.digest if cand else None)
         log.warning("slot %s: restarted inside the health window of %s: restored %s", self.name, from_v, to_v)
 
@@ -268,8 +269,9 @@ class ModelSlot:
 
     # ---- swap ------------------------------------------------------------------------------
     def _load(self, opened: OpenedPackage) -> _Active:
-        """Load, golden-check and time every engine × form allowed; the fastest that passes serves."""
-        sel = select(opened, self.config)
+        """Load, golden-check and time every engine × form allowed; the fastest that passes serves.
+        During a swap (a model serves meanwhile) the loading is isolated from the serving threads."""
+        sel = select(opened, self.config, isolated=self._active is not None)
         return _Active(opened, sel.engine, sel)
 
     def _report_selection(self, a: _Active) -> None:
@@ -279,15 +281,15 @@ class ModelSlot:
             return
         for t in sel.int8_off:
             self.counters["int8_parity_failures"] += 1
-            self._event("int8_deviation", package=a.manifest.package_id, engine=t.engine, deviation=t.deviation,
+            self._event(EventKind.INT8_DEVIATION, package=a.manifest.package_id, engine=t.engine, deviation=t.deviation,
                         agreement=t.agreement, reason=t.reason, cpu=sel.cpu, cpu_flags=list(sel.cpu_flags),
                         serving=f"{sel.chosen.form} on {sel.chosen.engine}")
             log.warning("slot %s: the INT8 form of %s is off on this CPU (%s; %s) on %s: %s; serving %s instead",
                         self.name, a.manifest.package_id, sel.cpu, " ".join(sel.cpu_flags), t.engine, t.reason,
                         f"{sel.chosen.form} on {sel.chosen.engine}")
 
-    def _event(self, kind: str, **data: Any) -> None:
-        evt = {"kind": kind, "slot": self.name, "t": time.time(), **data}
+    def _event(self, kind: EventKind, **data: Any) -> None:
+        evt = Event(kind, slot=self.name, **data)
         try:
             self.on_event(evt)
         except Exception:  # a broken listener must not break the slot
@@ -312,7 +314,7 @@ class ModelSlot:
             old = self._active
             from_v = old.manifest.version if old else None
             self.state = "verifying"
-            self._event("swap_started", package=str(pkg), from_version=from_v)
+            self._event(EventKind.SWAP_STARTED, package=str(pkg), from_version=from_v)
             try:
                 opened = await asyncio.to_thread(self.store.install, Path(pkg), self.trusted)
             except PackageError as exc:
@@ -341,7 +343,7 @@ class ModelSlot:
             self.state = "watching" if (watch and old is not None) else "active"
             outcome = SwapOutcome(True, self.name, from_v, to_v, "active")
             self.last_outcome = outcome
-            self._event("swapped", from_version=from_v, to_version=to_v, engine=new.engine.name,
+            self._event(EventKind.SWAPPED, from_version=from_v, to_version=to_v, engine=new.engine.name,
                         form=new.engine.form, selection=new.selection.summary() if new.selection else None)
             log.info("slot %s: now running %s, %s (was %s)", self.name, opened.manifest.package_id,
                      new.selection.summary() if new.selection else new.engine.name, from_v)
@@ -356,7 +358,7 @@ class ModelSlot:
         outcome = SwapOutcome(False, self.name, from_v, to_v, stage, reason)
         self.last_outcome = outcome
         self.counters["swaps_refused"] += 1
-        self._event("swap_refused", stage=stage, reason=reason, from_version=from_v, to_version=to_v)
+        self._event(EventKind.SWAP_REFUSED, stage=stage, reason=reason, from_version=from_v, to_version=to_v)
         log.warning("slot %s: swap to %s refused at %s: %s; %s keeps serving", self.name, to_v, stage, reason,
                     from_v or "nothing")
         return outcome
@@ -397,7 +399,7 @@ class ModelSlot:
                 await asyncio.to_thread(self.store.end_probation, new.opened.root)
                 self.state = "active"
                 self._previous = None  # freed once no in-flight inference holds it
-                self._event("swap_kept", version=new.manifest.version, inferences=new.health.n)
+                self._event(EventKind.SWAP_KEPT, version=new.manifest.version, inferences=new.health.n)
                 return
 
     async def rollback(self, reason: str) -> SwapOutcome:
@@ -412,7 +414,7 @@ class ModelSlot:
             outcome = SwapOutcome(False, self.name, new.manifest.version, old.manifest.version, "rolled_back", reason)
             self.last_outcome = outcome
             self.counters["rollbacks"] += 1
-            self._event("rolled_back", from_version=new.manifest.version, to_version=old.manifest.version,
+            self._event(EventKind.ROLLED_BACK, from_version=new.manifest.version, to_version=old.manifest.version,
                         reason=reason)
             log.warning("slot %s: rolled back %s -> %s: %s", self.name, new.manifest.version, old.manifest.version,
                         reason)

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from protocols.events import Event, EventKind
+
 log = logging.getLogger(__name__)
 
 KINDS: dict[str, str] = {
@@ -30,7 +32,7 @@ KEEP = 200  # ids remembered (a command leaves the desired state once its result
 
 
 class CommandRunner:
-    def __init__(self, cfg, on_event: Callable[[dict], None] | None = None) -> None:
+    def __init__(self, cfg, on_event: Callable[[Event], None] | None = None) -> None:
         self.cfg = cfg
         self.path = Path(cfg.data_dir) / "fleet" / "commands.json"
         self.on_event = on_event or (lambda evt: None)
@@ -81,9 +83,9 @@ class CommandRunner:
                 await asyncio.to_thread(self._save)
             except OSError as exc:  # the act is done; after a restart it would read as interrupted
                 log.error("fleet commands: cannot record the result of %s in %s (%s)", c.id, self.path, exc)
-            self.on_event({"kind": "fleet_command", "t": entry["done_at"], "command": c.id, "command_kind": c.kind,
-                           "pipeline": c.pipeline, "ok": ok, "detail": entry["detail"], "issued_by": c.issued_by,
-                           "reason": c.reason})
+            self.on_event(Event(EventKind.FLEET_COMMAND, t=entry["done_at"], command=c.id, command_kind=c.kind,
+                                pipeline=c.pipeline, ok=ok, detail=entry["detail"], issued_by=c.issued_by,
+                                reason=c.reason))
             (log.info if ok else log.warning)("fleet command %s (%s %s from %s): %s", c.id, c.kind, c.pipeline,
                                               c.issued_by or "?", detail)
 
