@@ -83,6 +83,10 @@ class Agent:
         self.uplink = None
         self.selector = None
         self.manager = None
+        # the agent-configuration host (``edge_agent.fleet_config``) when the agent runs under one: it gets the
+        # desired agent configuration, and its state is reported and shown on /status
+        self.on_desired_config = None
+        self.config_state: dict | None = None
         if cfg.outbox is not None or cfg.cloud is not None:
             from edge_agent.outbox.selector import SampleSelector
             from edge_agent.outbox.settings import OutboxSettings, SampleSelectionSettings
@@ -155,7 +159,9 @@ class Agent:
         health = {p.name: {"rate": p.stats.rate(), "results": p.stats.results, "ng": p.stats.ng,
                            "errors": sum(p.stats.errors.values()), "p50_ms": p.stats.percentiles()["p50"]}
                   for p in self.pipelines}
-        return {"labels": labels, "slots": slots, "health": health}
+        return {"labels": labels, "slots": slots, "health": health,
+                "config": {k: v for k, v in (self.config_state or {}).items()
+                           if k in ("source", "deployment_id", "digest", "status", "reason")}}
 
     async def start(self) -> None:
         if self.outbox is not None:
@@ -191,7 +197,7 @@ class Agent:
 
             self.manager = ModelManager(self.slots, self.cfg, on_event=self._event)
             self.uplink = Uplink(self.cfg.cloud, self.outbox, Path(self.cfg.base_dir), self._cloud_status,
-                                 self.manager.on_desired)
+                                 self._on_desired)
             self.manager.uplink = self.uplink
             await self.uplink.start()
         if self.cfg.http.enabled:
@@ -203,6 +209,11 @@ class Agent:
         log.info("agent %s started: %d sources, %d models, %d pipelines%s", self.cfg.agent.id, len(self.sources),
                  len(self.slots), len(self.pipelines),
                  f"; status on http://{self.cfg.http.host}:{self.http.port}/" if self.http else "")
+
+    async def _on_desired(self, reply) -> None:
+        await self.manager.on_desired(reply)
+        if self.on_desired_config is not None:
+            self.on_desired_config(reply.config if reply.HasField("config") else None)
 
     async def _fan_out(self, name: str, src, readers: list[Pipeline]) -> None:
         unread = self.source_notices[name]
@@ -286,20 +297,7 @@ class Agent:
 
     async def run(self) -> None:
         """Start, then serve until SIGTERM/SIGINT, then stop gracefully."""
-        import signal
-
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):
-                pass
-        await self.start()
-        try:
-            await stop.wait()
-        finally:
-            await self.stop()
+        await run_until_signalled(self.start, self.stop)
 
     @property
     def recent(self):
@@ -336,7 +334,27 @@ class Agent:
             "outbox": self.outbox.stats() if self.outbox is not None and self.outbox.is_open else None,
             "uplink": self.uplink.status() if self.uplink is not None else None,
             "fleet": self.manager.status() if self.manager is not None else None,
+            "config": self.config_state,
         }
+
+
+
+async def run_until_signalled(start, stop) -> None:
+    """``await start()``, serve until SIGTERM/SIGINT, then ``await stop()`` (also on any error)."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, done.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    await start()
+    try:
+        await done.wait()
+    finally:
+        await stop()
 
 
 def _produces(settings) -> bool:

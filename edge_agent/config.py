@@ -454,13 +454,16 @@ def _did_you_mean(name: str, known) -> str:
     return f"; did you mean {close[0]!r}?" if close else (f"; defined: {sorted(known)}" if known else "; none defined")
 
 
-def parse_config(data: Any, where: str = "<config>", base_dir: str = ".") -> AgentConfig:
+def parse_config(data: Any, where: str = "<config>", base_dir: str = ".", local_checks: bool = True) -> AgentConfig:
+    """``local_checks=False``: what only the agent's own machine can tell is not checked (files exist, the
+    environment variables are set): the cloud's check of a fleet configuration (``edge_agent.fleet_config``)."""
     errors: list[str] = []
     if not isinstance(data, dict):
         raise ConfigError([f"{where}: expected a mapping at the top level (agent:, sources:, models:, pipelines: ...)"])
     sub_errors: list[str] = []
     data = _substitute(data, "", sub_errors)
-    errors += [f"{where}: {e}" for e in sub_errors]
+    if local_checks:
+        errors += [f"{where}: {e}" for e in sub_errors]
     raw_sources = data.get("sources") or {}
     sources: dict[str, Any] = {}
     if not isinstance(raw_sources, dict):
@@ -536,7 +539,7 @@ def parse_config(data: Any, where: str = "<config>", base_dir: str = ".") -> Age
         parts["agent"] = AgentSection.model_construct(id="?")
     cfg = AgentConfig.model_construct(**{k: v for k, v in parts.items()})
     warnings: list[str] = []
-    errors += _cross_check(cfg, where, names, warnings)
+    errors += _cross_check(cfg, where, names, warnings, local_checks)
     if errors:
         raise ConfigError(errors)
     out = AgentConfig.model_validate({**cfg.model_dump(exclude={"sources"}), "sources": {}}).model_copy(
@@ -726,7 +729,8 @@ def _check_forward_and_rules(cfg: AgentConfig, where: str, named: dict[str, set]
     return errors
 
 
-def _cross_check(cfg: AgentConfig, where: str, named: dict[str, set], warnings: list[str]) -> list[str]:
+def _cross_check(cfg: AgentConfig, where: str, named: dict[str, set], warnings: list[str],
+                 local_checks: bool = True) -> list[str]:
     errors = []
     manifests = _manifests(cfg)
     names = set()
@@ -778,6 +782,16 @@ def _cross_check(cfg: AgentConfig, where: str, named: dict[str, set], warnings: 
                 compile_condition(a.when, _labels_for(cfg, name, manifests))
             except ConditionError as exc:
                 errors.append(f"{loc}.when: {exc}")
+    if local_checks:
+        errors += _file_errors(cfg, where)
+    if cfg.models and not cfg.trusted_keys:
+        errors.append(f"{where}: trusted_keys: at least one public key is needed to verify model packages")
+    return errors
+
+
+def _file_errors(cfg: AgentConfig, where: str) -> list[str]:
+    """Files the config names that do not exist on this machine."""
+    errors = []
     for name, m in cfg.models.items():
         if m.package and not cfg.path(m.package).exists():
             errors.append(f"{where}: models.{name}.package: file {m.package} does not exist")
@@ -789,21 +803,25 @@ def _cross_check(cfg: AgentConfig, where: str, named: dict[str, set], warnings: 
     for i, k in enumerate(cfg.trusted_keys):
         if not cfg.path(k).exists():
             errors.append(f"{where}: trusted_keys[{i}]: {k} does not exist")
-    if cfg.models and not cfg.trusted_keys:
-        errors.append(f"{where}: trusted_keys: at least one public key is needed to verify model packages")
     return errors
 
 
 def load_config(path: str | Path) -> AgentConfig:
+
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from exc
+    return parse_config(read_yaml(text, str(path)), str(path), str(path.parent.resolve()))
+
+
+def read_yaml(text: str, where: str) -> Any:
+    """The YAML document of a config (``ConfigError`` naming the line and column where it is not YAML)."""
     try:  # libyaml's loader where PyYAML has it (~10x the pure-Python one: part of every start)
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError([f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}"]) from exc
-    return parse_config(data, str(path), str(path.parent.resolve()))
+        raise ConfigError([f"{where}: not valid YAML{at}: {getattr(exc, 'problem', exc)}"]) from exc
+

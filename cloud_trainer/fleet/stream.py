@@ -95,14 +95,12 @@ class StreamHub:
         from protocols.gen import fleet_pb2 as pb
 
         desired = await asyncio.to_thread(self.control.desired_many, keys)
-        now = time.time()
-        for k, (gen, slots) in desired.items():
+        for k, (gen, slots, config) in desired.items():
             q = self.streams.get(k)
             if q is None:
                 continue
             self.sent[k] = gen
-            offer(q, pb.ServerMessage(desired=pb.HeartbeatReply(generation=gen, server_time=now,
-                                                                 desired=[pb.DesiredSlot(**d) for d in slots])))
+            offer(q, pb.ServerMessage(desired=desired_reply(gen, slots, config)))
             self.pushes += 1
 
     # ---- background --------------------------------------------------------------------------
@@ -138,7 +136,19 @@ class StreamHub:
                 "flushes": self.flushes, "pending": len(self.pending)}
 
 
+def desired_reply(gen: int, slots: list[dict], config: dict | None):
+    """An agent's whole desired state as a ``HeartbeatReply``: model slots, and its agent configuration if the
+    fleet gives it one (``Control.desired_state``)."""
+    from protocols.gen import fleet_pb2 as pb
+
+    reply = pb.HeartbeatReply(generation=gen, server_time=time.time(), desired=[pb.DesiredSlot(**d) for d in slots])
+    if config is not None:
+        reply.config.CopyFrom(pb.DesiredConfig(**config))
+    return reply
+
+
 def offer(q: asyncio.Queue, item) -> None:
+
     """Put without waiting: a slow stream keeps only the newest messages (each desired state is whole)."""
     while True:
         try:
