@@ -305,7 +305,7 @@ class AgentHost:
         self.keeper.put_yaml(want.digest, want.yaml)
         self.keeper.state["trial"] = {**info, "started": time.time()}
         self.keeper.save()
-        log.info("fleet config %s: applying (restarting the agent on it)", where)
+        log.info("%s: applying (restarting the agent on it)", where)
         try:
             await self._swap(cfg, {"source": "fleet", **info, "status": "applied", "reason": ""})
             self.keeper.note(info, "applied", True)
@@ -320,9 +320,9 @@ class AgentHost:
             self.keeper.save()
             self.keeper.forget_old()
             self.agent.config_state = {"source": "fleet", **info, "status": "healthy", "reason": ""}
-            log.info("fleet config %s: healthy; it is the last good config now", where)
+            log.info("%s: healthy; it is the last good config now", where)
             return
-        log.error("fleet config %s: %s; back on the last good config", where, why)
+        log.error("%s: %s; back on the last good config", where, why)
         self.keeper.refuse(info, "rolled_back", why)
         await self._swap(*self._last_good())
         self.agent.config_state = {**self.agent.config_state, "reason": f"{where} rolled back: {why}"}

@@ -370,6 +370,7 @@ class Control:
         name = req.get("config_name") or "agent-config"
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", name):
             raise ValueError(f"config name {name[:80]!r}: use letters, digits, '.', '_' and '-' (at most 63)")
+        self._targets(req.get("agents") or [], req.get("selector") or {}, tenant)  # refused before any work
         self.config_validator(raw, name)  # outside the lock: it runs the agent's validator (a subprocess)
         digest = hashlib.sha256(raw).hexdigest()
         with self._write():
