@@ -1,4 +1,4 @@
-"""`cloud-trainer agents|deployments|status|deploy|rollback`: the admin's view and controls, over the
+"""`cloud-trainer agents|deployments|status|deploy|rollback|config`: the admin's view and controls, over the
 Admin gRPC service with an admin client certificate (``cloud-trainer pki admin``).
 
     cloud-trainer agents      [--endpoint 127.0.0.1:7443 --pki var/pki --admin admin]
@@ -8,6 +8,11 @@ Admin gRPC service with an admin client certificate (``cloud-trainer pki admin``
                          --strategy canary --steps 1 50% 100% --wait 30
     cloud-trainer deploy --pause|--resume|--abort DEPLOYMENT_ID
     cloud-trainer rollback part-inspection --version 1.0.0 --slot vision [--agent gw1 ...]
+    cloud-trainer config deploy line1-fleet.yaml --selector site=plant1 --strategy canary --steps 1 50% 100%
+    cloud-trainer config list | remove ID | pause ID | resume ID | abort ID
+
+Deployments are read as the typed ``Deployment`` (``cloud_trainer.fleet.deployment``) from the service's
+typed ``DeploymentInfo`` fields (or a v2 service's JSON).
 
 Tenants: ``--tenant acme`` takes the admin certificate from ``<pki>/tenants/acme/admins/`` (what
 ``cloud-trainer pki admin --tenant acme`` writes); every answer is that tenant's only, because the
@@ -97,9 +102,12 @@ def main_agents(argv: list[str]) -> int:
     for ag in reply.agents:
         slots = ", ".join(f"{s.slot}={s.package}-{s.version} ({s.status})" for s in ag.slots)
         age = time.time() - ag.last_seen if ag.last_seen else float("nan")
+        c = ag.config
+        config = f"{c.source} {c.digest[:12]} {c.status}".replace("  ", " ").strip() if c.source else "-"
         rows.append([ag.id, ",".join(f"{k}={v}" for k, v in sorted(ag.labels.items())), f"{age:.0f}s ago",
-                     ag.records, slots])
-    print(_table(rows, ["agent", "labels", "last seen", "records", "slots"]) if rows else "no agents registered")
+                     ag.records, slots, config])
+    print(_table(rows, ["agent", "labels", "last seen", "records", "slots", "config"]) if rows
+          else "no agents registered")
     return 0
 
 

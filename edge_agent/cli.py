@@ -3,7 +3,9 @@
     edge-agent validate CONFIG      all errors at once, one per line; exit 1 if any, 0 with a summary
         --online                    also ask the live OPC UA servers: every subscribed node exists, every
                                     write target exists, is writable and its DataType takes the value
-    edge-agent run CONFIG           run until SIGTERM/SIGINT (graceful stop); --log-json for JSON logs
+    edge-agent run CONFIG           run until SIGTERM/SIGINT (graceful stop); --log-json for JSON logs; with
+                                    cloud: set, the fleet may give it a config (docs/fleet-control.md)
+    edge-agent validate --fleet F   a fleet config (no agent:, cloud:, http:), as the cloud checks it
     edge-agent status [--url URL]   the running agent's sources, pipelines, models, drops, alarms
     edge-agent tags CONFIG          every tag each source produces now: last value, type, quality, age;
                                     and whether each tag a pipeline needs is among them
@@ -192,6 +194,9 @@ def _status(args) -> int:
         return 0
     a = st["agent"]
     print(f"agent {a['id']} ({a['site']}/{a['line']}), up {a['uptime_s']:.0f} s, max RSS {a['max_rss_mb']} MB")
+    if c := st.get("config"):  # which configuration runs: the local file or the fleet's
+        print(f"config: {c['source']} {c.get('name', '')}" + (f" ({c['digest'][:12]})" if c.get("digest") else "")
+              + f" {c.get('status', '')}" + (f"; {c['reason']}" if c.get("reason") else ""))
     print("\nsources:")
     for n, s in st["sources"].items():
         print(f"  {n:<12} {s['type']:<7} {s['state']:<11} received {s['received']:<8} dropped {s['dropped']:<6} "
