@@ -209,6 +209,7 @@ class AgentHost:
         try:
             await agent.start()
         except BaseException:
+            self.agent = None
             await agent.stop()
             raise
 
@@ -279,6 +280,8 @@ class AgentHost:
             self.keeper.save()
 
     async def _reconcile(self, want) -> None:
+        if self.agent is None:  # a fallback that did not start: try again
+            await self._fall_back()
         cur = self.agent.config_state
         if want is None:
             if cur["source"] == "fleet":  # the fleet let go: back to the local file
@@ -324,8 +327,21 @@ class AgentHost:
             return
         log.error("%s: %s; back on the last good config", where, why)
         self.keeper.refuse(info, "rolled_back", why)
-        await self._swap(*self._last_good())
+        await self._fall_back()
         self.agent.config_state = {**self.agent.config_state, "reason": f"{where} rolled back: {why}"}
+
+    async def _fall_back(self) -> None:
+        """Run the last good config; if even that does not start, the local file (which started this process)."""
+        cfg, info = self._last_good()
+        try:
+            await self._swap(cfg, info)
+        except Exception:
+            if info["source"] == "local":
+                raise
+            log.exception("the last good fleet config did not start again; running the local file")
+            self.keeper.state["last_good"] = None
+            self.keeper.save()
+            await self._swap(*self._local())
 
     async def _swap(self, cfg: AgentConfig, info: dict) -> None:
         """Stop the running agent gracefully (its outbox closed: nothing accepted is lost), start one on ``cfg``."""

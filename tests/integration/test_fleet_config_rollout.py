@@ -238,3 +238,47 @@ async def test_config_rollout_canary_failure_rollback_crash_and_removal(world):
             assert st["records"] == st["last_seq"] >= 4 and srv2.store.gaps(ag.name) == []
     finally:
         await srv2.stop()
+
+
+async def test_the_agent_refuses_what_only_it_can_check_and_falls_back_when_a_config_does_not_start(tmp_path):
+    """In process, the desired config handed straight to the host (no fleet needed): a config naming a key file
+    this agent does not have is refused and the running agent is not touched; one whose model package does
+    not load fails to start and the agent returns to its last good (here: local) config; both outcomes wait
+    for the fleet in the state file."""
+    from edge_agent.fleet_config import AgentHost, digest_of
+    from tests.support.models import make_keypair
+
+    pki = make_pki(tmp_path / "pki", agents=("gw1",), admins=())
+    _, pub = make_keypair(tmp_path / "keys")
+    (tmp_path / "garbage.edgepkg").write_bytes(b"not a package")
+    local = tmp_path / "gw1.yaml"
+    local.write_text(yaml.safe_dump({
+        "agent": {"id": "gw1", "data_dir": str(tmp_path / "gw1")}, "http": {"enabled": False},
+        "cloud": {"endpoint": f"127.0.0.1:{free_port()}", "ca_file": str(pki / "ca.pem"),
+                  "cert_file": str(pki / "agents" / "gw1.pem"), "key_file": str(pki / "agents" / "gw1.key")}}))
+    host = AgentHost(local, health_s=1.0)
+    await host.start()
+    try:
+        first = host.agent
+
+        def offer(doc: dict, dep_id: str) -> str:
+            data = yaml.safe_dump(doc).encode()
+            host._on_desired(pb.DesiredConfig(deployment_id=dep_id, digest=digest_of(data), yaml=data, name=dep_id))
+            return digest_of(data)
+
+        missing = offer({"trusted_keys": ["keys/not-here.pub"]}, "d1")
+        await until(lambda: missing in host.keeper.state["refused"], 10, "the config refused")
+        assert "trusted_keys[0]: keys/not-here.pub does not exist" in host.keeper.state["refused"][missing]
+        assert host.agent is first and first.config_state["source"] == "local"  # never stopped
+
+        broken = offer({"trusted_keys": [str(pub)], "models": {"vision": {"package": str(tmp_path / "garbage.edgepkg")}},
+                        "sources": {"cam": {"type": "camera", "url": str(tmp_path), "fps": 5}},
+                        "pipelines": [{"name": "p", "source": "cam", "model": "vision"}]}, "d2")
+        await until(lambda: broken in host.keeper.state["refused"], 20, "the broken config rolled back")
+        assert "did not start on it" in host.keeper.state["refused"][broken]
+        assert host.agent is not first and host.agent.config_state["source"] == "local"
+        assert host.keeper.state["last_good"] is None and host.keeper.state["trial"] is None
+        steps = [(r["deployment_id"], r["step"], r["ok"]) for r in host.keeper.state["unreported"]]
+        assert steps == [("d1", "failed", False), ("d2", "rolled_back", False)]  # no fleet here: kept for it
+    finally:
+        await host.stop()
