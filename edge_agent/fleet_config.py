@@ -135,10 +135,10 @@ class ConfigKeeper:
             raise OSError(f"{path} does not match its digest (damaged on disk)")
         return data
 
-    def note(self, info: dict, step: str, ok: bool, reason: str = "") -> None:
+    def note(self, info: dict, step: str, ok: bool, reason: str = "", health: dict | None = None) -> None:
         """An outcome for the fleet (kept until it has it)."""
         self.state["unreported"].append({"deployment_id": info["deployment_id"], "digest": info["digest"],
-                                         "step": step, "ok": ok, "reason": reason[:500]})
+                                         "step": step, "ok": ok, "reason": reason[:500], "health": health or {}})
         self.state["unreported"] = self.state["unreported"][-50:]
 
     def refuse(self, info: dict, step: str, reason: str) -> None:
@@ -272,7 +272,8 @@ class AgentHost:
         sent = 0
         for r in st["unreported"]:  # in order: stop at the first that does not get through
             if not await uplink.client.report_deployment(r["deployment_id"], r["step"], r["ok"], r["reason"],
-                                                         version=r["digest"], kind="config"):
+                                                         version=r["digest"], kind="config",
+                                                         health=r.get("health")):
                 break
             sent += 1
         if sent:
@@ -319,7 +320,7 @@ class AgentHost:
             why = f"the agent did not start on it: {type(exc).__name__}: {printable(str(exc), 300)}"
         if why is None:
             self.keeper.state.update(last_good=info, trial=None)
-            self.keeper.note(info, "healthy", True)
+            self.keeper.note(info, "healthy", True, health=_pipeline_health(self.agent))
             self.keeper.save()
             self.keeper.forget_old()
             self.agent.config_state = {"source": "fleet", **info, "status": "healthy", "reason": ""}
@@ -363,3 +364,10 @@ class AgentHost:
                 return (f"source {n}: not connected within {self.health_s:g} s"
                         + (f" ({printable(str(err), 200)})" if err else ""))
             await asyncio.sleep(0.2)
+
+
+def _pipeline_health(agent) -> dict:
+    """What the fleet's gate reads from a healthy report: the pipelines' error rate since the start."""
+    results = sum(p.stats.results for p in agent.pipelines)
+    errors = sum(sum(p.stats.errors.values()) for p in agent.pipelines)
+    return {"error_rate": errors / max(1, results + errors), "results": results}
