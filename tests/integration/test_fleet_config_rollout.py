@@ -201,8 +201,11 @@ async def test_config_rollout_canary_failure_rollback_crash_and_removal(world):
     assert gw2.config()["digest"] == a["digest"]
 
     # kill -9 while a candidate starts: back on the last good config, the fleet hears the candidate failed
-    c = srv.control.create_config({"config_yaml": fleet_config(broker, extra=mqtt(broker), never=mqtt(dead)),
-                                   "config_name": "line-c", "agents": ["gw1"], "strategy": "all_at_once"})
+    # (created as a v2 admin tool would send a gate: gate_json, still read)
+    c = json.loads((await admin().CreateDeployment(pb.CreateDeploymentRequest(
+        kind="config", config_yaml=fleet_config(broker, extra=mqtt(broker), never=mqtt(dead)), config_name="line-c",
+        agents=["gw1"], strategy="all_at_once", gate_json='{"max_error_rate": 0.5}'), timeout=60)).json)
+    assert c["gate"] == {"max_error_rate": 0.5} and c["kind"] == "config"
     await until(lambda: (gw1.trial() or {}).get("digest") == c["digest"], 20, "gw1 to start the candidate")
     gw1.kill9()
     gw1.start()
