@@ -56,7 +56,7 @@ from model_packager.manifest import version_key
 DEFAULT_TENANT = "default"
 
 ROLLBACK_SUFFIX = ":rollback"  # v2 mark on a desired slot's deployment id (v3: the explicit rollback field)
-CONFIG_SLOT = "@config"  # the desired-state row of an agent configuration (model slot names cannot start with @)
+CONFIG_SLOT = "@config"  # the desired-state row of an agent configuration (create refuses model slots named @...)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (id TEXT PRIMARY KEY, created REAL NOT NULL, doc TEXT NOT NULL);
@@ -234,7 +234,6 @@ class Control:
             self._yaml_cache[dep_id] = self._get(dep_id).get("config_yaml", "")
         return self._yaml_cache[dep_id]
 
-
     def deployed_to(self, agent: str, digest: str, *, tenant: str = T) -> bool:
         """Whether ``digest`` is in ``agent``'s desired state: the only packages it may download."""
         with self.lock:
@@ -339,6 +338,9 @@ class Control:
             slot = req.get("slot") or ""
             if not slot:
                 raise ValueError("slot is required (the model slot name in the agents' configs)")
+            if slot.startswith("@"):
+                raise ValueError(f"slot {slot[:64]!r}: names starting with '@' are the fleet's own (@config: the "
+                                 "agent configuration); use the model slot name of the agents' configs")
             if not rollback:
                 self._check_not_a_downgrade(entry, slot, targets, tenant)
             steps = ["100%"] if req.get("strategy") == "all_at_once" else (req.get("steps") or ["1", "100%"])
