@@ -12,7 +12,7 @@ agent (``edge-agent run``) and owns which configuration it runs:
 - **Validated twice.** The cloud runs this module's ``check_fleet_config`` (``edge-agent validate --fleet``)
   before it accepts a config; the agent validates what it receives again, merged with its own sections
   and with its own files checked. One that does not validate is refused: reported ``failed`` with the
-  validator's lines, never retried, and the agent keeps running what it runs.
+  validator's lines, not retried for that deployment, and the agent keeps running what it runs.
 - **Applied by restarting the agent in-process.** The running ``Agent`` stops gracefully (sources stop,
   pipelines finish what is queued, actions flush, the durable outbox is closed: no accepted record is
   lost) and a new ``Agent`` is built from the new config and started. A whole new agent rather than
@@ -26,8 +26,9 @@ agent (``edge-agent run``) and owns which configuration it runs:
   or its health check fails, the agent goes back to the last good config and reports ``rolled_back``
   with the reason; the fleet halts the rollout.
 - **Crash-safe.** Before a candidate starts, ``state.json`` records the trial. A process that finds a
-  trial on start died while trying it (crash, kill -9, power loss): that config is refused for good,
-  reported ``failed``, and the agent starts on the last good one.
+  trial on start died while trying it (crash, kill -9, power loss): that config is refused for that
+  deployment, reported ``failed``, and the agent starts on the last good one. (A refusal holds for the
+  deployment: a new deployment of the same YAML is an admin's new attempt and is tried again.)
 - **Local file and fleet.** The local file is the first last-good config. Once the fleet gives an agent
   a config, the fleet config wins, across restarts and over local edits, until the fleet takes it back
   (``cloud-trainer config remove``, or a rollback to "no fleet config"): a desired state without a
@@ -98,14 +99,18 @@ def check_fleet_config(data: bytes, where: str) -> list[str]:
     return errors
 
 
+def refusal_key(deployment_id: str, digest: str) -> str:
+    return f"{deployment_id}/{digest}"
+
+
 def digest_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
 class ConfigKeeper:
     """The agent-configuration state in ``folder``: the fleet configs' YAML by digest, and ``state.json``:
-    ``last_good`` (None: the local file), ``trial`` (a candidate being started), ``refused`` (digest ->
-    reason, never tried again) and ``unreported`` (outcomes the fleet does not have yet)."""
+    ``last_good`` (None: the local file), ``trial`` (a candidate being started), ``refused``
+    (``<deployment id>/<digest>`` -> reason: not tried again for that deployment) and ``unreported`` (outcomes the fleet does not have yet)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
@@ -142,7 +147,7 @@ class ConfigKeeper:
         self.state["unreported"] = self.state["unreported"][-50:]
 
     def refuse(self, info: dict, step: str, reason: str) -> None:
-        self.state["refused"][info["digest"]] = reason[:500]
+        self.state["refused"][refusal_key(info["deployment_id"], info["digest"])] = reason[:500]
         self.note(info, step, False, reason)
         self.state["trial"] = None
         self.save()
@@ -292,10 +297,10 @@ class AgentHost:
                 await self._swap(*self._local())
                 self.keeper.forget_old()
             return
-        if want.digest == cur["digest"] or (want.digest in self.keeper.state["refused"] and not want.rollback):
-            return
         info = {"deployment_id": want.deployment_id.split(":")[0][:64], "digest": want.digest[:64],
                 "name": printable(want.name or "fleet-config", 64)}
+        if want.digest == cur["digest"] or refusal_key(info["deployment_id"], want.digest) in self.keeper.state["refused"]:
+            return
         where = f"fleet config {info['name']} ({want.digest[:12]})"
         try:
             if digest_of(want.yaml) != want.digest:

@@ -248,7 +248,7 @@ async def test_the_agent_refuses_what_only_it_can_check_and_falls_back_when_a_co
     this agent does not have is refused and the running agent is not touched; one whose model package does
     not load fails to start and the agent returns to its last good (here: local) config; both outcomes wait
     for the fleet in the state file."""
-    from edge_agent.fleet_config import AgentHost, digest_of
+    from edge_agent.fleet_config import AgentHost, digest_of, refusal_key
     from tests.support.models import make_keypair
 
     pki = make_pki(tmp_path / "pki", agents=("gw1",), admins=())
@@ -267,7 +267,7 @@ async def test_the_agent_refuses_what_only_it_can_check_and_falls_back_when_a_co
         def offer(doc: dict, dep_id: str) -> str:
             data = yaml.safe_dump(doc).encode()
             host._on_desired(pb.DesiredConfig(deployment_id=dep_id, digest=digest_of(data), yaml=data, name=dep_id))
-            return digest_of(data)
+            return refusal_key(dep_id, digest_of(data))
 
         missing = offer({"trusted_keys": ["keys/not-here.pub"]}, "d1")
         await until(lambda: missing in host.keeper.state["refused"], 10, "the config refused")
