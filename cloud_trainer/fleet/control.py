@@ -510,6 +510,9 @@ class Control:
                 dep["state"] = "removed"
                 dep["reason"] = "removed by an admin: its agents run their local config"
 
+            elif action == "remove":
+                raise ValueError("remove applies to agent configuration deployments; a model slot goes back with "
+                                 "`cloud-trainer rollback`")
             else:
                 raise ValueError(f"cannot {action} a deployment that is {dep['state']}")
             self._put(dep)
