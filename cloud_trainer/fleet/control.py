@@ -333,14 +333,14 @@ class Control:
 
     def create(self, req: dict, *, rollback: bool = False, tenant: str = T) -> dict:
         with self._write():
-            entry = self._resolve(req["package"], req.get("version") or "", tenant)
-            targets = self._targets(req.get("agents") or [], req.get("selector") or {}, tenant)
             slot = req.get("slot") or ""
-            if not slot:
-                raise ValueError("slot is required (the model slot name in the agents' configs)")
             if slot.startswith("@"):
                 raise ValueError(f"slot {slot[:64]!r}: names starting with '@' are the fleet's own (@config: the "
                                  "agent configuration); use the model slot name of the agents' configs")
+            entry = self._resolve(req["package"], req.get("version") or "", tenant)
+            targets = self._targets(req.get("agents") or [], req.get("selector") or {}, tenant)
+            if not slot:
+                raise ValueError("slot is required (the model slot name in the agents' configs)")
             if not rollback:
                 self._check_not_a_downgrade(entry, slot, targets, tenant)
             steps = ["100%"] if req.get("strategy") == "all_at_once" else (req.get("steps") or ["1", "100%"])
