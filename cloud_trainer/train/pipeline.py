@@ -120,10 +120,7 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
             "export": {"onnx_opset": onnx_tools.OPSET, "dynamic_batch": True},
             "input_stats": fam.input_stats(ds, tr),
             "training": {"seconds": time.perf_counter() - t0, "history": tr_out["history"]["epochs"]}}
-    if s.family == "maintenance":  # remaining life: the prior from the dataset's runs to failure
-        from cloud_trainer.train.life import prior_from_dataset
-
-        meta["life_prior"] = prior_from_dataset(ds, log)
+    meta.update(fam.train_meta(ds, log))
     (s.workdir / "train.json").write_text(json.dumps(meta, indent=1, default=float))
     log(f"trained {s.family} in {meta['training']['seconds']:.0f}s; exported {s.workdir / 'model.fp32.onnx'}")
     return meta

@@ -81,6 +81,11 @@ class TrainerFamily:
         """Statistics of the training inputs for the manifest (the agent's UNSURE check), or None."""
         return None
 
+    def train_meta(self, ds: Any, log: Callable[[str], None]) -> dict:
+        """More of ``train.json`` learned from the dataset beside the model, carried into the manifest when
+        the package is made (e.g. the maintenance family's remaining-life prior)."""
+        return {}
+
     # ---- evaluate and gate ----
 
     def evaluate(self, s: Any, meta: dict, a: dict, outs: dict, fp32: Path, int8: Path,

@@ -37,6 +37,12 @@ class MaintenanceFamily(TrainerFamily):
     def train_arrays(self, tr_out: dict) -> dict:
         return dict(health=tr_out["health"], rul_s=tr_out["rul_s"], rul_ok=tr_out["rul_ok"])
 
+    def train_meta(self, ds, log) -> dict:
+        """Remaining life: the prior from the dataset's runs to failure (None: the agent uses the trend alone)."""
+        from cloud_trainer.train.life import prior_from_dataset
+
+        return {"life_prior": prior_from_dataset(ds, log)}
+
     def evaluate(self, s, meta, a, outs, fp32, int8, dataset) -> Evaluation:
         x, y, tr, va, te = a["x"], a["y"], a["train"], a["val"], a["test"]
         val_int8 = onnx_tools.run(int8, x[va])
