@@ -1,9 +1,9 @@
-"""Verify and extract a model package in a short-lived child process.
+"""Verify and extract model packages in a short-lived child process.
 
 The agent serves models; it does not parse packages that come from outside. Installing one (the
 Ed25519 signature with ``cryptography``, the strict tar reader, every hash and size, the manifest,
 the ONNX graph against the manifest) runs in ``python -m edge_agent.models.install``, a child
-started for each install (at a first start and on each swap) that exits when done:
+started for the installs at hand (a first start, a swap) that exits when done:
 
 - a package that crashes or stalls its parser (a bug in a C extension, a ``MemoryError``, a hang)
   takes down the child, not the agent: the install is refused with what happened, and the model
@@ -12,14 +12,18 @@ started for each install (at a first start and on each swap) that exits when don
   only installing needs, for as long as it runs.
 
 The child runs the same code as an in-process install (``ModelStore.install``: a ``.part`` folder
-renamed into place only when every check passed) and prints one JSON line, ``{"ok": true, "folder":
-..., "signer": ...}`` or ``{"ok": false, "kind": ..., "code": ..., "error": ...}``; the parent then
-opens the verified folder as it does at every restart (``ModelStore.reopen``). A child that dies,
-outlives ``timeout_s`` or prints nothing readable is a refusal (``PackageError``, code
-``verifier_failed``) that says so. Costs: one interpreter start and the package format's imports
-(~0.3 s of one core), which the slot overlaps with loading its engine library.
+renamed into place only when every check passed) and prints one JSON line per package,
+``{"ok": true, "folder": ..., "signer": ...}`` or ``{"ok": false, "kind": ..., "code": ..., "error":
+...}``; the parent then opens the verified folder as it does at every restart
+(``ModelStore.reopen``). A child that dies, outlives ``timeout_s`` or prints nothing readable is a
+refusal (``PackageError``, code ``verifier_failed``) that says so.
 
-    python -m edge_agent.models.install --store DIR [--key FILE_OR_DIR ...] PACKAGE
+A child costs an interpreter start and the package format's imports (~0.3 s of one core). So that
+a first start does not wait for it, ``edge-agent run`` calls ``prefetch(cfg)`` as soon as the
+config is read: one child installs every slot's local package that its store does not hold yet,
+while the agent loads its own modules; each slot then takes its result (``install_isolated``).
+
+    python -m edge_agent.models.install [--key FILE_OR_DIR ...] STORE PACKAGE [STORE PACKAGE ...]
 """
 
 from __future__ import annotations
@@ -41,6 +45,73 @@ _KINDS = {c.__name__: c for c in (errors.PackageError, errors.SignatureError, er
                                   errors.GoldenError)}
 
 
+class InstallJob:
+    """One child process installing ``items`` (store folder, package) with the trusted ``key_files``."""
+
+    def __init__(self, items: Sequence[tuple[Path, Path]], key_files: Sequence[str | Path],
+                 timeout_s: float = TIMEOUT_S) -> None:
+        self.items = [(Path(s), Path(p)) for s, p in items]
+        self.key_files = [str(k) for k in key_files]
+        self.timeout_s = timeout_s
+        cmd = [sys.executable, "-m", "edge_agent.models.install"]
+        for k in self.key_files:
+            cmd += ["--key", k]
+        for store, pkg in self.items:
+            cmd += [str(store), str(pkg)]
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, env=_child_env())
+        self._replies: list[dict | Exception] | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the child's answers were read."""
+        return self._replies is not None
+
+    def reply(self, store: Path, pkg: Path) -> dict:
+        """The child's answer for ``pkg`` (waits for the child); raises ``PackageError`` when it failed."""
+        if self._replies is None:
+            self._replies = self._collect()
+        got = self._replies[self.items.index((Path(store), Path(pkg)))]
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    def _collect(self) -> list[dict | Exception]:
+        try:
+            out, err = self._proc.communicate(timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            why = f"took longer than {self.timeout_s:.0f} s (verifier process stopped)"
+            return [_failed(pkg, why) for _, pkg in self.items]
+        lines = out.decode(errors="replace").splitlines()
+        rc = self._proc.returncode
+        why = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
+        tail = err.decode(errors="replace").strip().splitlines()
+        why += f": {printable(tail[-1], 300)}" if tail else ": no output"
+        replies: list[dict | Exception] = []
+        for i, (_, pkg) in enumerate(self.items):  # a child that died part-way answered the first ones
+            r = _parse(lines[i]) if i < len(lines) else None
+            replies.append(r if r is not None else _failed(pkg, f"failed ({why})"))
+        return replies
+
+    def kill(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.communicate()
+
+
+def _failed(pkg: Path, why: str) -> errors.PackageError:
+    return errors.PackageError(f"package {printable(pkg.name)}: verifying it {why}; refused", code="verifier_failed")
+
+
+def _parse(line: str) -> dict | None:
+    try:
+        r = json.loads(line)
+    except ValueError:
+        return None
+    return r if isinstance(r, dict) and ("folder" in r or "error" in r) else None
+
+
 def _child_env() -> dict[str, str]:
     """The parent's environment, with the folder this package is imported from first on the path
     (the agent may run from a checkout that only its own ``sys.path`` names)."""
@@ -49,76 +120,105 @@ def _child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
 
 
+_PREFETCHED: dict[tuple, InstallJob] = {}  # (store, package, keys) -> the job started for it by prefetch()
+
+
+def _key(store: Path, pkg: Path, key_files: Sequence[str | Path]) -> tuple:
+    return (str(Path(store).resolve()), str(Path(pkg).resolve()), tuple(str(Path(k).resolve()) for k in key_files))
+
+
+def prefetch(cfg) -> InstallJob | None:
+    """Start installing, in one child, every local package whose slot's store holds no package yet
+    (a first start), so that it runs while the agent loads; ``install_isolated`` takes the results."""
+    from edge_agent.models.store import ModelStore
+
+    keys = [str(cfg.path(k)) for k in cfg.trusted_keys]
+    items = []
+    for name, mc in cfg.models.items():
+        pkg = cfg.path(mc.package) if mc.package else None
+        if pkg is None or not pkg.is_file():
+            continue
+        store = ModelStore(cfg.data_dir / "models" / name)
+        if store.current() is None:
+            items.append((store.root, pkg))
+    if not items:
+        return None
+    try:
+        job = InstallJob(items, keys)
+    except OSError:  # each slot starts its own child and reports why it cannot
+        return None
+    for store_root, pkg in items:
+        _PREFETCHED[_key(store_root, pkg, keys)] = job
+    return job
+
+
 def install_isolated(store, pkg: Path, key_files: Sequence[str | Path], *,
                      meanwhile: Callable[[], None] | None = None, timeout_s: float = TIMEOUT_S) -> OpenedPackage:
-    """Install ``pkg`` into ``store`` (a ``ModelStore``) from a child process; the verified package.
-    ``meanwhile`` runs here while the child works. Raises ``PackageError`` (of the child's kind)."""
-    label = printable(Path(pkg).name)
-    cmd = [sys.executable, "-m", "edge_agent.models.install", "--store", str(store.root)]
-    for k in key_files:
-        cmd += ["--key", str(k)]
-    cmd.append(str(pkg))
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=_child_env())
+    """Install ``pkg`` into ``store`` (a ``ModelStore``) from a child process (the one ``prefetch``
+    started for it, else a new one); the verified package. ``meanwhile`` runs here while the child
+    works. Raises ``PackageError`` (of the kind the child raised)."""
+    job = _PREFETCHED.pop(_key(store.root, pkg, key_files), None)
+    if job is None:
+        job = InstallJob([(store.root, pkg)], key_files, timeout_s)
     try:
         if meanwhile is not None:
             meanwhile()
-        out, err = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise errors.PackageError(f"package {label}: verifying it took longer than {timeout_s:.0f} s (verifier "
-                                  "process stopped); refused", code="verifier_failed") from None
+        reply = job.reply(store.root, pkg)
     finally:
-        if proc.poll() is None:  # an exception in ``meanwhile``: never leave the child behind
-            proc.kill()
-            proc.wait()
-    reply = _reply(out)
-    if reply is None:
-        why = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
-        tail = printable(err.decode(errors="replace").strip().splitlines()[-1], 300) if err.strip() else "no output"
-        raise errors.PackageError(f"package {label}: the verifier process failed ({why}: {tail}); refused",
-                                  code="verifier_failed")
+        if not job.done:  # an exception in ``meanwhile``: never leave the child behind
+            job.kill()
     if not reply.get("ok"):
         cls = _KINDS.get(str(reply.get("kind")), errors.PackageError)
         raise cls(printable(str(reply.get("error")), 2000), code=str(reply.get("code") or cls.code))
     opened = store.reopen(str(reply["folder"]), signer=str(reply.get("signer") or ""))
     if opened is None:
-        raise errors.PackageError(f"package {label}: verified, but its folder {printable(str(reply['folder']))} "
-                                  "cannot be read back; refused", code="verifier_failed")
+        raise errors.PackageError(f"package {printable(Path(pkg).name)}: verified, but its folder "
+                                  f"{printable(str(reply['folder']))} cannot be read back; refused",
+                                  code="verifier_failed")
     return opened
 
 
-def _reply(out: bytes) -> dict | None:
-    lines = out.decode(errors="replace").strip().splitlines()
+def _install_one(store: Path, pkg: Path, trusted) -> dict:
+    from edge_agent.models.store import ModelStore
+
     try:
-        reply = json.loads(lines[-1]) if lines else None
-    except ValueError:
-        return None
-    return reply if isinstance(reply, dict) and ("folder" in reply or "error" in reply) else None
+        opened = ModelStore(store, clean=False).install(pkg, trusted)
+        return {"ok": True, "folder": opened.root.name, "signer": opened.signer}
+    except errors.PackageError as exc:
+        return {"ok": False, "kind": type(exc).__name__, "code": exc.code, "error": str(exc)}
+    except OSError as exc:
+        return {"ok": False, "kind": "PackageError", "code": "unreadable",
+                "error": f"package {printable(pkg.name)}: cannot read it ({printable(exc.strerror or exc)}); refused"}
+    except Exception as exc:  # a parser bug: a refusal with its reason, like any bad package
+        return {"ok": False, "kind": "PackageError", "code": "verifier_failed",
+                "error": f"package {printable(pkg.name)}: unexpected {type(exc).__name__} while verifying it: "
+                         f"{printable(exc)}; refused"}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m edge_agent.models.install",
-                                 description="verify a model package and extract it into a slot's store")
-    ap.add_argument("--store", required=True, type=Path, help="the slot's folder (<data_dir>/models/<slot>)")
+                                 description="verify model packages and extract each into a slot's store")
     ap.add_argument("--key", action="append", default=[], help="a trusted public key, or a folder of .pub files")
-    ap.add_argument("package", type=Path)
+    ap.add_argument("pairs", nargs="+", metavar="STORE PACKAGE",
+                    help="a slot's folder (<data_dir>/models/<slot>) and the package to install into it")
     a = ap.parse_args(argv)
-    from edge_agent.models.store import ModelStore
+    if len(a.pairs) % 2:
+        ap.error("give a STORE folder and a PACKAGE for each install")
     from model_packager import load_trusted_keys
 
     try:
-        opened = ModelStore(a.store, clean=False).install(a.package, load_trusted_keys(a.key))
-        reply = {"ok": True, "folder": opened.root.name, "signer": opened.signer}
-    except errors.PackageError as exc:
-        reply = {"ok": False, "kind": type(exc).__name__, "code": exc.code, "error": str(exc)}
-    except Exception as exc:  # a parser bug: a refusal with its reason, like any bad package
-        reply = {"ok": False, "kind": "PackageError", "code": "verifier_failed",
-                 "error": f"package {printable(a.package.name)}: unexpected {type(exc).__name__} while verifying "
-                          f"it: {printable(exc)}; refused"}
-    print(json.dumps(reply), flush=True)
-    return 0 if reply["ok"] else 1
+        trusted = load_trusted_keys(a.key)
+    except errors.PackageError as exc:  # a bad key file: every install is refused with its reason
+        trusted = exc
+    status = 0
+    for store, pkg in zip(a.pairs[::2], a.pairs[1::2], strict=True):
+        if isinstance(trusted, errors.PackageError):
+            reply = {"ok": False, "kind": type(trusted).__name__, "code": trusted.code, "error": str(trusted)}
+        else:
+            reply = _install_one(Path(store), Path(pkg), trusted)
+        print(json.dumps(reply), flush=True)
+        status |= not reply["ok"]
+    return status
 
 
 if __name__ == "__main__":
