@@ -24,6 +24,7 @@ import numpy as np
 
 from edge_agent.models.config import ENGINE_TYPES, EngineChoice, ModelConfig
 from model_packager import OpenedPackage
+from model_packager.runtimes import load as load_engine
 from model_packager.runtimes import ort_session, ov_compile
 
 
@@ -95,7 +96,7 @@ class OvEngine:
     name = "openvino"
 
     def __init__(self, opened: OpenedPackage, cfg: ModelConfig, form: str | None = None) -> None:
-        import openvino as ov
+        ov = load_engine("openvino")
 
         self.form = form or _only_form(opened)
         self.version = ov.__version__.split("-")[0]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import importlib
 import logging
 import statistics
 import threading
@@ -52,6 +51,7 @@ from model_packager.preprocess import (
     interpret,
     signal_features,
 )
+from model_packager.runtimes import load as load_engine
 from model_packager.text import printable
 
 if TYPE_CHECKING:
@@ -376,7 +376,7 @@ class ModelSlot:
             return
         for name in names:
             try:
-                importlib.import_module(ENGINE_TYPES[name][1])
+                load_engine(ENGINE_TYPES[name][1])
             except ImportError:  # reported with its reason when the engine is created
                 pass
 
