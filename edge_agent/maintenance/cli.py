@@ -11,15 +11,14 @@ import json
 import sys
 import time
 
+from edge_agent.maintenance.baseline import atomic_write_json, baseline_path, relearn_path
+
 
 def _when(t) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if t else "-"
 
 
 def baseline_main(args, load) -> int:
-    # (imported here: every `edge-agent` command builds this parser, and the baseline brings numpy)
-    from edge_agent.maintenance.baseline import atomic_write_json, baseline_path, relearn_path
-
     cfg = load(args.config)
     if cfg is None:
         return 1

@@ -18,10 +18,13 @@ renamed into place only when every check passed) and prints one JSON line per pa
 (``ModelStore.reopen``). A child that dies, outlives ``timeout_s`` or prints nothing readable is a
 refusal (``PackageError``, code ``verifier_failed``) that says so.
 
-A child costs an interpreter start and the package format's imports (~0.3 s of one core). So that
-a first start does not wait for it, ``edge-agent run`` calls ``prefetch(cfg)`` as soon as the
-config is read: one child installs every slot's local package that its store does not hold yet,
-while the agent loads its own modules; each slot then takes its result (``install_isolated``).
+A new interpreter costs its start and the package format's imports (~0.3 s of one core). So that a
+first start does not wait for that, ``edge-agent run`` calls ``prefetch(cfg)`` as soon as the config
+is read, before the agent has started a thread of its own: one child, a ``fork`` of the process at
+that point (which has the package format's modules loaded already: ~0.05 s of one core), installs
+every slot's local package that its store does not hold yet, while the agent loads its own modules;
+each slot then takes its result (``install_isolated``). A swap, in a running agent with threads,
+always starts a new interpreter (forking a threaded process is not safe).
 
     python -m edge_agent.models.install [--key FILE_OR_DIR ...] STORE PACKAGE [STORE PACKAGE ...]
 """
@@ -31,8 +34,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -45,21 +52,70 @@ _KINDS = {c.__name__: c for c in (errors.PackageError, errors.SignatureError, er
                                   errors.GoldenError)}
 
 
+class _Forked:
+    """A fork of this process running ``main(argv)``, with the ``Popen`` calls ``InstallJob`` uses.
+    Only for a process without threads of its own (the child has just the forking thread)."""
+
+    def __init__(self, argv: list[str]) -> None:
+        for stream in (sys.stdout, sys.stderr):  # nothing buffered here is written twice
+            stream.flush()
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: answers on the pipe, never returns into the caller's code
+            code = 70
+            try:
+                os.close(r)
+                with os.fdopen(w, "w") as out:  # (not sys.stdout: a caller may have replaced it)
+                    code = main(argv, out)
+            finally:
+                os._exit(code)
+        os.close(w)
+        self.pid, self._r = pid, r
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def communicate(self, timeout: float | None = None) -> tuple[bytes, bytes]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        chunks = []
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self._r], [], [], left)[0]:
+                raise subprocess.TimeoutExpired("install (fork)", timeout or 0.0)  # the caller kills it
+            chunk = os.read(self._r, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(self._r)
+        self._r = -1
+        _, status = os.waitpid(self.pid, 0)
+        self.returncode = os.waitstatus_to_exitcode(status)
+        return b"".join(chunks), b""
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+
 class InstallJob:
-    """One child process installing ``items`` (store folder, package) with the trusted ``key_files``."""
+    """One child process installing ``items`` (store folder, package) with the trusted ``key_files``;
+    ``fork``: a fork of this process (see ``_Forked``) instead of a new interpreter."""
 
     def __init__(self, items: Sequence[tuple[Path, Path]], key_files: Sequence[str | Path],
-                 timeout_s: float = TIMEOUT_S) -> None:
+                 timeout_s: float = TIMEOUT_S, *, fork: bool = False) -> None:
         self.items = [(Path(s), Path(p)) for s, p in items]
         self.key_files = [str(k) for k in key_files]
         self.timeout_s = timeout_s
-        cmd = [sys.executable, "-m", "edge_agent.models.install"]
-        for k in self.key_files:
-            cmd += ["--key", k]
-        for store, pkg in self.items:
-            cmd += [str(store), str(pkg)]
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, env=_child_env())
+        argv = [a for k in self.key_files for a in ("--key", k)]
+        argv += [str(x) for item in self.items for x in item]
+        self._proc: _Forked | subprocess.Popen = _Forked(argv) if fork else subprocess.Popen(
+            [sys.executable, "-m", "edge_agent.models.install", *argv], stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_child_env())
         self._replies: list[dict | Exception] | None = None
 
     @property
@@ -97,7 +153,8 @@ class InstallJob:
     def kill(self) -> None:
         if self._proc.poll() is None:
             self._proc.kill()
-        self._proc.communicate()
+        if not isinstance(self._proc, _Forked) or self._proc._r >= 0:
+            self._proc.communicate()
 
 
 def _failed(pkg: Path, why: str) -> errors.PackageError:
@@ -127,9 +184,10 @@ def _key(store: Path, pkg: Path, key_files: Sequence[str | Path]) -> tuple:
     return (str(Path(store).resolve()), str(Path(pkg).resolve()), tuple(str(Path(k).resolve()) for k in key_files))
 
 
-def prefetch(cfg) -> InstallJob | None:
+def prefetch(cfg, fork: bool | None = None) -> InstallJob | None:
     """Start installing, in one child, every local package whose slot's store holds no package yet
-    (a first start), so that it runs while the agent loads; ``install_isolated`` takes the results."""
+    (a first start), so that it runs while the agent loads; ``install_isolated`` takes the results.
+    ``fork`` (default: when this process runs no other Python thread and can fork): see ``_Forked``."""
     from edge_agent.models.store import ModelStore
 
     keys = [str(cfg.path(k)) for k in cfg.trusted_keys]
@@ -143,8 +201,10 @@ def prefetch(cfg) -> InstallJob | None:
             items.append((store.root, pkg))
     if not items:
         return None
+    if fork is None:
+        fork = hasattr(os, "fork") and threading.active_count() == 1
     try:
-        job = InstallJob(items, keys)
+        job = InstallJob(items, keys, fork=fork)
     except OSError:  # each slot starts its own child and reports why it cannot
         return None
     for store_root, pkg in items:
@@ -195,7 +255,7 @@ def _install_one(store: Path, pkg: Path, trusted) -> dict:
                          f"{printable(exc)}; refused"}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, out=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m edge_agent.models.install",
                                  description="verify model packages and extract each into a slot's store")
     ap.add_argument("--key", action="append", default=[], help="a trusted public key, or a folder of .pub files")
@@ -216,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             reply = {"ok": False, "kind": type(trusted).__name__, "code": trusted.code, "error": str(trusted)}
         else:
             reply = _install_one(Path(store), Path(pkg), trusted)
-        print(json.dumps(reply), flush=True)
+        print(json.dumps(reply), file=out or sys.stdout, flush=True)
         status |= not reply["ok"]
     return status
 

@@ -22,7 +22,7 @@ from tests.support.peers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NOT_NEEDED = ("cryptography", "tarfile", "model_packager.keys", "cv2", "asyncua", "openvino", "onnx", "grpc",
-              "google.protobuf", "torch", "sqlite3", "edge_agent.outbox.store", "edge_agent.maintenance.baseline",
+              "google.protobuf", "torch", "sqlite3", "edge_agent.outbox.store",
               "edge_agent.uplink.client", "numpy.ma")
 # prints the modules on SIGUSR1 (nothing imported to do it), then runs the CLI as `edge-agent run` does
 PROBE = ("import json, os, signal, sys\n"

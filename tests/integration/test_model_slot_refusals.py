@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import signal
 import sys
 import tarfile
 import time
@@ -22,6 +24,7 @@ from edge_agent.config import parse_config
 from edge_agent.models import install
 from edge_agent.models.config import HealthConfig, ModelConfig
 from edge_agent.models.slot import ModelSlot
+from model_packager import PackageError
 from tests.support.models import make_keypair, make_package
 from tests.unit.test_package_hostile import _sig
 
@@ -148,7 +151,7 @@ async def test_a_first_start_installs_every_package_in_one_early_child(tmp_path,
         job_init(self, items, *a, **kw)
 
     monkeypatch.setattr(install.InstallJob, "__init__", counting)
-    assert install.prefetch(cfg) is not None
+    assert install.prefetch(cfg, fork=False) is not None  # (the fork: below, and every `edge-agent run`)
     keys = [str(cfg.path(k)) for k in cfg.trusted_keys]  # as the agent hands them to its slots
     slots = [ModelSlot(n, mc.model_copy(update={"package": str(cfg.path(mc.package))}), cfg.data_dir, keys)
              for n, mc in cfg.models.items()]
@@ -159,3 +162,19 @@ async def test_a_first_start_installs_every_package_in_one_early_child(tmp_path,
     for s in slots:
         await s.stop()
     assert install.prefetch(cfg) is None and started == [2]  # installed: a restart starts no child
+
+
+def test_a_forked_child_installs_and_one_that_dies_is_a_refusal(tmp_path, pkgs, monkeypatch):
+    items = [(tmp_path / "a", pkgs["v1"]), (tmp_path / "b", pkgs["signal"])]
+    job = install.InstallJob(items, [pkgs["pub"]], fork=True)
+    assert [job.reply(*i)["folder"] for i in items] == ["part-inspection-1.0.0-" + _digest12(pkgs["v1"]),
+                                                        "machine-health-1.0.0-" + _digest12(pkgs["signal"])]
+    monkeypatch.setattr(install, "main", lambda *a: os.kill(os.getpid(), signal.SIGSEGV))  # a parser's crash
+    job = install.InstallJob([(tmp_path / "c", pkgs["v2"])], [pkgs["pub"]], fork=True)
+    with pytest.raises(PackageError, match="killed by signal 11") as e:
+        job.reply(tmp_path / "c", pkgs["v2"])
+    assert e.value.code == "verifier_failed" and not list((tmp_path / "c").glob("*"))
+
+
+def _digest12(pkg) -> str:
+    return hashlib.sha256(pkg.read_bytes()).hexdigest()[:12]
