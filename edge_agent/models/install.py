@@ -140,7 +140,7 @@ class InstallJob:
             why = f"took longer than {self.timeout_s:.0f} s (verifier process stopped)"
             return [_failed(pkg, why) for _, pkg in self.items]
         lines = out.decode(errors="replace").splitlines()
-        rc = self._proc.returncode
+        rc = self._proc.returncode or 0  # (set: communicate() waited for the child)
         why = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
         tail = err.decode(errors="replace").strip().splitlines()
         why += f": {printable(tail[-1], 300)}" if tail else ": no output"
@@ -182,6 +182,12 @@ _PREFETCHED: dict[tuple, InstallJob] = {}  # (store, package, keys) -> the job s
 
 def _key(store: Path, pkg: Path, key_files: Sequence[str | Path]) -> tuple:
     return (str(Path(store).resolve()), str(Path(pkg).resolve()), tuple(str(Path(k).resolve()) for k in key_files))
+
+
+def prefetching(store_root: Path) -> bool:
+    """Whether a child ``prefetch`` started works in ``store_root`` (whose ``.part`` folders are then its own)."""
+    root = str(Path(store_root).resolve())
+    return any(k[0] == root for k in _PREFETCHED)
 
 
 def prefetch(cfg, fork: bool | None = None) -> InstallJob | None:
@@ -266,14 +272,15 @@ def main(argv: list[str] | None = None, out=None) -> int:
         ap.error("give a STORE folder and a PACKAGE for each install")
     from model_packager import load_trusted_keys
 
+    trusted, bad_key = None, None
     try:
         trusted = load_trusted_keys(a.key)
     except errors.PackageError as exc:  # a bad key file: every install is refused with its reason
-        trusted = exc
+        bad_key = exc
     status = 0
     for store, pkg in zip(a.pairs[::2], a.pairs[1::2], strict=True):
-        if isinstance(trusted, errors.PackageError):
-            reply = {"ok": False, "kind": type(trusted).__name__, "code": trusted.code, "error": str(trusted)}
+        if bad_key is not None:
+            reply = {"ok": False, "kind": type(bad_key).__name__, "code": bad_key.code, "error": str(bad_key)}
         else:
             reply = _install_one(Path(store), Path(pkg), trusted)
         print(json.dumps(reply), file=out or sys.stdout, flush=True)

@@ -30,14 +30,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from devices.base import Frame
 from edge_agent.engines import Engine, EngineError, candidate_engines
 from edge_agent.models.config import ENGINE_TYPES, ModelConfig, VersionPolicy
-from edge_agent.models.install import install_isolated
+from edge_agent.models.install import install_isolated, prefetching
 from edge_agent.models.select import NothingPasses, Selection, select
 from edge_agent.models.store import ModelStore
 from edge_agent.types import Window
@@ -131,10 +131,15 @@ class ModelSlot:
         (``edge_agent.models.install``); keys already loaded (``TrustedKeys``) verify in this process."""
         self.name = name
         self.config = config
-        self.store = ModelStore(Path(data_dir) / "models" / name)
-        isolated = isinstance(trusted_keys, list | tuple)
-        self.key_files = [str(k) for k in trusted_keys] if isolated else None
-        self.trusted = None if isolated else trusted_keys
+        root = Path(data_dir) / "models" / name
+        # a first start's install child may be extracting there already: its .part folders are not leftovers
+        self.store = ModelStore(root, clean=not prefetching(root))
+        self.key_files: list[str] | None = None
+        self.trusted: TrustedKeys | None = None
+        if isinstance(trusted_keys, list | tuple):
+            self.key_files = [str(k) for k in trusted_keys]
+        else:
+            self.trusted = cast("TrustedKeys", trusted_keys)
         self.on_event = on_event or (lambda e: None)
         self._active: _Active | None = None
         self._previous: _Active | None = None
@@ -365,9 +370,9 @@ class ModelSlot:
     def _install(self, pkg: Path) -> OpenedPackage:
         """Verify and extract ``pkg`` (worker thread). With key files, in a child process, while this
         one imports the engine libraries the slot will load (a first start overlaps the two)."""
-        if self.key_files is None:
+        if self.trusted is not None:
             return self.store.install(pkg, self.trusted)
-        return install_isolated(self.store, pkg, self.key_files, meanwhile=self._import_engines)
+        return install_isolated(self.store, pkg, self.key_files or [], meanwhile=self._import_engines)
 
     def _import_engines(self) -> None:
         try:
