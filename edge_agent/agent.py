@@ -26,12 +26,10 @@ from edge_agent.actions import ActionRunner, write_targets
 from edge_agent.config import AgentConfig
 from edge_agent.metrics import Metrics
 from edge_agent.models.slot import ModelSlot
-from edge_agent.outbox.store import SELF_RECORDED
 from edge_agent.pipelines import Pipeline
 from edge_agent.process_info import peak_rss_mb, rss_mb
 from edge_agent.status_board import StatusBoard
 from edge_agent.types import Result
-from model_packager import load_trusted_keys
 from protocols.events import Event, EventKind
 
 if TYPE_CHECKING:
@@ -56,9 +54,9 @@ class Agent:
         self.events: collections.deque = collections.deque(maxlen=200)
         self.board = StatusBoard()  # the status page's state: raw arrays kept, encoded only when a page asks
         self.metrics = Metrics()
-        trusted = load_trusted_keys([cfg.path(k) for k in cfg.trusted_keys]) if cfg.trusted_keys else None
+        keys = [str(cfg.path(k)) for k in cfg.trusted_keys]  # loaded by each install's child process
         self.slots = {name: ModelSlot(name, mc if not mc.package else mc.model_copy(
-            update={"package": str(cfg.path(mc.package))}), cfg.data_dir, trusted or [], on_event=self._event)
+            update={"package": str(cfg.path(mc.package))}), cfg.data_dir, keys, on_event=self._event)
             for name, mc in cfg.models.items()}
         self.sources: dict[str, Any] = {}
         for name, settings in cfg.sources.items():
@@ -99,8 +97,9 @@ class Agent:
         if cfg.outbox is not None or cfg.cloud is not None:
             from edge_agent.outbox.selector import SampleSelector
             from edge_agent.outbox.settings import OutboxSettings, SampleSelectionSettings
-            from edge_agent.outbox.store import Outbox
+            from edge_agent.outbox.store import SELF_RECORDED, Outbox  # (sqlite3: only with an outbox)
 
+            self._self_recorded = SELF_RECORDED
             self.outbox = Outbox(cfg.outbox or OutboxSettings(), cfg.data_dir, on_event=self._event)
             self.selector = SampleSelector(cfg.upload or SampleSelectionSettings())
         self._stopped = asyncio.Event()
@@ -110,7 +109,7 @@ class Agent:
         self.events.append(evt)
         self.metrics.event(evt)
         # the outbox records its own events (corrupt file, drops) itself, with its epoch and the dropped seqs
-        if self.outbox is not None and self.outbox.is_open and evt.kind not in SELF_RECORDED:
+        if self.outbox is not None and self.outbox.is_open and evt.kind not in self._self_recorded:
             # handed to the outbox's thread: an event never waits on the outbox, nor breaks its caller
             self.outbox.append_soon("alarm" if evt.kind is EventKind.ALARM else "event", evt.to_json_dict())
             if self.uplink:

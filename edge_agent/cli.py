@@ -157,6 +157,9 @@ def _run(args) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return 1
+    from edge_agent.models.install import prefetch
+
+    prefetch(cfg)  # a first start: packages verified in a child process while the agent's modules load
     _setup_logging(args.log_json or cfg.log_json, args.log_level)
     for w in cfg.warnings:
         logging.getLogger("edge_agent").warning("%s", w)
