@@ -13,7 +13,7 @@ started for the installs at hand (a first start, a swap) that exits when done:
 
 The child runs the same code as an in-process install (``ModelStore.install``: a ``.part`` folder
 renamed into place only when every check passed) and prints one JSON line per package,
-``{"ok": true, "folder": ..., "signer": ...}`` or ``{"ok": false, "kind": ..., "code": ..., "error":
+``{"ok": true, "folder": ..., "signer": ...}`` or ``{"ok": false, "error_type": ..., "code": ..., "error":
 ...}``; the parent then opens the verified folder as it does at every restart
 (``ModelStore.reopen``). A child that dies, outlives ``timeout_s`` or prints nothing readable is a
 refusal (``PackageError``, code ``verifier_failed``) that says so.
@@ -234,7 +234,7 @@ def install_isolated(store, pkg: Path, key_files: Sequence[str | Path], *,
         if not job.done:  # an exception in ``meanwhile``: never leave the child behind
             job.kill()
     if not reply.get("ok"):
-        cls = _KINDS.get(str(reply.get("kind")), errors.PackageError)
+        cls = _KINDS.get(str(reply.get("error_type")), errors.PackageError)
         raise cls(printable(str(reply.get("error")), 2000), code=str(reply.get("code") or cls.code))
     opened = store.reopen(str(reply["folder"]), signer=str(reply.get("signer") or ""))
     if opened is None:
@@ -251,12 +251,12 @@ def _install_one(store: Path, pkg: Path, trusted) -> dict:
         opened = ModelStore(store, clean=False).install(pkg, trusted)
         return {"ok": True, "folder": opened.root.name, "signer": opened.signer}
     except errors.PackageError as exc:
-        return {"ok": False, "kind": type(exc).__name__, "code": exc.code, "error": str(exc)}
+        return {"ok": False, "error_type": type(exc).__name__, "code": exc.code, "error": str(exc)}
     except OSError as exc:
-        return {"ok": False, "kind": "PackageError", "code": "unreadable",
+        return {"ok": False, "error_type": "PackageError", "code": "unreadable",
                 "error": f"package {printable(pkg.name)}: cannot read it ({printable(exc.strerror or exc)}); refused"}
     except Exception as exc:  # a parser bug: a refusal with its reason, like any bad package
-        return {"ok": False, "kind": "PackageError", "code": "verifier_failed",
+        return {"ok": False, "error_type": "PackageError", "code": "verifier_failed",
                 "error": f"package {printable(pkg.name)}: unexpected {type(exc).__name__} while verifying it: "
                          f"{printable(exc)}; refused"}
 
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None, out=None) -> int:
     status = 0
     for store, pkg in zip(a.pairs[::2], a.pairs[1::2], strict=True):
         if bad_key is not None:
-            reply = {"ok": False, "kind": type(bad_key).__name__, "code": bad_key.code, "error": str(bad_key)}
+            reply = {"ok": False, "error_type": type(bad_key).__name__, "code": bad_key.code, "error": str(bad_key)}
         else:
             reply = _install_one(Path(store), Path(pkg), trusted)
         print(json.dumps(reply), file=out or sys.stdout, flush=True)

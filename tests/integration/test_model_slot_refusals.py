@@ -120,7 +120,7 @@ def test_the_child_answers_each_package_in_one_printable_line(tmp_path, pkgs, ca
     assert install.main(["--key", str(bad_key), str(tmp_path / "a"), str(pkgs["v1"]),
                          str(tmp_path / "b"), str(pkgs["signal"])]) == 1
     replies = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    assert [(r["ok"], r["kind"], r["code"]) for r in replies] == [(False, "SignatureError", "bad_key")] * 2
+    assert [(r["ok"], r["error_type"], r["code"]) for r in replies] == [(False, "SignatureError", "bad_key")] * 2
     assert "bad.pub" in replies[0]["error"]
 
     from edge_agent.models.store import ModelStore
@@ -133,7 +133,7 @@ def test_the_child_answers_each_package_in_one_printable_line(tmp_path, pkgs, ca
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "\\x1b" in out and "\x1b" not in out
     r = json.loads(out)
-    assert (r["kind"], r["code"]) == ("PackageError", "verifier_failed") and "RecursionError" in r["error"]
+    assert (r["error_type"], r["code"]) == ("PackageError", "verifier_failed") and "RecursionError" in r["error"]
 
 
 async def test_a_first_start_installs_every_package_in_one_early_child(tmp_path, pkgs, monkeypatch):
