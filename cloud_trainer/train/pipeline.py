@@ -64,6 +64,9 @@ class BuildSettings:
     force: bool = False  # publish even when the gate fails (recorded as forced; for drills and demos)
     init_from: Path | None = None  # vision: fine-tune from these weights (a work folder or its model.pt)
     min_ng_precision: float = 0.98  # vision operating point: highest NG recall at this precision on validation
+    signal_features: str = "condition"  # maintenance: condition | bands (see cloud_trainer/train/maintenance.py)
+    bearing: list[float] | None = None  # maintenance: n_elements, ball_d_mm, pitch_d_mm[, contact_angle_deg]
+    speed_tag: str | None = None  # maintenance: scalar input with the shaft speed (rpm); the dataset gives speed_rpm
 
 
 def _engines() -> list[str]:
@@ -135,7 +138,8 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
         raise StageError("--init-from: fine-tuning applies to vision models; maintenance models retrain from "
                          "scratch (their features are standardised on each dataset)")
     else:
-        tr_out = fam.train(ds, s.seed, s.epochs, log, s.threads)
+        tr_out = fam.train(ds, s.seed, s.epochs, log, s.threads, feature_set=s.signal_features, bearing=s.bearing,
+                           speed_tag=s.speed_tag)
     if s.degrade:
         _degrade(tr_out["model"])
     x = tr_out["x"]
@@ -434,11 +438,10 @@ def _evaluate_incumbent(reg: Registry, entry: dict, s: BuildSettings, ds, te, y,
                 thr = next((o.threshold for o in m.outputs if o.threshold is not None), threshold_fallback)
                 return vision.metrics(out["logits"], y[te], ds.classes, thr)
             from cloud_trainer.train import maintenance
-            from model_packager.preprocess import signal_features
 
             pre = m.preprocessing
             assert isinstance(pre, SignalPreprocessing)  # a maintenance package
-            xi = np.concatenate([signal_features(w, None, pre) for w in ds.waveforms[te]])
+            xi = maintenance.features(ds.waveforms[te], pre, ds.speed_rpm[te] if ds.speed_rpm is not None else None)
             out = onnx_tools.run(opened.model_path, xi)
             thr = next((o.threshold for o in m.outputs if o.role.value == "anomaly_score" and o.threshold is not None),
                        threshold_fallback)
