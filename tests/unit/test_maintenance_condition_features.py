@@ -94,3 +94,24 @@ def test_the_trainer_refuses_what_condition_features_need_and_lack():
     assert bands.condition is None and bands.n_features == 68
     with pytest.raises(ValueError, match="no features"):
         SignalPreprocessing(window_samples=2048, sample_rate_hz=1e4, n_bands=0, time_features=False)
+
+
+def test_import_records_speed_and_bearing_that_the_trainer_then_uses(tmp_path):
+    from cloud_trainer.train.data import load_vibration
+    from cloud_trainer.train.signals import import_vibration
+
+    m = Machine(3)
+    for run, f in (("pump1", "healthy"), ("pump2", "bearing_outer")):
+        x = np.concatenate([m.window(1.0 if f != "healthy" else 0.0, f) for _ in range(2)])
+        np.savez(tmp_path / f"{run}.npz", speed=np.full(len(x), m.rpm), accel=x, sample_rate_hz=10000.0)
+    (tmp_path / "labels.csv").write_text("run,fault,start_s,end_s,failure_s\npump1,healthy,,,\npump2,bearing_outer,,,\n")
+    with pytest.raises(DatasetError, match="--bearing: expected n_elements"):
+        import_vibration(sorted(tmp_path.glob("*.npz")), tmp_path / "ds", tmp_path / "labels.csv", bearing=["9", "x", "3"])
+    import_vibration(sorted(tmp_path.glob("*.npz")), tmp_path / "ds", tmp_path / "labels.csv", speed_channel="speed",
+                     bearing=[m.bearing.n_elements, m.bearing.ball_d_mm, m.bearing.pitch_d_mm])
+    d = load_vibration(tmp_path / "ds")
+    assert d.speed_rpm is not None and np.allclose(d.speed_rpm, m.rpm) and len(d.speed_rpm) == 4
+    pre = maintenance.raw_preprocessing(d, speed_tag="Speed")
+    assert pre.condition is not None and pre.condition.bearing == (m.bearing.n_elements, m.bearing.ball_d_mm,
+                                                                   m.bearing.pitch_d_mm, 0.0)
+    assert np.allclose(d.waveforms[0], np.load(tmp_path / "pump1.npz")["accel"][:2048])  # the vibration, not the speed
