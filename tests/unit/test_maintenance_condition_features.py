@@ -77,6 +77,19 @@ def test_a_condition_package_runs_in_the_agent_exactly_as_trained(tmp_path):
             await slot.stop()
 
     got = asyncio.run(run())
+    # the agent's validate asks the pipeline's window to carry the speed the package needs
+    from edge_agent.config import ConfigError, parse_config
+    from tests.support.models import make_package
+    from tests.unit.test_agent_config import good
+
+    d2 = good({"pub": str(pub), "vision": str(make_package(tmp_path, kind="vision", key=key)), "signal": str(pkg)})
+    with pytest.raises(ConfigError) as ei:
+        parse_config(d2, "line3.yaml")
+    assert any("pipelines[1].window.scalars: model machine-health needs scalar input 'Speed'" in e
+               for e in ei.value.errors), ei.value.errors
+    d2["sources"]["plc"]["nodes"].append({"node_id": "ns=2;s=M.Speed"})
+    d2["pipelines"][1]["window"]["scalars"] = ["Speed"]
+    parse_config(d2, "line3.yaml")
     np.testing.assert_allclose(np.concatenate([r.outputs["anomaly_score"] for r in got]), want[0], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.concatenate([r.outputs["fault_logits"] for r in got]), want[1], rtol=1e-4, atol=1e-5)
 
