@@ -60,7 +60,8 @@ def score(model, pre, d: dict) -> dict:
     counted = (d["fault"] == 0) | (d["sev"] >= 0.3)
     y = d["fault"][counted]
     return {"fault_accuracy": float((pred[counted] == y).mean()),
-            "anomaly_auroc": float(common.auroc(y != 0, a[counted])), "windows": int(counted.sum())}
+            "anomaly_auroc": float(common.auroc(y != 0, a[counted])), "windows": int(counted.sum()),
+            "confusion": common.confusion(y, pred[counted], len(FAULTS)).tolist(), "labels": FAULTS}
 
 
 def main(argv: list[str] | None = None) -> dict:
