@@ -34,6 +34,7 @@ import wave
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -303,9 +304,12 @@ def import_vibration(files: list[Path], out: Path, labels_file: Path, *, channel
         raise DatasetError(f"only fault {sorted(set(fault))} is labelled; training needs healthy and faulty runs")
     out.mkdir(parents=True, exist_ok=True)
     npz = out / "windows.npz"
-    extra = {"speed_rpm": np.asarray(speeds)} if speed_channel else {}
-    np.savez_compressed(npz, waveform=np.stack(waves), fault=np.asarray(fault), health=np.asarray(health, np.float32),
-                        rul_s=np.asarray(rul), run_id=np.asarray(run_id), t_s=np.asarray(t_s), **extra)
+    arrays: dict[str, Any] = {"waveform": np.stack(waves), "fault": np.asarray(fault),
+                              "health": np.asarray(health, np.float32), "rul_s": np.asarray(rul),
+                              "run_id": np.asarray(run_id), "t_s": np.asarray(t_s)}
+    if speed_channel:
+        arrays["speed_rpm"] = np.asarray(speeds)
+    np.savez_compressed(npz, **arrays)
     meta = {"generator": "cloud-trainer dataset import --kind vibration", "window_samples": window_samples,
             "sample_rate_hz": float(target), "runs": {k: str(r.source) for k, r in enumerate(recs)},
             "labels": str(labels_file), "windows": len(waves), "unlabelled_windows_skipped": skipped}
