@@ -55,8 +55,8 @@ def bearing_geometry(value, where: str) -> tuple[int, float, float, float]:
         v = [v.get("n_elements"), v.get("ball_d_mm"), v.get("pitch_d_mm"), v.get("contact_angle_deg", 0.0)]
     try:
         n, ball, pitch, *rest = v
-        geo = (int(n), float(ball), float(pitch), float(rest[0]) if rest else 0.0)
-        if len(rest) > 1:
+        geo = (int(float(n)), float(ball), float(pitch), float(rest[0]) if rest else 0.0)
+        if len(rest) > 1 or geo[0] != float(n):  # a count of rolling elements is whole
             raise ValueError
     except (TypeError, ValueError):
         raise DatasetError(f"{where}: expected {BEARING_FORM}, got {value!r}") from None
