@@ -1,4 +1,4 @@
-"""`cloud-trainer agents|deployments|status|deploy|rollback`: the admin's view and controls, over the
+"""`cloud-trainer agents|deployments|status|deploy|rollback|config`: the admin's view and controls, over the
 Admin gRPC service with an admin client certificate (``cloud-trainer pki admin``).
 
     cloud-trainer agents      [--endpoint 127.0.0.1:7443 --pki var/pki --admin admin]
@@ -10,6 +10,11 @@ Admin gRPC service with an admin client certificate (``cloud-trainer pki admin``
     cloud-trainer rollback part-inspection --version 1.0.0 --slot vision [--agent gw1 ...]
     cloud-trainer baseline relearn AGENT PIPELINE [--reason TEXT] [--wait 30]
     cloud-trainer baseline status AGENT [PIPELINE]   # as the agent last reported it, and the commands sent
+    cloud-trainer config deploy line1-fleet.yaml --selector site=plant1 --strategy canary --steps 1 50% 100%
+    cloud-trainer config list | remove ID | pause ID | resume ID | abort ID
+
+Deployments are read as the typed ``Deployment`` (``cloud_trainer.fleet.deployment``) from the service's
+typed ``DeploymentInfo`` fields (or a v2 service's JSON).
 
 Tenants: ``--tenant acme`` takes the admin certificate from ``<pki>/tenants/acme/admins/`` (what
 ``cloud-trainer pki admin --tenant acme`` writes); every answer is that tenant's only, because the
@@ -100,34 +105,45 @@ def main_agents(argv: list[str]) -> int:
     for ag in reply.agents:
         slots = ", ".join(f"{s.slot}={s.package}-{s.version} ({s.status})" for s in ag.slots)
         age = time.time() - ag.last_seen if ag.last_seen else float("nan")
+        c = ag.config
+        config = f"{c.source} {c.digest[:12]} {c.status}".replace("  ", " ").strip() if c.source else "-"
         rows.append([ag.id, ",".join(f"{k}={v}" for k, v in sorted(ag.labels.items())), f"{age:.0f}s ago",
-                     ag.records, slots])
-    print(_table(rows, ["agent", "labels", "last seen", "records", "slots"]) if rows else "no agents registered")
+                     ag.records, slots, config])
+    print(_table(rows, ["agent", "labels", "last seen", "records", "slots", "config"]) if rows
+          else "no agents registered")
     return 0
 
 
-def _deployment_rows(deps: list[dict]) -> list[list]:
+def _deployment_rows(deps: list) -> list[list]:
     rows = []
     for d in deps:
         counts: dict[str, int] = {}
-        for t in d["targets"].values():
-            counts[t["status"]] = counts.get(t["status"], 0) + 1
-        rows.append([d["id"], f"{d['package']}-{d['version']}", d["slot"], d["strategy"],
-                     f"{d['step'] + 1}/{len(d['steps'])} {d['steps'][d['step']]}", d["state"],
-                     " ".join(f"{k}:{v}" for k, v in sorted(counts.items())), d.get("reason", "")])
+        for t in d.targets.values():
+            counts[t.status] = counts.get(t.status, 0) + 1
+        rows.append([d.id, d.what(), d.slot or ("(agent config)" if d.kind == "config" else ""), d.strategy,
+                     f"{d.step + 1}/{len(d.steps)} {d.steps[d.step]}", d.state,
+                     " ".join(f"{k}:{v}" for k, v in sorted(counts.items())), d.reason])
     return rows
 
 
-def main_deployments(argv: list[str]) -> int:
+def _deployments(a) -> list:
+    from cloud_trainer.fleet.deployment import Deployment
     from protocols.gen import fleet_pb2 as pb
 
-    a = _common("deployments").parse_args(argv)
-    deps = [json.loads(d.json) for d in _call(a, "ListDeployments", pb.ListDeploymentsRequest()).deployments]
+    return [Deployment.from_proto(d) for d in _call(a, "ListDeployments", pb.ListDeploymentsRequest()).deployments]
+
+
+def _print_deployments(a, deps: list) -> None:
     if a.json:
-        print(json.dumps(deps, indent=1))
-        return 0
-    print(_table(_deployment_rows(deps), ["id", "package", "slot", "strategy", "step", "state", "agents", "reason"])
+        print(json.dumps([d.doc() for d in deps], indent=1))
+        return
+    print(_table(_deployment_rows(deps), ["id", "what", "slot", "strategy", "step", "state", "agents", "reason"])
           if deps else "no deployments")
+
+
+def main_deployments(argv: list[str]) -> int:
+    a = _common("deployments").parse_args(argv)
+    _print_deployments(a, _deployments(a))
     return 0
 
 
@@ -136,7 +152,7 @@ def main_status(argv: list[str]) -> int:
 
     a = _common("status").parse_args(argv)
     agents = _call(a, "ListAgents", pb.ListAgentsRequest()).agents
-    deps = [json.loads(d.json) for d in _call(a, "ListDeployments", pb.ListDeploymentsRequest()).deployments]
+    deps = _deployments(a)
     stats = _call(a, "IngestStats", pb.IngestStatsRequest())
     versions: dict[str, int] = {}
     for ag in agents:
@@ -145,47 +161,99 @@ def main_status(argv: list[str]) -> int:
     print(f"agents: {len(agents)}; records stored: {stats.records}; samples: {stats.samples}; "
           f"replays deduplicated: {stats.duplicates}")
     print(printable("running: " + (", ".join(f"{k} on {v}" for k, v in sorted(versions.items())) or "-"), 2000))
-    active = [d for d in deps if d["state"] in ("running", "paused")]
+    active = [d for d in deps if d.state in ("running", "paused")]
     print(f"deployments: {len(deps)} ({len(active)} in progress)")
     if deps:
-        print(_table(_deployment_rows(deps[:5]), ["id", "package", "slot", "strategy", "step", "state", "agents",
+        print(_table(_deployment_rows(deps[:5]), ["id", "what", "slot", "strategy", "step", "state", "agents",
                                                   "reason"]))
     return 0
 
 
-def main_deploy(argv: list[str]) -> int:
-    from protocols.gen import fleet_pb2 as pb
-
-    ap = _common("deploy")
-    ap.add_argument("package", nargs="?")
-    ap.add_argument("--version", default="")
-    ap.add_argument("--slot", default="")
+def _rollout_options(ap: argparse.ArgumentParser) -> None:
+    """Targets, strategy and gate: the same for a model and an agent configuration."""
     ap.add_argument("--agent", action="append", default=[])
     ap.add_argument("--selector", action="append", default=[], metavar="LABEL=GLOB")
     ap.add_argument("--strategy", choices=["canary", "all_at_once"], default="canary")
     ap.add_argument("--steps", nargs="+", default=["1", "100%"])
     ap.add_argument("--wait", type=float, default=30.0, help="seconds between healthy steps")
     ap.add_argument("--max-error-rate", type=float, default=None)
+
+
+def _create(a, **fields):
+    """CreateDeployment with the rollout options of ``a``; the typed answer."""
+    from cloud_trainer.fleet.deployment import Deployment
+    from protocols.gen import fleet_pb2 as pb
+
+    req = pb.CreateDeploymentRequest(agents=a.agent, selector=dict(s.split("=", 1) for s in a.selector),
+                                     strategy=a.strategy, steps=a.steps, wait_s=a.wait, **fields)
+    req.gate.SetInParent()
+    if a.max_error_rate is not None:
+        req.gate.max_error_rate = a.max_error_rate
+    return Deployment.from_proto(_call(a, "CreateDeployment", req))
+
+
+def _control_call(a, dep_id: str, action: str):
+    from cloud_trainer.fleet.deployment import Deployment
+    from protocols.gen import fleet_pb2 as pb
+
+    return Deployment.from_proto(_call(a, "ControlDeployment", pb.ControlRequest(deployment_id=dep_id,
+                                                                                 action=action)))
+
+
+def main_deploy(argv: list[str]) -> int:
+    ap = _common("deploy")
+    ap.add_argument("package", nargs="?")
+    ap.add_argument("--version", default="")
+    ap.add_argument("--slot", default="")
+    _rollout_options(ap)
     for act in ("pause", "resume", "abort"):
         ap.add_argument(f"--{act}", metavar="DEPLOYMENT_ID")
     a = ap.parse_args(argv)
     for act in ("pause", "resume", "abort"):
         if getattr(a, act):
-            d = json.loads(_call(a, "ControlDeployment", pb.ControlRequest(deployment_id=getattr(a, act),
-                                                                            action=act)).json)
-            print(f"deployment {d['id']}: {d['state']}")
+            d = _control_call(a, getattr(a, act), act)
+            print(f"deployment {d.id}: {d.state}")
             return 0
     if not a.package or not a.slot:
         print("cloud-trainer deploy: give a package name and --slot (or --pause/--resume/--abort ID)",
               file=sys.stderr)
         return 2
-    gate = {"max_error_rate": a.max_error_rate} if a.max_error_rate is not None else {}
-    req = pb.CreateDeploymentRequest(package=a.package, version=a.version, slot=a.slot, agents=a.agent,
-                                     selector=dict(s.split("=", 1) for s in a.selector), strategy=a.strategy,
-                                     steps=a.steps, wait_s=a.wait, gate_json=json.dumps(gate))
-    d = json.loads(_call(a, "CreateDeployment", req).json)
-    print(f"deployment {d['id']}: {d['package']} {d['version']} to {len(d['targets'])} agents, "
-          f"{d['strategy']} steps {d['steps']}; state {d['state']}")
+    d = _create(a, package=a.package, version=a.version, slot=a.slot, kind="model")
+    print(f"deployment {d.id}: {d.package} {d.version} to {len(d.targets)} agents, "
+          f"{d.strategy} steps {d.steps}; state {d.state}")
+    return 0
+
+
+def main_config(argv: list[str]) -> int:
+    """`cloud-trainer config deploy FILE ...`: roll an agent configuration out like a model;
+    `config list`; `config remove DEPLOYMENT_ID` (its agents go back to their local file);
+    `config pause|resume|abort DEPLOYMENT_ID`."""
+    ap = _common("config")
+    ap.add_argument("action", choices=["deploy", "list", "remove", "pause", "resume", "abort"])
+    ap.add_argument("target", nargs="?", help="deploy: the YAML file; remove/pause/resume/abort: a deployment id")
+    ap.add_argument("--name", default=None, help="a name for the config (default: the file's name)")
+    _rollout_options(ap)
+    a = ap.parse_args(argv)
+    if a.action == "list":
+        _print_deployments(a, [d for d in _deployments(a) if d.kind == "config"])
+        return 0
+    if not a.target:
+        print(f"cloud-trainer config {a.action}: give {'a YAML file' if a.action == 'deploy' else 'a deployment id'}",
+              file=sys.stderr)
+        return 2
+    if a.action != "deploy":
+        d = _control_call(a, a.target, a.action)
+        print(f"config deployment {d.id}: {d.state}" + (f" ({d.reason})" if d.reason else ""))
+        return 0
+    path = Path(a.target)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SystemExit(f"cloud-trainer config deploy: cannot read {path} ({exc.strerror})") from exc
+    name = a.name or path.stem
+    d = _create(a, kind="config", config_yaml=data, config_name=name)
+    print(f"config deployment {d.id}: {name} ({d.digest[:12]}) to {len(d.targets)} agents, {d.strategy} steps "
+          f"{d.steps}; state {d.state}")
     return 0
 
 
@@ -198,10 +266,13 @@ def main_rollback(argv: list[str]) -> int:
     ap.add_argument("--slot", required=True)
     ap.add_argument("--agent", action="append", default=[])
     a = ap.parse_args(argv)
-    d = json.loads(_call(a, "Rollback", pb.RollbackRequest(package=a.package, version=a.version, slot=a.slot,
-                                                            agents=a.agent)).json)
-    print(f"rollback {d['id']}: {d['package']} {d['version']} to {len(d['targets'])} agents; state {d['state']}")
+    from cloud_trainer.fleet.deployment import Deployment
+
+    d = Deployment.from_proto(_call(a, "Rollback", pb.RollbackRequest(package=a.package, version=a.version,
+                                                                       slot=a.slot, agents=a.agent)))
+    print(f"rollback {d.id}: {d.package} {d.version} to {len(d.targets)} agents; state {d.state}")
     return 0
+
 
 
 def main_tenants(argv: list[str]) -> int:

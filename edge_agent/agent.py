@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,12 +26,10 @@ from edge_agent.actions import ActionRunner, write_targets
 from edge_agent.config import AgentConfig
 from edge_agent.metrics import Metrics
 from edge_agent.models.slot import ModelSlot
-from edge_agent.outbox.store import SELF_RECORDED
 from edge_agent.pipelines import Pipeline
 from edge_agent.process_info import peak_rss_mb, rss_mb
 from edge_agent.status_board import StatusBoard
 from edge_agent.types import Result
-from model_packager import load_trusted_keys
 from protocols.events import Event, EventKind
 
 if TYPE_CHECKING:
@@ -56,9 +54,9 @@ class Agent:
         self.events: collections.deque = collections.deque(maxlen=200)
         self.board = StatusBoard()  # the status page's state: raw arrays kept, encoded only when a page asks
         self.metrics = Metrics()
-        trusted = load_trusted_keys([cfg.path(k) for k in cfg.trusted_keys]) if cfg.trusted_keys else None
+        keys = [str(cfg.path(k)) for k in cfg.trusted_keys]  # loaded by each install's child process
         self.slots = {name: ModelSlot(name, mc if not mc.package else mc.model_copy(
-            update={"package": str(cfg.path(mc.package))}), cfg.data_dir, trusted or [], on_event=self._event)
+            update={"package": str(cfg.path(mc.package))}), cfg.data_dir, keys, on_event=self._event)
             for name, mc in cfg.models.items()}
         self.sources: dict[str, Any] = {}
         for name, settings in cfg.sources.items():
@@ -92,11 +90,16 @@ class Agent:
         self.uplink: Uplink | None = None
         self.selector: SampleSelector | None = None
         self.manager: ModelManager | None = None
+        # the agent-configuration host (``edge_agent.fleet_config``) when the agent runs under one: it gets the
+        # desired agent configuration, and its state is reported and shown on /status
+        self.on_desired_config: Callable[[Any], None] | None = None
+        self.config_state: dict | None = None
         if cfg.outbox is not None or cfg.cloud is not None:
             from edge_agent.outbox.selector import SampleSelector
             from edge_agent.outbox.settings import OutboxSettings, SampleSelectionSettings
-            from edge_agent.outbox.store import Outbox
+            from edge_agent.outbox.store import SELF_RECORDED, Outbox  # (sqlite3: only with an outbox)
 
+            self._self_recorded = SELF_RECORDED
             self.outbox = Outbox(cfg.outbox or OutboxSettings(), cfg.data_dir, on_event=self._event)
             self.selector = SampleSelector(cfg.upload or SampleSelectionSettings())
         self._stopped = asyncio.Event()
@@ -106,7 +109,7 @@ class Agent:
         self.events.append(evt)
         self.metrics.event(evt)
         # the outbox records its own events (corrupt file, drops) itself, with its epoch and the dropped seqs
-        if self.outbox is not None and self.outbox.is_open and evt.kind not in SELF_RECORDED:
+        if self.outbox is not None and self.outbox.is_open and evt.kind not in self._self_recorded:
             # handed to the outbox's thread: an event never waits on the outbox, nor breaks its caller
             self.outbox.append_soon("alarm" if evt.kind is EventKind.ALARM else "event", evt.to_json_dict())
             if self.uplink:
@@ -167,7 +170,9 @@ class Agent:
                            "errors": sum(p.stats.errors.values()), "p50_ms": p.stats.percentiles()["p50"]}
                   for p in self.pipelines}
         self._baseline_health(health)
-        return {"labels": labels, "slots": slots, "health": health}
+        return {"labels": labels, "slots": slots, "health": health,
+                "config": {k: v for k, v in (self.config_state or {}).items()
+                           if k in ("source", "deployment_id", "digest", "status", "reason")}}
 
     def _baseline_health(self, health: dict) -> None:
         """Each baseline's state in the pipeline health the fleet sees (`cloud-trainer baseline status`)."""
@@ -214,7 +219,7 @@ class Agent:
             assert self.outbox is not None  # a cloud section always opens one (__init__)
             manager = self.manager = ModelManager(self.slots, self.cfg, on_event=self._event)
             uplink = self.uplink = Uplink(self.cfg.cloud, self.outbox, Path(self.cfg.base_dir), self._cloud_status,
-                                          manager.on_desired, CommandRunner(self.cfg, on_event=self._event))
+                                          self._on_desired, CommandRunner(self.cfg, on_event=self._event))
             manager.uplink = uplink
             await uplink.start()
         if self.cfg.http.enabled:
@@ -226,6 +231,12 @@ class Agent:
         log.info("agent %s started: %d sources, %d models, %d pipelines%s", self.cfg.agent.id, len(self.sources),
                  len(self.slots), len(self.pipelines),
                  f"; status on http://{self.cfg.http.host}:{self.http.port}/" if self.http else "")
+
+    async def _on_desired(self, reply) -> None:
+        assert self.manager is not None  # set before the uplink that calls this starts
+        await self.manager.on_desired(reply)
+        if self.on_desired_config is not None:
+            self.on_desired_config(reply.config if reply.HasField("config") else None)
 
     async def _fan_out(self, name: str, src, readers: list[Pipeline]) -> None:
         unread = self.source_notices[name]
@@ -309,20 +320,7 @@ class Agent:
 
     async def run(self) -> None:
         """Start, then serve until SIGTERM/SIGINT, then stop gracefully."""
-        import signal
-
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):
-                pass
-        await self.start()
-        try:
-            await stop.wait()
-        finally:
-            await self.stop()
+        await run_until_signalled(self.start, self.stop)
 
     @property
     def recent(self):
@@ -359,7 +357,27 @@ class Agent:
             "outbox": self.outbox.stats() if self.outbox is not None and self.outbox.is_open else None,
             "uplink": self.uplink.status() if self.uplink is not None else None,
             "fleet": self.manager.status() if self.manager is not None else None,
+            "config": self.config_state,
         }
+
+
+
+async def run_until_signalled(start, stop) -> None:
+    """``await start()``, serve until SIGTERM/SIGINT, then ``await stop()`` (also on any error)."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, done.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    await start()
+    try:
+        await done.wait()
+    finally:
+        await stop()
 
 
 def _produces(settings) -> bool:

@@ -547,13 +547,16 @@ def _validate_section(key: str, ann: Any, raw: Any, report: Findings) -> tuple[A
     return _validate((key,), ann, raw, report), set()
 
 
-def parse_config(data: Any, where: str = "<config>", base_dir: str = ".") -> AgentConfig:
+def parse_config(data: Any, where: str = "<config>", base_dir: str = ".", local_checks: bool = True) -> AgentConfig:
+    """``local_checks=False``: what only the agent's own machine can tell is not checked (files exist, the
+    environment variables are set): the cloud's check of a fleet configuration (``edge_agent.fleet_config``)."""
     if not isinstance(data, dict):
         raise ConfigError([f"{where}: expected a mapping at the top level (agent:, sources:, models:, pipelines: ...)"])
     report = Findings(where)
     sub_errors: list[str] = []
     data = _substitute(data, "", sub_errors)
-    report.errors += [f"{where}: {e}" for e in sub_errors]
+    if local_checks:
+        report.errors += [f"{where}: {e}" for e in sub_errors]
     sections = {k: f.annotation for k, f in AgentConfig.model_fields.items() if k != "base_dir"}
     for key in data:
         if key not in sections:
@@ -571,7 +574,7 @@ def parse_config(data: Any, where: str = "<config>", base_dir: str = ".") -> Age
     if parts.get("agent") is None:
         parts["agent"] = AgentSection.model_construct(id="?")
     cfg = AgentConfig.model_construct(**{k: v for k, v in parts.items() if v is not None})
-    _cross_check(cfg, named, report)
+    _cross_check(cfg, named, report, local_checks)
     if report.errors:
         raise ConfigError(report.errors)
     cfg.warnings.extend(report.warnings)
@@ -775,6 +778,7 @@ def _check_actions(cfg: AgentConfig, named: dict[str, set], manifests: dict[str,
 
 
 def _check_files(cfg: AgentConfig, report: Findings) -> None:
+    """Files the config names that do not exist on this machine."""
     for name, m in cfg.models.items():
         if m.package and not cfg.path(m.package).exists():
             report.error(f"models.{name}.package", f"file {m.package} does not exist")
@@ -786,11 +790,9 @@ def _check_files(cfg: AgentConfig, report: Findings) -> None:
     for i, k in enumerate(cfg.trusted_keys):
         if not cfg.path(k).exists():
             report.error(f"trusted_keys[{i}]", f"{k} does not exist")
-    if cfg.models and not cfg.trusted_keys:
-        report.error("trusted_keys", "at least one public key is needed to verify model packages")
 
 
-def _cross_check(cfg: AgentConfig, named: dict[str, set], report: Findings) -> None:
+def _cross_check(cfg: AgentConfig, named: dict[str, set], report: Findings, local_checks: bool = True) -> None:
     """The generic checks across sections, then each plugin's own ``cross_check(name, cfg, report)``
     (a source's or an action's settings class: what only that plugin knows)."""
     manifests = _manifests(cfg)
@@ -806,7 +808,10 @@ def _cross_check(cfg: AgentConfig, named: dict[str, set], report: Findings) -> N
     _check_forward(cfg, named, seen, report)
     _check_rules(cfg, named, seen, pipelines, report)
     _check_actions(cfg, named, manifests, report)
-    _check_files(cfg, report)
+    if local_checks:
+        _check_files(cfg, report)
+    if cfg.models and not cfg.trusted_keys:
+        report.error("trusted_keys", "at least one public key is needed to verify model packages")
     for plugins in (cfg.sources, cfg.actions):
         for name, settings in plugins.items():
             hook = getattr(settings, "cross_check", None)
@@ -820,10 +825,14 @@ def load_config(path: str | Path) -> AgentConfig:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from exc
+    return parse_config(read_yaml(text, str(path)), str(path), str(path.parent.resolve()))
+
+
+def read_yaml(text: str, where: str) -> Any:
+    """The YAML document of a config (``ConfigError`` naming the line and column where it is not YAML)."""
     try:  # libyaml's loader where PyYAML has it (~10x the pure-Python one: part of every start)
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError([f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}"]) from exc
-    return parse_config(data, str(path), str(path.parent.resolve()))
+        raise ConfigError([f"{where}: not valid YAML{at}: {getattr(exc, 'problem', exc)}"]) from exc

@@ -24,6 +24,7 @@ import numpy as np
 
 from edge_agent.models.config import ENGINE_TYPES, EngineChoice, ModelConfig
 from model_packager import OpenedPackage
+from model_packager.runtimes import load as load_engine
 from model_packager.runtimes import ort_session, ov_compile
 
 
@@ -98,7 +99,7 @@ class OvEngine:
 
     def __init__(self, opened: OpenedPackage, cfg: ModelConfig, form: str | None = None, *,
                  isolated: bool = False) -> None:
-        import openvino as ov
+        ov = load_engine("openvino")
 
         self.form = form or _only_form(opened)
         self.version = ov.__version__.split("-")[0]

@@ -33,15 +33,13 @@ import json
 import os
 import re
 import shutil
-import tarfile
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import numpy as np
 import yaml
 from pydantic import ValidationError
 
@@ -56,11 +54,17 @@ from model_packager.errors import (
     SignatureError,
     UnsafeArchiveError,
 )
-from model_packager.keys import TrustedKeys, key_id, load_private_key
 from model_packager.manifest import EngineCheck, FileEntry, FileRole, Manifest
 from model_packager.safe_yaml import MAX_YAML_BYTES, load_bounded
 from model_packager.tarread import Member, StrictTarReader
 from model_packager.text import printable
+
+if TYPE_CHECKING:  # imported where used: ``tarfile`` writes packages, ``keys`` brings cryptography, numpy
+    import tarfile  # builds and runs golden files: verifying and opening a package need none of them
+
+    import numpy as np
+
+    from model_packager.keys import TrustedKeys
 
 MANIFEST = "manifest.yaml"
 SIGNATURE = "manifest.sig"
@@ -132,6 +136,8 @@ def _validate_manifest(data: dict, where: str) -> Manifest:
 
 
 def _synthetic_inputs(manifest: Manifest, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     out = {}
     for t in manifest.inputs:
@@ -189,6 +195,12 @@ def build_package(
         if not fp32.is_file():
             raise PackageError(f"{where}: FP32 model file {fp32} does not exist", code="missing_model")
         _golden.check_spec(fp32, manifest, f"{where} (FP32 form)")
+    import tarfile
+
+    import numpy as np
+
+    from model_packager.keys import key_id, load_private_key
+
     key = load_private_key(signing_key)
 
     with tempfile.TemporaryDirectory(prefix=".build-", dir=out_dir if out_dir.exists() else None) as tmp_s:
@@ -308,6 +320,8 @@ def _parity_bounds(manifest: Manifest, given: dict, expected: dict[str, np.ndarr
     """The INT8 form's bounds against the FP32 reference: the spec's, or ``PARITY_HEADROOM`` times
     the largest deviation measured here on any engine (at least 1% of the output's range, and the
     golden atol). Refuses a package whose INT8 form already breaks its bounds on the build machine."""
+    import numpy as np
+
     measured: dict[str, float] = {}
     agreement = 1.0
     for got in runs.values():
@@ -333,6 +347,8 @@ def _parity_bounds(manifest: Manifest, given: dict, expected: dict[str, np.ndarr
 
 
 def _info(name: str, size: int) -> tarfile.TarInfo:
+    import tarfile
+
     info = tarfile.TarInfo(name)
     info.size = size
     info.mode = 0o644

@@ -43,8 +43,11 @@ class Console:
                         return self._send(200, "text/html; charset=utf-8", PAGE.read_bytes())
                     if u.path == "/api/agents":
                         return self._json(outer.agents(t))
-                    if u.path == "/api/deployments":
-                        return self._json(outer.srv.control.list(tenant=t) if outer.srv.control else [])
+                    if u.path == "/api/deployments":  # the typed Deployment's documents (kind model | config)
+                        from cloud_trainer.fleet.deployment import Deployment
+
+                        return self._json([Deployment.from_doc(d).doc() for d in (
+                            outer.srv.control.list(tenant=t) if outer.srv.control else [])])
                     if u.path == "/api/models":
                         return self._json(outer.models(t))
                     if u.path == "/api/quotas":  # per-agent limits, usage and refusals (RESOURCE_EXHAUSTED)

@@ -36,9 +36,10 @@ import grpc
 from cloud_trainer.blobs import BlobStore, open_blobs
 from cloud_trainer.fleet.commands import Commands, add_commands
 from cloud_trainer.fleet.control import NotInTenant
+from cloud_trainer.fleet.deployment import Deployment, gate_from_request
 from cloud_trainer.fleet.guard import MalformedRequests, QuotaExceeded, Quotas, json_field
 from cloud_trainer.fleet.store import QUOTA_FIELDS, Store, TenantQuotaExceeded, open_store
-from cloud_trainer.fleet.stream import StreamHub, offer
+from cloud_trainer.fleet.stream import StreamHub, desired_reply, offer
 from cloud_trainer.pki import ROLE_ADMIN, ROLE_AGENT, ROLE_OPERATOR, Identity, identity
 from cloud_trainer.registry import Registry
 from protocols.gen import fleet_pb2 as pb
@@ -151,7 +152,7 @@ class FleetServicer(rpc.FleetServicer):
                         health = await json_field(context, r.health_json, "report.health_json")
                         await self._command_results(who, r.command_results)
                         await hub.report(key, (dict(r.labels), slots, health, r.outbox_depth,
-                                               {"epoch": r.epoch, "dropped": dict(r.dropped)}, time.time()),
+                                               _outbox_state(r), time.time()),
                                          r.generation_seen, msg.report_id)
                 finally:
                     offer(outbox, None)  # the agent closed its side (or sent garbage): end the stream
@@ -174,14 +175,11 @@ class FleetServicer(rpc.FleetServicer):
         health = await json_field(context, request.health_json, "health_json")
         await self._command_results(who, request.command_results)
         await asyncio.to_thread(self.store.heartbeat, agent, dict(request.labels), slots, health,
-                                request.outbox_depth, {"epoch": request.epoch, "dropped": dict(request.dropped)},
-                                tenant=tenant)
-        desired, gen = [], 0
+                                request.outbox_depth, _outbox_state(request), tenant=tenant)
+        gen, desired, config = 0, [], None
         if self.control is not None:
-            gen, desired = await asyncio.to_thread(partial(self.control.desired_for, agent, dict(request.labels),
-                                                           slots, health, tenant=tenant))
-        reply = pb.HeartbeatReply(generation=gen, server_time=time.time(),
-                                  desired=[pb.DesiredSlot(**d) for d in desired])
+            gen, desired, config = await asyncio.to_thread(partial(self.control.desired_state, agent, tenant=tenant))
+        reply = desired_reply(gen, desired, config)
         if self.commands is not None:
             key = (tenant, agent)
             add_commands(reply, (await asyncio.to_thread(self.commands.pending_many, [key]))[key])
@@ -287,9 +285,12 @@ class AdminServicer(rpc.AdminServicer):
         out = []
         for a in await asyncio.to_thread(partial(self.store.agents, tenant=who.tenant)):
             st = await asyncio.to_thread(partial(self.store.stats, a["id"], tenant=who.tenant))
-            out.append(pb.AgentInfo(id=a["id"], labels=a["labels"], last_seen=a["last_seen"] or 0,
-                                    slots=[pb.SlotState(**s) for s in a["slots"]], records=st["records"],
-                                    last_seq=st["last_seq"], health_json=json.dumps(a.get("health") or {})))
+            info = pb.AgentInfo(id=a["id"], labels=a["labels"], last_seen=a["last_seen"] or 0,
+                                slots=[pb.SlotState(**s) for s in a["slots"]], records=st["records"],
+                                last_seq=st["last_seq"], health_json=json.dumps(a.get("health") or {}))
+            if (a.get("outbox") or {}).get("config"):
+                info.config.CopyFrom(pb.ConfigState(**a["outbox"]["config"]))
+            out.append(info)
         return pb.ListAgentsReply(agents=out)
 
     async def IngestStats(self, request, context):
@@ -310,8 +311,8 @@ class AdminServicer(rpc.AdminServicer):
 
     async def _control(self, context, fn, *args, **kw):
         """``fn(*args, tenant=<the admin's tenant>, **kw)`` in a thread; ``NotInTenant`` is PERMISSION_DENIED."""
-        return pb.DeploymentInfo(json=json.dumps(await self._in_tenant(context, self.control, "deployments", fn,
-                                                                       *args, **kw)))
+        doc = await self._in_tenant(context, self.control, "deployments", fn, *args, **kw)
+        return Deployment.from_doc(doc).to_proto(pb)
 
     async def _in_tenant(self, context, feature, what: str, fn, *args, **kw):
         who = await require(context, ROLE_ADMIN)
@@ -323,20 +324,28 @@ class AdminServicer(rpc.AdminServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except RuntimeError as exc:  # the agent's validator could not run: the service's fault, not the admin's
+            await context.abort(grpc.StatusCode.INTERNAL, str(exc))
 
     async def CreateDeployment(self, request, context):
         await require(context, ROLE_ADMIN)
-        gate = await json_field(context, request.gate_json, "gate_json")
+        gate = gate_from_request(request) if request.HasField("gate") else await json_field(
+            context, request.gate_json, "gate_json")
         req = {"package": request.package, "version": request.version, "slot": request.slot,
                "agents": list(request.agents), "selector": dict(request.selector),
                "strategy": request.strategy or "canary", "steps": list(request.steps) or ["1", "100%"],
                "wait_s": request.wait_s, "gate": gate}
+        if request.kind == "config":
+            req.update(config_yaml=request.config_yaml, config_name=request.config_name)
+            return await self._control(context, self.control.create_config, req)
+        if request.kind not in ("", "model"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"kind {request.kind[:40]!r}: model or config")
         return await self._control(context, self.control.create, req)
 
     async def ListDeployments(self, request, context):
         who = await require(context, ROLE_ADMIN)
         deps = await asyncio.to_thread(partial(self.control.list, tenant=who.tenant)) if self.control else []
-        return pb.ListDeploymentsReply(deployments=[pb.DeploymentInfo(json=json.dumps(d)) for d in deps])
+        return pb.ListDeploymentsReply(deployments=[Deployment.from_doc(d).to_proto(pb) for d in deps])
 
     async def SendCommand(self, request, context):
         """A command to one agent of the admin's tenant (another tenant's agent: PERMISSION_DENIED)."""
@@ -399,7 +408,19 @@ class AdminServicer(rpc.AdminServicer):
         return out
 
 
+def _outbox_state(r) -> dict:
+    """What a state report says of the agent's outbox (epoch, drops) and, from v3 agents, the agent
+    configuration it runs: kept with the agent's row."""
+    out = {"epoch": r.epoch, "dropped": dict(r.dropped)}
+    if r.HasField("config"):
+        c = r.config
+        out["config"] = {"source": c.source[:16], "deployment_id": c.deployment_id[:64], "digest": c.digest[:64],
+                         "status": c.status[:32], "reason": c.reason[:500]}
+    return out
+
+
 def server_credentials(ca: Path, cert: Path, key: Path) -> grpc.ServerCredentials:
+
     return grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())], root_certificates=ca.read_bytes(),
                                        require_client_auth=True)
 

@@ -105,14 +105,13 @@ class StreamHub:
 
         desired = await asyncio.to_thread(self.control.desired_many, keys)
         commands = await asyncio.to_thread(self.commands.pending_many, keys) if self.commands is not None else {}
-        now = time.time()
-        for k, (gen, slots) in desired.items():
+        for k, (gen, slots, config) in desired.items():
             q = self.streams.get(k)
             if q is None:
                 continue
-            reply = pb.HeartbeatReply(generation=gen, server_time=now, desired=[pb.DesiredSlot(**d) for d in slots])
+            reply = desired_reply(gen, slots, config)
             add_commands(reply, commands.get(k))
-            self.sent[k] = reply.generation
+            self.sent[k] = gen
             offer(q, pb.ServerMessage(desired=reply))
             self.pushes += 1
 
@@ -163,6 +162,17 @@ class StreamHub:
     def snapshot(self) -> dict:
         return {"streams": len(self.streams), "reports": self.reports, "pushes": self.pushes,
                 "flushes": self.flushes, "pending": len(self.pending)}
+
+
+def desired_reply(gen: int, slots: list[dict], config: dict | None):
+    """An agent's whole desired state as a ``HeartbeatReply``: model slots, and its agent configuration if the
+    fleet gives it one (``Control.desired_state``)."""
+    from protocols.gen import fleet_pb2 as pb
+
+    reply = pb.HeartbeatReply(generation=gen, server_time=time.time(), desired=[pb.DesiredSlot(**d) for d in slots])
+    if config is not None:
+        reply.config.CopyFrom(pb.DesiredConfig(**config))
+    return reply
 
 
 def offer(q: asyncio.Queue, item) -> None:

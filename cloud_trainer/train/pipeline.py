@@ -1,4 +1,4 @@
-"""dataset → train → export → INT8 → evaluate → gate → package → publish, for either family.
+"""dataset → train → export → INT8 → evaluate → gate → package → publish, for every trainer family.
 
 ``build(...)`` is a plain function of (dataset folder, settings) → a package in the registry (or a
 rejection with its report), so a job scheduler can run it anywhere. Every stage writes into the
@@ -9,28 +9,26 @@ The gate, on the same held-out test split: the candidate (its INT8 model, what a
 meet the configured floors, lose at most ``int8_margin`` to its FP32 form, and, when a version is
 already published, not be worse than that version evaluated on the same data. A candidate that
 fails is not packaged into the registry, which stays unchanged.
+
+What differs between families (dataset, model, metrics, threshold, the gate's own checks, plots,
+the manifest's inputs and outputs) is a hook of the family's class (``families.TrainerFamily``),
+looked up in ``families.TRAINER_FAMILIES``: this module names no family.
 """
 
 from __future__ import annotations
 
-import importlib
+import functools
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from cloud_trainer.registry import Registry
-from cloud_trainer.train import common, onnx_tools
-
-FAMILIES = {"vision": "part-inspection", "maintenance": "machine-health"}
-DEFAULT_FLOORS = {
-    "vision": {"ng_recall": 0.98, "ng_precision": 0.95},
-    "maintenance": {"anomaly_auroc": 0.95, "fault_accuracy": 0.90},
-}
+from cloud_trainer.train import common, families, onnx_tools
+from cloud_trainer.train.families import StageError, TrainerFamily
 
 
 class GateFailed(RuntimeError):
@@ -75,14 +73,12 @@ def _engines() -> list[str]:
     return [e for e in ("onnxruntime", "openvino") if importlib.util.find_spec(e)]
 
 
-class StageError(RuntimeError):
-    """A stage was run out of order or on a work folder from another build."""
-
-
-def _family(name: str) -> ModuleType:
-    if name not in ("vision", "maintenance"):
-        raise ValueError(f"unknown family {name!r}; expected one of {sorted(FAMILIES)}")
-    return importlib.import_module(f"cloud_trainer.train.{name}")
+def _family(name: str) -> TrainerFamily:
+    """A family the stage verbs train (the table's families with their own build are refused)."""
+    staged = families.family_names("train")
+    if name not in staged:
+        raise ValueError(f"unknown family {name!r}; expected one of {sorted(staged)}")
+    return families.load_family(name)
 
 
 def _given(value: Path | None, option: str) -> Path:
@@ -98,22 +94,6 @@ def _need(path: Path, stage: str) -> Path:
     return path
 
 
-def _load_dataset(family: str, folder: Path, preprocessing: dict | None = None):
-    """The dataset; for a tiled vision model (``preprocessing`` with tiles), its tiles."""
-    from cloud_trainer.train import data as D
-
-    if family != "vision":
-        return D.load_vibration(folder)
-    tiled = bool(preprocessing and preprocessing.get("tiles"))
-    ds = D.load_parts(folder, masks=tiled)
-    if tiled:
-        from cloud_trainer.train import vision
-        from model_packager.manifest import ImagePreprocessing
-
-        ds = vision.as_tiles(ds, ImagePreprocessing.model_validate(preprocessing))
-    return ds
-
-
 def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
     """dataset → trained model, exported to ``model.fp32.onnx``; the arrays and split every later
     stage evaluates on go to ``train.npz``, the facts to ``train.json``."""
@@ -122,24 +102,9 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
     s.workdir.mkdir(parents=True, exist_ok=True)
     for stale in ("model.int8.onnx", "report.json", "package.json"):  # a new model invalidates later stages
         (s.workdir / stale).unlink(missing_ok=True)
-    pre = fam.preprocessing(s.size, s.roi, s.tiles, s.color) if s.family == "vision" else None
-    ds = _load_dataset(s.family, _given(s.dataset, "--dataset"), pre.model_dump(mode="json") if pre else None)
-    if s.family == "vision":
-        init = _init_state(s.init_from) if s.init_from else None
-        try:
-            tr_out = fam.train(ds, s.size, s.seed, s.epochs, log, s.threads, init_state=init, pre=pre)
-        except ValueError as exc:
-            from cloud_trainer.train.data import DatasetError
-
-            if isinstance(exc, DatasetError):
-                raise
-            raise StageError(f"--init-from {s.init_from}: {exc}") from None
-    elif s.init_from:
-        raise StageError("--init-from: fine-tuning applies to vision models; maintenance models retrain from "
-                         "scratch (their features are standardised on each dataset)")
-    else:
-        tr_out = fam.train(ds, s.seed, s.epochs, log, s.threads, feature_set=s.signal_features, bearing=s.bearing,
-                           speed_tag=s.speed_tag)
+    pre = fam.preprocessing(s)
+    ds = fam.load_dataset(_given(s.dataset, "--dataset"), pre.model_dump(mode="json") if pre else None)
+    tr_out = fam.train(s, ds, pre, log)
     if s.degrade:
         _degrade(tr_out["model"])
     x = tr_out["x"]
@@ -149,43 +114,19 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
     onnx_tools.export(tr_out["model"], x[:1], s.workdir / "model.fp32.onnx", fam.INPUT, fam.OUTPUTS)
     tr, va, te = tr_out["split"]
     arrays = {"x": x, "y": tr_out["y"], "train": tr, "val": va, "test": te}
-    if s.family == "maintenance":
-        arrays.update(health=tr_out["health"], rul_s=tr_out["rul_s"], rul_ok=tr_out["rul_ok"])
+    arrays.update(fam.train_arrays(tr_out))
     np.savez(s.workdir / "train.npz", **arrays)
     meta = {"family": s.family, "dataset": str(s.dataset), "dataset_digest": ds.digest, "seed": s.seed,
             "size": s.size, "preprocessing": tr_out["pre"].model_dump(mode="json"),
             "classes": list(getattr(ds, "classes", [])), "degraded": s.degrade,
             "init_from": str(s.init_from) if s.init_from else None,
             "export": {"onnx_opset": onnx_tools.OPSET, "dynamic_batch": True},
-            "input_stats": _input_stats(ds, tr) if s.family == "vision" else None,
+            "input_stats": fam.input_stats(ds, tr),
             "training": {"seconds": time.perf_counter() - t0, "history": tr_out["history"]["epochs"]}}
-    if s.family == "maintenance":  # remaining life: the prior from the dataset's runs to failure
-        from cloud_trainer.train.life import prior_from_dataset
-
-        meta["life_prior"] = prior_from_dataset(ds, log)
+    meta.update(fam.train_meta(ds, log))
     (s.workdir / "train.json").write_text(json.dumps(meta, indent=1, default=float))
     log(f"trained {s.family} in {meta['training']['seconds']:.0f}s; exported {s.workdir / 'model.fp32.onnx'}")
     return meta
-
-
-def _input_stats(ds, rows) -> dict:
-    """The training images' statistics for the manifest (the agent's UNSURE check)."""
-    from model_packager.inputstats import summarize
-
-    return summarize(ds.images[i] for i in rows).model_dump(mode="json")
-
-
-def _init_state(path: Path) -> dict:
-    import torch
-
-    pt = Path(path) / "model.pt" if Path(path).is_dir() else Path(path)
-    if not pt.is_file():
-        raise StageError(f"--init-from {path}: no model.pt there (a work folder of `train`, or a published "
-                         "version's folder in the registry)")
-    try:
-        return torch.load(pt, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise StageError(f"--init-from {pt}: not a weights file ({type(exc).__name__}: {exc})") from None
 
 
 def _trained(s: BuildSettings, stage: str) -> tuple[dict, dict]:
@@ -223,36 +164,17 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
     int8 = _need(s.workdir / "model.int8.onnx", "quantize")
     (s.workdir / "package.json").unlink(missing_ok=True)  # a package of an earlier evaluation is stale
     reg = Registry(_given(s.registry, "--registry"))
-    name = FAMILIES[s.family]
+    name = fam.package_name
     x, y, tr, va, te = a["x"], a["y"], a["train"], a["val"], a["test"]
     outs = {"fp32": onnx_tools.run(fp32, x[te]), "int8": onnx_tools.run(int8, x[te])}
     if "openvino" in _engines():
         outs["int8_openvino"] = onnx_tools.run(int8, x[te], "openvino")
-    val_int8 = onnx_tools.run(int8, x[va])
-    rul_mean = None
-    extra: dict = {}
-    ds = None  # the images themselves, read once: the perturbed copy and the published version need them
-    if s.family == "vision":
-        # the operating point comes from the FP32 model (the reference every form is held to)
-        val_fp32 = fam.ng_score(onnx_tools.run(fp32, x[va])["logits"])
-        threshold = fam.operating_point(val_fp32, y[va] != 0, s.min_ng_precision)
-        mets = {k: fam.metrics(o["logits"], y[te], meta["classes"], threshold) for k, o in outs.items()}
-        primary = ["ng_recall", "f1_macro"]
-        extra["operating_point"] = {"rule": f"highest NG recall at NG precision >= {s.min_ng_precision} on validation "
-                                            "(FP32 scores), centred in logit space", "threshold": threshold,
-                                    "min_ng_precision": s.min_ng_precision,
-                                    "validation_curve": fam.operating_curve(val_fp32, y[va] != 0)}
-        ds = _trained_dataset(s, meta)
-        extra["perturbed"] = _perturbed_metrics(ds, meta, fp32, int8, te, y, threshold)
-    else:
-        threshold = fam.choose_threshold(val_int8["anomaly_score"].reshape(-1),
-                                         fam.anomaly_truth(y[va], a["health"][va])[0])
-        rul_mean = float(np.nanmean(np.where(a["rul_ok"][tr], a["rul_s"][tr], np.nan)))
-        mets = {k: fam.metrics(o, y[te], a["health"][te], a["rul_s"][te], threshold, rul_mean)
-                for k, o in outs.items()}
-        primary = ["anomaly_auroc", "fault_accuracy"]
+    # the dataset itself, read once and only when needed (a family's evaluation, the published version)
+    dataset = functools.cache(functools.partial(_trained_dataset, s, meta))
+    ev = fam.evaluate(s, meta, a, outs, fp32, int8, dataset)
+    mets, threshold, extra, primary = ev.metrics, ev.threshold, ev.extra, list(fam.primary)
 
-    floors = {**DEFAULT_FLOORS[s.family], **s.floors}
+    floors = {**fam.default_floors, **s.floors}
     reasons = []
     cand = mets["int8"]
     pert = (extra.get("perturbed") or {}).get("int8", {})
@@ -261,7 +183,7 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
         if got is None:
             raise ValueError(f"gate floor {k!r} is not a {s.family} metric; known: "
                              f"{sorted(x for x, v in cand.items() if isinstance(v, float))}"
-                             + (" and perturbed_<metric>" if s.family == "vision" else ""))
+                             + fam.floor_hint)
         if got < floor:
             reasons.append(f"{k} {got:.4f} is below the floor {floor}")
     for k in primary:  # INT8 against FP32 on every engine measured (agents may run either)
@@ -269,15 +191,12 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
             if mets["fp32"][k] - mets[form][k] > s.int8_margin:
                 reasons.append(f"{form} loses {mets['fp32'][k] - mets[form][k]:.4f} {k} to FP32 "
                                f"(margin {s.int8_margin})")
-    if s.family == "maintenance" and not cand["rul_mae_s"] < cand["rul_mae_naive_s"]:
-        reasons.append(f"remaining-life MAE {cand['rul_mae_s']:.0f}s does not beat the naive mean "
-                       f"{cand['rul_mae_naive_s']:.0f}s")
+    reasons += fam.gate_reasons(cand)
     incumbent = reg.latest(name) if s.compare_published else None
     inc_metrics = None
     if incumbent is not None:
-        ds = ds or _trained_dataset(s, meta)
-        inc_metrics = _evaluate_incumbent(reg, incumbent, s, ds, te, y, threshold_fallback=threshold,
-                                          rul_mean=rul_mean)
+        inc_metrics = _evaluate_incumbent(reg, incumbent, s, fam, dataset(), te, y, threshold_fallback=threshold,
+                                          context=ev.context)
         for k in primary:
             if inc_metrics is not None and cand[k] + 1e-9 < inc_metrics[k] - s.tolerance:
                 reasons.append(f"{k} {cand[k]:.4f} is worse than the published {incumbent['version']} "
@@ -302,38 +221,18 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
         "calibration_samples": int(min(s.calibration, len(va) or len(tr))),
         "quantization_scheme": onnx_tools.SCHEME, **extra,
     }
-    _write_report(report, s.workdir, mets["int8"], y[te], outs["int8"], s.family,
-                  a["health"][te] if s.family == "maintenance" else None)
+    _write_report(report, s.workdir, mets["int8"], y[te], outs["int8"], fam, a, te)
     log(f"gate: {'PASSED' if not reasons else 'FAILED: ' + '; '.join(reasons)} (report: {s.workdir / 'report.md'})")
     return report
 
 
 def _trained_dataset(s: BuildSettings, meta: dict):
     """The dataset `train` used, read again; refused if it changed since."""
-    ds = _load_dataset(s.family, Path(meta["dataset"]), meta.get("preprocessing"))
+    ds = _family(s.family).load_dataset(Path(meta["dataset"]), meta.get("preprocessing"))
     if ds.digest != meta["dataset_digest"]:
         raise StageError(f"dataset {meta['dataset']} changed since `train` (digest {ds.digest[:19]}…, "
                          f"trained on {meta['dataset_digest'][:19]}…): train again")
     return ds
-
-
-def _perturbed_metrics(ds, meta: dict, fp32: Path, int8: Path, te, y, threshold: float) -> dict:
-    """FP32 and INT8 (ONNX Runtime) on a seeded perturbed copy of the held-out images: the camera
-    variation of another day on the line (``perturb.TEST``)."""
-    from cloud_trainer.train import perturb, vision
-    from model_packager.manifest import ImagePreprocessing
-
-    pre = vision.tile_pre(ImagePreprocessing.model_validate(meta["preprocessing"]))
-    xp = vision.tensors(perturb.perturbed_copy([ds.images[i] for i in te], meta["seed"]), pre)
-    out = {}
-    for form, path in (("fp32", fp32), ("int8", int8)):
-        logits = onnx_tools.run(path, xp)["logits"]
-        m = vision.metrics(logits, y[te], meta["classes"], threshold)
-        out[form] = {k: m[k] for k in ("accuracy", "ng_recall", "ng_precision", "ng_auroc", "f1_macro")}
-        ok = y[te] == 0
-        out[form]["ok_rejected"] = float(np.mean(vision.ng_score(logits)[ok] >= threshold)) if ok.any() else 0.0
-    out["ranges"] = {k: v for k, v in perturb.TEST.__dict__.items()}
-    return out
 
 
 REPORT_FILES = ("report.json", "report.md", "confusion.png", "roc.png", "model.pt")  # model.pt: to fine-tune from
@@ -417,59 +316,29 @@ def _degrade(model) -> None:
             classmaps.bias[0] -= 50.0  # the "ok" class map: p(ok) ~ 0 for every image
 
 
-def _evaluate_incumbent(reg: Registry, entry: dict, s: BuildSettings, ds, te, y, threshold_fallback, rul_mean):
+def _evaluate_incumbent(reg: Registry, entry: dict, s: BuildSettings, fam: TrainerFamily, ds, te, y,
+                        threshold_fallback, context: dict):
     """The published version's metrics on this build's test split, through its own preprocessing."""
     import tempfile
 
     from model_packager import load_trusted_keys, open_package
-    from model_packager.manifest import ImagePreprocessing, SignalPreprocessing
 
     pub = s.signing_key.with_suffix(".pub")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             opened = open_package(reg.package_path(entry), Path(tmp) / "pkg", load_trusted_keys([pub]))
-            m = opened.manifest
-            if s.family == "vision":
-                from cloud_trainer.train import vision
-
-                assert isinstance(m.preprocessing, ImagePreprocessing)  # a vision package
-                xi = vision.tensors([ds.images[i] for i in te], vision.tile_pre(m.preprocessing))
-                out = onnx_tools.run(opened.model_path, xi)
-                thr = next((o.threshold for o in m.outputs if o.threshold is not None), threshold_fallback)
-                return vision.metrics(out["logits"], y[te], ds.classes, thr)
-            from cloud_trainer.train import maintenance
-
-            pre = m.preprocessing
-            assert isinstance(pre, SignalPreprocessing)  # a maintenance package
-            xi = maintenance.features(ds.waveforms[te], pre, ds.speed_rpm[te] if ds.speed_rpm is not None else None)
-            out = onnx_tools.run(opened.model_path, xi)
-            thr = next((o.threshold for o in m.outputs if o.role.value == "anomaly_score" and o.threshold is not None),
-                       threshold_fallback)
-            return maintenance.metrics(out, y[te], ds.health[te], ds.rul_s[te], thr, rul_mean)
+            return fam.incumbent_metrics(opened, ds, te, y, threshold_fallback, context)
     except Exception as exc:  # an unreadable incumbent must not block a good candidate; say so
         common.stderr_log(f"could not evaluate the published {entry['version']}: {exc}")
         return None
 
 
-def _write_report(report: dict, workdir: Path, m: dict, y, out, family: str, health=None) -> list[Path]:
+def _write_report(report: dict, workdir: Path, m: dict, y, out, fam: TrainerFamily, a: dict, te) -> list[Path]:
     (workdir / "report.json").write_text(json.dumps(report, indent=1, default=float))
-    from cloud_trainer.train.data import FAULTS
-
-    labels = report["classes"] if family == "vision" else FAULTS
+    labels = fam.labels(report)
     common.plot_confusion(workdir / "confusion.png", np.asarray(m["confusion"]), labels,
                           f"{report['name']} {report['version']} INT8, test set")
-    if family == "vision":
-        from cloud_trainer.train.vision import ng_score
-
-        rec, prec = common.pr_points(y != 0, ng_score(out["logits"]))
-        common.plot_curve(workdir / "roc.png", rec, prec, "NG precision-recall (INT8, test)", "recall", "precision")
-    else:
-        from cloud_trainer.train.maintenance import anomaly_truth
-
-        anom, counted = anomaly_truth(y, health)
-        fpr, tpr = common.roc_points(anom[counted], out["anomaly_score"].reshape(-1)[counted])
-        common.plot_curve(workdir / "roc.png", fpr, tpr, "anomaly ROC (INT8, test)", "false positive rate",
-                          "true positive rate", diagonal=True)
+    fam.plot_curve(workdir / "roc.png", y, out, a, te)
     md = [f"# {report['name']} {report['version']} — evaluation report", "",
           f"Dataset `{report['dataset']}` ({report['dataset_digest'][:19]}…), seed {report['seed']}, split "
           f"{report['split']}. Gate: **{'passed' if report['gate']['passed'] else 'FAILED'}**"
@@ -510,33 +379,11 @@ def _write_report(report: dict, workdir: Path, m: dict, y, out, family: str, hea
     return [workdir / "report.json", workdir / "report.md", workdir / "confusion.png", workdir / "roc.png"]
 
 
-def _package(s: BuildSettings, name, version, fam, meta: dict, n_features: int, int8: Path, golden_x, threshold,
-             report) -> Path:
-    from cloud_trainer.train.data import FAULTS
+def _package(s: BuildSettings, name, version, fam: TrainerFamily, meta: dict, n_features: int, int8: Path, golden_x,
+             threshold, report) -> Path:
     from model_packager import build_package
 
-    if s.family == "vision":
-        classes = meta["classes"]  # from the dataset, the good class first
-        pre = meta["preprocessing"]
-        hh, ww = fam.heatmap_shape(pre)
-        channels = 1 if pre.get("color") == "gray" else 3
-        outputs = [{"name": "logits", "dtype": "float32", "shape": ["batch", len(classes)],
-                    "role": "class_logits", "labels": classes, "ok_label": classes[0], "threshold": threshold},
-                   {"name": "heatmap", "dtype": "float32", "shape": ["batch", 1, hh, ww], "role": "heatmap"}]
-        inputs = [{"name": "image", "dtype": "float32", "shape": ["batch", channels, pre["height"], pre["width"]],
-                   "layout": "NCHW"}]
-        task = "vision_inspection"
-        metric_name = "ng_recall"
-    else:
-        outputs = [{"name": "anomaly_score", "dtype": "float32", "shape": ["batch", 1], "role": "anomaly_score",
-                    "threshold": threshold},
-                   {"name": "fault_logits", "dtype": "float32", "shape": ["batch", len(FAULTS)],
-                    "role": "class_logits", "labels": FAULTS, "ok_label": "healthy"},
-                   {"name": "remaining_life", "dtype": "float32", "shape": ["batch", 1], "role": "remaining_life",
-                    "unit": "s"}]
-        inputs = [{"name": "features", "dtype": "float32", "shape": ["batch", n_features], "layout": "NC"}]
-        task = "equipment_maintenance"
-        metric_name = "fault_accuracy"
+    inputs, outputs, task, metric_name = fam.package_io(meta, n_features, threshold)
     # The package carries the FP32 model beside the INT8 one: the golden expected outputs are the FP32
     # model's (tight tolerance on every engine) and the INT8 form is held to parity bounds measured
     # here (model_packager), which an agent re-checks on its own CPU before serving INT8.

@@ -24,22 +24,24 @@ import asyncio
 import collections
 import functools
 import logging
+import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from devices.base import Frame
-from edge_agent.engines import Engine, EngineError
-from edge_agent.models.config import ModelConfig, VersionPolicy
+from edge_agent.engines import Engine, EngineError, candidate_engines
+from edge_agent.models.config import ENGINE_TYPES, ModelConfig, VersionPolicy
+from edge_agent.models.install import install_isolated, prefetching
 from edge_agent.models.select import NothingPasses, Selection, select
 from edge_agent.models.store import ModelStore
 from edge_agent.types import Window
-from model_packager import OpenedPackage, PackageError, TrustedKeys, load_trusted_keys, package_digest
+from model_packager import OpenedPackage, PackageError, package_digest
 from model_packager.cpu import int8_path
 from model_packager.manifest import ImagePreprocessing, Manifest
 from model_packager.preprocess import (
@@ -49,8 +51,12 @@ from model_packager.preprocess import (
     interpret,
     signal_features,
 )
+from model_packager.runtimes import load as load_engine
 from model_packager.text import printable
 from protocols.events import Event, EventKind
+
+if TYPE_CHECKING:
+    from model_packager import TrustedKeys
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +111,7 @@ class _Health:
     latencies: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2000))
 
     def p50(self) -> float | None:
-        return float(np.median(self.latencies)) if self.latencies else None
+        return statistics.median(self.latencies) if self.latencies else None  # (np.median imports numpy.ma)
 
 
 class _Active:
@@ -119,12 +125,22 @@ class _Active:
 
 
 class ModelSlot:
-    def __init__(self, name: str, config: ModelConfig, data_dir: Path, trusted_keys: list[Path] | TrustedKeys,
-                 on_event: Callable[[Event], None] | None = None) -> None:
+    def __init__(self, name: str, config: ModelConfig, data_dir: Path,
+                 trusted_keys: Sequence[str | Path] | TrustedKeys, on_event: Callable[[Event], None] | None = None
+                 ) -> None:
+        """``trusted_keys``: key files (or folders of them), which each install's child process loads
+        (``edge_agent.models.install``); keys already loaded (``TrustedKeys``) verify in this process."""
         self.name = name
         self.config = config
-        self.store = ModelStore(Path(data_dir) / "models" / name)
-        self.trusted = trusted_keys if isinstance(trusted_keys, TrustedKeys) else load_trusted_keys(trusted_keys)
+        root = Path(data_dir) / "models" / name
+        # a first start's install child may be extracting there already: its .part folders are not leftovers
+        self.store = ModelStore(root, clean=not prefetching(root))
+        self.key_files: list[str] | None = None
+        self.trusted: TrustedKeys | None = None
+        if isinstance(trusted_keys, list | tuple):
+            self.key_files = [str(k) for k in trusted_keys]
+        else:
+            self.trusted = cast("TrustedKeys", trusted_keys)
         self.on_event = on_event or (lambda e: None)
         self._active: _Active | None = None
         self._previous: _Active | None = None
@@ -316,7 +332,7 @@ class ModelSlot:
             self.state = "verifying"
             self._event(EventKind.SWAP_STARTED, package=str(pkg), from_version=from_v)
             try:
-                opened = await asyncio.to_thread(self.store.install, Path(pkg), self.trusted)
+                opened = await asyncio.to_thread(self._install, Path(pkg))
             except PackageError as exc:
                 return self._refused(from_v, None, "verify", str(exc))
             to_v = opened.manifest.version
@@ -352,6 +368,24 @@ class ModelSlot:
         # The replaced model is not closed explicitly: an inference that read it just before the
         # switch may still be running on it; it is freed when the last reference goes.
         return outcome
+
+    def _install(self, pkg: Path) -> OpenedPackage:
+        """Verify and extract ``pkg`` (worker thread). With key files, in a child process, while this
+        one imports the engine libraries the slot will load (a first start overlaps the two)."""
+        if self.trusted is not None:
+            return self.store.install(pkg, self.trusted)
+        return install_isolated(self.store, pkg, self.key_files or [], meanwhile=self._import_engines)
+
+    def _import_engines(self) -> None:
+        try:
+            names = candidate_engines(self.config.engine)
+        except EngineError:  # reported with its reason when the engine is created
+            return
+        for name in names:
+            try:
+                load_engine(ENGINE_TYPES[name][1])
+            except ImportError:  # reported with its reason when the engine is created
+                pass
 
     def _refused(self, from_v, to_v, stage: str, reason: str) -> SwapOutcome:
         self.state = "active" if self._active else "stopped"

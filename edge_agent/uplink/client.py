@@ -30,6 +30,7 @@ from pathlib import Path
 
 from devices.base import BurstLogger
 from edge_agent.outbox.store import Outbox
+from edge_agent.uplink.fleet_client import FleetClient
 from edge_agent.uplink.settings import CloudSettings
 
 log = logging.getLogger(__name__)
@@ -71,30 +72,12 @@ class Uplink:
         self.mode = "connecting"  # stream | heartbeat (a server without Connect) | reconnecting
         self._burst = BurstLogger(log)
         self._tasks: list[asyncio.Task] = []
-        self._channel = None
+        self.client = FleetClient(settings, self.base)  # the channel and stubs, shared with the model manager
         self._wake = asyncio.Event()
         self._link_up = asyncio.Event()  # set by a successful heartbeat: ends a backoff wait early
 
-    def _path(self, p: str) -> Path:
-        q = Path(p)
-        return q if q.is_absolute() else self.base / q
-
-    def _new_channel(self):
-        import grpc
-
-        creds = grpc.ssl_channel_credentials(root_certificates=self._path(self.s.ca_file).read_bytes(),
-                                             private_key=self._path(self.s.key_file).read_bytes(),
-                                             certificate_chain=self._path(self.s.cert_file).read_bytes())
-        opts: list[tuple[str, int | str]] = [("grpc.max_send_message_length", 64 * 1024 * 1024),
-                ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
-                ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2_000)]
-        if self.s.server_name:
-            opts.append(("grpc.ssl_target_name_override", self.s.server_name))
-        return grpc.aio.secure_channel(self.s.endpoint, creds, options=opts,
-                                       compression=grpc.Compression.Gzip if self.s.compression else None)
-
     async def start(self) -> None:
-        self._channel = self._new_channel()
+        self.client.open()
         self._tasks = [asyncio.create_task(self._push_loop(), name="uplink-push"),
                        asyncio.create_task(self._heartbeat_loop(), name="uplink-heartbeat")]
 
@@ -109,12 +92,7 @@ class Uplink:
             _, stuck = await asyncio.wait(self._tasks, timeout=5)
             if stuck:
                 log.warning("uplink: %s did not stop within 5 s", ", ".join(t.get_name() for t in stuck))
-        if self._channel is not None:
-            try:  # never let an unreachable cloud hold up the agent's shutdown
-                async with asyncio.timeout(5):  # not wait_for (STYLE.md): it can swallow a cancellation
-                    await self._channel.close()
-            except (TimeoutError, Exception):
-                pass
+        await self.client.close()
         self.state = "stopped"
 
     def _error(self, where: str, exc: Exception) -> None:
@@ -129,7 +107,6 @@ class Uplink:
     # ---- records ---------------------------------------------------------------------------
     async def _push_loop(self) -> None:
         from protocols.gen import fleet_pb2 as pb
-        from protocols.gen import fleet_pb2_grpc as rpc
 
         delay = self.s.backoff_initial_s
         while True:
@@ -144,7 +121,7 @@ class Uplink:
                     pass
                 continue
             try:
-                await self._stream(rpc.FleetStub(self._channel), pb)
+                await self._stream(self.client.stub, pb)
                 delay = self.s.backoff_initial_s
             except asyncio.CancelledError:
                 raise
@@ -227,11 +204,14 @@ class Uplink:
 
         st = self.status_fn()
         ob = await asyncio.to_thread(self.outbox.stats)
-        return pb.HeartbeatRequest(labels=st.get("labels", {}), health_json=json.dumps(st.get("health", {})),
-                                   outbox_depth=ob["depth"], generation_seen=self.generation,
-                                   slots=[pb.SlotState(**s) for s in st.get("slots", [])],
-                                   epoch=ob.get("epoch", 0), dropped=ob.get("dropped_total", {}),
-                                   command_results=self._command_results(pb))
+        req = pb.HeartbeatRequest(labels=st.get("labels", {}), health_json=json.dumps(st.get("health", {})),
+                                  outbox_depth=ob["depth"], generation_seen=self.generation,
+                                  slots=[pb.SlotState(**s) for s in st.get("slots", [])],
+                                  epoch=ob.get("epoch", 0), dropped=ob.get("dropped_total", {}),
+                                  command_results=self._command_results(pb))
+        if st.get("config"):
+            req.config.CopyFrom(pb.ConfigState(**st["config"]))
+        return req
 
     def _command_results(self, pb) -> list:
         return [pb.CommandResult(**r) for r in self.commands.results()] if self.commands is not None else []
@@ -256,8 +236,6 @@ class Uplink:
 
     async def _heartbeat_loop(self) -> None:
         import grpc
-
-        from protocols.gen import fleet_pb2_grpc as rpc
 
         streaming = self.s.stream
         delay = self.s.heartbeat_s
@@ -286,7 +264,7 @@ class Uplink:
                 continue
             self.mode = "heartbeat"
             try:
-                reply = await rpc.FleetStub(self._channel).Heartbeat(await self._report(), timeout=10)
+                reply = await self.client.stub.Heartbeat(await self._report(), timeout=10)
                 await self._desired(reply)
             except asyncio.CancelledError:
                 raise
@@ -297,7 +275,6 @@ class Uplink:
     async def _connected(self) -> None:
         """One Connect stream: reports on change and every ``report_s``; returns or raises when it ends."""
         from protocols.gen import fleet_pb2 as pb
-        from protocols.gen import fleet_pb2_grpc as rpc
 
         outq: asyncio.Queue = asyncio.Queue(maxsize=2)
 
@@ -305,7 +282,7 @@ class Uplink:
             while (m := await outq.get()) is not None:
                 yield m
 
-        call = rpc.FleetStub(self._channel).Connect(requests())
+        call = self.client.stub.Connect(requests())
         latest: list = [None]
         arrived = asyncio.Event()
 
@@ -322,7 +299,7 @@ class Uplink:
                 req = await self._report()
                 key = (sorted(req.labels.items()), [s.SerializeToString() for s in req.slots], req.epoch,
                        sorted(req.dropped.items()), req.generation_seen,
-                       [r.SerializeToString() for r in req.command_results])
+                       [r.SerializeToString() for r in req.command_results], req.config.SerializeToString())
                 now = time.monotonic()
                 if key != last_key or now - last_sent >= self.s.report_s:
                     await outq.put(pb.AgentMessage(report=req))

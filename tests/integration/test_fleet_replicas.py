@@ -43,7 +43,7 @@ class FakeAgent:
     async def on_desired(self, reply) -> None:
         for d in reply.desired:
             if d.version != self.version:
-                stub = rpc.FleetStub(self.up._channel)
+                stub = self.up.client.stub  # the uplink's one fleet client
                 for step in ("active", "healthy"):
                     await stub.ReportDeployment(pb.DeploymentReport(deployment_id=d.deployment_id.split(":")[0],
                                                                     slot=d.slot, version=d.version, step=step,

@@ -40,7 +40,7 @@ def test_the_helper_converts_in_another_process_to_the_same_model(pkgs, monkeypa
     def refuse(*a, **kw):
         raise AssertionError("convert_model ran in the serving process")
 
-    monkeypatch.setattr(ov, "convert_model", refuse)
+    monkeypatch.setattr(runtimes, "_convert", refuse)  # the serving process's one path to convert_model
     isolated = _outputs(runtimes.ov_read(opened.model_path, isolated=True))
     assert here.keys() == isolated.keys()
     for k in here:
@@ -58,8 +58,8 @@ def test_a_helper_that_cannot_start_falls_back_to_converting_here(pkgs, monkeypa
 
 async def test_a_swap_converts_in_the_helper_and_a_start_in_process(pkgs, monkeypatch, tmp_path):
     calls = []
-    real = ov.convert_model
-    monkeypatch.setattr(ov, "convert_model", lambda *a, **kw: calls.append(a) or real(*a, **kw))
+    real = runtimes._convert
+    monkeypatch.setattr(runtimes, "_convert", lambda *a, **kw: calls.append(a) or real(*a, **kw))
     slot = ModelSlot("vision", ModelConfig(package=str(pkgs["v1"]), engine="openvino", openvino_f32=True),
                      tmp_path / "data", [pkgs["pub"]])
     await slot.start()  # nothing serves yet: converted here, the quickest way to a first result
