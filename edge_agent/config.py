@@ -634,7 +634,8 @@ def _check_window_tags(cfg: AgentConfig, loc: str, p: PipelineSettings, manifest
     pre = getattr(manifest, "preprocessing", None)
     if pre is not None and getattr(pre, "kind", None) == "signal":
         carried = set(inputs.values())
-        for s in pre.scalars:
+        speed = pre.condition.speed_scalar if getattr(pre, "condition", None) is not None else None
+        for s in [*pre.scalars, *([speed] if speed and speed not in pre.scalars else [])]:
             if s in carried:
                 continue
             close = {c.lower(): c for c in carried}.get(s.lower()) or next(

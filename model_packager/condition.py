@@ -45,6 +45,7 @@ FEATURES = [
     "order_1x", "order_2x", "order_3x", "orders_4_8",
     "env_bpfo", "env_bpfi", "env_bsf", "env_ftf",
 ]
+AMPLITUDE_FEATURES = ("hf_rms", "velocity_rms", "order_1x", "order_2x", "order_3x", "orders_4_8")
 FAULT_FEATURES = {  # which features name which fault (the baseline's model-free diagnosis)
     "imbalance": ("order_1x",),
     "misalignment": ("order_2x", "order_3x", "orders_4_8"),
@@ -300,6 +301,12 @@ def condition_features(x: np.ndarray, fs: float, speed_hz: float | None = None, 
         "env_bpfo": env["bpfo"], "env_bpfi": env["bpfi"], "env_bsf": env["bsf"], "env_ftf": env["ftf"],
         "speed_hz": f_r, "speed_estimated": 1.0 if estimated else 0.0, "velocity_mm_s": v,
     }
+
+
+def relative_to_rms(feats: dict[str, float]) -> dict[str, float]:
+    """The amplitude features (logs) as log ratios to the window's RMS: a sensor's gain, its mounting
+    and the machine's overall level cancel; ``rms`` itself and the shape features are unchanged."""
+    return {k: (v - feats["rms"] if k in AMPLITUDE_FEATURES else v) for k, v in feats.items()}
 
 
 def feature_vector(feats: dict[str, float]) -> np.ndarray:

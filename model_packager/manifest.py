@@ -173,13 +173,17 @@ class ConditionFeatures(_Model):
     ``names`` in order, a subset of ``condition.FEATURES``. Shaft speed from the scalar input
     ``speed_scalar`` (rpm) or, absent, estimated from the spectrum in ``speed_range_rpm``; defect
     frequencies from ``bearing`` = [n_elements, ball_d_mm, pitch_d_mm, contact_angle_deg] (absent: found
-    from the envelope's strongest non-integer-order line and its sidebands)."""
+    from the envelope's strongest non-integer-order line and its sidebands). ``relative``: the amplitude
+    features (``condition.AMPLITUDE_FEATURES``: orders, high-frequency and velocity RMS) as log ratios to
+    the window's own RMS, so a sensor's gain or mounting does not shift them (absent in older packages:
+    absolute)."""
 
     names: list[str]
     speed_scalar: str | None = None
     speed_range_rpm: tuple[float, float] = (300.0, 6000.0)
     bearing: tuple[int, float, float, float] | None = None
     units: Literal["g", "m/s2"] = "g"
+    relative: bool = False
 
     @model_validator(mode="after")
     def _known(self) -> ConditionFeatures:
@@ -207,7 +211,7 @@ class SignalPreprocessing(_Model):
     waveform: str = "vibration"
     window_samples: int = Field(gt=0)
     sample_rate_hz: float = Field(gt=0)
-    n_bands: int = Field(default=64, gt=0)
+    n_bands: int = Field(default=64, ge=0)  # 0: no bands (e.g. condition features only)
     f_max_hz: float | None = None  # default: Nyquist
     log_eps: float = 1e-6
     time_features: bool = True
@@ -223,6 +227,8 @@ class SignalPreprocessing(_Model):
 
     @model_validator(mode="after")
     def _check_norm(self) -> SignalPreprocessing:
+        if self.n_features == 0:
+            raise ValueError("no features: set n_bands > 0, time_features, scalars or condition")
         for name in ("mean", "std"):
             v = getattr(self, name)
             if v is not None and len(v) != self.n_features:

@@ -205,7 +205,7 @@ def signal_features(
 
 
 def _condition(x: np.ndarray, scalars: dict[str, float] | None, spec: SignalPreprocessing) -> np.ndarray:
-    from model_packager.condition import Bearing, condition_features
+    from model_packager.condition import Bearing, condition_features, relative_to_rms
 
     c = spec.condition
     assert c is not None  # called only when the manifest declares condition features
@@ -218,6 +218,8 @@ def _condition(x: np.ndarray, scalars: dict[str, float] | None, spec: SignalPrep
     bearing = Bearing(int(c.bearing[0]), *map(float, c.bearing[1:])) if c.bearing else None
     f = condition_features(x, spec.sample_rate_hz, speed, bearing, c.units,
                            (c.speed_range_rpm[0] / 60, c.speed_range_rpm[1] / 60))
+    if c.relative:
+        f = relative_to_rms(f)
     return np.array([f[n] for n in c.names])
 
 

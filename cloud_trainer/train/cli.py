@@ -39,6 +39,13 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         ap.add_argument("--tiles", type=_ints(2, "COLUMNSxROWS", "x"), help="vision: cut the frame (or roi) into "
                         "a grid of tiles, each at --size (e.g. 4x3); an image is NG when any tile is; needs masks")
         ap.add_argument("--gray", action="store_true", help="vision: grey input (one channel)")
+        ap.add_argument("--signal-features", choices=["condition", "bands"], default="condition",
+                        help="maintenance: condition (orders, envelope, relative levels; default) or bands (64 "
+                             "fixed spectral bands, tied to one machine's speed)")
+        ap.add_argument("--bearing", type=_floats("N_ELEMENTS,BALL_D_MM,PITCH_D_MM[,CONTACT_ANGLE_DEG]"),
+                        help="maintenance: the bearing's geometry (default: the dataset's bearing, else none)")
+        ap.add_argument("--speed-tag", help="maintenance: scalar input carrying the shaft speed in rpm (the dataset "
+                        "gives speed_rpm per window); default: speed estimated from the spectrum")
         ap.add_argument("--threads", type=int, default=None)
         ap.add_argument("--degrade", action="store_true", help="deliberately damage the candidate (gate demo)")
         ap.add_argument("--init-from", type=Path, help="vision: fine-tune from a parent's weights (its work folder, "
@@ -83,6 +90,19 @@ def _ints(n: int, form: str, sep: str = ","):
     return parse
 
 
+def _floats(form: str):
+    def parse(text: str) -> list[float]:
+        try:
+            vals = [float(v) for v in text.split(",")]
+        except ValueError:
+            vals = []
+        if len(vals) not in (3, 4):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {form}")
+        return vals
+
+    return parse
+
+
 def _settings(a):
     from cloud_trainer.train.families import load_family
     from cloud_trainer.train.pipeline import BuildSettings
@@ -110,7 +130,9 @@ def _settings(a):
                          int8_margin=getattr(a, "int8_margin", 0.01), version=getattr(a, "version", None),
                          calibration=getattr(a, "calibration", 200), openvino=not getattr(a, "no_openvino", False),
                          degrade=getattr(a, "degrade", False), tolerance=getattr(a, "tolerance", 0.01),
-                         force=getattr(a, "force", False), init_from=getattr(a, "init_from", None))
+                         force=getattr(a, "force", False), init_from=getattr(a, "init_from", None),
+                         signal_features=getattr(a, "signal_features", "condition"),
+                         bearing=getattr(a, "bearing", None), speed_tag=getattr(a, "speed_tag", None))
 
 
 def _run(verb: str, argv: list[str]) -> int:

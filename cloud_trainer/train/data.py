@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,9 @@ class VibrationData:
     window_samples: int
     sample_rate_hz: float
     digest: str
+    speed_rpm: np.ndarray | None = None  # per window, when windows.npz has a ``speed_rpm`` array (a speed tag)
+    meta: dict = field(default_factory=dict)  # dataset.yaml (e.g. the machine's ``bearing``)
+    source: str = ""  # the dataset folder (for messages)
 
 
 def dataset_classes(folder: str | Path) -> list[str] | None:
@@ -145,6 +148,7 @@ def load_vibration(folder: str | Path, window_samples: int | None = None) -> Vib
             wf, fault = z["waveform"], z["fault"]
             health, rul, run = z["health"], z["rul_s"], z["run_id"]
             t_s = z["t_s"] if "t_s" in z.files else np.zeros(len(run))
+            speed = z["speed_rpm"].astype(np.float64) if "speed_rpm" in z.files else None
         except KeyError as exc:
             raise DatasetError(f"{npz}: missing array {exc}") from exc
     if wf.ndim != 2 or wf.shape[0] == 0:
@@ -162,7 +166,7 @@ def load_vibration(folder: str | Path, window_samples: int | None = None) -> Vib
     h = hashlib.sha256(npz.read_bytes()).hexdigest()
     return VibrationData(wf.astype(np.float32), idx, health.astype(np.float32), rul.astype(np.float64),
                          run.astype(np.int64), t_s.astype(np.float64), int(expect), float(meta.get("sample_rate_hz", 10000.0)),
-                         "sha256:" + h)
+                         "sha256:" + h, speed, meta if isinstance(meta, dict) else {}, str(folder))
 
 
 def split_indices(n: int, seed: int, val: float = 0.15, test: float = 0.15) -> tuple[np.ndarray, ...]:

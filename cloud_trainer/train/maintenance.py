@@ -1,7 +1,18 @@
 """Equipment maintenance from vibration windows: anomaly score, fault type, remaining life.
 
-Features are the manifest's ``SignalPreprocessing`` (64 log band energies of the Hann-windowed
-spectrum + rms, peak, crest, kurtosis), computed with ``model_packager.preprocess.signal_features``
+Features are the manifest's ``SignalPreprocessing``, one of two sets (``--signal-features``):
+
+- ``condition`` (the default): the condition-monitoring features of ``model_packager.condition``
+  (shaft orders 1x/2x/3x/4-8x, envelope-spectrum prominence at the bearing's defect frequencies,
+  high-frequency and velocity RMS, kurtosis, crest), amplitudes as log ratios to the window's RMS
+  (``relative``). Shaft speed from a speed tag (``speed_rpm`` per window in the dataset) or estimated
+  from the spectrum; bearing geometry from ``--bearing`` or the dataset's ``bearing`` (absent: the
+  envelope's strongest non-integer-order line stands in). These carry over to machines and speeds
+  the training data never had (bench/maintenance_features_bench.py);
+- ``bands``: 64 log band energies of the Hann-windowed spectrum + rms, peak, crest, kurtosis (the
+  older packages; tied to one machine's speed and levels).
+
+Both are computed with ``model_packager.preprocess.signal_features``
 exactly as the agent computes them, standardised with the training mean/std recorded in the
 manifest. One ONNX model, three outputs:
 
@@ -21,7 +32,8 @@ import numpy as np
 
 from cloud_trainer.train import common
 from cloud_trainer.train.data import FAULTS, DatasetError, VibrationData, split_runs
-from model_packager.manifest import SignalPreprocessing
+from model_packager.condition import FEATURES as CONDITION_FEATURES
+from model_packager.manifest import ConditionFeatures, SignalPreprocessing
 from model_packager.preprocess import signal_features
 
 INPUT, OUTPUTS = "features", ["anomaly_score", "fault_logits", "remaining_life"]
@@ -30,13 +42,67 @@ NORMAL_HEALTH = 0.99
 RUL_SCALE = 1000.0
 
 
-def raw_preprocessing(data: VibrationData, waveform_tag: str = "Vibration") -> SignalPreprocessing:
-    return SignalPreprocessing(waveform=waveform_tag, window_samples=data.window_samples,
-                               sample_rate_hz=data.sample_rate_hz, n_bands=64, time_features=True)
+FEATURE_SETS = ("condition", "bands")
+DEFAULT_FEATURES = "condition"
+BEARING_FORM = "n_elements, ball_d_mm, pitch_d_mm[, contact_angle_deg]"
 
 
-def features(waves: np.ndarray, pre: SignalPreprocessing) -> np.ndarray:
-    return np.concatenate([signal_features(w, None, pre) for w in waves]).astype(np.float32)
+def bearing_geometry(value, where: str) -> tuple[int, float, float, float]:
+    """A bearing's geometry from a list ``[n, ball, pitch, angle]`` or a mapping with those names;
+    ``DatasetError`` naming ``where`` when it is not one."""
+    v = value
+    if isinstance(v, dict):
+        v = [v.get("n_elements"), v.get("ball_d_mm"), v.get("pitch_d_mm"), v.get("contact_angle_deg", 0.0)]
+    try:
+        n, ball, pitch, *rest = v
+        geo = (int(float(n)), float(ball), float(pitch), float(rest[0]) if rest else 0.0)
+        if len(rest) > 1 or geo[0] != float(n):  # a count of rolling elements is whole
+            raise ValueError
+    except (TypeError, ValueError):
+        raise DatasetError(f"{where}: expected {BEARING_FORM}, got {value!r}") from None
+    if geo[0] < 3 or not 0 < geo[1] < geo[2] or not 0 <= geo[3] < 90:
+        raise DatasetError(f"{where}: {list(geo)} is not a bearing (at least 3 rolling elements, 0 < ball diameter "
+                           f"< pitch diameter, contact angle 0-90 deg); give {BEARING_FORM} from its datasheet")
+    return geo
+
+
+def raw_preprocessing(data: VibrationData, waveform_tag: str = "Vibration", features: str = DEFAULT_FEATURES,
+                      bearing=None, speed_tag: str | None = None, log=None) -> SignalPreprocessing:
+    """The model's preprocessing before standardisation. ``bearing``: the geometry (``--bearing``);
+    None takes the dataset's ``bearing`` when it states one. ``speed_tag``: the scalar input carrying
+    the shaft speed in rpm, which the dataset must then give per window (``speed_rpm``)."""
+    base = dict(waveform=waveform_tag, window_samples=data.window_samples, sample_rate_hz=data.sample_rate_hz)
+    if features == "bands":
+        if speed_tag or bearing:
+            raise DatasetError("--speed-tag and --bearing apply to --signal-features condition, not bands")
+        return SignalPreprocessing(**base, n_bands=64, time_features=True)
+    if features != "condition":
+        raise DatasetError(f"--signal-features {features!r}: expected one of {list(FEATURE_SETS)}")
+    if bearing is not None:
+        geo: tuple | None = bearing_geometry(bearing, "--bearing")
+    elif data.meta.get("bearing") is not None:
+        geo = bearing_geometry(data.meta["bearing"], f"{data.source or 'the dataset'}/dataset.yaml: bearing")
+    else:
+        geo = None
+        if log:
+            log("maintenance: no bearing geometry (--bearing or the dataset's bearing): defect lines are found "
+                "from the envelope spectrum alone")
+    if speed_tag and data.speed_rpm is None:
+        raise DatasetError(f"--speed-tag {speed_tag}: {data.source or 'the dataset'}/windows.npz has no per-window "
+                           "'speed_rpm' array; add the speed (rpm) of each window, or drop --speed-tag to estimate "
+                           "the speed from the spectrum")
+    rng = data.meta.get("speed_range_rpm")
+    cond = ConditionFeatures(names=list(CONDITION_FEATURES), speed_scalar=speed_tag, bearing=geo, relative=True,
+                             **({"speed_range_rpm": tuple(rng)} if rng else {}))
+    return SignalPreprocessing(**base, n_bands=0, time_features=False, condition=cond)
+
+
+def features(waves: np.ndarray, pre: SignalPreprocessing, speed_rpm: np.ndarray | None = None) -> np.ndarray:
+    """Rows of features, as the agent computes them (``speed_rpm``: per window, for a speed tag)."""
+    tag = pre.condition.speed_scalar if pre.condition is not None else None
+    rows = [signal_features(w, {tag: float(speed_rpm[i])} if tag and speed_rpm is not None else None, pre)
+            for i, w in enumerate(waves)]
+    return np.concatenate(rows).astype(np.float32)
 
 
 def build_model(n_features: int, n_faults: int, mean_life_s: float = RUL_SCALE):
@@ -71,13 +137,14 @@ def build_model(n_features: int, n_faults: int, mean_life_s: float = RUL_SCALE):
 
 
 def train(data: VibrationData, seed: int, epochs: int, log=common.stderr_log, threads: int | None = None,
-          patience: int = 15) -> dict:
+          patience: int = 15, feature_set: str = DEFAULT_FEATURES, bearing=None,
+          speed_tag: str | None = None) -> dict:
     import torch
     from torch import nn
 
     common.seed_everything(seed, threads)
-    raw = raw_preprocessing(data)
-    f = features(data.waveforms, raw)
+    raw = raw_preprocessing(data, features=feature_set, bearing=bearing, speed_tag=speed_tag, log=log)
+    f = features(data.waveforms, raw, data.speed_rpm)
     tr, va, te = split_runs(data.run_id, data.fault, seed)
     if len(tr) == 0 or len(te) == 0:
         raise DatasetError("too few machine runs to split into train/test by run; use at least 2 runs per fault")

@@ -62,6 +62,9 @@ class BuildSettings:
     force: bool = False  # publish even when the gate fails (recorded as forced; for drills and demos)
     init_from: Path | None = None  # vision: fine-tune from these weights (a work folder or its model.pt)
     min_ng_precision: float = 0.98  # vision operating point: highest NG recall at this precision on validation
+    signal_features: str = "condition"  # maintenance: condition | bands (see cloud_trainer/train/maintenance.py)
+    bearing: list[float] | None = None  # maintenance: n_elements, ball_d_mm, pitch_d_mm[, contact_angle_deg]
+    speed_tag: str | None = None  # maintenance: scalar input with the shaft speed (rpm); the dataset gives speed_rpm
 
 
 def _engines() -> list[str]:

@@ -17,6 +17,11 @@ file's stem; a row without start/end labels the whole run; ``failure_s`` (second
 start) gives remaining life. Windows nobody labelled are left out (counted). One clear error each
 for gaps, time going back, mixed rates (inside a file or across files without ``--resample-to``),
 an unknown channel or fault; nothing is written then.
+
+For the maintenance trainer's condition features: ``--speed-channel NAME`` (a channel with the shaft
+speed in rpm, e.g. a tachometer's) gives each window its mean speed (``speed_rpm`` in ``windows.npz``,
+what ``build maintenance --speed-tag`` trains on); ``--bearing N,BALL_MM,PITCH_MM[,ANGLE_DEG]`` records
+the machine's bearing geometry in ``dataset.yaml`` (``bearing``), which the trainer takes by default.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import wave
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -249,10 +255,15 @@ def read_labels(path: Path) -> list[LabelRow]:
 
 def import_vibration(files: list[Path], out: Path, labels_file: Path, *, channel: str | None = None,
                      rate_hz: float | None = None, resample_to: float | None = None, window_samples: int = 2048,
-                     hop_samples: int | None = None) -> dict:
+                     hop_samples: int | None = None, speed_channel: str | None = None,
+                     bearing: list[float] | None = None) -> dict:
     recs = [read_recording(Path(f), rate_hz) for f in files]
     if not recs:
         raise DatasetError("no files to import")
+    if bearing is not None:
+        from cloud_trainer.train.maintenance import bearing_geometry
+
+        bearing = list(bearing_geometry(bearing, "--bearing"))
     rates = sorted({r.rate_hz for r in recs})
     if resample_to is None and len(rates) > 1:
         listing = ", ".join(f"{r.source.name} {r.rate_hz:g} Hz" for r in recs)
@@ -265,22 +276,12 @@ def import_vibration(files: list[Path], out: Path, labels_file: Path, *, channel
         raise DatasetError(f"{labels_file}: names run(s) {unknown} that no imported file has (runs are file stems: "
                            f"{sorted(runs)})")
     hop = hop_samples or window_samples
-    waves, fault, health, rul, run_id, t_s = [], [], [], [], [], []
+    waves, fault, health, rul, run_id, t_s, speeds = [], [], [], [], [], [], []
     skipped = 0
     for k, rec in enumerate(recs):
-        name = channel or next(iter(rec.channels))
-        if name not in rec.channels:
-            raise DatasetError(f"{rec.source}: no channel {name!r}; it has {sorted(rec.channels)}")
-        x = rec.channels[name]
-        if not np.all(np.isfinite(x)):
-            raise DatasetError(f"{rec.source}: channel {name!r} holds NaN or Inf at sample "
-                               f"{int(np.flatnonzero(~np.isfinite(x))[0])}; clean the export")
-        if rec.rate_hz != target:
-            try:
-                up, down = resample_plan(rec.rate_hz, target, f"{rec.source.name}")
-            except RateError as exc:
-                raise DatasetError(str(exc)) from None
-            x = resample(x[: len(x) // down * down], up, down)
+        name = channel or next((c for c in rec.channels if c != speed_channel), "")
+        x = _channel(rec, name, target)
+        speed = _channel(rec, speed_channel, target) if speed_channel else None
         mine = [lab for lab in labels if lab.run == rec.run]
         for start in range(0, len(x) - window_samples + 1, hop):
             t0, t1 = start / target, (start + window_samples) / target
@@ -290,6 +291,8 @@ def import_vibration(files: list[Path], out: Path, labels_file: Path, *, channel
                 skipped += 1
                 continue
             waves.append(x[start:start + window_samples].astype(np.float32))
+            if speed is not None:
+                speeds.append(float(np.mean(speed[start:start + window_samples])))
             fault.append(lab.fault)
             health.append(1.0 if lab.fault == "healthy" else 0.5)
             rul.append(lab.failure_s - t1 if lab.failure_s is not None else np.nan)
@@ -301,15 +304,41 @@ def import_vibration(files: list[Path], out: Path, labels_file: Path, *, channel
         raise DatasetError(f"only fault {sorted(set(fault))} is labelled; training needs healthy and faulty runs")
     out.mkdir(parents=True, exist_ok=True)
     npz = out / "windows.npz"
-    np.savez_compressed(npz, waveform=np.stack(waves), fault=np.asarray(fault), health=np.asarray(health, np.float32),
-                        rul_s=np.asarray(rul), run_id=np.asarray(run_id), t_s=np.asarray(t_s))
+    arrays: dict[str, Any] = {"waveform": np.stack(waves), "fault": np.asarray(fault),
+                              "health": np.asarray(health, np.float32), "rul_s": np.asarray(rul),
+                              "run_id": np.asarray(run_id), "t_s": np.asarray(t_s)}
+    if speed_channel:
+        arrays["speed_rpm"] = np.asarray(speeds)
+    np.savez_compressed(npz, **arrays)
     meta = {"generator": "cloud-trainer dataset import --kind vibration", "window_samples": window_samples,
             "sample_rate_hz": float(target), "runs": {k: str(r.source) for k, r in enumerate(recs)},
             "labels": str(labels_file), "windows": len(waves), "unlabelled_windows_skipped": skipped}
+    if bearing is not None:
+        meta["bearing"] = {"n_elements": int(bearing[0]), "ball_d_mm": bearing[1], "pitch_d_mm": bearing[2],
+                           "contact_angle_deg": bearing[3]}
+    if speed_channel:
+        meta["speed_channel"] = speed_channel
     (out / "dataset.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
     return {"dataset": str(out), "windows": len(waves), "runs": len(recs), "sample_rate_hz": target,
             "unlabelled_windows_skipped": skipped, "faults": {f: fault.count(f) for f in sorted(set(fault))},
             "digest": "sha256:" + hashlib.sha256(npz.read_bytes()).hexdigest()}
+
+
+def _channel(rec: Recording, name: str, target: float) -> np.ndarray:
+    """One channel of a recording, checked finite and resampled to ``target``."""
+    if name not in rec.channels:
+        raise DatasetError(f"{rec.source}: no channel {name!r}; it has {sorted(rec.channels)}")
+    x = rec.channels[name]
+    if not np.all(np.isfinite(x)):
+        raise DatasetError(f"{rec.source}: channel {name!r} holds NaN or Inf at sample "
+                           f"{int(np.flatnonzero(~np.isfinite(x))[0])}; clean the export")
+    if rec.rate_hz != target:
+        try:
+            up, down = resample_plan(rec.rate_hz, target, f"{rec.source.name}")
+        except RateError as exc:
+            raise DatasetError(str(exc)) from None
+        x = resample(x[: len(x) // down * down], up, down)
+    return x
 
 
 def main_import(argv: list[str]) -> int:
@@ -325,10 +354,16 @@ def main_import(argv: list[str]) -> int:
     ap.add_argument("--resample-to", type=float, help="resample every run to this rate (e.g. the model's)")
     ap.add_argument("--window-samples", type=int, default=2048)
     ap.add_argument("--hop-samples", type=int)
+    ap.add_argument("--speed-channel", help="a channel with the shaft speed in rpm: each window's mean is recorded "
+                    "(speed_rpm) for `build maintenance --speed-tag`")
+    ap.add_argument("--bearing", help="the machine's bearing: N_ELEMENTS,BALL_D_MM,PITCH_D_MM[,CONTACT_ANGLE_DEG] "
+                    "(recorded in dataset.yaml; the maintenance trainer's condition features use it)")
     a = ap.parse_args(argv)
     try:
         res = import_vibration(a.files, a.out, a.labels, channel=a.channel, rate_hz=a.rate_hz,
-                               resample_to=a.resample_to, window_samples=a.window_samples, hop_samples=a.hop_samples)
+                               resample_to=a.resample_to, window_samples=a.window_samples, hop_samples=a.hop_samples,
+                               speed_channel=a.speed_channel,
+                               bearing=a.bearing.split(",") if a.bearing is not None else None)
     except DatasetError as exc:
         print(f"cloud-trainer dataset import: {exc}", file=sys.stderr)
         return 2

@@ -32,7 +32,8 @@ class MaintenanceFamily(TrainerFamily):
         if s.init_from:
             raise StageError("--init-from: fine-tuning applies to vision models; maintenance models retrain from "
                              "scratch (their features are standardised on each dataset)")
-        return fam.train(ds, s.seed, s.epochs, log, s.threads)
+        return fam.train(ds, s.seed, s.epochs, log, s.threads, feature_set=s.signal_features, bearing=s.bearing,
+                         speed_tag=s.speed_tag)
 
     def train_arrays(self, tr_out: dict) -> dict:
         return dict(health=tr_out["health"], rul_s=tr_out["rul_s"], rul_ok=tr_out["rul_ok"])
@@ -63,12 +64,11 @@ class MaintenanceFamily(TrainerFamily):
     def incumbent_metrics(self, opened, ds, te, y, threshold_fallback, context) -> dict:
         from cloud_trainer.train import maintenance
         from model_packager.manifest import SignalPreprocessing
-        from model_packager.preprocess import signal_features
 
         m, rul_mean = opened.manifest, context["rul_mean"]
         pre = m.preprocessing
         assert isinstance(pre, SignalPreprocessing)  # a maintenance package
-        xi = np.concatenate([signal_features(w, None, pre) for w in ds.waveforms[te]])
+        xi = maintenance.features(ds.waveforms[te], pre, ds.speed_rpm[te] if ds.speed_rpm is not None else None)
         out = onnx_tools.run(opened.model_path, xi)
         thr = next((o.threshold for o in m.outputs if o.role.value == "anomaly_score" and o.threshold is not None),
                    threshold_fallback)
