@@ -224,10 +224,12 @@ def _modules():
         12 px), local colour std, gradient energy, |Laplacian| mean and max, difference-of-Gaussians
         energy. No weights to learn."""
 
-        def __init__(self, context: bool = False) -> None:
+        def __init__(self, context: bool = False, channels: int = 3, normalise: bool = True) -> None:
             super().__init__()
             self.context = context
-            self.size = 18 if context else 13
+            self.normalise = normalise
+            self.groups = [3 * channels + 4] + ([channels + 2] if context else [])  # feature counts
+            self.size = sum(self.groups)
             sob = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
             lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
             self.register_buffer("k3", torch.stack([sob, sob.T, lap])[:, None])
@@ -235,6 +237,9 @@ def _modules():
             self.register_buffer("g5", torch.outer(g1, g1)[None, None])
 
         def forward(self, x):
+            if self.normalise:  # camera gain and offset out: each image (or tile) to zero mean, unit spread
+                mu = x.mean((1, 2, 3), keepdim=True)
+                x = (x - mu) / torch.sqrt((x - mu).pow(2).mean((1, 2, 3), keepdim=True) + 1e-4)
             m4 = F.avg_pool2d(x, 4)
             sd = torch.sqrt(torch.clamp(F.avg_pool2d(x * x, 4) - m4 * m4, min=0.0) + 1e-6)
             g = x.mean(1, keepdim=True)
@@ -256,10 +261,12 @@ def _modules():
         layer1 and upsampled layer2, each averaged over 3×3; every feature scaled to unit spread on
         the good images (``scale``), each group to an equal share of the distance."""
 
-        def __init__(self, backbone, texture: bool = True, context: bool = False) -> None:
+        def __init__(self, backbone, texture: bool = True, context: bool = False, channels: int = 3,
+                     normalise: bool = True, instance: bool = False) -> None:
             super().__init__()
             self.backbone = backbone
-            self.texture = Texture(context) if texture else None
+            self.texture = Texture(context, channels, normalise) if texture else None
+            self.instance = instance
             self.register_buffer("shift", torch.zeros(1))
             self.register_buffer("scale", torch.ones(1))
 
@@ -273,7 +280,11 @@ def _modules():
                 f2 = F.avg_pool2d(f2, 3, 1, 1, count_include_pad=False)
                 f2 = F.interpolate(f2, size=f1.shape[-2:], mode="bilinear", align_corners=False)
                 parts += [f1, f2]
-            return torch.cat(parts, 1)
+            f = torch.cat(parts, 1)
+            if self.instance:  # each feature relative to the rest of its own image (or tile)
+                mu = f.mean((2, 3), keepdim=True)
+                f = (f - mu) / torch.sqrt((f - mu).pow(2).mean((2, 3), keepdim=True) + 1e-4)
+            return f
 
         def forward(self, x):
             return (self.raw(x) - self.shift) * self.scale
@@ -287,7 +298,7 @@ def _modules():
             sd = f.std((0, 2, 3)).clamp(min=1e-4)
             sizes = []
             if self.texture is not None:
-                sizes += [13, 5] if self.texture.context else [13]
+                sizes += self.texture.groups
             if self.backbone is not None:
                 sizes += [self.backbone.layer1[0].conv1.out_channels, self.backbone.layer2[0].conv1.out_channels]
             w = torch.cat([torch.full((n,), 1.0 / np.sqrt(n)) for n in sizes])

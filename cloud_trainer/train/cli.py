@@ -37,6 +37,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         ap.add_argument("--gray", action="store_true", help="vision: grey input (one channel)")
         ap.add_argument("--threads", type=int, default=None)
         ap.add_argument("--degrade", action="store_true", help="deliberately damage the candidate (gate demo)")
+        ap.add_argument("--recipe", default="auto", choices=["auto", "patch", "cnn"],
+                        help="vision: patch = good-patch memory bank + a patch scorer learnt from the defect "
+                             "images (strong from tens of images); cnn = the compact CNN from scratch (needs "
+                             "thousands); auto (default) = patch for datasets imported from your own images, "
+                             "cnn for the simulator's (docs/trainer.md)")
         ap.add_argument("--init-from", type=Path, help="vision: fine-tune from a parent's weights (its work folder, "
                         "its registry folder, or a model.pt)")
     if prog == "build":
@@ -105,7 +110,8 @@ def _settings(a):
                          int8_margin=getattr(a, "int8_margin", 0.01), version=getattr(a, "version", None),
                          calibration=getattr(a, "calibration", 200), openvino=not getattr(a, "no_openvino", False),
                          degrade=getattr(a, "degrade", False), tolerance=getattr(a, "tolerance", 0.01),
-                         force=getattr(a, "force", False), init_from=getattr(a, "init_from", None))
+                         force=getattr(a, "force", False), init_from=getattr(a, "init_from", None),
+                         recipe=getattr(a, "recipe", "auto"))
 
 
 def _run(verb: str, argv: list[str]) -> int:

@@ -61,6 +61,34 @@ class BuildSettings:
     force: bool = False  # publish even when the gate fails (recorded as forced; for drills and demos)
     init_from: Path | None = None  # vision: fine-tune from these weights (a work folder or its model.pt)
     min_ng_precision: float = 0.98  # vision operating point: highest NG recall at this precision on validation
+    recipe: str = "auto"  # vision: "patch" (patch_classifier), "cnn" (vision.train), or "auto" (see vision_recipe)
+
+
+VISION_RECIPES = ("auto", "patch", "cnn")
+
+
+def vision_recipe(s: BuildSettings) -> str:
+    """``auto``: the patch recipe for a dataset imported from the user's own images (``dataset import``:
+    its ``dataset.yaml`` says ``imported_from``), where a CNN trained from scratch on a few hundred
+    images does not learn the defects (docs/trainer.md); the CNN for the simulator's datasets and fleet
+    samples, and whenever ``--init-from`` or ``--degrade`` asks for the CNN's weights."""
+    if s.recipe not in VISION_RECIPES:
+        raise StageError(f"--recipe {s.recipe!r}: expected one of {', '.join(VISION_RECIPES)}")
+    if s.recipe == "patch" and s.init_from:
+        raise StageError("--init-from: fine-tuning applies to the cnn recipe; the patch recipe is rebuilt from "
+                         "its images in minutes (drop --init-from, or give --recipe cnn)")
+    if s.recipe != "auto":
+        return s.recipe
+    if s.init_from or s.degrade:
+        return "cnn"
+    meta_file = Path(s.dataset) / "dataset.yaml"
+    try:
+        import yaml
+
+        meta = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else None
+    except Exception:  # load_parts names a broken dataset.yaml with its own message
+        meta = None
+    return "patch" if isinstance(meta, dict) and meta.get("imported_from") else "cnn"
 
 
 def _engines() -> list[str]:
@@ -115,7 +143,12 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
         (s.workdir / stale).unlink(missing_ok=True)
     pre = fam.preprocessing(s.size, s.roi, s.tiles, s.color) if s.family == "vision" else None
     ds = _load_dataset(s.family, s.dataset, pre.model_dump(mode="json") if pre else None)
-    if s.family == "vision":
+    recipe = vision_recipe(s) if s.family == "vision" else None
+    if recipe == "patch":
+        from cloud_trainer.train import patch_classifier
+
+        tr_out = patch_classifier.train(ds, s.size, s.seed, log, s.threads, pre=pre)
+    elif s.family == "vision":
         init = _init_state(s.init_from) if s.init_from else None
         try:
             tr_out = fam.train(ds, s.size, s.seed, s.epochs, log, s.threads, init_state=init, pre=pre)
@@ -135,8 +168,13 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
     x = tr_out["x"]
     import torch
 
-    torch.save(tr_out["model"].state_dict(), s.workdir / "model.pt")  # for a later fine-tune (--init-from)
-    onnx_tools.export(tr_out["model"], x[:1], s.workdir / "model.fp32.onnx", fam.INPUT, fam.OUTPUTS)
+    if recipe == "patch":  # nothing to fine-tune from: the bank is rebuilt from the images
+        (s.workdir / "model.pt").unlink(missing_ok=True)
+    else:
+        torch.save(tr_out["model"].state_dict(), s.workdir / "model.pt")  # for a later fine-tune (--init-from)
+    # the patch graph broadcasts (N, 1) against constants: a batch-of-one example would fix N to 1
+    example = x[:2] if recipe == "patch" else x[:1]
+    onnx_tools.export(tr_out["model"], example, s.workdir / "model.fp32.onnx", fam.INPUT, fam.OUTPUTS)
     tr, va, te = tr_out["split"]
     arrays = {"x": x, "y": tr_out["y"], "train": tr, "val": va, "test": te}
     if s.family == "maintenance":
@@ -144,7 +182,8 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
     np.savez(s.workdir / "train.npz", **arrays)
     meta = {"family": s.family, "dataset": str(s.dataset), "dataset_digest": ds.digest, "seed": s.seed,
             "size": s.size, "preprocessing": tr_out["pre"].model_dump(mode="json"),
-            "classes": list(getattr(ds, "classes", [])), "degraded": s.degrade,
+            "classes": list(getattr(ds, "classes", [])), "degraded": s.degrade, "recipe": recipe,
+            "calibration": tr_out.get("calibration"),
             "init_from": str(s.init_from) if s.init_from else None,
             "export": {"onnx_opset": onnx_tools.OPSET, "dynamic_batch": True},
             "input_stats": _input_stats(ds, tr) if s.family == "vision" else None,
@@ -174,6 +213,10 @@ def _init_state(path: Path) -> dict:
         raise StageError(f"--init-from {pt}: not a weights file ({type(exc).__name__}: {exc})") from None
 
 
+def _meta(s: BuildSettings) -> dict:
+    return json.loads(_need(s.workdir / "train.json", "train").read_text())
+
+
 def _trained(s: BuildSettings, stage: str) -> tuple[dict, dict]:
     meta = json.loads(_need(s.workdir / "train.json", "train").read_text())
     if meta["family"] != s.family:
@@ -190,6 +233,16 @@ def stage_quantize(s: BuildSettings, log=common.stderr_log) -> Path:
     _, a = _trained(s, "quantize")
     fp32 = _need(s.workdir / "model.fp32.onnx", "train")
     x, va, tr = a["x"], a["val"], a["train"]
+    if _meta(s).get("recipe") == "patch":  # fixed filters, a bank and a tiny MLP: FP32 is what it serves
+        import shutil
+
+        from cloud_trainer.train.patch_classifier import SCHEME
+
+        int8 = shutil.copyfile(fp32, s.workdir / "model.int8.onnx")
+        for stale in ("report.json", "package.json"):
+            (s.workdir / stale).unlink(missing_ok=True)
+        log(f"quantize: patch recipe, {SCHEME}")
+        return Path(int8)
     calib = x[va][: s.calibration] if len(va) else x[tr][: s.calibration]
     int8 = onnx_tools.quantize(fp32, s.workdir / "model.int8.onnx", calib, fam.INPUT)
     for stale in ("report.json", "package.json"):
@@ -218,7 +271,18 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
     rul_mean = None
     extra: dict = {}
     ds = None  # the images themselves, read once: the perturbed copy and the published version need them
-    if s.family == "vision":
+    if s.family == "vision" and meta.get("recipe") == "patch":
+        # the threshold was placed at training from out-of-fold scores: NG when 1 - p(good) >= 0.5
+        threshold = 0.5
+        mets = {k: fam.metrics(o["logits"], y[te], meta["classes"], threshold) for k, o in outs.items()}
+        primary = ["ng_recall", "f1_macro"]
+        cal = meta["calibration"]
+        extra["operating_point"] = {"rule": f"patch recipe: score threshold {cal['centre']:.4g} from out-of-fold "
+                                            f"scores of the training images ({cal['rule']})", "threshold": threshold,
+                                    "calibration": cal, "validation_curve": []}
+        ds = _trained_dataset(s, meta)
+        extra["perturbed"] = _perturbed_metrics(ds, meta, fp32, int8, te, y, threshold)
+    elif s.family == "vision":
         # the operating point comes from the FP32 model (the reference every form is held to)
         val_fp32 = fam.ng_score(onnx_tools.run(fp32, x[va])["logits"])
         threshold = fam.operating_point(val_fp32, y[va] != 0, s.min_ng_precision)
@@ -286,12 +350,20 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
         "sizes": {"fp32_bytes": fp32.stat().st_size, "int8_bytes": int8.stat().st_size},
         "latency_batch1": speed, "training": meta["training"], "export": meta["export"], "threshold": threshold,
         "calibration_samples": int(min(s.calibration, len(va) or len(tr))),
-        "quantization_scheme": onnx_tools.SCHEME, **extra,
+        "quantization_scheme": _scheme(meta), "recipe": meta.get("recipe"), **extra,
     }
     _write_report(report, s.workdir, mets["int8"], y[te], outs["int8"], s.family,
                   a["health"][te] if s.family == "maintenance" else None)
     log(f"gate: {'PASSED' if not reasons else 'FAILED: ' + '; '.join(reasons)} (report: {s.workdir / 'report.md'})")
     return report
+
+
+def _scheme(meta: dict) -> str:
+    if meta.get("recipe") == "patch":
+        from cloud_trainer.train.patch_classifier import SCHEME
+
+        return SCHEME
+    return onnx_tools.SCHEME
 
 
 def _trained_dataset(s: BuildSettings, meta: dict):
@@ -394,6 +466,9 @@ def _degrade(model) -> None:
     evaluation picks, the line would see its NG rate jump."""
     import torch
 
+    if hasattr(model, "log_centre"):  # the patch recipe: its score threshold far below any score
+        model.log_centre.fill_(-50.0)
+        return
     head = getattr(model, "fault", None) or model.classmaps
     with torch.no_grad():
         for p in head.parameters():
@@ -499,7 +574,10 @@ def _package(s: BuildSettings, name, version, fam, meta: dict, n_features: int, 
     if s.family == "vision":
         classes = meta["classes"]  # from the dataset, the good class first
         pre = meta["preprocessing"]
-        hh, ww = fam.heatmap_shape(pre)
+        patch = meta.get("recipe") == "patch"
+        if patch:
+            from cloud_trainer.train.patch_classifier import heatmap_shape
+        hh, ww = (heatmap_shape if patch else fam.heatmap_shape)(pre)
         channels = 1 if pre.get("color") == "gray" else 3
         outputs = [{"name": "logits", "dtype": "float32", "shape": ["batch", len(classes)],
                     "role": "class_logits", "labels": classes, "ok_label": classes[0], "threshold": threshold},
@@ -530,7 +608,7 @@ def _package(s: BuildSettings, name, version, fam, meta: dict, n_features: int, 
         "preprocessing": meta["preprocessing"],
         **({"input_stats": meta["input_stats"]} if meta.get("input_stats") else {}),
         "golden": {"atol": atol, "rtol": 2e-2, "output_atol": output_atol},
-        "quantization": {"scheme": onnx_tools.SCHEME, "calibration_samples": report["calibration_samples"],
+        "quantization": {"scheme": _scheme(meta), "calibration_samples": report["calibration_samples"],
             "fp32_metric": m32[metric_name], "int8_metric": m8[metric_name], "metric_name": metric_name,
             "accuracy_delta": m8[metric_name] - m32[metric_name], "fp32_size_bytes": report["sizes"]["fp32_bytes"],
             "int8_size_bytes": report["sizes"]["int8_bytes"], "speedup": sp.get("speedup")},
@@ -540,6 +618,10 @@ def _package(s: BuildSettings, name, version, fam, meta: dict, n_features: int, 
                        "metrics": {k: float(v) for k, v in m8.items() if isinstance(v, int | float)}},
     }
     (s.workdir / "report.json").write_text(json.dumps(report, indent=1, default=float))  # + golden tolerance
+    fp32 = s.workdir / "model.fp32.onnx"
+    if meta.get("recipe") == "patch":  # the FP32 graph is the served form (the "int8" file is its copy)
+        int8, fp32 = fp32, None
+        spec["quantization"].update(calibration_samples=0, int8_size_bytes=None, speedup=None, accuracy_delta=0.0)
     return build_package(int8, spec, s.workdir, signing_key=s.signing_key, golden_inputs={fam.INPUT: golden_x},
-                         openvino=s.openvino and "openvino" in _engines(), fp32_model=s.workdir / "model.fp32.onnx",
+                         openvino=s.openvino and "openvino" in _engines(), fp32_model=fp32,
                          extra_files={"report.json": s.workdir / "report.json"})
