@@ -449,6 +449,7 @@ class AnomalySettings:
     features: str = "texture+context"  # any of "texture", "context", "cnn" joined by "+" (weights add "cnn")
     width: int = 32  # random backbone: layer1 channels (ResNet-18 = 64, used with --backbone-weights)
     bank_size: int = 2048
+    relight: bool = True  # the bank also holds each good image under another lamp (perturb.lighting)
     folds: int = 5
     threads: int | None = None
     version: str | None = None
@@ -471,7 +472,15 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
     _, Features, PatchCore = _modules()
     feat = Features(net.eval() if net is not None else None, texture="texture" in s.features,
                     context="context" in s.features).eval()
-    feat.standardise(x)
+    if s.relight:  # each good image also under another lamp (gain, offset, a gradient, colour tilt)
+        from cloud_trainer.train import perturb
+
+        lrng = np.random.default_rng([s.seed, 17])
+        x_light = tensors([perturb.lighting(im, lrng) for im in ds.good], pre)
+        feat.standardise(np.concatenate([x, x_light]))
+        light = patch_features(feat, x_light)
+    else:
+        feat.standardise(x)
     patches = patch_features(feat, x)
     n, hw, d = patches.shape
     side = int(round(np.sqrt(hw)))
@@ -479,11 +488,13 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
     folds = min(s.folds, n)
     fold_of = rng.permutation(n) % folds
     cv_scores = np.zeros(n)
-    for f in range(folds):  # each good image scored by a bank built without it
-        train = patches[fold_of != f].reshape(-1, d)
+    bank_of = (lambda keep: np.concatenate([patches[keep], light[keep]])) if s.relight else \
+        (lambda keep: patches[keep])
+    for f in range(folds):  # each good image scored by a bank built without it (nor its relit copy)
+        train = bank_of(fold_of != f).reshape(-1, d)
         bank_f = coreset(train, min(s.bank_size, len(train)), s.seed + f) if len(train) > s.bank_size else train
         cv_scores[fold_of == f] = _nn_scores(patches[fold_of == f], bank_f, (side, side), s.size)
-    bank = coreset(patches.reshape(-1, d), s.bank_size, s.seed)
+    bank = coreset(bank_of(np.ones(n, bool)).reshape(-1, d), s.bank_size, s.seed)
     thr, rule = threshold_at(cv_scores, s.false_reject_rate)
     log(f"anomaly: {n} good images, {n * hw} patches of {d} features → bank of {len(bank)}; threshold {thr:.4g} "
         f"at {s.false_reject_rate:.1%} false rejects ({folds}-fold scores of the good images)")

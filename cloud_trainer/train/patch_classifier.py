@@ -7,21 +7,26 @@ that needs many images, in the manner of Lookout for Vision (20 normal + 10 anom
 
 1. patch features at 1/4 of the input: the anomaly family's fixed texture and colour features with
    their 44-px context (``anomaly._modules``), each image (or tile) first brought to zero mean and
-   unit spread, so that the camera's gain and offset do not move them;
+   unit spread, so that the camera's gain and offset do not move them, and every feature then taken
+   relative to its own image's mean and spread (a part's finish varies; a defect stands out of it);
 2. a memory bank of the good training images' patches, and of a copy of each under another light
    (``perturb.lighting``: gain, offset, a mild gradient, colour temperature), thinned by a greedy
    coreset; a patch's distance to its nearest bank patch is the heat map, its maximum the score;
-3. the threshold from held-out scores: each good image scored by a bank built without it (5-fold),
-   each defect image by the whole bank (defects never enter it); between the good images' 1 %
-   false-reject quantile and the defects' 2 % quantile (their geometric middle when they do not
-   overlap; else the good quantile: a stated false-reject rate beats a guess);
-4. the defect type: a multinomial logistic regression on the features pooled around the hottest
-   region (softly, so that every engine picks the same region), trained on the defect images.
+3. optionally a per-patch scorer (a 1x1 MLP on the features and the log distance) learnt from the
+   labelled defect images by multiple-instance learning (an image is as bad as its worst patch),
+   kept only when its out-of-fold scores separate good from defect better than the distance alone
+   (at least 20 defect images); every image's distances come from a bank built without it (5-fold);
+4. the threshold from those out-of-fold scores: between the good images' 1 % false-reject quantile
+   and the defects' 2 % quantile (the middle when they do not overlap; else the good quantile: a
+   stated false-reject rate beats a guess);
+5. the defect type: a multinomial logistic regression on the patch inputs pooled around the hottest
+   region (softly, so that every engine pools the same region), trained on the defect images.
 
 The whole thing is one ONNX graph with the classifier's contract: ``logits`` (N, classes; the good
 class first) and ``heatmap`` (N, 1, size/4, size/4). The logits are built so that
-``1 - p(good) = sigmoid(slope * log(score / threshold))``: the manifest's threshold is 0.5 on the
-NG score, and p(defect k) splits the rest by the head's probabilities. FP32 only: the features
+``1 - p(good) = sigmoid(slope * (score - threshold))`` (score: the log distance or the learnt
+scorer): the manifest's threshold is 0.5 on the NG score, and p(defect k) splits the rest by the
+head's probabilities. FP32 only: the features
 are fixed filters with no learned weights to quantize.
 """
 
