@@ -476,7 +476,7 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
         from cloud_trainer.train import perturb
 
         lrng = np.random.default_rng([s.seed, 17])
-        x_light = tensors([perturb.lighting(im, lrng) for im in ds.good], pre)
+        x_light = tensors([perturb.camera_copy(im, lrng) for im in ds.good], pre)
         feat.standardise(np.concatenate([x, x_light]))
         light = patch_features(feat, x_light)
     else:
@@ -517,7 +517,11 @@ def threshold_at(good_scores: np.ndarray, false_reject_rate: float) -> tuple[flo
     logs = np.log(np.maximum(s, 1e-9))
     z = NormalDist().inv_cdf(1 - false_reject_rate)
     thr = float(np.exp(logs.mean() + z * logs.std(ddof=1)))
-    return max(thr, float(np.median(s))), f"log-normal fit (n = {len(s)}, too few for an empirical quantile)"
+    # never below the empirical quantile: good scores have a heavier tail than a log-normal (measured on
+    # the demo's cast flanges: the fit alone rejected 6.5 % of held-out good parts at a stated 1 %)
+    emp = float(np.quantile(s, 1 - false_reject_rate, method="higher"))
+    return max(thr, emp, float(np.median(s))), (f"log-normal fit (n = {len(s)}, too few for an empirical "
+                                                 "quantile), never below the empirical quantile")
 
 
 # -- evaluation ---------------------------------------------------------------------------------

@@ -212,7 +212,7 @@ def train(data, size: int, seed: int, log=common.stderr_log, threads: int | None
         raise DatasetError(f"{int((~ng).sum())} good images in the training split; the patch recipe needs at "
                            f"least {FOLDS * 2} (20 or more recommended)")
     rng = np.random.default_rng([seed, 17])
-    x_light = tensors([perturb.lighting(data.images[i], rng) for i in rows], tpre)  # another lamp, same parts
+    x_light = tensors([perturb.camera_copy(data.images[i], rng) for i in rows], tpre)  # another lamp, same parts
     _, Features, _ = anomaly._modules()
     feat = Features(None, texture=True, context=True, channels=x.shape[1], instance=True).eval()
     feat.standardise(np.concatenate([x[rows[~ng]], x_light[~ng]]))

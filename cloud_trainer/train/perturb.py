@@ -135,3 +135,11 @@ def lighting(img: np.ndarray, rng: np.random.Generator, gain: float = 0.3, offse
         t = float(rng.uniform(-temperature, temperature))
         out = out * np.asarray([1 + t, 1.0, 1 - t], np.float32)  # BGR
     return np.clip(out + float(rng.uniform(-offset, offset)), 0, 255).astype(np.uint8)
+
+
+def camera_copy(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``lighting``, then, for half of the images, JPEG at quality 70-95: what the same part looks like
+    through another camera setting and a compressing camera (an IP camera's MJPEG stream). Good-image
+    banks hold one such copy of each image, so that a frame's compression is not taken for a defect."""
+    out = lighting(img, rng)
+    return jpeg(out, int(rng.integers(70, 96))) if rng.random() < 0.5 else out
