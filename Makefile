@@ -1,6 +1,6 @@
 # Two entry points for a fresh Debian/Ubuntu machine with Python 3.11:
 #   make demo   - set up everything, then run the most end-to-end loop that exists
-#   make test   - set up everything, then lint and run the whole test suite
+#   make test   - set up everything, then lint (ruff, ruff format --check, mypy) and run the whole test suite
 # Both create .venv and install from nothing; system packages come from apt-get.
 
 PYTHON ?= python3
@@ -42,8 +42,11 @@ system-deps:
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null || \
 	  echo "chromium could not be installed: the browser tests will skip"; }
 
+# ruff (rules and format) and mypy over the packages (its settings: [tool.mypy] in pyproject.toml)
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m mypy
 
 # two workers: the suite waits on peers (brokers, servers, subprocesses) much of the time, and the demo's
 # end-to-end test runs beside the rest; 501 tests in ~6 min here instead of ~10 in one process.

@@ -10,12 +10,15 @@ Each shape runs as its own ``python -m edge_agent.cli run CONFIG`` process again
 
 Measured honestly: peak RSS is the agent process's own ``VmHWM`` read from ``/proc/<pid>/status``
 after ``--steady-s`` seconds of work (not ``ru_maxrss`` of a child, which Linux starts at the
-parent's peak); launch → first result runs from just before the process is spawned to the wall
-time of the agent's ``first_result`` event, so it includes the interpreter, imports and config.
-The bars (issue 18) are printed beside each row.
+parent's peak), and the agent runs under ``/usr/bin/time -v`` (when installed), whose maximum
+resident set size is printed beside it; launch → first result runs from just before the process is
+spawned to the wall time of the agent's ``first_result`` event, so it includes the interpreter,
+imports and config (and, at a first start, verifying the packages). The bars (issue 18) are printed
+beside each row.
 
 ``--baseline DIR`` runs the same shapes on another checkout of the project (e.g. ``git archive``
-of main) in the same run, for a before/after table.
+of main) in the same run, for a before/after table; the trees take turns run by run, so that both
+see the same moments of a shared machine.
 
     .venv/bin/python -m bench.agent_footprint_bench [--steady-s 5] [--runs 3] [--baseline DIR]
 """
@@ -94,13 +97,45 @@ def _peak_kb(pid: int) -> int:
     raise RuntimeError("no VmHWM")
 
 
+TIME = Path("/usr/bin/time") if Path("/usr/bin/time").is_file() else None  # GNU time, for its -v
+
+
+def _agent_pid(proc: subprocess.Popen, timed: bool) -> int:
+    """The agent's pid: ``proc`` itself, or the one child of ``/usr/bin/time``."""
+    if not timed:
+        return proc.pid
+    for _ in range(1000):
+        if proc.poll() is not None:
+            raise RuntimeError(f"/usr/bin/time exited: {proc.stderr.read()[-500:]}")
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:  # field 4, after the command name in parentheses: the parent's pid
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == proc.pid:
+                    return int(stat.parent.name)
+            except (OSError, ValueError, IndexError):
+                continue
+        time.sleep(0.01)
+    raise RuntimeError("/usr/bin/time started no agent")
+
+
+def _time_v_max_rss_mb(path: Path) -> float | None:
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        if "Maximum resident set size" in line:
+            return int(line.rsplit(":", 1)[1]) / 1024
+    return None
+
+
 def run_agent(tree: Path, config: Path, env: dict, http_port: int, steady_s: float, data_dir: Path) -> dict:
-    """One agent process: launch → first result (s), its own peak RSS (MB) after ``steady_s``, /status's figure.
+    """One agent process: launch → first result (s), its own peak RSS (MB) after ``steady_s``, /status's figure,
+    and ``/usr/bin/time -v``'s maximum resident set size of the agent process.
     ``data_dir`` is fresh for each run: every run is a first start (the package is verified and installed)."""
     env = {**os.environ, **env, "PYTHONPATH": str(tree), "AGENT_DATA": str(data_dir)}
+    timing = data_dir.with_suffix(".time-v")
+    timing.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "edge_agent.cli", "run", str(config)]
     t0 = time.time()
-    proc = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "run", str(config)], cwd=tree, env=env,
+    proc = subprocess.Popen(([str(TIME), "-v", "-o", str(timing)] if TIME else []) + cmd, cwd=tree, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    pid = _agent_pid(proc, TIME is not None)
     first = None
     try:
         deadline = time.monotonic() + 60
@@ -119,16 +154,17 @@ def run_agent(tree: Path, config: Path, env: dict, http_port: int, steady_s: flo
         if first is None:
             raise RuntimeError("no result within 60 s")
         time.sleep(steady_s)
-        peak_mb = _peak_kb(proc.pid) / 1024
+        peak_mb = _peak_kb(pid) / 1024
         st = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{http_port}/status", timeout=5).read())
         results = sum(p["results"] for p in st["pipelines"])
-        proc.send_signal(signal.SIGTERM)
+        os.kill(pid, signal.SIGTERM)
         proc.wait(30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     return {"first_result_s": first - t0, "peak_rss_mb": peak_mb, "status_max_rss_mb": st["agent"]["max_rss_mb"],
+            "time_v_max_rss_mb": _time_v_max_rss_mb(timing),
             "status_first_result_after_s": st["agent"].get("first_result_after_s"), "results": results}
 
 
@@ -196,15 +232,21 @@ def main(argv: list[str] | None = None) -> int:
             for shape, engine, cfg, env, port in shapes(tmp, peers):
                 if only and shape not in only:
                     continue
-                for label, tree in trees:
-                    runs = [run_agent(tree, cfg, env, port, a.steady_s, tmp / "data" / f"{shape}-{engine}-{label}-{i}")
-                            for i in range(a.runs)]
-                    row = {"shape": shape, "engine": engine, "tree": label, "runs": runs,
-                           "first_result_s": statistics.median(r["first_result_s"] for r in runs),
-                           "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs),
-                           "status_max_rss_mb": statistics.median(r["status_max_rss_mb"] for r in runs)}
+                runs: dict[str, list[dict]] = {label: [] for label, _ in trees}
+                for i in range(a.runs):  # the trees take turns: both see the same moments of the machine
+                    for label, tree in trees:
+                        runs[label].append(run_agent(tree, cfg, env, port, a.steady_s,
+                                                     tmp / "data" / f"{shape}-{engine}-{label}-{i}"))
+                        loads.append(os.getloadavg()[0])
+                for label, _ in trees:
+                    rr = runs[label]
+                    timed = [r["time_v_max_rss_mb"] for r in rr if r["time_v_max_rss_mb"] is not None]
+                    row = {"shape": shape, "engine": engine, "tree": label, "runs": rr,
+                           "first_result_s": statistics.median(r["first_result_s"] for r in rr),
+                           "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in rr),
+                           "status_max_rss_mb": statistics.median(r["status_max_rss_mb"] for r in rr),
+                           "time_v_max_rss_mb": statistics.median(timed) if timed else None}
                     rows.append(row)
-                    loads.append(os.getloadavg()[0])
                     print(json.dumps({k: v for k, v in row.items() if k != "runs"}), flush=True)
         finally:
             stop.set()
@@ -216,14 +258,16 @@ def main(argv: list[str] | None = None) -> int:
     (OUT / "agent_footprint_bench.json").write_text(json.dumps({"bench": "agent_footprint", "rows": rows}, indent=2))
     md = [f"### Agent footprint per config shape: `edge-agent run` process, own VmHWM after {a.steady_s:.0f} s of "
           f"work, launch → first result (medians of {a.runs})", "",
-          "| config | engine | tree | peak RSS MB (VmHWM) | /status max_rss_mb | launch → first result s | bar |",
-          "|---|---|---|---:|---:|---:|---|"]
+          "| config | engine | tree | peak RSS MB (VmHWM) | /usr/bin/time -v max RSS MB | /status max_rss_mb | "
+          "launch → first result s | bar |",
+          "|---|---|---|---:|---:|---:|---:|---|"]
     for r in rows:
         kind, bar = BARS.get((r["shape"], r["engine"]), (None, None))
         ok = ("" if kind is None else
               f"RSS ≤ {bar} MB: {'met' if r['peak_rss_mb'] <= bar else 'NOT met'}" if kind == "rss" else
               f"≤ {bar} s: {'met' if r['first_result_s'] <= bar else 'NOT met'}")
-        md.append(f"| {r['shape']} | {r['engine']} | {r['tree']} | {r['peak_rss_mb']:.0f} | "
+        tv = f"{r['time_v_max_rss_mb']:.0f}" if r["time_v_max_rss_mb"] is not None else "-"
+        md.append(f"| {r['shape']} | {r['engine']} | {r['tree']} | {r['peak_rss_mb']:.1f} | {tv} | "
                   f"{r['status_max_rss_mb']:.0f} | {r['first_result_s']:.2f} | {ok} |")
     md += ["", "Every run is a first start (fresh data folder: packages verified and installed). "
            "Test packages (tiny models) from `tests.support.models`; simulators on loopback on the same 2 "

@@ -58,6 +58,7 @@ async def run_fleet(n: int, seconds: float, period: float, tmp: Path) -> dict:
     wait_port(port, 30)
     lat: list[float] = []
     seen_at: dict[int, float] = {}
+    codes: dict[str, int] = {}  # errors by gRPC status code
     stop = asyncio.Event()
     deployed_at = [0.0]
 
@@ -76,18 +77,21 @@ async def run_fleet(n: int, seconds: float, period: float, tmp: Path) -> dict:
                     lat.append(time.perf_counter() - t)
                     if deployed_at[0] and i not in seen_at and any(d.version == "2.0.0" for d in reply.desired):
                         seen_at[i] = time.time()
-                except grpc.aio.AioRpcError:
+                except grpc.aio.AioRpcError as exc:
                     lat.append(float("nan"))
+                    codes[exc.code().name] = codes.get(exc.code().name, 0) + 1
                 await asyncio.sleep(period)
 
     tasks = [asyncio.create_task(agent(i)) for i in range(n)]
     await asyncio.sleep(period * 2)  # all registered
     lat.clear()
+    codes.clear()
     c0, t0 = cpu_seconds(proc.pid), time.perf_counter()
     await asyncio.sleep(seconds)
     cpu = (cpu_seconds(proc.pid) - c0) / (time.perf_counter() - t0) * 100
     steady = [x for x in lat if x == x]
     errors = sum(1 for x in lat if x != x)
+    error_codes = dict(codes)  # of the steady window, before the rollout
     # a deployment to every agent at once, through the admin API
     creds = channel_credentials(pki / "ca.pem", pki / "admins" / "admin.pem", pki / "admins" / "admin.key")
     async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
@@ -103,7 +107,7 @@ async def run_fleet(n: int, seconds: float, period: float, tmp: Path) -> dict:
     await asyncio.gather(*tasks, return_exceptions=True)
     proc.terminate()
     proc.wait(10)
-    return {"agents": n, "heartbeats": len(steady), "errors": errors,
+    return {"agents": n, "heartbeats": len(steady), "errors": errors, "error_codes": error_codes,
             "p50_ms": float(np.percentile(steady, 50) * 1000), "p99_ms": float(np.percentile(steady, 99) * 1000),
             "server_cpu_pct": cpu, "rollout_reach_s": reach, "heartbeats_per_s": len(steady) / seconds}
 
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
           "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         md.append(f"| {r['agents']} | {r['heartbeats_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-                  f"{r['errors']} | {r['server_cpu_pct']:.0f} | {r['rollout_reach_s']:.1f} s |")
+                  f"{r['errors']} {r['error_codes'] or ''} | {r['server_cpu_pct']:.0f} | {r['rollout_reach_s']:.1f} s |")
     md += ["", "First bottleneck: the server is a single Python process whose heartbeat handler writes the agent's "
            "state to SQLite with synchronous=FULL on every call; the simulated clients share the same 2 cores, so "
            "the latency above includes their own scheduling."]

@@ -1,4 +1,4 @@
-"""`cloud-trainer agents|deployments|status|deploy|rollback`: the admin's view and controls, over the
+"""`cloud-trainer agents|deployments|status|deploy|rollback|config`: the admin's view and controls, over the
 Admin gRPC service with an admin client certificate (``cloud-trainer pki admin``).
 
     cloud-trainer agents      [--endpoint 127.0.0.1:7443 --pki var/pki --admin admin]
@@ -8,6 +8,13 @@ Admin gRPC service with an admin client certificate (``cloud-trainer pki admin``
                          --strategy canary --steps 1 50% 100% --wait 30
     cloud-trainer deploy --pause|--resume|--abort DEPLOYMENT_ID
     cloud-trainer rollback part-inspection --version 1.0.0 --slot vision [--agent gw1 ...]
+    cloud-trainer baseline relearn AGENT PIPELINE [--reason TEXT] [--wait 30]
+    cloud-trainer baseline status AGENT [PIPELINE]   # as the agent last reported it, and the commands sent
+    cloud-trainer config deploy line1-fleet.yaml --selector site=plant1 --strategy canary --steps 1 50% 100%
+    cloud-trainer config list | remove ID | pause ID | resume ID | abort ID
+
+Deployments are read as the typed ``Deployment`` (``cloud_trainer.fleet.deployment``) from the service's
+typed ``DeploymentInfo`` fields (or a v2 service's JSON).
 
 Tenants: ``--tenant acme`` takes the admin certificate from ``<pki>/tenants/acme/admins/`` (what
 ``cloud-trainer pki admin --tenant acme`` writes); every answer is that tenant's only, because the
@@ -15,6 +22,7 @@ service reads the tenant from the certificate, never from the command line. Plat
 
     cloud-trainer tenants [--operator ops]                  # usage per tenant (counts only)
     cloud-trainer tenants --create acme [--display-name "ACME Gears"]
+                          [--max-agents N] [--max-records-per-day N] [--max-sample-bytes-per-day N]  (0: no limit)
 """
 
 from __future__ import annotations
@@ -97,34 +105,45 @@ def main_agents(argv: list[str]) -> int:
     for ag in reply.agents:
         slots = ", ".join(f"{s.slot}={s.package}-{s.version} ({s.status})" for s in ag.slots)
         age = time.time() - ag.last_seen if ag.last_seen else float("nan")
+        c = ag.config
+        config = f"{c.source} {c.digest[:12]} {c.status}".replace("  ", " ").strip() if c.source else "-"
         rows.append([ag.id, ",".join(f"{k}={v}" for k, v in sorted(ag.labels.items())), f"{age:.0f}s ago",
-                     ag.records, slots])
-    print(_table(rows, ["agent", "labels", "last seen", "records", "slots"]) if rows else "no agents registered")
+                     ag.records, slots, config])
+    print(_table(rows, ["agent", "labels", "last seen", "records", "slots", "config"]) if rows
+          else "no agents registered")
     return 0
 
 
-def _deployment_rows(deps: list[dict]) -> list[list]:
+def _deployment_rows(deps: list) -> list[list]:
     rows = []
     for d in deps:
         counts: dict[str, int] = {}
-        for t in d["targets"].values():
-            counts[t["status"]] = counts.get(t["status"], 0) + 1
-        rows.append([d["id"], f"{d['package']}-{d['version']}", d["slot"], d["strategy"],
-                     f"{d['step'] + 1}/{len(d['steps'])} {d['steps'][d['step']]}", d["state"],
-                     " ".join(f"{k}:{v}" for k, v in sorted(counts.items())), d.get("reason", "")])
+        for t in d.targets.values():
+            counts[t.status] = counts.get(t.status, 0) + 1
+        rows.append([d.id, d.what(), d.slot or ("(agent config)" if d.kind == "config" else ""), d.strategy,
+                     f"{d.step + 1}/{len(d.steps)} {d.steps[d.step]}", d.state,
+                     " ".join(f"{k}:{v}" for k, v in sorted(counts.items())), d.reason])
     return rows
 
 
-def main_deployments(argv: list[str]) -> int:
+def _deployments(a) -> list:
+    from cloud_trainer.fleet.deployment import Deployment
     from protocols.gen import fleet_pb2 as pb
 
-    a = _common("deployments").parse_args(argv)
-    deps = [json.loads(d.json) for d in _call(a, "ListDeployments", pb.ListDeploymentsRequest()).deployments]
+    return [Deployment.from_proto(d) for d in _call(a, "ListDeployments", pb.ListDeploymentsRequest()).deployments]
+
+
+def _print_deployments(a, deps: list) -> None:
     if a.json:
-        print(json.dumps(deps, indent=1))
-        return 0
-    print(_table(_deployment_rows(deps), ["id", "package", "slot", "strategy", "step", "state", "agents", "reason"])
+        print(json.dumps([d.doc() for d in deps], indent=1))
+        return
+    print(_table(_deployment_rows(deps), ["id", "what", "slot", "strategy", "step", "state", "agents", "reason"])
           if deps else "no deployments")
+
+
+def main_deployments(argv: list[str]) -> int:
+    a = _common("deployments").parse_args(argv)
+    _print_deployments(a, _deployments(a))
     return 0
 
 
@@ -133,7 +152,7 @@ def main_status(argv: list[str]) -> int:
 
     a = _common("status").parse_args(argv)
     agents = _call(a, "ListAgents", pb.ListAgentsRequest()).agents
-    deps = [json.loads(d.json) for d in _call(a, "ListDeployments", pb.ListDeploymentsRequest()).deployments]
+    deps = _deployments(a)
     stats = _call(a, "IngestStats", pb.IngestStatsRequest())
     versions: dict[str, int] = {}
     for ag in agents:
@@ -142,47 +161,99 @@ def main_status(argv: list[str]) -> int:
     print(f"agents: {len(agents)}; records stored: {stats.records}; samples: {stats.samples}; "
           f"replays deduplicated: {stats.duplicates}")
     print(printable("running: " + (", ".join(f"{k} on {v}" for k, v in sorted(versions.items())) or "-"), 2000))
-    active = [d for d in deps if d["state"] in ("running", "paused")]
+    active = [d for d in deps if d.state in ("running", "paused")]
     print(f"deployments: {len(deps)} ({len(active)} in progress)")
     if deps:
-        print(_table(_deployment_rows(deps[:5]), ["id", "package", "slot", "strategy", "step", "state", "agents",
+        print(_table(_deployment_rows(deps[:5]), ["id", "what", "slot", "strategy", "step", "state", "agents",
                                                   "reason"]))
     return 0
 
 
-def main_deploy(argv: list[str]) -> int:
-    from protocols.gen import fleet_pb2 as pb
-
-    ap = _common("deploy")
-    ap.add_argument("package", nargs="?")
-    ap.add_argument("--version", default="")
-    ap.add_argument("--slot", default="")
+def _rollout_options(ap: argparse.ArgumentParser) -> None:
+    """Targets, strategy and gate: the same for a model and an agent configuration."""
     ap.add_argument("--agent", action="append", default=[])
     ap.add_argument("--selector", action="append", default=[], metavar="LABEL=GLOB")
     ap.add_argument("--strategy", choices=["canary", "all_at_once"], default="canary")
     ap.add_argument("--steps", nargs="+", default=["1", "100%"])
     ap.add_argument("--wait", type=float, default=30.0, help="seconds between healthy steps")
     ap.add_argument("--max-error-rate", type=float, default=None)
+
+
+def _create(a, **fields):
+    """CreateDeployment with the rollout options of ``a``; the typed answer."""
+    from cloud_trainer.fleet.deployment import Deployment
+    from protocols.gen import fleet_pb2 as pb
+
+    req = pb.CreateDeploymentRequest(agents=a.agent, selector=dict(s.split("=", 1) for s in a.selector),
+                                     strategy=a.strategy, steps=a.steps, wait_s=a.wait, **fields)
+    req.gate.SetInParent()
+    if a.max_error_rate is not None:
+        req.gate.max_error_rate = a.max_error_rate
+    return Deployment.from_proto(_call(a, "CreateDeployment", req))
+
+
+def _control_call(a, dep_id: str, action: str):
+    from cloud_trainer.fleet.deployment import Deployment
+    from protocols.gen import fleet_pb2 as pb
+
+    return Deployment.from_proto(_call(a, "ControlDeployment", pb.ControlRequest(deployment_id=dep_id,
+                                                                                 action=action)))
+
+
+def main_deploy(argv: list[str]) -> int:
+    ap = _common("deploy")
+    ap.add_argument("package", nargs="?")
+    ap.add_argument("--version", default="")
+    ap.add_argument("--slot", default="")
+    _rollout_options(ap)
     for act in ("pause", "resume", "abort"):
         ap.add_argument(f"--{act}", metavar="DEPLOYMENT_ID")
     a = ap.parse_args(argv)
     for act in ("pause", "resume", "abort"):
         if getattr(a, act):
-            d = json.loads(_call(a, "ControlDeployment", pb.ControlRequest(deployment_id=getattr(a, act),
-                                                                            action=act)).json)
-            print(f"deployment {d['id']}: {d['state']}")
+            d = _control_call(a, getattr(a, act), act)
+            print(f"deployment {d.id}: {d.state}")
             return 0
     if not a.package or not a.slot:
         print("cloud-trainer deploy: give a package name and --slot (or --pause/--resume/--abort ID)",
               file=sys.stderr)
         return 2
-    gate = {"max_error_rate": a.max_error_rate} if a.max_error_rate is not None else {}
-    req = pb.CreateDeploymentRequest(package=a.package, version=a.version, slot=a.slot, agents=a.agent,
-                                     selector=dict(s.split("=", 1) for s in a.selector), strategy=a.strategy,
-                                     steps=a.steps, wait_s=a.wait, gate_json=json.dumps(gate))
-    d = json.loads(_call(a, "CreateDeployment", req).json)
-    print(f"deployment {d['id']}: {d['package']} {d['version']} to {len(d['targets'])} agents, "
-          f"{d['strategy']} steps {d['steps']}; state {d['state']}")
+    d = _create(a, package=a.package, version=a.version, slot=a.slot, kind="model")
+    print(f"deployment {d.id}: {d.package} {d.version} to {len(d.targets)} agents, "
+          f"{d.strategy} steps {d.steps}; state {d.state}")
+    return 0
+
+
+def main_config(argv: list[str]) -> int:
+    """`cloud-trainer config deploy FILE ...`: roll an agent configuration out like a model;
+    `config list`; `config remove DEPLOYMENT_ID` (its agents go back to their local file);
+    `config pause|resume|abort DEPLOYMENT_ID`."""
+    ap = _common("config")
+    ap.add_argument("action", choices=["deploy", "list", "remove", "pause", "resume", "abort"])
+    ap.add_argument("target", nargs="?", help="deploy: the YAML file; remove/pause/resume/abort: a deployment id")
+    ap.add_argument("--name", default=None, help="a name for the config (default: the file's name)")
+    _rollout_options(ap)
+    a = ap.parse_args(argv)
+    if a.action == "list":
+        _print_deployments(a, [d for d in _deployments(a) if d.kind == "config"])
+        return 0
+    if not a.target:
+        print(f"cloud-trainer config {a.action}: give {'a YAML file' if a.action == 'deploy' else 'a deployment id'}",
+              file=sys.stderr)
+        return 2
+    if a.action != "deploy":
+        d = _control_call(a, a.target, a.action)
+        print(f"config deployment {d.id}: {d.state}" + (f" ({d.reason})" if d.reason else ""))
+        return 0
+    path = Path(a.target)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SystemExit(f"cloud-trainer config deploy: cannot read {path} ({exc.strerror})") from exc
+    name = a.name or path.stem
+    d = _create(a, kind="config", config_yaml=data, config_name=name)
+    print(f"config deployment {d.id}: {name} ({d.digest[:12]}) to {len(d.targets)} agents, {d.strategy} steps "
+          f"{d.steps}; state {d.state}")
     return 0
 
 
@@ -195,10 +266,13 @@ def main_rollback(argv: list[str]) -> int:
     ap.add_argument("--slot", required=True)
     ap.add_argument("--agent", action="append", default=[])
     a = ap.parse_args(argv)
-    d = json.loads(_call(a, "Rollback", pb.RollbackRequest(package=a.package, version=a.version, slot=a.slot,
-                                                            agents=a.agent)).json)
-    print(f"rollback {d['id']}: {d['package']} {d['version']} to {len(d['targets'])} agents; state {d['state']}")
+    from cloud_trainer.fleet.deployment import Deployment
+
+    d = Deployment.from_proto(_call(a, "Rollback", pb.RollbackRequest(package=a.package, version=a.version,
+                                                                       slot=a.slot, agents=a.agent)))
+    print(f"rollback {d.id}: {d.package} {d.version} to {len(d.targets)} agents; state {d.state}")
     return 0
+
 
 
 def main_tenants(argv: list[str]) -> int:
@@ -208,11 +282,20 @@ def main_tenants(argv: list[str]) -> int:
     ap = _common("tenants")
     ap.add_argument("--create", metavar="TENANT", help="register a tenant (idempotent)")
     ap.add_argument("--display-name", default="")
+    quotas = ("max_agents", "max_records_per_day", "max_sample_bytes_per_day")
+    for q in quotas:
+        ap.add_argument("--" + q.replace("_", "-"), type=int, default=None, metavar="N",
+                        help="with --create: the tenant's quota (0: no limit; left out: unchanged)")
     a = ap.parse_args(argv)
+    limits = {q: getattr(a, q) for q in quotas if getattr(a, q) is not None}
+    if limits and not a.create:
+        ap.error("quotas are set with --create TENANT (idempotent: it changes an existing tenant's quotas)")
     if a.create:
-        t = _call(a, "CreateTenant", pb.CreateTenantRequest(tenant=a.create, display_name=a.display_name))
-        print(f"tenant {t.tenant} registered; issue its keys and certificates with `cloud-trainer pki tenant|agent|"
-              f"admin --dir {a.pki} --tenant {t.tenant}`")
+        t = _call(a, "CreateTenant", pb.CreateTenantRequest(tenant=a.create, display_name=a.display_name, **limits))
+        print(f"tenant {t.tenant} registered (quotas: agents {t.max_agents or 'no limit'}, records per day "
+              f"{t.max_records_per_day or 'no limit'}, sample bytes per day {t.max_sample_bytes_per_day or 'no limit'})"
+              f"; issue its keys and certificates with `cloud-trainer pki tenant|agent|admin --dir {a.pki} "
+              f"--tenant {t.tenant}`")
         return 0
     reply = _call(a, "ListTenants", pb.ListTenantsRequest())
     if a.json:
@@ -220,7 +303,94 @@ def main_tenants(argv: list[str]) -> int:
 
         print(json.dumps(MessageToDict(reply, always_print_fields_with_no_presence=True), indent=1))
         return 0
-    rows = [[t.tenant, t.display_name, t.agents, t.records, t.samples, t.deployments, t.packages]
+    def of(n: int, limit: int) -> str:
+        return f"{n}/{limit}" if limit else str(n)
+
+    rows = [[t.tenant, t.display_name, of(t.agents, t.max_agents), t.records,
+             of(t.records_today, t.max_records_per_day), t.samples,
+             of(t.sample_bytes_today, t.max_sample_bytes_per_day), t.deployments, t.packages, t.package_bytes]
             for t in reply.tenants]
-    print(_table(rows, ["tenant", "name", "agents", "records", "samples", "deployments", "packages"]))
+    print(_table(rows, ["tenant", "name", "agents", "records", "records today", "samples", "sample bytes today",
+                        "deployments", "packages", "package bytes"]))
+    return 0
+
+
+def _when(t) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if t else "-"
+
+
+def _baseline_line(pipeline: str, b: dict) -> str:
+    if b.get("state") == "learning":
+        return (f"{pipeline}: learning since {_when(b.get('started_at'))}: {b.get('windows', 0)}/"
+                f"{b.get('target_windows', '?')} windows ({100 * float(b.get('progress') or 0):.0f} %)"
+                + (f"; reason: {b['reason']}" if b.get("reason") else ""))
+    if b.get("state") == "ready":
+        thr = b.get("threshold")
+        return (f"{pipeline}: ready, learned {_when(b.get('learned_at'))} on {b.get('windows', 0)} windows; threshold "
+                f"{thr:.3f} at a false-alarm rate of {b.get('false_alarm_rate')} per window" if thr is not None else
+                f"{pipeline}: ready, learned {_when(b.get('learned_at'))}")
+    return f"{pipeline}: {b.get('state', 'unknown')}"
+
+
+def main_baseline(argv: list[str]) -> int:
+    """A pipeline's per-asset baseline on one agent: its state as the agent reported it, and relearn from the
+    fleet (a command in the agent's desired state, run once by the agent, recorded as events on both sides)."""
+    from protocols.gen import fleet_pb2 as pb
+
+    ap = _common("baseline")
+    ap.description = ("relearn: the agent starts learning the pipeline's healthy statistics anew at its next "
+                      "window (commissioning again, e.g. after a repair or a change of the machine); the command "
+                      "waits in the agent's desired state while it is offline. status: each baseline as the agent "
+                      "last reported it (every 30 s at most) and the commands sent to it.")
+    ap.add_argument("action", choices=["status", "relearn"])
+    ap.add_argument("agent")
+    ap.add_argument("pipeline", nargs="?", help="required for relearn; status: all pipelines with a baseline")
+    ap.add_argument("--reason", default="", help="recorded with the command and in the agent's event")
+    ap.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                    help="relearn: wait this long for the agent's result (default: do not wait)")
+    a = ap.parse_args(argv)
+    if a.action == "relearn":
+        if not a.pipeline:
+            print("cloud-trainer baseline relearn: give the agent and the pipeline", file=sys.stderr)
+            return 2
+        cmd = json.loads(_call(a, "SendCommand", pb.SendCommandRequest(agent=a.agent, kind="baseline_relearn",
+                                                                        pipeline=a.pipeline, reason=a.reason)).json)
+        print(printable(f"command {cmd['id']}: baseline_relearn of {a.pipeline} on {a.agent} sent; the agent runs "
+                        "it when it next gets its desired state", 1000))
+        deadline = time.monotonic() + a.wait
+        while a.wait > 0:
+            found = [json.loads(c.json) for c in _call(a, "ListCommands", pb.ListCommandsRequest(agent=a.agent))
+                     .commands]
+            cur = next((c for c in found if c["id"] == cmd["id"]), None)
+            if cur is not None and cur["state"] != "pending":
+                print(printable(f"command {cur['id']}: {cur['state']}: {cur['detail']}", 1000))
+                return 0 if cur["state"] == "done" else 1
+            if time.monotonic() >= deadline:
+                print(f"command {cmd['id']}: still pending after {a.wait:g} s (the agent is offline or busy); it "
+                      f"stays in the agent's desired state: see `cloud-trainer baseline status {a.agent}`")
+                return 1
+            time.sleep(0.5)
+        return 0
+    agent = next((x for x in _call(a, "ListAgents", pb.ListAgentsRequest()).agents if x.id == a.agent), None)
+    if agent is None:
+        print(f"cloud-trainer baseline: agent {a.agent!r} is not registered", file=sys.stderr)
+        return 1
+    health = json.loads(agent.health_json or "{}")
+    baselines = {p: h["baseline"] for p, h in sorted(health.items()) if isinstance(h, dict) and "baseline" in h
+                 and (not a.pipeline or p == a.pipeline)}
+    cmds = [json.loads(c.json) for c in _call(a, "ListCommands", pb.ListCommandsRequest(agent=a.agent)).commands]
+    cmds = [c for c in cmds if c["kind"] == "baseline_relearn" and (not a.pipeline or c["pipeline"] == a.pipeline)]
+    if a.json:
+        print(json.dumps({"agent": a.agent, "reported_at": agent.last_seen, "baselines": baselines,
+                          "commands": cmds}, indent=1))
+        return 0
+    print(f"agent {a.agent}, as reported {_when(agent.last_seen)}:")
+    for p, b in baselines.items():
+        print("  " + printable(_baseline_line(p, b), 1000))
+    if not baselines:
+        print(f"  no baseline reported{' for pipeline ' + a.pipeline if a.pipeline else ''} (the agent's "
+              "pipelines with `baseline:` report theirs with their health)")
+    if cmds:
+        print(_table([[c["id"], c["pipeline"], _when(c["issued_at"]), c["issued_by"], c["state"], c["detail"]]
+                      for c in cmds[:10]], ["command", "pipeline", "sent", "by", "state", "detail"]))
     return 0

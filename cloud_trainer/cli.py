@@ -25,7 +25,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "deployments": ("cloud_trainer.admin_cli:main_deployments", "list deployments and their progress"),
     "status": ("cloud_trainer.admin_cli:main_status", "fleet summary"),
     "rollback": ("cloud_trainer.admin_cli:main_rollback", "roll a deployment or a slot back to a version"),
+    "config": ("cloud_trainer.admin_cli:main_config", "roll an agent configuration out like a model (`config "
+               "deploy FILE`), list, remove"),
     "tenants": ("cloud_trainer.admin_cli:main_tenants", "platform operators: tenants and their usage"),
+    "baseline": ("cloud_trainer.admin_cli:main_baseline", "an agent's per-asset baselines: status, relearn PIPELINE"),
 }
 
 

@@ -118,7 +118,7 @@ def issue(d: Path, cn: str, role: str, out: Path, hosts: list[str] | None = None
          .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
          .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
     if role == ROLE_SERVER:
-        sans = []
+        sans: list[x509.GeneralName] = []
         for h in hosts or ["127.0.0.1", "localhost"]:
             try:
                 sans.append(x509.IPAddress(ipaddress.ip_address(h)))
@@ -210,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     elif a.verb == "server":
         cert, _ = issue(a.dir, "fleet-service", ROLE_SERVER, a.dir / "server", a.host)
     elif a.verb == "tenant":
+        assert tenant is not None  # --tenant is required for this verb
         pub, kid = init_tenant(a.dir, tenant)
         print(f"tenant {tenant}: package signing key {pub.with_suffix('.key')} (key id {kid}); its agents trust "
               f"only {pub}")

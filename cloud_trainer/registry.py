@@ -16,6 +16,7 @@ digest of another tenant is simply not in it.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import json
 import os
@@ -58,7 +59,7 @@ class Registry:
         except FileNotFoundError:
             return []
 
-    def names(self) -> list[str]:
+    def names(self) -> builtins.list[str]:
         return sorted(p.parent.name for p in self.root.glob("*/index.json"))
 
     def latest(self, name: str) -> dict | None:
@@ -85,7 +86,7 @@ class Registry:
         major, minor, patch = max(_vkey(e["version"]) for e in entries)[:3]
         return f"{major + 1}.0.0" if bump == "major" else f"{major}.{minor + 1}.0"
 
-    def publish(self, pkg: Path, report_files: list[Path], metrics: dict, dataset_digest: str | None,
+    def publish(self, pkg: Path, report_files: builtins.list[Path], metrics: dict, dataset_digest: str | None,
                 parent_version: str | None) -> dict:
         from model_packager import package_digest, read_manifest
 
@@ -115,7 +116,7 @@ class Registry:
                 e["status"] = status
         self._write(name, entries)
 
-    def _write(self, name: str, entries: list[dict]) -> None:
+    def _write(self, name: str, entries: builtins.list[dict]) -> None:
         p = self._index_path(name)
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_suffix(".tmp")

@@ -17,6 +17,9 @@ from devices.base import (
 
 # type key -> (settings "module:Class", adapter "module:Class"). One explicit table, no
 # registration by import side effect. Settings modules must not import the protocol library.
+# A settings class has `type: Literal["<key>"]`, says what it gives pipelines (`produces: ClassVar[str]`,
+# "frames" or "readings") and may have `known_tags()` (tags known offline, for the config's checks)
+# and `cross_check(name, cfg, report)` (its own checks against the rest of the agent's config).
 SOURCE_TYPES: dict[str, tuple[str, str]] = {
     "opcua": ("devices.opcua.settings:OpcUaSettings", "devices.opcua.client:OpcUaSource"),
     "mqtt": ("devices.mqtt.settings:MqttSettings", "devices.mqtt.client:MqttSource"),

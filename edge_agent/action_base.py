@@ -3,8 +3,9 @@
 An action type is one row of ``edge_agent.config.ACTION_PLUGINS``: ``type -> (settings
 "module:Class", implementation "module:function")``, imported lazily like ``devices.SOURCE_TYPES``.
 The settings class is the plugin's config (``extra="forbid"``, frozen) and owns its cross-checks:
-``source_fields`` names the fields that refer to a source and the source type each needs, and
-``problems()`` returns what else is wrong within it. The implementation is
+``source_fields`` names the fields that refer to a source and the source type each needs,
+``problems()`` returns what else is wrong within it, and ``cross_check(name, cfg, report)`` what is
+wrong against the rest of the config. The implementation is
 
     async def act(ctx, name, action, result, item, value=None) -> str | None
 
@@ -19,7 +20,7 @@ This module imports pydantic only: validating a config must not load a protocol 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,6 +39,8 @@ class ActionSettings(BaseModel):
 
     # field -> the source type it must name (checked by `validate` against the config's sources)
     source_fields: ClassVar[dict[str, str]] = {}
+    if TYPE_CHECKING:  # each plugin declares it as its Literal; declared here so the union's members share it
+        type: str
 
     when: dict[str, Any] | None = Field(None, description="condition on the result; absent = always")
     retry: RetrySettings = RetrySettings()
@@ -46,6 +49,12 @@ class ActionSettings(BaseModel):
         """(field, message) of what is wrong within this action beyond its fields' own checks
         (field "" for the action as a whole); the config adds the location."""
         return []
+
+    def cross_check(self, name: str, cfg: Any, report: Any) -> None:
+        """Checks against the whole config (``cfg``: the ``AgentConfig``, every entry already valid on
+        its own): report with ``report.error(path, message)`` or ``report.warning(path, message)``,
+        ``path`` being where in the file (e.g. ``rules[0].actions[1]``). Source settings may have the
+        same hook. Default: nothing to check."""
 
     def write_targets(self) -> list[tuple[str, str, str, Any]]:
         """(opcua source, option, node_id, value) of each value this action may write to an OPC UA

@@ -45,6 +45,7 @@ from edge_agent.config import (
 )
 from edge_agent.types import Result, Window
 from protocols import topics
+from protocols.events import Event, EventKind
 
 log = logging.getLogger(__name__)
 
@@ -193,9 +194,9 @@ class ActionRunner:
 
     def _alarm_changed(self, name: str, action: AlarmAction, result: Result, active: bool) -> None:
         self.stats[name]["raised" if active else "cleared"] += 1
-        evt = {"kind": "alarm", "alarm": name, "active": active, "pipeline": result.pipeline, "t": time.time(),
-               "score": result.score, "label": result.label, "anomaly_score": result.anomaly_score,
-               "remaining_life": result.remaining_life, "model_version": result.model_version}
+        evt = Event(EventKind.ALARM, alarm=name, active=active, pipeline=result.pipeline, score=result.score,
+                    label=result.label, anomaly_score=result.anomaly_score, remaining_life=result.remaining_life,
+                    model_version=result.model_version)
         log.warning("alarm %s %s on pipeline %s (score %.3f)", name, "RAISED" if active else "cleared",
                     result.pipeline, result.score)
         self.on_event(evt)
@@ -272,11 +273,11 @@ def _save(ctx: ActionRunner, name: str, action: SaveSampleAction, result: Result
     (folder / f"{stem}.json").write_text(json.dumps(result.to_json_dict()))
 
 
-async def signal_alarm(ctx: ActionRunner, name: str, action: AlarmAction, evt: dict) -> None:
+async def signal_alarm(ctx: ActionRunner, name: str, action: AlarmAction, evt: Event) -> None:
     """An alarm's transition (``evt``: raised or cleared): published, and mirrored on its OPC UA node."""
     if action.publish_to:
         cfg = ctx.cfg
         topic = topics.build_topic(cfg.agent.site, cfg.agent.line, cfg.agent.id, topics.Kind.ALARMS, name)
-        await ctx.sources[action.publish_to].publish(topic, json.dumps(evt).encode(), qos=1, retain=True)
+        await ctx.sources[action.publish_to].publish(topic, json.dumps(evt.to_json_dict()).encode(), qos=1, retain=True)
     if action.node_id and action.opcua_source:
         await ctx.sources[action.opcua_source].write(action.node_id, evt["active"])

@@ -15,9 +15,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devices import SOURCE_TYPES, load_object
 from devices.base import Notices
@@ -25,12 +26,18 @@ from edge_agent.actions import ActionRunner, write_targets
 from edge_agent.config import AgentConfig
 from edge_agent.metrics import Metrics
 from edge_agent.models.slot import ModelSlot
-from edge_agent.outbox.store import SELF_RECORDED
 from edge_agent.pipelines import Pipeline
 from edge_agent.process_info import peak_rss_mb, rss_mb
 from edge_agent.status_board import StatusBoard
 from edge_agent.types import Result
-from model_packager import load_trusted_keys
+from protocols.events import Event, EventKind
+
+if TYPE_CHECKING:
+    from edge_agent.http import StatusServer
+    from edge_agent.models.manager import ModelManager
+    from edge_agent.outbox.selector import SampleSelector
+    from edge_agent.outbox.store import Outbox
+    from edge_agent.uplink.client import Uplink
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +54,9 @@ class Agent:
         self.events: collections.deque = collections.deque(maxlen=200)
         self.board = StatusBoard()  # the status page's state: raw arrays kept, encoded only when a page asks
         self.metrics = Metrics()
-        trusted = load_trusted_keys([cfg.path(k) for k in cfg.trusted_keys]) if cfg.trusted_keys else None
+        keys = [str(cfg.path(k)) for k in cfg.trusted_keys]  # loaded by each install's child process
         self.slots = {name: ModelSlot(name, mc if not mc.package else mc.model_copy(
-            update={"package": str(cfg.path(mc.package))}), cfg.data_dir, trusted or [], on_event=self._event)
+            update={"package": str(cfg.path(mc.package))}), cfg.data_dir, keys, on_event=self._event)
             for name, mc in cfg.models.items()}
         self.sources: dict[str, Any] = {}
         for name, settings in cfg.sources.items():
@@ -58,7 +65,7 @@ class Agent:
         self.actions = ActionRunner(cfg, self.sources, on_event=self._event)
         for src_name, targets in write_targets(cfg).items():
             src = self.sources.get(src_name)
-            if hasattr(src, "expect_writes"):  # checked after each connect: bad targets named at start
+            if src is not None and hasattr(src, "expect_writes"):  # checked after each connect: bad targets named at start
                 src.expect_writes([(node_id, value) for _, node_id, value in targets])
         workers = sum(p.workers for p in cfg.pipelines) or 1
         self.executor = ThreadPoolExecutor(max_workers=min(workers, os.cpu_count() or 2) or 1,
@@ -78,27 +85,33 @@ class Agent:
         self.source_notices = {name: Notices(log) for name in self.sources}  # unread, nothing decoded
         self.source_items: collections.Counter = collections.Counter()  # items handed out per source
         self.tags: dict[str, dict[str, Any]] = {name: {} for name in self.sources}  # source -> tag -> last Reading
-        self.http = None
-        self.outbox = None
-        self.uplink = None
-        self.selector = None
-        self.manager = None
+        self.http: StatusServer | None = None
+        self.outbox: Outbox | None = None
+        self.uplink: Uplink | None = None
+        self.selector: SampleSelector | None = None
+        self.manager: ModelManager | None = None
+        # the agent-configuration host (``edge_agent.fleet_config``) when the agent runs under one: it gets the
+        # desired agent configuration, and its state is reported and shown on /status
+        self.on_desired_config: Callable[[Any], None] | None = None
+        self.config_state: dict | None = None
         if cfg.outbox is not None or cfg.cloud is not None:
             from edge_agent.outbox.selector import SampleSelector
             from edge_agent.outbox.settings import OutboxSettings, SampleSelectionSettings
-            from edge_agent.outbox.store import Outbox
+            from edge_agent.outbox.store import SELF_RECORDED, Outbox  # (sqlite3: only with an outbox)
 
+            self._self_recorded = SELF_RECORDED
             self.outbox = Outbox(cfg.outbox or OutboxSettings(), cfg.data_dir, on_event=self._event)
             self.selector = SampleSelector(cfg.upload or SampleSelectionSettings())
         self._stopped = asyncio.Event()
 
-    def _event(self, evt: dict) -> None:
+    def _event(self, evt: Event | Mapping[str, Any]) -> None:
+        evt = Event.coerce(evt)  # a plain {"kind": ...} mapping is checked against EventKind too
         self.events.append(evt)
         self.metrics.event(evt)
         # the outbox records its own events (corrupt file, drops) itself, with its epoch and the dropped seqs
-        if self.outbox is not None and self.outbox.is_open and evt.get("kind") not in SELF_RECORDED:
+        if self.outbox is not None and self.outbox.is_open and evt.kind not in self._self_recorded:
             # handed to the outbox's thread: an event never waits on the outbox, nor breaks its caller
-            self.outbox.append_soon("alarm" if evt.get("kind") == "alarm" else "event", evt)
+            self.outbox.append_soon("alarm" if evt.kind is EventKind.ALARM else "event", evt.to_json_dict())
             if self.uplink:
                 self.uplink.poke()
 
@@ -114,8 +127,8 @@ class Agent:
         async def on_result(res: Result, item) -> None:
             if self.first_result_at is None:
                 self.first_result_at = time.time()
-                self._event({"kind": "first_result", "t": self.first_result_at,
-                             "after_s": round(self.first_result_at - self.launched_at, 3)})
+                self._event(Event(EventKind.FIRST_RESULT, t=self.first_result_at,
+                                  after_s=round(self.first_result_at - self.launched_at, 3)))
             self.metrics.result(res)
             self.board.keep(res, item)
             if res.verdict != "UNSURE":
@@ -128,6 +141,7 @@ class Agent:
 
     async def _to_outbox(self, res: Result, item) -> None:
         body = res.to_json_dict()
+        assert self.outbox is not None  # called only when there is one
         await self.outbox.append_async("result", body)
         reason = self.selector.choose(res) if self.selector else None
         if reason:
@@ -155,7 +169,18 @@ class Agent:
         health = {p.name: {"rate": p.stats.rate(), "results": p.stats.results, "ng": p.stats.ng,
                            "errors": sum(p.stats.errors.values()), "p50_ms": p.stats.percentiles()["p50"]}
                   for p in self.pipelines}
-        return {"labels": labels, "slots": slots, "health": health}
+        self._baseline_health(health)
+        return {"labels": labels, "slots": slots, "health": health,
+                "config": {k: v for k, v in (self.config_state or {}).items()
+                           if k in ("source", "deployment_id", "digest", "status", "reason")}}
+
+    def _baseline_health(self, health: dict) -> None:
+        """Each baseline's state in the pipeline health the fleet sees (`cloud-trainer baseline status`)."""
+        from edge_agent.maintenance.cli import fleet_summary
+
+        for p in self.pipelines:
+            if p.baseline is not None:
+                health[p.name]["baseline"] = fleet_summary(p.baseline.status())
 
     async def start(self) -> None:
         if self.outbox is not None:
@@ -170,7 +195,8 @@ class Agent:
             readers = [p for p in self.pipelines if p.s.source == name]
             if not hasattr(src, "items") or not (readers or _produces(src.settings)):
                 continue  # e.g. an mqtt source only published through
-            if not readers and not any(t.s.source == name for t in [*self.forwarders, *self.rules]):
+            if not readers and not any(t.s.source == name for t in self.forwarders) \
+                    and not any(r.s.source == name for r in self.rules):
                 # Drained all the same: a source left unread would fill its queue, and a Sparkplug host
                 # would decode no birth and ask for no rebirth while `received` climbs
                 self.source_notices[name].note(
@@ -188,21 +214,29 @@ class Agent:
         if self.cfg.cloud is not None:
             from edge_agent.models.manager import ModelManager
             from edge_agent.uplink.client import Uplink
+            from edge_agent.uplink.commands import CommandRunner
 
-            self.manager = ModelManager(self.slots, self.cfg, on_event=self._event)
-            self.uplink = Uplink(self.cfg.cloud, self.outbox, Path(self.cfg.base_dir), self._cloud_status,
-                                 self.manager.on_desired)
-            self.manager.uplink = self.uplink
-            await self.uplink.start()
+            assert self.outbox is not None  # a cloud section always opens one (__init__)
+            manager = self.manager = ModelManager(self.slots, self.cfg, on_event=self._event)
+            uplink = self.uplink = Uplink(self.cfg.cloud, self.outbox, Path(self.cfg.base_dir), self._cloud_status,
+                                          self._on_desired, CommandRunner(self.cfg, on_event=self._event))
+            manager.uplink = uplink
+            await uplink.start()
         if self.cfg.http.enabled:
             from edge_agent.http import StatusServer
 
             self.http = StatusServer(self, self.cfg.http.host, self.cfg.http.port)
             self.http.start()
-        self._event({"kind": "started", "t": time.time(), "pipelines": [p.name for p in self.pipelines]})
+        self._event(Event(EventKind.STARTED, pipelines=[p.name for p in self.pipelines]))
         log.info("agent %s started: %d sources, %d models, %d pipelines%s", self.cfg.agent.id, len(self.sources),
                  len(self.slots), len(self.pipelines),
                  f"; status on http://{self.cfg.http.host}:{self.http.port}/" if self.http else "")
+
+    async def _on_desired(self, reply) -> None:
+        assert self.manager is not None  # set before the uplink that calls this starts
+        await self.manager.on_desired(reply)
+        if self.on_desired_config is not None:
+            self.on_desired_config(reply.config if reply.HasField("config") else None)
 
     async def _fan_out(self, name: str, src, readers: list[Pipeline]) -> None:
         unread = self.source_notices[name]
@@ -286,20 +320,7 @@ class Agent:
 
     async def run(self) -> None:
         """Start, then serve until SIGTERM/SIGINT, then stop gracefully."""
-        import signal
-
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):
-                pass
-        await self.start()
-        try:
-            await stop.wait()
-        finally:
-            await self.stop()
+        await run_until_signalled(self.start, self.stop)
 
     @property
     def recent(self):
@@ -332,11 +353,31 @@ class Agent:
             "rules": [r.status() for r in self.rules],
             "recent_results": self.board.recent_json(),
             "recent_ng": self.board.recent_ng_json(),
-            "events": list(self.events)[-30:],
+            "events": [e.to_json_dict() for e in list(self.events)[-30:]],
             "outbox": self.outbox.stats() if self.outbox is not None and self.outbox.is_open else None,
             "uplink": self.uplink.status() if self.uplink is not None else None,
             "fleet": self.manager.status() if self.manager is not None else None,
+            "config": self.config_state,
         }
+
+
+
+async def run_until_signalled(start, stop) -> None:
+    """``await start()``, serve until SIGTERM/SIGINT, then ``await stop()`` (also on any error)."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, done.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    await start()
+    try:
+        await done.wait()
+    finally:
+        await stop()
 
 
 def _produces(settings) -> bool:

@@ -3,7 +3,9 @@
     edge-agent validate CONFIG      all errors at once, one per line; exit 1 if any, 0 with a summary
         --online                    also ask the live OPC UA servers: every subscribed node exists, every
                                     write target exists, is writable and its DataType takes the value
-    edge-agent run CONFIG           run until SIGTERM/SIGINT (graceful stop); --log-json for JSON logs
+    edge-agent run CONFIG           run until SIGTERM/SIGINT (graceful stop); --log-json for JSON logs; with
+                                    cloud: set, the fleet may give it a config (docs/fleet-control.md)
+    edge-agent validate --fleet F   a fleet config (no agent:, cloud:, http:), as the cloud checks it
     edge-agent status [--url URL]   the running agent's sources, pipelines, models, drops, alarms
     edge-agent tags CONFIG          every tag each source produces now: last value, type, quality, age;
                                     and whether each tag a pipeline needs is among them
@@ -53,6 +55,22 @@ def _load(path, count: bool = False):
 
 
 def _validate(args) -> int:
+    if getattr(args, "fleet", False):  # a fleet config (what the cloud runs before a config rollout)
+        from pathlib import Path
+
+        from edge_agent.fleet_config import check_fleet_config
+
+        try:
+            data = Path(args.config).read_bytes()
+        except OSError as exc:
+            print(f"{args.config}: cannot read the config file ({exc.strerror})", file=sys.stderr)
+            return 1
+        errors = check_fleet_config(data, args.config)
+        for line in errors:
+            print(line, file=sys.stderr)
+        if not errors:
+            print(f"ok: {args.config}: a valid fleet config (agent:, cloud: and http: come from each agent's file)")
+        return 1 if errors else 0
     cfg = _load(args.config, count=True)
     if cfg is None:
         return 1
@@ -139,6 +157,9 @@ def _run(args) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return 1
+    from edge_agent.models.install import prefetch
+
+    prefetch(cfg)  # a first start: packages verified in a child process while the agent's modules load
     _setup_logging(args.log_json or cfg.log_json, args.log_level)
     for w in cfg.warnings:
         logging.getLogger("edge_agent").warning("%s", w)
@@ -146,7 +167,12 @@ def _run(args) -> int:
     from edge_agent.models.slot import SlotError
 
     try:
-        asyncio.run(Agent(cfg, launched_at=launched).run())
+        if cfg.cloud is not None and cfg.cloud.follow_desired_state:  # the fleet may give it a config
+            from edge_agent.fleet_config import AgentHost
+
+            asyncio.run(AgentHost(args.config, launched_at=launched, health_s=args.config_health_s).run())
+        else:
+            asyncio.run(Agent(cfg, launched_at=launched).run())
     except SlotError as exc:
         logging.getLogger("edge_agent").error("%s", exc)
         return 1
@@ -171,6 +197,9 @@ def _status(args) -> int:
         return 0
     a = st["agent"]
     print(f"agent {a['id']} ({a['site']}/{a['line']}), up {a['uptime_s']:.0f} s, max RSS {a['max_rss_mb']} MB")
+    if c := st.get("config"):  # which configuration runs: the local file or the fleet's
+        print(f"config: {c['source']} {c.get('name', '')}" + (f" ({c['digest'][:12]})" if c.get("digest") else "")
+              + f" {c.get('status', '')}" + (f"; {c['reason']}" if c.get("reason") else ""))
     print("\nsources:")
     for n, s in st["sources"].items():
         print(f"  {n:<12} {s['type']:<7} {s['state']:<11} received {s['received']:<8} dropped {s['dropped']:<6} "
@@ -257,7 +286,7 @@ def _tags(args) -> int:
               + (f", last error: {st.last_error}" if st.last_error else ""))
         if name in frames:
             f = frames[name]
-            print(f"  frames {getattr(f, 'image', None).shape if hasattr(f, 'image') else '?'} (seq {f.seq})")
+            print(f"  frames {f.image.shape if hasattr(f, 'image') else '?'} (seq {f.seq})")
         rows = out[name]
         if rows:
             w = max(len(r["tag"]) for r in rows)
@@ -315,10 +344,15 @@ def main(argv: list[str] | None = None) -> int:
     v = sub.add_parser("validate", help="check a config file; print every error")
     v.add_argument("config")
     v.add_argument("--online", action="store_true", help="also check nodes and write targets on the live servers")
+    v.add_argument("--fleet", action="store_true", help="CONFIG is a fleet config (without agent:, cloud:, http:), "
+                   "as `cloud-trainer config deploy` sends; files and environment are each agent's, not checked")
     r = sub.add_parser("run", help="run the agent until SIGTERM")
     r.add_argument("config")
     r.add_argument("--log-json", action="store_true")
     r.add_argument("--log-level", default="INFO")
+    r.add_argument("--config-health-s", type=float, default=10.0,
+                   help="a fleet config is healthy when every source connects within this many seconds")
+
     s = sub.add_parser("status", help="ask a running agent")
     s.add_argument("--url", default="http://127.0.0.1:8090")
     s.add_argument("--json", action="store_true")

@@ -103,7 +103,10 @@ def _compile_item(key: str, val: Any, labels: set[str] | None = None) -> Callabl
                 return False
         return pred
     _check_value(key, val, labels)
-    return lambda r, key=key, val=val: getattr(r, _attr(key), None) == val
+
+    def equals(r, key: str = key, val: Any = val) -> bool:
+        return getattr(r, _attr(key), None) == val
+    return equals
 
 
 def _attr(field: str) -> str:

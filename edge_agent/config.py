@@ -7,22 +7,28 @@ problem found, each one line naming the file, the path inside it and what was ex
     configs/line1.yaml: sources.cam.fsp: unknown option 'fsp'; did you mean 'fps'?
 
 Steps: YAML → ``${VAR}`` / ``${VAR:-default}`` substitution in strings (a missing variable is an
-error naming it) → the agent's own sections (pydantic, ``extra="forbid"``) → each source with
-its adapter's settings model, picked by ``type`` from ``devices.SOURCE_TYPES`` (settings modules
-import no protocol library) → cross-references (pipeline → source, model slot, actions; action →
-a source of the right type) and action conditions. Nothing is connected or loaded here.
+error naming it) → every value validated once, by the type ``AgentConfig`` declares for it (pydantic,
+``extra="forbid"``): sources and actions through unions built once from their plugin tables
+(``devices.SOURCE_TYPES``, ``ACTION_PLUGINS``; settings modules import no protocol library), engines
+and codecs through the choices built from theirs. Entries are validated one by one, so one bad entry
+hides neither the others' problems nor the cross-checks → cross-references (pipeline → source, model
+slot, actions; action → a source of the right type), action conditions, files, then each plugin's own
+``cross_check(name, cfg, report)`` (e.g. the MQTT source's Sparkplug tag_map, the save_sample action
+in rules). Nothing is connected or loaded here.
 """
 
 from __future__ import annotations
 
 import difflib
 import enum
+import functools
 import os
 import re
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (
@@ -36,6 +42,7 @@ from pydantic import (
 )
 
 from devices import SOURCE_TYPES, load_object
+from devices.opcua.settings import guess_tag as _guess_tag  # noqa: F401  (its home moved; kept for imports)
 from edge_agent.action_base import ActionSettings, RetrySettings  # noqa: F401  (RetrySettings: re-exported)
 from edge_agent.conditions import ConditionError, compile_condition
 from edge_agent.maintenance.settings import BaselineSettings
@@ -261,6 +268,12 @@ class SaveSampleAction(_Action):
     dir: str | None = Field(None, description="default: <data_dir>/samples")
     max_per_hour: int = Field(600, ge=1)
 
+    def cross_check(self, name: str, cfg: AgentConfig, report: Findings) -> None:
+        for i, r in enumerate(cfg.rules):  # a rule's result has no model input to save
+            for j, a in enumerate(r.actions if r is not None else ()):
+                if a == name:
+                    report.error(f"rules[{i}].actions[{j}]", f"{a!r} saves model inputs; a rule has none, remove it")
+
 
 # The action table: type -> (settings "module:Class", implementation "module:function"), imported
 # lazily like devices.SOURCE_TYPES (edge_agent.action_base says what each must be). A new action is
@@ -276,7 +289,19 @@ ACTION_PLUGINS: dict[str, tuple[str, str]] = {
 # type key -> settings class; each action is validated against its own class, so that an option
 # typo gets the did-you-mean of its own action type
 ACTION_TYPES: dict[str, type[ActionSettings]] = {k: load_object(v[0]) for k, v in ACTION_PLUGINS.items()}
-Action = Annotated[Union[tuple(ACTION_TYPES.values())], Field(discriminator="type")]  # noqa: UP007
+if TYPE_CHECKING:  # the union is built from the table at import time, which mypy cannot follow
+    Action = ActionSettings
+else:
+    Action = Annotated[Union[tuple(ACTION_TYPES.values())], Field(discriminator="type")]  # noqa: UP007
+# The same for sources, from devices.SOURCE_TYPES: type key -> settings class, and their union
+SOURCE_SETTINGS: dict[str, type[BaseModel]] = {k: load_object(v[0]) for k, v in SOURCE_TYPES.items()}
+if TYPE_CHECKING:  # each source's settings class (in devices/): read through its own attributes
+    Source = Any
+else:
+    Source = Annotated[Union[tuple(SOURCE_SETTINGS.values())], Field(discriminator="type")]  # noqa: UP007
+# the sections whose entries pick their settings class by `type`, with the noun their errors use
+_TAGGED: dict[str, tuple[Mapping[str, type[BaseModel]], str]] = {"sources": (SOURCE_SETTINGS, "source type"),
+                                                                "actions": (ACTION_TYPES, "type")}
 
 
 class ForwardSettings(_Model):
@@ -324,7 +349,7 @@ class RuleSettings(_Model):
 class AgentConfig(_Model):
     agent: AgentSection
     trusted_keys: list[str] = Field(default_factory=list, description="public keys (.pub) or folders of them")
-    sources: dict[str, Any] = Field(default_factory=dict)
+    sources: dict[str, Source] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     pipelines: list[PipelineSettings] = Field(default_factory=list)
     actions: dict[str, Action] = Field(default_factory=dict)
@@ -454,95 +479,106 @@ def _did_you_mean(name: str, known) -> str:
     return f"; did you mean {close[0]!r}?" if close else (f"; defined: {sorted(known)}" if known else "; none defined")
 
 
-def parse_config(data: Any, where: str = "<config>", base_dir: str = ".") -> AgentConfig:
-    errors: list[str] = []
-    if not isinstance(data, dict):
-        raise ConfigError([f"{where}: expected a mapping at the top level (agent:, sources:, models:, pipelines: ...)"])
-    sub_errors: list[str] = []
-    data = _substitute(data, "", sub_errors)
-    errors += [f"{where}: {e}" for e in sub_errors]
-    raw_sources = data.get("sources") or {}
-    sources: dict[str, Any] = {}
-    if not isinstance(raw_sources, dict):
-        errors.append(f"{where}: sources: expected a mapping of source name -> settings")
-        raw_sources = {}
-    for name, raw in raw_sources.items():
-        if not isinstance(raw, dict) or "type" not in raw:
-            errors.append(f"{where}: sources.{name}.type: required; one of {sorted(SOURCE_TYPES)}")
-            continue
-        typ = raw["type"]
-        if typ not in SOURCE_TYPES:
-            errors.append(f"{where}: sources.{name}.type: unknown source type {typ!r}{_did_you_mean(str(typ), SOURCE_TYPES)}")
-            continue
-        cls = load_object(SOURCE_TYPES[typ][0])
-        try:
-            sources[name] = cls.model_validate(raw)
-        except ValidationError as exc:
-            errors += _pydantic_errors(exc, cls, ("sources", name), where)
-    # Each section and each entry is validated on its own, so that one bad entry does not hide
-    # the problems of the others, and cross-references are checked over everything named.
+class Findings:
+    """What validation found: errors and warnings, each one line naming the file and the path in it.
+    Plugins' ``cross_check(name, cfg, report)`` hooks report through ``error(path, message)`` and
+    ``warning(path, message)``."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append(f"{self.where}: {path}: {message}")
+
+    def warning(self, path: str, message: str) -> None:
+        self.warnings.append(f"{self.where}: {path}: {message}")
+
+
+@functools.cache
+def _adapter(typ: Any) -> Any:
     from pydantic import TypeAdapter
 
-    known = set(AgentConfig.model_fields) - {"base_dir"}
-    for key in data:
-        if key not in known:
-            errors.append(f"{where}: {key}: unknown option {key!r}{_did_you_mean(str(key), known)}")
-    parts: dict[str, Any] = {"base_dir": base_dir, "sources": sources}
+    return TypeAdapter(typ)
 
-    def one(loc: tuple, adapter_type: Any, value: Any) -> Any:
-        try:
-            return TypeAdapter(adapter_type).validate_python(value)
-        except ValidationError as exc:
-            errors.extend(_pydantic_errors(exc, adapter_type, loc, where))
+
+def _validate(loc: tuple, typ: Any, value: Any, report: Findings) -> Any:
+    """``value`` validated by ``typ``; None (and its errors reported) when it is not valid."""
+    try:
+        return _adapter(typ).validate_python(value)
+    except ValidationError as exc:
+        report.errors.extend(_pydantic_errors(exc, typ, loc, report.where))
+        return None
+
+
+def _validate_entry(key: str, name: Any, typ: Any, raw: Any, report: Findings) -> Any:
+    """One entry of a mapping section; a tagged one (sources, actions) against its own settings class,
+    so that an option typo gets the did-you-mean of its own type."""
+    if key in _TAGGED:
+        table, noun = _TAGGED[key]
+        if not isinstance(raw, dict) or "type" not in raw:
+            report.error(f"{key}.{name}.type", f"required; one of {sorted(table)}")
             return None
+        if raw["type"] not in table:
+            report.error(f"{key}.{name}.type", f"unknown {noun} {raw['type']!r}{_did_you_mean(str(raw['type']), table)}")
+            return None
+        typ = table[raw["type"]]
+    return _validate((key, name), typ, raw, report)
 
+
+def _validate_section(key: str, ann: Any, raw: Any, report: Findings) -> tuple[Any, set]:
+    """A top-level section by its declared type: a mapping or a list of models entry by entry (a list
+    keeps None where an entry failed, so that the others keep their index), anything else whole.
+    Returns the value and the names a mapping defines (bad entries included: a reference to one is
+    not also "unknown")."""
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is dict:
+        if not isinstance(raw or {}, dict):
+            report.error(key, "expected a mapping of name -> settings")
+            return {}, set()
+        entries = {n: _validate_entry(key, n, args[1], r, report) for n, r in (raw or {}).items()}
+        return {n: v for n, v in entries.items() if v is not None}, set(raw or {})
+    if origin is list and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+        if not isinstance(raw or [], list):
+            report.error(key, "expected a list")
+            return [], set()
+        return [_validate((key, i), args[0], r, report) for i, r in enumerate(raw or [])], set()
+    return _validate((key,), ann, raw, report), set()
+
+
+def parse_config(data: Any, where: str = "<config>", base_dir: str = ".", local_checks: bool = True) -> AgentConfig:
+    """``local_checks=False``: what only the agent's own machine can tell is not checked (files exist, the
+    environment variables are set): the cloud's check of a fleet configuration (``edge_agent.fleet_config``)."""
+    if not isinstance(data, dict):
+        raise ConfigError([f"{where}: expected a mapping at the top level (agent:, sources:, models:, pipelines: ...)"])
+    report = Findings(where)
+    sub_errors: list[str] = []
+    data = _substitute(data, "", sub_errors)
+    if local_checks:
+        report.errors += [f"{where}: {e}" for e in sub_errors]
+    sections = {k: f.annotation for k, f in AgentConfig.model_fields.items() if k != "base_dir"}
+    for key in data:
+        if key not in sections:
+            report.error(key, f"unknown option {key!r}{_did_you_mean(str(key), sections)}")
     if "agent" not in data:
-        errors.append(f"{where}: agent: required section is missing (agent: {{id: ..., site: ..., line: ...}})")
-    else:
-        parts["agent"] = one(("agent",), AgentSection, data["agent"])
-    for key, typ in (("trusted_keys", list[str]), ("http", HttpSettings), ("log_json", bool),
-                     ("outbox", OutboxSettings), ("upload", SampleSelectionSettings), ("cloud", CloudSettings)):
+        report.error("agent", "required section is missing (agent: {id: ..., site: ..., line: ...})")
+    # each value validated once, by the type AgentConfig declares for it; the config is then assembled
+    # from those values (model_construct: nothing is validated twice)
+    parts: dict[str, Any] = {"base_dir": base_dir}
+    named: dict[str, set] = {"sources": set(), "models": set(), "actions": set()}
+    for key, ann in sections.items():
         if key in data:
-            v = one((key,), typ, data[key])
-            if v is not None:
-                parts[key] = v
-    def typed(key: str, typ: Any, r: Any) -> Any:
-        if key == "actions" and isinstance(r, dict) and isinstance(r.get("type"), str) and r["type"] in ACTION_TYPES:
-            return ACTION_TYPES[r["type"]]
-        return typ
-
-    for key, typ in (("models", ModelConfig), ("actions", Action)):
-        raw = data.get(key) or {}
-        if not isinstance(raw, dict):
-            errors.append(f"{where}: {key}: expected a mapping of name -> settings")
-            raw = {}
-        parts[key] = {n: v for n, v in ((n, one((key, n), typed(key, typ, r), r)) for n, r in raw.items())
-                      if v is not None}
-        parts[f"_{key}_names"] = set(raw)
-    raw_p = data.get("pipelines") or []
-    if not isinstance(raw_p, list):
-        errors.append(f"{where}: pipelines: expected a list of pipelines")
-        raw_p = []
-    parts["pipelines"] = [one(("pipelines", i), PipelineSettings, r) for i, r in enumerate(raw_p)]
-    for key, typ in (("forward", ForwardSettings), ("rules", RuleSettings)):
-        raw_l = data.get(key) or []
-        if not isinstance(raw_l, list):
-            errors.append(f"{where}: {key}: expected a list")
-            raw_l = []
-        parts[key] = [v for v in (one((key, i), typ, r) for i, r in enumerate(raw_l)) if v is not None]
-    names = {"sources": set(raw_sources), "models": parts.pop("_models_names"),
-             "actions": parts.pop("_actions_names")}
+            parts[key], names = _validate_section(key, ann, data[key], report)
+            named[key] = names
     if parts.get("agent") is None:
         parts["agent"] = AgentSection.model_construct(id="?")
-    cfg = AgentConfig.model_construct(**{k: v for k, v in parts.items()})
-    warnings: list[str] = []
-    errors += _cross_check(cfg, where, names, warnings)
-    if errors:
-        raise ConfigError(errors)
-    out = AgentConfig.model_validate({**cfg.model_dump(exclude={"sources"}), "sources": {}}).model_copy(
-        update={"sources": sources})
-    out.warnings.extend(warnings)
-    return out
+    cfg = AgentConfig.model_construct(**{k: v for k, v in parts.items() if v is not None})
+    _cross_check(cfg, named, report, local_checks)
+    if report.errors:
+        raise ConfigError(report.errors)
+    cfg.warnings.extend(report.warnings)
+    return cfg
 
 
 def _manifests(cfg: AgentConfig) -> dict[str, Any]:
@@ -574,43 +610,18 @@ def _labels_for(cfg: AgentConfig, action: str, manifests: dict[str, Any]) -> set
     return labels or None
 
 
-def _guess_tag(node_id: str) -> str | None:
-    """The browse name an OPC UA node most likely has: the last part of a string identifier
-    (``ns=2;s=Line1.Press.Temp`` -> ``Temp``); None for numeric, GUID and opaque identifiers."""
-    m = re.search(r";s=(.+)$", node_id) or (re.match(r"^s=(.+)$", node_id))
-    if not m:
-        return None
-    last = re.split(r"[./\]:|]", m.group(1).replace('"', ""))[-1]
-    return last or None
-
-
 def source_tags(src: Any) -> tuple[set[str], bool] | None:
-    """Tags a source will produce, known before start, and whether some are guesses (OPC UA browse
-    names read from string NodeIds). None when they cannot be known offline (wildcard topics, every
-    JSON field, Sparkplug metric names)."""
-    typ = getattr(src, "type", None)
-    if typ == "opcua":
-        tags, guessed = set(), False
-        for n in src.nodes:
-            t = n.tag or _guess_tag(n.node_id)
-            if t is None:
-                return None
-            guessed |= n.tag is None
-            tags.add(t)
-        return tags, guessed
-    if typ == "mqtt":
-        tags = set()
-        for sub in src.subscriptions:
-            if sub.codec != "json" or not sub.json_mapping.values:
-                return None
-            if sub.json_mapping.tag_prefix_topic:
-                if "+" in sub.topic or "#" in sub.topic:
-                    return None
-                tags.update(f"{sub.topic}/{t}" for t in sub.json_mapping.values.values())
-            else:
-                tags.update(sub.json_mapping.values.values())
-        return tags, False
-    return None
+    """Tags a source will produce, known before start, and whether some are guesses (the source
+    settings' own ``known_tags()``: OPC UA browse names read from string NodeIds, MQTT JSON mappings).
+    None when they cannot be known offline (wildcard topics, every JSON field, Sparkplug metric names)."""
+    known = getattr(src, "known_tags", None)
+    return known() if known is not None else None
+
+
+def _produces(cfg: AgentConfig, name: str) -> str | None:
+    """"frames" or "readings": what a source gives its pipelines (its settings class says); None when
+    the source is unknown or invalid (already reported)."""
+    return getattr(cfg.sources.get(name), "produces", None)
 
 
 def _check_window_tags(cfg: AgentConfig, loc: str, p: PipelineSettings, manifest: Any,
@@ -618,6 +629,7 @@ def _check_window_tags(cfg: AgentConfig, loc: str, p: PipelineSettings, manifest
     """The model's scalar inputs are carried by the window, and the window's tags are produced by the source."""
     errors = []
     w = p.window
+    assert w is not None  # called for windowed pipelines only
     inputs = w.scalar_inputs  # tag -> model input
     pre = getattr(manifest, "preprocessing", None)
     if pre is not None and getattr(pre, "kind", None) == "signal":
@@ -670,128 +682,140 @@ def _tag_check(loc: str, source: str, tag: str, known: tuple[set[str], bool], er
     (warnings if guessed and not by_case else errors).append(msg)
 
 
-def _check_tag_map(where: str, name: str, src: Any, warnings: list[str]) -> None:
-    """A Sparkplug tag_map key that starts with the group its subscription names renames nothing
-    (keys are '{edge_node}/{device}/{metric}'): a warning, as an edge node may be named like its group."""
-    if getattr(src, "type", None) != "mqtt" or not src.sparkplug.tag_map:
-        return
-    groups = {sub.topic.split("/")[1] for sub in src.subscriptions
-              if sub.codec == "sparkplug_b" and len(sub.topic.split("/")) > 1
-              and sub.topic.split("/")[1] not in ("+", "#")}
-    for key in src.sparkplug.tag_map:
-        head, _, rest = key.partition("/")
-        if head in groups and rest.count("/") >= 1:
-            warnings.append(f"{where}: sources.{name}.sparkplug.tag_map.{key}: starts with the Sparkplug group "
-                            f"{head!r}, so it would match no metric; keys are '{{edge_node}}/{{device}}/{{metric}}': "
-                            f"write {rest!r}")
+def _check_tag_source(cfg: AgentConfig, named: dict[str, set], loc: str, ref: str, report: Findings,
+                      want: str | None = None) -> None:
+    """``ref`` names a source that gives tags (and of type ``want`` when given)."""
+    if ref not in named["sources"]:
+        report.error(loc, f"unknown source {ref!r}{_did_you_mean(ref, named['sources'])}")
+    elif ref in cfg.sources and want and cfg.source_type(ref) != want:
+        report.error(loc, f"{ref!r} is a {cfg.source_type(ref)} source; this needs a {want} source")
+    elif _produces(cfg, ref) == "frames":
+        report.error(loc, f"{ref!r} is a {cfg.source_type(ref)}; tags come from opcua or mqtt sources")
 
 
-def _check_forward_and_rules(cfg: AgentConfig, where: str, named: dict[str, set], pipelines: set[str],
-                             warnings: list[str]) -> list[str]:
-    errors = []
-
-    def source(loc: str, ref: str, want: str | None = None) -> None:
-        if ref not in named["sources"]:
-            errors.append(f"{loc}: unknown source {ref!r}{_did_you_mean(ref, named['sources'])}")
-        elif ref in cfg.sources and want and cfg.source_type(ref) != want:
-            errors.append(f"{loc}: {ref!r} is a {cfg.source_type(ref)} source; this needs a {want} source")
-        elif ref in cfg.sources and cfg.source_type(ref) == "camera":
-            errors.append(f"{loc}: {ref!r} is a camera; tags come from opcua or mqtt sources")
-
-    seen: set[str] = set()
+def _check_forward(cfg: AgentConfig, named: dict[str, set], seen: set[str], report: Findings) -> None:
     for i, f in enumerate(cfg.forward):
-        loc = f"{where}: forward[{i}]"
+        if f is None:
+            continue
         if f.name in seen:
-            errors.append(f"{loc}.name: {f.name!r} is used twice")
+            report.error(f"forward[{i}].name", f"{f.name!r} is used twice")
         seen.add(f.name)
-        source(f"{loc}.source", f.source)
+        _check_tag_source(cfg, named, f"forward[{i}].source", f.source, report)
         if f.to is not None:
-            source(f"{loc}.to", f.to, "mqtt")
+            _check_tag_source(cfg, named, f"forward[{i}].to", f.to, report, "mqtt")
         if f.outbox and cfg.outbox is None and cfg.cloud is None:
-            errors.append(f"{loc}.outbox: there is no outbox; add an outbox: section (or cloud:), or set outbox: false")
+            report.error(f"forward[{i}].outbox", "there is no outbox; add an outbox: section (or cloud:), or set "
+                                                 "outbox: false")
+
+
+def _check_rules(cfg: AgentConfig, named: dict[str, set], seen: set[str], pipelines: set[str],
+                 report: Findings) -> None:
     for i, r in enumerate(cfg.rules):
-        loc = f"{where}: rules[{i}]"
+        if r is None:
+            continue
         if r.name in seen or r.name in pipelines:
-            errors.append(f"{loc}.name: {r.name!r} is already the name of a pipeline, rule or forward")
+            report.error(f"rules[{i}].name", f"{r.name!r} is already the name of a pipeline, rule or forward")
         seen.add(r.name)
-        source(f"{loc}.source", r.source)
-        for j, a in enumerate(r.actions):
-            if a not in named["actions"]:
-                errors.append(f"{loc}.actions[{j}]: unknown action {a!r}{_did_you_mean(a, named['actions'])}")
-            elif a in cfg.actions and cfg.actions[a].type == "save_sample":
-                errors.append(f"{loc}.actions[{j}]: {a!r} saves model inputs; a rule has none, remove it")
+        _check_tag_source(cfg, named, f"rules[{i}].source", r.source, report)
+        _check_action_refs(f"rules[{i}]", r.actions, named, report)
         known = source_tags(cfg.sources.get(r.source))
         if known is not None:
-            _tag_check(f"{loc}.tag", r.source, r.tag, known, errors, warnings)
-    return errors
+            _tag_check(f"{report.where}: rules[{i}].tag", r.source, r.tag, known, report.errors, report.warnings)
 
 
-def _cross_check(cfg: AgentConfig, where: str, named: dict[str, set], warnings: list[str]) -> list[str]:
-    errors = []
-    manifests = _manifests(cfg)
-    names = set()
-    for i, p in enumerate(cfg.pipelines):
-        if p is None:
-            continue
-        loc = f"{where}: pipelines[{i}]"
-        if p.name in names:
-            errors.append(f"{loc}.name: pipeline name {p.name!r} is used twice")
-        names.add(p.name)
-        stype = cfg.source_type(p.source)
-        if p.source not in named["sources"]:
-            errors.append(f"{loc}.source: unknown source {p.source!r}{_did_you_mean(p.source, named['sources'])}")
-        if p.model not in named["models"]:
-            errors.append(f"{loc}.model: unknown model slot {p.model!r}{_did_you_mean(p.model, named['models'])}")
-        kind = p.kind or ("frame" if stype == "camera" else "signal")
-        if stype is not None:  # (a missing or invalid source is already reported)
-            if kind == "frame" and stype != "camera":
-                errors.append(f"{loc}.kind: a frame pipeline needs a camera source; {p.source!r} is {stype}")
-            if stype == "camera" and kind == "signal":
-                errors.append(f"{loc}.kind: a signal pipeline needs an opcua or mqtt source; {p.source!r} is a camera")
-            if kind == "signal" and p.window is None:
-                errors.append(f"{loc}.window: a signal pipeline needs a window (waveform tag, size, hop)")
-        if p.baseline is not None and kind != "signal":
-            errors.append(f"{loc}.baseline: a baseline learns from vibration windows; {p.name!r} is a frame pipeline")
-        if p.window is not None and p.window.by == "time" and p.window.hop_s is None:
-            errors.append(f"{loc}.window.hop_s: required when by is 'time'")
-        if p.window is not None and stype is not None and stype != "camera":
-            errors += _check_window_tags(cfg, loc, p, manifests.get(p.model), warnings)
-        for j, a in enumerate(p.actions):
-            if a not in named["actions"]:
-                errors.append(f"{loc}.actions[{j}]: unknown action {a!r}{_did_you_mean(a, named['actions'])}")
-    errors += _check_forward_and_rules(cfg, where, named, names, warnings)
-    for sname, src in cfg.sources.items():
-        _check_tag_map(where, sname, src, warnings)
+def _check_action_refs(loc: str, actions: list[str], named: dict[str, set], report: Findings) -> None:
+    for j, a in enumerate(actions):
+        if a not in named["actions"]:
+            report.error(f"{loc}.actions[{j}]", f"unknown action {a!r}{_did_you_mean(a, named['actions'])}")
+
+
+def _check_pipeline(cfg: AgentConfig, i: int, p: PipelineSettings, named: dict[str, set],
+                    manifests: dict[str, Any], report: Findings) -> None:
+    loc = f"pipelines[{i}]"
+    if p.source not in named["sources"]:
+        report.error(f"{loc}.source", f"unknown source {p.source!r}{_did_you_mean(p.source, named['sources'])}")
+    if p.model not in named["models"]:
+        report.error(f"{loc}.model", f"unknown model slot {p.model!r}{_did_you_mean(p.model, named['models'])}")
+    produces = _produces(cfg, p.source)  # None: a missing or invalid source, already reported
+    kind = p.kind or ("frame" if produces == "frames" else "signal")
+    if kind == "frame" and produces == "readings":
+        report.error(f"{loc}.kind", f"a frame pipeline needs a camera source; {p.source!r} is "
+                                    f"{cfg.source_type(p.source)}")
+    if kind == "signal" and produces == "frames":
+        report.error(f"{loc}.kind", f"a signal pipeline needs an opcua or mqtt source; {p.source!r} is a "
+                                    f"{cfg.source_type(p.source)}")
+    if kind == "signal" and produces is not None and p.window is None:
+        report.error(f"{loc}.window", "a signal pipeline needs a window (waveform tag, size, hop)")
+    if p.baseline is not None and kind != "signal":
+        report.error(f"{loc}.baseline", f"a baseline learns from vibration windows; {p.name!r} is a frame pipeline")
+    if p.window is not None and p.window.by == "time" and p.window.hop_s is None:
+        report.error(f"{loc}.window.hop_s", "required when by is 'time'")
+    if p.window is not None and produces == "readings":
+        report.errors += _check_window_tags(cfg, f"{report.where}: {loc}", p, manifests.get(p.model),
+                                            report.warnings)
+    _check_action_refs(loc, p.actions, named, report)
+
+
+def _check_actions(cfg: AgentConfig, named: dict[str, set], manifests: dict[str, Any], report: Findings) -> None:
     for name, a in cfg.actions.items():
-        loc = f"{where}: actions.{name}"
+        loc = f"actions.{name}"
         for field, typ in a.source_fields.items():  # each action type names its own source fields
             ref = getattr(a, field)
             if ref is None:
                 continue
             if ref not in named["sources"]:
-                errors.append(f"{loc}.{field}: unknown source {ref!r}{_did_you_mean(ref, named['sources'])}")
+                report.error(f"{loc}.{field}", f"unknown source {ref!r}{_did_you_mean(ref, named['sources'])}")
             elif ref in cfg.sources and cfg.source_type(ref) != typ:
-                errors.append(f"{loc}.{field}: {ref!r} is a {cfg.source_type(ref)} source; this needs a {typ} source")
-        errors += [f"{loc}{'.' + field if field else ''}: {msg}" for field, msg in a.problems()]
+                report.error(f"{loc}.{field}", f"{ref!r} is a {cfg.source_type(ref)} source; this needs a {typ} source")
+        for field, msg in a.problems():
+            report.error(f"{loc}{'.' + field if field else ''}", msg)
         if a.when is not None:
             try:
                 compile_condition(a.when, _labels_for(cfg, name, manifests))
             except ConditionError as exc:
-                errors.append(f"{loc}.when: {exc}")
+                report.error(f"{loc}.when", str(exc))
+
+
+def _check_files(cfg: AgentConfig, report: Findings) -> None:
+    """Files the config names that do not exist on this machine."""
     for name, m in cfg.models.items():
         if m.package and not cfg.path(m.package).exists():
-            errors.append(f"{where}: models.{name}.package: file {m.package} does not exist")
+            report.error(f"models.{name}.package", f"file {m.package} does not exist")
     if cfg.cloud is not None:
         for f in ("ca_file", "cert_file", "key_file"):
             if not cfg.path(getattr(cfg.cloud, f)).exists():
-                errors.append(f"{where}: cloud.{f}: {getattr(cfg.cloud, f)} does not exist "
-                              "(create certificates with `cloud-trainer pki`)")
+                report.error(f"cloud.{f}", f"{getattr(cfg.cloud, f)} does not exist (create certificates with "
+                                           "`cloud-trainer pki`)")
     for i, k in enumerate(cfg.trusted_keys):
         if not cfg.path(k).exists():
-            errors.append(f"{where}: trusted_keys[{i}]: {k} does not exist")
+            report.error(f"trusted_keys[{i}]", f"{k} does not exist")
+
+
+def _cross_check(cfg: AgentConfig, named: dict[str, set], report: Findings, local_checks: bool = True) -> None:
+    """The generic checks across sections, then each plugin's own ``cross_check(name, cfg, report)``
+    (a source's or an action's settings class: what only that plugin knows)."""
+    manifests = _manifests(cfg)
+    pipelines: set[str] = set()
+    for i, p in enumerate(cfg.pipelines):
+        if p is None:
+            continue
+        if p.name in pipelines:
+            report.error(f"pipelines[{i}].name", f"pipeline name {p.name!r} is used twice")
+        pipelines.add(p.name)
+        _check_pipeline(cfg, i, p, named, manifests, report)
+    seen: set[str] = set()  # forward and rule names
+    _check_forward(cfg, named, seen, report)
+    _check_rules(cfg, named, seen, pipelines, report)
+    _check_actions(cfg, named, manifests, report)
+    if local_checks:
+        _check_files(cfg, report)
     if cfg.models and not cfg.trusted_keys:
-        errors.append(f"{where}: trusted_keys: at least one public key is needed to verify model packages")
-    return errors
+        report.error("trusted_keys", "at least one public key is needed to verify model packages")
+    for plugins in (cfg.sources, cfg.actions):
+        for name, settings in plugins.items():
+            hook = getattr(settings, "cross_check", None)
+            if hook is not None:
+                hook(name, cfg, report)
 
 
 def load_config(path: str | Path) -> AgentConfig:
@@ -800,10 +824,14 @@ def load_config(path: str | Path) -> AgentConfig:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from exc
+    return parse_config(read_yaml(text, str(path)), str(path), str(path.parent.resolve()))
+
+
+def read_yaml(text: str, where: str) -> Any:
+    """The YAML document of a config (``ConfigError`` naming the line and column where it is not YAML)."""
     try:  # libyaml's loader where PyYAML has it (~10x the pure-Python one: part of every start)
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError([f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}"]) from exc
-    return parse_config(data, str(path), str(path.parent.resolve()))
+        raise ConfigError([f"{where}: not valid YAML{at}: {getattr(exc, 'problem', exc)}"]) from exc

@@ -24,6 +24,7 @@ import numpy as np
 
 from edge_agent.models.config import ENGINE_TYPES, EngineChoice, ModelConfig
 from model_packager import OpenedPackage
+from model_packager.runtimes import load as load_engine
 from model_packager.runtimes import ort_session, ov_compile
 
 
@@ -34,6 +35,7 @@ class EngineError(RuntimeError):
 class Engine(Protocol):
     name: str
     version: str
+    form: str  # "int8" or "fp32": which of the package's forms it runs
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
@@ -50,7 +52,7 @@ def openvino_available() -> bool:
 
 
 def resolve_choice(choice: EngineChoice) -> str:
-    if choice is EngineChoice.AUTO:
+    if choice == "auto":
         return next((n for n in ENGINE_TYPES if installed(n)), "onnxruntime")
     if choice.value not in ENGINE_TYPES:
         raise EngineError(f"unknown engine {choice.value!r}; one of {sorted(ENGINE_TYPES)} or auto")
@@ -72,7 +74,8 @@ def model_file(opened: OpenedPackage, form: str | None) -> str:
 class OrtEngine:
     name = "onnxruntime"
 
-    def __init__(self, opened: OpenedPackage, cfg: ModelConfig, form: str | None = None) -> None:
+    def __init__(self, opened: OpenedPackage, cfg: ModelConfig, form: str | None = None, *,
+                 isolated: bool = False) -> None:
         import onnxruntime as ort
 
         self.form = form or _only_form(opened)
@@ -94,8 +97,9 @@ class OrtEngine:
 class OvEngine:
     name = "openvino"
 
-    def __init__(self, opened: OpenedPackage, cfg: ModelConfig, form: str | None = None) -> None:
-        import openvino as ov
+    def __init__(self, opened: OpenedPackage, cfg: ModelConfig, form: str | None = None, *,
+                 isolated: bool = False) -> None:
+        ov = load_engine("openvino")
 
         self.form = form or _only_form(opened)
         self.version = ov.__version__.split("-")[0]
@@ -113,7 +117,9 @@ class OvEngine:
         # the IR the package carries is of model.onnx (the INT8 form); the FP32 form is read as ONNX
         src = model_file(opened, form) if form == "fp32" else (opened.openvino_xml or opened.model_path)
         try:
-            self.compiled = ov_compile(src, props, core=core)
+            # isolated (another model serves meanwhile): an ONNX file is converted in a low-priority helper
+            # process, as convert_model holds the GIL for up to seconds and would starve the pipelines
+            self.compiled = ov_compile(src, props, core=core, isolated=isolated)
         except Exception as exc:
             raise EngineError(f"OpenVINO cannot load {opened.manifest.package_id}: {exc}") from exc
         self.outputs = [(o, o.get_any_name()) for o in self.compiled.outputs]
@@ -140,16 +146,18 @@ def candidate_engines(choice: EngineChoice | str) -> list[str]:
     """The engines a slot may try: the one asked for, or with ``auto`` every installed one (the
     slot measures each on its own CPU and keeps the fastest that passes its checks)."""
     choice = EngineChoice(choice)
-    if choice is EngineChoice.AUTO:
+    if choice == "auto":
         return [n for n in ENGINE_TYPES if installed(n)]
     return [resolve_choice(choice)]
 
 
-def create_engine(choice: EngineChoice | str, opened: OpenedPackage, cfg: ModelConfig, form: str | None = None
-                  ) -> Engine:
+def create_engine(choice: EngineChoice | str, opened: OpenedPackage, cfg: ModelConfig, form: str | None = None,
+                  *, isolated: bool = False) -> Engine:
     """An engine for ``form`` of the package ("int8", "fp32"; None: ``model.onnx`` as it is), built by
-    the class its row in ``ENGINE_TYPES`` names."""
+    the class its row in ``ENGINE_TYPES`` names. ``isolated``: a model already serves in this process
+    (a swap), so work that would hold the GIL or the cores for long goes elsewhere (OpenVINO's
+    conversion of an ONNX file runs in a low-priority helper process)."""
     from devices import load_object
 
     name = resolve_choice(EngineChoice(choice))
-    return load_object(ENGINE_TYPES[name][0])(opened, cfg, form)
+    return load_object(ENGINE_TYPES[name][0])(opened, cfg, form, isolated=isolated)

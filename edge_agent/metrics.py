@@ -47,8 +47,8 @@ class Metrics:
     def result(self, res) -> None:
         self.results.labels(res.pipeline, res.verdict).inc()
 
-    def event(self, evt: dict) -> None:
-        self.events.labels(evt.get("kind", "other")).inc()
+    def event(self, evt) -> None:
+        self.events.labels(evt["kind"]).inc()
 
     def model(self, slot) -> None:
         st = slot.status()

@@ -26,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +35,10 @@ from edge_agent.config import PipelineSettings, QueuePolicy, WindowSettings
 from edge_agent.models.slot import InferenceError, ModelSlot, SlotError
 from edge_agent.types import Latency, Result, Window
 from model_packager.condition import RateError, input_samples, resample, resample_plan
+from protocols.events import Event, EventKind
+
+if TYPE_CHECKING:
+    from edge_agent.maintenance.monitor import Monitor
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +97,8 @@ class BoundedQueue:
 
 class Windower:
     def __init__(self, source: str, settings: WindowSettings, default_size: int, notices: Notices | None = None,
-                 pipeline: str = "?", resample: tuple[int, int] = (1, 1), extra_inputs: dict[str, str] | None = None
-                 ) -> None:
+                 pipeline: str = "?", resample: tuple[int, int] = (1, 1), extra_inputs: dict[str, str] | None = None,
+                 model_rate_hz: float | None = None, on_event: Callable[[Event], None] | None = None) -> None:
         self.source = source
         self.s = settings
         self.inputs = {**settings.scalar_inputs, **(extra_inputs or {})}  # tag -> the model's scalar input
@@ -104,10 +109,15 @@ class Windower:
         self.first_t = 0.0
         # at the model's rate; a faster tag is buffered at its own rate and resampled per window
         self.out_size = settings.size_samples or default_size
-        self.resample = resample
-        up, down = resample
-        self.size = input_samples(self.out_size, up, down) if resample != (1, 1) else self.out_size
-        self.hop = -(-(settings.hop_samples or self.out_size) * down // up) if settings.hop_samples else self.size
+        self._plan(resample)
+        # a rate the source states on its readings (Reading.rate_hz) is checked against the one in use: the
+        # config's, else the first one stated (then the model's rate until one is)
+        self.model_rate = model_rate_hz
+        self.rate_in_use = settings.sample_rate_hz
+        self.rate_source = "config" if settings.sample_rate_hz else "model"
+        self.bad_rate: float | None = None
+        self.rate_skipped = 0  # waveform readings skipped: not scored at a wrong rate
+        self.on_event = on_event or (lambda evt: None)
         self.buf = np.zeros(0, dtype=np.float64)
         self.t_first: collections.deque = collections.deque()  # (sample index, timestamp) of each reading
         self.total = 0  # samples seen
@@ -117,6 +127,56 @@ class Windower:
         self.bad = 0
         self.last_emit_t = 0.0
         self.start_ts = 0.0
+
+    def _plan(self, resample: tuple[int, int]) -> None:
+        self.resample = resample
+        up, down = resample
+        self.size = input_samples(self.out_size, up, down) if resample != (1, 1) else self.out_size
+        self.hop = -(-(self.s.hop_samples or self.out_size) * down // up) if self.s.hop_samples else self.size
+
+    def _rate_ok(self, rate: float) -> bool:
+        """A waveform reading whose source states its rate (OPC UA node metadata, an MQTT payload field)."""
+        where = f"pipeline {self.pipeline}: tag {self.s.waveform!r} of source {self.source}"
+        if self.rate_in_use is None and self.model_rate:  # no rate in the config: the first stated one decides
+            try:
+                plan = resample_plan(rate, self.model_rate, where)
+            except RateError as exc:
+                return self._skip_rate(rate, "sample_rate_refused", f"{exc}: the rate its source states; its "
+                                       "windows are skipped (counted)")
+            self.rate_in_use, self.rate_source = rate, "source"
+            self._plan(plan)
+            self.buf = np.zeros(0, dtype=np.float64)
+            self._event("sample_rate_stated", rate, f"{where}: its source states {rate:g} Hz; model rate "
+                        f"{self.model_rate:g} Hz" + (", resampled" if plan != (1, 1) else ""))
+            return True
+        if self.rate_in_use is None or abs(rate - self.rate_in_use) <= 1e-6 * self.rate_in_use:
+            if self.bad_rate is not None:
+                self.bad_rate = None
+                self._event("sample_rate_restored", rate, f"{where}: back at {rate:g} Hz; windows are scored again")
+            return True
+        stated = "window.sample_rate_hz" if self.rate_source == "config" else "its source earlier"
+        return self._skip_rate(rate, "sample_rate_changed", f"{where}: its source now states {rate:g} Hz, but the "
+                               f"pipeline runs at {self.rate_in_use:g} Hz ({stated}); its windows are skipped (counted), "
+                               "not scored at a wrong rate; if the sensor changed, set window.sample_rate_hz to the "
+                               "new rate (edge-agent validate checks it) and restart the agent")
+
+    def _skip_rate(self, rate: float, kind: str, msg: str) -> bool:
+        self.rate_skipped += 1
+        self.notices.note(kind, "%s", msg)
+        if rate != self.bad_rate:  # once per change, not per reading; a window never mixes two rates
+            self.bad_rate = rate
+            self.buf = np.zeros(0, dtype=np.float64)
+            self.since_emit = 0
+            self._event(kind, rate, msg)
+        return False
+
+    def _event(self, kind: str, rate: float, message: str) -> None:
+        self.on_event(Event(kind, pipeline=self.pipeline, tag=self.s.waveform, rate_hz=rate,
+                            rate_in_use_hz=self.rate_in_use, model_rate_hz=self.model_rate, message=message))
+
+    def rate_status(self) -> dict:
+        return {"in_use_hz": self.rate_in_use or self.model_rate, "from": self.rate_source,
+                "skipped_readings": self.rate_skipped, "stated_now_hz": self.bad_rate}
 
     def _seen(self, r: Reading) -> None:
         self.readings += 1
@@ -146,6 +206,8 @@ class Windower:
                                   self.source, r.value)
             return None
         if r.tag != self.s.waveform:
+            return None
+        if r.rate_hz is not None and not self._rate_ok(r.rate_hz):
             return None
         if r.quality is not Quality.GOOD:
             self.bad += 1
@@ -198,7 +260,7 @@ class UnsureWatch:
     def share(self) -> float:
         return sum(1 for r in self.recent if r) / len(self.recent) if self.recent else 0.0
 
-    def add(self, reason: str | None) -> dict | None:
+    def add(self, reason: str | None) -> Event | None:
         kind = reason.split(":")[0] if reason else None
         if len(self.recent) == self.window and self.recent[0]:
             self.reasons[self.recent[0]] -= 1
@@ -208,12 +270,12 @@ class UnsureWatch:
         share = self.share
         if not self.raised and len(self.recent) == self.window and share >= self.max_share:
             self.raised = True
-            return {"kind": "input_drift", "pipeline": self.pipeline, "t": time.time(), "share": round(share, 4),
-                    "window": self.window, "max_share": self.max_share,
-                    "reasons": {k: v for k, v in self.reasons.items() if v > 0},
-                    "message": f"pipeline {self.pipeline}: {share:.0%} of the last {self.window} frames are far "
-                               "outside the model's training inputs (UNSURE); check the camera (focus, light, "
-                               "position) or retrain on the new conditions"}
+            return Event(EventKind.INPUT_DRIFT, pipeline=self.pipeline, share=round(share, 4),
+                         window=self.window, max_share=self.max_share,
+                         reasons={k: v for k, v in self.reasons.items() if v > 0},
+                         message=f"pipeline {self.pipeline}: {share:.0%} of the last {self.window} frames are far "
+                                 "outside the model's training inputs (UNSURE); check the camera (focus, light, "
+                                 "position) or retrain on the new conditions")
         if self.raised and share < self.max_share / 2:
             self.raised = False
         return None
@@ -238,19 +300,20 @@ class PipelineStats:
     def percentiles(self) -> dict[str, float | None]:
         if not self.latencies:
             return {"p50": None, "p95": None, "p99": None}
-        a = np.asarray(list(self.latencies))
-        return {k: float(np.percentile(a, q)) for k, q in (("p50", 50), ("p95", 95), ("p99", 99))}
+        # np.percentile's "linear" rule, without np.percentile: it imports numpy.ma (1.2 MB) on first use
+        a = np.sort(np.asarray(list(self.latencies), dtype=np.float64))
+        return {k: float(np.interp((len(a) - 1) * q / 100, np.arange(len(a)), a))
+                for k, q in (("p50", 50), ("p95", 95), ("p99", 99))}
 
 
 class Pipeline:
     def __init__(self, settings: PipelineSettings, slot: ModelSlot, executor: Executor,
                  on_result: Callable[[Result, Frame | Window], Awaitable[None]],
                  on_latency: Callable[[str, Latency], None] | None = None, *,
-                 on_event: Callable[[dict], None] | None = None, data_dir: str | Path | None = None) -> None:
+                 on_event: Callable[[Event], None] | None = None, data_dir: str | Path | None = None) -> None:
         self.s = settings
-        self.on_event = on_event
         self.data_dir = data_dir
-        self.baseline = None  # edge_agent.maintenance.monitor.Monitor when settings.baseline is set
+        self.baseline: Monitor | None = None  # when settings.baseline is set
         self.name = settings.name
         self.slot = slot
         self.executor = executor
@@ -285,7 +348,8 @@ class Pipeline:
             if self.s.baseline is not None and self.s.baseline.speed_tag:
                 extra[self.s.baseline.speed_tag] = SPEED_INPUT
             self.windower = Windower(self.s.source, self.s.window, getattr(pre, "window_samples", 1024),
-                                     self.notices, self.name, plan, extra)
+                                     self.notices, self.name, plan, extra, getattr(pre, "sample_rate_hz", None),
+                                     self.on_event)
             if self.s.baseline is not None:
                 from edge_agent.maintenance.monitor import Monitor
 
@@ -298,9 +362,11 @@ class Pipeline:
             w = self.windower.add(item)
             if w is None:
                 return
-            item = w
-        elif not isinstance(item, Frame):
-            return
+            await self._enqueue(w)
+        elif isinstance(item, Frame):
+            await self._enqueue(item)
+
+    async def _enqueue(self, item: Frame | Window) -> None:
         self.stats.items += 1
         await self.queue.put(item)
 
@@ -393,6 +459,7 @@ class Pipeline:
             "dropped_queue": self.queue.dropped, "bad_samples": self.windower.bad if self.windower else 0,
             "errors": dict(st.errors), "latency_ms": st.percentiles(),
             "windows": self.windower.seq if self.windower else None,
+            **({"sample_rate": self.windower.rate_status()} if self.windower else {}),
             "silent_drops": self.notices.status(),
             **({"baseline": self.baseline.status()} if self.baseline is not None else {}),
         }

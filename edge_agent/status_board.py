@@ -74,6 +74,7 @@ def tag_rows(readings, now: float | None = None) -> list[dict]:
     for r in sorted(readings, key=lambda r: r.tag):
         v = r.value
         if isinstance(v, np.ndarray):
+            shown: object
             shown, typ = f"[{v.size} values, last {float(v.ravel()[-1]):.4g}]" if v.size else "[]", f"array<{v.dtype}>"
         else:
             shown, typ = v if isinstance(v, bool | int | float | str) or v is None else repr(v), type(v).__name__

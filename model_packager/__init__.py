@@ -5,8 +5,12 @@ Public API (what the agent and the trainer import)::
     from model_packager import build_package, open_package, verify_package, load_trusted_keys, PackageError
 
 Imports nothing of the project's other packages; ONNX Runtime, OpenVINO and onnx are imported
-only by the functions that run or read a model.
+only by the functions that run or read a model. The key functions (``model_packager.keys``) are
+loaded on first use: they bring ``cryptography`` (~7 MB resident), which a process that only runs
+verified packages (the agent, which verifies in a short-lived child) never needs.
 """
+
+from typing import TYPE_CHECKING
 
 from model_packager.errors import (
     GoldenError,
@@ -17,7 +21,6 @@ from model_packager.errors import (
     SpecMismatchError,
     UnsafeArchiveError,
 )
-from model_packager.keys import TrustedKeys, generate_keypair, key_id, load_private_key, load_trusted_keys
 from model_packager.manifest import SCHEMA_VERSION, Manifest
 from model_packager.package import (
     OpenedPackage,
@@ -28,6 +31,20 @@ from model_packager.package import (
     run_golden,
     verify_package,
 )
+
+if TYPE_CHECKING:
+    from model_packager.keys import TrustedKeys, generate_keypair, key_id, load_private_key, load_trusted_keys
+
+_KEYS = ("TrustedKeys", "generate_keypair", "key_id", "load_private_key", "load_trusted_keys")
+
+
+def __getattr__(name: str):
+    if name in _KEYS:  # PEP 562: imported (with cryptography) only when a caller asks for one of them
+        from model_packager import keys
+
+        return getattr(keys, name)
+    raise AttributeError(f"module 'model_packager' has no attribute {name!r}")
+
 
 __all__ = [
     "SCHEMA_VERSION",

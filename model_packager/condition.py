@@ -125,7 +125,7 @@ class Bearing:
 DEFAULT_BEARING = Bearing(9, 7.94, 39.04)  # a 6205 deep-groove ball bearing (a reference)
 
 
-def _spectrum(x: np.ndarray, pad: int = 4) -> tuple[np.ndarray, float]:
+def _spectrum(x: np.ndarray, pad: int = 4) -> tuple[np.ndarray, int]:
     """Amplitude spectrum of the Hann-windowed, zero-padded signal, and its bin width factor (bins per Hz * fs)."""
     n = len(x)
     w = np.hanning(n)
@@ -276,7 +276,7 @@ def condition_features(x: np.ndarray, fs: float, speed_hz: float | None = None, 
         raise ValueError("a condition window needs at least 64 finite samples")
     c = x - x.mean()
     estimated = speed_hz is None or not speed_hz > 0
-    f_r = estimate_speed_hz(c, fs, *speed_range_hz) if estimated else float(speed_hz)
+    f_r = float(speed_hz) if speed_hz is not None and not estimated else estimate_speed_hz(c, fs, *speed_range_hz)
     var = float(np.mean(c * c)) + 1e-18
     rms = math.sqrt(var)
     mag, nfft = _spectrum(c)

@@ -10,6 +10,7 @@ report their own beside every INT8 parity result, so a deviation can be traced t
 from __future__ import annotations
 
 import functools
+import importlib
 import platform
 from pathlib import Path
 
@@ -38,13 +39,14 @@ def _proc_flags() -> set[str]:
 
 
 def _numpy_flags() -> dict[str, bool] | None:
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__ as feats
-    except ImportError:  # numpy < 2
+    for module in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):  # numpy 2, numpy < 2
         try:
-            from numpy.core._multiarray_umath import __cpu_features__ as feats
-        except ImportError:
-            return None
+            feats = importlib.import_module(module).__cpu_features__
+            break
+        except (ImportError, AttributeError):  # what `from module import __cpu_features__` raises as ImportError
+            continue
+    else:
+        return None
     return {ours: bool(feats.get(theirs)) for theirs, ours in _NUMPY_NAMES.items() if theirs in feats}
 
 

@@ -10,15 +10,16 @@ rejects such a model).
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from model_packager import runtimes as _runtimes
 from model_packager.errors import GoldenError, SpecMismatchError
 from model_packager.manifest import DType, Manifest, TensorSpec
 from model_packager.text import printable
+
+if TYPE_CHECKING:  # numpy is imported by the functions that use it: verifying a package needs none of them
+    import numpy as np
 
 # ONNX TensorProto element types -> manifest dtypes
 _ONNX_DTYPES = {1: DType.FLOAT32, 10: DType.FLOAT16, 7: DType.INT64, 6: DType.INT32, 2: DType.UINT8, 3: DType.INT8}
@@ -97,6 +98,8 @@ def run_engine(engine: str, model_path: Path, inputs: dict[str, np.ndarray],
 def compare(expected: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: float, rtol: float,
             output_atol: dict[str, float] | None = None) -> tuple[float, list[str]]:
     """Largest absolute deviation over all outputs, and a description of each out-of-tolerance output."""
+    import numpy as np
+
     worst = 0.0
     bad = []
     for name, exp in expected.items():
@@ -120,6 +123,10 @@ def compare(expected: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: f
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
+    import zipfile
+
+    import numpy as np
+
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
@@ -133,6 +140,8 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
 def _decisions(manifest: Manifest, outputs: dict[str, np.ndarray]) -> np.ndarray:
     """Per golden item, the decisions a verdict is made of (class argmax, NG at threshold), as a
     (items, k) integer array, so that two runs agree on an item when its whole row is equal."""
+    import numpy as np
+
     from model_packager.manifest import OutputRole
 
     cols = []
@@ -160,6 +169,8 @@ def parity(manifest: Manifest, reference: dict[str, np.ndarray], got: dict[str, 
            ) -> tuple[dict[str, float], float]:
     """(largest absolute deviation per output, share of items whose decisions agree) of ``got``
     (an INT8 run) against ``reference`` (the FP32 outputs), on the same golden inputs."""
+    import numpy as np
+
     dev = {}
     for name, ref in reference.items():
         if name in got and np.shape(got[name]) == np.shape(ref):

@@ -331,6 +331,43 @@ class InputStats(_Model):
         return self
 
 
+class LifePrior(_Model):
+    """What run-to-failure history says about remaining life (``model_packager.life`` fits and uses it):
+    the times from onset to failure and the health index at failure of past runs, and how wrong each
+    piece of evidence was on them (cross-validated), which sets their weights. Optional: without it
+    the agent's remaining life is the health index's trend alone."""
+
+    durations_s: list[float] = Field(min_length=1, description="onset-to-failure times of past runs (s)")
+    failure_levels: list[float] = Field(min_length=1, description="health index (growth) at failure of past runs")
+    error_elapsed: float = Field(0.5, gt=0, description="RMS log-time error of the elapsed-time evidence "
+                                                        "(cross-validated on the history)")
+    error_trend: float = Field(1.0, gt=0, description="the same for the trend evidence")
+    runs: int = Field(0, ge=0, description="runs the prior was fitted on")
+    source: str = Field("", description="where it comes from (dataset digest, fleet, hand)")
+
+    @model_validator(mode="after")
+    def _check(self) -> LifePrior:
+        if min(self.durations_s) <= 0 or min(self.failure_levels) <= 1.0:
+            raise ValueError("life_prior: durations_s must be > 0 and failure_levels > 1 (growth over the baseline)")
+        return self
+
+    @property
+    def trend_weight(self) -> float:
+        """Weight of the trend evidence in log-time (inverse-variance)."""
+        a, b = self.error_elapsed ** 2, self.error_trend ** 2
+        return a / (a + b)
+
+    @classmethod
+    def from_normal(cls, mean_s: float, sd_s: float, failure_level: float = 10.0, source: str = "declared") -> LifePrior:
+        """A prior declared as a mean and spread of onset-to-failure time (no history at hand)."""
+        from statistics import NormalDist
+
+        nd = NormalDist(mean_s, max(sd_s, 1e-6 * mean_s))
+        durs = [max(nd.inv_cdf((i + 0.5) / 50), 0.02 * mean_s) for i in range(50)]
+        return cls(durations_s=durs, failure_levels=[failure_level], error_elapsed=0.5, error_trend=2.0,
+                   source=source)
+
+
 class FileRole(enum.StrEnum):
     MODEL = "model"  # ONNX; the INT8 form when the package also carries MODEL_FP32
     MODEL_FP32 = "model_fp32"  # the FP32 reference form (schema 2), served where INT8 is off on the CPU
@@ -369,6 +406,7 @@ class Manifest(_Model):
     provenance: Provenance = Provenance()
     parity: Parity | None = None  # with a MODEL_FP32 file: the INT8 form's bounds against it
     input_stats: InputStats | None = None  # image models: the training inputs' statistics (UNSURE)
+    life_prior: LifePrior | None = None  # maintenance models: run-to-failure history for remaining life
     files: list[FileEntry] = []
 
     @field_validator("schema_version")

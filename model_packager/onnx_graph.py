@@ -35,6 +35,7 @@ def _varint(buf: memoryview, i: int, end: int) -> tuple[int, int]:
 def _fields(buf: memoryview, start: int, end: int):
     """(field number, wire type, value) of one message: value is an int, or (start, end) of a LEN field."""
     i = start
+    value: int | tuple[int, int] | None
     while i < end:
         key, i = _varint(buf, i, end)
         number, wire = key >> 3, key & 7

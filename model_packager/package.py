@@ -33,14 +33,13 @@ import json
 import os
 import re
 import shutil
-import tarfile
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, BinaryIO
 
-import numpy as np
 import yaml
 from pydantic import ValidationError
 
@@ -55,11 +54,17 @@ from model_packager.errors import (
     SignatureError,
     UnsafeArchiveError,
 )
-from model_packager.keys import TrustedKeys, key_id, load_private_key
 from model_packager.manifest import EngineCheck, FileEntry, FileRole, Manifest
 from model_packager.safe_yaml import MAX_YAML_BYTES, load_bounded
 from model_packager.tarread import Member, StrictTarReader
 from model_packager.text import printable
+
+if TYPE_CHECKING:  # imported where used: ``tarfile`` writes packages, ``keys`` brings cryptography, numpy
+    import tarfile  # builds and runs golden files: verifying and opening a package need none of them
+
+    import numpy as np
+
+    from model_packager.keys import TrustedKeys
 
 MANIFEST = "manifest.yaml"
 SIGNATURE = "manifest.sig"
@@ -131,6 +136,8 @@ def _validate_manifest(data: dict, where: str) -> Manifest:
 
 
 def _synthetic_inputs(manifest: Manifest, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     out = {}
     for t in manifest.inputs:
@@ -150,7 +157,7 @@ def build_package(
     golden_inputs: dict[str, np.ndarray] | str | Path | None = None,
     expected: dict[str, np.ndarray] | str | Path | None = None,
     openvino: bool = False,
-    extra_files: dict[str, str | Path] | None = None,
+    extra_files: Mapping[str, str | Path] | None = None,
     file_name: str | None = None,
     fp32_model: str | Path | None = None,
     check_parity_here: bool = True,
@@ -188,6 +195,12 @@ def build_package(
         if not fp32.is_file():
             raise PackageError(f"{where}: FP32 model file {fp32} does not exist", code="missing_model")
         _golden.check_spec(fp32, manifest, f"{where} (FP32 form)")
+    import tarfile
+
+    import numpy as np
+
+    from model_packager.keys import key_id, load_private_key
+
     key = load_private_key(signing_key)
 
     with tempfile.TemporaryDirectory(prefix=".build-", dir=out_dir if out_dir.exists() else None) as tmp_s:
@@ -206,8 +219,9 @@ def build_package(
         else:
             exp = {k: np.asarray(v) for k, v in expected.items()}
         (tmp / "golden").mkdir()
-        np.savez(tmp / "golden" / "inputs.npz", **inputs)
-        np.savez(tmp / "golden" / "expected.npz", **exp)
+        # numpy's stub types **kwds as if they could be its allow_pickle flag
+        np.savez(tmp / "golden" / "inputs.npz", **inputs)  # type: ignore[arg-type]
+        np.savez(tmp / "golden" / "expected.npz", **exp)  # type: ignore[arg-type]
 
         files: list[tuple[str, Path, FileRole]] = [
             (MODEL, model, FileRole.MODEL),
@@ -306,6 +320,8 @@ def _parity_bounds(manifest: Manifest, given: dict, expected: dict[str, np.ndarr
     """The INT8 form's bounds against the FP32 reference: the spec's, or ``PARITY_HEADROOM`` times
     the largest deviation measured here on any engine (at least 1% of the output's range, and the
     golden atol). Refuses a package whose INT8 form already breaks its bounds on the build machine."""
+    import numpy as np
+
     measured: dict[str, float] = {}
     agreement = 1.0
     for got in runs.values():
@@ -331,6 +347,8 @@ def _parity_bounds(manifest: Manifest, given: dict, expected: dict[str, np.ndarr
 
 
 def _info(name: str, size: int) -> tarfile.TarInfo:
+    import tarfile
+
     info = tarfile.TarInfo(name)
     info.size = size
     info.mode = 0o644
@@ -560,7 +578,7 @@ def _verify(pkg: Path, trusted: TrustedKeys, max_bytes: int, target: Path | None
                 raise IntegrityError(f"package {label}: {printable(m.name)} is in the archive but not listed in the "
                                      "manifest; "
                                      "refused", code="unlisted_file")
-            sink = None
+            sink: BinaryIO | None = None
             if target is not None:
                 dest = target / m.name
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -633,10 +651,12 @@ def opened_from(manifest: Manifest, root: Path, signer: str, digest: str) -> Ope
     """The paths of a verified package's files under its extracted ``root``."""
     ov = manifest.file(FileRole.OPENVINO_XML)
     fp32 = manifest.file(FileRole.MODEL_FP32)
+    model = manifest.file(FileRole.MODEL)
+    assert model is not None  # verify refuses a package without its model
     return OpenedPackage(
         manifest=manifest,
         root=root,
-        model_path=root / manifest.file(FileRole.MODEL).path,
+        model_path=root / model.path,
         openvino_xml=root / ov.path if ov else None,
         golden_inputs=root / manifest.golden.inputs,
         golden_expected=root / manifest.golden.expected,

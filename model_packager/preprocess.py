@@ -208,9 +208,11 @@ def _condition(x: np.ndarray, scalars: dict[str, float] | None, spec: SignalPrep
     from model_packager.condition import Bearing, condition_features
 
     c = spec.condition
+    assert c is not None  # called only when the manifest declares condition features
     speed = None
     if c.speed_scalar is not None:
-        if c.speed_scalar not in (scalars or {}):
+        scalars = scalars or {}
+        if c.speed_scalar not in scalars:
             raise PreprocessError(f"window lacks the shaft speed scalar {c.speed_scalar!r} that the model needs")
         speed = float(scalars[c.speed_scalar]) / 60.0
     bearing = Bearing(int(c.bearing[0]), *map(float, c.bearing[1:])) if c.bearing else None
@@ -253,7 +255,7 @@ def interpret(manifest: Manifest, outputs: dict[str, np.ndarray],
     coordinates (``heatmap_on_frame``), so that it overlays the frame where the model looked."""
     pre = manifest.preprocessing
     n = pre.n_tiles if isinstance(pre, ImagePreprocessing) else 1
-    if n == 1:
+    if n == 1 or not isinstance(pre, ImagePreprocessing):
         res = _interpret_one(manifest, outputs)
         if frame_hw is not None and res.raw_heatmap is not None and isinstance(pre, ImagePreprocessing) \
                 and (pre.roi or pre.crop):
@@ -266,10 +268,11 @@ def interpret(manifest: Manifest, outputs: dict[str, np.ndarray],
     tiles = [_interpret_one(manifest, {k: v[i : i + 1] for k, v in arrays.items()}) for i in range(n)]
     worst = max(range(n), key=lambda i: (tiles[i].verdict == "NG", tiles[i].score))
     res = tiles[worst]
-    hm = [t.raw_heatmap for t in tiles]
-    if frame_hw is not None and all(h is not None for h in hm):
+    hm = [t.raw_heatmap for t in tiles if t.raw_heatmap is not None]
+    if frame_hw is not None and len(hm) == n:
         res.heatmap = heatmap_on_frame(hm, frame_hw, pre)
-    elif all(h is not None for h in hm):
+    elif len(hm) == n:
+        assert pre.tiles is not None  # n > 1 only with tiles
         cols, rows = pre.tiles
         grid = np.concatenate([np.concatenate(hm[r * cols : (r + 1) * cols], axis=1) for r in range(rows)], axis=0)
         lo, hi = float(grid.min()), float(grid.max())
@@ -295,15 +298,17 @@ def _interpret_one(manifest: Manifest, outputs: dict[str, np.ndarray]) -> Interp
         val = np.asarray(outputs[spec.name])
         if spec.role in (OutputRole.CLASS_LOGITS, OutputRole.CLASS_PROBS):
             v = val.reshape(-1).astype(np.float64)
-            if v.shape[0] != len(spec.labels):
+            labels = spec.labels
+            assert labels is not None  # the manifest refuses a class output without labels
+            if v.shape[0] != len(labels):
                 raise PreprocessError(
-                    f"output {spec.name!r} has {v.shape[0]} values for {len(spec.labels)} labels"
+                    f"output {spec.name!r} has {v.shape[0]} values for {len(labels)} labels"
                 )
             p = _softmax(v) if spec.role is OutputRole.CLASS_LOGITS else v
-            probs = {lab: float(q) for lab, q in zip(spec.labels, p, strict=True)}
+            probs = {lab: float(q) for lab, q in zip(labels, p, strict=True)}
             order = np.argsort(p)[::-1]
             if first_classifier:
-                res.label = spec.labels[int(order[0])]
+                res.label = labels[int(order[0])]
                 res.probabilities = probs
                 res.margin = float(p[order[0]] - (p[order[1]] if len(p) > 1 else 0.0))
                 first_classifier = False
@@ -315,6 +320,7 @@ def _interpret_one(manifest: Manifest, outputs: dict[str, np.ndarray]) -> Interp
                 if not scored:
                     res.score, scored = ng_score, True
         elif spec.role is OutputRole.ANOMALY_SCORE:
+            assert spec.threshold is not None  # the manifest refuses an anomaly output without one
             s = float(val.reshape(-1)[0])
             res.anomaly_score = s
             ng = ng or s >= spec.threshold
@@ -329,8 +335,8 @@ def _interpret_one(manifest: Manifest, outputs: dict[str, np.ndarray]) -> Interp
             lo, hi = float(h.min()), float(h.max())
             res.heatmap = (h - lo) / (hi - lo) if hi > lo else np.zeros_like(h)
         elif spec.role is OutputRole.ANOMALY_MAP:  # in score units: the threshold shows mid-scale
+            assert spec.threshold is not None  # the manifest refuses an anomaly map without one
             h = val.reshape(val.shape[-2], val.shape[-1]).astype(np.float32)
-            res.heatmap = np.clip(h / np.float32(2.0 * spec.threshold), 0.0, 1.0) if spec.threshold > 0 else \
-                np.zeros_like(h)
+            res.heatmap = np.clip(np.divide(h, np.float32(2.0 * spec.threshold)), 0.0, 1.0) if spec.threshold > 0 else np.zeros_like(h)
     res.verdict = "NG" if ng else "OK"
     return res

@@ -42,7 +42,7 @@ def _check_events(loader) -> None:
             aliases += 1
             if aliases > MAX_ALIASES:
                 raise _Limit(f"more than {MAX_ALIASES} aliases")
-            nodes += weight.get(ev.anchor, 1)
+            nodes += weight.get(ev.anchor or "", 1)  # an alias always names its anchor
         elif isinstance(ev, yaml.ScalarEvent | yaml.CollectionStartEvent):
             if depth + 1 > MAX_DEPTH:
                 raise _Limit(f"nested deeper than {MAX_DEPTH} levels")

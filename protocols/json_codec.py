@@ -6,6 +6,9 @@ ISO 8601). Without value mappings every numeric top-level field (bool excluded) 
 tag named after the field. Arrays of numbers become 1-D float64 NumPy arrays (waveforms).
 Every failure is a ``CodecError(reason, detail)`` with a stable ``reason`` key:
 ``malformed_json``, ``wrong_type``, ``missing_field``, ``non_finite``, ``bad_timestamp``.
+A waveform's sample rate may ride in the payload (``{"v": [...], "sample_rate_hz": 25600}``):
+``JsonMapping.rate_field`` names the field (``auto``: the first of ``RATE_FIELDS`` present), and
+``compile_decoder(..., rates=True)`` gives it as a fourth element of each array value's tuple.
 Limits: one JSON object per message; no JSONPath beyond dotted keys.
 """
 
@@ -43,6 +46,10 @@ class JsonMapping:
     timestamp_field: str | None = "ts"
     timestamp_format: TimestampFormat = TimestampFormat.EPOCH_S
     tag_prefix: str = ""  # prepended to every tag, e.g. the topic
+    rate_field: str | None = "auto"  # an array's sample rate in Hz: a field path, "auto" (RATE_FIELDS) or None
+
+
+RATE_FIELDS = ("sample_rate_hz", "rate_hz", "sampling_rate_hz", "fs_hz")
 
 
 _MISSING = object()
@@ -126,32 +133,38 @@ def decode(payload: bytes | str, mapping: JsonMapping | None = None, *, now: flo
     return compile_decoder(mapping)(payload, now)
 
 
-def compile_decoder(mapping: JsonMapping | None = None) -> Callable[[bytes | str, float], list[tuple[str, Any, float]]]:
+def compile_decoder(mapping: JsonMapping | None = None, *, rates: bool = False
+                    ) -> Callable[[bytes | str, float], list[tuple]]:
     """``decode`` for one mapping, its choices (paths, timestamp reader) made once: an adapter calls
     this per subscription and the result per message (``run(payload, now)``, the same results and
-    errors as ``decode``)."""
+    errors as ``decode``). ``rates``: each tuple gets a fourth element, an array's sample rate from the
+    payload (``mapping.rate_field``) or None."""
     mapping = mapping or JsonMapping()
     ts_of = _timestamp_reader(mapping)
     p = mapping.tag_prefix
     if mapping.values:
         fields = [(path, p + tag) for path, tag in mapping.values.items()]
+        rate_of = _rate_reader(mapping.rate_field) if rates else None
 
-        def run(payload: bytes | str, now: float = 0.0) -> list[tuple[str, Any, float]]:
+        def run(payload: bytes | str, now: float = 0.0) -> list[tuple]:
             raw = _object(payload)
             ts = ts_of(raw, now)
-            out = []
+            out: list[tuple] = []
             for path, tag in fields:
                 v = _get(raw, path)
                 if v is _MISSING:
                     raise CodecError("missing_field", f"field {path!r} is absent")
                 out.append((tag, _value(path, v), ts))
+            if rate_of is not None:
+                rate = rate_of(raw)
+                out = [(t, v, ts, rate if isinstance(v, np.ndarray) else None) for t, v, ts in out]
             return out
 
         return run
     tsf = mapping.timestamp_field
     isfinite = math.isfinite
 
-    def run_all(payload: bytes | str, now: float = 0.0) -> list[tuple[str, Any, float]]:
+    def run_all(payload: bytes | str, now: float = 0.0) -> list[tuple]:
         raw = _object(payload)
         ts = ts_of(raw, now)
         out = []
@@ -164,9 +177,29 @@ def compile_decoder(mapping: JsonMapping | None = None) -> Callable[[bytes | str
                 continue
             if k != tsf:
                 out.append((p + k, v, ts))
-        return out
+        return [(*x, None) for x in out] if rates else out  # arrays appear only through a mapping
 
     return run_all
+
+
+def _rate_reader(field: str | None) -> Callable[[dict], float | None] | None:
+    """The payload's statement of its arrays' sample rate: a positive number of Hz, or CodecError."""
+    if field is None:
+        return None
+    candidates = RATE_FIELDS if field == "auto" else (field,)
+
+    def rate_of(raw: dict) -> float | None:
+        for name in candidates:
+            v = _get(raw, name)
+            if v is _MISSING:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise CodecError("wrong_type", f"field {name!r} (the waveform's sample rate) is {v!r}; expected a "
+                                 "positive number of Hz")
+            return float(v)
+        return None
+
+    return rate_of
 
 
 def _object(payload: bytes | str) -> dict:

@@ -43,8 +43,11 @@ class Console:
                         return self._send(200, "text/html; charset=utf-8", PAGE.read_bytes())
                     if u.path == "/api/agents":
                         return self._json(outer.agents(t))
-                    if u.path == "/api/deployments":
-                        return self._json(outer.srv.control.list(tenant=t) if outer.srv.control else [])
+                    if u.path == "/api/deployments":  # the typed Deployment's documents (kind model | config)
+                        from cloud_trainer.fleet.deployment import Deployment
+
+                        return self._json([Deployment.from_doc(d).doc() for d in (
+                            outer.srv.control.list(tenant=t) if outer.srv.control else [])])
                     if u.path == "/api/models":
                         return self._json(outer.models(t))
                     if u.path == "/api/quotas":  # per-agent limits, usage and refusals (RESOURCE_EXHAUSTED)
@@ -58,7 +61,7 @@ class Console:
                         digest = u.path.removeprefix("/blob/")
                         if not outer.srv.store.has_sample(digest, tenant=t):
                             raise KeyError(digest[:64])
-                        return self._send(200, "image/png", outer.srv.blobs.path(digest).read_bytes())
+                        return self._send(200, "image/png", outer.srv.blobs.for_tenant(t).get_bytes(digest))
                     self._send(404, "text/plain", b"not found\n")
                 except (FileNotFoundError, ValueError, KeyError) as exc:
                     self._send(404, "text/plain", f"not found: {exc}\n".encode())

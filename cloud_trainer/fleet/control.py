@@ -17,7 +17,15 @@ An agent offline during a rollout converges when it comes back (its desired stat
 A downgrade happens only by an admin's ``rollback`` (or by a failed gate's automatic rollback):
 ``create`` refuses a version lower than one a target agent runs or is assigned for that slot and
 package, and the desired state of a rollback carries a deployment id ending in ``:rollback``, the
-only mark under which an agent accepts a lower version.
+only mark under which a v2 agent accepts a lower version (v3 agents read ``DesiredSlot.rollback``).
+
+Agent configurations roll out the same way (``create_config``, ``kind: config``, ``cloud_trainer.fleet.
+deployment``): the YAML is validated with the agent's own validator first (``agent_config``; refused
+with the field and the reason), its desired state is a row of ``desired`` under the reserved slot
+``@config`` (no schema change: the YAML itself stays in the deployment's document), the agents report
+``applied`` / ``healthy`` / ``failed`` / ``rolled_back`` like a model, and a halted rollout gives each
+agent that received it its previous fleet config back, or none (the agent goes back to its own local
+file).
 
 Tenants: every deployment and desired state belongs to one tenant (the admin's); its package comes from
 the tenant's registry, its targets are the tenant's registered agents, and an agent's desired state and
@@ -41,12 +49,14 @@ import time
 import uuid
 from pathlib import Path
 
+from cloud_trainer.fleet.deployment import Deployment
 from cloud_trainer.registry import Registry
 from model_packager.manifest import version_key
 
 DEFAULT_TENANT = "default"
 
-ROLLBACK_SUFFIX = ":rollback"  # on a desired state's deployment id: an admin-requested (or automatic) rollback
+ROLLBACK_SUFFIX = ":rollback"  # v2 mark on a desired slot's deployment id (v3: the explicit rollback field)
+CONFIG_SLOT = "@config"  # the desired-state row of an agent configuration (create refuses model slots named @...)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (id TEXT PRIMARY KEY, created REAL NOT NULL, doc TEXT NOT NULL);
@@ -67,7 +77,7 @@ CREATE TABLE desired (tenant TEXT NOT NULL, agent TEXT NOT NULL, slot TEXT NOT N
 INSERT INTO desired SELECT 'default', * FROM desired_v1;
 DROP TABLE desired_v1;
 COMMIT;"""
-TERMINAL = {"completed", "halted", "aborted"}
+TERMINAL = {"completed", "halted", "aborted", "removed"}
 T = DEFAULT_TENANT
 
 
@@ -79,52 +89,104 @@ class NotInTenant(ValueError):
 class _PgConnection:
     """The few ``sqlite3.Connection`` calls Control makes, on one PostgreSQL connection (autocommit outside
     explicit transactions). ``BEGIN IMMEDIATE`` becomes ``BEGIN`` plus a transaction-level advisory lock, so
-    the control state's writers in every replica take turns (the rollout tick included)."""
+    the control state's writers in every replica take turns (the rollout tick included).
+
+    **Reconnect**: when the database restarts (or the network drops) the connection breaks; the call that
+    meets it fails (its transaction is lost whole, nothing half-written), and the next call opens a new
+    connection, with a growing pause between attempts (``backoff_s`` doubling up to ``max_backoff_s``: a
+    call inside a pause fails at once with ``ConnectionError`` instead of waiting). The advisory lock is
+    per transaction, so it is taken again by the next ``BEGIN`` on the new connection, and the rollout
+    tick, the streams' change-log poll and the agents' reports resume by themselves."""
 
     LOCK = 0x6A1E_C0DE
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, backoff_s: float = 0.2, max_backoff_s: float = 5.0) -> None:
         import psycopg
 
         from cloud_trainer.fleet.store_pg import migrate
 
+        self._psycopg = psycopg
         self._idle = psycopg.pq.TransactionStatus.IDLE
+        self.url = url
+        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        self._delay, self._next_try = backoff_s, 0.0
+        self.reconnects = 0
         self.conn = psycopg.connect(url, autocommit=True)
         migrate(self.conn)
 
+    def _alive(self):
+        if not self.conn.closed:
+            return self.conn
+        now = time.monotonic()
+        if now < self._next_try:
+            raise ConnectionError(f"the control database is unreachable; next attempt in {self._next_try - now:.1f} s")
+        try:
+            self.conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+        except self._psycopg.OperationalError as exc:
+            self._next_try = time.monotonic() + self._delay
+            self._delay = min(self._delay * 2, self.max_backoff_s)
+            raise ConnectionError(f"the control database is unreachable ({str(exc).strip()[:200]}); retrying in "
+                                  f"{self._next_try - time.monotonic():.1f} s") from exc
+        self._delay, self._next_try = self.backoff_s, 0.0
+        self.reconnects += 1
+        return self.conn
+
     def execute(self, sql: str, args=()):
-        if sql.strip() in ("BEGIN IMMEDIATE", "BEGIN"):
-            self.conn.execute("BEGIN")
-            return self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.LOCK,))
-        return self.conn.execute(sql.replace("?", "%s"), args)
+        stmt = sql.strip()
+        if stmt == "ROLLBACK" and self.conn.closed:
+            return None  # the broken connection took its transaction with it
+        # a BEGIN, or a read outside a transaction, that meets a connection broken since its last use is
+        # tried once more on a new one (nothing was done yet); anything else fails and the caller retries
+        retry = stmt in ("BEGIN IMMEDIATE", "BEGIN") or (stmt.upper().startswith("SELECT") and not self.in_transaction)
+        for attempt in (1, 2):
+            conn = self._alive()
+            try:
+                if stmt in ("BEGIN IMMEDIATE", "BEGIN"):
+                    conn.execute("BEGIN")
+                    return conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.LOCK,))
+                return conn.execute(sql.replace("?", "%s"), args)
+            except self._psycopg.OperationalError:
+                if not conn.closed:
+                    raise
+                self._next_try = 0.0  # lost: the next attempt reconnects at once
+                if not retry or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     @property
     def in_transaction(self) -> bool:
-        return self.conn.info.transaction_status != self._idle
+        return not self.conn.closed and self.conn.info.transaction_status != self._idle
 
     def close(self) -> None:
         self.conn.close()
 
 
 class Control:
-    def __init__(self, path: Path | str, registry: Registry, store, keys_dir: Path | None = None) -> None:
+    def __init__(self, path: Path | str, registry: Registry, store, keys_dir: Path | None = None,
+                 config_validator=None) -> None:
         """``path``: the SQLite file (``control.db``), or a ``postgresql://`` URL (the store's database: replicas
-        on several hosts share the control state)."""
+        on several hosts share the control state). ``config_validator(yaml_bytes, name)``: raises ``ValueError``
+        naming the field for an agent configuration that does not validate (default: the agent's own
+        validator, run by ``agent_config.validate_agent_config``)."""
         if str(path).startswith(("postgresql://", "postgres://")):
-            self.db = _PgConnection(str(path))
+            self.db: _PgConnection | sqlite3.Connection = _PgConnection(str(path))
         else:
-            self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            cols = [r[1] for r in self.db.execute("PRAGMA table_info(desired)")]
+            db = self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            cols = [r[1] for r in db.execute("PRAGMA table_info(desired)")]
             if cols and "tenant" not in cols:
-                self.db.executescript(MIGRATE_DESIRED)
-            self.db.executescript(SCHEMA)
+                db.executescript(MIGRATE_DESIRED)
+            db.executescript(SCHEMA)
         self.registry = registry
         self.store = store
         self.keys_dir = Path(keys_dir) if keys_dir else None
         self.lock = threading.RLock()
         self.clock = time.time
+        if config_validator is None:
+            from cloud_trainer.fleet.agent_config import validate_agent_config as config_validator
+        self.config_validator = config_validator
+        self._yaml_cache: dict[str, str] = {}  # deployment id -> its config YAML (immutable once created)
 
     # ---- persistence -------------------------------------------------------------------------
     def _get(self, dep_id: str) -> dict:
@@ -171,10 +233,10 @@ class Control:
             row = self.db.execute("SELECT value FROM counters WHERE key = 'generation'").fetchone()
         return row[0] if row else 0
 
-    def desired_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, list[dict]]]:
-        """``desired_for`` of many (tenant, agent) pairs at once (one lock, one thread hop)."""
+    def desired_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, list[dict], dict | None]]:
+        """``desired_state`` of many (tenant, agent) pairs at once (one lock, one thread hop)."""
         with self.lock:
-            return {(t, a): self.desired_for(a, {}, [], {}, tenant=t) for t, a in keys}
+            return {(t, a): self.desired_state(a, tenant=t) for t, a in keys}
 
     def _set_desired(self, agent: str, slot: str, package: str, version: str, digest: str, size: int,
                      dep_id: str, tenant: str = T) -> None:
@@ -187,12 +249,35 @@ class Control:
     # ---- agents' side ----------------------------------------------------------------------------
     def desired_for(self, agent: str, labels: dict, slots: list[dict], health: dict, *,
                     tenant: str = T) -> tuple[int, list[dict]]:
+        """(generation, desired model slots) of an agent (with its agent configuration: ``desired_state``)."""
+        gen, out, _ = self.desired_state(agent, tenant=tenant)
+        return gen, out
+
+    def desired_state(self, agent: str, *, tenant: str = T) -> tuple[int, list[dict], dict | None]:
+        """(generation, desired model slots, desired agent configuration or None) of an agent."""
         with self.lock:
             rows = self.db.execute("SELECT slot, package, version, digest, size, deployment_id, generation FROM "
                                    "desired WHERE tenant = ? AND agent = ?", (tenant, agent)).fetchall()
-        gen = max((r[6] for r in rows), default=0)
-        return gen, [{"slot": s, "package": p, "version": v, "digest": d, "size": z, "deployment_id": dep}
-                     for s, p, v, d, z, dep, _ in rows]
+            gen = max((r[6] for r in rows), default=0)
+            out, config = [], None
+            for s, p, v, d, z, dep, _ in rows:
+                rollback = dep.endswith(ROLLBACK_SUFFIX)
+                if s == CONFIG_SLOT:
+                    dep_id = dep.removesuffix(ROLLBACK_SUFFIX)
+                    config = {"deployment_id": dep_id, "digest": d, "name": p, "rollback": rollback,
+                              "yaml": self._config_yaml(dep_id).encode()}
+                else:
+                    out.append({"slot": s, "package": p, "version": v, "digest": d, "size": z, "deployment_id": dep,
+                                "rollback": rollback})
+        return gen, out, config
+
+    def _config_yaml(self, dep_id: str) -> str:
+        """The YAML of a config deployment (immutable: cached per deployment id)."""
+        if dep_id not in self._yaml_cache:
+            if len(self._yaml_cache) > 256:
+                self._yaml_cache.clear()
+            self._yaml_cache[dep_id] = self._get(dep_id).get("config_yaml", "")
+        return self._yaml_cache[dep_id]
 
     def deployed_to(self, agent: str, digest: str, *, tenant: str = T) -> bool:
         """Whether ``digest`` is in ``agent``'s desired state: the only packages it may download."""
@@ -293,9 +378,12 @@ class Control:
 
     def create(self, req: dict, *, rollback: bool = False, tenant: str = T) -> dict:
         with self._write():
+            slot = req.get("slot") or ""
+            if slot.startswith("@"):
+                raise ValueError(f"slot {slot[:64]!r}: names starting with '@' are the fleet's own (@config: the "
+                                 "agent configuration); use the model slot name of the agents' configs")
             entry = self._resolve(req["package"], req.get("version") or "", tenant)
             targets = self._targets(req.get("agents") or [], req.get("selector") or {}, tenant)
-            slot = req.get("slot") or ""
             if not slot:
                 raise ValueError("slot is required (the model slot name in the agents' configs)")
             if not rollback:
@@ -308,12 +396,46 @@ class Control:
                     if cur and cur.get("digest"):
                         previous[a["id"]] = {"version": cur["version"], "digest": cur["digest"],
                                              "package": cur["package"]}
-            dep = {"id": uuid.uuid4().hex[:10], "tenant": tenant, "created": self.clock(), "package": entry["name"],
-                   "version": entry["version"], "digest": entry["digest"], "size": entry["size"], "slot": slot,
-                   "strategy": req.get("strategy") or "canary", "steps": steps, "wait_s": float(req.get("wait_s") or 0),
-                   "gate": req.get("gate") or {}, "state": "running", "step": 0, "step_started": None,
-                   "step_healthy_at": None, "reason": "", "previous": previous, "rollback": rollback,
-                   "targets": {a: {"status": "waiting", "reason": "", "step": None} for a in targets}}
+            dep = Deployment(id=uuid.uuid4().hex[:10], tenant=tenant, kind="model", created=self.clock(),
+                             package=entry["name"], version=entry["version"], digest=entry["digest"],
+                             size=entry["size"], slot=slot, strategy=req.get("strategy") or "canary", steps=steps,
+                             wait_s=float(req.get("wait_s") or 0), gate=req.get("gate") or {}, previous=previous,
+                             rollback=rollback, targets={a: {} for a in targets}).doc()
+            self._put(dep)
+        self.tick()
+        return self._get(dep["id"])
+
+    def create_config(self, req: dict, *, rollback: bool = False, tenant: str = T) -> dict:
+        """Roll an agent configuration out (``req``: ``config_yaml`` bytes or text, ``config_name``, ``agents`` or
+        ``selector``, ``strategy``, ``steps``, ``wait_s``, ``gate``). ``ValueError`` naming the field for YAML the
+        agent's validator refuses; nothing is stored then."""
+        import hashlib
+        import re
+
+        raw = req.get("config_yaml") or b""
+        raw = raw.encode() if isinstance(raw, str) else bytes(raw)
+        name = req.get("config_name") or "agent-config"
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", name):
+            raise ValueError(f"config name {name[:80]!r}: use letters, digits, '.', '_' and '-' (at most 63)")
+        self._targets(req.get("agents") or [], req.get("selector") or {}, tenant)  # refused before any work
+        self.config_validator(raw, name)  # outside the lock: it runs the agent's validator (a subprocess)
+        digest = hashlib.sha256(raw).hexdigest()
+        with self._write():
+            targets = self._targets(req.get("agents") or [], req.get("selector") or {}, tenant)
+            previous = {}
+            for a in targets:
+                row = self.db.execute("SELECT package, digest, deployment_id FROM desired WHERE tenant = ? AND "
+                                      "agent = ? AND slot = ?", (tenant, a, CONFIG_SLOT)).fetchone()
+                if row:
+                    previous[a] = {"package": row[0], "version": row[1], "digest": row[1],
+                                   "deployment_id": row[2].removesuffix(ROLLBACK_SUFFIX)}
+            steps = ["100%"] if req.get("strategy") == "all_at_once" else (req.get("steps") or ["1", "100%"])
+            dep = Deployment(id=uuid.uuid4().hex[:10], tenant=tenant, kind="config", created=self.clock(),
+                             package=name, version=digest, digest=digest, size=len(raw),
+                             strategy=req.get("strategy") or "canary", steps=steps,
+                             wait_s=float(req.get("wait_s") or 0), gate=req.get("gate") or {}, previous=previous,
+                             rollback=rollback, targets={a: {} for a in targets},
+                             config_yaml=raw.decode()).doc()
             self._put(dep)
         self.tick()
         return self._get(dep["id"])
@@ -363,7 +485,7 @@ class Control:
         for a in current:
             t = dep["targets"][a]
             if t["status"] == "waiting":
-                self._set_desired(a, dep["slot"], dep["package"], dep["version"], dep["digest"], dep["size"],
+                self._set_desired(a, _slot(dep), dep["package"], dep["version"], dep["digest"], dep["size"],
                                   dep["id"] + (ROLLBACK_SUFFIX if dep.get("rollback") else ""), dep.get("tenant", T))
                 t.update(status="assigned", step=k, updated=now)
         if dep["step_started"] is None:
@@ -393,14 +515,17 @@ class Control:
             prev = dep["previous"].get(a)
             t = dep["targets"][a]
             if prev:
-                self._set_desired(a, dep["slot"], prev["package"], prev["version"], prev["digest"],
-                                  self._size_of(prev["digest"], tenant), dep["id"] + ROLLBACK_SUFFIX, tenant)
+                config = dep.get("kind") == "config"  # the previous config's YAML is in its own deployment
+                self._set_desired(a, _slot(dep), prev["package"], prev["version"], prev["digest"],
+                                  0 if config else self._size_of(prev["digest"], tenant),
+                                  (prev["deployment_id"] if config else dep["id"]) + ROLLBACK_SUFFIX, tenant)
                 if t["status"] not in ("failed", "rolled_back"):
                     t.update(status="rolled_back_by_fleet", reason="rollout halted")
-            else:
+            else:  # nothing before it: a model slot keeps what it runs; an agent goes back to its local config
                 self.db.execute("DELETE FROM desired WHERE tenant = ? AND agent = ? AND slot = ?",
-                                (tenant, a, dep["slot"]))
+                                (tenant, a, _slot(dep)))
                 self._changed(tenant, a)
+
 
     def _size_of(self, digest: str, tenant: str = T) -> int:
         p = self.registry.for_tenant(tenant).by_digest(digest)
@@ -417,6 +542,22 @@ class Control:
                 dep["state"] = "aborted"
                 dep["reason"] = "aborted by an admin"
                 self._roll_back(dep, [a for a, t in dep["targets"].items() if t["status"] != "waiting"])
+            elif action == "remove" and dep.get("kind") == "config":
+                # the fleet lets go: agents still on this config go back to their own local file
+                tenant_ = dep.get("tenant", T)
+                for a in dep["targets"]:
+                    row = self.db.execute("SELECT deployment_id FROM desired WHERE tenant = ? AND agent = ? AND "
+                                          "slot = ?", (tenant_, a, CONFIG_SLOT)).fetchone()
+                    if row and row[0].removesuffix(ROLLBACK_SUFFIX) == dep["id"]:
+                        self.db.execute("DELETE FROM desired WHERE tenant = ? AND agent = ? AND slot = ?",
+                                        (tenant_, a, CONFIG_SLOT))
+                        self._changed(tenant_, a)
+                dep["state"] = "removed"
+                dep["reason"] = "removed by an admin: its agents run their local config"
+
+            elif action == "remove":
+                raise ValueError("remove applies to agent configuration deployments; a model slot goes back with "
+                                 "`cloud-trainer rollback`")
             else:
                 raise ValueError(f"cannot {action} a deployment that is {dep['state']}")
             self._put(dep)
@@ -460,3 +601,8 @@ class Control:
                 t = json.loads(d).get("tenant", T)
                 out[t] = out.get(t, 0) + 1
         return out
+
+
+def _slot(dep: dict) -> str:
+    """The desired-state row a deployment writes: its model slot, or the agent configuration's."""
+    return CONFIG_SLOT if dep.get("kind") == "config" else dep["slot"]

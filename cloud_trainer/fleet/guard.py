@@ -9,8 +9,9 @@ streaming requests alike; ``json_field`` does the same for the JSON strings some
 concurrent streaming calls per agent, record bytes per second and records per second (token buckets
 with one second of burst), and sample bytes per UTC day; and one message is at most
 ``max_message_bytes`` (grpc's receive limit), so that a flood costs at most streams × that in memory. Counters are kept per service process: with
-N replicas behind a load balancer an agent can get up to N times the limits (bounded, and the
-per-day sample budget is the one to move into the store when the cloud runs replicas). Their current
+N replicas behind a load balancer an agent can get up to N times the limits (bounded). The per-tenant
+quotas that must hold across replicas (agents, records and sample bytes per day) are counted in the
+store instead (``Store.admit_agent`` / ``ingest``, set by the platform operator). Their current
 values are in ``snapshot()`` (the console's ``/api/quotas``).
 """
 

@@ -10,7 +10,9 @@ tenant. Another tenant's agent, package or deployment is ``PERMISSION_DENIED`` w
 as one that does not exist, so that a refusal tells nothing about other tenants.
 
 The service keeps no state in memory that a second replica would need: everything is in the
-store (and the registry / blob folders); per-agent quota counters are per process (``guard``).
+store, the blob store (a folder, or an S3 bucket shared by replicas on several hosts) and the
+registry; per-agent quota counters are per process (``guard``), the per-tenant quotas (agents,
+records and sample bytes per day, set with ``CreateTenant``) are counted in the store.
 
 Hostile input (issue 16): a request that is not a valid protobuf message, or a JSON field that is not
 a JSON object, is ``INVALID_ARGUMENT``; an agent over its quotas gets ``RESOURCE_EXHAUSTED``; an agent
@@ -31,11 +33,13 @@ from pathlib import Path
 
 import grpc
 
-from cloud_trainer.blobs import LocalBlobStore
+from cloud_trainer.blobs import BlobStore, open_blobs
+from cloud_trainer.fleet.commands import Commands, add_commands
 from cloud_trainer.fleet.control import NotInTenant
+from cloud_trainer.fleet.deployment import Deployment, gate_from_request
 from cloud_trainer.fleet.guard import MalformedRequests, QuotaExceeded, Quotas, json_field
-from cloud_trainer.fleet.store import SQLiteStore, open_store
-from cloud_trainer.fleet.stream import StreamHub, offer
+from cloud_trainer.fleet.store import QUOTA_FIELDS, Store, TenantQuotaExceeded, open_store
+from cloud_trainer.fleet.stream import StreamHub, desired_reply, offer
 from cloud_trainer.pki import ROLE_ADMIN, ROLE_AGENT, ROLE_OPERATOR, Identity, identity
 from cloud_trainer.registry import Registry
 from protocols.gen import fleet_pb2 as pb
@@ -43,6 +47,7 @@ from protocols.gen import fleet_pb2_grpc as rpc
 
 log = logging.getLogger(__name__)
 CHUNK = 256 * 1024
+QUOTA_TTL_S = 5.0  # how long a replica trusts its copy of which tenants have an agent quota
 
 
 NOBODY = Identity("", "", "")
@@ -71,21 +76,73 @@ def quota_key(who: Identity) -> str:
     return who.name if who.tenant == "default" else f"{who.tenant}/{who.name}"
 
 
+class LimitedTenants:
+    """Which tenants have an agent quota, as this process last read it from the store (at most ``QUOTA_TTL_S``
+    old; ``invalidate()`` when this process changed a quota)."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self._read_at = float("-inf")
+        self._tenants: set[str] = set()
+        self._reading: asyncio.Lock | None = None
+
+    async def get(self) -> set[str]:
+        if time.monotonic() - self._read_at <= QUOTA_TTL_S:
+            return self._tenants
+        self._reading = self._reading or asyncio.Lock()
+        async with self._reading:  # a storm of new streams reads the store once, not once per stream
+            if time.monotonic() - self._read_at > QUOTA_TTL_S:
+                quotas = await asyncio.to_thread(self.store.quotas)
+                self._read_at = time.monotonic()
+                self._tenants = {t for t, q in quotas.items() if q.get("max_agents")}
+        return self._tenants
+
+    def invalidate(self) -> None:
+        self._read_at = float("-inf")
+
+
 class FleetServicer(rpc.FleetServicer):
-    def __init__(self, store: SQLiteStore, blobs: LocalBlobStore, registry: Registry | None, control=None,
-                 quotas: Quotas | None = None, hub: StreamHub | None = None) -> None:
+    def __init__(self, store: Store, blobs: BlobStore, registry: Registry | None, control=None,
+                 quotas: Quotas | None = None, hub: StreamHub | None = None, commands=None) -> None:
         self.store, self.blobs, self.registry, self.control = store, blobs, registry, control
         self.quotas = quotas or Quotas()
         self.hub = hub
+        self.commands = commands  # cloud_trainer.fleet.commands.Commands (None: no commands on this server)
+        self._admitted: set[tuple[str, str]] = set()  # agents the store admitted (a cache: they stay admitted)
+        self.limited = LimitedTenants(store)
+
+    async def _command_results(self, who: Identity, results) -> None:
+        """Record the agent's command results (before its desired state is computed: a done command leaves it)."""
+        if self.commands is not None and results:
+            rows = [{"id": r.id, "ok": r.ok, "detail": r.detail, "done_at": r.done_at} for r in results[:100]]
+            await asyncio.to_thread(partial(self.commands.record_results, who.name, rows, tenant=who.tenant))
+
+    async def _admit(self, who: Identity, context) -> None:
+        """The tenant's agent quota: a new agent past it is RESOURCE_EXHAUSTED (checked in the store, so that
+        every replica counts the same agents). Which tenants have one is re-read every ``QUOTA_TTL_S``, so that
+        a connection storm of a tenant without an agent quota costs no store round trip per new stream."""
+        key = (who.tenant, who.name)
+        if key in self._admitted:
+            return
+        if who.tenant not in await self.limited.get():
+            return
+        try:
+            await asyncio.to_thread(partial(self.store.admit_agent, who.name, tenant=who.tenant))
+        except TenantQuotaExceeded as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        self._admitted.add(key)
 
     async def Connect(self, request_iterator, context):
         """The agent's long-lived stream (``cloud_trainer.fleet.stream``): identity read once, reports kept in
         memory and written in batches, the desired state pushed when it changes."""
         who = await require(context, ROLE_AGENT)
-        if self.hub is None:
+        hub = self.hub
+        if hub is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server has no Connect stream; use Heartbeat")
+            return  # abort raises; said for the type checker
+        await self._admit(who, context)
         key = (who.tenant, who.name)
-        async with self._stream(quota_key(who), context), self.hub.attach(key) as outbox:
+        async with self._stream(quota_key(who), context), hub.attach(key) as outbox:
             async def read() -> None:
                 try:
                     async for msg in request_iterator:
@@ -93,9 +150,10 @@ class FleetServicer(rpc.FleetServicer):
                         slots = [{"slot": s.slot, "package": s.package, "version": s.version, "digest": s.digest,
                                   "status": s.status, "reason": s.reason} for s in r.slots]
                         health = await json_field(context, r.health_json, "report.health_json")
-                        await self.hub.report(key, (dict(r.labels), slots, health, r.outbox_depth,
-                                                    {"epoch": r.epoch, "dropped": dict(r.dropped)}, time.time()),
-                                              r.generation_seen, msg.report_id)
+                        await self._command_results(who, r.command_results)
+                        await hub.report(key, (dict(r.labels), slots, health, r.outbox_depth,
+                                               _outbox_state(r), time.time()),
+                                         r.generation_seen, msg.report_id)
                 finally:
                     offer(outbox, None)  # the agent closed its side (or sent garbage): end the stream
 
@@ -103,26 +161,29 @@ class FleetServicer(rpc.FleetServicer):
             try:
                 while (msg := await outbox.get()) is not None:
                     yield msg
-                if reader.done() and not reader.cancelled() and reader.exception() is not None:
-                    raise reader.exception()
+                if reader.done() and not reader.cancelled() and (failed := reader.exception()) is not None:
+                    raise failed
             finally:
                 reader.cancel()
 
     async def Heartbeat(self, request, context):
         who = await require(context, ROLE_AGENT)
+        await self._admit(who, context)
         agent, tenant = who.name, who.tenant
         slots = [{"slot": s.slot, "package": s.package, "version": s.version, "digest": s.digest,
                   "status": s.status, "reason": s.reason} for s in request.slots]
         health = await json_field(context, request.health_json, "health_json")
+        await self._command_results(who, request.command_results)
         await asyncio.to_thread(self.store.heartbeat, agent, dict(request.labels), slots, health,
-                                request.outbox_depth, {"epoch": request.epoch, "dropped": dict(request.dropped)},
-                                tenant=tenant)
-        desired, gen = [], 0
+                                request.outbox_depth, _outbox_state(request), tenant=tenant)
+        gen, desired, config = 0, [], None
         if self.control is not None:
-            gen, desired = await asyncio.to_thread(partial(self.control.desired_for, agent, dict(request.labels),
-                                                           slots, health, tenant=tenant))
-        return pb.HeartbeatReply(generation=gen, server_time=time.time(),
-                                 desired=[pb.DesiredSlot(**d) for d in desired])
+            gen, desired, config = await asyncio.to_thread(partial(self.control.desired_state, agent, tenant=tenant))
+        reply = desired_reply(gen, desired, config)
+        if self.commands is not None:
+            key = (tenant, agent)
+            add_commands(reply, (await asyncio.to_thread(self.commands.pending_many, [key]))[key])
+        return reply
 
     async def PushRecords(self, request_iterator, context):
         who = await require(context, ROLE_AGENT)
@@ -144,6 +205,7 @@ class FleetServicer(rpc.FleetServicer):
 
     async def _push(self, who: Identity, request_iterator, context):
         agent = quota_key(who)
+        await self._admit(who, context)
         async for batch in request_iterator:
             samples = sum(len(r.sample) for r in batch.records if r.kind == "sample")
             try:  # the whole batch is within the quotas, or none of it is stored
@@ -163,11 +225,14 @@ class FleetServicer(rpc.FleetServicer):
                         log.warning("agent %s: sample seq %d arrived damaged (digest mismatch); not acknowledged",
                                     agent, r.seq)
                         continue
-                    await asyncio.to_thread(self.blobs.put_bytes, r.sample)
-                    rec["sample_sha256"], rec["sample_ext"] = digest, r.sample_ext
+                    await asyncio.to_thread(self.blobs.for_tenant(who.tenant).put_bytes, r.sample)
+                    rec["sample_sha256"], rec["sample_ext"], rec["sample_bytes"] = digest, r.sample_ext, len(r.sample)
                 records.append(rec)
-            seqs, stored, dup = await asyncio.to_thread(partial(self.store.ingest, who.name, records,
-                                                                tenant=who.tenant))
+            try:
+                seqs, stored, dup = await asyncio.to_thread(partial(self.store.ingest, who.name, records,
+                                                                    tenant=who.tenant))
+            except TenantQuotaExceeded as exc:  # the tenant's records or sample bytes of the day
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
             yield pb.Ack(seqs=seqs, stored=stored, duplicates=dup)
 
     async def DownloadPackage(self, request, context):
@@ -179,6 +244,7 @@ class FleetServicer(rpc.FleetServicer):
         if path is None or not path.exists():  # the same answer whether it exists elsewhere or not at all
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"no package with digest "
                                 f"{request.digest[:16]!r} deployed to this agent")
+            return  # abort raises; said for the type checker
         async with self._stream(quota_key(who), context):
             async for chunk in self._send_package(path, request, context):
                 yield chunk
@@ -208,17 +274,23 @@ class FleetServicer(rpc.FleetServicer):
 
 
 class AdminServicer(rpc.AdminServicer):
-    def __init__(self, store: SQLiteStore, control=None, registry: Registry | None = None) -> None:
+    def __init__(self, store: Store, control=None, registry: Registry | None = None, commands=None,
+                 limited: LimitedTenants | None = None) -> None:
         self.store, self.control, self.registry = store, control, registry
+        self.commands = commands
+        self.limited = limited
 
     async def ListAgents(self, request, context):
         who = await require(context, ROLE_ADMIN)
         out = []
         for a in await asyncio.to_thread(partial(self.store.agents, tenant=who.tenant)):
             st = await asyncio.to_thread(partial(self.store.stats, a["id"], tenant=who.tenant))
-            out.append(pb.AgentInfo(id=a["id"], labels=a["labels"], last_seen=a["last_seen"] or 0,
-                                    slots=[pb.SlotState(**s) for s in a["slots"]], records=st["records"],
-                                    last_seq=st["last_seq"]))
+            info = pb.AgentInfo(id=a["id"], labels=a["labels"], last_seen=a["last_seen"] or 0,
+                                slots=[pb.SlotState(**s) for s in a["slots"]], records=st["records"],
+                                last_seq=st["last_seq"], health_json=json.dumps(a.get("health") or {}))
+            if (a.get("outbox") or {}).get("config"):
+                info.config.CopyFrom(pb.ConfigState(**a["outbox"]["config"]))
+            out.append(info)
         return pb.ListAgentsReply(agents=out)
 
     async def IngestStats(self, request, context):
@@ -239,30 +311,54 @@ class AdminServicer(rpc.AdminServicer):
 
     async def _control(self, context, fn, *args, **kw):
         """``fn(*args, tenant=<the admin's tenant>, **kw)`` in a thread; ``NotInTenant`` is PERMISSION_DENIED."""
+        doc = await self._in_tenant(context, self.control, "deployments", fn, *args, **kw)
+        return Deployment.from_doc(doc).to_proto(pb)
+
+    async def _in_tenant(self, context, feature, what: str, fn, *args, **kw):
         who = await require(context, ROLE_ADMIN)
-        if self.control is None:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "deployments are not enabled on this server")
+        if feature is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{what} are not enabled on this server")
         try:
-            result = await asyncio.to_thread(partial(fn, *args, tenant=who.tenant, **kw))
+            return await asyncio.to_thread(partial(fn, *args, tenant=who.tenant, **kw))
         except NotInTenant as exc:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        return pb.DeploymentInfo(json=json.dumps(result))
+        except RuntimeError as exc:  # the agent's validator could not run: the service's fault, not the admin's
+            await context.abort(grpc.StatusCode.INTERNAL, str(exc))
 
     async def CreateDeployment(self, request, context):
         await require(context, ROLE_ADMIN)
-        gate = await json_field(context, request.gate_json, "gate_json")
+        gate = gate_from_request(request) if request.HasField("gate") else await json_field(
+            context, request.gate_json, "gate_json")
         req = {"package": request.package, "version": request.version, "slot": request.slot,
                "agents": list(request.agents), "selector": dict(request.selector),
                "strategy": request.strategy or "canary", "steps": list(request.steps) or ["1", "100%"],
                "wait_s": request.wait_s, "gate": gate}
+        if request.kind == "config":
+            req.update(config_yaml=request.config_yaml, config_name=request.config_name)
+            return await self._control(context, self.control.create_config, req)
+        if request.kind not in ("", "model"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"kind {request.kind[:40]!r}: model or config")
         return await self._control(context, self.control.create, req)
 
     async def ListDeployments(self, request, context):
         who = await require(context, ROLE_ADMIN)
         deps = await asyncio.to_thread(partial(self.control.list, tenant=who.tenant)) if self.control else []
-        return pb.ListDeploymentsReply(deployments=[pb.DeploymentInfo(json=json.dumps(d)) for d in deps])
+        return pb.ListDeploymentsReply(deployments=[Deployment.from_doc(d).to_proto(pb) for d in deps])
+
+    async def SendCommand(self, request, context):
+        """A command to one agent of the admin's tenant (another tenant's agent: PERMISSION_DENIED)."""
+        who = await require(context, ROLE_ADMIN)
+        cmd = await self._in_tenant(context, self.commands, "agent commands", getattr(self.commands, "send", None),
+                                    request.agent, request.kind, request.pipeline, request.reason, who.name)
+        return pb.CommandInfo(json=json.dumps(cmd))
+
+    async def ListCommands(self, request, context):
+        who = await require(context, ROLE_ADMIN)
+        cmds = (await asyncio.to_thread(partial(self.commands.list, request.agent or None, tenant=who.tenant))
+                if self.commands is not None else [])
+        return pb.ListCommandsReply(commands=[pb.CommandInfo(json=json.dumps(c)) for c in cmds])
 
     async def ControlDeployment(self, request, context):
         return await self._control(context, self.control.command, request.deployment_id, request.action)
@@ -276,8 +372,13 @@ class AdminServicer(rpc.AdminServicer):
         await require(context, ROLE_OPERATOR)
         if self.control is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "tenants are not enabled on this server")
+        limits = {f: getattr(request, f) for f in QUOTA_FIELDS if request.HasField(f)}
         try:
             t = await asyncio.to_thread(self.control.create_tenant, request.tenant, request.display_name)
+            if limits:
+                await asyncio.to_thread(partial(self.store.set_quota, t["tenant"], **limits))
+                if self.limited is not None:  # this replica at once; the others within QUOTA_TTL_S
+                    self.limited.invalidate()
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return next(i for i in await asyncio.to_thread(self.usage) if i.tenant == t["tenant"])
@@ -287,22 +388,39 @@ class AdminServicer(rpc.AdminServicer):
         return pb.ListTenantsReply(tenants=await asyncio.to_thread(self.usage))
 
     def usage(self) -> list:
-        """Counts per tenant (registered or seen): agents, records, samples, deployments, published packages."""
+        """Counts per tenant (registered or seen): agents, records, samples, deployments, published packages
+        and their bytes; the tenant's quotas and its usage of the day against them."""
         rows = self.store.usage()
+        quotas = self.store.quotas()
         deps = self.control.usage() if self.control else {}
         known = self.control.tenants() if self.control else {}
         out = []
-        for t in sorted(set(rows) | set(deps) | set(known) | {"default"}):
+        for t in sorted(set(rows) | set(deps) | set(known) | set(quotas) | {"default"}):
             reg = self.registry.for_tenant(t) if self.registry else None
-            pkgs = sum(len(reg.list(n)) for n in reg.names()) if reg is not None and reg.root.exists() else 0
+            entries = ([e for n in reg.names() for e in reg.list(n)] if reg is not None and reg.root.exists() else [])
+            paths = [reg.package_path(e) for e in entries] if reg is not None else []
+            size = sum(p.stat().st_size for p in paths if p.exists())
             r, k = rows.get(t, {}), known.get(t, {})
             out.append(pb.TenantInfo(tenant=t, display_name=k.get("display_name", ""), agents=r.get("agents", 0),
                                      records=r.get("records", 0), samples=r.get("samples", 0),
-                                     deployments=deps.get(t, 0), packages=pkgs, created=k.get("created", 0)))
+                                     deployments=deps.get(t, 0), packages=len(entries), created=k.get("created", 0),
+                                     package_bytes=size, **quotas.get(t, {})))
         return out
 
 
+def _outbox_state(r) -> dict:
+    """What a state report says of the agent's outbox (epoch, drops) and, from v3 agents, the agent
+    configuration it runs: kept with the agent's row."""
+    out = {"epoch": r.epoch, "dropped": dict(r.dropped)}
+    if r.HasField("config"):
+        c = r.config
+        out["config"] = {"source": c.source[:16], "deployment_id": c.deployment_id[:64], "digest": c.digest[:64],
+                         "status": c.status[:32], "reason": c.reason[:500]}
+    return out
+
+
 def server_credentials(ca: Path, cert: Path, key: Path) -> grpc.ServerCredentials:
+
     return grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())], root_certificates=ca.read_bytes(),
                                        require_client_auth=True)
 
@@ -317,10 +435,13 @@ class FleetServer:
 
     def __init__(self, data: Path, port: int, ca: Path, cert: Path, key: Path, host: str = "127.0.0.1",
                  registry: Path | None = None, control=None, quotas: Quotas | None = None,
-                 store: str | None = None, streams: bool = True) -> None:
+                 store: str | None = None, streams: bool = True, blobs: str | Path | BlobStore | None = None,
+                 s3_endpoint: str | None = None) -> None:
         self.data = Path(data)
         self.store = open_store(store, self.data)  # a postgresql:// URL, or the SQLite file <data>/fleet.db
-        self.blobs = LocalBlobStore(self.data / "blobs")
+        # s3://bucket[/prefix] (replicas on several hosts), a folder, or <data>/blobs
+        self.blobs = (open_blobs(str(blobs) if blobs is not None else None, self.data, s3_endpoint=s3_endpoint)
+                      if blobs is None or isinstance(blobs, (str, Path)) else blobs)
         self.registry = Registry(registry or self.data / "registry")
         if control is None:
             from cloud_trainer.fleet.control import Control
@@ -329,15 +450,27 @@ class FleetServer:
             where = store if store and store.startswith(("postgresql://", "postgres://")) else self.data / "control.db"
             control = Control(where, self.registry, self.store, keys_dir=Path(ca).parent)
         self.control = control
+        self.commands = Commands(control) if getattr(control, "db", None) is not None else None
         self.quotas = quotas or Quotas()
         self.server = grpc.aio.server(interceptors=[MalformedRequests()], options=[
-                                      ("grpc.max_receive_message_length", self.quotas.limits.max_message_bytes),
-                                               ("grpc.max_send_message_length", 64 * 1024 * 1024)],
-                                      maximum_concurrent_rpcs=100_000)  # one long-lived Connect per agent
-        self.hub = StreamHub(self.store, self.control) if streams else None
-        rpc.add_FleetServicer_to_server(FleetServicer(self.store, self.blobs, self.registry, self.control,
-                                                      self.quotas, self.hub), self.server)
-        rpc.add_AdminServicer_to_server(AdminServicer(self.store, self.control, self.registry), self.server)
+            ("grpc.max_receive_message_length", self.quotas.limits.max_message_bytes),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            # a connection storm (thousands of agents after a restart or a network cut): calls that arrive faster
+            # than the asyncio loop takes them wait in grpc's queue instead of being refused (RESOURCE_EXHAUSTED
+            # past 1,000 by default, with cancellations seen from ~2,000: FIELD-NOTES) or cancelled after 30 s
+            ("grpc.server.max_pending_requests", 20_000), ("grpc.server.max_pending_requests_hard_limit", 40_000),
+            ("grpc.server_max_unrequested_time_in_server", 120),
+            # agents ping every 10 s on an otherwise quiet stream (reports every 30 s): allowed, never a GOAWAY
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000), ("grpc.keepalive_permit_without_calls", 1),
+            # and the server pings each connection every minute: a gateway that lost power (no FIN, no RST)
+            # has its stream closed within 80 s instead of holding it (and its memory) forever
+            ("grpc.keepalive_time_ms", 60_000), ("grpc.keepalive_timeout_ms", 20_000),
+        ], maximum_concurrent_rpcs=100_000)  # one long-lived Connect per agent
+        self.hub = StreamHub(self.store, self.control, commands=self.commands) if streams else None
+        fleet = FleetServicer(self.store, self.blobs, self.registry, self.control, self.quotas, self.hub, self.commands)
+        rpc.add_FleetServicer_to_server(fleet, self.server)
+        rpc.add_AdminServicer_to_server(AdminServicer(self.store, self.control, self.registry, self.commands, fleet.limited),
+                                        self.server)
         self.port = self.server.add_secure_port(f"{host}:{port}", server_credentials(ca, cert, key))
         self._tick: asyncio.Task | None = None
         self._stopped = False

@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from protocols.events import EventKind
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
   tenant TEXT NOT NULL DEFAULT '', agent TEXT NOT NULL, epoch INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL,
@@ -57,6 +59,14 @@ GAPS = """CREATE TABLE IF NOT EXISTS gaps (
   last INTEGER NOT NULL, cause TEXT NOT NULL, t REAL NOT NULL, PRIMARY KEY (tenant, agent, epoch, first, last));
 """
 SCHEMA += GAPS
+# per-tenant quotas set by the platform operator (0: no limit) and usage per UTC day (issue 19)
+QUOTAS = """CREATE TABLE IF NOT EXISTS tenant_quotas (tenant TEXT PRIMARY KEY, max_agents BIGINT NOT NULL DEFAULT 0,
+  max_records_per_day BIGINT NOT NULL DEFAULT 0, max_sample_bytes_per_day BIGINT NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS tenant_usage (tenant TEXT NOT NULL, day INTEGER NOT NULL, records BIGINT NOT NULL DEFAULT 0,
+  sample_bytes BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (tenant, day));
+"""
+SCHEMA += QUOTAS
+QUOTA_FIELDS = ("max_agents", "max_records_per_day", "max_sample_bytes_per_day")
 # v1 files: records and samples keyed by (agent, seq); their rows become epoch 0 of tenant ''
 MIGRATIONS = [
     ("records", "epoch", """
@@ -98,7 +108,8 @@ INSERT INTO ingest SELECT 'default', agent, duplicates, epoch FROM ingest_v2;
 DROP TABLE ingest_v2;"""),
 ]
 DEFAULT_TENANT = "default"  # the same as cloud_trainer.pki.DEFAULT_TENANT
-DROP_CAUSES = {"outbox_budget": "budget", "outbox_retention": "retention", "outbox_write_failed": "write_failed"}
+DROP_CAUSES = {EventKind.OUTBOX_BUDGET: "budget", EventKind.OUTBOX_RETENTION: "retention",
+               EventKind.OUTBOX_WRITE_FAILED: "write_failed"}
 
 
 def _subtract(first: int, last: int, known: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
@@ -119,6 +130,14 @@ def _subtract(first: int, last: int, known: list[tuple[int, int, str]]) -> list[
 
 
 T = DEFAULT_TENANT
+
+
+class TenantQuotaExceeded(Exception):
+    """A tenant's quota (set by the platform operator) would be passed; nothing of the request was stored."""
+
+
+def utc_day(t: float | None = None) -> int:
+    return int((time.time() if t is None else t) // 86400)
 
 
 class Store(abc.ABC):
@@ -168,6 +187,22 @@ class Store(abc.ABC):
     def usage(self) -> dict[str, dict]:
         """Per tenant: agents, records, samples (counts only; the platform operator's view)."""
 
+    def close(self) -> None:  # noqa: B027 (optional: a store that holds nothing has nothing to release)
+        """Release the store's connections (the fleet service calls it when it stops)."""
+
+    @abc.abstractmethod
+    def set_quota(self, tenant: str, **limits: int) -> dict:
+        """Set some of a tenant's quotas (``QUOTA_FIELDS``; 0: no limit); return all of them."""
+
+    @abc.abstractmethod
+    def quotas(self) -> dict[str, dict]:
+        """Per tenant with a quota or usage today: its limits and ``records_today``, ``sample_bytes_today``."""
+
+    @abc.abstractmethod
+    def admit_agent(self, agent: str, *, tenant: str = T) -> None:
+        """Register ``agent`` if the tenant's ``max_agents`` allows it (``TenantQuotaExceeded`` otherwise); an agent
+        already registered is always admitted."""
+
 
 class SQLStore(Store):
     """The store's logic in SQL that SQLite and PostgreSQL both speak (``?`` placeholders, translated by
@@ -189,7 +224,7 @@ class SQLStore(Store):
 
     def ingest(self, agent: str, records: list[dict], *, tenant: str = T) -> tuple[list[int], int, int]:
         now = time.time()
-        stored = dup = 0
+        stored = dup = sample_bytes = 0
         q = self.q
         with self._tx() as ex:
             ex(q("INSERT INTO ingest (tenant, agent, duplicates) VALUES (?, ?, 0) ON CONFLICT DO NOTHING"),
@@ -208,6 +243,7 @@ class SQLStore(Store):
                          (tenant, agent, epoch, r["seq"], r["kind"], r["t"], now, r["payload"]))
                 if cur.rowcount:
                     stored += 1
+                    sample_bytes += int(r.get("sample_bytes") or 0)
                     if r["kind"] == "sample" and r.get("sample_sha256"):
                         meta = json.loads(r["payload"] or "{}")
                         ex(q("INSERT INTO samples (sha256, tenant, agent, epoch, seq, t, model, version, pipeline, "
@@ -222,7 +258,76 @@ class SQLStore(Store):
             if dup:
                 ex(q("UPDATE ingest SET duplicates = duplicates + ? WHERE tenant = ? AND agent = ?"),
                    (dup, tenant, agent))
+            if stored:  # last: the tenant's usage row stays locked (PostgreSQL) only until the commit
+                self._charge(ex, tenant, stored, sample_bytes, now)
         return [r["seq"] for r in records], stored, dup
+
+    def _charge(self, ex, tenant: str, records: int, sample_bytes: int, now: float) -> None:
+        """Count newly stored records and sample bytes in the tenant's usage of the day, and refuse (the whole
+        transaction rolls back) what passes its quota. The row lock of the upsert serializes the replicas'
+        counts, so the totals are exact however many processes ingest."""
+        q, day = self.q, utc_day(now)
+        ex(q("INSERT INTO tenant_usage (tenant, day, records, sample_bytes) VALUES (?, ?, ?, ?) ON CONFLICT "
+             "(tenant, day) DO UPDATE SET records = tenant_usage.records + excluded.records, "
+             "sample_bytes = tenant_usage.sample_bytes + excluded.sample_bytes"), (tenant, day, records, sample_bytes))
+        limits = ex(q("SELECT max_records_per_day, max_sample_bytes_per_day FROM tenant_quotas WHERE tenant = ?"),
+                    (tenant,)).fetchone()
+        if not limits or not any(limits):
+            return
+        used = ex(q("SELECT records, sample_bytes FROM tenant_usage WHERE tenant = ? AND day = ?"),
+                  (tenant, day)).fetchone()
+        for limit, n, added, what in ((limits[0], used[0], records, "records"),
+                                      (limits[1], used[1], sample_bytes, "bytes of samples")):
+            if limit and n > limit:
+                raise TenantQuotaExceeded(
+                    f"tenant {tenant}: this batch ({added} {what}) would pass the tenant's quota of {limit} {what} "
+                    f"per day ({n - added} used today); nothing of it was stored: "
+                    "the agent keeps it in its outbox and sends it after 00:00 UTC or once the platform operator "
+                    "raises the quota")
+
+    def set_quota(self, tenant: str, **limits: int) -> dict:
+        bad = sorted(set(limits) - set(QUOTA_FIELDS))
+        if bad:
+            raise ValueError(f"unknown quota {bad[0]!r}; quotas are {', '.join(QUOTA_FIELDS)}")
+        with self._tx() as ex:
+            ex(self.q("INSERT INTO tenant_quotas (tenant) VALUES (?) ON CONFLICT DO NOTHING"), (tenant,))
+            for k, v in limits.items():
+                if int(v) < 0:
+                    raise ValueError(f"quota {k}: {v} is negative; use 0 for no limit")
+                ex(self.q(f"UPDATE tenant_quotas SET {k} = ? WHERE tenant = ?"), (int(v), tenant))
+        return self.quotas().get(tenant, {})
+
+    def quotas(self) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        for t, *lim in self._rows(self.q("SELECT tenant, " + ", ".join(QUOTA_FIELDS) + " FROM tenant_quotas")):
+            out[t] = {**dict(zip(QUOTA_FIELDS, map(int, lim), strict=True)), "records_today": 0,
+                      "sample_bytes_today": 0}
+        for t, n, b in self._rows(self.q("SELECT tenant, records, sample_bytes FROM tenant_usage WHERE day = ?"),
+                                  (utc_day(),)):
+            out.setdefault(t, {**dict.fromkeys(QUOTA_FIELDS, 0)}).update(records_today=int(n),
+                                                                          sample_bytes_today=int(b))
+        return out
+
+    def _lock_tenant(self, ex, tenant: str) -> None:
+        """Serialize the registrations of one tenant's new agents (PostgreSQL: an advisory lock; SQLite's write
+        transaction is exclusive anyway)."""
+
+    def admit_agent(self, agent: str, *, tenant: str = T) -> None:
+        q = self.q
+        row = self._rows(q("SELECT max_agents FROM tenant_quotas WHERE tenant = ?"), (tenant,))
+        if not row or not row[0][0]:
+            return  # no limit: the first state report registers it, as always
+        limit = int(row[0][0])
+        with self._tx() as ex:
+            self._lock_tenant(ex, tenant)
+            if ex(q("SELECT 1 FROM agents WHERE tenant = ? AND id = ?"), (tenant, agent)).fetchone():
+                return
+            n = ex(q("SELECT COUNT(*) FROM agents WHERE tenant = ?"), (tenant,)).fetchone()[0]
+            if n >= limit:
+                raise TenantQuotaExceeded(f"tenant {tenant}: {n} agents registered, the tenant's quota is {limit}; "
+                                          f"agent {agent} cannot join until the platform operator raises the quota")
+            ex(q("INSERT INTO agents (tenant, id, last_seen) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"),
+               (tenant, agent, time.time()))
 
     def _end_epoch(self, ex, tenant: str, agent: str, epoch: int, cause: str, now: float,
                    replace: bool = False) -> None:
@@ -243,7 +348,7 @@ class SQLStore(Store):
         except ValueError:
             return
         kind = evt.get("kind") if isinstance(evt, dict) else None
-        if kind == "outbox_corrupt" and evt.get("previous_epoch") is not None:
+        if kind == EventKind.OUTBOX_CORRUPT and evt.get("previous_epoch") is not None:
             prev = int(evt["previous_epoch"])
             if prev != epoch:
                 self._end_epoch(ex, tenant, agent, prev, "outbox_corrupt", now, replace=True)

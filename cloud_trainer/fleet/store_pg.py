@@ -81,11 +81,16 @@ class PostgresStore(SQLStore):
         except psycopg.OperationalError as exc:
             raise ConnectionError(f"fleet store {_redact(url)}: cannot connect ({str(exc).strip()[:300]}); check the "
                                   "URL, that PostgreSQL is running and that the user may log in") from exc
+        # check: a pooled connection is tested as it is handed out, so that after a database restart the stale
+        # ones are replaced instead of failing one call each
         self.pool = ConnectionPool(url, min_size=min_size, max_size=max_size, timeout=timeout_s, open=True,
-                                   name="fleet-store")
+                                   name="fleet-store", check=ConnectionPool.check_connection)
 
     def q(self, sql: str) -> str:
         return sql.replace("?", "%s")
+
+    def _lock_tenant(self, ex, tenant: str) -> None:
+        ex("SELECT pg_advisory_xact_lock(hashtext(%s))", ("agents:" + tenant,))
 
     @contextlib.contextmanager
     def _tx(self, write: bool = True):

@@ -12,7 +12,8 @@ least every ``report_s`` (30 s), and the server pushes the desired state the mom
 - **Push**: every ``poll_s`` the hub reads the control's change log (``changes_since``: which
   (tenant, agent) pairs got a new desired state, from this process or from another replica sharing
   the database) and sends each connected one its whole desired state. A report whose
-  ``generation_seen`` is behind gets it at once too, as does a stream when it opens.
+  ``generation_seen`` is behind gets it at once too, as does a stream when it opens (gathered for
+  ``push_batch_s``, 20 ms, so that a storm of new streams costs one control read per batch).
 - One stream per agent: a second ``Connect`` of the same agent ends the first (a reconnect).
 
 The hub keeps only connection state in memory; everything another replica needs is in the stores.
@@ -25,13 +26,19 @@ import contextlib
 import logging
 import time
 
+from cloud_trainer.fleet.commands import add_commands
+
 log = logging.getLogger(__name__)
 
 
 class StreamHub:
-    def __init__(self, store, control, *, flush_s: float = 1.0, poll_s: float = 0.25) -> None:
+    def __init__(self, store, control, *, flush_s: float = 1.0, poll_s: float = 0.25,
+                 push_batch_s: float = 0.02, commands=None) -> None:
         self.store, self.control = store, control
-        self.flush_s, self.poll_s = flush_s, poll_s
+        self.commands = commands  # pending agent commands ride in the desired state (fleet.commands)
+        self.flush_s, self.poll_s, self.push_batch_s = flush_s, poll_s, push_batch_s
+        self._to_push: set[tuple[str, str]] = set()  # streams owed their desired state (opened or behind)
+        self._push_wanted = asyncio.Event()
         self.streams: dict[tuple[str, str], asyncio.Queue] = {}
         self.pending: dict[tuple[str, str], tuple] = {}
         self.sent: dict[tuple[str, str], int] = {}  # generation last pushed to each open stream
@@ -47,6 +54,7 @@ class StreamHub:
         self._tasks = [asyncio.create_task(self._flusher(), name="fleet-stream-flush")]
         if self.control is not None:
             self._tasks.append(asyncio.create_task(self._poller(), name="fleet-stream-push"))
+            self._tasks.append(asyncio.create_task(self._owed(), name="fleet-stream-first-push"))
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -85,8 +93,9 @@ class StreamHub:
 
             offer(q, pb.ServerMessage(acked=report_id))
         sent = self.sent.get(key)
-        if sent is None or generation_seen < sent:
-            await self.push([key])
+        if (sent is None or generation_seen < sent) and self.control is not None:
+            self._to_push.add(key)
+            self._push_wanted.set()
 
     async def push(self, keys: list[tuple[str, str]]) -> None:
         keys = [k for k in keys if k in self.streams]
@@ -95,14 +104,15 @@ class StreamHub:
         from protocols.gen import fleet_pb2 as pb
 
         desired = await asyncio.to_thread(self.control.desired_many, keys)
-        now = time.time()
-        for k, (gen, slots) in desired.items():
+        commands = await asyncio.to_thread(self.commands.pending_many, keys) if self.commands is not None else {}
+        for k, (gen, slots, config) in desired.items():
             q = self.streams.get(k)
             if q is None:
                 continue
+            reply = desired_reply(gen, slots, config)
+            add_commands(reply, commands.get(k))
             self.sent[k] = gen
-            offer(q, pb.ServerMessage(desired=pb.HeartbeatReply(generation=gen, server_time=now,
-                                                                 desired=[pb.DesiredSlot(**d) for d in slots])))
+            offer(q, pb.ServerMessage(desired=reply))
             self.pushes += 1
 
     # ---- background --------------------------------------------------------------------------
@@ -123,6 +133,22 @@ class StreamHub:
                 log.exception("fleet streams: writing %d state reports failed; they are sent again by the agents",
                               len(self.pending))
 
+    async def _owed(self) -> None:
+        """Streams owed their desired state (just opened, or reporting an older generation) get it in batches:
+        one read of the control state per ``push_batch_s`` for all of them, instead of one thread hop and one
+        lock turn per stream, which is what a connection storm (thousands of agents reconnecting after a
+        restart) would cost otherwise."""
+        while True:
+            await self._push_wanted.wait()
+            await asyncio.sleep(self.push_batch_s)
+            self._push_wanted.clear()
+            keys, self._to_push = list(self._to_push), set()
+            try:
+                await self.push(keys)
+            except Exception:
+                log.exception("fleet streams: sending the desired state to %d new streams failed; they get it "
+                              "at their next report", len(keys))
+
     async def _poller(self) -> None:
         while True:
             await asyncio.sleep(self.poll_s)
@@ -136,6 +162,17 @@ class StreamHub:
     def snapshot(self) -> dict:
         return {"streams": len(self.streams), "reports": self.reports, "pushes": self.pushes,
                 "flushes": self.flushes, "pending": len(self.pending)}
+
+
+def desired_reply(gen: int, slots: list[dict], config: dict | None):
+    """An agent's whole desired state as a ``HeartbeatReply``: model slots, and its agent configuration if the
+    fleet gives it one (``Control.desired_state``)."""
+    from protocols.gen import fleet_pb2 as pb
+
+    reply = pb.HeartbeatReply(generation=gen, server_time=time.time(), desired=[pb.DesiredSlot(**d) for d in slots])
+    if config is not None:
+        reply.config.CopyFrom(pb.DesiredConfig(**config))
+    return reply
 
 
 def offer(q: asyncio.Queue, item) -> None:

@@ -31,6 +31,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -224,6 +225,9 @@ def _modules():
         12 px), local colour std, gradient energy, |Laplacian| mean and max, difference-of-Gaussians
         energy. No weights to learn."""
 
+        k3: torch.Tensor  # buffers (register_buffer), declared for the type checker
+        g5: torch.Tensor
+
         def __init__(self, context: bool = False, channels: int = 3, normalise: bool = True) -> None:
             super().__init__()
             self.context = context
@@ -307,6 +311,10 @@ def _modules():
 
     class PatchCore(nn.Module):
         """image → (score (N,1), map (N,1,H,W)); the memory bank is a constant of the graph."""
+
+        bank_t: torch.Tensor  # buffers (register_buffer), declared for the type checker
+        bank_sq: torch.Tensor
+        blur: torch.Tensor
 
         def __init__(self, features, bank: np.ndarray, size: int) -> None:
             super().__init__()
@@ -561,7 +569,7 @@ def evaluate(path: Path, ds: AnomalyData, pre, threshold: float, engine: str = "
     score = out["anomaly_score"].reshape(-1)
     ng = ds.test_ng
     hits = [h for h in hottest_hits(out["anomaly_map"], ds.test_masks) if h is not None]
-    m = {"n": int(len(score)), "n_ng": int(ng.sum()), "image_auroc": common.auroc(ng, score),
+    m: dict[str, Any] = {"n": int(len(score)), "n_ng": int(ng.sum()), "image_auroc": common.auroc(ng, score),
          "ng_recall": float(np.mean(score[ng] >= threshold)) if ng.any() else float("nan"),
          "ok_rejected": float(np.mean(score[~ng] >= threshold)) if (~ng).any() else float("nan"),
          "map_hit_rate": float(np.mean(hits)) if hits else float("nan")}

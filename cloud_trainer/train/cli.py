@@ -1,7 +1,8 @@
 """`cloud-trainer train|quantize|evaluate|package|publish|build`.
 
 ``build anomaly`` trains the good-only anomaly family (``cloud_trainer.train.anomaly``) from a folder of
-good images or an MVTec AD root, in one command only.
+good images or an MVTec AD root, in one command only. The families and the verbs each accepts come
+from ``cloud_trainer.train.families.TRAINER_FAMILIES``.
 
 ``build`` runs the whole pipeline in one command (dataset → train → export → INT8 → evaluate →
 gate → package → publish). The stage verbs run one stage each on a shared work folder
@@ -21,14 +22,17 @@ from pathlib import Path
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
+    from cloud_trainer.train.families import family_names, load_family
+
     ap = argparse.ArgumentParser(prog=f"cloud-trainer {prog}")
-    ap.add_argument("family", choices=["vision", "maintenance", "anomaly"] if prog == "build" else
-                    ["vision", "maintenance"])
+    ap.add_argument("family", choices=family_names(prog))
     ap.add_argument("--work", type=Path, help="work folder shared by the stages (default: var/builds/<family>)")
     if prog in ("train", "build"):
         ap.add_argument("--dataset", required=True, type=Path, help="simulator dataset folder (edge-sim dataset ...)")
         ap.add_argument("--seed", type=int, default=0)
-        ap.add_argument("--epochs", type=int, default=None, help="default: vision 20, maintenance 200 (early stopping)")
+        epochs = ", ".join(f"{k} {load_family(k).default_epochs}" for k in family_names(prog)
+                           if load_family(k).default_epochs)
+        ap.add_argument("--epochs", type=int, default=None, help=f"default: {epochs} (early stopping)")
         ap.add_argument("--size", type=int, default=128, help="input size in pixels (vision: per tile when tiled; anomaly)")
         ap.add_argument("--roi", type=_ints(4, "X,Y,WIDTH,HEIGHT"), help="vision: look only at this pixel box of "
                         "each frame (e.g. 320,160,640,640)")
@@ -85,6 +89,7 @@ def _ints(n: int, form: str, sep: str = ","):
 
 
 def _settings(a):
+    from cloud_trainer.train.families import load_family
     from cloud_trainer.train.pipeline import BuildSettings
 
     floors = {}
@@ -100,7 +105,7 @@ def _settings(a):
 
         generate_keypair(key, key.with_suffix(".pub"))
         print(f"created signing key {key} (and {key.with_suffix('.pub')} for agents to trust)", file=sys.stderr)
-    epochs = getattr(a, "epochs", None) or (20 if a.family == "vision" else 200)
+    epochs = getattr(a, "epochs", None) or load_family(a.family).default_epochs
     return BuildSettings(family=a.family, dataset=getattr(a, "dataset", None), registry=getattr(a, "registry", None),
                          signing_key=key, workdir=a.work or Path("var/builds") / a.family,
                          seed=getattr(a, "seed", 0), epochs=epochs, size=getattr(a, "size", 128),
@@ -118,11 +123,13 @@ def _run(verb: str, argv: list[str]) -> int:
     from cloud_trainer.registry import RegistryError
     from cloud_trainer.train import pipeline as P
     from cloud_trainer.train.data import DatasetError
+    from cloud_trainer.train.families import load_family
 
     a = _parser(verb).parse_args(argv)
-    if a.family == "anomaly":
-        return _build_anomaly(a)
     s = _settings(a)
+    own = load_family(a.family).build_command(a, s)  # a family with a build of its own (verbs: build only)
+    if own is not None:
+        return own
     try:
         if verb == "train":
             meta = P.stage_train(s)
@@ -155,30 +162,6 @@ def _run(verb: str, argv: list[str]) -> int:
               f"{'published' if verb in ('build', 'publish') else 'packaged'} (report: {exc.report})", file=sys.stderr)
         return 3
     print(json.dumps(out))
-    return 0
-
-
-def _build_anomaly(a) -> int:
-    from cloud_trainer.train import anomaly
-    from cloud_trainer.train.pipeline import GateFailed
-
-    s = _settings(a)
-    st = anomaly.AnomalySettings(
-        dataset=a.dataset, registry=a.registry, signing_key=s.signing_key, workdir=a.work or Path("var/builds/anomaly"),
-        size=a.size or 128, seed=a.seed, false_reject_rate=a.false_reject_rate, backbone_weights=a.backbone_weights,
-        features=a.features, threads=a.threads, version=a.version, floors=s.floors, int8_margin=a.int8_margin,
-        openvino=not a.no_openvino, force=a.force, name=a.name or anomaly.NAME)
-    try:
-        res = anomaly.build(st)
-    except anomaly.AnomalyDataError as exc:
-        print(f"cloud-trainer build anomaly: dataset error: {exc}", file=sys.stderr)
-        return 2
-    except GateFailed as exc:
-        print(f"cloud-trainer build anomaly: candidate rejected by the evaluation gate: {exc}; nothing published "
-              f"(report: {exc.report})", file=sys.stderr)
-        return 3
-    print(json.dumps({"published": res["entry"]["version"], "name": res["entry"]["name"], "package": res["package"],
-                      "form": res["report"]["form"], "threshold": res["report"]["threshold"]}))
     return 0
 
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -173,7 +174,9 @@ def split_indices(n: int, seed: int, val: float = 0.15, test: float = 0.15) -> t
 def split_runs(run_id: np.ndarray, fault: np.ndarray, seed: int) -> tuple[np.ndarray, ...]:
     """By run, so that test machines are unseen: per fault class, runs go to train/val/test in turn."""
     rng = np.random.default_rng(seed)
-    train, val, test = [], [], []
+    train: list[Any] = []
+    val: list[Any] = []
+    test: list[Any] = []
     for f in sorted(set(fault.tolist())):
         runs = sorted(set(run_id[fault == f].tolist()))
         rng.shuffle(runs)

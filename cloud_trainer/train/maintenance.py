@@ -44,6 +44,8 @@ def build_model(n_features: int, n_faults: int, mean_life_s: float = RUL_SCALE):
     from torch import nn
 
     class HealthNet(nn.Module):
+        mean_life: torch.Tensor  # a buffer (register_buffer), declared for the type checker
+
         def __init__(self) -> None:
             super().__init__()
             self.enc = nn.Sequential(nn.Linear(n_features, 32), nn.ReLU(), nn.Linear(32, 8))

@@ -53,6 +53,13 @@ def _model_class():
     class PatchClassifier(nn.Module):
         """image → (logits (N, K), heatmap (N, 1, h, w)); bank, scorer and head are constants of the graph."""
 
+        bank_t: torch.Tensor  # buffers (register_buffer), declared for the type checker
+        bank_sq: torch.Tensor
+        blur: torch.Tensor
+        head_w: torch.Tensor
+        head_b: torch.Tensor
+        log_centre: torch.Tensor
+
         def __init__(self, features, bank: np.ndarray, scorer, head_w: np.ndarray, head_b: np.ndarray,
                      centre: float, slope: float) -> None:
             super().__init__()
@@ -228,7 +235,7 @@ def train(data, size: int, seed: int, log=common.stderr_log, threads: int | None
         with torch.no_grad():
             return torch.cat([probe.inputs(torch.from_numpy(xs[i : i + 64])) for i in range(0, len(xs), 64)])
 
-    z = [None] * FOLDS
+    z: list = [None] * FOLDS
     for f in range(FOLDS):  # each image's distances from a bank built without it (nor its relit copy)
         keep = (fold_of != f) & ~ng
         bank_f = anomaly.coreset(np.concatenate([patches[keep], light[keep]]).reshape(-1, dims), BANK_SIZE, seed + f)

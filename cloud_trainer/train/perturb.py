@@ -67,7 +67,8 @@ def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     import cv2
 
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else img
+    out = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
+    return out if out is not None else img
 
 
 def pose(img: np.ndarray, degrees: float, dx: float, dy: float, scale: float) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""dataset → train → export → INT8 → evaluate → gate → package → publish, for either family.
+"""dataset → train → export → INT8 → evaluate → gate → package → publish, for every trainer family.
 
 ``build(...)`` is a plain function of (dataset folder, settings) → a package in the registry (or a
 rejection with its report), so a job scheduler can run it anywhere. Every stage writes into the
@@ -9,25 +9,26 @@ The gate, on the same held-out test split: the candidate (its INT8 model, what a
 meet the configured floors, lose at most ``int8_margin`` to its FP32 form, and, when a version is
 already published, not be worse than that version evaluated on the same data. A candidate that
 fails is not packaged into the registry, which stays unchanged.
+
+What differs between families (dataset, model, metrics, threshold, the gate's own checks, plots,
+the manifest's inputs and outputs) is a hook of the family's class (``families.TrainerFamily``),
+looked up in ``families.TRAINER_FAMILIES``: this module names no family.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cloud_trainer.registry import Registry
-from cloud_trainer.train import common, onnx_tools
-
-FAMILIES = {"vision": "part-inspection", "maintenance": "machine-health"}
-DEFAULT_FLOORS = {
-    "vision": {"ng_recall": 0.98, "ng_precision": 0.95},
-    "maintenance": {"anomaly_auroc": 0.95, "fault_accuracy": 0.90},
-}
+from cloud_trainer.train import common, families, onnx_tools
+from cloud_trainer.train.families import StageError, TrainerFamily
 
 
 class GateFailed(RuntimeError):
@@ -39,8 +40,8 @@ class GateFailed(RuntimeError):
 @dataclass
 class BuildSettings:
     family: str
-    dataset: Path
-    registry: Path
+    dataset: Path | None  # None for the stages that do not read it (quantize, package, ...)
+    registry: Path | None  # None for the stages that do not use it (train, quantize)
     signing_key: Path
     workdir: Path
     seed: int = 0
@@ -64,73 +65,31 @@ class BuildSettings:
     recipe: str = "auto"  # vision: "patch" (patch_classifier), "cnn" (vision.train), or "auto" (see vision_recipe)
 
 
-VISION_RECIPES = ("auto", "patch", "cnn")
-
-
-def vision_recipe(s: BuildSettings) -> str:
-    """``auto``: the patch recipe for a dataset imported from the user's own images (``dataset import``:
-    its ``dataset.yaml`` says ``imported_from``), where a CNN trained from scratch on a few hundred
-    images does not learn the defects (docs/trainer.md); the CNN for the simulator's datasets and fleet
-    samples, and whenever ``--init-from`` or ``--degrade`` asks for the CNN's weights."""
-    if s.recipe not in VISION_RECIPES:
-        raise StageError(f"--recipe {s.recipe!r}: expected one of {', '.join(VISION_RECIPES)}")
-    if s.recipe == "patch" and s.init_from:
-        raise StageError("--init-from: fine-tuning applies to the cnn recipe; the patch recipe is rebuilt from "
-                         "its images in minutes (drop --init-from, or give --recipe cnn)")
-    if s.recipe != "auto":
-        return s.recipe
-    if s.init_from or s.degrade:
-        return "cnn"
-    meta_file = Path(s.dataset) / "dataset.yaml"
-    try:
-        import yaml
-
-        meta = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else None
-    except Exception:  # load_parts names a broken dataset.yaml with its own message
-        meta = None
-    return "patch" if isinstance(meta, dict) and meta.get("imported_from") else "cnn"
-
-
 def _engines() -> list[str]:
     import importlib.util
 
     return [e for e in ("onnxruntime", "openvino") if importlib.util.find_spec(e)]
 
 
-class StageError(RuntimeError):
-    """A stage was run out of order or on a work folder from another build."""
+def _family(name: str) -> TrainerFamily:
+    """A family the stage verbs train (the table's families with their own build are refused)."""
+    staged = families.family_names("train")
+    if name not in staged:
+        raise ValueError(f"unknown family {name!r}; expected one of {sorted(staged)}")
+    return families.load_family(name)
 
 
-def _family(name: str):
-    if name == "vision":
-        from cloud_trainer.train import vision as fam
-    elif name == "maintenance":
-        from cloud_trainer.train import maintenance as fam
-    else:
-        raise ValueError(f"unknown family {name!r}; expected one of {sorted(FAMILIES)}")
-    return fam
+def _given(value: Path | None, option: str) -> Path:
+    """A setting this stage needs (the CLI passes None for the options its verb does not take)."""
+    if value is None:
+        raise StageError(f"this stage needs {option}")
+    return value
 
 
 def _need(path: Path, stage: str) -> Path:
     if not path.exists():
         raise StageError(f"{path} is missing: run `cloud-trainer {stage}` with this work folder first")
     return path
-
-
-def _load_dataset(family: str, folder: Path, preprocessing: dict | None = None):
-    """The dataset; for a tiled vision model (``preprocessing`` with tiles), its tiles."""
-    from cloud_trainer.train import data as D
-
-    if family != "vision":
-        return D.load_vibration(folder)
-    tiled = bool(preprocessing and preprocessing.get("tiles"))
-    ds = D.load_parts(folder, masks=tiled)
-    if tiled:
-        from cloud_trainer.train import vision
-        from model_packager.manifest import ImagePreprocessing
-
-        ds = vision.as_tiles(ds, ImagePreprocessing.model_validate(preprocessing))
-    return ds
 
 
 def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
@@ -141,33 +100,15 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
     s.workdir.mkdir(parents=True, exist_ok=True)
     for stale in ("model.int8.onnx", "report.json", "package.json"):  # a new model invalidates later stages
         (s.workdir / stale).unlink(missing_ok=True)
-    pre = fam.preprocessing(s.size, s.roi, s.tiles, s.color) if s.family == "vision" else None
-    ds = _load_dataset(s.family, s.dataset, pre.model_dump(mode="json") if pre else None)
-    recipe = vision_recipe(s) if s.family == "vision" else None
-    if recipe == "patch":
-        from cloud_trainer.train import patch_classifier
-
-        tr_out = patch_classifier.train(ds, s.size, s.seed, log, s.threads, pre=pre)
-    elif s.family == "vision":
-        init = _init_state(s.init_from) if s.init_from else None
-        try:
-            tr_out = fam.train(ds, s.size, s.seed, s.epochs, log, s.threads, init_state=init, pre=pre)
-        except ValueError as exc:
-            from cloud_trainer.train.data import DatasetError
-
-            if isinstance(exc, DatasetError):
-                raise
-            raise StageError(f"--init-from {s.init_from}: {exc}") from None
-    elif s.init_from:
-        raise StageError("--init-from: fine-tuning applies to vision models; maintenance models retrain from "
-                         "scratch (their features are standardised on each dataset)")
-    else:
-        tr_out = fam.train(ds, s.seed, s.epochs, log, s.threads)
+    pre = fam.preprocessing(s)
+    ds = fam.load_dataset(_given(s.dataset, "--dataset"), pre.model_dump(mode="json") if pre else None)
+    tr_out = fam.train(s, ds, pre, log)
     if s.degrade:
         _degrade(tr_out["model"])
     x = tr_out["x"]
     import torch
 
+    recipe = tr_out.get("recipe")  # a family's recipe, when it has several (vision: patch | cnn)
     if recipe == "patch":  # nothing to fine-tune from: the bank is rebuilt from the images
         (s.workdir / "model.pt").unlink(missing_ok=True)
     else:
@@ -177,8 +118,7 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
     onnx_tools.export(tr_out["model"], example, s.workdir / "model.fp32.onnx", fam.INPUT, fam.OUTPUTS)
     tr, va, te = tr_out["split"]
     arrays = {"x": x, "y": tr_out["y"], "train": tr, "val": va, "test": te}
-    if s.family == "maintenance":
-        arrays.update(health=tr_out["health"], rul_s=tr_out["rul_s"], rul_ok=tr_out["rul_ok"])
+    arrays.update(fam.train_arrays(tr_out))
     np.savez(s.workdir / "train.npz", **arrays)
     meta = {"family": s.family, "dataset": str(s.dataset), "dataset_digest": ds.digest, "seed": s.seed,
             "size": s.size, "preprocessing": tr_out["pre"].model_dump(mode="json"),
@@ -186,31 +126,12 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
             "calibration": tr_out.get("calibration"),
             "init_from": str(s.init_from) if s.init_from else None,
             "export": {"onnx_opset": onnx_tools.OPSET, "dynamic_batch": True},
-            "input_stats": _input_stats(ds, tr) if s.family == "vision" else None,
+            "input_stats": fam.input_stats(ds, tr),
             "training": {"seconds": time.perf_counter() - t0, "history": tr_out["history"]["epochs"]}}
+    meta.update(fam.train_meta(ds, log))
     (s.workdir / "train.json").write_text(json.dumps(meta, indent=1, default=float))
     log(f"trained {s.family} in {meta['training']['seconds']:.0f}s; exported {s.workdir / 'model.fp32.onnx'}")
     return meta
-
-
-def _input_stats(ds, rows) -> dict:
-    """The training images' statistics for the manifest (the agent's UNSURE check)."""
-    from model_packager.inputstats import summarize
-
-    return summarize(ds.images[i] for i in rows).model_dump(mode="json")
-
-
-def _init_state(path: Path) -> dict:
-    import torch
-
-    pt = Path(path) / "model.pt" if Path(path).is_dir() else Path(path)
-    if not pt.is_file():
-        raise StageError(f"--init-from {path}: no model.pt there (a work folder of `train`, or a published "
-                         "version's folder in the registry)")
-    try:
-        return torch.load(pt, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise StageError(f"--init-from {pt}: not a weights file ({type(exc).__name__}: {exc})") from None
 
 
 def _meta(s: BuildSettings) -> dict:
@@ -238,11 +159,11 @@ def stage_quantize(s: BuildSettings, log=common.stderr_log) -> Path:
 
         from cloud_trainer.train.patch_classifier import SCHEME
 
-        int8 = shutil.copyfile(fp32, s.workdir / "model.int8.onnx")
+        int8 = Path(shutil.copyfile(fp32, s.workdir / "model.int8.onnx"))
         for stale in ("report.json", "package.json"):
             (s.workdir / stale).unlink(missing_ok=True)
         log(f"quantize: patch recipe, {SCHEME}")
-        return Path(int8)
+        return int8
     calib = x[va][: s.calibration] if len(va) else x[tr][: s.calibration]
     int8 = onnx_tools.quantize(fp32, s.workdir / "model.int8.onnx", calib, fam.INPUT)
     for stale in ("report.json", "package.json"):
@@ -261,48 +182,18 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
     fp32 = _need(s.workdir / "model.fp32.onnx", "train")
     int8 = _need(s.workdir / "model.int8.onnx", "quantize")
     (s.workdir / "package.json").unlink(missing_ok=True)  # a package of an earlier evaluation is stale
-    reg = Registry(s.registry)
-    name = FAMILIES[s.family]
+    reg = Registry(_given(s.registry, "--registry"))
+    name = fam.package_name
     x, y, tr, va, te = a["x"], a["y"], a["train"], a["val"], a["test"]
     outs = {"fp32": onnx_tools.run(fp32, x[te]), "int8": onnx_tools.run(int8, x[te])}
     if "openvino" in _engines():
         outs["int8_openvino"] = onnx_tools.run(int8, x[te], "openvino")
-    val_int8 = onnx_tools.run(int8, x[va])
-    rul_mean = None
-    extra: dict = {}
-    ds = None  # the images themselves, read once: the perturbed copy and the published version need them
-    if s.family == "vision" and meta.get("recipe") == "patch":
-        # the threshold was placed at training from out-of-fold scores: NG when 1 - p(good) >= 0.5
-        threshold = 0.5
-        mets = {k: fam.metrics(o["logits"], y[te], meta["classes"], threshold) for k, o in outs.items()}
-        primary = ["ng_recall", "f1_macro"]
-        cal = meta["calibration"]
-        extra["operating_point"] = {"rule": f"patch recipe: score threshold {cal['centre']:.4g} from out-of-fold "
-                                            f"scores of the training images ({cal['rule']})", "threshold": threshold,
-                                    "calibration": cal, "validation_curve": []}
-        ds = _trained_dataset(s, meta)
-        extra["perturbed"] = _perturbed_metrics(ds, meta, fp32, int8, te, y, threshold)
-    elif s.family == "vision":
-        # the operating point comes from the FP32 model (the reference every form is held to)
-        val_fp32 = fam.ng_score(onnx_tools.run(fp32, x[va])["logits"])
-        threshold = fam.operating_point(val_fp32, y[va] != 0, s.min_ng_precision)
-        mets = {k: fam.metrics(o["logits"], y[te], meta["classes"], threshold) for k, o in outs.items()}
-        primary = ["ng_recall", "f1_macro"]
-        extra["operating_point"] = {"rule": f"highest NG recall at NG precision >= {s.min_ng_precision} on validation "
-                                            "(FP32 scores), centred in logit space", "threshold": threshold,
-                                    "min_ng_precision": s.min_ng_precision,
-                                    "validation_curve": fam.operating_curve(val_fp32, y[va] != 0)}
-        ds = _trained_dataset(s, meta)
-        extra["perturbed"] = _perturbed_metrics(ds, meta, fp32, int8, te, y, threshold)
-    else:
-        threshold = fam.choose_threshold(val_int8["anomaly_score"].reshape(-1),
-                                         fam.anomaly_truth(y[va], a["health"][va])[0])
-        rul_mean = float(np.nanmean(np.where(a["rul_ok"][tr], a["rul_s"][tr], np.nan)))
-        mets = {k: fam.metrics(o, y[te], a["health"][te], a["rul_s"][te], threshold, rul_mean)
-                for k, o in outs.items()}
-        primary = ["anomaly_auroc", "fault_accuracy"]
+    # the dataset itself, read once and only when needed (a family's evaluation, the published version)
+    dataset = functools.cache(functools.partial(_trained_dataset, s, meta))
+    ev = fam.evaluate(s, meta, a, outs, fp32, int8, dataset)
+    mets, threshold, extra, primary = ev.metrics, ev.threshold, ev.extra, list(fam.primary)
 
-    floors = {**DEFAULT_FLOORS[s.family], **s.floors}
+    floors = {**fam.default_floors, **s.floors}
     reasons = []
     cand = mets["int8"]
     pert = (extra.get("perturbed") or {}).get("int8", {})
@@ -311,7 +202,7 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
         if got is None:
             raise ValueError(f"gate floor {k!r} is not a {s.family} metric; known: "
                              f"{sorted(x for x, v in cand.items() if isinstance(v, float))}"
-                             + (" and perturbed_<metric>" if s.family == "vision" else ""))
+                             + fam.floor_hint)
         if got < floor:
             reasons.append(f"{k} {got:.4f} is below the floor {floor}")
     for k in primary:  # INT8 against FP32 on every engine measured (agents may run either)
@@ -319,15 +210,12 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
             if mets["fp32"][k] - mets[form][k] > s.int8_margin:
                 reasons.append(f"{form} loses {mets['fp32'][k] - mets[form][k]:.4f} {k} to FP32 "
                                f"(margin {s.int8_margin})")
-    if s.family == "maintenance" and not cand["rul_mae_s"] < cand["rul_mae_naive_s"]:
-        reasons.append(f"remaining-life MAE {cand['rul_mae_s']:.0f}s does not beat the naive mean "
-                       f"{cand['rul_mae_naive_s']:.0f}s")
+    reasons += fam.gate_reasons(cand)
     incumbent = reg.latest(name) if s.compare_published else None
     inc_metrics = None
     if incumbent is not None:
-        ds = ds or _trained_dataset(s, meta)
-        inc_metrics = _evaluate_incumbent(reg, incumbent, s, ds, te, y, threshold_fallback=threshold,
-                                          rul_mean=rul_mean)
+        inc_metrics = _evaluate_incumbent(reg, incumbent, s, fam, dataset(), te, y, threshold_fallback=threshold,
+                                          context=ev.context)
         for k in primary:
             if inc_metrics is not None and cand[k] + 1e-9 < inc_metrics[k] - s.tolerance:
                 reasons.append(f"{k} {cand[k]:.4f} is worse than the published {incumbent['version']} "
@@ -352,8 +240,7 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
         "calibration_samples": int(min(s.calibration, len(va) or len(tr))),
         "quantization_scheme": _scheme(meta), "recipe": meta.get("recipe"), **extra,
     }
-    _write_report(report, s.workdir, mets["int8"], y[te], outs["int8"], s.family,
-                  a["health"][te] if s.family == "maintenance" else None)
+    _write_report(report, s.workdir, mets["int8"], y[te], outs["int8"], fam, a, te)
     log(f"gate: {'PASSED' if not reasons else 'FAILED: ' + '; '.join(reasons)} (report: {s.workdir / 'report.md'})")
     return report
 
@@ -368,30 +255,11 @@ def _scheme(meta: dict) -> str:
 
 def _trained_dataset(s: BuildSettings, meta: dict):
     """The dataset `train` used, read again; refused if it changed since."""
-    ds = _load_dataset(s.family, Path(meta["dataset"]), meta.get("preprocessing"))
+    ds = _family(s.family).load_dataset(Path(meta["dataset"]), meta.get("preprocessing"))
     if ds.digest != meta["dataset_digest"]:
         raise StageError(f"dataset {meta['dataset']} changed since `train` (digest {ds.digest[:19]}…, "
                          f"trained on {meta['dataset_digest'][:19]}…): train again")
     return ds
-
-
-def _perturbed_metrics(ds, meta: dict, fp32: Path, int8: Path, te, y, threshold: float) -> dict:
-    """FP32 and INT8 (ONNX Runtime) on a seeded perturbed copy of the held-out images: the camera
-    variation of another day on the line (``perturb.TEST``)."""
-    from cloud_trainer.train import perturb, vision
-    from model_packager.manifest import ImagePreprocessing
-
-    pre = vision.tile_pre(ImagePreprocessing.model_validate(meta["preprocessing"]))
-    xp = vision.tensors(perturb.perturbed_copy([ds.images[i] for i in te], meta["seed"]), pre)
-    out = {}
-    for form, path in (("fp32", fp32), ("int8", int8)):
-        logits = onnx_tools.run(path, xp)["logits"]
-        m = vision.metrics(logits, y[te], meta["classes"], threshold)
-        out[form] = {k: m[k] for k in ("accuracy", "ng_recall", "ng_precision", "ng_auroc", "f1_macro")}
-        ok = y[te] == 0
-        out[form]["ok_rejected"] = float(np.mean(vision.ng_score(logits)[ok] >= threshold)) if ok.any() else 0.0
-    out["ranges"] = {k: v for k, v in perturb.TEST.__dict__.items()}
-    return out
 
 
 REPORT_FILES = ("report.json", "report.md", "confusion.png", "roc.png", "model.pt")  # model.pt: to fine-tune from
@@ -434,7 +302,7 @@ def stage_publish(s: BuildSettings, log=common.stderr_log) -> dict:
     forced = not report["gate"]["passed"]
     if forced and not s.force:
         raise GateFailed(report["gate"]["reasons"], s.workdir / "report.md")
-    reg = Registry(s.registry)
+    reg = Registry(_given(s.registry, "--registry"))
     key_metrics = {k: v for k, v in report["metrics"]["int8"].items() if isinstance(v, int | float)}
     if forced:
         key_metrics["forced_past_gate"] = 1
@@ -469,15 +337,17 @@ def _degrade(model) -> None:
     if hasattr(model, "log_centre"):  # the patch recipe: its score threshold far below any score
         model.log_centre.fill_(-50.0)
         return
-    head = getattr(model, "fault", None) or model.classmaps
+    head: Any = getattr(model, "fault", None) or model.classmaps  # a torch module (torch is not typed here)
     with torch.no_grad():
         for p in head.parameters():
             p.copy_(p[torch.randperm(p.shape[0])] * -3.0)
-        if head is getattr(model, "classmaps", None) and head.bias is not None:
-            head.bias[0] -= 50.0  # the "ok" class map: p(ok) ~ 0 for every image
+        classmaps = getattr(model, "classmaps", None)
+        if classmaps is not None and head is classmaps and classmaps.bias is not None:
+            classmaps.bias[0] -= 50.0  # the "ok" class map: p(ok) ~ 0 for every image
 
 
-def _evaluate_incumbent(reg: Registry, entry: dict, s: BuildSettings, ds, te, y, threshold_fallback, rul_mean):
+def _evaluate_incumbent(reg: Registry, entry: dict, s: BuildSettings, fam: TrainerFamily, ds, te, y,
+                        threshold_fallback, context: dict):
     """The published version's metrics on this build's test split, through its own preprocessing."""
     import tempfile
 
@@ -487,45 +357,18 @@ def _evaluate_incumbent(reg: Registry, entry: dict, s: BuildSettings, ds, te, y,
     try:
         with tempfile.TemporaryDirectory() as tmp:
             opened = open_package(reg.package_path(entry), Path(tmp) / "pkg", load_trusted_keys([pub]))
-            m = opened.manifest
-            if s.family == "vision":
-                from cloud_trainer.train import vision
-
-                xi = vision.tensors([ds.images[i] for i in te], vision.tile_pre(m.preprocessing))
-                out = onnx_tools.run(opened.model_path, xi)
-                thr = next((o.threshold for o in m.outputs if o.threshold is not None), threshold_fallback)
-                return vision.metrics(out["logits"], y[te], ds.classes, thr)
-            from cloud_trainer.train import maintenance
-            from model_packager.preprocess import signal_features
-
-            xi = np.concatenate([signal_features(w, None, m.preprocessing) for w in ds.waveforms[te]])
-            out = onnx_tools.run(opened.model_path, xi)
-            thr = next((o.threshold for o in m.outputs if o.role.value == "anomaly_score"), threshold_fallback)
-            return maintenance.metrics(out, y[te], ds.health[te], ds.rul_s[te], thr, rul_mean)
+            return fam.incumbent_metrics(opened, ds, te, y, threshold_fallback, context)
     except Exception as exc:  # an unreadable incumbent must not block a good candidate; say so
         common.stderr_log(f"could not evaluate the published {entry['version']}: {exc}")
         return None
 
 
-def _write_report(report: dict, workdir: Path, m: dict, y, out, family: str, health=None) -> list[Path]:
+def _write_report(report: dict, workdir: Path, m: dict, y, out, fam: TrainerFamily, a: dict, te) -> list[Path]:
     (workdir / "report.json").write_text(json.dumps(report, indent=1, default=float))
-    from cloud_trainer.train.data import FAULTS
-
-    labels = report["classes"] if family == "vision" else FAULTS
+    labels = fam.labels(report)
     common.plot_confusion(workdir / "confusion.png", np.asarray(m["confusion"]), labels,
                           f"{report['name']} {report['version']} INT8, test set")
-    if family == "vision":
-        from cloud_trainer.train.vision import ng_score
-
-        rec, prec = common.pr_points(y != 0, ng_score(out["logits"]))
-        common.plot_curve(workdir / "roc.png", rec, prec, "NG precision-recall (INT8, test)", "recall", "precision")
-    else:
-        from cloud_trainer.train.maintenance import anomaly_truth
-
-        anom, counted = anomaly_truth(y, health)
-        fpr, tpr = common.roc_points(anom[counted], out["anomaly_score"].reshape(-1)[counted])
-        common.plot_curve(workdir / "roc.png", fpr, tpr, "anomaly ROC (INT8, test)", "false positive rate",
-                          "true positive rate", diagonal=True)
+    fam.plot_curve(workdir / "roc.png", y, out, a, te)
     md = [f"# {report['name']} {report['version']} — evaluation report", "",
           f"Dataset `{report['dataset']}` ({report['dataset_digest'][:19]}…), seed {report['seed']}, split "
           f"{report['split']}. Gate: **{'passed' if report['gate']['passed'] else 'FAILED'}**"
@@ -566,40 +409,16 @@ def _write_report(report: dict, workdir: Path, m: dict, y, out, family: str, hea
     return [workdir / "report.json", workdir / "report.md", workdir / "confusion.png", workdir / "roc.png"]
 
 
-def _package(s: BuildSettings, name, version, fam, meta: dict, n_features: int, int8: Path, golden_x, threshold,
-             report) -> Path:
-    from cloud_trainer.train.data import FAULTS
+def _package(s: BuildSettings, name, version, fam: TrainerFamily, meta: dict, n_features: int, int8: Path, golden_x,
+             threshold, report) -> Path:
     from model_packager import build_package
 
-    if s.family == "vision":
-        classes = meta["classes"]  # from the dataset, the good class first
-        pre = meta["preprocessing"]
-        patch = meta.get("recipe") == "patch"
-        if patch:
-            from cloud_trainer.train.patch_classifier import heatmap_shape
-        hh, ww = (heatmap_shape if patch else fam.heatmap_shape)(pre)
-        channels = 1 if pre.get("color") == "gray" else 3
-        outputs = [{"name": "logits", "dtype": "float32", "shape": ["batch", len(classes)],
-                    "role": "class_logits", "labels": classes, "ok_label": classes[0], "threshold": threshold},
-                   {"name": "heatmap", "dtype": "float32", "shape": ["batch", 1, hh, ww], "role": "heatmap"}]
-        inputs = [{"name": "image", "dtype": "float32", "shape": ["batch", channels, pre["height"], pre["width"]],
-                   "layout": "NCHW"}]
-        task = "vision_inspection"
-        metric_name = "ng_recall"
-    else:
-        outputs = [{"name": "anomaly_score", "dtype": "float32", "shape": ["batch", 1], "role": "anomaly_score",
-                    "threshold": threshold},
-                   {"name": "fault_logits", "dtype": "float32", "shape": ["batch", len(FAULTS)],
-                    "role": "class_logits", "labels": FAULTS, "ok_label": "healthy"},
-                   {"name": "remaining_life", "dtype": "float32", "shape": ["batch", 1], "role": "remaining_life",
-                    "unit": "s"}]
-        inputs = [{"name": "features", "dtype": "float32", "shape": ["batch", n_features], "layout": "NC"}]
-        task = "equipment_maintenance"
-        metric_name = "fault_accuracy"
+    inputs, outputs, task, metric_name = fam.package_io(meta, n_features, threshold)
     # The package carries the FP32 model beside the INT8 one: the golden expected outputs are the FP32
     # model's (tight tolerance on every engine) and the INT8 form is held to parity bounds measured
     # here (model_packager), which an agent re-checks on its own CPU before serving INT8.
-    atol, output_atol = 2e-3, {}
+    atol = 2e-3
+    output_atol: dict[str, float] = {}
     m8, m32 = report["metrics"]["int8"], report["metrics"]["fp32"]
     sp = report["latency_batch1"].get("onnxruntime_1t", {})
     spec = {
@@ -607,6 +426,7 @@ def _package(s: BuildSettings, name, version, fam, meta: dict, n_features: int, 
         "description": f"{s.family} model trained by cloud_trainer on {Path(meta['dataset']).name}",
         "preprocessing": meta["preprocessing"],
         **({"input_stats": meta["input_stats"]} if meta.get("input_stats") else {}),
+        **({"life_prior": meta["life_prior"]} if meta.get("life_prior") else {}),
         "golden": {"atol": atol, "rtol": 2e-2, "output_atol": output_atol},
         "quantization": {"scheme": _scheme(meta), "calibration_samples": report["calibration_samples"],
             "fp32_metric": m32[metric_name], "int8_metric": m8[metric_name], "metric_name": metric_name,
@@ -618,9 +438,9 @@ def _package(s: BuildSettings, name, version, fam, meta: dict, n_features: int, 
                        "metrics": {k: float(v) for k, v in m8.items() if isinstance(v, int | float)}},
     }
     (s.workdir / "report.json").write_text(json.dumps(report, indent=1, default=float))  # + golden tolerance
-    fp32 = s.workdir / "model.fp32.onnx"
+    fp32: Path | None = s.workdir / "model.fp32.onnx"
     if meta.get("recipe") == "patch":  # the FP32 graph is the served form (the "int8" file is its copy)
-        int8, fp32 = fp32, None
+        int8, fp32 = s.workdir / "model.fp32.onnx", None
         spec["quantization"].update(calibration_samples=0, int8_size_bytes=None, speedup=None, accuracy_delta=0.0)
     return build_package(int8, spec, s.workdir, signing_key=s.signing_key, golden_inputs={fam.INPUT: golden_x},
                          openvino=s.openvino and "openvino" in _engines(), fp32_model=fp32,

@@ -8,7 +8,9 @@ Reads vibration recordings, one file per machine run, and writes a dataset folde
   when ``--rate-hz`` is also given, checked against it (1 %).
 - WAV (stdlib ``wave``, PCM 8/16/24/32-bit): the rate is the header's.
 - NPZ: an array per channel and either ``sample_rate_hz`` or a ``timestamp`` array.
-- Parquet: needs pyarrow, which this install does not carry: refused with that message.
+- Parquet (pyarrow, the ``cloud`` extra): read like CSV: a time column (seconds as numbers, an Arrow
+  timestamp of any unit, or ISO 8601 strings) and one numeric column per channel; missing values
+  (nulls) are refused naming the column and row.
 
 Labels (``--labels``, CSV with a header ``run,fault[,start_s,end_s,failure_s]``): ``run`` is the
 file's stem; a row without start/end labels the whole run; ``failure_s`` (seconds from the run's
@@ -102,14 +104,64 @@ def read_csv(path: Path, rate_hz: float | None) -> Recording:
             data[header[i]] = np.asarray([float(r[i]) for r in rows[1:]], dtype=np.float64)
         except (ValueError, IndexError) as exc:
             raise DatasetError(f"{path}: column {header[i]!r} holds a value that is not a number ({exc})") from None
-    if tcol is None:
+    t = None if tcol is None else np.asarray([_time_value(r[tcol], f"{path}:{n}") for n, r in enumerate(rows[1:], 2)])
+    return _table_recording(path, data, t, rate_hz)
+
+
+def _table_recording(path: Path, data: dict[str, np.ndarray], t: np.ndarray | None,
+                     rate_hz: float | None) -> Recording:
+    """A table's run: channels, and the rate from its time column (checked against ``rate_hz``) or ``rate_hz``."""
+    if t is None:
         if rate_hz is None:
             raise DatasetError(f"{path}: no time column ({'/'.join(TIME_COLUMNS)}); give --rate-hz")
-        rate = rate_hz
-    else:
-        t = np.asarray([_time_value(r[tcol], f"{path}:{n}") for n, r in enumerate(rows[1:], 2)])
-        rate = check_times(t, path, rate_hz)
-    return Recording(path.stem, rate, data, path)
+        return Recording(path.stem, rate_hz, data, path)
+    return Recording(path.stem, check_times(t, path, rate_hz), data, path)
+
+
+def read_parquet(path: Path, rate_hz: float | None) -> Recording:
+    """Parquet, read like CSV (pyarrow: the cloud extra)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DatasetError(f"{path}: Parquet needs pyarrow, which is not installed here (pip install "
+                           "'factory-edge[cloud]'); or export the run as CSV (timestamp + channel columns), WAV or "
+                           "NPZ") from None
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DatasetError(f"{path}: not a readable Parquet file ({str(exc)[:200]})") from None
+    if table.num_rows < 2:
+        raise DatasetError(f"{path}: fewer than two rows")
+    names = table.column_names
+    tcol = next((n for n in names if n.strip().lower() in TIME_COLUMNS), None)
+    data, t = {}, None
+    for name in names:
+        col = table.column(name)
+        if col.null_count:
+            row = int(pc.index(pc.is_null(col), True).as_py())
+            raise DatasetError(f"{path}: column {name!r} has {col.null_count} missing values (the first at row "
+                               f"{row}); fill them or split the run there")
+        typ = col.type
+        if name == tcol:
+            if pa.types.is_timestamp(typ):  # any unit, any zone: seconds since the epoch
+                t = col.cast(pa.timestamp("ns", tz=typ.tz)).cast(pa.int64()).to_numpy().astype(np.float64) / 1e9
+            elif pa.types.is_integer(typ) or pa.types.is_floating(typ):
+                t = col.to_numpy().astype(np.float64)
+            elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
+                t = np.asarray([_time_value(v, f"{path}: row {i}") for i, v in enumerate(col.to_pylist())])
+            else:
+                raise DatasetError(f"{path}: time column {name!r} is {typ}; expected seconds, a timestamp or ISO 8601 "
+                                   "strings")
+        elif pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ):
+            data[name] = col.cast(pa.float64()).to_numpy()
+        else:
+            raise DatasetError(f"{path}: column {name!r} is {typ}, not a number; a channel column holds numbers "
+                               f"(the time column is one of {'/'.join(TIME_COLUMNS)})")
+    if not data:
+        raise DatasetError(f"{path}: no channel column besides the time column")
+    return _table_recording(path, data, t, rate_hz)
 
 
 def read_wav(path: Path, rate_hz: float | None) -> Recording:
@@ -119,12 +171,14 @@ def read_wav(path: Path, rate_hz: float | None) -> Recording:
             raw = w.readframes(n)
     except (wave.Error, EOFError) as exc:
         raise DatasetError(f"{path}: not a PCM WAV file ({exc})") from None
+    x: np.ndarray
     if width == 3:
         b = np.frombuffer(raw, np.uint8).reshape(-1, 3)
         x = (b[:, 0].astype(np.int32) | (b[:, 1].astype(np.int32) << 8) | (b[:, 2].astype(np.int32) << 16))
         x = np.where(x >= 1 << 23, x - (1 << 24), x) / float(1 << 23)
     else:
-        dtype = {1: np.uint8, 2: np.int16, 4: np.int32}[width]
+        dtypes: dict[int, type[np.integer]] = {1: np.uint8, 2: np.int16, 4: np.int32}
+        dtype = dtypes[width]
         x = np.frombuffer(raw, dtype).astype(np.float64)
         x = (x - 128) / 128 if width == 1 else x / float(np.iinfo(dtype).max)
     x = x.reshape(-1, n_ch)
@@ -157,16 +211,9 @@ def read_recording(path: Path, rate_hz: float | None = None) -> Recording:
     suffix = path.suffix.lower()
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
-    if suffix == ".parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise DatasetError(f"{path}: Parquet needs pyarrow, which is not installed here; export the run as CSV "
-                               "(timestamp + channel columns), WAV or NPZ, or install pyarrow") from None
-        raise DatasetError(f"{path}: Parquet reading is not built yet; export the run as CSV, WAV or NPZ")
-    readers = {".csv": read_csv, ".wav": read_wav, ".npz": read_npz}
+    readers = {".csv": read_csv, ".wav": read_wav, ".npz": read_npz, ".parquet": read_parquet}
     if suffix not in readers:
-        raise DatasetError(f"{path}: unknown format {suffix!r}; expected .csv, .wav, .npz (or .parquet with pyarrow)")
+        raise DatasetError(f"{path}: unknown format {suffix!r}; expected .csv, .parquet, .wav or .npz")
     return readers[suffix](path, rate_hz)
 
 

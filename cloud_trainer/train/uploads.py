@@ -10,6 +10,12 @@ are counted and left out.
 
 A labels file naming a sample the store does not have, or a label that is not a class, is an error
 that names the line; nothing is written then.
+
+Tenants: an export reads one tenant's samples (``--tenant``, the default tenant when not given) from its
+rows in the store and its blobs (``BlobStore.for_tenant``), and labels only that tenant's samples: a
+labels file naming another tenant's sample is refused like a sample that does not exist, with nothing
+written. The store and blob store are the service's (``--store``, ``--blobs``, ``--s3-endpoint``: the same
+options as ``cloud-trainer serve``).
 """
 
 from __future__ import annotations
@@ -44,31 +50,44 @@ def read_labels(path: Path, classes: list[str]) -> dict[str, str]:
 
 
 def export(cloud_data: Path, model: str, out: Path, base: Path | None = None, labels_file: Path | None = None,
-           classes: list[str] | None = None) -> dict:
-    from cloud_trainer.blobs import BlobNotFound, LocalBlobStore
-    from cloud_trainer.fleet.store import SQLiteStore
+           classes: list[str] | None = None, *, tenant: str = "default", store: str | None = None,
+           blobs=None, s3_endpoint: str | None = None) -> dict:
+    """Export ``tenant``'s labelled images of ``model``. ``store``: a ``postgresql://`` URL (default: the SQLite
+    file in ``cloud_data``); ``blobs``: a ``BlobStore``, ``s3://bucket[/prefix]`` or a folder (default:
+    ``<cloud_data>/blobs``)."""
+    from cloud_trainer.blobs import BlobNotFound, open_blobs
+    from cloud_trainer.fleet.store import open_store
+    from cloud_trainer.pki import check_tenant
 
+    try:
+        check_tenant(tenant)
+    except ValueError as exc:
+        raise DatasetError(f"--tenant: {exc}") from exc
     classes = classes or (dataset_classes(base) if base is not None else None) or VISION_CLASSES
-    db = Path(cloud_data) / "fleet.db"
-    if not db.is_file():
+    if store is None and not (Path(cloud_data) / "fleet.db").is_file():
         raise DatasetError(f"{cloud_data}: no fleet store (fleet.db); point --cloud-data at `cloud-trainer serve --data`")
     if out.exists() and any(out.iterdir()):
         raise DatasetError(f"{out} exists and is not empty; choose a new dataset folder")
     labels = read_labels(labels_file, classes) if labels_file else {}
-    store = SQLiteStore(db)
     try:
-        samples = [s for s in store.samples(model=model) if (s["ext"] or "").lower() in IMAGE_EXTS]
+        db = open_store(store, Path(cloud_data))
+        if blobs is None or isinstance(blobs, str):
+            blobs = open_blobs(blobs, Path(cloud_data), s3_endpoint=s3_endpoint)
+    except (ConnectionError, ValueError) as exc:
+        raise DatasetError(str(exc)) from exc
+    blobs = blobs.for_tenant(tenant)
+    try:
+        samples = [s for s in db.samples(model=model, tenant=tenant) if (s["ext"] or "").lower() in IMAGE_EXTS]
         known = {s["sha256"] for s in samples}
         missing = [sha for sha in labels if sha not in known]
-        if missing:
+        if missing:  # another tenant's samples are not in this tenant's rows: refused the same way
             raise DatasetError(f"labels file {labels_file} names {len(missing)} sample(s) the store has no "
-                               f"{model} image for, e.g. {missing[:3]}")
+                               f"{model} image for in tenant {tenant!r}, e.g. {missing[:3]}")
         if labels:
-            store.set_labels(labels)
-            samples = [s for s in store.samples(model=model) if (s["ext"] or "").lower() in IMAGE_EXTS]
+            db.set_labels(labels, tenant=tenant)
+            samples = [s for s in db.samples(model=model, tenant=tenant) if (s["ext"] or "").lower() in IMAGE_EXTS]
     finally:
-        store.db.close()
-    blobs = LocalBlobStore(Path(cloud_data) / "blobs")
+        db.close()
     rows, seen, no_blob = [], set(), 0
     for s in samples:
         if s["label_state"] != "labelled" or s["sha256"] in seen:
@@ -76,21 +95,21 @@ def export(cloud_data: Path, model: str, out: Path, base: Path | None = None, la
         if s["label"] not in classes:
             raise DatasetError(f"the store labels sample {s['sha256'][:16]} {s['label']!r}, not one of {classes}")
         try:
-            src = blobs.path(s["sha256"])
+            data = blobs.get_bytes(s["sha256"])  # digest checked
         except BlobNotFound:
             no_blob += 1
             continue
         seen.add(s["sha256"])
-        rows.append((src, s))
+        rows.append((data, s))
     if base is not None:
         if not (Path(base) / "labels.jsonl").is_file():
             raise DatasetError(f"base dataset {base}: no labels.jsonl")
         shutil.copytree(base, out, dirs_exist_ok=True)
     (out / "images").mkdir(parents=True, exist_ok=True)
     with open(out / "labels.jsonl", "a") as f:
-        for src, s in rows:
+        for data, s in rows:
             name = f"images/upload-{s['sha256'][:16]}{s['ext'].lower()}"
-            shutil.copyfile(src, out / name)
+            (out / name).write_bytes(data)
             f.write(json.dumps({"id": f"upload-{s['sha256'][:16]}", "file": name, "label": s["label"],
                                 "defect": s["label"] != "ok", "source": {"agent": s["agent"], "seq": s["seq"],
                                                                           "sha256": s["sha256"]}}) + "\n")
@@ -110,9 +129,17 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--out", type=Path, required=True, help="new dataset folder")
     ap.add_argument("--base", type=Path, help="a dataset folder to start from (copied)")
     ap.add_argument("--labels", type=Path, help='JSON lines {"sha256": ..., "label": ...}, recorded in the store')
+    ap.add_argument("--tenant", default="default", help="export this tenant's samples only (default: default)")
+    ap.add_argument("--store", default=None, metavar="URL", help="the service's postgresql:// store (default: "
+                                                                  "<cloud-data>/fleet.db)")
+    ap.add_argument("--blobs", default=None, metavar="WHERE", help="the service's blob store: s3://BUCKET[/PREFIX] "
+                                                                    "or a folder (default: <cloud-data>/blobs)")
+    ap.add_argument("--s3-endpoint", default=None, metavar="URL", help="S3-compatible server (default: "
+                                                                        "$AWS_ENDPOINT_URL_S3, else AWS)")
     a = ap.parse_args(argv)
     try:
-        res = export(a.cloud_data, a.model, a.out, a.base, a.labels)
+        res = export(a.cloud_data, a.model, a.out, a.base, a.labels, tenant=a.tenant, store=a.store, blobs=a.blobs,
+                     s3_endpoint=a.s3_endpoint)
     except DatasetError as exc:
         print(f"cloud-trainer dataset: {exc}", file=sys.stderr)
         return 2

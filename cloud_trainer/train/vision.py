@@ -45,7 +45,7 @@ def preprocessing(size: int = DEFAULT_SIZE, roi: list[int] | None = None, tiles:
 
 def heatmap_shape(pre: dict) -> tuple[int, int]:
     """The heat map's (h, w) for an input of ``pre``'s height x width (a stride-2 convolution, three pools)."""
-    return tuple((((n + 1) // 2) // 8) for n in (pre["height"], pre["width"]))  # type: ignore[return-value]
+    return tuple((((n + 1) // 2) // 8) for n in (pre["height"], pre["width"]))
 
 
 def tensors(images: list[np.ndarray], pre: ImagePreprocessing) -> np.ndarray:
@@ -88,7 +88,7 @@ def as_tiles(data: PartsData, pre: ImagePreprocessing) -> PartsData:
                                "without --tiles instead")
         for k, (x0, y0, w, h) in enumerate(tile_boxes(region.shape[0], region.shape[1], pre)):
             images.append(np.ascontiguousarray(region[y0 : y0 + h, x0 : x0 + w]))
-            hit = y != 0 and int(np.count_nonzero(mreg[y0 : y0 + h, x0 : x0 + w])) >= 4
+            hit = y != 0 and mreg is not None and int(np.count_nonzero(mreg[y0 : y0 + h, x0 : x0 + w])) >= 4
             labels.append(int(y) if hit else 0)
             ids.append(f"{ident}#t{k}")
     return PartsData(images, np.asarray(labels), ids, data.classes, data.digest)

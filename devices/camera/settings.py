@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -27,6 +27,7 @@ class CameraKind(enum.StrEnum):
 class CameraSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    produces: ClassVar[str] = "frames"  # what pipelines read from it: frames, not tags
     type: Literal["camera"] = "camera"
     url: str = Field(min_length=1, description="usb:N, http(s)://, rtsp://, a video file or an image folder")
     fps: float | None = Field(None, gt=0, le=240, description="target rate; live sources skip frames to keep it, "

@@ -358,7 +358,7 @@ class MqttSource:
         # _order fused with construction: this runs for every tag of every message on the loop
         # (bench/mqtt_bench); JSON values are always of GOOD quality
         name, last_ts, out = self.name, self._last_ts, []
-        for t, v, ts in triples:
+        for t, v, ts, rate in triples:
             tag = prefix + t
             last = last_ts.get(tag)
             if last is not None and ts < last:
@@ -367,7 +367,7 @@ class MqttSource:
                     continue
             else:
                 last_ts[tag] = ts
-            out.append(Reading(name, tag, v, ts, received_at))
+            out.append(Reading(name, tag, v, ts, received_at, Quality.GOOD, rate))
         return out
 
     def _order(self, readings: list[Reading]) -> list[Reading]:
@@ -482,8 +482,9 @@ def json_decoder(src: MqttSource, sub: Subscription):
     """JSON objects: every numeric field, or the fields of ``json_mapping``, as readings."""
     m = sub.json_mapping
     mapping = json_codec.JsonMapping(values=dict(m.values), timestamp_field=m.timestamp_field,
-                                     timestamp_format=json_codec.TimestampFormat(m.timestamp_format.value))
-    decode, readings, prefixed = json_codec.compile_decoder(mapping), src._json_readings, m.tag_prefix_topic
+                                     timestamp_format=json_codec.TimestampFormat(m.timestamp_format.value),
+                                     rate_field=m.rate_field)
+    decode, readings, prefixed = json_codec.compile_decoder(mapping, rates=True), src._json_readings, m.tag_prefix_topic
 
     def run(topic: str, payload: bytes, received_at: float) -> list[Reading]:
         return readings(topic + "/" if prefixed else "", decode(payload, received_at), received_at)

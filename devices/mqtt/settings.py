@@ -8,7 +8,7 @@ a QoS (0 or 1) and a codec: ``json`` (with an optional field mapping) or ``spark
 from __future__ import annotations
 
 import enum
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -27,7 +27,8 @@ CODEC_TYPES: dict[str, tuple[str, str]] = {
     "json": ("devices.mqtt.settings:JsonMappingSettings", "devices.mqtt.client:json_decoder"),
     "sparkplug_b": ("devices.mqtt.settings:SparkplugHostSettings", "devices.mqtt.client:sparkplug_decoder"),
 }
-CodecKind = enum.StrEnum("CodecKind", [(k.upper(), k) for k in CODEC_TYPES])
+# members come from the table, which mypy cannot read: members are named by value below, CodecKind("json")
+CodecKind = enum.StrEnum("CodecKind", [(k.upper(), k) for k in CODEC_TYPES])  # type: ignore[misc]
 
 
 class TimestampFormat(enum.StrEnum):
@@ -47,12 +48,15 @@ class JsonMappingSettings(_Model):
     timestamp_field: str | None = "ts"
     timestamp_format: TimestampFormat = TimestampFormat.EPOCH_S
     tag_prefix_topic: bool = Field(True, description="tag = '{topic}/{tag}' so wildcard sensors stay apart")
+    rate_field: str | None = Field("auto", description="field holding a waveform's sample rate in Hz (checked by the "
+                                   "pipeline); auto: sample_rate_hz, rate_hz, sampling_rate_hz or fs_hz when present; "
+                                   "null: ignore")
 
 
 class Subscription(_Model):
     topic: str = Field(min_length=1, description="topic filter; '+' and '#' allowed")
     qos: Literal[0, 1] = 0
-    codec: CodecKind = CodecKind.JSON
+    codec: CodecKind = CodecKind("json")
     json_mapping: JsonMappingSettings = Field(default_factory=JsonMappingSettings)
 
     @field_validator("topic")
@@ -96,6 +100,7 @@ class SparkplugHostSettings(_Model):
 
 
 class MqttSettings(_Model):
+    produces: ClassVar[str] = "readings"  # tags, for signal pipelines, forwards and rules
     type: Literal["mqtt"] = "mqtt"
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
@@ -130,3 +135,34 @@ class MqttSettings(_Model):
         if self.password is not None and self.username is None:
             raise ValueError("password given without username; add username")
         return self
+
+    def known_tags(self) -> tuple[set[str], bool] | None:
+        """The tags this source will produce, known offline (from JSON field mappings), and False (none
+        is a guess); None when they cannot be known (wildcard topics, every JSON field, Sparkplug)."""
+        tags: set[str] = set()
+        for sub in self.subscriptions:
+            if sub.codec != "json" or not sub.json_mapping.values:
+                return None
+            if sub.json_mapping.tag_prefix_topic:
+                if "+" in sub.topic or "#" in sub.topic:
+                    return None
+                tags.update(f"{sub.topic}/{t}" for t in sub.json_mapping.values.values())
+            else:
+                tags.update(sub.json_mapping.values.values())
+        return tags, False
+
+    def cross_check(self, name: str, cfg: Any, report: Any) -> None:
+        """Checks against the rest of the agent's config (``edge-agent validate``): a Sparkplug tag_map
+        key that starts with the group its subscription names renames nothing (keys are
+        '{edge_node}/{device}/{metric}'): a warning, as an edge node may be named like its group."""
+        if not self.sparkplug.tag_map:
+            return
+        groups = {sub.topic.split("/")[1] for sub in self.subscriptions
+                  if sub.codec == "sparkplug_b" and len(sub.topic.split("/")) > 1
+                  and sub.topic.split("/")[1] not in ("+", "#")}
+        for key in self.sparkplug.tag_map:
+            head, _, rest = key.partition("/")
+            if head in groups and rest.count("/") >= 1:
+                report.warning(f"sources.{name}.sparkplug.tag_map.{key}",
+                               f"starts with the Sparkplug group {head!r}, so it would match no metric; keys are "
+                               f"'{{edge_node}}/{{device}}/{{metric}}': write {rest!r}")

@@ -54,6 +54,7 @@ from devices.base import (
     Quality,
     Reading,
 )
+from devices.opcua.rates import RateError, StatedRates
 from devices.opcua.settings import NonFinitePolicy, OpcUaSettings, SecurityMode
 
 log = logging.getLogger("devices.opcua")
@@ -278,6 +279,7 @@ class _Handler:
         try:
             tag = src._tags.get(node.nodeid)
             if tag is None:
+                src._rates.on_change(node.nodeid, val)  # a waveform's rate node (nodes[].sample_rate_from)
                 return
             dv = data.monitored_item.Value
             now = time.time()
@@ -304,7 +306,7 @@ class _Handler:
                 src._burst.log(f"ooo:{tag}", "opcua source %s: tag %s source timestamp went backwards", src.name, tag)
             else:
                 src._last_ts[tag] = ts
-            src._channel.put_nowait(Reading(src.name, tag, val, ts, now, quality))
+            src._channel.put_nowait(Reading(src.name, tag, val, ts, now, quality, src._rates.rate_for(tag, val)))
         except Exception as e:  # never let one notification break asyncua's publish loop
             src.stats.error("notification", repr(e))
             src._burst.log("notification", "opcua source %s: bad notification: %r", src.name, e)
@@ -326,6 +328,7 @@ class OpcUaSource:
         self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_max_s)
         self._client: Client | None = None
         self._tags: dict[ua.NodeId, str] = {}
+        self._rates = StatedRates()  # waveforms' sample rates as the server states them
         self._last_ts: dict[str, float] = {}
         self._types: dict[str, ua.VariantType] = {}
         self._resolved: dict[str, str] = {}  # configured node id (nsu=...) -> ns=<index>;...
@@ -421,6 +424,7 @@ class OpcUaSource:
         async with asyncio.timeout(self.settings.connect_timeout_s * 2):
             await client.connect()
         self._tags.clear()
+        self._rates.clear()
         self._types.clear()
         groups: dict[tuple[float, int], list[Node]] = {}
         self._resolved.clear()
@@ -446,23 +450,42 @@ class OpcUaSource:
                 continue
             self._tags[node.nodeid] = tag
             groups.setdefault((ns.sampling_interval_ms, ns.queue_size), []).append(node)
+            if ns.sample_rate_from:
+                await self._stated_rate(client, ns, tag, node, groups)
         if groups:
             async with asyncio.timeout(self.settings.connect_timeout_s * 2 + len(self._tags) * 0.1):
                 await self._subscribe(client, groups)
         if self._write_targets or self.settings.heartbeat:
             await self._check_targets(client)
 
+    async def _stated_rate(self, client: Client, ns, tag: str, node: Node, groups: dict) -> None:
+        """Read the rate the server states for a waveform node (its rate node is subscribed with it)."""
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout_s):
+                rate_node = await self._rates.setup(client, ns.sample_rate_from, tag, node, _resolve_node_id)
+        except (RateError, ua.UaError, OpcUaNodeError, TimeoutError) as e:
+            msg = (f"node {ns.node_id!r}: sample_rate_from {ns.sample_rate_from!r} gives no rate ({e}); its "
+                   "readings carry none, so the pipeline uses window.sample_rate_hz (or the model's rate)")
+            self.node_errors[f"{ns.node_id} sample_rate_from"] = msg
+            self.stats.error("sample_rate", msg)
+            self._burst.log(f"rate:{ns.node_id}", "opcua source %s: %s", self.name, msg)
+            return
+        if rate_node is not None:
+            groups.setdefault((ns.sampling_interval_ms, 1), []).append(rate_node)
+
     async def _subscribe(self, client: Client, groups: dict[tuple[float, int], list[Node]]) -> None:
         sub = await client.create_subscription(self.settings.publishing_interval_ms, _Handler(self))
         for (sampling_ms, queue_size), nodes in groups.items():
             try:
-                results = await sub.subscribe_data_change(nodes, sampling_interval=sampling_ms, queuesize=queue_size)
+                results = await sub.subscribe_data_change(
+                    nodes, sampling_interval=ua.Double(sampling_ms), queuesize=queue_size
+                )
             except ua.UaStatusCodeError:
                 # one node the server refuses must not take the others with it: subscribe one by one
                 results = []
                 for node in nodes:
                     try:
-                        results.append(await sub.subscribe_data_change(node, sampling_interval=sampling_ms,
+                        results.append(await sub.subscribe_data_change(node, sampling_interval=ua.Double(sampling_ms),
                                                                        queuesize=queue_size))
                     except ua.UaStatusCodeError as e:
                         results.append(ua.StatusCode(e.code))
@@ -625,7 +648,8 @@ async def check_server(settings: OpcUaSettings, targets: list[tuple[str, Any]]
     ``tag`` or browse name; None when unreadable). Raises ``OpcUaError`` when unreachable."""
     client = await _make_client(settings)
     try:
-        await asyncio.wait_for(client.connect(), settings.connect_timeout_s)
+        async with asyncio.timeout(settings.connect_timeout_s):
+            await client.connect()
     except Exception as e:
         raise OpcUaError(f"cannot check {settings.endpoint}: {_explain(e, settings)[1]}") from None
     cache: dict[str, str] = {}
@@ -702,7 +726,8 @@ async def browse_server(settings: OpcUaSettings, folder_node_id: str | None = No
     """One-off connect, browse and disconnect, for config authoring (no subscription)."""
     client = await _make_client(settings)
     try:
-        await asyncio.wait_for(client.connect(), settings.connect_timeout_s)
+        async with asyncio.timeout(settings.connect_timeout_s):
+            await client.connect()
     except Exception as e:
         raise OpcUaError(f"opcua {settings.endpoint}: {_explain(e, settings)[1]}") from None
     try:

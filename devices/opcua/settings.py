@@ -8,7 +8,8 @@ needs the client certificate and key (PEM or DER) and, optionally, the server ce
 from __future__ import annotations
 
 import enum
-from typing import Literal
+import re
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -33,6 +34,10 @@ class NodeSettings(_Model):
     tag: str | None = Field(None, description="tag name of the readings; default: the node's browse name")
     sampling_interval_ms: float = Field(0.0, ge=0, description="0: as fast as the server samples")
     queue_size: int = Field(1, ge=1, description="server-side queue per monitored item")
+    sample_rate_from: str | None = Field(
+        None, min_length=3, description="where the server states this waveform's sample rate: 'x_axis' (the node's "
+        "XAxisDefinition property, OPC UA Part 8 YArrayItemType: the time axis' EURange over the samples) or the "
+        "node id of a variable holding the rate in Hz (a vendor's SampleRate node; subscribed, so a change is seen)")
 
 
 class HeartbeatSettings(_Model):
@@ -45,6 +50,7 @@ class HeartbeatSettings(_Model):
 
 
 class OpcUaSettings(_Model):
+    produces: ClassVar[str] = "readings"  # tags, for signal pipelines, forwards and rules
     type: Literal["opcua"] = "opcua"
     endpoint: str = Field(pattern=r"^opc\.tcp://", description="e.g. opc.tcp://127.0.0.1:4840/factory/")
     security_mode: SecurityMode = SecurityMode.NONE
@@ -80,3 +86,25 @@ class OpcUaSettings(_Model):
         if dup:
             raise ValueError(f"nodes: tag(s) {dup} appear more than once; give each node its own tag")
         return self
+
+    def known_tags(self) -> tuple[set[str], bool] | None:
+        """The tags this source will produce, known offline, and whether some are guesses (browse names
+        read from string NodeIds); None when a node's cannot be guessed (numeric, GUID, opaque ids)."""
+        tags, guessed = set(), False
+        for n in self.nodes:
+            t = n.tag or guess_tag(n.node_id)
+            if t is None:
+                return None
+            guessed |= n.tag is None
+            tags.add(t)
+        return tags, guessed
+
+
+def guess_tag(node_id: str) -> str | None:
+    """The browse name an OPC UA node most likely has: the last part of a string identifier
+    (``ns=2;s=Line1.Press.Temp`` -> ``Temp``); None for numeric, GUID and opaque identifiers."""
+    m = re.search(r";s=(.+)$", node_id) or (re.match(r"^s=(.+)$", node_id))
+    if not m:
+        return None
+    last = re.split(r"[./\]:|]", m.group(1).replace('"', ""))[-1]
+    return last or None

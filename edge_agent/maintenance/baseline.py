@@ -40,6 +40,8 @@ from model_packager.condition import (
     feature_vector,
     iso_zone,
 )
+from model_packager.health import growth, out_of_fold_threshold, rise, robust_stats
+from protocols.events import Event, EventKind
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +50,7 @@ CONDITION_VERSION = "condition-1"
 SAVE_EVERY = 10  # windows between progress saves while learning
 MIN_BAND_WINDOWS = 20
 SPEED_WINDOWS = 20  # windows whose averaged spectrum gives the asset's speed (no speed tag)
-SCALE_FLOOR = 0.05  # of a feature's own magnitude, so a near-constant feature cannot alarm on noise
 _FEATURE_INDEX = {k: i for i, k in enumerate(FEATURES)}
-_LOG_FEATURES = [i for i, k in enumerate(FEATURES) if k not in ("kurtosis", "crest")]  # logs of amplitudes
 
 
 def atomic_write_json(path: Path, data: dict) -> None:
@@ -79,6 +79,11 @@ def relearn_path(data_dir: str | Path, pipeline: str) -> Path:
     return Path(data_dir) / "baseline" / f"{pipeline}.relearn"
 
 
+def repaired_path(data_dir: str | Path, pipeline: str) -> Path:
+    """A repair reported from the command line: remaining life starts a new run (the baseline stays)."""
+    return Path(data_dir) / "baseline" / f"{pipeline}.repaired"
+
+
 def feature_set_id(settings: BaselineSettings, sample_rate_hz: float, window_samples: int,
                    model_features: dict | None = None) -> str:
     """What the learned statistics depend on: a different id discards them."""
@@ -92,32 +97,7 @@ def _band(speed_hz: float, pct: float) -> int:
     return int(math.floor(math.log(max(speed_hz, 1e-3)) / math.log1p(pct / 100.0)))
 
 
-def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    med = np.median(x, axis=0)
-    mad = 1.4826 * np.median(np.abs(x - med), axis=0)
-    std = x.std(axis=0)
-    scale = np.maximum(np.maximum(mad, 0.5 * std), SCALE_FLOOR * np.maximum(np.abs(med), 1.0) * 0.2)
-    return med, scale
-
-
-def _score(x: np.ndarray, med: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    z = (np.atleast_2d(x) - med) / scale
-    return np.clip(z, 0, None).max(axis=1)
-
-
-def _confirmed_quantile(scores: np.ndarray, far: float, confirm: int) -> float:
-    """Threshold t such that the rate of ``confirm`` consecutive windows over t is about ``far``.
-    Windows are taken as independent: the per-window rate p with p**confirm = far."""
-    p = far ** (1.0 / confirm)
-    s = np.sort(scores)
-    q = float(np.quantile(s, 1 - p))
-    # a tail fit on the log-scores guards against too few learned windows for a small p
-    ls = np.log(s + 1e-9)
-    mu, sd = float(np.median(ls)), float(1.4826 * np.median(np.abs(ls - np.median(ls)))) + 1e-6
-    from statistics import NormalDist
-
-    para = math.exp(mu + NormalDist().inv_cdf(1 - p) * sd)
-    return max(q, para) * 1.05
+_stats, _score = robust_stats, rise  # the names the bench and older callers use
 
 
 def diagnose(rises: dict[str, float], bearing_rise: float = 3.0) -> str:
@@ -126,8 +106,8 @@ def diagnose(rises: dict[str, float], bearing_rise: float = 3.0) -> str:
     peaks at the bearing's defect frequencies in the envelope spectrum."""
     bearing = {k: v for k, v in rises.items() if k.startswith("bearing_")}
     if bearing and max(bearing.values()) >= bearing_rise:
-        return max(bearing, key=bearing.get)
-    return max(rises, key=rises.get) if max(rises.values()) >= 2.0 else "unspecified"
+        return max(bearing, key=bearing.__getitem__)
+    return max(rises, key=rises.__getitem__) if max(rises.values()) >= 2.0 else "unspecified"
 
 
 @dataclass
@@ -161,7 +141,7 @@ class Baseline:
 
     def __init__(self, settings: BaselineSettings, sample_rate_hz: float, window_samples: int, *,
                  path: Path | None = None, pipeline: str = "?", model_features: dict | None = None,
-                 on_event: Callable[[dict], None] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 on_event: Callable[[Event], None] | None = None, clock: Callable[[], float] = time.time) -> None:
         self.s = settings
         self.fs = float(sample_rate_hz)
         self.n = int(window_samples)
@@ -191,8 +171,8 @@ class Baseline:
         self.speed_hz = None
         self._first: list[np.ndarray] = []  # the first windows, for the shaft speed (estimated speed only)
 
-    def _event(self, kind: str, **kw) -> None:
-        evt = {"kind": kind, "t": self.clock(), "pipeline": self.pipeline, **kw}
+    def _event(self, kind: EventKind, **kw) -> None:
+        evt = Event(kind, t=self.clock(), pipeline=self.pipeline, **kw)
         log.info("pipeline %s: %s %s", self.pipeline, kind, {k: v for k, v in kw.items() if k != "t"})
         try:
             self.on_event(evt)
@@ -221,19 +201,19 @@ class Baseline:
                 stale.unlink(missing_ok=True)
         if self.path is None or not self.path.is_file():
             if self.path is not None:
-                self._event("baseline_learning", reason="no baseline yet", target_windows=self.s.windows)
+                self._event(EventKind.BASELINE_LEARNING, reason="no baseline yet", target_windows=self.s.windows)
             return
         try:
             d = json.loads(self.path.read_text())
             if d.get("format") != FORMAT:
                 raise ValueError(f"format {d.get('format')}")
         except (OSError, ValueError) as exc:
-            self._event("baseline_discarded", reason=f"unreadable baseline file {self.path} ({exc}); learning anew")
+            self._event(EventKind.BASELINE_DISCARDED, reason=f"unreadable baseline file {self.path} ({exc}); learning anew")
             self._new_learning("unreadable file")
             self.save()
             return
         if d.get("feature_set") != self.fid:
-            self._event("baseline_discarded", reason="the feature set changed (sample rate, window, bearing or "
+            self._event(EventKind.BASELINE_DISCARDED, reason="the feature set changed (sample rate, window, bearing or "
                         "model features); learning anew", old=d.get("feature_set"), new=self.fid)
             self._new_learning("feature set changed")
             self.save()
@@ -248,13 +228,13 @@ class Baseline:
         self.speeds = [float(v) for v in d.get("speeds", [])]
         self.bands = {int(k): (np.asarray(v["median"]), np.asarray(v["scale"]), int(v["n"]))
                       for k, v in d.get("bands", {}).items()}
-        self._event("baseline_loaded", state=self.state, windows=len(self.rows) if self.state == "learning" else
+        self._event(EventKind.BASELINE_LOADED, state=self.state, windows=len(self.rows) if self.state == "learning" else
                     sum(n for *_, n in self.bands.values()), learned_at=self.learned_at)
 
     def relearn(self, reason: str = "asked") -> None:
         self._new_learning(reason)
         self.save()
-        self._event("baseline_relearn", reason=reason, target_windows=self.s.windows)
+        self._event(EventKind.BASELINE_RELEARN, reason=reason, target_windows=self.s.windows)
 
     def check_request(self) -> None:
         """A relearn asked for through the data folder (``edge-agent baseline relearn``)."""
@@ -303,7 +283,7 @@ class Baseline:
         f = features or self.features(waveform, scalars)
         zone = iso_zone(f["velocity_mm_s"], self.s.iso_class)
         if zone != self._last_zone and self._last_zone is not None and zone in "CD":
-            self._event("iso_zone", zone=zone, velocity_mm_s=round(f["velocity_mm_s"], 3), iso_class=self.s.iso_class)
+            self._event(EventKind.ISO_ZONE, zone=zone, velocity_mm_s=round(f["velocity_mm_s"], 3), iso_class=self.s.iso_class)
         self._last_zone = zone
         v = Verdict(self.state, speed_hz=f["speed_hz"], speed_estimated=bool(f["speed_estimated"]),
                     velocity_mm_s=f["velocity_mm_s"], iso_zone=zone)
@@ -341,7 +321,7 @@ class Baseline:
         self._over = self._over + 1 if v.anomalous else 0
         v.alarm = self._over >= self.s.confirm_windows
         v.rises = {fam: float(max(z[_FEATURE_INDEX[k]] for k in ks)) for fam, ks in FAULT_FEATURES.items()}
-        v.growth = float(np.exp(np.clip(row - med, 0, None)[_LOG_FEATURES].max()))
+        v.growth = growth(row, med)
         if v.anomalous:
             v.fault = diagnose(v.rises)
         return v
@@ -356,7 +336,7 @@ class Baseline:
             f = self.features(w, None)
             self.rows.append(feature_vector(f).tolist())
             self.speeds.append(f["speed_hz"])
-        self._event("baseline_speed", speed_rpm=round(self.speed_hz * 60, 1), windows=len(first))
+        self._event(EventKind.BASELINE_SPEED, speed_rpm=round(self.speed_hz * 60, 1), windows=len(first))
 
     def _band_stats(self, speed_hz: float) -> tuple[np.ndarray, np.ndarray, bool]:
         b = _band(speed_hz, self.s.speed_band_pct)
@@ -379,19 +359,13 @@ class Baseline:
             if sel.sum() >= MIN_BAND_WINDOWS:
                 m, sc = _stats(x[sel])
                 self.bands[int(b)] = (m, sc, int(sel.sum()))
-        # out-of-fold scores: 5 contiguous blocks, each scored against the others (drift included)
-        k = 5 if len(x) >= 50 else 2
-        oof = np.empty(len(x))
-        for idx in np.array_split(np.arange(len(x)), k):
-            rest = np.setdiff1d(np.arange(len(x)), idx)
-            m, sc = _stats(x[rest])
-            oof[idx] = _score(x[idx], m, sc)
-        self.threshold = _confirmed_quantile(oof, self.s.false_alarm_rate, self.s.confirm_windows)
+        # out-of-fold scores: contiguous blocks, each scored against the others (drift included)
+        self.threshold = out_of_fold_threshold(x, self.s.false_alarm_rate, self.s.confirm_windows)
         self.state = "ready"
         self.learned_at = self.clock()
         n = len(self.rows)
         self.rows, self.speeds = [], []
         self.save()
-        self._event("baseline_learned", windows=n, threshold=round(self.threshold, 3),
+        self._event(EventKind.BASELINE_LEARNED, windows=n, threshold=round(self.threshold, 3),
                     false_alarm_rate=self.s.false_alarm_rate, speed_bands=sorted(self.bands),
                     speed_hz=round(float(np.median(sp)), 3))

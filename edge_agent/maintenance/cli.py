@@ -1,8 +1,10 @@
-"""``edge-agent baseline status|relearn PIPELINE CONFIG``: on the agent's data folder.
+"""``edge-agent baseline status|relearn|repaired PIPELINE CONFIG``: on the agent's data folder.
 
 ``status`` reads ``<data_dir>/baseline/<pipeline>.json`` (what the running agent last saved: its
 state, progress, date, threshold); ``relearn`` leaves a request beside it that the running agent
-takes at its next window (or at its next start), recording a ``baseline_relearn`` event.
+takes at its next window (or at its next start), recording a ``baseline_relearn`` event;
+``repaired`` does the same for a repair: remaining life starts a new run (a ``life_reset`` event),
+the baseline stays (relearn it too when the repair changed the machine's healthy signature).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 from edge_agent.maintenance.baseline import atomic_write_json, baseline_path, relearn_path
 
@@ -18,28 +21,63 @@ def _when(t) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if t else "-"
 
 
+def _check_pipeline(cfg, pipeline: str) -> None:
+    pipes = {p.name: p for p in cfg.pipelines}
+    p = pipes.get(pipeline)
+    if p is None or p.baseline is None:
+        have = sorted(n for n, q in pipes.items() if q.baseline is not None)
+        raise ValueError(f"pipeline {pipeline!r} has no baseline; pipelines with one: {have or 'none'} (add "
+                         "`baseline:` to a signal pipeline, see docs/maintenance.md)")
+
+
+def request_relearn(cfg, pipeline: str, reason: str, **extra) -> Path:
+    """Leave a relearn request for the pipeline (taken by the running agent at its next window, or at start)."""
+    _check_pipeline(cfg, pipeline)
+    req = relearn_path(cfg.data_dir, pipeline)
+    atomic_write_json(req, {"reason": reason, "asked_at": time.time(), **extra})
+    return req
+
+
+def fleet_relearn(cfg, command) -> str:
+    """The fleet's ``baseline_relearn`` command (``edge_agent.uplink.commands``): the same request as the CLI's."""
+    who = f" by {command.issued_by}" if command.issued_by else ""
+    request_relearn(cfg, command.pipeline, f"fleet command {command.id}{who}" +
+                    (f": {command.reason}" if command.reason else ""), command=command.id)
+    return f"relearn requested: pipeline {command.pipeline} starts learning anew at its next window"
+
+
+def fleet_summary(status: dict) -> dict:
+    """A baseline's status, short, for the state reports (the fleet's ``baseline status``)."""
+    keep = ("state", "progress", "windows", "target_windows", "started_at", "learned_at", "threshold",
+            "false_alarm_rate", "reason", "speed_bands")
+    return {k: status[k] for k in keep if k in status}
+
+
 def baseline_main(args, load) -> int:
     cfg = load(args.config)
     if cfg is None:
         return 1
-    pipes = {p.name: p for p in cfg.pipelines}
-    p = pipes.get(args.pipeline)
-    if p is None or p.baseline is None:
-        have = sorted(n for n, q in pipes.items() if q.baseline is not None)
-        print(f"{args.config}: pipeline {args.pipeline!r} has no baseline; pipelines with one: {have or 'none'} "
-              "(add `baseline:` to a signal pipeline, see docs/maintenance.md)", file=sys.stderr)
-        return 1
-    path = baseline_path(cfg.data_dir, args.pipeline)
     if args.action == "relearn":
-        req = relearn_path(cfg.data_dir, args.pipeline)
-        atomic_write_json(req, {"reason": args.reason, "asked_at": time.time()})
+        try:
+            req = request_relearn(cfg, args.pipeline, args.reason)
+        except ValueError as exc:
+            print(f"{args.config}: {exc}", file=sys.stderr)
+            return 1
         print(f"relearn asked for pipeline {args.pipeline}: the agent starts learning anew at its next window "
               f"({req})")
         return 0
+    try:
+        _check_pipeline(cfg, args.pipeline)
+    except ValueError as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return 1
+    path = baseline_path(cfg.data_dir, args.pipeline)
     if not path.is_file():
         print(f"pipeline {args.pipeline}: no baseline saved yet in {path.parent} (the agent has not run it, or has "
               "seen fewer than its first 10-20 windows)")
         return 0
+    if args.action == "repaired":  # a saved baseline: the agent scores this pipeline, so it has a life to reset
+        return note_repair(cfg, args.pipeline, args.reason)
     d = json.loads(path.read_text())
     d.pop("rows", None)
     d.pop("speeds", None)
@@ -57,13 +95,31 @@ def baseline_main(args, load) -> int:
               f"({d['confirm_windows']} in a row); speed bands {sorted(d['bands'])}")
     if relearn_path(cfg.data_dir, args.pipeline).exists():
         print("  a relearn is pending (taken at the next window)")
+    _repair_pending(cfg, args.pipeline)
     return 0
 
 
 def add_parser(sub) -> None:
-    b = sub.add_parser("baseline", help="a signal pipeline's per-asset baseline: status, relearn")
-    b.add_argument("action", choices=["status", "relearn"])
+    b = sub.add_parser("baseline", help="a signal pipeline's per-asset baseline: status, relearn, repaired")
+    b.add_argument("action", choices=["status", "relearn", "repaired"])
     b.add_argument("pipeline")
     b.add_argument("config")
     b.add_argument("--reason", default="asked from the command line")
     b.add_argument("--json", action="store_true")
+
+
+def note_repair(cfg, pipeline: str, reason: str) -> int:
+    """``baseline repaired``: the running agent's remaining life starts a new run at its next window."""
+    from edge_agent.maintenance.baseline import repaired_path
+
+    req = repaired_path(cfg.data_dir, pipeline)
+    atomic_write_json(req, {"reason": reason, "asked_at": time.time()})
+    print(f"repair noted for pipeline {pipeline}: remaining life starts a new run at the agent's next window ({req})")
+    return 0
+
+
+def _repair_pending(cfg, pipeline: str) -> None:
+    from edge_agent.maintenance.baseline import repaired_path
+
+    if repaired_path(cfg.data_dir, pipeline).exists():
+        print("  a repair is noted (remaining life starts anew at the next window)")

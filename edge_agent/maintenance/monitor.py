@@ -5,19 +5,26 @@
 (the asset has no healthy reference yet) unless the ISO zone rule fires; once ready, ``NG`` when
 ``confirm_windows`` windows in a row are over the threshold, with the model-free fault family as
 label; the score becomes score / threshold (1.0 = at the threshold) and remaining life comes from
-the trend of the amplitude growth over the baseline (edge_agent.maintenance.life). The model's own outputs stay in ``result.outputs``. A model swap to another feature set
-rebuilds the baseline (the old one is discarded with an event); a same-feature swap keeps it.
+the amplitude growth over the baseline (edge_agent.maintenance.life), with the run-to-failure prior
+of the package's manifest (``life_prior``), else the config's ``life_after_alarm_s``, else the trend
+alone (the status and each result's ``outputs.baseline.life.basis`` say which). The model's own
+outputs stay in ``result.outputs``. A model swap to another feature set rebuilds the baseline (the
+old one is discarded with an event); a same-feature swap keeps it. A repair (``edge-agent baseline
+repaired PIPELINE``, a request file the next window picks up, or ``repaired()``) resets remaining life.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from edge_agent.maintenance.baseline import Baseline, Verdict, baseline_path
-from edge_agent.maintenance.life import NOT_ENOUGH, LifeTrend
+from edge_agent.maintenance.life import NOT_ENOUGH, LifeEstimate, LifeTrend
 from edge_agent.maintenance.settings import BaselineSettings
+from model_packager.manifest import LifePrior
+from protocols.events import Event, EventKind
 
 _ZONES = "ABCD"
 
@@ -36,7 +43,7 @@ def model_features(manifest) -> dict:
 
 class Monitor:
     def __init__(self, settings: BaselineSettings, slot, pipeline: str, data_dir: str | Path | None,
-                 on_event: Callable[[dict], None] | None) -> None:
+                 on_event: Callable[[Event], None] | None) -> None:
         self.s = settings
         self.slot = slot
         self.pipeline = pipeline
@@ -45,10 +52,12 @@ class Monitor:
         self._lock = threading.Lock()
         self.life = LifeTrend(settings.failure_ratio, prior_life=settings.life_after_alarm_s,
                               failure_level_sd=settings.failure_ratio_sd)
-        self._manifest_key = None
+        self._manifest_key: str | None = None
         self.baseline: Baseline | None = None
-        self.last_life = None
+        self.last_life: LifeEstimate | None = None
         self._build()
+        self._prior_key: str | None = None
+        self._use_prior()
 
     def _build(self) -> None:
         m = self.slot.manifest
@@ -64,19 +73,57 @@ class Monitor:
         self.baseline.check_request()
         self.life.reset()
 
+    def _use_prior(self) -> None:
+        """The package's run-to-failure prior, else the config's declared one, else none (trend only);
+        a swap that brings another prior keeps the run's history and answers with the new one."""
+        m = self.slot.manifest
+        prior = getattr(m, "life_prior", None)
+        if prior is not None:
+            prior = prior.model_copy(update={"source": prior.source or f"package {m.name} {m.version}"})
+        elif self.s.life_after_alarm_s is not None:
+            mean, sd = self.s.life_after_alarm_s
+            prior = LifePrior.from_normal(mean, sd, self.s.failure_ratio, source="config life_after_alarm_s")
+        key = None if prior is None else prior.model_dump_json()
+        if key != self._prior_key:
+            self._prior_key = key
+            self.life.use_prior(prior)
+
+    def _check_repair(self) -> None:
+        from edge_agent.maintenance.baseline import repaired_path
+
+        if self.data_dir is None:
+            return
+        req = repaired_path(self.data_dir, self.pipeline)
+        if req.exists():
+            try:
+                why = json.loads(req.read_text()).get("reason", "repair")
+            except (OSError, ValueError):
+                why = "repair"
+            req.unlink(missing_ok=True)
+            self._reset_life(why)
+
+    def _reset_life(self, reason: str) -> None:
+        self.life.reset()
+        if self.on_event:
+            self.on_event(Event(EventKind.LIFE_RESET, pipeline=self.pipeline, reason=reason))
+
     def process(self, window) -> Verdict:
         with self._lock:
             self._build()  # a swap to another feature set: rebuilt (and the old baseline discarded)
+            self._use_prior()
+            self._check_repair()
             b = self.baseline
+            assert b is not None  # _build always leaves one
             b.check_request()
             if b.state == "learning":
                 self.life.reset()
             v = b.process(window.waveform, window.scalars)
-            if v.state == "ready" and v.score is not None and v.threshold:
+            if v.state == "ready" and v.score is not None and v.growth is not None and v.threshold:
                 scale = 3600.0 if self.s.life_unit == "h" else 1.0
                 est = self.life.update(window.end_ts, v.growth, v.anomalous)
                 if est.remaining is not None:
-                    est.remaining, est.low, est.high = (x / scale for x in (est.remaining, est.low, est.high))
+                    est.remaining, est.low, est.high = (
+                        None if x is None else x / scale for x in (est.remaining, est.low, est.high))
                 self.last_life = est
             else:
                 self.last_life = None
@@ -85,15 +132,13 @@ class Monitor:
     def repaired(self, reason: str = "repair") -> None:
         """A repair resets the remaining-life trend (the baseline stays)."""
         with self._lock:
-            self.life.reset()
-            if self.on_event:
-                self.on_event({"kind": "life_reset", "pipeline": self.pipeline, "reason": reason})
+            self._reset_life(reason)
 
     def apply(self, v: Verdict, res) -> None:
         d = v.to_dict()
         iso = v.iso_zone is not None and self.s.iso_alarm_zone != "off" and \
             _ZONES.index(v.iso_zone) >= _ZONES.index(self.s.iso_alarm_zone)
-        if v.state == "ready" and v.threshold:
+        if v.state == "ready" and v.score is not None and v.threshold:
             res.score = round(v.score / v.threshold, 4)
             res.anomaly_score = res.score
             # a speed the asset was not commissioned at: no reference to judge by (say so, not OK/NG)
@@ -115,4 +160,8 @@ class Monitor:
 
     def status(self) -> dict:
         b = self.baseline
-        return b.status() if b is not None else {"state": "not started"}
+        d = b.status() if b is not None else {"state": "not started"}
+        p = self.life.prior
+        d["life"] = {"basis": self.life.basis, "prior": None if p is None else
+                     {"source": p.source, "runs": p.runs, "trend_weight": round(p.trend_weight, 3)}}
+        return d

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Model(BaseModel):
@@ -50,5 +50,14 @@ class BaselineSettings(_Model):
                                                          "for the remaining-life trend (10x: the usual 'danger')")
     failure_ratio_sd: float = Field(0.0, ge=0, description="how well failure_ratio is known (widens the interval)")
     life_after_alarm_s: tuple[float, float] | None = Field(None, description="mean and spread of the time from "
-                                                           "the alarm to failure on past runs (a prior)")
+                                                           "the onset to failure on past runs: a prior declared "
+                                                           "by hand, used when the package carries none")
     life_unit: Literal["s", "h"] = "s"
+
+    @field_validator("life_after_alarm_s")
+    @classmethod
+    def _life_prior(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and (v[0] <= 0 or v[1] < 0):
+            raise ValueError(f"life_after_alarm_s is [mean, sd] of the time from onset to failure in seconds, "
+                             f"mean > 0 and sd >= 0; found {list(v)}")
+        return v

@@ -20,7 +20,10 @@ ENGINE_TYPES: dict[str, tuple[str, str]] = {
     "onnxruntime": ("edge_agent.engines:OrtEngine", "onnxruntime"),
 }
 # auto: every installed engine is tried (the fastest that passes its checks on this CPU serves)
-EngineChoice = enum.StrEnum("EngineChoice", [("AUTO", "auto"), *((k.upper(), k) for k in ENGINE_TYPES)])
+# members come from the table, which mypy cannot read: members are named by value, EngineChoice("auto")
+EngineChoice = enum.StrEnum(  # type: ignore[misc]
+    "EngineChoice", [("AUTO", "auto"), *((k.upper(), k) for k in ENGINE_TYPES)]
+)
 
 
 class FormChoice(enum.StrEnum):
@@ -68,7 +71,7 @@ class ModelConfig(BaseModel):
     package: str | None = None  # path to a local .edgepkg
     name: str | None = None  # package name in the fleet registry
     version_policy: VersionPolicy = VersionPolicy.PINNED
-    engine: EngineChoice = EngineChoice.AUTO
+    engine: EngineChoice = EngineChoice("auto")
     form: FormChoice = FormChoice.AUTO
     threads: int = Field(default=1, ge=1, le=64)
     graph_optimization: GraphOptimization = GraphOptimization.ALL  # ONNX Runtime

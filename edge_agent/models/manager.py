@@ -21,7 +21,7 @@ The desired state is input from the wire and is checked before it touches anythi
 ``check_desired`` accepts package names, versions, digests and deployment ids only from an
 allow-list with a length limit (they become file names in ``staging/``), and a version lower than
 the one a slot runs (same package) is refused unless the fleet marks the desired state as an
-admin's rollback (deployment id ending in ``:rollback``). Any exception while installing is a
+admin's rollback (``DesiredSlot.rollback``; from a v2 fleet, a deployment id ending in ``:rollback``). Any exception while installing is a
 ``failed`` report with its reason, and the digest is never tried again.
 """
 
@@ -34,10 +34,15 @@ import logging
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_agent.models.config import VersionPolicy
 from model_packager.manifest import version_key
 from model_packager.text import printable
+from protocols.events import Event, EventKind
+
+if TYPE_CHECKING:
+    from edge_agent.uplink.client import Uplink
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +68,9 @@ def check_desired(d) -> str | None:
 
 
 def is_rollback(d) -> bool:
-    return d.deployment_id.endswith(ROLLBACK_SUFFIX)
+    """An admin's (or a failed gate's) rollback: the explicit field (v3 fleet), or the v2 id suffix."""
+    return bool(getattr(d, "rollback", False)) or d.deployment_id.endswith(ROLLBACK_SUFFIX)
+
 
 
 class DigestMismatch(ValueError):
@@ -76,7 +83,7 @@ class ModelManager:
         self.cfg = cfg
         self.staging = cfg.data_dir / "staging"
         self.on_event = on_event or (lambda e: None)
-        self.uplink = None
+        self.uplink: Uplink | None = None
         self.busy: dict[str, str] = {}  # slot -> digest being installed
         self.refused: dict[str, str] = {}  # digest -> reason (never retried)
         self.declined: dict[tuple, str] = {}  # (slot, digest, deployment) -> reason: desired state refused
@@ -169,9 +176,9 @@ class ModelManager:
             if why is not None:  # declined for this deployment only: an admin's rollback may ask again
                 self.declined[key] = why
                 log.warning("slot %s: desired state refused: %s", d.slot, why)
-                t = asyncio.create_task(self._report(d, "failed", False, why))
-                self._tasks.add(t)
-                t.add_done_callback(self._tasks.discard)
+                reported = asyncio.create_task(self._report(d, "failed", False, why))
+                self._tasks.add(reported)
+                reported.add_done_callback(self._tasks.discard)
                 continue
             if time.monotonic() < self.retry_at.get(d.digest, 0):
                 continue  # a failed download waits for its backoff
@@ -185,36 +192,26 @@ class ModelManager:
                  "deployment": d.deployment_id}
         self.steps.append(entry)
         self.steps = self.steps[-50:]
-        self.on_event({"kind": "deployment_step", **entry})
+        self.on_event(Event(EventKind.DEPLOYMENT_STEP, **entry))
         if self.uplink is None:
             return False
-        from protocols.gen import fleet_pb2 as pb
-        from protocols.gen import fleet_pb2_grpc as rpc
-
-        try:
-            await rpc.FleetStub(self.uplink._channel).ReportDeployment(pb.DeploymentReport(
-                deployment_id=d.deployment_id.split(":")[0], slot=d.slot, version=d.version, step=step, ok=ok,
-                reason=reason, health_json=json.dumps(health or {})), timeout=10)
-            return True
-        except Exception as exc:  # the next heartbeat will retry the whole reconcile if needed
-            if callable(getattr(exc, "code", None)) and exc.code().name == "PERMISSION_DENIED":
-                # the fleet does not know this deployment for this agent (gone, or never ours): final, not retried
-                log.warning("deployment step %s for %s not accepted by the fleet: %s", step, d.slot, exc.details())
-                return True
-            log.warning("could not report deployment step %s for %s: %s", step, d.slot, exc)
-            return False
+        # False: not sent; the next heartbeat retries the whole reconcile if needed
+        assert self.uplink is not None
+        return await self.uplink.client.report_deployment(d.deployment_id.split(":")[0], step, ok, reason,
+                                                          slot=d.slot, version=d.version, health=health)
 
     async def download(self, d) -> Path:
         from protocols.gen import fleet_pb2 as pb
-        from protocols.gen import fleet_pb2_grpc as rpc
 
+        assert self.uplink is not None  # only a desired state from the uplink starts a download
+        client = self.uplink.client
         self.staging.mkdir(parents=True, exist_ok=True)
         part = self.staging / f"{d.digest}.part"
         final = self.staging / f"{d.package}-{d.version}.edgepkg"
-        for _attempt in range(20):
+        for attempt in range(1, 21):
             offset = part.stat().st_size if part.exists() else 0
             try:
-                call = rpc.FleetStub(self.uplink._channel).DownloadPackage(
+                call = client.stub.DownloadPackage(
                     pb.DownloadRequest(digest=d.digest, offset=offset), timeout=300)
                 with open(part, "ab") as f:
                     async for chunk in call:
@@ -227,7 +224,7 @@ class ModelManager:
                 if got == offset:
                     raise ConnectionError(f"download of {d.version} made no progress at {got} bytes: {exc}") from exc
                 log.warning("download of %s interrupted at %d bytes (%s); resuming", d.version, got, exc)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(client.backoff(attempt))
         else:
             raise ConnectionError(f"download of {d.version} did not complete after 20 attempts")
         h = hashlib.sha256()

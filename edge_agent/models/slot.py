@@ -24,22 +24,24 @@ import asyncio
 import collections
 import functools
 import logging
+import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from devices.base import Frame
-from edge_agent.engines import Engine, EngineError
-from edge_agent.models.config import ModelConfig, VersionPolicy
+from edge_agent.engines import Engine, EngineError, candidate_engines
+from edge_agent.models.config import ENGINE_TYPES, ModelConfig, VersionPolicy
+from edge_agent.models.install import install_isolated, prefetching
 from edge_agent.models.select import NothingPasses, Selection, select
 from edge_agent.models.store import ModelStore
 from edge_agent.types import Window
-from model_packager import OpenedPackage, PackageError, TrustedKeys, load_trusted_keys, package_digest
+from model_packager import OpenedPackage, PackageError, package_digest
 from model_packager.cpu import int8_path
 from model_packager.manifest import ImagePreprocessing, Manifest
 from model_packager.preprocess import (
@@ -49,7 +51,12 @@ from model_packager.preprocess import (
     interpret,
     signal_features,
 )
+from model_packager.runtimes import load as load_engine
 from model_packager.text import printable
+from protocols.events import Event, EventKind
+
+if TYPE_CHECKING:
+    from model_packager import TrustedKeys
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +111,7 @@ class _Health:
     latencies: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2000))
 
     def p50(self) -> float | None:
-        return float(np.median(self.latencies)) if self.latencies else None
+        return statistics.median(self.latencies) if self.latencies else None  # (np.median imports numpy.ma)
 
 
 class _Active:
@@ -118,19 +125,29 @@ class _Active:
 
 
 class ModelSlot:
-    def __init__(self, name: str, config: ModelConfig, data_dir: Path, trusted_keys: list[Path] | TrustedKeys,
-                 on_event: Callable[[dict], None] | None = None) -> None:
+    def __init__(self, name: str, config: ModelConfig, data_dir: Path,
+                 trusted_keys: Sequence[str | Path] | TrustedKeys, on_event: Callable[[Event], None] | None = None
+                 ) -> None:
+        """``trusted_keys``: key files (or folders of them), which each install's child process loads
+        (``edge_agent.models.install``); keys already loaded (``TrustedKeys``) verify in this process."""
         self.name = name
         self.config = config
-        self.store = ModelStore(Path(data_dir) / "models" / name)
-        self.trusted = trusted_keys if isinstance(trusted_keys, TrustedKeys) else load_trusted_keys(trusted_keys)
+        root = Path(data_dir) / "models" / name
+        # a first start's install child may be extracting there already: its .part folders are not leftovers
+        self.store = ModelStore(root, clean=not prefetching(root))
+        self.key_files: list[str] | None = None
+        self.trusted: TrustedKeys | None = None
+        if isinstance(trusted_keys, list | tuple):
+            self.key_files = [str(k) for k in trusted_keys]
+        else:
+            self.trusted = cast("TrustedKeys", trusted_keys)
         self.on_event = on_event or (lambda e: None)
         self._active: _Active | None = None
         self._previous: _Active | None = None
         self._swap_lock = asyncio.Lock()
         self._watch: asyncio.Task | None = None
         self.last_outcome: SwapOutcome | None = None
-        self.counters = collections.Counter()
+        self.counters: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self.state = "stopped"
 
@@ -195,7 +212,7 @@ class ModelSlot:
         to_v = prev.manifest.version if prev else restored[1]
         self.last_outcome = SwapOutcome(False, self.name, from_v, to_v, "rolled_back", reason)
         self.counters["rollbacks"] += 1
-        self._event("rolled_back", from_version=from_v, to_version=to_v, reason=reason,
+        self._event(EventKind.ROLLED_BACK, from_version=from_v, to_version=to_v, reason=reason,
                     digest=cand.digest if cand else None)
         log.warning("slot %s: restarted inside the health window of %s: restored %s", self.name, from_v, to_v)
 
@@ -268,8 +285,9 @@ class ModelSlot:
 
     # ---- swap ------------------------------------------------------------------------------
     def _load(self, opened: OpenedPackage) -> _Active:
-        """Load, golden-check and time every engine × form allowed; the fastest that passes serves."""
-        sel = select(opened, self.config)
+        """Load, golden-check and time every engine × form allowed; the fastest that passes serves.
+        During a swap (a model serves meanwhile) the loading is isolated from the serving threads."""
+        sel = select(opened, self.config, isolated=self._active is not None)
         return _Active(opened, sel.engine, sel)
 
     def _report_selection(self, a: _Active) -> None:
@@ -279,15 +297,15 @@ class ModelSlot:
             return
         for t in sel.int8_off:
             self.counters["int8_parity_failures"] += 1
-            self._event("int8_deviation", package=a.manifest.package_id, engine=t.engine, deviation=t.deviation,
+            self._event(EventKind.INT8_DEVIATION, package=a.manifest.package_id, engine=t.engine, deviation=t.deviation,
                         agreement=t.agreement, reason=t.reason, cpu=sel.cpu, cpu_flags=list(sel.cpu_flags),
                         serving=f"{sel.chosen.form} on {sel.chosen.engine}")
             log.warning("slot %s: the INT8 form of %s is off on this CPU (%s; %s) on %s: %s; serving %s instead",
                         self.name, a.manifest.package_id, sel.cpu, " ".join(sel.cpu_flags), t.engine, t.reason,
                         f"{sel.chosen.form} on {sel.chosen.engine}")
 
-    def _event(self, kind: str, **data: Any) -> None:
-        evt = {"kind": kind, "slot": self.name, "t": time.time(), **data}
+    def _event(self, kind: EventKind, **data: Any) -> None:
+        evt = Event(kind, slot=self.name, **data)
         try:
             self.on_event(evt)
         except Exception:  # a broken listener must not break the slot
@@ -312,9 +330,9 @@ class ModelSlot:
             old = self._active
             from_v = old.manifest.version if old else None
             self.state = "verifying"
-            self._event("swap_started", package=str(pkg), from_version=from_v)
+            self._event(EventKind.SWAP_STARTED, package=str(pkg), from_version=from_v)
             try:
-                opened = await asyncio.to_thread(self.store.install, Path(pkg), self.trusted)
+                opened = await asyncio.to_thread(self._install, Path(pkg))
             except PackageError as exc:
                 return self._refused(from_v, None, "verify", str(exc))
             to_v = opened.manifest.version
@@ -341,7 +359,7 @@ class ModelSlot:
             self.state = "watching" if (watch and old is not None) else "active"
             outcome = SwapOutcome(True, self.name, from_v, to_v, "active")
             self.last_outcome = outcome
-            self._event("swapped", from_version=from_v, to_version=to_v, engine=new.engine.name,
+            self._event(EventKind.SWAPPED, from_version=from_v, to_version=to_v, engine=new.engine.name,
                         form=new.engine.form, selection=new.selection.summary() if new.selection else None)
             log.info("slot %s: now running %s, %s (was %s)", self.name, opened.manifest.package_id,
                      new.selection.summary() if new.selection else new.engine.name, from_v)
@@ -351,12 +369,30 @@ class ModelSlot:
         # switch may still be running on it; it is freed when the last reference goes.
         return outcome
 
+    def _install(self, pkg: Path) -> OpenedPackage:
+        """Verify and extract ``pkg`` (worker thread). With key files, in a child process, while this
+        one imports the engine libraries the slot will load (a first start overlaps the two)."""
+        if self.trusted is not None:
+            return self.store.install(pkg, self.trusted)
+        return install_isolated(self.store, pkg, self.key_files or [], meanwhile=self._import_engines)
+
+    def _import_engines(self) -> None:
+        try:
+            names = candidate_engines(self.config.engine)
+        except EngineError:  # reported with its reason when the engine is created
+            return
+        for name in names:
+            try:
+                load_engine(ENGINE_TYPES[name][1])
+            except ImportError:  # reported with its reason when the engine is created
+                pass
+
     def _refused(self, from_v, to_v, stage: str, reason: str) -> SwapOutcome:
         self.state = "active" if self._active else "stopped"
         outcome = SwapOutcome(False, self.name, from_v, to_v, stage, reason)
         self.last_outcome = outcome
         self.counters["swaps_refused"] += 1
-        self._event("swap_refused", stage=stage, reason=reason, from_version=from_v, to_version=to_v)
+        self._event(EventKind.SWAP_REFUSED, stage=stage, reason=reason, from_version=from_v, to_version=to_v)
         log.warning("slot %s: swap to %s refused at %s: %s; %s keeps serving", self.name, to_v, stage, reason,
                     from_v or "nothing")
         return outcome
@@ -397,7 +433,7 @@ class ModelSlot:
                 await asyncio.to_thread(self.store.end_probation, new.opened.root)
                 self.state = "active"
                 self._previous = None  # freed once no in-flight inference holds it
-                self._event("swap_kept", version=new.manifest.version, inferences=new.health.n)
+                self._event(EventKind.SWAP_KEPT, version=new.manifest.version, inferences=new.health.n)
                 return
 
     async def rollback(self, reason: str) -> SwapOutcome:
@@ -412,7 +448,7 @@ class ModelSlot:
             outcome = SwapOutcome(False, self.name, new.manifest.version, old.manifest.version, "rolled_back", reason)
             self.last_outcome = outcome
             self.counters["rollbacks"] += 1
-            self._event("rolled_back", from_version=new.manifest.version, to_version=old.manifest.version,
+            self._event(EventKind.ROLLED_BACK, from_version=new.manifest.version, to_version=old.manifest.version,
                         reason=reason)
             log.warning("slot %s: rolled back %s -> %s: %s", self.name, new.manifest.version, old.manifest.version,
                         reason)

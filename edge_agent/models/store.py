@@ -25,8 +25,12 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from model_packager import OpenedPackage, PackageError, TrustedKeys, open_package, package_digest
+from model_packager import OpenedPackage, PackageError, open_package, package_digest
+
+if TYPE_CHECKING:
+    from model_packager import TrustedKeys  # brings cryptography: only the installing process needs it
 
 
 def _rebase(opened: OpenedPackage, old: Path, new: Path) -> OpenedPackage:
@@ -36,10 +40,12 @@ def _rebase(opened: OpenedPackage, old: Path, new: Path) -> OpenedPackage:
 
 
 class ModelStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, clean: bool = True) -> None:
+        """``clean``: remove ``.part`` folders a crash left (the slot's own store, at start); an
+        installer working for the slot (``edge_agent.models.install``) leaves them to it."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        for leftover in self.root.glob(".*.part"):
+        for leftover in self.root.glob(".*.part") if clean else ():
             shutil.rmtree(leftover, ignore_errors=True)
 
     @property
@@ -67,7 +73,8 @@ class ModelStore:
             os.close(fd)
 
     def install(self, pkg: Path, trusted: TrustedKeys) -> OpenedPackage:
-        """Verify and extract. Raises ``PackageError``.
+        """Verify and extract, in this process (the agent's slots run it in a child process:
+        ``edge_agent.models.install``). Raises ``PackageError``.
 
         Nothing of the package is parsed before its signature is checked: ``open_package`` verifies
         into a ``.part`` folder named by the package digest (removed at the next start if a crash
@@ -89,8 +96,9 @@ class ModelStore:
             raise
         return _rebase(opened, incoming, folder)
 
-    def reopen(self, folder_name: str) -> OpenedPackage | None:
-        """Re-open a previously installed folder (its files were verified on install)."""
+    def reopen(self, folder_name: str, signer: str = "") -> OpenedPackage | None:
+        """Re-open a previously installed folder (its files were verified on install; ``signer``:
+        the key id the install named, when known)."""
         from model_packager.manifest import Manifest
         from model_packager.package import opened_from
         from model_packager.safe_yaml import load_bounded
@@ -104,7 +112,7 @@ class ModelStore:
             digest = (folder / ".package-digest").read_text().strip()
         except (OSError, ValueError, PackageError):
             return None
-        opened = opened_from(manifest, folder, "", digest)
+        opened = opened_from(manifest, folder, signer, digest)
         if not opened.model_path.is_file() or (opened.fp32_model_path and not opened.fp32_model_path.is_file()):
             return None
         return opened

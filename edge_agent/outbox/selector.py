@@ -1,7 +1,7 @@
 """Which inputs are worth uploading for retraining, under a per-hour budget.
 
-Every NG result (``all_ng``), a seeded random fraction of OK ones (``ok_fraction``), and the
-uncertain ones: a low margin between the top two classes, or a score near the decision threshold.
+Every NG result (``all_ng``), a seeded random fraction of OK ones (``ok_fraction``), the
+uncertain ones (a low margin between the top two classes) and a fraction of the UNSURE ones.
 ``choose(result)`` returns the reason ("ng", "uncertain", "ok_random") or None; the reason and
 the model version travel with the sample.
 """
@@ -17,23 +17,20 @@ from edge_agent.types import Result
 
 
 class SampleSelector:
-    def __init__(self, settings: SampleSelectionSettings, thresholds: dict[str, float] | None = None) -> None:
+    def __init__(self, settings: SampleSelectionSettings) -> None:
         self.s = settings
         self.rng = random.Random(settings.seed)
         self.times: collections.deque = collections.deque()
-        self.thresholds = thresholds or {}
         self.chosen: collections.Counter = collections.Counter()
         self.over_budget = 0
 
-    def choose(self, r: Result, threshold: float | None = None) -> str | None:
+    def choose(self, r: Result) -> str | None:
         reason = None
-        thr = threshold if threshold is not None else self.thresholds.get(r.model)
         if r.verdict == "UNSURE":  # far outside the training inputs: a few of them teach the most
             reason = "unsure" if self.rng.random() < self.s.unsure_fraction else None
         elif r.verdict == "NG" and self.s.all_ng:
             reason = "ng"
-        elif (r.margin is not None and r.margin < self.s.uncertain_margin) or (
-                thr is not None and abs(r.score - thr) < self.s.uncertain_score_band):
+        elif r.margin is not None and r.margin < self.s.uncertain_margin:
             reason = "uncertain"
         elif self.rng.random() < self.s.ok_fraction:
             reason = "ok_random"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class FsyncPolicy(enum.StrEnum):
@@ -44,7 +45,17 @@ class SampleSelectionSettings(BaseModel):
     all_ng: bool = True
     ok_fraction: float = Field(0.02, ge=0, le=1, description="random fraction of OK results")
     uncertain_margin: float = Field(0.15, ge=0, le=1, description="top-2 probability margin below which")
-    uncertain_score_band: float = Field(0.1, ge=0, le=1, description="|score - threshold| below which")
     unsure_fraction: float = Field(0.2, ge=0, le=1, description="fraction of UNSURE results uploaded")
     max_per_hour: int = Field(600, ge=0)
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, data: Any) -> Any:
+        # uncertain_score_band never selected anything (no threshold reached the selector), and a band in
+        # the score's own units cannot suit every model (an NG probability, an anomaly score, a baseline's
+        # ratio): refused by name rather than as an unknown option, so that its users know what happened
+        if isinstance(data, dict) and "uncertain_score_band" in data:
+            raise ValueError("option 'uncertain_score_band' was removed: it never had an effect; remove it "
+                             "(uncertain_margin selects a classifier's borderline results)")
+        return data

@@ -66,8 +66,10 @@ from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge_agent.outbox.settings import DropPolicy, FsyncPolicy, OutboxSettings
+from protocols.events import Event, EventKind
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 EPOCH_FILE = "outbox-epoch.json"
 # events the outbox records itself (the agent must not append them again)
-SELF_RECORDED = frozenset({"outbox_corrupt", "outbox_budget", "outbox_retention", "outbox_write_failed"})
+SELF_RECORDED = frozenset({EventKind.OUTBOX_CORRUPT, EventKind.OUTBOX_BUDGET, EventKind.OUTBOX_RETENTION,
+                           EventKind.OUTBOX_WRITE_FAILED})
 # Past ACT_AT of the budget, drop down to DROP_TO of it: the margins absorb what arrives between two
 # checks (a commit's rows and WAL frames, sample files being written) so the folder stays under max_bytes.
 ACT_AT = 0.9
@@ -137,7 +140,7 @@ class Outbox:
         self.epoch = 0
         self.dropped: Counter = Counter()  # "<cause>:<kind>" -> records dropped by this process
         self.dropped_total: Counter = Counter()  # the same, since the epoch began (kept in the database)
-        self._notices: list[dict] = []  # events the outbox records itself, queued by the next append/flush
+        self._notices: list[Event] = []  # events the outbox records itself, queued by the next append/flush
         self._drops: dict[str, list] = {}  # cause -> [(seq, kind)] dropped since the last drop event
         self._drops_reported_at = time.monotonic()
         self._sample_bytes = 0
@@ -231,7 +234,7 @@ class Outbox:
             self.moved_aside = aside
             log.error("outbox %s is corrupt (%s): moved aside to %s; starting a fresh outbox in a new epoch. Records "
                       "in the old file were not sent; inspect it with sqlite3 if they matter", self.path, exc, aside)
-            corrupt = {"kind": "outbox_corrupt", "moved_to": str(aside), "reason": str(exc), "t": time.time()}
+            corrupt = (str(aside), str(exc), time.time())  # moved_to, reason, t: the event once the epoch is known
             db = self._connect()
             db.executescript(SCHEMA)
         self._db = db
@@ -261,9 +264,10 @@ class Outbox:
         self._writer.start()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="outbox-append", initializer=self._mark_thread)
         if corrupt is not None:
-            corrupt.update(epoch=self.epoch, previous_epoch=known if known is not None else 0)
-            self.on_event(corrupt)
-            self._notices.append(corrupt)
+            evt = Event(EventKind.OUTBOX_CORRUPT, t=corrupt[2], moved_to=corrupt[0], reason=corrupt[1],
+                        epoch=self.epoch, previous_epoch=known if known is not None else 0)
+            self.on_event(evt)
+            self._notices.append(evt)
             self._drain_notices()
 
     def _sweep_samples(self, db) -> None:
@@ -385,7 +389,7 @@ class Outbox:
             with self._lock:
                 notices, self._notices = self._notices, []
             for i, evt in enumerate(notices):
-                body = json.dumps(evt, separators=(",", ":"), default=str).encode()
+                body = json.dumps(evt.to_json_dict(), separators=(",", ":"), default=str).encode()
                 with self._append_lock if not writer else _NO_LOCK:
                     seq = self._seq + 1
                     item = (seq, "event", PRIORITY["event"], time.time(), body, None, "", len(body))
@@ -428,7 +432,8 @@ class Outbox:
         interval = self.s.commit_interval_ms / 1000
         always = self.s.fsync is FsyncPolicy.ALWAYS
         while True:
-            batch, flush, nbytes = [], False, 0
+            batch: list[Any] = []
+            flush, nbytes = False, 0
             try:
                 item = self._q.get(timeout=interval)
             except queue.Empty:
@@ -472,10 +477,10 @@ class Outbox:
                 by_kind = Counter(f"write_failed:{b[1]}" for b in batch)
                 self.dropped.update(by_kind)
                 self.dropped_total.update(by_kind)
-                evt = {"kind": "outbox_write_failed", "records": len(batch), "reason": str(exc), "epoch": self.epoch,
-                       "cause": "write_failed", "dropped": len(batch),
-                       "by_kind": {k.split(":", 1)[1]: n for k, n in by_kind.items()},
-                       "ranges": seq_ranges(b[0] for b in batch)[:MAX_RANGES], "t": time.time()}
+                evt = Event(EventKind.OUTBOX_WRITE_FAILED, records=len(batch), reason=str(exc), epoch=self.epoch,
+                            cause="write_failed", dropped=len(batch),
+                            by_kind={k.split(":", 1)[1]: n for k, n in by_kind.items()},
+                            ranges=seq_ranges(b[0] for b in batch)[:MAX_RANGES])
                 self.on_event(evt)
                 with self._lock:
                     self._notices.append(evt)
@@ -506,9 +511,9 @@ class Outbox:
             self._drops_reported_at = time.monotonic()
         for reason, rows in drops.items():
             by_kind = Counter(r[1] for r in rows)
-            evt = {"kind": f"outbox_{reason}", "cause": reason, "epoch": self.epoch, "dropped": len(rows),
-                   "by_kind": dict(by_kind), "ranges": seq_ranges(r[0] for r in rows)[:MAX_RANGES],
-                   "budget_bytes": self.s.max_bytes, "disk_bytes": self.disk_bytes(), "t": time.time()}
+            evt = Event(f"outbox_{reason}", cause=reason, epoch=self.epoch, dropped=len(rows),
+                        by_kind=dict(by_kind), ranges=seq_ranges(r[0] for r in rows)[:MAX_RANGES],
+                        budget_bytes=self.s.max_bytes, disk_bytes=self.disk_bytes())
             with self._lock:
                 self._notices.append(evt)
             self.on_event(evt)
@@ -621,7 +626,8 @@ class Outbox:
         rows = db.execute("SELECT seq, kind, priority, t, payload, sample_sha256, sample_ext, size FROM records "
                           "ORDER BY priority, seq LIMIT ?", (limit,)).fetchall()
         db.close()
-        out, total = [], 0
+        out: list[Any] = []
+        total = 0
         for r in rows:
             if out and total + r[7] > max_bytes:
                 break

@@ -30,19 +30,35 @@ from pathlib import Path
 
 from devices.base import BurstLogger
 from edge_agent.outbox.store import Outbox
+from edge_agent.uplink.fleet_client import FleetClient
 from edge_agent.uplink.settings import CloudSettings
 
 log = logging.getLogger(__name__)
 
 
+def reconnect_delay(previous: float, lasted_s: float, s, refused: bool = False) -> float:
+    """The ceiling of the next Connect attempt's random wait (the wait is uniform in [0, ceiling]).
+
+    A stream that lived at least ``report_s`` was healthy: the ceiling starts again from ``heartbeat_s`` (a
+    server restart spreads its agents' reconnections over that window). A stream that failed sooner doubles
+    it, up to ``backoff_max_s``: an overloaded or unreachable server sees fewer attempts each round instead
+    of every agent every few seconds. A refusal on purpose (quota, certificate) waits the longest at once."""
+    if refused:
+        return s.backoff_max_s
+    if lasted_s >= s.report_s:
+        return s.heartbeat_s
+    return min(s.backoff_max_s, max(previous, s.heartbeat_s) * 2)
+
+
 class Uplink:
     def __init__(self, settings: CloudSettings, outbox: Outbox, base_dir: Path = Path("."),
-                 status: Callable[[], dict] | None = None, on_desired=None) -> None:
+                 status: Callable[[], dict] | None = None, on_desired=None, commands=None) -> None:
         self.s = settings
         self.outbox = outbox
         self.base = Path(base_dir)
         self.status_fn = status or (lambda: {})
         self.on_desired = on_desired
+        self.commands = commands  # edge_agent.uplink.commands.CommandRunner: the fleet's one-off commands
         self.state = "stopped"
         self.sent = 0
         self.acked = 0
@@ -56,30 +72,12 @@ class Uplink:
         self.mode = "connecting"  # stream | heartbeat (a server without Connect) | reconnecting
         self._burst = BurstLogger(log)
         self._tasks: list[asyncio.Task] = []
-        self._channel = None
+        self.client = FleetClient(settings, self.base)  # the channel and stubs, shared with the model manager
         self._wake = asyncio.Event()
         self._link_up = asyncio.Event()  # set by a successful heartbeat: ends a backoff wait early
 
-    def _path(self, p: str) -> Path:
-        q = Path(p)
-        return q if q.is_absolute() else self.base / q
-
-    def _new_channel(self):
-        import grpc
-
-        creds = grpc.ssl_channel_credentials(root_certificates=self._path(self.s.ca_file).read_bytes(),
-                                             private_key=self._path(self.s.key_file).read_bytes(),
-                                             certificate_chain=self._path(self.s.cert_file).read_bytes())
-        opts = [("grpc.max_send_message_length", 64 * 1024 * 1024),
-                ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
-                ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2_000)]
-        if self.s.server_name:
-            opts.append(("grpc.ssl_target_name_override", self.s.server_name))
-        return grpc.aio.secure_channel(self.s.endpoint, creds, options=opts,
-                                       compression=grpc.Compression.Gzip if self.s.compression else None)
-
     async def start(self) -> None:
-        self._channel = self._new_channel()
+        self.client.open()
         self._tasks = [asyncio.create_task(self._push_loop(), name="uplink-push"),
                        asyncio.create_task(self._heartbeat_loop(), name="uplink-heartbeat")]
 
@@ -94,11 +92,7 @@ class Uplink:
             _, stuck = await asyncio.wait(self._tasks, timeout=5)
             if stuck:
                 log.warning("uplink: %s did not stop within 5 s", ", ".join(t.get_name() for t in stuck))
-        if self._channel is not None:
-            try:  # never let an unreachable cloud hold up the agent's shutdown
-                await asyncio.wait_for(self._channel.close(), 5)
-            except (TimeoutError, Exception):
-                pass
+        await self.client.close()
         self.state = "stopped"
 
     def _error(self, where: str, exc: Exception) -> None:
@@ -113,7 +107,6 @@ class Uplink:
     # ---- records ---------------------------------------------------------------------------
     async def _push_loop(self) -> None:
         from protocols.gen import fleet_pb2 as pb
-        from protocols.gen import fleet_pb2_grpc as rpc
 
         delay = self.s.backoff_initial_s
         while True:
@@ -128,7 +121,7 @@ class Uplink:
                     pass
                 continue
             try:
-                await self._stream(rpc.FleetStub(self._channel), pb)
+                await self._stream(self.client.stub, pb)
                 delay = self.s.backoff_initial_s
             except asyncio.CancelledError:
                 raise
@@ -211,26 +204,45 @@ class Uplink:
 
         st = self.status_fn()
         ob = await asyncio.to_thread(self.outbox.stats)
-        return pb.HeartbeatRequest(labels=st.get("labels", {}), health_json=json.dumps(st.get("health", {})),
-                                   outbox_depth=ob["depth"], generation_seen=self.generation,
-                                   slots=[pb.SlotState(**s) for s in st.get("slots", [])],
-                                   epoch=ob.get("epoch", 0), dropped=ob.get("dropped_total", {}))
+        req = pb.HeartbeatRequest(labels=st.get("labels", {}), health_json=json.dumps(st.get("health", {})),
+                                  outbox_depth=ob["depth"], generation_seen=self.generation,
+                                  slots=[pb.SlotState(**s) for s in st.get("slots", [])],
+                                  epoch=ob.get("epoch", 0), dropped=ob.get("dropped_total", {}),
+                                  command_results=self._command_results(pb))
+        if st.get("config"):
+            req.config.CopyFrom(pb.ConfigState(**st["config"]))
+        return req
+
+    def _command_results(self, pb) -> list:
+        return [pb.CommandResult(**r) for r in self.commands.results()] if self.commands is not None else []
+
+    async def _run_commands(self, reply) -> None:
+        """The desired state's commands (each id once; a failure is the command's result, never the link's)."""
+        if self.commands is None:
+            return
+        try:
+            await self.commands.run(reply.commands)
+        except Exception as exc:  # e.g. the data folder cannot be written: nothing ran, the command stays listed
+            self._burst.log("commands", "uplink: fleet commands not run (%s: %s); they stay in the desired state "
+                            "and are tried again", type(exc).__name__, exc)
 
     async def _desired(self, reply) -> None:
         self.generation = reply.generation
         self.last_heartbeat_at = time.time()
         self._link_up.set()
+        await self._run_commands(reply)
         if self.on_desired is not None and self.s.follow_desired_state:
             await self.on_desired(reply)
 
     async def _heartbeat_loop(self) -> None:
         import grpc
 
-        from protocols.gen import fleet_pb2_grpc as rpc
-
         streaming = self.s.stream
+        delay = self.s.heartbeat_s
         while True:
             if streaming:
+                opened = time.monotonic()
+                slow = False
                 try:
                     await self._connected()
                 except asyncio.CancelledError:
@@ -240,15 +252,19 @@ class Uplink:
                         log.info("uplink: %s has no Connect stream; using unary heartbeats", self.s.endpoint)
                         streaming = False
                         continue
+                    # refused on purpose (a quota, a certificate): asking again soon will not change the answer
+                    slow = exc.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.PERMISSION_DENIED,
+                                          grpc.StatusCode.UNAUTHENTICATED)
                     self._error("Connect", exc)
                 except Exception as exc:
                     self._error("Connect", exc)
-                self.mode = "reconnecting"  # as often as a heartbeat would, with jitter (no herd after a restart)
-                await asyncio.sleep(random.uniform(0.5, 1.0) * self.s.heartbeat_s)
+                self.mode = "reconnecting"
+                delay = reconnect_delay(delay, time.monotonic() - opened, self.s, slow)
+                await asyncio.sleep(random.uniform(0, delay))  # full jitter: no herd after a restart
                 continue
             self.mode = "heartbeat"
             try:
-                reply = await rpc.FleetStub(self._channel).Heartbeat(await self._report(), timeout=10)
+                reply = await self.client.stub.Heartbeat(await self._report(), timeout=10)
                 await self._desired(reply)
             except asyncio.CancelledError:
                 raise
@@ -259,7 +275,6 @@ class Uplink:
     async def _connected(self) -> None:
         """One Connect stream: reports on change and every ``report_s``; returns or raises when it ends."""
         from protocols.gen import fleet_pb2 as pb
-        from protocols.gen import fleet_pb2_grpc as rpc
 
         outq: asyncio.Queue = asyncio.Queue(maxsize=2)
 
@@ -267,7 +282,7 @@ class Uplink:
             while (m := await outq.get()) is not None:
                 yield m
 
-        call = rpc.FleetStub(self._channel).Connect(requests())
+        call = self.client.stub.Connect(requests())
         latest: list = [None]
         arrived = asyncio.Event()
 
@@ -283,7 +298,8 @@ class Uplink:
             while not reader.done():
                 req = await self._report()
                 key = (sorted(req.labels.items()), [s.SerializeToString() for s in req.slots], req.epoch,
-                       sorted(req.dropped.items()), req.generation_seen)
+                       sorted(req.dropped.items()), req.generation_seen,
+                       [r.SerializeToString() for r in req.command_results], req.config.SerializeToString())
                 now = time.monotonic()
                 if key != last_key or now - last_sent >= self.s.report_s:
                     await outq.put(pb.AgentMessage(report=req))

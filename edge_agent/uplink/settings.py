@@ -27,3 +27,5 @@ class CloudSettings(BaseModel):
     stream: bool = Field(True, description="use the Connect stream when the server offers it (else unary "
                                            "heartbeats)")
     follow_desired_state: bool = Field(True, description="apply the fleet's desired model versions")
+    accept_commands: bool = Field(True, description="run the fleet's one-off commands (e.g. baseline_relearn from "
+                                                    "`cloud-trainer baseline relearn`); false: ignore them")

@@ -305,6 +305,16 @@ class AdminStub:
                 request_serializer=fleet__pb2.IngestStatsRequest.SerializeToString,
                 response_deserializer=fleet__pb2.IngestStatsReply.FromString,
                 _registered_method=True)
+        self.SendCommand = channel.unary_unary(
+                '/edge.fleet.v1.Admin/SendCommand',
+                request_serializer=fleet__pb2.SendCommandRequest.SerializeToString,
+                response_deserializer=fleet__pb2.CommandInfo.FromString,
+                _registered_method=True)
+        self.ListCommands = channel.unary_unary(
+                '/edge.fleet.v1.Admin/ListCommands',
+                request_serializer=fleet__pb2.ListCommandsRequest.SerializeToString,
+                response_deserializer=fleet__pb2.ListCommandsReply.FromString,
+                _registered_method=True)
         self.CreateDeployment = channel.unary_unary(
                 '/edge.fleet.v1.Admin/CreateDeployment',
                 request_serializer=fleet__pb2.CreateDeploymentRequest.SerializeToString,
@@ -351,6 +361,20 @@ class AdminServicer:
 
     def IngestStats(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendCommand(self, request, context):
+        """a command to one agent of the tenant
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCommands(self, request, context):
+        """commands and their results
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -406,6 +430,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.IngestStats,
                     request_deserializer=fleet__pb2.IngestStatsRequest.FromString,
                     response_serializer=fleet__pb2.IngestStatsReply.SerializeToString,
+            ),
+            'SendCommand': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendCommand,
+                    request_deserializer=fleet__pb2.SendCommandRequest.FromString,
+                    response_serializer=fleet__pb2.CommandInfo.SerializeToString,
+            ),
+            'ListCommands': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCommands,
+                    request_deserializer=fleet__pb2.ListCommandsRequest.FromString,
+                    response_serializer=fleet__pb2.ListCommandsReply.SerializeToString,
             ),
             'CreateDeployment': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateDeployment,
@@ -495,6 +529,60 @@ class Admin:
             '/edge.fleet.v1.Admin/IngestStats',
             fleet__pb2.IngestStatsRequest.SerializeToString,
             fleet__pb2.IngestStatsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendCommand(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edge.fleet.v1.Admin/SendCommand',
+            fleet__pb2.SendCommandRequest.SerializeToString,
+            fleet__pb2.CommandInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCommands(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edge.fleet.v1.Admin/ListCommands',
+            fleet__pb2.ListCommandsRequest.SerializeToString,
+            fleet__pb2.ListCommandsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,7 +1,8 @@
 """One suite over every fleet store: the SQLite file and PostgreSQL (a real server started once per session by
 ``tests.support.postgres``). Same semantics: idempotent ``(tenant, agent, epoch, seq)`` ingest, gaps per epoch
 with their cause, tenants that never see each other's rows, heartbeats, samples and labels, usage counts;
-concurrent batches of one agent stored once. Then PostgreSQL's own: versioned migrations applied once, a
+concurrent batches of one agent stored once; per-tenant quotas counted in the store, exact with two store
+instances on one database (two replicas). Then PostgreSQL's own: versioned migrations applied once, a
 newer schema refused, a clear error for a server that is not there."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import threading
 
 import pytest
 
-from cloud_trainer.fleet.store import SQLiteStore, open_store
+from cloud_trainer.fleet.store import SQLiteStore, TenantQuotaExceeded, open_store
 from tests.support.postgres import postgres_server, postgres_url  # noqa: F401  (fixtures)
 
 
@@ -95,6 +96,59 @@ def test_concurrent_batches_of_one_agent_are_stored_once(store):
     st = store.stats("gw1")
     assert st["records"] == stored == 220 and dup == 10 * 40 - 220 and st["duplicates"] == dup
     assert store.gaps("gw1") == []
+
+
+def another_replica(store, tmp_path):
+    """A second store on the same database (what a second service process opens)."""
+    return SQLiteStore(store.path) if isinstance(store, SQLiteStore) else open_store(store.url, tmp_path)
+
+
+def test_tenant_quotas_refuse_whole_batches_and_count_exactly_across_replicas(store, tmp_path):
+    assert store.set_quota("acme", max_records_per_day=100, max_sample_bytes_per_day=1000) == {
+        "max_agents": 0, "max_records_per_day": 100, "max_sample_bytes_per_day": 1000, "records_today": 0,
+        "sample_bytes_today": 0}
+    other = another_replica(store, tmp_path)
+    try:
+        errors = []
+
+        def push(st, agent):  # 2 replicas x 3 agents x 30 batches of 2 records: 360 offered, 100 allowed
+            for i in range(30):
+                try:
+                    st.ingest(agent, [rec(2 * i + 1), rec(2 * i + 2)], tenant="acme")
+                except TenantQuotaExceeded as exc:
+                    errors.append(str(exc))
+
+        threads = [threading.Thread(target=push, args=(st, f"{name}{k}")) for st, name in ((store, "a"), (other, "b"))
+                   for k in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert store.stats(tenant="acme")["records"] == 100 and len(errors) == 130  # refused whole, none half
+        assert other.quotas()["acme"]["records_today"] == 100
+        assert "quota of 100 records per day (100 used today); nothing of it was stored" in errors[-1]
+        assert store.ingest("gw1", [rec(1)])[1] == 1  # other tenants are not limited by acme's quota
+        # a replay is not charged: only newly stored records count
+        assert store.ingest("a0", [rec(1), rec(2)], tenant="acme")[1:] == (0, 2)
+        sample = rec(999, kind="sample", payload="{}", sample_sha256="cd" * 32, sample_ext=".png", sample_bytes=900)
+        store.set_quota("acme", max_records_per_day=0)  # 0: no limit
+        assert other.ingest("a0", [sample], tenant="acme")[1] == 1
+        with pytest.raises(TenantQuotaExceeded, match="quota of 1000 bytes of samples per day"):
+            store.ingest("a0", [{**sample, "seq": 1000, "sample_sha256": "ef" * 32}], tenant="acme")
+        assert store.quotas()["acme"]["sample_bytes_today"] == 900
+        # agents: at most two of acme's; one already registered is always admitted
+        store.set_quota("acme", max_agents=2)
+        store.admit_agent("gw1", tenant="acme")
+        other.admit_agent("gw1", tenant="acme")
+        other.admit_agent("gw2", tenant="acme")
+        with pytest.raises(TenantQuotaExceeded, match="2 agents registered, the tenant's quota is 2; agent gw3"):
+            store.admit_agent("gw3", tenant="acme")
+        store.admit_agent("gw3", tenant="beta")  # no quota
+        assert [a["id"] for a in store.agents(tenant="acme")] == ["gw1", "gw2"]
+        with pytest.raises(ValueError, match="unknown quota 'max_bananas'"):
+            store.set_quota("acme", max_bananas=1)
+    finally:
+        other.close()
 
 
 def test_postgres_migrations_are_versioned_applied_once_and_a_newer_schema_is_refused(postgres_url, tmp_path):  # noqa: F811

@@ -4,7 +4,8 @@ deliberate (with its version bump), regenerate the files with
 
     UPDATE_GOLDEN=1 pytest tests/contract
 
-and commit them with the change. (The fleet proto has its own check: tests/unit/test_protocols_gen.py.)
+and commit them with the change. The fleet proto's messages and services are here too (its generated code has
+its own check: tests/unit/test_protocols_gen.py).
 """
 
 from __future__ import annotations
@@ -69,3 +70,31 @@ def test_manifest_schema_matches_its_golden_file():
     from model_packager.manifest import Manifest
 
     check_golden("manifest.schema.json", Manifest.model_json_schema())
+
+
+def test_fleet_proto_matches_its_golden_file():
+    """Every message's fields (number, type, label) and every service's methods: a renumbered, retyped or
+    removed field shows as a diff (a new field as an addition)."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    from protocols.gen import fleet_pb2
+
+    fd = fleet_pb2.DESCRIPTOR
+
+    def label(f) -> str:
+        repeated = f.is_repeated if hasattr(f, "is_repeated") else f.label == FieldDescriptor.LABEL_REPEATED
+        if repeated:
+            return "map" if f.message_type is not None and f.message_type.GetOptions().map_entry else "repeated"
+        return "optional" if f.has_presence and f.message_type is None else ""
+
+    def type_of(f) -> str:
+        if f.message_type is not None:
+            return f.message_type.full_name
+        return {v: k.removeprefix("TYPE_").lower() for k, v in vars(FieldDescriptor).items()
+                if k.startswith("TYPE_")}[f.type]
+
+    messages = {name: {f.name: " ".join(x for x in (label(f), type_of(f), f"= {f.number}") if x)
+                       for f in m.fields} for name, m in fd.message_types_by_name.items()}
+    services = {name: {m.name: f"{m.input_type.name} -> {m.output_type.name}" for m in s.methods}
+                for name, s in fd.services_by_name.items()}
+    check_golden("fleet_proto.json", {"package": fd.package, "messages": messages, "services": services})

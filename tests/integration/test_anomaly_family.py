@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from tests.support.models import make_keypair
 from tests.support.plates import plate, write_plates
 
 SIZE = 96
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +111,19 @@ def test_bad_datasets_are_refused_with_one_clear_line(tmp_path):
     cv2.imwrite(str(mv / "ground_truth" / "dent" / "007_mask.png"), np.zeros((8, 8), np.uint8))
     with pytest.raises(A.AnomalyDataError, match="007_mask.png: a mask without an image"):
         A.load_good(mv)
+
+
+def test_build_anomaly_on_the_command_line_refuses_a_bad_dataset_in_one_line_and_publishes_nothing(tmp_path):
+    """`cloud-trainer build anomaly` goes to the family's own build (its `build_command` hook)."""
+    key, _ = make_keypair(tmp_path / "keys")
+    few = tmp_path / "few"
+    write_plates(few, n_train=5, n_good=0, n_ng=0)
+    r = subprocess.run([sys.executable, "-m", "cloud_trainer.cli", "build", "anomaly", "--dataset", str(few),
+                        "--registry", str(tmp_path / "reg"), "--key", str(key), "--work", str(tmp_path / "work")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("cloud-trainer build anomaly: dataset error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert "5 good image(s)" in r.stderr and not r.stdout and not (tmp_path / "reg" / "part-anomaly").exists()
 
 
 def test_backbone_weights_load_from_a_local_file_only(tmp_path):

@@ -7,6 +7,7 @@ by the agent and halts the rollout with the reason; a download cut mid-way resum
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import pytest
 
@@ -15,17 +16,12 @@ from cloud_trainer.registry import Registry
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
 from simulators.camera import write_folder
+from tests.support import waits
 from tests.support.fleet import make_pki
 from tests.support.models import make_keypair, make_package
 from tests.support.peers import free_port
 
-
-async def until(pred, timeout_s=60.0, what="condition"):
-    for _ in range(int(timeout_s * 10)):
-        if pred():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+until = functools.partial(waits.until, timeout_s=60.0)  # a rollout over real agents: a longer default
 
 
 @pytest.fixture

@@ -20,19 +20,12 @@ from protocols.gen import fleet_pb2 as pb
 from protocols.gen import fleet_pb2_grpc as rpc
 from tests.support.fleet import cloud_settings, make_pki
 from tests.support.peers import free_port
+from tests.support.waits import until
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-async def until(pred, timeout_s=10.0, what="condition"):
-    for _ in range(int(timeout_s * 20)):
-        if pred():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Agent:

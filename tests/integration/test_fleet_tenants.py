@@ -272,6 +272,46 @@ async def test_operator_creates_tenants_and_sees_counts_only(cloud, world):
         "default": 1, "acme": 2, "beta": 1, "gamma": 0}, tenants.stderr
 
 
+async def test_operator_quotas_are_enforced_with_resource_exhausted_and_shown_in_usage(cloud, world, tmp_path):
+    srv, ch, _, port = cloud
+    pki = world[1]
+    ops = admin(ch, "", "ops")
+    t = await ops.CreateTenant(pb.CreateTenantRequest(tenant="acme", max_agents=2, max_records_per_day=4),
+                               timeout=10)
+    assert (t.max_agents, t.max_records_per_day, t.max_sample_bytes_per_day, t.agents, t.records_today) == (
+        2, 4, 0, 2, 2)
+    assert t.package_bytes > 0  # acme's two published packages
+    # a third agent of acme cannot join (neither stream nor heartbeat); its two agents keep working
+    c = issue(pki, "gw-c", ROLE_AGENT, tmp_path / "gw-c", tenant="acme")[0].with_suffix("")
+    async with grpc.aio.secure_channel(f"127.0.0.1:{port}", channel_credentials(
+            pki / "ca.pem", c.with_suffix(".pem"), c.with_suffix(".key"))) as gwc:
+        code, details = await _code(rpc.FleetStub(gwc).Heartbeat(pb.HeartbeatRequest(), timeout=10))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert details == ("tenant acme: 2 agents registered, the tenant's quota is 2; agent gw-c cannot join until "
+                           "the platform operator raises the quota")
+        code, _ = await _code(rpc.FleetStub(gwc).Connect(iter([pb.AgentMessage()]), timeout=10).read())
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        await rpc.FleetStub(ch("acme", "gw-a")).Heartbeat(pb.HeartbeatRequest(), timeout=10)
+        # records: 2 of 4 used today; a batch of 3 is refused whole, a batch of 2 fits
+        fleet = rpc.FleetStub(ch("acme", "gw-a"))
+
+        def batch(*seqs):
+            return pb.RecordBatch(records=[pb.Record(seq=s, kind="result", t=time.time(), payload=b"{}")
+                                           for s in seqs])
+
+        code, details = await _code(fleet.PushRecords(iter([batch(2, 3, 4)]), timeout=10).read())
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "quota of 4 records per day (2 used today)" in details
+        assert srv.store.stats("gw-a", tenant="acme")["records"] == 1  # nothing of the batch stored
+        assert [a.stored async for a in fleet.PushRecords(iter([batch(2, 3)]), timeout=10)] == [2]
+        usage = {u.tenant: u for u in (await ops.ListTenants(pb.ListTenantsRequest(), timeout=10)).tenants}
+        assert (usage["acme"].records_today, usage["acme"].max_records_per_day, usage["acme"].agents) == (4, 4, 2)
+        assert (usage["beta"].records_today, usage["beta"].max_agents) == (1, 0)  # beta: no quota, its own count
+        # the operator lifts the agent quota (0: no limit): gw-c joins
+        await ops.CreateTenant(pb.CreateTenantRequest(tenant="acme", max_agents=0), timeout=10)
+        await rpc.FleetStub(gwc).Heartbeat(pb.HeartbeatRequest(), timeout=10)
+        assert srv.store.quotas()["acme"]["max_records_per_day"] == 4  # a field left out is unchanged
+
+
 def test_a_store_from_before_tenants_moves_its_rows_to_the_default_tenant(tmp_path):
     db = sqlite3.connect(tmp_path / "fleet.db")
     db.executescript("""

@@ -1,11 +1,17 @@
 """A swap that raises anything (not only ``PackageError``) is a refusal: the slot goes back to the state it
 was in, the old model keeps serving on a real ONNX Runtime session, and the outcome names the stage and
-reason in one printable line."""
+reason in one printable line. Packages are verified in a child process (``edge_agent.models.install``): a
+child that dies is such a refusal; every answer of the child is one printable line; a first start installs
+every slot's package in one child started early, whose results the slots take."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
+import os
+import signal
+import sys
 import tarfile
 import time
 
@@ -14,8 +20,11 @@ import pytest
 import yaml
 
 from devices.base import Frame
+from edge_agent.config import parse_config
+from edge_agent.models import install
 from edge_agent.models.config import HealthConfig, ModelConfig
 from edge_agent.models.slot import ModelSlot
+from model_packager import PackageError
 from tests.support.models import make_keypair, make_package
 from tests.unit.test_package_hostile import _sig
 
@@ -26,7 +35,7 @@ def pkgs(tmp_path_factory):
     key, pub = make_keypair(tmp / "keys")
     return {"v1": make_package(tmp, kind="vision", version="1.0.0", key=key, bias=6.0),
             "v2": make_package(tmp, kind="vision", version="1.1.0", key=key, seed=2, bias=6.0),
-            "key": key, "pub": pub}
+            "signal": make_package(tmp, kind="signal", key=key), "key": key, "pub": pub}
 
 
 def _regolden(pkg, out, key):
@@ -78,9 +87,98 @@ async def test_an_unexpected_exception_while_verifying_is_a_refusal(tmp_path, pk
     def boom(*a, **kw):
         raise RecursionError("maximum recursion depth exceeded\x1b[2K")
 
-    monkeypatch.setattr(s.store, "install", boom)
+    monkeypatch.setattr(s, "_install", boom)  # (the install itself runs in a child: see below)
     outcome = await s.swap(pkgs["v2"])
     assert not outcome.ok and outcome.stage == "verify" and "RecursionError" in outcome.reason
     assert "\x1b" not in outcome.reason
     assert s.state == "active" and s.version == "1.0.0"
     await s.stop()
+
+
+async def test_a_verifier_that_dies_is_a_refusal_and_the_old_model_keeps_serving(tmp_path, pkgs, monkeypatch):
+    s = ModelSlot("vision", ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime"), tmp_path / "data",
+                  [pkgs["pub"]])
+    await s.start()
+    crash = tmp_path / "crash.sh"  # stands for a parser bug that kills its process (a C extension's segfault)
+    crash.write_text("#!/bin/sh\nkill -SEGV $$\n")
+    crash.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(crash))
+    outcome = await s.swap(pkgs["v2"])
+    monkeypatch.undo()
+    assert not outcome.ok and outcome.stage == "verify", outcome
+    assert "killed by signal 11" in outcome.reason and outcome.reason.isprintable()
+    assert s.state == "active" and s.version == "1.0.0"
+    assert s.infer(Frame("cam", 1, time.time(), np.zeros((64, 64, 3), np.uint8))).version == "1.0.0"
+    assert not list((tmp_path / "data" / "models" / "vision").glob(".*.part"))
+    assert (await s.swap(pkgs["v2"], watch=False)).ok and s.version == "1.1.0"  # the next child installs it
+    await s.stop()
+
+
+def test_the_child_answers_each_package_in_one_printable_line(tmp_path, pkgs, capsys, monkeypatch):
+    bad_key = tmp_path / "bad.pub"
+    bad_key.write_text("not a key\n")
+    assert install.main(["--key", str(bad_key), str(tmp_path / "a"), str(pkgs["v1"]),
+                         str(tmp_path / "b"), str(pkgs["signal"])]) == 1
+    replies = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(r["ok"], r["kind"], r["code"]) for r in replies] == [(False, "SignatureError", "bad_key")] * 2
+    assert "bad.pub" in replies[0]["error"]
+
+    from edge_agent.models.store import ModelStore
+
+    def boom(*a, **kw):
+        raise RecursionError("maximum recursion depth exceeded\x1b[2K")
+
+    monkeypatch.setattr(ModelStore, "install", boom)
+    assert install.main(["--key", str(pkgs["pub"]), str(tmp_path / "c"), str(pkgs["v1"])]) == 1
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "\\x1b" in out and "\x1b" not in out
+    r = json.loads(out)
+    assert (r["kind"], r["code"]) == ("PackageError", "verifier_failed") and "RecursionError" in r["error"]
+
+
+async def test_a_first_start_installs_every_package_in_one_early_child(tmp_path, pkgs, monkeypatch):
+    cfg = parse_config({
+        "agent": {"id": "gw", "data_dir": str(tmp_path / "data")}, "trusted_keys": [str(pkgs["pub"])],
+        "http": {"enabled": False}, "sources": {"s": {"type": "camera", "url": "frames/"}},
+        "models": {"vision": {"package": str(pkgs["v1"]), "engine": "onnxruntime"},
+                   "health": {"package": str(pkgs["signal"]), "engine": "onnxruntime"}},
+        "pipelines": [{"name": "p", "source": "s", "model": "vision"}]})
+    started = []
+    job_init = install.InstallJob.__init__
+
+    def counting(self, items, *a, **kw):
+        started.append(len(items))
+        job_init(self, items, *a, **kw)
+
+    monkeypatch.setattr(install.InstallJob, "__init__", counting)
+    stale = cfg.data_dir / "models" / "vision" / ".crashed-earlier.part"  # a kill -9 mid-extraction
+    stale.mkdir(parents=True)
+    assert install.prefetch(cfg, fork=False) is not None  # (the fork: below, and every `edge-agent run`)
+    assert not stale.exists() and install.prefetching(cfg.data_dir / "models" / "vision")
+    keys = [str(cfg.path(k)) for k in cfg.trusted_keys]  # as the agent hands them to its slots
+    slots = [ModelSlot(n, mc.model_copy(update={"package": str(cfg.path(mc.package))}), cfg.data_dir, keys)
+             for n, mc in cfg.models.items()]
+    for s in slots:
+        await s.start()
+    assert started == [2], "one child for both packages, none by the slots"
+    assert not install.prefetching(cfg.data_dir / "models" / "vision")  # (its .part folders: the slot's again)
+    assert [s.version for s in slots] == ["1.0.0", "1.0.0"] and all(s.state == "active" for s in slots)
+    for s in slots:
+        await s.stop()
+    assert install.prefetch(cfg) is None and started == [2]  # installed: a restart starts no child
+
+
+def test_a_forked_child_installs_and_one_that_dies_is_a_refusal(tmp_path, pkgs, monkeypatch):
+    items = [(tmp_path / "a", pkgs["v1"]), (tmp_path / "b", pkgs["signal"])]
+    job = install.InstallJob(items, [pkgs["pub"]], fork=True)
+    assert [job.reply(*i)["folder"] for i in items] == ["part-inspection-1.0.0-" + _digest12(pkgs["v1"]),
+                                                        "machine-health-1.0.0-" + _digest12(pkgs["signal"])]
+    monkeypatch.setattr(install, "main", lambda *a: os.kill(os.getpid(), signal.SIGKILL))  # e.g. out of memory
+    job = install.InstallJob([(tmp_path / "c", pkgs["v2"])], [pkgs["pub"]], fork=True)
+    with pytest.raises(PackageError, match="killed by signal 9") as e:
+        job.reply(tmp_path / "c", pkgs["v2"])
+    assert e.value.code == "verifier_failed" and not list((tmp_path / "c").glob("*"))
+
+
+def _digest12(pkg) -> str:
+    return hashlib.sha256(pkg.read_bytes()).hexdigest()[:12]

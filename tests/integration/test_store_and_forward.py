@@ -335,7 +335,8 @@ async def test_budget_drops_reach_the_cloud_as_gaps_with_their_cause_and_counts_
         assert set(dropped) <= {"budget:result", "budget:event"}
         gaps = srv.store.gaps("gw1")
         assert sum(g["last"] - g["first"] + 1 for g in gaps) == sum(dropped.values())
-        await until(lambda: srv.store.agents()[0]["outbox"] == {"epoch": ob.epoch, "dropped": dropped},
+        # (no agent row until the first heartbeat lands)
+        await until(lambda: [a["outbox"] for a in srv.store.agents()] == [{"epoch": ob.epoch, "dropped": dropped}],
                     what="the heartbeat's drop counts")
     finally:
         await up.stop()

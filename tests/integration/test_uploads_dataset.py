@@ -88,3 +88,34 @@ def test_bad_labels_are_refused_and_nothing_is_written(tmp_path, cloud):
     r = subprocess.run([sys.executable, "-m", "cloud_trainer.cli", "dataset", "--cloud-data", str(tmp_path / "nope"),
                         "--out", str(tmp_path / "ds")], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 2 and "no fleet store (fleet.db)" in r.stderr
+
+
+def test_an_export_reads_one_tenants_samples_and_refuses_another_tenants_labels(tmp_path):
+    """acme and beta upload through the same store and blob store; each export sees its own tenant only."""
+    data = tmp_path / "cloud"
+    store, blobs = SQLiteStore(data / "fleet.db"), LocalBlobStore(data / "blobs")
+    shas = {}
+    for tenant in ("acme", "beta"):
+        img = f"{tenant}'s part image".encode()
+        shas[tenant] = blobs.for_tenant(tenant).put_bytes(img)
+        store.ingest("gw1", [{"seq": 1, "kind": "sample", "t": 1.0, "sample_sha256": shas[tenant],
+                              "sample_ext": ".png", "payload": json.dumps({"model": "part-inspection"})}],
+                     tenant=tenant)
+    store.close()
+    # acme's admin names beta's sample: refused as a sample that does not exist, nothing labelled or written
+    with pytest.raises(DatasetError, match="names 1 sample\\(s\\) the store has no part-inspection image for in "
+                                           "tenant 'acme'"):
+        export(data, "part-inspection", tmp_path / "x", tenant="acme",
+               labels_file=write_labels(tmp_path / "l.jsonl", {shas["beta"]: "ok"}))
+    assert not (tmp_path / "x").exists()
+    res = export(data, "part-inspection", tmp_path / "acme", tenant="acme",
+                 labels_file=write_labels(tmp_path / "a.jsonl", {shas["acme"]: "scratch"}))
+    assert (res["samples"], res["exported"]) == (1, 1)
+    rows = [json.loads(x) for x in (tmp_path / "acme" / "labels.jsonl").read_text().splitlines()]
+    assert [r["source"]["sha256"] for r in rows] == [shas["acme"]]
+    assert (tmp_path / "acme" / rows[0]["file"]).read_bytes() == b"acme's part image"
+    beta = export(data, "part-inspection", tmp_path / "beta", tenant="beta")  # beta's sample is still unlabelled
+    assert (beta["samples"], beta["exported"], beta["unlabelled"]) == (1, 0, 1)
+    assert export(data, "part-inspection", tmp_path / "dflt")["samples"] == 0  # the default tenant has none
+    with pytest.raises(DatasetError, match="--tenant: tenant id"):
+        export(data, "part-inspection", tmp_path / "y", tenant="../beta")

@@ -117,3 +117,63 @@ def test_a_name_not_in_its_table_is_a_config_error_never_a_fallback():
     text = "\n".join(exc.value.errors)
     for where in ("sources.b.subscriptions[0].codec", "models.m.engine", "actions.a.type"):
         assert where in text, text
+
+
+# ---- the trainer families (cloud_trainer.train.families.TRAINER_FAMILIES) ----
+
+def test_every_trainer_family_loads_without_torch_or_onnx():
+    """The CLI loads every family's class to build its choices: none may pull in a heavy library."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom cloud_trainer.train.families import TRAINER_FAMILIES, load_family\n"
+            "print([type(load_family(k)).__name__ for k in TRAINER_FAMILIES])\n"
+            "heavy = ('torch', 'onnx', 'onnxruntime', 'openvino', 'cv2', 'grpc')\n"
+            "print(sorted(m for m in heavy if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == "[]", f"loading the trainer families imported {r.stdout.splitlines()[-1]}"
+
+
+def test_every_trainer_family_implements_its_hooks_is_documented_and_built_by_a_test():
+    from cloud_trainer.train.families import STAGE_VERBS, TRAINER_FAMILIES, TrainerFamily, load_family
+
+    staged = ("load_dataset", "train", "evaluate", "incumbent_metrics", "labels", "plot_curve", "package_io")
+    docs = (ROOT / "docs" / "trainer.md").read_text()
+    plugins = (ROOT / "docs" / "plugins.md").read_text()
+    tests = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
+    for name, ref in TRAINER_FAMILIES.items():
+        fam = load_family(name)
+        assert isinstance(fam, TrainerFamily) and fam.name == name, f"{ref}: not the TrainerFamily {name!r}"
+        assert "build" in fam.verbs and set(fam.verbs) <= set(STAGE_VERBS), f"{name}: verbs {fam.verbs}"
+        assert fam.package_name and fam.INPUT and fam.OUTPUTS, f"{name}: no package name, input or outputs"
+        if set(fam.verbs) == set(STAGE_VERBS):  # the shared pipeline calls these
+            missing = [h for h in staged if getattr(type(fam), h) is getattr(TrainerFamily, h)]
+            assert not missing, f"{ref} does not implement {missing}"
+            assert fam.default_epochs > 0 and fam.primary and fam.default_floors, f"{ref}: epochs, primary, floors"
+        else:  # a build of its own, or nothing would run
+            assert type(fam).build_command is not TrainerFamily.build_command, f"{ref}: no build_command"
+        assert f"cloud-trainer build {name}" in docs, f"docs/trainer.md never shows `cloud-trainer build {name}`"
+        assert f"| `{name}` |" in plugins, f"docs/plugins.md: the table of trainer families has no row {name!r}"
+        assert re.search(rf"""["'](build|train)["'],\s*["']{name}["']""", tests), f"no test runs cloud-trainer on {name}"
+
+
+def test_the_trainer_names_no_family_outside_its_family_classes():
+    """The pipeline and the CLI call hooks: a `family == "..."` branch would be a place a new family
+    is silently missing from."""
+    branches = re.compile(r"""family\s*(==|!=|in\b|not in\b)|["'](vision|maintenance|anomaly)["']""")
+    for rel in ("cloud_trainer/train/pipeline.py", "cloud_trainer/train/cli.py"):
+        found = [f"{rel}:{i}: {line.strip()}" for i, line in enumerate((ROOT / rel).read_text().splitlines(), 1)
+                 if branches.search(line) and not line.lstrip().startswith("#")]
+        assert not found, "\n".join(found)
+
+
+def test_an_unknown_or_build_only_family_is_refused_by_the_stages_naming_the_choices(tmp_path):
+    from cloud_trainer.train.families import load_family
+    from cloud_trainer.train.pipeline import BuildSettings, stage_train
+
+    with pytest.raises(ValueError, match=r"unknown family 'weld'; expected one of \['anomaly', 'maintenance'"):
+        load_family("weld")
+    s = BuildSettings(family="anomaly", dataset=tmp_path, registry=None, signing_key=tmp_path / "k", workdir=tmp_path)
+    with pytest.raises(ValueError, match=r"unknown family 'anomaly'; expected one of \['maintenance', 'vision'\]"):
+        stage_train(s)

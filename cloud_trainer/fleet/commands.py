@@ -1,0 +1,137 @@
+"""Commands to one agent: one-off acts an admin asks (today: ``baseline_relearn`` of a pipeline).
+
+Why in the desired state: an agent may be offline, or its stream may break the moment a command is
+sent. A command is a row of the control state (``commands``, beside ``desired``: the SQLite
+``control.db`` or the PostgreSQL database, migration 0003), and the agent's desired state lists it
+(``HeartbeatReply.commands``) until the agent's result is recorded; then it leaves the desired state.
+Each change is a new generation in the control's change log, so connected agents get it pushed at
+once and any replica can serve it.
+
+Idempotent end to end: the agent runs each id at most once (it keeps the ids it ran, with their
+results, in its data folder) and reports the result in its state reports while the command is still
+listed; recording a result changes only a ``pending`` row, so a result reported twice (a replay, two
+replicas) counts once. States: ``pending`` → ``done`` | ``failed`` (the agent's answer, with its one-line
+detail). A command for an agent that is offline waits for it, as a deployment does.
+
+Tenants: a command is the admin's tenant's; an agent of another tenant (or one not registered) is
+refused with the same text (``NotInTenant``: PERMISSION_DENIED), and an agent's desired state is looked up
+under its own tenant, so an agent never receives another tenant's command.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from cloud_trainer.fleet.control import DEFAULT_TENANT, NotInTenant
+
+# kind -> what it asks (the admin CLI's help); the agent has the matching table (edge_agent.uplink.commands)
+KINDS = {"baseline_relearn": "learn the pipeline's per-asset baseline anew (commissioning starts again)"}
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS commands (tenant TEXT NOT NULL, id TEXT NOT NULL, agent TEXT NOT NULL, kind TEXT NOT NULL,
+  pipeline TEXT NOT NULL, reason TEXT NOT NULL, issued_at REAL NOT NULL, issued_by TEXT NOT NULL,
+  state TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', done_at REAL, generation INTEGER NOT NULL,
+  PRIMARY KEY (tenant, id));
+CREATE INDEX IF NOT EXISTS commands_by_agent ON commands (tenant, agent, state);
+"""
+COLS = ["id", "agent", "kind", "pipeline", "reason", "issued_at", "issued_by", "state", "detail", "done_at",
+        "generation"]
+MAX_TEXT = 300
+T = DEFAULT_TENANT
+
+
+class Commands:
+    """Commands on a ``Control``'s database (its lock, transactions and change log)."""
+
+    def __init__(self, control) -> None:
+        self.c = control
+        if hasattr(control.db, "executescript"):  # SQLite; PostgreSQL has the table from its migrations
+            control.db.executescript(SCHEMA)
+
+    def send(self, agent: str, kind: str, pipeline: str, reason: str = "", issued_by: str = "", *,
+             tenant: str = T) -> dict:
+        if kind not in KINDS:
+            raise ValueError(f"unknown command kind {kind[:64]!r}; known: {', '.join(sorted(KINDS))}")
+        if not pipeline or len(pipeline) > 200:
+            raise ValueError("pipeline: give the pipeline's name as in the agent's config")
+        known = {a["id"]: a for a in self.c.store.agents(tenant=tenant)}
+        if agent not in known:  # another tenant's agent gets the answer of one that does not exist
+            raise NotInTenant(f"agent {agent[:64]!r} is not registered (an agent registers with its first state "
+                              "report)")
+        self._check_pipeline(agent, known[agent].get("health") or {}, kind, pipeline)
+        cmd = {"id": uuid.uuid4().hex[:12], "agent": agent, "kind": kind, "pipeline": pipeline,
+               "reason": (reason or "")[:MAX_TEXT], "issued_at": time.time(), "issued_by": issued_by[:MAX_TEXT],
+               "state": "pending", "detail": "", "done_at": None}
+        with self.c._write():
+            cmd["generation"] = self.c._changed(tenant, agent)
+            self.c.db.execute("INSERT INTO commands (tenant, " + ", ".join(COLS) + ") VALUES (?" + ",?" * len(COLS)
+                              + ")", (tenant, *(cmd[k] for k in COLS)))
+        return cmd
+
+    @staticmethod
+    def _check_pipeline(agent: str, health: dict, kind: str, pipeline: str) -> None:
+        """What the agent last reported, when it reported anything: a typo is refused here, not an hour later."""
+        if not isinstance(health, dict) or not health:
+            return
+        if pipeline not in health:
+            raise ValueError(f"agent {agent} has no pipeline {pipeline[:64]!r}; it reported: "
+                             f"{', '.join(sorted(health)) or 'none'}")
+        if kind == "baseline_relearn" and isinstance(health[pipeline], dict) and "baseline" not in health[pipeline]:
+            raise ValueError(f"pipeline {pipeline} of agent {agent} has no baseline (its config has no `baseline:`); "
+                             f"pipelines with one: {', '.join(sorted(_with_baseline(health))) or 'none'}")
+
+    def pending_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, list[dict]]]:
+        """Per (tenant, agent): (the generation of its latest command change, its pending commands as
+        ``AgentCommand`` fields)."""
+        out = {}
+        with self.c.lock:
+            for tenant, agent in keys:
+                rows = self.c.db.execute("SELECT id, kind, pipeline, issued_at, issued_by, reason, state, generation "
+                                         "FROM commands WHERE tenant = ? AND agent = ? ORDER BY issued_at",
+                                         (tenant, agent)).fetchall()
+                out[(tenant, agent)] = (max((r[7] for r in rows), default=0), [
+                    {"id": i, "kind": k, "pipeline": p, "issued_at": t, "issued_by": b, "reason": r}
+                    for i, k, p, t, b, r, state, _ in rows if state == "pending"])
+        return out
+
+    def record_results(self, agent: str, results: list[dict], *, tenant: str = T) -> int:
+        """The agent's results (``CommandResult`` fields); only pending commands of this agent change. Each
+        change is a new generation, so the next desired state no longer lists the command."""
+        changed = []
+        with self.c._write():
+            for r in results:
+                cid = str(r.get("id", ""))[:64]
+                if self.c.db.execute("UPDATE commands SET state = ?, detail = ?, done_at = ? WHERE tenant = ? AND "
+                                     "agent = ? AND id = ? AND state = 'pending'",
+                                     ("done" if r.get("ok") else "failed", str(r.get("detail", ""))[:MAX_TEXT],
+                                      float(r.get("done_at") or time.time()), tenant, agent, cid)).rowcount:
+                    changed.append(cid)
+            if changed:
+                gen = self.c._changed(tenant, agent)
+                for cid in changed:
+                    self.c.db.execute("UPDATE commands SET generation = ? WHERE tenant = ? AND id = ?",
+                                      (gen, tenant, cid))
+        return len(changed)
+
+    def list(self, agent: str | None = None, *, tenant: str = T) -> list[dict]:
+        sql, args = "SELECT " + ", ".join(COLS) + " FROM commands WHERE tenant = ?", [tenant]
+        if agent:
+            sql += " AND agent = ?"
+            args.append(agent)
+        with self.c.lock:
+            rows = self.c.db.execute(sql + " ORDER BY issued_at DESC LIMIT 500", args).fetchall()
+        return [dict(zip(COLS, r, strict=True)) for r in rows]
+
+
+def _with_baseline(health: dict) -> list[str]:
+    return [p for p, h in health.items() if isinstance(h, dict) and "baseline" in h]
+
+
+def add_commands(reply, pending: tuple[int, list[dict]] | None) -> None:
+    """Put an agent's pending commands into its desired state (``HeartbeatReply``), generation included."""
+    if not pending:
+        return
+    gen, cmds = pending
+    reply.generation = max(reply.generation, gen)
+    for c in cmds:
+        reply.commands.add(**c)

@@ -1,0 +1,43 @@
+"""The good-only anomaly family (``part-anomaly``): a build of its own, in one command only
+(``cloud-trainer build anomaly``; ``cloud_trainer.train.anomaly`` has the model, its evaluation, gate
+and package). It offers none of the stage verbs: a memory bank fitted in one pass has no epochs to
+train apart from its threshold and its INT8 check."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from cloud_trainer.train import anomaly as fam  # imports no torch: its model is built when it trains
+from cloud_trainer.train.families.base import TrainerFamily
+
+
+class AnomalyFamily(TrainerFamily):
+    name = "anomaly"
+    package_name = fam.NAME  # the default of --name
+    verbs = ("build",)
+    default_epochs = 0
+    INPUT, OUTPUTS = fam.INPUT, fam.OUTPUTS
+
+    def build_command(self, a, s) -> int:
+        from cloud_trainer.train import anomaly
+        from cloud_trainer.train.pipeline import GateFailed
+
+        st = anomaly.AnomalySettings(
+            dataset=a.dataset, registry=a.registry, signing_key=s.signing_key, workdir=a.work or Path("var/builds/anomaly"),
+            size=a.size or 128, seed=a.seed, false_reject_rate=a.false_reject_rate, backbone_weights=a.backbone_weights,
+            features=a.features, threads=a.threads, version=a.version, floors=s.floors, int8_margin=a.int8_margin,
+            openvino=not a.no_openvino, force=a.force, name=a.name or anomaly.NAME)
+        try:
+            res = anomaly.build(st)
+        except anomaly.AnomalyDataError as exc:
+            print(f"cloud-trainer build anomaly: dataset error: {exc}", file=sys.stderr)
+            return 2
+        except GateFailed as exc:
+            print(f"cloud-trainer build anomaly: candidate rejected by the evaluation gate: {exc}; nothing published "
+                  f"(report: {exc.report})", file=sys.stderr)
+            return 3
+        print(json.dumps({"published": res["entry"]["version"], "name": res["entry"]["name"], "package": res["package"],
+                          "form": res["report"]["form"], "threshold": res["report"]["threshold"]}))
+        return 0

@@ -1,0 +1,187 @@
+"""The vision family's stage hooks: part images → OK/defect classes and a heat map
+(``part-inspection``). The model and its training are ``cloud_trainer.train.vision``; this class
+tells the pipeline how to read the dataset (tiled or whole frames), fine-tune (``--init-from``),
+pick the operating point, score a perturbed copy of the test split, and describe the model in the
+manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cloud_trainer.train import onnx_tools
+from cloud_trainer.train import vision as fam  # named as the pipeline named a family's module
+from cloud_trainer.train.families.base import Evaluation, StageError, TrainerFamily
+
+
+class VisionFamily(TrainerFamily):
+    name = "vision"
+    package_name = "part-inspection"
+    default_epochs = 20
+    default_floors = {"ng_recall": 0.98, "ng_precision": 0.95}
+    primary = ["ng_recall", "f1_macro"]
+    floor_hint = " and perturbed_<metric>"
+    INPUT, OUTPUTS = fam.INPUT, fam.OUTPUTS
+
+    def preprocessing(self, s):
+        return fam.preprocessing(s.size, s.roi, s.tiles, s.color)
+
+    def load_dataset(self, folder: Path, preprocessing: dict | None = None):
+        """The part images; for a tiled model (``preprocessing`` with tiles), their tiles."""
+        from cloud_trainer.train import data as D
+
+        tiled = bool(preprocessing and preprocessing.get("tiles"))
+        ds = D.load_parts(folder, masks=tiled)
+        if tiled:
+            from cloud_trainer.train import vision
+            from model_packager.manifest import ImagePreprocessing
+
+            ds = vision.as_tiles(ds, ImagePreprocessing.model_validate(preprocessing))
+        return ds
+
+    def train(self, s, ds, pre, log) -> dict:
+        recipe = vision_recipe(s)
+        if recipe == "patch":
+            from cloud_trainer.train import patch_classifier
+
+            return {**patch_classifier.train(ds, s.size, s.seed, log, s.threads, pre=pre), "recipe": "patch"}
+        init = _init_state(s.init_from) if s.init_from else None
+        try:
+            tr_out = fam.train(ds, s.size, s.seed, s.epochs, log, s.threads, init_state=init, pre=pre)
+        except ValueError as exc:
+            from cloud_trainer.train.data import DatasetError
+
+            if isinstance(exc, DatasetError):
+                raise
+            raise StageError(f"--init-from {s.init_from}: {exc}") from None
+        return {**tr_out, "recipe": "cnn"}
+
+    def input_stats(self, ds, rows) -> dict:
+        """The training images' statistics for the manifest (the agent's UNSURE check)."""
+        from model_packager.inputstats import summarize
+
+        return summarize(ds.images[i] for i in rows).model_dump(mode="json")
+
+    def evaluate(self, s, meta, a, outs, fp32, int8, dataset) -> Evaluation:
+        x, y, va, te = a["x"], a["y"], a["val"], a["test"]
+        extra: dict = {}
+        if meta.get("recipe") == "patch":
+            # the threshold was placed at training from out-of-fold scores: NG when 1 - p(good) >= 0.5
+            threshold = 0.5
+            mets = {k: fam.metrics(o["logits"], y[te], meta["classes"], threshold) for k, o in outs.items()}
+            cal = meta["calibration"]
+            extra["operating_point"] = {"rule": f"patch recipe: score threshold {cal['centre']:.4g} from "
+                                                f"out-of-fold scores of the training images ({cal['rule']})",
+                                        "threshold": threshold, "calibration": cal, "validation_curve": []}
+            extra["perturbed"] = _perturbed_metrics(dataset(), meta, fp32, int8, te, y, threshold)
+            return Evaluation(mets, threshold, extra)
+        # the operating point comes from the FP32 model (the reference every form is held to)
+        val_fp32 = fam.ng_score(onnx_tools.run(fp32, x[va])["logits"])
+        threshold = fam.operating_point(val_fp32, y[va] != 0, s.min_ng_precision)
+        mets = {k: fam.metrics(o["logits"], y[te], meta["classes"], threshold) for k, o in outs.items()}
+        extra["operating_point"] = {"rule": f"highest NG recall at NG precision >= {s.min_ng_precision} on validation "
+                                            "(FP32 scores), centred in logit space", "threshold": threshold,
+                                    "min_ng_precision": s.min_ng_precision,
+                                    "validation_curve": fam.operating_curve(val_fp32, y[va] != 0)}
+        ds = dataset()
+        extra["perturbed"] = _perturbed_metrics(ds, meta, fp32, int8, te, y, threshold)
+        return Evaluation(mets, threshold, extra)
+
+    def incumbent_metrics(self, opened, ds, te, y, threshold_fallback, context) -> dict:
+        from cloud_trainer.train import vision
+        from model_packager.manifest import ImagePreprocessing
+
+        m = opened.manifest
+        assert isinstance(m.preprocessing, ImagePreprocessing)  # a vision package
+        xi = vision.tensors([ds.images[i] for i in te], vision.tile_pre(m.preprocessing))
+        out = onnx_tools.run(opened.model_path, xi)
+        thr = next((o.threshold for o in m.outputs if o.threshold is not None), threshold_fallback)
+        return vision.metrics(out["logits"], y[te], ds.classes, thr)
+
+    def labels(self, report: dict) -> list[str]:
+        return report["classes"]
+
+    def plot_curve(self, path: Path, y, out, a, te) -> None:
+        from cloud_trainer.train import common
+        from cloud_trainer.train.vision import ng_score
+
+        rec, prec = common.pr_points(y != 0, ng_score(out["logits"]))
+        common.plot_curve(path, rec, prec, "NG precision-recall (INT8, test)", "recall", "precision")
+
+    def package_io(self, meta: dict, n_features: int, threshold: float) -> tuple[list, list, str, str]:
+        classes = meta["classes"]  # from the dataset, the good class first
+        pre = meta["preprocessing"]
+        if meta.get("recipe") == "patch":
+            from cloud_trainer.train.patch_classifier import heatmap_shape
+        else:
+            heatmap_shape = fam.heatmap_shape
+        hh, ww = heatmap_shape(pre)
+        channels = 1 if pre.get("color") == "gray" else 3
+        outputs = [{"name": "logits", "dtype": "float32", "shape": ["batch", len(classes)],
+                    "role": "class_logits", "labels": classes, "ok_label": classes[0], "threshold": threshold},
+                   {"name": "heatmap", "dtype": "float32", "shape": ["batch", 1, hh, ww], "role": "heatmap"}]
+        inputs = [{"name": "image", "dtype": "float32", "shape": ["batch", channels, pre["height"], pre["width"]],
+                   "layout": "NCHW"}]
+        task = "vision_inspection"
+        metric_name = "ng_recall"
+        return inputs, outputs, task, metric_name
+
+
+VISION_RECIPES = ("auto", "patch", "cnn")
+
+
+def vision_recipe(s) -> str:
+    """``auto``: the patch recipe for a dataset imported from the user's own images (``dataset import``:
+    its ``dataset.yaml`` says ``imported_from``), where a CNN trained from scratch on a few hundred
+    images does not learn the defects (docs/trainer.md); the CNN for the simulator's datasets and fleet
+    samples, and whenever ``--init-from`` or ``--degrade`` asks for the CNN's weights."""
+    if s.recipe not in VISION_RECIPES:
+        raise StageError(f"--recipe {s.recipe!r}: expected one of {', '.join(VISION_RECIPES)}")
+    if s.recipe == "patch" and s.init_from:
+        raise StageError("--init-from: fine-tuning applies to the cnn recipe; the patch recipe is rebuilt from "
+                         "its images in minutes (drop --init-from, or give --recipe cnn)")
+    if s.recipe != "auto":
+        return s.recipe
+    if s.init_from or s.degrade:
+        return "cnn"
+    meta_file = Path(s.dataset) / "dataset.yaml"
+    try:
+        import yaml
+
+        meta = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else None
+    except Exception:  # load_parts names a broken dataset.yaml with its own message
+        meta = None
+    return "patch" if isinstance(meta, dict) and meta.get("imported_from") else "cnn"
+
+
+def _init_state(path: Path) -> dict:
+    import torch
+
+    pt = Path(path) / "model.pt" if Path(path).is_dir() else Path(path)
+    if not pt.is_file():
+        raise StageError(f"--init-from {path}: no model.pt there (a work folder of `train`, or a published "
+                         "version's folder in the registry)")
+    try:
+        return torch.load(pt, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise StageError(f"--init-from {pt}: not a weights file ({type(exc).__name__}: {exc})") from None
+
+
+def _perturbed_metrics(ds, meta: dict, fp32: Path, int8: Path, te, y, threshold: float) -> dict:
+    """FP32 and INT8 (ONNX Runtime) on a seeded perturbed copy of the held-out images: the camera
+    variation of another day on the line (``perturb.TEST``)."""
+    from cloud_trainer.train import perturb, vision
+    from model_packager.manifest import ImagePreprocessing
+
+    pre = vision.tile_pre(ImagePreprocessing.model_validate(meta["preprocessing"]))
+    xp = vision.tensors(perturb.perturbed_copy([ds.images[i] for i in te], meta["seed"]), pre)
+    out = {}
+    for form, path in (("fp32", fp32), ("int8", int8)):
+        logits = onnx_tools.run(path, xp)["logits"]
+        m = vision.metrics(logits, y[te], meta["classes"], threshold)
+        out[form] = {k: m[k] for k in ("accuracy", "ng_recall", "ng_precision", "ng_auroc", "f1_macro")}
+        ok = y[te] == 0
+        out[form]["ok_rejected"] = float(np.mean(vision.ng_score(logits)[ok] >= threshold)) if ok.any() else 0.0
+    out["ranges"] = {k: v for k, v in perturb.TEST.__dict__.items()}
+    return out

@@ -1,0 +1,384 @@
+"""Agent configuration as a fleet deployment: the agent's side.
+
+An admin rolls an agent configuration out like a model (``cloud-trainer config deploy FILE``); it
+arrives in the desired state as ``DesiredConfig {deployment_id, digest, yaml}``. ``AgentHost`` runs the
+agent (``edge-agent run``) and owns which configuration it runs:
+
+- **What the fleet may set.** A fleet config is an agent config without the agent's own sections,
+  ``agent:`` (identity, site, line, data folder), ``cloud:`` (its certificates and its link to the fleet)
+  and ``http:`` (its local status endpoint): those always come from the local file the line engineer
+  wrote, so a fleet config can neither rename an agent nor cut it off the fleet that could fix it.
+  Relative paths in a fleet config resolve against the local file's folder, as the local file's do.
+- **Validated twice.** The cloud runs this module's ``check_fleet_config`` (``edge-agent validate --fleet``)
+  before it accepts a config; the agent validates what it receives again, merged with its own sections
+  and with its own files checked. One that does not validate is refused: reported ``failed`` with the
+  validator's lines, not retried for that deployment, and the agent keeps running what it runs.
+- **Applied by restarting the agent in-process.** The running ``Agent`` stops gracefully (sources stop,
+  pipelines finish what is queued, actions flush, the durable outbox is closed: no accepted record is
+  lost) and a new ``Agent`` is built from the new config and started. A whole new agent rather than
+  patching pipelines and sources in place: every part is built from one validated config, exactly as
+  at a cold start, with no half-updated state; rather than re-executing the process: the same pid for
+  the service manager, and a candidate that fails is replaced by the last good one in the same
+  process, in about a second.
+- **Health-gated.** The candidate is healthy when every source is connected within ``health_s``; then it
+  becomes the *last good* config (``<data_dir>/fleet-config/``: ``<digest>.json`` holding the YAML, and
+  ``state.json``, each written atomically: temp file, fsync, rename) and is reported ``healthy``. If it fails to start
+  or its health check fails, the agent goes back to the last good config and reports ``rolled_back``
+  with the reason; the fleet halts the rollout.
+- **Crash-safe.** Before a candidate starts, ``state.json`` records the trial. A process that finds a
+  trial on start died while trying it (crash, kill -9, power loss): that config is refused for that
+  deployment, reported ``failed``, and the agent starts on the last good one. (A refusal holds for the
+  deployment: a new deployment of the same YAML is an admin's new attempt and is tried again.)
+- **Local file and fleet.** The local file is the first last-good config. Once the fleet gives an agent
+  a config, the fleet config wins, across restarts and over local edits, until the fleet takes it back
+  (``cloud-trainer config remove``, or a rollback to "no fleet config"): a desired state without a
+  config sends the agent back to its local file (re-read at that moment, so local edits apply then).
+
+Outcomes (``applied``, ``healthy``, ``failed``, ``rolled_back``) are kept in ``state.json`` until the
+fleet has them, so each reaches it across restarts; the state is also in every state report
+(``ConfigState``) and on ``/status`` (``config``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_agent.config import AgentConfig, ConfigError, load_config, parse_config, read_yaml
+from edge_agent.maintenance.baseline import atomic_write_json
+from model_packager.text import printable
+
+if TYPE_CHECKING:
+    from edge_agent.agent import Agent
+
+log = logging.getLogger(__name__)
+
+AGENT_OWN = ("agent", "cloud", "http")  # each agent's own sections: always from its local file
+MAX_BYTES = 256 * 1024
+
+
+def fleet_document(data: bytes, where: str) -> dict:
+    """The mapping of a fleet config's YAML (``ConfigError`` naming the problem)."""
+    if len(data) > MAX_BYTES:
+        raise ConfigError([f"{where}: {len(data)} bytes; an agent configuration is at most {MAX_BYTES} bytes"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{where}: not UTF-8 text (byte {exc.start})"]) from exc
+    doc = read_yaml(text, where)
+    if not isinstance(doc, dict):
+        raise ConfigError([f"{where}: expected a mapping at the top level (sources:, models:, pipelines: ...)"])
+    own = [k for k in AGENT_OWN if k in doc]
+    if own:
+        raise ConfigError([f"{where}: {k}: set by each agent's own local file (identity, link to the fleet, status "
+                           f"endpoint), never by the fleet; remove {k}: from the fleet config" for k in own])
+    return doc
+
+
+def check_fleet_config(data: bytes, where: str) -> list[str]:
+    """The errors of a fleet config (none: valid), as far as they can be known away from the agents: what
+    only an agent's machine can tell (its files, its environment) is checked there, on receipt."""
+    errors: list[str] = []
+    try:
+        doc = fleet_document(data, where)
+    except ConfigError as exc:
+        errors += exc.errors
+        try:  # the agent's own sections named: still say what else is wrong
+            doc = read_yaml(data.decode("utf-8"), where)
+        except (ConfigError, UnicodeDecodeError):
+            return errors
+        if not isinstance(doc, dict):
+            return errors
+        doc = {k: v for k, v in doc.items() if k not in AGENT_OWN}
+    try:
+        parse_config({**doc, "agent": {"id": "fleet-config-check"}}, where, local_checks=False)
+    except ConfigError as exc:
+        errors += exc.errors
+    return errors
+
+
+def refusal_key(deployment_id: str, digest: str) -> str:
+    return f"{deployment_id}/{digest}"
+
+
+def digest_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ConfigKeeper:
+    """The agent-configuration state in ``folder``: the fleet configs' YAML by digest, and ``state.json``:
+    ``last_good`` (None: the local file), ``trial`` (a candidate being started), ``refused``
+    (``<deployment id>/<digest>`` -> reason: not tried again for that deployment) and ``unreported`` (outcomes the fleet does not have yet)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / "state.json"
+        self.state: dict[str, Any] = {"last_good": None, "trial": None, "refused": {}, "unreported": []}
+        try:
+            self.state.update(json.loads(self.path.read_text()))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:  # unreadable: start from the local file, say so
+            log.error("%s: unreadable (%s); starting from the local config file", self.path, exc)
+
+    def save(self) -> None:
+        atomic_write_json(self.path, self.state)
+
+    def put_yaml(self, digest: str, data: bytes) -> None:
+        atomic_write_json(self.folder / f"{digest}.json", {"digest": digest, "yaml": data.decode("utf-8")})
+
+    def yaml(self, digest: str) -> bytes:
+        path = self.folder / f"{digest}.json"
+        try:
+            data = json.loads(path.read_text())["yaml"].encode("utf-8")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise OSError(f"{path}: unreadable ({exc})") from exc
+        if digest_of(data) != digest:
+            raise OSError(f"{path} does not match its digest (damaged on disk)")
+        return data
+
+    def note(self, info: dict, step: str, ok: bool, reason: str = "", health: dict | None = None) -> None:
+        """An outcome for the fleet (kept until it has it)."""
+        self.state["unreported"].append({"deployment_id": info["deployment_id"], "digest": info["digest"],
+                                         "step": step, "ok": ok, "reason": reason[:500], "health": health or {}})
+        self.state["unreported"] = self.state["unreported"][-50:]
+
+    def refuse(self, info: dict, step: str, reason: str) -> None:
+        self.state["refused"][refusal_key(info["deployment_id"], info["digest"])] = reason[:500]
+        self.note(info, step, False, reason)
+        self.state["trial"] = None
+        self.save()
+
+    def forget_old(self) -> None:
+        """Drop the YAML files of configs that are neither the last good one nor on trial."""
+        keep = {(self.state.get(k) or {}).get("digest") for k in ("last_good", "trial")}
+        for p in self.folder.glob("*.json"):
+            if p.name != self.path.name and p.stem not in keep:
+                p.unlink(missing_ok=True)
+
+
+class AgentHost:
+    """Runs the agent on the config it should run and swaps configs on the fleet's word (module docstring)."""
+
+    def __init__(self, local_path: str | Path, *, launched_at: float | None = None, health_s: float = 10.0) -> None:
+        self.local_path = Path(local_path).resolve()
+        self.launched_at = launched_at
+        self.health_s = health_s
+        self.local_cfg = load_config(self.local_path)
+        self.keeper = ConfigKeeper(self.local_cfg.data_dir / "fleet-config")
+        self.agent: Agent | None = None
+        self._wanted: Any = None
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    # ---- which config ----------------------------------------------------------------------------
+    def _local(self) -> tuple[AgentConfig, dict]:
+        try:  # re-read: local edits apply whenever the agent goes back to its local file
+            self.local_cfg = load_config(self.local_path)
+        except ConfigError as exc:
+            log.error("local config %s no longer validates (%s); using it as it was at start", self.local_path,
+                      exc.errors[0])
+        return self.local_cfg, {"source": "local", "deployment_id": "", "digest": "", "name": self.local_path.name,
+                                "status": "healthy", "reason": ""}
+
+    def effective(self, data: bytes, where: str) -> AgentConfig:
+        """A fleet config merged with this agent's own sections, validated with its files (``ConfigError``)."""
+        doc = fleet_document(data, where)
+        raw = read_yaml(self.local_path.read_text(), str(self.local_path))
+        merged = {**doc, **{k: raw[k] for k in AGENT_OWN if isinstance(raw, dict) and k in raw}}
+        return parse_config(merged, where, str(self.local_path.parent))
+
+    def _last_good(self) -> tuple[AgentConfig, dict]:
+        lg = self.keeper.state.get("last_good")
+        if lg:
+            try:
+                cfg = self.effective(self.keeper.yaml(lg["digest"]), f"fleet config {lg['name']}")
+                return cfg, {"source": "fleet", **lg, "status": "healthy", "reason": ""}
+            except (ConfigError, OSError) as exc:
+                msg = exc.errors[0] if isinstance(exc, ConfigError) else str(exc)
+                log.error("last good fleet config %s cannot be used (%s); running the local file", lg["name"], msg)
+        return self._local()
+
+    # ---- running -----------------------------------------------------------------------------------
+    async def _launch(self, cfg: AgentConfig, info: dict) -> None:
+        from edge_agent.agent import Agent
+
+        agent = Agent(cfg, launched_at=self.launched_at)
+        self.launched_at = None  # later agents count from their own start
+        agent.on_desired_config = self._on_desired
+        agent.config_state = info
+        self.agent = agent
+        try:
+            await agent.start()
+        except BaseException:
+            self.agent = None
+            await agent.stop()
+            raise
+
+    async def start(self) -> None:
+        trial = self.keeper.state.get("trial")
+        if trial:  # the last process ended while starting this config
+            log.error("fleet config %s (%s): the agent stopped while starting it; refused, back on the last good "
+                      "config", trial["name"], trial["digest"][:12])
+            self.keeper.refuse(trial, "failed", "the agent stopped while starting this config (crash, kill or power "
+                                                "loss); back on the last good config")
+        cfg, info = self._last_good()
+        try:
+            await self._launch(cfg, info)
+        except Exception:
+            if info["source"] != "fleet":
+                raise
+            log.exception("last good fleet config %s failed to start; running the local file", info["name"])
+            await self._launch(*self._local())
+        self._task = asyncio.create_task(self._work(), name="fleet-config")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.agent is not None:
+            await self.agent.stop()
+        if self.keeper.state.get("trial"):  # a graceful stop is no verdict on the candidate: tried again later
+            self.keeper.state["trial"] = None
+            self.keeper.save()
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT, stop gracefully."""
+        from edge_agent.agent import run_until_signalled
+
+        await run_until_signalled(self.start, self.stop)
+
+    def _on_desired(self, config) -> None:
+        """The desired agent configuration (``DesiredConfig`` or None), at every desired state."""
+        self._wanted = config
+        self._kick.set()
+
+    async def _work(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            try:
+                await self._reconcile(self._wanted)
+                await self._flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("fleet config: reconciling failed; trying again at the next desired state")
+
+    async def _flush(self) -> None:
+        """Send the outcomes the fleet does not have yet."""
+        st = self.keeper.state
+        uplink = getattr(self.agent, "uplink", None)
+        if not st["unreported"] or uplink is None:
+            return
+        sent = 0
+        for r in st["unreported"]:  # in order: stop at the first that does not get through
+            if not await uplink.client.report_deployment(r["deployment_id"], r["step"], r["ok"], r["reason"],
+                                                         version=r["digest"], kind="config",
+                                                         health=r.get("health")):
+                break
+            sent += 1
+        if sent:
+            st["unreported"] = st["unreported"][sent:]
+            self.keeper.save()
+
+    async def _reconcile(self, want) -> None:
+        if self.agent is None:  # a fallback that did not start: try again
+            await self._fall_back()
+        assert self.agent is not None  # _fall_back starts one (or raises)
+        cur = self.agent.config_state or {"source": "local", "digest": ""}  # set by _launch
+        if want is None:
+            if cur["source"] == "fleet":  # the fleet let go: back to the local file
+                log.info("fleet config: none in the desired state; back on the local file %s", self.local_path)
+                self.keeper.state["last_good"] = None
+                self.keeper.save()
+                await self._swap(*self._local())
+                self.keeper.forget_old()
+            return
+        info = {"deployment_id": want.deployment_id.split(":")[0][:64], "digest": want.digest[:64],
+                "name": printable(want.name or "fleet-config", 64)}
+        if want.digest == cur["digest"] or refusal_key(info["deployment_id"], want.digest) in self.keeper.state["refused"]:
+            return
+        where = f"fleet config {info['name']} ({want.digest[:12]})"
+        try:
+            if digest_of(want.yaml) != want.digest:
+                raise ConfigError([f"{where}: the YAML does not match its digest"])
+            cfg = self.effective(want.yaml, where)
+        except ConfigError as exc:  # refused: the agent keeps running what it runs
+            reason = "; ".join(exc.errors[:5])
+            log.error("fleet config refused: %s", reason)
+            self.keeper.refuse(info, "failed", reason)
+            return
+        self.keeper.put_yaml(want.digest, want.yaml)
+        self.keeper.state["trial"] = {**info, "started": time.time()}
+        self.keeper.save()
+        log.info("%s: applying (restarting the agent on it)", where)
+        try:
+            await self._swap(cfg, {"source": "fleet", **info, "status": "applied", "reason": ""})
+            self.keeper.note(info, "applied", True)
+            self.keeper.save()
+            await self._flush()
+            why = await self._health(self.agent)
+        except Exception as exc:
+            why = f"the agent did not start on it: {type(exc).__name__}: {printable(str(exc), 300)}"
+        if why is None:
+            self.keeper.state.update(last_good=info, trial=None)
+            self.keeper.note(info, "healthy", True, health=_pipeline_health(self.agent))
+            self.keeper.save()
+            self.keeper.forget_old()
+            assert self.agent is not None
+            self.agent.config_state = {"source": "fleet", **info, "status": "healthy", "reason": ""}
+            log.info("%s: healthy; it is the last good config now", where)
+            return
+        log.error("%s: %s; back on the last good config", where, why)
+        self.keeper.refuse(info, "rolled_back", why)
+        await self._fall_back()
+        assert self.agent is not None
+        self.agent.config_state = {**(self.agent.config_state or {}), "reason": f"{where} rolled back: {why}"}
+
+    async def _fall_back(self) -> None:
+        """Run the last good config; if even that does not start, the local file (which started this process)."""
+        cfg, info = self._last_good()
+        try:
+            await self._swap(cfg, info)
+        except Exception:
+            if info["source"] == "local":
+                raise
+            log.exception("the last good fleet config did not start again; running the local file")
+            self.keeper.state["last_good"] = None
+            self.keeper.save()
+            await self._swap(*self._local())
+
+    async def _swap(self, cfg: AgentConfig, info: dict) -> None:
+        """Stop the running agent gracefully (its outbox closed: nothing accepted is lost), start one on ``cfg``."""
+        if self.agent is not None:
+            await self.agent.stop()
+            self.agent = None
+        await self._launch(cfg, info)
+
+    async def _health(self, agent) -> str | None:
+        """None when every source is connected within ``health_s``; else why not."""
+        deadline = time.monotonic() + self.health_s
+        while True:
+            bad = [(n, s) for n, s in agent.sources.items() if str(getattr(s.state, "value", s.state)) != "connected"]
+            if not bad:
+                return None
+            if time.monotonic() >= deadline:
+                n, s = bad[0]
+                err = getattr(s.stats, "last_error", None)
+                return (f"source {n}: not connected within {self.health_s:g} s"
+                        + (f" ({printable(str(err), 200)})" if err else ""))
+            await asyncio.sleep(0.2)
+
+
+def _pipeline_health(agent) -> dict:
+    """What the fleet's gate reads from a healthy report: the pipelines' error rate since the start."""
+    results = sum(p.stats.results for p in agent.pipelines)
+    errors = sum(sum(p.stats.errors.values()) for p in agent.pipelines)
+    return {"error_rate": errors / max(1, results + errors), "results": results}

@@ -1,0 +1,292 @@
+"""Verify and extract model packages in a short-lived child process.
+
+The agent serves models; it does not parse packages that come from outside. Installing one (the
+Ed25519 signature with ``cryptography``, the strict tar reader, every hash and size, the manifest,
+the ONNX graph against the manifest) runs in ``python -m edge_agent.models.install``, a child
+started for the installs at hand (a first start, a swap) that exits when done:
+
+- a package that crashes or stalls its parser (a bug in a C extension, a ``MemoryError``, a hang)
+  takes down the child, not the agent: the install is refused with what happened, and the model
+  that serves keeps serving;
+- the agent never maps ``cryptography``/libcrypto's signature code (~7 MB resident) nor the modules
+  only installing needs, for as long as it runs.
+
+The child runs the same code as an in-process install (``ModelStore.install``: a ``.part`` folder
+renamed into place only when every check passed) and prints one JSON line per package,
+``{"ok": true, "folder": ..., "signer": ...}`` or ``{"ok": false, "kind": ..., "code": ..., "error":
+...}``; the parent then opens the verified folder as it does at every restart
+(``ModelStore.reopen``). A child that dies, outlives ``timeout_s`` or prints nothing readable is a
+refusal (``PackageError``, code ``verifier_failed``) that says so.
+
+A new interpreter costs its start and the package format's imports (~0.3 s of one core). So that a
+first start does not wait for that, ``edge-agent run`` calls ``prefetch(cfg)`` as soon as the config
+is read, before the agent has started a thread of its own: one child, a ``fork`` of the process at
+that point (which has the package format's modules loaded already: ~0.05 s of one core), installs
+every slot's local package that its store does not hold yet, while the agent loads its own modules;
+each slot then takes its result (``install_isolated``). A swap, in a running agent with threads,
+always starts a new interpreter (forking a threaded process is not safe).
+
+    python -m edge_agent.models.install [--key FILE_OR_DIR ...] STORE PACKAGE [STORE PACKAGE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from model_packager import OpenedPackage, errors
+from model_packager.text import printable
+
+TIMEOUT_S = 600.0  # a 2-GiB package hashes in well under a minute; a child past this is stuck
+_KINDS = {c.__name__: c for c in (errors.PackageError, errors.SignatureError, errors.IntegrityError,
+                                  errors.UnsafeArchiveError, errors.ManifestError, errors.SpecMismatchError,
+                                  errors.GoldenError)}
+
+
+class _Forked:
+    """A fork of this process running ``main(argv)``, with the ``Popen`` calls ``InstallJob`` uses.
+    Only for a process without threads of its own (the child has just the forking thread)."""
+
+    def __init__(self, argv: list[str]) -> None:
+        for stream in (sys.stdout, sys.stderr):  # nothing buffered here is written twice
+            stream.flush()
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: answers on the pipe, never returns into the caller's code
+            code = 70
+            try:
+                os.close(r)
+                with os.fdopen(w, "w") as out:  # (not sys.stdout: a caller may have replaced it)
+                    code = main(argv, out)
+            finally:
+                os._exit(code)
+        os.close(w)
+        self.pid, self._r = pid, r
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def communicate(self, timeout: float | None = None) -> tuple[bytes, bytes]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        chunks = []
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self._r], [], [], left)[0]:
+                raise subprocess.TimeoutExpired("install (fork)", timeout or 0.0)  # the caller kills it
+            chunk = os.read(self._r, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(self._r)
+        self._r = -1
+        _, status = os.waitpid(self.pid, 0)
+        self.returncode = os.waitstatus_to_exitcode(status)
+        return b"".join(chunks), b""
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+
+class InstallJob:
+    """One child process installing ``items`` (store folder, package) with the trusted ``key_files``;
+    ``fork``: a fork of this process (see ``_Forked``) instead of a new interpreter."""
+
+    def __init__(self, items: Sequence[tuple[Path, Path]], key_files: Sequence[str | Path],
+                 timeout_s: float = TIMEOUT_S, *, fork: bool = False) -> None:
+        self.items = [(Path(s), Path(p)) for s, p in items]
+        self.key_files = [str(k) for k in key_files]
+        self.timeout_s = timeout_s
+        argv = [a for k in self.key_files for a in ("--key", k)]
+        argv += [str(x) for item in self.items for x in item]
+        self._proc: _Forked | subprocess.Popen = _Forked(argv) if fork else subprocess.Popen(
+            [sys.executable, "-m", "edge_agent.models.install", *argv], stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_child_env())
+        self._replies: list[dict | Exception] | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the child's answers were read."""
+        return self._replies is not None
+
+    def reply(self, store: Path, pkg: Path) -> dict:
+        """The child's answer for ``pkg`` (waits for the child); raises ``PackageError`` when it failed."""
+        if self._replies is None:
+            self._replies = self._collect()
+        got = self._replies[self.items.index((Path(store), Path(pkg)))]
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    def _collect(self) -> list[dict | Exception]:
+        try:
+            out, err = self._proc.communicate(timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            why = f"took longer than {self.timeout_s:.0f} s (verifier process stopped)"
+            return [_failed(pkg, why) for _, pkg in self.items]
+        lines = out.decode(errors="replace").splitlines()
+        rc = self._proc.returncode or 0  # (set: communicate() waited for the child)
+        why = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
+        tail = err.decode(errors="replace").strip().splitlines()
+        why += f": {printable(tail[-1], 300)}" if tail else ": no output"
+        replies: list[dict | Exception] = []
+        for i, (_, pkg) in enumerate(self.items):  # a child that died part-way answered the first ones
+            r = _parse(lines[i]) if i < len(lines) else None
+            replies.append(r if r is not None else _failed(pkg, f"failed ({why})"))
+        return replies
+
+    def kill(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        if not isinstance(self._proc, _Forked) or self._proc._r >= 0:
+            self._proc.communicate()
+
+
+def _failed(pkg: Path, why: str) -> errors.PackageError:
+    return errors.PackageError(f"package {printable(pkg.name)}: verifying it {why}; refused", code="verifier_failed")
+
+
+def _parse(line: str) -> dict | None:
+    try:
+        r = json.loads(line)
+    except ValueError:
+        return None
+    return r if isinstance(r, dict) and ("folder" in r or "error" in r) else None
+
+
+def _child_env() -> dict[str, str]:
+    """The parent's environment, with the folder this package is imported from first on the path
+    (the agent may run from a checkout that only its own ``sys.path`` names)."""
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
+
+
+_PREFETCHED: dict[tuple, InstallJob] = {}  # (store, package, keys) -> the job started for it by prefetch()
+
+
+def _key(store: Path, pkg: Path, key_files: Sequence[str | Path]) -> tuple:
+    return (str(Path(store).resolve()), str(Path(pkg).resolve()), tuple(str(Path(k).resolve()) for k in key_files))
+
+
+def prefetching(store_root: Path) -> bool:
+    """Whether a child ``prefetch`` started works in ``store_root`` (whose ``.part`` folders are then its own)."""
+    root = str(Path(store_root).resolve())
+    return any(k[0] == root for k in _PREFETCHED)
+
+
+def prefetch(cfg, fork: bool | None = None) -> InstallJob | None:
+    """Start installing, in one child, every local package whose slot's store holds no package yet
+    (a first start), so that it runs while the agent loads; ``install_isolated`` takes the results.
+    ``fork`` (default: when this process runs no other Python thread and can fork): see ``_Forked``."""
+    from edge_agent.models.store import ModelStore
+
+    keys = [str(cfg.path(k)) for k in cfg.trusted_keys]
+    items = []
+    for name, mc in cfg.models.items():
+        pkg = cfg.path(mc.package) if mc.package else None
+        if pkg is None or not pkg.is_file():
+            continue
+        store = ModelStore(cfg.data_dir / "models" / name)
+        if store.current() is None:
+            items.append((store.root, pkg))
+    if not items:
+        return None
+    if fork is None:
+        fork = hasattr(os, "fork") and threading.active_count() == 1
+    try:
+        job = InstallJob(items, keys, fork=fork)
+    except OSError:  # each slot starts its own child and reports why it cannot
+        return None
+    for store_root, pkg in items:
+        _PREFETCHED[_key(store_root, pkg, keys)] = job
+    return job
+
+
+def install_isolated(store, pkg: Path, key_files: Sequence[str | Path], *,
+                     meanwhile: Callable[[], None] | None = None, timeout_s: float = TIMEOUT_S) -> OpenedPackage:
+    """Install ``pkg`` into ``store`` (a ``ModelStore``) from a child process (the one ``prefetch``
+    started for it, else a new one); the verified package. ``meanwhile`` runs here while the child
+    works. Raises ``PackageError`` (of the kind the child raised)."""
+    job = _PREFETCHED.pop(_key(store.root, pkg, key_files), None)
+    if job is None:
+        job = InstallJob([(store.root, pkg)], key_files, timeout_s)
+    try:
+        if meanwhile is not None:
+            meanwhile()
+        reply = job.reply(store.root, pkg)
+    finally:
+        if not job.done:  # an exception in ``meanwhile``: never leave the child behind
+            job.kill()
+    if not reply.get("ok"):
+        cls = _KINDS.get(str(reply.get("kind")), errors.PackageError)
+        raise cls(printable(str(reply.get("error")), 2000), code=str(reply.get("code") or cls.code))
+    opened = store.reopen(str(reply["folder"]), signer=str(reply.get("signer") or ""))
+    if opened is None:
+        raise errors.PackageError(f"package {printable(Path(pkg).name)}: verified, but its folder "
+                                  f"{printable(str(reply['folder']))} cannot be read back; refused",
+                                  code="verifier_failed")
+    return opened
+
+
+def _install_one(store: Path, pkg: Path, trusted) -> dict:
+    from edge_agent.models.store import ModelStore
+
+    try:
+        opened = ModelStore(store, clean=False).install(pkg, trusted)
+        return {"ok": True, "folder": opened.root.name, "signer": opened.signer}
+    except errors.PackageError as exc:
+        return {"ok": False, "kind": type(exc).__name__, "code": exc.code, "error": str(exc)}
+    except OSError as exc:
+        return {"ok": False, "kind": "PackageError", "code": "unreadable",
+                "error": f"package {printable(pkg.name)}: cannot read it ({printable(exc.strerror or exc)}); refused"}
+    except Exception as exc:  # a parser bug: a refusal with its reason, like any bad package
+        return {"ok": False, "kind": "PackageError", "code": "verifier_failed",
+                "error": f"package {printable(pkg.name)}: unexpected {type(exc).__name__} while verifying it: "
+                         f"{printable(exc)}; refused"}
+
+
+def main(argv: list[str] | None = None, out=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m edge_agent.models.install",
+                                 description="verify model packages and extract each into a slot's store")
+    ap.add_argument("--key", action="append", default=[], help="a trusted public key, or a folder of .pub files")
+    ap.add_argument("pairs", nargs="+", metavar="STORE PACKAGE",
+                    help="a slot's folder (<data_dir>/models/<slot>) and the package to install into it")
+    a = ap.parse_args(argv)
+    if len(a.pairs) % 2:
+        ap.error("give a STORE folder and a PACKAGE for each install")
+    from model_packager import load_trusted_keys
+
+    trusted, bad_key = None, None
+    try:
+        trusted = load_trusted_keys(a.key)
+    except errors.PackageError as exc:  # a bad key file: every install is refused with its reason
+        bad_key = exc
+    status = 0
+    for store, pkg in zip(a.pairs[::2], a.pairs[1::2], strict=True):
+        if bad_key is not None:
+            reply = {"ok": False, "kind": type(bad_key).__name__, "code": bad_key.code, "error": str(bad_key)}
+        else:
+            reply = _install_one(Path(store), Path(pkg), trusted)
+        print(json.dumps(reply), file=out or sys.stdout, flush=True)
+        status |= not reply["ok"]
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

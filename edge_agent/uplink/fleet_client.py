@@ -1,0 +1,96 @@
+"""The agent's one client of the fleet service: the TLS channel, the stubs, and retries with backoff.
+
+Owned by the uplink (``Uplink.client``), which opens it at start and closes it at stop, and shared by
+everything else that talks to the fleet: the model manager (downloads, deployment reports) and the
+agent-configuration host (config reports). Nothing else builds a channel or reaches into one.
+
+``backoff(n)``: the wait before attempt ``n + 1`` (exponential from ``backoff_initial_s`` to
+``backoff_max_s``, with jitter), the same schedule the uplink's streams use.
+``report_deployment(...)``: one step of a deployment, ``True`` once the fleet has it (or refused it for
+good: ``PERMISSION_DENIED``, a deployment it does not know for this agent), ``False`` when it could not be
+sent (the caller keeps it and tries again later).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+from edge_agent.uplink.settings import CloudSettings
+
+log = logging.getLogger(__name__)
+
+
+class FleetClient:
+    def __init__(self, settings: CloudSettings, base_dir: Path = Path(".")) -> None:
+        self.s = settings
+        self.base = Path(base_dir)
+        self.channel: Any = None
+        self._stub: Any = None
+
+    def _path(self, p: str) -> Path:
+        q = Path(p)
+        return q if q.is_absolute() else self.base / q
+
+    def open(self) -> None:
+        import grpc
+
+        from protocols.gen import fleet_pb2_grpc as rpc
+
+        creds = grpc.ssl_channel_credentials(root_certificates=self._path(self.s.ca_file).read_bytes(),
+                                             private_key=self._path(self.s.key_file).read_bytes(),
+                                             certificate_chain=self._path(self.s.cert_file).read_bytes())
+        opts: list[tuple[str, Any]] = [("grpc.max_send_message_length", 64 * 1024 * 1024),
+                ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
+                ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2_000)]
+        if self.s.server_name:
+            opts.append(("grpc.ssl_target_name_override", self.s.server_name))
+        self.channel = grpc.aio.secure_channel(self.s.endpoint, creds, options=opts,
+                                               compression=grpc.Compression.Gzip if self.s.compression else None)
+        self._stub = rpc.FleetStub(self.channel)
+
+    @property
+    def stub(self):
+        """The ``Fleet`` service's stub on the shared channel (``RuntimeError`` before ``open``)."""
+        if self._stub is None:
+            raise RuntimeError("the fleet client is not open (the uplink has not started)")
+        return self._stub
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        import asyncio
+
+        if self.channel is None:
+            return
+        try:  # never let an unreachable cloud hold up the agent's shutdown
+            async with asyncio.timeout(timeout_s):
+                await self.channel.close()
+        except Exception:
+            pass
+        self.channel = self._stub = None
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait after ``attempt`` failures (1, 2, ...): doubling, capped, with jitter."""
+        d = min(self.s.backoff_max_s, self.s.backoff_initial_s * 2 ** max(0, attempt - 1))
+        return random.uniform(d / 2, d)
+
+    async def report_deployment(self, deployment_id: str, step: str, ok: bool, reason: str = "", *,
+                                slot: str = "", version: str = "", health: dict | None = None,
+                                kind: str = "model") -> bool:
+        from protocols.gen import fleet_pb2 as pb
+
+        try:
+            await self.stub.ReportDeployment(pb.DeploymentReport(
+                deployment_id=deployment_id, slot=slot, version=version, step=step, ok=ok, reason=reason,
+                health_json=json.dumps(health or {}), kind=kind), timeout=10)
+            return True
+        except Exception as exc:
+            code, details = getattr(exc, "code", None), getattr(exc, "details", None)  # a grpc.RpcError
+            if callable(code) and callable(details) and code().name == "PERMISSION_DENIED":
+                # the fleet does not know this deployment for this agent (gone, or never ours): final
+                log.warning("deployment step %s (%s) not accepted by the fleet: %s", step, kind, details())
+                return True
+            log.warning("could not report deployment step %s (%s): %s", step, kind, exc)
+            return False

@@ -1,0 +1,67 @@
+"""An asset's healthy statistics and its health index, the same in the cloud and at the edge.
+
+``learn(rows)`` takes condition-feature rows (``model_packager.condition.feature_vector``) of an
+asset's healthy windows and returns their robust statistics (median, scale from the MAD) and an
+alarm threshold on the rise score at a stated false-alarm rate after ``confirm`` windows in a row
+(set on out-of-fold scores of blocked folds, drift included). Against them, ``rise(row)`` is the
+largest one-sided robust z of a window (rises only) and ``growth(row)`` the health index: the
+largest amplitude ratio of a feature over its healthy median (1 = as commissioned). The edge's
+per-asset baseline (``edge_agent.maintenance.baseline``) and the cloud's remaining-life prior
+(``cloud_trainer.train.life``) both use these, so a failure level learned on history means the same
+thing on an asset.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+
+from model_packager.condition import FEATURES
+
+SCALE_FLOOR = 0.05  # of a feature's own magnitude, so a near-constant feature cannot alarm on noise
+LOG_FEATURES = [i for i, k in enumerate(FEATURES) if k not in ("kurtosis", "crest")]  # logs of amplitudes
+
+
+def robust_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    med = np.median(x, axis=0)
+    mad = 1.4826 * np.median(np.abs(x - med), axis=0)
+    std = x.std(axis=0)
+    scale = np.maximum(np.maximum(mad, 0.5 * std), SCALE_FLOOR * np.maximum(np.abs(med), 1.0) * 0.2)
+    return med, scale
+
+
+def rise(x: np.ndarray, med: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The largest one-sided robust z per row (rises only)."""
+    z = (np.atleast_2d(x) - med) / scale
+    return np.clip(z, 0, None).max(axis=1)
+
+
+def growth(row: np.ndarray, med: np.ndarray) -> float:
+    """The health index: the largest amplitude ratio over the healthy median (features are logs)."""
+    return float(np.exp(np.clip(np.asarray(row) - med, 0, None)[LOG_FEATURES].max()))
+
+
+def confirmed_quantile(scores: np.ndarray, far: float, confirm: int) -> float:
+    """Threshold t such that the rate of ``confirm`` consecutive windows over t is about ``far``.
+    Windows are taken as independent: the per-window rate p with p**confirm = far."""
+    p = far ** (1.0 / confirm)
+    s = np.sort(scores)
+    q = float(np.quantile(s, 1 - p))
+    # a tail fit on the log-scores guards against too few learned windows for a small p
+    ls = np.log(s + 1e-9)
+    mu, sd = float(np.median(ls)), float(1.4826 * np.median(np.abs(ls - np.median(ls)))) + 1e-6
+    para = math.exp(mu + NormalDist().inv_cdf(1 - p) * sd)
+    return max(q, para) * 1.05
+
+
+def out_of_fold_threshold(x: np.ndarray, far: float, confirm: int) -> float:
+    """The threshold from out-of-fold scores: contiguous blocks, each scored against the others."""
+    k = 5 if len(x) >= 50 else 2
+    oof = np.empty(len(x))
+    for idx in np.array_split(np.arange(len(x)), k):
+        rest = np.setdiff1d(np.arange(len(x)), idx)
+        m, sc = robust_stats(x[rest])
+        oof[idx] = rise(x[idx], m, sc)
+    return confirmed_quantile(oof, far, confirm)

@@ -1,0 +1,76 @@
+"""Config deployments in the control state, on SQLite and on PostgreSQL alike: canary step by step, the
+desired state carrying the YAML, a failure halting the rollout and giving the canary its previous config
+back (marked as a rollback), removal, another tenant refused, a refused YAML storing nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from cloud_trainer.fleet.control import Control, NotInTenant
+from cloud_trainer.fleet.store import open_store
+from cloud_trainer.registry import Registry
+from tests.support.postgres import postgres_server, postgres_url  # noqa: F401  (fixtures)
+
+A = b"sources: {plant: {type: mqtt, host: 127.0.0.1}}\n"
+B = b"sources: {plant: {type: mqtt, host: 10.0.0.9}}\n"
+
+
+def refuse_bad(data: bytes, name: str) -> None:
+    if b"bad" in data:
+        raise ValueError(f"agent configuration refused: {name}: sources.bad.port: out of range")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def control(request, tmp_path):
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    store = open_store(url, tmp_path)
+    for agent in ("gw1", "gw2"):
+        store.heartbeat(agent, {"site": "plant"}, [], {}, 0, {})
+    c = Control(url or tmp_path / "control.db", Registry(tmp_path / "registry"), store, config_validator=refuse_bad)
+    yield c
+    store.close()
+
+
+def test_a_config_rolls_out_halts_rolls_back_and_is_removed(control):
+    c = control
+    a = c.create_config({"config_yaml": A, "config_name": "line-a", "selector": {"site": "plant"},
+                         "steps": ["1", "100%"]})
+    assert a["kind"] == "config" and a["version"] == a["digest"] and a["config_yaml"] == A.decode()
+    gen, slots, cfg = c.desired_state("gw1")
+    assert slots == [] and cfg == {"deployment_id": a["id"], "digest": a["digest"], "name": "line-a",
+                                   "rollback": False, "yaml": A}
+    assert c.desired_state("gw2")[2] is None  # the canary step first
+    for step in ("applied", "healthy"):
+        assert c.on_report("gw1", a["id"], "", a["digest"], step, True, "", {})
+    assert c.desired_state("gw2")[2]["digest"] == a["digest"]
+    c.on_report("gw2", a["id"], "", a["digest"], "healthy", True, "", {})
+    assert c.get(a["id"])["state"] == "completed"
+    assert c.desired_for("gw1", {}, [], {})[1] == []  # the config is never a model slot
+
+    b = c.create_config({"config_yaml": B, "config_name": "line-b", "agents": ["gw1", "gw2"],
+                         "steps": ["1", "100%"]})
+    assert c.get(b["id"])["previous"]["gw1"]["deployment_id"] == a["id"]
+    assert c.desired_state("gw1")[2]["digest"] == b["digest"]
+    c.on_report("gw1", b["id"], "", b["digest"], "rolled_back", False, "source plant: not connected", {})
+    d = c.get(b["id"])
+    assert d["state"] == "halted" and "not connected" in d["reason"]
+    back = c.desired_state("gw1")[2]
+    assert (back["deployment_id"], back["digest"], back["rollback"], back["yaml"]) == (a["id"], a["digest"], True, A)
+    assert c.desired_state("gw2")[2]["digest"] == a["digest"]  # never received B
+
+    c.command(a["id"], "remove")
+    assert c.desired_state("gw1")[2] is None and c.desired_state("gw2")[2] is None
+    assert c.get(a["id"])["state"] == "removed"
+
+
+def test_refusals_store_nothing_and_another_tenant_sees_no_agents(control):
+    c = control
+    with pytest.raises(ValueError, match="sources.bad.port"):
+        c.create_config({"config_yaml": b"bad: 1\n", "config_name": "x", "agents": ["gw1"]})
+    with pytest.raises(NotInTenant):
+        c.create_config({"config_yaml": A, "agents": ["gw1"]}, tenant="acme")
+    with pytest.raises(ValueError, match="config name"):
+        c.create_config({"config_yaml": A, "config_name": "../x", "agents": ["gw1"]})
+    with pytest.raises(ValueError, match="'@'"):
+        c.create({"package": "p", "slot": "@config", "agents": ["gw1"]})
+    assert c.list() == [] and c.desired_state("gw1") == (0, [], None)

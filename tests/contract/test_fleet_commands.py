@@ -1,0 +1,76 @@
+"""Agent commands on both control stores (the SQLite ``control.db`` and PostgreSQL, migration 0003): a command
+is in its agent's desired state until the agent's result is recorded; recording is idempotent; every change is
+a new generation in the change log (what the streams push); tenants never see or command each other's agents;
+a pipeline the agent did not report, or one without a baseline, is refused at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from cloud_trainer.fleet.commands import Commands
+from cloud_trainer.fleet.control import Control, NotInTenant
+from cloud_trainer.fleet.store import SQLiteStore, open_store
+from cloud_trainer.registry import Registry
+from tests.support.postgres import postgres_server, postgres_url  # noqa: F401  (fixtures)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def commands(request, tmp_path):
+    if request.param == "sqlite":
+        store, where = SQLiteStore(tmp_path / "fleet.db"), tmp_path / "control.db"
+    else:
+        where = request.getfixturevalue("postgres_url")
+        store = open_store(where, tmp_path)
+    control = Control(where, Registry(tmp_path / "registry"), store)
+    yield Commands(control)
+    control.db.close()
+    store.close()
+
+
+HEALTH = {"pump": {"rate": 1.0, "baseline": {"state": "ready"}}, "camera": {"rate": 2.0}}
+
+
+def test_a_command_stays_in_the_desired_state_until_its_result_is_recorded_once(commands):
+    store, control = commands.c.store, commands.c
+    store.heartbeat("gw1", {"site": "a"}, [], HEALTH, 0)
+    store.heartbeat("gw1", {"site": "b"}, [], HEALTH, 0, tenant="acme")  # the same id in another tenant
+    gen0 = control.generation()
+    cmd = commands.send("gw1", "baseline_relearn", "pump", "bearing replaced", "alice")
+    assert cmd["state"] == "pending" and cmd["generation"] > gen0
+    assert control.changes_since(gen0)[1] == [("default", "gw1")]  # pushed to the connected agent
+    pending = commands.pending_many([("default", "gw1"), ("acme", "gw1")])
+    gen, cmds = pending[("default", "gw1")]
+    assert gen == cmd["generation"] and [(c["id"], c["kind"], c["pipeline"], c["issued_by"], c["reason"])
+                                         for c in cmds] == [(cmd["id"], "baseline_relearn", "pump", "alice",
+                                                             "bearing replaced")]
+    assert pending[("acme", "gw1")] == (0, [])  # acme's gw1 never receives it
+    # a result for another tenant's agent of the same id changes nothing
+    assert commands.record_results("gw1", [{"id": cmd["id"], "ok": True}], tenant="acme") == 0
+    result = {"id": cmd["id"], "ok": True, "detail": "relearn requested", "done_at": 5.0}
+    assert commands.record_results("gw1", [result]) == 1
+    assert commands.record_results("gw1", [result, {"id": "nope", "ok": True}]) == 0  # a replay counts once
+    gen2, cmds = commands.pending_many([("default", "gw1")])[("default", "gw1")]
+    assert cmds == [] and gen2 > gen  # the generation only goes up: the agent gets the state without it
+    [row] = commands.list("gw1")
+    assert (row["state"], row["detail"], row["done_at"]) == ("done", "relearn requested", 5.0)
+    assert commands.list(tenant="acme") == []
+    failed = commands.send("gw1", "baseline_relearn", "pump")
+    commands.record_results("gw1", [{"id": failed["id"], "ok": False, "detail": "no such pipeline"}])
+    assert [c["state"] for c in commands.list()] == ["failed", "done"]
+
+
+def test_commands_are_refused_for_other_tenants_agents_unknown_kinds_and_pipelines(commands):
+    store = commands.c.store
+    store.heartbeat("gw9", {}, [], HEALTH, 0, tenant="acme")
+    with pytest.raises(NotInTenant) as other:
+        commands.send("gw9", "baseline_relearn", "pump")  # acme's agent, from the default tenant
+    with pytest.raises(NotInTenant) as missing:
+        commands.send("nobody", "baseline_relearn", "pump", tenant="acme")
+    assert str(other.value).replace("gw9", "X") == str(missing.value).replace("nobody", "X")
+    with pytest.raises(ValueError, match="unknown command kind 'reboot'; known: baseline_relearn"):
+        commands.send("gw9", "reboot", "pump", tenant="acme")
+    with pytest.raises(ValueError, match="has no pipeline 'pmup'; it reported: camera, pump"):
+        commands.send("gw9", "baseline_relearn", "pmup", tenant="acme")
+    with pytest.raises(ValueError, match="pipeline camera of agent gw9 has no baseline.*with one: pump"):
+        commands.send("gw9", "baseline_relearn", "camera", tenant="acme")
+    assert commands.list(tenant="acme") == []

@@ -1,0 +1,128 @@
+"""Baseline relearn from the fleet, end to end: a real fleet service (gRPC, mTLS, SQLite), a real agent (a
+signal pipeline with a baseline on ONNX Runtime) and the admin CLI's ``baseline`` verb in process. The command
+is sent while the agent is offline and waits in its desired state; the restarted agent runs it once, the
+pipeline starts learning anew at its next window (event ``baseline_relearn`` naming the command), the result
+is recorded at the cloud (state done) and both events reach the cloud's store; ``baseline status`` shows the
+state the agent reported. An admin of another tenant is refused exactly as for an agent that does not exist."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import numpy as np
+
+from cloud_trainer import admin_cli
+from cloud_trainer.fleet.service import FleetServer
+from cloud_trainer.pki import issue, tenant_dir
+from devices.base import Quality, Reading
+from edge_agent.agent import Agent
+from edge_agent.config import parse_config
+from tests.support.fleet import make_pki
+from tests.support.models import SIGNAL_RATE_HZ, SIGNAL_WINDOW, make_keypair, make_package
+from tests.support.peers import free_port
+from tests.support.waits import until
+
+
+def agent_config(tmp_path, pki, port, mqtt_port, pkg, pub) -> dict:
+    return {
+        "agent": {"id": "gw1", "site": "plant", "line": "l1", "data_dir": str(tmp_path / "gw1")},
+        "trusted_keys": [str(pub)], "http": {"enabled": False},
+        "sources": {"plc": {"type": "mqtt", "port": mqtt_port, "subscriptions": [
+            {"topic": "plant/pump/vib", "json_mapping": {"values": {"v": "Vibration"}, "tag_prefix_topic": False}}]}},
+        "models": {"health": {"package": str(pkg), "engine": "onnxruntime"}},
+        "pipelines": [{"name": "pump", "source": "plc", "model": "health",
+                       "window": {"waveform": "Vibration", "sample_rate_hz": SIGNAL_RATE_HZ, "scalars": []},
+                       "baseline": {"windows": 20}}],
+        "cloud": {"endpoint": f"127.0.0.1:{port}", "ca_file": str(pki / "ca.pem"),
+                  "cert_file": str(pki / "agents" / "gw1.pem"), "key_file": str(pki / "agents" / "gw1.key"),
+                  "heartbeat_s": 0.2, "report_s": 0.5, "backoff_initial_s": 0.1, "backoff_max_s": 0.5},
+    }
+
+
+async def feed(agent: Agent, n: int) -> None:
+    pipe = agent.pipelines[0]
+    rng = np.random.default_rng(n)
+    for _ in range(n):
+        await pipe.offer(Reading("plc", "Vibration", rng.normal(0, 1, SIGNAL_WINDOW).astype(np.float32),
+                                 time.time(), time.time(), Quality.GOOD))
+    await until(lambda: not len(pipe.queue), what="the windows processed")
+
+
+def cli(capsys, *args) -> tuple[int, str]:
+    try:
+        code = admin_cli.main_baseline(list(args))
+    except SystemExit as exc:  # the CLI's one-line refusals
+        return 1, str(exc)
+    return code, capsys.readouterr().out
+
+
+async def test_baseline_relearn_from_the_fleet_waits_for_the_agent_runs_once_and_is_recorded(tmp_path, mosquitto,
+                                                                                             capsys):
+    pki = make_pki(tmp_path / "pki", agents=("gw1",), admins=("alice",))
+    issue(pki, "bob", "admin", tenant_dir(pki, "acme") / "admins" / "bob", tenant="acme")
+    key, pub = make_keypair(tmp_path / "keys")
+    pkg = make_package(tmp_path / "pkg", kind="signal", key=key)
+    port = free_port()
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    cfg = parse_config(agent_config(tmp_path, pki, port, mosquitto.port, pkg, pub))
+    await srv.start()
+    base = ["--endpoint", f"127.0.0.1:{port}", "--pki", str(pki)]
+    agent = Agent(cfg)
+    try:
+        await agent.start()
+        await feed(agent, 3)
+        await until(lambda: "baseline" in (srv.store.agents() or [{}])[0].get("health", {}).get("pump", {}),
+                    what="the baseline's state in a state report")
+        await agent.stop()  # offline: the command must wait for it
+
+        code, out = await asyncio.to_thread(cli, capsys, "relearn", "gw1", "pump", "--reason", "bearing replaced",
+                                            *base, "--admin", "alice")
+        assert code == 0 and "baseline_relearn of pump on gw1 sent" in out
+        [cmd] = srv.commands.list("gw1")
+        assert cmd["state"] == "pending" and cmd["issued_by"] == "alice"
+        # another tenant's admin: refused with the text of an agent that does not exist
+        refusals = [await asyncio.to_thread(cli, capsys, "relearn", agent_id, "pump", *base, "--admin", "bob",
+                                            "--tenant", "acme") for agent_id in ("gw1", "gw7")]
+        assert [c for c, _ in refusals] == [1, 1]
+        assert "PERMISSION_DENIED" in refusals[0][1]
+        assert refusals[0][1].replace("gw1", "X") == refusals[1][1].replace("gw7", "X")
+        code, out = await asyncio.to_thread(cli, capsys, "relearn", "gw1", "pmup", *base, "--admin", "alice")
+        assert code == 1 and "INVALID_ARGUMENT" in out and "has no pipeline 'pmup'; it reported: pump" in out
+
+        agent = Agent(cfg)  # back online: the command arrives with its desired state and runs once
+        await agent.start()
+        await until(lambda: srv.commands.list("gw1")[0]["state"] != "pending", what="the agent's result")
+        [cmd] = srv.commands.list("gw1")
+        assert cmd["state"] == "done" and "relearn requested" in cmd["detail"]
+        await feed(agent, 1)  # the pipeline takes the request at its next window
+        status = agent.pipelines[0].status()["baseline"]
+        assert status["state"] == "learning" and status["reason"].startswith(f"fleet command {cmd['id']} by alice")
+        await agent.stop()
+        agent = Agent(cfg)  # a restart: the id is remembered, nothing runs twice
+        await agent.start()
+        await feed(agent, 1)
+
+        def events(kind: str) -> list[dict]:
+            return [r["payload"] for r in srv.store.records("gw1", kind="event") if r["payload"]["kind"] == kind]
+
+        await until(lambda: events("fleet_command") and events("baseline_relearn"), what="the events at the cloud")
+        assert [(e["command"], e["ok"], e["issued_by"]) for e in events("fleet_command")] == [(cmd["id"], True,
+                                                                                              "alice")]
+        assert [e["reason"] for e in events("baseline_relearn")] == [
+            f"fleet command {cmd['id']} by alice: bearing replaced"]
+        await until(lambda: (srv.store.agents()[0]["health"]["pump"]["baseline"].get("progress") or 0) > 0,
+                    what="the relearning baseline reported")
+        code, out = await asyncio.to_thread(cli, capsys, "status", "gw1", *base, "--admin", "alice")
+        assert code == 0 and "pump: learning since" in out and "/20 windows" in out
+        assert cmd["id"] in out and "done" in out
+        code, out = await asyncio.to_thread(cli, capsys, "status", "gw1", "--json", *base, "--admin", "alice")
+        assert json.loads(out)["baselines"]["pump"]["state"] == "learning"
+        # online: --wait prints the agent's answer
+        code, out = await asyncio.to_thread(cli, capsys, "relearn", "gw1", "pump", "--wait", "15", *base,
+                                            "--admin", "alice")
+        assert code == 0 and ": done: relearn requested" in out
+    finally:
+        await agent.stop()
+        await srv.stop()
