@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from cloud_trainer.train.families.vision import vision_recipe
 from cloud_trainer.train.images import import_images
 from cloud_trainer.train.pipeline import (
     BuildSettings,
@@ -22,7 +23,6 @@ from cloud_trainer.train.pipeline import (
     stage_package,
     stage_quantize,
     stage_train,
-    vision_recipe,
 )
 from tests.support.models import make_keypair
 from tests.support.plates import plate
