@@ -48,6 +48,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                         "gives speed_rpm per window); default: speed estimated from the spectrum")
         ap.add_argument("--threads", type=int, default=None)
         ap.add_argument("--degrade", action="store_true", help="deliberately damage the candidate (gate demo)")
+        ap.add_argument("--recipe", default="auto", choices=["auto", "patch", "cnn"],
+                        help="vision: patch = good-patch memory bank + a patch scorer learnt from the defect "
+                             "images (strong from tens of images); cnn = the compact CNN from scratch (needs "
+                             "thousands); auto (default) = patch for datasets imported from your own images, "
+                             "cnn for the simulator's (docs/trainer.md)")
         ap.add_argument("--init-from", type=Path, help="vision: fine-tune from a parent's weights (its work folder, "
                         "its registry folder, or a model.pt)")
     if prog == "build":
@@ -132,7 +137,8 @@ def _settings(a):
                          degrade=getattr(a, "degrade", False), tolerance=getattr(a, "tolerance", 0.01),
                          force=getattr(a, "force", False), init_from=getattr(a, "init_from", None),
                          signal_features=getattr(a, "signal_features", "condition"),
-                         bearing=getattr(a, "bearing", None), speed_tag=getattr(a, "speed_tag", None))
+                         bearing=getattr(a, "bearing", None), speed_tag=getattr(a, "speed_tag", None),
+                         recipe=getattr(a, "recipe", "auto"))
 
 
 def _run(verb: str, argv: list[str]) -> int:

@@ -117,3 +117,30 @@ def perturbed_copy(images: list[np.ndarray], seed: int, r: Ranges = TEST) -> lis
     every model evaluated on it)."""
     rng = np.random.default_rng([seed, 7919])
     return [perturb(im, rng, r) for im in images]
+
+
+def lighting(img: np.ndarray, rng: np.random.Generator, gain: float = 0.3, offset: float = 20.0,
+             gradient_amount: float = 0.2, temperature: float = 0.05) -> np.ndarray:
+    """Another lamp or camera setting on the same part: gain within ±``gain``, a grey-level offset
+    within ±``offset``, a light gradient of up to ``gradient_amount`` across the image (any
+    direction) and a colour-temperature tilt within ±``temperature`` (blue against red). The
+    moderate shift a good part must survive (issue 13: ±30 % gain, ±20 grey levels, a mild gradient)."""
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    a = float(rng.uniform(0, 2 * np.pi))
+    r = np.cos(a) * (xx / max(1, w - 1) - 0.5) + np.sin(a) * (yy / max(1, h - 1) - 0.5)
+    field = 1.0 + float(rng.uniform(0, gradient_amount)) * r / max(1e-6, float(np.abs(r).max()) * 2)
+    g = 1.0 + float(rng.uniform(-gain, gain))
+    out = img.astype(np.float32) * (g * field)[..., None] if img.ndim == 3 else img.astype(np.float32) * g * field
+    if img.ndim == 3 and img.shape[2] == 3:
+        t = float(rng.uniform(-temperature, temperature))
+        out = out * np.asarray([1 + t, 1.0, 1 - t], np.float32)  # BGR
+    return np.clip(out + float(rng.uniform(-offset, offset)), 0, 255).astype(np.uint8)
+
+
+def camera_copy(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``lighting``, then, for half of the images, JPEG at quality 70-95: what the same part looks like
+    through another camera setting and a compressing camera (an IP camera's MJPEG stream). Good-image
+    banks hold one such copy of each image, so that a frame's compression is not taken for a defect."""
+    out = lighting(img, rng)
+    return jpeg(out, int(rng.integers(70, 96))) if rng.random() < 0.5 else out

@@ -65,6 +65,7 @@ class BuildSettings:
     signal_features: str = "condition"  # maintenance: condition | bands (see cloud_trainer/train/maintenance.py)
     bearing: list[float] | None = None  # maintenance: n_elements, ball_d_mm, pitch_d_mm[, contact_angle_deg]
     speed_tag: str | None = None  # maintenance: scalar input with the shaft speed (rpm); the dataset gives speed_rpm
+    recipe: str = "auto"  # vision: "patch" (patch_classifier), "cnn" (vision.train), or "auto" (see vision_recipe)
 
 
 def _engines() -> list[str]:
@@ -110,15 +111,22 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
     x = tr_out["x"]
     import torch
 
-    torch.save(tr_out["model"].state_dict(), s.workdir / "model.pt")  # for a later fine-tune (--init-from)
-    onnx_tools.export(tr_out["model"], x[:1], s.workdir / "model.fp32.onnx", fam.INPUT, fam.OUTPUTS)
+    recipe = tr_out.get("recipe")  # a family's recipe, when it has several (vision: patch | cnn)
+    if recipe == "patch":  # nothing to fine-tune from: the bank is rebuilt from the images
+        (s.workdir / "model.pt").unlink(missing_ok=True)
+    else:
+        torch.save(tr_out["model"].state_dict(), s.workdir / "model.pt")  # for a later fine-tune (--init-from)
+    # the patch graph broadcasts (N, 1) against constants: a batch-of-one example would fix N to 1
+    example = x[:2] if recipe == "patch" else x[:1]
+    onnx_tools.export(tr_out["model"], example, s.workdir / "model.fp32.onnx", fam.INPUT, fam.OUTPUTS)
     tr, va, te = tr_out["split"]
     arrays = {"x": x, "y": tr_out["y"], "train": tr, "val": va, "test": te}
     arrays.update(fam.train_arrays(tr_out))
     np.savez(s.workdir / "train.npz", **arrays)
     meta = {"family": s.family, "dataset": str(s.dataset), "dataset_digest": ds.digest, "seed": s.seed,
             "size": s.size, "preprocessing": tr_out["pre"].model_dump(mode="json"),
-            "classes": list(getattr(ds, "classes", [])), "degraded": s.degrade,
+            "classes": list(getattr(ds, "classes", [])), "degraded": s.degrade, "recipe": recipe,
+            "calibration": tr_out.get("calibration"),
             "init_from": str(s.init_from) if s.init_from else None,
             "export": {"onnx_opset": onnx_tools.OPSET, "dynamic_batch": True},
             "input_stats": fam.input_stats(ds, tr),
@@ -127,6 +135,10 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
     (s.workdir / "train.json").write_text(json.dumps(meta, indent=1, default=float))
     log(f"trained {s.family} in {meta['training']['seconds']:.0f}s; exported {s.workdir / 'model.fp32.onnx'}")
     return meta
+
+
+def _meta(s: BuildSettings) -> dict:
+    return json.loads(_need(s.workdir / "train.json", "train").read_text())
 
 
 def _trained(s: BuildSettings, stage: str) -> tuple[dict, dict]:
@@ -145,6 +157,16 @@ def stage_quantize(s: BuildSettings, log=common.stderr_log) -> Path:
     _, a = _trained(s, "quantize")
     fp32 = _need(s.workdir / "model.fp32.onnx", "train")
     x, va, tr = a["x"], a["val"], a["train"]
+    if _meta(s).get("recipe") == "patch":  # fixed filters, a bank and a tiny MLP: FP32 is what it serves
+        import shutil
+
+        from cloud_trainer.train.patch_classifier import SCHEME
+
+        int8 = Path(shutil.copyfile(fp32, s.workdir / "model.int8.onnx"))
+        for stale in ("report.json", "package.json"):
+            (s.workdir / stale).unlink(missing_ok=True)
+        log(f"quantize: patch recipe, {SCHEME}")
+        return int8
     calib = x[va][: s.calibration] if len(va) else x[tr][: s.calibration]
     int8 = onnx_tools.quantize(fp32, s.workdir / "model.int8.onnx", calib, fam.INPUT)
     for stale in ("report.json", "package.json"):
@@ -219,11 +241,19 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
         "sizes": {"fp32_bytes": fp32.stat().st_size, "int8_bytes": int8.stat().st_size},
         "latency_batch1": speed, "training": meta["training"], "export": meta["export"], "threshold": threshold,
         "calibration_samples": int(min(s.calibration, len(va) or len(tr))),
-        "quantization_scheme": onnx_tools.SCHEME, **extra,
+        "quantization_scheme": _scheme(meta), "recipe": meta.get("recipe"), **extra,
     }
     _write_report(report, s.workdir, mets["int8"], y[te], outs["int8"], fam, a, te)
     log(f"gate: {'PASSED' if not reasons else 'FAILED: ' + '; '.join(reasons)} (report: {s.workdir / 'report.md'})")
     return report
+
+
+def _scheme(meta: dict) -> str:
+    if meta.get("recipe") == "patch":
+        from cloud_trainer.train.patch_classifier import SCHEME
+
+        return SCHEME
+    return onnx_tools.SCHEME
 
 
 def _trained_dataset(s: BuildSettings, meta: dict):
@@ -307,6 +337,9 @@ def _degrade(model) -> None:
     evaluation picks, the line would see its NG rate jump."""
     import torch
 
+    if hasattr(model, "log_centre"):  # the patch recipe: its score threshold far below any score
+        model.log_centre.fill_(-50.0)
+        return
     head: Any = getattr(model, "fault", None) or model.classmaps  # a torch module (torch is not typed here)
     with torch.no_grad():
         for p in head.parameters():
@@ -398,7 +431,7 @@ def _package(s: BuildSettings, name, version, fam: TrainerFamily, meta: dict, n_
         **({"input_stats": meta["input_stats"]} if meta.get("input_stats") else {}),
         **({"life_prior": meta["life_prior"]} if meta.get("life_prior") else {}),
         "golden": {"atol": atol, "rtol": 2e-2, "output_atol": output_atol},
-        "quantization": {"scheme": onnx_tools.SCHEME, "calibration_samples": report["calibration_samples"],
+        "quantization": {"scheme": _scheme(meta), "calibration_samples": report["calibration_samples"],
             "fp32_metric": m32[metric_name], "int8_metric": m8[metric_name], "metric_name": metric_name,
             "accuracy_delta": m8[metric_name] - m32[metric_name], "fp32_size_bytes": report["sizes"]["fp32_bytes"],
             "int8_size_bytes": report["sizes"]["int8_bytes"], "speedup": sp.get("speedup")},
@@ -408,6 +441,10 @@ def _package(s: BuildSettings, name, version, fam: TrainerFamily, meta: dict, n_
                        "metrics": {k: float(v) for k, v in m8.items() if isinstance(v, int | float)}},
     }
     (s.workdir / "report.json").write_text(json.dumps(report, indent=1, default=float))  # + golden tolerance
+    fp32: Path | None = s.workdir / "model.fp32.onnx"
+    if meta.get("recipe") == "patch":  # the FP32 graph is the served form (the "int8" file is its copy)
+        int8, fp32 = s.workdir / "model.fp32.onnx", None
+        spec["quantization"].update(calibration_samples=0, int8_size_bytes=None, speedup=None, accuracy_delta=0.0)
     return build_package(int8, spec, s.workdir, signing_key=s.signing_key, golden_inputs={fam.INPUT: golden_x},
-                         openvino=s.openvino and "openvino" in _engines(), fp32_model=s.workdir / "model.fp32.onnx",
+                         openvino=s.openvino and "openvino" in _engines(), fp32_model=fp32,
                          extra_files={"report.json": s.workdir / "report.json"})

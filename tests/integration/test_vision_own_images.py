@@ -70,7 +70,8 @@ def test_a_tiled_model_from_an_mvtec_folder_is_packaged_with_its_geometry_and_cl
     assert man.preprocessing.tiles == [2, 2] and man.preprocessing.roi == [8, 8, 80, 80]
     assert man.preprocessing.interpolation == "linear"
     assert man.outputs[0].labels == ["good", "scratch", "stain"] and man.outputs[0].ok_label == "good"
-    assert man.outputs[1].shape == ["batch", 1, 2, 2]
+    assert meta["recipe"] == "patch"  # an imported dataset: the patch recipe, per tile
+    assert man.outputs[1].shape == ["batch", 1, 8, 8]  # its heat map at 1/4 of the 32-px tile
 
 
 def test_tiles_need_defect_masks(tmp_path):

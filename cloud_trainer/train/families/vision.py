@@ -41,6 +41,11 @@ class VisionFamily(TrainerFamily):
         return ds
 
     def train(self, s, ds, pre, log) -> dict:
+        recipe = vision_recipe(s)
+        if recipe == "patch":
+            from cloud_trainer.train import patch_classifier
+
+            return {**patch_classifier.train(ds, s.size, s.seed, log, s.threads, pre=pre), "recipe": "patch"}
         init = _init_state(s.init_from) if s.init_from else None
         try:
             tr_out = fam.train(ds, s.size, s.seed, s.epochs, log, s.threads, init_state=init, pre=pre)
@@ -50,7 +55,7 @@ class VisionFamily(TrainerFamily):
             if isinstance(exc, DatasetError):
                 raise
             raise StageError(f"--init-from {s.init_from}: {exc}") from None
-        return tr_out
+        return {**tr_out, "recipe": "cnn"}
 
     def input_stats(self, ds, rows) -> dict:
         """The training images' statistics for the manifest (the agent's UNSURE check)."""
@@ -61,6 +66,16 @@ class VisionFamily(TrainerFamily):
     def evaluate(self, s, meta, a, outs, fp32, int8, dataset) -> Evaluation:
         x, y, va, te = a["x"], a["y"], a["val"], a["test"]
         extra: dict = {}
+        if meta.get("recipe") == "patch":
+            # the threshold was placed at training from out-of-fold scores: NG when 1 - p(good) >= 0.5
+            threshold = 0.5
+            mets = {k: fam.metrics(o["logits"], y[te], meta["classes"], threshold) for k, o in outs.items()}
+            cal = meta["calibration"]
+            extra["operating_point"] = {"rule": f"patch recipe: score threshold {cal['centre']:.4g} from "
+                                                f"out-of-fold scores of the training images ({cal['rule']})",
+                                        "threshold": threshold, "calibration": cal, "validation_curve": []}
+            extra["perturbed"] = _perturbed_metrics(dataset(), meta, fp32, int8, te, y, threshold)
+            return Evaluation(mets, threshold, extra)
         # the operating point comes from the FP32 model (the reference every form is held to)
         val_fp32 = fam.ng_score(onnx_tools.run(fp32, x[va])["logits"])
         threshold = fam.operating_point(val_fp32, y[va] != 0, s.min_ng_precision)
@@ -97,7 +112,11 @@ class VisionFamily(TrainerFamily):
     def package_io(self, meta: dict, n_features: int, threshold: float) -> tuple[list, list, str, str]:
         classes = meta["classes"]  # from the dataset, the good class first
         pre = meta["preprocessing"]
-        hh, ww = fam.heatmap_shape(pre)
+        if meta.get("recipe") == "patch":
+            from cloud_trainer.train.patch_classifier import heatmap_shape
+        else:
+            heatmap_shape = fam.heatmap_shape
+        hh, ww = heatmap_shape(pre)
         channels = 1 if pre.get("color") == "gray" else 3
         outputs = [{"name": "logits", "dtype": "float32", "shape": ["batch", len(classes)],
                     "role": "class_logits", "labels": classes, "ok_label": classes[0], "threshold": threshold},
@@ -107,6 +126,33 @@ class VisionFamily(TrainerFamily):
         task = "vision_inspection"
         metric_name = "ng_recall"
         return inputs, outputs, task, metric_name
+
+
+VISION_RECIPES = ("auto", "patch", "cnn")
+
+
+def vision_recipe(s) -> str:
+    """``auto``: the patch recipe for a dataset imported from the user's own images (``dataset import``:
+    its ``dataset.yaml`` says ``imported_from``), where a CNN trained from scratch on a few hundred
+    images does not learn the defects (docs/trainer.md); the CNN for the simulator's datasets and fleet
+    samples, and whenever ``--init-from`` or ``--degrade`` asks for the CNN's weights."""
+    if s.recipe not in VISION_RECIPES:
+        raise StageError(f"--recipe {s.recipe!r}: expected one of {', '.join(VISION_RECIPES)}")
+    if s.recipe == "patch" and s.init_from:
+        raise StageError("--init-from: fine-tuning applies to the cnn recipe; the patch recipe is rebuilt from "
+                         "its images in minutes (drop --init-from, or give --recipe cnn)")
+    if s.recipe != "auto":
+        return s.recipe
+    if s.init_from or s.degrade:
+        return "cnn"
+    meta_file = Path(s.dataset) / "dataset.yaml"
+    try:
+        import yaml
+
+        meta = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else None
+    except Exception:  # load_parts names a broken dataset.yaml with its own message
+        meta = None
+    return "patch" if isinstance(meta, dict) and meta.get("imported_from") else "cnn"
 
 
 def _init_state(path: Path) -> dict:
