@@ -107,8 +107,8 @@ def test_heat_map_of_a_roi_model_lands_on_the_roi():
 @pytest.mark.parametrize("color", ["rgb", "bgr", "gray"])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_uint8_frames_normalise_to_the_same_float32_values_as_the_per_pixel_formula(color, layout):
-    # the uint8 fast path (a lookup table per channel) must give bit for bit (x * scale - mean) / std as
-    # float32 multiply + add, in the manifest's channel order
+    # bit for bit (x * scale - mean) / std as float32 multiply + add after a uint8 resize, in the manifest's
+    # channel order (pins the values any faster normalisation must keep)
     import cv2
 
     spec = ImagePreprocessing(kind="image", width=40, height=30, color=color, layout=layout, interpolation="linear",
