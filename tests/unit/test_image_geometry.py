@@ -102,3 +102,28 @@ def test_heat_map_of_a_roi_model_lands_on_the_roi():
     y, x = np.unravel_index(out.argmax(), out.shape)
     f = 256 / 400  # the map is at most 256 px wide
     assert out.shape == (128, 256) and 100 * f <= x < 125 * f and 50 * f <= y < 75 * f
+
+
+@pytest.mark.parametrize("color", ["rgb", "bgr", "gray"])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_uint8_frames_normalise_to_the_same_float32_values_as_the_per_pixel_formula(color, layout):
+    # bit for bit (x * scale - mean) / std as float32 multiply + add after a uint8 resize, in the manifest's
+    # channel order (pins the values any faster normalisation must keep)
+    import cv2
+
+    spec = ImagePreprocessing(kind="image", width=40, height=30, color=color, layout=layout, interpolation="linear",
+                              mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    frame = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    small = cv2.resize(frame, (40, 30), interpolation=cv2.INTER_LINEAR)
+    chans = ([cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)] if color == "gray"
+             else [small[:, :, i] for i in ((2, 1, 0) if color == "rgb" else (0, 1, 2))])
+    c = len(chans)
+    std = np.asarray(spec.std[:c], np.float64)
+    a = (spec.scale / std).astype(np.float32)
+    b = (-np.asarray(spec.mean[:c], np.float64) / std).astype(np.float32)
+    want = np.stack([ch.astype(np.float32) * a[i] + b[i] for i, ch in enumerate(chans)])[None]
+    if layout == "NHWC":
+        want = want.transpose(0, 2, 3, 1)
+    got = image_tensor(frame, spec)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    assert np.array_equal(got, want)

@@ -1,0 +1,243 @@
+"""Agent overhead on a realistic model: full ``ModelSlot.infer`` of a 224-px INT8 CNN on a 640x480
+BGR frame (preprocessing and postprocessing included) vs a bare ``InferenceSession.run`` of the same
+model on an already-preprocessed 1x3x224x224 tensor (issues 13 and 18: ≤ 1.10x, ≤ 1.05x at p50).
+
+The model: a MobileNetV2-like classifier (inverted residual blocks with depthwise convs, width 0.5,
+random weights: timing only) built in torch, exported and quantized to INT8 (static QDQ, a few
+random calibration images) with the trainer's own ``cloud_trainer.train.onnx_tools``, packed and
+signed with ``model_packager`` (manifest: 224-px colour image, linear resize, normalisation).
+
+Same process, alternating blocks of 5 calls, medians (and p99) over ``--n`` calls each:
+  bare   ``onnxruntime.InferenceSession`` with the agent's session options (1 intra-op thread,
+         one inter-op thread, sequential, all graph optimizations) on the preprocessed tensor;
+  engine the slot's engine call (``slot._active.engine.run``) on the same tensor;
+  infer  ``slot.infer(Frame)`` on the 640x480 frame (the exact call a frame pipeline makes);
+  pre    ``image_tensor`` alone (the preprocessing share).
+For OpenVINO the bare call is an infer request of the package's IR compiled apart with the engine's
+properties.
+
+    .venv/bin/python -m bench.inference_224_bench [--n 600] [--no-openvino]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+OUT = Path(__file__).resolve().parent / "out"
+LABELS = ("ok", "scratch", "dent", "crack", "stain")
+
+
+def mobilenet_v2(width: float = 0.5, n_classes: int = len(LABELS)):
+    """A MobileNetV2 (Sandler et al. 2018) body at ``width``: the standard stage table."""
+    import torch
+    from torch import nn
+
+    def ch(c: float) -> int:
+        return max(8, int(c * width + 4) // 8 * 8)
+
+    def cbr(i, o, k=3, s=1, g=1):
+        return nn.Sequential(nn.Conv2d(i, o, k, s, k // 2, groups=g, bias=False), nn.BatchNorm2d(o), nn.ReLU6())
+
+    class Inverted(nn.Module):
+        def __init__(self, i, o, s, t):
+            super().__init__()
+            h = i * t
+            layers = ([cbr(i, h, 1)] if t != 1 else []) + [cbr(h, h, 3, s, h),
+                                                            nn.Conv2d(h, o, 1, bias=False), nn.BatchNorm2d(o)]
+            self.body = nn.Sequential(*layers)
+            self.res = s == 1 and i == o
+
+        def forward(self, x):
+            y = self.body(x)
+            return x + y if self.res else y
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            table = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                     (6, 320, 1, 1)]
+            c = ch(32)
+            layers = [cbr(3, c, 3, 2)]
+            for t, o, n, s in table:
+                for k in range(n):
+                    layers.append(Inverted(c, ch(o), s if k == 0 else 1, t))
+                    c = ch(o)
+            layers.append(cbr(c, 1280, 1))
+            self.features = nn.Sequential(*layers)
+            self.head = nn.Linear(1280, n_classes)
+
+        def forward(self, image):
+            return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(image), 1), 1))
+
+    torch.manual_seed(0)
+    net = Net()
+    with torch.no_grad():  # BN statistics away from identity, so the INT8 ranges are not degenerate
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def build(tmp: Path) -> tuple[Path, Path]:
+    """(signed INT8 package, public key)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from cloud_trainer.train.onnx_tools import SCHEME, export, quantize
+    from model_packager import build_package
+    from model_packager.manifest import ImagePreprocessing
+    from model_packager.preprocess import image_tensor
+    from tests.support.models import make_keypair, vision_spec
+
+    key, pub = make_keypair(tmp / "keys")
+    spec = vision_spec("mobilenet-v2-224", width=224, height=224, labels=LABELS, heatmap=False)
+    spec["preprocessing"].update(interpolation="linear", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    spec["quantization"] = {"scheme": SCHEME, "calibration_samples": 8}
+    pre = ImagePreprocessing(**spec["preprocessing"])
+    rng = np.random.default_rng(0)
+    calib = np.concatenate([image_tensor(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), pre)
+                            for _ in range(8)])
+    fp32 = export(mobilenet_v2(), calib[:1], tmp / "m" / "fp32.onnx", "image", ["logits"])
+    int8 = quantize(fp32, tmp / "m" / "model.int8.onnx", calib, "image")
+    pkg = build_package(int8, spec, tmp / "pkg", signing_key=key, golden_inputs={"image": calib[:2]},
+                        openvino=True)
+    return pkg, pub
+
+
+def q(xs, p) -> float:
+    return float(np.percentile(np.asarray(xs), p)) * 1e6
+
+
+def measure(pkg: Path, pub: Path, tmp: Path, engine: str, n: int, block: int = 5) -> dict:
+    from devices.base import Frame
+    from edge_agent.engines import model_file
+    from edge_agent.models.config import ModelConfig
+    from edge_agent.models.slot import ModelSlot
+    from model_packager.preprocess import image_tensor
+    from model_packager.runtimes import ort_session
+
+    cfg = ModelConfig(package=str(pkg), engine=engine)
+    slot = ModelSlot("b", cfg, tmp / f"data-{engine}", [pub])
+    asyncio.run(slot.start())
+    a = slot._active
+    m = a.manifest
+    rng = np.random.default_rng(1)
+    frame = Frame("cam", 0, 0.0, rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
+    x = image_tensor(frame.image, m.preprocessing)
+    name = m.inputs[0].name
+    if a.engine.name == "onnxruntime":
+        sess = ort_session(model_file(a.opened, a.engine.form), threads=cfg.threads, single_stream=True,
+                           graph_optimization=cfg.graph_optimization.value)
+        bare = lambda: sess.run(None, {name: x})  # noqa: E731
+    else:  # a model compiled apart with the engine's properties (a second request on the slot's own compiled
+        # model, used from the same thread, ended in heap corruption within ~1000 calls here: see RESULTS.md)
+        import openvino as ov
+
+        props = {"PERFORMANCE_HINT": cfg.openvino_hint.value.upper(), "INFERENCE_NUM_THREADS": cfg.threads}
+        if a.engine.precision == "f32":
+            props["INFERENCE_PRECISION_HINT"] = "f32"
+        compiled = ov.Core().compile_model(str(a.opened.openvino_xml or a.opened.model_path), "CPU", props)
+        req = compiled.create_infer_request()
+        bare = lambda: req.infer({name: x})  # noqa: E731
+    parts: list[tuple[float, float, float]] = []
+
+    def infer():
+        r = slot.infer(frame)
+        parts.append((r.preprocess_ms, r.inference_ms, r.postprocess_ms))
+
+    calls = {"bare": bare, "engine": lambda: a.engine.run({name: x}), "infer": infer,
+             "pre": lambda: image_tensor(frame.image, m.preprocessing)}
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for f in calls.values():  # warm-up
+        for _ in range(30):
+            f()
+    for _ in range(max(1, n // block)):  # short blocks: the load of the shared machine shifts within seconds
+        for k, f in calls.items():
+            ts = times[k]
+            for _ in range(block):
+                t = time.perf_counter()
+                f()
+                ts.append(time.perf_counter() - t)
+    inf = slot.infer(frame)
+    del calls, bare  # our OpenVINO request goes before the slot drops its compiled model (else a crash at exit)
+    if a.engine.name == "openvino":
+        del req
+    asyncio.run(slot.stop())
+    r = {"engine": a.engine.name, "form": a.engine.form, "n": len(times["bare"]),
+         "check": inf.interpretation.verdict}
+    for k, ts in times.items():
+        r[f"{k}_p50_us"], r[f"{k}_p99_us"] = q(ts, 50), q(ts, 99)
+    for k, v in zip(("slot_pre", "slot_engine", "slot_post"), np.median(np.asarray(parts), axis=0), strict=True):
+        r[f"{k}_p50_us"] = float(v) * 1000  # the slot's own split of its infer calls
+    for k in ("engine", "infer"):
+        r[f"{k}_ratio_p50"] = r[f"{k}_p50_us"] / r["bare_p50_us"]
+        r[f"{k}_ratio_p99"] = r[f"{k}_p99_us"] / r["bare_p99_us"]
+    return r
+
+
+def cpu_flags() -> str:
+    try:
+        txt = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "?"
+    import re
+
+    return " ".join(sorted(set(re.findall(r"\bavx512[a-z_]*\b|\bavx_vnni\b|\bavx2\b", txt))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=600)
+    ap.add_argument("--no-openvino", action="store_true")
+    ap.add_argument("--build-into", type=Path, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.build_into:  # the child that builds: torch stays out of the measuring process, as out of the agent
+        pkg, pub = build(a.build_into)
+        print(json.dumps([str(pkg), str(pub)]))
+        return 0
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        r = subprocess.run([sys.executable, "-m", "bench.inference_224_bench", "--build-into", str(tmp)],
+                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(r.stderr[-2000:])
+        pkg, pub = (Path(p) for p in json.loads(r.stdout.strip().splitlines()[-1]))
+        rows = [measure(pkg, pub, tmp, "onnxruntime", a.n)]
+        if not a.no_openvino:
+            rows.append(measure(pkg, pub, tmp, "openvino", a.n))
+    load_after = os.getloadavg()[0]
+    res = {"bench": "inference_224", "model": "MobileNetV2 width 0.5, 224 px, INT8 QDQ (onnx_tools.quantize)",
+           "frame": "640x480 BGR uint8", "cpu_flags": cpu_flags(), "cpu_count": os.cpu_count(),
+           "load_1min_before": load_before, "load_1min_after": load_after,
+           "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "rows": rows}
+    OUT.mkdir(exist_ok=True)
+    (OUT / "inference_224_bench.json").write_text(json.dumps(res, indent=2))
+    md = [f"Measured {res['utc']} UTC, {res['cpu_count']} cores, CPU flags {res['cpu_flags']}; 1-min load average "
+          f"{load_before:.1f} before, {load_after:.1f} after (other jobs on the same cores: absolute times are "
+          "noisy, the ratios, from alternating blocks in one process, are what counts). "
+          f"{rows[0]['n']} calls of each kind.", "",
+          "| engine | bare run p50 µs | engine call p50 (ratio) | `slot.infer` 640x480 p50 µs | **p50 ratio** | "
+          "p99 ratio | `image_tensor` alone p50 µs | in `infer`: pre / engine / post p50 µs |",
+          "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        md.append(f"| {r['engine']} | {r['bare_p50_us']:.0f} | {r['engine_p50_us']:.0f} ({r['engine_ratio_p50']:.3f})"
+                  f" | {r['infer_p50_us']:.0f} | **{r['infer_ratio_p50']:.3f}** | {r['infer_ratio_p99']:.3f} | "
+                  f"{r['pre_p50_us']:.0f} | {r['slot_pre_p50_us']:.0f} / {r['slot_engine_p50_us']:.0f} / "
+                  f"{r['slot_post_p50_us']:.0f} |")
+    (OUT / "inference_224_bench.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
