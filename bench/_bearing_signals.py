@@ -35,12 +35,23 @@ class Machine:
         self.bearing = Bearing(int(r.integers(7, 17)), 0.0, 1.0, float(r.uniform(0, 40)))
         ratio = r.uniform(0.15, 0.30)
         pitch = r.uniform(30, 120)
-        self.bearing = Bearing(self.bearing.n_elements, round(ratio * pitch, 2), round(pitch, 2),
-                               round(self.bearing.contact_angle_deg, 1))
+        self.bearing = Bearing(
+            self.bearing.n_elements,
+            round(ratio * pitch, 2),
+            round(pitch, 2),
+            round(self.bearing.contact_angle_deg, 1),
+        )
         self.orders = self.bearing.orders()
         top = min(4500.0, 0.45 * self.fs)
-        self.res = [(r.uniform(1200, top), r.uniform(0.0008, 0.003), r.uniform(0.5, 1.5)) for _ in range(r.integers(1, 4))]
-        self.h = [r.uniform(0.02, 0.08), r.uniform(0.005, 0.03), r.uniform(0.002, 0.015)]  # healthy 1x..3x (g)
+        self.res = [
+            (r.uniform(1200, top), r.uniform(0.0008, 0.003), r.uniform(0.5, 1.5))
+            for _ in range(r.integers(1, 4))
+        ]
+        self.h = [
+            r.uniform(0.02, 0.08),
+            r.uniform(0.005, 0.03),
+            r.uniform(0.002, 0.015),
+        ]  # healthy 1x..3x (g)
         self.hum = 50.0 if r.random() < 0.5 else 60.0
         self.hum_a = r.uniform(0.002, 0.02) * self.noise
         self.tone = (r.uniform(15, 400), r.uniform(0.0, 0.02) * self.noise)
@@ -87,7 +98,9 @@ class Machine:
         pink = np.cumsum(r.normal(0, self.white * 0.05, n))
         pink -= np.linspace(pink[0], pink[-1], n)
         x = x + white + pink
-        x = x + self.hum_a * (np.sin(2 * np.pi * self.hum * t + ph[2]) + 0.4 * np.sin(2 * np.pi * 3 * self.hum * t))
+        x = x + self.hum_a * (
+            np.sin(2 * np.pi * self.hum * t + ph[2]) + 0.4 * np.sin(2 * np.pi * 3 * self.hum * t)
+        )
         x = x + self.tone[1] * np.sin(2 * np.pi * self.tone[0] * t + ph[3])
         if r.random() < self.knock_p:
             x = x + self._ring(np.array([r.uniform(0, n / fs)]), np.array([r.uniform(0.5, 2.0)]))

@@ -41,8 +41,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).resolve().parent / "out"
-BARS = {("line1", "onnxruntime"): ("rss", 140), ("line1", "openvino"): ("rss", 170),
-        ("mqtt-maintenance", "onnxruntime"): ("rss", 90), ("quickstart", "onnxruntime"): ("first", 1.0)}
+BARS = {
+    ("line1", "onnxruntime"): ("rss", 140),
+    ("line1", "openvino"): ("rss", 170),
+    ("mqtt-maintenance", "onnxruntime"): ("rss", 90),
+    ("quickstart", "onnxruntime"): ("first", 1.0),
+}
 
 MQTT_MAINTENANCE = """\
 # An MQTT-only maintenance agent: vibration windows as JSON arrays in, results out on the same broker.
@@ -133,8 +137,14 @@ def run_agent(tree: Path, config: Path, env: dict, http_port: int, steady_s: flo
     timing.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "edge_agent.cli", "run", str(config)]
     t0 = time.time()
-    proc = subprocess.Popen(([str(TIME), "-v", "-o", str(timing)] if TIME else []) + cmd, cwd=tree, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        ([str(TIME), "-v", "-o", str(timing)] if TIME else []) + cmd,
+        cwd=tree,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     pid = _agent_pid(proc, TIME is not None)
     first = None
     try:
@@ -143,7 +153,9 @@ def run_agent(tree: Path, config: Path, env: dict, http_port: int, steady_s: flo
             if proc.poll() is not None:
                 raise RuntimeError(f"agent exited: {proc.stderr.read()[-2000:]}")
             try:
-                st = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{http_port}/status", timeout=2).read())
+                st = json.loads(
+                    urllib.request.urlopen(f"http://127.0.0.1:{http_port}/status", timeout=2).read()
+                )
             except OSError:
                 time.sleep(0.02)
                 continue
@@ -163,9 +175,14 @@ def run_agent(tree: Path, config: Path, env: dict, http_port: int, steady_s: flo
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return {"first_result_s": first - t0, "peak_rss_mb": peak_mb, "status_max_rss_mb": st["agent"]["max_rss_mb"],
-            "time_v_max_rss_mb": _time_v_max_rss_mb(timing),
-            "status_first_result_after_s": st["agent"].get("first_result_after_s"), "results": results}
+    return {
+        "first_result_s": first - t0,
+        "peak_rss_mb": peak_mb,
+        "status_max_rss_mb": st["agent"]["max_rss_mb"],
+        "time_v_max_rss_mb": _time_v_max_rss_mb(timing),
+        "status_first_result_after_s": st["agent"].get("first_result_after_s"),
+        "results": results,
+    }
 
 
 def shapes(tmp: Path, peers: dict) -> list[tuple[str, str, Path, dict, int]]:
@@ -174,8 +191,11 @@ def shapes(tmp: Path, peers: dict) -> list[tuple[str, str, Path, dict, int]]:
     out = []
     for engine in ("onnxruntime", "openvino"):
         port = free_port()
-        text = (ROOT / "configs" / "quickstart.yaml").read_text().replace(
-            "    package: ${VISION_PACKAGE", f"    engine: {engine}\n    package: ${{VISION_PACKAGE")
+        text = (
+            (ROOT / "configs" / "quickstart.yaml")
+            .read_text()
+            .replace("    package: ${VISION_PACKAGE", f"    engine: {engine}\n    package: ${{VISION_PACKAGE")
+        )
         cfg = tmp / f"quickstart-{engine}.yaml"
         text = text.replace("data_dir: ../var/agents/quickstart", "data_dir: ${AGENT_DATA}")
         cfg.write_text(text + f"http: {{port: {port}}}\n")
@@ -183,12 +203,21 @@ def shapes(tmp: Path, peers: dict) -> list[tuple[str, str, Path, dict, int]]:
     for engine in ("onnxruntime", "openvino"):
         port = free_port()
         cfg = tmp / f"line1-{engine}.yaml"
-        cfg.write_text((ROOT / "configs" / "line1.yaml").read_text().replace("engine: auto", f"engine: {engine}"))
+        cfg.write_text(
+            (ROOT / "configs" / "line1.yaml").read_text().replace("engine: auto", f"engine: {engine}")
+        )
         out.append(("line1", engine, cfg, {**peers["env"], "STATUS_PORT": str(port)}, port))
     port = free_port()
     cfg = tmp / "mqtt-maintenance.yaml"
-    cfg.write_text(MQTT_MAINTENANCE.format(pub=peers["pub"], http_port=port,
-                                           mqtt_port=peers["mqtt_port"], pkg=peers["signal"], engine="onnxruntime"))
+    cfg.write_text(
+        MQTT_MAINTENANCE.format(
+            pub=peers["pub"],
+            http_port=port,
+            mqtt_port=peers["mqtt_port"],
+            pkg=peers["signal"],
+            engine="onnxruntime",
+        )
+    )
     out.append(("mqtt-maintenance", "onnxruntime", cfg, {}, port))
     return out
 
@@ -197,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steady-s", type=float, default=5.0)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--baseline", type=Path, help="another checkout of the project to measure in the same run")
+    ap.add_argument(
+        "--baseline", type=Path, help="another checkout of the project to measure in the same run"
+    )
     ap.add_argument("--only", help="comma-separated shapes (quickstart, line1, mqtt-maintenance)")
     a = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -223,10 +254,19 @@ def main(argv: list[str] | None = None) -> int:
         machine_thread.start()
         stop = threading.Event()
         _vib_publisher(broker.port, stop)
-        peers = {"pub": pub, "signal": sig, "mqtt_port": broker.port,
-                 "env": {"VISION_PACKAGE": str(vision), "MAINTENANCE_PACKAGE": str(sig), "TRUSTED_KEY": str(pub),
-                         "OPCUA_ENDPOINT": machine.endpoint, "CAMERA_URL": camera.url,
-                         "MQTT_PORT": str(broker.port)}}
+        peers = {
+            "pub": pub,
+            "signal": sig,
+            "mqtt_port": broker.port,
+            "env": {
+                "VISION_PACKAGE": str(vision),
+                "MAINTENANCE_PACKAGE": str(sig),
+                "TRUSTED_KEY": str(pub),
+                "OPCUA_ENDPOINT": machine.endpoint,
+                "CAMERA_URL": camera.url,
+                "MQTT_PORT": str(broker.port),
+            },
+        }
         only = set(a.only.split(",")) if a.only else None
         try:
             for shape, engine, cfg, env, port in shapes(tmp, peers):
@@ -235,17 +275,30 @@ def main(argv: list[str] | None = None) -> int:
                 runs: dict[str, list[dict]] = {label: [] for label, _ in trees}
                 for i in range(a.runs):  # the trees take turns: both see the same moments of the machine
                     for label, tree in trees:
-                        runs[label].append(run_agent(tree, cfg, env, port, a.steady_s,
-                                                     tmp / "data" / f"{shape}-{engine}-{label}-{i}"))
+                        runs[label].append(
+                            run_agent(
+                                tree,
+                                cfg,
+                                env,
+                                port,
+                                a.steady_s,
+                                tmp / "data" / f"{shape}-{engine}-{label}-{i}",
+                            )
+                        )
                         loads.append(os.getloadavg()[0])
                 for label, _ in trees:
                     rr = runs[label]
                     timed = [r["time_v_max_rss_mb"] for r in rr if r["time_v_max_rss_mb"] is not None]
-                    row = {"shape": shape, "engine": engine, "tree": label, "runs": rr,
-                           "first_result_s": statistics.median(r["first_result_s"] for r in rr),
-                           "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in rr),
-                           "status_max_rss_mb": statistics.median(r["status_max_rss_mb"] for r in rr),
-                           "time_v_max_rss_mb": statistics.median(timed) if timed else None}
+                    row = {
+                        "shape": shape,
+                        "engine": engine,
+                        "tree": label,
+                        "runs": rr,
+                        "first_result_s": statistics.median(r["first_result_s"] for r in rr),
+                        "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in rr),
+                        "status_max_rss_mb": statistics.median(r["status_max_rss_mb"] for r in rr),
+                        "time_v_max_rss_mb": statistics.median(timed) if timed else None,
+                    }
                     rows.append(row)
                     print(json.dumps({k: v for k, v in row.items() if k != "runs"}), flush=True)
         finally:
@@ -255,25 +308,39 @@ def main(argv: list[str] | None = None) -> int:
             camera.stop()
             broker.stop()
     OUT.mkdir(exist_ok=True)
-    (OUT / "agent_footprint_bench.json").write_text(json.dumps({"bench": "agent_footprint", "rows": rows}, indent=2))
-    md = [f"### Agent footprint per config shape: `edge-agent run` process, own VmHWM after {a.steady_s:.0f} s of "
-          f"work, launch → first result (medians of {a.runs})", "",
-          "| config | engine | tree | peak RSS MB (VmHWM) | /usr/bin/time -v max RSS MB | /status max_rss_mb | "
-          "launch → first result s | bar |",
-          "|---|---|---|---:|---:|---:|---:|---|"]
+    (OUT / "agent_footprint_bench.json").write_text(
+        json.dumps({"bench": "agent_footprint", "rows": rows}, indent=2)
+    )
+    md = [
+        f"### Agent footprint per config shape: `edge-agent run` process, own VmHWM after {a.steady_s:.0f} s of "
+        f"work, launch → first result (medians of {a.runs})",
+        "",
+        "| config | engine | tree | peak RSS MB (VmHWM) | /usr/bin/time -v max RSS MB | /status max_rss_mb | "
+        "launch → first result s | bar |",
+        "|---|---|---|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         kind, bar = BARS.get((r["shape"], r["engine"]), (None, None))
-        ok = ("" if kind is None else
-              f"RSS ≤ {bar} MB: {'met' if r['peak_rss_mb'] <= bar else 'NOT met'}" if kind == "rss" else
-              f"≤ {bar} s: {'met' if r['first_result_s'] <= bar else 'NOT met'}")
+        ok = (
+            ""
+            if kind is None
+            else f"RSS ≤ {bar} MB: {'met' if r['peak_rss_mb'] <= bar else 'NOT met'}"
+            if kind == "rss"
+            else f"≤ {bar} s: {'met' if r['first_result_s'] <= bar else 'NOT met'}"
+        )
         tv = f"{r['time_v_max_rss_mb']:.0f}" if r["time_v_max_rss_mb"] is not None else "-"
-        md.append(f"| {r['shape']} | {r['engine']} | {r['tree']} | {r['peak_rss_mb']:.1f} | {tv} | "
-                  f"{r['status_max_rss_mb']:.0f} | {r['first_result_s']:.2f} | {ok} |")
-    md += ["", "Every run is a first start (fresh data folder: packages verified and installed). "
-           "Test packages (tiny models) from `tests.support.models`; simulators on loopback on the same 2 "
-           "cores. The first-result time includes the interpreter, imports and config (from the spawn); "
-           f"it scales with the machine's load (1-min load average during this run: {min(loads):.1f} to "
-           f"{max(loads):.1f} on {os.cpu_count()} cores), the peak RSS hardly does."]
+        md.append(
+            f"| {r['shape']} | {r['engine']} | {r['tree']} | {r['peak_rss_mb']:.1f} | {tv} | "
+            f"{r['status_max_rss_mb']:.0f} | {r['first_result_s']:.2f} | {ok} |"
+        )
+    md += [
+        "",
+        "Every run is a first start (fresh data folder: packages verified and installed). "
+        "Test packages (tiny models) from `tests.support.models`; simulators on loopback on the same 2 "
+        "cores. The first-result time includes the interpreter, imports and config (from the spawn); "
+        f"it scales with the machine's load (1-min load average during this run: {min(loads):.1f} to "
+        f"{max(loads):.1f} on {os.cpu_count()} cores), the peak RSS hardly does.",
+    ]
     (OUT / "agent_footprint_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

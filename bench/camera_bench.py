@@ -69,15 +69,27 @@ def main(argv: list[str] | None = None) -> int:
             d.append(asyncio.run(adapter(server.url, a.frames)))
     finally:
         server.stop()
-    res = {"bench": "camera", "frames": a.frames, "runs": a.runs, "size": a.size,
-           "bare_fps_median": statistics.median(b), "adapter_fps_median": statistics.median(d),
-           "ratio": statistics.median(d) / statistics.median(b), "bare_fps": b, "adapter_fps": d}
+    res = {
+        "bench": "camera",
+        "frames": a.frames,
+        "runs": a.runs,
+        "size": a.size,
+        "bare_fps_median": statistics.median(b),
+        "adapter_fps_median": statistics.median(d),
+        "ratio": statistics.median(d) / statistics.median(b),
+        "bare_fps": b,
+        "adapter_fps": d,
+    }
     OUT.mkdir(exist_ok=True)
     (OUT / "camera_bench.json").write_text(json.dumps(res, indent=2))
-    md = ["### Camera: frames/s from the MJPEG simulator, CameraSource vs bare cv2.VideoCapture (medians)", "",
-          "| image | bare VideoCapture fps | CameraSource fps | ratio |", "|---|---:|---:|---:|",
-          f"| {a.size}x{a.size} JPEG | {res['bare_fps_median']:.0f} | {res['adapter_fps_median']:.0f} | "
-          f"{res['ratio']:.2f} |"]
+    md = [
+        "### Camera: frames/s from the MJPEG simulator, CameraSource vs bare cv2.VideoCapture (medians)",
+        "",
+        "| image | bare VideoCapture fps | CameraSource fps | ratio |",
+        "|---|---:|---:|---:|",
+        f"| {a.size}x{a.size} JPEG | {res['bare_fps_median']:.0f} | {res['adapter_fps_median']:.0f} | "
+        f"{res['ratio']:.2f} |",
+    ]
     (OUT / "camera_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

@@ -52,9 +52,23 @@ async def run_fleet(n: int, seconds: float, period: float, tmp: Path) -> dict:
     reg = Registry(tmp / "cloud" / "registry")
     reg.publish(make_package(tmp / "pk", kind="signal", version="2.0.0"), [], {}, None, None)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "cloud_trainer.cli", "serve", "--data", str(tmp / "cloud"), "--port",
-                             str(port), "--pki", str(pki)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cloud_trainer.cli",
+            "serve",
+            "--data",
+            str(tmp / "cloud"),
+            "--port",
+            str(port),
+            "--pki",
+            str(pki),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_port(port, 30)
     lat: list[float] = []
     seen_at: dict[int, float] = {}
@@ -63,19 +77,36 @@ async def run_fleet(n: int, seconds: float, period: float, tmp: Path) -> dict:
     deployed_at = [0.0]
 
     async def agent(i: int) -> None:
-        creds = channel_credentials(pki / "ca.pem", pki / "agents" / f"a{i:05d}.pem", pki / "agents" / f"a{i:05d}.key")
+        creds = channel_credentials(
+            pki / "ca.pem", pki / "agents" / f"a{i:05d}.pem", pki / "agents" / f"a{i:05d}.key"
+        )
         async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
             stub = rpc.FleetStub(ch)
             await asyncio.sleep(period * i / n)  # spread the phases
             while not stop.is_set():
                 t = time.perf_counter()
                 try:
-                    reply = await stub.Heartbeat(pb.HeartbeatRequest(
-                        labels={"site": "plant", "line": f"l{i % 20}"},
-                        slots=[pb.SlotState(slot="health", package="machine-health", version="1.0.0", digest="x",
-                                            status="active")]), timeout=30)
+                    reply = await stub.Heartbeat(
+                        pb.HeartbeatRequest(
+                            labels={"site": "plant", "line": f"l{i % 20}"},
+                            slots=[
+                                pb.SlotState(
+                                    slot="health",
+                                    package="machine-health",
+                                    version="1.0.0",
+                                    digest="x",
+                                    status="active",
+                                )
+                            ],
+                        ),
+                        timeout=30,
+                    )
                     lat.append(time.perf_counter() - t)
-                    if deployed_at[0] and i not in seen_at and any(d.version == "2.0.0" for d in reply.desired):
+                    if (
+                        deployed_at[0]
+                        and i not in seen_at
+                        and any(d.version == "2.0.0" for d in reply.desired)
+                    ):
                         seen_at[i] = time.time()
                 except grpc.aio.AioRpcError as exc:
                     lat.append(float("nan"))
@@ -96,9 +127,16 @@ async def run_fleet(n: int, seconds: float, period: float, tmp: Path) -> dict:
     creds = channel_credentials(pki / "ca.pem", pki / "admins" / "admin.pem", pki / "admins" / "admin.key")
     async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
         deployed_at[0] = time.time()
-        await rpc.AdminStub(ch).CreateDeployment(pb.CreateDeploymentRequest(
-            package="machine-health", version="2.0.0", slot="health", selector={"site": "plant"},
-            strategy="all_at_once"), timeout=60)
+        await rpc.AdminStub(ch).CreateDeployment(
+            pb.CreateDeploymentRequest(
+                package="machine-health",
+                version="2.0.0",
+                slot="health",
+                selector={"site": "plant"},
+                strategy="all_at_once",
+            ),
+            timeout=60,
+        )
     deadline = time.time() + 60
     while len(seen_at) < n and time.time() < deadline:
         await asyncio.sleep(0.1)
@@ -107,9 +145,17 @@ async def run_fleet(n: int, seconds: float, period: float, tmp: Path) -> dict:
     await asyncio.gather(*tasks, return_exceptions=True)
     proc.terminate()
     proc.wait(10)
-    return {"agents": n, "heartbeats": len(steady), "errors": errors, "error_codes": error_codes,
-            "p50_ms": float(np.percentile(steady, 50) * 1000), "p99_ms": float(np.percentile(steady, 99) * 1000),
-            "server_cpu_pct": cpu, "rollout_reach_s": reach, "heartbeats_per_s": len(steady) / seconds}
+    return {
+        "agents": n,
+        "heartbeats": len(steady),
+        "errors": errors,
+        "error_codes": error_codes,
+        "p50_ms": float(np.percentile(steady, 50) * 1000),
+        "p99_ms": float(np.percentile(steady, 99) * 1000),
+        "server_cpu_pct": cpu,
+        "rollout_reach_s": reach,
+        "heartbeats_per_s": len(steady) / seconds,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,16 +170,24 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(asyncio.run(run_fleet(n, a.seconds, a.period, Path(tmp))))
     OUT.mkdir(exist_ok=True)
     (OUT / "fleet_bench.json").write_text(json.dumps({"bench": "fleet", "rows": rows}, indent=2))
-    md = [f"### Fleet service scale: one `cloud-trainer serve`, N agents heartbeating every {a.period:g} s "
-          "(clients in one process on the same 2 cores)", "",
-          "| agents | heartbeats/s | p50 ms | p99 ms | errors | server CPU (% of a core) | all-at-once rollout reaches all |",
-          "|---:|---:|---:|---:|---:|---:|---:|"]
+    md = [
+        f"### Fleet service scale: one `cloud-trainer serve`, N agents heartbeating every {a.period:g} s "
+        "(clients in one process on the same 2 cores)",
+        "",
+        "| agents | heartbeats/s | p50 ms | p99 ms | errors | server CPU (% of a core) | all-at-once rollout reaches all |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        md.append(f"| {r['agents']} | {r['heartbeats_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-                  f"{r['errors']} {r['error_codes'] or ''} | {r['server_cpu_pct']:.0f} | {r['rollout_reach_s']:.1f} s |")
-    md += ["", "First bottleneck: the server is a single Python process whose heartbeat handler writes the agent's "
-           "state to SQLite with synchronous=FULL on every call; the simulated clients share the same 2 cores, so "
-           "the latency above includes their own scheduling."]
+        md.append(
+            f"| {r['agents']} | {r['heartbeats_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+            f"{r['errors']} {r['error_codes'] or ''} | {r['server_cpu_pct']:.0f} | {r['rollout_reach_s']:.1f} s |"
+        )
+    md += [
+        "",
+        "First bottleneck: the server is a single Python process whose heartbeat handler writes the agent's "
+        "state to SQLite with synchronous=FULL on every call; the simulated clients share the same 2 cores, so "
+        "the latency above includes their own scheduling.",
+    ]
     (OUT / "fleet_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

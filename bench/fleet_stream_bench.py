@@ -52,7 +52,9 @@ def rss_mb(pid: int) -> float:
 
 
 # ---- one worker process: many agents ------------------------------------------------------------
-async def worker(pki: Path, port: int, first: int, count: int, period: float, ramp_s: float, unary: bool) -> None:
+async def worker(
+    pki: Path, port: int, first: int, count: int, period: float, ramp_s: float, unary: bool
+) -> None:
     import grpc
 
     from cloud_trainer.fleet.service import channel_credentials
@@ -70,14 +72,22 @@ async def worker(pki: Path, port: int, first: int, count: int, period: float, ra
     watching = [False]
 
     def report(i: int):
-        return pb.HeartbeatRequest(labels={"site": "plant", "line": f"l{i % 20}"}, outbox_depth=0,
-                                   slots=[pb.SlotState(slot="health", package="machine-health", version="1.0.0",
-                                                       digest="x", status="active")])
+        return pb.HeartbeatRequest(
+            labels={"site": "plant", "line": f"l{i % 20}"},
+            outbox_depth=0,
+            slots=[
+                pb.SlotState(
+                    slot="health", package="machine-health", version="1.0.0", digest="x", status="active"
+                )
+            ],
+        )
 
     async def agent(i: int) -> None:
         await asyncio.sleep(ramp_s * (i - first) / max(1, count))
         name = f"a{i:05d}"
-        creds = channel_credentials(pki / "ca.pem", pki / "agents" / f"{name}.pem", pki / "agents" / f"{name}.key")
+        creds = channel_credentials(
+            pki / "ca.pem", pki / "agents" / f"{name}.pem", pki / "agents" / f"{name}.key"
+        )
         async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
             stub = rpc.FleetStub(ch)
             if unary:
@@ -107,10 +117,16 @@ async def worker(pki: Path, port: int, first: int, count: int, period: float, ra
 
         async def read():
             async for msg in call:
-                if msg.acked and msg.acked in sent:  # the first report's round trip includes TLS and stream set-up
+                if (
+                    msg.acked and msg.acked in sent
+                ):  # the first report's round trip includes TLS and stream set-up
                     (lat if msg.acked > 1 else first_acks).append(time.perf_counter() - sent.pop(msg.acked))
-                if msg.HasField("desired") and watching[0] and i not in reached and any(
-                        d.version == "2.0.0" for d in msg.desired.desired):
+                if (
+                    msg.HasField("desired")
+                    and watching[0]
+                    and i not in reached
+                    and any(d.version == "2.0.0" for d in msg.desired.desired)
+                ):
                     reached[i] = time.time()
 
         reader = asyncio.create_task(read())
@@ -167,8 +183,17 @@ async def worker(pki: Path, port: int, first: int, count: int, period: float, ra
     while True:
         line = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
         if line == "status":
-            print(json.dumps({"connected": connected[0], "errors": sum(errors.values()), "codes": codes,
-                              "first": first_acks}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "connected": connected[0],
+                        "errors": sum(errors.values()),
+                        "codes": codes,
+                        "first": first_acks,
+                    }
+                ),
+                flush=True,
+            )
         elif line == "mark":
             lat.clear()
             first_acks.clear()
@@ -184,9 +209,20 @@ async def worker(pki: Path, port: int, first: int, count: int, period: float, ra
         elif line in ("stop", ""):
             stop.set()
             await asyncio.wait(tasks, timeout=10)
-            print(json.dumps({"lat": lat, "first": first_acks, "errors": errors, "codes": codes, "reached": list(reached.values()),
-                              "error_samples": samples,
-                              "connected": connected[0]}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "lat": lat,
+                        "first": first_acks,
+                        "errors": errors,
+                        "codes": codes,
+                        "reached": list(reached.values()),
+                        "error_samples": samples,
+                        "connected": connected[0],
+                    }
+                ),
+                flush=True,
+            )
             return
 
 
@@ -209,8 +245,9 @@ async def echo_server(pki: Path, port: int) -> None:
 
     server = grpc.aio.server(maximum_concurrent_rpcs=100_000)
     rpc.add_FleetServicer_to_server(Echo(), server)
-    server.add_secure_port(f"127.0.0.1:{port}", server_credentials(pki / "ca.pem", pki / "server.pem",
-                                                                    pki / "server.key"))
+    server.add_secure_port(
+        f"127.0.0.1:{port}", server_credentials(pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    )
     await server.start()
     print("echo server listening", flush=True)
     await server.wait_for_termination()
@@ -218,17 +255,36 @@ async def echo_server(pki: Path, port: int) -> None:
 
 # ---- the driver ----------------------------------------------------------------------------------
 class Workers:
-    def __init__(self, pki: Path, port: int, n: int, k: int, period: float, ramp_s: float, unary: bool) -> None:
+    def __init__(
+        self, pki: Path, port: int, n: int, k: int, period: float, ramp_s: float, unary: bool
+    ) -> None:
         per = -(-n // k)
         self.procs = []
         for w in range(k):
             first, count = w * per, min(per, n - w * per)
             if count <= 0:
                 break
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "bench.fleet_stream_bench", "--worker", str(pki), str(port), str(first),
-                 str(count), str(period), str(ramp_s), "1" if unary else "0"],
-                cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.fleet_stream_bench",
+                        "--worker",
+                        str(pki),
+                        str(port),
+                        str(first),
+                        str(count),
+                        str(period),
+                        str(ramp_s),
+                        "1" if unary else "0",
+                    ],
+                    cwd=ROOT,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
 
     def cpu_seconds(self) -> float:
         return sum(cpu_seconds(p.pid) for p in self.procs if p.poll() is None)
@@ -268,24 +324,48 @@ async def deploy(pki: Path, port: int) -> float:
     creds = channel_credentials(pki / "ca.pem", pki / "admins" / "admin.pem", pki / "admins" / "admin.key")
     async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
         t = time.time()
-        await rpc.AdminStub(ch).CreateDeployment(pb.CreateDeploymentRequest(
-            package="machine-health", version="2.0.0", slot="health", selector={"site": "plant"},
-            strategy="all_at_once"), timeout=120)
+        await rpc.AdminStub(ch).CreateDeployment(
+            pb.CreateDeploymentRequest(
+                package="machine-health",
+                version="2.0.0",
+                slot="health",
+                selector={"site": "plant"},
+                strategy="all_at_once",
+            ),
+            timeout=120,
+        )
     return t
 
 
-def start_servers(tmp: Path, pki: Path, port: int, replicas: int, store: str | None,
-                  echo: bool = False) -> list[subprocess.Popen]:
+def start_servers(
+    tmp: Path, pki: Path, port: int, replicas: int, store: str | None, echo: bool = False
+) -> list[subprocess.Popen]:
     """``replicas`` serve processes on one port, each started once the previous one listens."""
     from tests.support.peers import wait_port
 
     procs = []
     for _ in range(replicas):
-        cmd = (["-m", "bench.fleet_stream_bench", "--echo-server", str(pki), str(port)] if echo else
-               ["-m", "cloud_trainer.cli", "serve", "--data", str(tmp / "cloud"), "--port", str(port), "--pki",
-                str(pki), *(["--store", store] if store else [])])
-        procs.append(subprocess.Popen([sys.executable, *cmd], cwd=ROOT, stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL, text=True))
+        cmd = (
+            ["-m", "bench.fleet_stream_bench", "--echo-server", str(pki), str(port)]
+            if echo
+            else [
+                "-m",
+                "cloud_trainer.cli",
+                "serve",
+                "--data",
+                str(tmp / "cloud"),
+                "--port",
+                str(port),
+                "--pki",
+                str(pki),
+                *(["--store", store] if store else []),
+            ]
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, *cmd], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            )
+        )
         line = procs[-1].stdout.readline()
         procs[-1].stdout.close()
         if "listening" not in line:
@@ -297,8 +377,17 @@ def start_servers(tmp: Path, pki: Path, port: int, replicas: int, store: str | N
 PROTOCOLS = {"unary": "unary Heartbeat", "stream": "Connect stream", "echo": "bare grpc.aio Connect (floor)"}
 
 
-def run(n: int, seconds: float, period: float, workers: int, tmp: Path, pki: Path, kind: str,
-        replicas: int = 1, store: str | None = None) -> dict:
+def run(
+    n: int,
+    seconds: float,
+    period: float,
+    workers: int,
+    tmp: Path,
+    pki: Path,
+    kind: str,
+    replicas: int = 1,
+    store: str | None = None,
+) -> dict:
     unary, echo = kind == "unary", kind == "echo"
     import numpy as np
 
@@ -313,8 +402,13 @@ def run(n: int, seconds: float, period: float, workers: int, tmp: Path, pki: Pat
     pids = [p.pid for p in srvs]
     ramp = max(5.0, n / 400)
     ws = Workers(pki, port, n, workers, period, ramp, unary)
-    row: dict = {"agents": n, "protocol": PROTOCOLS[kind], "period_s": period,
-                 "replicas": replicas, "store": "postgresql" if store else "sqlite"}
+    row: dict = {
+        "agents": n,
+        "protocol": PROTOCOLS[kind],
+        "period_s": period,
+        "replicas": replicas,
+        "store": "postgresql" if store else "sqlite",
+    }
     try:
         t0, c_ramp, w_ramp = time.time(), sum(map(cpu_seconds, pids)), ws.cpu_seconds()
         while sum(s["connected"] for s in ws.ask("status")) < n and time.time() - t0 < ramp + 120:
@@ -356,19 +450,29 @@ def run(n: int, seconds: float, period: float, workers: int, tmp: Path, pki: Pat
     errors = sum(sum(r["errors"].values()) for r in res)
     codes = merge_codes(r["codes"] for r in res)
     row["error_samples"] = [x for r in res for x in r.get("error_samples", [])][:10]
-    row.update({"reports": len(lat), "reports_per_s": len(lat) / seconds, "errors": errors, "error_codes": codes,
-                "p50_ms": float(np.percentile(lat, 50) * 1000) if lat else float("nan"),
-                "p99_ms": float(np.percentile(lat, 99) * 1000) if lat else float("nan"),
-                "server_cpu_pct": cpu, "server_cpu_ms_per_agent_per_min": cpu / 100 * 60_000 / n,
-                "desired_reach_all_s": (max(reached) - t_dep) if len(reached) == n else float("nan"),
-                "desired_reached": len(reached)})
+    row.update(
+        {
+            "reports": len(lat),
+            "reports_per_s": len(lat) / seconds,
+            "errors": errors,
+            "error_codes": codes,
+            "p50_ms": float(np.percentile(lat, 50) * 1000) if lat else float("nan"),
+            "p99_ms": float(np.percentile(lat, 99) * 1000) if lat else float("nan"),
+            "server_cpu_pct": cpu,
+            "server_cpu_ms_per_agent_per_min": cpu / 100 * 60_000 / n,
+            "desired_reach_all_s": (max(reached) - t_dep) if len(reached) == n else float("nan"),
+            "desired_reached": len(reached),
+        }
+    )
     return row
 
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--worker":
         pki, port, first, count, period, ramp, unary = sys.argv[2:9]
-        asyncio.run(worker(Path(pki), int(port), int(first), int(count), float(period), float(ramp), unary == "1"))
+        asyncio.run(
+            worker(Path(pki), int(port), int(first), int(count), float(period), float(ramp), unary == "1")
+        )
         return 0
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--echo-server":
         asyncio.run(echo_server(Path(sys.argv[2]), int(sys.argv[3])))
@@ -379,17 +483,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--period", type=float, default=30)
     ap.add_argument("--workers", type=int, default=2, help="client processes")
     ap.add_argument("--baseline-agents", type=int, default=500, help="the unary-heartbeat baseline (0: skip)")
-    ap.add_argument("--floor", action="store_true", help="also run every N against a bare grpc.aio server whose "
-                                                         "Connect only acknowledges (what grpc, TLS and this "
-                                                         "machine cost without the fleet service)")
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run every N against a bare grpc.aio server whose "
+        "Connect only acknowledges (what grpc, TLS and this "
+        "machine cost without the fleet service)",
+    )
     ap.add_argument("--pki", type=Path, default=Path(tempfile.gettempdir()) / "fleet-stream-bench-pki")
     ap.add_argument("--replicas", type=int, default=1, help="serve processes on one port (SO_REUSEPORT)")
-    ap.add_argument("--store", default="sqlite", help="sqlite (default), postgres (a server started for the bench) "
-                                                       "or a postgresql:// URL of an existing server")
+    ap.add_argument(
+        "--store",
+        default="sqlite",
+        help="sqlite (default), postgres (a server started for the bench) "
+        "or a postgresql:// URL of an existing server",
+    )
     a = ap.parse_args(argv)
     make_pki(a.pki, max(a.agents + [a.baseline_agents]))
     rows = []
-    plan = ([(a.baseline_agents, "unary")] if a.baseline_agents else [])
+    plan = [(a.baseline_agents, "unary")] if a.baseline_agents else []
     for n in a.agents:
         plan += [(n, "echo")] * a.floor + [(n, "stream")]
     with contextlib.ExitStack() as stack:
@@ -432,26 +544,36 @@ def fresh_database(server: str, name: str) -> str:
 def write(rows: list[dict], a) -> None:
     """JSON and the markdown table, after every row (a later size that fails keeps the earlier ones)."""
     OUT.mkdir(exist_ok=True)
-    (OUT / "fleet_stream_bench.json").write_text(json.dumps({"bench": "fleet_stream", "rows": rows}, indent=2))
-    md = [f"### Fleet protocol at scale: {a.replicas} `cloud-trainer serve` process(es) on {a.store}, N agents "
-          f"reporting every {a.period:g} s ({a.workers} client processes on the same 2 cores, {a.seconds:g}-s "
-          "steady window)", "",
-          "| protocol | agents | replicas / store | ramp: s, server / clients CPU % | ramp: errors | "
-          "ramp: first ack p50 / p99 ms (over 10 s) | "
-          "steady: reports/s | "
-          "steady: p50 ms | steady: p99 ms | steady: errors | server CPU (% of a core) | "
-          "server CPU ms per agent-minute | desired change reaches all | server RSS MB | load avg |",
-          "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    (OUT / "fleet_stream_bench.json").write_text(
+        json.dumps({"bench": "fleet_stream", "rows": rows}, indent=2)
+    )
+    md = [
+        f"### Fleet protocol at scale: {a.replicas} `cloud-trainer serve` process(es) on {a.store}, N agents "
+        f"reporting every {a.period:g} s ({a.workers} client processes on the same 2 cores, {a.seconds:g}-s "
+        "steady window)",
+        "",
+        "| protocol | agents | replicas / store | ramp: s, server / clients CPU % | ramp: errors | "
+        "ramp: first ack p50 / p99 ms (over 10 s) | "
+        "steady: reports/s | "
+        "steady: p50 ms | steady: p99 ms | steady: errors | server CPU (% of a core) | "
+        "server CPU ms per agent-minute | desired change reaches all | server RSS MB | load avg |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
-        reach = (f"{r['desired_reach_all_s']:.1f} s ({r['desired_reached']}/{r['agents']})"
-                 if r["protocol"] != PROTOCOLS["echo"] else "-")
-        md.append(f"| {r['protocol']} | {r['agents']} | {r['replicas']} / {r['store']} | "
-                  f"{r['connect_s']:.0f}, {r['ramp_server_cpu_pct']:.0f} / {r['ramp_clients_cpu_pct']:.0f} | "
-                  f"{r['ramp_errors']} {r['ramp_error_codes'] or ''} | {r['first_ack_p50_ms']:.0f} / "
-                  f"{r['first_ack_p99_ms']:.0f} ({r['first_acks_over_10s']}) | {r['reports_per_s']:.0f} | "
-                  f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} {r['error_codes'] or ''} | "
-                  f"{r['server_cpu_pct']:.1f} | {r['server_cpu_ms_per_agent_per_min']:.2f} | {reach} | "
-                  f"{r['server_rss_mb']:.0f} | {r['load_avg'][0]}-{r['load_avg'][1]} |")
+        reach = (
+            f"{r['desired_reach_all_s']:.1f} s ({r['desired_reached']}/{r['agents']})"
+            if r["protocol"] != PROTOCOLS["echo"]
+            else "-"
+        )
+        md.append(
+            f"| {r['protocol']} | {r['agents']} | {r['replicas']} / {r['store']} | "
+            f"{r['connect_s']:.0f}, {r['ramp_server_cpu_pct']:.0f} / {r['ramp_clients_cpu_pct']:.0f} | "
+            f"{r['ramp_errors']} {r['ramp_error_codes'] or ''} | {r['first_ack_p50_ms']:.0f} / "
+            f"{r['first_ack_p99_ms']:.0f} ({r['first_acks_over_10s']}) | {r['reports_per_s']:.0f} | "
+            f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} {r['error_codes'] or ''} | "
+            f"{r['server_cpu_pct']:.1f} | {r['server_cpu_ms_per_agent_per_min']:.2f} | {reach} | "
+            f"{r['server_rss_mb']:.0f} | {r['load_avg'][0]}-{r['load_avg'][1]} |"
+        )
     (OUT / "fleet_stream_bench.md").write_text("\n".join(md) + "\n")
 
 

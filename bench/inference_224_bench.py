@@ -46,14 +46,19 @@ def mobilenet_v2(width: float = 0.5, n_classes: int = len(LABELS)):
         return max(8, int(c * width + 4) // 8 * 8)
 
     def cbr(i, o, k=3, s=1, g=1):
-        return nn.Sequential(nn.Conv2d(i, o, k, s, k // 2, groups=g, bias=False), nn.BatchNorm2d(o), nn.ReLU6())
+        return nn.Sequential(
+            nn.Conv2d(i, o, k, s, k // 2, groups=g, bias=False), nn.BatchNorm2d(o), nn.ReLU6()
+        )
 
     class Inverted(nn.Module):
         def __init__(self, i, o, s, t):
             super().__init__()
             h = i * t
-            layers = ([cbr(i, h, 1)] if t != 1 else []) + [cbr(h, h, 3, s, h),
-                                                            nn.Conv2d(h, o, 1, bias=False), nn.BatchNorm2d(o)]
+            layers = ([cbr(i, h, 1)] if t != 1 else []) + [
+                cbr(h, h, 3, s, h),
+                nn.Conv2d(h, o, 1, bias=False),
+                nn.BatchNorm2d(o),
+            ]
             self.body = nn.Sequential(*layers)
             self.res = s == 1 and i == o
 
@@ -64,8 +69,15 @@ def mobilenet_v2(width: float = 0.5, n_classes: int = len(LABELS)):
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            table = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-                     (6, 320, 1, 1)]
+            table = [
+                (1, 16, 1, 1),
+                (6, 24, 2, 2),
+                (6, 32, 3, 2),
+                (6, 64, 4, 2),
+                (6, 96, 3, 1),
+                (6, 160, 3, 2),
+                (6, 320, 1, 1),
+            ]
             c = ch(32)
             layers = [cbr(3, c, 3, 2)]
             for t, o, n, s in table:
@@ -100,16 +112,20 @@ def build(tmp: Path) -> tuple[Path, Path]:
 
     key, pub = make_keypair(tmp / "keys")
     spec = vision_spec("mobilenet-v2-224", width=224, height=224, labels=LABELS, heatmap=False)
-    spec["preprocessing"].update(interpolation="linear", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    spec["preprocessing"].update(
+        interpolation="linear", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]
+    )
     spec["quantization"] = {"scheme": SCHEME, "calibration_samples": 8}
     pre = ImagePreprocessing(**spec["preprocessing"])
     rng = np.random.default_rng(0)
-    calib = np.concatenate([image_tensor(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), pre)
-                            for _ in range(8)])
+    calib = np.concatenate(
+        [image_tensor(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), pre) for _ in range(8)]
+    )
     fp32 = export(mobilenet_v2(), calib[:1], tmp / "m" / "fp32.onnx", "image", ["logits"])
     int8 = quantize(fp32, tmp / "m" / "model.int8.onnx", calib, "image")
-    pkg = build_package(int8, spec, tmp / "pkg", signing_key=key, golden_inputs={"image": calib[:2]},
-                        openvino=True)
+    pkg = build_package(
+        int8, spec, tmp / "pkg", signing_key=key, golden_inputs={"image": calib[:2]}, openvino=True
+    )
     return pkg, pub
 
 
@@ -135,8 +151,12 @@ def measure(pkg: Path, pub: Path, tmp: Path, engine: str, n: int, block: int = 5
     x = image_tensor(frame.image, m.preprocessing)
     name = m.inputs[0].name
     if a.engine.name == "onnxruntime":
-        sess = ort_session(model_file(a.opened, a.engine.form), threads=cfg.threads, single_stream=True,
-                           graph_optimization=cfg.graph_optimization.value)
+        sess = ort_session(
+            model_file(a.opened, a.engine.form),
+            threads=cfg.threads,
+            single_stream=True,
+            graph_optimization=cfg.graph_optimization.value,
+        )
         bare = lambda: sess.run(None, {name: x})  # noqa: E731
     else:  # a model compiled apart with the engine's properties (a second request on the slot's own compiled
         # model, used from the same thread, ended in heap corruption within ~1000 calls here: see RESULTS.md)
@@ -154,8 +174,12 @@ def measure(pkg: Path, pub: Path, tmp: Path, engine: str, n: int, block: int = 5
         r = slot.infer(frame)
         parts.append((r.preprocess_ms, r.inference_ms, r.postprocess_ms))
 
-    calls = {"bare": bare, "engine": lambda: a.engine.run({name: x}), "infer": infer,
-             "pre": lambda: image_tensor(frame.image, m.preprocessing)}
+    calls = {
+        "bare": bare,
+        "engine": lambda: a.engine.run({name: x}),
+        "infer": infer,
+        "pre": lambda: image_tensor(frame.image, m.preprocessing),
+    }
     times: dict[str, list[float]] = {k: [] for k in calls}
     for f in calls.values():  # warm-up
         for _ in range(30):
@@ -168,15 +192,24 @@ def measure(pkg: Path, pub: Path, tmp: Path, engine: str, n: int, block: int = 5
                 f()
                 ts.append(time.perf_counter() - t)
     inf = slot.infer(frame)
-    del calls, bare  # our OpenVINO request goes before the slot drops its compiled model (else a crash at exit)
+    del (
+        calls,
+        bare,
+    )  # our OpenVINO request goes before the slot drops its compiled model (else a crash at exit)
     if a.engine.name == "openvino":
         del req
     asyncio.run(slot.stop())
-    r = {"engine": a.engine.name, "form": a.engine.form, "n": len(times["bare"]),
-         "check": inf.interpretation.verdict}
+    r = {
+        "engine": a.engine.name,
+        "form": a.engine.form,
+        "n": len(times["bare"]),
+        "check": inf.interpretation.verdict,
+    }
     for k, ts in times.items():
         r[f"{k}_p50_us"], r[f"{k}_p99_us"] = q(ts, 50), q(ts, 99)
-    for k, v in zip(("slot_pre", "slot_engine", "slot_post"), np.median(np.asarray(parts), axis=0), strict=True):
+    for k, v in zip(
+        ("slot_pre", "slot_engine", "slot_post"), np.median(np.asarray(parts), axis=0), strict=True
+    ):
         r[f"{k}_p50_us"] = float(v) * 1000  # the slot's own split of its infer calls
     for k in ("engine", "infer"):
         r[f"{k}_ratio_p50"] = r[f"{k}_p50_us"] / r["bare_p50_us"]
@@ -207,8 +240,13 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
-        r = subprocess.run([sys.executable, "-m", "bench.inference_224_bench", "--build-into", str(tmp)],
-                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=600)
+        r = subprocess.run(
+            [sys.executable, "-m", "bench.inference_224_bench", "--build-into", str(tmp)],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+            timeout=600,
+        )
         if r.returncode != 0:
             raise RuntimeError(r.stderr[-2000:])
         pkg, pub = (Path(p) for p in json.loads(r.stdout.strip().splitlines()[-1]))
@@ -216,24 +254,36 @@ def main(argv: list[str] | None = None) -> int:
         if not a.no_openvino:
             rows.append(measure(pkg, pub, tmp, "openvino", a.n))
     load_after = os.getloadavg()[0]
-    res = {"bench": "inference_224", "model": "MobileNetV2 width 0.5, 224 px, INT8 QDQ (onnx_tools.quantize)",
-           "frame": "640x480 BGR uint8", "cpu_flags": cpu_flags(), "cpu_count": os.cpu_count(),
-           "load_1min_before": load_before, "load_1min_after": load_after,
-           "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "rows": rows}
+    res = {
+        "bench": "inference_224",
+        "model": "MobileNetV2 width 0.5, 224 px, INT8 QDQ (onnx_tools.quantize)",
+        "frame": "640x480 BGR uint8",
+        "cpu_flags": cpu_flags(),
+        "cpu_count": os.cpu_count(),
+        "load_1min_before": load_before,
+        "load_1min_after": load_after,
+        "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "rows": rows,
+    }
     OUT.mkdir(exist_ok=True)
     (OUT / "inference_224_bench.json").write_text(json.dumps(res, indent=2))
-    md = [f"Measured {res['utc']} UTC, {res['cpu_count']} cores, CPU flags {res['cpu_flags']}; 1-min load average "
-          f"{load_before:.1f} before, {load_after:.1f} after (other jobs on the same cores: absolute times are "
-          "noisy, the ratios, from alternating blocks in one process, are what counts). "
-          f"{rows[0]['n']} calls of each kind.", "",
-          "| engine | bare run p50 µs | engine call p50 (ratio) | `slot.infer` 640x480 p50 µs | **p50 ratio** | "
-          "p99 ratio | `image_tensor` alone p50 µs | in `infer`: pre / engine / post p50 µs |",
-          "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    md = [
+        f"Measured {res['utc']} UTC, {res['cpu_count']} cores, CPU flags {res['cpu_flags']}; 1-min load average "
+        f"{load_before:.1f} before, {load_after:.1f} after (other jobs on the same cores: absolute times are "
+        "noisy, the ratios, from alternating blocks in one process, are what counts). "
+        f"{rows[0]['n']} calls of each kind.",
+        "",
+        "| engine | bare run p50 µs | engine call p50 (ratio) | `slot.infer` 640x480 p50 µs | **p50 ratio** | "
+        "p99 ratio | `image_tensor` alone p50 µs | in `infer`: pre / engine / post p50 µs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        md.append(f"| {r['engine']} | {r['bare_p50_us']:.0f} | {r['engine_p50_us']:.0f} ({r['engine_ratio_p50']:.3f})"
-                  f" | {r['infer_p50_us']:.0f} | **{r['infer_ratio_p50']:.3f}** | {r['infer_ratio_p99']:.3f} | "
-                  f"{r['pre_p50_us']:.0f} | {r['slot_pre_p50_us']:.0f} / {r['slot_engine_p50_us']:.0f} / "
-                  f"{r['slot_post_p50_us']:.0f} |")
+        md.append(
+            f"| {r['engine']} | {r['bare_p50_us']:.0f} | {r['engine_p50_us']:.0f} ({r['engine_ratio_p50']:.3f})"
+            f" | {r['infer_p50_us']:.0f} | **{r['infer_ratio_p50']:.3f}** | {r['infer_ratio_p99']:.3f} | "
+            f"{r['pre_p50_us']:.0f} | {r['slot_pre_p50_us']:.0f} / {r['slot_engine_p50_us']:.0f} / "
+            f"{r['slot_post_p50_us']:.0f} |"
+        )
     (OUT / "inference_224_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

@@ -35,19 +35,33 @@ def windows(seeds: list[int], noise: float, n_healthy: int, n_fault: int) -> dic
         m = Machine(seed, noise=noise)
         for j, f in enumerate(FAULTS):
             n = n_healthy if f == "healthy" else n_fault
-            for s in (np.zeros(n) if f == "healthy" else np.linspace(0, 1, n)):
+            for s in np.zeros(n) if f == "healthy" else np.linspace(0, 1, n):
                 w.append(m.window(float(s), f))
                 fault.append(j)
                 sev.append(float(s))
                 run.append(k * len(FAULTS) + j)
-    return {"w": np.asarray(w, np.float32), "fault": np.asarray(fault), "sev": np.asarray(sev), "run": np.asarray(run)}
+    return {
+        "w": np.asarray(w, np.float32),
+        "fault": np.asarray(fault),
+        "sev": np.asarray(sev),
+        "run": np.asarray(run),
+    }
 
 
 def as_dataset(d: dict) -> VibrationData:
     health = np.where(d["fault"] == 0, 1.0, 1.0 - 0.5 * d["sev"]).astype(np.float32)
     n = len(d["fault"])
-    return VibrationData(d["w"], d["fault"], health, np.full(n, np.nan), d["run"], np.zeros(n), d["w"].shape[1],
-                         10000.0, "bench")
+    return VibrationData(
+        d["w"],
+        d["fault"],
+        health,
+        np.full(n, np.nan),
+        d["run"],
+        np.zeros(n),
+        d["w"].shape[1],
+        10000.0,
+        "bench",
+    )
 
 
 def score(model, pre, d: dict) -> dict:
@@ -59,9 +73,13 @@ def score(model, pre, d: dict) -> dict:
     a, pred = a.numpy().reshape(-1), logits.numpy().argmax(1)
     counted = (d["fault"] == 0) | (d["sev"] >= 0.3)
     y = d["fault"][counted]
-    return {"fault_accuracy": float((pred[counted] == y).mean()),
-            "anomaly_auroc": float(common.auroc(y != 0, a[counted])), "windows": int(counted.sum()),
-            "confusion": common.confusion(y, pred[counted], len(FAULTS)).tolist(), "labels": FAULTS}
+    return {
+        "fault_accuracy": float((pred[counted] == y).mean()),
+        "anomaly_auroc": float(common.auroc(y != 0, a[counted])),
+        "windows": int(counted.sum()),
+        "confusion": common.confusion(y, pred[counted], len(FAULTS)).tolist(),
+        "labels": FAULTS,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -81,23 +99,38 @@ def main(argv: list[str] | None = None) -> dict:
     rows, res = [], {}
     for fs in ("bands", "condition"):
         t = time.perf_counter()
-        out = maintenance.train(train, seed=0, epochs=a.epochs, log=lambda *_: None, threads=2, feature_set=fs)
+        out = maintenance.train(
+            train, seed=0, epochs=a.epochs, log=lambda *_: None, threads=2, feature_set=fs
+        )
         secs = time.perf_counter() - t
         res[fs] = {"train_seconds": secs, "features": int(out["x"].shape[1])}
         for case, d in tests.items():
             m = score(out["model"], out["pre"], d)
             res[fs][case] = m
-            rows.append(f"| {fs} | {case} | {m['fault_accuracy']:.3f} | {m['anomaly_auroc']:.3f} | {m['windows']} |")
-    report = {"bench": "maintenance_features", "train_machines": train_seeds, "test_machines": test_seeds,
-              "windows_train": int(len(train.fault)), "results": res, "seconds": time.perf_counter() - t0}
+            rows.append(
+                f"| {fs} | {case} | {m['fault_accuracy']:.3f} | {m['anomaly_auroc']:.3f} | {m['windows']} |"
+            )
+    report = {
+        "bench": "maintenance_features",
+        "train_machines": train_seeds,
+        "test_machines": test_seeds,
+        "windows_train": int(len(train.fault)),
+        "results": res,
+        "seconds": time.perf_counter() - t0,
+    }
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "maintenance_features.json").write_text(json.dumps(report, indent=1))
-    md = ["| features | held-out machines | fault-type accuracy | anomaly AUROC | windows |",
-          "|---|---|---:|---:|---:|", *rows]
+    md = [
+        "| features | held-out machines | fault-type accuracy | anomaly AUROC | windows |",
+        "|---|---|---:|---:|---:|",
+        *rows,
+    ]
     for case in tests:
         b, c = res["bands"][case], res["condition"][case]
-        md.append(f"| condition / bands | {case} | {c['fault_accuracy'] / max(b['fault_accuracy'], 1e-9):.2f}x | "
-                  f"{c['anomaly_auroc'] / max(b['anomaly_auroc'], 1e-9):.2f}x | |")
+        md.append(
+            f"| condition / bands | {case} | {c['fault_accuracy'] / max(b['fault_accuracy'], 1e-9):.2f}x | "
+            f"{c['anomaly_auroc'] / max(b['anomaly_auroc'], 1e-9):.2f}x | |"
+        )
     (a.out / "maintenance_features.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return report

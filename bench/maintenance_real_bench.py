@@ -47,12 +47,23 @@ HEALTHY_CHECK = 300
 
 def _settings(m: Machine, speed_tag: bool, geometry: bool = True) -> BaselineSettings:
     b = m.bearing
-    return BaselineSettings(windows=COMMISSION, speed_tag="Speed" if speed_tag else None, bearing=BearingSettings(
-        n_elements=b.n_elements, ball_d_mm=b.ball_d_mm, pitch_d_mm=b.pitch_d_mm,
-        contact_angle_deg=b.contact_angle_deg) if geometry else None)
+    return BaselineSettings(
+        windows=COMMISSION,
+        speed_tag="Speed" if speed_tag else None,
+        bearing=BearingSettings(
+            n_elements=b.n_elements,
+            ball_d_mm=b.ball_d_mm,
+            pitch_d_mm=b.pitch_d_mm,
+            contact_angle_deg=b.contact_angle_deg,
+        )
+        if geometry
+        else None,
+    )
 
 
-def run_machine(seed: int, noise: float, speed_tag: bool, fs_sensor: float = 10000.0, geometry: bool = True) -> dict:
+def run_machine(
+    seed: int, noise: float, speed_tag: bool, fs_sensor: float = 10000.0, geometry: bool = True
+) -> dict:
     """Everything one machine gives: per-window feature rows, scores, verdicts, life data."""
     rng = np.random.default_rng(seed + 1000)
     n_model, fs_model = 2048, 10000.0
@@ -89,8 +100,16 @@ def run_machine(seed: int, noise: float, speed_tag: bool, fs_sensor: float = 100
             f = b.features(x, scal)
             out.append((b.process(x, scal, f), f, float(s)))
         runs.append({"fault": fault, "length": length, "windows": out})
-    return {"seed": seed, "rpm": m.rpm, "speed_learned": b.speed_hz, "bearing": m.bearing, "threshold": b.threshold,
-            "commission": rows_commission, "healthy": healthy, "runs": runs}
+    return {
+        "seed": seed,
+        "rpm": m.rpm,
+        "speed_learned": b.speed_hz,
+        "bearing": m.bearing,
+        "threshold": b.threshold,
+        "commission": rows_commission,
+        "healthy": healthy,
+        "runs": runs,
+    }
 
 
 def _vec(f: dict) -> np.ndarray:
@@ -108,7 +127,7 @@ def detection_metrics(machines: list[dict]) -> dict:
         others = np.array([_vec(f) for j, o in enumerate(machines) if j != i for f in o["commission"]])
         med, sc = _stats(others)
         oof = _score(others, med, sc)
-        thr = float(np.quantile(oof, 1 - 0.005 ** 0.5))
+        thr = float(np.quantile(oof, 1 - 0.005**0.5))
         hs = _score(np.array([_vec(f) for _, f in mc["healthy"]]), med, sc) >= thr
         pooled_fa.append(float(np.mean(hs[1:] & hs[:-1])))
         for r in mc["runs"]:
@@ -121,12 +140,22 @@ def detection_metrics(machines: list[dict]) -> dict:
             iso_det.append(float(np.mean([v.iso_zone in "CD" for v, _ in late])))
             ps = _score(np.array([_vec(f) for _, f in late]), med, sc) >= thr
             pooled_det.append(float(np.mean(np.r_[False, ps[1:] & ps[:-1]])))
-    return {"healthy_alarmed": float(np.mean(fa)), "healthy_alarmed_worst_machine": float(np.max(fa)),
-            "detection_past_30pct": float(np.mean(det)), "detection_worst_run": float(np.min(det)),
-            "fault_type_accuracy": float(np.mean(acc)),
-            "detection_per_fault": {k: float(np.mean(v)) for k, v in per_fault.items()},
-            "fleet_pooled": {"healthy_alarmed": float(np.mean(pooled_fa)), "detection_past_30pct": float(np.mean(pooled_det))},
-            "iso_zone_rule": {"healthy_alarmed": float(np.mean(iso_fa)), "detection_past_30pct": float(np.mean(iso_det))}}
+    return {
+        "healthy_alarmed": float(np.mean(fa)),
+        "healthy_alarmed_worst_machine": float(np.max(fa)),
+        "detection_past_30pct": float(np.mean(det)),
+        "detection_worst_run": float(np.min(det)),
+        "fault_type_accuracy": float(np.mean(acc)),
+        "detection_per_fault": {k: float(np.mean(v)) for k, v in per_fault.items()},
+        "fleet_pooled": {
+            "healthy_alarmed": float(np.mean(pooled_fa)),
+            "detection_past_30pct": float(np.mean(pooled_det)),
+        },
+        "iso_zone_rule": {
+            "healthy_alarmed": float(np.mean(iso_fa)),
+            "detection_past_30pct": float(np.mean(iso_det)),
+        },
+    }
 
 
 def _hi(run: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -138,7 +167,7 @@ def _hi(run: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _onset(anomalous: np.ndarray) -> int | None:
-    return next((i for i in range(len(anomalous) - 2) if anomalous[i:i + 3].all()), None)
+    return next((i for i in range(len(anomalous) - 2) if anomalous[i : i + 3].all()), None)
 
 
 def life_metrics(machines: list[dict]) -> dict:
@@ -154,19 +183,31 @@ def life_metrics(machines: list[dict]) -> dict:
         finals = [float(np.median(_hi(r)[1][-5:])) for _, r in train]
         level, level_sd = float(np.median(finals)), float(np.std(finals))
         try:
-            prior = fit_life_prior([LifeRun(_hi(r)[0], _hi(r)[1], _hi(r)[3], group=str(j)) for j, r in train],
-                                   source=f"bench: machines other than {mc['seed']}")
+            prior = fit_life_prior(
+                [LifeRun(_hi(r)[0], _hi(r)[1], _hi(r)[3], group=str(j)) for j, r in train],
+                source=f"bench: machines other than {mc['seed']}",
+            )
             weights.append(prior.trend_weight)
         except ValueError as exc:  # too few runs whose fault was flagged: what an agent does then, the trend
             print(f"machine {mc['seed']}: no prior ({exc})", flush=True)
             prior = None
-        const = float(np.mean([rul for _, r in train for (_, _, s), rul in zip(r["windows"], _hi(r)[2], strict=True)
-                               if s >= 0.3]))
+        const = float(
+            np.mean(
+                [
+                    rul
+                    for _, r in train
+                    for (_, _, s), rul in zip(r["windows"], _hi(r)[2], strict=True)
+                    if s >= 0.3
+                ]
+            )
+        )
         for r in mc["runs"]:
             t, h, rul, anom = _hi(r)
             sev = np.array([s for *_, s in r["windows"]])
-            est = {"history+trend": LifeTrend(prior=prior, failure_level=level, failure_level_sd=level_sd),
-                   "trend only": LifeTrend(failure_level=level, failure_level_sd=level_sd)}
+            est = {
+                "history+trend": LifeTrend(prior=prior, failure_level=level, failure_level_sd=level_sd),
+                "trend only": LifeTrend(failure_level=level, failure_level_sd=level_sd),
+            }
             prev = None
             for k in range(len(h)):
                 out = {name: lt.update(float(t[k]), float(h[k]), bool(anom[k])) for name, lt in est.items()}
@@ -191,12 +232,17 @@ def life_metrics(machines: list[dict]) -> dict:
                     lin = const
                 errs["linear"].append(abs(lin - rul[k]))
     mae = {k: float(np.mean(v)) for k, v in errs.items()}
-    return {"mae_s": mae, "answered_share": {k: float(np.mean(v)) for k, v in answered.items()},
-            "interval_coverage": {k: float(np.mean(v)) if v else None for k, v in covered.items()},
-            "stated_interval": "10-90 %", "trend_weight": float(np.mean(weights)) if weights else float("nan"),
-            "machines_without_prior": len(machines) - len(weights),
-            "monotone_share": float(np.mean(monotone)) if monotone else None,
-            "beats_constant": mae["history+trend"] < mae["constant"], "beats_linear": mae["history+trend"] < mae["linear"]}
+    return {
+        "mae_s": mae,
+        "answered_share": {k: float(np.mean(v)) for k, v in answered.items()},
+        "interval_coverage": {k: float(np.mean(v)) if v else None for k, v in covered.items()},
+        "stated_interval": "10-90 %",
+        "trend_weight": float(np.mean(weights)) if weights else float("nan"),
+        "machines_without_prior": len(machines) - len(weights),
+        "monotone_share": float(np.mean(monotone)) if monotone else None,
+        "beats_constant": mae["history+trend"] < mae["constant"],
+        "beats_linear": mae["history+trend"] < mae["linear"],
+    }
 
 
 def life_synthetic(n_train: int = 40, n_test: int = 20) -> dict:
@@ -231,8 +277,11 @@ def life_synthetic(n_train: int = 40, n_test: int = 20) -> dict:
                 b1, b0 = np.polyfit(r.t[: k + 1], r.h[: k + 1], 1) if k >= 2 else (0.0, 0.0)
                 lin = float(np.clip((level - (b0 + b1 * r.t[k])) / b1, 0, 10 * const)) if b1 > 0 else const
                 errs["linear"].append(abs(lin - truth))
-        out[name] = {"mae_s": {k: float(np.mean(v)) for k, v in errs.items()}, "trend_weight": prior.trend_weight,
-                     "interval_coverage": float(np.mean(covered)) if covered else None}
+        out[name] = {
+            "mae_s": {k: float(np.mean(v)) for k, v in errs.items()},
+            "trend_weight": prior.trend_weight,
+            "interval_coverage": float(np.mean(covered)) if covered else None,
+        }
     return out
 
 
@@ -244,12 +293,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--case", help="only the cases whose name contains this")
     a = ap.parse_args(argv)
     n = 3 if a.quick else a.machines
-    cases = [("site noise x1, speed estimated", 1.0, False, 10000.0, True),
-             ("site noise x2, speed estimated", 2.0, False, 10000.0, True)]
+    cases = [
+        ("site noise x1, speed estimated", 1.0, False, 10000.0, True),
+        ("site noise x2, speed estimated", 2.0, False, 10000.0, True),
+    ]
     if not a.quick:
-        cases += [("site noise x1, speed tag", 1.0, True, 10000.0, True),
-                  ("25.6 kHz sensor resampled to 10 kHz", 1.0, False, 25600.0, True),
-                  ("no bearing geometry given", 1.0, False, 10000.0, False)]
+        cases += [
+            ("site noise x1, speed tag", 1.0, True, 10000.0, True),
+            ("25.6 kHz sensor resampled to 10 kHz", 1.0, False, 25600.0, True),
+            ("no bearing geometry given", 1.0, False, 10000.0, False),
+        ]
     if a.case:
         cases = [c for c in cases if a.case in c[0]]
     report = {"machines": n, "commission_windows": COMMISSION, "cases": {}}
@@ -257,24 +310,44 @@ def main(argv: list[str] | None = None) -> int:
     for name, noise, tag, fs, geometry in cases:
         ms = [run_machine(100 + s, noise, tag, fs, geometry) for s in range(n)]
         (Path(a.out) / "trajectories").mkdir(parents=True, exist_ok=True)
-        (Path(a.out) / "trajectories" / f"{name.replace(' ', '_').replace(',', '')}.json").write_text(json.dumps(
-            [{"machine": mc["seed"], "fault": r["fault"], "h": _hi(r)[1].tolist(),
-              "sev": [s for *_, s in r["windows"]], "label": [v.fault for v, *_ in r["windows"]],
-              "anomalous": [bool(v.anomalous) for v, *_ in r["windows"]]}
-             for mc in ms for r in mc["runs"]]))
-        report["cases"][name] = {"detection": detection_metrics(ms), "life": life_metrics(ms),
-                                 "rpm": [round(mc["rpm"]) for mc in ms]}
+        (Path(a.out) / "trajectories" / f"{name.replace(' ', '_').replace(',', '')}.json").write_text(
+            json.dumps(
+                [
+                    {
+                        "machine": mc["seed"],
+                        "fault": r["fault"],
+                        "h": _hi(r)[1].tolist(),
+                        "sev": [s for *_, s in r["windows"]],
+                        "label": [v.fault for v, *_ in r["windows"]],
+                        "anomalous": [bool(v.anomalous) for v, *_ in r["windows"]],
+                    }
+                    for mc in ms
+                    for r in mc["runs"]
+                ]
+            )
+        )
+        report["cases"][name] = {
+            "detection": detection_metrics(ms),
+            "life": life_metrics(ms),
+            "rpm": [round(mc["rpm"]) for mc in ms],
+        }
         print(name, json.dumps(report["cases"][name], indent=None)[:400], flush=True)
     report["life_synthetic"] = life_synthetic()
     report["seconds"] = round(time.time() - t0, 1)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "maintenance_real_bench.json").write_text(json.dumps(report, indent=2))
-    lines = ["| case | healthy alarmed (worst machine) | detection past 30 % (worst run) | fault type | "
-             "fleet-pooled stats: alarmed / detection | ISO rule: alarmed / detection |", "|---|---:|---:|---:|---:|---:|"]
-    life_lines = ["| case | history+trend MAE s | trend only | constant | linear trend | vs constant | answered "
-                  "(history+trend / trend only) | 10-90 % interval covers (history+trend / trend only) | "
-                  "trend weight | monotone |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| case | healthy alarmed (worst machine) | detection past 30 % (worst run) | fault type | "
+        "fleet-pooled stats: alarmed / detection | ISO rule: alarmed / detection |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    life_lines = [
+        "| case | history+trend MAE s | trend only | constant | linear trend | vs constant | answered "
+        "(history+trend / trend only) | 10-90 % interval covers (history+trend / trend only) | "
+        "trend weight | monotone |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     pct = lambda v: "-" if v is None else f"{100 * v:.0f} %"  # noqa: E731
     for name, c in report["cases"].items():
         d, life = c["detection"], c["life"]
@@ -282,19 +355,22 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {100 * d['healthy_alarmed']:.2f} % ({100 * d['healthy_alarmed_worst_machine']:.1f} %) | "
             f"{d['detection_past_30pct']:.3f} ({d['detection_worst_run']:.2f}) | {d['fault_type_accuracy']:.3f} | "
             f"{100 * d['fleet_pooled']['healthy_alarmed']:.1f} % / {d['fleet_pooled']['detection_past_30pct']:.3f} | "
-            f"{100 * d['iso_zone_rule']['healthy_alarmed']:.1f} % / {d['iso_zone_rule']['detection_past_30pct']:.3f} |")
+            f"{100 * d['iso_zone_rule']['healthy_alarmed']:.1f} % / {d['iso_zone_rule']['detection_past_30pct']:.3f} |"
+        )
         m, a, cv = life["mae_s"], life["answered_share"], life["interval_coverage"]
         life_lines.append(
             f"| {name} | {m['history+trend']:.0f} | {m['trend only']:.0f} | {m['constant']:.0f} | {m['linear']:.0f} | "
             f"{m['history+trend'] / m['constant']:.3f} | {pct(a['history+trend'])} / {pct(a['trend only'])} | "
             f"{pct(cv['history+trend'])} / {pct(cv['trend only'])} | {life['trend_weight']:.2f} | "
-            f"{pct(life['monotone_share'])} |")
+            f"{pct(life['monotone_share'])} |"
+        )
     for name, c in report["life_synthetic"].items():
         m = c["mae_s"]
         life_lines.append(
             f"| health-index runs, {name} | {m['history+trend']:.0f} | {m['trend only']:.0f} | {m['constant']:.0f} | "
             f"{m['linear']:.0f} | {m['history+trend'] / m['constant']:.3f} | | {pct(c['interval_coverage'])} / - | "
-            f"{c['trend_weight']:.2f} | |")
+            f"{c['trend_weight']:.2f} | |"
+        )
     lines += [""] + life_lines
     (out / "maintenance_real_bench.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

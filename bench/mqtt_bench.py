@@ -41,8 +41,15 @@ def fill(port: int, n: int, prefix: str) -> None:
     pub.loop_start()
     infos = []
     for i in range(n):
-        body = json.dumps({"ts": 1.7e9 + i, "temperature": 20.0 + i % 7, "humidity": 40.5, "pressure": 1013.2,
-                           "motor_current": 4.25})
+        body = json.dumps(
+            {
+                "ts": 1.7e9 + i,
+                "temperature": 20.0 + i % 7,
+                "humidity": 40.5,
+                "pressure": 1013.2,
+                "motor_current": 4.25,
+            }
+        )
         infos.append(pub.publish(f"{prefix}/line{i % 4}/sensor{i % 16}", body, qos=1))
     for info in infos:
         info.wait_for_publish(30)
@@ -93,8 +100,13 @@ def run_bare(port: int, n: int, run: int) -> float:
 
 async def run_adapter(port: int, n: int, run: int) -> float:
     cid = prefix = f"bench-adapter-{run}"
-    settings = MqttSettings(port=port, client_id=cid, persistent_session=True,
-                            subscriptions=[{"topic": f"{prefix}/#", "qos": 1}], queue_max_items=n + 10)
+    settings = MqttSettings(
+        port=port,
+        client_id=cid,
+        persistent_session=True,
+        subscriptions=[{"topic": f"{prefix}/#", "qos": 1}],
+        queue_max_items=n + 10,
+    )
     src = MqttSource("bench", settings)
     await src.start()
     await asyncio.wait_for(src.connected.wait(), 5)
@@ -127,9 +139,21 @@ def decode_cost(n: int = 20_000, blocks: int = 7) -> tuple[float, float]:
     """µs per message on the loop: ``MqttSource.decode`` (JSON → 4 Readings) vs ``json.loads`` of the
     same payloads, in alternating blocks in this process (steadier than the end-to-end rates)."""
     src = MqttSource("bench", MqttSettings(subscriptions=[{"topic": "bench/#", "qos": 1}]))
-    msgs = [(f"bench/line{i % 4}/sensor{i % 16}",
-             json.dumps({"ts": 1.7e9 + i, "temperature": 20.0 + i % 7, "humidity": 40.5, "pressure": 1013.2,
-                         "motor_current": 4.25}).encode()) for i in range(n)]
+    msgs = [
+        (
+            f"bench/line{i % 4}/sensor{i % 16}",
+            json.dumps(
+                {
+                    "ts": 1.7e9 + i,
+                    "temperature": 20.0 + i % 7,
+                    "humidity": 40.5,
+                    "pressure": 1013.2,
+                    "motor_current": 4.25,
+                }
+            ).encode(),
+        )
+        for i in range(n)
+    ]
     ours, bare = [], []
     for _ in range(blocks):
         src._last_ts.clear()

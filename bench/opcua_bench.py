@@ -50,7 +50,8 @@ async def _serve(port: int, n_vars: int, hz: float) -> None:
         ts = dt.datetime.now(dt.UTC)
         for i, nid in enumerate(ids):
             await server.write_attribute_value(
-                nid, ua.DataValue(ua.Variant(math.sin(k * 0.01 + i), ua.VariantType.Double), SourceTimestamp=ts)
+                nid,
+                ua.DataValue(ua.Variant(math.sin(k * 0.01 + i), ua.VariantType.Double), SourceTimestamp=ts),
             )
         next_t += period
         await asyncio.sleep(max(0.0, next_t - time.monotonic()))
@@ -80,8 +81,11 @@ async def _adapter(endpoint: str, node_ids: list[str], seconds: float) -> tuple[
     from devices.opcua.client import OpcUaSource
     from devices.opcua.settings import OpcUaSettings
 
-    settings = OpcUaSettings(endpoint=endpoint, publishing_interval_ms=20,
-                             nodes=[{"node_id": n, "tag": n, "queue_size": 10} for n in node_ids])
+    settings = OpcUaSettings(
+        endpoint=endpoint,
+        publishing_interval_ms=20,
+        nodes=[{"node_id": n, "tag": n, "queue_size": 10} for n in node_ids],
+    )
     src = OpcUaSource("bench", settings)
     count = 0
 
@@ -120,8 +124,20 @@ def main(argv: list[str] | None = None) -> int:
 
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "bench.opcua_bench", "--serve", str(port), "--vars", str(a.vars), "--hz", str(a.hz)],
-        stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1], env=dict(os.environ),
+        [
+            sys.executable,
+            "-m",
+            "bench.opcua_bench",
+            "--serve",
+            str(port),
+            "--vars",
+            str(a.vars),
+            "--hz",
+            str(a.hz),
+        ],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1],
+        env=dict(os.environ),
     )
     try:
         assert server.stdout is not None
@@ -145,11 +161,22 @@ def main(argv: list[str] | None = None) -> int:
     cb, co = statistics.median(bare_cpu), statistics.median(our_cpu)
     offered = a.vars * a.hz
     result = {
-        "bench": "opcua_bench", "vars": a.vars, "hz": a.hz, "seconds": a.seconds, "runs": a.runs,
-        "offered_per_s": offered, "bare_per_s": bare, "adapter_per_s": ours,
-        "bare_median_per_s": mb, "adapter_median_per_s": mo, "ratio": mo / mb if mb else None,
-        "bare_cpu_us_per_notification": bare_cpu, "adapter_cpu_us_per_notification": our_cpu,
-        "cpu_ratio": co / cb if cb else None, "adapter_dropped": dropped, "target_ratio": 0.8,
+        "bench": "opcua_bench",
+        "vars": a.vars,
+        "hz": a.hz,
+        "seconds": a.seconds,
+        "runs": a.runs,
+        "offered_per_s": offered,
+        "bare_per_s": bare,
+        "adapter_per_s": ours,
+        "bare_median_per_s": mb,
+        "adapter_median_per_s": mo,
+        "ratio": mo / mb if mb else None,
+        "bare_cpu_us_per_notification": bare_cpu,
+        "adapter_cpu_us_per_notification": our_cpu,
+        "cpu_ratio": co / cb if cb else None,
+        "adapter_dropped": dropped,
+        "target_ratio": 0.8,
     }
     OUT.mkdir(exist_ok=True)
     (OUT / "opcua_bench.json").write_text(json.dumps(result, indent=2))

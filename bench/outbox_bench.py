@@ -33,10 +33,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def result_row(i: int) -> dict:
-    return {"pipeline": "inspect", "source": "cam", "seq": i, "captured_at": 1.79e9 + i * 0.2, "model": "part-inspection",
-            "model_version": "1.1.0", "engine": "openvino", "verdict": "NG" if i % 7 == 0 else "OK",
-            "score": (i % 100) / 100, "label": "scratch" if i % 7 == 0 else "ok", "margin": 0.8,
-            "latency_ms": {"queue": 0.1, "preprocess": 0.4, "inference": 0.9, "postprocess": 0.05}}
+    return {
+        "pipeline": "inspect",
+        "source": "cam",
+        "seq": i,
+        "captured_at": 1.79e9 + i * 0.2,
+        "model": "part-inspection",
+        "model_version": "1.1.0",
+        "engine": "openvino",
+        "verdict": "NG" if i % 7 == 0 else "OK",
+        "score": (i % 100) / 100,
+        "label": "scratch" if i % 7 == 0 else "ok",
+        "margin": 0.8,
+        "latency_ms": {"queue": 0.1, "preprocess": 0.4, "inference": 0.9, "postprocess": 0.05},
+    }
 
 
 def raw_sqlite(path: Path, n: int, batch: int) -> float:
@@ -48,9 +58,13 @@ def raw_sqlite(path: Path, n: int, batch: int) -> float:
     t = time.perf_counter()
     for i in range(0, n, batch):
         db.execute("BEGIN")
-        db.executemany("INSERT INTO r VALUES (?,?,?,?)",
-                       [(k + 1, "result", 0.0, json.dumps(result_row(k), separators=(",", ":")).encode())
-                        for k in range(i, min(n, i + batch))])
+        db.executemany(
+            "INSERT INTO r VALUES (?,?,?,?)",
+            [
+                (k + 1, "result", 0.0, json.dumps(result_row(k), separators=(",", ":")).encode())
+                for k in range(i, min(n, i + batch))
+            ],
+        )
         db.execute("COMMIT")
     dt = time.perf_counter() - t
     db.close()
@@ -119,15 +133,25 @@ def outage_disk(tmp: Path, seconds: float, budget: int = 1_000_000, rate: float 
     th.join()
     st = ob.stats()
     ob.close()
-    return {"budget_bytes": budget, "max_disk_bytes": worst[0], "ratio": worst[0] / budget, "polls": polls[0],
-            "seconds": seconds, "results": i, "dropped": sum(st["dropped"].values()),
-            "row_bytes_at_end": st["bytes"], "disk_bytes_at_end": st["disk_bytes"]}
+    return {
+        "budget_bytes": budget,
+        "max_disk_bytes": worst[0],
+        "ratio": worst[0] / budget,
+        "polls": polls[0],
+        "seconds": seconds,
+        "results": i,
+        "dropped": sum(st["dropped"].values()),
+        "row_bytes_at_end": st["bytes"],
+        "disk_bytes_at_end": st["disk_bytes"],
+    }
 
 
 def outage_row(o: dict) -> str:
-    return (f"| outbox folder on disk during a {o['seconds']:.0f}-s outage ({o['results']:,} results + samples, "
-            f"{o['dropped']:,} dropped by policy; max of {o['polls']} polls) | {o['max_disk_bytes']:,} B | "
-            f"budget `max_bytes` {o['budget_bytes']:,} B | {o['ratio']:.2f} |")
+    return (
+        f"| outbox folder on disk during a {o['seconds']:.0f}-s outage ({o['results']:,} results + samples, "
+        f"{o['dropped']:,} dropped by policy; max of {o['polls']} polls) | {o['max_disk_bytes']:,} B | "
+        f"budget `max_bytes` {o['budget_bytes']:,} B | {o['ratio']:.2f} |"
+    )
 
 
 async def e2e(tmp: Path, pki: Path, n: int) -> dict:
@@ -174,8 +198,9 @@ async def bare_grpc(tmp: Path, pki: Path, n: int) -> float:
 
     server = grpc.aio.server()
     rpc.add_FleetServicer_to_server(Counting(), server)
-    port = server.add_secure_port(f"127.0.0.1:{free_port()}", server_credentials(pki / "ca.pem", pki / "server.pem",
-                                                                                   pki / "server.key"))
+    port = server.add_secure_port(
+        f"127.0.0.1:{free_port()}", server_credentials(pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    )
     await server.start()
     batches = []
     for i in range(0, n, 500):
@@ -231,42 +256,55 @@ def main(argv: list[str] | None = None) -> int:
             raw.append(raw_sqlite(tmp / f"raw{r}.db", a.records, 500))
             batch.append(outbox_rate(tmp / f"ob{r}", a.records, "batch"))
             always.append(outbox_rate(tmp / f"oa{r}", min(a.records, 2000), "always"))
-        res["append"] = {"raw_sqlite_per_s": statistics.median(raw), "outbox_batch_per_s": statistics.median(batch),
-                         "outbox_always_per_s": statistics.median(always)}
+        res["append"] = {
+            "raw_sqlite_per_s": statistics.median(raw),
+            "outbox_batch_per_s": statistics.median(batch),
+            "outbox_always_per_s": statistics.median(always),
+        }
         e, b = [], []
         for r in range(a.runs):
             e.append(asyncio.run(e2e(tmp / f"e2e{r}", pki, a.records)))
             b.append(asyncio.run(bare_grpc(tmp / f"bare{r}", pki, a.records)))
-        res["e2e"] = {"uplink_per_s": statistics.median(x["records_per_s"] for x in e),
-                      "bare_grpc_per_s": statistics.median(b)}
+        res["e2e"] = {
+            "uplink_per_s": statistics.median(x["records_per_s"] for x in e),
+            "bare_grpc_per_s": statistics.median(b),
+        }
         wire = statistics.median(x["wire_bytes"] for x in e)  # payload bytes handed to gRPC (before gzip)
         naive = statistics.median(len(r) for r in rows) * 1.0
         gz = len(gzip.compress(b"".join(rows[:5000]))) / 5000
-        res["bytes_per_record"] = {"naive_json": naive, "payload_before_gzip": wire / a.records,
-                                   "gzip_estimate": gz}
+        res["bytes_per_record"] = {
+            "naive_json": naive,
+            "payload_before_gzip": wire / a.records,
+            "gzip_estimate": gz,
+        }
         c = asyncio.run(e2e(tmp / "catchup", pki, a.catchup))
         res["catchup"] = {"records": a.catchup, "seconds": c["seconds"], "records_per_s": c["records_per_s"]}
         res["outage"] = outage_disk(tmp / "outage", a.outage_s)
     OUT.mkdir(exist_ok=True)
     (OUT / "outbox_bench.json").write_text(json.dumps(res, indent=2))
     ap_ = res["append"]
-    md = ["### Store-and-forward (medians)", "",
-          "| measure | ours | baseline | ratio |", "|---|---:|---:|---:|",
-          f"| outbox append, fsync=batch (records/s) | {ap_['outbox_batch_per_s']:,.0f} | raw SQLite batched inserts "
-          f"{ap_['raw_sqlite_per_s']:,.0f} | {ap_['outbox_batch_per_s'] / ap_['raw_sqlite_per_s']:.2f} |",
-          f"| outbox append, fsync=always (records/s) | {ap_['outbox_always_per_s']:,.0f} | (one fsync per record) | |",
-          f"| agent → cloud on loopback (records/s, mTLS, acks, SQLite at both ends) | "
-          f"{res['e2e']['uplink_per_s']:,.0f} | bare grpc stream of the same batches {res['e2e']['bare_grpc_per_s']:,.0f}"
-          f" | {res['e2e']['uplink_per_s'] / res['e2e']['bare_grpc_per_s']:.2f} |",
-          f"| catch-up after an outage: {a.catchup:,} queued records | {res['catchup']['seconds']:.1f} s "
-          f"({res['catchup']['records_per_s']:,.0f}/s) | | |",
-          f"| bytes per result record | ~{res['bytes_per_record']['gzip_estimate']:.0f} on the wire (gzip batches) | "
-          f"naive JSON {res['bytes_per_record']['naive_json']:.0f} | "
-          f"{res['bytes_per_record']['gzip_estimate'] / res['bytes_per_record']['naive_json']:.2f} |",
-          outage_row(res["outage"]), "",
-          "Baselines do the same JSON encoding. The bench's result records are synthetic and repetitive, so they "
-          "compress better than real traffic would; the outbox's cost over raw SQLite is its writer-thread "
-          "hand-over and per-record sequence bookkeeping."]
+    md = [
+        "### Store-and-forward (medians)",
+        "",
+        "| measure | ours | baseline | ratio |",
+        "|---|---:|---:|---:|",
+        f"| outbox append, fsync=batch (records/s) | {ap_['outbox_batch_per_s']:,.0f} | raw SQLite batched inserts "
+        f"{ap_['raw_sqlite_per_s']:,.0f} | {ap_['outbox_batch_per_s'] / ap_['raw_sqlite_per_s']:.2f} |",
+        f"| outbox append, fsync=always (records/s) | {ap_['outbox_always_per_s']:,.0f} | (one fsync per record) | |",
+        f"| agent → cloud on loopback (records/s, mTLS, acks, SQLite at both ends) | "
+        f"{res['e2e']['uplink_per_s']:,.0f} | bare grpc stream of the same batches {res['e2e']['bare_grpc_per_s']:,.0f}"
+        f" | {res['e2e']['uplink_per_s'] / res['e2e']['bare_grpc_per_s']:.2f} |",
+        f"| catch-up after an outage: {a.catchup:,} queued records | {res['catchup']['seconds']:.1f} s "
+        f"({res['catchup']['records_per_s']:,.0f}/s) | | |",
+        f"| bytes per result record | ~{res['bytes_per_record']['gzip_estimate']:.0f} on the wire (gzip batches) | "
+        f"naive JSON {res['bytes_per_record']['naive_json']:.0f} | "
+        f"{res['bytes_per_record']['gzip_estimate'] / res['bytes_per_record']['naive_json']:.2f} |",
+        outage_row(res["outage"]),
+        "",
+        "Baselines do the same JSON encoding. The bench's result records are synthetic and repetitive, so they "
+        "compress better than real traffic would; the outbox's cost over raw SQLite is its writer-thread "
+        "hand-over and per-record sequence bookkeeping.",
+    ]
     (OUT / "outbox_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

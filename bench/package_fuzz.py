@@ -39,7 +39,9 @@ def tarfile_baseline() -> dict:
         "gnu long name 1 TiB": tc.header("p", 1 << 40, b"L", magic=tc.GNU_MAGIC, base256_size=True),
         "sparse map garbage": tc.pax_entry(tc.pax_record("GNU.sparse.map", "1,x")),
         "sparse numblocks garbage": tc.pax_entry(tc.pax_record("GNU.sparse.numblocks", "zz")),
-        "hdrcharset binary": tc.pax_entry(tc.pax_record("hdrcharset", "BINARY") + tc.pax_record("path", b"\xff")),
+        "hdrcharset binary": tc.pax_entry(
+            tc.pax_record("hdrcharset", "BINARY") + tc.pax_record("path", b"\xff")
+        ),
         "pax 16 KiB": tc.pax_entry(b"".join(tc.pax_record("comment", "x" * 1000) for _ in range(16))),
     }
     out = {}
@@ -63,22 +65,52 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         stats_path = Path(tmp) / "stats.json"
-        env = {**os.environ, "PACKAGE_FUZZ_EXAMPLES": str(args.examples), "PACKAGE_FUZZ_STATS": str(stats_path)}
+        env = {
+            **os.environ,
+            "PACKAGE_FUZZ_EXAMPLES": str(args.examples),
+            "PACKAGE_FUZZ_STATS": str(stats_path),
+        }
         t0 = time.perf_counter()
-        rc = subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:warnings", "-p", "no:cacheprovider",
-                              "--timeout", "0", "tests/unit/test_package_fuzz.py"], cwd=HERE.parent, env=env)
+        rc = subprocess.call(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:warnings",
+                "-p",
+                "no:cacheprovider",
+                "--timeout",
+                "0",
+                "tests/unit/test_package_fuzz.py",
+            ],
+            cwd=HERE.parent,
+            env=env,
+        )
         wall = time.perf_counter() - t0
         stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
     baseline = tarfile_baseline()
-    result = {"bench": "package_fuzz", "examples_per_property": args.examples, "passed": rc == 0, "wall_s": wall,
-              **stats, "tarfile_baseline": baseline}
+    result = {
+        "bench": "package_fuzz",
+        "examples_per_property": args.examples,
+        "passed": rc == 0,
+        "wall_s": wall,
+        **stats,
+        "tarfile_baseline": baseline,
+    }
     OUT.mkdir(exist_ok=True)
     (OUT / "package_fuzz.json").write_text(json.dumps(result, indent=2))
-    md = ["### Package reader fuzzing (Hypothesis)", "",
-          f"{stats.get('cases', 0)} cases ({args.examples} per property, 3 properties) in {wall:.0f} s: "
-          f"{'pass' if rc == 0 else 'FAIL'}; exceptions other than PackageError: {0 if rc == 0 else 'see log'}; "
-          f"slowest case {stats.get('max_case_s', 0):.3f} s (budget 1 s).", "",
-          "| crafted header | CPython 3.11 tarfile | time s |", "|---|---|---:|"]
+    md = [
+        "### Package reader fuzzing (Hypothesis)",
+        "",
+        f"{stats.get('cases', 0)} cases ({args.examples} per property, 3 properties) in {wall:.0f} s: "
+        f"{'pass' if rc == 0 else 'FAIL'}; exceptions other than PackageError: {0 if rc == 0 else 'see log'}; "
+        f"slowest case {stats.get('max_case_s', 0):.3f} s (budget 1 s).",
+        "",
+        "| crafted header | CPython 3.11 tarfile | time s |",
+        "|---|---|---:|",
+    ]
     md += [f"| {k} | {v['result']} | {v['s']} |" for k, v in baseline.items()]
     (OUT / "package_fuzz.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

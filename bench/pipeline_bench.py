@@ -79,11 +79,18 @@ def per_inference(pkg: Path, pub: Path, tmp: Path, n: int, kind: str) -> dict:
             full.append(time.perf_counter() - t)
     asyncio.run(slot.stop())
     us = lambda xs, q: percentile(xs, q) * 1e6  # noqa: E731
-    return {"kind": kind, "bare_p50_us": us(bare, 50), "bare_p99_us": us(bare, 99),
-            "engine_p50_us": us(eng, 50), "engine_p99_us": us(eng, 99),
-            "infer_p50_us": us(full, 50), "infer_p99_us": us(full, 99),
-            "engine_ratio_p50": us(eng, 50) / us(bare, 50), "engine_ratio_p99": us(eng, 99) / us(bare, 99),
-            "infer_ratio_p50": us(full, 50) / us(bare, 50)}
+    return {
+        "kind": kind,
+        "bare_p50_us": us(bare, 50),
+        "bare_p99_us": us(bare, 99),
+        "engine_p50_us": us(eng, 50),
+        "engine_p99_us": us(eng, 99),
+        "infer_p50_us": us(full, 50),
+        "infer_p99_us": us(full, 99),
+        "engine_ratio_p50": us(eng, 50) / us(bare, 50),
+        "engine_ratio_p99": us(eng, 99) / us(bare, 99),
+        "infer_ratio_p50": us(full, 50) / us(bare, 50),
+    }
 
 
 async def throughput(pkg: Path, pub: Path, tmp: Path, kind: str, n: int) -> dict:
@@ -99,13 +106,23 @@ async def throughput(pkg: Path, pub: Path, tmp: Path, kind: str, n: int) -> dict
     await slot.start()
     rng = np.random.default_rng(1)
     if kind == "vision":
-        items = [Frame("cam", i, time.time(), rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)) for i in range(n)]
-        ps = PipelineSettings(name="p", source="cam", model="t", queue=QueueSettings(size=n + 1, policy="block"))
+        items = [
+            Frame("cam", i, time.time(), rng.integers(0, 255, (128, 128, 3), dtype=np.uint8))
+            for i in range(n)
+        ]
+        ps = PipelineSettings(
+            name="p", source="cam", model="t", queue=QueueSettings(size=n + 1, policy="block")
+        )
     else:
         ws = slot.manifest.preprocessing.window_samples
         items = [Reading("plc", "vib", rng.normal(0, 1, ws), time.time(), time.time()) for i in range(n)]
-        ps = PipelineSettings(name="p", source="plc", model="t", queue=QueueSettings(size=n + 1, policy="block"),
-                              window=WindowSettings(waveform="vib"))
+        ps = PipelineSettings(
+            name="p",
+            source="plc",
+            model="t",
+            queue=QueueSettings(size=n + 1, policy="block"),
+            window=WindowSettings(waveform="vib"),
+        )
     from edge_agent.pipelines import Windower
 
     # bare: slot.infer in a loop over the same items (windows built the same way)
@@ -139,8 +156,13 @@ async def throughput(pkg: Path, pub: Path, tmp: Path, kind: str, n: int) -> dict
     await p.stop()
     ex.shutdown()
     await slot.stop()
-    return {"kind": kind, "items": len(work), "bare_per_s": bare_rate, "pipeline_per_s": pipe_rate,
-            "ratio": pipe_rate / bare_rate}
+    return {
+        "kind": kind,
+        "items": len(work),
+        "bare_per_s": bare_rate,
+        "pipeline_per_s": pipe_rate,
+        "ratio": pipe_rate / bare_rate,
+    }
 
 
 STARTUP = r"""
@@ -167,14 +189,24 @@ def startup(vision: Path, signal_pkg: Path, pub: Path, tmp: Path, engine: str) -
     from simulators.camera import write_folder
 
     folder = write_folder(tmp / f"frames-{engine}", 20, 0, 0.3, 128)
-    cfg = {"agent": {"id": "bench", "data_dir": str(tmp / f"agent-{engine}")}, "trusted_keys": [str(pub)],
-           "http": {"enabled": False},
-           "sources": {"cam": {"type": "camera", "url": str(folder), "fps": 50, "loop": True}},
-           "models": {"vision": {"package": str(vision), "engine": engine},
-                      "health": {"package": str(signal_pkg), "engine": engine}},
-           "pipelines": [{"name": "inspect", "source": "cam", "model": "vision"}]}
-    r = subprocess.run([sys.executable, "-c", STARTUP, json.dumps(cfg)], capture_output=True, text=True,
-                       cwd=Path(__file__).resolve().parents[1], timeout=120)
+    cfg = {
+        "agent": {"id": "bench", "data_dir": str(tmp / f"agent-{engine}")},
+        "trusted_keys": [str(pub)],
+        "http": {"enabled": False},
+        "sources": {"cam": {"type": "camera", "url": str(folder), "fps": 50, "loop": True}},
+        "models": {
+            "vision": {"package": str(vision), "engine": engine},
+            "health": {"package": str(signal_pkg), "engine": engine},
+        },
+        "pipelines": [{"name": "inspect", "source": "cam", "model": "vision"}],
+    }
+    r = subprocess.run(
+        [sys.executable, "-c", STARTUP, json.dumps(cfg)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
     if r.returncode != 0:
         raise RuntimeError(r.stderr[-2000:])
     return {"engine": engine, **json.loads(r.stdout.strip().splitlines()[-1])}
@@ -193,30 +225,48 @@ def main(argv: list[str] | None = None) -> int:
         vision = make_package(tmp, kind="vision", key=key, width=128, height=128, openvino=True)
         sig = make_package(tmp, kind="signal", key=key, openvino=True)
         per = [per_inference(vision, pub, tmp, a.n, "vision"), per_inference(sig, pub, tmp, a.n, "signal")]
-        tp = [asyncio.run(throughput(vision, pub, tmp, "vision", 500)),
-              asyncio.run(throughput(sig, pub, tmp, "signal", 500))]
+        tp = [
+            asyncio.run(throughput(vision, pub, tmp, "vision", 500)),
+            asyncio.run(throughput(sig, pub, tmp, "signal", 500)),
+        ]
         st = [startup(vision, sig, pub, tmp, e) for e in ("onnxruntime", "openvino")]
     res = {"bench": "pipeline", "per_inference": per, "throughput": tp, "startup": st}
     OUT.mkdir(exist_ok=True)
     (OUT / "pipeline_bench.json").write_text(json.dumps(res, indent=2))
-    md = ["### Agent: per-inference overhead vs bare `session.run` (ONNX Runtime, 1 thread, medians of "
-          f"{a.n} calls in alternating blocks)", "",
-          "| model | bare p50 µs | agent engine call p50 µs (ratio) | p99 ratio | full infer p50 µs (pre+post incl.) |",
-          "|---|---:|---:|---:|---:|"]
+    md = [
+        "### Agent: per-inference overhead vs bare `session.run` (ONNX Runtime, 1 thread, medians of "
+        f"{a.n} calls in alternating blocks)",
+        "",
+        "| model | bare p50 µs | agent engine call p50 µs (ratio) | p99 ratio | full infer p50 µs (pre+post incl.) |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for r in per:
-        md.append(f"| {r['kind']} test model | {r['bare_p50_us']:.0f} | {r['engine_p50_us']:.0f} "
-                  f"({r['engine_ratio_p50']:.3f}) | {r['engine_ratio_p99']:.3f} | {r['infer_p50_us']:.0f} |")
-    md += ["", "| pipeline | items | bare slot.infer loop /s | pipeline /s | ratio |", "|---|---:|---:|---:|---:|"]
+        md.append(
+            f"| {r['kind']} test model | {r['bare_p50_us']:.0f} | {r['engine_p50_us']:.0f} "
+            f"({r['engine_ratio_p50']:.3f}) | {r['engine_ratio_p99']:.3f} | {r['infer_p50_us']:.0f} |"
+        )
+    md += [
+        "",
+        "| pipeline | items | bare slot.infer loop /s | pipeline /s | ratio |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for r in tp:
-        md.append(f"| {r['kind']} | {r['items']} | {r['bare_per_s']:.0f} | {r['pipeline_per_s']:.0f} | "
-                  f"{r['ratio']:.2f} |")
-    md += ["", "| engine | start → first result s | max RSS MB (vision + maintenance slots, camera source) |",
-           "|---|---:|---:|"]
+        md.append(
+            f"| {r['kind']} | {r['items']} | {r['bare_per_s']:.0f} | {r['pipeline_per_s']:.0f} | "
+            f"{r['ratio']:.2f} |"
+        )
+    md += [
+        "",
+        "| engine | start → first result s | max RSS MB (vision + maintenance slots, camera source) |",
+        "|---|---:|---:|",
+    ]
     for r in st:
         md.append(f"| {r['engine']} | {r['first_result_s']:.2f} | {r['max_rss_mb']:.0f} |")
     md.append("")
-    md.append("Test models are tiny (tens of µs), so fixed per-call costs dominate; for real models "
-              "(≈0.5 ms INT8 CNN, FIELD-NOTES) the same absolute overhead is a few percent.")
+    md.append(
+        "Test models are tiny (tens of µs), so fixed per-call costs dominate; for real models "
+        "(≈0.5 ms INT8 CNN, FIELD-NOTES) the same absolute overhead is a few percent."
+    )
     (OUT / "pipeline_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

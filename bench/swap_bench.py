@@ -38,8 +38,16 @@ def rate(times: list[float], t0: float, t1: float) -> float:
     return sum(1 for t in times if t0 <= t < t1) / (t1 - t0)
 
 
-async def run_case(spec: str, pkgs: list[Path], pub: Path, tmp: Path, fps: float, normal_s: float,
-                   min_window_s: float, settle_s: float) -> dict:
+async def run_case(
+    spec: str,
+    pkgs: list[Path],
+    pub: Path,
+    tmp: Path,
+    fps: float,
+    normal_s: float,
+    min_window_s: float,
+    settle_s: float,
+) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
     from devices.base import Frame
@@ -50,8 +58,12 @@ async def run_case(spec: str, pkgs: list[Path], pub: Path, tmp: Path, fps: float
     from edge_agent.pipelines import Pipeline
 
     engine, _, variant = spec.partition(":")
-    slot = ModelSlot("vision", ModelConfig(package=str(pkgs[0]), engine=engine, openvino_f32=True),
-                     tmp / f"data-{spec.replace(':', '-')}", [pub])
+    slot = ModelSlot(
+        "vision",
+        ModelConfig(package=str(pkgs[0]), engine=engine, openvino_f32=True),
+        tmp / f"data-{spec.replace(':', '-')}",
+        [pub],
+    )
     await slot.start()
     if variant == "unisolated":  # the swap loads as before issue 18: on the serving process's threads
         real = slot_mod.select
@@ -99,9 +111,16 @@ async def run_case(spec: str, pkgs: list[Path], pub: Path, tmp: Path, fps: float
         await asyncio.sleep(max(0.0, end - time.perf_counter()) + 0.5)
         normal, during = rate(finished, t0, t1), rate(finished, t1, end)
         windows.append((t1, end))
-        rounds.append({"to": outcome.to_version, "ok": outcome.ok, "swap_s": round(t2 - t1, 3),
-                       "normal_per_s": round(normal, 1), "during_swap_per_s": round(during, 1),
-                       "ratio": round(during / normal, 3) if normal else None})
+        rounds.append(
+            {
+                "to": outcome.to_version,
+                "ok": outcome.ok,
+                "swap_s": round(t2 - t1, 3),
+                "normal_per_s": round(normal, 1),
+                "during_swap_per_s": round(during, 1),
+                "ratio": round(during / normal, 3) if normal else None,
+            }
+        )
     stop.set()
     await cam
     await p.stop()
@@ -115,17 +134,27 @@ async def run_case(spec: str, pkgs: list[Path], pub: Path, tmp: Path, fps: float
     swap_s = sum(b - a for a, b in windows)
     other_s = (produced_at[-1] - produced_at[0]) - swap_s if produced_at else 0.0
     ratios = [r["ratio"] for r in rounds if r["ratio"] is not None]
-    return {"engine": spec, "serving": serving.get("engine"), "fps": fps, "frames": produced,
-            "results": len(seqs), "missing_seqs": len(lost), "missing_in_swaps": in_swaps,
-            # lost frames per second in the swap windows and outside them (the machine's own noise)
-            "missing_per_s_swaps": round(in_swaps / swap_s, 2) if swap_s else None,
-            "missing_per_s_other": round((len(lost) - in_swaps) / other_s, 2) if other_s > 0 else None,
-            "dropped_queue": p.queue.dropped,
-            "swaps_ok": sum(r["ok"] for r in rounds), "swaps": len(rounds),
-            "normal_per_s_median": statistics.median(r["normal_per_s"] for r in rounds),
-            "during_swap_per_s_median": statistics.median(r["during_swap_per_s"] for r in rounds),
-            "ratio_median": statistics.median(ratios) if ratios else None, "ratio_min": min(ratios) if ratios else None,
-            "swap_s_median": statistics.median(r["swap_s"] for r in rounds), "rounds": rounds}
+    return {
+        "engine": spec,
+        "serving": serving.get("engine"),
+        "fps": fps,
+        "frames": produced,
+        "results": len(seqs),
+        "missing_seqs": len(lost),
+        "missing_in_swaps": in_swaps,
+        # lost frames per second in the swap windows and outside them (the machine's own noise)
+        "missing_per_s_swaps": round(in_swaps / swap_s, 2) if swap_s else None,
+        "missing_per_s_other": round((len(lost) - in_swaps) / other_s, 2) if other_s > 0 else None,
+        "dropped_queue": p.queue.dropped,
+        "swaps_ok": sum(r["ok"] for r in rounds),
+        "swaps": len(rounds),
+        "normal_per_s_median": statistics.median(r["normal_per_s"] for r in rounds),
+        "during_swap_per_s_median": statistics.median(r["during_swap_per_s"] for r in rounds),
+        "ratio_median": statistics.median(ratios) if ratios else None,
+        "ratio_min": min(ratios) if ratios else None,
+        "swap_s_median": statistics.median(r["swap_s"] for r in rounds),
+        "rounds": rounds,
+    }
 
 
 def cpu_flags() -> list[str]:
@@ -139,18 +168,23 @@ def cpu_flags() -> list[str]:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"fps {report['fps']}, {report['swaps']} swaps per engine choice, load average before "
-             f"{report['loadavg_before']}, after {report['loadavg_after']}, {os.cpu_count()} cores, "
-             f"CPU flags {' '.join(report['cpu_flags'])}", "",
-             "| engine (serving) | normal results/s (median) | during a swap (median) | ratio median (min) | "
-             "swap s (median) | frames | missing seqs (in swap windows) | missing/s in swaps, outside | swaps ok |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"fps {report['fps']}, {report['swaps']} swaps per engine choice, load average before "
+        f"{report['loadavg_before']}, after {report['loadavg_after']}, {os.cpu_count()} cores, "
+        f"CPU flags {' '.join(report['cpu_flags'])}",
+        "",
+        "| engine (serving) | normal results/s (median) | during a swap (median) | ratio median (min) | "
+        "swap s (median) | frames | missing seqs (in swap windows) | missing/s in swaps, outside | swaps ok |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for c in report["cases"]:
-        lines.append(f"| {c['engine']} ({c['serving']}) | {c['normal_per_s_median']:.1f} | "
-                     f"{c['during_swap_per_s_median']:.1f} | {c['ratio_median']:.2f} ({c['ratio_min']:.2f}) | "
-                     f"{c['swap_s_median']:.2f} | {c['frames']} | {c['missing_seqs']} ({c['missing_in_swaps']}) | "
-                     f"{c['missing_per_s_swaps']}, {c['missing_per_s_other']} | "
-                     f"{c['swaps_ok']}/{c['swaps']} |")
+        lines.append(
+            f"| {c['engine']} ({c['serving']}) | {c['normal_per_s_median']:.1f} | "
+            f"{c['during_swap_per_s_median']:.1f} | {c['ratio_median']:.2f} ({c['ratio_min']:.2f}) | "
+            f"{c['swap_s_median']:.2f} | {c['frames']} | {c['missing_seqs']} ({c['missing_in_swaps']}) | "
+            f"{c['missing_per_s_swaps']}, {c['missing_per_s_other']} | "
+            f"{c['swaps_ok']}/{c['swaps']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -158,8 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--fps", type=float, default=100.0)
     ap.add_argument("--swaps", type=int, default=5)
-    ap.add_argument("--engines", default="openvino:unisolated,openvino,auto,onnxruntime",
-                    help="engine choices; ':unisolated' loads the new model the way it was before (baseline)")
+    ap.add_argument(
+        "--engines",
+        default="openvino:unisolated,openvino,auto,onnxruntime",
+        help="engine choices; ':unisolated' loads the new model the way it was before (baseline)",
+    )
     ap.add_argument("--normal-s", type=float, default=3.0)
     ap.add_argument("--min-window-s", type=float, default=1.0)
     ap.add_argument("--settle-s", type=float, default=2.0)
@@ -168,16 +205,33 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.support.models import make_keypair, make_package
 
-    report: dict = {"fps": args.fps, "swaps": args.swaps, "cpu_flags": cpu_flags(),
-                    "loadavg_before": [round(x, 2) for x in os.getloadavg()], "cases": []}
+    report: dict = {
+        "fps": args.fps,
+        "swaps": args.swaps,
+        "cpu_flags": cpu_flags(),
+        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+        "cases": [],
+    }
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         key, pub = make_keypair(tmp / "keys")
-        pkgs = [make_package(tmp, kind="vision", version=f"1.{i}.0", key=key, width=args.size, height=args.size,
-                             seed=i, out_dir=tmp / f"pkgs-{i}") for i in range(args.swaps + 1)]
+        pkgs = [
+            make_package(
+                tmp,
+                kind="vision",
+                version=f"1.{i}.0",
+                key=key,
+                width=args.size,
+                height=args.size,
+                seed=i,
+                out_dir=tmp / f"pkgs-{i}",
+            )
+            for i in range(args.swaps + 1)
+        ]
         for spec in args.engines.split(","):
-            case = asyncio.run(run_case(spec, pkgs, pub, tmp, args.fps, args.normal_s, args.min_window_s,
-                                        args.settle_s))
+            case = asyncio.run(
+                run_case(spec, pkgs, pub, tmp, args.fps, args.normal_s, args.min_window_s, args.settle_s)
+            )
             report["cases"].append(case)
             print(json.dumps({k: v for k, v in case.items() if k != "rounds"}), flush=True)
     report["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]

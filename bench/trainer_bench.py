@@ -34,13 +34,25 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         key, _ = make_keypair(tmp / "keys")
-        data = {"vision": write_parts(tmp / "parts", a.images, seed=0, size=128),
-                "maintenance": write_vib(tmp / "vib", 20, 50, seed=0)}
+        data = {
+            "vision": write_parts(tmp / "parts", a.images, seed=0, size=128),
+            "maintenance": write_vib(tmp / "vib", 20, 50, seed=0),
+        }
         for fam in ("maintenance", "vision"):
-            s = BuildSettings(family=fam, dataset=data[fam], registry=tmp / "reg", signing_key=key,
-                              workdir=tmp / f"w-{fam}", epochs=a.epochs if fam == "vision" else 200, threads=2,
-                              floors={"ng_recall": 0.0, "ng_precision": 0.0} if fam == "vision" else
-                              {"anomaly_auroc": 0.0, "fault_accuracy": 0.0}, int8_margin=1.0, force=True)
+            s = BuildSettings(
+                family=fam,
+                dataset=data[fam],
+                registry=tmp / "reg",
+                signing_key=key,
+                workdir=tmp / f"w-{fam}",
+                epochs=a.epochs if fam == "vision" else 200,
+                threads=2,
+                floors={"ng_recall": 0.0, "ng_precision": 0.0}
+                if fam == "vision"
+                else {"anomaly_auroc": 0.0, "fault_accuracy": 0.0},
+                int8_margin=1.0,
+                force=True,
+            )
             out = build(s, log=lambda m: None)
             rep = out["report"]
             metric = "accuracy" if fam == "vision" else "fault_accuracy"
@@ -48,24 +60,45 @@ def main(argv: list[str] | None = None) -> int:
             per_epoch = sum(h["seconds"] for h in hist) / max(1, len(hist))
             for k, v in rep["latency_batch1"].items():
                 eng, thr = k.rsplit("_", 1)
-                rows.append({"model": rep["name"], "engine": eng, "threads": int(thr[:-1]), **v,
-                             "fp32_metric": rep["metrics"]["fp32"][metric],
-                             "int8_metric": rep["metrics"]["int8" if eng == "onnxruntime" else "int8_openvino"][metric],
-                             "metric": metric, "epoch_s": per_epoch, "epochs": len(hist),
-                             "fp32_bytes": rep["sizes"]["fp32_bytes"], "int8_bytes": rep["sizes"]["int8_bytes"]})
+                rows.append(
+                    {
+                        "model": rep["name"],
+                        "engine": eng,
+                        "threads": int(thr[:-1]),
+                        **v,
+                        "fp32_metric": rep["metrics"]["fp32"][metric],
+                        "int8_metric": rep["metrics"]["int8" if eng == "onnxruntime" else "int8_openvino"][
+                            metric
+                        ],
+                        "metric": metric,
+                        "epoch_s": per_epoch,
+                        "epochs": len(hist),
+                        "fp32_bytes": rep["sizes"]["fp32_bytes"],
+                        "int8_bytes": rep["sizes"]["int8_bytes"],
+                    }
+                )
     OUT.mkdir(exist_ok=True)
     (OUT / "trainer_bench.json").write_text(json.dumps({"bench": "trainer", "rows": rows}, indent=2))
-    md = ["### Models: FP32 vs INT8, batch 1 (medians of 100 calls), accuracy of each form, training time", "",
-          "| model | engine | threads | FP32 ms | INT8 ms | speed-up | FP32 metric | INT8 metric | size FP32→INT8 | "
-          "train s/epoch (epochs) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    md = [
+        "### Models: FP32 vs INT8, batch 1 (medians of 100 calls), accuracy of each form, training time",
+        "",
+        "| model | engine | threads | FP32 ms | INT8 ms | speed-up | FP32 metric | INT8 metric | size FP32→INT8 | "
+        "train s/epoch (epochs) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        md.append(f"| {r['model']} | {r['engine']} | {r['threads']} | {r['fp32_ms']:.3f} | {r['int8_ms']:.3f} | "
-                  f"{r['speedup']:.2f}x | {r['metric']} {r['fp32_metric']:.3f} | {r['int8_metric']:.3f} | "
-                  f"{r['fp32_bytes'] / 1e6:.2f}→{r['int8_bytes'] / 1e6:.2f} MB | {r['epoch_s']:.2f} ({r['epochs']}) |")
-    md += ["", "Both models are small (the vision CNN runs in ~0.2 ms, the maintenance network is a few thousand "
-           "parameters), so fixed per-call costs weigh heavily: INT8 pays on OpenVINO for the CNN, while on ONNX "
-           "Runtime its QDQ kernels roughly break even (0.85-1.3x across runs on this machine) and lose on the "
-           "maintenance network. INT8 still shrinks the models 3x and keeps their accuracy."]
+        md.append(
+            f"| {r['model']} | {r['engine']} | {r['threads']} | {r['fp32_ms']:.3f} | {r['int8_ms']:.3f} | "
+            f"{r['speedup']:.2f}x | {r['metric']} {r['fp32_metric']:.3f} | {r['int8_metric']:.3f} | "
+            f"{r['fp32_bytes'] / 1e6:.2f}→{r['int8_bytes'] / 1e6:.2f} MB | {r['epoch_s']:.2f} ({r['epochs']}) |"
+        )
+    md += [
+        "",
+        "Both models are small (the vision CNN runs in ~0.2 ms, the maintenance network is a few thousand "
+        "parameters), so fixed per-call costs weigh heavily: INT8 pays on OpenVINO for the CNN, while on ONNX "
+        "Runtime its QDQ kernels roughly break even (0.85-1.3x across runs on this machine) and lose on the "
+        "maintenance network. INT8 still shrinks the models 3x and keeps their accuracy.",
+    ]
     (OUT / "trainer_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

@@ -88,14 +88,27 @@ def judge(pkg: Path, pub: Path, images, tmp: Path) -> dict:
             hits.append(bool(cell.any()))
     ng_a, tr = np.asarray(ng), np.asarray(truth)
     tp = int((ng_a & tr).sum())
-    return {"n": len(tr), "ng_recall": tp / max(1, int(tr.sum())), "ng_precision": tp / max(1, int(ng_a.sum())),
-            "ng_auroc": auroc(tr, np.asarray(scores)), "good_rejected": float(ng_a[~tr].mean()),
-            "heatmap_on_defect": float(np.mean(hits)) if hits else None,
-            "preprocess_ms": 1000 * float(np.median(t_pre))}
+    return {
+        "n": len(tr),
+        "ng_recall": tp / max(1, int(tr.sum())),
+        "ng_precision": tp / max(1, int(ng_a.sum())),
+        "ng_auroc": auroc(tr, np.asarray(scores)),
+        "good_rejected": float(ng_a[~tr].mean()),
+        "heatmap_on_defect": float(np.mean(hits)) if hits else None,
+        "preprocess_ms": 1000 * float(np.median(t_pre)),
+    }
 
 
-def build(dataset: Path, work: Path, registry: Path, key: Path, size: int, epochs: int,
-          threads: int = 2, recipe: str = "auto") -> tuple[Path, dict]:
+def build(
+    dataset: Path,
+    work: Path,
+    registry: Path,
+    key: Path,
+    size: int,
+    epochs: int,
+    threads: int = 2,
+    recipe: str = "auto",
+) -> tuple[Path, dict]:
     from cloud_trainer.train.pipeline import (
         BuildSettings,
         stage_evaluate,
@@ -104,18 +117,35 @@ def build(dataset: Path, work: Path, registry: Path, key: Path, size: int, epoch
         stage_train,
     )
 
-    s = BuildSettings(family="vision", dataset=dataset, registry=registry, signing_key=key, workdir=work, seed=0,
-                      epochs=epochs, size=size, threads=threads, openvino=False, compare_published=False, force=True,
-                      recipe=recipe)
+    s = BuildSettings(
+        family="vision",
+        dataset=dataset,
+        registry=registry,
+        signing_key=key,
+        workdir=work,
+        seed=0,
+        epochs=epochs,
+        size=size,
+        threads=threads,
+        openvino=False,
+        compare_published=False,
+        force=True,
+        recipe=recipe,
+    )
     t0 = time.perf_counter()
     meta = stage_train(s)
     stage_quantize(s)
     rep = stage_evaluate(s)
     pkg = stage_package(s)
-    return pkg, {"recipe": meta.get("recipe"), "train_s": meta["training"]["seconds"], "build_s": time.perf_counter() - t0,
-                 "gate_passed": rep["gate"]["passed"], "gate_reasons": rep["gate"]["reasons"],
-                 "threshold": rep["threshold"], "held_out": {k: rep["metrics"]["int8"][k] for k in
-                                                            ("ng_recall", "ng_precision", "accuracy")}}
+    return pkg, {
+        "recipe": meta.get("recipe"),
+        "train_s": meta["training"]["seconds"],
+        "build_s": time.perf_counter() - t0,
+        "gate_passed": rep["gate"]["passed"],
+        "gate_reasons": rep["gate"]["reasons"],
+        "threshold": rep["threshold"],
+        "held_out": {k: rep["metrics"]["int8"][k] for k in ("ng_recall", "ng_precision", "accuracy")},
+    }
 
 
 def preprocess_speed(repeats: int = 300) -> list[dict]:
@@ -134,7 +164,9 @@ def preprocess_speed(repeats: int = 300) -> list[dict]:
     img = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     rows = []
     for size in (128, 224):
-        spec = ImagePreprocessing(width=size, height=size, mean=[0.5] * 3, std=[0.25] * 3, interpolation="linear")
+        spec = ImagePreprocessing(
+            width=size, height=size, mean=[0.5] * 3, std=[0.25] * 3, interpolation="linear"
+        )
         assert np.allclose(former(img, spec), image_tensor(img, spec), atol=1e-5)
         ms = {}
         for name, f in (("former", former), ("image_tensor", image_tensor)):
@@ -155,15 +187,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--threads", type=int, default=2, help="training threads")
-    ap.add_argument("--defect-rate", type=float, default=0.5, help="share of defect images in the training set")
+    ap.add_argument(
+        "--defect-rate", type=float, default=0.5, help="share of defect images in the training set"
+    )
     a = ap.parse_args(argv)
     from cloud_trainer.train.images import import_images
     from model_packager import generate_keypair
     from tests.support.own_parts import write_folders
 
     OUT.mkdir(exist_ok=True)
-    results: dict = {"train_images": a.train, "test_images": a.test, "epochs": a.epochs, "recipes": {},
-                     "preprocess_640x480": preprocess_speed()}
+    results: dict = {
+        "train_images": a.train,
+        "test_images": a.test,
+        "epochs": a.epochs,
+        "recipes": {},
+        "preprocess_640x480": preprocess_speed(),
+    }
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         key = tmp / "k" / "fleet.key"
@@ -172,49 +211,78 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         counts = write_folders(tmp / "factory", TRAIN_SEED, a.train, defect_rate=a.defect_rate)
         imported = import_images(tmp / "factory", tmp / "dataset")
-        results["dataset"] = {"counts": counts, "classes": imported["classes"],
-                              "make_and_import_s": time.perf_counter() - t0}
+        results["dataset"] = {
+            "counts": counts,
+            "classes": imported["classes"],
+            "make_and_import_s": time.perf_counter() - t0,
+        }
         from cloud_trainer.train.perturb import lighting
 
-        sets = {"in_contract": test_set(TEST_SEED, a.test, 0.0), "shifted_light": test_set(SHIFT_SEED, a.test, SHIFT)}
+        sets = {
+            "in_contract": test_set(TEST_SEED, a.test, 0.0),
+            "shifted_light": test_set(SHIFT_SEED, a.test, SHIFT),
+        }
         rng = np.random.default_rng(LIGHT_SEED)
         sets["camera_setting"] = [(lighting(img, rng), mask, ng) for img, mask, ng in sets["in_contract"]]
-        recipes = {"default: patch (128 px)": "auto"} if a.no_baseline else \
-            {"default: patch (128 px)": "auto", "baseline: CNN (128 px)": "cnn"}
+        recipes = (
+            {"default: patch (128 px)": "auto"}
+            if a.no_baseline
+            else {"default: patch (128 px)": "auto", "baseline: CNN (128 px)": "cnn"}
+        )
         for name, recipe in recipes.items():
-            pkg, facts = build(tmp / "dataset", tmp / f"work-{recipe}", tmp / "reg", key, 128, a.epochs, a.threads,
-                               recipe)
-            facts["eval"] = {k: judge(pkg, key.with_suffix(".pub"), v, tmp / f"open-{recipe}-{k}")
-                             for k, v in sets.items()}
+            pkg, facts = build(
+                tmp / "dataset", tmp / f"work-{recipe}", tmp / "reg", key, 128, a.epochs, a.threads, recipe
+            )
+            facts["eval"] = {
+                k: judge(pkg, key.with_suffix(".pub"), v, tmp / f"open-{recipe}-{k}") for k, v in sets.items()
+            }
             results["recipes"][name] = facts
             print(json.dumps({name: facts}, default=float), file=sys.stderr)
     d = results["recipes"]["default: patch (128 px)"]["eval"]
-    bar = {"ng_recall_in_contract": d["in_contract"]["ng_recall"] >= 0.95,
-           "ng_precision_in_contract": d["in_contract"]["ng_precision"] >= 0.90,
-           "good_rejected_shifted_light": d["shifted_light"]["good_rejected"] <= 0.05,
-           "good_rejected_camera_setting": d["camera_setting"]["good_rejected"] <= 0.05,
-           "heatmap_on_defect": (d["in_contract"]["heatmap_on_defect"] or 0) >= 0.80}
+    bar = {
+        "ng_recall_in_contract": d["in_contract"]["ng_recall"] >= 0.95,
+        "ng_precision_in_contract": d["in_contract"]["ng_precision"] >= 0.90,
+        "good_rejected_shifted_light": d["shifted_light"]["good_rejected"] <= 0.05,
+        "good_rejected_camera_setting": d["camera_setting"]["good_rejected"] <= 0.05,
+        "heatmap_on_defect": (d["in_contract"]["heatmap_on_defect"] or 0) >= 0.80,
+    }
     results["bar"] = bar
     (OUT / "vision_own_images_bench.json").write_text(json.dumps(results, indent=1, default=float))
-    md = ["### Vision on independently made part images (tests/support/own_parts.py; not the simulator)", "",
-          f"Trained on {a.train} imported images (folder per class, seed {TRAIN_SEED}), {a.epochs} epochs, {a.threads} training thread(s); "
-          f"judged as the agent runs the signed INT8 package on {a.test} images of seed {TEST_SEED} (in-contract) "
-          f"and {a.test} of seed {SHIFT_SEED} with shifted light ({SHIFT}); camera_setting = the in-contract images with "
-          "gain ±30 %, offset ±20, a gradient up to 20 %, colour tilt ±5 % (perturb.lighting). "
-          f"Defect share in training {a.defect_rate:.0%}.", "",
-          "| recipe | set | NG recall | NG precision | NG AUROC | good rejected | heat map on defect | build s |",
-          "|---|---|---:|---:|---:|---:|---:|---:|"]
+    md = [
+        "### Vision on independently made part images (tests/support/own_parts.py; not the simulator)",
+        "",
+        f"Trained on {a.train} imported images (folder per class, seed {TRAIN_SEED}), {a.epochs} epochs, {a.threads} training thread(s); "
+        f"judged as the agent runs the signed INT8 package on {a.test} images of seed {TEST_SEED} (in-contract) "
+        f"and {a.test} of seed {SHIFT_SEED} with shifted light ({SHIFT}); camera_setting = the in-contract images with "
+        "gain ±30 %, offset ±20, a gradient up to 20 %, colour tilt ±5 % (perturb.lighting). "
+        f"Defect share in training {a.defect_rate:.0%}.",
+        "",
+        "| recipe | set | NG recall | NG precision | NG AUROC | good rejected | heat map on defect | build s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, f in results["recipes"].items():
         for k, e in f["eval"].items():
             hm = "" if e["heatmap_on_defect"] is None else f"{e['heatmap_on_defect']:.2f}"
-            md.append(f"| {name} | {k} | {e['ng_recall']:.3f} | {e['ng_precision']:.3f} | {e['ng_auroc']:.3f} | "
-                      f"{e['good_rejected']:.1%} | {hm} | {f['build_s']:.0f} |")
-    md += ["", "Bar (default recipe): " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in bar.items())]
-    md += ["", "`image_tensor` on a 640x480 frame (median ms; baseline: the former resize/astype/normalise/"
-           "transpose formula, same linear resize):", "", "| input | former ms | image_tensor ms | ratio |",
-           "|---:|---:|---:|---:|"]
-    md += [f"| {r['size']} px | {r['former']:.3f} | {r['image_tensor']:.3f} | {r['ratio']:.2f} |"
-           for r in results["preprocess_640x480"]]
+            md.append(
+                f"| {name} | {k} | {e['ng_recall']:.3f} | {e['ng_precision']:.3f} | {e['ng_auroc']:.3f} | "
+                f"{e['good_rejected']:.1%} | {hm} | {f['build_s']:.0f} |"
+            )
+    md += [
+        "",
+        "Bar (default recipe): " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in bar.items()),
+    ]
+    md += [
+        "",
+        "`image_tensor` on a 640x480 frame (median ms; baseline: the former resize/astype/normalise/"
+        "transpose formula, same linear resize):",
+        "",
+        "| input | former ms | image_tensor ms | ratio |",
+        "|---:|---:|---:|---:|",
+    ]
+    md += [
+        f"| {r['size']} px | {r['former']:.3f} | {r['image_tensor']:.3f} | {r['ratio']:.2f} |"
+        for r in results["preprocess_640x480"]
+    ]
     (OUT / "vision_own_images_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0 if all(bar.values()) else 1

@@ -58,14 +58,27 @@ def run_seed(seed: int, dataset: Path, tmp: Path, key: Path, qemu: bool) -> dict
     from cloud_trainer.train.pipeline import BuildSettings, stage_evaluate, stage_quantize, stage_train
 
     work = tmp / f"seed{seed}"
-    s = BuildSettings(family="vision", dataset=dataset, registry=tmp / f"reg{seed}", signing_key=key, workdir=work,
-                      seed=seed, epochs=20, threads=2)
+    s = BuildSettings(
+        family="vision",
+        dataset=dataset,
+        registry=tmp / f"reg{seed}",
+        signing_key=key,
+        workdir=work,
+        seed=seed,
+        epochs=20,
+        threads=2,
+    )
     meta = stage_train(s, log=lambda m: None)
     stage_quantize(s, log=lambda m: None)
     rep = stage_evaluate(s, log=lambda m: None)
     m = rep["metrics"]
-    row = {"seed": seed, "gate": rep["gate"]["passed"], "reasons": rep["gate"]["reasons"],
-           "threshold": rep["threshold"], "train_s": meta["training"]["seconds"]}
+    row = {
+        "seed": seed,
+        "gate": rep["gate"]["passed"],
+        "reasons": rep["gate"]["reasons"],
+        "threshold": rep["threshold"],
+        "train_s": meta["training"]["seconds"],
+    }
     for form in ("fp32", "int8", "int8_openvino"):
         for k in ("accuracy", "ng_recall", "ng_precision"):
             row[f"{form}_{k}"] = m[form][k]
@@ -75,12 +88,27 @@ def run_seed(seed: int, dataset: Path, tmp: Path, key: Path, qemu: bool) -> dict
     if qemu:
         with np.load(work / "train.npz") as z:
             calib = z["x"][z["val"]][:200]
-        old = onnx_tools.quantize(work / "model.fp32.onnx", work / "model.int8-8bit.onnx", calib, "image",
-                                  seven_bit_weights=False)
+        old = onnx_tools.quantize(
+            work / "model.fp32.onnx", work / "model.int8-8bit.onnx", calib, "image", seven_bit_weights=False
+        )
         names = [str(work / "model.int8.onnx"), str(old)]
-        proc = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", _UNDER_QEMU, str(ROOT),
-                               str(work / "train.npz"), *names], capture_output=True, text=True, timeout=1800,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        proc = subprocess.run(
+            [
+                "qemu-x86_64",
+                "-cpu",
+                "Haswell",
+                sys.executable,
+                "-c",
+                _UNDER_QEMU,
+                str(ROOT),
+                str(work / "train.npz"),
+                *names,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"under qemu: {proc.stderr[-2000:]}")
         res = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -101,10 +129,14 @@ def bar(row: dict) -> list[str]:
     for eng in ("onnxruntime", "openvino"):
         k = f"avx2_int8_{eng}_accuracy"
         if k in row and row["fp32_accuracy"] - row[k] > 0.01:
-            miss.append(f"INT8 on {eng} without VNNI: accuracy {row[k]:.3f} vs FP32 {row['fp32_accuracy']:.3f}")
+            miss.append(
+                f"INT8 on {eng} without VNNI: accuracy {row[k]:.3f} vs FP32 {row['fp32_accuracy']:.3f}"
+            )
     if row["perturbed_int8_ng_recall"] < 0.98 or row["perturbed_int8_ng_precision"] < 0.90:
-        miss.append(f"perturbed: NG recall {row['perturbed_int8_ng_recall']:.3f}, precision "
-                    f"{row['perturbed_int8_ng_precision']:.3f}")
+        miss.append(
+            f"perturbed: NG recall {row['perturbed_int8_ng_recall']:.3f}, precision "
+            f"{row['perturbed_int8_ng_precision']:.3f}"
+        )
     return miss
 
 
@@ -131,31 +163,43 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: v for k, v in row.items() if k != "reasons"}), flush=True)
     OUT.mkdir(exist_ok=True)
     flags = list(cpu_flags())
-    (OUT / "vision_seeds_bench.json").write_text(json.dumps({"bench": "vision_seeds", "cpu_flags": flags,
-                                                             "rows": rows}, indent=2))
+    (OUT / "vision_seeds_bench.json").write_text(
+        json.dumps({"bench": "vision_seeds", "cpu_flags": flags, "rows": rows}, indent=2)
+    )
     f = lambda v: f"{v:.3f}"  # noqa: E731
-    md = ["### Vision recipe over seeds: FP32 vs INT8 on both engines and on a CPU without VNNI, clean and perturbed",
-          "", f"Built on CPU flags: `{' '.join(flags)}`. \"No VNNI\": the INT8 model run under QEMU emulating a "
-          "Haswell (`" + " ".join(rows[0].get("avx2_cpu_flags", ["not run"])) + "`); in brackets the former "
-          "recipe (8-bit weights) on the same CPU. Perturbed: the held-out split with exposure, light gradient, "
-          "blur, noise, JPEG and pose changes (seeded), at the package's threshold.", "",
-          "| seed | gate | accuracy FP32 / INT8 ORT / INT8 OV | no VNNI: INT8 ORT / OV [8-bit weights] | NG recall / precision "
-          "(INT8) | perturbed INT8: accuracy, NG recall / precision, good rejected | train s |",
-          "|---:|---|---|---|---|---|---:|"]
+    md = [
+        "### Vision recipe over seeds: FP32 vs INT8 on both engines and on a CPU without VNNI, clean and perturbed",
+        "",
+        f'Built on CPU flags: `{" ".join(flags)}`. "No VNNI": the INT8 model run under QEMU emulating a '
+        "Haswell (`" + " ".join(rows[0].get("avx2_cpu_flags", ["not run"])) + "`); in brackets the former "
+        "recipe (8-bit weights) on the same CPU. Perturbed: the held-out split with exposure, light gradient, "
+        "blur, noise, JPEG and pose changes (seeded), at the package's threshold.",
+        "",
+        "| seed | gate | accuracy FP32 / INT8 ORT / INT8 OV | no VNNI: INT8 ORT / OV [8-bit weights] | NG recall / precision "
+        "(INT8) | perturbed INT8: accuracy, NG recall / precision, good rejected | train s |",
+        "|---:|---|---|---|---|---|---:|",
+    ]
     for r in rows:
         novnni = "not run"
         if "avx2_int8_onnxruntime_accuracy" in r:
-            novnni = (f"{f(r['avx2_int8_onnxruntime_accuracy'])} / {f(r['avx2_int8_openvino_accuracy'])} "
-                      f"[{f(r['avx2_int8_8bit_onnxruntime_accuracy'])} / {f(r['avx2_int8_8bit_openvino_accuracy'])}]")
-        md.append(f"| {r['seed']} | {'passed' if r['gate'] else 'FAILED'} | {f(r['fp32_accuracy'])} / "
-                  f"{f(r['int8_accuracy'])} / {f(r['int8_openvino_accuracy'])} | {novnni} | "
-                  f"{f(r['int8_ng_recall'])} / {f(r['int8_ng_precision'])} | {f(r['perturbed_int8_accuracy'])}, "
-                  f"{f(r['perturbed_int8_ng_recall'])} / {f(r['perturbed_int8_ng_precision'])}, "
-                  f"{r['perturbed_int8_ok_rejected']:.1%} | {r['train_s']:.0f} |")
+            novnni = (
+                f"{f(r['avx2_int8_onnxruntime_accuracy'])} / {f(r['avx2_int8_openvino_accuracy'])} "
+                f"[{f(r['avx2_int8_8bit_onnxruntime_accuracy'])} / {f(r['avx2_int8_8bit_openvino_accuracy'])}]"
+            )
+        md.append(
+            f"| {r['seed']} | {'passed' if r['gate'] else 'FAILED'} | {f(r['fp32_accuracy'])} / "
+            f"{f(r['int8_accuracy'])} / {f(r['int8_openvino_accuracy'])} | {novnni} | "
+            f"{f(r['int8_ng_recall'])} / {f(r['int8_ng_precision'])} | {f(r['perturbed_int8_accuracy'])}, "
+            f"{f(r['perturbed_int8_ng_recall'])} / {f(r['perturbed_int8_ng_precision'])}, "
+            f"{r['perturbed_int8_ok_rejected']:.1%} | {r['train_s']:.0f} |"
+        )
     missed = [f"seed {r['seed']}: {'; '.join(r['bar_missed'])}" for r in rows if r["bar_missed"]]
-    md += ["", "Bar (every seed passes its gate; INT8 within 0.01 of FP32 accuracy on both engines and without "
-           "VNNI; perturbed NG recall >= 0.98 at precision >= 0.90): "
-           + ("**met by every seed**." if not missed else "**missed**: " + " · ".join(missed))]
+    md += [
+        "",
+        "Bar (every seed passes its gate; INT8 within 0.01 of FP32 accuracy on both engines and without "
+        "VNNI; perturbed NG recall >= 0.98 at precision >= 0.90): "
+        + ("**met by every seed**." if not missed else "**missed**: " + " · ".join(missed)),
+    ]
     (OUT / "vision_seeds_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 1 if missed else 0

@@ -41,11 +41,18 @@ def _common(prog: str) -> argparse.ArgumentParser:
     ap.add_argument("--endpoint", default="127.0.0.1:7443")
     ap.add_argument("--pki", type=Path, default=Path("var/pki"))
     if prog == "tenants":
-        ap.add_argument("--operator", default="operator", help="operator certificate name in <pki>/operators/")
+        ap.add_argument(
+            "--operator", default="operator", help="operator certificate name in <pki>/operators/"
+        )
     else:
-        ap.add_argument("--admin", default="admin", help="admin certificate name in <pki>/admins/ (or the tenant's)")
-        ap.add_argument("--tenant", default=None, help="the admin's tenant: its certificate is in "
-                                                      "<pki>/tenants/<tenant>/admins/")
+        ap.add_argument(
+            "--admin", default="admin", help="admin certificate name in <pki>/admins/ (or the tenant's)"
+        )
+        ap.add_argument(
+            "--tenant",
+            default=None,
+            help="the admin's tenant: its certificate is in <pki>/tenants/<tenant>/admins/",
+        )
     ap.add_argument("--json", action="store_true")
     return ap
 
@@ -54,12 +61,17 @@ def _cert(a) -> tuple[Path, str]:
     from cloud_trainer.pki import tenant_dir
 
     if getattr(a, "operator", None):
-        return a.pki / "operators" / f"{a.operator}.pem", f"cloud-trainer pki operator --dir {a.pki} --name {a.operator}"
+        return (
+            a.pki / "operators" / f"{a.operator}.pem",
+            f"cloud-trainer pki operator --dir {a.pki} --name {a.operator}",
+        )
     try:
         folder = tenant_dir(a.pki, a.tenant)
     except ValueError as exc:
         raise SystemExit(f"cloud-trainer: --tenant: {exc}") from exc
-    hint = f"cloud-trainer pki admin --dir {a.pki} --name {a.admin}" + (f" --tenant {a.tenant}" if a.tenant else "")
+    hint = f"cloud-trainer pki admin --dir {a.pki} --name {a.admin}" + (
+        f" --tenant {a.tenant}" if a.tenant else ""
+    )
     return folder / "admins" / f"{a.admin}.pem", hint
 
 
@@ -71,14 +83,16 @@ def _call(a, method: str, request):
     cert, hint = _cert(a)
     if not cert.exists():
         raise SystemExit(f"cloud-trainer: no certificate {cert}; create one with `{hint}`")
-    creds = grpc.ssl_channel_credentials((a.pki / "ca.pem").read_bytes(), cert.with_suffix(".key").read_bytes(),
-                                         cert.read_bytes())
+    creds = grpc.ssl_channel_credentials(
+        (a.pki / "ca.pem").read_bytes(), cert.with_suffix(".key").read_bytes(), cert.read_bytes()
+    )
     with grpc.secure_channel(a.endpoint, creds) as ch:
         try:
             return getattr(rpc.AdminStub(ch), method)(request, timeout=15)
         except grpc.RpcError as exc:
-            raise SystemExit(f"cloud-trainer: {method} failed: {exc.code().name}: "
-                             f"{printable(exc.details() or '', 1000)}") from exc
+            raise SystemExit(
+                f"cloud-trainer: {method} failed: {exc.code().name}: {printable(exc.details() or '', 1000)}"
+            ) from exc
 
 
 def _table(rows: list[list], headers: list[str]) -> str:
@@ -107,10 +121,21 @@ def main_agents(argv: list[str]) -> int:
         age = time.time() - ag.last_seen if ag.last_seen else float("nan")
         c = ag.config
         config = f"{c.source} {c.digest[:12]} {c.status}".replace("  ", " ").strip() if c.source else "-"
-        rows.append([ag.id, ",".join(f"{k}={v}" for k, v in sorted(ag.labels.items())), f"{age:.0f}s ago",
-                     ag.records, slots, config])
-    print(_table(rows, ["agent", "labels", "last seen", "records", "slots", "config"]) if rows
-          else "no agents registered")
+        rows.append(
+            [
+                ag.id,
+                ",".join(f"{k}={v}" for k, v in sorted(ag.labels.items())),
+                f"{age:.0f}s ago",
+                ag.records,
+                slots,
+                config,
+            ]
+        )
+    print(
+        _table(rows, ["agent", "labels", "last seen", "records", "slots", "config"])
+        if rows
+        else "no agents registered"
+    )
     return 0
 
 
@@ -120,9 +145,18 @@ def _deployment_rows(deps: list) -> list[list]:
         counts: dict[str, int] = {}
         for t in d.targets.values():
             counts[t.status] = counts.get(t.status, 0) + 1
-        rows.append([d.id, d.what(), d.slot or ("(agent config)" if d.kind == "config" else ""), d.strategy,
-                     f"{d.step + 1}/{len(d.steps)} {d.steps[d.step]}", d.state,
-                     " ".join(f"{k}:{v}" for k, v in sorted(counts.items())), d.reason])
+        rows.append(
+            [
+                d.id,
+                d.what(),
+                d.slot or ("(agent config)" if d.kind == "config" else ""),
+                d.strategy,
+                f"{d.step + 1}/{len(d.steps)} {d.steps[d.step]}",
+                d.state,
+                " ".join(f"{k}:{v}" for k, v in sorted(counts.items())),
+                d.reason,
+            ]
+        )
     return rows
 
 
@@ -130,15 +164,22 @@ def _deployments(a) -> list:
     from cloud_trainer.fleet.deployment import Deployment
     from protocols.gen import fleet_pb2 as pb
 
-    return [Deployment.from_proto(d) for d in _call(a, "ListDeployments", pb.ListDeploymentsRequest()).deployments]
+    return [
+        Deployment.from_proto(d) for d in _call(a, "ListDeployments", pb.ListDeploymentsRequest()).deployments
+    ]
 
 
 def _print_deployments(a, deps: list) -> None:
     if a.json:
         print(json.dumps([d.doc() for d in deps], indent=1))
         return
-    print(_table(_deployment_rows(deps), ["id", "what", "slot", "strategy", "step", "state", "agents", "reason"])
-          if deps else "no deployments")
+    print(
+        _table(
+            _deployment_rows(deps), ["id", "what", "slot", "strategy", "step", "state", "agents", "reason"]
+        )
+        if deps
+        else "no deployments"
+    )
 
 
 def main_deployments(argv: list[str]) -> int:
@@ -158,14 +199,22 @@ def main_status(argv: list[str]) -> int:
     for ag in agents:
         for s in ag.slots:
             versions[f"{s.package}-{s.version}"] = versions.get(f"{s.package}-{s.version}", 0) + 1
-    print(f"agents: {len(agents)}; records stored: {stats.records}; samples: {stats.samples}; "
-          f"replays deduplicated: {stats.duplicates}")
-    print(printable("running: " + (", ".join(f"{k} on {v}" for k, v in sorted(versions.items())) or "-"), 2000))
+    print(
+        f"agents: {len(agents)}; records stored: {stats.records}; samples: {stats.samples}; "
+        f"replays deduplicated: {stats.duplicates}"
+    )
+    print(
+        printable("running: " + (", ".join(f"{k} on {v}" for k, v in sorted(versions.items())) or "-"), 2000)
+    )
     active = [d for d in deps if d.state in ("running", "paused")]
     print(f"deployments: {len(deps)} ({len(active)} in progress)")
     if deps:
-        print(_table(_deployment_rows(deps[:5]), ["id", "what", "slot", "strategy", "step", "state", "agents",
-                                                  "reason"]))
+        print(
+            _table(
+                _deployment_rows(deps[:5]),
+                ["id", "what", "slot", "strategy", "step", "state", "agents", "reason"],
+            )
+        )
     return 0
 
 
@@ -184,8 +233,14 @@ def _create(a, **fields):
     from cloud_trainer.fleet.deployment import Deployment
     from protocols.gen import fleet_pb2 as pb
 
-    req = pb.CreateDeploymentRequest(agents=a.agent, selector=dict(s.split("=", 1) for s in a.selector),
-                                     strategy=a.strategy, steps=a.steps, wait_s=a.wait, **fields)
+    req = pb.CreateDeploymentRequest(
+        agents=a.agent,
+        selector=dict(s.split("=", 1) for s in a.selector),
+        strategy=a.strategy,
+        steps=a.steps,
+        wait_s=a.wait,
+        **fields,
+    )
     req.gate.SetInParent()
     if a.max_error_rate is not None:
         req.gate.max_error_rate = a.max_error_rate
@@ -196,8 +251,9 @@ def _control_call(a, dep_id: str, action: str):
     from cloud_trainer.fleet.deployment import Deployment
     from protocols.gen import fleet_pb2 as pb
 
-    return Deployment.from_proto(_call(a, "ControlDeployment", pb.ControlRequest(deployment_id=dep_id,
-                                                                                 action=action)))
+    return Deployment.from_proto(
+        _call(a, "ControlDeployment", pb.ControlRequest(deployment_id=dep_id, action=action))
+    )
 
 
 def main_deploy(argv: list[str]) -> int:
@@ -215,12 +271,16 @@ def main_deploy(argv: list[str]) -> int:
             print(f"deployment {d.id}: {d.state}")
             return 0
     if not a.package or not a.slot:
-        print("cloud-trainer deploy: give a package name and --slot (or --pause/--resume/--abort ID)",
-              file=sys.stderr)
+        print(
+            "cloud-trainer deploy: give a package name and --slot (or --pause/--resume/--abort ID)",
+            file=sys.stderr,
+        )
         return 2
     d = _create(a, package=a.package, version=a.version, slot=a.slot, kind="model")
-    print(f"deployment {d.id}: {d.package} {d.version} to {len(d.targets)} agents, "
-          f"{d.strategy} steps {d.steps}; state {d.state}")
+    print(
+        f"deployment {d.id}: {d.package} {d.version} to {len(d.targets)} agents, "
+        f"{d.strategy} steps {d.steps}; state {d.state}"
+    )
     return 0
 
 
@@ -230,7 +290,9 @@ def main_config(argv: list[str]) -> int:
     `config pause|resume|abort DEPLOYMENT_ID`."""
     ap = _common("config")
     ap.add_argument("action", choices=["deploy", "list", "remove", "pause", "resume", "abort"])
-    ap.add_argument("target", nargs="?", help="deploy: the YAML file; remove/pause/resume/abort: a deployment id")
+    ap.add_argument(
+        "target", nargs="?", help="deploy: the YAML file; remove/pause/resume/abort: a deployment id"
+    )
     ap.add_argument("--name", default=None, help="a name for the config (default: the file's name)")
     _rollout_options(ap)
     a = ap.parse_args(argv)
@@ -238,8 +300,10 @@ def main_config(argv: list[str]) -> int:
         _print_deployments(a, [d for d in _deployments(a) if d.kind == "config"])
         return 0
     if not a.target:
-        print(f"cloud-trainer config {a.action}: give {'a YAML file' if a.action == 'deploy' else 'a deployment id'}",
-              file=sys.stderr)
+        print(
+            f"cloud-trainer config {a.action}: give {'a YAML file' if a.action == 'deploy' else 'a deployment id'}",
+            file=sys.stderr,
+        )
         return 2
     if a.action != "deploy":
         d = _control_call(a, a.target, a.action)
@@ -252,8 +316,10 @@ def main_config(argv: list[str]) -> int:
         raise SystemExit(f"cloud-trainer config deploy: cannot read {path} ({exc.strerror})") from exc
     name = a.name or path.stem
     d = _create(a, kind="config", config_yaml=data, config_name=name)
-    print(f"config deployment {d.id}: {name} ({d.digest[:12]}) to {len(d.targets)} agents, {d.strategy} steps "
-          f"{d.steps}; state {d.state}")
+    print(
+        f"config deployment {d.id}: {name} ({d.digest[:12]}) to {len(d.targets)} agents, {d.strategy} steps "
+        f"{d.steps}; state {d.state}"
+    )
     return 0
 
 
@@ -268,11 +334,15 @@ def main_rollback(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     from cloud_trainer.fleet.deployment import Deployment
 
-    d = Deployment.from_proto(_call(a, "Rollback", pb.RollbackRequest(package=a.package, version=a.version,
-                                                                       slot=a.slot, agents=a.agent)))
+    d = Deployment.from_proto(
+        _call(
+            a,
+            "Rollback",
+            pb.RollbackRequest(package=a.package, version=a.version, slot=a.slot, agents=a.agent),
+        )
+    )
     print(f"rollback {d.id}: {d.package} {d.version} to {len(d.targets)} agents; state {d.state}")
     return 0
-
 
 
 def main_tenants(argv: list[str]) -> int:
@@ -284,18 +354,27 @@ def main_tenants(argv: list[str]) -> int:
     ap.add_argument("--display-name", default="")
     quotas = ("max_agents", "max_records_per_day", "max_sample_bytes_per_day")
     for q in quotas:
-        ap.add_argument("--" + q.replace("_", "-"), type=int, default=None, metavar="N",
-                        help="with --create: the tenant's quota (0: no limit; left out: unchanged)")
+        ap.add_argument(
+            "--" + q.replace("_", "-"),
+            type=int,
+            default=None,
+            metavar="N",
+            help="with --create: the tenant's quota (0: no limit; left out: unchanged)",
+        )
     a = ap.parse_args(argv)
     limits = {q: getattr(a, q) for q in quotas if getattr(a, q) is not None}
     if limits and not a.create:
         ap.error("quotas are set with --create TENANT (idempotent: it changes an existing tenant's quotas)")
     if a.create:
-        t = _call(a, "CreateTenant", pb.CreateTenantRequest(tenant=a.create, display_name=a.display_name, **limits))
-        print(f"tenant {t.tenant} registered (quotas: agents {t.max_agents or 'no limit'}, records per day "
-              f"{t.max_records_per_day or 'no limit'}, sample bytes per day {t.max_sample_bytes_per_day or 'no limit'})"
-              f"; issue its keys and certificates with `cloud-trainer pki tenant|agent|admin --dir {a.pki} "
-              f"--tenant {t.tenant}`")
+        t = _call(
+            a, "CreateTenant", pb.CreateTenantRequest(tenant=a.create, display_name=a.display_name, **limits)
+        )
+        print(
+            f"tenant {t.tenant} registered (quotas: agents {t.max_agents or 'no limit'}, records per day "
+            f"{t.max_records_per_day or 'no limit'}, sample bytes per day {t.max_sample_bytes_per_day or 'no limit'})"
+            f"; issue its keys and certificates with `cloud-trainer pki tenant|agent|admin --dir {a.pki} "
+            f"--tenant {t.tenant}`"
+        )
         return 0
     reply = _call(a, "ListTenants", pb.ListTenantsRequest())
     if a.json:
@@ -303,15 +382,42 @@ def main_tenants(argv: list[str]) -> int:
 
         print(json.dumps(MessageToDict(reply, always_print_fields_with_no_presence=True), indent=1))
         return 0
+
     def of(n: int, limit: int) -> str:
         return f"{n}/{limit}" if limit else str(n)
 
-    rows = [[t.tenant, t.display_name, of(t.agents, t.max_agents), t.records,
-             of(t.records_today, t.max_records_per_day), t.samples,
-             of(t.sample_bytes_today, t.max_sample_bytes_per_day), t.deployments, t.packages, t.package_bytes]
-            for t in reply.tenants]
-    print(_table(rows, ["tenant", "name", "agents", "records", "records today", "samples", "sample bytes today",
-                        "deployments", "packages", "package bytes"]))
+    rows = [
+        [
+            t.tenant,
+            t.display_name,
+            of(t.agents, t.max_agents),
+            t.records,
+            of(t.records_today, t.max_records_per_day),
+            t.samples,
+            of(t.sample_bytes_today, t.max_sample_bytes_per_day),
+            t.deployments,
+            t.packages,
+            t.package_bytes,
+        ]
+        for t in reply.tenants
+    ]
+    print(
+        _table(
+            rows,
+            [
+                "tenant",
+                "name",
+                "agents",
+                "records",
+                "records today",
+                "samples",
+                "sample bytes today",
+                "deployments",
+                "packages",
+                "package bytes",
+            ],
+        )
+    )
     return 0
 
 
@@ -321,14 +427,19 @@ def _when(t) -> str:
 
 def _baseline_line(pipeline: str, b: dict) -> str:
     if b.get("state") == "learning":
-        return (f"{pipeline}: learning since {_when(b.get('started_at'))}: {b.get('windows', 0)}/"
-                f"{b.get('target_windows', '?')} windows ({100 * float(b.get('progress') or 0):.0f} %)"
-                + (f"; reason: {b['reason']}" if b.get("reason") else ""))
+        return (
+            f"{pipeline}: learning since {_when(b.get('started_at'))}: {b.get('windows', 0)}/"
+            f"{b.get('target_windows', '?')} windows ({100 * float(b.get('progress') or 0):.0f} %)"
+            + (f"; reason: {b['reason']}" if b.get("reason") else "")
+        )
     if b.get("state") == "ready":
         thr = b.get("threshold")
-        return (f"{pipeline}: ready, learned {_when(b.get('learned_at'))} on {b.get('windows', 0)} windows; threshold "
-                f"{thr:.3f} at a false-alarm rate of {b.get('false_alarm_rate')} per window" if thr is not None else
-                f"{pipeline}: ready, learned {_when(b.get('learned_at'))}")
+        return (
+            f"{pipeline}: ready, learned {_when(b.get('learned_at'))} on {b.get('windows', 0)} windows; threshold "
+            f"{thr:.3f} at a false-alarm rate of {b.get('false_alarm_rate')} per window"
+            if thr is not None
+            else f"{pipeline}: ready, learned {_when(b.get('learned_at'))}"
+        )
     return f"{pipeline}: {b.get('state', 'unknown')}"
 
 
@@ -338,36 +449,59 @@ def main_baseline(argv: list[str]) -> int:
     from protocols.gen import fleet_pb2 as pb
 
     ap = _common("baseline")
-    ap.description = ("relearn: the agent starts learning the pipeline's healthy statistics anew at its next "
-                      "window (commissioning again, e.g. after a repair or a change of the machine); the command "
-                      "waits in the agent's desired state while it is offline. status: each baseline as the agent "
-                      "last reported it (every 30 s at most) and the commands sent to it.")
+    ap.description = (
+        "relearn: the agent starts learning the pipeline's healthy statistics anew at its next "
+        "window (commissioning again, e.g. after a repair or a change of the machine); the command "
+        "waits in the agent's desired state while it is offline. status: each baseline as the agent "
+        "last reported it (every 30 s at most) and the commands sent to it."
+    )
     ap.add_argument("action", choices=["status", "relearn"])
     ap.add_argument("agent")
     ap.add_argument("pipeline", nargs="?", help="required for relearn; status: all pipelines with a baseline")
     ap.add_argument("--reason", default="", help="recorded with the command and in the agent's event")
-    ap.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                    help="relearn: wait this long for the agent's result (default: do not wait)")
+    ap.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="relearn: wait this long for the agent's result (default: do not wait)",
+    )
     a = ap.parse_args(argv)
     if a.action == "relearn":
         if not a.pipeline:
             print("cloud-trainer baseline relearn: give the agent and the pipeline", file=sys.stderr)
             return 2
-        cmd = json.loads(_call(a, "SendCommand", pb.SendCommandRequest(agent=a.agent, kind="baseline_relearn",
-                                                                        pipeline=a.pipeline, reason=a.reason)).json)
-        print(printable(f"command {cmd['id']}: baseline_relearn of {a.pipeline} on {a.agent} sent; the agent runs "
-                        "it when it next gets its desired state", 1000))
+        cmd = json.loads(
+            _call(
+                a,
+                "SendCommand",
+                pb.SendCommandRequest(
+                    agent=a.agent, kind="baseline_relearn", pipeline=a.pipeline, reason=a.reason
+                ),
+            ).json
+        )
+        print(
+            printable(
+                f"command {cmd['id']}: baseline_relearn of {a.pipeline} on {a.agent} sent; the agent runs "
+                "it when it next gets its desired state",
+                1000,
+            )
+        )
         deadline = time.monotonic() + a.wait
         while a.wait > 0:
-            found = [json.loads(c.json) for c in _call(a, "ListCommands", pb.ListCommandsRequest(agent=a.agent))
-                     .commands]
+            found = [
+                json.loads(c.json)
+                for c in _call(a, "ListCommands", pb.ListCommandsRequest(agent=a.agent)).commands
+            ]
             cur = next((c for c in found if c["id"] == cmd["id"]), None)
             if cur is not None and cur["state"] != "pending":
                 print(printable(f"command {cur['id']}: {cur['state']}: {cur['detail']}", 1000))
                 return 0 if cur["state"] == "done" else 1
             if time.monotonic() >= deadline:
-                print(f"command {cmd['id']}: still pending after {a.wait:g} s (the agent is offline or busy); it "
-                      f"stays in the agent's desired state: see `cloud-trainer baseline status {a.agent}`")
+                print(
+                    f"command {cmd['id']}: still pending after {a.wait:g} s (the agent is offline or busy); it "
+                    f"stays in the agent's desired state: see `cloud-trainer baseline status {a.agent}`"
+                )
                 return 1
             time.sleep(0.5)
         return 0
@@ -376,21 +510,41 @@ def main_baseline(argv: list[str]) -> int:
         print(f"cloud-trainer baseline: agent {a.agent!r} is not registered", file=sys.stderr)
         return 1
     health = json.loads(agent.health_json or "{}")
-    baselines = {p: h["baseline"] for p, h in sorted(health.items()) if isinstance(h, dict) and "baseline" in h
-                 and (not a.pipeline or p == a.pipeline)}
-    cmds = [json.loads(c.json) for c in _call(a, "ListCommands", pb.ListCommandsRequest(agent=a.agent)).commands]
-    cmds = [c for c in cmds if c["kind"] == "baseline_relearn" and (not a.pipeline or c["pipeline"] == a.pipeline)]
+    baselines = {
+        p: h["baseline"]
+        for p, h in sorted(health.items())
+        if isinstance(h, dict) and "baseline" in h and (not a.pipeline or p == a.pipeline)
+    }
+    cmds = [
+        json.loads(c.json) for c in _call(a, "ListCommands", pb.ListCommandsRequest(agent=a.agent)).commands
+    ]
+    cmds = [
+        c for c in cmds if c["kind"] == "baseline_relearn" and (not a.pipeline or c["pipeline"] == a.pipeline)
+    ]
     if a.json:
-        print(json.dumps({"agent": a.agent, "reported_at": agent.last_seen, "baselines": baselines,
-                          "commands": cmds}, indent=1))
+        print(
+            json.dumps(
+                {"agent": a.agent, "reported_at": agent.last_seen, "baselines": baselines, "commands": cmds},
+                indent=1,
+            )
+        )
         return 0
     print(f"agent {a.agent}, as reported {_when(agent.last_seen)}:")
     for p, b in baselines.items():
         print("  " + printable(_baseline_line(p, b), 1000))
     if not baselines:
-        print(f"  no baseline reported{' for pipeline ' + a.pipeline if a.pipeline else ''} (the agent's "
-              "pipelines with `baseline:` report theirs with their health)")
+        print(
+            f"  no baseline reported{' for pipeline ' + a.pipeline if a.pipeline else ''} (the agent's "
+            "pipelines with `baseline:` report theirs with their health)"
+        )
     if cmds:
-        print(_table([[c["id"], c["pipeline"], _when(c["issued_at"]), c["issued_by"], c["state"], c["detail"]]
-                      for c in cmds[:10]], ["command", "pipeline", "sent", "by", "state", "detail"]))
+        print(
+            _table(
+                [
+                    [c["id"], c["pipeline"], _when(c["issued_at"]), c["issued_by"], c["state"], c["detail"]]
+                    for c in cmds[:10]
+                ],
+                ["command", "pipeline", "sent", "by", "state", "detail"],
+            )
+        )
     return 0

@@ -71,8 +71,10 @@ def tenant_prefix(tenant: str | None) -> str:
 def _verified(digest: str, data: bytes) -> bytes:
     got = hashlib.sha256(data).hexdigest()
     if got != digest:
-        raise BlobCorrupt(f"blob {digest[:16]}…: its bytes hash to {got[:16]}…: altered or truncated in the store; "
-                          "upload it again")
+        raise BlobCorrupt(
+            f"blob {digest[:16]}…: its bytes hash to {got[:16]}…: altered or truncated in the store; "
+            "upload it again"
+        )
     return data
 
 
@@ -164,15 +166,25 @@ class S3BlobStore:
     (for tests and callers that configure their own); otherwise one is made from ``endpoint`` / ``region``
     and boto3's credential chain."""
 
-    def __init__(self, bucket: str, prefix: str = "", *, endpoint: str | None = None, region: str | None = None,
-                 client=None) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint: str | None = None,
+        region: str | None = None,
+        client=None,
+    ) -> None:
         if client is None:
             import boto3
             from botocore.config import Config
 
-            client = boto3.client("s3", endpoint_url=endpoint or None, region_name=region or None,
-                                  config=Config(retries={"max_attempts": 5, "mode": "standard"},
-                                                max_pool_connections=32))
+            client = boto3.client(
+                "s3",
+                endpoint_url=endpoint or None,
+                region_name=region or None,
+                config=Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32),
+            )
         self.client, self.bucket = client, bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
 
@@ -183,9 +195,11 @@ class S3BlobStore:
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except (ClientError, BotoCoreError) as exc:
-            raise ValueError(f"blob store s3://{self.bucket}: {str(exc)[:300]}; check --s3-endpoint (or "
-                             "AWS_ENDPOINT_URL_S3), that the bucket exists and the credentials in the environment "
-                             "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) may read and write it") from exc
+            raise ValueError(
+                f"blob store s3://{self.bucket}: {str(exc)[:300]}; check --s3-endpoint (or "
+                "AWS_ENDPOINT_URL_S3), that the bucket exists and the credentials in the environment "
+                "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) may read and write it"
+            ) from exc
 
     def for_tenant(self, tenant: str | None) -> S3BlobStore:
         prefix = tenant_prefix(tenant)
@@ -282,8 +296,9 @@ class S3BlobStore:
         return True
 
 
-def open_blobs(where: str | None, data: Path, *, s3_endpoint: str | None = None,
-               s3_region: str | None = None) -> BlobStore:
+def open_blobs(
+    where: str | None, data: Path, *, s3_endpoint: str | None = None, s3_region: str | None = None
+) -> BlobStore:
     """``s3://bucket[/prefix]``: ``S3BlobStore``; a folder path: ``LocalBlobStore`` there; nothing: ``<data>/blobs``."""
     if where and where.startswith("s3://"):
         bucket, _, prefix = where.removeprefix("s3://").partition("/")
@@ -292,7 +307,9 @@ def open_blobs(where: str | None, data: Path, *, s3_endpoint: str | None = None,
         try:
             import boto3  # noqa: F401
         except ImportError as exc:
-            raise ValueError(f"--blobs {where!r} needs boto3: pip install 'factory-edge[cloud]' (or boto3)") from exc
+            raise ValueError(
+                f"--blobs {where!r} needs boto3: pip install 'factory-edge[cloud]' (or boto3)"
+            ) from exc
         store = S3BlobStore(bucket, prefix, endpoint=s3_endpoint, region=s3_region)
         store.check()
         return store

@@ -12,8 +12,11 @@ import sys
 VERBS: dict[str, tuple[str, str]] = {
     "serve": ("cloud_trainer.fleet.server:main", "run the fleet service (gRPC, mTLS) and admin service"),
     "pki": ("cloud_trainer.pki:main", "create a CA, server and agent/admin certificates"),
-    "dataset": ("cloud_trainer.train.cli:main_dataset", "a dataset: `dataset import SRC --out DIR` from your "
-                "images (folder per class, MVTec AD) or the fleet's labelled samples"),
+    "dataset": (
+        "cloud_trainer.train.cli:main_dataset",
+        "a dataset: `dataset import SRC --out DIR` from your "
+        "images (folder per class, MVTec AD) or the fleet's labelled samples",
+    ),
     "train": ("cloud_trainer.train.cli:main_train", "train a model family on a dataset"),
     "quantize": ("cloud_trainer.train.cli:main_quantize", "static INT8 quantization of an ONNX export"),
     "evaluate": ("cloud_trainer.train.cli:main_evaluate", "evaluate a candidate against the published one"),
@@ -25,10 +28,15 @@ VERBS: dict[str, tuple[str, str]] = {
     "deployments": ("cloud_trainer.admin_cli:main_deployments", "list deployments and their progress"),
     "status": ("cloud_trainer.admin_cli:main_status", "fleet summary"),
     "rollback": ("cloud_trainer.admin_cli:main_rollback", "roll a deployment or a slot back to a version"),
-    "config": ("cloud_trainer.admin_cli:main_config", "roll an agent configuration out like a model (`config "
-               "deploy FILE`), list, remove"),
+    "config": (
+        "cloud_trainer.admin_cli:main_config",
+        "roll an agent configuration out like a model (`config deploy FILE`), list, remove",
+    ),
     "tenants": ("cloud_trainer.admin_cli:main_tenants", "platform operators: tenants and their usage"),
-    "baseline": ("cloud_trainer.admin_cli:main_baseline", "an agent's per-asset baselines: status, relearn PIPELINE"),
+    "baseline": (
+        "cloud_trainer.admin_cli:main_baseline",
+        "an agent's per-asset baselines: status, relearn PIPELINE",
+    ),
 }
 
 

@@ -47,14 +47,17 @@ TENANT_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 def check_tenant(tenant: str) -> str:
     if not TENANT_RE.fullmatch(tenant or ""):
-        raise ValueError(f"tenant id {tenant!r}: use 1-63 lowercase letters, digits or '-', starting with a "
-                         "letter or digit")
+        raise ValueError(
+            f"tenant id {tenant!r}: use 1-63 lowercase letters, digits or '-', starting with a "
+            "letter or digit"
+        )
     return tenant
 
 
 @dataclasses.dataclass(frozen=True)
 class Identity:
     """Who a client certificate speaks for: its CN, its role (OU) and its tenant."""
+
     name: str
     role: str
     tenant: str
@@ -62,8 +65,9 @@ class Identity:
 
 def _write_key(path: Path, key) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    data = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
@@ -74,22 +78,44 @@ def _name(cn: str, ou: str, tenant: str | None = None) -> x509.Name:
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "factory-edge fleet")]
     if tenant is not None:
         attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_IDENTIFIER, check_tenant(tenant)))
-    return x509.Name([*attrs, x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou),
-                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return x509.Name(
+        [
+            *attrs,
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
 
 
 def init_ca(d: Path, days: int = 3650) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     name = _name("factory-edge fleet CA", "ca")
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
     d.mkdir(parents=True, exist_ok=True)
     _write_key(d / "ca.key", key)
     (d / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -101,22 +127,37 @@ def _load_ca(d: Path):
         cert = x509.load_pem_x509_certificate((d / "ca.pem").read_bytes())
         key = serialization.load_pem_private_key((d / "ca.key").read_bytes(), None)
     except FileNotFoundError as exc:
-        raise SystemExit(f"cloud-trainer pki: no CA in {d}; run `cloud-trainer pki init --dir {d}` first") from exc
+        raise SystemExit(
+            f"cloud-trainer pki: no CA in {d}; run `cloud-trainer pki init --dir {d}` first"
+        ) from exc
     return cert, key
 
 
-def issue(d: Path, cn: str, role: str, out: Path, hosts: list[str] | None = None, days: int = 825,
-          tenant: str | None = None) -> tuple[Path, Path]:
+def issue(
+    d: Path,
+    cn: str,
+    role: str,
+    out: Path,
+    hosts: list[str] | None = None,
+    days: int = 825,
+    tenant: str | None = None,
+) -> tuple[Path, Path]:
     """A certificate for ``cn`` in ``role``; ``tenant`` (agents and admins) names the tenant it acts in."""
     if tenant is not None and role not in (ROLE_AGENT, ROLE_ADMIN):
         raise ValueError(f"a {role} certificate has no tenant")
     ca_cert, ca_key = _load_ca(d)
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
-    b = (x509.CertificateBuilder().subject_name(_name(cn, role, tenant)).issuer_name(ca_cert.subject)
-         .public_key(key.public_key()).serial_number(x509.random_serial_number())
-         .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
-         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn, role, tenant))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
     if role == ROLE_SERVER:
         sans: list[x509.GeneralName] = []
         for h in hosts or ["127.0.0.1", "localhost"]:
@@ -188,8 +229,12 @@ def main(argv: list[str] | None = None) -> int:
         if verb == "server":
             p.add_argument("--host", action="append", help="SAN (IP or DNS); default 127.0.0.1 and localhost")
         if verb in ("agent", "admin", "tenant"):
-            p.add_argument("--tenant", required=verb == "tenant", default=None,
-                           help="tenant id (default: the default tenant)")
+            p.add_argument(
+                "--tenant",
+                required=verb == "tenant",
+                default=None,
+                help="tenant id (default: the default tenant)",
+            )
         if verb == "agent":
             p.add_argument("--id", required=True, help="agent id (certificate CN)")
         if verb in ("admin", "operator"):
@@ -212,13 +257,17 @@ def main(argv: list[str] | None = None) -> int:
     elif a.verb == "tenant":
         assert tenant is not None  # --tenant is required for this verb
         pub, kid = init_tenant(a.dir, tenant)
-        print(f"tenant {tenant}: package signing key {pub.with_suffix('.key')} (key id {kid}); its agents trust "
-              f"only {pub}")
+        print(
+            f"tenant {tenant}: package signing key {pub.with_suffix('.key')} (key id {kid}); its agents trust "
+            f"only {pub}"
+        )
         return 0
     elif a.verb == "agent":
         cert, _ = issue(a.dir, a.id, ROLE_AGENT, tenant_dir(a.dir, tenant) / "agents" / a.id, tenant=tenant)
     elif a.verb == "admin":
-        cert, _ = issue(a.dir, a.name, ROLE_ADMIN, tenant_dir(a.dir, tenant) / "admins" / a.name, tenant=tenant)
+        cert, _ = issue(
+            a.dir, a.name, ROLE_ADMIN, tenant_dir(a.dir, tenant) / "admins" / a.name, tenant=tenant
+        )
     else:
         cert, _ = issue(a.dir, a.name, ROLE_OPERATOR, a.dir / "operators" / a.name)
     print(f"wrote {cert} and its key (mode 0600)")

@@ -86,8 +86,14 @@ class Registry:
         major, minor, patch = max(_vkey(e["version"]) for e in entries)[:3]
         return f"{major + 1}.0.0" if bump == "major" else f"{major}.{minor + 1}.0"
 
-    def publish(self, pkg: Path, report_files: builtins.list[Path], metrics: dict, dataset_digest: str | None,
-                parent_version: str | None) -> dict:
+    def publish(
+        self,
+        pkg: Path,
+        report_files: builtins.list[Path],
+        metrics: dict,
+        dataset_digest: str | None,
+        parent_version: str | None,
+    ) -> dict:
         from model_packager import package_digest, read_manifest
 
         m = read_manifest(pkg)
@@ -102,10 +108,19 @@ class Registry:
             if f.exists():
                 shutil.copy2(f, tmp / f.name)
         os.replace(tmp, folder)
-        entry = {"name": m.name, "version": m.version, "status": "published", "digest": package_digest(pkg),
-                 "metrics": metrics, "dataset_digest": dataset_digest, "parent_version": parent_version,
-                 "created_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
-                 "package": pkg.name, "report": "report.md", "task": m.task.value}
+        entry = {
+            "name": m.name,
+            "version": m.version,
+            "status": "published",
+            "digest": package_digest(pkg),
+            "metrics": metrics,
+            "dataset_digest": dataset_digest,
+            "parent_version": parent_version,
+            "created_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+            "package": pkg.name,
+            "report": "report.md",
+            "task": m.task.value,
+        }
         self._write(m.name, [*self.list(m.name), entry])
         return entry
 

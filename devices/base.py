@@ -67,7 +67,9 @@ class Reading:
     timestamp: float  # source time, epoch seconds (server/device clock when the protocol has one)
     received_at: float  # epoch seconds when the adapter got it
     quality: Quality = Quality.GOOD
-    rate_hz: float | None = None  # an array value's sample rate, when the source states it (node metadata, payload)
+    rate_hz: float | None = (
+        None  # an array value's sample rate, when the source states it (node metadata, payload)
+    )
 
 
 @dataclass(frozen=True, slots=True)

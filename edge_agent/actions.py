@@ -163,7 +163,9 @@ class ActionRunner:
                 st["attempt_failures"] += 1
                 if not getattr(exc, "retryable", True):
                     st["failed"] += 1
-                    self._burst.log(name, "action %r failed (not retried: a retry cannot fix it): %s", name, exc)
+                    self._burst.log(
+                        name, "action %r failed (not retried: a retry cannot fix it): %s", name, exc
+                    )
                     return
                 if attempt == action.retry.max_attempts:
                     st["failed"] += 1
@@ -177,8 +179,17 @@ class ActionRunner:
 
     def _alarm(self, name: str, action: AlarmAction, result: Result) -> None:
         key = (name, result.pipeline)
-        st = self.alarm_state.setdefault(key, {"active": False, "hits": 0, "misses": 0, "since": None,
-                                               "pipeline": result.pipeline, "alarm": name})
+        st = self.alarm_state.setdefault(
+            key,
+            {
+                "active": False,
+                "hits": 0,
+                "misses": 0,
+                "since": None,
+                "pipeline": result.pipeline,
+                "alarm": name,
+            },
+        )
         if self.preds[name](result):
             st["hits"] += 1
             st["misses"] = 0
@@ -194,11 +205,24 @@ class ActionRunner:
 
     def _alarm_changed(self, name: str, action: AlarmAction, result: Result, active: bool) -> None:
         self.stats[name]["raised" if active else "cleared"] += 1
-        evt = Event(EventKind.ALARM, alarm=name, active=active, pipeline=result.pipeline, score=result.score,
-                    label=result.label, anomaly_score=result.anomaly_score, remaining_life=result.remaining_life,
-                    model_version=result.model_version)
-        log.warning("alarm %s %s on pipeline %s (score %.3f)", name, "RAISED" if active else "cleared",
-                    result.pipeline, result.score)
+        evt = Event(
+            EventKind.ALARM,
+            alarm=name,
+            active=active,
+            pipeline=result.pipeline,
+            score=result.score,
+            label=result.label,
+            anomaly_score=result.anomaly_score,
+            remaining_life=result.remaining_life,
+            model_version=result.model_version,
+        )
+        log.warning(
+            "alarm %s %s on pipeline %s (score %.3f)",
+            name,
+            "RAISED" if active else "cleared",
+            result.pipeline,
+            result.score,
+        )
         self.on_event(evt)
 
         async def run():
@@ -226,29 +250,41 @@ class ActionRunner:
 
 # ---- the built-in implementations (rows of edge_agent.config.ACTION_PLUGINS) ------------------
 
-async def publish_result(ctx: ActionRunner, name: str, action: MqttPublishAction, result: Result, item,
-                         value: Any = None) -> str | None:
+
+async def publish_result(
+    ctx: ActionRunner, name: str, action: MqttPublishAction, result: Result, item, value: Any = None
+) -> str | None:
     cfg = ctx.cfg
-    topic = action.topic or topics.build_topic(cfg.agent.site, cfg.agent.line, cfg.agent.id, topics.Kind.RESULTS,
-                                               result.pipeline)
-    return await ctx.sources[action.source].publish(topic, json.dumps(result.to_json_dict()).encode(),
-                                                    qos=action.qos, retain=action.retain)
+    topic = action.topic or topics.build_topic(
+        cfg.agent.site, cfg.agent.line, cfg.agent.id, topics.Kind.RESULTS, result.pipeline
+    )
+    return await ctx.sources[action.source].publish(
+        topic, json.dumps(result.to_json_dict()).encode(), qos=action.qos, retain=action.retain
+    )
 
 
-async def write_opcua(ctx: ActionRunner, name: str, action: OpcUaWriteAction, result: Result, item,
-                      value: Any = None) -> None:
+async def write_opcua(
+    ctx: ActionRunner, name: str, action: OpcUaWriteAction, result: Result, item, value: Any = None
+) -> None:
     await ctx.sources[action.source].write(action.node_id, action.value if value is None else value)
 
 
-async def send_sparkplug_command(ctx: ActionRunner, name: str, action: SparkplugCommandAction, result: Result,
-                                 item, value: Any = None) -> None:
-    await ctx.sources[action.source].command(action.group, action.edge_node, action.device, action.metric,
-                                             action.value if value is None else value,
-                                             action.datatype.value if action.datatype else None)
+async def send_sparkplug_command(
+    ctx: ActionRunner, name: str, action: SparkplugCommandAction, result: Result, item, value: Any = None
+) -> None:
+    await ctx.sources[action.source].command(
+        action.group,
+        action.edge_node,
+        action.device,
+        action.metric,
+        action.value if value is None else value,
+        action.datatype.value if action.datatype else None,
+    )
 
 
-async def save_sample(ctx: ActionRunner, name: str, action: SaveSampleAction, result: Result, item,
-                      value: Any = None) -> None:
+async def save_sample(
+    ctx: ActionRunner, name: str, action: SaveSampleAction, result: Result, item, value: Any = None
+) -> None:
     await asyncio.to_thread(_save, ctx, name, action, result, item)
 
 
@@ -278,6 +314,8 @@ async def signal_alarm(ctx: ActionRunner, name: str, action: AlarmAction, evt: E
     if action.publish_to:
         cfg = ctx.cfg
         topic = topics.build_topic(cfg.agent.site, cfg.agent.line, cfg.agent.id, topics.Kind.ALARMS, name)
-        await ctx.sources[action.publish_to].publish(topic, json.dumps(evt.to_json_dict()).encode(), qos=1, retain=True)
+        await ctx.sources[action.publish_to].publish(
+            topic, json.dumps(evt.to_json_dict()).encode(), qos=1, retain=True
+        )
     if action.node_id and action.opcua_source:
         await ctx.sources[action.opcua_source].write(action.node_id, evt["active"])

@@ -55,9 +55,16 @@ class Agent:
         self.board = StatusBoard()  # the status page's state: raw arrays kept, encoded only when a page asks
         self.metrics = Metrics()
         keys = [str(cfg.path(k)) for k in cfg.trusted_keys]  # loaded by each install's child process
-        self.slots = {name: ModelSlot(name, mc if not mc.package else mc.model_copy(
-            update={"package": str(cfg.path(mc.package))}), cfg.data_dir, keys, on_event=self._event)
-            for name, mc in cfg.models.items()}
+        self.slots = {
+            name: ModelSlot(
+                name,
+                mc if not mc.package else mc.model_copy(update={"package": str(cfg.path(mc.package))}),
+                cfg.data_dir,
+                keys,
+                on_event=self._event,
+            )
+            for name, mc in cfg.models.items()
+        }
         self.sources: dict[str, Any] = {}
         for name, settings in cfg.sources.items():
             cls = load_object(SOURCE_TYPES[settings.type][1])
@@ -65,26 +72,45 @@ class Agent:
         self.actions = ActionRunner(cfg, self.sources, on_event=self._event)
         for src_name, targets in write_targets(cfg).items():
             src = self.sources.get(src_name)
-            if src is not None and hasattr(src, "expect_writes"):  # checked after each connect: bad targets named at start
+            if src is not None and hasattr(
+                src, "expect_writes"
+            ):  # checked after each connect: bad targets named at start
                 src.expect_writes([(node_id, value) for _, node_id, value in targets])
         workers = sum(p.workers for p in cfg.pipelines) or 1
-        self.executor = ThreadPoolExecutor(max_workers=min(workers, os.cpu_count() or 2) or 1,
-                                           thread_name_prefix="infer")
-        self.pipelines = [Pipeline(p, self.slots[p.model], self.executor, self._make_on_result(p.actions),
-                                   self.metrics.observe_latency, on_event=self._event, data_dir=cfg.data_dir)
-                          for p in cfg.pipelines]
+        self.executor = ThreadPoolExecutor(
+            max_workers=min(workers, os.cpu_count() or 2) or 1, thread_name_prefix="infer"
+        )
+        self.pipelines = [
+            Pipeline(
+                p,
+                self.slots[p.model],
+                self.executor,
+                self._make_on_result(p.actions),
+                self.metrics.observe_latency,
+                on_event=self._event,
+                data_dir=cfg.data_dir,
+            )
+            for p in cfg.pipelines
+        ]
         from edge_agent.tags import Forwarder, Rule
         from protocols import topics
 
         self.forwarders = [
-            Forwarder(f, topics.build_topic(cfg.agent.site, cfg.agent.line, cfg.agent.id, topics.Kind.TAGS, f.name),
-                      self.sources[f.to].publish if f.to else None, self._outbox_append if f.outbox else None)
-            for f in cfg.forward]
+            Forwarder(
+                f,
+                topics.build_topic(cfg.agent.site, cfg.agent.line, cfg.agent.id, topics.Kind.TAGS, f.name),
+                self.sources[f.to].publish if f.to else None,
+                self._outbox_append if f.outbox else None,
+            )
+            for f in cfg.forward
+        ]
         self.rules = [Rule(r, self.actions.handle) for r in cfg.rules]
         self._source_tasks: list[asyncio.Task] = []
         self.source_notices = {name: Notices(log) for name in self.sources}  # unread, nothing decoded
         self.source_items: collections.Counter = collections.Counter()  # items handed out per source
-        self.tags: dict[str, dict[str, Any]] = {name: {} for name in self.sources}  # source -> tag -> last Reading
+        self.tags: dict[str, dict[str, Any]] = {
+            name: {} for name in self.sources
+        }  # source -> tag -> last Reading
         self.http: StatusServer | None = None
         self.outbox: Outbox | None = None
         self.uplink: Uplink | None = None
@@ -127,8 +153,13 @@ class Agent:
         async def on_result(res: Result, item) -> None:
             if self.first_result_at is None:
                 self.first_result_at = time.time()
-                self._event(Event(EventKind.FIRST_RESULT, t=self.first_result_at,
-                                  after_s=round(self.first_result_at - self.launched_at, 3)))
+                self._event(
+                    Event(
+                        EventKind.FIRST_RESULT,
+                        t=self.first_result_at,
+                        after_s=round(self.first_result_at - self.launched_at, 3),
+                    )
+                )
             self.metrics.result(res)
             self.board.keep(res, item)
             if res.verdict != "UNSURE":
@@ -137,6 +168,7 @@ class Agent:
                 await self.actions.handle(unsure_actions, res, item)
             if self.outbox is not None:
                 await self._to_outbox(res, item)
+
         return on_result
 
     async def _to_outbox(self, res: Result, item) -> None:
@@ -146,8 +178,9 @@ class Agent:
         reason = self.selector.choose(res) if self.selector else None
         if reason:
             data, ext = await asyncio.to_thread(_encode_sample, item)
-            await self.outbox.append_async("sample", {**body, "reason": reason, "agent": self.cfg.agent.id},
-                                           sample=data, sample_ext=ext)
+            await self.outbox.append_async(
+                "sample", {**body, "reason": reason, "agent": self.cfg.agent.id}, sample=data, sample_ext=ext
+            )
         if self.uplink:
             self.uplink.poke()
 
@@ -155,24 +188,50 @@ class Agent:
         from edge_agent.engines import openvino_available
         from model_packager.cpu import cpu_flags, int8_path
 
-        labels = {"site": self.cfg.agent.site, "line": self.cfg.agent.line,
-                  "engines": "onnxruntime,openvino" if openvino_available() else "onnxruntime",
-                  "cpu": int8_path(), "cpu_flags": " ".join(cpu_flags())}
+        labels = {
+            "site": self.cfg.agent.site,
+            "line": self.cfg.agent.line,
+            "engines": "onnxruntime,openvino" if openvino_available() else "onnxruntime",
+            "cpu": int8_path(),
+            "cpu_flags": " ".join(cpu_flags()),
+        }
         slots = []
         for s in self.slots.values():
             st = s.status()
             if st.get("selection"):  # which form serves on this CPU, and why (INT8 off: the deviation)
                 labels[f"form.{st['slot']}"] = st["selection"]["summary"][:200]
             last = st.get("last_swap") or {}
-            slots.append({"slot": st["slot"], "package": st["package"] or "", "version": st["version"] or "",
-                          "digest": st["digest"] or "", "status": st["state"], "reason": last.get("reason") or ""})
-        health = {p.name: {"rate": p.stats.rate(), "results": p.stats.results, "ng": p.stats.ng,
-                           "errors": sum(p.stats.errors.values()), "p50_ms": p.stats.percentiles()["p50"]}
-                  for p in self.pipelines}
+            slots.append(
+                {
+                    "slot": st["slot"],
+                    "package": st["package"] or "",
+                    "version": st["version"] or "",
+                    "digest": st["digest"] or "",
+                    "status": st["state"],
+                    "reason": last.get("reason") or "",
+                }
+            )
+        health = {
+            p.name: {
+                "rate": p.stats.rate(),
+                "results": p.stats.results,
+                "ng": p.stats.ng,
+                "errors": sum(p.stats.errors.values()),
+                "p50_ms": p.stats.percentiles()["p50"],
+            }
+            for p in self.pipelines
+        }
         self._baseline_health(health)
-        return {"labels": labels, "slots": slots, "health": health,
-                "config": {k: v for k, v in (self.config_state or {}).items()
-                           if k in ("source", "deployment_id", "digest", "status", "reason")}}
+        return {
+            "labels": labels,
+            "slots": slots,
+            "health": health,
+            "config": {
+                k: v
+                for k, v in (self.config_state or {}).items()
+                if k in ("source", "deployment_id", "digest", "status", "reason")
+            },
+        }
 
     def _baseline_health(self, health: dict) -> None:
         """Each baseline's state in the pipeline health the fleet sees (`cloud-trainer baseline status`)."""
@@ -195,17 +254,29 @@ class Agent:
             readers = [p for p in self.pipelines if p.s.source == name]
             if not hasattr(src, "items") or not (readers or _produces(src.settings)):
                 continue  # e.g. an mqtt source only published through
-            if not readers and not any(t.s.source == name for t in self.forwarders) \
-                    and not any(r.s.source == name for r in self.rules):
+            if (
+                not readers
+                and not any(t.s.source == name for t in self.forwarders)
+                and not any(r.s.source == name for r in self.rules)
+            ):
                 # Drained all the same: a source left unread would fill its queue, and a Sparkplug host
                 # would decode no birth and ask for no rebirth while `received` climbs
                 self.source_notices[name].note(
-                    "unread", "source %s: no pipeline reads it, so its data is dropped after decoding (counted as "
-                    "'unread'); add a pipeline with source: %s, or remove its %s", name, name,
-                    "subscriptions" if src.settings.type == "mqtt" else "nodes" if src.settings.type == "opcua"
-                    else "definition", n=0)
-            self._source_tasks.append(asyncio.create_task(self._fan_out(name, src, readers),
-                                                          name=f"source-{name}"))
+                    "unread",
+                    "source %s: no pipeline reads it, so its data is dropped after decoding (counted as "
+                    "'unread'); add a pipeline with source: %s, or remove its %s",
+                    name,
+                    name,
+                    "subscriptions"
+                    if src.settings.type == "mqtt"
+                    else "nodes"
+                    if src.settings.type == "opcua"
+                    else "definition",
+                    n=0,
+                )
+            self._source_tasks.append(
+                asyncio.create_task(self._fan_out(name, src, readers), name=f"source-{name}")
+            )
         self._source_tasks.append(asyncio.create_task(self._watch_sources(), name="watch-sources"))
         for p in self.pipelines:
             p.start()
@@ -218,8 +289,14 @@ class Agent:
 
             assert self.outbox is not None  # a cloud section always opens one (__init__)
             manager = self.manager = ModelManager(self.slots, self.cfg, on_event=self._event)
-            uplink = self.uplink = Uplink(self.cfg.cloud, self.outbox, Path(self.cfg.base_dir), self._cloud_status,
-                                          self._on_desired, CommandRunner(self.cfg, on_event=self._event))
+            uplink = self.uplink = Uplink(
+                self.cfg.cloud,
+                self.outbox,
+                Path(self.cfg.base_dir),
+                self._cloud_status,
+                self._on_desired,
+                CommandRunner(self.cfg, on_event=self._event),
+            )
             manager.uplink = uplink
             await uplink.start()
         if self.cfg.http.enabled:
@@ -228,9 +305,14 @@ class Agent:
             self.http = StatusServer(self, self.cfg.http.host, self.cfg.http.port)
             self.http.start()
         self._event(Event(EventKind.STARTED, pipelines=[p.name for p in self.pipelines]))
-        log.info("agent %s started: %d sources, %d models, %d pipelines%s", self.cfg.agent.id, len(self.sources),
-                 len(self.slots), len(self.pipelines),
-                 f"; status on http://{self.cfg.http.host}:{self.http.port}/" if self.http else "")
+        log.info(
+            "agent %s started: %d sources, %d models, %d pipelines%s",
+            self.cfg.agent.id,
+            len(self.sources),
+            len(self.slots),
+            len(self.pipelines),
+            f"; status on http://{self.cfg.http.host}:{self.http.port}/" if self.http else "",
+        )
 
     async def _on_desired(self, reply) -> None:
         assert self.manager is not None  # set before the uplink that calls this starts
@@ -270,14 +352,25 @@ class Agent:
             await asyncio.sleep(period_s)
             for name, src in self.sources.items():
                 received = src.stats.received
-                if getattr(src.settings, "type", None) != "mqtt" or self.source_items[name] or received < min_messages:
+                if (
+                    getattr(src.settings, "type", None) != "mqtt"
+                    or self.source_items[name]
+                    or received < min_messages
+                ):
                     continue
                 n = self.source_notices[name]
                 if "nothing_decoded" not in n.counts:
                     reasons = dict(src.stats.errors_by_reason)
-                    n.note("nothing_decoded", "source %s: %d messages received but no reading decoded from them "
-                           "(errors: %s); check each subscription's codec and json_mapping, or the Sparkplug "
-                           "tag_map", name, received, reasons or "none", n=0)
+                    n.note(
+                        "nothing_decoded",
+                        "source %s: %d messages received but no reading decoded from them "
+                        "(errors: %s); check each subscription's codec and json_mapping, or the Sparkplug "
+                        "tag_map",
+                        name,
+                        received,
+                        reasons or "none",
+                        n=0,
+                    )
                 n.counts["nothing_decoded"] = received
 
     async def stop(self) -> None:
@@ -333,18 +426,32 @@ class Agent:
         srcs = {}
         for name, s in self.sources.items():
             st = s.stats
-            srcs[name] = {"type": s.settings.type, "state": s.state.value if hasattr(s.state, "value") else str(
-                s.state), "received": st.received, "dropped": st.dropped, "errors": st.errors,
-                "reconnects": st.reconnects, "errors_by_reason": dict(st.errors_by_reason),
+            srcs[name] = {
+                "type": s.settings.type,
+                "state": s.state.value if hasattr(s.state, "value") else str(s.state),
+                "received": st.received,
+                "dropped": st.dropped,
+                "errors": st.errors,
+                "reconnects": st.reconnects,
+                "errors_by_reason": dict(st.errors_by_reason),
                 "last_error": st.last_error,
-                "silent_drops": {**(s.notices.status() if hasattr(s, "notices") else {}),
-                                 **self.source_notices[name].status()}}
+                "silent_drops": {
+                    **(s.notices.status() if hasattr(s, "notices") else {}),
+                    **self.source_notices[name].status(),
+                },
+            }
         return {
-            "agent": {"id": self.cfg.agent.id, "site": self.cfg.agent.site, "line": self.cfg.agent.line,
-                      "uptime_s": round(time.time() - self.started_at, 1),
-                      "first_result_after_s": round(self.first_result_at - self.launched_at, 3)
-                      if self.first_result_at else None,
-                      "max_rss_mb": peak_rss_mb(), "rss_mb": rss_mb()},
+            "agent": {
+                "id": self.cfg.agent.id,
+                "site": self.cfg.agent.site,
+                "line": self.cfg.agent.line,
+                "uptime_s": round(time.time() - self.started_at, 1),
+                "first_result_after_s": round(self.first_result_at - self.launched_at, 3)
+                if self.first_result_at
+                else None,
+                "max_rss_mb": peak_rss_mb(),
+                "rss_mb": rss_mb(),
+            },
             "sources": srcs,
             "pipelines": [p.status() for p in self.pipelines],
             "models": [s.status() for s in self.slots.values()],
@@ -359,7 +466,6 @@ class Agent:
             "fleet": self.manager.status() if self.manager is not None else None,
             "config": self.config_state,
         }
-
 
 
 async def run_until_signalled(start, stop) -> None:
@@ -382,7 +488,9 @@ async def run_until_signalled(start, stop) -> None:
 
 def _produces(settings) -> bool:
     """Whether a source yields items by itself (cameras always; others when they subscribe to something)."""
-    return settings.type == "camera" or bool(getattr(settings, "subscriptions", None) or getattr(settings, "nodes", None))
+    return settings.type == "camera" or bool(
+        getattr(settings, "subscriptions", None) or getattr(settings, "nodes", None)
+    )
 
 
 def _encode_sample(item) -> tuple[bytes, str]:

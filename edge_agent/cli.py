@@ -1,17 +1,17 @@
 """`edge-agent`: run, validate, status.
 
-    edge-agent validate CONFIG      all errors at once, one per line; exit 1 if any, 0 with a summary
-        --online                    also ask the live OPC UA servers: every subscribed node exists, every
-                                    write target exists, is writable and its DataType takes the value
-    edge-agent run CONFIG           run until SIGTERM/SIGINT (graceful stop); --log-json for JSON logs; with
-                                    cloud: set, the fleet may give it a config (docs/fleet-control.md)
-    edge-agent validate --fleet F   a fleet config (no agent:, cloud:, http:), as the cloud checks it
-    edge-agent status [--url URL]   the running agent's sources, pipelines, models, drops, alarms
-    edge-agent tags CONFIG          every tag each source produces now: last value, type, quality, age;
-                                    and whether each tag a pipeline needs is among them
-    edge-agent baseline status|relearn PIPELINE CONFIG   a signal pipeline's per-asset baseline
-    edge-agent browse ENDPOINT [NODE]   an OPC UA server's variables: NodeId, path, type, array size,
-                                    access (r/w) and the default tag (browse name); --security options
+edge-agent validate CONFIG      all errors at once, one per line; exit 1 if any, 0 with a summary
+    --online                    also ask the live OPC UA servers: every subscribed node exists, every
+                                write target exists, is writable and its DataType takes the value
+edge-agent run CONFIG           run until SIGTERM/SIGINT (graceful stop); --log-json for JSON logs; with
+                                cloud: set, the fleet may give it a config (docs/fleet-control.md)
+edge-agent validate --fleet F   a fleet config (no agent:, cloud:, http:), as the cloud checks it
+edge-agent status [--url URL]   the running agent's sources, pipelines, models, drops, alarms
+edge-agent tags CONFIG          every tag each source produces now: last value, type, quality, age;
+                                and whether each tag a pipeline needs is among them
+edge-agent baseline status|relearn PIPELINE CONFIG   a signal pipeline's per-asset baseline
+edge-agent browse ENDPOINT [NODE]   an OPC UA server's variables: NodeId, path, type, array size,
+                                access (r/w) and the default tag (browse name); --security options
 """
 
 from __future__ import annotations
@@ -25,12 +25,19 @@ import time
 
 def _setup_logging(json_logs: bool, level: str) -> None:
     if json_logs:
+
         class JsonFormatter(logging.Formatter):
             def format(self, r: logging.LogRecord) -> str:
-                d = {"t": round(r.created, 3), "level": r.levelname.lower(), "logger": r.name, "msg": r.getMessage()}
+                d = {
+                    "t": round(r.created, 3),
+                    "level": r.levelname.lower(),
+                    "logger": r.name,
+                    "msg": r.getMessage(),
+                }
                 if r.exc_info:
                     d["exc"] = self.formatException(r.exc_info)
                 return json.dumps(d)
+
         h = logging.StreamHandler()
         h.setFormatter(JsonFormatter())
         logging.basicConfig(level=level, handlers=[h])
@@ -69,7 +76,9 @@ def _validate(args) -> int:
         for line in errors:
             print(line, file=sys.stderr)
         if not errors:
-            print(f"ok: {args.config}: a valid fleet config (agent:, cloud: and http: come from each agent's file)")
+            print(
+                f"ok: {args.config}: a valid fleet config (agent:, cloud: and http: come from each agent's file)"
+            )
         return 1 if errors else 0
     cfg = _load(args.config, count=True)
     if cfg is None:
@@ -83,11 +92,15 @@ def _validate(args) -> int:
         for line in errors:
             print(line, file=sys.stderr)
         if errors:
-            print(f"{len(errors)} error(s) in {args.config} (checked against the live servers)", file=sys.stderr)
+            print(
+                f"{len(errors)} error(s) in {args.config} (checked against the live servers)", file=sys.stderr
+            )
             return 1
-    print(f"ok: {args.config}: agent {cfg.agent.id} ({cfg.agent.site}/{cfg.agent.line}); "
-          f"{len(cfg.sources)} sources ({', '.join(f'{n}:{s.type}' for n, s in cfg.sources.items())}); "
-          f"{len(cfg.models)} model slots; {len(cfg.pipelines)} pipelines; {len(cfg.actions)} actions")
+    print(
+        f"ok: {args.config}: agent {cfg.agent.id} ({cfg.agent.site}/{cfg.agent.line}); "
+        f"{len(cfg.sources)} sources ({', '.join(f'{n}:{s.type}' for n, s in cfg.sources.items())}); "
+        f"{len(cfg.models)} model slots; {len(cfg.pipelines)} pipelines; {len(cfg.actions)} actions"
+    )
     return 0
 
 
@@ -108,10 +121,13 @@ def _tag_errors(cfg, where, source: str, tags: set[str]) -> list[str]:
         if tag in tags:
             continue
         close = {t.lower(): t for t in tags}.get(tag.lower()) or next(
-            iter(difflib.get_close_matches(tag, list(tags), n=1, cutoff=0.6)), None)
+            iter(difflib.get_close_matches(tag, list(tags), n=1, cutoff=0.6)), None
+        )
         hint = f"did you mean {close!r}?" if close else f"its nodes give {sorted(tags)}"
-        out.append(f"{where}: {loc}: source {source!r} produces no tag {tag!r} (browse names read from the "
-                   f"server); {hint} (or set `tag:` on the node)")
+        out.append(
+            f"{where}: {loc}: source {source!r} produces no tag {tag!r} (browse names read from the "
+            f"server); {hint} (or set `tag:` on the node)"
+        )
     return out
 
 
@@ -127,8 +143,13 @@ async def _online_errors(cfg, where) -> list[str]:
             continue
         mine = list(targets.get(name, []))
         if s.heartbeat is not None:
-            mine.append((f"sources.{name}.heartbeat.kind", s.heartbeat.node_id,
-                         True if s.heartbeat.kind == "toggle" else 1))
+            mine.append(
+                (
+                    f"sources.{name}.heartbeat.kind",
+                    s.heartbeat.node_id,
+                    True if s.heartbeat.kind == "toggle" else 1,
+                )
+            )
         try:
             nodes, writes, tags = await check_server(s, [(nid, v) for _, nid, v in mine])
         except OpcUaError as exc:
@@ -196,22 +217,40 @@ def _status(args) -> int:
         print(json.dumps(st, indent=2))
         return 0
     a = st["agent"]
-    print(f"agent {a['id']} ({a['site']}/{a['line']}), up {a['uptime_s']:.0f} s, max RSS {a['max_rss_mb']} MB")
+    print(
+        f"agent {a['id']} ({a['site']}/{a['line']}), up {a['uptime_s']:.0f} s, max RSS {a['max_rss_mb']} MB"
+    )
     if c := st.get("config"):  # which configuration runs: the local file or the fleet's
-        print(f"config: {c['source']} {c.get('name', '')}" + (f" ({c['digest'][:12]})" if c.get("digest") else "")
-              + f" {c.get('status', '')}" + (f"; {c['reason']}" if c.get("reason") else ""))
+        print(
+            f"config: {c['source']} {c.get('name', '')}"
+            + (f" ({c['digest'][:12]})" if c.get("digest") else "")
+            + f" {c.get('status', '')}"
+            + (f"; {c['reason']}" if c.get("reason") else "")
+        )
     print("\nsources:")
     for n, s in st["sources"].items():
-        print(f"  {n:<12} {s['type']:<7} {s['state']:<11} received {s['received']:<8} dropped {s['dropped']:<6} "
-              f"errors {s['errors']}" + (f"  last: {s['last_error']}" if s["last_error"] else ""))
+        print(
+            f"  {n:<12} {s['type']:<7} {s['state']:<11} received {s['received']:<8} dropped {s['dropped']:<6} "
+            f"errors {s['errors']}" + (f"  last: {s['last_error']}" if s["last_error"] else "")
+        )
     print("\npipelines:")
     for p in st["pipelines"]:
         lat = p["latency_ms"]
-        print(f"  {p['pipeline']:<12} {p['kind']:<6} {p['rate_per_s']:>6.2f}/s results {p['results']:<7} NG {p['ng']:<6} "
-              f"dropped {p['dropped']:<5} errors {sum(p['errors'].values()):<4} latency ms p50 {_ms(lat['p50'])} "
-              f"p95 {_ms(lat['p95'])} p99 {_ms(lat['p99'])}")
-    silent = [(f"source {n}", k, d) for n, s in st["sources"].items() for k, d in (s.get("silent_drops") or {}).items()]
-    silent += [(f"pipeline {p['pipeline']}", k, d) for p in st["pipelines"] for k, d in (p.get("silent_drops") or {}).items()]
+        print(
+            f"  {p['pipeline']:<12} {p['kind']:<6} {p['rate_per_s']:>6.2f}/s results {p['results']:<7} NG {p['ng']:<6} "
+            f"dropped {p['dropped']:<5} errors {sum(p['errors'].values()):<4} latency ms p50 {_ms(lat['p50'])} "
+            f"p95 {_ms(lat['p95'])} p99 {_ms(lat['p99'])}"
+        )
+    silent = [
+        (f"source {n}", k, d)
+        for n, s in st["sources"].items()
+        for k, d in (s.get("silent_drops") or {}).items()
+    ]
+    silent += [
+        (f"pipeline {p['pipeline']}", k, d)
+        for p in st["pipelines"]
+        for k, d in (p.get("silent_drops") or {}).items()
+    ]
     if silent:
         print("\nsilent drops:")
         for where, k, d in silent:
@@ -219,16 +258,28 @@ def _status(args) -> int:
     if st.get("rules") or st.get("forward"):
         print("\ntags without a model:")
     for r in st.get("rules") or []:
-        print(f"  rule {r['name']:<14} {r['tag']:<16} {'ACTIVE' if r['active'] else 'ok':<7} value {r['value']}")
+        print(
+            f"  rule {r['name']:<14} {r['tag']:<16} {'ACTIVE' if r['active'] else 'ok':<7} value {r['value']}"
+        )
     for f in st.get("forward") or []:
-        print(f"  forward {f['name']:<11} forwarded {f.get('forwarded', 0):<8} sent {f.get('sent', 0):<8} "
-              f"failed {f.get('failed', 0)}")
+        print(
+            f"  forward {f['name']:<11} forwarded {f.get('forwarded', 0):<8} sent {f.get('sent', 0):<8} "
+            f"failed {f.get('failed', 0)}"
+        )
     print("\nmodels:")
     for m in st["models"]:
         print(f"  {m['slot']:<12} {m['package']}-{m['version']} on {m['engine']} ({m['state']})")
     active = [x for x in st["alarms"] if x["active"]]
-    print("\nalarms: " + (", ".join(f"{x['alarm']} on {x['pipeline']} since {time.strftime('%H:%M:%S', time.localtime(x['since']))}"
-                                     for x in active) or "none active"))
+    print(
+        "\nalarms: "
+        + (
+            ", ".join(
+                f"{x['alarm']} on {x['pipeline']} since {time.strftime('%H:%M:%S', time.localtime(x['since']))}"
+                for x in active
+            )
+            or "none active"
+        )
+    )
     return 0
 
 
@@ -273,17 +324,23 @@ def _tags(args) -> int:
     for p in cfg.pipelines:
         if p.window is None:
             continue
-        for field, tag in [("waveform", p.window.waveform)] + [("scalars", t) for t in p.window.scalar_inputs]:
+        for field, tag in [("waveform", p.window.waveform)] + [
+            ("scalars", t) for t in p.window.scalar_inputs
+        ]:
             if tag not in last.get(p.source, {}):
-                missing.append(f"pipeline {p.name}: window.{field} tag {tag!r} not seen from source {p.source} "
-                               f"in {args.seconds:g}s")
+                missing.append(
+                    f"pipeline {p.name}: window.{field} tag {tag!r} not seen from source {p.source} "
+                    f"in {args.seconds:g}s"
+                )
     if args.json:
         print(json.dumps({"tags": out, "missing": missing}, indent=2, default=str))
         return 1 if missing else 0
     for name, src in srcs.items():
         st = src.stats
-        print(f"{name} ({src.settings.type}): received {st.received}, errors {st.errors}"
-              + (f", last error: {st.last_error}" if st.last_error else ""))
+        print(
+            f"{name} ({src.settings.type}): received {st.received}, errors {st.errors}"
+            + (f", last error: {st.last_error}" if st.last_error else "")
+        )
         if name in frames:
             f = frames[name]
             print(f"  frames {f.image.shape if hasattr(f, 'image') else '?'} (seq {f.seq})")
@@ -291,7 +348,9 @@ def _tags(args) -> int:
         if rows:
             w = max(len(r["tag"]) for r in rows)
             for r in rows:
-                print(f"  {r['tag']:<{w}}  {str(r['value'])[:40]:<40} {r['type']:<16} {r['quality']:<9} {r['age_s']}s")
+                print(
+                    f"  {r['tag']:<{w}}  {str(r['value'])[:40]:<40} {r['type']:<16} {r['quality']:<9} {r['age_s']}s"
+                )
         elif name not in frames:
             print(f"  no tags in {args.seconds:g}s")
     for m in missing:
@@ -307,15 +366,23 @@ def _browse(args) -> int:
     from devices.opcua.settings import OpcUaSettings
 
     try:
-        settings = OpcUaSettings(endpoint=args.endpoint, security_mode=args.security_mode,
-                                 certificate_file=args.certificate, private_key_file=args.private_key,
-                                 server_certificate_file=args.server_certificate, username=args.username,
-                                 password=args.password, connect_timeout_s=args.timeout_s)
+        settings = OpcUaSettings(
+            endpoint=args.endpoint,
+            security_mode=args.security_mode,
+            certificate_file=args.certificate,
+            private_key_file=args.private_key,
+            server_certificate_file=args.server_certificate,
+            username=args.username,
+            password=args.password,
+            connect_timeout_s=args.timeout_s,
+        )
     except ValidationError as exc:
         for e in exc.errors():
             loc = ".".join(str(x) for x in e["loc"])
-            print(f"edge-agent browse: {loc + ': ' if loc else ''}{e['msg'].removeprefix('Value error, ')}",
-                  file=sys.stderr)
+            print(
+                f"edge-agent browse: {loc + ': ' if loc else ''}{e['msg'].removeprefix('Value error, ')}",
+                file=sys.stderr,
+            )
         return 2
     from devices.opcua.client import OpcUaError, browse_server
 
@@ -328,10 +395,14 @@ def _browse(args) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
-        print(f"no variables under {args.node or 'Objects'} (depth {args.depth}); try --depth or another NODE")
+        print(
+            f"no variables under {args.node or 'Objects'} (depth {args.depth}); try --depth or another NODE"
+        )
         return 0
     w = max(len(r["node_id"]) for r in rows)
-    print(f"{'node_id':<{w}}  {'type':<10} {'array':<6} {'access':<6} path (the last part is the default tag)")
+    print(
+        f"{'node_id':<{w}}  {'type':<10} {'array':<6} {'access':<6} path (the last part is the default tag)"
+    )
     for r in rows:
         arr = (str(r["array_size"]) if r["array_size"] else "yes") if r["array"] else ""
         print(f"{r['node_id']:<{w}}  {r['data_type']:<10} {arr:<6} {r['access']:<6} {r['path']}")
@@ -343,15 +414,25 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="verb", required=True)
     v = sub.add_parser("validate", help="check a config file; print every error")
     v.add_argument("config")
-    v.add_argument("--online", action="store_true", help="also check nodes and write targets on the live servers")
-    v.add_argument("--fleet", action="store_true", help="CONFIG is a fleet config (without agent:, cloud:, http:), "
-                   "as `cloud-trainer config deploy` sends; files and environment are each agent's, not checked")
+    v.add_argument(
+        "--online", action="store_true", help="also check nodes and write targets on the live servers"
+    )
+    v.add_argument(
+        "--fleet",
+        action="store_true",
+        help="CONFIG is a fleet config (without agent:, cloud:, http:), "
+        "as `cloud-trainer config deploy` sends; files and environment are each agent's, not checked",
+    )
     r = sub.add_parser("run", help="run the agent until SIGTERM")
     r.add_argument("config")
     r.add_argument("--log-json", action="store_true")
     r.add_argument("--log-level", default="INFO")
-    r.add_argument("--config-health-s", type=float, default=10.0,
-                   help="a fleet config is healthy when every source connects within this many seconds")
+    r.add_argument(
+        "--config-health-s",
+        type=float,
+        default=10.0,
+        help="a fleet config is healthy when every source connects within this many seconds",
+    )
 
     s = sub.add_parser("status", help="ask a running agent")
     s.add_argument("--url", default="http://127.0.0.1:8090")
@@ -378,7 +459,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.verb == "baseline":
         return baseline_main(args, _load)
-    return {"validate": _validate, "run": _run, "status": _status, "browse": _browse, "tags": _tags}[args.verb](args)
+    return {"validate": _validate, "run": _run, "status": _status, "browse": _browse, "tags": _tags}[
+        args.verb
+    ](args)
 
 
 if __name__ == "__main__":

@@ -22,11 +22,27 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-FIELDS = ("verdict", "score", "label", "anomaly_score", "remaining_life", "margin", "model", "model_version",
-          "pipeline", "source", "engine")
+FIELDS = (
+    "verdict",
+    "score",
+    "label",
+    "anomaly_score",
+    "remaining_life",
+    "margin",
+    "model",
+    "model_version",
+    "pipeline",
+    "source",
+    "engine",
+)
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "gte": operator.ge, "lt": operator.lt,
-    "lte": operator.le, "in": lambda a, b: a in b,
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+    "in": lambda a, b: a in b,
 }
 
 
@@ -38,8 +54,9 @@ class ConditionError(ValueError):
 
 
 def _check_value(key: str, val: Any, labels: set[str] | None) -> None:
-    known: tuple[str, ...] | None = VERDICTS if key == "verdict" else (
-        tuple(sorted(labels)) if key == "label" and labels else None)
+    known: tuple[str, ...] | None = (
+        VERDICTS if key == "verdict" else (tuple(sorted(labels)) if key == "label" and labels else None)
+    )
     if known is None:
         return
     for v in val if isinstance(val, list) else [val]:
@@ -47,12 +64,15 @@ def _check_value(key: str, val: Any, labels: set[str] | None) -> None:
             continue
         what = "verdict" if key == "verdict" else "label"
         by_case = {k.lower(): k for k in known}
-        close = by_case.get(str(v).lower()) or next(iter(difflib.get_close_matches(str(v), known, n=1, cutoff=0.6)),
-                                                    None)
+        close = by_case.get(str(v).lower()) or next(
+            iter(difflib.get_close_matches(str(v), known, n=1, cutoff=0.6)), None
+        )
         hint = f"; did you mean {close!r}?" if close else ""
         where = "verdicts are" if key == "verdict" else "the model's labels are"
-        raise ConditionError(f"{key}: unknown {what} {v!r}{hint} ({where} {', '.join(known)}; "
-                             "the comparison is case-sensitive, so this would never match)")
+        raise ConditionError(
+            f"{key}: unknown {what} {v!r}{hint} ({where} {', '.join(known)}; "
+            "the comparison is case-sensitive, so this would never match)"
+        )
 
 
 def _hint(name: str, known) -> str:
@@ -101,11 +121,13 @@ def _compile_item(key: str, val: Any, labels: set[str] | None = None) -> Callabl
                 return all(f(v, arg) for f, arg in checks)
             except TypeError:
                 return False
+
         return pred
     _check_value(key, val, labels)
 
     def equals(r, key: str = key, val: Any = val) -> bool:
         return getattr(r, _attr(key), None) == val
+
     return equals
 
 

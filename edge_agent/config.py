@@ -70,7 +70,9 @@ class AgentSection(_Model):
 
 class HttpSettings(_Model):
     host: str = "127.0.0.1"
-    port: int = Field(8090, ge=0, le=65535, description="status page, /status JSON and /metrics; 0 = any free port")
+    port: int = Field(
+        8090, ge=0, le=65535, description="status page, /status JSON and /metrics; 0 = any free port"
+    )
     enabled: bool = True
 
 
@@ -88,14 +90,22 @@ class QueueSettings(_Model):
 class WindowSettings(_Model):
     waveform: str = Field(description="tag whose samples form the window (an array tag or a scalar stream)")
     scalars: list[str] | dict[str, str] = Field(
-        default_factory=list, description="tags whose latest value rides with each window: a list of tags named "
-                                          "like the model's scalar inputs, or a mapping {model input: tag}")
+        default_factory=list,
+        description="tags whose latest value rides with each window: a list of tags named "
+        "like the model's scalar inputs, or a mapping {model input: tag}",
+    )
     by: Literal["count", "time"] = "count"
     size_samples: int | None = Field(None, ge=2, description="default: the model's window_samples")
-    hop_samples: int | None = Field(None, ge=1, description="count mode: new samples between windows (default: size)")
+    hop_samples: int | None = Field(
+        None, ge=1, description="count mode: new samples between windows (default: size)"
+    )
     hop_s: float | None = Field(None, gt=0, description="time mode: seconds between windows")
-    sample_rate_hz: float | None = Field(None, gt=0, description="the waveform tag's sample rate; resampled to the "
-                                         "model's when the ratio is clean, refused otherwise (default: the model's)")
+    sample_rate_hz: float | None = Field(
+        None,
+        gt=0,
+        description="the waveform tag's sample rate; resampled to the "
+        "model's when the ratio is clean, refused otherwise (default: the model's)",
+    )
 
     @property
     def scalar_inputs(self) -> dict[str, str]:
@@ -111,7 +121,9 @@ class UnsureSettings(_Model):
     UNSURE."""
 
     enabled: bool = True
-    tolerance: float = Field(1.0, gt=0, description="scales every margin around the training range; > 1: fewer")
+    tolerance: float = Field(
+        1.0, gt=0, description="scales every margin around the training range; > 1: fewer"
+    )
     window: int = Field(200, ge=5, le=100_000, description="frames over which the unsure share is watched")
     max_share: float = Field(0.2, gt=0, le=1, description="an input_drift event when the share reaches this")
 
@@ -120,13 +132,18 @@ class PipelineSettings(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
     source: str
     model: str
-    kind: Literal["frame", "signal"] | None = Field(None, description="default: frame for cameras, else signal")
+    kind: Literal["frame", "signal"] | None = Field(
+        None, description="default: frame for cameras, else signal"
+    )
     window: WindowSettings | None = None
     queue: QueueSettings = QueueSettings()
     workers: int = Field(1, ge=1, le=16)
     actions: list[str] = Field(default_factory=list)
-    baseline: BaselineSettings | None = Field(None, description="learn this asset's healthy baseline, then score "
-                                              "against it (signal pipelines; docs/maintenance.md)")
+    baseline: BaselineSettings | None = Field(
+        None,
+        description="learn this asset's healthy baseline, then score "
+        "against it (signal pipelines; docs/maintenance.md)",
+    )
     unsure: UnsureSettings = UnsureSettings()
 
 
@@ -149,8 +166,9 @@ class WriteMode(enum.StrEnum):
 
 
 _SCALAR = bool | int | float | str
-_LOOKS_TYPED = re.compile(r"^\s*(true|false|yes|no|on|off|y|n|[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|nan|inf)\s*$",
-                          re.IGNORECASE)
+_LOOKS_TYPED = re.compile(
+    r"^\s*(true|false|yes|no|on|off|y|n|[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|nan|inf)\s*$", re.IGNORECASE
+)
 
 
 def _check_write_value(v: Any, what: str) -> Any:
@@ -162,23 +180,37 @@ def _check_write_value(v: Any, what: str) -> Any:
             raise ValueError(f"{what} must be true/false, a number, text or a list of those (found {x!r})")
         if isinstance(x, str) and _LOOKS_TYPED.match(x):
             bare = x.strip().lower()
-            words = {"true": "true", "yes": "true", "on": "true", "y": "true",
-                     "false": "false", "no": "false", "off": "false", "n": "false"}
+            words = {
+                "true": "true",
+                "yes": "true",
+                "on": "true",
+                "y": "true",
+                "false": "false",
+                "no": "false",
+                "off": "false",
+                "n": "false",
+            }
             kind = "a boolean" if bare in words else "a number"
-            raise ValueError(f"{x!r} is quoted text, not {kind}: a Boolean or numeric node must never get a "
-                             f"string; write {what}: {words.get(bare, x.strip())} without quotes "
-                             "(text is only for String nodes)")
+            raise ValueError(
+                f"{x!r} is quoted text, not {kind}: a Boolean or numeric node must never get a "
+                f"string; write {what}: {words.get(bare, x.strip())} without quotes "
+                "(text is only for String nodes)"
+            )
     return v
 
 
 class OutputAction(_Action):
     """An output a PLC reads: a value while the condition holds, with level / on_change / pulse semantics."""
 
-    value: _SCALAR | list[_SCALAR] = Field(True, description="written while the condition holds (YAML type kept)")
+    value: _SCALAR | list[_SCALAR] = Field(
+        True, description="written while the condition holds (YAML type kept)"
+    )
     mode: WriteMode = WriteMode.LEVEL
     reset_value: _SCALAR | list[_SCALAR] | None = Field(
-        None, description="written when the condition stops holding (pulse: after pulse_ms); default for "
-                          "on_change and pulse with a boolean value: its opposite; level: none (nothing written)")
+        None,
+        description="written when the condition stops holding (pulse: after pulse_ms); default for "
+        "on_change and pulse with a boolean value: its opposite; level: none (nothing written)",
+    )
     pulse_ms: int = Field(500, ge=10, le=3_600_000, description="pulse mode: how long value is held")
 
     @field_validator("value", "reset_value", mode="before")
@@ -189,8 +221,10 @@ class OutputAction(_Action):
     @model_validator(mode="after")
     def _pulse_resets(self) -> OutputAction:
         if self.mode is WriteMode.PULSE and self.reset is None:
-            raise ValueError(f"mode pulse with a non-boolean value ({self.value!r}) needs reset_value, "
-                             "the value written when the pulse ends")
+            raise ValueError(
+                f"mode pulse with a non-boolean value ({self.value!r}) needs reset_value, "
+                "the value written when the pulse ends"
+            )
         return self
 
     @property
@@ -238,7 +272,9 @@ class SparkplugCommandAction(OutputAction):
     edge_node: str = Field(pattern=r"^[^/+#]+$")
     device: str | None = Field(None, pattern=r"^[^/+#]+$", description="absent: an NCMD to the node itself")
     metric: str = Field(min_length=1, description="the metric name as the node's birth lists it")
-    datatype: SparkplugDatatype | None = Field(None, description="default: the metric's type in the node's birth")
+    datatype: SparkplugDatatype | None = Field(
+        None, description="default: the metric's type in the node's birth"
+    )
 
     @property
     def target(self) -> str:
@@ -260,7 +296,9 @@ class AlarmAction(_Action):
         return []
 
     def write_targets(self) -> list[tuple[str, str, str, Any]]:
-        return [(self.opcua_source, "node_id", self.node_id, True)] if self.node_id and self.opcua_source else []
+        return (
+            [(self.opcua_source, "node_id", self.node_id, True)] if self.node_id and self.opcua_source else []
+        )
 
 
 class SaveSampleAction(_Action):
@@ -272,7 +310,9 @@ class SaveSampleAction(_Action):
         for i, r in enumerate(cfg.rules):  # a rule's result has no model input to save
             for j, a in enumerate(r.actions if r is not None else ()):
                 if a == name:
-                    report.error(f"rules[{i}].actions[{j}]", f"{a!r} saves model inputs; a rule has none, remove it")
+                    report.error(
+                        f"rules[{i}].actions[{j}]", f"{a!r} saves model inputs; a rule has none, remove it"
+                    )
 
 
 # The action table: type -> (settings "module:Class", implementation "module:function"), imported
@@ -281,7 +321,10 @@ class SaveSampleAction(_Action):
 ACTION_PLUGINS: dict[str, tuple[str, str]] = {
     "mqtt_publish": ("edge_agent.config:MqttPublishAction", "edge_agent.actions:publish_result"),
     "opcua_write": ("edge_agent.config:OpcUaWriteAction", "edge_agent.actions:write_opcua"),
-    "sparkplug_command": ("edge_agent.config:SparkplugCommandAction", "edge_agent.actions:send_sparkplug_command"),
+    "sparkplug_command": (
+        "edge_agent.config:SparkplugCommandAction",
+        "edge_agent.actions:send_sparkplug_command",
+    ),
     "alarm": ("edge_agent.config:AlarmAction", "edge_agent.actions:signal_alarm"),
     "save_sample": ("edge_agent.config:SaveSampleAction", "edge_agent.actions:save_sample"),
     "log": ("edge_agent.log_action:LogAction", "edge_agent.log_action:act"),
@@ -300,8 +343,10 @@ if TYPE_CHECKING:  # each source's settings class (in devices/): read through it
 else:
     Source = Annotated[Union[tuple(SOURCE_SETTINGS.values())], Field(discriminator="type")]  # noqa: UP007
 # the sections whose entries pick their settings class by `type`, with the noun their errors use
-_TAGGED: dict[str, tuple[Mapping[str, type[BaseModel]], str]] = {"sources": (SOURCE_SETTINGS, "source type"),
-                                                                "actions": (ACTION_TYPES, "type")}
+_TAGGED: dict[str, tuple[Mapping[str, type[BaseModel]], str]] = {
+    "sources": (SOURCE_SETTINGS, "source type"),
+    "actions": (ACTION_TYPES, "type"),
+}
 
 
 class ForwardSettings(_Model):
@@ -309,13 +354,18 @@ class ForwardSettings(_Model):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
     source: str
-    tags: list[str] = Field(default_factory=list, description="empty: every scalar tag (arrays only when named)")
+    tags: list[str] = Field(
+        default_factory=list, description="empty: every scalar tag (arrays only when named)"
+    )
     to: str | None = Field(None, description="an mqtt source to publish through")
     topic: str | None = Field(None, description="default: factory/<site>/<line>/<agent>/tags/<name>")
     qos: Literal[0, 1] = 0
-    outbox: bool = Field(False, description="also queue each forwarded reading for the cloud (kind telemetry)")
-    deadband: float = Field(0.0, ge=0, description="a number is forwarded when it moved more than this; "
-                                                   "0: every reading")
+    outbox: bool = Field(
+        False, description="also queue each forwarded reading for the cloud (kind telemetry)"
+    )
+    deadband: float = Field(
+        0.0, ge=0, description="a number is forwarded when it moved more than this; 0: every reading"
+    )
     min_interval_ms: int = Field(0, ge=0, description="at most one reading per tag this often; 0: no limit")
 
     @model_validator(mode="after")
@@ -358,7 +408,9 @@ class AgentConfig(_Model):
     http: HttpSettings = HttpSettings()
     outbox: OutboxSettings | None = Field(None, description="durable outbox; on by default when cloud is set")
     upload: SampleSelectionSettings | None = Field(None, description="which inputs are uploaded as samples")
-    cloud: CloudSettings | None = Field(None, description="the fleet service (uplink, heartbeats, model delivery)")
+    cloud: CloudSettings | None = Field(
+        None, description="the fleet service (uplink, heartbeats, model delivery)"
+    )
     log_json: bool = False
     base_dir: str = Field(".", description="set by load_config: the config file's folder")
     _warnings: list[str] = PrivateAttr(default_factory=list)
@@ -392,13 +444,17 @@ def _substitute(node: Any, loc: str, errors: list[str]) -> Any:
     if isinstance(node, list):
         return [_substitute(v, f"{loc}[{i}]", errors) for i, v in enumerate(node)]
     if isinstance(node, str) and "${" in node:
+
         def repl(m: re.Match) -> str:
             val = os.environ.get(m.group(1), m.group(2))
             if val is None:
-                errors.append(f"{loc}: environment variable {m.group(1)} is not set "
-                              f"(write ${{{m.group(1)}:-default}} to give a default)")
+                errors.append(
+                    f"{loc}: environment variable {m.group(1)} is not set "
+                    f"(write ${{{m.group(1)}:-default}} to give a default)"
+                )
                 return ""
             return val
+
         return _ENV.sub(repl, node)
     return node
 
@@ -458,25 +514,39 @@ def _pydantic_errors(exc: ValidationError, model: Any, prefix: tuple, where: str
             key = loc[-1]
             known = _fields_at(model, tuple(err["loc"])[:-1])
             close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else (f"; expected one of {sorted(known)}" if known else "")
+            hint = (
+                f"; did you mean {close[0]!r}?"
+                if close
+                else (f"; expected one of {sorted(known)}" if known else "")
+            )
             out.append(f"{where}: {_fmt_loc(loc)}: unknown option {key!r}{hint}")
         elif err["type"] == "missing":
             out.append(f"{where}: {_fmt_loc(loc)}: required option is missing")
         elif err["type"] == "union_tag_invalid":
             tag, expected = err["ctx"]["tag"], [t.strip(" '") for t in err["ctx"]["expected_tags"].split(",")]
-            out.append(f"{where}: {_fmt_loc(loc)}.{err['ctx']['discriminator'].strip(chr(39))}: unknown type "
-                       f"{tag!r}{_did_you_mean(str(tag), expected)}")
+            out.append(
+                f"{where}: {_fmt_loc(loc)}.{err['ctx']['discriminator'].strip(chr(39))}: unknown type "
+                f"{tag!r}{_did_you_mean(str(tag), expected)}"
+            )
         else:
             msg = err["msg"].removeprefix("Value error, ")
             found = err.get("input")
-            shown = "" if isinstance(found, dict | list) or found is None or repr(found) in msg else f" (found {found!r})"
+            shown = (
+                ""
+                if isinstance(found, dict | list) or found is None or repr(found) in msg
+                else f" (found {found!r})"
+            )
             out.append(f"{where}: {_fmt_loc(loc)}: {msg}{shown}")
     return out
 
 
 def _did_you_mean(name: str, known) -> str:
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else (f"; defined: {sorted(known)}" if known else "; none defined")
+    return (
+        f"; did you mean {close[0]!r}?"
+        if close
+        else (f"; defined: {sorted(known)}" if known else "; none defined")
+    )
 
 
 class Findings:
@@ -521,7 +591,10 @@ def _validate_entry(key: str, name: Any, typ: Any, raw: Any, report: Findings) -
             report.error(f"{key}.{name}.type", f"required; one of {sorted(table)}")
             return None
         if raw["type"] not in table:
-            report.error(f"{key}.{name}.type", f"unknown {noun} {raw['type']!r}{_did_you_mean(str(raw['type']), table)}")
+            report.error(
+                f"{key}.{name}.type",
+                f"unknown {noun} {raw['type']!r}{_did_you_mean(str(raw['type']), table)}",
+            )
             return None
         typ = table[raw["type"]]
     return _validate((key, name), typ, raw, report)
@@ -547,11 +620,15 @@ def _validate_section(key: str, ann: Any, raw: Any, report: Findings) -> tuple[A
     return _validate((key,), ann, raw, report), set()
 
 
-def parse_config(data: Any, where: str = "<config>", base_dir: str = ".", local_checks: bool = True) -> AgentConfig:
+def parse_config(
+    data: Any, where: str = "<config>", base_dir: str = ".", local_checks: bool = True
+) -> AgentConfig:
     """``local_checks=False``: what only the agent's own machine can tell is not checked (files exist, the
     environment variables are set): the cloud's check of a fleet configuration (``edge_agent.fleet_config``)."""
     if not isinstance(data, dict):
-        raise ConfigError([f"{where}: expected a mapping at the top level (agent:, sources:, models:, pipelines: ...)"])
+        raise ConfigError(
+            [f"{where}: expected a mapping at the top level (agent:, sources:, models:, pipelines: ...)"]
+        )
     report = Findings(where)
     sub_errors: list[str] = []
     data = _substitute(data, "", sub_errors)
@@ -619,13 +696,14 @@ def source_tags(src: Any) -> tuple[set[str], bool] | None:
 
 
 def _produces(cfg: AgentConfig, name: str) -> str | None:
-    """"frames" or "readings": what a source gives its pipelines (its settings class says); None when
+    """ "frames" or "readings": what a source gives its pipelines (its settings class says); None when
     the source is unknown or invalid (already reported)."""
     return getattr(cfg.sources.get(name), "produces", None)
 
 
-def _check_window_tags(cfg: AgentConfig, loc: str, p: PipelineSettings, manifest: Any,
-                       warnings: list[str]) -> list[str]:
+def _check_window_tags(
+    cfg: AgentConfig, loc: str, p: PipelineSettings, manifest: Any, warnings: list[str]
+) -> list[str]:
     """The model's scalar inputs are carried by the window, and the window's tags are produced by the source."""
     errors = []
     w = p.window
@@ -639,11 +717,17 @@ def _check_window_tags(cfg: AgentConfig, loc: str, p: PipelineSettings, manifest
             if s in carried:
                 continue
             close = {c.lower(): c for c in carried}.get(s.lower()) or next(
-                iter(difflib.get_close_matches(s, list(carried), n=1, cutoff=0.6)), None)
-            fix = (f"map the tag to it: scalars: {{{s}: {close}}}" if close else
-                   f"add it: scalars: {{{s}: <the source's tag for it>}}")
-            errors.append(f"{loc}.window.scalars: model {manifest.name} needs scalar input {s!r}, which the window "
-                          f"does not carry (it carries {sorted(carried)}); every window would be refused; {fix}")
+                iter(difflib.get_close_matches(s, list(carried), n=1, cutoff=0.6)), None
+            )
+            fix = (
+                f"map the tag to it: scalars: {{{s}: {close}}}"
+                if close
+                else f"add it: scalars: {{{s}: <the source's tag for it>}}"
+            )
+            errors.append(
+                f"{loc}.window.scalars: model {manifest.name} needs scalar input {s!r}, which the window "
+                f"does not carry (it carries {sorted(carried)}); every window would be refused; {fix}"
+            )
         if w.sample_rate_hz is not None:
             from model_packager.condition import RateError, resample_plan
 
@@ -652,21 +736,25 @@ def _check_window_tags(cfg: AgentConfig, loc: str, p: PipelineSettings, manifest
             except RateError as exc:
                 errors.append(f"{loc}.window.sample_rate_hz: {exc} (model {manifest.name})")
         if w.size_samples is not None and w.size_samples != pre.window_samples:
-            errors.append(f"{loc}.window.size_samples: {w.size_samples}, but model {manifest.name} takes windows of "
-                          f"{pre.window_samples} samples; every window would be refused; remove size_samples")
+            errors.append(
+                f"{loc}.window.size_samples: {w.size_samples}, but model {manifest.name} takes windows of "
+                f"{pre.window_samples} samples; every window would be refused; remove size_samples"
+            )
     known = source_tags(cfg.sources.get(p.source))
     if known is None:
         return errors
     wanted = [("window.waveform", w.waveform)] + [
         (f"window.scalars.{name}" if isinstance(w.scalars, dict) else f"window.scalars[{i}]", tag)
-        for i, (tag, name) in enumerate(inputs.items())]
+        for i, (tag, name) in enumerate(inputs.items())
+    ]
     for field, tag in wanted:
         _tag_check(f"{loc}.{field}", p.source, tag, known, errors, warnings)
     return errors
 
 
-def _tag_check(loc: str, source: str, tag: str, known: tuple[set[str], bool], errors: list[str],
-               warnings: list[str]) -> None:
+def _tag_check(
+    loc: str, source: str, tag: str, known: tuple[set[str], bool], errors: list[str], warnings: list[str]
+) -> None:
     """A tag the source does not produce: an error when the source's tags are certain (explicit `tag:`,
     MQTT mappings), or when it differs only in case from a browse name guessed from a NodeId (the
     usual slip; `tag:` on the node settles it either way); a warning otherwise, since a guessed
@@ -677,14 +765,21 @@ def _tag_check(loc: str, source: str, tag: str, known: tuple[set[str], bool], er
     by_case = {t.lower(): t for t in tags}.get(tag.lower())
     close = by_case or next(iter(difflib.get_close_matches(tag, list(tags), n=1, cutoff=0.6)), None)
     hint = f"did you mean {close!r}?" if close else f"it gives {sorted(tags)}"
-    how = (" (OPC UA: a node's tag is its `tag:` or, by default, its browse name, here guessed from the NodeId; "
-           "set `tag:` on the node to name it, or check with `edge-agent validate --online`)") if guessed else ""
+    how = (
+        (
+            " (OPC UA: a node's tag is its `tag:` or, by default, its browse name, here guessed from the NodeId; "
+            "set `tag:` on the node to name it, or check with `edge-agent validate --online`)"
+        )
+        if guessed
+        else ""
+    )
     msg = f"{loc}: source {source!r} produces no tag {tag!r}; {hint}{how}"
     (warnings if guessed and not by_case else errors).append(msg)
 
 
-def _check_tag_source(cfg: AgentConfig, named: dict[str, set], loc: str, ref: str, report: Findings,
-                      want: str | None = None) -> None:
+def _check_tag_source(
+    cfg: AgentConfig, named: dict[str, set], loc: str, ref: str, report: Findings, want: str | None = None
+) -> None:
     """``ref`` names a source that gives tags (and of type ``want`` when given)."""
     if ref not in named["sources"]:
         report.error(loc, f"unknown source {ref!r}{_did_you_mean(ref, named['sources'])}")
@@ -705,12 +800,15 @@ def _check_forward(cfg: AgentConfig, named: dict[str, set], seen: set[str], repo
         if f.to is not None:
             _check_tag_source(cfg, named, f"forward[{i}].to", f.to, report, "mqtt")
         if f.outbox and cfg.outbox is None and cfg.cloud is None:
-            report.error(f"forward[{i}].outbox", "there is no outbox; add an outbox: section (or cloud:), or set "
-                                                 "outbox: false")
+            report.error(
+                f"forward[{i}].outbox",
+                "there is no outbox; add an outbox: section (or cloud:), or set outbox: false",
+            )
 
 
-def _check_rules(cfg: AgentConfig, named: dict[str, set], seen: set[str], pipelines: set[str],
-                 report: Findings) -> None:
+def _check_rules(
+    cfg: AgentConfig, named: dict[str, set], seen: set[str], pipelines: set[str], report: Findings
+) -> None:
     for i, r in enumerate(cfg.rules):
         if r is None:
             continue
@@ -721,7 +819,9 @@ def _check_rules(cfg: AgentConfig, named: dict[str, set], seen: set[str], pipeli
         _check_action_refs(f"rules[{i}]", r.actions, named, report)
         known = source_tags(cfg.sources.get(r.source))
         if known is not None:
-            _tag_check(f"{report.where}: rules[{i}].tag", r.source, r.tag, known, report.errors, report.warnings)
+            _tag_check(
+                f"{report.where}: rules[{i}].tag", r.source, r.tag, known, report.errors, report.warnings
+            )
 
 
 def _check_action_refs(loc: str, actions: list[str], named: dict[str, set], report: Findings) -> None:
@@ -730,34 +830,53 @@ def _check_action_refs(loc: str, actions: list[str], named: dict[str, set], repo
             report.error(f"{loc}.actions[{j}]", f"unknown action {a!r}{_did_you_mean(a, named['actions'])}")
 
 
-def _check_pipeline(cfg: AgentConfig, i: int, p: PipelineSettings, named: dict[str, set],
-                    manifests: dict[str, Any], report: Findings) -> None:
+def _check_pipeline(
+    cfg: AgentConfig,
+    i: int,
+    p: PipelineSettings,
+    named: dict[str, set],
+    manifests: dict[str, Any],
+    report: Findings,
+) -> None:
     loc = f"pipelines[{i}]"
     if p.source not in named["sources"]:
-        report.error(f"{loc}.source", f"unknown source {p.source!r}{_did_you_mean(p.source, named['sources'])}")
+        report.error(
+            f"{loc}.source", f"unknown source {p.source!r}{_did_you_mean(p.source, named['sources'])}"
+        )
     if p.model not in named["models"]:
-        report.error(f"{loc}.model", f"unknown model slot {p.model!r}{_did_you_mean(p.model, named['models'])}")
+        report.error(
+            f"{loc}.model", f"unknown model slot {p.model!r}{_did_you_mean(p.model, named['models'])}"
+        )
     produces = _produces(cfg, p.source)  # None: a missing or invalid source, already reported
     kind = p.kind or ("frame" if produces == "frames" else "signal")
     if kind == "frame" and produces == "readings":
-        report.error(f"{loc}.kind", f"a frame pipeline needs a camera source; {p.source!r} is "
-                                    f"{cfg.source_type(p.source)}")
+        report.error(
+            f"{loc}.kind",
+            f"a frame pipeline needs a camera source; {p.source!r} is {cfg.source_type(p.source)}",
+        )
     if kind == "signal" and produces == "frames":
-        report.error(f"{loc}.kind", f"a signal pipeline needs an opcua or mqtt source; {p.source!r} is a "
-                                    f"{cfg.source_type(p.source)}")
+        report.error(
+            f"{loc}.kind",
+            f"a signal pipeline needs an opcua or mqtt source; {p.source!r} is a {cfg.source_type(p.source)}",
+        )
     if kind == "signal" and produces is not None and p.window is None:
         report.error(f"{loc}.window", "a signal pipeline needs a window (waveform tag, size, hop)")
     if p.baseline is not None and kind != "signal":
-        report.error(f"{loc}.baseline", f"a baseline learns from vibration windows; {p.name!r} is a frame pipeline")
+        report.error(
+            f"{loc}.baseline", f"a baseline learns from vibration windows; {p.name!r} is a frame pipeline"
+        )
     if p.window is not None and p.window.by == "time" and p.window.hop_s is None:
         report.error(f"{loc}.window.hop_s", "required when by is 'time'")
     if p.window is not None and produces == "readings":
-        report.errors += _check_window_tags(cfg, f"{report.where}: {loc}", p, manifests.get(p.model),
-                                            report.warnings)
+        report.errors += _check_window_tags(
+            cfg, f"{report.where}: {loc}", p, manifests.get(p.model), report.warnings
+        )
     _check_action_refs(loc, p.actions, named, report)
 
 
-def _check_actions(cfg: AgentConfig, named: dict[str, set], manifests: dict[str, Any], report: Findings) -> None:
+def _check_actions(
+    cfg: AgentConfig, named: dict[str, set], manifests: dict[str, Any], report: Findings
+) -> None:
     for name, a in cfg.actions.items():
         loc = f"actions.{name}"
         for field, typ in a.source_fields.items():  # each action type names its own source fields
@@ -765,9 +884,13 @@ def _check_actions(cfg: AgentConfig, named: dict[str, set], manifests: dict[str,
             if ref is None:
                 continue
             if ref not in named["sources"]:
-                report.error(f"{loc}.{field}", f"unknown source {ref!r}{_did_you_mean(ref, named['sources'])}")
+                report.error(
+                    f"{loc}.{field}", f"unknown source {ref!r}{_did_you_mean(ref, named['sources'])}"
+                )
             elif ref in cfg.sources and cfg.source_type(ref) != typ:
-                report.error(f"{loc}.{field}", f"{ref!r} is a {cfg.source_type(ref)} source; this needs a {typ} source")
+                report.error(
+                    f"{loc}.{field}", f"{ref!r} is a {cfg.source_type(ref)} source; this needs a {typ} source"
+                )
         for field, msg in a.problems():
             report.error(f"{loc}{'.' + field if field else ''}", msg)
         if a.when is not None:
@@ -785,14 +908,18 @@ def _check_files(cfg: AgentConfig, report: Findings) -> None:
     if cfg.cloud is not None:
         for f in ("ca_file", "cert_file", "key_file"):
             if not cfg.path(getattr(cfg.cloud, f)).exists():
-                report.error(f"cloud.{f}", f"{getattr(cfg.cloud, f)} does not exist (create certificates with "
-                                           "`cloud-trainer pki`)")
+                report.error(
+                    f"cloud.{f}",
+                    f"{getattr(cfg.cloud, f)} does not exist (create certificates with `cloud-trainer pki`)",
+                )
     for i, k in enumerate(cfg.trusted_keys):
         if not cfg.path(k).exists():
             report.error(f"trusted_keys[{i}]", f"{k} does not exist")
 
 
-def _cross_check(cfg: AgentConfig, named: dict[str, set], report: Findings, local_checks: bool = True) -> None:
+def _cross_check(
+    cfg: AgentConfig, named: dict[str, set], report: Findings, local_checks: bool = True
+) -> None:
     """The generic checks across sections, then each plugin's own ``cross_check(name, cfg, report)``
     (a source's or an action's settings class: what only that plugin knows)."""
     manifests = _manifests(cfg)

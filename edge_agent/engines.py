@@ -57,8 +57,10 @@ def resolve_choice(choice: EngineChoice) -> str:
     if choice.value not in ENGINE_TYPES:
         raise EngineError(f"unknown engine {choice.value!r}; one of {sorted(ENGINE_TYPES)} or auto")
     if not installed(choice.value):
-        raise EngineError(f"engine {choice.value!r} asked for but {ENGINE_TYPES[choice.value][1]} is not installed "
-                          f"(pip install '.[{choice.value}]'); use engine: auto or another engine")
+        raise EngineError(
+            f"engine {choice.value!r} asked for but {ENGINE_TYPES[choice.value][1]} is not installed "
+            f"(pip install '.[{choice.value}]'); use engine: auto or another engine"
+        )
     return choice.value
 
 
@@ -66,7 +68,9 @@ def model_file(opened: OpenedPackage, form: str | None) -> str:
     """The ONNX file of ``form`` ("fp32": the FP32 reference; "int8" or None: ``model.onnx``)."""
     if form == "fp32":
         if opened.fp32_model_path is None:
-            raise EngineError(f"package {opened.manifest.package_id} carries no FP32 form; use form: auto or int8")
+            raise EngineError(
+                f"package {opened.manifest.package_id} carries no FP32 form; use form: auto or int8"
+            )
         return str(opened.fp32_model_path)
     return str(opened.model_path)
 
@@ -74,15 +78,20 @@ def model_file(opened: OpenedPackage, form: str | None) -> str:
 class OrtEngine:
     name = "onnxruntime"
 
-    def __init__(self, opened: OpenedPackage, cfg: ModelConfig, form: str | None = None, *,
-                 isolated: bool = False) -> None:
+    def __init__(
+        self, opened: OpenedPackage, cfg: ModelConfig, form: str | None = None, *, isolated: bool = False
+    ) -> None:
         import onnxruntime as ort
 
         self.form = form or _only_form(opened)
         self.version = ort.__version__
         try:
-            self.session = ort_session(model_file(opened, form), threads=cfg.threads, single_stream=True,
-                                       graph_optimization=cfg.graph_optimization.value)
+            self.session = ort_session(
+                model_file(opened, form),
+                threads=cfg.threads,
+                single_stream=True,
+                graph_optimization=cfg.graph_optimization.value,
+            )
         except Exception as exc:
             raise EngineError(f"ONNX Runtime cannot load {opened.manifest.package_id}: {exc}") from exc
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -97,8 +106,9 @@ class OrtEngine:
 class OvEngine:
     name = "openvino"
 
-    def __init__(self, opened: OpenedPackage, cfg: ModelConfig, form: str | None = None, *,
-                 isolated: bool = False) -> None:
+    def __init__(
+        self, opened: OpenedPackage, cfg: ModelConfig, form: str | None = None, *, isolated: bool = False
+    ) -> None:
         ov = load_engine("openvino")
 
         self.form = form or _only_form(opened)
@@ -151,8 +161,14 @@ def candidate_engines(choice: EngineChoice | str) -> list[str]:
     return [resolve_choice(choice)]
 
 
-def create_engine(choice: EngineChoice | str, opened: OpenedPackage, cfg: ModelConfig, form: str | None = None,
-                  *, isolated: bool = False) -> Engine:
+def create_engine(
+    choice: EngineChoice | str,
+    opened: OpenedPackage,
+    cfg: ModelConfig,
+    form: str | None = None,
+    *,
+    isolated: bool = False,
+) -> Engine:
     """An engine for ``form`` of the package ("int8", "fp32"; None: ``model.onnx`` as it is), built by
     the class its row in ``ENGINE_TYPES`` names. ``isolated``: a model already serves in this process
     (a swap), so work that would hold the GIL or the cores for long goes elsewhere (OpenVINO's

@@ -65,18 +65,27 @@ MAX_BYTES = 256 * 1024
 def fleet_document(data: bytes, where: str) -> dict:
     """The mapping of a fleet config's YAML (``ConfigError`` naming the problem)."""
     if len(data) > MAX_BYTES:
-        raise ConfigError([f"{where}: {len(data)} bytes; an agent configuration is at most {MAX_BYTES} bytes"])
+        raise ConfigError(
+            [f"{where}: {len(data)} bytes; an agent configuration is at most {MAX_BYTES} bytes"]
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{where}: not UTF-8 text (byte {exc.start})"]) from exc
     doc = read_yaml(text, where)
     if not isinstance(doc, dict):
-        raise ConfigError([f"{where}: expected a mapping at the top level (sources:, models:, pipelines: ...)"])
+        raise ConfigError(
+            [f"{where}: expected a mapping at the top level (sources:, models:, pipelines: ...)"]
+        )
     own = [k for k in AGENT_OWN if k in doc]
     if own:
-        raise ConfigError([f"{where}: {k}: set by each agent's own local file (identity, link to the fleet, status "
-                           f"endpoint), never by the fleet; remove {k}: from the fleet config" for k in own])
+        raise ConfigError(
+            [
+                f"{where}: {k}: set by each agent's own local file (identity, link to the fleet, status "
+                f"endpoint), never by the fleet; remove {k}: from the fleet config"
+                for k in own
+            ]
+        )
     return doc
 
 
@@ -145,8 +154,16 @@ class ConfigKeeper:
 
     def note(self, info: dict, step: str, ok: bool, reason: str = "", health: dict | None = None) -> None:
         """An outcome for the fleet (kept until it has it)."""
-        self.state["unreported"].append({"deployment_id": info["deployment_id"], "digest": info["digest"],
-                                         "step": step, "ok": ok, "reason": reason[:500], "health": health or {}})
+        self.state["unreported"].append(
+            {
+                "deployment_id": info["deployment_id"],
+                "digest": info["digest"],
+                "step": step,
+                "ok": ok,
+                "reason": reason[:500],
+                "health": health or {},
+            }
+        )
         self.state["unreported"] = self.state["unreported"][-50:]
 
     def refuse(self, info: dict, step: str, reason: str) -> None:
@@ -166,7 +183,9 @@ class ConfigKeeper:
 class AgentHost:
     """Runs the agent on the config it should run and swaps configs on the fleet's word (module docstring)."""
 
-    def __init__(self, local_path: str | Path, *, launched_at: float | None = None, health_s: float = 10.0) -> None:
+    def __init__(
+        self, local_path: str | Path, *, launched_at: float | None = None, health_s: float = 10.0
+    ) -> None:
         self.local_path = Path(local_path).resolve()
         self.launched_at = launched_at
         self.health_s = health_s
@@ -182,10 +201,19 @@ class AgentHost:
         try:  # re-read: local edits apply whenever the agent goes back to its local file
             self.local_cfg = load_config(self.local_path)
         except ConfigError as exc:
-            log.error("local config %s no longer validates (%s); using it as it was at start", self.local_path,
-                      exc.errors[0])
-        return self.local_cfg, {"source": "local", "deployment_id": "", "digest": "", "name": self.local_path.name,
-                                "status": "healthy", "reason": ""}
+            log.error(
+                "local config %s no longer validates (%s); using it as it was at start",
+                self.local_path,
+                exc.errors[0],
+            )
+        return self.local_cfg, {
+            "source": "local",
+            "deployment_id": "",
+            "digest": "",
+            "name": self.local_path.name,
+            "status": "healthy",
+            "reason": "",
+        }
 
     def effective(self, data: bytes, where: str) -> AgentConfig:
         """A fleet config merged with this agent's own sections, validated with its files (``ConfigError``)."""
@@ -202,7 +230,9 @@ class AgentHost:
                 return cfg, {"source": "fleet", **lg, "status": "healthy", "reason": ""}
             except (ConfigError, OSError) as exc:
                 msg = exc.errors[0] if isinstance(exc, ConfigError) else str(exc)
-                log.error("last good fleet config %s cannot be used (%s); running the local file", lg["name"], msg)
+                log.error(
+                    "last good fleet config %s cannot be used (%s); running the local file", lg["name"], msg
+                )
         return self._local()
 
     # ---- running -----------------------------------------------------------------------------------
@@ -224,10 +254,18 @@ class AgentHost:
     async def start(self) -> None:
         trial = self.keeper.state.get("trial")
         if trial:  # the last process ended while starting this config
-            log.error("fleet config %s (%s): the agent stopped while starting it; refused, back on the last good "
-                      "config", trial["name"], trial["digest"][:12])
-            self.keeper.refuse(trial, "failed", "the agent stopped while starting this config (crash, kill or power "
-                                                "loss); back on the last good config")
+            log.error(
+                "fleet config %s (%s): the agent stopped while starting it; refused, back on the last good "
+                "config",
+                trial["name"],
+                trial["digest"][:12],
+            )
+            self.keeper.refuse(
+                trial,
+                "failed",
+                "the agent stopped while starting this config (crash, kill or power "
+                "loss); back on the last good config",
+            )
         cfg, info = self._last_good()
         try:
             await self._launch(cfg, info)
@@ -244,7 +282,9 @@ class AgentHost:
             await asyncio.gather(self._task, return_exceptions=True)
         if self.agent is not None:
             await self.agent.stop()
-        if self.keeper.state.get("trial"):  # a graceful stop is no verdict on the candidate: tried again later
+        if self.keeper.state.get(
+            "trial"
+        ):  # a graceful stop is no verdict on the candidate: tried again later
             self.keeper.state["trial"] = None
             self.keeper.save()
 
@@ -279,9 +319,15 @@ class AgentHost:
             return
         sent = 0
         for r in st["unreported"]:  # in order: stop at the first that does not get through
-            if not await uplink.client.report_deployment(r["deployment_id"], r["step"], r["ok"], r["reason"],
-                                                         version=r["digest"], kind="config",
-                                                         health=r.get("health")):
+            if not await uplink.client.report_deployment(
+                r["deployment_id"],
+                r["step"],
+                r["ok"],
+                r["reason"],
+                version=r["digest"],
+                kind="config",
+                health=r.get("health"),
+            ):
                 break
             sent += 1
         if sent:
@@ -295,15 +341,23 @@ class AgentHost:
         cur = self.agent.config_state or {"source": "local", "digest": ""}  # set by _launch
         if want is None:
             if cur["source"] == "fleet":  # the fleet let go: back to the local file
-                log.info("fleet config: none in the desired state; back on the local file %s", self.local_path)
+                log.info(
+                    "fleet config: none in the desired state; back on the local file %s", self.local_path
+                )
                 self.keeper.state["last_good"] = None
                 self.keeper.save()
                 await self._swap(*self._local())
                 self.keeper.forget_old()
             return
-        info = {"deployment_id": want.deployment_id.split(":")[0][:64], "digest": want.digest[:64],
-                "name": printable(want.name or "fleet-config", 64)}
-        if want.digest == cur["digest"] or refusal_key(info["deployment_id"], want.digest) in self.keeper.state["refused"]:
+        info = {
+            "deployment_id": want.deployment_id.split(":")[0][:64],
+            "digest": want.digest[:64],
+            "name": printable(want.name or "fleet-config", 64),
+        }
+        if (
+            want.digest == cur["digest"]
+            or refusal_key(info["deployment_id"], want.digest) in self.keeper.state["refused"]
+        ):
             return
         where = f"fleet config {info['name']} ({want.digest[:12]})"
         try:
@@ -366,14 +420,19 @@ class AgentHost:
         """None when every source is connected within ``health_s``; else why not."""
         deadline = time.monotonic() + self.health_s
         while True:
-            bad = [(n, s) for n, s in agent.sources.items() if str(getattr(s.state, "value", s.state)) != "connected"]
+            bad = [
+                (n, s)
+                for n, s in agent.sources.items()
+                if str(getattr(s.state, "value", s.state)) != "connected"
+            ]
             if not bad:
                 return None
             if time.monotonic() >= deadline:
                 n, s = bad[0]
                 err = getattr(s.stats, "last_error", None)
-                return (f"source {n}: not connected within {self.health_s:g} s"
-                        + (f" ({printable(str(err), 200)})" if err else ""))
+                return f"source {n}: not connected within {self.health_s:g} s" + (
+                    f" ({printable(str(err), 200)})" if err else ""
+                )
             await asyncio.sleep(0.2)
 
 

@@ -38,25 +38,34 @@ class StatusServer:
                         self._send(200, "application/json", body)
                     elif path == "/metrics":
                         outer.agent.metrics.refresh(outer.agent)
-                        self._send(200, "text/plain; version=0.0.4; charset=utf-8", outer.agent.metrics.exposition())
+                        self._send(
+                            200, "text/plain; version=0.0.4; charset=utf-8", outer.agent.metrics.exposition()
+                        )
                     elif path.startswith("/api/frame/") and path.endswith(".png"):
-                        self._send(200, "image/png", board.frame_png(path[len("/api/frame/"):-4]))
+                        self._send(200, "image/png", board.frame_png(path[len("/api/frame/") : -4]))
                     elif path.startswith("/api/ng/") and path.endswith(".png"):
-                        self._send(200, "image/png", board.ng_png(int(path[len("/api/ng/"):-4])))
+                        self._send(200, "image/png", board.ng_png(int(path[len("/api/ng/") : -4])))
                     elif path == "/api/tags":
-                        body = json.dumps({n: tag_rows(list(t.values())) for n, t in outer.agent.tags.items()},
-                                          default=str).encode()
+                        body = json.dumps(
+                            {n: tag_rows(list(t.values())) for n, t in outer.agent.tags.items()}, default=str
+                        ).encode()
                         self._send(200, "application/json", body)
                     elif path == "/api/ng":
-                        self._send(200, "application/json", json.dumps(board.ng_results(), default=str).encode())
+                        self._send(
+                            200, "application/json", json.dumps(board.ng_results(), default=str).encode()
+                        )
                     elif path.startswith("/api/spectrum/"):
-                        body = json.dumps(board.spectrum(path[len("/api/spectrum/"):])).encode()
+                        body = json.dumps(board.spectrum(path[len("/api/spectrum/") :])).encode()
                         self._send(200, "application/json", body)
                     elif path.startswith("/api/trend/"):
-                        rows = board.trend(path[len("/api/trend/"):])
+                        rows = board.trend(path[len("/api/trend/") :])
                         self._send(200, "application/json", json.dumps(rows).encode())
                     elif path in ("/", "/index.html"):
-                        body = PAGE.read_bytes() if PAGE.exists() else b"<h1>edge agent</h1><a href=/status>status</a>"
+                        body = (
+                            PAGE.read_bytes()
+                            if PAGE.exists()
+                            else b"<h1>edge agent</h1><a href=/status>status</a>"
+                        )
                         self._send(200, "text/html; charset=utf-8", body)
                     else:
                         self._send(404, "text/plain", b"not found: try /, /status or /metrics\n")

@@ -29,6 +29,13 @@ async def act(ctx, name: str, action: LogAction, result, item, value=None) -> No
     state["matched"] = state.get("matched", 0) + 1
     if (state["matched"] - 1) % action.every:
         return
-    log.log(logging.WARNING if action.level == "warning" else logging.INFO,
-            "action %s: pipeline %s item %d: %s (score %.3f, label %s)", name, result.pipeline, result.item_seq,
-            result.verdict, result.score, result.label)
+    log.log(
+        logging.WARNING if action.level == "warning" else logging.INFO,
+        "action %s: pipeline %s item %d: %s (score %.3f, label %s)",
+        name,
+        result.pipeline,
+        result.item_seq,
+        result.verdict,
+        result.score,
+        result.label,
+    )

@@ -26,22 +26,41 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         ProcessCollector(registry=r)
-        self.results = Counter("edge_pipeline_results", "Inference results", ["pipeline", "verdict"], registry=r)
-        self.latency = Histogram("edge_pipeline_latency_seconds", "Latency per stage", ["pipeline", "stage"],
-                                 buckets=_BUCKETS, registry=r)
+        self.results = Counter(
+            "edge_pipeline_results", "Inference results", ["pipeline", "verdict"], registry=r
+        )
+        self.latency = Histogram(
+            "edge_pipeline_latency_seconds",
+            "Latency per stage",
+            ["pipeline", "stage"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
         self.source_up = Gauge("edge_source_up", "1 when the source is connected", ["source"], registry=r)
         self._agent = None
         r.register(_AgentCollector(self))
-        self.model_info = Gauge("edge_model_info", "Model running in each slot", ["slot", "package", "version",
-                                                                                  "engine"], registry=r)
+        self.model_info = Gauge(
+            "edge_model_info",
+            "Model running in each slot",
+            ["slot", "package", "version", "engine"],
+            registry=r,
+        )
         self.events = Counter("edge_events", "Agent events (swaps, rollbacks, alarms)", ["kind"], registry=r)
-        self.outbox_dropped = Counter("edge_outbox_dropped_records", "Records dropped by the outbox (not events)",
-                                      ["kind", "cause"], registry=r)
+        self.outbox_dropped = Counter(
+            "edge_outbox_dropped_records",
+            "Records dropped by the outbox (not events)",
+            ["kind", "cause"],
+            registry=r,
+        )
         self._outbox_seen: dict[str, int] = {}
 
     def observe_latency(self, pipeline: str, lat) -> None:
-        for stage, ms in (("queue", lat.queue_ms), ("preprocess", lat.preprocess_ms),
-                          ("inference", lat.inference_ms), ("postprocess", lat.postprocess_ms)):
+        for stage, ms in (
+            ("queue", lat.queue_ms),
+            ("preprocess", lat.preprocess_ms),
+            ("inference", lat.inference_ms),
+            ("postprocess", lat.postprocess_ms),
+        ):
             self.latency.labels(pipeline, stage).observe(ms / 1000.0)
 
     def result(self, res) -> None:
@@ -53,7 +72,9 @@ class Metrics:
     def model(self, slot) -> None:
         st = slot.status()
         self.model_info.clear()
-        self.model_info.labels(st["slot"], st["package"] or "", st["version"] or "", st["engine"] or "").set(1)
+        self.model_info.labels(st["slot"], st["package"] or "", st["version"] or "", st["engine"] or "").set(
+            1
+        )
 
     def source(self, name: str, src) -> None:
         self.source_up.labels(name).set(1 if getattr(src.state, "value", "") == "connected" else 0)
@@ -67,7 +88,9 @@ class Metrics:
         self.model_info.clear()
         for slot in agent.slots.values():
             st = slot.status()
-            self.model_info.labels(st["slot"], st["package"] or "", st["version"] or "", st["engine"] or "").set(1)
+            self.model_info.labels(
+                st["slot"], st["package"] or "", st["version"] or "", st["engine"] or ""
+            ).set(1)
 
     def outbox(self, dropped: dict[str, int]) -> None:
         """``dropped``: the outbox's cumulative "<cause>:<kind>" counts; the counter advances by what is new."""
@@ -92,11 +115,17 @@ class _AgentCollector:
         agent = self.m._agent
         if agent is None:
             return
-        dropped = CounterMetricFamily("edge_pipeline_dropped", "Items dropped by the queue policy or as bad samples",
-                                      labels=["pipeline"])
+        dropped = CounterMetricFamily(
+            "edge_pipeline_dropped",
+            "Items dropped by the queue policy or as bad samples",
+            labels=["pipeline"],
+        )
         errors = CounterMetricFamily("edge_pipeline_errors", "Failed inferences", labels=["pipeline"])
-        silent = CounterMetricFamily("edge_silent_drops", "Items dropped without an error (tag missing, input "
-                                     "mismatch, unread source, nothing decoded)", labels=["component", "name", "reason"])
+        silent = CounterMetricFamily(
+            "edge_silent_drops",
+            "Items dropped without an error (tag missing, input mismatch, unread source, nothing decoded)",
+            labels=["component", "name", "reason"],
+        )
         for p in agent.pipelines:
             st = p.status()
             dropped.add_metric([p.name], st["dropped"])
@@ -104,34 +133,52 @@ class _AgentCollector:
             for reason, d in st.get("silent_drops", {}).items():
                 silent.add_metric(["pipeline", p.name, reason], d["count"])
         received = CounterMetricFamily("edge_source_received", "Items received", labels=["source"])
-        sdropped = CounterMetricFamily("edge_source_dropped", "Items dropped by the source's hand-over queue",
-                                       labels=["source"])
-        serrors = CounterMetricFamily("edge_source_errors", "Bad input and connection errors", labels=["source"])
+        sdropped = CounterMetricFamily(
+            "edge_source_dropped", "Items dropped by the source's hand-over queue", labels=["source"]
+        )
+        serrors = CounterMetricFamily(
+            "edge_source_errors", "Bad input and connection errors", labels=["source"]
+        )
         for name, src in agent.sources.items():
             received.add_metric([name], src.stats.received)
             sdropped.add_metric([name], src.stats.dropped)
             serrors.add_metric([name], src.stats.errors)
-            notes = {**(src.notices.status() if hasattr(src, "notices") else {}),
-                     **agent.source_notices[name].status()}
+            notes = {
+                **(src.notices.status() if hasattr(src, "notices") else {}),
+                **agent.source_notices[name].status(),
+            }
             for reason, d in notes.items():
                 silent.add_metric(["source", name, reason], d["count"])
-        actions = CounterMetricFamily("edge_action", "Action outcomes by action and target",
-                                      labels=["action", "type", "target", "outcome"])
+        actions = CounterMetricFamily(
+            "edge_action",
+            "Action outcomes by action and target",
+            labels=["action", "type", "target", "outcome"],
+        )
         for name, counts in list(agent.actions.stats.items()):
             a = agent.cfg.actions[name]
-            target = (getattr(a, "node_id", None) or getattr(a, "target", None) or getattr(a, "topic", None)
-                      or getattr(a, "source", None) or "")
+            target = (
+                getattr(a, "node_id", None)
+                or getattr(a, "target", None)
+                or getattr(a, "topic", None)
+                or getattr(a, "source", None)
+                or ""
+            )
             for outcome, n in list(counts.items()):
                 actions.add_metric([name, a.type, str(target), outcome], n)
-        alarms = GaugeMetricFamily("edge_alarm_active", "1 while the alarm is raised", labels=["alarm", "pipeline"])
+        alarms = GaugeMetricFamily(
+            "edge_alarm_active", "1 while the alarm is raised", labels=["alarm", "pipeline"]
+        )
         for st in list(agent.actions.alarm_state.values()):
             alarms.add_metric([st["alarm"], st["pipeline"]], 1 if st["active"] else 0)
-        fwd = CounterMetricFamily("edge_forward", "Readings forwarded without a model, by outcome",
-                                  labels=["forward", "outcome"])
+        fwd = CounterMetricFamily(
+            "edge_forward", "Readings forwarded without a model, by outcome", labels=["forward", "outcome"]
+        )
         for f in getattr(agent, "forwarders", []):
             for outcome, n in list(f.stats.items()):
                 fwd.add_metric([f.s.name, outcome], n)
-        rules = GaugeMetricFamily("edge_rule_active", "1 while the rule's threshold is passed", labels=["rule"])
+        rules = GaugeMetricFamily(
+            "edge_rule_active", "1 while the rule's threshold is passed", labels=["rule"]
+        )
         for r in getattr(agent, "rules", []):
             rules.add_metric([r.s.name], 1 if r.active else 0)
         yield from (dropped, errors, silent, received, sdropped, serrors, actions, alarms, fwd, rules)

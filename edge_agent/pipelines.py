@@ -48,7 +48,7 @@ TAG_MISSING_AFTER_S = 15.0  # readings flow this long without the waveform tag: 
 
 _FIXES = {
     "bad_input": "the input does not fit the model: check the pipeline's window (waveform, scalars, size) "
-                 "against the model's inputs with `edge-agent validate`",
+    "against the model's inputs with `edge-agent validate`",
     "engine_error": "the engine failed on this input; check the model package (model_packager inspect)",
     "nonfinite_output": "the model produced NaN/Inf; check the inputs' range or roll the model back",
     "no_model": "the model slot has no model loaded; see models on the status page",
@@ -96,9 +96,18 @@ class BoundedQueue:
 
 
 class Windower:
-    def __init__(self, source: str, settings: WindowSettings, default_size: int, notices: Notices | None = None,
-                 pipeline: str = "?", resample: tuple[int, int] = (1, 1), extra_inputs: dict[str, str] | None = None,
-                 model_rate_hz: float | None = None, on_event: Callable[[Event], None] | None = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        settings: WindowSettings,
+        default_size: int,
+        notices: Notices | None = None,
+        pipeline: str = "?",
+        resample: tuple[int, int] = (1, 1),
+        extra_inputs: dict[str, str] | None = None,
+        model_rate_hz: float | None = None,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
         self.source = source
         self.s = settings
         self.inputs = {**settings.scalar_inputs, **(extra_inputs or {})}  # tag -> the model's scalar input
@@ -137,28 +146,43 @@ class Windower:
     def _rate_ok(self, rate: float) -> bool:
         """A waveform reading whose source states its rate (OPC UA node metadata, an MQTT payload field)."""
         where = f"pipeline {self.pipeline}: tag {self.s.waveform!r} of source {self.source}"
-        if self.rate_in_use is None and self.model_rate:  # no rate in the config: the first stated one decides
+        if (
+            self.rate_in_use is None and self.model_rate
+        ):  # no rate in the config: the first stated one decides
             try:
                 plan = resample_plan(rate, self.model_rate, where)
             except RateError as exc:
-                return self._skip_rate(rate, "sample_rate_refused", f"{exc}: the rate its source states; its "
-                                       "windows are skipped (counted)")
+                return self._skip_rate(
+                    rate,
+                    "sample_rate_refused",
+                    f"{exc}: the rate its source states; its windows are skipped (counted)",
+                )
             self.rate_in_use, self.rate_source = rate, "source"
             self._plan(plan)
             self.buf = np.zeros(0, dtype=np.float64)
-            self._event("sample_rate_stated", rate, f"{where}: its source states {rate:g} Hz; model rate "
-                        f"{self.model_rate:g} Hz" + (", resampled" if plan != (1, 1) else ""))
+            self._event(
+                "sample_rate_stated",
+                rate,
+                f"{where}: its source states {rate:g} Hz; model rate "
+                f"{self.model_rate:g} Hz" + (", resampled" if plan != (1, 1) else ""),
+            )
             return True
         if self.rate_in_use is None or abs(rate - self.rate_in_use) <= 1e-6 * self.rate_in_use:
             if self.bad_rate is not None:
                 self.bad_rate = None
-                self._event("sample_rate_restored", rate, f"{where}: back at {rate:g} Hz; windows are scored again")
+                self._event(
+                    "sample_rate_restored", rate, f"{where}: back at {rate:g} Hz; windows are scored again"
+                )
             return True
         stated = "window.sample_rate_hz" if self.rate_source == "config" else "its source earlier"
-        return self._skip_rate(rate, "sample_rate_changed", f"{where}: its source now states {rate:g} Hz, but the "
-                               f"pipeline runs at {self.rate_in_use:g} Hz ({stated}); its windows are skipped (counted), "
-                               "not scored at a wrong rate; if the sensor changed, set window.sample_rate_hz to the "
-                               "new rate (edge-agent validate checks it) and restart the agent")
+        return self._skip_rate(
+            rate,
+            "sample_rate_changed",
+            f"{where}: its source now states {rate:g} Hz, but the "
+            f"pipeline runs at {self.rate_in_use:g} Hz ({stated}); its windows are skipped (counted), "
+            "not scored at a wrong rate; if the sensor changed, set window.sample_rate_hz to the "
+            "new rate (edge-agent validate checks it) and restart the agent",
+        )
 
     def _skip_rate(self, rate: float, kind: str, msg: str) -> bool:
         self.rate_skipped += 1
@@ -171,12 +195,25 @@ class Windower:
         return False
 
     def _event(self, kind: str, rate: float, message: str) -> None:
-        self.on_event(Event(kind, pipeline=self.pipeline, tag=self.s.waveform, rate_hz=rate,
-                            rate_in_use_hz=self.rate_in_use, model_rate_hz=self.model_rate, message=message))
+        self.on_event(
+            Event(
+                kind,
+                pipeline=self.pipeline,
+                tag=self.s.waveform,
+                rate_hz=rate,
+                rate_in_use_hz=self.rate_in_use,
+                model_rate_hz=self.model_rate,
+                message=message,
+            )
+        )
 
     def rate_status(self) -> dict:
-        return {"in_use_hz": self.rate_in_use or self.model_rate, "from": self.rate_source,
-                "skipped_readings": self.rate_skipped, "stated_now_hz": self.bad_rate}
+        return {
+            "in_use_hz": self.rate_in_use or self.model_rate,
+            "from": self.rate_source,
+            "skipped_readings": self.rate_skipped,
+            "stated_now_hz": self.bad_rate,
+        }
 
     def _seen(self, r: Reading) -> None:
         self.readings += 1
@@ -184,16 +221,25 @@ class Windower:
             self.tags_seen[r.tag] = self.tags_seen.get(r.tag, 0) + 1
         if self.readings == 1:
             self.first_t = time.monotonic()
-        if self.s.waveform not in self.tags_seen and self.readings >= 10 and \
-                time.monotonic() - self.first_t > TAG_MISSING_AFTER_S:
+        if (
+            self.s.waveform not in self.tags_seen
+            and self.readings >= 10
+            and time.monotonic() - self.first_t > TAG_MISSING_AFTER_S
+        ):
             if "tag_missing" in self.notices.counts:
                 self.notices.counts["tag_missing"] += 1
                 return
             self.notices.note(
-                "tag_missing", "pipeline %s: source %s gave %d readings but none of tag %r (window.waveform), so no "
+                "tag_missing",
+                "pipeline %s: source %s gave %d readings but none of tag %r (window.waveform), so no "
                 "window is formed; it gives %s; set window.waveform to one of them (OPC UA: a node's tag is its "
-                "browse name unless `tag:` is set)", self.pipeline, self.source, self.readings, self.s.waveform,
-                sorted(self.tags_seen)[:20])
+                "browse name unless `tag:` is set)",
+                self.pipeline,
+                self.source,
+                self.readings,
+                self.s.waveform,
+                sorted(self.tags_seen)[:20],
+            )
 
     def add(self, r: Reading) -> Window | None:
         self._seen(r)
@@ -201,9 +247,15 @@ class Windower:
             if r.quality is Quality.GOOD and isinstance(r.value, int | float):
                 self.scalars[self.inputs[r.tag]] = float(r.value)
             elif r.quality is Quality.GOOD:
-                self.notices.note("scalar_not_a_number", "pipeline %s: scalar tag %r of source %s holds %r, not a "
-                                  "number; it is ignored; map a numeric tag in window.scalars", self.pipeline, r.tag,
-                                  self.source, r.value)
+                self.notices.note(
+                    "scalar_not_a_number",
+                    "pipeline %s: scalar tag %r of source %s holds %r, not a "
+                    "number; it is ignored; map a numeric tag in window.scalars",
+                    self.pipeline,
+                    r.tag,
+                    self.source,
+                    r.value,
+                )
             return None
         if r.tag != self.s.waveform:
             return None
@@ -218,8 +270,11 @@ class Windower:
             return None
         if self.buf.size == 0:
             self.start_ts = r.timestamp
-        self.buf = np.concatenate([self.buf, x])[-self.size:] if self.buf.size + x.size > self.size else \
-            np.concatenate([self.buf, x])
+        self.buf = (
+            np.concatenate([self.buf, x])[-self.size :]
+            if self.buf.size + x.size > self.size
+            else np.concatenate([self.buf, x])
+        )
         self.total += x.size
         self.since_emit += x.size
         if self.buf.size < self.size:
@@ -235,12 +290,20 @@ class Windower:
         missing = [tag for tag, name in self.inputs.items() if name not in self.scalars]
         if missing:  # wait until every scalar the model needs has been seen once; say so if it never comes
             if self.seq == 0 and self.since_emit >= 3 * self.size:
-                self.notices.note("scalar_missing", "pipeline %s: windows are held back: scalar tag(s) %s never "
-                                  "received from source %s (it gives %s); fix window.scalars or the source's tags",
-                                  self.pipeline, missing, self.source, sorted(self.tags_seen)[:20])
+                self.notices.note(
+                    "scalar_missing",
+                    "pipeline %s: windows are held back: scalar tag(s) %s never "
+                    "received from source %s (it gives %s); fix window.scalars or the source's tags",
+                    self.pipeline,
+                    missing,
+                    self.source,
+                    sorted(self.tags_seen)[:20],
+                )
             return None
         self.since_emit = 0
-        wave = self.buf.copy() if self.resample == (1, 1) else resample(self.buf, *self.resample, self.out_size)
+        wave = (
+            self.buf.copy() if self.resample == (1, 1) else resample(self.buf, *self.resample, self.out_size)
+        )
         w = Window(self.source, self.seq, self.start_ts, r.timestamp, wave, dict(self.scalars))
         self.seq += 1
         return w
@@ -270,12 +333,17 @@ class UnsureWatch:
         share = self.share
         if not self.raised and len(self.recent) == self.window and share >= self.max_share:
             self.raised = True
-            return Event(EventKind.INPUT_DRIFT, pipeline=self.pipeline, share=round(share, 4),
-                         window=self.window, max_share=self.max_share,
-                         reasons={k: v for k, v in self.reasons.items() if v > 0},
-                         message=f"pipeline {self.pipeline}: {share:.0%} of the last {self.window} frames are far "
-                                 "outside the model's training inputs (UNSURE); check the camera (focus, light, "
-                                 "position) or retrain on the new conditions")
+            return Event(
+                EventKind.INPUT_DRIFT,
+                pipeline=self.pipeline,
+                share=round(share, 4),
+                window=self.window,
+                max_share=self.max_share,
+                reasons={k: v for k, v in self.reasons.items() if v > 0},
+                message=f"pipeline {self.pipeline}: {share:.0%} of the last {self.window} frames are far "
+                "outside the model's training inputs (UNSURE); check the camera (focus, light, "
+                "position) or retrain on the new conditions",
+            )
         if self.raised and share < self.max_share / 2:
             self.raised = False
         return None
@@ -302,15 +370,24 @@ class PipelineStats:
             return {"p50": None, "p95": None, "p99": None}
         # np.percentile's "linear" rule, without np.percentile: it imports numpy.ma (1.2 MB) on first use
         a = np.sort(np.asarray(list(self.latencies), dtype=np.float64))
-        return {k: float(np.interp((len(a) - 1) * q / 100, np.arange(len(a)), a))
-                for k, q in (("p50", 50), ("p95", 95), ("p99", 99))}
+        return {
+            k: float(np.interp((len(a) - 1) * q / 100, np.arange(len(a)), a))
+            for k, q in (("p50", 50), ("p95", 95), ("p99", 99))
+        }
 
 
 class Pipeline:
-    def __init__(self, settings: PipelineSettings, slot: ModelSlot, executor: Executor,
-                 on_result: Callable[[Result, Frame | Window], Awaitable[None]],
-                 on_latency: Callable[[str, Latency], None] | None = None, *,
-                 on_event: Callable[[Event], None] | None = None, data_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: PipelineSettings,
+        slot: ModelSlot,
+        executor: Executor,
+        on_result: Callable[[Result, Frame | Window], Awaitable[None]],
+        on_latency: Callable[[str, Latency], None] | None = None,
+        *,
+        on_event: Callable[[Event], None] | None = None,
+        data_dir: str | Path | None = None,
+    ) -> None:
         self.s = settings
         self.data_dir = data_dir
         self.baseline: Monitor | None = None  # when settings.baseline is set
@@ -340,16 +417,27 @@ class Pipeline:
             plan = (1, 1)
             if self.s.window.sample_rate_hz is not None and hasattr(pre, "sample_rate_hz"):
                 try:
-                    plan = resample_plan(self.s.window.sample_rate_hz, pre.sample_rate_hz,
-                                         f"pipeline {self.name}: tag {self.s.window.waveform!r}")
+                    plan = resample_plan(
+                        self.s.window.sample_rate_hz,
+                        pre.sample_rate_hz,
+                        f"pipeline {self.name}: tag {self.s.window.waveform!r}",
+                    )
                 except RateError as exc:
                     raise SlotError(f"{exc} (model {self.slot.manifest.name})") from None
             extra = {}
             if self.s.baseline is not None and self.s.baseline.speed_tag:
                 extra[self.s.baseline.speed_tag] = SPEED_INPUT
-            self.windower = Windower(self.s.source, self.s.window, getattr(pre, "window_samples", 1024),
-                                     self.notices, self.name, plan, extra, getattr(pre, "sample_rate_hz", None),
-                                     self.on_event)
+            self.windower = Windower(
+                self.s.source,
+                self.s.window,
+                getattr(pre, "window_samples", 1024),
+                self.notices,
+                self.name,
+                plan,
+                extra,
+                getattr(pre, "sample_rate_hz", None),
+                self.on_event,
+            )
             if self.s.baseline is not None:
                 from edge_agent.maintenance.monitor import Monitor
 
@@ -371,8 +459,10 @@ class Pipeline:
         await self.queue.put(item)
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._worker(), name=f"pipeline-{self.name}-{i}")
-                       for i in range(self.s.workers)]
+        self._tasks = [
+            asyncio.create_task(self._worker(), name=f"pipeline-{self.name}-{i}")
+            for i in range(self.s.workers)
+        ]
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Finish what is queued and in flight, then stop."""
@@ -396,8 +486,14 @@ class Pipeline:
                 reason = getattr(exc, "reason", "no_model")
                 self.stats.errors[reason] += 1
                 if reason not in self.notices.counts:
-                    self.notices.note(reason, "pipeline %s: item dropped (%s): %s; %s", self.name, reason, exc,
-                                      _FIXES.get(reason, "see the model slot's status"))
+                    self.notices.note(
+                        reason,
+                        "pipeline %s: item dropped (%s): %s; %s",
+                        self.name,
+                        reason,
+                        exc,
+                        _FIXES.get(reason, "see the model slot's status"),
+                    )
                 else:
                     self.notices.counts[reason] += 1
                 continue
@@ -412,8 +508,12 @@ class Pipeline:
                     self.stats.errors["baseline"] += 1
                     verdict = None
                     if "baseline" not in self.notices.counts:
-                        self.notices.note("baseline", "pipeline %s: the baseline could not score a window: %s",
-                                          self.name, exc)
+                        self.notices.note(
+                            "baseline",
+                            "pipeline %s: the baseline could not score a window: %s",
+                            self.name,
+                            exc,
+                        )
             lat = Latency((start - enq_t) * 1000, inf.preprocess_ms, inf.inference_ms, inf.postprocess_ms)
             it = inf.interpretation
             outputs = {}
@@ -421,12 +521,26 @@ class Pipeline:
                 if v.size <= 16:
                     outputs[k] = np.asarray(v).ravel().round(6).tolist()
             res = Result(
-                pipeline=self.name, source=item.source, item_seq=item.seq,
+                pipeline=self.name,
+                source=item.source,
+                item_seq=item.seq,
                 captured_at=item.captured_at if isinstance(item, Frame) else item.end_ts,
-                model=inf.model, model_version=inf.version, engine=inf.engine, verdict=it.verdict,
-                score=float(it.score), label=it.label, probabilities=it.probabilities, margin=it.margin,
-                anomaly_score=it.anomaly_score, remaining_life=it.remaining_life, outputs=outputs, latency=lat,
-                heatmap=it.heatmap, finished_at=time.time(), reason=it.reason)
+                model=inf.model,
+                model_version=inf.version,
+                engine=inf.engine,
+                verdict=it.verdict,
+                score=float(it.score),
+                label=it.label,
+                probabilities=it.probabilities,
+                margin=it.margin,
+                anomaly_score=it.anomaly_score,
+                remaining_life=it.remaining_life,
+                outputs=outputs,
+                latency=lat,
+                heatmap=it.heatmap,
+                finished_at=time.time(),
+                reason=it.reason,
+            )
             if self.baseline is not None and isinstance(item, Window) and verdict is not None:
                 self.baseline.apply(verdict, res)
             st = self.stats
@@ -451,13 +565,24 @@ class Pipeline:
     def status(self) -> dict:
         st = self.stats
         return {
-            "pipeline": self.name, "kind": self.kind, "source": self.s.source, "model": self.s.model,
-            "items": st.items, "results": st.results, "ng": st.ng, "unsure": st.unsure,
-            "unsure_share": round(self.unsure_watch.share, 4), "rate_per_s": round(st.rate(), 3),
-            "queue_depth": len(self.queue), "queue_size": self.queue.size, "policy": self.queue.policy.value,
+            "pipeline": self.name,
+            "kind": self.kind,
+            "source": self.s.source,
+            "model": self.s.model,
+            "items": st.items,
+            "results": st.results,
+            "ng": st.ng,
+            "unsure": st.unsure,
+            "unsure_share": round(self.unsure_watch.share, 4),
+            "rate_per_s": round(st.rate(), 3),
+            "queue_depth": len(self.queue),
+            "queue_size": self.queue.size,
+            "policy": self.queue.policy.value,
             "dropped": self.queue.dropped + (self.windower.bad if self.windower else 0),
-            "dropped_queue": self.queue.dropped, "bad_samples": self.windower.bad if self.windower else 0,
-            "errors": dict(st.errors), "latency_ms": st.percentiles(),
+            "dropped_queue": self.queue.dropped,
+            "bad_samples": self.windower.bad if self.windower else 0,
+            "errors": dict(st.errors),
+            "latency_ms": st.percentiles(),
             "windows": self.windower.seq if self.windower else None,
             **({"sample_rate": self.windower.rate_status()} if self.windower else {}),
             "silent_drops": self.notices.status(),

@@ -25,7 +25,8 @@ class StatusBoard:
         self.ng_frames: collections.deque[tuple] = collections.deque(maxlen=ng_frames)
         self.last_windows: dict[str, Any] = {}
         self.trends: dict[str, collections.deque] = collections.defaultdict(
-            lambda: collections.deque(maxlen=trend_points))
+            lambda: collections.deque(maxlen=trend_points)
+        )
 
     def keep(self, res: Result, item) -> None:
         """Called on the event loop for each result (cheap: references only, nothing encoded)."""
@@ -37,8 +38,9 @@ class StatusBoard:
                 self.ng_frames.append(entry)
         else:
             self.last_windows[res.pipeline] = item
-            self.trends[res.pipeline].append((res.finished_at, res.anomaly_score, res.remaining_life, res.verdict,
-                                              res.label))
+            self.trends[res.pipeline].append(
+                (res.finished_at, res.anomaly_score, res.remaining_life, res.verdict, res.label)
+            )
 
     def recent_json(self, n: int = 10) -> list[dict]:
         return [r.to_json_dict() for r in list(self.recent)[-n:]]
@@ -75,11 +77,24 @@ def tag_rows(readings, now: float | None = None) -> list[dict]:
         v = r.value
         if isinstance(v, np.ndarray):
             shown: object
-            shown, typ = f"[{v.size} values, last {float(v.ravel()[-1]):.4g}]" if v.size else "[]", f"array<{v.dtype}>"
+            shown, typ = (
+                f"[{v.size} values, last {float(v.ravel()[-1]):.4g}]" if v.size else "[]",
+                f"array<{v.dtype}>",
+            )
         else:
-            shown, typ = v if isinstance(v, bool | int | float | str) or v is None else repr(v), type(v).__name__
-        rows.append({"tag": r.tag, "value": shown, "type": typ, "quality": r.quality.value,
-                     "age_s": round(now - r.received_at, 1)})
+            shown, typ = (
+                v if isinstance(v, bool | int | float | str) or v is None else repr(v),
+                type(v).__name__,
+            )
+        rows.append(
+            {
+                "tag": r.tag,
+                "value": shown,
+                "type": typ,
+                "quality": r.quality.value,
+                "age_s": round(now - r.received_at, 1),
+            }
+        )
     return rows
 
 
@@ -90,7 +105,9 @@ def overlay_png(image, heatmap) -> bytes:
 
     img = image.copy()
     if heatmap is not None:
-        h = cv2.resize(np.asarray(heatmap, np.float32), (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+        h = cv2.resize(
+            np.asarray(heatmap, np.float32), (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR
+        )
         color = cv2.applyColorMap((np.clip(h, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
         img = cv2.addWeighted(img, 0.65, color, 0.35, 0)
     ok, png = cv2.imencode(".png", img)

@@ -111,19 +111,31 @@ class Forwarder:
                 raise
             except Exception as exc:
                 self.stats["failed"] += 1
-                self._burst.log("publish", "forward %s: not published to %s: %s", self.s.name, self.topic, exc)
+                self._burst.log(
+                    "publish", "forward %s: not published to %s: %s", self.s.name, self.topic, exc
+                )
                 await asyncio.sleep(0.5)  # the broker is away: try the next one a little later
             if self._queue and self._queue[0] is payload:
                 self._queue.popleft()
 
     def status(self) -> dict:
-        return {"name": self.s.name, "source": self.s.source, "topic": self.topic if self._publish else None,
-                "outbox": self.s.outbox, "pending": len(self._queue), **dict(self.stats)}
+        return {
+            "name": self.s.name,
+            "source": self.s.source,
+            "topic": self.topic if self._publish else None,
+            "outbox": self.s.outbox,
+            "pending": len(self._queue),
+            **dict(self.stats),
+        }
 
 
 def _moved(old: Any, new: Any, deadband: float) -> bool:
-    if isinstance(old, bool) or isinstance(new, bool) or not isinstance(old, int | float) \
-            or not isinstance(new, int | float):
+    if (
+        isinstance(old, bool)
+        or isinstance(new, bool)
+        or not isinstance(old, int | float)
+        or not isinstance(new, int | float)
+    ):
         return old != new
     return abs(new - old) > deadband or (math.isnan(new) != math.isnan(old))
 
@@ -141,8 +153,12 @@ class Rule:
     async def offer(self, r: Reading) -> None:
         if r.tag != self.s.tag:
             return
-        if r.quality is not Quality.GOOD or isinstance(r.value, bool) or not isinstance(r.value, int | float) \
-                or not math.isfinite(r.value):
+        if (
+            r.quality is not Quality.GOOD
+            or isinstance(r.value, bool)
+            or not isinstance(r.value, int | float)
+            or not math.isfinite(r.value)
+        ):
             self.ignored += 1
             return
         v = float(r.value) * self.s.scale + self.s.offset
@@ -152,16 +168,35 @@ class Rule:
             hit = (s.above is not None and v > s.above) or (s.below is not None and v < s.below)
         else:
             hit = (s.above is not None and v > s.above - s.hysteresis) or (
-                s.below is not None and v < s.below + s.hysteresis)
+                s.below is not None and v < s.below + s.hysteresis
+            )
         if hit != self.active:
             self.active, self.since = hit, time.time()
-        res = Result(pipeline=s.name, source=r.source, item_seq=self.seq, captured_at=r.timestamp, model="rule",
-                     model_version="", engine="rule", verdict="NG" if self.active else "OK", score=v, label=s.tag,
-                     finished_at=time.time())
+        res = Result(
+            pipeline=s.name,
+            source=r.source,
+            item_seq=self.seq,
+            captured_at=r.timestamp,
+            model="rule",
+            model_version="",
+            engine="rule",
+            verdict="NG" if self.active else "OK",
+            score=v,
+            label=s.tag,
+            finished_at=time.time(),
+        )
         self.seq += 1
         if s.actions:
             await self._act(s.actions, res, None)
 
     def status(self) -> dict:
-        return {"name": self.s.name, "source": self.s.source, "tag": self.s.tag, "active": self.active,
-                "value": self.value, "since": self.since, "readings": self.seq, "ignored": self.ignored}
+        return {
+            "name": self.s.name,
+            "source": self.s.source,
+            "tag": self.s.tag,
+            "active": self.active,
+            "value": self.value,
+            "since": self.since,
+            "readings": self.seq,
+            "ignored": self.ignored,
+        }

@@ -41,9 +41,17 @@ def _parse_extra(items: list[str]) -> dict[str, Path]:
 def _build(args) -> int:
     from model_packager.package import build_package
 
-    path = build_package(args.model, Path(args.spec), args.out, signing_key=args.key,
-                         golden_inputs=args.golden, expected=args.expected, openvino=args.openvino,
-                         extra_files=_parse_extra(args.extra), fp32_model=args.fp32)
+    path = build_package(
+        args.model,
+        Path(args.spec),
+        args.out,
+        signing_key=args.key,
+        golden_inputs=args.golden,
+        expected=args.expected,
+        openvino=args.openvino,
+        extra_files=_parse_extra(args.extra),
+        fp32_model=args.fp32,
+    )
     print(f"wrote {path} ({path.stat().st_size} bytes)")
     return 0
 
@@ -58,12 +66,16 @@ def _verify(args) -> int:
     trusted = load_trusted_keys(args.trust)
     if not args.run:
         m = verify_package(args.package, trusted)
-        print(f"OK {printable(m.package_id)}: signature by a trusted key, {len(m.files)} files, every hash and size match")
+        print(
+            f"OK {printable(m.package_id)}: signature by a trusted key, {len(m.files)} files, every hash and size match"
+        )
         return 0
     with tempfile.TemporaryDirectory(prefix="mp-verify-") as tmp:
         opened = open_package(args.package, Path(tmp) / "pkg", trusted)
-        print(f"OK {printable(opened.manifest.package_id)}: signature by trusted key {printable(opened.signer)}, "
-              f"{len(opened.manifest.files)} files, every hash and size match")
+        print(
+            f"OK {printable(opened.manifest.package_id)}: signature by trusted key {printable(opened.signer)}, "
+            f"{len(opened.manifest.files)} files, every hash and size match"
+        )
         results = run_golden(opened)
         g = opened.manifest.golden
         per_output = "".join(f", {k} atol {v:.3g}" for k, v in g.output_atol.items())
@@ -71,11 +83,21 @@ def _verify(args) -> int:
         for engine, worst in results.items():
             if engine.endswith("/int8") and par is not None:
                 bounds = ", ".join(f"{k} {v:.3g}" for k, v in par.output_atol.items())
-                print(printable(f"   INT8 on {engine.split('/')[0]}: largest deviation from FP32 {worst:.3g} "
-                                f"(bounds {bounds}) on this CPU: {describe_cpu()}", 1000))
+                print(
+                    printable(
+                        f"   INT8 on {engine.split('/')[0]}: largest deviation from FP32 {worst:.3g} "
+                        f"(bounds {bounds}) on this CPU: {describe_cpu()}",
+                        1000,
+                    )
+                )
                 continue
-            print(printable(f"   golden on {engine}: largest deviation {worst:.3g} "
-                            f"(tolerance atol {g.atol}, rtol {g.rtol}{per_output})", 1000))
+            print(
+                printable(
+                    f"   golden on {engine}: largest deviation {worst:.3g} "
+                    f"(tolerance atol {g.atol}, rtol {g.rtol}{per_output})",
+                    1000,
+                )
+            )
         if not results:
             print("   no engine installed to run the golden inputs on", file=sys.stderr)
             return 1
@@ -107,24 +129,37 @@ def _inspect(args) -> int:
             extra.append(f"threshold {o.threshold}")
         if o.unit:
             extra.append(f"unit {o.unit}")
-        lines.append(f"  output    {o.name} {o.dtype.value} {o.shape} [{o.role.value}] {'; '.join(extra)}".rstrip())
+        lines.append(
+            f"  output    {o.name} {o.dtype.value} {o.shape} [{o.role.value}] {'; '.join(extra)}".rstrip()
+        )
     p = m.preprocessing
     if p.kind == "image":
-        lines.append(f"  preproc   image {p.width}x{p.height} {p.color.value} {p.layout} mean {p.mean} std {p.std}")
+        lines.append(
+            f"  preproc   image {p.width}x{p.height} {p.color.value} {p.layout} mean {p.mean} std {p.std}"
+        )
     else:
-        lines.append(f"  preproc   signal {p.waveform}: {p.window_samples} samples @ {p.sample_rate_hz} Hz, "
-                     f"{p.n_bands} bands, time features {p.time_features}, scalars {p.scalars}")
+        lines.append(
+            f"  preproc   signal {p.waveform}: {p.window_samples} samples @ {p.sample_rate_hz} Hz, "
+            f"{p.n_bands} bands, time features {p.time_features}, scalars {p.scalars}"
+        )
     q = m.quantization
-    lines.append(f"  quant     {q.scheme}" + (f", {q.metric_name} fp32 {q.fp32_metric} int8 {q.int8_metric}"
-                                              if q.metric_name else ""))
+    lines.append(
+        f"  quant     {q.scheme}"
+        + (f", {q.metric_name} fp32 {q.fp32_metric} int8 {q.int8_metric}" if q.metric_name else "")
+    )
     for e in m.engines:
         ref = " from the FP32 reference" if e.form == "int8" else ""
-        lines.append(f"  checked   {e.engine} {e.version}{' ' + e.form if e.form else ''}: max deviation "
-                     f"{e.max_abs_diff:.3g}{ref}" + (f" ({e.precision})" if e.precision else ""))
+        lines.append(
+            f"  checked   {e.engine} {e.version}{' ' + e.form if e.form else ''}: max deviation "
+            f"{e.max_abs_diff:.3g}{ref}" + (f" ({e.precision})" if e.precision else "")
+        )
     if m.parity is not None:
-        lines.append("  parity    INT8 vs FP32 bounds " + ", ".join(f"{k} {v:.3g}" for k, v in m.parity.output_atol.items())
-                     + f"; agreement >= {m.parity.min_agreement:.0%}; built on "
-                     + " ".join(next((e.cpu_flags for e in m.engines if e.cpu_flags), []) or ["(CPU not recorded)"]))
+        lines.append(
+            "  parity    INT8 vs FP32 bounds "
+            + ", ".join(f"{k} {v:.3g}" for k, v in m.parity.output_atol.items())
+            + f"; agreement >= {m.parity.min_agreement:.0%}; built on "
+            + " ".join(next((e.cpu_flags for e in m.engines if e.cpu_flags), []) or ["(CPU not recorded)"])
+        )
     pv = m.provenance
     if pv.dataset_digest or pv.metrics:
         lines.append(f"  dataset   {pv.dataset_digest or '-'}  parent {pv.parent_version or '-'}")
@@ -138,7 +173,9 @@ def _inspect(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="model-packager", description="build, sign, verify and inspect .edgepkg")
+    ap = argparse.ArgumentParser(
+        prog="model-packager", description="build, sign, verify and inspect .edgepkg"
+    )
     sub = ap.add_subparsers(dest="verb", required=True)
     k = sub.add_parser("keygen", help="write an Ed25519 key pair PREFIX.key (0600) and PREFIX.pub")
     k.add_argument("prefix")
@@ -151,12 +188,20 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--golden", help="golden inputs .npz keyed by input name (default: synthetic)")
     b.add_argument("--expected", help="expected outputs .npz (default: computed with ONNX Runtime)")
     b.add_argument("--openvino", action="store_true", help="also convert to OpenVINO IR and check it")
-    b.add_argument("--extra", action="append", default=[], metavar="NAME=PATH", help="add a file (e.g. report.json)")
-    b.add_argument("--fp32", metavar="MODEL", help="the FP32 reference of an INT8 MODEL: both forms are packaged, the "
-                   "expected outputs come from it and the INT8 form's parity bounds are measured here (schema 2)")
+    b.add_argument(
+        "--extra", action="append", default=[], metavar="NAME=PATH", help="add a file (e.g. report.json)"
+    )
+    b.add_argument(
+        "--fp32",
+        metavar="MODEL",
+        help="the FP32 reference of an INT8 MODEL: both forms are packaged, the "
+        "expected outputs come from it and the INT8 form's parity bounds are measured here (schema 2)",
+    )
     v = sub.add_parser("verify", help="exit 0 only if signed by a trusted key and every hash and size match")
     v.add_argument("package")
-    v.add_argument("--trust", action="append", required=True, help="trusted public key (.pub) or folder of them")
+    v.add_argument(
+        "--trust", action="append", required=True, help="trusted public key (.pub) or folder of them"
+    )
     v.add_argument("--run", action="store_true", help="also run the golden inputs on every installed engine")
     i = sub.add_parser("inspect", help="a readable summary of a package (unverified)")
     i.add_argument("package")
@@ -173,8 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model-packager {args.verb}: {printable(str(exc), 2000)}", file=sys.stderr)
         return 2
     except Exception as exc:  # a bug, never an acceptance: one line, and verify counts it as a refusal
-        print(f"model-packager {args.verb}: unexpected {type(exc).__name__}: {printable(str(exc), 2000)}",
-              file=sys.stderr)
+        print(
+            f"model-packager {args.verb}: unexpected {type(exc).__name__}: {printable(str(exc), 2000)}",
+            file=sys.stderr,
+        )
         return 1 if args.verb == "verify" else 2
 
 

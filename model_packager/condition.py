@@ -41,9 +41,19 @@ ISO_CLASSES: dict[str, tuple[float, float, float]] = {
 }
 
 FEATURES = [
-    "rms", "kurtosis", "crest", "hf_rms", "velocity_rms",
-    "order_1x", "order_2x", "order_3x", "orders_4_8",
-    "env_bpfo", "env_bpfi", "env_bsf", "env_ftf",
+    "rms",
+    "kurtosis",
+    "crest",
+    "hf_rms",
+    "velocity_rms",
+    "order_1x",
+    "order_2x",
+    "order_3x",
+    "orders_4_8",
+    "env_bpfo",
+    "env_bpfi",
+    "env_bsf",
+    "env_ftf",
 ]
 AMPLITUDE_FEATURES = ("hf_rms", "velocity_rms", "order_1x", "order_2x", "order_3x", "orders_4_8")
 FAULT_FEATURES = {  # which features name which fault (the baseline's model-free diagnosis)
@@ -65,15 +75,19 @@ def resample_plan(from_hz: float, to_hz: float, what: str = "the waveform") -> t
     if from_hz == to_hz:
         return 1, 1
     if from_hz < to_hz:
-        raise RateError(f"{what} is sampled at {from_hz:g} Hz but the model takes {to_hz:g} Hz: a slower tag lacks "
-                        f"the content up to {to_hz / 2:g} Hz the model was trained on; sample the tag at "
-                        f"{to_hz:g} Hz or faster, or use a model trained at {from_hz:g} Hz")
+        raise RateError(
+            f"{what} is sampled at {from_hz:g} Hz but the model takes {to_hz:g} Hz: a slower tag lacks "
+            f"the content up to {to_hz / 2:g} Hz the model was trained on; sample the tag at "
+            f"{to_hz:g} Hz or faster, or use a model trained at {from_hz:g} Hz"
+        )
     frac = Fraction(to_hz / from_hz).limit_denominator(MAX_RATIO_TERM)
     if abs(float(frac) * from_hz - to_hz) > 1e-9 * to_hz or frac.numerator > MAX_RATIO_TERM:
-        raise RateError(f"{what} is sampled at {from_hz:g} Hz but the model takes {to_hz:g} Hz, and "
-                        f"{from_hz:g}/{to_hz:g} is not a clean ratio to resample by; set the tag's rate to a "
-                        f"multiple the model's rate divides cleanly (e.g. {2 * to_hz:g} Hz) or use a model trained "
-                        f"at {from_hz:g} Hz")
+        raise RateError(
+            f"{what} is sampled at {from_hz:g} Hz but the model takes {to_hz:g} Hz, and "
+            f"{from_hz:g}/{to_hz:g} is not a clean ratio to resample by; set the tag's rate to a "
+            f"multiple the model's rate divides cleanly (e.g. {2 * to_hz:g} Hz) or use a model trained "
+            f"at {from_hz:g} Hz"
+        )
     return frac.numerator, frac.denominator
 
 
@@ -119,8 +133,12 @@ class Bearing:
         """Defect frequencies as multiples of shaft speed (inner race rotating, outer fixed)."""
         r = self.ball_d_mm / self.pitch_d_mm * math.cos(math.radians(self.contact_angle_deg))
         n = self.n_elements
-        return {"bpfo": n / 2 * (1 - r), "bpfi": n / 2 * (1 + r),
-                "bsf": self.pitch_d_mm / (2 * self.ball_d_mm) * (1 - r * r), "ftf": 0.5 * (1 - r)}
+        return {
+            "bpfo": n / 2 * (1 - r),
+            "bpfi": n / 2 * (1 + r),
+            "bsf": self.pitch_d_mm / (2 * self.ball_d_mm) * (1 - r * r),
+            "ftf": 0.5 * (1 - r),
+        }
 
 
 DEFAULT_BEARING = Bearing(9, 7.94, 39.04)  # a 6205 deep-groove ball bearing (a reference)
@@ -140,7 +158,7 @@ def _peak(mag: np.ndarray, nfft: int, fs: float, f: float, tol_hz: float) -> flo
         return 0.0
     lo = max(1, int(math.floor((f - tol_hz) * nfft / fs)))
     hi = min(len(mag) - 1, int(math.ceil((f + tol_hz) * nfft / fs)))
-    return float(mag[lo:hi + 1].max()) if hi >= lo else 0.0
+    return float(mag[lo : hi + 1].max()) if hi >= lo else 0.0
 
 
 def estimate_speed_hz(x: np.ndarray, fs: float, lo_hz: float = 5.0, hi_hz: float = 100.0) -> float:
@@ -172,20 +190,22 @@ def estimate_speed_hz(x: np.ndarray, fs: float, lo_hz: float = 5.0, hi_hz: float
     for mains in MAINS_HZ:  # hum leaks around its lines: a candidate there wins only when clearly better
         score[np.abs(cands - mains) < max(1.5, 2 * df)] *= 0.5
     f0 = float(cands[int(np.argmax(score))])
-    at = lambda fr: float(white[max(0, int(round(fr / df)) - 1):int(round(fr / df)) + 2].max())  # noqa: E731
+    at = lambda fr: float(white[max(0, int(round(fr / df)) - 1) : int(round(fr / df)) + 2].max())  # noqa: E731
     while 2 * f0 <= hi_hz and at(f0) < 0.3 * at(2 * f0) and at(3 * f0) < 0.3 * at(2 * f0):
         f0 *= 2  # a subharmonic: its odd harmonics (1x, 3x) are empty, so the shaft is at 2 f0
     # refine on the 1x peak
     b = int(round(f0 / df))
     lo, hi = max(1, b - 2), min(len(mag) - 2, b + 2)
-    j = lo + int(np.argmax(mag[lo:hi + 1]))
+    j = lo + int(np.argmax(mag[lo : hi + 1]))
     a, bb, c = mag[j - 1], mag[j], mag[j + 1]
     den = a - 2 * bb + c
     delta = 0.5 * (a - c) / den if den != 0 else 0.0
     return float((j + np.clip(delta, -0.5, 0.5)) * df)
 
 
-def velocity_rms_mm_s(x: np.ndarray, fs: float, units: str = "g", band: tuple[float, float] = (10.0, 1000.0)) -> float:
+def velocity_rms_mm_s(
+    x: np.ndarray, fs: float, units: str = "g", band: tuple[float, float] = (10.0, 1000.0)
+) -> float:
     """Velocity RMS (mm/s) over ``band`` from an acceleration window (``units``: g or m/s2)."""
     a = (np.asarray(x, dtype=np.float64) - np.mean(x)) * (G if units == "g" else 1.0)
     n = len(a)
@@ -218,21 +238,32 @@ def _envelope_prominence(x: np.ndarray, fs: float, freqs: dict[str, float], f_r:
     """Per defect frequency: the highest (over a few demodulation bands) mean log-prominence of its
     first three harmonics in the envelope spectrum above that spectrum's median floor."""
     nyq = fs / 2
-    bands = [(0.1 * nyq, 0.95 * nyq), (0.1 * nyq, 0.3 * nyq), (0.25 * nyq, 0.55 * nyq), (0.5 * nyq, 0.95 * nyq)]
+    bands = [
+        (0.1 * nyq, 0.95 * nyq),
+        (0.1 * nyq, 0.3 * nyq),
+        (0.25 * nyq, 0.55 * nyq),
+        (0.5 * nyq, 0.95 * nyq),
+    ]
     best = {k: -np.inf for k in freqs}
     for lo, hi in bands:
         env = _analytic_envelope(x, fs, lo, hi)
         mag, nfft = _spectrum(env, pad=4)
         df = fs / nfft
         top = min(len(mag) - 1, int(max(12 * f_r, 6 * max(freqs.values()), 200.0) / df))
-        floor = float(np.median(mag[max(1, int(2.0 / df)):top])) + 1e-12
+        floor = float(np.median(mag[max(1, int(2.0 / df)) : top])) + 1e-12
         tol = max(1.5 * fs / len(x), 0.0) / 2 + 0.01 * f_r
         for name, fd in freqs.items():
             vals = []
             for h in (1, 2, 3):
                 p = _peak(mag, nfft, fs, h * fd, tol + 0.01 * h * fd)
                 if name == "bpfi":  # inner race: modulated by the shaft, sidebands at +-1x
-                    p = max(p, 0.7 * max(_peak(mag, nfft, fs, h * fd - f_r, tol), _peak(mag, nfft, fs, h * fd + f_r, tol)))
+                    p = max(
+                        p,
+                        0.7
+                        * max(
+                            _peak(mag, nfft, fs, h * fd - f_r, tol), _peak(mag, nfft, fs, h * fd + f_r, tol)
+                        ),
+                    )
                 vals.append(np.log(p / floor + 1e-3))
             best[name] = max(best[name], float(np.mean(vals)))
     return best
@@ -248,7 +279,12 @@ def _envelope_blind(x: np.ndarray, fs: float, f_r: float) -> dict[str, float]:
     ``bpfo`` = the line's prominence over its sidebands (a clean line: outer race), ``bpfi`` = the
     sidebands' prominence; ``bsf``/``ftf`` are not observable without geometry (0)."""
     nyq = fs / 2
-    bands = [(0.1 * nyq, 0.95 * nyq), (0.1 * nyq, 0.3 * nyq), (0.25 * nyq, 0.55 * nyq), (0.5 * nyq, 0.95 * nyq)]
+    bands = [
+        (0.1 * nyq, 0.95 * nyq),
+        (0.1 * nyq, 0.3 * nyq),
+        (0.25 * nyq, 0.55 * nyq),
+        (0.5 * nyq, 0.95 * nyq),
+    ]
     orders = np.arange(2.0, 11.0, 0.02)
     orders = orders[np.abs(orders - np.round(orders)) > 0.06]
     best = (-np.inf, 0.0, 0.0)
@@ -257,7 +293,7 @@ def _envelope_blind(x: np.ndarray, fs: float, f_r: float) -> dict[str, float]:
         mag, nfft = _spectrum(env, pad=4)
         df = fs / nfft
         top = min(len(mag) - 1, int(max(25 * f_r, 200.0) / df))
-        floor = float(np.median(mag[max(1, int(2.0 / df)):top])) + 1e-12
+        floor = float(np.median(mag[max(1, int(2.0 / df)) : top])) + 1e-12
         w = max(1, int(round((0.75 * fs / len(x) + 0.01 * f_r) / df)))
         mx = np.max([np.roll(mag, k) for k in range(-w, w + 1)], axis=0)  # peak within +-w bins
         line = (_log_at(mx, df, floor, orders * f_r) + _log_at(mx, df, floor, 2 * orders * f_r)) / 2
@@ -268,8 +304,14 @@ def _envelope_blind(x: np.ndarray, fs: float, f_r: float) -> dict[str, float]:
     return {"bpfo": best[0] - max(best[1], 0.0), "bpfi": best[1], "bsf": 0.0, "ftf": 0.0}
 
 
-def condition_features(x: np.ndarray, fs: float, speed_hz: float | None = None, bearing: Bearing | None = None,
-                       units: str = "g", speed_range_hz: tuple[float, float] = (5.0, 100.0)) -> dict[str, float]:
+def condition_features(
+    x: np.ndarray,
+    fs: float,
+    speed_hz: float | None = None,
+    bearing: Bearing | None = None,
+    units: str = "g",
+    speed_range_hz: tuple[float, float] = (5.0, 100.0),
+) -> dict[str, float]:
     """One window -> {feature: value} for ``FEATURES`` plus ``speed_hz`` (given or estimated),
     ``speed_estimated`` (1.0/0.0) and ``velocity_mm_s`` (linear, for the ISO zone)."""
     x = np.asarray(x, dtype=np.float64).ravel()
@@ -277,7 +319,11 @@ def condition_features(x: np.ndarray, fs: float, speed_hz: float | None = None, 
         raise ValueError("a condition window needs at least 64 finite samples")
     c = x - x.mean()
     estimated = speed_hz is None or not speed_hz > 0
-    f_r = float(speed_hz) if speed_hz is not None and not estimated else estimate_speed_hz(c, fs, *speed_range_hz)
+    f_r = (
+        float(speed_hz)
+        if speed_hz is not None and not estimated
+        else estimate_speed_hz(c, fs, *speed_range_hz)
+    )
     var = float(np.mean(c * c)) + 1e-18
     rms = math.sqrt(var)
     mag, nfft = _spectrum(c)
@@ -294,12 +340,22 @@ def condition_features(x: np.ndarray, fs: float, speed_hz: float | None = None, 
         env = _envelope_prominence(c, fs, {k: o * f_r for k, o in bearing.orders().items()}, f_r)
     eps = 1e-9
     return {
-        "rms": math.log(rms + eps), "kurtosis": float(np.mean(c**4) / var**2), "crest": float(np.max(np.abs(c)) / rms),
-        "hf_rms": math.log(hf + eps), "velocity_rms": math.log(v + 1e-6),
-        "order_1x": math.log(orders[0] + eps), "order_2x": math.log(orders[1] + eps),
-        "order_3x": math.log(orders[2] + eps), "orders_4_8": math.log(math.sqrt(sum(o * o for o in orders[3:])) + eps),
-        "env_bpfo": env["bpfo"], "env_bpfi": env["bpfi"], "env_bsf": env["bsf"], "env_ftf": env["ftf"],
-        "speed_hz": f_r, "speed_estimated": 1.0 if estimated else 0.0, "velocity_mm_s": v,
+        "rms": math.log(rms + eps),
+        "kurtosis": float(np.mean(c**4) / var**2),
+        "crest": float(np.max(np.abs(c)) / rms),
+        "hf_rms": math.log(hf + eps),
+        "velocity_rms": math.log(v + 1e-6),
+        "order_1x": math.log(orders[0] + eps),
+        "order_2x": math.log(orders[1] + eps),
+        "order_3x": math.log(orders[2] + eps),
+        "orders_4_8": math.log(math.sqrt(sum(o * o for o in orders[3:])) + eps),
+        "env_bpfo": env["bpfo"],
+        "env_bpfi": env["bpfi"],
+        "env_bsf": env["bsf"],
+        "env_ftf": env["ftf"],
+        "speed_hz": f_r,
+        "speed_estimated": 1.0 if estimated else 0.0,
+        "velocity_mm_s": v,
     }
 
 

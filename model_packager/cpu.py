@@ -15,15 +15,44 @@ import platform
 from pathlib import Path
 
 # the features that change which INT8/bf16 kernels run (x86 names first, then ARM's)
-RELEVANT = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
-            "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm", "sve", "bf16")
+RELEVANT = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "asimd",
+    "asimddp",
+    "i8mm",
+    "sve",
+    "bf16",
+)
 
 
 # numpy's runtime CPUID detection -> our names; it sees the CPU the process runs on (under an emulator
 # or a VM that masks features, /proc/cpuinfo may still describe the host)
-_NUMPY_NAMES = {"SSE42": "sse4_2", "AVX": "avx", "AVX2": "avx2", "FMA3": "fma", "AVX512F": "avx512f",
-                "AVX512BW": "avx512bw", "AVX512VL": "avx512vl", "AVX512VNNI": "avx512_vnni",
-                "AVX512BF16": "avx512_bf16", "ASIMD": "asimd", "ASIMDDP": "asimddp", "SVE": "sve"}
+_NUMPY_NAMES = {
+    "SSE42": "sse4_2",
+    "AVX": "avx",
+    "AVX2": "avx2",
+    "FMA3": "fma",
+    "AVX512F": "avx512f",
+    "AVX512BW": "avx512bw",
+    "AVX512VL": "avx512vl",
+    "AVX512VNNI": "avx512_vnni",
+    "AVX512BF16": "avx512_bf16",
+    "ASIMD": "asimd",
+    "ASIMDDP": "asimddp",
+    "SVE": "sve",
+}
 
 
 def _proc_flags() -> set[str]:
@@ -43,7 +72,10 @@ def _numpy_flags() -> dict[str, bool] | None:
         try:
             feats = importlib.import_module(module).__cpu_features__
             break
-        except (ImportError, AttributeError):  # what `from module import __cpu_features__` raises as ImportError
+        except (
+            ImportError,
+            AttributeError,
+        ):  # what `from module import __cpu_features__` raises as ImportError
             continue
     else:
         return None

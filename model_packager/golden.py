@@ -22,12 +22,20 @@ if TYPE_CHECKING:  # numpy is imported by the functions that use it: verifying a
     import numpy as np
 
 # ONNX TensorProto element types -> manifest dtypes
-_ONNX_DTYPES = {1: DType.FLOAT32, 10: DType.FLOAT16, 7: DType.INT64, 6: DType.INT32, 2: DType.UINT8, 3: DType.INT8}
+_ONNX_DTYPES = {
+    1: DType.FLOAT32,
+    10: DType.FLOAT16,
+    7: DType.INT64,
+    6: DType.INT32,
+    2: DType.UINT8,
+    3: DType.INT8,
+}
 ENGINES = _runtimes.ENGINES
 
 
-def _graph_io(model_path: Path, data: bytes | None = None
-              ) -> tuple[dict[str, tuple[str, list]], dict[str, tuple[str, list]]]:
+def _graph_io(
+    model_path: Path, data: bytes | None = None
+) -> tuple[dict[str, tuple[str, list]], dict[str, tuple[str, list]]]:
     # read without the onnx package (model_packager.onnx_graph): the agent runs this at install
     from model_packager.onnx_graph import graph_io
 
@@ -36,11 +44,15 @@ def _graph_io(model_path: Path, data: bytes | None = None
             data = model_path.read_bytes()
         g_in, g_out = graph_io(data)
     except (OSError, ValueError) as exc:
-        raise SpecMismatchError(f"{printable(model_path.name)}: not a readable ONNX model ({printable(exc)})",
-                                code="bad_model") from exc
+        raise SpecMismatchError(
+            f"{printable(model_path.name)}: not a readable ONNX model ({printable(exc)})", code="bad_model"
+        ) from exc
 
     def describe(values: dict[str, tuple[int, list]]) -> dict[str, tuple[str, list]]:
-        return {name: (str(_ONNX_DTYPES.get(elem, f"onnx-type-{elem}")), dims) for name, (elem, dims) in values.items()}
+        return {
+            name: (str(_ONNX_DTYPES.get(elem, f"onnx-type-{elem}")), dims)
+            for name, (elem, dims) in values.items()
+        }
 
     return describe(g_in), describe(g_out)
 
@@ -68,14 +80,20 @@ def _compare_tensor(side: str, spec: TensorSpec, graph: tuple[str, list], model_
     g_dtype, g_dims = graph
     out = []
     if spec.dtype.value != g_dtype:
-        out.append(f"manifest {side} {spec.name!r} dtype {spec.dtype.value} but {model_name} {side} is {g_dtype}")
+        out.append(
+            f"manifest {side} {spec.name!r} dtype {spec.dtype.value} but {model_name} {side} is {g_dtype}"
+        )
     if len(spec.shape) != len(g_dims):
-        out.append(f"manifest {side} {spec.name!r} shape {spec.shape} but {model_name} {side} has shape {g_dims}")
+        out.append(
+            f"manifest {side} {spec.name!r} shape {spec.shape} but {model_name} {side} has shape {g_dims}"
+        )
     else:
         for i, (a, b) in enumerate(zip(spec.shape, g_dims, strict=True)):
             if isinstance(a, int) and isinstance(b, int) and b != 0 and a != b:
-                out.append(f"manifest {side} {spec.name!r} dimension {i} is {a} but {model_name} has {b}"
-                           f" (shape {spec.shape} vs {g_dims})")
+                out.append(
+                    f"manifest {side} {spec.name!r} dimension {i} is {a} but {model_name} has {b}"
+                    f" (shape {spec.shape} vs {g_dims})"
+                )
     return out
 
 
@@ -87,16 +105,22 @@ def engine_version(engine: str) -> str:
     return _runtimes.version(engine)
 
 
-def run_engine(engine: str, model_path: Path, inputs: dict[str, np.ndarray],
-               openvino_xml: Path | None = None) -> dict[str, np.ndarray]:
+def run_engine(
+    engine: str, model_path: Path, inputs: dict[str, np.ndarray], openvino_xml: Path | None = None
+) -> dict[str, np.ndarray]:
     """Run one batch through ``engine`` (CPU, FP32 precision) and return outputs by name."""
     if engine not in ENGINES:
         raise GoldenError(f"unknown engine {engine!r}; expected one of {ENGINES}", code="unknown_engine")
     return _runtimes.run(engine, model_path, inputs, openvino_xml=openvino_xml)
 
 
-def compare(expected: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: float, rtol: float,
-            output_atol: dict[str, float] | None = None) -> tuple[float, list[str]]:
+def compare(
+    expected: dict[str, np.ndarray],
+    got: dict[str, np.ndarray],
+    atol: float,
+    rtol: float,
+    output_atol: dict[str, float] | None = None,
+) -> tuple[float, list[str]]:
     """Largest absolute deviation over all outputs, and a description of each out-of-tolerance output."""
     import numpy as np
 
@@ -131,11 +155,14 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, NotImplementedError) as exc:
-        raise GoldenError(f"golden file {Path(path).name}: not a readable .npz of arrays "
-                          f"({printable(exc)})", code="bad_golden") from None
+        raise GoldenError(
+            f"golden file {Path(path).name}: not a readable .npz of arrays ({printable(exc)})",
+            code="bad_golden",
+        ) from None
 
 
 # ------------------------------------------------------------------------- INT8 against FP32
+
 
 def _decisions(manifest: Manifest, outputs: dict[str, np.ndarray]) -> np.ndarray:
     """Per golden item, the decisions a verdict is made of (class argmax, NG at threshold), as a
@@ -165,8 +192,9 @@ def _decisions(manifest: Manifest, outputs: dict[str, np.ndarray]) -> np.ndarray
     return np.stack([np.asarray(c, dtype=np.int64) for c in cols], axis=1)
 
 
-def parity(manifest: Manifest, reference: dict[str, np.ndarray], got: dict[str, np.ndarray]
-           ) -> tuple[dict[str, float], float]:
+def parity(
+    manifest: Manifest, reference: dict[str, np.ndarray], got: dict[str, np.ndarray]
+) -> tuple[dict[str, float], float]:
     """(largest absolute deviation per output, share of items whose decisions agree) of ``got``
     (an INT8 run) against ``reference`` (the FP32 outputs), on the same golden inputs."""
     import numpy as np
@@ -191,9 +219,14 @@ def parity_problems(manifest: Manifest, dev: dict[str, float], agree: float) -> 
     p = manifest.parity
     if p is None:
         return []
-    bad = [f"output {k!r} deviates from FP32 by {d:.3g} (bound {p.output_atol[k]:.3g})"
-           for k, d in dev.items() if k in p.output_atol and not d <= p.output_atol[k]]
+    bad = [
+        f"output {k!r} deviates from FP32 by {d:.3g} (bound {p.output_atol[k]:.3g})"
+        for k, d in dev.items()
+        if k in p.output_atol and not d <= p.output_atol[k]
+    ]
     if agree + 1e-9 < p.min_agreement:
-        bad.append(f"class/verdict agrees with FP32 on {agree:.0%} of the golden inputs (needs "
-                   f"{p.min_agreement:.0%})")
+        bad.append(
+            f"class/verdict agrees with FP32 on {agree:.0%} of the golden inputs (needs "
+            f"{p.min_agreement:.0%})"
+        )
     return bad

@@ -28,12 +28,21 @@ from model_packager.manifest import InputStats, StatRange
 WORK = 128  # every statistic is measured on the frame resized to WORK x WORK
 THUMB = 16
 # statistic -> (multiple of the training std, absolute floor, relative floor x |median|) of the margin
-MARGINS = {"brightness": (2.0, 12.0, 0.25), "contrast": (2.0, 4.0, 0.35), "sharpness": (2.0, 0.35, 0.0),
-           "scene_distance": (2.0, 0.08, 0.25)}
-REASONS = {("brightness", "low"): "underexposed", ("brightness", "high"): "overexposed",
-           ("contrast", "low"): "low contrast", ("contrast", "high"): "high contrast",
-           ("sharpness", "low"): "blurred", ("sharpness", "high"): "noisier than training",
-           ("scene_distance", "high"): "wrong scene or camera moved"}
+MARGINS = {
+    "brightness": (2.0, 12.0, 0.25),
+    "contrast": (2.0, 4.0, 0.35),
+    "sharpness": (2.0, 0.35, 0.0),
+    "scene_distance": (2.0, 0.08, 0.25),
+}
+REASONS = {
+    ("brightness", "low"): "underexposed",
+    ("brightness", "high"): "overexposed",
+    ("contrast", "low"): "low contrast",
+    ("contrast", "high"): "high contrast",
+    ("sharpness", "low"): "blurred",
+    ("sharpness", "high"): "noisier than training",
+    ("scene_distance", "high"): "wrong scene or camera moved",
+}
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -61,14 +70,25 @@ def frame_stats(image: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
 
     g = _grey(image)
     lap = cv2.Laplacian(g, cv2.CV_32F)
-    return ({"brightness": float(g.mean()), "contrast": float(g.std()),
-             "sharpness": float(np.log10(float(lap.var()) + 1e-3))}, _thumb(g))
+    return (
+        {
+            "brightness": float(g.mean()),
+            "contrast": float(g.std()),
+            "sharpness": float(np.log10(float(lap.var()) + 1e-3)),
+        },
+        _thumb(g),
+    )
 
 
 def _range(v: np.ndarray) -> StatRange:
     v = np.asarray(v, np.float64)
-    return StatRange(p01=float(np.percentile(v, 1)), p50=float(np.percentile(v, 50)),
-                     p99=float(np.percentile(v, 99)), mean=float(v.mean()), std=float(v.std()))
+    return StatRange(
+        p01=float(np.percentile(v, 1)),
+        p50=float(np.percentile(v, 50)),
+        p99=float(np.percentile(v, 99)),
+        mean=float(v.mean()),
+        std=float(v.std()),
+    )
 
 
 def summarize(images) -> InputStats:
@@ -82,10 +102,13 @@ def summarize(images) -> InputStats:
         raise ValueError("no images to take input statistics from")
     scene = np.mean(thumbs, axis=0)
     dist = np.linalg.norm(np.asarray(thumbs) - scene, axis=1)
-    return InputStats(count=len(rows), thumb=THUMB, scene=[round(float(v), 6) for v in scene],
-                      scene_distance=_range(dist),
-                      **{k: _range(np.asarray([r[k] for r in rows])) for k in ("brightness", "contrast",
-                                                                                 "sharpness")})
+    return InputStats(
+        count=len(rows),
+        thumb=THUMB,
+        scene=[round(float(v), 6) for v in scene],
+        scene_distance=_range(dist),
+        **{k: _range(np.asarray([r[k] for r in rows])) for k in ("brightness", "contrast", "sharpness")},
+    )
 
 
 def bounds(stats: InputStats, tolerance: float = 1.0) -> dict[str, tuple[float, float]]:

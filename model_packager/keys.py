@@ -28,8 +28,9 @@ def generate_keypair(private_path: str | Path, public_path: str | Path) -> str:
     """Write a new Ed25519 key pair; the private key file is created with mode 0600. Returns the key id."""
     private_path, public_path = Path(private_path), Path(public_path)
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     private_path.parent.mkdir(parents=True, exist_ok=True)
     public_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -38,8 +39,11 @@ def generate_keypair(private_path: str | Path, public_path: str | Path) -> str:
     finally:
         os.close(fd)
     os.chmod(private_path, 0o600)  # O_CREAT's mode does not apply to an existing file
-    public_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
+    public_path.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     return key_id(key.public_key())
 
 
@@ -48,11 +52,13 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
-        raise SignatureError(f"signing key {path}: cannot read an unencrypted PEM private key ({exc})",
-                             code="bad_key") from exc
+        raise SignatureError(
+            f"signing key {path}: cannot read an unencrypted PEM private key ({exc})", code="bad_key"
+        ) from exc
     if not isinstance(key, Ed25519PrivateKey):
-        raise SignatureError(f"signing key {path}: not an Ed25519 key; create one with `model-packager keygen`",
-                             code="bad_key")
+        raise SignatureError(
+            f"signing key {path}: not an Ed25519 key; create one with `model-packager keygen`", code="bad_key"
+        )
     return key
 
 
@@ -61,7 +67,9 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
     try:
         key = serialization.load_pem_public_key(path.read_bytes())
     except (OSError, ValueError) as exc:
-        raise SignatureError(f"trusted key {path}: cannot read a PEM public key ({exc})", code="bad_key") from exc
+        raise SignatureError(
+            f"trusted key {path}: cannot read a PEM public key ({exc})", code="bad_key"
+        ) from exc
     if not isinstance(key, Ed25519PublicKey):
         raise SignatureError(f"trusted key {path}: not an Ed25519 public key", code="bad_key")
     return key
@@ -70,7 +78,9 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
 class TrustedKeys:
     """The public keys whose signatures an agent accepts, by key id."""
 
-    def __init__(self, keys: dict[str, Ed25519PublicKey] | None = None, sources: dict[str, str] | None = None):
+    def __init__(
+        self, keys: dict[str, Ed25519PublicKey] | None = None, sources: dict[str, str] | None = None
+    ):
         self.keys = dict(keys or {})
         self.sources = dict(sources or {})  # key id -> file it came from, for messages
 

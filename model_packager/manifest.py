@@ -26,7 +26,9 @@ SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _VERSION_RE = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
-_VERSION_PARTS = re.compile(r"^(\d{1,18})\.(\d{1,18})\.(\d{1,18})(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
+_VERSION_PARTS = re.compile(
+    r"^(\d{1,18})\.(\d{1,18})\.(\d{1,18})(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$"
+)
 MAX_VERSION_CHARS = 64
 _PATH_MAX = 255
 
@@ -34,7 +36,11 @@ _PATH_MAX = 255
 def version_key(version: str) -> tuple:
     """A sort key for semantic versions (``1.10.0`` > ``1.9.0``; ``1.0.0-rc.1`` < ``1.0.0``; build
     metadata after ``+`` ignored). Raises ``ValueError`` for anything else."""
-    m = _VERSION_PARTS.fullmatch(version) if isinstance(version, str) and len(version) <= MAX_VERSION_CHARS else None
+    m = (
+        _VERSION_PARTS.fullmatch(version)
+        if isinstance(version, str) and len(version) <= MAX_VERSION_CHARS
+        else None
+    )
     if m is None:
         raise ValueError(f"not a semantic version: {version[:MAX_VERSION_CHARS]!r}")
     core = (int(m[1]), int(m[2]), int(m[3]))
@@ -48,10 +54,18 @@ def check_relative_path(path: str) -> str:
     """A file name inside a package: relative, forward slashes, no '..' or '.' parts, no control
     characters, at most 255 characters. Used for every path a manifest names."""
     parts = path.split("/")
-    if (not path or len(path) > _PATH_MAX or path.startswith("/") or "\\" in path or not path.isprintable()
-            or any(p in ("", ".", "..") for p in parts)):
-        raise ValueError("must be a relative path inside the package (no '..', no leading '/', no control "
-                         f"characters, at most {_PATH_MAX} characters)")
+    if (
+        not path
+        or len(path) > _PATH_MAX
+        or path.startswith("/")
+        or "\\" in path
+        or not path.isprintable()
+        or any(p in ("", ".", "..") for p in parts)
+    ):
+        raise ValueError(
+            "must be a relative path inside the package (no '..', no leading '/', no control "
+            f"characters, at most {_PATH_MAX} characters)"
+        )
     return path
 
 
@@ -222,8 +236,12 @@ class SignalPreprocessing(_Model):
 
     @property
     def n_features(self) -> int:
-        return self.n_bands + (4 if self.time_features else 0) + len(self.scalars) + \
-            (len(self.condition.names) if self.condition else 0)
+        return (
+            self.n_bands
+            + (4 if self.time_features else 0)
+            + len(self.scalars)
+            + (len(self.condition.names) if self.condition else 0)
+        )
 
     @model_validator(mode="after")
     def _check_norm(self) -> SignalPreprocessing:
@@ -333,7 +351,7 @@ class InputStats(_Model):
     @model_validator(mode="after")
     def _check_scene(self) -> InputStats:
         if len(self.scene) != self.thumb * self.thumb:
-            raise ValueError(f"scene has {len(self.scene)} values, expected thumb x thumb = {self.thumb ** 2}")
+            raise ValueError(f"scene has {len(self.scene)} values, expected thumb x thumb = {self.thumb**2}")
         return self
 
 
@@ -344,9 +362,14 @@ class LifePrior(_Model):
     the agent's remaining life is the health index's trend alone."""
 
     durations_s: list[float] = Field(min_length=1, description="onset-to-failure times of past runs (s)")
-    failure_levels: list[float] = Field(min_length=1, description="health index (growth) at failure of past runs")
-    error_elapsed: float = Field(0.5, gt=0, description="RMS log-time error of the elapsed-time evidence "
-                                                        "(cross-validated on the history)")
+    failure_levels: list[float] = Field(
+        min_length=1, description="health index (growth) at failure of past runs"
+    )
+    error_elapsed: float = Field(
+        0.5,
+        gt=0,
+        description="RMS log-time error of the elapsed-time evidence (cross-validated on the history)",
+    )
     error_trend: float = Field(1.0, gt=0, description="the same for the trend evidence")
     runs: int = Field(0, ge=0, description="runs the prior was fitted on")
     source: str = Field("", description="where it comes from (dataset digest, fleet, hand)")
@@ -354,24 +377,33 @@ class LifePrior(_Model):
     @model_validator(mode="after")
     def _check(self) -> LifePrior:
         if min(self.durations_s) <= 0 or min(self.failure_levels) <= 1.0:
-            raise ValueError("life_prior: durations_s must be > 0 and failure_levels > 1 (growth over the baseline)")
+            raise ValueError(
+                "life_prior: durations_s must be > 0 and failure_levels > 1 (growth over the baseline)"
+            )
         return self
 
     @property
     def trend_weight(self) -> float:
         """Weight of the trend evidence in log-time (inverse-variance)."""
-        a, b = self.error_elapsed ** 2, self.error_trend ** 2
+        a, b = self.error_elapsed**2, self.error_trend**2
         return a / (a + b)
 
     @classmethod
-    def from_normal(cls, mean_s: float, sd_s: float, failure_level: float = 10.0, source: str = "declared") -> LifePrior:
+    def from_normal(
+        cls, mean_s: float, sd_s: float, failure_level: float = 10.0, source: str = "declared"
+    ) -> LifePrior:
         """A prior declared as a mean and spread of onset-to-failure time (no history at hand)."""
         from statistics import NormalDist
 
         nd = NormalDist(mean_s, max(sd_s, 1e-6 * mean_s))
         durs = [max(nd.inv_cdf((i + 0.5) / 50), 0.02 * mean_s) for i in range(50)]
-        return cls(durations_s=durs, failure_levels=[failure_level], error_elapsed=0.5, error_trend=2.0,
-                   source=source)
+        return cls(
+            durations_s=durs,
+            failure_levels=[failure_level],
+            error_elapsed=0.5,
+            error_trend=2.0,
+            source=source,
+        )
 
 
 class FileRole(enum.StrEnum):
@@ -419,7 +451,9 @@ class Manifest(_Model):
     @classmethod
     def _known_schema(cls, v: int) -> int:
         if v not in READABLE_SCHEMAS:
-            raise ValueError(f"unknown manifest schema_version {v}; this build reads {list(READABLE_SCHEMAS)}")
+            raise ValueError(
+                f"unknown manifest schema_version {v}; this build reads {list(READABLE_SCHEMAS)}"
+            )
         return v
 
     @model_validator(mode="after")

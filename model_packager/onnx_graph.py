@@ -60,7 +60,7 @@ def _fields(buf: memoryview, start: int, end: int):
 
 
 def _string(buf: memoryview, span) -> str:
-    return bytes(buf[span[0]:span[1]]).decode("utf-8", errors="replace")
+    return bytes(buf[span[0] : span[1]]).decode("utf-8", errors="replace")
 
 
 def _value_info(buf: memoryview, span) -> tuple[str, int, list]:

@@ -245,33 +245,56 @@ def build_package(
                 (tmp / "openvino").mkdir()
                 ov_xml = tmp / OV_XML
                 ov.save_model(ov_read(model), str(ov_xml), compress_to_fp16=False)
-                files += [(OV_XML, ov_xml, FileRole.OPENVINO_XML), (OV_BIN, tmp / OV_BIN, FileRole.OPENVINO_BIN)]
+                files += [
+                    (OV_XML, ov_xml, FileRole.OPENVINO_XML),
+                    (OV_BIN, tmp / OV_BIN, FileRole.OPENVINO_BIN),
+                ]
             # the form whose outputs are the golden expected ones must reproduce them closely
             if engine == "onnxruntime" and ort_run is not None:
                 got = ort_run  # one ONNX Runtime session per build, not a second one for the same run
             else:
                 got = _golden.run_engine(engine, fp32 or model, inputs, None if fp32 is not None else ov_xml)
-            worst, bad = _golden.compare(exp, got, manifest.golden.atol, manifest.golden.rtol,
-                                         manifest.golden.output_atol)
+            worst, bad = _golden.compare(
+                exp, got, manifest.golden.atol, manifest.golden.rtol, manifest.golden.output_atol
+            )
             if bad:
-                raise GoldenError(f"{where}: {engine} does not reproduce the golden outputs: " + "; ".join(bad))
-            checks.append(EngineCheck(engine=engine, version=_golden.engine_version(engine), max_abs_diff=worst,
-                                      precision="f32" if engine == "openvino" else None,
-                                      form="fp32" if fp32 is not None else None, cpu_flags=flags))
+                raise GoldenError(
+                    f"{where}: {engine} does not reproduce the golden outputs: " + "; ".join(bad)
+                )
+            checks.append(
+                EngineCheck(
+                    engine=engine,
+                    version=_golden.engine_version(engine),
+                    max_abs_diff=worst,
+                    precision="f32" if engine == "openvino" else None,
+                    form="fp32" if fp32 is not None else None,
+                    cpu_flags=flags,
+                )
+            )
             if fp32 is not None:  # the INT8 form: measured against the FP32 reference
                 int8_runs[engine] = _golden.run_engine(engine, model, inputs, ov_xml)
         if fp32 is not None:
-            data["parity"] = _parity_bounds(manifest, data.get("parity") or {}, exp, int8_runs, where,
-                                            check_parity_here)
+            data["parity"] = _parity_bounds(
+                manifest, data.get("parity") or {}, exp, int8_runs, where, check_parity_here
+            )
             manifest = _validate_manifest({**data, "files": []}, where)
             for engine, got in int8_runs.items():
                 dev, _ = _golden.parity(manifest, exp, got)
-                checks.append(EngineCheck(engine=engine, version=_golden.engine_version(engine),
-                                          max_abs_diff=max(dev.values(), default=0.0), form="int8",
-                                          precision="f32" if engine == "openvino" else None, cpu_flags=flags))
+                checks.append(
+                    EngineCheck(
+                        engine=engine,
+                        version=_golden.engine_version(engine),
+                        max_abs_diff=max(dev.values(), default=0.0),
+                        form="int8",
+                        precision="f32" if engine == "openvino" else None,
+                        cpu_flags=flags,
+                    )
+                )
         if openvino and "openvino" not in _golden.available_engines():
-            raise PackageError(f"{where}: --openvino asked for but openvino is not installed "
-                               "(pip install '.[openvino]')", code="openvino_missing")
+            raise PackageError(
+                f"{where}: --openvino asked for but openvino is not installed (pip install '.[openvino]')",
+                code="openvino_missing",
+            )
         for name, path in (extra_files or {}).items():
             _check_entry_name(name, where)
             role = FileRole.REPORT if name.startswith("report") else FileRole.OTHER
@@ -286,18 +309,28 @@ def build_package(
             digest, size = _sha256_file(path)
             entries.append(FileEntry(path=name, size=size, sha256=digest, role=role))
         data["files"] = [e.model_dump(mode="json") for e in entries]
-        data["engines"] = [c.model_dump(mode="json", exclude_none=True) for c in checks] or data.get("engines", [])
+        data["engines"] = [c.model_dump(mode="json", exclude_none=True) for c in checks] or data.get(
+            "engines", []
+        )
         manifest = _validate_manifest(data, where)
-        manifest_bytes = yaml.safe_dump(manifest.model_dump(mode="json", exclude_none=True), sort_keys=False).encode()
-        sig = {"algorithm": "ed25519", "key_id": key_id(key.public_key()),
-               "signature": base64.b64encode(key.sign(manifest_bytes)).decode()}
+        manifest_bytes = yaml.safe_dump(
+            manifest.model_dump(mode="json", exclude_none=True), sort_keys=False
+        ).encode()
+        sig = {
+            "algorithm": "ed25519",
+            "key_id": key_id(key.public_key()),
+            "signature": base64.b64encode(key.sign(manifest_bytes)).decode(),
+        }
         sig_bytes = (json.dumps(sig, indent=1) + "\n").encode()
 
         out_dir.mkdir(parents=True, exist_ok=True)
         target = out_dir / (file_name or f"{manifest.package_id}.edgepkg")
         fd, part = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=out_dir)
         try:
-            with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            with (
+                os.fdopen(fd, "wb") as raw,
+                tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar,
+            ):
                 _add_bytes(tar, MANIFEST, manifest_bytes)
                 _add_bytes(tar, SIGNATURE, sig_bytes)
                 for name, path, _ in files:
@@ -315,8 +348,14 @@ def build_package(
     return target
 
 
-def _parity_bounds(manifest: Manifest, given: dict, expected: dict[str, np.ndarray],
-                   runs: dict[str, dict[str, np.ndarray]], where: str, refuse: bool = True) -> dict:
+def _parity_bounds(
+    manifest: Manifest,
+    given: dict,
+    expected: dict[str, np.ndarray],
+    runs: dict[str, dict[str, np.ndarray]],
+    where: str,
+    refuse: bool = True,
+) -> dict:
     """The INT8 form's bounds against the FP32 reference: the spec's, or ``PARITY_HEADROOM`` times
     the largest deviation measured here on any engine (at least 1% of the output's range, and the
     golden atol). Refuses a package whose INT8 form already breaks its bounds on the build machine."""
@@ -334,15 +373,22 @@ def _parity_bounds(manifest: Manifest, given: dict, expected: dict[str, np.ndarr
         if k not in bounds:
             scale = float(np.nanmax(np.abs(expected[k]))) if np.size(expected[k]) else 0.0
             bounds[k] = round(max(PARITY_HEADROOM * d, 0.01 * scale, manifest.golden.atol), 6)
-    out = {"output_atol": bounds, "min_agreement": given.get("min_agreement", agreement),
-           "measured": {k: round(v, 6) for k, v in measured.items()}, "headroom": PARITY_HEADROOM}
+    out = {
+        "output_atol": bounds,
+        "min_agreement": given.get("min_agreement", agreement),
+        "measured": {k: round(v, 6) for k, v in measured.items()},
+        "headroom": PARITY_HEADROOM,
+    }
     probe = _validate_manifest({**manifest.model_dump(mode="json"), "parity": out, "files": []}, where)
     for engine, got in runs.items() if refuse else ():
         dev, agree = _golden.parity(probe, expected, got)
         bad = _golden.parity_problems(probe, dev, agree)
         if bad:
-            raise GoldenError(f"{where}: the INT8 form breaks its parity bounds on {engine} on the build machine "
-                              f"({describe_cpu()}): " + "; ".join(bad), code="int8_parity")
+            raise GoldenError(
+                f"{where}: the INT8 form breaks its parity bounds on {engine} on the build machine "
+                f"({describe_cpu()}): " + "; ".join(bad),
+                code="int8_parity",
+            )
     return out
 
 
@@ -370,12 +416,30 @@ _NAME_MAX = 255
 
 def _check_entry_name(name: str, where: str) -> None:
     p = PurePosixPath(name)
-    if not name or name.startswith("/") or "\\" in name or p.is_absolute() or ".." in p.parts or "\x00" in name:
-        raise UnsafeArchiveError(f"{where}: entry {printable(repr(name))} has an unsafe path (absolute or with '..'); "
-                                 "refused", code="path_escape")
-    if not name.isprintable() or len(name) > _NAME_MAX or "." in p.parts or name.endswith("/") or "//" in name:
-        raise UnsafeArchiveError(f"{where}: entry {printable(repr(name))} has a name with control characters, "
-                                 f"empty or '.' parts, or over {_NAME_MAX} characters; refused", code="bad_name")
+    if (
+        not name
+        or name.startswith("/")
+        or "\\" in name
+        or p.is_absolute()
+        or ".." in p.parts
+        or "\x00" in name
+    ):
+        raise UnsafeArchiveError(
+            f"{where}: entry {printable(repr(name))} has an unsafe path (absolute or with '..'); refused",
+            code="path_escape",
+        )
+    if (
+        not name.isprintable()
+        or len(name) > _NAME_MAX
+        or "." in p.parts
+        or name.endswith("/")
+        or "//" in name
+    ):
+        raise UnsafeArchiveError(
+            f"{where}: entry {printable(repr(name))} has a name with control characters, "
+            f"empty or '.' parts, or over {_NAME_MAX} characters; refused",
+            code="bad_name",
+        )
 
 
 class _Archive:
@@ -402,10 +466,13 @@ class _Reader:
         try:
             f = open(self.pkg, "rb")
         except FileNotFoundError as exc:
-            raise PackageError(f"package {printable(str(self.pkg))} does not exist", code="not_found") from exc
+            raise PackageError(
+                f"package {printable(str(self.pkg))} does not exist", code="not_found"
+            ) from exc
         except OSError as exc:
-            raise UnsafeArchiveError(f"package {self.label}: cannot read it ({printable(exc.strerror or exc)})",
-                                     code="unreadable") from exc
+            raise UnsafeArchiveError(
+                f"package {self.label}: cannot read it ({printable(exc.strerror or exc)})", code="unreadable"
+            ) from exc
         try:
             yield _Archive(f, StrictTarReader(f, self.pkg.name, self.max_bytes))
         finally:
@@ -420,31 +487,46 @@ class _Reader:
             for m in tar.reader:
                 count += 1
                 if count > MAX_ENTRIES:
-                    raise UnsafeArchiveError(f"package {self.label}: more than {MAX_ENTRIES} entries; refused",
-                                             code="too_many_entries")
+                    raise UnsafeArchiveError(
+                        f"package {self.label}: more than {MAX_ENTRIES} entries; refused",
+                        code="too_many_entries",
+                    )
                 _check_entry_name(m.name, f"package {self.label}")
                 if m.name in seen:
-                    raise UnsafeArchiveError(f"package {self.label}: entry {printable(repr(m.name))} appears twice; "
-                                             "refused", code="duplicate_entry")
+                    raise UnsafeArchiveError(
+                        f"package {self.label}: entry {printable(repr(m.name))} appears twice; refused",
+                        code="duplicate_entry",
+                    )
                 parents = {"/".join(m.name.split("/")[:i]) for i in range(1, m.name.count("/") + 1)}
                 if m.name in folders or parents & seen:  # "a" and "a/b" cannot both be files
-                    raise UnsafeArchiveError(f"package {self.label}: entry {printable(repr(m.name))} is both a file "
-                                             "and a folder of another entry; refused", code="path_conflict")
+                    raise UnsafeArchiveError(
+                        f"package {self.label}: entry {printable(repr(m.name))} is both a file "
+                        "and a folder of another entry; refused",
+                        code="path_conflict",
+                    )
                 seen.add(m.name)
                 folders |= parents
                 total += m.size
                 if total > self.max_bytes:
-                    raise UnsafeArchiveError(f"package {self.label}: content exceeds the {self.max_bytes} byte "
-                                             "limit (archive bomb?); refused", code="too_large")
+                    raise UnsafeArchiveError(
+                        f"package {self.label}: content exceeds the {self.max_bytes} byte "
+                        "limit (archive bomb?); refused",
+                        code="too_large",
+                    )
                 yield m
         except OSError as exc:
-            raise UnsafeArchiveError(f"package {self.label}: archive is unreadable ({printable(exc)}); "
-                                     "download it again", code="truncated") from exc
+            raise UnsafeArchiveError(
+                f"package {self.label}: archive is unreadable ({printable(exc)}); download it again",
+                code="truncated",
+            ) from exc
 
     def read_all(self, tar: _Archive, m: Member, limit: int) -> bytes:
         if m.size > limit:
-            raise UnsafeArchiveError(f"package {self.label}: {printable(m.name)} has {m.size} bytes, over the "
-                                     f"{limit} byte limit for it; refused", code="too_large")
+            raise UnsafeArchiveError(
+                f"package {self.label}: {printable(m.name)} has {m.size} bytes, over the "
+                f"{limit} byte limit for it; refused",
+                code="too_large",
+            )
         buf = io.BytesIO()
         self.stream(tar, m, buf)
         return buf.getvalue()
@@ -468,11 +550,17 @@ class _Reader:
                     sink.write(view[:got])
                 n += got
         except OSError as exc:
-            raise UnsafeArchiveError(f"package {self.label}: entry {printable(repr(m.name))} is unreadable "
-                                     f"({printable(exc)}); download it again", code="truncated") from exc
+            raise UnsafeArchiveError(
+                f"package {self.label}: entry {printable(repr(m.name))} is unreadable "
+                f"({printable(exc)}); download it again",
+                code="truncated",
+            ) from exc
         if n != m.size:
-            raise UnsafeArchiveError(f"package {self.label}: entry {printable(repr(m.name))} is truncated "
-                                     f"({n} of {m.size} bytes); download it again", code="truncated")
+            raise UnsafeArchiveError(
+                f"package {self.label}: entry {printable(repr(m.name))} is truncated "
+                f"({n} of {m.size} bytes); download it again",
+                code="truncated",
+            )
         return h.hexdigest(), n
 
 
@@ -481,8 +569,11 @@ _KEY_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
 def _check_signature(label: str, manifest_bytes: bytes, sig_bytes: bytes | None, trusted: TrustedKeys) -> str:
     if sig_bytes is None:
-        raise SignatureError(f"package {label}: no signature ({SIGNATURE} missing); refused: only signed packages "
-                             "are accepted", code="unsigned")
+        raise SignatureError(
+            f"package {label}: no signature ({SIGNATURE} missing); refused: only signed packages "
+            "are accepted",
+            code="unsigned",
+        )
     try:
         sig = json.loads(sig_bytes)
         if not isinstance(sig, dict):
@@ -498,20 +589,26 @@ def _check_signature(label: str, manifest_bytes: bytes, sig_bytes: bytes | None,
         if len(raw) != 64:
             raise ValueError(f"signature has {len(raw)} bytes, an Ed25519 signature has 64")
     except (ValueError, TypeError, RecursionError) as exc:
-        raise SignatureError(f"package {label}: {SIGNATURE} is malformed ({printable(exc)}); refused",
-                             code="bad_signature") from None
+        raise SignatureError(
+            f"package {label}: {SIGNATURE} is malformed ({printable(exc)}); refused", code="bad_signature"
+        ) from None
     key = trusted.get(kid)
     if key is None:
-        raise SignatureError(f"package {label}: signed by key {kid}, which is not among the trusted keys "
-                             f"{trusted.ids()}; add its .pub to the trusted keys if you trust it",
-                             code="untrusted_key")
+        raise SignatureError(
+            f"package {label}: signed by key {kid}, which is not among the trusted keys "
+            f"{trusted.ids()}; add its .pub to the trusted keys if you trust it",
+            code="untrusted_key",
+        )
     from cryptography.exceptions import InvalidSignature
 
     try:
         key.verify(raw, manifest_bytes)
     except InvalidSignature as exc:
-        raise SignatureError(f"package {label}: the signature does not match manifest.yaml (manifest edited "
-                             f"after signing, or signature forged); refused", code="bad_signature") from exc
+        raise SignatureError(
+            f"package {label}: the signature does not match manifest.yaml (manifest edited "
+            f"after signing, or signature forged); refused",
+            code="bad_signature",
+        ) from exc
     return kid
 
 
@@ -541,15 +638,21 @@ def _parse_manifest_bytes(label: str, data: bytes) -> Manifest:
         raise ManifestError(f"package {label}: manifest.yaml is not a mapping")
     manifest = _validate_manifest(doc, f"package {label}")
     listed = {f.path for f in manifest.files}
-    for what, path in (("golden.inputs", manifest.golden.inputs), ("golden.expected", manifest.golden.expected)):
+    for what, path in (
+        ("golden.inputs", manifest.golden.inputs),
+        ("golden.expected", manifest.golden.expected),
+    ):
         if path not in listed:
-            raise ManifestError(f"package {label}: {what} {printable(repr(path))} is not one of the listed files; "
-                                "refused", code="golden_not_listed")
+            raise ManifestError(
+                f"package {label}: {what} {printable(repr(path))} is not one of the listed files; refused",
+                code="golden_not_listed",
+            )
     return manifest
 
 
-def _verify(pkg: Path, trusted: TrustedKeys, max_bytes: int, target: Path | None,
-            check_model_spec: bool = True) -> tuple[Manifest, str]:
+def _verify(
+    pkg: Path, trusted: TrustedKeys, max_bytes: int, target: Path | None, check_model_spec: bool = True
+) -> tuple[Manifest, str]:
     """Verify (and, with ``target``, extract into it). Returns (manifest, signer key id)."""
     reader = _Reader(pkg, max_bytes)
     label = reader.label
@@ -557,7 +660,9 @@ def _verify(pkg: Path, trusted: TrustedKeys, max_bytes: int, target: Path | None
     with reader.open() as tar:  # pass 1: structure, manifest and signature
         for m in reader.members(tar):
             if m.name in (MANIFEST, SIGNATURE):
-                head[m.name] = reader.read_all(tar, m, MAX_MANIFEST_BYTES if m.name == MANIFEST else MAX_SIG_BYTES)
+                head[m.name] = reader.read_all(
+                    tar, m, MAX_MANIFEST_BYTES if m.name == MANIFEST else MAX_SIG_BYTES
+                )
     if MANIFEST not in head:
         raise ManifestError(f"package {label}: no manifest.yaml; not a model package", code="no_manifest")
     signer = _check_signature(label, head[MANIFEST], head.get(SIGNATURE), trusted)
@@ -575,9 +680,12 @@ def _verify(pkg: Path, trusted: TrustedKeys, max_bytes: int, target: Path | None
                 continue
             entry = listed.get(m.name)
             if entry is None:
-                raise IntegrityError(f"package {label}: {printable(m.name)} is in the archive but not listed in the "
-                                     "manifest; "
-                                     "refused", code="unlisted_file")
+                raise IntegrityError(
+                    f"package {label}: {printable(m.name)} is in the archive but not listed in the "
+                    "manifest; "
+                    "refused",
+                    code="unlisted_file",
+                )
             sink: BinaryIO | None = None
             if target is not None:
                 dest = target / m.name
@@ -591,27 +699,44 @@ def _verify(pkg: Path, trusted: TrustedKeys, max_bytes: int, target: Path | None
                 if sink is not None and sink is not model_bytes:
                     sink.close()
             if size != entry.size:
-                raise IntegrityError(f"package {label}: {printable(m.name)} has {size} bytes, the manifest says {entry.size}: "
-                                     "altered or truncated; download it again", code="size_mismatch")
+                raise IntegrityError(
+                    f"package {label}: {printable(m.name)} has {size} bytes, the manifest says {entry.size}: "
+                    "altered or truncated; download it again",
+                    code="size_mismatch",
+                )
             if digest != entry.sha256:
-                raise IntegrityError(f"package {label}: {printable(m.name)} digest mismatch (expected {entry.sha256[:12]}…, "
-                                     f"got {digest[:12]}…): altered or corrupted; download it again",
-                                     code="digest_mismatch")
+                raise IntegrityError(
+                    f"package {label}: {printable(m.name)} digest mismatch (expected {entry.sha256[:12]}…, "
+                    f"got {digest[:12]}…): altered or corrupted; download it again",
+                    code="digest_mismatch",
+                )
             seen.add(m.name)
     absent = sorted(set(listed) - seen)
     if absent:
-        raise IntegrityError(f"package {label}: {printable(', '.join(absent))} listed in the manifest but absent from the "
-                             "archive; refused", code="missing_file")
+        raise IntegrityError(
+            f"package {label}: {printable(', '.join(absent))} listed in the manifest but absent from the "
+            "archive; refused",
+            code="missing_file",
+        )
     if model_entry is None:
         raise ManifestError(f"package {label}: the manifest lists no file with role 'model'", code="no_model")
     if check_model_spec:
-        _golden.check_spec(target / model_entry.path if target is not None else Path(model_entry.path), manifest,
-                           f"package {label}", data=model_bytes.getvalue() if model_bytes is not None else None)
+        _golden.check_spec(
+            target / model_entry.path if target is not None else Path(model_entry.path),
+            manifest,
+            f"package {label}",
+            data=model_bytes.getvalue() if model_bytes is not None else None,
+        )
     return manifest, signer
 
 
-def verify_package(pkg: str | Path, trusted: TrustedKeys, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                   check_model_spec: bool = True) -> Manifest:
+def verify_package(
+    pkg: str | Path,
+    trusted: TrustedKeys,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    check_model_spec: bool = True,
+) -> Manifest:
     """Check signature, structure, every hash and size without extracting. Returns the manifest.
 
     ``check_model_spec`` also parses the ONNX graph (held in memory) against the manifest's I/O;
@@ -623,8 +748,14 @@ def package_digest(pkg: str | Path) -> str:
     return _sha256_file(Path(pkg))[0]
 
 
-def open_package(pkg: str | Path, target_dir: str | Path, trusted: TrustedKeys, *,
-                 max_bytes: int = DEFAULT_MAX_BYTES, check_model_spec: bool = True) -> OpenedPackage:
+def open_package(
+    pkg: str | Path,
+    target_dir: str | Path,
+    trusted: TrustedKeys,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    check_model_spec: bool = True,
+) -> OpenedPackage:
     """Verify and extract into ``target_dir`` (which must not exist yet, or be empty).
 
     Extraction goes to a temporary sibling, hashed while written, and is renamed into place only
@@ -632,8 +763,10 @@ def open_package(pkg: str | Path, target_dir: str | Path, trusted: TrustedKeys, 
     """
     pkg, target = Path(pkg), Path(target_dir)
     if target.exists() and any(target.iterdir()):
-        raise PackageError(f"package {printable(pkg.name)}: target folder {printable(str(target))} is not empty",
-                           code="target_not_empty")
+        raise PackageError(
+            f"package {printable(pkg.name)}: target folder {printable(str(target))} is not empty",
+            code="target_not_empty",
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
     try:
@@ -677,8 +810,9 @@ def read_manifest(pkg: str | Path) -> Manifest:
     raise ManifestError(f"package {reader.label}: no manifest.yaml; not a model package", code="no_manifest")
 
 
-def run_golden(opened: OpenedPackage, engines: tuple[str, ...] | list[str] = _golden.ENGINES
-               ) -> dict[str, float]:
+def run_golden(
+    opened: OpenedPackage, engines: tuple[str, ...] | list[str] = _golden.ENGINES
+) -> dict[str, float]:
     """Run the golden inputs on every engine in ``engines`` that is installed and has a form to run;
     return the largest deviation per engine (and form, ``engine/int8``, when the package carries
     both); raise ``GoldenError`` when one is beyond tolerance. The INT8 form of a two-form package
@@ -698,14 +832,20 @@ def run_golden(opened: OpenedPackage, engines: tuple[str, ...] | list[str] = _go
         got = _golden.run_engine(engine, ref_model, inputs, None if opened.fp32_model_path else ov_xml)
         worst, bad = _golden.compare(expected, got, g.atol, g.rtol, g.output_atol)
         if bad:
-            raise GoldenError(f"package {m.package_id}: {engine} does not reproduce the golden "
-                              "outputs: " + "; ".join(bad))
+            raise GoldenError(
+                f"package {m.package_id}: {engine} does not reproduce the golden outputs: " + "; ".join(bad)
+            )
         results[engine] = worst
         if opened.fp32_model_path is not None:
-            dev, agree = _golden.parity(m, expected, _golden.run_engine(engine, opened.model_path, inputs, ov_xml))
+            dev, agree = _golden.parity(
+                m, expected, _golden.run_engine(engine, opened.model_path, inputs, ov_xml)
+            )
             bad = _golden.parity_problems(m, dev, agree)
             if bad:
-                raise GoldenError(f"package {m.package_id}: the INT8 form on {engine} is off on this CPU "
-                                  f"({describe_cpu()}): " + "; ".join(bad), code="int8_parity")
+                raise GoldenError(
+                    f"package {m.package_id}: the INT8 form on {engine} is off on this CPU "
+                    f"({describe_cpu()}): " + "; ".join(bad),
+                    code="int8_parity",
+                )
             results[f"{engine}/int8"] = max(dev.values(), default=0.0)
     return results

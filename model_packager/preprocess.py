@@ -48,16 +48,19 @@ def region_box(frame_h: int, frame_w: int, spec: ImagePreprocessing) -> tuple[in
     if spec.roi is not None:
         x, y, w, h = spec.roi
         if x + w > frame_w or y + h > frame_h:
-            raise PreprocessError(f"the model's roi [x={x}, y={y}, width={w}, height={h}] reaches outside the "
-                                  f"{frame_w}x{frame_h} frame; fix the camera's resolution or the model's roi")
+            raise PreprocessError(
+                f"the model's roi [x={x}, y={y}, width={w}, height={h}] reaches outside the "
+                f"{frame_w}x{frame_h} frame; fix the camera's resolution or the model's roi"
+            )
     if spec.crop is not None:
         side = int(round(min(h, w) * spec.crop))
         x, y, w, h = x + (w - side) // 2, y + (h - side) // 2, side, side
     return x, y, w, h
 
 
-def heatmap_on_frame(maps: list[np.ndarray], frame_hw: tuple[int, int], spec: ImagePreprocessing,
-                     max_side: int = 256) -> np.ndarray:
+def heatmap_on_frame(
+    maps: list[np.ndarray], frame_hw: tuple[int, int], spec: ImagePreprocessing, max_side: int = 256
+) -> np.ndarray:
     """The model's heat maps (one per tile, or one) placed where they belong in the frame, at a
     resolution of at most ``max_side`` pixels (overlapping tiles: the larger value; outside the
     region: the lowest), scaled to [0, 1]. Resize it to the frame to overlay it."""
@@ -70,8 +73,10 @@ def heatmap_on_frame(maps: list[np.ndarray], frame_hw: tuple[int, int], spec: Im
     rx, ry, rw, rh = region_box(fh, fw, spec)
     for m, (x, y, w, h) in zip(maps, tile_boxes(rh, rw, spec), strict=True):
         x0, y0 = round((rx + x) * f), round((ry + y) * f)
-        x1, y1 = min(out.shape[1], max(x0 + 1, round((rx + x + w) * f))), min(out.shape[0], max(y0 + 1,
-                                                                                                 round((ry + y + h) * f)))
+        x1, y1 = (
+            min(out.shape[1], max(x0 + 1, round((rx + x + w) * f))),
+            min(out.shape[0], max(y0 + 1, round((ry + y + h) * f))),
+        )
         part = cv2.resize(np.asarray(m, np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
         np.maximum(out[y0:y1, x0:x1], part, out=out[y0:y1, x0:x1])
     hi = float(out.max())
@@ -102,8 +107,10 @@ def _affine(spec: ImagePreprocessing, c: int) -> tuple[np.ndarray, np.ndarray]:
     ab = _AFFINE.get(key)
     if ab is None:
         std = np.asarray(spec.std[:c], dtype=np.float64)
-        ab = ((spec.scale / std).astype(np.float32), (-np.asarray(spec.mean[:c], dtype=np.float64) / std)
-              .astype(np.float32))
+        ab = (
+            (spec.scale / std).astype(np.float32),
+            (-np.asarray(spec.mean[:c], dtype=np.float64) / std).astype(np.float32),
+        )
         _AFFINE[key] = ab
     return ab
 
@@ -213,11 +220,19 @@ def _condition(x: np.ndarray, scalars: dict[str, float] | None, spec: SignalPrep
     if c.speed_scalar is not None:
         scalars = scalars or {}
         if c.speed_scalar not in scalars:
-            raise PreprocessError(f"window lacks the shaft speed scalar {c.speed_scalar!r} that the model needs")
+            raise PreprocessError(
+                f"window lacks the shaft speed scalar {c.speed_scalar!r} that the model needs"
+            )
         speed = float(scalars[c.speed_scalar]) / 60.0
     bearing = Bearing(int(c.bearing[0]), *map(float, c.bearing[1:])) if c.bearing else None
-    f = condition_features(x, spec.sample_rate_hz, speed, bearing, c.units,
-                           (c.speed_range_rpm[0] / 60, c.speed_range_rpm[1] / 60))
+    f = condition_features(
+        x,
+        spec.sample_rate_hz,
+        speed,
+        bearing,
+        c.units,
+        (c.speed_range_rpm[0] / 60, c.speed_range_rpm[1] / 60),
+    )
     if c.relative:
         f = relative_to_rms(f)
     return np.array([f[n] for n in c.names])
@@ -248,8 +263,9 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def interpret(manifest: Manifest, outputs: dict[str, np.ndarray],
-              frame_hw: tuple[int, int] | None = None) -> Interpretation:
+def interpret(
+    manifest: Manifest, outputs: dict[str, np.ndarray], frame_hw: tuple[int, int] | None = None
+) -> Interpretation:
     """Turn raw model outputs (batch of one) into a verdict as the manifest declares; for a tiled
     image model (one batch row per tile), the worst tile's verdict, label, probabilities and score
     (NG when any tile is NG) and the tiles' heat maps stitched in place into one map. Given the
@@ -259,14 +275,20 @@ def interpret(manifest: Manifest, outputs: dict[str, np.ndarray],
     n = pre.n_tiles if isinstance(pre, ImagePreprocessing) else 1
     if n == 1 or not isinstance(pre, ImagePreprocessing):
         res = _interpret_one(manifest, outputs)
-        if frame_hw is not None and res.raw_heatmap is not None and isinstance(pre, ImagePreprocessing) \
-                and (pre.roi or pre.crop):
+        if (
+            frame_hw is not None
+            and res.raw_heatmap is not None
+            and isinstance(pre, ImagePreprocessing)
+            and (pre.roi or pre.crop)
+        ):
             res.heatmap = heatmap_on_frame([res.raw_heatmap], frame_hw, pre)
         return res
     arrays = {k: np.asarray(v) for k, v in outputs.items()}
     for name, v in arrays.items():
         if v.ndim == 0 or v.shape[0] != n:
-            raise PreprocessError(f"output {name!r} has {v.shape[0] if v.ndim else 0} rows for the model's {n} tiles")
+            raise PreprocessError(
+                f"output {name!r} has {v.shape[0] if v.ndim else 0} rows for the model's {n} tiles"
+            )
     tiles = [_interpret_one(manifest, {k: v[i : i + 1] for k, v in arrays.items()}) for i in range(n)]
     worst = max(range(n), key=lambda i: (tiles[i].verdict == "NG", tiles[i].score))
     res = tiles[worst]
@@ -276,7 +298,9 @@ def interpret(manifest: Manifest, outputs: dict[str, np.ndarray],
     elif len(hm) == n:
         assert pre.tiles is not None  # n > 1 only with tiles
         cols, rows = pre.tiles
-        grid = np.concatenate([np.concatenate(hm[r * cols : (r + 1) * cols], axis=1) for r in range(rows)], axis=0)
+        grid = np.concatenate(
+            [np.concatenate(hm[r * cols : (r + 1) * cols], axis=1) for r in range(rows)], axis=0
+        )
         lo, hi = float(grid.min()), float(grid.max())
         res.heatmap = (grid - lo) / (hi - lo) if hi > lo else np.zeros_like(grid)
     res.tile = worst
@@ -339,6 +363,10 @@ def _interpret_one(manifest: Manifest, outputs: dict[str, np.ndarray]) -> Interp
         elif spec.role is OutputRole.ANOMALY_MAP:  # in score units: the threshold shows mid-scale
             assert spec.threshold is not None  # the manifest refuses an anomaly map without one
             h = val.reshape(val.shape[-2], val.shape[-1]).astype(np.float32)
-            res.heatmap = np.clip(np.divide(h, np.float32(2.0 * spec.threshold)), 0.0, 1.0) if spec.threshold > 0 else np.zeros_like(h)
+            res.heatmap = (
+                np.clip(np.divide(h, np.float32(2.0 * spec.threshold)), 0.0, 1.0)
+                if spec.threshold > 0
+                else np.zeros_like(h)
+            )
     res.verdict = "NG" if ng else "OK"
     return res

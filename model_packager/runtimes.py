@@ -21,8 +21,12 @@ from pathlib import Path
 from typing import Any
 
 ENGINES = ("onnxruntime", "openvino")
-_ORT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
-               "all": "ORT_ENABLE_ALL"}
+_ORT_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 
 
 def available() -> list[str]:
@@ -66,8 +70,13 @@ def version(engine: str) -> str:
     return lib.__version__ if engine == "onnxruntime" else lib.__version__.split("-")[0]
 
 
-def ort_session(path: str | Path, *, threads: int | None = None, single_stream: bool = False,
-                graph_optimization: str | None = None) -> Any:
+def ort_session(
+    path: str | Path,
+    *,
+    threads: int | None = None,
+    single_stream: bool = False,
+    graph_optimization: str | None = None,
+) -> Any:
     """An ONNX Runtime CPU session. ``threads``: intra-op threads (None: the library's default);
     ``single_stream``: one inter-op thread, sequential execution (the agent's per-item calls);
     ``graph_optimization``: disable | basic | extended | all (None: the library's default)."""
@@ -140,8 +149,12 @@ def _ov_convert_in_helper(path: Path, core: Any) -> Any:
         xml = Path(d) / "model.xml"
         why = "no message"
         try:
-            proc = subprocess.Popen([sys.executable, "-c", _HELPER, str(path), str(xml)], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _HELPER, str(path), str(xml)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         except OSError as exc:
             proc, why = None, str(exc)
         if proc is not None:
@@ -155,13 +168,22 @@ def _ov_convert_in_helper(path: Path, core: Any) -> Any:
             if proc.returncode == 0 and xml.is_file():
                 return core.read_model(str(xml))  # weights read or mapped: on Linux the folder may go now
             why = (err.strip().splitlines() or [why])[-1]
-        logging.getLogger(__name__).warning("OpenVINO: converting %s in a helper process failed (%s); converting "
-                                            "it in this process", path.name, why)
+        logging.getLogger(__name__).warning(
+            "OpenVINO: converting %s in a helper process failed (%s); converting it in this process",
+            path.name,
+            why,
+        )
         return None
 
 
-def ov_compile(path: str | Path, config: dict | None = None, *, core: Any = None, device: str = "CPU",
-               isolated: bool = False) -> Any:
+def ov_compile(
+    path: str | Path,
+    config: dict | None = None,
+    *,
+    core: Any = None,
+    device: str = "CPU",
+    isolated: bool = False,
+) -> Any:
     """A compiled OpenVINO model of ``path`` (see ``ov_read``, and ``isolated`` there) with ``config``
     (properties)."""
     core = core or load("openvino").Core()
@@ -183,4 +205,3 @@ def run(engine: str, path: str | Path, inputs: dict, *, openvino_xml: str | Path
         result = compiled(inputs)
         return {out.get_any_name(): np.asarray(result[out]) for out in compiled.outputs}
     raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
-

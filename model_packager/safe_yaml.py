@@ -101,14 +101,17 @@ def load_bounded(data: bytes | str, where: str, *, max_bytes: int = MAX_YAML_BYT
     """Parse one YAML document from untrusted bytes within the limits above."""
     where = printable(where)
     if len(data) > max_bytes:
-        raise ManifestError(f"{where}: YAML of {len(data)} bytes exceeds the {max_bytes} byte limit; refused",
-                            code="yaml_too_large")
+        raise ManifestError(
+            f"{where}: YAML of {len(data)} bytes exceeds the {max_bytes} byte limit; refused",
+            code="yaml_too_large",
+        )
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ManifestError(f"{where}: YAML is not UTF-8 ({exc.reason} at byte {exc.start})",
-                                code="bad_yaml") from None
+            raise ManifestError(
+                f"{where}: YAML is not UTF-8 ({exc.reason} at byte {exc.start})", code="bad_yaml"
+            ) from None
     loader = None
     try:
         if _CLoader is None:
@@ -124,11 +127,14 @@ def load_bounded(data: bytes | str, where: str, *, max_bytes: int = MAX_YAML_BYT
     except yaml.YAMLError as exc:
         if _CLoader is not None and ("flow level" in str(exc) or "max depth" in str(exc)):
             # libyaml's scanner reads a run of opening brackets ahead and stops at its own nesting cap
-            raise ManifestError(f"{where}: YAML nested deeper than {MAX_DEPTH} levels; refused",
-                                code="yaml_limits") from None
+            raise ManifestError(
+                f"{where}: YAML nested deeper than {MAX_DEPTH} levels; refused", code="yaml_limits"
+            ) from None
         first = printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise ManifestError(f"{where}: not valid YAML ({first})", code="bad_yaml") from None
-    except Exception as exc:  # PyYAML's constructors raise more than YAMLError (ValueError, AttributeError, ...)
+    except (
+        Exception
+    ) as exc:  # PyYAML's constructors raise more than YAMLError (ValueError, AttributeError, ...)
         first = printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise ManifestError(f"{where}: not valid YAML ({first})", code="bad_yaml") from None
     finally:

@@ -70,13 +70,18 @@ class StrictTarReader:
 
     def _read(self, pos: int, n: int, what: str) -> bytes:
         if pos + n > self.length:
-            raise UnsafeArchiveError(f"package {self.label}: archive is truncated ({what} at byte {pos} needs {n} "
-                                     f"bytes, the file has {self.length}); download it again", code="truncated")
+            raise UnsafeArchiveError(
+                f"package {self.label}: archive is truncated ({what} at byte {pos} needs {n} "
+                f"bytes, the file has {self.length}); download it again",
+                code="truncated",
+            )
         self.f.seek(pos)
         data = self.f.read(n)
         if len(data) != n:
-            raise UnsafeArchiveError(f"package {self.label}: archive is truncated ({what} at byte {pos}); "
-                                     "download it again", code="truncated")
+            raise UnsafeArchiveError(
+                f"package {self.label}: archive is truncated ({what} at byte {pos}); download it again",
+                code="truncated",
+            )
         return data
 
     # ---- header fields ----------------------------------------------------------------------
@@ -95,7 +100,9 @@ class StrictTarReader:
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise self._fail(f"{what} is not UTF-8 ({printable(repr(raw[:60]))})", code="bad_name", at=at) from None
+            raise self._fail(
+                f"{what} is not UTF-8 ({printable(repr(raw[:60]))})", code="bad_name", at=at
+            ) from None
 
     def _checksum(self, hdr: bytes, at: int) -> None:
         stored = self._octal(hdr[148:156], "checksum", at)
@@ -103,7 +110,9 @@ class StrictTarReader:
         unsigned = sum(blanked)
         signed = sum(b - 256 if b > 127 else b for b in blanked)
         if stored not in (unsigned, signed):
-            raise self._fail("header checksum mismatch: not a package archive, or corrupt", code="bad_header", at=at)
+            raise self._fail(
+                "header checksum mismatch: not a package archive, or corrupt", code="bad_header", at=at
+            )
 
     def _pax(self, data: bytes, at: int) -> dict[str, str]:
         """Parse ``"%d %s=%s\\n"`` records in one linear pass."""
@@ -120,9 +129,9 @@ class StrictTarReader:
                 raise self._fail("malformed PAX record (no length)", at=at)
             length = int(data[pos:space])
             end = pos + length
-            if length < 5 or end > len(data) or data[end - 1:end] != b"\n":
+            if length < 5 or end > len(data) or data[end - 1 : end] != b"\n":
                 raise self._fail("malformed PAX record (length does not match)", at=at)
-            body = data[space + 1:end - 1]
+            body = data[space + 1 : end - 1]
             eq = body.find(b"=")
             if eq <= 0:
                 raise self._fail("malformed PAX record (no keyword)", at=at)
@@ -130,14 +139,18 @@ class StrictTarReader:
                 key = body[:eq].decode("ascii")
             except UnicodeDecodeError:
                 raise self._fail("PAX keyword is not ASCII", at=at) from None
-            value = body[eq + 1:]
+            value = body[eq + 1 :]
             if key == "hdrcharset":
                 if value != _UTF8_CHARSET.encode():
-                    raise self._fail(f"PAX hdrcharset {printable(repr(value[:40]))} is not UTF-8; names must be "
-                                     "UTF-8", code="bad_name", at=at)
+                    raise self._fail(
+                        f"PAX hdrcharset {printable(repr(value[:40]))} is not UTF-8; names must be UTF-8",
+                        code="bad_name",
+                        at=at,
+                    )
             elif key.startswith("GNU.sparse"):
-                raise self._fail("sparse file (GNU.sparse PAX records); packages hold plain files", code="sparse",
-                                 at=at)
+                raise self._fail(
+                    "sparse file (GNU.sparse PAX records); packages hold plain files", code="sparse", at=at
+                )
             elif key == "linkpath":
                 raise self._fail("PAX linkpath: packages hold regular files only", code="link", at=at)
             elif key in ("path", "size"):
@@ -166,8 +179,11 @@ class StrictTarReader:
         long_name: str | None = None
         while True:
             if pos + BLOCK > self.length:
-                raise UnsafeArchiveError(f"package {self.label}: archive is truncated (no end-of-archive marker "
-                                         f"after byte {pos}); download it again", code="truncated")
+                raise UnsafeArchiveError(
+                    f"package {self.label}: archive is truncated (no end-of-archive marker "
+                    f"after byte {pos}); download it again",
+                    code="truncated",
+                )
             hdr = self._read(pos, BLOCK, "header")
             if hdr == bytes(BLOCK):
                 if pax is not None or long_name is not None:
@@ -186,8 +202,9 @@ class StrictTarReader:
                 if pax is not None:
                     raise self._fail("two PAX headers for one entry", at=pos)
                 if size > MAX_PAX_BYTES:
-                    raise self._fail(f"PAX header of {size} bytes (limit {MAX_PAX_BYTES})", code="header_too_large",
-                                     at=pos)
+                    raise self._fail(
+                        f"PAX header of {size} bytes (limit {MAX_PAX_BYTES})", code="header_too_large", at=pos
+                    )
                 pax = self._pax(self._read(data_at, size, "PAX header"), pos)
                 pos = data_at + padded
                 continue
@@ -195,35 +212,48 @@ class StrictTarReader:
                 if long_name is not None:
                     raise self._fail("two GNU long names for one entry", at=pos)
                 if size > MAX_NAME_BYTES:
-                    raise self._fail(f"GNU long name of {size} bytes (limit {MAX_NAME_BYTES})",
-                                     code="header_too_large", at=pos)
+                    raise self._fail(
+                        f"GNU long name of {size} bytes (limit {MAX_NAME_BYTES})",
+                        code="header_too_large",
+                        at=pos,
+                    )
                 long_name = self._name(self._read(data_at, size, "GNU long name"), "GNU long name", pos)
                 pos = data_at + padded
                 continue
             if kind in (b"1", b"2", b"K"):
-                raise self._fail(f"entry {self._entry_name(hdr, pax, long_name, pos)!r} is a "
-                                 f"{'symbolic' if kind != b'1' else 'hard'} link; packages hold regular files only",
-                                 code="link", at=pos)
+                raise self._fail(
+                    f"entry {self._entry_name(hdr, pax, long_name, pos)!r} is a "
+                    f"{'symbolic' if kind != b'1' else 'hard'} link; packages hold regular files only",
+                    code="link",
+                    at=pos,
+                )
             if kind == b"S":
                 raise self._fail("sparse file (GNU type S); packages hold plain files", code="sparse", at=pos)
             if kind == b"g":
                 raise self._fail("global PAX header; packages never carry one", at=pos)
             name = self._entry_name(hdr, pax, long_name, pos)
             if kind not in _REGULAR:
-                raise UnsafeArchiveError(f"package {self.label}: entry {printable(repr(name))} is not a regular file "
-                                         f"(type {printable(repr(kind.decode('latin-1')))}); refused",
-                                         code="not_regular")
+                raise UnsafeArchiveError(
+                    f"package {self.label}: entry {printable(repr(name))} is not a regular file "
+                    f"(type {printable(repr(kind.decode('latin-1')))}); refused",
+                    code="not_regular",
+                )
             if pax is not None and "size" in pax:
                 size = int(pax["size"])
                 padded = (size + BLOCK - 1) // BLOCK * BLOCK
             if size > self.max_bytes:
-                raise UnsafeArchiveError(f"package {self.label}: entry {printable(repr(name))} claims {size} bytes, "
-                                         f"over the {self.max_bytes} byte limit (archive bomb?); refused",
-                                         code="too_large")
+                raise UnsafeArchiveError(
+                    f"package {self.label}: entry {printable(repr(name))} claims {size} bytes, "
+                    f"over the {self.max_bytes} byte limit (archive bomb?); refused",
+                    code="too_large",
+                )
             if data_at + size > self.length:
-                raise UnsafeArchiveError(f"package {self.label}: entry {printable(repr(name))} is truncated "
-                                         f"(needs {size} bytes at byte {data_at}, the file has {self.length}); "
-                                         "download it again", code="truncated")
+                raise UnsafeArchiveError(
+                    f"package {self.label}: entry {printable(repr(name))} is truncated "
+                    f"(needs {size} bytes at byte {data_at}, the file has {self.length}); "
+                    "download it again",
+                    code="truncated",
+                )
             yield Member(name, size, data_at)
             pax = long_name = None
             pos = data_at + padded
@@ -248,5 +278,6 @@ class StrictTarReader:
         self.f.seek(pos)
         tail = self.f.read(rest)
         if tail.count(0) != len(tail):
-            raise self._fail("data follows the end-of-archive marker (appended to the package)",
-                             code="trailing_data")
+            raise self._fail(
+                "data follows the end-of-archive marker (appended to the package)", code="trailing_data"
+            )

@@ -39,67 +39,138 @@ class EventKind(enum.StrEnum):
 
     # the agent
     STARTED = ("started", ("pipelines",), "every source, pipeline and slot is up; the agent serves")
-    FIRST_RESULT = ("first_result", ("after_s",), "the first result, after_s seconds after the process was launched")
+    FIRST_RESULT = (
+        "first_result",
+        ("after_s",),
+        "the first result, after_s seconds after the process was launched",
+    )
     # pipelines and actions
-    ALARM = ("alarm", ("alarm", "active", "pipeline", "score", "label", "anomaly_score", "remaining_life",
-                       "model_version"),
-             "an alarm action was raised (active true) or cleared (active false); also published on "
-             ".../alarms/<name> when the action says so")
-    INPUT_DRIFT = ("input_drift", ("pipeline", "share", "window", "max_share", "reasons", "message"),
-                   "a share of the last frames far outside the model's training inputs (UNSURE) reached max_share")
-    SAMPLE_RATE_STATED = ("sample_rate_stated", ("pipeline", "tag", "rate_hz", "rate_in_use_hz", "model_rate_hz",
-                                                 "message"),
-                          "a waveform's source stated its sample rate (no rate in the config): the windows use it")
-    SAMPLE_RATE_REFUSED = ("sample_rate_refused", ("pipeline", "tag", "rate_hz", "rate_in_use_hz", "model_rate_hz",
-                                                   "message"),
-                           "the stated rate cannot be resampled to the model's: its windows are skipped (counted)")
-    SAMPLE_RATE_CHANGED = ("sample_rate_changed", ("pipeline", "tag", "rate_hz", "rate_in_use_hz", "model_rate_hz",
-                                                   "message"),
-                           "the source now states another rate than the pipeline runs at: windows skipped (counted)")
-    SAMPLE_RATE_RESTORED = ("sample_rate_restored", ("pipeline", "tag", "rate_hz", "rate_in_use_hz",
-                                                     "model_rate_hz", "message"),
-                            "the stated rate is back at the pipeline's: windows are scored again")
+    ALARM = (
+        "alarm",
+        ("alarm", "active", "pipeline", "score", "label", "anomaly_score", "remaining_life", "model_version"),
+        "an alarm action was raised (active true) or cleared (active false); also published on "
+        ".../alarms/<name> when the action says so",
+    )
+    INPUT_DRIFT = (
+        "input_drift",
+        ("pipeline", "share", "window", "max_share", "reasons", "message"),
+        "a share of the last frames far outside the model's training inputs (UNSURE) reached max_share",
+    )
+    SAMPLE_RATE_STATED = (
+        "sample_rate_stated",
+        ("pipeline", "tag", "rate_hz", "rate_in_use_hz", "model_rate_hz", "message"),
+        "a waveform's source stated its sample rate (no rate in the config): the windows use it",
+    )
+    SAMPLE_RATE_REFUSED = (
+        "sample_rate_refused",
+        ("pipeline", "tag", "rate_hz", "rate_in_use_hz", "model_rate_hz", "message"),
+        "the stated rate cannot be resampled to the model's: its windows are skipped (counted)",
+    )
+    SAMPLE_RATE_CHANGED = (
+        "sample_rate_changed",
+        ("pipeline", "tag", "rate_hz", "rate_in_use_hz", "model_rate_hz", "message"),
+        "the source now states another rate than the pipeline runs at: windows skipped (counted)",
+    )
+    SAMPLE_RATE_RESTORED = (
+        "sample_rate_restored",
+        ("pipeline", "tag", "rate_hz", "rate_in_use_hz", "model_rate_hz", "message"),
+        "the stated rate is back at the pipeline's: windows are scored again",
+    )
     # model slots and the model manager
     SWAP_STARTED = ("swap_started", ("slot", "package", "from_version"), "a slot began installing a package")
-    SWAPPED = ("swapped", ("slot", "from_version", "to_version", "engine"),
-               "the new model passed its checks and serves; its health window starts")
-    SWAP_REFUSED = ("swap_refused", ("slot", "stage", "reason", "from_version", "to_version"),
-                    "a package was refused at a stage (verify, load, smoke test ...); the old model keeps serving")
-    SWAP_KEPT = ("swap_kept", ("slot", "version", "inferences"), "the health window passed: the new model stays")
-    ROLLED_BACK = ("rolled_back", ("slot", "from_version", "to_version", "reason"),
-                   "the previous model serves again (health gate failed, admin rollback or restart in the window)")
-    INT8_DEVIATION = ("int8_deviation", ("slot", "package", "engine", "deviation", "agreement", "reason", "cpu",
-                                         "cpu_flags", "serving"),
-                      "the INT8 form disagrees with FP32 on the golden inputs on this CPU; the FP32 form serves")
-    DEPLOYMENT_STEP = ("deployment_step", ("slot", "version", "step", "ok", "reason", "deployment"),
-                       "a fleet deployment moved a step on this agent (download, install, health, failed ...)")
-    FLEET_COMMAND = ("fleet_command", ("command", "command_kind", "pipeline", "ok", "detail", "issued_by", "reason"),
-                     "a command from the fleet (e.g. relearn a baseline) was carried out (ok) or refused")
+    SWAPPED = (
+        "swapped",
+        ("slot", "from_version", "to_version", "engine"),
+        "the new model passed its checks and serves; its health window starts",
+    )
+    SWAP_REFUSED = (
+        "swap_refused",
+        ("slot", "stage", "reason", "from_version", "to_version"),
+        "a package was refused at a stage (verify, load, smoke test ...); the old model keeps serving",
+    )
+    SWAP_KEPT = (
+        "swap_kept",
+        ("slot", "version", "inferences"),
+        "the health window passed: the new model stays",
+    )
+    ROLLED_BACK = (
+        "rolled_back",
+        ("slot", "from_version", "to_version", "reason"),
+        "the previous model serves again (health gate failed, admin rollback or restart in the window)",
+    )
+    INT8_DEVIATION = (
+        "int8_deviation",
+        ("slot", "package", "engine", "deviation", "agreement", "reason", "cpu", "cpu_flags", "serving"),
+        "the INT8 form disagrees with FP32 on the golden inputs on this CPU; the FP32 form serves",
+    )
+    DEPLOYMENT_STEP = (
+        "deployment_step",
+        ("slot", "version", "step", "ok", "reason", "deployment"),
+        "a fleet deployment moved a step on this agent (download, install, health, failed ...)",
+    )
+    FLEET_COMMAND = (
+        "fleet_command",
+        ("command", "command_kind", "pipeline", "ok", "detail", "issued_by", "reason"),
+        "a command from the fleet (e.g. relearn a baseline) was carried out (ok) or refused",
+    )
     # condition monitoring (signal pipelines with a baseline)
-    BASELINE_LEARNING = ("baseline_learning", ("pipeline", "reason", "target_windows"),
-                         "no baseline yet: learning this asset's healthy state")
-    BASELINE_DISCARDED = ("baseline_discarded", ("pipeline", "reason"),
-                          "a stored baseline could not be used (unreadable, feature set changed); learning anew")
-    BASELINE_LOADED = ("baseline_loaded", ("pipeline", "state", "windows"), "a stored baseline was read at start")
-    BASELINE_RELEARN = ("baseline_relearn", ("pipeline", "reason", "target_windows"),
-                        "learning was asked for again (edge-agent baseline relearn, a repair)")
-    BASELINE_SPEED = ("baseline_speed", ("pipeline", "speed_rpm", "windows"),
-                      "the shaft speed was estimated from the first windows")
-    BASELINE_LEARNED = ("baseline_learned", ("pipeline", "windows", "threshold"),
-                        "the baseline is learned: scoring against it starts")
-    ISO_ZONE = ("iso_zone", ("pipeline", "zone", "velocity_mm_s", "iso_class"),
-                "the vibration velocity entered another ISO 10816 zone")
+    BASELINE_LEARNING = (
+        "baseline_learning",
+        ("pipeline", "reason", "target_windows"),
+        "no baseline yet: learning this asset's healthy state",
+    )
+    BASELINE_DISCARDED = (
+        "baseline_discarded",
+        ("pipeline", "reason"),
+        "a stored baseline could not be used (unreadable, feature set changed); learning anew",
+    )
+    BASELINE_LOADED = (
+        "baseline_loaded",
+        ("pipeline", "state", "windows"),
+        "a stored baseline was read at start",
+    )
+    BASELINE_RELEARN = (
+        "baseline_relearn",
+        ("pipeline", "reason", "target_windows"),
+        "learning was asked for again (edge-agent baseline relearn, a repair)",
+    )
+    BASELINE_SPEED = (
+        "baseline_speed",
+        ("pipeline", "speed_rpm", "windows"),
+        "the shaft speed was estimated from the first windows",
+    )
+    BASELINE_LEARNED = (
+        "baseline_learned",
+        ("pipeline", "windows", "threshold"),
+        "the baseline is learned: scoring against it starts",
+    )
+    ISO_ZONE = (
+        "iso_zone",
+        ("pipeline", "zone", "velocity_mm_s", "iso_class"),
+        "the vibration velocity entered another ISO 10816 zone",
+    )
     LIFE_RESET = ("life_reset", ("pipeline", "reason"), "a repair reset the remaining-life trend")
     # the outbox (recorded by the outbox itself, with its epoch)
-    OUTBOX_CORRUPT = ("outbox_corrupt", ("moved_to", "reason", "epoch", "previous_epoch"),
-                      "the outbox file was unreadable: moved aside, a fresh outbox starts a new epoch")
-    OUTBOX_WRITE_FAILED = ("outbox_write_failed", ("records", "reason", "epoch", "cause", "dropped", "by_kind",
-                                                   "ranges"),
-                           "a commit failed (disk full, I/O error): these records are lost, their seqs listed")
-    OUTBOX_BUDGET = ("outbox_budget", ("cause", "epoch", "dropped", "by_kind", "ranges", "budget_bytes"),
-                     "records dropped to stay within the outbox's disk budget (samples first, events last)")
-    OUTBOX_RETENTION = ("outbox_retention", ("cause", "epoch", "dropped", "by_kind", "ranges", "budget_bytes"),
-                        "records older than their kind's retention were dropped unsent")
+    OUTBOX_CORRUPT = (
+        "outbox_corrupt",
+        ("moved_to", "reason", "epoch", "previous_epoch"),
+        "the outbox file was unreadable: moved aside, a fresh outbox starts a new epoch",
+    )
+    OUTBOX_WRITE_FAILED = (
+        "outbox_write_failed",
+        ("records", "reason", "epoch", "cause", "dropped", "by_kind", "ranges"),
+        "a commit failed (disk full, I/O error): these records are lost, their seqs listed",
+    )
+    OUTBOX_BUDGET = (
+        "outbox_budget",
+        ("cause", "epoch", "dropped", "by_kind", "ranges", "budget_bytes"),
+        "records dropped to stay within the outbox's disk budget (samples first, events last)",
+    )
+    OUTBOX_RETENTION = (
+        "outbox_retention",
+        ("cause", "epoch", "dropped", "by_kind", "ranges", "budget_bytes"),
+        "records older than their kind's retention were dropped unsent",
+    )
 
 
 _BY_VALUE: dict[str, EventKind] = {k.value: k for k in EventKind}
@@ -117,11 +188,14 @@ class Event(Mapping[str, Any]):
     def __init__(self, kind: EventKind | str, /, t: float | None = None, **data: Any) -> None:
         k = _BY_VALUE.get(kind) if isinstance(kind, str) else None
         if k is None:
-            raise ValueError(f"unknown event kind {kind!r}: add it to protocols.events.EventKind "
-                             "(and docs/events.md)")
+            raise ValueError(
+                f"unknown event kind {kind!r}: add it to protocols.events.EventKind (and docs/events.md)"
+            )
         missing = [f for f in k.fields if f not in data]
         if missing:
-            raise ValueError(f"event {k.value}: payload field(s) {missing} missing (it always carries {list(k.fields)})")
+            raise ValueError(
+                f"event {k.value}: payload field(s) {missing} missing (it always carries {list(k.fields)})"
+            )
         if "kind" in data:
             raise ValueError(f"event {k.value}: 'kind' is not a payload field")
         object.__setattr__(self, "kind", k)

@@ -24,7 +24,13 @@ def generate(out_dir: Path) -> dict[str, str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     if protos:
         include = str(Path(protoc.__file__).parent / "_proto")
-        args = ["protoc", f"-I{HERE}", f"-I{include}", f"--python_out={out_dir}", f"--grpc_python_out={out_dir}"]
+        args = [
+            "protoc",
+            f"-I{HERE}",
+            f"-I{include}",
+            f"--python_out={out_dir}",
+            f"--grpc_python_out={out_dir}",
+        ]
         if protoc.main(args + [str(p) for p in protos]) != 0:
             raise SystemExit("protoc failed")
     files: dict[str, str] = {}

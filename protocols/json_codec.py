@@ -46,7 +46,9 @@ class JsonMapping:
     timestamp_field: str | None = "ts"
     timestamp_format: TimestampFormat = TimestampFormat.EPOCH_S
     tag_prefix: str = ""  # prepended to every tag, e.g. the topic
-    rate_field: str | None = "auto"  # an array's sample rate in Hz: a field path, "auto" (RATE_FIELDS) or None
+    rate_field: str | None = (
+        "auto"  # an array's sample rate in Hz: a field path, "auto" (RATE_FIELDS) or None
+    )
 
 
 RATE_FIELDS = ("sample_rate_hz", "rate_hz", "sampling_rate_hz", "fs_hz")
@@ -100,7 +102,9 @@ def _value(path: str, v: Any) -> Any:
         if not np.all(np.isfinite(arr)):
             raise CodecError("non_finite", f"field {path!r} holds NaN or Inf")
         return arr
-    raise CodecError("wrong_type", f"field {path!r} is {type(v).__name__}; expected a number, bool, string or array")
+    raise CodecError(
+        "wrong_type", f"field {path!r} is {type(v).__name__}; expected a number, bool, string or array"
+    )
 
 
 def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
@@ -113,7 +117,9 @@ def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
     fmt = mapping.timestamp_format
     if fmt is TimestampFormat.ISO8601:
         if not isinstance(v, str):
-            raise CodecError("wrong_type", f"timestamp {name!r} is {type(v).__name__}; expected an ISO 8601 string")
+            raise CodecError(
+                "wrong_type", f"timestamp {name!r} is {type(v).__name__}; expected an ISO 8601 string"
+            )
         try:
             dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
         except ValueError:
@@ -122,19 +128,24 @@ def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
             dt = dt.replace(tzinfo=UTC)
         return dt.timestamp()
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise CodecError("wrong_type", f"timestamp {name!r} is {type(v).__name__}; expected a number ({fmt.value})")
+        raise CodecError(
+            "wrong_type", f"timestamp {name!r} is {type(v).__name__}; expected a number ({fmt.value})"
+        )
     if not math.isfinite(v):
         raise CodecError("non_finite", f"timestamp {name!r} is {v}")
     return float(v) / 1000.0 if fmt is TimestampFormat.EPOCH_MS else float(v)
 
 
-def decode(payload: bytes | str, mapping: JsonMapping | None = None, *, now: float = 0.0) -> list[tuple[str, Any, float]]:
+def decode(
+    payload: bytes | str, mapping: JsonMapping | None = None, *, now: float = 0.0
+) -> list[tuple[str, Any, float]]:
     """Decode one JSON object into ``[(tag, value, timestamp_s), ...]``; ``now`` if no timestamp."""
     return compile_decoder(mapping)(payload, now)
 
 
-def compile_decoder(mapping: JsonMapping | None = None, *, rates: bool = False
-                    ) -> Callable[[bytes | str, float], list[tuple]]:
+def compile_decoder(
+    mapping: JsonMapping | None = None, *, rates: bool = False
+) -> Callable[[bytes | str, float], list[tuple]]:
     """``decode`` for one mapping, its choices (paths, timestamp reader) made once: an adapter calls
     this per subscription and the result per message (``run(payload, now)``, the same results and
     errors as ``decode``). ``rates``: each tuple gets a fourth element, an array's sample rate from the
@@ -194,8 +205,10 @@ def _rate_reader(field: str | None) -> Callable[[dict], float | None] | None:
             if v is _MISSING:
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise CodecError("wrong_type", f"field {name!r} (the waveform's sample rate) is {v!r}; expected a "
-                                 "positive number of Hz")
+                raise CodecError(
+                    "wrong_type",
+                    f"field {name!r} (the waveform's sample rate) is {v!r}; expected a positive number of Hz",
+                )
             return float(v)
         return None
 

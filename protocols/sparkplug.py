@@ -227,7 +227,9 @@ def parse_topic(topic: str) -> SparkplugTopic:
     """Parse ``spBv1.0/{group}/{type}/{edge_node}[/{device}]`` (or ``spBv1.0/STATE/{host}``)."""
     parts = topic.split("/")
     if len(parts) < 3 or parts[0] != NAMESPACE:
-        raise CodecError("bad_topic", f"{topic!r} is not a Sparkplug B topic ({NAMESPACE}/group/TYPE/node[/device])")
+        raise CodecError(
+            "bad_topic", f"{topic!r} is not a Sparkplug B topic ({NAMESPACE}/group/TYPE/node[/device])"
+        )
     if parts[1] == "STATE" and len(parts) == 3:
         return SparkplugTopic("", MessageType.STATE, parts[2])
     if len(parts) not in (4, 5) or not all(parts):
@@ -238,7 +240,9 @@ def parse_topic(topic: str) -> SparkplugTopic:
         raise CodecError("bad_topic", f"{topic!r}: unknown message type {parts[2]!r}") from None
     is_device = mt in (MessageType.DBIRTH, MessageType.DDATA, MessageType.DDEATH, MessageType.DCMD)
     if is_device != (len(parts) == 5):
-        raise CodecError("bad_topic", f"{topic!r}: {mt.value} {'needs' if is_device else 'takes no'} device level")
+        raise CodecError(
+            "bad_topic", f"{topic!r}: {mt.value} {'needs' if is_device else 'takes no'} device level"
+        )
     return SparkplugTopic(parts[1], mt, parts[3], parts[4] if len(parts) == 5 else None)
 
 
@@ -254,10 +258,16 @@ def next_seq(seq: int) -> int:
 def rebirth_request(group: str, edge_node: str, *, now_ms: int | None = None) -> tuple[str, bytes]:
     """The NCMD topic and payload asking an edge node to publish its births again."""
     ts = int(time.time() * 1000) if now_ms is None else now_ms
-    body = encode(Payload(timestamp_ms=ts, metrics=[Metric(REBIRTH_METRIC, None, DataType.BOOLEAN, True, ts)]))
+    body = encode(
+        Payload(timestamp_ms=ts, metrics=[Metric(REBIRTH_METRIC, None, DataType.BOOLEAN, True, ts)])
+    )
     return topic(group, MessageType.NCMD, edge_node), body
 
 
 def death_payload(bd_seq: int) -> bytes:
     """NDEATH payload carrying the bdSeq that matches the NBIRTH (used as the MQTT will)."""
-    return encode(Payload(timestamp_ms=int(time.time() * 1000), metrics=[Metric(BDSEQ_METRIC, None, DataType.INT64, bd_seq)]))
+    return encode(
+        Payload(
+            timestamp_ms=int(time.time() * 1000), metrics=[Metric(BDSEQ_METRIC, None, DataType.INT64, bd_seq)]
+        )
+    )

@@ -110,8 +110,9 @@ def parse_topic(topic: str, *, root: str = DEFAULT_ROOT) -> AgentTopic:
     return AgentTopic(parts[1], parts[2], parts[3], kind, parts[5] if len(parts) == 6 else None, root)
 
 
-def agent_filter(site: str = "+", line: str = "+", agent: str = "+", kind: Kind | str = "+",
-                 *, root: str = DEFAULT_ROOT) -> str:
+def agent_filter(
+    site: str = "+", line: str = "+", agent: str = "+", kind: Kind | str = "+", *, root: str = DEFAULT_ROOT
+) -> str:
     """A subscription filter over agent topics; ``+`` matches any value, pipelines included via ``#``."""
     k = kind.value if isinstance(kind, Kind) else kind
     return f"{root}/{site}/{line}/{agent}/{k}/#"

@@ -32,9 +32,18 @@ BOUNDARY = "frameboundary"
 
 
 class CameraServer:
-    def __init__(self, port: int = 0, fps: float = 5.0, seed: int = 0, defect_rate: float = 0.2,
-                 width: int = 128, height: int = 128, host: str = "127.0.0.1", truth_keep: int = 20_000,
-                 surface: str = "brushed") -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        fps: float = 5.0,
+        seed: int = 0,
+        defect_rate: float = 0.2,
+        width: int = 128,
+        height: int = 128,
+        host: str = "127.0.0.1",
+        truth_keep: int = 20_000,
+        surface: str = "brushed",
+    ) -> None:
         self.fps = float(fps)
         self.gen = PartGenerator(seed, width, height, defect_rate, surface=surface)
         self.truth: collections.deque = collections.deque(maxlen=truth_keep)
@@ -115,7 +124,9 @@ class CameraServer:
         with self.cond:
             self.seq += 1
             self.jpeg = data
-            self.truth.append({"seq": self.seq, "part_id": part.part_id, "label": part.label, "t": time.time()})
+            self.truth.append(
+                {"seq": self.seq, "part_id": part.part_id, "label": part.label, "t": time.time()}
+            )
             self.cond.notify_all()
 
     def _producer(self) -> None:
@@ -140,8 +151,11 @@ class CameraServer:
                     while self.seq == last and not self._stop.is_set():
                         self.cond.wait(1.0)
                     last, data = self.seq, self.jpeg
-                h.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
-                              .encode() + data + b"\r\n")
+                h.wfile.write(
+                    f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+                    + data
+                    + b"\r\n"
+                )
                 h.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, OSError):
             pass  # the client left
@@ -198,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.folder:
         print(f"wrote {write_folder(a.folder, a.frames, a.seed, a.defect_rate, a.size)}")
         return 0
-    server = CameraServer(a.port, a.fps, a.seed, a.defect_rate, a.size, a.size, a.host, surface=a.surface).start()
+    server = CameraServer(
+        a.port, a.fps, a.seed, a.defect_rate, a.size, a.size, a.host, surface=a.surface
+    ).start()
     print(f"camera: {server.url} ({a.fps} fps, defect rate {a.defect_rate}); truth at /truth", flush=True)
     try:
         while True:

@@ -56,8 +56,8 @@ class Demo:
         self.fast = fast
         # short: tiny datasets and runs, relaxed gate floors, short waits; for CI, not a quality claim
         self.short = short
-        self.relaxed = (["--floor", "ng_recall=0.3", "--floor", "ng_precision=0.3"] if short else [])
-        self.relaxed_m = (["--floor", "anomaly_auroc=0.5", "--floor", "fault_accuracy=0.3"] if short else [])
+        self.relaxed = ["--floor", "ng_recall=0.3", "--floor", "ng_precision=0.3"] if short else []
+        self.relaxed_m = ["--floor", "anomaly_auroc=0.5", "--floor", "fault_accuracy=0.3"] if short else []
         self.pki = work / "pki"
         self.key = work / "keys" / "fleet.key"
         self.registry = work / "registry"
@@ -76,7 +76,9 @@ class Demo:
         return self.sup.run(name, [*argv], timeout_s=timeout_s)
 
     def status(self, line: str) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['status-' + line]}/status", timeout=5) as r:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.ports['status-' + line]}/status", timeout=5
+        ) as r:
             return json.loads(r.read())
 
     def wait(self, pred, timeout_s: float, what: str, every_s: float = 1.0):
@@ -92,8 +94,17 @@ class Demo:
         raise RuntimeError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
     def admin(self, *args: str) -> str:
-        return self.run("admin", exe("cloud-trainer"), *args, "--endpoint", f"127.0.0.1:{self.ports['cloud']}",
-                        "--pki", str(self.pki), "--admin", "admin")
+        return self.run(
+            "admin",
+            exe("cloud-trainer"),
+            *args,
+            "--endpoint",
+            f"127.0.0.1:{self.ports['cloud']}",
+            "--pki",
+            str(self.pki),
+            "--admin",
+            "admin",
+        )
 
     def cloud_counts(self) -> dict[str, int]:
         con = sqlite3.connect(f"file:{self.cloud_data / 'fleet.db'}?mode=ro", uri=True)
@@ -105,7 +116,9 @@ class Demo:
     def deployment(self, dep_id: str) -> dict:
         con = sqlite3.connect(f"file:{self.cloud_data / 'control.db'}?mode=ro", uri=True)
         try:
-            return json.loads(con.execute("SELECT doc FROM deployments WHERE id = ?", (dep_id,)).fetchone()[0])
+            return json.loads(
+                con.execute("SELECT doc FROM deployments WHERE id = ?", (dep_id,)).fetchone()[0]
+            )
         finally:
             con.close()
 
@@ -145,34 +158,80 @@ class Demo:
             self.run("pki", exe("cloud-trainer"), "pki", "agent", "--dir", str(self.pki), "--id", a)
         self.run("pki", exe("cloud-trainer"), "pki", "admin", "--dir", str(self.pki), "--name", "admin")
         self.run("keygen", exe("model-packager"), "keygen", str(self.key.with_suffix("")))
-        self.n.say(f"CA, server, 2 agent and 1 admin certificates in {self.pki}; package signing key {self.key}")
+        self.n.say(
+            f"CA, server, 2 agent and 1 admin certificates in {self.pki}; package signing key {self.key}"
+        )
         count = "300" if self.short else "2000" if self.fast else "4000"
-        self.run("dataset", exe("edge-sim"), "dataset", "parts", "--out", str(self.work / "data/parts"), "--count",
-                 count, "--seed", "0")
+        self.run(
+            "dataset",
+            exe("edge-sim"),
+            "dataset",
+            "parts",
+            "--out",
+            str(self.work / "data/parts"),
+            "--count",
+            count,
+            "--seed",
+            "0",
+        )
         runs, per_run = ("10", "20") if self.short else ("20", "50")
-        self.run("dataset", exe("edge-sim"), "dataset", "vibration", "--out", str(self.work / "data/vibration"),
-                 "--runs", runs, "--windows-per-run", per_run, "--seed", "0")
-        self.n.say(f"datasets: {count} part images (6 classes, masks), {int(runs) * int(per_run)} vibration windows "
-                   "(5 fault types)")
+        self.run(
+            "dataset",
+            exe("edge-sim"),
+            "dataset",
+            "vibration",
+            "--out",
+            str(self.work / "data/vibration"),
+            "--runs",
+            runs,
+            "--windows-per-run",
+            per_run,
+            "--seed",
+            "0",
+        )
+        self.n.say(
+            f"datasets: {count} part images (6 classes, masks), {int(runs) * int(per_run)} vibration windows "
+            "(5 fault types)"
+        )
         v_epochs = "4" if self.short else "20" if self.fast else "30"
-        for fam, extra in (("maintenance", self.relaxed_m), ("vision", ["--epochs", v_epochs, *self.relaxed])):
+        for fam, extra in (
+            ("maintenance", self.relaxed_m),
+            ("vision", ["--epochs", v_epochs, *self.relaxed]),
+        ):
             t = time.monotonic()
             self.n.say(f"training {fam} v1 (PyTorch on CPU → ONNX → INT8 QDQ → gate → signed package)...")
-            out = self.run(f"train-{fam}", exe("cloud-trainer"), "build", fam, "--dataset",
-                           str(self.work / "data" / ("parts" if fam == "vision" else "vibration")), "--registry",
-                           str(self.registry), "--key", str(self.key), "--work", str(self.work / "builds" / fam),
-                           "--threads", "2", *extra)
+            out = self.run(
+                f"train-{fam}",
+                exe("cloud-trainer"),
+                "build",
+                fam,
+                "--dataset",
+                str(self.work / "data" / ("parts" if fam == "vision" else "vibration")),
+                "--registry",
+                str(self.registry),
+                "--key",
+                str(self.key),
+                "--work",
+                str(self.work / "builds" / fam),
+                "--threads",
+                "2",
+                *extra,
+            )
             pub = json.loads(out.strip().splitlines()[-1])
             rep = json.loads((self.work / "builds" / fam / "report.json").read_text())
             m = rep["metrics"]["int8"]
             if fam == "vision":
-                self.n.say(f"  part-inspection {pub['published']}: NG recall {m['ng_recall']:.3f} at precision "
-                           f"{m['ng_precision']:.3f}, accuracy {m['accuracy']:.3f} (INT8, held-out), "
-                           f"{time.monotonic() - t:.0f}s")
+                self.n.say(
+                    f"  part-inspection {pub['published']}: NG recall {m['ng_recall']:.3f} at precision "
+                    f"{m['ng_precision']:.3f}, accuracy {m['accuracy']:.3f} (INT8, held-out), "
+                    f"{time.monotonic() - t:.0f}s"
+                )
             else:
-                self.n.say(f"  machine-health {pub['published']}: anomaly AUROC {m['anomaly_auroc']:.3f}, fault "
-                           f"accuracy {m['fault_accuracy']:.3f}, remaining-life MAE {m['rul_mae_s']:.0f}s vs naive "
-                           f"{m['rul_mae_naive_s']:.0f}s, {time.monotonic() - t:.0f}s")
+                self.n.say(
+                    f"  machine-health {pub['published']}: anomaly AUROC {m['anomaly_auroc']:.3f}, fault "
+                    f"accuracy {m['fault_accuracy']:.3f}, remaining-life MAE {m['rul_mae_s']:.0f}s vs naive "
+                    f"{m['rul_mae_naive_s']:.0f}s, {time.monotonic() - t:.0f}s"
+                )
             self.summary[f"{fam}_v1"] = pub["published"]
         self.step_product2_model()
 
@@ -181,19 +240,53 @@ class Demo:
         t = time.monotonic()
         good = "40" if self.short else "150"
         data = self.work / "data" / "cast"
-        self.run("dataset", exe("edge-sim"), "dataset", "mvtec", "--out", str(data), "--train", good, "--test-good",
-                 "0", "--test-ng", "0", "--surface", "cast", "--seed", "7",
-                 "--jpeg-quality", "90")  # as line 2's camera streams them (it rejected 8 % of good flanges
+        self.run(
+            "dataset",
+            exe("edge-sim"),
+            "dataset",
+            "mvtec",
+            "--out",
+            str(data),
+            "--train",
+            good,
+            "--test-good",
+            "0",
+            "--test-ng",
+            "0",
+            "--surface",
+            "cast",
+            "--seed",
+            "7",
+            "--jpeg-quality",
+            "90",
+        )  # as line 2's camera streams them (it rejected 8 % of good flanges
         # when trained on uncompressed images: JPEG's blocks read as texture; docs/trainer.md)
-        out = self.run("train-anomaly", exe("cloud-trainer"), "build", "anomaly", "--dataset", str(data),
-                       "--registry", str(self.registry), "--key", str(self.key), "--work",
-                       str(self.work / "builds" / "anomaly"), "--name", "cast-anomaly", "--threads", "2",
-                       "--no-openvino")
+        out = self.run(
+            "train-anomaly",
+            exe("cloud-trainer"),
+            "build",
+            "anomaly",
+            "--dataset",
+            str(data),
+            "--registry",
+            str(self.registry),
+            "--key",
+            str(self.key),
+            "--work",
+            str(self.work / "builds" / "anomaly"),
+            "--name",
+            "cast-anomaly",
+            "--threads",
+            "2",
+            "--no-openvino",
+        )
         pub = json.loads(out.strip().splitlines()[-1])
         self.anomaly_package = pub["package"]
-        self.n.say(f"  cast-anomaly {pub['published']}: line 2's new product, {good} good images and no defect "
-                   f"image; threshold {pub['threshold']:.3g} at 1 % false rejects ({pub['form'].upper()}), "
-                   f"{time.monotonic() - t:.0f}s")
+        self.n.say(
+            f"  cast-anomaly {pub['published']}: line 2's new product, {good} good images and no defect "
+            f"image; threshold {pub['threshold']:.3g} at 1 % false rejects ({pub['form'].upper()}), "
+            f"{time.monotonic() - t:.0f}s"
+        )
         self.summary["anomaly_v1"] = pub["published"]
 
     def cast_summary(self) -> str:
@@ -209,9 +302,11 @@ class Demo:
                 tp += r["verdict"] == "NG" and lab != "ok"
                 fp += r["verdict"] == "NG" and lab == "ok"
                 fn += r["verdict"] != "NG" and lab != "ok"
-        return (f"line 2, second product (cast flanges; anomaly model {self.summary.get('anomaly_v1')} trained on good "
-                f"images only): {st['results']} inspected, {st['ng']} NG, {st['unsure']} UNSURE; vs camera truth: "
-                f"true NG {tp + fn}, hits {tp}, false {fp}")
+        return (
+            f"line 2, second product (cast flanges; anomaly model {self.summary.get('anomaly_v1')} trained on good "
+            f"images only): {st['results']} inspected, {st['ng']} NG, {st['unsure']} UNSURE; vs camera truth: "
+            f"true NG {tp + fn}, hits {tp}, false {fp}"
+        )
 
     def line2_config(self) -> Path:
         """The demo agent's config plus line 2's second camera and its anomaly pipeline."""
@@ -219,10 +314,19 @@ class Demo:
 
         cfg = yaml.safe_load((ROOT / "configs" / "demo-agent.yaml").read_text())
         cfg["sources"]["cast_cam"] = {"type": "camera", "url": "${CAMERA2_URL}", "fps": 5}
-        cfg["models"]["cast"] = {"package": self.anomaly_package, "version_policy": "pinned",
-                                 "engine": "${ENGINE:-auto}"}
-        cfg["pipelines"].append({"name": "inspect_cast", "source": "cast_cam", "model": "cast",
-                                 "actions": ["publish", "reject_part"]})
+        cfg["models"]["cast"] = {
+            "package": self.anomaly_package,
+            "version_policy": "pinned",
+            "engine": "${ENGINE:-auto}",
+        }
+        cfg["pipelines"].append(
+            {
+                "name": "inspect_cast",
+                "source": "cast_cam",
+                "model": "cast",
+                "actions": ["publish", "reject_part"],
+            }
+        )
         path = self.work / "line2-agent.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         return path
@@ -231,92 +335,192 @@ class Demo:
         if "cloud" not in self.ports:
             self.ports["cloud"] = free_port()
             self.ports["console"] = free_port()
-        p = self.sup.start("cloud", [exe("cloud-trainer"), "serve", "--data", str(self.cloud_data), "--port",
-                                     str(self.ports["cloud"]), "--pki", str(self.pki), "--registry", str(self.registry),
-                                     "--console-port", str(self.ports["console"])])
+        p = self.sup.start(
+            "cloud",
+            [
+                exe("cloud-trainer"),
+                "serve",
+                "--data",
+                str(self.cloud_data),
+                "--port",
+                str(self.ports["cloud"]),
+                "--pki",
+                str(self.pki),
+                "--registry",
+                str(self.registry),
+                "--console-port",
+                str(self.ports["console"]),
+            ],
+        )
         wait_port(self.ports["cloud"], 30, p.popen, "cloud-trainer serve")
         self.cloud_proc = p
 
     def step_factory_and_agents(self) -> None:
-        self.n.step("Factory and cloud up: Mosquitto, 2 OPC UA machines, 2 conveyor cameras, MQTT sensors, "
-                    "fleet service")
+        self.n.step(
+            "Factory and cloud up: Mosquitto, 2 OPC UA machines, 2 conveyor cameras, MQTT sensors, "
+            "fleet service"
+        )
         self.ports["mqtt"] = start_mosquitto(self.sup, self.n)
         scen = self.work / "line1-scenario.yaml"
-        scen.write_text("phases:\n  - {fault: healthy, duration_s: 60}\n"
-                        "  - {fault: bearing_outer, duration_s: 900, degrade: true}\n")
+        scen.write_text(
+            "phases:\n  - {fault: healthy, duration_s: 60}\n"
+            "  - {fault: bearing_outer, duration_s: 900, degrade: true}\n"
+        )
         healthy = self.work / "line2-scenario.yaml"
         healthy.write_text("phases:\n  - {fault: healthy, duration_s: 100000}\n")
         for i, line in enumerate(self.lines):
             self.ports[f"opcua-{line}"] = free_port()
             self.ports[f"cam-{line}"] = free_port()
-            argv = [exe("edge-sim"), "machine", "--port", str(self.ports[f"opcua-{line}"]), "--name", "Machine1",
-                    "--seed", str(i), "--time-scale", "20" if self.short else "6"]
+            argv = [
+                exe("edge-sim"),
+                "machine",
+                "--port",
+                str(self.ports[f"opcua-{line}"]),
+                "--name",
+                "Machine1",
+                "--seed",
+                str(i),
+                "--time-scale",
+                "20" if self.short else "6",
+            ]
             argv += ["--scenario", str(scen if line == "line1" else healthy)]
             p = self.sup.start(f"machine-{line}", argv)
             wait_port(self.ports[f"opcua-{line}"], 30, p.popen, f"machine {line}")
-            p = self.sup.start(f"camera-{line}", [exe("edge-sim"), "camera", "--port", str(self.ports[f"cam-{line}"]),
-                                                  "--fps", "5", "--seed", str(100 + i), "--defect-rate", "0.2"])
+            p = self.sup.start(
+                f"camera-{line}",
+                [
+                    exe("edge-sim"),
+                    "camera",
+                    "--port",
+                    str(self.ports[f"cam-{line}"]),
+                    "--fps",
+                    "5",
+                    "--seed",
+                    str(100 + i),
+                    "--defect-rate",
+                    "0.2",
+                ],
+            )
             wait_port(self.ports[f"cam-{line}"], 30, p.popen, f"camera {line}")
         self.ports["cam2-line2"] = free_port()
-        p = self.sup.start("camera-line2-cast", [exe("edge-sim"), "camera", "--port", str(self.ports["cam2-line2"]),
-                                             "--fps", "5", "--seed", "300", "--defect-rate", "0.2", "--surface", "cast"])
+        p = self.sup.start(
+            "camera-line2-cast",
+            [
+                exe("edge-sim"),
+                "camera",
+                "--port",
+                str(self.ports["cam2-line2"]),
+                "--fps",
+                "5",
+                "--seed",
+                "300",
+                "--defect-rate",
+                "0.2",
+                "--surface",
+                "cast",
+            ],
+        )
         wait_port(self.ports["cam2-line2"], 30, p.popen, "camera 2 of line2")
-        self.sup.start("sensors", [exe("edge-sim"), "sensors", "--broker-port", str(self.ports["mqtt"]), "--quiet",
-                                   "--json-sensors", "2", "--sparkplug-nodes", "1", "--rate-hz", "2"])
+        self.sup.start(
+            "sensors",
+            [
+                exe("edge-sim"),
+                "sensors",
+                "--broker-port",
+                str(self.ports["mqtt"]),
+                "--quiet",
+                "--json-sensors",
+                "2",
+                "--sparkplug-nodes",
+                "1",
+                "--rate-hz",
+                "2",
+            ],
+        )
         self.start_cloud()
-        self.n.say(f"MQTT 127.0.0.1:{self.ports['mqtt']}; machines on OPC UA {self.ports['opcua-line1']}, "
-                   f"{self.ports['opcua-line2']} (line 1: healthy 60 s, then an outer-race bearing fault degrading to "
-                   f"failure over 900 s of machine time, run 6x fast); cameras 5 fps; fleet service "
-                   f"{self.ports['cloud']}, console http://127.0.0.1:{self.ports['console']}/")
+        self.n.say(
+            f"MQTT 127.0.0.1:{self.ports['mqtt']}; machines on OPC UA {self.ports['opcua-line1']}, "
+            f"{self.ports['opcua-line2']} (line 1: healthy 60 s, then an outer-race bearing fault degrading to "
+            f"failure over 900 s of machine time, run 6x fast); cameras 5 fps; fleet service "
+            f"{self.ports['cloud']}, console http://127.0.0.1:{self.ports['console']}/"
+        )
         self.observe_mqtt()
 
-        self.n.step("Two edge agents start on version 1 (one per line), models verified; each checks INT8 against FP32 "
-                    "on its own CPU and serves the fastest form and engine that passes")
+        self.n.step(
+            "Two edge agents start on version 1 (one per line), models verified; each checks INT8 against FP32 "
+            "on its own CPU and serves the fastest form and engine that passes"
+        )
         for line, agent in self.agents.items():
             self.ports["status-" + line] = free_port()
             reg = json.loads((self.registry / "part-inspection" / "index.json").read_text())[0]
             mreg = json.loads((self.registry / "machine-health" / "index.json").read_text())[0]
-            env = {"AGENT_ID": agent, "SITE": "plant1", "LINE": line, "AGENT_DATA": str(self.work / "agents" / agent),
-                   "TRUSTED_KEY": str(self.key.with_suffix(".pub")), "STATUS_PORT": str(self.ports["status-" + line]),
-                   "CLOUD_ENDPOINT": f"127.0.0.1:{self.ports['cloud']}", "PKI": str(self.pki),
-                   "OPCUA_ENDPOINT": f"opc.tcp://127.0.0.1:{self.ports['opcua-' + line]}/factory/",
-                   "MQTT_PORT": str(self.ports["mqtt"]),
-                   "CAMERA_URL": f"http://127.0.0.1:{self.ports['cam-' + line]}/stream.mjpg",
-                   "CAMERA2_URL": f"http://127.0.0.1:{self.ports['cam2-line2']}/stream.mjpg",
-                   "HEALTH_WINDOW_S": "4" if self.short else "15",
-                   "VISION_PACKAGE": str(self.registry / "part-inspection" / reg["version"] / reg["package"]),
-                   "MAINTENANCE_PACKAGE": str(self.registry / "machine-health" / mreg["version"] / mreg["package"])}
+            env = {
+                "AGENT_ID": agent,
+                "SITE": "plant1",
+                "LINE": line,
+                "AGENT_DATA": str(self.work / "agents" / agent),
+                "TRUSTED_KEY": str(self.key.with_suffix(".pub")),
+                "STATUS_PORT": str(self.ports["status-" + line]),
+                "CLOUD_ENDPOINT": f"127.0.0.1:{self.ports['cloud']}",
+                "PKI": str(self.pki),
+                "OPCUA_ENDPOINT": f"opc.tcp://127.0.0.1:{self.ports['opcua-' + line]}/factory/",
+                "MQTT_PORT": str(self.ports["mqtt"]),
+                "CAMERA_URL": f"http://127.0.0.1:{self.ports['cam-' + line]}/stream.mjpg",
+                "CAMERA2_URL": f"http://127.0.0.1:{self.ports['cam2-line2']}/stream.mjpg",
+                "HEALTH_WINDOW_S": "4" if self.short else "15",
+                "VISION_PACKAGE": str(self.registry / "part-inspection" / reg["version"] / reg["package"]),
+                "MAINTENANCE_PACKAGE": str(
+                    self.registry / "machine-health" / mreg["version"] / mreg["package"]
+                ),
+            }
             config = self.line2_config() if line == "line2" else ROOT / "configs" / "demo-agent.yaml"
             p = self.sup.start(f"agent-{line}", [exe("edge-agent"), "run", str(config)], env=env)
             wait_port(self.ports["status-" + line], 60, p.popen, f"agent {agent}")
         for line in self.lines:
-            st = self.wait(lambda line=line: (s := self.status(line)) and all(p["results"] for p in s["pipelines"])
-                           and s, 90, f"first results on {line}")
-            self.n.say(f"{self.agents[line]}: first results after {st['agent']['first_result_after_s']}s; status page "
-                       f"http://127.0.0.1:{self.ports['status-' + line]}/")
+            st = self.wait(
+                lambda line=line: (
+                    (s := self.status(line)) and all(p["results"] for p in s["pipelines"]) and s
+                ),
+                90,
+                f"first results on {line}",
+            )
+            self.n.say(
+                f"{self.agents[line]}: first results after {st['agent']['first_result_after_s']}s; status page "
+                f"http://127.0.0.1:{self.ports['status-' + line]}/"
+            )
             for m in st["models"]:  # which form (INT8 or FP32) serves on this CPU, on which engine, and why
                 sel = m.get("selection") or {}
-                self.n.say(f"  {m['package']}-{m['version']}: {sel.get('summary') or m['engine']}; CPU "
-                           f"{sel.get('cpu', '?')}")
+                self.n.say(
+                    f"  {m['package']}-{m['version']}: {sel.get('summary') or m['engine']}; CPU "
+                    f"{sel.get('cpu', '?')}"
+                )
 
     def step_results(self, seconds: float) -> None:
-        self.n.step(f"Results flow for {seconds:.0f}s: inspection verdicts, reject gate writes, machine health")
+        self.n.step(
+            f"Results flow for {seconds:.0f}s: inspection verdicts, reject gate writes, machine health"
+        )
         time.sleep(seconds)
         for line in self.lines:
             st = self.status(line)
             p = {x["pipeline"]: x for x in st["pipelines"]}
             rej = st["actions"].get("reject_part", {}).get("ok", 0)
-            self.n.say(f"{self.agents[line]}: {p['inspect']['results']} parts inspected ({p['inspect']['ng']} NG, "
-                       f"{rej} reject writes on the PLC, p50 {p['inspect']['latency_ms']['p50']:.1f} ms); "
-                       f"{p['health']['results']} vibration windows ({p['health']['ng']} anomalous)")
+            self.n.say(
+                f"{self.agents[line]}: {p['inspect']['results']} parts inspected ({p['inspect']['ng']} NG, "
+                f"{rej} reject writes on the PLC, p50 {p['inspect']['latency_ms']['p50']:.1f} ms); "
+                f"{p['health']['results']} vibration windows ({p['health']['ng']} anomalous)"
+            )
             if "inspect_cast" in p:
                 c = p["inspect_cast"]
-                self.n.say(f"{self.agents[line]}: {c['results']} cast flanges (second product, anomaly model from good "
-                           f"images only): {c['ng']} NG, {c['unsure']} UNSURE, p50 {c['latency_ms']['p50']:.1f} ms")
+                self.n.say(
+                    f"{self.agents[line]}: {c['results']} cast flanges (second product, anomaly model from good "
+                    f"images only): {c['ng']} NG, {c['unsure']} UNSURE, p50 {c['latency_ms']['p50']:.1f} ms"
+                )
                 self.summary["cast"] = {k: c[k] for k in ("results", "ng", "unsure")}
 
     def step_alarm(self, timeout_s: float) -> None:
-        self.n.step("Line 1's bearing degrades: the maintenance model must raise the alarm before the failure")
+        self.n.step(
+            "Line 1's bearing degrades: the maintenance model must raise the alarm before the failure"
+        )
         t0 = time.time()
 
         def raised():
@@ -328,10 +532,12 @@ class Demo:
             self.summary["alarm"] = True
             ttf, health = machine_truth(self.ports["opcua-line1"])
             self.summary["alarm_truth"] = (ttf, health)
-            self.n.say(f"ALARM raised on gw-line1 after {time.time() - t0:.0f}s of watching: anomaly score "
-                       f"{a.get('anomaly_score'):.3f}, predicted remaining life {a.get('remaining_life') or 0:.0f}s; "
-                       f"truth from the machine: health {health:.2f}, failure in {ttf:.0f}s of machine time; "
-                       "the PLC's Alarm node was set")
+            self.n.say(
+                f"ALARM raised on gw-line1 after {time.time() - t0:.0f}s of watching: anomaly score "
+                f"{a.get('anomaly_score'):.3f}, predicted remaining life {a.get('remaining_life') or 0:.0f}s; "
+                f"truth from the machine: health {health:.2f}, failure in {ttf:.0f}s of machine time; "
+                "the PLC's Alarm node was set"
+            )
             self.summary["alarm_rl"] = a.get("remaining_life")
         except RuntimeError:
             self.summary["alarm"] = False
@@ -353,8 +559,13 @@ class Demo:
 
         def drained():  # everything queued while the link was down is delivered (new results keep coming)
             sts = {line: self.status(line) for line in self.lines}
-            return all(s["outbox"]["depth"] == 0 or s["outbox"]["oldest_seq"] > marks[line]
-                       for line, s in sts.items()) and sts
+            return (
+                all(
+                    s["outbox"]["depth"] == 0 or s["outbox"]["oldest_seq"] > marks[line]
+                    for line, s in sts.items()
+                )
+                and sts
+            )
 
         try:
             sts = self.wait(drained, 120, "the outboxes to drain")
@@ -365,25 +576,42 @@ class Demo:
         con = sqlite3.connect(f"file:{self.cloud_data / 'fleet.db'}?mode=ro", uri=True)
         gaps = {}  # of the records an agent had numbered when the link came back, how many the cloud lacks
         for line, agent in self.agents.items():
-            have = con.execute("SELECT COUNT(*) FROM records WHERE agent = ? AND epoch = ? AND seq <= ?",
-                               (agent, epochs[line], marks[line])).fetchone()[0]
+            have = con.execute(
+                "SELECT COUNT(*) FROM records WHERE agent = ? AND epoch = ? AND seq <= ?",
+                (agent, epochs[line], marks[line]),
+            ).fetchone()[0]
             gaps[agent] = marks[line] - have
         dups = con.execute("SELECT COALESCE(SUM(duplicates), 0) FROM ingest").fetchone()[0]
         con.close()
-        self.n.say(f"restored: outboxes drained; cloud records {before} -> {after}; missing sequence numbers "
-                   f"{gaps}; replays deduplicated {dups}")
-        self.summary["link"] = {"gaps": gaps, "records": after,
-                                "agent_last_seq": {self.agents[x]: s["outbox"]["last_seq"] for x, s in sts.items()}}
+        self.n.say(
+            f"restored: outboxes drained; cloud records {before} -> {after}; missing sequence numbers "
+            f"{gaps}; replays deduplicated {dups}"
+        )
+        self.summary["link"] = {
+            "gaps": gaps,
+            "records": after,
+            "agent_last_seq": {self.agents[x]: s["outbox"]["last_seq"] for x, s in sts.items()},
+        }
 
     def step_retrain(self) -> str | None:
-        self.n.step("Cloud retrains the vision model on uploaded samples (labelled from the camera ground truth), "
-                    "fine-tuning version 1")
+        self.n.step(
+            "Cloud retrains the vision model on uploaded samples (labelled from the camera ground truth), "
+            "fine-tuning version 1"
+        )
         con = sqlite3.connect(f"file:{self.cloud_data / 'fleet.db'}?mode=ro", uri=True)
-        rows = con.execute("SELECT s.sha256, s.agent, r.payload FROM samples s JOIN records r ON r.agent = s.agent "
-                           "AND r.seq = s.seq WHERE s.model = 'part-inspection' AND s.ext = '.png'").fetchall()
+        rows = con.execute(
+            "SELECT s.sha256, s.agent, r.payload FROM samples s JOIN records r ON r.agent = s.agent "
+            "AND r.seq = s.seq WHERE s.model = 'part-inspection' AND s.ext = '.png'"
+        ).fetchall()
         con.close()
-        truth = {line: json.loads(urllib.request.urlopen(f"http://127.0.0.1:{self.ports['cam-' + line]}/truth",
-                                                         timeout=5).read()) for line in self.lines}
+        truth = {
+            line: json.loads(
+                urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.ports['cam-' + line]}/truth", timeout=5
+                ).read()
+            )
+            for line in self.lines
+        }
         merged = self.work / "data" / "parts-v2"
         labels_file = self.work / "data" / "upload-labels.jsonl"
         matched = 0
@@ -394,19 +622,52 @@ class Demo:
                 if label is not None:
                     labels.write(json.dumps({"sha256": sha, "label": label}) + "\n")
                     matched += 1
-        out = self.run("dataset-v2", exe("cloud-trainer"), "dataset", "--cloud-data", str(self.cloud_data),
-                       "--model", "part-inspection", "--base", str(self.work / "data" / "parts"), "--labels",
-                       str(labels_file), "--out", str(merged))
+        out = self.run(
+            "dataset-v2",
+            exe("cloud-trainer"),
+            "dataset",
+            "--cloud-data",
+            str(self.cloud_data),
+            "--model",
+            "part-inspection",
+            "--base",
+            str(self.work / "data" / "parts"),
+            "--labels",
+            str(labels_file),
+            "--out",
+            str(merged),
+        )
         added = json.loads(out.strip().splitlines()[-1])["exported"]
-        self.n.say(f"{len(rows)} images uploaded by the agents, {matched} matched to ground truth; "
-                   f"`cloud-trainer dataset` added {added} to the original ones")
+        self.n.say(
+            f"{len(rows)} images uploaded by the agents, {matched} matched to ground truth; "
+            f"`cloud-trainer dataset` added {added} to the original ones"
+        )
         try:
-            out = self.run("train-vision-v2", exe("cloud-trainer"), "build", "vision", "--dataset", str(merged),
-                           "--registry", str(self.registry), "--key", str(self.key), "--work",
-                           str(self.work / "builds" / "vision-v2"), "--threads", "2", "--epochs",
-                           "4" if self.short else "10" if self.fast else "15", "--seed", "1",
-                           "--init-from", str(self.work / "builds" / "vision"), "--tolerance",
-                           "0.5" if self.short else "0.02", *self.relaxed)
+            out = self.run(
+                "train-vision-v2",
+                exe("cloud-trainer"),
+                "build",
+                "vision",
+                "--dataset",
+                str(merged),
+                "--registry",
+                str(self.registry),
+                "--key",
+                str(self.key),
+                "--work",
+                str(self.work / "builds" / "vision-v2"),
+                "--threads",
+                "2",
+                "--epochs",
+                "4" if self.short else "10" if self.fast else "15",
+                "--seed",
+                "1",
+                "--init-from",
+                str(self.work / "builds" / "vision"),
+                "--tolerance",
+                "0.5" if self.short else "0.02",
+                *self.relaxed,
+            )
         except RuntimeError as exc:
             self.n.say(f"candidate rejected by the gate: {str(exc).splitlines()[-1]}")
             self.summary["vision_v2"] = "rejected"
@@ -415,15 +676,31 @@ class Demo:
         rep = json.loads((self.work / "builds" / "vision-v2" / "report.json").read_text())
         inc = rep["incumbent"]["metrics"] if rep.get("incumbent") else {}
         m = rep["metrics"]["int8"]
-        self.n.say(f"candidate {v} passed the gate: NG recall {m['ng_recall']:.3f} (v1 on the same test set "
-                   f"{inc.get('ng_recall', float('nan')):.3f}), F1 {m['f1_macro']:.3f} (v1 "
-                   f"{inc.get('f1_macro', float('nan')):.3f}); published")
+        self.n.say(
+            f"candidate {v} passed the gate: NG recall {m['ng_recall']:.3f} (v1 on the same test set "
+            f"{inc.get('ng_recall', float('nan')):.3f}), F1 {m['f1_macro']:.3f} (v1 "
+            f"{inc.get('f1_macro', float('nan')):.3f}); published"
+        )
         self.summary["vision_v2"] = v
         return v
 
     def deploy(self, version: str, steps: list[str], wait_s: float) -> str:
-        out = self.admin("deploy", "part-inspection", "--version", version, "--slot", "vision", "--selector",
-                         "site=plant1", "--strategy", "canary", "--steps", *steps, "--wait", str(wait_s))
+        out = self.admin(
+            "deploy",
+            "part-inspection",
+            "--version",
+            version,
+            "--slot",
+            "vision",
+            "--selector",
+            "site=plant1",
+            "--strategy",
+            "canary",
+            "--steps",
+            *steps,
+            "--wait",
+            str(wait_s),
+        )
         return out.strip().splitlines()[-1].split()[1].rstrip(":")
 
     def follow(self, dep: str, what: str) -> dict:
@@ -441,7 +718,9 @@ class Demo:
         return self.wait(progress, 240, what, every_s=1)
 
     def step_canary(self, version: str) -> None:
-        self.n.step(f"Canary rollout of part-inspection {version}: one agent, then both (health gate between)")
+        self.n.step(
+            f"Canary rollout of part-inspection {version}: one agent, then both (health gate between)"
+        )
         seq_before = {line: self.status(line)["pipelines"][0]["items"] for line in self.lines}
         dep = self.deploy(version, ["1", "100%"], 5)
         d = self.follow(dep, "the canary rollout")
@@ -453,19 +732,39 @@ class Demo:
             drops[self.agents[line]] = p["dropped_queue"]
             vm = next(m for m in st["models"] if m["slot"] == "vision")
             v = vm["version"]
-            self.n.say(f"{self.agents[line]} runs part-inspection {v} ({vm.get('form')} on {vm['engine']}); "
-                       "items since rollout start "
-                       f"{p['items'] - seq_before[line]}, queue drops during the whole run {p['dropped_queue']}")
+            self.n.say(
+                f"{self.agents[line]} runs part-inspection {v} ({vm.get('form')} on {vm['engine']}); "
+                "items since rollout start "
+                f"{p['items'] - seq_before[line]}, queue drops during the whole run {p['dropped_queue']}"
+            )
         self.summary["canary"] = d["state"]
 
     def step_bad_candidate(self) -> None:
-        self.n.step("A deliberately bad candidate (classifier scrambled so that it rejects every part, as a collapsed "
-                    "INT8 model would; published past its gate as a drill)")
+        self.n.step(
+            "A deliberately bad candidate (classifier scrambled so that it rejects every part, as a collapsed "
+            "INT8 model would; published past its gate as a drill)"
+        )
         try:
-            out = self.run("train-vision-bad", exe("cloud-trainer"), "build", "vision", "--dataset",
-                           str(self.work / "data" / "parts"), "--registry", str(self.registry), "--key", str(self.key),
-                           "--work", str(self.work / "builds" / "vision-bad"), "--threads", "2", "--epochs",
-                           "1" if self.short else "2", "--degrade", "--force")
+            out = self.run(
+                "train-vision-bad",
+                exe("cloud-trainer"),
+                "build",
+                "vision",
+                "--dataset",
+                str(self.work / "data" / "parts"),
+                "--registry",
+                str(self.registry),
+                "--key",
+                str(self.key),
+                "--work",
+                str(self.work / "builds" / "vision-bad"),
+                "--threads",
+                "2",
+                "--epochs",
+                "1" if self.short else "2",
+                "--degrade",
+                "--force",
+            )
         except RuntimeError as exc:
             self.n.say(f"could not build the drill candidate: {exc}")
             return
@@ -480,26 +779,42 @@ class Demo:
             v_now = next(m["version"] for m in self.status(line)["models"] if m["slot"] == "vision")
             self.n.say(f"{self.agents[line]} runs part-inspection {v_now}")
         self.summary["bad"] = d["state"]
-        if d["state"] != "halted":  # the health gate is what this step demonstrates: not stopping it is a failure
+        if (
+            d["state"] != "halted"
+        ):  # the health gate is what this step demonstrates: not stopping it is a failure
             if self.short:  # a few epochs on 300 images: version 1 already rejects most parts, so the drill
-                self.n.say("(--short: version 1 is too weak for the drill to stand out; the full demo fails here)")
+                self.n.say(
+                    "(--short: version 1 is too weak for the drill to stand out; the full demo fails here)"
+                )
             else:
-                raise RuntimeError(f"the deliberately bad candidate {v} was not stopped by the agents' health "
-                                   f"check (rollout {d['state']})")
+                raise RuntimeError(
+                    f"the deliberately bad candidate {v} was not stopped by the agents' health "
+                    f"check (rollout {d['state']})"
+                )
 
     def final_summary(self) -> str:
         # stop the line (cameras and machines) so that the agents' counts settle, then let them drain
-        truth_final = {line: json.loads(urllib.request.urlopen(f"http://127.0.0.1:{self.ports['cam-' + line]}/truth",
-                                                               timeout=5).read()) for line in self.lines}
-        self.cast_truth = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{self.ports['cam2-line2']}/truth",
-                                                            timeout=5).read())
+        truth_final = {
+            line: json.loads(
+                urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.ports['cam-' + line]}/truth", timeout=5
+                ).read()
+            )
+            for line in self.lines
+        }
+        self.cast_truth = json.loads(
+            urllib.request.urlopen(f"http://127.0.0.1:{self.ports['cam2-line2']}/truth", timeout=5).read()
+        )
         for p in list(self.sup.procs):
             if p.name.startswith(("camera-", "machine-")):
                 p.stop()
         last: dict = {}
 
         def settled():
-            now = {x: (self.status(x)["outbox"]["depth"], self.status(x)["outbox"]["last_seq"]) for x in self.lines}
+            now = {
+                x: (self.status(x)["outbox"]["depth"], self.status(x)["outbox"]["last_seq"])
+                for x in self.lines
+            }
             ok = all(d == 0 for d, _ in now.values()) and now == last
             last.clear()
             last.update(now)
@@ -538,11 +853,29 @@ class Demo:
                     alarm = "yes (false: healthy machine)"
             elif line == "line1":
                 alarm = "MISSED"
-            rows.append((agent, p["inspect"]["results"], f"{tp + fp} (true NG {tp + fn}, hits {tp}, false {fp})",
-                         p["health"]["results"], alarm,
-                         f"{st['outbox']['last_seq']} / {cloud_now.get(agent, 0)}", models))
-        return table(rows, ("agent", "parts", "NG found (vs camera truth)", "windows", "bearing alarm",
-                            "records sent / in cloud", "versions"))
+            rows.append(
+                (
+                    agent,
+                    p["inspect"]["results"],
+                    f"{tp + fp} (true NG {tp + fn}, hits {tp}, false {fp})",
+                    p["health"]["results"],
+                    alarm,
+                    f"{st['outbox']['last_seq']} / {cloud_now.get(agent, 0)}",
+                    models,
+                )
+            )
+        return table(
+            rows,
+            (
+                "agent",
+                "parts",
+                "NG found (vs camera truth)",
+                "windows",
+                "bearing alarm",
+                "records sent / in cloud",
+                "versions",
+            ),
+        )
 
 
 def st_results(results: list[dict], agent: str) -> list[dict]:
@@ -579,9 +912,13 @@ def nearest_label(truth: list[dict], t: float, tol_s: float = 0.12) -> str | Non
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="edge-sim demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=ROOT / "var" / "demo")
-    ap.add_argument("--keep-running", action="store_true", help="leave everything up at the end (Ctrl-C stops)")
+    ap.add_argument(
+        "--keep-running", action="store_true", help="leave everything up at the end (Ctrl-C stops)"
+    )
     ap.add_argument("--full", action="store_true", help="bigger datasets and more epochs (slower)")
-    ap.add_argument("--short", action="store_true", help="tiny datasets, relaxed gate floors, short waits (CI)")
+    ap.add_argument(
+        "--short", action="store_true", help="tiny datasets, relaxed gate floors, short waits (CI)"
+    )
     a = ap.parse_args(argv)
     import signal
 
@@ -608,9 +945,11 @@ def main(argv: list[str] | None = None) -> int:
         print(demo.final_summary(), flush=True)
         print(demo.cast_summary(), flush=True)
         if a.keep_running:
-            n.say("everything keeps running; Ctrl-C stops it. Status pages: " + ", ".join(
-                f"http://127.0.0.1:{demo.ports['status-' + x]}/" for x in demo.lines)
-                + f"; fleet console http://127.0.0.1:{demo.ports['console']}/")
+            n.say(
+                "everything keeps running; Ctrl-C stops it. Status pages: "
+                + ", ".join(f"http://127.0.0.1:{demo.ports['status-' + x]}/" for x in demo.lines)
+                + f"; fleet console http://127.0.0.1:{demo.ports['console']}/"
+            )
             try:
                 while True:
                     time.sleep(3600)

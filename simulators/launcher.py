@@ -25,11 +25,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, timeout_s: float = 30.0, proc: subprocess.Popen | None = None, name: str = "") -> None:
+def wait_port(
+    port: int, timeout_s: float = 30.0, proc: subprocess.Popen | None = None, name: str = ""
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{name or 'process'} exited with code {proc.returncode} before listening on {port}")
+            raise RuntimeError(
+                f"{name or 'process'} exited with code {proc.returncode} before listening on {port}"
+            )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -67,8 +71,9 @@ class Proc:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log, "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        self.popen = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                      start_new_session=True)
+        self.popen = subprocess.Popen(
+            self.argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         return self
 
     @property
@@ -113,8 +118,13 @@ class Supervisor:
         log = self.workdir / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
-            rc = subprocess.call(argv, stdout=out, stderr=subprocess.STDOUT, timeout=timeout_s,
-                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            rc = subprocess.call(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=timeout_s,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         text = log.read_text(errors="replace")
         if rc != 0:
             tail = "\n".join(text.splitlines()[-25:])
@@ -127,7 +137,9 @@ class Supervisor:
 
 
 def mosquitto_binary() -> str | None:
-    return shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    return shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
 
 
 def ensure_mosquitto(narrator: Narrator) -> str:
@@ -138,8 +150,10 @@ def ensure_mosquitto(narrator: Narrator) -> str:
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     narrator.say(f"Mosquitto is missing: installing it with {' '.join(sudo + ['apt-get'])} (mosquitto)")
     subprocess.check_call(sudo + ["apt-get", "update", "-qq"])
-    subprocess.check_call(sudo + ["apt-get", "install", "-y", "-qq", "mosquitto"],
-                          env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    subprocess.check_call(
+        sudo + ["apt-get", "install", "-y", "-qq", "mosquitto"],
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
     binary = mosquitto_binary()
     if not binary:
         raise RuntimeError("apt-get installed mosquitto but no mosquitto binary was found")
@@ -150,8 +164,9 @@ def start_mosquitto(sup: Supervisor, narrator: Narrator) -> int:
     binary = ensure_mosquitto(narrator)
     port = free_port()
     conf = sup.workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "max_queued_messages 100000\n")
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"
+    )
     proc = sup.start("mosquitto", [binary, "-c", str(conf)])
     wait_port(port, 10, proc.popen, "mosquitto")
     return port

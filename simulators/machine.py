@@ -130,8 +130,9 @@ class MachineServer:
         await self._write(tag, float(value), ua.VariantType.Double, ts)
 
     async def start(self) -> None:
-        server = Server(user_manager=_Users(self.security.users, self.security.allow_anonymous)
-                        if self.security else None)
+        server = Server(
+            user_manager=_Users(self.security.users, self.security.allow_anonymous) if self.security else None
+        )
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name(f"factory-edge machine {self.name}")
@@ -153,12 +154,16 @@ class MachineServer:
         idx = await server.register_namespace(NAMESPACE_URI)
         if idx != 2:  # documented NodeIds say ns=2
             raise VibrationError(f"namespace {NAMESPACE_URI} got index {idx}, expected 2")
-        obj = await server.nodes.objects.add_object(ua.NodeId(self.name, idx), ua.QualifiedName(self.name, idx))
+        obj = await server.nodes.objects.add_object(
+            ua.NodeId(self.name, idx), ua.QualifiedName(self.name, idx)
+        )
         n = self.sim.window_samples
 
         async def var(parent, tag: str, value, vtype: ua.VariantType, writable: bool = False):
             nid = ua.NodeId(f"{self.name}.{tag}", idx)
-            node = await parent.add_variable(nid, ua.QualifiedName(tag.split(".")[-1], idx), ua.Variant(value, vtype))
+            node = await parent.add_variable(
+                nid, ua.QualifiedName(tag.split(".")[-1], idx), ua.Variant(value, vtype)
+            )
             if writable:
                 await node.set_writable()
             self._ids[tag] = nid
@@ -187,12 +192,18 @@ class MachineServer:
         trusted = set()
         for p in paths:
             data = Path(p).read_bytes()
-            cert = x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
+            cert = (
+                x509.load_pem_x509_certificate(data)
+                if b"-----BEGIN" in data
+                else x509.load_der_x509_certificate(data)
+            )
             trusted.add(cert.fingerprint(cert.signature_hash_algorithm))
 
         async def validate(cert, app_description) -> None:
             if cert.fingerprint(cert.signature_hash_algorithm) not in trusted:
-                log.warning("client certificate %s refused: not in the trusted list", cert.subject.rfc4514_string())
+                log.warning(
+                    "client certificate %s refused: not in the trusted list", cert.subject.rfc4514_string()
+                )
                 raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
 
         return validate
@@ -263,13 +274,18 @@ class MachineServer:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="edge-sim machine", description="OPC UA server of one simulated machine")
+    ap = argparse.ArgumentParser(
+        prog="edge-sim machine", description="OPC UA server of one simulated machine"
+    )
     ap.add_argument("--port", type=int, default=4840)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--name", default="Machine1")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--scenario", type=Path, help="YAML with phases (default: healthy 60 s, then "
-                    "bearing_outer degrading to failure over 600 s)")
+    ap.add_argument(
+        "--scenario",
+        type=Path,
+        help="YAML with phases (default: healthy 60 s, then bearing_outer degrading to failure over 600 s)",
+    )
     ap.add_argument("--period-ms", type=int, default=200)
     ap.add_argument("--time-scale", type=float, default=1.0, help="machine seconds per wall second")
     a = ap.parse_args(argv)
@@ -293,7 +309,10 @@ def main(argv: list[str]) -> int:
         except OSError as e:
             print(f"edge-sim machine: cannot listen on {a.host}:{a.port} ({e.strerror}); pick another --port")
             return 1
-        print(f"machine {a.name} listening on {srv.endpoint} (NodeIds {srv.node_id('Vibration')} ...)", flush=True)
+        print(
+            f"machine {a.name} listening on {srv.endpoint} (NodeIds {srv.node_id('Vibration')} ...)",
+            flush=True,
+        )
         await stop.wait()
         await srv.stop()
         return 0

@@ -21,9 +21,17 @@ from pathlib import Path
 from simulators.parts import DEFECTS, PartGenerator, PartsError
 
 
-def write_mvtec(out: Path, n_train: int = 200, n_test_good: int = 50, n_test_ng: int = 50, seed: int = 0,
-                size: int = 128, surface: str = "cast", difficulty: float = 1.0, jpeg_quality: int | None = None
-                ) -> Path:
+def write_mvtec(
+    out: Path,
+    n_train: int = 200,
+    n_test_good: int = 50,
+    n_test_ng: int = 50,
+    seed: int = 0,
+    size: int = 128,
+    surface: str = "cast",
+    difficulty: float = 1.0,
+    jpeg_quality: int | None = None,
+) -> Path:
     """``jpeg_quality``: store each image as the camera's MJPEG stream delivers it (JPEG at that quality,
     saved losslessly as PNG), so that a model learns the frames it will see."""
     import cv2
@@ -35,7 +43,9 @@ def write_mvtec(out: Path, n_train: int = 200, n_test_good: int = 50, n_test_ng:
     def save(folder: Path, name: str, img) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         if jpeg_quality and not name.endswith("_mask.png"):
-            img = cv2.imdecode(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])[1], cv2.IMREAD_COLOR)
+            img = cv2.imdecode(
+                cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])[1], cv2.IMREAD_COLOR
+            )
         cv2.imwrite(str(folder / name), img)
 
     for i in range(n_train):
@@ -66,12 +76,18 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--surface", default="cast", help="brushed | cast (default cast)")
     ap.add_argument("--difficulty", type=float, default=1.0)
-    ap.add_argument("--jpeg-quality", type=int, default=None, help="images as a camera's JPEG stream of this "
-                    "quality delivers them (edge-sim camera serves 90); default: uncompressed")
+    ap.add_argument(
+        "--jpeg-quality",
+        type=int,
+        default=None,
+        help="images as a camera's JPEG stream of this "
+        "quality delivers them (edge-sim camera serves 90); default: uncompressed",
+    )
     a = ap.parse_args(argv)
     try:
-        write_mvtec(a.out, a.train, a.test_good, a.test_ng, a.seed, a.size, a.surface, a.difficulty,
-                    a.jpeg_quality)
+        write_mvtec(
+            a.out, a.train, a.test_good, a.test_ng, a.seed, a.size, a.surface, a.difficulty, a.jpeg_quality
+        )
     except PartsError as e:
         print(f"edge-sim dataset mvtec: {e}", file=sys.stderr)
         return 2

@@ -60,8 +60,16 @@ class Part:
 
 
 class PartGenerator:
-    def __init__(self, seed: int = 0, width: int = 128, height: int = 128, defect_rate: float = 0.3,
-                 difficulty: float = 1.0, classes: list[str] | None = None, surface: str = "brushed") -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        width: int = 128,
+        height: int = 128,
+        defect_rate: float = 0.3,
+        difficulty: float = 1.0,
+        classes: list[str] | None = None,
+        surface: str = "brushed",
+    ) -> None:
         if width < 32 or height < 32:
             raise PartsError(f"image size {width}x{height} is too small; use at least 32x32")
         if not 0.0 <= defect_rate <= 1.0:
@@ -89,7 +97,11 @@ class PartGenerator:
 
         rng = np.random.default_rng([self.seed, index])
         if label is None:
-            label = "ok" if rng.random() >= self.defect_rate or not self.defects else str(rng.choice(self.defects))
+            label = (
+                "ok"
+                if rng.random() >= self.defect_rate or not self.defects
+                else str(rng.choice(self.defects))
+            )
         w, h = self.width, self.height
         s = min(w, h) / 128.0  # geometry is designed at 128 px and scaled
         img = self._belt(rng, w, h)
@@ -117,8 +129,10 @@ class PartGenerator:
         # centre bore
         cv2.circle(img, (int(cx), int(cy)), int(12 * s), (35, 35, 38), -1, cv2.LINE_AA)
         cv2.circle(img, (int(cx), int(cy)), int(12 * s), (95, 95, 100), max(1, int(s)), cv2.LINE_AA)
-        holes = [(cx + 28 * s * math.cos(rot + k * math.pi / 2), cy + 28 * s * math.sin(rot + k * math.pi / 2))
-                 for k in range(4)]
+        holes = [
+            (cx + 28 * s * math.cos(rot + k * math.pi / 2), cy + 28 * s * math.sin(rot + k * math.pi / 2))
+            for k in range(4)
+        ]
         missing = int(rng.integers(0, 4)) if label == "missing_hole" else -1
         for k, (hx, hy) in enumerate(holes):
             if k != missing:
@@ -145,8 +159,17 @@ class PartGenerator:
             cv2.ellipse(mask, (int(dx), int(dy)), ax, ang, 0, 360, 255, -1, cv2.LINE_AA)
             self._blend(img, mask, (60, 60, 65), 0.7 * contrast)
             rim = np.zeros_like(mask)
-            cv2.ellipse(rim, (int(dx + 2 * math.cos(light_dir)), int(dy + 2 * math.sin(light_dir))), ax, ang,
-                        0, 360, 255, max(1, int(s)), cv2.LINE_AA)
+            cv2.ellipse(
+                rim,
+                (int(dx + 2 * math.cos(light_dir)), int(dy + 2 * math.sin(light_dir))),
+                ax,
+                ang,
+                0,
+                360,
+                255,
+                max(1, int(s)),
+                cv2.LINE_AA,
+            )
             self._blend(img, rim, (250, 250, 250), 0.6 * contrast)
         elif label == "crack":
             ang = rng.uniform(0, 2 * math.pi)
@@ -167,8 +190,10 @@ class PartGenerator:
             sx, sy = cx + a * math.cos(rng.uniform(0, 6.3)), cy + a * math.sin(rng.uniform(0, 6.3))
             n = 7
             radii = rng.uniform(5, 11, n) * s * size
-            poly = [(sx + radii[i] * math.cos(2 * math.pi * i / n), sy + radii[i] * math.sin(2 * math.pi * i / n))
-                    for i in range(n)]
+            poly = [
+                (sx + radii[i] * math.cos(2 * math.pi * i / n), sy + radii[i] * math.sin(2 * math.pi * i / n))
+                for i in range(n)
+            ]
             cv2.fillPoly(mask, [np.array(poly, np.int32)], 255, cv2.LINE_AA)
             self._blend(img, mask, (40, 80, 120), 0.55 * contrast)  # BGR brown
         if label != "ok":
@@ -203,8 +228,14 @@ class PartGenerator:
 # -- dataset ------------------------------------------------------------------------------------
 
 
-def write_dataset(out_dir: Path, count: int, seed: int = 0, size: int = 128, defect_rate: float = 0.5,
-                  difficulty: float = 1.0) -> Path:
+def write_dataset(
+    out_dir: Path,
+    count: int,
+    seed: int = 0,
+    size: int = 128,
+    defect_rate: float = 0.5,
+    difficulty: float = 1.0,
+) -> Path:
     """Write images/*.png, masks/*.png, labels.jsonl and dataset.yaml (with a content digest)."""
     import cv2
     import yaml
@@ -228,14 +259,30 @@ def write_dataset(out_dir: Path, count: int, seed: int = 0, size: int = 128, def
             if p.mask is not None:
                 mask_file = f"masks/{name}"
                 cv2.imwrite(str(out_dir / mask_file), p.mask)
-            row = {"id": p.part_id, "file": f"images/{name}", "label": p.label, "defect": p.defect,
-                   "bbox": list(p.bbox) if p.bbox else None, "mask": mask_file}
+            row = {
+                "id": p.part_id,
+                "file": f"images/{name}",
+                "label": p.label,
+                "defect": p.defect,
+                "bbox": list(p.bbox) if p.bbox else None,
+                "mask": mask_file,
+            }
             labels.write(json.dumps(row) + "\n")
             digest.update(json.dumps(row, sort_keys=True).encode())
             counts[p.label] += 1
-    meta = {"kind": "parts", "classes": CLASSES, "count": count, "counts": counts, "seed": seed,
-            "width": size, "height": size, "defect_rate": defect_rate, "difficulty": difficulty,
-            "generator": GENERATOR_VERSION, "digest": "sha256:" + digest.hexdigest()}
+    meta = {
+        "kind": "parts",
+        "classes": CLASSES,
+        "count": count,
+        "counts": counts,
+        "seed": seed,
+        "width": size,
+        "height": size,
+        "defect_rate": defect_rate,
+        "difficulty": difficulty,
+        "generator": GENERATOR_VERSION,
+        "digest": "sha256:" + digest.hexdigest(),
+    }
     (out_dir / "dataset.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
     return out_dir
 
@@ -246,7 +293,9 @@ def dataset_main(argv: list[str]) -> int:
     ap.add_argument("--count", type=int, default=2000, help="number of parts (default 2000)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=int, default=128, help="image width and height in pixels (default 128)")
-    ap.add_argument("--defect-rate", type=float, default=0.5, help="fraction of defective parts (default 0.5)")
+    ap.add_argument(
+        "--defect-rate", type=float, default=0.5, help="fraction of defective parts (default 0.5)"
+    )
     ap.add_argument("--difficulty", type=float, default=1.0, help="> 1 makes defects smaller and fainter")
     a = ap.parse_args(argv)
     try:

@@ -32,7 +32,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from protocols import json_codec
 from protocols import sparkplug as sp
 
-_FIELDS = {"temperature": (21.0, 0.2), "humidity": (45.0, 0.5), "pressure": (1013.0, 0.3), "motor_current": (4.0, 0.1)}
+_FIELDS = {
+    "temperature": (21.0, 0.2),
+    "humidity": (45.0, 0.5),
+    "pressure": (1013.0, 0.3),
+    "motor_current": (4.0, 0.1),
+}
 _DEVICE = "motor1"
 
 
@@ -79,17 +84,25 @@ class _Node:
         f, now = self.fleet, int(time.time() * 1000)
         self.seq = 0
         D = sp.DataType
-        nb = sp.Payload(now, self._next(), [
-            sp.Metric(sp.BDSEQ_METRIC, None, D.INT64, self.bd_seq, now),
-            sp.Metric(sp.REBIRTH_METRIC, None, D.BOOLEAN, False, now),
-            sp.Metric("uptime_s", 1, D.DOUBLE, time.time() - self.started_at, now),
-        ])
+        nb = sp.Payload(
+            now,
+            self._next(),
+            [
+                sp.Metric(sp.BDSEQ_METRIC, None, D.INT64, self.bd_seq, now),
+                sp.Metric(sp.REBIRTH_METRIC, None, D.BOOLEAN, False, now),
+                sp.Metric("uptime_s", 1, D.DOUBLE, time.time() - self.started_at, now),
+            ],
+        )
         f.publish(sp.topic(f.group, "NBIRTH", self.name), sp.encode(nb), self.client)
-        db = sp.Payload(now, self._next(), [
-            sp.Metric("current_a", 10, D.DOUBLE, self.vals["current_a"], now),
-            sp.Metric("speed_rpm", 11, D.FLOAT, self.vals["speed_rpm"], now),
-            sp.Metric("running", 12, D.BOOLEAN, True, now),
-        ])
+        db = sp.Payload(
+            now,
+            self._next(),
+            [
+                sp.Metric("current_a", 10, D.DOUBLE, self.vals["current_a"], now),
+                sp.Metric("speed_rpm", 11, D.FLOAT, self.vals["speed_rpm"], now),
+                sp.Metric("running", 12, D.BOOLEAN, True, now),
+            ],
+        )
         f.publish(sp.topic(f.group, "DBIRTH", self.name, _DEVICE), sp.encode(db), self.client)
 
     def tick(self, n: int, rng: random.Random) -> None:
@@ -100,13 +113,19 @@ class _Node:
         self.vals["current_a"] += rng.gauss(0, 0.05)
         self.vals["speed_rpm"] += rng.gauss(0, 2.0)
         D = sp.DataType
-        dd = sp.Payload(now, self._next(), [
-            sp.Metric(None, 10, D.DOUBLE, self.vals["current_a"], now),
-            sp.Metric(None, 11, D.FLOAT, self.vals["speed_rpm"], now),
-        ])
+        dd = sp.Payload(
+            now,
+            self._next(),
+            [
+                sp.Metric(None, 10, D.DOUBLE, self.vals["current_a"], now),
+                sp.Metric(None, 11, D.FLOAT, self.vals["speed_rpm"], now),
+            ],
+        )
         f.publish(sp.topic(f.group, "DDATA", self.name, _DEVICE), sp.encode(dd), self.client)
         if n % 10 == 0:
-            nd = sp.Payload(now, self._next(), [sp.Metric(None, 1, D.DOUBLE, time.time() - self.started_at, now)])
+            nd = sp.Payload(
+                now, self._next(), [sp.Metric(None, 1, D.DOUBLE, time.time() - self.started_at, now)]
+            )
             f.publish(sp.topic(f.group, "NDATA", self.name), sp.encode(nd), self.client)
 
     def disconnect(self, *, death: bool = True) -> None:
@@ -114,7 +133,9 @@ class _Node:
         if c is None:
             return
         if death:
-            c.publish(sp.topic(self.fleet.group, "NDEATH", self.name), sp.death_payload(self.bd_seq), qos=1).wait_for_publish(2)
+            c.publish(
+                sp.topic(self.fleet.group, "NDEATH", self.name), sp.death_payload(self.bd_seq), qos=1
+            ).wait_for_publish(2)
         c.disconnect()
         c.loop_stop()
 
@@ -222,7 +243,9 @@ class SensorFleet:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="edge-sim sensors", description="MQTT sensor fleet (JSON and Sparkplug B)")
+    ap = argparse.ArgumentParser(
+        prog="edge-sim sensors", description="MQTT sensor fleet (JSON and Sparkplug B)"
+    )
     ap.add_argument("--broker-port", type=int, required=True)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--json-sensors", type=int, default=2)
@@ -230,20 +253,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate-hz", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--group", default="plant")
-    ap.add_argument("--restart-every-s", type=float, default=None, help="restart a random edge node this often")
-    ap.add_argument("--duration-s", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
+    ap.add_argument(
+        "--restart-every-s", type=float, default=None, help="restart a random edge node this often"
+    )
+    ap.add_argument(
+        "--duration-s", type=float, default=None, help="stop after this long (default: until Ctrl-C)"
+    )
     ap.add_argument("--quiet", action="store_true", help="do not print every message")
     a = ap.parse_args(argv)
-    fleet = SensorFleet(a.host, a.broker_port, a.json_sensors, a.sparkplug_nodes, a.rate_hz, a.seed, a.group,
-                        a.restart_every_s, verbose=not a.quiet)
+    fleet = SensorFleet(
+        a.host,
+        a.broker_port,
+        a.json_sensors,
+        a.sparkplug_nodes,
+        a.rate_hz,
+        a.seed,
+        a.group,
+        a.restart_every_s,
+        verbose=not a.quiet,
+    )
     try:
         fleet.start()
     except OSError as e:
-        print(f"edge-sim sensors: cannot reach broker {a.host}:{a.broker_port}: {e}; start Mosquitto or fix --broker-port",
-              file=sys.stderr)
+        print(
+            f"edge-sim sensors: cannot reach broker {a.host}:{a.broker_port}: {e}; start Mosquitto or fix --broker-port",
+            file=sys.stderr,
+        )
         return 1
-    print(f"publishing to {a.host}:{a.broker_port}: {a.json_sensors} JSON sensors on plant/line*/sensor*, "
-          f"{a.sparkplug_nodes} Sparkplug B nodes on {sp.NAMESPACE}/{a.group}/# at {a.rate_hz} Hz", flush=True)
+    print(
+        f"publishing to {a.host}:{a.broker_port}: {a.json_sensors} JSON sensors on plant/line*/sensor*, "
+        f"{a.sparkplug_nodes} Sparkplug B nodes on {sp.NAMESPACE}/{a.group}/# at {a.rate_hz} Hz",
+        flush=True,
+    )
     try:
         if a.duration_s is None:
             while True:

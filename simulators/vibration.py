@@ -273,8 +273,10 @@ def write_dataset(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    cols: dict[str, list] = {k: [] for k in ("waveform", "temperature", "speed", "load", "fault", "health",
-                                             "rul_s", "run_id", "t_s")}
+    cols: dict[str, list] = {
+        k: []
+        for k in ("waveform", "temperature", "speed", "load", "fault", "health", "rul_s", "run_id", "t_s")
+    }
     for run in range(n_runs):
         fault = FAULTS[run % len(FAULTS)]
         life_s = float(rng.uniform(300, 900))
@@ -320,8 +322,14 @@ def write_dataset(
         "windows_per_run": int(windows_per_run),
         "seed": int(seed),
         "generator": GENERATOR_VERSION,
-        "units": {"waveform": "g", "temperature": "degC", "speed": "rpm", "load": "fraction",
-                  "rul_s": "s", "t_s": "s"},
+        "units": {
+            "waveform": "g",
+            "temperature": "degC",
+            "speed": "rpm",
+            "load": "fraction",
+            "rul_s": "s",
+            "t_s": "s",
+        },
         "notes": "fault labelled from the start of a run; its signature is weak while health > ~0.95",
     }
     (out_dir / "dataset.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))

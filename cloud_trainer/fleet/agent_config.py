@@ -38,11 +38,19 @@ def validate_agent_config(data: bytes, name: str = "agent-config", timeout_s: fl
     with tempfile.TemporaryDirectory(prefix="fleet-config-") as tmp:
         path = Path(tmp) / name
         path.write_bytes(data)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in [str(_root()), os.environ.get("PYTHONPATH")]
-                                                           if p)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(p for p in [str(_root()), os.environ.get("PYTHONPATH")] if p),
+        }
         try:
-            r = subprocess.run([sys.executable, "-m", "edge_agent.cli", "validate", "--fleet", str(path)], cwd=tmp,
-                               capture_output=True, text=True, timeout=timeout_s, env=env)
+            r = subprocess.run(
+                [sys.executable, "-m", "edge_agent.cli", "validate", "--fleet", str(path)],
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                env=env,
+            )
         except subprocess.TimeoutExpired as exc:
             raise RuntimeError(f"the agent's validator did not answer within {timeout_s:.0f} s") from exc
     if r.returncode == 0:

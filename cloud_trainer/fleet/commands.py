@@ -34,8 +34,19 @@ CREATE TABLE IF NOT EXISTS commands (tenant TEXT NOT NULL, id TEXT NOT NULL, age
   PRIMARY KEY (tenant, id));
 CREATE INDEX IF NOT EXISTS commands_by_agent ON commands (tenant, agent, state);
 """
-COLS = ["id", "agent", "kind", "pipeline", "reason", "issued_at", "issued_by", "state", "detail", "done_at",
-        "generation"]
+COLS = [
+    "id",
+    "agent",
+    "kind",
+    "pipeline",
+    "reason",
+    "issued_at",
+    "issued_by",
+    "state",
+    "detail",
+    "done_at",
+    "generation",
+]
 MAX_TEXT = 300
 T = DEFAULT_TENANT
 
@@ -48,24 +59,37 @@ class Commands:
         if hasattr(control.db, "executescript"):  # SQLite; PostgreSQL has the table from its migrations
             control.db.executescript(SCHEMA)
 
-    def send(self, agent: str, kind: str, pipeline: str, reason: str = "", issued_by: str = "", *,
-             tenant: str = T) -> dict:
+    def send(
+        self, agent: str, kind: str, pipeline: str, reason: str = "", issued_by: str = "", *, tenant: str = T
+    ) -> dict:
         if kind not in KINDS:
             raise ValueError(f"unknown command kind {kind[:64]!r}; known: {', '.join(sorted(KINDS))}")
         if not pipeline or len(pipeline) > 200:
             raise ValueError("pipeline: give the pipeline's name as in the agent's config")
         known = {a["id"]: a for a in self.c.store.agents(tenant=tenant)}
         if agent not in known:  # another tenant's agent gets the answer of one that does not exist
-            raise NotInTenant(f"agent {agent[:64]!r} is not registered (an agent registers with its first state "
-                              "report)")
+            raise NotInTenant(
+                f"agent {agent[:64]!r} is not registered (an agent registers with its first state report)"
+            )
         self._check_pipeline(agent, known[agent].get("health") or {}, kind, pipeline)
-        cmd = {"id": uuid.uuid4().hex[:12], "agent": agent, "kind": kind, "pipeline": pipeline,
-               "reason": (reason or "")[:MAX_TEXT], "issued_at": time.time(), "issued_by": issued_by[:MAX_TEXT],
-               "state": "pending", "detail": "", "done_at": None}
+        cmd = {
+            "id": uuid.uuid4().hex[:12],
+            "agent": agent,
+            "kind": kind,
+            "pipeline": pipeline,
+            "reason": (reason or "")[:MAX_TEXT],
+            "issued_at": time.time(),
+            "issued_by": issued_by[:MAX_TEXT],
+            "state": "pending",
+            "detail": "",
+            "done_at": None,
+        }
         with self.c._write():
             cmd["generation"] = self.c._changed(tenant, agent)
-            self.c.db.execute("INSERT INTO commands (tenant, " + ", ".join(COLS) + ") VALUES (?" + ",?" * len(COLS)
-                              + ")", (tenant, *(cmd[k] for k in COLS)))
+            self.c.db.execute(
+                "INSERT INTO commands (tenant, " + ", ".join(COLS) + ") VALUES (?" + ",?" * len(COLS) + ")",
+                (tenant, *(cmd[k] for k in COLS)),
+            )
         return cmd
 
     @staticmethod
@@ -74,11 +98,19 @@ class Commands:
         if not isinstance(health, dict) or not health:
             return
         if pipeline not in health:
-            raise ValueError(f"agent {agent} has no pipeline {pipeline[:64]!r}; it reported: "
-                             f"{', '.join(sorted(health)) or 'none'}")
-        if kind == "baseline_relearn" and isinstance(health[pipeline], dict) and "baseline" not in health[pipeline]:
-            raise ValueError(f"pipeline {pipeline} of agent {agent} has no baseline (its config has no `baseline:`); "
-                             f"pipelines with one: {', '.join(sorted(_with_baseline(health))) or 'none'}")
+            raise ValueError(
+                f"agent {agent} has no pipeline {pipeline[:64]!r}; it reported: "
+                f"{', '.join(sorted(health)) or 'none'}"
+            )
+        if (
+            kind == "baseline_relearn"
+            and isinstance(health[pipeline], dict)
+            and "baseline" not in health[pipeline]
+        ):
+            raise ValueError(
+                f"pipeline {pipeline} of agent {agent} has no baseline (its config has no `baseline:`); "
+                f"pipelines with one: {', '.join(sorted(_with_baseline(health))) or 'none'}"
+            )
 
     def pending_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, list[dict]]]:
         """Per (tenant, agent): (the generation of its latest command change, its pending commands as
@@ -86,12 +118,19 @@ class Commands:
         out = {}
         with self.c.lock:
             for tenant, agent in keys:
-                rows = self.c.db.execute("SELECT id, kind, pipeline, issued_at, issued_by, reason, state, generation "
-                                         "FROM commands WHERE tenant = ? AND agent = ? ORDER BY issued_at",
-                                         (tenant, agent)).fetchall()
-                out[(tenant, agent)] = (max((r[7] for r in rows), default=0), [
-                    {"id": i, "kind": k, "pipeline": p, "issued_at": t, "issued_by": b, "reason": r}
-                    for i, k, p, t, b, r, state, _ in rows if state == "pending"])
+                rows = self.c.db.execute(
+                    "SELECT id, kind, pipeline, issued_at, issued_by, reason, state, generation "
+                    "FROM commands WHERE tenant = ? AND agent = ? ORDER BY issued_at",
+                    (tenant, agent),
+                ).fetchall()
+                out[(tenant, agent)] = (
+                    max((r[7] for r in rows), default=0),
+                    [
+                        {"id": i, "kind": k, "pipeline": p, "issued_at": t, "issued_by": b, "reason": r}
+                        for i, k, p, t, b, r, state, _ in rows
+                        if state == "pending"
+                    ],
+                )
         return out
 
     def record_results(self, agent: str, results: list[dict], *, tenant: str = T) -> int:
@@ -101,16 +140,25 @@ class Commands:
         with self.c._write():
             for r in results:
                 cid = str(r.get("id", ""))[:64]
-                if self.c.db.execute("UPDATE commands SET state = ?, detail = ?, done_at = ? WHERE tenant = ? AND "
-                                     "agent = ? AND id = ? AND state = 'pending'",
-                                     ("done" if r.get("ok") else "failed", str(r.get("detail", ""))[:MAX_TEXT],
-                                      float(r.get("done_at") or time.time()), tenant, agent, cid)).rowcount:
+                if self.c.db.execute(
+                    "UPDATE commands SET state = ?, detail = ?, done_at = ? WHERE tenant = ? AND "
+                    "agent = ? AND id = ? AND state = 'pending'",
+                    (
+                        "done" if r.get("ok") else "failed",
+                        str(r.get("detail", ""))[:MAX_TEXT],
+                        float(r.get("done_at") or time.time()),
+                        tenant,
+                        agent,
+                        cid,
+                    ),
+                ).rowcount:
                     changed.append(cid)
             if changed:
                 gen = self.c._changed(tenant, agent)
                 for cid in changed:
-                    self.c.db.execute("UPDATE commands SET generation = ? WHERE tenant = ? AND id = ?",
-                                      (gen, tenant, cid))
+                    self.c.db.execute(
+                        "UPDATE commands SET generation = ? WHERE tenant = ? AND id = ?", (gen, tenant, cid)
+                    )
         return len(changed)
 
     def list(self, agent: str | None = None, *, tenant: str = T) -> list[dict]:

@@ -46,17 +46,29 @@ class Console:
                     if u.path == "/api/deployments":  # the typed Deployment's documents (kind model | config)
                         from cloud_trainer.fleet.deployment import Deployment
 
-                        return self._json([Deployment.from_doc(d).doc() for d in (
-                            outer.srv.control.list(tenant=t) if outer.srv.control else [])])
+                        return self._json(
+                            [
+                                Deployment.from_doc(d).doc()
+                                for d in (outer.srv.control.list(tenant=t) if outer.srv.control else [])
+                            ]
+                        )
                     if u.path == "/api/models":
                         return self._json(outer.models(t))
                     if u.path == "/api/quotas":  # per-agent limits, usage and refusals (RESOURCE_EXHAUSTED)
                         return self._json(outer.quotas(t))
                     if u.path == "/api/samples":
-                        return self._json(outer.srv.store.samples(model=q.get("model"), reason=q.get("reason"),
-                                                                  label_state=q.get("label_state"), tenant=t)[-200:])
+                        return self._json(
+                            outer.srv.store.samples(
+                                model=q.get("model"),
+                                reason=q.get("reason"),
+                                label_state=q.get("label_state"),
+                                tenant=t,
+                            )[-200:]
+                        )
                     if u.path.startswith("/registry/"):
-                        return self._file(outer.srv.registry.for_tenant(t).root, u.path.removeprefix("/registry/"))
+                        return self._file(
+                            outer.srv.registry.for_tenant(t).root, u.path.removeprefix("/registry/")
+                        )
                     if u.path.startswith("/blob/"):
                         digest = u.path.removeprefix("/blob/")
                         if not outer.srv.store.has_sample(digest, tenant=t):
@@ -72,8 +84,11 @@ class Console:
                 p = (root / rel).resolve()
                 if root.resolve() not in p.parents or ".tenants" in p.relative_to(root.resolve()).parts:
                     return self._send(403, "text/plain", b"outside the registry\n")
-                ctype = {".png": "image/png", ".md": "text/plain; charset=utf-8", ".json": "application/json"}.get(
-                    p.suffix, "application/octet-stream")
+                ctype = {
+                    ".png": "image/png",
+                    ".md": "text/plain; charset=utf-8",
+                    ".json": "application/json",
+                }.get(p.suffix, "application/octet-stream")
                 self._send(200, ctype, p.read_bytes())
 
             def _json(self, obj) -> None:
@@ -93,8 +108,10 @@ class Console:
 
     def agents(self, tenant: str = "default") -> list[dict]:
         st = self.srv.store
-        return [{**a, "ingest": st.stats(a["id"], tenant=tenant), "gaps": st.gaps(a["id"], tenant=tenant)}
-                for a in st.agents(tenant=tenant)]
+        return [
+            {**a, "ingest": st.stats(a["id"], tenant=tenant), "gaps": st.gaps(a["id"], tenant=tenant)}
+            for a in st.agents(tenant=tenant)
+        ]
 
     def quotas(self, tenant: str) -> dict:
         """The quota snapshot restricted to the tenant's agents (keys are ``agent`` in the default tenant,
@@ -104,8 +121,10 @@ class Console:
         def mine(key: str) -> bool:
             return key.startswith(f"{tenant}/") if tenant != "default" else "/" not in key.split(":")[0]
 
-        return {k: ({a: v for a, v in val.items() if mine(a)} if isinstance(val, dict) and k != "limits" else val)
-                for k, val in snap.items()}
+        return {
+            k: ({a: v for a, v in val.items() if mine(a)} if isinstance(val, dict) and k != "limits" else val)
+            for k, val in snap.items()
+        }
 
     def models(self, tenant: str = "default") -> list[dict]:
         reg = self.srv.registry.for_tenant(tenant)
@@ -115,8 +134,13 @@ class Console:
                 folder = reg.root / name / e["version"]
                 rep = folder / "report.json"
                 report = json.loads(rep.read_text()) if rep.exists() else None
-                out.append({**e, "report": report, "files": sorted(p.name for p in folder.iterdir())
-                            if folder.exists() else []})
+                out.append(
+                    {
+                        **e,
+                        "report": report,
+                        "files": sorted(p.name for p in folder.iterdir()) if folder.exists() else [],
+                    }
+                )
         return out
 
     def start(self) -> None:

@@ -56,7 +56,9 @@ from model_packager.manifest import version_key
 DEFAULT_TENANT = "default"
 
 ROLLBACK_SUFFIX = ":rollback"  # v2 mark on a desired slot's deployment id (v3: the explicit rollback field)
-CONFIG_SLOT = "@config"  # the desired-state row of an agent configuration (create refuses model slots named @...)
+CONFIG_SLOT = (
+    "@config"  # the desired-state row of an agent configuration (create refuses model slots named @...)
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (id TEXT PRIMARY KEY, created REAL NOT NULL, doc TEXT NOT NULL);
@@ -67,7 +69,9 @@ CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NUL
 CREATE TABLE IF NOT EXISTS tenants (id TEXT PRIMARY KEY, display_name TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS changes (generation INTEGER PRIMARY KEY, tenant TEXT NOT NULL, agent TEXT NOT NULL);
 """
-KEEP_CHANGES = 200_000  # rows of the desired-state change log kept (a replica polls it every fraction of a second)
+KEEP_CHANGES = (
+    200_000  # rows of the desired-state change log kept (a replica polls it every fraction of a second)
+)
 # control.db files from before tenants: their desired states belong to the default tenant
 MIGRATE_DESIRED = """BEGIN IMMEDIATE;
 ALTER TABLE desired RENAME TO desired_v1;
@@ -119,14 +123,18 @@ class _PgConnection:
             return self.conn
         now = time.monotonic()
         if now < self._next_try:
-            raise ConnectionError(f"the control database is unreachable; next attempt in {self._next_try - now:.1f} s")
+            raise ConnectionError(
+                f"the control database is unreachable; next attempt in {self._next_try - now:.1f} s"
+            )
         try:
             self.conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=5)
         except self._psycopg.OperationalError as exc:
             self._next_try = time.monotonic() + self._delay
             self._delay = min(self._delay * 2, self.max_backoff_s)
-            raise ConnectionError(f"the control database is unreachable ({str(exc).strip()[:200]}); retrying in "
-                                  f"{self._next_try - time.monotonic():.1f} s") from exc
+            raise ConnectionError(
+                f"the control database is unreachable ({str(exc).strip()[:200]}); retrying in "
+                f"{self._next_try - time.monotonic():.1f} s"
+            ) from exc
         self._delay, self._next_try = self.backoff_s, 0.0
         self.reconnects += 1
         return self.conn
@@ -137,7 +145,9 @@ class _PgConnection:
             return None  # the broken connection took its transaction with it
         # a BEGIN, or a read outside a transaction, that meets a connection broken since its last use is
         # tried once more on a new one (nothing was done yet); anything else fails and the caller retries
-        retry = stmt in ("BEGIN IMMEDIATE", "BEGIN") or (stmt.upper().startswith("SELECT") and not self.in_transaction)
+        retry = stmt in ("BEGIN IMMEDIATE", "BEGIN") or (
+            stmt.upper().startswith("SELECT") and not self.in_transaction
+        )
         for attempt in (1, 2):
             conn = self._alive()
             try:
@@ -162,8 +172,9 @@ class _PgConnection:
 
 
 class Control:
-    def __init__(self, path: Path | str, registry: Registry, store, keys_dir: Path | None = None,
-                 config_validator=None) -> None:
+    def __init__(
+        self, path: Path | str, registry: Registry, store, keys_dir: Path | None = None, config_validator=None
+    ) -> None:
         """``path``: the SQLite file (``control.db``), or a ``postgresql://`` URL (the store's database: replicas
         on several hosts share the control state). ``config_validator(yaml_bytes, name)``: raises ``ValueError``
         naming the field for an agent configuration that does not validate (default: the agent's own
@@ -204,25 +215,34 @@ class Control:
         return dep
 
     def _put(self, dep: dict) -> None:
-        self.db.execute("INSERT INTO deployments (id, created, doc) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-                        "doc = excluded.doc", (dep["id"], dep["created"], json.dumps(dep)))
+        self.db.execute(
+            "INSERT INTO deployments (id, created, doc) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+            "doc = excluded.doc",
+            (dep["id"], dep["created"], json.dumps(dep)),
+        )
 
     def _next_generation(self) -> int:
-        self.db.execute("INSERT INTO counters (key, value) VALUES ('generation', 1) ON CONFLICT(key) DO UPDATE SET "
-                        "value = counters.value + 1")
+        self.db.execute(
+            "INSERT INTO counters (key, value) VALUES ('generation', 1) ON CONFLICT(key) DO UPDATE SET "
+            "value = counters.value + 1"
+        )
         return self.db.execute("SELECT value FROM counters WHERE key = 'generation'").fetchone()[0]
 
     def _changed(self, tenant: str, agent: str) -> int:
         """A new generation, logged as a change of (tenant, agent)'s desired state (what streams push)."""
         gen = self._next_generation()
-        self.db.execute("INSERT INTO changes (generation, tenant, agent) VALUES (?, ?, ?)", (gen, tenant, agent))
+        self.db.execute(
+            "INSERT INTO changes (generation, tenant, agent) VALUES (?, ?, ?)", (gen, tenant, agent)
+        )
         return gen
 
     def changes_since(self, generation: int) -> tuple[int, list[tuple[str, str]]]:
         """(latest generation, the (tenant, agent) pairs whose desired state changed after ``generation``)."""
         with self.lock:
-            rows = self.db.execute("SELECT generation, tenant, agent FROM changes WHERE generation > ? ORDER BY "
-                                   "generation", (generation,)).fetchall()
+            rows = self.db.execute(
+                "SELECT generation, tenant, agent FROM changes WHERE generation > ? ORDER BY generation",
+                (generation,),
+            ).fetchall()
             if not rows:
                 row = self.db.execute("SELECT value FROM counters WHERE key = 'generation'").fetchone()
                 return max(generation, row[0] if row else 0), []
@@ -233,22 +253,36 @@ class Control:
             row = self.db.execute("SELECT value FROM counters WHERE key = 'generation'").fetchone()
         return row[0] if row else 0
 
-    def desired_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, list[dict], dict | None]]:
+    def desired_many(
+        self, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[int, list[dict], dict | None]]:
         """``desired_state`` of many (tenant, agent) pairs at once (one lock, one thread hop)."""
         with self.lock:
             return {(t, a): self.desired_state(a, tenant=t) for t, a in keys}
 
-    def _set_desired(self, agent: str, slot: str, package: str, version: str, digest: str, size: int,
-                     dep_id: str, tenant: str = T) -> None:
+    def _set_desired(
+        self,
+        agent: str,
+        slot: str,
+        package: str,
+        version: str,
+        digest: str,
+        size: int,
+        dep_id: str,
+        tenant: str = T,
+    ) -> None:
         gen = self._changed(tenant, agent)
-        self.db.execute("INSERT INTO desired VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(tenant, agent, slot) DO UPDATE "
-                        "SET package=excluded.package, version=excluded.version, digest=excluded.digest, "
-                        "size=excluded.size, deployment_id=excluded.deployment_id, generation=excluded.generation",
-                        (tenant, agent, slot, package, version, digest, size, dep_id, gen))
+        self.db.execute(
+            "INSERT INTO desired VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(tenant, agent, slot) DO UPDATE "
+            "SET package=excluded.package, version=excluded.version, digest=excluded.digest, "
+            "size=excluded.size, deployment_id=excluded.deployment_id, generation=excluded.generation",
+            (tenant, agent, slot, package, version, digest, size, dep_id, gen),
+        )
 
     # ---- agents' side ----------------------------------------------------------------------------
-    def desired_for(self, agent: str, labels: dict, slots: list[dict], health: dict, *,
-                    tenant: str = T) -> tuple[int, list[dict]]:
+    def desired_for(
+        self, agent: str, labels: dict, slots: list[dict], health: dict, *, tenant: str = T
+    ) -> tuple[int, list[dict]]:
         """(generation, desired model slots) of an agent (with its agent configuration: ``desired_state``)."""
         gen, out, _ = self.desired_state(agent, tenant=tenant)
         return gen, out
@@ -256,19 +290,36 @@ class Control:
     def desired_state(self, agent: str, *, tenant: str = T) -> tuple[int, list[dict], dict | None]:
         """(generation, desired model slots, desired agent configuration or None) of an agent."""
         with self.lock:
-            rows = self.db.execute("SELECT slot, package, version, digest, size, deployment_id, generation FROM "
-                                   "desired WHERE tenant = ? AND agent = ?", (tenant, agent)).fetchall()
+            rows = self.db.execute(
+                "SELECT slot, package, version, digest, size, deployment_id, generation FROM "
+                "desired WHERE tenant = ? AND agent = ?",
+                (tenant, agent),
+            ).fetchall()
             gen = max((r[6] for r in rows), default=0)
             out, config = [], None
             for s, p, v, d, z, dep, _ in rows:
                 rollback = dep.endswith(ROLLBACK_SUFFIX)
                 if s == CONFIG_SLOT:
                     dep_id = dep.removesuffix(ROLLBACK_SUFFIX)
-                    config = {"deployment_id": dep_id, "digest": d, "name": p, "rollback": rollback,
-                              "yaml": self._config_yaml(dep_id).encode()}
+                    config = {
+                        "deployment_id": dep_id,
+                        "digest": d,
+                        "name": p,
+                        "rollback": rollback,
+                        "yaml": self._config_yaml(dep_id).encode(),
+                    }
                 else:
-                    out.append({"slot": s, "package": p, "version": v, "digest": d, "size": z, "deployment_id": dep,
-                                "rollback": rollback})
+                    out.append(
+                        {
+                            "slot": s,
+                            "package": p,
+                            "version": v,
+                            "digest": d,
+                            "size": z,
+                            "deployment_id": dep,
+                            "rollback": rollback,
+                        }
+                    )
         return gen, out, config
 
     def _config_yaml(self, dep_id: str) -> str:
@@ -282,11 +333,27 @@ class Control:
     def deployed_to(self, agent: str, digest: str, *, tenant: str = T) -> bool:
         """Whether ``digest`` is in ``agent``'s desired state: the only packages it may download."""
         with self.lock:
-            return self.db.execute("SELECT 1 FROM desired WHERE tenant = ? AND agent = ? AND digest = ? LIMIT 1",
-                                   (tenant, agent, digest)).fetchone() is not None
+            return (
+                self.db.execute(
+                    "SELECT 1 FROM desired WHERE tenant = ? AND agent = ? AND digest = ? LIMIT 1",
+                    (tenant, agent, digest),
+                ).fetchone()
+                is not None
+            )
 
-    def on_report(self, agent: str, dep_id: str, slot: str, version: str, step: str, ok: bool, reason: str,
-                  health: dict, *, tenant: str = T) -> bool:
+    def on_report(
+        self,
+        agent: str,
+        dep_id: str,
+        slot: str,
+        version: str,
+        step: str,
+        ok: bool,
+        reason: str,
+        health: dict,
+        *,
+        tenant: str = T,
+    ) -> bool:
         """Record an agent's step; False (nothing recorded) for a deployment that is not the agent's: unknown, of
         another tenant, or not targeting it (the service refuses those alike)."""
         with self._write():
@@ -294,7 +361,9 @@ class Control:
                 dep = self._get(dep_id)
             except ValueError:
                 return False
-            if dep.get("tenant", T) != tenant:  # an agent of another tenant with the same id: not its deployment
+            if (
+                dep.get("tenant", T) != tenant
+            ):  # an agent of another tenant with the same id: not its deployment
                 return False
             t = dep["targets"].get(agent)
             if t is None:
@@ -303,8 +372,12 @@ class Control:
                 t["last_report"] = {"step": step, "version": version, "ok": ok, "reason": reason}
                 self._put(dep)
                 return True
-            t.update(status=step if ok else ("rolled_back" if step == "rolled_back" else "failed"),
-                     reason=reason or t.get("reason", ""), updated=self.clock(), health=health)
+            t.update(
+                status=step if ok else ("rolled_back" if step == "rolled_back" else "failed"),
+                reason=reason or t.get("reason", ""),
+                updated=self.clock(),
+                health=health,
+            )
             err = health.get("error_rate") if isinstance(health, dict) else None
             max_err = dep["gate"].get("max_error_rate")
             if ok and err is not None and max_err is not None and err > max_err:
@@ -335,8 +408,10 @@ class Control:
         try:
             verify_package(path, load_trusted_keys([key]))
         except PackageError as exc:
-            raise NotInTenant(f"{entry['name']} {entry['version']} is not signed by this tenant's package key "
-                              f"({str(exc)[:200]}); sign it with the tenant's key and publish it again") from exc
+            raise NotInTenant(
+                f"{entry['name']} {entry['version']} is not signed by this tenant's package key "
+                f"({str(exc)[:200]}); sign it with the tenant's key and publish it again"
+            ) from exc
 
     def _targets(self, agents: list[str], selector: dict, tenant: str = T) -> list[str]:
         known = self.store.agents(tenant=tenant)
@@ -344,11 +419,15 @@ class Control:
             ids = {a["id"] for a in known}
             unknown = sorted(set(agents) - ids)
             if unknown:  # another tenant's agent gets the answer of an agent that does not exist
-                raise NotInTenant(f"agent {unknown[0]!r} is not registered (an agent registers with its first "
-                                  "heartbeat)")
+                raise NotInTenant(
+                    f"agent {unknown[0]!r} is not registered (an agent registers with its first heartbeat)"
+                )
             return sorted(set(agents))
-        out = [a["id"] for a in known if all(fnmatch.fnmatch(str(a["labels"].get(k, "")), v)
-                                             for k, v in selector.items())]
+        out = [
+            a["id"]
+            for a in known
+            if all(fnmatch.fnmatch(str(a["labels"].get(k, "")), v) for k, v in selector.items())
+        ]
         if not out:
             # the tenant has no such agent (another tenant's sites and lines match nothing here): refused alike
             raise NotInTenant(f"no registered agent matches the selector {selector}")
@@ -356,15 +435,20 @@ class Control:
 
     def _check_not_a_downgrade(self, entry: dict, slot: str, targets: list[str], tenant: str = T) -> None:
         want = version_key(entry["version"])
-        running = {a["id"]: next((s for s in a["slots"] if s["slot"] == slot), None)
-                   for a in self.store.agents(tenant=tenant)}
+        running = {
+            a["id"]: next((s for s in a["slots"] if s["slot"] == slot), None)
+            for a in self.store.agents(tenant=tenant)
+        }
         for agent in targets:
             have = []
             cur = running.get(agent)
             if cur and cur.get("package") == entry["name"] and cur.get("version"):
                 have.append(cur["version"])
-            row = self.db.execute("SELECT package, version, deployment_id FROM desired WHERE tenant = ? AND agent = ? "
-                                  "AND slot = ?", (tenant, agent, slot)).fetchone()
+            row = self.db.execute(
+                "SELECT package, version, deployment_id FROM desired WHERE tenant = ? AND agent = ? "
+                "AND slot = ?",
+                (tenant, agent, slot),
+            ).fetchone()
             if row and row[0] == entry["name"] and not row[2].endswith(ROLLBACK_SUFFIX):
                 have.append(row[1])
             for v in have:
@@ -373,15 +457,19 @@ class Control:
                 except ValueError:
                     continue
                 if newer:
-                    raise ValueError(f"{entry['name']} {entry['version']} is older than {v} on agent {agent} "
-                                     f"(slot {slot}); versions only go up: use rollback to downgrade")
+                    raise ValueError(
+                        f"{entry['name']} {entry['version']} is older than {v} on agent {agent} "
+                        f"(slot {slot}); versions only go up: use rollback to downgrade"
+                    )
 
     def create(self, req: dict, *, rollback: bool = False, tenant: str = T) -> dict:
         with self._write():
             slot = req.get("slot") or ""
             if slot.startswith("@"):
-                raise ValueError(f"slot {slot[:64]!r}: names starting with '@' are the fleet's own (@config: the "
-                                 "agent configuration); use the model slot name of the agents' configs")
+                raise ValueError(
+                    f"slot {slot[:64]!r}: names starting with '@' are the fleet's own (@config: the "
+                    "agent configuration); use the model slot name of the agents' configs"
+                )
             entry = self._resolve(req["package"], req.get("version") or "", tenant)
             targets = self._targets(req.get("agents") or [], req.get("selector") or {}, tenant)
             if not slot:
@@ -394,13 +482,29 @@ class Control:
                 if a["id"] in targets:
                     cur = next((s for s in a["slots"] if s["slot"] == slot), None)
                     if cur and cur.get("digest"):
-                        previous[a["id"]] = {"version": cur["version"], "digest": cur["digest"],
-                                             "package": cur["package"]}
-            dep = Deployment(id=uuid.uuid4().hex[:10], tenant=tenant, kind="model", created=self.clock(),
-                             package=entry["name"], version=entry["version"], digest=entry["digest"],
-                             size=entry["size"], slot=slot, strategy=req.get("strategy") or "canary", steps=steps,
-                             wait_s=float(req.get("wait_s") or 0), gate=req.get("gate") or {}, previous=previous,
-                             rollback=rollback, targets={a: {} for a in targets}).doc()
+                        previous[a["id"]] = {
+                            "version": cur["version"],
+                            "digest": cur["digest"],
+                            "package": cur["package"],
+                        }
+            dep = Deployment(
+                id=uuid.uuid4().hex[:10],
+                tenant=tenant,
+                kind="model",
+                created=self.clock(),
+                package=entry["name"],
+                version=entry["version"],
+                digest=entry["digest"],
+                size=entry["size"],
+                slot=slot,
+                strategy=req.get("strategy") or "canary",
+                steps=steps,
+                wait_s=float(req.get("wait_s") or 0),
+                gate=req.get("gate") or {},
+                previous=previous,
+                rollback=rollback,
+                targets={a: {} for a in targets},
+            ).doc()
             self._put(dep)
         self.tick()
         return self._get(dep["id"])
@@ -424,18 +528,37 @@ class Control:
             targets = self._targets(req.get("agents") or [], req.get("selector") or {}, tenant)
             previous = {}
             for a in targets:
-                row = self.db.execute("SELECT package, digest, deployment_id FROM desired WHERE tenant = ? AND "
-                                      "agent = ? AND slot = ?", (tenant, a, CONFIG_SLOT)).fetchone()
+                row = self.db.execute(
+                    "SELECT package, digest, deployment_id FROM desired WHERE tenant = ? AND "
+                    "agent = ? AND slot = ?",
+                    (tenant, a, CONFIG_SLOT),
+                ).fetchone()
                 if row:
-                    previous[a] = {"package": row[0], "version": row[1], "digest": row[1],
-                                   "deployment_id": row[2].removesuffix(ROLLBACK_SUFFIX)}
+                    previous[a] = {
+                        "package": row[0],
+                        "version": row[1],
+                        "digest": row[1],
+                        "deployment_id": row[2].removesuffix(ROLLBACK_SUFFIX),
+                    }
             steps = ["100%"] if req.get("strategy") == "all_at_once" else (req.get("steps") or ["1", "100%"])
-            dep = Deployment(id=uuid.uuid4().hex[:10], tenant=tenant, kind="config", created=self.clock(),
-                             package=name, version=digest, digest=digest, size=len(raw),
-                             strategy=req.get("strategy") or "canary", steps=steps,
-                             wait_s=float(req.get("wait_s") or 0), gate=req.get("gate") or {}, previous=previous,
-                             rollback=rollback, targets={a: {} for a in targets},
-                             config_yaml=raw.decode()).doc()
+            dep = Deployment(
+                id=uuid.uuid4().hex[:10],
+                tenant=tenant,
+                kind="config",
+                created=self.clock(),
+                package=name,
+                version=digest,
+                digest=digest,
+                size=len(raw),
+                strategy=req.get("strategy") or "canary",
+                steps=steps,
+                wait_s=float(req.get("wait_s") or 0),
+                gate=req.get("gate") or {},
+                previous=previous,
+                rollback=rollback,
+                targets={a: {} for a in targets},
+                config_yaml=raw.decode(),
+            ).doc()
             self._put(dep)
         self.tick()
         return self._get(dep["id"])
@@ -485,12 +608,24 @@ class Control:
         for a in current:
             t = dep["targets"][a]
             if t["status"] == "waiting":
-                self._set_desired(a, _slot(dep), dep["package"], dep["version"], dep["digest"], dep["size"],
-                                  dep["id"] + (ROLLBACK_SUFFIX if dep.get("rollback") else ""), dep.get("tenant", T))
+                self._set_desired(
+                    a,
+                    _slot(dep),
+                    dep["package"],
+                    dep["version"],
+                    dep["digest"],
+                    dep["size"],
+                    dep["id"] + (ROLLBACK_SUFFIX if dep.get("rollback") else ""),
+                    dep.get("tenant", T),
+                )
                 t.update(status="assigned", step=k, updated=now)
         if dep["step_started"] is None:
             dep["step_started"] = now
-        bad = [(a, dep["targets"][a]) for a in current if dep["targets"][a]["status"] in ("failed", "rolled_back")]
+        bad = [
+            (a, dep["targets"][a])
+            for a in current
+            if dep["targets"][a]["status"] in ("failed", "rolled_back")
+        ]
         if bad:
             a, t = bad[0]
             dep["state"] = "halted"
@@ -516,16 +651,23 @@ class Control:
             t = dep["targets"][a]
             if prev:
                 config = dep.get("kind") == "config"  # the previous config's YAML is in its own deployment
-                self._set_desired(a, _slot(dep), prev["package"], prev["version"], prev["digest"],
-                                  0 if config else self._size_of(prev["digest"], tenant),
-                                  (prev["deployment_id"] if config else dep["id"]) + ROLLBACK_SUFFIX, tenant)
+                self._set_desired(
+                    a,
+                    _slot(dep),
+                    prev["package"],
+                    prev["version"],
+                    prev["digest"],
+                    0 if config else self._size_of(prev["digest"], tenant),
+                    (prev["deployment_id"] if config else dep["id"]) + ROLLBACK_SUFFIX,
+                    tenant,
+                )
                 if t["status"] not in ("failed", "rolled_back"):
                     t.update(status="rolled_back_by_fleet", reason="rollout halted")
             else:  # nothing before it: a model slot keeps what it runs; an agent goes back to its local config
-                self.db.execute("DELETE FROM desired WHERE tenant = ? AND agent = ? AND slot = ?",
-                                (tenant, a, _slot(dep)))
+                self.db.execute(
+                    "DELETE FROM desired WHERE tenant = ? AND agent = ? AND slot = ?", (tenant, a, _slot(dep))
+                )
                 self._changed(tenant, a)
-
 
     def _size_of(self, digest: str, tenant: str = T) -> int:
         p = self.registry.for_tenant(tenant).by_digest(digest)
@@ -546,18 +688,24 @@ class Control:
                 # the fleet lets go: agents still on this config go back to their own local file
                 tenant_ = dep.get("tenant", T)
                 for a in dep["targets"]:
-                    row = self.db.execute("SELECT deployment_id FROM desired WHERE tenant = ? AND agent = ? AND "
-                                          "slot = ?", (tenant_, a, CONFIG_SLOT)).fetchone()
+                    row = self.db.execute(
+                        "SELECT deployment_id FROM desired WHERE tenant = ? AND agent = ? AND slot = ?",
+                        (tenant_, a, CONFIG_SLOT),
+                    ).fetchone()
                     if row and row[0].removesuffix(ROLLBACK_SUFFIX) == dep["id"]:
-                        self.db.execute("DELETE FROM desired WHERE tenant = ? AND agent = ? AND slot = ?",
-                                        (tenant_, a, CONFIG_SLOT))
+                        self.db.execute(
+                            "DELETE FROM desired WHERE tenant = ? AND agent = ? AND slot = ?",
+                            (tenant_, a, CONFIG_SLOT),
+                        )
                         self._changed(tenant_, a)
                 dep["state"] = "removed"
                 dep["reason"] = "removed by an admin: its agents run their local config"
 
             elif action == "remove":
-                raise ValueError("remove applies to agent configuration deployments; a model slot goes back with "
-                                 "`cloud-trainer rollback`")
+                raise ValueError(
+                    "remove applies to agent configuration deployments; a model slot goes back with "
+                    "`cloud-trainer rollback`"
+                )
             else:
                 raise ValueError(f"cannot {action} a deployment that is {dep['state']}")
             self._put(dep)
@@ -566,13 +714,26 @@ class Control:
 
     def rollback(self, package: str, version: str, slot: str, agents: list[str], *, tenant: str = T) -> dict:
         """An admin's explicit downgrade (or upgrade) of a slot to a named version, all at once."""
-        return self.create({"package": package, "version": version, "slot": slot, "agents": agents,
-                            "selector": {} if agents else {"site": "*"}, "strategy": "all_at_once",
-                            "gate": {}, "wait_s": 0}, rollback=True, tenant=tenant)
+        return self.create(
+            {
+                "package": package,
+                "version": version,
+                "slot": slot,
+                "agents": agents,
+                "selector": {} if agents else {"site": "*"},
+                "strategy": "all_at_once",
+                "gate": {},
+                "wait_s": 0,
+            },
+            rollback=True,
+            tenant=tenant,
+        )
 
     def list(self, *, tenant: str = T) -> list[dict]:
         with self.lock:
-            docs = [json.loads(d) for (d,) in self.db.execute("SELECT doc FROM deployments ORDER BY created DESC")]
+            docs = [
+                json.loads(d) for (d,) in self.db.execute("SELECT doc FROM deployments ORDER BY created DESC")
+            ]
         return [d for d in docs if d.get("tenant", T) == tenant]
 
     def create_tenant(self, tenant: str, display_name: str = "") -> dict:
@@ -581,10 +742,15 @@ class Control:
 
         check_tenant(tenant)
         with self.lock:
-            self.db.execute("INSERT INTO tenants (id, display_name, created) VALUES (?, ?, ?) ON CONFLICT(id) DO "
-                            "UPDATE SET display_name = CASE WHEN excluded.display_name = '' THEN tenants.display_name ELSE "
-                            "excluded.display_name END", (tenant, display_name, self.clock()))
-            row = self.db.execute("SELECT id, display_name, created FROM tenants WHERE id = ?", (tenant,)).fetchone()
+            self.db.execute(
+                "INSERT INTO tenants (id, display_name, created) VALUES (?, ?, ?) ON CONFLICT(id) DO "
+                "UPDATE SET display_name = CASE WHEN excluded.display_name = '' THEN tenants.display_name ELSE "
+                "excluded.display_name END",
+                (tenant, display_name, self.clock()),
+            )
+            row = self.db.execute(
+                "SELECT id, display_name, created FROM tenants WHERE id = ?", (tenant,)
+            ).fetchone()
         self.registry.for_tenant(tenant).root.mkdir(parents=True, exist_ok=True)
         return {"tenant": row[0], "display_name": row[1], "created": row[2]}
 

@@ -96,27 +96,69 @@ class Deployment(BaseModel):
         if self.gate.max_error_rate is not None:
             gate.max_error_rate = self.gate.max_error_rate
         return pb.DeploymentInfo(
-            json=json.dumps(doc), id=self.id, kind=self.kind, package=self.package, version=self.version,
-            digest=self.digest, slot=self.slot, strategy=self.strategy, steps=self.steps, wait_s=self.wait_s,
-            gate=gate, state=self.state, step=self.step, reason=self.reason, rollback=self.rollback,
-            created=self.created, size=self.size,
-            targets=[pb.DeploymentTarget(agent=a, status=t.status, reason=t.reason,
-                                         step=-1 if t.step is None else t.step, updated=t.updated or 0)
-                     for a, t in sorted(self.targets.items())])
+            json=json.dumps(doc),
+            id=self.id,
+            kind=self.kind,
+            package=self.package,
+            version=self.version,
+            digest=self.digest,
+            slot=self.slot,
+            strategy=self.strategy,
+            steps=self.steps,
+            wait_s=self.wait_s,
+            gate=gate,
+            state=self.state,
+            step=self.step,
+            reason=self.reason,
+            rollback=self.rollback,
+            created=self.created,
+            size=self.size,
+            targets=[
+                pb.DeploymentTarget(
+                    agent=a,
+                    status=t.status,
+                    reason=t.reason,
+                    step=-1 if t.step is None else t.step,
+                    updated=t.updated or 0,
+                )
+                for a, t in sorted(self.targets.items())
+            ],
+        )
 
     @classmethod
     def from_proto(cls, info) -> Deployment:
         """A ``DeploymentInfo`` from a v3 service (typed fields) or a v2 one (only ``json``)."""
         if not info.id:
             return cls.from_doc(info.json or "{}")
-        return cls(id=info.id, kind=info.kind or "model", created=info.created, package=info.package,
-                   version=info.version, digest=info.digest, size=info.size, slot=info.slot,
-                   strategy=info.strategy, steps=list(info.steps), wait_s=info.wait_s,
-                   gate=Gate(max_error_rate=info.gate.max_error_rate if info.gate.HasField("max_error_rate")
-                             else None),
-                   state=info.state or "running", step=info.step, reason=info.reason, rollback=info.rollback,
-                   targets={t.agent: Target(status=t.status, reason=t.reason, step=None if t.step < 0 else t.step,
-                                            updated=t.updated or None) for t in info.targets})
+        return cls(
+            id=info.id,
+            kind=info.kind or "model",
+            created=info.created,
+            package=info.package,
+            version=info.version,
+            digest=info.digest,
+            size=info.size,
+            slot=info.slot,
+            strategy=info.strategy,
+            steps=list(info.steps),
+            wait_s=info.wait_s,
+            gate=Gate(
+                max_error_rate=info.gate.max_error_rate if info.gate.HasField("max_error_rate") else None
+            ),
+            state=info.state or "running",
+            step=info.step,
+            reason=info.reason,
+            rollback=info.rollback,
+            targets={
+                t.agent: Target(
+                    status=t.status,
+                    reason=t.reason,
+                    step=None if t.step < 0 else t.step,
+                    updated=t.updated or None,
+                )
+                for t in info.targets
+            },
+        )
 
     def what(self) -> str:
         """One short name of what is rolled out: ``package-version`` or ``config NAME (digest)``."""

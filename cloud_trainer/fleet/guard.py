@@ -31,7 +31,9 @@ class _Malformed:
 
 
 def _message(method: str, exc: Exception) -> str:
-    return f"{method}: the request is not a valid protobuf message ({type(exc).__name__}); nothing was processed"
+    return (
+        f"{method}: the request is not a valid protobuf message ({type(exc).__name__}); nothing was processed"
+    )
 
 
 class MalformedRequests(grpc.aio.ServerInterceptor):
@@ -101,7 +103,9 @@ async def json_field(context, text: str, name: str, *, max_bytes: int = 256 * 10
     try:
         value = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name} is not valid JSON ({type(exc).__name__})")
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"{name} is not valid JSON ({type(exc).__name__})"
+        )
     if not isinstance(value, dict):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name} must be a JSON object")
     return value
@@ -156,8 +160,12 @@ class Quotas:
     def open_stream(self, agent: str) -> None:
         with self._lock:
             if self._streams[agent] >= self.limits.concurrent_streams:
-                raise self._refuse(agent, "streams", f"{self._streams[agent]} streams already open (limit "
-                                                     f"{self.limits.concurrent_streams} concurrent streams)")
+                raise self._refuse(
+                    agent,
+                    "streams",
+                    f"{self._streams[agent]} streams already open (limit "
+                    f"{self.limits.concurrent_streams} concurrent streams)",
+                )
             self._streams[agent] += 1
 
     def close_stream(self, agent: str) -> None:
@@ -170,9 +178,13 @@ class Quotas:
             rb = self._records.setdefault(agent, _Bucket(lim.records_per_s))
             bb = self._bytes.setdefault(agent, _Bucket(lim.record_bytes_per_s))
             if records > rb.rate or nbytes > bb.rate:
-                raise self._refuse(agent, "batch", f"one batch of {records} records / {nbytes} bytes is over the "
-                                                   f"per-second limits ({lim.records_per_s:.0f} records/s, "
-                                                   f"{lim.record_bytes_per_s:.0f} bytes/s)")
+                raise self._refuse(
+                    agent,
+                    "batch",
+                    f"one batch of {records} records / {nbytes} bytes is over the "
+                    f"per-second limits ({lim.records_per_s:.0f} records/s, "
+                    f"{lim.record_bytes_per_s:.0f} bytes/s)",
+                )
             if not rb.take(records):
                 raise self._refuse(agent, "records", f"over {lim.records_per_s:.0f} records/s")
             if not bb.take(nbytes):
@@ -186,12 +198,18 @@ class Quotas:
             if d != day:
                 used = 0
             if used + nbytes > self.limits.sample_bytes_per_day:
-                raise self._refuse(agent, "samples", f"sample budget of {self.limits.sample_bytes_per_day} bytes "
-                                                     "per day spent")
+                raise self._refuse(
+                    agent,
+                    "samples",
+                    f"sample budget of {self.limits.sample_bytes_per_day} bytes per day spent",
+                )
             self._samples[agent] = (day, used + nbytes)
 
     def snapshot(self) -> dict:
         with self._lock:
-            return {"limits": dataclasses.asdict(self.limits), "streams": dict(self._streams),
-                    "sample_bytes_today": {a: b for a, (_, b) in self._samples.items()},
-                    "refusals": dict(self.refusals)}
+            return {
+                "limits": dataclasses.asdict(self.limits),
+                "streams": dict(self._streams),
+                "sample_bytes_today": {a: b for a, (_, b) in self._samples.items()},
+                "refusals": dict(self.refusals),
+            }

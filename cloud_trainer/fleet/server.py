@@ -50,30 +50,61 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=7443)
     ap.add_argument("--pki", type=Path, default=Path("var/pki"))
     ap.add_argument("--registry", type=Path, default=None, help="default: <data>/registry")
-    ap.add_argument("--store", default=None, metavar="URL",
-                    help="postgresql://user@host/db: records, samples and agents in PostgreSQL (migrated on start); "
-                         "default: the SQLite file <data>/fleet.db")
-    ap.add_argument("--blobs", default=None, metavar="WHERE",
-                    help="s3://BUCKET[/PREFIX]: blobs in an S3-compatible bucket (credentials from the environment); "
-                         "or a folder; default: <data>/blobs")
-    ap.add_argument("--s3-endpoint", default=None, metavar="URL",
-                    help="the S3-compatible server (e.g. http://minio:9000); default: $AWS_ENDPOINT_URL_S3, else AWS")
-    ap.add_argument("--console-port", type=int, default=None, help="serve the fleet console on this HTTP port")
-    ap.add_argument("--console-tenant", default=None, help="the console shows this tenant only (default: the tenant "
-                                                           "named by ?tenant= in each URL, for operators on loopback)")
+    ap.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="postgresql://user@host/db: records, samples and agents in PostgreSQL (migrated on start); "
+        "default: the SQLite file <data>/fleet.db",
+    )
+    ap.add_argument(
+        "--blobs",
+        default=None,
+        metavar="WHERE",
+        help="s3://BUCKET[/PREFIX]: blobs in an S3-compatible bucket (credentials from the environment); "
+        "or a folder; default: <data>/blobs",
+    )
+    ap.add_argument(
+        "--s3-endpoint",
+        default=None,
+        metavar="URL",
+        help="the S3-compatible server (e.g. http://minio:9000); default: $AWS_ENDPOINT_URL_S3, else AWS",
+    )
+    ap.add_argument(
+        "--console-port", type=int, default=None, help="serve the fleet console on this HTTP port"
+    )
+    ap.add_argument(
+        "--console-tenant",
+        default=None,
+        help="the console shows this tenant only (default: the tenant "
+        "named by ?tenant= in each URL, for operators on loopback)",
+    )
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for f in ("ca.pem", "server.pem", "server.key"):
         if not (a.pki / f).exists():
-            print(f"cloud-trainer serve: {a.pki / f} is missing; create it with `cloud-trainer pki init|server "
-                  f"--dir {a.pki}`", file=sys.stderr)
+            print(
+                f"cloud-trainer serve: {a.pki / f} is missing; create it with `cloud-trainer pki init|server "
+                f"--dir {a.pki}`",
+                file=sys.stderr,
+            )
             return 2
     from cloud_trainer.fleet.service import FleetServer
 
     async def run() -> None:
         registry = a.registry or a.data / "registry"
-        srv = FleetServer(a.data, a.port, a.pki / "ca.pem", a.pki / "server.pem", a.pki / "server.key", a.host,
-                          registry, store=a.store, blobs=a.blobs, s3_endpoint=a.s3_endpoint)
+        srv = FleetServer(
+            a.data,
+            a.port,
+            a.pki / "ca.pem",
+            a.pki / "server.pem",
+            a.pki / "server.key",
+            a.host,
+            registry,
+            store=a.store,
+            blobs=a.blobs,
+            s3_endpoint=a.s3_endpoint,
+        )
         await srv.start()
         quiet_gc()
         console = None
@@ -82,8 +113,11 @@ def main(argv: list[str] | None = None) -> int:
 
             console = Console(srv, a.host, a.console_port, tenant=a.console_tenant)
             console.start()
-        print(f"fleet service listening on {a.host}:{srv.port} (data {a.data}, registry {registry})"
-              + (f"; console http://{a.host}:{console.port}/" if console else ""), flush=True)
+        print(
+            f"fleet service listening on {a.host}:{srv.port} (data {a.data}, registry {registry})"
+            + (f"; console http://{a.host}:{console.port}/" if console else ""),
+            flush=True,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -62,13 +62,17 @@ def peer_identity(context) -> Identity:
 async def require(context, role: str) -> Identity:
     who = peer_identity(context)
     if who.role != role or not who.name:
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                            f"this method needs a {role} certificate; the client presented {who.role or 'no'} "
-                            f"certificate {who.name!r}")
+        await context.abort(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"this method needs a {role} certificate; the client presented {who.role or 'no'} "
+            f"certificate {who.name!r}",
+        )
     if role != ROLE_OPERATOR and not who.tenant:
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                            f"certificate {who.name!r}: its tenant attribute is not a valid tenant id; issue it again "
-                            "with `cloud-trainer pki ... --tenant ID`")
+        await context.abort(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"certificate {who.name!r}: its tenant attribute is not a valid tenant id; issue it again "
+            "with `cloud-trainer pki ... --tenant ID`",
+        )
     return who
 
 
@@ -102,13 +106,23 @@ class LimitedTenants:
 
 
 class FleetServicer(rpc.FleetServicer):
-    def __init__(self, store: Store, blobs: BlobStore, registry: Registry | None, control=None,
-                 quotas: Quotas | None = None, hub: StreamHub | None = None, commands=None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        blobs: BlobStore,
+        registry: Registry | None,
+        control=None,
+        quotas: Quotas | None = None,
+        hub: StreamHub | None = None,
+        commands=None,
+    ) -> None:
         self.store, self.blobs, self.registry, self.control = store, blobs, registry, control
         self.quotas = quotas or Quotas()
         self.hub = hub
         self.commands = commands  # cloud_trainer.fleet.commands.Commands (None: no commands on this server)
-        self._admitted: set[tuple[str, str]] = set()  # agents the store admitted (a cache: they stay admitted)
+        self._admitted: set[tuple[str, str]] = (
+            set()
+        )  # agents the store admitted (a cache: they stay admitted)
         self.limited = LimitedTenants(store)
 
     async def _command_results(self, who: Identity, results) -> None:
@@ -138,22 +152,37 @@ class FleetServicer(rpc.FleetServicer):
         who = await require(context, ROLE_AGENT)
         hub = self.hub
         if hub is None:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server has no Connect stream; use Heartbeat")
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED, "this server has no Connect stream; use Heartbeat"
+            )
             return  # abort raises; said for the type checker
         await self._admit(who, context)
         key = (who.tenant, who.name)
         async with self._stream(quota_key(who), context), hub.attach(key) as outbox:
+
             async def read() -> None:
                 try:
                     async for msg in request_iterator:
                         r = msg.report
-                        slots = [{"slot": s.slot, "package": s.package, "version": s.version, "digest": s.digest,
-                                  "status": s.status, "reason": s.reason} for s in r.slots]
+                        slots = [
+                            {
+                                "slot": s.slot,
+                                "package": s.package,
+                                "version": s.version,
+                                "digest": s.digest,
+                                "status": s.status,
+                                "reason": s.reason,
+                            }
+                            for s in r.slots
+                        ]
                         health = await json_field(context, r.health_json, "report.health_json")
                         await self._command_results(who, r.command_results)
-                        await hub.report(key, (dict(r.labels), slots, health, r.outbox_depth,
-                                               _outbox_state(r), time.time()),
-                                         r.generation_seen, msg.report_id)
+                        await hub.report(
+                            key,
+                            (dict(r.labels), slots, health, r.outbox_depth, _outbox_state(r), time.time()),
+                            r.generation_seen,
+                            msg.report_id,
+                        )
                 finally:
                     offer(outbox, None)  # the agent closed its side (or sent garbage): end the stream
 
@@ -170,15 +199,34 @@ class FleetServicer(rpc.FleetServicer):
         who = await require(context, ROLE_AGENT)
         await self._admit(who, context)
         agent, tenant = who.name, who.tenant
-        slots = [{"slot": s.slot, "package": s.package, "version": s.version, "digest": s.digest,
-                  "status": s.status, "reason": s.reason} for s in request.slots]
+        slots = [
+            {
+                "slot": s.slot,
+                "package": s.package,
+                "version": s.version,
+                "digest": s.digest,
+                "status": s.status,
+                "reason": s.reason,
+            }
+            for s in request.slots
+        ]
         health = await json_field(context, request.health_json, "health_json")
         await self._command_results(who, request.command_results)
-        await asyncio.to_thread(self.store.heartbeat, agent, dict(request.labels), slots, health,
-                                request.outbox_depth, _outbox_state(request), tenant=tenant)
+        await asyncio.to_thread(
+            self.store.heartbeat,
+            agent,
+            dict(request.labels),
+            slots,
+            health,
+            request.outbox_depth,
+            _outbox_state(request),
+            tenant=tenant,
+        )
         gen, desired, config = 0, [], None
         if self.control is not None:
-            gen, desired, config = await asyncio.to_thread(partial(self.control.desired_state, agent, tenant=tenant))
+            gen, desired, config = await asyncio.to_thread(
+                partial(self.control.desired_state, agent, tenant=tenant)
+            )
         reply = desired_reply(gen, desired, config)
         if self.commands is not None:
             key = (tenant, agent)
@@ -209,28 +257,42 @@ class FleetServicer(rpc.FleetServicer):
         async for batch in request_iterator:
             samples = sum(len(r.sample) for r in batch.records if r.kind == "sample")
             try:  # the whole batch is within the quotas, or none of it is stored
-                self.quotas.take_batch(agent, len(batch.records),
-                                       sum(len(r.payload) + len(r.sample) for r in batch.records))
+                self.quotas.take_batch(
+                    agent, len(batch.records), sum(len(r.payload) + len(r.sample) for r in batch.records)
+                )
                 if samples:
                     self.quotas.take_sample(agent, samples)
             except QuotaExceeded as exc:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
             records = []
             for r in batch.records:
-                rec = {"epoch": r.epoch, "seq": r.seq, "kind": r.kind, "t": r.t,
-                       "payload": r.payload.decode("utf-8", "replace")}
+                rec = {
+                    "epoch": r.epoch,
+                    "seq": r.seq,
+                    "kind": r.kind,
+                    "t": r.t,
+                    "payload": r.payload.decode("utf-8", "replace"),
+                }
                 if r.kind == "sample" and r.sample:
                     digest = hashlib.sha256(r.sample).hexdigest()
                     if r.sample_sha256 and digest != r.sample_sha256:
-                        log.warning("agent %s: sample seq %d arrived damaged (digest mismatch); not acknowledged",
-                                    agent, r.seq)
+                        log.warning(
+                            "agent %s: sample seq %d arrived damaged (digest mismatch); not acknowledged",
+                            agent,
+                            r.seq,
+                        )
                         continue
                     await asyncio.to_thread(self.blobs.for_tenant(who.tenant).put_bytes, r.sample)
-                    rec["sample_sha256"], rec["sample_ext"], rec["sample_bytes"] = digest, r.sample_ext, len(r.sample)
+                    rec["sample_sha256"], rec["sample_ext"], rec["sample_bytes"] = (
+                        digest,
+                        r.sample_ext,
+                        len(r.sample),
+                    )
                 records.append(rec)
             try:
-                seqs, stored, dup = await asyncio.to_thread(partial(self.store.ingest, who.name, records,
-                                                                    tenant=who.tenant))
+                seqs, stored, dup = await asyncio.to_thread(
+                    partial(self.store.ingest, who.name, records, tenant=who.tenant)
+                )
             except TenantQuotaExceeded as exc:  # the tenant's records or sample bytes of the day
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
             yield pb.Ack(seqs=seqs, stored=stored, duplicates=dup)
@@ -238,12 +300,18 @@ class FleetServicer(rpc.FleetServicer):
     async def DownloadPackage(self, request, context):
         who = await require(context, ROLE_AGENT)
         deployed = self.control is None or await asyncio.to_thread(
-            partial(self.control.deployed_to, who.name, request.digest, tenant=who.tenant))
-        path = (self.registry.for_tenant(who.tenant).by_digest(request.digest) if (self.registry and deployed)
-                else None)
+            partial(self.control.deployed_to, who.name, request.digest, tenant=who.tenant)
+        )
+        path = (
+            self.registry.for_tenant(who.tenant).by_digest(request.digest)
+            if (self.registry and deployed)
+            else None
+        )
         if path is None or not path.exists():  # the same answer whether it exists elsewhere or not at all
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"no package with digest "
-                                f"{request.digest[:16]!r} deployed to this agent")
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"no package with digest {request.digest[:16]!r} deployed to this agent",
+            )
             return  # abort raises; said for the type checker
         async with self._stream(quota_key(who), context):
             async for chunk in self._send_package(path, request, context):
@@ -264,18 +332,37 @@ class FleetServicer(rpc.FleetServicer):
         who = await require(context, ROLE_AGENT)
         if self.control is not None:
             health = await json_field(context, request.health_json, "health_json")
-            known = await asyncio.to_thread(partial(self.control.on_report, who.name, request.deployment_id,
-                                                    request.slot, request.version, request.step, request.ok,
-                                                    request.reason, health, tenant=who.tenant))
+            known = await asyncio.to_thread(
+                partial(
+                    self.control.on_report,
+                    who.name,
+                    request.deployment_id,
+                    request.slot,
+                    request.version,
+                    request.step,
+                    request.ok,
+                    request.reason,
+                    health,
+                    tenant=who.tenant,
+                )
+            )
             if not known:  # unknown, another tenant's, or not targeting this agent: the same answer
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"no deployment "
-                                    f"{request.deployment_id[:64]!r} for this agent")
+                await context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"no deployment {request.deployment_id[:64]!r} for this agent",
+                )
         return pb.ReportReply()
 
 
 class AdminServicer(rpc.AdminServicer):
-    def __init__(self, store: Store, control=None, registry: Registry | None = None, commands=None,
-                 limited: LimitedTenants | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        control=None,
+        registry: Registry | None = None,
+        commands=None,
+        limited: LimitedTenants | None = None,
+    ) -> None:
         self.store, self.control, self.registry = store, control, registry
         self.commands = commands
         self.limited = limited
@@ -285,9 +372,15 @@ class AdminServicer(rpc.AdminServicer):
         out = []
         for a in await asyncio.to_thread(partial(self.store.agents, tenant=who.tenant)):
             st = await asyncio.to_thread(partial(self.store.stats, a["id"], tenant=who.tenant))
-            info = pb.AgentInfo(id=a["id"], labels=a["labels"], last_seen=a["last_seen"] or 0,
-                                slots=[pb.SlotState(**s) for s in a["slots"]], records=st["records"],
-                                last_seq=st["last_seq"], health_json=json.dumps(a.get("health") or {}))
+            info = pb.AgentInfo(
+                id=a["id"],
+                labels=a["labels"],
+                last_seen=a["last_seen"] or 0,
+                slots=[pb.SlotState(**s) for s in a["slots"]],
+                records=st["records"],
+                last_seq=st["last_seq"],
+                health_json=json.dumps(a.get("health") or {}),
+            )
             if (a.get("outbox") or {}).get("config"):
                 info.config.CopyFrom(pb.ConfigState(**a["outbox"]["config"]))
             out.append(info)
@@ -299,15 +392,33 @@ class AdminServicer(rpc.AdminServicer):
         dropped = {}
         st = await asyncio.to_thread(partial(self.store.stats, request.agent or None, tenant=t))
         if request.agent:
-            agent = next((a for a in await asyncio.to_thread(partial(self.store.agents, tenant=t))
-                          if a["id"] == request.agent), None)
-            if agent is None and not st["records"]:  # another tenant's agent: the answer of one that does not exist
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                    f"agent {request.agent[:64]!r} is not registered")
+            agent = next(
+                (
+                    a
+                    for a in await asyncio.to_thread(partial(self.store.agents, tenant=t))
+                    if a["id"] == request.agent
+                ),
+                None,
+            )
+            if (
+                agent is None and not st["records"]
+            ):  # another tenant's agent: the answer of one that does not exist
+                await context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED, f"agent {request.agent[:64]!r} is not registered"
+                )
             dropped = (agent or {}).get("outbox", {}).get("dropped", {})
-        gaps = await asyncio.to_thread(partial(self.store.gaps, request.agent, tenant=t)) if request.agent else []
-        return pb.IngestStatsReply(records=st["records"], samples=st["samples"], duplicates=st["duplicates"],
-                                   gaps=[pb.Gap(**g) for g in gaps], dropped=dropped)
+        gaps = (
+            await asyncio.to_thread(partial(self.store.gaps, request.agent, tenant=t))
+            if request.agent
+            else []
+        )
+        return pb.IngestStatsReply(
+            records=st["records"],
+            samples=st["samples"],
+            duplicates=st["duplicates"],
+            gaps=[pb.Gap(**g) for g in gaps],
+            dropped=dropped,
+        )
 
     async def _control(self, context, fn, *args, **kw):
         """``fn(*args, tenant=<the admin's tenant>, **kw)`` in a thread; ``NotInTenant`` is PERMISSION_DENIED."""
@@ -324,22 +435,36 @@ class AdminServicer(rpc.AdminServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except RuntimeError as exc:  # the agent's validator could not run: the service's fault, not the admin's
+        except (
+            RuntimeError
+        ) as exc:  # the agent's validator could not run: the service's fault, not the admin's
             await context.abort(grpc.StatusCode.INTERNAL, str(exc))
 
     async def CreateDeployment(self, request, context):
         await require(context, ROLE_ADMIN)
-        gate = gate_from_request(request) if request.HasField("gate") else await json_field(
-            context, request.gate_json, "gate_json")
-        req = {"package": request.package, "version": request.version, "slot": request.slot,
-               "agents": list(request.agents), "selector": dict(request.selector),
-               "strategy": request.strategy or "canary", "steps": list(request.steps) or ["1", "100%"],
-               "wait_s": request.wait_s, "gate": gate}
+        gate = (
+            gate_from_request(request)
+            if request.HasField("gate")
+            else await json_field(context, request.gate_json, "gate_json")
+        )
+        req = {
+            "package": request.package,
+            "version": request.version,
+            "slot": request.slot,
+            "agents": list(request.agents),
+            "selector": dict(request.selector),
+            "strategy": request.strategy or "canary",
+            "steps": list(request.steps) or ["1", "100%"],
+            "wait_s": request.wait_s,
+            "gate": gate,
+        }
         if request.kind == "config":
             req.update(config_yaml=request.config_yaml, config_name=request.config_name)
             return await self._control(context, self.control.create_config, req)
         if request.kind not in ("", "model"):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"kind {request.kind[:40]!r}: model or config")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"kind {request.kind[:40]!r}: model or config"
+            )
         return await self._control(context, self.control.create, req)
 
     async def ListDeployments(self, request, context):
@@ -350,22 +475,40 @@ class AdminServicer(rpc.AdminServicer):
     async def SendCommand(self, request, context):
         """A command to one agent of the admin's tenant (another tenant's agent: PERMISSION_DENIED)."""
         who = await require(context, ROLE_ADMIN)
-        cmd = await self._in_tenant(context, self.commands, "agent commands", getattr(self.commands, "send", None),
-                                    request.agent, request.kind, request.pipeline, request.reason, who.name)
+        cmd = await self._in_tenant(
+            context,
+            self.commands,
+            "agent commands",
+            getattr(self.commands, "send", None),
+            request.agent,
+            request.kind,
+            request.pipeline,
+            request.reason,
+            who.name,
+        )
         return pb.CommandInfo(json=json.dumps(cmd))
 
     async def ListCommands(self, request, context):
         who = await require(context, ROLE_ADMIN)
-        cmds = (await asyncio.to_thread(partial(self.commands.list, request.agent or None, tenant=who.tenant))
-                if self.commands is not None else [])
+        cmds = (
+            await asyncio.to_thread(partial(self.commands.list, request.agent or None, tenant=who.tenant))
+            if self.commands is not None
+            else []
+        )
         return pb.ListCommandsReply(commands=[pb.CommandInfo(json=json.dumps(c)) for c in cmds])
 
     async def ControlDeployment(self, request, context):
         return await self._control(context, self.control.command, request.deployment_id, request.action)
 
     async def Rollback(self, request, context):
-        return await self._control(context, self.control.rollback, request.package, request.version, request.slot,
-                                   list(request.agents))
+        return await self._control(
+            context,
+            self.control.rollback,
+            request.package,
+            request.version,
+            request.slot,
+            list(request.agents),
+        )
 
     # ---- platform operators ---------------------------------------------------------------------
     async def CreateTenant(self, request, context):
@@ -397,14 +540,26 @@ class AdminServicer(rpc.AdminServicer):
         out = []
         for t in sorted(set(rows) | set(deps) | set(known) | set(quotas) | {"default"}):
             reg = self.registry.for_tenant(t) if self.registry else None
-            entries = ([e for n in reg.names() for e in reg.list(n)] if reg is not None and reg.root.exists() else [])
+            entries = (
+                [e for n in reg.names() for e in reg.list(n)] if reg is not None and reg.root.exists() else []
+            )
             paths = [reg.package_path(e) for e in entries] if reg is not None else []
             size = sum(p.stat().st_size for p in paths if p.exists())
             r, k = rows.get(t, {}), known.get(t, {})
-            out.append(pb.TenantInfo(tenant=t, display_name=k.get("display_name", ""), agents=r.get("agents", 0),
-                                     records=r.get("records", 0), samples=r.get("samples", 0),
-                                     deployments=deps.get(t, 0), packages=len(entries), created=k.get("created", 0),
-                                     package_bytes=size, **quotas.get(t, {})))
+            out.append(
+                pb.TenantInfo(
+                    tenant=t,
+                    display_name=k.get("display_name", ""),
+                    agents=r.get("agents", 0),
+                    records=r.get("records", 0),
+                    samples=r.get("samples", 0),
+                    deployments=deps.get(t, 0),
+                    packages=len(entries),
+                    created=k.get("created", 0),
+                    package_bytes=size,
+                    **quotas.get(t, {}),
+                )
+            )
         return out
 
 
@@ -414,63 +569,99 @@ def _outbox_state(r) -> dict:
     out = {"epoch": r.epoch, "dropped": dict(r.dropped)}
     if r.HasField("config"):
         c = r.config
-        out["config"] = {"source": c.source[:16], "deployment_id": c.deployment_id[:64], "digest": c.digest[:64],
-                         "status": c.status[:32], "reason": c.reason[:500]}
+        out["config"] = {
+            "source": c.source[:16],
+            "deployment_id": c.deployment_id[:64],
+            "digest": c.digest[:64],
+            "status": c.status[:32],
+            "reason": c.reason[:500],
+        }
     return out
 
 
 def server_credentials(ca: Path, cert: Path, key: Path) -> grpc.ServerCredentials:
 
-    return grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())], root_certificates=ca.read_bytes(),
-                                       require_client_auth=True)
+    return grpc.ssl_server_credentials(
+        [(key.read_bytes(), cert.read_bytes())], root_certificates=ca.read_bytes(), require_client_auth=True
+    )
 
 
 def channel_credentials(ca: Path, cert: Path, key: Path) -> grpc.ChannelCredentials:
-    return grpc.ssl_channel_credentials(root_certificates=ca.read_bytes(), private_key=key.read_bytes(),
-                                        certificate_chain=cert.read_bytes())
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca.read_bytes(), private_key=key.read_bytes(), certificate_chain=cert.read_bytes()
+    )
 
 
 class FleetServer:
     """``await start()`` / ``await stop()``; everything persistent lives under ``data``."""
 
-    def __init__(self, data: Path, port: int, ca: Path, cert: Path, key: Path, host: str = "127.0.0.1",
-                 registry: Path | None = None, control=None, quotas: Quotas | None = None,
-                 store: str | None = None, streams: bool = True, blobs: str | Path | BlobStore | None = None,
-                 s3_endpoint: str | None = None) -> None:
+    def __init__(
+        self,
+        data: Path,
+        port: int,
+        ca: Path,
+        cert: Path,
+        key: Path,
+        host: str = "127.0.0.1",
+        registry: Path | None = None,
+        control=None,
+        quotas: Quotas | None = None,
+        store: str | None = None,
+        streams: bool = True,
+        blobs: str | Path | BlobStore | None = None,
+        s3_endpoint: str | None = None,
+    ) -> None:
         self.data = Path(data)
         self.store = open_store(store, self.data)  # a postgresql:// URL, or the SQLite file <data>/fleet.db
         # s3://bucket[/prefix] (replicas on several hosts), a folder, or <data>/blobs
-        self.blobs = (open_blobs(str(blobs) if blobs is not None else None, self.data, s3_endpoint=s3_endpoint)
-                      if blobs is None or isinstance(blobs, (str, Path)) else blobs)
+        self.blobs = (
+            open_blobs(str(blobs) if blobs is not None else None, self.data, s3_endpoint=s3_endpoint)
+            if blobs is None or isinstance(blobs, (str, Path))
+            else blobs
+        )
         self.registry = Registry(registry or self.data / "registry")
         if control is None:
             from cloud_trainer.fleet.control import Control
 
             # with a PostgreSQL store the control state lives in the same database (replicas on several hosts)
-            where = store if store and store.startswith(("postgresql://", "postgres://")) else self.data / "control.db"
+            where = (
+                store
+                if store and store.startswith(("postgresql://", "postgres://"))
+                else self.data / "control.db"
+            )
             control = Control(where, self.registry, self.store, keys_dir=Path(ca).parent)
         self.control = control
         self.commands = Commands(control) if getattr(control, "db", None) is not None else None
         self.quotas = quotas or Quotas()
-        self.server = grpc.aio.server(interceptors=[MalformedRequests()], options=[
-            ("grpc.max_receive_message_length", self.quotas.limits.max_message_bytes),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            # a connection storm (thousands of agents after a restart or a network cut): calls that arrive faster
-            # than the asyncio loop takes them wait in grpc's queue instead of being refused (RESOURCE_EXHAUSTED
-            # past 1,000 by default, with cancellations seen from ~2,000: FIELD-NOTES) or cancelled after 30 s
-            ("grpc.server.max_pending_requests", 20_000), ("grpc.server.max_pending_requests_hard_limit", 40_000),
-            ("grpc.server_max_unrequested_time_in_server", 120),
-            # agents ping every 10 s on an otherwise quiet stream (reports every 30 s): allowed, never a GOAWAY
-            ("grpc.http2.min_ping_interval_without_data_ms", 5_000), ("grpc.keepalive_permit_without_calls", 1),
-            # and the server pings each connection every minute: a gateway that lost power (no FIN, no RST)
-            # has its stream closed within 80 s instead of holding it (and its memory) forever
-            ("grpc.keepalive_time_ms", 60_000), ("grpc.keepalive_timeout_ms", 20_000),
-        ], maximum_concurrent_rpcs=100_000)  # one long-lived Connect per agent
+        self.server = grpc.aio.server(
+            interceptors=[MalformedRequests()],
+            options=[
+                ("grpc.max_receive_message_length", self.quotas.limits.max_message_bytes),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                # a connection storm (thousands of agents after a restart or a network cut): calls that arrive faster
+                # than the asyncio loop takes them wait in grpc's queue instead of being refused (RESOURCE_EXHAUSTED
+                # past 1,000 by default, with cancellations seen from ~2,000: FIELD-NOTES) or cancelled after 30 s
+                ("grpc.server.max_pending_requests", 20_000),
+                ("grpc.server.max_pending_requests_hard_limit", 40_000),
+                ("grpc.server_max_unrequested_time_in_server", 120),
+                # agents ping every 10 s on an otherwise quiet stream (reports every 30 s): allowed, never a GOAWAY
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+                # and the server pings each connection every minute: a gateway that lost power (no FIN, no RST)
+                # has its stream closed within 80 s instead of holding it (and its memory) forever
+                ("grpc.keepalive_time_ms", 60_000),
+                ("grpc.keepalive_timeout_ms", 20_000),
+            ],
+            maximum_concurrent_rpcs=100_000,
+        )  # one long-lived Connect per agent
         self.hub = StreamHub(self.store, self.control, commands=self.commands) if streams else None
-        fleet = FleetServicer(self.store, self.blobs, self.registry, self.control, self.quotas, self.hub, self.commands)
+        fleet = FleetServicer(
+            self.store, self.blobs, self.registry, self.control, self.quotas, self.hub, self.commands
+        )
         rpc.add_FleetServicer_to_server(fleet, self.server)
-        rpc.add_AdminServicer_to_server(AdminServicer(self.store, self.control, self.registry, self.commands, fleet.limited),
-                                        self.server)
+        rpc.add_AdminServicer_to_server(
+            AdminServicer(self.store, self.control, self.registry, self.commands, fleet.limited), self.server
+        )
         self.port = self.server.add_secure_port(f"{host}:{port}", server_credentials(ca, cert, key))
         self._tick: asyncio.Task | None = None
         self._stopped = False

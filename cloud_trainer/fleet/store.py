@@ -69,7 +69,10 @@ SCHEMA += QUOTAS
 QUOTA_FIELDS = ("max_agents", "max_records_per_day", "max_sample_bytes_per_day")
 # v1 files: records and samples keyed by (agent, seq); their rows become epoch 0 of tenant ''
 MIGRATIONS = [
-    ("records", "epoch", """
+    (
+        "records",
+        "epoch",
+        """
 ALTER TABLE records RENAME TO records_v1;
 CREATE TABLE records (
   tenant TEXT NOT NULL DEFAULT '', agent TEXT NOT NULL, epoch INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL,
@@ -77,8 +80,12 @@ CREATE TABLE records (
   PRIMARY KEY (tenant, agent, epoch, seq)) WITHOUT ROWID;
 INSERT INTO records (agent, seq, kind, t, received, payload) SELECT agent, seq, kind, t, received, payload
   FROM records_v1;
-DROP TABLE records_v1;"""),
-    ("samples", "epoch", """
+DROP TABLE records_v1;""",
+    ),
+    (
+        "samples",
+        "epoch",
+        """
 DROP INDEX IF EXISTS samples_by_model;
 ALTER TABLE samples RENAME TO samples_v1;
 CREATE TABLE samples (
@@ -88,28 +95,40 @@ CREATE TABLE samples (
   ext TEXT, PRIMARY KEY (tenant, agent, epoch, seq));
 INSERT INTO samples (sha256, agent, seq, t, model, version, pipeline, reason, verdict, label, label_state, ext)
   SELECT sha256, agent, seq, t, model, version, pipeline, reason, verdict, label, label_state, ext FROM samples_v1;
-DROP TABLE samples_v1;"""),
+DROP TABLE samples_v1;""",
+    ),
     ("agents", "outbox", "ALTER TABLE agents ADD COLUMN outbox TEXT NOT NULL DEFAULT '{}';"),
     ("ingest", "epoch", "ALTER TABLE ingest ADD COLUMN epoch INTEGER;"),
     # tenants: agents and ingest become keyed by (tenant, id); rows of tenant '' move to the default tenant
-    ("agents", "tenant", """
+    (
+        "agents",
+        "tenant",
+        """
 ALTER TABLE agents RENAME TO agents_v2;
 CREATE TABLE agents (
   tenant TEXT NOT NULL, id TEXT NOT NULL, labels TEXT NOT NULL DEFAULT '{}', last_seen REAL,
   slots TEXT NOT NULL DEFAULT '[]', health TEXT NOT NULL DEFAULT '{}', outbox_depth INTEGER DEFAULT 0,
   outbox TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (tenant, id));
 INSERT INTO agents SELECT 'default', id, labels, last_seen, slots, health, outbox_depth, outbox FROM agents_v2;
-DROP TABLE agents_v2;"""),
-    ("ingest", "tenant", """
+DROP TABLE agents_v2;""",
+    ),
+    (
+        "ingest",
+        "tenant",
+        """
 ALTER TABLE ingest RENAME TO ingest_v2;
 CREATE TABLE ingest (tenant TEXT NOT NULL, agent TEXT NOT NULL,
   duplicates INTEGER NOT NULL DEFAULT 0, epoch INTEGER, PRIMARY KEY (tenant, agent));
 INSERT INTO ingest SELECT 'default', agent, duplicates, epoch FROM ingest_v2;
-DROP TABLE ingest_v2;"""),
+DROP TABLE ingest_v2;""",
+    ),
 ]
 DEFAULT_TENANT = "default"  # the same as cloud_trainer.pki.DEFAULT_TENANT
-DROP_CAUSES = {EventKind.OUTBOX_BUDGET: "budget", EventKind.OUTBOX_RETENTION: "retention",
-               EventKind.OUTBOX_WRITE_FAILED: "write_failed"}
+DROP_CAUSES = {
+    EventKind.OUTBOX_BUDGET: "budget",
+    EventKind.OUTBOX_RETENTION: "retention",
+    EventKind.OUTBOX_WRITE_FAILED: "write_failed",
+}
 
 
 def _subtract(first: int, last: int, known: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
@@ -155,16 +174,34 @@ class Store(abc.ABC):
     def stats(self, agent: str | None = None, *, tenant: str = T) -> dict: ...
 
     @abc.abstractmethod
-    def records(self, agent: str, kind: str | None = None, since_seq: int = 0, limit: int = 1000, *,
-                tenant: str = T) -> list[dict]: ...
+    def records(
+        self, agent: str, kind: str | None = None, since_seq: int = 0, limit: int = 1000, *, tenant: str = T
+    ) -> list[dict]: ...
 
     @abc.abstractmethod
-    def samples(self, model: str | None = None, label_state: str | None = None, reason: str | None = None,
-                since: float | None = None, until: float | None = None, *, tenant: str = T) -> list[dict]: ...
+    def samples(
+        self,
+        model: str | None = None,
+        label_state: str | None = None,
+        reason: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        *,
+        tenant: str = T,
+    ) -> list[dict]: ...
 
     @abc.abstractmethod
-    def heartbeat(self, agent: str, labels: dict, slots: list[dict], health: dict, outbox_depth: int,
-                  outbox: dict | None = None, *, tenant: str = T) -> None: ...
+    def heartbeat(
+        self,
+        agent: str,
+        labels: dict,
+        slots: list[dict],
+        health: dict,
+        outbox_depth: int,
+        outbox: dict | None = None,
+        *,
+        tenant: str = T,
+    ) -> None: ...
 
     def heartbeat_many(self, rows: list[tuple]) -> None:
         """Many state reports at once: ``(tenant, agent, labels, slots, health, outbox_depth, outbox, t)`` each
@@ -227,37 +264,66 @@ class SQLStore(Store):
         stored = dup = sample_bytes = 0
         q = self.q
         with self._tx() as ex:
-            ex(q("INSERT INTO ingest (tenant, agent, duplicates) VALUES (?, ?, 0) ON CONFLICT DO NOTHING"),
-               (tenant, agent))
-            known_epoch = ex(q("SELECT epoch FROM ingest WHERE tenant = ? AND agent = ?" + self.FOR_UPDATE),
-                             (tenant, agent)).fetchone()[0]
+            ex(
+                q("INSERT INTO ingest (tenant, agent, duplicates) VALUES (?, ?, 0) ON CONFLICT DO NOTHING"),
+                (tenant, agent),
+            )
+            known_epoch = ex(
+                q("SELECT epoch FROM ingest WHERE tenant = ? AND agent = ?" + self.FOR_UPDATE),
+                (tenant, agent),
+            ).fetchone()[0]
             for r in records:
                 epoch = int(r.get("epoch") or 0)
                 if known_epoch is None or epoch > known_epoch:
                     if known_epoch is not None:
                         self._end_epoch(ex, tenant, agent, known_epoch, "epoch_change", now)
                     known_epoch = epoch
-                    ex(q("UPDATE ingest SET epoch = ? WHERE tenant = ? AND agent = ?"), (epoch, tenant, agent))
-                cur = ex(q("INSERT INTO records (tenant, agent, epoch, seq, kind, t, received, payload) "
-                           "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"),
-                         (tenant, agent, epoch, r["seq"], r["kind"], r["t"], now, r["payload"]))
+                    ex(
+                        q("UPDATE ingest SET epoch = ? WHERE tenant = ? AND agent = ?"),
+                        (epoch, tenant, agent),
+                    )
+                cur = ex(
+                    q(
+                        "INSERT INTO records (tenant, agent, epoch, seq, kind, t, received, payload) "
+                        "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"
+                    ),
+                    (tenant, agent, epoch, r["seq"], r["kind"], r["t"], now, r["payload"]),
+                )
                 if cur.rowcount:
                     stored += 1
                     sample_bytes += int(r.get("sample_bytes") or 0)
                     if r["kind"] == "sample" and r.get("sample_sha256"):
                         meta = json.loads(r["payload"] or "{}")
-                        ex(q("INSERT INTO samples (sha256, tenant, agent, epoch, seq, t, model, version, pipeline, "
-                             "reason, verdict, label, ext) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"),
-                           (r["sample_sha256"], tenant, agent, epoch, r["seq"], r["t"], meta.get("model"),
-                            meta.get("model_version"), meta.get("pipeline"), meta.get("reason"),
-                            meta.get("verdict"), meta.get("label"), r.get("sample_ext")))
+                        ex(
+                            q(
+                                "INSERT INTO samples (sha256, tenant, agent, epoch, seq, t, model, version, pipeline, "
+                                "reason, verdict, label, ext) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"
+                            ),
+                            (
+                                r["sample_sha256"],
+                                tenant,
+                                agent,
+                                epoch,
+                                r["seq"],
+                                r["t"],
+                                meta.get("model"),
+                                meta.get("model_version"),
+                                meta.get("pipeline"),
+                                meta.get("reason"),
+                                meta.get("verdict"),
+                                meta.get("label"),
+                                r.get("sample_ext"),
+                            ),
+                        )
                     elif r["kind"] in ("event", "alarm"):
                         self._note_loss(ex, tenant, agent, epoch, r["payload"], now)
                 else:
                     dup += 1
             if dup:
-                ex(q("UPDATE ingest SET duplicates = duplicates + ? WHERE tenant = ? AND agent = ?"),
-                   (dup, tenant, agent))
+                ex(
+                    q("UPDATE ingest SET duplicates = duplicates + ? WHERE tenant = ? AND agent = ?"),
+                    (dup, tenant, agent),
+                )
             if stored:  # last: the tenant's usage row stays locked (PostgreSQL) only until the commit
                 self._charge(ex, tenant, stored, sample_bytes, now)
         return [r["seq"] for r in records], stored, dup
@@ -267,23 +333,34 @@ class SQLStore(Store):
         transaction rolls back) what passes its quota. The row lock of the upsert serializes the replicas'
         counts, so the totals are exact however many processes ingest."""
         q, day = self.q, utc_day(now)
-        ex(q("INSERT INTO tenant_usage (tenant, day, records, sample_bytes) VALUES (?, ?, ?, ?) ON CONFLICT "
-             "(tenant, day) DO UPDATE SET records = tenant_usage.records + excluded.records, "
-             "sample_bytes = tenant_usage.sample_bytes + excluded.sample_bytes"), (tenant, day, records, sample_bytes))
-        limits = ex(q("SELECT max_records_per_day, max_sample_bytes_per_day FROM tenant_quotas WHERE tenant = ?"),
-                    (tenant,)).fetchone()
+        ex(
+            q(
+                "INSERT INTO tenant_usage (tenant, day, records, sample_bytes) VALUES (?, ?, ?, ?) ON CONFLICT "
+                "(tenant, day) DO UPDATE SET records = tenant_usage.records + excluded.records, "
+                "sample_bytes = tenant_usage.sample_bytes + excluded.sample_bytes"
+            ),
+            (tenant, day, records, sample_bytes),
+        )
+        limits = ex(
+            q("SELECT max_records_per_day, max_sample_bytes_per_day FROM tenant_quotas WHERE tenant = ?"),
+            (tenant,),
+        ).fetchone()
         if not limits or not any(limits):
             return
-        used = ex(q("SELECT records, sample_bytes FROM tenant_usage WHERE tenant = ? AND day = ?"),
-                  (tenant, day)).fetchone()
-        for limit, n, added, what in ((limits[0], used[0], records, "records"),
-                                      (limits[1], used[1], sample_bytes, "bytes of samples")):
+        used = ex(
+            q("SELECT records, sample_bytes FROM tenant_usage WHERE tenant = ? AND day = ?"), (tenant, day)
+        ).fetchone()
+        for limit, n, added, what in (
+            (limits[0], used[0], records, "records"),
+            (limits[1], used[1], sample_bytes, "bytes of samples"),
+        ):
             if limit and n > limit:
                 raise TenantQuotaExceeded(
                     f"tenant {tenant}: this batch ({added} {what}) would pass the tenant's quota of {limit} {what} "
                     f"per day ({n - added} used today); nothing of it was stored: "
                     "the agent keeps it in its outbox and sends it after 00:00 UTC or once the platform operator "
-                    "raises the quota")
+                    "raises the quota"
+                )
 
     def set_quota(self, tenant: str, **limits: int) -> dict:
         bad = sorted(set(limits) - set(QUOTA_FIELDS))
@@ -299,13 +376,20 @@ class SQLStore(Store):
 
     def quotas(self) -> dict[str, dict]:
         out: dict[str, dict] = {}
-        for t, *lim in self._rows(self.q("SELECT tenant, " + ", ".join(QUOTA_FIELDS) + " FROM tenant_quotas")):
-            out[t] = {**dict(zip(QUOTA_FIELDS, map(int, lim), strict=True)), "records_today": 0,
-                      "sample_bytes_today": 0}
-        for t, n, b in self._rows(self.q("SELECT tenant, records, sample_bytes FROM tenant_usage WHERE day = ?"),
-                                  (utc_day(),)):
-            out.setdefault(t, {**dict.fromkeys(QUOTA_FIELDS, 0)}).update(records_today=int(n),
-                                                                          sample_bytes_today=int(b))
+        for t, *lim in self._rows(
+            self.q("SELECT tenant, " + ", ".join(QUOTA_FIELDS) + " FROM tenant_quotas")
+        ):
+            out[t] = {
+                **dict(zip(QUOTA_FIELDS, map(int, lim), strict=True)),
+                "records_today": 0,
+                "sample_bytes_today": 0,
+            }
+        for t, n, b in self._rows(
+            self.q("SELECT tenant, records, sample_bytes FROM tenant_usage WHERE day = ?"), (utc_day(),)
+        ):
+            out.setdefault(t, {**dict.fromkeys(QUOTA_FIELDS, 0)}).update(
+                records_today=int(n), sample_bytes_today=int(b)
+            )
         return out
 
     def _lock_tenant(self, ex, tenant: str) -> None:
@@ -324,20 +408,34 @@ class SQLStore(Store):
                 return
             n = ex(q("SELECT COUNT(*) FROM agents WHERE tenant = ?"), (tenant,)).fetchone()[0]
             if n >= limit:
-                raise TenantQuotaExceeded(f"tenant {tenant}: {n} agents registered, the tenant's quota is {limit}; "
-                                          f"agent {agent} cannot join until the platform operator raises the quota")
-            ex(q("INSERT INTO agents (tenant, id, last_seen) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"),
-               (tenant, agent, time.time()))
+                raise TenantQuotaExceeded(
+                    f"tenant {tenant}: {n} agents registered, the tenant's quota is {limit}; "
+                    f"agent {agent} cannot join until the platform operator raises the quota"
+                )
+            ex(
+                q("INSERT INTO agents (tenant, id, last_seen) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"),
+                (tenant, agent, time.time()),
+            )
 
-    def _end_epoch(self, ex, tenant: str, agent: str, epoch: int, cause: str, now: float,
-                   replace: bool = False) -> None:
+    def _end_epoch(
+        self, ex, tenant: str, agent: str, epoch: int, cause: str, now: float, replace: bool = False
+    ) -> None:
         """Record that ``epoch`` ended after its last stored seq: whatever the old outbox still held is lost."""
-        last = ex(self.q("SELECT MAX(seq) FROM records WHERE tenant = ? AND agent = ? AND epoch = ?"),
-                  (tenant, agent, epoch)).fetchone()[0] or 0
-        ex(self.q("INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES (?,?,?,?,0,?,?) "
-                  "ON CONFLICT (tenant, agent, epoch, first, last) DO "
-                  + ("UPDATE SET cause = excluded.cause" if replace else "NOTHING")),
-           (tenant, agent, epoch, last + 1, cause, now))
+        last = (
+            ex(
+                self.q("SELECT MAX(seq) FROM records WHERE tenant = ? AND agent = ? AND epoch = ?"),
+                (tenant, agent, epoch),
+            ).fetchone()[0]
+            or 0
+        )
+        ex(
+            self.q(
+                "INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES (?,?,?,?,0,?,?) "
+                "ON CONFLICT (tenant, agent, epoch, first, last) DO "
+                + ("UPDATE SET cause = excluded.cause" if replace else "NOTHING")
+            ),
+            (tenant, agent, epoch, last + 1, cause, now),
+        )
 
     def _note_loss(self, ex, tenant: str, agent: str, epoch: int, payload: str, now: float) -> None:
         """An agent's own account of a loss: dropped seq ranges, or a corrupt outbox (the previous epoch ended)."""
@@ -355,19 +453,35 @@ class SQLStore(Store):
         elif kind in DROP_CAUSES:
             e = int(evt.get("epoch", epoch))
             for a, b in evt.get("ranges") or []:
-                ex(self.q("INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES (?,?,?,?,?,?,?) "
-                          "ON CONFLICT DO NOTHING"), (tenant, agent, e, int(a), int(b), DROP_CAUSES[kind], now))
+                ex(
+                    self.q(
+                        "INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES (?,?,?,?,?,?,?) "
+                        "ON CONFLICT DO NOTHING"
+                    ),
+                    (tenant, agent, e, int(a), int(b), DROP_CAUSES[kind], now),
+                )
 
     def gaps(self, agent: str, *, tenant: str = T) -> list[dict]:
         q, args = self.q, (tenant, agent)
         with self._tx(write=False) as ex:
-            missing = ex(q("SELECT epoch, seq + 1, next - 1 FROM (SELECT epoch, seq, LEAD(seq) OVER (PARTITION BY "
-                           "epoch ORDER BY seq) AS next FROM records WHERE tenant = ? AND agent = ?) AS r "
-                           "WHERE next > seq + 1"), args).fetchall()
-            firsts = ex(q("SELECT epoch, MIN(seq) FROM records WHERE tenant = ? AND agent = ? GROUP BY epoch"),
-                        args).fetchall()
-            known = ex(q("SELECT epoch, first, last, cause FROM gaps WHERE tenant = ? AND agent = ? "
-                         "ORDER BY epoch, first"), args).fetchall()
+            missing = ex(
+                q(
+                    "SELECT epoch, seq + 1, next - 1 FROM (SELECT epoch, seq, LEAD(seq) OVER (PARTITION BY "
+                    "epoch ORDER BY seq) AS next FROM records WHERE tenant = ? AND agent = ?) AS r "
+                    "WHERE next > seq + 1"
+                ),
+                args,
+            ).fetchall()
+            firsts = ex(
+                q("SELECT epoch, MIN(seq) FROM records WHERE tenant = ? AND agent = ? GROUP BY epoch"), args
+            ).fetchall()
+            known = ex(
+                q(
+                    "SELECT epoch, first, last, cause FROM gaps WHERE tenant = ? AND agent = ? "
+                    "ORDER BY epoch, first"
+                ),
+                args,
+            ).fetchall()
         return gaps_from(missing, firsts, known)
 
     def stats(self, agent: str | None = None, *, tenant: str = T) -> dict:
@@ -376,16 +490,24 @@ class SQLStore(Store):
         q = self.q
         with self._tx(write=False) as ex:
             n = ex(q(f"SELECT COUNT(*) FROM records {w}"), args).fetchone()[0]
-            epoch, last = ex(q(f"SELECT epoch, MAX(seq) FROM records {w} GROUP BY epoch ORDER BY epoch DESC LIMIT 1"),
-                             args).fetchone() or (0, 0)
+            epoch, last = ex(
+                q(f"SELECT epoch, MAX(seq) FROM records {w} GROUP BY epoch ORDER BY epoch DESC LIMIT 1"), args
+            ).fetchone() or (0, 0)
             s = ex(q(f"SELECT COUNT(*) FROM samples {w}"), args).fetchone()[0]
             d = ex(q(f"SELECT COALESCE(SUM(duplicates), 0) FROM ingest {w}"), args).fetchone()[0]
             kinds = dict(ex(q(f"SELECT kind, COUNT(*) FROM records {w} GROUP BY kind"), args).fetchall())
-        return {"records": n, "last_seq": last or 0, "epoch": epoch or 0, "samples": s, "duplicates": int(d),
-                "by_kind": kinds}
+        return {
+            "records": n,
+            "last_seq": last or 0,
+            "epoch": epoch or 0,
+            "samples": s,
+            "duplicates": int(d),
+            "by_kind": kinds,
+        }
 
-    def records(self, agent: str, kind: str | None = None, since_seq: int = 0, limit: int = 1000, *,
-                tenant: str = T) -> list[dict]:
+    def records(
+        self, agent: str, kind: str | None = None, since_seq: int = 0, limit: int = 1000, *, tenant: str = T
+    ) -> list[dict]:
         sql = "SELECT epoch, seq, kind, t, payload FROM records WHERE tenant = ? AND agent = ? AND seq > ?"
         args: list[Any] = [tenant, agent, since_seq]
         if kind:
@@ -393,44 +515,103 @@ class SQLStore(Store):
             args.append(kind)
         sql += " ORDER BY epoch, seq LIMIT ?"
         args.append(limit)
-        return [{"epoch": e, "seq": s, "kind": k, "t": t, "payload": json.loads(p) if p else None}
-                for e, s, k, t, p in self._rows(self.q(sql), args)]
+        return [
+            {"epoch": e, "seq": s, "kind": k, "t": t, "payload": json.loads(p) if p else None}
+            for e, s, k, t, p in self._rows(self.q(sql), args)
+        ]
 
-    def samples(self, model=None, label_state=None, reason=None, since=None, until=None, *,
-                tenant: str = T) -> list[dict]:
+    def samples(
+        self, model=None, label_state=None, reason=None, since=None, until=None, *, tenant: str = T
+    ) -> list[dict]:
         sql, args = ("SELECT " + ", ".join(SAMPLE_COLS) + " FROM samples WHERE tenant = ?"), [tenant]
-        for col, val, op in (("model", model, "="), ("label_state", label_state, "="), ("reason", reason, "="),
-                             ("t", since, ">="), ("t", until, "<")):
+        for col, val, op in (
+            ("model", model, "="),
+            ("label_state", label_state, "="),
+            ("reason", reason, "="),
+            ("t", since, ">="),
+            ("t", until, "<"),
+        ):
             if val is not None:
                 sql += f" AND {col} {op} ?"
                 args.append(val)
-        return [dict(zip(SAMPLE_COLS, r, strict=True)) for r in self._rows(self.q(sql + " ORDER BY t, seq"), args)]
+        return [
+            dict(zip(SAMPLE_COLS, r, strict=True)) for r in self._rows(self.q(sql + " ORDER BY t, seq"), args)
+        ]
 
     def has_sample(self, sha256: str, *, tenant: str = T) -> bool:
-        return bool(self._rows(self.q("SELECT 1 FROM samples WHERE tenant = ? AND sha256 = ? LIMIT 1"),
-                               (tenant, sha256)))
+        return bool(
+            self._rows(
+                self.q("SELECT 1 FROM samples WHERE tenant = ? AND sha256 = ? LIMIT 1"), (tenant, sha256)
+            )
+        )
 
-    def heartbeat(self, agent: str, labels: dict, slots: list[dict], health: dict, outbox_depth: int,
-                  outbox: dict | None = None, *, tenant: str = T) -> None:
+    def heartbeat(
+        self,
+        agent: str,
+        labels: dict,
+        slots: list[dict],
+        health: dict,
+        outbox_depth: int,
+        outbox: dict | None = None,
+        *,
+        tenant: str = T,
+    ) -> None:
         with self._tx() as ex:
-            ex(self.q(HEARTBEAT_SQL), (tenant, agent, json.dumps(labels), time.time(), json.dumps(slots),
-                                       json.dumps(health), outbox_depth, json.dumps(outbox or {})))
+            ex(
+                self.q(HEARTBEAT_SQL),
+                (
+                    tenant,
+                    agent,
+                    json.dumps(labels),
+                    time.time(),
+                    json.dumps(slots),
+                    json.dumps(health),
+                    outbox_depth,
+                    json.dumps(outbox or {}),
+                ),
+            )
 
     def heartbeat_many(self, rows: list[tuple]) -> None:
         with self._tx() as ex:
             sql = self.q(HEARTBEAT_SQL)
             for tenant, agent, labels, slots, health, depth, outbox, t in rows:
-                ex(sql, (tenant, agent, json.dumps(labels), t, json.dumps(slots), json.dumps(health), depth,
-                         json.dumps(outbox or {})))
+                ex(
+                    sql,
+                    (
+                        tenant,
+                        agent,
+                        json.dumps(labels),
+                        t,
+                        json.dumps(slots),
+                        json.dumps(health),
+                        depth,
+                        json.dumps(outbox or {}),
+                    ),
+                )
 
     def set_labels(self, labels: dict[str, str], *, tenant: str = T) -> int:
         with self._tx() as ex:
-            return sum(ex(self.q("UPDATE samples SET label = ?, label_state = 'labelled' WHERE tenant = ? AND "
-                                 "sha256 = ?"), (label, tenant, sha)).rowcount for sha, label in labels.items())
+            return sum(
+                ex(
+                    self.q(
+                        "UPDATE samples SET label = ?, label_state = 'labelled' WHERE tenant = ? AND "
+                        "sha256 = ?"
+                    ),
+                    (label, tenant, sha),
+                ).rowcount
+                for sha, label in labels.items()
+            )
 
     def agents(self, *, tenant: str = T) -> list[dict]:
-        return agent_dicts(self._rows(self.q("SELECT id, labels, last_seen, slots, health, outbox_depth, outbox FROM "
-                                             "agents WHERE tenant = ? ORDER BY id"), (tenant,)))
+        return agent_dicts(
+            self._rows(
+                self.q(
+                    "SELECT id, labels, last_seen, slots, health, outbox_depth, outbox FROM "
+                    "agents WHERE tenant = ? ORDER BY id"
+                ),
+                (tenant,),
+            )
+        )
 
     def usage(self) -> dict[str, dict]:
         return usage_from(self._rows(USAGE_SQL))
@@ -448,9 +629,14 @@ class SQLiteStore(SQLStore):
         self._migrate()
         self.db.executescript(SCHEMA)
         # rows written before tenants (tenant ''): the default tenant's (a PK range scan; none after the first run)
-        self.db.executescript("BEGIN IMMEDIATE;" + "".join(f"UPDATE {t} SET tenant = '{DEFAULT_TENANT}' WHERE "
-                                                             "tenant = '';" for t in ("records", "samples", "gaps"))
-                              + "COMMIT;")
+        self.db.executescript(
+            "BEGIN IMMEDIATE;"
+            + "".join(
+                f"UPDATE {t} SET tenant = '{DEFAULT_TENANT}' WHERE tenant = '';"
+                for t in ("records", "samples", "gaps")
+            )
+            + "COMMIT;"
+        )
         self.lock = threading.Lock()
         self.blobs = blobs
 
@@ -486,19 +672,37 @@ def open_store(url: str | None, data: Path) -> Store:
 
         return PostgresStore(url)
     if url:
-        raise ValueError(f"--store {url!r}: expected a postgresql:// URL (or nothing: SQLite in the data folder)")
+        raise ValueError(
+            f"--store {url!r}: expected a postgresql:// URL (or nothing: SQLite in the data folder)"
+        )
     return SQLiteStore(Path(data) / "fleet.db")
 
 
-SAMPLE_COLS = ["sha256", "agent", "epoch", "seq", "t", "model", "version", "pipeline", "reason", "verdict", "label",
-               "label_state", "ext"]
+SAMPLE_COLS = [
+    "sha256",
+    "agent",
+    "epoch",
+    "seq",
+    "t",
+    "model",
+    "version",
+    "pipeline",
+    "reason",
+    "verdict",
+    "label",
+    "label_state",
+    "ext",
+]
 HEARTBEAT_SQL = (
     "INSERT INTO agents (tenant, id, labels, last_seen, slots, health, outbox_depth, outbox) VALUES (?,?,?,?,?,?,?,?) "
     "ON CONFLICT(tenant, id) DO UPDATE SET labels=excluded.labels, last_seen=excluded.last_seen, "
-    "slots=excluded.slots, health=excluded.health, outbox_depth=excluded.outbox_depth, outbox=excluded.outbox")
-USAGE_SQL = ("SELECT tenant, 'agents', COUNT(*) FROM agents GROUP BY tenant UNION ALL "
-             "SELECT tenant, 'records', COUNT(*) FROM records GROUP BY tenant UNION ALL "
-             "SELECT tenant, 'samples', COUNT(*) FROM samples GROUP BY tenant")
+    "slots=excluded.slots, health=excluded.health, outbox_depth=excluded.outbox_depth, outbox=excluded.outbox"
+)
+USAGE_SQL = (
+    "SELECT tenant, 'agents', COUNT(*) FROM agents GROUP BY tenant UNION ALL "
+    "SELECT tenant, 'records', COUNT(*) FROM records GROUP BY tenant UNION ALL "
+    "SELECT tenant, 'samples', COUNT(*) FROM samples GROUP BY tenant"
+)
 
 
 def gaps_from(missing, firsts, known) -> list[dict]:
@@ -511,15 +715,27 @@ def gaps_from(missing, firsts, known) -> list[dict]:
             by_epoch.setdefault(e, []).append((a, b, cause))
     out = []
     for e, a, b in sorted(ranges):
-        out += [{"epoch": e, "first": x, "last": y, "cause": c} for x, y, c in _subtract(a, b, by_epoch.get(e, []))]
+        out += [
+            {"epoch": e, "first": x, "last": y, "cause": c}
+            for x, y, c in _subtract(a, b, by_epoch.get(e, []))
+        ]
     out += [{"epoch": e, "first": a, "last": 0, "cause": cause} for e, a, b, cause in known if not b]
     return sorted(out, key=lambda g: (g["epoch"], g["first"]))
 
 
 def agent_dicts(rows) -> list[dict]:
-    return [{"id": i, "labels": json.loads(lab), "last_seen": ls, "slots": json.loads(sl),
-             "health": json.loads(h), "outbox_depth": od, "outbox": json.loads(ob or "{}")}
-            for i, lab, ls, sl, h, od, ob in rows]
+    return [
+        {
+            "id": i,
+            "labels": json.loads(lab),
+            "last_seen": ls,
+            "slots": json.loads(sl),
+            "health": json.loads(h),
+            "outbox_depth": od,
+            "outbox": json.loads(ob or "{}"),
+        }
+        for i, lab, ls, sl, h, od, ob in rows
+    ]
 
 
 def usage_from(rows) -> dict[str, dict]:

@@ -41,7 +41,9 @@ def migration_files(folder: Path = MIGRATIONS) -> list[tuple[int, Path]]:
         out.append((int(m.group(1)), f))
     versions = [v for v, _ in out]
     if versions != list(range(1, len(out) + 1)):
-        raise MigrationError(f"{folder}: migrations must be numbered 1, 2, 3, ... without holes; found {versions}")
+        raise MigrationError(
+            f"{folder}: migrations must be numbered 1, 2, 3, ... without holes; found {versions}"
+        )
     return out
 
 
@@ -52,17 +54,23 @@ def migrate(conn, folder: Path = MIGRATIONS) -> list[int]:
     for version, path in files:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-                         "applied DOUBLE PRECISION NOT NULL)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                "applied DOUBLE PRECISION NOT NULL)"
+            )
             have = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
             if have > len(files):
-                raise MigrationError(f"the database's schema is version {have}, newer than this code's {len(files)}; "
-                                     "upgrade this service before it writes to that database")
+                raise MigrationError(
+                    f"the database's schema is version {have}, newer than this code's {len(files)}; "
+                    "upgrade this service before it writes to that database"
+                )
             if version <= have:
                 continue
             conn.execute(path.read_text())
-            conn.execute("INSERT INTO schema_version (version, name, applied) VALUES (%s, %s, %s)",
-                         (version, path.name, time.time()))
+            conn.execute(
+                "INSERT INTO schema_version (version, name, applied) VALUES (%s, %s, %s)",
+                (version, path.name, time.time()),
+            )
             applied.append(version)
     return applied
 
@@ -79,12 +87,21 @@ class PostgresStore(SQLStore):
             with psycopg.connect(url, autocommit=True, connect_timeout=int(timeout_s)) as conn:
                 migrate(conn)
         except psycopg.OperationalError as exc:
-            raise ConnectionError(f"fleet store {_redact(url)}: cannot connect ({str(exc).strip()[:300]}); check the "
-                                  "URL, that PostgreSQL is running and that the user may log in") from exc
+            raise ConnectionError(
+                f"fleet store {_redact(url)}: cannot connect ({str(exc).strip()[:300]}); check the "
+                "URL, that PostgreSQL is running and that the user may log in"
+            ) from exc
         # check: a pooled connection is tested as it is handed out, so that after a database restart the stale
         # ones are replaced instead of failing one call each
-        self.pool = ConnectionPool(url, min_size=min_size, max_size=max_size, timeout=timeout_s, open=True,
-                                   name="fleet-store", check=ConnectionPool.check_connection)
+        self.pool = ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout_s,
+            open=True,
+            name="fleet-store",
+            check=ConnectionPool.check_connection,
+        )
 
     def q(self, sql: str) -> str:
         return sql.replace("?", "%s")

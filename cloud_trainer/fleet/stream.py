@@ -32,8 +32,16 @@ log = logging.getLogger(__name__)
 
 
 class StreamHub:
-    def __init__(self, store, control, *, flush_s: float = 1.0, poll_s: float = 0.25,
-                 push_batch_s: float = 0.02, commands=None) -> None:
+    def __init__(
+        self,
+        store,
+        control,
+        *,
+        flush_s: float = 1.0,
+        poll_s: float = 0.25,
+        push_batch_s: float = 0.02,
+        commands=None,
+    ) -> None:
         self.store, self.control = store, control
         self.commands = commands  # pending agent commands ride in the desired state (fleet.commands)
         self.flush_s, self.poll_s, self.push_batch_s = flush_s, poll_s, push_batch_s
@@ -83,7 +91,9 @@ class StreamHub:
                 del self.streams[key]
                 self.sent.pop(key, None)
 
-    async def report(self, key: tuple[str, str], args: tuple, generation_seen: int, report_id: int = 0) -> None:
+    async def report(
+        self, key: tuple[str, str], args: tuple, generation_seen: int, report_id: int = 0
+    ) -> None:
         """A state report: kept for the next flush; the desired state goes out now if the agent has not got it
         yet on this stream or reports an older generation than the one last sent. ``report_id``: acknowledged."""
         self.pending[key] = args
@@ -104,7 +114,9 @@ class StreamHub:
         from protocols.gen import fleet_pb2 as pb
 
         desired = await asyncio.to_thread(self.control.desired_many, keys)
-        commands = await asyncio.to_thread(self.commands.pending_many, keys) if self.commands is not None else {}
+        commands = (
+            await asyncio.to_thread(self.commands.pending_many, keys) if self.commands is not None else {}
+        )
         for k, (gen, slots, config) in desired.items():
             q = self.streams.get(k)
             if q is None:
@@ -130,8 +142,10 @@ class StreamHub:
             try:
                 await asyncio.to_thread(self.flush)
             except Exception:
-                log.exception("fleet streams: writing %d state reports failed; they are sent again by the agents",
-                              len(self.pending))
+                log.exception(
+                    "fleet streams: writing %d state reports failed; they are sent again by the agents",
+                    len(self.pending),
+                )
 
     async def _owed(self) -> None:
         """Streams owed their desired state (just opened, or reporting an older generation) get it in batches:
@@ -146,22 +160,32 @@ class StreamHub:
             try:
                 await self.push(keys)
             except Exception:
-                log.exception("fleet streams: sending the desired state to %d new streams failed; they get it "
-                              "at their next report", len(keys))
+                log.exception(
+                    "fleet streams: sending the desired state to %d new streams failed; they get it "
+                    "at their next report",
+                    len(keys),
+                )
 
     async def _poller(self) -> None:
         while True:
             await asyncio.sleep(self.poll_s)
             try:
-                self._generation, changed = await asyncio.to_thread(self.control.changes_since, self._generation)
+                self._generation, changed = await asyncio.to_thread(
+                    self.control.changes_since, self._generation
+                )
                 if changed:
                     await self.push(changed)
             except Exception:
                 log.exception("fleet streams: pushing desired-state changes failed; retrying")
 
     def snapshot(self) -> dict:
-        return {"streams": len(self.streams), "reports": self.reports, "pushes": self.pushes,
-                "flushes": self.flushes, "pending": len(self.pending)}
+        return {
+            "streams": len(self.streams),
+            "reports": self.reports,
+            "pushes": self.pushes,
+            "flushes": self.flushes,
+            "pending": len(self.pending),
+        }
 
 
 def desired_reply(gen: int, slots: list[dict], config: dict | None):
@@ -169,7 +193,9 @@ def desired_reply(gen: int, slots: list[dict], config: dict | None):
     fleet gives it one (``Control.desired_state``)."""
     from protocols.gen import fleet_pb2 as pb
 
-    reply = pb.HeartbeatReply(generation=gen, server_time=time.time(), desired=[pb.DesiredSlot(**d) for d in slots])
+    reply = pb.HeartbeatReply(
+        generation=gen, server_time=time.time(), desired=[pb.DesiredSlot(**d) for d in slots]
+    )
     if config is not None:
         reply.config.CopyFrom(pb.DesiredConfig(**config))
     return reply

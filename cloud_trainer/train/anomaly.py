@@ -62,8 +62,11 @@ def read_image(path: Path, max_side: int = 1024) -> np.ndarray:
         raise AnomalyDataError(f"{path}: not a readable image (PNG, JPEG, BMP or TIFF); replace or remove it")
     k = max_side / max(img.shape[:2])
     if k < 1:
-        img = cv2.resize(img, (max(1, round(img.shape[1] * k)), max(1, round(img.shape[0] * k))),
-                         interpolation=cv2.INTER_AREA)
+        img = cv2.resize(
+            img,
+            (max(1, round(img.shape[1] * k)), max(1, round(img.shape[0] * k))),
+            interpolation=cv2.INTER_AREA,
+        )
     return img
 
 
@@ -98,8 +101,10 @@ def load_good(root: str | Path, min_good: int = MIN_GOOD) -> AnomalyData:
     good_dir = root / "train" / "good" if mvtec else root / "good" if (root / "good").is_dir() else root
     files = image_files(good_dir)
     if len(files) < min_good:
-        raise AnomalyDataError(f"{good_dir}: {len(files)} good image(s); the anomaly family needs at least "
-                               f"{min_good} (more is better: 200 measured in docs/trainer.md)")
+        raise AnomalyDataError(
+            f"{good_dir}: {len(files)} good image(s); the anomaly family needs at least "
+            f"{min_good} (more is better: 200 measured in docs/trainer.md)"
+        )
     good = []
     for p in files:
         good.append(read_image(p))
@@ -126,7 +131,9 @@ def _load_imported(root: Path, min_good: int) -> AnomalyData:
         rec = json.loads(line)
         p = root / rec["file"]
         if not p.is_file():
-            raise AnomalyDataError(f"{p}: listed in {root / 'labels.jsonl'} but missing; import the dataset again")
+            raise AnomalyDataError(
+                f"{p}: listed in {root / 'labels.jsonl'} but missing; import the dataset again"
+            )
         h.update(rec["label"].encode() + hashlib.sha256(p.read_bytes()).digest())
         if rec["label"] == good_label and rec.get("split") != "test":
             good.append(read_image(p))
@@ -135,16 +142,22 @@ def _load_imported(root: Path, min_good: int) -> AnomalyData:
         mask = None
         if rec.get("mask"):
             mp = root / rec["mask"]
-            mask = cv2.imdecode(np.frombuffer(mp.read_bytes(), np.uint8), cv2.IMREAD_GRAYSCALE) if mp.is_file() \
+            mask = (
+                cv2.imdecode(np.frombuffer(mp.read_bytes(), np.uint8), cv2.IMREAD_GRAYSCALE)
+                if mp.is_file()
                 else None
+            )
         test.append(read_image(p))
         kinds.append("good" if rec["label"] == good_label else rec["label"])
         masks.append(mask)
     if len(good) < min_good:
-        raise AnomalyDataError(f"{root}: {len(good)} good training image(s) (class '{good_label}'); the anomaly "
-                               f"family needs at least {min_good} (more is better: 200 measured in docs/trainer.md)")
-    ds = AnomalyData(good, names, test, np.asarray([k != "good" for k in kinds], bool), kinds, masks,
-                     layout="imported")
+        raise AnomalyDataError(
+            f"{root}: {len(good)} good training image(s) (class '{good_label}'); the anomaly "
+            f"family needs at least {min_good} (more is better: 200 measured in docs/trainer.md)"
+        )
+    ds = AnomalyData(
+        good, names, test, np.asarray([k != "good" for k in kinds], bool), kinds, masks, layout="imported"
+    )
     ds.digest = "sha256:" + h.hexdigest()
     return ds
 
@@ -172,8 +185,10 @@ def _load_test(root: Path, ds: AnomalyData, h) -> None:
     if gt.is_dir():
         for mp in sorted(gt.glob("*/*_mask.png")):
             if mp not in masks_seen:
-                raise AnomalyDataError(f"{mp}: a mask without an image (expected test/{mp.parent.name}/"
-                                       f"{mp.name[:-len('_mask.png')]}.<ext>); add the image or remove the mask")
+                raise AnomalyDataError(
+                    f"{mp}: a mask without an image (expected test/{mp.parent.name}/"
+                    f"{mp.name[: -len('_mask.png')]}.<ext>); add the image or remove the mask"
+                )
     ds.test_kind = kinds
     ds.test_ng = np.asarray([k != "good" for k in kinds], bool)
 
@@ -197,7 +212,9 @@ def _modules():
             self.bn2 = nn.BatchNorm2d(cout)
             self.downsample = None
             if stride != 1 or cin != cout:
-                self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                self.downsample = nn.Sequential(
+                    nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+                )
 
         def forward(self, x):
             idt = x if self.downsample is None else self.downsample(x)
@@ -252,8 +269,9 @@ def _modules():
             lap = d[:, 2:3].abs()
             b1 = F.conv2d(F.pad(g, (2, 2, 2, 2), mode="replicate"), self.g5)
             b2 = F.conv2d(F.pad(F.avg_pool2d(b1, 2), (2, 2, 2, 2), mode="replicate"), self.g5)
-            dog = F.avg_pool2d((b1 - F.interpolate(b2, size=b1.shape[-2:], mode="bilinear",
-                                                   align_corners=False)).abs(), 4)
+            dog = F.avg_pool2d(
+                (b1 - F.interpolate(b2, size=b1.shape[-2:], mode="bilinear", align_corners=False)).abs(), 4
+            )
             f = torch.cat([m4, sd, grad, F.avg_pool2d(lap, 4), F.max_pool2d(lap, 4), dog], 1)
             parts = [f, F.avg_pool2d(m4, 3, 1, 1, count_include_pad=False)]
             if self.context:  # 44-px context: what surrounds the patch (a feature missing nearby)
@@ -265,8 +283,15 @@ def _modules():
         layer1 and upsampled layer2, each averaged over 3×3; every feature scaled to unit spread on
         the good images (``scale``), each group to an equal share of the distance."""
 
-        def __init__(self, backbone, texture: bool = True, context: bool = False, channels: int = 3,
-                     normalise: bool = True, instance: bool = False) -> None:
+        def __init__(
+            self,
+            backbone,
+            texture: bool = True,
+            context: bool = False,
+            channels: int = 3,
+            normalise: bool = True,
+            instance: bool = False,
+        ) -> None:
             super().__init__()
             self.backbone = backbone
             self.texture = Texture(context, channels, normalise) if texture else None
@@ -304,7 +329,10 @@ def _modules():
             if self.texture is not None:
                 sizes += self.texture.groups
             if self.backbone is not None:
-                sizes += [self.backbone.layer1[0].conv1.out_channels, self.backbone.layer2[0].conv1.out_channels]
+                sizes += [
+                    self.backbone.layer1[0].conv1.out_channels,
+                    self.backbone.layer2[0].conv1.out_channels,
+                ]
             w = torch.cat([torch.full((n,), 1.0 / np.sqrt(n)) for n in sizes])
             self.shift = mu[None, :, None, None]
             self.scale = (w / sd)[None, :, None, None]
@@ -320,7 +348,9 @@ def _modules():
             super().__init__()
             self.features = features
             self.register_buffer("bank_t", torch.from_numpy(np.ascontiguousarray(bank.T, np.float32)))
-            self.register_buffer("bank_sq", torch.from_numpy((bank.astype(np.float32) ** 2).sum(1)[None, None, :]))
+            self.register_buffer(
+                "bank_sq", torch.from_numpy((bank.astype(np.float32) ** 2).sum(1)[None, None, :])
+            )
             g = np.outer(*(2 * [np.array([1.0, 2.0, 1.0]) / 4.0])).astype(np.float32)
             self.register_buffer("blur", torch.from_numpy(g)[None, None])
             self.size = size
@@ -348,21 +378,25 @@ def backbone(weights: Path | None, width: int, seed: int):
     if weights:
         weights = Path(weights)
         if not weights.is_file():
-            raise AnomalyDataError(f"--backbone-weights {weights}: no such file (a torchvision ResNet-18 state "
-                                   "dict, .pth)")
+            raise AnomalyDataError(
+                f"--backbone-weights {weights}: no such file (a torchvision ResNet-18 state dict, .pth)"
+            )
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise AnomalyDataError(f"--backbone-weights {weights}: not a weights file ({type(exc).__name__})"
-                                   ) from None
+            raise AnomalyDataError(
+                f"--backbone-weights {weights}: not a weights file ({type(exc).__name__})"
+            ) from None
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         own = net.state_dict()
         take = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
         missing = [k for k in own if k not in take and not k.endswith("num_batches_tracked")]
         if missing:
-            raise AnomalyDataError(f"--backbone-weights {weights}: {len(missing)} tensors of the ResNet-18 "
-                                   f"layout missing or of another shape (e.g. {missing[0]}); give a torchvision "
-                                   "ResNet-18 state dict")
+            raise AnomalyDataError(
+                f"--backbone-weights {weights}: {len(missing)} tensors of the ResNet-18 "
+                f"layout missing or of another shape (e.g. {missing[0]}); give a torchvision "
+                "ResNet-18 state dict"
+            )
         net.load_state_dict(take, strict=False)
     return net
 
@@ -370,7 +404,11 @@ def backbone(weights: Path | None, width: int, seed: int):
 def tensors(images: list[np.ndarray], pre) -> np.ndarray:
     from model_packager.preprocess import image_tensor
 
-    return np.concatenate([image_tensor(im, pre) for im in images]) if images else np.zeros((0, 3, 1, 1), np.float32)
+    return (
+        np.concatenate([image_tensor(im, pre) for im in images])
+        if images
+        else np.zeros((0, 3, 1, 1), np.float32)
+    )
 
 
 def preprocessing(size: int):
@@ -478,8 +516,11 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
     if net is not None and s.backbone_weights is None:
         _calibrate_bn(net, x)
     _, Features, PatchCore = _modules()
-    feat = Features(net.eval() if net is not None else None, texture="texture" in s.features,
-                    context="context" in s.features).eval()
+    feat = Features(
+        net.eval() if net is not None else None,
+        texture="texture" in s.features,
+        context="context" in s.features,
+    ).eval()
     if s.relight:  # each good image also under another lamp (gain, offset, a gradient, colour tilt)
         from cloud_trainer.train import perturb
 
@@ -496,20 +537,35 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
     folds = min(s.folds, n)
     fold_of = rng.permutation(n) % folds
     cv_scores = np.zeros(n)
-    bank_of = (lambda keep: np.concatenate([patches[keep], light[keep]])) if s.relight else \
-        (lambda keep: patches[keep])
+    bank_of = (
+        (lambda keep: np.concatenate([patches[keep], light[keep]]))
+        if s.relight
+        else (lambda keep: patches[keep])
+    )
     for f in range(folds):  # each good image scored by a bank built without it (nor its relit copy)
         train = bank_of(fold_of != f).reshape(-1, d)
-        bank_f = coreset(train, min(s.bank_size, len(train)), s.seed + f) if len(train) > s.bank_size else train
+        bank_f = (
+            coreset(train, min(s.bank_size, len(train)), s.seed + f) if len(train) > s.bank_size else train
+        )
         cv_scores[fold_of == f] = _nn_scores(patches[fold_of == f], bank_f, (side, side), s.size)
     bank = coreset(bank_of(np.ones(n, bool)).reshape(-1, d), s.bank_size, s.seed)
     thr, rule = threshold_at(cv_scores, s.false_reject_rate)
-    log(f"anomaly: {n} good images, {n * hw} patches of {d} features → bank of {len(bank)}; threshold {thr:.4g} "
-        f"at {s.false_reject_rate:.1%} false rejects ({folds}-fold scores of the good images)")
+    log(
+        f"anomaly: {n} good images, {n * hw} patches of {d} features → bank of {len(bank)}; threshold {thr:.4g} "
+        f"at {s.false_reject_rate:.1%} false rejects ({folds}-fold scores of the good images)"
+    )
     model = PatchCore(feat, bank, s.size).eval()
-    return {"model": model, "x": x, "pre": pre, "threshold": thr, "cv_scores": cv_scores, "bank": len(bank),
-            "cnn": net is not None, "threshold_rule": rule,
-            "features": d}
+    return {
+        "model": model,
+        "x": x,
+        "pre": pre,
+        "threshold": thr,
+        "cv_scores": cv_scores,
+        "bank": len(bank),
+        "cnn": net is not None,
+        "threshold_rule": rule,
+        "features": d,
+    }
 
 
 def threshold_at(good_scores: np.ndarray, false_reject_rate: float) -> tuple[float, str]:
@@ -532,9 +588,11 @@ def threshold_at(good_scores: np.ndarray, false_reject_rate: float) -> tuple[flo
     u = float(np.quantile(s, 0.8))
     top = s[s > u]
     pot = u + float((top - u).mean()) * np.log(0.2 / false_reject_rate) if len(top) >= 3 else emp
-    return max(thr, emp, pot, float(np.median(s))), (f"log-normal fit (n = {len(s)}, too few for an empirical "
-                                                      "quantile), never below the empirical quantile nor an "
-                                                      "exponential fit of the top 20 %")
+    return max(thr, emp, pot, float(np.median(s))), (
+        f"log-normal fit (n = {len(s)}, too few for an empirical "
+        "quantile), never below the empirical quantile nor an "
+        "exponential fit of the top 20 %"
+    )
 
 
 # -- evaluation ---------------------------------------------------------------------------------
@@ -569,10 +627,14 @@ def evaluate(path: Path, ds: AnomalyData, pre, threshold: float, engine: str = "
     score = out["anomaly_score"].reshape(-1)
     ng = ds.test_ng
     hits = [h for h in hottest_hits(out["anomaly_map"], ds.test_masks) if h is not None]
-    m: dict[str, Any] = {"n": int(len(score)), "n_ng": int(ng.sum()), "image_auroc": common.auroc(ng, score),
-         "ng_recall": float(np.mean(score[ng] >= threshold)) if ng.any() else float("nan"),
-         "ok_rejected": float(np.mean(score[~ng] >= threshold)) if (~ng).any() else float("nan"),
-         "map_hit_rate": float(np.mean(hits)) if hits else float("nan")}
+    m: dict[str, Any] = {
+        "n": int(len(score)),
+        "n_ng": int(ng.sum()),
+        "image_auroc": common.auroc(ng, score),
+        "ng_recall": float(np.mean(score[ng] >= threshold)) if ng.any() else float("nan"),
+        "ok_rejected": float(np.mean(score[~ng] >= threshold)) if (~ng).any() else float("nan"),
+        "map_hit_rate": float(np.mean(hits)) if hits else float("nan"),
+    }
     for kind in sorted(set(ds.test_kind) - {"good"}):
         sel = np.asarray([k in (kind, "good") for k in ds.test_kind])
         m[f"auroc_{kind}"] = common.auroc(ng[sel], score[sel])
@@ -592,52 +654,89 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
 
     t0 = time.perf_counter()
     if not 0 < s.false_reject_rate < 0.5:
-        raise AnomalyDataError(f"--false-reject-rate {s.false_reject_rate}: give a share in (0, 0.5), e.g. 0.01")
+        raise AnomalyDataError(
+            f"--false-reject-rate {s.false_reject_rate}: give a share in (0, 0.5), e.g. 0.01"
+        )
     ds = load_good(s.dataset)
     s.workdir.mkdir(parents=True, exist_ok=True)
     fitted = fit(ds, s, log)
     pre, thr = fitted["pre"], fitted["threshold"]
     fp32 = onnx_tools.export(fitted["model"], fitted["x"][:2], s.workdir / "model.fp32.onnx", INPUT, OUTPUTS)
     m32 = evaluate(fp32, ds, pre, thr)
-    m8, drift, int8_ok, note = {}, float("nan"), False, ("fixed texture features have no learned convolutions "
-                                                          "to quantize: FP32 form only")
+    m8, drift, int8_ok, note = (
+        {},
+        float("nan"),
+        False,
+        ("fixed texture features have no learned convolutions to quantize: FP32 form only"),
+    )
     if fitted["cnn"]:  # the CNN's convolutions in INT8, held when the scores stay within the margin
-        int8 = onnx_tools.quantize(fp32, s.workdir / "model.int8.onnx", fitted["x"][: min(len(fitted["x"]), 64)],
-                                   INPUT, op_types=["Conv"])  # the bank distances stay FP32
+        int8 = onnx_tools.quantize(
+            fp32,
+            s.workdir / "model.int8.onnx",
+            fitted["x"][: min(len(fitted["x"]), 64)],
+            INPUT,
+            op_types=["Conv"],
+        )  # the bank distances stay FP32
         xs = np.concatenate([fitted["x"], tensors(ds.test, pre)]) if ds.test else fitted["x"]
         g32 = onnx_tools.run(fp32, xs, batch=16)["anomaly_score"].reshape(-1)
         g8 = onnx_tools.run(int8, xs, batch=16)["anomaly_score"].reshape(-1)
         drift = float(np.max(np.abs(g8 - g32)) / thr)
         m8 = evaluate(int8, ds, pre, thr)
         int8_ok = drift <= 0.05 and (not m32 or m8["image_auroc"] >= m32["image_auroc"] - s.int8_margin)
-        note = ("convolutions INT8 (QDQ, 7-bit weights), bank distances FP32" if int8_ok else
-                f"INT8 moved the scores by up to {drift:.1%} of the threshold (bound 5 %) or lost AUROC beyond "
-                "the margin: the package carries the FP32 form only")
+        note = (
+            "convolutions INT8 (QDQ, 7-bit weights), bank distances FP32"
+            if int8_ok
+            else f"INT8 moved the scores by up to {drift:.1%} of the threshold (bound 5 %) or lost AUROC beyond "
+            "the margin: the package carries the FP32 form only"
+        )
     served = s.workdir / "model.int8.onnx" if int8_ok else fp32
     metrics = m8 if int8_ok else m32
     floors = {"image_auroc": 0.90, **s.floors} if m32 else dict(s.floors)
-    reasons = [f"{k} {metrics.get(k, float('nan')):.4f} < floor {v}" for k, v in floors.items()
-               if not metrics.get(k, float("nan")) >= v]
+    reasons = [
+        f"{k} {metrics.get(k, float('nan')):.4f} < floor {v}"
+        for k, v in floors.items()
+        if not metrics.get(k, float("nan")) >= v
+    ]
     reg = Registry(s.registry)
     version = s.version or reg.next_version(s.name)
     clean = lambda m: {k: float(v) for k, v in m.items() if isinstance(v, int | float)}  # noqa: E731
     report = {
-        "name": s.name, "version": version, "family": "anomaly", "dataset": str(s.dataset),
-        "dataset_digest": ds.digest, "layout": ds.layout, "seed": s.seed, "size": s.size,
-        "good_images": len(ds.good), "threshold": thr, "false_reject_rate": s.false_reject_rate,
+        "name": s.name,
+        "version": version,
+        "family": "anomaly",
+        "dataset": str(s.dataset),
+        "dataset_digest": ds.digest,
+        "layout": ds.layout,
+        "seed": s.seed,
+        "size": s.size,
+        "good_images": len(ds.good),
+        "threshold": thr,
+        "false_reject_rate": s.false_reject_rate,
         "threshold_rule": f"{min(s.folds, len(ds.good))}-fold scores of the {len(ds.good)} good images (each scored "
-                          f"by a bank built without it), quantile 1 - {s.false_reject_rate}: {fitted['threshold_rule']}",
-        "good_cv_scores": {"max": float(fitted["cv_scores"].max()), "median": float(np.median(fitted["cv_scores"]))},
+        f"by a bank built without it), quantile 1 - {s.false_reject_rate}: {fitted['threshold_rule']}",
+        "good_cv_scores": {
+            "max": float(fitted["cv_scores"].max()),
+            "median": float(np.median(fitted["cv_scores"])),
+        },
         "features": s.features + ("+cnn" if s.backbone_weights and "cnn" not in s.features else ""),
-        "backbone": (f"ResNet-18 layout, weights {s.backbone_weights}" if s.backbone_weights else
-                     f"random ResNet-like, width {s.width}, seed {s.seed}, batch-norm statistics from the good images"
-                     if fitted["cnn"] else "none (fixed texture features)"),
-        "bank": fitted["bank"], "feature_dims": fitted["features"],
+        "backbone": (
+            f"ResNet-18 layout, weights {s.backbone_weights}"
+            if s.backbone_weights
+            else f"random ResNet-like, width {s.width}, seed {s.seed}, batch-norm statistics from the good images"
+            if fitted["cnn"]
+            else "none (fixed texture features)"
+        ),
+        "bank": fitted["bank"],
+        "feature_dims": fitted["features"],
         "form": "int8" if int8_ok else "fp32",
         "int8": {"held": int8_ok, "score_drift_vs_threshold": drift, "note": note},
-        "metrics": {"fp32": clean(m32), "int8": clean(m8)}, "floors": floors,
+        "metrics": {"fp32": clean(m32), "int8": clean(m8)},
+        "floors": floors,
         "gate": {"passed": not reasons, "reasons": reasons},
-        "sizes": {"fp32_bytes": fp32.stat().st_size, "int8_bytes": served.stat().st_size if int8_ok else None},
+        "sizes": {
+            "fp32_bytes": fp32.stat().st_size,
+            "int8_bytes": served.stat().st_size if int8_ok else None,
+        },
         "seconds": 0.0,
     }
     _write_report(s.workdir, report)
@@ -651,12 +750,15 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
         key["forced_past_gate"] = 1
     files = [s.workdir / "report.json", s.workdir / "report.md"]
     entry = reg.publish(pkg, [*files, pkg], key, ds.digest, None)
-    log(f"published {entry['name']} {entry['version']} ({report['form'].upper()}) in {report['seconds']:.0f}s")
+    log(
+        f"published {entry['name']} {entry['version']} ({report['form'].upper()}) in {report['seconds']:.0f}s"
+    )
     return {"entry": entry, "package": str(reg.package_path(entry)), "report": report}
 
 
-def _package(s: AnomalySettings, report: dict, model: Path, fp32: Path | None, x: np.ndarray, ds: AnomalyData
-             ) -> Path:
+def _package(
+    s: AnomalySettings, report: dict, model: Path, fp32: Path | None, x: np.ndarray, ds: AnomalyData
+) -> Path:
     from model_packager import build_package
 
     size = s.size
@@ -665,38 +767,71 @@ def _package(s: AnomalySettings, report: dict, model: Path, fp32: Path | None, x
         ng = [i for i in range(len(ds.test)) if ds.test_ng[i]][:4]
         golden = np.concatenate([golden, tensors([ds.test[i] for i in ng], preprocessing(size))])
     spec = {
-        "name": s.name, "version": report["version"], "task": "anomaly_detection",
+        "name": s.name,
+        "version": report["version"],
+        "task": "anomaly_detection",
         "description": f"good-only anomaly model (PatchCore-style) trained on {len(ds.good)} good images of "
-                       f"{Path(s.dataset).name}; form {report['form'].upper()}",
+        f"{Path(s.dataset).name}; form {report['form'].upper()}",
         "inputs": [{"name": INPUT, "dtype": "float32", "shape": ["batch", 3, size, size], "layout": "NCHW"}],
-        "outputs": [{"name": "anomaly_score", "dtype": "float32", "shape": ["batch", 1], "role": "anomaly_score",
-                     "threshold": report["threshold"],
-                     "description": f"max of the anomaly map; threshold at {s.false_reject_rate:.1%} false rejects"},
-                    {"name": "anomaly_map", "dtype": "float32", "shape": ["batch", 1, size, size],
-                     "role": "anomaly_map", "threshold": report["threshold"],
-                     "description": "patch distance to the nearest good patch, in score units"}],
+        "outputs": [
+            {
+                "name": "anomaly_score",
+                "dtype": "float32",
+                "shape": ["batch", 1],
+                "role": "anomaly_score",
+                "threshold": report["threshold"],
+                "description": f"max of the anomaly map; threshold at {s.false_reject_rate:.1%} false rejects",
+            },
+            {
+                "name": "anomaly_map",
+                "dtype": "float32",
+                "shape": ["batch", 1, size, size],
+                "role": "anomaly_map",
+                "threshold": report["threshold"],
+                "description": "patch distance to the nearest good patch, in score units",
+            },
+        ],
         "preprocessing": preprocessing(size).model_dump(mode="json"),
         "golden": {"atol": 2e-3 * max(1.0, report["threshold"]), "rtol": 2e-2},
-        "quantization": {"scheme": "int8-qdq-conv-only-7bit-weights" if fp32 else "none",
-                         "calibration_samples": min(len(x), 64), "metric_name": "image_auroc",
-                         "fp32_metric": report["metrics"]["fp32"].get("image_auroc"),
-                         "int8_metric": report["metrics"]["int8"].get("image_auroc"),
-                         "fp32_size_bytes": report["sizes"]["fp32_bytes"],
-                         "int8_size_bytes": report["sizes"]["int8_bytes"] if fp32 else None},
-        "provenance": {"dataset_digest": ds.digest, "trainer": "cloud_trainer.train.anomaly 0.1", "seed": s.seed,
-                       "onnx_opset": 18, "dynamic_batch": True,
-                       "metrics": {k: v for k, v in report["metrics"]["int8" if fp32 else "fp32"].items()},
-                       "notes": report["int8"]["note"] + "; backbone: " + report["backbone"]},
+        "quantization": {
+            "scheme": "int8-qdq-conv-only-7bit-weights" if fp32 else "none",
+            "calibration_samples": min(len(x), 64),
+            "metric_name": "image_auroc",
+            "fp32_metric": report["metrics"]["fp32"].get("image_auroc"),
+            "int8_metric": report["metrics"]["int8"].get("image_auroc"),
+            "fp32_size_bytes": report["sizes"]["fp32_bytes"],
+            "int8_size_bytes": report["sizes"]["int8_bytes"] if fp32 else None,
+        },
+        "provenance": {
+            "dataset_digest": ds.digest,
+            "trainer": "cloud_trainer.train.anomaly 0.1",
+            "seed": s.seed,
+            "onnx_opset": 18,
+            "dynamic_batch": True,
+            "metrics": {k: v for k, v in report["metrics"]["int8" if fp32 else "fp32"].items()},
+            "notes": report["int8"]["note"] + "; backbone: " + report["backbone"],
+        },
     }
     if fp32 is not None:  # the parity bound for the score: the INT8 drift measured here, with headroom
-        spec["parity"] = {"output_atol": {"anomaly_score": max(0.02, 3 * report["int8"]["score_drift_vs_threshold"])
-                                          * report["threshold"],
-                                          "anomaly_map": 0.1 * report["threshold"] + 1.0}}
+        spec["parity"] = {
+            "output_atol": {
+                "anomaly_score": max(0.02, 3 * report["int8"]["score_drift_vs_threshold"])
+                * report["threshold"],
+                "anomaly_map": 0.1 * report["threshold"] + 1.0,
+            }
+        }
     (s.workdir / "report.json").write_text(json.dumps(report, indent=1, default=float))
-    return build_package(model, spec, s.workdir, signing_key=s.signing_key, golden_inputs={INPUT: golden},
-                         openvino=s.openvino and _has_openvino(), fp32_model=fp32,
-                         extra_files={"report.json": s.workdir / "report.json"},
-                         input_images=ds.good)
+    return build_package(
+        model,
+        spec,
+        s.workdir,
+        signing_key=s.signing_key,
+        golden_inputs={INPUT: golden},
+        openvino=s.openvino and _has_openvino(),
+        fp32_model=fp32,
+        extra_files={"report.json": s.workdir / "report.json"},
+        input_images=ds.good,
+    )
 
 
 def _has_openvino() -> bool:
@@ -708,13 +843,19 @@ def _has_openvino() -> bool:
 def _write_report(workdir: Path, r: dict) -> None:
     (workdir / "report.json").write_text(json.dumps(r, indent=1, default=float))
     f = lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4f}"  # noqa: E731
-    md = [f"# {r['name']} {r['version']} — anomaly model report", "",
-          f"Dataset `{r['dataset']}` ({r['layout']}, {r['good_images']} good training images; "
-          f"{r['dataset_digest'][:19]}…). Features: {r['features']}; backbone: {r['backbone']}. Bank {r['bank']} "
-          f"patches × {r['feature_dims']} features. Served form: **{r['form'].upper()}** ({r['int8']['note']}).", "",
-          f"Threshold {r['threshold']:.4g}: {r['threshold_rule']}.", "",
-          f"Gate: **{'passed' if r['gate']['passed'] else 'FAILED'}** "
-          + ("" if r["gate"]["passed"] else "— " + "; ".join(r["gate"]["reasons"])), ""]
+    md = [
+        f"# {r['name']} {r['version']} — anomaly model report",
+        "",
+        f"Dataset `{r['dataset']}` ({r['layout']}, {r['good_images']} good training images; "
+        f"{r['dataset_digest'][:19]}…). Features: {r['features']}; backbone: {r['backbone']}. Bank {r['bank']} "
+        f"patches × {r['feature_dims']} features. Served form: **{r['form'].upper()}** ({r['int8']['note']}).",
+        "",
+        f"Threshold {r['threshold']:.4g}: {r['threshold_rule']}.",
+        "",
+        f"Gate: **{'passed' if r['gate']['passed'] else 'FAILED'}** "
+        + ("" if r["gate"]["passed"] else "— " + "; ".join(r["gate"]["reasons"])),
+        "",
+    ]
     if r["metrics"]["fp32"]:
         md += ["| metric (test set) | FP32 | INT8 | floor |", "|---|---:|---:|---:|"]
         for k, v in r["metrics"]["fp32"].items():
@@ -722,5 +863,7 @@ def _write_report(workdir: Path, r: dict) -> None:
         if not r["metrics"]["int8"]:
             md.append("\n(no INT8 form: " + r["int8"]["note"] + ")")
     else:
-        md.append("No test set (a folder of good images only): no AUROC; the threshold rests on the good images.")
+        md.append(
+            "No test set (a folder of good images only): no AUROC; the threshold rests on the good images."
+        )
     (workdir / "report.md").write_text("\n".join(md) + "\n")

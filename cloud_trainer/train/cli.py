@@ -26,51 +26,105 @@ def _parser(prog: str) -> argparse.ArgumentParser:
 
     ap = argparse.ArgumentParser(prog=f"cloud-trainer {prog}")
     ap.add_argument("family", choices=family_names(prog))
-    ap.add_argument("--work", type=Path, help="work folder shared by the stages (default: var/builds/<family>)")
+    ap.add_argument(
+        "--work", type=Path, help="work folder shared by the stages (default: var/builds/<family>)"
+    )
     if prog in ("train", "build"):
-        ap.add_argument("--dataset", required=True, type=Path, help="simulator dataset folder (edge-sim dataset ...)")
+        ap.add_argument(
+            "--dataset", required=True, type=Path, help="simulator dataset folder (edge-sim dataset ...)"
+        )
         ap.add_argument("--seed", type=int, default=0)
-        epochs = ", ".join(f"{k} {load_family(k).default_epochs}" for k in family_names(prog)
-                           if load_family(k).default_epochs)
+        epochs = ", ".join(
+            f"{k} {load_family(k).default_epochs}"
+            for k in family_names(prog)
+            if load_family(k).default_epochs
+        )
         ap.add_argument("--epochs", type=int, default=None, help=f"default: {epochs} (early stopping)")
-        ap.add_argument("--size", type=int, default=128, help="input size in pixels (vision: per tile when tiled; anomaly)")
-        ap.add_argument("--roi", type=_ints(4, "X,Y,WIDTH,HEIGHT"), help="vision: look only at this pixel box of "
-                        "each frame (e.g. 320,160,640,640)")
-        ap.add_argument("--tiles", type=_ints(2, "COLUMNSxROWS", "x"), help="vision: cut the frame (or roi) into "
-                        "a grid of tiles, each at --size (e.g. 4x3); an image is NG when any tile is; needs masks")
+        ap.add_argument(
+            "--size",
+            type=int,
+            default=128,
+            help="input size in pixels (vision: per tile when tiled; anomaly)",
+        )
+        ap.add_argument(
+            "--roi",
+            type=_ints(4, "X,Y,WIDTH,HEIGHT"),
+            help="vision: look only at this pixel box of each frame (e.g. 320,160,640,640)",
+        )
+        ap.add_argument(
+            "--tiles",
+            type=_ints(2, "COLUMNSxROWS", "x"),
+            help="vision: cut the frame (or roi) into "
+            "a grid of tiles, each at --size (e.g. 4x3); an image is NG when any tile is; needs masks",
+        )
         ap.add_argument("--gray", action="store_true", help="vision: grey input (one channel)")
-        ap.add_argument("--signal-features", choices=["condition", "bands"], default="condition",
-                        help="maintenance: condition (orders, envelope, relative levels; default) or bands (64 "
-                             "fixed spectral bands, tied to one machine's speed)")
-        ap.add_argument("--bearing", type=_floats("N_ELEMENTS,BALL_D_MM,PITCH_D_MM[,CONTACT_ANGLE_DEG]"),
-                        help="maintenance: the bearing's geometry (default: the dataset's bearing, else none)")
-        ap.add_argument("--speed-tag", help="maintenance: scalar input carrying the shaft speed in rpm (the dataset "
-                        "gives speed_rpm per window); default: speed estimated from the spectrum")
+        ap.add_argument(
+            "--signal-features",
+            choices=["condition", "bands"],
+            default="condition",
+            help="maintenance: condition (orders, envelope, relative levels; default) or bands (64 "
+            "fixed spectral bands, tied to one machine's speed)",
+        )
+        ap.add_argument(
+            "--bearing",
+            type=_floats("N_ELEMENTS,BALL_D_MM,PITCH_D_MM[,CONTACT_ANGLE_DEG]"),
+            help="maintenance: the bearing's geometry (default: the dataset's bearing, else none)",
+        )
+        ap.add_argument(
+            "--speed-tag",
+            help="maintenance: scalar input carrying the shaft speed in rpm (the dataset "
+            "gives speed_rpm per window); default: speed estimated from the spectrum",
+        )
         ap.add_argument("--threads", type=int, default=None)
-        ap.add_argument("--degrade", action="store_true", help="deliberately damage the candidate (gate demo)")
-        ap.add_argument("--recipe", default="auto", choices=["auto", "patch", "cnn"],
-                        help="vision: patch = good-patch memory bank + a patch scorer learnt from the defect "
-                             "images (strong from tens of images); cnn = the compact CNN from scratch (needs "
-                             "thousands); auto (default) = patch for datasets imported from your own images, "
-                             "cnn for the simulator's (docs/trainer.md)")
-        ap.add_argument("--init-from", type=Path, help="vision: fine-tune from a parent's weights (its work folder, "
-                        "its registry folder, or a model.pt)")
+        ap.add_argument(
+            "--degrade", action="store_true", help="deliberately damage the candidate (gate demo)"
+        )
+        ap.add_argument(
+            "--recipe",
+            default="auto",
+            choices=["auto", "patch", "cnn"],
+            help="vision: patch = good-patch memory bank + a patch scorer learnt from the defect "
+            "images (strong from tens of images); cnn = the compact CNN from scratch (needs "
+            "thousands); auto (default) = patch for datasets imported from your own images, "
+            "cnn for the simulator's (docs/trainer.md)",
+        )
+        ap.add_argument(
+            "--init-from",
+            type=Path,
+            help="vision: fine-tune from a parent's weights (its work folder, "
+            "its registry folder, or a model.pt)",
+        )
     if prog == "build":
-        ap.add_argument("--false-reject-rate", type=float, default=0.01,
-                        help="anomaly: share of good parts the threshold may reject (default 0.01)")
-        ap.add_argument("--backbone-weights", type=Path, help="anomaly: a local ResNet-18 state dict (.pth) for "
-                        "the CNN features; never downloaded (default: fixed texture features)")
-        ap.add_argument("--features", default="texture+context", choices=["texture+context", "texture", "cnn",
-                                                                          "texture+cnn", "texture+context+cnn"],
-                        help="anomaly: patch features (default texture+context; see docs/trainer.md)")
+        ap.add_argument(
+            "--false-reject-rate",
+            type=float,
+            default=0.01,
+            help="anomaly: share of good parts the threshold may reject (default 0.01)",
+        )
+        ap.add_argument(
+            "--backbone-weights",
+            type=Path,
+            help="anomaly: a local ResNet-18 state dict (.pth) for "
+            "the CNN features; never downloaded (default: fixed texture features)",
+        )
+        ap.add_argument(
+            "--features",
+            default="texture+context",
+            choices=["texture+context", "texture", "cnn", "texture+cnn", "texture+context+cnn"],
+            help="anomaly: patch features (default texture+context; see docs/trainer.md)",
+        )
         ap.add_argument("--name", default=None, help="anomaly: package name (default part-anomaly)")
     if prog in ("quantize", "build"):
-        ap.add_argument("--calibration", type=int, default=200, help="calibration samples from the validation split")
+        ap.add_argument(
+            "--calibration", type=int, default=200, help="calibration samples from the validation split"
+        )
     if prog in ("evaluate", "build", "package", "publish"):
         ap.add_argument("--registry", type=Path, default=Path("var/registry"))
     if prog in ("evaluate", "build"):
         ap.add_argument("--version", help="default: next minor version in the registry")
-        ap.add_argument("--floor", action="append", default=[], metavar="METRIC=VALUE", help="override a gate floor")
+        ap.add_argument(
+            "--floor", action="append", default=[], metavar="METRIC=VALUE", help="override a gate floor"
+        )
         ap.add_argument("--int8-margin", type=float, default=0.01)
         ap.add_argument("--tolerance", type=float, default=0.01, help="allowed loss vs the published version")
     if prog in ("package", "build", "evaluate"):
@@ -78,7 +132,9 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     if prog in ("package", "build"):
         ap.add_argument("--no-openvino", action="store_true", help="do not add an OpenVINO IR to the package")
     if prog in ("package", "publish", "build"):
-        ap.add_argument("--force", action="store_true", help="go on even if the gate failed (recorded as forced)")
+        ap.add_argument(
+            "--force", action="store_true", help="go on even if the gate failed (recorded as forced)"
+        )
     return ap
 
 
@@ -124,21 +180,37 @@ def _settings(a):
         from model_packager import generate_keypair
 
         generate_keypair(key, key.with_suffix(".pub"))
-        print(f"created signing key {key} (and {key.with_suffix('.pub')} for agents to trust)", file=sys.stderr)
+        print(
+            f"created signing key {key} (and {key.with_suffix('.pub')} for agents to trust)", file=sys.stderr
+        )
     epochs = getattr(a, "epochs", None) or load_family(a.family).default_epochs
-    return BuildSettings(family=a.family, dataset=getattr(a, "dataset", None), registry=getattr(a, "registry", None),
-                         signing_key=key, workdir=a.work or Path("var/builds") / a.family,
-                         seed=getattr(a, "seed", 0), epochs=epochs, size=getattr(a, "size", 128),
-                         roi=getattr(a, "roi", None), tiles=getattr(a, "tiles", None),
-                         color="gray" if getattr(a, "gray", False) else "rgb",
-                         threads=getattr(a, "threads", None), floors=floors,
-                         int8_margin=getattr(a, "int8_margin", 0.01), version=getattr(a, "version", None),
-                         calibration=getattr(a, "calibration", 200), openvino=not getattr(a, "no_openvino", False),
-                         degrade=getattr(a, "degrade", False), tolerance=getattr(a, "tolerance", 0.01),
-                         force=getattr(a, "force", False), init_from=getattr(a, "init_from", None),
-                         signal_features=getattr(a, "signal_features", "condition"),
-                         bearing=getattr(a, "bearing", None), speed_tag=getattr(a, "speed_tag", None),
-                         recipe=getattr(a, "recipe", "auto"))
+    return BuildSettings(
+        family=a.family,
+        dataset=getattr(a, "dataset", None),
+        registry=getattr(a, "registry", None),
+        signing_key=key,
+        workdir=a.work or Path("var/builds") / a.family,
+        seed=getattr(a, "seed", 0),
+        epochs=epochs,
+        size=getattr(a, "size", 128),
+        roi=getattr(a, "roi", None),
+        tiles=getattr(a, "tiles", None),
+        color="gray" if getattr(a, "gray", False) else "rgb",
+        threads=getattr(a, "threads", None),
+        floors=floors,
+        int8_margin=getattr(a, "int8_margin", 0.01),
+        version=getattr(a, "version", None),
+        calibration=getattr(a, "calibration", 200),
+        openvino=not getattr(a, "no_openvino", False),
+        degrade=getattr(a, "degrade", False),
+        tolerance=getattr(a, "tolerance", 0.01),
+        force=getattr(a, "force", False),
+        init_from=getattr(a, "init_from", None),
+        signal_features=getattr(a, "signal_features", "condition"),
+        bearing=getattr(a, "bearing", None),
+        speed_tag=getattr(a, "speed_tag", None),
+        recipe=getattr(a, "recipe", "auto"),
+    )
 
 
 def _run(verb: str, argv: list[str]) -> int:
@@ -155,24 +227,43 @@ def _run(verb: str, argv: list[str]) -> int:
     try:
         if verb == "train":
             meta = P.stage_train(s)
-            out = {"trained": s.family, "model": str(s.workdir / "model.fp32.onnx"),
-                   "dataset_digest": meta["dataset_digest"]}
+            out = {
+                "trained": s.family,
+                "model": str(s.workdir / "model.fp32.onnx"),
+                "dataset_digest": meta["dataset_digest"],
+            }
         elif verb == "quantize":
             out = {"quantized": str(P.stage_quantize(s))}
         elif verb == "evaluate":
             rep = P.stage_evaluate(s)
-            print(json.dumps({"evaluated": rep["version"], "gate_passed": rep["gate"]["passed"],
-                              "reasons": rep["gate"]["reasons"], "report": str(s.workdir / "report.md")}))
+            print(
+                json.dumps(
+                    {
+                        "evaluated": rep["version"],
+                        "gate_passed": rep["gate"]["passed"],
+                        "reasons": rep["gate"]["reasons"],
+                        "report": str(s.workdir / "report.md"),
+                    }
+                )
+            )
             return 0 if rep["gate"]["passed"] else 3
         elif verb == "package":
             out = {"package": str(P.stage_package(s))}
         elif verb == "publish":
             res = P.stage_publish(s)
-            out = {"published": res["entry"]["version"], "name": res["entry"]["name"], "package": res["package"]}
+            out = {
+                "published": res["entry"]["version"],
+                "name": res["entry"]["name"],
+                "package": res["package"],
+            }
         else:
             res = P.build(s)
-            out = {"published": res["entry"]["version"], "name": res["entry"]["name"], "package": res["package"],
-                   "digest": res["entry"]["digest"]}
+            out = {
+                "published": res["entry"]["version"],
+                "name": res["entry"]["name"],
+                "package": res["package"],
+                "digest": res["entry"]["digest"],
+            }
     except DatasetError as exc:
         print(f"cloud-trainer {verb}: dataset error: {exc}", file=sys.stderr)
         return 2
@@ -180,8 +271,11 @@ def _run(verb: str, argv: list[str]) -> int:
         print(f"cloud-trainer {verb}: {exc}", file=sys.stderr)
         return 2
     except P.GateFailed as exc:
-        print(f"cloud-trainer {verb}: candidate rejected by the evaluation gate: {exc}; nothing "
-              f"{'published' if verb in ('build', 'publish') else 'packaged'} (report: {exc.report})", file=sys.stderr)
+        print(
+            f"cloud-trainer {verb}: candidate rejected by the evaluation gate: {exc}; nothing "
+            f"{'published' if verb in ('build', 'publish') else 'packaged'} (report: {exc.report})",
+            file=sys.stderr,
+        )
         return 3
     print(json.dumps(out))
     return 0
@@ -200,8 +294,10 @@ main_build = partial(_run, "build")
 IMPORT_KINDS: dict[str, tuple[str, str]] = {
     "images": ("cloud_trainer.train.images:main", "a folder per class or an MVTec AD folder of images"),
     "fleet": ("cloud_trainer.train.uploads:main", "the fleet's labelled uploaded samples (--cloud-data)"),
-    "vibration": ("cloud_trainer.train.signals:main_import", "historian recordings: CSV, WAV or NPZ, one file "
-                  "per run (--labels)"),
+    "vibration": (
+        "cloud_trainer.train.signals:main_import",
+        "historian recordings: CSV, WAV or NPZ, one file per run (--labels)",
+    ),
 }
 
 
@@ -245,13 +341,18 @@ def main_dataset(argv: list[str]) -> int:
     source = _source(rest)
     kind = a.kind or _guess_kind(source)
     if a.help and kind is None:
-        print("usage: cloud-trainer dataset import [--kind KIND] SOURCE --out DIR [options]\n\nkinds:\n"
-              + "\n".join(f"  {k:<8} {h}" for k, (_, h) in IMPORT_KINDS.items())
-              + "\n\ncloud-trainer dataset import --kind KIND --help: that kind's options")
+        print(
+            "usage: cloud-trainer dataset import [--kind KIND] SOURCE --out DIR [options]\n\nkinds:\n"
+            + "\n".join(f"  {k:<8} {h}" for k, (_, h) in IMPORT_KINDS.items())
+            + "\n\ncloud-trainer dataset import --kind KIND --help: that kind's options"
+        )
         return 0
     if kind is None:
-        print(f"cloud-trainer dataset import: {source or 'no source given'}: cannot tell what to import (no "
-              f"images found); name it with --kind ({', '.join(IMPORT_KINDS)})", file=sys.stderr)
+        print(
+            f"cloud-trainer dataset import: {source or 'no source given'}: cannot tell what to import (no "
+            f"images found); name it with --kind ({', '.join(IMPORT_KINDS)})",
+            file=sys.stderr,
+        )
         return 2
     if kind == "fleet" and source is not None:  # the source is the fleet service's data folder
         rest = ["--cloud-data" if r == str(source) else r for r in rest]

@@ -29,8 +29,18 @@ def device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def fit(model, train_step: Callable, val_loss: Callable, batches: Callable, epochs: int, patience: int,
-        lr: float, log=print, metric: Callable | None = None, select_on_metric: bool = False) -> dict:
+def fit(
+    model,
+    train_step: Callable,
+    val_loss: Callable,
+    batches: Callable,
+    epochs: int,
+    patience: int,
+    lr: float,
+    log=print,
+    metric: Callable | None = None,
+    select_on_metric: bool = False,
+) -> dict:
     """Adam + early stopping on validation loss (or on the validation metric, higher is better, when
     ``select_on_metric``: steadier when the loss spikes); restores the best weights."""
     import copy
@@ -52,10 +62,14 @@ def fit(model, train_step: Callable, val_loss: Callable, batches: Callable, epoc
             vl = float(val_loss(model))
             m = metric(model) if metric else None
         dt = time.perf_counter() - t
-        hist.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": vl, "metric": m,
-                     "seconds": dt})
-        log(f"  epoch {epoch:>3}/{epochs}  train loss {np.mean(losses):.4f}  val loss {vl:.4f}"
-            + (f"  val metric {m:.4f}" if m is not None else "") + f"  ({dt:.1f}s)")
+        hist.append(
+            {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": vl, "metric": m, "seconds": dt}
+        )
+        log(
+            f"  epoch {epoch:>3}/{epochs}  train loss {np.mean(losses):.4f}  val loss {vl:.4f}"
+            + (f"  val metric {m:.4f}" if m is not None else "")
+            + f"  ({dt:.1f}s)"
+        )
         score = -m if (select_on_metric and m is not None) else vl
         if score < best - 1e-5:
             best, best_state, bad = score, copy.deepcopy(model.state_dict()), 0
@@ -147,10 +161,24 @@ def plot_curve(path, xs, ys, title: str, xlabel: str, ylabel: str, diagonal: boo
     cv2.putText(img, xlabel, (w // 2 - 20, h - 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(img, ylabel, (4, h // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     for v in (0, 0.5, 1):
-        cv2.putText(img, f"{v:g}", (int(m + v * (w - 20 - m)) - 6, h - m + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
-                    (0, 0, 0), 1)
-        cv2.putText(img, f"{v:g}", (m - 24, int(h - m - v * (h - m - 20)) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
-                    (0, 0, 0), 1)
+        cv2.putText(
+            img,
+            f"{v:g}",
+            (int(m + v * (w - 20 - m)) - 6, h - m + 16),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.35,
+            (0, 0, 0),
+            1,
+        )
+        cv2.putText(
+            img,
+            f"{v:g}",
+            (m - 24, int(h - m - v * (h - m - 20)) + 4),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.35,
+            (0, 0, 0),
+            1,
+        )
     cv2.imwrite(str(path), img)
 
 
@@ -165,14 +193,28 @@ def plot_confusion(path, cm: np.ndarray, labels: list[str], title: str) -> None:
     for i in range(k):
         for j in range(k):
             v = norm[i, j]
-            color = (int(255 - 200 * v), int(255 - 120 * v), 255) if i != j else (int(255 - 150 * v), 255,
-                                                                                   int(255 - 150 * v))
+            color = (
+                (int(255 - 200 * v), int(255 - 120 * v), 255)
+                if i != j
+                else (int(255 - 150 * v), 255, int(255 - 150 * v))
+            )
             x0, y0 = m + j * cell, m + i * cell
             cv2.rectangle(img, (x0, y0), (x0 + cell, y0 + cell), color, -1)
             cv2.rectangle(img, (x0, y0), (x0 + cell, y0 + cell), (160, 160, 160), 1)
-            cv2.putText(img, str(int(cm[i, j])), (x0 + 8, y0 + 32), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+            cv2.putText(
+                img, str(int(cm[i, j])), (x0 + 8, y0 + 32), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1
+            )
         cv2.putText(img, labels[i][:12], (4, m + i * cell + 32), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1)
-        cv2.putText(img, labels[i][:7], (m + i * cell + 2, m - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 0, 0), 1)
-    cv2.putText(img, title + " (rows: truth, columns: predicted)", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                (0, 0, 0), 1)
+        cv2.putText(
+            img, labels[i][:7], (m + i * cell + 2, m - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 0, 0), 1
+        )
+    cv2.putText(
+        img,
+        title + " (rows: truth, columns: predicted)",
+        (4, 16),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.4,
+        (0, 0, 0),
+        1,
+    )
     cv2.imwrite(str(path), img)

@@ -47,7 +47,9 @@ class VibrationData:
     window_samples: int
     sample_rate_hz: float
     digest: str
-    speed_rpm: np.ndarray | None = None  # per window, when windows.npz has a ``speed_rpm`` array (a speed tag)
+    speed_rpm: np.ndarray | None = (
+        None  # per window, when windows.npz has a ``speed_rpm`` array (a speed tag)
+    )
     meta: dict = field(default_factory=dict)  # dataset.yaml (e.g. the machine's ``bearing``)
     source: str = ""  # the dataset folder (for messages)
 
@@ -65,8 +67,11 @@ def dataset_classes(folder: str | Path) -> list[str] | None:
     classes = meta.get("classes") if isinstance(meta, dict) else None
     if not classes:
         return None
-    if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes) \
-            or len(set(classes)) != len(classes):
+    if (
+        not isinstance(classes, list)
+        or not all(isinstance(c, str) and c for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
         raise DatasetError(f"{meta_file}: 'classes' must be a list of distinct names, got {classes!r}")
     good = meta.get("good", classes[0])
     if good not in classes:
@@ -83,7 +88,9 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
     classes = classes or dataset_classes(folder) or VISION_CLASSES
     labels_file = folder / "labels.jsonl"
     if not labels_file.is_file():
-        raise DatasetError(f"{folder}: no labels.jsonl; write one with `edge-sim dataset parts --out {folder}`")
+        raise DatasetError(
+            f"{folder}: no labels.jsonl; write one with `edge-sim dataset parts --out {folder}`"
+        )
     h = hashlib.sha256()
     images, labels, ids, mask_list = [], [], [], []
     for n, line in enumerate(labels_file.read_text().splitlines(), 1):
@@ -102,8 +109,10 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
         data = path.read_bytes()
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
         if img is None:
-            raise DatasetError(f"{path}: corrupt or empty image (named by {labels_file.name} line {n}); "
-                               "remove the row or replace the file")
+            raise DatasetError(
+                f"{path}: corrupt or empty image (named by {labels_file.name} line {n}); "
+                "remove the row or replace the file"
+            )
         h.update(hashlib.sha256(data).digest())
         h.update(label.encode())
         images.append(img)
@@ -116,14 +125,20 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
     lab = np.asarray(labels)
     present = sorted({classes[i] for i in lab})
     if len(present) < 2:
-        raise DatasetError(f"{folder}: only class {present} present; a classifier needs at least two classes "
-                           "(ok and at least one defect)")
+        raise DatasetError(
+            f"{folder}: only class {present} present; a classifier needs at least two classes "
+            "(ok and at least one defect)"
+        )
     if classes[0] not in present:
-        raise DatasetError(f"{folder}: no image of the good class {classes[0]!r}; a classifier needs good parts too")
+        raise DatasetError(
+            f"{folder}: no image of the good class {classes[0]!r}; a classifier needs good parts too"
+        )
     return PartsData(images, lab, ids, classes, "sha256:" + h.hexdigest(), mask_list if masks else None)
 
 
-def _mask(folder: Path, file: str | None, shape: tuple[int, int], labels_file: Path, n: int) -> np.ndarray | None:
+def _mask(
+    folder: Path, file: str | None, shape: tuple[int, int], labels_file: Path, n: int
+) -> np.ndarray | None:
     import cv2
 
     if not file:
@@ -131,7 +146,9 @@ def _mask(folder: Path, file: str | None, shape: tuple[int, int], labels_file: P
     path = folder / file
     m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if path.is_file() else None
     if m is None:
-        raise DatasetError(f"{labels_file}:{n}: mask {file} is missing or unreadable; fix or drop the row's 'mask'")
+        raise DatasetError(
+            f"{labels_file}:{n}: mask {file} is missing or unreadable; fix or drop the row's 'mask'"
+        )
     if m.shape != shape:
         raise DatasetError(f"{path}: mask is {m.shape[1]}x{m.shape[0]}, its image {shape[1]}x{shape[0]}")
     return m
@@ -141,7 +158,9 @@ def load_vibration(folder: str | Path, window_samples: int | None = None) -> Vib
     folder = Path(folder)
     npz, meta_file = folder / "windows.npz", folder / "dataset.yaml"
     if not npz.is_file() or not meta_file.is_file():
-        raise DatasetError(f"{folder}: needs windows.npz and dataset.yaml (`edge-sim dataset vibration --out {folder}`)")
+        raise DatasetError(
+            f"{folder}: needs windows.npz and dataset.yaml (`edge-sim dataset vibration --out {folder}`)"
+        )
     meta = yaml.safe_load(meta_file.read_text()) or {}
     with np.load(npz, allow_pickle=False) as z:
         try:
@@ -155,8 +174,10 @@ def load_vibration(folder: str | Path, window_samples: int | None = None) -> Vib
         raise DatasetError(f"{npz}: the dataset is empty")
     expect = window_samples or int(meta.get("window_samples", wf.shape[1]))
     if wf.shape[1] != expect:
-        raise DatasetError(f"{npz}: windows have {wf.shape[1]} samples, expected {expect} "
-                           "(window_samples in dataset.yaml / the model spec)")
+        raise DatasetError(
+            f"{npz}: windows have {wf.shape[1]} samples, expected {expect} "
+            "(window_samples in dataset.yaml / the model spec)"
+        )
     unknown = sorted(set(fault.tolist()) - set(FAULTS))
     if unknown:
         raise DatasetError(f"{npz}: unknown fault labels {unknown}; expected {FAULTS}")
@@ -164,15 +185,26 @@ def load_vibration(folder: str | Path, window_samples: int | None = None) -> Vib
     if len(set(idx.tolist())) < 2:
         raise DatasetError(f"{folder}: only one fault class present; need healthy and faulty runs")
     h = hashlib.sha256(npz.read_bytes()).hexdigest()
-    return VibrationData(wf.astype(np.float32), idx, health.astype(np.float32), rul.astype(np.float64),
-                         run.astype(np.int64), t_s.astype(np.float64), int(expect), float(meta.get("sample_rate_hz", 10000.0)),
-                         "sha256:" + h, speed, meta if isinstance(meta, dict) else {}, str(folder))
+    return VibrationData(
+        wf.astype(np.float32),
+        idx,
+        health.astype(np.float32),
+        rul.astype(np.float64),
+        run.astype(np.int64),
+        t_s.astype(np.float64),
+        int(expect),
+        float(meta.get("sample_rate_hz", 10000.0)),
+        "sha256:" + h,
+        speed,
+        meta if isinstance(meta, dict) else {},
+        str(folder),
+    )
 
 
 def split_indices(n: int, seed: int, val: float = 0.15, test: float = 0.15) -> tuple[np.ndarray, ...]:
     perm = np.random.default_rng(seed).permutation(n)
     n_test, n_val = int(round(n * test)), int(round(n * val))
-    return perm[n_test + n_val:], perm[n_test:n_test + n_val], perm[:n_test]
+    return perm[n_test + n_val :], perm[n_test : n_test + n_val], perm[:n_test]
 
 
 def split_runs(run_id: np.ndarray, fault: np.ndarray, seed: int) -> tuple[np.ndarray, ...]:

@@ -79,23 +79,29 @@ def layout_of(src: Path) -> str:
 def _class_folder(folder: Path, label: str) -> list[Path]:
     files = _images_in(folder)
     if not files:
-        raise DatasetError(f"{folder}: class folder {label!r} holds no images ({', '.join(IMAGE_EXTS)}); "
-                           "add images or remove the folder")
+        raise DatasetError(
+            f"{folder}: class folder {label!r} holds no images ({', '.join(IMAGE_EXTS)}); "
+            "add images or remove the folder"
+        )
     return files
 
 
 def scan_folders(src: Path, good: str | None) -> Found:
     classes = _subfolders(src)
     if not classes:
-        raise DatasetError(f"{src}: no class folders; expected one folder per class (e.g. {src}/ok/, "
-                           f"{src}/scratch/) or the MVTec AD layout (train/good, test/<defect>)")
+        raise DatasetError(
+            f"{src}: no class folders; expected one folder per class (e.g. {src}/ok/, "
+            f"{src}/scratch/) or the MVTec AD layout (train/good, test/<defect>)"
+        )
     names = [c.name for c in classes]
     notes = []
     if good is None:
         conventional = [n for n in names if n.lower() in GOOD_NAMES]
         if len(conventional) != 1:
-            raise DatasetError(f"{src}: cannot tell which class is good among {names}; name it with "
-                               f"--good CLASS (or call its folder one of {list(GOOD_NAMES)})")
+            raise DatasetError(
+                f"{src}: cannot tell which class is good among {names}; name it with "
+                f"--good CLASS (or call its folder one of {list(GOOD_NAMES)})"
+            )
         good = conventional[0]
         notes.append(f"good class: {good!r} (by its name; --good to choose another)")
     elif good not in names:
@@ -111,7 +117,9 @@ def scan_mvtec(src: Path) -> Found:
             continue
         for c in _subfolders(src / split):
             if split == "train" and c.name != "good":
-                raise DatasetError(f"{c}: MVTec AD's train/ holds only good/ (defect images go in test/<defect>)")
+                raise DatasetError(
+                    f"{c}: MVTec AD's train/ holds only good/ (defect images go in test/<defect>)"
+                )
             items += [_Item(p, c.name, split) for p in _class_folder(c, f"{split}/{c.name}")]
     by_stem = {(it.label, it.path.stem): it for it in items if it.split == "test"}
     gt = src / "ground_truth"
@@ -121,8 +129,10 @@ def scan_mvtec(src: Path) -> Found:
                 stem = m.stem.removesuffix("_mask")
                 it = by_stem.get((d.name, stem))
                 if it is None:
-                    raise DatasetError(f"{m}: a mask without an image (expected {src}/test/{d.name}/{stem}.png or "
-                                       "another image extension); remove the mask or add its image")
+                    raise DatasetError(
+                        f"{m}: a mask without an image (expected {src}/test/{d.name}/{stem}.png or "
+                        "another image extension); remove the mask or add its image"
+                    )
                 it.mask = m
     defects = sorted({it.label for it in items} - {"good"})
     return Found("mvtec", "good", ["good", *defects], items, [])
@@ -145,16 +155,22 @@ def check(found: Found, src: Path, task: str = "classifier", min_good: int | Non
         counts[it.label] += 1
     need = MIN_GOOD[task] if min_good is None else min_good
     if counts.get(found.good, 0) < need:
-        raise DatasetError(f"{src}: {counts.get(found.good, 0)} good images ({found.good!r}); at least {need} are "
-                           f"needed (add {need - counts.get(found.good, 0)} more)")
+        raise DatasetError(
+            f"{src}: {counts.get(found.good, 0)} good images ({found.good!r}); at least {need} are "
+            f"needed (add {need - counts.get(found.good, 0)} more)"
+        )
     if task == "classifier":
         if len(found.classes) < 2:
-            raise DatasetError(f"{src}: a single class {found.classes}; a classifier needs the good class and at "
-                               "least one defect class (or use an anomaly model, trained on good images only)")
+            raise DatasetError(
+                f"{src}: a single class {found.classes}; a classifier needs the good class and at "
+                "least one defect class (or use an anomaly model, trained on good images only)"
+            )
         few = [c for c in found.classes[1:] if counts[c] < MIN_DEFECT]
         if few:
-            raise DatasetError(f"{src}: defect class(es) {few} have fewer than {MIN_DEFECT} images; add images "
-                               "or remove the folder")
+            raise DatasetError(
+                f"{src}: defect class(es) {few} have fewer than {MIN_DEFECT} images; add images "
+                "or remove the folder"
+            )
 
 
 def _decode(path: Path):
@@ -167,15 +183,24 @@ def _decode(path: Path):
         raise DatasetError(f"{path}: unreadable ({exc.strerror}); fix its permissions or remove it") from None
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if img is None or img.size == 0:
-        raise DatasetError(f"{path}: unreadable image (empty, truncated or not an image); replace or remove it")
+        raise DatasetError(
+            f"{path}: unreadable image (empty, truncated or not an image); replace or remove it"
+        )
     if img.dtype != np.uint8:
-        raise DatasetError(f"{path}: {img.dtype} pixels; 8-bit grey or colour images are supported "
-                           "(convert it to 8 bits)")
+        raise DatasetError(
+            f"{path}: {img.dtype} pixels; 8-bit grey or colour images are supported (convert it to 8 bits)"
+        )
     return data, img
 
 
-def import_images(src: Path, out: Path, good: str | None = None, task: str = "classifier",
-                  min_good: int | None = None, log=None) -> dict:
+def import_images(
+    src: Path,
+    out: Path,
+    good: str | None = None,
+    task: str = "classifier",
+    min_good: int | None = None,
+    log=None,
+) -> dict:
     """``src`` (folder per class or MVTec AD) → a dataset folder ``out``; returns a summary."""
     log = log or (lambda m: print(m, file=sys.stderr))
     src, out = Path(src), Path(out)
@@ -213,15 +238,22 @@ def _write(found: Found, src: Path, dst: Path) -> dict:
             rel = it.path.relative_to(src).as_posix()
             name = f"images/{k:06d}-{it.label}{it.path.suffix.lower()}"
             (dst / name).write_bytes(data)
-            row = {"id": f"{k:06d}", "file": name, "label": it.label, "defect": it.label != found.good,
-                   "source": rel}
+            row = {
+                "id": f"{k:06d}",
+                "file": name,
+                "label": it.label,
+                "defect": it.label != found.good,
+                "source": rel,
+            }
             if it.split:
                 row["split"] = it.split
             if it.mask is not None:
                 _, mask = _decode(it.mask)
                 if mask.shape[:2] != img.shape[:2]:
-                    raise DatasetError(f"{it.mask}: mask is {mask.shape[1]}x{mask.shape[0]}, its image {it.path} is "
-                                       f"{img.shape[1]}x{img.shape[0]}; they must be the same size")
+                    raise DatasetError(
+                        f"{it.mask}: mask is {mask.shape[1]}x{mask.shape[0]}, its image {it.path} is "
+                        f"{img.shape[1]}x{img.shape[0]}; they must be the same size"
+                    )
                 mname = f"masks/{k:06d}-{it.label}.png"
                 if it.mask.suffix.lower() == ".png":
                     shutil.copyfile(it.mask, dst / mname)
@@ -233,12 +265,25 @@ def _write(found: Found, src: Path, dst: Path) -> dict:
             counts[it.label] += 1
             f.write(json.dumps(row) + "\n")
     sizes_txt = sorted(f"{w}x{hh}" for hh, w in sizes)
-    meta = {"kind": "parts", "imported_from": str(src), "layout": found.layout, "classes": found.classes,
-            "good": found.good, "count": len(found.items), "counts": counts, "image_sizes": sizes_txt[:20],
-            "digest": "sha256:" + h.hexdigest()}
+    meta = {
+        "kind": "parts",
+        "imported_from": str(src),
+        "layout": found.layout,
+        "classes": found.classes,
+        "good": found.good,
+        "count": len(found.items),
+        "counts": counts,
+        "image_sizes": sizes_txt[:20],
+        "digest": "sha256:" + h.hexdigest(),
+    }
     (dst / "dataset.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
-    return {"layout": found.layout, "classes": found.classes, "good": found.good, "counts": counts,
-            "digest": meta["digest"]}
+    return {
+        "layout": found.layout,
+        "classes": found.classes,
+        "good": found.good,
+        "counts": counts,
+        "digest": meta["digest"],
+    }
 
 
 def _png(mask, path: Path) -> None:
@@ -251,14 +296,24 @@ def main(argv: list[str]) -> int:
     """``cloud-trainer dataset import --kind images`` (argv after the kind dispatch)."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="cloud-trainer dataset import --kind images",
-                                 description="a dataset from a folder per class or an MVTec AD folder")
-    ap.add_argument("source", type=Path, help="folder per class (ok/, scratch/, ...) or MVTec AD (train/good, ...)")
+    ap = argparse.ArgumentParser(
+        prog="cloud-trainer dataset import --kind images",
+        description="a dataset from a folder per class or an MVTec AD folder",
+    )
+    ap.add_argument(
+        "source", type=Path, help="folder per class (ok/, scratch/, ...) or MVTec AD (train/good, ...)"
+    )
     ap.add_argument("--out", type=Path, required=True, help="new dataset folder (must not exist or be empty)")
     ap.add_argument("--good", help="the class of good parts (default: a folder named ok, good, pass, ...)")
-    ap.add_argument("--task", choices=sorted(MIN_GOOD), default="classifier",
-                    help="what the dataset is for: classifier (good + defect classes) or anomaly (good only is fine)")
-    ap.add_argument("--min-good", type=int, help=f"fewest good images accepted (default {MIN_GOOD['classifier']})")
+    ap.add_argument(
+        "--task",
+        choices=sorted(MIN_GOOD),
+        default="classifier",
+        help="what the dataset is for: classifier (good + defect classes) or anomaly (good only is fine)",
+    )
+    ap.add_argument(
+        "--min-good", type=int, help=f"fewest good images accepted (default {MIN_GOOD['classifier']})"
+    )
     a = ap.parse_args(argv)
     res = import_images(a.source, a.out, a.good, a.task, a.min_good)
     print(json.dumps(res))

@@ -61,13 +61,21 @@ def bearing_geometry(value, where: str) -> tuple[int, float, float, float]:
     except (TypeError, ValueError):
         raise DatasetError(f"{where}: expected {BEARING_FORM}, got {value!r}") from None
     if geo[0] < 3 or not 0 < geo[1] < geo[2] or not 0 <= geo[3] < 90:
-        raise DatasetError(f"{where}: {list(geo)} is not a bearing (at least 3 rolling elements, 0 < ball diameter "
-                           f"< pitch diameter, contact angle 0-90 deg); give {BEARING_FORM} from its datasheet")
+        raise DatasetError(
+            f"{where}: {list(geo)} is not a bearing (at least 3 rolling elements, 0 < ball diameter "
+            f"< pitch diameter, contact angle 0-90 deg); give {BEARING_FORM} from its datasheet"
+        )
     return geo
 
 
-def raw_preprocessing(data: VibrationData, waveform_tag: str = "Vibration", features: str = DEFAULT_FEATURES,
-                      bearing=None, speed_tag: str | None = None, log=None) -> SignalPreprocessing:
+def raw_preprocessing(
+    data: VibrationData,
+    waveform_tag: str = "Vibration",
+    features: str = DEFAULT_FEATURES,
+    bearing=None,
+    speed_tag: str | None = None,
+    log=None,
+) -> SignalPreprocessing:
     """The model's preprocessing before standardisation. ``bearing``: the geometry (``--bearing``);
     None takes the dataset's ``bearing`` when it states one. ``speed_tag``: the scalar input carrying
     the shaft speed in rpm, which the dataset must then give per window (``speed_rpm``)."""
@@ -85,23 +93,34 @@ def raw_preprocessing(data: VibrationData, waveform_tag: str = "Vibration", feat
     else:
         geo = None
         if log:
-            log("maintenance: no bearing geometry (--bearing or the dataset's bearing): defect lines are found "
-                "from the envelope spectrum alone")
+            log(
+                "maintenance: no bearing geometry (--bearing or the dataset's bearing): defect lines are found "
+                "from the envelope spectrum alone"
+            )
     if speed_tag and data.speed_rpm is None:
-        raise DatasetError(f"--speed-tag {speed_tag}: {data.source or 'the dataset'}/windows.npz has no per-window "
-                           "'speed_rpm' array; add the speed (rpm) of each window, or drop --speed-tag to estimate "
-                           "the speed from the spectrum")
+        raise DatasetError(
+            f"--speed-tag {speed_tag}: {data.source or 'the dataset'}/windows.npz has no per-window "
+            "'speed_rpm' array; add the speed (rpm) of each window, or drop --speed-tag to estimate "
+            "the speed from the spectrum"
+        )
     rng = data.meta.get("speed_range_rpm")
-    cond = ConditionFeatures(names=list(CONDITION_FEATURES), speed_scalar=speed_tag, bearing=geo, relative=True,
-                             **({"speed_range_rpm": tuple(rng)} if rng else {}))
+    cond = ConditionFeatures(
+        names=list(CONDITION_FEATURES),
+        speed_scalar=speed_tag,
+        bearing=geo,
+        relative=True,
+        **({"speed_range_rpm": tuple(rng)} if rng else {}),
+    )
     return SignalPreprocessing(**base, n_bands=0, time_features=False, condition=cond)
 
 
 def features(waves: np.ndarray, pre: SignalPreprocessing, speed_rpm: np.ndarray | None = None) -> np.ndarray:
     """Rows of features, as the agent computes them (``speed_rpm``: per window, for a speed tag)."""
     tag = pre.condition.speed_scalar if pre.condition is not None else None
-    rows = [signal_features(w, {tag: float(speed_rpm[i])} if tag and speed_rpm is not None else None, pre)
-            for i, w in enumerate(waves)]
+    rows = [
+        signal_features(w, {tag: float(speed_rpm[i])} if tag and speed_rpm is not None else None, pre)
+        for i, w in enumerate(waves)
+    ]
     return np.concatenate(rows).astype(np.float32)
 
 
@@ -136,9 +155,17 @@ def build_model(n_features: int, n_faults: int, mean_life_s: float = RUL_SCALE):
     return HealthNet()
 
 
-def train(data: VibrationData, seed: int, epochs: int, log=common.stderr_log, threads: int | None = None,
-          patience: int = 15, feature_set: str = DEFAULT_FEATURES, bearing=None,
-          speed_tag: str | None = None) -> dict:
+def train(
+    data: VibrationData,
+    seed: int,
+    epochs: int,
+    log=common.stderr_log,
+    threads: int | None = None,
+    patience: int = 15,
+    feature_set: str = DEFAULT_FEATURES,
+    bearing=None,
+    speed_tag: str | None = None,
+) -> dict:
     import torch
     from torch import nn
 
@@ -147,7 +174,9 @@ def train(data: VibrationData, seed: int, epochs: int, log=common.stderr_log, th
     f = features(data.waveforms, raw, data.speed_rpm)
     tr, va, te = split_runs(data.run_id, data.fault, seed)
     if len(tr) == 0 or len(te) == 0:
-        raise DatasetError("too few machine runs to split into train/test by run; use at least 2 runs per fault")
+        raise DatasetError(
+            "too few machine runs to split into train/test by run; use at least 2 runs per fault"
+        )
     if len(va) == 0:
         va = te  # tiny datasets: validate on the test runs (reported as such)
     mean, std = f[tr].mean(0), f[tr].std(0) + 1e-6
@@ -156,14 +185,19 @@ def train(data: VibrationData, seed: int, epochs: int, log=common.stderr_log, th
     y = data.fault.astype(np.int64)
     visible = (y == 0) | (data.health < VISIBLE_HEALTH)
     rul_ok = np.isfinite(data.rul_s) & (y != 0)
-    lives = [float(np.nanmax(data.rul_s[data.run_id == r] + data.t_s[data.run_id == r]))
-             for r in np.unique(data.run_id[tr]) if np.isfinite(data.rul_s[data.run_id == r]).any()]
+    lives = [
+        float(np.nanmax(data.rul_s[data.run_id == r] + data.t_s[data.run_id == r]))
+        for r in np.unique(data.run_id[tr])
+        if np.isfinite(data.rul_s[data.run_id == r]).any()
+    ]
     mean_life = float(np.mean(lives)) if lives else RUL_SCALE
     dev = common.device()  # a GPU when present, else the CPU
     model = build_model(x.shape[1], len(FAULTS), mean_life).to(dev)
     X = torch.from_numpy(x).to(dev)
     Y = torch.from_numpy(y).to(dev)
-    R = torch.from_numpy(np.clip(np.nan_to_num(data.health, nan=1.0), 0, 1).astype(np.float32)).to(dev)  # health
+    R = torch.from_numpy(np.clip(np.nan_to_num(data.health, nan=1.0), 0, 1).astype(np.float32)).to(
+        dev
+    )  # health
     V = torch.from_numpy(visible).to(dev)
     RO = torch.from_numpy(rul_ok).to(dev)
     # The autoencoder learns "normal" from healthy runs and from the first, still-healthy windows of
@@ -205,11 +239,23 @@ def train(data: VibrationData, seed: int, epochs: int, log=common.stderr_log, th
         vis = V[va_t]
         return float((logits[vis].argmax(1) == Y[va_t][vis]).float().mean())
 
-    log(f"maintenance: {len(tr)} train / {len(va)} val / {len(te)} test windows (split by run), "
-        f"{x.shape[1]} features")
+    log(
+        f"maintenance: {len(tr)} train / {len(va)} val / {len(te)} test windows (split by run), "
+        f"{x.shape[1]} features"
+    )
     hist = common.fit(model, step, lambda m: loss_on(m, va_t), batches, epochs, patience, 3e-3, log, val_acc)
-    return {"model": model.cpu(), "pre": pre, "x": x, "y": y, "split": (tr, va, te), "history": hist,
-            "visible": visible, "rul_ok": rul_ok, "rul_s": data.rul_s, "health": data.health}
+    return {
+        "model": model.cpu(),
+        "pre": pre,
+        "x": x,
+        "y": y,
+        "split": (tr, va, te),
+        "history": hist,
+        "visible": visible,
+        "rul_ok": rul_ok,
+        "rul_s": data.rul_s,
+        "health": data.health,
+    }
 
 
 def anomaly_truth(y: np.ndarray, health: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -235,8 +281,14 @@ def choose_threshold(scores: np.ndarray, anomalous: np.ndarray) -> float:
     return max(best_t, floor)
 
 
-def metrics(out: dict[str, np.ndarray], y: np.ndarray, health: np.ndarray, rul_s: np.ndarray,
-            threshold: float, train_rul_mean: float) -> dict:
+def metrics(
+    out: dict[str, np.ndarray],
+    y: np.ndarray,
+    health: np.ndarray,
+    rul_s: np.ndarray,
+    threshold: float,
+    train_rul_mean: float,
+) -> dict:
     anomalous, counted = anomaly_truth(y, health)
     s = out["anomaly_score"].reshape(-1)
     logits = out["fault_logits"]
@@ -248,9 +300,17 @@ def metrics(out: dict[str, np.ndarray], y: np.ndarray, health: np.ndarray, rul_s
     mae = float(np.abs(life[rul_ok] - rul_s[rul_ok]).mean()) if rul_ok.any() else float("nan")
     naive = float(np.abs(train_rul_mean - rul_s[rul_ok]).mean()) if rul_ok.any() else float("nan")
     det = s[counted] >= threshold
-    return {"anomaly_auroc": common.auroc(anomalous[counted], s[counted]), "anomaly_threshold": threshold,
-            "anomaly_recall": float((det & anomalous[counted]).sum() / max(1, anomalous[counted].sum())),
-            "anomaly_false_alarm_rate": float((det & ~anomalous[counted]).sum() / max(1, (~anomalous[counted]).sum())),
-            "fault_accuracy": float((pred[visible] == y[visible]).mean()),
-            "f1_per_class": dict(zip(FAULTS, common.f1_per_class(cm), strict=True)), "confusion": cm.tolist(),
-            "rul_mae_s": mae, "rul_mae_naive_s": naive, "n": int(len(y))}
+    return {
+        "anomaly_auroc": common.auroc(anomalous[counted], s[counted]),
+        "anomaly_threshold": threshold,
+        "anomaly_recall": float((det & anomalous[counted]).sum() / max(1, anomalous[counted].sum())),
+        "anomaly_false_alarm_rate": float(
+            (det & ~anomalous[counted]).sum() / max(1, (~anomalous[counted]).sum())
+        ),
+        "fault_accuracy": float((pred[visible] == y[visible]).mean()),
+        "f1_per_class": dict(zip(FAULTS, common.f1_per_class(cm), strict=True)),
+        "confusion": cm.tolist(),
+        "rul_mae_s": mae,
+        "rul_mae_naive_s": naive,
+        "n": int(len(y)),
+    }

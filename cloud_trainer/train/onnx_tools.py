@@ -32,9 +32,18 @@ def export(model, example: np.ndarray, path: Path, input_name: str, output_names
     path.parent.mkdir(parents=True, exist_ok=True)
     x = torch.from_numpy(example)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    torch.onnx.export(model, (x,), str(path), dynamo=True, external_data=False, opset_version=OPSET,
-                      input_names=[input_name], output_names=output_names,
-                      dynamic_shapes={_forward_arg(model): {0: batch}}, verbose=False)
+    torch.onnx.export(
+        model,
+        (x,),
+        str(path),
+        dynamo=True,
+        external_data=False,
+        opset_version=OPSET,
+        input_names=[input_name],
+        output_names=output_names,
+        dynamic_shapes={_forward_arg(model): {0: batch}},
+        verbose=False,
+    )
     return path
 
 
@@ -44,8 +53,15 @@ def _forward_arg(model) -> str:
     return next(iter(inspect.signature(model.forward).parameters))
 
 
-def quantize(fp32: Path, out: Path, calibration: np.ndarray, input_name: str, *, seven_bit_weights: bool = True,
-             op_types: list[str] | None = None) -> Path:
+def quantize(
+    fp32: Path,
+    out: Path,
+    calibration: np.ndarray,
+    input_name: str,
+    *,
+    seven_bit_weights: bool = True,
+    op_types: list[str] | None = None,
+) -> Path:
     """Static INT8 (QDQ). ``seven_bit_weights=False`` is the former recipe (full 8-bit weights), kept
     only to measure it against (it saturates on x86 without VNNI). ``op_types``: quantize only these
     operators (e.g. ``["Conv"]``; default all that ONNX Runtime quantizes)."""
@@ -62,9 +78,17 @@ def quantize(fp32: Path, out: Path, calibration: np.ndarray, input_name: str, *,
 
     pre = out.with_name(out.stem + ".pre.onnx")
     quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    reduce_range=seven_bit_weights, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=op_types)
+    quantize_static(
+        str(pre),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        reduce_range=seven_bit_weights,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=op_types,
+    )
     pre.unlink(missing_ok=True)
     return out
 
@@ -83,8 +107,9 @@ def _ov_compiled(path: Path, config: dict):
     return ov_compile(path, config)
 
 
-def run(path: Path, x: np.ndarray, engine: str = "onnxruntime", threads: int = 1, batch: int = 64
-        ) -> dict[str, np.ndarray]:
+def run(
+    path: Path, x: np.ndarray, engine: str = "onnxruntime", threads: int = 1, batch: int = 64
+) -> dict[str, np.ndarray]:
     """Outputs for all rows of ``x`` (batched), by output name."""
     if engine == "onnxruntime":
         sess = _ort_session(path, threads)

@@ -60,8 +60,16 @@ def _model_class():
         head_b: torch.Tensor
         log_centre: torch.Tensor
 
-        def __init__(self, features, bank: np.ndarray, scorer, head_w: np.ndarray, head_b: np.ndarray,
-                     centre: float, slope: float) -> None:
+        def __init__(
+            self,
+            features,
+            bank: np.ndarray,
+            scorer,
+            head_w: np.ndarray,
+            head_b: np.ndarray,
+            centre: float,
+            slope: float,
+        ) -> None:
             super().__init__()
             self.features = features
             self.scorer = scorer  # per-patch MLP on (features, log distance); None: the log distance itself
@@ -119,17 +127,27 @@ def calibrate(good: np.ndarray, ng: np.ndarray) -> dict:
     lo_e, rule = threshold_at(np.exp(good), GOOD_FRR)
     lo = float(np.log(lo_e))
     if len(ng) == 0:
-        return {"centre": lo, "slope": 4.0, "rule": f"good images only: {rule}", "good_quantile": lo,
-                "ng_quantile": None}
+        return {
+            "centre": lo,
+            "slope": 4.0,
+            "rule": f"good images only: {rule}",
+            "good_quantile": lo,
+            "ng_quantile": None,
+        }
     hi = float(np.quantile(np.sort(ng), NG_MISS, method="lower"))
     if hi > lo:
         centre, how = (lo + hi) / 2, "the middle of the gap between them"
     else:
         centre, how = lo, "they overlap: the good images' quantile (the stated false-reject rate) wins"
     slope = 4.0 / max(abs(hi - lo), 0.25)
-    return {"centre": centre, "slope": float(slope), "good_quantile": lo, "ng_quantile": hi,
-            "rule": f"good images' {1 - GOOD_FRR:.0%} quantile ({rule}) and the defects' {NG_MISS:.0%} quantile; "
-                    + how}
+    return {
+        "centre": centre,
+        "slope": float(slope),
+        "good_quantile": lo,
+        "ng_quantile": hi,
+        "rule": f"good images' {1 - GOOD_FRR:.0%} quantile ({rule}) and the defects' {NG_MISS:.0%} quantile; "
+        + how,
+    }
 
 
 def _head(z: np.ndarray, y: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -148,7 +166,7 @@ def _head(z: np.ndarray, y: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, 
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(lin(zt), yt) + 1e-2 * (lin.weight ** 2).sum()
+        loss = torch.nn.functional.cross_entropy(lin(zt), yt) + 1e-2 * (lin.weight**2).sum()
         loss.backward()
         return loss
 
@@ -183,8 +201,14 @@ def _fit_scorer(z, ng: np.ndarray, seed: int, steps: int = 150, top: int = 8, ro
             idx = holder.score_map(z).flatten(1).topk(min(top, h * w), dim=1).indices  # (N, top)
         # each chosen patch with its 3x3 neighbours: its smoothed score is the blur of theirs
         ix = idx[:, None, :].expand(n, d, idx.shape[1])
-        sel = torch.stack([torch.gather(zp[:, :, i : i + h, j : j + w].reshape(n, d, h * w), 2, ix)
-                           for i in range(3) for j in range(3)], 2)  # (N, D, 9, top)
+        sel = torch.stack(
+            [
+                torch.gather(zp[:, :, i : i + h, j : j + w].reshape(n, d, h * w), 2, ix)
+                for i in range(3)
+                for j in range(3)
+            ],
+            2,
+        )  # (N, D, 9, top)
         for _ in range(steps // rounds):
             opt.zero_grad()
             s = net(sel.reshape(n, d, 9 * idx.shape[1], 1)).reshape(n, 9, -1)
@@ -216,10 +240,14 @@ def train(data, size: int, seed: int, log=common.stderr_log, threads: int | None
     rows = np.concatenate([tr, va])
     ng = y[rows] != 0
     if (~ng).sum() < FOLDS * 2:
-        raise DatasetError(f"{int((~ng).sum())} good images in the training split; the patch recipe needs at "
-                           f"least {FOLDS * 2} (20 or more recommended)")
+        raise DatasetError(
+            f"{int((~ng).sum())} good images in the training split; the patch recipe needs at "
+            f"least {FOLDS * 2} (20 or more recommended)"
+        )
     rng = np.random.default_rng([seed, 17])
-    x_light = tensors([perturb.camera_copy(data.images[i], rng) for i in rows], tpre)  # another lamp, same parts
+    x_light = tensors(
+        [perturb.camera_copy(data.images[i], rng) for i in rows], tpre
+    )  # another lamp, same parts
     _, Features, _ = anomaly._modules()
     feat = Features(None, texture=True, context=True, channels=x.shape[1], instance=True).eval()
     feat.standardise(np.concatenate([x[rows[~ng]], x_light[~ng]]))
@@ -238,7 +266,9 @@ def train(data, size: int, seed: int, log=common.stderr_log, threads: int | None
     z: list = [None] * FOLDS
     for f in range(FOLDS):  # each image's distances from a bank built without it (nor its relit copy)
         keep = (fold_of != f) & ~ng
-        bank_f = anomaly.coreset(np.concatenate([patches[keep], light[keep]]).reshape(-1, dims), BANK_SIZE, seed + f)
+        bank_f = anomaly.coreset(
+            np.concatenate([patches[keep], light[keep]]).reshape(-1, dims), BANK_SIZE, seed + f
+        )
         z[f] = (z_of(x[rows[fold_of == f]], bank_f), z_of(x_light[fold_of == f], bank_f))
     z_all = torch.empty((len(rows), *z[0][0].shape[1:]))
     z_light = torch.empty_like(z_all)
@@ -250,13 +280,16 @@ def train(data, size: int, seed: int, log=common.stderr_log, threads: int | None
         oof = holder.score_map(z_all).flatten(1).amax(1).numpy()
     net, learnt_auroc = None, float("nan")
     if ng.sum() >= MIN_DEFECTS_TO_LEARN:  # a patch scorer learnt from the labelled defects, kept when its
-        learnt = np.zeros(len(rows))     # out-of-fold scores separate better than the distance alone
+        learnt = np.zeros(len(rows))  # out-of-fold scores separate better than the distance alone
         for f in range(FOLDS):
             fit = torch.from_numpy(fold_of != f)
-            holder.scorer = _fit_scorer(torch.cat([z_all[fit], z_light[fit]]),
-                                        np.r_[ng[fold_of != f], ng[fold_of != f]], seed + f)
+            holder.scorer = _fit_scorer(
+                torch.cat([z_all[fit], z_light[fit]]), np.r_[ng[fold_of != f], ng[fold_of != f]], seed + f
+            )
             with torch.no_grad():
-                learnt[fold_of == f] = holder.score_map(z_all[torch.from_numpy(fold_of == f)]).flatten(1).amax(1).numpy()
+                learnt[fold_of == f] = (
+                    holder.score_map(z_all[torch.from_numpy(fold_of == f)]).flatten(1).amax(1).numpy()
+                )
         learnt_auroc = common.auroc(ng, learnt)
         if learnt_auroc > common.auroc(ng, oof) + 0.01:
             net, oof = _fit_scorer(torch.cat([z_all, z_light]), np.r_[ng, ng], seed), learnt
@@ -269,21 +302,40 @@ def train(data, size: int, seed: int, log=common.stderr_log, threads: int | None
         flat = holder.score_map(zn).flatten(1)
         pooled = pool(zn, flat, flat.amax(1, keepdim=True)).numpy()
     head_w, head_b, head_acc = _head(pooled, y[rows][ng], len(data.classes), seed)
-    model = PatchClassifier(feat, bank, net, head_w, head_b, float(np.exp(cal["centre"])), cal["slope"]).eval()
+    model = PatchClassifier(
+        feat, bank, net, head_w, head_b, float(np.exp(cal["centre"])), cal["slope"]
+    ).eval()
     model.log_centre.fill_(cal["centre"])
     separation = common.auroc(ng, oof) if ng.any() else float("nan")
-    cal.update(good_scores={"median": float(np.median(oof[~ng])), "max": float(oof[~ng].max())},
-               ng_scores={"median": float(np.median(oof[ng])), "min": float(oof[ng].min())} if ng.any() else None,
-               held_out_auroc=separation, head_train_accuracy=head_acc, bank=len(bank), feature_dims=dims,
-               good_images=int((~ng).sum()), defect_images=int(ng.sum()),
-               learnt_scorer_auroc=learnt_auroc,
-               scorer="patch MLP learnt from the defect images (multiple-instance)" if net is not None else
-               "nearest-good-patch distance (a learnt scorer did not separate better out of fold)")
-    log(f"vision (patch): {int((~ng).sum())} good + {int(ng.sum())} defect images (+ relit copies), bank "
+    cal.update(
+        good_scores={"median": float(np.median(oof[~ng])), "max": float(oof[~ng].max())},
+        ng_scores={"median": float(np.median(oof[ng])), "min": float(oof[ng].min())} if ng.any() else None,
+        held_out_auroc=separation,
+        head_train_accuracy=head_acc,
+        bank=len(bank),
+        feature_dims=dims,
+        good_images=int((~ng).sum()),
+        defect_images=int(ng.sum()),
+        learnt_scorer_auroc=learnt_auroc,
+        scorer="patch MLP learnt from the defect images (multiple-instance)"
+        if net is not None
+        else "nearest-good-patch distance (a learnt scorer did not separate better out of fold)",
+    )
+    log(
+        f"vision (patch): {int((~ng).sum())} good + {int(ng.sum())} defect images (+ relit copies), bank "
         f"{len(bank)} x {dims}; out-of-fold AUROC {separation:.3f}; score threshold {cal['centre']:.4g} "
-        f"({cal['rule']}); defect-type head train accuracy {head_acc:.2f}; {len(te)} images left for the gate")
+        f"({cal['rule']}); defect-type head train accuracy {head_acc:.2f}; {len(te)} images left for the gate"
+    )
     hist = {"epochs": [{"epoch": 0, "seconds": time.perf_counter() - t0, "held_out_auroc": separation}]}
-    return {"model": model, "pre": pre, "x": x, "y": y, "split": (tr, va, te), "history": hist, "calibration": cal}
+    return {
+        "model": model,
+        "pre": pre,
+        "x": x,
+        "y": y,
+        "split": (tr, va, te),
+        "history": hist,
+        "calibration": cal,
+    }
 
 
 def _set_bank(model, bank: np.ndarray) -> None:

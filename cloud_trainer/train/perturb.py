@@ -32,10 +32,26 @@ class Ranges:
     scale: float  # fraction
 
 
-TEST = Ranges(exposure=0.15, gradient=0.25, blur_sigma=0.8, noise_sigma=(2.0, 3.0), jpeg_quality=(75, 75),
-              rotation_deg=5.0, shift=0.03, scale=0.04)
-TRAIN = Ranges(exposure=0.25, gradient=0.35, blur_sigma=1.2, noise_sigma=(0.5, 4.0), jpeg_quality=(50, 95),
-               rotation_deg=8.0, shift=0.04, scale=0.06)
+TEST = Ranges(
+    exposure=0.15,
+    gradient=0.25,
+    blur_sigma=0.8,
+    noise_sigma=(2.0, 3.0),
+    jpeg_quality=(75, 75),
+    rotation_deg=5.0,
+    shift=0.03,
+    scale=0.04,
+)
+TRAIN = Ranges(
+    exposure=0.25,
+    gradient=0.35,
+    blur_sigma=1.2,
+    noise_sigma=(0.5, 4.0),
+    jpeg_quality=(50, 95),
+    rotation_deg=8.0,
+    shift=0.04,
+    scale=0.06,
+)
 
 
 def exposure(img: np.ndarray, gain: float) -> np.ndarray:
@@ -46,7 +62,7 @@ def gradient(img: np.ndarray, amount: float, angle: float) -> np.ndarray:
     """Light falling off linearly by ``amount`` (0.25 = 25 %) across the image, in direction ``angle``."""
     h, w = img.shape[:2]
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    r = (np.cos(angle) * (xx / max(1, w - 1) - 0.5) + np.sin(angle) * (yy / max(1, h - 1) - 0.5))
+    r = np.cos(angle) * (xx / max(1, w - 1) - 0.5) + np.sin(angle) * (yy / max(1, h - 1) - 0.5)
     r = (r - r.min()) / max(1e-6, float(r.max() - r.min()))  # 0..1 across the image
     gain = 1.0 + amount / 2 - amount * r
     return np.clip(img.astype(np.float32) * gain[..., None], 0, 255).astype(np.uint8)
@@ -119,8 +135,14 @@ def perturbed_copy(images: list[np.ndarray], seed: int, r: Ranges = TEST) -> lis
     return [perturb(im, rng, r) for im in images]
 
 
-def lighting(img: np.ndarray, rng: np.random.Generator, gain: float = 0.3, offset: float = 20.0,
-             gradient_amount: float = 0.2, temperature: float = 0.05) -> np.ndarray:
+def lighting(
+    img: np.ndarray,
+    rng: np.random.Generator,
+    gain: float = 0.3,
+    offset: float = 20.0,
+    gradient_amount: float = 0.2,
+    temperature: float = 0.05,
+) -> np.ndarray:
     """Another lamp or camera setting on the same part: gain within ±``gain``, a grey-level offset
     within ±``offset``, a light gradient of up to ``gradient_amount`` across the image (any
     direction) and a colour-temperature tilt within ±``temperature`` (blue against red). The
@@ -131,7 +153,11 @@ def lighting(img: np.ndarray, rng: np.random.Generator, gain: float = 0.3, offse
     r = np.cos(a) * (xx / max(1, w - 1) - 0.5) + np.sin(a) * (yy / max(1, h - 1) - 0.5)
     field = 1.0 + float(rng.uniform(0, gradient_amount)) * r / max(1e-6, float(np.abs(r).max()) * 2)
     g = 1.0 + float(rng.uniform(-gain, gain))
-    out = img.astype(np.float32) * (g * field)[..., None] if img.ndim == 3 else img.astype(np.float32) * g * field
+    out = (
+        img.astype(np.float32) * (g * field)[..., None]
+        if img.ndim == 3
+        else img.astype(np.float32) * g * field
+    )
     if img.ndim == 3 and img.shape[2] == 3:
         t = float(rng.uniform(-temperature, temperature))
         out = out * np.asarray([1 + t, 1.0, 1 - t], np.float32)  # BGR

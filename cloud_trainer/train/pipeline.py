@@ -61,11 +61,19 @@ class BuildSettings:
     tolerance: float = 0.01  # how much worse than the published version a primary metric may be
     force: bool = False  # publish even when the gate fails (recorded as forced; for drills and demos)
     init_from: Path | None = None  # vision: fine-tune from these weights (a work folder or its model.pt)
-    min_ng_precision: float = 0.98  # vision operating point: highest NG recall at this precision on validation
-    signal_features: str = "condition"  # maintenance: condition | bands (see cloud_trainer/train/maintenance.py)
+    min_ng_precision: float = (
+        0.98  # vision operating point: highest NG recall at this precision on validation
+    )
+    signal_features: str = (
+        "condition"  # maintenance: condition | bands (see cloud_trainer/train/maintenance.py)
+    )
     bearing: list[float] | None = None  # maintenance: n_elements, ball_d_mm, pitch_d_mm[, contact_angle_deg]
-    speed_tag: str | None = None  # maintenance: scalar input with the shaft speed (rpm); the dataset gives speed_rpm
-    recipe: str = "auto"  # vision: "patch" (patch_classifier), "cnn" (vision.train), or "auto" (see vision_recipe)
+    speed_tag: str | None = (
+        None  # maintenance: scalar input with the shaft speed (rpm); the dataset gives speed_rpm
+    )
+    recipe: str = (
+        "auto"  # vision: "patch" (patch_classifier), "cnn" (vision.train), or "auto" (see vision_recipe)
+    )
 
 
 def _engines() -> list[str]:
@@ -115,7 +123,9 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
     if recipe == "patch":  # nothing to fine-tune from: the bank is rebuilt from the images
         (s.workdir / "model.pt").unlink(missing_ok=True)
     else:
-        torch.save(tr_out["model"].state_dict(), s.workdir / "model.pt")  # for a later fine-tune (--init-from)
+        torch.save(
+            tr_out["model"].state_dict(), s.workdir / "model.pt"
+        )  # for a later fine-tune (--init-from)
     # the patch graph broadcasts (N, 1) against constants: a batch-of-one example would fix N to 1
     example = x[:2] if recipe == "patch" else x[:1]
     onnx_tools.export(tr_out["model"], example, s.workdir / "model.fp32.onnx", fam.INPUT, fam.OUTPUTS)
@@ -123,14 +133,22 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
     arrays = {"x": x, "y": tr_out["y"], "train": tr, "val": va, "test": te}
     arrays.update(fam.train_arrays(tr_out))
     np.savez(s.workdir / "train.npz", **arrays)
-    meta = {"family": s.family, "dataset": str(s.dataset), "dataset_digest": ds.digest, "seed": s.seed,
-            "size": s.size, "preprocessing": tr_out["pre"].model_dump(mode="json"),
-            "classes": list(getattr(ds, "classes", [])), "degraded": s.degrade, "recipe": recipe,
-            "calibration": tr_out.get("calibration"),
-            "init_from": str(s.init_from) if s.init_from else None,
-            "export": {"onnx_opset": onnx_tools.OPSET, "dynamic_batch": True},
-            "input_stats": fam.input_stats(ds, tr),
-            "training": {"seconds": time.perf_counter() - t0, "history": tr_out["history"]["epochs"]}}
+    meta = {
+        "family": s.family,
+        "dataset": str(s.dataset),
+        "dataset_digest": ds.digest,
+        "seed": s.seed,
+        "size": s.size,
+        "preprocessing": tr_out["pre"].model_dump(mode="json"),
+        "classes": list(getattr(ds, "classes", [])),
+        "degraded": s.degrade,
+        "recipe": recipe,
+        "calibration": tr_out.get("calibration"),
+        "init_from": str(s.init_from) if s.init_from else None,
+        "export": {"onnx_opset": onnx_tools.OPSET, "dynamic_batch": True},
+        "input_stats": fam.input_stats(ds, tr),
+        "training": {"seconds": time.perf_counter() - t0, "history": tr_out["history"]["epochs"]},
+    }
     meta.update(fam.train_meta(ds, log))
     (s.workdir / "train.json").write_text(json.dumps(meta, indent=1, default=float))
     log(f"trained {s.family} in {meta['training']['seconds']:.0f}s; exported {s.workdir / 'model.fp32.onnx'}")
@@ -171,8 +189,10 @@ def stage_quantize(s: BuildSettings, log=common.stderr_log) -> Path:
     int8 = onnx_tools.quantize(fp32, s.workdir / "model.int8.onnx", calib, fam.INPUT)
     for stale in ("report.json", "package.json"):
         (s.workdir / stale).unlink(missing_ok=True)
-    log(f"quantized {fp32.name} ({fp32.stat().st_size / 1e6:.2f} MB) to {int8.name} "
-        f"({int8.stat().st_size / 1e6:.2f} MB) on {len(calib)} calibration samples")
+    log(
+        f"quantized {fp32.name} ({fp32.stat().st_size / 1e6:.2f} MB) to {int8.name} "
+        f"({int8.stat().st_size / 1e6:.2f} MB) on {len(calib)} calibration samples"
+    )
     return int8
 
 
@@ -201,28 +221,33 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
     cand = mets["int8"]
     pert = (extra.get("perturbed") or {}).get("int8", {})
     for k, floor in floors.items():
-        got = pert.get(k[len("perturbed_"):]) if k.startswith("perturbed_") and pert else cand.get(k)
+        got = pert.get(k[len("perturbed_") :]) if k.startswith("perturbed_") and pert else cand.get(k)
         if got is None:
-            raise ValueError(f"gate floor {k!r} is not a {s.family} metric; known: "
-                             f"{sorted(x for x, v in cand.items() if isinstance(v, float))}"
-                             + fam.floor_hint)
+            raise ValueError(
+                f"gate floor {k!r} is not a {s.family} metric; known: "
+                f"{sorted(x for x, v in cand.items() if isinstance(v, float))}" + fam.floor_hint
+            )
         if got < floor:
             reasons.append(f"{k} {got:.4f} is below the floor {floor}")
     for k in primary:  # INT8 against FP32 on every engine measured (agents may run either)
         for form in [f for f in mets if f.startswith("int8")]:
             if mets["fp32"][k] - mets[form][k] > s.int8_margin:
-                reasons.append(f"{form} loses {mets['fp32'][k] - mets[form][k]:.4f} {k} to FP32 "
-                               f"(margin {s.int8_margin})")
+                reasons.append(
+                    f"{form} loses {mets['fp32'][k] - mets[form][k]:.4f} {k} to FP32 (margin {s.int8_margin})"
+                )
     reasons += fam.gate_reasons(cand)
     incumbent = reg.latest(name) if s.compare_published else None
     inc_metrics = None
     if incumbent is not None:
-        inc_metrics = _evaluate_incumbent(reg, incumbent, s, fam, dataset(), te, y, threshold_fallback=threshold,
-                                          context=ev.context)
+        inc_metrics = _evaluate_incumbent(
+            reg, incumbent, s, fam, dataset(), te, y, threshold_fallback=threshold, context=ev.context
+        )
         for k in primary:
             if inc_metrics is not None and cand[k] + 1e-9 < inc_metrics[k] - s.tolerance:
-                reasons.append(f"{k} {cand[k]:.4f} is worse than the published {incumbent['version']} "
-                               f"({inc_metrics[k]:.4f}) on the same test set")
+                reasons.append(
+                    f"{k} {cand[k]:.4f} is worse than the published {incumbent['version']} "
+                    f"({inc_metrics[k]:.4f}) on the same test set"
+                )
 
     version = s.version or reg.next_version(name)
     speed = {}
@@ -232,19 +257,34 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
             t_b = onnx_tools.latency_ms(int8, x[te][:1], eng, thr, n=100)
             speed[f"{eng}_{thr}t"] = {"fp32_ms": t_a, "int8_ms": t_b, "speedup": t_a / t_b}
     report = {
-        "name": name, "version": version, "family": s.family, "dataset": meta["dataset"],
-        "dataset_digest": meta["dataset_digest"], "seed": meta["seed"], "classes": meta.get("classes", []),
+        "name": name,
+        "version": version,
+        "family": s.family,
+        "dataset": meta["dataset"],
+        "dataset_digest": meta["dataset_digest"],
+        "seed": meta["seed"],
+        "classes": meta.get("classes", []),
         "split": {"train": len(tr), "val": len(va), "test": len(te)},
-        "metrics": mets, "primary": primary, "floors": floors, "int8_margin": s.int8_margin,
+        "metrics": mets,
+        "primary": primary,
+        "floors": floors,
+        "int8_margin": s.int8_margin,
         "incumbent": {"version": incumbent["version"], "metrics": inc_metrics} if incumbent else None,
         "gate": {"passed": not reasons, "reasons": reasons},
         "sizes": {"fp32_bytes": fp32.stat().st_size, "int8_bytes": int8.stat().st_size},
-        "latency_batch1": speed, "training": meta["training"], "export": meta["export"], "threshold": threshold,
+        "latency_batch1": speed,
+        "training": meta["training"],
+        "export": meta["export"],
+        "threshold": threshold,
         "calibration_samples": int(min(s.calibration, len(va) or len(tr))),
-        "quantization_scheme": _scheme(meta), "recipe": meta.get("recipe"), **extra,
+        "quantization_scheme": _scheme(meta),
+        "recipe": meta.get("recipe"),
+        **extra,
     }
     _write_report(report, s.workdir, mets["int8"], y[te], outs["int8"], fam, a, te)
-    log(f"gate: {'PASSED' if not reasons else 'FAILED: ' + '; '.join(reasons)} (report: {s.workdir / 'report.md'})")
+    log(
+        f"gate: {'PASSED' if not reasons else 'FAILED: ' + '; '.join(reasons)} (report: {s.workdir / 'report.md'})"
+    )
     return report
 
 
@@ -260,12 +300,20 @@ def _trained_dataset(s: BuildSettings, meta: dict):
     """The dataset `train` used, read again; refused if it changed since."""
     ds = _family(s.family).load_dataset(Path(meta["dataset"]), meta.get("preprocessing"))
     if ds.digest != meta["dataset_digest"]:
-        raise StageError(f"dataset {meta['dataset']} changed since `train` (digest {ds.digest[:19]}…, "
-                         f"trained on {meta['dataset_digest'][:19]}…): train again")
+        raise StageError(
+            f"dataset {meta['dataset']} changed since `train` (digest {ds.digest[:19]}…, "
+            f"trained on {meta['dataset_digest'][:19]}…): train again"
+        )
     return ds
 
 
-REPORT_FILES = ("report.json", "report.md", "confusion.png", "roc.png", "model.pt")  # model.pt: to fine-tune from
+REPORT_FILES = (
+    "report.json",
+    "report.md",
+    "confusion.png",
+    "roc.png",
+    "model.pt",
+)  # model.pt: to fine-tune from
 
 
 def stage_package(s: BuildSettings, log=common.stderr_log) -> Path:
@@ -279,8 +327,18 @@ def stage_package(s: BuildSettings, log=common.stderr_log) -> Path:
         if not s.force:
             raise GateFailed(report["gate"]["reasons"], s.workdir / "report.md")
         log("gate failed but --force was given: packaging anyway, marked as forced")
-    pkg = _package(s, report["name"], report["version"], fam, meta, a["x"].shape[1], int8,
-                   a["x"][_golden_rows(a["y"], a["test"])], report["threshold"], report)
+    pkg = _package(
+        s,
+        report["name"],
+        report["version"],
+        fam,
+        meta,
+        a["x"].shape[1],
+        int8,
+        a["x"][_golden_rows(a["y"], a["test"])],
+        report["threshold"],
+        report,
+    )
     (s.workdir / "package.json").write_text(json.dumps({"package": pkg.name, "version": report["version"]}))
     log(f"packaged {pkg}")
     return pkg
@@ -349,8 +407,17 @@ def _degrade(model) -> None:
             classmaps.bias[0] -= 50.0  # the "ok" class map: p(ok) ~ 0 for every image
 
 
-def _evaluate_incumbent(reg: Registry, entry: dict, s: BuildSettings, fam: TrainerFamily, ds, te, y,
-                        threshold_fallback, context: dict):
+def _evaluate_incumbent(
+    reg: Registry,
+    entry: dict,
+    s: BuildSettings,
+    fam: TrainerFamily,
+    ds,
+    te,
+    y,
+    threshold_fallback,
+    context: dict,
+):
     """The published version's metrics on this build's test split, through its own preprocessing."""
     import tempfile
 
@@ -366,54 +433,100 @@ def _evaluate_incumbent(reg: Registry, entry: dict, s: BuildSettings, fam: Train
         return None
 
 
-def _write_report(report: dict, workdir: Path, m: dict, y, out, fam: TrainerFamily, a: dict, te) -> list[Path]:
+def _write_report(
+    report: dict, workdir: Path, m: dict, y, out, fam: TrainerFamily, a: dict, te
+) -> list[Path]:
     (workdir / "report.json").write_text(json.dumps(report, indent=1, default=float))
     labels = fam.labels(report)
-    common.plot_confusion(workdir / "confusion.png", np.asarray(m["confusion"]), labels,
-                          f"{report['name']} {report['version']} INT8, test set")
+    common.plot_confusion(
+        workdir / "confusion.png",
+        np.asarray(m["confusion"]),
+        labels,
+        f"{report['name']} {report['version']} INT8, test set",
+    )
     fam.plot_curve(workdir / "roc.png", y, out, a, te)
-    md = [f"# {report['name']} {report['version']} — evaluation report", "",
-          f"Dataset `{report['dataset']}` ({report['dataset_digest'][:19]}…), seed {report['seed']}, split "
-          f"{report['split']}. Gate: **{'passed' if report['gate']['passed'] else 'FAILED'}**"
-          + ("" if report["gate"]["passed"] else " — " + "; ".join(report["gate"]["reasons"])), "",
-          "| metric | FP32 (ORT) | INT8 (ORT) | INT8 (OpenVINO) | floor |", "|---|---:|---:|---:|---:|"]
+    md = [
+        f"# {report['name']} {report['version']} — evaluation report",
+        "",
+        f"Dataset `{report['dataset']}` ({report['dataset_digest'][:19]}…), seed {report['seed']}, split "
+        f"{report['split']}. Gate: **{'passed' if report['gate']['passed'] else 'FAILED'}**"
+        + ("" if report["gate"]["passed"] else " — " + "; ".join(report["gate"]["reasons"])),
+        "",
+        "| metric | FP32 (ORT) | INT8 (ORT) | INT8 (OpenVINO) | floor |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for k in report["metrics"]["int8"]:
         v = report["metrics"]["int8"][k]
         if not isinstance(v, int | float) or k == "n":
             continue
         f32 = report["metrics"]["fp32"][k]
         ov = report["metrics"].get("int8_openvino", {}).get(k)
-        md.append(f"| {k} | {f32:.4f} | {v:.4f} | {'' if ov is None else f'{ov:.4f}'} | "
-                  f"{report['floors'].get(k, '')} |")
+        md.append(
+            f"| {k} | {f32:.4f} | {v:.4f} | {'' if ov is None else f'{ov:.4f}'} | "
+            f"{report['floors'].get(k, '')} |"
+        )
     if report["incumbent"] and report["incumbent"]["metrics"]:
-        md += ["", f"Published {report['incumbent']['version']} on the same test set: "
-               + ", ".join(f"{k} {report['incumbent']['metrics'][k]:.4f}" for k in report["primary"])]
+        md += [
+            "",
+            f"Published {report['incumbent']['version']} on the same test set: "
+            + ", ".join(f"{k} {report['incumbent']['metrics'][k]:.4f}" for k in report["primary"]),
+        ]
     if report.get("perturbed"):
         pt = report["perturbed"]
-        md += ["", "Perturbed copy of the test split (exposure, light gradient, blur, noise, JPEG, pose; seeded), "
-               "at the same threshold:", "", "| form | accuracy | NG recall | NG precision | good parts rejected |",
-               "|---|---:|---:|---:|---:|"]
-        md += [f"| {f} | {pt[f]['accuracy']:.4f} | {pt[f]['ng_recall']:.4f} | {pt[f]['ng_precision']:.4f} | "
-               f"{pt[f]['ok_rejected']:.1%} |" for f in ("fp32", "int8")]
+        md += [
+            "",
+            "Perturbed copy of the test split (exposure, light gradient, blur, noise, JPEG, pose; seeded), "
+            "at the same threshold:",
+            "",
+            "| form | accuracy | NG recall | NG precision | good parts rejected |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        md += [
+            f"| {f} | {pt[f]['accuracy']:.4f} | {pt[f]['ng_recall']:.4f} | {pt[f]['ng_precision']:.4f} | "
+            f"{pt[f]['ok_rejected']:.1%} |"
+            for f in ("fp32", "int8")
+        ]
     if report.get("operating_point"):
         op = report["operating_point"]
-        md += ["", f"Operating point: threshold {op['threshold']:.4g} on the NG score (1 − p(ok)); {op['rule']}.",
-               "", "| threshold | NG recall | NG precision | good parts rejected |", "|---:|---:|---:|---:|"]
-        md += [f"| {c['threshold']:.3g} | {c['ng_recall']:.3f} | {c['ng_precision']:.3f} | {c['ok_rejected']:.1%} |"
-               for c in op["validation_curve"][::4]]
+        md += [
+            "",
+            f"Operating point: threshold {op['threshold']:.4g} on the NG score (1 − p(ok)); {op['rule']}.",
+            "",
+            "| threshold | NG recall | NG precision | good parts rejected |",
+            "|---:|---:|---:|---:|",
+        ]
+        md += [
+            f"| {c['threshold']:.3g} | {c['ng_recall']:.3f} | {c['ng_precision']:.3f} | {c['ok_rejected']:.1%} |"
+            for c in op["validation_curve"][::4]
+        ]
     md += ["", "| engine, threads | FP32 ms | INT8 ms | speed-up |", "|---|---:|---:|---:|"]
     for k, v in report["latency_batch1"].items():
         md.append(f"| {k} | {v['fp32_ms']:.3f} | {v['int8_ms']:.3f} | {v['speedup']:.2f}x |")
-    md += ["", f"Model size: FP32 {report['sizes']['fp32_bytes'] / 1e6:.2f} MB, INT8 "
-           f"{report['sizes']['int8_bytes'] / 1e6:.2f} MB; ONNX opset {report['export']['onnx_opset']}, dynamic "
-           f"batch. Training {report['training']['seconds']:.0f} s, "
-           f"{len(report['training']['history'])} epochs.", "", "![confusion](confusion.png) ![curve](roc.png)"]
+    md += [
+        "",
+        f"Model size: FP32 {report['sizes']['fp32_bytes'] / 1e6:.2f} MB, INT8 "
+        f"{report['sizes']['int8_bytes'] / 1e6:.2f} MB; ONNX opset {report['export']['onnx_opset']}, dynamic "
+        f"batch. Training {report['training']['seconds']:.0f} s, "
+        f"{len(report['training']['history'])} epochs.",
+        "",
+        "![confusion](confusion.png) ![curve](roc.png)",
+    ]
     (workdir / "report.md").write_text("\n".join(md) + "\n")
     return [workdir / "report.json", workdir / "report.md", workdir / "confusion.png", workdir / "roc.png"]
 
 
-def _package(s: BuildSettings, name, version, fam: TrainerFamily, meta: dict, n_features: int, int8: Path, golden_x,
-             threshold, report) -> Path:
+def _package(
+    s: BuildSettings,
+    name,
+    version,
+    fam: TrainerFamily,
+    meta: dict,
+    n_features: int,
+    int8: Path,
+    golden_x,
+    threshold,
+    report,
+) -> Path:
     from model_packager import build_package
 
     inputs, outputs, task, metric_name = fam.package_io(meta, n_features, threshold)
@@ -425,26 +538,50 @@ def _package(s: BuildSettings, name, version, fam: TrainerFamily, meta: dict, n_
     m8, m32 = report["metrics"]["int8"], report["metrics"]["fp32"]
     sp = report["latency_batch1"].get("onnxruntime_1t", {})
     spec = {
-        "name": name, "version": version, "task": task, "inputs": inputs, "outputs": outputs,
+        "name": name,
+        "version": version,
+        "task": task,
+        "inputs": inputs,
+        "outputs": outputs,
         "description": f"{s.family} model trained by cloud_trainer on {Path(meta['dataset']).name}",
         "preprocessing": meta["preprocessing"],
         **({"input_stats": meta["input_stats"]} if meta.get("input_stats") else {}),
         **({"life_prior": meta["life_prior"]} if meta.get("life_prior") else {}),
         "golden": {"atol": atol, "rtol": 2e-2, "output_atol": output_atol},
-        "quantization": {"scheme": _scheme(meta), "calibration_samples": report["calibration_samples"],
-            "fp32_metric": m32[metric_name], "int8_metric": m8[metric_name], "metric_name": metric_name,
-            "accuracy_delta": m8[metric_name] - m32[metric_name], "fp32_size_bytes": report["sizes"]["fp32_bytes"],
-            "int8_size_bytes": report["sizes"]["int8_bytes"], "speedup": sp.get("speedup")},
-        "provenance": {"dataset_digest": report["dataset_digest"], "trainer": "cloud_trainer.train 0.1",
-                       "parent_version": report["incumbent"]["version"] if report["incumbent"] else None,
-                       "seed": meta["seed"], **meta["export"],
-                       "metrics": {k: float(v) for k, v in m8.items() if isinstance(v, int | float)}},
+        "quantization": {
+            "scheme": _scheme(meta),
+            "calibration_samples": report["calibration_samples"],
+            "fp32_metric": m32[metric_name],
+            "int8_metric": m8[metric_name],
+            "metric_name": metric_name,
+            "accuracy_delta": m8[metric_name] - m32[metric_name],
+            "fp32_size_bytes": report["sizes"]["fp32_bytes"],
+            "int8_size_bytes": report["sizes"]["int8_bytes"],
+            "speedup": sp.get("speedup"),
+        },
+        "provenance": {
+            "dataset_digest": report["dataset_digest"],
+            "trainer": "cloud_trainer.train 0.1",
+            "parent_version": report["incumbent"]["version"] if report["incumbent"] else None,
+            "seed": meta["seed"],
+            **meta["export"],
+            "metrics": {k: float(v) for k, v in m8.items() if isinstance(v, int | float)},
+        },
     }
     (s.workdir / "report.json").write_text(json.dumps(report, indent=1, default=float))  # + golden tolerance
     fp32: Path | None = s.workdir / "model.fp32.onnx"
     if meta.get("recipe") == "patch":  # the FP32 graph is the served form (the "int8" file is its copy)
         int8, fp32 = s.workdir / "model.fp32.onnx", None
-        spec["quantization"].update(calibration_samples=0, int8_size_bytes=None, speedup=None, accuracy_delta=0.0)
-    return build_package(int8, spec, s.workdir, signing_key=s.signing_key, golden_inputs={fam.INPUT: golden_x},
-                         openvino=s.openvino and "openvino" in _engines(), fp32_model=fp32,
-                         extra_files={"report.json": s.workdir / "report.json"})
+        spec["quantization"].update(
+            calibration_samples=0, int8_size_bytes=None, speedup=None, accuracy_delta=0.0
+        )
+    return build_package(
+        int8,
+        spec,
+        s.workdir,
+        signing_key=s.signing_key,
+        golden_inputs={fam.INPUT: golden_x},
+        openvino=s.openvino and "openvino" in _engines(),
+        fp32_model=fp32,
+        extra_files={"report.json": s.workdir / "report.json"},
+    )

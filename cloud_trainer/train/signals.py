@@ -73,24 +73,32 @@ def check_times(t: np.ndarray, path: Path, stated: float | None) -> float:
     back = np.flatnonzero(dt <= 0)
     if back.size:
         i = int(back[0])
-        raise DatasetError(f"{path}: time does not increase at sample {i + 1} ({t[i]!r} then {t[i + 1]!r}); sort the "
-                           "rows by time and remove duplicates")
+        raise DatasetError(
+            f"{path}: time does not increase at sample {i + 1} ({t[i]!r} then {t[i + 1]!r}); sort the "
+            "rows by time and remove duplicates"
+        )
     half = len(dt) // 2
     if half >= 8:
         a, b = float(np.median(dt[:half])), float(np.median(dt[half:]))
         if abs(a - b) > RATE_TOLERANCE * min(a, b):
-            raise DatasetError(f"{path}: mixed rates inside one file ({1 / a:.6g} Hz, then {1 / b:.6g} Hz); "
-                               "split it where the rate changes")
+            raise DatasetError(
+                f"{path}: mixed rates inside one file ({1 / a:.6g} Hz, then {1 / b:.6g} Hz); "
+                "split it where the rate changes"
+            )
     step = float(np.median(dt))
     gaps = np.flatnonzero(dt > 1.5 * step)
     if gaps.size:
         i = int(gaps[0])
-        raise DatasetError(f"{path}: gap of {dt[i]:.6g} s after sample {i} (t={t[i]:.6f}) where samples come every "
-                           f"{step:.6g} s; split the recording at the gap into separate files (runs)")
+        raise DatasetError(
+            f"{path}: gap of {dt[i]:.6g} s after sample {i} (t={t[i]:.6f}) where samples come every "
+            f"{step:.6g} s; split the recording at the gap into separate files (runs)"
+        )
     rate = float(f"{(len(t) - 1) / (t[-1] - t[0]):.5g}")  # over the whole span: timestamps are often rounded
     if stated is not None and abs(rate - stated) > RATE_TOLERANCE * stated:
-        raise DatasetError(f"{path}: --rate-hz says {stated:g} Hz but the time column shows {rate:.6g} Hz; "
-                           "fix --rate-hz or the time column")
+        raise DatasetError(
+            f"{path}: --rate-hz says {stated:g} Hz but the time column shows {rate:.6g} Hz; "
+            "fix --rate-hz or the time column"
+        )
     return stated or rate
 
 
@@ -109,13 +117,20 @@ def read_csv(path: Path, rate_hz: float | None) -> Recording:
         try:
             data[header[i]] = np.asarray([float(r[i]) for r in rows[1:]], dtype=np.float64)
         except (ValueError, IndexError) as exc:
-            raise DatasetError(f"{path}: column {header[i]!r} holds a value that is not a number ({exc})") from None
-    t = None if tcol is None else np.asarray([_time_value(r[tcol], f"{path}:{n}") for n, r in enumerate(rows[1:], 2)])
+            raise DatasetError(
+                f"{path}: column {header[i]!r} holds a value that is not a number ({exc})"
+            ) from None
+    t = (
+        None
+        if tcol is None
+        else np.asarray([_time_value(r[tcol], f"{path}:{n}") for n, r in enumerate(rows[1:], 2)])
+    )
     return _table_recording(path, data, t, rate_hz)
 
 
-def _table_recording(path: Path, data: dict[str, np.ndarray], t: np.ndarray | None,
-                     rate_hz: float | None) -> Recording:
+def _table_recording(
+    path: Path, data: dict[str, np.ndarray], t: np.ndarray | None, rate_hz: float | None
+) -> Recording:
     """A table's run: channels, and the rate from its time column (checked against ``rate_hz``) or ``rate_hz``."""
     if t is None:
         if rate_hz is None:
@@ -131,9 +146,11 @@ def read_parquet(path: Path, rate_hz: float | None) -> Recording:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
     except ImportError:
-        raise DatasetError(f"{path}: Parquet needs pyarrow, which is not installed here (pip install "
-                           "'factory-edge[cloud]'); or export the run as CSV (timestamp + channel columns), WAV or "
-                           "NPZ") from None
+        raise DatasetError(
+            f"{path}: Parquet needs pyarrow, which is not installed here (pip install "
+            "'factory-edge[cloud]'); or export the run as CSV (timestamp + channel columns), WAV or "
+            "NPZ"
+        ) from None
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
@@ -147,24 +164,33 @@ def read_parquet(path: Path, rate_hz: float | None) -> Recording:
         col = table.column(name)
         if col.null_count:
             row = int(pc.index(pc.is_null(col), True).as_py())
-            raise DatasetError(f"{path}: column {name!r} has {col.null_count} missing values (the first at row "
-                               f"{row}); fill them or split the run there")
+            raise DatasetError(
+                f"{path}: column {name!r} has {col.null_count} missing values (the first at row "
+                f"{row}); fill them or split the run there"
+            )
         typ = col.type
         if name == tcol:
             if pa.types.is_timestamp(typ):  # any unit, any zone: seconds since the epoch
-                t = col.cast(pa.timestamp("ns", tz=typ.tz)).cast(pa.int64()).to_numpy().astype(np.float64) / 1e9
+                t = (
+                    col.cast(pa.timestamp("ns", tz=typ.tz)).cast(pa.int64()).to_numpy().astype(np.float64)
+                    / 1e9
+                )
             elif pa.types.is_integer(typ) or pa.types.is_floating(typ):
                 t = col.to_numpy().astype(np.float64)
             elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
                 t = np.asarray([_time_value(v, f"{path}: row {i}") for i, v in enumerate(col.to_pylist())])
             else:
-                raise DatasetError(f"{path}: time column {name!r} is {typ}; expected seconds, a timestamp or ISO 8601 "
-                                   "strings")
+                raise DatasetError(
+                    f"{path}: time column {name!r} is {typ}; expected seconds, a timestamp or ISO 8601 "
+                    "strings"
+                )
         elif pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ):
             data[name] = col.cast(pa.float64()).to_numpy()
         else:
-            raise DatasetError(f"{path}: column {name!r} is {typ}, not a number; a channel column holds numbers "
-                               f"(the time column is one of {'/'.join(TIME_COLUMNS)})")
+            raise DatasetError(
+                f"{path}: column {name!r} is {typ}, not a number; a channel column holds numbers "
+                f"(the time column is one of {'/'.join(TIME_COLUMNS)})"
+            )
     if not data:
         raise DatasetError(f"{path}: no channel column besides the time column")
     return _table_recording(path, data, t, rate_hz)
@@ -180,7 +206,7 @@ def read_wav(path: Path, rate_hz: float | None) -> Recording:
     x: np.ndarray
     if width == 3:
         b = np.frombuffer(raw, np.uint8).reshape(-1, 3)
-        x = (b[:, 0].astype(np.int32) | (b[:, 1].astype(np.int32) << 8) | (b[:, 2].astype(np.int32) << 16))
+        x = b[:, 0].astype(np.int32) | (b[:, 1].astype(np.int32) << 8) | (b[:, 2].astype(np.int32) << 16)
         x = np.where(x >= 1 << 23, x - (1 << 24), x) / float(1 << 23)
     else:
         dtypes: dict[int, type[np.integer]] = {1: np.uint8, 2: np.int16, 4: np.int32}
@@ -189,7 +215,9 @@ def read_wav(path: Path, rate_hz: float | None) -> Recording:
         x = (x - 128) / 128 if width == 1 else x / float(np.iinfo(dtype).max)
     x = x.reshape(-1, n_ch)
     if rate_hz is not None and abs(rate - rate_hz) > RATE_TOLERANCE * rate_hz:
-        raise DatasetError(f"{path}: the WAV header says {rate} Hz, --rate-hz says {rate_hz:g} Hz; fix --rate-hz")
+        raise DatasetError(
+            f"{path}: the WAV header says {rate} Hz, --rate-hz says {rate_hz:g} Hz; fix --rate-hz"
+        )
     return Recording(path.stem, float(rate), {f"ch{i}": x[:, i] for i in range(n_ch)}, path)
 
 
@@ -200,7 +228,9 @@ def read_npz(path: Path, rate_hz: float | None) -> Recording:
     if "sample_rate_hz" in arrays:
         rate = float(arrays.pop("sample_rate_hz"))
         if rate_hz is not None and abs(rate - rate_hz) > RATE_TOLERANCE * rate_hz:
-            raise DatasetError(f"{path}: sample_rate_hz in the file is {rate:g} Hz, --rate-hz says {rate_hz:g} Hz")
+            raise DatasetError(
+                f"{path}: sample_rate_hz in the file is {rate:g} Hz, --rate-hz says {rate_hz:g} Hz"
+            )
     tkey = next((k for k in arrays if k.lower() in TIME_COLUMNS), None)
     if tkey is not None:
         rate = check_times(np.asarray(arrays.pop(tkey), dtype=np.float64), path, rate or rate_hz)
@@ -245,18 +275,28 @@ def read_labels(path: Path) -> list[LabelRow]:
         if r["fault"] not in FAULTS:
             raise DatasetError(f"{path}:{n}: fault {r['fault']!r} is not one of {FAULTS}")
         try:
-            start, end, failure = (float(r[k]) if r.get(k) not in (None, "") else None
-                                   for k in ("start_s", "end_s", "failure_s"))
+            start, end, failure = (
+                float(r[k]) if r.get(k) not in (None, "") else None for k in ("start_s", "end_s", "failure_s")
+            )
             out.append(LabelRow(r["run"], r["fault"], start, end, failure))
         except ValueError as exc:
             raise DatasetError(f"{path}:{n}: a time is not a number of seconds ({exc})") from None
     return out
 
 
-def import_vibration(files: list[Path], out: Path, labels_file: Path, *, channel: str | None = None,
-                     rate_hz: float | None = None, resample_to: float | None = None, window_samples: int = 2048,
-                     hop_samples: int | None = None, speed_channel: str | None = None,
-                     bearing: list[float] | None = None) -> dict:
+def import_vibration(
+    files: list[Path],
+    out: Path,
+    labels_file: Path,
+    *,
+    channel: str | None = None,
+    rate_hz: float | None = None,
+    resample_to: float | None = None,
+    window_samples: int = 2048,
+    hop_samples: int | None = None,
+    speed_channel: str | None = None,
+    bearing: list[float] | None = None,
+) -> dict:
     recs = [read_recording(Path(f), rate_hz) for f in files]
     if not recs:
         raise DatasetError("no files to import")
@@ -273,8 +313,10 @@ def import_vibration(files: list[Path], out: Path, labels_file: Path, *, channel
     runs = {r.run for r in recs}
     unknown = sorted({lab.run for lab in labels} - runs)
     if unknown:
-        raise DatasetError(f"{labels_file}: names run(s) {unknown} that no imported file has (runs are file stems: "
-                           f"{sorted(runs)})")
+        raise DatasetError(
+            f"{labels_file}: names run(s) {unknown} that no imported file has (runs are file stems: "
+            f"{sorted(runs)})"
+        )
     hop = hop_samples or window_samples
     waves, fault, health, rul, run_id, t_s, speeds = [], [], [], [], [], [], []
     skipped = 0
@@ -285,43 +327,74 @@ def import_vibration(files: list[Path], out: Path, labels_file: Path, *, channel
         mine = [lab for lab in labels if lab.run == rec.run]
         for start in range(0, len(x) - window_samples + 1, hop):
             t0, t1 = start / target, (start + window_samples) / target
-            lab = next((lab for lab in mine if (lab.start_s is None or t0 >= lab.start_s)
-                        and (lab.end_s is None or t1 <= lab.end_s)), None)
+            lab = next(
+                (
+                    lab
+                    for lab in mine
+                    if (lab.start_s is None or t0 >= lab.start_s) and (lab.end_s is None or t1 <= lab.end_s)
+                ),
+                None,
+            )
             if lab is None:
                 skipped += 1
                 continue
-            waves.append(x[start:start + window_samples].astype(np.float32))
+            waves.append(x[start : start + window_samples].astype(np.float32))
             if speed is not None:
-                speeds.append(float(np.mean(speed[start:start + window_samples])))
+                speeds.append(float(np.mean(speed[start : start + window_samples])))
             fault.append(lab.fault)
             health.append(1.0 if lab.fault == "healthy" else 0.5)
             rul.append(lab.failure_s - t1 if lab.failure_s is not None else np.nan)
             run_id.append(k)
             t_s.append(t1)
     if not waves:
-        raise DatasetError(f"no labelled window of {window_samples} samples: check {labels_file} (runs, start_s/end_s)")
+        raise DatasetError(
+            f"no labelled window of {window_samples} samples: check {labels_file} (runs, start_s/end_s)"
+        )
     if len(set(fault)) < 2:
-        raise DatasetError(f"only fault {sorted(set(fault))} is labelled; training needs healthy and faulty runs")
+        raise DatasetError(
+            f"only fault {sorted(set(fault))} is labelled; training needs healthy and faulty runs"
+        )
     out.mkdir(parents=True, exist_ok=True)
     npz = out / "windows.npz"
-    arrays: dict[str, Any] = {"waveform": np.stack(waves), "fault": np.asarray(fault),
-                              "health": np.asarray(health, np.float32), "rul_s": np.asarray(rul),
-                              "run_id": np.asarray(run_id), "t_s": np.asarray(t_s)}
+    arrays: dict[str, Any] = {
+        "waveform": np.stack(waves),
+        "fault": np.asarray(fault),
+        "health": np.asarray(health, np.float32),
+        "rul_s": np.asarray(rul),
+        "run_id": np.asarray(run_id),
+        "t_s": np.asarray(t_s),
+    }
     if speed_channel:
         arrays["speed_rpm"] = np.asarray(speeds)
     np.savez_compressed(npz, **arrays)
-    meta = {"generator": "cloud-trainer dataset import --kind vibration", "window_samples": window_samples,
-            "sample_rate_hz": float(target), "runs": {k: str(r.source) for k, r in enumerate(recs)},
-            "labels": str(labels_file), "windows": len(waves), "unlabelled_windows_skipped": skipped}
+    meta = {
+        "generator": "cloud-trainer dataset import --kind vibration",
+        "window_samples": window_samples,
+        "sample_rate_hz": float(target),
+        "runs": {k: str(r.source) for k, r in enumerate(recs)},
+        "labels": str(labels_file),
+        "windows": len(waves),
+        "unlabelled_windows_skipped": skipped,
+    }
     if bearing is not None:
-        meta["bearing"] = {"n_elements": int(bearing[0]), "ball_d_mm": bearing[1], "pitch_d_mm": bearing[2],
-                           "contact_angle_deg": bearing[3]}
+        meta["bearing"] = {
+            "n_elements": int(bearing[0]),
+            "ball_d_mm": bearing[1],
+            "pitch_d_mm": bearing[2],
+            "contact_angle_deg": bearing[3],
+        }
     if speed_channel:
         meta["speed_channel"] = speed_channel
     (out / "dataset.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
-    return {"dataset": str(out), "windows": len(waves), "runs": len(recs), "sample_rate_hz": target,
-            "unlabelled_windows_skipped": skipped, "faults": {f: fault.count(f) for f in sorted(set(fault))},
-            "digest": "sha256:" + hashlib.sha256(npz.read_bytes()).hexdigest()}
+    return {
+        "dataset": str(out),
+        "windows": len(waves),
+        "runs": len(recs),
+        "sample_rate_hz": target,
+        "unlabelled_windows_skipped": skipped,
+        "faults": {f: fault.count(f) for f in sorted(set(fault))},
+        "digest": "sha256:" + hashlib.sha256(npz.read_bytes()).hexdigest(),
+    }
 
 
 def _channel(rec: Recording, name: str, target: float) -> np.ndarray:
@@ -330,8 +403,10 @@ def _channel(rec: Recording, name: str, target: float) -> np.ndarray:
         raise DatasetError(f"{rec.source}: no channel {name!r}; it has {sorted(rec.channels)}")
     x = rec.channels[name]
     if not np.all(np.isfinite(x)):
-        raise DatasetError(f"{rec.source}: channel {name!r} holds NaN or Inf at sample "
-                           f"{int(np.flatnonzero(~np.isfinite(x))[0])}; clean the export")
+        raise DatasetError(
+            f"{rec.source}: channel {name!r} holds NaN or Inf at sample "
+            f"{int(np.flatnonzero(~np.isfinite(x))[0])}; clean the export"
+        )
     if rec.rate_hz != target:
         try:
             up, down = resample_plan(rec.rate_hz, target, f"{rec.source.name}")
@@ -344,8 +419,10 @@ def _channel(rec: Recording, name: str, target: float) -> np.ndarray:
 def main_import(argv: list[str]) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="cloud-trainer dataset import --kind vibration",
-                                 description="import historian vibration recordings as a training dataset")
+    ap = argparse.ArgumentParser(
+        prog="cloud-trainer dataset import --kind vibration",
+        description="import historian vibration recordings as a training dataset",
+    )
     ap.add_argument("files", nargs="+", type=Path, help="one file per run: .csv, .wav, .npz")
     ap.add_argument("--labels", required=True, type=Path, help="CSV: run,fault[,start_s,end_s,failure_s]")
     ap.add_argument("--out", required=True, type=Path)
@@ -354,16 +431,30 @@ def main_import(argv: list[str]) -> int:
     ap.add_argument("--resample-to", type=float, help="resample every run to this rate (e.g. the model's)")
     ap.add_argument("--window-samples", type=int, default=2048)
     ap.add_argument("--hop-samples", type=int)
-    ap.add_argument("--speed-channel", help="a channel with the shaft speed in rpm: each window's mean is recorded "
-                    "(speed_rpm) for `build maintenance --speed-tag`")
-    ap.add_argument("--bearing", help="the machine's bearing: N_ELEMENTS,BALL_D_MM,PITCH_D_MM[,CONTACT_ANGLE_DEG] "
-                    "(recorded in dataset.yaml; the maintenance trainer's condition features use it)")
+    ap.add_argument(
+        "--speed-channel",
+        help="a channel with the shaft speed in rpm: each window's mean is recorded "
+        "(speed_rpm) for `build maintenance --speed-tag`",
+    )
+    ap.add_argument(
+        "--bearing",
+        help="the machine's bearing: N_ELEMENTS,BALL_D_MM,PITCH_D_MM[,CONTACT_ANGLE_DEG] "
+        "(recorded in dataset.yaml; the maintenance trainer's condition features use it)",
+    )
     a = ap.parse_args(argv)
     try:
-        res = import_vibration(a.files, a.out, a.labels, channel=a.channel, rate_hz=a.rate_hz,
-                               resample_to=a.resample_to, window_samples=a.window_samples, hop_samples=a.hop_samples,
-                               speed_channel=a.speed_channel,
-                               bearing=a.bearing.split(",") if a.bearing is not None else None)
+        res = import_vibration(
+            a.files,
+            a.out,
+            a.labels,
+            channel=a.channel,
+            rate_hz=a.rate_hz,
+            resample_to=a.resample_to,
+            window_samples=a.window_samples,
+            hop_samples=a.hop_samples,
+            speed_channel=a.speed_channel,
+            bearing=a.bearing.split(",") if a.bearing is not None else None,
+        )
     except DatasetError as exc:
         print(f"cloud-trainer dataset import: {exc}", file=sys.stderr)
         return 2

@@ -49,9 +49,19 @@ def read_labels(path: Path, classes: list[str]) -> dict[str, str]:
     return out
 
 
-def export(cloud_data: Path, model: str, out: Path, base: Path | None = None, labels_file: Path | None = None,
-           classes: list[str] | None = None, *, tenant: str = "default", store: str | None = None,
-           blobs=None, s3_endpoint: str | None = None) -> dict:
+def export(
+    cloud_data: Path,
+    model: str,
+    out: Path,
+    base: Path | None = None,
+    labels_file: Path | None = None,
+    classes: list[str] | None = None,
+    *,
+    tenant: str = "default",
+    store: str | None = None,
+    blobs=None,
+    s3_endpoint: str | None = None,
+) -> dict:
     """Export ``tenant``'s labelled images of ``model``. ``store``: a ``postgresql://`` URL (default: the SQLite
     file in ``cloud_data``); ``blobs``: a ``BlobStore``, ``s3://bucket[/prefix]`` or a folder (default:
     ``<cloud_data>/blobs``)."""
@@ -65,7 +75,9 @@ def export(cloud_data: Path, model: str, out: Path, base: Path | None = None, la
         raise DatasetError(f"--tenant: {exc}") from exc
     classes = classes or (dataset_classes(base) if base is not None else None) or VISION_CLASSES
     if store is None and not (Path(cloud_data) / "fleet.db").is_file():
-        raise DatasetError(f"{cloud_data}: no fleet store (fleet.db); point --cloud-data at `cloud-trainer serve --data`")
+        raise DatasetError(
+            f"{cloud_data}: no fleet store (fleet.db); point --cloud-data at `cloud-trainer serve --data`"
+        )
     if out.exists() and any(out.iterdir()):
         raise DatasetError(f"{out} exists and is not empty; choose a new dataset folder")
     labels = read_labels(labels_file, classes) if labels_file else {}
@@ -77,15 +89,21 @@ def export(cloud_data: Path, model: str, out: Path, base: Path | None = None, la
         raise DatasetError(str(exc)) from exc
     blobs = blobs.for_tenant(tenant)
     try:
-        samples = [s for s in db.samples(model=model, tenant=tenant) if (s["ext"] or "").lower() in IMAGE_EXTS]
+        samples = [
+            s for s in db.samples(model=model, tenant=tenant) if (s["ext"] or "").lower() in IMAGE_EXTS
+        ]
         known = {s["sha256"] for s in samples}
         missing = [sha for sha in labels if sha not in known]
         if missing:  # another tenant's samples are not in this tenant's rows: refused the same way
-            raise DatasetError(f"labels file {labels_file} names {len(missing)} sample(s) the store has no "
-                               f"{model} image for in tenant {tenant!r}, e.g. {missing[:3]}")
+            raise DatasetError(
+                f"labels file {labels_file} names {len(missing)} sample(s) the store has no "
+                f"{model} image for in tenant {tenant!r}, e.g. {missing[:3]}"
+            )
         if labels:
             db.set_labels(labels, tenant=tenant)
-            samples = [s for s in db.samples(model=model, tenant=tenant) if (s["ext"] or "").lower() in IMAGE_EXTS]
+            samples = [
+                s for s in db.samples(model=model, tenant=tenant) if (s["ext"] or "").lower() in IMAGE_EXTS
+            ]
     finally:
         db.close()
     rows, seen, no_blob = [], set(), 0
@@ -93,7 +111,9 @@ def export(cloud_data: Path, model: str, out: Path, base: Path | None = None, la
         if s["label_state"] != "labelled" or s["sha256"] in seen:
             continue
         if s["label"] not in classes:
-            raise DatasetError(f"the store labels sample {s['sha256'][:16]} {s['label']!r}, not one of {classes}")
+            raise DatasetError(
+                f"the store labels sample {s['sha256'][:16]} {s['label']!r}, not one of {classes}"
+            )
         try:
             data = blobs.get_bytes(s["sha256"])  # digest checked
         except BlobNotFound:
@@ -110,36 +130,79 @@ def export(cloud_data: Path, model: str, out: Path, base: Path | None = None, la
         for data, s in rows:
             name = f"images/upload-{s['sha256'][:16]}{s['ext'].lower()}"
             (out / name).write_bytes(data)
-            f.write(json.dumps({"id": f"upload-{s['sha256'][:16]}", "file": name, "label": s["label"],
-                                "defect": s["label"] != "ok", "source": {"agent": s["agent"], "seq": s["seq"],
-                                                                          "sha256": s["sha256"]}}) + "\n")
-    return {"samples": len(samples), "exported": len(rows), "unlabelled": sum(s["label_state"] != "labelled"
-                                                                              for s in samples),
-            "missing_images": no_blob, "labels_applied": len(labels), "out": str(out)}
+            f.write(
+                json.dumps(
+                    {
+                        "id": f"upload-{s['sha256'][:16]}",
+                        "file": name,
+                        "label": s["label"],
+                        "defect": s["label"] != "ok",
+                        "source": {"agent": s["agent"], "seq": s["seq"], "sha256": s["sha256"]},
+                    }
+                )
+                + "\n"
+            )
+    return {
+        "samples": len(samples),
+        "exported": len(rows),
+        "unlabelled": sum(s["label_state"] != "labelled" for s in samples),
+        "missing_images": no_blob,
+        "labels_applied": len(labels),
+        "out": str(out),
+    }
 
 
 def main(argv: list[str]) -> int:
     import argparse
     import sys
 
-    ap = argparse.ArgumentParser(prog="cloud-trainer dataset",
-                                 description="export the fleet's labelled uploaded images as a training dataset")
-    ap.add_argument("--cloud-data", type=Path, default=Path("var/cloud"), help="the fleet service's --data folder")
+    ap = argparse.ArgumentParser(
+        prog="cloud-trainer dataset",
+        description="export the fleet's labelled uploaded images as a training dataset",
+    )
+    ap.add_argument(
+        "--cloud-data", type=Path, default=Path("var/cloud"), help="the fleet service's --data folder"
+    )
     ap.add_argument("--model", default="part-inspection", help="samples of this model")
     ap.add_argument("--out", type=Path, required=True, help="new dataset folder")
     ap.add_argument("--base", type=Path, help="a dataset folder to start from (copied)")
-    ap.add_argument("--labels", type=Path, help='JSON lines {"sha256": ..., "label": ...}, recorded in the store')
-    ap.add_argument("--tenant", default="default", help="export this tenant's samples only (default: default)")
-    ap.add_argument("--store", default=None, metavar="URL", help="the service's postgresql:// store (default: "
-                                                                  "<cloud-data>/fleet.db)")
-    ap.add_argument("--blobs", default=None, metavar="WHERE", help="the service's blob store: s3://BUCKET[/PREFIX] "
-                                                                    "or a folder (default: <cloud-data>/blobs)")
-    ap.add_argument("--s3-endpoint", default=None, metavar="URL", help="S3-compatible server (default: "
-                                                                        "$AWS_ENDPOINT_URL_S3, else AWS)")
+    ap.add_argument(
+        "--labels", type=Path, help='JSON lines {"sha256": ..., "label": ...}, recorded in the store'
+    )
+    ap.add_argument(
+        "--tenant", default="default", help="export this tenant's samples only (default: default)"
+    )
+    ap.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="the service's postgresql:// store (default: <cloud-data>/fleet.db)",
+    )
+    ap.add_argument(
+        "--blobs",
+        default=None,
+        metavar="WHERE",
+        help="the service's blob store: s3://BUCKET[/PREFIX] or a folder (default: <cloud-data>/blobs)",
+    )
+    ap.add_argument(
+        "--s3-endpoint",
+        default=None,
+        metavar="URL",
+        help="S3-compatible server (default: $AWS_ENDPOINT_URL_S3, else AWS)",
+    )
     a = ap.parse_args(argv)
     try:
-        res = export(a.cloud_data, a.model, a.out, a.base, a.labels, tenant=a.tenant, store=a.store, blobs=a.blobs,
-                     s3_endpoint=a.s3_endpoint)
+        res = export(
+            a.cloud_data,
+            a.model,
+            a.out,
+            a.base,
+            a.labels,
+            tenant=a.tenant,
+            store=a.store,
+            blobs=a.blobs,
+            s3_endpoint=a.s3_endpoint,
+        )
     except DatasetError as exc:
         print(f"cloud-trainer dataset: {exc}", file=sys.stderr)
         return 2

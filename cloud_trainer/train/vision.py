@@ -33,14 +33,28 @@ INPUT, OUTPUTS = "image", ["logits", "heatmap"]
 DEFAULT_SIZE = 128
 
 
-def preprocessing(size: int = DEFAULT_SIZE, roi: list[int] | None = None, tiles: list[int] | None = None,
-                  color: str = "rgb", tile_overlap: float = 0.125) -> ImagePreprocessing:
+def preprocessing(
+    size: int = DEFAULT_SIZE,
+    roi: list[int] | None = None,
+    tiles: list[int] | None = None,
+    color: str = "rgb",
+    tile_overlap: float = 0.125,
+) -> ImagePreprocessing:
     """The model's geometry: an optional pixel box (``roi``), optional ``tiles`` ([columns, rows])
     over it, each resized (linear, as the agent does) to ``size`` x ``size``; colour or grey."""
     c = 1 if color == "gray" else 3
-    return ImagePreprocessing(width=size, height=size, color=color, layout="NCHW", mean=[0.5] * c,
-                              std=[0.25] * c, interpolation="linear", roi=roi, tiles=tiles,
-                              tile_overlap=tile_overlap if tiles else 0.0)
+    return ImagePreprocessing(
+        width=size,
+        height=size,
+        color=color,
+        layout="NCHW",
+        mean=[0.5] * c,
+        std=[0.25] * c,
+        interpolation="linear",
+        roi=roi,
+        tiles=tiles,
+        tile_overlap=tile_overlap if tiles else 0.0,
+    )
 
 
 def heatmap_shape(pre: dict) -> tuple[int, int]:
@@ -75,17 +89,20 @@ def as_tiles(data: PartsData, pre: ImagePreprocessing) -> PartsData:
     from model_packager.preprocess import PreprocessError, image_region, tile_boxes
 
     images, labels, ids = [], [], []
-    for img, y, ident, mask in zip(data.images, data.labels, data.ids, data.masks or [None] * len(data.ids),
-                                   strict=True):
+    for img, y, ident, mask in zip(
+        data.images, data.labels, data.ids, data.masks or [None] * len(data.ids), strict=True
+    ):
         try:
             region = image_region(img, pre)
         except PreprocessError as exc:
             raise DatasetError(f"image {ident}: {exc}") from None
         mreg = image_region(mask, pre) if mask is not None else None
         if y != 0 and mreg is None:
-            raise DatasetError(f"image {ident} ({data.classes[y]}) has no defect mask: a tiled model needs masks "
-                               "to label its tiles (MVTec ground_truth/, or masks/ in the dataset); use --roi "
-                               "without --tiles instead")
+            raise DatasetError(
+                f"image {ident} ({data.classes[y]}) has no defect mask: a tiled model needs masks "
+                "to label its tiles (MVTec ground_truth/, or masks/ in the dataset); use --roi "
+                "without --tiles instead"
+            )
         for k, (x0, y0, w, h) in enumerate(tile_boxes(region.shape[0], region.shape[1], pre)):
             images.append(np.ascontiguousarray(region[y0 : y0 + h, x0 : x0 + w]))
             hit = y != 0 and mreg is not None and int(np.count_nonzero(mreg[y0 : y0 + h, x0 : x0 + w])) >= 4
@@ -99,8 +116,9 @@ def build_model(n_classes: int, width: int = 16, channels: int = 3):
     from torch import nn
 
     def block(i, o, stride=1):
-        return nn.Sequential(nn.Conv2d(i, o, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(o),
-                             nn.ReLU(inplace=True))
+        return nn.Sequential(
+            nn.Conv2d(i, o, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)
+        )
 
     class VisionNet(nn.Module):
         def __init__(self) -> None:
@@ -108,8 +126,15 @@ def build_model(n_classes: int, width: int = 16, channels: int = 3):
             w = width
             # a stride-2 first convolution (its 3x3 kernel still sees every pixel): a 128-px input
             # costs what a 64-px one did
-            self.features = nn.Sequential(block(channels, w, 2), nn.MaxPool2d(2), block(w, 2 * w), nn.MaxPool2d(2),
-                                          block(2 * w, 4 * w), nn.MaxPool2d(2), block(4 * w, 4 * w))
+            self.features = nn.Sequential(
+                block(channels, w, 2),
+                nn.MaxPool2d(2),
+                block(w, 2 * w),
+                nn.MaxPool2d(2),
+                block(2 * w, 4 * w),
+                nn.MaxPool2d(2),
+                block(4 * w, 4 * w),
+            )
             self.classmaps = nn.Conv2d(4 * w, n_classes, 1)
 
         def forward(self, image):
@@ -121,9 +146,19 @@ def build_model(n_classes: int, width: int = 16, channels: int = 3):
     return VisionNet()
 
 
-def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_log, threads: int | None = None,
-          patience: int = 10, init_state: dict | None = None, augment: float = 0.5, qat_epochs: int = 4,
-          pre: ImagePreprocessing | None = None) -> dict:
+def train(
+    data: PartsData,
+    size: int,
+    seed: int,
+    epochs: int,
+    log=common.stderr_log,
+    threads: int | None = None,
+    patience: int = 10,
+    init_state: dict | None = None,
+    augment: float = 0.5,
+    qat_epochs: int = 4,
+    pre: ImagePreprocessing | None = None,
+) -> dict:
     """Train from scratch, or fine-tune from ``init_state`` (a parent version's weights; a lower
     learning rate, so that the new data refines what the parent knew rather than replacing it).
     ``data`` holds frames, or for a tiled ``pre`` its tiles (``as_tiles``; the pipeline cuts them)."""
@@ -145,8 +180,10 @@ def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_
         try:
             model.load_state_dict(init_state)
         except RuntimeError as exc:
-            raise ValueError(f"the weights to start from do not fit this model ({len(data.classes)} classes): "
-                             f"{str(exc).splitlines()[0]}") from None
+            raise ValueError(
+                f"the weights to start from do not fit this model ({len(data.classes)} classes): "
+                f"{str(exc).splitlines()[0]}"
+            ) from None
     model = model.to(dev)
     xt, yt = torch.from_numpy(x[tr]).to(dev), torch.from_numpy(y[tr]).to(dev)
     xv, yv = torch.from_numpy(x[va]).to(dev), torch.from_numpy(y[va]).to(dev)
@@ -170,8 +207,12 @@ def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_
         share = augment * min(1.0, epoch[0] / max(1.0, epochs / 2))
         pick = np.flatnonzero(aug_rng.random(len(rows)) < share)
         if len(pick):
-            aug = np.concatenate([image_tensor(perturb.perturb(tr_images[rows[j]], aug_rng, perturb.TRAIN), tpre)
-                                  for j in pick])
+            aug = np.concatenate(
+                [
+                    image_tensor(perturb.perturb(tr_images[rows[j]], aug_rng, perturb.TRAIN), tpre)
+                    for j in pick
+                ]
+            )
             xb[torch.from_numpy(pick).to(dev)] = torch.from_numpy(aug).to(dev)
         return xb
 
@@ -200,19 +241,35 @@ def train(data: PartsData, size: int, seed: int, epochs: int, log=common.stderr_
     def val_acc(m):
         return float((m(xv)[0].argmax(1) == yv).float().mean())
 
-    log(f"vision: {len(tr)} train / {len(va)} val / {len(te)} test {'tiles' if pre.tiles else 'images'} at "
-        f"{pre.width}x{pre.height}, {len(data.classes)} classes {data.classes}")
+    log(
+        f"vision: {len(tr)} train / {len(va)} val / {len(te)} test {'tiles' if pre.tiles else 'images'} at "
+        f"{pre.width}x{pre.height}, {len(data.classes)} classes {data.classes}"
+    )
     lr = 5e-4 if init_state is not None else 2e-3
-    hist = common.fit(model, step, val_loss, batches, epochs, patience, lr, log, val_acc, select_on_metric=True)
+    hist = common.fit(
+        model, step, val_loss, batches, epochs, patience, lr, log, val_acc, select_on_metric=True
+    )
     if qat_epochs > 0:
         # weights learn to sit on the INT8 grid the quantizer will use (7-bit, per output channel),
         # so the INT8 form loses (almost) nothing to the FP32 one; the FP32 model keeps those weights
         log(f"vision: {qat_epochs} epochs with weights on the 7-bit INT8 grid")
         convs = _weights_on_int8_grid(model)
-        qat = common.fit(model, step, val_loss, batches, qat_epochs, qat_epochs, lr / 10, log, val_acc,
-                         select_on_metric=True)
+        qat = common.fit(
+            model,
+            step,
+            val_loss,
+            batches,
+            qat_epochs,
+            qat_epochs,
+            lr / 10,
+            log,
+            val_acc,
+            select_on_metric=True,
+        )
         _fix_weights(convs)
-        hist["epochs"] += [{**h, "epoch": len(hist["epochs"]) + h["epoch"], "int8_grid": True} for h in qat["epochs"]]
+        hist["epochs"] += [
+            {**h, "epoch": len(hist["epochs"]) + h["epoch"], "int8_grid": True} for h in qat["epochs"]
+        ]
     return {"model": model.cpu(), "pre": pre, "x": x, "y": y, "split": (tr, va, te), "history": hist}
 
 
@@ -266,14 +323,24 @@ def operating_curve(scores: np.ndarray, is_ng: np.ndarray, n: int = 41) -> list[
     for t in ts:
         ng = scores >= t
         tp = int((ng & is_ng).sum())
-        out.append({"threshold": float(t), "ng_recall": tp / max(1, int(is_ng.sum())),
-                    "ng_precision": tp / max(1, int(ng.sum())), "ok_rejected": float(ng[~is_ng].mean())
-                    if (~is_ng).any() else 0.0})
+        out.append(
+            {
+                "threshold": float(t),
+                "ng_recall": tp / max(1, int(is_ng.sum())),
+                "ng_precision": tp / max(1, int(ng.sum())),
+                "ok_rejected": float(ng[~is_ng].mean()) if (~is_ng).any() else 0.0,
+            }
+        )
     return out
 
 
-def operating_point(scores: np.ndarray, is_ng: np.ndarray, min_precision: float = 0.98, min_recall: float = 0.98,
-                    fallback_recall: float = 0.995) -> float:
+def operating_point(
+    scores: np.ndarray,
+    is_ng: np.ndarray,
+    min_precision: float = 0.98,
+    min_recall: float = 0.98,
+    fallback_recall: float = 0.995,
+) -> float:
     """The threshold (NG when score >= it) with the highest NG recall on these (validation) scores
     at which NG precision stays >= ``min_precision``, then the best precision among those, placed
     in the middle (in logit space) of the gap between the two scores that bound it, so that scores
@@ -330,7 +397,14 @@ def metrics(logits: np.ndarray, y: np.ndarray, classes: list[str], threshold: fl
     tp = int((ng & is_ng).sum())
     recall = tp / max(1, is_ng.sum())
     precision = tp / max(1, ng.sum())
-    return {"accuracy": float((pred == y).mean()), "f1_macro": float(np.mean(f1)),
-            "f1_per_class": dict(zip(classes, f1, strict=True)), "ng_recall": float(recall),
-            "ng_precision": float(precision), "ng_auroc": common.auroc(is_ng, s), "threshold": threshold,
-            "confusion": cm.tolist(), "n": int(len(y))}
+    return {
+        "accuracy": float((pred == y).mean()),
+        "f1_macro": float(np.mean(f1)),
+        "f1_per_class": dict(zip(classes, f1, strict=True)),
+        "ng_recall": float(recall),
+        "ng_precision": float(precision),
+        "ng_auroc": common.auroc(is_ng, s),
+        "threshold": threshold,
+        "confusion": cm.tolist(),
+        "n": int(len(y)),
+    }

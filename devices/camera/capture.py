@@ -63,24 +63,35 @@ def _why_not_open(url: str, timeout_s: float) -> str:
             req = urllib.request.Request(url, headers={"Range": "bytes=0-0"})
             with urllib.request.urlopen(req, timeout=min(timeout_s, 3.0)) as r:
                 ctype = r.headers.get("Content-Type", "?")
-            return (f": the server answers (HTTP 200, {ctype}) but FFmpeg cannot read a video stream from it; "
-                    "check that the URL is the stream itself (MJPEG, H.264), not a web page")
+            return (
+                f": the server answers (HTTP 200, {ctype}) but FFmpeg cannot read a video stream from it; "
+                "check that the URL is the stream itself (MJPEG, H.264), not a web page"
+            )
         except urllib.error.HTTPError as e:
-            hint = "check the path of the stream URL" if e.code == 404 else \
-                "check the camera's user and password in the URL" if e.code in (401, 403) else "check the camera"
+            hint = (
+                "check the path of the stream URL"
+                if e.code == 404
+                else "check the camera's user and password in the URL"
+                if e.code in (401, 403)
+                else "check the camera"
+            )
             return f": the camera answers HTTP {e.code} {e.reason}; {hint}"
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
-            return f": cannot reach {u.hostname}:{u.port or (443 if u.scheme == 'https' else 80)} ({reason}); " \
-                   "is the camera on and the address right?"
+            return (
+                f": cannot reach {u.hostname}:{u.port or (443 if u.scheme == 'https' else 80)} ({reason}); "
+                "is the camera on and the address right?"
+            )
     if u.scheme in ("rtsp", "rtsps", "rtmp") and u.hostname:
         port = u.port or {"rtsp": 554, "rtsps": 322, "rtmp": 1935}[u.scheme]
         try:
             socket.create_connection((u.hostname, port), timeout=min(timeout_s, 3.0)).close()
         except OSError as e:
             return f": cannot reach {u.hostname}:{port} ({e.strerror or e}); is the camera on and the address right?"
-        return f": {u.hostname}:{port} accepts connections but the stream does not open; check the path, " \
-               "user and password in the URL"
+        return (
+            f": {u.hostname}:{port} accepts connections but the stream does not open; check the path, "
+            "user and password in the URL"
+        )
     return ""
 
 
@@ -219,8 +230,12 @@ class CameraSource:
                 raise CameraError(f"video file {s.url} does not exist")
             cap = cv2.VideoCapture(s.url)
         else:
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC,
-                      int(s.read_timeout_s * 1000)]
+            params = [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                ms,
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                int(s.read_timeout_s * 1000),
+            ]
             cap = cv2.VideoCapture(s.url, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
@@ -265,8 +280,10 @@ class CameraSource:
                     silent = time.monotonic() - last_ok
                     if failures >= s.max_consecutive_failures or silent > s.read_timeout_s:
                         self.state = ConnectionState.BACKOFF
-                        self._error("stream_lost", f"{s.url}: no frame for {silent:.1f}s ({failures} failed reads); "
-                                    "reopening")
+                        self._error(
+                            "stream_lost",
+                            f"{s.url}: no frame for {silent:.1f}s ({failures} failed reads); reopening",
+                        )
                         return
                     self._error("corrupt_frame", f"{s.url}: a frame could not be read or decoded, skipped")
                     continue

@@ -30,8 +30,13 @@ class CameraSettings(BaseModel):
     produces: ClassVar[str] = "frames"  # what pipelines read from it: frames, not tags
     type: Literal["camera"] = "camera"
     url: str = Field(min_length=1, description="usb:N, http(s)://, rtsp://, a video file or an image folder")
-    fps: float | None = Field(None, gt=0, le=240, description="target rate; live sources skip frames to keep it, "
-                              "files and folders are paced at it (default: the source's own rate, files 10)")
+    fps: float | None = Field(
+        None,
+        gt=0,
+        le=240,
+        description="target rate; live sources skip frames to keep it, "
+        "files and folders are paced at it (default: the source's own rate, files 10)",
+    )
     loop: bool = Field(False, description="replay a file or folder from the start when it ends")
     width: int | None = Field(None, gt=0, le=8192, description="resize frames to this width (with height)")
     height: int | None = Field(None, gt=0, le=8192)

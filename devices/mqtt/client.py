@@ -67,16 +67,25 @@ class SparkplugTypeMismatch(MqttError):
     retryable = False
 
 
-_SP_INT = {"INT8": (-(2**7), 2**7 - 1), "INT16": (-(2**15), 2**15 - 1), "INT32": (-(2**31), 2**31 - 1),
-           "INT64": (-(2**63), 2**63 - 1), "UINT8": (0, 2**8 - 1), "UINT16": (0, 2**16 - 1),
-           "UINT32": (0, 2**32 - 1), "UINT64": (0, 2**64 - 1)}
+_SP_INT = {
+    "INT8": (-(2**7), 2**7 - 1),
+    "INT16": (-(2**15), 2**15 - 1),
+    "INT32": (-(2**31), 2**31 - 1),
+    "INT64": (-(2**63), 2**63 - 1),
+    "UINT8": (0, 2**8 - 1),
+    "UINT16": (0, 2**16 - 1),
+    "UINT32": (0, 2**32 - 1),
+    "UINT64": (0, 2**64 - 1),
+}
 
 
 def _sparkplug_value(dt: sp.DataType, value: Any, where: str) -> Any:
     """Strict conversion to a Sparkplug datatype: a string never becomes a boolean or a number."""
+
     def bad(fix: str) -> SparkplugTypeMismatch:
-        return SparkplugTypeMismatch(f"metric {where} is {dt.name.title()}; cannot send {value!r} "
-                                     f"({type(value).__name__}): {fix}")
+        return SparkplugTypeMismatch(
+            f"metric {where} is {dt.name.title()}; cannot send {value!r} ({type(value).__name__}): {fix}"
+        )
 
     if dt is sp.DataType.BOOLEAN:
         if isinstance(value, bool):
@@ -168,7 +177,9 @@ class MqttSource:
         self.sparkplug.on_notice = self._notice
         self.published: dict[str, int] = {"sent": 0, "queued": 0}
         self.connected = asyncio.Event()
-        self.subscribed = asyncio.Event()  # set when the broker has acknowledged this connection's subscriptions
+        self.subscribed = (
+            asyncio.Event()
+        )  # set when the broker has acknowledged this connection's subscriptions
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -221,8 +232,11 @@ class MqttSource:
             try:
                 await self._loop.run_in_executor(None, connect)
             except ssl.SSLError as e:
-                self._connect_failed("tls_failed", f"TLS handshake with {s.host}:{s.port} failed: {e}; "
-                                     "check tls.ca_file / cert_file / key_file")
+                self._connect_failed(
+                    "tls_failed",
+                    f"TLS handshake with {s.host}:{s.port} failed: {e}; "
+                    "check tls.ca_file / cert_file / key_file",
+                )
             except (OSError, ValueError) as e:
                 self._connect_failed("broker_unreachable", f"cannot reach broker {s.host}:{s.port}: {e}")
             else:
@@ -269,13 +283,21 @@ class MqttSource:
         self._refused = reason_code.is_failure
         if reason_code.is_failure:
             self.state = ConnectionState.BACKOFF
-            self._error_threadsafe("connect_refused", f"broker {self.settings.host}:{self.settings.port} "
-                                   f"refused the connection: {reason_code}; check username/password and ACLs")
+            self._error_threadsafe(
+                "connect_refused",
+                f"broker {self.settings.host}:{self.settings.port} "
+                f"refused the connection: {reason_code}; check username/password and ACLs",
+            )
             return
         if self._ever_connected:
             self.stats.reconnects += 1
-        log.info("mqtt source %r: %s broker %s:%d", self.name, "reconnected to" if self._ever_connected else
-                 "connected to", self.settings.host, self.settings.port)
+        log.info(
+            "mqtt source %r: %s broker %s:%d",
+            self.name,
+            "reconnected to" if self._ever_connected else "connected to",
+            self.settings.host,
+            self.settings.port,
+        )
         self._ever_connected = True
         subs = [(s.topic, s.qos) for s in self.settings.subscriptions]
         if subs:
@@ -293,12 +315,16 @@ class MqttSource:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.connected.clear)
             self._loop.call_soon_threadsafe(self.subscribed.clear)
-        self._error_threadsafe("broker_unreachable", f"lost broker {self.settings.host}:{self.settings.port} "
-                               f"({reason_code}); reconnecting")
+        self._error_threadsafe(
+            "broker_unreachable",
+            f"lost broker {self.settings.host}:{self.settings.port} ({reason_code}); reconnecting",
+        )
 
     def _on_connect_fail(self, client, userdata) -> None:
         self.state = ConnectionState.BACKOFF
-        self._error_threadsafe("broker_unreachable", f"reconnect to {self.settings.host}:{self.settings.port} failed")
+        self._error_threadsafe(
+            "broker_unreachable", f"reconnect to {self.settings.host}:{self.settings.port} failed"
+        )
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -313,8 +339,13 @@ class MqttSource:
     # ---- errors ----------------------------------------------------------------------------
     def _notice(self, key: str, msg: str) -> None:
         # data before birth is routine (this host started after the node): INFO, counted apart
-        self.notices.note(key, "mqtt source %r: %s", self.name, msg,
-                          level=logging.INFO if key == "data_before_birth" else logging.WARNING)
+        self.notices.note(
+            key,
+            "mqtt source %r: %s",
+            self.name,
+            msg,
+            level=logging.INFO if key == "data_before_birth" else logging.WARNING,
+        )
 
     def _error(self, reason: str, detail: str) -> None:
         self.stats.error(reason, detail)
@@ -407,8 +438,15 @@ class MqttSource:
                     yield r
 
     # ---- Sparkplug write-back ------------------------------------------------------------------
-    async def command(self, group: str, edge_node: str, device: str | None, metric: str, value: Any,
-                      datatype: str | None = None) -> str:
+    async def command(
+        self,
+        group: str,
+        edge_node: str,
+        device: str | None,
+        metric: str,
+        value: Any,
+        datatype: str | None = None,
+    ) -> str:
         """Send an NCMD (``device`` None) or DCMD setting ``metric`` to ``value``, typed as the node's birth
         declared it (or ``datatype``); a value that does not fit the type raises ``SparkplugTypeMismatch``
         (not retryable): ``"false"`` is never sent as TRUE."""
@@ -417,8 +455,9 @@ class MqttSource:
             known = self.sparkplug.datatype(group, edge_node, device, metric)
             dt = sp.DataType(known) if known is not None else sp.infer_datatype(value)
         where = f"{group}/{edge_node}/{device + '/' if device else ''}{metric}"
-        payload = sp.Payload(int(time.time() * 1000), None,
-                             [sp.Metric(metric, None, dt, _sparkplug_value(dt, value, where))])
+        payload = sp.Payload(
+            int(time.time() * 1000), None, [sp.Metric(metric, None, dt, _sparkplug_value(dt, value, where))]
+        )
         kind = sp.MessageType.DCMD if device else sp.MessageType.NCMD
         return await self.publish(sp.topic(group, kind, edge_node, device), sp.encode(payload), qos=0)
 
@@ -428,7 +467,9 @@ class MqttSource:
         if c is not None:
             c.publish(topic, payload, qos=0)
 
-    async def publish(self, topic: str, payload: bytes | str | dict[str, Any], qos: int = 0, retain: bool = False) -> str:
+    async def publish(
+        self, topic: str, payload: bytes | str | dict[str, Any], qos: int = 0, retain: bool = False
+    ) -> str:
         """Publish results and events (a dict becomes compact JSON); returns ``"sent"`` or ``"queued"``.
 
         QoS 1 messages are queued by paho while the broker is away (up to ``publish_max_queued``) and
@@ -438,7 +479,9 @@ class MqttSource:
         """
         c = self._client
         if c is None:
-            raise MqttError(f"mqtt source {self.name!r}: publish before start(); call await source.start() first")
+            raise MqttError(
+                f"mqtt source {self.name!r}: publish before start(); call await source.start() first"
+            )
         if qos not in (0, 1):
             raise MqttError(f"mqtt source {self.name!r}: qos {qos} not offered; use 0 or 1")
         if isinstance(payload, dict):
@@ -448,15 +491,20 @@ class MqttSource:
             info = c.publish(topic, payload, qos=qos, retain=retain)
             if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
                 if time.monotonic() > deadline:
-                    self._error("publish_failed", f"topic {topic!r}: paho queue full for {self.settings.publish_timeout_s}s")
+                    self._error(
+                        "publish_failed",
+                        f"topic {topic!r}: paho queue full for {self.settings.publish_timeout_s}s",
+                    )
                     raise MqttError(f"mqtt source {self.name!r}: outgoing queue full; broker slow or away")
                 await asyncio.sleep(0.005)
                 continue
             if info.rc == paho.MQTT_ERR_NO_CONN:
                 if qos == 0:
                     self._error("publish_failed", f"topic {topic!r}: not connected, QoS 0 message dropped")
-                    raise MqttError(f"mqtt source {self.name!r}: broker {self.settings.host}:{self.settings.port} "
-                                    "is not connected; QoS 0 message not sent")
+                    raise MqttError(
+                        f"mqtt source {self.name!r}: broker {self.settings.host}:{self.settings.port} "
+                        "is not connected; QoS 0 message not sent"
+                    )
                 self.published["queued"] += 1
                 return "queued"
             if info.rc != paho.MQTT_ERR_SUCCESS:
@@ -468,6 +516,7 @@ class MqttSource:
 
 # ---- codecs: the decoder factories named by devices.mqtt.settings.CODEC_TYPES ------------------
 
+
 def _decoder_factory(codec: CodecKind):
     from devices import load_object
     from devices.mqtt.settings import CODEC_TYPES
@@ -475,16 +524,25 @@ def _decoder_factory(codec: CodecKind):
     try:
         return load_object(CODEC_TYPES[codec.value][1])
     except (KeyError, ImportError, AttributeError) as exc:  # never decode as another codec
-        raise MqttError(f"codec {codec.value!r} has no decoder ({exc}); one of {sorted(CODEC_TYPES)}") from exc
+        raise MqttError(
+            f"codec {codec.value!r} has no decoder ({exc}); one of {sorted(CODEC_TYPES)}"
+        ) from exc
 
 
 def json_decoder(src: MqttSource, sub: Subscription):
     """JSON objects: every numeric field, or the fields of ``json_mapping``, as readings."""
     m = sub.json_mapping
-    mapping = json_codec.JsonMapping(values=dict(m.values), timestamp_field=m.timestamp_field,
-                                     timestamp_format=json_codec.TimestampFormat(m.timestamp_format.value),
-                                     rate_field=m.rate_field)
-    decode, readings, prefixed = json_codec.compile_decoder(mapping, rates=True), src._json_readings, m.tag_prefix_topic
+    mapping = json_codec.JsonMapping(
+        values=dict(m.values),
+        timestamp_field=m.timestamp_field,
+        timestamp_format=json_codec.TimestampFormat(m.timestamp_format.value),
+        rate_field=m.rate_field,
+    )
+    decode, readings, prefixed = (
+        json_codec.compile_decoder(mapping, rates=True),
+        src._json_readings,
+        m.tag_prefix_topic,
+    )
 
     def run(topic: str, payload: bytes, received_at: float) -> list[Reading]:
         return readings(topic + "/" if prefixed else "", decode(payload, received_at), received_at)

@@ -48,9 +48,12 @@ class JsonMappingSettings(_Model):
     timestamp_field: str | None = "ts"
     timestamp_format: TimestampFormat = TimestampFormat.EPOCH_S
     tag_prefix_topic: bool = Field(True, description="tag = '{topic}/{tag}' so wildcard sensors stay apart")
-    rate_field: str | None = Field("auto", description="field holding a waveform's sample rate in Hz (checked by the "
-                                   "pipeline); auto: sample_rate_hz, rate_hz, sampling_rate_hz or fs_hz when present; "
-                                   "null: ignore")
+    rate_field: str | None = Field(
+        "auto",
+        description="field holding a waveform's sample rate in Hz (checked by the "
+        "pipeline); auto: sample_rate_hz, rate_hz, sampling_rate_hz or fs_hz when present; "
+        "null: ignore",
+    )
 
 
 class Subscription(_Model):
@@ -93,9 +96,12 @@ class WillSettings(_Model):
 
 class SparkplugHostSettings(_Model):
     tag_map: dict[str, str] = Field(
-        default_factory=dict, description="'{edge_node}/{device}/{metric}' (or '{edge_node}/{metric}') -> tag name"
+        default_factory=dict,
+        description="'{edge_node}/{device}/{metric}' (or '{edge_node}/{metric}') -> tag name",
     )
-    rebirth_on_unknown: bool = Field(True, description="send NCMD Node Control/Rebirth on unknown alias or data before birth")
+    rebirth_on_unknown: bool = Field(
+        True, description="send NCMD Node Control/Rebirth on unknown alias or data before birth"
+    )
     rebirth_min_interval_s: float = Field(2.0, ge=0)
 
 
@@ -107,24 +113,36 @@ class MqttSettings(_Model):
     protocol: Protocol = Protocol.MQTT311
     client_id: str = Field("", description="empty: a random id is generated")
     persistent_session: bool = Field(
-        False, description="keep subscriptions and queued QoS 1 messages at the broker while away; needs client_id"
+        False,
+        description="keep subscriptions and queued QoS 1 messages at the broker while away; needs client_id",
     )
     keepalive_s: int = Field(30, ge=5, le=65535)
     tls: TlsSettings | None = None
     username: str | None = None
     password: SecretStr | None = None
     subscriptions: list[Subscription] = Field(default_factory=list)
-    queue_max_items: int = Field(10_000, ge=1, description="bounded hand-over queue; oldest message dropped when full")
+    queue_max_items: int = Field(
+        10_000, ge=1, description="bounded hand-over queue; oldest message dropped when full"
+    )
     handover_coalesce_ms: float = Field(
-        1.0, ge=0, le=100, description="under load, batch hand-over to the loop this often (0: wake per message)"
+        1.0,
+        ge=0,
+        le=100,
+        description="under load, batch hand-over to the loop this often (0: wake per message)",
     )
     reconnect_min_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
-    publish_max_queued: int = Field(10_000, ge=1, description="paho outgoing queue bound (see FIELD-NOTES pitfall)")
-    publish_timeout_s: float = Field(10.0, gt=0, description="how long publish() waits for room in a full queue")
+    publish_max_queued: int = Field(
+        10_000, ge=1, description="paho outgoing queue bound (see FIELD-NOTES pitfall)"
+    )
+    publish_timeout_s: float = Field(
+        10.0, gt=0, description="how long publish() waits for room in a full queue"
+    )
     will: WillSettings | None = None
     sparkplug: SparkplugHostSettings = Field(default_factory=SparkplugHostSettings)
-    out_of_order: Literal["drop", "keep"] = Field("drop", description="a reading older than its tag's last one")
+    out_of_order: Literal["drop", "keep"] = Field(
+        "drop", description="a reading older than its tag's last one"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> MqttSettings:
@@ -157,12 +175,18 @@ class MqttSettings(_Model):
         '{edge_node}/{device}/{metric}'): a warning, as an edge node may be named like its group."""
         if not self.sparkplug.tag_map:
             return
-        groups = {sub.topic.split("/")[1] for sub in self.subscriptions
-                  if sub.codec == "sparkplug_b" and len(sub.topic.split("/")) > 1
-                  and sub.topic.split("/")[1] not in ("+", "#")}
+        groups = {
+            sub.topic.split("/")[1]
+            for sub in self.subscriptions
+            if sub.codec == "sparkplug_b"
+            and len(sub.topic.split("/")) > 1
+            and sub.topic.split("/")[1] not in ("+", "#")
+        }
         for key in self.sparkplug.tag_map:
             head, _, rest = key.partition("/")
             if head in groups and rest.count("/") >= 1:
-                report.warning(f"sources.{name}.sparkplug.tag_map.{key}",
-                               f"starts with the Sparkplug group {head!r}, so it would match no metric; keys are "
-                               f"'{{edge_node}}/{{device}}/{{metric}}': write {rest!r}")
+                report.warning(
+                    f"sources.{name}.sparkplug.tag_map.{key}",
+                    f"starts with the Sparkplug group {head!r}, so it would match no metric; keys are "
+                    f"'{{edge_node}}/{{device}}/{{metric}}': write {rest!r}",
+                )

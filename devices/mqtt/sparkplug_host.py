@@ -37,13 +37,19 @@ class _Node:
     seq: int | None = None
     alive: bool = False
     aliases: dict[int, tuple[str | None, str]] = field(default_factory=dict)  # alias -> (device, metric)
-    last: dict[tuple[str | None, str], tuple[Any, float]] = field(default_factory=dict)  # (device, metric) -> value, ts
-    types: dict[tuple[str | None, str], int] = field(default_factory=dict)  # (device, metric) -> datatype from births
+    last: dict[tuple[str | None, str], tuple[Any, float]] = field(
+        default_factory=dict
+    )  # (device, metric) -> value, ts
+    types: dict[tuple[str | None, str], int] = field(
+        default_factory=dict
+    )  # (device, metric) -> datatype from births
     last_rebirth: float = -math.inf
 
 
 class SparkplugHost:
-    def __init__(self, source: str, settings: SparkplugHostSettings, publish: Publish, on_error: OnError) -> None:
+    def __init__(
+        self, source: str, settings: SparkplugHostSettings, publish: Publish, on_error: OnError
+    ) -> None:
         self._source = source
         self._settings = settings
         self._publish = publish
@@ -52,7 +58,9 @@ class SparkplugHost:
         self.rebirths_requested = 0
         self.births = 0
         self.deaths = 0
-        self.data_before_birth = 0  # normal after a host restart: counted, answered by a rebirth, not an error
+        self.data_before_birth = (
+            0  # normal after a host restart: counted, answered by a rebirth, not an error
+        )
         self.on_notice: Callable[..., None] | None = None  # (key, message): a silent drop, said once
         self._tag_map_checked: set[str] = set()
 
@@ -104,10 +112,15 @@ class SparkplugHost:
         if not node.alive:
             self.data_before_birth += 1
             if self.on_notice is not None:
-                self.on_notice("data_before_birth", f"sparkplug: {mt.value} from {t.group}/{t.edge_node} before its "
-                               "NBIRTH (normal after this host starts); rebirth requested, data skipped until then")
+                self.on_notice(
+                    "data_before_birth",
+                    f"sparkplug: {mt.value} from {t.group}/{t.edge_node} before its "
+                    "NBIRTH (normal after this host starts); rebirth requested, data skipped until then",
+                )
             else:
-                self._on_error("data_before_birth", f"{mt.value} from {t.group}/{t.edge_node} before its NBIRTH")
+                self._on_error(
+                    "data_before_birth", f"{mt.value} from {t.group}/{t.edge_node} before its NBIRTH"
+                )
             self._rebirth(t.group, t.edge_node, node)
             return []
         self._check_seq(t, node, payload.seq)
@@ -135,16 +148,22 @@ class SparkplugHost:
         it with the Sparkplug group. Said once per key, when a birth shows what the node offers."""
         if not self._settings.tag_map or self.on_notice is None:
             return
-        names = {f"{t.edge_node}/{device}/{m.name}" if device else f"{t.edge_node}/{m.name}"
-                 for m in payload.metrics if m.name}
+        names = {
+            f"{t.edge_node}/{device}/{m.name}" if device else f"{t.edge_node}/{m.name}"
+            for m in payload.metrics
+            if m.name
+        }
         for key in self._settings.tag_map:
             if key in self._tag_map_checked or key in names:
                 continue
-            if key.startswith(t.group + "/") and key[len(t.group) + 1:] in names:
+            if key.startswith(t.group + "/") and key[len(t.group) + 1 :] in names:
                 self._tag_map_checked.add(key)
-                self.on_notice(f"tag_map:{key}", f"sparkplug tag_map key {key!r} starts with the group {t.group!r}, "
-                               f"so it matches no metric and renames nothing; keys are '{{edge_node}}/{{device}}/"
-                               f"{{metric}}': write {key[len(t.group) + 1:]!r}")
+                self.on_notice(
+                    f"tag_map:{key}",
+                    f"sparkplug tag_map key {key!r} starts with the group {t.group!r}, "
+                    f"so it matches no metric and renames nothing; keys are '{{edge_node}}/{{device}}/"
+                    f"{{metric}}': write {key[len(t.group) + 1 :]!r}",
+                )
 
     def _check_seq(self, t: sp.SparkplugTopic, node: _Node, seq: int | None) -> None:
         if seq is None:
@@ -154,7 +173,14 @@ class SparkplugHost:
         node.seq = seq
 
     def _readings(
-        self, t: sp.SparkplugTopic, node: _Node, device: str | None, payload: sp.Payload, received_at: float, *, by_birth: bool
+        self,
+        t: sp.SparkplugTopic,
+        node: _Node,
+        device: str | None,
+        payload: sp.Payload,
+        received_at: float,
+        *,
+        by_birth: bool,
     ) -> list[Reading]:
         out: list[Reading] = []
         unknown = False
@@ -166,7 +192,9 @@ class SparkplugHost:
                 entry = node.aliases.get(m.alias) if m.alias is not None else None
                 if entry is None:
                     unknown = True
-                    self._on_error("unknown_alias", f"{t.group}/{t.edge_node}: alias {m.alias} not in its birth")
+                    self._on_error(
+                        "unknown_alias", f"{t.group}/{t.edge_node}: alias {m.alias} not in its birth"
+                    )
                     continue
                 dev, name = entry
             if name == sp.BDSEQ_METRIC or name.startswith("Node Control/") or m.value is None:
@@ -184,7 +212,9 @@ class SparkplugHost:
             self._rebirth(t.group, t.edge_node, node)
         return out
 
-    def _bad(self, edge_node: str, node: _Node, which: Callable[[str | None], bool], received_at: float) -> list[Reading]:
+    def _bad(
+        self, edge_node: str, node: _Node, which: Callable[[str | None], bool], received_at: float
+    ) -> list[Reading]:
         return [
             Reading(self._source, self._tag(edge_node, dev, name), v, received_at, received_at, Quality.BAD)
             for (dev, name), (v, _) in node.last.items()

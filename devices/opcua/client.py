@@ -65,7 +65,14 @@ class _ConnectionLossFilter(logging.Filter):
     ("Publish iteration crashed", ...) become one WARNING line without traceback; this adapter reports
     the loss itself and reconnects. Other asyncua errors pass unchanged."""
 
-    _LOSS = (OSError, ConnectionError, TimeoutError, asyncio.TimeoutError, asyncio.IncompleteReadError, ua.UaError)
+    _LOSS = (
+        OSError,
+        ConnectionError,
+        TimeoutError,
+        asyncio.TimeoutError,
+        asyncio.IncompleteReadError,
+        ua.UaError,
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR:
@@ -83,8 +90,13 @@ class _ConnectionLossFilter(logging.Filter):
         return True
 
 
-for _name in ("asyncua.client.ua_session.UaSession", "asyncua.client.ua_client.UASocketProtocol",
-              "asyncua.client.ua_client.UaClient", "asyncua.client.client", "asyncua.common.subscription"):
+for _name in (
+    "asyncua.client.ua_session.UaSession",
+    "asyncua.client.ua_client.UASocketProtocol",
+    "asyncua.client.ua_client.UaClient",
+    "asyncua.client.client",
+    "asyncua.common.subscription",
+):
     _logger = logging.getLogger(_name)
     if not any(isinstance(f, _ConnectionLossFilter) for f in _logger.filters):
         _logger.addFilter(_ConnectionLossFilter())
@@ -125,8 +137,14 @@ class OpcUaTypeMismatch(OpcUaError):
 
 
 _INT_RANGE = {
-    "SByte": (-(2**7), 2**7 - 1), "Byte": (0, 2**8 - 1), "Int16": (-(2**15), 2**15 - 1), "UInt16": (0, 2**16 - 1),
-    "Int32": (-(2**31), 2**31 - 1), "UInt32": (0, 2**32 - 1), "Int64": (-(2**63), 2**63 - 1), "UInt64": (0, 2**64 - 1),
+    "SByte": (-(2**7), 2**7 - 1),
+    "Byte": (0, 2**8 - 1),
+    "Int16": (-(2**15), 2**15 - 1),
+    "UInt16": (0, 2**16 - 1),
+    "Int32": (-(2**31), 2**31 - 1),
+    "UInt32": (0, 2**32 - 1),
+    "Int64": (-(2**63), 2**63 - 1),
+    "UInt64": (0, 2**64 - 1),
 }
 
 
@@ -144,7 +162,9 @@ def convert_value(vtype: ua.VariantType, value: Any, node_id: str = "?") -> Any:
     t = vtype.name
 
     def bad(fix: str) -> OpcUaTypeMismatch:
-        return OpcUaTypeMismatch(f"node {node_id} is {t}; cannot write {value!r} ({type(value).__name__}): {fix}")
+        return OpcUaTypeMismatch(
+            f"node {node_id} is {t}; cannot write {value!r} ({type(value).__name__}): {fix}"
+        )
 
     if t == "Boolean":
         if isinstance(value, bool):
@@ -190,8 +210,10 @@ async def _resolve_node_id(client: Client, node_id: str) -> str:
     try:
         idx = await client.get_namespace_index(uri)
     except ValueError:
-        raise OpcUaNodeError(f"node {node_id!r}: the server has no namespace {uri!r}; "
-                             "check the URI (browse the server's NamespaceArray)") from None
+        raise OpcUaNodeError(
+            f"node {node_id!r}: the server has no namespace {uri!r}; "
+            "check the URI (browse the server's NamespaceArray)"
+        ) from None
     return f"ns={idx};{rest}"
 
 
@@ -217,7 +239,10 @@ def _explain(exc: BaseException, settings: OpcUaSettings) -> tuple[str, str]:
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return "timeout", f"no answer within {settings.connect_timeout_s}s; check the endpoint and the server"
     if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
-        return "unreachable", f"cannot reach {settings.endpoint} ({exc.strerror or exc}); is the server running?"
+        return (
+            "unreachable",
+            f"cannot reach {settings.endpoint} ({exc.strerror or exc}); is the server running?",
+        )
     if "certificate" in low or "securitychecks" in low:
         return "certificate", (
             f"certificate refused ({text}); make the server trust certificate_file "
@@ -233,7 +258,11 @@ def _app_uri_of(cert_file: str) -> str | None:
     from cryptography import x509
 
     data = Path(cert_file).read_bytes()
-    cert = x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
+    cert = (
+        x509.load_pem_x509_certificate(data)
+        if b"-----BEGIN" in data
+        else x509.load_der_x509_certificate(data)
+    )
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -295,18 +324,27 @@ class _Handler:
             )
             if non_finite:
                 src.stats.error("non_finite", tag)
-                src._burst.log(f"nf:{tag}", "opcua source %s: tag %s holds NaN/Inf (%s)", src.name, tag,
-                               "passed as BAD" if src.settings.non_finite is NonFinitePolicy.BAD else "skipped")
+                src._burst.log(
+                    f"nf:{tag}",
+                    "opcua source %s: tag %s holds NaN/Inf (%s)",
+                    src.name,
+                    tag,
+                    "passed as BAD" if src.settings.non_finite is NonFinitePolicy.BAD else "skipped",
+                )
                 if src.settings.non_finite is NonFinitePolicy.SKIP:
                     return
                 quality = Quality.BAD
             last = src._last_ts.get(tag)
             if last is not None and ts < last:
                 src.stats.error("out_of_order", tag)
-                src._burst.log(f"ooo:{tag}", "opcua source %s: tag %s source timestamp went backwards", src.name, tag)
+                src._burst.log(
+                    f"ooo:{tag}", "opcua source %s: tag %s source timestamp went backwards", src.name, tag
+                )
             else:
                 src._last_ts[tag] = ts
-            src._channel.put_nowait(Reading(src.name, tag, val, ts, now, quality, src._rates.rate_for(tag, val)))
+            src._channel.put_nowait(
+                Reading(src.name, tag, val, ts, now, quality, src._rates.rate_for(tag, val))
+            )
         except Exception as e:  # never let one notification break asyncua's publish loop
             src.stats.error("notification", repr(e))
             src._burst.log("notification", "opcua source %s: bad notification: %r", src.name, e)
@@ -439,8 +477,11 @@ class OpcUaSource:
                 silent += 1
                 if silent >= 3:
                     raise
-                self._node_error(ns.node_id, f"the server gave no answer for this node within "
-                                 f"{self.settings.connect_timeout_s}s; the other nodes are subscribed")
+                self._node_error(
+                    ns.node_id,
+                    f"the server gave no answer for this node within "
+                    f"{self.settings.connect_timeout_s}s; the other nodes are subscribed",
+                )
                 continue
             except OpcUaNodeError as e:
                 self._node_error(ns.node_id, str(e))
@@ -464,8 +505,10 @@ class OpcUaSource:
             async with asyncio.timeout(self.settings.connect_timeout_s):
                 rate_node = await self._rates.setup(client, ns.sample_rate_from, tag, node, _resolve_node_id)
         except (RateError, ua.UaError, OpcUaNodeError, TimeoutError) as e:
-            msg = (f"node {ns.node_id!r}: sample_rate_from {ns.sample_rate_from!r} gives no rate ({e}); its "
-                   "readings carry none, so the pipeline uses window.sample_rate_hz (or the model's rate)")
+            msg = (
+                f"node {ns.node_id!r}: sample_rate_from {ns.sample_rate_from!r} gives no rate ({e}); its "
+                "readings carry none, so the pipeline uses window.sample_rate_hz (or the model's rate)"
+            )
             self.node_errors[f"{ns.node_id} sample_rate_from"] = msg
             self.stats.error("sample_rate", msg)
             self._burst.log(f"rate:{ns.node_id}", "opcua source %s: %s", self.name, msg)
@@ -485,8 +528,11 @@ class OpcUaSource:
                 results = []
                 for node in nodes:
                     try:
-                        results.append(await sub.subscribe_data_change(node, sampling_interval=ua.Double(sampling_ms),
-                                                                       queuesize=queue_size))
+                        results.append(
+                            await sub.subscribe_data_change(
+                                node, sampling_interval=ua.Double(sampling_ms), queuesize=queue_size
+                            )
+                        )
                     except ua.UaStatusCodeError as e:
                         results.append(ua.StatusCode(e.code))
             for node, r in zip(nodes, results, strict=True):
@@ -590,12 +636,16 @@ class OpcUaSource:
         except ua.UaStatusCodeError as e:
             name = ua.StatusCode(e.code).name if hasattr(e, "code") else str(e)
             if "NodeIdUnknown" in name:
-                raise OpcUaNodeError(f"opcua source {self.name}: node {node_id!r} does not exist on the server") from None
+                raise OpcUaNodeError(
+                    f"opcua source {self.name}: node {node_id!r} does not exist on the server"
+                ) from None
             raise OpcUaWriteRefused(
                 f"opcua source {self.name}: write of {value!r} to {node_id} refused by the server ({name})"
             ) from None
         except (TimeoutError, ConnectionError, OSError) as e:
-            raise OpcUaNotConnected(f"opcua source {self.name}: write to {node_id} failed, connection lost ({e!r})") from None
+            raise OpcUaNotConnected(
+                f"opcua source {self.name}: write to {node_id} failed, connection lost ({e!r})"
+            ) from None
 
     async def browse(self, folder_node_id: str | None = None, max_depth: int = 3) -> list[dict]:
         """Variables under a folder/object (default Objects): node_id, browse_name, data_type, array."""
@@ -610,7 +660,9 @@ async def _node(client: Client, node_id: str, cache: dict[str, str]) -> Node:
     return client.get_node(resolved)
 
 
-async def _check_target(client: Client, node_id: str, value: Any, types: dict, cache: dict[str, str]) -> str | None:
+async def _check_target(
+    client: Client, node_id: str, value: Any, types: dict, cache: dict[str, str]
+) -> str | None:
     """Why writing ``value`` to ``node_id`` would fail (None: it would not): node exists, is a
     Variable the session may write, and its DataType takes the value."""
     try:
@@ -641,8 +693,9 @@ async def _check_target(client: Client, node_id: str, value: Any, types: dict, c
     return None
 
 
-async def check_server(settings: OpcUaSettings, targets: list[tuple[str, Any]]
-                       ) -> tuple[list[str | None], list[str | None], list[str | None]]:
+async def check_server(
+    settings: OpcUaSettings, targets: list[tuple[str, Any]]
+) -> tuple[list[str | None], list[str | None], list[str | None]]:
     """One-off connect for ``edge-agent validate --online``: why each subscribed node (in settings order)
     and each write target would fail (None where it is fine), and the tag each node will produce (its
     ``tag`` or browse name; None when unreadable). Raises ``OpcUaError`` when unreachable."""
@@ -667,7 +720,9 @@ async def check_server(settings: OpcUaSettings, targets: list[tuple[str, Any]]
                 tags.append(None)
             except Exception as e:
                 name = ua.StatusCode(e.code).name if isinstance(e, ua.UaStatusCodeError) else repr(e)
-                nodes.append(f"node {ns.node_id} cannot be read ({name}); check the node_id (edge-agent browse)")
+                nodes.append(
+                    f"node {ns.node_id} cannot be read ({name}); check the node_id (edge-agent browse)"
+                )
                 tags.append(None)
         writes = [await _check_target(client, nid, v, {}, cache) for nid, v in targets]
         return nodes, writes, tags
@@ -712,9 +767,19 @@ async def _browse(client: Client, folder_node_id: str | None, max_depth: int) ->
                 except Exception:
                     levels = set()
                 access = ("r" if ua.AccessLevel.CurrentRead in levels else "") + (
-                    "w" if ua.AccessLevel.CurrentWrite in levels else "")
-                out.append({"node_id": child.nodeid.to_string(), "path": here, "browse_name": name,
-                            "data_type": vtype, "array": rank >= 0, "array_size": size, "access": access or "-"})
+                    "w" if ua.AccessLevel.CurrentWrite in levels else ""
+                )
+                out.append(
+                    {
+                        "node_id": child.nodeid.to_string(),
+                        "path": here,
+                        "browse_name": name,
+                        "data_type": vtype,
+                        "array": rank >= 0,
+                        "array_size": size,
+                        "access": access or "-",
+                    }
+                )
             elif cls == ua.NodeClass.Object and depth < max_depth:
                 await walk(child, depth + 1, here)
 
@@ -722,7 +787,9 @@ async def _browse(client: Client, folder_node_id: str | None, max_depth: int) ->
     return out
 
 
-async def browse_server(settings: OpcUaSettings, folder_node_id: str | None = None, max_depth: int = 3) -> list[dict]:
+async def browse_server(
+    settings: OpcUaSettings, folder_node_id: str | None = None, max_depth: int = 3
+) -> list[dict]:
     """One-off connect, browse and disconnect, for config authoring (no subscription)."""
     client = await _make_client(settings)
     try:

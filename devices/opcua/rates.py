@@ -24,8 +24,16 @@ from typing import Any
 from asyncua import Client, Node, ua
 
 # x axis units (EUInformation display name or UNECE code) -> seconds
-_SECONDS = {"s": 1.0, "sec": 1.0, "second": 1.0, "ms": 1e-3, "millisecond": 1e-3, "us": 1e-6, "µs": 1e-6,
-            "microsecond": 1e-6}
+_SECONDS = {
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "ms": 1e-3,
+    "millisecond": 1e-3,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "microsecond": 1e-6,
+}
 _UNECE = {5457219: 1.0, 4403766: 1e-3, 4403510: 1e-6}  # SEC, C26 (ms), B98 (µs)
 
 
@@ -39,8 +47,10 @@ def x_axis_span_s(axis: Any) -> float:
     name = ((eu.DisplayName.Text if eu and eu.DisplayName else None) or "").strip().lower()
     scale = _UNECE.get(eu.UnitId if eu else 0) or _SECONDS.get(name)
     if scale is None:
-        raise RateError(f"its XAxisDefinition is in {name or 'no unit'!r}, not time (s, ms, µs): a spectrum or "
-                        "an unknown axis states no sample rate; use a rate node instead")
+        raise RateError(
+            f"its XAxisDefinition is in {name or 'no unit'!r}, not time (s, ms, µs): a spectrum or "
+            "an unknown axis states no sample rate; use a rate node instead"
+        )
     if axis.AxisSteps:
         raise RateError("its XAxisDefinition lists axisSteps (points not equidistant): no single sample rate")
     span = (float(axis.EURange.High) - float(axis.EURange.Low)) * scale
@@ -68,8 +78,10 @@ class StatedRates:
             try:
                 axis = await (await node.get_child("0:XAxisDefinition")).read_value()
             except ua.UaError as exc:
-                raise RateError("it has no XAxisDefinition property (not a YArrayItemType); give the node id of "
-                                f"a rate variable instead ({type(exc).__name__})") from None
+                raise RateError(
+                    "it has no XAxisDefinition property (not a YArrayItemType); give the node id of "
+                    f"a rate variable instead ({type(exc).__name__})"
+                ) from None
             self.span_s[tag] = x_axis_span_s(axis)
             return None
         rate_node = client.get_node(await resolve(client, where))

@@ -35,9 +35,12 @@ class NodeSettings(_Model):
     sampling_interval_ms: float = Field(0.0, ge=0, description="0: as fast as the server samples")
     queue_size: int = Field(1, ge=1, description="server-side queue per monitored item")
     sample_rate_from: str | None = Field(
-        None, min_length=3, description="where the server states this waveform's sample rate: 'x_axis' (the node's "
+        None,
+        min_length=3,
+        description="where the server states this waveform's sample rate: 'x_axis' (the node's "
         "XAxisDefinition property, OPC UA Part 8 YArrayItemType: the time axis' EURange over the samples) or the "
-        "node id of a variable holding the rate in Hz (a vendor's SampleRate node; subscribed, so a change is seen)")
+        "node id of a variable holding the rate in Hz (a vendor's SampleRate node; subscribed, so a change is seen)",
+    )
 
 
 class HeartbeatSettings(_Model):
@@ -46,7 +49,9 @@ class HeartbeatSettings(_Model):
 
     node_id: str = Field(min_length=3, description="a writable Boolean (toggle) or integer (counter) node")
     period_ms: int = Field(1000, ge=100, le=3_600_000)
-    kind: Literal["toggle", "counter"] = Field("toggle", description="toggle: true/false; counter: 0, 1, ... 32767, 0")
+    kind: Literal["toggle", "counter"] = Field(
+        "toggle", description="toggle: true/false; counter: 0, 1, ... 32767, 0"
+    )
 
 
 class OpcUaSettings(_Model):
@@ -62,7 +67,9 @@ class OpcUaSettings(_Model):
     password: SecretStr | None = None
     nodes: list[NodeSettings] = Field(default_factory=list)
     publishing_interval_ms: float = Field(100.0, gt=0)
-    queue_max_items: int = Field(10_000, ge=1, description="bounded hand-over queue; oldest dropped when full")
+    queue_max_items: int = Field(
+        10_000, ge=1, description="bounded hand-over queue; oldest dropped when full"
+    )
     reconnect_initial_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
     connect_timeout_s: float = Field(5.0, gt=0)
@@ -74,7 +81,9 @@ class OpcUaSettings(_Model):
     def _check(self) -> OpcUaSettings:
         if self.reconnect_max_s < self.reconnect_initial_s:
             raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
-        if self.security_mode is not SecurityMode.NONE and not (self.certificate_file and self.private_key_file):
+        if self.security_mode is not SecurityMode.NONE and not (
+            self.certificate_file and self.private_key_file
+        ):
             raise ValueError(
                 f"security_mode {self.security_mode.value} needs certificate_file and private_key_file; "
                 "add both or set security_mode: None"

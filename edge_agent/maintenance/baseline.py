@@ -84,12 +84,20 @@ def repaired_path(data_dir: str | Path, pipeline: str) -> Path:
     return Path(data_dir) / "baseline" / f"{pipeline}.repaired"
 
 
-def feature_set_id(settings: BaselineSettings, sample_rate_hz: float, window_samples: int,
-                   model_features: dict | None = None) -> str:
+def feature_set_id(
+    settings: BaselineSettings, sample_rate_hz: float, window_samples: int, model_features: dict | None = None
+) -> str:
     """What the learned statistics depend on: a different id discards them."""
     b = settings.bearing
-    d = {"condition": CONDITION_VERSION, "features": FEATURES, "fs": float(sample_rate_hz), "n": int(window_samples),
-         "bearing": b.model_dump() if b else None, "units": settings.units, "model": model_features or {}}
+    d = {
+        "condition": CONDITION_VERSION,
+        "features": FEATURES,
+        "fs": float(sample_rate_hz),
+        "n": int(window_samples),
+        "bearing": b.model_dump() if b else None,
+        "units": settings.units,
+        "model": model_features or {},
+    }
     return "sha256:" + hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -128,8 +136,24 @@ class Verdict:
     growth: float | None = None  # the largest amplitude growth over the baseline (x times), the health index
 
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in ("state", "score", "threshold", "anomalous", "alarm", "fault", "progress",
-                                           "speed_hz", "speed_estimated", "velocity_mm_s", "iso_zone", "extrapolated", "growth")}
+        d = {
+            k: getattr(self, k)
+            for k in (
+                "state",
+                "score",
+                "threshold",
+                "anomalous",
+                "alarm",
+                "fault",
+                "progress",
+                "speed_hz",
+                "speed_estimated",
+                "velocity_mm_s",
+                "iso_zone",
+                "extrapolated",
+                "growth",
+            )
+        }
         for k in ("score", "threshold", "speed_hz", "velocity_mm_s", "progress", "growth"):
             if d[k] is not None:
                 d[k] = round(float(d[k]), 4)
@@ -139,9 +163,18 @@ class Verdict:
 class Baseline:
     """One asset's baseline. ``process(waveform, scalars)`` per window (worker thread, not reentrant)."""
 
-    def __init__(self, settings: BaselineSettings, sample_rate_hz: float, window_samples: int, *,
-                 path: Path | None = None, pipeline: str = "?", model_features: dict | None = None,
-                 on_event: Callable[[Event], None] | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: BaselineSettings,
+        sample_rate_hz: float,
+        window_samples: int,
+        *,
+        path: Path | None = None,
+        pipeline: str = "?",
+        model_features: dict | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.s = settings
         self.fs = float(sample_rate_hz)
         self.n = int(window_samples)
@@ -180,16 +213,31 @@ class Baseline:
             log.exception("baseline event %s could not be recorded", kind)
 
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "pipeline": self.pipeline, "feature_set": self.fid, "features": FEATURES,
-                "state": self.state, "started_at": self.started_at, "learned_at": self.learned_at,
-                "target_windows": self.s.windows, "duration_s": self.s.duration_s, "reason": self.reason,
-                "false_alarm_rate": self.s.false_alarm_rate, "confirm_windows": self.s.confirm_windows,
-                "threshold": self.threshold, "speed_hz": self.speed_hz,
-                "rows": self.rows if self.state == "learning" else [],
-                "speeds": self.speeds if self.state == "learning" else [],
-                "bands": {str(k): {"median": m.tolist(), "scale": sc.tolist(), "n": n}
-                          for k, (m, sc, n) in self.bands.items()},
-                "windows": len(self.rows) if self.state == "learning" else sum(n for *_, n in self.bands.values())}
+        return {
+            "format": FORMAT,
+            "pipeline": self.pipeline,
+            "feature_set": self.fid,
+            "features": FEATURES,
+            "state": self.state,
+            "started_at": self.started_at,
+            "learned_at": self.learned_at,
+            "target_windows": self.s.windows,
+            "duration_s": self.s.duration_s,
+            "reason": self.reason,
+            "false_alarm_rate": self.s.false_alarm_rate,
+            "confirm_windows": self.s.confirm_windows,
+            "threshold": self.threshold,
+            "speed_hz": self.speed_hz,
+            "rows": self.rows if self.state == "learning" else [],
+            "speeds": self.speeds if self.state == "learning" else [],
+            "bands": {
+                str(k): {"median": m.tolist(), "scale": sc.tolist(), "n": n}
+                for k, (m, sc, n) in self.bands.items()
+            },
+            "windows": len(self.rows)
+            if self.state == "learning"
+            else sum(n for *_, n in self.bands.values()),
+        }
 
     def save(self) -> None:
         if self.path is not None:
@@ -201,20 +249,30 @@ class Baseline:
                 stale.unlink(missing_ok=True)
         if self.path is None or not self.path.is_file():
             if self.path is not None:
-                self._event(EventKind.BASELINE_LEARNING, reason="no baseline yet", target_windows=self.s.windows)
+                self._event(
+                    EventKind.BASELINE_LEARNING, reason="no baseline yet", target_windows=self.s.windows
+                )
             return
         try:
             d = json.loads(self.path.read_text())
             if d.get("format") != FORMAT:
                 raise ValueError(f"format {d.get('format')}")
         except (OSError, ValueError) as exc:
-            self._event(EventKind.BASELINE_DISCARDED, reason=f"unreadable baseline file {self.path} ({exc}); learning anew")
+            self._event(
+                EventKind.BASELINE_DISCARDED,
+                reason=f"unreadable baseline file {self.path} ({exc}); learning anew",
+            )
             self._new_learning("unreadable file")
             self.save()
             return
         if d.get("feature_set") != self.fid:
-            self._event(EventKind.BASELINE_DISCARDED, reason="the feature set changed (sample rate, window, bearing or "
-                        "model features); learning anew", old=d.get("feature_set"), new=self.fid)
+            self._event(
+                EventKind.BASELINE_DISCARDED,
+                reason="the feature set changed (sample rate, window, bearing or "
+                "model features); learning anew",
+                old=d.get("feature_set"),
+                new=self.fid,
+            )
             self._new_learning("feature set changed")
             self.save()
             return
@@ -226,10 +284,16 @@ class Baseline:
         self.speed_hz = d.get("speed_hz")
         self.rows = [list(map(float, r)) for r in d.get("rows", [])]
         self.speeds = [float(v) for v in d.get("speeds", [])]
-        self.bands = {int(k): (np.asarray(v["median"]), np.asarray(v["scale"]), int(v["n"]))
-                      for k, v in d.get("bands", {}).items()}
-        self._event(EventKind.BASELINE_LOADED, state=self.state, windows=len(self.rows) if self.state == "learning" else
-                    sum(n for *_, n in self.bands.values()), learned_at=self.learned_at)
+        self.bands = {
+            int(k): (np.asarray(v["median"]), np.asarray(v["scale"]), int(v["n"]))
+            for k, v in d.get("bands", {}).items()
+        }
+        self._event(
+            EventKind.BASELINE_LOADED,
+            state=self.state,
+            windows=len(self.rows) if self.state == "learning" else sum(n for *_, n in self.bands.values()),
+            learned_at=self.learned_at,
+        )
 
     def relearn(self, reason: str = "asked") -> None:
         self._new_learning(reason)
@@ -278,15 +342,29 @@ class Baseline:
         f = condition_features(waveform, self.fs, speed, self.bearing, self.s.units, (lo, max(hi, lo + 1)))
         return f
 
-    def process(self, waveform: np.ndarray, scalars: dict[str, float] | None = None,
-                features: dict[str, float] | None = None) -> Verdict:
+    def process(
+        self,
+        waveform: np.ndarray,
+        scalars: dict[str, float] | None = None,
+        features: dict[str, float] | None = None,
+    ) -> Verdict:
         f = features or self.features(waveform, scalars)
         zone = iso_zone(f["velocity_mm_s"], self.s.iso_class)
         if zone != self._last_zone and self._last_zone is not None and zone in "CD":
-            self._event(EventKind.ISO_ZONE, zone=zone, velocity_mm_s=round(f["velocity_mm_s"], 3), iso_class=self.s.iso_class)
+            self._event(
+                EventKind.ISO_ZONE,
+                zone=zone,
+                velocity_mm_s=round(f["velocity_mm_s"], 3),
+                iso_class=self.s.iso_class,
+            )
         self._last_zone = zone
-        v = Verdict(self.state, speed_hz=f["speed_hz"], speed_estimated=bool(f["speed_estimated"]),
-                    velocity_mm_s=f["velocity_mm_s"], iso_zone=zone)
+        v = Verdict(
+            self.state,
+            speed_hz=f["speed_hz"],
+            speed_estimated=bool(f["speed_estimated"]),
+            velocity_mm_s=f["velocity_mm_s"],
+            iso_zone=zone,
+        )
         row = feature_vector(f)
         if self.state == "learning":
             if f["speed_estimated"] and self.speed_hz is None:
@@ -297,8 +375,13 @@ class Baseline:
                         self._finish()
                     else:
                         self.save()
-                    return Verdict(self.state, progress=self.progress(), speed_hz=self.speed_hz,
-                                   velocity_mm_s=v.velocity_mm_s, iso_zone=zone)
+                    return Verdict(
+                        self.state,
+                        progress=self.progress(),
+                        speed_hz=self.speed_hz,
+                        velocity_mm_s=v.velocity_mm_s,
+                        iso_zone=zone,
+                    )
                 v.progress = self.progress()
                 return v
             self.rows.append(row.tolist())
@@ -366,6 +449,11 @@ class Baseline:
         n = len(self.rows)
         self.rows, self.speeds = [], []
         self.save()
-        self._event(EventKind.BASELINE_LEARNED, windows=n, threshold=round(self.threshold, 3),
-                    false_alarm_rate=self.s.false_alarm_rate, speed_bands=sorted(self.bands),
-                    speed_hz=round(float(np.median(sp)), 3))
+        self._event(
+            EventKind.BASELINE_LEARNED,
+            windows=n,
+            threshold=round(self.threshold, 3),
+            false_alarm_rate=self.s.false_alarm_rate,
+            speed_bands=sorted(self.bands),
+            speed_hz=round(float(np.median(sp)), 3),
+        )

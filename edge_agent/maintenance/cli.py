@@ -26,8 +26,10 @@ def _check_pipeline(cfg, pipeline: str) -> None:
     p = pipes.get(pipeline)
     if p is None or p.baseline is None:
         have = sorted(n for n, q in pipes.items() if q.baseline is not None)
-        raise ValueError(f"pipeline {pipeline!r} has no baseline; pipelines with one: {have or 'none'} (add "
-                         "`baseline:` to a signal pipeline, see docs/maintenance.md)")
+        raise ValueError(
+            f"pipeline {pipeline!r} has no baseline; pipelines with one: {have or 'none'} (add "
+            "`baseline:` to a signal pipeline, see docs/maintenance.md)"
+        )
 
 
 def request_relearn(cfg, pipeline: str, reason: str, **extra) -> Path:
@@ -41,15 +43,29 @@ def request_relearn(cfg, pipeline: str, reason: str, **extra) -> Path:
 def fleet_relearn(cfg, command) -> str:
     """The fleet's ``baseline_relearn`` command (``edge_agent.uplink.commands``): the same request as the CLI's."""
     who = f" by {command.issued_by}" if command.issued_by else ""
-    request_relearn(cfg, command.pipeline, f"fleet command {command.id}{who}" +
-                    (f": {command.reason}" if command.reason else ""), command=command.id)
+    request_relearn(
+        cfg,
+        command.pipeline,
+        f"fleet command {command.id}{who}" + (f": {command.reason}" if command.reason else ""),
+        command=command.id,
+    )
     return f"relearn requested: pipeline {command.pipeline} starts learning anew at its next window"
 
 
 def fleet_summary(status: dict) -> dict:
     """A baseline's status, short, for the state reports (the fleet's ``baseline status``)."""
-    keep = ("state", "progress", "windows", "target_windows", "started_at", "learned_at", "threshold",
-            "false_alarm_rate", "reason", "speed_bands")
+    keep = (
+        "state",
+        "progress",
+        "windows",
+        "target_windows",
+        "started_at",
+        "learned_at",
+        "threshold",
+        "false_alarm_rate",
+        "reason",
+        "speed_bands",
+    )
     return {k: status[k] for k in keep if k in status}
 
 
@@ -63,8 +79,10 @@ def baseline_main(args, load) -> int:
         except ValueError as exc:
             print(f"{args.config}: {exc}", file=sys.stderr)
             return 1
-        print(f"relearn asked for pipeline {args.pipeline}: the agent starts learning anew at its next window "
-              f"({req})")
+        print(
+            f"relearn asked for pipeline {args.pipeline}: the agent starts learning anew at its next window "
+            f"({req})"
+        )
         return 0
     try:
         _check_pipeline(cfg, args.pipeline)
@@ -73,10 +91,14 @@ def baseline_main(args, load) -> int:
         return 1
     path = baseline_path(cfg.data_dir, args.pipeline)
     if not path.is_file():
-        print(f"pipeline {args.pipeline}: no baseline saved yet in {path.parent} (the agent has not run it, or has "
-              "seen fewer than its first 10-20 windows)")
+        print(
+            f"pipeline {args.pipeline}: no baseline saved yet in {path.parent} (the agent has not run it, or has "
+            "seen fewer than its first 10-20 windows)"
+        )
         return 0
-    if args.action == "repaired":  # a saved baseline: the agent scores this pipeline, so it has a life to reset
+    if (
+        args.action == "repaired"
+    ):  # a saved baseline: the agent scores this pipeline, so it has a life to reset
         return note_repair(cfg, args.pipeline, args.reason)
     d = json.loads(path.read_text())
     d.pop("rows", None)
@@ -86,13 +108,17 @@ def baseline_main(args, load) -> int:
         print(json.dumps(d, indent=2))
         return 0
     if d["state"] == "learning":
-        print(f"pipeline {args.pipeline}: learning since {_when(d['started_at'])}: {n}/{d['target_windows']} "
-              f"windows ({100 * min(1, n / d['target_windows']):.0f} %)" + (f" or {d['duration_s']:g} s"
-                                                                         if d.get("duration_s") else ""))
+        print(
+            f"pipeline {args.pipeline}: learning since {_when(d['started_at'])}: {n}/{d['target_windows']} "
+            f"windows ({100 * min(1, n / d['target_windows']):.0f} %)"
+            + (f" or {d['duration_s']:g} s" if d.get("duration_s") else "")
+        )
     else:
-        print(f"pipeline {args.pipeline}: ready, learned {_when(d['learned_at'])} on {n} windows; threshold "
-              f"{d['threshold']:.3f} at a false-alarm rate of {d['false_alarm_rate']} per window "
-              f"({d['confirm_windows']} in a row); speed bands {sorted(d['bands'])}")
+        print(
+            f"pipeline {args.pipeline}: ready, learned {_when(d['learned_at'])} on {n} windows; threshold "
+            f"{d['threshold']:.3f} at a false-alarm rate of {d['false_alarm_rate']} per window "
+            f"({d['confirm_windows']} in a row); speed bands {sorted(d['bands'])}"
+        )
     if relearn_path(cfg.data_dir, args.pipeline).exists():
         print("  a relearn is pending (taken at the next window)")
     _repair_pending(cfg, args.pipeline)
@@ -114,7 +140,9 @@ def note_repair(cfg, pipeline: str, reason: str) -> int:
 
     req = repaired_path(cfg.data_dir, pipeline)
     atomic_write_json(req, {"reason": reason, "asked_at": time.time()})
-    print(f"repair noted for pipeline {pipeline}: remaining life starts a new run at the agent's next window ({req})")
+    print(
+        f"repair noted for pipeline {pipeline}: remaining life starts a new run at the agent's next window ({req})"
+    )
     return 0
 
 

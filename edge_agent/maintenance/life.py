@@ -43,20 +43,38 @@ class LifeEstimate:
 
     def to_dict(self) -> dict:
         r = lambda v: None if v is None else round(float(v), 3)  # noqa: E731
-        return {"state": self.state, "remaining": r(self.remaining), "low": r(self.low), "high": r(self.high),
-                "slope_per_s": r(self.slope_per_s), "basis": self.basis}
+        return {
+            "state": self.state,
+            "remaining": r(self.remaining),
+            "low": r(self.low),
+            "high": r(self.high),
+            "slope_per_s": r(self.slope_per_s),
+            "basis": self.basis,
+        }
 
 
 class LifeTrend:
-    def __init__(self, failure_level: float = 10.0, min_t: float = 4.0, min_points: int = 15,
-                 history: int = 2000, smooth: int = 5, onset_level: float = 1.0, recent: float = 0.4,
-                 max_spread: float = 1e9, prior_life: tuple[float, float] | None = None,
-                 failure_level_sd: float = 0.0, prior: LifePrior | None = None) -> None:
+    def __init__(
+        self,
+        failure_level: float = 10.0,
+        min_t: float = 4.0,
+        min_points: int = 15,
+        history: int = 2000,
+        smooth: int = 5,
+        onset_level: float = 1.0,
+        recent: float = 0.4,
+        max_spread: float = 1e9,
+        prior_life: tuple[float, float] | None = None,
+        failure_level_sd: float = 0.0,
+        prior: LifePrior | None = None,
+    ) -> None:
         self.failure_level_sd = failure_level_sd  # how well the failure level is known (widens the interval)
         # prior: run-to-failure history (model_packager.life); prior_life: (mean, sd) of onset-to-failure
         # times declared by hand, made into one
         if prior is None and prior_life is not None:
-            prior = LifePrior.from_normal(prior_life[0], prior_life[1], failure_level, source="declared (mean, sd)")
+            prior = LifePrior.from_normal(
+                prior_life[0], prior_life[1], failure_level, source="declared (mean, sd)"
+            )
         self.prior = prior
         self.basis = "history+trend" if prior is not None else "trend only"
         self.monotone = True

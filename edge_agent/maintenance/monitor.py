@@ -42,16 +42,25 @@ def model_features(manifest) -> dict:
 
 
 class Monitor:
-    def __init__(self, settings: BaselineSettings, slot, pipeline: str, data_dir: str | Path | None,
-                 on_event: Callable[[Event], None] | None) -> None:
+    def __init__(
+        self,
+        settings: BaselineSettings,
+        slot,
+        pipeline: str,
+        data_dir: str | Path | None,
+        on_event: Callable[[Event], None] | None,
+    ) -> None:
         self.s = settings
         self.slot = slot
         self.pipeline = pipeline
         self.data_dir = data_dir
         self.on_event = on_event
         self._lock = threading.Lock()
-        self.life = LifeTrend(settings.failure_ratio, prior_life=settings.life_after_alarm_s,
-                              failure_level_sd=settings.failure_ratio_sd)
+        self.life = LifeTrend(
+            settings.failure_ratio,
+            prior_life=settings.life_after_alarm_s,
+            failure_level_sd=settings.failure_ratio_sd,
+        )
         self._manifest_key: str | None = None
         self.baseline: Baseline | None = None
         self.last_life: LifeEstimate | None = None
@@ -68,8 +77,15 @@ class Monitor:
             return
         self._manifest_key = key
         path = baseline_path(self.data_dir, self.pipeline) if self.data_dir is not None else None
-        self.baseline = Baseline(self.s, pre.sample_rate_hz, pre.window_samples, path=path, pipeline=self.pipeline,
-                                 model_features=feats, on_event=self.on_event)
+        self.baseline = Baseline(
+            self.s,
+            pre.sample_rate_hz,
+            pre.window_samples,
+            path=path,
+            pipeline=self.pipeline,
+            model_features=feats,
+            on_event=self.on_event,
+        )
         self.baseline.check_request()
         self.life.reset()
 
@@ -123,7 +139,8 @@ class Monitor:
                 est = self.life.update(window.end_ts, v.growth, v.anomalous)
                 if est.remaining is not None:
                     est.remaining, est.low, est.high = (
-                        None if x is None else x / scale for x in (est.remaining, est.low, est.high))
+                        None if x is None else x / scale for x in (est.remaining, est.low, est.high)
+                    )
                 self.last_life = est
             else:
                 self.last_life = None
@@ -136,8 +153,11 @@ class Monitor:
 
     def apply(self, v: Verdict, res) -> None:
         d = v.to_dict()
-        iso = v.iso_zone is not None and self.s.iso_alarm_zone != "off" and \
-            _ZONES.index(v.iso_zone) >= _ZONES.index(self.s.iso_alarm_zone)
+        iso = (
+            v.iso_zone is not None
+            and self.s.iso_alarm_zone != "off"
+            and _ZONES.index(v.iso_zone) >= _ZONES.index(self.s.iso_alarm_zone)
+        )
         if v.state == "ready" and v.score is not None and v.threshold:
             res.score = round(v.score / v.threshold, 4)
             res.anomaly_score = res.score
@@ -162,6 +182,10 @@ class Monitor:
         b = self.baseline
         d = b.status() if b is not None else {"state": "not started"}
         p = self.life.prior
-        d["life"] = {"basis": self.life.basis, "prior": None if p is None else
-                     {"source": p.source, "runs": p.runs, "trend_weight": round(p.trend_weight, 3)}}
+        d["life"] = {
+            "basis": self.life.basis,
+            "prior": None
+            if p is None
+            else {"source": p.source, "runs": p.runs, "trend_weight": round(p.trend_weight, 3)},
+        }
         return d

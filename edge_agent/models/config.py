@@ -83,5 +83,7 @@ class ModelConfig(BaseModel):
     @model_validator(mode="after")
     def _source(self) -> ModelConfig:
         if not self.package and not self.name:
-            raise ValueError("give 'package' (a local .edgepkg file) or 'name' (a package in the fleet registry)")
+            raise ValueError(
+                "give 'package' (a local .edgepkg file) or 'name' (a package in the fleet registry)"
+            )
         return self

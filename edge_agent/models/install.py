@@ -47,9 +47,18 @@ from model_packager import OpenedPackage, errors
 from model_packager.text import printable
 
 TIMEOUT_S = 600.0  # a 2-GiB package hashes in well under a minute; a child past this is stuck
-_KINDS = {c.__name__: c for c in (errors.PackageError, errors.SignatureError, errors.IntegrityError,
-                                  errors.UnsafeArchiveError, errors.ManifestError, errors.SpecMismatchError,
-                                  errors.GoldenError)}
+_KINDS = {
+    c.__name__: c
+    for c in (
+        errors.PackageError,
+        errors.SignatureError,
+        errors.IntegrityError,
+        errors.UnsafeArchiveError,
+        errors.ManifestError,
+        errors.SpecMismatchError,
+        errors.GoldenError,
+    )
+}
 
 
 class _Forked:
@@ -106,16 +115,30 @@ class InstallJob:
     """One child process installing ``items`` (store folder, package) with the trusted ``key_files``;
     ``fork``: a fork of this process (see ``_Forked``) instead of a new interpreter."""
 
-    def __init__(self, items: Sequence[tuple[Path, Path]], key_files: Sequence[str | Path],
-                 timeout_s: float = TIMEOUT_S, *, fork: bool = False) -> None:
+    def __init__(
+        self,
+        items: Sequence[tuple[Path, Path]],
+        key_files: Sequence[str | Path],
+        timeout_s: float = TIMEOUT_S,
+        *,
+        fork: bool = False,
+    ) -> None:
         self.items = [(Path(s), Path(p)) for s, p in items]
         self.key_files = [str(k) for k in key_files]
         self.timeout_s = timeout_s
         argv = [a for k in self.key_files for a in ("--key", k)]
         argv += [str(x) for item in self.items for x in item]
-        self._proc: _Forked | subprocess.Popen = _Forked(argv) if fork else subprocess.Popen(
-            [sys.executable, "-m", "edge_agent.models.install", *argv], stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_child_env())
+        self._proc: _Forked | subprocess.Popen = (
+            _Forked(argv)
+            if fork
+            else subprocess.Popen(
+                [sys.executable, "-m", "edge_agent.models.install", *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=_child_env(),
+            )
+        )
         self._replies: list[dict | Exception] | None = None
 
     @property
@@ -158,7 +181,9 @@ class InstallJob:
 
 
 def _failed(pkg: Path, why: str) -> errors.PackageError:
-    return errors.PackageError(f"package {printable(pkg.name)}: verifying it {why}; refused", code="verifier_failed")
+    return errors.PackageError(
+        f"package {printable(pkg.name)}: verifying it {why}; refused", code="verifier_failed"
+    )
 
 
 def _parse(line: str) -> dict | None:
@@ -181,7 +206,11 @@ _PREFETCHED: dict[tuple, InstallJob] = {}  # (store, package, keys) -> the job s
 
 
 def _key(store: Path, pkg: Path, key_files: Sequence[str | Path]) -> tuple:
-    return (str(Path(store).resolve()), str(Path(pkg).resolve()), tuple(str(Path(k).resolve()) for k in key_files))
+    return (
+        str(Path(store).resolve()),
+        str(Path(pkg).resolve()),
+        tuple(str(Path(k).resolve()) for k in key_files),
+    )
 
 
 def prefetching(store_root: Path) -> bool:
@@ -218,8 +247,14 @@ def prefetch(cfg, fork: bool | None = None) -> InstallJob | None:
     return job
 
 
-def install_isolated(store, pkg: Path, key_files: Sequence[str | Path], *,
-                     meanwhile: Callable[[], None] | None = None, timeout_s: float = TIMEOUT_S) -> OpenedPackage:
+def install_isolated(
+    store,
+    pkg: Path,
+    key_files: Sequence[str | Path],
+    *,
+    meanwhile: Callable[[], None] | None = None,
+    timeout_s: float = TIMEOUT_S,
+) -> OpenedPackage:
     """Install ``pkg`` into ``store`` (a ``ModelStore``) from a child process (the one ``prefetch``
     started for it, else a new one); the verified package. ``meanwhile`` runs here while the child
     works. Raises ``PackageError`` (of the kind the child raised)."""
@@ -238,9 +273,11 @@ def install_isolated(store, pkg: Path, key_files: Sequence[str | Path], *,
         raise cls(printable(str(reply.get("error")), 2000), code=str(reply.get("code") or cls.code))
     opened = store.reopen(str(reply["folder"]), signer=str(reply.get("signer") or ""))
     if opened is None:
-        raise errors.PackageError(f"package {printable(Path(pkg).name)}: verified, but its folder "
-                                  f"{printable(str(reply['folder']))} cannot be read back; refused",
-                                  code="verifier_failed")
+        raise errors.PackageError(
+            f"package {printable(Path(pkg).name)}: verified, but its folder "
+            f"{printable(str(reply['folder']))} cannot be read back; refused",
+            code="verifier_failed",
+        )
     return opened
 
 
@@ -253,20 +290,36 @@ def _install_one(store: Path, pkg: Path, trusted) -> dict:
     except errors.PackageError as exc:
         return {"ok": False, "error_type": type(exc).__name__, "code": exc.code, "error": str(exc)}
     except OSError as exc:
-        return {"ok": False, "error_type": "PackageError", "code": "unreadable",
-                "error": f"package {printable(pkg.name)}: cannot read it ({printable(exc.strerror or exc)}); refused"}
+        return {
+            "ok": False,
+            "error_type": "PackageError",
+            "code": "unreadable",
+            "error": f"package {printable(pkg.name)}: cannot read it ({printable(exc.strerror or exc)}); refused",
+        }
     except Exception as exc:  # a parser bug: a refusal with its reason, like any bad package
-        return {"ok": False, "error_type": "PackageError", "code": "verifier_failed",
-                "error": f"package {printable(pkg.name)}: unexpected {type(exc).__name__} while verifying it: "
-                         f"{printable(exc)}; refused"}
+        return {
+            "ok": False,
+            "error_type": "PackageError",
+            "code": "verifier_failed",
+            "error": f"package {printable(pkg.name)}: unexpected {type(exc).__name__} while verifying it: "
+            f"{printable(exc)}; refused",
+        }
 
 
 def main(argv: list[str] | None = None, out=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m edge_agent.models.install",
-                                 description="verify model packages and extract each into a slot's store")
-    ap.add_argument("--key", action="append", default=[], help="a trusted public key, or a folder of .pub files")
-    ap.add_argument("pairs", nargs="+", metavar="STORE PACKAGE",
-                    help="a slot's folder (<data_dir>/models/<slot>) and the package to install into it")
+    ap = argparse.ArgumentParser(
+        prog="python -m edge_agent.models.install",
+        description="verify model packages and extract each into a slot's store",
+    )
+    ap.add_argument(
+        "--key", action="append", default=[], help="a trusted public key, or a folder of .pub files"
+    )
+    ap.add_argument(
+        "pairs",
+        nargs="+",
+        metavar="STORE PACKAGE",
+        help="a slot's folder (<data_dir>/models/<slot>) and the package to install into it",
+    )
     a = ap.parse_args(argv)
     if len(a.pairs) % 2:
         ap.error("give a STORE folder and a PACKAGE for each install")
@@ -280,7 +333,12 @@ def main(argv: list[str] | None = None, out=None) -> int:
     status = 0
     for store, pkg in zip(a.pairs[::2], a.pairs[1::2], strict=True):
         if bad_key is not None:
-            reply = {"ok": False, "error_type": type(bad_key).__name__, "code": bad_key.code, "error": str(bad_key)}
+            reply = {
+                "ok": False,
+                "error_type": type(bad_key).__name__,
+                "code": bad_key.code,
+                "error": str(bad_key),
+            }
         else:
             reply = _install_one(Path(store), Path(pkg), trusted)
         print(json.dumps(reply), file=out or sys.stdout, flush=True)

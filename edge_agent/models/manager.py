@@ -72,7 +72,6 @@ def is_rollback(d) -> bool:
     return bool(getattr(d, "rollback", False)) or d.deployment_id.endswith(ROLLBACK_SUFFIX)
 
 
-
 class DigestMismatch(ValueError):
     """The downloaded bytes are not the package the fleet named (refused for good, unlike a cut link)."""
 
@@ -109,8 +108,16 @@ class ModelManager:
         p = self._pending_path(d.slot)
         tmp = p.with_suffix(".tmp")
         with open(tmp, "w") as f:
-            json.dump({"deployment_id": d.deployment_id, "slot": d.slot, "version": d.version, "digest": d.digest,
-                       "package": d.package}, f)
+            json.dump(
+                {
+                    "deployment_id": d.deployment_id,
+                    "slot": d.slot,
+                    "version": d.version,
+                    "digest": d.digest,
+                    "package": d.package,
+                },
+                f,
+            )
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
@@ -143,8 +150,12 @@ class ModelManager:
             if last is not None and last.stage == "rolled_back" and last.from_version == d.version:
                 self.refused[d.digest] = last.reason or "rolled back"
                 await self._settle(d, "rolled_back", False, last.reason or "rolled back")
-            elif last is not None and not last.ok and last.to_version == d.version and d.digest in self.refused:
-                await self._settle(d, "failed", False, f"{last.stage}: {last.reason}")  # an earlier report was lost
+            elif (
+                last is not None and not last.ok and last.to_version == d.version and d.digest in self.refused
+            ):
+                await self._settle(
+                    d, "failed", False, f"{last.stage}: {last.reason}"
+                )  # an earlier report was lost
             else:  # interrupted before the switch: the desired state will install it again
                 p.unlink(missing_ok=True)
 
@@ -166,11 +177,18 @@ class ModelManager:
             if key in self.declined:
                 continue
             why = check_desired(d)
-            if why is None and status.get("package") == d.package and status.get("version") and not is_rollback(d):
+            if (
+                why is None
+                and status.get("package") == d.package
+                and status.get("version")
+                and not is_rollback(d)
+            ):
                 try:
                     if version_key(d.version) < version_key(status["version"]):
-                        why = (f"downgrade from {status['version']} to {d.version} refused: versions only go up, "
-                               "except through a rollback an admin asked for")
+                        why = (
+                            f"downgrade from {status['version']} to {d.version} refused: versions only go up, "
+                            "except through a rollback an admin asked for"
+                        )
                 except ValueError:
                     pass
             if why is not None:  # declined for this deployment only: an admin's rollback may ask again
@@ -188,8 +206,15 @@ class ModelManager:
             t.add_done_callback(self._tasks.discard)
 
     async def _report(self, d, step: str, ok: bool, reason: str = "", health: dict | None = None) -> bool:
-        entry = {"t": time.time(), "slot": d.slot, "version": d.version, "step": step, "ok": ok, "reason": reason,
-                 "deployment": d.deployment_id}
+        entry = {
+            "t": time.time(),
+            "slot": d.slot,
+            "version": d.version,
+            "step": step,
+            "ok": ok,
+            "reason": reason,
+            "deployment": d.deployment_id,
+        }
         self.steps.append(entry)
         self.steps = self.steps[-50:]
         self.on_event(Event(EventKind.DEPLOYMENT_STEP, **entry))
@@ -197,8 +222,9 @@ class ModelManager:
             return False
         # False: not sent; the next heartbeat retries the whole reconcile if needed
         assert self.uplink is not None
-        return await self.uplink.client.report_deployment(d.deployment_id.split(":")[0], step, ok, reason,
-                                                          slot=d.slot, version=d.version, health=health)
+        return await self.uplink.client.report_deployment(
+            d.deployment_id.split(":")[0], step, ok, reason, slot=d.slot, version=d.version, health=health
+        )
 
     async def download(self, d) -> Path:
         from protocols.gen import fleet_pb2 as pb
@@ -212,7 +238,8 @@ class ModelManager:
             offset = part.stat().st_size if part.exists() else 0
             try:
                 call = client.stub.DownloadPackage(
-                    pb.DownloadRequest(digest=d.digest, offset=offset), timeout=300)
+                    pb.DownloadRequest(digest=d.digest, offset=offset), timeout=300
+                )
                 with open(part, "ab") as f:
                     async for chunk in call:
                         if chunk.offset != f.tell():
@@ -222,7 +249,9 @@ class ModelManager:
             except Exception as exc:  # resume from what is on disk while it moves on; else back off (caller)
                 got = part.stat().st_size if part.exists() else 0
                 if got == offset:
-                    raise ConnectionError(f"download of {d.version} made no progress at {got} bytes: {exc}") from exc
+                    raise ConnectionError(
+                        f"download of {d.version} made no progress at {got} bytes: {exc}"
+                    ) from exc
                 log.warning("download of %s interrupted at %d bytes (%s); resuming", d.version, got, exc)
                 await asyncio.sleep(client.backoff(attempt))
         else:
@@ -233,7 +262,9 @@ class ModelManager:
                 h.update(b)
         if h.hexdigest() != d.digest:
             part.unlink(missing_ok=True)
-            raise DigestMismatch(f"downloaded bytes do not match digest {d.digest[:12]}… (got {h.hexdigest()[:12]}…)")
+            raise DigestMismatch(
+                f"downloaded bytes do not match digest {d.digest[:12]}… (got {h.hexdigest()[:12]}…)"
+            )
         part.replace(final)
         return final
 
@@ -251,7 +282,9 @@ class ModelManager:
                     return
                 wait = min(self.download_backoff_max_s, self.download_backoff_s * 2 ** (n - 1))
                 self.retry_at[d.digest] = time.monotonic() + wait
-                log.warning("download of %s %s failed (%s); trying again in %.0f s", d.package, d.version, exc, wait)
+                log.warning(
+                    "download of %s %s failed (%s); trying again in %.0f s", d.package, d.version, exc, wait
+                )
                 await self._report(d, "download_retry", True, f"download: {exc}; retrying in {wait:.0f} s")
                 return
             self._download_failures.pop(d.digest, None)
@@ -298,9 +331,18 @@ class ModelManager:
         s = self.slots[slot]
         c = s.counters
         n = max(1, c.get("inferences", 0))
-        return {"error_rate": (c.get("errors", 0) + c.get("nonfinite", 0)) / n, "inferences": c.get("inferences", 0)}
+        return {
+            "error_rate": (c.get("errors", 0) + c.get("nonfinite", 0)) / n,
+            "inferences": c.get("inferences", 0),
+        }
 
     def status(self) -> dict:
-        return {"busy": dict(self.busy), "refused": dict(self.refused), "steps": self.steps[-10:],
-                "declined": [{"slot": k[0], "digest": k[1], "deployment": k[2], "reason": v}
-                             for k, v in list(self.declined.items())[-10:]]}
+        return {
+            "busy": dict(self.busy),
+            "refused": dict(self.refused),
+            "steps": self.steps[-10:],
+            "declined": [
+                {"slot": k[0], "digest": k[1], "deployment": k[2], "reason": v}
+                for k, v in list(self.declined.items())[-10:]
+            ],
+        }

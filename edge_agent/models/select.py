@@ -74,13 +74,26 @@ class Selection:
         if self.int8_off:
             why = f" (INT8 off on this CPU: {self.int8_off[0].reason})"
         elif len([t for t in self.trials if t.ok]) > 1:
-            why = " (fastest of " + ", ".join(f"{t.form}/{t.engine} {t.p50_ms:.2f} ms" for t in self.trials
-                                               if t.ok and t.p50_ms is not None) + ")"
+            why = (
+                " (fastest of "
+                + ", ".join(
+                    f"{t.form}/{t.engine} {t.p50_ms:.2f} ms"
+                    for t in self.trials
+                    if t.ok and t.p50_ms is not None
+                )
+                + ")"
+            )
         return f"{c.form} on {c.engine}{why}"
 
     def to_dict(self) -> dict:
-        return {"engine": self.engine.name, "form": self.engine.form, "summary": self.summary(), "cpu": self.cpu,
-                "cpu_flags": list(self.cpu_flags), "trials": [t.to_dict() for t in self.trials]}
+        return {
+            "engine": self.engine.name,
+            "form": self.engine.form,
+            "summary": self.summary(),
+            "cpu": self.cpu,
+            "cpu_flags": list(self.cpu_flags),
+            "trials": [t.to_dict() for t in self.trials],
+        }
 
 
 class NothingPasses(RuntimeError):
@@ -94,11 +107,16 @@ class NothingPasses(RuntimeError):
 def _forms(opened: OpenedPackage, choice: FormChoice) -> list[str | None]:
     if opened.fp32_model_path is None:
         if choice is FormChoice.FP32 and opened.manifest.quantization.scheme.startswith("int8"):
-            raise EngineError(f"package {opened.manifest.package_id} carries no FP32 form (form: fp32 in the "
-                              "config); use form: auto or int8")
+            raise EngineError(
+                f"package {opened.manifest.package_id} carries no FP32 form (form: fp32 in the "
+                "config); use form: auto or int8"
+            )
         return [None]
     forms: dict[FormChoice, list[str | None]] = {
-        FormChoice.AUTO: ["int8", "fp32"], FormChoice.INT8: ["int8"], FormChoice.FP32: ["fp32"]}
+        FormChoice.AUTO: ["int8", "fp32"],
+        FormChoice.INT8: ["int8"],
+        FormChoice.FP32: ["fp32"],
+    }
     return forms[choice]
 
 
@@ -111,8 +129,9 @@ def _run_golden(engine: Engine, inputs: dict[str, np.ndarray]) -> dict[str, np.n
     return {k: np.concatenate(v) for k, v in got.items()}
 
 
-def _p50_ms(engine: Engine, one: dict[str, np.ndarray], budget_s: float = TIME_BUDGET_S, *,
-            yield_share: float = 0.0) -> float:
+def _p50_ms(
+    engine: Engine, one: dict[str, np.ndarray], budget_s: float = TIME_BUDGET_S, *, yield_share: float = 0.0
+) -> float:
     """Median latency of batch-1 runs. ``yield_share``: after each run, leave the CPU idle for that
     share of the run's time (a swap: the serving threads keep their cores; each run is still timed
     alone, so the medians compare)."""
@@ -129,8 +148,9 @@ def _p50_ms(engine: Engine, one: dict[str, np.ndarray], budget_s: float = TIME_B
     return statistics.median(ts) * 1000  # (np.median imports numpy.ma: 1.2 MB for one median)
 
 
-def check(engine: Engine, opened: OpenedPackage, inputs: dict[str, np.ndarray], expected: dict[str, np.ndarray]
-          ) -> Trial:
+def check(
+    engine: Engine, opened: OpenedPackage, inputs: dict[str, np.ndarray], expected: dict[str, np.ndarray]
+) -> Trial:
     """Run the golden inputs through ``engine`` and hold the result to its form's bounds."""
     m = opened.manifest
     got = _run_golden(engine, inputs)
@@ -178,7 +198,9 @@ def select(opened: OpenedPackage, cfg: ModelConfig, *, isolated: bool = False) -
     if not passing:
         if load_errors and len(load_errors) == len(trials):
             raise EngineError("; ".join(load_errors))
-        raise NothingPasses("; ".join(f"{t.form} on {t.engine}: {t.reason}" for t in trials if t.loaded), trials)
+        raise NothingPasses(
+            "; ".join(f"{t.form} on {t.engine}: {t.reason}" for t in trials if t.loaded), trials
+        )
     best = min(passing, key=lambda p: p[0].p50_ms or 0.0)[1]
     for _, e in passing:
         if e is not best:

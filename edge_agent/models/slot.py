@@ -125,9 +125,14 @@ class _Active:
 
 
 class ModelSlot:
-    def __init__(self, name: str, config: ModelConfig, data_dir: Path,
-                 trusted_keys: Sequence[str | Path] | TrustedKeys, on_event: Callable[[Event], None] | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: ModelConfig,
+        data_dir: Path,
+        trusted_keys: Sequence[str | Path] | TrustedKeys,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
         """``trusted_keys``: key files (or folders of them), which each install's child process loads
         (``edge_agent.models.install``); keys already loaded (``TrustedKeys``) verify in this process."""
         self.name = name
@@ -179,24 +184,36 @@ class ModelSlot:
         opened = None
         if current:
             opened = await asyncio.to_thread(self.store.reopen, current)
-            if opened is not None and want_pkg is not None and self.config.version_policy is VersionPolicy.PINNED:
+            if (
+                opened is not None
+                and want_pkg is not None
+                and self.config.version_policy is VersionPolicy.PINNED
+            ):
                 if want_pkg.exists() and await asyncio.to_thread(package_digest, want_pkg) != opened.digest:
                     opened = None  # the config pins another package: install it
         if opened is not None:
             try:  # checked again on this CPU: the machine (or its VM host) may have changed since install
                 active = await asyncio.to_thread(self._load, opened)
             except (EngineError, NothingPasses) as exc:
-                raise SlotError(f"model slot {self.name!r}: the installed {opened.manifest.package_id} does not pass "
-                                f"its checks on this CPU any more: {exc}") from exc
+                raise SlotError(
+                    f"model slot {self.name!r}: the installed {opened.manifest.package_id} does not pass "
+                    f"its checks on this CPU any more: {exc}"
+                ) from exc
             self._active = active
             self.state = "active"
             self._report_selection(active)
-            log.info("slot %s: running %s from the store: %s", self.name, opened.manifest.package_id,
-                     active.selection.summary() if active.selection else active.engine.name)
+            log.info(
+                "slot %s: running %s from the store: %s",
+                self.name,
+                opened.manifest.package_id,
+                active.selection.summary() if active.selection else active.engine.name,
+            )
             return
         if want_pkg is None:
-            raise SlotError(f"model slot {self.name!r}: no package installed yet and no local 'package' configured; "
-                            "it waits for the fleet to deliver one")
+            raise SlotError(
+                f"model slot {self.name!r}: no package installed yet and no local 'package' configured; "
+                "it waits for the fleet to deliver one"
+            )
         outcome = await self.swap(want_pkg, watch=False)
         if not outcome.ok:
             raise SlotError(f"model slot {self.name!r}: cannot start on {want_pkg}: {outcome.reason}")
@@ -212,8 +229,13 @@ class ModelSlot:
         to_v = prev.manifest.version if prev else restored[1]
         self.last_outcome = SwapOutcome(False, self.name, from_v, to_v, "rolled_back", reason)
         self.counters["rollbacks"] += 1
-        self._event(EventKind.ROLLED_BACK, from_version=from_v, to_version=to_v, reason=reason,
-                    digest=cand.digest if cand else None)
+        self._event(
+            EventKind.ROLLED_BACK,
+            from_version=from_v,
+            to_version=to_v,
+            reason=reason,
+            digest=cand.digest if cand else None,
+        )
         log.warning("slot %s: restarted inside the health window of %s: restored %s", self.name, from_v, to_v)
 
     async def stop(self) -> None:
@@ -240,7 +262,9 @@ class ModelSlot:
                 x = image_tensor(item.image, m.preprocessing)
             else:
                 if not isinstance(item, Window):
-                    raise PreprocessError(f"model {m.package_id} takes signal windows, got a {type(item).__name__}")
+                    raise PreprocessError(
+                        f"model {m.package_id} takes signal windows, got a {type(item).__name__}"
+                    )
                 x = signal_features(item.waveform, item.scalars, m.preprocessing)
         except PreprocessError as exc:
             self._count(a, error=True)
@@ -250,9 +274,13 @@ class ModelSlot:
             out = a.engine.run({a.input_name: x})
         except Exception as exc:
             self._count(a, error=True)
-            raise InferenceError(f"slot {self.name}: engine {a.engine.name} failed: {exc}", "engine_error") from exc
+            raise InferenceError(
+                f"slot {self.name}: engine {a.engine.name} failed: {exc}", "engine_error"
+            ) from exc
         t2 = time.perf_counter()
-        if not all(np.all(np.isfinite(v)) for v in out.values() if np.issubdtype(np.asarray(v).dtype, np.floating)):
+        if not all(
+            np.all(np.isfinite(v)) for v in out.values() if np.issubdtype(np.asarray(v).dtype, np.floating)
+        ):
             self._count(a, nonfinite=True, latency=(t2 - t1) * 1000)
             raise InferenceError(f"slot {self.name}: {m.package_id} produced NaN/Inf", "nonfinite_output")
         interp = interpret(m, out, item.image.shape[:2] if isinstance(item, Frame) else None)
@@ -264,11 +292,26 @@ class ModelSlot:
                 interp.verdict, interp.reason = "UNSURE", reason
         t3 = time.perf_counter()
         self._count(a, latency=(t2 - t1) * 1000, ng=interp.verdict == "NG")
-        return Inference(interp, out, m.name, m.version, a.engine.name, (t1 - t0) * 1000, (t2 - t1) * 1000,
-                         (t3 - t2) * 1000)
+        return Inference(
+            interp,
+            out,
+            m.name,
+            m.version,
+            a.engine.name,
+            (t1 - t0) * 1000,
+            (t2 - t1) * 1000,
+            (t3 - t2) * 1000,
+        )
 
-    def _count(self, a: _Active, *, error: bool = False, nonfinite: bool = False, latency: float | None = None,
-               ng: bool = False) -> None:
+    def _count(
+        self,
+        a: _Active,
+        *,
+        error: bool = False,
+        nonfinite: bool = False,
+        latency: float | None = None,
+        ng: bool = False,
+    ) -> None:
         with self._lock:
             h = a.health
             h.n += 1
@@ -297,12 +340,27 @@ class ModelSlot:
             return
         for t in sel.int8_off:
             self.counters["int8_parity_failures"] += 1
-            self._event(EventKind.INT8_DEVIATION, package=a.manifest.package_id, engine=t.engine, deviation=t.deviation,
-                        agreement=t.agreement, reason=t.reason, cpu=sel.cpu, cpu_flags=list(sel.cpu_flags),
-                        serving=f"{sel.chosen.form} on {sel.chosen.engine}")
-            log.warning("slot %s: the INT8 form of %s is off on this CPU (%s; %s) on %s: %s; serving %s instead",
-                        self.name, a.manifest.package_id, sel.cpu, " ".join(sel.cpu_flags), t.engine, t.reason,
-                        f"{sel.chosen.form} on {sel.chosen.engine}")
+            self._event(
+                EventKind.INT8_DEVIATION,
+                package=a.manifest.package_id,
+                engine=t.engine,
+                deviation=t.deviation,
+                agreement=t.agreement,
+                reason=t.reason,
+                cpu=sel.cpu,
+                cpu_flags=list(sel.cpu_flags),
+                serving=f"{sel.chosen.form} on {sel.chosen.engine}",
+            )
+            log.warning(
+                "slot %s: the INT8 form of %s is off on this CPU (%s; %s) on %s: %s; serving %s instead",
+                self.name,
+                a.manifest.package_id,
+                sel.cpu,
+                " ".join(sel.cpu_flags),
+                t.engine,
+                t.reason,
+                f"{sel.chosen.form} on {sel.chosen.engine}",
+            )
 
     def _event(self, kind: EventKind, **data: Any) -> None:
         evt = Event(kind, slot=self.name, **data)
@@ -337,9 +395,13 @@ class ModelSlot:
                 return self._refused(from_v, None, "verify", str(exc))
             to_v = opened.manifest.version
             if old is not None and opened.manifest.task != old.manifest.task:
-                return self._refused(from_v, to_v, "verify",
-                                     f"package task {opened.manifest.task.value} does not match the slot's "
-                                     f"{old.manifest.task.value}")
+                return self._refused(
+                    from_v,
+                    to_v,
+                    "verify",
+                    f"package task {opened.manifest.task.value} does not match the slot's "
+                    f"{old.manifest.task.value}",
+                )
             self.state = "smoke_testing"  # load, golden-check and time each engine and form
             try:
                 new = await asyncio.to_thread(self._load, opened)
@@ -353,16 +415,32 @@ class ModelSlot:
             self._report_selection(new)
             # the switch: one reference assignment between two inferences
             self._previous, self._active = old, new
-            await asyncio.to_thread(functools.partial(  # under probation until the health window passes
-                self.store.set_current, opened.root, old.opened.root if old else None,
-                probation=watch and old is not None))
+            await asyncio.to_thread(
+                functools.partial(  # under probation until the health window passes
+                    self.store.set_current,
+                    opened.root,
+                    old.opened.root if old else None,
+                    probation=watch and old is not None,
+                )
+            )
             self.state = "watching" if (watch and old is not None) else "active"
             outcome = SwapOutcome(True, self.name, from_v, to_v, "active")
             self.last_outcome = outcome
-            self._event(EventKind.SWAPPED, from_version=from_v, to_version=to_v, engine=new.engine.name,
-                        form=new.engine.form, selection=new.selection.summary() if new.selection else None)
-            log.info("slot %s: now running %s, %s (was %s)", self.name, opened.manifest.package_id,
-                     new.selection.summary() if new.selection else new.engine.name, from_v)
+            self._event(
+                EventKind.SWAPPED,
+                from_version=from_v,
+                to_version=to_v,
+                engine=new.engine.name,
+                form=new.engine.form,
+                selection=new.selection.summary() if new.selection else None,
+            )
+            log.info(
+                "slot %s: now running %s, %s (was %s)",
+                self.name,
+                opened.manifest.package_id,
+                new.selection.summary() if new.selection else new.engine.name,
+                from_v,
+            )
         if watch and old is not None:
             self._watch = asyncio.create_task(self._watch_health(new, old), name=f"health-{self.name}")
         # The replaced model is not closed explicitly: an inference that read it just before the
@@ -393,8 +471,14 @@ class ModelSlot:
         self.last_outcome = outcome
         self.counters["swaps_refused"] += 1
         self._event(EventKind.SWAP_REFUSED, stage=stage, reason=reason, from_version=from_v, to_version=to_v)
-        log.warning("slot %s: swap to %s refused at %s: %s; %s keeps serving", self.name, to_v, stage, reason,
-                    from_v or "nothing")
+        log.warning(
+            "slot %s: swap to %s refused at %s: %s; %s keeps serving",
+            self.name,
+            to_v,
+            stage,
+            reason,
+            from_v or "nothing",
+        )
         return outcome
 
     def health_verdict(self, new: _Active, old: _Active) -> str | None:
@@ -440,18 +524,31 @@ class ModelSlot:
         async with self._swap_lock:
             new, old = self._active, self._previous
             if old is None or new is None:
-                return SwapOutcome(False, self.name, self.version, None, "rolled_back", "no previous model to roll back to")
+                return SwapOutcome(
+                    False, self.name, self.version, None, "rolled_back", "no previous model to roll back to"
+                )
             self._active, self._previous = old, None
             await asyncio.to_thread(self.store.set_current, old.opened.root, None)
             self.store.mark_failed(new.opened.root, reason)
             self.state = "active"
-            outcome = SwapOutcome(False, self.name, new.manifest.version, old.manifest.version, "rolled_back", reason)
+            outcome = SwapOutcome(
+                False, self.name, new.manifest.version, old.manifest.version, "rolled_back", reason
+            )
             self.last_outcome = outcome
             self.counters["rollbacks"] += 1
-            self._event(EventKind.ROLLED_BACK, from_version=new.manifest.version, to_version=old.manifest.version,
-                        reason=reason)
-            log.warning("slot %s: rolled back %s -> %s: %s", self.name, new.manifest.version, old.manifest.version,
-                        reason)
+            self._event(
+                EventKind.ROLLED_BACK,
+                from_version=new.manifest.version,
+                to_version=old.manifest.version,
+                reason=reason,
+            )
+            log.warning(
+                "slot %s: rolled back %s -> %s: %s",
+                self.name,
+                new.manifest.version,
+                old.manifest.version,
+                reason,
+            )
         return outcome
 
     def status(self) -> dict:

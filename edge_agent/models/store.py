@@ -107,13 +107,16 @@ class ModelStore:
         if not isinstance(folder_name, str) or "/" in folder_name or folder_name in ("", ".", ".."):
             return None  # state.json names a folder of this slot, nothing else
         try:
-            manifest = Manifest.model_validate(load_bounded((folder / "manifest.yaml").read_bytes(),
-                                                            f"{folder_name}/manifest.yaml"))
+            manifest = Manifest.model_validate(
+                load_bounded((folder / "manifest.yaml").read_bytes(), f"{folder_name}/manifest.yaml")
+            )
             digest = (folder / ".package-digest").read_text().strip()
         except (OSError, ValueError, PackageError):
             return None
         opened = opened_from(manifest, folder, signer, digest)
-        if not opened.model_path.is_file() or (opened.fp32_model_path and not opened.fp32_model_path.is_file()):
+        if not opened.model_path.is_file() or (
+            opened.fp32_model_path and not opened.fp32_model_path.is_file()
+        ):
             return None
         return opened
 
@@ -139,12 +142,21 @@ class ModelStore:
         Returns (candidate, previous) folder names, or None when there was nothing to restore."""
         st = self.state()
         prob, prev = st.get("probation"), st.get("previous")
-        if not prob or not prev or prob.get("candidate") != st.get("current") or not (self.root / prev).is_dir():
+        if (
+            not prob
+            or not prev
+            or prob.get("candidate") != st.get("current")
+            or not (self.root / prev).is_dir()
+        ):
             return None
         cand = st["current"]
         st.setdefault("failed", {})[cand] = reason
-        st.update(current=prev, previous=None, probation=None,
-                  restored={"candidate": cand, "previous": prev, "reason": reason})
+        st.update(
+            current=prev,
+            previous=None,
+            probation=None,
+            restored={"candidate": cand, "previous": prev, "reason": reason},
+        )
         self._write_state(st)
         return cand, prev
 

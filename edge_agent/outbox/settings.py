@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 class FsyncPolicy(enum.StrEnum):
     ALWAYS = "always"  # every append is committed and fsynced before append() returns
-    BATCH = "batch"    # appends are committed (and fsynced) together every commit_interval_ms / commit_batch
-    OFF = "off"        # batched commits, no fsync: survives a process crash, not a power loss
+    BATCH = "batch"  # appends are committed (and fsynced) together every commit_interval_ms / commit_batch
+    OFF = "off"  # batched commits, no fsync: survives a process crash, not a power loss
 
 
 class DropPolicy(enum.StrEnum):
@@ -31,12 +31,19 @@ class OutboxSettings(BaseModel):
     fsync: FsyncPolicy = FsyncPolicy.BATCH
     commit_interval_ms: float = Field(50.0, gt=0, le=10_000)
     commit_batch: int = Field(500, ge=1)
-    max_bytes: int = Field(1 * 1024**3, ge=128 * 1024,
-                           description="disk budget: bytes of the outbox folder on disk (database, WAL, sample files); "
-                                       "SQLite itself needs ~60 KB of it")
+    max_bytes: int = Field(
+        1 * 1024**3,
+        ge=128 * 1024,
+        description="disk budget: bytes of the outbox folder on disk (database, WAL, sample files); "
+        "SQLite itself needs ~60 KB of it",
+    )
     drop_policy: DropPolicy = DropPolicy.LOWEST_PRIORITY_FIRST
-    retention: dict[str, Retention] = Field(default_factory=lambda: {"result": Retention(max_age_s=7 * 86400),
-                                                                     "telemetry": Retention(max_age_s=7 * 86400)})
+    retention: dict[str, Retention] = Field(
+        default_factory=lambda: {
+            "result": Retention(max_age_s=7 * 86400),
+            "telemetry": Retention(max_age_s=7 * 86400),
+        }
+    )
 
 
 class SampleSelectionSettings(BaseModel):
@@ -56,6 +63,8 @@ class SampleSelectionSettings(BaseModel):
         # the score's own units cannot suit every model (an NG probability, an anomaly score, a baseline's
         # ratio): refused by name rather than as an unknown option, so that its users know what happened
         if isinstance(data, dict) and "uncertain_score_band" in data:
-            raise ValueError("option 'uncertain_score_band' was removed: it never had an effect; remove it "
-                             "(uncertain_margin selects a classifier's borderline results)")
+            raise ValueError(
+                "option 'uncertain_score_band' was removed: it never had an effect; remove it "
+                "(uncertain_margin selects a classifier's borderline results)"
+            )
         return data

@@ -82,8 +82,14 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 EPOCH_FILE = "outbox-epoch.json"
 # events the outbox records itself (the agent must not append them again)
-SELF_RECORDED = frozenset({EventKind.OUTBOX_CORRUPT, EventKind.OUTBOX_BUDGET, EventKind.OUTBOX_RETENTION,
-                           EventKind.OUTBOX_WRITE_FAILED})
+SELF_RECORDED = frozenset(
+    {
+        EventKind.OUTBOX_CORRUPT,
+        EventKind.OUTBOX_BUDGET,
+        EventKind.OUTBOX_RETENTION,
+        EventKind.OUTBOX_WRITE_FAILED,
+    }
+)
 # Past ACT_AT of the budget, drop down to DROP_TO of it: the margins absorb what arrives between two
 # checks (a commit's rows and WAL frames, sample files being written) so the folder stays under max_bytes.
 ACT_AT = 0.9
@@ -145,7 +151,9 @@ class Outbox:
         self._drops_reported_at = time.monotonic()
         self._sample_bytes = 0
         self._pending_sample_bytes = 0  # sample bytes whose rows are not committed yet
-        self._pending_bytes = 0  # all bytes appended and not committed yet (append waits beyond max_bytes / 16)
+        self._pending_bytes = (
+            0  # all bytes appended and not committed yet (append waits beyond max_bytes / 16)
+        )
         self._wal_bytes = 1 << 20
         self.appended = 0
         self.acked = 0
@@ -232,9 +240,18 @@ class Outbox:
                 if p.exists():
                     os.replace(p, Path(str(aside) + suffix))
             self.moved_aside = aside
-            log.error("outbox %s is corrupt (%s): moved aside to %s; starting a fresh outbox in a new epoch. Records "
-                      "in the old file were not sent; inspect it with sqlite3 if they matter", self.path, exc, aside)
-            corrupt = (str(aside), str(exc), time.time())  # moved_to, reason, t: the event once the epoch is known
+            log.error(
+                "outbox %s is corrupt (%s): moved aside to %s; starting a fresh outbox in a new epoch. Records "
+                "in the old file were not sent; inspect it with sqlite3 if they matter",
+                self.path,
+                exc,
+                aside,
+            )
+            corrupt = (
+                str(aside),
+                str(exc),
+                time.time(),
+            )  # moved_to, reason, t: the event once the epoch is known
             db = self._connect()
             db.executescript(SCHEMA)
         self._db = db
@@ -252,28 +269,42 @@ class Outbox:
             self._write_epoch_file(self.epoch)
         if "epoch" not in meta:
             db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (self.epoch,))
-        self.dropped_total = Counter({k[len("dropped:"):]: v for k, v in meta.items() if k.startswith("dropped:")})
-        if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # a file from before INCREMENTAL: convert once
+        self.dropped_total = Counter(
+            {k[len("dropped:") :]: v for k, v in meta.items() if k.startswith("dropped:")}
+        )
+        if (
+            db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2
+        ):  # a file from before INCREMENTAL: convert once
             db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             db.execute("VACUUM")
         self._committed_seq = self._seq
-        self._bytes = (db.execute("SELECT COALESCE(SUM(size), 0) FROM records").fetchone()[0])
+        self._bytes = db.execute("SELECT COALESCE(SUM(size), 0) FROM records").fetchone()[0]
         self._sweep_samples(db)
         self._stop.clear()
         self._writer = threading.Thread(target=self._write_loop, name="outbox-writer", daemon=True)
         self._writer.start()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="outbox-append", initializer=self._mark_thread)
+        self._executor = ThreadPoolExecutor(
+            1, thread_name_prefix="outbox-append", initializer=self._mark_thread
+        )
         if corrupt is not None:
-            evt = Event(EventKind.OUTBOX_CORRUPT, t=corrupt[2], moved_to=corrupt[0], reason=corrupt[1],
-                        epoch=self.epoch, previous_epoch=known if known is not None else 0)
+            evt = Event(
+                EventKind.OUTBOX_CORRUPT,
+                t=corrupt[2],
+                moved_to=corrupt[0],
+                reason=corrupt[1],
+                epoch=self.epoch,
+                previous_epoch=known if known is not None else 0,
+            )
             self.on_event(evt)
             self._notices.append(evt)
             self._drain_notices()
 
     def _sweep_samples(self, db) -> None:
         """Remove sample files no row references (written just before a kill -9) and count the rest."""
-        referenced = {r[0] for r in db.execute("SELECT DISTINCT sample_sha256 FROM records WHERE sample_sha256 "
-                                               "IS NOT NULL")}
+        referenced = {
+            r[0]
+            for r in db.execute("SELECT DISTINCT sample_sha256 FROM records WHERE sample_sha256 IS NOT NULL")
+        }
         total, removed = 0, 0
         for p in self.samples_dir.iterdir():
             if p.name in referenced:
@@ -282,7 +313,9 @@ class Outbox:
                 p.unlink(missing_ok=True)
                 removed += 1
         if removed:
-            log.warning("outbox: removed %d sample files that no record referenced (written before a crash)", removed)
+            log.warning(
+                "outbox: removed %d sample files that no record referenced (written before a crash)", removed
+            )
         self._sample_bytes = total
 
     def disk_bytes(self) -> int:
@@ -310,15 +343,27 @@ class Outbox:
         if self._db:
             self._db.close()
             self._db = None
-        self._report_drops(force=True)  # told locally; the cloud has the counts (heartbeat) and earlier events
+        self._report_drops(
+            force=True
+        )  # told locally; the cloud has the counts (heartbeat) and earlier events
 
     # ---- appending -------------------------------------------------------------------------
-    def append(self, kind: str, payload: dict | bytes, *, priority: int | None = None, sample: bytes | None = None,
-               sample_ext: str = "") -> int:
+    def append(
+        self,
+        kind: str,
+        payload: dict | bytes,
+        *,
+        priority: int | None = None,
+        sample: bytes | None = None,
+        sample_ext: str = "",
+    ) -> int:
         if self._db is None:
             raise OutboxError("outbox is not open")
-        body = payload if isinstance(payload, bytes) else json.dumps(payload, separators=(",", ":"),
-                                                                      default=str).encode()
+        body = (
+            payload
+            if isinstance(payload, bytes)
+            else json.dumps(payload, separators=(",", ":"), default=str).encode()
+        )
         sha = None
         size = len(body)
         if sample is not None:
@@ -339,12 +384,15 @@ class Outbox:
         if self._notices:
             self._drain_notices()
         if self._pending_bytes > self.s.max_bytes // 16:  # back-pressure in bytes too: bounds what is on disk
-            with self._committed:                         # (sample files) or in memory before its commit
-                self._committed.wait_for(lambda: self._pending_bytes <= self.s.max_bytes // 16
-                                         or self._stop.is_set(), 10)
+            with self._committed:  # (sample files) or in memory before its commit
+                self._committed.wait_for(
+                    lambda: self._pending_bytes <= self.s.max_bytes // 16 or self._stop.is_set(), 10
+                )
         with self._append_lock:  # seq order == queue order, so the writer commits in seq order
             seq = self._seq + 1
-            self._q.put((seq, kind, prio, time.time(), body, sha, sample_ext, size))  # may wait: back-pressure
+            self._q.put(
+                (seq, kind, prio, time.time(), body, sha, sample_ext, size)
+            )  # may wait: back-pressure
             self._seq = seq  # published after the put: the writer never counts a row not yet queued
         with self._lock:
             self._bytes += size
@@ -360,7 +408,8 @@ class Outbox:
         if self._executor is None:
             raise OutboxError("outbox is not open")
         return await asyncio.get_running_loop().run_in_executor(
-            self._executor, functools.partial(self.append, kind, payload, **kw))
+            self._executor, functools.partial(self.append, kind, payload, **kw)
+        )
 
     def append_soon(self, kind: str, payload: dict | bytes, **kw) -> Future | None:
         """Hand an append to the outbox's thread without waiting (for callers that cannot await, e.g.
@@ -466,10 +515,16 @@ class Outbox:
         if batch:
             try:
                 db.execute("BEGIN")
-                db.executemany("INSERT INTO records (seq, kind, priority, t, payload, sample_sha256, sample_ext, size) "
-                               "VALUES (?,?,?,?,?,?,?,?)", batch)
-                db.execute("INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT(key) DO UPDATE SET "
-                           "value = MAX(value, excluded.value)", (batch[-1][0],))
+                db.executemany(
+                    "INSERT INTO records (seq, kind, priority, t, payload, sample_sha256, sample_ext, size) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
+                    batch,
+                )
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT(key) DO UPDATE SET "
+                    "value = MAX(value, excluded.value)",
+                    (batch[-1][0],),
+                )
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
                 db.execute("ROLLBACK")
@@ -477,10 +532,16 @@ class Outbox:
                 by_kind = Counter(f"write_failed:{b[1]}" for b in batch)
                 self.dropped.update(by_kind)
                 self.dropped_total.update(by_kind)
-                evt = Event(EventKind.OUTBOX_WRITE_FAILED, records=len(batch), reason=str(exc), epoch=self.epoch,
-                            cause="write_failed", dropped=len(batch),
-                            by_kind={k.split(":", 1)[1]: n for k, n in by_kind.items()},
-                            ranges=seq_ranges(b[0] for b in batch)[:MAX_RANGES])
+                evt = Event(
+                    EventKind.OUTBOX_WRITE_FAILED,
+                    records=len(batch),
+                    reason=str(exc),
+                    epoch=self.epoch,
+                    cause="write_failed",
+                    dropped=len(batch),
+                    by_kind={k.split(":", 1)[1]: n for k, n in by_kind.items()},
+                    ranges=seq_ranges(b[0] for b in batch)[:MAX_RANGES],
+                )
                 self.on_event(evt)
                 with self._lock:
                     self._notices.append(evt)
@@ -511,9 +572,16 @@ class Outbox:
             self._drops_reported_at = time.monotonic()
         for reason, rows in drops.items():
             by_kind = Counter(r[1] for r in rows)
-            evt = Event(f"outbox_{reason}", cause=reason, epoch=self.epoch, dropped=len(rows),
-                        by_kind=dict(by_kind), ranges=seq_ranges(r[0] for r in rows)[:MAX_RANGES],
-                        budget_bytes=self.s.max_bytes, disk_bytes=self.disk_bytes())
+            evt = Event(
+                f"outbox_{reason}",
+                cause=reason,
+                epoch=self.epoch,
+                dropped=len(rows),
+                by_kind=dict(by_kind),
+                ranges=seq_ranges(r[0] for r in rows)[:MAX_RANGES],
+                budget_bytes=self.s.max_bytes,
+                disk_bytes=self.disk_bytes(),
+            )
             with self._lock:
                 self._notices.append(evt)
             self.on_event(evt)
@@ -536,8 +604,9 @@ class Outbox:
                 break
             # rows take more room in pages than their payload: aim a little past the excess
             want = int(over * 1.2) + 1
-            rows = db.execute(f"SELECT seq, kind, size, sample_sha256, priority FROM records ORDER BY {order} "
-                              "LIMIT 5000").fetchall()
+            rows = db.execute(
+                f"SELECT seq, kind, size, sample_sha256, priority FROM records ORDER BY {order} LIMIT 5000"
+            ).fetchall()
             if not rows:
                 break
             by_priority = self.s.drop_policy is DropPolicy.LOWEST_PRIORITY_FIRST
@@ -558,8 +627,13 @@ class Outbox:
             victims += part
             self._reclaim(db)
         if victims:
-            log.warning("outbox near its %d byte budget on disk: dropped %d records (%s policy); %d bytes now",
-                        self.s.max_bytes, len(victims), self.s.drop_policy.value, self.disk_bytes())
+            log.warning(
+                "outbox near its %d byte budget on disk: dropped %d records (%s policy); %d bytes now",
+                self.s.max_bytes,
+                len(victims),
+                self.s.drop_policy.value,
+                self.disk_bytes(),
+            )
 
     def _reclaim(self, db) -> None:
         """Give freed pages back to the file system and fold the WAL into the database (truncating it)."""
@@ -587,12 +661,16 @@ class Outbox:
                 for i in range(0, len(seqs), 500):
                     part = seqs[i : i + 500]
                     q = ",".join("?" * len(part))
-                    size += db.execute(f"SELECT COALESCE(SUM(size), 0) FROM records WHERE seq IN ({q})",
-                                       part).fetchone()[0]
+                    size += db.execute(
+                        f"SELECT COALESCE(SUM(size), 0) FROM records WHERE seq IN ({q})", part
+                    ).fetchone()[0]
                     db.execute(f"DELETE FROM records WHERE seq IN ({q})", part)
                 for key, n in by_kind.items():  # the counts are durable with the drop itself
-                    db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
-                               "value = value + excluded.value", (f"dropped:{key}", n))
+                    db.execute(
+                        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                        "value = value + excluded.value",
+                        (f"dropped:{key}", n),
+                    )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -623,8 +701,11 @@ class Outbox:
     def pending(self, limit: int = 500, max_bytes: int = 1_000_000) -> list[Record]:
         """Committed, unacknowledged records: events/alarms first, then results, then samples; by seq within."""
         db = self._reader()
-        rows = db.execute("SELECT seq, kind, priority, t, payload, sample_sha256, sample_ext, size FROM records "
-                          "ORDER BY priority, seq LIMIT ?", (limit,)).fetchall()
+        rows = db.execute(
+            "SELECT seq, kind, priority, t, payload, sample_sha256, sample_ext, size FROM records "
+            "ORDER BY priority, seq LIMIT ?",
+            (limit,),
+        ).fetchall()
         db.close()
         out: list[Any] = []
         total = 0
@@ -655,11 +736,16 @@ class Outbox:
         for i in range(0, len(seqs), 500):
             part = seqs[i : i + 500]
             q = ",".join("?" * len(part))
-            rows += db.execute(f"SELECT seq, sample_sha256, size FROM records WHERE seq IN ({q})", part).fetchall()
+            rows += db.execute(
+                f"SELECT seq, sample_sha256, size FROM records WHERE seq IN ({q})", part
+            ).fetchall()
             db.execute(f"DELETE FROM records WHERE seq IN ({q})", part)
         db.commit()
         for _, sha, _ in rows:
-            if sha and not db.execute("SELECT 1 FROM records WHERE sample_sha256 = ? LIMIT 1", (sha,)).fetchone():
+            if (
+                sha
+                and not db.execute("SELECT 1 FROM records WHERE sample_sha256 = ? LIMIT 1", (sha,)).fetchone()
+            ):
                 self._unlink_sample(sha)
         db.close()
         with self._lock:
@@ -672,8 +758,18 @@ class Outbox:
         rows = db.execute("SELECT kind, COUNT(*), MIN(seq) FROM records GROUP BY kind").fetchall()
         db.close()
         by_kind = {k: n for k, n, _ in rows}
-        return {"depth": sum(by_kind.values()), "by_kind": by_kind,
-                "oldest_seq": min((r[2] for r in rows), default=None), "bytes": self._bytes, "last_seq": self._seq,
-                "epoch": self.epoch, "disk_bytes": self.disk_bytes(), "appended": self.appended, "acked": self.acked,
-                "dropped": dict(self.dropped), "dropped_total": dict(self.dropped_total),
-                "budget_bytes": self.s.max_bytes, "fsync": self.s.fsync.value}
+        return {
+            "depth": sum(by_kind.values()),
+            "by_kind": by_kind,
+            "oldest_seq": min((r[2] for r in rows), default=None),
+            "bytes": self._bytes,
+            "last_seq": self._seq,
+            "epoch": self.epoch,
+            "disk_bytes": self.disk_bytes(),
+            "appended": self.appended,
+            "acked": self.acked,
+            "dropped": dict(self.dropped),
+            "dropped_total": dict(self.dropped_total),
+            "budget_bytes": self.s.max_bytes,
+            "fsync": self.s.fsync.value,
+        }

@@ -51,8 +51,15 @@ def reconnect_delay(previous: float, lasted_s: float, s, refused: bool = False) 
 
 
 class Uplink:
-    def __init__(self, settings: CloudSettings, outbox: Outbox, base_dir: Path = Path("."),
-                 status: Callable[[], dict] | None = None, on_desired=None, commands=None) -> None:
+    def __init__(
+        self,
+        settings: CloudSettings,
+        outbox: Outbox,
+        base_dir: Path = Path("."),
+        status: Callable[[], dict] | None = None,
+        on_desired=None,
+        commands=None,
+    ) -> None:
         self.s = settings
         self.outbox = outbox
         self.base = Path(base_dir)
@@ -78,8 +85,10 @@ class Uplink:
 
     async def start(self) -> None:
         self.client.open()
-        self._tasks = [asyncio.create_task(self._push_loop(), name="uplink-push"),
-                       asyncio.create_task(self._heartbeat_loop(), name="uplink-heartbeat")]
+        self._tasks = [
+            asyncio.create_task(self._push_loop(), name="uplink-push"),
+            asyncio.create_task(self._heartbeat_loop(), name="uplink-heartbeat"),
+        ]
 
     def poke(self) -> None:
         """New records were appended: wake the sender early."""
@@ -101,8 +110,14 @@ class Uplink:
         detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
         code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
         self.last_error = f"{where}: {code}: {detail}"
-        self._burst.log(where, "uplink to %s: %s failed (%s: %s); retrying with backoff", self.s.endpoint, where,
-                        code, detail)
+        self._burst.log(
+            where,
+            "uplink to %s: %s failed (%s: %s); retrying with backoff",
+            self.s.endpoint,
+            where,
+            code,
+            detail,
+        )
 
     # ---- records ---------------------------------------------------------------------------
     async def _push_loop(self) -> None:
@@ -110,7 +125,9 @@ class Uplink:
 
         delay = self.s.backoff_initial_s
         while True:
-            pending = await asyncio.to_thread(self.outbox.pending, self.s.batch_max_records, self.s.batch_max_bytes)
+            pending = await asyncio.to_thread(
+                self.outbox.pending, self.s.batch_max_records, self.s.batch_max_bytes
+            )
             if not pending:
                 self.state = "idle" if self.state != "backoff" else self.state
                 self._wake.clear()
@@ -156,13 +173,17 @@ class Uplink:
         self.state = "sending"
         try:
             while True:
-                recs = await asyncio.to_thread(self.outbox.pending, self.s.batch_max_records, self.s.batch_max_bytes)
+                recs = await asyncio.to_thread(
+                    self.outbox.pending, self.s.batch_max_records, self.s.batch_max_bytes
+                )
                 if not recs:
                     break
                 batch = pb.RecordBatch()
                 nbytes = 0
                 for r in recs:
-                    pr = batch.records.add(seq=r.seq, epoch=self.outbox.epoch, kind=r.kind, t=r.t, payload=r.payload)
+                    pr = batch.records.add(
+                        seq=r.seq, epoch=self.outbox.epoch, kind=r.kind, t=r.t, payload=r.payload
+                    )
                     if r.sample_sha256:
                         data = await asyncio.to_thread(self.outbox.sample_bytes, r)
                         if data is not None:
@@ -204,11 +225,16 @@ class Uplink:
 
         st = self.status_fn()
         ob = await asyncio.to_thread(self.outbox.stats)
-        req = pb.HeartbeatRequest(labels=st.get("labels", {}), health_json=json.dumps(st.get("health", {})),
-                                  outbox_depth=ob["depth"], generation_seen=self.generation,
-                                  slots=[pb.SlotState(**s) for s in st.get("slots", [])],
-                                  epoch=ob.get("epoch", 0), dropped=ob.get("dropped_total", {}),
-                                  command_results=self._command_results(pb))
+        req = pb.HeartbeatRequest(
+            labels=st.get("labels", {}),
+            health_json=json.dumps(st.get("health", {})),
+            outbox_depth=ob["depth"],
+            generation_seen=self.generation,
+            slots=[pb.SlotState(**s) for s in st.get("slots", [])],
+            epoch=ob.get("epoch", 0),
+            dropped=ob.get("dropped_total", {}),
+            command_results=self._command_results(pb),
+        )
         if st.get("config"):
             req.config.CopyFrom(pb.ConfigState(**st["config"]))
         return req
@@ -222,9 +248,15 @@ class Uplink:
             return
         try:
             await self.commands.run(reply.commands)
-        except Exception as exc:  # e.g. the data folder cannot be written: nothing ran, the command stays listed
-            self._burst.log("commands", "uplink: fleet commands not run (%s: %s); they stay in the desired state "
-                            "and are tried again", type(exc).__name__, exc)
+        except (
+            Exception
+        ) as exc:  # e.g. the data folder cannot be written: nothing ran, the command stays listed
+            self._burst.log(
+                "commands",
+                "uplink: fleet commands not run (%s: %s); they stay in the desired state and are tried again",
+                type(exc).__name__,
+                exc,
+            )
 
     async def _desired(self, reply) -> None:
         self.generation = reply.generation
@@ -253,8 +285,11 @@ class Uplink:
                         streaming = False
                         continue
                     # refused on purpose (a quota, a certificate): asking again soon will not change the answer
-                    slow = exc.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.PERMISSION_DENIED,
-                                          grpc.StatusCode.UNAUTHENTICATED)
+                    slow = exc.code() in (
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        grpc.StatusCode.UNAUTHENTICATED,
+                    )
                     self._error("Connect", exc)
                 except Exception as exc:
                     self._error("Connect", exc)
@@ -297,9 +332,15 @@ class Uplink:
         try:
             while not reader.done():
                 req = await self._report()
-                key = (sorted(req.labels.items()), [s.SerializeToString() for s in req.slots], req.epoch,
-                       sorted(req.dropped.items()), req.generation_seen,
-                       [r.SerializeToString() for r in req.command_results], req.config.SerializeToString())
+                key = (
+                    sorted(req.labels.items()),
+                    [s.SerializeToString() for s in req.slots],
+                    req.epoch,
+                    sorted(req.dropped.items()),
+                    req.generation_seen,
+                    [r.SerializeToString() for r in req.command_results],
+                    req.config.SerializeToString(),
+                )
                 now = time.monotonic()
                 if key != last_key or now - last_sent >= self.s.report_s:
                     await outq.put(pb.AgentMessage(report=req))
@@ -324,7 +365,16 @@ class Uplink:
             call.cancel()
 
     def status(self) -> dict:
-        return {"endpoint": self.s.endpoint, "state": self.state, "sent": self.sent, "acked": self.acked,
-                "batches": self.batches, "bytes_sent": self.bytes_sent, "reconnects": self.reconnects,
-                "last_error": self.last_error, "last_ack_at": self.last_ack_at, "generation": self.generation,
-                "mode": self.mode}
+        return {
+            "endpoint": self.s.endpoint,
+            "state": self.state,
+            "sent": self.sent,
+            "acked": self.acked,
+            "batches": self.batches,
+            "bytes_sent": self.bytes_sent,
+            "reconnects": self.reconnects,
+            "last_error": self.last_error,
+            "last_ack_at": self.last_ack_at,
+            "generation": self.generation,
+            "mode": self.mode,
+        }

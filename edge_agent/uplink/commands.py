@@ -49,12 +49,20 @@ class CommandRunner:
             return
         except (OSError, ValueError, TypeError) as exc:
             # the ids are lost: a command still listed would run again; say so loudly
-            log.error("fleet commands: %s is unreadable (%s); commands still in the desired state may run again",
-                      self.path, exc)
+            log.error(
+                "fleet commands: %s is unreadable (%s); commands still in the desired state may run again",
+                self.path,
+                exc,
+            )
         for r in self.ran.values():
             if r.get("state") == "running":  # cut short by a kill: never run twice, reported as not done
-                r.update(state="done", ok=False, detail="interrupted by a restart of the agent; not run again: "
-                         "send the command again if it is still needed", done_at=time.time())
+                r.update(
+                    state="done",
+                    ok=False,
+                    detail="interrupted by a restart of the agent; not run again: "
+                    "send the command again if it is still needed",
+                    done_at=time.time(),
+                )
 
     def _save(self) -> None:
         from edge_agent.maintenance.baseline import atomic_write_json
@@ -69,8 +77,15 @@ class CommandRunner:
         for c in commands:
             if c.id in self.ran:
                 continue
-            entry = {"id": c.id, "kind": c.kind, "pipeline": c.pipeline, "state": "running",
-                     "started_at": time.time(), "ok": False, "detail": ""}
+            entry = {
+                "id": c.id,
+                "kind": c.kind,
+                "pipeline": c.pipeline,
+                "state": "running",
+                "started_at": time.time(),
+                "ok": False,
+                "detail": "",
+            }
             self.ran[c.id] = entry
             try:
                 await asyncio.to_thread(self._save)  # durably "taken" before the act
@@ -83,18 +98,35 @@ class CommandRunner:
                 await asyncio.to_thread(self._save)
             except OSError as exc:  # the act is done; after a restart it would read as interrupted
                 log.error("fleet commands: cannot record the result of %s in %s (%s)", c.id, self.path, exc)
-            self.on_event(Event(EventKind.FLEET_COMMAND, t=entry["done_at"], command=c.id, command_kind=c.kind,
-                                pipeline=c.pipeline, ok=ok, detail=entry["detail"], issued_by=c.issued_by,
-                                reason=c.reason))
-            (log.info if ok else log.warning)("fleet command %s (%s %s from %s): %s", c.id, c.kind, c.pipeline,
-                                              c.issued_by or "?", detail)
+            self.on_event(
+                Event(
+                    EventKind.FLEET_COMMAND,
+                    t=entry["done_at"],
+                    command=c.id,
+                    command_kind=c.kind,
+                    pipeline=c.pipeline,
+                    ok=ok,
+                    detail=entry["detail"],
+                    issued_by=c.issued_by,
+                    reason=c.reason,
+                )
+            )
+            (log.info if ok else log.warning)(
+                "fleet command %s (%s %s from %s): %s", c.id, c.kind, c.pipeline, c.issued_by or "?", detail
+            )
 
     def _execute(self, c) -> tuple[bool, str]:
         if not self.accept:
-            return False, "this agent does not accept fleet commands (cloud.accept_commands is false in its config)"
+            return (
+                False,
+                "this agent does not accept fleet commands (cloud.accept_commands is false in its config)",
+            )
         target = KINDS.get(c.kind)
         if target is None:
-            return False, f"this agent does not know command kind {c.kind!r}; it knows: {', '.join(sorted(KINDS))}"
+            return (
+                False,
+                f"this agent does not know command kind {c.kind!r}; it knows: {', '.join(sorted(KINDS))}",
+            )
         module, _, fn = target.partition(":")
         try:
             return True, getattr(importlib.import_module(module), fn)(self.cfg, c)
@@ -106,9 +138,15 @@ class CommandRunner:
 
     def results(self) -> list[dict]:
         """``CommandResult`` fields of the finished commands the cloud still lists."""
-        return [{k: r.get(k) for k in ("id", "kind", "pipeline", "ok", "detail", "done_at")}
-                for i, r in self.ran.items() if i in self.listed and r.get("state") == "done"]
+        return [
+            {k: r.get(k) for k in ("id", "kind", "pipeline", "ok", "detail", "done_at")}
+            for i, r in self.ran.items()
+            if i in self.listed and r.get("state") == "done"
+        ]
 
     def status(self) -> dict:
-        return {"ran": len(self.ran), "pending_report": len(self.results()),
-                "recent": sorted(self.ran.values(), key=lambda r: r.get("started_at") or 0)[-5:]}
+        return {
+            "ran": len(self.ran),
+            "pending_report": len(self.results()),
+            "recent": sorted(self.ran.values(), key=lambda r: r.get("started_at") or 0)[-5:],
+        }

@@ -40,16 +40,26 @@ class FleetClient:
 
         from protocols.gen import fleet_pb2_grpc as rpc
 
-        creds = grpc.ssl_channel_credentials(root_certificates=self._path(self.s.ca_file).read_bytes(),
-                                             private_key=self._path(self.s.key_file).read_bytes(),
-                                             certificate_chain=self._path(self.s.cert_file).read_bytes())
-        opts: list[tuple[str, Any]] = [("grpc.max_send_message_length", 64 * 1024 * 1024),
-                ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
-                ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2_000)]
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=self._path(self.s.ca_file).read_bytes(),
+            private_key=self._path(self.s.key_file).read_bytes(),
+            certificate_chain=self._path(self.s.cert_file).read_bytes(),
+        )
+        opts: list[tuple[str, Any]] = [
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2_000),
+        ]
         if self.s.server_name:
             opts.append(("grpc.ssl_target_name_override", self.s.server_name))
-        self.channel = grpc.aio.secure_channel(self.s.endpoint, creds, options=opts,
-                                               compression=grpc.Compression.Gzip if self.s.compression else None)
+        self.channel = grpc.aio.secure_channel(
+            self.s.endpoint,
+            creds,
+            options=opts,
+            compression=grpc.Compression.Gzip if self.s.compression else None,
+        )
         self._stub = rpc.FleetStub(self.channel)
 
     @property
@@ -76,15 +86,34 @@ class FleetClient:
         d = min(self.s.backoff_max_s, self.s.backoff_initial_s * 2 ** max(0, attempt - 1))
         return random.uniform(d / 2, d)
 
-    async def report_deployment(self, deployment_id: str, step: str, ok: bool, reason: str = "", *,
-                                slot: str = "", version: str = "", health: dict | None = None,
-                                kind: str = "model") -> bool:
+    async def report_deployment(
+        self,
+        deployment_id: str,
+        step: str,
+        ok: bool,
+        reason: str = "",
+        *,
+        slot: str = "",
+        version: str = "",
+        health: dict | None = None,
+        kind: str = "model",
+    ) -> bool:
         from protocols.gen import fleet_pb2 as pb
 
         try:
-            await self.stub.ReportDeployment(pb.DeploymentReport(
-                deployment_id=deployment_id, slot=slot, version=version, step=step, ok=ok, reason=reason,
-                health_json=json.dumps(health or {}), kind=kind), timeout=10)
+            await self.stub.ReportDeployment(
+                pb.DeploymentReport(
+                    deployment_id=deployment_id,
+                    slot=slot,
+                    version=version,
+                    step=step,
+                    ok=ok,
+                    reason=reason,
+                    health_json=json.dumps(health or {}),
+                    kind=kind,
+                ),
+                timeout=10,
+            )
             return True
         except Exception as exc:
             code, details = getattr(exc, "code", None), getattr(exc, "details", None)  # a grpc.RpcError

@@ -20,12 +20,24 @@ class CloudSettings(BaseModel):
     bandwidth_cap_bytes_per_s: int | None = Field(None, ge=1024)
     backoff_initial_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)
-    heartbeat_s: float = Field(5.0, gt=0, description="how often the agent looks at its state (and, against a server "
-                                                     "without the Connect stream, calls Heartbeat)")
-    report_s: float = Field(30.0, gt=0, le=3600, description="on the Connect stream: a state report at least this "
-                                                            "often, besides one at every change")
-    stream: bool = Field(True, description="use the Connect stream when the server offers it (else unary "
-                                           "heartbeats)")
+    heartbeat_s: float = Field(
+        5.0,
+        gt=0,
+        description="how often the agent looks at its state (and, against a server "
+        "without the Connect stream, calls Heartbeat)",
+    )
+    report_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="on the Connect stream: a state report at least this often, besides one at every change",
+    )
+    stream: bool = Field(
+        True, description="use the Connect stream when the server offers it (else unary heartbeats)"
+    )
     follow_desired_state: bool = Field(True, description="apply the fleet's desired model versions")
-    accept_commands: bool = Field(True, description="run the fleet's one-off commands (e.g. baseline_relearn from "
-                                                    "`cloud-trainer baseline relearn`); false: ignore them")
+    accept_commands: bool = Field(
+        True,
+        description="run the fleet's one-off commands (e.g. baseline_relearn from "
+        "`cloud-trainer baseline relearn`); false: ignore them",
+    )

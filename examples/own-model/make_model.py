@@ -24,12 +24,16 @@ def make(path: Path) -> Path:
     w = rng.normal(0, 0.3, (N_FEATURES, 1)).astype(np.float32)
     b = np.array([-1.0], dtype=np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["features", "w"], ["z0"]), helper.make_node("Add", ["z0", "b"], ["z"]),
-         helper.make_node("Sigmoid", ["z"], ["anomaly_score"])],
+        [
+            helper.make_node("MatMul", ["features", "w"], ["z0"]),
+            helper.make_node("Add", ["z0", "b"], ["z"]),
+            helper.make_node("Sigmoid", ["z"], ["anomaly_score"]),
+        ],
         "tiny-anomaly",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", N_FEATURES])],
         [helper.make_tensor_value_info("anomaly_score", TensorProto.FLOAT, ["batch", 1])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="example")
     model.ir_version = 8
     path.parent.mkdir(parents=True, exist_ok=True)

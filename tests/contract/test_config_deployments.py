@@ -26,19 +26,27 @@ def control(request, tmp_path):
     store = open_store(url, tmp_path)
     for agent in ("gw1", "gw2"):
         store.heartbeat(agent, {"site": "plant"}, [], {}, 0, {})
-    c = Control(url or tmp_path / "control.db", Registry(tmp_path / "registry"), store, config_validator=refuse_bad)
+    c = Control(
+        url or tmp_path / "control.db", Registry(tmp_path / "registry"), store, config_validator=refuse_bad
+    )
     yield c
     store.close()
 
 
 def test_a_config_rolls_out_halts_rolls_back_and_is_removed(control):
     c = control
-    a = c.create_config({"config_yaml": A, "config_name": "line-a", "selector": {"site": "plant"},
-                         "steps": ["1", "100%"]})
+    a = c.create_config(
+        {"config_yaml": A, "config_name": "line-a", "selector": {"site": "plant"}, "steps": ["1", "100%"]}
+    )
     assert a["kind"] == "config" and a["version"] == a["digest"] and a["config_yaml"] == A.decode()
     gen, slots, cfg = c.desired_state("gw1")
-    assert slots == [] and cfg == {"deployment_id": a["id"], "digest": a["digest"], "name": "line-a",
-                                   "rollback": False, "yaml": A}
+    assert slots == [] and cfg == {
+        "deployment_id": a["id"],
+        "digest": a["digest"],
+        "name": "line-a",
+        "rollback": False,
+        "yaml": A,
+    }
     assert c.desired_state("gw2")[2] is None  # the canary step first
     for step in ("applied", "healthy"):
         assert c.on_report("gw1", a["id"], "", a["digest"], step, True, "", {})
@@ -47,15 +55,21 @@ def test_a_config_rolls_out_halts_rolls_back_and_is_removed(control):
     assert c.get(a["id"])["state"] == "completed"
     assert c.desired_for("gw1", {}, [], {})[1] == []  # the config is never a model slot
 
-    b = c.create_config({"config_yaml": B, "config_name": "line-b", "agents": ["gw1", "gw2"],
-                         "steps": ["1", "100%"]})
+    b = c.create_config(
+        {"config_yaml": B, "config_name": "line-b", "agents": ["gw1", "gw2"], "steps": ["1", "100%"]}
+    )
     assert c.get(b["id"])["previous"]["gw1"]["deployment_id"] == a["id"]
     assert c.desired_state("gw1")[2]["digest"] == b["digest"]
     c.on_report("gw1", b["id"], "", b["digest"], "rolled_back", False, "source plant: not connected", {})
     d = c.get(b["id"])
     assert d["state"] == "halted" and "not connected" in d["reason"]
     back = c.desired_state("gw1")[2]
-    assert (back["deployment_id"], back["digest"], back["rollback"], back["yaml"]) == (a["id"], a["digest"], True, A)
+    assert (back["deployment_id"], back["digest"], back["rollback"], back["yaml"]) == (
+        a["id"],
+        a["digest"],
+        True,
+        A,
+    )
     assert c.desired_state("gw2")[2]["digest"] == a["digest"]  # never received B
 
     c.command(a["id"], "remove")

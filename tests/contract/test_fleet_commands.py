@@ -40,9 +40,9 @@ def test_a_command_stays_in_the_desired_state_until_its_result_is_recorded_once(
     assert control.changes_since(gen0)[1] == [("default", "gw1")]  # pushed to the connected agent
     pending = commands.pending_many([("default", "gw1"), ("acme", "gw1")])
     gen, cmds = pending[("default", "gw1")]
-    assert gen == cmd["generation"] and [(c["id"], c["kind"], c["pipeline"], c["issued_by"], c["reason"])
-                                         for c in cmds] == [(cmd["id"], "baseline_relearn", "pump", "alice",
-                                                             "bearing replaced")]
+    assert gen == cmd["generation"] and [
+        (c["id"], c["kind"], c["pipeline"], c["issued_by"], c["reason"]) for c in cmds
+    ] == [(cmd["id"], "baseline_relearn", "pump", "alice", "bearing replaced")]
     assert pending[("acme", "gw1")] == (0, [])  # acme's gw1 never receives it
     # a result for another tenant's agent of the same id changes nothing
     assert commands.record_results("gw1", [{"id": cmd["id"], "ok": True}], tenant="acme") == 0

@@ -34,19 +34,27 @@ def test_ingest_is_idempotent_and_gaps_carry_their_cause(store):
     recs = [rec(s) for s in (1, 2, 3, 7, 8, 12)]
     assert store.ingest("gw9", recs) == ([1, 2, 3, 7, 8, 12], 6, 0)
     assert store.ingest("gw9", recs[:2])[1:] == (0, 2)  # a replay is stored once
-    assert store.gaps("gw9") == [{"epoch": 0, "first": 4, "last": 6, "cause": "unknown"},
-                                 {"epoch": 0, "first": 9, "last": 11, "cause": "unknown"}]
+    assert store.gaps("gw9") == [
+        {"epoch": 0, "first": 4, "last": 6, "cause": "unknown"},
+        {"epoch": 0, "first": 9, "last": 11, "cause": "unknown"},
+    ]
     drop = {"kind": "outbox_budget", "epoch": 0, "ranges": [[4, 5], [10, 11]]}
     store.ingest("gw9", [rec(13, kind="event", payload=json.dumps(drop))])
     assert [(g["first"], g["last"], g["cause"]) for g in store.gaps("gw9")] == [
-        (4, 5, "budget"), (6, 6, "unknown"), (9, 9, "unknown"), (10, 11, "budget")]
+        (4, 5, "budget"),
+        (6, 6, "unknown"),
+        (9, 9, "unknown"),
+        (10, 11, "budget"),
+    ]
     # a new epoch numbers from 1 again: new records, not replays; the old epoch's end is a known gap
     assert store.ingest("gw9", [rec(1, epoch=5), rec(2, epoch=5)])[1:] == (2, 0)
     assert store.gaps("gw9")[-1] == {"epoch": 0, "first": 14, "last": 0, "cause": "epoch_change"}
     corrupt = {"kind": "outbox_corrupt", "previous_epoch": 5}
     store.ingest("gw9", [rec(3, epoch=9, kind="event", payload=json.dumps(corrupt))])
-    assert store.gaps("gw9")[-2:] == [{"epoch": 5, "first": 3, "last": 0, "cause": "outbox_corrupt"},
-                                      {"epoch": 9, "first": 1, "last": 2, "cause": "unknown"}]
+    assert store.gaps("gw9")[-2:] == [
+        {"epoch": 5, "first": 3, "last": 0, "cause": "outbox_corrupt"},
+        {"epoch": 9, "first": 1, "last": 2, "cause": "unknown"},
+    ]
     st = store.stats("gw9")
     assert (st["records"], st["epoch"], st["last_seq"], st["duplicates"]) == (10, 9, 3, 2)
     assert st["by_kind"] == {"result": 8, "event": 2}
@@ -55,8 +63,13 @@ def test_ingest_is_idempotent_and_gaps_carry_their_cause(store):
 
 
 def test_tenants_never_see_each_others_rows(store):
-    sample = rec(2, kind="sample", payload=json.dumps({"model": "m", "reason": "ng", "verdict": "NG"}),
-                 sample_sha256="ab" * 32, sample_ext=".png")
+    sample = rec(
+        2,
+        kind="sample",
+        payload=json.dumps({"model": "m", "reason": "ng", "verdict": "NG"}),
+        sample_sha256="ab" * 32,
+        sample_ext=".png",
+    )
     assert store.ingest("gw1", [rec(1), sample])[1] == 2
     assert store.ingest("gw1", [rec(1), sample], tenant="acme")[1:] == (2, 0)  # the same ids: other rows
     store.ingest("gw2", [rec(1), rec(5)], tenant="acme")
@@ -65,7 +78,8 @@ def test_tenants_never_see_each_others_rows(store):
     assert [(a["id"], a["labels"]) for a in store.agents()] == [("gw1", {"site": "d"})]
     acme = store.agents(tenant="acme")
     assert [(a["id"], a["labels"], a["outbox_depth"], a["slots"]) for a in acme] == [
-        ("gw1", {"site": "a"}, 3, [{"slot": "vision"}])]
+        ("gw1", {"site": "a"}, 3, [{"slot": "vision"}])
+    ]
     assert store.agents(tenant="beta") == [] and store.stats(tenant="beta")["records"] == 0
     assert store.stats()["records"] == 2 and store.stats(tenant="acme")["records"] == 4
     assert store.gaps("gw2", tenant="acme") == [{"epoch": 0, "first": 2, "last": 4, "cause": "unknown"}]
@@ -75,8 +89,10 @@ def test_tenants_never_see_each_others_rows(store):
     assert [s["label"] for s in store.samples(model="m", tenant="acme")] == ["OK"]
     assert [s["label_state"] for s in store.samples(model="m")] == ["unlabelled"]  # the default tenant's copy
     assert store.samples(model="m", label_state="labelled") == []
-    assert store.usage() == {"default": {"agents": 1, "records": 2, "samples": 1},
-                             "acme": {"agents": 1, "records": 4, "samples": 1}}
+    assert store.usage() == {
+        "default": {"agents": 1, "records": 2, "samples": 1},
+        "acme": {"agents": 1, "records": 4, "samples": 1},
+    }
 
 
 def test_concurrent_batches_of_one_agent_are_stored_once(store):
@@ -105,8 +121,12 @@ def another_replica(store, tmp_path):
 
 def test_tenant_quotas_refuse_whole_batches_and_count_exactly_across_replicas(store, tmp_path):
     assert store.set_quota("acme", max_records_per_day=100, max_sample_bytes_per_day=1000) == {
-        "max_agents": 0, "max_records_per_day": 100, "max_sample_bytes_per_day": 1000, "records_today": 0,
-        "sample_bytes_today": 0}
+        "max_agents": 0,
+        "max_records_per_day": 100,
+        "max_sample_bytes_per_day": 1000,
+        "records_today": 0,
+        "sample_bytes_today": 0,
+    }
     other = another_replica(store, tmp_path)
     try:
         errors = []
@@ -118,8 +138,11 @@ def test_tenant_quotas_refuse_whole_batches_and_count_exactly_across_replicas(st
                 except TenantQuotaExceeded as exc:
                     errors.append(str(exc))
 
-        threads = [threading.Thread(target=push, args=(st, f"{name}{k}")) for st, name in ((store, "a"), (other, "b"))
-                   for k in range(3)]
+        threads = [
+            threading.Thread(target=push, args=(st, f"{name}{k}"))
+            for st, name in ((store, "a"), (other, "b"))
+            for k in range(3)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -130,7 +153,9 @@ def test_tenant_quotas_refuse_whole_batches_and_count_exactly_across_replicas(st
         assert store.ingest("gw1", [rec(1)])[1] == 1  # other tenants are not limited by acme's quota
         # a replay is not charged: only newly stored records count
         assert store.ingest("a0", [rec(1), rec(2)], tenant="acme")[1:] == (0, 2)
-        sample = rec(999, kind="sample", payload="{}", sample_sha256="cd" * 32, sample_ext=".png", sample_bytes=900)
+        sample = rec(
+            999, kind="sample", payload="{}", sample_sha256="cd" * 32, sample_ext=".png", sample_bytes=900
+        )
         store.set_quota("acme", max_records_per_day=0)  # 0: no limit
         assert other.ingest("a0", [sample], tenant="acme")[1] == 1
         with pytest.raises(TenantQuotaExceeded, match="quota of 1000 bytes of samples per day"):
@@ -141,7 +166,9 @@ def test_tenant_quotas_refuse_whole_batches_and_count_exactly_across_replicas(st
         store.admit_agent("gw1", tenant="acme")
         other.admit_agent("gw1", tenant="acme")
         other.admit_agent("gw2", tenant="acme")
-        with pytest.raises(TenantQuotaExceeded, match="2 agents registered, the tenant's quota is 2; agent gw3"):
+        with pytest.raises(
+            TenantQuotaExceeded, match="2 agents registered, the tenant's quota is 2; agent gw3"
+        ):
             store.admit_agent("gw3", tenant="acme")
         store.admit_agent("gw3", tenant="beta")  # no quota
         assert [a["id"] for a in store.agents(tenant="acme")] == ["gw1", "gw2"]
@@ -179,7 +206,9 @@ def test_postgres_migrations_are_versioned_applied_once_and_a_newer_schema_is_re
 def test_postgres_that_is_not_there_is_one_clear_error(tmp_path):
     from tests.support.peers import free_port
 
-    with pytest.raises(ConnectionError, match=r"fleet store postgresql://fleet:\*\*\*@127.0.0.1:\d+/x: cannot connect"):
+    with pytest.raises(
+        ConnectionError, match=r"fleet store postgresql://fleet:\*\*\*@127.0.0.1:\d+/x: cannot connect"
+    ):
         open_store(f"postgresql://fleet:secret@127.0.0.1:{free_port()}/x", tmp_path)
     with pytest.raises(ValueError, match="expected a postgresql:// URL"):
         open_store("mysql://x", tmp_path)

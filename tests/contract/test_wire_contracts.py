@@ -28,19 +28,34 @@ def check_golden(name: str, data) -> None:
         return
     want = path.read_text() if path.exists() else ""
     if text != want:
-        diff = "".join(difflib.unified_diff(want.splitlines(True), text.splitlines(True), f"golden/{name}", "now"))
-        pytest.fail(f"the contract in golden/{name} changed (deliberate? bump its version and run "
-                    f"UPDATE_GOLDEN=1 pytest tests/contract):\n{diff}")
+        diff = "".join(
+            difflib.unified_diff(want.splitlines(True), text.splitlines(True), f"golden/{name}", "now")
+        )
+        pytest.fail(
+            f"the contract in golden/{name} changed (deliberate? bump its version and run "
+            f"UPDATE_GOLDEN=1 pytest tests/contract):\n{diff}"
+        )
 
 
 def _result(**kw):
     from edge_agent.types import Latency, Result
 
-    base = dict(pipeline="inspect", source="cam", item_seq=7, captured_at=1.7e9, model="part-inspection",
-                model_version="1.2.0", engine="onnxruntime", verdict="NG", score=0.93, label="crack",
-                probabilities={"ok": 0.07, "crack": 0.93}, margin=0.86,
-                latency=Latency(queue_ms=0.1, preprocess_ms=0.4, inference_ms=1.2, postprocess_ms=0.1),
-                finished_at=1.7e9 + 0.01)
+    base = dict(
+        pipeline="inspect",
+        source="cam",
+        item_seq=7,
+        captured_at=1.7e9,
+        model="part-inspection",
+        model_version="1.2.0",
+        engine="onnxruntime",
+        verdict="NG",
+        score=0.93,
+        label="crack",
+        probabilities={"ok": 0.07, "crack": 0.93},
+        margin=0.86,
+        latency=Latency(queue_ms=0.1, preprocess_ms=0.4, inference_ms=1.2, postprocess_ms=0.1),
+        finished_at=1.7e9 + 0.01,
+    )
     return Result(**{**base, **kw})
 
 
@@ -49,21 +64,33 @@ async def test_mqtt_topics_and_payloads_match_their_golden_file():
     from edge_agent.config import parse_config
     from protocols import topics
 
-    scheme = {k.value: topics.build_topic("plant1", "line1", "gw-1", k, "inspect" if k in (
-        topics.Kind.RESULTS, topics.Kind.TAGS) else ("bearing" if k is topics.Kind.ALARMS else None))
-        for k in topics.Kind}
+    scheme = {
+        k.value: topics.build_topic(
+            "plant1",
+            "line1",
+            "gw-1",
+            k,
+            "inspect"
+            if k in (topics.Kind.RESULTS, topics.Kind.TAGS)
+            else ("bearing" if k is topics.Kind.ALARMS else None),
+        )
+        for k in topics.Kind
+    }
     events: list[dict] = []
     cfg = parse_config({"agent": {"id": "gw-1"}, "actions": {"bearing": {"type": "alarm", "raise_after": 1}}})
     runner = ActionRunner(cfg, sources={}, on_event=events.append)
     await runner.handle(["bearing"], _result(), None)  # raised: its event is the alarm payload
     await runner.flush()
     alarm = dict(events[0], t="<epoch s>")
-    check_golden("mqtt.json", {
-        "topics": scheme,
-        "status_payloads": [topics.STATUS_ONLINE, topics.STATUS_OFFLINE],
-        "result_payload": _result().to_json_dict(),
-        "alarm_payload": alarm,
-    })
+    check_golden(
+        "mqtt.json",
+        {
+            "topics": scheme,
+            "status_payloads": [topics.STATUS_ONLINE, topics.STATUS_OFFLINE],
+            "result_payload": _result().to_json_dict(),
+            "alarm_payload": alarm,
+        },
+    )
 
 
 def test_manifest_schema_matches_its_golden_file():
@@ -84,17 +111,26 @@ def test_fleet_proto_matches_its_golden_file():
     def label(f) -> str:
         repeated = f.is_repeated if hasattr(f, "is_repeated") else f.label == FieldDescriptor.LABEL_REPEATED
         if repeated:
-            return "map" if f.message_type is not None and f.message_type.GetOptions().map_entry else "repeated"
+            return (
+                "map" if f.message_type is not None and f.message_type.GetOptions().map_entry else "repeated"
+            )
         return "optional" if f.has_presence and f.message_type is None else ""
 
     def type_of(f) -> str:
         if f.message_type is not None:
             return f.message_type.full_name
-        return {v: k.removeprefix("TYPE_").lower() for k, v in vars(FieldDescriptor).items()
-                if k.startswith("TYPE_")}[f.type]
+        return {
+            v: k.removeprefix("TYPE_").lower()
+            for k, v in vars(FieldDescriptor).items()
+            if k.startswith("TYPE_")
+        }[f.type]
 
-    messages = {name: {f.name: " ".join(x for x in (label(f), type_of(f), f"= {f.number}") if x)
-                       for f in m.fields} for name, m in fd.message_types_by_name.items()}
-    services = {name: {m.name: f"{m.input_type.name} -> {m.output_type.name}" for m in s.methods}
-                for name, s in fd.services_by_name.items()}
+    messages = {
+        name: {f.name: " ".join(x for x in (label(f), type_of(f), f"= {f.number}") if x) for f in m.fields}
+        for name, m in fd.message_types_by_name.items()
+    }
+    services = {
+        name: {m.name: f"{m.input_type.name} -> {m.output_type.name}" for m in s.methods}
+        for name, s in fd.services_by_name.items()
+    }
     check_golden("fleet_proto.json", {"package": fd.package, "messages": messages, "services": services})

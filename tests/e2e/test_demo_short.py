@@ -17,8 +17,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.timeout(600)
 def test_demo_short_tells_the_whole_story_and_exits_0(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "simulators.cli", "demo", "--short", "--work", str(tmp_path / "demo")],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulators.cli", "demo", "--short", "--work", str(tmp_path / "demo")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=540)
     finally:  # never leave the demo's processes behind, whatever happened
@@ -26,9 +32,17 @@ def test_demo_short_tells_the_whole_story_and_exits_0(tmp_path):
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(30)
     assert proc.returncode == 0, out[-4000:] + err[-2000:]
-    for step in ("== 1. Cloud: fleet PKI", "== 2. Factory and cloud up", "== 3. Two edge agents start",
-                 "== 4. Results flow", "== 5. Line 1's bearing degrades", "== 6. Cloud link cut",
-                 "== 7. Cloud retrains", "A deliberately bad candidate", "Summary (whole loop in"):
+    for step in (
+        "== 1. Cloud: fleet PKI",
+        "== 2. Factory and cloud up",
+        "== 3. Two edge agents start",
+        "== 4. Results flow",
+        "== 5. Line 1's bearing degrades",
+        "== 6. Cloud link cut",
+        "== 7. Cloud retrains",
+        "A deliberately bad candidate",
+        "Summary (whole loop in",
+    ):
         assert step in out, step
     assert "missing sequence numbers {'gw-line1': 0, 'gw-line2': 0}" in out
     table = [ln for ln in out.splitlines() if ln.startswith("| gw-line")]

@@ -34,11 +34,25 @@ async def test_run_example_config_status_and_sigterm(tmp_path, mosquitto, engine
     status_port = free_port()
     cfg = (ROOT / "configs" / "line1.yaml").read_text().replace("engine: auto", f"engine: {engine}")
     (tmp_path / "line1.yaml").write_text(cfg)
-    env = {**os.environ, "VISION_PACKAGE": str(vision), "MAINTENANCE_PACKAGE": str(signal_pkg), "TRUSTED_KEY": str(pub),
-           "OPCUA_ENDPOINT": machine.endpoint, "CAMERA_URL": camera.url, "MQTT_PORT": str(mosquitto.port),
-           "STATUS_PORT": str(status_port), "AGENT_DATA": str(tmp_path / "data")}
-    proc = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "run", str(tmp_path / "line1.yaml"), "--log-json"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "VISION_PACKAGE": str(vision),
+        "MAINTENANCE_PACKAGE": str(signal_pkg),
+        "TRUSTED_KEY": str(pub),
+        "OPCUA_ENDPOINT": machine.endpoint,
+        "CAMERA_URL": camera.url,
+        "MQTT_PORT": str(mosquitto.port),
+        "STATUS_PORT": str(status_port),
+        "AGENT_DATA": str(tmp_path / "data"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_agent.cli", "run", str(tmp_path / "line1.yaml"), "--log-json"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         st = None
         deadline = time.monotonic() + 60
@@ -46,7 +60,9 @@ async def test_run_example_config_status_and_sigterm(tmp_path, mosquitto, engine
             await asyncio.sleep(0.5)
             assert proc.poll() is None, proc.stdout.read()
             try:
-                st = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{status_port}/status", timeout=2).read())
+                st = json.loads(
+                    urllib.request.urlopen(f"http://127.0.0.1:{status_port}/status", timeout=2).read()
+                )
             except OSError:
                 continue
             done = {p["pipeline"]: p["results"] for p in st["pipelines"]}
@@ -55,8 +71,13 @@ async def test_run_example_config_status_and_sigterm(tmp_path, mosquitto, engine
         assert st is not None and {m["engine"] for m in st["models"]} == {engine}
         assert {p["pipeline"]: p["results"] > 0 for p in st["pipelines"]} == {"inspect": True, "health": True}
         assert machine.reject_count >= 2
-        r = subprocess.run([sys.executable, "-m", "edge_agent.cli", "status", "--url", f"http://127.0.0.1:{status_port}"],
-                           capture_output=True, text=True, cwd=ROOT, timeout=30)
+        r = subprocess.run(
+            [sys.executable, "-m", "edge_agent.cli", "status", "--url", f"http://127.0.0.1:{status_port}"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=30,
+        )
         assert r.returncode == 0 and "inspect" in r.stdout and "part-inspection-1.0.0" in r.stdout
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)

@@ -14,8 +14,13 @@ from tests.support.models import golden_inputs, make_signal_onnx, signal_spec
 
 
 def cli(*args, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "model_packager.cli", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "model_packager.cli", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_round_trip_on_both_engines(tmp_path):
@@ -27,8 +32,19 @@ def test_cli_round_trip_on_both_engines(tmp_path):
     make_signal_onnx(tmp_path / "model.onnx")
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(signal_spec(version="2.1.0")))
     np.savez(tmp_path / "golden.npz", **golden_inputs("signal"))
-    r = cli("build", "model.onnx", "spec.yaml", "--key", "keys/fleet.key", "--out", "dist", "--golden",
-            "golden.npz", "--openvino", cwd=tmp_path)
+    r = cli(
+        "build",
+        "model.onnx",
+        "spec.yaml",
+        "--key",
+        "keys/fleet.key",
+        "--out",
+        "dist",
+        "--golden",
+        "golden.npz",
+        "--openvino",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     pkg = tmp_path / "dist" / "machine-health-2.1.0.edgepkg"
     assert pkg.is_file()
@@ -52,7 +68,9 @@ def test_cli_verify_refuses_an_untrusted_package_with_exit_1(tmp_path):
     assert cli("keygen", "b", cwd=tmp_path).returncode == 0
     make_signal_onnx(tmp_path / "model.onnx")
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(signal_spec()))
-    assert cli("build", "model.onnx", "spec.yaml", "--key", "a.key", "--out", ".", cwd=tmp_path).returncode == 0
+    assert (
+        cli("build", "model.onnx", "spec.yaml", "--key", "a.key", "--out", ".", cwd=tmp_path).returncode == 0
+    )
     r = cli("verify", "machine-health-1.0.0.edgepkg", "--trust", "b.pub", cwd=tmp_path)
     assert r.returncode == 1
     assert "not among the trusted keys" in r.stderr and r.stderr.count("\n") == 1
@@ -66,8 +84,12 @@ def test_cli_verify_output_cannot_be_forged_by_names_with_control_characters(tmp
     assert cli("keygen", "k", cwd=tmp_path).returncode == 0
     make_signal_onnx(tmp_path / "model.onnx")
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(signal_spec()))
-    assert cli("build", "model.onnx", "spec.yaml", "--key", "k.key", "--out", ".", cwd=tmp_path).returncode == 0
-    forged = "x\x1b[2K\r\nOK machine-health-1.0.0: signature by a trusted key, 3 files, every hash and size match"
+    assert (
+        cli("build", "model.onnx", "spec.yaml", "--key", "k.key", "--out", ".", cwd=tmp_path).returncode == 0
+    )
+    forged = (
+        "x\x1b[2K\r\nOK machine-health-1.0.0: signature by a trusted key, 3 files, every hash and size match"
+    )
     pkg = tmp_path / "machine-health-1.0.0.edgepkg"
     tc.splice(pkg, tmp_path / "forged.edgepkg", tc.pax_entry(tc.pax_record("path", forged)))
     r = cli("verify", "forged.edgepkg", "--trust", "k.pub", cwd=tmp_path)
@@ -88,8 +110,16 @@ def test_cli_build_reports_spec_mismatch_naming_both_sides(tmp_path):
 def test_public_api_is_exported():
     for name in model_packager.__all__:
         assert hasattr(model_packager, name), name
-    assert {"build_package", "open_package", "verify_package", "read_manifest", "generate_keypair",
-            "load_trusted_keys", "run_golden", "PackageError"} <= set(model_packager.__all__)
+    assert {
+        "build_package",
+        "open_package",
+        "verify_package",
+        "read_manifest",
+        "generate_keypair",
+        "load_trusted_keys",
+        "run_golden",
+        "PackageError",
+    } <= set(model_packager.__all__)
 
 
 def test_cli_builds_a_two_form_package_and_verify_checks_int8_on_this_cpu(tmp_path):
@@ -104,8 +134,21 @@ def test_cli_builds_a_two_form_package_and_verify_checks_int8_on_this_cpu(tmp_pa
     spec = {**signal_spec(version="3.0.0"), "quantization": {"scheme": onnx_tools.SCHEME}}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     np.savez(tmp_path / "golden.npz", features=np.abs(golden_inputs("signal", n=8, seed=4)["features"]))
-    r = cli("build", "model.int8.onnx", "spec.yaml", "--key", "keys/fleet.key", "--out", "dist", "--golden",
-            "golden.npz", "--openvino", "--fp32", "model.fp32.onnx", cwd=tmp_path)
+    r = cli(
+        "build",
+        "model.int8.onnx",
+        "spec.yaml",
+        "--key",
+        "keys/fleet.key",
+        "--out",
+        "dist",
+        "--golden",
+        "golden.npz",
+        "--openvino",
+        "--fp32",
+        "model.fp32.onnx",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     pkg = tmp_path / "dist" / "machine-health-3.0.0.edgepkg"
     r = cli("verify", pkg, "--trust", "keys/fleet.pub", "--run", cwd=tmp_path)

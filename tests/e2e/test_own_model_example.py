@@ -21,8 +21,14 @@ EX = ROOT / "examples" / "own-model"
 
 
 def run(*args: str, cwd: Path) -> str:
-    r = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, timeout=120,
-                       env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    r = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout
 
@@ -30,20 +36,44 @@ def run(*args: str, cwd: Path) -> str:
 async def test_own_model_example_builds_validates_and_runs(tmp_path):
     await asyncio.to_thread(run, str(EX / "make_model.py"), "work/model.onnx", cwd=tmp_path)
     await asyncio.to_thread(run, "-m", "model_packager.cli", "keygen", "keys/plant", cwd=tmp_path)
-    await asyncio.to_thread(run, "-m", "model_packager.cli", "build", "work/model.onnx", str(EX / "spec.yaml"),
-                            "--key", "keys/plant.key", "--out", "dist", cwd=tmp_path)
+    await asyncio.to_thread(
+        run,
+        "-m",
+        "model_packager.cli",
+        "build",
+        "work/model.onnx",
+        str(EX / "spec.yaml"),
+        "--key",
+        "keys/plant.key",
+        "--out",
+        "dist",
+        cwd=tmp_path,
+    )
     machine = MachineServer(free_port(), period_ms=100, window_samples=1024)
     await machine.start()
     cfg = {
         "agent": {"id": "gw-own", "data_dir": "data"},
         "trusted_keys": ["keys/plant.pub"],
         "http": {"enabled": False},
-        "sources": {"pump": {"type": "opcua", "endpoint": machine.endpoint,
-                             "nodes": [{"node_id": machine.node_id("Vibration")},
-                                       {"node_id": machine.node_id("Temperature")}]}},
+        "sources": {
+            "pump": {
+                "type": "opcua",
+                "endpoint": machine.endpoint,
+                "nodes": [
+                    {"node_id": machine.node_id("Vibration")},
+                    {"node_id": machine.node_id("Temperature")},
+                ],
+            }
+        },
         "models": {"pump": {"package": "dist/pump-anomaly-1.0.0.edgepkg", "engine": "onnxruntime"}},
-        "pipelines": [{"name": "pump", "source": "pump", "model": "pump",
-                       "window": {"waveform": "Vibration", "scalars": {"temperature": "Temperature"}}}],
+        "pipelines": [
+            {
+                "name": "pump",
+                "source": "pump",
+                "model": "pump",
+                "window": {"waveform": "Vibration", "scalars": {"temperature": "Temperature"}},
+            }
+        ],
     }
     (tmp_path / "line.yaml").write_text(yaml.safe_dump(cfg))
     try:

@@ -18,17 +18,36 @@ from simulators.camera import write_folder
 from tests.support.models import make_keypair, make_package
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)"
+)
 
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 def chromium(profile: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                           "--enable-logging=stderr", "--v=0", f"--user-data-dir={profile}",
-                           "--virtual-time-budget=6000", *args], capture_output=True, text=True, timeout=90)
+    return subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=6000",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
 
 
 def render(url: str, screenshot: str) -> str:
@@ -37,7 +56,9 @@ def render(url: str, screenshot: str) -> str:
     with tempfile.TemporaryDirectory() as profile:
         r = chromium(profile, "--dump-dom", url)
         assert r.returncode == 0, r.stderr[-2000:]
-        errors = [ln for ln in r.stderr.splitlines() if ":CONSOLE" in ln and ("Uncaught" in ln or "Error" in ln)]
+        errors = [
+            ln for ln in r.stderr.splitlines() if ":CONSOLE" in ln and ("Uncaught" in ln or "Error" in ln)
+        ]
         assert not errors, errors
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / screenshot
@@ -50,15 +71,22 @@ async def test_agent_status_page_shows_live_state(tmp_path):
     key, pub = make_keypair(tmp_path / "keys")
     pkg = make_package(tmp_path, kind="vision", key=key, bias=-20.0)
     frames = write_folder(tmp_path / "frames", 8, seed=0, defect_rate=0.5, size=64)
-    cfg = parse_config({
-        "agent": {"id": "gw-page", "site": "plant", "line": "l1", "data_dir": str(tmp_path / "data")},
-        "trusted_keys": [str(pub)], "http": {"port": 0},
-        "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 20, "loop": True},
-                    "spare": {"type": "camera", "url": str(frames), "fps": 2, "loop": True}},  # read by nobody
-        "models": {"vision": {"package": str(pkg), "engine": "onnxruntime"}},
-        "pipelines": [{"name": "inspect", "source": "cam", "model": "vision", "actions": ["ng"]}],
-        "actions": {"ng": {"type": "alarm", "raise_after": 2, "clear_after": 2, "when": {"verdict": "NG"}}},
-    })
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw-page", "site": "plant", "line": "l1", "data_dir": str(tmp_path / "data")},
+            "trusted_keys": [str(pub)],
+            "http": {"port": 0},
+            "sources": {
+                "cam": {"type": "camera", "url": str(frames), "fps": 20, "loop": True},
+                "spare": {"type": "camera", "url": str(frames), "fps": 2, "loop": True},
+            },  # read by nobody
+            "models": {"vision": {"package": str(pkg), "engine": "onnxruntime"}},
+            "pipelines": [{"name": "inspect", "source": "cam", "model": "vision", "actions": ["ng"]}],
+            "actions": {
+                "ng": {"type": "alarm", "raise_after": 2, "clear_after": 2, "when": {"verdict": "NG"}}
+            },
+        }
+    )
     agent = Agent(cfg)
     await agent.start()
     try:
@@ -90,16 +118,50 @@ async def test_fleet_console_shows_agents_deployments_and_reports(tmp_path):
     key, _ = make_keypair(tmp_path / "keys")
     reg = Registry(tmp_path / "registry")
     rep = tmp_path / "report.json"
-    rep.write_text('{"metrics": {"int8": {"ng_recall": 0.99, "accuracy": 0.95}}, "gate": {"passed": true, '
-                   '"reasons": []}}')
-    reg.publish(make_package(tmp_path, kind="vision", version="1.4.0", key=key), [rep], {"ng_recall": 0.99}, "sha256:x",
-                None)
-    srv = FleetServer(tmp_path / "cloud", free_port(), pki / "ca.pem", pki / "server.pem", pki / "server.key",
-                      registry=tmp_path / "registry")
-    srv.store.heartbeat("gw1", {"site": "plant"}, [{"slot": "vision", "package": "part-inspection", "version": "1.4.0",
-                                                    "digest": "d", "status": "active", "reason": ""}], {}, 0)
-    srv.control.create({"package": "part-inspection", "version": "1.4.0", "slot": "vision", "agents": ["gw1"],
-                        "strategy": "all_at_once"})
+    rep.write_text(
+        '{"metrics": {"int8": {"ng_recall": 0.99, "accuracy": 0.95}}, "gate": {"passed": true, '
+        '"reasons": []}}'
+    )
+    reg.publish(
+        make_package(tmp_path, kind="vision", version="1.4.0", key=key),
+        [rep],
+        {"ng_recall": 0.99},
+        "sha256:x",
+        None,
+    )
+    srv = FleetServer(
+        tmp_path / "cloud",
+        free_port(),
+        pki / "ca.pem",
+        pki / "server.pem",
+        pki / "server.key",
+        registry=tmp_path / "registry",
+    )
+    srv.store.heartbeat(
+        "gw1",
+        {"site": "plant"},
+        [
+            {
+                "slot": "vision",
+                "package": "part-inspection",
+                "version": "1.4.0",
+                "digest": "d",
+                "status": "active",
+                "reason": "",
+            }
+        ],
+        {},
+        0,
+    )
+    srv.control.create(
+        {
+            "package": "part-inspection",
+            "version": "1.4.0",
+            "slot": "vision",
+            "agents": ["gw1"],
+            "strategy": "all_at_once",
+        }
+    )
     await srv.start()  # a grpc.aio server must be started and stopped in its own loop
     console = Console(srv, "127.0.0.1", 0)
     console.start()

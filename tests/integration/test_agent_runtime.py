@@ -46,8 +46,12 @@ def packages(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("agentpkgs")
     key, pub = make_keypair(tmp / "keys")
     return {
-        "vision": make_package(tmp, kind="vision", version="1.0.0", key=key, bias=-20.0, openvino=True),  # all NG
-        "vision2": make_package(tmp, kind="vision", version="1.1.0", key=key, bias=-20.0, seed=3, openvino=True),
+        "vision": make_package(
+            tmp, kind="vision", version="1.0.0", key=key, bias=-20.0, openvino=True
+        ),  # all NG
+        "vision2": make_package(
+            tmp, kind="vision", version="1.1.0", key=key, bias=-20.0, seed=3, openvino=True
+        ),
         "signal": make_package(tmp, kind="signal", version="1.0.0", key=key, openvino=True),
         "pub": pub,
     }
@@ -59,28 +63,56 @@ def config(tmp_path, packages, mqtt_port: int, opcua_endpoint: str, camera_url: 
         "trusted_keys": [str(packages["pub"])],
         "http": {"port": 0},
         "sources": {
-            "machine": {"type": "opcua", "endpoint": opcua_endpoint,
-                        "nodes": [{"node_id": "ns=2;s=Machine1.Vibration"},
-                                  {"node_id": "ns=2;s=Machine1.Temperature"}]},
+            "machine": {
+                "type": "opcua",
+                "endpoint": opcua_endpoint,
+                "nodes": [
+                    {"node_id": "ns=2;s=Machine1.Vibration"},
+                    {"node_id": "ns=2;s=Machine1.Temperature"},
+                ],
+            },
             "broker": {"type": "mqtt", "port": mqtt_port},
             "cam": {"type": "camera", "url": camera_url, "fps": 10},
         },
         "models": {
             "health": {"package": str(packages["signal"]), "engine": engine},
-            "vision": {"package": str(packages["vision"]), "engine": engine,
-                       "health": {"window_s": 1, "min_items": 3}},
+            "vision": {
+                "package": str(packages["vision"]),
+                "engine": engine,
+                "health": {"window_s": 1, "min_items": 3},
+            },
         },
         "pipelines": [
-            {"name": "maintenance", "source": "machine", "model": "health",
-             "window": {"waveform": "Vibration", "scalars": ["Temperature"]}, "actions": ["publish"]},
-            {"name": "inspect", "source": "cam", "model": "vision", "actions": ["publish", "reject", "ng_alarm"]},
+            {
+                "name": "maintenance",
+                "source": "machine",
+                "model": "health",
+                "window": {"waveform": "Vibration", "scalars": ["Temperature"]},
+                "actions": ["publish"],
+            },
+            {
+                "name": "inspect",
+                "source": "cam",
+                "model": "vision",
+                "actions": ["publish", "reject", "ng_alarm"],
+            },
         ],
         "actions": {
             "publish": {"type": "mqtt_publish", "source": "broker", "qos": 1},
-            "reject": {"type": "opcua_write", "source": "machine", "node_id": "ns=2;s=Machine1.Reject",
-                       "value": True, "when": {"verdict": "NG"}},
-            "ng_alarm": {"type": "alarm", "raise_after": 3, "clear_after": 3, "when": {"verdict": "NG"},
-                         "publish_to": "broker"},
+            "reject": {
+                "type": "opcua_write",
+                "source": "machine",
+                "node_id": "ns=2;s=Machine1.Reject",
+                "value": True,
+                "when": {"verdict": "NG"},
+            },
+            "ng_alarm": {
+                "type": "alarm",
+                "raise_after": 3,
+                "clear_after": 3,
+                "when": {"verdict": "NG"},
+                "publish_to": "broker",
+            },
         },
     }
 
@@ -100,8 +132,13 @@ async def test_agent_runs_both_pipelines_and_acts_on_real_peers(tmp_path, packag
             with sub.lock:
                 return {t for t, _ in sub.messages}
 
-        await wait_for(lambda: {"factory/plant/line1/gw1/results/maintenance",
-                                "factory/plant/line1/gw1/results/inspect"} <= topics(), what="results of both pipelines")
+        await wait_for(
+            lambda: (
+                {"factory/plant/line1/gw1/results/maintenance", "factory/plant/line1/gw1/results/inspect"}
+                <= topics()
+            ),
+            what="results of both pipelines",
+        )
         await wait_for(lambda: machine.reject_count >= 2, what="reject writes on the machine")
         await wait_for(lambda: "factory/plant/line1/gw1/alarms/ng_alarm" in topics(), what="the NG alarm")
         with sub.lock:
@@ -123,19 +160,25 @@ async def test_agent_runs_both_pipelines_and_acts_on_real_peers(tmp_path, packag
         assert 'edge_pipeline_results_total{pipeline="inspect",verdict="NG"}' in metrics
         assert "process_resident_memory_bytes" in metrics
         # every action has its outcome counters, by action and target; cumulative counts are counters
-        assert 'edge_action_total{action="reject",outcome="ok",target="ns=2;s=Machine1.Reject",type="opcua_write"}' \
-            in metrics, metrics
+        assert (
+            'edge_action_total{action="reject",outcome="ok",target="ns=2;s=Machine1.Reject",type="opcua_write"}'
+            in metrics
+        ), metrics
         assert 'edge_alarm_active{alarm="ng_alarm",pipeline="inspect"} 1.0' in metrics
-        assert "# TYPE edge_pipeline_dropped_total counter" in metrics or \
-            "# TYPE edge_pipeline_dropped counter" in metrics
+        assert (
+            "# TYPE edge_pipeline_dropped_total counter" in metrics
+            or "# TYPE edge_pipeline_dropped counter" in metrics
+        )
         assert 'edge_source_received_total{source="machine"}' in metrics
 
         # hot swap while frames flow: the camera keeps its sequence, nothing processed twice
         slot = agent.slots["vision"]
         outcome = await slot.swap(packages["vision2"])
         assert outcome.ok, outcome
-        await wait_for(lambda: any(m["model_version"] == "1.1.0" for t, m in list(sub.messages) if "inspect" in t),
-                       what="results from the new version")
+        await wait_for(
+            lambda: any(m["model_version"] == "1.1.0" for t, m in list(sub.messages) if "inspect" in t),
+            what="results from the new version",
+        )
     finally:
         await agent.stop()
         sub.stop()

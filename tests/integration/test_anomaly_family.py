@@ -34,8 +34,17 @@ def built(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("anomaly")
     key, pub = make_keypair(tmp / "keys")
     data = write_plates(tmp / "plates", n_train=30, n_good=10, n_ng=15, seed=4, size=SIZE)
-    s = A.AnomalySettings(dataset=data, registry=tmp / "registry", signing_key=key, workdir=tmp / "work", size=SIZE,
-                          bank_size=512, folds=3, openvino=False, threads=2)
+    s = A.AnomalySettings(
+        dataset=data,
+        registry=tmp / "registry",
+        signing_key=key,
+        workdir=tmp / "work",
+        size=SIZE,
+        bank_size=512,
+        folds=3,
+        openvino=False,
+        threads=2,
+    )
     res = A.build(s, log=lambda m: None)
     return {"res": res, "pub": pub, "tmp": tmp, "data": data}
 
@@ -49,7 +58,9 @@ def test_build_from_good_images_localises_independent_defects(built):
     assert m["ok_rejected"] <= 0.1 and m["ng_recall"] >= 0.5, m
     from model_packager import load_trusted_keys, open_package
 
-    opened = open_package(Path(built["res"]["package"]), built["tmp"] / "open", load_trusted_keys([built["pub"]]))
+    opened = open_package(
+        Path(built["res"]["package"]), built["tmp"] / "open", load_trusted_keys([built["pub"]])
+    )
     man = opened.manifest
     assert man.task.value == "anomaly_detection"
     assert [o.role.value for o in man.outputs] == ["anomaly_score", "anomaly_map"]
@@ -61,15 +72,28 @@ def test_build_from_good_images_localises_independent_defects(built):
 
     sess = ort.InferenceSession(str(opened.model_path), providers=["CPUExecutionProvider"])
     img, mask = plate(99, 5, "pit", SIZE)
-    out = dict(zip(["anomaly_score", "anomaly_map"], sess.run(None, {"image": image_tensor(img, man.preprocessing)}),
-                   strict=True))
+    out = dict(
+        zip(
+            ["anomaly_score", "anomaly_map"],
+            sess.run(None, {"image": image_tensor(img, man.preprocessing)}),
+            strict=True,
+        )
+    )
     it = interpret(man, out)
     assert it.verdict == "NG" and it.heatmap.shape == (SIZE, SIZE)
     y, x = np.unravel_index(np.argmax(it.heatmap), it.heatmap.shape)
     ys, xs = np.nonzero(mask)
     assert abs(y - ys.mean()) <= 8 and abs(x - xs.mean()) <= 8
-    good = interpret(man, dict(zip(["anomaly_score", "anomaly_map"], sess.run(
-        None, {"image": image_tensor(plate(99, 6, None, SIZE)[0], man.preprocessing)}), strict=True)))
+    good = interpret(
+        man,
+        dict(
+            zip(
+                ["anomaly_score", "anomaly_map"],
+                sess.run(None, {"image": image_tensor(plate(99, 6, None, SIZE)[0], man.preprocessing)}),
+                strict=True,
+            )
+        ),
+    )
     assert good.verdict == "OK" and good.heatmap.max() < 0.5  # a good part stays cool on the page
 
 
@@ -118,11 +142,31 @@ def test_build_anomaly_on_the_command_line_refuses_a_bad_dataset_in_one_line_and
     key, _ = make_keypair(tmp_path / "keys")
     few = tmp_path / "few"
     write_plates(few, n_train=5, n_good=0, n_ng=0)
-    r = subprocess.run([sys.executable, "-m", "cloud_trainer.cli", "build", "anomaly", "--dataset", str(few),
-                        "--registry", str(tmp_path / "reg"), "--key", str(key), "--work", str(tmp_path / "work")],
-                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cloud_trainer.cli",
+            "build",
+            "anomaly",
+            "--dataset",
+            str(few),
+            "--registry",
+            str(tmp_path / "reg"),
+            "--key",
+            str(key),
+            "--work",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert r.returncode == 2, r.stderr
-    assert r.stderr.startswith("cloud-trainer build anomaly: dataset error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert (
+        r.stderr.startswith("cloud-trainer build anomaly: dataset error: ") and r.stderr.count("\n") == 1
+    ), r.stderr
     assert "5 good image(s)" in r.stderr and not r.stdout and not (tmp_path / "reg" / "part-anomaly").exists()
 
 
@@ -145,8 +189,11 @@ def _frames(folder: Path) -> dict[str, str]:
     folder.mkdir()
     kinds = {}
     rng = np.random.default_rng(0)
-    plan = [("good", None)] * 4 + [("ng", "scratch"), ("ng", "scratch")] + [("blurred", None), ("dark", None),
-                                                                        ("foreign", None)] * 2
+    plan = (
+        [("good", None)] * 4
+        + [("ng", "scratch"), ("ng", "scratch")]
+        + [("blurred", None), ("dark", None), ("foreign", None)] * 2
+    )
     for i, (kind, defect) in enumerate(plan):
         img, _ = plate(123, i, defect, SIZE)
         if kind == "blurred":
@@ -154,8 +201,9 @@ def _frames(folder: Path) -> dict[str, str]:
         elif kind == "dark":
             img = (img * 0.15).astype(np.uint8)
         elif kind == "foreign":  # another scene: a checkerboard of random tiles
-            img = cv2.resize(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8), (SIZE, SIZE),
-                             interpolation=cv2.INTER_NEAREST)
+            img = cv2.resize(
+                rng.integers(0, 255, (6, 6, 3), dtype=np.uint8), (SIZE, SIZE), interpolation=cv2.INTER_NEAREST
+            )
         name = f"{i:03d}.png"
         cv2.imwrite(str(folder / name), img)
         kinds[name] = kind
@@ -168,19 +216,40 @@ async def test_agent_says_unsure_for_far_off_frames_and_raises_drift(built, tmp_
     from tests.integration.test_agent_runtime import Subscriber, wait_for
 
     kinds = _frames(tmp_path / "frames")
-    cfg = parse_config({
-        "agent": {"id": "gw1", "site": "plant", "line": "line2", "data_dir": str(tmp_path / "data")},
-        "trusted_keys": [str(built["pub"])], "http": {"port": 0},
-        "sources": {"cam": {"type": "camera", "url": str(tmp_path / "frames"), "fps": 20},
-                    "broker": {"type": "mqtt", "port": mosquitto.port}},
-        "models": {"anomaly": {"package": built["res"]["package"]}},
-        "pipelines": [{"name": "inspect2", "source": "cam", "model": "anomaly", "actions": ["publish", "unsure_lamp"],
-                       "queue": {"policy": "block"}, "unsure": {"window": 6, "max_share": 0.5}}],
-        "actions": {"publish": {"type": "mqtt_publish", "source": "broker", "qos": 1},
-                    "unsure_lamp": {"type": "mqtt_publish", "source": "broker", "qos": 1, "topic": "lamp/unsure",
-                                    "when": {"verdict": "UNSURE"}}},
-        "outbox": {}, "upload": {"unsure_fraction": 1.0, "ok_fraction": 0.0},
-    })
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw1", "site": "plant", "line": "line2", "data_dir": str(tmp_path / "data")},
+            "trusted_keys": [str(built["pub"])],
+            "http": {"port": 0},
+            "sources": {
+                "cam": {"type": "camera", "url": str(tmp_path / "frames"), "fps": 20},
+                "broker": {"type": "mqtt", "port": mosquitto.port},
+            },
+            "models": {"anomaly": {"package": built["res"]["package"]}},
+            "pipelines": [
+                {
+                    "name": "inspect2",
+                    "source": "cam",
+                    "model": "anomaly",
+                    "actions": ["publish", "unsure_lamp"],
+                    "queue": {"policy": "block"},
+                    "unsure": {"window": 6, "max_share": 0.5},
+                }
+            ],
+            "actions": {
+                "publish": {"type": "mqtt_publish", "source": "broker", "qos": 1},
+                "unsure_lamp": {
+                    "type": "mqtt_publish",
+                    "source": "broker",
+                    "qos": 1,
+                    "topic": "lamp/unsure",
+                    "when": {"verdict": "UNSURE"},
+                },
+            },
+            "outbox": {},
+            "upload": {"unsure_fraction": 1.0, "ok_fraction": 0.0},
+        }
+    )
     sub = Subscriber(mosquitto.port, "#")
     agent = Agent(cfg)
     try:

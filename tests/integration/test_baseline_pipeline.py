@@ -22,30 +22,45 @@ from tests.support.models import make_keypair, make_package
 async def test_commissioning_then_scoring_through_the_pipeline(tmp_path):
     key, pub = make_keypair(tmp_path / "keys")
     pkg = make_package(tmp_path, kind="signal", key=key)
-    slot = ModelSlot("health", ModelConfig(package=str(pkg), engine="onnxruntime"), tmp_path / "data", [str(pub)])
+    slot = ModelSlot(
+        "health", ModelConfig(package=str(pkg), engine="onnxruntime"), tmp_path / "data", [str(pub)]
+    )
     await slot.start()
     m = Machine(21, fs=25600.0, n=5248, rpm=2100.0)
     b = m.bearing
     settings = PipelineSettings(
-        name="pump", source="plc", model="health",
+        name="pump",
+        source="plc",
+        model="health",
         window=WindowSettings(waveform="Vibration", sample_rate_hz=25600, scalars={}),
-        baseline=BaselineSettings(windows=40, speed_tag="Speed", bearing=BearingSettings(
-            n_elements=b.n_elements, ball_d_mm=b.ball_d_mm, pitch_d_mm=b.pitch_d_mm,
-            contact_angle_deg=b.contact_angle_deg)))
+        baseline=BaselineSettings(
+            windows=40,
+            speed_tag="Speed",
+            bearing=BearingSettings(
+                n_elements=b.n_elements,
+                ball_d_mm=b.ball_d_mm,
+                pitch_d_mm=b.pitch_d_mm,
+                contact_angle_deg=b.contact_angle_deg,
+            ),
+        ),
+    )
     results, events = [], []
 
     async def on_result(res, item):
         results.append(res)
 
-    pipe = Pipeline(settings, slot, ThreadPoolExecutor(1), on_result, on_event=events.append,
-                    data_dir=tmp_path / "data")
+    pipe = Pipeline(
+        settings, slot, ThreadPoolExecutor(1), on_result, on_event=events.append, data_dir=tmp_path / "data"
+    )
     pipe.prepare()
     pipe.start()
 
     async def feed(n, severity=0.0, fault="healthy"):
         for i in range(n):
             await pipe.offer(Reading("plc", "Speed", 2100.0, 0.0, 0.0, Quality.GOOD))
-            await pipe.offer(Reading("plc", "Vibration", m.window(severity, fault), float(i), float(i), Quality.GOOD))
+            await pipe.offer(
+                Reading("plc", "Vibration", m.window(severity, fault), float(i), float(i), Quality.GOOD)
+            )
             while len(pipe.queue):
                 await asyncio.sleep(0.005)
 

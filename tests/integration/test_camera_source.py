@@ -82,9 +82,16 @@ async def test_stream_reconnects_after_the_camera_restarts(caplog):
     caplog.set_level(logging.INFO)
     port = free_port()
     server = CameraServer(port, fps=20, seed=3).start()
-    src = CameraSource("cam", CameraSettings(url=f"http://127.0.0.1:{port}/stream.mjpg", read_timeout_s=1.0,
-                                             max_consecutive_failures=3, reconnect_initial_s=0.1,
-                                             reconnect_max_s=0.5))
+    src = CameraSource(
+        "cam",
+        CameraSettings(
+            url=f"http://127.0.0.1:{port}/stream.mjpg",
+            read_timeout_s=1.0,
+            max_consecutive_failures=3,
+            reconnect_initial_s=0.1,
+            reconnect_max_s=0.5,
+        ),
+    )
     try:
         await src.start()
         before = await take(src, 3)
@@ -102,8 +109,15 @@ async def test_stream_reconnects_after_the_camera_restarts(caplog):
 
 
 async def test_unreachable_stream_backs_off_without_crashing():
-    src = CameraSource("cam", CameraSettings(url=f"http://127.0.0.1:{free_port()}/stream.mjpg", open_timeout_s=1,
-                                             reconnect_initial_s=0.1, reconnect_max_s=0.2))
+    src = CameraSource(
+        "cam",
+        CameraSettings(
+            url=f"http://127.0.0.1:{free_port()}/stream.mjpg",
+            open_timeout_s=1,
+            reconnect_initial_s=0.1,
+            reconnect_max_s=0.2,
+        ),
+    )
     await src.start()
     for _ in range(100):
         if src.stats.errors_by_reason.get("open_failed", 0) >= 2:
@@ -119,8 +133,15 @@ async def test_unreachable_stream_backs_off_without_crashing():
 async def test_a_stream_url_that_404s_says_so():
     port = free_port()
     server = CameraServer(port, fps=5, seed=1).start()
-    src = CameraSource("cam", CameraSettings(url=f"http://127.0.0.1:{port}/stream.mjpeg", open_timeout_s=2,
-                                             reconnect_initial_s=0.2, reconnect_max_s=0.5))
+    src = CameraSource(
+        "cam",
+        CameraSettings(
+            url=f"http://127.0.0.1:{port}/stream.mjpeg",
+            open_timeout_s=2,
+            reconnect_initial_s=0.2,
+            reconnect_max_s=0.5,
+        ),
+    )
     try:
         await src.start()
         for _ in range(100):

@@ -28,16 +28,40 @@ from tests.support.waits import until
 def agent_config(tmp_path, pki, port, mqtt_port, pkg, pub) -> dict:
     return {
         "agent": {"id": "gw1", "site": "plant", "line": "l1", "data_dir": str(tmp_path / "gw1")},
-        "trusted_keys": [str(pub)], "http": {"enabled": False},
-        "sources": {"plc": {"type": "mqtt", "port": mqtt_port, "subscriptions": [
-            {"topic": "plant/pump/vib", "json_mapping": {"values": {"v": "Vibration"}, "tag_prefix_topic": False}}]}},
+        "trusted_keys": [str(pub)],
+        "http": {"enabled": False},
+        "sources": {
+            "plc": {
+                "type": "mqtt",
+                "port": mqtt_port,
+                "subscriptions": [
+                    {
+                        "topic": "plant/pump/vib",
+                        "json_mapping": {"values": {"v": "Vibration"}, "tag_prefix_topic": False},
+                    }
+                ],
+            }
+        },
         "models": {"health": {"package": str(pkg), "engine": "onnxruntime"}},
-        "pipelines": [{"name": "pump", "source": "plc", "model": "health",
-                       "window": {"waveform": "Vibration", "sample_rate_hz": SIGNAL_RATE_HZ, "scalars": []},
-                       "baseline": {"windows": 20}}],
-        "cloud": {"endpoint": f"127.0.0.1:{port}", "ca_file": str(pki / "ca.pem"),
-                  "cert_file": str(pki / "agents" / "gw1.pem"), "key_file": str(pki / "agents" / "gw1.key"),
-                  "heartbeat_s": 0.2, "report_s": 0.5, "backoff_initial_s": 0.1, "backoff_max_s": 0.5},
+        "pipelines": [
+            {
+                "name": "pump",
+                "source": "plc",
+                "model": "health",
+                "window": {"waveform": "Vibration", "sample_rate_hz": SIGNAL_RATE_HZ, "scalars": []},
+                "baseline": {"windows": 20},
+            }
+        ],
+        "cloud": {
+            "endpoint": f"127.0.0.1:{port}",
+            "ca_file": str(pki / "ca.pem"),
+            "cert_file": str(pki / "agents" / "gw1.pem"),
+            "key_file": str(pki / "agents" / "gw1.key"),
+            "heartbeat_s": 0.2,
+            "report_s": 0.5,
+            "backoff_initial_s": 0.1,
+            "backoff_max_s": 0.5,
+        },
     }
 
 
@@ -45,8 +69,16 @@ async def feed(agent: Agent, n: int) -> None:
     pipe = agent.pipelines[0]
     rng = np.random.default_rng(n)
     for _ in range(n):
-        await pipe.offer(Reading("plc", "Vibration", rng.normal(0, 1, SIGNAL_WINDOW).astype(np.float32),
-                                 time.time(), time.time(), Quality.GOOD))
+        await pipe.offer(
+            Reading(
+                "plc",
+                "Vibration",
+                rng.normal(0, 1, SIGNAL_WINDOW).astype(np.float32),
+                time.time(),
+                time.time(),
+                Quality.GOOD,
+            )
+        )
     await until(lambda: not len(pipe.queue), what="the windows processed")
 
 
@@ -58,8 +90,9 @@ def cli(capsys, *args) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
-async def test_baseline_relearn_from_the_fleet_waits_for_the_agent_runs_once_and_is_recorded(tmp_path, mosquitto,
-                                                                                             capsys):
+async def test_baseline_relearn_from_the_fleet_waits_for_the_agent_runs_once_and_is_recorded(
+    tmp_path, mosquitto, capsys
+):
     pki = make_pki(tmp_path / "pki", agents=("gw1",), admins=("alice",))
     issue(pki, "bob", "admin", tenant_dir(pki, "acme") / "admins" / "bob", tenant="acme")
     key, pub = make_keypair(tmp_path / "keys")
@@ -73,18 +106,25 @@ async def test_baseline_relearn_from_the_fleet_waits_for_the_agent_runs_once_and
     try:
         await agent.start()
         await feed(agent, 3)
-        await until(lambda: "baseline" in (srv.store.agents() or [{}])[0].get("health", {}).get("pump", {}),
-                    what="the baseline's state in a state report")
+        await until(
+            lambda: "baseline" in (srv.store.agents() or [{}])[0].get("health", {}).get("pump", {}),
+            what="the baseline's state in a state report",
+        )
         await agent.stop()  # offline: the command must wait for it
 
-        code, out = await asyncio.to_thread(cli, capsys, "relearn", "gw1", "pump", "--reason", "bearing replaced",
-                                            *base, "--admin", "alice")
+        code, out = await asyncio.to_thread(
+            cli, capsys, "relearn", "gw1", "pump", "--reason", "bearing replaced", *base, "--admin", "alice"
+        )
         assert code == 0 and "baseline_relearn of pump on gw1 sent" in out
         [cmd] = srv.commands.list("gw1")
         assert cmd["state"] == "pending" and cmd["issued_by"] == "alice"
         # another tenant's admin: refused with the text of an agent that does not exist
-        refusals = [await asyncio.to_thread(cli, capsys, "relearn", agent_id, "pump", *base, "--admin", "bob",
-                                            "--tenant", "acme") for agent_id in ("gw1", "gw7")]
+        refusals = [
+            await asyncio.to_thread(
+                cli, capsys, "relearn", agent_id, "pump", *base, "--admin", "bob", "--tenant", "acme"
+            )
+            for agent_id in ("gw1", "gw7")
+        ]
         assert [c for c, _ in refusals] == [1, 1]
         assert "PERMISSION_DENIED" in refusals[0][1]
         assert refusals[0][1].replace("gw1", "X") == refusals[1][1].replace("gw7", "X")
@@ -98,30 +138,41 @@ async def test_baseline_relearn_from_the_fleet_waits_for_the_agent_runs_once_and
         assert cmd["state"] == "done" and "relearn requested" in cmd["detail"]
         await feed(agent, 1)  # the pipeline takes the request at its next window
         status = agent.pipelines[0].status()["baseline"]
-        assert status["state"] == "learning" and status["reason"].startswith(f"fleet command {cmd['id']} by alice")
+        assert status["state"] == "learning" and status["reason"].startswith(
+            f"fleet command {cmd['id']} by alice"
+        )
         await agent.stop()
         agent = Agent(cfg)  # a restart: the id is remembered, nothing runs twice
         await agent.start()
         await feed(agent, 1)
 
         def events(kind: str) -> list[dict]:
-            return [r["payload"] for r in srv.store.records("gw1", kind="event") if r["payload"]["kind"] == kind]
+            return [
+                r["payload"] for r in srv.store.records("gw1", kind="event") if r["payload"]["kind"] == kind
+            ]
 
-        await until(lambda: events("fleet_command") and events("baseline_relearn"), what="the events at the cloud")
-        assert [(e["command"], e["ok"], e["issued_by"]) for e in events("fleet_command")] == [(cmd["id"], True,
-                                                                                              "alice")]
+        await until(
+            lambda: events("fleet_command") and events("baseline_relearn"), what="the events at the cloud"
+        )
+        assert [(e["command"], e["ok"], e["issued_by"]) for e in events("fleet_command")] == [
+            (cmd["id"], True, "alice")
+        ]
         assert [e["reason"] for e in events("baseline_relearn")] == [
-            f"fleet command {cmd['id']} by alice: bearing replaced"]
-        await until(lambda: (srv.store.agents()[0]["health"]["pump"]["baseline"].get("progress") or 0) > 0,
-                    what="the relearning baseline reported")
+            f"fleet command {cmd['id']} by alice: bearing replaced"
+        ]
+        await until(
+            lambda: (srv.store.agents()[0]["health"]["pump"]["baseline"].get("progress") or 0) > 0,
+            what="the relearning baseline reported",
+        )
         code, out = await asyncio.to_thread(cli, capsys, "status", "gw1", *base, "--admin", "alice")
         assert code == 0 and "pump: learning since" in out and "/20 windows" in out
         assert cmd["id"] in out and "done" in out
         code, out = await asyncio.to_thread(cli, capsys, "status", "gw1", "--json", *base, "--admin", "alice")
         assert json.loads(out)["baselines"]["pump"]["state"] == "learning"
         # online: --wait prints the agent's answer
-        code, out = await asyncio.to_thread(cli, capsys, "relearn", "gw1", "pump", "--wait", "15", *base,
-                                            "--admin", "alice")
+        code, out = await asyncio.to_thread(
+            cli, capsys, "relearn", "gw1", "pump", "--wait", "15", *base, "--admin", "alice"
+        )
         assert code == 0 and ": done: relearn requested" in out
     finally:
         await agent.stop()

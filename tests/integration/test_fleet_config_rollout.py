@@ -47,21 +47,40 @@ class AgentProc:
         self.name, self.http = name, free_port()
         self.path = tmp / f"{name}.yaml"
         self.data = tmp / name
-        self.path.write_text(yaml.safe_dump({
-            "agent": {"id": name, "site": "plant", "line": name, "data_dir": str(self.data)},
-            "http": {"port": self.http},
-            "sources": {"plant": {"type": "mqtt", "host": "127.0.0.1", "port": broker_port,
-                                  "subscriptions": [{"topic": "plant/#"}]}},
-            "cloud": {"endpoint": f"127.0.0.1:{cloud_port}", "ca_file": str(pki / "ca.pem"),
-                      "cert_file": str(pki / "agents" / f"{name}.pem"),
-                      "key_file": str(pki / "agents" / f"{name}.key"), "heartbeat_s": 0.3,
-                      "backoff_initial_s": 0.1, "backoff_max_s": 0.5}}))
+        self.path.write_text(
+            yaml.safe_dump(
+                {
+                    "agent": {"id": name, "site": "plant", "line": name, "data_dir": str(self.data)},
+                    "http": {"port": self.http},
+                    "sources": {
+                        "plant": {
+                            "type": "mqtt",
+                            "host": "127.0.0.1",
+                            "port": broker_port,
+                            "subscriptions": [{"topic": "plant/#"}],
+                        }
+                    },
+                    "cloud": {
+                        "endpoint": f"127.0.0.1:{cloud_port}",
+                        "ca_file": str(pki / "ca.pem"),
+                        "cert_file": str(pki / "agents" / f"{name}.pem"),
+                        "key_file": str(pki / "agents" / f"{name}.key"),
+                        "heartbeat_s": 0.3,
+                        "backoff_initial_s": 0.1,
+                        "backoff_max_s": 0.5,
+                    },
+                }
+            )
+        )
         self.proc = None
 
     def start(self) -> AgentProc:
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "run", str(self.path),
-                                      "--config-health-s", "1.5"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                     stderr=open(self.data.with_suffix(".log"), "ab"))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent.cli", "run", str(self.path), "--config-health-s", "1.5"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.data.with_suffix(".log"), "ab"),
+        )
         return self
 
     def kill9(self) -> None:
@@ -95,14 +114,26 @@ class AgentProc:
 
 
 def fleet_config(broker_port: int, **extra_sources) -> bytes:
-    sources = {"plant": {"type": "mqtt", "host": "127.0.0.1", "port": broker_port,
-                         "subscriptions": [{"topic": "plant/#"}]}, **extra_sources}
+    sources = {
+        "plant": {
+            "type": "mqtt",
+            "host": "127.0.0.1",
+            "port": broker_port,
+            "subscriptions": [{"topic": "plant/#"}],
+        },
+        **extra_sources,
+    }
     return yaml.safe_dump({"sources": sources}).encode()
 
 
 def mqtt(port: int, topic: str = "line/#") -> dict:
-    return {"type": "mqtt", "host": "127.0.0.1", "port": port, "subscriptions": [{"topic": topic}],
-            "reconnect_min_s": 0.1}
+    return {
+        "type": "mqtt",
+        "host": "127.0.0.1",
+        "port": port,
+        "subscriptions": [{"topic": topic}],
+        "reconnect_min_s": 0.1,
+    }
 
 
 @pytest.fixture
@@ -117,14 +148,19 @@ async def world(tmp_path, mosquitto):
 
     def admin(who: str = "alice"):
         c = pki / "admins" / who if who == "alice" else pki / "tenants" / "acme" / "admins" / who
-        ch = grpc.aio.secure_channel(f"127.0.0.1:{port}", channel_credentials(pki / "ca.pem", c.with_suffix(".pem"),
-                                                                             c.with_suffix(".key")))
+        ch = grpc.aio.secure_channel(
+            f"127.0.0.1:{port}",
+            channel_credentials(pki / "ca.pem", c.with_suffix(".pem"), c.with_suffix(".key")),
+        )
         chans.append(ch)
         return rpc.AdminStub(ch)
 
     try:
-        await until(lambda: len(srv.store.agents()) == 2 and all(a.status() for a in agents.values()), 30,
-                    "both agents up and registered")
+        await until(
+            lambda: len(srv.store.agents()) == 2 and all(a.status() for a in agents.values()),
+            30,
+            "both agents up and registered",
+        )
         yield srv, agents, admin, pki, port, mosquitto.port
     finally:
         for a in agents.values():
@@ -144,12 +180,20 @@ async def test_config_rollout_canary_failure_rollback_crash_and_removal(world):
     assert gw1.config()["source"] == "local" and gw1.sources() == {"plant"}
 
     # refused by the cloud with the field named, before anything is stored or sent
-    bad = b"agent: {id: gw9}\n" + yaml.safe_dump({
-        "sources": {"extra": {**mqtt(broker), "port": 99999}},
-        "pipelines": [{"name": "p", "source": "nowhere", "model": "vision"}]}).encode()
+    bad = (
+        b"agent: {id: gw9}\n"
+        + yaml.safe_dump(
+            {
+                "sources": {"extra": {**mqtt(broker), "port": 99999}},
+                "pipelines": [{"name": "p", "source": "nowhere", "model": "vision"}],
+            }
+        ).encode()
+    )
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await admin().CreateDeployment(pb.CreateDeploymentRequest(kind="config", config_yaml=bad, config_name="bad",
-                                                                  agents=["gw1"]), timeout=60)
+        await admin().CreateDeployment(
+            pb.CreateDeploymentRequest(kind="config", config_yaml=bad, config_name="bad", agents=["gw1"]),
+            timeout=60,
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "bad: sources.extra.port" in err.value.details() and "bad: pipelines[0]" in err.value.details()
     assert "agent: set by each agent" in err.value.details()  # the agents' own sections are never the fleet's
@@ -158,17 +202,42 @@ async def test_config_rollout_canary_failure_rollback_crash_and_removal(world):
     # another tenant's admin: as for agents that do not exist
     good = fleet_config(broker, extra=mqtt(broker))
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await admin("bob").CreateDeployment(pb.CreateDeploymentRequest(kind="config", config_yaml=good,
-                                                                       agents=["gw1"]), timeout=60)
+        await admin("bob").CreateDeployment(
+            pb.CreateDeploymentRequest(kind="config", config_yaml=good, agents=["gw1"]), timeout=60
+        )
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED and "gw1" in err.value.details()
 
     # a canary rollout through the admin CLI (in a thread: the service runs on this loop): both agents run the
     # new config (its added source)
     (pki.parent / "line-a.yaml").write_bytes(good)
-    r = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "cloud_trainer.cli", "config", "deploy", str(pki.parent / "line-a.yaml"),
-                        "--endpoint", f"127.0.0.1:{port}", "--pki", str(pki), "--admin", "alice", "--selector",
-                        "site=plant", "--steps", "1", "100%", "--wait", "0"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=60)
+    r = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "cloud_trainer.cli",
+            "config",
+            "deploy",
+            str(pki.parent / "line-a.yaml"),
+            "--endpoint",
+            f"127.0.0.1:{port}",
+            "--pki",
+            str(pki),
+            "--admin",
+            "alice",
+            "--selector",
+            "site=plant",
+            "--steps",
+            "1",
+            "100%",
+            "--wait",
+            "0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     a_id = r.stdout.split()[2].rstrip(":")
     a = dep(srv, a_id)
@@ -176,40 +245,80 @@ async def test_config_rollout_canary_failure_rollback_crash_and_removal(world):
     await until(lambda: dep(srv, a_id)["state"] == "completed", 30, "the config rollout to complete")
     for ag in (gw1, gw2):
         assert ag.sources() == {"plant", "extra"}
-        assert ag.config() | {"reason": ""} == {"source": "fleet", "deployment_id": a_id, "digest": a["digest"],
-                                                "name": "line-a", "status": "healthy", "reason": ""}
+        assert ag.config() | {"reason": ""} == {
+            "source": "fleet",
+            "deployment_id": a_id,
+            "digest": a["digest"],
+            "name": "line-a",
+            "status": "healthy",
+            "reason": "",
+        }
     listed = (await admin().ListDeployments(pb.ListDeploymentsRequest(), timeout=10)).deployments[0]
     assert (listed.id, listed.kind, listed.state, [t.status for t in listed.targets]) == (
-        a_id, "config", "completed", ["healthy", "healthy"])
-    await until(lambda: all((x["outbox"].get("config") or {}).get("digest") == a["digest"]
-                            for x in srv.store.agents()), 10, "the agents to report the config they run")
+        a_id,
+        "config",
+        "completed",
+        ["healthy", "healthy"],
+    )
+    await until(
+        lambda: all(
+            (x["outbox"].get("config") or {}).get("digest") == a["digest"] for x in srv.store.agents()
+        ),
+        10,
+        "the agents to report the config they run",
+    )
     infos = (await admin().ListAgents(pb.ListAgentsRequest(), timeout=10)).agents
-    assert {(i.id, i.config.source, i.config.status) for i in infos} == {("gw1", "fleet", "healthy"),
-                                                                        ("gw2", "fleet", "healthy")}
+    assert {(i.id, i.config.source, i.config.status) for i in infos} == {
+        ("gw1", "fleet", "healthy"),
+        ("gw2", "fleet", "healthy"),
+    }
 
     # validates everywhere, fails on the agent (a source that cannot connect): halted, canary back on A
     dead = free_port()
-    b = srv.control.create_config({"config_yaml": fleet_config(broker, extra=mqtt(broker), dead=mqtt(dead)),
-                                   "config_name": "line-b", "agents": ["gw1", "gw2"], "steps": ["1", "100%"]})
+    b = srv.control.create_config(
+        {
+            "config_yaml": fleet_config(broker, extra=mqtt(broker), dead=mqtt(dead)),
+            "config_name": "line-b",
+            "agents": ["gw1", "gw2"],
+            "steps": ["1", "100%"],
+        }
+    )
     await until(lambda: dep(srv, b["id"])["state"] == "halted", 30, "the failing config rollout to halt")
     d = dep(srv, b["id"])
     assert d["targets"]["gw1"]["status"] == "rolled_back" and "source dead: not connected" in d["reason"]
     assert d["targets"]["gw2"]["status"] == "waiting"  # never received it
-    await until(lambda: gw1.config().get("digest") == a["digest"] and gw1.sources() == {"plant", "extra"}, 10,
-                "the canary back on its last good config")
+    await until(
+        lambda: gw1.config().get("digest") == a["digest"] and gw1.sources() == {"plant", "extra"},
+        10,
+        "the canary back on its last good config",
+    )
     assert "rolled back" in gw1.config()["reason"]
     assert gw2.config()["digest"] == a["digest"]
 
     # kill -9 while a candidate starts: back on the last good config, the fleet hears the candidate failed
     # (created as a v2 admin tool would send a gate: gate_json, still read)
-    c = json.loads((await admin().CreateDeployment(pb.CreateDeploymentRequest(
-        kind="config", config_yaml=fleet_config(broker, extra=mqtt(broker), never=mqtt(dead)), config_name="line-c",
-        agents=["gw1"], strategy="all_at_once", gate_json='{"max_error_rate": 0.5}'), timeout=60)).json)
+    c = json.loads(
+        (
+            await admin().CreateDeployment(
+                pb.CreateDeploymentRequest(
+                    kind="config",
+                    config_yaml=fleet_config(broker, extra=mqtt(broker), never=mqtt(dead)),
+                    config_name="line-c",
+                    agents=["gw1"],
+                    strategy="all_at_once",
+                    gate_json='{"max_error_rate": 0.5}',
+                ),
+                timeout=60,
+            )
+        ).json
+    )
     assert c["gate"] == {"max_error_rate": 0.5} and c["kind"] == "config"
     await until(lambda: (gw1.trial() or {}).get("digest") == c["digest"], 20, "gw1 to start the candidate")
     gw1.kill9()
     gw1.start()
-    await until(lambda: dep(srv, c["id"])["state"] == "halted", 30, "the candidate reported failed after the crash")
+    await until(
+        lambda: dep(srv, c["id"])["state"] == "halted", 30, "the candidate reported failed after the crash"
+    )
     assert "stopped while starting" in dep(srv, c["id"])["reason"]
     await until(lambda: gw1.config().get("digest") == a["digest"], 20, "gw1 back on its last good config")
     assert gw1.sources() == {"plant", "extra"}
@@ -225,17 +334,23 @@ async def test_config_rollout_canary_failure_rollback_crash_and_removal(world):
     srv2 = FleetServer(srv.data, port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
     await srv2.start()
     try:
-        removed = await admin().ControlDeployment(pb.ControlRequest(deployment_id=a_id, action="remove"), timeout=10)
+        removed = await admin().ControlDeployment(
+            pb.ControlRequest(deployment_id=a_id, action="remove"), timeout=10
+        )
         assert removed.state == "removed"
         for ag in (gw1, gw2):
-            await until(lambda ag=ag: ag.config().get("source") == "local", 20, f"{ag.name} back on its local file")
+            await until(
+                lambda ag=ag: ag.config().get("source") == "local", 20, f"{ag.name} back on its local file"
+            )
             assert ag.sources() == {"plant"}
         # every swap stopped the agent with its outbox closed and reopened it: nothing accepted was lost (each
         # agent start is one "started" event: 4 or more)
         for ag in (gw1, gw2):
+
             def drained(ag=ag) -> bool:
                 ob = (ag.status() or {}).get("outbox") or {}
                 return ob.get("depth") == 0 and srv2.store.stats(ag.name)["last_seq"] == ob.get("last_seq")
+
             await until(drained, 15, f"{ag.name}'s outbox drained to the cloud")
             st = srv2.store.stats(ag.name)
             assert st["records"] == st["last_seq"] >= 4 and srv2.store.gaps(ag.name) == []
@@ -255,10 +370,20 @@ async def test_the_agent_refuses_what_only_it_can_check_and_falls_back_when_a_co
     _, pub = make_keypair(tmp_path / "keys")
     (tmp_path / "garbage.edgepkg").write_bytes(b"not a package")
     local = tmp_path / "gw1.yaml"
-    local.write_text(yaml.safe_dump({
-        "agent": {"id": "gw1", "data_dir": str(tmp_path / "gw1")}, "http": {"enabled": False},
-        "cloud": {"endpoint": f"127.0.0.1:{free_port()}", "ca_file": str(pki / "ca.pem"),
-                  "cert_file": str(pki / "agents" / "gw1.pem"), "key_file": str(pki / "agents" / "gw1.key")}}))
+    local.write_text(
+        yaml.safe_dump(
+            {
+                "agent": {"id": "gw1", "data_dir": str(tmp_path / "gw1")},
+                "http": {"enabled": False},
+                "cloud": {
+                    "endpoint": f"127.0.0.1:{free_port()}",
+                    "ca_file": str(pki / "ca.pem"),
+                    "cert_file": str(pki / "agents" / "gw1.pem"),
+                    "key_file": str(pki / "agents" / "gw1.key"),
+                },
+            }
+        )
+    )
     host = AgentHost(local, health_s=1.0)
     await host.start()
     try:
@@ -266,7 +391,9 @@ async def test_the_agent_refuses_what_only_it_can_check_and_falls_back_when_a_co
 
         def offer(doc: dict, dep_id: str) -> str:
             data = yaml.safe_dump(doc).encode()
-            host._on_desired(pb.DesiredConfig(deployment_id=dep_id, digest=digest_of(data), yaml=data, name=dep_id))
+            host._on_desired(
+                pb.DesiredConfig(deployment_id=dep_id, digest=digest_of(data), yaml=data, name=dep_id)
+            )
             return refusal_key(dep_id, digest_of(data))
 
         missing = offer({"trusted_keys": ["keys/not-here.pub"]}, "d1")
@@ -274,9 +401,15 @@ async def test_the_agent_refuses_what_only_it_can_check_and_falls_back_when_a_co
         assert "trusted_keys[0]: keys/not-here.pub does not exist" in host.keeper.state["refused"][missing]
         assert host.agent is first and first.config_state["source"] == "local"  # never stopped
 
-        broken = offer({"trusted_keys": [str(pub)], "models": {"vision": {"package": str(tmp_path / "garbage.edgepkg")}},
-                        "sources": {"cam": {"type": "camera", "url": str(tmp_path), "fps": 5}},
-                        "pipelines": [{"name": "p", "source": "cam", "model": "vision"}]}, "d2")
+        broken = offer(
+            {
+                "trusted_keys": [str(pub)],
+                "models": {"vision": {"package": str(tmp_path / "garbage.edgepkg")}},
+                "sources": {"cam": {"type": "camera", "url": str(tmp_path), "fps": 5}},
+                "pipelines": [{"name": "p", "source": "cam", "model": "vision"}],
+            },
+            "d2",
+        )
         await until(lambda: broken in host.keeper.state["refused"], 20, "the broken config rolled back")
         assert "did not start on it" in host.keeper.state["refused"][broken]
         assert host.agent is not first and host.agent.config_state["source"] == "local"

@@ -29,31 +29,54 @@ async def fleet(tmp_path):
     pki = make_pki(tmp_path / "pki", agents=("gw1", "gw2"))
     key, pub = make_keypair(tmp_path / "keys")
     reg = Registry(tmp_path / "registry")
-    pk = {v: make_package(tmp_path / "b", kind="vision", version=v, key=key, bias=6.0, seed=i)
-          for i, v in enumerate(["1.0.0", "1.1.0"])}
+    pk = {
+        v: make_package(tmp_path / "b", kind="vision", version=v, key=key, bias=6.0, seed=i)
+        for i, v in enumerate(["1.0.0", "1.1.0"])
+    }
     pk["1.2.0"] = make_package(tmp_path / "b", kind="vision", version="1.2.0", key=key, nan=True)
     rogue_key, _ = make_keypair(tmp_path / "rogue")
     pk["1.3.0"] = make_package(tmp_path / "b", kind="vision", version="1.3.0", key=rogue_key, bias=6.0)
     for p in pk.values():
         reg.publish(p, [], {}, None, None)
     port = free_port()
-    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key",
-                      registry=tmp_path / "registry")
+    srv = FleetServer(
+        tmp_path / "cloud",
+        port,
+        pki / "ca.pem",
+        pki / "server.pem",
+        pki / "server.key",
+        registry=tmp_path / "registry",
+    )
     await srv.start()
     frames = write_folder(tmp_path / "frames", 10, seed=0, defect_rate=0.3, size=64)
     agents = {}
     for a in ("gw1", "gw2"):
-        cfg = parse_config({
-            "agent": {"id": a, "site": "plant", "line": a, "data_dir": str(tmp_path / a)},
-            "trusted_keys": [str(pub)], "http": {"enabled": False},
-            "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 30, "loop": True}},
-            "models": {"vision": {"package": str(pk["1.0.0"]), "version_policy": "follow_fleet",
-                                  "engine": "onnxruntime", "health": {"window_s": 1.0, "min_items": 5}}},
-            "pipelines": [{"name": "inspect", "source": "cam", "model": "vision"}],
-            "cloud": {"endpoint": f"127.0.0.1:{port}", "ca_file": str(pki / "ca.pem"),
-                      "cert_file": str(pki / "agents" / f"{a}.pem"), "key_file": str(pki / "agents" / f"{a}.key"),
-                      "heartbeat_s": 0.3, "backoff_initial_s": 0.1, "backoff_max_s": 0.5},
-        })
+        cfg = parse_config(
+            {
+                "agent": {"id": a, "site": "plant", "line": a, "data_dir": str(tmp_path / a)},
+                "trusted_keys": [str(pub)],
+                "http": {"enabled": False},
+                "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 30, "loop": True}},
+                "models": {
+                    "vision": {
+                        "package": str(pk["1.0.0"]),
+                        "version_policy": "follow_fleet",
+                        "engine": "onnxruntime",
+                        "health": {"window_s": 1.0, "min_items": 5},
+                    }
+                },
+                "pipelines": [{"name": "inspect", "source": "cam", "model": "vision"}],
+                "cloud": {
+                    "endpoint": f"127.0.0.1:{port}",
+                    "ca_file": str(pki / "ca.pem"),
+                    "cert_file": str(pki / "agents" / f"{a}.pem"),
+                    "key_file": str(pki / "agents" / f"{a}.key"),
+                    "heartbeat_s": 0.3,
+                    "backoff_initial_s": 0.1,
+                    "backoff_max_s": 0.5,
+                },
+            }
+        )
         agents[a] = Agent(cfg)
         await agents[a].start()
     await until(lambda: len(srv.store.agents()) == 2, what="both agents registered")
@@ -69,16 +92,32 @@ def version(agent) -> str:
 
 async def test_canary_rollout_completes_then_a_failing_candidate_is_halted_and_rolled_back(fleet):
     srv, agents, reg = fleet
-    dep = srv.control.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision",
-                              "selector": {"site": "plant"}, "strategy": "canary", "steps": ["1", "100%"],
-                              "wait_s": 0})
+    dep = srv.control.create(
+        {
+            "package": "part-inspection",
+            "version": "1.1.0",
+            "slot": "vision",
+            "selector": {"site": "plant"},
+            "strategy": "canary",
+            "steps": ["1", "100%"],
+            "wait_s": 0,
+        }
+    )
     await until(lambda: srv.control._get(dep["id"])["state"] == "completed", what="the rollout to complete")
     assert version(agents["gw1"]) == version(agents["gw2"]) == "1.1.0"
     steps = [s["step"] for s in agents["gw1"].manager.steps if s["version"] == "1.1.0"]
     assert steps[:4] == ["downloading", "verifying", "active", "healthy"]
 
-    bad = srv.control.create({"package": "part-inspection", "version": "1.2.0", "slot": "vision",
-                              "agents": ["gw1", "gw2"], "strategy": "canary", "steps": ["1", "100%"]})
+    bad = srv.control.create(
+        {
+            "package": "part-inspection",
+            "version": "1.2.0",
+            "slot": "vision",
+            "agents": ["gw1", "gw2"],
+            "strategy": "canary",
+            "steps": ["1", "100%"],
+        }
+    )
     await until(lambda: srv.control._get(bad["id"])["state"] == "halted", what="the bad rollout to halt")
     d = srv.control._get(bad["id"])
     assert "NaN/Inf" in d["reason"] and d["targets"]["gw1"]["status"] == "rolled_back"
@@ -89,8 +128,16 @@ async def test_canary_rollout_completes_then_a_failing_candidate_is_halted_and_r
 
 async def test_package_with_an_untrusted_signature_is_refused_and_halts_the_rollout(fleet):
     srv, agents, _ = fleet
-    dep = srv.control.create({"package": "part-inspection", "version": "1.3.0", "slot": "vision",
-                              "agents": ["gw2", "gw1"], "strategy": "canary", "steps": ["1", "100%"]})
+    dep = srv.control.create(
+        {
+            "package": "part-inspection",
+            "version": "1.3.0",
+            "slot": "vision",
+            "agents": ["gw2", "gw1"],
+            "strategy": "canary",
+            "steps": ["1", "100%"],
+        }
+    )
     await until(lambda: srv.control._get(dep["id"])["state"] == "halted", what="halt")
     d = srv.control._get(dep["id"])
     assert "not among the trusted keys" in d["reason"]
@@ -105,11 +152,21 @@ async def test_download_resumes_at_the_offset_after_a_cut(fleet, tmp_path):
     part = mgr.staging / f"{entry['digest']}.part"
     part.parent.mkdir(parents=True, exist_ok=True)
     part.write_bytes(full[: len(full) // 3])  # what a cut connection left behind
-    with srv.control.lock:  # an agent downloads only what is deployed to it (a slot it does not run: no install)
-        srv.control._set_desired("gw1", "other-slot", "part-inspection", "1.1.0", entry["digest"], len(full), "x")
+    with (
+        srv.control.lock
+    ):  # an agent downloads only what is deployed to it (a slot it does not run: no install)
+        srv.control._set_desired(
+            "gw1", "other-slot", "part-inspection", "1.1.0", entry["digest"], len(full), "x"
+        )
 
     class D:
-        slot, package, version, digest, deployment_id = "vision", "part-inspection", "1.1.0", entry["digest"], "x"
+        slot, package, version, digest, deployment_id = (
+            "vision",
+            "part-inspection",
+            "1.1.0",
+            entry["digest"],
+            "x",
+        )
 
     path = await mgr.download(D())
     assert path.read_bytes() == full
@@ -126,13 +183,33 @@ async def test_admin_cli_shows_the_fleet_and_deploys_and_agent_certificates_cann
     base = ["--endpoint", f"127.0.0.1:{srv.port}", "--pki", str(pki), "--admin", "alice"]
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "cloud_trainer.cli", *args], capture_output=True, text=True,
-                              cwd=ROOT, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "cloud_trainer.cli", *args],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
 
     r = await asyncio.to_thread(cli, "agents", *base)
     assert r.returncode == 0 and "gw1" in r.stdout and "vision=part-inspection-1.0.0" in r.stdout
-    r = await asyncio.to_thread(cli, "deploy", "part-inspection", "--version", "1.1.0", "--slot", "vision",
-                                "--selector", "site=plant", "--steps", "1", "100%", "--wait", "0", *base)
+    r = await asyncio.to_thread(
+        cli,
+        "deploy",
+        "part-inspection",
+        "--version",
+        "1.1.0",
+        "--slot",
+        "vision",
+        "--selector",
+        "site=plant",
+        "--steps",
+        "1",
+        "100%",
+        "--wait",
+        "0",
+        *base,
+    )
     assert r.returncode == 0 and "to 2 agents" in r.stdout, r.stderr
     await until(lambda: version(agents["gw1"]) == version(agents["gw2"]) == "1.1.0", what="convergence")
     r = await asyncio.to_thread(cli, "deployments", *base)
@@ -142,24 +219,44 @@ async def test_admin_cli_shows_the_fleet_and_deploys_and_agent_certificates_cann
     # an agent certificate is refused by the admin service
     (pki / "admins" / "gw1.pem").write_bytes((pki / "agents" / "gw1.pem").read_bytes())
     (pki / "admins" / "gw1.key").write_bytes((pki / "agents" / "gw1.key").read_bytes())
-    r = await asyncio.to_thread(cli, "agents", "--endpoint", f"127.0.0.1:{srv.port}", "--pki", str(pki),
-                                "--admin", "gw1")
+    r = await asyncio.to_thread(
+        cli, "agents", "--endpoint", f"127.0.0.1:{srv.port}", "--pki", str(pki), "--admin", "gw1"
+    )
     assert r.returncode != 0 and "PERMISSION_DENIED" in r.stderr
 
 
 async def test_cloud_restarted_mid_rollout_resumes_from_persisted_state(fleet, tmp_path):
     srv, agents, _ = fleet
-    dep = srv.control.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision",
-                              "agents": ["gw1", "gw2"], "strategy": "canary", "steps": ["1", "100%"], "wait_s": 2})
-    await until(lambda: srv.control._get(dep["id"])["targets"]["gw1"]["status"] == "healthy", what="canary healthy")
+    dep = srv.control.create(
+        {
+            "package": "part-inspection",
+            "version": "1.1.0",
+            "slot": "vision",
+            "agents": ["gw1", "gw2"],
+            "strategy": "canary",
+            "steps": ["1", "100%"],
+            "wait_s": 2,
+        }
+    )
+    await until(
+        lambda: srv.control._get(dep["id"])["targets"]["gw1"]["status"] == "healthy", what="canary healthy"
+    )
     assert version(agents["gw2"]) == "1.0.0"
     await srv.stop()  # the cloud goes away in the middle of the rollout
     pki = tmp_path / "pki"
-    srv2 = FleetServer(tmp_path / "cloud", srv.port, pki / "ca.pem", pki / "server.pem", pki / "server.key",
-                       registry=tmp_path / "registry")
+    srv2 = FleetServer(
+        tmp_path / "cloud",
+        srv.port,
+        pki / "ca.pem",
+        pki / "server.pem",
+        pki / "server.key",
+        registry=tmp_path / "registry",
+    )
     await srv2.start()
     try:
-        await until(lambda: srv2.control._get(dep["id"])["state"] == "completed", what="the rollout to resume")
+        await until(
+            lambda: srv2.control._get(dep["id"])["state"] == "completed", what="the rollout to resume"
+        )
         assert version(agents["gw1"]) == version(agents["gw2"]) == "1.1.0"
     finally:
         await srv2.stop()
@@ -169,9 +266,20 @@ async def test_agent_offline_during_a_rollout_converges_when_it_returns(fleet):
     srv, agents, _ = fleet
     cfg = agents["gw2"].cfg
     await agents["gw2"].stop()  # gw2 is down when its step comes
-    dep = srv.control.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision",
-                              "agents": ["gw1", "gw2"], "strategy": "canary", "steps": ["1", "100%"], "wait_s": 0})
-    await until(lambda: srv.control._get(dep["id"])["targets"]["gw2"]["status"] == "assigned", what="gw2's step")
+    dep = srv.control.create(
+        {
+            "package": "part-inspection",
+            "version": "1.1.0",
+            "slot": "vision",
+            "agents": ["gw1", "gw2"],
+            "strategy": "canary",
+            "steps": ["1", "100%"],
+            "wait_s": 0,
+        }
+    )
+    await until(
+        lambda: srv.control._get(dep["id"])["targets"]["gw2"]["status"] == "assigned", what="gw2's step"
+    )
     assert srv.control._get(dep["id"])["state"] == "running"
     agents["gw2"] = Agent(cfg)  # restarted: same config and data folder
     await agents["gw2"].start()
@@ -186,15 +294,28 @@ async def test_agent_restarted_inside_the_health_window_rolls_back_and_reports_i
     base = agents["gw1"].cfg
     await agents["gw1"].stop()
     # a health window that cannot end by itself during the test: only the restart decides
-    vision = base.models["vision"].model_copy(update={"health": HealthConfig(window_s=120.0, min_items=100_000)})
+    vision = base.models["vision"].model_copy(
+        update={"health": HealthConfig(window_s=120.0, min_items=100_000)}
+    )
     cfg = base.model_copy(update={"models": {"vision": vision}})
     agents["gw1"] = Agent(cfg)
     await agents["gw1"].start()
     reports = []
     on_report = srv.control.on_report
-    srv.control.on_report = lambda agent, *a, **kw: (reports.append((agent, *a[:4])), on_report(agent, *a, **kw))[1]
-    dep = srv.control.create({"package": "part-inspection", "version": "1.2.0", "slot": "vision",
-                              "agents": ["gw1", "gw2"], "strategy": "canary", "steps": ["1", "100%"]})
+    srv.control.on_report = lambda agent, *a, **kw: (
+        reports.append((agent, *a[:4])),
+        on_report(agent, *a, **kw),
+    )[1]
+    dep = srv.control.create(
+        {
+            "package": "part-inspection",
+            "version": "1.2.0",
+            "slot": "vision",
+            "agents": ["gw1", "gw2"],
+            "strategy": "canary",
+            "steps": ["1", "100%"],
+        }
+    )
     await until(lambda: srv.control._get(dep["id"])["targets"]["gw1"]["status"] == "active", what="the swap")
     assert version(agents["gw1"]) == "1.2.0"
     await agents["gw1"].stop()  # inside the health window (what a kill -9 leaves on disk is the same)
@@ -203,7 +324,9 @@ async def test_agent_restarted_inside_the_health_window_rolls_back_and_reports_i
     assert version(agents["gw1"]) == "1.0.0"  # the unproven candidate does not come back
     await until(lambda: srv.control._get(dep["id"])["state"] == "halted", what="the rollout to halt")
     d = srv.control._get(dep["id"])
-    assert d["targets"]["gw1"]["status"] == "rolled_back" and "restarted inside the health window" in d["reason"]
+    assert (
+        d["targets"]["gw1"]["status"] == "rolled_back" and "restarted inside the health window" in d["reason"]
+    )
     assert d["targets"]["gw2"]["status"] == "waiting"
     await asyncio.sleep(1.5)  # several heartbeats later: still reported once, and never installed again
     finals = [r for r in reports if r[0] == "gw1" and r[4] in ("rolled_back", "healthy", "failed")]
@@ -219,8 +342,15 @@ async def test_a_failed_download_is_retried_with_backoff_not_refused(fleet, tmp_
     entry = reg.get("part-inspection", "1.1.0")
     path = reg.package_path(entry)
     hidden = path.with_suffix(".away")
-    dep = srv.control.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision",
-                              "agents": ["gw1"], "strategy": "all_at_once"})
+    dep = srv.control.create(
+        {
+            "package": "part-inspection",
+            "version": "1.1.0",
+            "slot": "vision",
+            "agents": ["gw1"],
+            "strategy": "all_at_once",
+        }
+    )
     path.rename(hidden)  # (no await in between) the cloud cannot serve it for now, as over a cut link
     await until(lambda: any(s["step"] == "download_retry" for s in mgr.steps), what="a failed download")
     assert entry["digest"] not in mgr.refused

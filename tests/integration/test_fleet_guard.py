@@ -27,10 +27,20 @@ async def cloud(tmp_path):
     key, _ = make_keypair(tmp_path / "keys")
     reg = Registry(tmp_path / "registry")
     reg.publish(make_package(tmp_path / "b", kind="vision", version="1.0.0", key=key), [], {}, None, None)
-    quotas = Quotas(QuotaLimits(concurrent_streams=1, records_per_s=10, record_bytes_per_s=50_000,
-                                sample_bytes_per_day=3000))
-    srv = FleetServer(tmp_path / "cloud", free_port(), pki / "ca.pem", pki / "server.pem", pki / "server.key",
-                      registry=tmp_path / "registry", quotas=quotas)
+    quotas = Quotas(
+        QuotaLimits(
+            concurrent_streams=1, records_per_s=10, record_bytes_per_s=50_000, sample_bytes_per_day=3000
+        )
+    )
+    srv = FleetServer(
+        tmp_path / "cloud",
+        free_port(),
+        pki / "ca.pem",
+        pki / "server.pem",
+        pki / "server.key",
+        registry=tmp_path / "registry",
+        quotas=quotas,
+    )
     await srv.start()
     channels = {}
     for role, name in (("agents", "gw1"), ("agents", "gw2"), ("admins", "alice")):
@@ -48,10 +58,15 @@ async def _code(coro) -> grpc.StatusCode:
     return ei.value.code(), ei.value.details()
 
 
-@pytest.mark.parametrize("method,streaming", [
-    ("/edge.fleet.v1.Fleet/Heartbeat", False), ("/edge.fleet.v1.Fleet/ReportDeployment", False),
-    ("/edge.fleet.v1.Fleet/PushRecords", True), ("/edge.fleet.v1.Fleet/DownloadPackage", "reply"),
-])
+@pytest.mark.parametrize(
+    "method,streaming",
+    [
+        ("/edge.fleet.v1.Fleet/Heartbeat", False),
+        ("/edge.fleet.v1.Fleet/ReportDeployment", False),
+        ("/edge.fleet.v1.Fleet/PushRecords", True),
+        ("/edge.fleet.v1.Fleet/DownloadPackage", "reply"),
+    ],
+)
 async def test_garbage_protobuf_is_invalid_argument(cloud, method, streaming):
     _, ch, _ = cloud
     garbage = b"\xff\xff\xff\xff\x0f\x08"
@@ -61,6 +76,7 @@ async def test_garbage_protobuf_is_invalid_argument(cloud, method, streaming):
         async def first():
             async for _ in call:
                 pass
+
         code, details = await _code(first())
     elif streaming == "reply":
         call = ch["gw1"].unary_stream(method)(garbage)
@@ -68,6 +84,7 @@ async def test_garbage_protobuf_is_invalid_argument(cloud, method, streaming):
         async def drain():
             async for _ in call:
                 pass
+
         code, details = await _code(drain())
     else:
         code, details = await _code(ch["gw1"].unary_unary(method)(garbage, timeout=10))
@@ -81,8 +98,11 @@ async def test_json_fields_that_are_not_json_objects_are_invalid_argument(cloud)
     for bad in ("[" * 5000, "not json", "[1, 2]"):
         code, _ = await _code(stub.Heartbeat(pb.HeartbeatRequest(health_json=bad), timeout=10))
         assert code == grpc.StatusCode.INVALID_ARGUMENT
-    code, _ = await _code(rpc.AdminStub(ch["alice"]).CreateDeployment(
-        pb.CreateDeploymentRequest(package="part-inspection", slot="vision", gate_json="{"), timeout=10))
+    code, _ = await _code(
+        rpc.AdminStub(ch["alice"]).CreateDeployment(
+            pb.CreateDeploymentRequest(package="part-inspection", slot="vision", gate_json="{"), timeout=10
+        )
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     await stub.Heartbeat(pb.HeartbeatRequest(health_json=json.dumps({"ok": 1})), timeout=10)  # still serving
 
@@ -93,8 +113,9 @@ async def test_an_agent_downloads_only_packages_deployed_to_it(cloud):
 
     async def download(agent):
         data = b""
-        async for c in rpc.FleetStub(ch[agent]).DownloadPackage(pb.DownloadRequest(digest=entry["digest"]),
-                                                                 timeout=30):
+        async for c in rpc.FleetStub(ch[agent]).DownloadPackage(
+            pb.DownloadRequest(digest=entry["digest"]), timeout=30
+        ):
             data += c.data
         return data
 
@@ -109,8 +130,19 @@ async def test_an_agent_downloads_only_packages_deployed_to_it(cloud):
 
 
 def _batch(n: int, seq0: int = 1, sample: bytes = b"") -> pb.RecordBatch:
-    return pb.RecordBatch(records=[pb.Record(seq=seq0 + i, kind="sample" if sample else "event", t=1.0,
-                                             payload=b"{}", sample=sample, sample_ext=".bin") for i in range(n)])
+    return pb.RecordBatch(
+        records=[
+            pb.Record(
+                seq=seq0 + i,
+                kind="sample" if sample else "event",
+                t=1.0,
+                payload=b"{}",
+                sample=sample,
+                sample_ext=".bin",
+            )
+            for i in range(n)
+        ]
+    )
 
 
 async def test_quotas_are_resource_exhausted_and_nothing_of_a_refused_batch_is_stored(cloud):

@@ -40,15 +40,28 @@ def _tamper(reg, name: str, version_: str, make) -> str:
 async def test_crafted_package_is_refused_reported_and_halts_the_rollout(fleet, attack):  # noqa: F811
     srv, agents, reg = fleet
     crafted = {
-        "sparse": lambda src, dst: tc.splice(src, dst, tc.pax_entry(tc.pax_record("GNU.sparse.map", "1,x,garbage"))),
-        "tib": lambda src, dst: tc.splice(src, dst, tc.header("././@LongLink", 1 << 40, b"L", magic=tc.GNU_MAGIC,
-                                                              base256_size=True)),
+        "sparse": lambda src, dst: tc.splice(
+            src, dst, tc.pax_entry(tc.pax_record("GNU.sparse.map", "1,x,garbage"))
+        ),
+        "tib": lambda src, dst: tc.splice(
+            src, dst, tc.header("././@LongLink", 1 << 40, b"L", magic=tc.GNU_MAGIC, base256_size=True)
+        ),
         "appended": lambda src, dst: dst.write_bytes(src.read_bytes() + tc.file_entry("evil.bin", b"evil")),
     }[attack]
     digest = _tamper(reg, "part-inspection", "1.1.0", crafted)
-    dep = srv.control.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision",
-                              "agents": ["gw1", "gw2"], "strategy": "canary", "steps": ["1", "100%"]})
-    await until(lambda: srv.control._get(dep["id"])["state"] == "halted", timeout_s=30, what="the rollout to halt")
+    dep = srv.control.create(
+        {
+            "package": "part-inspection",
+            "version": "1.1.0",
+            "slot": "vision",
+            "agents": ["gw1", "gw2"],
+            "strategy": "canary",
+            "steps": ["1", "100%"],
+        }
+    )
+    await until(
+        lambda: srv.control._get(dep["id"])["state"] == "halted", timeout_s=30, what="the rollout to halt"
+    )
     d = srv.control._get(dep["id"])
     assert d["targets"]["gw1"]["status"] == "failed" and d["targets"]["gw2"]["status"] == "waiting"
     assert "refused" in d["reason"] and "Error" not in d["reason"].split(":")[0]
@@ -64,11 +77,23 @@ async def test_crafted_package_is_refused_reported_and_halts_the_rollout(fleet, 
 
 
 async def _upgrade_gw1(srv, agents):
-    dep = srv.control.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision",
-                              "agents": ["gw1"], "strategy": "all_at_once", "wait_s": 0})
+    dep = srv.control.create(
+        {
+            "package": "part-inspection",
+            "version": "1.1.0",
+            "slot": "vision",
+            "agents": ["gw1"],
+            "strategy": "all_at_once",
+            "wait_s": 0,
+        }
+    )
     await until(lambda: srv.control._get(dep["id"])["state"] == "completed", what="1.1.0 on gw1")
-    await until(lambda: any(s["version"] == "1.1.0" for a in srv.store.agents() if a["id"] == "gw1"
-                            for s in a["slots"]), what="gw1's heartbeat to report 1.1.0")
+    await until(
+        lambda: any(
+            s["version"] == "1.1.0" for a in srv.store.agents() if a["id"] == "gw1" for s in a["slots"]
+        ),
+        what="gw1's heartbeat to report 1.1.0",
+    )
 
 
 async def test_agent_refuses_a_downgrade_unless_it_is_an_admin_rollback(fleet):  # noqa: F811
@@ -85,7 +110,9 @@ async def test_agent_refuses_a_downgrade_unless_it_is_an_admin_rollback(fleet): 
     assert version(agents["gw1"]) == "1.1.0"
     # the fleet refuses a plain deployment of an older version ...
     with pytest.raises(ValueError, match="versions only go up: use rollback"):
-        srv.control.create({"package": "part-inspection", "version": "1.0.0", "slot": "vision", "agents": ["gw1"]})
+        srv.control.create(
+            {"package": "part-inspection", "version": "1.0.0", "slot": "vision", "agents": ["gw1"]}
+        )
     # ... and the admin's rollback is accepted by both
     srv.control.rollback("part-inspection", "1.0.0", "vision", ["gw1"])
     await until(lambda: version(agents["gw1"]) == "1.0.0", what="the rollback")
@@ -97,12 +124,20 @@ async def test_fleet_refuses_a_downgrade_deployment_over_the_wire(fleet, tmp_pat
     base = ["--endpoint", f"127.0.0.1:{srv.port}", "--pki", str(tmp_path / "pki"), "--admin", "alice"]
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "cloud_trainer.cli", *args], capture_output=True, text=True,
-                              cwd=ROOT, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "cloud_trainer.cli", *args],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
 
-    r = await asyncio.to_thread(cli, "deploy", "part-inspection", "--version", "1.0.0", "--slot", "vision",
-                                "--agent", "gw1", *base)
-    assert r.returncode != 0 and "INVALID_ARGUMENT" in r.stderr and "versions only go up" in r.stderr, r.stderr
+    r = await asyncio.to_thread(
+        cli, "deploy", "part-inspection", "--version", "1.0.0", "--slot", "vision", "--agent", "gw1", *base
+    )
+    assert r.returncode != 0 and "INVALID_ARGUMENT" in r.stderr and "versions only go up" in r.stderr, (
+        r.stderr
+    )
     assert [d for d in srv.control.list() if d["version"] == "1.0.0"] == []
 
 
@@ -115,23 +150,44 @@ async def test_names_from_the_wire_never_become_paths_outside_staging(fleet, tmp
     await until(lambda: mgr.declined, timeout_s=10, what="the agent to decline the desired state")
     assert "is not a valid package name" in next(iter(mgr.declined.values()))
     with srv.control.lock:
-        srv.control._set_desired("gw1", "vision", "part-inspection", "1.1.0/../../x", entry["digest"], 1, "evil2")
+        srv.control._set_desired(
+            "gw1", "vision", "part-inspection", "1.1.0/../../x", entry["digest"], 1, "evil2"
+        )
     await until(lambda: len(mgr.declined) == 2, timeout_s=10, what="the second refusal")
     await asyncio.sleep(0.5)
     assert not list(tmp_path.rglob("planted*")) and not list(tmp_path.rglob("x.edgepkg"))
     assert version(agents["gw1"]) == "1.0.0"
 
 
-@pytest.mark.parametrize("field,value,ok", [
-    ("package", "part-inspection", True), ("package", "../etc", False), ("package", "a/b", False),
-    ("package", "x" * 64, False), ("package", "Part", False), ("package", "p\n", False),
-    ("version", "1.2.0", True), ("version", "1.2.0/..", False), ("version", "1.2", False),
-    ("version", "1.0.0-" + "a" * 80, False), ("digest", "../" + "a" * 61, False), ("digest", "A" * 64, False),
-    ("deployment_id", "abc:rollback", True), ("deployment_id", "abc/../x", False), ("deployment_id", "", False),
-])
+@pytest.mark.parametrize(
+    "field,value,ok",
+    [
+        ("package", "part-inspection", True),
+        ("package", "../etc", False),
+        ("package", "a/b", False),
+        ("package", "x" * 64, False),
+        ("package", "Part", False),
+        ("package", "p\n", False),
+        ("version", "1.2.0", True),
+        ("version", "1.2.0/..", False),
+        ("version", "1.2", False),
+        ("version", "1.0.0-" + "a" * 80, False),
+        ("digest", "../" + "a" * 61, False),
+        ("digest", "A" * 64, False),
+        ("deployment_id", "abc:rollback", True),
+        ("deployment_id", "abc/../x", False),
+        ("deployment_id", "", False),
+    ],
+)
 def test_desired_state_names_are_checked_against_an_allow_list(field, value, ok):
-    d = {"slot": "vision", "package": "part-inspection", "version": "1.0.0", "digest": "a" * 64,
-         "deployment_id": "abc123", field: value}
+    d = {
+        "slot": "vision",
+        "package": "part-inspection",
+        "version": "1.0.0",
+        "digest": "a" * 64,
+        "deployment_id": "abc123",
+        field: value,
+    }
     why = check_desired(SimpleNamespace(**d))
     assert (why is None) == ok, why
     if why:

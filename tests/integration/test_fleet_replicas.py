@@ -33,21 +33,41 @@ class FakeAgent:
         self.version = "1.0.0"
         self.ob = Outbox(OutboxSettings(), tmp / name)
         self.ob.open()
-        self.up = Uplink(cloud_settings(pki, port, agent=name, heartbeat_s=0.2), self.ob,
-                         status=lambda: {"labels": {"site": "plant"}, "health": {},
-                                         "slots": [{"slot": "health", "package": "machine-health",
-                                                    "version": self.version, "digest": "", "status": "active",
-                                                    "reason": ""}]},
-                         on_desired=self.on_desired)
+        self.up = Uplink(
+            cloud_settings(pki, port, agent=name, heartbeat_s=0.2),
+            self.ob,
+            status=lambda: {
+                "labels": {"site": "plant"},
+                "health": {},
+                "slots": [
+                    {
+                        "slot": "health",
+                        "package": "machine-health",
+                        "version": self.version,
+                        "digest": "",
+                        "status": "active",
+                        "reason": "",
+                    }
+                ],
+            },
+            on_desired=self.on_desired,
+        )
 
     async def on_desired(self, reply) -> None:
         for d in reply.desired:
             if d.version != self.version:
                 stub = self.up.client.stub  # the uplink's one fleet client
                 for step in ("active", "healthy"):
-                    await stub.ReportDeployment(pb.DeploymentReport(deployment_id=d.deployment_id.split(":")[0],
-                                                                    slot=d.slot, version=d.version, step=step,
-                                                                    ok=True), timeout=5)
+                    await stub.ReportDeployment(
+                        pb.DeploymentReport(
+                            deployment_id=d.deployment_id.split(":")[0],
+                            slot=d.slot,
+                            version=d.version,
+                            step=step,
+                            ok=True,
+                        ),
+                        timeout=5,
+                    )
                 self.version = d.version
 
 
@@ -58,13 +78,17 @@ class Canary:
     def __init__(self, tmp_path, store_url: str, replicas: int) -> None:
         self.pki = make_pki(tmp_path / "pki", agents=AGENTS)
         Registry(tmp_path / "cloud" / "registry").publish(
-            make_package(tmp_path / "pk", kind="signal", version="2.0.0"), [], {}, None, None)
+            make_package(tmp_path / "pk", kind="signal", version="2.0.0"), [], {}, None, None
+        )
         self.port = port = free_port()
-        self.replicas = [ServerProcess(tmp_path / "cloud", self.pki, port, ["--store", store_url]).start()
-                         for _ in range(replicas)]
+        self.replicas = [
+            ServerProcess(tmp_path / "cloud", self.pki, port, ["--store", store_url]).start()
+            for _ in range(replicas)
+        ]
         self.agents = [FakeAgent(a, self.pki, port, tmp_path) for a in AGENTS]
-        self.creds = channel_credentials(self.pki / "ca.pem", self.pki / "admins" / "alice.pem",
-                                         self.pki / "admins" / "alice.key")
+        self.creds = channel_credentials(
+            self.pki / "ca.pem", self.pki / "admins" / "alice.pem", self.pki / "admins" / "alice.key"
+        )
         self.dep: dict = {}
 
     def admin(self):
@@ -78,9 +102,22 @@ class Canary:
             return len((await admin.ListAgents(pb.ListAgentsRequest(), timeout=5)).agents) == 3
 
         await until(registered, what="three agents registered in the shared store")
-        self.dep = json.loads((await admin.CreateDeployment(pb.CreateDeploymentRequest(
-            package="machine-health", version="2.0.0", slot="health", agents=list(AGENTS), strategy="canary",
-            steps=["1", "100%"], wait_s=wait_s), timeout=10)).json)
+        self.dep = json.loads(
+            (
+                await admin.CreateDeployment(
+                    pb.CreateDeploymentRequest(
+                        package="machine-health",
+                        version="2.0.0",
+                        slot="health",
+                        agents=list(AGENTS),
+                        strategy="canary",
+                        steps=["1", "100%"],
+                        wait_s=wait_s,
+                    ),
+                    timeout=10,
+                )
+            ).json
+        )
 
     async def state(self, admin) -> dict:
         deps = (await admin.ListDeployments(pb.ListDeploymentsRequest(), timeout=5)).deployments
@@ -139,8 +176,9 @@ async def test_a_rollout_completes_across_a_restart_of_postgresql(tmp_path, post
 
             async def resumed():  # the replica's control connection and its store pool come back by themselves
                 try:
-                    await admin.ControlDeployment(pb.ControlRequest(deployment_id=c.dep["id"], action="resume"),
-                                                  timeout=5)
+                    await admin.ControlDeployment(
+                        pb.ControlRequest(deployment_id=c.dep["id"], action="resume"), timeout=5
+                    )
                     return True
                 except grpc.aio.AioRpcError as exc:
                     assert exc.code() != grpc.StatusCode.INVALID_ARGUMENT, exc.details()  # resumed twice

@@ -26,25 +26,54 @@ async def test_uploaded_samples_land_in_the_bucket_and_train_from_there(tmp_path
         monkeypatch.setenv(k, v)
     pki = make_pki(tmp_path / "pki", agents=("gw1",))
     port = free_port()
-    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key",
-                      blobs=f"s3://{bucket}/fleet", s3_endpoint=endpoint)
+    srv = FleetServer(
+        tmp_path / "cloud",
+        port,
+        pki / "ca.pem",
+        pki / "server.pem",
+        pki / "server.key",
+        blobs=f"s3://{bucket}/fleet",
+        s3_endpoint=endpoint,
+    )
     await srv.start()
     image = b"\x89PNG a part image" * 50
     digest = hashlib.sha256(image).hexdigest()
     try:
         creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
         async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
-            batch = pb.RecordBatch(records=[pb.Record(
-                seq=1, kind="sample", t=time.time(), sample=image, sample_ext=".png", sample_sha256=digest,
-                payload=json.dumps({"model": "part-inspection"}).encode())])
+            batch = pb.RecordBatch(
+                records=[
+                    pb.Record(
+                        seq=1,
+                        kind="sample",
+                        t=time.time(),
+                        sample=image,
+                        sample_ext=".png",
+                        sample_sha256=digest,
+                        payload=json.dumps({"model": "part-inspection"}).encode(),
+                    )
+                ]
+            )
             acks = [a async for a in rpc.FleetStub(ch).PushRecords(iter([batch]), timeout=10)]
         assert acks[0].stored == 1
     finally:
         await srv.stop()
-    body = s3_client(endpoint).get_object(Bucket=bucket, Key=f"fleet/sha256/{digest[:2]}/{digest}")["Body"].read()
+    body = (
+        s3_client(endpoint)
+        .get_object(Bucket=bucket, Key=f"fleet/sha256/{digest[:2]}/{digest}")["Body"]
+        .read()
+    )
     assert body == image and not (tmp_path / "cloud" / "blobs").exists()  # nothing fell back to a folder
     labels = tmp_path / "labels.jsonl"
     labels.write_text(json.dumps({"sha256": digest, "label": "ok"}) + "\n")
-    res = export(tmp_path / "cloud", "part-inspection", tmp_path / "ds", labels_file=labels,
-                 blobs=f"s3://{bucket}/fleet", s3_endpoint=endpoint)
-    assert res["exported"] == 1 and (tmp_path / "ds" / f"images/upload-{digest[:16]}.png").read_bytes() == image
+    res = export(
+        tmp_path / "cloud",
+        "part-inspection",
+        tmp_path / "ds",
+        labels_file=labels,
+        blobs=f"s3://{bucket}/fleet",
+        s3_endpoint=endpoint,
+    )
+    assert (
+        res["exported"] == 1 and (tmp_path / "ds" / f"images/upload-{digest[:16]}.png").read_bytes() == image
+    )

@@ -32,25 +32,40 @@ class Agent:
     """An uplink with a state the test changes and the desired states it received."""
 
     def __init__(self, pki, port, tmp, **kw) -> None:
-        self.slots = [{"slot": "vision", "package": "p", "version": "1.0.0", "digest": "d1", "status": "active",
-                       "reason": ""}]
+        self.slots = [
+            {
+                "slot": "vision",
+                "package": "p",
+                "version": "1.0.0",
+                "digest": "d1",
+                "status": "active",
+                "reason": "",
+            }
+        ]
         self.received: list[tuple[float, int, list]] = []
         self.ob = Outbox(OutboxSettings(), tmp / "agent")
         self.ob.open()
 
         async def on_desired(reply) -> None:
-            self.received.append((time.monotonic(), reply.generation, [(d.slot, d.version) for d in reply.desired]))
+            self.received.append(
+                (time.monotonic(), reply.generation, [(d.slot, d.version) for d in reply.desired])
+            )
 
-        self.up = Uplink(cloud_settings(pki, port, **kw), self.ob,
-                         status=lambda: {"labels": {"site": "plant"}, "slots": self.slots, "health": {}},
-                         on_desired=on_desired)
+        self.up = Uplink(
+            cloud_settings(pki, port, **kw),
+            self.ob,
+            status=lambda: {"labels": {"site": "plant"}, "slots": self.slots, "health": {}},
+            on_desired=on_desired,
+        )
 
     async def stop(self) -> None:
         await self.up.stop()
         self.ob.close()
 
 
-async def test_desired_state_is_pushed_the_moment_it_changes_and_reports_are_written_in_batches(pki, tmp_path):
+async def test_desired_state_is_pushed_the_moment_it_changes_and_reports_are_written_in_batches(
+    pki, tmp_path
+):
     port = free_port()
     srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
     await srv.start()
@@ -58,22 +73,32 @@ async def test_desired_state_is_pushed_the_moment_it_changes_and_reports_are_wri
     ag = Agent(pki, port, tmp_path, heartbeat_s=0.2, report_s=30)
     await ag.up.start()
     try:
-        await until(lambda: ag.up.mode == "stream" and ag.received, what="the stream and its first desired state")
-        await until(lambda: [a["slots"][0]["version"] for a in srv.store.agents()] == ["1.0.0"], what="registration")
+        await until(
+            lambda: ag.up.mode == "stream" and ag.received, what="the stream and its first desired state"
+        )
+        await until(
+            lambda: [a["slots"][0]["version"] for a in srv.store.agents()] == ["1.0.0"], what="registration"
+        )
         reports = srv.hub.reports
         await asyncio.sleep(0.6)
         assert srv.hub.reports == reports  # nothing changed: nothing sent
         ag.slots = [{**ag.slots[0], "version": "1.1.0", "digest": "d2"}]  # a change: reported at once
-        await until(lambda: [a["slots"][0]["version"] for a in srv.store.agents()] == ["1.1.0"], timeout_s=3,
-                    what="the changed state in the store")
+        await until(
+            lambda: [a["slots"][0]["version"] for a in srv.store.agents()] == ["1.1.0"],
+            timeout_s=3,
+            what="the changed state in the store",
+        )
         assert srv.hub.reports == reports + 1 and srv.hub.flushes <= srv.hub.reports
         # a new desired state reaches the agent without any report or poll from it
         n = len(ag.received)
         t0 = time.monotonic()
         with srv.control.lock:
             srv.control._set_desired("gw1", "vision", "p", "1.2.0", "d3", 10, "dep1")
-        await until(lambda: any(v == [("vision", "1.2.0")] for _, _, v in ag.received[n:]), timeout_s=3,
-                    what="the pushed desired state")
+        await until(
+            lambda: any(v == [("vision", "1.2.0")] for _, _, v in ag.received[n:]),
+            timeout_s=3,
+            what="the pushed desired state",
+        )
         first = next(t for t, _, v in ag.received[n:] if v == [("vision", "1.2.0")])
         assert first - t0 < 1.5
         assert srv.hub.snapshot()["streams"] == 1
@@ -104,7 +129,9 @@ async def test_a_second_stream_of_the_same_agent_replaces_the_first(pki, tmp_pat
             await until(lambda: srv.hub.snapshot()["streams"] == 1, what="one stream for gw2")
             second.cancel()
             # a report that is not a JSON object ends the stream with INVALID_ARGUMENT
-            bad = rpc.FleetStub(ch).Connect(iter([pb.AgentMessage(report=pb.HeartbeatRequest(health_json="[1]"))]))
+            bad = rpc.FleetStub(ch).Connect(
+                iter([pb.AgentMessage(report=pb.HeartbeatRequest(health_json="[1]"))])
+            )
             with pytest.raises(grpc.aio.AioRpcError) as ei:
                 async for _ in bad:
                     pass
@@ -116,15 +143,19 @@ async def test_a_second_stream_of_the_same_agent_replaces_the_first(pki, tmp_pat
 async def test_agents_and_servers_of_either_protocol_work_together(pki, tmp_path):
     # an agent meets a server without Connect: it falls back to unary heartbeats and still gets its state
     port = free_port()
-    old = FleetServer(tmp_path / "old", port, pki / "ca.pem", pki / "server.pem", pki / "server.key", streams=False)
+    old = FleetServer(
+        tmp_path / "old", port, pki / "ca.pem", pki / "server.pem", pki / "server.key", streams=False
+    )
     await old.start()
     ag = Agent(pki, port, tmp_path, heartbeat_s=0.2)
     await ag.up.start()
     try:
         with old.control.lock:
             old.control._set_desired("gw1", "vision", "p", "2.0.0", "d9", 10, "dep2")
-        await until(lambda: ag.up.mode == "heartbeat" and ag.received and ag.received[-1][2] == [("vision", "2.0.0")],
-                    what="the heartbeat fallback")
+        await until(
+            lambda: ag.up.mode == "heartbeat" and ag.received and ag.received[-1][2] == [("vision", "2.0.0")],
+            what="the heartbeat fallback",
+        )
     finally:
         await ag.stop()
         await old.stop()
@@ -137,7 +168,9 @@ async def test_agents_and_servers_of_either_protocol_work_together(pki, tmp_path
     try:
         with srv.control.lock:
             srv.control._set_desired("gw1", "vision", "p", "2.0.0", "d9", 10, "dep2")
-        await until(lambda: ag.received and ag.received[-1][2] == [("vision", "2.0.0")], what="a unary heartbeat")
+        await until(
+            lambda: ag.received and ag.received[-1][2] == [("vision", "2.0.0")], what="a unary heartbeat"
+        )
         assert ag.up.mode == "heartbeat" and srv.store.agents()[0]["id"] == "gw1"
     finally:
         await ag.stop()

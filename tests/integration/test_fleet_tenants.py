@@ -42,8 +42,12 @@ def world(tmp_path_factory):
         keys[tenant] = init_tenant(pki, tenant)[0].with_suffix(".key")
         base = pki / "tenants" / tenant
         for a in agents:
-            certs[(tenant, a)] = issue(pki, a, ROLE_AGENT, base / "agents" / a, tenant=tenant)[0].with_suffix("")
-        certs[(tenant, admin)] = issue(pki, admin, ROLE_ADMIN, base / "admins" / admin, tenant=tenant)[0].with_suffix("")
+            certs[(tenant, a)] = issue(pki, a, ROLE_AGENT, base / "agents" / a, tenant=tenant)[0].with_suffix(
+                ""
+            )
+        certs[(tenant, admin)] = issue(pki, admin, ROLE_ADMIN, base / "admins" / admin, tenant=tenant)[
+            0
+        ].with_suffix("")
     certs[("", "ops")] = issue(pki, "ops", ROLE_OPERATOR, pki / "operators" / "ops")[0].with_suffix("")
     default_key, _ = make_keypair(tmp / "default-keys")
     reg = Registry(tmp / "registry")
@@ -51,14 +55,18 @@ def world(tmp_path_factory):
     pkgs = {
         "default": make_package(b, version="1.0.0", key=default_key, out_dir=b / "d"),
         "acme": make_package(b, version="1.0.0", key=keys["acme"], out_dir=b / "a", seed=1),
-        "beta": make_package(b, version="1.0.0", name="beta-secret", key=keys["beta"], out_dir=b / "b", seed=2),
+        "beta": make_package(
+            b, version="1.0.0", name="beta-secret", key=keys["beta"], out_dir=b / "b", seed=2
+        ),
         # beta's key on a package named like acme's: copied into acme's registry, it must not deploy there
         "forged": make_package(b, version="1.5.0", key=keys["beta"], out_dir=b / "f", seed=3),
     }
-    entries = {"default": reg.publish(pkgs["default"], [], {}, None, None),
-               "acme": reg.for_tenant("acme").publish(pkgs["acme"], [], {}, None, None),
-               "beta": reg.for_tenant("beta").publish(pkgs["beta"], [], {}, None, None),
-               "forged": reg.for_tenant("acme").publish(pkgs["forged"], [], {}, None, None)}
+    entries = {
+        "default": reg.publish(pkgs["default"], [], {}, None, None),
+        "acme": reg.for_tenant("acme").publish(pkgs["acme"], [], {}, None, None),
+        "beta": reg.for_tenant("beta").publish(pkgs["beta"], [], {}, None, None),
+        "forged": reg.for_tenant("acme").publish(pkgs["forged"], [], {}, None, None),
+    }
     return tmp, pki, certs, entries
 
 
@@ -66,8 +74,14 @@ def world(tmp_path_factory):
 async def cloud(world, tmp_path):
     tmp, pki, certs, entries = world
     port = free_port()
-    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key",
-                      registry=tmp / "registry")
+    srv = FleetServer(
+        tmp_path / "cloud",
+        port,
+        pki / "ca.pem",
+        pki / "server.pem",
+        pki / "server.key",
+        registry=tmp / "registry",
+    )
     await srv.start()
     chans = {}
 
@@ -75,12 +89,16 @@ async def cloud(world, tmp_path):
         if (tenant, name) not in chans:
             c = certs[(tenant, name)]
             chans[(tenant, name)] = grpc.aio.secure_channel(
-                f"127.0.0.1:{port}", channel_credentials(pki / "ca.pem", c.with_suffix(".pem"), c.with_suffix(".key")))
+                f"127.0.0.1:{port}",
+                channel_credentials(pki / "ca.pem", c.with_suffix(".pem"), c.with_suffix(".key")),
+            )
         return chans[(tenant, name)]
 
     # every agent registers (heartbeat) and pushes one record
     for tenant, agent in (("default", "gw1"), ("acme", "gw1"), ("acme", "gw-a"), ("beta", "gw-b")):
-        await rpc.FleetStub(ch(tenant, agent)).Heartbeat(pb.HeartbeatRequest(labels={"site": "plant"}), timeout=10)
+        await rpc.FleetStub(ch(tenant, agent)).Heartbeat(
+            pb.HeartbeatRequest(labels={"site": "plant"}), timeout=10
+        )
         batch = pb.RecordBatch(records=[pb.Record(seq=1, kind="result", t=time.time(), payload=b"{}")])
         acks = [a async for a in rpc.FleetStub(ch(tenant, agent)).PushRecords(iter([batch]), timeout=10)]
         assert acks[0].stored == 1  # the same agent id in two tenants: two agents, no duplicate
@@ -106,8 +124,11 @@ def test_certificates_carry_the_tenant(world):
     _, _, certs, _ = world
     who = {k: identity(c.with_suffix(".pem").read_bytes()) for k, c in certs.items()}
     assert who[("default", "gw1")].tenant == "default"  # a certificate without a tenant attribute
-    assert (who[("acme", "gw1")].name, who[("acme", "gw1")].tenant, who[("acme", "gw1")].role) == ("gw1", "acme",
-                                                                                                 "agent")
+    assert (who[("acme", "gw1")].name, who[("acme", "gw1")].tenant, who[("acme", "gw1")].role) == (
+        "gw1",
+        "acme",
+        "agent",
+    )
     assert who[("beta", "carol")].tenant == "beta" and who[("", "ops")] == Identity("ops", "operator", "")
     with pytest.raises(ValueError, match="tenant id"):
         issue(world[1], "x", ROLE_AGENT, world[0] / "x", tenant="Bad/Tenant")
@@ -115,17 +136,28 @@ def test_certificates_carry_the_tenant(world):
 
 async def test_admins_list_and_count_only_their_tenant(cloud):
     srv, ch, _, _ = cloud
-    for (tenant, name), want in {("acme", "bob"): ["gw-a", "gw1"], ("beta", "carol"): ["gw-b"],
-                                 ("default", "alice"): ["gw1"]}.items():
+    for (tenant, name), want in {
+        ("acme", "bob"): ["gw-a", "gw1"],
+        ("beta", "carol"): ["gw-b"],
+        ("default", "alice"): ["gw1"],
+    }.items():
         agents = (await admin(ch, tenant, name).ListAgents(pb.ListAgentsRequest(), timeout=10)).agents
         assert sorted(a.id for a in agents) == want
         assert all(a.records == 1 for a in agents)
         stats = await admin(ch, tenant, name).IngestStats(pb.IngestStatsRequest(), timeout=10)
         assert stats.records == len(want)  # totals never include another tenant's rows
-    await admin(ch, "beta", "carol").CreateDeployment(pb.CreateDeploymentRequest(
-        package="beta-secret", slot="vision", selector={"site": "*"}, strategy="all_at_once"), timeout=10)
-    assert (await admin(ch, "acme", "bob").ListDeployments(pb.ListDeploymentsRequest(), timeout=10)).deployments == []
-    deps = (await admin(ch, "beta", "carol").ListDeployments(pb.ListDeploymentsRequest(), timeout=10)).deployments
+    await admin(ch, "beta", "carol").CreateDeployment(
+        pb.CreateDeploymentRequest(
+            package="beta-secret", slot="vision", selector={"site": "*"}, strategy="all_at_once"
+        ),
+        timeout=10,
+    )
+    assert (
+        await admin(ch, "acme", "bob").ListDeployments(pb.ListDeploymentsRequest(), timeout=10)
+    ).deployments == []
+    deps = (
+        await admin(ch, "beta", "carol").ListDeployments(pb.ListDeploymentsRequest(), timeout=10)
+    ).deployments
     assert [list(json.loads(d.json)["targets"]) for d in deps] == [["gw-b"]]
     assert srv.store.agents(tenant="beta")[0]["id"] == "gw-b" and len(srv.store.agents()) == 1
 
@@ -134,51 +166,109 @@ async def test_cross_tenant_admin_attempts_are_refused_like_things_that_do_not_e
     _, ch, entries, _ = cloud
     bob = admin(ch, "acme", "bob")
     carol = admin(ch, "beta", "carol")
-    dep = json.loads((await carol.CreateDeployment(pb.CreateDeploymentRequest(
-        package="beta-secret", slot="vision", agents=["gw-b"], strategy="all_at_once"), timeout=10)).json)
+    dep = json.loads(
+        (
+            await carol.CreateDeployment(
+                pb.CreateDeploymentRequest(
+                    package="beta-secret", slot="vision", agents=["gw-b"], strategy="all_at_once"
+                ),
+                timeout=10,
+            )
+        ).json
+    )
 
     def same(a: tuple, b: tuple, theirs: str, missing: str) -> None:
         assert a[0] == b[0] == PD, (a, b)
         assert a[1].replace(theirs, "X") == b[1].replace(missing, "X"), (a, b)
 
     def create(package="part-inspection", agents=("gw-a",), version=""):
-        return bob.CreateDeployment(pb.CreateDeploymentRequest(package=package, version=version, slot="vision",
-                                                               agents=list(agents), strategy="all_at_once"),
-                                    timeout=10)
+        return bob.CreateDeployment(
+            pb.CreateDeploymentRequest(
+                package=package, version=version, slot="vision", agents=list(agents), strategy="all_at_once"
+            ),
+            timeout=10,
+        )
 
     # another tenant's package by name, by name and version: the answer of a package that does not exist
-    same(await _code(create("beta-secret")), await _code(create("no-such-model")), "beta-secret", "no-such-model")
-    same(await _code(create("beta-secret", version="1.0.0")), await _code(create("nothing", version="1.0.0")),
-         "beta-secret", "nothing")
+    same(
+        await _code(create("beta-secret")),
+        await _code(create("no-such-model")),
+        "beta-secret",
+        "no-such-model",
+    )
+    same(
+        await _code(create("beta-secret", version="1.0.0")),
+        await _code(create("nothing", version="1.0.0")),
+        "beta-secret",
+        "nothing",
+    )
     # deploying to another tenant's agent (by id or by its labels), reading its stats or gaps
     same(await _code(create(agents=["gw-b"])), await _code(create(agents=["gw-zz"])), "gw-b", "gw-zz")
-    await rpc.FleetStub(ch("beta", "gw-b")).Heartbeat(pb.HeartbeatRequest(labels={"site": "beta-plant"}), timeout=10)
+    await rpc.FleetStub(ch("beta", "gw-b")).Heartbeat(
+        pb.HeartbeatRequest(labels={"site": "beta-plant"}), timeout=10
+    )
 
     def by_label(site):
-        return bob.CreateDeployment(pb.CreateDeploymentRequest(package="part-inspection", slot="vision",
-                                                               selector={"site": site}, strategy="all_at_once"),
-                                    timeout=10)
+        return bob.CreateDeployment(
+            pb.CreateDeploymentRequest(
+                package="part-inspection", slot="vision", selector={"site": site}, strategy="all_at_once"
+            ),
+            timeout=10,
+        )
 
     same(await _code(by_label("beta-plant")), await _code(by_label("nowhere")), "beta-plant", "nowhere")
-    same(await _code(bob.IngestStats(pb.IngestStatsRequest(agent="gw-b"), timeout=10)),
-         await _code(bob.IngestStats(pb.IngestStatsRequest(agent="gw-zz"), timeout=10)), "gw-b", "gw-zz")
+    same(
+        await _code(bob.IngestStats(pb.IngestStatsRequest(agent="gw-b"), timeout=10)),
+        await _code(bob.IngestStats(pb.IngestStatsRequest(agent="gw-zz"), timeout=10)),
+        "gw-b",
+        "gw-zz",
+    )
     # pausing, aborting or rolling back another tenant's deployment / package
     for action in ("pause", "abort"):
-        same(await _code(bob.ControlDeployment(pb.ControlRequest(deployment_id=dep["id"], action=action), timeout=10)),
-             await _code(bob.ControlDeployment(pb.ControlRequest(deployment_id="0123456789", action=action),
-                                               timeout=10)), dep["id"], "0123456789")
-    same(await _code(bob.Rollback(pb.RollbackRequest(package="beta-secret", version="1.0.0", slot="vision",
-                                                     agents=["gw-a"]), timeout=10)),
-         await _code(bob.Rollback(pb.RollbackRequest(package="nope", version="1.0.0", slot="vision", agents=["gw-a"]),
-                                  timeout=10)), "beta-secret", "nope")
+        same(
+            await _code(
+                bob.ControlDeployment(pb.ControlRequest(deployment_id=dep["id"], action=action), timeout=10)
+            ),
+            await _code(
+                bob.ControlDeployment(
+                    pb.ControlRequest(deployment_id="0123456789", action=action), timeout=10
+                )
+            ),
+            dep["id"],
+            "0123456789",
+        )
+    same(
+        await _code(
+            bob.Rollback(
+                pb.RollbackRequest(package="beta-secret", version="1.0.0", slot="vision", agents=["gw-a"]),
+                timeout=10,
+            )
+        ),
+        await _code(
+            bob.Rollback(
+                pb.RollbackRequest(package="nope", version="1.0.0", slot="vision", agents=["gw-a"]),
+                timeout=10,
+            )
+        ),
+        "beta-secret",
+        "nope",
+    )
     # the default tenant's admin is a tenant like any other
     alice = admin(ch, "default", "alice")
-    code, _ = await _code(alice.CreateDeployment(pb.CreateDeploymentRequest(
-        package="beta-secret", slot="vision", agents=["gw1"], strategy="all_at_once"), timeout=10))
+    code, _ = await _code(
+        alice.CreateDeployment(
+            pb.CreateDeploymentRequest(
+                package="beta-secret", slot="vision", agents=["gw1"], strategy="all_at_once"
+            ),
+            timeout=10,
+        )
+    )
     assert code == PD
     # carol's deployment is untouched and still running for gw-b only
-    deps = [json.loads(d.json) for d in (await carol.ListDeployments(pb.ListDeploymentsRequest(), timeout=10)
-                                         ).deployments]
+    deps = [
+        json.loads(d.json)
+        for d in (await carol.ListDeployments(pb.ListDeploymentsRequest(), timeout=10)).deployments
+    ]
     assert [(d["id"], d["state"], list(d["targets"])) for d in deps] == [(dep["id"], "running", ["gw-b"])]
     # operators and agents are not admins of any tenant
     for who in (("", "ops"), ("beta", "gw-b")):
@@ -188,63 +278,96 @@ async def test_cross_tenant_admin_attempts_are_refused_like_things_that_do_not_e
 
 async def test_agents_receive_and_download_only_their_tenant_packages(cloud):
     _, ch, entries, _ = cloud
-    await admin(ch, "beta", "carol").CreateDeployment(pb.CreateDeploymentRequest(
-        package="beta-secret", slot="vision", selector={"site": "*"}, strategy="all_at_once"), timeout=10)
-    await admin(ch, "acme", "bob").CreateDeployment(pb.CreateDeploymentRequest(
-        package="part-inspection", version="1.0.0", slot="vision", agents=["gw1"], strategy="all_at_once"),
-        timeout=10)
+    await admin(ch, "beta", "carol").CreateDeployment(
+        pb.CreateDeploymentRequest(
+            package="beta-secret", slot="vision", selector={"site": "*"}, strategy="all_at_once"
+        ),
+        timeout=10,
+    )
+    await admin(ch, "acme", "bob").CreateDeployment(
+        pb.CreateDeploymentRequest(
+            package="part-inspection", version="1.0.0", slot="vision", agents=["gw1"], strategy="all_at_once"
+        ),
+        timeout=10,
+    )
 
     # an agent reporting on another tenant's deployment: refused as one that does not exist, nothing recorded
-    beta_dep = json.loads((await admin(ch, "beta", "carol").ListDeployments(pb.ListDeploymentsRequest(), timeout=10)
-                           ).deployments[0].json)
+    beta_dep = json.loads(
+        (await admin(ch, "beta", "carol").ListDeployments(pb.ListDeploymentsRequest(), timeout=10))
+        .deployments[0]
+        .json
+    )
 
     def report(tenant, agent, dep_id):
-        return rpc.FleetStub(ch(tenant, agent)).ReportDeployment(pb.DeploymentReport(
-            deployment_id=dep_id, slot="vision", version="1.0.0", step="downloading", ok=True), timeout=10)
+        return rpc.FleetStub(ch(tenant, agent)).ReportDeployment(
+            pb.DeploymentReport(
+                deployment_id=dep_id, slot="vision", version="1.0.0", step="downloading", ok=True
+            ),
+            timeout=10,
+        )
 
     theirs = await _code(report("acme", "gw-a", beta_dep["id"]))
     nothing = await _code(report("acme", "gw-a", "feedface00"))
     assert theirs[0] == nothing[0] == PD and theirs[1].replace(beta_dep["id"], "X") == nothing[1].replace(
-        "feedface00", "X")
+        "feedface00", "X"
+    )
     assert (await _code(report("beta", "gw-b", beta_dep["id"])))[0] == grpc.StatusCode.OK  # its own: accepted
 
     async def desired(tenant, agent):
-        r = await rpc.FleetStub(ch(tenant, agent)).Heartbeat(pb.HeartbeatRequest(labels={"site": "plant"}), timeout=10)
+        r = await rpc.FleetStub(ch(tenant, agent)).Heartbeat(
+            pb.HeartbeatRequest(labels={"site": "plant"}), timeout=10
+        )
         return [(d.package, d.digest) for d in r.desired]
 
     assert await desired("beta", "gw-b") == [("beta-secret", entries["beta"]["digest"])]
     assert await desired("acme", "gw1") == [("part-inspection", entries["acme"]["digest"])]
-    assert await desired("acme", "gw-a") == [] and await desired("default", "gw1") == []  # same id, other tenant
+    assert (
+        await desired("acme", "gw-a") == [] and await desired("default", "gw1") == []
+    )  # same id, other tenant
 
     async def download(tenant, agent, digest):
         out = b""
-        async for c in rpc.FleetStub(ch(tenant, agent)).DownloadPackage(pb.DownloadRequest(digest=digest),
-                                                                         timeout=10):
+        async for c in rpc.FleetStub(ch(tenant, agent)).DownloadPackage(
+            pb.DownloadRequest(digest=digest), timeout=10
+        ):
             out += c.data
         return out
 
     assert len(await download("beta", "gw-b", entries["beta"]["digest"])) > 0
     missing = await _code(download("acme", "gw-a", "0" * 64))
-    for tenant, agent, digest in (("acme", "gw-a", entries["beta"]["digest"]),   # another tenant's package
-                                  ("default", "gw1", entries["acme"]["digest"]),  # deployed to acme's gw1, not this
-                                  ("acme", "gw1", entries["beta"]["digest"]),
-                                  ("acme", "gw1", entries["default"]["digest"])):
+    for tenant, agent, digest in (
+        ("acme", "gw-a", entries["beta"]["digest"]),  # another tenant's package
+        ("default", "gw1", entries["acme"]["digest"]),  # deployed to acme's gw1, not this
+        ("acme", "gw1", entries["beta"]["digest"]),
+        ("acme", "gw1", entries["default"]["digest"]),
+    ):
         code, details = await _code(download(tenant, agent, digest))
         assert code == PD and details.replace(digest[:16], "X") == missing[1].replace("0" * 16, "X")
 
 
 async def test_a_package_not_signed_by_the_tenant_key_is_refused(cloud):
     _, ch, entries, _ = cloud
-    code, details = await _code(admin(ch, "acme", "bob").CreateDeployment(pb.CreateDeploymentRequest(
-        package="part-inspection", version="1.5.0", slot="vision", agents=["gw-a"], strategy="all_at_once"),
-        timeout=10))
+    code, details = await _code(
+        admin(ch, "acme", "bob").CreateDeployment(
+            pb.CreateDeploymentRequest(
+                package="part-inspection",
+                version="1.5.0",
+                slot="vision",
+                agents=["gw-a"],
+                strategy="all_at_once",
+            ),
+            timeout=10,
+        )
+    )
     assert code == PD and "not signed by this tenant's package key" in details
 
 
 async def test_operator_creates_tenants_and_sees_counts_only(cloud, world):
     srv, ch, _, port = cloud
     ops = admin(ch, "", "ops")
-    t = await ops.CreateTenant(pb.CreateTenantRequest(tenant="gamma", display_name="Gamma Castings"), timeout=10)
+    t = await ops.CreateTenant(
+        pb.CreateTenantRequest(tenant="gamma", display_name="Gamma Castings"), timeout=10
+    )
     assert (t.tenant, t.display_name, t.agents) == ("gamma", "Gamma Castings", 0)
     code, details = await _code(ops.CreateTenant(pb.CreateTenantRequest(tenant="Not Valid"), timeout=10))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "tenant id" in details
@@ -253,42 +376,77 @@ async def test_operator_creates_tenants_and_sees_counts_only(cloud, world):
     assert (usage["acme"].agents, usage["acme"].records, usage["acme"].packages) == (2, 1 * 2, 2)
     assert (usage["beta"].agents, usage["default"].agents) == (1, 1)
     for tenant, name in (("acme", "bob"), ("default", "alice"), ("beta", "gw-b")):
-        assert (await _code(admin(ch, tenant, name).ListTenants(pb.ListTenantsRequest(), timeout=10)))[0] == PD
-        assert (await _code(admin(ch, tenant, name).CreateTenant(pb.CreateTenantRequest(tenant="x"), timeout=10))
-                )[0] == PD
+        assert (await _code(admin(ch, tenant, name).ListTenants(pb.ListTenantsRequest(), timeout=10)))[
+            0
+        ] == PD
+        assert (
+            await _code(admin(ch, tenant, name).CreateTenant(pb.CreateTenantRequest(tenant="x"), timeout=10))
+        )[0] == PD
     code, _ = await _code(rpc.FleetStub(ch("", "ops")).Heartbeat(pb.HeartbeatRequest(), timeout=10))
     assert code == PD  # nor an agent
     # the CLIs: an admin's tables are its tenant's; the operator's is counts per tenant
     pki = world[1]
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "cloud_trainer.cli", *args, "--endpoint", f"127.0.0.1:{port}",
-                               "--pki", str(pki), "--json"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cloud_trainer.cli",
+                *args,
+                "--endpoint",
+                f"127.0.0.1:{port}",
+                "--pki",
+                str(pki),
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
 
-    agents, tenants = await asyncio.gather(asyncio.to_thread(cli, "agents", "--tenant", "beta", "--admin", "carol"),
-                                           asyncio.to_thread(cli, "tenants", "--operator", "ops"))
+    agents, tenants = await asyncio.gather(
+        asyncio.to_thread(cli, "agents", "--tenant", "beta", "--admin", "carol"),
+        asyncio.to_thread(cli, "tenants", "--operator", "ops"),
+    )
     assert [a["id"] for a in json.loads(agents.stdout)["agents"]] == ["gw-b"], agents.stderr
     assert {t["tenant"]: int(t["agents"]) for t in json.loads(tenants.stdout)["tenants"]} == {
-        "default": 1, "acme": 2, "beta": 1, "gamma": 0}, tenants.stderr
+        "default": 1,
+        "acme": 2,
+        "beta": 1,
+        "gamma": 0,
+    }, tenants.stderr
 
 
-async def test_operator_quotas_are_enforced_with_resource_exhausted_and_shown_in_usage(cloud, world, tmp_path):
+async def test_operator_quotas_are_enforced_with_resource_exhausted_and_shown_in_usage(
+    cloud, world, tmp_path
+):
     srv, ch, _, port = cloud
     pki = world[1]
     ops = admin(ch, "", "ops")
-    t = await ops.CreateTenant(pb.CreateTenantRequest(tenant="acme", max_agents=2, max_records_per_day=4),
-                               timeout=10)
+    t = await ops.CreateTenant(
+        pb.CreateTenantRequest(tenant="acme", max_agents=2, max_records_per_day=4), timeout=10
+    )
     assert (t.max_agents, t.max_records_per_day, t.max_sample_bytes_per_day, t.agents, t.records_today) == (
-        2, 4, 0, 2, 2)
+        2,
+        4,
+        0,
+        2,
+        2,
+    )
     assert t.package_bytes > 0  # acme's two published packages
     # a third agent of acme cannot join (neither stream nor heartbeat); its two agents keep working
     c = issue(pki, "gw-c", ROLE_AGENT, tmp_path / "gw-c", tenant="acme")[0].with_suffix("")
-    async with grpc.aio.secure_channel(f"127.0.0.1:{port}", channel_credentials(
-            pki / "ca.pem", c.with_suffix(".pem"), c.with_suffix(".key"))) as gwc:
+    async with grpc.aio.secure_channel(
+        f"127.0.0.1:{port}", channel_credentials(pki / "ca.pem", c.with_suffix(".pem"), c.with_suffix(".key"))
+    ) as gwc:
         code, details = await _code(rpc.FleetStub(gwc).Heartbeat(pb.HeartbeatRequest(), timeout=10))
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert details == ("tenant acme: 2 agents registered, the tenant's quota is 2; agent gw-c cannot join until "
-                           "the platform operator raises the quota")
+        assert details == (
+            "tenant acme: 2 agents registered, the tenant's quota is 2; agent gw-c cannot join until "
+            "the platform operator raises the quota"
+        )
         code, _ = await _code(rpc.FleetStub(gwc).Connect(iter([pb.AgentMessage()]), timeout=10).read())
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
         await rpc.FleetStub(ch("acme", "gw-a")).Heartbeat(pb.HeartbeatRequest(), timeout=10)
@@ -296,16 +454,27 @@ async def test_operator_quotas_are_enforced_with_resource_exhausted_and_shown_in
         fleet = rpc.FleetStub(ch("acme", "gw-a"))
 
         def batch(*seqs):
-            return pb.RecordBatch(records=[pb.Record(seq=s, kind="result", t=time.time(), payload=b"{}")
-                                           for s in seqs])
+            return pb.RecordBatch(
+                records=[pb.Record(seq=s, kind="result", t=time.time(), payload=b"{}") for s in seqs]
+            )
 
         code, details = await _code(fleet.PushRecords(iter([batch(2, 3, 4)]), timeout=10).read())
-        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "quota of 4 records per day (2 used today)" in details
+        assert (
+            code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            and "quota of 4 records per day (2 used today)" in details
+        )
         assert srv.store.stats("gw-a", tenant="acme")["records"] == 1  # nothing of the batch stored
         assert [a.stored async for a in fleet.PushRecords(iter([batch(2, 3)]), timeout=10)] == [2]
         usage = {u.tenant: u for u in (await ops.ListTenants(pb.ListTenantsRequest(), timeout=10)).tenants}
-        assert (usage["acme"].records_today, usage["acme"].max_records_per_day, usage["acme"].agents) == (4, 4, 2)
-        assert (usage["beta"].records_today, usage["beta"].max_agents) == (1, 0)  # beta: no quota, its own count
+        assert (usage["acme"].records_today, usage["acme"].max_records_per_day, usage["acme"].agents) == (
+            4,
+            4,
+            2,
+        )
+        assert (usage["beta"].records_today, usage["beta"].max_agents) == (
+            1,
+            0,
+        )  # beta: no quota, its own count
         # the operator lifts the agent quota (0: no limit): gw-c joins
         await ops.CreateTenant(pb.CreateTenantRequest(tenant="acme", max_agents=0), timeout=10)
         await rpc.FleetStub(gwc).Heartbeat(pb.HeartbeatRequest(), timeout=10)
@@ -332,11 +501,18 @@ INSERT INTO ingest VALUES ('gw1', 2, 1);""")
         assert [a["id"] for a in st.agents()] == ["gw1"] and st.agents(tenant="acme") == []
         assert st.stats("gw1")["records"] == 2 and st.stats("gw1")["duplicates"] == 2
         assert [(g["first"], g["last"]) for g in st.gaps("gw1")] == [(2, 2)]
-        assert st.ingest("gw1", [{"epoch": 1, "seq": 3, "kind": "result", "t": 1.0, "payload": "{}"}]) == ([3], 0, 1)
-        assert st.ingest("gw1", [{"epoch": 1, "seq": 3, "kind": "result", "t": 1.0, "payload": "{}"}],
-                         tenant="acme") == ([3], 1, 0)
-        assert st.usage() == {"default": {"agents": 1, "records": 2, "samples": 0},
-                              "acme": {"agents": 0, "records": 1, "samples": 0}}
+        assert st.ingest("gw1", [{"epoch": 1, "seq": 3, "kind": "result", "t": 1.0, "payload": "{}"}]) == (
+            [3],
+            0,
+            1,
+        )
+        assert st.ingest(
+            "gw1", [{"epoch": 1, "seq": 3, "kind": "result", "t": 1.0, "payload": "{}"}], tenant="acme"
+        ) == ([3], 1, 0)
+        assert st.usage() == {
+            "default": {"agents": 1, "records": 2, "samples": 0},
+            "acme": {"agents": 0, "records": 1, "samples": 0},
+        }
     finally:
         st.close()
 
@@ -349,9 +525,19 @@ async def test_a_console_pinned_to_a_tenant_shows_that_tenant_only(cloud):
 
     srv, ch, _, _ = cloud
     png = b"\x89PNG fake sample of beta"
-    batch = pb.RecordBatch(records=[pb.Record(seq=2, kind="sample", t=time.time(), payload=b'{"model": "m"}',
-                                              sample=png, sample_sha256=hashlib.sha256(png).hexdigest(),
-                                              sample_ext=".png")])
+    batch = pb.RecordBatch(
+        records=[
+            pb.Record(
+                seq=2,
+                kind="sample",
+                t=time.time(),
+                payload=b'{"model": "m"}',
+                sample=png,
+                sample_sha256=hashlib.sha256(png).hexdigest(),
+                sample_ext=".png",
+            )
+        ]
+    )
     [_ async for _ in rpc.FleetStub(ch("beta", "gw-b")).PushRecords(iter([batch]), timeout=10)]
     digest = hashlib.sha256(png).hexdigest()
     consoles = {t: Console(srv, tenant=t) for t in ("acme", "beta")}
@@ -373,8 +559,9 @@ async def test_a_console_pinned_to_a_tenant_shows_that_tenant_only(cloud):
         assert await asyncio.to_thread(get, "beta", f"/blob/{digest}") == (200, png)
         status, body = await asyncio.to_thread(get, "acme", "/api/models")
         assert {m["name"] for m in json.loads(body)} == {"part-inspection"} and len(json.loads(body)) == 2
-        assert (await asyncio.to_thread(get, "acme", "/registry/.tenants/beta/beta-secret/index.json"))[0] in (403,
-                                                                                                              404)
+        assert (await asyncio.to_thread(get, "acme", "/registry/.tenants/beta/beta-secret/index.json"))[
+            0
+        ] in (403, 404)
     finally:
         for c in consoles.values():
             c.stop()

@@ -50,32 +50,60 @@ def forms(tmp_path_factory):
     good = _quantize(fp32, d / "good.int8.onnx", calib)
     clipped = _quantize(fp32, d / "clipped.int8.onnx", calib * 0.02)
     key, pub = make_keypair(d / "keys")
-    return {"dir": d, "fp32": fp32, "good": good, "clipped": clipped, "key": key, "pub": pub,
-            "inputs": golden_inputs("vision", n=16, width=SIZE, height=SIZE, seed=2)}
+    return {
+        "dir": d,
+        "fp32": fp32,
+        "good": good,
+        "clipped": clipped,
+        "key": key,
+        "pub": pub,
+        "inputs": golden_inputs("vision", n=16, width=SIZE, height=SIZE, seed=2),
+    }
 
 
 def _spec(version: str, **extra) -> dict:
-    return {**vision_spec("part-inspection", version, width=SIZE, height=SIZE, threshold=0.5),
-            "quantization": {"scheme": onnx_tools.SCHEME}, **extra}
+    return {
+        **vision_spec("part-inspection", version, width=SIZE, height=SIZE, threshold=0.5),
+        "quantization": {"scheme": onnx_tools.SCHEME},
+        **extra,
+    }
 
 
 @pytest.fixture(scope="module")
 def packages(forms):
     out = forms["dir"] / "packages"
-    good = build_package(forms["good"], _spec("1.0.0"), out, signing_key=forms["key"], golden_inputs=forms["inputs"],
-                         openvino=True, fp32_model=forms["fp32"])
+    good = build_package(
+        forms["good"],
+        _spec("1.0.0"),
+        out,
+        signing_key=forms["key"],
+        golden_inputs=forms["inputs"],
+        openvino=True,
+        fp32_model=forms["fp32"],
+    )
     bounds = read_manifest(good).parity
     # the bounds a correct INT8 form met where the package was built; this INT8 form breaks them here
-    off = build_package(forms["clipped"], _spec("1.1.0", parity={"output_atol": bounds.output_atol,
-                                                                 "min_agreement": bounds.min_agreement}),
-                        out, signing_key=forms["key"], golden_inputs=forms["inputs"], openvino=True,
-                        fp32_model=forms["fp32"], check_parity_here=False)
+    off = build_package(
+        forms["clipped"],
+        _spec("1.1.0", parity={"output_atol": bounds.output_atol, "min_agreement": bounds.min_agreement}),
+        out,
+        signing_key=forms["key"],
+        golden_inputs=forms["inputs"],
+        openvino=True,
+        fp32_model=forms["fp32"],
+        check_parity_here=False,
+    )
     return {"good": good, "off": off}
 
 
 def _slot(tmp_path, forms, pkg, events=None, **cfg) -> ModelSlot:
-    return ModelSlot("vision", ModelConfig(package=str(pkg), **cfg), tmp_path / "agent", [forms["pub"]],
-                     on_event=(events.append if events is not None else None))
+    return ModelSlot(
+        "vision",
+        ModelConfig(package=str(pkg), **cfg),
+        tmp_path / "agent",
+        [forms["pub"]],
+        on_event=(events.append if events is not None else None),
+    )
 
 
 def _started_status(slot: ModelSlot) -> dict:
@@ -95,25 +123,44 @@ def test_a_two_form_package_records_its_parity_bounds_and_the_build_cpu(packages
     assert m.schema_version == 2 and m.has_fp32 and m.parity is not None
     assert set(m.parity.output_atol) == {"logits", "heatmap"}
     assert all(m.parity.output_atol[k] >= m.parity.measured[k] for k in m.parity.measured)
-    assert {(e.engine, e.form) for e in m.engines} == {("onnxruntime", "fp32"), ("openvino", "fp32"),
-                                                       ("onnxruntime", "int8"), ("openvino", "int8")}
+    assert {(e.engine, e.form) for e in m.engines} == {
+        ("onnxruntime", "fp32"),
+        ("openvino", "fp32"),
+        ("onnxruntime", "int8"),
+        ("openvino", "int8"),
+    }
     assert all(e.cpu_flags == list(cpu_flags()) for e in m.engines)
 
 
-def test_the_build_refuses_an_int8_form_that_breaks_its_bounds_on_the_build_machine(forms, packages, tmp_path):
+def test_the_build_refuses_an_int8_form_that_breaks_its_bounds_on_the_build_machine(
+    forms, packages, tmp_path
+):
     bounds = read_manifest(packages["good"]).parity
     with pytest.raises(GoldenError, match="INT8 form breaks its parity bounds") as exc:
-        build_package(forms["clipped"], _spec("1.2.0", parity={"output_atol": bounds.output_atol}), tmp_path,
-                      signing_key=forms["key"], golden_inputs=forms["inputs"], fp32_model=forms["fp32"])
+        build_package(
+            forms["clipped"],
+            _spec("1.2.0", parity={"output_atol": bounds.output_atol}),
+            tmp_path,
+            signing_key=forms["key"],
+            golden_inputs=forms["inputs"],
+            fp32_model=forms["fp32"],
+        )
     assert exc.value.code == "int8_parity"
 
 
-def test_engine_auto_measures_every_engine_and_form_and_serves_the_fastest_that_passes(tmp_path, forms, packages):
+def test_engine_auto_measures_every_engine_and_form_and_serves_the_fastest_that_passes(
+    tmp_path, forms, packages
+):
     events: list[dict] = []
     st = _started_status(_slot(tmp_path, forms, packages["good"], events))
     sel = st["selection"]
     trials = {(t["engine"], t["form"]): t for t in sel["trials"]}
-    assert set(trials) == {("onnxruntime", "int8"), ("onnxruntime", "fp32"), ("openvino", "int8"), ("openvino", "fp32")}
+    assert set(trials) == {
+        ("onnxruntime", "int8"),
+        ("onnxruntime", "fp32"),
+        ("openvino", "int8"),
+        ("openvino", "fp32"),
+    }
     assert all(t["ok"] and t["p50_ms"] > 0 for t in trials.values())
     fastest = min(trials.values(), key=lambda t: t["p50_ms"])
     assert (st["engine"], st["form"]) == (fastest["engine"], fastest["form"])
@@ -121,7 +168,9 @@ def test_engine_auto_measures_every_engine_and_form_and_serves_the_fastest_that_
     assert not [e for e in events if e["kind"] == "int8_deviation"]
 
 
-def test_an_int8_form_off_on_this_cpu_never_serves_fp32_serves_and_the_cpu_is_named(tmp_path, forms, packages):
+def test_an_int8_form_off_on_this_cpu_never_serves_fp32_serves_and_the_cpu_is_named(
+    tmp_path, forms, packages
+):
     events: list[dict] = []
     slot = _slot(tmp_path, forms, packages["off"], events)
 
@@ -146,8 +195,9 @@ def test_an_int8_form_off_on_this_cpu_never_serves_fp32_serves_and_the_cpu_is_na
     assert st["counters"]["int8_parity_failures"] == 2
 
 
-def test_form_int8_refuses_a_package_whose_int8_form_is_off_and_the_old_model_keeps_serving(tmp_path, forms,
-                                                                                               packages):
+def test_form_int8_refuses_a_package_whose_int8_form_is_off_and_the_old_model_keeps_serving(
+    tmp_path, forms, packages
+):
     slot = _slot(tmp_path, forms, packages["good"], form="int8")
 
     async def run():
@@ -165,8 +215,13 @@ def test_form_int8_refuses_a_package_whose_int8_form_is_off_and_the_old_model_ke
 
 
 def test_a_one_form_schema_1_package_still_installs(tmp_path, forms):
-    pkg = build_package(forms["fp32"], {**_spec("0.9.0"), "schema_version": 1, "quantization": {"scheme": "none"}},
-                        tmp_path, signing_key=forms["key"], golden_inputs=forms["inputs"])
+    pkg = build_package(
+        forms["fp32"],
+        {**_spec("0.9.0"), "schema_version": 1, "quantization": {"scheme": "none"}},
+        tmp_path,
+        signing_key=forms["key"],
+        golden_inputs=forms["inputs"],
+    )
     assert read_manifest(pkg).schema_version == 1
     st = _started_status(_slot(tmp_path, forms, pkg, engine="onnxruntime"))
     assert st["version"] == "0.9.0" and st["form"] == "fp32" and len(st["selection"]["trials"]) == 1
@@ -199,46 +254,91 @@ def _saturating_model(path: Path) -> Path:
     rng = np.random.default_rng(0)
     w1 = np.abs(rng.normal(1.0, 0.05, (8, 3, 3, 3))).astype(np.float32)
     w1[4:] *= -1
-    inits = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(np.zeros(8, np.float32), "b1"),
-             numpy_helper.from_array(rng.normal(0, 0.5, (1, 8, 1, 1)).astype(np.float32), "wh"),
-             numpy_helper.from_array(rng.normal(0, 1.0, (8, 6)).astype(np.float32), "wd"),
-             numpy_helper.from_array(np.zeros(6, np.float32), "bd")]
-    nodes = [helper.make_node("Conv", ["image", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
-             helper.make_node("Relu", ["c1"], ["r1"]), helper.make_node("GlobalAveragePool", ["r1"], ["gp"]),
-             helper.make_node("Flatten", ["gp"], ["fl"]), helper.make_node("Gemm", ["fl", "wd", "bd"], ["logits"]),
-             helper.make_node("Conv", ["r1", "wh"], ["heatmap"])]
+    inits = [
+        numpy_helper.from_array(w1, "w1"),
+        numpy_helper.from_array(np.zeros(8, np.float32), "b1"),
+        numpy_helper.from_array(rng.normal(0, 0.5, (1, 8, 1, 1)).astype(np.float32), "wh"),
+        numpy_helper.from_array(rng.normal(0, 1.0, (8, 6)).astype(np.float32), "wd"),
+        numpy_helper.from_array(np.zeros(6, np.float32), "bd"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["image", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("GlobalAveragePool", ["r1"], ["gp"]),
+        helper.make_node("Flatten", ["gp"], ["fl"]),
+        helper.make_node("Gemm", ["fl", "wd", "bd"], ["logits"]),
+        helper.make_node("Conv", ["r1", "wh"], ["heatmap"]),
+    ]
     half = SIZE // 2
     graph = helper.make_graph(
-        nodes, "saturating", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, SIZE, SIZE])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 6]),
-         helper.make_tensor_value_info("heatmap", TensorProto.FLOAT, ["batch", 1, half, half])], inits)
+        nodes,
+        "saturating",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, SIZE, SIZE])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 6]),
+            helper.make_tensor_value_info("heatmap", TensorProto.FLOAT, ["batch", 1, half, half]),
+        ],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
 
 
-@pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="qemu-user is not installed (make setup installs it)")
-@pytest.mark.skipif("avx512_vnni" not in cpu_flags() and "avx_vnni" not in cpu_flags(),
-                    reason="the packages must be built on a CPU with VNNI for the emulated AVX2 CPU to differ")
+@pytest.mark.skipif(
+    shutil.which("qemu-x86_64") is None, reason="qemu-user is not installed (make setup installs it)"
+)
+@pytest.mark.skipif(
+    "avx512_vnni" not in cpu_flags() and "avx_vnni" not in cpu_flags(),
+    reason="the packages must be built on a CPU with VNNI for the emulated AVX2 CPU to differ",
+)
 @pytest.mark.timeout(600)
-def test_on_an_avx2_cpu_without_vnni_8bit_weights_fall_back_to_fp32_and_7bit_weights_serve_int8(tmp_path, forms):
+def test_on_an_avx2_cpu_without_vnni_8bit_weights_fall_back_to_fp32_and_7bit_weights_serve_int8(
+    tmp_path, forms
+):
     fp32 = _saturating_model(tmp_path / "sat.fp32.onnx")
     calib = golden_inputs("vision", n=48, width=SIZE, height=SIZE, seed=1)["image"]
     pkgs = {}
     for name, full in (("weights_8bit", True), ("weights_7bit", False)):
         int8 = _quantize(fp32, tmp_path / f"{name}.onnx", calib, full_8bit_weights=full)
-        pkgs[name] = str(build_package(int8, _spec("1.0.0"), tmp_path / name, signing_key=forms["key"],
-                                       golden_inputs=forms["inputs"], openvino=True, fp32_model=fp32))
+        pkgs[name] = str(
+            build_package(
+                int8,
+                _spec("1.0.0"),
+                tmp_path / name,
+                signing_key=forms["key"],
+                golden_inputs=forms["inputs"],
+                openvino=True,
+                fp32_model=fp32,
+            )
+        )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", _CHECK_UNDER_QEMU,
-                           json.dumps(pkgs), str(tmp_path / "open"), str(forms["pub"])],
-                          capture_output=True, text=True, timeout=540, env=env, cwd=ROOT)
+    proc = subprocess.run(
+        [
+            "qemu-x86_64",
+            "-cpu",
+            "Haswell",
+            sys.executable,
+            "-c",
+            _CHECK_UNDER_QEMU,
+            json.dumps(pkgs),
+            str(tmp_path / "open"),
+            str(forms["pub"]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=540,
+        env=env,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "avx2" in out["cpu_flags"] and "avx512_vnni" not in out["cpu_flags"]
     full = {(t["engine"], t["form"]): t for t in out["weights_8bit"]["trials"]}
-    assert not full[("openvino", "int8")]["ok"] and "deviates from FP32" in full[("openvino", "int8")]["reason"]
+    assert (
+        not full[("openvino", "int8")]["ok"] and "deviates from FP32" in full[("openvino", "int8")]["reason"]
+    )
     assert (out["weights_8bit"]["engine"], out["weights_8bit"]["form"]) != ("openvino", "int8")
     assert "INT8 off on this CPU" in out["weights_8bit"]["summary"]
     assert all(t["ok"] for t in out["weights_7bit"]["trials"]), out["weights_7bit"]
@@ -259,22 +359,35 @@ async def test_the_fleet_learns_which_form_an_agent_serves_and_why_with_its_cpu(
     srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
     await srv.start()
     frames = write_folder(tmp_path / "frames", 4, seed=0, defect_rate=0.3, size=64)
-    cfg = parse_config({
-        "agent": {"id": "gw1", "site": "plant", "line": "l1", "data_dir": str(tmp_path / "gw1")},
-        "trusted_keys": [str(forms["pub"])], "http": {"enabled": False},
-        "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 10, "loop": True}},
-        "models": {"vision": {"package": str(packages["off"])}},
-        "pipelines": [{"name": "inspect", "source": "cam", "model": "vision"}],
-        "cloud": {"endpoint": f"127.0.0.1:{port}", "ca_file": str(pki / "ca.pem"),
-                  "cert_file": str(pki / "agents" / "gw1.pem"), "key_file": str(pki / "agents" / "gw1.key"),
-                  "heartbeat_s": 0.3, "backoff_initial_s": 0.1, "backoff_max_s": 0.5},
-    })
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw1", "site": "plant", "line": "l1", "data_dir": str(tmp_path / "gw1")},
+            "trusted_keys": [str(forms["pub"])],
+            "http": {"enabled": False},
+            "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 10, "loop": True}},
+            "models": {"vision": {"package": str(packages["off"])}},
+            "pipelines": [{"name": "inspect", "source": "cam", "model": "vision"}],
+            "cloud": {
+                "endpoint": f"127.0.0.1:{port}",
+                "ca_file": str(pki / "ca.pem"),
+                "cert_file": str(pki / "agents" / "gw1.pem"),
+                "key_file": str(pki / "agents" / "gw1.key"),
+                "heartbeat_s": 0.3,
+                "backoff_initial_s": 0.1,
+                "backoff_max_s": 0.5,
+            },
+        }
+    )
     agent = Agent(cfg)
     await agent.start()
     try:
+
         def deviation_events():
-            return [r["payload"] for r in srv.store.records("gw1", kind="event")
-                    if (r["payload"] or {}).get("kind") == "int8_deviation"]
+            return [
+                r["payload"]
+                for r in srv.store.records("gw1", kind="event")
+                if (r["payload"] or {}).get("kind") == "int8_deviation"
+            ]
 
         for _ in range(300):
             agents = srv.store.agents()
@@ -283,9 +396,13 @@ async def test_the_fleet_learns_which_form_an_agent_serves_and_why_with_its_cpu(
             await asyncio.sleep(0.1)
         events = deviation_events()
         assert events and all(e["cpu_flags"] == list(cpu_flags()) for e in events)
-        assert {e["engine"] for e in events} >= {"onnxruntime"} and all(e["serving"].startswith("fp32") for e in events)
+        assert {e["engine"] for e in events} >= {"onnxruntime"} and all(
+            e["serving"].startswith("fp32") for e in events
+        )
         labels = srv.store.agents()[0]["labels"]
-        assert labels["form.vision"].startswith("fp32 on ") and "INT8 off on this CPU" in labels["form.vision"]
+        assert (
+            labels["form.vision"].startswith("fp32 on ") and "INT8 off on this CPU" in labels["form.vision"]
+        )
         assert labels["cpu_flags"] == " ".join(cpu_flags()) and labels["cpu"]
     finally:
         await agent.stop()

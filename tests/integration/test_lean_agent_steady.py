@@ -21,13 +21,28 @@ from tests.support.models import make_keypair, make_package
 from tests.support.peers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-NOT_NEEDED = ("cryptography", "tarfile", "model_packager.keys", "cv2", "asyncua", "openvino", "onnx", "grpc",
-              "google.protobuf", "torch", "sqlite3", "edge_agent.outbox.store",
-              "edge_agent.uplink.client", "numpy.ma")
+NOT_NEEDED = (
+    "cryptography",
+    "tarfile",
+    "model_packager.keys",
+    "cv2",
+    "asyncua",
+    "openvino",
+    "onnx",
+    "grpc",
+    "google.protobuf",
+    "torch",
+    "sqlite3",
+    "edge_agent.outbox.store",
+    "edge_agent.uplink.client",
+    "numpy.ma",
+)
 # prints the modules on SIGUSR1 (nothing imported to do it), then runs the CLI as `edge-agent run` does
-PROBE = ("import json, os, signal, sys\n"
-         "signal.signal(signal.SIGUSR1, lambda *a: (print(json.dumps(sorted(sys.modules)), flush=True), os._exit(0)))\n"
-         "from edge_agent.cli import main\nsys.exit(main(['run', sys.argv[1]]))\n")
+PROBE = (
+    "import json, os, signal, sys\n"
+    "signal.signal(signal.SIGUSR1, lambda *a: (print(json.dumps(sorted(sys.modules)), flush=True), os._exit(0)))\n"
+    "from edge_agent.cli import main\nsys.exit(main(['run', sys.argv[1]]))\n"
+)
 
 
 def _publish(port: int, stop: threading.Event) -> None:
@@ -46,7 +61,7 @@ def test_an_mqtt_only_agent_imports_nothing_it_does_not_use(tmp_path, mosquitto)
     pkg = make_package(tmp_path, kind="signal", key=key)
     http = free_port()
     cfg = tmp_path / "agent.yaml"
-    cfg.write_text(f"""agent: {{id: gw, data_dir: {tmp_path / 'data'}}}
+    cfg.write_text(f"""agent: {{id: gw, data_dir: {tmp_path / "data"}}}
 trusted_keys: [{pub}]
 http: {{port: {http}}}
 sources:
@@ -62,8 +77,13 @@ actions: {{publish: {{type: mqtt_publish, source: broker}}}}
     stop = threading.Event()
     feed = threading.Thread(target=_publish, args=(mosquitto.port, stop), daemon=True)
     feed.start()
-    proc = subprocess.Popen([sys.executable, "-c", PROBE, str(cfg)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PROBE, str(cfg)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         results = 0
@@ -74,7 +94,9 @@ actions: {{publish: {{type: mqtt_publish, source: broker}}}}
             except OSError:
                 continue
             results = sum(p["results"] for p in st["pipelines"])
-        assert results, f"no result: {proc.stderr.read()[-2000:] if proc.poll() is not None else 'still waiting'}"
+        assert results, (
+            f"no result: {proc.stderr.read()[-2000:] if proc.poll() is not None else 'still waiting'}"
+        )
         proc.send_signal(signal.SIGUSR1)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -83,5 +105,9 @@ actions: {{publish: {{type: mqtt_publish, source: broker}}}}
             proc.kill()
             proc.communicate()
     mods = set(json.loads(out.splitlines()[-1]))
-    assert {"paho", "onnxruntime", "edge_agent.models.install"} <= mods  # it did run, through the child installer
+    assert {
+        "paho",
+        "onnxruntime",
+        "edge_agent.models.install",
+    } <= mods  # it did run, through the child installer
     assert sorted(m for m in NOT_NEEDED if m in mods) == []

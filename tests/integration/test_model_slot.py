@@ -32,8 +32,9 @@ def frame(seq: int, seed: int = 0) -> Frame:
 
 
 def window(seq: int) -> Window:
-    x = np.sin(np.arange(SIGNAL_WINDOW) * 0.05 * (1 + seq % 3)) + np.random.default_rng(seq).normal(0, 0.1,
-                                                                                                      SIGNAL_WINDOW)
+    x = np.sin(np.arange(SIGNAL_WINDOW) * 0.05 * (1 + seq % 3)) + np.random.default_rng(seq).normal(
+        0, 0.1, SIGNAL_WINDOW
+    )
     return Window("machine", seq, time.time(), time.time(), x)
 
 
@@ -53,8 +54,11 @@ def pkgs(tmp_path_factory):
 
 
 def slot(tmp_path, pkgs, engine="onnxruntime", package="v1", **health) -> ModelSlot:
-    cfg = ModelConfig(package=str(pkgs[package]), engine=engine,
-                      health=HealthConfig(**{"window_s": 1.0, "min_items": 20, **health}))
+    cfg = ModelConfig(
+        package=str(pkgs[package]),
+        engine=engine,
+        health=HealthConfig(**{"window_s": 1.0, "min_items": 20, **health}),
+    )
     return ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
 
 
@@ -70,10 +74,13 @@ async def test_golden_verdicts_agree_on_both_engines(tmp_path, pkgs, engine):
         got = a.engine.run({"image": inputs["image"][i : i + 1]})
         want = {k: v[i : i + 1] for k, v in expected.items()}
         assert interpret(opened.manifest, got).verdict == interpret(opened.manifest, want).verdict
-        np.testing.assert_allclose(got["logits"], want["logits"], atol=opened.manifest.golden.atol,
-                                   rtol=opened.manifest.golden.rtol)
+        np.testing.assert_allclose(
+            got["logits"], want["logits"], atol=opened.manifest.golden.atol, rtol=opened.manifest.golden.rtol
+        )
     inf = await asyncio.to_thread(s.infer, frame(0))
-    assert inf.interpretation.verdict in ("OK", "NG") and inf.engine == engine and inf.heatmap.shape == (32, 32)
+    assert (
+        inf.interpretation.verdict in ("OK", "NG") and inf.engine == engine and inf.heatmap.shape == (32, 32)
+    )
     await s.stop()
 
 
@@ -225,8 +232,12 @@ asyncio.run(main())
 
 async def test_kill_9_mid_swap_never_makes_the_new_package_current(tmp_path, pkgs):
     data = tmp_path / "data"
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(data), str(pkgs["v1"]), str(pkgs["v2"]),
-                             str(pkgs["pub"])], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(data), str(pkgs["v1"]), str(pkgs["v2"]), str(pkgs["pub"])],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
     line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
     assert line.strip() == "READY"
     os.kill(proc.pid, signal.SIGKILL)
@@ -301,9 +312,20 @@ asyncio.run(main())
 
 async def test_kill_9_inside_the_health_window_restores_the_previous_model(tmp_path, pkgs):
     data = tmp_path / "data"
-    proc = subprocess.Popen([sys.executable, "-c", KILL_IN_WINDOW_SCRIPT, str(data), str(pkgs["v1"]),
-                             str(pkgs["nan"]), str(pkgs["pub"])], stdout=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).parents[2])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            KILL_IN_WINDOW_SCRIPT,
+            str(data),
+            str(pkgs["v1"]),
+            str(pkgs["nan"]),
+            str(pkgs["pub"]),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
     line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
     assert line.strip() == "WATCHING"
     os.kill(proc.pid, signal.SIGKILL)

@@ -33,9 +33,13 @@ from tests.unit.test_package_hostile import _sig
 def pkgs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pkgs")
     key, pub = make_keypair(tmp / "keys")
-    return {"v1": make_package(tmp, kind="vision", version="1.0.0", key=key, bias=6.0),
-            "v2": make_package(tmp, kind="vision", version="1.1.0", key=key, seed=2, bias=6.0),
-            "signal": make_package(tmp, kind="signal", key=key), "key": key, "pub": pub}
+    return {
+        "v1": make_package(tmp, kind="vision", version="1.0.0", key=key, bias=6.0),
+        "v2": make_package(tmp, kind="vision", version="1.1.0", key=key, seed=2, bias=6.0),
+        "signal": make_package(tmp, kind="signal", key=key),
+        "key": key,
+        "pub": pub,
+    }
 
 
 def _regolden(pkg, out, key):
@@ -61,8 +65,9 @@ def _regolden(pkg, out, key):
 
 
 async def test_an_engine_exception_in_the_smoke_test_is_a_refusal_and_the_old_model_serves(tmp_path, pkgs):
-    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime",
-                      health=HealthConfig(window_s=1.0, min_items=5))
+    cfg = ModelConfig(
+        package=str(pkgs["v1"]), engine="onnxruntime", health=HealthConfig(window_s=1.0, min_items=5)
+    )
     events = []
     s = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]], on_event=events.append)
     await s.start()
@@ -96,8 +101,9 @@ async def test_an_unexpected_exception_while_verifying_is_a_refusal(tmp_path, pk
 
 
 async def test_a_verifier_that_dies_is_a_refusal_and_the_old_model_keeps_serving(tmp_path, pkgs, monkeypatch):
-    s = ModelSlot("vision", ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime"), tmp_path / "data",
-                  [pkgs["pub"]])
+    s = ModelSlot(
+        "vision", ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime"), tmp_path / "data", [pkgs["pub"]]
+    )
     await s.start()
     crash = tmp_path / "crash.sh"  # stands for a parser bug that kills its process (a C extension's segfault)
     crash.write_text("#!/bin/sh\nkill -SEGV $$\n")
@@ -117,10 +123,23 @@ async def test_a_verifier_that_dies_is_a_refusal_and_the_old_model_keeps_serving
 def test_the_child_answers_each_package_in_one_printable_line(tmp_path, pkgs, capsys, monkeypatch):
     bad_key = tmp_path / "bad.pub"
     bad_key.write_text("not a key\n")
-    assert install.main(["--key", str(bad_key), str(tmp_path / "a"), str(pkgs["v1"]),
-                         str(tmp_path / "b"), str(pkgs["signal"])]) == 1
+    assert (
+        install.main(
+            [
+                "--key",
+                str(bad_key),
+                str(tmp_path / "a"),
+                str(pkgs["v1"]),
+                str(tmp_path / "b"),
+                str(pkgs["signal"]),
+            ]
+        )
+        == 1
+    )
     replies = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    assert [(r["ok"], r["error_type"], r["code"]) for r in replies] == [(False, "SignatureError", "bad_key")] * 2
+    assert [(r["ok"], r["error_type"], r["code"]) for r in replies] == [
+        (False, "SignatureError", "bad_key")
+    ] * 2
     assert "bad.pub" in replies[0]["error"]
 
     from edge_agent.models.store import ModelStore
@@ -133,16 +152,25 @@ def test_the_child_answers_each_package_in_one_printable_line(tmp_path, pkgs, ca
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "\\x1b" in out and "\x1b" not in out
     r = json.loads(out)
-    assert (r["error_type"], r["code"]) == ("PackageError", "verifier_failed") and "RecursionError" in r["error"]
+    assert (r["error_type"], r["code"]) == ("PackageError", "verifier_failed") and "RecursionError" in r[
+        "error"
+    ]
 
 
 async def test_a_first_start_installs_every_package_in_one_early_child(tmp_path, pkgs, monkeypatch):
-    cfg = parse_config({
-        "agent": {"id": "gw", "data_dir": str(tmp_path / "data")}, "trusted_keys": [str(pkgs["pub"])],
-        "http": {"enabled": False}, "sources": {"s": {"type": "camera", "url": "frames/"}},
-        "models": {"vision": {"package": str(pkgs["v1"]), "engine": "onnxruntime"},
-                   "health": {"package": str(pkgs["signal"]), "engine": "onnxruntime"}},
-        "pipelines": [{"name": "p", "source": "s", "model": "vision"}]})
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw", "data_dir": str(tmp_path / "data")},
+            "trusted_keys": [str(pkgs["pub"])],
+            "http": {"enabled": False},
+            "sources": {"s": {"type": "camera", "url": "frames/"}},
+            "models": {
+                "vision": {"package": str(pkgs["v1"]), "engine": "onnxruntime"},
+                "health": {"package": str(pkgs["signal"]), "engine": "onnxruntime"},
+            },
+            "pipelines": [{"name": "p", "source": "s", "model": "vision"}],
+        }
+    )
     started = []
     job_init = install.InstallJob.__init__
 
@@ -156,12 +184,16 @@ async def test_a_first_start_installs_every_package_in_one_early_child(tmp_path,
     assert install.prefetch(cfg, fork=False) is not None  # (the fork: below, and every `edge-agent run`)
     assert not stale.exists() and install.prefetching(cfg.data_dir / "models" / "vision")
     keys = [str(cfg.path(k)) for k in cfg.trusted_keys]  # as the agent hands them to its slots
-    slots = [ModelSlot(n, mc.model_copy(update={"package": str(cfg.path(mc.package))}), cfg.data_dir, keys)
-             for n, mc in cfg.models.items()]
+    slots = [
+        ModelSlot(n, mc.model_copy(update={"package": str(cfg.path(mc.package))}), cfg.data_dir, keys)
+        for n, mc in cfg.models.items()
+    ]
     for s in slots:
         await s.start()
     assert started == [2], "one child for both packages, none by the slots"
-    assert not install.prefetching(cfg.data_dir / "models" / "vision")  # (its .part folders: the slot's again)
+    assert not install.prefetching(
+        cfg.data_dir / "models" / "vision"
+    )  # (its .part folders: the slot's again)
     assert [s.version for s in slots] == ["1.0.0", "1.0.0"] and all(s.state == "active" for s in slots)
     for s in slots:
         await s.stop()
@@ -171,9 +203,13 @@ async def test_a_first_start_installs_every_package_in_one_early_child(tmp_path,
 def test_a_forked_child_installs_and_one_that_dies_is_a_refusal(tmp_path, pkgs, monkeypatch):
     items = [(tmp_path / "a", pkgs["v1"]), (tmp_path / "b", pkgs["signal"])]
     job = install.InstallJob(items, [pkgs["pub"]], fork=True)
-    assert [job.reply(*i)["folder"] for i in items] == ["part-inspection-1.0.0-" + _digest12(pkgs["v1"]),
-                                                        "machine-health-1.0.0-" + _digest12(pkgs["signal"])]
-    monkeypatch.setattr(install, "main", lambda *a: os.kill(os.getpid(), signal.SIGKILL))  # e.g. out of memory
+    assert [job.reply(*i)["folder"] for i in items] == [
+        "part-inspection-1.0.0-" + _digest12(pkgs["v1"]),
+        "machine-health-1.0.0-" + _digest12(pkgs["signal"]),
+    ]
+    monkeypatch.setattr(
+        install, "main", lambda *a: os.kill(os.getpid(), signal.SIGKILL)
+    )  # e.g. out of memory
     job = install.InstallJob([(tmp_path / "c", pkgs["v2"])], [pkgs["pub"]], fork=True)
     with pytest.raises(PackageError, match="killed by signal 9") as e:
         job.reply(tmp_path / "c", pkgs["v2"])

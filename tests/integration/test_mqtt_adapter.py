@@ -59,13 +59,19 @@ async def test_json_readings_arrive_through_wildcard_subscription(mosquitto, qos
     pub = raw_client(mosquitto.port)
     try:
         for i in range(20):
-            pub.publish(f"plant/line{i % 2}/sensor/t{i}", json.dumps({"ts": 1000 + i, "temperature": 20 + i}), qos=qos)
+            pub.publish(
+                f"plant/line{i % 2}/sensor/t{i}", json.dumps({"ts": 1000 + i, "temperature": 20 + i}), qos=qos
+            )
         got = await collect(src, lambda g: len(g) >= 20)
     finally:
         pub.loop_stop()
         await src.stop()
     assert len(got) == 20
-    assert got[0].tag == "plant/line0/sensor/t0/temperature" and got[0].value == 20 and got[0].timestamp == 1000.0
+    assert (
+        got[0].tag == "plant/line0/sensor/t0/temperature"
+        and got[0].value == 20
+        and got[0].timestamp == 1000.0
+    )
     assert src.state is ConnectionState.STOPPED
 
 
@@ -95,7 +101,14 @@ async def test_bad_input_is_counted_and_skipped_while_good_messages_flow(mosquit
         await src.stop()
     assert [r.value for r in got] == [1, 2]
     reasons = src.stats.errors_by_reason
-    for key in ("malformed_json", "wrong_type", "missing_field", "non_finite", "out_of_order", "garbage_protobuf"):
+    for key in (
+        "malformed_json",
+        "wrong_type",
+        "missing_field",
+        "non_finite",
+        "out_of_order",
+        "garbage_protobuf",
+    ):
         assert reasons.get(key) == 1, (key, reasons)
 
 
@@ -167,18 +180,31 @@ async def test_sparkplug_births_data_deaths_and_rebirth_with_simulator(mosquitto
     try:
         got = await collect(src, lambda g: sum(r.tag == "edge0/motor1/current_a" for r in g) >= 5)
         tags = {r.tag for r in got}
-        assert {"edge0/uptime_s", "edge0/motor1/current_a", "edge0/motor1/speed_rpm", "edge0/motor1/running"} <= tags
+        assert {
+            "edge0/uptime_s",
+            "edge0/motor1/current_a",
+            "edge0/motor1/speed_rpm",
+            "edge0/motor1/running",
+        } <= tags
         assert all(math.isfinite(r.value) for r in got if r.tag == "edge0/motor1/current_a")
         # deliberate restart: NDEATH marks the node's tags BAD, new births bring GOOD data back
         fleet.restart_node(0)
-        got = await collect(src, lambda g: any(r.quality is Quality.BAD for r in g)
-                            and g[-1].quality is Quality.GOOD and g[-1].tag == "edge0/motor1/current_a")
+        got = await collect(
+            src,
+            lambda g: (
+                any(r.quality is Quality.BAD for r in g)
+                and g[-1].quality is Quality.GOOD
+                and g[-1].tag == "edge0/motor1/current_a"
+            ),
+        )
         bad = {r.tag for r in got if r.quality is Quality.BAD}
         assert "edge0/motor1/current_a" in bad and "edge0/uptime_s" in bad
         # an unknown alias triggers a counted error and a rebirth request the node answers
         births = src.sparkplug.births
         pub = raw_client(mosquitto.port)
-        bogus = sp.encode(sp.Payload(int(time.time() * 1000), 200, [sp.Metric(None, 999, sp.DataType.DOUBLE, 1.0)]))
+        bogus = sp.encode(
+            sp.Payload(int(time.time() * 1000), 200, [sp.Metric(None, 999, sp.DataType.DOUBLE, 1.0)])
+        )
         pub.publish("spBv1.0/plant/DDATA/edge0/motor1", bogus, qos=1)
         await collect(src, lambda g: src.sparkplug.births >= births + 2, 10)
         pub.loop_stop()
@@ -200,7 +226,9 @@ async def test_sparkplug_data_before_birth_requests_rebirth(mosquitto):
     watcher.loop_start()
     try:
         await asyncio.sleep(0.2)
-        watcher.publish("spBv1.0/g/NDATA/n9", sp.encode(sp.Payload(1, 3, [sp.Metric(None, 1, sp.DataType.DOUBLE, 1.0)])))
+        watcher.publish(
+            "spBv1.0/g/NDATA/n9", sp.encode(sp.Payload(1, 3, [sp.Metric(None, 1, sp.DataType.DOUBLE, 1.0)]))
+        )
         got = await collect(src, lambda g: False, 1.0)  # the adapter decodes as its items are consumed
     finally:
         watcher.loop_stop()
@@ -261,8 +289,12 @@ def test_sensors_cli_publishes_json_and_sparkplug_for_a_while(mosquitto, capsys)
         sub.loop_stop()
     assert rc == 0
     assert "plant/line1/sensor0" in got and "plant/line2/sensor1" in got
-    assert {"spBv1.0/plant/NBIRTH/edge0", "spBv1.0/plant/DBIRTH/edge0/motor1", "spBv1.0/plant/DDATA/edge0/motor1",
-            "spBv1.0/plant/NDEATH/edge0"} <= set(got)
+    assert {
+        "spBv1.0/plant/NBIRTH/edge0",
+        "spBv1.0/plant/DBIRTH/edge0/motor1",
+        "spBv1.0/plant/DDATA/edge0/motor1",
+        "spBv1.0/plant/NDEATH/edge0",
+    } <= set(got)
     assert "published:" in capsys.readouterr().out
 
 
@@ -293,16 +325,25 @@ async def test_qos1_publish_while_broker_down_is_queued_until_the_queue_is_full(
 
 
 async def test_sparkplug_tag_map_key_with_the_group_prefix_is_said_once(mosquitto, caplog):
-    src = await started(mosquitto.port, [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}],
-                        sparkplug={"tag_map": {"line1/n1/d1/temp": "temp"}})
+    src = await started(
+        mosquitto.port,
+        [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}],
+        sparkplug={"tag_map": {"line1/n1/d1/temp": "temp"}},
+    )
     pub = raw_client(mosquitto.port)
     try:
         now = int(time.time() * 1000)
-        pub.publish("spBv1.0/line1/NBIRTH/n1", sp.encode(sp.Payload(now, 0, [
-            sp.Metric(sp.BDSEQ_METRIC, None, sp.DataType.INT64, 0)])), qos=1)
+        pub.publish(
+            "spBv1.0/line1/NBIRTH/n1",
+            sp.encode(sp.Payload(now, 0, [sp.Metric(sp.BDSEQ_METRIC, None, sp.DataType.INT64, 0)])),
+            qos=1,
+        )
         for seq in (1, 2):
-            pub.publish("spBv1.0/line1/DBIRTH/n1/d1", sp.encode(sp.Payload(now, seq, [
-                sp.Metric("temp", None, sp.DataType.DOUBLE, 21.5)])), qos=1)
+            pub.publish(
+                "spBv1.0/line1/DBIRTH/n1/d1",
+                sp.encode(sp.Payload(now, seq, [sp.Metric("temp", None, sp.DataType.DOUBLE, 21.5)])),
+                qos=1,
+            )
         got = await collect(src, lambda g: len(g) >= 2, 5)
     finally:
         pub.loop_stop()
@@ -321,7 +362,9 @@ async def test_qos0_publish_while_the_broker_is_down_fails_instead_of_counting_o
     caplog.set_level(logging.INFO, logger="devices.mqtt.client")
     src = await started(mosquitto.port, [])
     try:
-        assert any("connected to broker" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
+        assert any(
+            "connected to broker" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records
+        )
         assert await src.publish("factory/s/l/a/results/p", b"up", qos=0) == "sent"
         mosquitto.stop()
         for _ in range(100):

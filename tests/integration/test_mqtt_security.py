@@ -36,7 +36,9 @@ def _name(cn: str) -> x509.Name:
 def _write(path: Path, cert, key) -> None:
     path.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     path.with_suffix(".key").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     )
 
 
@@ -44,11 +46,17 @@ def make_ca(folder: Path, cn: str):
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn)).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(_name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
         .sign(key, hashes.SHA256())
     )
     _write(folder / cn, cert, key)
@@ -60,15 +68,23 @@ def make_leaf(folder: Path, cn: str, ca, *, server: bool) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     b = (
-        x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca_cert.subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
     )
     if server:
         b = b.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
             critical=False,
         )
     _write(folder / cn, b.sign(ca_key, hashes.SHA256()), key)
@@ -94,8 +110,14 @@ def tls_broker(tmp_path):
 
 async def test_mutual_tls_subscription_receives_json(tls_broker):
     broker, pki = tls_broker
-    tls = {"ca_file": str(pki / "ca.crt"), "cert_file": str(pki / "client.crt"), "key_file": str(pki / "client.key")}
-    src = MqttSource("tls", MqttSettings(port=broker.tls_port, tls=tls, subscriptions=[{"topic": "t/#", "qos": 1}]))
+    tls = {
+        "ca_file": str(pki / "ca.crt"),
+        "cert_file": str(pki / "client.crt"),
+        "key_file": str(pki / "client.key"),
+    }
+    src = MqttSource(
+        "tls", MqttSettings(port=broker.tls_port, tls=tls, subscriptions=[{"topic": "t/#", "qos": 1}])
+    )
     await src.start()
     try:
         await asyncio.wait_for(src.connected.wait(), 5)
@@ -113,7 +135,11 @@ async def test_mutual_tls_subscription_receives_json(tls_broker):
 
 async def test_broker_certificate_from_unknown_ca_is_refused_with_clear_error(tls_broker):
     broker, pki = tls_broker
-    tls = {"ca_file": str(pki / "otherca.crt"), "cert_file": str(pki / "client.crt"), "key_file": str(pki / "client.key")}
+    tls = {
+        "ca_file": str(pki / "otherca.crt"),
+        "cert_file": str(pki / "client.crt"),
+        "key_file": str(pki / "client.key"),
+    }
     src = MqttSource("tls", MqttSettings(port=broker.tls_port, tls=tls, subscriptions=[{"topic": "t/#"}]))
     await src.start()
     try:

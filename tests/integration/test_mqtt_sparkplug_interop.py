@@ -21,28 +21,36 @@ TAHU = ROOT / "interop" / "node_modules" / "sparkplug-payload"
 
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(shutil.which("node") is None, reason="node not installed; needed for the Tahu interop peer"),
+    pytest.mark.skipif(
+        shutil.which("node") is None, reason="node not installed; needed for the Tahu interop peer"
+    ),
     pytest.mark.skipif(not TAHU.exists(), reason="Tahu sparkplug-payload absent; run .ci/interop-peers"),
 ]
 
 
 def tahu(req: dict) -> dict:
-    r = subprocess.run(["node", str(SCRIPT)], input=json.dumps(req), capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        ["node", str(SCRIPT)], input=json.dumps(req), capture_output=True, text=True, timeout=30
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
 
 def test_payload_encoded_here_decodes_in_tahu():
     D = sp.DataType
-    p = sp.Payload(1_700_000_000_123, 7, [
-        sp.Metric("temperature", 3, D.DOUBLE, 21.25),
-        sp.Metric("count", 4, D.INT32, -5),
-        sp.Metric("total", 5, D.INT64, -7),
-        sp.Metric("ok", 6, D.BOOLEAN, True),
-        sp.Metric("state", 7, D.STRING, "running é"),
-        sp.Metric("speed", 8, D.FLOAT, 0.5),
-        sp.Metric("big", 9, D.UINT64, 2**40),
-    ])
+    p = sp.Payload(
+        1_700_000_000_123,
+        7,
+        [
+            sp.Metric("temperature", 3, D.DOUBLE, 21.25),
+            sp.Metric("count", 4, D.INT32, -5),
+            sp.Metric("total", 5, D.INT64, -7),
+            sp.Metric("ok", 6, D.BOOLEAN, True),
+            sp.Metric("state", 7, D.STRING, "running é"),
+            sp.Metric("speed", 8, D.FLOAT, 0.5),
+            sp.Metric("big", 9, D.UINT64, 2**40),
+        ],
+    )
     got = tahu({"op": "decode", "b64": base64.b64encode(sp.encode(p)).decode()})
     assert got["timestamp"] == "1700000000123" and got["seq"] == "7"
     m = {x["name"]: x for x in got["metrics"]}
@@ -55,18 +63,29 @@ def test_payload_encoded_here_decodes_in_tahu():
 
 
 def test_payload_encoded_by_tahu_decodes_here_byte_for_byte():
-    req = {"timestamp": 1_700_000_000_000, "seq": 4, "metrics": [
-        {"name": "t", "alias": 3, "type": "Double", "value": 1.5},
-        {"name": "i", "type": "Int32", "value": -5},
-        {"name": "l", "type": "Int64", "value": -7},
-        {"name": "b", "type": "Boolean", "value": True},
-        {"name": "s", "type": "String", "value": "hé"},
-        {"name": "f", "type": "Float", "value": 0.5},
-    ]}
+    req = {
+        "timestamp": 1_700_000_000_000,
+        "seq": 4,
+        "metrics": [
+            {"name": "t", "alias": 3, "type": "Double", "value": 1.5},
+            {"name": "i", "type": "Int32", "value": -5},
+            {"name": "l", "type": "Int64", "value": -7},
+            {"name": "b", "type": "Boolean", "value": True},
+            {"name": "s", "type": "String", "value": "hé"},
+            {"name": "f", "type": "Float", "value": 0.5},
+        ],
+    }
     raw = base64.b64decode(tahu({"op": "encode", "payload": req})["b64"])
     p = sp.decode(raw)
     assert (p.timestamp_ms, p.seq) == (1_700_000_000_000, 4)
-    assert [(m.name, m.value) for m in p.metrics] == [("t", 1.5), ("i", -5), ("l", -7), ("b", True), ("s", "hé"), ("f", 0.5)]
+    assert [(m.name, m.value) for m in p.metrics] == [
+        ("t", 1.5),
+        ("i", -5),
+        ("l", -7),
+        ("b", True),
+        ("s", "hé"),
+        ("f", 0.5),
+    ]
     assert p.metrics[0].alias == 3
     assert sp.encode(p) == raw
 

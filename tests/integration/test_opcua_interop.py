@@ -32,7 +32,12 @@ async def node_server(tmp_path):
     port = free_port()
     env = dict(os.environ, NODE_PATH=str(MODULES), XDG_CONFIG_HOME=str(tmp_path), HOME=str(tmp_path))
     proc = await asyncio.create_subprocess_exec(
-        node, str(SCRIPT), str(port), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+        node,
+        str(SCRIPT),
+        str(port),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     lines: list[str] = []
     try:
@@ -63,8 +68,13 @@ async def node_server(tmp_path):
 
 async def test_adapter_subscribes_array_and_writes_boolean_on_node_opcua(node_server) -> None:
     url, lines = node_server
-    settings = OpcUaSettings(endpoint=url, nodes=[{"node_id": "ns=1;s=Pump.Waveform"}], publishing_interval_ms=50,
-                             reconnect_initial_s=0.2, reconnect_max_s=1.0)
+    settings = OpcUaSettings(
+        endpoint=url,
+        nodes=[{"node_id": "ns=1;s=Pump.Waveform"}],
+        publishing_interval_ms=50,
+        reconnect_initial_s=0.2,
+        reconnect_max_s=1.0,
+    )
     src = OpcUaSource("pump", settings)
     await src.start()
     try:

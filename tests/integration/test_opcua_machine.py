@@ -19,12 +19,31 @@ async def test_cli_machine_serves_an_accelerated_degradation_and_stops_on_sigter
     from asyncua import Client
 
     scenario = tmp_path / "s.yaml"
-    scenario.write_text(yaml.safe_dump({"phases": [{"fault": "imbalance", "duration_s": 100, "degrade": True}]}))
+    scenario.write_text(
+        yaml.safe_dump({"phases": [{"fault": "imbalance", "duration_s": 100, "degrade": True}]})
+    )
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "simulators.cli", "machine", "--port", str(port), "--scenario", str(scenario),
-         "--period-ms", "50", "--time-scale", "100", "--name", "PumpA"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "simulators.cli",
+            "machine",
+            "--port",
+            str(port),
+            "--scenario",
+            str(scenario),
+            "--period-ms",
+            "50",
+            "--time-scale",
+            "100",
+            "--name",
+            "PumpA",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)

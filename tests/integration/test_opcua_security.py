@@ -23,14 +23,23 @@ def _cert(tmp: Path, stem: str, uri: str, server: bool) -> tuple[Path, Path]:
     from asyncua.crypto.cert_gen import generate_private_key, generate_self_signed_app_certificate
 
     key = generate_private_key()
-    sans = [x509.UniformResourceIdentifier(uri), x509.DNSName(socket.gethostname()), x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    sans = [
+        x509.UniformResourceIdentifier(uri),
+        x509.DNSName(socket.gethostname()),
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    ]
     eku = [ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]
     cert = generate_self_signed_app_certificate(key, stem, {}, sans, eku, days=2)
     cp, kp = tmp / f"{stem}.der", tmp / f"{stem}.pem"
     cp.write_bytes(cert.public_bytes(serialization.Encoding.DER))
-    kp.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                     serialization.NoEncryption()))
+    kp.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
     return cp, kp
 
 
@@ -46,8 +55,12 @@ def certs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
 
 @pytest.fixture
 async def secure_machine(certs):
-    sec = MachineSecurity(cert_path=certs["server"][0], key_path=certs["server"][1], users={"op": "s3cret"},
-                          trusted_client_certs=(certs["client"][0],))
+    sec = MachineSecurity(
+        cert_path=certs["server"][0],
+        key_path=certs["server"][1],
+        users={"op": "s3cret"},
+        trusted_client_certs=(certs["client"][0],),
+    )
     srv = MachineServer(free_port(), period_ms=50, window_samples=128, security=sec)
     await srv.start()
     yield srv
@@ -56,10 +69,18 @@ async def secure_machine(certs):
 
 def _settings(srv: MachineServer, certs, who: str = "client", password: str = "s3cret") -> OpcUaSettings:
     return OpcUaSettings(
-        endpoint=srv.endpoint, security_mode="SignAndEncrypt", certificate_file=str(certs[who][0]),
-        private_key_file=str(certs[who][1]), server_certificate_file=str(certs["server"][0]),
-        username="op", password=password, nodes=[{"node_id": srv.node_id("Speed")}],
-        publishing_interval_ms=50, reconnect_initial_s=0.2, reconnect_max_s=0.5, connect_timeout_s=3.0,
+        endpoint=srv.endpoint,
+        security_mode="SignAndEncrypt",
+        certificate_file=str(certs[who][0]),
+        private_key_file=str(certs[who][1]),
+        server_certificate_file=str(certs["server"][0]),
+        username="op",
+        password=password,
+        nodes=[{"node_id": srv.node_id("Speed")}],
+        publishing_interval_ms=50,
+        reconnect_initial_s=0.2,
+        reconnect_max_s=0.5,
+        connect_timeout_s=3.0,
     )
 
 
@@ -71,7 +92,9 @@ async def _wait_state(src: OpcUaSource, states: set[ConnectionState], timeout_s:
     raise AssertionError(f"state stayed {src.state}")
 
 
-async def test_sign_and_encrypt_with_trusted_certificate_and_password_streams_readings(secure_machine, certs) -> None:
+async def test_sign_and_encrypt_with_trusted_certificate_and_password_streams_readings(
+    secure_machine, certs
+) -> None:
     src = OpcUaSource("secure", _settings(secure_machine, certs))
     await src.start()
     try:

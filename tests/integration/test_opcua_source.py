@@ -19,8 +19,15 @@ N = 256  # short windows keep the tests fast
 
 
 def _settings(endpoint: str, nodes: list[dict], **kw) -> OpcUaSettings:
-    base = dict(endpoint=endpoint, nodes=nodes, publishing_interval_ms=50, reconnect_initial_s=0.1,
-                reconnect_max_s=0.5, connect_timeout_s=2.0, keepalive_check_s=0.3)
+    base = dict(
+        endpoint=endpoint,
+        nodes=nodes,
+        publishing_interval_ms=50,
+        reconnect_initial_s=0.1,
+        reconnect_max_s=0.5,
+        connect_timeout_s=2.0,
+        keepalive_check_s=0.3,
+    )
     base.update(kw)
     return OpcUaSettings(**base)
 
@@ -47,8 +54,11 @@ async def _collect(src: OpcUaSource, want: set[str], timeout_s: float = 8.0) -> 
 
 
 async def test_subscribes_waveform_array_and_scalars_with_source_timestamps(machine: MachineServer) -> None:
-    nodes = [{"node_id": machine.node_id("Vibration")}, {"node_id": machine.node_id("Temperature")},
-             {"node_id": machine.node_id("Speed"), "tag": "speed_rpm"}]
+    nodes = [
+        {"node_id": machine.node_id("Vibration")},
+        {"node_id": machine.node_id("Temperature")},
+        {"node_id": machine.node_id("Speed"), "tag": "speed_rpm"},
+    ]
     src = OpcUaSource("m1", _settings(machine.endpoint, nodes))
     await src.start()
     try:
@@ -68,6 +78,7 @@ async def test_bad_status_is_passed_on_as_quality_not_dropped(machine: MachineSe
     src = OpcUaSource("m1", _settings(machine.endpoint, [{"node_id": machine.node_id("Temperature")}]))
     await src.start()
     try:
+
         async def first_bad() -> Reading:
             async for r in src.items():
                 if r.quality is not Quality.GOOD:
@@ -119,8 +130,15 @@ async def test_browse_lists_the_machine_variables_with_types(machine: MachineSer
 async def test_browse_cli_lists_node_ids_types_access_and_default_tags(machine: MachineServer) -> None:
     import sys
 
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge_agent.cli", "browse", machine.endpoint,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "edge_agent.cli",
+        "browse",
+        machine.endpoint,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err
     lines = out.decode().splitlines()
@@ -131,7 +149,10 @@ async def test_browse_cli_lists_node_ids_types_access_and_default_tags(machine: 
 
 
 async def test_unknown_node_is_named_and_the_others_stay_subscribed(machine: MachineServer) -> None:
-    nodes = [{"node_id": "ns=2;s=Machine1.DoesNotExist", "tag": "ghost"}, {"node_id": machine.node_id("Load")}]
+    nodes = [
+        {"node_id": "ns=2;s=Machine1.DoesNotExist", "tag": "ghost"},
+        {"node_id": machine.node_id("Load")},
+    ]
     src = OpcUaSource("m1", _settings(machine.endpoint, nodes))
     await src.start()
     try:
@@ -210,7 +231,9 @@ async def test_nan_is_passed_as_bad_and_old_timestamps_are_counted() -> None:
 async def test_non_finite_skip_policy_drops_nan_but_keeps_counting() -> None:
     srv = MachineServer(free_port(), period_ms=10_000, window_samples=N)
     await srv.start()
-    src = OpcUaSource("m1", _settings(srv.endpoint, [{"node_id": srv.node_id("Load"), "queue_size": 5}], non_finite="skip"))
+    src = OpcUaSource(
+        "m1", _settings(srv.endpoint, [{"node_id": srv.node_id("Load"), "queue_size": 5}], non_finite="skip")
+    )
     await src.start()
     try:
         it = src.items()

@@ -56,9 +56,18 @@ def built(tmp_path_factory):
     mp.setattr(onnx_tools, "latency_ms", lambda *a, **k: 1.0)
     import_images(folders(tmp / "src", 3, 30, 6), tmp / "ds", log=quiet)
     key, pub = make_keypair(tmp / "keys")
-    s = BuildSettings(family="vision", dataset=tmp / "ds", registry=tmp / "reg", signing_key=key,
-                      workdir=tmp / "work", size=96, threads=1, openvino=False, compare_published=False,
-                      force=True)
+    s = BuildSettings(
+        family="vision",
+        dataset=tmp / "ds",
+        registry=tmp / "reg",
+        signing_key=key,
+        workdir=tmp / "work",
+        size=96,
+        threads=1,
+        openvino=False,
+        compare_published=False,
+        force=True,
+    )
     meta = stage_train(s, log=quiet)
     stage_quantize(s, log=quiet)
     rep = stage_evaluate(s, log=quiet)
@@ -80,7 +89,9 @@ def run_package(built, images):
     names = [o.name for o in sess.get_outputs()]
     out = []
     for img in images:
-        res = dict(zip(names, sess.run(names, {m.inputs[0].name: image_tensor(img, m.preprocessing)}), strict=True))
+        res = dict(
+            zip(names, sess.run(names, {m.inputs[0].name: image_tensor(img, m.preprocessing)}), strict=True)
+        )
         out.append(interpret(m, res, img.shape[:2]))
     return m, out
 

@@ -33,8 +33,16 @@ async def machine():
 
 
 def _settings(endpoint: str, nodes=(), **kw) -> OpcUaSettings:
-    return OpcUaSettings(endpoint=endpoint, nodes=list(nodes), publishing_interval_ms=50, reconnect_initial_s=0.1,
-                         reconnect_max_s=0.5, connect_timeout_s=2.0, keepalive_check_s=0.3, **kw)
+    return OpcUaSettings(
+        endpoint=endpoint,
+        nodes=list(nodes),
+        publishing_interval_ms=50,
+        reconnect_initial_s=0.1,
+        reconnect_max_s=0.5,
+        connect_timeout_s=2.0,
+        keepalive_check_s=0.3,
+        **kw,
+    )
 
 
 async def _connected(src: OpcUaSource, timeout_s: float = 8.0) -> None:
@@ -58,7 +66,9 @@ async def test_string_false_is_never_written_as_true_and_the_error_names_node_an
             with pytest.raises(OpcUaTypeMismatch, match=r"Machine1\.Reject is Boolean; cannot write") as ei:
                 await src.write(machine.node_id("Reject"), bad)
             assert ei.value.retryable is False
-        with pytest.raises(OpcUaTypeMismatch, match=r"Machine1\.RejectCount is Int32; cannot write 'hot' \(str\)"):
+        with pytest.raises(
+            OpcUaTypeMismatch, match=r"Machine1\.RejectCount is Int32; cannot write 'hot' \(str\)"
+        ):
             await src.write(machine.node_id("RejectCount"), "hot")
         await asyncio.sleep(0.3)
         assert _writes(machine) == []
@@ -71,13 +81,23 @@ async def test_string_false_is_never_written_as_true_and_the_error_names_node_an
 
 
 async def test_namespace_uri_node_ids_are_resolved(machine):
-    src = OpcUaSource("m", _settings(machine.endpoint, [{"node_id": f"nsu={NAMESPACE_URI};s=Machine1.Speed"},
-                                                        {"node_id": "nsu=urn:nowhere;s=Machine1.Load"}]))
+    src = OpcUaSource(
+        "m",
+        _settings(
+            machine.endpoint,
+            [
+                {"node_id": f"nsu={NAMESPACE_URI};s=Machine1.Speed"},
+                {"node_id": "nsu=urn:nowhere;s=Machine1.Load"},
+            ],
+        ),
+    )
     await src.start()
     try:
+
         async def first():
             async for r in src.items():
                 return r
+
         r = await asyncio.wait_for(first(), 8)
         assert r.tag == "Speed"
         assert "urn:nowhere" in src.node_errors["nsu=urn:nowhere;s=Machine1.Load"]
@@ -90,8 +110,14 @@ async def test_namespace_uri_node_ids_are_resolved(machine):
 
 async def test_bad_write_targets_are_named_at_connect_not_at_the_first_defect(machine):
     src = OpcUaSource("m", _settings(machine.endpoint))
-    src.expect_writes([(machine.node_id("Reject"), "hot"), (machine.node_id("RejectCount"), 1),
-                       ("ns=2;s=Machine1.Rejekt", True), (machine.node_id("Alarm"), True)])
+    src.expect_writes(
+        [
+            (machine.node_id("Reject"), "hot"),
+            (machine.node_id("RejectCount"), 1),
+            ("ns=2;s=Machine1.Rejekt", True),
+            (machine.node_id("Alarm"), True),
+        ]
+    )
     await src.start()
     try:
         await _connected(src)
@@ -112,53 +138,120 @@ async def test_bad_write_targets_are_named_at_connect_not_at_the_first_defect(ma
 async def test_validate_online_checks_nodes_writability_and_type(machine, tmp_path):
     cfg = {
         "agent": {"id": "gw1"},
-        "sources": {"plc": {"type": "opcua", "endpoint": machine.endpoint,
-                            "nodes": [{"node_id": machine.node_id("Speed")}, {"node_id": "ns=2;s=Machine1.Sped"},
-                                      {"node_id": "ns=2;s=Machine1.Truth.FaultType"},
-                                      {"node_id": "i=2258"}]}},  # a numeric NodeId: its tag is unknown offline
+        "sources": {
+            "plc": {
+                "type": "opcua",
+                "endpoint": machine.endpoint,
+                "nodes": [
+                    {"node_id": machine.node_id("Speed")},
+                    {"node_id": "ns=2;s=Machine1.Sped"},
+                    {"node_id": "ns=2;s=Machine1.Truth.FaultType"},
+                    {"node_id": "i=2258"},
+                ],
+            }
+        },  # a numeric NodeId: its tag is unknown offline
         # so the rules' tags are checked online, against the browse names the server gives
-        "rules": [{"name": "r", "source": "plc", "tag": "FaultType", "above": 1.0},
-                  {"name": "s", "source": "plc", "tag": "speed", "above": 1.0}],
+        "rules": [
+            {"name": "r", "source": "plc", "tag": "FaultType", "above": 1.0},
+            {"name": "s", "source": "plc", "tag": "speed", "above": 1.0},
+        ],
         "actions": {
-            "reject": {"type": "opcua_write", "source": "plc", "node_id": machine.node_id("Reject"), "value": "hot"},
-            "count": {"type": "opcua_write", "source": "plc", "node_id": machine.node_id("RejectCount"), "value": 1},
-            "typo": {"type": "opcua_write", "source": "plc", "node_id": "ns=2;s=Machine1.Rejct", "value": True},
-            "fine": {"type": "opcua_write", "source": "plc", "node_id": machine.node_id("Alarm"), "value": True},
+            "reject": {
+                "type": "opcua_write",
+                "source": "plc",
+                "node_id": machine.node_id("Reject"),
+                "value": "hot",
+            },
+            "count": {
+                "type": "opcua_write",
+                "source": "plc",
+                "node_id": machine.node_id("RejectCount"),
+                "value": 1,
+            },
+            "typo": {
+                "type": "opcua_write",
+                "source": "plc",
+                "node_id": "ns=2;s=Machine1.Rejct",
+                "value": True,
+            },
+            "fine": {
+                "type": "opcua_write",
+                "source": "plc",
+                "node_id": machine.node_id("Alarm"),
+                "value": True,
+            },
         },
     }
     p = tmp_path / "line.yaml"
     p.write_text(yaml.safe_dump(cfg))
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge_agent.cli", "validate", "--online", str(p),
-                                                cwd=ROOT, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "edge_agent.cli",
+        "validate",
+        "--online",
+        str(p),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     lines = err.decode().splitlines()
     assert proc.returncode == 1, (out, err)
-    assert f"{p}: sources.plc.nodes[1].node_id: node ns=2;s=Machine1.Sped cannot be read (BadNodeIdUnknown); " \
-           "check the node_id (edge-agent browse)" in lines, lines
-    assert any(x.startswith(f"{p}: actions.reject.value: node ns=2;s=Machine1.Reject is Boolean; cannot write 'hot'")
-               for x in lines), lines
-    assert any(x.startswith(f"{p}: actions.count.node_id: node ns=2;s=Machine1.RejectCount is read-only")
-               for x in lines), lines
-    assert any(x.startswith(f"{p}: actions.typo.node_id: node ns=2;s=Machine1.Rejct does not exist") for x in lines)
+    assert (
+        f"{p}: sources.plc.nodes[1].node_id: node ns=2;s=Machine1.Sped cannot be read (BadNodeIdUnknown); "
+        "check the node_id (edge-agent browse)" in lines
+    ), lines
+    assert any(
+        x.startswith(f"{p}: actions.reject.value: node ns=2;s=Machine1.Reject is Boolean; cannot write 'hot'")
+        for x in lines
+    ), lines
+    assert any(
+        x.startswith(f"{p}: actions.count.node_id: node ns=2;s=Machine1.RejectCount is read-only")
+        for x in lines
+    ), lines
+    assert any(
+        x.startswith(f"{p}: actions.typo.node_id: node ns=2;s=Machine1.Rejct does not exist") for x in lines
+    )
     assert not any("actions.fine" in x for x in lines)
-    assert f"{p}: rules[1].tag: source 'plc' produces no tag 'speed' (browse names read from the server); did you " \
-           "mean 'Speed'? (or set `tag:` on the node)" in lines, lines
+    assert (
+        f"{p}: rules[1].tag: source 'plc' produces no tag 'speed' (browse names read from the server); did you "
+        "mean 'Speed'? (or set `tag:` on the node)" in lines
+    ), lines
     assert not any("rules[0]" in x for x in lines)
     assert "5 error(s)" in lines[-1]
 
 
 def _result(verdict: str, seq: int) -> Result:
-    return Result(pipeline="inspect", source="cam", item_seq=seq, captured_at=time.time(), model="m",
-                  model_version="1.0.0", engine="onnxruntime", verdict=verdict, score=0.9)
+    return Result(
+        pipeline="inspect",
+        source="cam",
+        item_seq=seq,
+        captured_at=time.time(),
+        model="m",
+        model_version="1.0.0",
+        engine="onnxruntime",
+        verdict=verdict,
+        score=0.9,
+    )
 
 
 async def _drive(machine, action: dict, verdicts: str, gap_s: float = 0.05, settle_s: float = 0.5) -> tuple:
-    cfg = parse_config({"agent": {"id": "gw1"},
-                        "sources": {"plc": {"type": "opcua", "endpoint": machine.endpoint}},
-                        "actions": {"out": {"type": "opcua_write", "source": "plc",
-                                            "node_id": machine.node_id("Reject"), "when": {"verdict": "NG"},
-                                            **action}}})
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw1"},
+            "sources": {"plc": {"type": "opcua", "endpoint": machine.endpoint}},
+            "actions": {
+                "out": {
+                    "type": "opcua_write",
+                    "source": "plc",
+                    "node_id": machine.node_id("Reject"),
+                    "when": {"verdict": "NG"},
+                    **action,
+                }
+            },
+        }
+    )
     src = OpcUaSource("plc", cfg.sources["plc"])
     await src.start()
     runner = ActionRunner(cfg, {"plc": src})
@@ -200,12 +293,15 @@ async def test_pulse_mode_writes_value_on_the_rising_edge_then_resets_after_puls
 async def test_a_type_mismatch_is_not_retried(machine):
     cfg_action = {"mode": "level", "value": "hot", "retry": {"max_attempts": 5, "backoff_s": 0.01}}
     writes, stats = await _drive(machine, cfg_action, "N")
-    assert writes == [] and stats["failed"] == 1 and stats["attempt_failures"] == 1 and not stats.get("retried")
+    assert (
+        writes == [] and stats["failed"] == 1 and stats["attempt_failures"] == 1 and not stats.get("retried")
+    )
 
 
 async def test_heartbeat_toggles_a_watchdog_node_while_connected(machine):
-    src = OpcUaSource("m", _settings(machine.endpoint, heartbeat={"node_id": machine.node_id("Alarm"),
-                                                                  "period_ms": 100}))
+    src = OpcUaSource(
+        "m", _settings(machine.endpoint, heartbeat={"node_id": machine.node_id("Alarm"), "period_ms": 100})
+    )
     await src.start()
     try:
         await _connected(src)
@@ -232,14 +328,39 @@ async def test_sparkplug_dcmd_write_back_is_typed_by_the_birth_and_pulses(mosqui
     node.connect("127.0.0.1", mosquitto.port)
     node.subscribe("spBv1.0/line1/+/press1/#")
     node.loop_start()
-    cfg = parse_config({"agent": {"id": "gw1"},
-                        "sources": {"bus": {"type": "mqtt", "port": mosquitto.port,
-                                            "subscriptions": [{"topic": "spBv1.0/line1/#", "codec": "sparkplug_b"}]}},
-                        "actions": {"gate": {"type": "sparkplug_command", "source": "bus", "group": "line1",
-                                             "edge_node": "press1", "device": "gate", "metric": "reject",
-                                             "mode": "pulse", "pulse_ms": 200, "when": {"verdict": "NG"}},
-                                    "speed": {"type": "sparkplug_command", "source": "bus", "group": "line1",
-                                              "edge_node": "press1", "metric": "speed_set", "value": "slow"}}})
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw1"},
+            "sources": {
+                "bus": {
+                    "type": "mqtt",
+                    "port": mosquitto.port,
+                    "subscriptions": [{"topic": "spBv1.0/line1/#", "codec": "sparkplug_b"}],
+                }
+            },
+            "actions": {
+                "gate": {
+                    "type": "sparkplug_command",
+                    "source": "bus",
+                    "group": "line1",
+                    "edge_node": "press1",
+                    "device": "gate",
+                    "metric": "reject",
+                    "mode": "pulse",
+                    "pulse_ms": 200,
+                    "when": {"verdict": "NG"},
+                },
+                "speed": {
+                    "type": "sparkplug_command",
+                    "source": "bus",
+                    "group": "line1",
+                    "edge_node": "press1",
+                    "metric": "speed_set",
+                    "value": "slow",
+                },
+            },
+        }
+    )
     src = MqttSource("bus", cfg.sources["bus"])
     await src.start()
     runner = ActionRunner(cfg, {"bus": src})
@@ -247,15 +368,30 @@ async def test_sparkplug_dcmd_write_back_is_typed_by_the_birth_and_pulses(mosqui
         await asyncio.wait_for(src.connected.wait(), 5)
         await asyncio.sleep(0.2)
         now = int(time.time() * 1000)
-        node.publish("spBv1.0/line1/NBIRTH/press1", sp.encode(sp.Payload(now, 0, [
-            sp.Metric(sp.BDSEQ_METRIC, None, sp.DataType.INT64, 0),
-            sp.Metric("speed_set", None, sp.DataType.INT32, 100)])), qos=1)
-        node.publish("spBv1.0/line1/DBIRTH/press1/gate", sp.encode(sp.Payload(now, 1, [
-            sp.Metric("reject", None, sp.DataType.BOOLEAN, False)])), qos=1)
+        node.publish(
+            "spBv1.0/line1/NBIRTH/press1",
+            sp.encode(
+                sp.Payload(
+                    now,
+                    0,
+                    [
+                        sp.Metric(sp.BDSEQ_METRIC, None, sp.DataType.INT64, 0),
+                        sp.Metric("speed_set", None, sp.DataType.INT32, 100),
+                    ],
+                )
+            ),
+            qos=1,
+        )
+        node.publish(
+            "spBv1.0/line1/DBIRTH/press1/gate",
+            sp.encode(sp.Payload(now, 1, [sp.Metric("reject", None, sp.DataType.BOOLEAN, False)])),
+            qos=1,
+        )
 
         async def consume():
             async for _ in src.items():
                 pass
+
         pump = asyncio.create_task(consume())
         for _ in range(50):
             if src.sparkplug.births >= 2:
@@ -272,8 +408,10 @@ async def test_sparkplug_dcmd_write_back_is_typed_by_the_birth_and_pulses(mosqui
         node.loop_stop()
         await src.stop()
     cmds = [(t, [(m.name, m.datatype, m.value) for m in p.metrics]) for t, p in seen if "CMD" in t]
-    assert cmds == [("spBv1.0/line1/DCMD/press1/gate", [("reject", sp.DataType.BOOLEAN, True)]),
-                    ("spBv1.0/line1/DCMD/press1/gate", [("reject", sp.DataType.BOOLEAN, False)])], cmds
+    assert cmds == [
+        ("spBv1.0/line1/DCMD/press1/gate", [("reject", sp.DataType.BOOLEAN, True)]),
+        ("spBv1.0/line1/DCMD/press1/gate", [("reject", sp.DataType.BOOLEAN, False)]),
+    ], cmds
     # 'slow' for an Int32 metric: refused with metric and type named, never sent, not retried
     st = runner.stats["speed"]
     assert st["failed"] == 3 and st["attempt_failures"] == 3 and not st.get("ok")

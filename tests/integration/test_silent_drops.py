@@ -27,35 +27,67 @@ from tests.unit.test_agent_config import signal_package_with_scalars
 def packages(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("silentpkgs")
     key, pub = make_keypair(tmp / "keys")
-    return {"signal": make_package(tmp, kind="signal", key=key),
-            "signal_temp": signal_package_with_scalars(tmp, key, ["temperature"]), "pub": pub}
+    return {
+        "signal": make_package(tmp, kind="signal", key=key),
+        "signal_temp": signal_package_with_scalars(tmp, key, ["temperature"]),
+        "pub": pub,
+    }
 
 
-async def test_each_silent_drop_warns_once_with_its_fix_and_is_counted(tmp_path, packages, mosquitto, caplog,
-                                                                       monkeypatch):
+async def test_each_silent_drop_warns_once_with_its_fix_and_is_counted(
+    tmp_path, packages, mosquitto, caplog, monkeypatch
+):
     monkeypatch.setattr(pipelines, "TAG_MISSING_AFTER_S", 1.0)
     caplog.set_level(logging.INFO)
     machine = MachineServer(free_port(), period_ms=100)
     await machine.start()
-    cfg = parse_config({
-        "agent": {"id": "gw1", "data_dir": str(tmp_path / "data")},
-        "trusted_keys": [str(packages["pub"])],
-        "http": {"enabled": False},
-        "sources": {"machine": {"type": "opcua", "endpoint": machine.endpoint,
-                                "nodes": [{"node_id": machine.node_id("Vibration")},
-                                          {"node_id": machine.node_id("Temperature")}]},
-                    "broker": {"type": "mqtt", "port": mosquitto.port, "subscriptions": [{"topic": "plant/#"}]}},
-        "models": {"health": {"package": str(packages["signal"]), "engine": "onnxruntime"},
-                   "health_t": {"package": str(packages["signal_temp"]), "engine": "onnxruntime"}},
-        "pipelines": [{"name": "health", "source": "machine", "model": "health", "window": {"waveform": "Vibration"}},
-                      {"name": "temps", "source": "machine", "model": "health_t",
-                       "window": {"waveform": "Vibration", "scalars": {"temperature": "Temperature"}}}],
-    })
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw1", "data_dir": str(tmp_path / "data")},
+            "trusted_keys": [str(packages["pub"])],
+            "http": {"enabled": False},
+            "sources": {
+                "machine": {
+                    "type": "opcua",
+                    "endpoint": machine.endpoint,
+                    "nodes": [
+                        {"node_id": machine.node_id("Vibration")},
+                        {"node_id": machine.node_id("Temperature")},
+                    ],
+                },
+                "broker": {"type": "mqtt", "port": mosquitto.port, "subscriptions": [{"topic": "plant/#"}]},
+            },
+            "models": {
+                "health": {"package": str(packages["signal"]), "engine": "onnxruntime"},
+                "health_t": {"package": str(packages["signal_temp"]), "engine": "onnxruntime"},
+            },
+            "pipelines": [
+                {
+                    "name": "health",
+                    "source": "machine",
+                    "model": "health",
+                    "window": {"waveform": "Vibration"},
+                },
+                {
+                    "name": "temps",
+                    "source": "machine",
+                    "model": "health_t",
+                    "window": {"waveform": "Vibration", "scalars": {"temperature": "Temperature"}},
+                },
+            ],
+        }
+    )
     # forced past validate: a waveform tag in the wrong case, a scalar under the tag's name not the model's
-    cfg = cfg.model_copy(update={"pipelines": [
-        cfg.pipelines[0].model_copy(update={"window": WindowSettings(waveform="vibration")}),
-        cfg.pipelines[1].model_copy(update={"window": WindowSettings(waveform="Vibration", scalars=["Temperature"])}),
-    ]})
+    cfg = cfg.model_copy(
+        update={
+            "pipelines": [
+                cfg.pipelines[0].model_copy(update={"window": WindowSettings(waveform="vibration")}),
+                cfg.pipelines[1].model_copy(
+                    update={"window": WindowSettings(waveform="Vibration", scalars=["Temperature"])}
+                ),
+            ]
+        }
+    )
     agent = Agent(cfg)
     pub = paho.Client(CallbackAPIVersion.VERSION2)
     pub.connect("127.0.0.1", mosquitto.port)
@@ -73,13 +105,23 @@ async def test_each_silent_drop_warns_once_with_its_fix_and_is_counted(tmp_path,
                 return next(p for p in st["pipelines"] if p["pipeline"] == name)["silent_drops"]
             return st["sources"][name]["silent_drops"]
 
-        await wait_for(lambda: drops("pipeline", "health").get("tag_missing", {}).get("count", 0) >= 3,
-                       what="tag_missing counted")
-        await wait_for(lambda: drops("pipeline", "temps").get("bad_input", {}).get("count", 0) >= 2,
-                       what="bad_input counted")
-        await wait_for(lambda: drops("source", "broker").get("nothing_decoded", {}).get("count", 0) >= 20,
-                       what="nothing_decoded counted")
-        health, temps, broker = drops("pipeline", "health"), drops("pipeline", "temps"), drops("source", "broker")
+        await wait_for(
+            lambda: drops("pipeline", "health").get("tag_missing", {}).get("count", 0) >= 3,
+            what="tag_missing counted",
+        )
+        await wait_for(
+            lambda: drops("pipeline", "temps").get("bad_input", {}).get("count", 0) >= 2,
+            what="bad_input counted",
+        )
+        await wait_for(
+            lambda: drops("source", "broker").get("nothing_decoded", {}).get("count", 0) >= 20,
+            what="nothing_decoded counted",
+        )
+        health, temps, broker = (
+            drops("pipeline", "health"),
+            drops("pipeline", "temps"),
+            drops("source", "broker"),
+        )
         from edge_agent.status_board import tag_rows
 
         rows = {r["tag"]: r for r in tag_rows(list(agent.tags["machine"].values()))}  # what /api/tags serves
@@ -89,12 +131,23 @@ async def test_each_silent_drop_warns_once_with_its_fix_and_is_counted(tmp_path,
         await agent.stop()
         await machine.stop()
     assert "none of tag 'vibration'" in health["tag_missing"]["message"]
-    assert "'Vibration'" in health["tag_missing"]["message"] and "set window.waveform" in health["tag_missing"]["message"]
-    assert "['temperature']" in temps["bad_input"]["message"] and "edge-agent validate" in temps["bad_input"]["message"]
+    assert (
+        "'Vibration'" in health["tag_missing"]["message"]
+        and "set window.waveform" in health["tag_missing"]["message"]
+    )
+    assert (
+        "['temperature']" in temps["bad_input"]["message"]
+        and "edge-agent validate" in temps["bad_input"]["message"]
+    )
     assert "no pipeline reads it" in broker["unread"]["message"]
     assert "no reading decoded" in broker["nothing_decoded"]["message"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    for text in ("none of tag 'vibration'", "item dropped (bad_input)", "no pipeline reads it", "no reading decoded"):
+    for text in (
+        "none of tag 'vibration'",
+        "item dropped (bad_input)",
+        "no pipeline reads it",
+        "no reading decoded",
+    ):
         assert sum(text in w for w in warnings) == 1, (text, [w for w in warnings if text in w])
 
 
@@ -109,20 +162,42 @@ async def test_tags_cli_lists_what_each_source_gives_and_what_pipelines_miss(tmp
     cfg = {
         "agent": {"id": "gw1", "data_dir": str(tmp_path / "data")},
         "trusted_keys": [str(packages["pub"])],
-        "sources": {"machine": {"type": "opcua", "endpoint": machine.endpoint,
-                                "nodes": [{"node_id": machine.node_id("Vibration")},
-                                          {"node_id": machine.node_id("Speed"), "tag": "speed"},
-                                          {"node_id": "ns=2;i=4242", "tag": "load"}]}},
+        "sources": {
+            "machine": {
+                "type": "opcua",
+                "endpoint": machine.endpoint,
+                "nodes": [
+                    {"node_id": machine.node_id("Vibration")},
+                    {"node_id": machine.node_id("Speed"), "tag": "speed"},
+                    {"node_id": "ns=2;i=4242", "tag": "load"},
+                ],
+            }
+        },
         "models": {"health": {"package": str(packages["signal"]), "engine": "onnxruntime"}},
-        "pipelines": [{"name": "health", "source": "machine", "model": "health",
-                       "window": {"waveform": "Vibration", "scalars": ["load"]}}],
+        "pipelines": [
+            {
+                "name": "health",
+                "source": "machine",
+                "model": "health",
+                "window": {"waveform": "Vibration", "scalars": ["load"]},
+            }
+        ],
     }
     p = tmp_path / "tags.yaml"
     p.write_text(yaml.safe_dump(cfg))
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "edge_agent.cli", "tags", str(p), "--seconds", "2",
-            cwd=Path(__file__).resolve().parents[2], stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "tags",
+            str(p),
+            "--seconds",
+            "2",
+            cwd=Path(__file__).resolve().parents[2],
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(proc.communicate(), 60)
     finally:
         await machine.stop()
@@ -130,11 +205,15 @@ async def test_tags_cli_lists_what_each_source_gives_and_what_pipelines_miss(tmp
     assert proc.returncode == 1, (text, err)
     speed = next(ln for ln in text.splitlines() if ln.strip().startswith("speed "))
     assert "float" in speed and "good" in speed
-    assert any(ln.strip().startswith("Vibration ") and "array<float64>" in ln for ln in text.splitlines()), text
+    assert any(ln.strip().startswith("Vibration ") and "array<float64>" in ln for ln in text.splitlines()), (
+        text
+    )
     assert "pipeline health: window.scalars tag 'load' not seen from source machine in 2s" in err.decode()
 
 
-async def test_a_sparkplug_source_no_pipeline_reads_is_still_decoded_and_asks_for_rebirth(tmp_path, mosquitto):
+async def test_a_sparkplug_source_no_pipeline_reads_is_still_decoded_and_asks_for_rebirth(
+    tmp_path, mosquitto
+):
     from protocols import sparkplug as sp
 
     seen: list = []
@@ -143,19 +222,35 @@ async def test_a_sparkplug_source_no_pipeline_reads_is_still_decoded_and_asks_fo
     node.connect("127.0.0.1", mosquitto.port)
     node.subscribe("spBv1.0/g1/NCMD/#")
     node.loop_start()
-    agent = Agent(parse_config({
-        "agent": {"id": "gw1", "data_dir": str(tmp_path / "data")}, "http": {"enabled": False},
-        "sources": {"bus": {"type": "mqtt", "port": mosquitto.port,
-                            "subscriptions": [{"topic": "spBv1.0/g1/#", "codec": "sparkplug_b"}]}}}))
+    agent = Agent(
+        parse_config(
+            {
+                "agent": {"id": "gw1", "data_dir": str(tmp_path / "data")},
+                "http": {"enabled": False},
+                "sources": {
+                    "bus": {
+                        "type": "mqtt",
+                        "port": mosquitto.port,
+                        "subscriptions": [{"topic": "spBv1.0/g1/#", "codec": "sparkplug_b"}],
+                    }
+                },
+            }
+        )
+    )
     try:
         await agent.start()
         await asyncio.wait_for(agent.sources["bus"].connected.wait(), 5)
         await asyncio.sleep(0.2)
-        node.publish("spBv1.0/g1/NDATA/n1", sp.encode(sp.Payload(1, 3, [sp.Metric("t", None, sp.DataType.DOUBLE, 1.0)])))
+        node.publish(
+            "spBv1.0/g1/NDATA/n1",
+            sp.encode(sp.Payload(1, 3, [sp.Metric("t", None, sp.DataType.DOUBLE, 1.0)])),
+        )
         await wait_for(lambda: "spBv1.0/g1/NCMD/n1" in seen, 10, "a rebirth request")
         st = agent.status()["sources"]["bus"]
     finally:
         node.loop_stop()
         await agent.stop()
-    assert st["silent_drops"]["unread"]["count"] == 0  # nothing decoded yet: data before birth gives no readings
+    assert (
+        st["silent_drops"]["unread"]["count"] == 0
+    )  # nothing decoded yet: data before birth gives no readings
     assert st["silent_drops"]["data_before_birth"]["count"] == 1 and st["errors"] == 0

@@ -34,11 +34,15 @@ async def _server(port: int):
     idx = await srv.register_namespace("urn:test:rates")
     obj = await srv.nodes.objects.add_object(idx, "Machine")
     x = await obj.add_variable(ua.NodeId("VibX", idx), "VibX", np.zeros(N).tolist(), ua.VariantType.Double)
-    axis = ua.AxisInformation(EngineeringUnits=ua.EUInformation(UnitId=4403766, DisplayName=ua.LocalizedText("ms")),
-                              EURange=ua.Range(Low=0.0, High=(N - 1) / 25.6))  # 2048 samples at 25.6 kHz
+    axis = ua.AxisInformation(
+        EngineeringUnits=ua.EUInformation(UnitId=4403766, DisplayName=ua.LocalizedText("ms")),
+        EURange=ua.Range(Low=0.0, High=(N - 1) / 25.6),
+    )  # 2048 samples at 25.6 kHz
     await x.add_property(ua.NodeId("VibX.XAxisDefinition", idx), ua.QualifiedName("XAxisDefinition", 0), axis)
     y = await obj.add_variable(ua.NodeId("VibY", idx), "VibY", np.zeros(N).tolist(), ua.VariantType.Double)
-    rate = await obj.add_variable(ua.NodeId("VibY.SampleRate", idx), "SampleRate", 25600.0, ua.VariantType.Double)
+    rate = await obj.add_variable(
+        ua.NodeId("VibY.SampleRate", idx), "SampleRate", 25600.0, ua.VariantType.Double
+    )
     z = await obj.add_variable(ua.NodeId("VibZ", idx), "VibZ", np.zeros(N).tolist(), ua.VariantType.Double)
     await srv.start()
     return srv, idx, (x, y, z), rate
@@ -59,14 +63,28 @@ async def test_opcua_x_axis_and_rate_node_state_the_rate_and_a_change_skips_wind
             await asyncio.sleep(0.05 + 0.01 * rng.random())
 
     writer = asyncio.create_task(produce())
-    src = OpcUaSource("plc", OpcUaSettings(
-        endpoint=f"opc.tcp://127.0.0.1:{port}/rates/", publishing_interval_ms=20, connect_timeout_s=3,
-        nodes=[{"node_id": f"ns={idx};s=VibX", "sample_rate_from": "x_axis"},
-               {"node_id": f"ns={idx};s=VibY", "sample_rate_from": f"ns={idx};s=VibY.SampleRate"},
-               {"node_id": f"ns={idx};s=VibZ", "sample_rate_from": "x_axis"}]))
+    src = OpcUaSource(
+        "plc",
+        OpcUaSettings(
+            endpoint=f"opc.tcp://127.0.0.1:{port}/rates/",
+            publishing_interval_ms=20,
+            connect_timeout_s=3,
+            nodes=[
+                {"node_id": f"ns={idx};s=VibX", "sample_rate_from": "x_axis"},
+                {"node_id": f"ns={idx};s=VibY", "sample_rate_from": f"ns={idx};s=VibY.SampleRate"},
+                {"node_id": f"ns={idx};s=VibZ", "sample_rate_from": "x_axis"},
+            ],
+        ),
+    )
     events: list[dict] = []
-    win = Windower("plc", WindowSettings(waveform="VibY"), 2048, pipeline="pump", model_rate_hz=10000.0,
-                   on_event=events.append)
+    win = Windower(
+        "plc",
+        WindowSettings(waveform="VibY"),
+        2048,
+        pipeline="pump",
+        model_rate_hz=10000.0,
+        on_event=events.append,
+    )
     await src.start()
     try:
         got: dict[str, list[Reading]] = {}
@@ -101,8 +119,18 @@ async def test_opcua_x_axis_and_rate_node_state_the_rate_and_a_change_skips_wind
 
 
 async def test_mqtt_json_waveforms_carry_the_rate_of_their_payload(mosquitto):
-    src = MqttSource("mq", MqttSettings(port=mosquitto.port, subscriptions=[
-        {"topic": "plant/pump/vib", "json_mapping": {"values": {"v": "vib"}, "tag_prefix_topic": False}}]))
+    src = MqttSource(
+        "mq",
+        MqttSettings(
+            port=mosquitto.port,
+            subscriptions=[
+                {
+                    "topic": "plant/pump/vib",
+                    "json_mapping": {"values": {"v": "vib"}, "tag_prefix_topic": False},
+                }
+            ],
+        ),
+    )
     await src.start()
     async with asyncio.timeout(5):
         await src.connected.wait()
@@ -129,4 +157,6 @@ async def test_mqtt_json_waveforms_carry_the_rate_of_their_payload(mosquitto):
         pub.loop_stop()
         await src.stop()
     assert [(r.tag, r.rate_hz) for r in got] == [("vib", 25600.0), ("vib", None), ("vib", 12800.0)]
-    assert src.stats.errors_by_reason.get("wrong_type") == 1  # the unreadable rate: the message is refused, counted
+    assert (
+        src.stats.errors_by_reason.get("wrong_type") == 1
+    )  # the unreadable rate: the message is refused, counted

@@ -113,9 +113,12 @@ while True:
 """
 
 
-async def test_agent_sigkilled_while_writing_reopens_cleanly_and_every_committed_record_arrives_once(tmp_path, pki):
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / "agent")], cwd=ROOT, stdout=subprocess.PIPE,
-                            text=True)
+async def test_agent_sigkilled_while_writing_reopens_cleanly_and_every_committed_record_arrives_once(
+    tmp_path, pki
+):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(tmp_path / "agent")], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "WRITING"
     await asyncio.sleep(0.3)
     os.kill(proc.pid, signal.SIGKILL)
@@ -145,7 +148,9 @@ async def test_agent_sigkilled_while_writing_reopens_cleanly_and_every_committed
 def test_disk_budget_drops_by_policy_and_counts(tmp_path):
     events = []
     budget = 200_000
-    ob = Outbox(OutboxSettings(max_bytes=budget, commit_interval_ms=5), tmp_path / "a", on_event=events.append)
+    ob = Outbox(
+        OutboxSettings(max_bytes=budget, commit_interval_ms=5), tmp_path / "a", on_event=events.append
+    )
     ob.open()
     for i in range(20):
         ob.append("event", {"alarm": i})
@@ -169,14 +174,19 @@ def test_disk_budget_drops_by_policy_and_counts(tmp_path):
     m.outbox(ob.dropped)
     m.outbox(ob.dropped)  # a second scrape adds nothing new
     n = st["dropped"]["budget:sample"]
-    assert f'edge_outbox_dropped_records_total{{cause="budget",kind="sample"}} {float(n)}' in m.exposition().decode()
+    assert (
+        f'edge_outbox_dropped_records_total{{cause="budget",kind="sample"}} {float(n)}'
+        in m.exposition().decode()
+    )
     # sample files of dropped rows are gone too: the folder never outgrows the budget
     assert sum(p.stat().st_size for p in (tmp_path / "a" / "outbox").rglob("*") if p.is_file()) <= budget
     ob.close()
     drops = [e for e in events if e["kind"] == "outbox_budget"]  # every dropped record is in an event
     assert sum(e["dropped"] for e in drops) == sum(ob.dropped.values())
     assert len(drops) <= 3  # merged: not one per enforcement
-    ob2 = Outbox(OutboxSettings(max_bytes=budget, drop_policy="oldest_first", commit_interval_ms=5), tmp_path / "b")
+    ob2 = Outbox(
+        OutboxSettings(max_bytes=budget, drop_policy="oldest_first", commit_interval_ms=5), tmp_path / "b"
+    )
     ob2.open()
     for i in range(2000):
         ob2.append("event", {"i": i, "pad": "q" * 150})
@@ -232,7 +242,8 @@ def test_orphan_sample_files_are_swept_at_open(tmp_path):
     ob = Outbox(OutboxSettings(), tmp_path)
     ob.open()
     assert sorted(p.name for p in (tmp_path / "outbox" / "samples").iterdir()) == [
-        __import__("hashlib").sha256(b"kept").hexdigest()]
+        __import__("hashlib").sha256(b"kept").hexdigest()
+    ]
     assert ob.disk_bytes() >= 4
     ob.close()
 
@@ -261,7 +272,8 @@ def test_corrupt_outbox_is_moved_aside_and_a_fresh_one_starts(tmp_path, caplog):
 
 
 async def test_fresh_outbox_after_a_corrupt_one_continues_in_a_new_epoch_and_the_cloud_keeps_every_record(
-        tmp_path, pki):
+    tmp_path, pki
+):
     port = free_port()
     srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
     await srv.start()
@@ -305,15 +317,21 @@ async def test_fresh_outbox_after_a_corrupt_one_continues_in_a_new_epoch_and_the
         gaps = srv.store.gaps("gw1")
         assert gaps == [{"epoch": first_epoch, "first": 101, "last": 0, "cause": "outbox_corrupt"}]
         # admins see the same through the wire
-        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", channel_credentials(
-                pki / "ca.pem", pki / "admins" / "alice.pem", pki / "admins" / "alice.key")) as ch:
+        async with grpc.aio.secure_channel(
+            f"127.0.0.1:{port}",
+            channel_credentials(pki / "ca.pem", pki / "admins" / "alice.pem", pki / "admins" / "alice.key"),
+        ) as ch:
             reply = await rpc.AdminStub(ch).IngestStats(pb.IngestStatsRequest(agent="gw1"), timeout=5)
-        assert [(g.epoch, g.first, g.last, g.cause) for g in reply.gaps] == [(first_epoch, 101, 0, "outbox_corrupt")]
+        assert [(g.epoch, g.first, g.last, g.cause) for g in reply.gaps] == [
+            (first_epoch, 101, 0, "outbox_corrupt")
+        ]
     finally:
         await srv.stop()
 
 
-async def test_budget_drops_reach_the_cloud_as_gaps_with_their_cause_and_counts_in_the_heartbeat(tmp_path, pki):
+async def test_budget_drops_reach_the_cloud_as_gaps_with_their_cause_and_counts_in_the_heartbeat(
+    tmp_path, pki
+):
     port = free_port()
     ob = Outbox(OutboxSettings(max_bytes=200_000, commit_interval_ms=5), tmp_path / "agent")
     ob.open()
@@ -330,14 +348,18 @@ async def test_budget_drops_reach_the_cloud_as_gaps_with_their_cause_and_counts_
     try:
         await until(lambda: ob.stats()["depth"] == 0, what="drain")
         # the last drop event follows within DROP_EVENT_S even with nothing more appended
-        await until(lambda: {g["cause"] for g in srv.store.gaps("gw1")} == {"budget"}, what="every gap explained")
+        await until(
+            lambda: {g["cause"] for g in srv.store.gaps("gw1")} == {"budget"}, what="every gap explained"
+        )
         dropped = dict(ob.dropped_total)
         assert set(dropped) <= {"budget:result", "budget:event"}
         gaps = srv.store.gaps("gw1")
         assert sum(g["last"] - g["first"] + 1 for g in gaps) == sum(dropped.values())
         # (no agent row until the first heartbeat lands)
-        await until(lambda: [a["outbox"] for a in srv.store.agents()] == [{"epoch": ob.epoch, "dropped": dropped}],
-                    what="the heartbeat's drop counts")
+        await until(
+            lambda: [a["outbox"] for a in srv.store.agents()] == [{"epoch": ob.epoch, "dropped": dropped}],
+            what="the heartbeat's drop counts",
+        )
     finally:
         await up.stop()
         ob.close()
@@ -385,25 +407,41 @@ async def test_clients_without_a_valid_certificate_or_as_another_agent_are_refus
 
     try:
         with pytest.raises(grpc.aio.AioRpcError) as ei:  # a certificate from another CA: TLS refuses it
-            await push(channel_credentials(pki / "ca.pem", rogue / "agents" / "gw1.pem", rogue / "agents" / "gw1.key"))
+            await push(
+                channel_credentials(
+                    pki / "ca.pem", rogue / "agents" / "gw1.pem", rogue / "agents" / "gw1.key"
+                )
+            )
         assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
         with pytest.raises(grpc.aio.AioRpcError):  # no client certificate at all
-            async with grpc.aio.secure_channel(f"127.0.0.1:{port}", grpc.ssl_channel_credentials(
-                    (pki / "ca.pem").read_bytes())) as ch:
+            async with grpc.aio.secure_channel(
+                f"127.0.0.1:{port}", grpc.ssl_channel_credentials((pki / "ca.pem").read_bytes())
+            ) as ch:
                 await rpc.FleetStub(ch).Heartbeat(pb.HeartbeatRequest(), timeout=5)
         # gw2 writes: its records are stored as gw2, whatever it sends (no agent id on the wire)
-        acks = await push(channel_credentials(pki / "ca.pem", pki / "agents" / "gw2.pem", pki / "agents" / "gw2.key"))
+        acks = await push(
+            channel_credentials(pki / "ca.pem", pki / "agents" / "gw2.pem", pki / "agents" / "gw2.key")
+        )
         assert list(acks[0].seqs) == [1]
         assert srv.store.stats("gw2")["records"] == 1 and srv.store.stats("gw1")["records"] == 0
         # an admin certificate may not push records, an agent certificate may not call admin methods
         with pytest.raises(grpc.aio.AioRpcError) as ei:
-            await push(channel_credentials(pki / "ca.pem", pki / "admins" / "alice.pem", pki / "admins" / "alice.key"))
+            await push(
+                channel_credentials(
+                    pki / "ca.pem", pki / "admins" / "alice.pem", pki / "admins" / "alice.key"
+                )
+            )
         assert ei.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", channel_credentials(
-                pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")) as ch:
+        async with grpc.aio.secure_channel(
+            f"127.0.0.1:{port}",
+            channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key"),
+        ) as ch:
             with pytest.raises(grpc.aio.AioRpcError) as ei:
                 await rpc.AdminStub(ch).ListAgents(pb.ListAgentsRequest(), timeout=5)
-        assert ei.value.code() == grpc.StatusCode.PERMISSION_DENIED and "needs a admin certificate" in ei.value.details()
+        assert (
+            ei.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            and "needs a admin certificate" in ei.value.details()
+        )
     finally:
         await srv.stop()
 
@@ -413,17 +451,26 @@ def test_store_reports_gaps_per_agent_and_epoch_with_their_cause(tmp_path):
     recs = [{"seq": s, "kind": "result", "t": 0.0, "payload": "{}"} for s in (1, 2, 3, 7, 8, 12)]
     assert st.ingest("gw9", recs)[1:] == (6, 0)
     assert st.ingest("gw9", recs[:2])[1:] == (0, 2)  # a replay is stored once
-    assert st.gaps("gw9") == [{"epoch": 0, "first": 4, "last": 6, "cause": "unknown"},
-                              {"epoch": 0, "first": 9, "last": 11, "cause": "unknown"}]
+    assert st.gaps("gw9") == [
+        {"epoch": 0, "first": 4, "last": 6, "cause": "unknown"},
+        {"epoch": 0, "first": 9, "last": 11, "cause": "unknown"},
+    ]
     drop = {"kind": "outbox_budget", "epoch": 0, "ranges": [[4, 5], [10, 11]]}
     st.ingest("gw9", [{"seq": 13, "kind": "event", "t": 0.0, "payload": json.dumps(drop)}])
     assert [(g["first"], g["last"], g["cause"]) for g in st.gaps("gw9")] == [
-        (4, 5, "budget"), (6, 6, "unknown"), (9, 9, "unknown"), (10, 11, "budget")]
+        (4, 5, "budget"),
+        (6, 6, "unknown"),
+        (9, 9, "unknown"),
+        (10, 11, "budget"),
+    ]
     # a new epoch numbers from 1 again: new records, not replays; the old epoch's end is a known gap
-    assert st.ingest("gw9", [{"epoch": 5, "seq": s, "kind": "result", "t": 0.0, "payload": "{}"}
-                             for s in (1, 2)])[1:] == (2, 0)
+    assert st.ingest(
+        "gw9", [{"epoch": 5, "seq": s, "kind": "result", "t": 0.0, "payload": "{}"} for s in (1, 2)]
+    )[1:] == (2, 0)
     assert st.gaps("gw9")[-1] == {"epoch": 0, "first": 14, "last": 0, "cause": "epoch_change"}
-    assert st.stats("gw9")["records"] == 9 and st.stats("gw9")["epoch"] == 5 and st.stats("gw9")["last_seq"] == 2
+    assert (
+        st.stats("gw9")["records"] == 9 and st.stats("gw9")["epoch"] == 5 and st.stats("gw9")["last_seq"] == 2
+    )
     st.close()
 
 

@@ -22,8 +22,12 @@ from tests.support.models import make_keypair, make_package  # noqa: E402
 def pkgs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("iso")
     key, pub = make_keypair(tmp / "keys")
-    return {"pub": pub, "v1": make_package(tmp, version="1.0.0", key=key, out_dir=tmp / "p1"),
-            "v2": make_package(tmp, version="1.1.0", key=key, seed=1, out_dir=tmp / "p2"), "tmp": tmp}
+    return {
+        "pub": pub,
+        "v1": make_package(tmp, version="1.0.0", key=key, out_dir=tmp / "p1"),
+        "v2": make_package(tmp, version="1.1.0", key=key, seed=1, out_dir=tmp / "p2"),
+        "tmp": tmp,
+    }
 
 
 def _outputs(model) -> dict:
@@ -60,8 +64,12 @@ async def test_a_swap_converts_in_the_helper_and_a_start_in_process(pkgs, monkey
     calls = []
     real = runtimes._convert
     monkeypatch.setattr(runtimes, "_convert", lambda *a, **kw: calls.append(a) or real(*a, **kw))
-    slot = ModelSlot("vision", ModelConfig(package=str(pkgs["v1"]), engine="openvino", openvino_f32=True),
-                     tmp_path / "data", [pkgs["pub"]])
+    slot = ModelSlot(
+        "vision",
+        ModelConfig(package=str(pkgs["v1"]), engine="openvino", openvino_f32=True),
+        tmp_path / "data",
+        [pkgs["pub"]],
+    )
     await slot.start()  # nothing serves yet: converted here, the quickest way to a first result
     assert len(calls) == 1 and slot.engine_name == "openvino"
     outcome = await slot.swap(pkgs["v2"], watch=False)

@@ -41,23 +41,61 @@ def config(tmp_path, mqtt_port: int, endpoint: str, machine: MachineServer) -> d
     return {
         "agent": {"id": "gw1", "site": "plant", "line": "line1", "data_dir": str(tmp_path / "data")},
         "http": {"enabled": False},
-        "sources": {"plc": {"type": "opcua", "endpoint": endpoint,
-                            "nodes": [{"node_id": machine.node_id("Speed"), "tag": "speed"},
-                                      {"node_id": machine.node_id("Temperature"), "tag": "temperature"},
-                                      {"node_id": machine.node_id("Vibration"), "tag": "Vibration"}]},
-                    "broker": {"type": "mqtt", "port": mqtt_port}},
-        "forward": [{"name": "plc", "source": "plc", "to": "broker"},
-                    {"name": "slow", "source": "plc", "tags": ["speed"], "to": "broker", "deadband": 1e9}],
-        "rules": [{"name": "hot", "source": "plc", "tag": "temperature", "above": -1000.0, "hysteresis": 1.0,
-                   "actions": ["hot_alarm", "hot_lamp"]},
-                  {"name": "cold", "source": "plc", "tag": "temperature", "scale": 2.0, "below": -1000.0,
-                   "actions": ["cold_alarm"]}],
+        "sources": {
+            "plc": {
+                "type": "opcua",
+                "endpoint": endpoint,
+                "nodes": [
+                    {"node_id": machine.node_id("Speed"), "tag": "speed"},
+                    {"node_id": machine.node_id("Temperature"), "tag": "temperature"},
+                    {"node_id": machine.node_id("Vibration"), "tag": "Vibration"},
+                ],
+            },
+            "broker": {"type": "mqtt", "port": mqtt_port},
+        },
+        "forward": [
+            {"name": "plc", "source": "plc", "to": "broker"},
+            {"name": "slow", "source": "plc", "tags": ["speed"], "to": "broker", "deadband": 1e9},
+        ],
+        "rules": [
+            {
+                "name": "hot",
+                "source": "plc",
+                "tag": "temperature",
+                "above": -1000.0,
+                "hysteresis": 1.0,
+                "actions": ["hot_alarm", "hot_lamp"],
+            },
+            {
+                "name": "cold",
+                "source": "plc",
+                "tag": "temperature",
+                "scale": 2.0,
+                "below": -1000.0,
+                "actions": ["cold_alarm"],
+            },
+        ],
         "actions": {
-            "hot_alarm": {"type": "alarm", "raise_after": 2, "clear_after": 2, "when": {"verdict": "NG"},
-                          "publish_to": "broker"},
-            "cold_alarm": {"type": "alarm", "raise_after": 1, "when": {"verdict": "NG"}, "publish_to": "broker"},
-            "hot_lamp": {"type": "opcua_write", "source": "plc", "node_id": machine.node_id("Alarm"),
-                         "mode": "on_change", "when": {"verdict": "NG"}},
+            "hot_alarm": {
+                "type": "alarm",
+                "raise_after": 2,
+                "clear_after": 2,
+                "when": {"verdict": "NG"},
+                "publish_to": "broker",
+            },
+            "cold_alarm": {
+                "type": "alarm",
+                "raise_after": 1,
+                "when": {"verdict": "NG"},
+                "publish_to": "broker",
+            },
+            "hot_lamp": {
+                "type": "opcua_write",
+                "source": "plc",
+                "node_id": machine.node_id("Alarm"),
+                "mode": "on_change",
+                "when": {"verdict": "NG"},
+            },
         },
     }
 
@@ -75,8 +113,10 @@ async def test_forwarding_and_rules_on_plain_tags(tmp_path, mosquitto):
                 return [m for t, m in sub.messages if t == topic]
 
         base = "factory/plant/line1/gw1"
-        await wait_for(lambda: len([m for m in on(f"{base}/tags/plc") if m["tag"] == "speed"]) >= 3,
-                       what="forwarded speed readings")
+        await wait_for(
+            lambda: len([m for m in on(f"{base}/tags/plc") if m["tag"] == "speed"]) >= 3,
+            what="forwarded speed readings",
+        )
         await wait_for(lambda: on(f"{base}/alarms/hot_alarm"), what="the rule's alarm")
         await wait_for(lambda: [v for t, v in machine.writes if t == "Alarm"], what="the rule's PLC output")
         await asyncio.sleep(0.5)
@@ -88,7 +128,10 @@ async def test_forwarding_and_rules_on_plain_tags(tmp_path, mosquitto):
         sub.stop()
         await machine.stop()
     fwd = on(f"{base}/tags/plc")
-    assert {m["tag"] for m in fwd} == {"speed", "temperature"}  # the waveform array is not forwarded unless named
+    assert {m["tag"] for m in fwd} == {
+        "speed",
+        "temperature",
+    }  # the waveform array is not forwarded unless named
     assert all(isinstance(m["value"], float) and m["quality"] == "good" and m["source"] == "plc" for m in fwd)
     assert len(on(f"{base}/tags/slow")) == 1  # the deadband held back every later speed reading
     slow = next(f for f in st["forward"] if f["name"] == "slow")
@@ -97,9 +140,14 @@ async def test_forwarding_and_rules_on_plain_tags(tmp_path, mosquitto):
     assert not on(f"{base}/alarms/cold_alarm")  # never below the threshold
     assert [v for t, v in machine.writes if t == "Alarm"] == [True]  # on_change: one write while it stays hot
     rules = {r["name"]: r for r in st["rules"]}
-    assert rules["hot"]["active"] is True and rules["cold"]["active"] is False and rules["hot"]["readings"] >= 3
+    assert (
+        rules["hot"]["active"] is True and rules["cold"]["active"] is False and rules["hot"]["readings"] >= 3
+    )
     assert "unread" not in st["sources"]["plc"]["silent_drops"]
-    assert 'edge_rule_active{rule="hot"} 1.0' in metrics and 'edge_forward_total{forward="slow",outcome="forwarded"} 1.0' in metrics
+    assert (
+        'edge_rule_active{rule="hot"} 1.0' in metrics
+        and 'edge_forward_total{forward="slow",outcome="forwarded"} 1.0' in metrics
+    )
 
 
 def test_forward_and_rule_config_errors_name_path_and_fix(tmp_path):
@@ -115,8 +163,15 @@ def test_forward_and_rule_config_errors_name_path_and_fix(tmp_path):
         errs = exc.errors
     else:
         raise AssertionError("accepted")
-    assert "plant.yaml: forward[2]: forward needs a destination: to: <an mqtt source>, or outbox: true" in errs, errs
-    assert any(e.startswith("plant.yaml: rules[0].tag: source 'plc' produces no tag 'Temperature'; did you mean "
-                            "'temperature'?") for e in errs), errs
+    assert (
+        "plant.yaml: forward[2]: forward needs a destination: to: <an mqtt source>, or outbox: true" in errs
+    ), errs
+    assert any(
+        e.startswith(
+            "plant.yaml: rules[0].tag: source 'plc' produces no tag 'Temperature'; did you mean "
+            "'temperature'?"
+        )
+        for e in errs
+    ), errs
     assert "plant.yaml: rules[1].actions[0]: unknown action 'cold_alarn'; did you mean 'cold_alarm'?" in errs
     assert "plant.yaml: rules[2]: a rule needs a threshold: above: <value> and/or below: <value>" in errs

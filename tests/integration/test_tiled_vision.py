@@ -23,7 +23,9 @@ async def test_agent_and_trainer_see_the_same_tiles(tmp_path):
     key, pub = make_keypair(tmp_path / "keys")
     model = make_vision_onnx(tmp_path / "m.onnx", width=32, height=32, seed=3, labels=("ok", "dent"))
     spec = vision_spec(width=32, height=32, labels=("ok", "dent"), threshold=0.5)
-    spec["preprocessing"].update(roi=[10, 20, 300, 200], tiles=[3, 2], tile_overlap=0.125, interpolation="linear")
+    spec["preprocessing"].update(
+        roi=[10, 20, 300, 200], tiles=[3, 2], tile_overlap=0.125, interpolation="linear"
+    )
     golden = {"image": np.random.default_rng(0).uniform(-2, 2, (4, 3, 32, 32)).astype(np.float32)}
     pkg = build_package_for_tests(model, spec, tmp_path / "pkgs", key, golden, openvino=False)
     s = ModelSlot("vision", ModelConfig(package=str(pkg), engine="onnxruntime"), tmp_path / "data", [pub])
@@ -37,7 +39,9 @@ async def test_agent_and_trainer_see_the_same_tiles(tmp_path):
     pre = ImagePreprocessing.model_validate(spec["preprocessing"])
     tiles = vision.as_tiles(PartsData([image], np.asarray([0]), ["f"], ["ok", "dent"], "d", [None]), pre)
     x = vision.tensors(tiles.images, vision.tile_pre(pre))
-    ref = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(["logits"], {"image": x})[0]
+    ref = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(["logits"], {"image": x})[
+        0
+    ]
     np.testing.assert_allclose(inf.outputs["logits"], ref, rtol=1e-5, atol=1e-5)
     ng = 1 - np.exp(ref[:, 0]) / np.exp(ref).sum(1)
     assert inf.interpretation.tile == int(ng.argmax()) and abs(inf.interpretation.score - ng.max()) < 1e-5

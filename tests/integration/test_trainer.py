@@ -34,10 +34,21 @@ def parts(tmp_path_factory):
 
 def settings(tmp_path, family, dataset, **kw) -> BuildSettings:
     key, _ = make_keypair(tmp_path / "keys")
-    base = dict(family=family, dataset=dataset, registry=tmp_path / "registry", signing_key=key,
-                workdir=tmp_path / f"work-{family}", epochs=40 if family == "maintenance" else 10, size=48,
-                threads=2, floors={"anomaly_auroc": 0.0, "fault_accuracy": 0.0} if family == "maintenance" else
-                {"ng_recall": 0.0, "ng_precision": 0.0}, int8_margin=1.0, calibration=32)
+    base = dict(
+        family=family,
+        dataset=dataset,
+        registry=tmp_path / "registry",
+        signing_key=key,
+        workdir=tmp_path / f"work-{family}",
+        epochs=40 if family == "maintenance" else 10,
+        size=48,
+        threads=2,
+        floors={"anomaly_auroc": 0.0, "fault_accuracy": 0.0}
+        if family == "maintenance"
+        else {"ng_recall": 0.0, "ng_precision": 0.0},
+        int8_margin=1.0,
+        calibration=32,
+    )
     base.update(kw)
     return BuildSettings(**base)
 
@@ -58,8 +69,13 @@ def test_maintenance_build_learns_publishes_and_loads_in_an_agent_slot(tmp_path,
     entry = reg.latest("machine-health")
     assert entry["version"] == "1.0.0" and entry["dataset_digest"] == rep["dataset_digest"]
     folder = tmp_path / "registry" / "machine-health" / "1.0.0"
-    assert {p.name for p in folder.iterdir()} >= {"report.json", "report.md", "confusion.png", "roc.png",
-                                                  "machine-health-1.0.0.edgepkg"}
+    assert {p.name for p in folder.iterdir()} >= {
+        "report.json",
+        "report.md",
+        "confusion.png",
+        "roc.png",
+        "machine-health-1.0.0.edgepkg",
+    }
 
     from edge_agent.models.config import ModelConfig
     from edge_agent.models.slot import ModelSlot
@@ -67,11 +83,14 @@ def test_maintenance_build_learns_publishes_and_loads_in_an_agent_slot(tmp_path,
     from model_packager import read_manifest
 
     man = read_manifest(out["package"])
-    assert man.quantization.scheme.startswith("int8") and man.provenance.dataset_digest == rep["dataset_digest"]
+    assert (
+        man.quantization.scheme.startswith("int8") and man.provenance.dataset_digest == rep["dataset_digest"]
+    )
     assert {e.engine for e in man.engines} >= {"onnxruntime"}
     assert man.provenance.onnx_opset == rep["export"]["onnx_opset"] >= 17 and man.provenance.dynamic_batch
-    slot = ModelSlot("health", ModelConfig(package=out["package"]), tmp_path / "agent", [tmp_path / "keys" /
-                                                                                         "signing.pub"])
+    slot = ModelSlot(
+        "health", ModelConfig(package=out["package"]), tmp_path / "agent", [tmp_path / "keys" / "signing.pub"]
+    )
 
     async def infer():
         await slot.start()
@@ -82,13 +101,20 @@ def test_maintenance_build_learns_publishes_and_loads_in_an_agent_slot(tmp_path,
 
     res = asyncio.run(infer())
     assert res.interpretation.anomaly_score is not None and res.interpretation.label in (
-        "healthy", "imbalance", "misalignment", "bearing_outer", "bearing_inner")
+        "healthy",
+        "imbalance",
+        "misalignment",
+        "bearing_outer",
+        "bearing_inner",
+    )
 
 
 def test_vision_build_learns_and_records_the_report(tmp_path, parts):
     out = build(settings(tmp_path, "vision", parts), log=quiet)
     m = out["report"]["metrics"]["int8"]
-    assert m["ng_auroc"] > 0.6  # a few epochs on 280 tiny images (augmented): above chance, not the quality bar
+    assert (
+        m["ng_auroc"] > 0.6
+    )  # a few epochs on 280 tiny images (augmented): above chance, not the quality bar
     # the package carries the FP32 model and the INT8 form's parity bounds; the threshold is the
     # operating point chosen on FP32 validation scores, and the report scores a perturbed test copy
     from cloud_trainer.train import onnx_tools
@@ -96,7 +122,9 @@ def test_vision_build_learns_and_records_the_report(tmp_path, parts):
 
     man = read_manifest(out["package"])
     assert man.has_fp32 and man.parity is not None and man.quantization.scheme == onnx_tools.SCHEME
-    assert man.input_stats is not None and man.input_stats.count == out["report"]["split"]["train"]  # for UNSURE
+    assert (
+        man.input_stats is not None and man.input_stats.count == out["report"]["split"]["train"]
+    )  # for UNSURE
     rep = out["report"]
     assert man.outputs[0].threshold == rep["threshold"] == rep["operating_point"]["threshold"]
     assert {"fp32", "int8"} <= set(rep["perturbed"]) and 0 <= rep["perturbed"]["int8"]["ng_recall"] <= 1
@@ -166,9 +194,25 @@ def test_bad_datasets_are_refused_clearly(tmp_path, parts, vib):
 def test_build_cli_reports_a_dataset_error_and_publishes_nothing(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    r = subprocess.run([sys.executable, "-m", "cloud_trainer.cli", "build", "vision", "--dataset", str(empty),
-                        "--registry", str(tmp_path / "reg"), "--key", str(tmp_path / "k.key")],
-                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cloud_trainer.cli",
+            "build",
+            "vision",
+            "--dataset",
+            str(empty),
+            "--registry",
+            str(tmp_path / "reg"),
+            "--key",
+            str(tmp_path / "k.key"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert r.returncode == 2 and "dataset error" in r.stderr and "labels.jsonl" in r.stderr
     assert not (tmp_path / "reg" / "part-inspection").exists()
 
@@ -178,12 +222,19 @@ def test_stage_verbs_run_one_stage_each_on_a_shared_work_folder(tmp_path, vib):
     work, reg = tmp_path / "work", tmp_path / "reg"
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "cloud_trainer.cli", *args], capture_output=True, text=True,
-                              cwd=ROOT, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "cloud_trainer.cli", *args],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+        )
 
     r = cli("quantize", "maintenance", "--work", str(work))  # out of order: nothing trained yet
     assert r.returncode == 2 and "train.json is missing: run `cloud-trainer train`" in r.stderr
-    r = cli("train", "maintenance", "--dataset", str(vib), "--work", str(work), "--epochs", "40", "--threads", "2")
+    r = cli(
+        "train", "maintenance", "--dataset", str(vib), "--work", str(work), "--epochs", "40", "--threads", "2"
+    )
     assert r.returncode == 0, r.stderr
     assert (work / "model.fp32.onnx").exists() and not (work / "model.int8.onnx").exists()
     assert json.loads(r.stdout)["dataset_digest"] == load_vibration(vib).digest
@@ -191,10 +242,21 @@ def test_stage_verbs_run_one_stage_each_on_a_shared_work_folder(tmp_path, vib):
     assert r.returncode == 0, r.stderr
     assert (work / "model.int8.onnx").exists()
     floors = ["--floor", "anomaly_auroc=0", "--floor", "fault_accuracy=0", "--int8-margin", "1"]
-    r = cli("evaluate", "maintenance", "--work", str(work), "--registry", str(reg), "--floor", "fault_accuracy=1.01")
+    r = cli(
+        "evaluate",
+        "maintenance",
+        "--work",
+        str(work),
+        "--registry",
+        str(reg),
+        "--floor",
+        "fault_accuracy=1.01",
+    )
     assert r.returncode == 3 and json.loads(r.stdout)["gate_passed"] is False
     r = cli("package", "maintenance", "--work", str(work), "--registry", str(reg), "--key", str(key))
-    assert r.returncode == 3 and "rejected by the evaluation gate" in r.stderr and "fault_accuracy" in r.stderr
+    assert (
+        r.returncode == 3 and "rejected by the evaluation gate" in r.stderr and "fault_accuracy" in r.stderr
+    )
     r = cli("evaluate", "maintenance", "--work", str(work), "--registry", str(reg), *floors)
     assert r.returncode == 0, r.stderr
     rep = json.loads((work / "report.json").read_text())

@@ -35,11 +35,34 @@ def cloud(tmp_path):
         sha = blobs.put_bytes(img)
         assert sha == hashlib.sha256(img).hexdigest()
         truth[sha] = r["label"]
-        records.append({"seq": seq, "kind": "sample", "t": 1000.0 + seq, "sample_sha256": sha, "sample_ext": ".png",
-                        "payload": json.dumps({"model": "part-inspection", "model_version": "1.0.0",
-                                               "verdict": "OK", "label": "ok", "reason": "low_confidence"})})
-    records.append({"seq": 99, "kind": "sample", "t": 2000.0, "sample_sha256": blobs.put_bytes(b"\0" * 64),
-                    "sample_ext": ".npy", "payload": json.dumps({"model": "machine-health"})})
+        records.append(
+            {
+                "seq": seq,
+                "kind": "sample",
+                "t": 1000.0 + seq,
+                "sample_sha256": sha,
+                "sample_ext": ".png",
+                "payload": json.dumps(
+                    {
+                        "model": "part-inspection",
+                        "model_version": "1.0.0",
+                        "verdict": "OK",
+                        "label": "ok",
+                        "reason": "low_confidence",
+                    }
+                ),
+            }
+        )
+    records.append(
+        {
+            "seq": 99,
+            "kind": "sample",
+            "t": 2000.0,
+            "sample_sha256": blobs.put_bytes(b"\0" * 64),
+            "sample_ext": ".npy",
+            "payload": json.dumps({"model": "machine-health"}),
+        }
+    )
     store.ingest("gw1", records)
     store.db.close()
     return data, parts, truth
@@ -53,29 +76,42 @@ def write_labels(path: Path, labels: dict) -> Path:
 def test_uploaded_samples_become_a_dataset_with_ground_truth_labels(tmp_path, cloud):
     data, parts, truth = cloud
     half = dict(list(truth.items())[:6])
-    res = export(data, "part-inspection", tmp_path / "ds1", labels_file=write_labels(tmp_path / "l1.jsonl", half))
+    res = export(
+        data, "part-inspection", tmp_path / "ds1", labels_file=write_labels(tmp_path / "l1.jsonl", half)
+    )
     assert res["exported"] == 6 and res["unlabelled"] == 6 and res["labels_applied"] == 6
     rows = [json.loads(x) for x in (tmp_path / "ds1" / "labels.jsonl").read_text().splitlines()]
     # the labels are the ground truth, not the agent's verdict ("ok" for every upload above)
     assert {r["source"]["sha256"]: r["label"] for r in rows} == half
     for r in rows:
-        assert hashlib.sha256((tmp_path / "ds1" / r["file"]).read_bytes()).hexdigest() == r["source"]["sha256"]
+        assert (
+            hashlib.sha256((tmp_path / "ds1" / r["file"]).read_bytes()).hexdigest() == r["source"]["sha256"]
+        )
     # labels accumulate in the store: a later export with the other half brings all twelve, on top of a base
     rest = dict(list(truth.items())[6:])
-    res = export(data, "part-inspection", tmp_path / "ds2", base=parts,
-                 labels_file=write_labels(tmp_path / "l2.jsonl", rest))
+    res = export(
+        data,
+        "part-inspection",
+        tmp_path / "ds2",
+        base=parts,
+        labels_file=write_labels(tmp_path / "l2.jsonl", rest),
+    )
     assert res["exported"] == 12 and res["unlabelled"] == 0
     ds = load_parts(tmp_path / "ds2")
     assert len(ds.images) == 24  # 12 base images + 12 uploads
     store = SQLiteStore(data / "fleet.db")
-    assert {s["sha256"]: s["label"] for s in store.samples(model="part-inspection", label_state="labelled")} == truth
+    assert {
+        s["sha256"]: s["label"] for s in store.samples(model="part-inspection", label_state="labelled")
+    } == truth
     store.db.close()
 
 
 def test_bad_labels_are_refused_and_nothing_is_written(tmp_path, cloud):
     data, _, truth = cloud
     bad = write_labels(tmp_path / "bad.jsonl", {**truth, "ab" * 32: "ok"})
-    with pytest.raises(DatasetError, match="names 1 sample\\(s\\) the store has no part-inspection image for"):
+    with pytest.raises(
+        DatasetError, match="names 1 sample\\(s\\) the store has no part-inspection image for"
+    ):
         export(data, "part-inspection", tmp_path / "ds", labels_file=bad)
     assert not (tmp_path / "ds").exists()
     wrong = tmp_path / "wrong.jsonl"
@@ -85,8 +121,22 @@ def test_bad_labels_are_refused_and_nothing_is_written(tmp_path, cloud):
     store = SQLiteStore(data / "fleet.db")
     assert store.samples(model="part-inspection", label_state="labelled") == []  # store unchanged
     store.db.close()
-    r = subprocess.run([sys.executable, "-m", "cloud_trainer.cli", "dataset", "--cloud-data", str(tmp_path / "nope"),
-                        "--out", str(tmp_path / "ds")], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cloud_trainer.cli",
+            "dataset",
+            "--cloud-data",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "ds"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert r.returncode == 2 and "no fleet store (fleet.db)" in r.stderr
 
 
@@ -98,23 +148,48 @@ def test_an_export_reads_one_tenants_samples_and_refuses_another_tenants_labels(
     for tenant in ("acme", "beta"):
         img = f"{tenant}'s part image".encode()
         shas[tenant] = blobs.for_tenant(tenant).put_bytes(img)
-        store.ingest("gw1", [{"seq": 1, "kind": "sample", "t": 1.0, "sample_sha256": shas[tenant],
-                              "sample_ext": ".png", "payload": json.dumps({"model": "part-inspection"})}],
-                     tenant=tenant)
+        store.ingest(
+            "gw1",
+            [
+                {
+                    "seq": 1,
+                    "kind": "sample",
+                    "t": 1.0,
+                    "sample_sha256": shas[tenant],
+                    "sample_ext": ".png",
+                    "payload": json.dumps({"model": "part-inspection"}),
+                }
+            ],
+            tenant=tenant,
+        )
     store.close()
     # acme's admin names beta's sample: refused as a sample that does not exist, nothing labelled or written
-    with pytest.raises(DatasetError, match="names 1 sample\\(s\\) the store has no part-inspection image for in "
-                                           "tenant 'acme'"):
-        export(data, "part-inspection", tmp_path / "x", tenant="acme",
-               labels_file=write_labels(tmp_path / "l.jsonl", {shas["beta"]: "ok"}))
+    with pytest.raises(
+        DatasetError,
+        match="names 1 sample\\(s\\) the store has no part-inspection image for in tenant 'acme'",
+    ):
+        export(
+            data,
+            "part-inspection",
+            tmp_path / "x",
+            tenant="acme",
+            labels_file=write_labels(tmp_path / "l.jsonl", {shas["beta"]: "ok"}),
+        )
     assert not (tmp_path / "x").exists()
-    res = export(data, "part-inspection", tmp_path / "acme", tenant="acme",
-                 labels_file=write_labels(tmp_path / "a.jsonl", {shas["acme"]: "scratch"}))
+    res = export(
+        data,
+        "part-inspection",
+        tmp_path / "acme",
+        tenant="acme",
+        labels_file=write_labels(tmp_path / "a.jsonl", {shas["acme"]: "scratch"}),
+    )
     assert (res["samples"], res["exported"]) == (1, 1)
     rows = [json.loads(x) for x in (tmp_path / "acme" / "labels.jsonl").read_text().splitlines()]
     assert [r["source"]["sha256"] for r in rows] == [shas["acme"]]
     assert (tmp_path / "acme" / rows[0]["file"]).read_bytes() == b"acme's part image"
-    beta = export(data, "part-inspection", tmp_path / "beta", tenant="beta")  # beta's sample is still unlabelled
+    beta = export(
+        data, "part-inspection", tmp_path / "beta", tenant="beta"
+    )  # beta's sample is still unlabelled
     assert (beta["samples"], beta["exported"], beta["unlabelled"]) == (1, 0, 1)
     assert export(data, "part-inspection", tmp_path / "dflt")["samples"] == 0  # the default tenant has none
     with pytest.raises(DatasetError, match="--tenant: tenant id"):

@@ -26,8 +26,9 @@ from tests.support.own_parts import make_part
 
 def mvtec(root: Path, n_good: int = 24, defects=("scratch", "stain"), per_defect: int = 6) -> Path:
     k = 0
-    for split, label, n in [("train", "good", n_good), ("test", "good", 4)] + [("test", d, per_defect)
-                                                                               for d in defects]:
+    for split, label, n in [("train", "good", n_good), ("test", "good", 4)] + [
+        ("test", d, per_defect) for d in defects
+    ]:
         (root / split / label).mkdir(parents=True, exist_ok=True)
         for i in range(n):
             img, mask = make_part(5, k, 96, None if label == "good" else label)
@@ -41,9 +42,20 @@ def mvtec(root: Path, n_good: int = 24, defects=("scratch", "stain"), per_defect
 
 def settings(tmp_path: Path, dataset: Path, **kw) -> BuildSettings:
     key, _ = make_keypair(tmp_path / "keys")
-    base = dict(family="vision", dataset=dataset, registry=tmp_path / "reg", signing_key=key,
-                workdir=tmp_path / "work", epochs=1, size=32, threads=1, openvino=False,
-                compare_published=False, force=True, floors={"ng_recall": 0.0, "ng_precision": 0.0})
+    base = dict(
+        family="vision",
+        dataset=dataset,
+        registry=tmp_path / "reg",
+        signing_key=key,
+        workdir=tmp_path / "work",
+        epochs=1,
+        size=32,
+        threads=1,
+        openvino=False,
+        compare_published=False,
+        force=True,
+        floors={"ng_recall": 0.0, "ng_precision": 0.0},
+    )
     return BuildSettings(**{**base, **kw})
 
 
@@ -79,10 +91,15 @@ def test_tiles_need_defect_masks(tmp_path):
     for label, n in (("ok", 20), ("dent", 3)):
         (src / label).mkdir(parents=True)
         for i in range(n):
-            cv2.imwrite(str(src / label / f"{i}.png"), make_part(6, i, 64, None if label == "ok" else label)[0])
+            cv2.imwrite(
+                str(src / label / f"{i}.png"), make_part(6, i, 64, None if label == "ok" else label)[0]
+            )
     import_images(src, tmp_path / "ds", log=quiet)
     with pytest.raises(DatasetError, match=r"\(dent\) has no defect mask: a tiled model needs masks"):
         stage_train(settings(tmp_path, tmp_path / "ds", tiles=[2, 2]), log=quiet)
-    with pytest.raises(DatasetError, match=r"the model's roi \[x=0, y=0, width=100, height=100\] reaches outside "
-                                           "the 64x64 frame"):
+    with pytest.raises(
+        DatasetError,
+        match=r"the model's roi \[x=0, y=0, width=100, height=100\] reaches outside "
+        "the 64x64 frame",
+    ):
         stage_train(settings(tmp_path, tmp_path / "ds", roi=[0, 0, 100, 100]), log=quiet)

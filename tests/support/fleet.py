@@ -26,10 +26,13 @@ def make_pki(d: Path, agents=("gw1", "gw2"), admins=("alice",)) -> Path:
 def cloud_settings(pki: Path, port: int, agent: str = "gw1", **kw):
     from edge_agent.uplink.settings import CloudSettings
 
-    return CloudSettings(endpoint=f"127.0.0.1:{port}", ca_file=str(pki / "ca.pem"),
-                         cert_file=str(pki / "agents" / f"{agent}.pem"), key_file=str(pki / "agents" / f"{agent}.key"),
-                         **{"backoff_initial_s": 0.1, "backoff_max_s": 0.5, "heartbeat_s": 0.5, "max_delay_ms": 20,
-                            **kw})
+    return CloudSettings(
+        endpoint=f"127.0.0.1:{port}",
+        ca_file=str(pki / "ca.pem"),
+        cert_file=str(pki / "agents" / f"{agent}.pem"),
+        key_file=str(pki / "agents" / f"{agent}.key"),
+        **{"backoff_initial_s": 0.1, "backoff_max_s": 0.5, "heartbeat_s": 0.5, "max_delay_ms": 20, **kw},
+    )
 
 
 class ServerProcess:
@@ -42,9 +45,25 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         """Start and wait until it listens (its own "listening" line: another replica may hold the port)."""
-        self.proc = subprocess.Popen([sys.executable, "-m", "cloud_trainer.cli", "serve", "--data", str(self.data),
-                                      "--port", str(self.port), "--pki", str(self.pki), *self.args], cwd=ROOT,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cloud_trainer.cli",
+                "serve",
+                "--data",
+                str(self.data),
+                "--port",
+                str(self.port),
+                "--pki",
+                str(self.pki),
+                *self.args,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         line = self.proc.stdout.readline()
         self.proc.stdout.close()
         if "listening" not in line:

@@ -30,8 +30,17 @@ def _save(model, path: Path) -> Path:
     return path
 
 
-def make_vision_onnx(path, *, width: int = 64, height: int = 64, labels=VISION_LABELS, heatmap: bool = True,
-                     seed: int = 0, nan: bool = False, bias: float = 0.0) -> Path:
+def make_vision_onnx(
+    path,
+    *,
+    width: int = 64,
+    height: int = 64,
+    labels=VISION_LABELS,
+    heatmap: bool = True,
+    seed: int = 0,
+    nan: bool = False,
+    bias: float = 0.0,
+) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -55,17 +64,26 @@ def make_vision_onnx(path, *, width: int = 64, height: int = 64, labels=VISION_L
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", c])]
     if heatmap:
         nodes.append(helper.make_node("Conv", ["r1", "wh"], ["heatmap"]))
-        outputs.append(helper.make_tensor_value_info("heatmap", TensorProto.FLOAT,
-                                                     ["batch", 1, (height + 1) // 2, (width + 1) // 2]))
-    graph = helper.make_graph(nodes, "vision", [helper.make_tensor_value_info(
-        "image", TensorProto.FLOAT, ["batch", 3, height, width])], outputs, inits)
+        outputs.append(
+            helper.make_tensor_value_info(
+                "heatmap", TensorProto.FLOAT, ["batch", 1, (height + 1) // 2, (width + 1) // 2]
+            )
+        )
+    graph = helper.make_graph(
+        nodes,
+        "vision",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, height, width])],
+        outputs,
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tests")
     model.ir_version = 8
     return _save(model, path)
 
 
-def make_signal_onnx(path, *, n_features: int = SIGNAL_FEATURES, faults=FAULTS, seed: int = 0,
-                     nan: bool = False) -> Path:
+def make_signal_onnx(
+    path, *, n_features: int = SIGNAL_FEATURES, faults=FAULTS, seed: int = 0, nan: bool = False
+) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -91,50 +109,120 @@ def make_signal_onnx(path, *, n_features: int = SIGNAL_FEATURES, faults=FAULTS, 
         helper.make_node("Relu", ["l0"], ["remaining_life"]),
     ]
     graph = helper.make_graph(
-        nodes, "signal",
+        nodes,
+        "signal",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", n_features])],
-        [helper.make_tensor_value_info("anomaly_score", TensorProto.FLOAT, ["batch", 1]),
-         helper.make_tensor_value_info("fault_logits", TensorProto.FLOAT, ["batch", k]),
-         helper.make_tensor_value_info("remaining_life", TensorProto.FLOAT, ["batch", 1])],
-        inits)
+        [
+            helper.make_tensor_value_info("anomaly_score", TensorProto.FLOAT, ["batch", 1]),
+            helper.make_tensor_value_info("fault_logits", TensorProto.FLOAT, ["batch", k]),
+            helper.make_tensor_value_info("remaining_life", TensorProto.FLOAT, ["batch", 1]),
+        ],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tests")
     model.ir_version = 8
     return _save(model, path)
 
 
-def vision_spec(name: str = "part-inspection", version: str = "1.0.0", *, width: int = 64, height: int = 64,
-                labels=VISION_LABELS, threshold: float = 0.5, heatmap: bool = True) -> dict:
-    outputs = [{"name": "logits", "dtype": "float32", "shape": ["batch", len(labels)], "role": "class_logits",
-                "labels": list(labels), "ok_label": "ok", "threshold": threshold}]
+def vision_spec(
+    name: str = "part-inspection",
+    version: str = "1.0.0",
+    *,
+    width: int = 64,
+    height: int = 64,
+    labels=VISION_LABELS,
+    threshold: float = 0.5,
+    heatmap: bool = True,
+) -> dict:
+    outputs = [
+        {
+            "name": "logits",
+            "dtype": "float32",
+            "shape": ["batch", len(labels)],
+            "role": "class_logits",
+            "labels": list(labels),
+            "ok_label": "ok",
+            "threshold": threshold,
+        }
+    ]
     if heatmap:
-        outputs.append({"name": "heatmap", "dtype": "float32",
-                        "shape": ["batch", 1, (height + 1) // 2, (width + 1) // 2], "role": "heatmap"})
+        outputs.append(
+            {
+                "name": "heatmap",
+                "dtype": "float32",
+                "shape": ["batch", 1, (height + 1) // 2, (width + 1) // 2],
+                "role": "heatmap",
+            }
+        )
     return {
-        "name": name, "version": version, "task": "vision_inspection",
-        "inputs": [{"name": "image", "dtype": "float32", "shape": ["batch", 3, height, width], "layout": "NCHW"}],
+        "name": name,
+        "version": version,
+        "task": "vision_inspection",
+        "inputs": [
+            {"name": "image", "dtype": "float32", "shape": ["batch", 3, height, width], "layout": "NCHW"}
+        ],
         "outputs": outputs,
-        "preprocessing": {"kind": "image", "width": width, "height": height, "color": "rgb", "layout": "NCHW",
-                          "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+        "preprocessing": {
+            "kind": "image",
+            "width": width,
+            "height": height,
+            "color": "rgb",
+            "layout": "NCHW",
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.25, 0.25, 0.25],
+        },
         "provenance": {"trainer": "tests.support.models", "seed": 0},
     }
 
 
-def signal_spec(name: str = "machine-health", version: str = "1.0.0", *, faults=FAULTS,
-                anomaly_threshold: float = 0.5, window_samples: int = SIGNAL_WINDOW,
-                sample_rate_hz: float = SIGNAL_RATE_HZ) -> dict:
+def signal_spec(
+    name: str = "machine-health",
+    version: str = "1.0.0",
+    *,
+    faults=FAULTS,
+    anomaly_threshold: float = 0.5,
+    window_samples: int = SIGNAL_WINDOW,
+    sample_rate_hz: float = SIGNAL_RATE_HZ,
+) -> dict:
     return {
-        "name": name, "version": version, "task": "equipment_maintenance",
-        "inputs": [{"name": "features", "dtype": "float32", "shape": ["batch", SIGNAL_FEATURES], "layout": "NC"}],
-        "outputs": [
-            {"name": "anomaly_score", "dtype": "float32", "shape": ["batch", 1], "role": "anomaly_score",
-             "threshold": anomaly_threshold},
-            {"name": "fault_logits", "dtype": "float32", "shape": ["batch", len(faults)], "role": "class_logits",
-             "labels": list(faults), "ok_label": "healthy"},
-            {"name": "remaining_life", "dtype": "float32", "shape": ["batch", 1], "role": "remaining_life",
-             "unit": "h"},
+        "name": name,
+        "version": version,
+        "task": "equipment_maintenance",
+        "inputs": [
+            {"name": "features", "dtype": "float32", "shape": ["batch", SIGNAL_FEATURES], "layout": "NC"}
         ],
-        "preprocessing": {"kind": "signal", "waveform": "vibration", "window_samples": window_samples,
-                          "sample_rate_hz": sample_rate_hz, "n_bands": 64, "time_features": True},
+        "outputs": [
+            {
+                "name": "anomaly_score",
+                "dtype": "float32",
+                "shape": ["batch", 1],
+                "role": "anomaly_score",
+                "threshold": anomaly_threshold,
+            },
+            {
+                "name": "fault_logits",
+                "dtype": "float32",
+                "shape": ["batch", len(faults)],
+                "role": "class_logits",
+                "labels": list(faults),
+                "ok_label": "healthy",
+            },
+            {
+                "name": "remaining_life",
+                "dtype": "float32",
+                "shape": ["batch", 1],
+                "role": "remaining_life",
+                "unit": "h",
+            },
+        ],
+        "preprocessing": {
+            "kind": "signal",
+            "waveform": "vibration",
+            "window_samples": window_samples,
+            "sample_rate_hz": sample_rate_hz,
+            "n_bands": 64,
+            "time_features": True,
+        },
         "provenance": {"trainer": "tests.support.models", "seed": 0},
     }
 
@@ -157,8 +245,17 @@ def golden_inputs(kind: str, n: int = 4, *, width: int = 64, height: int = 64, s
     return {"features": rng.normal(0, 1, (n, SIGNAL_FEATURES)).astype(np.float32)}
 
 
-def make_package(tmp_dir, *, kind: str = "vision", version: str = "1.0.0", name: str | None = None,
-                 key: Path | None = None, openvino: bool = False, out_dir=None, **model_kw) -> Path:
+def make_package(
+    tmp_dir,
+    *,
+    kind: str = "vision",
+    version: str = "1.0.0",
+    name: str | None = None,
+    key: Path | None = None,
+    openvino: bool = False,
+    out_dir=None,
+    **model_kw,
+) -> Path:
     """A signed package with golden inputs; the key pair lives in ``tmp_dir/keys`` unless given."""
     tmp = Path(tmp_dir)
     key = Path(key) if key else make_keypair(tmp / "keys")[0]
@@ -166,8 +263,9 @@ def make_package(tmp_dir, *, kind: str = "vision", version: str = "1.0.0", name:
     if kind == "vision":
         w, h = model_kw.get("width", 64), model_kw.get("height", 64)
         model = make_vision_onnx(work / "model.onnx", **model_kw)
-        spec = vision_spec(name or "part-inspection", version, width=w, height=h,
-                           heatmap=model_kw.get("heatmap", True))
+        spec = vision_spec(
+            name or "part-inspection", version, width=w, height=h, heatmap=model_kw.get("heatmap", True)
+        )
         inputs = golden_inputs("vision", width=w, height=h)
     elif kind == "signal":
         model = make_signal_onnx(work / "model.onnx", **model_kw)

@@ -39,8 +39,14 @@ def _finish(rng, size: int, kind: str, angle: float) -> np.ndarray:
     return (t / (t.std() + 1e-6)).astype(np.float32)
 
 
-def make_part(seed: int, index: int, size: int = 200, defect: str | None = None,
-              light_shift: float = 0.0, jpeg: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def make_part(
+    seed: int,
+    index: int,
+    size: int = 200,
+    defect: str | None = None,
+    light_shift: float = 0.0,
+    jpeg: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """One BGR uint8 image and its defect mask (uint8 0/255; empty for a good part)."""
     import cv2
 
@@ -137,7 +143,9 @@ def make_part(seed: int, index: int, size: int = 200, defect: str | None = None,
             br = r * rng.uniform(0.05, 0.11)
             blob = np.maximum(blob, np.clip(1 - ((u - sx - ox) ** 2 + (v - sy - oy) ** 2) / br**2, 0, 1))
         blob = cv2.GaussianBlur(blob, (0, 0), 1.5) * metal
-        colour = np.asarray([rng.uniform(20, 50), rng.uniform(45, 75), rng.uniform(70, 110)], np.float32)  # BGR brown
+        colour = np.asarray(
+            [rng.uniform(20, 50), rng.uniform(45, 75), rng.uniform(70, 110)], np.float32
+        )  # BGR brown
         alpha = blob[:, :, None] * rng.uniform(0.45, 0.7)
         img = img * (1 - alpha) + colour * alpha
         mask[blob > 0.25] = 255
@@ -145,7 +153,12 @@ def make_part(seed: int, index: int, size: int = 200, defect: str | None = None,
     gain = rng.uniform(0.85, 1.15) * (1 + light_shift * rng.uniform(-1, 1))
     temp = rng.uniform(-0.06, 0.06) + light_shift * rng.uniform(-0.1, 0.1)
     ga = rng.uniform(0, 2 * math.pi)
-    grad = 1 + rng.uniform(0, 0.15 + 0.2 * light_shift) * ((xx - s / 2) * math.cos(ga) + (yy - s / 2) * math.sin(ga)) / s
+    grad = (
+        1
+        + rng.uniform(0, 0.15 + 0.2 * light_shift)
+        * ((xx - s / 2) * math.cos(ga) + (yy - s / 2) * math.sin(ga))
+        / s
+    )
     vign = 1 - rng.uniform(0, 0.2) * ((xx - s / 2) ** 2 + (yy - s / 2) ** 2) / (s * s / 2)
     light = (gain * grad * vign)[:, :, None] * np.asarray([1 - temp, 1.0, 1 + temp], np.float32)
     img = img * light
@@ -159,8 +172,16 @@ def make_part(seed: int, index: int, size: int = 200, defect: str | None = None,
     return out, mask
 
 
-def write_folders(out: Path, seed: int, n: int, size: int = 200, defect_rate: float = 0.5, good: str = "good",
-                  light_shift: float = 0.0, masks: Path | None = None) -> dict[str, int]:
+def write_folders(
+    out: Path,
+    seed: int,
+    n: int,
+    size: int = 200,
+    defect_rate: float = 0.5,
+    good: str = "good",
+    light_shift: float = 0.0,
+    masks: Path | None = None,
+) -> dict[str, int]:
     """``out/<class>/*.png`` (a folder per class; the good class named ``good``); optionally each
     defect's mask as ``masks/<class>/<name>.png``. Returns the count per class."""
     import cv2

@@ -27,7 +27,9 @@ def plate(seed: int, index: int, defect: str | None, size: int = 96) -> tuple[np
         cx = int(size * (0.3 + 0.4 * k) + rng.integers(-2, 3))
         cy = int(size * 0.78 + rng.integers(-2, 3))
         cv2.circle(img, (cx, cy), max(2, size // 24), (60, 60, 60), -1, cv2.LINE_AA)
-    cv2.rectangle(img, (size // 6, size // 6), (size // 6 + size // 4, size // 6 + size // 24), (80, 85, 90), -1)
+    cv2.rectangle(
+        img, (size // 6, size // 6), (size // 6 + size // 4, size // 6 + size // 24), (80, 85, 90), -1
+    )
     mask = None
     if defect is not None:
         mask = np.zeros((size, size), np.uint8)
@@ -45,8 +47,16 @@ def plate(seed: int, index: int, defect: str | None, size: int = 96) -> tuple[np
             cv2.line(mask, p1, p2, 255, 1)
             cv2.line(layer, p1, p2, (215, 215, 220), 1)
         else:
-            cv2.ellipse(mask, (x, y), (int(rng.integers(4, 7)), int(rng.integers(3, 5))), float(rng.uniform(0, 180)),
-                        0, 360, 255, -1)
+            cv2.ellipse(
+                mask,
+                (x, y),
+                (int(rng.integers(4, 7)), int(rng.integers(3, 5))),
+                float(rng.uniform(0, 180)),
+                0,
+                360,
+                255,
+                -1,
+            )
             layer = np.where(mask[..., None] > 0, layer * np.array([0.55, 0.75, 0.95]), layer)
         img = layer
     img = img + rng.normal(0, 2.0, img.shape)

@@ -48,26 +48,53 @@ class PgServer(str):
 
 
 @contextlib.contextmanager
-def running_postgres(settings: str = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                                      "-c max_connections=200"):
+def running_postgres(
+    settings: str = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+):
     """A PostgreSQL server in a temp folder for as long as the ``with`` lasts (``PgServer``); also used by
     the benches. ``RuntimeError`` when it cannot start; ``FileNotFoundError`` without the binaries."""
     bindir = postgres_bin()
     if bindir is None:
-        raise FileNotFoundError("PostgreSQL binaries not found in /usr/lib/postgresql/*/bin: apt-get install -y "
-                                "postgresql (make system-deps)")
+        raise FileNotFoundError(
+            "PostgreSQL binaries not found in /usr/lib/postgresql/*/bin: apt-get install -y "
+            "postgresql (make system-deps)"
+        )
     prefix, user = _as_user()
     root = Path(tempfile.mkdtemp(prefix="fleet-pg-"))
     if user:
         shutil.chown(root, user)
     data, port = root / "data", free_port()
-    run = lambda *cmd: subprocess.run([*prefix, *map(str, cmd)], check=True, capture_output=True,  # noqa: E731
-                                      text=True, timeout=60)
-    ctl = [bindir / "pg_ctl", "-D", data, "-w", "-t", "30", "-l", root / "log", "-o",
-           f"-p {port} -k {root} -c listen_addresses=127.0.0.1 {settings}"]
+
+    def run(*cmd):
+        return subprocess.run(
+            [*prefix, *map(str, cmd)], check=True, capture_output=True, text=True, timeout=60
+        )
+
+    ctl = [
+        bindir / "pg_ctl",
+        "-D",
+        data,
+        "-w",
+        "-t",
+        "30",
+        "-l",
+        root / "log",
+        "-o",
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 {settings}",
+    ]
     try:
-        run(bindir / "initdb", "-D", data, "-U", "fleet", "--auth=trust", "-E", "UTF8", "--no-sync",
-            "--no-instructions")
+        run(
+            bindir / "initdb",
+            "-D",
+            data,
+            "-U",
+            "fleet",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        )
         run(*ctl, "start")
     except subprocess.CalledProcessError as exc:
         log = (root / "log").read_text() if (root / "log").exists() else ""
@@ -78,8 +105,11 @@ def running_postgres(settings: str = "-c fsync=off -c synchronous_commit=off -c 
     try:
         yield server
     finally:
-        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -87,8 +117,10 @@ def running_postgres(settings: str = "-c fsync=off -c synchronous_commit=off -c 
 def postgres_server():
     """The base URL without a database name (a ``PgServer``); one server per test session."""
     if postgres_bin() is None:
-        pytest.skip("PostgreSQL binaries not found in /usr/lib/postgresql/*/bin: apt-get install -y postgresql "
-                    "(make system-deps)")
+        pytest.skip(
+            "PostgreSQL binaries not found in /usr/lib/postgresql/*/bin: apt-get install -y postgresql "
+            "(make system-deps)"
+        )
     with running_postgres() as server:
         yield server
 

@@ -20,12 +20,20 @@ def _base256(n: int, width: int) -> bytes:
     return bytes([0x80]) + n.to_bytes(width - 1, "big")
 
 
-def header(name: bytes | str, size: int = 0, kind: bytes = b"0", *, magic: bytes = POSIX_MAGIC,
-           base256_size: bool = False, checksum: bool = True, prefix: bytes = b"") -> bytes:
+def header(
+    name: bytes | str,
+    size: int = 0,
+    kind: bytes = b"0",
+    *,
+    magic: bytes = POSIX_MAGIC,
+    base256_size: bool = False,
+    checksum: bool = True,
+    prefix: bytes = b"",
+) -> bytes:
     if isinstance(name, str):
         name = name.encode()
     h = bytearray(BLOCK)
-    h[0:len(name[:100])] = name[:100]
+    h[0 : len(name[:100])] = name[:100]
     h[100:108] = _octal(0o644, 8)
     h[108:116] = _octal(0, 8)
     h[116:124] = _octal(0, 8)
@@ -33,7 +41,7 @@ def header(name: bytes | str, size: int = 0, kind: bytes = b"0", *, magic: bytes
     h[136:148] = _octal(0, 12)
     h[156:157] = kind
     h[257:265] = magic
-    h[345:345 + len(prefix)] = prefix
+    h[345 : 345 + len(prefix)] = prefix
     h[148:156] = b" " * 8
     if checksum:
         h[148:156] = b"%06o\x00 " % sum(h)

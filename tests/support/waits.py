@@ -7,8 +7,9 @@ import inspect
 from collections.abc import Callable
 
 
-async def until(pred: Callable[[], object], timeout_s: float = 30.0, what: str = "condition",
-                every_s: float = 0.05) -> None:
+async def until(
+    pred: Callable[[], object], timeout_s: float = 30.0, what: str = "condition", every_s: float = 0.05
+) -> None:
     """Return once ``pred()`` is true (checked every ``every_s``; a coroutine function's result is
     awaited); ``AssertionError`` after ``timeout_s``."""
     loop = asyncio.get_running_loop()

@@ -17,16 +17,32 @@ def cfg(tmp_path, accept=True):
     tmp_path.mkdir(parents=True, exist_ok=True)
     for f in ("ca", "c", "k"):
         (tmp_path / f).write_text("x")
-    return parse_config({
-        "agent": {"id": "gw1", "data_dir": str(tmp_path / "data")},
-        "sources": {"plc": {"type": "mqtt", "port": 1883, "subscriptions": [
-            {"topic": "p/vib", "json_mapping": {"values": {"v": "Vibration"}, "tag_prefix_topic": False}}]}},
-        "models": {},
-        "pipelines": [],
-        "cloud": {"endpoint": "127.0.0.1:1", "ca_file": str(tmp_path / "ca"),
-                  "cert_file": str(tmp_path / "c"), "key_file": str(tmp_path / "k"),
-                  "accept_commands": accept},
-    })
+    return parse_config(
+        {
+            "agent": {"id": "gw1", "data_dir": str(tmp_path / "data")},
+            "sources": {
+                "plc": {
+                    "type": "mqtt",
+                    "port": 1883,
+                    "subscriptions": [
+                        {
+                            "topic": "p/vib",
+                            "json_mapping": {"values": {"v": "Vibration"}, "tag_prefix_topic": False},
+                        }
+                    ],
+                }
+            },
+            "models": {},
+            "pipelines": [],
+            "cloud": {
+                "endpoint": "127.0.0.1:1",
+                "ca_file": str(tmp_path / "ca"),
+                "cert_file": str(tmp_path / "c"),
+                "key_file": str(tmp_path / "k"),
+                "accept_commands": accept,
+            },
+        }
+    )
 
 
 def cmd(i, kind="baseline_relearn", pipeline="pump"):
@@ -35,18 +51,25 @@ def cmd(i, kind="baseline_relearn", pipeline="pump"):
 
 async def test_each_command_runs_once_across_restarts_and_failures_say_why(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr("edge_agent.maintenance.cli.fleet_relearn",
-                        lambda c, command: calls.append(command.id) or "relearn requested")
+    monkeypatch.setattr(
+        "edge_agent.maintenance.cli.fleet_relearn",
+        lambda c, command: calls.append(command.id) or "relearn requested",
+    )
     events = []
     r = CommandRunner(cfg(tmp_path), on_event=events.append)
     await r.run([cmd("c1"), cmd("c2", kind="reboot")])
     await r.run([cmd("c1"), cmd("c2", kind="reboot")])  # the same desired state again (a reconnect)
     assert calls == ["c1"]
     res = {x["id"]: x for x in r.results()}
-    assert res["c1"]["ok"] is True and res["c2"]["ok"] is False and "does not know command kind 'reboot'" in \
-        res["c2"]["detail"]
-    assert [(e["kind"], e["command"], e["ok"]) for e in events] == [("fleet_command", "c1", True),
-                                                                     ("fleet_command", "c2", False)]
+    assert (
+        res["c1"]["ok"] is True
+        and res["c2"]["ok"] is False
+        and "does not know command kind 'reboot'" in res["c2"]["detail"]
+    )
+    assert [(e["kind"], e["command"], e["ok"]) for e in events] == [
+        ("fleet_command", "c1", True),
+        ("fleet_command", "c2", False),
+    ]
     r2 = CommandRunner(cfg(tmp_path), on_event=events.append)  # a restart: the ids are remembered
     await r2.run([cmd("c1")])
     assert calls == ["c1"] and [x["id"] for x in r2.results()] == ["c1"]  # only what the cloud still lists
@@ -55,8 +78,9 @@ async def test_each_command_runs_once_across_restarts_and_failures_say_why(tmp_p
     # a kill between "taken" and "done": reported as interrupted, not run again
     path = tmp_path / "data" / "fleet" / "commands.json"
     data = json.loads(path.read_text())
-    data["ran"].append({"id": "c3", "kind": "baseline_relearn", "pipeline": "pump", "state": "running",
-                        "started_at": 1.0})
+    data["ran"].append(
+        {"id": "c3", "kind": "baseline_relearn", "pipeline": "pump", "state": "running", "started_at": 1.0}
+    )
     path.write_text(json.dumps(data))
     r3 = CommandRunner(cfg(tmp_path))
     await r3.run([cmd("c3")])

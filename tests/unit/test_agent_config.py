@@ -20,9 +20,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cfg")
     key, pub = make_keypair(tmp / "keys")
-    return {"pub": str(pub), "vision": str(make_package(tmp, kind="vision", key=key)),
-            "signal": str(make_package(tmp, kind="signal", key=key)),
-            "signal_temp": str(signal_package_with_scalars(tmp, key, ["temperature"]))}
+    return {
+        "pub": str(pub),
+        "vision": str(make_package(tmp, kind="vision", key=key)),
+        "signal": str(make_package(tmp, kind="signal", key=key)),
+        "signal_temp": str(signal_package_with_scalars(tmp, key, ["temperature"])),
+    }
 
 
 def signal_package_with_scalars(tmp, key, scalars: list[str]):
@@ -51,16 +54,29 @@ def good(env) -> dict:
     return {
         "agent": {"id": "gw1"},
         "trusted_keys": [env["pub"]],
-        "sources": {"cam": {"type": "camera", "url": "usb:0"},
-                    "plc": {"type": "opcua", "endpoint": "opc.tcp://127.0.0.1:4840/",
-                            "nodes": [{"node_id": "ns=2;s=M.Vibration"}]},
-                    "broker": {"type": "mqtt"}},
+        "sources": {
+            "cam": {"type": "camera", "url": "usb:0"},
+            "plc": {
+                "type": "opcua",
+                "endpoint": "opc.tcp://127.0.0.1:4840/",
+                "nodes": [{"node_id": "ns=2;s=M.Vibration"}],
+            },
+            "broker": {"type": "mqtt"},
+        },
         "models": {"vision": {"package": env["vision"]}, "health": {"package": env["signal"]}},
-        "pipelines": [{"name": "inspect", "source": "cam", "model": "vision", "actions": ["pub", "reject"]},
-                      {"name": "health", "source": "plc", "model": "health", "window": {"waveform": "Vibration"}}],
-        "actions": {"pub": {"type": "mqtt_publish", "source": "broker"},
-                    "reject": {"type": "opcua_write", "source": "plc", "node_id": "ns=2;s=M.Reject",
-                               "when": {"verdict": "NG"}}},
+        "pipelines": [
+            {"name": "inspect", "source": "cam", "model": "vision", "actions": ["pub", "reject"]},
+            {"name": "health", "source": "plc", "model": "health", "window": {"waveform": "Vibration"}},
+        ],
+        "actions": {
+            "pub": {"type": "mqtt_publish", "source": "broker"},
+            "reject": {
+                "type": "opcua_write",
+                "source": "plc",
+                "node_id": "ns=2;s=M.Reject",
+                "when": {"verdict": "NG"},
+            },
+        },
     }
 
 
@@ -75,66 +91,138 @@ def test_a_good_config_validates(env):
     assert cfg.source_type("plc") == "opcua" and cfg.pipelines[1].window.waveform == "Vibration"
 
 
-@pytest.mark.parametrize("mutate, expected", [
-    (lambda d: d["sources"]["cam"].update(fsp=5), "line3.yaml: sources.cam.fsp: unknown option 'fsp'; did you mean 'fps'?"),
-    (lambda d: d["pipelines"][0].update(model="vison"),
-     "line3.yaml: pipelines[0].model: unknown model slot 'vison'; did you mean 'vision'?"),
-    (lambda d: d["pipelines"][1].update(source="plcc"),
-     "line3.yaml: pipelines[1].source: unknown source 'plcc'; did you mean 'plc'?"),
-    (lambda d: d["pipelines"][0]["actions"].append("rejct"),
-     "line3.yaml: pipelines[0].actions[2]: unknown action 'rejct'; did you mean 'reject'?"),
-    (lambda d: d["actions"]["reject"].update(source="broker"),
-     "line3.yaml: actions.reject.source: 'broker' is a mqtt source; this needs a opcua source"),
-    (lambda d: d["actions"]["reject"].update(when={"verdikt": "NG"}),
-     "line3.yaml: actions.reject.when: unknown field 'verdikt'; did you mean 'verdict'?"),
-    (lambda d: d["actions"]["reject"].update(when={"score": {"greater": 1}}),
-     "line3.yaml: actions.reject.when: score: unknown operator 'greater'"),
-    (lambda d: d["actions"]["pub"].update(type="mqtt_pub"),
-     "line3.yaml: actions.pub.type: unknown type 'mqtt_pub'; did you mean 'mqtt_publish'?"),
-    (lambda d: d["sources"]["broker"].update(type="mqt"),
-     "line3.yaml: sources.broker.type: unknown source type 'mqt'; did you mean 'mqtt'?"),
-    (lambda d: d["sources"]["plc"].update(endpoint="http://x"), "line3.yaml: sources.plc.endpoint: String should match"),
-    (lambda d: d["models"]["vision"].update(engine="tensorrt"), "line3.yaml: models.vision.engine: Input should be"),
-    (lambda d: d["models"]["vision"].update(package="missing.edgepkg"),
-     "line3.yaml: models.vision.package: file missing.edgepkg does not exist"),
-    (lambda d: d["pipelines"][1].pop("window"),
-     "line3.yaml: pipelines[1].window: a signal pipeline needs a window"),
-    (lambda d: d["pipelines"][0].update(kind="signal"),
-     "line3.yaml: pipelines[0].kind: a signal pipeline needs an opcua or mqtt source; 'cam' is a camera"),
-    (lambda d: d["pipelines"][0].update(queue={"size": 0}), "line3.yaml: pipelines[0].queue.size: Input should be"),
-    (lambda d: d["pipelines"][0].update(queue={"policy": "drop_random"}), "line3.yaml: pipelines[0].queue.policy"),
-    (lambda d: d.update(pipelnes=[]), "line3.yaml: pipelnes: unknown option 'pipelnes'; did you mean 'pipelines'?"),
-    (lambda d: d.pop("agent"), "line3.yaml: agent: required section is missing"),
-    (lambda d: d.update(trusted_keys=[]), "line3.yaml: trusted_keys: at least one public key is needed"),
-    (lambda d: d["pipelines"].append(dict(d["pipelines"][0])), "line3.yaml: pipelines[2].name: pipeline name 'inspect' is used twice"),
-    # a condition that can never match is refused, with the right spelling
-    (lambda d: d["actions"]["reject"].update(when={"verdict": "ng"}),
-     "line3.yaml: actions.reject.when: verdict: unknown verdict 'ng'; did you mean 'NG'? (verdicts are OK, NG, UNSURE;"),
-    (lambda d: d["actions"]["reject"].update(when={"verdict": {"in": ["NG", "Unsure"]}}),
-     "line3.yaml: actions.reject.when: verdict: unknown verdict 'Unsure'; did you mean 'UNSURE'?"),
-    (lambda d: d["actions"]["reject"].update(when={"label": "Scratch"}),
-     "line3.yaml: actions.reject.when: label: unknown label 'Scratch'; did you mean 'scratch'? (the model's labels are"),
-    (lambda d: d["actions"]["reject"].update(when={"any": [{"label": {"in": ["scrach"]}}]}),
-     "line3.yaml: actions.reject.when: label: unknown label 'scrach'; did you mean 'scratch'?"),
-    # each action's options are checked against its own schema (not the first action type's)
-    (lambda d: d["actions"].update(alarm={"type": "alarm", "raise_afer": 3}),
-     "line3.yaml: actions.alarm.raise_afer: unknown option 'raise_afer'; did you mean 'raise_after'?"),
-    (lambda d: d["actions"]["reject"].update(pulse_msec=200),
-     "line3.yaml: actions.reject.pulse_msec: unknown option 'pulse_msec'; did you mean 'pulse_ms'?"),
-    # a quoted boolean or number would reach a Boolean coil as TRUE under any loose conversion
-    (lambda d: d["actions"]["reject"].update(value="false"),
-     "line3.yaml: actions.reject.value: 'false' is quoted text, not a boolean: a Boolean or numeric node must never "
-     "get a string; write value: false without quotes"),
-    (lambda d: d["actions"]["reject"].update(value="yes"),
-     "line3.yaml: actions.reject.value: 'yes' is quoted text, not a boolean: a Boolean or numeric node must never "
-     "get a string; write value: true without quotes"),
-    (lambda d: d["actions"]["reject"].update(value=1, reset_value="0"),
-     "line3.yaml: actions.reject.reset_value: '0' is quoted text, not a number"),
-    (lambda d: d["actions"]["reject"].update(value=None), "line3.yaml: actions.reject.value: value must be"),
-    (lambda d: d["actions"]["reject"].update(mode="edge"), "line3.yaml: actions.reject.mode: Input should be"),
-    (lambda d: d["actions"]["reject"].update(mode="pulse", value=7),
-     "line3.yaml: actions.reject: mode pulse with a non-boolean value (7) needs reset_value"),
-])
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (
+            lambda d: d["sources"]["cam"].update(fsp=5),
+            "line3.yaml: sources.cam.fsp: unknown option 'fsp'; did you mean 'fps'?",
+        ),
+        (
+            lambda d: d["pipelines"][0].update(model="vison"),
+            "line3.yaml: pipelines[0].model: unknown model slot 'vison'; did you mean 'vision'?",
+        ),
+        (
+            lambda d: d["pipelines"][1].update(source="plcc"),
+            "line3.yaml: pipelines[1].source: unknown source 'plcc'; did you mean 'plc'?",
+        ),
+        (
+            lambda d: d["pipelines"][0]["actions"].append("rejct"),
+            "line3.yaml: pipelines[0].actions[2]: unknown action 'rejct'; did you mean 'reject'?",
+        ),
+        (
+            lambda d: d["actions"]["reject"].update(source="broker"),
+            "line3.yaml: actions.reject.source: 'broker' is a mqtt source; this needs a opcua source",
+        ),
+        (
+            lambda d: d["actions"]["reject"].update(when={"verdikt": "NG"}),
+            "line3.yaml: actions.reject.when: unknown field 'verdikt'; did you mean 'verdict'?",
+        ),
+        (
+            lambda d: d["actions"]["reject"].update(when={"score": {"greater": 1}}),
+            "line3.yaml: actions.reject.when: score: unknown operator 'greater'",
+        ),
+        (
+            lambda d: d["actions"]["pub"].update(type="mqtt_pub"),
+            "line3.yaml: actions.pub.type: unknown type 'mqtt_pub'; did you mean 'mqtt_publish'?",
+        ),
+        (
+            lambda d: d["sources"]["broker"].update(type="mqt"),
+            "line3.yaml: sources.broker.type: unknown source type 'mqt'; did you mean 'mqtt'?",
+        ),
+        (
+            lambda d: d["sources"]["plc"].update(endpoint="http://x"),
+            "line3.yaml: sources.plc.endpoint: String should match",
+        ),
+        (
+            lambda d: d["models"]["vision"].update(engine="tensorrt"),
+            "line3.yaml: models.vision.engine: Input should be",
+        ),
+        (
+            lambda d: d["models"]["vision"].update(package="missing.edgepkg"),
+            "line3.yaml: models.vision.package: file missing.edgepkg does not exist",
+        ),
+        (
+            lambda d: d["pipelines"][1].pop("window"),
+            "line3.yaml: pipelines[1].window: a signal pipeline needs a window",
+        ),
+        (
+            lambda d: d["pipelines"][0].update(kind="signal"),
+            "line3.yaml: pipelines[0].kind: a signal pipeline needs an opcua or mqtt source; 'cam' is a camera",
+        ),
+        (
+            lambda d: d["pipelines"][0].update(queue={"size": 0}),
+            "line3.yaml: pipelines[0].queue.size: Input should be",
+        ),
+        (
+            lambda d: d["pipelines"][0].update(queue={"policy": "drop_random"}),
+            "line3.yaml: pipelines[0].queue.policy",
+        ),
+        (
+            lambda d: d.update(pipelnes=[]),
+            "line3.yaml: pipelnes: unknown option 'pipelnes'; did you mean 'pipelines'?",
+        ),
+        (lambda d: d.pop("agent"), "line3.yaml: agent: required section is missing"),
+        (lambda d: d.update(trusted_keys=[]), "line3.yaml: trusted_keys: at least one public key is needed"),
+        (
+            lambda d: d["pipelines"].append(dict(d["pipelines"][0])),
+            "line3.yaml: pipelines[2].name: pipeline name 'inspect' is used twice",
+        ),
+        # a condition that can never match is refused, with the right spelling
+        (
+            lambda d: d["actions"]["reject"].update(when={"verdict": "ng"}),
+            "line3.yaml: actions.reject.when: verdict: unknown verdict 'ng'; did you mean 'NG'? (verdicts are OK, NG, UNSURE;",
+        ),
+        (
+            lambda d: d["actions"]["reject"].update(when={"verdict": {"in": ["NG", "Unsure"]}}),
+            "line3.yaml: actions.reject.when: verdict: unknown verdict 'Unsure'; did you mean 'UNSURE'?",
+        ),
+        (
+            lambda d: d["actions"]["reject"].update(when={"label": "Scratch"}),
+            "line3.yaml: actions.reject.when: label: unknown label 'Scratch'; did you mean 'scratch'? (the model's labels are",
+        ),
+        (
+            lambda d: d["actions"]["reject"].update(when={"any": [{"label": {"in": ["scrach"]}}]}),
+            "line3.yaml: actions.reject.when: label: unknown label 'scrach'; did you mean 'scratch'?",
+        ),
+        # each action's options are checked against its own schema (not the first action type's)
+        (
+            lambda d: d["actions"].update(alarm={"type": "alarm", "raise_afer": 3}),
+            "line3.yaml: actions.alarm.raise_afer: unknown option 'raise_afer'; did you mean 'raise_after'?",
+        ),
+        (
+            lambda d: d["actions"]["reject"].update(pulse_msec=200),
+            "line3.yaml: actions.reject.pulse_msec: unknown option 'pulse_msec'; did you mean 'pulse_ms'?",
+        ),
+        # a quoted boolean or number would reach a Boolean coil as TRUE under any loose conversion
+        (
+            lambda d: d["actions"]["reject"].update(value="false"),
+            "line3.yaml: actions.reject.value: 'false' is quoted text, not a boolean: a Boolean or numeric node must never "
+            "get a string; write value: false without quotes",
+        ),
+        (
+            lambda d: d["actions"]["reject"].update(value="yes"),
+            "line3.yaml: actions.reject.value: 'yes' is quoted text, not a boolean: a Boolean or numeric node must never "
+            "get a string; write value: true without quotes",
+        ),
+        (
+            lambda d: d["actions"]["reject"].update(value=1, reset_value="0"),
+            "line3.yaml: actions.reject.reset_value: '0' is quoted text, not a number",
+        ),
+        (
+            lambda d: d["actions"]["reject"].update(value=None),
+            "line3.yaml: actions.reject.value: value must be",
+        ),
+        (
+            lambda d: d["actions"]["reject"].update(mode="edge"),
+            "line3.yaml: actions.reject.mode: Input should be",
+        ),
+        (
+            lambda d: d["actions"]["reject"].update(mode="pulse", value=7),
+            "line3.yaml: actions.reject: mode pulse with a non-boolean value (7) needs reset_value",
+        ),
+    ],
+)
 def test_each_broken_config_gets_its_own_clear_error(env, mutate, expected):
     data = good(env)
     mutate(data)
@@ -157,8 +245,10 @@ def test_environment_substitution_and_missing_variable(env, monkeypatch):
     data["sources"]["broker"]["password"] = "${BROKER_SECRET}"
     data["sources"]["broker"]["username"] = "edge"
     errs = errors_of(data)
-    assert errs == ["line3.yaml: sources.broker.password: environment variable BROKER_SECRET is not set "
-                    "(write ${BROKER_SECRET:-default} to give a default)"]
+    assert errs == [
+        "line3.yaml: sources.broker.password: environment variable BROKER_SECRET is not set "
+        "(write ${BROKER_SECRET:-default} to give a default)"
+    ]
     monkeypatch.setenv("BROKER_SECRET", "s3cret")
     monkeypatch.setenv("BROKER_PORT", "2883")
     cfg = parse_config(data)
@@ -197,89 +287,137 @@ def test_validate_cli_prints_every_error_and_exits_1(env, tmp_path):
     data["pipelines"][0]["model"] = "vison"
     p = tmp_path / "line3.yaml"
     p.write_text(yaml.safe_dump(data))
-    r = subprocess.run([sys.executable, "-m", "edge_agent.cli", "validate", str(p)], capture_output=True, text=True,
-                       cwd=ROOT, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "validate", str(p)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert r.returncode == 1
     assert f"{p}: sources.cam.fsp: unknown option 'fsp'; did you mean 'fps'?" in r.stderr
     assert f"{p}: pipelines[0].model: unknown model slot 'vison'; did you mean 'vision'?" in r.stderr
     assert "2 error(s)" in r.stderr
     p.write_text(yaml.safe_dump(good(env)))
-    r = subprocess.run([sys.executable, "-m", "edge_agent.cli", "validate", str(p)], capture_output=True, text=True,
-                       cwd=ROOT, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "validate", str(p)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert r.returncode == 0 and r.stdout.startswith("ok:")
 
 
 def test_validating_imports_no_engine_or_protocol_library(env, tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(good(env)))
-    code = ("import sys; from edge_agent.config import load_config; load_config(sys.argv[1]); "
-            "heavy = [m for m in ('onnxruntime', 'openvino', 'cv2', 'asyncua', 'paho', 'torch') if m in sys.modules]; "
-            "print(heavy)")
-    r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    code = (
+        "import sys; from edge_agent.config import load_config; load_config(sys.argv[1]); "
+        "heavy = [m for m in ('onnxruntime', 'openvino', 'cv2', 'asyncua', 'paho', 'torch') if m in sys.modules]; "
+        "print(heavy)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(p)], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
     assert r.stdout.strip() == "[]", r.stdout + r.stderr
 
 
 def test_a_scalar_the_model_needs_under_another_name_is_refused_with_the_mapping_to_write(env):
     errs = errors_of(with_scalar_model(env, good(env), ["Temperature"]))
-    assert ("line3.yaml: pipelines[1].window.scalars: model machine-health-t needs scalar input 'temperature', "
-            "which the window does not carry (it carries ['Temperature']); every window would be refused; "
-            "map the tag to it: scalars: {temperature: Temperature}") in errs, errs
+    assert (
+        "line3.yaml: pipelines[1].window.scalars: model machine-health-t needs scalar input 'temperature', "
+        "which the window does not carry (it carries ['Temperature']); every window would be refused; "
+        "map the tag to it: scalars: {temperature: Temperature}"
+    ) in errs, errs
     cfg = parse_config(with_scalar_model(env, good(env), {"temperature": "Temperature"}))
     assert cfg.pipelines[1].window.scalar_inputs == {"Temperature": "temperature"}
 
 
 def test_a_tag_the_source_does_not_produce_is_refused_with_path_and_fix(env):
     d = with_scalar_model(env, good(env), {"temperature": "Temp"})
-    d["sources"]["plc"]["nodes"] = [{"node_id": "ns=2;s=M.Vibration", "tag": "Vibration"},
-                                    {"node_id": "ns=2;i=7", "tag": "Temperature"}]  # tags certain: refused
+    d["sources"]["plc"]["nodes"] = [
+        {"node_id": "ns=2;s=M.Vibration", "tag": "Vibration"},
+        {"node_id": "ns=2;i=7", "tag": "Temperature"},
+    ]  # tags certain: refused
     errs = errors_of(d)
-    assert "line3.yaml: pipelines[1].window.scalars.temperature: source 'plc' produces no tag 'Temp'; it gives " \
-           "['Temperature', 'Vibration']" in errs, errs
+    assert (
+        "line3.yaml: pipelines[1].window.scalars.temperature: source 'plc' produces no tag 'Temp'; it gives "
+        "['Temperature', 'Vibration']" in errs
+    ), errs
     # browse names guessed from string NodeIds may not be the server's: a warning that says how to check
     cfg = parse_config(with_scalar_model(env, good(env), {"temperature": "Temp"}), "line3.yaml")
-    assert cfg.warnings == ["line3.yaml: pipelines[1].window.scalars.temperature: source 'plc' produces no tag "
-                            "'Temp'; it gives ['Temperature', 'Vibration'] (OPC UA: a node's tag is its `tag:` or, "
-                            "by default, its browse name, here guessed from the NodeId; set `tag:` on the node to "
-                            "name it, or check with `edge-agent validate --online`)"]
+    assert cfg.warnings == [
+        "line3.yaml: pipelines[1].window.scalars.temperature: source 'plc' produces no tag "
+        "'Temp'; it gives ['Temperature', 'Vibration'] (OPC UA: a node's tag is its `tag:` or, "
+        "by default, its browse name, here guessed from the NodeId; set `tag:` on the node to "
+        "name it, or check with `edge-agent validate --online`)"
+    ]
     d = good(env)
-    d["pipelines"][1]["window"]["waveform"] = "vibration"  # only the case differs from the browse name: refused
+    d["pipelines"][1]["window"]["waveform"] = (
+        "vibration"  # only the case differs from the browse name: refused
+    )
     errs = errors_of(d)
-    assert any(e.startswith("line3.yaml: pipelines[1].window.waveform: source 'plc' produces no tag 'vibration'; "
-                            "did you mean 'Vibration'?") for e in errs), errs
+    assert any(
+        e.startswith(
+            "line3.yaml: pipelines[1].window.waveform: source 'plc' produces no tag 'vibration'; "
+            "did you mean 'Vibration'?"
+        )
+        for e in errs
+    ), errs
     d["sources"]["plc"]["nodes"][0]["tag"] = "vibration"  # `tag:` settles it
     parse_config(d)
     from edge_agent.config import _guess_tag
 
-    assert [_guess_tag(n) for n in ('ns=3;s="DB_Line"."Temp"', "ns=6;s=::Program:speed", "ns=2;s=Line/Press/T1",
-                                    "ns=4;s=|var|PLC.Application.GVL.bStart", "ns=2;i=1001")] == \
-        ["Temp", "speed", "T1", "bStart", None]
+    assert [
+        _guess_tag(n)
+        for n in (
+            'ns=3;s="DB_Line"."Temp"',
+            "ns=6;s=::Program:speed",
+            "ns=2;s=Line/Press/T1",
+            "ns=4;s=|var|PLC.Application.GVL.bStart",
+            "ns=2;i=1001",
+        )
+    ] == ["Temp", "speed", "T1", "bStart", None]
     d = good(env)  # an explicit tag is what counts
     d["sources"]["plc"]["nodes"] = [{"node_id": "ns=2;i=1001", "tag": "vibration"}]
     d["pipelines"][1]["window"]["waveform"] = "vibration"
     parse_config(d)
-    d["sources"]["plc"]["nodes"].append({"node_id": "ns=2;i=1002"})  # a browse name not known offline: not refused
+    d["sources"]["plc"]["nodes"].append(
+        {"node_id": "ns=2;i=1002"}
+    )  # a browse name not known offline: not refused
     d["pipelines"][1]["window"]["waveform"] = "anything"
     parse_config(d)
 
 
 def test_a_sparkplug_tag_map_key_with_the_group_is_a_warning_with_the_fix(env):
     d = good(env)
-    d["sources"]["broker"].update(subscriptions=[{"topic": "spBv1.0/plant/#", "codec": "sparkplug_b"}],
-                                  sparkplug={"tag_map": {"plant/edge0/motor1/current_a": "current",
-                                                         "edge0/motor1/speed": "speed"}})
+    d["sources"]["broker"].update(
+        subscriptions=[{"topic": "spBv1.0/plant/#", "codec": "sparkplug_b"}],
+        sparkplug={"tag_map": {"plant/edge0/motor1/current_a": "current", "edge0/motor1/speed": "speed"}},
+    )
     cfg = parse_config(d, "line3.yaml")
-    assert cfg.warnings == ["line3.yaml: sources.broker.sparkplug.tag_map.plant/edge0/motor1/current_a: starts with "
-                            "the Sparkplug group 'plant', so it would match no metric; keys are "
-                            "'{edge_node}/{device}/{metric}': write 'edge0/motor1/current_a'"]
+    assert cfg.warnings == [
+        "line3.yaml: sources.broker.sparkplug.tag_map.plant/edge0/motor1/current_a: starts with "
+        "the Sparkplug group 'plant', so it would match no metric; keys are "
+        "'{edge_node}/{device}/{metric}': write 'edge0/motor1/current_a'"
+    ]
 
 
 def test_validate_cli_prints_warnings_and_still_exits_0(env, tmp_path):
     d = good(env)
-    d["sources"]["broker"].update(subscriptions=[{"topic": "spBv1.0/plant/#", "codec": "sparkplug_b"}],
-                                  sparkplug={"tag_map": {"plant/edge0/m/t": "t"}})
+    d["sources"]["broker"].update(
+        subscriptions=[{"topic": "spBv1.0/plant/#", "codec": "sparkplug_b"}],
+        sparkplug={"tag_map": {"plant/edge0/m/t": "t"}},
+    )
     p = tmp_path / "line3.yaml"
     p.write_text(yaml.safe_dump(d))
-    r = subprocess.run([sys.executable, "-m", "edge_agent.cli", "validate", str(p)], capture_output=True, text=True,
-                       cwd=ROOT, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "validate", str(p)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert r.returncode == 0 and r.stdout.startswith("ok:")
     assert r.stderr.startswith(f"warning: {p}: sources.broker.sparkplug.tag_map.plant/edge0/m/t: starts with")

@@ -15,8 +15,17 @@ from edge_agent.types import Result
 
 
 def result(**kw) -> Result:
-    base = dict(pipeline="p", source="s", item_seq=1, captured_at=0.0, model="m", model_version="1.0.0",
-                engine="onnxruntime", verdict="OK", score=0.1)
+    base = dict(
+        pipeline="p",
+        source="s",
+        item_seq=1,
+        captured_at=0.0,
+        model="m",
+        model_version="1.0.0",
+        engine="onnxruntime",
+        verdict="OK",
+        score=0.1,
+    )
     return Result(**{**base, **kw})
 
 
@@ -34,13 +43,16 @@ def test_conditions_match_structured_expressions():
     assert not missing(result())  # a vision result has no anomaly score: false, not an error
 
 
-@pytest.mark.parametrize("spec, msg", [
-    ({"verdikt": "NG"}, "unknown field 'verdikt'; did you mean 'verdict'?"),
-    ({"score": {"bigger": 1}}, "unknown operator 'bigger'"),
-    ({"all": []}, "'all' takes a non-empty list"),
-    ("verdict == 'NG'", "a condition is a mapping"),
-    ({"label": {"in": "crack"}}, "'in' takes a list"),
-])
+@pytest.mark.parametrize(
+    "spec, msg",
+    [
+        ({"verdikt": "NG"}, "unknown field 'verdikt'; did you mean 'verdict'?"),
+        ({"score": {"bigger": 1}}, "unknown operator 'bigger'"),
+        ({"all": []}, "'all' takes a non-empty list"),
+        ("verdict == 'NG'", "a condition is a mapping"),
+        ({"label": {"in": "crack"}}, "'in' takes a list"),
+    ],
+)
 def test_bad_conditions_are_refused(spec, msg):
     with pytest.raises(ConditionError, match=msg):
         compile_condition(spec)
@@ -80,15 +92,21 @@ def test_windows_by_count_with_hop_from_array_and_scalar_tags():
         win = w.add(reading("vib", np.arange(i * 4, i * 4 + 4, dtype=float), t=float(i)))
         if win is not None:
             out.append(win)
-    assert [list(x.waveform) for x in out] == [list(range(0, 8)), list(range(4, 12)), list(range(8, 16)),
-                                               list(range(12, 20))]
+    assert [list(x.waveform) for x in out] == [
+        list(range(0, 8)),
+        list(range(4, 12)),
+        list(range(8, 16)),
+        list(range(12, 20)),
+    ]
     assert [x.seq for x in out] == [0, 1, 2, 3] and out[0].scalars == {"temp": 40.0}
     # a scalar stream works the same way, one sample per reading
     s = Windower("plc", WindowSettings(waveform="current", size_samples=8, hop_samples=8), 1024)
     wins = [s.add(reading("current", float(i))) for i in range(24)]
-    assert [list(x.waveform) for x in wins if x is not None] == [list(map(float, range(0, 8))),
-                                                                 list(map(float, range(8, 16))),
-                                                                 list(map(float, range(16, 24)))]
+    assert [list(x.waveform) for x in wins if x is not None] == [
+        list(map(float, range(0, 8))),
+        list(map(float, range(8, 16))),
+        list(map(float, range(16, 24))),
+    ]
 
 
 def test_bad_quality_and_non_finite_samples_are_counted_and_kept_out():
@@ -120,7 +138,9 @@ def test_a_scalar_that_never_comes_is_said_once_and_counted(caplog):
     from devices.base import Notices
 
     notes = Notices(logging.getLogger("test.windower"))
-    w = Windower("plc", WindowSettings(waveform="vib", scalars=["temp"], size_samples=4), 1024, notes, "health")
+    w = Windower(
+        "plc", WindowSettings(waveform="vib", scalars=["temp"], size_samples=4), 1024, notes, "health"
+    )
     w.add(reading("Temp", 1.0))
     for _ in range(10):
         assert w.add(reading("vib", np.ones(4))) is None
@@ -143,9 +163,21 @@ async def test_a_slow_plc_gets_the_latest_output_not_a_backlog():
             await asyncio.sleep(0.05)
             self.writes.append(value)
 
-    cfg = parse_config({"agent": {"id": "gw"}, "sources": {"plc": {"type": "opcua", "endpoint": "opc.tcp://x:4840"}},
-                        "actions": {"out": {"type": "opcua_write", "source": "plc", "node_id": "ns=2;s=Out",
-                                            "reset_value": False, "when": {"verdict": "NG"}}}})
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw"},
+            "sources": {"plc": {"type": "opcua", "endpoint": "opc.tcp://x:4840"}},
+            "actions": {
+                "out": {
+                    "type": "opcua_write",
+                    "source": "plc",
+                    "node_id": "ns=2;s=Out",
+                    "reset_value": False,
+                    "when": {"verdict": "NG"},
+                }
+            },
+        }
+    )
     plc = SlowPlc()
     runner = ActionRunner(cfg, {"plc": plc})
     for i in range(40):

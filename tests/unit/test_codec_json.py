@@ -36,8 +36,10 @@ def test_timestamp_formats(raw, fmt, expected):
     assert ts == expected
 
 
-@pytest.mark.parametrize("payload", [b'\xef\xbb\xbf{"t": 2.5}', '{"t": 2.5}'.encode("utf-16"),
-                                     '{"t": 2.5}'.encode("utf-32"), '{"t": 2.5}'])
+@pytest.mark.parametrize(
+    "payload",
+    [b'\xef\xbb\xbf{"t": 2.5}', '{"t": 2.5}'.encode("utf-16"), '{"t": 2.5}'.encode("utf-32"), '{"t": 2.5}'],
+)
 def test_every_encoding_json_allows_decodes(payload):
     assert decode(payload) == [("t", 2.5, 0.0)]
 
@@ -60,7 +62,11 @@ def test_number_arrays_become_waveforms():
         (b'{"v": Infinity}', None, "non_finite"),
         (b'{"v": [1, NaN]}', JsonMapping(values={"v": "v"}), "non_finite"),
         (b'{"ts": "yesterday", "v": 1}', None, "wrong_type"),
-        (b'{"ts": "yesterday", "v": 1}', JsonMapping(timestamp_format=TimestampFormat.ISO8601), "bad_timestamp"),
+        (
+            b'{"ts": "yesterday", "v": 1}',
+            JsonMapping(timestamp_format=TimestampFormat.ISO8601),
+            "bad_timestamp",
+        ),
     ],
 )
 def test_bad_payloads_raise_typed_errors(payload, mapping, reason):
@@ -78,7 +84,11 @@ def test_garbage_bytes_raise_only_codec_error(data):
         pass
 
 
-@given(st.dictionaries(st.from_regex(r"[a-z]{1,8}", fullmatch=True), st.floats(allow_nan=False, allow_infinity=False)))
+@given(
+    st.dictionaries(
+        st.from_regex(r"[a-z]{1,8}", fullmatch=True), st.floats(allow_nan=False, allow_infinity=False)
+    )
+)
 @settings(max_examples=100, deadline=None)
 def test_encode_then_decode_round_trips_numeric_fields(d):
     d.pop("ts", None)

@@ -75,7 +75,13 @@ def test_topic_parses_and_rebuilds(topic, expected):
 
 @pytest.mark.parametrize(
     "topic",
-    ["spBv1.0/plant/NOPE/edge1", "spAv1.0/plant/NDATA/e", "spBv1.0/plant/DDATA/edge1", "spBv1.0/plant/NDATA/e/d", "x"],
+    [
+        "spBv1.0/plant/NOPE/edge1",
+        "spAv1.0/plant/NDATA/e",
+        "spBv1.0/plant/DDATA/edge1",
+        "spBv1.0/plant/NDATA/e/d",
+        "x",
+    ],
 )
 def test_bad_topics_are_bad_topic_errors(topic):
     with pytest.raises(CodecError) as e:

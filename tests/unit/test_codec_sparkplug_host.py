@@ -10,18 +10,26 @@ D = sp.DataType
 
 def host(**kw):
     sent, errors = [], []
-    h = SparkplugHost("src", SparkplugHostSettings(**kw), lambda t, b: sent.append((t, b)), lambda r, d: errors.append(r))
+    h = SparkplugHost(
+        "src", SparkplugHostSettings(**kw), lambda t, b: sent.append((t, b)), lambda r, d: errors.append(r)
+    )
     return h, sent, errors
 
 
 def birth(h, bd=0):
     nb = sp.Payload(1000, 0, [sp.Metric("bdSeq", None, D.INT64, bd), sp.Metric("uptime", 1, D.DOUBLE, 1.0)])
     db = sp.Payload(1000, 1, [sp.Metric("current", 10, D.DOUBLE, 4.0)])
-    return h.handle("spBv1.0/g/NBIRTH/n", sp.encode(nb), 1.0) + h.handle("spBv1.0/g/DBIRTH/n/m", sp.encode(db), 1.0)
+    return h.handle("spBv1.0/g/NBIRTH/n", sp.encode(nb), 1.0) + h.handle(
+        "spBv1.0/g/DBIRTH/n/m", sp.encode(db), 1.0
+    )
 
 
 def ddata(h, seq, alias=10, value=5.0):
-    return h.handle("spBv1.0/g/DDATA/n/m", sp.encode(sp.Payload(2000, seq, [sp.Metric(None, alias, D.DOUBLE, value)])), 2.0)
+    return h.handle(
+        "spBv1.0/g/DDATA/n/m",
+        sp.encode(sp.Payload(2000, seq, [sp.Metric(None, alias, D.DOUBLE, value)])),
+        2.0,
+    )
 
 
 def test_birth_values_and_aliased_data_become_named_tags():
@@ -66,7 +74,10 @@ def test_ndeath_marks_last_values_bad_and_stale_death_is_ignored():
     stale = h.handle("spBv1.0/g/NDEATH/n", sp.death_payload(2), 3.0)
     assert stale == [] and h.node_alive("g", "n")
     dead = h.handle("spBv1.0/g/NDEATH/n", sp.death_payload(3), 3.0)
-    assert {(r.tag, r.value, r.quality) for r in dead} == {("n/uptime", 1.0, Quality.BAD), ("n/m/current", 4.0, Quality.BAD)}
+    assert {(r.tag, r.value, r.quality) for r in dead} == {
+        ("n/uptime", 1.0, Quality.BAD),
+        ("n/m/current", 4.0, Quality.BAD),
+    }
     assert not h.node_alive("g", "n")
 
 

@@ -44,8 +44,13 @@ def test_shaft_speed_is_found_in_the_spectrum_despite_mains_hum_and_a_neighbours
 def test_an_outer_race_fault_raises_the_envelope_at_bpfo_not_bpfi():
     m = Machine(4, rpm=1800.0)
     healthy = [condition_features(m.window(), m.fs, m.rpm / 60, m.bearing) for _ in range(10)]
-    faulty = [condition_features(m.window(0.6, "bearing_outer"), m.fs, m.rpm / 60, m.bearing) for _ in range(10)]
-    rise = {k: np.mean([f[k] for f in faulty]) - np.mean([h[k] for h in healthy]) for k in ("env_bpfo", "env_bpfi")}
+    faulty = [
+        condition_features(m.window(0.6, "bearing_outer"), m.fs, m.rpm / 60, m.bearing) for _ in range(10)
+    ]
+    rise = {
+        k: np.mean([f[k] for f in faulty]) - np.mean([h[k] for h in healthy])
+        for k in ("env_bpfo", "env_bpfi")
+    }
     assert rise["env_bpfo"] > 1.0 and rise["env_bpfo"] > 2 * rise["env_bpfi"]
 
 
@@ -59,9 +64,16 @@ def test_a_manifest_may_declare_condition_features_and_old_specs_are_unchanged()
     x = m.window(0.5, "bearing_outer")
     old = SignalPreprocessing(window_samples=2048, sample_rate_hz=10000.0, n_bands=16)
     b = m.bearing
-    new = SignalPreprocessing.model_validate({**old.model_dump(exclude={"condition"}), "condition": {
-        "names": ["order_1x", "env_bpfo"], "speed_scalar": "speed",
-        "bearing": [b.n_elements, b.ball_d_mm, b.pitch_d_mm, b.contact_angle_deg]}})
+    new = SignalPreprocessing.model_validate(
+        {
+            **old.model_dump(exclude={"condition"}),
+            "condition": {
+                "names": ["order_1x", "env_bpfo"],
+                "speed_scalar": "speed",
+                "bearing": [b.n_elements, b.ball_d_mm, b.pitch_d_mm, b.contact_angle_deg],
+            },
+        }
+    )
     a, c = signal_features(x, None, old), signal_features(x, {"speed": 1500.0}, new)
     assert a.shape == (1, 20) and c.shape == (1, 22) == (1, new.n_features)
     assert np.array_equal(a, c[:, :20])

@@ -14,12 +14,19 @@ from edge_agent.config import AgentConfig, ConfigError, parse_config
 def plain() -> dict:
     return {
         "agent": {"id": "gw1"},
-        "sources": {"plc": {"type": "opcua", "endpoint": "opc.tcp://127.0.0.1:4840/",
-                            "nodes": [{"node_id": "ns=2;s=M.Temp"}]},
-                    "broker": {"type": "mqtt"}},
+        "sources": {
+            "plc": {
+                "type": "opcua",
+                "endpoint": "opc.tcp://127.0.0.1:4840/",
+                "nodes": [{"node_id": "ns=2;s=M.Temp"}],
+            },
+            "broker": {"type": "mqtt"},
+        },
         "rules": [{"name": "hot", "source": "plc", "tag": "Temp", "above": 80, "actions": ["reject", "pub"]}],
-        "actions": {"reject": {"type": "opcua_write", "source": "plc", "node_id": "ns=2;s=M.Reject", "value": True},
-                    "pub": {"type": "mqtt_publish", "source": "broker"}},
+        "actions": {
+            "reject": {"type": "opcua_write", "source": "plc", "node_id": "ns=2;s=M.Reject", "value": True},
+            "pub": {"type": "mqtt_publish", "source": "broker"},
+        },
     }
 
 
@@ -53,8 +60,9 @@ def test_a_plugins_own_cross_check_reports_with_file_and_path():
     data = plain()
     data["actions"]["keep"] = {"type": "save_sample"}
     data["rules"][0]["actions"].append("keep")  # a rule has no model input: save_sample refuses it
-    assert errors_of(data) == ["line3.yaml: rules[0].actions[2]: 'keep' saves model inputs; a rule has none, "
-                               "remove it"]
+    assert errors_of(data) == [
+        "line3.yaml: rules[0].actions[2]: 'keep' saves model inputs; a rule has none, remove it"
+    ]
 
 
 def test_an_entry_without_a_type_names_the_choices_from_its_table():
@@ -72,7 +80,11 @@ def test_a_bad_entry_hides_neither_the_others_nor_the_cross_checks():
     data["rules"][0]["source"] = "plcc"  # ... a reference elsewhere is wrong ...
     data["rules"].append({"name": "cold", "source": "plc", "tag": "Temp"})  # ... and an entry is incomplete
     errs = errors_of(data)
-    assert [e.split(":")[1].strip() for e in errs] == ["sources.plc.endpoint", "rules[1]", "rules[0].source"], errs
+    assert [e.split(":")[1].strip() for e in errs] == [
+        "sources.plc.endpoint",
+        "rules[1]",
+        "rules[0].source",
+    ], errs
 
 
 def test_every_source_type_says_what_it_gives_pipelines():

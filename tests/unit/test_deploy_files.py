@@ -50,8 +50,15 @@ def test_unit_runs_installed_console_scripts(unit):
 @pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
 def test_unit_is_hardened_and_restarts(unit):
     text = unit.read_text()
-    for option in ("NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
-                   "Restart=always", "StateDirectory=", "User="):
+    for option in (
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "Restart=always",
+        "StateDirectory=",
+        "User=",
+    ):
         assert option in text, f"{unit.name} lacks {option}"
     assert "User=root" not in text
 
@@ -62,7 +69,9 @@ def test_unit_passes_systemd_analyze_verify(unit, tmp_path):
     # point the unit at this environment's scripts so that verify can check they are executable
     local = tmp_path / unit.name
     local.write_text(unit.read_text().replace(INSTALL_PREFIX, str(Path(sys.executable).parent.parent)))
-    proc = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", str(local)], capture_output=True, text=True, timeout=60
+    )
     problems = [ln for ln in (proc.stdout + proc.stderr).splitlines() if unit.name in ln]
     assert proc.returncode == 0 and not problems, "\n".join(problems) or proc.stderr
 

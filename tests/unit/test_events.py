@@ -38,13 +38,25 @@ def test_no_event_is_built_as_a_plain_dict_and_every_kind_named_in_code_exists()
         for node in ast.walk(tree):
             if isinstance(node, ast.Dict):
                 for k, v in zip(node.keys, node.values, strict=True):
-                    if isinstance(k, ast.Constant) and k.value == "kind" and isinstance(v, ast.Constant | ast.JoinedStr):
+                    if (
+                        isinstance(k, ast.Constant)
+                        and k.value == "kind"
+                        and isinstance(v, ast.Constant | ast.JoinedStr)
+                    ):
                         bad.append(f"{path.relative_to(ROOT)}:{node.lineno}")
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "EventKind":
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "EventKind"
+            ):
                 if node.attr not in EventKind.__members__ and node.attr not in ("fields", "meaning"):
                     unknown.append(f"{path.relative_to(ROOT)}:{node.lineno}: EventKind.{node.attr}")
-            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) in (
-                    "Event", "_event") and node.args and isinstance(node.args[0], ast.Constant):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", getattr(node.func, "attr", None)) in ("Event", "_event")
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
                 if node.args[0].value not in {k.value for k in EventKind}:
                     unknown.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.args[0].value!r}")
     assert not bad, f"events built as dicts (use protocols.events.Event): {bad}"
@@ -75,7 +87,9 @@ def test_the_agent_refuses_an_unknown_kind_and_records_a_known_one_in_its_wire_f
     from edge_agent.agent import Agent
     from edge_agent.config import parse_config
 
-    agent = Agent(parse_config({"agent": {"id": "gw-1", "data_dir": str(tmp_path)}, "http": {"enabled": False}}))
+    agent = Agent(
+        parse_config({"agent": {"id": "gw-1", "data_dir": str(tmp_path)}, "http": {"enabled": False}})
+    )
     agent._event({"kind": "life_reset", "t": 3.0, "pipeline": "health", "reason": "bearing replaced"})
     with pytest.raises(ValueError, match="unknown event kind 'made_up'"):
         agent._event({"kind": "made_up", "t": 4.0})

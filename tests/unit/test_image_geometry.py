@@ -11,8 +11,9 @@ from model_packager.preprocess import PreprocessError, heatmap_on_frame, image_t
 
 
 def spec(**kw) -> ImagePreprocessing:
-    return ImagePreprocessing(**{"width": 32, "height": 32, "mean": [0.5] * 3, "std": [0.25] * 3,
-                                 "interpolation": "linear", **kw})
+    return ImagePreprocessing(
+        **{"width": 32, "height": 32, "mean": [0.5] * 3, "std": [0.25] * 3, "interpolation": "linear", **kw}
+    )
 
 
 def frame(h=1024, w=1280, seed=0) -> np.ndarray:
@@ -23,8 +24,11 @@ def test_roi_is_a_pixel_box_of_the_frame():
     f = frame(200, 300)
     got = image_tensor(f, spec(roi=[40, 30, 100, 80]))
     assert np.array_equal(got, image_tensor(np.ascontiguousarray(f[30:110, 40:140]), spec()))
-    with pytest.raises(PreprocessError, match=r"roi \[x=250, y=30, width=100, height=80\] reaches outside the "
-                                              r"300x200 frame"):
+    with pytest.raises(
+        PreprocessError,
+        match=r"roi \[x=250, y=30, width=100, height=80\] reaches outside the "
+        r"300x200 frame",
+    ):
         image_tensor(f, spec(roi=[250, 30, 100, 80]))
 
 
@@ -111,12 +115,23 @@ def test_uint8_frames_normalise_to_the_same_float32_values_as_the_per_pixel_form
     # channel order (pins the values any faster normalisation must keep)
     import cv2
 
-    spec = ImagePreprocessing(kind="image", width=40, height=30, color=color, layout=layout, interpolation="linear",
-                              mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    spec = ImagePreprocessing(
+        kind="image",
+        width=40,
+        height=30,
+        color=color,
+        layout=layout,
+        interpolation="linear",
+        mean=[0.485, 0.456, 0.406],
+        std=[0.229, 0.224, 0.225],
+    )
     frame = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     small = cv2.resize(frame, (40, 30), interpolation=cv2.INTER_LINEAR)
-    chans = ([cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)] if color == "gray"
-             else [small[:, :, i] for i in ((2, 1, 0) if color == "rgb" else (0, 1, 2))])
+    chans = (
+        [cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)]
+        if color == "gray"
+        else [small[:, :, i] for i in ((2, 1, 0) if color == "rgb" else (0, 1, 2))]
+    )
     c = len(chans)
     std = np.asarray(spec.std[:c], np.float64)
     a = (spec.scale / std).astype(np.float32)

@@ -48,14 +48,19 @@ def test_folder_per_class_any_names_any_format(tmp_path):
     assert meta["classes"][0] == "pass" and meta["counts"] == {"pass": 20, "burr": 3, "chipped_edge": 2}
     ds = load_parts(out)
     assert ds.classes == ["pass", "burr", "chipped_edge"] and ds.digest == meta["digest"]
-    assert len(ds.images) == 25 and all(im.ndim == 3 and im.shape[2] == 3 for im in ds.images)  # grey read as BGR
+    assert len(ds.images) == 25 and all(
+        im.ndim == 3 and im.shape[2] == 3 for im in ds.images
+    )  # grey read as BGR
     assert sorted(np.bincount(ds.labels).tolist()) == [2, 3, 20]
 
 
 def test_good_class_named_explicitly(tmp_path):
     src = per_class(tmp_path / "src", {"accepted": 20, "flash": 2})
-    with pytest.raises(DatasetError, match=r"cannot tell which class is good among \['accepted', 'flash'\]; "
-                                           "name it with --good"):
+    with pytest.raises(
+        DatasetError,
+        match=r"cannot tell which class is good among \['accepted', 'flash'\]; "
+        "name it with --good",
+    ):
         import_images(src, tmp_path / "a")
     assert import_images(src, tmp_path / "b", good="accepted")["classes"] == ["accepted", "flash"]
 
@@ -111,10 +116,15 @@ def test_mask_without_an_image_is_refused(tmp_path):
 
 def test_a_single_class_is_refused_for_a_classifier(tmp_path):
     src = per_class(tmp_path / "src", {"ok": 25})
-    with pytest.raises(DatasetError, match=r"a single class \['ok'\]; a classifier needs the good class and at "
-                                           "least one defect class"):
+    with pytest.raises(
+        DatasetError,
+        match=r"a single class \['ok'\]; a classifier needs the good class and at "
+        "least one defect class",
+    ):
         import_images(src, tmp_path / "ds")
-    assert import_images(src, tmp_path / "ds2", task="anomaly")["classes"] == ["ok"]  # good-only is fine there
+    assert import_images(src, tmp_path / "ds2", task="anomaly")["classes"] == [
+        "ok"
+    ]  # good-only is fine there
 
 
 def test_too_few_good_images_says_how_many_are_needed(tmp_path):
@@ -136,7 +146,10 @@ def test_cli_imports_and_reports_bad_input_in_one_line(tmp_path, capsys):
     src = per_class(tmp_path / "src", {"good": 20, "scratch": 2})
     assert cloud_main(["dataset", "import", str(src), "--out", str(tmp_path / "ds")]) == 0
     assert '"classes": ["good", "scratch"]' in capsys.readouterr().out
-    assert cloud_main(["dataset", "import", "--out", str(tmp_path / "ds2"), str(tmp_path / "src" / "scratch")]) == 2
+    assert (
+        cloud_main(["dataset", "import", "--out", str(tmp_path / "ds2"), str(tmp_path / "src" / "scratch")])
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cloud-trainer dataset import:" in err[0] and "no class folders" in err[0]
     (tmp_path / "nothing").mkdir()
@@ -146,7 +159,11 @@ def test_cli_imports_and_reports_bad_input_in_one_line(tmp_path, capsys):
 
 def test_cli_dispatches_the_fleet_kind_to_the_fleet_export(tmp_path, capsys):
     (tmp_path / "cloud").mkdir()
-    assert cloud_main(["dataset", "import", "--kind", "fleet", str(tmp_path / "cloud"), "--out",
-                       str(tmp_path / "ds")]) == 2
+    assert (
+        cloud_main(
+            ["dataset", "import", "--kind", "fleet", str(tmp_path / "cloud"), "--out", str(tmp_path / "ds")]
+        )
+        == 2
+    )
     assert f"{tmp_path / 'cloud'}: no fleet store (fleet.db)" in capsys.readouterr().err
     assert not (tmp_path / "ds").exists()

@@ -29,12 +29,17 @@ def test_training_like_frames_pass_and_far_off_ones_say_why(stats):
     assert check(stats, cv2.GaussianBlur(img, (0, 0), 3)).startswith("blurred")
     assert check(stats, (img * 0.2).astype(np.uint8)).startswith("underexposed")
     assert check(stats, np.clip(img.astype(int) * 3, 0, 255).astype(np.uint8)).startswith("overexposed")
-    foreign = cv2.resize(np.random.default_rng(0).integers(0, 255, (6, 6, 3), dtype=np.uint8), (96, 96),
-                         interpolation=cv2.INTER_NEAREST)
+    foreign = cv2.resize(
+        np.random.default_rng(0).integers(0, 255, (6, 6, 3), dtype=np.uint8),
+        (96, 96),
+        interpolation=cv2.INTER_NEAREST,
+    )
     assert check(stats, foreign) is not None
     moved = np.roll(img, 30, axis=1)  # the camera moved: the scene no longer matches
     assert check(stats, moved).startswith("wrong scene")
-    assert check(stats, cv2.GaussianBlur(img, (0, 0), 3), tolerance=50) is None  # tolerance widens every margin
+    assert (
+        check(stats, cv2.GaussianBlur(img, (0, 0), 3), tolerance=50) is None
+    )  # tolerance widens every margin
     InputStats.model_validate(stats.model_dump(mode="json"))  # round-trips through the manifest
 
 

@@ -53,8 +53,11 @@ def test_package_imports_only_what_design_allows(package):
 
 
 def test_agent_never_imports_torch():
-    offenders = [str(rel) for rel in _sources("edge_agent") if "torch" in {
-        n.split(".")[0] for n in _all_import_names(ROOT / rel)}]
+    offenders = [
+        str(rel)
+        for rel in _sources("edge_agent")
+        if "torch" in {n.split(".")[0] for n in _all_import_names(ROOT / rel)}
+    ]
     assert not offenders, f"the agent must never import torch: {offenders}"
 
 

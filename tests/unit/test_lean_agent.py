@@ -20,7 +20,9 @@ HEAVY = ("onnx", "onnxruntime", "openvino", "cv2", "asyncua", "paho", "torch", "
 
 
 def _run(code: str, *args: str) -> str:
-    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout.strip().splitlines()[-1]
 
@@ -33,10 +35,15 @@ def test_graph_io_reads_the_model_as_onnx_does_and_refuses_garbage(tmp_path):
         inits = {i.name for i in m.graph.initializer}
 
         def dims(v):
-            return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in v.type.tensor_type.shape.dim]
+            return [
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                for d in v.type.tensor_type.shape.dim
+            ]
 
-        want = ({v.name: (v.type.tensor_type.elem_type, dims(v)) for v in m.graph.input if v.name not in inits},
-                {v.name: (v.type.tensor_type.elem_type, dims(v)) for v in m.graph.output})
+        want = (
+            {v.name: (v.type.tensor_type.elem_type, dims(v)) for v in m.graph.input if v.name not in inits},
+            {v.name: (v.type.tensor_type.elem_type, dims(v)) for v in m.graph.output},
+        )
         assert graph_io(path.read_bytes()) == want
     data = path.read_bytes()
     for bad in (b"", b"not a model at all", data[: len(data) // 3], b"\x3a\xff\xff\xff\xff\x0f"):
@@ -46,22 +53,27 @@ def test_graph_io_reads_the_model_as_onnx_does_and_refuses_garbage(tmp_path):
 
 def test_peak_rss_is_the_process_own_not_its_parents():
     ballast = np.ones(60 * 2**20 // 8)  # this process now peaks 60 MB higher than a fresh interpreter
-    code = ("import time; t = time.time()\nfrom edge_agent.process_info import launched_at, peak_rss_mb\n"
-            "print(peak_rss_mb(), t - launched_at())")
+    code = (
+        "import time; t = time.time()\nfrom edge_agent.process_info import launched_at, peak_rss_mb\n"
+        "print(peak_rss_mb(), t - launched_at())"
+    )
     peak, waited = map(float, _run(code).split())
     assert peak < 40, f"a bare interpreter reported {peak} MB: its parent's peak, not its own"
     assert 0 <= waited < 5  # launch is before the first line of Python runs
     assert ballast.sum() > 0
 
 
-@pytest.mark.parametrize(("source", "expect"), [({"type": "mqtt"}, {"paho"}),
-                                                 ({"type": "camera", "url": "frames/"}, set())])
+@pytest.mark.parametrize(
+    ("source", "expect"), [({"type": "mqtt"}, {"paho"}), ({"type": "camera", "url": "frames/"}, set())]
+)
 def test_an_agent_imports_only_what_its_config_uses(source, expect):
     # (a camera imports cv2 when it starts; building the agent must not)
     cfg = {"agent": {"id": "gw"}, "http": {"enabled": False}, "sources": {"s": source}}
-    code = ("import json, sys\nfrom edge_agent.config import parse_config\nfrom edge_agent.agent import Agent\n"
-            "Agent(parse_config(json.loads(sys.argv[1])))\n"
-            f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))")
+    code = (
+        "import json, sys\nfrom edge_agent.config import parse_config\nfrom edge_agent.agent import Agent\n"
+        "Agent(parse_config(json.loads(sys.argv[1])))\n"
+        f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
+    )
     assert set(json.loads(_run(code, json.dumps(cfg)))) == expect
 
 

@@ -10,20 +10,32 @@ from edge_agent.types import Result
 
 
 def result(seq: int, verdict: str) -> Result:
-    return Result(pipeline="p", source="s", item_seq=seq, captured_at=0.0, model="m", model_version="1.0.0",
-                  engine="onnxruntime", verdict=verdict, score=0.9 if verdict == "NG" else 0.1)
+    return Result(
+        pipeline="p",
+        source="s",
+        item_seq=seq,
+        captured_at=0.0,
+        model="m",
+        model_version="1.0.0",
+        engine="onnxruntime",
+        verdict=verdict,
+        score=0.9 if verdict == "NG" else 0.1,
+    )
 
 
 async def test_log_action_logs_one_matching_result_in_every(caplog):
-    cfg = parse_config({"agent": {"id": "gw"},
-                        "actions": {"note": {"type": "log", "when": {"verdict": "NG"}, "every": 2}}})
+    cfg = parse_config(
+        {"agent": {"id": "gw"}, "actions": {"note": {"type": "log", "when": {"verdict": "NG"}, "every": 2}}}
+    )
     runner = ActionRunner(cfg, sources={})
     with caplog.at_level(logging.INFO, logger="edge_agent.actions.log"):
         for seq, verdict in enumerate(["NG", "OK", "NG", "NG"]):
             await runner.handle(["note"], result(seq, verdict), None)
         await runner.flush()
     lines = [r.getMessage() for r in caplog.records if r.name == "edge_agent.actions.log"]
-    assert len(lines) == 2 and "item 0: NG" in lines[0] and "item 3: NG" in lines[1]  # NG 0, 2, 3: 1st and 3rd
+    assert (
+        len(lines) == 2 and "item 0: NG" in lines[0] and "item 3: NG" in lines[1]
+    )  # NG 0, 2, 3: 1st and 3rd
     assert runner.stats["note"]["ok"] == 3
 
 

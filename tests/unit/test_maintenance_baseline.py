@@ -28,9 +28,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def settings_for(m: Machine, windows: int = 60, **kw) -> BaselineSettings:
     b = m.bearing
-    return BaselineSettings(windows=windows, bearing=BearingSettings(
-        n_elements=b.n_elements, ball_d_mm=b.ball_d_mm, pitch_d_mm=b.pitch_d_mm,
-        contact_angle_deg=b.contact_angle_deg), **kw)
+    return BaselineSettings(
+        windows=windows,
+        bearing=BearingSettings(
+            n_elements=b.n_elements,
+            ball_d_mm=b.ball_d_mm,
+            pitch_d_mm=b.pitch_d_mm,
+            contact_angle_deg=b.contact_angle_deg,
+        ),
+        **kw,
+    )
 
 
 def test_learns_then_stays_quiet_on_healthy_and_names_an_inner_race_fault(tmp_path):
@@ -39,8 +46,11 @@ def test_learns_then_stays_quiet_on_healthy_and_names_an_inner_race_fault(tmp_pa
     b = Baseline(settings_for(m), m.fs, m.n, path=tmp_path / "b.json", pipeline="p", on_event=events.append)
     states = [b.process(m.window()).state for _ in range(60)]
     assert states[0] == "learning" and states[-1] == "ready" and b.threshold > 0
-    assert [e["kind"] for e in events if e["kind"].startswith("baseline")] == ["baseline_learning", "baseline_speed",
-                                                                            "baseline_learned"]
+    assert [e["kind"] for e in events if e["kind"].startswith("baseline")] == [
+        "baseline_learning",
+        "baseline_speed",
+        "baseline_learned",
+    ]
     healthy = [b.process(m.window()) for _ in range(60)]
     assert sum(v.alarm for v in healthy) <= 1
     faulty = [b.process(m.window(0.5, "bearing_inner")) for _ in range(12)]
@@ -148,12 +158,27 @@ def test_cli_status_and_relearn_on_the_data_folder(tmp_path, manifests, capsys):
     m = Machine(8, rpm=2000.0)
     pkg = next((tmp_path.parent).glob("**/packages/machine-health*1.0.0*.edgepkg"), None)
     pub = next(tmp_path.parent.glob("**/keys/signing.pub"))
-    cfg = {"agent": {"id": "gw1", "data_dir": str(tmp_path / "data")}, "trusted_keys": [str(pub)],
-           "sources": {"plc": {"type": "opcua", "endpoint": "opc.tcp://127.0.0.1:4840/",
-                               "nodes": [{"node_id": "ns=2;s=M.Vibration"}]}},
-           "models": {"health": {"package": str(pkg)}},
-           "pipelines": [{"name": "health", "source": "plc", "model": "health", "window": {"waveform": "Vibration"},
-                          "baseline": {"windows": 20}}]}
+    cfg = {
+        "agent": {"id": "gw1", "data_dir": str(tmp_path / "data")},
+        "trusted_keys": [str(pub)],
+        "sources": {
+            "plc": {
+                "type": "opcua",
+                "endpoint": "opc.tcp://127.0.0.1:4840/",
+                "nodes": [{"node_id": "ns=2;s=M.Vibration"}],
+            }
+        },
+        "models": {"health": {"package": str(pkg)}},
+        "pipelines": [
+            {
+                "name": "health",
+                "source": "plc",
+                "model": "health",
+                "window": {"waveform": "Vibration"},
+                "baseline": {"windows": 20},
+            }
+        ],
+    }
     path = tmp_path / "agent.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert main(["baseline", "status", "health", str(path)]) == 0

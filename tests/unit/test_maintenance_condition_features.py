@@ -31,9 +31,20 @@ def _data(speed: bool = True, meta: dict | None = None) -> VibrationData:
                 fault.append(j)
                 rpm.append(m.rpm)
     n = len(waves)
-    return VibrationData(np.asarray(waves, np.float32), np.asarray(fault), np.ones(n, np.float32), np.full(n, np.nan),
-                         np.arange(n) // 2, np.zeros(n), 2048, 10000.0, "test", np.asarray(rpm) if speed else None,
-                         meta or {}, "/data/vib")
+    return VibrationData(
+        np.asarray(waves, np.float32),
+        np.asarray(fault),
+        np.ones(n, np.float32),
+        np.full(n, np.nan),
+        np.arange(n) // 2,
+        np.zeros(n),
+        2048,
+        10000.0,
+        "test",
+        np.asarray(rpm) if speed else None,
+        meta or {},
+        "/data/vib",
+    )
 
 
 def test_a_condition_package_runs_in_the_agent_exactly_as_trained(tmp_path):
@@ -45,7 +56,11 @@ def test_a_condition_package_runs_in_the_agent_exactly_as_trained(tmp_path):
 
     d = _data(meta={"bearing": {"n_elements": 9, "ball_d_mm": 7.94, "pitch_d_mm": 39.04}})
     raw = maintenance.raw_preprocessing(d, speed_tag="Speed")
-    assert raw.condition is not None and raw.condition.relative and raw.condition.bearing == (9, 7.94, 39.04, 0.0)
+    assert (
+        raw.condition is not None
+        and raw.condition.relative
+        and raw.condition.bearing == (9, 7.94, 39.04, 0.0)
+    )
     assert raw.n_bands == 0 and raw.n_features == len(FEATURES)
     f = maintenance.features(d.waveforms, raw, d.speed_rpm)
     mean, std = f.mean(0), f.std(0) + 1e-6
@@ -68,8 +83,10 @@ def test_a_condition_package_runs_in_the_agent_exactly_as_trained(tmp_path):
     async def run():
         await slot.start()
         try:
-            got = [slot.infer(Window("plc", i, 0, 0, w.astype(np.float64), {"Speed": float(r)}))
-                   for i, (w, r) in enumerate(zip(d.waveforms, d.speed_rpm, strict=True))]
+            got = [
+                slot.infer(Window("plc", i, 0, 0, w.astype(np.float64), {"Speed": float(r)}))
+                for i, (w, r) in enumerate(zip(d.waveforms, d.speed_rpm, strict=True))
+            ]
             with pytest.raises(InferenceError, match="shaft speed scalar 'Speed'"):
                 slot.infer(Window("plc", 99, 0, 0, d.waveforms[0].astype(np.float64), {}))
             return got
@@ -82,20 +99,30 @@ def test_a_condition_package_runs_in_the_agent_exactly_as_trained(tmp_path):
     from tests.support.models import make_package
     from tests.unit.test_agent_config import good
 
-    d2 = good({"pub": str(pub), "vision": str(make_package(tmp_path, kind="vision", key=key)), "signal": str(pkg)})
+    d2 = good(
+        {"pub": str(pub), "vision": str(make_package(tmp_path, kind="vision", key=key)), "signal": str(pkg)}
+    )
     with pytest.raises(ConfigError) as ei:
         parse_config(d2, "line3.yaml")
-    assert any("pipelines[1].window.scalars: model machine-health needs scalar input 'Speed'" in e
-               for e in ei.value.errors), ei.value.errors
+    assert any(
+        "pipelines[1].window.scalars: model machine-health needs scalar input 'Speed'" in e
+        for e in ei.value.errors
+    ), ei.value.errors
     d2["sources"]["plc"]["nodes"].append({"node_id": "ns=2;s=M.Speed"})
     d2["pipelines"][1]["window"]["scalars"] = ["Speed"]
     parse_config(d2, "line3.yaml")
-    np.testing.assert_allclose(np.concatenate([r.outputs["anomaly_score"] for r in got]), want[0], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(np.concatenate([r.outputs["fault_logits"] for r in got]), want[1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        np.concatenate([r.outputs["anomaly_score"] for r in got]), want[0], rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        np.concatenate([r.outputs["fault_logits"] for r in got]), want[1], rtol=1e-4, atol=1e-5
+    )
 
 
 def test_the_trainer_refuses_what_condition_features_need_and_lack():
-    with pytest.raises(DatasetError, match=r"--speed-tag Speed: /data/vib/windows.npz has no per-window 'speed_rpm'"):
+    with pytest.raises(
+        DatasetError, match=r"--speed-tag Speed: /data/vib/windows.npz has no per-window 'speed_rpm'"
+    ):
         maintenance.raw_preprocessing(_data(speed=False), speed_tag="Speed")
     with pytest.raises(DatasetError, match=r"/data/vib/dataset.yaml: bearing: .* is not a bearing"):
         maintenance.raw_preprocessing(_data(meta={"bearing": [9, 40.0, 39.0]}))
@@ -103,7 +130,9 @@ def test_the_trainer_refuses_what_condition_features_need_and_lack():
         maintenance.raw_preprocessing(_data(), bearing=["nine", 7.9, 39.0])
     with pytest.raises(DatasetError, match="apply to --signal-features condition, not bands"):
         maintenance.raw_preprocessing(_data(), features="bands", speed_tag="Speed")
-    bands = maintenance.raw_preprocessing(_data(), features="bands")  # the older packages' features, unchanged
+    bands = maintenance.raw_preprocessing(
+        _data(), features="bands"
+    )  # the older packages' features, unchanged
     assert bands.condition is None and bands.n_features == 68
     with pytest.raises(ValueError, match="no features"):
         SignalPreprocessing(window_samples=2048, sample_rate_hz=1e4, n_bands=0, time_features=False)
@@ -117,14 +146,29 @@ def test_import_records_speed_and_bearing_that_the_trainer_then_uses(tmp_path):
     for run, f in (("pump1", "healthy"), ("pump2", "bearing_outer")):
         x = np.concatenate([m.window(1.0 if f != "healthy" else 0.0, f) for _ in range(2)])
         np.savez(tmp_path / f"{run}.npz", speed=np.full(len(x), m.rpm), accel=x, sample_rate_hz=10000.0)
-    (tmp_path / "labels.csv").write_text("run,fault,start_s,end_s,failure_s\npump1,healthy,,,\npump2,bearing_outer,,,\n")
+    (tmp_path / "labels.csv").write_text(
+        "run,fault,start_s,end_s,failure_s\npump1,healthy,,,\npump2,bearing_outer,,,\n"
+    )
     with pytest.raises(DatasetError, match="--bearing: expected n_elements"):
-        import_vibration(sorted(tmp_path.glob("*.npz")), tmp_path / "ds", tmp_path / "labels.csv", bearing=["9", "x", "3"])
-    import_vibration(sorted(tmp_path.glob("*.npz")), tmp_path / "ds", tmp_path / "labels.csv", speed_channel="speed",
-                     bearing=[m.bearing.n_elements, m.bearing.ball_d_mm, m.bearing.pitch_d_mm])
+        import_vibration(
+            sorted(tmp_path.glob("*.npz")), tmp_path / "ds", tmp_path / "labels.csv", bearing=["9", "x", "3"]
+        )
+    import_vibration(
+        sorted(tmp_path.glob("*.npz")),
+        tmp_path / "ds",
+        tmp_path / "labels.csv",
+        speed_channel="speed",
+        bearing=[m.bearing.n_elements, m.bearing.ball_d_mm, m.bearing.pitch_d_mm],
+    )
     d = load_vibration(tmp_path / "ds")
     assert d.speed_rpm is not None and np.allclose(d.speed_rpm, m.rpm) and len(d.speed_rpm) == 4
     pre = maintenance.raw_preprocessing(d, speed_tag="Speed")
-    assert pre.condition is not None and pre.condition.bearing == (m.bearing.n_elements, m.bearing.ball_d_mm,
-                                                                   m.bearing.pitch_d_mm, 0.0)
-    assert np.allclose(d.waveforms[0], np.load(tmp_path / "pump1.npz")["accel"][:2048])  # the vibration, not the speed
+    assert pre.condition is not None and pre.condition.bearing == (
+        m.bearing.n_elements,
+        m.bearing.ball_d_mm,
+        m.bearing.pitch_d_mm,
+        0.0,
+    )
+    assert np.allclose(
+        d.waveforms[0], np.load(tmp_path / "pump1.npz")["accel"][:2048]
+    )  # the vibration, not the speed

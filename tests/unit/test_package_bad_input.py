@@ -65,8 +65,13 @@ def resign(manifest_bytes: bytes, key_path: Path) -> bytes:
     import json
 
     key = load_private_key(key_path)
-    return json.dumps({"algorithm": "ed25519", "key_id": key_id(key.public_key()),
-                       "signature": base64.b64encode(key.sign(manifest_bytes)).decode()}).encode()
+    return json.dumps(
+        {
+            "algorithm": "ed25519",
+            "key_id": key_id(key.public_key()),
+            "signature": base64.b64encode(key.sign(manifest_bytes)).decode(),
+        }
+    ).encode()
 
 
 def assert_refused(pkg: Path, trusted, tmp_path: Path, exc_type, code: str, words: str):
@@ -89,8 +94,9 @@ def test_good_package_opens_and_lists_files(good, tmp_path):
     pkg, trusted, _ = good
     opened = open_package(pkg, tmp_path / "t", trusted)
     assert opened.model_path.is_file() and opened.golden_inputs.is_file()
-    assert sorted(p.relative_to(opened.root).as_posix() for p in opened.root.rglob("*") if p.is_file()) == sorted(
-        [f.path for f in opened.manifest.files] + ["manifest.sig", "manifest.yaml"])
+    assert sorted(
+        p.relative_to(opened.root).as_posix() for p in opened.root.rglob("*") if p.is_file()
+    ) == sorted([f.path for f in opened.manifest.files] + ["manifest.sig", "manifest.yaml"])
 
 
 def test_flipped_byte_in_model_is_a_digest_mismatch(good, tmp_path):
@@ -128,7 +134,9 @@ def test_signature_by_an_untrusted_key(good, tmp_path):
 
 def test_no_signature(good, tmp_path):
     pkg, trusted, _ = good
-    bad = write(tmp_path / "unsigned-1.0.0.edgepkg", [(m, d) for m, d in members(pkg) if m.name != "manifest.sig"])
+    bad = write(
+        tmp_path / "unsigned-1.0.0.edgepkg", [(m, d) for m, d in members(pkg) if m.name != "manifest.sig"]
+    )
     assert_refused(bad, trusted, tmp_path, SignatureError, "unsigned", "no signature")
 
 
@@ -151,7 +159,9 @@ def test_entries_escaping_the_target_are_refused(good, tmp_path, name):
 @pytest.mark.parametrize("kind", [tarfile.SYMTYPE, tarfile.LNKTYPE])
 def test_links_are_refused(good, tmp_path, kind):
     pkg, trusted, _ = good
-    link = entry("golden/link", type=kind, linkname="/etc/passwd" if kind == tarfile.SYMTYPE else "model.onnx")
+    link = entry(
+        "golden/link", type=kind, linkname="/etc/passwd" if kind == tarfile.SYMTYPE else "model.onnx"
+    )
     bad = write(tmp_path / "link-1.0.0.edgepkg", [*members(pkg), link])
     assert_refused(bad, trusted, tmp_path, UnsafeArchiveError, "link", "link")
 
@@ -181,21 +191,30 @@ def test_unknown_schema_version(good, tmp_path):
     doc = yaml.safe_load(manifest)
     doc["schema_version"] = 99
     new = yaml.safe_dump(doc, sort_keys=False).encode()
-    ents = [(m, new if m.name == "manifest.yaml" else resign(new, key) if m.name == "manifest.sig" else d)
-            for m, d in ents]
+    ents = [
+        (m, new if m.name == "manifest.yaml" else resign(new, key) if m.name == "manifest.sig" else d)
+        for m, d in ents
+    ]
     bad = write(tmp_path / "schema-1.0.0.edgepkg", ents)
-    assert_refused(bad, trusted, tmp_path, ManifestError, "unknown_schema", "unknown manifest schema_version 99")
+    assert_refused(
+        bad, trusted, tmp_path, ManifestError, "unknown_schema", "unknown manifest schema_version 99"
+    )
 
 
 def test_file_present_but_not_listed(good, tmp_path):
     pkg, trusted, _ = good
     bad = write(tmp_path / "unlisted-1.0.0.edgepkg", [*members(pkg), entry("notes.txt", b"hello")])
-    assert_refused(bad, trusted, tmp_path, IntegrityError, "unlisted_file", "notes.txt is in the archive but not listed")
+    assert_refused(
+        bad, trusted, tmp_path, IntegrityError, "unlisted_file", "notes.txt is in the archive but not listed"
+    )
 
 
 def test_file_listed_but_absent(good, tmp_path):
     pkg, trusted, _ = good
-    bad = write(tmp_path / "absent-1.0.0.edgepkg", [(m, d) for m, d in members(pkg) if m.name != "golden/expected.npz"])
+    bad = write(
+        tmp_path / "absent-1.0.0.edgepkg",
+        [(m, d) for m, d in members(pkg) if m.name != "golden/expected.npz"],
+    )
     assert_refused(bad, trusted, tmp_path, IntegrityError, "missing_file", "golden/expected.npz listed")
 
 
@@ -210,7 +229,9 @@ def test_model_whose_io_disagrees_with_its_manifest_is_refused_at_build(tmp_path
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
     spec = vision_spec()
     spec["inputs"][0]["name"] = "frame"
-    with pytest.raises(SpecMismatchError, match=r"manifest inputs \['frame'\] but m.onnx has inputs \['image'\]"):
+    with pytest.raises(
+        SpecMismatchError, match=r"manifest inputs \['frame'\] but m.onnx has inputs \['image'\]"
+    ):
         build_package(model, spec, tmp_path / "out", signing_key=key)
 
 
@@ -226,10 +247,28 @@ def test_model_swapped_for_another_signed_consistently_is_refused_at_open(good, 
         if f["path"] == "model.onnx":
             f["size"], f["sha256"] = len(other), hashlib.sha256(other).hexdigest()
     new = yaml.safe_dump(doc, sort_keys=False).encode()
-    ents = [(m, new if m.name == "manifest.yaml" else resign(new, key) if m.name == "manifest.sig"
-             else other if m.name == "model.onnx" else d) for m, d in ents]
+    ents = [
+        (
+            m,
+            new
+            if m.name == "manifest.yaml"
+            else resign(new, key)
+            if m.name == "manifest.sig"
+            else other
+            if m.name == "model.onnx"
+            else d,
+        )
+        for m, d in ents
+    ]
     bad = write(tmp_path / "mismatch-1.0.0.edgepkg", ents)
-    assert_refused(bad, trusted, tmp_path, SpecMismatchError, "spec_mismatch", "manifest inputs ['image'] but model.onnx has inputs ['features']")
+    assert_refused(
+        bad,
+        trusted,
+        tmp_path,
+        SpecMismatchError,
+        "spec_mismatch",
+        "manifest inputs ['image'] but model.onnx has inputs ['features']",
+    )
 
 
 def test_not_an_archive_and_missing_file(tmp_path, good):
@@ -256,8 +295,11 @@ def test_golden_tolerance_per_output_overrides_the_package_atol():
     exp = {"logits": np.array([[1.0, 2.0]]), "heatmap": np.array([[0.0, 5.0]])}
     got = {"logits": np.array([[1.0, 2.0005]]), "heatmap": np.array([[0.3, 5.0]])}
     worst, bad = compare(exp, got, 1e-3, 0.0)
-    assert worst == pytest.approx(0.3) and bad == ["output 'heatmap' deviates by up to 0.3 (atol 0.001, rtol 0.0)"]
+    assert worst == pytest.approx(0.3) and bad == [
+        "output 'heatmap' deviates by up to 0.3 (atol 0.001, rtol 0.0)"
+    ]
     assert compare(exp, got, 1e-3, 0.0, {"heatmap": 0.5})[1] == []  # the heat map's own tolerance
     got["logits"] = np.array([[1.0, 2.1]])  # a wrong score is still caught by the package atol
     assert compare(exp, got, 1e-3, 0.0, {"heatmap": 0.5})[1] == [
-        "output 'logits' deviates by up to 0.1 (atol 0.001, rtol 0.0)"]
+        "output 'logits' deviates by up to 0.1 (atol 0.001, rtol 0.0)"
+    ]

@@ -25,9 +25,16 @@ from tests.unit.test_package_hostile import _sig
 
 EXAMPLES = int(os.environ.get("PACKAGE_FUZZ_EXAMPLES", "150"))
 BUDGET_S = 1.0
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 1000,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                       HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=EXAMPLES <= 1000,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +43,15 @@ def base(tmp_path_factory):
     pkg = make_package(tmp, kind="vision")
     with tarfile.open(pkg) as tar:
         members = [(m.name, tar.extractfile(m).read(), m.offset) for m in tar.getmembers()]
-    return _Base(pkg=pkg, bytes=pkg.read_bytes(), members=members, end=tc.end_of_members(pkg),
-                 trusted=load_trusted_keys([tmp / "keys" / "signing.pub"]), key=tmp / "keys" / "signing.key", dir=tmp)
+    return _Base(
+        pkg=pkg,
+        bytes=pkg.read_bytes(),
+        members=members,
+        end=tc.end_of_members(pkg),
+        trusted=load_trusted_keys([tmp / "keys" / "signing.pub"]),
+        key=tmp / "keys" / "signing.key",
+        dir=tmp,
+    )
 
 
 class _Base(dict):
@@ -75,13 +89,34 @@ def only_package_errors(path: Path, trusted) -> None:
 # ---- archive headers ---------------------------------------------------------------------------------------
 
 KINDS = st.sampled_from([b"0", b"\x00", b"x", b"L", b"K", b"S", b"g", b"1", b"2", b"5", b"7", b"A", b"V"])
-SIZES = st.one_of(st.integers(0, 600), st.integers(0, 1 << 20), st.sampled_from([1 << 33, 1 << 40, (1 << 33) - 1]))
-NAMES = st.one_of(st.binary(max_size=120), st.text(max_size=120).map(str.encode),
-                  st.sampled_from([b"model.onnx", b"manifest.yaml", b"../x", b"/etc/x", b"a/./b", b"golden/"]))
-PAX_KEYS = st.sampled_from(["path", "size", "hdrcharset", "linkpath", "comment", "mtime", "GNU.sparse.map",
-                            "GNU.sparse.numblocks", "GNU.sparse.major", "GNU.sparse.name", "SCHILY.xattr.a", "x"])
-PAX_VALUES = st.one_of(st.binary(max_size=60), st.sampled_from([b"BINARY", b"ISO-IR 10646 2000 UTF-8", b"1",
-                                                                 b"-1", b"1099511627776", b"model.onnx"]))
+SIZES = st.one_of(
+    st.integers(0, 600), st.integers(0, 1 << 20), st.sampled_from([1 << 33, 1 << 40, (1 << 33) - 1])
+)
+NAMES = st.one_of(
+    st.binary(max_size=120),
+    st.text(max_size=120).map(str.encode),
+    st.sampled_from([b"model.onnx", b"manifest.yaml", b"../x", b"/etc/x", b"a/./b", b"golden/"]),
+)
+PAX_KEYS = st.sampled_from(
+    [
+        "path",
+        "size",
+        "hdrcharset",
+        "linkpath",
+        "comment",
+        "mtime",
+        "GNU.sparse.map",
+        "GNU.sparse.numblocks",
+        "GNU.sparse.major",
+        "GNU.sparse.name",
+        "SCHILY.xattr.a",
+        "x",
+    ]
+)
+PAX_VALUES = st.one_of(
+    st.binary(max_size=60),
+    st.sampled_from([b"BINARY", b"ISO-IR 10646 2000 UTF-8", b"1", b"-1", b"1099511627776", b"model.onnx"]),
+)
 
 
 @st.composite
@@ -98,16 +133,24 @@ def crafted_entry(draw) -> bytes:
     kind = draw(KINDS)
     data = draw(pax_data()) if kind == b"x" else draw(st.binary(max_size=700))
     size = len(data) if draw(st.booleans()) else draw(SIZES)
-    h = tc.header(draw(NAMES), size, kind, magic=draw(st.sampled_from([tc.POSIX_MAGIC, tc.GNU_MAGIC, bytes(8),
-                                                                      b"ustar\x00xx"])),
-                  base256_size=draw(st.booleans()) and size > 0, checksum=draw(st.integers(0, 9)) > 0,
-                  prefix=draw(st.binary(max_size=20)))
+    h = tc.header(
+        draw(NAMES),
+        size,
+        kind,
+        magic=draw(st.sampled_from([tc.POSIX_MAGIC, tc.GNU_MAGIC, bytes(8), b"ustar\x00xx"])),
+        base256_size=draw(st.booleans()) and size > 0,
+        checksum=draw(st.integers(0, 9)) > 0,
+        prefix=draw(st.binary(max_size=20)),
+    )
     return h + tc.pad(data)
 
 
 @FUZZ
-@given(entries=st.lists(crafted_entry(), min_size=1, max_size=4), where=st.sampled_from(["end", "start", "tail"]),
-       cut=st.none() | st.integers(0, 4000))
+@given(
+    entries=st.lists(crafted_entry(), min_size=1, max_size=4),
+    where=st.sampled_from(["end", "start", "tail"]),
+    cut=st.none() | st.integers(0, 4000),
+)
 def test_crafted_headers_raise_only_package_errors_quickly(base, tmp_path_factory, entries, where, cut):
     crafted = b"".join(entries)
     data, end = base["bytes"], base["end"]
@@ -125,8 +168,11 @@ def test_crafted_headers_raise_only_package_errors_quickly(base, tmp_path_factor
 
 
 @FUZZ
-@given(flips=st.lists(st.tuples(st.integers(0, 3 * 512 + 511), st.integers(0, 255)), min_size=1, max_size=12),
-       header=st.integers(0, 5), cut=st.none() | st.integers(0, 200_000))
+@given(
+    flips=st.lists(st.tuples(st.integers(0, 3 * 512 + 511), st.integers(0, 255)), min_size=1, max_size=12),
+    header=st.integers(0, 5),
+    cut=st.none() | st.integers(0, 200_000),
+)
 def test_mutated_headers_of_a_genuine_package_raise_only_package_errors(base, flips, header, cut):
     data = bytearray(base["bytes"])
     offsets = [off for _, _, off in base["members"]]
@@ -144,12 +190,32 @@ def test_mutated_headers_of_a_genuine_package_raise_only_package_errors(base, fl
 
 # ---- manifests signed by a trusted key ------------------------------------------------------------------------
 
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(1 << 70), 1 << 70), st.floats(), st.text(max_size=30))
-TREES = st.recursive(SCALARS, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=10), kids,
-                                                                                       max_size=4), max_leaves=20)
-YAML_SNIPPETS = st.sampled_from([b"[" * 5000, b"{a: " * 3000, b"&a [*a]", b"!!python/name:os.system",
-                                 b"2024-13-45", b"!!binary zz", b"? [a]\n: b", b"*nope", b"\t", b"%YAML 9.9\n---",
-                                 b"a: !!timestamp x", b"\xff", b"---\n---\n", b"<<: *a"])
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(1 << 70), 1 << 70), st.floats(), st.text(max_size=30)
+)
+TREES = st.recursive(
+    SCALARS,
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=10), kids, max_size=4),
+    max_leaves=20,
+)
+YAML_SNIPPETS = st.sampled_from(
+    [
+        b"[" * 5000,
+        b"{a: " * 3000,
+        b"&a [*a]",
+        b"!!python/name:os.system",
+        b"2024-13-45",
+        b"!!binary zz",
+        b"? [a]\n: b",
+        b"*nope",
+        b"\t",
+        b"%YAML 9.9\n---",
+        b"a: !!timestamp x",
+        b"\xff",
+        b"---\n---\n",
+        b"<<: *a",
+    ]
+)
 
 
 @st.composite
@@ -162,12 +228,35 @@ def manifest_bytes(draw, original: dict) -> bytes:
     doc = yaml.safe_load(yaml.safe_dump(original))
     for _ in range(draw(st.integers(1, 4))):
         node = doc
-        path = draw(st.lists(st.sampled_from(["files", "golden", "inputs", "outputs", "preprocessing", 0, 1,
-                                              "path", "inputs", "expected", "name", "version", "shape", "labels"]),
-                             max_size=3))
+        path = draw(
+            st.lists(
+                st.sampled_from(
+                    [
+                        "files",
+                        "golden",
+                        "inputs",
+                        "outputs",
+                        "preprocessing",
+                        0,
+                        1,
+                        "path",
+                        "inputs",
+                        "expected",
+                        "name",
+                        "version",
+                        "shape",
+                        "labels",
+                    ]
+                ),
+                max_size=3,
+            )
+        )
         for p in path:
-            nxt = node[p] if isinstance(node, dict) and p in node else (
-                node[p] if isinstance(node, list) and isinstance(p, int) and p < len(node) else None)
+            nxt = (
+                node[p]
+                if isinstance(node, dict) and p in node
+                else (node[p] if isinstance(node, list) and isinstance(p, int) and p < len(node) else None)
+            )
             if not isinstance(nxt, dict | list):
                 break
             node = nxt

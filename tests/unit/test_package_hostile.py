@@ -43,8 +43,15 @@ def good(tmp_path_factory):
     return pkg, load_trusted_keys([tmp / "keys" / "signing.pub"]), tmp / "keys" / "signing.key"
 
 
-def refused_everywhere(pkg: Path, trusted, tmp_path: Path, exc_type=UnsafeArchiveError, code: str | None = None,
-                       *, max_s: float = 1.0) -> PackageError:
+def refused_everywhere(
+    pkg: Path,
+    trusted,
+    tmp_path: Path,
+    exc_type=UnsafeArchiveError,
+    code: str | None = None,
+    *,
+    max_s: float = 1.0,
+) -> PackageError:
     """Every reading path refuses ``pkg`` with ``exc_type`` (and ``code``), each within ``max_s``."""
     errors = []
     calls = [
@@ -73,8 +80,9 @@ def refused_everywhere(pkg: Path, trusted, tmp_path: Path, exc_type=UnsafeArchiv
 @pytest.mark.parametrize("kind", [b"x", b"L"])
 def test_pax_or_gnu_long_name_header_claiming_1_tib_is_refused_without_reading_it(good, tmp_path, kind):
     pkg, trusted, _ = good
-    crafted = tc.header("././@LongLink", TIB, kind, magic=tc.GNU_MAGIC if kind == b"L" else tc.POSIX_MAGIC,
-                        base256_size=True)
+    crafted = tc.header(
+        "././@LongLink", TIB, kind, magic=tc.GNU_MAGIC if kind == b"L" else tc.POSIX_MAGIC, base256_size=True
+    )
     bad = tc.splice(pkg, tmp_path / "tib-1.0.0.edgepkg", crafted)
     err = refused_everywhere(bad, trusted, tmp_path, code="bad_header")
     assert "base-256" in str(err)
@@ -92,19 +100,31 @@ def test_regular_file_claiming_1_tib_is_refused_as_too_large(good, tmp_path):
     pkg, trusted, _ = good
     bad = tc.splice(pkg, tmp_path / "huge-1.0.0.edgepkg", tc.header("model2.onnx", TIB, base256_size=True))
     refused_everywhere(bad, trusted, tmp_path, code="bad_header")
-    bad = tc.splice(pkg, tmp_path / "huge2-1.0.0.edgepkg",
-                    tc.pax_entry(tc.pax_record("size", str(TIB)), then=("model2.onnx", b"")))
+    bad = tc.splice(
+        pkg,
+        tmp_path / "huge2-1.0.0.edgepkg",
+        tc.pax_entry(tc.pax_record("size", str(TIB)), then=("model2.onnx", b"")),
+    )
     refused_everywhere(bad, trusted, tmp_path, code="too_large")
 
 
 # ---- rows 3-5: garbage GNU sparse maps --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("records", [
-    [("GNU.sparse.map", "garbage,1,x")],
-    [("GNU.sparse.numblocks", "zz"), ("GNU.sparse.offset", "-1"), ("GNU.sparse.numbytes", "1")],
-    [("GNU.sparse.major", "1"), ("GNU.sparse.minor", "0"), ("GNU.sparse.name", "a"), ("GNU.sparse.realsize", "q")],
-], ids=["map", "numblocks", "v1.0"])
+@pytest.mark.parametrize(
+    "records",
+    [
+        [("GNU.sparse.map", "garbage,1,x")],
+        [("GNU.sparse.numblocks", "zz"), ("GNU.sparse.offset", "-1"), ("GNU.sparse.numbytes", "1")],
+        [
+            ("GNU.sparse.major", "1"),
+            ("GNU.sparse.minor", "0"),
+            ("GNU.sparse.name", "a"),
+            ("GNU.sparse.realsize", "q"),
+        ],
+    ],
+    ids=["map", "numblocks", "v1.0"],
+)
 def test_garbage_sparse_maps_are_refused_as_sparse(good, tmp_path, records):
     pkg, trusted, _ = good
     pax = b"".join(tc.pax_record(k, v) for k, v in records)
@@ -114,8 +134,11 @@ def test_garbage_sparse_maps_are_refused_as_sparse(good, tmp_path, records):
 
 def test_gnu_sparse_entry_type_is_refused(good, tmp_path):
     pkg, trusted, _ = good
-    bad = tc.splice(pkg, tmp_path / "sparse-1.0.0.edgepkg", tc.file_entry("s.bin", b"x" * 10, kind=b"S",
-                                                                          magic=tc.GNU_MAGIC))
+    bad = tc.splice(
+        pkg,
+        tmp_path / "sparse-1.0.0.edgepkg",
+        tc.file_entry("s.bin", b"x" * 10, kind=b"S", magic=tc.GNU_MAGIC),
+    )
     refused_everywhere(bad, trusted, tmp_path, code="sparse")
 
 
@@ -149,11 +172,19 @@ def test_128_kib_pax_header_is_refused_fast(good, tmp_path):
 def test_too_many_pax_records_or_an_unknown_keyword_are_refused(good, tmp_path):
     pkg, trusted, _ = good
     many = b"".join(tc.pax_record("comment", "x") for _ in range(100))
-    refused_everywhere(tc.splice(pkg, tmp_path / "many-1.0.0.edgepkg", tc.pax_entry(many)), trusted, tmp_path,
-                       code="bad_header")
+    refused_everywhere(
+        tc.splice(pkg, tmp_path / "many-1.0.0.edgepkg", tc.pax_entry(many)),
+        trusted,
+        tmp_path,
+        code="bad_header",
+    )
     odd = tc.pax_record("evil.keyword", "1")
-    refused_everywhere(tc.splice(pkg, tmp_path / "odd-1.0.0.edgepkg", tc.pax_entry(odd)), trusted, tmp_path,
-                       code="bad_header")
+    refused_everywhere(
+        tc.splice(pkg, tmp_path / "odd-1.0.0.edgepkg", tc.pax_entry(odd)),
+        trusted,
+        tmp_path,
+        code="bad_header",
+    )
 
 
 def test_bytes_appended_after_the_end_of_archive_marker_are_refused(good, tmp_path):
@@ -172,10 +203,18 @@ def test_an_entry_that_is_both_a_file_and_a_folder_is_refused(good, tmp_path, na
 
 def test_bad_checksum_and_v7_headers_are_refused(good, tmp_path):
     pkg, trusted, _ = good
-    refused_everywhere(tc.splice(pkg, tmp_path / "sum-1.0.0.edgepkg", tc.header("a.bin", 0, checksum=False)),
-                       trusted, tmp_path, code="bad_header")
-    refused_everywhere(tc.splice(pkg, tmp_path / "v7-1.0.0.edgepkg", tc.header("a.bin", 0, magic=bytes(8))),
-                       trusted, tmp_path, code="bad_header")
+    refused_everywhere(
+        tc.splice(pkg, tmp_path / "sum-1.0.0.edgepkg", tc.header("a.bin", 0, checksum=False)),
+        trusted,
+        tmp_path,
+        code="bad_header",
+    )
+    refused_everywhere(
+        tc.splice(pkg, tmp_path / "v7-1.0.0.edgepkg", tc.header("a.bin", 0, magic=bytes(8))),
+        trusted,
+        tmp_path,
+        code="bad_header",
+    )
 
 
 def test_long_names_written_by_tarfile_are_still_read(tmp_path):
@@ -187,8 +226,14 @@ def test_long_names_written_by_tarfile_are_still_read(tmp_path):
     report = tmp_path / "r.json"
     report.write_text("{}")
     long_name = "reports/" + "r" * 120 + ".json"
-    pkg = build_package(model, vision_spec(), tmp_path / "out", signing_key=key,
-                        golden_inputs=golden_inputs("vision"), extra_files={long_name: report})
+    pkg = build_package(
+        model,
+        vision_spec(),
+        tmp_path / "out",
+        signing_key=key,
+        golden_inputs=golden_inputs("vision"),
+        extra_files={long_name: report},
+    )
     with tarfile.open(pkg) as tar:
         assert long_name in tar.getnames()
     m = verify_package(pkg, load_trusted_keys([pub]))
@@ -198,8 +243,14 @@ def test_long_names_written_by_tarfile_are_still_read(tmp_path):
 # ---- row 8: manifest.sig fields of the wrong type --------------------------------------------------------------
 
 
-def _with(pkg: Path, out: Path, *, manifest: bytes | None = None, sig: bytes | None = None,
-          extra: list[tuple[str, bytes]] = ()) -> Path:
+def _with(
+    pkg: Path,
+    out: Path,
+    *,
+    manifest: bytes | None = None,
+    sig: bytes | None = None,
+    extra: list[tuple[str, bytes]] = (),
+) -> Path:
     with tarfile.open(pkg) as tar:
         ents = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
@@ -221,8 +272,11 @@ def _with(pkg: Path, out: Path, *, manifest: bytes | None = None, sig: bytes | N
 
 def _sig(manifest: bytes, key_path: Path, **override) -> bytes:
     key = load_private_key(key_path)
-    doc = {"algorithm": "ed25519", "key_id": key_id(key.public_key()),
-           "signature": base64.b64encode(key.sign(manifest)).decode()}
+    doc = {
+        "algorithm": "ed25519",
+        "key_id": key_id(key.public_key()),
+        "signature": base64.b64encode(key.sign(manifest)).decode(),
+    }
     doc.update(override)
     return json.dumps(doc).encode()
 
@@ -232,10 +286,19 @@ def _manifest(pkg: Path) -> bytes:
         return tar.extractfile("manifest.yaml").read()
 
 
-@pytest.mark.parametrize("override", [
-    {"key_id": ["a", "b"]}, {"key_id": {"x": 1}}, {"key_id": 7}, {"signature": 12}, {"signature": ["AA=="]},
-    {"algorithm": ["ed25519"]}, {"signature": base64.b64encode(b"short").decode()},
-], ids=lambda o: f"{next(iter(o))}-{type(next(iter(o.values()))).__name__}")
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"key_id": ["a", "b"]},
+        {"key_id": {"x": 1}},
+        {"key_id": 7},
+        {"signature": 12},
+        {"signature": ["AA=="]},
+        {"algorithm": ["ed25519"]},
+        {"signature": base64.b64encode(b"short").decode()},
+    ],
+    ids=lambda o: f"{next(iter(o))}-{type(next(iter(o.values()))).__name__}",
+)
 def test_signature_fields_of_the_wrong_type_are_refused(good, tmp_path, override):
     pkg, trusted, key = good
     bad = _with(pkg, tmp_path / "sig-1.0.0.edgepkg", sig=_sig(_manifest(pkg), key, **override))
@@ -253,8 +316,12 @@ def test_signature_file_that_is_not_a_json_object_is_refused(good, tmp_path, sig
 # ---- rows 9-10: 20,000-deep YAML, unsigned and signed -----------------------------------------------------------
 
 DEEP = b"a: " + b"[" * 20_000 + b"]" * 20_000 + b"\n"
-LAUGHS = ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-    f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))).encode()
+LAUGHS = (
+    "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+).encode()
 
 
 def test_deep_yaml_unsigned_is_refused_by_its_signature_before_any_parse(good, tmp_path):
@@ -266,9 +333,18 @@ def test_deep_yaml_unsigned_is_refused_by_its_signature_before_any_parse(good, t
     assert ei.value.code == "yaml_limits" and "deeper than" in str(ei.value)
 
 
-@pytest.mark.parametrize("doc", [DEEP, LAUGHS, b"x" * 300_000, b"created_at: 2024-13-45\n", b"\xff\xfe: 1\n",
-                                 b"!!python/object:os.system {}\n"],
-                         ids=["deep", "laughs", "huge", "bad-timestamp", "not-utf8", "python-tag"])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        DEEP,
+        LAUGHS,
+        b"x" * 300_000,
+        b"created_at: 2024-13-45\n",
+        b"\xff\xfe: 1\n",
+        b"!!python/object:os.system {}\n",
+    ],
+    ids=["deep", "laughs", "huge", "bad-timestamp", "not-utf8", "python-tag"],
+)
 def test_hostile_yaml_signed_by_a_trusted_key_is_refused(good, tmp_path, doc):
     pkg, trusted, key = good
     bad = _with(pkg, tmp_path / "yaml-1.0.0.edgepkg", manifest=doc, sig=_sig(doc, key))
@@ -280,10 +356,16 @@ def test_hostile_yaml_signed_by_a_trusted_key_is_refused(good, tmp_path, doc):
 # ---- manifest paths confined to the package --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("field,value", [
-    ("golden.inputs", "../../outside.npz"), ("golden.expected", "/etc/passwd"), ("files.0.path", "../model.onnx"),
-    ("files.0.path", "model.onnx\nOK forged"), ("golden.inputs", "golden/unlisted.npz"),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("golden.inputs", "../../outside.npz"),
+        ("golden.expected", "/etc/passwd"),
+        ("files.0.path", "../model.onnx"),
+        ("files.0.path", "model.onnx\nOK forged"),
+        ("golden.inputs", "golden/unlisted.npz"),
+    ],
+)
 def test_manifest_paths_outside_the_package_are_refused(good, tmp_path, field, value):
     pkg, trusted, key = good
     doc = yaml.safe_load(_manifest(pkg))
@@ -299,7 +381,9 @@ def test_manifest_paths_outside_the_package_are_refused(good, tmp_path, field, v
 
 # ---- row 11: control characters in names never reach the terminal ----------------------------------------------
 
-FORGED = "x\x1b[2K\r\nOK part-inspection-1.0.0: signature by a trusted key, 3 files, every hash and size match"
+FORGED = (
+    "x\x1b[2K\r\nOK part-inspection-1.0.0: signature by a trusted key, 3 files, every hash and size match"
+)
 
 
 @pytest.mark.parametrize("where", ["entry", "pax-path", "file-name"])
@@ -336,7 +420,9 @@ def test_inspect_escapes_every_field_of_an_unverified_manifest(good, tmp_path, c
 
 
 def test_version_order_is_semantic():
-    assert version_key("1.10.0") > version_key("1.9.0") > version_key("1.9.0-rc.2") > version_key("1.9.0-rc.1")
+    assert (
+        version_key("1.10.0") > version_key("1.9.0") > version_key("1.9.0-rc.2") > version_key("1.9.0-rc.1")
+    )
     assert version_key("1.0.0+build.5") == version_key("1.0.0")
     for bad in ("1.0", "v1.0.0", "1.0.0\n", "1.0.0/../x", "", "9" * 80 + ".0.0"):
         with pytest.raises(ValueError):

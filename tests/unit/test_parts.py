@@ -56,7 +56,9 @@ def test_bad_parameters_are_refused_clearly():
 
 def test_dataset_cli_writes_the_contract(tmp_path, capsys):
     out = tmp_path / "parts"
-    assert edge_sim(["dataset", "parts", "--out", str(out), "--count", "40", "--seed", "3", "--size", "64"]) == 0
+    assert (
+        edge_sim(["dataset", "parts", "--out", str(out), "--count", "40", "--seed", "3", "--size", "64"]) == 0
+    )
     rows = [json.loads(line) for line in (out / "labels.jsonl").read_text().splitlines()]
     assert len(rows) == 40
     meta = yaml.safe_load((out / "dataset.yaml").read_text())

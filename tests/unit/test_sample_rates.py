@@ -41,7 +41,7 @@ def test_the_windower_buffers_at_the_tag_rate_and_hands_the_model_its_own():
     x = np.sin(2 * np.pi * 250 * t)
     out = None
     for i in range(0, len(x), 1280):
-        out = out or w.add(Reading("plc", "vib", x[i:i + 1280], float(i), float(i), Quality.GOOD))
+        out = out or w.add(Reading("plc", "vib", x[i : i + 1280], float(i), float(i), Quality.GOOD))
     assert out is not None and out.waveform.shape == (2048,)
     mag = np.abs(np.fft.rfft(out.waveform * np.hanning(2048)))
     assert abs(np.argmax(mag) * 10000 / 2048 - 250) < 6
@@ -55,12 +55,26 @@ def signal_pkg(tmp_path_factory):
 
 
 def _cfg(pub, pkg, rate):
-    return {"agent": {"id": "gw1"}, "trusted_keys": [pub],
-            "sources": {"plc": {"type": "opcua", "endpoint": "opc.tcp://127.0.0.1:4840/",
-                                "nodes": [{"node_id": "ns=2;s=M.Vibration"}]}},
-            "models": {"health": {"package": pkg}},
-            "pipelines": [{"name": "health", "source": "plc", "model": "health",
-                           "window": {"waveform": "Vibration", "sample_rate_hz": rate}}]}
+    return {
+        "agent": {"id": "gw1"},
+        "trusted_keys": [pub],
+        "sources": {
+            "plc": {
+                "type": "opcua",
+                "endpoint": "opc.tcp://127.0.0.1:4840/",
+                "nodes": [{"node_id": "ns=2;s=M.Vibration"}],
+            }
+        },
+        "models": {"health": {"package": pkg}},
+        "pipelines": [
+            {
+                "name": "health",
+                "source": "plc",
+                "model": "health",
+                "window": {"waveform": "Vibration", "sample_rate_hz": rate},
+            }
+        ],
+    }
 
 
 def test_validate_accepts_25k6_into_10k_and_refuses_an_unclean_rate_naming_both(signal_pkg):
@@ -68,8 +82,11 @@ def test_validate_accepts_25k6_into_10k_and_refuses_an_unclean_rate_naming_both(
     with pytest.raises(ConfigError) as ei:
         parse_config(_cfg(*signal_pkg, 12345.6), "line1.yaml")
     (err,) = ei.value.errors
-    assert err.startswith("line1.yaml: pipelines[0].window.sample_rate_hz:") and "12345.6 Hz" in err \
+    assert (
+        err.startswith("line1.yaml: pipelines[0].window.sample_rate_hz:")
+        and "12345.6 Hz" in err
         and "10000 Hz" in err
+    )
 
 
 def test_start_refuses_an_unclean_rate_in_one_line_naming_both(signal_pkg):
@@ -84,14 +101,30 @@ def test_start_refuses_an_unclean_rate_in_one_line_naming_both(signal_pkg):
     async def on_result(res, item):
         pass
 
-    p = Pipeline(PipelineSettings(name="health", source="plc", model="health",
-                                  window=WindowSettings(waveform="Vibration", sample_rate_hz=12800.5)),
-                 Slot(), None, on_result)
+    p = Pipeline(
+        PipelineSettings(
+            name="health",
+            source="plc",
+            model="health",
+            window=WindowSettings(waveform="Vibration", sample_rate_hz=12800.5),
+        ),
+        Slot(),
+        None,
+        on_result,
+    )
     with pytest.raises(SlotError) as ei:
         p.prepare()
     assert "\n" not in str(ei.value) and "12800.5 Hz" in str(ei.value) and "10000 Hz" in str(ei.value)
-    ok = Pipeline(PipelineSettings(name="health", source="plc", model="health",
-                                   window=WindowSettings(waveform="Vibration", sample_rate_hz=25600)),
-                  Slot(), None, on_result)
+    ok = Pipeline(
+        PipelineSettings(
+            name="health",
+            source="plc",
+            model="health",
+            window=WindowSettings(waveform="Vibration", sample_rate_hz=25600),
+        ),
+        Slot(),
+        None,
+        on_result,
+    )
     ok.prepare()
     assert ok.windower.resample == (25, 64) and ok.windower.size == 5248

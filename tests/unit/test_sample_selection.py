@@ -31,7 +31,11 @@ def test_the_hourly_budget_caps_the_uploads_and_counts_what_it_refused():
 
 def test_uncertain_score_band_is_refused_by_name_with_the_fix():
     with pytest.raises(ConfigError) as ei:
-        parse_config({"agent": {"id": "a1", "site": "s", "line": "l"}, "upload": {"uncertain_score_band": 0.1}},
-                     "line3.yaml")
-    assert ei.value.errors == ["line3.yaml: upload: option 'uncertain_score_band' was removed: it never had an "
-                               "effect; remove it (uncertain_margin selects a classifier's borderline results)"]
+        parse_config(
+            {"agent": {"id": "a1", "site": "s", "line": "l"}, "upload": {"uncertain_score_band": 0.1}},
+            "line3.yaml",
+        )
+    assert ei.value.errors == [
+        "line3.yaml: upload: option 'uncertain_score_band' was removed: it never had an "
+        "effect; remove it (uncertain_margin selects a classifier's borderline results)"
+    ]

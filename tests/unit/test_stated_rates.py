@@ -22,7 +22,7 @@ def feed(w: Windower, rate: float | None, seconds: float = 0.5, chunk: int = 102
     x = np.sin(2 * np.pi * 250 * np.arange(int(fs * seconds)) / fs)
     out = []
     for i in range(0, len(x) - chunk + 1, chunk):
-        win = w.add(Reading("plc", "vib", x[i:i + chunk], i / fs, i / fs, Quality.GOOD, rate))
+        win = w.add(Reading("plc", "vib", x[i : i + chunk], i / fs, i / fs, Quality.GOOD, rate))
         if win is not None:
             out.append(win)
     return out
@@ -30,8 +30,15 @@ def feed(w: Windower, rate: float | None, seconds: float = 0.5, chunk: int = 102
 
 def windower(rate_hz=None):
     events = []
-    w = Windower("plc", WindowSettings(waveform="vib", sample_rate_hz=rate_hz), 2048, pipeline="pump",
-                 resample=(25, 64) if rate_hz == 25600 else (1, 1), model_rate_hz=10000.0, on_event=events.append)
+    w = Windower(
+        "plc",
+        WindowSettings(waveform="vib", sample_rate_hz=rate_hz),
+        2048,
+        pipeline="pump",
+        resample=(25, 64) if rate_hz == 25600 else (1, 1),
+        model_rate_hz=10000.0,
+        on_event=events.append,
+    )
     return w, events
 
 
@@ -40,7 +47,9 @@ def test_without_a_configured_rate_the_stated_rate_is_resampled_or_refused_namin
     wins = feed(w, 25600.0, seconds=1.0)
     assert wins and all(x.waveform.shape == (2048,) for x in wins)
     mag = np.abs(np.fft.rfft(wins[-1].waveform * np.hanning(2048)))
-    assert abs(np.argmax(mag) * 10000 / 2048 - 250) < 6  # the tone where it belongs: resampled, not relabelled
+    assert (
+        abs(np.argmax(mag) * 10000 / 2048 - 250) < 6
+    )  # the tone where it belongs: resampled, not relabelled
     assert [e["kind"] for e in events] == ["sample_rate_stated"] and w.rate_status()["from"] == "source"
     w, events = windower()
     assert feed(w, 10001.0) == []
@@ -69,17 +78,23 @@ def test_the_json_codec_reads_a_waveforms_rate_from_the_payload():
     assert (tag, list(v), rate) == ("vib", [1.0, 2.0, 3.0], 25600.0)
     assert run(b'{"v": [1, 2], "rate_hz": 12800}', 0.0)[0][3] == 12800.0
     assert run(b'{"v": [1, 2]}', 0.0)[0][3] is None
-    with pytest.raises(json_codec.CodecError, match="'sample_rate_hz' .* is -5; expected a positive number of Hz"):
+    with pytest.raises(
+        json_codec.CodecError, match="'sample_rate_hz' .* is -5; expected a positive number of Hz"
+    ):
         run(b'{"v": [1, 2], "sample_rate_hz": -5}', 0.0)
-    named = json_codec.compile_decoder(json_codec.JsonMapping(values={"v": "vib", "t": "temp"},
-                                                              rate_field="meta.fs"), rates=True)
+    named = json_codec.compile_decoder(
+        json_codec.JsonMapping(values={"v": "vib", "t": "temp"}, rate_field="meta.fs"), rates=True
+    )
     assert [x[3] for x in named(b'{"v": [1, 2], "t": 3.5, "meta": {"fs": 8192}}', 0.0)] == [8192.0, None]
     assert json_codec.compile_decoder(m)(b'{"v": [1], "sample_rate_hz": 1}', 0.0)[0][3:] == ()  # 3-tuples
 
 
 def _axis(unit: str, unit_id: int, low: float, high: float, steps=None):
-    return ua.AxisInformation(EngineeringUnits=ua.EUInformation(UnitId=unit_id, DisplayName=ua.LocalizedText(unit)),
-                              EURange=ua.Range(Low=low, High=high), AxisSteps=steps or [])
+    return ua.AxisInformation(
+        EngineeringUnits=ua.EUInformation(UnitId=unit_id, DisplayName=ua.LocalizedText(unit)),
+        EURange=ua.Range(Low=low, High=high),
+        AxisSteps=steps or [],
+    )
 
 
 def test_the_opcua_x_axis_states_the_rate_of_a_time_waveform_and_a_spectrum_states_none():

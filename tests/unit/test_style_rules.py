@@ -19,7 +19,11 @@ def test_no_asyncio_wait_for_in_the_packages_asyncio_timeout_instead():
             if "gen" in path.relative_to(ROOT).parts or "wait_for" not in text:
                 continue
             for node in ast.walk(ast.parse(text, filename=str(path))):
-                if isinstance(node, ast.Attribute) and node.attr == "wait_for" and \
-                        isinstance(node.value, ast.Name) and node.value.id == "asyncio":
+                if (
+                    isinstance(node, ast.Attribute)
+                    and node.attr == "wait_for"
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id == "asyncio"
+                ):
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not found, f"asyncio.wait_for used (use `async with asyncio.timeout(...)`): {found}"

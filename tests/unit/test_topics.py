@@ -26,7 +26,9 @@ def test_unknown_kind_is_refused():
         build_topic("s", "l", "a", "metrics")
 
 
-@pytest.mark.parametrize("bad", ["factory/s/l/a", "other/s/l/a/results", "factory/s/l/a/nope", "factory/s//a/results"])
+@pytest.mark.parametrize(
+    "bad", ["factory/s/l/a", "other/s/l/a/results", "factory/s/l/a/nope", "factory/s//a/results"]
+)
 def test_parse_refuses_foreign_topics(bad):
     with pytest.raises(TopicError):
         parse_topic(bad)

@@ -14,17 +14,36 @@ from protocols.gen import fleet_pb2 as pb
 
 
 def _dep(**kw) -> Deployment:
-    return Deployment.model_validate({
-        "id": "abc123", "created": 1.0, "package": "part-inspection", "version": "1.1.0", "digest": "d" * 64,
-        "size": 9, "slot": "vision", "steps": ["1", "50%", "100%"], "gate": {"max_error_rate": 0.05},
-        "targets": {"gw1": {"status": "healthy", "step": 0, "updated": 2.0, "health": {"x": 1}}, "gw2": {}}, **kw})
+    return Deployment.model_validate(
+        {
+            "id": "abc123",
+            "created": 1.0,
+            "package": "part-inspection",
+            "version": "1.1.0",
+            "digest": "d" * 64,
+            "size": 9,
+            "slot": "vision",
+            "steps": ["1", "50%", "100%"],
+            "gate": {"max_error_rate": 0.05},
+            "targets": {
+                "gw1": {"status": "healthy", "step": 0, "updated": 2.0, "health": {"x": 1}},
+                "gw2": {},
+            },
+            **kw,
+        }
+    )
 
 
 def test_a_deployment_travels_as_typed_fields_and_reads_back_the_same():
     d = _dep(rollback=True, state="halted", reason="agent gw1: failed")
     info = d.to_proto(pb)
     assert (info.id, info.kind, info.rollback, info.gate.max_error_rate, info.targets[1].step) == (
-        "abc123", "model", True, 0.05, -1)
+        "abc123",
+        "model",
+        True,
+        0.05,
+        -1,
+    )
     back = Deployment.from_proto(pb.DeploymentInfo.FromString(info.SerializeToString()))
     want = d.doc()
     del want["targets"]["gw1"]["health"]  # what agents sent stays in the service's document, not in the table
@@ -54,13 +73,23 @@ def test_rollback_is_an_explicit_field_and_the_v2_suffix_still_counts():
 
 
 def test_fleet_config_check_names_each_field_and_leaves_agent_files_to_the_agent():
-    errors = check_fleet_config(b"cloud: {endpoint: x}\nsources: {s: {type: mqtt, port: 0}}\n"
-                                b"pipelines: [{name: p, source: s, model: nope}]\n", "cfg.yaml")
+    errors = check_fleet_config(
+        b"cloud: {endpoint: x}\nsources: {s: {type: mqtt, port: 0}}\n"
+        b"pipelines: [{name: p, source: s, model: nope}]\n",
+        "cfg.yaml",
+    )
     assert errors[0].startswith("cfg.yaml: cloud: set by each agent's own local file")
-    assert errors[1:] == ["cfg.yaml: sources.s.port: Input should be greater than or equal to 1 (found 0)",
-                          "cfg.yaml: pipelines[0].model: unknown model slot 'nope'; none defined"]
+    assert errors[1:] == [
+        "cfg.yaml: sources.s.port: Input should be greater than or equal to 1 (found 0)",
+        "cfg.yaml: pipelines[0].model: unknown model slot 'nope'; none defined",
+    ]
     # trusted keys and packages are files on each agent, environment variables its own: not checked here
-    assert check_fleet_config(b"trusted_keys: [keys/fleet.pub]\nsources: {s: {type: mqtt, host: '${BROKER}'}}\n",
-                              "cfg.yaml") == []
-    assert check_fleet_config(b"- a list\n", "cfg.yaml") == ["cfg.yaml: expected a mapping at the top level "
-                                                              "(sources:, models:, pipelines: ...)"]
+    assert (
+        check_fleet_config(
+            b"trusted_keys: [keys/fleet.pub]\nsources: {s: {type: mqtt, host: '${BROKER}'}}\n", "cfg.yaml"
+        )
+        == []
+    )
+    assert check_fleet_config(b"- a list\n", "cfg.yaml") == [
+        "cfg.yaml: expected a mapping at the top level (sources:, models:, pipelines: ...)"
+    ]

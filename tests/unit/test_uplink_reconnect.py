@@ -9,8 +9,9 @@ from edge_agent.uplink.settings import CloudSettings
 
 
 def test_reconnect_ceiling_resets_after_a_healthy_stream_and_doubles_while_failing():
-    s = CloudSettings(endpoint="h:1", ca_file="c", cert_file="c", key_file="k", heartbeat_s=5, report_s=30,
-                      backoff_max_s=60)
+    s = CloudSettings(
+        endpoint="h:1", ca_file="c", cert_file="c", key_file="k", heartbeat_s=5, report_s=30, backoff_max_s=60
+    )
     assert reconnect_delay(5, lasted_s=3600, s=s) == 5  # a long-lived stream ended: spread over heartbeat_s
     ceilings, d = [], 5.0
     for _ in range(5):  # the server refuses or drops every new stream at once

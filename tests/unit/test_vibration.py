@@ -82,8 +82,16 @@ def test_health_decreases_monotonically_to_failure_with_time_to_failure() -> Non
 
 def test_scenario_yaml_round_trip_and_bad_fault_named(tmp_path) -> None:
     p = tmp_path / "s.yaml"
-    p.write_text(yaml.safe_dump({"phases": [{"fault": "healthy", "duration_s": 5},
-                                            {"fault": "imbalance", "duration_s": 9, "degrade": True}]}))
+    p.write_text(
+        yaml.safe_dump(
+            {
+                "phases": [
+                    {"fault": "healthy", "duration_s": 5},
+                    {"fault": "imbalance", "duration_s": 9, "degrade": True},
+                ]
+            }
+        )
+    )
     sc = Scenario.from_yaml(p)
     assert [ph.fault for ph in sc.phases] == ["healthy", "imbalance"] and sc.phases[1].degrade
     p.write_text(yaml.safe_dump({"phases": [{"fault": "rust", "duration_s": 5}]}))

@@ -29,8 +29,10 @@ def test_security_mode_needs_certificate_and_key() -> None:
 
 def test_duplicate_tags_and_non_opc_endpoint_are_rejected() -> None:
     with pytest.raises(ValidationError, match="appear more than once"):
-        OpcUaSettings(endpoint="opc.tcp://h:4840/", nodes=[{"node_id": "ns=2;s=A", "tag": "x"},
-                                                         {"node_id": "ns=2;s=B", "tag": "x"}])
+        OpcUaSettings(
+            endpoint="opc.tcp://h:4840/",
+            nodes=[{"node_id": "ns=2;s=A", "tag": "x"}, {"node_id": "ns=2;s=B", "tag": "x"}],
+        )
     with pytest.raises(ValidationError, match="endpoint"):
         OpcUaSettings(endpoint="http://h:4840/")
 

@@ -12,8 +12,15 @@ import importlib
 
 from cloud_trainer.train.families.base import STAGE_VERBS, Evaluation, StageError, TrainerFamily
 
-__all__ = ["STAGE_VERBS", "TRAINER_FAMILIES", "Evaluation", "StageError", "TrainerFamily", "family_names",
-           "load_family"]
+__all__ = [
+    "STAGE_VERBS",
+    "TRAINER_FAMILIES",
+    "Evaluation",
+    "StageError",
+    "TrainerFamily",
+    "family_names",
+    "load_family",
+]
 
 TRAINER_FAMILIES: dict[str, str] = {
     "vision": "cloud_trainer.train.families.vision:VisionFamily",

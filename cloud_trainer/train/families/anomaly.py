@@ -25,19 +25,44 @@ class AnomalyFamily(TrainerFamily):
         from cloud_trainer.train.pipeline import GateFailed
 
         st = anomaly.AnomalySettings(
-            dataset=a.dataset, registry=a.registry, signing_key=s.signing_key, workdir=a.work or Path("var/builds/anomaly"),
-            size=a.size or 128, seed=a.seed, false_reject_rate=a.false_reject_rate, backbone_weights=a.backbone_weights,
-            features=a.features, threads=a.threads, version=a.version, floors=s.floors, int8_margin=a.int8_margin,
-            openvino=not a.no_openvino, force=a.force, name=a.name or anomaly.NAME)
+            dataset=a.dataset,
+            registry=a.registry,
+            signing_key=s.signing_key,
+            workdir=a.work or Path("var/builds/anomaly"),
+            size=a.size or 128,
+            seed=a.seed,
+            false_reject_rate=a.false_reject_rate,
+            backbone_weights=a.backbone_weights,
+            features=a.features,
+            threads=a.threads,
+            version=a.version,
+            floors=s.floors,
+            int8_margin=a.int8_margin,
+            openvino=not a.no_openvino,
+            force=a.force,
+            name=a.name or anomaly.NAME,
+        )
         try:
             res = anomaly.build(st)
         except anomaly.AnomalyDataError as exc:
             print(f"cloud-trainer build anomaly: dataset error: {exc}", file=sys.stderr)
             return 2
         except GateFailed as exc:
-            print(f"cloud-trainer build anomaly: candidate rejected by the evaluation gate: {exc}; nothing published "
-                  f"(report: {exc.report})", file=sys.stderr)
+            print(
+                f"cloud-trainer build anomaly: candidate rejected by the evaluation gate: {exc}; nothing published "
+                f"(report: {exc.report})",
+                file=sys.stderr,
+            )
             return 3
-        print(json.dumps({"published": res["entry"]["version"], "name": res["entry"]["name"], "package": res["package"],
-                          "form": res["report"]["form"], "threshold": res["report"]["threshold"]}))
+        print(
+            json.dumps(
+                {
+                    "published": res["entry"]["version"],
+                    "name": res["entry"]["name"],
+                    "package": res["package"],
+                    "form": res["report"]["form"],
+                    "threshold": res["report"]["threshold"],
+                }
+            )
+        )
         return 0

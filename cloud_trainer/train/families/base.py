@@ -88,8 +88,9 @@ class TrainerFamily:
 
     # ---- evaluate and gate ----
 
-    def evaluate(self, s: Any, meta: dict, a: dict, outs: dict, fp32: Path, int8: Path,
-                 dataset: Callable[[], Any]) -> Evaluation:
+    def evaluate(
+        self, s: Any, meta: dict, a: dict, outs: dict, fp32: Path, int8: Path, dataset: Callable[[], Any]
+    ) -> Evaluation:
         """Metrics of every form on the test split. ``meta`` is ``train.json``, ``a`` the arrays of
         ``train.npz``, ``outs`` each form's outputs on ``x[test]``; ``dataset()`` reads the dataset
         again (once per evaluation, digest checked) for a family that needs more than the arrays."""
@@ -100,8 +101,9 @@ class TrainerFamily:
         margin and the published version: one reason per failed check."""
         return []
 
-    def incumbent_metrics(self, opened: Any, ds: Any, te: Any, y: Any, threshold_fallback: float,
-                          context: dict) -> dict:
+    def incumbent_metrics(
+        self, opened: Any, ds: Any, te: Any, y: Any, threshold_fallback: float, context: dict
+    ) -> dict:
         """The published version (``opened``, a verified package) scored on this build's test rows
         ``te`` through its own preprocessing; ``context`` is the candidate's ``Evaluation.context``."""
         raise NotImplementedError

@@ -30,10 +30,20 @@ class MaintenanceFamily(TrainerFamily):
 
     def train(self, s, ds, pre, log) -> dict:
         if s.init_from:
-            raise StageError("--init-from: fine-tuning applies to vision models; maintenance models retrain from "
-                             "scratch (their features are standardised on each dataset)")
-        return fam.train(ds, s.seed, s.epochs, log, s.threads, feature_set=s.signal_features, bearing=s.bearing,
-                         speed_tag=s.speed_tag)
+            raise StageError(
+                "--init-from: fine-tuning applies to vision models; maintenance models retrain from "
+                "scratch (their features are standardised on each dataset)"
+            )
+        return fam.train(
+            ds,
+            s.seed,
+            s.epochs,
+            log,
+            s.threads,
+            feature_set=s.signal_features,
+            bearing=s.bearing,
+            speed_tag=s.speed_tag,
+        )
 
     def train_arrays(self, tr_out: dict) -> dict:
         return dict(health=tr_out["health"], rul_s=tr_out["rul_s"], rul_ok=tr_out["rul_ok"])
@@ -47,18 +57,23 @@ class MaintenanceFamily(TrainerFamily):
     def evaluate(self, s, meta, a, outs, fp32, int8, dataset) -> Evaluation:
         x, y, tr, va, te = a["x"], a["y"], a["train"], a["val"], a["test"]
         val_int8 = onnx_tools.run(int8, x[va])
-        threshold = fam.choose_threshold(val_int8["anomaly_score"].reshape(-1),
-                                         fam.anomaly_truth(y[va], a["health"][va])[0])
+        threshold = fam.choose_threshold(
+            val_int8["anomaly_score"].reshape(-1), fam.anomaly_truth(y[va], a["health"][va])[0]
+        )
         rul_mean = float(np.nanmean(np.where(a["rul_ok"][tr], a["rul_s"][tr], np.nan)))
-        mets = {k: fam.metrics(o, y[te], a["health"][te], a["rul_s"][te], threshold, rul_mean)
-                for k, o in outs.items()}
+        mets = {
+            k: fam.metrics(o, y[te], a["health"][te], a["rul_s"][te], threshold, rul_mean)
+            for k, o in outs.items()
+        }
         return Evaluation(mets, threshold, context={"rul_mean": rul_mean})
 
     def gate_reasons(self, cand: dict) -> list[str]:
         reasons = []
         if not cand["rul_mae_s"] < cand["rul_mae_naive_s"]:
-            reasons.append(f"remaining-life MAE {cand['rul_mae_s']:.0f}s does not beat the naive mean "
-                           f"{cand['rul_mae_naive_s']:.0f}s")
+            reasons.append(
+                f"remaining-life MAE {cand['rul_mae_s']:.0f}s does not beat the naive mean "
+                f"{cand['rul_mae_naive_s']:.0f}s"
+            )
         return reasons
 
     def incumbent_metrics(self, opened, ds, te, y, threshold_fallback, context) -> dict:
@@ -68,10 +83,14 @@ class MaintenanceFamily(TrainerFamily):
         m, rul_mean = opened.manifest, context["rul_mean"]
         pre = m.preprocessing
         assert isinstance(pre, SignalPreprocessing)  # a maintenance package
-        xi = maintenance.features(ds.waveforms[te], pre, ds.speed_rpm[te] if ds.speed_rpm is not None else None)
+        xi = maintenance.features(
+            ds.waveforms[te], pre, ds.speed_rpm[te] if ds.speed_rpm is not None else None
+        )
         out = onnx_tools.run(opened.model_path, xi)
-        thr = next((o.threshold for o in m.outputs if o.role.value == "anomaly_score" and o.threshold is not None),
-                   threshold_fallback)
+        thr = next(
+            (o.threshold for o in m.outputs if o.role.value == "anomaly_score" and o.threshold is not None),
+            threshold_fallback,
+        )
         return maintenance.metrics(out, y[te], ds.health[te], ds.rul_s[te], thr, rul_mean)
 
     def labels(self, report: dict) -> list[str]:
@@ -86,18 +105,43 @@ class MaintenanceFamily(TrainerFamily):
         health = a["health"][te]
         anom, counted = anomaly_truth(y, health)
         fpr, tpr = common.roc_points(anom[counted], out["anomaly_score"].reshape(-1)[counted])
-        common.plot_curve(path, fpr, tpr, "anomaly ROC (INT8, test)", "false positive rate",
-                          "true positive rate", diagonal=True)
+        common.plot_curve(
+            path,
+            fpr,
+            tpr,
+            "anomaly ROC (INT8, test)",
+            "false positive rate",
+            "true positive rate",
+            diagonal=True,
+        )
 
     def package_io(self, meta: dict, n_features: int, threshold: float) -> tuple[list, list, str, str]:
         from cloud_trainer.train.data import FAULTS
 
-        outputs = [{"name": "anomaly_score", "dtype": "float32", "shape": ["batch", 1], "role": "anomaly_score",
-                    "threshold": threshold},
-                   {"name": "fault_logits", "dtype": "float32", "shape": ["batch", len(FAULTS)],
-                    "role": "class_logits", "labels": FAULTS, "ok_label": "healthy"},
-                   {"name": "remaining_life", "dtype": "float32", "shape": ["batch", 1], "role": "remaining_life",
-                    "unit": "s"}]
+        outputs = [
+            {
+                "name": "anomaly_score",
+                "dtype": "float32",
+                "shape": ["batch", 1],
+                "role": "anomaly_score",
+                "threshold": threshold,
+            },
+            {
+                "name": "fault_logits",
+                "dtype": "float32",
+                "shape": ["batch", len(FAULTS)],
+                "role": "class_logits",
+                "labels": FAULTS,
+                "ok_label": "healthy",
+            },
+            {
+                "name": "remaining_life",
+                "dtype": "float32",
+                "shape": ["batch", 1],
+                "role": "remaining_life",
+                "unit": "s",
+            },
+        ]
         inputs = [{"name": "features", "dtype": "float32", "shape": ["batch", n_features], "layout": "NC"}]
         task = "equipment_maintenance"
         metric_name = "fault_accuracy"

@@ -71,19 +71,26 @@ class VisionFamily(TrainerFamily):
             threshold = 0.5
             mets = {k: fam.metrics(o["logits"], y[te], meta["classes"], threshold) for k, o in outs.items()}
             cal = meta["calibration"]
-            extra["operating_point"] = {"rule": f"patch recipe: score threshold {cal['centre']:.4g} from "
-                                                f"out-of-fold scores of the training images ({cal['rule']})",
-                                        "threshold": threshold, "calibration": cal, "validation_curve": []}
+            extra["operating_point"] = {
+                "rule": f"patch recipe: score threshold {cal['centre']:.4g} from "
+                f"out-of-fold scores of the training images ({cal['rule']})",
+                "threshold": threshold,
+                "calibration": cal,
+                "validation_curve": [],
+            }
             extra["perturbed"] = _perturbed_metrics(dataset(), meta, fp32, int8, te, y, threshold)
             return Evaluation(mets, threshold, extra)
         # the operating point comes from the FP32 model (the reference every form is held to)
         val_fp32 = fam.ng_score(onnx_tools.run(fp32, x[va])["logits"])
         threshold = fam.operating_point(val_fp32, y[va] != 0, s.min_ng_precision)
         mets = {k: fam.metrics(o["logits"], y[te], meta["classes"], threshold) for k, o in outs.items()}
-        extra["operating_point"] = {"rule": f"highest NG recall at NG precision >= {s.min_ng_precision} on validation "
-                                            "(FP32 scores), centred in logit space", "threshold": threshold,
-                                    "min_ng_precision": s.min_ng_precision,
-                                    "validation_curve": fam.operating_curve(val_fp32, y[va] != 0)}
+        extra["operating_point"] = {
+            "rule": f"highest NG recall at NG precision >= {s.min_ng_precision} on validation "
+            "(FP32 scores), centred in logit space",
+            "threshold": threshold,
+            "min_ng_precision": s.min_ng_precision,
+            "validation_curve": fam.operating_curve(val_fp32, y[va] != 0),
+        }
         ds = dataset()
         extra["perturbed"] = _perturbed_metrics(ds, meta, fp32, int8, te, y, threshold)
         return Evaluation(mets, threshold, extra)
@@ -118,11 +125,26 @@ class VisionFamily(TrainerFamily):
             heatmap_shape = fam.heatmap_shape
         hh, ww = heatmap_shape(pre)
         channels = 1 if pre.get("color") == "gray" else 3
-        outputs = [{"name": "logits", "dtype": "float32", "shape": ["batch", len(classes)],
-                    "role": "class_logits", "labels": classes, "ok_label": classes[0], "threshold": threshold},
-                   {"name": "heatmap", "dtype": "float32", "shape": ["batch", 1, hh, ww], "role": "heatmap"}]
-        inputs = [{"name": "image", "dtype": "float32", "shape": ["batch", channels, pre["height"], pre["width"]],
-                   "layout": "NCHW"}]
+        outputs = [
+            {
+                "name": "logits",
+                "dtype": "float32",
+                "shape": ["batch", len(classes)],
+                "role": "class_logits",
+                "labels": classes,
+                "ok_label": classes[0],
+                "threshold": threshold,
+            },
+            {"name": "heatmap", "dtype": "float32", "shape": ["batch", 1, hh, ww], "role": "heatmap"},
+        ]
+        inputs = [
+            {
+                "name": "image",
+                "dtype": "float32",
+                "shape": ["batch", channels, pre["height"], pre["width"]],
+                "layout": "NCHW",
+            }
+        ]
         task = "vision_inspection"
         metric_name = "ng_recall"
         return inputs, outputs, task, metric_name
@@ -139,8 +161,10 @@ def vision_recipe(s) -> str:
     if s.recipe not in VISION_RECIPES:
         raise StageError(f"--recipe {s.recipe!r}: expected one of {', '.join(VISION_RECIPES)}")
     if s.recipe == "patch" and s.init_from:
-        raise StageError("--init-from: fine-tuning applies to the cnn recipe; the patch recipe is rebuilt from "
-                         "its images in minutes (drop --init-from, or give --recipe cnn)")
+        raise StageError(
+            "--init-from: fine-tuning applies to the cnn recipe; the patch recipe is rebuilt from "
+            "its images in minutes (drop --init-from, or give --recipe cnn)"
+        )
     if s.recipe != "auto":
         return s.recipe
     if s.init_from or s.degrade:
@@ -160,8 +184,10 @@ def _init_state(path: Path) -> dict:
 
     pt = Path(path) / "model.pt" if Path(path).is_dir() else Path(path)
     if not pt.is_file():
-        raise StageError(f"--init-from {path}: no model.pt there (a work folder of `train`, or a published "
-                         "version's folder in the registry)")
+        raise StageError(
+            f"--init-from {path}: no model.pt there (a work folder of `train`, or a published "
+            "version's folder in the registry)"
+        )
     try:
         return torch.load(pt, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -182,6 +208,8 @@ def _perturbed_metrics(ds, meta: dict, fp32: Path, int8: Path, te, y, threshold:
         m = vision.metrics(logits, y[te], meta["classes"], threshold)
         out[form] = {k: m[k] for k in ("accuracy", "ng_recall", "ng_precision", "ng_auroc", "f1_macro")}
         ok = y[te] == 0
-        out[form]["ok_rejected"] = float(np.mean(vision.ng_score(logits)[ok] >= threshold)) if ok.any() else 0.0
+        out[form]["ok_rejected"] = (
+            float(np.mean(vision.ng_score(logits)[ok] >= threshold)) if ok.any() else 0.0
+        )
     out["ranges"] = {k: v for k, v in perturb.TEST.__dict__.items()}
     return out
