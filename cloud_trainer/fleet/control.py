@@ -256,9 +256,23 @@ class Control:
     def desired_many(
         self, keys: list[tuple[str, str]]
     ) -> dict[tuple[str, str], tuple[int, list[dict], dict | None]]:
-        """``desired_state`` of many (tenant, agent) pairs at once (one lock, one thread hop)."""
+        """``desired_state`` of many (tenant, agent) pairs at once: one lock, one thread hop, and the rows read
+        in chunks of agents (a connection storm or a fleet-wide rollout pushes to thousands of streams: one
+        query per agent was seconds of round trips to PostgreSQL at 10,000 agents)."""
+        wanted = set(keys)
+        rows: dict[tuple[str, str], list] = {k: [] for k in wanted}
+        agents = sorted({a for _, a in wanted})
         with self.lock:
-            return {(t, a): self.desired_state(a, tenant=t) for t, a in keys}
+            for i in range(0, len(agents), 500):
+                part = agents[i : i + 500]
+                for row in self.db.execute(
+                    "SELECT tenant, agent, slot, package, version, digest, size, deployment_id, generation FROM "
+                    f"desired WHERE agent IN ({','.join('?' * len(part))})",
+                    tuple(part),
+                ).fetchall():
+                    if (row[0], row[1]) in wanted:
+                        rows[(row[0], row[1])].append(row[2:])
+            return {k: self._desired_of(r) for k, r in rows.items()}
 
     def _set_desired(
         self,
@@ -295,31 +309,36 @@ class Control:
                 "desired WHERE tenant = ? AND agent = ?",
                 (tenant, agent),
             ).fetchall()
-            gen = max((r[6] for r in rows), default=0)
-            out, config = [], None
-            for s, p, v, d, z, dep, _ in rows:
-                rollback = dep.endswith(ROLLBACK_SUFFIX)
-                if s == CONFIG_SLOT:
-                    dep_id = dep.removesuffix(ROLLBACK_SUFFIX)
-                    config = {
-                        "deployment_id": dep_id,
+            return self._desired_of(rows)
+
+    def _desired_of(self, rows) -> tuple[int, list[dict], dict | None]:
+        """(generation, model slots, agent configuration or None) from an agent's rows of ``desired``."""
+        gen = max((r[6] for r in rows), default=0)
+        out: list[dict] = []
+        config = None
+        for s, p, v, d, z, dep, _ in rows:
+            rollback = dep.endswith(ROLLBACK_SUFFIX)
+            if s == CONFIG_SLOT:
+                dep_id = dep.removesuffix(ROLLBACK_SUFFIX)
+                config = {
+                    "deployment_id": dep_id,
+                    "digest": d,
+                    "name": p,
+                    "rollback": rollback,
+                    "yaml": self._config_yaml(dep_id).encode(),
+                }
+            else:
+                out.append(
+                    {
+                        "slot": s,
+                        "package": p,
+                        "version": v,
                         "digest": d,
-                        "name": p,
+                        "size": z,
+                        "deployment_id": dep,
                         "rollback": rollback,
-                        "yaml": self._config_yaml(dep_id).encode(),
                     }
-                else:
-                    out.append(
-                        {
-                            "slot": s,
-                            "package": p,
-                            "version": v,
-                            "digest": d,
-                            "size": z,
-                            "deployment_id": dep,
-                            "rollback": rollback,
-                        }
-                    )
+                )
         return gen, out, config
 
     def _config_yaml(self, dep_id: str) -> str:
