@@ -67,11 +67,12 @@ CREATE TABLE IF NOT EXISTS desired (tenant TEXT NOT NULL, agent TEXT NOT NULL, s
   deployment_id TEXT NOT NULL, generation INTEGER NOT NULL, PRIMARY KEY (tenant, agent, slot));
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tenants (id TEXT PRIMARY KEY, display_name TEXT NOT NULL, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS changes (generation INTEGER PRIMARY KEY, tenant TEXT NOT NULL, agent TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (generation INTEGER NOT NULL, tenant TEXT NOT NULL, agent TEXT NOT NULL,
+  PRIMARY KEY (generation, tenant, agent));
 """
-KEEP_CHANGES = (
-    200_000  # rows of the desired-state change log kept (a replica polls it every fraction of a second)
-)
+# generations of the desired-state change log kept (a replica polls it every fraction of a second; a rollout
+# step's agents share one generation, so this bounds steps, and single changes, not rows)
+KEEP_CHANGES = 20_000
 # control.db files from before tenants: their desired states belong to the default tenant
 MIGRATE_DESIRED = """BEGIN IMMEDIATE;
 ALTER TABLE desired RENAME TO desired_v1;
@@ -188,6 +189,13 @@ class Control:
             cols = [r[1] for r in db.execute("PRAGMA table_info(desired)")]
             if cols and "tenant" not in cols:
                 db.executescript(MIGRATE_DESIRED)
+            old_log = db.execute(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'changes'"
+            ).fetchone()
+            if old_log and "generation INTEGER PRIMARY KEY" in old_log[0]:
+                # one generation per change before; now one per rollout step (many agents): the log is only what
+                # streams push next (the generation counter stays), so the old table is replaced, not copied
+                db.execute("DROP TABLE changes")
             db.executescript(SCHEMA)
         self.registry = registry
         self.store = store
@@ -228,9 +236,10 @@ class Control:
         )
         return self.db.execute("SELECT value FROM counters WHERE key = 'generation'").fetchone()[0]
 
-    def _changed(self, tenant: str, agent: str) -> int:
-        """A new generation, logged as a change of (tenant, agent)'s desired state (what streams push)."""
-        gen = self._next_generation()
+    def _changed(self, tenant: str, agent: str, gen: int | None = None) -> int:
+        """A new generation (or ``gen``: one for a whole rollout step), logged as a change of (tenant, agent)'s
+        desired state (what streams push)."""
+        gen = self._next_generation() if gen is None else gen
         self.db.execute(
             "INSERT INTO changes (generation, tenant, agent) VALUES (?, ?, ?)", (gen, tenant, agent)
         )
@@ -284,8 +293,9 @@ class Control:
         size: int,
         dep_id: str,
         tenant: str = T,
+        gen: int | None = None,
     ) -> None:
-        gen = self._changed(tenant, agent)
+        gen = self._changed(tenant, agent, gen)
         self.db.execute(
             "INSERT INTO desired VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(tenant, agent, slot) DO UPDATE "
             "SET package=excluded.package, version=excluded.version, digest=excluded.digest, "
@@ -624,9 +634,13 @@ class Control:
         k = dep["step"]
         upto = self._step_size(dep["steps"][k], len(agents))
         current = agents[:upto]
+        gen = (
+            None  # one generation for the step's agents: a fleet-wide step is one counter update, not 10,000
+        )
         for a in current:
             t = dep["targets"][a]
             if t["status"] == "waiting":
+                gen = gen or self._next_generation()
                 self._set_desired(
                     a,
                     _slot(dep),
@@ -636,6 +650,7 @@ class Control:
                     dep["size"],
                     dep["id"] + (ROLLBACK_SUFFIX if dep.get("rollback") else ""),
                     dep.get("tenant", T),
+                    gen,
                 )
                 t.update(status="assigned", step=k, updated=now)
         if dep["step_started"] is None:
