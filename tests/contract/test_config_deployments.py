@@ -88,3 +88,28 @@ def test_refusals_store_nothing_and_another_tenant_sees_no_agents(control):
     with pytest.raises(ValueError, match="'@'"):
         c.create({"package": "p", "slot": "@config", "agents": ["gw1"]})
     assert c.list() == [] and c.desired_state("gw1") == (0, [], None)
+
+
+def test_a_rollout_step_shares_one_generation_and_an_old_change_log_is_replaced(tmp_path):
+    """A fleet-wide step costs one generation (every agent of the step is logged under it, and streams push
+    them all); a control.db from before, whose change log was keyed by generation alone, opens and works."""
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "control.db")
+    db.execute(
+        "CREATE TABLE changes (generation INTEGER PRIMARY KEY, tenant TEXT NOT NULL, agent TEXT NOT NULL)"
+    )
+    db.execute("INSERT INTO changes VALUES (7, 'default', 'gw0')")
+    db.commit()
+    db.close()
+    store = open_store(None, tmp_path)
+    for agent in ("gw1", "gw2", "gw3"):
+        store.heartbeat(agent, {"site": "plant"}, [], {}, 0, {})
+    c = Control(tmp_path / "control.db", Registry(tmp_path / "registry"), store, config_validator=refuse_bad)
+    before = c.generation()
+    c.create_config({"config_yaml": A, "config_name": "a", "selector": {"site": "plant"}, "steps": ["100%"]})
+    gen, changed = c.changes_since(before)
+    assert sorted(changed) == [("default", "gw1"), ("default", "gw2"), ("default", "gw3")]
+    assert gen == before + 1, "the step's three agents share one generation"
+    assert {k: v[0] for k, v in c.desired_many(changed).items()} == dict.fromkeys(changed, gen)
+    store.close()
