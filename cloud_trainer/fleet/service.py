@@ -164,17 +164,7 @@ class FleetServicer(rpc.FleetServicer):
                 try:
                     async for msg in request_iterator:
                         r = msg.report
-                        slots = [
-                            {
-                                "slot": s.slot,
-                                "package": s.package,
-                                "version": s.version,
-                                "digest": s.digest,
-                                "status": s.status,
-                                "reason": s.reason,
-                            }
-                            for s in r.slots
-                        ]
+                        slots = _slot_states(r)
                         health = await json_field(context, r.health_json, "report.health_json")
                         await self._command_results(who, r.command_results)
                         await hub.report(
@@ -199,17 +189,7 @@ class FleetServicer(rpc.FleetServicer):
         who = await require(context, ROLE_AGENT)
         await self._admit(who, context)
         agent, tenant = who.name, who.tenant
-        slots = [
-            {
-                "slot": s.slot,
-                "package": s.package,
-                "version": s.version,
-                "digest": s.digest,
-                "status": s.status,
-                "reason": s.reason,
-            }
-            for s in request.slots
-        ]
+        slots = _slot_states(request)
         health = await json_field(context, request.health_json, "health_json")
         await self._command_results(who, request.command_results)
         await asyncio.to_thread(
@@ -561,6 +541,21 @@ class AdminServicer(rpc.AdminServicer):
                 )
             )
         return out
+
+
+def _slot_states(r) -> list[dict]:
+    """A state report's model slots, as the store keeps them."""
+    return [
+        {
+            "slot": s.slot,
+            "package": s.package,
+            "version": s.version,
+            "digest": s.digest,
+            "status": s.status,
+            "reason": s.reason,
+        }
+        for s in r.slots
+    ]
 
 
 def _outbox_state(r) -> dict:
