@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import random
@@ -62,7 +63,25 @@ async def worker(
     from protocols.gen import fleet_pb2_grpc as rpc
 
     lat: list[float] = []
+    lat_at: list[float] = []  # when each acknowledgement came (wall clock): the driver splits the windows
     first_acks: list[float] = []
+    gc_pauses: list[
+        tuple[float, float, int]
+    ] = []  # (wall clock, seconds, generation) of collections >= 20 ms
+    gc_started = [0.0]
+
+    def gc_timer(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        elif (took := time.perf_counter() - gc_started[0]) >= 0.02:
+            gc_pauses.append((time.time(), took, info.get("generation", -1)))
+
+    # the clients are the harness, not what is measured: the same collection settings as the server's
+    # (cloud_trainer.fleet.server.quiet_gc), and every long pause of theirs is reported beside the latencies
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+    gc.callbacks.append(gc_timer)
     errors = {"stream": 0, "ack_timeout": 0, "rpc": 0}
     codes: dict[str, int] = {}
     samples: list[str] = []
@@ -120,7 +139,12 @@ async def worker(
                 if (
                     msg.acked and msg.acked in sent
                 ):  # the first report's round trip includes TLS and stream set-up
-                    (lat if msg.acked > 1 else first_acks).append(time.perf_counter() - sent.pop(msg.acked))
+                    took = time.perf_counter() - sent.pop(msg.acked)
+                    if msg.acked > 1:
+                        lat.append(took)
+                        lat_at.append(time.time())
+                    else:
+                        first_acks.append(took)
                 if (
                     msg.HasField("desired")
                     and watching[0]
@@ -178,7 +202,17 @@ async def worker(
             except TimeoutError:
                 pass
 
+    lags: list[tuple[float, float]] = []  # (wall clock, s) when this client's own loop ran >= 100 ms late
+
+    async def lag_probe() -> None:  # a late acknowledgement may be the client's own backlog: shown apart
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.02)
+            if (late := time.perf_counter() - t - 0.02) >= 0.1:
+                lags.append((time.time(), late))
+
     tasks = [asyncio.create_task(agent(i)) for i in range(first, first + count)]
+    probe = asyncio.create_task(lag_probe())
     loop = asyncio.get_running_loop()
     while True:
         line = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
@@ -196,6 +230,9 @@ async def worker(
             )
         elif line == "mark":
             lat.clear()
+            lat_at.clear()
+            gc_pauses.clear()
+            lags.clear()
             first_acks.clear()
             for k in errors:
                 errors[k] = 0
@@ -208,11 +245,15 @@ async def worker(
             print(json.dumps({"reached": len(reached)}), flush=True)
         elif line in ("stop", ""):
             stop.set()
+            probe.cancel()
             await asyncio.wait(tasks, timeout=10)
             print(
                 json.dumps(
                     {
                         "lat": lat,
+                        "lat_at": lat_at,
+                        "gc_pauses": gc_pauses,
+                        "loop_lags": lags,
                         "first": first_acks,
                         "errors": errors,
                         "codes": codes,
@@ -344,7 +385,7 @@ def start_servers(
     from tests.support.peers import wait_port
 
     procs = []
-    for _ in range(replicas):
+    for k in range(replicas):
         cmd = (
             ["-m", "bench.fleet_stream_bench", "--echo-server", str(pki), str(port)]
             if echo
@@ -363,7 +404,11 @@ def start_servers(
         )
         procs.append(
             subprocess.Popen(
-                [sys.executable, *cmd], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+                [sys.executable, *cmd],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=(tmp / f"serve-{k}.log").open("w"),
+                text=True,
             )
         )
         line = procs[-1].stdout.readline()
@@ -432,6 +477,7 @@ def run(
         row["load_avg"] = [round(load0, 1), round(os.getloadavg()[0], 1)]
         row["server_rss_mb"] = sum(map(rss_mb, pids))
         t_dep = 0.0
+        t_steady_end = time.time()
         if not echo:  # the floor has no deployments
             ws.ask("watch")
             t_dep = asyncio.run(deploy(pki, port))
@@ -446,6 +492,37 @@ def run(
         for p in srvs:
             p.wait(20)
     lat = [x for r in res for x in r["lat"]]
+    lat_at = [x for r in res for x in r["lat_at"]]
+    steady = [x for x, t in zip(lat, lat_at, strict=True) if t < t_steady_end]
+    push = [x for x, t in zip(lat, lat_at, strict=True) if t >= t_steady_end]
+    slow: dict[int, int] = {}  # acknowledgements over 200 ms per second of the run
+    for x, t in zip(lat, lat_at, strict=True):
+        if x > 0.2:
+            slow[int(t - t_steady_end)] = slow.get(int(t - t_steady_end), 0) + 1
+    row["slow_acks_by_second"] = dict(sorted(slow.items(), key=lambda kv: -kv[1])[:8])  # s from the push
+    row["steady_p99_ms"] = float(np.percentile(steady, 99) * 1000) if steady else float("nan")
+    row["push_p99_ms"] = float(np.percentile(push, 99) * 1000) if push else float("nan")
+    row["push_reports"] = len(push)
+    pauses = [p for r in res for p in r["gc_pauses"]]
+    row["client_gc_pauses"] = {"n": len(pauses), "max_s": max((p[1] for p in pauses), default=0.0)}
+    lags = [x for r in res for x in r.get("loop_lags", [])]
+    row[
+        "client_loop_lags"
+    ] = {  # seconds from the push's start: when a client's loop ran late, and by how much
+        "n": len(lags),
+        "max_s": max((x[1] for x in lags), default=0.0),
+        "worst": sorted(((round(t - t_steady_end, 1), round(x, 2)) for t, x in lags), key=lambda v: -v[1])[
+            :8
+        ],
+    }
+    row["t_steady_end"] = t_steady_end
+    row["server_log_warnings"] = [
+        line.strip()
+        for k in range(replicas)
+        if (tmp / f"serve-{k}.log").exists()
+        for line in (tmp / f"serve-{k}.log").read_text(errors="replace").splitlines()
+        if " WARNING " in line or " ERROR " in line or "desired state pushed" in line
+    ][:20]
     reached = [x for r in res for x in r["reached"]]
     errors = sum(sum(r["errors"].values()) for r in res)
     codes = merge_codes(r["codes"] for r in res)
@@ -555,7 +632,7 @@ def write(rows: list[dict], a) -> None:
         "| protocol | agents | replicas / store | ramp: s, server / clients CPU % | ramp: errors | "
         "ramp: first ack p50 / p99 ms (over 10 s) | "
         "steady: reports/s | "
-        "steady: p50 ms | steady: p99 ms | steady: errors | server CPU (% of a core) | "
+        "steady: p50 ms | steady: p99 ms (before / during the desired-state push) | steady: errors | server CPU (% of a core) | "
         "server CPU ms per agent-minute | desired change reaches all | server RSS MB | load avg |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
@@ -570,7 +647,8 @@ def write(rows: list[dict], a) -> None:
             f"{r['connect_s']:.0f}, {r['ramp_server_cpu_pct']:.0f} / {r['ramp_clients_cpu_pct']:.0f} | "
             f"{r['ramp_errors']} {r['ramp_error_codes'] or ''} | {r['first_ack_p50_ms']:.0f} / "
             f"{r['first_ack_p99_ms']:.0f} ({r['first_acks_over_10s']}) | {r['reports_per_s']:.0f} | "
-            f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} {r['error_codes'] or ''} | "
+            f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} ({r.get('steady_p99_ms', float('nan')):.1f} / "
+            f"{r.get('push_p99_ms', float('nan')):.1f}) | {r['errors']} {r['error_codes'] or ''} | "
             f"{r['server_cpu_pct']:.1f} | {r['server_cpu_ms_per_agent_per_min']:.2f} | {reach} | "
             f"{r['server_rss_mb']:.0f} | {r['load_avg'][0]}-{r['load_avg'][1]} |"
         )

@@ -83,6 +83,11 @@ INSERT INTO desired SELECT 'default', * FROM desired_v1;
 DROP TABLE desired_v1;
 COMMIT;"""
 TERMINAL = {"completed", "halted", "aborted", "removed"}
+_UPSERT_DESIRED = (
+    "INSERT INTO desired VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(tenant, agent, slot) DO UPDATE "
+    "SET package=excluded.package, version=excluded.version, digest=excluded.digest, "
+    "size=excluded.size, deployment_id=excluded.deployment_id, generation=excluded.generation"
+)
 T = DEFAULT_TENANT
 
 
@@ -163,6 +168,12 @@ class _PgConnection:
                 if not retry or attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def executemany(self, sql: str, rows) -> None:
+        """One statement for many rows, sent as a pipeline (one round trip per batch, not per row); inside
+        the caller's transaction, so it is never retried on its own."""
+        with self._alive().cursor() as cur:
+            cur.executemany(sql.replace("?", "%s"), rows)
 
     @property
     def in_transaction(self) -> bool:
@@ -283,6 +294,20 @@ class Control:
                         rows[(row[0], row[1])].append(row[2:])
             return {k: self._desired_of(r) for k, r in rows.items()}
 
+    def _set_desired_many(self, rows: list[tuple], tenant: str, gen: int) -> None:
+        """``_set_desired`` for a rollout step's agents at once: ``rows`` of (agent, slot, package, version,
+        digest, size, deployment id), all in ``tenant`` and logged under one generation ``gen``. Two batched
+        statements instead of two round trips per agent (a fleet-wide step on PostgreSQL: 20,000 round trips
+        and ~5 s at 10,000 agents)."""
+        self.db.executemany(
+            "INSERT INTO changes (generation, tenant, agent) VALUES (?, ?, ?)",
+            [(gen, tenant, r[0]) for r in rows],
+        )
+        self.db.executemany(
+            _UPSERT_DESIRED,
+            [(tenant, a, slot, pkg, ver, dig, size, dep, gen) for a, slot, pkg, ver, dig, size, dep in rows],
+        )
+
     def _set_desired(
         self,
         agent: str,
@@ -296,12 +321,7 @@ class Control:
         gen: int | None = None,
     ) -> None:
         gen = self._changed(tenant, agent, gen)
-        self.db.execute(
-            "INSERT INTO desired VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(tenant, agent, slot) DO UPDATE "
-            "SET package=excluded.package, version=excluded.version, digest=excluded.digest, "
-            "size=excluded.size, deployment_id=excluded.deployment_id, generation=excluded.generation",
-            (tenant, agent, slot, package, version, digest, size, dep_id, gen),
-        )
+        self.db.execute(_UPSERT_DESIRED, (tenant, agent, slot, package, version, digest, size, dep_id, gen))
 
     # ---- agents' side ----------------------------------------------------------------------------
     def desired_for(
@@ -442,8 +462,11 @@ class Control:
                 f"({str(exc)[:200]}); sign it with the tenant's key and publish it again"
             ) from exc
 
-    def _targets(self, agents: list[str], selector: dict, tenant: str = T) -> list[str]:
-        known = self.store.agents(tenant=tenant)
+    def _targets(
+        self, agents: list[str], selector: dict, tenant: str = T, known: list[dict] | None = None
+    ) -> list[str]:
+        """``known``: the tenant's agents as ``Store.agents`` gives them, when the caller has read them."""
+        known = self.store.agents(tenant=tenant) if known is None else known
         if agents:
             ids = {a["id"] for a in known}
             unknown = sorted(set(agents) - ids)
@@ -462,22 +485,27 @@ class Control:
             raise NotInTenant(f"no registered agent matches the selector {selector}")
         return sorted(out)
 
-    def _check_not_a_downgrade(self, entry: dict, slot: str, targets: list[str], tenant: str = T) -> None:
+    def _check_not_a_downgrade(
+        self, entry: dict, slot: str, targets: list[str], tenant: str = T, known: list[dict] | None = None
+    ) -> None:
         want = version_key(entry["version"])
         running = {
             a["id"]: next((s for s in a["slots"] if s["slot"] == slot), None)
-            for a in self.store.agents(tenant=tenant)
+            for a in (self.store.agents(tenant=tenant) if known is None else known)
+        }
+        desired = {  # one read for the slot (one query per target was 10,000 round trips on a fleet-wide rollout)
+            r[0]: r[1:]
+            for r in self.db.execute(
+                "SELECT agent, package, version, deployment_id FROM desired WHERE tenant = ? AND slot = ?",
+                (tenant, slot),
+            ).fetchall()
         }
         for agent in targets:
             have = []
             cur = running.get(agent)
             if cur and cur.get("package") == entry["name"] and cur.get("version"):
                 have.append(cur["version"])
-            row = self.db.execute(
-                "SELECT package, version, deployment_id FROM desired WHERE tenant = ? AND agent = ? "
-                "AND slot = ?",
-                (tenant, agent, slot),
-            ).fetchone()
+            row = desired.get(agent)
             if row and row[0] == entry["name"] and not row[2].endswith(ROLLBACK_SUFFIX):
                 have.append(row[1])
             for v in have:
@@ -500,15 +528,17 @@ class Control:
                     "agent configuration); use the model slot name of the agents' configs"
                 )
             entry = self._resolve(req["package"], req.get("version") or "", tenant)
-            targets = self._targets(req.get("agents") or [], req.get("selector") or {}, tenant)
+            known = self.store.agents(tenant=tenant)  # read once: 10,000 agents' labels and slots
+            targets = self._targets(req.get("agents") or [], req.get("selector") or {}, tenant, known)
             if not slot:
                 raise ValueError("slot is required (the model slot name in the agents' configs)")
             if not rollback:
-                self._check_not_a_downgrade(entry, slot, targets, tenant)
+                self._check_not_a_downgrade(entry, slot, targets, tenant, known)
             steps = ["100%"] if req.get("strategy") == "all_at_once" else (req.get("steps") or ["1", "100%"])
             previous = {}
-            for a in self.store.agents(tenant=tenant):
-                if a["id"] in targets:
+            wanted = set(targets)
+            for a in known:
+                if a["id"] in wanted:
                     cur = next((s for s in a["slots"] if s["slot"] == slot), None)
                     if cur and cur.get("digest"):
                         previous[a["id"]] = {
@@ -556,12 +586,15 @@ class Control:
         with self._write():
             targets = self._targets(req.get("agents") or [], req.get("selector") or {}, tenant)
             previous = {}
+            current = {  # one read, not one query per target
+                r[0]: r[1:]
+                for r in self.db.execute(
+                    "SELECT agent, package, digest, deployment_id FROM desired WHERE tenant = ? AND slot = ?",
+                    (tenant, CONFIG_SLOT),
+                ).fetchall()
+            }
             for a in targets:
-                row = self.db.execute(
-                    "SELECT package, digest, deployment_id FROM desired WHERE tenant = ? AND "
-                    "agent = ? AND slot = ?",
-                    (tenant, a, CONFIG_SLOT),
-                ).fetchone()
+                row = current.get(a)
                 if row:
                     previous[a] = {
                         "package": row[0],
@@ -634,25 +667,18 @@ class Control:
         k = dep["step"]
         upto = self._step_size(dep["steps"][k], len(agents))
         current = agents[:upto]
-        gen = (
-            None  # one generation for the step's agents: a fleet-wide step is one counter update, not 10,000
-        )
-        for a in current:
-            t = dep["targets"][a]
-            if t["status"] == "waiting":
-                gen = gen or self._next_generation()
-                self._set_desired(
-                    a,
-                    _slot(dep),
-                    dep["package"],
-                    dep["version"],
-                    dep["digest"],
-                    dep["size"],
-                    dep["id"] + (ROLLBACK_SUFFIX if dep.get("rollback") else ""),
-                    dep.get("tenant", T),
-                    gen,
-                )
-                t.update(status="assigned", step=k, updated=now)
+        dep_ref = dep["id"] + (ROLLBACK_SUFFIX if dep.get("rollback") else "")
+        assign = [
+            (a, _slot(dep), dep["package"], dep["version"], dep["digest"], dep["size"], dep_ref)
+            for a in current
+            if dep["targets"][a]["status"] == "waiting"
+        ]
+        if (
+            assign
+        ):  # one generation for the step's agents: a fleet-wide step is one counter update, not 10,000
+            self._set_desired_many(assign, dep.get("tenant", T), self._next_generation())
+            for a, *_ in assign:
+                dep["targets"][a].update(status="assigned", step=k, updated=now)
         if dep["step_started"] is None:
             dep["step_started"] = now
         bad = [
