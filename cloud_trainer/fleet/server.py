@@ -28,18 +28,6 @@ log = logging.getLogger("cloud_trainer.fleet.server")
 GC_PAUSE_LOGGED_S = 0.1  # a collection this long is logged (every stream waits behind it)
 
 
-def quick_gil_handoff() -> None:
-    """Hand the GIL over every 0.5 ms instead of CPython's 5 ms.
-
-    The event loop serves every stream; the control work (a rollout step, reading thousands of desired
-    states, a flush of reports) runs in worker threads. Each time the loop waits for I/O it gives up the
-    GIL, and taking it back behind a busy worker costs up to the switch interval: with the default 5 ms
-    and a few such waits per acknowledgement, a fleet-wide deployment's second of worker CPU held reports
-    of every stream for 1-1.4 s (bench/fleet_stream_bench.py, 10,000 agents: report p99 9 ms before the
-    push, 1.2-1.4 s during it, while the clients' own loops were never more than 0.16 s late)."""
-    sys.setswitchinterval(0.0005)
-
-
 def quiet_gc() -> None:
     """Fewer, cheaper garbage collections for a process holding thousands of streams.
 
@@ -137,7 +125,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         await srv.start()
         quiet_gc()
-        quick_gil_handoff()
         console = None
         if a.console_port is not None:
             from cloud_trainer.fleet.console import Console
