@@ -4,17 +4,19 @@ defects drawn on them, and scored on the labelled defect images it never trained
 
 Fixed texture features at 128 px do not single out a 1-px scratch or a faint crack on a turned or
 brushed finish whose own texture varies part to part (bench/RESULTS.md, issue 13). Nothing is
-downloaded: the net learns, self-supervised, what the user's good surface looks like against
-generic surface defects drawn on it (thin lines of either contrast, discoloured blobs, shaded
-dents: the contract's defect kinds, at random sizes, contrasts and places on the bright part),
-each image then seen through random light (gain, offset, gradient, colour tilt), rotation, blur,
-noise and JPEG, so that another lamp is not taken for a defect. The target is the synthetic
-defect's own mask at 1/4 of the input (the heat map's grid): the net localises by construction.
+downloaded or shipped: the net learns, self-supervised, what the user's good surface looks like
+against generic surface defects drawn on it (thin lines of either contrast, discoloured blobs,
+shaded dents, a small dark hole inside the part covered with the part's own surface: the contract's
+defect kinds, at random sizes, contrasts and places on the bright part), each training crop then
+seen through random light (gain, offset, gradient, colour tilt), rotation, blur, noise and JPEG, so
+that another lamp is not taken for a defect; its input is each pixel against its 17-px
+neighbourhood. The target is the synthetic defect's own mask at 1/4 of the input (the heat map's
+grid): the net localises by construction.
 
 The labelled defect images (and a quarter of the good ones) are held out of the net's training and
 give the threshold: ``patch_classifier.calibrate`` on their scores (the good ones also under another
 light, ``perturb.camera_copy``), and the defect-type head. One ONNX graph (``image`` → ``logits``,
-``heatmap``), the classifier contract of ``patch_classifier``; FP32 (a 30 k-weight net: 1-3 ms).
+``heatmap``), the classifier contract of ``patch_classifier``, served in FP32.
 """
 
 from __future__ import annotations
