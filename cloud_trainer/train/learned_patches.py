@@ -46,6 +46,11 @@ def _modules():
 
     PatchClassifier = _model_class()[0]
 
+    def box(x, k: int = 17):
+        """The mean over a k x k neighbourhood (the image's pixels only), as two 1-D passes."""
+        x = F.avg_pool2d(x, (k, 1), 1, (k // 2, 0), count_include_pad=False)
+        return F.avg_pool2d(x, (1, k), 1, (0, k // 2), count_include_pad=False)
+
     class PatchNet(nn.Module):
         """image → (features (N, 2W, h/4, w/4), defect logit map (N, 1, h/4, w/4))."""
 
@@ -76,9 +81,8 @@ def _modules():
         def forward(self, x):
             # local contrast: each pixel against its 17-px neighbourhood (the light's gain, offset and
             # gradient out; a crop and the whole image see the same values away from the border)
-            mu = F.avg_pool2d(x, 17, 1, 8, count_include_pad=False)
-            var = F.avg_pool2d((x - mu).pow(2).mean(1, keepdim=True), 17, 1, 8, count_include_pad=False)
-            f = self.body((x - mu) / torch.sqrt(var + 0.01))
+            mu = box(x)
+            f = self.body((x - mu) / torch.sqrt(box((x - mu).pow(2).mean(1, keepdim=True)) + 0.01))
             return f, self.head(f)
 
     class LearnedPatchClassifier(nn.Module):
