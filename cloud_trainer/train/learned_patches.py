@@ -1,5 +1,5 @@
 """Learned patch features for the vision family's ``patch`` recipe: a small fully convolutional net
-(two pools, dilated context; ~30 k weights) learnt on the user's own good images with synthetic
+(two pools, dilated context; ~100 k weights) learnt on the user's own good images with synthetic
 defects drawn on them, and scored on the labelled defect images it never trained on.
 
 Fixed texture features at 128 px do not single out a 1-px scratch or a faint crack on a turned or
@@ -27,7 +27,7 @@ import numpy as np
 
 from cloud_trainer.train import common
 
-WIDTH = 16  # channels of the first stage (2x after the first pool)
+WIDTH = 24  # channels of the first stage (2x after the first pool)
 CROP = 64  # training crops (input pixels): the net is fully convolutional
 BATCH = 32
 STEPS_PER_EPOCH = 60

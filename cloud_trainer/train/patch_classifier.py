@@ -42,7 +42,7 @@ BANK_SIZE = 2048
 GOOD_FRR = 0.01  # false rejects of good images the threshold is placed at (at most)
 NG_MISS = 0.02  # share of the labelled defects the threshold may let through when the classes overlap
 MIN_DEFECTS_TO_LEARN = 20  # fewer labelled defects: the distance alone scores
-SCHEME = "none (patch recipe: fixed texture features or a ~30k-weight patch net, served in FP32)"
+SCHEME = "none (patch recipe: fixed texture features or a small patch net, served in FP32)"
 
 
 def _model_class():
