@@ -8,9 +8,11 @@ surface finish, light, pose, noise, JPEG and small defects than ``simulators/par
 1. ``--train`` images (seed 11, 200x200 px, half of them defective) written as a folder per class
    (good/, scratch/, ...) and imported with ``cloud-trainer dataset import`` (images.import_images);
 2. ``cloud-trainer build vision`` with the default recipe for an imported dataset (``--recipe auto`` =
-   ``patch``: good-patch memory bank + a patch scorer learnt from the defect images), and, as the
-   baseline in the same run, the compact CNN from scratch (``--recipe cnn``, 128 px); build time of each;
-3. each signed package run as the agent runs it (``image_tensor`` → INT8 model on ONNX Runtime →
+   ``patch``: a small patch net learnt on the good images with synthetic defects, thresholded on the
+   defect images, ``learned_patches``), and, as the baseline in the same run, the former default
+   (``--recipe patch-texture``: fixed texture features' good-patch memory bank); with ``--cnn`` also
+   the compact CNN from scratch (``--recipe cnn``, 128 px); build time of each;
+3. each signed package run as the agent runs it (``image_tensor`` → the served model on ONNX Runtime →
    ``interpret``, the threshold stored in the package) on ``--test`` images from two other seeds:
    in-contract light (seed 23), shifted light (seed 37, ``light_shift`` 0.6: lamp gain ±60 %,
    colour temperature, a stronger gradient), and the in-contract images under another camera setting
@@ -22,7 +24,7 @@ The bar (issue 13): NG recall >= 0.95 at precision >= 0.90 in-contract; <= 5 % o
 under the light shift; the heat map's hottest cell on the defect in >= 0.80 of NG images. Exit 1
 when the default recipe misses it.
 
-    .venv/bin/python -m bench.vision_own_images_bench [--train 1600] [--test 600] [--epochs 20] [--no-baseline]
+    .venv/bin/python -m bench.vision_own_images_bench [--train 1600] [--test 600] [--epochs 20] [--no-baseline] [--cnn]
         [--defect-rate 0.5]
 """
 
@@ -30,6 +32,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import tempfile
 import time
@@ -42,6 +46,12 @@ OUT = Path(__file__).resolve().parent / "out"
 sys.path.insert(0, str(ROOT))
 
 TRAIN_SEED, TEST_SEED, SHIFT_SEED, SHIFT, LIGHT_SEED = 11, 23, 37, 0.6, 53
+DEFAULT = "default: patch, learned features (128 px)"
+
+
+def cpu_flags() -> str:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return " ".join(sorted(set(re.findall(r"avx512[a-z_]*|avx_vnni|avx2", text))))
 
 
 def test_set(seed: int, n: int, light_shift: float) -> list[tuple[np.ndarray, np.ndarray, bool]]:
@@ -185,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train", type=int, default=1600)
     ap.add_argument("--test", type=int, default=600)
     ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the texture-feature patch recipe")
+    ap.add_argument("--cnn", action="store_true", help="also build the compact CNN from scratch")
     ap.add_argument("--threads", type=int, default=2, help="training threads")
     ap.add_argument(
         "--defect-rate", type=float, default=0.5, help="share of defect images in the training set"
@@ -202,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": a.epochs,
         "recipes": {},
         "preprocess_640x480": preprocess_speed(),
+        "cpu_flags": cpu_flags(),
     }
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
@@ -224,21 +236,23 @@ def main(argv: list[str] | None = None) -> int:
         }
         rng = np.random.default_rng(LIGHT_SEED)
         sets["camera_setting"] = [(lighting(img, rng), mask, ng) for img, mask, ng in sets["in_contract"]]
-        recipes = (
-            {"default: patch (128 px)": "auto"}
-            if a.no_baseline
-            else {"default: patch (128 px)": "auto", "baseline: CNN (128 px)": "cnn"}
-        )
+        recipes = {DEFAULT: "auto"}
+        if not a.no_baseline:
+            recipes["baseline: patch, texture features (former default)"] = "patch-texture"
+        if a.cnn:
+            recipes["baseline: CNN (128 px)"] = "cnn"
         for name, recipe in recipes.items():
+            results.setdefault("load_average_before", {})[name] = os.getloadavg()
             pkg, facts = build(
                 tmp / "dataset", tmp / f"work-{recipe}", tmp / "reg", key, 128, a.epochs, a.threads, recipe
             )
             facts["eval"] = {
                 k: judge(pkg, key.with_suffix(".pub"), v, tmp / f"open-{recipe}-{k}") for k, v in sets.items()
             }
+            facts["load_average_after"] = os.getloadavg()
             results["recipes"][name] = facts
             print(json.dumps({name: facts}, default=float), file=sys.stderr)
-    d = results["recipes"]["default: patch (128 px)"]["eval"]
+    d = results["recipes"][DEFAULT]["eval"]
     bar = {
         "ng_recall_in_contract": d["in_contract"]["ng_recall"] >= 0.95,
         "ng_precision_in_contract": d["in_contract"]["ng_precision"] >= 0.90,
@@ -255,7 +269,13 @@ def main(argv: list[str] | None = None) -> int:
         f"judged as the agent runs the signed INT8 package on {a.test} images of seed {TEST_SEED} (in-contract) "
         f"and {a.test} of seed {SHIFT_SEED} with shifted light ({SHIFT}); camera_setting = the in-contract images with "
         "gain ±30 %, offset ±20, a gradient up to 20 %, colour tilt ±5 % (perturb.lighting). "
-        f"Defect share in training {a.defect_rate:.0%}.",
+        f"Defect share in training {a.defect_rate:.0%}. CPU flags: `{results['cpu_flags']}`; load average "
+        "before/after each build: "
+        + "; ".join(
+            f"{n}: {results['load_average_before'][n][0]:.1f}/{f['load_average_after'][0]:.1f}"
+            for n, f in results["recipes"].items()
+        )
+        + ".",
         "",
         "| recipe | set | NG recall | NG precision | NG AUROC | good rejected | heat map on defect | build s |",
         "|---|---|---:|---:|---:|---:|---:|---:|",

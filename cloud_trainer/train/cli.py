@@ -82,11 +82,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         ap.add_argument(
             "--recipe",
             default="auto",
-            choices=["auto", "patch", "cnn"],
-            help="vision: patch = good-patch memory bank + a patch scorer learnt from the defect "
-            "images (strong from tens of images); cnn = the compact CNN from scratch (needs "
-            "thousands); auto (default) = patch for datasets imported from your own images, "
-            "cnn for the simulator's (docs/trainer.md)",
+            choices=["auto", "patch", "patch-texture", "cnn"],
+            help="vision: patch = a small patch net learnt on your good images with synthetic "
+            "defects drawn on them, thresholded on your defect images; patch-texture = fixed "
+            "texture features' good-patch memory bank (the former patch recipe); cnn = the "
+            "compact CNN from scratch (needs thousands); auto (default) = patch for datasets "
+            "imported from your own images, cnn for the simulator's (docs/trainer.md)",
         )
         ap.add_argument(
             "--init-from",

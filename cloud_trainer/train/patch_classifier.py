@@ -42,7 +42,7 @@ BANK_SIZE = 2048
 GOOD_FRR = 0.01  # false rejects of good images the threshold is placed at (at most)
 NG_MISS = 0.02  # share of the labelled defects the threshold may let through when the classes overlap
 MIN_DEFECTS_TO_LEARN = 20  # fewer labelled defects: the distance alone scores
-SCHEME = "none (fixed texture features, no learned weights to quantize: FP32 form)"
+SCHEME = "none (patch recipe: fixed texture features or a small patch net, served in FP32)"
 
 
 def _model_class():
@@ -227,23 +227,12 @@ def train(data, size: int, seed: int, log=common.stderr_log, threads: int | None
     import torch
 
     from cloud_trainer.train import anomaly, perturb
-    from cloud_trainer.train.data import DatasetError, split_indices
-    from cloud_trainer.train.vision import preprocessing, tensors, tile_pre
+    from cloud_trainer.train.vision import tensors
 
     t0 = time.perf_counter()
-    common.seed_everything(seed, threads)
-    pre = pre or preprocessing(size)
-    tpre = tile_pre(pre)
-    x = tensors(data.images, tpre)
-    y = data.labels.astype(np.int64)
-    tr, va, te = split_indices(len(y), seed)
+    pre, tpre, x, y, (tr, va, te) = prepare(data, size, seed, threads, pre)
     rows = np.concatenate([tr, va])
     ng = y[rows] != 0
-    if (~ng).sum() < FOLDS * 2:
-        raise DatasetError(
-            f"{int((~ng).sum())} good images in the training split; the patch recipe needs at "
-            f"least {FOLDS * 2} (20 or more recommended)"
-        )
     rng = np.random.default_rng([seed, 17])
     x_light = tensors(
         [perturb.camera_copy(data.images[i], rng) for i in rows], tpre
@@ -326,16 +315,34 @@ def train(data, size: int, seed: int, log=common.stderr_log, threads: int | None
         f"{len(bank)} x {dims}; out-of-fold AUROC {separation:.3f}; score threshold {cal['centre']:.4g} "
         f"({cal['rule']}); defect-type head train accuracy {head_acc:.2f}; {len(te)} images left for the gate"
     )
-    hist = {"epochs": [{"epoch": 0, "seconds": time.perf_counter() - t0, "held_out_auroc": separation}]}
-    return {
-        "model": model,
-        "pre": pre,
-        "x": x,
-        "y": y,
-        "split": (tr, va, te),
-        "history": hist,
-        "calibration": cal,
-    }
+    return outcome(model, pre, x, y, (tr, va, te), time.perf_counter() - t0, cal)
+
+
+def prepare(data, size: int, seed: int, threads: int | None, pre):
+    """A patch recipe's start: seeds and threads, the preprocessing (and a tile's), the input tensors,
+    labels and split; refused with fewer than ``2 * FOLDS`` good images in the train + validation split."""
+    from cloud_trainer.train.data import DatasetError, split_indices
+    from cloud_trainer.train.vision import preprocessing, tensors, tile_pre
+
+    common.seed_everything(seed, threads)
+    pre = pre or preprocessing(size)
+    tpre = tile_pre(pre)
+    x = tensors(data.images, tpre)
+    y = data.labels.astype(np.int64)
+    tr, va, te = split_indices(len(y), seed)
+    n_good = int((y[np.concatenate([tr, va])] == 0).sum())
+    if n_good < FOLDS * 2:
+        raise DatasetError(
+            f"{n_good} good images in the training split; the patch recipe needs at "
+            f"least {FOLDS * 2} (20 or more recommended)"
+        )
+    return pre, tpre, x, y, (tr, va, te)
+
+
+def outcome(model, pre, x, y, split, seconds: float, cal: dict) -> dict:
+    """What a patch recipe's ``train`` returns (``vision.train``'s keys)."""
+    hist = {"epochs": [{"epoch": 0, "seconds": seconds, "held_out_auroc": cal["held_out_auroc"]}]}
+    return {"model": model, "pre": pre, "x": x, "y": y, "split": split, "history": hist, "calibration": cal}
 
 
 def _set_bank(model, bank: np.ndarray) -> None:

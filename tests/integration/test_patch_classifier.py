@@ -1,4 +1,5 @@
-"""The vision family's patch recipe (``cloud_trainer.train.patch_classifier``) on a tiny folder
+"""The vision family's patch recipe with fixed texture features (``--recipe patch-texture``,
+``cloud_trainer.train.patch_classifier``) on a tiny folder
 dataset made independently of the project's simulator (``tests.support.plates``: a machined plate
 with pits, scratches and smudges; ``own_parts``' flanges are the bench's, bench/vision_own_images_bench.py),
 imported as a
@@ -64,6 +65,7 @@ def built(tmp_path_factory):
         workdir=tmp / "work",
         size=96,
         threads=1,
+        recipe="patch-texture",  # the fixed features' bank (the learnt net: tests/integration/test_learned_patches.py)
         openvino=False,
         compare_published=False,
         force=True,
@@ -98,6 +100,7 @@ def run_package(built, images):
 
 def test_an_imported_folder_dataset_gets_the_patch_recipe_with_the_classifier_contract(built):
     assert built["meta"]["recipe"] == "patch"
+    assert vision_recipe(BuildSettings(**{**built["settings"].__dict__, "recipe": "auto"})) == "patch"
     assert built["meta"]["classes"] == ["good", *DEFECTS]
     m, _ = run_package(built, [])
     assert m.outputs[0].role.value == "class_logits" and m.outputs[0].labels == ["good", *DEFECTS]
@@ -130,4 +133,6 @@ def test_the_patch_recipe_does_not_fine_tune(built):
     s = built["settings"]
     with pytest.raises(StageError, match="fine-tuning applies to the cnn recipe"):
         vision_recipe(BuildSettings(**{**s.__dict__, "recipe": "patch", "init_from": s.workdir}))
-    assert vision_recipe(BuildSettings(**{**s.__dict__, "init_from": s.workdir})) == "cnn"
+    with pytest.raises(StageError, match="fine-tuning applies to the cnn recipe"):
+        vision_recipe(BuildSettings(**{**s.__dict__, "recipe": "patch-texture", "init_from": s.workdir}))
+    assert vision_recipe(BuildSettings(**{**s.__dict__, "recipe": "auto", "init_from": s.workdir})) == "cnn"

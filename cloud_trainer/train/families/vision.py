@@ -42,7 +42,12 @@ class VisionFamily(TrainerFamily):
 
     def train(self, s, ds, pre, log) -> dict:
         recipe = vision_recipe(s)
-        if recipe == "patch":
+        if recipe == "patch":  # learnt patch features (self-supervised on the good images)
+            from cloud_trainer.train import learned_patches
+
+            out = learned_patches.train(ds, s.size, s.seed, log, s.threads, pre=pre, epochs=s.epochs)
+            return {**out, "recipe": "patch"}
+        if recipe == "patch-texture":  # the fixed texture features' memory bank (the former default)
             from cloud_trainer.train import patch_classifier
 
             return {**patch_classifier.train(ds, s.size, s.seed, log, s.threads, pre=pre), "recipe": "patch"}
@@ -150,7 +155,7 @@ class VisionFamily(TrainerFamily):
         return inputs, outputs, task, metric_name
 
 
-VISION_RECIPES = ("auto", "patch", "cnn")
+VISION_RECIPES = ("auto", "patch", "patch-texture", "cnn")
 
 
 def vision_recipe(s) -> str:
@@ -160,7 +165,7 @@ def vision_recipe(s) -> str:
     samples, and whenever ``--init-from`` or ``--degrade`` asks for the CNN's weights."""
     if s.recipe not in VISION_RECIPES:
         raise StageError(f"--recipe {s.recipe!r}: expected one of {', '.join(VISION_RECIPES)}")
-    if s.recipe == "patch" and s.init_from:
+    if s.recipe in ("patch", "patch-texture") and s.init_from:
         raise StageError(
             "--init-from: fine-tuning applies to the cnn recipe; the patch recipe is rebuilt from "
             "its images in minutes (drop --init-from, or give --recipe cnn)"

@@ -1,0 +1,112 @@
+"""The patch recipe's learnt features (``cloud_trainer.train.learned_patches``, the default for an
+imported dataset): the synthetic defects it learns from land on the part with their masks, and a
+build through every stage gives a signed package with the classifier contract that the agent's
+path (``image_tensor`` → ONNX Runtime → ``interpret``) runs: the good class first, the threshold
+in the manifest, the heat map at 1/4 of the input, the threshold placed from held-out images.
+
+Flanges from ``tests/support/own_parts.py`` with seeds of this test only (the bench's evaluation
+seeds are 23, 37 and 53). How well the net separates defects is the bench's to measure
+(bench/vision_own_images_bench.py, bench/RESULTS.md): the net needs minutes of training, this test
+a few seconds (a short run: few steps, small batches)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cloud_trainer.train import learned_patches as lp
+from tests.support.own_parts import DEFECTS, make_part
+
+SEED = 61
+
+
+def test_synthetic_defects_change_only_their_mask_and_land_on_the_part():
+    rng = np.random.default_rng(0)
+    on_part = []
+    for i in range(24):
+        img, _ = make_part(SEED, i, 120)
+        out, mask = lp.synthetic_defect(img, rng)
+        assert out.shape == img.shape and out.dtype == np.uint8 and mask.shape == img.shape[:2]
+        changed = np.abs(out.astype(int) - img.astype(int)).max(2) > 4  # visibly
+        assert mask.any() and changed.any()
+        grown = cv2.dilate(mask, np.ones((5, 5), np.uint8)) > 0
+        assert changed[~grown].mean() < 0.002  # nothing drawn outside the (blurred) mask
+        on_part.append(img[mask > 0].mean() > img.mean())
+    assert np.mean(on_part) >= 0.9
+
+
+def folders(root: Path, n_good: int, n_defect: int) -> Path:
+    k = 0
+    for label, n in [("good", n_good)] + [(d, n_defect) for d in DEFECTS]:
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img, _ = make_part(SEED, k, 120, None if label == "good" else label)
+            cv2.imwrite(str(root / label / f"{i:03d}.png"), img)
+            k += 1
+    return root
+
+
+def test_the_default_recipe_for_imported_images_packages_the_learnt_net_with_the_classifier_contract(
+    tmp_path, monkeypatch
+):
+    import tempfile
+
+    from cloud_trainer.train import onnx_tools, pipeline
+    from cloud_trainer.train.images import import_images
+    from cloud_trainer.train.pipeline import (
+        BuildSettings,
+        stage_evaluate,
+        stage_package,
+        stage_quantize,
+        stage_train,
+    )
+    from model_packager import load_trusted_keys, open_package
+    from model_packager.preprocess import image_tensor, interpret
+    from model_packager.runtimes import ort_session
+    from tests.support.models import make_keypair
+
+    monkeypatch.setattr(pipeline, "_engines", lambda: ["onnxruntime"])  # the latency table is test_trainer's
+    monkeypatch.setattr(onnx_tools, "latency_ms", lambda *a, **k: 1.0)
+    monkeypatch.setattr(lp, "BATCH", 8)  # a short run: 60 steps of 8 crops
+    quiet = lambda *_: None  # noqa: E731
+    import_images(folders(tmp_path / "src", 24, 3), tmp_path / "ds", log=quiet)
+    key, pub = make_keypair(tmp_path / "keys")
+    s = BuildSettings(
+        family="vision",
+        dataset=tmp_path / "ds",
+        registry=tmp_path / "reg",
+        signing_key=key,
+        workdir=tmp_path / "work",
+        size=64,
+        epochs=1,
+        threads=1,
+        openvino=False,
+        compare_published=False,
+        force=True,
+    )
+    meta = stage_train(s, log=quiet)
+    stage_quantize(s, log=quiet)
+    rep = stage_evaluate(s, log=quiet)
+    pkg = stage_package(s, log=quiet)
+    assert meta["recipe"] == "patch" and meta["classes"] == ["good", *sorted(DEFECTS)]
+    cal = rep["operating_point"]["calibration"]
+    assert cal["scorer"].startswith("learnt patch net") and cal["steps"] == lp.STEPS_PER_EPOCH
+    assert cal["held_out_good_images"] >= 3 and cal["defect_images"] > 0
+    assert cal["net_good_images"] + cal["held_out_good_images"] == cal["good_images"]
+    opened = open_package(pkg, Path(tempfile.mkdtemp(dir=tmp_path)), load_trusted_keys([pub]))
+    m = opened.manifest
+    assert m.outputs[0].labels == meta["classes"] and m.outputs[0].ok_label == "good"
+    assert m.outputs[0].threshold == 0.5 and m.quantization.scheme.startswith("none")
+    assert m.outputs[1].role.value == "heatmap" and m.outputs[1].shape == ["batch", 1, 16, 16]
+    sess = ort_session(opened.model_path, threads=1)
+    names = [o.name for o in sess.get_outputs()]
+    for i, defect in enumerate([None, "stain"]):
+        img, _ = make_part(SEED + 1, i, 120, defect)
+        out = dict(
+            zip(names, sess.run(names, {m.inputs[0].name: image_tensor(img, m.preprocessing)}), strict=True)
+        )
+        res = interpret(m, out, img.shape[:2])
+        assert res.verdict in ("OK", "NG") and res.heatmap is not None and res.heatmap.shape == (16, 16)
+        assert np.isfinite(out["logits"]).all() and out["logits"].shape == (1, len(meta["classes"]))
