@@ -154,7 +154,7 @@ def synthetic_defect(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndar
         out[layer > 0] += rng.choice([-1.0, 1.0]) * rng.uniform(15, 80)
     elif kind == 1:  # a discoloured blob of a few overlapping discs
         yy, xx = np.ogrid[:h, :w]
-        blob = np.zeros((h, w), np.float32)
+        blob: np.ndarray = np.zeros((h, w), np.float32)
         for _ in range(int(rng.integers(1, 5))):
             ox, oy = rng.uniform(-8, 8, 2) * scale
             br = rng.uniform(2.5, 10) * scale
@@ -218,7 +218,7 @@ def augment(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tupl
         img, mask = img[:, ::-1], mask[:, ::-1]
     img, mask = np.ascontiguousarray(img), np.ascontiguousarray(mask)
     img = perturb.lighting(img, rng, gain=0.5, offset=30.0, gradient_amount=0.4, temperature=0.1)
-    f = img.astype(np.float32)
+    f: np.ndarray = img.astype(np.float32)
     if rng.random() < 0.3:
         f = cv2.GaussianBlur(f, (0, 0), rng.uniform(0.3, 0.9))
     f += rng.standard_normal(f.shape).astype(np.float32) * rng.uniform(0, 5)
