@@ -149,15 +149,12 @@ def image_tensor(image_bgr: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
             # computed in double and rounded once (the numpy form rounded twice)
             planes = cv2.split(t) if c > 1 else (t[:, :, 0],)
             for ch, src in enumerate(order):
-                cv2.addWeighted(
-                    planes[src],
-                    float(a[ch]),
-                    planes[src],
-                    0.0,
-                    float(b[ch]),
-                    dst=out[k, ch],
-                    dtype=cv2.CV_32F,
+                dst = out[k, ch]
+                got = cv2.addWeighted(
+                    planes[src], float(a[ch]), planes[src], 0.0, float(b[ch]), dst=dst, dtype=cv2.CV_32F
                 )
+                if got is not dst:  # OpenCV allocated its own (it writes in place for a matching plane)
+                    dst[...] = got
             continue
         for ch, src in enumerate(order):
             dst = out[k, ch] if nchw else out[k, :, :, ch]

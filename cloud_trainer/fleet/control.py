@@ -673,9 +673,8 @@ class Control:
             for a in current
             if dep["targets"][a]["status"] == "waiting"
         ]
-        if (
-            assign
-        ):  # one generation for the step's agents: a fleet-wide step is one counter update, not 10,000
+        if assign:
+            # one generation for the step's agents: a fleet-wide step is one counter update, not 10,000
             self._set_desired_many(assign, dep.get("tenant", T), self._next_generation())
             for a, *_ in assign:
                 dep["targets"][a].update(status="assigned", step=k, updated=now)
