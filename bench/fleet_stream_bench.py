@@ -58,6 +58,7 @@ async def worker(
 ) -> None:
     import grpc
 
+    from cloud_trainer.fleet.server import quiet_gc
     from cloud_trainer.fleet.service import channel_credentials
     from protocols.gen import fleet_pb2 as pb
     from protocols.gen import fleet_pb2_grpc as rpc
@@ -76,11 +77,9 @@ async def worker(
         elif (took := time.perf_counter() - gc_started[0]) >= 0.02:
             gc_pauses.append((time.time(), took, info.get("generation", -1)))
 
-    # the clients are the harness, not what is measured: the same collection settings as the server's
-    # (cloud_trainer.fleet.server.quiet_gc), and every long pause of theirs is reported beside the latencies
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
+    # the clients are the harness, not what is measured: the server's collection settings, and every long
+    # pause of theirs is reported beside the latencies
+    quiet_gc()
     gc.callbacks.append(gc_timer)
     errors = {"stream": 0, "ack_timeout": 0, "rpc": 0}
     codes: dict[str, int] = {}

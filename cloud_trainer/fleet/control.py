@@ -83,6 +83,7 @@ INSERT INTO desired SELECT 'default', * FROM desired_v1;
 DROP TABLE desired_v1;
 COMMIT;"""
 TERMINAL = {"completed", "halted", "aborted", "removed"}
+_LOG_CHANGE = "INSERT INTO changes (generation, tenant, agent) VALUES (?, ?, ?)"
 _UPSERT_DESIRED = (
     "INSERT INTO desired VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(tenant, agent, slot) DO UPDATE "
     "SET package=excluded.package, version=excluded.version, digest=excluded.digest, "
@@ -251,9 +252,7 @@ class Control:
         """A new generation (or ``gen``: one for a whole rollout step), logged as a change of (tenant, agent)'s
         desired state (what streams push)."""
         gen = self._next_generation() if gen is None else gen
-        self.db.execute(
-            "INSERT INTO changes (generation, tenant, agent) VALUES (?, ?, ?)", (gen, tenant, agent)
-        )
+        self.db.execute(_LOG_CHANGE, (gen, tenant, agent))
         return gen
 
     def changes_since(self, generation: int) -> tuple[int, list[tuple[str, str]]]:
@@ -294,15 +293,23 @@ class Control:
                         rows[(row[0], row[1])].append(row[2:])
             return {k: self._desired_of(r) for k, r in rows.items()}
 
+    def _slot_rows(self, tenant: str, slot: str) -> dict[str, tuple]:
+        """agent -> (package, version, digest, deployment id) of every desired row of ``slot`` in ``tenant``:
+        one read for a whole rollout's targets (one query per target was 10,000 round trips)."""
+        return {
+            r[0]: r[1:]
+            for r in self.db.execute(
+                "SELECT agent, package, version, digest, deployment_id FROM desired WHERE tenant = ? AND slot = ?",
+                (tenant, slot),
+            ).fetchall()
+        }
+
     def _set_desired_many(self, rows: list[tuple], tenant: str, gen: int) -> None:
         """``_set_desired`` for a rollout step's agents at once: ``rows`` of (agent, slot, package, version,
         digest, size, deployment id), all in ``tenant`` and logged under one generation ``gen``. Two batched
         statements instead of two round trips per agent (a fleet-wide step on PostgreSQL: 20,000 round trips
         and ~5 s at 10,000 agents)."""
-        self.db.executemany(
-            "INSERT INTO changes (generation, tenant, agent) VALUES (?, ?, ?)",
-            [(gen, tenant, r[0]) for r in rows],
-        )
+        self.db.executemany(_LOG_CHANGE, [(gen, tenant, r[0]) for r in rows])
         self.db.executemany(
             _UPSERT_DESIRED,
             [(tenant, a, slot, pkg, ver, dig, size, dep, gen) for a, slot, pkg, ver, dig, size, dep in rows],
@@ -493,20 +500,14 @@ class Control:
             a["id"]: next((s for s in a["slots"] if s["slot"] == slot), None)
             for a in (self.store.agents(tenant=tenant) if known is None else known)
         }
-        desired = {  # one read for the slot (one query per target was 10,000 round trips on a fleet-wide rollout)
-            r[0]: r[1:]
-            for r in self.db.execute(
-                "SELECT agent, package, version, deployment_id FROM desired WHERE tenant = ? AND slot = ?",
-                (tenant, slot),
-            ).fetchall()
-        }
+        desired = self._slot_rows(tenant, slot)
         for agent in targets:
             have = []
             cur = running.get(agent)
             if cur and cur.get("package") == entry["name"] and cur.get("version"):
                 have.append(cur["version"])
             row = desired.get(agent)
-            if row and row[0] == entry["name"] and not row[2].endswith(ROLLBACK_SUFFIX):
+            if row and row[0] == entry["name"] and not row[3].endswith(ROLLBACK_SUFFIX):
                 have.append(row[1])
             for v in have:
                 try:
@@ -586,21 +587,15 @@ class Control:
         with self._write():
             targets = self._targets(req.get("agents") or [], req.get("selector") or {}, tenant)
             previous = {}
-            current = {  # one read, not one query per target
-                r[0]: r[1:]
-                for r in self.db.execute(
-                    "SELECT agent, package, digest, deployment_id FROM desired WHERE tenant = ? AND slot = ?",
-                    (tenant, CONFIG_SLOT),
-                ).fetchall()
-            }
+            current = self._slot_rows(tenant, CONFIG_SLOT)
             for a in targets:
                 row = current.get(a)
                 if row:
                     previous[a] = {
                         "package": row[0],
-                        "version": row[1],
-                        "digest": row[1],
-                        "deployment_id": row[2].removesuffix(ROLLBACK_SUFFIX),
+                        "version": row[2],  # a config's version is its digest
+                        "digest": row[2],
+                        "deployment_id": row[3].removesuffix(ROLLBACK_SUFFIX),
                     }
             steps = ["100%"] if req.get("strategy") == "all_at_once" else (req.get("steps") or ["1", "100%"])
             dep = Deployment(

@@ -59,6 +59,9 @@ class StreamHub:
         self.reports = 0
         self.pushes = 0
         self.flushes = 0
+        self.dropped = (
+            0  # older messages a slow stream's full queue gave up (acks, superseded desired states)
+        )
         self._tasks: list[asyncio.Task] = []
         self._generation = 0
 
@@ -107,7 +110,7 @@ class StreamHub:
         if report_id and (q := self.streams.get(key)) is not None:
             from protocols.gen import fleet_pb2 as pb
 
-            offer(q, pb.ServerMessage(acked=report_id))
+            self.dropped += offer(q, pb.ServerMessage(acked=report_id))
         sent = self.sent.get(key)
         if (sent is None or generation_seen < sent) and self.control is not None:
             self._to_push.add(key)
@@ -132,7 +135,7 @@ class StreamHub:
             reply = desired_reply(gen, slots, config)
             add_commands(reply, commands.get(k))
             self.sent[k] = gen
-            offer(q, pb.ServerMessage(desired=reply))
+            self.dropped += offer(q, pb.ServerMessage(desired=reply))
             self.pushes += 1
             if n % PUSH_SLICE == 0 and n < len(desired):
                 # let this slice's writers write, and the reports that came meanwhile be acknowledged
@@ -203,6 +206,7 @@ class StreamHub:
             "pushes": self.pushes,
             "flushes": self.flushes,
             "pending": len(self.pending),
+            "dropped": self.dropped,
         }
 
 
@@ -219,12 +223,15 @@ def desired_reply(gen: int, slots: list[dict], config: dict | None):
     return reply
 
 
-def offer(q: asyncio.Queue, item) -> None:
-    """Put without waiting: a slow stream keeps only the newest messages (each desired state is whole)."""
+def offer(q: asyncio.Queue, item) -> int:
+    """Put without waiting: a slow stream keeps only the newest messages (each desired state is whole).
+    Returns how many older messages were dropped to make room."""
+    dropped = 0
     while True:
         try:
             q.put_nowait(item)
-            return
+            return dropped
         except asyncio.QueueFull:
             with contextlib.suppress(asyncio.QueueEmpty):
                 q.get_nowait()
+                dropped += 1

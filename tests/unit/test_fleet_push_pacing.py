@@ -50,3 +50,13 @@ async def test_a_fleet_wide_push_goes_out_in_slices_with_report_acks_in_between(
         msg = q.get_nowait()
         assert msg.desired.generation == 7 and msg.desired.desired[0].version == "2.0.0"
         assert hub.sent[k] == 7
+
+
+async def test_a_slow_streams_full_queue_keeps_the_newest_messages_and_counts_what_it_dropped():
+    hub = StreamHub(store=None, control=Desired())
+    key = ("plant", "slow")
+    hub.streams[key] = q = asyncio.Queue(maxsize=8)
+    for rid in range(1, 11):  # nobody reads this stream: 10 acknowledgements into a queue of 8
+        await hub.report(key, ("args",), 7, report_id=rid)
+    assert hub.dropped == 2 and hub.snapshot()["dropped"] == 2
+    assert [q.get_nowait().acked for _ in range(8)] == list(range(3, 11))
