@@ -2,8 +2,9 @@
 BGR frame (preprocessing and postprocessing included) vs a bare ``InferenceSession.run`` of the same
 model on an already-preprocessed 1x3x224x224 tensor (issues 13 and 18: ≤ 1.10x, ≤ 1.05x at p50).
 
-The model: a MobileNetV2-like classifier (inverted residual blocks with depthwise convs, width 0.5,
-random weights: timing only) built in torch, exported and quantized to INT8 (static QDQ, a few
+The models: MobileNetV2 classifiers (inverted residual blocks with depthwise convs) at width 1.0 (the
+standard network) and 0.5 (a third of its multiply-adds: the preprocessing's share is larger), random
+weights (timing only), built in torch, exported and quantized to INT8 (static QDQ, a few
 random calibration images) with the trainer's own ``cloud_trainer.train.onnx_tools``, packed and
 signed with ``model_packager`` (manifest: 224-px colour image, linear resize, normalisation).
 
@@ -16,7 +17,7 @@ Same process, alternating blocks of 5 calls, medians (and p99) over ``--n`` call
 For OpenVINO the bare call is an infer request of the package's IR compiled apart with the engine's
 properties.
 
-    .venv/bin/python -m bench.inference_224_bench [--n 600] [--no-openvino]
+    .venv/bin/python -m bench.inference_224_bench [--n 600] [--no-openvino] [--widths 1.0,0.5]
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def mobilenet_v2(width: float = 0.5, n_classes: int = len(LABELS)):
     return net.eval()
 
 
-def build(tmp: Path) -> tuple[Path, Path]:
+def build(tmp: Path, width: float) -> tuple[Path, Path]:
     """(signed INT8 package, public key)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from cloud_trainer.train.onnx_tools import SCHEME, export, quantize
@@ -121,7 +122,7 @@ def build(tmp: Path) -> tuple[Path, Path]:
     calib = np.concatenate(
         [image_tensor(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), pre) for _ in range(8)]
     )
-    fp32 = export(mobilenet_v2(), calib[:1], tmp / "m" / "fp32.onnx", "image", ["logits"])
+    fp32 = export(mobilenet_v2(width), calib[:1], tmp / "m" / "fp32.onnx", "image", ["logits"])
     int8 = quantize(fp32, tmp / "m" / "model.int8.onnx", calib, "image")
     pkg = build_package(
         int8, spec, tmp / "pkg", signing_key=key, golden_inputs={"image": calib[:2]}, openvino=True
@@ -231,32 +232,42 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=600)
     ap.add_argument("--no-openvino", action="store_true")
+    ap.add_argument("--widths", default="1.0,0.5", help="MobileNetV2 widths to measure, comma-separated")
     ap.add_argument("--build-into", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.build_into:  # the child that builds: torch stays out of the measuring process, as out of the agent
-        pkg, pub = build(a.build_into)
+        pkg, pub = build(a.build_into, float(a.widths))
         print(json.dumps([str(pkg), str(pub)]))
         return 0
     load_before = os.getloadavg()[0]
+    rows = []
     with tempfile.TemporaryDirectory() as tmp_s:
-        tmp = Path(tmp_s)
-        r = subprocess.run(
-            [sys.executable, "-m", "bench.inference_224_bench", "--build-into", str(tmp)],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).resolve().parents[1],
-            timeout=600,
-        )
-        if r.returncode != 0:
-            raise RuntimeError(r.stderr[-2000:])
-        pkg, pub = (Path(p) for p in json.loads(r.stdout.strip().splitlines()[-1]))
-        rows = [measure(pkg, pub, tmp, "onnxruntime", a.n)]
-        if not a.no_openvino:
-            rows.append(measure(pkg, pub, tmp, "openvino", a.n))
+        for width in (float(w) for w in a.widths.split(",")):
+            tmp = Path(tmp_s) / f"w{width}"
+            r = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.inference_224_bench",
+                    "--build-into",
+                    str(tmp),
+                    "--widths",
+                    str(width),
+                ],
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).resolve().parents[1],
+                timeout=600,
+            )
+            if r.returncode != 0:
+                raise RuntimeError(r.stderr[-2000:])
+            pkg, pub = (Path(p) for p in json.loads(r.stdout.strip().splitlines()[-1]))
+            for engine in ("onnxruntime",) if a.no_openvino else ("onnxruntime", "openvino"):
+                rows.append({"width": width, **measure(pkg, pub, tmp, engine, a.n)})
     load_after = os.getloadavg()[0]
     res = {
         "bench": "inference_224",
-        "model": "MobileNetV2 width 0.5, 224 px, INT8 QDQ (onnx_tools.quantize)",
+        "model": "MobileNetV2 at each width, 224 px, INT8 QDQ (onnx_tools.quantize)",
         "frame": "640x480 BGR uint8",
         "cpu_flags": cpu_flags(),
         "cpu_count": os.cpu_count(),
@@ -273,13 +284,13 @@ def main(argv: list[str] | None = None) -> int:
         "noisy, the ratios, from alternating blocks in one process, are what counts). "
         f"{rows[0]['n']} calls of each kind.",
         "",
-        "| engine | bare run p50 µs | engine call p50 (ratio) | `slot.infer` 640x480 p50 µs | **p50 ratio** | "
+        "| MobileNetV2 width | engine | bare run p50 µs | engine call p50 (ratio) | `slot.infer` 640x480 p50 µs | **p50 ratio** | "
         "p99 ratio | `image_tensor` alone p50 µs | in `infer`: pre / engine / post p50 µs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         md.append(
-            f"| {r['engine']} | {r['bare_p50_us']:.0f} | {r['engine_p50_us']:.0f} ({r['engine_ratio_p50']:.3f})"
+            f"| {r['width']:g} | {r['engine']} | {r['bare_p50_us']:.0f} | {r['engine_p50_us']:.0f} ({r['engine_ratio_p50']:.3f})"
             f" | {r['infer_p50_us']:.0f} | **{r['infer_ratio_p50']:.3f}** | {r['infer_ratio_p99']:.3f} | "
             f"{r['pre_p50_us']:.0f} | {r['slot_pre_p50_us']:.0f} / {r['slot_engine_p50_us']:.0f} / "
             f"{r['slot_post_p50_us']:.0f} |"
