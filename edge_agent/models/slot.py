@@ -125,7 +125,7 @@ class _Active:
         self.health = _Health()
 
 
-_SMALL_OUTPUT = 256  # float32 values: their sum in double cannot overflow
+_SMALL_OUTPUT = 256  # up to this many values a Python sum is cheaper than a numpy call (class vectors)
 
 
 def _all_finite(out: dict[str, Any]) -> bool:
