@@ -51,62 +51,27 @@ def folders(root: Path, n_good: int, n_defect: int) -> Path:
 def test_the_default_recipe_for_imported_images_packages_the_learnt_net_with_the_classifier_contract(
     tmp_path, monkeypatch
 ):
-    import tempfile
-
     from cloud_trainer.train import onnx_tools, pipeline
     from cloud_trainer.train.images import import_images
-    from cloud_trainer.train.pipeline import (
-        BuildSettings,
-        stage_evaluate,
-        stage_package,
-        stage_quantize,
-        stage_train,
-    )
-    from model_packager import load_trusted_keys, open_package
-    from model_packager.preprocess import image_tensor, interpret
-    from model_packager.runtimes import ort_session
-    from tests.support.models import make_keypair
+    from tests.support.vision_builds import build_stages, run_package, vision_settings
 
     monkeypatch.setattr(pipeline, "_engines", lambda: ["onnxruntime"])  # the latency table is test_trainer's
     monkeypatch.setattr(onnx_tools, "latency_ms", lambda *a, **k: 1.0)
     monkeypatch.setattr(lp, "BATCH", 8)  # a short run: 60 steps of 8 crops
     quiet = lambda *_: None  # noqa: E731
     import_images(folders(tmp_path / "src", 24, 3), tmp_path / "ds", log=quiet)
-    key, pub = make_keypair(tmp_path / "keys")
-    s = BuildSettings(
-        family="vision",
-        dataset=tmp_path / "ds",
-        registry=tmp_path / "reg",
-        signing_key=key,
-        workdir=tmp_path / "work",
-        size=64,
-        epochs=1,
-        threads=1,
-        openvino=False,
-        compare_published=False,
-        force=True,
-    )
-    meta = stage_train(s, log=quiet)
-    stage_quantize(s, log=quiet)
-    rep = stage_evaluate(s, log=quiet)
-    pkg = stage_package(s, log=quiet)
+    s, pub = vision_settings(tmp_path, tmp_path / "ds", size=64, epochs=1)
+    meta, rep, pkg = build_stages(s, quiet)
     assert meta["recipe"] == "patch" and meta["classes"] == ["good", *sorted(DEFECTS)]
     cal = rep["operating_point"]["calibration"]
     assert cal["scorer"].startswith("learnt patch net") and cal["steps"] == lp.STEPS_PER_EPOCH
     assert cal["held_out_good_images"] >= 3 and cal["defect_images"] > 0
     assert cal["net_good_images"] + cal["held_out_good_images"] == cal["good_images"]
-    opened = open_package(pkg, Path(tempfile.mkdtemp(dir=tmp_path)), load_trusted_keys([pub]))
-    m = opened.manifest
+    images = [make_part(SEED + 1, i, 120, defect)[0] for i, defect in enumerate([None, "stain"])]
+    m, runs = run_package(pkg, pub, tmp_path, images)
     assert m.outputs[0].labels == meta["classes"] and m.outputs[0].ok_label == "good"
     assert m.outputs[0].threshold == 0.5 and m.quantization.scheme.startswith("none")
     assert m.outputs[1].role.value == "heatmap" and m.outputs[1].shape == ["batch", 1, 16, 16]
-    sess = ort_session(opened.model_path, threads=1)
-    names = [o.name for o in sess.get_outputs()]
-    for i, defect in enumerate([None, "stain"]):
-        img, _ = make_part(SEED + 1, i, 120, defect)
-        out = dict(
-            zip(names, sess.run(names, {m.inputs[0].name: image_tensor(img, m.preprocessing)}), strict=True)
-        )
-        res = interpret(m, out, img.shape[:2])
+    for out, res in runs:
         assert res.verdict in ("OK", "NG") and res.heatmap is not None and res.heatmap.shape == (16, 16)
         assert np.isfinite(out["logits"]).all() and out["logits"].shape == (1, len(meta["classes"]))

@@ -17,16 +17,10 @@ import pytest
 
 from cloud_trainer.train.families.vision import vision_recipe
 from cloud_trainer.train.images import import_images
-from cloud_trainer.train.pipeline import (
-    BuildSettings,
-    StageError,
-    stage_evaluate,
-    stage_package,
-    stage_quantize,
-    stage_train,
-)
-from tests.support.models import make_keypair
+from cloud_trainer.train.pipeline import BuildSettings, StageError
 from tests.support.plates import plate
+from tests.support.vision_builds import build_stages, vision_settings
+from tests.support.vision_builds import run_package as run_signed
 
 SIZE = 96
 DEFECTS = ("pit", "scratch", "smudge")
@@ -56,46 +50,20 @@ def built(tmp_path_factory):
     mp.setattr(pipeline, "_engines", lambda: ["onnxruntime"])  # the latency table is test_trainer's
     mp.setattr(onnx_tools, "latency_ms", lambda *a, **k: 1.0)
     import_images(folders(tmp / "src", 3, 30, 6), tmp / "ds", log=quiet)
-    key, pub = make_keypair(tmp / "keys")
-    s = BuildSettings(
-        family="vision",
-        dataset=tmp / "ds",
-        registry=tmp / "reg",
-        signing_key=key,
-        workdir=tmp / "work",
+    s, pub = vision_settings(
+        tmp,
+        tmp / "ds",
         size=96,
-        threads=1,
         recipe="patch-texture",  # the fixed features' bank (the learnt net: tests/integration/test_learned_patches.py)
-        openvino=False,
-        compare_published=False,
-        force=True,
     )
-    meta = stage_train(s, log=quiet)
-    stage_quantize(s, log=quiet)
-    rep = stage_evaluate(s, log=quiet)
-    pkg = stage_package(s, log=quiet)
+    meta, rep, pkg = build_stages(s, quiet)
     yield {"meta": meta, "report": rep, "pkg": pkg, "pub": pub, "tmp": tmp, "settings": s}
     mp.undo()
 
 
 def run_package(built, images):
-    import tempfile
-
-    from model_packager import load_trusted_keys, open_package
-    from model_packager.preprocess import image_tensor, interpret
-    from model_packager.runtimes import ort_session
-
-    opened = open_package(built["pkg"], tempfile.mkdtemp(dir=built["tmp"]), load_trusted_keys([built["pub"]]))
-    sess = ort_session(opened.model_path, threads=1)
-    m = opened.manifest
-    names = [o.name for o in sess.get_outputs()]
-    out = []
-    for img in images:
-        res = dict(
-            zip(names, sess.run(names, {m.inputs[0].name: image_tensor(img, m.preprocessing)}), strict=True)
-        )
-        out.append(interpret(m, res, img.shape[:2]))
-    return m, out
+    m, runs = run_signed(built["pkg"], built["pub"], built["tmp"], images)
+    return m, [res for _, res in runs]
 
 
 def test_an_imported_folder_dataset_gets_the_patch_recipe_with_the_classifier_contract(built):

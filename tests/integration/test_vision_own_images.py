@@ -20,8 +20,8 @@ from cloud_trainer.train.pipeline import (
     stage_quantize,
     stage_train,
 )
-from tests.support.models import make_keypair
 from tests.support.own_parts import make_part
+from tests.support.vision_builds import vision_settings
 
 
 def mvtec(root: Path, n_good: int = 24, defects=("scratch", "stain"), per_defect: int = 6) -> Path:
@@ -41,22 +41,8 @@ def mvtec(root: Path, n_good: int = 24, defects=("scratch", "stain"), per_defect
 
 
 def settings(tmp_path: Path, dataset: Path, **kw) -> BuildSettings:
-    key, _ = make_keypair(tmp_path / "keys")
-    base = dict(
-        family="vision",
-        dataset=dataset,
-        registry=tmp_path / "reg",
-        signing_key=key,
-        workdir=tmp_path / "work",
-        epochs=1,
-        size=32,
-        threads=1,
-        openvino=False,
-        compare_published=False,
-        force=True,
-        floors={"ng_recall": 0.0, "ng_precision": 0.0},
-    )
-    return BuildSettings(**{**base, **kw})
+    kw = {"epochs": 1, "size": 32, "floors": {"ng_recall": 0.0, "ng_precision": 0.0}, **kw}
+    return vision_settings(tmp_path, dataset, **kw)[0]
 
 
 def quiet(*_):
