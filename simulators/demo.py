@@ -659,7 +659,7 @@ class Demo:
                 "--threads",
                 "2",
                 "--epochs",
-                "4" if self.short else "10" if self.fast else "15",
+                "2" if self.short else "10" if self.fast else "15",
                 "--seed",
                 "1",
                 "--init-from",
@@ -935,7 +935,7 @@ def main(argv: list[str] | None = None) -> int:
         demo.step_cloud_v1()
         demo.step_factory_and_agents()
         demo.step_results(5 if a.short else 20)
-        demo.step_alarm(60 if a.short else 150)
+        demo.step_alarm(30 if a.short else 150)
         demo.step_link_cut(5 if a.short else 15)
         v2 = demo.step_retrain()
         if v2:
