@@ -4,14 +4,16 @@ defects drawn on them, and scored on the labelled defect images it never trained
 
 Fixed texture features at 128 px do not single out a 1-px scratch or a faint crack on a turned or
 brushed finish whose own texture varies part to part (bench/RESULTS.md, issue 13). Nothing is
-downloaded or shipped: the net learns, self-supervised, what the user's good surface looks like
+downloaded: the net learns, self-supervised, what the user's good surface looks like
 against generic surface defects drawn on it (thin lines of either contrast, discoloured blobs,
 shaded dents, a small dark hole inside the part covered with the part's own surface: the contract's
 defect kinds, at random sizes, contrasts and places on the bright part), each training crop then
 seen through random light (gain, offset, gradient, colour tilt), rotation, blur, noise and JPEG, so
 that another lamp is not taken for a defect; its input is each pixel against its 17-px
 neighbourhood. The target is the synthetic defect's own mask at 1/4 of the input (the heat map's
-grid): the net localises by construction.
+grid): the net localises by construction. It starts from weights shipped with the trainer
+(``PRETRAINED``, ~0.4 MB): the same task learnt once on the simulator's good parts of both finishes
+(``bench/pretrain_patch_net.py``), then trained on the user's images as from random weights.
 
 The labelled defect images (and a quarter of the good ones) are held out of the net's training and
 give the threshold: ``patch_classifier.calibrate`` on their scores (the good ones also under another
@@ -21,7 +23,9 @@ light, ``perturb.camera_copy``), and the defect-type head. One ONNX graph (``ima
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +39,9 @@ SYNTHETIC_RATE = 0.5  # share of training crops with a synthetic defect
 POS_WEIGHT = 10.0  # a defect covers a few cells of the map
 HELD_OUT_GOOD = 0.25  # share of the good images kept out of the net's training for the threshold
 LIGHT_COPIES = 2  # relit copies of each held-out good image in the threshold's good scores
+# the net's starting weights: the same self-supervised task run once for 4800 steps on the simulator's good
+# parts of both finishes (bench/pretrain_patch_net.py writes this file; ~0.4 MB)
+PRETRAINED = Path(__file__).resolve().parent / "weights" / "patch_net.npz"
 
 
 def _modules():
@@ -228,10 +235,53 @@ def augment(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tupl
     return img, mask
 
 
-def fit_net(images: list[np.ndarray], pre, seed: int, steps: int, log=common.stderr_log, channels: int = 3):
+def pretrained_state(path: Path, channels: int = 3) -> tuple[dict, str] | None:
+    """The PatchNet's starting weights stored at ``path`` (``save_state``'s file) as a state dict for a
+    net of ``channels`` inputs (grey: the first convolution's colour weights summed), and what they
+    were learnt on; None when there is no such file or it was made for another net."""
+    import torch
+
+    if not path.is_file():
+        return None
+    PatchNet, _ = _modules()
+    want = PatchNet(WIDTH, channels).state_dict()
+    with np.load(path, allow_pickle=False) as z:
+        stored = {k: z[k] for k in z.files if k != "about"}
+        about = json.loads(str(z["about"])) if "about" in z.files else {}
+    if set(stored) != set(want):
+        return None
+    state = {}
+    for k, v in stored.items():
+        if v.ndim == 4 and v.shape[1] == 3 and want[k].shape[1] == 1:  # a grey net: one channel of the sum
+            v = v.sum(1, keepdims=True)
+        if tuple(v.shape) != tuple(want[k].shape):
+            return None
+        state[k] = torch.from_numpy(np.ascontiguousarray(v))
+    return state, str(about.get("trained_on", path.name))
+
+
+def save_state(net, path: Path, about: dict) -> None:
+    """The net's weights and buffers as a numpy archive (no pickled code), with ``about`` as JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+    with open(path, "wb") as f:
+        np.savez_compressed(f, about=np.array(json.dumps(about, sort_keys=True)), **arrays)
+
+
+def fit_net(
+    images: list[np.ndarray],
+    pre,
+    seed: int,
+    steps: int,
+    log=common.stderr_log,
+    channels: int = 3,
+    init: Path | None = PRETRAINED,
+):
     """The PatchNet from good images only: each step a batch of crops (``CROP`` model pixels, cut from
     the frame's region at its own resolution), half of them holding a synthetic defect, each seen
-    through ``augment``; the loss per cell of the map against the defect's mask."""
+    through ``augment``; the loss per cell of the map against the defect's mask. It starts from the
+    weights at ``init`` where they fit the net (else, and with ``init=None``, from random ones).
+    Returns the net and what it started from."""
     import time
 
     import torch
@@ -244,6 +294,12 @@ def fit_net(images: list[np.ndarray], pre, seed: int, steps: int, log=common.std
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 31])
     net = PatchNet(WIDTH, channels)
+    start = "random weights"
+    got = pretrained_state(init, channels) if init is not None else None
+    if got is not None:
+        net.load_state_dict(got[0])
+        start = f"the shipped weights ({got[1]})"
+    log(f"vision (patch, learned): the net starts from {start}")
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=max(1, steps), pct_start=0.15)
     regions = [image_region(im, pre) for im in images]
@@ -283,7 +339,7 @@ def fit_net(images: list[np.ndarray], pre, seed: int, steps: int, log=common.std
                 f"{time.perf_counter() - t0:.0f}s"
             )
             running = 0.0
-    return net.eval()
+    return net.eval(), start
 
 
 def _cells(masks: list[np.ndarray], pre):
@@ -321,7 +377,7 @@ def train(
     n_held = max(3, int(round(HELD_OUT_GOOD * len(good_rows))))
     held, fit_rows = good_rows[:n_held], good_rows[n_held:]
     steps = max(1, epochs) * STEPS_PER_EPOCH
-    net = fit_net([data.images[i] for i in fit_rows], tpre, seed, steps, log, x.shape[1])
+    net, start = fit_net([data.images[i] for i in fit_rows], tpre, seed, steps, log, x.shape[1])
     _, Classifier = _modules()
     model = Classifier(net, np.zeros((4 * WIDTH + 3, 1)), np.zeros(1), 0.0, 1.0).eval()
     defect_rows = rows[y[rows] != 0]
@@ -362,6 +418,7 @@ def train(
         held_out_good_images=int(n_held),
         defect_images=int(len(defect_rows)),
         steps=steps,
+        net_start=start,
         scorer="learnt patch net (self-supervised on the good images with synthetic defects)",
     )
     log(

@@ -65,6 +65,7 @@ def test_the_default_recipe_for_imported_images_packages_the_learnt_net_with_the
     assert meta["recipe"] == "patch" and meta["classes"] == ["good", *sorted(DEFECTS)]
     cal = rep["operating_point"]["calibration"]
     assert cal["scorer"].startswith("learnt patch net") and cal["steps"] == lp.STEPS_PER_EPOCH
+    assert cal["net_start"].startswith("the shipped weights")
     assert cal["held_out_good_images"] >= 3 and cal["defect_images"] > 0
     assert cal["net_good_images"] + cal["held_out_good_images"] == cal["good_images"]
     images = [make_part(SEED + 1, i, 120, defect)[0] for i, defect in enumerate([None, "stain"])]
@@ -75,3 +76,35 @@ def test_the_default_recipe_for_imported_images_packages_the_learnt_net_with_the
     for out, res in runs:
         assert res.verdict in ("OK", "NG") and res.heatmap is not None and res.heatmap.shape == (16, 16)
         assert np.isfinite(out["logits"]).all() and out["logits"].shape == (1, len(meta["classes"]))
+
+
+def test_the_shipped_starting_weights_already_find_synthetic_defects_on_parts_they_never_saw(tmp_path):
+    """The net's starting weights (learnt on the simulator's good parts, bench/pretrain_patch_net.py) load
+    into the colour and the grey net, are refused for another net, and, untrained on these flanges, put
+    the map's peak on a synthetic defect drawn on them."""
+    import torch
+
+    from cloud_trainer.train.vision import preprocessing, tensors
+
+    got = lp.pretrained_state(lp.PRETRAINED, 3)
+    assert got is not None and "simulator" in got[1]
+    PatchNet, _ = lp._modules()
+    net = PatchNet(lp.WIDTH, 3)
+    net.load_state_dict(got[0])
+    grey = lp.pretrained_state(lp.PRETRAINED, 1)
+    assert grey is not None and tuple(grey[0]["body.0.0.weight"].shape[1:]) == (1, 3, 3)
+    lp.save_state(PatchNet(8, 3), tmp_path / "narrow.npz", {"trained_on": "a narrower net"})
+    assert lp.pretrained_state(tmp_path / "narrow.npz") is None
+    assert lp.pretrained_state(tmp_path / "absent.npz") is None
+    pre = preprocessing(128)
+    rng = np.random.default_rng(5)
+    found = []
+    for i in range(12):
+        img, _ = make_part(SEED + 2, i, 200)
+        bad, mask = lp.synthetic_defect(img, rng)
+        with torch.no_grad():
+            logit = net.eval()(torch.from_numpy(tensors([bad], pre)))[1][0, 0].numpy()
+        cells = lp._cells([mask], pre)[0, 0].numpy() > 0
+        grown = cv2.dilate(cells.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        found.append(bool(grown[np.unravel_index(logit.argmax(), logit.shape)]))
+    assert np.mean(found) >= 0.75, found
