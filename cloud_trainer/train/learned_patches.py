@@ -16,7 +16,10 @@ grid): the net localises by construction.
 The labelled defect images (and a quarter of the good ones) are held out of the net's training and
 give the threshold: ``patch_classifier.calibrate`` on their scores (the good ones also under another
 light, ``perturb.camera_copy``), and the defect-type head. One ONNX graph (``image`` → ``logits``,
-``heatmap``), the classifier contract of ``patch_classifier``, served in FP32.
+``heatmap``), the classifier contract of ``patch_classifier``, served in FP32. The served map is the
+mean of the net's maps over the input's 8 quarter turns and mirrors (``VIEWS``; one batch of 8 through
+the net inside the graph, ~8x the net's cost per frame): the net learnt every orientation, and a good
+finish's chance hot spot rarely survives all eight, a defect does (bench/RESULTS.md, round 6).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ SYNTHETIC_RATE = 0.5  # share of training crops with a synthetic defect
 POS_WEIGHT = 10.0  # a defect covers a few cells of the map
 HELD_OUT_GOOD = 0.25  # share of the good images kept out of the net's training for the threshold
 LIGHT_COPIES = 2  # relit copies of each held-out good image in the threshold's good scores
+VIEWS = 8  # the served map: the mean of the net's maps over the input's 8 quarter turns and mirrors
 
 
 def _modules():
@@ -85,6 +89,18 @@ def _modules():
             f = self.body((x - mu) / torch.sqrt(box((x - mu).pow(2).mean(1, keepdim=True)) + 0.01))
             return f, self.head(f)
 
+    def _view(x, k: int):
+        """The k-th of the 8 symmetries of the square: transposed when k >= 4, then mirrored (bit 0:
+        left-right, bit 1: up-down); 0-3 are the mirrors alone, which fit any shape."""
+        x = x.transpose(2, 3) if k >= 4 else x
+        dims = [d for bit, d in ((1, 3), (2, 2)) if k & bit]
+        return torch.flip(x, dims) if dims else x
+
+    def _unview(m, k: int):
+        dims = [d for bit, d in ((1, 3), (2, 2)) if k & bit]
+        m = torch.flip(m, dims) if dims else m
+        return m.transpose(2, 3) if k >= 4 else m
+
     class LearnedPatchClassifier(nn.Module):
         """image → (logits (N, K), heatmap (N, 1, h/4, w/4)): ``patch_classifier``'s contract with the
         learnt net's defect map as the score map and its features as the head's patch inputs."""
@@ -94,9 +110,12 @@ def _modules():
         head_b: torch.Tensor
         log_centre: torch.Tensor
 
-        def __init__(self, net, head_w: np.ndarray, head_b: np.ndarray, centre: float, slope: float) -> None:
+        def __init__(
+            self, net, head_w: np.ndarray, head_b: np.ndarray, centre: float, slope: float, views: int = VIEWS
+        ) -> None:
             super().__init__()
             self.net = net
+            self.views = int(views)
             t = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))  # noqa: E731
             g = np.outer(*(2 * [np.array([1.0, 2.0, 1.0]) / 4.0]))
             self.register_buffer("blur", t(g)[None, None])
@@ -106,7 +125,16 @@ def _modules():
             self.slope = float(slope)
 
         def inputs(self, image):
-            f, m = self.net(image)
+            """The identity view's features and the defect map averaged over the image's ``views``
+            (quarter turns and mirrors, one batch through the net, each map turned back)."""
+            square = image.shape[-1] == image.shape[-2]
+            n = self.views if square else min(self.views, 4)
+            xs = [_view(image, k) for k in range(n)]
+            f, m = self.net(torch.cat(xs) if n > 1 else image)
+            if n > 1:
+                ms = m.reshape(n, -1, *m.shape[1:])
+                m = sum(_unview(ms[k], k) for k in range(n)) / n
+                f = f.reshape(n, -1, *f.shape[1:])[0]
             return torch.cat([f, m], 1)
 
         def score_map(self, z):
