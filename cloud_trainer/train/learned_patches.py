@@ -192,12 +192,18 @@ def synthetic_defect(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndar
         alpha = blob[:, :, None] * rng.uniform(0.3, 0.7)
         out = out * (1 - alpha) + colour * alpha
         layer[blob > 0.25] = 255
-    else:  # a dent: a disc lit on one side, dark on the other
+    else:  # a dent: a depression lit from one side, bright on one flank and dark on the other
         dr = rng.uniform(3, 10) * scale
         yy, xx = np.mgrid[:h, :w].astype(np.float32)
-        inside = ((xx - cx) ** 2 + (yy - cy) ** 2) <= dr**2
+        r = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) / dr
+        inside = r <= 1
         a = rng.uniform(0, 2 * math.pi)
-        shade = ((xx - cx) * math.cos(a) + (yy - cy) * math.sin(a)) / dr
+        along = ((xx - cx) * math.cos(a) + (yy - cy) * math.sin(a)) / dr
+        if rng.random() < 0.5:  # sharp-rimmed (an impact): the shading steps at the rim
+            shade = along
+        else:  # a smooth bowl (depth cos^2 of the radius): the slope along the light, no step at the rim
+            shade = np.where(inside, along * np.sinc(r), 0.0)
+            shade /= max(float(np.abs(shade).max()), 1e-6)
         out[inside] += (shade[inside] * rng.uniform(15, 45))[:, None]
         layer[inside] = 255
     return np.clip(out, 0, 255).astype(np.uint8).reshape(img.shape), layer
