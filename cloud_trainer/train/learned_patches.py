@@ -18,7 +18,11 @@ grid): the net localises by construction. It starts from weights shipped with th
 The labelled defect images (and a quarter of the good ones) are held out of the net's training and
 give the threshold: ``patch_classifier.calibrate`` on their scores (the good ones also under another
 light, ``perturb.camera_copy``), and the defect-type head. One ONNX graph (``image`` → ``logits``,
-``heatmap``), the classifier contract of ``patch_classifier``, served in FP32.
+``heatmap``), the classifier contract of ``patch_classifier``, served in FP32. The served map is the
+mean of the net's maps over the input and its mirror image (``VIEWS`` = 2; one batch of 2 through the
+net inside the graph, 2x the net's cost per frame): the net learnt every orientation, and a good
+finish's chance hot spot rarely survives both, a defect does. All 8 quarter turns and mirrors
+(``views=8``) separate a little better at 8x the cost (bench/RESULTS.md, round 6).
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ LIGHT_COPIES = 2  # relit copies of each held-out good image in the threshold's 
 # the net's starting weights: the same self-supervised task run once for 4800 steps on the simulator's good
 # parts of both finishes (bench/pretrain_patch_net.py writes this file; ~0.4 MB)
 PRETRAINED = Path(__file__).resolve().parent / "weights" / "patch_net.npz"
+
+VIEWS = 2  # the served map: the mean of the net's maps over the input and its mirror (8: all quarter turns)
 
 
 def _modules():
@@ -92,6 +98,18 @@ def _modules():
             f = self.body((x - mu) / torch.sqrt(box((x - mu).pow(2).mean(1, keepdim=True)) + 0.01))
             return f, self.head(f)
 
+    def _view(x, k: int):
+        """The k-th of the 8 symmetries of the square: transposed when k >= 4, then mirrored (bit 0:
+        left-right, bit 1: up-down); 0-3 are the mirrors alone, which fit any shape."""
+        x = x.transpose(2, 3) if k >= 4 else x
+        dims = [d for bit, d in ((1, 3), (2, 2)) if k & bit]
+        return torch.flip(x, dims) if dims else x
+
+    def _unview(m, k: int):
+        dims = [d for bit, d in ((1, 3), (2, 2)) if k & bit]
+        m = torch.flip(m, dims) if dims else m
+        return m.transpose(2, 3) if k >= 4 else m
+
     class LearnedPatchClassifier(nn.Module):
         """image → (logits (N, K), heatmap (N, 1, h/4, w/4)): ``patch_classifier``'s contract with the
         learnt net's defect map as the score map and its features as the head's patch inputs."""
@@ -101,9 +119,12 @@ def _modules():
         head_b: torch.Tensor
         log_centre: torch.Tensor
 
-        def __init__(self, net, head_w: np.ndarray, head_b: np.ndarray, centre: float, slope: float) -> None:
+        def __init__(
+            self, net, head_w: np.ndarray, head_b: np.ndarray, centre: float, slope: float, views: int = VIEWS
+        ) -> None:
             super().__init__()
             self.net = net
+            self.views = int(views)
             t = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))  # noqa: E731
             g = np.outer(*(2 * [np.array([1.0, 2.0, 1.0]) / 4.0]))
             self.register_buffer("blur", t(g)[None, None])
@@ -113,7 +134,16 @@ def _modules():
             self.slope = float(slope)
 
         def inputs(self, image):
-            f, m = self.net(image)
+            """The identity view's features and the defect map averaged over the image's ``views``
+            (quarter turns and mirrors, one batch through the net, each map turned back)."""
+            square = image.shape[-1] == image.shape[-2]
+            n = self.views if square else min(self.views, 4)
+            xs = [_view(image, k) for k in range(n)]
+            f, m = self.net(torch.cat(xs) if n > 1 else image)
+            if n > 1:
+                ms = m.reshape(n, -1, *m.shape[1:])
+                m = sum(_unview(ms[k], k) for k in range(n)) / n
+                f = f.reshape(n, -1, *f.shape[1:])[0]
             return torch.cat([f, m], 1)
 
         def score_map(self, z):
@@ -171,12 +201,18 @@ def synthetic_defect(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndar
         alpha = blob[:, :, None] * rng.uniform(0.3, 0.7)
         out = out * (1 - alpha) + colour * alpha
         layer[blob > 0.25] = 255
-    else:  # a dent: a disc lit on one side, dark on the other
+    else:  # a dent: a depression lit from one side, bright on one flank and dark on the other
         dr = rng.uniform(3, 10) * scale
         yy, xx = np.mgrid[:h, :w].astype(np.float32)
-        inside = ((xx - cx) ** 2 + (yy - cy) ** 2) <= dr**2
+        r = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) / dr
+        inside = r <= 1
         a = rng.uniform(0, 2 * math.pi)
-        shade = ((xx - cx) * math.cos(a) + (yy - cy) * math.sin(a)) / dr
+        along = ((xx - cx) * math.cos(a) + (yy - cy) * math.sin(a)) / dr
+        if rng.random() < 0.5:  # sharp-rimmed (an impact): the shading steps at the rim
+            shade = along
+        else:  # a smooth bowl (depth cos^2 of the radius): the slope along the light, no step at the rim
+            shade = np.where(inside, along * np.sinc(r), 0.0)
+            shade /= max(float(np.abs(shade).max()), 1e-6)
         out[inside] += (shade[inside] * rng.uniform(15, 45))[:, None]
         layer[inside] = 255
     return np.clip(out, 0, 255).astype(np.uint8).reshape(img.shape), layer

@@ -108,3 +108,37 @@ def test_the_shipped_starting_weights_already_find_synthetic_defects_on_parts_th
         grown = cv2.dilate(cells.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         found.append(bool(grown[np.unravel_index(logit.argmax(), logit.shape)]))
     assert np.mean(found) >= 0.75, found
+
+def test_the_served_map_is_the_mean_over_the_inputs_turns_and_mirrors():
+    """The defect map the graph serves is averaged over the input's views: with 8, its symmetries (4
+    mirrors on a non-square input), so the same part turned or mirrored gives the same map turned back;
+    by default the frame and its mirror image; a single view's map differs from either (the averaging
+    is there)."""
+    import torch
+
+    torch.manual_seed(0)
+    PatchNet, Classifier = lp._modules()
+    net = PatchNet(8, 3).eval()
+    for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # not the identity
+        bn.running_mean.uniform_(-0.2, 0.2)
+        bn.running_var.uniform_(0.5, 2.0)
+    head = (np.zeros((4 * 8 + 3, 1)), np.zeros(1), 0.0, 1.0)
+    served, single = Classifier(net, *head, views=8).eval(), Classifier(net, *head, views=1).eval()
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    with torch.no_grad():
+        m = served.inputs(x)[:, -1:]
+        assert not torch.allclose(m, single.inputs(x)[:, -1:], atol=1e-4)
+        for turned, back in [
+            (torch.rot90(x, 1, (2, 3)), lambda t: torch.rot90(t, -1, (2, 3))),
+            (torch.flip(x, (3,)), lambda t: torch.flip(t, (3,))),
+            (x.transpose(2, 3), lambda t: t.transpose(2, 3)),
+        ]:
+            assert torch.allclose(back(served.inputs(turned)[:, -1:]), m, atol=1e-5)
+        default = Classifier(net, *head).eval()  # lp.VIEWS = 2: the frame and its mirror image
+        md = default.inputs(x)[:, -1:]
+        assert torch.allclose(torch.flip(default.inputs(torch.flip(x, (3,)))[:, -1:], (3,)), md, atol=1e-5)
+        assert not torch.allclose(md, single.inputs(x)[:, -1:], atol=1e-4)
+        wide = x[:, :, :16]  # 16 x 32: the mirrors only
+        mw = served.inputs(wide)[:, -1:]
+        assert mw.shape == (2, 1, 4, 8)
+        assert torch.allclose(torch.flip(served.inputs(torch.flip(wide, (2, 3)))[:, -1:], (2, 3)), mw, atol=1e-5)
