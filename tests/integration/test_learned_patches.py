@@ -109,6 +109,7 @@ def test_the_shipped_starting_weights_already_find_synthetic_defects_on_parts_th
         found.append(bool(grown[np.unravel_index(logit.argmax(), logit.shape)]))
     assert np.mean(found) >= 0.75, found
 
+
 def test_the_served_map_is_the_mean_over_the_inputs_turns_and_mirrors():
     """The defect map the graph serves is averaged over the input's views: with 8, its symmetries (4
     mirrors on a non-square input), so the same part turned or mirrored gives the same map turned back;
@@ -141,4 +142,6 @@ def test_the_served_map_is_the_mean_over_the_inputs_turns_and_mirrors():
         wide = x[:, :, :16]  # 16 x 32: the mirrors only
         mw = served.inputs(wide)[:, -1:]
         assert mw.shape == (2, 1, 4, 8)
-        assert torch.allclose(torch.flip(served.inputs(torch.flip(wide, (2, 3)))[:, -1:], (2, 3)), mw, atol=1e-5)
+        assert torch.allclose(
+            torch.flip(served.inputs(torch.flip(wide, (2, 3)))[:, -1:], (2, 3)), mw, atol=1e-5
+        )
