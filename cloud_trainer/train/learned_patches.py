@@ -18,11 +18,11 @@ grid): the net localises by construction. It starts from weights shipped with th
 The labelled defect images (and a quarter of the good ones) are held out of the net's training and
 give the threshold: ``patch_classifier.calibrate`` on their scores (the good ones also under another
 light, ``perturb.camera_copy``), and the defect-type head. One ONNX graph (``image`` → ``logits``,
-``heatmap``), the classifier contract of ``patch_classifier``, served in FP32. The served map is the
-mean of the net's maps over the input and its mirror image (``VIEWS`` = 2; one batch of 2 through the
-net inside the graph, 2x the net's cost per frame): the net learnt every orientation, and a good
-finish's chance hot spot rarely survives both, a defect does. All 8 quarter turns and mirrors
-(``views=8``) separate a little better at 8x the cost (bench/RESULTS.md, round 6).
+``heatmap``), the classifier contract of ``patch_classifier``, served in FP32. The classifier can serve
+the mean of the net's maps over the input's mirrors and quarter turns (``views`` 2, 4 or 8: one batch
+through the net inside the graph, that many times the net's cost per frame). From random weights 8
+views separated better; from the shipped weights 2 views did not beat 1 within the spread of two
+build seeds (bench/RESULTS.md, round 6 and "shipped starting weights"), so ``VIEWS`` = 1.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ LIGHT_COPIES = 2  # relit copies of each held-out good image in the threshold's 
 # parts of both finishes (bench/pretrain_patch_net.py writes this file; ~0.4 MB)
 PRETRAINED = Path(__file__).resolve().parent / "weights" / "patch_net.npz"
 
-VIEWS = 2  # the served map: the mean of the net's maps over the input and its mirror (8: all quarter turns)
+VIEWS = 1  # views of the frame whose maps the served map averages (2: its mirror too; 8: all quarter turns)
 
 
 def _modules():

@@ -113,8 +113,8 @@ def test_the_shipped_starting_weights_already_find_synthetic_defects_on_parts_th
 def test_the_served_map_is_the_mean_over_the_inputs_turns_and_mirrors():
     """The defect map the graph serves is averaged over the input's views: with 8, its symmetries (4
     mirrors on a non-square input), so the same part turned or mirrored gives the same map turned back;
-    by default the frame and its mirror image; a single view's map differs from either (the averaging
-    is there)."""
+    with 2, the frame and its mirror image; a single view's map (the default, ``lp.VIEWS``) differs from
+    either (the averaging is there)."""
     import torch
 
     torch.manual_seed(0)
@@ -135,7 +135,7 @@ def test_the_served_map_is_the_mean_over_the_inputs_turns_and_mirrors():
             (x.transpose(2, 3), lambda t: t.transpose(2, 3)),
         ]:
             assert torch.allclose(back(served.inputs(turned)[:, -1:]), m, atol=1e-5)
-        default = Classifier(net, *head).eval()  # lp.VIEWS = 2: the frame and its mirror image
+        default = Classifier(net, *head, views=2).eval()  # the frame and its mirror image
         md = default.inputs(x)[:, -1:]
         assert torch.allclose(torch.flip(default.inputs(torch.flip(x, (3,)))[:, -1:], (3,)), md, atol=1e-5)
         assert not torch.allclose(md, single.inputs(x)[:, -1:], atol=1e-4)
