@@ -110,7 +110,8 @@ def test_heat_map_of_a_roi_model_lands_on_the_roi():
 
 @pytest.mark.parametrize("color", ["rgb", "bgr", "gray"])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-def test_uint8_frames_normalise_to_the_per_pixel_formula_within_one_float32_step(color, layout):
+@pytest.mark.parametrize("frame_hw", [(48, 64), (30, 40)], ids=["resized", "model-size"])
+def test_uint8_frames_normalise_to_the_per_pixel_formula_within_one_float32_step(color, layout, frame_hw):
     # (x * scale - mean) / std after a uint8 resize, in the manifest's channel order, computed exactly (double)
     # and compared in units of float32 spacing: any faster normalisation must stay within one rounding step
     import cv2
@@ -125,8 +126,8 @@ def test_uint8_frames_normalise_to_the_per_pixel_formula_within_one_float32_step
         mean=[0.485, 0.456, 0.406],
         std=[0.229, 0.224, 0.225],
     )
-    frame = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
-    small = cv2.resize(frame, (40, 30), interpolation=cv2.INTER_LINEAR)
+    frame = np.random.default_rng(3).integers(0, 256, (*frame_hw, 3), dtype=np.uint8)
+    small = cv2.resize(frame, (40, 30), interpolation=cv2.INTER_LINEAR) if frame_hw != (30, 40) else frame
     chans = (
         [cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)]
         if color == "gray"
