@@ -25,7 +25,7 @@ under the light shift; the heat map's hottest cell on the defect in >= 0.80 of N
 when the default recipe misses it.
 
     .venv/bin/python -m bench.vision_own_images_bench [--train 1600] [--test 600] [--epochs 20] [--no-baseline] [--cnn]
-        [--defect-rate 0.5] [--size PX] [--seed 0]
+        [--defect-rate 0.5] [--size PX] [--seed 0] [--false-reject-rate 0.01]
 
 ``--size`` sets every recipe's input (default 128, the trainer's default; the images are 200 px);
 ``--seed`` changes the builds' training seed (split, net initialisation, crops), not the images.
@@ -128,6 +128,7 @@ def build(
     threads: int = 2,
     recipe: str = "auto",
     seed: int = 0,
+    false_reject_rate: float = 0.01,
 ) -> tuple[Path, dict]:
     from cloud_trainer.train.pipeline import (
         BuildSettings,
@@ -151,6 +152,7 @@ def build(
         compare_published=False,
         force=True,
         recipe=recipe,
+        false_reject_rate=false_reject_rate,
     )
     t0 = time.perf_counter()
     meta = stage_train(s)
@@ -212,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=128, help="model input px (default 128: the trainer's)")
     ap.add_argument("--seed", type=int, default=0, help="the builds' training seed (split, net, crops)")
     ap.add_argument(
+        "--false-reject-rate", type=float, default=0.01, help="the patch recipes' stated false-reject rate"
+    )
+    ap.add_argument(
         "--defect-rate", type=float, default=0.5, help="share of defect images in the training set"
     )
     a = ap.parse_args(argv)
@@ -226,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": a.epochs,
         "size": a.size,
         "seed": a.seed,
+        "false_reject_rate": a.false_reject_rate,
         "recipes": {},
         "preprocess_640x480": preprocess_speed(),
         "cpu_flags": cpu_flags(),
@@ -268,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                 a.threads,
                 recipe,
                 a.seed,
+                a.false_reject_rate,
             )
             facts["eval"] = {
                 k: judge(pkg, key.with_suffix(".pub"), v, tmp / f"open-{recipe}-{k}") for k, v in sets.items()
@@ -289,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "### Vision on independently made part images (tests/support/own_parts.py; not the simulator)",
         "",
         f"Trained on {a.train} imported images (folder per class, seed {TRAIN_SEED}), {a.epochs} epochs, {a.threads} training thread(s), "
-        f"build seed {a.seed}; "
+        f"build seed {a.seed}, stated false-reject rate {a.false_reject_rate:g}; "
         f"judged as the agent runs the signed INT8 package on {a.test} images of seed {TEST_SEED} (in-contract) "
         f"and {a.test} of seed {SHIFT_SEED} with shifted light ({SHIFT}); camera_setting = the in-contract images with "
         "gain ±30 %, offset ±20, a gradient up to 20 %, colour tilt ±5 % (perturb.lighting). "

@@ -95,13 +95,15 @@ def _parser(prog: str) -> argparse.ArgumentParser:
             help="vision: fine-tune from a parent's weights (its work folder, "
             "its registry folder, or a model.pt)",
         )
-    if prog == "build":
+    if prog in ("train", "build"):
         ap.add_argument(
             "--false-reject-rate",
             type=float,
             default=0.01,
-            help="anomaly: share of good parts the threshold may reject (default 0.01)",
+            help="anomaly, and vision's patch recipes: share of good parts the threshold may reject "
+            "(default 0.01; more catches more defects where good and defect parts look alike)",
         )
+    if prog == "build":
         ap.add_argument(
             "--backbone-weights",
             type=Path,
@@ -211,6 +213,7 @@ def _settings(a):
         bearing=getattr(a, "bearing", None),
         speed_tag=getattr(a, "speed_tag", None),
         recipe=getattr(a, "recipe", "auto"),
+        false_reject_rate=getattr(a, "false_reject_rate", 0.01),
     )
 
 

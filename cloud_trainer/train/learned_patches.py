@@ -391,7 +391,14 @@ def _cells(masks: list[np.ndarray], pre):
 
 
 def train(
-    data, size: int, seed: int, log=common.stderr_log, threads: int | None = None, pre=None, epochs: int = 20
+    data,
+    size: int,
+    seed: int,
+    log=common.stderr_log,
+    threads: int | None = None,
+    pre=None,
+    epochs: int = 20,
+    false_reject_rate: float = 0.01,
 ) -> dict:
     """The net from the good images of the training split (less a held-out quarter); the threshold
     and the defect-type head from the held-out good images (and their relit copies) and every labelled
@@ -432,7 +439,7 @@ def train(
     good_s = scores(z_of(np.concatenate([x[held], light])))
     z_ng = z_of(x[defect_rows]) if len(defect_rows) else None
     ng_s = scores(z_ng) if z_ng is not None else np.zeros(0)
-    cal = calibrate(good_s, ng_s)
+    cal = calibrate(good_s, ng_s, false_reject_rate)
     if z_ng is not None:
         with torch.no_grad():
             flat = model.score_map(z_ng).flatten(1)

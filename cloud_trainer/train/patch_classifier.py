@@ -119,20 +119,24 @@ def _model_class():
     return PatchClassifier, scorer, _pool
 
 
-def calibrate(good: np.ndarray, ng: np.ndarray) -> dict:
+def calibrate(good: np.ndarray, ng: np.ndarray, false_reject_rate: float = GOOD_FRR) -> dict:
     """The score threshold (``centre``) and the logit ``slope`` from held-out good and defect scores
-    (log-scale scores: exp(score) is positive and its log-normal fit is a normal fit of the score)."""
+    (log-scale scores: exp(score) is positive and its log-normal fit is a normal fit of the score).
+    ``false_reject_rate``: the share of good parts the threshold may reject where the classes overlap
+    (``--false-reject-rate``: more catches more defects and rejects more good parts)."""
     from cloud_trainer.train.anomaly import threshold_at
 
-    lo_e, rule = threshold_at(np.exp(good), GOOD_FRR)
+    frr = float(false_reject_rate)
+    lo_e, rule = threshold_at(np.exp(good), frr)
     lo = float(np.log(lo_e))
     if len(ng) == 0:
         return {
             "centre": lo,
             "slope": 4.0,
-            "rule": f"good images only: {rule}",
+            "rule": f"good images only, {frr:.1%} false rejects: {rule}",
             "good_quantile": lo,
             "ng_quantile": None,
+            "false_reject_rate": frr,
         }
     hi = float(np.quantile(np.sort(ng), NG_MISS, method="lower"))
     if hi > lo:
@@ -145,8 +149,9 @@ def calibrate(good: np.ndarray, ng: np.ndarray) -> dict:
         "slope": float(slope),
         "good_quantile": lo,
         "ng_quantile": hi,
-        "rule": f"good images' {1 - GOOD_FRR:.0%} quantile ({rule}) and the defects' {NG_MISS:.0%} quantile; "
+        "rule": f"good images' {1 - frr:.1%} quantile ({rule}) and the defects' {NG_MISS:.0%} quantile; "
         + how,
+        "false_reject_rate": frr,
     }
 
 
@@ -219,7 +224,15 @@ def _fit_scorer(z, ng: np.ndarray, seed: int, steps: int = 150, top: int = 8, ro
     return net.eval()
 
 
-def train(data, size: int, seed: int, log=common.stderr_log, threads: int | None = None, pre=None) -> dict:
+def train(
+    data,
+    size: int,
+    seed: int,
+    log=common.stderr_log,
+    threads: int | None = None,
+    pre=None,
+    false_reject_rate: float = GOOD_FRR,
+) -> dict:
     """Bank from the good images of the train + validation split (the test split stays unseen for the
     gate), patch scorer, threshold and head from out-of-fold scores; returns what ``vision.train`` returns."""
     import time
@@ -283,7 +296,7 @@ def train(data, size: int, seed: int, log=common.stderr_log, threads: int | None
         if learnt_auroc > common.auroc(ng, oof) + 0.01:
             net, oof = _fit_scorer(torch.cat([z_all, z_light]), np.r_[ng, ng], seed), learnt
     holder.scorer = None
-    cal = calibrate(oof[~ng], oof[ng])
+    cal = calibrate(oof[~ng], oof[ng], false_reject_rate)
     bank = anomaly.coreset(np.concatenate([patches[~ng], light[~ng]]).reshape(-1, dims), BANK_SIZE, seed)
     holder.scorer = net
     with torch.no_grad():

@@ -64,6 +64,7 @@ class BuildSettings:
     min_ng_precision: float = (
         0.98  # vision operating point: highest NG recall at this precision on validation
     )
+    false_reject_rate: float = 0.01  # vision, patch recipes: share of good parts the threshold may reject
     signal_features: str = (
         "condition"  # maintenance: condition | bands (see cloud_trainer/train/maintenance.py)
     )

@@ -60,10 +60,11 @@ def test_the_default_recipe_for_imported_images_packages_the_learnt_net_with_the
     monkeypatch.setattr(lp, "BATCH", 8)  # a short run: 60 steps of 8 crops
     quiet = lambda *_: None  # noqa: E731
     import_images(folders(tmp_path / "src", 24, 3), tmp_path / "ds", log=quiet)
-    s, pub = vision_settings(tmp_path, tmp_path / "ds", size=64, epochs=1)
+    s, pub = vision_settings(tmp_path, tmp_path / "ds", size=64, epochs=1, false_reject_rate=0.05)
     meta, rep, pkg = build_stages(s, quiet)
     assert meta["recipe"] == "patch" and meta["classes"] == ["good", *sorted(DEFECTS)]
     cal = rep["operating_point"]["calibration"]
+    assert cal["false_reject_rate"] == 0.05 and "95.0% quantile" in cal["rule"]  # --false-reject-rate
     assert cal["scorer"].startswith("learnt patch net") and cal["steps"] == lp.STEPS_PER_EPOCH
     assert cal["net_start"].startswith("the shipped weights")
     assert cal["held_out_good_images"] >= 3 and cal["defect_images"] > 0

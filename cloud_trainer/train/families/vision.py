@@ -42,15 +42,26 @@ class VisionFamily(TrainerFamily):
 
     def train(self, s, ds, pre, log) -> dict:
         recipe = vision_recipe(s)
+        frr = s.false_reject_rate
+        if recipe in ("patch", "patch-texture") and not 0 < frr < 0.5:
+            raise StageError(f"--false-reject-rate {frr}: give a share in (0, 0.5), e.g. 0.01")
         if recipe == "patch":  # learnt patch features (self-supervised on the good images)
             from cloud_trainer.train import learned_patches
 
-            out = learned_patches.train(ds, s.size, s.seed, log, s.threads, pre=pre, epochs=s.epochs)
+            out = learned_patches.train(
+                ds, s.size, s.seed, log, s.threads, pre=pre, epochs=s.epochs, false_reject_rate=frr
+            )
             return {**out, "recipe": "patch"}
         if recipe == "patch-texture":  # the fixed texture features' memory bank (the former default)
             from cloud_trainer.train import patch_classifier
 
-            return {**patch_classifier.train(ds, s.size, s.seed, log, s.threads, pre=pre), "recipe": "patch"}
+            out = patch_classifier.train(ds, s.size, s.seed, log, s.threads, pre=pre, false_reject_rate=frr)
+            return {**out, "recipe": "patch"}
+        if frr != 0.01:
+            log(
+                f"vision: --false-reject-rate {frr} is for the patch recipes; the cnn recipe's operating point "
+                f"is the highest NG recall at NG precision >= {s.min_ng_precision} on validation"
+            )
         init = _init_state(s.init_from) if s.init_from else None
         try:
             tr_out = fam.train(ds, s.size, s.seed, s.epochs, log, s.threads, init_state=init, pre=pre)
