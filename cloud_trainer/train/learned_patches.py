@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from cloud_trainer.train import common
+from cloud_trainer.train.patch_classifier import GOOD_FRR
 
 WIDTH = 24  # channels of the first stage (2x after the first pool)
 CROP = 64  # training crops (input pixels): the net is fully convolutional
@@ -398,7 +399,7 @@ def train(
     threads: int | None = None,
     pre=None,
     epochs: int = 20,
-    false_reject_rate: float = 0.01,
+    false_reject_rate: float = GOOD_FRR,
 ) -> dict:
     """The net from the good images of the training split (less a held-out quarter); the threshold
     and the defect-type head from the held-out good images (and their relit copies) and every labelled

@@ -57,7 +57,9 @@ class VisionFamily(TrainerFamily):
 
             out = patch_classifier.train(ds, s.size, s.seed, log, s.threads, pre=pre, false_reject_rate=frr)
             return {**out, "recipe": "patch"}
-        if frr != 0.01:
+        from cloud_trainer.train.patch_classifier import GOOD_FRR
+
+        if frr != GOOD_FRR:
             log(
                 f"vision: --false-reject-rate {frr} is for the patch recipes; the cnn recipe's operating point "
                 f"is the highest NG recall at NG precision >= {s.min_ng_precision} on validation"
