@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from cloud_trainer.train import common
+from cloud_trainer.train.data import DatasetError, dataset_max_megapixels, read_image_file
 
 INPUT = "image"
 OUTPUTS = ["anomaly_score", "anomaly_map"]
@@ -51,15 +52,16 @@ class AnomalyDataError(ValueError):
 # -- reading ------------------------------------------------------------------------------------
 
 
-def read_image(path: Path, max_side: int = 1024) -> np.ndarray:
+def read_image(path: Path, max_side: int = 1024, max_megapixels: float | None = None) -> np.ndarray:
     """Any 8-bit PNG/JPEG/BMP/TIFF, grey or colour → BGR uint8, shrunk (area) to at most ``max_side``
-    pixels on its longer side, so that 200 images of a 5-MP camera do not fill the memory."""
+    pixels on its longer side, so that 200 images of a 5-MP camera do not fill the memory. A file whose
+    header declares more than ``max_megapixels`` (default: the import's limit) is refused undecoded."""
     import cv2
 
-    data = path.read_bytes()
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-    if img is None:
-        raise AnomalyDataError(f"{path}: not a readable image (PNG, JPEG, BMP or TIFF); replace or remove it")
+    try:
+        _, img = read_image_file(path, cv2.IMREAD_COLOR, max_megapixels)
+    except DatasetError as exc:
+        raise AnomalyDataError(str(exc)) from None
     k = max_side / max(img.shape[:2])
     if k < 1:
         img = cv2.resize(
@@ -68,6 +70,16 @@ def read_image(path: Path, max_side: int = 1024) -> np.ndarray:
             interpolation=cv2.INTER_AREA,
         )
     return img
+
+
+def read_mask(path: Path, max_megapixels: float | None = None) -> np.ndarray:
+    """A defect mask file → grey uint8 (same header check as ``read_image``)."""
+    import cv2
+
+    try:
+        return read_image_file(path, cv2.IMREAD_GRAYSCALE, max_megapixels, "a mask")[1]
+    except DatasetError as exc:
+        raise AnomalyDataError(str(exc)) from None
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -119,10 +131,13 @@ def load_good(root: str | Path, min_good: int = MIN_GOOD) -> AnomalyData:
 def _load_imported(root: Path, min_good: int) -> AnomalyData:
     import json
 
-    import cv2
     import yaml
 
     good_label = (yaml.safe_load((root / "dataset.yaml").read_text()) or {}).get("good", "good")
+    try:
+        max_mp = dataset_max_megapixels(root)
+    except DatasetError as exc:
+        raise AnomalyDataError(str(exc)) from None
     h = hashlib.sha256()
     good, names, test, kinds, masks = [], [], [], [], []
     for line in (root / "labels.jsonl").read_text().splitlines():
@@ -136,18 +151,14 @@ def _load_imported(root: Path, min_good: int) -> AnomalyData:
             )
         h.update(rec["label"].encode() + hashlib.sha256(p.read_bytes()).digest())
         if rec["label"] == good_label and rec.get("split") != "test":
-            good.append(read_image(p))
+            good.append(read_image(p, max_megapixels=max_mp))
             names.append(p.name)
             continue
         mask = None
         if rec.get("mask"):
             mp = root / rec["mask"]
-            mask = (
-                cv2.imdecode(np.frombuffer(mp.read_bytes(), np.uint8), cv2.IMREAD_GRAYSCALE)
-                if mp.is_file()
-                else None
-            )
-        test.append(read_image(p))
+            mask = read_mask(mp, max_mp) if mp.is_file() else None
+        test.append(read_image(p, max_megapixels=max_mp))
         kinds.append("good" if rec["label"] == good_label else rec["label"])
         masks.append(mask)
     if len(good) < min_good:
@@ -163,8 +174,6 @@ def _load_imported(root: Path, min_good: int) -> AnomalyData:
 
 
 def _load_test(root: Path, ds: AnomalyData, h) -> None:
-    import cv2
-
     kinds, masks_seen = [], set()
     for sub in sorted(p for p in (root / "test").iterdir() if p.is_dir()):
         for p in image_files(sub):
@@ -174,9 +183,7 @@ def _load_test(root: Path, ds: AnomalyData, h) -> None:
             if sub.name != "good":
                 mp = root / "ground_truth" / sub.name / f"{p.stem}_mask.png"
                 if mp.is_file():
-                    mask = cv2.imdecode(np.frombuffer(mp.read_bytes(), np.uint8), cv2.IMREAD_GRAYSCALE)
-                    if mask is None:
-                        raise AnomalyDataError(f"{mp}: not a readable mask image; replace or remove it")
+                    mask = read_mask(mp)
                     masks_seen.add(mp)
             ds.test.append(img)
             kinds.append(sub.name)

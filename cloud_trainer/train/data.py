@@ -22,6 +22,49 @@ class DatasetError(ValueError):
     pass
 
 
+def read_image_file(
+    path: Path, flags: int | None = None, max_megapixels: float | None = None, named_by: str = ""
+) -> tuple[bytes, Any]:
+    """(file bytes, decoded image) of one image file, its size read from the header first (a file that
+    declares more than ``max_megapixels``, default ``DEFAULT_MAX_MEGAPIXELS``, is never decoded).
+    Any refusal is a ``DatasetError`` naming the file, why, and what to do; ``named_by`` says where
+    the file was listed."""
+    from protocols.image_header import ImageRejected, decode_image
+
+    where = f" ({named_by})" if named_by else ""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(
+            f"{path}{where}: unreadable ({exc.strerror}); fix its permissions or remove it"
+        ) from None
+    try:
+        return data, decode_image(data, flags, max_megapixels)
+    except ImageRejected as exc:
+        fix = (
+            "shrink or crop it, or import the dataset with `cloud-trainer dataset import "
+            "--max-megapixels N` if images this large are meant"
+            if exc.oversize
+            else "replace or remove it"
+        )
+        raise DatasetError(f"{path}{where}: {exc}; {fix}") from None
+
+
+def dataset_max_megapixels(folder: Path) -> float | None:
+    """The image-size limit a dataset was imported with (``dataset.yaml``: ``max_megapixels``), if any."""
+    meta_file = Path(folder) / "dataset.yaml"
+    try:
+        meta = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else None
+    except yaml.YAMLError:
+        return None  # said by ``dataset_classes`` with the file's name
+    v = meta.get("max_megapixels") if isinstance(meta, dict) else None
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
+        raise DatasetError(f"{meta_file}: 'max_megapixels' must be a positive number, got {v!r}")
+    return float(v)
+
+
 VISION_CLASSES = ["ok", "scratch", "dent", "crack", "missing_hole", "stain"]
 FAULTS = ["healthy", "imbalance", "misalignment", "bearing_outer", "bearing_inner"]
 
@@ -92,6 +135,7 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
             f"{folder}: no labels.jsonl; write one with `edge-sim dataset parts --out {folder}`"
         )
     h = hashlib.sha256()
+    max_mp = dataset_max_megapixels(folder)
     images, labels, ids, mask_list = [], [], [], []
     for n, line in enumerate(labels_file.read_text().splitlines(), 1):
         if not line.strip():
@@ -106,20 +150,14 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
         path = folder / file
         if not path.is_file():
             raise DatasetError(f"{labels_file}:{n}: names {file}, which does not exist in {folder}")
-        data = path.read_bytes()
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-        if img is None:
-            raise DatasetError(
-                f"{path}: corrupt or empty image (named by {labels_file.name} line {n}); "
-                "remove the row or replace the file"
-            )
+        data, img = read_image_file(path, cv2.IMREAD_COLOR, max_mp, f"{labels_file.name} line {n}")
         h.update(hashlib.sha256(data).digest())
         h.update(label.encode())
         images.append(img)
         labels.append(classes.index(label))
         ids.append(str(row.get("id", file)))
         if masks:
-            mask_list.append(_mask(folder, row.get("mask"), img.shape[:2], labels_file, n))
+            mask_list.append(_mask(folder, row.get("mask"), img.shape[:2], labels_file, n, max_mp))
     if not images:
         raise DatasetError(f"{folder}: the dataset is empty")
     lab = np.asarray(labels)
@@ -137,18 +175,16 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
 
 
 def _mask(
-    folder: Path, file: str | None, shape: tuple[int, int], labels_file: Path, n: int
+    folder: Path, file: str | None, shape: tuple[int, int], labels_file: Path, n: int, max_mp: float | None
 ) -> np.ndarray | None:
     import cv2
 
     if not file:
         return None
     path = folder / file
-    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if path.is_file() else None
-    if m is None:
-        raise DatasetError(
-            f"{labels_file}:{n}: mask {file} is missing or unreadable; fix or drop the row's 'mask'"
-        )
+    if not path.is_file():
+        raise DatasetError(f"{labels_file}:{n}: mask {file} is missing; fix or drop the row's 'mask'")
+    _, m = read_image_file(path, cv2.IMREAD_GRAYSCALE, max_mp, f"the mask of {labels_file.name} line {n}")
     if m.shape != shape:
         raise DatasetError(f"{path}: mask is {m.shape[1]}x{m.shape[0]}, its image {shape[1]}x{shape[0]}")
     return m

@@ -8,8 +8,9 @@ Two layouts are recognised (``layout_of``):
 - **MVTec AD**: ``SRC/train/good``, ``SRC/test/good``, ``SRC/test/<defect>`` and optionally
   ``SRC/ground_truth/<defect>/<name>_mask.png`` (a defect's pixel mask); the good class is ``good``.
 
-PNG, JPEG, BMP and TIFF files are read (8-bit grey or colour, any size); every one is decoded once on
-import, so an unreadable file is refused then, not half-way through a training run. The result is a
+PNG, JPEG, BMP and TIFF files are read (8-bit grey or colour, any size up to ``--max-megapixels``,
+default 50, checked from the file's header before decoding); every one is decoded once on import, so
+an unreadable file is refused then, not half-way through a training run. The result is a
 dataset folder that ``train``/``build`` read: ``images/`` (the files, copied unchanged), ``masks/``,
 ``labels.jsonl`` (``{id, file, label, defect, split, source[, mask]}``) and ``dataset.yaml``
 (``classes`` with the good class first, ``good``, counts, ``digest``: the same digest
@@ -28,7 +29,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cloud_trainer.train.data import DatasetError
+from cloud_trainer.train.data import DatasetError, read_image_file
+from protocols.image_header import DEFAULT_MAX_MEGAPIXELS
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 GOOD_NAMES = ("ok", "good", "pass", "okay", "normal", "nominal")
@@ -173,19 +175,11 @@ def check(found: Found, src: Path, task: str = "classifier", min_good: int | Non
             )
 
 
-def _decode(path: Path):
+def _decode(path: Path, max_megapixels: float):
     import cv2
     import numpy as np
 
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DatasetError(f"{path}: unreadable ({exc.strerror}); fix its permissions or remove it") from None
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
-    if img is None or img.size == 0:
-        raise DatasetError(
-            f"{path}: unreadable image (empty, truncated or not an image); replace or remove it"
-        )
+    data, img = read_image_file(path, cv2.IMREAD_UNCHANGED, max_megapixels)
     if img.dtype != np.uint8:
         raise DatasetError(
             f"{path}: {img.dtype} pixels; 8-bit grey or colour images are supported (convert it to 8 bits)"
@@ -200,8 +194,13 @@ def import_images(
     task: str = "classifier",
     min_good: int | None = None,
     log=None,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
 ) -> dict:
-    """``src`` (folder per class or MVTec AD) → a dataset folder ``out``; returns a summary."""
+    """``src`` (folder per class or MVTec AD) → a dataset folder ``out``; returns a summary. An image
+    whose header declares more than ``max_megapixels`` is refused before it is decoded; the limit is
+    recorded in ``dataset.yaml`` for the trainer's reading of the same files."""
+    if not max_megapixels > 0:
+        raise DatasetError(f"--max-megapixels must be a positive number of megapixels, got {max_megapixels}")
     log = log or (lambda m: print(m, file=sys.stderr))
     src, out = Path(src), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -213,7 +212,7 @@ def import_images(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        summary = _write(found, src, tmp)
+        summary = _write(found, src, tmp, max_megapixels)
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)
@@ -223,7 +222,7 @@ def import_images(
     return {**summary, "out": str(out)}
 
 
-def _write(found: Found, src: Path, dst: Path) -> dict:
+def _write(found: Found, src: Path, dst: Path, max_megapixels: float) -> dict:
     import yaml
 
     (dst / "images").mkdir()
@@ -233,7 +232,7 @@ def _write(found: Found, src: Path, dst: Path) -> dict:
     sizes: set[tuple[int, ...]] = set()
     with open(dst / "labels.jsonl", "w") as f:
         for k, it in enumerate(found.items):
-            data, img = _decode(it.path)
+            data, img = _decode(it.path, max_megapixels)
             sizes.add(img.shape[:2])
             rel = it.path.relative_to(src).as_posix()
             name = f"images/{k:06d}-{it.label}{it.path.suffix.lower()}"
@@ -248,7 +247,7 @@ def _write(found: Found, src: Path, dst: Path) -> dict:
             if it.split:
                 row["split"] = it.split
             if it.mask is not None:
-                _, mask = _decode(it.mask)
+                _, mask = _decode(it.mask, max_megapixels)
                 if mask.shape[:2] != img.shape[:2]:
                     raise DatasetError(
                         f"{it.mask}: mask is {mask.shape[1]}x{mask.shape[0]}, its image {it.path} is "
@@ -274,6 +273,7 @@ def _write(found: Found, src: Path, dst: Path) -> dict:
         "count": len(found.items),
         "counts": counts,
         "image_sizes": sizes_txt[:20],
+        "max_megapixels": max_megapixels,
         "digest": "sha256:" + h.hexdigest(),
     }
     (dst / "dataset.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
@@ -314,7 +314,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument(
         "--min-good", type=int, help=f"fewest good images accepted (default {MIN_GOOD['classifier']})"
     )
+    ap.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=DEFAULT_MAX_MEGAPIXELS,
+        help="refuse an image whose header declares more pixels than this, before decoding it "
+        f"(default {DEFAULT_MAX_MEGAPIXELS:g}; guards against decompression bombs)",
+    )
     a = ap.parse_args(argv)
-    res = import_images(a.source, a.out, a.good, a.task, a.min_good)
+    res = import_images(a.source, a.out, a.good, a.task, a.min_good, max_megapixels=a.max_megapixels)
     print(json.dumps(res))
     return 0

@@ -14,6 +14,9 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   time. A corrupt or empty frame (undecodable image, zero-size or blank read) is counted in
   ``stats.errors_by_reason`` (``corrupt_frame``, ``empty_frame``) and skipped; failures to open
   are ``open_failed``, a lost stream ``stream_lost``, each logged once per burst.
+- A folder's image is decoded only after its header's size is checked against ``max_megapixels``:
+  a file declaring more (a "decompression bomb", or a camera set far above what the model needs) is
+  skipped as ``oversize_frame`` without being decoded.
 
 Limits: no hardware-decoding options; frames are BGR uint8 as OpenCV gives them.
 """
@@ -31,6 +34,7 @@ import numpy as np
 
 from devices.base import Backoff, BurstLogger, Channel, ConnectionState, DeviceError, DeviceStats, Frame
 from devices.camera.settings import CameraKind, CameraSettings
+from protocols.image_header import ImageRejected, decode_image
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,7 @@ __all__ = ["CameraError", "CameraSource"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 DEFAULT_FILE_FPS = 10.0
+_MAX_FILE_BYTES_PER_PIXEL = 8  # no image file of the kinds read needs more (16-bit RGBA, uncompressed)
 
 
 class CameraError(DeviceError):
@@ -184,8 +189,6 @@ class CameraSource:
         return max(next_t + period, time.monotonic() - period)
 
     def _read_folder(self) -> None:
-        import cv2
-
         s = self.settings
         files = sorted(p for p in Path(s.url).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
@@ -198,18 +201,30 @@ class CameraSource:
                 if self._stop.is_set():
                     return
                 next_t = self._pace(next_t, period)
-                try:
-                    data = np.fromfile(f, np.uint8)
-                except OSError as exc:
-                    self._error("corrupt_frame", f"{f}: unreadable ({exc})")
-                    continue
-                img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-                if img is None:
-                    self._error("corrupt_frame", f"{f}: not a decodable image ({data.size} bytes), skipped")
-                    continue
-                self._emit(img)
+                img = self._read_image(f)
+                if img is not None:
+                    self._emit(img)
             if not s.loop:
                 raise _End
+
+    def _read_image(self, f: Path) -> np.ndarray | None:
+        """One file of the folder, its size checked from the header before it is decoded (a small file
+        declaring a huge image would otherwise take the gateway's memory); None when skipped."""
+        limit = self.settings.max_megapixels
+        try:
+            if f.stat().st_size > _MAX_FILE_BYTES_PER_PIXEL * limit * 1e6 + 2**20:
+                self._error("oversize_frame", f"{f}: {f.stat().st_size} bytes, too large for {limit:g} Mpx")
+                return None
+            data = f.read_bytes()
+        except OSError as exc:
+            self._error("corrupt_frame", f"{f}: unreadable ({exc})")
+            return None
+        try:
+            return decode_image(data, max_megapixels=limit)
+        except ImageRejected as exc:
+            reason = "oversize_frame" if exc.oversize else "corrupt_frame"
+            self._error(reason, f"{f}: {exc} ({len(data)} bytes), skipped")
+            return None
 
     def _open(self):
         import os

@@ -40,6 +40,12 @@ class CameraSettings(BaseModel):
     loop: bool = Field(False, description="replay a file or folder from the start when it ends")
     width: int | None = Field(None, gt=0, le=8192, description="resize frames to this width (with height)")
     height: int | None = Field(None, gt=0, le=8192)
+    max_megapixels: float = Field(
+        25.0,
+        gt=0,
+        le=1000,
+        description="an image file of a folder declaring more pixels is skipped undecoded (oversize_frame)",
+    )
     queue_max_items: int = Field(4, ge=1, le=1000, description="frames held for the pipeline; oldest dropped")
     reconnect_initial_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(10.0, gt=0)

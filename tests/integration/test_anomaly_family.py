@@ -125,7 +125,7 @@ def test_bad_datasets_are_refused_with_one_clear_line(tmp_path):
     for i in range(20):
         shutil.copy(bad / "000.png", bad / f"x{i:02d}.png")
     (bad / "broken.jpg").write_bytes(b"not an image")
-    with pytest.raises(A.AnomalyDataError, match="broken.jpg: not a readable image"):
+    with pytest.raises(A.AnomalyDataError, match="broken.jpg: not a PNG, JPEG, BMP, TIFF, WebP or PNM image"):
         A.load_good(bad)
     (bad / "broken.jpg").unlink()
     mv = tmp_path / "mv"

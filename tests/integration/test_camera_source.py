@@ -47,6 +47,26 @@ async def test_folder_frames_in_order_with_corrupt_and_empty_files_counted_and_s
     assert np.array_equal(frames[2].image, expected)
 
 
+async def test_folder_images_declaring_too_many_pixels_are_skipped_undecoded(tmp_path):
+    from tests.support.image_bombs import jpeg_declaring, png_declaring
+
+    folder = write_folder(tmp_path / "imgs", 3, seed=0, defect_rate=0.5, size=64)
+    (folder / "000001b.png").write_bytes(png_declaring(40000, 40000))  # 1.6 Gpx: ~4.8 GB as BGR
+    (folder / "000002b.jpg").write_bytes(jpeg_declaring(8000, 6000))  # 48 Mpx: over the default 25
+    src = CameraSource("cam", CameraSettings(url=str(folder), fps=200))
+    await src.start()
+    frames = [f async for f in src.items()]
+    await src.stop()
+    assert [f.seq for f in frames] == [0, 1, 2] and all(f.image.shape == (64, 64, 3) for f in frames)
+    assert src.stats.errors_by_reason.get("oversize_frame") == 2
+    # the limit is the line engineer's: 64x64 frames (0.004 Mpx) are over 0.001
+    small = CameraSource("cam2", CameraSettings(url=str(folder), fps=200, max_megapixels=0.001))
+    await small.start()
+    assert [f async for f in small.items()] == []
+    await small.stop()
+    assert small.stats.errors_by_reason.get("oversize_frame") == 5
+
+
 async def test_video_file_loops_with_increasing_sequence_and_resize(tmp_path):
     video = write_video(tmp_path / "line.avi", 5, fps=10, seed=1, defect_rate=0.5, size=64)
     src = CameraSource("cam", CameraSettings(url=str(video), fps=200, loop=True, width=32, height=32))

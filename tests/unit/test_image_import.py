@@ -97,7 +97,7 @@ def test_unreadable_image_names_its_path_and_nothing_is_written(tmp_path):
     src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
     bad = src / "dent" / "truncated.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    with pytest.raises(DatasetError, match=rf"{bad}: unreadable image \(empty, truncated or not an image\)"):
+    with pytest.raises(DatasetError, match=rf"{bad}: not a PNG, JPEG, BMP, TIFF, WebP or PNM image"):
         import_images(src, tmp_path / "ds")
     assert not (tmp_path / "ds").exists() and leftovers(tmp_path) == []
 
@@ -167,3 +167,33 @@ def test_cli_dispatches_the_fleet_kind_to_the_fleet_export(tmp_path, capsys):
     )
     assert f"{tmp_path / 'cloud'}: no fleet store (fleet.db)" in capsys.readouterr().err
     assert not (tmp_path / "ds").exists()
+
+
+def test_an_image_declaring_a_huge_size_is_refused_undecoded_and_the_limit_travels(tmp_path):
+    from tests.support.image_bombs import png_declaring
+
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    bomb = src / "dent" / "bomb.png"
+    bomb.write_bytes(png_declaring(40000, 40000))  # ~100 bytes claiming 1.6 Gpx
+    with pytest.raises(DatasetError) as e:
+        import_images(src, tmp_path / "ds")
+    msg = str(e.value)
+    assert f"{bomb}: its PNG header declares 40000x40000 pixels (1600.0 Mpx), over the 50-Mpx limit" in msg
+    assert "--max-megapixels" in msg
+    assert not (tmp_path / "ds").exists() and leftovers(tmp_path) == []
+    bomb.unlink()
+    # the limit is the user's (a line-scan camera's images may be larger) and is recorded with the
+    # dataset, so that training reads the files under the same limit
+    assert cloud_main(["dataset", "import", "--kind", "images", str(src), "--out", str(tmp_path / "ds"),
+                       "--max-megapixels", "0.0002"]) == 0  # fmt: skip
+    meta = yaml.safe_load((tmp_path / "ds" / "dataset.yaml").read_text())
+    assert meta["max_megapixels"] == 0.0002
+    assert len(load_parts(tmp_path / "ds").images) == 22
+    meta["max_megapixels"] = 0.0001  # 12x10 px and larger now over it
+    (tmp_path / "ds" / "dataset.yaml").write_text(yaml.safe_dump(meta))
+    with pytest.raises(
+        DatasetError, match=r"\(labels.jsonl line 1\): its .* header declares .* over the 0.0001-Mpx"
+    ):
+        load_parts(tmp_path / "ds")
+    with pytest.raises(DatasetError, match="--max-megapixels must be a positive number"):
+        import_images(src, tmp_path / "ds2", max_megapixels=0)

@@ -1,0 +1,208 @@
+"""Image files as they arrive (a camera's image folder, a user's dataset, the fleet's samples): their
+pixel size read from the file's header before anything is decoded, so that a small file cannot make a
+decoder allocate gigabytes (a "decompression bomb": a 50-KB PNG can declare 30000 x 30000 pixels, which
+OpenCV would decode into 2.7 GB; its own cap is 2^30 pixels and cannot be lowered once it has loaded).
+
+``image_size`` reads PNG, JPEG, BMP, TIFF (and BigTIFF), WebP and binary or text PNM headers, the kinds
+the agent's folder camera and the trainer's importers accept, the way their decoders read them (the
+first JPEG frame header, TIFF's first directory). ``decode_image`` refuses a file whose header it
+cannot read or whose size passes the limit, with the reason, and only then decodes it with OpenCV.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+__all__ = ["DEFAULT_MAX_MEGAPIXELS", "FORMATS", "ImageRejected", "decode_image", "image_size"]
+
+DEFAULT_MAX_MEGAPIXELS = 50.0  # 10x a 5-MP line camera; ~150 MB once decoded as 8-bit colour
+FORMATS = "PNG, JPEG, BMP, TIFF, WebP or PNM"
+
+_PNG = b"\x89PNG\r\n\x1a\n"
+# JPEG frame headers (SOF0-SOF15) carry the size; C4 (DHT), C8 (JPG) and CC (DAC) share the range
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RST0-7, SOI: no length field
+
+
+class ImageRejected(ValueError):
+    """Why an image file was not decoded (the caller adds its path and what to do); ``oversize``: its
+    header declares more pixels than the limit (the file may be fine, only too large)."""
+
+    def __init__(self, reason: str, oversize: bool = False) -> None:
+        super().__init__(reason)
+        self.oversize = oversize
+
+
+def image_size(data: bytes | memoryview) -> tuple[str, int, int] | None:
+    """``(format, width, height)`` from the header, or None when the bytes are none of the kinds above
+    or the header is cut short. Never decodes pixels and never raises on malformed input."""
+    b = bytes(data[:64]) if len(data) > 64 else bytes(data)
+    try:
+        if b.startswith(_PNG):
+            if len(b) >= 24 and b[12:16] == b"IHDR":
+                w, h = struct.unpack(">II", b[16:24])
+                return "PNG", w, h
+            return None
+        if b.startswith(b"\xff\xd8"):
+            return _jpeg(data)
+        if b.startswith(b"BM"):
+            return _bmp(b)
+        if b[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+            return _tiff(data)
+        if b.startswith(b"RIFF") and b[8:12] == b"WEBP":
+            return _webp(b)
+        if len(b) >= 2 and b[0:1] == b"P" and b[1:2] in b"123456":
+            return _pnm(data)
+    except (struct.error, IndexError, ValueError):
+        return None
+    return None
+
+
+def decode_image(
+    data: bytes | memoryview, flags: int | None = None, max_megapixels: float | None = None
+) -> Any:
+    """The decoded image (OpenCV ``imdecode`` with ``flags``, default colour BGR), or ``ImageRejected``
+    saying why not: empty, not a known kind, over ``max_megapixels`` (default ``DEFAULT_MAX_MEGAPIXELS``),
+    or truncated/corrupt past its header."""
+    import cv2
+    import numpy as np
+
+    if len(data) == 0:
+        raise ImageRejected("empty file")
+    size = image_size(data)
+    if size is None:
+        raise ImageRejected(f"not a {FORMATS} image (or its header is cut short)")
+    kind, w, h = size
+    if w <= 0 or h <= 0:
+        raise ImageRejected(f"its {kind} header declares {w}x{h} pixels")
+    limit = DEFAULT_MAX_MEGAPIXELS if max_megapixels is None else max_megapixels
+    if w * h > limit * 1e6:
+        raise ImageRejected(
+            f"its {kind} header declares {w}x{h} pixels ({w * h / 1e6:.1f} Mpx), over the "
+            f"{limit:g}-Mpx limit",
+            oversize=True,
+        )
+    buf = np.frombuffer(data, np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR if flags is None else flags)
+    if img is None or img.size == 0:
+        raise ImageRejected(f"a {kind} header for {w}x{h} pixels, but the image data is truncated or corrupt")
+    return img
+
+
+def _jpeg(data: bytes | memoryview) -> tuple[str, int, int] | None:
+    """The first frame header, found as libjpeg finds it: markers in order, garbage before a marker
+    and 0xFF fill bytes skipped, segments stepped over by their length, nothing after the scan."""
+    n, i = len(data), 2
+    while i < n:
+        while i < n and data[i] != 0xFF:  # extraneous bytes (libjpeg warns and skips them)
+            i += 1
+        while i < n and data[i] == 0xFF:
+            i += 1
+        if i >= n:
+            return None
+        marker = data[i]
+        i += 1
+        if marker in _STANDALONE:
+            continue
+        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
+            return None
+        if i + 2 > n:
+            return None
+        length = (data[i] << 8) | data[i + 1]
+        if length < 2:
+            return None
+        if marker in _SOF:
+            if i + 7 > n or length < 8:
+                return None
+            h = (data[i + 3] << 8) | data[i + 4]
+            w = (data[i + 5] << 8) | data[i + 6]
+            return "JPEG", w, h
+        i += length
+    return None
+
+
+def _bmp(b: bytes) -> tuple[str, int, int] | None:
+    if len(b) < 26:
+        return None
+    (hs,) = struct.unpack_from("<I", b, 14)
+    if hs == 12:  # OS/2 BITMAPCOREHEADER: 16-bit size
+        w, h = struct.unpack_from("<HH", b, 18)
+        return "BMP", w, h
+    if hs >= 16:
+        w, h = struct.unpack_from("<ii", b, 18)
+        return "BMP", w, abs(h)  # a negative height is a top-down bitmap
+    return None
+
+
+_TIFF_INT = {3: "H", 4: "I", 16: "Q"}  # SHORT, LONG, LONG8 (BigTIFF)
+
+
+def _tiff(data: bytes | memoryview) -> tuple[str, int, int] | None:
+    """ImageWidth (256) and ImageLength (257) of the first directory, as libtiff reads the first page."""
+    e = "<" if bytes(data[0:1]) == b"I" else ">"
+    big = bytes(data[2:4]) in (b"+\x00", b"\x00+")
+    n = len(data)
+    if big:
+        off = struct.unpack_from(e + "Q", data, 8)[0]
+        if off + 8 > n:
+            return None
+        count = struct.unpack_from(e + "Q", data, off)[0]
+        first, step, value_at, count_fmt = off + 8, 20, 12, "Q"
+    else:
+        off = struct.unpack_from(e + "I", data, 4)[0]
+        if off + 2 > n:
+            return None
+        count = struct.unpack_from(e + "H", data, off)[0]
+        first, step, value_at, count_fmt = off + 2, 12, 8, "I"
+    got: dict[int, int] = {}
+    for k in range(min(count, (n - first) // step)):
+        p = first + k * step
+        tag, typ = struct.unpack_from(e + "HH", data, p)
+        if tag in (256, 257) and typ in _TIFF_INT:
+            vcount = struct.unpack_from(e + count_fmt, data, p + 4)[0]
+            if vcount >= 1:
+                got[tag] = struct.unpack_from(e + _TIFF_INT[typ], data, p + value_at)[0]
+        if len(got) == 2:
+            return "TIFF", got[256], got[257]
+    return None
+
+
+def _webp(b: bytes) -> tuple[str, int, int] | None:
+    chunk = b[12:16]
+    if chunk == b"VP8X" and len(b) >= 30:  # extended: the canvas size, 24 bits each, minus one
+        w = 1 + int.from_bytes(b[24:27], "little")
+        h = 1 + int.from_bytes(b[27:30], "little")
+        return "WebP", w, h
+    if chunk == b"VP8L" and len(b) >= 25 and b[20] == 0x2F:  # lossless: 14 bits each, minus one
+        (bits,) = struct.unpack_from("<I", b, 21)
+        return "WebP", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 " and len(b) >= 30 and b[23:26] == b"\x9d\x01\x2a":  # lossy key frame
+        w, h = struct.unpack_from("<HH", b, 26)
+        return "WebP", w & 0x3FFF, h & 0x3FFF
+    return None
+
+
+def _pnm(data: bytes | memoryview) -> tuple[str, int, int] | None:
+    """P1-P6: width and height are the first two numbers after the magic, '#' comments skipped."""
+    head = bytes(data[2:4096])
+    nums: list[int] = []
+    i, n = 0, len(head)
+    while i < n and len(nums) < 2:
+        c = head[i : i + 1]
+        if c == b"#":
+            while i < n and head[i : i + 1] not in (b"\n", b"\r"):
+                i += 1
+        elif c.isspace():
+            i += 1
+        elif c.isdigit():
+            j = i
+            while j < n and head[j : j + 1].isdigit():
+                j += 1
+            if j == n or j - i > 9:  # cut short, or a number no real header has
+                return None
+            nums.append(int(head[i:j]))
+            i = j
+        else:
+            return None
+    return ("PNM", nums[0], nums[1]) if len(nums) == 2 else None

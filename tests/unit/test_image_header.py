@@ -1,0 +1,136 @@
+"""Image sizes read from file headers before decoding (``protocols.image_header``): the size each
+kind's decoder will see, a file declaring too many pixels refused undecoded with the reason, and no
+input of any shape making the header reader fail."""
+
+from __future__ import annotations
+
+import struct
+
+import cv2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocols.image_header import ImageRejected, decode_image, image_size
+from tests.support.image_bombs import DECLARING, small
+
+ENCODED = [
+    (".png", [], "PNG"),
+    (".jpg", [], "JPEG"),
+    (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1], "JPEG"),
+    (".bmp", [], "BMP"),
+    (".tif", [], "TIFF"),
+    (".tif", [cv2.IMWRITE_TIFF_COMPRESSION, 1], "TIFF"),
+    (".webp", [cv2.IMWRITE_WEBP_QUALITY, 80], "WebP"),
+    (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101], "WebP"),  # lossless
+    (".ppm", [], "PNM"),
+]
+
+
+@pytest.mark.parametrize(("ext", "params", "kind"), ENCODED, ids=lambda v: str(v))
+def test_the_header_gives_the_size_the_decoder_decodes(ext, params, kind):
+    data = small(ext, params=params)
+    assert image_size(data) == (kind, 37, 23)
+    assert decode_image(data).shape == (23, 37, 3)
+
+
+def _tiff(big: bool, endian: str, w: int = 8, h: int = 4) -> bytes:
+    """A hand-made uncompressed 8-bit grey TIFF (classic or BigTIFF, either byte order)."""
+    e = "<" if endian == "II" else ">"
+    pixels = bytes(range(w * h))
+    tags = [(256, w), (257, h), (258, 8), (259, 1), (262, 1), (273, 0), (277, 1), (278, h), (279, w * h)]
+    if big:
+        head = endian.encode() + struct.pack(e + "HHHQ", 43, 8, 0, 16)
+        ifd_size = 8 + 20 * len(tags) + 8
+        data_at = 16 + ifd_size
+        ifd = struct.pack(e + "Q", len(tags))
+        for tag, v in tags:
+            ifd += struct.pack(e + "HHQQ", tag, 16, 1, data_at if tag == 273 else v)
+        ifd += struct.pack(e + "Q", 0)
+    else:
+        head = endian.encode() + struct.pack(e + "HI", 42, 8)
+        ifd_size = 2 + 12 * len(tags) + 4
+        data_at = 8 + ifd_size
+        ifd = struct.pack(e + "H", len(tags))
+        for tag, v in tags:
+            ifd += struct.pack(e + "HHII", tag, 4, 1, data_at if tag == 273 else v)
+        ifd += struct.pack(e + "I", 0)
+    return head + ifd + pixels
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["tiff", "bigtiff"])
+@pytest.mark.parametrize("endian", ["II", "MM"])
+def test_tiff_in_either_byte_order_and_bigtiff(big, endian):
+    data = _tiff(big, endian)
+    assert image_size(data) == ("TIFF", 8, 4)
+    img = decode_image(data, cv2.IMREAD_GRAYSCALE)
+    assert img.shape == (4, 8) and img[1, 0] == 8  # the decoder read the same layout
+
+
+def test_text_pnm_with_comments():
+    data = b"P2\n# made by a line scanner\n 3   2\n# max\n255\n0 1 2\n3 4 5\n"
+    assert image_size(data) == ("PNM", 3, 2)
+    assert decode_image(data, cv2.IMREAD_GRAYSCALE).tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+@pytest.mark.parametrize("kind", sorted(DECLARING))
+def test_a_file_declaring_a_huge_image_is_refused_before_decoding(kind):
+    data = DECLARING[kind](30000, 20000)  # a few hundred bytes claiming 600 Mpx (1.8 GB as BGR)
+    assert len(data) < 5000
+    with pytest.raises(
+        ImageRejected, match=rf"{kind} header declares 30000x20000 pixels \(600.0 Mpx\), over the 50-Mpx"
+    ):
+        decode_image(data)
+    # the limit is the caller's: a real 37x23 image passes at 0.001 Mpx and is refused at 0.0008
+    assert decode_image(small(".png"), max_megapixels=0.001).shape == (23, 37, 3)
+    with pytest.raises(ImageRejected) as e:
+        decode_image(small(".png"), max_megapixels=0.0008)
+    assert e.value.oversize and "over the 0.0008-Mpx limit" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b"", "empty file"),
+        (b"GIF89a" + bytes(20), "not a PNG, JPEG, BMP, TIFF, WebP or PNM image"),
+        (small(".png")[:20], "not a PNG"),  # the header itself cut short
+        (small(".png")[:60], "a PNG header for 37x23 pixels, but the image data is truncated or corrupt"),
+        (small(".bmp")[:30] + bytes(4), "BMP header for 37x23 pixels, but the image data"),
+    ],
+    ids=["empty", "gif", "cut-header", "cut-data", "cut-bmp"],
+)
+def test_unreadable_files_say_why(data, why):
+    with pytest.raises(ImageRejected, match=why) as e:
+        decode_image(data)
+    assert not e.value.oversize
+
+
+_HEADERS = [small(e) for e in (".png", ".jpg", ".bmp", ".tif", ".webp", ".ppm")] + [
+    _tiff(True, "MM"),
+    DECLARING["WebP"](9, 9),
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(_HEADERS),
+    st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=6),
+    st.integers(0, 400),
+)
+def test_no_mangled_header_makes_the_reader_fail(base, edits, cut):
+    """Any byte of the first 200 changed, any length: a size or None, never an exception."""
+    b = bytearray(base[: cut or len(base)])
+    for at, v in edits:
+        if at < len(b):
+            b[at] = v
+    got = image_size(bytes(b))
+    assert got is None or (isinstance(got[1], int) and isinstance(got[2], int) and got[1] >= 0)
+
+
+@given(st.binary(max_size=300))
+def test_no_bytes_at_all_make_the_reader_fail(data):
+    got = image_size(data)
+    assert got is None or got[0] in ("PNG", "JPEG", "BMP", "TIFF", "WebP", "PNM")
+    if got is None:
+        with pytest.raises(ImageRejected):
+            decode_image(data)
