@@ -148,12 +148,16 @@ _INT_RANGE = {
 }
 
 
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
 def convert_value(vtype: ua.VariantType, value: Any, node_id: str = "?") -> Any:
     """``value`` as the node's DataType wants it, or ``OpcUaTypeMismatch`` naming node, type and fix.
 
     Strict on purpose: ``bool("false")`` is True, so a string is never turned into a Boolean or a
     number; a Boolean takes true/false (or 0/1), an integer type takes whole numbers in its range
-    (true/false as 1/0), Float/Double take numbers, String takes text. Arrays: each element alike.
+    (true/false as 1/0), Float/Double take finite numbers (a Float within its 32-bit range: never NaN,
+    infinity or an overflow to infinity), String takes text. Arrays: each element alike.
     """
     if isinstance(value, np.ndarray | list | tuple):
         return [convert_value(vtype, v, node_id) for v in np.asarray(value, dtype=object).tolist()]
@@ -190,7 +194,15 @@ def convert_value(vtype: ua.VariantType, value: Any, node_id: str = "?") -> Any:
     if t in ("Float", "Double"):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad("write a number without quotes")
-        return float(value)
+        try:
+            f = float(value)
+        except OverflowError:
+            raise bad(f"out of range of a {t}") from None
+        if not math.isfinite(f):  # a PLC's comparisons with NaN are all false: a limit would never trip
+            raise bad("write a finite number; NaN and infinity are never sent to a PLC")
+        if t == "Float" and abs(f) > _FLOAT32_MAX:
+            raise bad("out of range of a 32-bit Float (about +-3.4e38)")
+        return f
     if t in ("String", "LocalizedText"):
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             return str(value)

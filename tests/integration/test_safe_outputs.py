@@ -415,3 +415,42 @@ async def test_sparkplug_dcmd_write_back_is_typed_by_the_birth_and_pulses(mosqui
     # 'slow' for an Int32 metric: refused with metric and type named, never sent, not retried
     st = runner.stats["speed"]
     assert st["failed"] == 3 and st["attempt_failures"] == 3 and not st.get("ok")
+
+
+async def test_float_and_double_setpoints_get_finite_numbers_only():
+    """Another vendor's PLC with REAL (Float) and LREAL (Double) setpoints: a number lands with the
+    node's own type; NaN, infinity, and a value a Float cannot hold are refused before any write (a
+    PLC's comparisons with NaN are all false, so a limit fed NaN would never trip)."""
+    from asyncua import Server, ua
+
+    port = free_port()
+    srv = Server()
+    await srv.init()
+    srv.set_endpoint(f"opc.tcp://127.0.0.1:{port}/plc/")
+    srv.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+    idx = await srv.register_namespace("urn:test:setpoints")
+    obj = await srv.nodes.objects.add_object(idx, "Press")
+    real = await obj.add_variable(ua.NodeId("Limit", idx), "Limit", 1.5, ua.VariantType.Float)
+    lreal = await obj.add_variable(ua.NodeId("Gain", idx), "Gain", 2.5, ua.VariantType.Double)
+    for n in (real, lreal):
+        await n.set_writable()
+    await srv.start()
+    src = OpcUaSource("plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/"))
+    await src.start()
+    try:
+        await _connected(src)
+        for node, t in ((f"ns={idx};s=Limit", "Float"), (f"ns={idx};s=Gain", "Double")):
+            for bad in (float("nan"), float("inf"), -float("inf"), 10**400):
+                with pytest.raises(OpcUaTypeMismatch, match=rf"node {node} is {t}; cannot write"):
+                    await src.write(node, bad)
+        with pytest.raises(OpcUaTypeMismatch, match="out of range of a 32-bit Float"):
+            await src.write(f"ns={idx};s=Limit", 1e39)
+        assert await real.read_value() == 1.5 and await lreal.read_value() == 2.5  # untouched
+        await src.write(f"ns={idx};s=Limit", 7)
+        await src.write(f"ns={idx};s=Gain", 1e300)
+        dv = await real.read_data_value()
+        assert dv.Value.VariantType == ua.VariantType.Float and dv.Value.Value == 7.0
+        assert await lreal.read_value() == 1e300
+    finally:
+        await src.stop()
+        await srv.stop()
