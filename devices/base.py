@@ -40,6 +40,24 @@ class DeviceError(Exception):
     """Root of every error raised by ``devices``."""
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def float_for_plc(value: int | float, single: bool) -> float:
+    """``value`` as a float for a PLC's REAL (``single``, 32-bit) or LREAL; ``ValueError`` with the fix
+    for NaN, infinity and numbers the type cannot hold. A PLC's comparisons with NaN are all false, so a
+    limit fed NaN would never trip: such a value is never sent."""
+    try:
+        f = float(value)
+    except OverflowError:
+        raise ValueError("out of range of a 64-bit float") from None
+    if f != f or f in (float("inf"), float("-inf")):
+        raise ValueError("write a finite number; NaN and infinity are never sent to a PLC")
+    if single and abs(f) > FLOAT32_MAX:
+        raise ValueError("out of range of a 32-bit Float (about +-3.4e38)")
+    return f
+
+
 class Quality(enum.Enum):
     GOOD = "good"
     UNCERTAIN = "uncertain"

@@ -33,6 +33,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -46,6 +47,7 @@ from devices.base import (
     Notices,
     Quality,
     Reading,
+    float_for_plc,
 )
 from devices.mqtt.settings import CodecKind, MqttSettings, Protocol, Subscription
 from devices.mqtt.sparkplug_host import SparkplugHost
@@ -80,7 +82,10 @@ _SP_INT = {
 
 
 def _sparkplug_value(dt: sp.DataType, value: Any, where: str) -> Any:
-    """Strict conversion to a Sparkplug datatype: a string never becomes a boolean or a number."""
+    """Strict conversion to a Sparkplug datatype: a string never becomes a boolean or a number, a
+    Float/Double is finite (and a Float within its range); numpy scalars count as their Python values."""
+    if isinstance(value, np.generic):
+        value = value.item()
 
     def bad(fix: str) -> SparkplugTypeMismatch:
         return SparkplugTypeMismatch(
@@ -105,7 +110,10 @@ def _sparkplug_value(dt: sp.DataType, value: Any, where: str) -> Any:
     if dt in (sp.DataType.FLOAT, sp.DataType.DOUBLE):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad("write a number without quotes")
-        return float(value)
+        try:
+            return float_for_plc(value, single=dt is sp.DataType.FLOAT)
+        except ValueError as e:
+            raise bad(str(e)) from None
     if dt in (sp.DataType.STRING, sp.DataType.TEXT):
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise bad("write text")

@@ -53,6 +53,7 @@ from devices.base import (
     DeviceStats,
     Quality,
     Reading,
+    float_for_plc,
 )
 from devices.opcua.rates import RateError, StatedRates
 from devices.opcua.settings import NonFinitePolicy, OpcUaSettings, SecurityMode
@@ -148,9 +149,6 @@ _INT_RANGE = {
 }
 
 
-_FLOAT32_MAX = 3.4028234663852886e38
-
-
 def convert_value(vtype: ua.VariantType, value: Any, node_id: str = "?") -> Any:
     """``value`` as the node's DataType wants it, or ``OpcUaTypeMismatch`` naming node, type and fix.
 
@@ -195,14 +193,9 @@ def convert_value(vtype: ua.VariantType, value: Any, node_id: str = "?") -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad("write a number without quotes")
         try:
-            f = float(value)
-        except OverflowError:
-            raise bad(f"out of range of a {t}") from None
-        if not math.isfinite(f):  # a PLC's comparisons with NaN are all false: a limit would never trip
-            raise bad("write a finite number; NaN and infinity are never sent to a PLC")
-        if t == "Float" and abs(f) > _FLOAT32_MAX:
-            raise bad("out of range of a 32-bit Float (about +-3.4e38)")
-        return f
+            return float_for_plc(value, single=t == "Float")
+        except ValueError as e:
+            raise bad(str(e)) from None
     if t in ("String", "LocalizedText"):
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             return str(value)

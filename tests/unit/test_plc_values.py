@@ -1,0 +1,33 @@
+"""Values bound for a PLC through a Sparkplug command: typed strictly by the metric's datatype. The
+OPC UA side is checked against a real server in tests/integration/test_safe_outputs.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from devices.mqtt.client import SparkplugTypeMismatch, _sparkplug_value
+from protocols import sparkplug as sp
+
+
+@pytest.mark.parametrize("dt", [sp.DataType.FLOAT, sp.DataType.DOUBLE])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), np.float32("nan"), 10**400])
+def test_a_float_metric_never_gets_nan_infinity_or_an_overflow(dt, bad):
+    with pytest.raises(SparkplugTypeMismatch, match=rf"metric g/n/m is {dt.name.title()}; cannot send"):
+        _sparkplug_value(dt, bad, "g/n/m")
+
+
+def test_a_float_metric_takes_numbers_within_its_range():
+    assert _sparkplug_value(sp.DataType.FLOAT, 3, "g/n/m") == 3.0
+    assert _sparkplug_value(sp.DataType.FLOAT, np.float32(2.5), "g/n/m") == 2.5
+    assert _sparkplug_value(sp.DataType.DOUBLE, 1e300, "g/n/m") == 1e300
+    with pytest.raises(SparkplugTypeMismatch, match="out of range of a 32-bit Float"):
+        _sparkplug_value(sp.DataType.FLOAT, 1e39, "g/n/m")
+
+
+def test_numpy_scalars_count_as_their_values_and_strings_never_do():
+    assert _sparkplug_value(sp.DataType.BOOLEAN, np.bool_(True), "g/n/m") is True
+    assert _sparkplug_value(sp.DataType.INT32, np.int64(7), "g/n/m") == 7
+    for bad in ("false", "0"):
+        with pytest.raises(SparkplugTypeMismatch, match="write true or false without quotes"):
+            _sparkplug_value(sp.DataType.BOOLEAN, bad, "g/n/m")
