@@ -179,7 +179,10 @@ def _decode(path: Path, max_megapixels: float):
     import cv2
     import numpy as np
 
-    data, img = read_image_file(path, cv2.IMREAD_UNCHANGED, max_megapixels)
+    # any depth (to refuse 16-bit images by name) and any colour, with the EXIF orientation applied as
+    # training (IMREAD_COLOR) and the agent's folder camera apply it, so that a mask drawn on the image
+    # the user sees is checked against the same pixels (IMREAD_UNCHANGED would ignore the orientation)
+    data, img = read_image_file(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR, max_megapixels)
     if img.dtype != np.uint8:
         raise DatasetError(
             f"{path}: {img.dtype} pixels; 8-bit grey or colour images are supported (convert it to 8 bits)"

@@ -85,6 +85,39 @@ def test_mvtec_layout_with_masks(tmp_path):
     assert sum('"split": "train"' in r for r in rows) == 20 and sum('"split": "test"' in r for r in rows) == 3
 
 
+def _jpeg_turned_by_exif(path: Path, seed: int) -> None:
+    """A 40x20 JPEG whose EXIF orientation (6: turn 90 degrees clockwise) makes it a 20x40 portrait, as a
+    phone or some cameras write it; viewers and labelling tools show the portrait."""
+    import struct
+
+    a = np.random.default_rng(seed).integers(0, 255, (20, 40, 3), dtype=np.uint8)
+    j = cv2.imencode(".jpg", a)[1].tobytes()
+    ifd = struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0) + struct.pack("<I", 0)
+    tiff = b"II*\x00" + struct.pack("<I", 8) + ifd
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(j[:2] + b"\xff\xe1" + struct.pack(">H", 8 + len(tiff)) + b"Exif\x00\x00" + tiff + j[2:])
+
+
+def test_exif_orientation_is_applied_on_import_as_in_training_and_at_the_agent(tmp_path):
+    """A mask drawn on the portrait the user sees fits the image on import and in training alike (the
+    import used to check it against the unturned pixels, which training and the agent never see)."""
+    src = tmp_path / "part"
+    for i in range(20):
+        _jpeg_turned_by_exif(src / "train" / "good" / f"{i:03d}.jpg", i)
+    _jpeg_turned_by_exif(src / "test" / "good" / "000.jpg", 50)
+    m = np.zeros((40, 20), np.uint8)  # the portrait's size: 20 wide, 40 high
+    m[5:9, 3:7] = 255
+    (src / "ground_truth" / "dent").mkdir(parents=True)
+    for i in range(2):
+        _jpeg_turned_by_exif(src / "test" / "dent" / f"{i:03d}.jpg", 60 + i)
+        assert cv2.imwrite(str(src / "ground_truth" / "dent" / f"{i:03d}_mask.png"), m)
+    import_images(src, tmp_path / "ds")
+    assert yaml.safe_load((tmp_path / "ds" / "dataset.yaml").read_text())["image_sizes"] == ["20x40"]
+    ds = load_parts(tmp_path / "ds", masks=True)
+    assert {im.shape for im in ds.images} == {(40, 20, 3)}
+    assert [mm.shape for mm in ds.masks if mm is not None] == [(40, 20)] * 2
+
+
 def test_empty_class_folder_is_refused(tmp_path):
     src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
     (src / "crack").mkdir()
