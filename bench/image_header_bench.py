@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from bench.inference_224_bench import cpu_flags
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -48,14 +49,6 @@ dt = time.perf_counter() - t
 hwm = re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read())  # this process's own peak
 print(dt, int(hwm.group(1)) / 1024, what)
 """
-
-
-def cpu_flags() -> str:
-    try:
-        txt = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "?"
-    return " ".join(sorted(set(re.findall(r"\bavx512[a-z_0-9]*\b|\bavx_vnni\b|\bavx2\b", txt))))
 
 
 def per_image(n: int) -> list[dict]:

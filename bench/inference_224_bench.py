@@ -225,7 +225,7 @@ def cpu_flags() -> str:
         return "?"
     import re
 
-    return " ".join(sorted(set(re.findall(r"\bavx512[a-z_]*\b|\bavx_vnni\b|\bavx2\b", txt))))
+    return " ".join(sorted(set(re.findall(r"\bavx512[a-z_0-9]*\b|\bavx_vnni\b|\bavx2\b", txt))))
 
 
 def main(argv: list[str] | None = None) -> int:

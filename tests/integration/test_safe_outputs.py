@@ -19,7 +19,7 @@ from edge_agent.actions import ActionRunner
 from edge_agent.config import parse_config
 from edge_agent.types import Result
 from simulators.machine import NAMESPACE_URI, MachineServer
-from tests.support.peers import free_port
+from tests.support.peers import free_port, opcua_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -421,15 +421,10 @@ async def test_float_and_double_setpoints_get_finite_numbers_only():
     """Another vendor's PLC with REAL (Float) and LREAL (Double) setpoints: a number lands with the
     node's own type; NaN, infinity, and a value a Float cannot hold are refused before any write (a
     PLC's comparisons with NaN are all false, so a limit fed NaN would never trip)."""
-    from asyncua import Server, ua
+    from asyncua import ua
 
     port = free_port()
-    srv = Server()
-    await srv.init()
-    srv.set_endpoint(f"opc.tcp://127.0.0.1:{port}/plc/")
-    srv.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-    idx = await srv.register_namespace("urn:test:setpoints")
-    obj = await srv.nodes.objects.add_object(idx, "Press")
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:setpoints", "Press")
     real = await obj.add_variable(ua.NodeId("Limit", idx), "Limit", 1.5, ua.VariantType.Float)
     lreal = await obj.add_variable(ua.NodeId("Gain", idx), "Gain", 2.5, ua.VariantType.Double)
     for n in (real, lreal):

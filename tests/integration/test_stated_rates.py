@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 import paho.mqtt.client as paho
-from asyncua import Server, ua
+from asyncua import ua
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.base import Reading
@@ -21,18 +21,13 @@ from devices.opcua.client import OpcUaSource
 from devices.opcua.settings import OpcUaSettings
 from edge_agent.config import WindowSettings
 from edge_agent.pipelines import Windower
-from tests.support.peers import free_port
+from tests.support.peers import free_port, opcua_server
 
 N = 2048
 
 
 async def _server(port: int):
-    srv = Server()
-    await srv.init()
-    srv.set_endpoint(f"opc.tcp://127.0.0.1:{port}/rates/")
-    srv.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-    idx = await srv.register_namespace("urn:test:rates")
-    obj = await srv.nodes.objects.add_object(idx, "Machine")
+    srv, idx, obj = await opcua_server(port, "rates", "urn:test:rates", "Machine")
     x = await obj.add_variable(ua.NodeId("VibX", idx), "VibX", np.zeros(N).tolist(), ua.VariantType.Double)
     axis = ua.AxisInformation(
         EngineeringUnits=ua.EUInformation(UnitId=4403766, DisplayName=ua.LocalizedText("ms")),

@@ -81,3 +81,17 @@ class Mosquitto:
         self.stop()
         time.sleep(down_s)
         self.start()
+
+
+async def opcua_server(port: int, path: str, namespace: str, object_name: str):
+    """A bare asyncua server (no security) at ``opc.tcp://127.0.0.1:port/path/``, not yet started, with
+    one object to hang variables on: (server, namespace index, object). Another vendor's PLC, in short:
+    the test adds the nodes it needs and calls ``await server.start()``."""
+    from asyncua import Server, ua
+
+    srv = Server()
+    await srv.init()
+    srv.set_endpoint(f"opc.tcp://127.0.0.1:{port}/{path}/")
+    srv.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+    idx = await srv.register_namespace(namespace)
+    return srv, idx, await srv.nodes.objects.add_object(idx, object_name)
