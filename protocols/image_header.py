@@ -14,10 +14,26 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-__all__ = ["DEFAULT_MAX_MEGAPIXELS", "FORMATS", "ImageRejected", "decode_image", "image_size"]
+__all__ = [
+    "DEFAULT_MAX_MEGAPIXELS",
+    "FORMATS",
+    "ImageRejected",
+    "decode_image",
+    "image_size",
+    "max_file_bytes",
+]
 
 DEFAULT_MAX_MEGAPIXELS = 50.0  # 10x a 5-MP line camera; ~150 MB once decoded as 8-bit colour
 FORMATS = "PNG, JPEG, BMP, TIFF, WebP or PNM"
+_BYTES_PER_PIXEL = 8  # no file of these kinds needs more for its first image (16-bit RGBA, uncompressed)
+
+
+def max_file_bytes(max_megapixels: float | None = None) -> int:
+    """The largest file worth reading at all under the pixel limit: a bigger one is refused by its size
+    before a byte of it is read into memory."""
+    limit = DEFAULT_MAX_MEGAPIXELS if max_megapixels is None else max_megapixels
+    return int(_BYTES_PER_PIXEL * limit * 1e6) + 2**20  # + 1 MB of headers and metadata
+
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 # JPEG frame headers (SOF0-SOF15) carry the size; C4 (DHT), C8 (JPG) and CC (DAC) share the range

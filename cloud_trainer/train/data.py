@@ -29,10 +29,17 @@ def read_image_file(
     declares more than ``max_megapixels``, default ``DEFAULT_MAX_MEGAPIXELS``, is never decoded).
     Any refusal is a ``DatasetError`` naming the file, why, and what to do; ``named_by`` says where
     the file was listed."""
-    from protocols.image_header import ImageRejected, decode_image
+    from protocols.image_header import DEFAULT_MAX_MEGAPIXELS, ImageRejected, decode_image, max_file_bytes
 
     where = f" ({named_by})" if named_by else ""
     try:
+        size = path.stat().st_size
+        if size > max_file_bytes(max_megapixels):
+            raise DatasetError(
+                f"{path}{where}: {size} bytes, more than an image of the "
+                f"{max_megapixels or DEFAULT_MAX_MEGAPIXELS:g}-Mpx limit needs; remove it, or import the "
+                "dataset with `cloud-trainer dataset import --max-megapixels N` if images this large are meant"
+            )
         data = path.read_bytes()
     except OSError as exc:
         raise DatasetError(

@@ -34,7 +34,7 @@ import numpy as np
 
 from devices.base import Backoff, BurstLogger, Channel, ConnectionState, DeviceError, DeviceStats, Frame
 from devices.camera.settings import CameraKind, CameraSettings
-from protocols.image_header import ImageRejected, decode_image
+from protocols.image_header import ImageRejected, decode_image, max_file_bytes
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,6 @@ __all__ = ["CameraError", "CameraSource"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 DEFAULT_FILE_FPS = 10.0
-_MAX_FILE_BYTES_PER_PIXEL = 8  # no image file of the kinds read needs more (16-bit RGBA, uncompressed)
 
 
 class CameraError(DeviceError):
@@ -212,8 +211,9 @@ class CameraSource:
         declaring a huge image would otherwise take the gateway's memory); None when skipped."""
         limit = self.settings.max_megapixels
         try:
-            if f.stat().st_size > _MAX_FILE_BYTES_PER_PIXEL * limit * 1e6 + 2**20:
-                self._error("oversize_frame", f"{f}: {f.stat().st_size} bytes, too large for {limit:g} Mpx")
+            size = f.stat().st_size
+            if size > max_file_bytes(limit):
+                self._error("oversize_frame", f"{f}: {size} bytes, more than an image of {limit:g} Mpx needs")
                 return None
             data = f.read_bytes()
         except OSError as exc:

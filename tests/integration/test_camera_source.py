@@ -59,12 +59,14 @@ async def test_folder_images_declaring_too_many_pixels_are_skipped_undecoded(tmp
     await src.stop()
     assert [f.seq for f in frames] == [0, 1, 2] and all(f.image.shape == (64, 64, 3) for f in frames)
     assert src.stats.errors_by_reason.get("oversize_frame") == 2
-    # the limit is the line engineer's: 64x64 frames (0.004 Mpx) are over 0.001
+    # the limit is the line engineer's: 64x64 frames (0.004 Mpx) are over 0.001, and a 1.2-MB file is
+    # more than any image of 0.001 Mpx needs (refused by its size, not read)
+    (folder / "000003.png").write_bytes(bytes(1_200_000))
     small = CameraSource("cam2", CameraSettings(url=str(folder), fps=200, max_megapixels=0.001))
     await small.start()
     assert [f async for f in small.items()] == []
     await small.stop()
-    assert small.stats.errors_by_reason.get("oversize_frame") == 5
+    assert small.stats.errors_by_reason.get("oversize_frame") == 6
 
 
 async def test_video_file_loops_with_increasing_sequence_and_resize(tmp_path):

@@ -228,5 +228,9 @@ def test_an_image_declaring_a_huge_size_is_refused_undecoded_and_the_limit_trave
         DatasetError, match=r"\(labels.jsonl line 1\): its .* header declares .* over the 0.0001-Mpx"
     ):
         load_parts(tmp_path / "ds")
+    # a file far larger than any image under the limit is refused by its size, before it is read
+    (src / "dent" / "huge.png").write_bytes(bytes(1_100_000))
+    with pytest.raises(DatasetError, match=r"huge.png: 1100000 bytes, more than an image of the 0.0002-Mpx"):
+        import_images(src, tmp_path / "ds3", max_megapixels=0.0002)
     with pytest.raises(DatasetError, match="--max-megapixels must be a positive number"):
         import_images(src, tmp_path / "ds2", max_megapixels=0)
