@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import stat
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -211,7 +212,11 @@ class CameraSource:
         declaring a huge image would otherwise take the gateway's memory); None when skipped."""
         limit = self.settings.max_megapixels
         try:
-            size = f.stat().st_size
+            st = f.stat()
+            if not stat.S_ISREG(st.st_mode):  # a pipe named *.png would block the reader for good
+                self._error("corrupt_frame", f"{f}: not a regular file, skipped")
+                return None
+            size = st.st_size
             if size > max_file_bytes(limit):
                 self._error("oversize_frame", f"{f}: {size} bytes, more than an image of {limit:g} Mpx needs")
                 return None

@@ -4,6 +4,7 @@ over a real socket (OpenCV's FFmpeg client)."""
 from __future__ import annotations
 
 import asyncio
+import os
 
 import cv2
 import numpy as np
@@ -53,12 +54,14 @@ async def test_folder_images_declaring_too_many_pixels_are_skipped_undecoded(tmp
     folder = write_folder(tmp_path / "imgs", 3, seed=0, defect_rate=0.5, size=64)
     (folder / "000001b.png").write_bytes(png_declaring(40000, 40000))  # 1.6 Gpx: ~4.8 GB as BGR
     (folder / "000002b.jpg").write_bytes(jpeg_declaring(8000, 6000))  # 48 Mpx: over the default 25
+    os.mkfifo(folder / "000002c.png")  # opening a pipe to read blocks until someone writes: never read
     src = CameraSource("cam", CameraSettings(url=str(folder), fps=200))
     await src.start()
     frames = [f async for f in src.items()]
     await src.stop()
     assert [f.seq for f in frames] == [0, 1, 2] and all(f.image.shape == (64, 64, 3) for f in frames)
     assert src.stats.errors_by_reason.get("oversize_frame") == 2
+    assert src.stats.errors_by_reason.get("corrupt_frame") == 1  # the pipe
     # the limit is the line engineer's: 64x64 frames (0.004 Mpx) are over 0.001, and a 1.2-MB file is
     # more than any image of 0.001 Mpx needs (refused by its size, not read)
     (folder / "000003.png").write_bytes(bytes(1_200_000))
