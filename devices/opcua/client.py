@@ -37,6 +37,7 @@ import logging
 import math
 import re
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,7 @@ __all__ = [
     "browse_server",
     "check_server",
     "convert_value",
+    "to_variant",
 ]
 
 
@@ -149,23 +151,57 @@ _INT_RANGE = {
 }
 
 
+_WRITABLE = "Boolean, SByte..UInt64, Float, Double, String, LocalizedText, DateTime, ByteString, Guid"
+
+
 def convert_value(vtype: ua.VariantType, value: Any, node_id: str = "?") -> Any:
     """``value`` as the node's DataType wants it, or ``OpcUaTypeMismatch`` naming node, type and fix.
 
     Strict on purpose: ``bool("false")`` is True, so a string is never turned into a Boolean or a
     number; a Boolean takes true/false (or 0/1), an integer type takes whole numbers in its range
     (true/false as 1/0), Float/Double take finite numbers (a Float within its 32-bit range: never NaN,
-    infinity or an overflow to infinity), String takes text. Arrays: each element alike.
+    infinity or an overflow to infinity), String and LocalizedText take text, DateTime an ISO 8601
+    time with its zone (``2026-11-30T12:00:00Z``) or a ``datetime``, ByteString bytes, Guid a UUID.
+    A node of the abstract BaseDataType takes a Boolean, a whole number (Int32, else Int64), a finite
+    number (Double) or text (String): see ``to_variant``. Any other DataType is refused by name
+    rather than handed to the encoder. Arrays: each element alike.
     """
     if isinstance(value, np.ndarray | list | tuple):
         return [convert_value(vtype, v, node_id) for v in np.asarray(value, dtype=object).tolist()]
+    return _convert_scalar(vtype, value, node_id)
+
+
+def to_variant(vtype: ua.VariantType, value: Any, node_id: str = "?") -> ua.Variant:
+    """The ``ua.Variant`` written for ``value`` to a node whose DataType is ``vtype``
+    (``convert_value``'s rules). For BaseDataType (``Variant``) the value's own kind picks the type;
+    an array's elements must all be of one kind (whole numbers: Int64 when any needs it)."""
+    payload = convert_value(vtype, value, node_id)
+    if vtype is not ua.VariantType.Variant:
+        return ua.Variant(payload, vtype)
+    if not isinstance(payload, list):
+        return ua.Variant(payload[0], payload[1])
+    if any(isinstance(p, list) for p in payload):
+        raise OpcUaTypeMismatch(f"node {node_id} is BaseDataType; cannot write {value!r}: nested arrays")
+    kinds = {kind for _, kind in payload}
+    if kinds == {ua.VariantType.Int32, ua.VariantType.Int64}:
+        kinds = {ua.VariantType.Int64}
+    if len(kinds) != 1:
+        raise OpcUaTypeMismatch(
+            f"node {node_id} is BaseDataType; cannot write {value!r}: an array needs elements of one kind"
+            + (f" (here {', '.join(sorted(k.name for k in kinds))})" if kinds else "")
+        )
+    return ua.Variant([v for v, _ in payload], kinds.pop())
+
+
+def _convert_scalar(vtype: ua.VariantType, value: Any, node_id: str) -> Any:
     if isinstance(value, np.generic):
         value = value.item()
     t = vtype.name
+    shown = "BaseDataType" if t == "Variant" else t
 
     def bad(fix: str) -> OpcUaTypeMismatch:
         return OpcUaTypeMismatch(
-            f"node {node_id} is {t}; cannot write {value!r} ({type(value).__name__}): {fix}"
+            f"node {node_id} is {shown}; cannot write {value!r} ({type(value).__name__}): {fix}"
         )
 
     if t == "Boolean":
@@ -198,9 +234,62 @@ def convert_value(vtype: ua.VariantType, value: Any, node_id: str = "?") -> Any:
             raise bad(str(e)) from None
     if t in ("String", "LocalizedText"):
         if isinstance(value, str | int | float) and not isinstance(value, bool):
-            return str(value)
+            return str(value) if t == "String" else ua.LocalizedText(str(value))
         raise bad("write text")
-    return value
+    if t == "DateTime":
+        return _datetime(value, bad)
+    if t == "ByteString":
+        if isinstance(value, bytes | bytearray):
+            return bytes(value)
+        raise bad("a ByteString node takes bytes; text and numbers are not encoded into it")
+    if t == "Guid":
+        if isinstance(value, uuid.UUID):
+            return value
+        if isinstance(value, str):
+            try:
+                return uuid.UUID(value)
+            except ValueError:
+                pass
+        raise bad("write a GUID such as 72962b91-fa75-4ae6-8d28-b404dc7daf63")
+    if t == "Variant":  # BaseDataType: the value's own kind, strictly
+        if isinstance(value, bool):
+            return value, ua.VariantType.Boolean
+        if isinstance(value, int):
+            for kind in ("Int32", "Int64"):
+                lo, hi = _INT_RANGE[kind]
+                if lo <= value <= hi:
+                    return value, ua.VariantType[kind]
+            raise bad(f"out of range of an Int64 {_INT_RANGE['Int64'][0]}..{_INT_RANGE['Int64'][1]}")
+        if isinstance(value, float):
+            try:
+                return float_for_plc(value, single=False), ua.VariantType.Double
+            except ValueError as e:
+                raise bad(str(e)) from None
+        if isinstance(value, str):
+            return value, ua.VariantType.String
+        raise bad("write true/false, a number or text")
+    raise bad(f"the agent writes only {_WRITABLE} nodes; write to a node of one of those types")
+
+
+def _datetime(value: Any, bad) -> dt.datetime:
+    """A timezone-aware UTC ``datetime`` from a ``datetime`` (naive: taken as UTC, as asyncua does)
+    or an ISO 8601 string that names its zone; a zone-less string is ambiguous and refused."""
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise bad("write an ISO 8601 time with its zone, e.g. 2026-11-30T12:00:00Z") from None
+        if parsed.tzinfo is None:
+            raise bad("the time has no zone; add Z (UTC) or an offset such as +01:00")
+        value = parsed
+    if not isinstance(value, dt.datetime):
+        raise bad("write an ISO 8601 time with its zone, e.g. 2026-11-30T12:00:00Z")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise bad("out of the range of an OPC UA DateTime") from None
 
 
 _NSU = re.compile(r"^nsu=([^;]+);(.+)$")
@@ -634,10 +723,10 @@ class OpcUaSource:
                 vtype = await node.read_data_type_as_variant_type()
                 self._types[node_id] = vtype
             try:
-                payload = convert_value(vtype, value, node_id)
+                payload = to_variant(vtype, value, node_id)
             except OpcUaTypeMismatch as e:
                 raise OpcUaTypeMismatch(f"opcua source {self.name}: {e}") from None
-            await node.write_value(ua.DataValue(ua.Variant(payload, vtype)))
+            await node.write_value(ua.DataValue(payload))
         except ua.UaStatusCodeError as e:
             name = ua.StatusCode(e.code).name if hasattr(e, "code") else str(e)
             if "NodeIdUnknown" in name:
@@ -692,7 +781,7 @@ async def _check_target(
     vtype = await node.read_data_type_as_variant_type()
     types[node_id] = vtype
     try:
-        convert_value(vtype, value, node_id)
+        to_variant(vtype, value, node_id)
     except OpcUaTypeMismatch as e:
         return str(e)
     return None

@@ -449,3 +449,59 @@ async def test_float_and_double_setpoints_get_finite_numbers_only():
     finally:
         await src.stop()
         await srv.stop()
+
+
+async def test_text_time_bytes_and_guid_nodes_get_their_own_types_and_others_are_refused_by_name():
+    """A PLC's LocalizedText message, DateTime stamp, ByteString and Guid nodes: each value lands as
+    the node's own type (the former code sent text to LocalizedText and anything to DateTime as is,
+    which the encoder rejected with an AttributeError that was then retried); a time without its zone
+    is ambiguous and refused, and a node of a type the agent does not write is refused by name before
+    anything is sent."""
+    import datetime as dt
+    import uuid
+
+    from asyncua import ua
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:types", "Cell")
+
+    async def var(name, value, vtype):
+        node = await obj.add_variable(ua.NodeId(name, idx), name, value, vtype)
+        await node.set_writable()
+        return node
+
+    msg = await var("Message", ua.LocalizedText("idle"), ua.VariantType.LocalizedText)
+    stamp = await var("LastReject", dt.datetime(2020, 1, 1, tzinfo=dt.UTC), ua.VariantType.DateTime)
+    blob = await var("Recipe", b"\x00", ua.VariantType.ByteString)
+    guid = await var("Batch", uuid.UUID(int=0), ua.VariantType.Guid)
+    name = await var("Name", ua.QualifiedName("x", idx), ua.VariantType.QualifiedName)
+    await srv.start()
+    src = OpcUaSource("plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/"))
+    await src.start()
+    try:
+        await _connected(src)
+        node = f"ns={idx};s="
+        await src.write(node + "Message", "NG: scratch")
+        assert (await msg.read_value()).Text == "NG: scratch"
+        await src.write(node + "LastReject", "2026-11-30T12:00:00+01:00")
+        assert await stamp.read_value() == dt.datetime(2026, 11, 30, 11, 0, tzinfo=dt.UTC)
+        await src.write(node + "Recipe", b"\x01\x02")
+        assert await blob.read_value() == b"\x01\x02"
+        await src.write(node + "Batch", "72962b91-fa75-4ae6-8d28-b404dc7daf63")
+        assert await guid.read_value() == uuid.UUID("72962b91-fa75-4ae6-8d28-b404dc7daf63")
+
+        refused = [
+            ("LastReject", "2026-11-30T12:00:00", "the time has no zone"),
+            ("LastReject", 1764504000, "write an ISO 8601 time with its zone"),
+            ("Recipe", "0102", "a ByteString node takes bytes"),
+            ("Batch", "batch-7", "write a GUID"),
+            ("Name", "x", "the agent writes only Boolean"),
+        ]
+        for target, value, why in refused:
+            with pytest.raises(OpcUaTypeMismatch, match=rf"node {node}{target} is \w+; cannot write .*{why}"):
+                await src.write(node + target, value)
+        assert await stamp.read_value() == dt.datetime(2026, 11, 30, 11, 0, tzinfo=dt.UTC)  # untouched
+        assert await blob.read_value() == b"\x01\x02" and (await name.read_value()).Name == "x"
+    finally:
+        await src.stop()
+        await srv.stop()

@@ -31,3 +31,28 @@ def test_numpy_scalars_count_as_their_values_and_strings_never_do():
     for bad in ("false", "0"):
         with pytest.raises(SparkplugTypeMismatch, match="write true or false without quotes"):
             _sparkplug_value(sp.DataType.BOOLEAN, bad, "g/n/m")
+
+
+def test_an_opcua_base_data_type_node_gets_the_values_own_kind_strictly():
+    """A node declared BaseDataType (any value): the written Variant's type comes from the value, a
+    whole number as Int32 unless it needs Int64, and the float and mixed-array rules still hold."""
+    from asyncua import ua
+
+    from devices.opcua.client import OpcUaTypeMismatch, to_variant
+
+    V = ua.VariantType
+    cases = [(True, V.Boolean), (3, V.Int32), (2**40, V.Int64), (1.5, V.Double), ("NG", V.String)]
+    for value, kind in cases:
+        got = to_variant(V.Variant, value, "ns=2;s=Any")
+        assert (got.Value, got.VariantType) == (value, kind)
+    got = to_variant(V.Variant, [1, 2**40], "ns=2;s=Any")
+    assert (got.Value, got.VariantType) == ([1, 2**40], V.Int64)
+    assert to_variant(V.Variant, np.float32(2.5), "n").VariantType == V.Double
+    for bad, why in [
+        (float("nan"), "NaN and infinity are never sent"),
+        (2**70, "out of range of an Int64"),
+        ([1, "a"], "an array needs elements of one kind"),
+        (b"x", "write true/false, a number or text"),
+    ]:
+        with pytest.raises(OpcUaTypeMismatch, match=f"node ns=2;s=Any is .*{why}"):
+            to_variant(V.Variant, bad, "ns=2;s=Any")
