@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 import time
 from typing import Any
@@ -44,7 +43,7 @@ from edge_agent.config import (
     WriteMode,
 )
 from edge_agent.types import Result, Window
-from protocols import topics
+from protocols import json_codec, topics
 from protocols.events import Event, EventKind
 
 log = logging.getLogger(__name__)
@@ -259,7 +258,7 @@ async def publish_result(
         cfg.agent.site, cfg.agent.line, cfg.agent.id, topics.Kind.RESULTS, result.pipeline
     )
     return await ctx.sources[action.source].publish(
-        topic, json.dumps(result.to_json_dict()).encode(), qos=action.qos, retain=action.retain
+        topic, json_codec.dumps(result.to_json_dict()).encode(), qos=action.qos, retain=action.retain
     )
 
 
@@ -306,7 +305,7 @@ def _save(ctx: ActionRunner, name: str, action: SaveSampleAction, result: Result
         cv2.imwrite(str(folder / f"{stem}.png"), item.image)
     else:
         np.save(folder / f"{stem}.npy", item.waveform.astype(np.float32))
-    (folder / f"{stem}.json").write_text(json.dumps(result.to_json_dict()))
+    (folder / f"{stem}.json").write_text(json_codec.dumps(result.to_json_dict()))
 
 
 async def signal_alarm(ctx: ActionRunner, name: str, action: AlarmAction, evt: Event) -> None:
@@ -315,7 +314,7 @@ async def signal_alarm(ctx: ActionRunner, name: str, action: AlarmAction, evt: E
         cfg = ctx.cfg
         topic = topics.build_topic(cfg.agent.site, cfg.agent.line, cfg.agent.id, topics.Kind.ALARMS, name)
         await ctx.sources[action.publish_to].publish(
-            topic, json.dumps(evt.to_json_dict()).encode(), qos=1, retain=True
+            topic, json_codec.dumps(evt.to_json_dict()).encode(), qos=1, retain=True
         )
     if action.node_id and action.opcua_source:
         await ctx.sources[action.opcua_source].write(action.node_id, evt["active"])

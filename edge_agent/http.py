@@ -10,12 +10,12 @@ counters (plain Python objects, safe to read under the GIL).
 
 from __future__ import annotations
 
-import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from edge_agent.status_board import tag_rows
+from protocols import json_codec
 
 PAGE = Path(__file__).with_name("status_page.html")
 
@@ -34,7 +34,7 @@ class StatusServer:
                 board = outer.agent.board
                 try:
                     if path == "/status":
-                        body = json.dumps(outer.agent.status(), default=str).encode()
+                        body = json_codec.dumps(outer.agent.status()).encode()
                         self._send(200, "application/json", body)
                     elif path == "/metrics":
                         outer.agent.metrics.refresh(outer.agent)
@@ -46,20 +46,18 @@ class StatusServer:
                     elif path.startswith("/api/ng/") and path.endswith(".png"):
                         self._send(200, "image/png", board.ng_png(int(path[len("/api/ng/") : -4])))
                     elif path == "/api/tags":
-                        body = json.dumps(
-                            {n: tag_rows(list(t.values())) for n, t in outer.agent.tags.items()}, default=str
+                        body = json_codec.dumps(
+                            {n: tag_rows(list(t.values())) for n, t in outer.agent.tags.items()}
                         ).encode()
                         self._send(200, "application/json", body)
                     elif path == "/api/ng":
-                        self._send(
-                            200, "application/json", json.dumps(board.ng_results(), default=str).encode()
-                        )
+                        self._send(200, "application/json", json_codec.dumps(board.ng_results()).encode())
                     elif path.startswith("/api/spectrum/"):
-                        body = json.dumps(board.spectrum(path[len("/api/spectrum/") :])).encode()
+                        body = json_codec.dumps(board.spectrum(path[len("/api/spectrum/") :])).encode()
                         self._send(200, "application/json", body)
                     elif path.startswith("/api/trend/"):
                         rows = board.trend(path[len("/api/trend/") :])
-                        self._send(200, "application/json", json.dumps(rows).encode())
+                        self._send(200, "application/json", json_codec.dumps(rows).encode())
                     elif path in ("/", "/index.html"):
                         body = (
                             PAGE.read_bytes()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 import math
 import time
@@ -30,6 +29,7 @@ import numpy as np
 from devices.base import BurstLogger, Quality, Reading
 from edge_agent.config import ForwardSettings, RuleSettings
 from edge_agent.types import Result
+from protocols import json_codec
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Forwarder:
             if len(self._queue) >= MAX_PENDING:
                 self._queue.popleft()
                 self.stats["dropped"] += 1
-            self._queue.append(json.dumps(body, separators=(",", ":"), default=str).encode())
+            self._queue.append(json_codec.dumps(body, separators=(",", ":")).encode())
             self._wake.set()
 
     async def _sender(self) -> None:

@@ -10,6 +10,10 @@ A waveform's sample rate may ride in the payload (``{"v": [...], "sample_rate_hz
 ``JsonMapping.rate_field`` names the field (``auto``: the first of ``RATE_FIELDS`` present), and
 ``compile_decoder(..., rates=True)`` gives it as a fourth element of each array value's tuple.
 Limits: one JSON object per message; no JSONPath beyond dotted keys.
+
+Outgoing: ``dumps`` writes what strict JSON parsers accept (browsers, Node-RED, Jackson, Go, PostgreSQL's
+jsonb): Python's ``json`` writes NaN and infinities as bare ``NaN``/``Infinity``, which are not JSON, so
+they become ``null`` (a BAD-quality reading keeps its quality field beside it).
 """
 
 from __future__ import annotations
@@ -260,3 +264,40 @@ def encode(obj: dict[str, Any]) -> bytes:
         raise TypeError(f"cannot encode {type(o).__name__} as JSON")
 
     return json.dumps(obj, separators=(",", ":"), default=default, allow_nan=False).encode()
+
+
+def _plain(o: Any) -> Any:
+    """What ``dumps`` writes for an object ``json`` does not know: NumPy values as numbers and lists,
+    enums as their values, anything else as its ``str``."""
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, enum.Enum):
+        return o.value
+    return str(o)
+
+
+def dumps(obj: Any, *, default: Callable[[Any], Any] | None = _plain, **kw: Any) -> str:
+    """``json.dumps`` whose output strict parsers accept: NaN and +-infinity (also inside NumPy arrays and
+    scalars) become ``null``. The common case, with nothing non-finite, costs one plain encoding."""
+    try:
+        return json.dumps(obj, allow_nan=False, default=default, **kw)
+    except ValueError as e:
+        if "Out of range float" not in str(e):
+            raise
+    return json.dumps(_finite(obj), allow_nan=False, default=default, **kw)
+
+
+def _finite(o: Any) -> Any:
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_finite(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _finite(o.tolist())
+    if isinstance(o, np.generic):
+        return _finite(o.item())
+    return o

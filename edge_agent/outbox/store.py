@@ -69,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.outbox.settings import DropPolicy, FsyncPolicy, OutboxSettings
+from protocols import json_codec
 from protocols.events import Event, EventKind
 
 log = logging.getLogger(__name__)
@@ -362,7 +363,7 @@ class Outbox:
         body = (
             payload
             if isinstance(payload, bytes)
-            else json.dumps(payload, separators=(",", ":"), default=str).encode()
+            else json_codec.dumps(payload, separators=(",", ":")).encode()
         )
         sha = None
         size = len(body)
@@ -438,7 +439,7 @@ class Outbox:
             with self._lock:
                 notices, self._notices = self._notices, []
             for i, evt in enumerate(notices):
-                body = json.dumps(evt.to_json_dict(), separators=(",", ":"), default=str).encode()
+                body = json_codec.dumps(evt.to_json_dict(), separators=(",", ":")).encode()
                 with self._append_lock if not writer else _NO_LOCK:
                     seq = self._seq + 1
                     item = (seq, "event", PRIORITY["event"], time.time(), body, None, "", len(body))

@@ -21,6 +21,7 @@ from tests.support.waits import until as wait_for
 class Subscriber:
     def __init__(self, port: int, topic: str) -> None:
         self.messages: list[tuple[str, dict]] = []
+        self.raw: list[bytes] = []
         self.lock = threading.Lock()
         self.c = paho.Client(CallbackAPIVersion.VERSION2)
         self.c.on_message = self._on
@@ -30,6 +31,7 @@ class Subscriber:
 
     def _on(self, client, userdata, msg) -> None:
         with self.lock:
+            self.raw.append(msg.payload)
             self.messages.append((msg.topic, json.loads(msg.payload)))
 
     def stop(self) -> None:
@@ -175,3 +177,62 @@ def test_forward_and_rule_config_errors_name_path_and_fix(tmp_path):
     ), errs
     assert "plant.yaml: rules[1].actions[0]: unknown action 'cold_alarn'; did you mean 'cold_alarm'?" in errs
     assert "plant.yaml: rules[2]: a rule needs a threshold: above: <value> and/or below: <value>" in errs
+
+
+def _strict(text):
+    """``json.loads`` as a browser, Node-RED or Jackson parses: bare NaN/Infinity are errors."""
+
+    def refuse(token):
+        raise ValueError(f"not JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+async def test_a_nan_reading_goes_out_as_null_in_json_that_strict_parsers_accept(tmp_path, mosquitto):
+    """Another vendor's PLC reports NaN for a failed sensor (passed on with quality BAD). Python's json
+    writes it as a bare NaN, which is not JSON: the forwarded MQTT message and the status page's tag
+    API carry ``null`` beside the quality instead, so a strict consumer keeps reading the stream."""
+    import urllib.request
+
+    from asyncua import ua
+
+    from tests.support.peers import opcua_server
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:nan", "Press")
+    await obj.add_variable(ua.NodeId("Pressure", idx), "Pressure", float("nan"), ua.VariantType.Double)
+    await obj.add_variable(ua.NodeId("Stroke", idx), "Stroke", 12.5, ua.VariantType.Double)
+    await srv.start()
+    sub = Subscriber(mosquitto.port, "factory/#")
+    cfg = {
+        "agent": {"id": "gw1", "site": "plant", "line": "line1", "data_dir": str(tmp_path / "data")},
+        "http": {"port": 0},
+        "sources": {
+            "plc": {
+                "type": "opcua",
+                "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/",
+                "nodes": [
+                    {"node_id": f"ns={idx};s=Pressure", "tag": "pressure"},
+                    {"node_id": f"ns={idx};s=Stroke", "tag": "stroke"},
+                ],
+            },
+            "broker": {"type": "mqtt", "port": mosquitto.port},
+        },
+        "forward": [{"name": "plc", "source": "plc", "to": "broker"}],
+    }
+    agent = Agent(parse_config(cfg))
+    try:
+        await agent.start()
+        await wait_for(lambda: len(sub.raw) >= 2, what="both forwarded tags")
+        url = f"http://127.0.0.1:{agent.http.port}"
+        tags = _strict(urllib.request.urlopen(url + "/api/tags", timeout=5).read())
+        _strict(urllib.request.urlopen(url + "/status", timeout=5).read())
+    finally:
+        await agent.stop()
+        sub.stop()
+        await srv.stop()
+    forwarded = {m["tag"]: m for m in map(_strict, sub.raw)}
+    assert forwarded["pressure"]["value"] is None and forwarded["pressure"]["quality"] == "bad"
+    assert forwarded["stroke"]["value"] == 12.5 and forwarded["stroke"]["quality"] == "good"
+    rows = {r["tag"]: r for r in tags["plc"]}
+    assert rows["pressure"]["value"] is None and rows["pressure"]["quality"] == "bad"

@@ -98,3 +98,22 @@ def test_encode_then_decode_round_trips_numeric_fields(d):
 def test_encode_rejects_nan():
     with pytest.raises(ValueError):
         encode({"x": float("nan")})
+
+
+def test_outgoing_json_has_null_for_nan_and_infinity_and_numbers_for_numpy_values():
+    from protocols.json_codec import dumps
+
+    def strict(token):
+        raise ValueError(token)
+
+    obj = {
+        "v": float("nan"),
+        "w": np.array([1.0, np.inf]),
+        "s": np.float32(-np.inf),
+        "n": np.int64(3),
+        "t": (1.5, float("nan")),
+        "ok": [{"x": 2.0}],
+    }
+    out = json.loads(dumps(obj), parse_constant=strict)
+    assert out == {"v": None, "w": [1.0, None], "s": None, "n": 3, "t": [1.5, None], "ok": [{"x": 2.0}]}
+    assert dumps({"a": 1.0}, separators=(",", ":")) == '{"a":1.0}'
