@@ -955,8 +955,29 @@ def load_config(path: str | Path) -> AgentConfig:
     return parse_config(read_yaml(text, str(path)), str(path), str(path.parent.resolve()))
 
 
+CONFIG_YAML_MAX_DEPTH = 64
+CONFIG_YAML_MAX_ALIASES = 10_000
+CONFIG_YAML_MAX_NODES = 1_000_000  # once aliases are expanded: ~100x the largest site config we know
+
+
 def read_yaml(text: str, where: str) -> Any:
-    """The YAML document of a config (``ConfigError`` naming the line and column where it is not YAML)."""
+    """The YAML document of a config (``ConfigError`` naming the line and column where it is not YAML).
+
+    Bounded like a package's manifest, with a config's room: a few hundred bytes of nested aliases can
+    stand for billions of values that validation would then walk (minutes of CPU on a gateway, for a
+    config that may come from the fleet service)."""
+    from model_packager.safe_yaml import check_limits
+
+    problem = check_limits(
+        text,
+        max_depth=CONFIG_YAML_MAX_DEPTH,
+        max_aliases=CONFIG_YAML_MAX_ALIASES,
+        max_nodes=CONFIG_YAML_MAX_NODES,
+    )
+    if problem is not None:
+        raise ConfigError(
+            [f"{where}: YAML {problem}; refused (anchors and aliases may not multiply a config beyond that)"]
+        )
     try:  # libyaml's loader where PyYAML has it (~10x the pure-Python one: part of every start)
         return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:

@@ -31,7 +31,9 @@ class _Limit(yaml.YAMLError):
 _CLoader = getattr(yaml, "CSafeLoader", None)
 
 
-def _check_events(loader) -> None:
+def _check_events(
+    loader, max_depth: int = MAX_DEPTH, max_aliases: int = MAX_ALIASES, max_nodes: int = MAX_NODES
+) -> None:
     """The limits, on the parser's events: nothing is composed (no recursion, no alias expanded)."""
     depth = nodes = aliases = 0
     open_nodes: list[tuple[int, str | None]] = []  # (nodes before it, its anchor) of each open collection
@@ -40,12 +42,12 @@ def _check_events(loader) -> None:
         ev = loader.get_event()
         if isinstance(ev, yaml.AliasEvent):
             aliases += 1
-            if aliases > MAX_ALIASES:
-                raise _Limit(f"more than {MAX_ALIASES} aliases")
+            if aliases > max_aliases:
+                raise _Limit(f"more than {max_aliases} aliases")
             nodes += weight.get(ev.anchor or "", 1)  # an alias always names its anchor
         elif isinstance(ev, yaml.ScalarEvent | yaml.CollectionStartEvent):
-            if depth + 1 > MAX_DEPTH:
-                raise _Limit(f"nested deeper than {MAX_DEPTH} levels")
+            if depth + 1 > max_depth:
+                raise _Limit(f"nested deeper than {max_depth} levels")
             nodes += 1
             if isinstance(ev, yaml.CollectionStartEvent):
                 depth += 1
@@ -59,8 +61,27 @@ def _check_events(loader) -> None:
                 weight[anchor] = nodes - before
         else:
             continue
-        if nodes > MAX_NODES:
-            raise _Limit(f"more than {MAX_NODES} nodes" + (" once aliases are expanded" if aliases else ""))
+        if nodes > max_nodes:
+            raise _Limit(f"more than {max_nodes} nodes" + (" once aliases are expanded" if aliases else ""))
+
+
+def check_limits(text: str, *, max_depth: int, max_aliases: int, max_nodes: int) -> str | None:
+    """Which limit ``text`` passes (nesting depth, aliases, nodes once aliases are expanded), as a phrase
+    such as ``"more than 200000 nodes once aliases are expanded"``; None when within them. Only the
+    parser's events are read (nothing is composed or expanded). Not valid YAML also gives None: the
+    caller's own load reports that, with its line and column."""
+    loader = (_CLoader or yaml.SafeLoader)(text)
+    try:
+        _check_events(loader, max_depth, max_aliases, max_nodes)
+    except _Limit as exc:
+        return str(exc)
+    except yaml.YAMLError as exc:
+        if "flow level" in str(exc) or "max depth" in str(exc):  # libyaml's own nesting cap
+            return f"nested deeper than {max_depth} levels"
+        return None
+    finally:
+        loader.dispose()
+    return None
 
 
 class _BoundedLoader(yaml.SafeLoader):
