@@ -14,7 +14,8 @@ paho's own reconnect (``reconnect_delay_set``) takes over after a drop.
 Bad input is counted in ``stats.errors_by_reason`` and skipped: ``malformed_json``,
 ``wrong_type``, ``missing_field``, ``non_finite``, ``bad_timestamp``, ``garbage_protobuf``,
 ``bad_topic``, ``unknown_alias``, ``seq_gap``, ``out_of_order``
-(a reading older than its tag's last one; dropped unless ``out_of_order: keep``),
+(a reading older than its tag's last one; dropped unless ``out_of_order: keep``), ``too_large``
+(a message over ``max_message_bytes``, skipped before it is queued),
 ``broker_unreachable``, ``tls_failed``, ``connect_refused``, ``publish_failed``.
 Routine or silent events go to ``notices`` instead (one WARNING on the first, then counted, shown
 on ``/status``): ``data_before_birth`` (normal after the host starts; a rebirth is asked) and a
@@ -178,6 +179,7 @@ class MqttSource:
         self._route_cache: dict[str, Any] = {}  # topic -> its subscription's decoder (None: no subscription)
         self._last_ts: dict[str, float] = {}
         self._keep_out_of_order = settings.out_of_order == "keep"
+        self._max_bytes = settings.max_message_bytes
         self.sparkplug = SparkplugHost(name, settings.sparkplug, self._publish_raw, self._error)
         # one decoder per subscription, built by its codec's row in CODEC_TYPES
         self._decoders = {id(s): _decoder_factory(s.codec)(self, s) for s in settings.subscriptions}
@@ -342,6 +344,13 @@ class MqttSource:
         # Only stamp and hand over: this thread must read and acknowledge promptly, and
         # every microsecond spent here delays the broker's in-flight window (measured in
         # bench/mqtt_bench.py: decoding here cost more than decoding in the loop).
+        if len(msg.payload) > self._max_bytes:
+            self._error_threadsafe(
+                "too_large",
+                f"topic {msg.topic!r}: message of {len(msg.payload)} bytes exceeds max_message_bytes "
+                f"({self._max_bytes}); skipped undecoded",
+            )
+            return
         self._channel.put_threadsafe((msg.topic, msg.payload, time.time()))
 
     # ---- errors ----------------------------------------------------------------------------

@@ -124,6 +124,12 @@ class MqttSettings(_Model):
     queue_max_items: int = Field(
         10_000, ge=1, description="bounded hand-over queue; oldest message dropped when full"
     )
+    max_message_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="a larger message is counted as too_large and skipped undecoded (the queue holds "
+        "queue_max_items messages: without a size bound a misbehaving device could fill the memory)",
+    )
     handover_coalesce_ms: float = Field(
         1.0,
         ge=0,

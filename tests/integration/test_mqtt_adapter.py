@@ -112,6 +112,28 @@ async def test_bad_input_is_counted_and_skipped_while_good_messages_flow(mosquit
         assert reasons.get(key) == 1, (key, reasons)
 
 
+async def test_a_message_over_the_size_limit_is_skipped_undecoded_and_counted(mosquitto):
+    """A device flooding the broker with huge messages must not fill the gateway's memory through the
+    hand-over queue: over ``max_message_bytes`` a message is counted as too_large and never queued,
+    valid JSON or not; the messages around it flow."""
+    subs = [{"topic": "j/#"}, {"topic": "spBv1.0/#", "codec": "sparkplug_b"}]
+    src = await started(mosquitto.port, subs, max_message_bytes=4096)
+    pub = raw_client(mosquitto.port)
+    big_waveform = json.dumps({"ts": 11, "v": [0.5] * 2000}).encode()  # valid JSON, ~10 KB
+    try:
+        pub.publish("j/1", b'{"ts": 10, "v": 1}')
+        pub.publish("j/1", big_waveform)
+        pub.publish("spBv1.0/g/NDATA/e1", b"\x00" * 5000)
+        pub.publish("j/1", b'{"ts": 12, "v": 2}')
+        got = await collect(src, lambda g: any(r.value == 2 for r in g), 5)
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [r.value for r in got] == [1, 2]
+    assert src.stats.errors_by_reason.get("too_large") == 2, src.stats.errors_by_reason
+    assert "exceeds max_message_bytes (4096)" in (src.stats.last_error or "")
+
+
 async def test_broker_restart_resubscribes_and_messages_flow_again(mosquitto, caplog):
     import logging
 
