@@ -6,7 +6,8 @@ Reads vibration recordings, one file per machine run, and writes a dataset folde
 - CSV: a time column (``timestamp``/``time``/``t``: seconds or ISO 8601) and one column per channel;
   without a time column ``--rate-hz`` is required. The rate is inferred from the time column and,
   when ``--rate-hz`` is also given, checked against it (1 %).
-- WAV (stdlib ``wave``, PCM 8/16/24/32-bit): the rate is the header's.
+- WAV (PCM 8/16/24/32-bit or IEEE float 32/64-bit, plain or WAVE_FORMAT_EXTENSIBLE, any channels; other
+  chunks skipped): the rate is the header's; compressed WAV (ADPCM, A-law, MP3) is refused by name.
 - NPZ: an array per channel and either ``sample_rate_hz`` or a ``timestamp`` array.
 - Parquet (pyarrow, the ``cloud`` extra): read like CSV: a time column (seconds as numbers, an Arrow
   timestamp of any unit, or ISO 8601 strings) and one numeric column per channel; missing values
@@ -30,7 +31,6 @@ import csv
 import hashlib
 import json
 import sys
-import wave
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -196,24 +196,106 @@ def read_parquet(path: Path, rate_hz: float | None) -> Recording:
     return _table_recording(path, data, t, rate_hz)
 
 
+_WAV_PCM, _WAV_FLOAT, _WAV_EXTENSIBLE = 1, 3, 0xFFFE
+_WAV_KINDS = {2: "MS ADPCM", 6: "A-law", 7: "mu-law", 17: "IMA ADPCM", 85: "MP3", 0x161: "WMA"}
+_WAV_STREAMING_SIZES = (0, 0xFFFFFFFF)  # a data size a streaming writer leaves before it knows the length
+
+
+def _wav_layout(path: Path) -> tuple[int, int, int, int, int, int]:
+    """(format 1 PCM | 3 float, channels, rate, bytes per sample, data offset, data bytes) from the RIFF
+    chunks: ``fmt `` (plain, or WAVE_FORMAT_EXTENSIBLE with its sub-format) and ``data``, skipping any
+    other chunk (LIST, fact, bext, cue, ...) with its pad byte. A data size of 0 or 0xFFFFFFFF (left by a
+    streaming writer) means: to the end of the file."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+            raise DatasetError(f"{path}: not a WAV file (no RIFF/WAVE header)")
+        if head[:4] == b"RF64":
+            raise DatasetError(
+                f"{path}: an RF64 (over 4 GB) WAV file; split the recording or export CSV/Parquet"
+            )
+        fmt: tuple[int, int, int, int, int] | None = None
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            cid, n = f.read(4), int.from_bytes(f.read(4), "little")
+            body = pos + 8
+            if cid == b"fmt ":
+                raw = f.read(min(n, 40))
+                if len(raw) < 16:
+                    raise DatasetError(f"{path}: the WAV format chunk is cut short ({len(raw)} bytes)")
+                tag, ch, rate = (
+                    int.from_bytes(raw[i : i + k], "little") for i, k in ((0, 2), (2, 2), (4, 4))
+                )
+                align, bits = int.from_bytes(raw[12:14], "little"), int.from_bytes(raw[14:16], "little")
+                if tag == _WAV_EXTENSIBLE:
+                    if len(raw) < 40:
+                        raise DatasetError(f"{path}: WAVE_FORMAT_EXTENSIBLE without its sub-format")
+                    tag = int.from_bytes(raw[24:26], "little")  # the sub-format GUID's first two bytes
+                fmt = (tag, ch, rate, align, bits)
+            elif cid == b"data":
+                if fmt is None:
+                    raise DatasetError(f"{path}: the WAV data chunk comes before its format chunk")
+                tag, ch, rate, align, bits = fmt
+                if tag not in (_WAV_PCM, _WAV_FLOAT):
+                    kind = _WAV_KINDS.get(tag, f"format tag {tag}")
+                    raise DatasetError(
+                        f"{path}: {kind} WAV is compressed or not sampled values; export PCM or float WAV, "
+                        "or CSV/Parquet"
+                    )
+                width = (bits + 7) // 8
+                ok = {_WAV_PCM: (1, 2, 3, 4), _WAV_FLOAT: (4, 8)}[tag]
+                if width not in ok or ch < 1 or align != ch * width:
+                    raise DatasetError(
+                        f"{path}: {'PCM' if tag == _WAV_PCM else 'float'} WAV with {bits}-bit samples, {ch} "
+                        f"channel(s) and {align}-byte frames is not readable; PCM takes 8/16/24/32 bits, float "
+                        "32/64"
+                    )
+                if rate <= 0:
+                    raise DatasetError(f"{path}: the WAV header gives a sample rate of {rate} Hz")
+                left = size - body
+                if n in _WAV_STREAMING_SIZES:
+                    n = left - left % align
+                elif n > left:
+                    raise DatasetError(
+                        f"{path}: the WAV data chunk declares {n} bytes but the file holds {left}: "
+                        "truncated; export the recording again"
+                    )
+                if n % align:
+                    raise DatasetError(f"{path}: the WAV data ({n} bytes) is not whole {align}-byte frames")
+                return tag, ch, rate, width, body, n
+            pos = body + n + (n & 1)
+    raise DatasetError(f"{path}: no {'data' if fmt else 'format'} chunk in the WAV file")
+
+
 def read_wav(path: Path, rate_hz: float | None) -> Recording:
-    try:
-        with wave.open(str(path), "rb") as w:
-            n_ch, width, rate, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
-            raw = w.readframes(n)
-    except (wave.Error, EOFError) as exc:
-        raise DatasetError(f"{path}: not a PCM WAV file ({exc})") from None
-    x: np.ndarray
-    if width == 3:
-        b = np.frombuffer(raw, np.uint8).reshape(-1, 3)
-        x = b[:, 0].astype(np.int32) | (b[:, 1].astype(np.int32) << 8) | (b[:, 2].astype(np.int32) << 16)
-        x = np.where(x >= 1 << 23, x - (1 << 24), x) / float(1 << 23)
+    """PCM (8-bit unsigned, 16/24/32-bit signed) and IEEE float (32/64-bit) WAV, plain or
+    WAVE_FORMAT_EXTENSIBLE, any channels; samples scaled to full scale +-1 (float as written). Not
+    Python's ``wave``, which reads neither float nor (before 3.12) extensible files, what DAQ and audio
+    tools often write."""
+    tag, n_ch, rate, width, offset, n = _wav_layout(path)
+    if tag == _WAV_FLOAT:
+        x = np.fromfile(path, dtype=f"<f{width}", count=n // width, offset=offset).astype(np.float64)
+        bad = np.flatnonzero(~np.isfinite(x))
+        if bad.size:
+            raise DatasetError(
+                f"{path}: sample {bad[0] // n_ch} of channel {bad[0] % n_ch} is {x[bad[0]]}; "
+                f"{bad.size} non-finite value(s) in the recording"
+            )
+    elif width == 3:
+        b = np.fromfile(path, dtype=np.uint8, count=n, offset=offset).reshape(-1, 3)
+        v = b[:, 0].astype(np.int32) | (b[:, 1].astype(np.int32) << 8) | (b[:, 2].astype(np.int32) << 16)
+        x = np.where(v >= 1 << 23, v - (1 << 24), v) / float(1 << 23)
     else:
         dtypes: dict[int, type[np.integer]] = {1: np.uint8, 2: np.int16, 4: np.int32}
         dtype = dtypes[width]
-        x = np.frombuffer(raw, dtype).astype(np.float64)
+        x = np.fromfile(path, dtype=np.dtype(dtype).newbyteorder("<"), count=n // width, offset=offset)
+        x = x.astype(np.float64)
         x = (x - 128) / 128 if width == 1 else x / float(np.iinfo(dtype).max)
     x = x.reshape(-1, n_ch)
+    if not len(x):
+        raise DatasetError(f"{path}: the WAV file holds no samples")
     if rate_hz is not None and abs(rate - rate_hz) > RATE_TOLERANCE * rate_hz:
         raise DatasetError(
             f"{path}: the WAV header says {rate} Hz, --rate-hz says {rate_hz:g} Hz; fix --rate-hz"

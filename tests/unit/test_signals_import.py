@@ -189,3 +189,134 @@ def test_parquet_nulls_text_channels_and_gaps_are_refused_in_one_line(tmp_path, 
         import_vibration(
             [tmp_path / "bad.parquet"], tmp_path / "ds", _labels(tmp_path / "l.csv", ["bad,healthy,,,"])
         )
+
+
+def _riff(
+    path: Path,
+    samples: bytes,
+    *,
+    tag: int,
+    channels: int,
+    rate: int,
+    bits: int,
+    extensible: bool = False,
+    before_data: bytes = b"",
+    data_size: int | None = None,
+    cut: int = 0,
+) -> Path:
+    """A WAV file written byte by byte as other tools write them: WAVE_FORMAT_EXTENSIBLE with its
+    sub-format GUID, extra chunks (an odd-sized LIST with its pad byte) before the data, a streaming
+    writer's placeholder data size, or a file cut short."""
+    import struct
+
+    align = channels * ((bits + 7) // 8)
+    fmt = struct.pack("<HHIIHH", 0xFFFE if extensible else tag, channels, rate, rate * align, align, bits)
+    if extensible:
+        guid_tail = bytes.fromhex("000000001000800000aa00389b71")
+        fmt += struct.pack("<HHI", 22, bits, (1 << channels) - 1) + struct.pack("<H", tag) + guid_tail
+    data = struct.pack("<4sI", b"data", len(samples) if data_size is None else data_size) + samples
+    body = b"WAVE" + struct.pack("<4sI", b"fmt ", len(fmt)) + fmt + before_data + data
+    raw = b"RIFF" + struct.pack("<I", len(body)) + body
+    path.write_bytes(raw[: len(raw) - cut])
+    return path
+
+
+def test_float_extensible_and_odd_wav_files_from_other_tools_read_as_written(tmp_path):
+    """DAQ and audio tools write IEEE-float WAV, WAVE_FORMAT_EXTENSIBLE (24-bit, or over two channels) and
+    extra chunks; Python's wave module refused the first two ("unknown format: 3" / "65534")."""
+    from cloud_trainer.train.signals import read_wav
+
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-0.9, 0.9, (4000, 3))
+    odd_list = b"LIST" + (5).to_bytes(4, "little") + b"INFOx" + b"\x00"  # 5 bytes + its pad byte
+    f32 = x.astype("<f4").tobytes()
+    cases = {
+        "float32": (_riff(tmp_path / "f32.wav", f32, tag=3, channels=3, rate=25600, bits=32), 1e-7),
+        "float64 extensible": (
+            _riff(
+                tmp_path / "f64.wav",
+                x.astype("<f8").tobytes(),
+                tag=3,
+                channels=3,
+                rate=25600,
+                bits=64,
+                extensible=True,
+            ),
+            0.0,
+        ),
+        "pcm24 extensible + LIST": (
+            _riff(
+                tmp_path / "p24.wav",
+                b"".join(int(v).to_bytes(3, "little", signed=True) for v in np.round(x.ravel() * (1 << 23))),
+                tag=1,
+                channels=3,
+                rate=25600,
+                bits=24,
+                extensible=True,
+                before_data=odd_list,
+            ),
+            2.0**-23,
+        ),
+        "pcm16 streaming size": (
+            _riff(
+                tmp_path / "p16.wav",
+                np.round(x * 32767).astype("<i2").tobytes(),
+                tag=1,
+                channels=3,
+                rate=25600,
+                bits=16,
+                data_size=0xFFFFFFFF,
+            ),
+            1 / 32767,
+        ),
+        "pcm8": (
+            _riff(
+                tmp_path / "p8.wav",
+                np.round(x * 128 + 128).clip(0, 255).astype(np.uint8).tobytes(),
+                tag=1,
+                channels=3,
+                rate=25600,
+                bits=8,
+            ),
+            1 / 128,
+        ),
+    }
+    for name, (path, tol) in cases.items():
+        rec = read_wav(path, None)
+        assert rec.rate_hz == 25600 and list(rec.channels) == ["ch0", "ch1", "ch2"], name
+        got = np.stack([rec.channels[f"ch{i}"] for i in range(3)], 1)
+        assert got.shape == x.shape and np.abs(got - x).max() <= tol + 1e-12, name
+    with wave.open(str(tmp_path / "stdlib.wav"), "wb") as w:  # the stdlib's own PCM file reads as before
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000)
+        w.writeframes(np.arange(-100, 100, dtype="<i2").tobytes())
+    assert np.allclose(read_wav(tmp_path / "stdlib.wav", None).channels["ch0"], np.arange(-100, 100) / 32767)
+
+
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        ({"tag": 2, "bits": 4}, "MS ADPCM WAV is compressed"),
+        ({"tag": 85, "bits": 0}, "MP3 WAV is compressed"),
+        ({"tag": 3, "bits": 16}, "float WAV with 16-bit samples"),
+        ({"tag": 1, "bits": 16, "cut": 1001}, "declares 4000 bytes but the file holds 2999: truncated"),
+        ({"tag": 1, "bits": 16, "rate": 0}, "sample rate of 0 Hz"),
+        ({"tag": 3, "bits": 32, "nan": True}, "sample 7 of channel 0 is nan"),
+    ],
+)
+def test_wav_files_that_cannot_be_read_as_samples_are_refused_in_one_line(tmp_path, kw, msg):
+    from cloud_trainer.train.signals import read_wav
+
+    nan = kw.pop("nan", False)
+    samples = np.zeros(1000, "<f4") if kw["tag"] == 3 and kw["bits"] == 32 else b"\x00" * 4000
+    if nan:
+        samples[7] = np.nan
+    path = _riff(
+        tmp_path / "run.wav",
+        samples if isinstance(samples, bytes) else samples.tobytes(),
+        channels=1,
+        rate=kw.pop("rate", 25600),
+        **kw,
+    )
+    with pytest.raises(DatasetError) as ei:
+        read_wav(path, None)
+    assert msg in str(ei.value) and "\n" not in str(ei.value) and str(path) in str(ei.value)
