@@ -3,8 +3,10 @@
 Reads vibration recordings, one file per machine run, and writes a dataset folder that ``train`` /
 ``build`` read (``windows.npz`` + ``dataset.yaml``, as ``edge-sim dataset vibration`` writes):
 
-- CSV: a time column (``timestamp``/``time``/``t``: seconds or ISO 8601) and one column per channel;
-  without a time column ``--rate-hz`` is required. The rate is inferred from the time column and,
+- CSV: a time column (``timestamp``/``time``/``t``: seconds or ISO 8601; ``time [ms]`` / ``time (us)``
+  scaled) and one column per channel (a unit in brackets is dropped from its name); without a time
+  column ``--rate-hz`` is required. As spreadsheets export it: a UTF-8 byte-order mark, semicolon or tab
+  delimiters with decimal commas, blank lines. The rate is inferred from the time column and,
   when ``--rate-hz`` is also given, checked against it (1 %).
 - WAV (PCM 8/16/24/32-bit or IEEE float 32/64-bit, plain or WAVE_FORMAT_EXTENSIBLE, any channels; other
   chunks skipped): the rate is the header's; compressed WAV (ADPCM, A-law, MP3) is refused by name.
@@ -29,7 +31,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
+import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,9 +58,9 @@ class Recording:
     source: Path
 
 
-def _time_value(v: str, where: str) -> float:
+def _time_value(v: str, where: str, scale: float = 1.0) -> float:
     try:
-        return float(v)
+        return float(v) * scale
     except ValueError:
         pass
     try:
@@ -102,29 +106,79 @@ def check_times(t: np.ndarray, path: Path, stated: float | None) -> float:
     return stated or rate
 
 
+_TIME_UNITS = {"s": 1.0, "sec": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}
+_UNIT = re.compile(r"^(.*?)\s*[\[(]\s*([^\])]*?)\s*[\])]\s*$")  # "time [ms]", "Accel X (g)"
+
+
+def _csv_dialect(first_line: str) -> tuple[str, bool]:
+    """(delimiter, decimal comma allowed) from the header line: a comma, or a semicolon or tab as
+    spreadsheets in many locales write them (then numbers may use a decimal comma, ``0,125``)."""
+    counts = {d: first_line.count(d) for d in (",", ";", "\t")}
+    if counts[";"] > counts[","] or counts["\t"] > counts[","]:
+        return (";" if counts[";"] >= counts["\t"] else "\t"), True
+    return ",", False
+
+
+def _number(v: str, decimal_comma: bool) -> float:
+    try:
+        return float(v)
+    except ValueError:
+        if decimal_comma and v.count(",") == 1 and "." not in v:
+            return float(v.replace(",", "."))
+        raise
+
+
 def read_csv(path: Path, rate_hz: float | None) -> Recording:
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
+    """CSV as historians and spreadsheets export it: a UTF-8 byte-order mark (Excel) is dropped, the
+    delimiter is a comma, semicolon or tab (the latter two with decimal commas allowed), blank lines are
+    skipped, and a unit in the header is read: ``time [ms]`` / ``time (us)`` is scaled to seconds, a
+    channel's unit is dropped from its name (``accel_x [g]`` is channel ``accel_x``)."""
+    with open(path, newline="", encoding="utf-8-sig", errors="strict") as fh:
+        try:
+            text = fh.read()
+        except UnicodeDecodeError as exc:
+            raise DatasetError(
+                f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); export it as UTF-8"
+            ) from None
+    delimiter, decimal_comma = _csv_dialect(text.split("\n", 1)[0])
+    rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter) if any(c.strip() for c in r)]
     if len(rows) < 3:
         raise DatasetError(f"{path}: needs a header and at least two rows")
-    header = [h.strip() for h in rows[0]]
+    header, units = [], []
+    for h in rows[0]:
+        m = _UNIT.match(h.strip())
+        header.append(m.group(1).strip() if m else h.strip())
+        units.append(m.group(2).strip() if m else "")
     tcol = next((i for i, h in enumerate(header) if h.lower() in TIME_COLUMNS), None)
     chans = [i for i in range(len(header)) if i != tcol]
     if not chans:
         raise DatasetError(f"{path}: no channel column besides the time column")
+    twice = sorted({header[i] for i in chans if [header[j] for j in chans].count(header[i]) > 1})
+    if twice:
+        raise DatasetError(f"{path}: more than one column is called {twice[0]!r} (units aside); rename one")
     data = {}
     for i in chans:
         try:
-            data[header[i]] = np.asarray([float(r[i]) for r in rows[1:]], dtype=np.float64)
+            data[header[i]] = np.asarray([_number(r[i], decimal_comma) for r in rows[1:]], dtype=np.float64)
         except (ValueError, IndexError) as exc:
             raise DatasetError(
                 f"{path}: column {header[i]!r} holds a value that is not a number ({exc})"
             ) from None
-    t = (
-        None
-        if tcol is None
-        else np.asarray([_time_value(r[tcol], f"{path}:{n}") for n, r in enumerate(rows[1:], 2)])
-    )
+    t = None
+    if tcol is not None:
+        unit = units[tcol]
+        if unit and unit.lower() not in _TIME_UNITS and unit not in _TIME_UNITS:
+            raise DatasetError(
+                f"{path}: time column {rows[0][tcol].strip()!r}: unit {unit!r} not understood; "
+                f"use one of {', '.join(_TIME_UNITS)} (or ISO 8601 times)"
+            )
+        scale = _TIME_UNITS.get(unit, _TIME_UNITS.get(unit.lower(), 1.0)) if unit else 1.0
+        t = np.asarray(
+            [
+                _time_value(r[tcol].replace(",", ".") if decimal_comma else r[tcol], f"{path}:{n}", scale)
+                for n, r in enumerate(rows[1:], 2)
+            ]
+        )
     return _table_recording(path, data, t, rate_hz)
 
 

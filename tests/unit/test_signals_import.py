@@ -320,3 +320,49 @@ def test_wav_files_that_cannot_be_read_as_samples_are_refused_in_one_line(tmp_pa
     with pytest.raises(DatasetError) as ei:
         read_wav(path, None)
     assert msg in str(ei.value) and "\n" not in str(ei.value) and str(path) in str(ei.value)
+
+
+def test_csv_as_spreadsheets_in_other_locales_export_it_reads_the_same_run(tmp_path):
+    """Excel's UTF-8 byte-order mark (before, the time column was not found and, with --rate-hz given,
+    the timestamps were read as a vibration channel), semicolons with decimal commas, tabs, blank lines,
+    and units in the header (a time in milliseconds scaled to seconds)."""
+    from cloud_trainer.train.signals import read_csv
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(0, 0.1, 512)
+    t = np.arange(512) / RATE
+    plain = "timestamp,accel_x\n" + "".join(f"{a:.6f},{b:.6f}\n" for a, b in zip(t, x, strict=True))
+    variants = {
+        "bom.csv": ("\ufeff" + plain).encode("utf-8"),
+        "semicolon.csv": (
+            "time [ms];Beschl. X (g)\r\n"
+            + "".join(f"{a * 1000:.3f};{b:.6f}\r\n".replace(".", ",") for a, b in zip(t, x, strict=True))
+            + "\r\n"
+        ).encode(),
+        "tab.csv": ("time (s)\taccel_x [g]\n\n" + plain.split("\n", 1)[1].replace(",", "\t")).encode(),
+    }
+    for name, raw in variants.items():
+        (tmp_path / name).write_bytes(raw)
+        rec = read_csv(tmp_path / name, None)
+        assert rec.rate_hz == RATE, name
+        (chan,) = rec.channels.values()
+        assert np.allclose(chan, x, atol=1e-6), name
+    assert list(read_csv(tmp_path / "tab.csv", None).channels) == ["accel_x"]
+    assert list(read_csv(tmp_path / "semicolon.csv", None).channels) == ["Beschl. X"]
+
+
+@pytest.mark.parametrize(
+    "text, msg",
+    [
+        ("time [min],a\n1,2\n2,3\n3,4\n", "time column 'time [min]': unit 'min' not understood"),
+        ("time,a [g],a [m/s2]\n0,1,2\n1,1,2\n2,1,2\n", "more than one column is called 'a'"),
+        ("time;a\n0;1,5,3\n1;2\n2;3\n", "column 'a' holds a value that is not a number"),
+    ],
+)
+def test_csv_headers_and_values_that_would_be_misread_are_refused(tmp_path, text, msg):
+    from cloud_trainer.train.signals import read_csv
+
+    (tmp_path / "run.csv").write_text(text)
+    with pytest.raises(DatasetError) as ei:
+        read_csv(tmp_path / "run.csv", None)
+    assert msg in str(ei.value) and str(tmp_path / "run.csv") in str(ei.value)
