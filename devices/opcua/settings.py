@@ -96,6 +96,24 @@ class OpcUaSettings(_Model):
             raise ValueError(f"nodes: tag(s) {dup} appear more than once; give each node its own tag")
         return self
 
+    def cross_check(self, name: str, cfg: object, report) -> None:
+        """Warnings (``edge-agent validate``) where the link to the PLC is weaker than it looks: a password
+        over a channel without security, and a secured channel whose server certificate is not pinned
+        (asyncua then takes whatever certificate the endpoint offers, so anyone answering at that
+        address is trusted with the readings and the writes)."""
+        if self.password is not None and self.security_mode is SecurityMode.NONE:
+            report.warning(
+                f"sources.{name}.password",
+                "with security_mode None the password may cross the network in clear text (unless the "
+                "server's user token policy encrypts it); use security_mode Sign or SignAndEncrypt",
+            )
+        if self.security_mode is not SecurityMode.NONE and not self.server_certificate_file:
+            report.warning(
+                f"sources.{name}.server_certificate_file",
+                "not set: the server's certificate is taken as the endpoint offers it, so any server at "
+                f"{self.endpoint} is trusted; pin it with the certificate file exported from the PLC's OPC UA settings",
+            )
+
     def known_tags(self) -> tuple[set[str], bool] | None:
         """The tags this source will produce, known offline, and whether some are guesses (browse names
         read from string NodeIds); None when a node's cannot be guessed (numeric, GUID, opaque ids)."""

@@ -445,3 +445,28 @@ def test_validate_cli_prints_warnings_and_still_exits_0(env, tmp_path):
     )
     assert r.returncode == 0 and r.stdout.startswith("ok:")
     assert r.stderr.startswith(f"warning: {p}: sources.broker.sparkplug.tag_map.plant/edge0/m/t: starts with")
+
+
+def test_a_weak_link_to_the_plc_is_a_warning_naming_the_option(env, tmp_path):
+    """A password on a channel without security, and a secured channel whose server certificate is not
+    pinned (any server answering at the endpoint would be trusted with readings and writes)."""
+    d = good(env)
+    d["sources"]["plc"].update(username="line", password="secret")
+    cfg = parse_config(d, "line3.yaml")
+    assert [w.split(": ")[1] for w in cfg.warnings] == ["sources.plc.password"]
+    assert "may cross the network in clear text" in cfg.warnings[0]
+    d = good(env)
+    for f in ("agent.pem", "agent.key"):
+        (tmp_path / f).write_text("x")
+    d["sources"]["plc"].update(
+        security_mode="SignAndEncrypt",
+        certificate_file=str(tmp_path / "agent.pem"),
+        private_key_file=str(tmp_path / "agent.key"),
+        username="line",
+        password="secret",
+    )
+    cfg = parse_config(d, "line3.yaml")
+    assert [w.split(": ")[1] for w in cfg.warnings] == ["sources.plc.server_certificate_file"]
+    assert "any server at opc.tcp://127.0.0.1:4840/ is trusted" in cfg.warnings[0]
+    d["sources"]["plc"]["server_certificate_file"] = str(tmp_path / "agent.pem")
+    assert parse_config(d, "line3.yaml").warnings == []
