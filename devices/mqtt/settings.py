@@ -176,9 +176,26 @@ class MqttSettings(_Model):
         return tags, False
 
     def cross_check(self, name: str, cfg: Any, report: Any) -> None:
-        """Checks against the rest of the agent's config (``edge-agent validate``): a Sparkplug tag_map
-        key that starts with the group its subscription names renames nothing (keys are
-        '{edge_node}/{device}/{metric}'): a warning, as an edge node may be named like its group."""
+        """Checks against the rest of the agent's config (``edge-agent validate``), as warnings: a password
+        sent to a broker on another host without TLS; a Sparkplug tag_map key that starts with the group
+        its subscription names renames nothing (keys are '{edge_node}/{device}/{metric}'), as an edge
+        node may be named like its group."""
+        if (
+            self.password is not None
+            and self.tls is None
+            and self.host not in ("127.0.0.1", "localhost", "::1")
+        ):
+            report.warning(
+                f"sources.{name}.password",
+                f"sent to {self.host} without tls: the password (and every message) crosses the network in "
+                "clear text; add tls (ca_file) or keep the broker on this host",
+            )
+        if self.tls is not None and self.tls.insecure:
+            report.warning(
+                f"sources.{name}.tls.insecure",
+                "true: the broker's certificate is not matched to its host name, so another machine can "
+                "pose as the broker; for tests only",
+            )
         if not self.sparkplug.tag_map:
             return
         groups = {

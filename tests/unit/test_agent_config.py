@@ -470,3 +470,16 @@ def test_a_weak_link_to_the_plc_is_a_warning_naming_the_option(env, tmp_path):
     assert "any server at opc.tcp://127.0.0.1:4840/ is trusted" in cfg.warnings[0]
     d["sources"]["plc"]["server_certificate_file"] = str(tmp_path / "agent.pem")
     assert parse_config(d, "line3.yaml").warnings == []
+
+
+def test_an_mqtt_password_in_clear_text_or_an_unchecked_broker_is_a_warning(env):
+    d = good(env)
+    d["sources"]["broker"].update(host="10.0.0.5", username="gw", password="secret")
+    cfg = parse_config(d, "line3.yaml")
+    assert [w.split(": ")[1] for w in cfg.warnings] == ["sources.broker.password"]
+    assert "sent to 10.0.0.5 without tls" in cfg.warnings[0]
+    d["sources"]["broker"]["host"] = "127.0.0.1"  # the broker on this host: nothing crosses a network
+    assert parse_config(d, "line3.yaml").warnings == []
+    d["sources"]["broker"].update(host="10.0.0.5", tls={"insecure": True})
+    cfg = parse_config(d, "line3.yaml")
+    assert [w.split(": ")[1] for w in cfg.warnings] == ["sources.broker.tls.insecure"]
