@@ -169,24 +169,24 @@ def encode(payload: Payload) -> bytes:
     return pb.SerializeToString()
 
 
+def as_declared(value: int, datatype: int) -> int:
+    """An integer from the wire (``int_value`` is uint32, ``long_value`` uint64: Tahu writes signed types
+    in two's complement) as the value of ``datatype``: Int8/16/32/64 get their sign back, others stay.
+    Data messages should not repeat the datatype (Sparkplug 3.0), so a host applies the one from the
+    metric's birth: -5 as an Int32 arrives as 4294967291."""
+    bits = _SIGNED_BITS.get(datatype)  # type: ignore[call-overload]
+    if bits is None:
+        return value
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if value >= 1 << (bits - 1) else value
+
+
 def _get_value(m: Any) -> Any:
     which = m.WhichOneof("value")
     if which is None:
         return None
-    dt = m.datatype
-    if which == "int_value":
-        v = m.int_value
-        if dt in _SIGNED_BITS and dt != DataType.INT64:
-            bits = _SIGNED_BITS[DataType(dt)]
-            v &= (1 << bits) - 1
-            if v >= 1 << (bits - 1):
-                v -= 1 << bits
-        return v
-    if which == "long_value":
-        v = m.long_value
-        if dt == DataType.INT64 and v >= 1 << 63:
-            v -= 1 << 64
-        return v
+    if which in ("int_value", "long_value"):
+        return as_declared(getattr(m, which), m.datatype)
     if which in ("dataset_value", "template_value", "extension_value"):
         return None
     return getattr(m, which)

@@ -197,9 +197,15 @@ class SparkplugHost:
                     )
                     continue
                 dev, name = entry
-            if name == sp.BDSEQ_METRIC or name.startswith("Node Control/") or m.value is None:
+            if name == sp.BDSEQ_METRIC or name.startswith("Node Control/") or m.value is None or m.is_null:
                 continue
             v = m.value
+            if (
+                not m.datatype and type(v) is int
+            ):  # no datatype in a data message: the birth's says how to read it
+                declared = node.types.get((dev, name))
+                if declared:
+                    v = sp.as_declared(v, declared)
             if isinstance(v, float) and not math.isfinite(v):
                 self._on_error("non_finite", f"{t.group}/{t.edge_node}/{dev or ''}: metric {name!r} is {v}")
                 continue

@@ -263,6 +263,50 @@ async def test_sparkplug_data_before_birth_requests_rebirth(mosquitto):
     assert payload.metrics[0].name == "Node Control/Rebirth" and payload.metrics[0].value is True
 
 
+async def test_sparkplug_data_without_datatypes_reads_signed_integers_by_their_birth(mosquitto):
+    """Sparkplug 3.0: data messages should not repeat a metric's datatype (Ignition and Tahu-based nodes
+    leave it out). The wire carries Int8/16/32 as uint32 and Int64 as uint64 in two's complement, so -5
+    as an Int32 arrived as 4294967291 before; the birth's datatype now reads it. A metric flagged
+    is_null gives no reading, even when the node also filled a value."""
+    src = await started(mosquitto.port, [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}])
+    pub = raw_client(mosquitto.port)
+    D = sp.DataType
+    birth = sp.Payload(
+        1,
+        0,
+        [
+            sp.Metric("bdSeq", None, D.INT64, 0),
+            sp.Metric("Oven/Temp", 1, D.INT32, 20),
+            sp.Metric("Oven/Offset", 2, D.INT8, 0),
+            sp.Metric("Counter", 3, D.INT64, 0),
+            sp.Metric("Count", 4, D.UINT32, 0),
+        ],
+    )
+    data = sp._pb().Payload()
+    data.timestamp, data.seq = 2, 1
+    for alias, field, raw in [
+        (1, "int_value", (-5) & 0xFFFFFFFF),
+        (2, "int_value", (-3) & 0xFFFFFFFF),
+        (3, "long_value", (-7) & (2**64 - 1)),
+        (4, "int_value", 4_000_000_000),
+    ]:
+        m = data.metrics.add()
+        m.alias = alias
+        setattr(m, field, raw)
+    null = data.metrics.add()
+    null.alias, null.is_null, null.int_value = 1, True, 0
+    try:
+        pub.publish("spBv1.0/g/NBIRTH/oven1", sp.encode(birth), qos=1)
+        pub.publish("spBv1.0/g/NDATA/oven1", data.SerializeToString(), qos=1)
+        got = await collect(src, lambda g: len([r for r in g if r.timestamp == 0.002]) >= 4, 5)
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    values = {r.tag.split("/", 1)[1]: r.value for r in got if r.timestamp == 0.002}
+    assert values == {"Oven/Temp": -5, "Oven/Offset": -3, "Counter": -7, "Count": 4_000_000_000}
+    assert len([r for r in got if r.timestamp == 0.002]) == 4  # the null metric gave no reading
+
+
 def test_settings_module_validates_without_importing_paho():
     import subprocess
     import sys
