@@ -319,7 +319,10 @@ def _quality(status: ua.StatusCode | None) -> Quality:
 
 
 def _epoch(t: dt.datetime | None) -> float | None:
-    if t is None:
+    """Epoch seconds of an OPC UA DateTime; None for a missing one, and for the null values (Part 6:
+    0 and the maximum, which asyncua hands out as 1601-01-01 and 9999-12-31) that PLCs without a
+    clock send as the source timestamp: the next timestamp in line is used instead."""
+    if t is None or t.year <= 1601 or t.year >= 9999:
         return None
     if t.tzinfo is None:  # asyncua hands out naive UTC datetimes
         t = t.replace(tzinfo=dt.UTC)

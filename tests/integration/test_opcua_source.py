@@ -245,3 +245,33 @@ async def test_non_finite_skip_policy_drops_nan_but_keeps_counting() -> None:
     finally:
         await src.stop()
         await srv.stop()
+
+
+async def test_a_null_source_timestamp_from_a_plc_without_a_clock_is_not_taken_as_1601() -> None:
+    """OPC UA's null DateTime (0, which asyncua hands out as 1601-01-01) is what some PLCs send as the
+    source timestamp. Taken at face value every reading was stamped 1601 (epoch -11644473600) in windows,
+    results and the cloud's records; now the server's timestamp, else the receive time, is used."""
+    import datetime as dt
+
+    from asyncua import ua
+
+    from tests.support.peers import opcua_server
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:clockless", "Press")
+    node = await obj.add_variable(ua.NodeId("Force", idx), "Force", 1.0, ua.VariantType.Double)
+    await srv.start()
+    src = OpcUaSource(
+        "plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={idx};s=Force"}])
+    )
+    await src.start()
+    try:
+        it = src.items()
+        await asyncio.wait_for(it.__anext__(), 8)
+        null = dt.datetime(1601, 1, 1, tzinfo=dt.UTC)
+        await node.write_value(ua.DataValue(ua.Variant(2.5, ua.VariantType.Double), SourceTimestamp=null))
+        r = await asyncio.wait_for(it.__anext__(), 8)
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert r.value == 2.5 and abs(r.timestamp - time.time()) < 60, r.timestamp
