@@ -56,6 +56,11 @@ class JsonMapping:
 
 
 RATE_FIELDS = ("sample_rate_hz", "rate_hz", "sampling_rate_hz", "fs_hz")
+# A timestamp in the wrong unit is refused rather than taken: milliseconds read as seconds land past the
+# year 50000 (and past what datetime can hold); seconds read as milliseconds land in January 1970. Uptime
+# counters of devices without a clock (small numbers either way) pass.
+SECONDS_MAX = 1e11  # epoch seconds: the year 5138
+MS_LOOKS_LIKE_S = (1e9, 1e10)  # epoch milliseconds that are this century's epoch seconds (2001-2286)
 
 
 _MISSING = object()
@@ -137,6 +142,18 @@ def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
         )
     if not math.isfinite(v):
         raise CodecError("non_finite", f"timestamp {name!r} is {v}")
+    if fmt is TimestampFormat.EPOCH_S and abs(v) >= SECONDS_MAX:
+        raise CodecError(
+            "bad_timestamp",
+            f"timestamp {name!r}={v!r} as seconds is past the year 5000: milliseconds? set "
+            "timestamp_format: epoch_ms",
+        )
+    if fmt is TimestampFormat.EPOCH_MS and MS_LOOKS_LIKE_S[0] <= v < MS_LOOKS_LIKE_S[1]:
+        raise CodecError(
+            "bad_timestamp",
+            f"timestamp {name!r}={v!r} as milliseconds is in early 1970, as seconds it is a date of this "
+            "century: set timestamp_format: epoch_s",
+        )
     return float(v) / 1000.0 if fmt is TimestampFormat.EPOCH_MS else float(v)
 
 
@@ -242,9 +259,9 @@ def _timestamp_reader(mapping: JsonMapping) -> Callable[[dict, float], float]:
         if v is _MISSING:
             return now
         tv = type(v)
-        if tv is float and isfinite(v):
+        if tv is float and isfinite(v) and -SECONDS_MAX < v < SECONDS_MAX:
             return v
-        if tv is int:
+        if tv is int and -SECONDS_MAX < v < SECONDS_MAX:
             return float(v)
         return _timestamp(raw, mapping, now)  # every other case, with its exact error
 

@@ -190,6 +190,11 @@ def _table_recording(
         if rate_hz is None:
             raise DatasetError(f"{path}: no time column ({'/'.join(TIME_COLUMNS)}); give --rate-hz")
         return Recording(path.stem, rate_hz, data, path)
+    if len(t) and abs(float(t[0])) >= 1e11:
+        raise DatasetError(
+            f"{path}: the time column starts at {float(t[0]):.6g}, past the year 5000 as seconds: epoch "
+            "milliseconds? name the column 'time [ms]' (or 'time [us]')"
+        )
     return Recording(path.stem, check_times(t, path, rate_hz), data, path)
 
 

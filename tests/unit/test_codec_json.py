@@ -1,6 +1,7 @@
 """JSON mapping codec: mappings, timestamps, waveforms and typed errors."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -117,3 +118,28 @@ def test_outgoing_json_has_null_for_nan_and_infinity_and_numbers_for_numpy_value
     out = json.loads(dumps(obj), parse_constant=strict)
     assert out == {"v": None, "w": [1.0, None], "s": None, "n": 3, "t": [1.5, None], "ok": [{"x": 2.0}]}
     assert dumps({"a": 1.0}, separators=(",", ":")) == '{"a":1.0}'
+
+
+@pytest.mark.parametrize(
+    "ts, fmt, hint",
+    [
+        (1764500000123, TimestampFormat.EPOCH_S, "milliseconds? set timestamp_format: epoch_ms"),
+        (1764500000123.0, TimestampFormat.EPOCH_S, "milliseconds? set timestamp_format: epoch_ms"),
+        (1764500000, TimestampFormat.EPOCH_MS, "set timestamp_format: epoch_s"),
+    ],
+)
+def test_a_timestamp_in_the_wrong_unit_is_refused_with_the_setting_to_change(ts, fmt, hint):
+    """A device sending JavaScript's Date.now() (milliseconds) to the default epoch_s mapping stamped its
+    readings in the year 57,000, past what datetime can hold; the reverse in January 1970."""
+    payload = json.dumps({"ts": ts, "temp": 20.5}).encode()
+    with pytest.raises(CodecError, match=re.escape(hint)) as ei:
+        decode(payload, JsonMapping(timestamp_format=fmt))
+    assert ei.value.reason == "bad_timestamp"
+    # a device without a clock (seconds since boot) and the right units pass
+    assert decode(b'{"ts": 12345, "temp": 1.0}') == [("temp", 1.0, 12345.0)]
+    assert (
+        decode(b'{"ts": 1764500000123, "temp": 1.0}', JsonMapping(timestamp_format=TimestampFormat.EPOCH_MS))[
+            0
+        ][2]
+        == 1764500000.123
+    )

@@ -366,3 +366,16 @@ def test_csv_headers_and_values_that_would_be_misread_are_refused(tmp_path, text
     with pytest.raises(DatasetError) as ei:
         read_csv(tmp_path / "run.csv", None)
     assert msg in str(ei.value) and str(tmp_path / "run.csv") in str(ei.value)
+
+
+def test_a_time_column_in_epoch_milliseconds_is_refused_with_the_header_to_write(tmp_path):
+    """Read as seconds, a historian's epoch milliseconds made the rate 1000 times too low without a word."""
+    from cloud_trainer.train.signals import read_csv
+
+    t_ms = (np.arange(512) / RATE + 1_764_500_000.0) * 1000
+    _csv(tmp_path / "run.csv", np.zeros(512), t_ms)
+    with pytest.raises(DatasetError, match=r"epoch milliseconds\? name the column 'time \[ms\]'"):
+        read_csv(tmp_path / "run.csv", None)
+    text = (tmp_path / "run.csv").read_text().replace("timestamp,", "time [ms],", 1)
+    (tmp_path / "run.csv").write_text(text)
+    assert read_csv(tmp_path / "run.csv", None).rate_hz == RATE
