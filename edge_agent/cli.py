@@ -369,6 +369,7 @@ def _browse(args) -> int:
         settings = OpcUaSettings(
             endpoint=args.endpoint,
             security_mode=args.security_mode,
+            security_policy=args.security_policy,
             certificate_file=args.certificate,
             private_key_file=args.private_key,
             server_certificate_file=args.server_certificate,
@@ -446,7 +447,12 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("node", nargs="?", default=None, help="start folder or object (default: Objects)")
     b.add_argument("--depth", type=int, default=4, help="folders deep (default 4)")
     b.add_argument("--security-mode", default="None", choices=["None", "Sign", "SignAndEncrypt"])
-    b.add_argument("--certificate", help="client certificate (Basic256Sha256)")
+    b.add_argument(
+        "--security-policy",
+        default="Basic256Sha256",
+        choices=["Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"],
+    )
+    b.add_argument("--certificate", help="client certificate")
     b.add_argument("--private-key")
     b.add_argument("--server-certificate")
     b.add_argument("--username")

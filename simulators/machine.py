@@ -61,7 +61,9 @@ class MachineSecurity:
     users: dict[str, str] = field(default_factory=dict)
     trusted_client_certs: tuple[Path, ...] | None = None
     allow_anonymous: bool = False
-    sign_only_too: bool = True  # also offer Basic256Sha256 Sign (not only SignAndEncrypt)
+    sign_only_too: bool = True  # also offer Sign (not only SignAndEncrypt)
+    # or Aes128Sha256RsaOaep / Aes256Sha256RsaPss (ua.SecurityPolicyType names)
+    policy: str = "Basic256Sha256"
 
 
 class _Users:
@@ -137,9 +139,10 @@ class MachineServer:
         server.set_endpoint(self.endpoint)
         server.set_server_name(f"factory-edge machine {self.name}")
         if self.security:
-            policies = [ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt]
+            policy = self.security.policy
+            policies = [ua.SecurityPolicyType[f"{policy}_SignAndEncrypt"]]
             if self.security.sign_only_too:
-                policies.append(ua.SecurityPolicyType.Basic256Sha256_Sign)
+                policies.append(ua.SecurityPolicyType[f"{policy}_Sign"])
             server.set_security_policy(policies)
             await server.load_certificate(str(self.security.cert_path))
             await server.load_private_key(str(self.security.key_path))

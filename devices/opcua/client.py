@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 from asyncua import Client, Node, ua
-from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from asyncua.crypto import security_policies
 
 from devices.base import (
     Backoff,
@@ -350,6 +350,36 @@ def _explain(exc: BaseException, settings: OpcUaSettings) -> tuple[str, str]:
     return "connect", text
 
 
+async def _security_not_offered(settings: OpcUaSettings) -> str | None:
+    """Why the server cannot be reached with ``security_mode``/``security_policy``, when that is the cause:
+    its endpoint list (GetEndpoints, which needs no security) lacks the pair. A server offered only
+    policies the client does not speak, or a secured channel in a mode it lacks, simply does not answer
+    (a timeout), which hides the fix. None when the pair is offered or the list cannot be read."""
+    probe = Client(settings.endpoint, timeout=min(settings.connect_timeout_s, 3.0))
+    try:
+        async with asyncio.timeout(min(settings.connect_timeout_s, 3.0) + 1.0):
+            endpoints = await probe.connect_and_get_server_endpoints()
+    except Exception:
+        return None
+    offered = sorted(
+        {
+            (e.SecurityPolicyUri.rpartition("#")[2], ua.MessageSecurityMode(e.SecurityMode).name)
+            for e in endpoints
+        }
+    )
+    offered = [(pol, mode.rstrip("_")) for pol, mode in offered]  # asyncua's None_ is the mode None
+    none = settings.security_mode is SecurityMode.NONE
+    wanted = ("None", "None") if none else (settings.security_policy, settings.security_mode.value)
+    if not offered or wanted in offered:
+        return None
+    listed = ", ".join(f"{pol} {mode}" for pol, mode in offered)
+    want = "no security" if none else f"{wanted[0]} {wanted[1]}"
+    return (
+        f"the server at {settings.endpoint} does not offer {want}; it offers: {listed}; set security_mode "
+        "and security_policy to one of those"
+    )
+
+
 def _app_uri_of(cert_file: str) -> str | None:
     """The URI in the certificate's subjectAltName: the client must announce it as its application URI."""
     from cryptography import x509
@@ -384,8 +414,9 @@ async def _make_client(settings: OpcUaSettings) -> Client:
             if settings.security_mode is SecurityMode.SIGN
             else ua.MessageSecurityMode.SignAndEncrypt
         )
+        policy = getattr(security_policies, "SecurityPolicy" + settings.security_policy.replace("_", ""))
         await client.set_security(
-            SecurityPolicyBasic256Sha256,
+            policy,
             certificate=settings.certificate_file,
             private_key=settings.private_key_file,
             server_certificate=settings.server_certificate_file,
@@ -529,6 +560,13 @@ class OpcUaSource:
                 break
             except Exception as e:
                 reason, msg = _explain(e, self.settings)
+                if reason in (
+                    "timeout",
+                    "connect",
+                ):  # a security setting the server does not offer looks alike
+                    offered = await _security_not_offered(self.settings)
+                    if offered is not None:
+                        reason, msg = "security_policy", offered
                 self.stats.error(reason, msg)
                 self._burst.log(f"conn:{reason}", "opcua source %s: %s", self.name, msg)
             self.state = ConnectionState.BACKOFF

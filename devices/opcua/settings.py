@@ -1,7 +1,7 @@
 """Settings of the OPC UA source (``type: opcua``). Validation only: this module never imports asyncua.
 
 One client session per source, one subscription (``publishing_interval_ms``) with one monitored
-item per configured node. Security: None, or Basic256Sha256 with Sign / SignAndEncrypt, which
+item per configured node. Security: None, or Basic256Sha256 (or Aes128_Sha256_RsaOaep / Aes256_Sha256_RsaPss) with Sign / SignAndEncrypt, which
 needs the client certificate and key (PEM or DER) and, optionally, the server certificate to pin.
 """
 
@@ -54,12 +54,19 @@ class HeartbeatSettings(_Model):
     )
 
 
+SecurityPolicy = Literal["Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"]
+
+
 class OpcUaSettings(_Model):
     produces: ClassVar[str] = "readings"  # tags, for signal pipelines, forwards and rules
     type: Literal["opcua"] = "opcua"
     endpoint: str = Field(pattern=r"^opc\.tcp://", description="e.g. opc.tcp://127.0.0.1:4840/factory/")
     security_mode: SecurityMode = SecurityMode.NONE
-    security_policy: Literal["Basic256Sha256"] = "Basic256Sha256"
+    security_policy: SecurityPolicy = Field(
+        "Basic256Sha256",
+        description="Basic256Sha256, or the newer Aes128_Sha256_RsaOaep / Aes256_Sha256_RsaPss that recent PLC "
+        "firmware may require",
+    )
     certificate_file: str | None = Field(None, description="client certificate (PEM or DER)")
     private_key_file: str | None = None
     server_certificate_file: str | None = Field(None, description="pin the server certificate")

@@ -130,3 +130,49 @@ async def test_untrusted_client_certificate_is_refused_with_a_clear_error(secure
         assert "certificate" in (src.stats.last_error or "")
     finally:
         await src.stop()
+
+
+@pytest.mark.parametrize(
+    "policy, server_name",
+    [("Aes128_Sha256_RsaOaep", "Aes128Sha256RsaOaep"), ("Aes256_Sha256_RsaPss", "Aes256Sha256RsaPss")],
+)
+async def test_a_plc_that_offers_only_an_aes_policy_is_read_and_written(certs, policy, server_name) -> None:
+    """Recent PLC firmware can be set to the newer AES policies only; the agent connected with
+    Basic256Sha256 alone before (the setting accepted no other value), and a client set to a policy the
+    server does not offer got "timeout: no answer", not what to set."""
+    sec = MachineSecurity(
+        cert_path=certs["server"][0],
+        key_path=certs["server"][1],
+        users={"op": "s3cret"},
+        trusted_client_certs=(certs["client"][0],),
+        policy=server_name,
+    )
+    srv = MachineServer(free_port(), period_ms=50, window_samples=128, security=sec)
+    await srv.start()
+    plain = OpcUaSource("plain", _settings(srv, certs))  # Basic256Sha256: the server does not offer it
+    open_ = OpcUaSource("open", OpcUaSettings(endpoint=srv.endpoint, nodes=[], connect_timeout_s=3.0))
+    src = OpcUaSource("aes", _settings(srv, certs).model_copy(update={"security_policy": policy}))
+    await plain.start()
+    await open_.start()
+    await src.start()
+    try:
+        first = await asyncio.wait_for(src.items().__anext__(), 10)
+        assert first.tag == "Speed" and src.state is ConnectionState.CONNECTED
+        await src.write(srv.node_id("Reject"), True)
+        for _ in range(50):
+            if srv.reject_count:
+                break
+            await asyncio.sleep(0.02)
+        assert srv.reject_count == 1
+        await _wait_state(plain, {ConnectionState.BACKOFF})
+        # the server just does not answer that channel; the error says what it offers instead of "timeout"
+        assert plain.stats.errors_by_reason.get("security_policy", 0) >= 1, plain.stats.last_error
+        assert (
+            f"does not offer Basic256Sha256 SignAndEncrypt; it offers: {policy} Sign, {policy} SignAndEncrypt"
+            in (plain.stats.last_error or "")
+        )
+    finally:
+        await plain.stop()
+        await open_.stop()
+        await src.stop()
+        await srv.stop()
