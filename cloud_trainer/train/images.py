@@ -2,7 +2,8 @@
 
 Two layouts are recognised (``layout_of``):
 
-- **folder per class**: ``SRC/<class>/*.png`` (any class names). The good class is the one named by
+- **folder per class**: ``SRC/<class>/*.png`` (any class names; images in subfolders of a class folder
+  belong to it, hidden folders skipped, symlinked folders not followed). The good class is the one named by
   ``--good``, else the one conventionally named ``ok``, ``good``, ``pass``, ``okay``, ``normal`` or
   ``nominal`` (said on stderr); every other folder is a defect class.
 - **MVTec AD**: ``SRC/train/good``, ``SRC/test/good``, ``SRC/test/<defect>`` and optionally
@@ -64,8 +65,16 @@ class Found:
     notes: list[str] = field(default_factory=list)
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if is_image(p))
+def _images_in(folder: Path, nested: bool = False) -> list[Path]:
+    """Image files in ``folder``; ``nested``: also in its subfolders (a class's archive kept by day, camera
+    or shift), hidden folders skipped and symlinked folders not followed (no loops)."""
+    if not nested:
+        return sorted(p for p in folder.iterdir() if is_image(p))
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [p for p in (Path(root) / f for f in files) if is_image(p)]
+    return sorted(found)
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -78,12 +87,13 @@ def layout_of(src: Path) -> str:
     return "folders"
 
 
-def _class_folder(folder: Path, label: str) -> list[Path]:
-    files = _images_in(folder)
+def _class_folder(folder: Path, label: str, nested: bool = False) -> list[Path]:
+    files = _images_in(folder, nested)
     if not files:
         raise DatasetError(
-            f"{folder}: class folder {label!r} holds no images ({', '.join(IMAGE_EXTS)}); "
-            "add images or remove the folder"
+            f"{folder}: class folder {label!r} holds no images ({', '.join(IMAGE_EXTS)})"
+            + (" in it or its subfolders" if nested else "")
+            + "; add images or remove the folder"
         )
     return files
 
@@ -108,7 +118,7 @@ def scan_folders(src: Path, good: str | None) -> Found:
         notes.append(f"good class: {good!r} (by its name; --good to choose another)")
     elif good not in names:
         raise DatasetError(f"--good {good!r}: {src} has no such class folder; its classes are {names}")
-    items = [_Item(p, c.name) for c in classes for p in _class_folder(c, c.name)]
+    items = [_Item(p, c.name) for c in classes for p in _class_folder(c, c.name, nested=True)]
     return Found("folders", good, [good, *[n for n in names if n != good]], items, notes)
 
 

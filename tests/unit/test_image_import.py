@@ -118,6 +118,25 @@ def test_exif_orientation_is_applied_on_import_as_in_training_and_at_the_agent(t
     assert [mm.shape for mm in ds.masks if mm is not None] == [(40, 20)] * 2
 
 
+def test_a_class_kept_in_dated_subfolders_is_read_whole_and_hidden_or_looping_folders_are_not(tmp_path):
+    """A factory's archive keeps each class by day, camera or shift (ok/2026-11-01/*.png): the class is
+    every image below its folder (before, 'holds no images'), except hidden folders; a symlinked folder
+    is not followed, so a link back up cannot loop."""
+    src = tmp_path / "src"
+    for i in range(20):
+        img(src / "ok" / f"2026-11-{1 + i % 3:02d}" / "cam1" / f"{i}.png", i)
+    for i in range(3):
+        img(src / "burr" / "shift-b" / f"{i}.jpg", 100 + i)
+    img(src / "burr" / "direct.png", 200)
+    img(src / "ok" / ".thumbs" / "t.png", 300)  # a viewer's cache: not a training image
+    (src / "ok" / "2026-11-01" / "loop").symlink_to(src, target_is_directory=True)
+    res = import_images(src, tmp_path / "ds")
+    assert res["counts"] == {"ok": 20, "burr": 4}
+    (src / "dent" / "day1").mkdir(parents=True)
+    with pytest.raises(DatasetError, match=r"class folder 'dent' holds no images .* in it or its subfolders"):
+        import_images(src, tmp_path / "ds2")
+
+
 def test_empty_class_folder_is_refused(tmp_path):
     src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
     (src / "crack").mkdir()
