@@ -45,7 +45,26 @@ class TimestampFormat(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class RecordsMapping:
+    """A message that carries many tags as an array of records, as OPC/IoT gateways publish them
+    (Kepware IoT Gateway: ``{"timestamp": ms, "values": [{"id", "v", "q", "t"}]}``; Siemens Industrial
+    Edge: ``{"vals": [{"id", "val", "qc", "ts"}]}``; a template's bare array ``[{...}, ...]``).
+    ``array``: the path of the array ("" = the payload is the array); ``name``/``value``: each record's
+    tag name and value; ``timestamp``: the record's time (the mapping's ``timestamp_format``; absent or
+    null: the message's ``timestamp_field``, else the receive time); ``quality``: optional, true/false,
+    "good"/"uncertain"/"bad" (any case, as a prefix), or a number: 0-3 as Siemens' qc (0 bad,
+    1 uncertain, 2-3 good), else OPC DA's quality bits (192+ good, 64-191 uncertain, below bad)."""
+
+    array: str = "values"
+    name: str = "id"
+    value: str = "v"
+    timestamp: str | None = "t"
+    quality: str | None = "q"
+
+
+@dataclass
 class JsonMapping:
+    records: RecordsMapping | None = None  # tags as an array of records instead of fields
     values: dict[str, str] = field(default_factory=dict)  # field path -> tag name
     timestamp_field: str | None = "ts"
     timestamp_format: TimestampFormat = TimestampFormat.EPOCH_S
@@ -165,13 +184,21 @@ def decode(
 
 
 def compile_decoder(
-    mapping: JsonMapping | None = None, *, rates: bool = False
+    mapping: JsonMapping | None = None,
+    *,
+    rates: bool = False,
+    on_record_error: Callable[[str, str], None] | None = None,
 ) -> Callable[[bytes | str, float], list[tuple]]:
     """``decode`` for one mapping, its choices (paths, timestamp reader) made once: an adapter calls
     this per subscription and the result per message (``run(payload, now)``, the same results and
     errors as ``decode``). ``rates``: each tuple gets a fourth element, an array's sample rate from the
-    payload (``mapping.rate_field``) or None."""
+    payload (``mapping.rate_field``) or None. With ``mapping.records`` every tuple is
+    ``(tag, value, timestamp_s, None, quality)`` (quality "good", "uncertain" or "bad"), and a bad record
+    is reported to ``on_record_error(reason, detail)`` and skipped while the others are kept (a message
+    whose array is missing or not an array still raises)."""
     mapping = mapping or JsonMapping()
+    if mapping.records is not None:
+        return _records_decoder(mapping, on_record_error)
     ts_of = _timestamp_reader(mapping)
     p = mapping.tag_prefix
     if mapping.values:
@@ -212,6 +239,85 @@ def compile_decoder(
         return [(*x, None) for x in out] if rates else out  # arrays appear only through a mapping
 
     return run_all
+
+
+def _quality_of(q: Any) -> str | None:
+    if isinstance(q, bool):
+        return "good" if q else "bad"
+    if isinstance(q, int):
+        if 0 <= q <= 3:  # Siemens Industrial Edge qc
+            return ("bad", "uncertain", "good", "good")[q]
+        return "good" if q & 0xC0 == 0xC0 else "uncertain" if q & 0xC0 == 0x40 else "bad"  # OPC DA
+    if isinstance(q, str):
+        low = q.strip().lower()
+        for word in ("good", "uncertain", "bad"):
+            if low.startswith(word):
+                return word
+    return None
+
+
+def _records_decoder(
+    mapping: JsonMapping, on_error: Callable[[str, str], None] | None
+) -> Callable[[bytes | str, float], list[tuple]]:
+    rec = mapping.records
+    assert rec is not None
+    ts_of = _timestamp_reader(mapping)
+    p = mapping.tag_prefix
+    at = JsonMapping(timestamp_field="t", timestamp_format=mapping.timestamp_format)  # a record's own time
+    report = on_error or (lambda reason, detail: None)
+
+    def run(payload: bytes | str, now: float = 0.0) -> list[tuple]:
+        try:
+            raw = _loads(payload)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise CodecError("malformed_json", str(e)[:120]) from None
+        except RecursionError:
+            raise CodecError("malformed_json", "nested too deep") from None
+        if rec.array:
+            if not isinstance(raw, dict):
+                raise CodecError("wrong_type", f"payload is a JSON {type(raw).__name__}; expected an object")
+            items = _get(raw, rec.array)
+            if items is _MISSING:
+                raise CodecError("missing_field", f"field {rec.array!r} (the records) is absent")
+            ts = ts_of(raw, now)
+        else:
+            items, ts = raw, now
+        if not isinstance(items, list):
+            where = repr(rec.array) if rec.array else "the payload"
+            raise CodecError(
+                "wrong_type", f"{where} is a JSON {type(items).__name__}; expected an array of records"
+            )
+        out: list[tuple] = []
+        for i, r in enumerate(items):
+            try:
+                if not isinstance(r, dict):
+                    raise CodecError(
+                        "wrong_type", f"record {i} is a JSON {type(r).__name__}; expected an object"
+                    )
+                name = r.get(rec.name)
+                if not isinstance(name, str) or not name:
+                    raise CodecError("missing_field", f"record {i} has no text {rec.name!r} (the tag name)")
+                if rec.value not in r:
+                    raise CodecError("missing_field", f"record {name!r} has no {rec.value!r} (the value)")
+                v = _value(f"{name}.{rec.value}", r[rec.value])
+                t = ts
+                if rec.timestamp is not None and r.get(rec.timestamp) is not None:
+                    t = _timestamp({"t": r[rec.timestamp]}, at, ts)
+                quality = "good"
+                if rec.quality is not None and r.get(rec.quality) is not None:
+                    q = _quality_of(r[rec.quality])
+                    if q is None:
+                        raise CodecError(
+                            "wrong_type", f"record {name!r}: quality {r[rec.quality]!r} not understood"
+                        )
+                    quality = q
+            except CodecError as e:
+                report(e.reason, e.detail)
+                continue
+            out.append((p + name, v, t, None, quality))
+        return out
+
+    return run
 
 
 def _rate_reader(field: str | None) -> Callable[[dict], float | None] | None:

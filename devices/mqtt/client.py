@@ -418,6 +418,23 @@ class MqttSource:
             out.append(Reading(name, tag, v, ts, received_at, Quality.GOOD, rate))
         return out
 
+    def _record_readings(self, prefix: str, tuples, received_at: float) -> list[Reading]:
+        """Readings of a records message, in its order: each record brings its own quality (a BAD or
+        UNCERTAIN value is passed on as such, as an OPC UA source passes a node's status); a gateway's
+        buffered values of one tag come in one message, ordered by time as any others."""
+        name, last_ts, out = self.name, self._last_ts, []
+        for t, v, ts, rate, q in tuples:
+            tag = prefix + t
+            last = last_ts.get(tag)
+            if last is not None and ts < last:
+                self._error("out_of_order", f"tag {tag!r}: timestamp {ts} is older than {last}")
+                if not self._keep_out_of_order:
+                    continue
+            else:
+                last_ts[tag] = ts
+            out.append(Reading(name, tag, v, ts, received_at, _QUALITY[q], rate))
+        return out
+
     def _order(self, readings: list[Reading]) -> list[Reading]:
         keep = self._keep_out_of_order
         last_ts = self._last_ts
@@ -546,18 +563,22 @@ def _decoder_factory(codec: CodecKind):
         ) from exc
 
 
+_QUALITY = {"good": Quality.GOOD, "uncertain": Quality.UNCERTAIN, "bad": Quality.BAD}
+
+
 def json_decoder(src: MqttSource, sub: Subscription):
     """JSON objects: every numeric field, or the fields of ``json_mapping``, as readings."""
     m = sub.json_mapping
     mapping = json_codec.JsonMapping(
+        records=None if m.records is None else json_codec.RecordsMapping(**m.records.model_dump()),
         values=dict(m.values),
         timestamp_field=m.timestamp_field,
         timestamp_format=json_codec.TimestampFormat(m.timestamp_format.value),
         rate_field=m.rate_field,
     )
     decode, readings, prefixed = (
-        json_codec.compile_decoder(mapping, rates=True),
-        src._json_readings,
+        json_codec.compile_decoder(mapping, rates=True, on_record_error=src._error),
+        src._record_readings if m.records is not None else src._json_readings,
         m.tag_prefix_topic,
     )
 

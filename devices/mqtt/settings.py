@@ -41,9 +41,29 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class JsonMappingSettings(_Model):
-    """Which JSON fields are tags. Empty ``values``: every numeric top-level field is a tag."""
+class RecordsSettings(_Model):
+    """Tags as an array of records, as OPC/IoT gateways publish them (Kepware IoT Gateway's standard
+    template is the default: ``{"timestamp": ms, "values": [{"id", "v", "q", "t"}]}``)."""
 
+    array: str = Field("values", description="path of the array of records; empty: the payload is the array")
+    name: str = Field("id", description="each record's tag name")
+    value: str = Field("v", description="each record's value")
+    timestamp: str | None = Field(
+        "t", description="each record's time (timestamp_format); null: the message's"
+    )
+    quality: str | None = Field(
+        "q", description="each record's quality: true/false, good/uncertain/bad, Siemens qc 0-3, OPC DA bits"
+    )
+
+
+class JsonMappingSettings(_Model):
+    """Which JSON fields are tags. Empty ``values``: every numeric top-level field is a tag;
+    ``records``: the tags are an array of records (name, value, time, quality) instead."""
+
+    records: RecordsSettings | None = Field(
+        None,
+        description="the message holds many tags as records (Kepware IoT Gateway, Siemens Industrial Edge)",
+    )
     values: dict[str, str] = Field(default_factory=dict, description="field path (dotted) -> tag name")
     timestamp_field: str | None = "ts"
     timestamp_format: TimestampFormat = TimestampFormat.EPOCH_S
@@ -54,6 +74,12 @@ class JsonMappingSettings(_Model):
         "pipeline); auto: sample_rate_hz, rate_hz, sampling_rate_hz or fs_hz when present; "
         "null: ignore",
     )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> JsonMappingSettings:
+        if self.records is not None and self.values:
+            raise ValueError("records and values are two ways to find tags; give one of them")
+        return self
 
 
 class Subscription(_Model):

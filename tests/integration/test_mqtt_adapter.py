@@ -134,6 +134,98 @@ async def test_a_message_over_the_size_limit_is_skipped_undecoded_and_counted(mo
     assert "exceeds max_message_bytes (4096)" in (src.stats.last_error or "")
 
 
+async def test_gateways_that_publish_many_tags_per_message_as_records_are_read_with_their_quality(mosquitto):
+    """Kepware IoT Gateway's standard template, Siemens Industrial Edge's databus message and a template's
+    bare array: every record a reading with its own time and quality. Before, the default mapping took
+    the message's 'timestamp' as the only tag and none of the values. A broken record is counted and
+    skipped; its neighbours are kept."""
+    subs = [
+        {
+            "topic": "kepware/#",
+            "json_mapping": {
+                "records": {},
+                "timestamp_field": "timestamp",
+                "timestamp_format": "epoch_ms",
+                "tag_prefix_topic": False,
+            },
+        },
+        {
+            "topic": "ie/#",
+            "json_mapping": {
+                "records": {
+                    "array": "vals",
+                    "name": "id",
+                    "value": "val",
+                    "timestamp": "ts",
+                    "quality": "qc",
+                },
+                "timestamp_format": "iso8601",
+                "tag_prefix_topic": False,
+            },
+        },
+        {
+            "topic": "bare/#",
+            "json_mapping": {
+                "records": {
+                    "array": "",
+                    "name": "tagname",
+                    "value": "value",
+                    "timestamp": "timestamp",
+                    "quality": None,
+                },
+                "timestamp_format": "epoch_ms",
+                "tag_prefix_topic": False,
+            },
+        },
+    ]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    kepware = {
+        "timestamp": 1764500000900,
+        "values": [
+            {"id": "Line1.Press.Force", "v": 812.5, "q": True, "t": 1764500000120},
+            {"id": "Line1.Press.Running", "v": True, "q": False, "t": 1764500000130},
+            {"id": "Line1.Press.Broken", "q": True},  # no value: counted, skipped
+            {"id": "Line1.Press.Count", "v": 17, "q": True},  # no own time: the message's
+        ],
+    }
+    siemens = {
+        "seq": 4,
+        "vals": [
+            {"id": "101", "qc": 3, "ts": "2026-11-30T12:00:00.250Z", "val": 36.6},
+            {"id": "102", "qc": 1, "ts": "2026-11-30T12:00:00.250Z", "val": -4},
+        ],
+    }
+    bare = [{"tagname": "Group A.Device C.Tag 42", "timestamp": 1651604184861, "value": 1291}]
+    try:
+        pub.publish("kepware/line1", json.dumps(kepware), qos=1)
+        pub.publish("ie/databus", json.dumps(siemens), qos=1)
+        pub.publish("bare/x", json.dumps(bare), qos=1)
+        got = await collect(src, lambda g: len(g) >= 6, 5)
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    by = {r.tag: r for r in got}
+    assert set(by) == {
+        "Line1.Press.Force",
+        "Line1.Press.Running",
+        "Line1.Press.Count",
+        "101",
+        "102",
+        "Group A.Device C.Tag 42",
+    }
+    assert (by["Line1.Press.Force"].value, by["Line1.Press.Force"].timestamp) == (812.5, 1764500000.12)
+    assert by["Line1.Press.Force"].quality is Quality.GOOD
+    assert by["Line1.Press.Running"].value is True and by["Line1.Press.Running"].quality is Quality.BAD
+    assert by["Line1.Press.Count"].timestamp == 1764500000.9
+    assert (
+        by["101"].value == 36.6 and by["101"].quality is Quality.GOOD and by["101"].timestamp == 1796040000.25
+    )
+    assert by["102"].value == -4 and by["102"].quality is Quality.UNCERTAIN
+    assert by["Group A.Device C.Tag 42"].timestamp == 1651604184.861
+    assert src.stats.errors_by_reason.get("missing_field") == 1
+
+
 async def test_broker_restart_resubscribes_and_messages_flow_again(mosquitto, caplog):
     import logging
 
@@ -329,6 +421,10 @@ def test_settings_module_validates_without_importing_paho():
         ({"tls": {"cert_file": "c.pem"}}, "cert_file and key_file go together"),
         ({"persistent_session": True}, "needs a fixed client_id"),
         ({"keepalive": 5}, "Extra inputs are not permitted"),
+        (
+            {"subscriptions": [{"topic": "k", "json_mapping": {"records": {}, "values": {"a": "b"}}}]},
+            "records and values are two ways to find tags; give one of them",
+        ),
     ],
 )
 def test_bad_settings_are_refused_with_a_hint(kw, message):

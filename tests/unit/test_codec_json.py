@@ -143,3 +143,46 @@ def test_a_timestamp_in_the_wrong_unit_is_refused_with_the_setting_to_change(ts,
         ][2]
         == 1764500000.123
     )
+
+
+@pytest.mark.parametrize(
+    "q, want",
+    [
+        (True, "good"),
+        (False, "bad"),
+        ("GOOD_NON_CASCADE", "good"),
+        ("Uncertain (last usable)", "uncertain"),
+        (0, "bad"),
+        (1, "uncertain"),
+        (3, "good"),
+        (192, "good"),
+        (216, "good"),
+        (64, "uncertain"),
+        (24, "bad"),
+    ],
+)
+def test_a_records_quality_is_read_in_each_gateways_convention(q, want):
+    from protocols.json_codec import RecordsMapping, compile_decoder
+
+    run = compile_decoder(JsonMapping(records=RecordsMapping(), timestamp_field=None))
+    assert run(json.dumps({"values": [{"id": "a", "v": 1.0, "q": q}]}).encode(), 7.0) == [
+        ("a", 1.0, 7.0, None, want)
+    ]
+
+
+def test_a_records_message_without_its_array_is_refused_whole_and_a_bad_record_alone():
+    from protocols.json_codec import RecordsMapping, compile_decoder
+
+    errors: list[tuple[str, str]] = []
+    run = compile_decoder(
+        JsonMapping(records=RecordsMapping()), on_record_error=lambda r, d: errors.append((r, d))
+    )
+    with pytest.raises(CodecError, match="'values' \\(the records\\) is absent"):
+        run(b'{"vals": []}', 0.0)
+    with pytest.raises(CodecError, match="'values' is a JSON dict; expected an array of records"):
+        run(b'{"values": {"id": "a"}}', 0.0)
+    out = run(
+        b'{"values": [{"id": "a", "v": 1}, {"id": "b", "v": 2, "q": "maybe"}, {"id": "", "v": 3}]}', 5.0
+    )
+    assert out == [("a", 1, 5.0, None, "good")]
+    assert [r for r, _ in errors] == ["wrong_type", "missing_field"]
