@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import stat
 import threading
 import time
@@ -148,7 +149,9 @@ class CameraSource:
         try:
             while not self._stop.is_set():
                 try:
-                    if s.kind is CameraKind.PATH and Path(s.url).is_dir():
+                    if s.watch:
+                        self._watch_folder()
+                    elif s.kind is CameraKind.PATH and Path(s.url).is_dir():
                         self._read_folder()
                     else:
                         self._read_capture(backoff)
@@ -206,6 +209,54 @@ class CameraSource:
                     self._emit(img)
             if not s.loop:
                 raise _End
+
+    def _watch_folder(self) -> None:
+        """A drop folder: each image file that appears after the start is read once, in the order the
+        files were last written, when it has not changed for ``settle_ms`` (a camera's software or an FTP
+        upload writing it has finished). Files already there at the start are left alone: after a restart,
+        inspecting old parts again would drive the PLC for parts long gone. A file rewritten later (new
+        size or time) is read again; the record of files read is pruned as files leave the folder."""
+        s = self.settings
+        folder = Path(s.url)
+        if not folder.is_dir():
+            raise CameraError(f"watch: folder {s.url} does not exist (or is not a folder)")
+        settle = s.settle_ms / 1000.0
+        poll = min(0.05, settle / 2) if settle else 0.05
+
+        def listing() -> dict[str, tuple[int, int, float]]:
+            out = {}
+            with os.scandir(folder) as it:
+                for e in it:
+                    if e.name.startswith(".") or Path(e.name).suffix.lower() not in IMAGE_SUFFIXES:
+                        continue
+                    try:
+                        st = e.stat()
+                    except OSError:  # removed between the listing and the stat
+                        continue
+                    out[e.name] = (st.st_size, st.st_mtime_ns, st.st_mtime)
+            return out
+
+        done = {name: (size, mtime_ns) for name, (size, mtime_ns, _) in listing().items()}
+        self.state = ConnectionState.CONNECTED
+        while not self._stop.is_set():
+            now = time.time()
+            files = listing()
+            for name in [n for n in done if n not in files]:
+                del done[name]
+            ready = sorted(
+                (mtime, name)
+                for name, (size, mtime_ns, mtime) in files.items()
+                if done.get(name) != (size, mtime_ns) and now - mtime >= settle
+            )
+            for _, name in ready:
+                if self._stop.is_set():
+                    return
+                size, mtime_ns, _ = files[name]
+                done[name] = (size, mtime_ns)
+                img = self._read_image(folder / name)
+                if img is not None:
+                    self._emit(img)
+            self._stop.wait(poll)
 
     def _read_image(self, f: Path) -> np.ndarray | None:
         """One file of the folder, its size checked from the header before it is decoded (a small file

@@ -6,7 +6,8 @@
     http://host:port/stream.mjpg   an MJPEG stream (IP cameras, ``edge-sim camera``)
     rtsp://host/stream             where OpenCV's FFmpeg can open it
     /path/to/video.avi             a video file (``loop: true`` to replay it)
-    /path/to/folder/               every *.png / *.jpg / *.bmp in name order (``loop`` as above)
+    /path/to/folder/               every *.png / *.jpg / *.bmp in name order (``loop`` as above), or with
+                                   ``watch: true`` each new image as it is dropped there (camera software, FTP)
 """
 
 from __future__ import annotations
@@ -38,6 +39,17 @@ class CameraSettings(BaseModel):
         "files and folders are paced at it (default: the source's own rate, files 10)",
     )
     loop: bool = Field(False, description="replay a file or folder from the start when it ends")
+    watch: bool = Field(
+        False,
+        description="a drop folder (a camera's software or FTP upload writes into it): each image that appears "
+        "after the start is read once, when it has not changed for settle_ms; files already there are left",
+    )
+    settle_ms: float = Field(
+        250.0,
+        ge=0,
+        le=60_000,
+        description="watch: a file is read once unchanged this long (not half-written)",
+    )
     width: int | None = Field(None, gt=0, le=8192, description="resize frames to this width (with height)")
     height: int | None = Field(None, gt=0, le=8192)
     max_megapixels: float = Field(
@@ -68,6 +80,8 @@ class CameraSettings(BaseModel):
             raise ValueError("give both 'width' and 'height' to resize, or neither")
         if self.reconnect_max_s < self.reconnect_initial_s:
             raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
+        if self.watch and (self.kind is not CameraKind.PATH or self.loop):
+            raise ValueError("watch is for a folder of images (url: a folder path), without loop")
         if self.url.startswith("usb:") and self.kind is not CameraKind.USB:
             raise ValueError(f"url {self.url!r}: a USB camera is 'usb:' and a device index, e.g. 'usb:0'")
         return self

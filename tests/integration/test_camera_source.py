@@ -179,6 +179,51 @@ async def test_a_stream_url_that_404s_says_so():
     assert "the camera answers HTTP 404 Not Found; check the path of the stream URL" in src.stats.last_error
 
 
+async def test_a_watched_drop_folder_gives_each_new_image_once_and_never_a_half_written_one(tmp_path):
+    """A smart camera's FTP upload or its vendor software saving into a folder: images already there at
+    the start are old parts and are left; each new one is read once, after it stopped changing; a file
+    written slowly in two parts is read whole; a rewritten file is read again; other files are not."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    rng = np.random.default_rng(0)
+
+    def image(v: int) -> bytes:
+        a = np.full((40, 48, 3), v, np.uint8)
+        a[::7] = rng.integers(0, 255, a[::7].shape, dtype=np.uint8)
+        return cv2.imencode(".png", a)[1].tobytes()
+
+    (drop / "old.png").write_bytes(image(10))
+    src = CameraSource("cam", CameraSettings(url=str(drop), watch=True, settle_ms=1000))
+    await src.start()
+    try:
+        for _ in range(200):  # CONNECTED once the files already there are listed (and left)
+            if src.state is ConnectionState.CONNECTED:
+                break
+            await asyncio.sleep(0.02)
+        slow = image(50)
+        with open(drop / "slow.png", "wb") as f:  # an upload that stalls half-way
+            f.write(slow[: len(slow) // 2])
+            f.flush()
+            await asyncio.sleep(0.15)
+            f.write(slow[len(slow) // 2 :])
+        (drop / "notes.txt").write_text("not an image")
+        (drop / ".partial.png").write_bytes(image(70)[:20])  # a hidden temporary upload
+        (drop / "b.png").write_bytes(image(90))
+        first = await take(src, 2, 10)
+        os.utime(drop / "slow.png")  # rewritten (same bytes, newer time): read again
+        again = await take(src, 1, 10)
+        with pytest.raises(TimeoutError):  # and nothing else comes
+            await take(src, 1, 1.5)
+    finally:
+        await src.stop()
+    assert sorted(int(f.image[1, 1, 0]) for f in first) == [50, 90]  # never the old part, never half a file
+    assert int(again[0].image[1, 1, 0]) == 50
+    assert [f.seq for f in first + again] == [0, 1, 2]
+    assert not src.stats.errors_by_reason  # the half-written file was never decoded
+    with pytest.raises(ValidationError, match="watch is for a folder of images"):
+        CameraSettings(url="usb:0", watch=True)
+
+
 def test_settings_are_validated_with_clear_messages():
     with pytest.raises(ValidationError, match="give both 'width' and 'height'"):
         CameraSettings(url="usb:0", width=100)
