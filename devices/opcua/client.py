@@ -498,6 +498,7 @@ class OpcUaSource:
         self._last_ts: dict[str, float] = {}
         self._types: dict[str, ua.VariantType] = {}
         self._resolved: dict[str, str] = {}  # configured node id (nsu=...) -> ns=<index>;...
+        self._probed: tuple[float, str | None] = (-1e9, None)  # (when, why) of the last endpoint-list probe
         self._write_targets: list[tuple[str, Any]] = []
         self.target_errors: dict[str, str] = {}  # node_id -> why writes to it will fail
         self.heartbeats = 0
@@ -560,13 +561,13 @@ class OpcUaSource:
                 break
             except Exception as e:
                 reason, msg = _explain(e, self.settings)
-                if reason in (
-                    "timeout",
-                    "connect",
-                ):  # a security setting the server does not offer looks alike
-                    offered = await _security_not_offered(self.settings)
-                    if offered is not None:
-                        reason, msg = "security_policy", offered
+                # a security policy or mode the server does not offer looks like no answer at all; its
+                # endpoint list says (read at most once a minute: a server that hangs costs each probe)
+                if reason in ("timeout", "connect"):
+                    if time.monotonic() - self._probed[0] > 60.0:
+                        self._probed = (time.monotonic(), await _security_not_offered(self.settings))
+                    if self._probed[1] is not None:
+                        reason, msg = "security_policy", self._probed[1]
                 self.stats.error(reason, msg)
                 self._burst.log(f"conn:{reason}", "opcua source %s: %s", self.name, msg)
             self.state = ConnectionState.BACKOFF
