@@ -267,21 +267,14 @@ def _records_decoder(
     report = on_error or (lambda reason, detail: None)
 
     def run(payload: bytes | str, now: float = 0.0) -> list[tuple]:
-        try:
-            raw = _loads(payload)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise CodecError("malformed_json", str(e)[:120]) from None
-        except RecursionError:
-            raise CodecError("malformed_json", "nested too deep") from None
         if rec.array:
-            if not isinstance(raw, dict):
-                raise CodecError("wrong_type", f"payload is a JSON {type(raw).__name__}; expected an object")
+            raw = _object(payload)
             items = _get(raw, rec.array)
             if items is _MISSING:
                 raise CodecError("missing_field", f"field {rec.array!r} (the records) is absent")
             ts = ts_of(raw, now)
         else:
-            items, ts = raw, now
+            items, ts = _parse(payload), now
         if not isinstance(items, list):
             where = repr(rec.array) if rec.array else "the payload"
             raise CodecError(
@@ -342,13 +335,17 @@ def _rate_reader(field: str | None) -> Callable[[dict], float | None] | None:
     return rate_of
 
 
-def _object(payload: bytes | str) -> dict:
+def _parse(payload: bytes | str) -> Any:
     try:
-        raw = _loads(payload)
+        return _loads(payload)
     except (ValueError, UnicodeDecodeError) as e:
         raise CodecError("malformed_json", str(e)[:120]) from None
     except RecursionError:
         raise CodecError("malformed_json", "nested too deep") from None
+
+
+def _object(payload: bytes | str) -> dict:
+    raw = _parse(payload)
     if not isinstance(raw, dict):
         raise CodecError("wrong_type", f"payload is a JSON {type(raw).__name__}; expected an object")
     return raw
