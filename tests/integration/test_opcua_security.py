@@ -149,8 +149,9 @@ async def test_a_plc_that_offers_only_an_aes_policy_is_read_and_written(certs, p
     )
     srv = MachineServer(free_port(), period_ms=50, window_samples=128, security=sec)
     await srv.start()
-    plain = OpcUaSource("plain", _settings(srv, certs))  # Basic256Sha256: the server does not offer it
-    open_ = OpcUaSource("open", OpcUaSettings(endpoint=srv.endpoint, nodes=[], connect_timeout_s=3.0))
+    # Basic256Sha256, and no security: the server offers neither (a short timeout: it does not answer them)
+    plain = OpcUaSource("plain", _settings(srv, certs).model_copy(update={"connect_timeout_s": 1.0}))
+    open_ = OpcUaSource("open", OpcUaSettings(endpoint=srv.endpoint, nodes=[], connect_timeout_s=1.0))
     src = OpcUaSource("aes", _settings(srv, certs).model_copy(update={"security_policy": policy}))
     await plain.start()
     await open_.start()
