@@ -62,6 +62,9 @@ class HealthConfig(BaseModel):
     max_error_rate: float = Field(default=0.05, ge=0, le=1)  # failed inferences / all
     max_nonfinite_rate: float = Field(default=0.0, ge=0, le=1)  # NaN/Inf outputs / all
     max_latency_ratio: float = Field(default=3.0, gt=0)  # p50 inference latency new / old
+    # ... and only when the p50 also grew by this much: 0.5 -> 1.5 ms on a busy 2-core gateway (another
+    # agent verifying its own model beside it) is scheduling noise, not a model to roll back
+    min_latency_increase_ms: float = Field(default=2.0, ge=0)
     max_verdict_rate_shift: float = Field(default=0.5, ge=0, le=1)  # |NG rate new - old|
 
 

@@ -512,7 +512,12 @@ class ModelSlot:
         if h.nonfinite / h.n > hc.max_nonfinite_rate:
             return f"NaN/Inf outputs in {h.nonfinite / h.n:.1%} of inferences > {hc.max_nonfinite_rate:.1%}"
         p_new, p_old = h.p50(), old.health.p50()
-        if p_new and p_old and p_new / p_old > hc.max_latency_ratio:
+        if (
+            p_new
+            and p_old
+            and p_new / p_old > hc.max_latency_ratio
+            and p_new - p_old > hc.min_latency_increase_ms
+        ):
             return f"p50 inference latency {p_new:.2f} ms is {p_new / p_old:.1f}x the previous {p_old:.2f} ms"
         ok_new = h.n - h.errors - h.nonfinite
         ok_old = old.health.n - old.health.errors - old.health.nonfinite

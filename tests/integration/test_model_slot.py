@@ -335,3 +335,25 @@ async def test_kill_9_inside_the_health_window_restores_the_previous_model(tmp_p
     await s.start()
     assert s.version == "1.0.0" and s.last_outcome.stage == "rolled_back"
     await s.stop()
+
+
+def test_a_slower_model_is_rolled_back_only_when_it_is_slower_by_a_margin_that_matters():
+    """The demo's canary of a good model was rolled back for 'p50 inference latency 1.47 ms is 3.1x the
+    previous 0.47 ms': another agent verifying its own model on the same 2 cores. A ratio of sub-ms
+    numbers is noise; a model 3x slower by more than min_latency_increase_ms is not."""
+    import collections
+    from types import SimpleNamespace
+
+    from edge_agent.models.slot import _Health
+
+    def active(ms: float, n: int = 30):
+        return SimpleNamespace(health=_Health(n=n, latencies=collections.deque([ms] * n)))
+
+    s = SimpleNamespace(config=ModelConfig(package="x.fepkg"))
+    verdict = ModelSlot.health_verdict
+    assert verdict(s, active(1.47), active(0.47)) is None
+    assert "is 4.0x the previous 5.00 ms" in verdict(s, active(20.0), active(5.0))
+    strict = SimpleNamespace(
+        config=ModelConfig(package="x.fepkg", health=HealthConfig(min_latency_increase_ms=0))
+    )
+    assert "3.1x" in verdict(strict, active(1.47), active(0.47))
