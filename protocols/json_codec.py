@@ -374,28 +374,26 @@ def _timestamp_reader(mapping: JsonMapping) -> Callable[[dict, float], float]:
 def encode(obj: dict[str, Any]) -> bytes:
     """Encode a dict as compact UTF-8 JSON (NumPy arrays and scalars become lists and numbers)."""
 
-    def default(o: Any) -> Any:
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, enum.Enum):
-            return o.value
-        raise TypeError(f"cannot encode {type(o).__name__} as JSON")
-
-    return json.dumps(obj, separators=(",", ":"), default=default, allow_nan=False).encode()
+    return json.dumps(obj, separators=(",", ":"), default=_known, allow_nan=False).encode()
 
 
-def _plain(o: Any) -> Any:
-    """What ``dumps`` writes for an object ``json`` does not know: NumPy values as numbers and lists,
-    enums as their values, anything else as its ``str``."""
+def _known(o: Any) -> Any:
+    """NumPy values as numbers and lists, enums as their values; TypeError for anything else."""
     if isinstance(o, np.ndarray):
         return o.tolist()
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, enum.Enum):
         return o.value
-    return str(o)
+    raise TypeError(f"cannot encode {type(o).__name__} as JSON")
+
+
+def _plain(o: Any) -> Any:
+    """What ``dumps`` writes for an object ``json`` does not know: ``_known``'s forms, else its ``str``."""
+    try:
+        return _known(o)
+    except TypeError:
+        return str(o)
 
 
 def dumps(obj: Any, *, default: Callable[[Any], Any] | None = _plain, **kw: Any) -> str:
