@@ -52,7 +52,8 @@ class ImageRejected(ValueError):
 
 def image_size(data: bytes | memoryview) -> tuple[str, int, int] | None:
     """``(format, width, height)`` from the header, or None when the bytes are none of the kinds above
-    or the header is cut short. Never decodes pixels and never raises on malformed input."""
+    or the header is cut short or declares a negative size. Never decodes pixels and never raises on
+    malformed input."""
     b = bytes(data[:64]) if len(data) > 64 else bytes(data)
     try:
         if b.startswith(_PNG):
@@ -147,6 +148,8 @@ def _bmp(b: bytes) -> tuple[str, int, int] | None:
         return "BMP", w, h
     if hs >= 16:
         w, h = struct.unpack_from("<ii", b, 18)
+        if w < 0:  # signed on the wire, but only the height's sign means something (top-down)
+            return None
         return "BMP", w, abs(h)  # a negative height is a top-down bitmap
     return None
 

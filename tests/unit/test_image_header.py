@@ -105,6 +105,18 @@ def test_unreadable_files_say_why(data, why):
     assert not e.value.oversize
 
 
+def test_a_bmp_declaring_a_negative_width_is_not_given_a_size():
+    """BMP's width is a signed field; only the height's sign means something (a top-down bitmap)."""
+    data = bytearray(small(".bmp"))
+    data[21] = 0x80  # the width's top byte: -2147483611 wide
+    assert image_size(bytes(data)) is None
+    with pytest.raises(ImageRejected, match="not a PNG, JPEG, BMP"):
+        decode_image(bytes(data))
+    data = bytearray(small(".bmp"))
+    data[22:26] = struct.pack("<i", -23)  # top-down
+    assert image_size(bytes(data)) == ("BMP", 37, 23)
+
+
 _HEADERS = [small(e) for e in (".png", ".jpg", ".bmp", ".tif", ".webp", ".ppm")] + [
     _tiff(True, "MM"),
     DECLARING["WebP"](9, 9),
