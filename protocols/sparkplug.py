@@ -3,7 +3,8 @@
 Wraps the generated ``protocols.gen.sparkplug_b_pb2`` (from ``protocols/sparkplug_b.proto``)
 in small typed objects: ``Metric`` (name, alias, datatype, value, timestamp) and ``Payload``
 (timestamp, seq, metrics). Supported value types: the integer types, Float, Double, Boolean,
-String/Text/UUID, DateTime and Bytes; DataSet and Template metrics decode with ``value=None``
+String/Text/UUID, DateTime and Bytes, and Templates (``Template``: a definition, or an instance whose
+members are metrics, nested up to ``MAX_TEMPLATE_DEPTH``); DataSet metrics decode with ``value=None``
 and ``datatype`` set so callers can skip them. Signed integers are stored the Sparkplug
 way (two's complement in the unsigned field) and decoded back to negative Python ints.
 Every decoding failure is ``protocols.json_codec.CodecError`` (reasons ``garbage_protobuf``,
@@ -75,6 +76,22 @@ class Metric:
 
 
 @dataclass(frozen=True, slots=True)
+class Template:
+    """A Template metric's value (Sparkplug's structured type; Ignition's UDTs are sent as these): a
+    definition (``is_definition``, in an NBIRTH: members with their default values) or an instance of the
+    definition named ``ref``, whose ``metrics`` are its members; in a data or command message an instance
+    may carry only the members that changed."""
+
+    metrics: list[Metric] = field(default_factory=list)
+    ref: str | None = None
+    is_definition: bool = False
+    version: str | None = None
+
+
+MAX_TEMPLATE_DEPTH = 16  # templates inside templates; a deeper payload is refused, not recursed into
+
+
+@dataclass(frozen=True, slots=True)
 class Payload:
     timestamp_ms: int | None = None
     seq: int | None = None
@@ -140,6 +157,15 @@ def _set_value(m: Any, dt: int, value: Any) -> None:
         m.string_value = str(value)
     elif dt in (DataType.BYTES, DataType.FILE):
         m.bytes_value = bytes(value)
+    elif dt == DataType.TEMPLATE and isinstance(value, Template):
+        t = m.template_value
+        t.is_definition = value.is_definition
+        if value.ref is not None:
+            t.template_ref = value.ref
+        if value.version is not None:
+            t.version = value.version
+        for member in value.metrics:
+            _fill(t.metrics.add(), member)
     else:
         raise CodecError("wrong_type", f"encoding datatype {dt} is not supported")
 
@@ -154,19 +180,22 @@ def encode(payload: Payload) -> bytes:
     if payload.uuid is not None:
         pb.uuid = payload.uuid
     for metric in payload.metrics:
-        m = pb.metrics.add()
-        if metric.name is not None:
-            m.name = metric.name
-        if metric.alias is not None:
-            m.alias = int(metric.alias)
-        if metric.timestamp_ms is not None:
-            m.timestamp = int(metric.timestamp_ms)
-        m.datatype = int(metric.datatype)
-        if metric.is_null or metric.value is None:
-            m.is_null = True
-        else:
-            _set_value(m, int(metric.datatype), metric.value)
+        _fill(pb.metrics.add(), metric)
     return pb.SerializeToString()
+
+
+def _fill(m: Any, metric: Metric) -> None:
+    if metric.name is not None:
+        m.name = metric.name
+    if metric.alias is not None:
+        m.alias = int(metric.alias)
+    if metric.timestamp_ms is not None:
+        m.timestamp = int(metric.timestamp_ms)
+    m.datatype = int(metric.datatype)
+    if metric.is_null or metric.value is None:
+        m.is_null = True
+    else:
+        _set_value(m, int(metric.datatype), metric.value)
 
 
 def as_declared(value: int, datatype: int) -> int:
@@ -181,15 +210,36 @@ def as_declared(value: int, datatype: int) -> int:
     return value - (1 << bits) if value >= 1 << (bits - 1) else value
 
 
-def _get_value(m: Any) -> Any:
+def _get_value(m: Any, depth: int) -> Any:
     which = m.WhichOneof("value")
     if which is None:
         return None
     if which in ("int_value", "long_value"):
         return as_declared(getattr(m, which), m.datatype)
-    if which in ("dataset_value", "template_value", "extension_value"):
+    if which == "template_value":
+        if depth >= MAX_TEMPLATE_DEPTH:
+            raise CodecError("garbage_protobuf", f"templates nested deeper than {MAX_TEMPLATE_DEPTH} levels")
+        t = m.template_value
+        return Template(
+            metrics=[_metric(x, depth + 1) for x in t.metrics],
+            ref=t.template_ref if t.HasField("template_ref") else None,
+            is_definition=t.is_definition,
+            version=t.version if t.HasField("version") else None,
+        )
+    if which in ("dataset_value", "extension_value"):
         return None
     return getattr(m, which)
+
+
+def _metric(m: Any, depth: int = 0) -> Metric:
+    return Metric(
+        name=m.name if m.HasField("name") else None,
+        alias=m.alias if m.HasField("alias") else None,
+        datatype=m.datatype,
+        value=_get_value(m, depth),
+        timestamp_ms=m.timestamp if m.HasField("timestamp") else None,
+        is_null=m.is_null,
+    )
 
 
 def decode(data: bytes) -> Payload:
@@ -203,18 +253,7 @@ def decode(data: bytes) -> Payload:
         raise CodecError("garbage_protobuf", f"not a Sparkplug B payload ({e})"[:160]) from None
     except Exception as e:
         raise CodecError("garbage_protobuf", f"not a Sparkplug B payload ({type(e).__name__})") from None
-    metrics = []
-    for m in pb.metrics:
-        metrics.append(
-            Metric(
-                name=m.name if m.HasField("name") else None,
-                alias=m.alias if m.HasField("alias") else None,
-                datatype=m.datatype,
-                value=_get_value(m),
-                timestamp_ms=m.timestamp if m.HasField("timestamp") else None,
-                is_null=m.is_null,
-            )
-        )
+    metrics = [_metric(m) for m in pb.metrics]
     return Payload(
         timestamp_ms=pb.timestamp if pb.HasField("timestamp") else None,
         seq=pb.seq if pb.HasField("seq") else None,

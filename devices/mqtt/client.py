@@ -483,15 +483,20 @@ class MqttSource:
     ) -> str:
         """Send an NCMD (``device`` None) or DCMD setting ``metric`` to ``value``, typed as the node's birth
         declared it (or ``datatype``); a value that does not fit the type raises ``SparkplugTypeMismatch``
-        (not retryable): ``"false"`` is never sent as TRUE."""
+        (not retryable): ``"false"`` is never sent as TRUE. A Template instance's member (``Motor1/Speed``,
+        as its tag is named) is sent inside its instance, as Sparkplug has it: the instance metric carrying
+        only that member."""
         dt = sp.DataType[datatype.upper()] if datatype else None
         if dt is None:
             known = self.sparkplug.datatype(group, edge_node, device, metric)
             dt = sp.DataType(known) if known is not None else sp.infer_datatype(value)
         where = f"{group}/{edge_node}/{device + '/' if device else ''}{metric}"
-        payload = sp.Payload(
-            int(time.time() * 1000), None, [sp.Metric(metric, None, dt, _sparkplug_value(dt, value, where))]
-        )
+        ts = int(time.time() * 1000)
+        member = self.sparkplug.template_member(group, edge_node, device, metric)
+        m = sp.Metric(member[1] if member else metric, None, dt, _sparkplug_value(dt, value, where))
+        for name, ref in reversed(member[0] if member else ()):
+            m = sp.Metric(name, None, sp.DataType.TEMPLATE, sp.Template([m], ref=ref))
+        payload = sp.Payload(ts, None, [m])
         kind = sp.MessageType.DCMD if device else sp.MessageType.NCMD
         return await self.publish(sp.topic(group, kind, edge_node, device), sp.encode(payload), qos=0)
 

@@ -11,7 +11,11 @@ NDEATH (with the birth's bdSeq) and DDEATH emit, for every tag of the node or de
 value, a ``Reading`` with the last value and ``Quality.BAD``; a later birth brings GOOD values
 back. Tags are named ``{edge_node}/{device}/{metric}`` (``{edge_node}/{metric}`` for node
 metrics) unless ``tag_map`` renames them. ``bdSeq`` and ``Node Control/*`` metrics are not tags.
-Limits: DataSet, Template and null metrics are skipped; STATE, NCMD and DCMD are ignored.
+A Template instance (an Ignition UDT, say) gives one tag per member, ``{metric}/{member}`` (nested
+templates: ``{metric}/{member}/{member}``), each read by its own datatype, or by the birth's or the
+NBIRTH's definition's when a data message leaves it out; definitions give no tag, and a data message
+carrying only the members that changed updates only those.
+Limits: DataSet and null metrics are skipped; STATE, NCMD and DCMD are ignored.
 Not thread-safe: call ``handle`` from one thread (the adapter uses its asyncio loop).
 """
 
@@ -44,6 +48,48 @@ class _Node:
         default_factory=dict
     )  # (device, metric) -> datatype from births
     last_rebirth: float = -math.inf
+    templates: dict[str, dict[str, int]] = field(
+        default_factory=dict
+    )  # NBIRTH's Template definitions: name -> member path -> datatype
+    members: dict[tuple[str | None, str], tuple[tuple[tuple[str, str | None], ...], str]] = field(
+        default_factory=dict
+    )  # (device, "Motor1/Speed") -> ((("Motor1", "Motor"),), "Speed"): the templates it sits in, from the top
+
+
+def _definition_types(t: sp.Template, prefix: str = "", depth: int = 0) -> dict[str, int]:
+    """A Template definition's members (nested ones by path) and their datatypes."""
+    out: dict[str, int] = {}
+    for m in t.metrics:
+        if not m.name:
+            continue
+        path = f"{prefix}{m.name}"
+        if isinstance(m.value, sp.Template) and depth < sp.MAX_TEMPLATE_DEPTH:
+            out.update(_definition_types(m.value, path + "/", depth + 1))
+        elif m.datatype:
+            out[path] = m.datatype
+    return out
+
+
+def _leaves(
+    flat: str,
+    name: str,
+    m: sp.Metric,
+    ts_ms: int | None,
+    chain: tuple[tuple[str, str | None], ...] = (),
+):
+    """``(tag path, leaf metric, its timestamp, templates it sits in)`` for a metric: itself, or a Template
+    instance's members, nested ones flattened. A member without a timestamp takes its instance's."""
+    v = m.value
+    ts_ms = m.timestamp_ms if m.timestamp_ms is not None else ts_ms
+    if not isinstance(v, sp.Template):
+        yield flat, m, ts_ms, chain
+        return
+    if v.is_definition or m.is_null:
+        return
+    chain = (*chain, (name, v.ref))
+    for x in v.metrics:
+        if x.name:
+            yield from _leaves(f"{flat}/{x.name}", x.name, x, ts_ms, chain)
 
 
 class SparkplugHost:
@@ -94,13 +140,16 @@ class SparkplugHost:
         if mt is sp.MessageType.NBIRTH:
             node.alive, node.aliases, node.seq = True, {}, payload.seq
             node.bd_seq = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
+            node.templates = {}
+            for m in payload.metrics:
+                if m.name and isinstance(m.value, sp.Template) and m.value.is_definition:
+                    types = _definition_types(m.value)
+                    node.templates[m.name] = types
+                    if m.name.startswith("_types_/"):  # Ignition names its UDT definitions so
+                        node.templates.setdefault(m.name[len("_types_/") :], types)
             self.births += 1
             self._check_tag_map(t, None, payload)
-            for m in payload.metrics:
-                if m.name:
-                    node.types[(None, m.name)] = m.datatype
-                if m.alias is not None and m.name:
-                    node.aliases[m.alias] = (None, m.name)
+            self._learn(node, None, payload)
             return self._readings(t, node, None, payload, received_at, by_birth=True)
         if mt is sp.MessageType.NDEATH:
             bd = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
@@ -127,21 +176,43 @@ class SparkplugHost:
         if mt is sp.MessageType.DBIRTH:
             self.births += 1
             self._check_tag_map(t, t.device, payload)
-            for m in payload.metrics:
-                if m.name:
-                    node.types[(t.device, m.name)] = m.datatype
-                if m.alias is not None and m.name:
-                    node.aliases[m.alias] = (t.device, m.name)
+            self._learn(node, t.device, payload)
             return self._readings(t, node, t.device, payload, received_at, by_birth=True)
         if mt is sp.MessageType.DDEATH:
             self.deaths += 1
             return self._bad(t.edge_node, node, lambda dev: dev == t.device, received_at)
         return self._readings(t, node, t.device, payload, received_at, by_birth=False)
 
+    def _learn(self, node: _Node, device: str | None, payload: sp.Payload) -> None:
+        """A birth's aliases and datatypes; a Template instance's members typed by themselves, else by
+        their definition (Sparkplug lets an instance leave out what the definition says)."""
+        for m in payload.metrics:
+            if not m.name:
+                continue
+            node.types[(device, m.name)] = m.datatype
+            if m.alias is not None:
+                node.aliases[m.alias] = (device, m.name)
+            if not isinstance(m.value, sp.Template) or m.value.is_definition:
+                continue
+            defined = node.templates.get(m.value.ref or "", {})
+            for flat, leaf, _, chain in _leaves(m.name, m.name, m, None):
+                dt = leaf.datatype or defined.get(flat[len(m.name) + 1 :], 0)
+                if dt:
+                    node.types[(device, flat)] = dt
+                node.members[(device, flat)] = (chain, leaf.name or "")
+
     def datatype(self, group: str, edge_node: str, device: str | None, metric: str) -> int | None:
         """The metric's datatype as the node's (or device's) last birth declared it."""
         n = self._nodes.get((group, edge_node))
         return n.types.get((device, metric)) if n else None
+
+    def template_member(
+        self, group: str, edge_node: str, device: str | None, metric: str
+    ) -> tuple[tuple[tuple[str, str | None], ...], str] | None:
+        """For a Template instance's member (``Motor1/Speed``): the templates it sits in, from the top, as
+        ``(metric name, definition)``, and its own name; a command to it is sent inside them."""
+        n = self._nodes.get((group, edge_node))
+        return n.members.get((device, metric)) if n else None
 
     def _check_tag_map(self, t: sp.SparkplugTopic, device: str | None, payload: sp.Payload) -> None:
         """A tag_map key that names no metric renames nothing, silently; the common slip is to start
@@ -149,9 +220,10 @@ class SparkplugHost:
         if not self._settings.tag_map or self.on_notice is None:
             return
         names = {
-            f"{t.edge_node}/{device}/{m.name}" if device else f"{t.edge_node}/{m.name}"
+            f"{t.edge_node}/{device}/{flat}" if device else f"{t.edge_node}/{flat}"
             for m in payload.metrics
             if m.name
+            for flat, _, _, _ in _leaves(m.name, m.name, m, None)
         }
         for key in self._settings.tag_map:
             if key in self._tag_map_checked or key in names:
@@ -197,23 +269,26 @@ class SparkplugHost:
                     )
                     continue
                 dev, name = entry
-            if name == sp.BDSEQ_METRIC or name.startswith("Node Control/") or m.value is None or m.is_null:
+            if name == sp.BDSEQ_METRIC or name.startswith("Node Control/"):
                 continue
-            v = m.value
-            if (
-                not m.datatype and type(v) is int
-            ):  # no datatype in a data message: the birth's says how to read it
-                declared = node.types.get((dev, name))
-                if declared:
-                    v = sp.as_declared(v, declared)
-            if isinstance(v, float) and not math.isfinite(v):
-                self._on_error("non_finite", f"{t.group}/{t.edge_node}/{dev or ''}: metric {name!r} is {v}")
-                continue
-            if isinstance(v, bytes):
-                continue
-            ts = m.timestamp_ms / 1000.0 if m.timestamp_ms is not None else default_ts
-            node.last[(dev, name)] = (v, ts)
-            out.append(Reading(self._source, self._tag(t.edge_node, dev, name), v, ts, received_at))
+            for flat, leaf, ts_ms, _ in _leaves(name, name, m, None):
+                v = leaf.value
+                if v is None or leaf.is_null or isinstance(v, bytes | sp.Template):
+                    continue
+                if (
+                    not leaf.datatype and type(v) is int
+                ):  # no datatype in a data message: the birth's says how to read it
+                    declared = node.types.get((dev, flat))
+                    if declared:
+                        v = sp.as_declared(v, declared)
+                if isinstance(v, float) and not math.isfinite(v):
+                    self._on_error(
+                        "non_finite", f"{t.group}/{t.edge_node}/{dev or ''}: metric {flat!r} is {v}"
+                    )
+                    continue
+                ts = ts_ms / 1000.0 if ts_ms is not None else default_ts
+                node.last[(dev, flat)] = (v, ts)
+                out.append(Reading(self._source, self._tag(t.edge_node, dev, flat), v, ts, received_at))
         if unknown:
             self._rebirth(t.group, t.edge_node, node)
         return out

@@ -399,6 +399,96 @@ async def test_sparkplug_data_without_datatypes_reads_signed_integers_by_their_b
     assert len([r for r in got if r.timestamp == 0.002]) == 4  # the null metric gave no reading
 
 
+def _pb_metric(parent, name=None, alias=None, datatype=None, **value):
+    """A metric written straight into the generated protobuf, as another vendor's node would."""
+    m = parent.metrics.add()
+    if name is not None:
+        m.name = name
+    if alias is not None:
+        m.alias = alias
+    if datatype is not None:
+        m.datatype = datatype
+    for k, v in value.items():
+        setattr(m, k, v)
+    return m
+
+
+def _pb_template(m, ref=None, definition=False):
+    m.datatype = sp.DataType.TEMPLATE
+    t = m.template_value
+    t.is_definition = definition
+    if ref is not None:
+        t.template_ref = ref
+    return t
+
+
+async def test_sparkplug_template_instances_give_a_tag_per_member_and_commands_go_inside_them(mosquitto):
+    """Ignition's MQTT Transmission sends UDTs as Sparkplug Templates: definitions (``_types_/Motor``) in
+    the NBIRTH, instances in the DBIRTH, and data messages carrying only the members that changed, by the
+    instance's alias, without datatypes. Before, every Template metric was skipped: a UDT's tags never
+    arrived. A write to a member goes out as its instance carrying that member."""
+    D = sp.DataType
+    src = await started(mosquitto.port, [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}])
+    pub = raw_client(mosquitto.port)
+    cmds: list = []
+    pub.on_message = lambda c, u, m: cmds.append((m.topic, m.payload))
+    pub.subscribe("spBv1.0/g/DCMD/#", 1)
+    nbirth = sp._pb().Payload()
+    nbirth.timestamp, nbirth.seq = 1, 0
+    _pb_metric(nbirth, "bdSeq", datatype=D.INT64, long_value=0)
+    d = _pb_template(_pb_metric(nbirth, "_types_/Bearing"), definition=True)
+    _pb_metric(d, "Vib", datatype=D.DOUBLE, double_value=0.0)
+    d = _pb_template(_pb_metric(nbirth, "_types_/Motor"), definition=True)
+    _pb_metric(d, "Speed", datatype=D.FLOAT, float_value=0.0)
+    _pb_metric(d, "Temp", datatype=D.INT32, int_value=0)
+    _pb_template(_pb_metric(d, "Bearing"), ref="Bearing")
+    dbirth = sp._pb().Payload()
+    dbirth.timestamp, dbirth.seq = 2, 1
+    inst = _pb_template(_pb_metric(dbirth, "Motors/M1", alias=10), ref="Motor")
+    _pb_metric(inst, "Speed", datatype=D.FLOAT, float_value=1500.0)
+    _pb_metric(inst, "Temp", int_value=(-3) & 0xFFFFFFFF)  # no datatype here: the definition's is Int32
+    b = _pb_template(_pb_metric(inst, "Bearing"), ref="Bearing")
+    _pb_metric(b, "Vib", datatype=D.DOUBLE, double_value=0.5, timestamp=3)
+    ddata = sp._pb().Payload()
+    ddata.timestamp, ddata.seq = 4, 2
+    t = _pb_metric(ddata, alias=10).template_value  # by alias, no datatype, one changed member
+    _pb_metric(t, "Temp", int_value=(-7) & 0xFFFFFFFF)
+    try:
+        pub.publish("spBv1.0/g/NBIRTH/edge", nbirth.SerializeToString(), qos=1)
+        pub.publish("spBv1.0/g/DBIRTH/edge/line1", dbirth.SerializeToString(), qos=1)
+        pub.publish("spBv1.0/g/DDATA/edge/line1", ddata.SerializeToString(), qos=1)
+        got = await collect(src, lambda g: any(r.timestamp == 0.004 for r in g), 5)
+        await src.command("g", "edge", "line1", "Motors/M1/Speed", 1200.5)
+        await src.command("g", "edge", "line1", "Motors/M1/Bearing/Vib", 0.25)
+        for _ in range(30):
+            if len(cmds) >= 2:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.tag, r.value, r.timestamp) for r in got] == [
+        ("edge/line1/Motors/M1/Speed", 1500.0, 0.002),
+        ("edge/line1/Motors/M1/Temp", -3, 0.002),
+        ("edge/line1/Motors/M1/Bearing/Vib", 0.5, 0.003),
+        ("edge/line1/Motors/M1/Temp", -7, 0.004),
+    ]  # no tag for the definitions, and the data message updated only the member it carried
+    assert src.stats.errors_by_reason == {}
+    assert [topic for topic, _ in cmds] == ["spBv1.0/g/DCMD/edge/line1"] * 2
+    speed, vib = (sp._pb().Payload.FromString(body).metrics[0] for _, body in cmds)
+    assert (speed.name, speed.datatype, speed.template_value.template_ref) == (
+        "Motors/M1",
+        D.TEMPLATE,
+        "Motor",
+    )
+    (member,) = speed.template_value.metrics
+    assert (member.name, member.datatype, member.float_value) == ("Speed", D.FLOAT, 1200.5)
+    (bearing,) = vib.template_value.metrics
+    assert (bearing.name, bearing.template_value.template_ref) == ("Bearing", "Bearing")
+    (member,) = bearing.template_value.metrics
+    assert (member.name, member.datatype, member.double_value) == ("Vib", D.DOUBLE, 0.25)
+
+
 def test_settings_module_validates_without_importing_paho():
     import subprocess
     import sys

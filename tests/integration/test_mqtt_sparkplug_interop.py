@@ -94,3 +94,68 @@ def test_rebirth_request_decodes_in_tahu():
     _, body = sp.rebirth_request("plant", "edge0", now_ms=1)
     (m,) = tahu({"op": "decode", "b64": base64.b64encode(body).decode()})["metrics"]
     assert (m["name"], m["type"], m["value"]) == ("Node Control/Rebirth", "Boolean", True)
+
+
+def test_templates_encoded_by_tahu_decode_here_and_ours_decode_in_tahu():
+    """Template metrics (Ignition UDTs), both ways: an instance with a nested member from Tahu's encoder,
+    and a command-shaped instance carrying one member from ours."""
+    req = {
+        "timestamp": 5,
+        "seq": 1,
+        "metrics": [
+            {
+                "name": "Motor1",
+                "alias": 10,
+                "type": "Template",
+                "value": {
+                    "templateRef": "Motor",
+                    "isDefinition": False,
+                    "metrics": [
+                        {"name": "Speed", "type": "Float", "value": 1500.0},
+                        {"name": "Temp", "type": "Int32", "value": -3},
+                        {
+                            "name": "Bearing",
+                            "type": "Template",
+                            "value": {
+                                "templateRef": "Bearing",
+                                "isDefinition": False,
+                                "metrics": [{"name": "Vib", "type": "Double", "value": 0.5}],
+                            },
+                        },
+                    ],
+                },
+            }
+        ],
+    }
+    p = sp.decode(base64.b64decode(tahu({"op": "encode", "payload": req})["b64"]))
+    (m,) = p.metrics
+    assert (m.name, m.alias, m.datatype, m.value.ref, m.value.is_definition) == (
+        "Motor1",
+        10,
+        sp.DataType.TEMPLATE,
+        "Motor",
+        False,
+    )
+    speed, temp, bearing = m.value.metrics
+    assert (speed.name, speed.value, temp.name, temp.value) == ("Speed", 1500.0, "Temp", -3)
+    assert bearing.value.ref == "Bearing" and [(x.name, x.value) for x in bearing.value.metrics] == [
+        ("Vib", 0.5)
+    ]
+
+    ours = sp.Payload(
+        6,
+        None,
+        [
+            sp.Metric(
+                "Motor1",
+                None,
+                sp.DataType.TEMPLATE,
+                sp.Template([sp.Metric("Speed", None, sp.DataType.FLOAT, 1200.5)], ref="Motor"),
+            )
+        ],
+    )
+    (got,) = tahu({"op": "decode", "b64": base64.b64encode(sp.encode(ours)).decode()})["metrics"]
+    assert (got["name"], got["type"], got["value"]["templateRef"]) == ("Motor1", "Template", "Motor")
+    assert got["value"]["isDefinition"] is False
+    (member,) = got["value"]["metrics"]
+    assert (member["name"], member["type"], member["value"]) == ("Speed", "Float", 1200.5)

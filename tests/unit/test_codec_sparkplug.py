@@ -98,3 +98,57 @@ def test_rebirth_request_is_ncmd_with_rebirth_true():
 
 def test_seq_wraps_after_255():
     assert sp.next_seq(255) == 0 and sp.next_seq(7) == 8
+
+
+def test_a_template_instance_and_its_definition_round_trip():
+    D = sp.DataType
+    bearing = sp.Template([sp.Metric("Vib", None, D.DOUBLE, 0.5)], ref="Bearing")
+    motor = sp.Template(
+        [
+            sp.Metric("Speed", None, D.FLOAT, 1500.0),
+            sp.Metric("Temp", None, D.INT32, -3, 7),
+            sp.Metric("Bearing", None, D.TEMPLATE, bearing),
+            sp.Metric("Note", None, D.STRING, None),
+        ],
+        ref="Motor",
+        version="2",
+    )
+    definition = sp.Template([sp.Metric("Speed", None, D.FLOAT, 0.0)], is_definition=True)
+    p = sp.Payload(
+        1,
+        0,
+        [
+            sp.Metric("Motor1", 10, D.TEMPLATE, motor),
+            sp.Metric("_types_/Motor", None, D.TEMPLATE, definition),
+        ],
+    )
+    got = sp.decode(sp.encode(p))
+    assert got.metrics[0].value.metrics[3].is_null  # a null member stays null
+    assert got == sp.Payload(
+        1,
+        0,
+        [
+            sp.Metric(
+                "Motor1",
+                10,
+                D.TEMPLATE,
+                sp.Template(
+                    [*motor.metrics[:3], sp.Metric("Note", None, D.STRING, None, None, True)],
+                    "Motor",
+                    False,
+                    "2",
+                ),
+            ),
+            sp.Metric("_types_/Motor", None, D.TEMPLATE, definition),
+        ],
+    )
+
+
+def test_templates_nested_past_the_limit_are_refused_not_recursed_into():
+    inner = sp.Metric("x", None, sp.DataType.DOUBLE, 1.0)
+    for depth in range(sp.MAX_TEMPLATE_DEPTH + 1):
+        inner = sp.Metric(f"t{depth}", None, sp.DataType.TEMPLATE, sp.Template([inner], ref="T"))
+    with pytest.raises(CodecError, match="nested deeper than"):
+        sp.decode(sp.encode(sp.Payload(1, 0, [inner])))
+    ok = inner.value.metrics[0]  # one level less: decoded
+    assert sp.decode(sp.encode(sp.Payload(1, 0, [ok]))).metrics[0] == ok

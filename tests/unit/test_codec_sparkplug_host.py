@@ -93,3 +93,16 @@ def test_nan_metric_is_counted_and_skipped():
     birth(h)
     assert ddata(h, 2, value=float("nan")) == []
     assert errors == ["non_finite"]
+
+
+def test_template_members_go_bad_on_death_and_a_tag_map_names_them():
+    h, _, _ = host(tag_map={"n/m/Pump/Flow": "pump_flow"})
+    birth(h)
+    pump = sp.Template(
+        [sp.Metric("Flow", None, D.DOUBLE, 3.5), sp.Metric("On", None, D.BOOLEAN, True)], ref="Pump"
+    )
+    db = sp.Payload(1500, 2, [sp.Metric("Pump", 20, D.TEMPLATE, pump)])
+    got = h.handle("spBv1.0/g/DBIRTH/n/m", sp.encode(db), 1.5)
+    assert [(r.tag, r.value) for r in got] == [("pump_flow", 3.5), ("n/m/Pump/On", True)]
+    dead = h.handle("spBv1.0/g/DDEATH/n/m", sp.encode(sp.Payload(1600, 3, [])), 1.6)
+    assert {r.tag for r in dead if r.quality is Quality.BAD} == {"n/m/current", "pump_flow", "n/m/Pump/On"}
