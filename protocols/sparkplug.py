@@ -73,6 +73,7 @@ class Metric:
     value: Any = None
     timestamp_ms: int | None = None
     is_null: bool = False
+    quality: int | str | None = None  # its "Quality" property, when the node sends one (``quality_of``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +193,13 @@ def _fill(m: Any, metric: Metric) -> None:
     if metric.timestamp_ms is not None:
         m.timestamp = int(metric.timestamp_ms)
     m.datatype = int(metric.datatype)
+    if metric.quality is not None:
+        m.properties.keys.append(QUALITY_PROPERTY)
+        pv = m.properties.values.add()
+        if isinstance(metric.quality, str):
+            pv.type, pv.string_value = DataType.STRING, metric.quality
+        else:
+            pv.type, pv.int_value = DataType.INT32, int(metric.quality) & 0xFFFFFFFF
     if metric.is_null or metric.value is None:
         m.is_null = True
     else:
@@ -239,7 +247,52 @@ def _metric(m: Any, depth: int = 0) -> Metric:
         value=_get_value(m, depth),
         timestamp_ms=m.timestamp if m.HasField("timestamp") else None,
         is_null=m.is_null,
+        quality=_quality_property(m.properties) if m.HasField("properties") else None,
     )
+
+
+QUALITY_PROPERTY = "Quality"
+
+
+def _quality_property(props: Any) -> int | str | None:
+    for key, pv in zip(props.keys, props.values, strict=False):
+        if key.lower() != "quality":
+            continue
+        which = pv.WhichOneof("value")
+        if which in ("int_value", "long_value"):
+            return as_declared(getattr(pv, which), pv.type)
+        if which == "string_value":
+            return pv.string_value
+        return None
+    return None
+
+
+def quality_of(q: int | str | None) -> str:
+    """``"good"``, ``"uncertain"`` or ``"bad"`` for a metric's "Quality" property. Absent is good (Cirrus
+    Link's nodes leave a good quality out). Ignition 8 sends its 32-bit QualityCode, whose top two bits are
+    the level (good, uncertain, bad, error); older nodes send OPC DA's codes (192 good, 64-191 uncertain,
+    below 64 bad) or Ignition 7's 500 for stale (bad); Ignition's bare subcodes 256-511 are uncertain and
+    512-1023 bad. A string is read by its first word (Good_..., Uncertain_..., Bad_..., Error_...)."""
+    if q is None:
+        return "good"
+    if isinstance(q, str):
+        low = q.strip().lower()
+        for word, level in (("good", "good"), ("uncertain", "uncertain"), ("bad", "bad"), ("error", "bad")):
+            if low.startswith(word):
+                return level
+        return "uncertain"
+    q &= 0xFFFFFFFF
+    if q >> 30:
+        return ("good", "uncertain", "bad", "bad")[q >> 30]
+    if q <= 0xFF:
+        return "good" if q & 0xC0 == 0xC0 else "uncertain" if q & 0xC0 == 0x40 else "bad"
+    if q == 500:
+        return "bad"
+    if q <= 0x1FF:
+        return "uncertain"
+    if q <= 0x3FF:
+        return "bad"
+    return "good"
 
 
 def decode(data: bytes) -> Payload:

@@ -14,7 +14,8 @@ metrics) unless ``tag_map`` renames them. ``bdSeq`` and ``Node Control/*`` metri
 A Template instance (an Ignition UDT, say) gives one tag per member, ``{metric}/{member}`` (nested
 templates: ``{metric}/{member}/{member}``), each read by its own datatype, or by the birth's or the
 NBIRTH's definition's when a data message leaves it out; definitions give no tag, and a data message
-carrying only the members that changed updates only those.
+carrying only the members that changed updates only those. A metric's "Quality" property (Ignition's
+nodes send one when a tag is not good) gives the reading's quality (``sparkplug.quality_of``).
 Limits: DataSet and null metrics are skipped; STATE, NCMD and DCMD are ignored.
 Not thread-safe: call ``handle`` from one thread (the adapter uses its asyncio loop).
 """
@@ -54,6 +55,9 @@ class _Node:
     members: dict[tuple[str | None, str], tuple[tuple[tuple[str, str | None], ...], str]] = field(
         default_factory=dict
     )  # (device, "Motor1/Speed") -> ((("Motor1", "Motor"),), "Speed"): the templates it sits in, from the top
+
+
+_QUALITY = {"good": Quality.GOOD, "uncertain": Quality.UNCERTAIN, "bad": Quality.BAD}
 
 
 def _definition_types(t: sp.Template, prefix: str = "", depth: int = 0) -> dict[str, int]:
@@ -288,7 +292,8 @@ class SparkplugHost:
                     continue
                 ts = ts_ms / 1000.0 if ts_ms is not None else default_ts
                 node.last[(dev, flat)] = (v, ts)
-                out.append(Reading(self._source, self._tag(t.edge_node, dev, flat), v, ts, received_at))
+                q = _QUALITY[sp.quality_of(leaf.quality)]
+                out.append(Reading(self._source, self._tag(t.edge_node, dev, flat), v, ts, received_at, q))
         if unknown:
             self._rebirth(t.group, t.edge_node, node)
         return out

@@ -489,6 +489,43 @@ async def test_sparkplug_template_instances_give_a_tag_per_member_and_commands_g
     assert (member.name, member.datatype, member.double_value) == ("Vib", D.DOUBLE, 0.25)
 
 
+async def test_sparkplug_quality_property_marks_a_stale_tag_bad_until_a_value_comes_without_it(mosquitto):
+    """Ignition's nodes send a metric's quality as its "Quality" property when the tag is not good (a
+    PLC link down: Bad_NotConnected, the last value repeated) and leave it out when it is good. Before,
+    every Sparkplug reading was GOOD, so a model ran on a frozen value as if it were live."""
+    D = sp.DataType
+    src = await started(mosquitto.port, [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}])
+    pub = raw_client(mosquitto.port)
+    nbirth = sp._pb().Payload()
+    nbirth.timestamp, nbirth.seq = 1, 0
+    _pb_metric(nbirth, "bdSeq", datatype=D.INT64, long_value=0)
+    _pb_metric(nbirth, "Line/Temp", alias=1, datatype=D.DOUBLE, double_value=20.0)
+    messages = [nbirth]
+    for seq, code in ((1, -2147483126), (2, 1073742081), (3, None)):  # Bad_NotConnected, Uncertain_LKV, none
+        data = sp._pb().Payload()
+        data.timestamp, data.seq = 1 + seq, seq
+        m = _pb_metric(data, alias=1, double_value=20.0 + seq)
+        if code is not None:
+            m.properties.keys.append("Quality")
+            pv = m.properties.values.add()
+            pv.type, pv.int_value = D.INT32, code & 0xFFFFFFFF
+        messages.append(data)
+    try:
+        for i, body in enumerate(messages):
+            kind = "NBIRTH" if i == 0 else "NDATA"
+            pub.publish(f"spBv1.0/g/{kind}/edge", body.SerializeToString(), qos=1)
+        got = await collect(src, lambda g: len(g) >= 4, 5)
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.value, r.quality) for r in got] == [
+        (20.0, Quality.GOOD),
+        (21.0, Quality.BAD),
+        (22.0, Quality.UNCERTAIN),
+        (23.0, Quality.GOOD),
+    ]
+
+
 def test_settings_module_validates_without_importing_paho():
     import subprocess
     import sys

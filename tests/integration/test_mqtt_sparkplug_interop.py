@@ -159,3 +159,30 @@ def test_templates_encoded_by_tahu_decode_here_and_ours_decode_in_tahu():
     assert got["value"]["isDefinition"] is False
     (member,) = got["value"]["metrics"]
     assert (member["name"], member["type"], member["value"]) == ("Speed", "Float", 1200.5)
+
+
+def test_a_quality_property_encoded_by_tahu_is_read_here():
+    req = {
+        "timestamp": 7,
+        "metrics": [
+            {
+                "name": "a",
+                "type": "Double",
+                "value": 1.0,
+                "properties": {"Quality": {"type": "Int32", "value": -2147483132}},
+            },
+            {
+                "name": "b",
+                "type": "Double",
+                "value": 2.0,
+                "properties": {"Quality": {"type": "Int32", "value": 192}},
+            },
+            {"name": "c", "type": "Double", "value": 3.0},
+        ],
+    }
+    p = sp.decode(base64.b64decode(tahu({"op": "encode", "payload": req})["b64"]))
+    assert [(m.name, m.quality, sp.quality_of(m.quality)) for m in p.metrics] == [
+        ("a", -2147483132, "bad"),  # Ignition 8's Bad_Stale
+        ("b", 192, "good"),
+        ("c", None, "good"),
+    ]

@@ -152,3 +152,35 @@ def test_templates_nested_past_the_limit_are_refused_not_recursed_into():
         sp.decode(sp.encode(sp.Payload(1, 0, [inner])))
     ok = inner.value.metrics[0]  # one level less: decoded
     assert sp.decode(sp.encode(sp.Payload(1, 0, [ok]))).metrics[0] == ok
+
+
+@pytest.mark.parametrize(
+    ("code", "level"),
+    [
+        (None, "good"),  # Cirrus Link's nodes leave a good quality out
+        (192, "good"),
+        (200, "good"),  # Ignition's Good_Provisional
+        (64, "uncertain"),  # OPC DA
+        (0, "bad"),
+        (500, "bad"),  # Ignition 7's stale
+        (-2147483136, "bad"),  # Ignition 8 QualityCode Bad
+        (-2147483132, "bad"),  # Bad_Stale
+        (-2147483126, "bad"),  # Bad_NotConnected
+        (1073742080, "uncertain"),  # Uncertain
+        (1073742081, "uncertain"),  # Uncertain_LastKnownValue
+        (-1073741056, "bad"),  # Error
+        (2**32 - 2147483132, "bad"),  # the same Bad_Stale read unsigned
+        (257, "uncertain"),  # bare Ignition subcodes
+        (516, "bad"),
+        ("Bad_NotConnected", "bad"),
+        ("Good", "good"),
+        ("Error_IO", "bad"),
+    ],
+)
+def test_a_quality_property_is_read_as_ignition_and_opc_da_nodes_mean_it(code, level):
+    assert sp.quality_of(code) == level
+
+
+def test_a_quality_property_round_trips_signed():
+    m = sp.Metric("t", 1, sp.DataType.DOUBLE, 1.5, 9, quality=-2147483132)
+    assert sp.decode(sp.encode(sp.Payload(1, 0, [m]))).metrics == [m]
