@@ -1,0 +1,72 @@
+"""The agent's status endpoint under clients that never finish (a port scanner, a slow or hostile client
+on the plant network): threads stay bounded, other addresses are still served, and stuck connections are
+cut at the deadline however slowly they trickle bytes. Real sockets on 127.0.0.1/127.0.0.2."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+import time
+
+from edge_agent.http import StatusServer
+
+
+class _Agent:
+    board = None
+    tags: dict = {}
+
+    def status(self) -> dict:
+        return {"agent": "gw"}
+
+
+def _get(port: int, source: str = "127.0.0.1") -> tuple[int, bytes]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5, source_address=(source, 0))
+    try:
+        c.request("GET", "/status")
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def test_slow_clients_hold_no_more_than_their_share_and_are_cut_at_the_deadline():
+    s = StatusServer(_Agent(), "127.0.0.1", 0, max_connections=8, deadline_s=2.0)
+    s.start()
+    before = threading.active_count()
+    slow = []
+    try:
+        for _ in range(30):  # each sends half a request line, then nothing
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+            c.sendall(b"GET /sta")
+            slow.append(c)
+        h = s.httpd
+        wait_until = time.monotonic() + 5
+        while h.accepted + h.refused < 30 and time.monotonic() < wait_until:
+            time.sleep(0.05)
+        assert h.accepted + h.refused == 30
+        assert h.peak <= 4 and h.refused >= 22  # 8 at once in all, half of them per address; 503 at once
+        assert threading.active_count() - before <= 4
+        assert _get(s.port, "127.0.0.2") == (200, b'{"agent": "gw"}')  # another address is still served
+        t0, cut = time.monotonic(), set()
+        while len(cut) < 4 and time.monotonic() - t0 < 8:  # a byte every 0.3 s: never idle
+            for i, c in enumerate(slow[:4]):
+                try:
+                    c.sendall(b"t")
+                except OSError:
+                    cut.add(i)
+            time.sleep(0.3)
+        assert len(cut) == 4 and h.cut >= 4
+        assert time.monotonic() - t0 < 5  # shut down at the 2-s deadline (the serving loop looks every 0.5 s)
+        for c in slow:  # every one was answered 503 or cut
+            c.settimeout(3)
+            try:
+                got = c.recv(200)
+            except ConnectionResetError:
+                got = b""
+            assert got == b"" or got.startswith(b"HTTP/1.1 503"), got
+        assert _get(s.port) == (200, b'{"agent": "gw"}')  # the slots came back
+    finally:
+        for c in slow:
+            c.close()
+        s.stop()
