@@ -16,97 +16,17 @@ port scanner, a slow client) held a thread for good.
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
 from edge_agent.status_board import tag_rows
 from protocols import json_codec
+from protocols.http_server import BoundedHTTPServer
 
 PAGE = Path(__file__).with_name("status_page.html")
 MAX_CONNECTIONS = 16
 DEADLINE_S = 10.0
-_BUSY = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 29\r\n"
-    b"Connection: close\r\nRetry-After: 1\r\n\r\ntoo many status requests now\n"
-)
-
-
-class _BoundedServer(ThreadingHTTPServer):
-    """At most ``max_connections`` requests at once, ``max_connections // 2`` from one address (a browser
-    opens ~6), each given ``deadline_s`` in all: a connection over it is shut down by the serving loop."""
-
-    daemon_threads = True
-    request_queue_size = 64  # socketserver's 5 leaves a burst of connects waiting on SYN retries
-
-    def __init__(self, address: tuple[str, int], handler: Any, max_connections: int, deadline_s: float):
-        super().__init__(address, handler)
-        self._max, self._per_client, self._deadline = (
-            max_connections,
-            max(1, max_connections // 2),
-            deadline_s,
-        )
-        self._lock = threading.Lock()
-        self._active: dict[Any, tuple[float, str]] = {}  # socket -> (accepted at, client address)
-        self._by_client: dict[str, int] = {}
-        self.accepted = 0
-        self.peak = 0  # the most requests served at once
-        self.refused = 0  # answered 503: too many at once
-        self.cut = 0  # shut down: over the deadline
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        ip = client_address[0] if isinstance(client_address, tuple) else str(client_address)
-        with self._lock:
-            busy = len(self._active) >= self._max or self._by_client.get(ip, 0) >= self._per_client
-            if not busy:
-                self._active[request] = (time.monotonic(), ip)
-                self._by_client[ip] = self._by_client.get(ip, 0) + 1
-                self.accepted += 1
-                self.peak = max(self.peak, len(self._active))
-            else:
-                self.refused += 1
-        if busy:  # answered here, without a thread
-            try:
-                request.settimeout(0.2)
-                request.sendall(_BUSY)
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._done(request)
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._done(request)
-
-    def _done(self, request: Any) -> None:
-        with self._lock:
-            _, ip = self._active.pop(request, (0.0, ""))
-            n = self._by_client.get(ip, 0) - 1
-            if n > 0:
-                self._by_client[ip] = n
-            else:
-                self._by_client.pop(ip, None)
-
-    def service_actions(self) -> None:  # called by serve_forever between polls (0.5 s)
-        now = time.monotonic()
-        with self._lock:
-            late = [r for r, (t0, _) in self._active.items() if now - t0 > self._deadline]
-        for r in late:  # its thread then reads EOF or gets an error, and frees its slot
-            self.cut += 1
-            try:
-                r.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class StatusServer:
@@ -179,7 +99,7 @@ class StatusServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.httpd = _BoundedServer((host, port), Handler, max_connections, deadline_s)
+        self.httpd = BoundedHTTPServer((host, port), Handler, max_connections, deadline_s)
         self.port = self.httpd.server_address[1]
         self._thread: threading.Thread | None = None
 

@@ -4,7 +4,9 @@ Agents with their state and versions, deployments with per-agent step progress, 
 version's evaluation report (metrics, confusion matrix and curve images) and the uploaded samples,
 browsable by reason and label state. Stdlib HTTP server on its own thread, no build step, no
 assets from the internet; JSON under ``/api/...`` for scripts. Bind it to 127.0.0.1 (default) or
-put it behind the site's reverse proxy with authentication: it has no login of its own.
+put it behind the site's reverse proxy with authentication: it has no login of its own. Bounded
+(``protocols.http_server``): 32 requests at once, 16 from one address, each connection shut down 30 s
+after it was accepted.
 
 Tenants: the console shows one tenant at a time. Started with ``tenant=`` (``cloud-trainer serve
 --console-tenant acme``) it shows that tenant only, whatever the URL asks; without it, ``?tenant=ID``
@@ -17,11 +19,15 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+from protocols.http_server import BoundedHTTPServer
+
 PAGE = Path(__file__).with_name("console.html")
+MAX_CONNECTIONS = 32  # half of them from one address (a reverse proxy's: give it its own limits too)
+DEADLINE_S = 30.0  # for a connection, from accept to its last byte: sample images go out in it
 
 
 class Console:
@@ -31,6 +37,8 @@ class Console:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = DEADLINE_S
+
             def log_message(self, *args) -> None:
                 pass
 
@@ -102,8 +110,7 @@ class Console:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = BoundedHTTPServer((host, port), Handler, MAX_CONNECTIONS, DEADLINE_S)
         self.port = self.httpd.server_address[1]
 
     def agents(self, tenant: str = "default") -> list[dict]:
