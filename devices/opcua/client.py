@@ -440,7 +440,7 @@ class _Handler:
                 return
             dv = data.monitored_item.Value
             now = time.time()
-            ts = _epoch(dv.SourceTimestamp) or _epoch(dv.ServerTimestamp) or now
+            ts = src._timestamp(tag, dv, now)
             quality = _quality(dv.StatusCode)
             if isinstance(val, list):
                 try:
@@ -481,6 +481,9 @@ class _Handler:
         self.src._lost.set()
 
 
+_ORDER = {"source": ("source", "server"), "server": ("server",), "receive": ()}
+
+
 class OpcUaSource:
     """One OPC UA server session feeding ``Reading`` objects (see module docstring)."""
 
@@ -496,6 +499,7 @@ class OpcUaSource:
         self._tags: dict[ua.NodeId, str] = {}
         self._rates = StatedRates()  # waveforms' sample rates as the server states them
         self._last_ts: dict[str, float] = {}
+        self._changed: set[str] = set()  # tags past their first notification since subscribing
         self._types: dict[str, ua.VariantType] = {}
         self._resolved: dict[str, str] = {}  # configured node id (nsu=...) -> ns=<index>;...
         self._probed: tuple[float, str | None] = (-1e9, None)  # (when, why) of the last endpoint-list probe
@@ -652,7 +656,36 @@ class OpcUaSource:
         if rate_node is not None:
             groups.setdefault((ns.sampling_interval_ms, 1), []).append(rate_node)
 
+    def _timestamp(self, tag: str, dv: Any, now: float) -> float:
+        """The reading's time, by ``timestamps``: the first of the source and server timestamps that is
+        set, not null, and within ``max_clock_skew_s`` of this gateway's clock; else the receive time. A
+        subscription's first value may have been set long ago: its old source time stands when the
+        server's own timestamp (its clock) is within the bound."""
+        first = tag not in self._changed
+        if first:
+            self._changed.add(tag)
+        skew = self.settings.max_clock_skew_s
+        server = _epoch(dv.ServerTimestamp)
+        # an old source time on the first value is a value set long ago only if the server's clock is right
+        old_ok = first and (server is None or abs(server - now) <= skew)
+        for which in _ORDER[self.settings.timestamps]:
+            t = _epoch(dv.SourceTimestamp) if which == "source" else server
+            if t is None:
+                continue
+            if skew and (t - now > skew or (now - t > skew and not (old_ok and which == "source"))):
+                msg = (
+                    f"tag {tag}: its {which} timestamp is {t - now:+.0f} s off this gateway's clock (over "
+                    f"max_clock_skew_s {skew:g}), so the next in line is used; set the PLC's clock (NTP), or "
+                    "timestamps: server | receive"
+                )
+                self.stats.error("clock_skew", msg)
+                self._burst.log(f"skew:{tag}:{which}", "opcua source %s: %s", self.name, msg)
+                continue
+            return t
+        return now
+
     async def _subscribe(self, client: Client, groups: dict[tuple[float, int], list[Node]]) -> None:
+        self._changed.clear()
         sub = await client.create_subscription(self.settings.publishing_interval_ms, _Handler(self))
         for (sampling_ms, queue_size), nodes in groups.items():
             try:

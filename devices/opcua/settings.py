@@ -82,6 +82,18 @@ class OpcUaSettings(_Model):
     connect_timeout_s: float = Field(5.0, gt=0)
     keepalive_check_s: float = Field(2.0, gt=0, description="how often the connection is checked")
     non_finite: NonFinitePolicy = NonFinitePolicy.BAD
+    timestamps: Literal["source", "server", "receive"] = Field(
+        "source",
+        description="the time a reading carries: the PLC's source timestamp (else the server's, else the "
+        "receive time), the server's (else the receive time), or the receive time",
+    )
+    max_clock_skew_s: float = Field(
+        300.0,
+        ge=0,
+        description="a timestamp further than this ahead of the gateway's clock, or behind it on a change "
+        "(the first value after subscribing may be old), is not used: the next in line is, and it is "
+        "counted as clock_skew; 0: never checked",
+    )
     heartbeat: HeartbeatSettings | None = Field(None, description="watchdog node written while connected")
 
     @model_validator(mode="after")

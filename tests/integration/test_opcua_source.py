@@ -275,3 +275,54 @@ async def test_a_null_source_timestamp_from_a_plc_without_a_clock_is_not_taken_a
         await src.stop()
         await srv.stop()
     assert r.value == 2.5 and abs(r.timestamp - time.time()) < 60, r.timestamp
+
+
+async def test_a_plc_clock_far_off_the_gateways_is_not_taken_for_the_readings_time() -> None:
+    """PLC clocks are often wrong: reset to 2012 after a power loss without a battery, or an hour ahead.
+    Taken at face value, such readings landed in windows, results and the cloud at that time. Now a source
+    time over max_clock_skew_s off is replaced by the server's (else the receive time) and counted; a
+    subscription's first value keeps its old source time (a setpoint set hours ago), since the server's
+    own clock is right."""
+    import datetime as dt
+
+    from asyncua import ua
+
+    from tests.support.peers import opcua_server
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:skew", "Press")
+    now = dt.datetime.now(dt.UTC)
+    set_long_ago = now - dt.timedelta(hours=2)
+    node = await obj.add_variable(ua.NodeId("Force", idx), "Force", 1.0, ua.VariantType.Double)
+    await node.write_value(ua.DataValue(ua.Variant(1.0, ua.VariantType.Double), SourceTimestamp=set_long_ago))
+    await srv.start()
+    endpoint = f"opc.tcp://127.0.0.1:{port}/plc/"
+    src = OpcUaSource("plc", _settings(endpoint, [{"node_id": f"ns={idx};s=Force"}]))
+    rcv = OpcUaSource("rcv", _settings(endpoint, [{"node_id": f"ns={idx};s=Force"}], timestamps="receive"))
+    await src.start()
+    await rcv.start()
+    try:
+        it, it2 = src.items(), rcv.items()
+        first = await asyncio.wait_for(it.__anext__(), 8)
+        await asyncio.wait_for(it2.__anext__(), 8)
+        got = []
+        for value, stamp in (
+            (2.0, now + dt.timedelta(hours=1)),  # an hour ahead
+            (3.0, dt.datetime(2012, 1, 1, tzinfo=dt.UTC)),  # reset after a power loss
+            (4.0, None),  # the server stamps it: within bounds
+        ):
+            dv = ua.DataValue(ua.Variant(value, ua.VariantType.Double), SourceTimestamp=stamp)
+            await node.write_value(dv)
+            got.append(await asyncio.wait_for(it.__anext__(), 8))
+            r2 = await asyncio.wait_for(it2.__anext__(), 8)
+            assert abs(r2.timestamp - r2.received_at) < 1e-6  # timestamps: receive
+    finally:
+        await src.stop()
+        await rcv.stop()
+        await srv.stop()
+    assert abs(first.timestamp - set_long_ago.timestamp()) < 1  # a value set long ago keeps its time
+    assert [r.value for r in got] == [2.0, 3.0, 4.0]
+    for r in got:
+        assert abs(r.timestamp - r.received_at) < 60, (r.value, r.timestamp)
+    assert src.stats.errors_by_reason.get("clock_skew") == 2
+    assert "clock_skew" not in rcv.stats.errors_by_reason
