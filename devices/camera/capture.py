@@ -114,6 +114,7 @@ class CameraSource:
         self._thread: threading.Thread | None = None
         self._seq = 0
         self._opens = 0
+        self._dropped_in: dict[str, tuple[int, int]] | None = None  # watch: files read or left, by name
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -121,6 +122,7 @@ class CameraSource:
             return
         self._channel.bind(asyncio.get_running_loop())
         self._stop.clear()
+        self._dropped_in = None
         self.state = ConnectionState.CONNECTING
         self._thread = threading.Thread(target=self._run, name=f"camera-{self.name}", daemon=True)
         self._thread.start()
@@ -215,7 +217,12 @@ class CameraSource:
         files were last written, when it has not changed for ``settle_ms`` (a camera's software or an FTP
         upload writing it has finished). Files already there at the start are left alone: after a restart,
         inspecting old parts again would drive the PLC for parts long gone. A file rewritten later (new
-        size or time) is read again; the record of files read is pruned as files leave the folder."""
+        size or time) is read again; the record of files read is pruned as files leave the folder.
+
+        The record outlives a lost folder (a network share that drops, a folder moved away and back):
+        after the reader's backoff the images that arrived meanwhile are read, and those already read
+        are not. An empty listing prunes nothing: an unmounted share's mount point lists empty, and
+        every image on it would otherwise be read again when it comes back."""
         s = self.settings
         folder = Path(s.url)
         if not folder.is_dir():
@@ -236,12 +243,14 @@ class CameraSource:
                     out[e.name] = (st.st_size, st.st_mtime_ns, st.st_mtime)
             return out
 
-        done = {name: (size, mtime_ns) for name, (size, mtime_ns, _) in listing().items()}
+        if self._dropped_in is None:  # the first listing: what is there now is left alone
+            self._dropped_in = {name: (size, mtime_ns) for name, (size, mtime_ns, _) in listing().items()}
+        done = self._dropped_in
         self.state = ConnectionState.CONNECTED
         while not self._stop.is_set():
             now = time.time()
             files = listing()
-            for name in [n for n in done if n not in files]:
+            for name in [n for n in done if n not in files] if files else ():
                 del done[name]
             ready = sorted(
                 (mtime, name)

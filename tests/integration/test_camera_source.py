@@ -244,3 +244,48 @@ def test_sample_config_is_valid_and_documents_every_default():
     text = sample.read_text()
     for name in CameraSettings.model_fields:
         assert name in text, f"sample.yaml does not mention {name}"
+
+
+async def test_a_drop_folder_that_goes_away_and_comes_back_loses_no_part_and_repeats_none(tmp_path):
+    """A network share that drops, or a folder moved away and back: the images written meanwhile are read
+    after the reader's backoff, and those read before are not read again, even when the folder first
+    comes back empty (an unmounted share's mount point) and its images reappear later."""
+    drop, away, parked = tmp_path / "drop", tmp_path / "away", tmp_path / "parked"
+    drop.mkdir()
+    parked.mkdir()
+
+    def image(v: int) -> bytes:
+        return cv2.imencode(".png", np.full((24, 32, 3), v, np.uint8))[1].tobytes()
+
+    src = CameraSource(
+        "cam",
+        CameraSettings(
+            url=str(drop), watch=True, settle_ms=100, reconnect_initial_s=0.2, reconnect_max_s=0.4
+        ),
+    )
+    await src.start()
+    try:
+        for _ in range(200):
+            if src.state is ConnectionState.CONNECTED:
+                break
+            await asyncio.sleep(0.02)
+        (drop / "a.png").write_bytes(image(10))
+        first = await take(src, 1, 10)
+        drop.rename(away)  # the share drops
+        for _ in range(100):
+            if src.stats.errors_by_reason.get("reader_failed"):
+                break
+            await asyncio.sleep(0.05)
+        (away / "b.png").write_bytes(image(20))  # written while the gateway could not see it
+        for f in away.iterdir():  # it comes back empty first (a mount point before the remount) ...
+            f.rename(parked / f.name)
+        away.rename(drop)
+        await asyncio.sleep(0.6)
+        for f in parked.iterdir():  # ... then with its images
+            f.rename(drop / f.name)
+        second = await take(src, 1, 10)
+        with pytest.raises(TimeoutError):  # a.png is not read again
+            await take(src, 1, 1.0)
+    finally:
+        await src.stop()
+    assert [int(f.image[0, 0, 0]) for f in first + second] == [10, 20]
