@@ -64,6 +64,9 @@ class Quality(enum.Enum):
     BAD = "bad"
 
 
+QUALITY_BY_NAME = {q.value: q for q in Quality}  # "good" -> Quality.GOOD: a dict lookup per reading
+
+
 class ConnectionState(enum.Enum):
     STOPPED = "stopped"
     CONNECTING = "connecting"

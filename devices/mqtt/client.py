@@ -39,6 +39,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.base import (
+    QUALITY_BY_NAME,
     Backoff,
     BurstLogger,
     Channel,
@@ -432,7 +433,7 @@ class MqttSource:
                     continue
             else:
                 last_ts[tag] = ts
-            out.append(Reading(name, tag, v, ts, received_at, _QUALITY[q], rate))
+            out.append(Reading(name, tag, v, ts, received_at, QUALITY_BY_NAME[q], rate))
         return out
 
     def _order(self, readings: list[Reading]) -> list[Reading]:
@@ -566,9 +567,6 @@ def _decoder_factory(codec: CodecKind):
         raise MqttError(
             f"codec {codec.value!r} has no decoder ({exc}); one of {sorted(CODEC_TYPES)}"
         ) from exc
-
-
-_QUALITY = {"good": Quality.GOOD, "uncertain": Quality.UNCERTAIN, "bad": Quality.BAD}
 
 
 def json_decoder(src: MqttSource, sub: Subscription):

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from devices.base import Quality, Reading
+from devices.base import QUALITY_BY_NAME, Quality, Reading
 from devices.mqtt.settings import SparkplugHostSettings
 from protocols import sparkplug as sp
 
@@ -55,9 +55,6 @@ class _Node:
     members: dict[tuple[str | None, str], tuple[tuple[tuple[str, str | None], ...], str]] = field(
         default_factory=dict
     )  # (device, "Motor1/Speed") -> ((("Motor1", "Motor"),), "Speed"): the templates it sits in, from the top
-
-
-_QUALITY = {"good": Quality.GOOD, "uncertain": Quality.UNCERTAIN, "bad": Quality.BAD}
 
 
 def _definition_types(t: sp.Template, prefix: str = "", depth: int = 0) -> dict[str, int]:
@@ -292,7 +289,7 @@ class SparkplugHost:
                     continue
                 ts = ts_ms / 1000.0 if ts_ms is not None else default_ts
                 node.last[(dev, flat)] = (v, ts)
-                q = _QUALITY[sp.quality_of(leaf.quality)]
+                q = QUALITY_BY_NAME[sp.quality_of(leaf.quality)]
                 out.append(Reading(self._source, self._tag(t.edge_node, dev, flat), v, ts, received_at, q))
         if unknown:
             self._rebirth(t.group, t.edge_node, node)
