@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import grpc
 import pytest
@@ -565,3 +567,38 @@ async def test_a_console_pinned_to_a_tenant_shows_that_tenant_only(cloud):
     finally:
         for c in consoles.values():
             c.stop()
+
+
+async def test_a_refused_agent_reads_why_even_when_its_first_write_crosses_the_refusal(
+    cloud, world, tmp_path
+):
+    """grpc's asyncio client turns a status that arrives while its first write is under way into INTERNAL
+    (grpc#36066): the server waits for that write before refusing, so that the agent reads the quota."""
+    _, ch, _, port = cloud
+    pki = world[1]
+    await admin(ch, "", "ops").CreateTenant(pb.CreateTenantRequest(tenant="acme", max_agents=2), timeout=10)
+    c = issue(pki, "gw-c", ROLE_AGENT, tmp_path / "gw-c", tenant="acme")[0].with_suffix("")
+    rng = random.Random(7)
+
+    async def first(msg):  # the agent writes as soon as it has built its first report or batch
+        await asyncio.sleep(rng.uniform(0, 0.004))
+        yield msg
+
+    seen: Counter = Counter()
+    async with grpc.aio.secure_channel(
+        f"127.0.0.1:{port}", channel_credentials(pki / "ca.pem", c.with_suffix(".pem"), c.with_suffix(".key"))
+    ) as gwc:
+        fleet = rpc.FleetStub(gwc)
+        for _ in range(150):
+            seen["Connect", *await _code(fleet.Connect(first(pb.AgentMessage()), timeout=10).read())] += 1
+            seen[
+                "PushRecords", *await _code(fleet.PushRecords(first(pb.RecordBatch()), timeout=10).read())
+            ] += 1
+    why = (
+        "tenant acme: 2 agents registered, the tenant's quota is 2; agent gw-c cannot join until "
+        "the platform operator raises the quota"
+    )
+    assert seen == {
+        ("Connect", grpc.StatusCode.RESOURCE_EXHAUSTED, why): 150,
+        ("PushRecords", grpc.StatusCode.RESOURCE_EXHAUSTED, why): 150,
+    }
