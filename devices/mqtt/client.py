@@ -26,8 +26,10 @@ Limits: one broker per source; QoS 2 is not offered.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
+import math
 import ssl
 import time
 import uuid
@@ -180,6 +182,7 @@ class MqttSource:
         self._route_cache: dict[str, Any] = {}  # topic -> its subscription's decoder (None: no subscription)
         self._last_ts: dict[str, float] = {}
         self._keep_out_of_order = settings.out_of_order == "keep"
+        self._max_ahead = settings.max_clock_skew_s or math.inf
         self._max_bytes = settings.max_message_bytes
         self.sparkplug = SparkplugHost(name, settings.sparkplug, self._publish_raw, self._error)
         # one decoder per subscription, built by its codec's row in CODEC_TYPES
@@ -403,12 +406,32 @@ class MqttSource:
             self._error(e.reason, f"topic {topic!r}: {e.detail}")
             return []
 
+    def _ahead(self, tag: str, ts: float, received_at: float) -> float:
+        """The time of a reading stamped further ahead of this gateway's clock than ``max_clock_skew_s``: the
+        receive time. Kept, it would make every later reading of the tag look older and be dropped as
+        out of order until the wall clock caught up (a device clock set years ahead, microseconds sent as
+        milliseconds). The receive time is not the device's clock, so it does not move the tag's order
+        either: the next reading, stamped by the device a little behind this gateway, is not dropped."""
+        msg = (
+            f"tag {tag!r}: timestamp {ts:.3f} is {ts - received_at:+.0f} s ahead of this gateway's clock (over "
+            f"max_clock_skew_s {self.settings.max_clock_skew_s:g}); the receive time is used: set the device's "
+            "clock (NTP), or check timestamp_format"
+        )
+        self._error("clock_skew", msg)
+        return received_at
+
     def _json_readings(self, prefix: str, triples, received_at: float) -> list[Reading]:
         # _order fused with construction: this runs for every tag of every message on the loop
         # (bench/mqtt_bench); JSON values are always of GOOD quality
         name, last_ts, out = self.name, self._last_ts, []
+        ahead = received_at + self._max_ahead
         for t, v, ts, rate in triples:
             tag = prefix + t
+            if ts > ahead:  # the receive time, not the device's clock: it does not move the tag's order
+                out.append(
+                    Reading(name, tag, v, self._ahead(tag, ts, received_at), received_at, Quality.GOOD, rate)
+                )
+                continue
             last = last_ts.get(tag)
             if last is not None and ts < last:
                 self._error("out_of_order", f"tag {tag!r}: timestamp {ts} is older than {last}")
@@ -424,8 +447,13 @@ class MqttSource:
         UNCERTAIN value is passed on as such, as an OPC UA source passes a node's status); a gateway's
         buffered values of one tag come in one message, ordered by time as any others."""
         name, last_ts, out = self.name, self._last_ts, []
+        ahead = received_at + self._max_ahead
         for t, v, ts, rate, q in tuples:
             tag = prefix + t
+            if ts > ahead:  # the receive time, not the device's clock: it does not move the tag's order
+                ts = self._ahead(tag, ts, received_at)
+                out.append(Reading(name, tag, v, ts, received_at, QUALITY_BY_NAME[q], rate))
+                continue
             last = last_ts.get(tag)
             if last is not None and ts < last:
                 self._error("out_of_order", f"tag {tag!r}: timestamp {ts} is older than {last}")
@@ -441,6 +469,9 @@ class MqttSource:
         last_ts = self._last_ts
         out = []
         for r in readings:
+            if r.timestamp > r.received_at + self._max_ahead:  # as in _json_readings
+                out.append(dataclasses.replace(r, timestamp=self._ahead(r.tag, r.timestamp, r.received_at)))
+                continue
             last = last_ts.get(r.tag)
             if last is not None and r.timestamp < last and r.quality is Quality.GOOD:
                 self._error("out_of_order", f"tag {r.tag!r}: timestamp {r.timestamp} is older than {last}")

@@ -175,6 +175,13 @@ class MqttSettings(_Model):
     out_of_order: Literal["drop", "keep"] = Field(
         "drop", description="a reading older than its tag's last one"
     )
+    max_clock_skew_s: float = Field(
+        300.0,
+        ge=0,
+        description="a reading stamped further than this ahead of the gateway's clock gets the receive time "
+        "and is counted as clock_skew (kept, it would make the tag's later readings look out of order); "
+        "older times are kept (a device sending its buffer after an outage); 0: never checked",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> MqttSettings:

@@ -526,6 +526,67 @@ async def test_sparkplug_quality_property_marks_a_stale_tag_bad_until_a_value_co
     ]
 
 
+@pytest.mark.parametrize("guard", [300.0, 0.0])
+async def test_a_reading_stamped_years_ahead_does_not_silence_its_tag(mosquitto, guard):
+    """A device whose clock jumped years ahead (or sent microseconds as milliseconds) once: kept, that
+    time made every later reading of the tag look out of order, and the tag went silent until the wall
+    clock caught up. Over ``max_clock_skew_s`` ahead the receive time is used and counted, on plain JSON,
+    gateway records and Sparkplug alike; a device's buffered old readings keep their times."""
+    D = sp.DataType
+    subs = [
+        {"topic": "j/#", "json_mapping": {"timestamp_field": "ts", "timestamp_format": "epoch_ms"}},
+        {"topic": "kep/#", "json_mapping": {"records": {}, "timestamp_format": "epoch_ms"}},
+        {"topic": "spBv1.0/#", "codec": "sparkplug_b"},
+    ]
+    src = await started(mosquitto.port, subs, max_clock_skew_s=guard)
+    pub = raw_client(mosquitto.port)
+    now_ms = int(time.time() * 1000)
+    ahead_ms = now_ms * 1000  # microseconds where milliseconds were meant
+    old_ms = now_ms - 6 * 3600 * 1000  # a buffer sent after a six-hour outage
+    nbirth = sp._pb().Payload()
+    nbirth.timestamp, nbirth.seq = now_ms, 0
+    _pb_metric(nbirth, "bdSeq", datatype=D.INT64, long_value=0)
+    _pb_metric(nbirth, "Temp", alias=1, datatype=D.DOUBLE, double_value=1.0).timestamp = old_ms
+    sp_data = []
+    for seq, ts in ((1, ahead_ms), (2, now_ms + 1)):
+        data = sp._pb().Payload()
+        data.timestamp, data.seq = ts, seq
+        _pb_metric(data, alias=1, double_value=1.0 + seq).timestamp = ts
+        sp_data.append(data.SerializeToString())
+    try:
+        for i, ts in enumerate((old_ms, ahead_ms, now_ms + 1)):
+            pub.publish("j/1", json.dumps({"ts": ts, "v": i + 1}), qos=1)
+            pub.publish(
+                "kep/1", json.dumps({"timestamp": ts, "values": [{"id": "w", "v": i + 1, "t": ts}]}), qos=1
+            )
+        pub.publish("spBv1.0/g/NBIRTH/edge", nbirth.SerializeToString(), qos=1)
+        for body in sp_data:
+            pub.publish("spBv1.0/g/NDATA/edge", body, qos=1)
+        got = await collect(src, lambda g: len(g) >= 9, 5)
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    by_tag: dict = {}
+    for r in got:
+        by_tag.setdefault(r.tag, []).append(r)
+    if guard:
+        assert {tag: [r.value for r in rs] for tag, rs in by_tag.items()} == {
+            "j/1/v": [1, 2, 3],
+            "kep/1/w": [1, 2, 3],
+            "edge/Temp": [1.0, 2.0, 3.0],
+        }
+        for rs in by_tag.values():
+            assert rs[0].timestamp == old_ms / 1000  # the buffered reading keeps its time
+            assert rs[1].timestamp == rs[1].received_at  # the one years ahead gets the receive time
+            assert rs[2].timestamp == (now_ms + 1) / 1000
+        assert src.stats.errors_by_reason.get("clock_skew") == 3
+        assert "max_clock_skew_s 300" in (src.stats.last_error or "")
+        assert not src.stats.errors_by_reason.get("out_of_order")
+    else:  # unguarded: the reading after the one years ahead is dropped as out of order
+        assert all([r.value for r in rs][-1] == 2 for rs in by_tag.values()) and len(by_tag) == 3
+        assert src.stats.errors_by_reason.get("out_of_order") == 3
+
+
 def test_settings_module_validates_without_importing_paho():
     import subprocess
     import sys
