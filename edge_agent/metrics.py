@@ -181,4 +181,12 @@ class _AgentCollector:
         )
         for r in getattr(agent, "rules", []):
             rules.add_metric([r.s.name], 1 if r.active else 0)
-        yield from (dropped, errors, silent, received, sdropped, serrors, actions, alarms, fwd, rules)
+        http = CounterMetricFamily(
+            "edge_status_http_connections",
+            "Connections to this endpoint: accepted, refused (503: too many at once) or cut (over the deadline)",
+            labels=["outcome"],
+        )
+        if (srv := getattr(agent, "http", None)) is not None:
+            for outcome in ("accepted", "refused", "cut"):
+                http.add_metric([outcome], getattr(srv.httpd, outcome))
+        yield from (dropped, errors, silent, received, sdropped, serrors, actions, alarms, fwd, rules, http)

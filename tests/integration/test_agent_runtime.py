@@ -170,6 +170,14 @@ async def test_agent_runs_both_pipelines_and_acts_on_real_peers(tmp_path, packag
             or "# TYPE edge_pipeline_dropped counter" in metrics
         )
         assert 'edge_source_received_total{source="machine"}' in metrics
+        # the endpoint's own bounds: /status and this scrape accepted, none refused or cut
+        http_counts = {
+            o: float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            for o in ("accepted", "refused", "cut")
+            if line.startswith(f'edge_status_http_connections_total{{outcome="{o}"}}')
+        }
+        assert http_counts["accepted"] >= 2 and http_counts["refused"] == http_counts["cut"] == 0, http_counts
 
         # hot swap while frames flow: the camera keeps its sequence, nothing processed twice
         slot = agent.slots["vision"]
