@@ -289,22 +289,13 @@ def _saturating_model(path: Path) -> Path:
     return path
 
 
-@pytest.mark.skipif(
-    shutil.which("qemu-x86_64") is None, reason="qemu-user is not installed (make setup installs it)"
-)
-@pytest.mark.skipif(
-    "avx512_vnni" not in cpu_flags() and "avx_vnni" not in cpu_flags(),
-    reason="the packages must be built on a CPU with VNNI for the emulated AVX2 CPU to differ",
-)
-@pytest.mark.timeout(600)
-def test_on_an_avx2_cpu_without_vnni_8bit_weights_fall_back_to_fp32_and_7bit_weights_serve_int8(
-    tmp_path, forms
-):
+def _packages(tmp_path: Path, forms, weights: tuple[str, ...]) -> dict[str, str]:
+    """Packages of the saturating model, INT8 with full 8-bit or 7-bit weights, FP32 beside (OpenVINO too)."""
     fp32 = _saturating_model(tmp_path / "sat.fp32.onnx")
     calib = golden_inputs("vision", n=48, width=SIZE, height=SIZE, seed=1)["image"]
     pkgs = {}
-    for name, full in (("weights_8bit", True), ("weights_7bit", False)):
-        int8 = _quantize(fp32, tmp_path / f"{name}.onnx", calib, full_8bit_weights=full)
+    for name in weights:
+        int8 = _quantize(fp32, tmp_path / f"{name}.onnx", calib, full_8bit_weights=name == "weights_8bit")
         pkgs[name] = str(
             build_package(
                 int8,
@@ -316,12 +307,17 @@ def test_on_an_avx2_cpu_without_vnni_8bit_weights_fall_back_to_fp32_and_7bit_wei
                 fp32_model=fp32,
             )
         )
+    return pkgs
+
+
+def _select_under_qemu(cpu: str, pkgs: dict[str, str], tmp_path: Path, forms) -> dict:
+    """What the agent's engine selection chooses, per package, on the CPU model qemu emulates."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [
             "qemu-x86_64",
             "-cpu",
-            "Haswell",
+            cpu,
             sys.executable,
             "-c",
             _CHECK_UNDER_QEMU,
@@ -336,7 +332,25 @@ def test_on_an_avx2_cpu_without_vnni_8bit_weights_fall_back_to_fp32_and_7bit_wei
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+_NO_QEMU = pytest.mark.skipif(
+    shutil.which("qemu-x86_64") is None, reason="qemu-user is not installed (make setup installs it)"
+)
+
+
+@_NO_QEMU
+@pytest.mark.skipif(
+    "avx512_vnni" not in cpu_flags() and "avx_vnni" not in cpu_flags(),
+    reason="the packages must be built on a CPU with VNNI for the emulated AVX2 CPU to differ",
+)
+@pytest.mark.timeout(600)
+def test_on_an_avx2_cpu_without_vnni_8bit_weights_fall_back_to_fp32_and_7bit_weights_serve_int8(
+    tmp_path, forms
+):
+    pkgs = _packages(tmp_path, forms, ("weights_8bit", "weights_7bit"))
+    out = _select_under_qemu("Haswell", pkgs, tmp_path, forms)
     assert "avx2" in out["cpu_flags"] and "avx512_vnni" not in out["cpu_flags"]
     full = {(t["engine"], t["form"]): t for t in out["weights_8bit"]["trials"]}
     assert (
@@ -345,6 +359,29 @@ def test_on_an_avx2_cpu_without_vnni_8bit_weights_fall_back_to_fp32_and_7bit_wei
     assert (out["weights_8bit"]["engine"], out["weights_8bit"]["form"]) != ("openvino", "int8")
     assert "INT8 off on this CPU" in out["weights_8bit"]["summary"]
     assert all(t["ok"] for t in out["weights_7bit"]["trials"]), out["weights_7bit"]
+
+
+@_NO_QEMU
+@pytest.mark.timeout(600)
+def test_on_an_sse42_only_cpu_both_engines_load_and_each_form_is_judged_on_it(tmp_path, forms):
+    """The fanless gateways many lines buy (Celeron J1900, J4125, Atom E3900) have SSE4.2 and no AVX.
+    Both engines must load there (an instruction the CPU lacks would kill the agent, not fail a trial),
+    and INT8 is judged against FP32 on that CPU: its saturating 16-bit pairs (OpenVINO's SSSE3 kernels)
+    make the 8-bit weights deviate more than the 7-bit ones, which match ONNX Runtime's exact path."""
+    pkgs = _packages(tmp_path, forms, ("weights_8bit", "weights_7bit"))
+    out = _select_under_qemu("Nehalem", pkgs, tmp_path, forms)
+    assert out["cpu_flags"] == ["sse4_2"]
+    for name in pkgs:
+        trials = {(t["engine"], t["form"]): t for t in out[name]["trials"]}
+        assert set(trials) == {(e, f) for e in ("onnxruntime", "openvino") for f in ("int8", "fp32")}
+        assert all(t["loaded"] for t in trials.values()), out[name]
+        chosen = trials[(out[name]["engine"], out[name]["form"])]
+        assert chosen["ok"] and chosen["agreement"] in (None, 1.0), out[name]
+        assert out[name]["cpu_flags"] == ["sse4_2"]
+    seven = {(t["engine"], t["form"]): t["deviation"] for t in out["weights_7bit"]["trials"]}
+    eight = {(t["engine"], t["form"]): t["deviation"] for t in out["weights_8bit"]["trials"]}
+    assert seven[("openvino", "int8")] == pytest.approx(seven[("onnxruntime", "int8")], rel=0.05)
+    assert eight[("openvino", "int8")] > 2 * seven[("openvino", "int8")]
 
 
 async def test_the_fleet_learns_which_form_an_agent_serves_and_why_with_its_cpu(tmp_path, forms, packages):
