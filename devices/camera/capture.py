@@ -16,7 +16,9 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   are ``open_failed``, a lost stream ``stream_lost``, each logged once per burst.
 - A folder's image is decoded only after its header's size is checked against ``max_megapixels``:
   a file declaring more (a "decompression bomb", or a camera set far above what the model needs) is
-  skipped as ``oversize_frame`` without being decoded.
+  skipped as ``oversize_frame`` without being decoded. A device, stream or video file whose declared
+  frame size is over it is not read (``oversize_frame``, reopened after the backoff); OpenCV scales its
+  later frames to that size.
 
 Limits: no hardware-decoding options; frames are BGR uint8 as OpenCV gives them.
 """
@@ -334,6 +336,20 @@ class CameraSource:
         if self._opens:
             self.stats.reconnects += 1
         self._opens += 1
+        # the size declared when opened (CAP_PROP_FRAME_WIDTH, _HEIGHT): OpenCV's FFmpeg reader scales every
+        # later frame to it, so a stream that grows midway still gives frames of this size (measured)
+        w, h = cap.get(3), cap.get(4)
+        if (
+            declared := w * h
+        ) > s.max_megapixels * 1e6:  # refused before a frame is decoded; asked again after the backoff
+            cap.release()
+            self.state = ConnectionState.BACKOFF
+            self._error(
+                "oversize_frame",
+                f"{s.url}: frames of {w:.0f}x{h:.0f} ({declared / 1e6:.1f} Mpx) are over "
+                f"max_megapixels {s.max_megapixels:g}; set the camera's resolution lower, or raise it",
+            )
+            return
         self.state = ConnectionState.CONNECTED
         backoff.reset()
         period = 1.0 / s.fps if s.fps else 0.0

@@ -56,7 +56,8 @@ class CameraSettings(BaseModel):
         25.0,
         gt=0,
         le=1000,
-        description="an image file of a folder declaring more pixels is skipped undecoded (oversize_frame)",
+        description="frames over this are never decoded or queued (oversize_frame): a folder's image file "
+        "declaring more is skipped undecoded; a device, stream or video file declaring more is not read",
     )
     queue_max_items: int = Field(4, ge=1, le=1000, description="frames held for the pipeline; oldest dropped")
     reconnect_initial_s: float = Field(0.5, gt=0)

@@ -101,6 +101,36 @@ async def test_mjpeg_stream_keeps_target_fps_by_skipping_and_counts_a_corrupt_fr
     assert src.stats.errors_by_reason.get("corrupt_frame", 0) >= 1
 
 
+async def test_a_stream_or_video_over_max_megapixels_is_not_read(tmp_path):
+    """Four queued 8K frames are 800 MB: a camera set far above what the model needs must not take the
+    gateway's memory. A stream or video declaring frames over ``max_megapixels`` is not read (asked again
+    after the backoff, so a camera set back to a sane resolution is taken up)."""
+    big = CameraServer(free_port(), fps=20, seed=3, width=160, height=120).start()  # 0.0192 Mpx
+    video = write_video(tmp_path / "line.avi", 5, fps=10, seed=1, defect_rate=0.5, size=160)  # 0.0256 Mpx
+    refused = [
+        CameraSource(
+            "stream", CameraSettings(url=big.url, fps=10, max_megapixels=0.01, reconnect_initial_s=0.2)
+        ),
+        CameraSource(
+            "video", CameraSettings(url=str(video), fps=50, max_megapixels=0.01, reconnect_initial_s=0.2)
+        ),
+    ]
+    try:
+        for src in refused:
+            await src.start()
+        await asyncio.sleep(2.0)
+        for src in refused:
+            assert src._seq == 0, src.name  # not a frame read
+            assert src.stats.errors_by_reason.get("oversize_frame", 0) >= 2, (
+                src.stats.errors_by_reason
+            )  # again
+            assert "over max_megapixels 0.01" in src.stats.last_error and "160x" in src.stats.last_error
+    finally:
+        for src in refused:
+            await src.stop()
+        big.stop()
+
+
 async def test_stream_reconnects_after_the_camera_restarts(caplog):
     import logging
 
