@@ -74,6 +74,7 @@ class Metric:
     timestamp_ms: int | None = None
     is_null: bool = False
     quality: int | str | None = None  # its "Quality" property, when the node sends one (``quality_of``)
+    is_historical: bool = False  # a value sent late (a node's store-and-forward), not the current one
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +201,8 @@ def _fill(m: Any, metric: Metric) -> None:
             pv.type, pv.string_value = DataType.STRING, metric.quality
         else:
             pv.type, pv.int_value = DataType.INT32, int(metric.quality) & 0xFFFFFFFF
+    if metric.is_historical:
+        m.is_historical = True
     if metric.is_null or metric.value is None:
         m.is_null = True
     else:
@@ -248,6 +251,7 @@ def _metric(m: Any, depth: int = 0) -> Metric:
         timestamp_ms=m.timestamp if m.HasField("timestamp") else None,
         is_null=m.is_null,
         quality=_quality_property(m.properties) if m.HasField("properties") else None,
+        is_historical=m.is_historical,
     )
 
 

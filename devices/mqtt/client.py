@@ -18,7 +18,8 @@ Bad input is counted in ``stats.errors_by_reason`` and skipped: ``malformed_json
 (a message over ``max_message_bytes``, skipped before it is queued),
 ``broker_unreachable``, ``tls_failed``, ``connect_refused``, ``publish_failed``.
 Routine or silent events go to ``notices`` instead (one WARNING on the first, then counted, shown
-on ``/status``): ``data_before_birth`` (normal after the host starts; a rebirth is asked) and a
+on ``/status``): ``data_before_birth`` (normal after the host starts; a rebirth is asked),
+``historical`` (Sparkplug values a node sent late, not used) and a
 Sparkplug ``tag_map`` key that matches no metric because it starts with the group.
 Limits: one broker per source; QoS 2 is not offered.
 """
@@ -358,14 +359,16 @@ class MqttSource:
         self._channel.put_threadsafe((msg.topic, msg.payload, time.time()))
 
     # ---- errors ----------------------------------------------------------------------------
-    def _notice(self, key: str, msg: str) -> None:
-        # data before birth is routine (this host started after the node): INFO, counted apart
+    def _notice(self, key: str, msg: str, n: int = 1) -> None:
+        # data before birth (this host started after the node) and a node's late values after an outage
+        # are routine: INFO, counted apart
         self.notices.note(
             key,
             "mqtt source %r: %s",
             self.name,
             msg,
-            level=logging.INFO if key == "data_before_birth" else logging.WARNING,
+            n=n,
+            level=logging.INFO if key in ("data_before_birth", "historical") else logging.WARNING,
         )
 
     def _error(self, reason: str, detail: str) -> None:

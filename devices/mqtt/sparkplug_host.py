@@ -16,6 +16,9 @@ templates: ``{metric}/{member}/{member}``), each read by its own datatype, or by
 NBIRTH's definition's when a data message leaves it out; definitions give no tag, and a data message
 carrying only the members that changed updates only those. A metric's "Quality" property (Ignition's
 nodes send one when a tag is not good) gives the reading's quality (``sparkplug.quality_of``).
+A value flagged ``is_historical`` (sent late by the node's store-and-forward after an outage) is not a
+current value: it gives no reading (an alarm or a PLC write now would act on an old state) and does not
+become the tag's last value; it is counted as the ``historical`` notice.
 Limits: DataSet and null metrics are skipped; STATE, NCMD and DCMD are ignored.
 Not thread-safe: call ``handle`` from one thread (the adapter uses its asyncio loop).
 """
@@ -108,6 +111,7 @@ class SparkplugHost:
         self.data_before_birth = (
             0  # normal after a host restart: counted, answered by a rebirth, not an error
         )
+        self.historical = 0  # values a node sent late, flagged is_historical: counted, not used
         self.on_notice: Callable[..., None] | None = None  # (key, message): a silent drop, said once
         self._tag_map_checked: set[str] = set()
 
@@ -257,6 +261,7 @@ class SparkplugHost:
     ) -> list[Reading]:
         out: list[Reading] = []
         unknown = False
+        historical = 0
         default_ts = payload.timestamp_ms / 1000.0 if payload.timestamp_ms is not None else received_at
         for m in payload.metrics:
             name = m.name
@@ -276,6 +281,9 @@ class SparkplugHost:
                 v = leaf.value
                 if v is None or leaf.is_null or isinstance(v, bytes | sp.Template):
                     continue
+                if m.is_historical or leaf.is_historical:
+                    historical += 1
+                    continue
                 if (
                     not leaf.datatype and type(v) is int
                 ):  # no datatype in a data message: the birth's says how to read it
@@ -291,6 +299,14 @@ class SparkplugHost:
                 node.last[(dev, flat)] = (v, ts)
                 q = QUALITY_BY_NAME[sp.quality_of(leaf.quality)]
                 out.append(Reading(self._source, self._tag(t.edge_node, dev, flat), v, ts, received_at, q))
+        if historical:
+            self.historical += historical
+            msg = (
+                f"sparkplug: {t.group}/{t.edge_node}: values flagged historical (sent late by the node's "
+                "store-and-forward) are not used: live inference and actions take current values only"
+            )
+            if self.on_notice is not None:
+                self.on_notice("historical", msg, historical)
         if unknown:
             self._rebirth(t.group, t.edge_node, node)
         return out

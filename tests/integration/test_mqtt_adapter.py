@@ -526,6 +526,49 @@ async def test_sparkplug_quality_property_marks_a_stale_tag_bad_until_a_value_co
     ]
 
 
+async def test_sparkplug_values_flagged_historical_drive_nothing_and_are_not_the_last_value(mosquitto):
+    """After an outage, Ignition Edge's store-and-forward sends the values it buffered with
+    ``is_historical``: they are not current, so they give no reading (an alarm or a PLC write now would act
+    on an old state) and are not the value a death marks BAD; they are counted as a notice."""
+    D = sp.DataType
+    src = await started(mosquitto.port, [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}])
+    pub = raw_client(mosquitto.port)
+    now_ms = int(time.time() * 1000)
+    nbirth = sp._pb().Payload()
+    nbirth.timestamp, nbirth.seq = now_ms - 1000, 0
+    _pb_metric(nbirth, "bdSeq", datatype=D.INT64, long_value=0)
+    _pb_metric(nbirth, "Temp", alias=1, datatype=D.DOUBLE, double_value=20.0)
+    data = sp._pb().Payload()
+    data.timestamp, data.seq = now_ms, 1
+    for i, v in enumerate((90.0, 95.0)):  # buffered during the outage, sent after the current value
+        m = _pb_metric(data, alias=1, double_value=v)
+        m.timestamp, m.is_historical = now_ms - 600_000 + i, True
+    _pb_metric(data, alias=1, double_value=21.0).timestamp = now_ms
+    late = sp._pb().Payload()
+    late.timestamp, late.seq = now_ms + 1, 2
+    m = _pb_metric(late, alias=1, double_value=99.0)
+    m.timestamp, m.is_historical = now_ms - 500_000, True
+    death = sp._pb().Payload()
+    _pb_metric(death, "bdSeq", datatype=D.INT64, long_value=0)
+    try:
+        for kind, body in (("NBIRTH", nbirth), ("NDATA", data), ("NDATA", late), ("NDEATH", death)):
+            pub.publish(f"spBv1.0/g/{kind}/edge", body.SerializeToString(), qos=1)
+        got = await collect(src, lambda g: any(r.quality is Quality.BAD for r in g), 5)
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.value, r.quality) for r in got] == [
+        (20.0, Quality.GOOD),
+        (21.0, Quality.GOOD),
+        (21.0, Quality.BAD),
+    ]
+    assert src.notices.status()["historical"]["count"] == 3
+    assert not src.stats.errors_by_reason.get("out_of_order")
+    # the flag survives our own encoder, as Tahu's nodes send it
+    back = sp.decode(sp.encode(sp.Payload(metrics=[sp.Metric("x", value=1.0, is_historical=True)], seq=0)))
+    assert back.metrics[0].is_historical
+
+
 @pytest.mark.parametrize("guard", [300.0, 0.0])
 async def test_a_reading_stamped_years_ahead_does_not_silence_its_tag(mosquitto, guard):
     """A device whose clock jumped years ahead (or sent microseconds as milliseconds) once: kept, that
