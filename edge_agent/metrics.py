@@ -7,7 +7,7 @@ Names follow Prometheus conventions (``_total`` counters, ``_seconds`` histogram
 ``edge_source_errors_total{source}``, ``edge_silent_drops_total{component,name,reason}``,
 ``edge_action_total{action,type,target,outcome}`` (outcome: ok, failed, retried, queued, ...),
 ``edge_alarm_active{alarm,pipeline}``, ``edge_forward_total{forward,outcome}``, ``edge_rule_active{rule}``,
-``edge_model_info{slot,...}``, ``edge_events_total{kind}``,
+``edge_model_info{slot,...}``, ``edge_events_total{kind}``, ``edge_status_http_connections_total{outcome}``,
 ``edge_outbox_dropped_records_total{kind,cause}`` (records the outbox dropped: budget, retention,
 write_failed), and
 the process collector's RSS and CPU. Counts kept by the components themselves are read at scrape
