@@ -329,17 +329,29 @@ class Agent:
             async for item in src.items():
                 self.source_items[name] += 1
                 tag = getattr(item, "tag", None)
-                if tag is not None:
-                    if tag in last or len(last) < 5000:
-                        last[tag] = item
-                    for f in forwarders:
-                        f.offer(item)
-                    for r in rules:
-                        await r.offer(item)
-                if not (readers or forwarders or rules):
-                    unread.counts["unread"] = unread.counts.get("unread", 0) + 1
-                for p in readers:
-                    await p.offer(item)
+                try:
+                    if tag is not None:
+                        if tag in last or len(last) < 5000:
+                            last[tag] = item
+                        for f in forwarders:
+                            f.offer(item)
+                        for r in rules:
+                            await r.offer(item)
+                    if not (readers or forwarders or rules):
+                        unread.counts["unread"] = unread.counts.get("unread", 0) + 1
+                    for p in readers:
+                        await p.offer(item)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # one item that breaks a reader must not stop the source's readings
+                    if "item_failed" not in unread.counts:
+                        log.exception("source %s: an item (tag %r) failed in its readers; skipped", name, tag)
+                    unread.note(
+                        "item_failed",
+                        "source %s: an item failed in its readers and was skipped",
+                        name,
+                        level=logging.DEBUG,  # said above, with its traceback
+                    )
         except asyncio.CancelledError:
             raise
         except Exception:

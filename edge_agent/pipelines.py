@@ -95,6 +95,18 @@ class BoundedQueue:
             self._cond.notify_all()
 
 
+def _samples(value) -> np.ndarray | None:
+    """A waveform reading's samples as float64, or None when it does not hold numbers (text, bytes, a
+    truth value, a record): a tag of the wrong type must be skipped, not stop the source's readings."""
+    if value is None or isinstance(value, bool | str | bytes | np.bool_):
+        return None
+    try:
+        x = np.asarray(value, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        return None
+    return x
+
+
 class Windower:
     def __init__(
         self,
@@ -264,7 +276,19 @@ class Windower:
         if r.quality is not Quality.GOOD:
             self.bad += 1
             return None
-        x = np.asarray(r.value, dtype=np.float64).ravel()
+        x = _samples(r.value)
+        if x is None:
+            self.bad += 1
+            self.notices.note(
+                "waveform_not_a_number",
+                "pipeline %s: waveform tag %r of source %s holds %r, not numbers; it is counted as bad and "
+                "skipped; map a numeric tag (or array) in window.waveform",
+                self.pipeline,
+                r.tag,
+                self.source,
+                r.value if not isinstance(r.value, str | bytes) else r.value[:40],
+            )
+            return None
         if x.size == 0 or not np.all(np.isfinite(x)):
             self.bad += 1
             return None

@@ -7,8 +7,10 @@ whose tags changed on the PLC would be.) Against the asyncua machine server and 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
+import numpy as np
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -17,7 +19,7 @@ from edge_agent import pipelines
 from edge_agent.agent import Agent
 from edge_agent.config import WindowSettings, parse_config
 from simulators.machine import MachineServer
-from tests.support.models import make_keypair, make_package
+from tests.support.models import SIGNAL_RATE_HZ, SIGNAL_WINDOW, make_keypair, make_package
 from tests.support.peers import free_port
 from tests.support.waits import until as wait_for
 from tests.unit.test_agent_config import signal_package_with_scalars
@@ -254,3 +256,98 @@ async def test_a_sparkplug_source_no_pipeline_reads_is_still_decoded_and_asks_fo
         st["silent_drops"]["unread"]["count"] == 0
     )  # nothing decoded yet: data before birth gives no readings
     assert st["silent_drops"]["data_before_birth"]["count"] == 1 and st["errors"] == 0
+
+
+async def test_a_waveform_tag_that_holds_text_is_skipped_and_the_source_keeps_serving(
+    tmp_path, packages, mosquitto, caplog
+):
+    """A sensor node that reports "sensor fault" in its vibration field now and then: before, the text
+    raised in the windowing and stopped every reading of the source for good (one log line, then
+    silence). It is counted as a bad sample with a notice, and the windows that follow are scored."""
+    agent = Agent(_broker_health(tmp_path, packages, mosquitto.port))
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    rng = np.random.default_rng(0)
+    try:
+        await agent.start()
+        await asyncio.wait_for(agent.sources["broker"].subscribed.wait(), 5)
+        for body in ('{"vib": "sensor fault"}', '{"vib": [1.0, "x"]}', '{"vib": {"a": 1}}', '{"vib": true}'):
+            pub.publish("plant/m1", body, qos=1)
+        for _ in range(3):
+            wave = rng.normal(0, 1, SIGNAL_WINDOW).round(4).tolist()
+            pub.publish("plant/m1", json.dumps({"vib": wave}), qos=1)
+        await wait_for(lambda: _health(agent)["results"] >= 3, what="the windows after the text scored")
+    finally:
+        pub.loop_stop()
+        await agent.stop()
+    drops = _health(agent)["silent_drops"]
+    assert "holds 'sensor fault', not numbers" in drops["waveform_not_a_number"]["message"]
+    assert drops["waveform_not_a_number"]["count"] == 2  # text, a truth value
+    assert (
+        agent.sources["broker"].stats.errors_by_reason["wrong_type"] == 2
+    )  # the codec's: mixed array, record
+    assert not any("reader task failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_item_that_breaks_a_reader_is_skipped_and_the_source_keeps_serving(
+    tmp_path, packages, mosquitto, caplog, monkeypatch
+):
+    """Whatever a reader (pipeline, rule, forwarder) raises on one item, the source's next items still
+    reach every reader: said once with its traceback, counted as the source's item_failed."""
+    from edge_agent.pipelines import Pipeline
+
+    offer, calls = Pipeline.offer, [0]
+
+    async def flaky(self, item):
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("a reader's fault")
+        await offer(self, item)
+
+    monkeypatch.setattr(Pipeline, "offer", flaky)
+    agent = Agent(_broker_health(tmp_path, packages, mosquitto.port))
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    try:
+        await agent.start()
+        await asyncio.wait_for(agent.sources["broker"].subscribed.wait(), 5)
+        for i in range(4):
+            pub.publish("plant/m1", json.dumps({"vib": [float(i % 7)] * SIGNAL_WINDOW}), qos=1)
+        await wait_for(lambda: _health(agent)["results"] >= 3, what="the windows after the failed item")
+    finally:
+        pub.loop_stop()
+        await agent.stop()
+    assert agent.status()["sources"]["broker"]["silent_drops"]["item_failed"]["count"] == 1
+    assert sum("failed in its readers" in r.getMessage() for r in caplog.records) == 1
+
+
+def _health(agent) -> dict:
+    return next(p for p in agent.status()["pipelines"] if p["pipeline"] == "health")
+
+
+def _broker_health(tmp_path, packages, port: int):
+    return parse_config(
+        {
+            "agent": {"id": "gw1", "data_dir": str(tmp_path / "data")},
+            "trusted_keys": [str(packages["pub"])],
+            "http": {"enabled": False},
+            "sources": {
+                "broker": {
+                    "type": "mqtt",
+                    "port": port,
+                    "subscriptions": [{"topic": "plant/#", "json_mapping": {"values": {"vib": "vib"}}}],
+                }
+            },
+            "models": {"health": {"package": str(packages["signal"]), "engine": "onnxruntime"}},
+            "pipelines": [
+                {
+                    "name": "health",
+                    "source": "broker",
+                    "model": "health",
+                    "window": {"waveform": "plant/m1/vib", "sample_rate_hz": SIGNAL_RATE_HZ},
+                }
+            ],
+        }
+    )
