@@ -219,11 +219,14 @@ class Demo:
             )
             pub = json.loads(out.strip().splitlines()[-1])
             rep = json.loads((self.work / "builds" / fam / "report.json").read_text())
-            m = rep["metrics"]["int8"]
+            form = rep.get("served", "int8")
+            m = rep["metrics"][form]
+            if form != "int8":
+                self.n.say(f"  served form FP32: {rep['served_why']}")
             if fam == "vision":
                 self.n.say(
                     f"  part-inspection {pub['published']}: NG recall {m['ng_recall']:.3f} at precision "
-                    f"{m['ng_precision']:.3f}, accuracy {m['accuracy']:.3f} (INT8, held-out), "
+                    f"{m['ng_precision']:.3f}, accuracy {m['accuracy']:.3f} ({form.upper()}, held-out), "
                     f"{time.monotonic() - t:.0f}s"
                 )
             else:
@@ -675,9 +678,12 @@ class Demo:
         v = json.loads(out.strip().splitlines()[-1])["published"]
         rep = json.loads((self.work / "builds" / "vision-v2" / "report.json").read_text())
         inc = rep["incumbent"]["metrics"] if rep.get("incumbent") else {}
-        m = rep["metrics"]["int8"]
+        form = rep.get("served", "int8")
+        m = rep["metrics"][form]
+        if form != "int8":
+            self.n.say(f"served form FP32: {rep['served_why']}")
         self.n.say(
-            f"candidate {v} passed the gate: NG recall {m['ng_recall']:.3f} (v1 on the same test set "
+            f"candidate {v} passed the gate ({form.upper()}): NG recall {m['ng_recall']:.3f} (v1 on the same test set "
             f"{inc.get('ng_recall', float('nan')):.3f}), F1 {m['f1_macro']:.3f} (v1 "
             f"{inc.get('f1_macro', float('nan')):.3f}); published"
         )

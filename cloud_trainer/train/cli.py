@@ -128,7 +128,17 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         ap.add_argument(
             "--floor", action="append", default=[], metavar="METRIC=VALUE", help="override a gate floor"
         )
-        ap.add_argument("--int8-margin", type=float, default=0.01)
+        ap.add_argument(
+            "--int8-margin",
+            type=float,
+            default=0.01,
+            help="how much of a primary metric INT8 may lose to FP32; beyond it the FP32 model is served",
+        )
+        ap.add_argument(
+            "--require-int8",
+            action="store_true",
+            help="refuse a candidate whose INT8 form loses more than --int8-margin (default: serve FP32)",
+        )
         ap.add_argument("--tolerance", type=float, default=0.01, help="allowed loss vs the published version")
     if prog in ("package", "build", "evaluate"):
         ap.add_argument("--key", type=Path, default=Path("var/keys/fleet.key"), help="Ed25519 signing key")
@@ -202,6 +212,7 @@ def _settings(a):
         threads=getattr(a, "threads", None),
         floors=floors,
         int8_margin=getattr(a, "int8_margin", 0.01),
+        require_int8=getattr(a, "require_int8", False),
         version=getattr(a, "version", None),
         calibration=getattr(a, "calibration", 200),
         openvino=not getattr(a, "no_openvino", False),

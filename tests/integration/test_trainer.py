@@ -156,6 +156,33 @@ def test_a_candidate_failing_the_gate_is_not_published(tmp_path, vib):
     assert "FAILED" in (tmp_path / "work-maintenance" / "report.md").read_text()
 
 
+def test_a_candidate_whose_int8_misses_the_margin_is_served_in_fp32_or_refused_when_int8_is_required(
+    tmp_path, vib
+):
+    """INT8 is a speed-up, not the model: a retrain whose INT8 form loses more than ``int8_margin`` to its
+    FP32 form (here forced: a margin no INT8 form can meet) is published serving FP32, judged on FP32's
+    metrics, and says why; ``require_int8`` refuses it as before."""
+    from model_packager import read_manifest
+
+    with pytest.raises(GateFailed, match="int8 loses .* to FP32 \\(margin -1.0\\)"):
+        build(
+            settings(tmp_path, "maintenance", vib, epochs=5, int8_margin=-1.0, require_int8=True), log=quiet
+        )
+    assert Registry(tmp_path / "registry").list("machine-health") == []
+    out = build(
+        settings(tmp_path, "maintenance", vib, epochs=5, int8_margin=-1.0, workdir=tmp_path / "w2"), log=quiet
+    )
+    rep = out["report"]
+    assert rep["gate"]["passed"] and rep["served"] == "fp32"
+    assert "int8 loses" in rep["served_why"] and "serves the FP32 model" in rep["served_why"]
+    man = read_manifest(out["package"])
+    assert man.quantization.scheme == "fp32 (INT8 missed the margin)" and not man.has_fp32  # one model: FP32
+    assert man.quantization.int8_metric == rep["metrics"]["int8"][man.quantization.metric_name]
+    entry = Registry(tmp_path / "registry").latest("machine-health")
+    assert entry["metrics"]["fault_accuracy"] == rep["metrics"]["fp32"]["fault_accuracy"]
+    assert "Served form: **FP32**" in (tmp_path / "w2" / "report.md").read_text()
+
+
 def test_degraded_candidate_is_stopped_by_comparison_with_the_published_version(tmp_path, vib):
     build(settings(tmp_path, "maintenance", vib), log=quiet)
     with pytest.raises(GateFailed, match="worse than the published 1.0.0"):
