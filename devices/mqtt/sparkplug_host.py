@@ -19,7 +19,8 @@ nodes send one when a tag is not good) gives the reading's quality (``sparkplug.
 A value flagged ``is_historical`` (sent late by the node's store-and-forward after an outage) is not a
 current value: it gives no reading (an alarm or a PLC write now would act on an old state) and does not
 become the tag's last value; it is counted as the ``historical`` notice.
-Limits: DataSet and null metrics are skipped; STATE, NCMD and DCMD are ignored.
+Limits: DataSet, Bytes and File metrics give no reading (said once, counted as the
+``unsupported_metric`` notice); null metrics are skipped; STATE, NCMD and DCMD are ignored.
 Not thread-safe: call ``handle`` from one thread (the adapter uses its asyncio loop).
 """
 
@@ -262,6 +263,7 @@ class SparkplugHost:
         out: list[Reading] = []
         unknown = False
         historical = 0
+        unsupported = ""  # the first metric of a type the host does not read (DataSet, Bytes, File)
         default_ts = payload.timestamp_ms / 1000.0 if payload.timestamp_ms is not None else received_at
         for m in payload.metrics:
             name = m.name
@@ -279,7 +281,10 @@ class SparkplugHost:
                 continue
             for flat, leaf, ts_ms, _ in _leaves(name, name, m, None):
                 v = leaf.value
-                if v is None or leaf.is_null or isinstance(v, bytes | sp.Template):
+                if leaf.is_null or isinstance(v, sp.Template):
+                    continue
+                if v is None or isinstance(v, bytes):  # a DataSet, Bytes or File metric: no reading to make
+                    unsupported = unsupported or flat
                     continue
                 if m.is_historical or leaf.is_historical:
                     historical += 1
@@ -307,6 +312,12 @@ class SparkplugHost:
             )
             if self.on_notice is not None:
                 self.on_notice("historical", msg, historical)
+        if unsupported and self.on_notice is not None:
+            self.on_notice(
+                "unsupported_metric",
+                f"sparkplug: {t.group}/{t.edge_node}: metric {unsupported!r} is a DataSet, Bytes or File "
+                "metric, which gives no reading (numbers, truth values, text and Template members do)",
+            )
         if unknown:
             self._rebirth(t.group, t.edge_node, node)
         return out

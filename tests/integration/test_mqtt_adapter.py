@@ -526,7 +526,7 @@ async def test_sparkplug_quality_property_marks_a_stale_tag_bad_until_a_value_co
     ]
 
 
-async def test_sparkplug_values_flagged_historical_drive_nothing_and_are_not_the_last_value(mosquitto):
+async def test_sparkplug_historical_and_unsupported_metrics_drive_nothing_and_say_so(mosquitto):
     """After an outage, Ignition Edge's store-and-forward sends the values it buffered with
     ``is_historical``: they are not current, so they give no reading (an alarm or a PLC write now would act
     on an old state) and are not the value a death marks BAD; they are counted as a notice."""
@@ -538,6 +538,9 @@ async def test_sparkplug_values_flagged_historical_drive_nothing_and_are_not_the
     nbirth.timestamp, nbirth.seq = now_ms - 1000, 0
     _pb_metric(nbirth, "bdSeq", datatype=D.INT64, long_value=0)
     _pb_metric(nbirth, "Temp", alias=1, datatype=D.DOUBLE, double_value=20.0)
+    recipe = _pb_metric(nbirth, "Recipe", alias=2, datatype=D.DATASET)  # an Ignition dataset tag
+    recipe.dataset_value.num_of_columns, recipe.dataset_value.columns[:] = 1, ["step"]
+    _pb_metric(nbirth, "Blob", alias=3, datatype=D.BYTES, bytes_value=b"\x00\x01")
     data = sp._pb().Payload()
     data.timestamp, data.seq = now_ms, 1
     for i, v in enumerate((90.0, 95.0)):  # buffered during the outage, sent after the current value
@@ -563,6 +566,11 @@ async def test_sparkplug_values_flagged_historical_drive_nothing_and_are_not_the
         (21.0, Quality.BAD),
     ]
     assert src.notices.status()["historical"]["count"] == 3
+    # a DataSet or Bytes metric gives no reading either, and says so once (before: silently nothing)
+    unsupported = src.notices.status()["unsupported_metric"]
+    assert (
+        unsupported["count"] == 1 and "metric 'Recipe' is a DataSet, Bytes or File" in unsupported["message"]
+    )
     assert not src.stats.errors_by_reason.get("out_of_order")
     # the flag survives our own encoder, as Tahu's nodes send it
     back = sp.decode(sp.encode(sp.Payload(metrics=[sp.Metric("x", value=1.0, is_historical=True)], seq=0)))
