@@ -113,6 +113,8 @@ def int8_path(flags: tuple[str, ...] | list[str] | None = None) -> str:
         return "avx2-16bit-pairs"  # the saturating path
     if "asimd" in f:
         return "arm-neon"
+    if "sse4_2" in f:  # the fanless gateways' Celerons and Atoms: no AVX (OpenVINO's SSSE3 kernels saturate)
+        return "sse4.2"
     return platform.machine() or "unknown"
 
 

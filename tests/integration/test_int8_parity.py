@@ -372,6 +372,7 @@ def test_on_an_sse42_only_cpu_both_engines_load_and_each_form_is_judged_on_it(tm
     out = _select_under_qemu("Nehalem", pkgs, tmp_path, forms)
     assert out["cpu_flags"] == ["sse4_2"]
     for name in pkgs:
+        assert out[name]["cpu"] == "sse4.2", out[name]  # what /status and the fleet console show
         trials = {(t["engine"], t["form"]): t for t in out[name]["trials"]}
         assert set(trials) == {(e, f) for e in ("onnxruntime", "openvino") for f in ("int8", "fp32")}
         assert all(t["loaded"] for t in trials.values()), out[name]
