@@ -60,6 +60,7 @@ from protocols import json_codec
 from protocols import sparkplug as sp
 
 log = logging.getLogger(__name__)
+MAX_TAGS = 100_000  # tag names whose last time is kept for the order check (a few MB)
 
 __all__ = ["MqttError", "MqttSource", "SparkplugTypeMismatch"]
 
@@ -403,6 +404,14 @@ class MqttSource:
         dec = self._route(topic)
         if dec is None:
             return []
+        if len(self._last_ts) > MAX_TAGS:  # bounded: tag names come from the outside world
+            self._notice(
+                "too_many_tags",
+                f"over {MAX_TAGS} tag names seen (the latest on topic {topic!r}): a device that puts a counter "
+                "or a time in its topic makes a new tag per message; the order check starts afresh. Narrow "
+                "the subscription, or set tag_prefix_topic: false",
+            )
+            self._last_ts.clear()
         try:
             return dec(topic, payload, received_at)
         except json_codec.CodecError as e:

@@ -97,6 +97,9 @@ def _leaves(
             yield from _leaves(f"{flat}/{x.name}", x.name, x, ts_ms, chain)
 
 
+MAX_NODES = 10_000  # edge nodes one host keeps (a birth's aliases and last values each)
+
+
 class SparkplugHost:
     def __init__(
         self, source: str, settings: SparkplugHostSettings, publish: Publish, on_error: OnError
@@ -141,7 +144,17 @@ class SparkplugHost:
             return []
         payload = sp.decode(data)
         key = (t.group, t.edge_node)
-        node = self._nodes.setdefault(key, _Node())
+        node = self._nodes.get(key)
+        if node is None:
+            if len(self._nodes) >= MAX_NODES:  # bounded: node names come from the outside world
+                if self.on_notice is not None:
+                    self.on_notice(
+                        "too_many_nodes",
+                        f"sparkplug: over {MAX_NODES} edge nodes seen; messages of new ones ({t.group}/"
+                        f"{t.edge_node}) are skipped: narrow the subscription to this line's group",
+                    )
+                return []
+            node = self._nodes[key] = _Node()
         mt = t.message_type
         if mt is sp.MessageType.NBIRTH:
             node.alive, node.aliases, node.seq = True, {}, payload.seq

@@ -638,6 +638,23 @@ async def test_a_reading_stamped_years_ahead_does_not_silence_its_tag(mosquitto,
         assert src.stats.errors_by_reason.get("out_of_order") == 3
 
 
+def test_tag_names_from_the_outside_world_are_bounded(monkeypatch, caplog):
+    """A device that puts a counter or a time in its topic makes a new tag per message: the per-tag state of
+    the order check must not grow for months. Past MAX_TAGS it starts afresh, said once; every message is
+    still read."""
+    from devices.mqtt import client
+
+    monkeypatch.setattr(client, "MAX_TAGS", 10)
+    src = MqttSource("mq", MqttSettings(port=1, subscriptions=[{"topic": "plant/#"}]))
+    now = time.time()
+    got = [src.decode(f"plant/m1/{i}", json.dumps({"ts": now, "v": i}).encode(), now) for i in range(50)]
+    assert [r.value for rs in got for r in rs] == list(range(50))
+    assert len(src._last_ts) <= 11
+    note = src.notices.status()["too_many_tags"]
+    assert note["count"] >= 3 and "tag_prefix_topic: false" in note["message"]
+    assert sum("over 10 tag names" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_settings_module_validates_without_importing_paho():
     import subprocess
     import sys

@@ -106,3 +106,21 @@ def test_template_members_go_bad_on_death_and_a_tag_map_names_them():
     assert [(r.tag, r.value) for r in got] == [("pump_flow", 3.5), ("n/m/Pump/On", True)]
     dead = h.handle("spBv1.0/g/DDEATH/n/m", sp.encode(sp.Payload(1600, 3, [])), 1.6)
     assert {r.tag for r in dead if r.quality is Quality.BAD} == {"n/m/current", "pump_flow", "n/m/Pump/On"}
+
+
+def test_edge_node_names_from_the_outside_world_are_bounded(monkeypatch):
+    """A publisher inventing node names (a bug, or hostile) must not grow the host's memory for months:
+    past MAX_NODES, messages of new nodes are skipped and said once; known nodes keep being served."""
+    from devices.mqtt import sparkplug_host
+
+    monkeypatch.setattr(sparkplug_host, "MAX_NODES", 3)
+    h, _, _ = host()
+    notes: list = []
+    h.on_notice = lambda key, msg, n=1: notes.append((key, msg))
+    birth(h)
+    for i in range(10):
+        nb = sp.Payload(1000, 0, [sp.Metric("bdSeq", None, D.INT64, 0), sp.Metric("x", 1, D.DOUBLE, 1.0)])
+        h.handle(f"spBv1.0/g/NBIRTH/spam{i}", sp.encode(nb), 1.0)
+    assert len(h._nodes) == 3
+    assert notes and notes[0][0] == "too_many_nodes" and "over 3 edge nodes" in notes[0][1]
+    assert [r.value for r in ddata(h, 2)] == [5.0]  # the first node is still served
