@@ -33,6 +33,7 @@ from protocols import json_codec
 
 log = logging.getLogger(__name__)
 
+MAX_TAGS = 100_000  # tags whose last forwarded value is kept (deadband, rate limit)
 MAX_PENDING = 1000
 
 
@@ -82,6 +83,17 @@ class Forwarder:
             if self.s.deadband and not _moved(last[0], v, self.s.deadband):
                 self.stats["deadband"] += 1
                 return
+        elif (
+            len(self._last) >= MAX_TAGS
+        ):  # bounded: tag names come from the outside world (a counter in a topic)
+            self._last.clear()
+            self.stats["tag_state_reset"] += 1
+            self._burst.log(
+                "tags",
+                "forward %s: over %d tag names; deadband and rate state start afresh",
+                self.s.name,
+                MAX_TAGS,
+            )
         self._last[r.tag] = (v, now)
         body = {"source": r.source, "tag": r.tag, "value": v, "ts": r.timestamp, "quality": r.quality.value}
         self.stats["forwarded"] += 1

@@ -187,3 +187,22 @@ async def test_a_slow_plc_gets_the_latest_output_not_a_backlog():
     await runner.flush()
     assert plc.writes[0] is False and plc.writes[-1] is True and len(plc.writes) == 2
     assert runner.stats["out"]["superseded"] == 38 and runner.stats["out"]["ok"] == 2
+
+
+def test_a_forwarder_keeps_bounded_state_when_every_reading_has_a_new_tag(monkeypatch):
+    """Forwarding every tag of a source whose device puts a counter in its topic: the deadband and rate
+    state per tag starts afresh past MAX_TAGS instead of growing for months; every reading still goes."""
+    from edge_agent import tags
+    from edge_agent.config import ForwardSettings
+
+    monkeypatch.setattr(tags, "MAX_TAGS", 10)
+    sent: list = []
+    f = tags.Forwarder(
+        ForwardSettings(name="all", source="s", outbox=True, deadband=1.0),
+        "t",
+        None,
+        lambda k, b: sent.append(b),
+    )
+    for i in range(35):
+        f.offer(Reading("s", f"plant/m1/{i}/v", float(i), 0.0, 0.0))
+    assert len(f._last) <= 10 and f.stats["tag_state_reset"] == 3 and len(sent) == 35
