@@ -161,26 +161,37 @@ def test_a_candidate_whose_int8_misses_the_margin_is_served_in_fp32_or_refused_w
 ):
     """INT8 is a speed-up, not the model: a retrain whose INT8 form loses more than ``int8_margin`` to its
     FP32 form (here forced: a margin no INT8 form can meet) is published serving FP32, judged on FP32's
-    metrics, and says why; ``require_int8`` refuses it as before."""
+    metrics, and says why; ``require_int8`` refuses it as before. One training, evaluated both ways."""
+    from cloud_trainer.train.pipeline import (
+        stage_evaluate,
+        stage_package,
+        stage_publish,
+        stage_quantize,
+        stage_train,
+    )
     from model_packager import read_manifest
 
+    strict = settings(tmp_path, "maintenance", vib, epochs=5, int8_margin=-1.0, require_int8=True)
+    stage_train(strict, log=quiet)
+    stage_quantize(strict, log=quiet)
+    rep = stage_evaluate(strict, log=quiet)
+    assert not rep["gate"]["passed"] and any("int8 loses" in r for r in rep["gate"]["reasons"])
     with pytest.raises(GateFailed, match="int8 loses .* to FP32 \\(margin -1.0\\)"):
-        build(
-            settings(tmp_path, "maintenance", vib, epochs=5, int8_margin=-1.0, require_int8=True), log=quiet
-        )
+        stage_package(strict, log=quiet)
     assert Registry(tmp_path / "registry").list("machine-health") == []
-    out = build(
-        settings(tmp_path, "maintenance", vib, epochs=5, int8_margin=-1.0, workdir=tmp_path / "w2"), log=quiet
-    )
-    rep = out["report"]
+
+    served = settings(tmp_path, "maintenance", vib, epochs=5, int8_margin=-1.0)  # the same work folder
+    rep = stage_evaluate(served, log=quiet)
     assert rep["gate"]["passed"] and rep["served"] == "fp32"
     assert "int8 loses" in rep["served_why"] and "serves the FP32 model" in rep["served_why"]
-    man = read_manifest(out["package"])
+    pkg = stage_package(served, log=quiet)
+    man = read_manifest(pkg)
     assert man.quantization.scheme == "fp32 (INT8 missed the margin)" and not man.has_fp32  # one model: FP32
     assert man.quantization.int8_metric == rep["metrics"]["int8"][man.quantization.metric_name]
+    stage_publish(served, log=quiet)
     entry = Registry(tmp_path / "registry").latest("machine-health")
     assert entry["metrics"]["fault_accuracy"] == rep["metrics"]["fp32"]["fault_accuracy"]
-    assert "Served form: **FP32**" in (tmp_path / "w2" / "report.md").read_text()
+    assert "Served form: **FP32**" in (tmp_path / "work-maintenance" / "report.md").read_text()
 
 
 def test_degraded_candidate_is_stopped_by_comparison_with_the_published_version(tmp_path, vib):
