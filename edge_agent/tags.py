@@ -83,9 +83,7 @@ class Forwarder:
             if self.s.deadband and not _moved(last[0], v, self.s.deadband):
                 self.stats["deadband"] += 1
                 return
-        elif (
-            len(self._last) >= MAX_TAGS
-        ):  # bounded: tag names come from the outside world (a counter in a topic)
+        elif len(self._last) >= MAX_TAGS:  # bounded: tag names come from outside (a counter in a topic)
             self._last.clear()
             self.stats["tag_state_reset"] += 1
             self._burst.log(

@@ -97,6 +97,7 @@ def _leaves(
             yield from _leaves(f"{flat}/{x.name}", x.name, x, ts_ms, chain)
 
 
+_UNREAD = (sp.DataType.DATASET, sp.DataType.FILE)  # decoded without a value (``sparkplug._get_value``)
 MAX_NODES = 10_000  # edge nodes one host keeps (a birth's aliases and last values each)
 
 
@@ -294,10 +295,10 @@ class SparkplugHost:
                 continue
             for flat, leaf, ts_ms, _ in _leaves(name, name, m, None):
                 v = leaf.value
-                if leaf.is_null or isinstance(v, sp.Template):
-                    continue
-                if v is None or isinstance(v, bytes):  # a DataSet, Bytes or File metric: no reading to make
+                if isinstance(v, bytes) or (v is None and leaf.datatype in _UNREAD):  # no reading to make
                     unsupported = unsupported or flat
+                    continue
+                if v is None or leaf.is_null or isinstance(v, sp.Template):
                     continue
                 if m.is_historical or leaf.is_historical:
                     historical += 1
