@@ -281,6 +281,8 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
         "served_why": (
             "; ".join(int8_gaps) + ": the package serves the FP32 model (--require-int8 refuses instead)"
             if served == "fp32"
+            else "; ".join(int8_gaps) + ": --require-int8 refuses the candidate"
+            if int8_gaps
             else "INT8 within the margin of FP32 on every engine"
         ),
         "incumbent": {"version": incumbent["version"], "metrics": inc_metrics} if incumbent else None,

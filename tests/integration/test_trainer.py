@@ -176,6 +176,7 @@ def test_a_candidate_whose_int8_misses_the_margin_is_served_in_fp32_or_refused_w
     stage_quantize(strict, log=quiet)
     rep = stage_evaluate(strict, log=quiet)
     assert not rep["gate"]["passed"] and any("int8 loses" in r for r in rep["gate"]["reasons"])
+    assert rep["served"] == "int8" and "--require-int8 refuses the candidate" in rep["served_why"]
     with pytest.raises(GateFailed, match="int8 loses .* to FP32 \\(margin -1.0\\)"):
         stage_package(strict, log=quiet)
     assert Registry(tmp_path / "registry").list("machine-health") == []
