@@ -339,9 +339,8 @@ class CameraSource:
         # the size declared when opened (CAP_PROP_FRAME_WIDTH, _HEIGHT): OpenCV's FFmpeg reader scales every
         # later frame to it, so a stream that grows midway still gives frames of this size (measured)
         w, h = cap.get(3), cap.get(4)
-        if (
-            declared := w * h
-        ) > s.max_megapixels * 1e6:  # refused before a frame is decoded; asked again after the backoff
+        declared = w * h
+        if declared > s.max_megapixels * 1e6:  # refused before a frame is decoded; asked after the backoff
             cap.release()
             self.state = ConnectionState.BACKOFF
             self._error(
