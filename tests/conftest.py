@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import cloud_trainer.train  # noqa: F401  (first: PyTorch's threads wait passively, see its docstring)
 from tests.support.peers import Mosquitto, mosquitto_binary
 
 
