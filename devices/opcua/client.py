@@ -13,7 +13,8 @@ Uncertain / Bad becomes ``Quality``. Non-finite numbers are passed with quality 
 (``non_finite: bad``, default) or dropped (``skip``), and counted as ``non_finite`` either way.
 A source timestamp older than the tag's previous one is counted as ``out_of_order`` and still
 passed on. A node that does not exist is reported by name (``stats.errors_by_reason['node']``)
-and the other nodes stay subscribed.
+and the other nodes stay subscribed. No message from the server over ``max_message_bytes`` is held
+in memory: the connection is closed, counted as ``too_large``, and the source reconnects.
 
 Errors (all ``OpcUaError``, itself a ``devices.base.DeviceError``)::
 
@@ -38,6 +39,7 @@ import math
 import re
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -398,8 +400,45 @@ def _app_uri_of(cert_file: str) -> str | None:
     return uris[0] if uris else None
 
 
-async def _make_client(settings: OpcUaSettings) -> Client:
+def _bound_messages(client: Client, limit: int, on_oversize: Callable[[int], None] | None) -> None:
+    """No message from the server over ``limit`` bytes is held in memory.
+
+    The Hello states the limit (``MaxMessageSize``), and a compliant server sends nothing larger. asyncua
+    then takes whatever the server's Acknowledge says, 0 (no limit) included, and it buffers a chunk
+    until the size its header declares (up to 4 GiB) has arrived, copying the whole buffer on every
+    read. So every read of the connection is checked here first: when the message under way (the
+    chunks already taken, the partial chunk, the new bytes) passes the limit, the connection is closed
+    and ``on_oversize`` told how many bytes it had reached."""
+    client.max_messagesize = limit
+    make = getattr(client.uaclient, "_make_protocol", None)
+    if make is None:  # another asyncua layout: the Hello's limit still holds a compliant server
+        return
+
+    def make_bounded() -> Any:
+        proto = make()
+        received = proto.data_received
+
+        def data_received(data: bytes) -> None:
+            taken = getattr(getattr(proto, "_connection", None), "_incoming_size", 0)
+            pending = taken + len(proto.receive_buffer or b"") + len(data)
+            if pending > limit:
+                proto.receive_buffer = None
+                if proto.transport is not None:
+                    proto.transport.close()
+                if on_oversize is not None:
+                    on_oversize(pending)
+                return
+            received(data)
+
+        proto.data_received = data_received
+        return proto
+
+    client.uaclient._make_protocol = make_bounded  # type: ignore[method-assign]
+
+
+async def _make_client(settings: OpcUaSettings, on_oversize: Callable[[int], None] | None = None) -> Client:
     client = Client(settings.endpoint, timeout=settings.connect_timeout_s)
+    _bound_messages(client, settings.max_message_bytes, on_oversize)
     if settings.username:
         client.set_user(settings.username)
         if settings.password is not None:
@@ -512,6 +551,11 @@ class OpcUaSource:
         self._stopping = False
         self.node_errors: dict[str, str] = {}  # node_id -> why it is not subscribed
         self._connected_once = False
+        self._oversize = 0  # bytes a message had reached when the connection was closed for its size
+
+    def _on_oversize(self, pending: int) -> None:
+        self._oversize = pending
+        self._lost.set()
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -565,6 +609,15 @@ class OpcUaSource:
                 break
             except Exception as e:
                 reason, msg = _explain(e, self.settings)
+                if self._oversize:  # the connection was closed here, on a message over the limit
+                    reason, msg = (
+                        "too_large",
+                        (
+                            f"a message from the server reached {self._oversize} bytes, over max_message_bytes "
+                            f"{self.settings.max_message_bytes}: the connection was closed. A node's value (an "
+                            "array?) is larger than the source takes; raise max_message_bytes or leave the node out"
+                        ),
+                    )
                 # a security policy or mode the server does not offer looks like no answer at all; its
                 # endpoint list says (read at most once a minute: a server that hangs costs each probe)
                 if reason in ("timeout", "connect"):
@@ -597,7 +650,8 @@ class OpcUaSource:
 
     async def _connect(self) -> None:
         self._lost.clear()
-        client = await _make_client(self.settings)
+        self._oversize = 0
+        client = await _make_client(self.settings, self._on_oversize)
         self._client = client
         async with asyncio.timeout(self.settings.connect_timeout_s * 2):
             await client.connect()

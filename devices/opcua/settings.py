@@ -94,6 +94,14 @@ class OpcUaSettings(_Model):
         "(the first value after subscribing may be old), is not used: the next in line is, and it is "
         "counted as clock_skew; 0: never checked",
     )
+    max_message_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=65_536,
+        le=2**31 - 1,
+        description="the largest message taken from the server (stated in the Hello, and held to whatever "
+        "the server answers); a larger one closes the connection, counted as too_large, and the source "
+        "reconnects. 16 MiB holds an array of 2 million doubles",
+    )
     heartbeat: HeartbeatSettings | None = Field(None, description="watchdog node written while connected")
 
     @model_validator(mode="after")

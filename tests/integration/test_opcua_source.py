@@ -326,3 +326,91 @@ async def test_a_plc_clock_far_off_the_gateways_is_not_taken_for_the_readings_ti
         assert abs(r.timestamp - r.received_at) < 60, (r.value, r.timestamp)
     assert src.stats.errors_by_reason.get("clock_skew") == 2
     assert "clock_skew" not in rcv.stats.errors_by_reason
+
+
+async def test_a_value_over_max_message_bytes_closes_the_connection_and_reading_resumes_when_it_fits() -> (
+    None
+):
+    """A node whose value (an array) is larger than ``max_message_bytes``: the message carrying it is not
+    held, the connection is closed and counted as too_large with the setting to raise; once the value
+    fits again the source reconnects and every node is read."""
+    from asyncua import ua
+
+    from tests.support.peers import opcua_server
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:big", "Line")
+    force = await obj.add_variable(ua.NodeId("Force", idx), "Force", 1.0, ua.VariantType.Double)
+    profile = await obj.add_variable(
+        ua.NodeId("Profile", idx), "Profile", ua.Variant([0.5] * 300_000, ua.VariantType.Double)
+    )  # 2.4 MB
+    await srv.start()
+    nodes = [{"node_id": f"ns={idx};s=Force"}, {"node_id": f"ns={idx};s=Profile"}]
+    src = OpcUaSource(
+        "plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", nodes, max_message_bytes=1024 * 1024)
+    )
+    await src.start()
+    try:
+        deadline = time.monotonic() + 10
+        while "too_large" not in src.stats.errors_by_reason and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert src.stats.errors_by_reason.get("too_large", 0) >= 1, src.stats.errors_by_reason
+        assert "over max_message_bytes 1048576" in (src.stats.last_error or "")
+        await profile.write_value(ua.Variant([0.25] * 1000, ua.VariantType.Double))
+        await force.write_value(2.0)
+        got = await _collect(src, {"Force", "Profile"}, timeout_s=15)
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert len(got["Profile"].value) == 1000
+
+
+async def test_a_server_declaring_a_huge_chunk_is_cut_off_at_max_message_bytes() -> None:
+    """A hostile or broken server answers the Hello with no message limit (MaxMessageSize 0), then
+    declares a 4 GiB chunk and streams it. asyncua alone would take it all into memory, copying its
+    buffer on every read; the source closes the connection once max_message_bytes is passed."""
+    import struct
+
+    sent: list[int] = []
+    cut = asyncio.Event()
+
+    async def hostile(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        n = 0
+        try:
+            head = await reader.readexactly(8)  # HELF + size
+            await reader.readexactly(struct.unpack("<I", head[4:])[0] - 8)
+            ack = struct.pack("<5I", 0, 65535, 65535, 0, 0)  # version, buffers, no size or chunk limit
+            writer.write(b"ACKF" + struct.pack("<I", 8 + len(ack)) + ack)
+            head = await reader.readexactly(8)  # the OpenSecureChannel request
+            await reader.readexactly(struct.unpack("<I", head[4:])[0] - 8)
+            writer.write(b"OPNF" + struct.pack("<II", 0xFFFFFF00, 0))
+            block = b"\0" * 65536
+            while n < 64 * 1024 * 1024:
+                writer.write(block)
+                await writer.drain()
+                n += len(block)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            cut.set()
+        finally:
+            sent.append(n)
+            writer.close()
+
+    server = await asyncio.start_server(hostile, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    src = OpcUaSource(
+        "plc",
+        _settings(f"opc.tcp://127.0.0.1:{port}/", [{"node_id": "ns=2;s=X"}], max_message_bytes=1024 * 1024),
+    )
+    await src.start()
+    try:
+        await asyncio.wait_for(cut.wait(), 20)
+        deadline = time.monotonic() + 10
+        while "too_large" not in src.stats.errors_by_reason and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        await src.stop()
+        server.close()
+        await server.wait_closed()
+    assert src.stats.errors_by_reason.get("too_large", 0) >= 1, src.stats.errors_by_reason
+    assert "max_message_bytes 1048576" in (src.stats.last_error or "")
+    assert min(sent) < 64 * 1024 * 1024  # the source closed the connection before the stream ended
