@@ -419,12 +419,14 @@ def _bound_messages(client: Client, limit: int, on_oversize: Callable[[int], Non
         received = proto.data_received
 
         def data_received(data: bytes) -> None:
+            # asyncua's own fields, read with defaults: another layout counts only what is in hand
             taken = getattr(getattr(proto, "_connection", None), "_incoming_size", 0)
-            pending = taken + len(proto.receive_buffer or b"") + len(data)
+            pending = taken + len(getattr(proto, "receive_buffer", None) or b"") + len(data)
             if pending > limit:
                 proto.receive_buffer = None
-                if proto.transport is not None:
-                    proto.transport.close()
+                transport = getattr(proto, "transport", None)
+                if transport is not None:
+                    transport.close()
                 if on_oversize is not None:
                     on_oversize(pending)
                 return
