@@ -400,15 +400,53 @@ def _app_uri_of(cert_file: str) -> str | None:
     return uris[0] if uris else None
 
 
-def _bound_messages(client: Client, limit: int, on_oversize: Callable[[int], None] | None) -> None:
-    """No message from the server over ``limit`` bytes is held in memory.
+class _MessageSize:
+    """The size of the OPC UA message under way, summed from its chunks' headers as the bytes pass
+    (OPC UA Part 6, 7.1.2: message type, chunk type ``C`` intermediate / ``F`` final / ``A`` abort,
+    then the chunk's size). A chunk is counted when its header arrives, before its body does."""
 
-    The Hello states the limit (``MaxMessageSize``), and a compliant server sends nothing larger. asyncua
-    then takes whatever the server's Acknowledge says, 0 (no limit) included, and it buffers a chunk
-    until the size its header declares (up to 4 GiB) has arrived, copying the whole buffer on every
-    read. So every read of the connection is checked here first: when the message under way (the
-    chunks already taken, the partial chunk, the new bytes) passes the limit, the connection is closed
-    and ``on_oversize`` told how many bytes it had reached."""
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.head = b""  # a header split across reads
+        self.body_left = 0  # bytes of the current chunk still to come
+        self.last = True  # the current chunk ends its message
+        self.total = 0  # bytes of the message under way, its announced chunks included
+
+    def feed(self, data: bytes) -> int:
+        """0, or the size the message under way has reached when that is over the limit."""
+        i, n = 0, len(data)
+        while i < n:
+            if self.body_left:
+                step = min(self.body_left, n - i)
+                self.body_left -= step
+                i += step
+            else:
+                need = 8 - len(self.head)
+                self.head += data[i : i + need]
+                i += need
+                if len(self.head) < 8:
+                    break
+                size = int.from_bytes(self.head[4:8], "little")
+                self.last = self.head[3:4] != b"C"
+                self.head = b""
+                self.total += size
+                if self.total > self.limit:
+                    return self.total
+                self.body_left = max(size - 8, 0)
+            if not self.body_left and not self.head and self.last:
+                self.total = 0
+        return 0
+
+
+def _bound_messages(client: Client, limit: int, on_oversize: Callable[[int], None] | None) -> None:
+    """No message from the server over ``limit`` bytes is taken in.
+
+    The Hello states the limit (``MaxMessageSize``), and a compliant server sends nothing larger. But
+    asyncua then takes whatever the server's Acknowledge says, 0 (no limit) included, and it buffers a
+    chunk until the size its header declares (up to 4 GiB) has arrived, copying the whole buffer on
+    every read. So every read of the connection passes ``_MessageSize`` first: when a chunk's header
+    takes the message under way over the limit, the connection is closed and ``on_oversize`` told the
+    size it would have reached."""
     client.max_messagesize = limit
     make = getattr(client.uaclient, "_make_protocol", None)
     if make is None:  # another asyncua layout: the Hello's limit still holds a compliant server
@@ -417,18 +455,16 @@ def _bound_messages(client: Client, limit: int, on_oversize: Callable[[int], Non
     def make_bounded() -> Any:
         proto = make()
         received = proto.data_received
+        size = _MessageSize(limit)
 
         def data_received(data: bytes) -> None:
-            # asyncua's own fields, read with defaults: another layout counts only what is in hand
-            taken = getattr(getattr(proto, "_connection", None), "_incoming_size", 0)
-            pending = taken + len(getattr(proto, "receive_buffer", None) or b"") + len(data)
-            if pending > limit:
-                proto.receive_buffer = None
+            over = size.feed(data)
+            if over:
                 transport = getattr(proto, "transport", None)
                 if transport is not None:
                     transport.close()
                 if on_oversize is not None:
-                    on_oversize(pending)
+                    on_oversize(over)
                 return
             received(data)
 
@@ -553,7 +589,7 @@ class OpcUaSource:
         self._stopping = False
         self.node_errors: dict[str, str] = {}  # node_id -> why it is not subscribed
         self._connected_once = False
-        self._oversize = 0  # bytes a message had reached when the connection was closed for its size
+        self._oversize = 0  # bytes a message would have reached when the connection was closed
 
     def _on_oversize(self, pending: int) -> None:
         self._oversize = pending
@@ -615,7 +651,7 @@ class OpcUaSource:
                     reason, msg = (
                         "too_large",
                         (
-                            f"a message from the server reached {self._oversize} bytes, over max_message_bytes "
+                            f"a message from the server would reach {self._oversize} bytes, over max_message_bytes "
                             f"{self.settings.max_message_bytes}: the connection was closed. A node's value (an "
                             "array?) is larger than the source takes; raise max_message_bytes or leave the node out"
                         ),
