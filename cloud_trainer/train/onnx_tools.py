@@ -100,7 +100,7 @@ def _ort_session(path: Path, threads: int):
     return ort_session(path, threads=threads)
 
 
-_OV_MODELS: dict[tuple[str, int, int], Any] = {}  # converted models of the files last compiled
+_OV_MODELS: dict[bytes, Any] = {}  # converted models of the files last compiled, by content digest
 
 
 def _ov_compiled(path: Path, config: dict):
@@ -108,12 +108,14 @@ def _ov_compiled(path: Path, config: dict):
     not ``read_model`` of the ONNX file, whose INT8 graph can round differently).
 
     A build compiles each of its two files several times (batch outputs, then latency at 1 and 2
-    threads); the conversion (0.6 s and more on a 2-core CPU) is done once per file version and the
+    threads); the conversion (0.6 s and more on a 2-core CPU) is done once per file content (its
+    digest: a file rewritten in place within the clock's tick is not mistaken for the old one) and the
     converted model compiled each time (``compile_model`` leaves it unchanged)."""
+    import hashlib
+
     from model_packager.runtimes import load, ov_read
 
-    st = path.stat()
-    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    key = hashlib.sha256(path.read_bytes()).digest()
     model = _OV_MODELS.get(key)
     if model is None:
         if len(_OV_MODELS) >= 2:  # a build's FP32 and INT8 forms
