@@ -474,6 +474,28 @@ def _bound_messages(client: Client, limit: int, on_oversize: Callable[[int], Non
     client.uaclient._make_protocol = make_bounded  # type: ignore[method-assign]
 
 
+def _too_large(size: int, settings: OpcUaSettings) -> str:
+    return (
+        f"a message from the server would reach {size} bytes, over max_message_bytes "
+        f"{settings.max_message_bytes}: the connection was closed. A node's value (an array?) or a browse "
+        "answer is larger than the source takes; raise max_message_bytes or leave the node out"
+    )
+
+
+async def _one_off_client(settings: OpcUaSettings, what: str) -> tuple[Client, list[int]]:
+    """A connected client for one request (validate --online, browse), and the size of a message its
+    connection was closed for (``[0]`` while none); ``OpcUaError`` when it cannot connect."""
+    oversize = [0]
+    client = await _make_client(settings, lambda size: oversize.__setitem__(0, size))
+    try:
+        async with asyncio.timeout(settings.connect_timeout_s):
+            await client.connect()
+    except Exception as e:
+        why = _too_large(oversize[0], settings) if oversize[0] else _explain(e, settings)[1]
+        raise OpcUaError(f"{what} {settings.endpoint}: {why}") from None
+    return client, oversize
+
+
 async def _make_client(settings: OpcUaSettings, on_oversize: Callable[[int], None] | None = None) -> Client:
     client = Client(settings.endpoint, timeout=settings.connect_timeout_s)
     _bound_messages(client, settings.max_message_bytes, on_oversize)
@@ -648,14 +670,7 @@ class OpcUaSource:
             except Exception as e:
                 reason, msg = _explain(e, self.settings)
                 if self._oversize:  # the connection was closed here, on a message over the limit
-                    reason, msg = (
-                        "too_large",
-                        (
-                            f"a message from the server would reach {self._oversize} bytes, over max_message_bytes "
-                            f"{self.settings.max_message_bytes}: the connection was closed. A node's value (an "
-                            "array?) is larger than the source takes; raise max_message_bytes or leave the node out"
-                        ),
-                    )
+                    reason, msg = "too_large", _too_large(self._oversize, self.settings)
                 # a security policy or mode the server does not offer looks like no answer at all; its
                 # endpoint list says (read at most once a minute: a server that hangs costs each probe)
                 if reason in ("timeout", "connect"):
@@ -960,12 +975,7 @@ async def check_server(
     """One-off connect for ``edge-agent validate --online``: why each subscribed node (in settings order)
     and each write target would fail (None where it is fine), and the tag each node will produce (its
     ``tag`` or browse name; None when unreadable). Raises ``OpcUaError`` when unreachable."""
-    client = await _make_client(settings)
-    try:
-        async with asyncio.timeout(settings.connect_timeout_s):
-            await client.connect()
-    except Exception as e:
-        raise OpcUaError(f"cannot check {settings.endpoint}: {_explain(e, settings)[1]}") from None
+    client, _ = await _one_off_client(settings, "cannot check")
     cache: dict[str, str] = {}
     try:
         nodes: list[str | None] = []
@@ -1052,14 +1062,13 @@ async def browse_server(
     settings: OpcUaSettings, folder_node_id: str | None = None, max_depth: int = 3
 ) -> list[dict]:
     """One-off connect, browse and disconnect, for config authoring (no subscription)."""
-    client = await _make_client(settings)
-    try:
-        async with asyncio.timeout(settings.connect_timeout_s):
-            await client.connect()
-    except Exception as e:
-        raise OpcUaError(f"opcua {settings.endpoint}: {_explain(e, settings)[1]}") from None
+    client, oversize = await _one_off_client(settings, "opcua")
     try:
         return await _browse(client, folder_node_id, max_depth)
+    except Exception:
+        if oversize[0]:  # a browse answer over the limit: say so, not the lost connection it left
+            raise OpcUaError(f"opcua {settings.endpoint}: {_too_large(oversize[0], settings)}") from None
+        raise
     finally:
         try:
             await client.disconnect()

@@ -365,10 +365,9 @@ async def test_a_value_over_max_message_bytes_closes_the_connection_and_reading_
     assert len(got["Profile"].value) == 1000
 
 
-async def test_a_server_declaring_a_huge_chunk_is_cut_off_at_max_message_bytes() -> None:
-    """A hostile or broken server answers the Hello with no message limit (MaxMessageSize 0), then
-    declares a 4 GiB chunk and streams it. asyncua alone would take it all into memory, copying its
-    buffer on every read; the source closes the connection once max_message_bytes is passed."""
+async def _hostile_server():
+    """A server that answers the Hello with no message limit (MaxMessageSize 0), then declares a 4 GiB
+    chunk and streams it: (server, port, cut when the client closed, bytes sent per connection)."""
     import struct
 
     sent: list[int] = []
@@ -396,11 +395,18 @@ async def test_a_server_declaring_a_huge_chunk_is_cut_off_at_max_message_bytes()
             writer.close()
 
     server = await asyncio.start_server(hostile, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    src = OpcUaSource(
-        "plc",
-        _settings(f"opc.tcp://127.0.0.1:{port}/", [{"node_id": "ns=2;s=X"}], max_message_bytes=1024 * 1024),
-    )
+    return server, server.sockets[0].getsockname()[1], cut, sent
+
+
+async def test_a_server_declaring_a_huge_chunk_is_cut_off_at_max_message_bytes() -> None:
+    """A hostile or broken server answers the Hello with no message limit (MaxMessageSize 0), then
+    declares a 4 GiB chunk and streams it. asyncua alone would take it all into memory, copying its
+    buffer on every read; the source closes the connection at the chunk's header. So does a browse."""
+    from devices.opcua.client import OpcUaError, browse_server
+
+    server, port, cut, sent = await _hostile_server()
+    settings = _settings(f"opc.tcp://127.0.0.1:{port}/", [{"node_id": "ns=2;s=X"}], max_message_bytes=1 << 20)
+    src = OpcUaSource("plc", settings)
     await src.start()
     try:
         await asyncio.wait_for(cut.wait(), 20)
@@ -409,6 +415,10 @@ async def test_a_server_declaring_a_huge_chunk_is_cut_off_at_max_message_bytes()
             await asyncio.sleep(0.05)
     finally:
         await src.stop()
+    try:
+        with pytest.raises(OpcUaError, match="over max_message_bytes 1048576"):
+            await browse_server(settings)
+    finally:
         server.close()
         await server.wait_closed()
     assert src.stats.errors_by_reason.get("too_large", 0) >= 1, src.stats.errors_by_reason
