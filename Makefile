@@ -54,7 +54,8 @@ lint: $(STAMP)
 # budget in CI is 10 minutes. On a 2-core AMD EPYC without AVX-512 (2026-12-01) the same suite took 972 s:
 # training and inference run 2-3x slower there, and the short demo beside the rest 548 s; then 806 s once
 # the anomaly coreset was 14x faster and the trainer's OpenMP threads stopped spinning (20.6 CPU-minutes),
-# and 655 s in a clean-clone CI run there (18.9 CPU-minutes): about the 10 minutes, not within them.
+# and 655 s and 544 s in two clean-clone CI runs there (18.9 and 15.3 CPU-minutes): within the 10 minutes
+# when the machine is quiet, not when it is busy.
 test: setup lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --durations=15
 
