@@ -613,8 +613,8 @@ class OpcUaSource:
         self._connected_once = False
         self._oversize = 0  # bytes a message would have reached when the connection was closed
 
-    def _on_oversize(self, pending: int) -> None:
-        self._oversize = pending
+    def _on_oversize(self, size: int) -> None:
+        self._oversize = size
         self._lost.set()
 
     # -- lifecycle ------------------------------------------------------------------------------

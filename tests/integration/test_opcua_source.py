@@ -328,6 +328,13 @@ async def test_a_plc_clock_far_off_the_gateways_is_not_taken_for_the_readings_ti
     assert "clock_skew" not in rcv.stats.errors_by_reason
 
 
+async def _counted(src: OpcUaSource, reason: str, timeout_s: float = 10.0) -> None:
+    """Until the source has counted an error of ``reason`` (or the timeout: the caller asserts)."""
+    deadline = time.monotonic() + timeout_s
+    while reason not in src.stats.errors_by_reason and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
 async def test_a_value_over_max_message_bytes_closes_the_connection_and_reading_resumes_when_it_fits() -> (
     None
 ):
@@ -351,9 +358,7 @@ async def test_a_value_over_max_message_bytes_closes_the_connection_and_reading_
     )
     await src.start()
     try:
-        deadline = time.monotonic() + 10
-        while "too_large" not in src.stats.errors_by_reason and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await _counted(src, "too_large")
         assert src.stats.errors_by_reason.get("too_large", 0) >= 1, src.stats.errors_by_reason
         assert "over max_message_bytes 1048576" in (src.stats.last_error or "")
         await profile.write_value(ua.Variant([0.25] * 1000, ua.VariantType.Double))
@@ -410,9 +415,7 @@ async def test_a_server_declaring_a_huge_chunk_is_cut_off_at_max_message_bytes()
     await src.start()
     try:
         await asyncio.wait_for(cut.wait(), 20)
-        deadline = time.monotonic() + 10
-        while "too_large" not in src.stats.errors_by_reason and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await _counted(src, "too_large")
     finally:
         await src.stop()
     try:
