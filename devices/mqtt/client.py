@@ -1,7 +1,7 @@
 """MqttSource: the MQTT device adapter (paho-mqtt 2.x), JSON and Sparkplug B subscriptions.
 
 paho runs its own network thread (``loop_start``). ``on_message`` only stamps the receive
-time and hands ``(topic, payload, received_at)`` to the bounded ``Channel`` (oldest dropped
+time and hands ``(topic, payload, received_at, retained)`` to the bounded ``Channel`` (oldest dropped
 when full, counted); decoding happens in the asyncio loop inside ``items()``, which keeps
 the network thread light (measured in ``bench/mqtt_bench.py``). Subscriptions are (re)made
 in ``on_connect`` after every connect, so a broker restart is survived.
@@ -19,7 +19,9 @@ Bad input is counted in ``stats.errors_by_reason`` and skipped: ``malformed_json
 ``broker_unreachable``, ``tls_failed``, ``connect_refused``, ``publish_failed``.
 Routine or silent events go to ``notices`` instead (one WARNING on the first, then counted, shown
 on ``/status``): ``data_before_birth`` (normal after the host starts; a rebirth is asked),
-``historical`` (Sparkplug values a node sent late, not used) and a
+``historical`` (Sparkplug values a node sent late, not used), ``retained`` and
+``retained_skipped`` (a retained message, the broker's stored value of unknown age: quality
+uncertain or not read, by the subscription's ``retained``) and a
 Sparkplug ``tag_map`` key that matches no metric because it starts with the group.
 Limits: one broker per source; QoS 2 is not offered.
 """
@@ -357,7 +359,7 @@ class MqttSource:
                 f"({self._max_bytes}); skipped undecoded",
             )
             return
-        self._channel.put_threadsafe((msg.topic, msg.payload, time.time()))
+        self._channel.put_threadsafe((msg.topic, msg.payload, time.time(), msg.retain))
 
     # ---- errors ----------------------------------------------------------------------------
     def _notice(self, key: str, msg: str, n: int = 1) -> None:
@@ -369,7 +371,9 @@ class MqttSource:
             self.name,
             msg,
             n=n,
-            level=logging.INFO if key in ("data_before_birth", "historical") else logging.WARNING,
+            level=logging.INFO
+            if key in ("data_before_birth", "historical", "retained", "retained_skipped")
+            else logging.WARNING,
         )
 
     def _error(self, reason: str, detail: str) -> None:
@@ -511,9 +515,44 @@ class MqttSource:
             except EOFError:
                 return
             last_wake = time.monotonic()
-            for topic, payload, received_at in batch:
-                for r in self.decode(topic, payload, received_at):
+            for topic, payload, received_at, retained in batch:
+                readings = self.decode(topic, payload, received_at)
+                if retained:  # the broker's stored last value, sent on subscribing: rare, checked apart
+                    readings = self._retained(topic, readings)
+                for r in readings:
                     yield r
+
+    def _retained(self, topic: str, readings: list[Reading]) -> list[Reading]:
+        """The readings of a retained message, by its subscription's ``retained``. The broker keeps a
+        topic's last retained message for good and sends it to every new subscription, so on each
+        (re)connect it may hand over the value of a sensor that died yesterday, stamped with the receive
+        time when the payload carries none. Only a message flagged so at delivery is one: MQTT clears the
+        flag on messages passed on live, whatever their publisher set. Decoded all the same (a retained
+        Sparkplug birth still teaches aliases and types)."""
+        sub = next((s for s in self.settings.subscriptions if paho.topic_matches_sub(s.topic, topic)), None)
+        policy = sub.retained if sub is not None else "uncertain"
+        if policy == "live" or not readings:
+            return readings
+        if policy == "skip":
+            self._notice(
+                "retained_skipped",
+                f"topic {topic!r}: a retained message (the broker's stored last value, of unknown age) was "
+                "not read (retained: skip); its tags wait for a live value",
+                n=len(readings),
+            )
+            return []
+        self._notice(
+            "retained",
+            f"topic {topic!r}: a retained message (the broker's stored last value, sent on subscribing, of "
+            "unknown age) gave its readings quality uncertain: shown and forwarded, but pipelines, models and "
+            "rules wait for a live value; set retained: live on a subscription whose topics hold state "
+            "published only on change",
+            n=len(readings),
+        )
+        return [
+            dataclasses.replace(r, quality=Quality.UNCERTAIN) if r.quality is Quality.GOOD else r
+            for r in readings
+        ]
 
     # ---- Sparkplug write-back ------------------------------------------------------------------
     async def command(

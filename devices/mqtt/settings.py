@@ -87,6 +87,13 @@ class Subscription(_Model):
     qos: Literal[0, 1] = 0
     codec: CodecKind = CodecKind("json")
     json_mapping: JsonMappingSettings = Field(default_factory=JsonMappingSettings)
+    retained: Literal["uncertain", "live", "skip"] = Field(
+        "uncertain",
+        description="a retained message (the broker's stored last value, sent on subscribing, of unknown "
+        "age: a sensor that died yesterday still has one): uncertain = its readings have quality "
+        "uncertain, shown and forwarded, but pipelines, models and rules wait for a live value; live = "
+        "taken as a new reading (topics that hold state published on change); skip = not read",
+    )
 
     @field_validator("topic")
     @classmethod

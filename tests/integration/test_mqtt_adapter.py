@@ -638,6 +638,67 @@ async def test_a_reading_stamped_years_ahead_does_not_silence_its_tag(mosquitto,
         assert src.stats.errors_by_reason.get("out_of_order") == 3
 
 
+async def test_a_retained_message_is_the_brokers_last_value_not_a_live_reading(mosquitto):
+    """A device that publishes with the retain flag leaves its last value at the broker for good: a sensor
+    that died yesterday still hands it to every new subscription, stamped with the receive time when its
+    payload has none. Such a message gives quality uncertain (default), or is taken as live or not read,
+    by its subscription's ``retained``; the same topic's next message, passed on live, is good although
+    its publisher set the flag too. A retained Sparkplug birth (against the spec) still teaches aliases."""
+    D = sp.DataType
+    pub = raw_client(mosquitto.port)
+    retained = {
+        "ret/oven/t": json.dumps({"temperature": 95.0}),  # no timestamp: only the receive time
+        "ret/kep": json.dumps(
+            {"timestamp": 1, "values": [{"id": "w", "v": 1, "q": False}, {"id": "x", "v": 2}]}
+        ),
+        "ret/recipe": json.dumps({"speed_setpoint": 1200}),
+        "ret/old": json.dumps({"v": 7}),
+    }
+    birth = sp._pb().Payload()
+    birth.timestamp, birth.seq = int(time.time() * 1000), 0
+    _pb_metric(birth, "bdSeq", datatype=D.INT64, long_value=0)
+    _pb_metric(birth, "Temp", alias=1, datatype=D.DOUBLE, double_value=20.0)
+    retained["spBv1.0/ret/NBIRTH/edge"] = birth.SerializeToString()
+    for topic, body in retained.items():
+        pub.publish(topic, body, qos=1, retain=True).wait_for_publish(5)
+    subs = [
+        {"topic": "ret/oven/#"},
+        {"topic": "ret/kep", "json_mapping": {"records": {}, "timestamp_format": "epoch_ms"}},
+        {"topic": "ret/recipe", "retained": "live"},
+        {"topic": "ret/old", "retained": "skip"},
+        {"topic": "spBv1.0/ret/#", "codec": "sparkplug_b"},
+    ]
+    src = await started(mosquitto.port, subs)
+    try:
+        first = await collect(src, lambda g: len(g) >= 5, 5)
+        pub.publish("ret/oven/t", json.dumps({"temperature": 96.0}), qos=1, retain=True).wait_for_publish(5)
+        data = sp._pb().Payload()
+        data.timestamp, data.seq = int(time.time() * 1000), 1
+        _pb_metric(data, alias=1, double_value=21.0)
+        pub.publish("spBv1.0/ret/NDATA/edge", data.SerializeToString(), qos=1).wait_for_publish(5)
+        live = await collect(src, lambda g: len(g) >= 2, 5)
+    finally:
+        for topic in retained:  # an empty retained message clears the broker's copy
+            pub.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+        pub.loop_stop()
+        await src.stop()
+    q = {r.tag: (r.value, r.quality) for r in first}
+    assert q == {
+        "ret/oven/t/temperature": (95.0, Quality.UNCERTAIN),
+        "ret/kep/w": (1, Quality.BAD),  # a record the gateway marked bad stays bad
+        "ret/kep/x": (2, Quality.UNCERTAIN),
+        "ret/recipe/speed_setpoint": (1200, Quality.GOOD),  # retained: live
+        "edge/Temp": (20.0, Quality.UNCERTAIN),
+    }, q
+    assert {r.tag: (r.value, r.quality) for r in live} == {
+        "ret/oven/t/temperature": (96.0, Quality.GOOD),
+        "edge/Temp": (21.0, Quality.GOOD),  # by the alias its retained birth declared
+    }
+    notices = src.notices.status()
+    assert notices["retained"]["count"] == 4 and "retained: live" in notices["retained"]["message"]
+    assert notices["retained_skipped"]["count"] == 1 and not src.stats.errors_by_reason
+
+
 def test_tag_names_from_the_outside_world_are_bounded(monkeypatch, caplog):
     """A device that puts a counter or a time in its topic makes a new tag per message: the per-tag state of
     the order check must not grow for months. Past MAX_TAGS it starts afresh, said once; every message is

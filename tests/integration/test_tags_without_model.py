@@ -236,3 +236,64 @@ async def test_a_nan_reading_goes_out_as_null_in_json_that_strict_parsers_accept
     assert forwarded["stroke"]["value"] == 12.5 and forwarded["stroke"]["quality"] == "good"
     rows = {r["tag"]: r for r in tags["plc"]}
     assert rows["pressure"]["value"] is None and rows["pressure"]["quality"] == "bad"
+
+
+async def test_a_dead_sensors_retained_value_is_shown_but_raises_no_alarm(tmp_path, mosquitto):
+    """A temperature node that publishes with the retain flag died hot yesterday; the broker still holds its
+    last message. The agent starts: the value is shown and forwarded as uncertain, and the rule does not
+    raise its alarm on it; the first live reading over the limit does."""
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    pub.publish("oven/zone1", json.dumps({"temperature": 95.0}), qos=1, retain=True).wait_for_publish(5)
+    sub = Subscriber(mosquitto.port, "factory/#")
+    cfg = {
+        "agent": {"id": "gw1", "site": "plant", "line": "line1", "data_dir": str(tmp_path / "data")},
+        "http": {"enabled": False},
+        "sources": {
+            "broker": {"type": "mqtt", "port": mosquitto.port, "subscriptions": [{"topic": "oven/#"}]}
+        },
+        "forward": [{"name": "oven", "source": "broker", "tags": ["oven/zone1/temperature"], "to": "broker"}],
+        "rules": [
+            {
+                "name": "hot",
+                "source": "broker",
+                "tag": "oven/zone1/temperature",
+                "above": 80.0,
+                "actions": ["hot_alarm"],
+            }
+        ],
+        "actions": {
+            "hot_alarm": {
+                "type": "alarm",
+                "raise_after": 1,
+                "when": {"verdict": "NG"},
+                "publish_to": "broker",
+            }
+        },
+    }
+    base = "factory/plant/line1/gw1"
+
+    def on(topic: str) -> list[dict]:
+        with sub.lock:
+            return [m for t, m in sub.messages if t == topic]
+
+    agent = Agent(parse_config(cfg))
+    try:
+        await agent.start()
+        await wait_for(lambda: on(f"{base}/tags/oven"), what="the retained value forwarded")
+        await asyncio.sleep(0.5)
+        alarms_before = on(f"{base}/alarms/hot_alarm")
+        pub.publish("oven/zone1", json.dumps({"temperature": 96.0}), qos=1, retain=True).wait_for_publish(5)
+        await wait_for(lambda: on(f"{base}/alarms/hot_alarm"), what="the alarm on the live reading")
+        st = agent.status()
+    finally:
+        await agent.stop()
+        sub.stop()
+        pub.publish("oven/zone1", b"", qos=1, retain=True).wait_for_publish(5)
+        pub.loop_stop()
+    assert not alarms_before
+    fwd = on(f"{base}/tags/oven")
+    assert [(m["value"], m["quality"]) for m in fwd][:2] == [(95.0, "uncertain"), (96.0, "good")]
+    assert on(f"{base}/alarms/hot_alarm")[0]["active"] is True
+    assert st["sources"]["broker"]["silent_drops"]["retained"]["count"] == 1
