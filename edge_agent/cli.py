@@ -118,7 +118,7 @@ def _tag_errors(cfg, where, source: str, tags: set[str]) -> list[str]:
     wanted += [(f"rules[{i}].tag", r.tag) for i, r in enumerate(cfg.rules) if r.source == source]
     out = []
     for loc, tag in wanted:
-        if tag in tags:
+        if tag in tags or any(tag.startswith(t + "/") for t in tags):  # a member of a structure node
             continue
         close = {t.lower(): t for t in tags}.get(tag.lower()) or next(
             iter(difflib.get_close_matches(tag, list(tags), n=1, cutoff=0.6)), None

@@ -747,20 +747,28 @@ def _check_window_tags(
         (f"window.scalars.{name}" if isinstance(w.scalars, dict) else f"window.scalars[{i}]", tag)
         for i, (tag, name) in enumerate(inputs.items())
     ]
+    members = getattr(cfg.sources.get(p.source), "member_tags", False)
     for field, tag in wanted:
-        _tag_check(f"{loc}.{field}", p.source, tag, known, errors, warnings)
+        _tag_check(f"{loc}.{field}", p.source, tag, known, errors, warnings, members)
     return errors
 
 
 def _tag_check(
-    loc: str, source: str, tag: str, known: tuple[set[str], bool], errors: list[str], warnings: list[str]
+    loc: str,
+    source: str,
+    tag: str,
+    known: tuple[set[str], bool],
+    errors: list[str],
+    warnings: list[str],
+    members: bool = False,
 ) -> None:
     """A tag the source does not produce: an error when the source's tags are certain (explicit `tag:`,
     MQTT mappings), or when it differs only in case from a browse name guessed from a NodeId (the
     usual slip; `tag:` on the node settles it either way); a warning otherwise, since a guessed
-    browse name may not be the server's."""
+    browse name may not be the server's. ``members``: the source names a structure's members
+    ``{tag}/{member}`` (OPC UA), which only the server knows: any such tag of a known one passes."""
     tags, guessed = known
-    if tag in tags:
+    if tag in tags or (members and any(tag.startswith(t + "/") for t in tags)):
         return
     by_case = {t.lower(): t for t in tags}.get(tag.lower())
     close = by_case or next(iter(difflib.get_close_matches(tag, list(tags), n=1, cutoff=0.6)), None)
@@ -820,7 +828,13 @@ def _check_rules(
         known = source_tags(cfg.sources.get(r.source))
         if known is not None:
             _tag_check(
-                f"{report.where}: rules[{i}].tag", r.source, r.tag, known, report.errors, report.warnings
+                f"{report.where}: rules[{i}].tag",
+                r.source,
+                r.tag,
+                known,
+                report.errors,
+                report.warnings,
+                getattr(cfg.sources.get(r.source), "member_tags", False),
             )
 
 

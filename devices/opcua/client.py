@@ -7,7 +7,9 @@ unreachable, server restarted, keepalive lost) moves the source to BACKOFF, coun
 logs once per burst, waits (bounded exponential backoff) and starts over with a fresh session and
 subscription. The task never raises.
 
-Readings: a Double[] arrives as a 1-D float64 NumPy array, scalars as Python values; ``timestamp``
+Readings: a Double[] arrives as a 1-D float64 NumPy array, scalars as Python values (texts, names and
+times in their plain form); a structure (a PLC's UDT) gives a reading per member, ``{tag}/{member}``,
+once the session has read the server's type definitions (``_structures``); ``timestamp``
 is the source timestamp (server timestamp, then receive time, when absent); status Good /
 Uncertain / Bad becomes ``Quality``. Non-finite numbers are passed with quality BAD
 (``non_finite: bad``, default) or dropped (``skip``), and counted as ``non_finite`` either way.
@@ -33,6 +35,7 @@ index after each connect.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import math
@@ -54,6 +57,7 @@ from devices.base import (
     ConnectionState,
     DeviceError,
     DeviceStats,
+    Notices,
     Quality,
     Reading,
     float_for_plc,
@@ -524,6 +528,56 @@ async def _make_client(settings: OpcUaSettings, on_oversize: Callable[[int], Non
     return client
 
 
+# values that need no conversion (the common case, checked first: this runs for every notification)
+_PLAIN = (float, int, bool, str, list, np.ndarray, type(None))
+_MAX_MEMBERS = 1000  # tags one structure may give: a PLC's array of UDTs can be large
+
+
+def _is_structure(v: Any) -> bool:
+    """A decoded OPC UA structure (asyncua makes a dataclass of each), not one of the built-in types that
+    are dataclasses too and have a plain form (``_plain``)."""
+    return dataclasses.is_dataclass(v) and not isinstance(v, type) and not isinstance(v, _BUILTIN_FORMS)
+
+
+_BUILTIN_FORMS = (ua.LocalizedText, ua.QualifiedName, ua.NodeId, ua.StatusCode, ua.ExtensionObject)
+
+
+def _plain(v: Any) -> Any:
+    """A value a pipeline, a rule or a JSON consumer can use: a text's text, a name's name, a time in ISO
+    8601 (with its zone), a NodeId as its string; numbers, truth values, strings and bytes as they are."""
+    if isinstance(v, ua.LocalizedText):
+        return v.Text
+    if isinstance(v, ua.QualifiedName):
+        return v.Name
+    if isinstance(v, ua.NodeId):
+        return v.to_string()
+    if isinstance(v, ua.StatusCode):
+        return v.name
+    if isinstance(v, dt.datetime):
+        return (v if v.tzinfo else v.replace(tzinfo=dt.UTC)).isoformat()
+    if isinstance(v, list) and v and all(type(x) in (float, int) for x in v):
+        return np.asarray(v, dtype=np.float64)
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _members(tag: str, v: Any, out: list[tuple[str, Any]], depth: int = 0) -> None:
+    """A structure's members as ``({tag}/{member}, value)``: nested structures and arrays of them by path
+    (``Motor1/Axis/Pos``, ``Drives/0/Speed``), as a Sparkplug Template's are; at most ``_MAX_MEMBERS``."""
+    if len(out) >= _MAX_MEMBERS:
+        return
+    if depth < 8 and isinstance(v, list | tuple) and v and _is_structure(v[0]):
+        for i, x in enumerate(v):
+            _members(f"{tag}/{i}", x, out, depth + 1)
+    elif depth < 8 and _is_structure(v):
+        for f in dataclasses.fields(v):
+            if f.name != "Encoding":  # asyncua's mask of optional fields, not a member
+                _members(f"{tag}/{f.name}", getattr(v, f.name), out, depth + 1)
+    else:
+        out.append((tag, _plain(v)))
+
+
 class _Handler:
     """asyncua subscription handler: runs on the loop thread, turns notifications into Readings."""
 
@@ -537,41 +591,7 @@ class _Handler:
             if tag is None:
                 src._rates.on_change(node.nodeid, val)  # a waveform's rate node (nodes[].sample_rate_from)
                 return
-            dv = data.monitored_item.Value
-            now = time.time()
-            ts = src._timestamp(tag, dv, now)
-            quality = _quality(dv.StatusCode)
-            if isinstance(val, list):
-                try:
-                    val = np.asarray(val, dtype=np.float64)
-                except (TypeError, ValueError):
-                    pass  # a list of strings etc. stays a list
-            non_finite = (isinstance(val, float) and not math.isfinite(val)) or (
-                isinstance(val, np.ndarray) and val.dtype.kind == "f" and not np.isfinite(val).all()
-            )
-            if non_finite:
-                src.stats.error("non_finite", tag)
-                src._burst.log(
-                    f"nf:{tag}",
-                    "opcua source %s: tag %s holds NaN/Inf (%s)",
-                    src.name,
-                    tag,
-                    "passed as BAD" if src.settings.non_finite is NonFinitePolicy.BAD else "skipped",
-                )
-                if src.settings.non_finite is NonFinitePolicy.SKIP:
-                    return
-                quality = Quality.BAD
-            last = src._last_ts.get(tag)
-            if last is not None and ts < last:
-                src.stats.error("out_of_order", tag)
-                src._burst.log(
-                    f"ooo:{tag}", "opcua source %s: tag %s source timestamp went backwards", src.name, tag
-                )
-            else:
-                src._last_ts[tag] = ts
-            src._channel.put_nowait(
-                Reading(src.name, tag, val, ts, now, quality, src._rates.rate_for(tag, val))
-            )
+            src._on_value(node.nodeid, tag, val, data.monitored_item.Value)
         except Exception as e:  # never let one notification break asyncua's publish loop
             src.stats.error("notification", repr(e))
             src._burst.log("notification", "opcua source %s: bad notification: %r", src.name, e)
@@ -612,6 +632,10 @@ class OpcUaSource:
         self.node_errors: dict[str, str] = {}  # node_id -> why it is not subscribed
         self._connected_once = False
         self._oversize = 0  # bytes a message would have reached when the connection was closed
+        self.notices = Notices(log)  # routine or silent events, said once and counted (``/status``)
+        self._undecoded: dict[ua.NodeId, str] = {}  # structure nodes waiting for their type definitions
+        self._types_wanted = asyncio.Event()
+        self._types_loaded = False
 
     def _on_oversize(self, size: int) -> None:
         self._oversize = size
@@ -659,9 +683,11 @@ class OpcUaSource:
                 self._connected_once = True
                 log.info("opcua source %s: connected to %s", self.name, self.settings.endpoint)
                 beat = asyncio.create_task(self._heartbeat()) if self.settings.heartbeat else None
+                structs = asyncio.create_task(self._structures())
                 try:
                     await self._watch()
                 finally:
+                    structs.cancel()
                     if beat is not None:
                         beat.cancel()
                 raise ConnectionError("connection lost")
@@ -704,6 +730,9 @@ class OpcUaSource:
     async def _connect(self) -> None:
         self._lost.clear()
         self._oversize = 0
+        self._undecoded.clear()
+        self._types_wanted.clear()
+        self._types_loaded = False  # a PLC's program may have been changed while the session was away
         client = await _make_client(self.settings, self._on_oversize)
         self._client = client
         async with asyncio.timeout(self.settings.connect_timeout_s * 2):
@@ -762,6 +791,108 @@ class OpcUaSource:
             return
         if rate_node is not None:
             groups.setdefault((ns.sampling_interval_ms, 1), []).append(rate_node)
+
+    def _on_value(self, nodeid: ua.NodeId, tag: str, val: Any, dv: Any) -> None:
+        """One node's new value (a notification, or a read after the structures' types were loaded) as
+        readings: one, or one per member of a structure (a Siemens UDT, a Beckhoff STRUCT) or an array
+        of them."""
+        if isinstance(val, list):
+            try:
+                val = np.asarray(val, dtype=np.float64)
+            except (TypeError, ValueError):  # not numbers (an empty list converts: val[0] exists)
+                if isinstance(val[0], ua.ExtensionObject) or _is_structure(val[0]):
+                    return self._structure(nodeid, tag, val, dv)
+                val = _plain(val)  # strings, texts, times stay a list
+        elif not isinstance(val, _PLAIN):
+            if isinstance(val, ua.ExtensionObject) or _is_structure(val):
+                return self._structure(nodeid, tag, val, dv)
+            val = _plain(val)
+        now = time.time()
+        self._emit(
+            tag,
+            val,
+            self._timestamp(tag, dv, now),
+            now,
+            _quality(dv.StatusCode),
+            self._rates.rate_for(tag, val),
+        )
+
+    def _structure(self, nodeid: ua.NodeId, tag: str, val: Any, dv: Any) -> None:
+        if isinstance(val[0] if isinstance(val, list) else val, ua.ExtensionObject):
+            return self._undecodable(nodeid, tag, val[0] if isinstance(val, list) else val)
+        members: list[tuple[str, Any]] = []
+        _members(tag, val, members)
+        now = time.time()
+        ts, quality = self._timestamp(tag, dv, now), _quality(dv.StatusCode)
+        for mtag, mval in members:
+            self._emit(mtag, mval, ts, now, quality, None)
+
+    def _emit(self, tag: str, val: Any, ts: float, now: float, quality: Quality, rate: float | None) -> None:
+        non_finite = (isinstance(val, float) and not math.isfinite(val)) or (
+            isinstance(val, np.ndarray) and val.dtype.kind == "f" and not np.isfinite(val).all()
+        )
+        if non_finite:
+            self.stats.error("non_finite", tag)
+            self._burst.log(
+                f"nf:{tag}",
+                "opcua source %s: tag %s holds NaN/Inf (%s)",
+                self.name,
+                tag,
+                "passed as BAD" if self.settings.non_finite is NonFinitePolicy.BAD else "skipped",
+            )
+            if self.settings.non_finite is NonFinitePolicy.SKIP:
+                return
+            quality = Quality.BAD
+        last = self._last_ts.get(tag)
+        if last is not None and ts < last:
+            self.stats.error("out_of_order", tag)
+            self._burst.log(
+                f"ooo:{tag}", "opcua source %s: tag %s source timestamp went backwards", self.name, tag
+            )
+        else:
+            self._last_ts[tag] = ts
+        self._channel.put_nowait(Reading(self.name, tag, val, ts, now, quality, rate))
+
+    def _undecodable(self, nodeid: ua.NodeId, tag: str, val: Any) -> None:
+        """A structure arrived as raw bytes: before this session has read the types, ask for them (its
+        members come once they are read); after, say which and skip it, never pass the bytes on."""
+        if not self._types_loaded:
+            self._undecoded[nodeid] = tag
+            self._types_wanted.set()
+            return
+        self.notices.note(
+            "structure_undecoded",
+            "opcua source %s: tag %s is a structure (DataType %s) that the server's type definitions do not "
+            "describe, so its members cannot be read; its values are skipped. Subscribe to its members' "
+            "own nodes instead (edge-agent browse lists them)",
+            self.name,
+            tag,
+            val.TypeId.to_string(),
+        )
+
+    async def _structures(self) -> None:
+        """A PLC's structure (a UDT) arrives as raw bytes until the session has read its type definition
+        from the server. Read them once per connection, when the first such value arrives (a server with
+        many types takes a while), then read those nodes again, so that their members come now and not
+        at their next change."""
+        await self._types_wanted.wait()
+        client = self._client
+        if client is None:
+            return
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout_s * 4):
+                await client.load_data_type_definitions()
+        except Exception as e:  # an older server (no DataTypeDefinition): each structure is then named
+            log.info("opcua source %s: the server's structure types could not be read: %r", self.name, e)
+        self._types_loaded = True
+        waiting, self._undecoded = self._undecoded, {}
+        for nodeid, tag in waiting.items():
+            try:
+                async with asyncio.timeout(self.settings.connect_timeout_s):
+                    dv = await client.get_node(nodeid).read_data_value()
+            except Exception:
+                continue  # its next change comes through the subscription
+            self._on_value(nodeid, tag, dv.Value.Value if dv.Value is not None else None, dv)
 
     def _timestamp(self, tag: str, dv: Any, now: float) -> float:
         """The reading's time, by ``timestamps``: the first of the source and server timestamps that is

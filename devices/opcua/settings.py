@@ -59,6 +59,8 @@ SecurityPolicy = Literal["Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha2
 
 class OpcUaSettings(_Model):
     produces: ClassVar[str] = "readings"  # tags, for signal pipelines, forwards and rules
+    # a structure node (a PLC's UDT) gives a tag per member, "{tag}/{member}": config checks accept them
+    member_tags: ClassVar[bool] = True
     type: Literal["opcua"] = "opcua"
     endpoint: str = Field(pattern=r"^opc\.tcp://", description="e.g. opc.tcp://127.0.0.1:4840/factory/")
     security_mode: SecurityMode = SecurityMode.NONE

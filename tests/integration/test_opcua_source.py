@@ -427,3 +427,101 @@ async def test_a_server_declaring_a_huge_chunk_is_cut_off_at_max_message_bytes()
     assert src.stats.errors_by_reason.get("too_large", 0) >= 1, src.stats.errors_by_reason
     assert "max_message_bytes 1048576" in (src.stats.last_error or "")
     assert min(sent) < 64 * 1024 * 1024  # the source closed the connection before the stream ended
+
+
+def _press_udt_body(force: float, profile: list[float], label: str, pos: float) -> bytes:
+    """PressUDT as a PLC encodes it (OPC UA binary): Force Double, Running Boolean, Count Int32, Profile
+    Double[], Label String, Axis AxisUDT {Pos Double, Homed Boolean}."""
+    import struct
+
+    text = label.encode()
+    return (
+        struct.pack("<d?i", force, True, 7)
+        + struct.pack(f"<i{len(profile)}d", len(profile), *profile)
+        + struct.pack(f"<i{len(text)}s", len(text), text)
+        + struct.pack("<d?", pos, False)
+    )
+
+
+async def test_a_plcs_structures_give_a_tag_per_member_and_texts_and_times_their_plain_form() -> None:
+    """Another vendor's PLC exposes a UDT (a Siemens PLC data type, a Beckhoff STRUCT) as one structured
+    node, encoded by the server's own type definition. The source reads those definitions from the server
+    (nothing is known in advance) and gives a tag per member, ``{tag}/{member}``, nested ones by path,
+    with the node's quality and time; a structure the server does not describe is said once and skipped,
+    never passed on as raw bytes. A LocalizedText gives its text, a DateTime its ISO 8601 form."""
+    import datetime as dt
+
+    from asyncua import ua
+    from asyncua.common.structures104 import new_struct, new_struct_field
+
+    from tests.support.peers import opcua_server
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:udt", "Line")
+    axis, _ = await new_struct(
+        srv,
+        idx,
+        "TestAxisUDT",
+        [new_struct_field("Pos", ua.VariantType.Double), new_struct_field("Homed", ua.VariantType.Boolean)],
+    )
+    press_type, (enc,) = await new_struct(
+        srv,
+        idx,
+        "TestPressUDT",
+        [
+            new_struct_field("Force", ua.VariantType.Double),
+            new_struct_field("Running", ua.VariantType.Boolean),
+            new_struct_field("Count", ua.VariantType.Int32),
+            new_struct_field("Profile", ua.VariantType.Double, array=True),
+            new_struct_field("Label", ua.VariantType.String),
+            new_struct_field("Axis", axis),
+        ],
+    )
+    # the server holds encoded values only (its Python side never loads the types): the client cannot
+    # decode them until it has read the definitions from the server
+    press = await obj.add_variable(
+        ua.NodeId("Press1", idx),
+        "Press1",
+        ua.Variant(ua.ExtensionObject(enc.nodeid, _press_udt_body(812.5, [0.5, 1.5, 2.5], "P-7", 3.25))),
+        datatype=press_type.nodeid,
+    )
+    await obj.add_variable(  # a type id no definition describes
+        ua.NodeId("Opaque", idx),
+        "Opaque",
+        ua.Variant(ua.ExtensionObject(ua.NodeId(99999, idx), b"\x01\x02")),
+        datatype=ua.NodeId(ua.ObjectIds.Structure),
+    )
+    await obj.add_variable(ua.NodeId("Recipe", idx), "Recipe", ua.LocalizedText("Flange 40", "en"))
+    when = dt.datetime(2026, 11, 30, 6, 0, tzinfo=dt.UTC)
+    await obj.add_variable(ua.NodeId("Changed", idx), "Changed", ua.Variant(when, ua.VariantType.DateTime))
+    await srv.start()
+    names = ("Press1", "Opaque", "Recipe", "Changed")
+    src = OpcUaSource(
+        "plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={idx};s={n}"} for n in names])
+    )
+    await src.start()
+    try:
+        want = {"Press1/Force", "Press1/Running", "Press1/Count", "Press1/Profile", "Press1/Label"}
+        got = await _collect(src, want | {"Press1/Axis/Pos", "Press1/Axis/Homed", "Recipe", "Changed"})
+        await press.write_value(
+            ua.Variant(ua.ExtensionObject(enc.nodeid, _press_udt_body(799.0, [1.0], "P-7", 4.0)))
+        )
+        later = await _collect(src, {"Press1/Force"})
+        for _ in range(100):
+            if "structure_undecoded" in src.notices.counts:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert got["Press1/Force"].value == 812.5 and got["Press1/Running"].value is True
+    assert got["Press1/Count"].value == 7 and got["Press1/Label"].value == "P-7"
+    np.testing.assert_array_equal(got["Press1/Profile"].value, [0.5, 1.5, 2.5])
+    assert got["Press1/Axis/Pos"].value == 3.25 and got["Press1/Axis/Homed"].value is False
+    assert all(r.quality is Quality.GOOD for r in got.values())
+    assert got["Press1/Force"].timestamp == got["Press1/Axis/Pos"].timestamp  # the node's own time
+    assert later["Press1/Force"].value == 799.0  # later changes decode as they come
+    assert got["Recipe"].value == "Flange 40" and got["Changed"].value == "2026-11-30T06:00:00+00:00"
+    assert not any(t.startswith("Opaque") for t in got) and not src.stats.errors_by_reason
+    note = src.notices.status()["structure_undecoded"]["message"]
+    assert "tag Opaque is a structure" in note and "edge-agent browse" in note

@@ -391,6 +391,12 @@ def test_a_tag_the_source_does_not_produce_is_refused_with_path_and_fix(env):
     ), errs
     d["sources"]["plc"]["nodes"][0]["tag"] = "vibration"  # `tag:` settles it
     parse_config(d)
+    # a structure node (a PLC's UDT) gives "{tag}/{member}": only the server knows its members
+    d["sources"]["plc"]["nodes"][0]["tag"] = "Drive"
+    d["pipelines"][1]["window"]["waveform"] = "Drive/Axis/Vibration"
+    parse_config(d)
+    d["pipelines"][1]["window"]["waveform"] = "Drives/Vibration"  # not a member of a node the source has
+    assert any("produces no tag 'Drives/Vibration'" in e for e in errors_of(d))
     from edge_agent.config import _guess_tag
 
     assert [
