@@ -633,9 +633,12 @@ class OpcUaSource:
         self._connected_once = False
         self._oversize = 0  # bytes a message would have reached when the connection was closed
         self.notices = Notices(log)  # routine or silent events, said once and counted (``/status``)
-        self._undecoded: dict[ua.NodeId, str] = {}  # structure nodes waiting for their type definitions
+        # structure nodes waiting for their type definitions: node -> (tag, the value's encoding id)
+        self._undecoded: dict[ua.NodeId, tuple[str, ua.NodeId]] = {}
         self._types_wanted = asyncio.Event()
         self._types_loaded = False
+        self._structured = False  # a structure came on an earlier connection: its types are read first
+        self._type_classes: dict[str, Any] = {}  # the classes asyncua made of the types this source read
 
     def _on_oversize(self, size: int) -> None:
         self._oversize = size
@@ -770,6 +773,8 @@ class OpcUaSource:
             if ns.sample_rate_from:
                 await self._stated_rate(client, ns, tag, node, groups)
         if groups:
+            if self._structured:  # before the values come: the PLC's program (a layout) may have changed
+                await self._load_types(client)
             async with asyncio.timeout(self.settings.connect_timeout_s * 2 + len(self._tags) * 0.1):
                 await self._subscribe(client, groups)
         if self._write_targets or self.settings.heartbeat:
@@ -857,7 +862,7 @@ class OpcUaSource:
         """A structure arrived as raw bytes: before this session has read the types, ask for them (its
         members come once they are read); after, say which and skip it, never pass the bytes on."""
         if not self._types_loaded:
-            self._undecoded[nodeid] = tag
+            self._undecoded[nodeid] = (tag, val.TypeId)
             self._types_wanted.set()
             return
         self.notices.note(
@@ -879,20 +884,43 @@ class OpcUaSource:
         client = self._client
         if client is None:
             return
-        try:
-            async with asyncio.timeout(self.settings.connect_timeout_s * 4):
-                await client.load_data_type_definitions()
-        except Exception as e:  # an older server (no DataTypeDefinition): each structure is then named
-            log.info("opcua source %s: the server's structure types could not be read: %r", self.name, e)
-        self._types_loaded = True
+        await self._load_types(client)
         waiting, self._undecoded = self._undecoded, {}
-        for nodeid, tag in waiting.items():
+        for nodeid, (tag, _) in waiting.items():
             try:
                 async with asyncio.timeout(self.settings.connect_timeout_s):
                     dv = await client.get_node(nodeid).read_data_value()
             except Exception:
                 continue  # its next change comes through the subscription
             self._on_value(nodeid, tag, dv.Value.Value if dv.Value is not None else None, dv)
+
+    async def _load_types(self, client: Client) -> None:
+        """Read the server's structure types (asyncua makes a class of each, which then decodes their
+        values): OPC UA 1.04's DataTypeDefinition attributes first; a server that has none describes its
+        types in a binary type dictionary instead (older PLC firmware). Read afresh on each connection,
+        replacing what an earlier one read: the PLC's program, and so a layout, may have changed."""
+        # asyncua keeps a class per type name, process-wide, and does not read a name it has again: forget
+        # the ones this source read before, or a changed layout would be decoded by the old one
+        for name, cls in self._type_classes.items():
+            if getattr(ua, name, None) is cls:
+                delattr(ua, name)
+        self._type_classes.clear()
+        loads: tuple[Callable[[], Any], ...] = (
+            client.load_data_type_definitions,
+            client.load_type_definitions,
+        )
+        for i, load in enumerate(loads):
+            if i and all(t in ua.extension_objects_by_typeid for _, t in self._undecoded.values()):
+                break
+            try:
+                async with asyncio.timeout(self.settings.connect_timeout_s * 4):
+                    got = await load()
+            except Exception as e:  # each structure still undecoded is then named
+                log.info("opcua source %s: the server's structure types could not be read: %r", self.name, e)
+                continue
+            classes: dict[str, Any] = got if isinstance(got, dict) else got[1]  # older: (generators, classes)
+            self._type_classes.update((n, c) for n, c in classes.items() if getattr(ua, n, None) is c)
+        self._types_loaded = self._structured = True
 
     def _timestamp(self, tag: str, dv: Any, now: float) -> float:
         """The reading's time, by ``timestamps``: the first of the source and server timestamps that is

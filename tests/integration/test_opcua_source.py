@@ -429,6 +429,36 @@ async def test_a_server_declaring_a_huge_chunk_is_cut_off_at_max_message_bytes()
     assert min(sent) < 64 * 1024 * 1024  # the source closed the connection before the stream ended
 
 
+@pytest.fixture
+def ua_types():
+    """asyncua keeps the structure classes it makes process-wide (by encoding NodeId, which every test
+    server numbers alike): what a test's servers taught is forgotten after it."""
+    from asyncua import ua
+    from asyncua.ua import uatypes
+
+    tables = [
+        getattr(uatypes, t)
+        for t in (
+            "extension_objects_by_typeid",
+            "typeid_by_extension_objects",
+            "extension_objects_by_datatype",
+            "datatype_by_extension_object",
+            "enums_by_datatype",
+            "enums_datatypes",
+            "basetype_by_datatype",
+            "basetype_datatypes",
+        )
+    ]
+    saved = [dict(t) for t in tables]
+    names = set(vars(ua))
+    yield
+    for t, before in zip(tables, saved, strict=True):
+        t.clear()
+        t.update(before)
+    for name in set(vars(ua)) - names:
+        delattr(ua, name)
+
+
 def _press_udt_body(force: float, profile: list[float], label: str, pos: float) -> bytes:
     """PressUDT as a PLC encodes it (OPC UA binary): Force Double, Running Boolean, Count Int32, Profile
     Double[], Label String, Axis AxisUDT {Pos Double, Homed Boolean}."""
@@ -443,47 +473,68 @@ def _press_udt_body(force: float, profile: list[float], label: str, pos: float) 
     )
 
 
-async def test_a_plcs_structures_give_a_tag_per_member_and_texts_and_times_their_plain_form() -> None:
+async def _press_types(srv, idx: int, how: str) -> tuple:
+    """TestPressUDT (and TestAxisUDT inside it) on the server, described the OPC UA 1.04 way (each DataType's
+    DataTypeDefinition) or the older way (a binary type dictionary, as older PLC firmware has): (its
+    DataType node id, its binary encoding's node id). Names per way: asyncua's classes are process-wide."""
+    from asyncua import ua
+    from asyncua.common.structures104 import new_struct, new_struct_field
+    from asyncua.common.type_dictionary_builder import DataTypeDictionaryBuilder
+
+    D = ua.VariantType
+    fields = [("Force", D.Double), ("Running", D.Boolean), ("Count", D.Int32), ("Profile", D.Double)]
+    fields += [("Label", D.String)]
+    if how == "definitions":
+        axis, _ = await new_struct(
+            srv, idx, "TestAxisUDT", [new_struct_field("Pos", D.Double), new_struct_field("Homed", D.Boolean)]
+        )
+        press, (enc,) = await new_struct(
+            srv,
+            idx,
+            "TestPressUDT",
+            [new_struct_field(n, t, array=n == "Profile") for n, t in fields]
+            + [new_struct_field("Axis", axis)],
+        )
+        return press.nodeid, enc.nodeid
+    builder = DataTypeDictionaryBuilder(srv, idx, "urn:test:udt", "TestTypes")
+    await builder.init()
+    axis = await builder.create_data_type("TestAxisUDT1")
+    axis.add_field("Pos", D.Double)
+    axis.add_field("Homed", D.Boolean)
+    press = await builder.create_data_type("TestPressUDT1")
+    for n, t in fields:
+        press.add_field(n, t, is_array=n == "Profile")
+    press.add_field("Axis", axis)
+    await builder.set_dict_byte_string()
+    return press.data_type, press.node_ids[2]
+
+
+@pytest.mark.parametrize("how", ["definitions", "dictionary"])
+async def test_a_plcs_structures_give_a_tag_per_member_and_texts_and_times_their_plain_form(
+    how, ua_types
+) -> None:
     """Another vendor's PLC exposes a UDT (a Siemens PLC data type, a Beckhoff STRUCT) as one structured
     node, encoded by the server's own type definition. The source reads those definitions from the server
-    (nothing is known in advance) and gives a tag per member, ``{tag}/{member}``, nested ones by path,
-    with the node's quality and time; a structure the server does not describe is said once and skipped,
-    never passed on as raw bytes. A LocalizedText gives its text, a DateTime its ISO 8601 form."""
+    (nothing is known in advance; OPC UA 1.04 definitions or an older server's type dictionary) and gives a
+    tag per member, ``{tag}/{member}``, nested ones by path, with the node's quality and time; a structure
+    the server does not describe is said once and skipped, never passed on as raw bytes. A LocalizedText
+    gives its text, a DateTime its ISO 8601 form."""
     import datetime as dt
 
     from asyncua import ua
-    from asyncua.common.structures104 import new_struct, new_struct_field
 
     from tests.support.peers import opcua_server
 
     port = free_port()
     srv, idx, obj = await opcua_server(port, "plc", "urn:test:udt", "Line")
-    axis, _ = await new_struct(
-        srv,
-        idx,
-        "TestAxisUDT",
-        [new_struct_field("Pos", ua.VariantType.Double), new_struct_field("Homed", ua.VariantType.Boolean)],
-    )
-    press_type, (enc,) = await new_struct(
-        srv,
-        idx,
-        "TestPressUDT",
-        [
-            new_struct_field("Force", ua.VariantType.Double),
-            new_struct_field("Running", ua.VariantType.Boolean),
-            new_struct_field("Count", ua.VariantType.Int32),
-            new_struct_field("Profile", ua.VariantType.Double, array=True),
-            new_struct_field("Label", ua.VariantType.String),
-            new_struct_field("Axis", axis),
-        ],
-    )
+    press_type, enc = await _press_types(srv, idx, how)
     # the server holds encoded values only (its Python side never loads the types): the client cannot
     # decode them until it has read the definitions from the server
     press = await obj.add_variable(
         ua.NodeId("Press1", idx),
         "Press1",
-        ua.Variant(ua.ExtensionObject(enc.nodeid, _press_udt_body(812.5, [0.5, 1.5, 2.5], "P-7", 3.25))),
-        datatype=press_type.nodeid,
+        ua.Variant(ua.ExtensionObject(enc, _press_udt_body(812.5, [0.5, 1.5, 2.5], "P-7", 3.25))),
+        datatype=press_type,
     )
     await obj.add_variable(  # a type id no definition describes
         ua.NodeId("Opaque", idx),
@@ -504,7 +555,7 @@ async def test_a_plcs_structures_give_a_tag_per_member_and_texts_and_times_their
         want = {"Press1/Force", "Press1/Running", "Press1/Count", "Press1/Profile", "Press1/Label"}
         got = await _collect(src, want | {"Press1/Axis/Pos", "Press1/Axis/Homed", "Recipe", "Changed"})
         await press.write_value(
-            ua.Variant(ua.ExtensionObject(enc.nodeid, _press_udt_body(799.0, [1.0], "P-7", 4.0)))
+            ua.Variant(ua.ExtensionObject(enc, _press_udt_body(799.0, [1.0], "P-7", 4.0)))
         )
         later = await _collect(src, {"Press1/Force"})
         for _ in range(100):
@@ -525,3 +576,58 @@ async def test_a_plcs_structures_give_a_tag_per_member_and_texts_and_times_their
     assert not any(t.startswith("Opaque") for t in got) and not src.stats.errors_by_reason
     note = src.notices.status()["structure_undecoded"]["message"]
     assert "tag Opaque is a structure" in note and "edge-agent browse" in note
+
+
+async def test_a_structure_whose_layout_changed_while_the_plc_restarted_is_read_by_its_new_layout(
+    ua_types,
+) -> None:
+    """A new PLC program downloaded while the gateway was away adds a member to a UDT: on reconnecting the
+    source reads the server's types again before the values come, so the node is decoded by its new
+    layout, not by the one an earlier connection taught (which would misread the bytes)."""
+    import struct
+
+    from asyncua import ua
+    from asyncua.common.structures104 import new_struct, new_struct_field
+
+    from tests.support.peers import opcua_server
+
+    port = free_port()
+
+    async def plc(fields: list[str], values: tuple[float, ...]):
+        srv, idx, obj = await opcua_server(port, "plc", "urn:test:mold", "Line")
+        mold, (enc,) = await new_struct(
+            srv, idx, "TestMoldUDT", [new_struct_field(f, ua.VariantType.Double) for f in fields]
+        )
+        body = struct.pack(f"<{len(values)}d", *values)
+        await obj.add_variable(
+            ua.NodeId("Mold", idx),
+            "Mold",
+            ua.Variant(ua.ExtensionObject(enc.nodeid, body)),
+            datatype=mold.nodeid,
+        )
+        await srv.start()
+        return srv, idx
+
+    srv, idx = await plc(["Temp", "Pressure"], (180.0, 95.0))
+    src = OpcUaSource("plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={idx};s=Mold"}]))
+    await src.start()
+    try:
+        before = await _collect(src, {"Mold/Temp", "Mold/Pressure"})
+        await srv.stop()
+        for _ in range(100):
+            if src.state is not ConnectionState.CONNECTED:
+                break
+            await asyncio.sleep(0.05)
+        srv, idx = await plc(["Cycle", "Temp", "Pressure"], (41.0, 185.0, 97.5))  # a member first
+        while len(src._channel):  # what arrived before the restart
+            await src._channel.get()
+        after = await _collect(src, {"Mold/Cycle", "Mold/Temp", "Mold/Pressure"}, timeout_s=15)
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert (before["Mold/Temp"].value, before["Mold/Pressure"].value) == (180.0, 95.0)
+    assert {t: r.value for t, r in after.items()} == {
+        "Mold/Cycle": 41.0,
+        "Mold/Temp": 185.0,
+        "Mold/Pressure": 97.5,
+    }
