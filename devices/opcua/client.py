@@ -827,6 +827,16 @@ class OpcUaSource:
             return self._undecodable(nodeid, tag, val[0] if isinstance(val, list) else val)
         members: list[tuple[str, Any]] = []
         _members(tag, val, members)
+        if len(members) >= _MAX_MEMBERS:
+            self.notices.note(
+                "structure_truncated",
+                "opcua source %s: tag %s has %d members or more (an array of structures?); the first %d "
+                "are read. Subscribe to the elements you need as their own nodes",
+                self.name,
+                tag,
+                _MAX_MEMBERS,
+                _MAX_MEMBERS,
+            )
         now = time.time()
         ts, quality = self._timestamp(tag, dv, now), _quality(dv.StatusCode)
         for mtag, mval in members:
