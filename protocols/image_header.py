@@ -19,6 +19,7 @@ __all__ = [
     "FORMATS",
     "ImageRejected",
     "decode_image",
+    "eight_bit",
     "image_size",
     "max_file_bytes",
 ]
@@ -105,6 +106,29 @@ def decode_image(
     if img is None or img.size == 0:
         raise ImageRejected(f"a {kind} header for {w}x{h} pixels, but the image data is truncated or corrupt")
     return img
+
+
+def eight_bit(img: Any, pixel_bits: int | None, setting: str = "pixel_bits") -> Any:
+    """An image as 8-bit pixels, what models are trained on and run with. Machine-vision cameras save
+    10-, 12- or 14-bit pixels (Mono12, say) in 16-bit files: OpenCV's colour read divides them by 256, so
+    a 12-bit image (at most 4095) comes out black. ``pixel_bits`` says how many low bits carry the image
+    (16: the full range); the top 8 of them are kept, and a value past them saturates. A 16-bit image
+    without it (the error names ``setting``, the caller's name for it), or pixels of another type (a
+    32-bit float TIFF), raise ``ImageRejected``. Read the file with ``IMREAD_ANYDEPTH`` for this to see
+    its depth."""
+    import numpy as np
+
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype != np.uint16:
+        raise ImageRejected(f"{img.dtype} pixels; 8-bit and 16-bit images are read")
+    if pixel_bits is None:
+        raise ImageRejected(
+            f"16-bit pixels (the brightest here {int(img.max())}): say how many bits carry the image with "
+            f"{setting} (12 for a Mono12 camera, 16 for the full range); OpenCV alone would divide them by 256"
+        )
+    out = img >> (pixel_bits - 8)
+    return np.minimum(out, 255).astype(np.uint8) if pixel_bits < 16 else out.astype(np.uint8)
 
 
 def _jpeg(data: bytes | memoryview) -> tuple[str, int, int] | None:

@@ -58,10 +58,17 @@ def read_image(path: Path, max_side: int = 1024, max_megapixels: float | None = 
     header declares more than ``max_megapixels`` (default: the import's limit) is refused undecoded."""
     import cv2
 
-    try:
-        _, img = read_image_file(path, cv2.IMREAD_COLOR, max_megapixels)
+    from protocols.image_header import ImageRejected, eight_bit
+
+    try:  # at its own depth: a 16-bit image read as colour would be divided by 256 (a Mono12 one: black)
+        _, img = read_image_file(path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, max_megapixels)
+        img = eight_bit(
+            img, None, "`cloud-trainer dataset import --pixel-bits` (then build from that dataset)"
+        )
     except DatasetError as exc:
         raise AnomalyDataError(str(exc)) from None
+    except ImageRejected as exc:
+        raise AnomalyDataError(f"{path}: {exc}") from None
     k = max_side / max(img.shape[:2])
     if k < 1:
         img = cv2.resize(

@@ -9,10 +9,11 @@ Two layouts are recognised (``layout_of``):
 - **MVTec AD**: ``SRC/train/good``, ``SRC/test/good``, ``SRC/test/<defect>`` and optionally
   ``SRC/ground_truth/<defect>/<name>_mask.png`` (a defect's pixel mask); the good class is ``good``.
 
-PNG, JPEG, BMP and TIFF files are read (8-bit grey or colour, any size up to ``--max-megapixels``,
-default 50, checked from the file's header before decoding); every one is decoded once on import, so
-an unreadable file is refused then, not half-way through a training run. The result is a
-dataset folder that ``train``/``build`` read: ``images/`` (the files, copied unchanged), ``masks/``,
+PNG, JPEG, BMP and TIFF files are read (8-bit grey or colour; 16-bit with ``--pixel-bits``, stored as
+8-bit PNG the way the agent's camera reads them; any size up to ``--max-megapixels``, default 50,
+checked from the file's header before decoding); every one is decoded once on import, so an
+unreadable file is refused then, not half-way through a training run. The result is a dataset folder
+that ``train``/``build`` read: ``images/`` (the files, copied unchanged but for 16-bit ones), ``masks/``,
 ``labels.jsonl`` (``{id, file, label, defect, split, source[, mask]}``) and ``dataset.yaml``
 (``classes`` with the good class first, ``good``, counts, ``digest``: the same digest
 ``data.load_parts`` computes). It is written into a temporary folder beside ``--out`` and renamed
@@ -185,19 +186,29 @@ def check(found: Found, src: Path, task: str = "classifier", min_good: int | Non
             )
 
 
-def _decode(path: Path, max_megapixels: float):
+def _decode(path: Path, max_megapixels: float, pixel_bits: int | None = None, mask: bool = False):
+    """``(bytes to store, image, suffix to store them under or None: the file's own)``."""
     import cv2
     import numpy as np
 
-    # any depth (to refuse 16-bit images by name) and any colour, with the EXIF orientation applied as
-    # training (IMREAD_COLOR) and the agent's folder camera apply it, so that a mask drawn on the image
-    # the user sees is checked against the same pixels (IMREAD_UNCHANGED would ignore the orientation)
+    from protocols.image_header import ImageRejected, eight_bit
+
+    # any depth (to see 16-bit images) and any colour, with the EXIF orientation applied as training
+    # (IMREAD_COLOR) and the agent's folder camera apply it, so that a mask drawn on the image the user
+    # sees is checked against the same pixels (IMREAD_UNCHANGED would ignore the orientation)
     data, img = read_image_file(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR, max_megapixels)
-    if img.dtype != np.uint8:
-        raise DatasetError(
-            f"{path}: {img.dtype} pixels; 8-bit grey or colour images are supported (convert it to 8 bits)"
-        )
-    return data, img
+    if img.dtype == np.uint8:
+        return data, img, None
+    if mask:
+        raise DatasetError(f"{path}: {img.dtype} pixels; a mask is an 8-bit image (0: good, other: defect)")
+    try:  # a machine-vision camera's 10-16-bit pixels, as the agent's camera reads them (pixel_bits)
+        img = eight_bit(img, pixel_bits, "--pixel-bits")
+    except ImageRejected as exc:
+        raise DatasetError(f"{path}: {exc}") from None
+    ok, png = cv2.imencode(".png", img)
+    if not ok:
+        raise DatasetError(f"{path}: its 8-bit form could not be written as PNG")
+    return png.tobytes(), img, ".png"
 
 
 def import_images(
@@ -208,12 +219,16 @@ def import_images(
     min_good: int | None = None,
     log=None,
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    pixel_bits: int | None = None,
 ) -> dict:
     """``src`` (folder per class or MVTec AD) → a dataset folder ``out``; returns a summary. An image
     whose header declares more than ``max_megapixels`` is refused before it is decoded; the limit is
-    recorded in ``dataset.yaml`` for the trainer's reading of the same files."""
+    recorded in ``dataset.yaml`` for the trainer's reading of the same files. 16-bit images are stored as
+    8-bit PNG by ``pixel_bits`` (the bits that carry the image), as the agent's camera reads them."""
     if not max_megapixels > 0:
         raise DatasetError(f"--max-megapixels must be a positive number of megapixels, got {max_megapixels}")
+    if pixel_bits is not None and not 8 <= pixel_bits <= 16:
+        raise DatasetError(f"--pixel-bits must be 8 to 16 (12 for a Mono12 camera), got {pixel_bits}")
     log = log or (lambda m: print(m, file=sys.stderr))
     src, out = Path(src), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -225,7 +240,7 @@ def import_images(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        summary = _write(found, src, tmp, max_megapixels)
+        summary = _write(found, src, tmp, max_megapixels, pixel_bits)
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)
@@ -235,7 +250,7 @@ def import_images(
     return {**summary, "out": str(out)}
 
 
-def _write(found: Found, src: Path, dst: Path, max_megapixels: float) -> dict:
+def _write(found: Found, src: Path, dst: Path, max_megapixels: float, pixel_bits: int | None) -> dict:
     import yaml
 
     (dst / "images").mkdir()
@@ -245,10 +260,10 @@ def _write(found: Found, src: Path, dst: Path, max_megapixels: float) -> dict:
     sizes: set[tuple[int, ...]] = set()
     with open(dst / "labels.jsonl", "w") as f:
         for k, it in enumerate(found.items):
-            data, img = _decode(it.path, max_megapixels)
+            data, img, suffix = _decode(it.path, max_megapixels, pixel_bits)
             sizes.add(img.shape[:2])
             rel = it.path.relative_to(src).as_posix()
-            name = f"images/{k:06d}-{it.label}{it.path.suffix.lower()}"
+            name = f"images/{k:06d}-{it.label}{suffix or it.path.suffix.lower()}"
             (dst / name).write_bytes(data)
             row = {
                 "id": f"{k:06d}",
@@ -260,7 +275,7 @@ def _write(found: Found, src: Path, dst: Path, max_megapixels: float) -> dict:
             if it.split:
                 row["split"] = it.split
             if it.mask is not None:
-                _, mask = _decode(it.mask, max_megapixels)
+                _, mask, _ = _decode(it.mask, max_megapixels, mask=True)
                 if mask.shape[:2] != img.shape[:2]:
                     raise DatasetError(
                         f"{it.mask}: mask is {mask.shape[1]}x{mask.shape[0]}, its image {it.path} is "
@@ -289,6 +304,8 @@ def _write(found: Found, src: Path, dst: Path, max_megapixels: float) -> dict:
         "max_megapixels": max_megapixels,
         "digest": "sha256:" + h.hexdigest(),
     }
+    if pixel_bits is not None:  # 16-bit images were stored as 8-bit PNG by it: the camera's must match
+        meta["pixel_bits"] = pixel_bits
     (dst / "dataset.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
     return {
         "layout": found.layout,
@@ -334,7 +351,22 @@ def main(argv: list[str]) -> int:
         help="refuse an image whose header declares more pixels than this, before decoding it "
         f"(default {DEFAULT_MAX_MEGAPIXELS:g}; guards against decompression bombs)",
     )
+    ap.add_argument(
+        "--pixel-bits",
+        type=int,
+        help="16-bit images (a machine-vision camera's Mono12, say): the bits that carry the image, 8 to 16 "
+        "(12 for Mono12, 16 for the full range); they are stored as 8-bit PNG as the agent's camera "
+        "reads them with the same pixel_bits. Without it a 16-bit image is refused",
+    )
     a = ap.parse_args(argv)
-    res = import_images(a.source, a.out, a.good, a.task, a.min_good, max_megapixels=a.max_megapixels)
+    res = import_images(
+        a.source,
+        a.out,
+        a.good,
+        a.task,
+        a.min_good,
+        max_megapixels=a.max_megapixels,
+        pixel_bits=a.pixel_bits,
+    )
     print(json.dumps(res))
     return 0

@@ -38,7 +38,7 @@ import numpy as np
 
 from devices.base import Backoff, BurstLogger, Channel, ConnectionState, DeviceError, DeviceStats, Frame
 from devices.camera.settings import CameraKind, CameraSettings
-from protocols.image_header import ImageRejected, decode_image, max_file_bytes
+from protocols.image_header import ImageRejected, decode_image, eight_bit, max_file_bytes
 
 log = logging.getLogger(__name__)
 
@@ -286,11 +286,18 @@ class CameraSource:
         except OSError as exc:
             self._error("corrupt_frame", f"{f}: unreadable ({exc})")
             return None
-        try:
-            return decode_image(data, max_megapixels=limit)
+        import cv2
+
+        try:  # at its own depth: a camera's 16-bit file is brought to 8 bits by pixel_bits, not by OpenCV
+            img = decode_image(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, max_megapixels=limit)
         except ImageRejected as exc:
             reason = "oversize_frame" if exc.oversize else "corrupt_frame"
             self._error(reason, f"{f}: {exc} ({len(data)} bytes), skipped")
+            return None
+        try:
+            return eight_bit(img, self.settings.pixel_bits)
+        except ImageRejected as exc:
+            self._error("unsupported_frame", f"{f}: {exc}; skipped")
             return None
 
     def _open(self):

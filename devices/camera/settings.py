@@ -59,6 +59,14 @@ class CameraSettings(BaseModel):
         description="frames over this are never decoded or queued (oversize_frame): a folder's image file "
         "declaring more is skipped undecoded; a device, stream or video file declaring more is not read",
     )
+    pixel_bits: int | None = Field(
+        None,
+        ge=8,
+        le=16,
+        description="an image folder's 16-bit files: how many bits carry the image (12 for a Mono12 camera, "
+        "16 for the full range); the top 8 are kept. Unset: such a file is skipped (unsupported_frame), "
+        "since OpenCV alone would turn a 12-bit image black",
+    )
     queue_max_items: int = Field(4, ge=1, le=1000, description="frames held for the pipeline; oldest dropped")
     reconnect_initial_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(10.0, gt=0)

@@ -72,6 +72,34 @@ async def test_folder_images_declaring_too_many_pixels_are_skipped_undecoded(tmp
     assert small.stats.errors_by_reason.get("oversize_frame") == 6
 
 
+async def test_a_mono12_cameras_16_bit_files_are_skipped_by_name_or_read_by_pixel_bits(tmp_path):
+    """A machine-vision camera saving Mono12 pixels in 16-bit PNG (at most 4095), and one 8-bit file. Read
+    as OpenCV reads colour, the 16-bit images would be black (divided by 256). Without ``pixel_bits`` they
+    are skipped and counted as unsupported_frame, naming the setting; with ``pixel_bits: 12`` each is the
+    top 8 of its 12 bits, as the trainer's import stores it (--pixel-bits 12). 8-bit files are unchanged."""
+    folder = write_folder(tmp_path / "imgs", 1, seed=0, defect_rate=0.0, size=64)
+    rng = np.random.default_rng(5)
+    mono12 = [rng.integers(0, 4096, (48, 64), dtype=np.uint16) for _ in range(2)]
+    for i, m in enumerate(mono12):
+        assert cv2.imwrite(str(folder / f"00000{i + 1}.png"), m)
+    eight = cv2.imread(str(folder / "000000.png"))
+    src = CameraSource("cam", CameraSettings(url=str(folder), fps=200))
+    await src.start()
+    frames = [f async for f in src.items()]
+    await src.stop()
+    assert len(frames) == 1 and np.array_equal(frames[0].image, eight)
+    assert src.stats.errors_by_reason.get("unsupported_frame") == 2
+    assert "16-bit pixels" in src.stats.last_error and "with pixel_bits" in src.stats.last_error
+    src = CameraSource("cam", CameraSettings(url=str(folder), fps=200, pixel_bits=12))
+    await src.start()
+    frames = [f async for f in src.items()]
+    await src.stop()
+    assert len(frames) == 3 and np.array_equal(frames[0].image, eight) and not src.stats.errors_by_reason
+    for f, m in zip(frames[1:], mono12, strict=True):
+        want = (m >> 4).astype(np.uint8)
+        assert f.image.shape == (48, 64, 3) and all(np.array_equal(f.image[..., c], want) for c in range(3))
+
+
 async def test_video_file_loops_with_increasing_sequence_and_resize(tmp_path):
     video = write_video(tmp_path / "line.avi", 5, fps=10, seed=1, defect_rate=0.5, size=64)
     src = CameraSource("cam", CameraSettings(url=str(video), fps=200, loop=True, width=32, height=32))

@@ -253,3 +253,37 @@ def test_an_image_declaring_a_huge_size_is_refused_undecoded_and_the_limit_trave
         import_images(src, tmp_path / "ds3", max_megapixels=0.0002)
     with pytest.raises(DatasetError, match="--max-megapixels must be a positive number"):
         import_images(src, tmp_path / "ds2", max_megapixels=0)
+
+
+def test_a_machine_vision_cameras_16_bit_images_are_refused_by_name_or_brought_to_8_bits(tmp_path):
+    """A Mono12 camera's images in 16-bit PNG (at most 4095): OpenCV's colour read divides by 256 and
+    they come out black. The import refuses them naming --pixel-bits; with it they are stored as 8-bit
+    PNG, the top 8 of the 12 bits, as the agent's camera reads them with the same pixel_bits."""
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    rng = np.random.default_rng(3)
+    twelve = rng.integers(0, 4096, (10, 12), dtype=np.uint16)
+    assert cv2.imwrite(str(src / "dent" / "mono12.png"), twelve)
+    with pytest.raises(DatasetError) as e:
+        import_images(src, tmp_path / "ds")
+    assert (
+        f"{src / 'dent' / 'mono12.png'}: 16-bit pixels (the brightest here {twelve.max()}): say how many bits carry the image with --pixel-bits"
+        in str(e.value)
+    )
+    assert not (tmp_path / "ds").exists() and leftovers(tmp_path) == []
+    assert cloud_main(["dataset", "import", "--kind", "images", str(src), "--out", str(tmp_path / "ds"),
+                       "--pixel-bits", "12"]) == 0  # fmt: skip
+    ds = load_parts(tmp_path / "ds")
+    meta = yaml.safe_load((tmp_path / "ds" / "dataset.yaml").read_text())
+    assert meta["pixel_bits"] == 12 and len(ds.images) == 23
+    stored = [ln for ln in (tmp_path / "ds" / "labels.jsonl").read_text().splitlines() if "mono12" in ln]
+    row = yaml.safe_load(stored[0])
+    back = cv2.imread(str(tmp_path / "ds" / row["file"]), cv2.IMREAD_UNCHANGED)
+    assert row["file"].endswith(".png") and back.dtype == np.uint8
+    np.testing.assert_array_equal(back, (twelve >> 4).astype(np.uint8))
+    with pytest.raises(DatasetError, match="--pixel-bits must be 8 to 16"):
+        import_images(src, tmp_path / "ds2", pixel_bits=20)
+    # the anomaly family reading a folder directly refuses it too, pointing at the import
+    from cloud_trainer.train.anomaly import AnomalyDataError, read_image
+
+    with pytest.raises(AnomalyDataError, match="mono12.png: 16-bit pixels .* dataset import --pixel-bits"):
+        read_image(src / "dent" / "mono12.png")
