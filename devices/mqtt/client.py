@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import json
 import logging
 import math
 import ssl
@@ -188,6 +189,7 @@ class MqttSource:
         self._keep_out_of_order = settings.out_of_order == "keep"
         self._max_ahead = settings.max_clock_skew_s or math.inf
         self._max_bytes = settings.max_message_bytes
+        self._state_ts = 0  # ms: the time in this host's STATE birth and death (sparkplug.host_id)
         self.sparkplug = SparkplugHost(name, settings.sparkplug, self._publish_raw, self._error)
         # one decoder per subscription, built by its codec's row in CODEC_TYPES
         self._decoders = {id(s): _decoder_factory(s.codec)(self, s) for s in settings.subscriptions}
@@ -218,6 +220,9 @@ class MqttSource:
             c.username_pw_set(s.username, s.password.get_secret_value() if s.password else None)
         if s.will is not None:
             c.will_set(s.will.topic, s.will.payload, s.will.qos, s.will.retain)
+        if s.sparkplug.host_id is not None:  # the broker says "offline" for us if the connection dies
+            self._state_ts = int(time.time() * 1000)  # birth and death carry the same time (Sparkplug 3.0)
+            c.will_set(self._state_topic, self._state(False), qos=1, retain=True)
         c.reconnect_delay_set(max(1, int(s.reconnect_min_s)), max(1, int(s.reconnect_max_s)))
         c.max_queued_messages_set(s.publish_max_queued)  # before connect: FIELD-NOTES paho pitfall
         c.on_connect = self._on_connect
@@ -283,6 +288,12 @@ class MqttSource:
                 pass
             self._connect_task = None
         if c is not None:
+            if self.settings.sparkplug.host_id is not None and self.state is ConnectionState.CONNECTED:
+                try:  # a clean disconnect sends no will: say "offline" ourselves, before it
+                    info = c.publish(self._state_topic, self._state(False), qos=1, retain=True)
+                    await asyncio.to_thread(info.wait_for_publish, min(timeout_s, 2.0))
+                except Exception as exc:  # the broker's copy stays "online" until it notices
+                    log.warning("mqtt source %r: STATE offline not sent: %s", self.name, exc)
             try:
                 c.disconnect()
             except Exception:  # already down: nothing to close
@@ -318,6 +329,8 @@ class MqttSource:
         )
         self._ever_connected = True
         subs = [(s.topic, s.qos) for s in self.settings.subscriptions]
+        if self.settings.sparkplug.host_id is not None:  # our own STATE: a stale "offline" is answered
+            subs.append((self._state_topic, 1))
         if subs:
             client.subscribe(subs)
         self.state = ConnectionState.CONNECTED
@@ -345,13 +358,37 @@ class MqttSource:
         )
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if self.settings.sparkplug.host_id is not None:  # subscribed first, then online (Sparkplug 3.0)
+            client.publish(self._state_topic, self._state(True), qos=1, retain=True)
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.subscribed.set)
+
+    @property
+    def _state_topic(self) -> str:
+        return f"{sp.NAMESPACE}/STATE/{self.settings.sparkplug.host_id}"
+
+    def _state(self, online: bool) -> bytes:
+        """This host application's STATE payload (Sparkplug 3.0: JSON, the same timestamp in the birth
+        and the death that follows it)."""
+        return json_codec.dumps({"online": online, "timestamp": self._state_ts}).encode()
+
+    def _own_state(self, payload: bytes) -> None:
+        """Our STATE as the broker holds it: "offline" while we are connected (the will of a connection
+        the broker had not yet dropped, delivered after we came back) is put right at once."""
+        try:
+            online = json.loads(payload).get("online")
+        except Exception:
+            online = None
+        c = self._client
+        if online is False and c is not None and not self._stopping:
+            c.publish(self._state_topic, self._state(True), qos=1, retain=True)
 
     def _on_message(self, client, userdata, msg) -> None:
         # Only stamp and hand over: this thread must read and acknowledge promptly, and
         # every microsecond spent here delays the broker's in-flight window (measured in
         # bench/mqtt_bench.py: decoding here cost more than decoding in the loop).
+        if self._state_ts and msg.topic == self._state_topic:
+            return self._own_state(msg.payload)
         if len(msg.payload) > self._max_bytes:
             self._error_threadsafe(
                 "too_large",

@@ -136,6 +136,13 @@ class SparkplugHostSettings(_Model):
         True, description="send NCMD Node Control/Rebirth on unknown alias or data before birth"
     )
     rebirth_min_interval_s: float = Field(2.0, ge=0)
+    host_id: str | None = Field(
+        None,
+        pattern=r"^[^/+#]+$",
+        description="publish this host application's STATE (Sparkplug 3.0: spBv1.0/STATE/<host_id>, "
+        "online while connected, offline as the connection's will): edge nodes told to wait for a primary "
+        "host (Ignition Edge, MQTT Transmission) publish nothing until it is online",
+    )
 
 
 class MqttSettings(_Model):
@@ -198,6 +205,11 @@ class MqttSettings(_Model):
             raise ValueError("persistent_session needs a fixed client_id; set client_id")
         if self.password is not None and self.username is None:
             raise ValueError("password given without username; add username")
+        if self.sparkplug.host_id is not None and self.will is not None:
+            raise ValueError(
+                "will and sparkplug.host_id both set the connection's will (the host's STATE is its "
+                "offline message); remove will"
+            )
         return self
 
     def known_tags(self) -> tuple[set[str], bool] | None:

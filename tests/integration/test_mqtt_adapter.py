@@ -699,6 +699,69 @@ async def test_a_retained_message_is_the_brokers_last_value_not_a_live_reading(m
     assert notices["retained_skipped"]["count"] == 1 and not src.stats.errors_by_reason
 
 
+async def test_a_primary_host_id_publishes_state_online_and_the_broker_says_offline_when_it_dies(mosquitto):
+    """Edge nodes told to wait for a primary host application (Ignition Edge, MQTT Transmission) publish
+    nothing until its Sparkplug 3.0 STATE says online. With ``sparkplug.host_id`` the source subscribes,
+    then publishes ``spBv1.0/STATE/<id>`` = {"online": true, "timestamp": T} retained; its connection's will
+    is the same with online false, which the broker sends if the gateway dies; a clean stop sends it
+    itself. A stale "offline" seen while connected (the will of a connection the broker dropped late) is
+    answered with "online" again."""
+    topic = "spBv1.0/STATE/scada-gw1"
+    seen: list[dict] = []
+    watcher = raw_client(mosquitto.port)
+    watcher.on_message = lambda c, u, m: seen.append(json.loads(m.payload))
+    watcher.subscribe(topic, 1)
+    subs = [{"topic": "spBv1.0/plant/#", "codec": "sparkplug_b"}]
+    src = await started(mosquitto.port, subs, sparkplug={"host_id": "scada-gw1"})
+    try:
+        async with asyncio.timeout(5):
+            while not seen:
+                await asyncio.sleep(0.02)
+        ts = seen[0]["timestamp"]
+        assert seen[0] == {"online": True, "timestamp": ts} and abs(ts / 1000 - time.time()) < 60
+        late = raw_client(mosquitto.port)  # a node starting later reads the retained STATE
+        got: list[dict] = []
+        late.on_message = lambda c, u, m: got.append(json.loads(m.payload))
+        late.subscribe(topic, 1)
+        async with asyncio.timeout(5):
+            while not got:
+                await asyncio.sleep(0.02)
+        assert got[-1] == {"online": True, "timestamp": ts}
+        late.loop_stop()
+        # the will of a connection the broker dropped late, arriving while we are connected: put right
+        pub = raw_client(mosquitto.port)
+        pub.publish(
+            topic, json.dumps({"online": False, "timestamp": ts}), qos=1, retain=True
+        ).wait_for_publish(5)
+        async with asyncio.timeout(5):
+            while seen[-1]["online"] is not True or len(seen) < 3:
+                await asyncio.sleep(0.02)
+        pub.loop_stop()
+    finally:
+        await src.stop()  # clean: says offline itself
+    async with asyncio.timeout(5):
+        while seen[-1]["online"] is not False:
+            await asyncio.sleep(0.02)
+    assert seen[-1] == {"online": False, "timestamp": ts}
+    # a gateway that dies (power cut): the broker sends the will
+    src = await started(mosquitto.port, subs, sparkplug={"host_id": "scada-gw1"})
+    async with asyncio.timeout(5):
+        while seen[-1]["online"] is not True:
+            await asyncio.sleep(0.02)
+    ts2 = seen[-1]["timestamp"]
+    n = len(seen)
+    src._client.socket().close()  # the TCP connection gone without a DISCONNECT
+    async with asyncio.timeout(10):
+        while not any(m == {"online": False, "timestamp": ts2} for m in seen[n:]):
+            await asyncio.sleep(0.02)
+    await src.stop()
+    watcher.loop_stop()
+    with pytest.raises(ValueError, match="will and sparkplug.host_id both set the connection's will"):
+        MqttSettings(sparkplug={"host_id": "a"}, will={"topic": "x"})
+    with pytest.raises(ValueError, match="host_id"):
+        MqttSettings(sparkplug={"host_id": "a/b"})
+
+
 def test_tag_names_from_the_outside_world_are_bounded(monkeypatch, caplog):
     """A device that puts a counter or a time in its topic makes a new tag per message: the per-tag state of
     the order check must not grow for months. Past MAX_TAGS it starts afresh, said once; every message is
