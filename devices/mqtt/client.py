@@ -341,6 +341,9 @@ class MqttSource:
         if self._stopping:
             return
         self.state = ConnectionState.BACKOFF
+        if self._state_ts:  # the next connection's STATE death and birth carry a new time (Sparkplug 3.0)
+            self._state_ts = max(int(time.time() * 1000), self._state_ts + 1)
+            client.will_set(self._state_topic, self._state(False), qos=1, retain=True)
         if self._refused:  # the refusal was already reported with its reason; this is its echo
             return
         if self._loop is not None and not self._loop.is_closed():

@@ -754,6 +754,11 @@ async def test_a_primary_host_id_publishes_state_online_and_the_broker_says_offl
     async with asyncio.timeout(10):
         while not any(m == {"online": False, "timestamp": ts2} for m in seen[n:]):
             await asyncio.sleep(0.02)
+    # paho reconnects: the new connection's birth (and will) carry a newer time, so that a node that
+    # takes only newer STATE messages sees it online again
+    async with asyncio.timeout(10):
+        while not (seen[-1]["online"] is True and seen[-1]["timestamp"] > ts2):
+            await asyncio.sleep(0.02)
     await src.stop()
     watcher.loop_stop()
     with pytest.raises(ValueError, match="will and sparkplug.host_id both set the connection's will"):
