@@ -127,8 +127,7 @@ def eight_bit(img: Any, pixel_bits: int | None, setting: str = "pixel_bits") -> 
             f"16-bit pixels (the brightest here {int(img.max())}): say how many bits carry the image with "
             f"{setting} (12 for a Mono12 camera, 16 for the full range); OpenCV alone would divide them by 256"
         )
-    out = img >> (pixel_bits - 8)
-    return np.minimum(out, 255).astype(np.uint8) if pixel_bits < 16 else out.astype(np.uint8)
+    return np.minimum(img >> (pixel_bits - 8), 255).astype(np.uint8)
 
 
 def _jpeg(data: bytes | memoryview) -> tuple[str, int, int] | None:

@@ -431,13 +431,17 @@ class MqttSource:
         self._error(reason, detail)
 
     # ---- consuming -------------------------------------------------------------------------
+    def _subscription(self, topic: str) -> Subscription | None:
+        """The first subscription whose filter matches ``topic`` (None: none does)."""
+        return next((s for s in self.settings.subscriptions if paho.topic_matches_sub(s.topic, topic)), None)
+
     def _route(self, topic: str):
-        """The decoder of the first subscription whose filter matches ``topic`` (None: none does)."""
+        """The decoder of ``topic``'s subscription (None: none matches), cached per topic."""
         try:
             return self._route_cache[topic]
         except KeyError:
             pass
-        sub = next((s for s in self.settings.subscriptions if paho.topic_matches_sub(s.topic, topic)), None)
+        sub = self._subscription(topic)
         dec = None if sub is None else self._decoders[id(sub)]
         if len(self._route_cache) < 100_000:  # bounded: topics come from the outside world
             self._route_cache[topic] = dec
@@ -569,7 +573,7 @@ class MqttSource:
         time when the payload carries none. Only a message flagged so at delivery is one: MQTT clears the
         flag on messages passed on live, whatever their publisher set. Decoded all the same (a retained
         Sparkplug birth still teaches aliases and types)."""
-        sub = next((s for s in self.settings.subscriptions if paho.topic_matches_sub(s.topic, topic)), None)
+        sub = self._subscription(topic)
         policy = sub.retained if sub is not None else "uncertain"
         if policy == "live" or not readings:
             return readings

@@ -823,8 +823,9 @@ class OpcUaSource:
         )
 
     def _structure(self, nodeid: ua.NodeId, tag: str, val: Any, dv: Any) -> None:
-        if isinstance(val[0] if isinstance(val, list) else val, ua.ExtensionObject):
-            return self._undecodable(nodeid, tag, val[0] if isinstance(val, list) else val)
+        first = val[0] if isinstance(val, list) else val
+        if isinstance(first, ua.ExtensionObject):
+            return self._undecodable(nodeid, tag, first)
         members: list[tuple[str, Any]] = []
         _members(tag, val, members)
         if len(members) >= _MAX_MEMBERS:
