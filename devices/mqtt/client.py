@@ -368,20 +368,30 @@ class MqttSource:
 
     @property
     def _state_topic(self) -> str:
-        return f"{sp.NAMESPACE}/STATE/{self.settings.sparkplug.host_id}"
+        sps = self.settings.sparkplug
+        if sps.state_version == "2.2":
+            return f"STATE/{sps.host_id}"
+        return f"{sp.NAMESPACE}/STATE/{sps.host_id}"
 
     def _state(self, online: bool) -> bytes:
         """This host application's STATE payload (Sparkplug 3.0: JSON, the same timestamp in the birth
-        and the death that follows it)."""
+        and the death that follows it; 2.2: the text ONLINE or OFFLINE)."""
+        if self.settings.sparkplug.state_version == "2.2":
+            return b"ONLINE" if online else b"OFFLINE"
         return json_codec.dumps({"online": online, "timestamp": self._state_ts}).encode()
 
     def _own_state(self, payload: bytes) -> None:
         """Our STATE as the broker holds it: "offline" while we are connected (the will of a connection
         the broker had not yet dropped, delivered after we came back) is put right at once."""
-        try:
-            online = json.loads(payload).get("online")
-        except Exception:
-            online = None
+        online: Any = None
+        if self.settings.sparkplug.state_version == "2.2":
+            if payload.strip().upper() == b"OFFLINE":
+                online = False
+        else:
+            try:
+                online = json.loads(payload).get("online")
+            except Exception:
+                pass
         c = self._client
         if online is False and c is not None and not self._stopping:
             c.publish(self._state_topic, self._state(True), qos=1, retain=True)

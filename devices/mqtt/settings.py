@@ -143,6 +143,12 @@ class SparkplugHostSettings(_Model):
         "online while connected, offline as the connection's will): edge nodes told to wait for a primary "
         "host (Ignition Edge, MQTT Transmission) publish nothing until it is online",
     )
+    state_version: Literal["3.0", "2.2"] = Field(
+        "3.0",
+        description="the STATE form edge nodes expect: '3.0' (spBv1.0/STATE/<host_id>, JSON with online and "
+        "timestamp) or '2.2' (STATE/<host_id>, the text ONLINE / OFFLINE: Ignition and MQTT Transmission "
+        "releases before Sparkplug 3.0)",
+    )
 
 
 class MqttSettings(_Model):

@@ -767,6 +767,49 @@ async def test_a_primary_host_id_publishes_state_online_and_the_broker_says_offl
         MqttSettings(sparkplug={"host_id": "a/b"})
 
 
+async def test_a_primary_host_speaks_sparkplug_2_2_state_to_older_edge_nodes(mosquitto):
+    """Ignition and MQTT Transmission releases before Sparkplug 3.0 wait for ``STATE/<host_id>`` = the
+    text ONLINE (retained), outside the spBv1.0 namespace, and take OFFLINE as the host gone. With
+    ``state_version: "2.2"`` the source publishes that form: online after subscribing, OFFLINE as its will
+    and on a clean stop; a stale OFFLINE while connected is answered with ONLINE."""
+    topic = "STATE/scada-gw1"
+    seen: list[bytes] = []
+    watcher = raw_client(mosquitto.port)
+    watcher.on_message = lambda c, u, m: seen.append(m.payload)
+    watcher.subscribe(topic, 1)
+    subs = [{"topic": "spBv1.0/plant/#", "codec": "sparkplug_b"}]
+    host = {"host_id": "scada-gw1", "state_version": "2.2"}
+    src = await started(mosquitto.port, subs, sparkplug=host)
+    try:
+        async with asyncio.timeout(5):
+            while seen[-1:] != [b"ONLINE"]:
+                await asyncio.sleep(0.02)
+        pub = raw_client(mosquitto.port)  # a dropped connection's will, delivered late
+        pub.publish(topic, b"OFFLINE", qos=1, retain=True).wait_for_publish(5)
+        async with asyncio.timeout(5):
+            while seen[-2:] != [b"OFFLINE", b"ONLINE"]:
+                await asyncio.sleep(0.02)
+        pub.loop_stop()
+    finally:
+        await src.stop()
+    async with asyncio.timeout(5):
+        while seen[-1] != b"OFFLINE":
+            await asyncio.sleep(0.02)
+    src = await started(mosquitto.port, subs, sparkplug=host)
+    async with asyncio.timeout(5):
+        while seen[-1] != b"ONLINE":
+            await asyncio.sleep(0.02)
+    src._client.socket().close()  # the gateway dies: the broker publishes the will
+    async with asyncio.timeout(10):
+        while b"OFFLINE" not in seen[-3:]:
+            await asyncio.sleep(0.02)
+    await src.stop()
+    watcher.loop_stop()
+    assert not any(p.startswith(b"{") for p in seen)  # never the 3.0 JSON on the 2.2 topic
+    with pytest.raises(ValueError, match="state_version"):
+        MqttSettings(sparkplug={"host_id": "a", "state_version": "2.0"})
+
+
 def test_tag_names_from_the_outside_world_are_bounded(monkeypatch, caplog):
     """A device that puts a counter or a time in its topic makes a new tag per message: the per-tag state of
     the order check must not grow for months. Past MAX_TAGS it starts afresh, said once; every message is
