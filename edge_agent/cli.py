@@ -104,8 +104,10 @@ def _validate(args) -> int:
     return 0
 
 
-def _tag_errors(cfg, where, source: str, tags: set[str]) -> list[str]:
-    """Tags the pipelines and rules of ``source`` need that its nodes, as the server names them, do not give."""
+def _tag_errors(cfg, where, source: str, tags: set[str], members: dict[str, list[str] | None]) -> list[str]:
+    """Tags the pipelines and rules of ``source`` need that its nodes, as the server names them, do not
+    give; a structure's member (``{tag}/{member}``) by the members its node's value has now (``members``:
+    ``check_server``'s; a node without a value now is not judged)."""
     import difflib
 
     wanted = []
@@ -118,7 +120,13 @@ def _tag_errors(cfg, where, source: str, tags: set[str]) -> list[str]:
     wanted += [(f"rules[{i}].tag", r.tag) for i, r in enumerate(cfg.rules) if r.source == source]
     out = []
     for loc, tag in wanted:
-        if tag in tags or any(tag.startswith(t + "/") for t in tags):  # a member of a structure node
+        if tag in tags:
+            continue
+        node = next((t for t in tags if tag.startswith(t + "/")), None)
+        if node is not None:  # a member of a structure node
+            why = _member_error(tag, node, members.get(node, ...))
+            if why:
+                out.append(f"{where}: {loc}: source {source!r}: {why}")
             continue
         close = {t.lower(): t for t in tags}.get(tag.lower()) or next(
             iter(difflib.get_close_matches(tag, list(tags), n=1, cutoff=0.6)), None
@@ -129,6 +137,24 @@ def _tag_errors(cfg, where, source: str, tags: set[str]) -> list[str]:
             f"server); {hint} (or set `tag:` on the node)"
         )
     return out
+
+
+def _member_error(tag: str, node: str, members: object) -> str | None:
+    """Why ``tag`` is not a member that node ``node`` gives (None: it is, or the node's value is unknown)."""
+    import difflib
+
+    if members is None:
+        return (
+            f"tag {node!r} is a structure that the server's type definitions do not describe, so {tag!r} "
+            "cannot be read; subscribe to the member's own node (edge-agent browse lists it)"
+        )
+    if not isinstance(members, list) or tag in members:
+        return None
+    if not members:
+        return f"tag {node!r} holds a single value, not a structure: it gives no member {tag!r}"
+    close = next(iter(difflib.get_close_matches(tag, members, n=1, cutoff=0.6)), None)
+    hint = f"did you mean {close!r}?" if close else f"its members are {members[:20]}"
+    return f"structure {node!r} has no member {tag[len(node) + 1 :]!r} (read from the server); {hint}"
 
 
 async def _online_errors(cfg, where) -> list[str]:
@@ -151,12 +177,12 @@ async def _online_errors(cfg, where) -> list[str]:
                 )
             )
         try:
-            nodes, writes, tags = await check_server(s, [(nid, v) for _, nid, v in mine])
+            nodes, writes, tags, members = await check_server(s, [(nid, v) for _, nid, v in mine])
         except OpcUaError as exc:
             errors.append(f"{where}: sources.{name}.endpoint: {exc}")
             continue
         errors += [f"{where}: sources.{name}.nodes[{i}].node_id: {why}" for i, why in enumerate(nodes) if why]
-        errors += _tag_errors(cfg, where, name, {t for t in tags if t})
+        errors += _tag_errors(cfg, where, name, {t for t in tags if t}, members)
         seen = set()
         for (loc, _nid, _v), why in zip(mine, writes, strict=True):
             if not why:

@@ -1141,21 +1141,26 @@ async def _check_target(
 
 async def check_server(
     settings: OpcUaSettings, targets: list[tuple[str, Any]]
-) -> tuple[list[str | None], list[str | None], list[str | None]]:
+) -> tuple[list[str | None], list[str | None], list[str | None], dict[str, list[str] | None]]:
     """One-off connect for ``edge-agent validate --online``: why each subscribed node (in settings order)
-    and each write target would fail (None where it is fine), and the tag each node will produce (its
-    ``tag`` or browse name; None when unreadable). Raises ``OpcUaError`` when unreachable."""
+    and each write target would fail (None where it is fine), the tag each node will produce (its
+    ``tag`` or browse name; None when unreadable), and, per tag whose node holds a value now, the member
+    tags it gives (``{tag}/{member}`` of a structure, decoded by the server's type definitions; [] for a
+    plain value; None for a structure the definitions do not describe). Raises ``OpcUaError`` when
+    unreachable."""
     client, _ = await _one_off_client(settings, "cannot check")
     cache: dict[str, str] = {}
     try:
         nodes: list[str | None] = []
         tags: list[str | None] = []
+        held: dict[str, Node] = {}
         for ns in settings.nodes:
             try:
                 node = await _node(client, ns.node_id, cache)
                 browse = (await node.read_browse_name()).Name
                 nodes.append(None)
                 tags.append(ns.tag or browse)
+                held[ns.tag or browse] = node
             except OpcUaNodeError as e:
                 nodes.append(str(e))
                 tags.append(None)
@@ -1166,12 +1171,56 @@ async def check_server(
                 )
                 tags.append(None)
         writes = [await _check_target(client, nid, v, {}, cache) for nid, v in targets]
-        return nodes, writes, tags
+        return nodes, writes, tags, await _member_tags(client, held, settings.connect_timeout_s)
     finally:
         try:
             await client.disconnect()
         except Exception:
             pass
+
+
+async def _member_tags(
+    client: Client, held: dict[str, Node], timeout_s: float
+) -> dict[str, list[str] | None]:
+    """What each node's value gives as tags now (see ``check_server``): a structure's members are read
+    the way the source reads them, after the server's type definitions (this one-off process's classes)."""
+
+    async def values() -> dict[str, Any]:
+        out = {}
+        for tag, node in held.items():
+            try:
+                async with asyncio.timeout(timeout_s):
+                    out[tag] = await node.read_value()
+            except Exception:  # no value to judge by (unreadable now): the member tags are not checked
+                pass
+        return out
+
+    def undecoded(v: Any) -> bool:
+        return isinstance(v[0] if isinstance(v, list) and v else v, ua.ExtensionObject)
+
+    now = await values()
+    if any(undecoded(v) for v in now.values()):
+        for load in (client.load_data_type_definitions, client.load_type_definitions):
+            try:
+                async with asyncio.timeout(timeout_s * 4):
+                    await load()
+            except Exception:  # the other way, or each structure is named undecodable below
+                continue
+            now = await values()
+            if not any(undecoded(v) for v in now.values()):
+                break
+    out: dict[str, list[str] | None] = {}
+    for tag, v in now.items():
+        first = v[0] if isinstance(v, list) and v else v
+        if isinstance(first, ua.ExtensionObject):
+            out[tag] = None
+        elif _is_structure(first):
+            members: list[tuple[str, Any]] = []
+            _members(tag, v, members)
+            out[tag] = [t for t, _ in members]
+        elif v is not None:
+            out[tag] = []
+    return out
 
 
 async def _browse(client: Client, folder_node_id: str | None, max_depth: int) -> list[dict]:

@@ -578,6 +578,83 @@ async def test_a_plcs_structures_give_a_tag_per_member_and_texts_and_times_their
     assert "tag Opaque is a structure" in note and "edge-agent browse" in note
 
 
+async def test_validate_online_reads_a_structures_members_from_the_server(ua_types, tmp_path) -> None:
+    """Offline, ``edge-agent validate`` cannot know a structure's members and lets any ``{tag}/{member}``
+    pass. ``--online`` reads the node's value by the server's type definitions, as the agent will, and
+    names a member the structure does not have (with the nearest one), a member of a structure the server
+    does not describe, and a member of a node that holds a single value."""
+    import sys
+    from pathlib import Path
+
+    import yaml
+    from asyncua import ua
+
+    from tests.support.peers import opcua_server
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:udt", "Line")
+    press_type, enc = await _press_types(srv, idx, "definitions")
+    await obj.add_variable(
+        ua.NodeId("Press1", idx),
+        "Press1",
+        ua.Variant(ua.ExtensionObject(enc, _press_udt_body(812.5, [0.5], "P-7", 3.25))),
+        datatype=press_type,
+    )
+    await obj.add_variable(
+        ua.NodeId("Opaque", idx),
+        "Opaque",
+        ua.Variant(ua.ExtensionObject(ua.NodeId(99999, idx), b"\x01\x02")),
+        datatype=ua.NodeId(ua.ObjectIds.Structure),
+    )
+    await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 12.5)
+    await srv.start()
+    wanted = ["Press1/Force", "Press1/Axis/Pos", "Press1/Forse", "Opaque/Level", "Speed/Value"]
+    cfg = {
+        "agent": {"id": "gw1"},
+        "sources": {
+            "plc": {
+                "type": "opcua",
+                "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/",
+                "nodes": [{"node_id": f"ns={idx};s={n}", "tag": n} for n in ("Press1", "Opaque", "Speed")],
+            }
+        },
+        "rules": [{"name": f"r{i}", "source": "plc", "tag": t, "above": 1.0} for i, t in enumerate(wanted)],
+    }
+    p = tmp_path / "line.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    try:
+        runs = []
+        for online in ([], ["--online"]):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "edge_agent.cli",
+                "validate",
+                *online,
+                str(p),
+                cwd=Path(__file__).resolve().parents[2],
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            runs.append((proc.returncode, err.decode().splitlines()))
+    finally:
+        await srv.stop()
+    assert runs[0][0] == 0, runs[0]  # offline: the members are the server's to know
+    code, lines = runs[1]
+    assert code == 1, lines
+    errors = [x for x in lines if x.startswith(f"{p}: rules[")]
+    assert errors == [
+        f"{p}: rules[2].tag: source 'plc': structure 'Press1' has no member 'Forse' (read from the server); "
+        "did you mean 'Press1/Force'?",
+        f"{p}: rules[3].tag: source 'plc': tag 'Opaque' is a structure that the server's type definitions do "
+        "not describe, so 'Opaque/Level' cannot be read; subscribe to the member's own node (edge-agent "
+        "browse lists it)",
+        f"{p}: rules[4].tag: source 'plc': tag 'Speed' holds a single value, not a structure: it gives no "
+        "member 'Speed/Value'",
+    ], lines
+
+
 async def test_a_structure_whose_layout_changed_while_the_plc_restarted_is_read_by_its_new_layout(
     ua_types,
 ) -> None:
