@@ -325,37 +325,51 @@ class Agent:
         last = self.tags[name]
         forwarders = [f for f in self.forwarders if f.s.source == name]
         rules = [r for r in self.rules if r.s.source == name]
-        try:
-            async for item in src.items():
-                self.source_items[name] += 1
-                tag = getattr(item, "tag", None)
-                try:
-                    if tag is not None:
-                        if tag in last or len(last) < 5000:
-                            last[tag] = item
-                        for f in forwarders:
-                            f.offer(item)
-                        for r in rules:
-                            await r.offer(item)
-                    if not (readers or forwarders or rules):
-                        unread.counts["unread"] = unread.counts.get("unread", 0) + 1
-                    for p in readers:
-                        await p.offer(item)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # one item that breaks a reader must not stop the source's readings
-                    if "item_failed" not in unread.counts:
-                        log.exception("source %s: an item (tag %r) failed in its readers; skipped", name, tag)
-                    unread.note(
-                        "item_failed",
-                        "source %s: an item failed in its readers and was skipped",
-                        name,
-                        level=logging.DEBUG,  # said above, with its traceback
-                    )
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("source %s: reader task failed", name)
+        while True:
+            try:
+                await self._read_source(name, src, readers, unread, last, forwarders, rules)
+                return  # the source's readings ended: it was stopped
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a fault in the source's own reading (a payload no check foresaw): read on
+                if "reader_failed" not in unread.counts:
+                    log.exception("source %s: its readings failed; reading on in 1 s", name)
+                unread.note(
+                    "reader_failed",
+                    "source %s: its readings failed and were resumed",
+                    name,
+                    level=logging.DEBUG,  # said above, with its traceback
+                )
+                await asyncio.sleep(1.0)
+
+    async def _read_source(self, name, src, readers, unread, last, forwarders, rules) -> None:
+        """Hand each of the source's items to its tag table, forwards, rules and pipelines."""
+        async for item in src.items():
+            self.source_items[name] += 1
+            tag = getattr(item, "tag", None)
+            try:
+                if tag is not None:
+                    if tag in last or len(last) < 5000:
+                        last[tag] = item
+                    for f in forwarders:
+                        f.offer(item)
+                    for r in rules:
+                        await r.offer(item)
+                if not (readers or forwarders or rules):
+                    unread.counts["unread"] = unread.counts.get("unread", 0) + 1
+                for p in readers:
+                    await p.offer(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one item that breaks a reader must not stop the source's readings
+                if "item_failed" not in unread.counts:
+                    log.exception("source %s: an item (tag %r) failed in its readers; skipped", name, tag)
+                unread.note(
+                    "item_failed",
+                    "source %s: an item failed in its readers and was skipped",
+                    name,
+                    level=logging.DEBUG,  # said above, with its traceback
+                )
 
     async def _watch_sources(self, period_s: float = 2.0, min_messages: int = 20) -> None:
         """Messages that arrive but yield nothing (a JSON mapping or tag_map that matches no field,

@@ -114,19 +114,31 @@ def _get(obj: Any, path: str) -> Any:
     return cur
 
 
+_FLOAT_MAX = 1.7976931348623157e308  # a JSON integer past it has no float64 (a 400-digit number, say)
+
+
+def _fits(v: int | float) -> bool:
+    """A JSON number a float64 holds: not NaN or an infinity, and no integer too large for one (on which
+    ``math.isfinite`` would raise ``OverflowError``)."""
+    return -_FLOAT_MAX <= v <= _FLOAT_MAX if type(v) is int else math.isfinite(v)
+
+
 def _value(path: str, v: Any) -> Any:
     if isinstance(v, bool):
         return v
     if isinstance(v, (int, float)):
-        if isinstance(v, float) and not math.isfinite(v):
-            raise CodecError("non_finite", f"field {path!r} is {v}")
+        if not _fits(v):
+            raise CodecError("non_finite", f"field {path!r} is {str(v)[:40]}: no finite float64")
         return v
     if isinstance(v, str):
         return v
     if isinstance(v, list):
         if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
             raise CodecError("wrong_type", f"field {path!r} is an array with non-numeric items")
-        arr = np.asarray(v, dtype=np.float64)
+        try:
+            arr = np.asarray(v, dtype=np.float64)
+        except OverflowError:  # an integer too large for a float64
+            raise CodecError("non_finite", f"field {path!r} holds a number past float64's range") from None
         if not np.all(np.isfinite(arr)):
             raise CodecError("non_finite", f"field {path!r} holds NaN or Inf")
         return arr
@@ -159,8 +171,8 @@ def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
         raise CodecError(
             "wrong_type", f"timestamp {name!r} is {type(v).__name__}; expected a number ({fmt.value})"
         )
-    if not math.isfinite(v):
-        raise CodecError("non_finite", f"timestamp {name!r} is {v}")
+    if not _fits(v):
+        raise CodecError("non_finite", f"timestamp {name!r} is {str(v)[:40]}: no finite float64")
     if fmt is TimestampFormat.EPOCH_S and abs(v) >= SECONDS_MAX:
         raise CodecError(
             "bad_timestamp",
@@ -234,6 +246,8 @@ def compile_decoder(
                     raise CodecError("non_finite", f"field {k!r} is {v}")
             elif tv is not int or k == tsf:
                 continue
+            elif not -_FLOAT_MAX <= v <= _FLOAT_MAX:
+                raise CodecError("non_finite", f"field {k!r} is {str(v)[:40]}: no finite float64")
             if k != tsf:
                 out.append((p + k, v, ts))
         return [(*x, None) for x in out] if rates else out  # arrays appear only through a mapping
@@ -324,10 +338,11 @@ def _rate_reader(field: str | None) -> Callable[[dict], float | None] | None:
             v = _get(raw, name)
             if v is _MISSING:
                 continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not _fits(v) or v <= 0:
                 raise CodecError(
                     "wrong_type",
-                    f"field {name!r} (the waveform's sample rate) is {v!r}; expected a positive number of Hz",
+                    f"field {name!r} (the waveform's sample rate) is {str(v)[:40]}; expected a positive "
+                    "number of Hz",
                 )
             return float(v)
         return None

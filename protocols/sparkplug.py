@@ -221,6 +221,14 @@ def as_declared(value: int, datatype: int) -> int:
     return value - (1 << bits) if value >= 1 << (bits - 1) else value
 
 
+def _text(v: Any, what: str) -> Any:
+    """A protobuf string field as text: protobuf's upb runtime hands proto2 strings that are not UTF-8 over
+    as bytes (a node's bug, or garbage), which would then be taken for a name or a value."""
+    if isinstance(v, bytes):
+        raise CodecError("garbage_protobuf", f"{what} is not UTF-8 text: {v[:40]!r}")
+    return v
+
+
 def _get_value(m: Any, depth: int) -> Any:
     which = m.WhichOneof("value")
     if which is None:
@@ -233,18 +241,20 @@ def _get_value(m: Any, depth: int) -> Any:
         t = m.template_value
         return Template(
             metrics=[_metric(x, depth + 1) for x in t.metrics],
-            ref=t.template_ref if t.HasField("template_ref") else None,
+            ref=_text(t.template_ref, "a template's reference") if t.HasField("template_ref") else None,
             is_definition=t.is_definition,
             version=t.version if t.HasField("version") else None,
         )
     if which in ("dataset_value", "extension_value"):
         return None
+    if which == "string_value":
+        return _text(m.string_value, f"metric {m.name!r}'s string value")
     return getattr(m, which)
 
 
 def _metric(m: Any, depth: int = 0) -> Metric:
     return Metric(
-        name=m.name if m.HasField("name") else None,
+        name=_text(m.name, "a metric name") if m.HasField("name") else None,
         alias=m.alias if m.HasField("alias") else None,
         datatype=m.datatype,
         value=_get_value(m, depth),
@@ -260,13 +270,13 @@ QUALITY_PROPERTY = "Quality"
 
 def _quality_property(props: Any) -> int | str | None:
     for key, pv in zip(props.keys, props.values, strict=False):
-        if key.lower() != "quality":
+        if not isinstance(key, str) or key.lower() != "quality":
             continue
         which = pv.WhichOneof("value")
         if which in ("int_value", "long_value"):
             return as_declared(getattr(pv, which), pv.type)
         if which == "string_value":
-            return pv.string_value
+            return _text(pv.string_value, "a metric's Quality property")
         return None
     return None
 

@@ -475,6 +475,13 @@ class MqttSource:
         except json_codec.CodecError as e:
             self._error(e.reason, f"topic {topic!r}: {e.detail}")
             return []
+        except Exception as e:  # a payload no check foresaw: skipped and counted, never the source's end
+            if "decode_failed" not in self.stats.errors_by_reason:  # the first with its traceback
+                log.exception(
+                    "mqtt source %r: a message on %r could not be decoded; skipped", self.name, topic
+                )
+            self._error("decode_failed", f"topic {topic!r}: {type(e).__name__}: {str(e)[:200]}")
+            return []
 
     def _ahead(self, tag: str, ts: float, received_at: float) -> float:
         """The time of a reading stamped further ahead of this gateway's clock than ``max_clock_skew_s``: the

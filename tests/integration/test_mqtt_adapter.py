@@ -699,6 +699,61 @@ async def test_a_retained_message_is_the_brokers_last_value_not_a_live_reading(m
     assert notices["retained_skipped"]["count"] == 1 and not src.stats.errors_by_reason
 
 
+async def test_one_hostile_message_is_counted_and_skipped_and_the_source_reads_on(mosquitto):
+    """JSON numbers of 310-4300 digits pass Python's parser and fit no float64 (as a value, a timestamp, a
+    waveform's item or its rate); a Sparkplug metric name that is not UTF-8 comes out of protobuf as bytes.
+    Each once ended the source's reader for good: every later message of every device on it was lost.
+    Now each is refused with its reason and the next message is read."""
+    big = "1" + "0" * 400
+    birth = sp.encode(
+        sp.Payload(
+            1000,
+            0,
+            [
+                sp.Metric("bdSeq", None, sp.DataType.INT64, 0),
+                sp.Metric("temp", 1, sp.DataType.DOUBLE, 20.0),
+            ],
+        )
+    )
+    good = sp.encode(sp.Payload(1001, 1, [sp.Metric(None, 1, sp.DataType.DOUBLE, 21.0)]))
+    bad_name = sp.encode(sp.Payload(1002, 2, [sp.Metric("te_mp", None, sp.DataType.DOUBLE, 99.0)]))
+    bad_name = bad_name.replace(b"te_mp", b"te\xffmp")
+    subs = [
+        {"topic": "j/#"},
+        {"topic": "w/#", "json_mapping": {"values": {"w": "w"}}},
+        {"topic": "spBv1.0/#", "codec": "sparkplug_b"},
+    ]
+    src = await started(mosquitto.port, subs, out_of_order="keep", max_clock_skew_s=0)
+    pub = raw_client(mosquitto.port)
+    sent = [
+        ("j/s1", '{"v": 1}'),
+        ("j/s1", f'{{"v": {big}}}'),
+        ("j/s1", f'{{"ts": {big}, "v": 2}}'),
+        ("w/s1", f'{{"w": [1, {big}]}}'),
+        ("w/s1", f'{{"w": [1, 2], "sample_rate_hz": {big}}}'),
+        ("spBv1.0/g/NBIRTH/n1", birth),
+        ("spBv1.0/g/NDATA/n1", bad_name),
+        ("spBv1.0/g/NDATA/n1", good),
+        ("j/s1", '{"v": 3}'),
+    ]
+    try:
+        for topic, payload in sent:
+            pub.publish(topic, payload, qos=1).wait_for_publish(5)
+        got = await collect(src, lambda g: any(r.tag == "j/s1/v" and r.value == 3 for r in g))
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.tag, r.value) for r in got] == [
+        ("j/s1/v", 1),
+        ("n1/temp", 20.0),
+        ("n1/temp", 21.0),
+        ("j/s1/v", 3),
+    ]
+    errors = src.stats.errors_by_reason
+    assert errors["non_finite"] == 3 and errors["wrong_type"] == 1 and errors["garbage_protobuf"] == 1
+    assert "decode_failed" not in errors  # each refused by its own check, none by the backstop
+
+
 async def test_a_primary_host_id_publishes_state_online_and_the_broker_says_offline_when_it_dies(mosquitto):
     """Edge nodes told to wait for a primary host application (Ignition Edge, MQTT Transmission) publish
     nothing until its Sparkplug 3.0 STATE says online. With ``sparkplug.host_id`` the source subscribes,
