@@ -3,11 +3,15 @@
 Two layouts are recognised (``layout_of``):
 
 - **folder per class**: ``SRC/<class>/*.png`` (any class names; images in subfolders of a class folder
-  belong to it, hidden folders skipped, symlinked folders not followed). The good class is the one named by
+  belong to it, hidden folders skipped, symlinked folders not followed: a symlinked class folder is
+  refused, naming it, since a link such as ``SRC/all -> SRC`` would otherwise become a class holding every
+  image). The good class is the one named by
   ``--good``, else the one conventionally named ``ok``, ``good``, ``pass``, ``okay``, ``normal`` or
   ``nominal`` (said on stderr); every other folder is a defect class.
 - **MVTec AD**: ``SRC/train/good``, ``SRC/test/good``, ``SRC/test/<defect>`` and optionally
-  ``SRC/ground_truth/<defect>/<name>_mask.png`` (a defect's pixel mask); the good class is ``good``.
+  ``SRC/ground_truth/<defect>/<name>_mask.png`` (a defect's pixel mask); the good class is ``good``. As
+  in the other layout, images in subfolders of these folders belong to them (``test/dent/day2/005.png``),
+  and a mask sits at the same place below ``ground_truth`` (``ground_truth/dent/day2/005_mask.png``).
 
 PNG, JPEG, BMP and TIFF files are read (8-bit grey or colour; 16-bit with ``--pixel-bits``, stored as
 8-bit PNG the way the agent's camera reads them; any size up to ``--max-megapixels``, default 50,
@@ -79,7 +83,21 @@ def _images_in(folder: Path, nested: bool = False) -> list[Path]:
 
 
 def _subfolders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """The folders in ``folder`` (classes, splits), hidden ones skipped. A symlinked one is refused rather
+    than followed or skipped: a link back up (``SRC/all -> SRC``) would be a class of every image, and one
+    skipped quietly would be a class missing from the model."""
+    found = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or not p.is_dir():
+            continue
+        if p.is_symlink():
+            raise DatasetError(
+                f"{p}: a symlinked folder (-> {os.readlink(p)}); symlinked folders are not followed "
+                "(a link back into the dataset would count its images again): copy the folder in, or "
+                "remove the link"
+            )
+        found.append(p)
+    return found
 
 
 def layout_of(src: Path) -> str:
@@ -133,13 +151,20 @@ def scan_mvtec(src: Path) -> Found:
                 raise DatasetError(
                     f"{c}: MVTec AD's train/ holds only good/ (defect images go in test/<defect>)"
                 )
-            items += [_Item(p, c.name, split) for p in _class_folder(c, f"{split}/{c.name}")]
-    by_stem = {(it.label, it.path.stem): it for it in items if it.split == "test"}
+            # subfolders included, as in the folder-per-class layout (test/dent/day2/*.png)
+            items += [_Item(p, c.name, split) for p in _class_folder(c, f"{split}/{c.name}", nested=True)]
+    # an image's mask is found by its place below its class folder: test/dent/day2/005.png has
+    # ground_truth/dent/day2/005_mask.png
+    by_stem = {
+        (it.label, it.path.relative_to(src / "test" / it.label).with_suffix("").as_posix()): it
+        for it in items
+        if it.split == "test"
+    }
     gt = src / "ground_truth"
     if gt.is_dir():
         for d in _subfolders(gt):
-            for m in sorted(p for p in d.iterdir() if is_image(p)):
-                stem = m.stem.removesuffix("_mask")
+            for m in _images_in(d, nested=True):
+                stem = (m.relative_to(d).parent / m.stem.removesuffix("_mask")).as_posix()
                 it = by_stem.get((d.name, stem))
                 if it is None:
                     raise DatasetError(

@@ -137,6 +137,50 @@ def test_a_class_kept_in_dated_subfolders_is_read_whole_and_hidden_or_looping_fo
         import_images(src, tmp_path / "ds2")
 
 
+def test_a_symlinked_class_folder_is_refused_naming_it_not_made_a_class_of_every_image(tmp_path):
+    """A link back to the dataset's root (src/all -> src) used to become an extra defect class holding
+    every image; a symlinked class folder is refused, naming it, and nothing is written."""
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    (src / "all").symlink_to(src, target_is_directory=True)
+    with pytest.raises(DatasetError, match=rf"{src / 'all'}: a symlinked folder .*not followed"):
+        import_images(src, tmp_path / "ds")
+    assert not (tmp_path / "ds").exists() and leftovers(tmp_path) == []
+    mv = tmp_path / "mv"  # the same in the MVTec layout: test/<defect> as a link
+    for i in range(20):
+        img(mv / "train" / "good" / f"{i:03d}.png", i)
+    (mv / "test").mkdir()
+    (mv / "test" / "dent").symlink_to(src / "dent", target_is_directory=True)
+    with pytest.raises(DatasetError, match=rf"{mv / 'test' / 'dent'}: a symlinked folder"):
+        import_images(mv, tmp_path / "ds2")
+
+
+def test_mvtec_images_in_subfolders_are_read_with_their_masks_at_the_same_place(tmp_path):
+    """MVTec AD folders kept by day (test/dent/day2/*.png, train/good/day2/*.png) used to lose those
+    images without a word; they are read, as in the folder-per-class layout, and a mask below
+    ground_truth at the same place belongs to its image."""
+    src = tmp_path / "mv"
+    for i in range(18):
+        img(src / "train" / "good" / f"{i:03d}.png", i)
+    for i in range(18, 22):
+        img(src / "train" / "good" / "day2" / f"{i:03d}.png", i)
+    img(src / "test" / "good" / "000.png", 50)
+    img(src / "test" / "dent" / "000.png", 60)
+    img(src / "test" / "dent" / "day2" / "000.png", 61)  # the same name one level down: its own image
+    img(src / "test" / "dent" / "day2" / "001.png", 62)
+    m = np.zeros((10, 12), np.uint8)
+    m[2:5, 3:6] = 255
+    (src / "ground_truth" / "dent" / "day2").mkdir(parents=True)
+    assert cv2.imwrite(str(src / "ground_truth" / "dent" / "day2" / "001_mask.png"), m)
+    res = import_images(src, tmp_path / "ds")
+    assert res["counts"] == {"good": 23, "dent": 3}
+    rows = [yaml.safe_load(r) for r in (tmp_path / "ds" / "labels.jsonl").read_text().splitlines()]
+    masked = [r["source"] for r in rows if "mask" in r]
+    assert masked == ["test/dent/day2/001.png"]
+    orphan = img(src / "ground_truth" / "dent" / "day3" / "000_mask.png", 3, grey=True)
+    with pytest.raises(DatasetError, match=rf"{orphan}: a mask without an image .*test/dent/day3/000.png"):
+        import_images(src, tmp_path / "ds2")
+
+
 def test_empty_class_folder_is_refused(tmp_path):
     src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
     (src / "crack").mkdir()
