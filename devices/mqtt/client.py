@@ -65,7 +65,7 @@ from protocols import sparkplug as sp
 log = logging.getLogger(__name__)
 MAX_TAGS = 100_000  # tag names whose last time is kept for the order check (a few MB)
 
-__all__ = ["MqttError", "MqttSource", "SparkplugTypeMismatch"]
+__all__ = ["MqttBadTopic", "MqttError", "MqttSource", "SparkplugTypeMismatch"]
 
 
 class MqttError(DeviceError):
@@ -75,6 +75,12 @@ class MqttError(DeviceError):
 
 
 class SparkplugTypeMismatch(MqttError):
+    retryable = False
+
+
+class MqttBadTopic(MqttError):
+    """A topic no message may be published to: a retry cannot mend it."""
+
     retryable = False
 
 
@@ -190,6 +196,7 @@ class MqttSource:
         self._max_ahead = settings.max_clock_skew_s or math.inf
         self._max_bytes = settings.max_message_bytes
         self._state_ts = 0  # ms: the time in this host's STATE birth and death (sparkplug.host_id)
+        self._asked: list[tuple[str, int]] = []  # this connection's subscriptions, in SUBSCRIBE's order
         self.sparkplug = SparkplugHost(name, settings.sparkplug, self._publish_raw, self._error)
         # one decoder per subscription, built by its codec's row in CODEC_TYPES
         self._decoders = {id(s): _decoder_factory(s.codec)(self, s) for s in settings.subscriptions}
@@ -328,10 +335,11 @@ class MqttSource:
             self.settings.port,
         )
         self._ever_connected = True
-        subs = [(s.topic, s.qos) for s in self.settings.subscriptions]
+        subs: list[tuple[str, int]] = [(s.topic, s.qos) for s in self.settings.subscriptions]
         if self.settings.sparkplug.host_id is not None:  # our own STATE: a stale "offline" is answered
             subs.append((self._state_topic, 1))
         if subs:
+            self._asked = subs
             client.subscribe(subs)
         self.state = ConnectionState.CONNECTED
         if self._loop is not None and not self._loop.is_closed():
@@ -361,6 +369,19 @@ class MqttSource:
         )
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        for (topic, qos), rc in zip(self._asked, reason_codes or (), strict=False):
+            if rc.is_failure:  # a broker's ACL refuses a filter this way (MQTT 3.1.1: 0x80): nothing comes
+                self._error_threadsafe(
+                    "subscribe_refused",
+                    f"broker {self.settings.host}:{self.settings.port} refused the subscription to {topic!r} "
+                    f"({rc}): nothing on it will arrive; check the broker's ACL for this client's user",
+                )
+            elif rc.value < qos:
+                self._notice_threadsafe(
+                    "qos_downgraded",
+                    f"broker granted QoS {rc.value} for {topic!r} (asked {qos}): what is published there while "
+                    "this gateway is away is not kept for it; check the broker's max_qos",
+                )
         if self.settings.sparkplug.host_id is not None:  # subscribed first, then online (Sparkplug 3.0)
             client.publish(self._state_topic, self._state(True), qos=1, retain=True)
         if self._loop is not None and not self._loop.is_closed():
@@ -429,6 +450,14 @@ class MqttSource:
     def _error(self, reason: str, detail: str) -> None:
         self.stats.error(reason, detail)
         self._burst.log(reason, "mqtt source %r: %s: %s", self.name, reason, detail)
+
+    def _notice_threadsafe(self, key: str, msg: str) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._notice, key, msg)
+            except RuntimeError:  # loop closing: nothing to tell
+                pass
 
     def _error_threadsafe(self, reason: str, detail: str) -> None:
         loop = self._loop
@@ -667,6 +696,14 @@ class MqttSource:
             )
         if qos not in (0, 1):
             raise MqttError(f"mqtt source {self.name!r}: qos {qos} not offered; use 0 or 1")
+        if not topic or "+" in topic or "#" in topic or "\x00" in topic:
+            # paho refuses the wildcards, but sends a NUL, and the broker then drops the whole connection
+            # (a malformed packet): every subscription of this source would stop with it
+            self._error("publish_failed", f"topic {topic!r}: not a topic to publish to")
+            raise MqttBadTopic(
+                f"mqtt source {self.name!r}: cannot publish to {topic!r}: a topic to publish to is not empty "
+                "and holds no wildcard (+, #) and no NUL character"
+            )
         if isinstance(payload, dict):
             payload = json_codec.encode(payload)
         deadline = time.monotonic() + self.settings.publish_timeout_s

@@ -46,6 +46,7 @@ class _Node:
     seq: int | None = None
     alive: bool = False
     aliases: dict[int, tuple[str | None, str]] = field(default_factory=dict)  # alias -> (device, metric)
+    clashes: set[int] = field(default_factory=set)  # aliases its births gave to two metrics: data skipped
     last: dict[tuple[str | None, str], tuple[Any, float]] = field(
         default_factory=dict
     )  # (device, metric) -> value, ts
@@ -158,7 +159,7 @@ class SparkplugHost:
             node = self._nodes[key] = _Node()
         mt = t.message_type
         if mt is sp.MessageType.NBIRTH:
-            node.alive, node.aliases, node.seq = True, {}, payload.seq
+            node.alive, node.aliases, node.clashes, node.seq = True, {}, set(), payload.seq
             node.bd_seq = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
             node.templates = {}
             for m in payload.metrics:
@@ -169,7 +170,7 @@ class SparkplugHost:
                         node.templates.setdefault(m.name[len("_types_/") :], types)
             self.births += 1
             self._check_tag_map(t, None, payload)
-            self._learn(node, None, payload)
+            self._learn(t, node, None, payload)
             return self._readings(t, node, None, payload, received_at, by_birth=True)
         if mt is sp.MessageType.NDEATH:
             bd = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
@@ -196,22 +197,38 @@ class SparkplugHost:
         if mt is sp.MessageType.DBIRTH:
             self.births += 1
             self._check_tag_map(t, t.device, payload)
-            self._learn(node, t.device, payload)
+            self._learn(t, node, t.device, payload)
             return self._readings(t, node, t.device, payload, received_at, by_birth=True)
         if mt is sp.MessageType.DDEATH:
             self.deaths += 1
             return self._bad(t.edge_node, node, lambda dev: dev == t.device, received_at)
         return self._readings(t, node, t.device, payload, received_at, by_birth=False)
 
-    def _learn(self, node: _Node, device: str | None, payload: sp.Payload) -> None:
+    def _learn(self, t: sp.SparkplugTopic, node: _Node, device: str | None, payload: sp.Payload) -> None:
         """A birth's aliases and datatypes; a Template instance's members typed by themselves, else by
-        their definition (Sparkplug lets an instance leave out what the definition says)."""
+        their definition (Sparkplug lets an instance leave out what the definition says). An alias must
+        be unique across the node and its devices: one given to two metrics (in one birth, or by a device
+        to a metric of the node or of another device) is a clash, and data by it is skipped, never
+        credited to either metric."""
+        mine: set[int] = set()
         for m in payload.metrics:
             if not m.name:
                 continue
             node.types[(device, m.name)] = m.datatype
             if m.alias is not None:
-                node.aliases[m.alias] = (device, m.name)
+                had = node.aliases.get(m.alias)
+                if had is not None and had != (device, m.name) and (m.alias in mine or had[0] != device):
+                    node.aliases.pop(m.alias)
+                    node.clashes.add(m.alias)
+                    self._on_error(
+                        "alias_collision",
+                        f"{t.group}/{t.edge_node}: alias {m.alias} is given to both "
+                        f"{'/'.join(x for x in had if x)} and {'/'.join(x for x in (device, m.name) if x)}; "
+                        "data by it is skipped until a birth gives each metric its own alias",
+                    )
+                elif m.alias not in node.clashes or device is None:
+                    node.aliases[m.alias] = (device, m.name)
+                mine.add(m.alias)
             if not isinstance(m.value, sp.Template) or m.value.is_definition:
                 continue
             defined = node.templates.get(m.value.ref or "", {})
@@ -284,6 +301,12 @@ class SparkplugHost:
             dev = device
             if not name:
                 entry = node.aliases.get(m.alias) if m.alias is not None else None
+                if entry is None and m.alias in node.clashes:  # a rebirth request would not mend it
+                    self._on_error(
+                        "alias_collision",
+                        f"{t.group}/{t.edge_node}: data by alias {m.alias}, given to two metrics",
+                    )
+                    continue
                 if entry is None:
                     unknown = True
                     self._on_error(

@@ -754,6 +754,125 @@ async def test_one_hostile_message_is_counted_and_skipped_and_the_source_reads_o
     assert "decode_failed" not in errors  # each refused by its own check, none by the backstop
 
 
+async def test_an_alias_given_to_two_metrics_is_never_read_into_either(mosquitto):
+    """Sparkplug aliases are unique across a node and its devices. A node whose device birth reuses the
+    alias of a node metric (or a birth that gives one alias twice) made its data land, GOOD, in whichever
+    metric was declared last: the node's pressure read as the pump's flow. Such an alias is now named
+    (``alias_collision``) and its data skipped; other aliases read on."""
+    from devices.mqtt.client import MqttBadTopic
+
+    nbirth = sp.encode(
+        sp.Payload(
+            1000,
+            0,
+            [
+                sp.Metric("bdSeq", None, sp.DataType.INT64, 0),
+                sp.Metric("pressure", 7, sp.DataType.DOUBLE, 1.5),
+                sp.Metric("temp", 8, sp.DataType.DOUBLE, 20.0),
+                sp.Metric("level", 9, sp.DataType.DOUBLE, 0.5),
+                sp.Metric("speed", 9, sp.DataType.DOUBLE, 3.0),  # the same alias twice in one birth
+            ],
+        )
+    )
+    dbirth = sp.encode(sp.Payload(1001, 1, [sp.Metric("flow", 7, sp.DataType.DOUBLE, 30.0)]))
+    ndata = sp.encode(
+        sp.Payload(
+            1002,
+            2,
+            [
+                sp.Metric(None, 7, sp.DataType.DOUBLE, 9.9),
+                sp.Metric(None, 9, sp.DataType.DOUBLE, 4.4),
+                sp.Metric(None, 8, sp.DataType.DOUBLE, 21.0),
+            ],
+        )
+    )
+    src = await started(mosquitto.port, [{"topic": "spBv1.0/g/#", "codec": "sparkplug_b"}])
+    pub = raw_client(mosquitto.port)
+    try:
+        for topic, payload in (
+            ("spBv1.0/g/NBIRTH/n1", nbirth),
+            ("spBv1.0/g/DBIRTH/n1/pump", dbirth),
+            ("spBv1.0/g/NDATA/n1", ndata),
+        ):
+            pub.publish(topic, payload, qos=1).wait_for_publish(5)
+        got = await collect(src, lambda g: any(r.value == 21.0 for r in g))
+        # a topic no message may go to: refused before paho sends it (a NUL made the broker drop the
+        # connection, and every subscription with it)
+        for bad in ("plant/line\x00x", "plant/+/results", ""):
+            with pytest.raises(MqttBadTopic, match="cannot publish to"):
+                await src.publish(bad, {"v": 1}, qos=1)
+        pub.publish("spBv1.0/g/NDATA/n1", ndata.replace(b"\x18\x02", b"\x18\x03"), qos=1)
+        later = await collect(src, lambda g: any(r.value == 21.0 for r in g))
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    readings = [(r.tag, r.value) for r in got]
+    # the births' own values are by name; the data by the clashing aliases 7 and 9 is skipped
+    assert ("n1/pump/flow", 9.9) not in readings and ("n1/pressure", 9.9) not in readings
+    assert not any(r.value == 4.4 for r in got)
+    assert ("n1/temp", 21.0) in readings and ("n1/pump/flow", 30.0) in readings
+    assert src.stats.errors_by_reason["alias_collision"] == 6  # two births' clashes, 2 x 2 data metrics
+    assert "unknown_alias" not in src.stats.errors_by_reason  # no rebirth asked: it would not mend it
+    assert src.stats.reconnects == 0 and [r.value for r in later] == [21.0]
+
+
+async def test_a_subscription_the_broker_downgrades_or_refuses_is_named(mosquitto, tmp_path):
+    """A broker limited to QoS 0 (Mosquitto's max_qos) grants a QoS 1 subscription as QoS 0: what is
+    published while the gateway is away is not kept for it. A broker whose ACL refuses a filter answers
+    SUBACK 0x80 (MQTT 3.1.1): nothing on it ever arrives. Both were silent (the source CONNECTED, no error);
+    each is now named with the filter."""
+    import socket
+    import threading
+
+    from tests.support.peers import Mosquitto
+
+    broker = Mosquitto(tmp_path / "mosq", extra_conf="max_qos 0").start()
+    try:
+        src = await started(broker.port, [{"topic": "plant/#", "qos": 1}, {"topic": "cell/#", "qos": 0}])
+        await asyncio.sleep(0.2)
+        await src.stop()
+    finally:
+        broker.stop()
+    notes = src.notices.status()
+    assert notes["qos_downgraded"]["count"] == 1, notes  # plant/# only: cell/# asked for QoS 0
+    assert "granted QoS 0 for 'plant/#' (asked 1)" in notes["qos_downgraded"]["message"]
+
+    # SUBACK 0x80: Mosquitto 2.0 grants every filter and applies its ACL per message, so a scripted
+    # MQTT 3.1.1 broker answers here (CONNACK, then SUBACK with 0x80 for the first filter)
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def refusing_broker() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while head := conn.recv(1):
+                length, shift = 0, 0
+                while True:
+                    b = conn.recv(1)[0]
+                    length |= (b & 127) << shift
+                    shift += 7
+                    if not b & 128:
+                        break
+                body = b""
+                while len(body) < length:
+                    body += conn.recv(length - len(body))
+                kind = head[0] >> 4
+                if kind == 1:  # CONNECT
+                    conn.sendall(b"\x20\x02\x00\x00")
+                elif kind == 8:  # SUBSCRIBE: packet id, then refused, granted QoS 1
+                    conn.sendall(b"\x90\x04" + body[:2] + b"\x80\x01")
+                elif kind == 14:  # DISCONNECT
+                    return
+
+    threading.Thread(target=refusing_broker, daemon=True).start()
+    src = await started(port, [{"topic": "secret/#", "qos": 1}, {"topic": "plant/#", "qos": 1}])
+    await asyncio.sleep(0.2)
+    await src.stop()
+    server.close()
+    assert src.stats.errors_by_reason == {"subscribe_refused": 1}
+    assert "refused the subscription to 'secret/#'" in src.stats.last_error and "ACL" in src.stats.last_error
+
+
 async def test_a_primary_host_id_publishes_state_online_and_the_broker_says_offline_when_it_dies(mosquitto):
     """Edge nodes told to wait for a primary host application (Ignition Edge, MQTT Transmission) publish
     nothing until its Sparkplug 3.0 STATE says online. With ``sparkplug.host_id`` the source subscribes,
