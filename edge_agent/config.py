@@ -962,11 +962,24 @@ def _cross_check(
 
 def load_config(path: str | Path) -> AgentConfig:
     path = Path(path)
+    return parse_config(read_config_file(path), str(path), str(path.parent.resolve()))
+
+
+def read_config_file(path: Path) -> Any:
+    """The YAML document of the config file at ``path``; ``ConfigError`` naming the file when it cannot be
+    read, is not UTF-8 (with the byte offset) or is not valid YAML."""
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from exc
-    return parse_config(read_yaml(text, str(path)), str(path), str(path.parent.resolve()))
+        raise ConfigError([f"{path}: cannot read the config file ({exc.strerror or exc})"]) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bom = " (a UTF-16 byte order mark)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ConfigError(
+            [f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}{bom}); save the file as UTF-8"]
+        ) from None
+    return read_yaml(text, str(path))
 
 
 CONFIG_YAML_MAX_DEPTH = 64
@@ -979,22 +992,34 @@ def read_yaml(text: str, where: str) -> Any:
 
     Bounded like a package's manifest, with a config's room: a few hundred bytes of nested aliases can
     stand for billions of values that validation would then walk (minutes of CPU on a gateway, for a
-    config that may come from the fleet service)."""
-    from model_packager.safe_yaml import check_limits
+    config that may come from the fleet service). A key given twice in one mapping is refused with both
+    lines: YAML would keep the last silently (a second ``agent:``, a model slot written twice). Whatever
+    else the loader raises (PyYAML's constructors raise ``ValueError`` for a date such as ``2024-13-45``,
+    ``AttributeError`` for ``!!timestamp x``, ``ValueError`` for an integer of more than 4300 digits) is
+    a ``ConfigError`` naming the file, never a traceback."""
+    from model_packager.safe_yaml import DuplicateKeyError, check_limits, load_document
 
-    problem = check_limits(
-        text,
-        max_depth=CONFIG_YAML_MAX_DEPTH,
-        max_aliases=CONFIG_YAML_MAX_ALIASES,
-        max_nodes=CONFIG_YAML_MAX_NODES,
-    )
+    try:
+        problem = check_limits(
+            text,
+            max_depth=CONFIG_YAML_MAX_DEPTH,
+            max_aliases=CONFIG_YAML_MAX_ALIASES,
+            max_nodes=CONFIG_YAML_MAX_NODES,
+        )
+    except Exception:  # the load below reports what is wrong, with its line
+        problem = None
     if problem is not None:
         raise ConfigError(
             [f"{where}: YAML {problem}; refused (anchors and aliases may not multiply a config beyond that)"]
         )
     try:  # libyaml's loader where PyYAML has it (~10x the pure-Python one: part of every start)
-        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        return load_document(text)
+    except DuplicateKeyError as exc:
+        raise ConfigError([f"{where}: {line}" for line in exc.lines()]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError([f"{where}: not valid YAML{at}: {getattr(exc, 'problem', exc)}"]) from exc
+    except Exception as exc:  # PyYAML's constructors raise more than YAMLError
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError([f"{where}: not valid YAML: {first}"]) from None

@@ -49,7 +49,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_agent.config import AgentConfig, ConfigError, load_config, parse_config, read_yaml
+from edge_agent.config import (
+    AgentConfig,
+    ConfigError,
+    load_config,
+    parse_config,
+    read_config_file,
+    read_yaml,
+)
 from edge_agent.maintenance.baseline import atomic_write_json
 from model_packager.text import printable
 
@@ -218,7 +225,7 @@ class AgentHost:
     def effective(self, data: bytes, where: str) -> AgentConfig:
         """A fleet config merged with this agent's own sections, validated with its files (``ConfigError``)."""
         doc = fleet_document(data, where)
-        raw = read_yaml(self.local_path.read_text(), str(self.local_path))
+        raw = read_config_file(self.local_path)
         merged = {**doc, **{k: raw[k] for k in AGENT_OWN if isinstance(raw, dict) and k in raw}}
         return parse_config(merged, where, str(self.local_path.parent))
 
@@ -228,8 +235,8 @@ class AgentHost:
             try:
                 cfg = self.effective(self.keeper.yaml(lg["digest"]), f"fleet config {lg['name']}")
                 return cfg, {"source": "fleet", **lg, "status": "healthy", "reason": ""}
-            except (ConfigError, OSError) as exc:
-                msg = exc.errors[0] if isinstance(exc, ConfigError) else str(exc)
+            except Exception as exc:  # whatever it is, the local file still runs
+                msg = exc.errors[0] if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
                 log.error(
                     "last good fleet config %s cannot be used (%s); running the local file", lg["name"], msg
                 )
@@ -364,8 +371,14 @@ class AgentHost:
             if digest_of(want.yaml) != want.digest:
                 raise ConfigError([f"{where}: the YAML does not match its digest"])
             cfg = self.effective(want.yaml, where)
-        except ConfigError as exc:  # refused: the agent keeps running what it runs
-            reason = "; ".join(exc.errors[:5])
+        except Exception as exc:  # refused: the agent keeps running what it runs
+            # anything validation raises refuses this config: the same bytes would fail the same way at
+            # every desired state, and the fleet would never hear why
+            reason = (
+                "; ".join(exc.errors[:5])
+                if isinstance(exc, ConfigError)
+                else f"{where}: cannot be validated: {type(exc).__name__}: {printable(str(exc), 300)}"
+            )
             log.error("fleet config refused: %s", reason)
             self.keeper.refuse(info, "failed", reason)
             return

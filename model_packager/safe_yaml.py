@@ -7,11 +7,17 @@ timestamp can raise ``ValueError`` (or ``AttributeError`` for ``!!timestamp x``)
 checks the limits first, on the parser's events (depth, aliases, and the nodes each alias stands
 for), and only then composes and constructs the document: with libyaml's C loader
 (``yaml.CSafeLoader``, ~10x faster than the pure-Python one) where PyYAML was built with it, else
-with the pure-Python safe loader, whose composer also counts. Every failure becomes
-``ManifestError`` with one line naming ``where``.
+with the pure-Python safe loader, whose composer also counts. A mapping that gives a key twice is
+refused (``DuplicateKeyError``, naming the path and the lines): PyYAML would keep the last silently, so a
+second ``agent:`` or a repeated model slot would replace the first without a word. ``load_document``
+loads a document with that check and no limits (the agent's config, which checks its own limits with
+``check_limits``). In ``load_bounded`` every failure becomes ``ManifestError`` with one line naming
+``where``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import yaml
 
@@ -28,7 +34,45 @@ class _Limit(yaml.YAMLError):
     pass
 
 
-_CLoader = getattr(yaml, "CSafeLoader", None)
+_SCALARS = {  # the safe constructors that raise more than YAMLError on a bad value: tag -> what it reads
+    "tag:yaml.org,2002:bool": "a boolean",
+    "tag:yaml.org,2002:int": "an integer",
+    "tag:yaml.org,2002:float": "a number",
+    "tag:yaml.org,2002:timestamp": "a date or time",
+}
+
+
+def _at_its_line(construct, kind: str):
+    """``construct`` raising ``ConstructorError`` at the value's line and column instead of the bare
+    ``ValueError`` (``2024-13-45``, an integer of more than 4300 digits), ``AttributeError``
+    (``!!timestamp x``) or ``KeyError`` (``!!bool x``) that PyYAML's constructor raises."""
+
+    def constructed(loader, node):
+        try:
+            return construct(loader, node)
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:
+            value = node.value if isinstance(node.value, str) else ""
+            shown = repr(value) if len(value) <= 40 else f"{value[:20]!r}... ({len(value)} characters)"
+            # ValueError says why (month must be in 1..12); KeyError and AttributeError say nothing useful
+            why = f" ({str(exc).split(';')[0]})" if isinstance(exc, ValueError) else ""
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {shown} as {kind}{why}; quote it if it is text", node.start_mark
+            ) from None
+
+    return constructed
+
+
+def _with_scalar_lines(base: type) -> Any:
+    cls: Any = type(f"_Unique{base.__name__}", (base,), {})
+    for tag, kind in _SCALARS.items():
+        cls.add_constructor(tag, _at_its_line(yaml.SafeLoader.yaml_constructors[tag], kind))
+    return cls
+
+
+_CLoader = _with_scalar_lines(yaml.CSafeLoader) if hasattr(yaml, "CSafeLoader") else None
+_PyLoader = _with_scalar_lines(yaml.SafeLoader)
 
 
 def _check_events(
@@ -70,7 +114,7 @@ def check_limits(text: str, *, max_depth: int, max_aliases: int, max_nodes: int)
     such as ``"more than 200000 nodes once aliases are expanded"``; None when within them. Only the
     parser's events are read (nothing is composed or expanded). Not valid YAML also gives None: the
     caller's own load reports that, with its line and column."""
-    loader = (_CLoader or yaml.SafeLoader)(text)
+    loader = (_CLoader or _PyLoader)(text)
     try:
         _check_events(loader, max_depth, max_aliases, max_nodes)
     except _Limit as exc:
@@ -84,7 +128,110 @@ def check_limits(text: str, *, max_depth: int, max_aliases: int, max_nodes: int)
     return None
 
 
-class _BoundedLoader(yaml.SafeLoader):
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """Mappings that give a key more than once: ``duplicates`` lists ``(path, [(line, column), ...])``,
+    1-based, each path as a config error names it (``models.vision``, ``pipelines[0].name``)."""
+
+    def __init__(self, duplicates: list[tuple[str, list[tuple[int, int]]]]) -> None:
+        self.duplicates = duplicates
+        super().__init__("; ".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        """One line per repeated key: ``models.vision: key given twice (lines 12 and 30); keep one``."""
+        return [
+            f"{path}: key given {_times(len(at))} ({_positions(at)}); keep one"
+            for path, at in self.duplicates
+        ]
+
+
+def _times(n: int) -> str:
+    return "twice" if n == 2 else f"{n} times"
+
+
+def _positions(at: list[tuple[int, int]]) -> str:
+    lines = {line for line, _ in at}
+    if len(lines) == len(at):
+        return "lines " + _listed([str(line) for line, _ in at])
+    if len(lines) == 1:  # a flow mapping on one line: the columns tell them apart
+        return f"line {at[0][0]}, columns " + _listed([str(col) for _, col in at])
+    return "at line:column " + _listed([f"{line}:{col}" for line, col in at])
+
+
+def _listed(items: list[str]) -> str:
+    return f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _key_path(path: str, key: Any) -> str:
+    name = str(key) if str(key).isprintable() else repr(key)  # a control character never reaches a terminal
+    return f"{path}.{name}" if path else name
+
+
+def _duplicate_keys(loader, root) -> list[tuple[str, list[tuple[int, int]]]]:
+    """Every key given more than once in one mapping of the composed document ``root``, in the order of
+    its second occurrence. Keys compare as the constructed values compare (``1`` and ``0x1``, ``yes`` and
+    ``true`` are one key, as the dict would have it); an explicit key after a merge key (``<<: *base``)
+    overrides the merged one by design and is not a repeat. Each node is walked once, however many
+    aliases name it."""
+    found: list[tuple[str, list[tuple[int, int]]]] = []
+    seen: set[int] = set()
+    stack: list[tuple[Any, str]] = [(root, "")]
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            at: dict[Any, list[tuple[int, int]]] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == _MERGE:
+                    stack.append((value_node, path))
+                    continue
+                if not isinstance(key_node, yaml.ScalarNode):
+                    stack.append((value_node, path))  # an unhashable key: the constructor refuses it
+                    continue
+                key = loader.construct_object(key_node)  # kept by the constructor: built once
+                try:
+                    positions = at.setdefault(key, [])
+                except TypeError:
+                    continue
+                positions.append((key_node.start_mark.line + 1, key_node.start_mark.column + 1))
+                stack.append((value_node, _key_path(path, key)))
+            for key, positions in at.items():
+                if len(positions) > 1:
+                    found.append((_key_path(path, key), positions))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node.value))
+    found.sort(key=lambda d: d[1][1])
+    return found
+
+
+def _single_unique(loader) -> Any:
+    """``loader.get_single_data()``, refusing a key given twice in one mapping (``DuplicateKeyError``)."""
+    node = loader.get_single_node()
+    if node is None:
+        return None
+    duplicates = _duplicate_keys(loader, node)
+    if duplicates:
+        raise DuplicateKeyError(duplicates)
+    return loader.construct_document(node)
+
+
+def load_document(text: str) -> Any:
+    """One YAML document with the safe loader (libyaml's where PyYAML has it), a key given twice in one
+    mapping refused (``DuplicateKeyError``). No limits: check them first with ``check_limits``. PyYAML's
+    constructors raise more than ``yaml.YAMLError`` (``ValueError`` for ``2024-13-45``, ...): callers catch
+    ``Exception``."""
+    loader = (_CLoader or _PyLoader)(text)
+    try:
+        return _single_unique(loader)
+    finally:
+        loader.dispose()
+
+
+class _BoundedLoader(_PyLoader):  # type: ignore[misc,valid-type]
     def __init__(self, stream) -> None:
         super().__init__(stream)
         self._depth = 0
@@ -137,14 +284,16 @@ def load_bounded(data: bytes | str, where: str, *, max_bytes: int = MAX_YAML_BYT
     try:
         if _CLoader is None:
             loader = _BoundedLoader(data)  # the reader already checks characters here
-            return loader.get_single_data()
+            return _single_unique(loader)
         loader = _CLoader(data)
         _check_events(loader)
         loader.dispose()
         loader = _CLoader(data)
-        return loader.get_single_data()
+        return _single_unique(loader)
     except _Limit as exc:
         raise ManifestError(f"{where}: YAML {exc}; refused", code="yaml_limits") from None
+    except DuplicateKeyError as exc:
+        raise ManifestError(f"{where}: {printable(exc.lines()[0])}", code="bad_yaml") from None
     except yaml.YAMLError as exc:
         if _CLoader is not None and ("flow level" in str(exc) or "max depth" in str(exc)):
             # libyaml's scanner reads a run of opening brackets ahead and stops at its own nesting cap

@@ -418,3 +418,48 @@ async def test_the_agent_refuses_what_only_it_can_check_and_falls_back_when_a_co
         assert steps == [("d1", "failed", False), ("d2", "rolled_back", False)]  # no fleet here: kept for it
     finally:
         await host.stop()
+
+
+async def test_a_fleet_config_yaml_cannot_build_or_with_a_key_twice_is_refused_and_reported(tmp_path):
+    """A fleet config with a date YAML cannot build (`2024-13-45`) raised ValueError past the host's refusal,
+    so it was tried again at every desired state and the fleet never heard of it; one with `sources:` given
+    twice ran with the second only. Both are refused now, the reason waiting for the fleet, and the running
+    agent is not touched."""
+    from edge_agent.fleet_config import AgentHost, digest_of, refusal_key
+
+    local = tmp_path / "gw1.yaml"
+    local.write_text(
+        yaml.safe_dump(
+            {"agent": {"id": "gw1", "data_dir": str(tmp_path / "gw1")}, "http": {"enabled": False}}
+        )
+    )
+    host = AgentHost(local, health_s=1.0)
+    await host.start()
+    try:
+        first = host.agent
+
+        def offer(data: bytes, dep_id: str) -> str:
+            host._on_desired(
+                pb.DesiredConfig(deployment_id=dep_id, digest=digest_of(data), yaml=data, name=dep_id)
+            )
+            return refusal_key(dep_id, digest_of(data))
+
+        bad_date = offer(b"sources:\n  broker: {type: mqtt, port: 1}\ninstalled: 2024-13-45\n", "d1")
+        await until(
+            lambda: bad_date in host.keeper.state["refused"], 10, "the config with a bad date refused"
+        )
+        assert (
+            "fleet config d1 (" in host.keeper.state["refused"][bad_date]
+            and "not valid YAML at line 3, column 12: cannot read '2024-13-45' as a date or time"
+            in host.keeper.state["refused"][bad_date]
+        ), host.keeper.state["refused"]
+
+        twice = offer(b"sources:\n  a: {type: mqtt, port: 1}\nsources:\n  b: {type: mqtt, port: 2}\n", "d2")
+        await until(lambda: twice in host.keeper.state["refused"], 10, "the config with a key twice refused")
+        assert "sources: key given twice (lines 1 and 3)" in host.keeper.state["refused"][twice]
+
+        assert host.agent is first and first.config_state["source"] == "local"  # never stopped
+        steps = [(r["deployment_id"], r["step"], r["ok"]) for r in host.keeper.state["unreported"]]
+        assert steps == [("d1", "failed", False), ("d2", "failed", False)]  # kept for the fleet
+    finally:
+        await host.stop()

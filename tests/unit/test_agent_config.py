@@ -489,3 +489,130 @@ def test_an_mqtt_password_in_clear_text_or_an_unchecked_broker_is_a_warning(env)
     d["sources"]["broker"].update(host="10.0.0.5", tls={"insecure": True})
     cfg = parse_config(d, "line3.yaml")
     assert [w.split(": ")[1] for w in cfg.warnings] == ["sources.broker.tls.insecure"]
+
+
+# ---- the YAML itself: keys given twice, values YAML cannot build, files not in UTF-8 ---------------------------
+
+SMALL = "agent:\n  id: gw1\nsources:\n  broker: {type: mqtt}\nactions:\n  pub: {type: mqtt_publish, source: broker}\n"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # a second agent: section at the end replaced the first: another identity, silently
+        (SMALL + "agent:\n  id: other\n", "agent: key given twice (lines 1 and 7); keep one"),
+        (SMALL.replace("  id: gw1\n", "  id: gw1\n  id: gw2\n"), "agent.id: key given twice (lines 2 and 3)"),
+        (
+            SMALL.replace(
+                "  broker: {type: mqtt}\n", "  broker: {type: mqtt}\n  broker: {type: mqtt, port: 1}\n"
+            ),
+            "sources.broker: key given twice (lines 4 and 5)",
+        ),
+        (
+            SMALL.replace("source: broker}", "source: broker, qos: 0, qos: 1}"),
+            "actions.pub.qos: key given twice (line 6, columns 45 and 53)",  # a flow mapping on one line
+        ),
+        (
+            SMALL + "pipelines:\n  - {name: p, name: q, source: broker, model: m}\n",
+            "pipelines[0].name: key given twice",
+        ),
+        (
+            SMALL + "sources:\n  x: {type: mqtt}\nsources:\n  y: {type: mqtt}\n",
+            "sources: key given 3 times (lines 3, 7 and 9)",
+        ),
+    ],
+    ids=["agent", "agent.id", "source", "flow", "list-item", "three-times"],
+)
+def test_a_key_given_twice_is_refused_with_its_path_and_both_lines(tmp_path, text, expected):
+    """YAML keeps the last of two equal keys without a word: a second `agent:` renamed the agent and a
+    repeated model slot or source replaced the first. Now the config is refused, naming both lines."""
+    p = tmp_path / "line3.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as ei:
+        load_config(p)
+    assert any(e.startswith(f"{p}: {expected}") for e in ei.value.errors), ei.value.errors
+
+
+def test_merge_keys_still_override_without_being_repeats(tmp_path):
+    p = tmp_path / "c.yaml"
+    # an explicit key after a merge key overrides the merged one: that is what merge keys are for
+    p.write_text(
+        "x-broker: &broker {type: mqtt, host: 127.0.0.1, port: 1883}\n"
+        "agent: {id: gw1}\nsources:\n  a: {<<: *broker, port: 1884}\n  b: {<<: *broker}\n"
+    )
+    with pytest.raises(ConfigError) as ei:  # x-broker is not an option; nothing about repeats
+        load_config(p)
+    assert not any("given" in e for e in ei.value.errors), ei.value.errors
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (
+            "2024-13-45",
+            "at line 2, column 13: cannot read '2024-13-45' as a date or time (month must be in 1..12)",
+        ),
+        (
+            "2001-02-30",
+            "at line 2, column 13: cannot read '2001-02-30' as a date or time (day is out of range",
+        ),
+        ("!!timestamp x", "at line 2, column 13: cannot read 'x' as a date or time; quote it if it is text"),
+        (
+            "9" * 5000,
+            "at line 2, column 13: cannot read '99999999999999999999'... (5000 characters) as an integer",
+        ),
+        ("!!bool maybe", "at line 2, column 13: cannot read 'maybe' as a boolean"),
+    ],
+    ids=["month-13", "feb-30", "timestamp-tag", "5000-digits", "bool-tag"],
+)
+def test_a_value_yaml_cannot_build_is_a_config_error_naming_file_and_line(tmp_path, value, expected):
+    """Before: ValueError / AttributeError tracebacks out of load_config (and `edge-agent validate`)."""
+    p = tmp_path / "c.yaml"
+    p.write_text(f"agent:\n  data_dir: {value}\n  id: gw1\n")
+    with pytest.raises(ConfigError) as ei:
+        load_config(p)
+    assert ei.value.errors[0].startswith(f"{p}: not valid YAML {expected}"), ei.value.errors
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (
+            b"agent:\n  id: gw\xe91\n",
+            "not UTF-8 text (invalid continuation byte at byte 15); save the file as UTF-8",
+        ),
+        (
+            "agent:\n  id: gw1\n".encode("utf-16"),
+            "not UTF-8 text (invalid start byte at byte 0 (a UTF-16 byte",
+        ),
+    ],
+    ids=["latin-1", "utf-16"],
+)
+def test_a_config_file_not_in_utf8_is_refused_naming_the_byte(tmp_path, data, expected):
+    p = tmp_path / "c.yaml"
+    p.write_bytes(data)
+    with pytest.raises(ConfigError) as ei:
+        load_config(p)
+    assert ei.value.errors[0].startswith(f"{p}: {expected}"), ei.value.errors
+    p.write_bytes(b"\xef\xbb\xbfagent:\n  id: gw1\n")  # UTF-8 with a byte order mark (Windows editors) loads
+    assert load_config(p).agent.id == "gw1"
+
+
+def test_validate_cli_reports_a_repeated_key_and_a_bad_date_without_a_traceback(tmp_path):
+    p = tmp_path / "line3.yaml"
+    for text, expected in (
+        (SMALL + "agent:\n  id: other\n", f"{p}: agent: key given twice (lines 1 and 7); keep one"),
+        (
+            SMALL + "installed: 2024-13-45\n",
+            f"{p}: not valid YAML at line 7, column 12: cannot read '2024-13-45'",
+        ),
+    ):
+        p.write_text(text)
+        r = subprocess.run(
+            [sys.executable, "-m", "edge_agent.cli", "validate", str(p)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert r.returncode == 1 and expected in r.stderr and "Traceback" not in r.stderr, r.stderr
