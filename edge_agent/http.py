@@ -12,6 +12,11 @@ Bounded, because the page may be opened to the plant network (``http.host``): at
 503 and closed, without a thread), and a connection still open ``DEADLINE_S`` after it was accepted is
 shut down, however slowly its client trickles bytes. Without these, every half-open connection (a
 port scanner, a slow client) held a thread for good.
+
+A client that drops its connection while it is answered (a browser tab closed during a large
+``/metrics``, a reset) is counted (``edge_status_http_connections_total{outcome="aborted"}``) and
+otherwise ignored: no ``500`` is written to the dead socket and no traceback reaches the log. A ``500``
+is sent only while nothing of the answer has been sent.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ from protocols.http_server import BoundedHTTPServer
 PAGE = Path(__file__).with_name("status_page.html")
 MAX_CONNECTIONS = 16
 DEADLINE_S = 10.0
+
+
+class _ClientGone(Exception):
+    """The client closed or reset the connection while its answer was written."""
 
 
 class StatusServer:
@@ -49,6 +58,14 @@ class StatusServer:
                 pass
 
             def do_GET(self) -> None:
+                self._began = False  # a byte of the answer went out: no other answer can follow
+                try:
+                    self._answer()
+                except _ClientGone:  # nobody left to answer: count it, close quietly
+                    self.close_connection = True
+                    outer.httpd.note_aborted()
+
+            def _answer(self) -> None:
                 path = self.path.split("?", 1)[0]
                 board = outer.agent.board
                 try:
@@ -86,18 +103,28 @@ class StatusServer:
                         self._send(200, "text/html; charset=utf-8", body)
                     else:
                         self._send(404, "text/plain", b"not found: try /, /status or /metrics\n")
+                except _ClientGone:
+                    raise
                 except (KeyError, IndexError, ValueError):
-                    self._send(404, "text/plain", b"nothing there yet\n")
+                    if not self._began:
+                        self._send(404, "text/plain", b"nothing there yet\n")
                 except Exception as exc:  # a status read must never take the agent down
-                    self._send(500, "text/plain", f"status failed: {exc}\n".encode())
+                    if self._began:  # part of an answer is out: a 500 now would corrupt it; just close
+                        self.close_connection = True
+                    else:
+                        self._send(500, "text/plain", f"status failed: {exc}\n".encode())
 
             def _send(self, code: int, ctype: str, body: bytes) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                self.wfile.write(body)
+                self._began = True
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.send_header("Cache-Control", "no-store")
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError as exc:  # broken pipe, reset, a write timeout: the client is gone
+                    raise _ClientGone(str(exc)) from None
 
         self.httpd = BoundedHTTPServer((host, port), Handler, max_connections, deadline_s)
         self.port = self.httpd.server_address[1]

@@ -183,10 +183,11 @@ class _AgentCollector:
             rules.add_metric([r.s.name], 1 if r.active else 0)
         http = CounterMetricFamily(
             "edge_status_http_connections",
-            "Connections to this endpoint: accepted, refused (503: too many at once) or cut (over the deadline)",
+            "Connections to this endpoint: accepted, refused (503: too many at once), cut (over the deadline), "
+            "aborted (the client went away before its answer was complete) or failed (an error in serving it)",
             labels=["outcome"],
         )
         if (srv := getattr(agent, "http", None)) is not None:
-            for outcome in ("accepted", "refused", "cut"):
+            for outcome in ("accepted", "refused", "cut", "aborted", "failed"):
                 http.add_metric([outcome], getattr(srv.httpd, outcome))
         yield from (dropped, errors, silent, received, sdropped, serrors, actions, alarms, fwd, rules, http)

@@ -7,17 +7,27 @@ At most ``max_connections`` requests are served at once, half of them from one a
 answered ``503`` and closed without a thread. A connection still open ``deadline_s`` after it was
 accepted is shut down by the serving loop, however slowly its client trickles bytes (give the handler
 class ``timeout = deadline_s`` as well, so an idle client's read fails at once). No I/O at import.
+
+A client that goes away before its answer is complete (closed, reset, a broken pipe) is its own business,
+not the server's: it is counted in ``aborted`` and logged as one debug line, never as socketserver's
+traceback on stderr, which any client on the network could otherwise repeat at will to flood the log.
+Handlers report a client gone during their own writes with ``note_aborted()``. Any other error that
+escapes a handler is counted in ``failed`` and logged in one line (a warning the first time per kind).
 """
 
 from __future__ import annotations
 
+import logging
 import socket
+import sys
 import threading
 import time
 from http.server import ThreadingHTTPServer
 from typing import Any
 
 __all__ = ["BoundedHTTPServer"]
+
+log = logging.getLogger(__name__)
 
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 22\r\n"
@@ -46,6 +56,9 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         self.peak = 0  # the most requests served at once
         self.refused = 0  # answered 503: too many at once
         self.cut = 0  # shut down: over the deadline
+        self.aborted = 0  # the client went away (closed, reset) before its answer was complete
+        self.failed = 0  # another error escaped a handler
+        self._warned: set[str] = set()  # kinds of error already logged as a warning
 
     def process_request(self, request: Any, client_address: Any) -> None:
         ip = client_address[0] if isinstance(client_address, tuple) else str(client_address)
@@ -77,6 +90,33 @@ class BoundedHTTPServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._done(request)
+
+    def note_aborted(self) -> None:
+        """A handler found its client gone while answering (a write raised ``OSError``)."""
+        with self._lock:
+            self.aborted += 1
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """An exception escaped the handler (socketserver calls this inside its ``except``): one log line,
+        never socketserver's traceback on stderr."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):  # reset or closed while its request was read or answered
+            with self._lock:
+                self.aborted += 1
+            log.debug("HTTP client %s went away: %s", client_address, exc)
+            return
+        kind = type(exc).__name__
+        with self._lock:
+            self.failed += 1
+            first = kind not in self._warned
+            self._warned.add(kind)
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "HTTP request from %s failed: %s: %s",
+            client_address,
+            kind,
+            exc,
+        )
 
     def _done(self, request: Any) -> None:
         with self._lock:

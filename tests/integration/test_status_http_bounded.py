@@ -5,9 +5,12 @@ cut at the deadline however slowly they trickle bytes. Real sockets on 127.0.0.1
 from __future__ import annotations
 
 import http.client
+import logging
 import socket
+import struct
 import threading
 import time
+import types
 
 from edge_agent.http import StatusServer
 
@@ -70,3 +73,60 @@ def test_slow_clients_hold_no_more_than_their_share_and_are_cut_at_the_deadline(
         for c in slow:
             c.close()
         s.stop()
+
+
+class _BigAgent:
+    """An agent whose /status is 2 MB (a big site): a client that resets the connection is gone while its
+    answer is still being written; /metrics is the agent's real Prometheus exposition."""
+
+    board = None
+    tags: dict = {}
+    sources: dict = {}
+    slots: dict = {}
+    pipelines: list = []
+    forwarders: list = []
+    rules: list = []
+    actions = types.SimpleNamespace(stats={}, alarm_state={})
+    cfg = types.SimpleNamespace(actions={})
+
+    def __init__(self) -> None:
+        from edge_agent.metrics import Metrics
+
+        self.metrics = Metrics()
+        self.http: StatusServer | None = None
+
+    def status(self) -> dict:
+        return {"agent": "gw", "recent": "x" * 2_000_000}
+
+
+def test_clients_that_reset_mid_answer_are_counted_and_never_flood_the_log(capfd, caplog):
+    """Before: each reset client left a full traceback (two chained exceptions, ~2 KB) on stderr, from
+    socketserver, after a 500 was written to the dead socket: any client on the network could flood the
+    agent's log. Now each is one count in edge_status_http_connections_total{outcome="aborted"}."""
+    agent = _BigAgent()
+    s = agent.http = StatusServer(agent, "127.0.0.1", 0)
+    s.start()
+    try:
+        for _ in range(20):
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+            c.sendall(b"GET /status HTTP/1.0\r\n\r\n")
+            c.close()
+        wait_until = time.monotonic() + 10
+        while getattr(s.httpd, "aborted", 0) < 20 and time.monotonic() < wait_until:
+            time.sleep(0.05)
+        code, body = _get(s.port)  # still served, whole
+        assert code == 200 and len(body) > 2_000_000
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)
+        c.request("GET", "/metrics")
+        metrics = c.getresponse().read().decode()
+        c.close()
+        assert 'edge_status_http_connections_total{outcome="aborted"} 20.0' in metrics, [
+            line for line in metrics.splitlines() if "status_http" in line
+        ]
+        assert 'edge_status_http_connections_total{outcome="failed"} 0.0' in metrics
+    finally:
+        s.stop()
+    err = capfd.readouterr().err
+    assert err == "", err[:2000]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == []
