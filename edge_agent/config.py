@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -61,10 +62,90 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# ---- MQTT topics the agent publishes to ---------------------------------------------------------------
+# A topic is published as written (no {placeholders} are expanded). What a broker refuses is refused here,
+# by the field's path: Mosquitto drops the whole connection (a malformed packet) for a topic holding NUL, a
+# control character (U+0001-U+001F, U+007F-U+009F) or a Unicode noncharacter (U+FDD0-U+FDEF, U+xFFFE/F),
+# and paho refuses '+' and '#' at every publish: at run time each was a failure per message, or a dropped
+# connection while the action counted the message sent.
+MQTT_TOPIC_MAX_BYTES = 65535
+_TOPIC_BAD_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef]")
+_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
+
+
+def _topic_char_problem(value: str) -> str | None:
+    """What in ``value`` a broker refuses (a character or the length), or None."""
+    m = _TOPIC_BAD_CHAR.search(value)
+    i, ch = (
+        (m.start(), m.group())
+        if m
+        else next(((i, c) for i, c in enumerate(value) if ord(c) & 0xFFFE == 0xFFFE), (-1, ""))
+    )
+    if ch:
+        cp = ord(ch)
+        what = (
+            "NUL"
+            if cp == 0
+            else f"a surrogate (U+{cp:04X})"
+            if 0xD800 <= cp <= 0xDFFF
+            else f"a control character (U+{cp:04X})"
+            if cp < 0xA0
+            else f"a Unicode noncharacter (U+{cp:04X})"
+        )
+        return f"holds {what} at character {i + 1}; the broker drops the whole connection for it"
+    n = len(value.encode("utf-8"))
+    if n > MQTT_TOPIC_MAX_BYTES:
+        return f"is {n} bytes in UTF-8; MQTT allows at most {MQTT_TOPIC_MAX_BYTES}"
+    return None
+
+
+def _publish_topic(value: str) -> str:
+    """A topic the agent publishes to: non-empty, without wildcards, NUL or control characters, at most
+    65535 UTF-8 bytes."""
+    if not value:
+        raise ValueError(
+            "empty; name a topic such as 'plant/line1/results', or leave topic out for the default"
+        )
+    for wildcard in ("+", "#"):
+        if wildcard in value:
+            raise ValueError(
+                f"holds {wildcard!r}, a wildcard: subscriptions use wildcards, a publish needs the topic "
+                "in full (every publish would fail)"
+            )
+    problem = _topic_char_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _topic_level(value: str) -> str:
+    """One level of a topic built by the agent (a Sparkplug group, edge node or device id; site, line)."""
+    if "/" in value or "+" in value or "#" in value:
+        raise ValueError("is one topic level: '/', '+' and '#' are not allowed in it")
+    problem = _topic_char_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+PublishTopic = Annotated[str, AfterValidator(_publish_topic)]
+TopicLevel = Annotated[str, AfterValidator(_topic_level)]
+
+
+def _placeholder_warning(topic: str | None) -> str | None:
+    m = _PLACEHOLDER.search(topic or "")
+    if m is None:
+        return None
+    return (
+        f"topic {topic!r} is published as written: {m.group()} is not expanded (topics take no "
+        "placeholders; ${VAR} environment variables are substituted when the config is read)"
+    )
+
+
 class AgentSection(_Model):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", description="unique agent id")
-    site: str = Field("site1", pattern=r"^[^/+#\s]+$")
-    line: str = Field("line1", pattern=r"^[^/+#\s]+$")
+    site: TopicLevel = Field("site1", pattern=r"^[^/+#\s]+$")
+    line: TopicLevel = Field("line1", pattern=r"^[^/+#\s]+$")
     data_dir: str = Field("var/agent", description="models, samples, state; relative to the config file")
 
 
@@ -154,9 +235,15 @@ class MqttPublishAction(_Action):
     source_fields: ClassVar[dict[str, str]] = {"source": "mqtt"}
     type: Literal["mqtt_publish"]
     source: str = Field(description="an mqtt source to publish through")
-    topic: str | None = Field(None, description="default: factory/<site>/<line>/<agent>/results/<pipeline>")
+    topic: PublishTopic | None = Field(
+        None, description="default: factory/<site>/<line>/<agent>/results/<pipeline>; published as written"
+    )
     qos: Literal[0, 1] = 0
     retain: bool = False
+
+    def cross_check(self, name: str, cfg: AgentConfig, report: Findings) -> None:
+        if (w := _placeholder_warning(self.topic)) is not None:
+            report.warning(f"actions.{name}.topic", w)
 
 
 class WriteMode(enum.StrEnum):
@@ -268,9 +355,9 @@ class SparkplugCommandAction(OutputAction):
     source_fields: ClassVar[dict[str, str]] = {"source": "mqtt"}
     type: Literal["sparkplug_command"]
     source: str = Field(description="an mqtt source acting as the Sparkplug host")
-    group: str = Field(pattern=r"^[^/+#]+$")
-    edge_node: str = Field(pattern=r"^[^/+#]+$")
-    device: str | None = Field(None, pattern=r"^[^/+#]+$", description="absent: an NCMD to the node itself")
+    group: TopicLevel = Field(min_length=1)
+    edge_node: TopicLevel = Field(min_length=1)
+    device: TopicLevel | None = Field(None, min_length=1, description="absent: an NCMD to the node itself")
     metric: str = Field(min_length=1, description="the metric name as the node's birth lists it")
     datatype: SparkplugDatatype | None = Field(
         None, description="default: the metric's type in the node's birth"
@@ -299,6 +386,16 @@ class AlarmAction(_Action):
         return (
             [(self.opcua_source, "node_id", self.node_id, True)] if self.node_id and self.opcua_source else []
         )
+
+    def cross_check(self, name: str, cfg: AgentConfig, report: Findings) -> None:
+        if self.publish_to is None:
+            return
+        try:  # the alarm's name is the last level of its topic: .../alarms/<name>
+            _topic_level(name)
+        except ValueError as exc:
+            report.error(
+                f"actions.{name}", f"this alarm is published to .../alarms/{name}: its name {exc}; rename it"
+            )
 
 
 class SaveSampleAction(_Action):
@@ -358,7 +455,9 @@ class ForwardSettings(_Model):
         default_factory=list, description="empty: every scalar tag (arrays only when named)"
     )
     to: str | None = Field(None, description="an mqtt source to publish through")
-    topic: str | None = Field(None, description="default: factory/<site>/<line>/<agent>/tags/<name>")
+    topic: PublishTopic | None = Field(
+        None, description="default: factory/<site>/<line>/<agent>/tags/<name>; published as written"
+    )
     qos: Literal[0, 1] = 0
     outbox: bool = Field(
         False, description="also queue each forwarded reading for the cloud (kind telemetry)"
@@ -534,10 +633,19 @@ def _pydantic_errors(exc: ValidationError, model: Any, prefix: tuple, where: str
             shown = (
                 ""
                 if isinstance(found, dict | list) or found is None or repr(found) in msg
-                else f" (found {found!r})"
+                else f" (found {_short_repr(found)})"
             )
             out.append(f"{where}: {_fmt_loc(loc)}: {msg}{shown}")
     return out
+
+
+def _short_repr(value: Any) -> str:
+    """``repr(value)``, cut to one readable line for a long value (a 5,000-character topic)."""
+    r = repr(value)
+    if len(r) <= 120:
+        return r
+    size = f"{len(value)} characters" if isinstance(value, str) else f"{len(r)} characters shown"
+    return f"{r[:60]}... ({size})"
 
 
 def _did_you_mean(name: str, known) -> str:
@@ -807,6 +915,8 @@ def _check_forward(cfg: AgentConfig, named: dict[str, set], seen: set[str], repo
         _check_tag_source(cfg, named, f"forward[{i}].source", f.source, report)
         if f.to is not None:
             _check_tag_source(cfg, named, f"forward[{i}].to", f.to, report, "mqtt")
+        if (w := _placeholder_warning(f.topic)) is not None:
+            report.warning(f"forward[{i}].topic", w)
         if f.outbox and cfg.outbox is None and cfg.cloud is None:
             report.error(
                 f"forward[{i}].outbox",

@@ -616,3 +616,98 @@ def test_validate_cli_reports_a_repeated_key_and_a_bad_date_without_a_traceback(
             timeout=60,
         )
         assert r.returncode == 1 and expected in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+# ---- MQTT topics the agent publishes to ----------------------------------------------------------------------
+
+
+def _mqtt_config(**extra) -> dict:
+    return {"agent": {"id": "gw1"}, "sources": {"broker": {"type": "mqtt"}}, **extra}
+
+
+def _pub(topic: str) -> dict:
+    return {"actions": {"pub": {"type": "mqtt_publish", "source": "broker", "topic": topic}}}
+
+
+def _sp(**ids) -> dict:
+    cmd = {"type": "sparkplug_command", "source": "broker", "group": "g", "edge_node": "n", "metric": "m"}
+    return {"actions": {"cmd": {**cmd, **ids}}}
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (_pub("plant/+/results"), "actions.pub.topic: holds '+', a wildcard"),
+        (_pub("plant/#"), "actions.pub.topic: holds '#', a wildcard"),
+        # a NUL or a control character: Mosquitto dropped the whole connection at every publish
+        (
+            _pub("plant/line\0"),
+            "actions.pub.topic: holds NUL at character 11; the broker drops the whole connection",
+        ),
+        (_pub("plant/a\tb"), "actions.pub.topic: holds a control character (U+0009) at character 8"),
+        (_pub("plant/\ufffe"), "actions.pub.topic: holds a Unicode noncharacter (U+FFFE) at character 7"),
+        (_pub(""), "actions.pub.topic: empty; name a topic"),
+        (_pub("a/" + "x" * 70_000), "actions.pub.topic: is 70002 bytes in UTF-8; MQTT allows at most 65535"),
+        (
+            {"forward": [{"name": "f", "source": "broker", "to": "broker", "topic": "plant/+/tags"}]},
+            "forward[0].topic: holds '+', a wildcard",
+        ),
+        (
+            {"forward": [{"name": "f", "source": "broker", "to": "broker", "topic": "plant/\0"}]},
+            "forward[0].topic: holds NUL at character 7",
+        ),
+        (_sp(edge_node="n\0"), "actions.cmd.edge_node: holds NUL at character 2"),
+        (_sp(device="d\0"), "actions.cmd.device: holds NUL at character 2"),
+        (_sp(group="g/x"), "actions.cmd.group: is one topic level: '/', '+' and '#' are not allowed in it"),
+        (
+            {"actions": {"a+b": {"type": "alarm", "publish_to": "broker"}}},
+            "actions.a+b: this alarm is published to .../alarms/a+b: its name is one topic level",
+        ),
+        ({"agent": {"id": "gw1", "site": "plant\0"}}, "agent.site: holds NUL at character 6"),
+    ],
+    ids=[
+        "plus",
+        "hash",
+        "nul",
+        "tab",
+        "noncharacter",
+        "empty",
+        "70k-bytes",
+        "forward-plus",
+        "forward-nul",
+        "sparkplug-node-nul",
+        "sparkplug-device-nul",
+        "sparkplug-group-slash",
+        "alarm-name",
+        "site-nul",
+    ],
+)
+def test_a_topic_the_broker_would_refuse_is_refused_at_validation_with_its_path(tmp_path, extra, expected):
+    """Before: accepted; a wildcard failed every publish at run time, and a NUL made Mosquitto drop the
+    whole connection at every publish while the action counted the message sent."""
+    p = tmp_path / "line3.yaml"
+    p.write_text(yaml.safe_dump(_mqtt_config(**extra)))  # NUL and TAB written as YAML escapes
+    with pytest.raises(ConfigError) as ei:
+        load_config(p)
+    assert any(e.startswith(f"{p}: {expected}") for e in ei.value.errors), ei.value.errors
+    assert all(len(e) < 400 for e in ei.value.errors), ei.value.errors  # a 70,000-byte topic is not echoed
+
+
+def test_topics_are_published_as_written_a_placeholder_is_a_warning_and_any_other_text_is_fine(tmp_path):
+    p = tmp_path / "line3.yaml"
+    p.write_text(
+        yaml.safe_dump(
+            _mqtt_config(
+                **_pub("plant/{pipeline}/results"),
+                forward=[{"name": "f", "source": "broker", "to": "broker", "topic": "Werk/Linie-Ä/温度"}],
+            ),
+            allow_unicode=True,
+        )
+    )
+    cfg = load_config(p)
+    assert cfg.warnings == [
+        f"{p}: actions.pub.topic: topic 'plant/{{pipeline}}/results' is published as written: {{pipeline}} is "
+        "not expanded (topics take no placeholders; ${VAR} environment variables are substituted when the "
+        "config is read)"
+    ]
+    assert cfg.forward[0].topic == "Werk/Linie-Ä/温度"
