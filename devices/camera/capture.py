@@ -6,8 +6,16 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
 
 - Live sources (USB, streams) are read as fast as they deliver, and frames are *skipped* to
   keep ``fps`` (``self.skipped``); a source that stalls for ``read_timeout_s`` or fails
-  ``max_consecutive_failures`` reads in a row is reopened with bounded exponential backoff.
-  A stream that ends is treated as lost and reopened.
+  ``max_consecutive_failures`` reads in a row is reopened with bounded exponential backoff, which
+  starts again from ``reconnect_initial_s`` only once a session has given a good frame (a camera that
+  answers but sends nothing usable is asked ever less often). A stream that ends is treated as lost
+  and reopened.
+- An HTTP(S) MJPEG stream (``multipart/x-mixed-replace``) is read part by part by ``devices.camera.mjpeg``
+  rather than by OpenCV, whose FFmpeg reader fills a cut-short JPEG in silently: each part is decoded as
+  a folder's file is (``decode_image``), so a cut or corrupt part is ``corrupt_frame`` and skipped, and a
+  part longer than an image under ``max_megapixels`` can need (its Content-Length, or bytes without a
+  boundary) is ``oversize_frame`` and the connection is dropped. Other URLs (RTSP, other HTTP content,
+  files, USB) are OpenCV's.
 - Files and folders are paced at ``fps`` (default 10) with no skipping; at the end they are
   replayed when ``loop`` is set, else the source finishes (``items()`` ends, state STOPPED).
 - Every frame gets a strictly increasing ``seq`` (across reconnects and loops) and its capture
@@ -31,14 +39,15 @@ import os
 import stat
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from devices.base import Backoff, BurstLogger, Channel, ConnectionState, DeviceError, DeviceStats, Frame
 from devices.camera.settings import CameraKind, CameraSettings
-from protocols.image_header import ImageRejected, decode_image, eight_bit, max_file_bytes
+from protocols.image_header import ImageRejected, decode_image, eight_bit, image_size, max_file_bytes
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +65,14 @@ class _End(Exception):
     """A file or folder reached its end and does not loop."""
 
 
+class _BadFrame(Exception):
+    """One frame skipped (``reason``, ``detail``); the stream goes on."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
 def _why_not_open(url: str, timeout_s: float) -> str:
     """What the camera itself says, since OpenCV says only that it could not open the stream
     (and prints an unrelated VIDEOIO line): an HTTP status, a refused port, or that it answers but
@@ -67,6 +84,8 @@ def _why_not_open(url: str, timeout_s: float) -> str:
 
     u = urllib.parse.urlsplit(url)
     if u.scheme in ("http", "https"):
+        from devices.camera.mjpeg import http_hint
+
         try:
             req = urllib.request.Request(url, headers={"Range": "bytes=0-0"})
             with urllib.request.urlopen(req, timeout=min(timeout_s, 3.0)) as r:
@@ -76,14 +95,7 @@ def _why_not_open(url: str, timeout_s: float) -> str:
                 "check that the URL is the stream itself (MJPEG, H.264), not a web page"
             )
         except urllib.error.HTTPError as e:
-            hint = (
-                "check the path of the stream URL"
-                if e.code == 404
-                else "check the camera's user and password in the URL"
-                if e.code in (401, 403)
-                else "check the camera"
-            )
-            return f": the camera answers HTTP {e.code} {e.reason}; {hint}"
+            return f": the camera answers HTTP {e.code} {e.reason}; {http_hint(e.code)}"
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
             return (
@@ -117,6 +129,7 @@ class CameraSource:
         self._seq = 0
         self._opens = 0
         self._dropped_in: dict[str, tuple[int, int]] | None = None  # watch: files read or left, by name
+        self._http: Any = None  # the open MJPEG stream, for stop() to end a blocked read
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -131,6 +144,9 @@ class CameraSource:
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
+        http = self._http
+        if http is not None:
+            http.interrupt()
         t, self._thread = self._thread, None
         if t is not None:
             await asyncio.to_thread(t.join, timeout_s)
@@ -331,11 +347,53 @@ class CameraSource:
             raise CameraError(f"cannot open {s.url}{_why_not_open(s.url, s.open_timeout_s)}")
         return cap
 
+    def _open_http(self) -> Any:
+        """The camera's MJPEG stream read by ``devices.camera.mjpeg``, or None: not an HTTP(S) URL, or one
+        that serves something else (OpenCV reads those)."""
+        s = self.settings
+        if s.kind is not CameraKind.STREAM or not s.url.lower().startswith(("http://", "https://")):
+            return None
+        from devices.camera.mjpeg import StreamError, open_stream
+
+        try:
+            return open_stream(s.url, s.open_timeout_s, s.read_timeout_s, max_file_bytes(s.max_megapixels))
+        except StreamError as exc:
+            raise CameraError(f"cannot open {s.url}: {exc.detail}") from None
+
+    def _part_reader(self, stream: Any) -> Callable[[], np.ndarray | None]:
+        """Reads one MJPEG part and decodes it as a folder's file is decoded: ``_BadFrame`` for a part that
+        is not a whole image; the stream's own errors (oversize, lost) pass through."""
+        import cv2
+
+        from devices.camera.mjpeg import StreamError
+
+        s = self.settings
+        limit = s.max_megapixels
+
+        def read() -> np.ndarray | None:
+            data = stream.next_part()
+            size = image_size(data)
+            if size is not None and size[1] * size[2] > limit * 1e6:  # as a device declaring it: not read
+                _, w, h = size
+                raise StreamError(
+                    "oversize_frame",
+                    f"frames of {w}x{h} ({w * h / 1e6:.1f} Mpx) are over max_megapixels {limit:g}; set the "
+                    "camera's resolution lower, or raise it",
+                )
+            try:
+                return decode_image(data, cv2.IMREAD_COLOR, max_megapixels=limit)
+            except ImageRejected as exc:
+                raise _BadFrame("corrupt_frame", f"{s.url}: {exc} ({len(data)} bytes), skipped") from None
+
+        return read
+
     def _read_capture(self, backoff: Backoff) -> None:
         s = self.settings
-        live = s.kind in (CameraKind.USB, CameraKind.STREAM)
+        cap = None
         try:
-            cap = self._open()
+            stream = self._open_http()
+            if stream is None:
+                cap = self._open()
         except CameraError as exc:
             self.state = ConnectionState.BACKOFF
             self._error("open_failed", f"{exc}; retrying")
@@ -343,63 +401,130 @@ class CameraSource:
         if self._opens:
             self.stats.reconnects += 1
         self._opens += 1
-        # the size declared when opened (CAP_PROP_FRAME_WIDTH, _HEIGHT): OpenCV's FFmpeg reader scales every
-        # later frame to it, so a stream that grows midway still gives frames of this size (measured)
-        w, h = cap.get(3), cap.get(4)
-        declared = w * h
-        if declared > s.max_megapixels * 1e6:  # refused before a frame is decoded; asked after the backoff
-            cap.release()
-            self.state = ConnectionState.BACKOFF
-            self._error(
-                "oversize_frame",
-                f"{s.url}: frames of {w:.0f}x{h:.0f} ({declared / 1e6:.1f} Mpx) are over "
-                f"max_megapixels {s.max_megapixels:g}; set the camera's resolution lower, or raise it",
-            )
+        if stream is not None:
+            self._http = stream
+            try:
+                self._session(self._part_reader(stream), backoff, file_fps=None)
+            finally:
+                self._http = None
+                stream.close()
             return
+        assert cap is not None
+        try:
+            # the size declared when opened (CAP_PROP_FRAME_WIDTH, _HEIGHT): OpenCV's FFmpeg reader scales
+            # every later frame to it, so a stream that grows midway still gives frames of this size (measured)
+            w, h = cap.get(3), cap.get(4)
+            declared = w * h
+            if (
+                declared > s.max_megapixels * 1e6
+            ):  # refused before a frame is decoded; asked after the backoff
+                self.state = ConnectionState.BACKOFF
+                self._error(
+                    "oversize_frame",
+                    f"{s.url}: frames of {w:.0f}x{h:.0f} ({declared / 1e6:.1f} Mpx) are over "
+                    f"max_megapixels {s.max_megapixels:g}; set the camera's resolution lower, or raise it",
+                )
+                return
+
+            def read() -> np.ndarray | None:
+                ok, img = cap.read()
+                return img if ok else None
+
+            def rewind() -> None:
+                cap.set(1, 0)  # 1 = CAP_PROP_POS_FRAMES
+
+            self._session(read, backoff, file_fps=cap.get(5), rewind=rewind)  # 5 = CAP_PROP_FPS
+        finally:
+            cap.release()
+
+    def _session(
+        self,
+        read: Callable[[], np.ndarray | None],
+        backoff: Backoff,
+        file_fps: float | None,
+        rewind: Callable[[], None] | None = None,
+    ) -> None:
+        """Frames from one open device, stream or file until it fails, ends or the source stops. The
+        backoff starts again only after a good frame: a stream that opens and gives nothing usable is
+        reopened ever less often."""
+        from devices.camera.mjpeg import StreamError
+
+        s = self.settings
+        live = s.kind in (CameraKind.USB, CameraKind.STREAM)
         self.state = ConnectionState.CONNECTED
-        backoff.reset()
         period = 1.0 / s.fps if s.fps else 0.0
-        file_period = 1.0 / (s.fps or cap.get(5) or DEFAULT_FILE_FPS)  # 5 = CAP_PROP_FPS
+        file_period = 1.0 / (s.fps or file_fps or DEFAULT_FILE_FPS)
         last_emit = 0.0
         next_t = time.monotonic()
         failures = 0
-        last_ok = time.monotonic()
-        try:
-            while not self._stop.is_set():
-                if not live:
-                    next_t = self._pace(next_t, file_period)
-                ok, img = cap.read()
-                if not ok or img is None:
-                    if not live:
-                        if s.loop and self._seq > 0:
-                            cap.set(1, 0)  # 1 = CAP_PROP_POS_FRAMES: rewind
-                            failures += 1
-                            if failures > s.max_consecutive_failures:
-                                raise CameraError(f"{s.url}: cannot rewind")
-                            continue
-                        raise _End
-                    failures += 1
+        good = False  # a good frame in this session (and so the backoff reset)
+        last_ok = time.monotonic()  # the last good frame, or the open
+
+        def since() -> str:
+            return "the last good frame" if good else "the stream opened"
+
+        while not self._stop.is_set():
+            if not live:
+                next_t = self._pace(next_t, file_period)
+            bad: _BadFrame | None = None
+            try:
+                img = read()
+            except _BadFrame as exc:
+                img, bad = None, exc
+            except StreamError as exc:
+                if not self._stop.is_set():
+                    self.state = ConnectionState.BACKOFF
+                    self._error(exc.reason, f"{s.url}: {exc.detail}")
+                return
+            except (OSError, EOFError) as exc:  # an MJPEG stream's socket: a timeout, a reset, its end
+                if not self._stop.is_set():
                     silent = time.monotonic() - last_ok
-                    if failures >= s.max_consecutive_failures or silent > s.read_timeout_s:
-                        self.state = ConnectionState.BACKOFF
-                        self._error(
-                            "stream_lost",
-                            f"{s.url}: no frame for {silent:.1f}s ({failures} failed reads); reopening",
-                        )
-                        return
-                    self._error("corrupt_frame", f"{s.url}: a frame could not be read or decoded, skipped")
-                    continue
-                failures = 0
-                last_ok = time.monotonic()
-                if img.size == 0 or not img.any():
-                    self._error("empty_frame", f"{s.url}: blank frame skipped")
-                    continue
-                if live and period:
-                    now = time.monotonic()
-                    if now - last_emit < period * 0.95:
-                        self.skipped += 1
+                    what = (
+                        "the camera closed the stream"
+                        if isinstance(exc, EOFError)
+                        else f"no frame for {silent:.1f}s since {since()}"
+                        if isinstance(exc, TimeoutError)
+                        else f"read failed ({exc})"
+                    )
+                    self.state = ConnectionState.BACKOFF
+                    self._error("stream_lost", f"{s.url}: {what}; reopening")
+                return
+            if img is None:
+                if not live:
+                    if s.loop and self._seq > 0 and rewind is not None:
+                        rewind()
+                        failures += 1
+                        if failures > s.max_consecutive_failures:
+                            raise CameraError(f"{s.url}: cannot rewind")
                         continue
-                    last_emit = now
-                self._emit(img)
-        finally:
-            cap.release()
+                    raise _End
+                failures += 1
+                silent = time.monotonic() - last_ok
+                if failures >= s.max_consecutive_failures or silent > s.read_timeout_s:
+                    self.state = ConnectionState.BACKOFF
+                    self._error(
+                        "stream_lost",
+                        f"{s.url}: no frame for {silent:.1f}s since {since()} ({failures} failed reads); "
+                        "reopening",
+                    )
+                    return
+                if bad is not None:
+                    self._error(bad.reason, bad.detail)
+                else:
+                    self._error("corrupt_frame", f"{s.url}: a frame could not be read or decoded, skipped")
+                continue
+            failures = 0
+            last_ok = time.monotonic()
+            if img.size == 0 or not img.any():
+                self._error("empty_frame", f"{s.url}: blank frame skipped")
+                continue
+            if not good:
+                good = True
+                backoff.reset()
+            if live and period:
+                now = time.monotonic()
+                if now - last_emit < period * 0.95:
+                    self.skipped += 1
+                    continue
+                last_emit = now
+            self._emit(img)

@@ -347,3 +347,165 @@ async def test_a_drop_folder_that_goes_away_and_comes_back_loses_no_part_and_rep
     finally:
         await src.stop()
     assert [int(f.image[0, 0, 0]) for f in first + second] == [10, 20]
+
+
+class HostileMjpeg:
+    """An MJPEG camera on 127.0.0.1 that misbehaves as ``serve(wfile, part)`` says, once per connection;
+    ``part(data, length=None)`` writes one part (Content-Length given, or the one passed, or none if -1).
+    Counts connections, their times and the bytes each was sent."""
+
+    def __init__(self, serve) -> None:
+        import threading
+        import time
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.opened: list[float] = []
+        self.sent: list[int] = []
+        me = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                me.opened.append(time.monotonic())
+                k = len(me.sent)
+                me.sent.append(0)
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+
+                def write(b: bytes) -> None:
+                    self.wfile.write(b)
+                    me.sent[k] += len(b)
+
+                def part(data: bytes, length: int | None = None) -> None:
+                    n = len(data) if length is None else length
+                    head = b"--frame\r\nContent-Type: image/jpeg\r\n"
+                    head += b"" if n < 0 else b"Content-Length: %d\r\n" % n
+                    write(head + b"\r\n" + data + b"\r\n")
+                    time.sleep(0.01)
+
+                try:
+                    serve(write, part)
+                except OSError:  # the client left
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/stream.mjpg"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _jpeg(seed: int, w: int = 64, h: int = 48) -> bytes:
+    a = cv2.resize(np.random.default_rng(seed).integers(30, 225, (h // 8, w // 8, 3), dtype=np.uint8), (w, h))
+    return cv2.imencode(".jpg", a, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
+
+
+async def test_a_cut_short_jpeg_in_an_mjpeg_stream_is_counted_and_skipped_never_passed_on():
+    """A camera or link that cuts parts short (Content-Length saying the cut length): OpenCV's FFmpeg
+    reader filled the missing half in (solid green) and passed the frame on, counting nothing. Each
+    part is now decoded as a folder's file is: whole parts, with or without Content-Length, are frames;
+    cut ones are corrupt_frame and skipped."""
+    whole = _jpeg(1)
+    want = cv2.imdecode(np.frombuffer(whole, np.uint8), cv2.IMREAD_COLOR)
+
+    def serve(write, part):
+        while True:
+            part(whole)
+            part(whole[: len(whole) // 2])
+            part(whole, length=-1)  # no Content-Length: up to the next boundary
+            part(whole[: len(whole) * 2 // 3], length=-1)
+
+    cam = HostileMjpeg(serve)
+    src = CameraSource("cam", CameraSettings(url=cam.url, read_timeout_s=2))
+    try:
+        await src.start()
+        frames = await take(src, 8)
+    finally:
+        await src.stop()
+        cam.stop()
+    assert all(np.array_equal(f.image, want) for f in frames)  # never a half-filled frame
+    assert src.stats.errors_by_reason.get("corrupt_frame", 0) >= 6
+    assert "truncated or corrupt" in src.stats.last_error
+    assert len(cam.opened) == 1  # a cut part is skipped, the stream goes on
+
+
+async def test_a_stream_that_opens_but_gives_no_good_frame_is_reopened_ever_less_often(caplog):
+    """The backoff used to start again as soon as the stream opened, so a camera answering with nothing
+    usable was reopened every ~0.4 s for good. It starts again only after a good frame: the gaps between
+    connections grow towards reconnect_max_s, and the message says the silence is since the open."""
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    cut = _jpeg(2)[:300]
+
+    def serve(write, part):
+        while True:
+            part(cut)
+
+    cam = HostileMjpeg(serve)
+    settings = CameraSettings(
+        url=cam.url, max_consecutive_failures=3, reconnect_initial_s=0.1, reconnect_max_s=2.0
+    )
+    src = CameraSource("cam", settings)
+    try:
+        await src.start()
+        for _ in range(200):
+            if len(cam.opened) >= 5:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await src.stop()
+        cam.stop()
+    assert len(cam.opened) >= 5
+    # the 4th delay's base is 0.1 x 2^3 = 0.8 s, of which the jitter keeps at least half
+    assert cam.opened[4] - cam.opened[3] >= 0.4
+    lost = [r.getMessage() for r in caplog.records if "stream_lost" in r.getMessage()]
+    assert "since the stream opened (3 failed reads); reopening" in lost[0]
+
+
+async def test_an_mjpeg_part_that_never_ends_or_declares_a_huge_length_is_dropped_bounded():
+    """A part that never reaches its boundary (a broken camera streaming bytes) used to be buffered for
+    read_timeout_s at link speed (~700 MB on loopback), and a Content-Length of 10^12 was taken on trust.
+    Both are cut off at the bytes an image under max_megapixels can need (max_file_bytes): counted as
+    oversize_frame, the connection dropped and the stream reopened."""
+    from protocols.image_header import max_file_bytes
+
+    good = _jpeg(3)
+    junk = bytes(range(256)) * 4096  # 1 MiB, no boundary in it
+
+    def serve(write, part):
+        part(good)
+        part(good)
+        if len(cam.sent) % 2:  # first connection: one endless part
+            write(b"--frame\r\nContent-Type: image/jpeg\r\n\r\n\xff\xd8")
+            while True:
+                write(junk)
+        part(good, length=10**12)  # second: a part declaring a terabyte
+        while True:
+            write(junk)
+
+    cam = HostileMjpeg(serve)
+    settings = CameraSettings(url=cam.url, max_megapixels=0.05, reconnect_initial_s=0.1, read_timeout_s=5)
+    src = CameraSource("cam", settings)
+    try:
+        await src.start()
+        frames = await take(src, 4)  # two from each of the first two connections
+        for _ in range(100):
+            if src.stats.errors_by_reason.get("oversize_frame", 0) >= 2:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await src.stop()
+        cam.stop()
+    assert len(frames) >= 4 and len(cam.opened) >= 2
+    assert src.stats.errors_by_reason.get("oversize_frame", 0) >= 2
+    # what the camera got to send before the reader hung up: the cap plus socket buffers, not gigabytes
+    assert max(cam.sent[:2]) < max_file_bytes(0.05) + 32 * 2**20

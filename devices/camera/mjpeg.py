@@ -1,0 +1,243 @@
+"""An HTTP MJPEG camera's stream (``multipart/x-mixed-replace``, what IP cameras serve) read part by part,
+so that the camera can check each part as the folder camera checks a file: a part cut short is refused,
+not handed on with its missing half filled in (OpenCV's FFmpeg reader does that silently), and no part
+can take more memory than an image under ``max_megapixels`` needs.
+
+``open_stream`` sends the GET (HTTP/1.x through ``http.client``, Basic credentials from the URL) and gives
+an ``MjpegStream`` when the answer is an MJPEG multipart stream, or None when the URL answers something else
+(another content type, a redirect, a request for other credentials, a certificate it cannot verify): the
+caller leaves those to OpenCV, as before. ``MjpegStream.next_part`` returns the bytes of the next part; a
+part longer than ``max_part_bytes`` (by its Content-Length, or bytes without a boundary) raises
+``StreamError("oversize_frame")`` without being buffered further, and the caller drops the connection.
+
+Limits: reads run on the caller's thread with socket timeouts (a part must arrive within ``read_timeout_s``
+of asking for it); ``interrupt()`` from another thread ends a blocked read. A part's Content-Type is not
+checked: whatever the caller's decoder accepts is an image.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+__all__ = ["MjpegStream", "StreamError", "http_hint", "open_stream"]
+
+_CHUNK = 256 * 1024
+_MAX_LINE = 8 * 1024  # a part header line longer than this is not MJPEG
+_MAX_HEADERS = 64
+
+
+class StreamError(Exception):
+    """Why the stream cannot be read (any more): ``reason`` is the camera's error key (``open_failed``,
+    ``oversize_frame``, ``stream_lost``), ``detail`` the message after the URL."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def http_hint(code: int) -> str:
+    if code == 404:
+        return "check the path of the stream URL"
+    if code in (401, 403):
+        return "check the camera's user and password in the URL"
+    return "check the camera"
+
+
+def open_stream(
+    url: str, open_timeout_s: float, read_timeout_s: float, max_part_bytes: int
+) -> MjpegStream | None:
+    """The camera's MJPEG stream, None when the URL serves something else (OpenCV's to read), or
+    ``StreamError("open_failed")`` naming why it cannot be read at all."""
+    import base64
+    import http.client
+    import ssl
+    import urllib.parse
+
+    u = urllib.parse.urlsplit(url)
+    https = u.scheme.lower() == "https"
+    host, port = u.hostname or "", u.port or (443 if https else 80)
+    conn: Any = (
+        http.client.HTTPSConnection(host, port, timeout=open_timeout_s)
+        if https
+        else http.client.HTTPConnection(host, port, timeout=open_timeout_s)
+    )
+    headers = {"Accept": "multipart/x-mixed-replace, */*", "Connection": "close"}
+    if u.username is not None:
+        user = urllib.parse.unquote(u.username)
+        password = urllib.parse.unquote(u.password or "")
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    target = (u.path or "/") + (f"?{u.query}" if u.query else "")
+    try:
+        conn.connect()
+        sock = conn.sock  # kept: http.client lets go of it once the answer is read (HTTP/1.0, close)
+        conn.request("GET", target, headers=headers)
+        resp = conn.getresponse()
+    except ssl.SSLCertVerificationError:
+        conn.close()
+        return None  # FFmpeg reads it as before (it does not verify certificates)
+    except http.client.HTTPException:
+        conn.close()
+        return None  # not HTTP as http.client speaks it: FFmpeg may still read it, or say why not
+    except OSError as exc:
+        conn.close()
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise StreamError(
+            "open_failed", f"cannot reach {host}:{port} ({reason}); is the camera on and the address right?"
+        ) from None
+    ctype = resp.headers.get("Content-Type", "")
+    if resp.status == 200 and ctype.split(";")[0].strip().lower() == "multipart/x-mixed-replace":
+        boundary = resp.headers.get_param("boundary")
+        return MjpegStream(
+            resp, sock, boundary if isinstance(boundary, str) else None, read_timeout_s, max_part_bytes
+        )
+    resp.close()
+    conn.close()
+    if resp.status >= 400 and not (resp.status in (401, 407) and u.username is not None):
+        raise StreamError(
+            "open_failed", f"the camera answers HTTP {resp.status} {resp.reason}; {http_hint(resp.status)}"
+        )
+    return None  # another content type, a redirect, another kind of credentials: FFmpeg's to read
+
+
+class MjpegStream:
+    """The parts of one open multipart stream, in order (see the module's docstring)."""
+
+    def __init__(
+        self, resp: Any, sock: socket.socket, boundary: str | None, read_timeout_s: float, max_part_bytes: int
+    ) -> None:
+        self._resp, self._sock = resp, sock
+        self._timeout_s = read_timeout_s
+        self._cap = max_part_bytes
+        self._buf = bytearray()
+        self._deadline = 0.0
+        self._delim: bytes | None = None
+        if boundary:  # some cameras give the boundary with its leading dashes, most without
+            b = boundary.encode("latin-1")
+            self._delim = b if b.startswith(b"--") else b"--" + b
+
+    def close(self) -> None:
+        try:
+            self._resp.close()
+        finally:
+            self._sock.close()
+
+    def interrupt(self) -> None:
+        """From another thread: a blocked read ends at once (``OSError`` or end of stream)."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def next_part(self) -> bytes:
+        """The next part's bytes; ``StreamError`` (oversize_frame, stream_lost), ``TimeoutError`` when no
+        part arrives within ``read_timeout_s``, ``EOFError`` when the camera closes the stream."""
+        self._deadline = time.monotonic() + self._timeout_s
+        if self._delim is None:  # no boundary declared: the first line that looks like one is it
+            line = b""
+            while not line.startswith(b"--"):
+                line = self._line().strip()
+                if line and not line.startswith(b"--"):
+                    raise StreamError(
+                        "stream_lost",
+                        "the camera declares a multipart stream without a boundary and its body does "
+                        "not start with one; check that the URL is an MJPEG stream",
+                    )
+            self._delim = line
+        else:
+            self._skip_to_delimiter()
+            if self._line().strip() == b"--":
+                raise EOFError("the camera ended the stream (closing boundary)")
+        length = None
+        for _ in range(_MAX_HEADERS):
+            line = self._line()
+            if not line.strip():
+                break
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                try:
+                    length = int(value.strip())
+                except ValueError:
+                    length = None  # read to the boundary instead
+        else:
+            raise StreamError("stream_lost", f"a part with over {_MAX_HEADERS} header lines; not MJPEG")
+        if length is not None and length >= 0:
+            if length > self._cap:
+                raise StreamError(
+                    "oversize_frame",
+                    f"a part of {length} bytes (its Content-Length), over the {self._cap} bytes an image "
+                    "under max_megapixels can need; dropped the connection",
+                )
+            return self._exact(length)
+        return self._to_delimiter()
+
+    # ---- buffer --------------------------------------------------------------------------------
+    def _fill(self) -> None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no part within read_timeout_s")
+        self._sock.settimeout(min(left, self._timeout_s))  # a trickle cannot hold a read past the deadline
+        chunk = self._resp.read1(_CHUNK)
+        if not chunk:
+            raise EOFError("the camera closed the stream")
+        self._buf += chunk
+
+    def _line(self) -> bytes:
+        while True:
+            i = self._buf.find(b"\n")
+            if i >= 0:
+                line = bytes(self._buf[: i + 1])
+                del self._buf[: i + 1]
+                return line
+            if len(self._buf) > _MAX_LINE:
+                raise StreamError("stream_lost", f"a part header line over {_MAX_LINE} bytes; not MJPEG")
+            self._fill()
+
+    def _exact(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            self._fill()
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data
+
+    def _skip_to_delimiter(self) -> None:
+        """Past the next boundary (the line end after a part, or anything a camera puts between parts)."""
+        assert self._delim is not None
+        keep = len(self._delim) - 1
+        skipped = 0
+        while True:
+            i = self._buf.find(self._delim)
+            if i >= 0:
+                del self._buf[: i + len(self._delim)]
+                return
+            n = len(self._buf) - keep
+            if n > 0:
+                skipped += n
+                del self._buf[:n]
+            if skipped > self._cap:
+                raise StreamError(
+                    "oversize_frame",
+                    f"over {self._cap} bytes without a part boundary, more than an image under "
+                    "max_megapixels can need; dropped the connection",
+                )
+            self._fill()
+
+    def _to_delimiter(self) -> bytes:
+        """A part without Content-Length: its bytes up to the next boundary (left for the next part)."""
+        assert self._delim is not None
+        start = 0
+        while True:
+            i = self._buf.find(self._delim, start)
+            if i >= 0:
+                data = bytes(self._buf[:i])
+                del self._buf[:i]
+                return data[:-2] if data.endswith(b"\r\n") else data[:-1] if data.endswith(b"\n") else data
+            if len(self._buf) > self._cap + len(self._delim) + 2:
+                raise StreamError(
+                    "oversize_frame",
+                    f"a part over {self._cap} bytes without a boundary, more than an image under "
+                    "max_megapixels can need; dropped the connection",
+                )
+            start = max(0, len(self._buf) - len(self._delim) + 1)
+            self._fill()
