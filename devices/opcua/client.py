@@ -7,8 +7,9 @@ unreachable, server restarted, keepalive lost) moves the source to BACKOFF, coun
 logs once per burst, waits (bounded exponential backoff) and starts over with a fresh session and
 subscription. The task never raises.
 
-Readings: a Double[] arrives as a 1-D float64 NumPy array, scalars as Python values (texts, names and
-times in their plain form); a structure (a PLC's UDT) gives a reading per member, ``{tag}/{member}``,
+Readings: an array of numbers (a Double[] waveform) arrives as a float64 NumPy array, any other array
+as a list (texts, bytes, true/false, whole numbers past 2**53), scalars as Python values (texts, names,
+times, XML and Variants in their plain form); a structure (a PLC's UDT) gives a reading per member, ``{tag}/{member}``,
 once the session has read the server's type definitions (``_structures``); ``timestamp``
 is the source timestamp (server timestamp, then receive time, when absent); status Good /
 Uncertain / Bad becomes ``Quality``. Non-finite numbers are passed with quality BAD
@@ -28,6 +29,8 @@ Errors (all ``OpcUaError``, itself a ``devices.base.DeviceError``)::
                             ``"false"`` is not written as TRUE to a Boolean node)
 
 ``retryable`` is False on errors that a retry cannot fix (unknown node, type mismatch, refused write).
+A write is checked against the node's DataType and ValueRank (read once, read again when the server
+answers BadTypeMismatch); a DataType the server does not derive from a built-in type is a type mismatch.
 NodeIds may name their namespace by URI (``nsu=urn:plc;s=Line.Reject``): resolved to the server's
 index after each connect.
 """
@@ -37,9 +40,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import enum
 import logging
 import math
 import re
+import reprlib
 import time
 import uuid
 from collections.abc import Callable
@@ -48,7 +53,9 @@ from typing import Any
 
 import numpy as np
 from asyncua import Client, Node, ua
+from asyncua.common.ua_utils import get_base_data_type
 from asyncua.crypto import security_policies
+from asyncua.ua import uaerrors
 
 from devices.base import (
     Backoff,
@@ -110,6 +117,7 @@ for _name in (
         _logger.addFilter(_ConnectionLossFilter())
 
 __all__ = [
+    "AbstractType",
     "OpcUaError",
     "OpcUaNodeError",
     "OpcUaNotConnected",
@@ -157,49 +165,101 @@ _INT_RANGE = {
 }
 
 
-_WRITABLE = "Boolean, SByte..UInt64, Float, Double, String, LocalizedText, DateTime, ByteString, Guid"
+_WRITABLE = (
+    "Boolean, SByte..UInt64, Float, Double, String, LocalizedText, DateTime, ByteString, Guid, "
+    "Number, Integer, UInteger, BaseDataType"
+)
 
 
-def convert_value(vtype: ua.VariantType, value: Any, node_id: str = "?") -> Any:
+class AbstractType(enum.Enum):
+    """The abstract numeric DataTypes (OPC UA Part 3, 5.8.2): no value is of them, only of a concrete
+    subtype, so a write picks one (asyncua maps all three to Variant, which sent an Int32 to a UInteger
+    node and text to an Integer one)."""
+
+    Number = 26  # Integer, UInteger, Float, Double
+    Integer = 27  # SByte, Int16, Int32, Int64
+    UInteger = 28  # Byte, UInt16, UInt32, UInt64
+
+
+_SIGNED = ("SByte", "Int16", "Int32", "Int64")
+_UNSIGNED = ("Byte", "UInt16", "UInt32", "UInt64")
+# the concrete types an abstract node may hold: the one it holds is written when the value fits it
+_SUBTYPES = {
+    AbstractType.Integer: _SIGNED,
+    AbstractType.UInteger: _UNSIGNED,
+    AbstractType.Number: _SIGNED + _UNSIGNED + ("Float", "Double"),
+}
+# the range of a DateTime (Part 6, 5.2.2.5): earlier is sent as the null time 0, later as its maximum
+_TIME_MIN = dt.datetime(1601, 1, 1, tzinfo=dt.UTC)
+_TIME_MAX = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
+
+
+def convert_value(
+    vtype: ua.VariantType | AbstractType, value: Any, node_id: str = "?", held: ua.VariantType | None = None
+) -> Any:
     """``value`` as the node's DataType wants it, or ``OpcUaTypeMismatch`` naming node, type and fix.
 
     Strict on purpose: ``bool("false")`` is True, so a string is never turned into a Boolean or a
     number; a Boolean takes true/false (or 0/1), an integer type takes whole numbers in its range
     (true/false as 1/0), Float/Double take finite numbers (a Float within its 32-bit range: never NaN,
-    infinity or an overflow to infinity), String and LocalizedText take text, DateTime an ISO 8601
-    time with its zone (``2026-11-30T12:00:00Z``) or a ``datetime``, ByteString bytes, Guid a UUID.
-    A node of the abstract BaseDataType takes a Boolean, a whole number (Int32, else Int64), a finite
-    number (Double) or text (String): see ``to_variant``. Any other DataType is refused by name
-    rather than handed to the encoder. Arrays: each element alike.
+    infinity or an overflow to infinity), String and LocalizedText take text (a finite number as its
+    text: ``12`` → ``"12"``; never NaN or infinity, never true/false), DateTime an ISO 8601 time with its
+    zone (``2026-11-30T12:00:00Z``) or a ``datetime`` within 1601-01-01..9999-12-31, ByteString bytes,
+    Guid a UUID. A node of the abstract BaseDataType takes a Boolean, a whole number (Int32, else
+    Int64), a finite number (Double) or text (String); Integer a whole number (Int32, else Int64),
+    UInteger a whole number >= 0 (UInt32, else UInt64), Number a finite number (whole: as Integer, else
+    Double); for those three, the concrete type the node holds (``held``) is kept when the value fits
+    it. See ``to_variant``. Any other DataType is refused by name rather than handed to the encoder.
+    Arrays: each element alike.
     """
     if isinstance(value, np.ndarray | list | tuple):
-        return [convert_value(vtype, v, node_id) for v in np.asarray(value, dtype=object).tolist()]
-    return _convert_scalar(vtype, value, node_id)
+        return [convert_value(vtype, v, node_id, held) for v in np.asarray(value, dtype=object).tolist()]
+    return _convert_scalar(vtype, value, node_id, held)
 
 
-def to_variant(vtype: ua.VariantType, value: Any, node_id: str = "?") -> ua.Variant:
+def to_variant(
+    vtype: ua.VariantType | AbstractType, value: Any, node_id: str = "?", held: ua.VariantType | None = None
+) -> ua.Variant:
     """The ``ua.Variant`` written for ``value`` to a node whose DataType is ``vtype``
-    (``convert_value``'s rules). For BaseDataType (``Variant``) the value's own kind picks the type;
-    an array's elements must all be of one kind (whole numbers: Int64 when any needs it)."""
-    payload = convert_value(vtype, value, node_id)
-    if vtype is not ua.VariantType.Variant:
-        return ua.Variant(payload, vtype)
+    (``convert_value``'s rules). For BaseDataType (``Variant``) and the abstract Number / Integer /
+    UInteger the value's own kind picks the type; an array's elements must all be of one kind (whole
+    numbers: the widest any needs; a Number's whole numbers among fractions: Double)."""
+    if isinstance(vtype, ua.VariantType) and vtype is not ua.VariantType.Variant:
+        return ua.Variant(convert_value(vtype, value, node_id), vtype)
+    payload = convert_value(vtype, value, node_id, held)
     if not isinstance(payload, list):
         return ua.Variant(payload[0], payload[1])
+    shown = "BaseDataType" if vtype is ua.VariantType.Variant else vtype.name
     if any(isinstance(p, list) for p in payload):
-        raise OpcUaTypeMismatch(f"node {node_id} is BaseDataType; cannot write {value!r}: nested arrays")
+        raise OpcUaTypeMismatch(f"node {node_id} is {shown}; cannot write {value!r}: nested arrays")
     kinds = {kind for _, kind in payload}
-    if kinds == {ua.VariantType.Int32, ua.VariantType.Int64}:
-        kinds = {ua.VariantType.Int64}
+    if len(kinds) > 1 and held in kinds:  # some elements do not fit the held type: all by the rules
+        payload = convert_value(vtype, value, node_id)
+        kinds = {kind for _, kind in payload}
+    names = {k.name for k in kinds}
+    values = [v for v, _ in payload]
+    if len(kinds) > 1:
+        if names <= {"Int32", "Int64"}:
+            kinds = {ua.VariantType.Int64}
+        elif names <= {"UInt32", "UInt64"}:
+            kinds = {ua.VariantType.UInt64}
+        elif (
+            vtype is AbstractType.Number
+            and "Double" in names
+            and names <= {"Int32", "Int64", "UInt64", "Double"}
+        ):
+            kinds, values = {ua.VariantType.Double}, [float(v) for v in values]
     if len(kinds) != 1:
         raise OpcUaTypeMismatch(
-            f"node {node_id} is BaseDataType; cannot write {value!r}: an array needs elements of one kind"
-            + (f" (here {', '.join(sorted(k.name for k in kinds))})" if kinds else "")
+            f"node {node_id} is {shown}; cannot write {value!r}: an array needs elements of one kind"
+            + (f" (here {', '.join(sorted(names))})" if kinds else "")
         )
-    return ua.Variant([v for v, _ in payload], kinds.pop())
+    return ua.Variant(values, kinds.pop())
 
 
-def _convert_scalar(vtype: ua.VariantType, value: Any, node_id: str) -> Any:
+def _convert_scalar(
+    vtype: ua.VariantType | AbstractType, value: Any, node_id: str, held: ua.VariantType | None = None
+) -> Any:
     if isinstance(value, np.generic):
         value = value.item()
     t = vtype.name
@@ -210,6 +270,8 @@ def _convert_scalar(vtype: ua.VariantType, value: Any, node_id: str) -> Any:
             f"node {node_id} is {shown}; cannot write {value!r} ({type(value).__name__}): {fix}"
         )
 
+    if isinstance(vtype, AbstractType):
+        return _abstract(vtype, value, node_id, held, bad)
     if t == "Boolean":
         if isinstance(value, bool):
             return value
@@ -239,6 +301,8 @@ def _convert_scalar(vtype: ua.VariantType, value: Any, node_id: str) -> Any:
         except ValueError as e:
             raise bad(str(e)) from None
     if t in ("String", "LocalizedText"):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise bad("NaN and infinity are never written as text; write text or a finite number")
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             return str(value) if t == "String" else ua.LocalizedText(str(value))
         raise bad("write text")
@@ -261,11 +325,7 @@ def _convert_scalar(vtype: ua.VariantType, value: Any, node_id: str) -> Any:
         if isinstance(value, bool):
             return value, ua.VariantType.Boolean
         if isinstance(value, int):
-            for kind in ("Int32", "Int64"):
-                lo, hi = _INT_RANGE[kind]
-                if lo <= value <= hi:
-                    return value, ua.VariantType[kind]
-            raise bad(f"out of range of an Int64 {_INT_RANGE['Int64'][0]}..{_INT_RANGE['Int64'][1]}")
+            return _whole(value, ("Int32", "Int64"), bad)
         if isinstance(value, float):
             try:
                 return float_for_plc(value, single=False), ua.VariantType.Double
@@ -275,6 +335,44 @@ def _convert_scalar(vtype: ua.VariantType, value: Any, node_id: str) -> Any:
             return value, ua.VariantType.String
         raise bad("write true/false, a number or text")
     raise bad(f"the agent writes only {_WRITABLE} nodes; write to a node of one of those types")
+
+
+def _whole(value: int, kinds: tuple[str, ...], bad) -> tuple[int, ua.VariantType]:
+    """``value`` with the first of ``kinds`` whose range holds it."""
+    for kind in kinds:
+        lo, hi = _INT_RANGE[kind]
+        if lo <= value <= hi:
+            return value, ua.VariantType[kind]
+    lo, hi = _INT_RANGE[kinds[-1]]
+    raise bad(f"out of range of a{'n' if kinds[-1][0] == 'I' else ''} {kinds[-1]} {lo}..{hi}")
+
+
+def _abstract(kind: AbstractType, value: Any, node_id: str, held: ua.VariantType | None, bad) -> tuple:
+    """(value, concrete VariantType) for a node of an abstract numeric DataType: the type it holds when
+    the value fits it (a server may take only that one), else the narrowest standard one that does."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise bad("write a number without quotes" if kind is AbstractType.Number else "write a whole number")
+    if isinstance(value, float) and kind is not AbstractType.Number:
+        if not value.is_integer():
+            raise bad("write a whole number")
+        value = int(value)
+    if held is not None and held.name in _SUBTYPES[kind]:
+        try:
+            return _convert_scalar(held, value, node_id), held
+        except OpcUaTypeMismatch:
+            pass  # does not fit the held type: the rules below
+    if isinstance(value, float):
+        try:
+            return float_for_plc(value, single=False), ua.VariantType.Double
+        except ValueError as e:
+            raise bad(str(e)) from None
+    if kind is AbstractType.UInteger:
+        if value < 0:
+            raise bad("a UInteger node takes whole numbers >= 0")
+        return _whole(value, ("UInt32", "UInt64"), bad)
+    return _whole(
+        value, ("Int32", "Int64") if kind is AbstractType.Integer else ("Int32", "Int64", "UInt64"), bad
+    )
 
 
 def _datetime(value: Any, bad) -> dt.datetime:
@@ -293,9 +391,154 @@ def _datetime(value: Any, bad) -> dt.datetime:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     try:
-        return value.astimezone(dt.UTC)
+        value = value.astimezone(dt.UTC)
     except OverflowError:
-        raise bad("out of the range of an OPC UA DateTime") from None
+        value = None
+    # earlier than 1601 would be sent as the null time (no time at all), later as the maximum
+    if value is None or not _TIME_MIN <= value <= _TIME_MAX:
+        raise bad("out of the range of an OPC UA DateTime, 1601-01-01..9999-12-31 (UTC)")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class _NodeType:
+    """What a write to a node must fit, read once per node and cached (``OpcUaSource._types``): the
+    built-in (or abstract numeric) type its DataType derives from, that DataType's NodeId, its ValueRank
+    and ArrayDimensions, and for an abstract numeric DataType the concrete type of the value it holds."""
+
+    vtype: ua.VariantType | AbstractType
+    data_type: str
+    rank: int = -2  # Part 3, 5.6.2: -3 scalar or 1-D, -2 any, -1 scalar, 0 one or more dims, n: n dims
+    dims: tuple[int, ...] = ()  # 0: that dimension's length is not fixed
+    held: ua.VariantType | None = None
+
+    @property
+    def shown(self) -> str:
+        return "BaseDataType" if self.vtype is ua.VariantType.Variant else self.vtype.name
+
+
+async def _node_type(node: Node, node_id: str) -> _NodeType:
+    """The node's ``_NodeType``: one read of DataType, ValueRank and ArrayDimensions, then the DataType's
+    supertypes up to the built-in one (and an abstract numeric node's value, for the type it holds).
+    ``OpcUaTypeMismatch`` naming node and DataType when that chain does not reach a built-in type (a
+    vendor's DataType without a HasSubtype reference to ns=0, or a DataType node the server does not
+    expose): the agent cannot tell how to encode a value for it. A Bad status is raised as asyncua's."""
+    got = await node.read_attributes(
+        [ua.AttributeIds.DataType, ua.AttributeIds.ValueRank, ua.AttributeIds.ArrayDimensions]
+    )
+    if got[0].StatusCode is not None:
+        got[0].StatusCode.check()
+    dtid = got[0].Value.Value if got[0].Value is not None else None
+    if not isinstance(dtid, ua.NodeId):
+        raise OpcUaTypeMismatch(
+            f"node {node_id} states no DataType; the agent cannot tell how to encode a value"
+        )
+    rank, dims = (
+        dv.Value.Value if dv.Value is not None and _is_good(dv.StatusCode) else None for dv in got[1:]
+    )
+    try:
+        base = await get_base_data_type(Node(node.session, dtid))
+    except ua.UaStatusCodeError as e:
+        if "NodeIdUnknown" not in ua.StatusCode(e.code).name:
+            raise
+        base = None
+    except ua.UaError:
+        base = None
+    if base is None:
+        raise OpcUaTypeMismatch(
+            f"node {node_id} has DataType {dtid.to_string()}, which the server does not derive from a "
+            "built-in type (no HasSubtype path to ns=0, or no such DataType node): the agent cannot tell how "
+            "to encode a value for it; write to a node of a standard type, or have the server expose the "
+            "DataType's supertype"
+        )
+    ident = base.nodeid.Identifier
+    assert isinstance(ident, int)  # get_base_data_type stops at ns=0;i=0..29 only
+    vtype: ua.VariantType | AbstractType
+    if ident in (26, 27, 28):
+        vtype = AbstractType(ident)
+    elif ident == 24:
+        vtype = ua.VariantType.Variant  # BaseDataType
+    elif ident == 29:
+        vtype = ua.VariantType.Int32  # an enumeration's value
+    else:
+        vtype = ua.VariantType(ident)
+    held = None
+    if isinstance(vtype, AbstractType):
+        try:
+            dv = await node.read_data_value(raise_on_bad_status=False)
+            if dv.Value is not None and dv.Value.Value is not None:
+                held = dv.Value.VariantType
+        except ua.UaError:
+            pass  # no hint: the rules alone
+    return _NodeType(
+        vtype,
+        dtid.to_string(),
+        rank if isinstance(rank, int) else -2,
+        tuple(d for d in dims if isinstance(d, int)) if isinstance(dims, list) else (),
+        held,
+    )
+
+
+def _is_good(status: ua.StatusCode | None) -> bool:
+    return status is None or status.is_good()
+
+
+def _ndim(value: Any) -> int:
+    """Dimensions of a value to write: 0 for a single value (text and bytes included)."""
+    if isinstance(value, np.ndarray):
+        return value.ndim
+    n = 0
+    while isinstance(value, list | tuple):
+        n += 1
+        if not value:
+            break
+        value = value[0]
+    return n
+
+
+def _fit_rank(nt: _NodeType, value: Any, node_id: str) -> None:
+    """``OpcUaTypeMismatch`` when ``value``'s shape does not fit the node's ValueRank (and a fixed
+    ArrayDimensions): a list for a scalar node, a single value for an array node. A lenient server stores
+    either and a strict PLC refuses it only at the first write. ValueRank -2 (any), -3 (a scalar or a
+    one-dimensional array) and 0 (one or more dimensions) are taken as leniently as Part 3 allows."""
+    rank = nt.rank
+    if rank in (-2, 0):
+        return
+    ndim = _ndim(value)
+
+    def bad(what: str, fix: str) -> OpcUaTypeMismatch:
+        return OpcUaTypeMismatch(
+            f"node {node_id} is {what}; cannot write {reprlib.repr(value)} ({type(value).__name__}): {fix}"
+        )
+
+    if rank == -1 and ndim:
+        raise bad(f"a single {nt.shown} (ValueRank -1)", "write one value, not an array")
+    if rank == -3 and ndim > 1:
+        raise bad(f"a {nt.shown} or a one-dimensional array of them (ValueRank -3)", f"{ndim} dimensions")
+    if rank >= 1:
+        what = f"an array of {nt.shown} (ValueRank {rank}" + (
+            f", ArrayDimensions {list(nt.dims)})" if nt.dims else ")"
+        )
+        if not ndim:
+            raise bad(what, "write a list of values, not a single one")
+        if ndim != rank:
+            raise bad(what, f"write {rank} dimension(s), not {ndim}")
+        if rank == 1 and nt.dims and nt.dims[0] and len(value) > nt.dims[0]:
+            raise bad(what, f"{len(value)} elements, at most {nt.dims[0]} fit")
+
+
+def _payload(nt: _NodeType, value: Any, node_id: str) -> ua.Variant:
+    """The Variant written for ``value`` to a node of type ``nt``: shape first, then ``to_variant``."""
+    _fit_rank(nt, value, node_id)
+    return to_variant(nt.vtype, value, node_id, nt.held)
+
+
+def _counter_top(nt: _NodeType | None) -> int:
+    """The highest value of a heartbeat counter: 32767, or less when the node's integer type holds less (a
+    Siemens USINT/SINT life counter: 255 / 127), so that it wraps to 0 rather than stop."""
+    if nt is not None and nt.vtype.name in _INT_RANGE:
+        return min(_INT_RANGE[nt.vtype.name][1], 32767)
+    return 32767
 
 
 _NSU = re.compile(r"^nsu=([^;]+);(.+)$")
@@ -530,7 +773,11 @@ async def _make_client(settings: OpcUaSettings, on_oversize: Callable[[int], Non
 
 # values that need no conversion (the common case, checked first: this runs for every notification)
 _PLAIN = (float, int, bool, str, list, np.ndarray, type(None))
-_MAX_MEMBERS = 1000  # tags one structure may give: a PLC's array of UDTs can be large
+_MAX_MEMBERS = 1000
+_NUMERIC = frozenset(
+    ua.VariantType[t]
+    for t in ("SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64", "Float", "Double")
+)  # tags one structure may give: a PLC's array of UDTs can be large
 
 
 def _is_structure(v: Any) -> bool:
@@ -539,7 +786,43 @@ def _is_structure(v: Any) -> bool:
     return dataclasses.is_dataclass(v) and not isinstance(v, type) and not isinstance(v, _BUILTIN_FORMS)
 
 
-_BUILTIN_FORMS = (ua.LocalizedText, ua.QualifiedName, ua.NodeId, ua.StatusCode, ua.ExtensionObject)
+_BUILTIN_FORMS = (
+    ua.LocalizedText,
+    ua.QualifiedName,
+    ua.NodeId,
+    ua.StatusCode,
+    ua.ExtensionObject,
+    ua.Variant,
+    ua.XmlElement,
+    ua.DataValue,
+    ua.DiagnosticInfo,
+)
+_EXACT = 2**53  # the largest whole numbers a float64 holds exactly: past them an integer stays an int
+
+
+def _numbers(v: list) -> np.ndarray | None:
+    """A float64 array of a list (a matrix: of lists) of numbers; None when it holds anything else (text,
+    bytes, true/false, None) or a whole number a float64 cannot hold exactly (an Int64/UInt64 id or
+    counter past 2**53 stays a list of ints). The type of the first item decides: an OPC UA array holds
+    one type, and a waveform's floats pass with one check."""
+    first: Any = v
+    while type(first) is list and first:
+        first = first[0]
+    kind = type(first)
+    if kind is float:
+        try:
+            return np.asarray(v, dtype=np.float64)
+        except (TypeError, ValueError):  # ragged, or not all numbers
+            return None
+    if kind is int:
+        try:
+            flat = v if type(v[0]) is not list else np.asarray(v, dtype=object).ravel().tolist()
+            if min(flat) < -_EXACT or max(flat) > _EXACT:
+                return None
+            return np.asarray(v, dtype=np.float64)
+        except (TypeError, ValueError):
+            return None
+    return None
 
 
 def _plain(v: Any) -> Any:
@@ -555,10 +838,15 @@ def _plain(v: Any) -> Any:
         return v.name
     if isinstance(v, dt.datetime):
         return (v if v.tzinfo else v.replace(tzinfo=dt.UTC)).isoformat()
-    if isinstance(v, list) and v and all(type(x) in (float, int) for x in v):
-        return np.asarray(v, dtype=np.float64)
+    if isinstance(v, ua.Variant | ua.DataValue):  # an element of a Variant[] (BaseDataType) array
+        return _plain(v.Value)
+    if isinstance(v, ua.XmlElement):
+        return v.Value
+    if isinstance(v, ua.DiagnosticInfo):
+        return str(v)
     if isinstance(v, list):
-        return [_plain(x) for x in v]
+        numbers = _numbers(v) if v else None
+        return numbers if numbers is not None else [_plain(x) for x in v]
     return v
 
 
@@ -619,7 +907,7 @@ class OpcUaSource:
         self._rates = StatedRates()  # waveforms' sample rates as the server states them
         self._last_ts: dict[str, float] = {}
         self._changed: set[str] = set()  # tags past their first notification since subscribing
-        self._types: dict[str, ua.VariantType] = {}
+        self._types: dict[str, _NodeType] = {}  # node_id -> its type, read at the first write
         self._resolved: dict[str, str] = {}  # configured node id (nsu=...) -> ns=<index>;...
         self._probed: tuple[float, str | None] = (-1e9, None)  # (when, why) of the last endpoint-list probe
         self._write_targets: list[tuple[str, Any]] = []
@@ -802,12 +1090,14 @@ class OpcUaSource:
         readings: one, or one per member of a structure (a Siemens UDT, a Beckhoff STRUCT) or an array
         of them."""
         if isinstance(val, list):
-            try:
-                val = np.asarray(val, dtype=np.float64)
-            except (TypeError, ValueError):  # not numbers (an empty list converts: val[0] exists)
-                if isinstance(val[0], ua.ExtensionObject) or _is_structure(val[0]):
-                    return self._structure(nodeid, tag, val, dv)
-                val = _plain(val)  # strings, texts, times stay a list
+            if not val:  # an empty array of numbers is an empty float64 array, as a full one is
+                val = np.empty(0) if dv.Value is not None and dv.Value.VariantType in _NUMERIC else []
+            elif (numbers := _numbers(val)) is not None:
+                val = numbers  # a waveform: float64
+            elif isinstance(val[0], ua.ExtensionObject) or _is_structure(val[0]):
+                return self._structure(nodeid, tag, val, dv)
+            else:
+                val = _plain(val)  # texts, bytes, true/false, times, big whole numbers stay a list
         elif not isinstance(val, _PLAIN):
             if isinstance(val, ua.ExtensionObject) or _is_structure(val):
                 return self._structure(nodeid, tag, val, dv)
@@ -992,7 +1282,9 @@ class OpcUaSource:
         assert hb is not None
         n = 0
         while True:
-            value: Any = (n % 2 == 0) if hb.kind == "toggle" else n % 32768
+            # a counter wraps at what the node's type holds (re-read if the PLC's program changed it)
+            top = _counter_top(self._types.get(hb.node_id))
+            value: Any = (n % 2 == 0) if hb.kind == "toggle" else n % (top + 1)
             try:
                 await self.write(hb.node_id, value)
                 self.heartbeats += 1
@@ -1012,11 +1304,19 @@ class OpcUaSource:
         hb = self.settings.heartbeat
         beat = [(hb.node_id, True if hb.kind == "toggle" else 1)] if hb else []
         for node_id, value in self._write_targets + beat:
+            # one target can never fail the session (and so every tag): each is judged on its own
             try:
                 async with asyncio.timeout(self.settings.connect_timeout_s):
                     why = await _check_target(client, node_id, value, self._types, self._resolved)
+                if why is None and hb and hb.kind == "counter" and node_id == hb.node_id:
+                    top = _counter_top(self._types.get(node_id))  # the counter's highest value fits too
+                    why = _misfit(self._types.get(node_id), top, node_id)
+                    if why:
+                        why += f"; a heartbeat counter counts to {top}: use an integer node, or kind: toggle"
             except TimeoutError:
                 why = f"node {node_id}: no answer within {self.settings.connect_timeout_s}s"
+            except Exception as e:
+                why = f"node {node_id}: cannot be checked ({type(e).__name__}: {e})"
             if why:
                 self.target_errors[node_id] = why
                 self.stats.error("write_target", why)
@@ -1061,7 +1361,10 @@ class OpcUaSource:
         return self._client
 
     async def write(self, node_id: str, value: Any) -> None:
-        """Write ``value`` as the node's own data type (read once, cached); never coerced loosely."""
+        """Write ``value`` as the node's own data type and shape (read once, cached); never coerced
+        loosely. The cached type is read again when it refuses the value, and when the server answers
+        BadTypeMismatch (a PLC's online change may have retyped the node while the session stayed up):
+        the write is then made once more with the type the node has now."""
         client = self._require_client(f"write to {node_id}")
         try:
             node = await _node(client, node_id, self._resolved)
@@ -1069,24 +1372,45 @@ class OpcUaSource:
             raise OpcUaNodeError(f"opcua source {self.name}: {e}") from None
         except Exception as e:
             raise OpcUaNodeError(f"opcua source {self.name}: malformed node id {node_id!r} ({e})") from None
+        name = ""
         try:
-            vtype = self._types.get(node_id)
-            if vtype is None:
-                vtype = await node.read_data_type_as_variant_type()
-                self._types[node_id] = vtype
-            try:
-                payload = to_variant(vtype, value, node_id)
-            except OpcUaTypeMismatch as e:
-                raise OpcUaTypeMismatch(f"opcua source {self.name}: {e}") from None
-            await node.write_value(ua.DataValue(payload))
+            for again in (False, True):
+                nt = self._types.get(node_id)
+                cached = nt is not None
+                if nt is None:
+                    nt = self._types[node_id] = await _node_type(node, node_id)
+                try:
+                    payload = _payload(nt, value, node_id)
+                except OpcUaTypeMismatch:
+                    if cached and not again:  # judged by a type read earlier: read it again first
+                        self._types.pop(node_id, None)
+                        continue
+                    raise
+                try:
+                    await node.write_value(ua.DataValue(payload))
+                    return
+                except uaerrors.BadTypeMismatch:
+                    self._types.pop(node_id, None)
+                    now = self._types[node_id] = await _node_type(node, node_id)
+                    if again or now == nt:
+                        name = f"BadTypeMismatch: the node is {now.shown}, DataType {now.data_type}"
+                        raise
+        except OpcUaTypeMismatch as e:
+            raise OpcUaTypeMismatch(f"opcua source {self.name}: {e}") from None
         except ua.UaStatusCodeError as e:
-            name = ua.StatusCode(e.code).name if hasattr(e, "code") else str(e)
+            name = name or (ua.StatusCode(e.code).name if hasattr(e, "code") else str(e))
             if "NodeIdUnknown" in name:
                 raise OpcUaNodeError(
                     f"opcua source {self.name}: node {node_id!r} does not exist on the server"
                 ) from None
             raise OpcUaWriteRefused(
-                f"opcua source {self.name}: write of {value!r} to {node_id} refused by the server ({name})"
+                f"opcua source {self.name}: write of {reprlib.repr(value)} to {node_id} refused by the "
+                f"server ({name})"
+            ) from None
+        except ua.UaError as e:  # asyncua's own, without a status: still this adapter's error, named
+            raise OpcUaError(
+                f"opcua source {self.name}: write of {reprlib.repr(value)} to {node_id} failed "
+                f"({type(e).__name__}: {e})"
             ) from None
         except (TimeoutError, ConnectionError, OSError) as e:
             raise OpcUaNotConnected(
@@ -1130,10 +1454,21 @@ async def _check_target(
         levels = await node.get_access_level()
     if ua.AccessLevel.CurrentWrite not in levels:
         return f"node {node_id} is read-only for this session (access level {sorted(a.name for a in levels)})"
-    vtype = await node.read_data_type_as_variant_type()
-    types[node_id] = vtype
     try:
-        to_variant(vtype, value, node_id)
+        nt = types[node_id] = await _node_type(node, node_id)
+    except OpcUaTypeMismatch as e:
+        return str(e)
+    except ua.UaStatusCodeError as e:
+        return f"node {node_id}: its DataType cannot be read ({ua.StatusCode(e.code).name})"
+    return _misfit(nt, value, node_id)
+
+
+def _misfit(nt: _NodeType | None, value: Any, node_id: str) -> str | None:
+    """Why ``value`` cannot be written to a node of type ``nt`` (None: it can)."""
+    if nt is None:
+        return None
+    try:
+        _payload(nt, value, node_id)
     except OpcUaTypeMismatch as e:
         return str(e)
     return None

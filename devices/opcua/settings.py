@@ -50,7 +50,8 @@ class HeartbeatSettings(_Model):
     node_id: str = Field(min_length=3, description="a writable Boolean (toggle) or integer (counter) node")
     period_ms: int = Field(1000, ge=100, le=3_600_000)
     kind: Literal["toggle", "counter"] = Field(
-        "toggle", description="toggle: true/false; counter: 0, 1, ... 32767, 0"
+        "toggle",
+        description="toggle: true/false; counter: 0, 1, ... 32767, 0 (wrapping at 127 / 255 on an SByte / Byte node)",
     )
 
 

@@ -708,3 +708,56 @@ async def test_a_structure_whose_layout_changed_while_the_plc_restarted_is_read_
         "Mold/Temp": 185.0,
         "Mold/Pressure": 97.5,
     }
+
+
+async def test_arrays_of_texts_bytes_truths_and_big_integers_keep_their_items_and_numbers_stay_waveforms() -> (
+    None
+):
+    """Every array used to be pushed through float64: part numbers '0012' lost their zeros (and the tag
+    changed type with its content), 'nan' texts and empty texts came as NaN with quality BAD, bytes and
+    truth values as numbers, an Int64 id past 2**53 lost its last digits; a Variant[] array gave member
+    tags such as VariantArr/0/VariantType and an XmlElement Xml/Value. Now only numbers become float64
+    arrays (whole numbers while exact), the rest stays a list of plain items."""
+    from asyncua import ua
+
+    from tests.support.peers import opcua_server
+
+    V = ua.VariantType
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:arrays", "Line")
+    values = {
+        "Parts": ua.Variant(["0012", "0013"], V.String),
+        "Codes": ua.Variant(["nan", "inf"], V.String),
+        "Blank": ua.Variant([None, None], V.String),
+        "Flags": ua.Variant([True, False, True], V.Boolean),
+        "Blobs": ua.Variant([b"12", b"34"], V.ByteString),
+        "Ids": ua.Variant([2**53 + 1, 2**63 - 1], V.Int64),
+        "Bins": ua.Variant([1, 2, 3], V.Int16),
+        "Wave": ua.Variant([0.5, 1.5], V.Double),
+        "Empty": ua.Variant([], V.Double),
+        "Mixed": ua.Variant([ua.Variant(1, V.Int32), ua.Variant("a", V.String)], V.Variant),
+        "Doc": ua.Variant(ua.XmlElement("<a/>"), V.XmlElement),
+    }
+    for name, v in values.items():
+        dtype = ua.NodeId(ua.ObjectIds.BaseDataType) if v.VariantType is V.Variant else None
+        await obj.add_variable(ua.NodeId(name, idx), name, v, None, dtype)
+    await srv.start()
+    nodes = [{"node_id": f"ns={idx};s={n}"} for n in values]
+    src = OpcUaSource("plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", nodes))
+    await src.start()
+    try:
+        got = await _collect(src, set(values))
+        v = {t: r.value for t, r in got.items()}
+        assert set(got) == set(values)  # no member tags of a Variant or an XmlElement
+        assert v["Parts"] == ["0012", "0013"] and v["Codes"] == ["nan", "inf"] and v["Blank"] == [None, None]
+        assert all(got[t].quality is Quality.GOOD for t in ("Codes", "Blank"))
+        assert v["Flags"] == [True, False, True] and all(type(x) is bool for x in v["Flags"])
+        assert v["Blobs"] == [b"12", b"34"]
+        assert v["Ids"] == [2**53 + 1, 2**63 - 1]
+        for t, want in (("Bins", [1.0, 2.0, 3.0]), ("Wave", [0.5, 1.5]), ("Empty", [])):
+            assert isinstance(v[t], np.ndarray) and v[t].dtype == np.float64 and v[t].tolist() == want
+        assert v["Mixed"] == [1, "a"] and v["Doc"] == "<a/>"
+        assert "non_finite" not in src.stats.errors_by_reason
+    finally:
+        await src.stop()
+        await srv.stop()

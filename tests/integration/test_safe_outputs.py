@@ -505,3 +505,267 @@ async def test_text_time_bytes_and_guid_nodes_get_their_own_types_and_others_are
     finally:
         await src.stop()
         await srv.stop()
+
+
+async def _plc(name: str, add) -> tuple:
+    """Another vendor's PLC: a bare asyncua server with the variables ``add(obj, idx)`` puts on its one
+    object, started; (server, namespace index, endpoint)."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", f"urn:test:{name}", "Cell")
+    await add(obj, idx)
+    await srv.start()
+    return srv, idx, f"opc.tcp://127.0.0.1:{port}/plc/"
+
+
+async def test_a_write_target_of_a_data_type_the_client_cannot_resolve_is_named_and_reading_goes_on():
+    """A vendor DataType without a HasSubtype path to ns=0, or a DataType node the server does not
+    expose: the former code let asyncua's plain UaError out of the connect, so the source reconnected
+    forever and no tag was read; and a write raised that UaError (retried by actions) instead of an
+    OpcUaError. Now that target is named with its DataType, the other targets and tags are unaffected."""
+    from asyncua import ua
+
+    async def add(obj, idx):
+        await obj.add_variable(ua.NodeId("Temp", idx), "Temp", 20.0)
+        fake = await obj.add_object(ua.NodeId("RecipeType", idx), "RecipeType")  # no HasSubtype to ns=0
+        for name, dtype in (("Recipe", fake.nodeid), ("Mode", ua.NodeId(3003, 3))):  # 3003: no such node
+            node = await obj.add_variable(
+                ua.NodeId(name, idx), name, ua.Variant(1, ua.VariantType.Int16), None, dtype
+            )
+            await node.set_writable()
+        ok = await obj.add_variable(ua.NodeId("Count", idx), "Count", ua.Variant(0, ua.VariantType.Int16))
+        await ok.set_writable()
+
+    srv, idx, endpoint = await _plc("vendor", add)
+    recipe, mode, count = (f"ns={idx};s={n}" for n in ("Recipe", "Mode", "Count"))
+    src = OpcUaSource("plc", _settings(endpoint, [{"node_id": f"ns={idx};s=Temp"}]))
+    src.expect_writes([(recipe, 1), (mode, 1), (count, 1)])
+    await src.start()
+    try:
+
+        async def first():
+            async for r in src.items():
+                return r
+
+        assert (await asyncio.wait_for(first(), 8)).tag == "Temp"
+        assert src.state.value == "connected" and src.stats.reconnects == 0
+        assert (
+            f"node {recipe} has DataType ns={idx};s=RecipeType, which the server does not derive"
+            in (src.target_errors[recipe])
+        )
+        assert f"node {mode} has DataType ns=3;i=3003" in src.target_errors[mode]
+        assert count not in src.target_errors
+        for node, dtype in ((recipe, f"ns={idx};s=RecipeType"), (mode, "ns=3;i=3003")):
+            with pytest.raises(OpcUaTypeMismatch, match=f"node {node} has DataType {dtype}") as ei:
+                await src.write(node, 1)
+            assert ei.value.retryable is False
+        await src.write(count, 7)
+    finally:
+        await src.stop()
+        await srv.stop()
+
+
+async def test_a_node_retyped_while_the_session_stays_up_is_written_with_its_new_type():
+    """A TwinCAT/Codesys online change turns an INT setpoint into a REAL without ending the session. The
+    former code kept the type it read first: 2.5 was refused as 'Int16', and 3 was sent as an Int16 that
+    the server refused (BadTypeMismatch) on every later write. Now the type is read again and the write
+    lands with the node's new type."""
+    from asyncua import ua
+
+    nodes = {}
+
+    async def add(obj, idx):
+        nodes["sp"] = await obj.add_variable(
+            ua.NodeId("Setpoint", idx), "Setpoint", ua.Variant(0, ua.VariantType.Int16)
+        )
+        await nodes["sp"].set_writable()
+
+    srv, idx, endpoint = await _plc("online", add)
+    sp, node = f"ns={idx};s=Setpoint", nodes["sp"]
+    src = OpcUaSource("plc", _settings(endpoint))
+    src.expect_writes([(sp, 1)])
+    await src.start()
+    try:
+        await _connected(src)
+        await src.write(sp, 5)
+        # the online change: DataType Float; the value is reset (null) until the program writes one
+        await node.write_attribute(
+            ua.AttributeIds.DataType,
+            ua.DataValue(ua.Variant(ua.NodeId(ua.ObjectIds.Float), ua.VariantType.NodeId)),
+        )
+        await node.write_value(
+            ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData))
+        )
+        await src.write(sp, 3)  # fits the old Int16: the server's BadTypeMismatch says it changed
+        dv = await node.read_data_value()
+        assert (dv.Value.VariantType, dv.Value.Value) == (ua.VariantType.Float, 3.0)
+        await src.write(sp, 2.5)
+        assert await node.read_value() == 2.5
+        with pytest.raises(OpcUaTypeMismatch, match=rf"node {sp} is Float; cannot write 'x'"):
+            await src.write(sp, "x")
+    finally:
+        await src.stop()
+        await srv.stop()
+
+
+async def test_a_heartbeat_counter_wraps_at_what_a_byte_node_holds():
+    """A Siemens SINT life counter (SByte): the former counter ran to 32767 whatever the node, so it
+    stopped at the 128th beat and the PLC's watchdog tripped. Now it wraps at 127. A counter on a
+    Boolean node (which takes 0 and 1, so the former start check's value 1 passed) is named at start."""
+    from asyncua import ua
+
+    nodes = {}
+
+    async def add(obj, idx):
+        nodes["life"] = await obj.add_variable(
+            ua.NodeId("Life", idx), "Life", ua.Variant(0, ua.VariantType.SByte)
+        )
+        flag = await obj.add_variable(ua.NodeId("Flag", idx), "Flag", False)
+        for n in (nodes["life"], flag):
+            await n.set_writable()
+
+    srv, idx, endpoint = await _plc("life", add)
+    base = _settings(endpoint, heartbeat={"node_id": f"ns={idx};s=Life", "kind": "counter"})
+    # a fast beat (1 ms, under the 100 ms a config may set) to reach the wrap in a second
+    fast = base.model_copy(update={"heartbeat": base.heartbeat.model_copy(update={"period_ms": 1})})
+    src = OpcUaSource("plc", fast)
+    await src.start()
+    seen = set()
+    try:
+        await _connected(src)
+        for _ in range(400):
+            seen.add(await nodes["life"].read_value())
+            if src.heartbeats >= 300:
+                break
+            await asyncio.sleep(0.01)
+        assert src.heartbeats >= 300, src.stats.last_error
+        assert "heartbeat" not in src.stats.errors_by_reason, src.stats.last_error
+        assert src.target_errors == {} and max(seen) <= 127
+    finally:
+        await src.stop()
+    flag = OpcUaSource(
+        "plc", _settings(endpoint, heartbeat={"node_id": f"ns={idx};s=Flag", "kind": "counter"})
+    )
+    await flag.start()
+    try:
+        await _connected(flag)
+        for _ in range(40):
+            if flag.target_errors:
+                break
+            await asyncio.sleep(0.05)
+        assert (
+            f"node ns={idx};s=Flag is Boolean; cannot write 32767" in flag.target_errors[f"ns={idx};s=Flag"]
+        )
+    finally:
+        await flag.stop()
+        await srv.stop()
+
+
+async def test_a_list_for_a_scalar_node_and_a_single_value_for_an_array_node_are_refused_before_writing():
+    """A lenient server stored [1, 2] in a scalar INT and 7 in an INT[3] (a strict PLC refuses them only
+    at the first write, mid-production): the node's ValueRank (and ArrayDimensions) is now checked at
+    connect and on every write; ValueRank -2 (any) still takes both."""
+    from asyncua import ua
+
+    nodes = {}
+
+    async def add(obj, idx):
+        nodes["speed"] = await obj.add_variable(
+            ua.NodeId("Speed", idx), "Speed", ua.Variant(0, ua.VariantType.Int16)
+        )
+        nodes["bins"] = await obj.add_variable(
+            ua.NodeId("Bins", idx), "Bins", ua.Variant([0, 0, 0], ua.VariantType.Int16)
+        )
+        await nodes["bins"].write_value_rank(1)
+        await nodes["bins"].write_array_dimensions([3])
+        nodes["any"] = await obj.add_variable(
+            ua.NodeId("Any", idx), "Any", ua.Variant(0, ua.VariantType.Int16)
+        )
+        await nodes["any"].write_value_rank(-2)
+        for n in nodes.values():
+            await n.set_writable()
+
+    srv, idx, endpoint = await _plc("rank", add)
+    speed, bins, any_ = (f"ns={idx};s={n}" for n in ("Speed", "Bins", "Any"))
+    src = OpcUaSource("plc", _settings(endpoint))
+    src.expect_writes([(speed, [1, 2]), (bins, 7), (any_, [1, 2])])
+    await src.start()
+    try:
+        await _connected(src)
+        for _ in range(40):
+            if len(src.target_errors) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert "is a single Int16 (ValueRank -1); cannot write [1, 2]" in src.target_errors[speed]
+        assert (
+            "is an array of Int16 (ValueRank 1, ArrayDimensions [3]); cannot write 7"
+            in src.target_errors[bins]
+        )
+        assert any_ not in src.target_errors
+        refused = [
+            (speed, [1, 2], "write one value, not an array"),
+            (bins, 7, "write a list of values, not a single one"),
+            (bins, [1, 2, 3, 4], "4 elements, at most 3 fit"),
+        ]
+        for node, value, why in refused:
+            with pytest.raises(OpcUaTypeMismatch, match=rf"node {node} is .*; cannot write .*{why}"):
+                await src.write(node, value)
+        assert await nodes["speed"].read_value() == 0 and await nodes["bins"].read_value() == [0, 0, 0]
+        await src.write(speed, 5)
+        await src.write(bins, [4, 5, 6])
+        await src.write(any_, [1, 2])
+        assert await nodes["speed"].read_value() == 5 and await nodes["bins"].read_value() == [4, 5, 6]
+        assert await nodes["any"].read_value() == [1, 2]
+    finally:
+        await src.stop()
+        await srv.stop()
+
+
+async def test_number_integer_and_uinteger_nodes_get_a_concrete_type_they_take():
+    """The abstract DataTypes Number / Integer / UInteger have no values of their own: the former code sent
+    the BaseDataType rules' Int32 (refused by a UInteger node, and by one holding a Double or an Int16) and
+    passed text to an Integer node for the server to refuse. Now the type the node holds is kept when the
+    value fits it (else Int32/Int64, UInt32/UInt64, Double), and text, true/false and a negative UInteger
+    are refused by the real DataType's name."""
+    from asyncua import ua
+
+    V, nodes = ua.VariantType, {}
+
+    async def add(obj, idx):
+        for name, init, vt, dtype in (
+            ("Number", 0.0, V.Double, ua.ObjectIds.Number),
+            ("Integer", 0, V.Int16, ua.ObjectIds.Integer),
+            ("UInteger", 0, V.UInt32, ua.ObjectIds.UInteger),
+        ):
+            nodes[name] = await obj.add_variable(
+                ua.NodeId(name, idx), name, ua.Variant(init, vt), None, ua.NodeId(dtype)
+            )
+            await nodes[name].set_writable()
+
+    srv, idx, endpoint = await _plc("abstract", add)
+    src = OpcUaSource("plc", _settings(endpoint))
+    await src.start()
+    try:
+        await _connected(src)
+        for name, value, kind in (
+            ("Number", 1, V.Double),
+            ("Integer", 5, V.Int16),
+            ("UInteger", 5, V.UInt32),
+        ):
+            await src.write(f"ns={idx};s={name}", value)
+            dv = await nodes[name].read_data_value()
+            assert (dv.Value.VariantType, dv.Value.Value) == (kind, value)
+        refused = [
+            ("UInteger", -1, "a UInteger node takes whole numbers >= 0"),
+            ("Integer", "text", "write a whole number"),
+            ("Integer", 1.5, "write a whole number"),
+            ("Number", True, "write a number without quotes"),
+            ("Number", "1.5", "write a number without quotes"),
+        ]
+        for name, value, why in refused:
+            with pytest.raises(
+                OpcUaTypeMismatch, match=rf"node ns={idx};s={name} is {name}; cannot write .*{why}"
+            ):
+                await src.write(f"ns={idx};s={name}", value)
+    finally:
+        await src.stop()
+        await srv.stop()

@@ -44,3 +44,14 @@ def test_a_structure_gives_its_members_by_path_and_an_array_of_them_is_bounded()
     many: list = []
     _members("Drives", [Drive(float(i)) for i in range(600)], many)  # 4 members each: 2400
     assert len(many) == _MAX_MEMBERS and many[0][0] == "Drives/0/Speed" and many[4][0] == "Drives/1/Speed"
+
+
+def test_variants_and_xml_have_their_plain_form_and_a_members_big_integers_stay_exact():
+    from asyncua import ua
+
+    assert _plain([ua.Variant(1, ua.VariantType.Int32), ua.Variant("a", ua.VariantType.String)]) == [1, "a"]
+    assert _plain(ua.XmlElement("<a/>")) == "<a/>"
+    out: list = []
+    _members("Part", Drive(1.0, Axis(), [2**53 + 1, 7]), out)  # an Int64[] member: exact, not rounded
+    assert dict(out)["Part/Trace"] == [2**53 + 1, 7]
+    assert _plain([True, False]) == [True, False] and _plain(["0012"]) == ["0012"]

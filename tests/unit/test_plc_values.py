@@ -56,3 +56,57 @@ def test_an_opcua_base_data_type_node_gets_the_values_own_kind_strictly():
     ]:
         with pytest.raises(OpcUaTypeMismatch, match=f"node ns=2;s=Any is .*{why}"):
             to_variant(V.Variant, bad, "ns=2;s=Any")
+
+
+def test_opcua_number_integer_and_uinteger_nodes_get_a_concrete_type_that_fits():
+    """The abstract numeric DataTypes (no value is of them): Int32 else Int64 for Integer, UInt32 else
+    UInt64 for UInteger (never negative), Double for a Number's fractions; an array gets the widest."""
+    from asyncua import ua
+
+    from devices.opcua.client import AbstractType, OpcUaTypeMismatch, to_variant
+
+    V, A = ua.VariantType, AbstractType
+    for kind, value, want in [
+        (A.Integer, 5, V.Int32),
+        (A.Integer, -(2**40), V.Int64),
+        (A.UInteger, 5, V.UInt32),
+        (A.UInteger, 2**40, V.UInt64),
+        (A.Number, 1.5, V.Double),
+        (A.Number, 7, V.Int32),
+    ]:
+        got = to_variant(kind, value, "ns=2;s=N")
+        assert (got.Value, got.VariantType) == (value, want)
+    assert to_variant(A.UInteger, [1, 2**40], "n").VariantType == V.UInt64
+    assert to_variant(A.Number, [1, 2.5], "n").Value == [1.0, 2.5]
+    assert to_variant(A.Integer, 5, "n", held=V.Int16).VariantType == V.Int16  # the type the node holds
+    assert to_variant(A.Integer, 70000, "n", held=V.Int16).VariantType == V.Int32  # unless it does not fit
+    for kind, bad, why in [
+        (A.UInteger, -1, "a UInteger node takes whole numbers >= 0"),
+        (A.Integer, "5", "write a whole number"),
+        (A.Integer, True, "write a whole number"),
+        (A.Integer, 2**63, "out of range of an Int64"),
+        (A.Number, False, "write a number without quotes"),
+        (A.Number, float("nan"), "NaN and infinity are never sent"),
+    ]:
+        with pytest.raises(OpcUaTypeMismatch, match=f"node ns=2;s=N is {kind.name}; cannot write .*{why}"):
+            to_variant(kind, bad, "ns=2;s=N")
+
+
+def test_opcua_times_outside_a_datetimes_range_and_non_finite_text_are_refused():
+    """1500-01-01 used to be sent as OPC UA's null time (no time at all), and NaN to a String node as the
+    text 'nan'; a String node takes text or a finite number (as its text)."""
+    from asyncua import ua
+
+    from devices.opcua.client import OpcUaTypeMismatch, to_variant
+
+    V = ua.VariantType
+    for bad in ("1500-01-01T00:00:00Z", "0001-01-01T00:00:00Z"):
+        with pytest.raises(
+            OpcUaTypeMismatch, match="node n is DateTime; cannot write .*1601-01-01..9999-12-31"
+        ):
+            to_variant(V.DateTime, bad, "n")
+    assert to_variant(V.DateTime, "9999-12-31T23:59:59Z", "n").Value.year == 9999
+    for bad in (float("nan"), float("inf"), np.float64("nan")):
+        with pytest.raises(OpcUaTypeMismatch, match="node n is String; cannot write .*NaN and infinity"):
+            to_variant(V.String, bad, "n")
+    assert to_variant(V.String, 12, "n").Value == "12" and to_variant(V.String, 2.5, "n").Value == "2.5"
