@@ -107,7 +107,10 @@ class MjpegStream:
     def __init__(
         self, resp: Any, sock: socket.socket, boundary: str | None, read_timeout_s: float, max_part_bytes: int
     ) -> None:
+        import http.client
+
         self._resp, self._sock = resp, sock
+        self._bad_http = http.client.HTTPException  # a chunked answer cut short, say: the stream's end
         self._timeout_s = read_timeout_s
         self._cap = max_part_bytes
         self._buf = bytearray()
@@ -178,7 +181,10 @@ class MjpegStream:
         if left <= 0:
             raise TimeoutError("no part within read_timeout_s")
         self._sock.settimeout(min(left, self._timeout_s))  # a trickle cannot hold a read past the deadline
-        chunk = self._resp.read1(_CHUNK)
+        try:
+            chunk = self._resp.read1(_CHUNK)
+        except self._bad_http as exc:
+            raise EOFError(f"the camera's answer broke off ({type(exc).__name__})") from None
         if not chunk:
             raise EOFError("the camera closed the stream")
         self._buf += chunk
