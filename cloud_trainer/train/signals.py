@@ -3,23 +3,29 @@
 Reads vibration recordings, one file per machine run, and writes a dataset folder that ``train`` /
 ``build`` read (``windows.npz`` + ``dataset.yaml``, as ``edge-sim dataset vibration`` writes):
 
-- CSV: a time column (``timestamp``/``time``/``t``: seconds or ISO 8601; ``time [ms]`` / ``time (us)``
-  scaled) and one column per channel (a unit in brackets is dropped from its name); without a time
-  column ``--rate-hz`` is required. As spreadsheets export it: a UTF-8 byte-order mark, semicolon or tab
-  delimiters with decimal commas, blank lines. The rate is inferred from the time column and,
-  when ``--rate-hz`` is also given, checked against it (1 %).
+- CSV: a time column (``timestamp``/``time``/``t``/``zeit``/``zeitstempel``/``datetime``/``elapsed``,
+  see ``TIME_COLUMNS``: seconds or ISO 8601; ``time [ms]`` / ``time (us)`` / ``time_ms`` scaled) and
+  one column per channel (a unit in brackets is dropped from its name); without a time column
+  ``--rate-hz`` is required. As spreadsheets export it: a UTF-8 byte-order mark, semicolon or tab
+  delimiters with decimal commas (where a file uses them, ``1.500`` is 1500), a single column of
+  decimal-comma numbers, blank lines, empty trailing columns. A row with more fields than the header,
+  a time that is not a number and a row of units under the header are refused naming the line. The
+  rate is measured from the time column (a whole number of Hz when within the timestamps' rounding of
+  one) and, when ``--rate-hz`` is also given, checked against it (1 %).
 - WAV (PCM 8/16/24/32-bit or IEEE float 32/64-bit, plain or WAVE_FORMAT_EXTENSIBLE, any channels; other
   chunks skipped): the rate is the header's; compressed WAV (ADPCM, A-law, MP3) is refused by name.
-- NPZ: an array per channel and either ``sample_rate_hz`` or a ``timestamp`` array.
+- NPZ: a numeric array per channel and either ``sample_rate_hz`` (one number above 0) or a time array
+  named as a time column; a file numpy cannot read, or an array of text or objects, is refused by name.
 - Parquet (pyarrow, the ``cloud`` extra): read like CSV: a time column (seconds as numbers, an Arrow
-  timestamp of any unit, or ISO 8601 strings) and one numeric column per channel; missing values
-  (nulls) are refused naming the column and row.
+  timestamp of any unit, or ISO 8601 strings; ``time [ms]`` scaled) and one numeric column per channel
+  (``accel_x [g]`` is channel ``accel_x``); missing values (nulls) are refused naming the column and row.
 
 Labels (``--labels``, CSV with a header ``run,fault[,start_s,end_s,failure_s]``): ``run`` is the
 file's stem; a row without start/end labels the whole run; ``failure_s`` (seconds from the run's
 start) gives remaining life. Windows nobody labelled are left out (counted). One clear error each
 for gaps, time going back, mixed rates (inside a file or across files without ``--resample-to``),
-an unknown channel or fault; nothing is written then.
+an unknown channel or fault, and a default channel that rises at every sample (a time column under
+a name not known as one); nothing is written then.
 
 For the maintenance trainer's condition features: ``--speed-channel NAME`` (a channel with the shaft
 speed in rpm, e.g. a tachometer's) gives each window its mean speed (``speed_rpm`` in ``windows.npz``,
@@ -35,6 +41,7 @@ import io
 import json
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -46,8 +53,27 @@ import yaml
 from cloud_trainer.train.data import FAULTS, DatasetError
 from model_packager.condition import RateError, resample, resample_plan
 
-TIME_COLUMNS = ("timestamp", "time", "t", "time_s")
+# Names a time column goes by (lower case; spaces, '-' and '/' read as '_'): also with a unit in
+# brackets (``Zeit [s]``, ``time (ms)``) or as a suffix (``time_ms``, ``elapsed_s``). Any other column
+# is a channel, so a time column under a name missing here would be trained on as a signal.
+TIME_COLUMNS = (
+    "timestamp",
+    "time",
+    "t",
+    "time_stamp",
+    "datetime",
+    "date_time",
+    "elapsed",
+    "elapsed_time",
+    "time_elapsed",
+    "relative_time",
+    "zeit",
+    "zeitstempel",
+    "zeitpunkt",
+)
 RATE_TOLERANCE = 0.01
+RATE_SNAP = 1e-5  # a measured rate this close (relative) to a whole number of Hz is that number
+MAX_WAV_RATE_HZ = 10_000_000
 
 
 @dataclass
@@ -56,9 +82,11 @@ class Recording:
     rate_hz: float
     channels: dict[str, np.ndarray]
     source: Path
+    # relative uncertainty of a rate measured from timestamps (0: the rate is stated, e.g. a header's)
+    rate_tolerance: float = 0.0
 
 
-def _time_value(v: str, where: str, scale: float = 1.0) -> float:
+def _time_value(v: str, where: str, scale: float = 1.0, reason: str = "") -> float:
     try:
         return float(v) * scale
     except ValueError:
@@ -66,11 +94,38 @@ def _time_value(v: str, where: str, scale: float = 1.0) -> float:
     try:
         return datetime.fromisoformat(v.strip().replace("Z", "+00:00")).timestamp()
     except ValueError:
-        raise DatasetError(f"{where}: time {v!r} is neither seconds nor an ISO 8601 timestamp") from None
+        raise DatasetError(
+            f"{where}: time {v!r} is neither seconds nor an ISO 8601 timestamp{f' ({reason})' if reason else ''}"
+        ) from None
 
 
-def check_times(t: np.ndarray, path: Path, stated: float | None) -> float:
-    """The rate the time column shows; DatasetError for time going back, a gap or a rate change."""
+def _measured_rate(t: np.ndarray) -> tuple[float, float]:
+    """(rate, its relative uncertainty) over the whole span: timestamps are often rounded, so the
+    rate is snapped to a whole number of Hz when it lies within that uncertainty of one (131072 Hz
+    timestamps rounded to the microsecond still give 131072, not 131071.97)."""
+    span = float(t[-1] - t[0])
+    rate = (len(t) - 1) / span
+    # how far the timestamps stray from an even clock through the first and last: their rounding
+    resid = float(np.max(np.abs((t - t[0]) - np.arange(len(t)) * (span / (len(t) - 1)))))
+    tol = min(max(RATE_SNAP, 2 * resid / span), RATE_TOLERANCE / 10)
+    whole = round(rate)
+    if whole >= 1 and abs(rate - whole) <= tol * rate:
+        rate = float(whole)
+    return rate, tol
+
+
+def _times_rate(
+    t: np.ndarray, path: Path, stated: float | None, row: Callable[[int], str] | None = None
+) -> tuple[float, float]:
+    """(rate, relative tolerance: 0 when ``stated``) the time column shows; DatasetError for a time
+    that is not a number, time going back, a gap or a rate change. ``row(i)`` names sample i's row."""
+    bad = np.flatnonzero(~np.isfinite(t))
+    if bad.size:
+        i = int(bad[0])
+        raise DatasetError(
+            f"{path}: {row(i) if row else f'sample {i}'}: the time is {float(t[i])}; every row needs a time "
+            "(remove the row or fill in its time)"
+        )
     if len(t) < 2:
         raise DatasetError(f"{path}: fewer than two samples")
     dt = np.diff(t)
@@ -97,42 +152,117 @@ def check_times(t: np.ndarray, path: Path, stated: float | None) -> float:
             f"{path}: gap of {dt[i]:.6g} s after sample {i} (t={t[i]:.6f}) where samples come every "
             f"{step:.6g} s; split the recording at the gap into separate files (runs)"
         )
-    rate = float(f"{(len(t) - 1) / (t[-1] - t[0]):.5g}")  # over the whole span: timestamps are often rounded
+    rate, tol = _measured_rate(t)
     if stated is not None and abs(rate - stated) > RATE_TOLERANCE * stated:
         raise DatasetError(
             f"{path}: --rate-hz says {stated:g} Hz but the time column shows {rate:.6g} Hz; "
             "fix --rate-hz or the time column"
         )
-    return stated or rate
+    return (stated, 0.0) if stated is not None else (rate, tol)
 
 
-_TIME_UNITS = {"s": 1.0, "sec": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}
+def check_times(
+    t: np.ndarray, path: Path, stated: float | None, row: Callable[[int], str] | None = None
+) -> float:
+    """The rate the time column shows; DatasetError for a time that is not a number, time going back,
+    a gap or a rate change."""
+    return _times_rate(t, path, stated, row)[0]
+
+
+_TIME_UNITS = {"s": 1.0, "sec": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _UNIT = re.compile(r"^(.*?)\s*[\[(]\s*([^\])]*?)\s*[\])]\s*$")  # "time [ms]", "Accel X (g)"
+_TIME_SUFFIX = re.compile(r"(.+)_(s|sec|ms|us|µs|ns)")  # "time_ms", "elapsed_s"
 
 
-def _csv_dialect(first_line: str) -> tuple[str, bool]:
-    """(delimiter, decimal comma allowed) from the header line: a comma, or a semicolon or tab as
-    spreadsheets in many locales write them (then numbers may use a decimal comma, ``0,125``)."""
-    counts = {d: first_line.count(d) for d in (",", ";", "\t")}
+def _split_unit(name: str) -> tuple[str, str]:
+    """``accel_x [g]`` -> (``accel_x``, ``g``); a name without a unit -> (name, '')."""
+    m = _UNIT.match(name.strip())
+    return (m.group(1).strip(), m.group(2).strip()) if m else (name.strip(), "")
+
+
+def _time_unit(name: str, unit: str) -> str | None:
+    """The unit ('' for seconds or ISO 8601) of a time column called ``name`` (its bracketed unit
+    ``unit``); None when the column is not a time column."""
+    key = re.sub(r"[\s/-]+", "_", name.strip().lower())
+    if key in TIME_COLUMNS:
+        return unit
+    m = _TIME_SUFFIX.fullmatch(key)
+    if m and m.group(1) in TIME_COLUMNS:
+        return unit or m.group(2)
+    return None
+
+
+def _time_scale(path: Path, column: str, unit: str) -> float:
+    if not unit:
+        return 1.0
+    scale = _TIME_UNITS.get(unit, _TIME_UNITS.get(unit.lower()))
+    if scale is None:
+        raise DatasetError(
+            f"{path}: time column {column!r}: unit {unit!r} not understood; "
+            f"use one of {', '.join(_TIME_UNITS)} (or ISO 8601 times)"
+        )
+    return scale
+
+
+_TIME_HINT = "/".join(("timestamp", "time", "t", "zeit", "datetime", "elapsed", "time_ms", "..."))
+
+# A number written with a decimal comma, "0,0125", "-1,5E-03", "1.234,5" (German grouping).
+_COMMA_NUMBER = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d*),\d+(?:[eE][+-]?\d+)?")
+_GROUPED = re.compile(r"[+-]?\d{1,3}(?:\.\d{3})+(?:,\d+)?(?:[eE][+-]?\d+)?")  # "1.500", "12.345,6"
+
+
+def _csv_dialect(text: str) -> tuple[str, bool, bool]:
+    """(delimiter, decimal comma allowed, decimal comma used) from the header line and the rows: a
+    comma, or a semicolon or tab as spreadsheets in many locales write them (then numbers may use a
+    decimal comma, ``0,125``, and where one does, a point groups thousands: ``1.500`` is 1500). A
+    single column under a header without any delimiter whose rows each hold at most one comma is
+    decimal-comma numbers (``0,012573``), not two fields."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    header, body = (lines[0], lines[1:]) if lines else ("", [])
+    counts = {d: header.count(d) for d in (",", ";", "\t")}
     if counts[";"] > counts[","] or counts["\t"] > counts[","]:
-        return (";" if counts[";"] >= counts["\t"] else "\t"), True
-    return ",", False
+        delimiter = ";" if counts[";"] >= counts["\t"] else "\t"
+        cells = (c for ln in body for c in ln.split(delimiter))
+        return delimiter, True, any(_COMMA_NUMBER.fullmatch(c.strip().strip('"')) for c in cells)
+    if (
+        not any(counts.values())
+        and body
+        and all(ln.count(",") <= 1 and ";" not in ln and "\t" not in ln for ln in body)
+        and any(_COMMA_NUMBER.fullmatch(ln.strip().strip('"')) for ln in body)
+    ):
+        return ";", True, True  # one column: no ';' in it, so every row stays one field
+    return ",", False, False
 
 
 def _number(v: str, decimal_comma: bool) -> float:
-    try:
+    """A cell as a number; in a file written with decimal commas ``1.500`` is 1500 (a point groups
+    thousands there) and any other value with a point is refused: it would be read 1000 times off."""
+    if not decimal_comma:
         return float(v)
+    s = v.strip()
+    if _GROUPED.fullmatch(s):
+        s = s.replace(".", "")
+    elif "." in s:
+        raise ValueError("a decimal point in a file written with decimal commas")
+    if s.count(",") > 1:
+        raise ValueError("more than one decimal comma")
+    return float(s.replace(",", "."))
+
+
+def _is_number(v: str, decimal_comma: bool) -> bool:
+    try:
+        _number(v, decimal_comma)
     except ValueError:
-        if decimal_comma and v.count(",") == 1 and "." not in v:
-            return float(v.replace(",", "."))
-        raise
+        return False
+    return True
 
 
 def read_csv(path: Path, rate_hz: float | None) -> Recording:
     """CSV as historians and spreadsheets export it: a UTF-8 byte-order mark (Excel) is dropped, the
     delimiter is a comma, semicolon or tab (the latter two with decimal commas allowed), blank lines are
-    skipped, and a unit in the header is read: ``time [ms]`` / ``time (us)`` is scaled to seconds, a
-    channel's unit is dropped from its name (``accel_x [g]`` is channel ``accel_x``)."""
+    skipped, empty trailing columns (``time;accel_x;``) dropped, and a unit in the header is read:
+    ``time [ms]`` / ``time (us)`` / ``time_ms`` is scaled to seconds, a channel's unit is dropped from
+    its name (``accel_x [g]`` is channel ``accel_x``). Errors name the line in the file."""
     with open(path, newline="", encoding="utf-8-sig", errors="strict") as fh:
         try:
             text = fh.read()
@@ -140,66 +270,112 @@ def read_csv(path: Path, rate_hz: float | None) -> Recording:
             raise DatasetError(
                 f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); export it as UTF-8"
             ) from None
-    delimiter, decimal_comma = _csv_dialect(text.split("\n", 1)[0])
-    rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter) if any(c.strip() for c in r)]
+    delimiter, comma_ok, decimal_comma = _csv_dialect(text)
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    rows, line_of = [], []
+    for r in reader:
+        if any(c.strip() for c in r):
+            rows.append(r)
+            line_of.append(reader.line_num)  # the line in the file, blank lines counted
     if len(rows) < 3:
         raise DatasetError(f"{path}: needs a header and at least two rows")
+    width = len(rows[0])
+    body, lines = rows[1:], line_of[1:]
+    for r, n in zip(body, lines, strict=True):
+        if len(r) > width and any(c.strip() for c in r[width:]):
+            raise DatasetError(
+                f"{path}: line {n} has {len(r)} fields but the header {width} ({delimiter!r} between "
+                f"fields{', a comma in the numbers' if comma_ok else ''}); fix the row or the header"
+            )
+    # a column without a name and without a value: a spreadsheet's trailing delimiter
+    keep = [i for i in range(width) if rows[0][i].strip() or any(len(r) > i and r[i].strip() for r in body)]
+    need = max(keep) + 1 if keep else 0
+    for r, n in zip(body, lines, strict=True):
+        if len(r) < need:
+            raise DatasetError(f"{path}: line {n} has {len(r)} fields but the header {width}; fix the row")
     header, units = [], []
-    for h in rows[0]:
-        m = _UNIT.match(h.strip())
-        header.append(m.group(1).strip() if m else h.strip())
-        units.append(m.group(2).strip() if m else "")
-    tcol = next((i for i, h in enumerate(header) if h.lower() in TIME_COLUMNS), None)
-    chans = [i for i in range(len(header)) if i != tcol]
+    for i in keep:
+        name, unit = _split_unit(rows[0][i])
+        if not name:
+            raise DatasetError(f"{path}: column {i + 1} has no name in the header but holds values; name it")
+        header.append(name)
+        units.append(unit)
+    raw = [rows[0][i].strip() for i in keep]
+    body = [[r[i] for i in keep] for r in body]
+    times = [k for k, h in enumerate(header) if _time_unit(h, units[k]) is not None]
+    tcol = times[0] if times else None
+    chans = [i for i in range(len(header)) if i not in times]
     if not chans:
         raise DatasetError(f"{path}: no channel column besides the time column")
     twice = sorted({header[i] for i in chans if [header[j] for j in chans].count(header[i]) > 1})
     if twice:
         raise DatasetError(f"{path}: more than one column is called {twice[0]!r} (units aside); rename one")
+    if len(body) > 1 and not any(_is_number(c, decimal_comma) for c in body[0] if c.strip()):
+        if all(_is_number(body[1][i], decimal_comma) for i in chans):
+            raise DatasetError(
+                f"{path}: line {lines[0]} ({delimiter.join(body[0])!r}) looks like units under the header; "
+                f"write each unit in its header ({header[chans[0]]} [unit]) and delete that line"
+            )
     data = {}
     for i in chans:
-        try:
-            data[header[i]] = np.asarray([_number(r[i], decimal_comma) for r in rows[1:]], dtype=np.float64)
-        except (ValueError, IndexError) as exc:
-            raise DatasetError(
-                f"{path}: column {header[i]!r} holds a value that is not a number ({exc})"
-            ) from None
+        x = np.empty(len(body))
+        for k, r in enumerate(body):
+            try:
+                x[k] = _number(r[i], decimal_comma)
+            except ValueError as exc:
+                why = str(exc) if decimal_comma and "decimal" in str(exc) else ""
+                raise DatasetError(
+                    f"{path}: line {lines[k]}: column {header[i]!r} holds a value that is not a number "
+                    f"({r[i]!r}{'; ' + why if why else ''})"
+                ) from None
+        data[header[i]] = x
     t = None
     if tcol is not None:
-        unit = units[tcol]
-        if unit and unit.lower() not in _TIME_UNITS and unit not in _TIME_UNITS:
-            raise DatasetError(
-                f"{path}: time column {rows[0][tcol].strip()!r}: unit {unit!r} not understood; "
-                f"use one of {', '.join(_TIME_UNITS)} (or ISO 8601 times)"
-            )
-        scale = _TIME_UNITS.get(unit, _TIME_UNITS.get(unit.lower(), 1.0)) if unit else 1.0
+        scale = _time_scale(path, raw[tcol], str(_time_unit(header[tcol], units[tcol])))
         t = np.asarray(
             [
-                _time_value(r[tcol].replace(",", ".") if decimal_comma else r[tcol], f"{path}:{n}", scale)
-                for n, r in enumerate(rows[1:], 2)
+                _csv_time(r[tcol], f"{path}: line {n}", scale, comma_ok, decimal_comma)
+                for r, n in zip(body, lines, strict=True)
             ]
         )
-    return _table_recording(path, data, t, rate_hz)
+    return _table_recording(path, data, t, rate_hz, lambda i: f"line {lines[i]}")
+
+
+def _csv_time(v: str, where: str, scale: float, comma_ok: bool, decimal_comma: bool) -> float:
+    """A CSV time cell: seconds (scaled) in the file's number format, or ISO 8601."""
+    reason = ""
+    if comma_ok and ("," in v or decimal_comma):
+        try:
+            return _number(v, True) * scale
+        except ValueError as exc:
+            reason = str(exc)
+    return _time_value(v, where, scale, reason)
 
 
 def _table_recording(
-    path: Path, data: dict[str, np.ndarray], t: np.ndarray | None, rate_hz: float | None
+    path: Path,
+    data: dict[str, np.ndarray],
+    t: np.ndarray | None,
+    rate_hz: float | None,
+    row: Callable[[int], str] | None = None,
 ) -> Recording:
     """A table's run: channels, and the rate from its time column (checked against ``rate_hz``) or ``rate_hz``."""
     if t is None:
         if rate_hz is None:
-            raise DatasetError(f"{path}: no time column ({'/'.join(TIME_COLUMNS)}); give --rate-hz")
+            raise DatasetError(f"{path}: no time column ({_TIME_HINT}); give --rate-hz")
         return Recording(path.stem, rate_hz, data, path)
     if len(t) and abs(float(t[0])) >= 1e11:
         raise DatasetError(
             f"{path}: the time column starts at {float(t[0]):.6g}, past the year 5000 as seconds: epoch "
             "milliseconds? name the column 'time [ms]' (or 'time [us]')"
         )
-    return Recording(path.stem, check_times(t, path, rate_hz), data, path)
+    rate, tol = _times_rate(t, path, rate_hz, row)
+    return Recording(path.stem, rate, data, path, tol)
 
 
 def read_parquet(path: Path, rate_hz: float | None) -> Recording:
-    """Parquet, read like CSV (pyarrow: the cloud extra)."""
+    """Parquet, read like CSV (pyarrow: the cloud extra): the same time column names, a unit in a
+    column's name (``time [ms]``, ``accel_x [g]``) read as there."""
     try:
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -217,7 +393,13 @@ def read_parquet(path: Path, rate_hz: float | None) -> Recording:
     if table.num_rows < 2:
         raise DatasetError(f"{path}: fewer than two rows")
     names = table.column_names
-    tcol = next((n for n in names if n.strip().lower() in TIME_COLUMNS), None)
+    split = {n: _split_unit(n) for n in names}
+    times = [n for n in names if _time_unit(*split[n]) is not None]
+    tcol = times[0] if times else None
+    chans = [split[n][0] for n in names if n not in times]
+    twice = sorted({c for c in chans if chans.count(c) > 1})
+    if twice:
+        raise DatasetError(f"{path}: more than one column is called {twice[0]!r} (units aside); rename one")
     data, t = {}, None
     for name in names:
         col = table.column(name)
@@ -229,42 +411,49 @@ def read_parquet(path: Path, rate_hz: float | None) -> Recording:
             )
         typ = col.type
         if name == tcol:
+            scale = _time_scale(path, name, str(_time_unit(*split[name])))
             if pa.types.is_timestamp(typ):  # any unit, any zone: seconds since the epoch
                 t = (
                     col.cast(pa.timestamp("ns", tz=typ.tz)).cast(pa.int64()).to_numpy().astype(np.float64)
                     / 1e9
                 )
             elif pa.types.is_integer(typ) or pa.types.is_floating(typ):
-                t = col.to_numpy().astype(np.float64)
+                t = col.to_numpy().astype(np.float64) * scale
             elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
-                t = np.asarray([_time_value(v, f"{path}: row {i}") for i, v in enumerate(col.to_pylist())])
+                t = np.asarray(
+                    [_time_value(v, f"{path}: row {i}", scale) for i, v in enumerate(col.to_pylist())]
+                )
             else:
                 raise DatasetError(
                     f"{path}: time column {name!r} is {typ}; expected seconds, a timestamp or ISO 8601 "
                     "strings"
                 )
+        elif name in times:
+            continue  # a second time column (an ISO stamp beside elapsed seconds): not a signal
         elif pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ):
-            data[name] = col.cast(pa.float64()).to_numpy()
+            data[split[name][0]] = col.cast(pa.float64()).to_numpy()
         else:
             raise DatasetError(
                 f"{path}: column {name!r} is {typ}, not a number; a channel column holds numbers "
-                f"(the time column is one of {'/'.join(TIME_COLUMNS)})"
+                f"(the time column is called {_TIME_HINT})"
             )
     if not data:
         raise DatasetError(f"{path}: no channel column besides the time column")
-    return _table_recording(path, data, t, rate_hz)
+    return _table_recording(path, data, t, rate_hz, lambda i: f"row {i}")
 
 
 _WAV_PCM, _WAV_FLOAT, _WAV_EXTENSIBLE = 1, 3, 0xFFFE
 _WAV_KINDS = {2: "MS ADPCM", 6: "A-law", 7: "mu-law", 17: "IMA ADPCM", 85: "MP3", 0x161: "WMA"}
-_WAV_STREAMING_SIZES = (0, 0xFFFFFFFF)  # a data size a streaming writer leaves before it knows the length
+_WAV_STREAMING_SIZES = (0, 0xFFFFFFFF)  # a size a streaming writer leaves before it knows the length
 
 
 def _wav_layout(path: Path) -> tuple[int, int, int, int, int, int]:
     """(format 1 PCM | 3 float, channels, rate, bytes per sample, data offset, data bytes) from the RIFF
     chunks: ``fmt `` (plain, or WAVE_FORMAT_EXTENSIBLE with its sub-format) and ``data``, skipping any
-    other chunk (LIST, fact, bext, cue, ...) with its pad byte. A data size of 0 or 0xFFFFFFFF (left by a
-    streaming writer) means: to the end of the file."""
+    other chunk (LIST, fact, bext, cue, ...) with its pad byte. A data size of 0xFFFFFFFF (left by a
+    streaming writer) means: to the end of the file; so does 0 when the RIFF size is unset too (0 or
+    0xFFFFFFFF) or the bytes after the data chunk's header run to the end of the file without a chunk
+    in them; a data chunk of size 0 followed by another chunk holds no samples."""
     size = path.stat().st_size
     with path.open("rb") as f:
         head = f.read(12)
@@ -311,10 +500,25 @@ def _wav_layout(path: Path) -> tuple[int, int, int, int, int, int]:
                         f"channel(s) and {align}-byte frames is not readable; PCM takes 8/16/24/32 bits, float "
                         "32/64"
                     )
-                if rate <= 0:
-                    raise DatasetError(f"{path}: the WAV header gives a sample rate of {rate} Hz")
+                if rate <= 0 or rate > MAX_WAV_RATE_HZ:
+                    raise DatasetError(
+                        f"{path}: the WAV header gives a sample rate of {rate} Hz"
+                        + (f", above {MAX_WAV_RATE_HZ:,} Hz: a damaged header" if rate else "")
+                    )
                 left = size - body
-                if n in _WAV_STREAMING_SIZES:
+                streaming = n == 0xFFFFFFFF or (
+                    n == 0 and int.from_bytes(head[4:8], "little") in _WAV_STREAMING_SIZES
+                )
+                if n == 0 and not streaming:
+                    nxt = _chunk_at(f, body, size)
+                    if left < align or nxt is not None:
+                        raise DatasetError(
+                            f"{path}: the WAV data chunk holds no samples (its size is 0"
+                            + (f" and a {nxt!r} chunk follows it" if nxt else "")
+                            + "); export the recording again"
+                        )
+                    streaming = True  # samples to the end of the file: a writer that never set sizes
+                if streaming:
                     n = left - left % align
                 elif n > left:
                     raise DatasetError(
@@ -328,9 +532,20 @@ def _wav_layout(path: Path) -> tuple[int, int, int, int, int, int]:
     raise DatasetError(f"{path}: no {'data' if fmt else 'format'} chunk in the WAV file")
 
 
+def _chunk_at(f: Any, pos: int, size: int) -> str | None:
+    """The id of the RIFF chunk whose header is at ``pos`` (four printable ASCII bytes and a size
+    that fits the file), or None."""
+    f.seek(pos)
+    head = f.read(8)
+    if len(head) < 8 or not all(0x20 <= b <= 0x7E for b in head[:4]):
+        return None
+    return head[:4].decode("ascii") if pos + 8 + int.from_bytes(head[4:8], "little") <= size else None
+
+
 def read_wav(path: Path, rate_hz: float | None) -> Recording:
     """PCM (8-bit unsigned, 16/24/32-bit signed) and IEEE float (32/64-bit) WAV, plain or
-    WAVE_FORMAT_EXTENSIBLE, any channels; samples scaled to full scale +-1 (float as written). Not
+    WAVE_FORMAT_EXTENSIBLE, any channels; samples scaled to full scale +-1 (float as written): integer
+    samples divided by 2^(bits-1) (8-bit: 128 after removing its offset), so -full scale is exactly -1. Not
     Python's ``wave``, which reads neither float nor (before 3.12) extensible files, what DAQ and audio
     tools often write."""
     tag, n_ch, rate, width, offset, n = _wav_layout(path)
@@ -351,7 +566,7 @@ def read_wav(path: Path, rate_hz: float | None) -> Recording:
         dtype = dtypes[width]
         x = np.fromfile(path, dtype=np.dtype(dtype).newbyteorder("<"), count=n // width, offset=offset)
         x = x.astype(np.float64)
-        x = (x - 128) / 128 if width == 1 else x / float(np.iinfo(dtype).max)
+        x = (x - 128) / 128 if width == 1 else x / float(1 << (8 * width - 1))
     x = x.reshape(-1, n_ch)
     if not len(x):
         raise DatasetError(f"{path}: the WAV file holds no samples")
@@ -362,26 +577,80 @@ def read_wav(path: Path, rate_hz: float | None) -> Recording:
     return Recording(path.stem, float(rate), {f"ch{i}": x[:, i] for i in range(n_ch)}, path)
 
 
+def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an NPZ file; one DatasetError line for anything numpy cannot read as numbers."""
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if not magic:
+        raise DatasetError(f"{path}: empty file (0 bytes); save the run again with numpy.savez")
+    if magic[:2] != b"PK":
+        raise DatasetError(
+            f"{path}: not an NPZ archive (numpy.savez writes a zip file; this one starts with {magic!r}); "
+            "save the run with numpy.savez"
+        )
+    arrays = {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for k in z.files:
+                try:
+                    arrays[k] = z[k]
+                except ValueError as exc:
+                    if "allow_pickle" not in str(exc):
+                        raise
+                    raise DatasetError(
+                        f"{path}: array {k!r} holds Python objects, not numbers; save numeric arrays"
+                    ) from None
+    except DatasetError:
+        raise
+    except Exception as exc:  # a damaged archive: BadZipFile, zlib.error, EOFError, ValueError, ...
+        raise DatasetError(
+            f"{path}: not a readable NPZ file ({type(exc).__name__}: {str(exc)[:200]}); save the run "
+            "again with numpy.savez"
+        ) from None
+    for k, v in arrays.items():
+        if v.dtype.kind not in "iuf":
+            raise DatasetError(
+                f"{path}: array {k!r} holds {v.dtype} values, not numbers; an NPZ run holds numeric "
+                "channel arrays, sample_rate_hz or a timestamp array only"
+            )
+    return arrays
+
+
 def read_npz(path: Path, rate_hz: float | None) -> Recording:
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    """NPZ: numeric arrays, one per channel, and ``sample_rate_hz`` (one number) and/or a time array
+    (named as a time column: ``timestamp``, ``time_ms``, ...)."""
+    arrays = _npz_arrays(path)
     rate = None
     if "sample_rate_hz" in arrays:
-        rate = float(arrays.pop("sample_rate_hz"))
+        given = arrays.pop("sample_rate_hz")
+        if given.size != 1:
+            raise DatasetError(
+                f"{path}: sample_rate_hz holds {given.size} values (shape {given.shape}); it is one number, "
+                "the rate in Hz"
+            )
+        rate = float(given.reshape(-1)[0])
+        if not (np.isfinite(rate) and rate > 0):
+            raise DatasetError(f"{path}: sample_rate_hz is {rate:g}; the rate is a number of Hz above 0")
         if rate_hz is not None and abs(rate - rate_hz) > RATE_TOLERANCE * rate_hz:
             raise DatasetError(
                 f"{path}: sample_rate_hz in the file is {rate:g} Hz, --rate-hz says {rate_hz:g} Hz"
             )
-    tkey = next((k for k in arrays if k.lower() in TIME_COLUMNS), None)
-    if tkey is not None:
-        rate = check_times(np.asarray(arrays.pop(tkey), dtype=np.float64), path, rate or rate_hz)
-    rate = rate or rate_hz
+    tol = 0.0
+    times = [k for k in arrays if _time_unit(*_split_unit(k)) is not None]
+    if times:
+        tkey = times[0]
+        scale = _time_scale(path, tkey, str(_time_unit(*_split_unit(tkey))))
+        t = np.asarray(arrays.pop(tkey), dtype=np.float64).ravel() * scale
+        for k in times[1:]:
+            arrays.pop(k)
+        rate, tol = _times_rate(t, path, rate if rate is not None else rate_hz)
+    rate = rate if rate is not None else rate_hz
     if rate is None:
         raise DatasetError(f"{path}: no sample_rate_hz or timestamp array; give --rate-hz")
     chans = {k: np.asarray(v, dtype=np.float64).ravel() for k, v in arrays.items() if np.asarray(v).ndim >= 1}
     if not chans:
         raise DatasetError(f"{path}: no channel array")
-    return Recording(path.stem, rate, chans, path)
+    return Recording(path.stem, rate, chans, path, tol)
 
 
 def read_recording(path: Path, rate_hz: float | None = None) -> Recording:
@@ -445,9 +714,10 @@ def import_vibration(
         from cloud_trainer.train.maintenance import bearing_geometry
 
         bearing = list(bearing_geometry(bearing, "--bearing"))
+    _settle_rates(recs)
     rates = sorted({r.rate_hz for r in recs})
     if resample_to is None and len(rates) > 1:
-        listing = ", ".join(f"{r.source.name} {r.rate_hz:g} Hz" for r in recs)
+        listing = ", ".join(f"{r.source.name} {r.rate_hz:.8g} Hz" for r in recs)
         raise DatasetError(f"mixed rates: {listing}; import each rate separately or give --resample-to HZ")
     target = resample_to or rates[0]
     labels = read_labels(labels_file)
@@ -463,6 +733,8 @@ def import_vibration(
     skipped = 0
     for k, rec in enumerate(recs):
         name = channel or next((c for c in rec.channels if c != speed_channel), "")
+        if channel is None:
+            _not_a_time_ramp(rec, name)
         x = _channel(rec, name, target)
         speed = _channel(rec, speed_channel, target) if speed_channel else None
         mine = [lab for lab in labels if lab.run == rec.run]
@@ -538,6 +810,32 @@ def import_vibration(
     }
 
 
+def _settle_rates(recs: list[Recording]) -> None:
+    """A rate measured from timestamps takes the rate of another file in the set (a WAV header's,
+    NPZ's, ``--rate-hz``, or a measured one met first) that lies within its uncertainty: one DAQ's
+    CSV and WAV are one rate, not "mixed rates"."""
+    settled = sorted({r.rate_hz for r in recs if not r.rate_tolerance})
+    for rec in sorted(recs, key=lambda r: r.rate_tolerance):
+        if rec.rate_tolerance:
+            near = [r for r in settled if abs(r - rec.rate_hz) <= rec.rate_tolerance * r]
+            if near:
+                rec.rate_hz = min(near, key=lambda r: abs(r - rec.rate_hz))
+            else:
+                settled.append(rec.rate_hz)
+
+
+def _not_a_time_ramp(rec: Recording, name: str) -> None:
+    """The channel taken by default must not be a time column under a name not known as one: its
+    values would rise at every sample, a ramp that trains nothing."""
+    x = rec.channels.get(name)
+    if x is not None and len(x) > 2 and bool(np.all(np.diff(x) > 0)):
+        raise DatasetError(
+            f"{rec.source}: channel {name!r}, the first and taken by default, rises at every one of its "
+            f"{len(x)} samples like a clock, not a signal: if it is the time, call its column time, "
+            "timestamp or zeit (a unit as 'time [ms]' or time_ms); else pick the signal with --channel"
+        )
+
+
 def _channel(rec: Recording, name: str, target: float) -> np.ndarray:
     """One channel of a recording, checked finite and resampled to ``target``."""
     if name not in rec.channels:
@@ -564,7 +862,7 @@ def main_import(argv: list[str]) -> int:
         prog="cloud-trainer dataset import --kind vibration",
         description="import historian vibration recordings as a training dataset",
     )
-    ap.add_argument("files", nargs="+", type=Path, help="one file per run: .csv, .wav, .npz")
+    ap.add_argument("files", nargs="+", type=Path, help="one file per run: .csv, .parquet, .wav, .npz")
     ap.add_argument("--labels", required=True, type=Path, help="CSV: run,fault[,start_s,end_s,failure_s]")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--channel", help="the channel (column / array) to use; default: the first")

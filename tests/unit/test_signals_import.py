@@ -260,14 +260,14 @@ def test_float_extensible_and_odd_wav_files_from_other_tools_read_as_written(tmp
         "pcm16 streaming size": (
             _riff(
                 tmp_path / "p16.wav",
-                np.round(x * 32767).astype("<i2").tobytes(),
+                np.round(x * 32768).astype("<i2").tobytes(),
                 tag=1,
                 channels=3,
                 rate=25600,
                 bits=16,
                 data_size=0xFFFFFFFF,
             ),
-            1 / 32767,
+            2.0**-16,
         ),
         "pcm8": (
             _riff(
@@ -289,7 +289,10 @@ def test_float_extensible_and_odd_wav_files_from_other_tools_read_as_written(tmp
     with wave.open(str(tmp_path / "stdlib.wav"), "wb") as w:  # the stdlib's own PCM file reads as before
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000)
         w.writeframes(np.arange(-100, 100, dtype="<i2").tobytes())
-    assert np.allclose(read_wav(tmp_path / "stdlib.wav", None).channels["ch0"], np.arange(-100, 100) / 32767)
+    # integer PCM is divided by 2^(bits-1) as 24-bit always was (16/32-bit were by 32767 / 2^31-1)
+    assert np.array_equal(
+        read_wav(tmp_path / "stdlib.wav", None).channels["ch0"], np.arange(-100, 100) / 32768
+    )
 
 
 @pytest.mark.parametrize(
@@ -379,3 +382,310 @@ def test_a_time_column_in_epoch_milliseconds_is_refused_with_the_header_to_write
     text = (tmp_path / "run.csv").read_text().replace("timestamp,", "time [ms],", 1)
     (tmp_path / "run.csv").write_text(text)
     assert read_csv(tmp_path / "run.csv", None).rate_hz == RATE
+
+
+def _de(v: float) -> str:
+    """A number as a German spreadsheet writes it: decimal comma."""
+    return f"{v:.6f}".replace(".", ",")
+
+
+def _exact(x: np.ndarray) -> np.ndarray:
+    """The values a file written with six decimals holds."""
+    return np.asarray([float(f"{v:.6f}") for v in x])
+
+
+@pytest.mark.parametrize("header", ["accel_x", "Beschleunigung [g]"])
+def test_a_one_column_csv_with_decimal_commas_reads_its_values_not_whole_numbers(tmp_path, header):
+    """The header has no delimiter, so ',' was taken for one: 0,012573 became 0 (the field after the
+    comma ignored) and the run trained on zeros without a word."""
+    from cloud_trainer.train.signals import read_csv
+
+    x = np.random.default_rng(7).normal(0, 0.1, 600)
+    path = tmp_path / "run.csv"
+    path.write_text(f"{header}\r\n" + "".join(f"{_de(v)}\r\n" for v in x), encoding="utf-8-sig")
+    rec = read_csv(path, RATE)
+    (name,) = rec.channels
+    assert name == header.split(" [")[0] and np.array_equal(rec.channels[name], _exact(x))
+
+
+@pytest.mark.parametrize(
+    "text, msg",
+    [
+        ("time,a\n0,1\n0.0001,0,5\n0.0002,2\n", "line 3 has 3 fields but the header 2"),
+        ("a\n0,5,1\n0,25\n1\n", "line 2 has 3 fields but the header 1"),
+        ("time;a\n\n0;1,5;7\n1;2\n2;3\n", "line 3 has 3 fields but the header 2"),
+    ],
+)
+def test_a_csv_row_with_more_fields_than_its_header_is_refused_naming_the_line(tmp_path, text, msg):
+    """Fields past the header's were dropped silently: a value cut at its decimal comma read as valid."""
+    from cloud_trainer.train.signals import read_csv
+
+    (tmp_path / "run.csv").write_text(text)
+    with pytest.raises(DatasetError) as ei:
+        read_csv(tmp_path / "run.csv", RATE)
+    assert msg in str(ei.value) and str(tmp_path / "run.csv") in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_time_columns_under_other_names_and_units_are_the_time_not_a_channel(tmp_path):
+    """'Zeit [s]', 'time_ms' (CSV) and 'time [ms]' (Parquet, as the epoch-ms message tells the user to
+    name it) were not found: with --rate-hz the time ramp became the training channel, without it
+    the import was refused for a missing time column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cloud_trainer.train.signals import read_recording
+
+    x = np.random.default_rng(8).normal(0, 0.1, 1024)
+    t = np.arange(1024) / RATE
+    (tmp_path / "de.csv").write_text(
+        "\ufeffZeit [s];Beschleunigung [g]\r\n"
+        + "".join(f"{_de(a)};{_de(b)}\r\n" for a, b in zip(t, x, strict=True))
+    )
+    (tmp_path / "ms.csv").write_text(
+        "time_ms,accel_x\n" + "".join(f"{a * 1000:.1f},{b:.6f}\n" for a, b in zip(t, x, strict=True))
+    )
+    (tmp_path / "stamp.csv").write_text(
+        "Zeitstempel;Elapsed [ms];accel_x\n"
+        + "".join(
+            f"2024-03-01 12:00:{a:09.6f};{_de(a * 1000)};{_de(b)}\n".replace("00:0", "00:0", 1)
+            for a, b in zip(t, x, strict=True)
+        )
+    )
+    pq.write_table(pa.table({"time [ms]": t * 1000 + 1.7645e12, "accel_x [g]": x}), tmp_path / "ms.parquet")
+    pq.write_table(pa.table({"Zeit": t, "accel_x": x}), tmp_path / "zeit.parquet")
+    for name in ("de.csv", "ms.csv", "stamp.csv", "ms.parquet", "zeit.parquet"):
+        rec = read_recording(tmp_path / name)  # no --rate-hz: the rate is the time column's
+        assert rec.rate_hz == RATE, name
+        (chan,) = rec.channels.values()
+        assert list(rec.channels) in (["accel_x"], ["Beschleunigung"]), name
+        assert np.array_equal(chan, _exact(x)) if name.endswith(".csv") else np.array_equal(chan, x), name
+
+
+def test_a_default_channel_that_rises_at_every_sample_is_refused_as_a_time_column(tmp_path):
+    """A time column under a name not known as one was the first channel: the import trained on the
+    time ramp."""
+    x = np.random.default_rng(9).normal(0, 0.1, 4096)
+    t = np.arange(4096) / RATE
+    (tmp_path / "run.csv").write_text(
+        "Messzeit [s],accel_x\n" + "".join(f"{a:.6f},{b:.6f}\n" for a, b in zip(t, x, strict=True))
+    )
+    labels = _labels(tmp_path / "labels.csv", ["run,healthy,0,0.2048,", "run,imbalance,0.2048,,"])
+    with pytest.raises(DatasetError) as ei:
+        import_vibration([tmp_path / "run.csv"], tmp_path / "ds", labels, rate_hz=RATE)
+    msg = str(ei.value)
+    assert "run.csv: channel 'Messzeit'" in msg and "rises at every one of its 4096 samples" in msg
+    assert "--channel" in msg and "'time [ms]'" in msg and not (tmp_path / "ds").exists()
+    res = import_vibration([tmp_path / "run.csv"], tmp_path / "ds", labels, rate_hz=RATE, channel="accel_x")
+    assert res["windows"] == 2
+    assert np.array_equal(load_vibration(tmp_path / "ds").waveforms[0], _exact(x)[:2048].astype(np.float32))
+
+
+def test_a_time_that_is_not_a_number_is_refused_naming_its_row(tmp_path):
+    """NaN in the time column switched the gap check off: NaN last gave a rate of nan Hz, NaN inside
+    gave 10 kHz and hid a 1 s gap."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cloud_trainer.train.signals import read_recording
+
+    t = np.r_[np.arange(2000), np.arange(2000, 4096) + 10000] / RATE  # a 1 s gap after sample 1999
+    cells = [f"{v:.6f}" for v in t]
+    cells[100] = "NaN"
+    (tmp_path / "mid.csv").write_text("time,a\n\n" + "".join(f"{c},0.5\n" for c in cells))
+    last = [f"{v:.6f}" for v in np.arange(4096) / RATE]
+    last[-1] = "nan"
+    (tmp_path / "last.csv").write_text("time,a\n" + "".join(f"{c},0.5\n" for c in last))
+    tn = t.copy()
+    tn[100] = np.nan
+    pq.write_table(pa.table({"time": tn, "a": np.zeros(4096)}), tmp_path / "mid.parquet")
+    for name, where in (("mid.csv", "line 103"), ("last.csv", "line 4097"), ("mid.parquet", "row 100")):
+        with pytest.raises(DatasetError) as ei:
+            read_recording(tmp_path / name)
+        assert f"{tmp_path / name}: {where}: the time is nan" in str(ei.value), name
+
+
+def test_in_a_decimal_comma_file_a_point_groups_thousands_or_is_refused(tmp_path):
+    """'1.500' in a file written with decimal commas read as 1.5, a thousandth of the speed."""
+    from cloud_trainer.train.signals import read_csv
+
+    t = np.arange(6) / RATE
+    rpm = ["1.500", "999,5", "1.234,5", "-2.000.000", "12", "1.500,25"]
+    (tmp_path / "de.csv").write_text(
+        "time;rpm\n" + "".join(f"{_de(a)};{v}\n" for a, v in zip(t, rpm, strict=True))
+    )
+    assert read_csv(tmp_path / "de.csv", None).channels["rpm"].tolist() == [
+        1500.0,
+        999.5,
+        1234.5,
+        -2000000.0,
+        12.0,
+        1500.25,
+    ]
+    # a semicolon file written with decimal points is not a decimal-comma file: 1.500 is 1.5 there
+    (tmp_path / "points.csv").write_text("time;rpm\n" + "".join(f"{a:.6f};1.500\n" for a in t))
+    assert read_csv(tmp_path / "points.csv", None).channels["rpm"].tolist() == [1.5] * 6
+    (tmp_path / "mixed.csv").write_text(
+        "time;rpm\n" + "".join(f"{_de(a)};{'1.5' if i == 3 else '2,5'}\n" for i, a in enumerate(t))
+    )
+    with pytest.raises(DatasetError) as ei:
+        read_csv(tmp_path / "mixed.csv", None)
+    assert f"{tmp_path / 'mixed.csv'}: line 5: column 'rpm' holds a value that is not a number ('1.5'" in str(
+        ei.value
+    ) and "decimal point in a file written with decimal commas" in str(ei.value)
+
+
+def test_empty_trailing_columns_from_spreadsheet_exports_are_dropped(tmp_path):
+    """'time;accel_x;' was refused: "column '' holds a value that is not a number"."""
+    from cloud_trainer.train.signals import read_csv
+
+    x = np.random.default_rng(10).normal(0, 0.1, 256)
+    t = np.arange(256) / RATE
+    for name, tail in (("one.csv", ";"), ("two.csv", ";;")):
+        (tmp_path / name).write_text(
+            f"time;accel_x{tail}\r\n"
+            + "".join(f"{_de(a)};{_de(b)}{tail}\r\n" for a, b in zip(t, x, strict=True))
+        )
+        rec = read_csv(tmp_path / name, None)
+        assert rec.rate_hz == RATE and list(rec.channels) == ["accel_x"], name
+        assert np.array_equal(rec.channels["accel_x"], _exact(x)), name
+
+
+def test_a_rate_measured_from_timestamps_is_kept_not_rounded_to_five_digits(tmp_path, capsys):
+    """131072 Hz timestamps read as 131070 Hz: a CSV and a WAV of one DAQ were refused as mixed rates
+    and --resample-to 65536 found no ratio."""
+    from cloud_trainer.train.signals import read_csv
+
+    rng = np.random.default_rng(11)
+    t = np.arange(8192) / 131072.0
+    (tmp_path / "r1.csv").write_text(
+        "time,accel_x\n"
+        + "".join(f"{a:.9f},{b:.6f}\n" for a, b in zip(t, rng.normal(0, 0.1, 8192), strict=True))
+    )
+    assert read_csv(tmp_path / "r1.csv", None).rate_hz == 131072.0
+    with wave.open(str(tmp_path / "r2.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(131072)
+        w.writeframes((rng.normal(0, 0.1, 8192) * 32768).astype("<i2").tobytes())
+    labels = _labels(tmp_path / "labels.csv", ["r1,healthy,,,", "r2,imbalance,,,"])
+    files = [tmp_path / "r1.csv", tmp_path / "r2.wav"]
+    assert import_vibration(files, tmp_path / "ds", labels)["sample_rate_hz"] == 131072.0
+    assert import_vibration(files, tmp_path / "ds2", labels, resample_to=65536)["windows"] == 4
+    # a rate that is not whole is kept as measured ...
+    t = np.arange(4096) / 10000.5
+    (tmp_path / "odd.csv").write_text(
+        "time,a\n" + "".join(f"{a:.9f},{b:.6f}\n" for a, b in zip(t, t, strict=True))
+    )
+    assert abs(read_csv(tmp_path / "odd.csv", None).rate_hz - 10000.5) < 1e-3
+    # ... and takes another file's stated rate it matches within its timestamps' rounding
+    rate = 51200 / 3
+    t = np.arange(8192) / rate
+    (tmp_path / "r1.csv").write_text(
+        "time,accel_x\n"
+        + "".join(f"{a:.6f},{b:.6f}\n" for a, b in zip(t, rng.normal(0, 0.1, 8192), strict=True))
+    )
+    assert read_csv(tmp_path / "r1.csv", None).rate_hz != rate
+    np.savez(tmp_path / "r2.npz", accel_x=rng.normal(0, 0.1, 8192), sample_rate_hz=rate)
+    res = import_vibration([tmp_path / "r1.csv", tmp_path / "r2.npz"], tmp_path / "ds3", labels)
+    assert res["sample_rate_hz"] == rate and res["windows"] == 8
+
+
+def test_a_wav_data_chunk_of_size_0_before_another_chunk_holds_no_samples(tmp_path):
+    """Size 0 was always taken as a streaming writer's: the LIST chunk after it was read as samples."""
+    from cloud_trainer.train.signals import read_wav
+
+    info = (
+        b"LIST"
+        + (26).to_bytes(4, "little")
+        + b"INFOISFT"
+        + (14).to_bytes(4, "little")
+        + b"DAQ-Writer 1\x00\x00"
+    )
+    path = _riff(tmp_path / "run.wav", info, tag=1, channels=1, rate=25600, bits=16, data_size=0)
+    with pytest.raises(DatasetError) as ei:
+        read_wav(path, None)
+    assert (
+        f"{path}: the WAV data chunk holds no samples (its size is 0 and a 'LIST' chunk follows it)"
+        in str(ei.value)
+    )
+    with pytest.raises(DatasetError, match="holds no samples"):
+        read_wav(_riff(tmp_path / "none.wav", b"", tag=1, channels=1, rate=25600, bits=16), None)
+    # a streaming writer's file: size 0, samples to the end (RIFF size set or also left at 0)
+    x = np.array([-32768, -1, 0, 1, 32767] * 40, "<i2")
+    streamed = _riff(tmp_path / "s.wav", x.tobytes(), tag=1, channels=1, rate=25600, bits=16, data_size=0)
+    assert np.array_equal(read_wav(streamed, None).channels["ch0"], x / 32768)
+    raw = bytearray(streamed.read_bytes())
+    raw[4:8] = b"\x00\x00\x00\x00"
+    streamed.write_bytes(bytes(raw))
+    assert np.array_equal(read_wav(streamed, None).channels["ch0"], x / 32768)
+
+
+def test_pcm_wav_is_scaled_by_a_power_of_two_and_an_absurd_rate_is_refused(tmp_path):
+    """16/32-bit PCM was divided by 32767 / 2^31-1 (24-bit by 2^23): -full scale read as -1.00003."""
+    from cloud_trainer.train.signals import read_wav
+
+    x16 = np.array([-32768, -16384, 0, 16384, 32767] * 20, "<i2")
+    x32 = np.array([-(2**31), -(2**30), 0, 2**30, 2**31 - 1] * 20, "<i4")
+    rec16 = read_wav(_riff(tmp_path / "a.wav", x16.tobytes(), tag=1, channels=1, rate=8000, bits=16), None)
+    rec32 = read_wav(_riff(tmp_path / "b.wav", x32.tobytes(), tag=1, channels=1, rate=8000, bits=32), None)
+    assert rec16.channels["ch0"][:4].tolist() == [-1.0, -0.5, 0.0, 0.5]
+    assert rec32.channels["ch0"][:4].tolist() == [-1.0, -0.5, 0.0, 0.5]
+    path = _riff(tmp_path / "c.wav", x16.tobytes(), tag=1, channels=1, rate=20_000_000, bits=16)
+    with pytest.raises(
+        DatasetError, match=r"c.wav: the WAV header gives a sample rate of 20000000 Hz, above"
+    ):
+        read_wav(path, None)
+
+
+def test_a_unit_row_under_the_csv_header_is_refused_naming_the_line(tmp_path):
+    from cloud_trainer.train.signals import read_csv
+
+    (tmp_path / "run.csv").write_text(
+        "time;accel_x\r\ns;g\r\n" + "".join(f"{_de(a)};0,5\r\n" for a in range(5))
+    )
+    with pytest.raises(DatasetError) as ei:
+        read_csv(tmp_path / "run.csv", None)
+    assert f"{tmp_path / 'run.csv'}: line 2 ('s;g') looks like units under the header" in str(ei.value)
+    assert "accel_x [unit]" in str(ei.value)
+
+
+def _npz_cases(d: Path) -> dict[str, str]:
+    x = np.zeros(4096)
+    (d / "empty.npz").write_bytes(b"")
+    (d / "text.npz").write_bytes(b"time,accel_x\n0,1\n")
+    (d / "cut.npz").write_bytes(b"PK\x03\x04" + b"\x00" * 40)
+    np.savez(d / "objects.npz", accel_x=np.array([1, "a", None], dtype=object), sample_rate_hz=RATE)
+    np.savez(d / "names.npz", accel_x=x, name=np.array(["pump 1"]), sample_rate_hz=RATE)
+    np.savez(d / "rates.npz", accel_x=x, sample_rate_hz=np.array([RATE, RATE]))
+    np.savez(d / "zero.npz", accel_x=x, sample_rate_hz=0.0)
+    np.savez(d / "nan.npz", accel_x=x, sample_rate_hz=np.nan)
+    return {
+        "empty.npz": "empty file (0 bytes)",
+        "text.npz": "not an NPZ archive (numpy.savez writes a zip file",
+        "cut.npz": "not a readable NPZ file (",
+        "objects.npz": "array 'accel_x' holds Python objects, not numbers",
+        "names.npz": "array 'name' holds <U6 values, not numbers",
+        "rates.npz": "sample_rate_hz holds 2 values (shape (2,)); it is one number",
+        "zero.npz": "sample_rate_hz is 0; the rate is a number of Hz above 0",
+        "nan.npz": "sample_rate_hz is nan; the rate is a number of Hz above 0",
+    }
+
+
+def test_npz_files_numpy_cannot_read_as_numbers_are_refused_in_one_line(tmp_path, capsys):
+    """They ended the CLI with a traceback (EOFError, ValueError about pickles, TypeError), and
+    sample_rate_hz=0 was reported as missing."""
+    from cloud_trainer.train.signals import read_npz
+
+    for name, msg in _npz_cases(tmp_path).items():
+        with pytest.raises(DatasetError) as ei:
+            read_npz(tmp_path / name, None)
+        assert f"{tmp_path / name}: {msg}" in str(ei.value) and "\n" not in str(ei.value), name
+    np.savez(tmp_path / "good.npz", accel_x=np.zeros(8192), sample_rate_hz=RATE)
+    labels = _labels(tmp_path / "labels.csv", ["empty,healthy,,,", "good,imbalance,,,"])
+    argv = ["import", "--kind", "vibration", str(tmp_path / "empty.npz"), str(tmp_path / "good.npz")]
+    assert dataset_main([*argv, "--labels", str(labels), "--out", str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"cloud-trainer dataset import: {tmp_path / 'empty.npz'}: empty file (0 bytes); save the run again with numpy.savez\n"
+    )
