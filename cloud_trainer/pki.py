@@ -43,6 +43,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 ROLE_AGENT, ROLE_ADMIN, ROLE_SERVER, ROLE_OPERATOR = "agent", "admin", "server", "operator"
 DEFAULT_TENANT = "default"
 TENANT_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+# the agent config's ``agent.id`` rule (edge_agent.config.AgentSection): an agent certificate's CN is its id,
+# so it is never a path, a tenant-qualified name ('beta/gw-b') or empty
+AGENT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
 def check_tenant(tenant: str) -> str:
@@ -52,6 +55,15 @@ def check_tenant(tenant: str) -> str:
             "letter or digit"
         )
     return tenant
+
+
+def check_agent_id(agent: str) -> str:
+    if not AGENT_ID_RE.fullmatch(agent or ""):
+        raise ValueError(
+            f"agent id {agent[:80]!r}: use 1-63 letters, digits, '_', '.' or '-', starting with a letter or "
+            "digit (the agent config's agent.id)"
+        )
+    return agent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +157,8 @@ def issue(
     """A certificate for ``cn`` in ``role``; ``tenant`` (agents and admins) names the tenant it acts in."""
     if tenant is not None and role not in (ROLE_AGENT, ROLE_ADMIN):
         raise ValueError(f"a {role} certificate has no tenant")
+    if role == ROLE_AGENT:
+        check_agent_id(cn)
     ca_cert, ca_key = _load_ca(d)
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
@@ -181,7 +195,8 @@ def issue(
 def identity(pem: bytes) -> Identity:
     """Name, role and tenant of a PEM certificate (parsed once per distinct certificate: the fleet service
     asks on every call of a connection). Agents and admins without a tenant attribute are in the default
-    tenant; a tenant attribute that is not a valid tenant id gives tenant '' (refused by the service)."""
+    tenant; a tenant attribute that is not a valid tenant id, or an agent certificate whose CN is not a valid
+    agent id (``AGENT_ID_RE``), gives tenant '' (refused by the service)."""
     cert = x509.load_pem_x509_certificate(pem)
 
     def attr(oid) -> str:
@@ -196,7 +211,10 @@ def identity(pem: bytes) -> Identity:
         tenant = DEFAULT_TENANT
     elif not TENANT_RE.fullmatch(tenant):
         tenant = ""
-    return Identity(attr(NameOID.COMMON_NAME), role, tenant)
+    name = attr(NameOID.COMMON_NAME)
+    if role == ROLE_AGENT and not AGENT_ID_RE.fullmatch(name):
+        tenant = ""
+    return Identity(name, role, tenant)
 
 
 def tenant_dir(d: Path, tenant: str | None) -> Path:
@@ -246,6 +264,12 @@ def main(argv: list[str] | None = None) -> int:
             check_tenant(tenant)
     except ValueError as exc:
         print(f"cloud-trainer pki: --tenant: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if a.verb == "agent":
+            check_agent_id(a.id)
+    except ValueError as exc:
+        print(f"cloud-trainer pki: --id: {exc}", file=sys.stderr)
         return 2
     if a.verb == "init":
         if (a.dir / "ca.key").exists():

@@ -12,6 +12,11 @@ Tenants: the default tenant's registry is ``<root>`` itself (the layout above, u
 ``acme``'s is ``<root>/.tenants/acme/`` with the same layout (a package name never starts with '.', so
 the two never meet). ``for_tenant()`` gives the registry a tenant's admins and agents see: a name or
 digest of another tenant is simply not in it.
+
+Names: a package name is what the package format allows (``PACKAGE_NAME_RE``, the manifest's and the
+agent's rule: lowercase letters, digits, '_' and '-', at most 63). ``list``/``get``/``latest`` answer a
+name outside it (``../beta/x``, ``.tenants/beta/x``, an absolute path) exactly as a name that is not in
+the registry, so a name taken from a client never reaches a path outside the tenant's folder.
 """
 
 from __future__ import annotations
@@ -20,8 +25,16 @@ import builtins
 import datetime as dt
 import json
 import os
+import re
 import shutil
 from pathlib import Path
+
+# the package format's name rule (model_packager.manifest, edge_agent.models.manager): also a safe folder name
+PACKAGE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
+def valid_package_name(name: object) -> bool:
+    return isinstance(name, str) and PACKAGE_NAME_RE.fullmatch(name) is not None
 
 
 class RegistryError(ValueError):
@@ -50,9 +63,17 @@ class Registry:
         return sorted(p.name for p in (self.root / ".tenants").glob("*") if p.is_dir())
 
     def _index_path(self, name: str) -> Path:
+        if not valid_package_name(name):
+            raise RegistryError(
+                f"package name {name[:80]!r}: use 1-63 lowercase letters, digits, '_' or '-', starting with a "
+                "letter or digit"
+            )
         return self.root / name / "index.json"
 
     def list(self, name: str) -> list[dict]:
+        """The entries of package ``name``; [] for a name not in the registry, or not a valid package name."""
+        if not valid_package_name(name):
+            return []
         p = self._index_path(name)
         try:
             return json.loads(p.read_text())
@@ -60,7 +81,9 @@ class Registry:
             return []
 
     def names(self) -> builtins.list[str]:
-        return sorted(p.parent.name for p in self.root.glob("*/index.json"))
+        return sorted(
+            p.parent.name for p in self.root.glob("*/index.json") if valid_package_name(p.parent.name)
+        )
 
     def latest(self, name: str) -> dict | None:
         pub = [e for e in self.list(name) if e["status"] == "published"]

@@ -121,17 +121,9 @@ class Console:
         ]
 
     def quotas(self, tenant: str) -> dict:
-        """The quota snapshot restricted to the tenant's agents (keys are ``agent`` in the default tenant,
-        ``tenant/agent`` in the others)."""
-        snap = self.srv.quotas.snapshot() if hasattr(self.srv, "quotas") else {}
-
-        def mine(key: str) -> bool:
-            return key.startswith(f"{tenant}/") if tenant != "default" else "/" not in key.split(":")[0]
-
-        return {
-            k: ({a: v for a, v in val.items() if mine(a)} if isinstance(val, dict) and k != "limits" else val)
-            for k, val in snap.items()
-        }
+        """The quota snapshot restricted to the tenant's agents, keyed by agent id (the counters are keyed by
+        ``(tenant, agent)``: no agent id of another tenant, whatever it spells, reaches this tenant's)."""
+        return self.srv.quotas.snapshot(tenant) if hasattr(self.srv, "quotas") else {}
 
     def models(self, tenant: str = "default") -> list[dict]:
         reg = self.srv.registry.for_tenant(tenant)

@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
+import logging
 import math
 import sqlite3
 import threading
@@ -53,6 +54,7 @@ from cloud_trainer.fleet.deployment import Deployment
 from cloud_trainer.registry import Registry
 from model_packager.manifest import version_key
 
+log = logging.getLogger(__name__)
 DEFAULT_TENANT = "default"
 
 ROLLBACK_SUFFIX = ":rollback"  # v2 mark on a desired slot's deployment id (v3: the explicit rollback field)
@@ -444,14 +446,25 @@ class Control:
 
     # ---- admin side ----------------------------------------------------------------------------
     def _resolve(self, package: str, version: str, tenant: str = T) -> dict:
+        """The tenant's published entry of ``package`` (``version``, or the latest). A name that is not a package
+        name, an entry of another name, and an entry whose file cannot be read are all refused exactly as a
+        package that is not in the registry: nothing in the answer says whether it exists elsewhere, nor where
+        the registry lives on the server."""
         reg = self.registry.for_tenant(tenant)
+        missing = NotInTenant(f"{str(package)[:80]} {str(version)[:64] or '(latest)'} is not in the registry")
         entry = reg.get(package, version) if version else reg.latest(package)
-        if entry is None:
-            raise NotInTenant(f"{package} {version or '(latest)'} is not in the registry")
+        if entry is None or entry.get("name") != package:
+            raise missing
         if entry["status"] != "published":
             raise ValueError(f"{package} {entry['version']} is {entry['status']}, not published")
-        entry["size"] = reg.package_path(entry).stat().st_size
-        self._check_signer(reg.package_path(entry), entry, tenant)
+        try:
+            entry["size"] = reg.package_path(entry).stat().st_size
+            self._check_signer(reg.package_path(entry), entry, tenant)
+        except OSError as exc:
+            log.warning(
+                "registry of tenant %s: %s %s cannot be read: %s", tenant, package, entry["version"], exc
+            )
+            raise missing from None
         return entry
 
     def _check_signer(self, path: Path, entry: dict, tenant: str) -> None:

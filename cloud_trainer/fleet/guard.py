@@ -12,7 +12,9 @@ with one second of burst), and sample bytes per UTC day; and one message is at m
 N replicas behind a load balancer an agent can get up to N times the limits (bounded). The per-tenant
 quotas that must hold across replicas (agents, records and sample bytes per day) are counted in the
 store instead (``Store.admit_agent`` / ``ingest``, set by the platform operator). Their current
-values are in ``snapshot()`` (the console's ``/api/quotas``).
+values are in ``snapshot()`` (the console's ``/api/quotas``). Counters are keyed by ``(tenant, agent)``,
+never by a string built from both, so that no agent id of one tenant can name another tenant's agent's
+counters; ``snapshot(tenant)`` is one tenant's counters only, keyed by agent id.
 """
 
 from __future__ import annotations
@@ -111,6 +113,28 @@ async def json_field(context, text: str, name: str, *, max_bytes: int = 256 * 10
     return value
 
 
+INT64_MAX = 2**63 - 1  # the largest integer the stores hold (SQLite INTEGER, PostgreSQL BIGINT)
+
+
+def over_int64(**fields: int) -> str | None:
+    """Why one of these uint64 fields cannot be stored (above ``INT64_MAX``), or None."""
+    for name, value in fields.items():
+        if value > INT64_MAX:
+            return f"{name} {value} is above {INT64_MAX}, the largest value the fleet stores"
+    return None
+
+
+async def report_fields(context, r, name: str) -> None:
+    """``INVALID_ARGUMENT`` for a state report (``HeartbeatRequest``) with a stored uint64 field the stores cannot
+    hold: its outbox depth, epoch or a dropped count. Checked before the report is kept, so that it never reaches
+    a write it would fail (and, batched with other agents' reports, fail theirs)."""
+    why = over_int64(outbox_depth=r.outbox_depth, epoch=r.epoch) or over_int64(
+        **{f"dropped[{k[:40]!r}]": v for k, v in r.dropped.items()}
+    )
+    if why:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name}: {why}; nothing of it was stored")
+
+
 @dataclasses.dataclass(frozen=True)
 class QuotaLimits:
     # Defaults sit above what one agent draining a backlog reaches on loopback (~35k records/s, see
@@ -142,22 +166,25 @@ class _Bucket:
         return True
 
 
+AgentKey = tuple[str, str]  # (tenant, agent id)
+
+
 class Quotas:
     def __init__(self, limits: QuotaLimits | None = None, clock=time.time) -> None:
         self.limits = limits or QuotaLimits()
         self.clock = clock
         self._lock = threading.Lock()
-        self._streams: dict[str, int] = defaultdict(int)
-        self._bytes: dict[str, _Bucket] = {}
-        self._records: dict[str, _Bucket] = {}
-        self._samples: dict[str, tuple[int, int]] = {}  # agent -> (UTC day, bytes)
-        self.refusals: dict[str, int] = defaultdict(int)
+        self._streams: dict[AgentKey, int] = defaultdict(int)
+        self._bytes: dict[AgentKey, _Bucket] = {}
+        self._records: dict[AgentKey, _Bucket] = {}
+        self._samples: dict[AgentKey, tuple[int, int]] = {}  # (tenant, agent) -> (UTC day, bytes)
+        self.refusals: dict[tuple[str, str, str], int] = defaultdict(int)  # (tenant, agent, kind) -> count
 
-    def _refuse(self, agent: str, kind: str, why: str) -> QuotaExceeded:
-        self.refusals[f"{agent}:{kind}"] += 1
-        return QuotaExceeded(f"agent {agent}: {why}; slow down and retry later")
+    def _refuse(self, agent: AgentKey, kind: str, why: str) -> QuotaExceeded:
+        self.refusals[(*agent, kind)] += 1
+        return QuotaExceeded(f"agent {agent[1]}: {why}; slow down and retry later")
 
-    def open_stream(self, agent: str) -> None:
+    def open_stream(self, agent: AgentKey) -> None:
         with self._lock:
             if self._streams[agent] >= self.limits.concurrent_streams:
                 raise self._refuse(
@@ -168,11 +195,11 @@ class Quotas:
                 )
             self._streams[agent] += 1
 
-    def close_stream(self, agent: str) -> None:
+    def close_stream(self, agent: AgentKey) -> None:
         with self._lock:
             self._streams[agent] = max(0, self._streams[agent] - 1)
 
-    def take_batch(self, agent: str, records: int, nbytes: int) -> None:
+    def take_batch(self, agent: AgentKey, records: int, nbytes: int) -> None:
         lim = self.limits
         with self._lock:
             rb = self._records.setdefault(agent, _Bucket(lim.records_per_s))
@@ -191,7 +218,7 @@ class Quotas:
                 rb.level += records  # give the records back: nothing of the batch is taken
                 raise self._refuse(agent, "bytes", f"over {lim.record_bytes_per_s:.0f} bytes/s")
 
-    def take_sample(self, agent: str, nbytes: int) -> None:
+    def take_sample(self, agent: AgentKey, nbytes: int) -> None:
         day = int(self.clock() // 86400)
         with self._lock:
             d, used = self._samples.get(agent, (day, 0))
@@ -205,11 +232,24 @@ class Quotas:
                 )
             self._samples[agent] = (day, used + nbytes)
 
-    def snapshot(self) -> dict:
+    def snapshot(self, tenant: str | None = None) -> dict:
+        """Limits and counters: of one tenant's agents, keyed by agent id (refusals ``<agent>:<kind>``), or with
+        ``tenant`` None of every tenant's, keyed ``<tenant>/<agent>`` (a view for the platform's own logs)."""
+
+        def name(key: tuple) -> str | None:
+            if tenant is None:
+                return f"{key[0]}/{key[1]}"
+            return key[1] if key[0] == tenant else None
+
+        def view(counters: dict, value=lambda v: v) -> dict:
+            return {n: value(v) for k, v in counters.items() if (n := name(k)) is not None}
+
         with self._lock:
             return {
                 "limits": dataclasses.asdict(self.limits),
-                "streams": dict(self._streams),
-                "sample_bytes_today": {a: b for a, (_, b) in self._samples.items()},
-                "refusals": dict(self.refusals),
+                "streams": view(self._streams),
+                "sample_bytes_today": view(self._samples, lambda v: v[1]),
+                "refusals": {
+                    f"{n}:{k[2]}": v for k, v in self.refusals.items() if (n := name(k[:2])) is not None
+                },
             }

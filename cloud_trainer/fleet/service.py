@@ -15,7 +15,9 @@ registry; per-agent quota counters are per process (``guard``), the per-tenant q
 records and sample bytes per day, set with ``CreateTenant``) are counted in the store.
 
 Hostile input (issue 16): a request that is not a valid protobuf message, or a JSON field that is not
-a JSON object, is ``INVALID_ARGUMENT``; an agent over its quotas gets ``RESOURCE_EXHAUSTED``; an agent
+a JSON object, is ``INVALID_ARGUMENT``, as is a value no store holds (a record's seq or epoch, a state
+report's outbox depth, epoch or dropped count above 2^63-1) or a sample whose payload is not a JSON object,
+before anything of the message is kept; an agent over its quotas gets ``RESOURCE_EXHAUSTED``; an agent
 downloads only packages deployed to it (``PERMISSION_DENIED`` otherwise, with the same text as for a
 digest that does not exist, or one of another tenant).
 """
@@ -37,10 +39,17 @@ from cloud_trainer.blobs import BlobStore, open_blobs
 from cloud_trainer.fleet.commands import Commands, add_commands
 from cloud_trainer.fleet.control import NotInTenant
 from cloud_trainer.fleet.deployment import Deployment, gate_from_request
-from cloud_trainer.fleet.guard import MalformedRequests, QuotaExceeded, Quotas, json_field
+from cloud_trainer.fleet.guard import (
+    MalformedRequests,
+    QuotaExceeded,
+    Quotas,
+    json_field,
+    over_int64,
+    report_fields,
+)
 from cloud_trainer.fleet.store import QUOTA_FIELDS, Store, TenantQuotaExceeded, open_store
 from cloud_trainer.fleet.stream import StreamHub, desired_reply, offer
-from cloud_trainer.pki import ROLE_ADMIN, ROLE_AGENT, ROLE_OPERATOR, Identity, identity
+from cloud_trainer.pki import AGENT_ID_RE, ROLE_ADMIN, ROLE_AGENT, ROLE_OPERATOR, Identity, identity
 from cloud_trainer.registry import Registry
 from protocols.gen import fleet_pb2 as pb
 from protocols.gen import fleet_pb2_grpc as rpc
@@ -104,6 +113,12 @@ async def require(context, role: str) -> Identity:
             f"this method needs a {role} certificate; the client presented {who.role or 'no'} "
             f"certificate {who.name!r}",
         )
+    if role == ROLE_AGENT and not AGENT_ID_RE.fullmatch(who.name):
+        await context.abort(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"certificate {who.name[:80]!r}: its CN is not a valid agent id (1-63 letters, digits, '_', '.' or "
+            "'-'); issue it again with `cloud-trainer pki agent --id ID`",
+        )
     if role != ROLE_OPERATOR and not who.tenant:
         await context.abort(
             grpc.StatusCode.PERMISSION_DENIED,
@@ -113,8 +128,10 @@ async def require(context, role: str) -> Identity:
     return who
 
 
-def quota_key(who: Identity) -> str:
-    return who.name if who.tenant == "default" else f"{who.tenant}/{who.name}"
+def quota_key(who: Identity) -> tuple[str, str]:
+    """The agent's per-process quota counters: keyed by (tenant, agent id), so that no agent id, whatever it
+    spells, shares another tenant's agent's counters."""
+    return (who.tenant, who.name)
 
 
 class LimitedTenants:
@@ -203,6 +220,7 @@ class FleetServicer(rpc.FleetServicer):
                 try:
                     async for msg in request_iterator:
                         r = msg.report
+                        await report_fields(context, r, "report")
                         slots = _slot_states(r)
                         health = await json_field(context, r.health_json, "report.health_json")
                         await self._command_results(who, r.command_results)
@@ -228,6 +246,7 @@ class FleetServicer(rpc.FleetServicer):
         who = await require(context, ROLE_AGENT)
         await self._admit(who, context)
         agent, tenant = who.name, who.tenant
+        await report_fields(context, request, "HeartbeatRequest")
         slots = _slot_states(request)
         health = await json_field(context, request.health_json, "health_json")
         await self._command_results(who, request.command_results)
@@ -261,7 +280,7 @@ class FleetServicer(rpc.FleetServicer):
                 yield ack
 
     @contextlib.asynccontextmanager
-    async def _stream(self, agent: str, context):
+    async def _stream(self, agent: tuple[str, str], context):
         """One of the agent's concurrent streams, within its quota (RESOURCE_EXHAUSTED beyond it)."""
         try:
             self.quotas.open_stream(agent)
@@ -275,7 +294,13 @@ class FleetServicer(rpc.FleetServicer):
     async def _push(self, who: Identity, request_iterator, context):
         agent = quota_key(who)
         await self._admit(who, context)
+        blobs = self.blobs.for_tenant(who.tenant)
         async for batch in request_iterator:
+            # a malformed record refuses the batch before any quota is taken or any byte written
+            if (why := _malformed(batch)) is not None:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"{why}; nothing of the batch was stored"
+                )
             samples = sum(len(r.sample) for r in batch.records if r.kind == "sample")
             try:  # the whole batch is within the quotas, or none of it is stored
                 self.quotas.take_batch(
@@ -298,24 +323,31 @@ class FleetServicer(rpc.FleetServicer):
                     digest = hashlib.sha256(r.sample).hexdigest()
                     if r.sample_sha256 and digest != r.sample_sha256:
                         log.warning(
-                            "agent %s: sample seq %d arrived damaged (digest mismatch); not acknowledged",
-                            agent,
+                            "agent %s (tenant %s): sample seq %d arrived damaged (digest mismatch); not "
+                            "acknowledged",
+                            who.name,
+                            who.tenant,
                             r.seq,
                         )
                         continue
-                    await asyncio.to_thread(self.blobs.for_tenant(who.tenant).put_bytes, r.sample)
-                    rec["sample_sha256"], rec["sample_ext"], rec["sample_bytes"] = (
+                    # the bytes go to the blob store in ingest, only if the record is new and within quota
+                    rec["sample_sha256"], rec["sample_ext"], rec["sample_bytes"], rec["sample_data"] = (
                         digest,
                         r.sample_ext,
                         len(r.sample),
+                        r.sample,
                     )
                 records.append(rec)
             try:
                 seqs, stored, dup = await asyncio.to_thread(
-                    partial(self.store.ingest, who.name, records, tenant=who.tenant)
+                    partial(self.store.ingest, who.name, records, tenant=who.tenant, blobs=blobs)
                 )
             except TenantQuotaExceeded as exc:  # the tenant's records or sample bytes of the day
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            except ValueError as exc:  # a record the store refuses (the checks above should have caught it)
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"{str(exc)[:300]}; nothing of the batch was stored"
+                )
             yield pb.Ack(seqs=seqs, stored=stored, duplicates=dup)
 
     async def DownloadPackage(self, request, context):
@@ -456,6 +488,11 @@ class AdminServicer(rpc.AdminServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except OSError as exc:  # a file of the server's: logged with its path, never sent to the client
+            log.warning("%s of tenant %s: %s failed: %s", what, who.tenant, getattr(fn, "__name__", fn), exc)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"{what}: the server could not read its files; see the server's log"
+            )
         except (
             RuntimeError
         ) as exc:  # the agent's validator could not run: the service's fault, not the admin's
@@ -582,6 +619,23 @@ class AdminServicer(rpc.AdminServicer):
                 )
             )
         return out
+
+
+def _malformed(batch) -> str | None:
+    """Why a record of the batch can never be stored, or None: a seq or epoch above what the stores hold, a
+    sample whose payload (its metadata) is not a JSON object. The agent gets ``INVALID_ARGUMENT`` naming the
+    record, never an error it would retry the same batch for."""
+    for i, r in enumerate(batch.records):
+        if why := over_int64(seq=r.seq, epoch=r.epoch):
+            return f"record {i} (seq {r.seq}): {why}"
+        if r.kind == "sample" and r.sample and r.payload:
+            try:
+                meta = json.loads(r.payload)
+            except (ValueError, RecursionError):
+                meta = None
+            if not isinstance(meta, dict):
+                return f"record {i} (sample seq {r.seq}): its payload must be a JSON object (the sample's metadata)"
+    return None
 
 
 def _slot_states(r) -> list[dict]:

@@ -19,7 +19,16 @@ seqs it dropped (``outbox_budget`` / ``outbox_retention`` / ``outbox_write_faile
 seq ranges), and an epoch change records the end of the previous epoch (after its last stored seq)
 as an open-ended gap, ``epoch_change``, or ``outbox_corrupt`` once the agent's event says why.
 Missing seqs nobody explained are ``unknown`` (possibly still on their way). Samples are
-content-addressed files through ``cloud_trainer.blobs.LocalBlobStore``.
+content-addressed files through ``cloud_trainer.blobs`` (the tenant's blob store, given to ``ingest``).
+
+Sample bytes are written by ``ingest`` itself, inside the batch's transaction and only for records it
+stores now, after the tenant's quota has been charged: a refused batch, a replay and a malformed record
+write no byte, so the tenant's ``max_sample_bytes_per_day`` bounds what its agents put in the (shared)
+blob store. A blob without its row exists only when writing a batch that was within quota failed (a blob
+store or database error); the agent was not acknowledged and sends those records again.
+
+Malformed records are ``ValueError`` before anything is stored, the same in every store: a seq, epoch or
+outbox depth outside 0..2^63-1 (what both databases hold), a sample whose payload is not a JSON object.
 """
 
 from __future__ import annotations
@@ -131,6 +140,32 @@ DROP_CAUSES = {
 }
 
 
+INT64_MAX = 2**63 - 1  # the largest integer SQLite and PostgreSQL (BIGINT) hold
+
+
+def _int64(v) -> int | None:
+    """``v`` as a stored integer, or None when it is not an integer in 0..INT64_MAX."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= INT64_MAX else None
+
+
+def check_record(r: dict) -> dict | None:
+    """``ValueError`` naming the field for a record no store can hold; the sample's metadata (its payload,
+    a JSON object) for a sample record, else None."""
+    for field in ("seq", "epoch"):
+        v = r.get(field) or 0
+        if _int64(v) is None:
+            raise ValueError(f"record seq {r.get('seq')}: {field} {v!r} is not an integer in 0..{INT64_MAX}")
+    if r.get("kind") != "sample" or not r.get("sample_sha256"):
+        return None
+    try:
+        meta = json.loads(r.get("payload") or "{}")
+    except (ValueError, RecursionError):
+        meta = None
+    if not isinstance(meta, dict):
+        raise ValueError(f"sample seq {r['seq']}: its payload must be a JSON object (the sample's metadata)")
+    return meta
+
+
 def _subtract(first: int, last: int, known: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
     """Split the missing range [first, last] into pieces explained by ``known`` (sorted) and ``unknown`` ones."""
     out, at = [], first
@@ -163,8 +198,13 @@ class Store(abc.ABC):
     """What the fleet service needs of its store. Every method acts within one tenant (keyword ``tenant``)."""
 
     @abc.abstractmethod
-    def ingest(self, agent: str, records: list[dict], *, tenant: str = T) -> tuple[list[int], int, int]:
-        """Store records idempotently; return (acknowledged seqs, newly stored, duplicates)."""
+    def ingest(
+        self, agent: str, records: list[dict], *, tenant: str = T, blobs=None
+    ) -> tuple[list[int], int, int]:
+        """Store records idempotently; return (acknowledged seqs, newly stored, duplicates). A sample record may
+        carry its bytes (``sample_data``): they go to ``blobs`` (the tenant's blob store) only if the record is
+        stored now and within the tenant's quota. ``ValueError`` (nothing stored) for a malformed record,
+        ``TenantQuotaExceeded`` (nothing stored) past the tenant's quota."""
 
     @abc.abstractmethod
     def gaps(self, agent: str, *, tenant: str = T) -> list[dict]:
@@ -259,10 +299,14 @@ class SQLStore(Store):
     def _rows(self, sql: str, args=()) -> list[tuple]:
         raise NotImplementedError
 
-    def ingest(self, agent: str, records: list[dict], *, tenant: str = T) -> tuple[list[int], int, int]:
+    def ingest(
+        self, agent: str, records: list[dict], *, tenant: str = T, blobs=None
+    ) -> tuple[list[int], int, int]:
         now = time.time()
         stored = dup = sample_bytes = 0
         q = self.q
+        metas = [check_record(r) for r in records]  # refused before anything is written
+        new_samples: list[dict] = []  # records stored now whose bytes go to the blob store
         with self._tx() as ex:
             ex(
                 q("INSERT INTO ingest (tenant, agent, duplicates) VALUES (?, ?, 0) ON CONFLICT DO NOTHING"),
@@ -272,7 +316,7 @@ class SQLStore(Store):
                 q("SELECT epoch FROM ingest WHERE tenant = ? AND agent = ?" + self.FOR_UPDATE),
                 (tenant, agent),
             ).fetchone()[0]
-            for r in records:
+            for r, meta in zip(records, metas, strict=True):
                 epoch = int(r.get("epoch") or 0)
                 if known_epoch is None or epoch > known_epoch:
                     if known_epoch is not None:
@@ -292,8 +336,9 @@ class SQLStore(Store):
                 if cur.rowcount:
                     stored += 1
                     sample_bytes += int(r.get("sample_bytes") or 0)
-                    if r["kind"] == "sample" and r.get("sample_sha256"):
-                        meta = json.loads(r["payload"] or "{}")
+                    if meta is not None:
+                        if r.get("sample_data"):
+                            new_samples.append(r)
                         ex(
                             q(
                                 "INSERT INTO samples (sha256, tenant, agent, epoch, seq, t, model, version, pipeline, "
@@ -324,8 +369,14 @@ class SQLStore(Store):
                     q("UPDATE ingest SET duplicates = duplicates + ? WHERE tenant = ? AND agent = ?"),
                     (dup, tenant, agent),
                 )
-            if stored:  # last: the tenant's usage row stays locked (PostgreSQL) only until the commit
+            if stored:  # the tenant's usage row stays locked (PostgreSQL) until the commit
                 self._charge(ex, tenant, stored, sample_bytes, now)
+            # last, once the batch is known to be new and within quota: the sample bytes (a failure rolls the
+            # rows back; the agent, not acknowledged, sends them again)
+            if blobs is not None:
+                for r in new_samples:
+                    if not blobs.exists(r["sample_sha256"]):
+                        blobs.put_bytes(r["sample_data"])
         return [r["seq"] for r in records], stored, dup
 
     def _charge(self, ex, tenant: str, records: int, sample_bytes: int, now: float) -> None:
@@ -445,20 +496,26 @@ class SQLStore(Store):
             evt = json.loads(payload)
         except ValueError:
             return
+        # the agent's own account, best effort: a field of the wrong type or out of range is ignored (the
+        # record itself is stored), never an error that would make the agent send the record again forever
         kind = evt.get("kind") if isinstance(evt, dict) else None
-        if kind == EventKind.OUTBOX_CORRUPT and evt.get("previous_epoch") is not None:
-            prev = int(evt["previous_epoch"])
+        if kind == EventKind.OUTBOX_CORRUPT and (prev := _int64(evt.get("previous_epoch"))) is not None:
             if prev != epoch:
                 self._end_epoch(ex, tenant, agent, prev, "outbox_corrupt", now, replace=True)
-        elif kind in DROP_CAUSES:
-            e = int(evt.get("epoch", epoch))
-            for a, b in evt.get("ranges") or []:
+        elif kind in DROP_CAUSES and (e := _int64(evt.get("epoch", epoch))) is not None:
+            ranges = evt.get("ranges")
+            for pair in ranges if isinstance(ranges, list) else []:
+                a, b = (
+                    (_int64(v) for v in pair) if isinstance(pair, list) and len(pair) == 2 else (None, None)
+                )
+                if a is None or b is None:
+                    continue
                 ex(
                     self.q(
                         "INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES (?,?,?,?,?,?,?) "
                         "ON CONFLICT DO NOTHING"
                     ),
-                    (tenant, agent, e, int(a), int(b), DROP_CAUSES[kind], now),
+                    (tenant, agent, e, a, b, DROP_CAUSES[kind], now),
                 )
 
     def gaps(self, agent: str, *, tenant: str = T) -> list[dict]:
@@ -556,6 +613,7 @@ class SQLStore(Store):
         *,
         tenant: str = T,
     ) -> None:
+        _check_depth(outbox_depth)
         with self._tx() as ex:
             ex(
                 self.q(HEARTBEAT_SQL),
@@ -572,6 +630,8 @@ class SQLStore(Store):
             )
 
     def heartbeat_many(self, rows: list[tuple]) -> None:
+        for row in rows:  # one bad row refuses the batch before anything is written
+            _check_depth(row[5])
         with self._tx() as ex:
             sql = self.q(HEARTBEAT_SQL)
             for tenant, agent, labels, slots, health, depth, outbox, t in rows:
@@ -703,6 +763,11 @@ USAGE_SQL = (
     "SELECT tenant, 'records', COUNT(*) FROM records GROUP BY tenant UNION ALL "
     "SELECT tenant, 'samples', COUNT(*) FROM samples GROUP BY tenant"
 )
+
+
+def _check_depth(depth) -> None:
+    if _int64(depth) is None:
+        raise ValueError(f"outbox_depth {depth!r} is not an integer in 0..{INT64_MAX}")
 
 
 def gaps_from(missing, firsts, known) -> list[dict]:

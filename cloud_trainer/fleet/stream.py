@@ -8,7 +8,13 @@ least every ``report_s`` (30 s), and the server pushes the desired state the mom
 - **Identity** is read once, when the stream opens (the certificate's agent id and tenant).
 - **Coalesced writes**: a report only replaces the agent's entry in memory (``pending``); every
   ``flush_s`` the entries go to the store in one transaction (``Store.heartbeat_many``). A report is
-  reconstructible state (the agent sends it again), so a crash loses at most ``flush_s`` of it.
+  reconstructible state (the agent sends it again), so a crash loses at most ``flush_s`` of it. When that
+  transaction fails, the reports are written one at a time, so that one agent's report the store refuses
+  never costs another agent's (of any tenant) theirs: a report the store refuses as malformed
+  (``ValueError``) is dropped and counted (``refused``), one that failed otherwise goes back to ``pending``
+  for the next flush (unless a newer report of that agent came meanwhile), at most ``MAX_REPORT_ATTEMPTS``
+  times, and ``pending`` holds at most ``max_pending`` agents. When the store itself fails (nothing can be
+  written), every report waits for the next flush.
 - **Push**: every ``poll_s`` the hub reads the control's change log (``changes_since``: which
   (tenant, agent) pairs got a new desired state, from this process or from another replica sharing
   the database) and sends each connected one its whole desired state. A report whose
@@ -35,6 +41,7 @@ log = logging.getLogger(__name__)
 # reports keep most of the loop and a change still reaches 5,000 streams in ~2.5 s.
 PUSH_SLICE = 100
 PUSH_PAUSE_S = 0.05
+MAX_REPORT_ATTEMPTS = 3  # flushes a report that fails to be written (not refused as malformed) is tried in
 
 
 class StreamHub:
@@ -47,6 +54,7 @@ class StreamHub:
         poll_s: float = 0.25,
         push_batch_s: float = 0.02,
         commands=None,
+        max_pending: int = 200_000,
     ) -> None:
         self.store, self.control = store, control
         self.commands = commands  # pending agent commands ride in the desired state (fleet.commands)
@@ -55,6 +63,9 @@ class StreamHub:
         self._push_wanted = asyncio.Event()
         self.streams: dict[tuple[str, str], asyncio.Queue] = {}
         self.pending: dict[tuple[str, str], tuple] = {}
+        self.max_pending = max_pending
+        self._attempts: dict[tuple[str, str], int] = {}  # failed writes of a report put back into pending
+        self.refused = 0  # reports the store refused as malformed, or that failed MAX_REPORT_ATTEMPTS times
         self.sent: dict[tuple[str, str], int] = {}  # generation last pushed to each open stream
         self.reports = 0
         self.pushes = 0
@@ -150,12 +161,77 @@ class StreamHub:
 
     # ---- background --------------------------------------------------------------------------
     def flush(self) -> int:
+        """Write the pending reports; returns how many were written."""
         if not self.pending:
             return 0
         batch, self.pending = self.pending, {}
-        self.store.heartbeat_many([(tenant, agent, *args) for (tenant, agent), args in batch.items()])
+        try:
+            self.store.heartbeat_many([(tenant, agent, *args) for (tenant, agent), args in batch.items()])
+        except Exception as exc:
+            log.warning(
+                "fleet streams: writing %d state reports in one transaction failed (%s: %s); writing them "
+                "one at a time",
+                len(batch),
+                type(exc).__name__,
+                str(exc)[:200],
+            )
+            return self._flush_one_by_one(list(batch.items()))
         self.flushes += 1
+        if self._attempts:
+            for key in batch:
+                self._attempts.pop(key, None)
         return len(batch)
+
+    def _flush_one_by_one(self, items: list) -> int:
+        written = failed = 0
+        for i, (key, args) in enumerate(items):
+            try:
+                self.store.heartbeat_many([(*key, *args)])
+            except ValueError as exc:  # this report can never be written: dropped, counted
+                self.refused += 1
+                self._attempts.pop(key, None)
+                log.warning(
+                    "fleet streams: state report of agent %s (tenant %s) refused by the store: %s; dropped",
+                    key[1][:64],
+                    key[0],
+                    str(exc)[:200],
+                )
+                continue
+            except Exception:
+                failed += 1
+                if not written and failed > 1:  # two failures, nothing through: the store fails; all wait
+                    self._put_back(items[i:], failed=key)
+                    raise
+                self._put_back([(key, args)], failed=key)
+                continue
+            written += 1
+            self._attempts.pop(key, None)
+        self.flushes += 1
+        return written
+
+    def _put_back(self, items: list, failed: tuple[str, str]) -> None:
+        """Reports not written go back to ``pending`` for the next flush, unless a newer report of the same agent
+        is there already; the one whose write failed is tried at most ``MAX_REPORT_ATTEMPTS`` times."""
+        for key, args in items:
+            if key == failed:
+                n = self._attempts.get(key, 0) + 1
+                if n >= MAX_REPORT_ATTEMPTS:
+                    self._attempts.pop(key, None)
+                    self.refused += 1
+                    log.warning(
+                        "fleet streams: state report of agent %s (tenant %s) failed to be written %d times; "
+                        "dropped (the agent reports again within its report_s)",
+                        key[1][:64],
+                        key[0],
+                        n,
+                    )
+                    continue
+                self._attempts[key] = n
+            if len(self.pending) < self.max_pending:
+                self.pending.setdefault(key, args)  # atomic: a report that came meanwhile wins
+            else:
+                self._attempts.pop(key, None)
+                self.refused += 1
 
     async def _flusher(self) -> None:
         while True:
@@ -164,7 +240,7 @@ class StreamHub:
                 await asyncio.to_thread(self.flush)
             except Exception:
                 log.exception(
-                    "fleet streams: writing %d state reports failed; they are sent again by the agents",
+                    "fleet streams: the store could not write state reports; %d wait for the next flush",
                     len(self.pending),
                 )
 
@@ -207,6 +283,7 @@ class StreamHub:
             "flushes": self.flushes,
             "pending": len(self.pending),
             "dropped": self.dropped,
+            "refused": self.refused,
         }
 
 

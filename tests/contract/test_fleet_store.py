@@ -178,6 +178,74 @@ def test_tenant_quotas_refuse_whole_batches_and_count_exactly_across_replicas(st
         other.close()
 
 
+def _sample(seq: int, data: bytes, payload: str = '{"model": "m"}') -> dict:
+    import hashlib
+
+    digest = hashlib.sha256(data).hexdigest()
+    return rec(
+        seq,
+        kind="sample",
+        payload=payload,
+        sample_sha256=digest,
+        sample_ext=".png",
+        sample_bytes=len(data),
+        sample_data=data,
+    )
+
+
+def test_sample_bytes_reach_the_blob_store_only_for_records_stored_now_and_within_quota(store, tmp_path):
+    from cloud_trainer.blobs import LocalBlobStore
+
+    blobs = LocalBlobStore(tmp_path / "blobs").for_tenant("acme")
+
+    def files() -> list[str]:
+        root = blobs.root / "sha256"
+        return sorted(p.name for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+    store.set_quota("acme", max_sample_bytes_per_day=100)
+    first = _sample(1, b"a" * 60)
+    assert store.ingest("gw1", [first], tenant="acme", blobs=blobs)[1:] == (1, 0)
+    assert files() == [first["sample_sha256"]] and blobs.get_bytes(first["sample_sha256"]) == b"a" * 60
+    # a replay of a stored seq, with other bytes: a duplicate, nothing written, nothing charged
+    assert store.ingest("gw1", [_sample(1, b"b" * 60)], tenant="acme", blobs=blobs)[1:] == (0, 1)
+    # a batch past the quota: refused whole, not one byte written
+    with pytest.raises(TenantQuotaExceeded):
+        store.ingest("gw1", [rec(2), _sample(3, b"c" * 60)], tenant="acme", blobs=blobs)
+    # malformed records: ValueError before anything is stored or written, in every store
+    for bad in (
+        _sample(4, b"d" * 10, payload="[1]"),
+        _sample(4, b"d" * 10, payload="not json"),
+        rec(2**63),
+        rec(4, epoch=2**63),
+        rec(-1),
+    ):
+        with pytest.raises(ValueError):
+            store.ingest("gw1", [rec(5), bad], tenant="acme", blobs=blobs)
+    assert files() == [first["sample_sha256"]]
+    assert (
+        store.stats("gw1", tenant="acme")["records"] == 1
+        and store.quotas()["acme"]["sample_bytes_today"] == 60
+    )
+    # the largest seq and epoch the stores hold are stored
+    assert store.ingest("gw1", [rec(2**63 - 1, epoch=2**63 - 1)], tenant="acme")[1] == 1
+
+
+def test_a_state_report_the_store_cannot_hold_is_a_value_error_and_refuses_its_batch(store):
+    for depth in (2**63, 2**64 - 1, -1):
+        with pytest.raises(ValueError, match="outbox_depth"):
+            store.heartbeat("gw1", {}, [], {}, depth, {}, tenant="acme")
+        with pytest.raises(ValueError, match="outbox_depth"):
+            store.heartbeat_many(
+                [
+                    ("beta", "gw-b", {"v": "1"}, [], {}, 0, {}, 1.0),
+                    ("acme", "gw1", {}, [], {}, depth, {}, 1.0),
+                ]
+            )
+    assert store.agents(tenant="acme") == [] and store.agents(tenant="beta") == []
+    store.heartbeat("gw1", {}, [], {}, 2**63 - 1, {}, tenant="acme")
+    assert store.agents(tenant="acme")[0]["outbox_depth"] == 2**63 - 1
+
+
 def test_postgres_migrations_are_versioned_applied_once_and_a_newer_schema_is_refused(postgres_url, tmp_path):  # noqa: F811
     import psycopg
 

@@ -168,7 +168,7 @@ async def test_quotas_are_resource_exhausted_and_nothing_of_a_refused_batch_is_s
     assert srv.store.stats("gw1")["samples"] == 1
     # another agent has its own quotas
     assert (await push_as(ch["gw2"], _batch(5)))[0].stored == 5
-    assert srv.quotas.snapshot()["refusals"]["gw1:samples"] == 1
+    assert srv.quotas.snapshot("default")["refusals"]["gw1:samples"] == 1
 
 
 async def push_as(channel, batch):

@@ -1,0 +1,269 @@
+# ruff: noqa: F811  (pytest fixtures imported from test_fleet_tenants are parameters here)
+"""Tenant isolation on one fleet service (real gRPC server, mTLS, SQLite), against what an independent tester
+found: a package name that is a path (``../beta/x``, ``.tenants/beta/x``) reaches no other tenant's registry and
+tells nothing of it; an agent certificate whose CN spells another tenant's agent (``beta/gw-b``) is refused at
+issue and at the service, and shares no quota counters with that agent; sample bytes reach the blob store only
+for records stored now and within the tenant's quota."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+
+import grpc
+import pytest
+
+from cloud_trainer import pki as pki_mod
+from cloud_trainer.fleet.console import Console
+from cloud_trainer.fleet.service import channel_credentials
+from cloud_trainer.pki import ROLE_AGENT, identity, issue
+from cloud_trainer.registry import Registry
+from protocols.gen import fleet_pb2 as pb
+from protocols.gen import fleet_pb2_grpc as rpc
+from tests.integration.test_fleet_tenants import _code, admin, cloud, world  # noqa: F401  (fixtures)
+from tests.support.models import make_package
+
+PD = grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.fixture(scope="module")
+def beta_twin(world):
+    """Beta publishes a package named like acme's (part-inspection 1.0.0, signed with beta's key): a name and
+    version both tenants have, with different bytes."""
+    tmp, pki, _, _ = world
+    key = pki / "tenants" / "beta" / "signing.key"
+    b = tmp / "build-twin"
+    pkg = make_package(b, version="1.0.0", key=key, out_dir=b / "bp", seed=4)
+    return Registry(tmp / "registry").for_tenant("beta").publish(pkg, [], {}, None, None)
+
+
+def _create(package: str, version: str, agents: list[str]):
+    return pb.CreateDeploymentRequest(
+        package=package, version=version, slot="vision", agents=agents, strategy="all_at_once"
+    )
+
+
+async def test_a_package_name_that_is_a_path_reaches_no_other_tenants_registry(cloud, world, beta_twin):
+    srv, ch, entries, _ = cloud
+    tmp = world[0]
+    bob, alice = admin(ch, "acme", "bob"), admin(ch, "default", "alice")
+    attempts = [  # (admin, agent, package, version): each names beta's registry, or nothing at all
+        (bob, "gw-a", "../beta/beta-secret", "1.0.0"),
+        (bob, "gw-a", "../beta/beta-secret", ""),
+        (bob, "gw-a", "../beta/beta-secret", "9.9.9"),
+        (bob, "gw-a", "../beta/no-such", "1.0.0"),
+        (bob, "gw-a", "../nosuchtenant/x", ""),
+        (bob, "gw-a", "../beta/part-inspection", "1.0.0"),
+        (bob, "gw-a", str(tmp / "registry" / ".tenants" / "beta" / "beta-secret"), "1.0.0"),
+        (alice, "gw1", ".tenants/beta/beta-secret", "1.0.0"),
+        (alice, "gw1", ".tenants/beta/nothing", "1.0.0"),
+        (alice, "gw1", "part-inspection/../.tenants/beta/beta-secret", "1.0.0"),
+    ]
+    for adm, agent, package, version in attempts:
+        for call in (
+            adm.CreateDeployment(_create(package, version, [agent]), timeout=20),
+            adm.Rollback(
+                pb.RollbackRequest(package=package, version=version, slot="vision", agents=[agent]),
+                timeout=20,
+            ),
+        ):
+            code, details = await _code(call)
+            # the answer of a name that is not in the registry, whether beta has it or not
+            assert (code, details) == (PD, f"{package} {version or '(latest)'} is not in the registry"), (
+                package,
+                version,
+            )
+    # nothing was deployed from beta's entry (same name and version as acme's, other bytes)
+    assert beta_twin["digest"] != entries["acme"]["digest"]
+    assert srv.control.list(tenant="acme") == [] and srv.control.list() == []
+
+
+async def test_a_package_whose_file_cannot_be_read_is_refused_without_a_server_path(cloud, world):
+    srv, ch, _, _ = cloud
+    tmp, pki, _, _ = world
+    reg = Registry(tmp / "registry").for_tenant("acme")
+    b = tmp / "build-gone"
+    key = pki / "tenants" / "acme" / "signing.key"
+    entry = reg.publish(
+        make_package(b, name="gone-model", version="1.0.0", key=key, out_dir=b), [], {}, None, None
+    )
+    reg.package_path(entry).unlink()  # an operator's clean-up, a half-restored backup
+    bob = admin(ch, "acme", "bob")
+    for version in ("1.0.0", ""):
+        code, details = await _code(
+            bob.CreateDeployment(_create("gone-model", version, ["gw-a"]), timeout=20)
+        )
+        assert (code, details) == (PD, f"gone-model {version or '(latest)'} is not in the registry")
+        assert str(tmp) not in details
+
+
+def test_the_registry_answers_a_name_that_is_not_a_package_name_as_one_it_does_not_have(world, beta_twin):
+    tmp = world[0]
+    acme = Registry(tmp / "registry").for_tenant("acme")
+    default = Registry(tmp / "registry")
+    for reg, name in (
+        (acme, "../beta/part-inspection"),
+        (acme, "../beta/beta-secret"),
+        (acme, str(tmp / "registry" / ".tenants" / "beta" / "beta-secret")),
+        (default, ".tenants/beta/beta-secret"),
+        (default, "part-inspection/../.tenants/beta/beta-secret"),
+    ):
+        assert reg.list(name) == [] and reg.latest(name) is None and reg.get(name, "1.0.0") is None, name
+    assert acme.get("part-inspection", "1.0.0")["digest"] != beta_twin["digest"]
+
+
+def test_an_agent_id_is_checked_when_its_certificate_is_issued(world, tmp_path, capsys):
+    pki = world[1]
+    for bad in ("beta/gw-b", "../gw1", "", ".hidden", "gw 1", "x" * 64):
+        with pytest.raises(ValueError, match="agent id"):
+            issue(pki, bad, ROLE_AGENT, tmp_path / "bad")
+        assert pki_mod.main(["agent", "--dir", str(pki), "--id", bad]) == 2
+        assert "--id: agent id" in capsys.readouterr().err
+    assert not (tmp_path / "bad.pem").exists()
+    # what the agent config accepts as agent.id is still accepted
+    assert (
+        identity(issue(pki, "Gw_1.line-3", ROLE_AGENT, tmp_path / "ok")[0].read_bytes()).tenant == "default"
+    )
+
+
+async def test_an_agent_certificate_naming_another_tenants_agent_shares_nothing_with_it(
+    cloud, world, tmp_path, monkeypatch
+):
+    """A certificate issued before agent ids were checked, in the default tenant, with CN 'beta/gw-b': refused by
+    the service, and beta's gw-b keeps its own stream quota."""
+    srv, ch, _, port = cloud
+    pki = world[1]
+    with monkeypatch.context() as m:
+        m.setattr(pki_mod, "check_agent_id", lambda a: a)
+        c = issue(pki, "beta/gw-b", ROLE_AGENT, tmp_path / "attacker")[0].with_suffix("")
+    assert identity(c.with_suffix(".pem").read_bytes()).tenant == ""  # refused, whatever tenant it claims
+
+    def one_record(seq: int) -> pb.RecordBatch:
+        return pb.RecordBatch(records=[pb.Record(seq=seq, kind="result", t=time.time(), payload=b"{}")])
+
+    async with grpc.aio.secure_channel(
+        f"127.0.0.1:{port}", channel_credentials(pki / "ca.pem", c.with_suffix(".pem"), c.with_suffix(".key"))
+    ) as chan:
+        atk = rpc.FleetStub(chan)
+        code, details = await _code(atk.Heartbeat(pb.HeartbeatRequest(), timeout=10))
+        assert code == PD and "not a valid agent id" in details
+        held = []
+        for i in range(4):  # the per-agent limit is 4 concurrent streams
+            q: asyncio.Queue = asyncio.Queue()
+
+            async def gen(q=q):
+                while (m := await q.get()) is not None:
+                    yield m
+
+            call = atk.PushRecords(gen(), timeout=30)
+            await q.put(one_record(i + 1))
+            code, details = await _code(call.read())
+            assert code == PD and "not a valid agent id" in details
+            held.append((call, q))
+        victim = rpc.FleetStub(ch("beta", "gw-b"))
+        acks = [a async for a in victim.PushRecords(iter([one_record(2)]), timeout=10)]
+        assert acks[0].stored == 1
+        for call, q in held:
+            await q.put(None)
+            call.cancel()
+    assert all(k[1] != "beta/gw-b" for k in srv.quotas._streams)
+
+
+async def test_quota_counters_and_the_tenant_console_are_keyed_by_tenant_and_agent(cloud):
+    import urllib.request
+
+    srv, ch, _, _ = cloud
+    for _ in range(4):
+        srv.quotas.open_stream(("default", "beta/gw-b"))  # whatever an id spells: its own tenant's counters
+    srv.quotas.take_sample(("default", "gw1"), 10)
+    srv.quotas.take_sample(("beta", "gw1"), 20)
+    srv.quotas.open_stream(("beta", "gw-b"))  # not refused: the default tenant's 4 streams are not beta's
+    consoles = {t: Console(srv, tenant=t) for t in ("beta", "default")}
+    for c in consoles.values():
+        c.start()
+
+    def get(t):
+        with urllib.request.urlopen(f"http://127.0.0.1:{consoles[t].port}/api/quotas", timeout=5) as r:
+            return json.loads(r.read())
+
+    try:
+        beta, default = await asyncio.to_thread(get, "beta"), await asyncio.to_thread(get, "default")
+    finally:
+        for c in consoles.values():
+            c.stop()
+
+    def open_streams(view: dict) -> dict:  # the fixture's agents pushed once: their closed streams show as 0
+        return {a: n for a, n in view["streams"].items() if n}
+
+    assert open_streams(beta) == {"gw-b": 1} and beta["sample_bytes_today"] == {"gw1": 20}
+    assert open_streams(default) == {"beta/gw-b": 4} and default["sample_bytes_today"] == {"gw1": 10}
+    assert beta["limits"]["concurrent_streams"] == 4
+
+
+def _sample(seq: int, data: bytes, payload: bytes = b'{"model": "m"}') -> pb.RecordBatch:
+    return pb.RecordBatch(
+        records=[
+            pb.Record(
+                seq=seq,
+                kind="sample",
+                t=time.time(),
+                payload=payload,
+                sample=data,
+                sample_sha256=hashlib.sha256(data).hexdigest(),
+                sample_ext=".png",
+            )
+        ]
+    )
+
+
+def _blob_files(srv, tenant: str) -> list:
+    root = srv.blobs.for_tenant(tenant).root / "sha256"
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+async def test_sample_bytes_reach_the_blob_store_only_when_stored_and_within_the_tenant_quota(cloud):
+    srv, ch, _, _ = cloud
+    ops = admin(ch, "", "ops")
+    await ops.CreateTenant(
+        pb.CreateTenantRequest(tenant="acme", max_sample_bytes_per_day=100_000), timeout=10
+    )
+    gw = rpc.FleetStub(ch("acme", "gw-a"))
+    # batches past the tenant's quota: refused, and not one byte written
+    for i in range(3):
+        code, details = await _code(
+            gw.PushRecords(iter([_sample(100 + i, os.urandom(200_000))]), timeout=20).read()
+        )
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "nothing of it was stored" in details
+    assert _blob_files(srv, "acme") == []
+    # a sample within the quota is stored with its bytes; replays of its seq with other bytes write nothing
+    small = os.urandom(50_000)
+    assert [
+        (a.stored, a.duplicates) async for a in gw.PushRecords(iter([_sample(2, small)]), timeout=20)
+    ] == [(1, 0)]
+    for _ in range(3):
+        acks = [
+            (a.stored, a.duplicates)
+            async for a in gw.PushRecords(iter([_sample(2, os.urandom(60_000))]), timeout=20)
+        ]
+        assert acks == [(0, 1)]
+    # a sample whose metadata is not a JSON object: INVALID_ARGUMENT naming it, no bytes written
+    for payload in (b"not json", b"[1]", b'"text"'):
+        code, details = await _code(
+            gw.PushRecords(iter([_sample(500, os.urandom(10_000), payload)]), timeout=20).read()
+        )
+        assert (
+            code == grpc.StatusCode.INVALID_ARGUMENT
+            and "sample seq 500" in details
+            and "JSON object" in details
+        )
+    files = _blob_files(srv, "acme")
+    assert [p.name for p in files] == [hashlib.sha256(small).hexdigest()]
+    usage = {u.tenant: u for u in (await ops.ListTenants(pb.ListTenantsRequest(), timeout=10)).tenants}
+    assert usage["acme"].sample_bytes_today == 50_000 == sum(p.stat().st_size for p in files)
+    assert srv.store.stats("gw-a", tenant="acme")["samples"] == 1
+    # the stored sample's bytes are there to read
+    assert srv.blobs.for_tenant("acme").get_bytes(hashlib.sha256(small).hexdigest()) == small
+    assert json.loads(json.dumps(srv.store.samples(tenant="acme")))[0]["seq"] == 2

@@ -1,0 +1,212 @@
+# ruff: noqa: F811  (pytest fixtures imported from test_fleet_tenants are parameters here)
+"""Malformed messages from an agent on a real fleet service (gRPC, mTLS, SQLite): a uint64 the stores cannot hold
+(above 2^63-1) or a sample whose metadata is not a JSON object is INVALID_ARGUMENT naming the record or field,
+never UNKNOWN (which an agent retries forever); an agent's own account of a loss with values out of range is
+stored without its bad ranges. One agent's state report can never stop other agents' (of any tenant) reports
+from being written: the servicer refuses it on the stream, and the stream hub writes a failed batch one report
+at a time, keeping what failed for the next flush."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+import time
+
+import grpc
+
+from cloud_trainer.fleet import stream as fleet_stream
+from cloud_trainer.fleet.store import SQLiteStore
+from protocols.gen import fleet_pb2 as pb
+from protocols.gen import fleet_pb2_grpc as rpc
+from tests.integration.test_fleet_tenants import _code, admin, cloud, world  # noqa: F401  (fixtures)
+
+IA = grpc.StatusCode.INVALID_ARGUMENT
+U64 = 2**64 - 1
+
+
+def _batch(**kw) -> pb.RecordBatch:
+    return pb.RecordBatch(
+        records=[pb.Record(**{"seq": 5, "kind": "result", "t": time.time(), "payload": b"{}", **kw})]
+    )
+
+
+async def test_records_the_stores_cannot_hold_are_invalid_argument_naming_them(cloud):
+    srv, ch, _, _ = cloud
+    gw = rpc.FleetStub(ch("acme", "gw-a"))
+    x = b"x"
+    cases = [
+        (_batch(seq=U64), f"seq {U64} is above {2**63 - 1}"),
+        (_batch(seq=2**63), f"seq {2**63} is above"),
+        (_batch(epoch=2**63), f"epoch {2**63} is above"),
+        (
+            _batch(
+                seq=8, kind="sample", payload=b"[1]", sample=x, sample_sha256=hashlib.sha256(x).hexdigest()
+            ),
+            "sample seq 8): its payload must be a JSON object",
+        ),
+        (
+            _batch(seq=9, kind="sample", payload=b"\xff{", sample=x),
+            "sample seq 9): its payload must be a JSON object",
+        ),
+    ]
+    before = srv.store.stats("gw-a", tenant="acme")["records"]
+    for batch, why in cases:
+        code, details = await _code(gw.PushRecords(iter([batch]), timeout=20).read())
+        assert code == IA and why in details and "nothing of the batch was stored" in details, details
+    assert srv.store.stats("gw-a", tenant="acme")["records"] == before
+    assert srv.blobs.for_tenant("acme").exists(hashlib.sha256(x).hexdigest()) is False
+    # the largest values the stores hold are accepted
+    acks = [a async for a in gw.PushRecords(iter([_batch(seq=2**63 - 1, epoch=2**63 - 1)]), timeout=20)]
+    assert (acks[0].stored, list(acks[0].seqs)) == (1, [2**63 - 1])
+
+
+async def test_a_loss_event_with_values_out_of_range_is_stored_without_its_bad_ranges(cloud):
+    srv, ch, _, _ = cloud
+    gw = rpc.FleetStub(ch("acme", "gw-a"))
+    evt = {"kind": "outbox_budget", "epoch": 0, "ranges": [[2, 3], [1, 2**64], ["a", 4], [5], 7]}
+    acks = [
+        a async for a in gw.PushRecords(iter([_batch(seq=9, kind="event", payload=json.dumps(evt).encode())]))
+    ]
+    assert acks[0].stored == 1
+    for bad in (
+        {"kind": "outbox_budget", "epoch": 2**64, "ranges": [[2, 3]]},
+        {"kind": "outbox_corrupt", "previous_epoch": "x"},
+    ):
+        acks = [
+            a
+            async for a in gw.PushRecords(
+                iter([_batch(seq=10 + len(bad), kind="event", payload=json.dumps(bad).encode())])
+            )
+        ]
+        assert acks[0].stored == 1
+    gaps = srv.store.gaps("gw-a", tenant="acme")
+    assert {"epoch": 0, "first": 2, "last": 3, "cause": "budget"} in gaps
+    assert all(g["last"] < 2**63 and g["epoch"] < 2**63 for g in gaps)
+
+
+async def test_state_reports_the_stores_cannot_hold_are_invalid_argument(cloud):
+    srv, ch, _, _ = cloud
+    gw = rpc.FleetStub(ch("acme", "gw-a"))
+    for req, why in (
+        (pb.HeartbeatRequest(outbox_depth=U64), f"outbox_depth {U64} is above"),
+        (pb.HeartbeatRequest(outbox_depth=2**63), f"outbox_depth {2**63} is above"),
+        (pb.HeartbeatRequest(epoch=2**63), f"epoch {2**63} is above"),
+        (pb.HeartbeatRequest(dropped={"budget": U64}), f"dropped['budget'] {U64} is above"),
+    ):
+        code, details = await _code(gw.Heartbeat(req, timeout=10))
+        assert code == IA and why in details, details
+        code, details = await _code(
+            gw.Connect(iter([pb.AgentMessage(report=req, report_id=1)]), timeout=10).read()
+        )
+        assert code == IA and why in details, details
+    await gw.Heartbeat(pb.HeartbeatRequest(outbox_depth=2**63 - 1, labels={"v": "max"}), timeout=10)
+    (row,) = [a for a in srv.store.agents(tenant="acme") if a["id"] == "gw-a"]
+    assert (row["outbox_depth"], row["labels"]) == (2**63 - 1, {"v": "max"})
+
+
+async def _labels(ch, tenant: str, adm: str, agent: str) -> dict:
+    r = await admin(ch, tenant, adm).ListAgents(pb.ListAgentsRequest(), timeout=10)
+    return {a.id: dict(a.labels) for a in r.agents}[agent]
+
+
+async def test_one_agents_report_never_stops_other_tenants_reports_being_written(cloud):
+    srv, ch, _, _ = cloud
+
+    def stream(tenant: str, agent: str):
+        q: asyncio.Queue = asyncio.Queue()
+
+        async def gen():
+            while (m := await q.get()) is not None:
+                yield m
+
+        return rpc.FleetStub(ch(tenant, agent)).Connect(gen(), timeout=30), q
+
+    victim, vq = stream("beta", "gw-b")
+    attacker, aq = stream("acme", "gw-a")
+
+    async def attack() -> None:  # every 0.2 s, for as long as its stream is open
+        for i in range(20):
+            if attacker.done():
+                return
+            await aq.put(pb.AgentMessage(report=pb.HeartbeatRequest(outbox_depth=U64), report_id=100 + i))
+            await asyncio.sleep(0.2)
+
+    task = asyncio.create_task(attack())
+    try:
+        await asyncio.sleep(0.3)
+        await vq.put(
+            pb.AgentMessage(report=pb.HeartbeatRequest(labels={"site": "beta", "v": "2"}), report_id=1)
+        )
+        deadline = time.monotonic() + 4.0
+        while time.monotonic() < deadline and (await _labels(ch, "beta", "carol", "gw-b")).get("v") != "2":
+            await asyncio.sleep(0.2)
+        assert (await _labels(ch, "beta", "carol", "gw-b")).get("v") == "2"
+        code, details = await _code(attacker.read())
+        assert code == IA and "outbox_depth" in details
+    finally:
+        task.cancel()
+        await aq.put(None)
+        await vq.put(None)
+        attacker.cancel()
+        victim.cancel()
+
+
+def _report(v: str, depth: int = 0) -> tuple:
+    return ({"v": v}, [], {}, depth, {}, time.time())
+
+
+def test_a_failed_batch_of_reports_is_written_one_at_a_time_and_the_refused_one_dropped(tmp_path):
+    """A report the servicer's checks let through but the store refuses (here: put in ``pending`` directly)."""
+    store = SQLiteStore(tmp_path / "fleet.db")
+    hub = fleet_stream.StreamHub(store, None)
+    hub.pending = {
+        ("beta", "gw-b"): _report("1"),
+        ("acme", "gw-a"): _report("bad", depth=2**63),
+        ("default", "gw1"): _report("1"),
+    }
+    assert hub.flush() == 2
+    assert hub.pending == {} and hub.refused == 1
+    assert [a["labels"] for a in store.agents(tenant="beta")] == [{"v": "1"}]
+    assert [a["labels"] for a in store.agents()] == [{"v": "1"}]
+    assert store.agents(tenant="acme") == []
+    store.close()
+
+
+class FlakyStore(SQLiteStore):
+    """The real SQLite store, whose writes fail ``fail`` times (a database restart, a lock timeout)."""
+
+    fail = 0
+    only: tuple | None = None  # fail only the rows of this (tenant, agent)
+
+    def heartbeat_many(self, rows):
+        if self.fail and (self.only is None or any(tuple(r[:2]) == self.only for r in rows)):
+            if self.only is None:
+                self.fail -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return super().heartbeat_many(rows)
+
+
+def test_reports_that_failed_to_be_written_wait_for_the_next_flush(tmp_path):
+    store = FlakyStore(tmp_path / "fleet.db")
+    hub = fleet_stream.StreamHub(store, None)
+    hub.pending = {("beta", "gw-b"): _report("1"), ("acme", "gw-a"): _report("1")}
+    store.fail = 3  # the batch, then the first two rows one at a time: the store is down
+    try:
+        hub.flush()
+    except sqlite3.OperationalError:
+        pass
+    assert set(hub.pending) == {("beta", "gw-b"), ("acme", "gw-a")}
+    hub.pending[("beta", "gw-b")] = _report("2")  # a newer report came meanwhile: it wins
+    assert hub.flush() == 2 and hub.pending == {}
+    assert [a["labels"] for a in store.agents(tenant="beta")] == [{"v": "2"}]
+    # one agent's row that keeps failing: the others are written at once, it is tried MAX_REPORT_ATTEMPTS times
+    store.fail, store.only = 1, ("acme", "gw-a")
+    for n in range(fleet_stream.MAX_REPORT_ATTEMPTS):
+        hub.pending.setdefault(("beta", "gw-b"), _report(f"3.{n}"))
+        hub.pending.setdefault(("acme", "gw-a"), _report("stuck"))
+        assert hub.flush() == 1
+        assert [a["labels"] for a in store.agents(tenant="beta")] == [{"v": f"3.{n}"}]
+    assert hub.pending == {} and hub.refused == 1
+    store.close()
