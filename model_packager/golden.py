@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from model_packager import runtimes as _runtimes
 from model_packager.errors import GoldenError, SpecMismatchError
-from model_packager.manifest import DType, Manifest, TensorSpec
+from model_packager.manifest import ColorOrder, DType, ImagePreprocessing, Manifest, TensorSpec
 from model_packager.text import printable
 
 if TYPE_CHECKING:  # numpy is imported by the functions that use it: verifying a package needs none of them
@@ -72,8 +72,56 @@ def check_spec(model_path: Path, manifest: Manifest, label: str = "", data: byte
             continue
         for s in specs:
             problems += _compare_tensor(side, s, graph[s.name], model_path.name)
+    if not problems:
+        problems += _preprocessing_problems(manifest, g_in[manifest.inputs[0].name][1], model_path.name)
     if problems:
         raise SpecMismatchError(where + "; ".join(problems))
+
+
+def preprocessed_shape(manifest: Manifest) -> tuple[list[int], list[str]]:
+    """The shape of the tensor ``preprocess`` makes of one frame or window, and the manifest field that
+    sets each axis. Images: one batch row per tile, each tile (or the whole region) resized to
+    ``width`` x ``height``, whatever the ``roi``, ``crop`` or frame size; signals: ``(1, n_features)``."""
+    pre = manifest.preprocessing
+    if isinstance(pre, ImagePreprocessing):
+        c = 1 if pre.color is ColorOrder.GRAY else 3
+        rows = (
+            pre.n_tiles,
+            "preprocessing.tiles" if pre.tiles else "one row per frame (no preprocessing.tiles)",
+        )
+        axes = {"C": (c, "preprocessing.color"), "H": (pre.height, "preprocessing.height")}
+        axes["W"] = (pre.width, "preprocessing.width")
+        order = [rows, *(axes[a] for a in pre.layout[1:])]
+    else:
+        order = [
+            (1, "batch (one window)"),
+            (pre.n_features, "the preprocessing's features (n_bands, time_features, scalars, condition)"),
+        ]
+    return [n for n, _ in order], [f for _, f in order]
+
+
+def _preprocessing_problems(manifest: Manifest, graph_dims: list, model_name: str) -> list[str]:
+    """The tensor the preprocessing makes against the fixed dimensions of the model's first input (the
+    one the agent feeds): a mismatch would fail every frame at the engine, after the smoke test passed."""
+    spec = manifest.inputs[0]
+    shape, fields = preprocessed_shape(manifest)
+    layout = getattr(manifest.preprocessing, "layout", "NC")
+    if len(graph_dims) != len(shape):
+        return [
+            f"manifest preprocessing makes tensors of shape {shape} ({layout}) but {model_name} input "
+            f"{spec.name!r} has shape {graph_dims}"
+        ]
+    bad = []
+    for i, (made, field, g, m) in enumerate(zip(shape, fields, graph_dims, spec.shape, strict=True)):
+        fixed = g if isinstance(g, int) and g > 0 else m if isinstance(m, int) and m > 0 else None
+        if fixed is not None and fixed != made:
+            bad.append(f"{field} gives {made} where the model takes {fixed} (axis {i}, {layout[i]})")
+    if not bad:
+        return []
+    return [
+        f"manifest preprocessing makes tensors of shape {shape} ({layout}) but {model_name} input "
+        f"{spec.name!r} takes {graph_dims}: " + ", ".join(bad) + "; every frame would fail"
+    ]
 
 
 def _compare_tensor(side: str, spec: TensorSpec, graph: tuple[str, list], model_name: str) -> list[str]:
@@ -95,6 +143,49 @@ def _compare_tensor(side: str, spec: TensorSpec, graph: tuple[str, list], model_
                     f" (shape {spec.shape} vs {g_dims})"
                 )
     return out
+
+
+def interpretation_problems(manifest: Manifest, outputs: dict[str, np.ndarray]) -> list[str]:
+    """What keeps the model's ``outputs`` (a golden run, batch-first) from being read as the manifest
+    declares, item by item, as the agent reads each inference (``preprocess.interpret``): an output
+    it does not produce, a label count other than the values per item, anything ``interpret`` raises.
+    Empty: every item gives a verdict. (A tiled model's rows are read one by one: each is a tile.)"""
+    import numpy as np
+
+    from model_packager.manifest import OutputRole
+    from model_packager.preprocess import interpret
+
+    arrays = {k: np.asarray(v) for k, v in outputs.items()}
+    bad = []
+    for j, o in enumerate(manifest.outputs):
+        v = arrays.get(o.name)
+        if v is None:
+            bad.append(f"manifest outputs[{j}] names {o.name!r}, which the model does not produce")
+        elif o.role in (OutputRole.CLASS_LOGITS, OutputRole.CLASS_PROBS) and v.ndim and o.labels:
+            per_item = v[:1].size
+            if per_item != len(o.labels):
+                bad.append(
+                    f"manifest outputs[{j}].labels has {len(o.labels)} labels but output {o.name!r} gives "
+                    f"{per_item} values per item"
+                )
+    if bad:
+        return bad
+    pre = manifest.preprocessing
+    one = (
+        manifest.model_copy(update={"preprocessing": pre.model_copy(update={"tiles": None})})
+        if isinstance(pre, ImagePreprocessing) and pre.tiles
+        else manifest
+    )
+    n = min((v.shape[0] for v in arrays.values() if v.ndim), default=0)
+    for i in range(n):
+        try:
+            interpret(one, {k: v[i : i + 1] for k, v in arrays.items() if v.ndim})
+        except Exception as exc:  # whatever interpret raises here, it would raise on every frame
+            return [
+                f"the manifest's outputs cannot be read from the model's (golden item {i}): "
+                f"{type(exc).__name__}: {printable(exc)}"
+            ]
+    return []
 
 
 def available_engines() -> list[str]:

@@ -15,10 +15,19 @@ trained on.
 from __future__ import annotations
 
 import enum
+import math
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 SCHEMA_VERSION = 2
 # Schema 1 packages (one model form, golden outputs of that form) are still read; schema 2 adds the
@@ -70,7 +79,25 @@ def check_relative_path(path: str) -> str:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity anywhere a number decides something: a comparison with NaN is always false,
+    # so a NaN threshold never says NG and a NaN tolerance passes every golden test. Numbers that are
+    # only on record (``Informative``) may be NaN, meaning undefined (an AUROC on one class).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _non_negative(v: float) -> float:
+    if v < 0:
+        raise ValueError(f"is {v}: a tolerance or bound cannot be negative")
+    return v
+
+
+# validated, not declared as ``Field(ge=0)``: the published JSON schema (the v2 contract) stays as it is
+NonNegative = Annotated[float, AfterValidator(_non_negative)]
+Informative = Annotated[float, Field(allow_inf_nan=True)]  # on record only, never compared with
+
+
+def _channels(color: ColorOrder) -> int:
+    return 1 if color is ColorOrder.GRAY else 3
 
 
 class Task(enum.StrEnum):
@@ -117,6 +144,36 @@ class OutputSpec(TensorSpec):
     unit: str | None = None  # REMAINING_LIFE: "s" or "h"
     description: str | None = None
 
+    @field_validator("labels")
+    @classmethod
+    def _labels_fit_shape(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        # one label per value of an item: the dimensions after the batch axis, when they are fixed
+        shape, role = info.data.get("shape"), info.data.get("role")
+        if v is None or role not in (OutputRole.CLASS_LOGITS, OutputRole.CLASS_PROBS) or not shape:
+            return v
+        per_item = shape[1:]
+        if len(shape) > 1 and all(isinstance(d, int) and d > 0 for d in per_item):
+            n = math.prod(per_item)
+            if n != len(v):
+                raise ValueError(
+                    f"{len(v)} labels but the output has {n} values per item (shape {shape}); "
+                    "give one label per class, in the model's order"
+                )
+        return v
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_meaning(cls, v: float | None, info: ValidationInfo) -> float | None:
+        # a class output's NG score is 1 - p(ok_label), a probability; an anomaly score's scale is the
+        # model's own (distances, log-likelihoods), so only finiteness applies to it
+        if v is not None and info.data.get("role") in (OutputRole.CLASS_LOGITS, OutputRole.CLASS_PROBS):
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(
+                    f"is {v}: the NG score of a {info.data['role'].value} output is a probability "
+                    "(1 - p(ok_label)), so its threshold lies in [0, 1]"
+                )
+        return v
+
     @model_validator(mode="after")
     def _check_role(self) -> OutputSpec:
         if self.role in (OutputRole.CLASS_LOGITS, OutputRole.CLASS_PROBS):
@@ -162,6 +219,23 @@ class ImagePreprocessing(_Model):
     roi: list[int] | None = None  # [x, y, width, height] in frame pixels
     tiles: list[int] | None = None  # [columns, rows]
     tile_overlap: float = Field(default=0.0, ge=0, lt=0.5)
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _per_channel(cls, v: list[float], info: ValidationInfo) -> list[float]:
+        color = info.data.get("color")
+        if color is None:
+            return v
+        c = _channels(color)
+        # grey: one value, or the three of the colour default (the first applies, as it always has)
+        if len(v) != c and not (c == 1 and len(v) == 3):
+            raise ValueError(
+                f"has {len(v)} value{'s' if len(v) != 1 else ''} but colour {color.value} has {c} "
+                f"channel{'s' if c > 1 else ''}; give one value per channel"
+            )
+        if info.field_name == "std" and min(v) <= 0:
+            raise ValueError(f"is {v}: every std must be > 0 (the tensor is divided by it)")
+        return v
 
     @field_validator("roi")
     @classmethod
@@ -251,6 +325,8 @@ class SignalPreprocessing(_Model):
             v = getattr(self, name)
             if v is not None and len(v) != self.n_features:
                 raise ValueError(f"{name} has {len(v)} values, expected n_features={self.n_features}")
+        if self.std is not None and min(self.std) <= 0:
+            raise ValueError("std: every value must be > 0 (the features are divided by it)")
         return self
 
 
@@ -263,11 +339,11 @@ class Golden(_Model):
 
     inputs: str = "golden/inputs.npz"
     expected: str = "golden/expected.npz"
-    atol: float = 1e-3
-    rtol: float = 1e-2
+    atol: NonNegative = 1e-3
+    rtol: NonNegative = 1e-2
     # per-output atol where one output legitimately differs more between engines than the others
     # (an INT8 heat map vs the class scores); outputs not named here use ``atol``
-    output_atol: dict[str, float] = {}
+    output_atol: dict[str, NonNegative] = {}
 
     @field_validator("inputs", "expected")
     @classmethod
@@ -278,7 +354,7 @@ class Golden(_Model):
 class EngineCheck(_Model):
     engine: Literal["onnxruntime", "openvino"]
     version: str
-    max_abs_diff: float  # largest deviation from expected on the golden inputs
+    max_abs_diff: NonNegative  # largest deviation from expected on the golden inputs
     precision: str | None = None  # e.g. "f32" where OpenVINO's bf16 default was overridden
     form: Literal["int8", "fp32"] | None = None  # which model form was checked (None: the only one)
     cpu_flags: list[str] = []  # the build machine's relevant CPU features (INT8 arithmetic differs by CPU)
@@ -294,22 +370,22 @@ class Parity(_Model):
     FP32 form instead. ``min_agreement``: the share of golden inputs whose class (argmax) and
     verdict (at the output's threshold) must match the FP32 reference."""
 
-    output_atol: dict[str, float]
+    output_atol: dict[str, NonNegative]
     min_agreement: float = Field(default=1.0, ge=0, le=1)
-    measured: dict[str, float] = {}
-    headroom: float | None = None  # output_atol = max(headroom x measured, floor)
+    measured: dict[str, NonNegative] = {}
+    headroom: NonNegative | None = None  # output_atol = max(headroom x measured, floor)
 
 
 class Quantization(_Model):
     scheme: str = "none"  # e.g. "int8-qdq-s8s8-per-channel-minmax", or "none" for FP32
     calibration_samples: int | None = None
-    fp32_metric: float | None = None
-    int8_metric: float | None = None
+    fp32_metric: Informative | None = None
+    int8_metric: Informative | None = None
     metric_name: str | None = None
-    accuracy_delta: float | None = None  # int8_metric - fp32_metric
+    accuracy_delta: Informative | None = None  # int8_metric - fp32_metric
     fp32_size_bytes: int | None = None
     int8_size_bytes: int | None = None
-    speedup: float | None = None
+    speedup: Informative | None = None
 
 
 class Provenance(_Model):
@@ -317,7 +393,7 @@ class Provenance(_Model):
     trainer: str | None = None  # e.g. "cloud_trainer.vision 0.1.0"
     parent_version: str | None = None
     seed: int | None = None
-    metrics: dict[str, float] = {}
+    metrics: dict[str, Informative] = {}
     onnx_opset: int | None = None  # of the exported graph
     dynamic_batch: bool | None = None  # the batch dimension is symbolic
     notes: str | None = None

@@ -127,12 +127,24 @@ def _validate_manifest(data: dict, where: str) -> Manifest:
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(printable(f"{loc}: {err['msg']}"))
+        lines = [printable(_field_error(err)) for err in exc.errors()]
         code = "unknown_schema" if any(e["loc"][:1] == ("schema_version",) for e in exc.errors()) else None
-        raise ManifestError(f"{where}: invalid manifest: " + "; ".join(lines), code=code) from exc
+        raise ManifestError(f"{where}: " + "; ".join(lines), code=code) from exc
+
+
+def _field_error(err) -> str:
+    """``manifest outputs[0].threshold is nan: ...``: the field as the YAML reads, then what is wrong."""
+    loc, prev = "", None
+    for p in err["loc"]:
+        if prev == "preprocessing" and p in ("image", "signal"):
+            continue  # the ``kind`` pydantic tells the union's members by
+        loc += f"[{p}]" if isinstance(p, int) else (f".{p}" if loc else str(p))
+        prev = p
+    loc = loc or "(top level)"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "finite_number":
+        return f"manifest {loc} is {err['input']!r}: must be a finite number (NaN or infinity disables the check it is used in)"
+    return f"manifest {loc} {msg}" if msg.startswith(("is ", "has ")) else f"manifest {loc}: {msg}"
 
 
 def _synthetic_inputs(manifest: Manifest, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
@@ -261,6 +273,9 @@ def build_package(
                 raise GoldenError(
                     f"{where}: {engine} does not reproduce the golden outputs: " + "; ".join(bad)
                 )
+            bad = _golden.interpretation_problems(manifest, got)
+            if bad:  # an agent would install it and fail every frame
+                raise GoldenError(f"{where}: " + "; ".join(bad), code="uninterpretable")
             checks.append(
                 EngineCheck(
                     engine=engine,
@@ -363,10 +378,16 @@ def _parity_bounds(
 
     measured: dict[str, float] = {}
     agreement = 1.0
-    for got in runs.values():
+    for engine, got in runs.items():
         dev, agree = _golden.parity(manifest, expected, got)
         agreement = min(agreement, agree)
         for k, d in dev.items():
+            if not np.isfinite(d):  # no bound can be set from it, nor written to a manifest
+                raise GoldenError(
+                    f"{where}: the INT8 form's output {k!r} on {engine} is missing, of another shape or "
+                    "NaN/Inf where the FP32 form's is not; refused",
+                    code="int8_parity",
+                )
             measured[k] = max(measured.get(k, 0.0), d)
     bounds = dict(given.get("output_atol") or {})
     for k, d in measured.items():
@@ -835,6 +856,9 @@ def run_golden(
             raise GoldenError(
                 f"package {m.package_id}: {engine} does not reproduce the golden outputs: " + "; ".join(bad)
             )
+        bad = _golden.interpretation_problems(m, got)
+        if bad:
+            raise GoldenError(f"package {m.package_id}: " + "; ".join(bad), code="uninterpretable")
         results[engine] = worst
         if opened.fp32_model_path is not None:
             dev, agree = _golden.parity(

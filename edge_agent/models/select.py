@@ -11,7 +11,9 @@ runs them:
 - the FP32 form (or the only form of a one-form package) must reproduce the expected outputs
   within the golden tolerance;
 - the INT8 form must stay within the parity bounds of the FP32 outputs and agree with their
-  class and verdict on every golden input.
+  class and verdict on every golden input;
+- either way, each golden item's outputs must read as the manifest declares them (one label per
+  class value, every declared output present): ``preprocess.interpret`` runs on them as on a frame.
 
 Each candidate that passes is timed (median of batch-1 runs); the fastest serves. An INT8 form
 that fails its parity check never serves: the outcome names the CPU, the deviation and the form
@@ -30,7 +32,7 @@ from edge_agent.engines import Engine, EngineError, candidate_engines, create_en
 from edge_agent.models.config import FormChoice, ModelConfig
 from model_packager import OpenedPackage
 from model_packager.cpu import cpu_flags, int8_path
-from model_packager.golden import compare, load_npz, parity, parity_problems
+from model_packager.golden import compare, interpretation_problems, load_npz, parity, parity_problems
 
 TIME_BUDGET_S = 0.25  # per passing candidate, for its latency measurement
 SWAP_YIELD = 1.0  # during a swap, idle as long as each timed run took: the serving model keeps a core
@@ -158,10 +160,18 @@ def check(
         dev, agree = parity(m, expected, got)
         bad = parity_problems(m, dev, agree)
         worst = max(dev.values(), default=0.0)
+        bad = bad or _unreadable(m, got)
         return Trial(engine.name, "int8", not bad, "; ".join(bad) or None, worst, agree)
     g = m.golden
     worst, bad = compare(expected, got, g.atol, g.rtol, g.output_atol)
+    bad = bad or _unreadable(m, got)
     return Trial(engine.name, engine.form, not bad, "; ".join(bad) or None, worst)
+
+
+def _unreadable(m, got: dict[str, np.ndarray]) -> list[str]:
+    """The engine's golden outputs read as every inference's will be (labels, output names, roles): a
+    manifest that contradicts its model fails here, not on every frame after the switch."""
+    return [f"package {m.package_id}: {p}" for p in interpretation_problems(m, got)]
 
 
 def select(opened: OpenedPackage, cfg: ModelConfig, *, isolated: bool = False) -> Selection:

@@ -67,7 +67,10 @@ class SlotError(RuntimeError):
 
 
 class InferenceError(RuntimeError):
-    """One inference failed (bad input for the model, engine error, NaN/Inf output)."""
+    """One inference failed: bad input for the model (``bad_input``), preprocessing that raises on the
+    item (``preprocess_error``), engine error, NaN/Inf output, outputs that do not read as the manifest
+    declares (``model_error``). Each is counted as an error of the active model, so a health watch
+    rolls back a model that fails every item."""
 
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
@@ -291,6 +294,13 @@ class ModelSlot:
         except PreprocessError as exc:
             self._count(a, error=True)
             raise InferenceError(f"slot {self.name}: {exc}", "bad_input") from exc
+        except Exception as exc:  # anything else (OpenCV on an odd frame): counted, so health sees it
+            self._count(a, error=True)
+            raise InferenceError(
+                f"slot {self.name}: {m.package_id}'s preprocessing failed on this item: "
+                f"{type(exc).__name__}: {exc}",
+                "preprocess_error",
+            ) from exc
         t1 = time.perf_counter()
         try:
             out = a.engine.run({a.input_name: x})
@@ -303,11 +313,27 @@ class ModelSlot:
         if not _all_finite(out):
             self._count(a, nonfinite=True, latency=(t2 - t1) * 1000)
             raise InferenceError(f"slot {self.name}: {m.package_id} produced NaN/Inf", "nonfinite_output")
-        interp = interpret(m, out, item.image.shape[:2] if isinstance(item, Frame) else None)
+        try:
+            interp = interpret(m, out, item.image.shape[:2] if isinstance(item, Frame) else None)
+        except Exception as exc:  # outputs the manifest cannot read: an error the health watch counts
+            self._count(a, error=True, latency=(t2 - t1) * 1000)
+            raise InferenceError(
+                f"slot {self.name}: {m.package_id}'s outputs do not read as its manifest declares: "
+                f"{type(exc).__name__}: {exc}",
+                "model_error",
+            ) from exc
         if unsure_tolerance is not None and m.input_stats is not None and isinstance(item, Frame):
             from model_packager.inputstats import check
 
-            reason = check(m.input_stats, item.image, unsure_tolerance)
+            try:
+                reason = check(m.input_stats, item.image, unsure_tolerance)
+            except Exception as exc:
+                self._count(a, error=True, latency=(t2 - t1) * 1000)
+                raise InferenceError(
+                    f"slot {self.name}: the frame cannot be measured against {m.package_id}'s training "
+                    f"inputs: {type(exc).__name__}: {exc}",
+                    "bad_input",
+                ) from exc
             if reason is not None:
                 interp.verdict, interp.reason = "UNSURE", reason
         t3 = time.perf_counter()

@@ -1,0 +1,199 @@
+"""A manifest that contradicts itself or its model is refused where it is built and wherever a signed
+package is read (``verify_package``, ``open_package``, the agent's store), in one line naming the package
+and the field: numbers that are not finite (a NaN threshold never says NG, a NaN tolerance passes every
+golden test), a class threshold that is not a probability, a label count other than the output's values
+per item, a mean/std per colour channel, preprocessing that makes tensors of another size than the
+model's input. Each of these installed before, then failed (or answered OK) on every frame."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+import yaml
+
+from model_packager import (
+    GoldenError,
+    ManifestError,
+    SpecMismatchError,
+    build_package,
+    load_trusted_keys,
+    verify_package,
+)
+from tests.support.models import (
+    golden_inputs,
+    make_keypair,
+    make_package,
+    make_signal_onnx,
+    make_vision_onnx,
+    signal_spec,
+    vision_spec,
+)
+from tests.unit.test_package_hostile import _manifest, _sig, _with, refused_everywhere
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("consistency")
+    key, pub = make_keypair(tmp / "keys")
+    return {
+        "key": key,
+        "trusted": load_trusted_keys([pub]),
+        "vision": make_vision_onnx(tmp / "vision.onnx"),
+        "signal": make_signal_onnx(tmp / "signal.onnx"),
+        "good": make_package(tmp, kind="vision", key=key),
+    }
+
+
+def _build(kit, tmp_path, edit, kind="vision", model=None, inputs=None):
+    spec = vision_spec() if kind == "vision" else signal_spec()
+    edit(spec)
+    return build_package(
+        model or kit[kind],
+        spec,
+        tmp_path / "out",
+        signing_key=kit["key"],
+        golden_inputs=inputs if inputs is not None else golden_inputs(kind),
+    )
+
+
+def _resigned(kit, tmp_path, edit):
+    """The good package with its manifest edited and signed again by the trusted key: what a trainer with
+    a bug, or a spec edited by hand, would publish."""
+    doc = yaml.safe_load(_manifest(kit["good"]))
+    edit(doc)
+    data = yaml.safe_dump(doc, sort_keys=False).encode()
+    out = tmp_path / "part-inspection-1.0.0.edgepkg"
+    return _with(kit["good"], out, manifest=data, sig=_sig(data, kit["key"]))
+
+
+def _out0(**kw):
+    return lambda d: d["outputs"][0].update(kw)
+
+
+def _golden(**kw):
+    return lambda d: d.setdefault("golden", {}).update(kw)
+
+
+def _pre(**kw):
+    return lambda d: d["preprocessing"].update(kw)
+
+
+CONTRADICTIONS = {
+    "nan-threshold": (_out0(threshold=NAN), "manifest outputs[0].threshold is nan"),
+    "inf-threshold": (_out0(threshold=INF), "manifest outputs[0].threshold is inf"),
+    "class-threshold-above-1": (_out0(threshold=1.5), "manifest outputs[0].threshold is 1.5"),
+    "nan-atol": (_golden(atol=NAN), "manifest golden.atol is nan"),
+    "inf-rtol": (_golden(rtol=INF), "manifest golden.rtol is inf"),
+    "negative-atol": (_golden(atol=-1.0), "manifest golden.atol is -1.0"),
+    "nan-output-atol": (_golden(output_atol={"heatmap": NAN}), "manifest golden.output_atol.heatmap is nan"),
+    "7-labels-for-6-values": (
+        _out0(labels=["ok", "a", "b", "c", "d", "e", "f"]),
+        "manifest outputs[0].labels: 7 labels but the output has 6 values per item",
+    ),
+    "1-mean-for-rgb": (
+        _pre(mean=[0.5], std=[0.25]),
+        "manifest preprocessing.mean has 1 value but colour rgb has 3 channels",
+    ),
+    "zero-std": (_pre(std=[0.0, 0.25, 0.25]), "manifest preprocessing.std is [0.0, 0.25, 0.25]"),
+}
+
+
+@pytest.mark.parametrize("case", CONTRADICTIONS, ids=str)
+def test_build_refuses_a_manifest_that_contradicts_itself_naming_the_field(kit, tmp_path, case):
+    edit, words = CONTRADICTIONS[case]
+    with pytest.raises(ManifestError) as ei:
+        _build(kit, tmp_path, edit)
+    msg = str(ei.value)
+    assert msg.startswith("spec for part-inspection-1.0.0: ") and words in msg, msg
+    assert "\n" not in msg and msg.isprintable()
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.edgepkg"))
+
+
+@pytest.mark.parametrize("case", CONTRADICTIONS, ids=str)
+def test_a_signed_manifest_that_contradicts_itself_is_refused_everywhere(kit, tmp_path, case):
+    edit, words = CONTRADICTIONS[case]
+    pkg = _resigned(kit, tmp_path, edit)
+    err = refused_everywhere(pkg, kit["trusted"], tmp_path, ManifestError, "bad_manifest")
+    assert str(err).startswith("package part-inspection-1.0.0.edgepkg: ") and words in str(err), err
+
+
+def test_a_class_threshold_is_a_probability_and_an_anomaly_threshold_is_on_the_models_scale(kit, tmp_path):
+    # an anomaly score is a distance or a log-likelihood: thresholds outside [0, 1] are its normal case
+    for thr in (7.5, -2.0):
+        pkg = _build(kit, tmp_path / str(thr), _out0(threshold=thr), kind="signal")
+        assert verify_package(pkg, kit["trusted"]).outputs[0].threshold == thr
+    for thr in (0.0, 1.0):  # the ends of [0, 1]: NG always, NG only at p(ok) == 0
+        assert verify_package(_build(kit, tmp_path / str(thr), _out0(threshold=thr)), kit["trusted"])
+    # the class output of the same signal package is a probability, and so is its threshold
+    with pytest.raises(
+        ManifestError, match=r"manifest outputs\[1\]\.threshold is -0\.1: .* lies in \[0, 1\]"
+    ):
+        _build(kit, tmp_path, lambda d: d["outputs"][1].update(threshold=-0.1), kind="signal")
+
+
+def _fixed_batch(src, out, n: int):
+    m = onnx.load(str(src))
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = n
+    onnx.save(m, str(out))
+    return out
+
+
+def test_preprocessing_that_makes_another_size_than_the_models_input_is_refused(kit, tmp_path):
+    with pytest.raises(SpecMismatchError) as ei:  # the tester's case: 32x32 frames into a 64x64 model
+        _build(kit, tmp_path, _pre(width=32, height=32))
+    msg = str(ei.value)
+    assert msg.startswith("spec for part-inspection-1.0.0: manifest preprocessing makes tensors of shape")
+    assert "preprocessing.height gives 32 where the model takes 64" in msg
+    assert "preprocessing.width gives 32 where the model takes 64" in msg
+
+    pkg = _resigned(kit, tmp_path, _pre(width=32, height=32))
+    err = refused_everywhere(pkg, kit["trusted"], tmp_path, SpecMismatchError)
+    assert "package part-inspection-1.0.0.edgepkg: " in str(err) and "preprocessing.width gives 32" in str(
+        err
+    )
+
+    for edit, words in (
+        (_pre(color="gray", mean=[0.5], std=[0.25]), "preprocessing.color gives 1 where the model takes 3"),
+        (_pre(layout="NHWC"), "(axis 3, C)"),
+    ):
+        with pytest.raises(SpecMismatchError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            _build(kit, tmp_path, edit)
+
+
+def test_the_size_is_compared_with_the_tensor_tiles_and_roi_make(kit, tmp_path):
+    # each tile (of any roi) is resized to width x height: a tiled 64x64 model over a 300x200 box is right
+    tiled = _pre(roi=[10, 10, 300, 200], tiles=[2, 2], tile_overlap=0.125)
+    assert verify_package(_build(kit, tmp_path / "tiled", tiled), kit["trusted"])
+    # ...but one row per tile: a model exported with a fixed batch of 1 cannot take 4 tiles
+    one = _fixed_batch(kit["vision"], tmp_path / "batch1.onnx", 1)
+    with pytest.raises(SpecMismatchError, match=r"preprocessing\.tiles gives 4 where the model takes 1"):
+        _build(kit, tmp_path, tiled, model=one, inputs=golden_inputs("vision", n=1))
+    assert _build(
+        kit, tmp_path / "one", _pre(roi=[0, 0, 100, 80]), model=one, inputs=golden_inputs("vision", n=1)
+    )
+
+
+def test_signal_features_of_another_count_than_the_models_input_are_refused(kit, tmp_path):
+    model = make_signal_onnx(tmp_path / "s60.onnx", n_features=60)  # the spec makes 64 bands + 4 = 68
+
+    def edit(d):
+        d["inputs"][0]["shape"] = ["batch", 60]
+
+    inputs = {"features": golden_inputs("signal")["features"][:, :60]}
+    with pytest.raises(SpecMismatchError, match="gives 68 where the model takes 60"):
+        _build(kit, tmp_path, edit, kind="signal", model=model, inputs=inputs)
+
+
+def test_labels_that_do_not_fit_a_symbolic_class_axis_are_refused_at_build(kit, tmp_path):
+    # the manifest cannot tell the class count ("classes" is symbolic): the golden run's outputs can
+    def edit(d):
+        d["outputs"][0].update(shape=["batch", "classes"], labels=["ok", "a", "b", "c", "d", "e", "f"])
+
+    with pytest.raises(GoldenError) as ei:
+        _build(kit, tmp_path, edit)
+    assert ei.value.code == "uninterpretable"
+    assert "manifest outputs[0].labels has 7 labels but output 'logits' gives 6 values per item" in str(
+        ei.value
+    )
