@@ -171,6 +171,11 @@ class EventKind(enum.StrEnum):
         ("cause", "epoch", "dropped", "by_kind", "ranges", "budget_bytes"),
         "records older than their kind's retention were dropped unsent",
     )
+    OUTBOX_REFUSED = (
+        "outbox_refused",
+        ("cause", "epoch", "dropped", "by_kind", "ranges", "budget_bytes"),
+        "records the cloud refused for good (INVALID_ARGUMENT) were dropped, so the ones behind them are sent",
+    )
 
 
 _BY_VALUE: dict[str, EventKind] = {k.value: k for k in EventKind}

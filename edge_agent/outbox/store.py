@@ -754,6 +754,22 @@ class Outbox:
             self.acked += len(rows)
         return len(rows)
 
+    def refuse(self, seqs: list[int]) -> int:
+        """Drop records the cloud refused for good (it answered that no store can hold them): counted as
+        ``refused:<kind>`` and reported as a drop event, so the cloud sees the gap and its cause, instead
+        of the record blocking every record behind it at the head of the outbox."""
+        db = self._reader()
+        try:
+            q = ",".join("?" * len(seqs))
+            rows = db.execute(
+                f"SELECT seq, kind, sample_sha256 FROM records WHERE seq IN ({q})", seqs
+            ).fetchall()
+            self._delete(db, rows, "refused")
+        finally:
+            db.close()
+        self._report_drops(force=True)
+        return len(rows)
+
     def stats(self) -> dict:
         db = self._reader()
         rows = db.execute("SELECT kind, COUNT(*), MIN(seq) FROM records GROUP BY kind").fetchall()

@@ -72,6 +72,9 @@ class Uplink:
         self.batches = 0
         self.bytes_sent = 0
         self.reconnects = 0
+        self.refused = 0  # records the cloud refused for good, dropped from the outbox (``_refused``)
+        self._sent_batch: list[int] = []  # the seqs of the batch awaiting its acknowledgement
+        self._one_by_one = 0  # batches still to send one record each, to find a refused record
         self.last_error: str | None = None
         self.last_ack_at: float | None = None
         self.last_heartbeat_at: float | None = None
@@ -143,6 +146,11 @@ class Uplink:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                try:
+                    if await self._refused(exc):
+                        continue
+                except Exception as why:  # the outbox could not drop it: retried below, like any failure
+                    log.warning("uplink: a refused record could not be dropped: %r", why)
                 self.state = "backoff"
                 self.reconnects += 1
                 self._error("PushRecords", exc)
@@ -155,6 +163,30 @@ class Uplink:
                 except TimeoutError:
                     pass
                 delay = min(self.s.backoff_max_s, delay * 2)
+
+    async def _refused(self, exc: Exception) -> bool:
+        """The cloud refused a batch as no store can hold it (INVALID_ARGUMENT: a record of another agent
+        version, say), which a retry never mends: left alone, it would block every record behind it for
+        good. The batch's records are sent again one per batch to find the one refused; that one is
+        dropped from the outbox, counted and reported (``refused``) with the cloud's reason in the log."""
+        import grpc
+
+        if not (isinstance(exc, grpc.aio.AioRpcError) and exc.code() is grpc.StatusCode.INVALID_ARGUMENT):
+            return False
+        batch, self._sent_batch = self._sent_batch, []
+        if len(batch) > 1:
+            self._one_by_one = len(batch)
+            return True
+        n = await asyncio.to_thread(self.outbox.refuse, batch)
+        self.refused += n
+        log.warning(
+            "uplink to %s: the cloud refused record %s for good (%s); dropped from the outbox and counted "
+            "as refused, so that the records behind it are sent",
+            self.s.endpoint,
+            batch,
+            exc.details(),
+        )
+        return True
 
     async def _stream(self, stub, pb) -> None:
         """One stream; returns when the outbox is drained, raises on any failure."""
@@ -173,11 +205,11 @@ class Uplink:
         self.state = "sending"
         try:
             while True:
-                recs = await asyncio.to_thread(
-                    self.outbox.pending, self.s.batch_max_records, self.s.batch_max_bytes
-                )
+                limit = 1 if self._one_by_one else self.s.batch_max_records
+                recs = await asyncio.to_thread(self.outbox.pending, limit, self.s.batch_max_bytes)
                 if not recs:
                     break
+                self._sent_batch = [r.seq for r in recs]
                 batch = pb.RecordBatch()
                 nbytes = 0
                 for r in recs:
@@ -198,6 +230,7 @@ class Uplink:
                 if ack is None or ack is grpc.aio.EOF:
                     raise ConnectionError("the server closed the stream")
                 n = await asyncio.to_thread(self.outbox.ack, list(ack.seqs))
+                self._one_by_one = max(0, self._one_by_one - 1)
                 self.sent += len(recs)
                 self.acked += n
                 self.batches += 1
@@ -373,6 +406,7 @@ class Uplink:
             "batches": self.batches,
             "bytes_sent": self.bytes_sent,
             "reconnects": self.reconnects,
+            "refused": self.refused,
             "last_error": self.last_error,
             "last_ack_at": self.last_ack_at,
             "generation": self.generation,

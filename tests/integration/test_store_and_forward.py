@@ -366,6 +366,38 @@ async def test_budget_drops_reach_the_cloud_as_gaps_with_their_cause_and_counts_
         await srv.stop()
 
 
+async def test_a_record_the_cloud_refuses_for_good_is_dropped_counted_and_the_rest_arrive(tmp_path, pki):
+    """A record the cloud answers INVALID_ARGUMENT for (a sample whose metadata is not a JSON object, as
+    another agent version might write) is refused whatever the retry: it once stayed at the head of the
+    outbox and blocked every record behind it for good. The batch is sent again one record at a time,
+    the refused record is dropped and counted (``refused``), the cloud sees the gap with its cause, and
+    every other record arrives."""
+    port = free_port()
+    ob = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / "agent")
+    ob.open()
+    for i in range(5):
+        ob.append("result", {"i": i})
+    bad = ob.append("sample", b"[1, 2]", sample=b"\x89PNG-not-really", sample_ext="png")
+    for i in range(5, 10):
+        ob.append("result", {"i": i})
+    ob.flush()
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    up = Uplink(cloud_settings(pki, port), ob)
+    await up.start()
+    try:
+        await until(lambda: ob.stats()["depth"] == 0, what="the outbox to drain past the refused record")
+        await until(lambda: srv.store.gaps("gw1"), what="the drop reported")
+        recs = srv.store.records("gw1", limit=100)
+        assert sorted(r["payload"]["i"] for r in recs if r["kind"] == "result") == list(range(10))
+        assert up.refused == 1 and dict(ob.dropped_total) == {"refused:sample": 1}
+        assert [(g["first"], g["last"], g["cause"]) for g in srv.store.gaps("gw1")] == [(bad, bad, "refused")]
+    finally:
+        await up.stop()
+        ob.close()
+        await srv.stop()
+
+
 async def test_a_successful_heartbeat_ends_the_push_backoff(tmp_path, pki):
     port = free_port()
     ob = Outbox(OutboxSettings(), tmp_path / "agent")
