@@ -5,9 +5,11 @@
   ``block`` (back-pressure to the source's own bounded hand-over, which then drops oldest). Every
   drop is counted.
 - ``Windower``: turns ``Reading``s of a waveform tag (arrays, e.g. an OPC UA Double[] node, or a
-  scalar stream) into fixed-size ``Window``s by sample count with a hop, or every ``hop_s``
-  seconds (time mode), carrying the latest value of each scalar tag. Non-GOOD readings of the
-  waveform are skipped and counted (a window never mixes in bad samples).
+  scalar stream) into fixed-size ``Window``s by sample count with a hop (every window the hop allows,
+  several from one long reading, at most ``MAX_WINDOWS_PER_READING``), or every ``hop_s`` seconds
+  (time mode), carrying the latest value of each scalar tag. A window holds contiguous samples only:
+  non-GOOD readings of the waveform are skipped and counted, and they, a gap in the readings'
+  timestamps or a change of rate start the window in progress afresh (counted).
 - ``Pipeline``: ``workers`` tasks each take an item, run ``slot.infer`` in the shared thread pool
   (the asyncio loop never blocks on inference), build the ``Result`` with its latency split
   (queue wait, preprocessing, inference, postprocessing) and hand it to the actions.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -45,6 +48,12 @@ log = logging.getLogger(__name__)
 
 SPEED_INPUT = "_shaft_speed"  # the baseline's speed tag rides with each window under this name
 TAG_MISSING_AFTER_S = 15.0  # readings flow this long without the waveform tag: say so (slow waveforms exist)
+MAX_WINDOWS_PER_READING = 256  # a longer reading's older windows are skipped (counted): ~3 ms of loop time
+GAP_SLACK_S = (
+    0.5  # a reading this much later than its predecessor's samples span is a gap (receive stamps jitter)
+)
+NO_WINDOWS: tuple = ()  # what most readings complete: no allocation on the per-reading path
+_EMPTY = np.zeros(0, dtype=np.float64)
 
 _FIXES = {
     "bad_input": "the input does not fit the model: check the pipeline's window (waveform, scalars, size) "
@@ -66,18 +75,19 @@ class BoundedQueue:
     def __len__(self) -> int:
         return len(self._items)
 
-    async def put(self, item) -> None:
+    async def put(self, item, n: int = 1) -> None:
+        """``n``: the items ``item`` stands for (the windows of one reading go in as one entry, and are
+        dropped, and counted, together)."""
         async with self._cond:
             if len(self._items) >= self.size:
                 if self.policy is QueuePolicy.DROP_OLDEST:
-                    self._items.popleft()
-                    self.dropped += 1
+                    self.dropped += self._items.popleft()[2]
                 elif self.policy is QueuePolicy.DROP_NEWEST:
-                    self.dropped += 1
+                    self.dropped += n
                     return
                 else:
                     await self._cond.wait_for(lambda: len(self._items) < self.size or self.closed)
-            self._items.append((item, time.perf_counter()))
+            self._items.append((item, time.perf_counter(), n))
             self._cond.notify_all()
 
     async def get(self):
@@ -85,9 +95,9 @@ class BoundedQueue:
             await self._cond.wait_for(lambda: self._items or self.closed)
             if not self._items:
                 raise EOFError
-            item = self._items.popleft()
+            item, t, _n = self._items.popleft()
             self._cond.notify_all()
-            return item
+            return item, t
 
     async def close(self) -> None:
         async with self._cond:
@@ -108,6 +118,23 @@ def _samples(value) -> np.ndarray | None:
 
 
 class Windower:
+    """A waveform tag's readings -> ``Window``s of ``size`` samples at the tag's rate (resampled to the
+    model's ``out_size`` when the rates differ).
+
+    Count mode: windows on a grid of ``hop`` samples from the first sample of a stretch of contiguous
+    readings; one reading may complete several (``add_all`` returns them all, oldest first), at most
+    ``MAX_WINDOWS_PER_READING``: the older ones of a longer reading are skipped and counted
+    (``windows_capped``), so one huge reading cannot hold the event loop. Time mode: the newest ``size``
+    samples, at most every ``hop_s`` seconds.
+
+    A window holds only contiguous samples: a reading skipped (quality not GOOD, not numbers, NaN/Inf), a
+    change of rate, or a reading whose timestamp jumps past what the previous reading's samples span
+    (x1.5, and ``GAP_SLACK_S`` at least: receive-time stamps jitter) or goes back starts the window in
+    progress afresh; each such restart that drops samples is counted (``window_bad_reading``,
+    ``window_gap``). A reading's timestamp is taken as its first sample's time; later samples are placed
+    at the rate in use, and each window carries the times of its first and last samples.
+    """
+
     def __init__(
         self,
         source: str,
@@ -122,6 +149,7 @@ class Windower:
     ) -> None:
         self.source = source
         self.s = settings
+        self.by_count = settings.by == "count"
         self.inputs = {**settings.scalar_inputs, **(extra_inputs or {})}  # tag -> the model's scalar input
         self.notices = notices or Notices(log)
         self.pipeline = pipeline
@@ -139,29 +167,53 @@ class Windower:
         self.bad_rate: float | None = None
         self.rate_skipped = 0  # waveform readings skipped: not scored at a wrong rate
         self.on_event = on_event or (lambda evt: None)
-        self.buf = np.zeros(0, dtype=np.float64)
+        self.total = 0  # samples seen; the index of the next sample
+        self.buf = _EMPTY  # samples [buf_i0, total) of the current stretch that a window may still use
+        self.buf_i0 = 0
+        self.next_i = 0  # count mode: the first sample of the next window
         self.t_first: collections.deque = collections.deque()  # (sample index, timestamp) of each reading
-        self.total = 0  # samples seen
+        self.last_ts: float | None = None  # the previous reading's time and samples (gap check)
+        self.last_n = 0
+        self.dt_usual: float | None = (
+            None  # the usual interval between readings, when no sample rate is known
+        )
         self.since_emit = 0
         self.scalars: dict[str, float] = {}
         self.seq = 0
         self.bad = 0
+        self.capped = 0  # windows skipped: more than MAX_WINDOWS_PER_READING in one reading
         self.last_emit_t = 0.0
-        self.start_ts = 0.0
 
     def _plan(self, resample: tuple[int, int]) -> None:
-        self.resample = resample
-        up, down = resample
-        self.size = input_samples(self.out_size, up, down) if resample != (1, 1) else self.out_size
-        self.hop = -(-(self.s.hop_samples or self.out_size) * down // up) if self.s.hop_samples else self.size
+        up, down = resample  # computed first, assigned together: a plan that cannot be used changes nothing
+        size = input_samples(self.out_size, up, down) if resample != (1, 1) else self.out_size
+        hop = -(-self.s.hop_samples * down // up) if self.s.hop_samples else size
+        self.resample, self.size, self.hop = resample, size, hop
+
+    def _restart(self) -> int:
+        """Start afresh at the next sample: no window joins samples across what came before. Returns the
+        samples of the window in progress that were dropped."""
+        dropped = self.buf.size
+        self.buf = _EMPTY
+        self.buf_i0 = self.next_i = self.total
+        self.t_first.clear()
+        self.last_ts = None
+        return dropped
 
     def _rate_ok(self, rate: float) -> bool:
         """A waveform reading whose source states its rate (OPC UA node metadata, an MQTT payload field)."""
         where = f"pipeline {self.pipeline}: tag {self.s.waveform!r} of source {self.source}"
+        if not (math.isfinite(rate) and rate > 0):
+            return self._skip_rate(
+                rate,
+                "sample_rate_refused",
+                f"{where}: its source states a sample rate of {rate!r} Hz, not a finite rate > 0; its windows "
+                "are skipped (counted) until it states a usable one; check the rate node or payload field",
+            )
         if (
             self.rate_in_use is None and self.model_rate
         ):  # no rate in the config: the first stated one decides
-            try:
+            try:  # the plan before the rate: a rate that cannot be used leaves the windower as it was
                 plan = resample_plan(rate, self.model_rate, where)
             except RateError as exc:
                 return self._skip_rate(
@@ -169,9 +221,10 @@ class Windower:
                     "sample_rate_refused",
                     f"{exc}: the rate its source states; its windows are skipped (counted)",
                 )
-            self.rate_in_use, self.rate_source = rate, "source"
             self._plan(plan)
-            self.buf = np.zeros(0, dtype=np.float64)
+            self.rate_in_use, self.rate_source = rate, "source"
+            self.bad_rate = None
+            self._restart()
             self._event(
                 "sample_rate_stated",
                 rate,
@@ -199,9 +252,12 @@ class Windower:
     def _skip_rate(self, rate: float, kind: str, msg: str) -> bool:
         self.rate_skipped += 1
         self.notices.note(kind, "%s", msg)
-        if rate != self.bad_rate:  # once per change, not per reading; a window never mixes two rates
+        same = rate == self.bad_rate or (
+            rate != rate and self.bad_rate is not None and self.bad_rate != self.bad_rate
+        )
+        if not same:  # once per change, not per reading; a window never mixes two rates
             self.bad_rate = rate
-            self.buf = np.zeros(0, dtype=np.float64)
+            self._restart()
             self.since_emit = 0
             self._event(kind, rate, msg)
         return False
@@ -212,7 +268,7 @@ class Windower:
                 kind,
                 pipeline=self.pipeline,
                 tag=self.s.waveform,
-                rate_hz=rate,
+                rate_hz=rate if math.isfinite(rate) else None,  # events are JSON: no Inf/NaN
                 rate_in_use_hz=self.rate_in_use,
                 model_rate_hz=self.model_rate,
                 message=message,
@@ -224,7 +280,9 @@ class Windower:
             "in_use_hz": self.rate_in_use or self.model_rate,
             "from": self.rate_source,
             "skipped_readings": self.rate_skipped,
-            "stated_now_hz": self.bad_rate,
+            "stated_now_hz": self.bad_rate
+            if self.bad_rate is None or math.isfinite(self.bad_rate)
+            else str(self.bad_rate),  # /status is JSON: "inf", "nan"
         }
 
     def _seen(self, r: Reading) -> None:
@@ -254,6 +312,13 @@ class Windower:
             )
 
     def add(self, r: Reading) -> Window | None:
+        """The newest window ``r`` completes, or None: for callers that take at most one window per
+        reading. A reading longer than the hop completes several; ``add_all`` returns every one."""
+        ws = self.add_all(r)
+        return ws[-1] if ws else None
+
+    def add_all(self, r: Reading) -> tuple[Window, ...]:
+        """Every window ``r`` completes, oldest first; most readings complete none (a shared empty tuple)."""
         self._seen(r)
         if r.tag in self.inputs:
             if r.quality is Quality.GOOD and isinstance(r.value, int | float):
@@ -268,17 +333,15 @@ class Windower:
                     self.source,
                     r.value,
                 )
-            return None
+            return NO_WINDOWS
         if r.tag != self.s.waveform:
-            return None
+            return NO_WINDOWS
         if r.rate_hz is not None and not self._rate_ok(r.rate_hz):
-            return None
-        if r.quality is not Quality.GOOD:
-            self.bad += 1
-            return None
+            return NO_WINDOWS
+        if r.quality is not Quality.GOOD:  # BAD, and UNCERTAIN too (e.g. a retained MQTT message)
+            return self._skipped(r, f"its quality is {r.quality.value}")
         x = _samples(r.value)
         if x is None:
-            self.bad += 1
             self.notices.note(
                 "waveform_not_a_number",
                 "pipeline %s: waveform tag %r of source %s holds %r, not numbers; it is counted as bad and "
@@ -288,49 +351,181 @@ class Windower:
                 self.source,
                 r.value if not isinstance(r.value, str | bytes) else r.value[:40],
             )
-            return None
-        if x.size == 0 or not np.all(np.isfinite(x)):
+            return self._skipped(r, "it holds no numbers")
+        n = x.size
+        if n == 0:  # holds no samples, so none are missing
             self.bad += 1
-            return None
-        if self.buf.size == 0:
-            self.start_ts = r.timestamp
-        self.buf = (
-            np.concatenate([self.buf, x])[-self.size :]
-            if self.buf.size + x.size > self.size
-            else np.concatenate([self.buf, x])
-        )
-        self.total += x.size
-        self.since_emit += x.size
-        if self.buf.size < self.size:
-            return None
-        if self.s.by == "count":
-            if self.since_emit < self.hop and self.seq > 0:
-                return None
-        else:
-            now = time.monotonic()
-            if now - self.last_emit_t < (self.s.hop_s or 0):
-                return None
-            self.last_emit_t = now
+            return NO_WINDOWS
+        if not np.all(np.isfinite(x)):
+            return self._skipped(r, "it holds NaN or Inf")
+        ts = r.timestamp
+        rate = self.rate_in_use or self.model_rate
+        if self.last_ts is not None:
+            dt = ts - self.last_ts
+            # what the previous reading's samples span; with no rate known at all, the usual interval
+            expect = self.last_n / rate if rate else self.dt_usual
+            if dt < -GAP_SLACK_S or (
+                expect is not None and dt - expect > GAP_SLACK_S and dt - expect > 0.5 * expect
+            ):
+                self._gap(dt, expect or 0.0, rate)
+            elif not rate:
+                self.dt_usual = dt if self.dt_usual is None else 0.9 * self.dt_usual + 0.1 * dt
+        self.last_ts, self.last_n = ts, n
+        b = self.total
+        self.total = end = b + n
+        self.since_emit += n
+        self.t_first.append((b, ts))
+        if self.by_count:
+            if end - self.next_i < self.size and self.next_i == self.buf_i0:
+                self.buf = np.concatenate((self.buf, x))  # most readings: no window yet, every sample kept
+                return NO_WINDOWS
+            return self._by_count(x, b, end, rate)
+        return self._by_time(x, b, end, rate)
+
+    def _skipped(self, r: Reading, why: str) -> tuple[Window, ...]:
+        self.bad += 1
+        if self._restart():
+            self.notices.note(
+                "window_bad_reading",
+                "pipeline %s: a reading of waveform tag %r of source %s was skipped (%s), so the window in "
+                "progress was started afresh rather than joined across the hole; windows resume after a "
+                "window's worth of good readings (each restart counted here, each skipped reading in "
+                "bad_samples)",
+                self.pipeline,
+                self.s.waveform,
+                self.source,
+                why,
+            )
+        return NO_WINDOWS
+
+    def _gap(self, dt: float, expect: float, rate: float | None) -> None:
+        if self._restart():
+            span = (
+                f"whose samples span {expect:.4g} s at {rate:g} Hz"
+                if rate
+                else f"where they usually come {expect:.4g} s apart (no sample rate known)"
+            )
+            self.notices.note(
+                "window_gap",
+                "pipeline %s: waveform tag %r of source %s: a reading came %+.3f s after the previous one, %s: "
+                "windows start afresh after a gap (or a step back in time) rather than join samples across "
+                "it (each restart counted here); if no readings were lost, check the source's timestamps and "
+                "window.sample_rate_hz",
+                self.pipeline,
+                self.s.waveform,
+                self.source,
+                dt,
+                span,
+            )
+
+    def _missing(self) -> list[str]:
+        """Scalar tags the model needs that have not been seen yet (windows wait for them)."""
         missing = [tag for tag, name in self.inputs.items() if name not in self.scalars]
-        if missing:  # wait until every scalar the model needs has been seen once; say so if it never comes
-            if self.seq == 0 and self.since_emit >= 3 * self.size:
-                self.notices.note(
-                    "scalar_missing",
-                    "pipeline %s: windows are held back: scalar tag(s) %s never "
-                    "received from source %s (it gives %s); fix window.scalars or the source's tags",
-                    self.pipeline,
-                    missing,
-                    self.source,
-                    sorted(self.tags_seen)[:20],
-                )
-            return None
+        if missing and self.seq == 0 and self.since_emit >= 3 * self.size:  # say so if it never comes
+            self.notices.note(
+                "scalar_missing",
+                "pipeline %s: windows are held back: scalar tag(s) %s never "
+                "received from source %s (it gives %s); fix window.scalars or the source's tags",
+                self.pipeline,
+                missing,
+                self.source,
+                sorted(self.tags_seen)[:20],
+            )
+        return missing
+
+    def _by_count(self, x: np.ndarray, b: int, end: int, rate: float | None) -> tuple[Window, ...]:
+        size, hop, s = self.size, self.hop, self.next_i
+        k = (end - size - s) // hop + 1 if end - s >= size else 0  # windows [s + j*hop, +size) now complete
+        if k == 0:
+            self._keep(x, b, end, s)
+            return NO_WINDOWS
+        if self.inputs and self._missing():
+            self.next_i = s + (k - 1) * hop  # held back: only the newest stays ready
+            self._keep(x, b, end, self.next_i)
+            return NO_WINDOWS
+        if k > MAX_WINDOWS_PER_READING:  # the newest are kept, as a full queue keeps the newest
+            skip = k - MAX_WINDOWS_PER_READING
+            s, k = s + skip * hop, MAX_WINDOWS_PER_READING
+            self.capped += skip
+            self.notices.note(
+                "windows_capped",
+                "pipeline %s: one reading of waveform tag %r of source %s held %d samples, %d windows at a hop "
+                "of %d; the newest %d were formed and the older ones skipped (counted here), so that one "
+                "reading cannot hold up the agent; send shorter readings or set a larger window.hop_samples",
+                self.pipeline,
+                self.s.waveform,
+                self.source,
+                end - b,
+                k + skip,
+                hop,
+                MAX_WINDOWS_PER_READING,
+                n=skip,
+            )
+        scalars = dict(self.scalars)  # shared by the windows of one reading
+        out = tuple(self._window(x, b, s + j * hop, rate, scalars) for j in range(k))
+        self.next_i = s + k * hop
         self.since_emit = 0
-        wave = (
-            self.buf.copy() if self.resample == (1, 1) else resample(self.buf, *self.resample, self.out_size)
-        )
-        w = Window(self.source, self.seq, self.start_ts, r.timestamp, wave, dict(self.scalars))
+        self._keep(x, b, end, self.next_i)
+        return out
+
+    def _by_time(self, x: np.ndarray, b: int, end: int, rate: float | None) -> tuple[Window, ...]:
+        a = end - self.size  # the newest `size` samples
+        if a < self.buf_i0:
+            self._keep(x, b, end, self.buf_i0)
+            return NO_WINDOWS
+        now = time.monotonic()
+        if now - self.last_emit_t < (self.s.hop_s or 0):
+            self._keep(x, b, end, a)
+            return NO_WINDOWS
+        self.last_emit_t = now
+        if self.inputs and self._missing():
+            self._keep(x, b, end, a)
+            return NO_WINDOWS
+        w = self._window(x, b, a, rate, dict(self.scalars))
+        self.since_emit = 0
+        self._keep(x, b, end, a)
+        return (w,)
+
+    def _window(self, x: np.ndarray, b: int, a: int, rate: float | None, scalars: dict) -> Window:
+        """The window of samples [a, a + size): from the buffer (samples before ``b``) and/or ``x``."""
+        e = a + self.size
+        if a >= b:
+            wave = x[a - b : e - b].copy()
+        elif e <= b:
+            wave = self.buf[a - self.buf_i0 : e - self.buf_i0].copy()
+        else:
+            wave = np.concatenate((self.buf[a - self.buf_i0 :], x[: e - b]))
+        if self.resample != (1, 1):
+            wave = resample(wave, *self.resample, self.out_size)
+        anchors = self.t_first
+        while len(anchors) > 1 and anchors[1][0] <= a:  # readings wholly before this window: not needed
+            anchors.popleft()
+        w = Window(self.source, self.seq, self._time_at(a, rate), self._time_at(e - 1, rate), wave, scalars)
         self.seq += 1
         return w
+
+    def _time_at(self, i: int, rate: float | None) -> float:
+        for idx, t in reversed(self.t_first):  # the reading holding sample i (the newest, mostly)
+            if idx <= i:
+                return t + (i - idx) / rate if rate else t
+        return self.t_first[0][1]
+
+    def _keep(self, x: np.ndarray, b: int, end: int, keep_from: int) -> None:
+        """Keep samples [keep_from, end): what a later window may use (copied: a reading's array may be
+        reused by its producer, and a view would pin a long reading's memory)."""
+        keep_from = max(keep_from, self.buf_i0)
+        anchors = self.t_first
+        if keep_from >= end:
+            self.buf, self.buf_i0 = _EMPTY, end
+            anchors.clear()
+            return
+        if keep_from >= b:
+            self.buf = x[keep_from - b :].copy()
+        else:
+            self.buf = np.concatenate((self.buf[keep_from - self.buf_i0 :], x))
+        self.buf_i0 = keep_from
+        while len(anchors) > 1 and anchors[1][0] <= keep_from:
+            anchors.popleft()
 
 
 class UnsureWatch:
@@ -471,16 +666,21 @@ class Pipeline:
         if self.windower is not None:
             if not isinstance(item, Reading):
                 return
-            w = self.windower.add(item)
-            if w is None:
+            ws = self.windower.add_all(item)
+            if not ws:
                 return
-            await self._enqueue(w)
+            # the windows of one reading are one queue entry: a burst is scored in full when inference
+            # keeps up, and dropped whole (each window counted) when it does not
+            if len(ws) == 1:
+                await self._enqueue(ws[0])
+            else:
+                await self._enqueue(ws, len(ws))
         elif isinstance(item, Frame):
             await self._enqueue(item)
 
-    async def _enqueue(self, item: Frame | Window) -> None:
-        self.stats.items += 1
-        await self.queue.put(item)
+    async def _enqueue(self, item: Frame | Window | tuple[Window, ...], n: int = 1) -> None:
+        self.stats.items += n
+        await self.queue.put(item, n)
 
     def start(self) -> None:
         self._tasks = [
@@ -497,94 +697,101 @@ class Pipeline:
                 t.cancel()
 
     async def _worker(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             try:
-                item, enq_t = await self.queue.get()
+                entry, enq_t = await self.queue.get()
             except EOFError:
                 return
-            start = time.perf_counter()
+            if isinstance(entry, tuple):  # the windows of one reading, oldest first
+                for item in entry:
+                    await self._process(item, enq_t)
+            else:
+                await self._process(entry, enq_t)
+
+    async def _process(self, item: Frame | Window, enq_t: float) -> None:
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        try:
+            inf = await loop.run_in_executor(self.executor, self.slot.infer, item, self.unsure_tolerance)
+        except (InferenceError, SlotError) as exc:
+            reason = getattr(exc, "reason", "no_model")
+            self.stats.errors[reason] += 1
+            if reason not in self.notices.counts:
+                self.notices.note(
+                    reason,
+                    "pipeline %s: item dropped (%s): %s; %s",
+                    self.name,
+                    reason,
+                    exc,
+                    _FIXES.get(reason, "see the model slot's status"),
+                )
+            else:
+                self.notices.counts[reason] += 1
+            return
+        except Exception as exc:  # never let one item stop the pipeline
+            self.stats.errors["unexpected"] += 1
+            log.exception("pipeline %s: unexpected error: %s", self.name, exc)
+            return
+        if self.baseline is not None and isinstance(item, Window):
             try:
-                inf = await loop.run_in_executor(self.executor, self.slot.infer, item, self.unsure_tolerance)
-            except (InferenceError, SlotError) as exc:
-                reason = getattr(exc, "reason", "no_model")
-                self.stats.errors[reason] += 1
-                if reason not in self.notices.counts:
+                verdict = await loop.run_in_executor(self.executor, self.baseline.process, item)
+            except Exception as exc:  # the model's result still counts
+                self.stats.errors["baseline"] += 1
+                verdict = None
+                if "baseline" not in self.notices.counts:
                     self.notices.note(
-                        reason,
-                        "pipeline %s: item dropped (%s): %s; %s",
+                        "baseline",
+                        "pipeline %s: the baseline could not score a window: %s",
                         self.name,
-                        reason,
                         exc,
-                        _FIXES.get(reason, "see the model slot's status"),
                     )
-                else:
-                    self.notices.counts[reason] += 1
-                continue
-            except Exception as exc:  # never let one item stop the pipeline
-                self.stats.errors["unexpected"] += 1
-                log.exception("pipeline %s: unexpected error: %s", self.name, exc)
-                continue
-            if self.baseline is not None and isinstance(item, Window):
-                try:
-                    verdict = await loop.run_in_executor(self.executor, self.baseline.process, item)
-                except Exception as exc:  # the model's result still counts
-                    self.stats.errors["baseline"] += 1
-                    verdict = None
-                    if "baseline" not in self.notices.counts:
-                        self.notices.note(
-                            "baseline",
-                            "pipeline %s: the baseline could not score a window: %s",
-                            self.name,
-                            exc,
-                        )
-            lat = Latency((start - enq_t) * 1000, inf.preprocess_ms, inf.inference_ms, inf.postprocess_ms)
-            it = inf.interpretation
-            outputs = {}
-            for k, v in inf.outputs.items():
-                if v.size <= 16:
-                    outputs[k] = np.asarray(v).ravel().round(6).tolist()
-            res = Result(
-                pipeline=self.name,
-                source=item.source,
-                item_seq=item.seq,
-                captured_at=item.captured_at if isinstance(item, Frame) else item.end_ts,
-                model=inf.model,
-                model_version=inf.version,
-                engine=inf.engine,
-                verdict=it.verdict,
-                score=float(it.score),
-                label=it.label,
-                probabilities=it.probabilities,
-                margin=it.margin,
-                anomaly_score=it.anomaly_score,
-                remaining_life=it.remaining_life,
-                outputs=outputs,
-                latency=lat,
-                heatmap=it.heatmap,
-                finished_at=time.time(),
-                reason=it.reason,
-            )
-            if self.baseline is not None and isinstance(item, Window) and verdict is not None:
-                self.baseline.apply(verdict, res)
-            st = self.stats
-            st.results += 1
-            st.ng += res.verdict == "NG"
-            st.unsure += res.verdict == "UNSURE"
-            if self.kind == "frame":  # a package without input_stats never says UNSURE
-                drift = self.unsure_watch.add(it.reason)
-                if drift is not None:
-                    log.warning("%s", drift["message"])
-                    self.on_event(drift)
-            st.latencies.append(lat.total_ms)
-            st.times.append(res.finished_at)
-            st.last_result = res
-            self.on_latency(self.name, lat)
-            try:
-                await self.on_result(res, item)
-            except Exception:
-                self.stats.errors["action_dispatch"] += 1
-                log.exception("pipeline %s: acting on a result failed", self.name)
+        lat = Latency((start - enq_t) * 1000, inf.preprocess_ms, inf.inference_ms, inf.postprocess_ms)
+        it = inf.interpretation
+        outputs = {}
+        for k, v in inf.outputs.items():
+            if v.size <= 16:
+                outputs[k] = np.asarray(v).ravel().round(6).tolist()
+        res = Result(
+            pipeline=self.name,
+            source=item.source,
+            item_seq=item.seq,
+            captured_at=item.captured_at if isinstance(item, Frame) else item.end_ts,
+            model=inf.model,
+            model_version=inf.version,
+            engine=inf.engine,
+            verdict=it.verdict,
+            score=float(it.score),
+            label=it.label,
+            probabilities=it.probabilities,
+            margin=it.margin,
+            anomaly_score=it.anomaly_score,
+            remaining_life=it.remaining_life,
+            outputs=outputs,
+            latency=lat,
+            heatmap=it.heatmap,
+            finished_at=time.time(),
+            reason=it.reason,
+        )
+        if self.baseline is not None and isinstance(item, Window) and verdict is not None:
+            self.baseline.apply(verdict, res)
+        st = self.stats
+        st.results += 1
+        st.ng += res.verdict == "NG"
+        st.unsure += res.verdict == "UNSURE"
+        if self.kind == "frame":  # a package without input_stats never says UNSURE
+            drift = self.unsure_watch.add(it.reason)
+            if drift is not None:
+                log.warning("%s", drift["message"])
+                self.on_event(drift)
+        st.latencies.append(lat.total_ms)
+        st.times.append(res.finished_at)
+        st.last_result = res
+        self.on_latency(self.name, lat)
+        try:
+            await self.on_result(res, item)
+        except Exception:
+            self.stats.errors["action_dispatch"] += 1
+            log.exception("pipeline %s: acting on a result failed", self.name)
 
     def status(self) -> dict:
         st = self.stats
@@ -602,9 +809,11 @@ class Pipeline:
             "queue_depth": len(self.queue),
             "queue_size": self.queue.size,
             "policy": self.queue.policy.value,
-            "dropped": self.queue.dropped + (self.windower.bad if self.windower else 0),
+            "dropped": self.queue.dropped
+            + (self.windower.bad + self.windower.capped if self.windower else 0),
             "dropped_queue": self.queue.dropped,
             "bad_samples": self.windower.bad if self.windower else 0,
+            "windows_capped": self.windower.capped if self.windower else 0,
             "errors": dict(st.errors),
             "latency_ms": st.percentiles(),
             "windows": self.windower.seq if self.windower else None,

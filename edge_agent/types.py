@@ -17,7 +17,9 @@ import numpy as np
 class Window:
     source: str
     seq: int  # per-pipeline, strictly increasing
-    start_ts: float  # epoch seconds of the first sample / reading in the window
+    # epoch seconds of the window's first and last samples: a reading's timestamp is its first sample's
+    # time, later samples are placed at the rate in use (all at the reading's time when no rate is known)
+    start_ts: float
     end_ts: float
     waveform: np.ndarray  # 1-D float, the waveform tag's samples (window_samples long)
     scalars: dict[str, float] = field(default_factory=dict)  # latest value of each scalar tag

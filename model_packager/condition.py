@@ -70,8 +70,10 @@ class RateError(ValueError):
 
 def resample_plan(from_hz: float, to_hz: float, what: str = "the waveform") -> tuple[int, int]:
     """(up, down) with to/from = up/down, or RateError naming both rates."""
-    if from_hz <= 0 or to_hz <= 0:
-        raise RateError(f"{what}: sample rates must be > 0 (tag {from_hz:g} Hz, model {to_hz:g} Hz)")
+    if not (math.isfinite(from_hz) and math.isfinite(to_hz) and from_hz > 0 and to_hz > 0):
+        raise RateError(
+            f"{what}: sample rates must be finite and > 0 (tag {from_hz:g} Hz, model {to_hz:g} Hz)"
+        )
     if from_hz == to_hz:
         return 1, 1
     if from_hz < to_hz:

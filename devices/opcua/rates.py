@@ -98,7 +98,7 @@ class StatedRates:
             v = float(value)
         except (TypeError, ValueError):
             v = 0.0
-        if v > 0:
+        if 0 < v < float("inf"):  # finite and > 0 (NaN fails both comparisons)
             self.hz[tag] = v
         else:  # no usable rate: readings go without one rather than with a wrong one
             self.hz.pop(tag, None)

@@ -41,7 +41,8 @@ def test_the_windower_buffers_at_the_tag_rate_and_hands_the_model_its_own():
     x = np.sin(2 * np.pi * 250 * t)
     out = None
     for i in range(0, len(x), 1280):
-        out = out or w.add(Reading("plc", "vib", x[i : i + 1280], float(i), float(i), Quality.GOOD))
+        ts = i / 25600  # readings stamped with their first sample's time (contiguous)
+        out = out or w.add(Reading("plc", "vib", x[i : i + 1280], ts, ts, Quality.GOOD))
     assert out is not None and out.waveform.shape == (2048,)
     mag = np.abs(np.fft.rfft(out.waveform * np.hanning(2048)))
     assert abs(np.argmax(mag) * 10000 / 2048 - 250) < 6
