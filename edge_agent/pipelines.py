@@ -61,6 +61,10 @@ _FIXES = {
     "engine_error": "the engine failed on this input; check the model package (model_packager inspect)",
     "nonfinite_output": "the model produced NaN/Inf; check the inputs' range or roll the model back",
     "no_model": "the model slot has no model loaded; see models on the status page",
+    "preprocess_error": "the package's preprocessing fails on this input (frame size, colour, region): check "
+    "the camera against the package's manifest (model_packager inspect); a hot-swapped model is rolled back",
+    "model_error": "the model's outputs do not read as its manifest declares (labels, output names): the "
+    "package contradicts itself; roll it back (a hot-swapped one is, by its health watch)",
 }
 
 
