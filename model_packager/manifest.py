@@ -149,6 +149,12 @@ class OutputSpec(TensorSpec):
     def _labels_fit_shape(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
         # one label per value of an item: the dimensions after the batch axis, when they are fixed
         shape, role = info.data.get("shape"), info.data.get("role")
+        for label in v or ():
+            if not label or not label.isprintable():  # a label is a config's and a result's text, one line
+                raise ValueError(
+                    f"label {label!r} is empty or holds a control character (a newline, a tab): labels are "
+                    "named in configs and results"
+                )
         if v is None or role not in (OutputRole.CLASS_LOGITS, OutputRole.CLASS_PROBS) or not shape:
             return v
         per_item = shape[1:]

@@ -101,7 +101,7 @@ class AnomalyData:
     good_names: list[str]
     test: list[np.ndarray] = field(default_factory=list)  # evaluation images (MVTec test/)
     test_ng: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
-    test_kind: list[str] = field(default_factory=list)  # "good" or the defect folder's name
+    test_kind: list[str] = field(default_factory=list)  # "good" or the defect class's name (test_ng decides)
     test_masks: list[np.ndarray | None] = field(default_factory=list)
     digest: str = ""
     layout: str = "folder"
@@ -147,6 +147,7 @@ def _load_imported(root: Path, min_good: int) -> AnomalyData:
         raise AnomalyDataError(str(exc)) from None
     h = hashlib.sha256()
     good, names, test, kinds, masks = [], [], [], [], []
+    ngs: list[bool] = []
     for line in (root / "labels.jsonl").read_text().splitlines():
         if not line.strip():
             continue
@@ -167,15 +168,14 @@ def _load_imported(root: Path, min_good: int) -> AnomalyData:
             mask = read_mask(mp, max_mp) if mp.is_file() else None
         test.append(read_image(p, max_megapixels=max_mp))
         kinds.append("good" if rec["label"] == good_label else rec["label"])
+        ngs.append(rec["label"] != good_label)  # by the label: a defect class may be called "good"
         masks.append(mask)
     if len(good) < min_good:
         raise AnomalyDataError(
             f"{root}: {len(good)} good training image(s) (class '{good_label}'); the anomaly "
             f"family needs at least {min_good} (more is better: 200 measured in docs/trainer.md)"
         )
-    ds = AnomalyData(
-        good, names, test, np.asarray([k != "good" for k in kinds], bool), kinds, masks, layout="imported"
-    )
+    ds = AnomalyData(good, names, test, np.asarray(ngs, bool), kinds, masks, layout="imported")
     ds.digest = "sha256:" + h.hexdigest()
     return ds
 
@@ -656,8 +656,8 @@ def evaluate(path: Path, ds: AnomalyData, pre, threshold: float, engine: str = "
         "ok_rejected": float(np.mean(score[~ng] >= threshold)) if (~ng).any() else float("nan"),
         "map_hit_rate": float(np.mean(hits)) if hits else float("nan"),
     }
-    for kind in sorted(set(ds.test_kind) - {"good"}):
-        sel = np.asarray([k in (kind, "good") for k in ds.test_kind])
+    for kind in sorted({k for k, n in zip(ds.test_kind, ng, strict=True) if n}):
+        sel = np.asarray([k == kind or not n for k, n in zip(ds.test_kind, ng, strict=True)])
         m[f"auroc_{kind}"] = common.auroc(ng[sel], score[sel])
     m["scores"] = score
     return m

@@ -136,7 +136,10 @@ def scan_folders(src: Path, good: str | None) -> Found:
         good = conventional[0]
         notes.append(f"good class: {good!r} (by its name; --good to choose another)")
     elif good not in names:
-        raise DatasetError(f"--good {good!r}: {src} has no such class folder; its classes are {names}")
+        same = [n for n in names if _nfc(n) == _nfc(good)]  # typed one way, the folder named the other
+        if len(same) != 1:
+            raise DatasetError(f"--good {good!r}: {src} has no such class folder; its classes are {names}")
+        good = same[0]
     items = [_Item(p, c.name) for c in classes for p in _class_folder(c, c.name, nested=True)]
     return Found("folders", good, [good, *[n for n in names if n != good]], items, notes)
 
@@ -183,8 +186,39 @@ def scan(src: Path, good: str | None = None) -> Found:
     if layout_of(src) == "mvtec":
         if good not in (None, "good"):
             raise DatasetError(f"--good {good!r}: an MVTec AD layout's good class is 'good'")
-        return scan_mvtec(src)
-    return scan_folders(src, good)
+        return _class_names(scan_mvtec(src), src)
+    return _class_names(scan_folders(src, good), src)
+
+
+def _nfc(name: str) -> str:
+    import unicodedata
+
+    return unicodedata.normalize("NFC", name)
+
+
+def _class_names(found: Found, src: Path) -> Found:
+    """Class names as a config can name them: one line of text, in Unicode's composed form (NFC). A folder
+    made on macOS names "défaut" with a separate accent (NFD): taken as it is, a label typed in a config
+    would look the same and never match. Two folders whose names differ only so are one class written two
+    ways, and a name with a control character (a newline) would break every line that names it."""
+    seen: dict[str, str] = {}
+    for name in found.classes:
+        if not name.isprintable():
+            raise DatasetError(
+                f"{src}: class folder {name!r} holds a control character (a newline, a tab); rename it: "
+                "its name becomes the label that configs and results name"
+            )
+        if (key := _nfc(name)) in seen:
+            raise DatasetError(
+                f"{src}: class folders {seen[key]!r} and {name!r} are one name written two ways (Unicode's "
+                "composed and decomposed accents); merge them into one folder"
+            )
+        seen[key] = name
+    found.good = _nfc(found.good)
+    found.classes = [_nfc(c) for c in found.classes]
+    for it in found.items:
+        it.label = _nfc(it.label)
+    return found
 
 
 def check(found: Found, src: Path, task: str = "classifier", min_good: int | None = None) -> None:
@@ -269,6 +303,13 @@ def import_images(
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)
+    except (
+        OSError
+    ) as exc:  # a full disk, a folder that may not be written: one line, nothing left half-written
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DatasetError(
+            f"{out}: the dataset could not be written ({exc.strerror or exc}: {exc.filename})"
+        ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -288,7 +329,8 @@ def _write(found: Found, src: Path, dst: Path, max_megapixels: float, pixel_bits
             data, img, suffix = _decode(it.path, max_megapixels, pixel_bits)
             sizes.add(img.shape[:2])
             rel = it.path.relative_to(src).as_posix()
-            name = f"images/{k:06d}-{it.label}{suffix or it.path.suffix.lower()}"
+            # the label is in labels.jsonl, not the file's name: a class name may be as long as a folder's
+            name = f"images/{k:06d}{suffix or it.path.suffix.lower()}"
             (dst / name).write_bytes(data)
             row = {
                 "id": f"{k:06d}",
@@ -306,7 +348,7 @@ def _write(found: Found, src: Path, dst: Path, max_megapixels: float, pixel_bits
                         f"{it.mask}: mask is {mask.shape[1]}x{mask.shape[0]}, its image {it.path} is "
                         f"{img.shape[1]}x{img.shape[0]}; they must be the same size"
                     )
-                mname = f"masks/{k:06d}-{it.label}.png"
+                mname = f"masks/{k:06d}.png"
                 if it.mask.suffix.lower() == ".png":
                     shutil.copyfile(it.mask, dst / mname)
                 else:

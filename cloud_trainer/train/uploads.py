@@ -136,7 +136,7 @@ def export(
                         "id": f"upload-{s['sha256'][:16]}",
                         "file": name,
                         "label": s["label"],
-                        "defect": s["label"] != "ok",
+                        "defect": s["label"] != classes[0],  # the good class comes first (dataset_classes)
                         "source": {"agent": s["agent"], "seq": s["seq"], "sha256": s["sha256"]},
                     }
                 )

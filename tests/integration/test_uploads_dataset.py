@@ -194,3 +194,49 @@ def test_an_export_reads_one_tenants_samples_and_refuses_another_tenants_labels(
     assert export(data, "part-inspection", tmp_path / "dflt")["samples"] == 0  # the default tenant has none
     with pytest.raises(DatasetError, match="--tenant: tenant id"):
         export(data, "part-inspection", tmp_path / "y", tenant="../beta")
+
+
+def test_fleet_samples_of_the_good_class_are_not_marked_defects_whatever_its_name(tmp_path):
+    """The export marked every sample whose label was not "ok" as a defect: on top of a user's dataset whose
+    good class is "pass", every good part uploaded from the line was a defect in labels.jsonl."""
+    from cloud_trainer.train.images import import_images
+
+    src = tmp_path / "src"
+    for c, n in (("pass", 20), ("Kratzer", 2)):
+        for i in range(n):
+            (src / c).mkdir(parents=True, exist_ok=True)
+            Path(src / c / f"{i}.png").write_bytes(_png(i))
+    import_images(src, tmp_path / "base")
+    data = tmp_path / "cloud"
+    store, blobs = SQLiteStore(data / "fleet.db"), LocalBlobStore(data / "blobs")
+    shas = [blobs.put_bytes(_png(100 + i)) for i in range(2)]
+    store.ingest(
+        "gw1",
+        [
+            {
+                "seq": i + 1,
+                "kind": "sample",
+                "t": 1.0 + i,
+                "sample_sha256": sha,
+                "sample_ext": ".png",
+                "payload": json.dumps({"model": "part-inspection"}),
+            }
+            for i, sha in enumerate(shas)
+        ],
+    )
+    store.close()
+    labels = write_labels(tmp_path / "l.jsonl", {shas[0]: "pass", shas[1]: "Kratzer"})
+    export(data, "part-inspection", tmp_path / "ds", base=tmp_path / "base", labels_file=labels)
+    rows = [json.loads(x) for x in (tmp_path / "ds" / "labels.jsonl").read_text().splitlines()]
+    assert {(r["label"], r["defect"]) for r in rows} == {("pass", False), ("Kratzer", True)}
+    assert sum(1 for r in rows if str(r["id"]).startswith("upload-")) == 2
+
+
+def _png(seed: int) -> bytes:
+    import cv2
+    import numpy as np
+
+    a = np.random.default_rng(seed).integers(0, 255, (10, 12, 3), dtype=np.uint8)
+    ok, buf = cv2.imencode(".png", a)
+    assert ok
+    return buf.tobytes()

@@ -331,3 +331,42 @@ def test_a_machine_vision_cameras_16_bit_images_are_refused_by_name_or_brought_t
 
     with pytest.raises(AnomalyDataError, match="mono12.png: 16-bit pixels .* dataset import --pixel-bits"):
         read_image(src / "dent" / "mono12.png")
+
+
+def test_class_names_from_folders_are_labels_a_config_can_name(tmp_path):
+    """A class name is the label that configs and results name. A folder made on macOS writes "défaut" with
+    a separate accent (Unicode's decomposed form): taken as it is, a label typed in a config looked the
+    same and never matched; it is stored composed, and two folders that differ only so are one class
+    written two ways. A name with a newline broke every line that names it. A folder name as long as the
+    file system allows (255 bytes) ended the import with a traceback: the stored file names held it."""
+    import unicodedata
+
+    nfd, nfc = unicodedata.normalize("NFD", "défaut"), "défaut"
+    src = per_class(tmp_path / "src", {"ok": 20, nfd: 2, "擦" * 82: 2})
+    res = import_images(src, tmp_path / "a", good="ok")
+    assert res["classes"] == ["ok", nfc, "擦" * 82]
+    assert load_parts(tmp_path / "a").classes == ["ok", nfc, "擦" * 82]
+    # --good typed composed names the decomposed folder
+    src2 = per_class(tmp_path / "src2", {nfd: 20, "dent": 2})
+    assert import_images(src2, tmp_path / "b", good=nfc)["good"] == nfc
+    twice = per_class(tmp_path / "twice", {"ok": 20, nfd: 2, nfc: 2})
+    with pytest.raises(DatasetError, match="one name written two ways"):
+        import_images(twice, tmp_path / "c")
+    newline = per_class(tmp_path / "newline", {"ok": 20, "scr\natch": 2})
+    with pytest.raises(DatasetError, match=r"class folder 'scr\\natch' holds a control character"):
+        import_images(newline, tmp_path / "d")
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+
+
+def test_a_defect_class_named_good_is_scored_as_defects_by_the_anomaly_family(tmp_path):
+    """With `--good ok`, a defect folder called "good" is a defect class: the import marks it so, and the
+    anomaly family's reader counted its images as good parts in its held-out evaluation."""
+    from cloud_trainer.train.anomaly import load_good
+
+    src = per_class(tmp_path / "src", {"ok": 20, "good": 3, "dent": 3})
+    import_images(src, tmp_path / "ds", good="ok", task="anomaly")
+    ds = load_good(tmp_path / "ds", min_good=20)
+    assert (
+        sorted(zip(ds.test_kind, ds.test_ng.tolist(), strict=True))
+        == [("dent", True)] * 3 + [("good", True)] * 3
+    )

@@ -97,6 +97,11 @@ CONTRADICTIONS = {
         "manifest preprocessing.mean has 1 value but colour rgb has 3 channels",
     ),
     "zero-std": (_pre(std=[0.0, 0.25, 0.25]), "manifest preprocessing.std is [0.0, 0.25, 0.25]"),
+    # a label is named in configs and results, one line each: a newline broke validate's error lines
+    "label-with-a-newline": (
+        _out0(labels=["ok", "scr\natch", "b", "c", "d", "e"]),
+        "manifest outputs[0].labels: label 'scr\\natch' is empty or holds a control character",
+    ),
 }
 
 
