@@ -492,6 +492,24 @@ class RuleSettings(_Model):
     def _threshold(self) -> RuleSettings:
         if self.above is None and self.below is None:
             raise ValueError("a rule needs a threshold: above: <value> and/or below: <value>")
+        if (
+            self.above is not None
+            and self.below is not None
+            and self.below + self.hysteresis >= self.above - self.hysteresis
+        ):
+            # the release bands would overlap: a value could hold the rule by one side's band while
+            # tripping it by the other's, and above <= below would make it active whatever the value
+            if self.above <= self.below:
+                raise ValueError(
+                    f"above: {self.above:g} must be greater than below: {self.below:g} (a value over "
+                    "above or under below trips the rule: with above <= below every value does)"
+                )
+            raise ValueError(
+                f"hysteresis: {self.hysteresis:g} is too wide for below: {self.below:g} and above: "
+                f"{self.above:g} (below + hysteresis must stay under above - hysteresis, or the rule "
+                "could never clear); use hysteresis under "
+                f"{(self.above - self.below) / 2:g}, or thresholds further apart"
+            )
         return self
 
 

@@ -10,9 +10,11 @@ is bounded: at most ``MAX_PENDING`` messages wait for the broker, the oldest is 
 
 ``Rule`` (config ``rules:``) scales one tag (``value * scale + offset``) and compares it with
 ``above`` / ``below`` with hysteresis: active once past the threshold, cleared only when back past
-it by ``hysteresis``. Every reading gives a ``Result`` (verdict ``NG`` while active, ``OK`` otherwise;
-score = the scaled value; label = the tag; model ``rule``) handed to the rule's actions, so alarms,
-PLC writes (with their level / on_change / pulse modes) and publishing work as for a model.
+it by ``hysteresis``: by the band of the threshold that tripped it (a rule with both is raised by one
+side and released by that side alone; config refuses bands that overlap). Every reading gives a
+``Result`` (verdict ``NG`` while active, ``OK`` otherwise; score = the scaled value; label = the tag;
+model ``rule``) handed to the rule's actions, so alarms, PLC writes (with their level / on_change /
+pulse modes) and publishing work as for a model.
 """
 
 from __future__ import annotations
@@ -155,6 +157,7 @@ class Rule:
         self.s = settings
         self._act = act  # async (action names, Result, None)
         self.active = False
+        self.side: str | None = None  # "above" or "below": the threshold that tripped the active rule
         self.value: float | None = None
         self.since: float | None = None
         self.seq = 0
@@ -174,12 +177,21 @@ class Rule:
         v = float(r.value) * self.s.scale + self.s.offset
         self.value = v
         s = self.s
-        if not self.active:
-            hit = (s.above is not None and v > s.above) or (s.below is not None and v < s.below)
-        else:
-            hit = (s.above is not None and v > s.above - s.hysteresis) or (
-                s.below is not None and v < s.below + s.hysteresis
-            )
+        # an active rule is released only by the band of the threshold that tripped it: with above 20,
+        # below 10 and hysteresis 2, a rule raised by 25 clears at 18, not at 12 (below's band)
+        held = False
+        if self.side == "above" and s.above is not None:
+            held = v > s.above - s.hysteresis
+        elif self.side == "below" and s.below is not None:
+            held = v < s.below + s.hysteresis
+        if not held:  # released (or never active): the thresholds themselves decide, either side
+            if s.above is not None and v > s.above:
+                self.side = "above"
+            elif s.below is not None and v < s.below:
+                self.side = "below"
+            else:
+                self.side = None
+        hit = self.side is not None
         if hit != self.active:
             self.active, self.since = hit, time.time()
         res = Result(
@@ -205,6 +217,7 @@ class Rule:
             "source": self.s.source,
             "tag": self.s.tag,
             "active": self.active,
+            "side": self.side,  # the threshold that tripped it: "above", "below" or None
             "value": self.value,
             "since": self.since,
             "readings": self.seq,

@@ -711,3 +711,34 @@ def test_topics_are_published_as_written_a_placeholder_is_a_warning_and_any_othe
         "config is read)"
     ]
     assert cfg.forward[0].topic == "Werk/Linie-Ä/温度"
+
+
+@pytest.mark.parametrize(
+    "thresholds, expected",
+    [
+        (
+            {"above": 20, "below": 10, "hysteresis": 5},
+            "plant.yaml: rules[0]: hysteresis: 5 is too wide for below: 10 and above: 20 (below + hysteresis "
+            "must stay under above - hysteresis, or the rule could never clear); use hysteresis under 5, or "
+            "thresholds further apart",
+        ),
+        (
+            {"above": 10, "below": 20},
+            "plant.yaml: rules[0]: above: 10 must be greater than below: 20 (a value over above or under "
+            "below trips the rule: with above <= below every value does)",
+        ),
+    ],
+)
+def test_a_rule_whose_release_bands_overlap_is_refused_naming_the_field(thresholds, expected):
+    """With above and below, each side is released by its own band; bands that meet would let a value hold
+    the rule by one side while it is tripped by the other, so that it never clears."""
+    data = {
+        "agent": {"id": "gw"},
+        "sources": {"bus": {"type": "mqtt", "port": 1883, "subscriptions": [{"topic": "x/#"}]}},
+        "rules": [{"name": "r", "source": "bus", "tag": "t", **thresholds}],
+    }
+    with pytest.raises(ConfigError) as e:
+        parse_config(data, "plant.yaml")
+    assert expected in e.value.errors, e.value.errors
+    data["rules"][0].update(above=20, below=10, hysteresis=4.9)  # bands 10..14.9 and 15.1..20: apart
+    assert parse_config(data, "plant.yaml").rules[0].hysteresis == 4.9

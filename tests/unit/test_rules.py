@@ -1,0 +1,64 @@
+"""A rule on a plain tag (``edge_agent.tags.Rule``) with both thresholds: it is released only by the band
+of the side that tripped it, and a value past the other side keeps it active, tripped by that side."""
+
+from __future__ import annotations
+
+import time
+
+from devices.base import Quality, Reading
+from edge_agent.config import parse_config
+from edge_agent.tags import Rule
+
+
+def _rule(**thresholds) -> tuple[Rule, list]:
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw"},
+            "sources": {"plc": {"type": "mqtt", "port": 1883, "subscriptions": [{"topic": "x/#"}]}},
+            "actions": {"lamp": {"type": "log"}},
+            "rules": [{"name": "r", "source": "plc", "tag": "t", "actions": ["lamp"], **thresholds}],
+        }
+    )
+    seen: list = []
+
+    async def act(names, result, item):
+        seen.append(result.verdict)
+
+    return Rule(cfg.rules[0], act), seen
+
+
+async def _offer(rule: Rule, *values: float) -> list[tuple[float, str, str | None]]:
+    out = []
+    for v in values:
+        await rule.offer(Reading("plc", "t", v, time.time(), time.time(), Quality.GOOD))
+        out.append((v, "NG" if rule.active else "OK", rule.status().get("side")))
+    return out
+
+
+async def test_a_rule_raised_by_above_is_released_by_the_above_band_not_held_by_belows():
+    rule, seen = _rule(above=20, below=10, hysteresis=2)
+    # 11 is inside below's release band (under 12) but far under above's (18): the alarm clears
+    out = await _offer(rule, 25, 19, 11, 11)
+    assert [verdict for _, verdict, _ in out] == ["NG", "NG", "OK", "OK"]  # before: NG to the end
+    assert out == [
+        (25, "NG", "above"),
+        (19, "NG", "above"),  # above's band holds it: 19 > 18
+        (11, "OK", None),
+        (11, "OK", None),
+    ]
+    assert seen == ["NG", "NG", "OK", "OK"] and rule.status()["side"] is None
+
+
+async def test_a_rule_raised_by_below_is_released_by_the_below_band_and_can_switch_sides():
+    rule, _ = _rule(above=20, below=10, hysteresis=2)
+    out = await _offer(rule, 9, 11.5, 19, 5, 21, 19, 17.5)
+    assert [verdict for _, verdict, _ in out] == ["NG", "NG", "OK", "NG", "NG", "NG", "OK"]  # before: 19 held
+    assert out == [
+        (9, "NG", "below"),
+        (11.5, "NG", "below"),  # below's band holds it: 11.5 < 12
+        (19, "OK", None),  # inside above's band (over 18), which did not trip it: released
+        (5, "NG", "below"),
+        (21, "NG", "above"),  # below released it, above trips it: active throughout
+        (19, "NG", "above"),
+        (17.5, "OK", None),
+    ]
