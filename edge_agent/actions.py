@@ -6,6 +6,9 @@ retried ``max_attempts`` times with a backoff, then counted and logged once per 
 stops the pipeline. Alarms are stateful per (action, pipeline): raised after ``raise_after``
 consecutive matching results, cleared after ``clear_after`` consecutive non-matching ones; each
 transition is published (``.../alarms/<action>``) and mirrored on an OPC UA node when configured.
+One signaller per alarm and output (the publication, the OPC UA mirror) sends the current state: a
+transition that failed is retried only while no newer one is waiting; a newer one replaces it
+(``superseded``) at once, so a mirror that was away never ends in a state the alarm has left.
 
 ``opcua_write`` and ``sparkplug_command`` (an NCMD/DCMD to a Sparkplug edge node) follow their
 ``mode`` (docs/actions.md has the timing diagram), per (action, pipeline): ``level`` writes on every result (``value`` while the condition holds, ``reset_value``
@@ -15,13 +18,16 @@ the pulse is high extends it). One writer per output sends them in order; a valu
 when a newer one is decided is replaced (``superseded``), so a PLC that is away gets the latest
 state when it is back, not a backlog.
 An error that a retry cannot fix (``retryable = False``: unknown node, wrong type, write refused)
-is not retried.
+is not retried. A ``level`` / ``on_change`` Sparkplug command that did not reach its edge node (dead,
+say) is kept and sent again when the node's (or device's) next birth arrives (``resent``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import functools
 import logging
 import time
 from typing import Any
@@ -77,6 +83,23 @@ class ActionRunner:
         # superseded), so a PLC that is away never builds up a backlog of stale writes
         self._desired: dict[tuple[str, str], tuple[Any, Result]] = {}
         self._writers: set[tuple[str, str]] = set()
+        # the same for an alarm's outputs, per (alarm, pipeline, output): the transition waiting to be
+        # signalled, the signallers running, and the event that cuts a retry's backoff short
+        self._signals: dict[tuple[str, str, str], Event] = {}
+        self._signallers: set[tuple[str, str, str]] = set()
+        self._signal_wake: dict[tuple[str, str, str], asyncio.Event] = {}
+        # a level / on_change Sparkplug command whose last value did not reach its node (dead, say) is
+        # kept and sent again when the node's (or device's) next birth arrives
+        self._owed: dict[tuple[str, str], tuple[Any, Result]] = {}
+        self._resend: dict[str, SparkplugCommandAction] = {
+            n: a
+            for n, a in cfg.actions.items()
+            if isinstance(a, SparkplugCommandAction) and a.mode is not WriteMode.PULSE
+        }
+        for src in {a.source for a in self._resend.values()}:
+            listen = getattr(getattr(sources.get(src), "sparkplug", None), "add_birth_listener", None)
+            if listen is not None:
+                listen(functools.partial(self._born, src))
 
     async def handle(self, pipeline_actions: list[str], result: Result, item: Frame | Window) -> None:
         for name in pipeline_actions:
@@ -142,22 +165,39 @@ class ActionRunner:
         try:
             while key in self._desired:  # no await between this check and the discard below: no lost value
                 value, result = self._desired.pop(key)
-                await self._run(name, action, result, None, value=value)
+                delivered = await self._run(name, action, result, None, value=value)
+                if name in self._resend:  # no await from the command's failure to here: no birth missed
+                    if delivered or key in self._desired:
+                        self._owed.pop(key, None)
+                    else:
+                        self._owed[key] = (value, result)
         finally:
             self._writers.discard(key)
+
+    def _born(self, source: str, group: str, edge_node: str, device: str | None) -> None:
+        """A Sparkplug birth: the commands its node (or device) missed while away are sent again."""
+        for key, (value, result) in list(self._owed.items()):
+            a = self._resend[key[0]]
+            if (a.source, a.group, a.edge_node, a.device) != (source, group, edge_node, device):
+                continue
+            del self._owed[key]
+            if key not in self._desired:  # else a newer value is on its way already
+                self.stats[key[0]]["resent"] += 1
+                self._set_output(key[0], a, result, value)
 
     async def flush(self, timeout_s: float = 10.0) -> None:
         deadline = time.monotonic() + timeout_s
         while self._pending and (left := deadline - time.monotonic()) > 0:  # a pulse ending spawns its reset
             await asyncio.wait(list(self._pending), timeout=left)
 
-    async def _run(self, name: str, action, result: Result, item, value: Any = None) -> None:
+    async def _run(self, name: str, action, result: Result, item, value: Any = None) -> bool:
+        """Acts with the action's retries; True when done (or queued for the broker)."""
         st = self.stats[name]
         for attempt in range(1, action.retry.max_attempts + 1):
             try:
                 outcome = await self._do(name, action, result, item, value)
                 st["queued" if outcome == "queued" else "ok"] += 1  # queued: held until the broker is back
-                return
+                return True
             except Exception as exc:
                 st["attempt_failures"] += 1
                 if not getattr(exc, "retryable", True):
@@ -165,13 +205,14 @@ class ActionRunner:
                     self._burst.log(
                         name, "action %r failed (not retried: a retry cannot fix it): %s", name, exc
                     )
-                    return
+                    return False
                 if attempt == action.retry.max_attempts:
                     st["failed"] += 1
                     self._burst.log(name, "action %r failed after %d attempts: %s", name, attempt, exc)
-                    return
+                    return False
                 st["retried"] += 1
                 await asyncio.sleep(action.retry.backoff_s * attempt)
+        return False
 
     async def _do(self, name: str, action, result: Result, item, value: Any = None) -> str | None:
         return await self.impls[action.type](self, name, action, result, item, value)
@@ -223,22 +264,51 @@ class ActionRunner:
             result.score,
         )
         self.on_event(evt)
+        for output in _alarm_outputs(action):
+            key = (name, result.pipeline, output)
+            if key in self._signals:  # the one still waiting is moot: the alarm has moved on
+                self.stats[name]["superseded"] += 1
+            self._signals[key] = evt
+            wake = self._signal_wake.get(key)
+            if wake is not None:
+                wake.set()
+            if key not in self._signallers:
+                self._signallers.add(key)
+                self._spawn(self._signaller(name, action, key))
 
-        async def run():
-            for attempt in range(1, action.retry.max_attempts + 1):
-                try:
-                    await self.impls[action.type](self, name, action, evt)
-                    return
-                except Exception as exc:
-                    if attempt == action.retry.max_attempts or not getattr(exc, "retryable", True):
-                        self.stats[name]["failed"] += 1
-                        self._burst.log(name, "alarm %r: could not signal (%s)", name, exc)
-                        return
-                    await asyncio.sleep(action.retry.backoff_s * attempt)
-
-        t = asyncio.get_running_loop().create_task(run())
-        self._pending.add(t)
-        t.add_done_callback(self._pending.discard)
+    async def _signaller(self, name: str, action: AlarmAction, key: tuple[str, str, str]) -> None:
+        """Sends the alarm's latest transition to one output; a failed one is retried with the backoff
+        only while no newer transition waits, and a newer one ends the backoff at once."""
+        st = self.stats[name]
+        wake = self._signal_wake.setdefault(key, asyncio.Event())
+        try:
+            while key in self._signals:  # no await between this check and the pop: no lost transition
+                evt = self._signals.pop(key)
+                wake.clear()
+                for attempt in range(1, action.retry.max_attempts + 1):
+                    try:
+                        await self.impls[action.type](self, name, action, evt, key[2])
+                        break
+                    except Exception as exc:
+                        if not getattr(exc, "retryable", True):
+                            st["failed"] += 1
+                            self._burst.log(name, "alarm %r: could not signal (%s)", name, exc)
+                            break
+                        if key in self._signals:
+                            st["superseded"] += 1  # a newer transition waits: send that, not this
+                            break
+                        if attempt == action.retry.max_attempts:
+                            st["failed"] += 1
+                            self._burst.log(name, "alarm %r: could not signal (%s)", name, exc)
+                            break
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(action.retry.backoff_s * attempt):
+                            await wake.wait()  # set by a newer transition
+                    if key in self._signals:
+                        st["superseded"] += 1
+                        break
+        finally:
+            self._signallers.discard(key)
 
     def status(self) -> dict:
         return {
@@ -308,13 +378,26 @@ def _save(ctx: ActionRunner, name: str, action: SaveSampleAction, result: Result
     (folder / f"{stem}.json").write_text(json_codec.dumps(result.to_json_dict()))
 
 
-async def signal_alarm(ctx: ActionRunner, name: str, action: AlarmAction, evt: Event) -> None:
-    """An alarm's transition (``evt``: raised or cleared): published, and mirrored on its OPC UA node."""
+def _alarm_outputs(action: AlarmAction) -> list[str]:
+    """The outputs an alarm signals its transitions to: ``mqtt`` (publish_to), ``opcua`` (its node)."""
+    out = []
     if action.publish_to:
+        out.append("mqtt")
+    if action.node_id and action.opcua_source:
+        out.append("opcua")
+    return out
+
+
+async def signal_alarm(
+    ctx: ActionRunner, name: str, action: AlarmAction, evt: Event, output: str | None = None
+) -> None:
+    """An alarm's transition (``evt``: raised or cleared): published, and mirrored on its OPC UA node
+    (``output`` ``mqtt`` or ``opcua``: that one only; None: both)."""
+    if action.publish_to and output in (None, "mqtt"):
         cfg = ctx.cfg
         topic = topics.build_topic(cfg.agent.site, cfg.agent.line, cfg.agent.id, topics.Kind.ALARMS, name)
         await ctx.sources[action.publish_to].publish(
             topic, json_codec.dumps(evt.to_json_dict()).encode(), qos=1, retain=True
         )
-    if action.node_id and action.opcua_source:
+    if action.node_id and action.opcua_source and output in (None, "opcua"):
         await ctx.sources[action.opcua_source].write(action.node_id, evt["active"])

@@ -659,11 +659,27 @@ class MqttSource:
         (not retryable): ``"false"`` is never sent as TRUE. A Template instance's member (``Motor1/Speed``,
         as its tag is named) is sent inside its instance, as Sparkplug has it: the instance metric carrying
         only that member."""
+        where = f"{group}/{edge_node}/{device + '/' if device else ''}{metric}"
+        if not self.sparkplug.node_alive(group, edge_node):
+            # a node that is dead (NDEATH) or has not been born since this host started would drop the
+            # command: not counted as sent (the action counts it failed); retryable, the node may be back
+            raise MqttError(
+                f"mqtt source {self.name!r}: command to {where} not sent: edge node {group}/{edge_node} is "
+                "not alive (NDEATH, or no NBIRTH seen since this host started)"
+            )
         dt = sp.DataType[datatype.upper()] if datatype else None
         if dt is None:
             known = self.sparkplug.datatype(group, edge_node, device, metric)
-            dt = sp.DataType(known) if known is not None else sp.infer_datatype(value)
-        where = f"{group}/{edge_node}/{device + '/' if device else ''}{metric}"
+            if known is None:
+                dt = sp.infer_datatype(value)
+            elif known in sp.DataType._value2member_map_:
+                dt = sp.DataType(known)
+            else:  # 0 (Unknown), Sparkplug 3.0 arrays (22-34): no type this host can write
+                raise SparkplugTypeMismatch(
+                    f"mqtt source {self.name!r}: command to {where} not sent: the birth gives metric "
+                    f"{metric!r} datatype {known}, which this host cannot write (0 is Unknown; Sparkplug "
+                    "3.0 array types are not supported); set the action's datatype, or write another metric"
+                )
         ts = int(time.time() * 1000)
         member = self.sparkplug.template_member(group, edge_node, device, metric)
         m = sp.Metric(member[1] if member else metric, None, dt, _sparkplug_value(dt, value, where))

@@ -1,7 +1,9 @@
 """Sparkplug B host-application logic: births, data, deaths, sequence checks, rebirth requests.
 
 Keeps, per edge node (group, edge_node), the bdSeq and alias table of its last NBIRTH (aliases
-are unique across the node and its devices, as the specification requires) and the last seq
+are unique across the node and its devices, as the specification requires), the datatypes and Template
+members its last births declared (an NBIRTH forgets those of the node and its devices, a DBIRTH those of
+its device: a command is typed by the current birth only) and the last seq
 (0..255, wrapping; a gap is counted as ``seq_gap`` and the data is still used). NDATA/DDATA
 metrics are resolved by alias or name; an unknown alias, or data before any birth, is counted
 (``unknown_alias``; ``data_before_birth``, which is normal after the host starts and so counted apart,
@@ -119,7 +121,20 @@ class SparkplugHost:
         )
         self.historical = 0  # values a node sent late, flagged is_historical: counted, not used
         self.on_notice: Callable[..., None] | None = None  # (key, message): a silent drop, said once
+        self._birth_listeners: list[Callable[[str, str, str | None], None]] = []
         self._tag_map_checked: set[str] = set()
+
+    def add_birth_listener(self, fn: Callable[[str, str, str | None], None]) -> None:
+        """Call ``fn(group, edge_node, device)`` after each NBIRTH (device None) and DBIRTH is learnt, from
+        the thread that calls ``handle`` (e.g. to send again a command a dead node could not take)."""
+        self._birth_listeners.append(fn)
+
+    def _born(self, group: str, edge_node: str, device: str | None) -> None:
+        for fn in self._birth_listeners:
+            try:
+                fn(group, edge_node, device)
+            except Exception as exc:  # a listener's bug must not stop the host reading births
+                self._on_error("birth_listener", f"{group}/{edge_node}: {type(exc).__name__}: {exc}")
 
     def node_alive(self, group: str, edge_node: str) -> bool:
         n = self._nodes.get((group, edge_node))
@@ -161,7 +176,10 @@ class SparkplugHost:
         if mt is sp.MessageType.NBIRTH:
             node.alive, node.aliases, node.clashes, node.seq = True, {}, set(), payload.seq
             node.bd_seq = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
-            node.templates = {}
+            # a birth replaces what the last one declared: a metric retyped or gone, or a Template
+            # member now a plain metric, must not keep the old datatype for a command. Its devices too:
+            # they re-DBIRTH after a node's NBIRTH, as the specification requires
+            node.templates, node.types, node.members = {}, {}, {}
             for m in payload.metrics:
                 if m.name and isinstance(m.value, sp.Template) and m.value.is_definition:
                     types = _definition_types(m.value)
@@ -171,6 +189,7 @@ class SparkplugHost:
             self.births += 1
             self._check_tag_map(t, None, payload)
             self._learn(t, node, None, payload)
+            self._born(t.group, t.edge_node, None)
             return self._readings(t, node, None, payload, received_at, by_birth=True)
         if mt is sp.MessageType.NDEATH:
             bd = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
@@ -196,8 +215,12 @@ class SparkplugHost:
         self._check_seq(t, node, payload.seq)
         if mt is sp.MessageType.DBIRTH:
             self.births += 1
+            for d in (node.types, node.members):  # the device's last birth, forgotten (see NBIRTH)
+                for k in [k for k in d if k[0] == t.device]:
+                    del d[k]
             self._check_tag_map(t, t.device, payload)
             self._learn(t, node, t.device, payload)
+            self._born(t.group, t.edge_node, t.device)
             return self._readings(t, node, t.device, payload, received_at, by_birth=True)
         if mt is sp.MessageType.DDEATH:
             self.deaths += 1

@@ -1,0 +1,93 @@
+"""An alarm's OPC UA mirror ends in the alarm's current state, against the real asyncua machine server:
+a transition that could not be signalled (the server was away) is not retried once a newer transition
+waits; the newer one goes out at once, and the older one can no longer land after it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from devices.opcua.client import OpcUaSource
+from edge_agent.actions import ActionRunner
+from edge_agent.config import parse_config
+from edge_agent.types import Result
+from simulators.machine import MachineServer
+from tests.support.peers import free_port
+
+
+def _result(verdict: str, seq: int) -> Result:
+    return Result(
+        pipeline="p",
+        source="machine",
+        item_seq=seq,
+        captured_at=time.time(),
+        model="m",
+        model_version="1",
+        engine="e",
+        verdict=verdict,
+        score=1.0,
+        label="x",
+        finished_at=time.time(),
+    )
+
+
+async def test_a_raise_that_failed_is_dropped_when_the_clear_comes_and_the_mirror_ends_clear():
+    machine = MachineServer(free_port(), seed=1, period_ms=200, window_samples=64)  # not started yet
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw"},
+            "sources": {
+                "machine": {
+                    "type": "opcua",
+                    "endpoint": machine.endpoint,
+                    "reconnect_initial_s": 0.1,
+                    "reconnect_max_s": 0.3,
+                    "connect_timeout_s": 2.0,
+                    "keepalive_check_s": 0.3,
+                }
+            },
+            "actions": {
+                "al": {
+                    "type": "alarm",
+                    "raise_after": 1,
+                    "clear_after": 1,
+                    "when": {"verdict": "NG"},
+                    "opcua_source": "machine",
+                    "node_id": machine.node_id("Alarm"),
+                    # the raise's first retry is 3 s after it failed: long after the server is back
+                    "retry": {"max_attempts": 4, "backoff_s": 3.0},
+                }
+            },
+        }
+    )
+    src = OpcUaSource("machine", cfg.sources["machine"])
+    await src.start()  # the server is away: the first connect fails, the source keeps trying
+    runner = ActionRunner(cfg, {"machine": src})
+    try:
+        await runner.handle(["al"], _result("NG", 0), None)  # raised: the mirror write fails (retryable)
+        await asyncio.sleep(0.2)
+        await machine.start()
+        for _ in range(200):
+            if src.state.value == "connected":
+                break
+            await asyncio.sleep(0.05)
+        assert src.state.value == "connected", src.stats.last_error
+        t0 = time.monotonic()
+        await runner.handle(["al"], _result("OK", 1), None)  # cleared while the raise waits for its retry
+        for _ in range(100):  # the clear goes out at once, not after the raise's backoff
+            if machine.writes:
+                break
+            await asyncio.sleep(0.05)
+        sent_after = time.monotonic() - t0
+        await runner.flush(timeout_s=20)
+        await asyncio.sleep(0.2)
+    finally:
+        await src.stop()
+        await machine.stop()
+    assert runner.alarm_state[("al", "p")]["active"] is False
+    # before, the raise's retry landed 3 s after it failed, after the clear: the PLC saw an alarm that
+    # had already cleared, and kept seeing it
+    assert [v for t, v in machine.writes if t == "Alarm"] == [False], machine.writes
+    assert sent_after < 2.0, sent_after
+    st = runner.stats["al"]
+    assert (st["raised"], st["cleared"], st["superseded"], st["failed"]) == (1, 1, 1, 0), dict(st)

@@ -1,0 +1,272 @@
+"""Sparkplug commands (``MqttSource.command`` and the ``sparkplug_command`` action) across an edge node's
+lifecycle, against a real Mosquitto with a raw paho client playing the node: a command is typed by the
+node's current birth only, is not sent to a node that is dead, and a level the node missed while dead is
+sent again when it is born again; a birth datatype this host cannot write is a type mismatch."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.mqtt.client import MqttError, MqttSource, SparkplugTypeMismatch
+from devices.mqtt.settings import MqttSettings
+from edge_agent.actions import ActionRunner
+from edge_agent.config import parse_config
+from edge_agent.types import Result
+from protocols import sparkplug as sp
+
+D = sp.DataType
+
+
+class Node:
+    """A raw paho client playing edge node ``g/n1``: publishes births and deaths, records the commands
+    sent to it (NCMD, DCMD)."""
+
+    def __init__(self, port: int) -> None:
+        self.cmds: list[tuple[str, sp.Payload, object]] = []
+        self.c = paho.Client(CallbackAPIVersion.VERSION2)
+        self.c.on_message = lambda c, u, m: self.cmds.append(
+            (m.topic, sp.decode(m.payload), sp._pb().Payload.FromString(m.payload))
+        )
+        self.c.connect("127.0.0.1", port, 30)
+        self.c.subscribe([("spBv1.0/g/NCMD/n1", 1), ("spBv1.0/g/DCMD/n1/#", 1)])
+        self.c.loop_start()
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.c.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    def nbirth(self, bd: int, *metrics: sp.Metric) -> None:
+        self.publish(
+            "spBv1.0/g/NBIRTH/n1",
+            sp.encode(
+                sp.Payload(int(time.time() * 1000), 0, [sp.Metric("bdSeq", None, D.INT64, bd), *metrics])
+            ),
+        )
+
+    async def wait_cmds(self, n: int, timeout_s: float = 5.0) -> list:
+        for _ in range(int(timeout_s * 20)):
+            if len(self.cmds) >= n:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)  # and nothing more after them
+        return self.cmds
+
+    def stop(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+async def _host(port: int) -> tuple[MqttSource, asyncio.Task]:
+    src = MqttSource(
+        "bus", MqttSettings(port=port, subscriptions=[{"topic": "spBv1.0/#", "codec": "sparkplug_b"}])
+    )
+    await src.start()
+    async with asyncio.timeout(5):
+        await src.connected.wait()
+        await src.subscribed.wait()
+
+    async def pump():
+        async for _ in src.items():
+            pass
+
+    return src, asyncio.create_task(pump())
+
+
+async def _births(src: MqttSource, n: int) -> None:
+    for _ in range(100):
+        if src.sparkplug.births >= n:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{src.sparkplug.births} births seen, waited for {n}")
+
+
+def _sent(cmd) -> tuple:
+    """(topic, top metric name, its datatype, what it carries) of a recorded command."""
+    topic, _, pb = cmd
+    m = pb.metrics[0]
+    if m.datatype == D.TEMPLATE:
+        return topic, m.name, m.datatype, [(x.name, x.datatype) for x in m.template_value.metrics]
+    return topic, m.name, m.datatype, getattr(m, m.WhichOneof("value"))
+
+
+async def test_a_rebirth_forgets_the_datatypes_and_template_members_of_the_births_before(mosquitto):
+    node = Node(mosquitto.port)
+    src, pump = await _host(mosquitto.port)
+    try:
+        nb = sp._pb().Payload()  # speed Int32 and a Template instance M1 with member Speed (Float)
+        nb.timestamp, nb.seq = int(time.time() * 1000), 0
+        m = nb.metrics.add()
+        m.name, m.datatype, m.long_value = "bdSeq", D.INT64, 0
+        m = nb.metrics.add()
+        m.name, m.datatype, m.int_value = "speed", D.INT32, 5
+        m = nb.metrics.add()
+        m.name, m.datatype = "M1", D.TEMPLATE
+        m.template_value.template_ref = "Motor"
+        x = m.template_value.metrics.add()
+        x.name, x.datatype, x.float_value = "Speed", D.FLOAT, 1.0
+        node.publish("spBv1.0/g/NBIRTH/n1", nb.SerializeToString())
+        node.publish(
+            "spBv1.0/g/DBIRTH/n1/d1",
+            sp.encode(sp.Payload(int(time.time() * 1000), 1, [sp.Metric("level", None, D.FLOAT, 0.5)])),
+        )
+        await _births(src, 2)
+        await src.command("g", "n1", None, "speed", 1)
+        await src.command("g", "n1", None, "M1/Speed", 2.0)
+        await src.command("g", "n1", "d1", "level", 1)
+        # the node is born again: speed is gone, "M1/Speed" is now a plain Double metric; d1 has not
+        # re-DBIRTHed yet, so its old datatypes are gone with the node's
+        node.nbirth(1, sp.Metric("M1/Speed", None, D.DOUBLE, 0.0), sp.Metric("rate", None, D.FLOAT, 0.0))
+        await _births(src, 3)
+        await src.command("g", "n1", None, "speed", 1)
+        await src.command("g", "n1", None, "M1/Speed", 2.0)
+        await src.command("g", "n1", "d1", "level", 1)
+        # d1 is born again with level now Int16
+        node.publish(
+            "spBv1.0/g/DBIRTH/n1/d1",
+            sp.encode(sp.Payload(int(time.time() * 1000), 1, [sp.Metric("level", None, D.INT16, 0)])),
+        )
+        await _births(src, 4)
+        await src.command("g", "n1", "d1", "level", 1)
+        cmds = [_sent(c) for c in await node.wait_cmds(7)]
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    n, d = "spBv1.0/g/NCMD/n1", "spBv1.0/g/DCMD/n1/d1"
+    assert cmds == [
+        (n, "speed", D.INT32, 1),
+        (n, "M1", D.TEMPLATE, [("Speed", D.FLOAT)]),
+        (d, "level", D.FLOAT, 1.0),
+        # before, the first birth's Int32, Template and Float were used after the rebirth
+        (n, "speed", D.INT64, 1),  # not in the current birth: typed by the value
+        (n, "M1/Speed", D.DOUBLE, 2.0),  # a plain metric now, not a Template member
+        (d, "level", D.INT64, 1),
+        (d, "level", D.INT16, 1),
+    ], cmds
+
+
+async def test_a_command_to_a_dead_or_never_born_node_is_not_sent_and_may_be_retried(mosquitto):
+    node = Node(mosquitto.port)
+    src, pump = await _host(mosquitto.port)
+    try:
+        node.nbirth(0, sp.Metric("rate", None, D.FLOAT, 0.0))
+        await _births(src, 1)
+        node.publish("spBv1.0/g/NDEATH/n1", sp.death_payload(0))
+        for _ in range(100):
+            if not src.sparkplug.node_alive("g", "n1"):
+                break
+            await asyncio.sleep(0.05)
+        with pytest.raises(MqttError) as dead:
+            await src.command("g", "n1", None, "rate", 2.5)
+        with pytest.raises(MqttError) as unborn:
+            await src.command("g", "n2", None, "rate", 2.5)
+        cmds = await node.wait_cmds(1, timeout_s=0.5)
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    assert [t for t, _, _ in cmds] == []  # before: both were published and reported "sent"
+    assert dead.value.retryable and unborn.value.retryable
+    assert "g/n1/rate not sent: edge node g/n1 is not alive" in str(dead.value)
+    assert "edge node g/n2 is not alive" in str(unborn.value)
+
+
+async def test_a_birth_datatype_this_host_cannot_write_is_a_type_mismatch_naming_metric_and_number(mosquitto):
+    node = Node(mosquitto.port)
+    src, pump = await _host(mosquitto.port)
+    try:
+        nb = sp._pb().Payload()
+        nb.timestamp, nb.seq = int(time.time() * 1000), 0
+        m = nb.metrics.add()
+        m.name, m.datatype, m.long_value = "bdSeq", D.INT64, 0
+        m = nb.metrics.add()
+        m.name, m.datatype, m.bytes_value = "arr", 24, b"\x01\x00\x00\x00"  # Sparkplug 3.0 Int32Array
+        m = nb.metrics.add()
+        m.name, m.datatype, m.int_value = "untyped", 0, 3  # Unknown
+        node.publish("spBv1.0/g/NBIRTH/n1", nb.SerializeToString())
+        await _births(src, 1)
+        errors = []
+        for metric in ("arr", "untyped"):
+            with pytest.raises(SparkplugTypeMismatch) as e:  # before: a ValueError, retried in vain
+                await src.command("g", "n1", None, metric, 1)
+            errors.append(e.value)
+        cmds = await node.wait_cmds(1, timeout_s=0.5)
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    assert [t for t, _, _ in cmds] == []
+    assert not any(e.retryable for e in errors)
+    assert "metric 'arr' datatype 24, which this host cannot write" in str(errors[0])
+    assert "metric 'untyped' datatype 0, which this host cannot write" in str(errors[1])
+
+
+async def test_an_on_change_command_a_dead_node_missed_is_sent_when_it_is_born_again(mosquitto):
+    node = Node(mosquitto.port)
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw"},
+            "sources": {
+                "bus": {
+                    "type": "mqtt",
+                    "port": mosquitto.port,
+                    "subscriptions": [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}],
+                }
+            },
+            "actions": {
+                "gate": {
+                    "type": "sparkplug_command",
+                    "source": "bus",
+                    "group": "g",
+                    "edge_node": "n1",
+                    "metric": "stop",
+                    "mode": "on_change",
+                    "when": {"verdict": "NG"},
+                    "retry": {"max_attempts": 2, "backoff_s": 0.05},
+                }
+            },
+        }
+    )
+    src, pump = await _host(mosquitto.port)
+    runner = ActionRunner(cfg, {"bus": src})
+    result = Result(
+        pipeline="p",
+        source="s",
+        item_seq=0,
+        captured_at=time.time(),
+        model="m",
+        model_version="1",
+        engine="e",
+        verdict="NG",
+        score=1.0,
+        label="x",
+        finished_at=time.time(),
+    )
+    try:
+        node.nbirth(0, sp.Metric("stop", None, D.BOOLEAN, False))
+        await _births(src, 1)
+        node.publish("spBv1.0/g/NDEATH/n1", sp.death_payload(0))
+        for _ in range(100):
+            if not src.sparkplug.node_alive("g", "n1"):
+                break
+            await asyncio.sleep(0.05)
+        await runner.handle(["gate"], result, None)  # stop = true, while the node is dead
+        await runner.flush()
+        missed = dict(runner.stats["gate"])
+        assert [t for t, _, _ in node.cmds] == []
+        node.nbirth(1, sp.Metric("stop", None, D.BOOLEAN, False))  # back; no new result comes
+        cmds = await node.wait_cmds(3)
+        await runner.flush()
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    # before: counted ok while the node was dead, and never sent again (on_change: the level held)
+    assert missed == {"attempt_failures": 2, "retried": 1, "failed": 1}, missed
+    sent = [(t, [(m.name, m.value) for m in p.metrics]) for t, p, _ in cmds]
+    assert sent == [("spBv1.0/g/NCMD/n1", [("stop", True)])], sent
+    assert runner.stats["gate"]["resent"] == 1 and runner.stats["gate"]["ok"] == 1
