@@ -212,6 +212,7 @@ def _run(args) -> int:
         logging.getLogger("edge_agent").warning("%s", w)
     from edge_agent.agent import Agent
     from edge_agent.models.slot import SlotError
+    from edge_agent.outbox.errors import OutboxError
 
     try:
         if cfg.cloud is not None and cfg.cloud.follow_desired_state:  # the fleet may give it a config
@@ -221,6 +222,12 @@ def _run(args) -> int:
         else:
             asyncio.run(Agent(cfg, launched_at=launched).run())
     except SlotError as exc:
+        logging.getLogger("edge_agent").error("%s", exc)
+        return 1
+    except OSError as exc:  # e.g. a data folder on a read-only or full disk
+        logging.getLogger("edge_agent").error("edge-agent: cannot start: %s", exc)
+        return 1
+    except OutboxError as exc:  # its disk cannot take the outbox: one line naming the folder and the cause
         logging.getLogger("edge_agent").error("%s", exc)
         return 1
     return 0

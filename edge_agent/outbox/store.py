@@ -46,7 +46,18 @@ aside as ``<data_dir>/outbox-corrupt/outbox.db.corrupt-<time>`` (outside the bud
 newest is kept) with a clear message, and a fresh outbox is started in a new
 epoch: the agent keeps running. The outbox records an ``outbox_corrupt`` event (with the previous
 epoch) as the first record of the new epoch, so the cloud learns of the loss. (Durability never degrades silently: if the fresh file cannot be created
-either, ``open()`` raises and the agent does not start.)
+either, ``open()`` raises and the agent does not start.) Only SQLITE_CORRUPT / SQLITE_NOTADB (or a failed
+quick_check) mean a corrupt file: a full or read-only disk, an I/O error or a folder it cannot open
+(FULL, IOERR, READONLY, CANTOPEN, an OSError) keeps the file where it is and ``open()`` raises
+``OutboxError`` naming the folder and the cause.
+
+A disk that fills up or turns read-only while running: the writer thread never dies. A batch it cannot
+commit (SQLite has rolled it back already) is dropped and counted as ``write_failed:<kind>``, the failure is
+logged once per burst, and the outbox writes again by itself once there is room; the lost seq ranges go
+out as one ``outbox_write_failed`` event after the first good commit (while the disk refuses, the event
+would be lost too), and the counts are made durable with that commit. ``append`` waits at most
+``APPEND_WAIT_S`` for room in the hand-over queue, then drops the record the same way (a sample file
+that cannot be written too), so an agent's pipeline never hangs on its outbox; ``close()`` is bounded.
 """
 
 from __future__ import annotations
@@ -68,6 +79,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_agent.outbox.errors import OutboxError
 from edge_agent.outbox.settings import DropPolicy, FsyncPolicy, OutboxSettings
 from protocols import json_codec
 from protocols.events import Event, EventKind
@@ -97,6 +109,12 @@ ACT_AT = 0.9
 DROP_TO = 0.75
 DROP_EVENT_S = 5.0  # at most one drop event per cause this often (the counts are kept at once)
 MAX_RANGES = 2000  # seq ranges carried by one drop event; beyond, the cloud records the rest as unknown
+# How long append() waits for room in the hand-over queue before it drops the record (counted as
+# write_failed): the writer never stops, so this bounds a stall, and an agent's pipeline never hangs on it.
+APPEND_WAIT_S = 5.0
+CLOSE_WAIT_S = 10.0  # close() waits at most this long for the writer
+# only these mean the file itself is bad; FULL, IOERR, READONLY, CANTOPEN are the disk's or the folder's fault
+_CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 
 _NO_LOCK = contextlib.nullcontext()
@@ -113,8 +131,18 @@ def seq_ranges(seqs) -> list[list[int]]:
     return out
 
 
-class OutboxError(RuntimeError):
-    pass
+class _Corrupt(Exception):
+    """The database file itself is unreadable (SQLITE_CORRUPT, SQLITE_NOTADB, a failed quick_check)."""
+
+
+def _is_corrupt(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in _CORRUPT_CODES
+
+
+def _cause(exc: BaseException) -> str:
+    name = getattr(exc, "sqlite_errorname", None)
+    return f"{exc} ({name})" if name else str(exc)
 
 
 def _log_failure(fut: Future) -> None:
@@ -171,6 +199,10 @@ class Outbox:
         self._committed = threading.Condition()
         self._committed_seq = 0
         self.moved_aside: Path | None = None
+        self._failing = False  # the last commit failed (disk full, I/O error): logged once per burst
+        self._failed_in_burst = 0
+        self._fail_reason = ""
+        self._unpersisted: Counter = Counter()  # write_failed counts not yet in the database's meta
         self._executor: ThreadPoolExecutor | None = None  # the async face's own thread (created by open())
         self._executor_thread: threading.Thread | None = None
 
@@ -215,20 +247,40 @@ class Outbox:
             os.close(fd)
 
     def open(self) -> None:
+        """Open (or create) the store. A corrupt file is moved aside and a fresh outbox starts; a disk that
+        cannot take the store (full, read-only, an I/O error, a folder it may not write) raises
+        ``OutboxError`` naming the folder and the cause: a healthy file is never moved aside for it."""
+        try:
+            self._open()
+        except OutboxError:
+            raise
+        except (OSError, sqlite3.Error) as exc:
+            if self._db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.close()
+                self._db = None
+            raise OutboxError(
+                f"outbox {self.dir}: cannot open its store: {_cause(exc)}; free space on that disk or make "
+                "the folder writable, then start again"
+            ) from exc
+
+    def _open(self) -> sqlite3.Connection:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.samples_dir.mkdir(exist_ok=True)
         corrupt = None
+        db: sqlite3.Connection | None = None
         try:
             db = self._connect()
             ok = db.execute("PRAGMA quick_check").fetchone()[0]
             if ok != "ok":
-                raise sqlite3.DatabaseError(ok)
+                raise _Corrupt(ok)
             db.executescript(SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            try:
-                db.close()
-            except Exception:
-                pass
+        except (sqlite3.DatabaseError, _Corrupt) as exc:
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
+            if isinstance(exc, sqlite3.DatabaseError) and not _is_corrupt(exc):
+                raise  # a full or read-only disk: the file may be healthy, keep it
             # outside the budgeted folder, and only the newest: a corrupt file must neither eat the live
             # outbox's budget nor pile up on the disk
             self.corrupt_dir.mkdir(parents=True, exist_ok=True)
@@ -256,6 +308,7 @@ class Outbox:
             db = self._connect()
             db.executescript(SCHEMA)
         self._db = db
+        self._failing, self._failed_in_burst, self._unpersisted = False, 0, Counter()
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         last_row = db.execute("SELECT MAX(seq) FROM records").fetchone()[0] or 0
         self._seq = max(meta.get("last_seq", 0), last_row)
@@ -299,6 +352,7 @@ class Outbox:
             self.on_event(evt)
             self._notices.append(evt)
             self._drain_notices()
+        return db
 
     def _sweep_samples(self, db) -> None:
         """Remove sample files no row references (written just before a kill -9) and count the rest."""
@@ -329,6 +383,9 @@ class Outbox:
                 pass
         return total
 
+    def _writer_alive(self) -> bool:
+        return self._writer is not None and self._writer.is_alive()
+
     def _mark_thread(self) -> None:
         self._executor_thread = threading.current_thread()
 
@@ -338,11 +395,15 @@ class Outbox:
             self._executor = None
         self.flush()
         self._stop.set()
-        self._q.put(None)
+        with contextlib.suppress(queue.Full):  # a writer that cannot take it is not waited for below either
+            self._q.put(None, timeout=CLOSE_WAIT_S if self._writer_alive() else 0)
         if self._writer:
-            self._writer.join(10)
+            self._writer.join(CLOSE_WAIT_S)
+            if self._writer.is_alive():
+                log.error("outbox: the writer did not stop within %.0f s; closing without it", CLOSE_WAIT_S)
         if self._db:
-            self._db.close()
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
             self._db = None
         self._report_drops(
             force=True
@@ -372,8 +433,13 @@ class Outbox:
             p = self.samples_dir / sha
             if not p.exists():
                 tmp = p.with_suffix(".tmp")
-                tmp.write_bytes(sample)
-                os.replace(tmp, p)
+                try:
+                    tmp.write_bytes(sample)
+                    os.replace(tmp, p)
+                except OSError as exc:  # a full or read-only disk: the record is lost, counted, reported
+                    with contextlib.suppress(OSError):
+                        tmp.unlink(missing_ok=True)
+                    return self._lose(kind, exc)
                 with self._lock:
                     self._sample_bytes += len(sample)
             with self._lock:
@@ -391,15 +457,34 @@ class Outbox:
                 )
         with self._append_lock:  # seq order == queue order, so the writer commits in seq order
             seq = self._seq + 1
-            self._q.put(
-                (seq, kind, prio, time.time(), body, sha, sample_ext, size)
-            )  # may wait: back-pressure
+            try:  # may wait (back-pressure), but never for ever: a caller's pipeline must keep running
+                self._q.put(
+                    (seq, kind, prio, time.time(), body, sha, sample_ext, size),
+                    timeout=APPEND_WAIT_S if self._writer_alive() else 0,
+                )
+            except queue.Full:
+                with self._lock:
+                    self._pending_bytes -= size
+                    if sha:
+                        self._pending_sample_bytes -= size - len(body)
+                return self._lose(kind, None, seq=seq)
             self._seq = seq  # published after the put: the writer never counts a row not yet queued
         with self._lock:
             self._bytes += size
             self.appended += 1
         if self.s.fsync is FsyncPolicy.ALWAYS:
             self._wait_committed(seq)
+        return seq
+
+    def _lose(self, kind: str, exc: BaseException | None, seq: int | None = None) -> int:
+        """A record that never reached the writer (its sample file could not be written, or the writer did
+        not take it in time): it takes its seq, so the cloud sees the gap, and is counted as write_failed."""
+        with self._append_lock if seq is None else _NO_LOCK:
+            if seq is None:
+                seq = self._seq + 1
+            self._seq = seq
+        reason = _cause(exc) if exc is not None else f"the writer took nothing for {APPEND_WAIT_S:.0f} s"
+        self._count_failed([(seq, kind)], reason)
         return seq
 
     # ---- the async face: the event loop never blocks on the outbox -------------------------
@@ -451,7 +536,12 @@ class Outbox:
                                 self._notices[:0] = notices[i:]
                             return
                     else:
-                        self._q.put(item)
+                        try:
+                            self._q.put(item, timeout=APPEND_WAIT_S if self._writer_alive() else 0)
+                        except queue.Full:
+                            with self._lock:  # the next append or flush tries again
+                                self._notices[:0] = notices[i:]
+                            return
                     self._seq = seq
                 with self._lock:
                     self._bytes += len(body)
@@ -470,7 +560,10 @@ class Outbox:
             self._report_drops(force=True)
             if self._notices:
                 self._drain_notices()
-        self._q.put("flush")
+        try:
+            self._q.put("flush", timeout=timeout_s if self._writer_alive() else 0)
+        except queue.Full:
+            return
         self._wait_committed(self._seq, timeout_s)
 
     def _wait_committed(self, seq: int, timeout_s: float = 10.0) -> None:
@@ -491,7 +584,7 @@ class Outbox:
             deadline = time.monotonic() + (0 if always else interval)
             while True:
                 if item is None:
-                    self._commit(db, batch)
+                    self._guarded(self._commit, db, batch)
                     return
                 if item == "flush":
                     flush = True
@@ -507,13 +600,39 @@ class Outbox:
                     item = self._q.get(timeout=remaining)
                 except queue.Empty:
                     break
-            self._commit(db, batch)
-            self._enforce_budget(db)
+            # the writer never dies: a full or failing disk costs the records it could not take (counted),
+            # and the outbox writes again once there is room
+            self._guarded(self._commit, db, batch)
+            self._guarded(self._enforce_budget, db)
             if self._notices:  # an idle outbox still reports its drops
-                self._drain_notices()
+                self._guarded(self._drain_notices)
+
+    def _guarded(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:
+            if self._failing:
+                log.debug("outbox: %s failed again: %s", fn.__name__, exc)
+            else:
+                self._failing = True
+                log.error("outbox: %s failed: %s", fn.__name__.lstrip("_"), _cause(exc), exc_info=exc)
+
+    def _count_failed(self, rows: list, reason: str) -> None:
+        """Count records lost to a failed write (``write_failed:<kind>``); they are reported as one
+        ``outbox_write_failed`` event once the outbox writes again (not while the disk refuses, where the
+        event would be lost too)."""
+        by_kind = Counter(f"write_failed:{kind}" for _seq, kind in rows)
+        with self._lock:
+            self.dropped.update(by_kind)
+            self.dropped_total.update(by_kind)
+            self._unpersisted.update(by_kind)
+            self._drops.setdefault("write_failed", []).extend(rows)
+            self._fail_reason = reason
+        self._failed_in_burst += len(rows)
 
     def _commit(self, db, batch: list) -> None:
         if batch:
+            persisted = Counter(self._unpersisted)
             try:
                 db.execute("BEGIN")
                 db.executemany(
@@ -526,26 +645,44 @@ class Outbox:
                     "value = MAX(value, excluded.value)",
                     (batch[-1][0],),
                 )
+                for key, n in persisted.items():  # counts of earlier failed writes, durable from now on
+                    db.execute(
+                        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                        "value = value + excluded.value",
+                        (f"dropped:{key}", n),
+                    )
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
-                db.execute("ROLLBACK")
-                log.error("outbox: commit of %d records failed: %s", len(batch), exc)
-                by_kind = Counter(f"write_failed:{b[1]}" for b in batch)
-                self.dropped.update(by_kind)
-                self.dropped_total.update(by_kind)
-                evt = Event(
-                    EventKind.OUTBOX_WRITE_FAILED,
-                    records=len(batch),
-                    reason=str(exc),
-                    epoch=self.epoch,
-                    cause="write_failed",
-                    dropped=len(batch),
-                    by_kind={k.split(":", 1)[1]: n for k, n in by_kind.items()},
-                    ranges=seq_ranges(b[0] for b in batch)[:MAX_RANGES],
-                )
-                self.on_event(evt)
+                # on SQLITE_FULL / IOERR SQLite has rolled back already: a second ROLLBACK would raise
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                if not self._failing:
+                    self._failing = True
+                    log.error(
+                        "outbox %s: commit of %d records failed: %s; records are dropped (counted as "
+                        "write_failed) until the disk takes writes again",
+                        self.dir,
+                        len(batch),
+                        _cause(exc),
+                    )
+                self._count_failed([(b[0], b[1]) for b in batch], _cause(exc))
+                for sha in {b[5] for b in batch if b[5]}:  # their sample files: give the room back
+                    with contextlib.suppress(sqlite3.Error, OSError):
+                        self._maybe_remove_sample(db, sha)
+            else:
                 with self._lock:
-                    self._notices.append(evt)
+                    self._unpersisted.subtract(persisted)
+                    self._unpersisted = +self._unpersisted
+                if self._failing:
+                    self._failing = False
+                    log.warning(
+                        "outbox %s: writing again; %d records were lost while it could not (counted as "
+                        "write_failed)",
+                        self.dir,
+                        self._failed_in_burst,
+                    )
+                    self._failed_in_burst = 0
         if batch:
             with self._lock:  # (seq, kind, prio, t, body, sha, ext, size): a sample's size includes its body
                 self._pending_sample_bytes -= sum(b[7] - len(b[4]) for b in batch if b[5])
@@ -569,10 +706,15 @@ class Outbox:
         with self._lock:
             if not self._drops or (not force and time.monotonic() - self._drops_reported_at < DROP_EVENT_S):
                 return
+            if self._failing and not force:  # the event would be lost too: it waits for a good commit
+                return
             drops, self._drops = self._drops, {}
             self._drops_reported_at = time.monotonic()
         for reason, rows in drops.items():
             by_kind = Counter(r[1] for r in rows)
+            extra: dict[str, Any] = (
+                {"records": len(rows), "reason": self._fail_reason} if reason == "write_failed" else {}
+            )
             evt = Event(
                 f"outbox_{reason}",
                 cause=reason,
@@ -582,6 +724,7 @@ class Outbox:
                 ranges=seq_ranges(r[0] for r in rows)[:MAX_RANGES],
                 budget_bytes=self.s.max_bytes,
                 disk_bytes=self.disk_bytes(),
+                **extra,
             )
             with self._lock:
                 self._notices.append(evt)
@@ -674,7 +817,9 @@ class Outbox:
                     )
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLITE_FULL / IOERR rolled back already
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
                 raise
             self._bytes -= size
             self.dropped.update(by_kind)

@@ -1,0 +1,206 @@
+"""The outbox on a real small disk that fills up or turns read-only (a 2 MB tmpfs mounted by the test; the
+tests skip, saying why, where mounting is not permitted): appends never hang, lost records are counted as
+write_failed and reported, the outbox writes again once there is room, close() is bounded; at start a full
+or read-only disk refuses to start in one line and never moves a healthy outbox aside."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edge_agent.outbox.errors import OutboxError
+from edge_agent.outbox.settings import OutboxSettings
+from edge_agent.outbox.store import Outbox
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MB file system (tmpfs): SQLite meets ENOSPC / EROFS as it would on a gateway's disk."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"mount not permitted here: {r.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(mnt)], capture_output=True)
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def fill(disk: Path) -> Path:
+    """Take every free byte of the disk."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        with contextlib.suppress(OSError):
+            for size in (65536, 4096, 512, 1):
+                while True:
+                    os.write(fd, b"\0" * size)
+    finally:
+        os.close(fd)
+    return filler
+
+
+def remount(disk: Path, mode: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(disk)], check=True)
+
+
+def in_thread(fn, timeout_s: float):
+    """Run fn in a thread; fail (instead of hanging the suite) if it does not return in time."""
+    out: dict = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # handed back to the test
+            out["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout_s)
+    assert not t.is_alive(), f"{fn} did not return within {timeout_s} s"
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
+def test_a_full_disk_drops_counted_records_without_hanging_and_the_outbox_writes_again_once_there_is_room(
+    small_disk,
+):
+    events = []
+    ob = Outbox(OutboxSettings(commit_batch=50), small_disk / "data", on_event=events.append)
+    ob.open()
+    for i in range(10):
+        ob.append("result", {"i": i})
+    ob.flush()
+    filler = fill(small_disk)
+
+    def burst():
+        for i in range(1000):
+            ob.append("result", {"i": i, "pad": "x" * 200})
+        ob.flush()
+
+    started = time.monotonic()
+    in_thread(burst, 60)  # formerly: the writer thread died and append() blocked for ever
+    assert time.monotonic() - started < 30
+    assert ob._writer is not None and ob._writer.is_alive()
+    lost = ob.dropped["write_failed:result"]
+    assert lost > 0
+    assert ob.stats()["by_kind"].get("result", 0) + lost == 1010  # every record is stored or counted
+
+    filler.unlink()  # room again
+    for i in range(20):
+        ob.append("result", {"after": i})
+    ob.flush()
+    assert ob.stats()["by_kind"]["result"] == 1010 - lost + 20  # it writes again
+    # reported once it could write again (a drop event queued while the disk was full is itself counted)
+    failed = [e for e in events if e["kind"] == "outbox_write_failed"]
+    lost_all = sum(n for k, n in ob.dropped.items() if k.startswith("write_failed:"))
+    assert failed and sum(e["dropped"] for e in failed) == lost_all
+    assert sum(e["by_kind"].get("result", 0) for e in failed) == lost
+    assert all(e["ranges"] and e["epoch"] == ob.epoch for e in failed)
+    in_thread(ob.close, 30)
+
+    again = Outbox(OutboxSettings(), small_disk / "data")
+    again.open()  # the count survives the process
+    assert again.dropped_total["write_failed:result"] == lost
+    again.close()
+
+
+async def test_appends_from_the_event_loop_keep_going_on_a_full_disk(small_disk):
+    ob = Outbox(OutboxSettings(commit_batch=20), small_disk / "data")
+    ob.open()
+    fill(small_disk)
+    seqs = []
+    async with asyncio.timeout(60):  # an agent's on_result awaits this for every result
+        for i in range(300):
+            seqs.append(await ob.append_async("result", {"i": i, "pad": "y" * 500}))
+            await ob.append_async("sample", {"i": i}, sample=os.urandom(2000), sample_ext=".png")
+    assert seqs == sorted(seqs) and len(set(seqs)) == 300
+    assert sum(n for k, n in ob.dropped.items() if k.startswith("write_failed:")) > 0
+    await asyncio.wait_for(asyncio.to_thread(ob.close), 30)
+
+
+def test_a_full_disk_at_start_refuses_to_start_and_keeps_the_healthy_outbox(small_disk):
+    data = small_disk / "data"
+    ob = Outbox(OutboxSettings(), data)
+    ob.open()
+    for i in range(100):
+        ob.append("result", {"i": i})
+    ob.close()
+    for suffix in ("-wal", "-shm"):  # as after a crash: SQLite must create them again at open
+        (data / "outbox" / f"outbox.db{suffix}").unlink(missing_ok=True)
+    filler = fill(small_disk)
+    with pytest.raises(OutboxError) as err:
+        Outbox(OutboxSettings(), data).open()
+    msg = str(err.value)
+    assert str(data / "outbox") in msg and "full" in msg and "\n" not in msg
+    assert (data / "outbox" / "outbox.db").exists()
+    assert not (data / "outbox-corrupt").exists()  # formerly moved aside as corrupt
+
+    filler.unlink()
+    ob = Outbox(OutboxSettings(), data)
+    ob.open()
+    assert ob.moved_aside is None and ob.stats()["depth"] == 100  # nothing lost
+    ob.close()
+
+
+def test_a_read_only_data_folder_at_start_is_an_outbox_error_not_a_traceback(small_disk):
+    data = small_disk / "data"
+    ob = Outbox(OutboxSettings(), data)
+    ob.open()
+    ob.append("result", {"i": 1})
+    ob.close()
+    for suffix in ("-wal", "-shm"):
+        (data / "outbox" / f"outbox.db{suffix}").unlink(missing_ok=True)
+    remount(small_disk, "ro")
+    with pytest.raises(OutboxError) as err:
+        Outbox(OutboxSettings(), data).open()
+    assert str(data / "outbox") in str(err.value)
+    assert (data / "outbox" / "outbox.db").exists() and not (data / "outbox-corrupt").exists()
+
+
+def test_edge_agent_run_on_a_read_only_data_folder_exits_1_with_one_line(small_disk, tmp_path):
+    data = small_disk / "data"
+    ob = Outbox(OutboxSettings(), data)
+    ob.open()
+    ob.close()
+    for suffix in ("-wal", "-shm"):
+        (data / "outbox" / f"outbox.db{suffix}").unlink(missing_ok=True)
+    remount(small_disk, "ro")
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "agent": {"id": "ro", "site": "s1", "line": "l1", "data_dir": str(data)},
+                "outbox": {},
+                "http": {"enabled": False},
+            }
+        )
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "run", str(cfg)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert "Traceback" not in out
+    errors = [line for line in out.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and str(data) in errors[0], out
