@@ -29,6 +29,7 @@ from model_packager.package import (
     package_digest,
     read_manifest,
     run_golden,
+    verify_folder,
     verify_package,
 )
 
@@ -67,5 +68,6 @@ __all__ = [
     "package_digest",
     "read_manifest",
     "run_golden",
+    "verify_folder",
     "verify_package",
 ]

@@ -765,6 +765,58 @@ def verify_package(
     return _verify(Path(pkg), trusted, max_bytes, None, check_model_spec)[0]
 
 
+def verify_folder(folder: str | Path, trusted: TrustedKeys) -> tuple[Manifest, str]:
+    """Check an extracted package folder again, as ``open_package`` left it: the signature over its
+    ``manifest.yaml`` (``manifest.sig`` beside it) by a trusted key, and every listed file a regular
+    file (no link) with its size and SHA-256. Returns (manifest, signer key id); raises
+    ``SignatureError``/``IntegrityError``/``ManifestError`` naming the file. Costs one read of every
+    file (disk speed: about 1 s per GB)."""
+    root = Path(folder)
+    label = printable(root.name)
+    try:
+        manifest_bytes = (root / MANIFEST).read_bytes()[: MAX_MANIFEST_BYTES + 1]
+    except OSError as exc:
+        raise ManifestError(
+            f"package {label}: cannot read manifest.yaml ({printable(exc.strerror or exc)})",
+            code="no_manifest",
+        ) from None
+    if len(manifest_bytes) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"package {label}: manifest.yaml is larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        sig_bytes: bytes | None = (root / SIGNATURE).read_bytes()[:MAX_SIG_BYTES]
+    except FileNotFoundError:
+        sig_bytes = None
+    except OSError as exc:
+        raise SignatureError(
+            f"package {label}: cannot read {SIGNATURE} ({printable(exc.strerror or exc)})", code="unsigned"
+        ) from None
+    signer = _check_signature(label, manifest_bytes, sig_bytes, trusted)
+    manifest = _parse_manifest(label, manifest_bytes)
+    for entry in manifest.files:
+        _check_entry_name(entry.path, f"package {label}")
+        path = root / entry.path
+        if path.is_symlink() or not path.is_file() or not path.resolve().is_relative_to(root.resolve()):
+            raise IntegrityError(
+                f"package {label}: {printable(entry.path)} listed in the manifest is absent or not a regular "
+                "file",
+                code="missing_file",
+            )
+        digest, size = _sha256_file(path)
+        if size != entry.size:
+            raise IntegrityError(
+                f"package {label}: {printable(entry.path)} has {size} bytes, the manifest says {entry.size}: "
+                "altered or truncated",
+                code="size_mismatch",
+            )
+        if digest != entry.sha256:
+            raise IntegrityError(
+                f"package {label}: {printable(entry.path)} digest mismatch (expected {entry.sha256[:12]}…, "
+                f"got {digest[:12]}…): altered or corrupted",
+                code="digest_mismatch",
+            )
+    return manifest, signer
+
+
 def package_digest(pkg: str | Path) -> str:
     return _sha256_file(Path(pkg))[0]
 

@@ -27,6 +27,10 @@ each slot then takes its result (``install_isolated``). A swap, in a running age
 always starts a new interpreter (forking a threaded process is not safe).
 
     python -m edge_agent.models.install [--key FILE_OR_DIR ...] STORE PACKAGE [STORE PACKAGE ...]
+    python -m edge_agent.models.install --check [--key FILE_OR_DIR ...] STORE FOLDER [...]
+
+``--check`` verifies folders installed earlier again (a start does, before serving one:
+``check_isolated``), with the same one-line JSON answers.
 """
 
 from __future__ import annotations
@@ -113,7 +117,8 @@ class _Forked:
 
 class InstallJob:
     """One child process installing ``items`` (store folder, package) with the trusted ``key_files``;
-    ``fork``: a fork of this process (see ``_Forked``) instead of a new interpreter."""
+    ``fork``: a fork of this process (see ``_Forked``) instead of a new interpreter; ``check``: the
+    items are (store folder, installed folder name) to verify again (``ModelStore.verify``)."""
 
     def __init__(
         self,
@@ -122,11 +127,13 @@ class InstallJob:
         timeout_s: float = TIMEOUT_S,
         *,
         fork: bool = False,
+        check: bool = False,
     ) -> None:
         self.items = [(Path(s), Path(p)) for s, p in items]
         self.key_files = [str(k) for k in key_files]
         self.timeout_s = timeout_s
-        argv = [a for k in self.key_files for a in ("--key", k)]
+        argv = ["--check"] if check else []
+        argv += [a for k in self.key_files for a in ("--key", k)]
         argv += [str(x) for item in self.items for x in item]
         self._proc: _Forked | subprocess.Popen = (
             _Forked(argv)
@@ -281,6 +288,47 @@ def install_isolated(
     return opened
 
 
+def check_isolated(store, folder_name: str, key_files: Sequence[str | Path], *, timeout_s: float = TIMEOUT_S):
+    """Verify the installed ``folder_name`` of ``store`` again (``ModelStore.verify``) in a child process
+    (this one keeps out ``cryptography``); the verified package. Raises ``PackageError`` naming the file."""
+    job = InstallJob([(store.root, Path(folder_name))], key_files, timeout_s, check=True)
+    reply = job.reply(store.root, Path(folder_name))
+    if not reply.get("ok"):
+        cls = _KINDS.get(str(reply.get("error_type")), errors.PackageError)
+        raise cls(printable(str(reply.get("error")), 2000), code=str(reply.get("code") or cls.code))
+    opened = store.reopen(folder_name, signer=str(reply.get("signer") or ""))
+    if opened is None:  # changed between the child's check and now
+        raise errors.PackageError(
+            f"package {printable(folder_name)}: verified, but cannot be read back", code="verifier_failed"
+        )
+    return opened
+
+
+def _check_one(store: Path, folder: str, trusted) -> dict:
+    from edge_agent.models.store import ModelStore
+
+    try:
+        opened = ModelStore(store, clean=False).verify(folder, trusted)
+        return {"ok": True, "folder": opened.root.name, "signer": opened.signer}
+    except errors.PackageError as exc:
+        return {"ok": False, "error_type": type(exc).__name__, "code": exc.code, "error": str(exc)}
+    except OSError as exc:
+        return {
+            "ok": False,
+            "error_type": "IntegrityError",
+            "code": "unreadable",
+            "error": f"package {printable(folder)}: cannot read it ({printable(exc.strerror or exc)})",
+        }
+    except Exception as exc:
+        return {
+            "ok": False,
+            "error_type": "PackageError",
+            "code": "verifier_failed",
+            "error": f"package {printable(folder)}: unexpected {type(exc).__name__} while verifying it: "
+            f"{printable(exc)}",
+        }
+
+
 def _install_one(store: Path, pkg: Path, trusted) -> dict:
     from edge_agent.models.store import ModelStore
 
@@ -315,6 +363,11 @@ def main(argv: list[str] | None = None, out=None) -> int:
         "--key", action="append", default=[], help="a trusted public key, or a folder of .pub files"
     )
     ap.add_argument(
+        "--check",
+        action="store_true",
+        help="each pair is a STORE and the name of a folder installed there: verify it again",
+    )
+    ap.add_argument(
         "pairs",
         nargs="+",
         metavar="STORE PACKAGE",
@@ -339,6 +392,8 @@ def main(argv: list[str] | None = None, out=None) -> int:
                 "code": bad_key.code,
                 "error": str(bad_key),
             }
+        elif a.check:
+            reply = _check_one(Path(store), pkg, trusted)
         else:
             reply = _install_one(Path(store), Path(pkg), trusted)
         print(json.dumps(reply), file=out or sys.stdout, flush=True)

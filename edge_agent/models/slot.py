@@ -14,7 +14,10 @@ reports why (``SwapOutcome`` and an ``on_event`` callback). Any failure before t
 the old model serving untouched.
 
 On ``start`` the slot runs the last package that passed (``ModelStore`` state), unless the config
-pins a local package that differs from it, which is then installed the same way. A swap whose
+pins a local package that differs from it, which is then installed the same way. The installed
+folder is verified again first (signature, every file's size and SHA-256) and loaded and golden-tested
+on this CPU; one that fails either is set aside with a WARNING naming the file and the reason, and the
+configured package is installed again (no configured package: start fails, saying why). A swap whose
 health window a restart interrupted is rolled back at ``start`` (``last_outcome`` says so).
 """
 
@@ -38,7 +41,7 @@ import numpy as np
 from devices.base import Frame
 from edge_agent.engines import Engine, EngineError, candidate_engines
 from edge_agent.models.config import ENGINE_TYPES, ModelConfig, VersionPolicy
-from edge_agent.models.install import install_isolated, prefetching
+from edge_agent.models.install import check_isolated, install_isolated, prefetching
 from edge_agent.models.select import NothingPasses, Selection, select
 from edge_agent.models.store import ModelStore
 from edge_agent.types import Window
@@ -207,34 +210,59 @@ class ModelSlot:
         current = st.get("current")
         want_pkg = Path(self.config.package) if self.config.package else None
         opened = None
+        rejected: str | None = (
+            None  # why the installed folder was set aside, for the error if nothing else runs
+        )
         if current:
             opened = await asyncio.to_thread(self.store.reopen, current)
+            pinned_other = False
             if (
                 opened is not None
                 and want_pkg is not None
                 and self.config.version_policy is VersionPolicy.PINNED
             ):
                 if want_pkg.exists() and await asyncio.to_thread(package_digest, want_pkg) != opened.digest:
-                    opened = None  # the config pins another package: install it
+                    opened, pinned_other = None, True  # the config pins another package: install it
+            if not pinned_other:
+                # the folder may have been edited or corrupted on disk since install: verify it as then
+                try:
+                    opened = await asyncio.to_thread(self._verify_installed, current)
+                except PackageError as exc:
+                    if exc.code == "bad_key":  # the trusted keys are at fault, not the folder: keep it
+                        raise SlotError(
+                            f"model slot {self.name!r}: cannot verify the installed package {current}: {exc}"
+                        ) from exc
+                    opened, rejected = None, str(exc)
+                    await self._set_aside(current, rejected, want_pkg)
         if opened is not None:
             try:  # checked again on this CPU: the machine (or its VM host) may have changed since install
                 active = await asyncio.to_thread(self._load, opened)
             except (EngineError, NothingPasses) as exc:
-                raise SlotError(
-                    f"model slot {self.name!r}: the installed {opened.manifest.package_id} does not pass "
-                    f"its checks on this CPU any more: {exc}"
-                ) from exc
-            self._active = active
-            self.state = "active"
-            self._report_selection(active)
-            log.info(
-                "slot %s: running %s from the store: %s",
-                self.name,
-                opened.manifest.package_id,
-                active.selection.summary() if active.selection else active.engine.name,
-            )
-            return
+                rejected = f"{opened.manifest.package_id} fails its load and golden test at start: {exc}"
+                if want_pkg is None or not want_pkg.is_file():
+                    raise SlotError(
+                        f"model slot {self.name!r}: the installed package {opened.root} verified intact but "
+                        f"{rejected}; no configured package to install again"
+                    ) from exc
+                await self._set_aside(opened.root.name, rejected, want_pkg)
+            else:
+                self._active = active
+                self.state = "active"
+                self._report_selection(active)
+                log.info(
+                    "slot %s: running %s from the store: %s",
+                    self.name,
+                    opened.manifest.package_id,
+                    active.selection.summary() if active.selection else active.engine.name,
+                )
+                return
         if want_pkg is None:
+            if rejected is not None:
+                raise SlotError(
+                    f"model slot {self.name!r}: the installed package {current} cannot be used ({rejected}) "
+                    "and no local 'package' is configured to install again; configure one, or let the "
+                    "fleet deliver one"
+                )
             raise SlotError(
                 f"model slot {self.name!r}: no package installed yet and no local 'package' configured; "
                 "it waits for the fleet to deliver one"
@@ -242,6 +270,27 @@ class ModelSlot:
         outcome = await self.swap(want_pkg, watch=False)
         if not outcome.ok:
             raise SlotError(f"model slot {self.name!r}: cannot start on {want_pkg}: {outcome.reason}")
+
+    def _verify_installed(self, folder_name: str) -> OpenedPackage:
+        """Signature and every file's size and SHA-256 of an installed folder, as at install (worker
+        thread; with key files, in a child process, so that this one never loads ``cryptography``)."""
+        if self.trusted is not None:
+            return self.store.verify(folder_name, self.trusted)
+        return check_isolated(self.store, folder_name, self.key_files or [])
+
+    async def _set_aside(self, folder_name: str, reason: str, want_pkg: Path | None) -> None:
+        where = await asyncio.to_thread(self.store.set_aside, folder_name, reason)
+        self.counters["installed_rejected"] += 1
+        log.warning(
+            "slot %s: installed package folder %s not used: %s; %s; %s",
+            self.name,
+            printable(folder_name, 200),
+            printable(reason, 500),
+            f"moved to {where}" if where else "removed from the store's state",
+            f"installing again from {want_pkg}"
+            if want_pkg is not None
+            else "no configured package to install",
+        )
 
     async def _restore_after_restart(self) -> None:
         """A restart inside a health window (kill -9, stop) restores the previous model: see ModelStore."""

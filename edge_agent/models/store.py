@@ -3,6 +3,8 @@
     <data_dir>/models/<slot>/
         <name>-<version>-<digest12>/     one verified, extracted package (open_package renames it
                                           into place only when every check passed)
+        .rejected/<name>-...             an installed folder that failed its checks at a start
+                                          (edited or corrupted on disk), set aside for a look
         state.json                        {"current": dir, "previous": dir|null, "failed": {dir: reason},
                                            "probation": {"candidate": dir, "since": t} | null}
 
@@ -17,6 +19,10 @@ health window passed (``end_probation``) or it was rolled back (``set_current`` 
 Rule after a restart with a probation still open (a kill -9 or a stop inside the health window):
 the candidate has not proven itself, so the slot restores ``previous`` and marks the candidate
 failed (``restore_after_restart``): a candidate is kept only after a whole health window in one run.
+
+An installed folder is checked again at every start (``verify``: signature and every file's size and
+SHA-256, as at install) before it serves; one that fails is set aside (``set_aside``) and the slot
+installs again from its configured package.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model_packager import OpenedPackage, PackageError, open_package, package_digest
+from model_packager.text import printable
 
 if TYPE_CHECKING:
     from model_packager import TrustedKeys  # brings cryptography: only the installing process needs it
@@ -119,6 +126,57 @@ class ModelStore:
         ):
             return None
         return opened
+
+    def verify(self, folder_name: str, trusted: TrustedKeys) -> OpenedPackage:
+        """Re-verify an installed folder as at install (``model_packager.verify_folder``: the manifest's
+        signature by a trusted key, every listed file's size and SHA-256), in this process. A folder on
+        disk can be edited or corrupted after install, so a start checks it before serving it. Raises
+        ``PackageError`` naming the file and the reason."""
+        from model_packager import verify_folder
+        from model_packager.package import opened_from
+
+        if not isinstance(folder_name, str) or "/" in folder_name or folder_name in ("", ".", ".."):
+            raise PackageError(f"state.json names {printable(repr(folder_name))}, not a folder of this slot")
+        folder = self.root / folder_name
+        if not folder.is_dir():
+            raise PackageError(
+                f"package {printable(folder_name)}: the installed folder is missing", code="missing"
+            )
+        manifest, signer = verify_folder(folder, trusted)
+        try:
+            digest = (folder / ".package-digest").read_text().strip()
+        except OSError as exc:
+            raise PackageError(
+                f"package {printable(folder_name)}: .package-digest unreadable ({printable(exc.strerror or exc)})",
+                code="missing_file",
+            ) from None
+        return opened_from(manifest, folder, signer, digest)
+
+    def set_aside(self, folder_name: str, reason: str) -> Path | None:
+        """Move an installed folder that failed its checks out of use, to ``.rejected/<folder>`` (kept for
+        a look; one per folder name, so repeated failures do not fill the disk), and drop it from
+        ``state.json``. Returns where it went (None when it was already gone)."""
+        st = self.state()
+        for k in ("current", "previous"):
+            if st.get(k) == folder_name:
+                st[k] = None
+        if (st.get("probation") or {}).get("candidate") == folder_name:
+            st["probation"] = None
+        st.setdefault("failed", {})[folder_name] = reason
+        self._write_state(st)
+        src = self.root / folder_name
+        if "/" in folder_name or folder_name in ("", ".", "..") or not src.is_dir():
+            return None
+        dest = self.root / ".rejected" / folder_name
+        dest.parent.mkdir(exist_ok=True)
+        if dest.exists():
+            shutil.rmtree(dest, ignore_errors=True)
+        try:
+            os.replace(src, dest)
+        except OSError:
+            shutil.rmtree(src, ignore_errors=True)
+            return None
+        return dest
 
     def set_current(self, folder: Path, previous: Path | None, probation: bool = False) -> None:
         import time
