@@ -359,7 +359,7 @@ async def save_sample(
 
 def _save(ctx: ActionRunner, name: str, action: SaveSampleAction, result: Result, item) -> None:
     times = ctx.state[name].setdefault("times", collections.deque())
-    now = time.time()
+    now = time.monotonic()  # an hour of elapsed time: a wall clock stepped back (NTP) would stall the budget
     while times and now - times[0] > 3600:
         times.popleft()
     if len(times) >= action.max_per_hour:

@@ -1,9 +1,9 @@
 """The agent runtime: wires sources → pipelines → model slots → actions, and serves its status.
 
-Start order: model slots (load and verify packages; a slot that cannot load stops start-up with a
+Start order: the data folder's lock (one agent per ``agent.data_dir``) → model slots (load and verify packages; a slot that cannot load stops start-up with a
 clear message) → sources (each adapter imported only when the config uses it) → pipelines →
 local HTTP endpoint. One task per source fans its items out to the pipelines that read it.
-``stop()`` (SIGTERM) reverses it: reading stops, pipelines finish what is queued and in flight,
+``stop()`` (SIGTERM, SIGINT, SIGHUP) reverses it: reading stops, pipelines finish what is queued and in flight,
 actions flush (through still-open connections), then sources and slots close.
 """
 
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -25,7 +27,7 @@ from devices.base import Notices
 from edge_agent.actions import ActionRunner, write_targets
 from edge_agent.config import AgentConfig
 from edge_agent.metrics import Metrics
-from edge_agent.models.slot import ModelSlot
+from edge_agent.models.slot import ModelSlot, SlotError
 from edge_agent.pipelines import Pipeline
 from edge_agent.process_info import peak_rss_mb, rss_mb
 from edge_agent.status_board import StatusBoard
@@ -41,6 +43,67 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+LOCK_FILE = "agent.lock"
+
+
+class DataDirInUse(SlotError):
+    """Another agent holds this data folder (its outbox, model store, samples). A ``SlotError`` because
+    that is the start-up refusal ``edge-agent run`` reports in one line and exits 1 on."""
+
+
+class DataDirLock:
+    """An exclusive ``flock`` on ``<data_dir>/agent.lock`` held for the agent's lifetime, with the holder's
+    pid written in it. Two agents on one folder would write one outbox with the same sequence numbers and
+    each lose records; the second is refused instead. The kernel drops the lock when the process dies,
+    so a crash leaves nothing to clean up; the file itself is never removed (a removal would let a third
+    agent lock a new file while the second still holds the old one)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir) / LOCK_FILE
+        self._f: Any = None
+
+    def acquire(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            f = open(self.path, "a+")  # held open until release()
+        except OSError as exc:
+            # e.g. a read-only folder: what then fails to open (the outbox, a model store) says so
+            log.warning(
+                "data folder %s: cannot open %s (%s); a second agent on this folder would not be refused",
+                self.path.parent,
+                LOCK_FILE,
+                exc.strerror or exc,
+            )
+            return
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            f.seek(0)
+            pid = f.read().strip() or "?"
+            f.close()
+            if exc.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+                raise DataDirInUse(
+                    f"data folder {self.path.parent} is in use by another agent (pid {pid}); "
+                    "give each agent its own agent.data_dir"
+                ) from None
+            log.warning(
+                "data folder %s: cannot lock %s (%s); a second agent on this folder would not be refused",
+                self.path.parent,
+                LOCK_FILE,
+                exc.strerror or exc,
+            )
+            return
+        f.truncate(0)  # "a+": writes go to the end, which is now 0
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._f = f
+
+    def release(self) -> None:
+        if self._f is not None:
+            fcntl.flock(self._f, fcntl.LOCK_UN)
+            self._f.close()
+            self._f = None
+
 
 class Agent:
     def __init__(self, cfg: AgentConfig, launched_at: float | None = None) -> None:
@@ -49,6 +112,7 @@ class Agent:
         embedded in a longer-lived process counts from its construction."""
         self.cfg = cfg
         self.started_at = time.time()
+        self._started_mono = time.monotonic()  # uptime: immune to the wall clock stepping (NTP)
         self.launched_at = launched_at if launched_at is not None else self.started_at
         self.first_result_at: float | None = None
         self.events: collections.deque = collections.deque(maxlen=200)
@@ -129,6 +193,7 @@ class Agent:
             self.outbox = Outbox(cfg.outbox or OutboxSettings(), cfg.data_dir, on_event=self._event)
             self.selector = SampleSelector(cfg.upload or SampleSelectionSettings())
         self._stopped = asyncio.Event()
+        self.data_lock = DataDirLock(cfg.data_dir)
 
     def _event(self, evt: Event | Mapping[str, Any]) -> None:
         evt = Event.coerce(evt)  # a plain {"kind": ...} mapping is checked against EventKind too
@@ -242,6 +307,7 @@ class Agent:
                 health[p.name]["baseline"] = fleet_summary(p.baseline.status())
 
     async def start(self) -> None:
+        self.data_lock.acquire()  # before anything writes in the folder: DataDirInUse
         if self.outbox is not None:
             await asyncio.to_thread(self.outbox.open)  # a store that cannot open stops start-up
         for slot in self.slots.values():
@@ -424,6 +490,7 @@ class Agent:
             self.http.stop()
         # inference threads finish the item they hold (bounded by the model's own run time)
         await asyncio.to_thread(self.executor.shutdown, wait=True, cancel_futures=True)
+        self.data_lock.release()
         self._stopped.set()
         log.info("agent %s stopped", self.cfg.agent.id)
 
@@ -438,7 +505,7 @@ class Agent:
             log.exception("stopping %s failed", what)
 
     async def run(self) -> None:
-        """Start, then serve until SIGTERM/SIGINT, then stop gracefully."""
+        """Start, then serve until SIGTERM/SIGINT/SIGHUP, then stop gracefully."""
         await run_until_signalled(self.start, self.stop)
 
     @property
@@ -471,7 +538,7 @@ class Agent:
                 "id": self.cfg.agent.id,
                 "site": self.cfg.agent.site,
                 "line": self.cfg.agent.line,
-                "uptime_s": round(time.time() - self.started_at, 1),
+                "uptime_s": round(time.monotonic() - self._started_mono, 1),
                 "first_result_after_s": round(self.first_result_at - self.launched_at, 3)
                 if self.first_result_at
                 else None,
@@ -495,12 +562,14 @@ class Agent:
 
 
 async def run_until_signalled(start, stop) -> None:
-    """``await start()``, serve until SIGTERM/SIGINT, then ``await stop()`` (also on any error)."""
+    """``await start()``, serve until SIGTERM/SIGINT/SIGHUP, then ``await stop()`` (also on any error).
+    SIGHUP is a stop too: systemd and terminals send it when the session ends, and its default kills the
+    process at once (no flush, outbox not closed)."""
     import signal
 
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         try:
             loop.add_signal_handler(sig, done.set)
         except (NotImplementedError, RuntimeError):

@@ -580,11 +580,11 @@ class PipelineStats:
         self.unsure = 0
         self.errors: collections.Counter = collections.Counter()
         self.latencies: collections.deque = collections.deque(maxlen=2000)  # total ms
-        self.times: collections.deque = collections.deque(maxlen=2000)  # finish times, for rates
+        self.times: collections.deque = collections.deque(maxlen=2000)  # monotonic finish times, for rates
         self.last_result: Result | None = None
 
     def rate(self, window_s: float = 30.0) -> float:
-        now = time.time()
+        now = time.monotonic()  # elapsed time: a wall clock step would empty or stall the window
         n = sum(1 for t in list(self.times) if now - t <= window_s)  # list(): read from the HTTP thread
         return n / window_s
 
@@ -788,7 +788,7 @@ class Pipeline:
                 log.warning("%s", drift["message"])
                 self.on_event(drift)
         st.latencies.append(lat.total_ms)
-        st.times.append(res.finished_at)
+        st.times.append(time.monotonic())
         st.last_result = res
         self.on_latency(self.name, lat)
         try:
