@@ -98,6 +98,22 @@ class OpenedPackage:
 # ---------------------------------------------------------------------------------------- build
 
 
+def _check_file(label: str, name: str, size: int, digest: str, entry, tail: str) -> None:
+    """A file's size and SHA-256 against its manifest entry (read from the archive or an installed folder)."""
+    if size != entry.size:
+        raise IntegrityError(
+            f"package {label}: {printable(name)} has {size} bytes, the manifest says {entry.size}: "
+            f"altered or truncated{tail}",
+            code="size_mismatch",
+        )
+    if digest != entry.sha256:
+        raise IntegrityError(
+            f"package {label}: {printable(name)} digest mismatch (expected {entry.sha256[:12]}…, "
+            f"got {digest[:12]}…): altered or corrupted{tail}",
+            code="digest_mismatch",
+        )
+
+
 def _sha256_file(path: Path) -> tuple[str, int]:
     h = hashlib.sha256()
     n = 0
@@ -719,18 +735,7 @@ def _verify(
             finally:
                 if sink is not None and sink is not model_bytes:
                     sink.close()
-            if size != entry.size:
-                raise IntegrityError(
-                    f"package {label}: {printable(m.name)} has {size} bytes, the manifest says {entry.size}: "
-                    "altered or truncated; download it again",
-                    code="size_mismatch",
-                )
-            if digest != entry.sha256:
-                raise IntegrityError(
-                    f"package {label}: {printable(m.name)} digest mismatch (expected {entry.sha256[:12]}…, "
-                    f"got {digest[:12]}…): altered or corrupted; download it again",
-                    code="digest_mismatch",
-                )
+            _check_file(label, m.name, size, digest, entry, "; download it again")
             seen.add(m.name)
     absent = sorted(set(listed) - seen)
     if absent:
@@ -802,18 +807,7 @@ def verify_folder(folder: str | Path, trusted: TrustedKeys) -> tuple[Manifest, s
                 code="missing_file",
             )
         digest, size = _sha256_file(path)
-        if size != entry.size:
-            raise IntegrityError(
-                f"package {label}: {printable(entry.path)} has {size} bytes, the manifest says {entry.size}: "
-                "altered or truncated",
-                code="size_mismatch",
-            )
-        if digest != entry.sha256:
-            raise IntegrityError(
-                f"package {label}: {printable(entry.path)} digest mismatch (expected {entry.sha256[:12]}…, "
-                f"got {digest[:12]}…): altered or corrupted",
-                code="digest_mismatch",
-            )
+        _check_file(label, entry.path, size, digest, entry, "")
     return manifest, signer
 
 

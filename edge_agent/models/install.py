@@ -307,50 +307,46 @@ def check_isolated(store, folder_name: str, key_files: Sequence[str | Path], *, 
 def _check_one(store: Path, folder: str, trusted) -> dict:
     from edge_agent.models.store import ModelStore
 
-    try:
-        opened = ModelStore(store, clean=False).verify(folder, trusted)
-        return {"ok": True, "folder": opened.root.name, "signer": opened.signer}
-    except errors.PackageError as exc:
-        return {"ok": False, "error_type": type(exc).__name__, "code": exc.code, "error": str(exc)}
-    except OSError as exc:
-        return {
-            "ok": False,
-            "error_type": "IntegrityError",
-            "code": "unreadable",
-            "error": f"package {printable(folder)}: cannot read it ({printable(exc.strerror or exc)})",
-        }
-    except Exception as exc:
-        return {
-            "ok": False,
-            "error_type": "PackageError",
-            "code": "verifier_failed",
-            "error": f"package {printable(folder)}: unexpected {type(exc).__name__} while verifying it: "
-            f"{printable(exc)}",
-        }
+    return _reply(
+        lambda: ModelStore(store, clean=False).verify(folder, trusted),
+        printable(folder),
+        "IntegrityError",
+        "",
+    )
 
 
 def _install_one(store: Path, pkg: Path, trusted) -> dict:
     from edge_agent.models.store import ModelStore
 
+    return _reply(
+        lambda: ModelStore(store, clean=False).install(pkg, trusted),
+        printable(pkg.name),
+        "PackageError",
+        "; refused",
+    )
+
+
+def _reply(work, label: str, unreadable_type: str, tail: str) -> dict:
+    """The child's answer for one package: its folder and signer, or the refusal with its reason (an
+    unreadable file, or a parser bug, is a refusal too, never a crash of the child)."""
     try:
-        opened = ModelStore(store, clean=False).install(pkg, trusted)
+        opened = work()
         return {"ok": True, "folder": opened.root.name, "signer": opened.signer}
     except errors.PackageError as exc:
         return {"ok": False, "error_type": type(exc).__name__, "code": exc.code, "error": str(exc)}
     except OSError as exc:
         return {
             "ok": False,
-            "error_type": "PackageError",
+            "error_type": unreadable_type,
             "code": "unreadable",
-            "error": f"package {printable(pkg.name)}: cannot read it ({printable(exc.strerror or exc)}); refused",
+            "error": f"package {label}: cannot read it ({printable(exc.strerror or exc)}){tail}",
         }
     except Exception as exc:  # a parser bug: a refusal with its reason, like any bad package
         return {
             "ok": False,
             "error_type": "PackageError",
             "code": "verifier_failed",
-            "error": f"package {printable(pkg.name)}: unexpected {type(exc).__name__} while verifying it: "
-            f"{printable(exc)}; refused",
+            "error": f"package {label}: unexpected {type(exc).__name__} while verifying it: {printable(exc)}{tail}",
         }
 
 
