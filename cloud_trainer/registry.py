@@ -25,12 +25,10 @@ import builtins
 import datetime as dt
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 
-# the package format's name rule (model_packager.manifest, edge_agent.models.manager): also a safe folder name
-PACKAGE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+from model_packager.manifest import PACKAGE_NAME_RE  # the package format's name rule: a safe folder name
 
 
 def valid_package_name(name: object) -> bool:

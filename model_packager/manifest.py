@@ -33,7 +33,7 @@ SCHEMA_VERSION = 2
 # Schema 1 packages (one model form, golden outputs of that form) are still read; schema 2 adds the
 # optional FP32 reference model (``FileRole.MODEL_FP32``) and the ``parity`` bounds of the INT8 form.
 READABLE_SCHEMAS = (1, 2)
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+PACKAGE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")  # also a safe folder name (the registry's)
 _VERSION_RE = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
 _VERSION_PARTS = re.compile(
     r"^(\d{1,18})\.(\d{1,18})\.(\d{1,18})(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$"
@@ -559,7 +559,7 @@ class Manifest(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME_RE.fullmatch(v):
+        if not PACKAGE_NAME_RE.fullmatch(v):
             raise ValueError("name must be lowercase letters, digits, '-' or '_', at most 63 characters")
         return v
 
