@@ -237,6 +237,7 @@ class MqttSource:
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
         c.on_connect_fail = self._on_connect_fail
+        c.on_pre_connect = self._on_pre_connect
         self._client = c
         self.state = ConnectionState.CONNECTING
         first = asyncio.get_running_loop().create_future()
@@ -345,13 +346,20 @@ class MqttSource:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.connected.set)
 
+    def _on_pre_connect(self, client, userdata) -> None:
+        # Before every connection after the first, on whichever path paho took to notice the drop (its
+        # disconnect callback is skipped when the socket itself went bad): the next connection's STATE
+        # death and birth carry a new time (Sparkplug 3.0), so nodes tell it from the last one's will.
+        if self._ever_connected and self.state is ConnectionState.CONNECTED and not self._stopping:
+            self._on_disconnect(client, userdata, None, "connection lost", None)  # the skipped callback's work
+        if self._state_ts and self._ever_connected:
+            self._state_ts = max(int(time.time() * 1000), self._state_ts + 1)
+            client.will_set(self._state_topic, self._state(False), qos=1, retain=True)
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self._stopping:
             return
         self.state = ConnectionState.BACKOFF
-        if self._state_ts:  # the next connection's STATE death and birth carry a new time (Sparkplug 3.0)
-            self._state_ts = max(int(time.time() * 1000), self._state_ts + 1)
-            client.will_set(self._state_topic, self._state(False), qos=1, retain=True)
         if self._refused:  # the refusal was already reported with its reason; this is its echo
             return
         if self._loop is not None and not self._loop.is_closed():
