@@ -106,10 +106,14 @@ class DataDirLock:
 
 
 class Agent:
-    def __init__(self, cfg: AgentConfig, launched_at: float | None = None) -> None:
+    def __init__(
+        self, cfg: AgentConfig, launched_at: float | None = None, data_lock: DataDirLock | None = None
+    ) -> None:
         """``launched_at``: when the process was started (``edge-agent run`` passes the kernel's
         start time, so ``first_result_after_s`` includes interpreter, imports and config); an agent
-        embedded in a longer-lived process counts from its construction."""
+        embedded in a longer-lived process counts from its construction. ``data_lock``: the lock on
+        ``cfg.data_dir`` already held by whoever runs this agent (the fleet-config host, which writes in
+        the folder before and between its agents); without it the agent takes and frees its own."""
         self.cfg = cfg
         self.started_at = time.time()
         self._started_mono = time.monotonic()  # uptime: immune to the wall clock stepping (NTP)
@@ -193,7 +197,8 @@ class Agent:
             self.outbox = Outbox(cfg.outbox or OutboxSettings(), cfg.data_dir, on_event=self._event)
             self.selector = SampleSelector(cfg.upload or SampleSelectionSettings())
         self._stopped = asyncio.Event()
-        self.data_lock = DataDirLock(cfg.data_dir)
+        self._own_lock = data_lock is None
+        self.data_lock = DataDirLock(cfg.data_dir) if data_lock is None else data_lock
 
     def _event(self, evt: Event | Mapping[str, Any]) -> None:
         evt = Event.coerce(evt)  # a plain {"kind": ...} mapping is checked against EventKind too
@@ -307,7 +312,8 @@ class Agent:
                 health[p.name]["baseline"] = fleet_summary(p.baseline.status())
 
     async def start(self) -> None:
-        self.data_lock.acquire()  # before anything writes in the folder: DataDirInUse
+        if self._own_lock:
+            self.data_lock.acquire()  # before anything writes in the folder: DataDirInUse
         if self.outbox is not None:
             await asyncio.to_thread(self.outbox.open)  # a store that cannot open stops start-up
         for slot in self.slots.values():
@@ -490,7 +496,8 @@ class Agent:
             self.http.stop()
         # inference threads finish the item they hold (bounded by the model's own run time)
         await asyncio.to_thread(self.executor.shutdown, wait=True, cancel_futures=True)
-        self.data_lock.release()
+        if self._own_lock:
+            self.data_lock.release()
         self._stopped.set()
         log.info("agent %s stopped", self.cfg.agent.id)
 

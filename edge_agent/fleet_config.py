@@ -197,11 +197,18 @@ class AgentHost:
         self.launched_at = launched_at
         self.health_s = health_s
         self.local_cfg = load_config(self.local_path)
-        self.keeper = ConfigKeeper(self.local_cfg.data_dir / "fleet-config")
+        self._lock: Any = None  # the data folder's lock, held from start to stop (start)
+        self._keeper: ConfigKeeper | None = None
         self.agent: Agent | None = None
         self._wanted: Any = None
         self._kick = asyncio.Event()
         self._task: asyncio.Task | None = None
+
+    @property
+    def keeper(self) -> ConfigKeeper:
+        if self._keeper is None:  # read only once the folder is ours (start)
+            self._keeper = ConfigKeeper(self.local_cfg.data_dir / "fleet-config")
+        return self._keeper
 
     # ---- which config ----------------------------------------------------------------------------
     def _local(self) -> tuple[AgentConfig, dict]:
@@ -246,7 +253,7 @@ class AgentHost:
     async def _launch(self, cfg: AgentConfig, info: dict) -> None:
         from edge_agent.agent import Agent
 
-        agent = Agent(cfg, launched_at=self.launched_at)
+        agent = Agent(cfg, launched_at=self.launched_at, data_lock=self._lock)
         self.launched_at = None  # later agents count from their own start
         agent.on_desired_config = self._on_desired
         agent.config_state = info
@@ -259,6 +266,20 @@ class AgentHost:
             raise
 
     async def start(self) -> None:
+        from edge_agent.agent import DataDirLock
+
+        # the folder first: a second agent started on it by mistake must not read or write the first
+        # one's config state (it would refuse the candidate the first is trying: DataDirInUse instead)
+        self._lock = DataDirLock(self.local_cfg.data_dir)
+        self._lock.acquire()
+        try:
+            await self._start_on_the_folder()
+        except BaseException:
+            self._lock.release()
+            raise
+        self._task = asyncio.create_task(self._work(), name="fleet-config")
+
+    async def _start_on_the_folder(self) -> None:
         trial = self.keeper.state.get("trial")
         if trial:  # the last process ended while starting this config
             log.error(
@@ -281,7 +302,6 @@ class AgentHost:
                 raise
             log.exception("last good fleet config %s failed to start; running the local file", info["name"])
             await self._launch(*self._local())
-        self._task = asyncio.create_task(self._work(), name="fleet-config")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -289,11 +309,13 @@ class AgentHost:
             await asyncio.gather(self._task, return_exceptions=True)
         if self.agent is not None:
             await self.agent.stop()
-        if self.keeper.state.get(
+        if self._keeper is not None and self.keeper.state.get(
             "trial"
         ):  # a graceful stop is no verdict on the candidate: tried again later
             self.keeper.state["trial"] = None
             self.keeper.save()
+        if self._lock is not None:
+            self._lock.release()
 
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT, stop gracefully."""

@@ -463,3 +463,50 @@ async def test_a_fleet_config_yaml_cannot_build_or_with_a_key_twice_is_refused_a
         assert steps == [("d1", "failed", False), ("d2", "failed", False)]  # kept for the fleet
     finally:
         await host.stop()
+
+
+async def test_a_second_host_on_a_folder_in_use_is_refused_before_it_touches_the_config_state(tmp_path):
+    """A second `edge-agent run` started by mistake on a folder in use read the first one's config state
+    and, finding a candidate being tried, refused it as if the agent had crashed while starting it (the fleet
+    then heard of a failure that never happened); only then did its agent meet the folder's lock. The
+    folder is locked first now: the second is refused and the first one's state is left as it was."""
+    from edge_agent.agent import DataDirInUse
+    from edge_agent.fleet_config import AgentHost
+
+    data = tmp_path / "gw1"
+    (data / "fleet-config").mkdir(parents=True)
+    trial = {"deployment_id": "d1", "digest": "ab" * 32, "name": "d1"}
+    state = {"last_good": None, "trial": trial, "refused": {}, "unreported": []}
+    (data / "fleet-config" / "state.json").write_text(json.dumps(state))
+    before = (data / "fleet-config" / "state.json").read_bytes()
+    holder = subprocess.Popen(  # the first agent: another process holding the folder's lock
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
+            "f.write('4242\\n'); f.flush(); print('locked', flush=True); sys.stdin.read()",
+            str(data / "agent.lock"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        local = tmp_path / "gw1.yaml"
+        local.write_text(
+            yaml.safe_dump({"agent": {"id": "gw1", "data_dir": str(data)}, "http": {"enabled": False}})
+        )
+        host = AgentHost(local, health_s=1.0)
+        with pytest.raises(DataDirInUse, match="is in use by another agent"):
+            await host.start()
+        assert (data / "fleet-config" / "state.json").read_bytes() == before
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+    host = AgentHost(local, health_s=1.0)  # the folder free again: the crash-while-trying verdict is given
+    await host.start()
+    try:
+        assert host.keeper.state["trial"] is None and host.keeper.state["unreported"][0]["deployment_id"] == "d1"
+    finally:
+        await host.stop()
