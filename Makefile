@@ -49,15 +49,14 @@ lint: $(STAMP)
 	$(BIN)/python -m mypy
 
 # three workers on two cores: the suite waits on peers (brokers, servers, subprocesses, fsync) much of the
-# time, and the CPUs stay ~35 % idle with three (measured: 573 s with two workers and 467 s with four, then
-# 468 s with three once the short demo skipped its weak drill); the demo's end-to-end test runs beside the rest. The 15 slowest are listed at the end: the suite's
-# budget in CI is 10 minutes. On a 2-core AMD EPYC without AVX-512 (2026-12-01) the same suite took 972 s:
-# training and inference run 2-3x slower there, and the short demo beside the rest 548 s; then 806 s once
-# the anomaly coreset was 14x faster and the trainer's OpenMP threads stopped spinning (20.6 CPU-minutes),
-# and 655 s and 544 s in two clean-clone CI runs there (18.9 and 15.3 CPU-minutes): within the 10 minutes
-# when the machine is quiet, not when it is busy.
+# time, and the CPUs stay ~35 % idle with three. `--dist worksteal`: xdist's default hands each worker its
+# share of the tests up front, and the worker that runs the short demo (~200-300 s) kept ~100 tests queued
+# behind it while the others sat idle (one run: 696 s, the workers' busy times 298, 673 and 404 s); an idle
+# worker now takes queued tests from a busy one (489 s with the short demo no longer building the drill
+# candidate it does not roll out, busy times 466, 470 and 461 s; 2-core AMD EPYC
+# without AVX-512, 2026-12-01). The 15 slowest are listed at the end: the suite's budget in CI is 10 minutes.
 test: setup lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --durations=15
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --dist worksteal --durations=15
 
 demo: setup
 	$(BIN)/edge-sim demo

@@ -750,6 +750,12 @@ class Demo:
             "A deliberately bad candidate (classifier scrambled so that it rejects every part, as a collapsed "
             "INT8 model would; published past its gate as a drill)"
         )
+        if self.short:  # a few epochs on 300 images: version 1 already rejects most parts, so the drill
+            # could not stand out; building it, its rollout and rollback are the full demo's (a forced publish
+            # past the gate: test_trainer's; a halted rollout: test_fleet_control's)
+            self.n.say("(--short: version 1 is too weak for the drill to stand out; not built)")
+            self.summary["bad"] = "not built (--short)"
+            return
         try:
             out = self.run(
                 "train-vision-bad",
@@ -767,7 +773,7 @@ class Demo:
                 "--threads",
                 "2",
                 "--epochs",
-                "1" if self.short else "2",
+                "2",
                 "--degrade",
                 "--force",
             )
@@ -777,11 +783,6 @@ class Demo:
         v = json.loads(out.strip().splitlines()[-1])["published"]
         rep = json.loads((self.work / "builds" / "vision-bad" / "report.json").read_text())
         self.n.say(f"{v}: gate said {'; '.join(rep['gate']['reasons'])[:150]}... — forced into the registry")
-        if self.short:  # a few epochs on 300 images: version 1 already rejects most parts, so the drill
-            # could not stand out; its rollout and rollback are the full demo's (and test_fleet_control's)
-            self.n.say("(--short: version 1 is too weak for the drill to stand out; not rolled out)")
-            self.summary["bad"] = "not rolled out (--short)"
-            return
         dep = self.deploy(v, ["1", "100%"], 5)
         d = self.follow(dep, "the bad rollout to be decided")
         self.n.say(f"rollout {dep}: {d['state']} — {d.get('reason', '')}")
