@@ -351,7 +351,9 @@ class MqttSource:
         # disconnect callback is skipped when the socket itself went bad): the next connection's STATE
         # death and birth carry a new time (Sparkplug 3.0), so nodes tell it from the last one's will.
         if self._ever_connected and self.state is ConnectionState.CONNECTED and not self._stopping:
-            self._on_disconnect(client, userdata, None, "connection lost", None)  # the skipped callback's work
+            self._on_disconnect(
+                client, userdata, None, "connection lost", None
+            )  # the skipped callback's work
         if self._state_ts and self._ever_connected:
             self._state_ts = max(int(time.time() * 1000), self._state_ts + 1)
             client.will_set(self._state_topic, self._state(False), qos=1, retain=True)
@@ -674,6 +676,13 @@ class MqttSource:
             raise MqttError(
                 f"mqtt source {self.name!r}: command to {where} not sent: edge node {group}/{edge_node} is "
                 "not alive (NDEATH, or no NBIRTH seen since this host started)"
+            )
+        if device and not self.sparkplug.device_alive(group, edge_node, device):
+            # the same for a device of a live node: a DCMD to a device that sent DDEATH (or no DBIRTH yet)
+            # is dropped by its node, while the action would count it sent and never send it again
+            raise MqttError(
+                f"mqtt source {self.name!r}: command to {where} not sent: device {group}/{edge_node}/"
+                f"{device} is not alive (DDEATH, or no DBIRTH seen since its node's birth)"
             )
         dt = sp.DataType[datatype.upper()] if datatype else None
         if dt is None:

@@ -62,6 +62,7 @@ class _Node:
     members: dict[tuple[str | None, str], tuple[tuple[tuple[str, str | None], ...], str]] = field(
         default_factory=dict
     )  # (device, "Motor1/Speed") -> ((("Motor1", "Motor"),), "Speed"): the templates it sits in, from the top
+    devices: set[str] = field(default_factory=set)  # devices born (DBIRTH) and not dead since
 
 
 def _definition_types(t: sp.Template, prefix: str = "", depth: int = 0) -> dict[str, int]:
@@ -140,6 +141,11 @@ class SparkplugHost:
         n = self._nodes.get((group, edge_node))
         return bool(n and n.alive)
 
+    def device_alive(self, group: str, edge_node: str, device: str) -> bool:
+        """The device has sent its DBIRTH since its node's last birth, and no DDEATH since."""
+        n = self._nodes.get((group, edge_node))
+        return bool(n and n.alive and device in n.devices)
+
     def _tag(self, node: str, device: str | None, metric: str) -> str:
         name = f"{node}/{device}/{metric}" if device else f"{node}/{metric}"
         return self._settings.tag_map.get(name, name)
@@ -179,7 +185,7 @@ class SparkplugHost:
             # a birth replaces what the last one declared: a metric retyped or gone, or a Template
             # member now a plain metric, must not keep the old datatype for a command. Its devices too:
             # they re-DBIRTH after a node's NBIRTH, as the specification requires
-            node.templates, node.types, node.members = {}, {}, {}
+            node.templates, node.types, node.members, node.devices = {}, {}, {}, set()
             for m in payload.metrics:
                 if m.name and isinstance(m.value, sp.Template) and m.value.is_definition:
                     types = _definition_types(m.value)
@@ -196,6 +202,7 @@ class SparkplugHost:
             if bd is not None and node.bd_seq is not None and bd != node.bd_seq:
                 return []  # a stale will from an older session: the node has already re-born
             node.alive = False
+            node.devices.clear()
             self.deaths += 1
             return self._bad(t.edge_node, node, lambda dev: True, received_at)
         if not node.alive:
@@ -220,10 +227,13 @@ class SparkplugHost:
                     del d[k]
             self._check_tag_map(t, t.device, payload)
             self._learn(t, node, t.device, payload)
+            if t.device:
+                node.devices.add(t.device)
             self._born(t.group, t.edge_node, t.device)
             return self._readings(t, node, t.device, payload, received_at, by_birth=True)
         if mt is sp.MessageType.DDEATH:
             self.deaths += 1
+            node.devices.discard(t.device or "")
             return self._bad(t.edge_node, node, lambda dev: dev == t.device, received_at)
         return self._readings(t, node, t.device, payload, received_at, by_birth=False)
 

@@ -118,12 +118,13 @@ async def test_a_rebirth_forgets_the_datatypes_and_template_members_of_the_birth
         await src.command("g", "n1", None, "M1/Speed", 2.0)
         await src.command("g", "n1", "d1", "level", 1)
         # the node is born again: speed is gone, "M1/Speed" is now a plain Double metric; d1 has not
-        # re-DBIRTHed yet, so its old datatypes are gone with the node's
+        # re-DBIRTHed yet, so its old datatypes are gone with the node's, and it is not alive until it does
         node.nbirth(1, sp.Metric("M1/Speed", None, D.DOUBLE, 0.0), sp.Metric("rate", None, D.FLOAT, 0.0))
         await _births(src, 3)
         await src.command("g", "n1", None, "speed", 1)
         await src.command("g", "n1", None, "M1/Speed", 2.0)
-        await src.command("g", "n1", "d1", "level", 1)
+        with pytest.raises(MqttError, match="device g/n1/d1 is not alive"):  # not sent typed by the value
+            await src.command("g", "n1", "d1", "level", 1)
         # d1 is born again with level now Int16
         node.publish(
             "spBv1.0/g/DBIRTH/n1/d1",
@@ -131,7 +132,7 @@ async def test_a_rebirth_forgets_the_datatypes_and_template_members_of_the_birth
         )
         await _births(src, 4)
         await src.command("g", "n1", "d1", "level", 1)
-        cmds = [_sent(c) for c in await node.wait_cmds(7)]
+        cmds = [_sent(c) for c in await node.wait_cmds(6)]
     finally:
         pump.cancel()
         await src.stop()
@@ -144,7 +145,6 @@ async def test_a_rebirth_forgets_the_datatypes_and_template_members_of_the_birth
         # before, the first birth's Int32, Template and Float were used after the rebirth
         (n, "speed", D.INT64, 1),  # not in the current birth: typed by the value
         (n, "M1/Speed", D.DOUBLE, 2.0),  # a plain metric now, not a Template member
-        (d, "level", D.INT64, 1),
         (d, "level", D.INT16, 1),
     ], cmds
 
@@ -269,4 +269,82 @@ async def test_an_on_change_command_a_dead_node_missed_is_sent_when_it_is_born_a
     assert missed == {"attempt_failures": 2, "retried": 1, "failed": 1}, missed
     sent = [(t, [(m.name, m.value) for m in p.metrics]) for t, p, _ in cmds]
     assert sent == [("spBv1.0/g/NCMD/n1", [("stop", True)])], sent
+    assert runner.stats["gate"]["resent"] == 1 and runner.stats["gate"]["ok"] == 1
+
+
+async def test_a_dcmd_to_a_dead_or_never_born_device_is_not_sent_and_is_sent_again_at_its_birth(mosquitto):
+    node = Node(mosquitto.port)
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw"},
+            "sources": {
+                "bus": {
+                    "type": "mqtt",
+                    "port": mosquitto.port,
+                    "subscriptions": [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}],
+                }
+            },
+            "actions": {
+                "gate": {
+                    "type": "sparkplug_command",
+                    "source": "bus",
+                    "group": "g",
+                    "edge_node": "n1",
+                    "device": "d1",
+                    "metric": "stop",
+                    "mode": "on_change",
+                    "when": {"verdict": "NG"},
+                    "retry": {"max_attempts": 1},
+                }
+            },
+        }
+    )
+
+    def dmsg(kind: str, seq: int, *metrics: sp.Metric) -> None:
+        node.publish(
+            f"spBv1.0/g/{kind}/n1/d1", sp.encode(sp.Payload(int(time.time() * 1000), seq, list(metrics)))
+        )
+
+    src, pump = await _host(mosquitto.port)
+    runner = ActionRunner(cfg, {"bus": src})
+    result = Result(
+        pipeline="p",
+        source="s",
+        item_seq=0,
+        captured_at=time.time(),
+        model="m",
+        model_version="1",
+        engine="e",
+        verdict="NG",
+        score=1.0,
+        label="x",
+        finished_at=time.time(),
+    )
+    try:
+        node.nbirth(0)
+        await _births(src, 1)
+        with pytest.raises(MqttError) as unborn:  # the node is alive, its device never said DBIRTH
+            await src.command("g", "n1", "d1", "stop", True)
+        dmsg("DBIRTH", 1, sp.Metric("stop", None, D.BOOLEAN, False))
+        await _births(src, 2)
+        dmsg("DDEATH", 2)
+        for _ in range(100):
+            if not src.sparkplug.device_alive("g", "n1", "d1"):
+                break
+            await asyncio.sleep(0.02)
+        await runner.handle(["gate"], result, None)  # stop = true, while the device is dead
+        await runner.flush()
+        missed = dict(runner.stats["gate"])
+        assert [t for t, _, _ in node.cmds] == []  # before: a DCMD its node drops, counted ok
+        dmsg("DBIRTH", 3, sp.Metric("stop", None, D.BOOLEAN, False))  # back; no new result comes
+        cmds = await node.wait_cmds(1)
+        await runner.flush()
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    assert unborn.value.retryable and "device g/n1/d1 is not alive" in str(unborn.value)
+    assert missed == {"attempt_failures": 1, "failed": 1}, missed
+    sent = [(t, [(m.name, m.value) for m in p.metrics]) for t, p, _ in cmds]
+    assert sent == [("spBv1.0/g/DCMD/n1/d1", [("stop", True)])], sent
     assert runner.stats["gate"]["resent"] == 1 and runner.stats["gate"]["ok"] == 1
