@@ -1,7 +1,8 @@
 """The agent's model manager: reconciles the fleet's desired state with what the slots run.
 
 For each desired slot whose digest differs from the running one (and whose slot follows the
-fleet: ``version_policy: follow_fleet``), it downloads the package by digest into
+fleet: ``version_policy: follow_fleet``), and that installs nothing else at the moment (one install
+per slot: a desired state that moves mid-swap is judged after that swap's outcome), it downloads the package by digest into
 ``<data_dir>/staging/`` (resuming at the byte offset after a cut), checks the SHA-256 against the
 digest, and hands it to ``ModelSlot.swap`` (signature and hashes verified, golden smoke test,
 atomic switch, health watch). Each step is reported to the cloud (downloading, verifying, active,
@@ -169,7 +170,9 @@ class ModelManager:
                 continue  # pinned: the fleet does not move this slot
             status = slot.status()
             current = status.get("digest")
-            if d.digest == current or self.busy.get(d.slot) == d.digest:
+            if d.digest == current or self.busy.get(d.slot):
+                # one install per slot at a time: a desired state that moved mid-swap is judged (versions
+                # only go up) against what the slot runs once this swap has its outcome, never beside it
                 continue
             if self._is_refused(d.digest):
                 continue

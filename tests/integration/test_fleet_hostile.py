@@ -192,3 +192,37 @@ def test_desired_state_names_are_checked_against_an_allow_list(field, value, ok)
     assert (why is None) == ok, why
     if why:
         assert why.isprintable() and json.dumps(why)
+
+
+async def test_a_desired_state_changed_mid_swap_waits_for_the_swap_and_is_never_a_silent_downgrade(
+    fleet,  # noqa: F811
+    tmp_path,
+):
+    """The fleet moves a slot's desired state while the agent still installs the previous one (a new
+    deployment, a buggy fleet): the agent finishes the running swap and reports its true outcome, then
+    judges the new desired state against what it runs (here: a downgrade, refused)."""
+    from tests.support.models import make_keypair, make_package
+
+    srv, agents, reg = fleet
+    key, _ = make_keypair(tmp_path / "keys")  # the fixture's key (same folder): a trusted signer
+    reg.publish(
+        make_package(tmp_path / "b2", kind="vision", version="1.0.5", key=key, bias=6.0), [], {}, None, None
+    )
+    new, mid = reg.get("part-inspection", "1.1.0"), reg.get("part-inspection", "1.0.5")
+    mgr = agents["gw1"].manager
+    with srv.control.lock:
+        srv.control._set_desired("gw1", "vision", "part-inspection", "1.1.0", new["digest"], 1, "up1")
+    await until(
+        lambda: any(s["step"] == "verifying" and s["version"] == "1.1.0" for s in mgr.steps),
+        timeout_s=10,
+        what="1.1.0 downloaded",
+    )
+    with srv.control.lock:  # before 1.1.0 is switched in: 1.0.5 is higher than the 1.0.0 still serving
+        srv.control._set_desired("gw1", "vision", "part-inspection", "1.0.5", mid["digest"], 1, "mid1")
+    await until(
+        lambda: any(s["step"] == "healthy" and s["version"] == "1.1.0" for s in mgr.steps), what="1.1.0 kept"
+    )
+    await until(lambda: mgr.declined, timeout_s=10, what="1.0.5 to be declined as a downgrade")
+    assert "downgrade from 1.1.0 to 1.0.5 refused" in next(iter(mgr.declined.values())), mgr.steps
+    assert version(agents["gw1"]) == "1.1.0"
+    assert not [s for s in mgr.steps if s["version"] == "1.1.0" and s["step"] in ("rolled_back", "failed")]
