@@ -8,7 +8,10 @@
 Fields: verdict, score, label, anomaly_score, remaining_life, margin, model, model_version,
 pipeline, source, engine. ``compile_condition`` checks the structure once (at config time) and
 returns a predicate over ``edge_agent.types.Result``; a comparison with a missing value (e.g.
-``anomaly_score`` of a vision result) is false.
+``anomaly_score`` of a vision result) is false. A field is compared with its own type: a number field
+(score, anomaly_score, remaining_life, margin) with a number (text such as ``"0.8"``, from quotes or a
+``${VAR}``, is read as the number; other text, true/false and NaN are refused), the other fields with
+text (``label: 1`` is refused: quote it).
 
 Values are checked too, since a condition that can never match fails silently: a verdict is one of
 ``OK``, ``NG``, ``UNSURE`` (exact case: ``ng`` is refused with a did-you-mean), and a label, when the
@@ -18,6 +21,7 @@ labels of the models behind the action are known (``labels=``), must be one of t
 from __future__ import annotations
 
 import difflib
+import math
 import operator
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +51,35 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 
 
 VERDICTS = ("OK", "NG", "UNSURE")
+NUMERIC = ("score", "anomaly_score", "remaining_life", "margin")  # the rest are text
+
+
+def _operand(key: str, op: str, v: Any) -> Any:
+    """``v`` as the field's own type. A number field compared with text (``"0.8"``, as a quoted YAML
+    value or a ``${VAR}`` substitution gives it) raised TypeError at each result and never matched, nor
+    did a NaN; a text field compared with a number never matched either. A number written as text is
+    read as the number; what cannot match is refused by name."""
+    where = f"{key}: {op}" if op else key
+    if key in NUMERIC:
+        if isinstance(v, str):
+            try:
+                v = float(v.strip())
+            except ValueError:
+                raise ConditionError(
+                    f"{where}: {v!r} is not a number, and {key} is one (this would never match)"
+                ) from None
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ConditionError(f"{where}: {v!r} is not a number, and {key} is one (this would never match)")
+        if math.isnan(v):
+            raise ConditionError(
+                f"{where}: NaN equals nothing and orders with nothing: this would never match"
+            )
+        return v
+    if not isinstance(v, str):
+        raise ConditionError(
+            f"{where}: {v!r} is not text, and {key} is text (this would never match); quote it: '{v}'"
+        )
+    return v
 
 
 class ConditionError(ValueError):
@@ -109,6 +142,7 @@ def _compile_item(key: str, val: Any, labels: set[str] | None = None) -> Callabl
                 raise ConditionError(f"{key}: unknown operator {op!r}{_hint(op, _OPS)}")
             if op == "in" and not isinstance(arg, list):
                 raise ConditionError(f"{key}: 'in' takes a list")
+            arg = [_operand(key, op, x) for x in arg] if op == "in" else _operand(key, op, arg)
             if op in ("eq", "ne", "in"):
                 _check_value(key, arg, labels)
             checks.append((_OPS[op], arg))
@@ -123,6 +157,7 @@ def _compile_item(key: str, val: Any, labels: set[str] | None = None) -> Callabl
                 return False
 
         return pred
+    val = _operand(key, "", val)
     _check_value(key, val, labels)
 
     def equals(r, key: str = key, val: Any = val) -> bool:

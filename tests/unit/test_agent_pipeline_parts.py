@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import numpy as np
 import pytest
@@ -206,3 +207,21 @@ def test_a_forwarder_keeps_bounded_state_when_every_reading_has_a_new_tag(monkey
     for i in range(35):
         f.offer(Reading("s", f"plant/m1/{i}/v", float(i), 0.0, 0.0))
     assert len(f._last) <= 10 and f.stats["tag_state_reset"] == 3 and len(sent) == 35
+
+
+def test_a_condition_compares_a_field_with_its_own_type_or_is_refused_by_name():
+    # a threshold given as text ("0.8": quoted YAML, or a ${VAR} substitution) is read as the number;
+    # before, each result raised TypeError inside the predicate and the condition never matched
+    env = compile_condition({"score": {"gte": "0.8"}})
+    assert env(result(score=0.9)) and not env(result(score=0.5))
+    assert compile_condition({"margin": {"in": ["0.5", 1]}})(result(margin=0.5))
+    assert compile_condition({"score": " 0.25 "})(result(score=0.25))
+    for spec, msg in [
+        ({"score": {"gte": "high"}}, "score: gte: 'high' is not a number, and score is one"),
+        ({"anomaly_score": {"gt": True}}, "anomaly_score: gt: True is not a number"),
+        ({"score": {"ne": float("nan")}}, "score: ne: NaN equals nothing"),
+        ({"label": 1}, "label: 1 is not text, and label is text (this would never match); quote it: '1'"),
+        ({"model_version": {"in": [2, "3"]}}, "model_version: in: 2 is not text"),
+    ]:
+        with pytest.raises(ConditionError, match=re.escape(msg)):
+            compile_condition(spec)
