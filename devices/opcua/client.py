@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 from asyncua import Client, Node, ua
+from asyncua.common.subscription import Subscription
 from asyncua.common.ua_utils import get_base_data_type
 from asyncua.crypto import security_policies
 from asyncua.ua import uaerrors
@@ -151,6 +152,12 @@ class OpcUaNodeError(OpcUaError):
 
 class OpcUaTypeMismatch(OpcUaError):
     retryable = False
+
+
+class _Silent(ConnectionError):
+    """The session answers but its subscription has sent nothing (no data, no keep-alive) for longer
+    than the server promised: a stalled server, or one that dropped the subscription (asyncua's publish
+    loop then ends quietly). Its tags would stay at their last values forever; the source reconnects."""
 
 
 _INT_RANGE = {
@@ -582,6 +589,8 @@ def _explain(exc: BaseException, settings: OpcUaSettings) -> tuple[str, str]:
     """(reason key, one-line message with a hint) for a connect failure."""
     text = f"{type(exc).__name__}: {exc}".strip()
     low = text.lower()
+    if isinstance(exc, _Silent):
+        return "stalled", str(exc)
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return "timeout", f"no answer within {settings.connect_timeout_s}s; check the endpoint and the server"
     if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
@@ -927,6 +936,9 @@ class OpcUaSource:
         self._types_loaded = False
         self._structured = False  # a structure came on an earlier connection: its types are read first
         self._type_classes: dict[str, Any] = {}  # the classes asyncua made of the types this source read
+        self._sub: Subscription | None = None
+        self._sub_since = 0.0  # monotonic time the subscription was created
+        self._sub_silence_s = 0.0  # no publish answer for longer than this: the subscription is stalled
 
     def _on_oversize(self, size: int) -> None:
         self._oversize = size
@@ -1021,6 +1033,7 @@ class OpcUaSource:
     async def _connect(self) -> None:
         self._lost.clear()
         self._oversize = 0
+        self._sub = None
         self._undecoded.clear()
         self._types_wanted.clear()
         self._types_loaded = False  # a PLC's program may have been changed while the session was away
@@ -1253,7 +1266,28 @@ class OpcUaSource:
 
     async def _subscribe(self, client: Client, groups: dict[tuple[float, int], list[Node]]) -> None:
         self._changed.clear()
-        sub = await client.create_subscription(self.settings.publishing_interval_ms, _Handler(self))
+        # asyncua's create_subscription asks for a keep-alive every 0.75 session timeouts (45 min) and
+        # waits for publish answers without a timeout: a server that stops publishing (stalled, or the
+        # subscription dropped) went unnoticed while reads still worked. Ask for a keep-alive about
+        # every keepalive_check_s and hold the server to what it revised (``_watch``).
+        interval = self.settings.publishing_interval_ms
+        keepalive = max(1, math.ceil(self.settings.keepalive_check_s * 1000.0 / interval))
+        params = ua.CreateSubscriptionParameters(
+            RequestedPublishingInterval=interval,
+            RequestedLifetimeCount=max(10000, keepalive * 3),
+            RequestedMaxKeepAliveCount=keepalive,
+            MaxNotificationsPerPublish=10000,
+            PublishingEnabled=True,
+            Priority=0,
+        )
+        sub = Subscription(client.uaclient.session, params, _Handler(self))
+        got = await sub.init()
+        revised_s = (got.RevisedPublishingInterval or interval) / 1000.0
+        self._sub_silence_s = (
+            2 * revised_s * max(got.RevisedMaxKeepAliveCount or keepalive, 1)
+            + self.settings.connect_timeout_s
+        )
+        self._sub, self._sub_since = sub, time.monotonic()
         for (sampling_ms, queue_size), nodes in groups.items():
             try:
                 results = await sub.subscribe_data_change(
@@ -1342,6 +1376,15 @@ class OpcUaSource:
                 return
             except TimeoutError:
                 pass
+            sub = self._sub
+            if sub is not None:
+                silent = time.monotonic() - max(sub.last_publish_at or 0.0, self._sub_since)
+                if silent > self._sub_silence_s:
+                    raise _Silent(
+                        f"the server's subscription sent nothing (no data, no keep-alive) for {silent:.1f}s, "
+                        f"over the {self._sub_silence_s:.1f}s it promised: the server stalled or dropped "
+                        "the subscription; its tags' last values are stale, the source reconnects"
+                    )
             try:
                 async with asyncio.timeout(self.settings.connect_timeout_s):
                     await state_node.read_value()

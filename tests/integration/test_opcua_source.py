@@ -761,3 +761,42 @@ async def test_arrays_of_texts_bytes_truths_and_big_integers_keep_their_items_an
     finally:
         await src.stop()
         await srv.stop()
+
+
+async def test_a_server_whose_subscription_goes_silent_is_noticed_and_the_source_reconnects() -> None:
+    """The session still answers reads, but the server stops publishing (a stalled PLC runtime, or a
+    subscription it dropped): no data, no keep-alive. The tag kept its last value, reported GOOD and
+    CONNECTED, forever (asyncua asks for a keep-alive every 45 minutes and waits on publish without a
+    timeout). Now the silence is noticed within the keep-alive the server promised, named, and the
+    source reconnects: the value written during the silence arrives."""
+    from asyncua import ua
+
+    from tests.support.peers import opcua_server
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:stall", "Line")
+    var = await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 1.0)
+    await srv.start()
+    settings = _settings(
+        f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={idx};s=Speed"}], connect_timeout_s=0.5
+    )
+    src = OpcUaSource("plc", settings)
+    await src.start()
+    try:
+        await _collect(src, {"Speed"})
+        for sub in list(srv.iserver.subscription_service.subscriptions.values()):
+            await sub.stop()  # the server's publishing stalls; its reads still answer
+        await var.write_value(2.0)
+        await _counted(src, "stalled", timeout_s=4.0)
+        assert "stale" in (src.stats.last_error or "")
+
+        async def fresh() -> None:
+            async for r in src.items():
+                if r.value == 2.0:
+                    return
+
+        await asyncio.wait_for(fresh(), 4.0)
+        assert src.stats.reconnects >= 1
+    finally:
+        await src.stop()
+        await srv.stop()
