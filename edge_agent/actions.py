@@ -1,7 +1,8 @@
 """Actions on results: MQTT publish, OPC UA write-back, alarms with hysteresis, sample saving.
 
 Each action has an optional condition (``edge_agent.conditions``) and a retry policy. Acting is
-asynchronous and bounded per action (one in-flight task per action and result), a failure is
+asynchronous and bounded per action (one task per result, at most ``MAX_IN_FLIGHT`` at once: past
+that a result is counted ``dropped``), a failure is
 retried ``max_attempts`` times with a backoff, then counted and logged once per burst; it never
 stops the pipeline. Alarms are stateful per (action, pipeline): raised after ``raise_after``
 consecutive matching results, cleared after ``clear_after`` consecutive non-matching ones; each
@@ -54,6 +55,12 @@ from protocols.events import Event, EventKind
 
 log = logging.getLogger(__name__)
 
+# results one ordinary action (mqtt_publish, save_sample, log, a plugin) acts on at once: with its peer
+# away each one waits through its retries (a full MQTT queue: publish_timeout_s per attempt), so without
+# a bound the tasks grew with every result and their polling starved the loop; past it a result is
+# dropped, counted as `dropped` and logged
+MAX_IN_FLIGHT = 64
+
 
 def write_targets(cfg: AgentConfig) -> dict[str, list[tuple[str, str, Any]]]:
     """Per opcua source: (config path, node_id, value) of every value the actions may write there."""
@@ -77,6 +84,7 @@ class ActionRunner:
         self.alarm_state: dict[tuple[str, str], dict] = {}
         self._burst = BurstLogger(log)
         self._pending: set[asyncio.Task] = set()
+        self._in_flight: collections.Counter[str] = collections.Counter()  # per ordinary action
         self._level: dict[tuple[str, str], bool] = {}  # (action, pipeline) -> condition at the last result
         self._pulse_until: dict[tuple[str, str], float] = {}  # monotonic deadline of a pulse that is high
         # one writer per output: the value still waiting is replaced by a newer one (counted as
@@ -112,12 +120,29 @@ class ActionRunner:
                 continue
             if not self.preds[name](result):
                 continue
-            self._spawn(self._run(name, action, result, item))
+            if self._in_flight[name] >= MAX_IN_FLIGHT:
+                self.stats[name]["dropped"] += 1
+                self._burst.log(
+                    name,
+                    "action %r: %d results still being acted on (its peer is slow or away); "
+                    "this one is dropped (counted as dropped)",
+                    name,
+                    MAX_IN_FLIGHT,
+                )
+                continue
+            self._in_flight[name] += 1
+            self._spawn(self._run(name, action, result, item)).add_done_callback(
+                functools.partial(self._landed, name)
+            )
 
-    def _spawn(self, coro) -> None:
+    def _landed(self, name: str, _task: asyncio.Task) -> None:
+        self._in_flight[name] -= 1
+
+    def _spawn(self, coro) -> asyncio.Task:
         t = asyncio.create_task(coro)
         self._pending.add(t)
         t.add_done_callback(self._pending.discard)
+        return t
 
     def _output(self, name: str, action: OutputAction, result: Result) -> None:
         key = (name, result.pipeline)

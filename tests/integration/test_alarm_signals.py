@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+from devices.mqtt.client import MqttSource
 from devices.opcua.client import OpcUaSource
-from edge_agent.actions import ActionRunner
+from edge_agent.actions import MAX_IN_FLIGHT, ActionRunner
 from edge_agent.config import parse_config
 from edge_agent.types import Result
 from simulators.machine import MachineServer
@@ -91,3 +92,36 @@ async def test_a_raise_that_failed_is_dropped_when_the_clear_comes_and_the_mirro
     assert sent_after < 2.0, sent_after
     st = runner.stats["al"]
     assert (st["raised"], st["cleared"], st["superseded"], st["failed"]) == (1, 1, 1, 0), dict(st)
+
+
+async def test_results_an_mqtt_publish_action_is_still_acting_on_are_bounded_and_the_rest_counted_dropped():
+    # the broker is away and paho's queue is full: each publish waits its publish_timeout_s, then retries
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw"},
+            "sources": {
+                "bus": {"type": "mqtt", "port": free_port(), "publish_max_queued": 2, "publish_timeout_s": 5}
+            },
+            "actions": {"pub": {"type": "mqtt_publish", "source": "bus", "qos": 1}},
+        }
+    )
+    src = MqttSource("bus", cfg.sources["bus"])
+    await src.start()
+    runner = ActionRunner(cfg, {"bus": src})
+    try:
+        for i in range(MAX_IN_FLIGHT + 40):
+            await runner.handle(["pub"], _result("NG", i), None)
+        await asyncio.sleep(0.05)  # the two paho could queue are done; the rest wait for room
+        pending, stats = len(runner._pending), dict(runner.stats["pub"])
+        for i in range(5):  # room for two again
+            await runner.handle(["pub"], _result("NG", i), None)
+        again = len(runner._pending)
+    finally:
+        for t in list(runner._pending):
+            t.cancel()
+        await asyncio.gather(*runner._pending, return_exceptions=True)
+        await src.stop()
+    # before: one task per result, each polling paho's queue every 5 ms for as long as the broker was away
+    assert pending == MAX_IN_FLIGHT - 2 and again == MAX_IN_FLIGHT, (pending, again)
+    assert stats == {"queued": 2, "dropped": 40}, stats
+    assert runner.stats["pub"]["dropped"] == 43
