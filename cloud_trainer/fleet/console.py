@@ -10,9 +10,17 @@ after it was accepted.
 
 Tenants: the console shows one tenant at a time. Started with ``tenant=`` (``cloud-trainer serve
 --console-tenant acme``) it shows that tenant only, whatever the URL asks; without it, ``?tenant=ID``
-on every ``/api`` call, report and blob URL picks one (default: ``default``), which is for the platform
-operator's own loopback use, not for a port that tenants reach. A blob (sample image) is served only
-if the tenant holds a sample with that digest.
+on every ``/api`` call, report and blob URL picks one (default: ``default``; an id outside the tenant-id
+rule is ``404``), which is for the platform operator's own loopback use, not for a port that tenants
+reach. A blob (sample image) is served only if the tenant holds a sample with that digest. A registry
+URL is ``/registry/<package>/<file>`` or ``/registry/<package>/<version>/<file>``, each part
+percent-decoded once and then checked (no '/', NUL, '..' or leading '.'): nothing else of the folder
+(another tenant's ``.tenants/``, a publish's temporary ``.part`` folder) is reachable, whatever the
+spelling, and a refusal never names a server path.
+
+JSON is strict (``protocols.json_codec.dumps``): a NaN or infinite metric in an evaluation report (an
+AUROC with one class in the test split) or in an agent's health report is ``null``, never the bare
+``NaN`` that browsers' ``JSON.parse`` refuse (the whole console stopped updating).
 """
 
 from __future__ import annotations
@@ -21,13 +29,19 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
+from protocols import json_codec
 from protocols.http_server import BoundedHTTPServer
 
 PAGE = Path(__file__).with_name("console.html")
 MAX_CONNECTIONS = 32  # half of them from one address (a reverse proxy's: give it its own limits too)
 DEADLINE_S = 30.0  # for a connection, from accept to its last byte: sample images go out in it
+
+
+class _ClientGone(ConnectionError):
+    """The client closed or reset the connection while its answer was written (an ``OSError``: the server's
+    ``handle_error`` counts it as aborted), told apart from a registry file that cannot be read."""
 
 
 class Console:
@@ -47,6 +61,10 @@ class Console:
                 q = {k: v[0] for k, v in parse_qs(u.query).items()}
                 t = outer.tenant or q.get("tenant") or "default"
                 try:
+                    if not outer.tenant:  # the operator's console: the URL picks it, within the id rule
+                        from cloud_trainer.pki import check_tenant
+
+                        check_tenant(t)
                     if u.path in ("/", "/index.html"):
                         return self._send(200, "text/html; charset=utf-8", PAGE.read_bytes())
                     if u.path == "/api/agents":
@@ -83,15 +101,35 @@ class Console:
                             raise KeyError(digest[:64])
                         return self._send(200, "image/png", outer.srv.blobs.for_tenant(t).get_bytes(digest))
                     self._send(404, "text/plain", b"not found\n")
-                except (FileNotFoundError, ValueError, KeyError) as exc:
+                except _ClientGone:
+                    raise
+                except OSError:  # a registry file that went away or cannot be read: never its server path
+                    self._send(404, "text/plain", b"not found\n")
+                except (ValueError, KeyError) as exc:
                     self._send(404, "text/plain", f"not found: {exc}\n".encode())
                 except Exception as exc:
                     self._send(500, "text/plain", f"console error: {exc}\n".encode())
 
             def _file(self, root: Path, rel: str) -> None:
-                p = (root / rel).resolve()
-                if root.resolve() not in p.parents or ".tenants" in p.relative_to(root.resolve()).parts:
+                """``<package>/<file>`` or ``<package>/<version>/<file>`` of the tenant's registry, each part
+                percent-decoded (the page encodes them: a version's '+') and then checked, so that no spelling
+                (``..``, ``%2e%2e``, ``%2f``, an absolute path, ``.TENANTS`` on a case-insensitive disk)
+                reaches outside the package folders."""
+                from cloud_trainer.registry import valid_package_name
+
+                parts = [unquote(x, errors="strict") for x in rel.split("/")]
+                if not (
+                    2 <= len(parts) <= 3
+                    and valid_package_name(parts[0])
+                    and all(
+                        x and x[0] != "." and "/" not in x and "\\" not in x and "\0" not in x for x in parts
+                    )
+                ):
                     return self._send(403, "text/plain", b"outside the registry\n")
+                top = root.resolve()
+                p = top.joinpath(*parts).resolve()  # a link inside a package folder must not lead out either
+                if top not in p.parents or not p.is_file():
+                    return self._send(404, "text/plain", b"not found\n")
                 ctype = {
                     ".png": "image/png",
                     ".md": "text/plain; charset=utf-8",
@@ -100,15 +138,18 @@ class Console:
                 self._send(200, ctype, p.read_bytes())
 
             def _json(self, obj) -> None:
-                self._send(200, "application/json", json.dumps(obj, default=str).encode())
+                self._send(200, "application/json", json_codec.dumps(obj, default=str).encode())
 
             def _send(self, code: int, ctype: str, body: bytes) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.send_header("Cache-Control", "no-store")
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError as exc:  # the client is gone: the server counts it (aborted), nothing more
+                    raise _ClientGone(str(exc)) from exc
 
         self.httpd = BoundedHTTPServer((host, port), Handler, MAX_CONNECTIONS, DEADLINE_S)
         self.port = self.httpd.server_address[1]

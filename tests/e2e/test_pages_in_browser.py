@@ -24,6 +24,7 @@ pytestmark = pytest.mark.skipif(
 
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+XSS = '<img src=x onerror="document.title=1">'  # what a hostile device, package or tenant may send as a name
 
 
 def chromium(profile: str, *args: str) -> subprocess.CompletedProcess:
@@ -118,9 +119,9 @@ async def test_fleet_console_shows_agents_deployments_and_reports(tmp_path):
     key, _ = make_keypair(tmp_path / "keys")
     reg = Registry(tmp_path / "registry")
     rep = tmp_path / "report.json"
-    rep.write_text(
-        '{"metrics": {"int8": {"ng_recall": 0.99, "accuracy": 0.95}}, "gate": {"passed": true, '
-        '"reasons": []}}'
+    rep.write_text(  # a metric the test split could not give (one class): NaN, as Python's json writes it
+        '{"metrics": {"int8": {"ng_recall": 0.99, "accuracy": 0.95, "map_hit_rate": NaN}}, "gate": {"passed": '
+        'true, "reasons": []}}'
     )
     reg.publish(
         make_package(tmp_path, kind="vision", version="1.4.0", key=key),
@@ -137,9 +138,9 @@ async def test_fleet_console_shows_agents_deployments_and_reports(tmp_path):
         pki / "server.key",
         registry=tmp_path / "registry",
     )
-    srv.store.heartbeat(
+    srv.store.heartbeat(  # labels and health are the agent's own: markup and a NaN stay data
         "gw1",
-        {"site": "plant"},
+        {"site": "plant", "line": XSS},
         [
             {
                 "slot": "vision",
@@ -150,7 +151,7 @@ async def test_fleet_console_shows_agents_deployments_and_reports(tmp_path):
                 "reason": "",
             }
         ],
-        {},
+        {"cpu_temp_c": float("nan")},
         0,
     )
     srv.control.create(
@@ -170,6 +171,8 @@ async def test_fleet_console_shows_agents_deployments_and_reports(tmp_path):
     finally:
         console.stop()
         await srv.stop()
+    assert 'id="updated">updated ' in dom  # before: NaN made JSON.parse throw: "update failed", all empty
     assert "<b>gw1</b>" in dom and "site=plant" in dom
+    assert "line=&lt;img src=x" in dom and '<img src="x"' not in dom
     assert "part-inspection 1.4.0" in dom and "gate passed" in dom and "ng_recall <b>0.990</b>" in dom
     assert "all_at_once 1/1" in dom and "gw1: <span" in dom

@@ -1,0 +1,153 @@
+"""The fleet console over real HTTP (a FleetServer with tenants' registries, the console on 127.0.0.1): its
+JSON stays strict with NaN metrics and NaN in an agent's health report, and a registry URL reaches only the
+package files of the console's tenant, however it is spelled, without naming a server path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from cloud_trainer.fleet.console import Console
+from cloud_trainer.fleet.service import FleetServer
+from cloud_trainer.registry import Registry
+from tests.support.fleet import make_pki
+from tests.support.models import make_keypair, make_package
+from tests.support.peers import free_port
+
+NAN = float("nan")
+
+
+@pytest.fixture
+async def fleet(tmp_path):
+    """Registries: default (part-inspection 1.4.0+build.7 with a NaN metric), acme (part-inspection 1.0.0),
+    beta (beta-secret 1.0.0); one default-tenant agent whose health report holds a NaN."""
+    pki = make_pki(tmp_path / "pki", agents=("gw1",))
+    key, _ = make_keypair(tmp_path / "keys")
+    reg = Registry(tmp_path / "registry")
+    rep = tmp_path / "report.json"
+    rep.write_text(
+        json.dumps(  # Python's json writes the bare NaN the trainer's report holds (one class in the test split)
+            {
+                "metrics": {"int8": {"ng_recall": 0.99, "map_hit_rate": NAN}},
+                "gate": {"passed": True, "reasons": []},
+            }
+        )
+    )
+    b = tmp_path / "build"
+    reg.publish(
+        make_package(b, version="1.4.0+build.7", key=key, out_dir=b / "d"),
+        [rep],
+        {"image_auroc": NAN},
+        None,
+        None,
+    )
+    reg.for_tenant("acme").publish(
+        make_package(b, version="1.0.0", key=key, out_dir=b / "a", seed=1), [], {}, None, None
+    )
+    reg.for_tenant("beta").publish(
+        make_package(b, version="1.0.0", name="beta-secret", key=key, out_dir=b / "b", seed=2),
+        [],
+        {},
+        None,
+        None,
+    )
+    srv = FleetServer(
+        tmp_path / "cloud",
+        free_port(),
+        pki / "ca.pem",
+        pki / "server.pem",
+        pki / "server.key",
+        registry=tmp_path / "registry",
+    )
+    srv.store.heartbeat("gw1", {"site": "plant"}, [], {"cpu_temp_c": NAN, "load": float("inf")}, 0)
+    await srv.start()
+    consoles: dict[str | None, Console] = {t: Console(srv, tenant=t) for t in (None, "default", "acme")}
+    for c in consoles.values():
+        c.start()
+    try:
+        yield consoles, tmp_path
+    finally:
+        for c in consoles.values():
+            c.stop()
+        await srv.stop()
+
+
+def _get(console: Console, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{console.port}{path}", timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _strict(body: bytes):
+    """What a browser's JSON.parse accepts: no bare NaN / Infinity."""
+
+    def refuse(c):
+        raise ValueError(f"{c} is not JSON")
+
+    return json.loads(body, parse_constant=refuse)
+
+
+async def test_console_json_stays_strict_with_nan_metrics_and_a_nan_in_an_agents_health(fleet):
+    """Before: /api/models and /api/agents wrote bare NaN (json.dumps), which JSON.parse refuses: the whole
+    console stopped updating ("update failed") because of one report metric or one agent's health field."""
+    consoles, _ = fleet
+    for path in ("/api/agents", "/api/models", "/api/deployments", "/api/quotas", "/api/samples"):
+        status, body = await asyncio.to_thread(_get, consoles["default"], path)
+        assert status == 200, (path, body[:200])
+        _strict(body)
+    agents = _strict((await asyncio.to_thread(_get, consoles["default"], "/api/agents"))[1])
+    assert agents[0]["health"] == {"cpu_temp_c": None, "load": None}
+    [model] = _strict((await asyncio.to_thread(_get, consoles["default"], "/api/models"))[1])
+    assert model["metrics"] == {"image_auroc": None}
+    assert model["report"]["metrics"]["int8"] == {"ng_recall": 0.99, "map_hit_rate": None}
+
+
+async def test_registry_urls_reach_only_package_files_of_the_consoles_tenant(fleet):
+    """Before: a folder URL was a 500 naming the server's absolute path; the page's own image URLs for a version
+    with build metadata ('+', encoded by encodeURIComponent) were 404; a ?tenant= of the operator's console
+    that no tenant can have made folders under the registry (or a 500 naming its path when too long)."""
+    consoles, tmp = fleet
+    acme, default, ops = consoles["acme"], consoles["default"], consoles[None]
+
+    status, body = await asyncio.to_thread(
+        _get, default, "/registry/part-inspection/1.4.0%2Bbuild.7/report.json"
+    )
+    assert status == 200 and json.loads(body)["gate"]["passed"] is True  # the file as published
+    status, body = await asyncio.to_thread(_get, acme, "/registry/part-inspection/index.json")
+    assert status == 200 and [e["version"] for e in json.loads(body)] == ["1.0.0"]
+
+    refused = [
+        (acme, "/registry/part-inspection/1.0.0"),  # a folder
+        (acme, "/registry/part-inspection"),
+        (acme, "/registry/"),
+        (acme, "/registry/../beta/beta-secret/index.json"),
+        (acme, "/registry/%2e%2e/beta/beta-secret/index.json"),
+        (acme, "/registry/..%2fbeta%2fbeta-secret%2findex.json"),
+        (acme, "/registry/part-inspection/..%2f..%2f..%2fbeta%2fbeta-secret%2findex.json"),
+        (acme, "/registry//etc/passwd"),
+        (acme, "/registry/part-inspection/%00/index.json"),
+        (acme, "/registry/part-inspection/%ff%fe"),
+        (default, "/registry/.tenants/beta/beta-secret/index.json"),
+        (default, "/registry/%2etenants/beta/beta-secret/index.json"),
+        (default, "/registry/.TENANTS/beta/beta-secret/index.json"),  # a case-insensitive disk (macOS)
+        (default, "/registry/part-inspection/.1.4.0.part/report.json"),  # a publish under way
+        (ops, "/api/models?tenant=.tenants"),
+        (ops, "/api/models?tenant=" + "x" * 300),
+        (ops, "/api/models?tenant=%3Cimg%20src%3Dx%3E"),
+        (ops, "/registry/beta-secret/index.json?tenant=beta%2f..%2f..%2fbeta"),
+    ]
+    for console, path in refused:
+        status, body = await asyncio.to_thread(_get, console, path)
+        assert status in (403, 404), (path, status, body[:300])
+        assert str(tmp) not in body.decode(errors="replace"), (path, body)
+        assert b"beta-secret" not in body or b"not found" in body, (path, body)
+    # the operator's console picks a real tenant by URL, and only within the tenant-id rule
+    status, body = await asyncio.to_thread(_get, ops, "/registry/beta-secret/index.json?tenant=beta")
+    assert status == 200 and json.loads(body)[0]["name"] == "beta-secret"
+    assert sorted(p.name for p in (tmp / "registry" / ".tenants").iterdir()) == ["acme", "beta"]
