@@ -9,7 +9,10 @@ atomic switch, health watch). Each step is reported to the cloud (downloading, v
 healthy | failed | rolled_back with the reason). A package that fails verification (or its health
 check) is never retried or accepted, whatever the desired state says; a download that fails is
 retried with backoff (``download_backoff_s`` doubling to ``download_backoff_max_s``), never refused
-for good (except bytes that three times do not match the digest the fleet named). With the cloud down the agent keeps running what it has; a slot pinned to a local package
+for good (except bytes that three times do not match the digest the fleet named). ``staging/`` holds
+only what installs in flight use: each download first removes the rest (a partial download of a
+package no longer desired, a package a kill -9 left before its install); a package larger than the
+free disk is not written (its partial file is deleted) and the retry says so, with the sizes. With the cloud down the agent keeps running what it has; a slot pinned to a local package
 is never touched.
 
 The outcome of a swap reaches the fleet exactly once, across restarts: before the swap the
@@ -29,10 +32,12 @@ admin's rollback (``DesiredSlot.rollback``; from a v2 fleet, a deployment id end
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import logging
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -73,6 +78,10 @@ def is_rollback(d) -> bool:
     return bool(getattr(d, "rollback", False)) or d.deployment_id.endswith(ROLLBACK_SUFFIX)
 
 
+class NoSpace(OSError):
+    """The staging disk cannot hold the package (tried again later, after its partial file was deleted)."""
+
+
 class DigestMismatch(ValueError):
     """The downloaded bytes are not the package the fleet named (refused for good, unlike a cut link)."""
 
@@ -92,6 +101,7 @@ class ModelManager:
         self.pending_dir = cfg.data_dir / "deployments"
         self.retry_at: dict[str, float] = {}  # digest -> monotonic time before which a failed download waits
         self._download_failures: dict[str, int] = {}
+        self._staged: dict[str, set[str]] = {}  # slot -> names in staging/ its install in flight uses
         self.download_backoff_s = 2.0
         self.download_backoff_max_s = 60.0
 
@@ -237,18 +247,36 @@ class ModelManager:
         self.staging.mkdir(parents=True, exist_ok=True)
         part = self.staging / f"{d.digest}.part"
         final = self.staging / f"{d.package}-{d.version}.edgepkg"
+        self._staged[d.slot] = {part.name, final.name}
+        await asyncio.to_thread(self._clear_staging)
         for attempt in range(1, 21):
             offset = part.stat().st_size if part.exists() else 0
             try:
                 call = client.stub.DownloadPackage(
                     pb.DownloadRequest(digest=d.digest, offset=offset), timeout=300
                 )
-                with open(part, "ab") as f:
+                with open(part, "ab", buffering=0) as f:  # unbuffered: a full disk fails the write, not close
                     async for chunk in call:
                         if chunk.offset != f.tell():
                             raise OSError(f"chunk at {chunk.offset}, expected {f.tell()}")
-                        f.write(chunk.data)
+                        if chunk.offset == offset and chunk.total > offset:
+                            free = shutil.disk_usage(self.staging).free
+                            if chunk.total - offset > free:
+                                raise NoSpace(self._no_space(d, chunk.total, offset + free))
+                        try:
+                            data = memoryview(chunk.data)
+                            while data:
+                                data = data[f.write(data) or 0 :]
+                        except OSError as exc:
+                            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                                raise
+                            raise NoSpace(self._no_space(d, chunk.total, None)) from exc
                 break
+            except (
+                NoSpace
+            ):  # waiting for the same disk again will not help: free it, say why (caller backs off)
+                part.unlink(missing_ok=True)
+                raise
             except Exception as exc:  # resume from what is on disk while it moves on; else back off (caller)
                 got = part.stat().st_size if part.exists() else 0
                 if got == offset:
@@ -270,6 +298,22 @@ class ModelManager:
             )
         part.replace(final)
         return final
+
+    def _no_space(self, d, total: int, room: int | None) -> str:
+        has = f"{room} bytes" if room is not None else "less"
+        return (
+            f"not enough free disk in {self.staging} for {d.package} {d.version}: it takes {total} bytes, "
+            f"the disk has {has}; the partial download was deleted; free some space"
+        )
+
+    def _clear_staging(self) -> None:
+        """Remove what no install in flight uses: partial downloads of packages no longer desired, and
+        packages a kill -9 left between download and install (each would hold its size for good)."""
+        keep = set().union(*self._staged.values())
+        for p in self.staging.iterdir():
+            if p.name not in keep and p.is_file():
+                log.info("staging: removing %s, left by an earlier install", p.name)
+                p.unlink(missing_ok=True)
 
     async def _install(self, d) -> None:
         slot = self.slots[d.slot]
@@ -321,6 +365,7 @@ class ModelManager:
             await self._settle(d, "healthy", True, health=self._health(d.slot))
         finally:
             self.busy.pop(d.slot, None)
+            self._staged.pop(d.slot, None)
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Cancel installs in flight; a half-downloaded package stays in staging and resumes next time."""

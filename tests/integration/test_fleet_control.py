@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -357,3 +360,45 @@ async def test_a_failed_download_is_retried_with_backoff_not_refused(fleet, tmp_
     hidden.rename(path)
     await until(lambda: srv.control._get(dep["id"])["state"] == "completed", what="the retried download")
     assert version(agents["gw1"]) == "1.1.0"
+
+
+async def test_a_package_larger_than_the_free_disk_frees_staging_and_says_why(fleet, tmp_path):
+    """Staging on a real small disk (tmpfs): leftovers of earlier installs (a partial download of a package
+    no longer desired, a package a kill -9 left) are removed; a package the disk cannot hold is not
+    written, the refusal names the disk and the sizes, and once space is freed the install goes through."""
+    srv, agents, reg = fleet
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mgr = agents["gw1"].manager
+    mgr.download_backoff_s = 0.2
+    entry = reg.get("part-inspection", "1.1.0")
+    size = reg.package_path(entry).stat().st_size
+    assert size > 64_000  # (half of it still exceeds what the small stale files free)
+    mgr.staging.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mgr.staging)], capture_output=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"mount not permitted here: {r.stderr.decode().strip()}")
+    try:
+        stale = [mgr.staging / ("e" * 64 + ".part"), mgr.staging / "part-inspection-0.9.0.edgepkg"]
+        for p in stale:
+            p.write_bytes(b"x" * 1000)
+        (mgr.staging / "held").mkdir()  # (the disk's other tenants: a folder, which staging leaves alone)
+        filler = mgr.staging / "held" / "filler"
+        filler.write_bytes(b"\0" * (shutil.disk_usage(mgr.staging).free - size // 2))
+        srv.control.create(
+            {"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]}
+        )
+        await until(lambda: any(s["step"] == "download_retry" for s in mgr.steps), what="a refused download")
+        why = next(s["reason"] for s in mgr.steps if s["step"] == "download_retry")
+        assert "not enough free disk" in why and f"takes {size} bytes" in why, why
+        assert sorted(p.name for p in mgr.staging.iterdir()) == [
+            "held"
+        ]  # stale files gone, nothing half-written
+        assert version(agents["gw1"]) == "1.0.0"
+        filler.unlink()
+        await until(lambda: version(agents["gw1"]) == "1.1.0", what="the install once the disk has room")
+        await until(lambda: [p.name for p in mgr.staging.iterdir()] == ["held"], what="staging emptied")
+    finally:
+        subprocess.run(["umount", "-l", str(mgr.staging)], check=True)
