@@ -549,6 +549,31 @@ def _counter_top(nt: _NodeType | None) -> int:
 
 
 _NSU = re.compile(r"^nsu=([^;]+);(.+)$")
+_NS = re.compile(r"^ns=(\d+);(.+)$")
+
+
+def _repin(node_id: str, pinned: dict[int, str], array: list[str]) -> str:
+    """``ns=<index>;<rest>`` as the node it meant when ``pinned`` (index -> namespace URI) was taken.
+
+    A PLC restart or program download may register the server's namespaces in another order: the URI
+    that was index 2 is now 3, and ``ns=2;s=Speed`` names another namespace's node (maybe one that
+    exists, so a wrong value read as good, or a write to the wrong node). The index is moved to where
+    its URI is now; ``OpcUaNodeError`` when the URI is gone. Unchanged when nothing was pinned or the
+    namespace array could not be read."""
+    m = _NS.match(node_id.strip())
+    if m is None or not array:
+        return node_id
+    i = int(m.group(1))
+    uri = pinned.get(i)
+    if uri is None or (i < len(array) and array[i] == uri):
+        return node_id
+    if uri not in array:
+        raise OpcUaNodeError(
+            f"node {node_id!r}: namespace {i} was {uri!r} at the first connect and the server has no such "
+            "namespace now (its namespace array changed); check the node (edge-agent browse) and write it "
+            "as nsu=<uri>;..."
+        )
+    return f"ns={array.index(uri)};{m.group(2)}"
 
 
 async def _resolve_node_id(client: Client, node_id: str) -> str:
@@ -937,6 +962,8 @@ class OpcUaSource:
         self._structured = False  # a structure came on an earlier connection: its types are read first
         self._type_classes: dict[str, Any] = {}  # the classes asyncua made of the types this source read
         self._sub: Subscription | None = None
+        self._ns_pinned: dict[int, str] = {}  # the server's namespace URIs by index at the first connect
+        self._ns_array: list[str] = []  # and at this connect
         self._sub_since = 0.0  # monotonic time the subscription was created
         self._sub_silence_s = 0.0  # no publish answer for longer than this: the subscription is stalled
 
@@ -1044,13 +1071,20 @@ class OpcUaSource:
         self._tags.clear()
         self._rates.clear()
         self._types.clear()
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout_s):
+                self._ns_array = list(await client.get_namespace_array())
+        except (ua.UaError, TimeoutError):
+            self._ns_array = []  # the indexes are taken as they are written
+        if not self._ns_pinned:
+            self._ns_pinned = {i: uri for i, uri in enumerate(self._ns_array) if i}
         groups: dict[tuple[float, int], list[Node]] = {}
         self._resolved.clear()
         silent = 0  # consecutive nodes without an answer: past a few, the session is gone, not the nodes
         for ns in self.settings.nodes:
             try:
                 async with asyncio.timeout(self.settings.connect_timeout_s):
-                    node = client.get_node(await _resolve_node_id(client, ns.node_id))
+                    node = client.get_node(await self._resolve(client, ns.node_id))
                     tag = ns.tag or (await node.read_browse_name()).Name
                 silent = 0
             except TimeoutError:
@@ -1085,7 +1119,7 @@ class OpcUaSource:
         """Read the rate the server states for a waveform node (its rate node is subscribed with it)."""
         try:
             async with asyncio.timeout(self.settings.connect_timeout_s):
-                rate_node = await self._rates.setup(client, ns.sample_rate_from, tag, node, _resolve_node_id)
+                rate_node = await self._rates.setup(client, ns.sample_rate_from, tag, node, self._resolve)
         except (RateError, ua.UaError, OpcUaNodeError, TimeoutError) as e:
             msg = (
                 f"node {ns.node_id!r}: sample_rate_from {ns.sample_rate_from!r} gives no rate ({e}); its "
@@ -1097,6 +1131,24 @@ class OpcUaSource:
             return
         if rate_node is not None:
             groups.setdefault((ns.sampling_interval_ms, 1), []).append(rate_node)
+
+    async def _resolve(self, client: Client, node_id: str) -> str:
+        """A configured node id as this connection names it: ``nsu=`` by the namespace array, and
+        ``ns=<index>`` moved with its URI when the array was reordered since the first connect."""
+        moved = _repin(node_id, self._ns_pinned, self._ns_array)
+        if moved == node_id:
+            return await _resolve_node_id(client, node_id)
+        self.notices.note(
+            "namespace_moved",
+            "opcua source %s: node %s: the server's namespace array changed since the first connect (a "
+            "PLC restart or program download): its namespace %s is now read as %s; write the node as "
+            "nsu=<namespace uri>;... so that the index never matters",
+            self.name,
+            node_id,
+            self._ns_pinned.get(int(_NS.match(node_id.strip()).group(1))),  # type: ignore[union-attr]
+            moved,
+        )
+        return moved
 
     def _on_value(self, nodeid: ua.NodeId, tag: str, val: Any, dv: Any) -> None:
         """One node's new value (a notification, or a read after the structures' types were loaded) as
@@ -1341,7 +1393,9 @@ class OpcUaSource:
             # one target can never fail the session (and so every tag): each is judged on its own
             try:
                 async with asyncio.timeout(self.settings.connect_timeout_s):
-                    why = await _check_target(client, node_id, value, self._types, self._resolved)
+                    why = await _check_target(
+                        client, node_id, value, self._types, self._resolved, self._resolve
+                    )
                 if why is None and hb and hb.kind == "counter" and node_id == hb.node_id:
                     top = _counter_top(self._types.get(node_id))  # the counter's highest value fits too
                     why = _misfit(self._types.get(node_id), top, node_id)
@@ -1410,7 +1464,7 @@ class OpcUaSource:
         the write is then made once more with the type the node has now."""
         client = self._require_client(f"write to {node_id}")
         try:
-            node = await _node(client, node_id, self._resolved)
+            node = await _node(client, node_id, self._resolved, self._resolve)
         except OpcUaNodeError as e:
             raise OpcUaNodeError(f"opcua source {self.name}: {e}") from None
         except Exception as e:
@@ -1466,20 +1520,20 @@ class OpcUaSource:
         return await _browse(client, folder_node_id, max_depth)
 
 
-async def _node(client: Client, node_id: str, cache: dict[str, str]) -> Node:
+async def _node(client: Client, node_id: str, cache: dict[str, str], resolve=None) -> Node:
     resolved = cache.get(node_id)
     if resolved is None:
-        resolved = cache[node_id] = await _resolve_node_id(client, node_id)
+        resolved = cache[node_id] = await (resolve or _resolve_node_id)(client, node_id)
     return client.get_node(resolved)
 
 
 async def _check_target(
-    client: Client, node_id: str, value: Any, types: dict, cache: dict[str, str]
+    client: Client, node_id: str, value: Any, types: dict, cache: dict[str, str], resolve=None
 ) -> str | None:
     """Why writing ``value`` to ``node_id`` would fail (None: it would not): node exists, is a
     Variable the session may write, and its DataType takes the value."""
     try:
-        node = await _node(client, node_id, cache)
+        node = await _node(client, node_id, cache, resolve)
         cls = await node.read_node_class()
     except OpcUaNodeError as e:
         return str(e)

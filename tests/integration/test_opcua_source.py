@@ -800,3 +800,52 @@ async def test_a_server_whose_subscription_goes_silent_is_noticed_and_the_source
     finally:
         await src.stop()
         await srv.stop()
+
+
+async def test_a_namespace_array_reordered_by_a_plc_restart_does_not_read_another_namespaces_node() -> None:
+    """``ns=2;s=Speed`` meant urn:plc's Speed. After a restart the PLC registers urn:diag first: index 2
+    is now urn:diag, which has a Speed too. The source silently read the other namespace's value as
+    GOOD (and wrote to its node); now the index follows the URI it had at the first connect."""
+    from asyncua import ua
+
+    from tests.support.peers import opcua_server
+
+    port = free_port()
+    srv, plc, _ = await opcua_server(port, "plc", "urn:plc", "Line")
+    diag = await srv.register_namespace("urn:diag")
+    ours = await srv.nodes.objects.add_variable(ua.NodeId("Speed", plc), "Speed", 1.0)
+    other = await srv.nodes.objects.add_variable(ua.NodeId("Speed", diag), "Speed", -99.0)
+    await ours.set_writable()
+    await other.set_writable()
+    await srv.start()
+    settings = _settings(
+        f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={plc};s=Speed", "tag": "speed"}]
+    )
+    src = OpcUaSource("plc", settings)
+    src.expect_writes([(f"ns={plc};s=Speed", 0.0)])
+    await src.start()
+    try:
+        assert (await _collect(src, {"speed"}))["speed"].value == 1.0
+        # the restarted PLC: urn:diag is registered before urn:plc, each node under its new index
+        array = await srv.get_namespace_array()
+        array[plc], array[diag] = array[diag], array[plc]
+        await srv.nodes.namespace_array.write_value(array)
+        await ours.write_value(-99.0)
+        await other.write_value(2.0)
+        src._client.uaclient.protocol.transport.close()  # the restart: the connection drops
+
+        async def after() -> float:
+            async for r in src.items():
+                if r.value != 1.0:
+                    return r.value
+            raise AssertionError
+
+        assert await asyncio.wait_for(after(), 5.0) == 2.0
+        while src.state is not ConnectionState.CONNECTED:
+            await asyncio.sleep(0.02)
+        await src.write(f"ns={plc};s=Speed", 3.0)
+        assert await other.read_value() == 3.0 and await ours.read_value() == -99.0
+        assert src.notices.status()["namespace_moved"]["count"] >= 1
+    finally:
+        await src.stop()
+        await srv.stop()
