@@ -7,7 +7,9 @@ resumes from the oldest unacknowledged record; the cloud stores a replayed recor
 back off exponentially with jitter; a successful heartbeat ends the wait and resets the backoff, so
 sending resumes within one heartbeat of the cloud answering again. An optional bandwidth cap
 paces the bytes sent. Every record carries the outbox's epoch: its identity at the cloud is
-``(agent, epoch, seq)``.
+``(agent, epoch, seq)``. A link that fails because a certificate is outside its dates (a gateway clock
+stepped far back or forward, an expired certificate) says which certificate, its dates and this
+gateway's clock (``edge_agent.uplink.tls_check``), in ``last_error`` and the log.
 
 State and desired state: the agent opens one long-lived ``Connect`` stream and sends a state report
 (slots, labels, pipeline health, the outbox's epoch and its cumulative drop counts) whenever one of
@@ -21,6 +23,7 @@ model manager) every ``heartbeat_s``, so that its retries keep their pace.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -85,6 +88,7 @@ class Uplink:
         self.client = FleetClient(settings, self.base)  # the channel and stubs, shared with the model manager
         self._wake = asyncio.Event()
         self._link_up = asyncio.Event()  # set by a successful heartbeat: ends a backoff wait early
+        self._tls_hint: tuple[float, str | None] = (-1e9, None)  # (when, certificate dates vs the clock)
 
     async def start(self) -> None:
         self.client.open()
@@ -107,11 +111,13 @@ class Uplink:
         await self.client.close()
         self.state = "stopped"
 
-    def _error(self, where: str, exc: Exception) -> None:
+    def _error(self, where: str, exc: Exception, hint: str | None = None) -> None:
         import grpc
 
         detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
         code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
+        if hint:  # a certificate's dates against this gateway's clock: said first, in plain words
+            detail = f"{hint} (TLS: {detail})"
         self.last_error = f"{where}: {code}: {detail}"
         self._burst.log(
             where,
@@ -121,6 +127,34 @@ class Uplink:
             code,
             detail,
         )
+
+    async def _failed(self, where: str, exc: Exception) -> None:
+        """``_error``, naming the certificate and its dates when a handshake failed on them."""
+        import grpc
+
+        from edge_agent.uplink import tls_check
+
+        hint = None
+        if isinstance(exc, grpc.aio.AioRpcError) and exc.code() is grpc.StatusCode.UNAVAILABLE:
+            now = time.monotonic()
+            if now - self._tls_hint[0] > 30.0:  # looked at again at most every 30 s, whatever the retry pace
+                try:
+                    async with asyncio.timeout(5):
+                        found = await asyncio.to_thread(
+                            functools.partial(
+                                tls_check.explain,
+                                self.s.endpoint,
+                                self.client._path(self.s.ca_file),
+                                self.client._path(self.s.cert_file),
+                                self.client._path(self.s.key_file),
+                                server=tls_check.looks_like_certificate_failure(exc.details() or ""),
+                            )
+                        )
+                except Exception:  # the explanation is a courtesy: never a failure of its own
+                    found = None
+                self._tls_hint = (now, found)
+            hint = self._tls_hint[1]
+        self._error(where, exc, hint)
 
     # ---- records ---------------------------------------------------------------------------
     async def _push_loop(self) -> None:
@@ -153,7 +187,7 @@ class Uplink:
                     log.warning("uplink: a refused record could not be dropped: %r", why)
                 self.state = "backoff"
                 self.reconnects += 1
-                self._error("PushRecords", exc)
+                await self._failed("PushRecords", exc)
                 self._link_up.clear()
                 try:  # a heartbeat that gets through proves the cloud is back: stop waiting
                     async with asyncio.timeout(random.uniform(delay / 2, delay)):
@@ -323,9 +357,9 @@ class Uplink:
                         grpc.StatusCode.PERMISSION_DENIED,
                         grpc.StatusCode.UNAUTHENTICATED,
                     )
-                    self._error("Connect", exc)
+                    await self._failed("Connect", exc)
                 except Exception as exc:
-                    self._error("Connect", exc)
+                    await self._failed("Connect", exc)
                 self.mode = "reconnecting"
                 delay = reconnect_delay(delay, time.monotonic() - opened, self.s, slow)
                 await asyncio.sleep(random.uniform(0, delay))  # full jitter: no herd after a restart
@@ -337,7 +371,7 @@ class Uplink:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._error("Heartbeat", exc)
+                await self._failed("Heartbeat", exc)
             await asyncio.sleep(self.s.heartbeat_s)
 
     async def _connected(self) -> None:

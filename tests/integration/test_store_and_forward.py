@@ -533,3 +533,71 @@ INSERT INTO samples (sha256, agent, seq, t) VALUES ('ab', 'gw1', 2, 0);
     assert st.samples()[0]["epoch"] == 0
     assert st.ingest("gw1", [{"seq": 2, "kind": "result", "t": 0.0, "payload": "{}"}])[1:] == (0, 1)
     st.close()
+
+
+def _redate(pem: Path, pki_dir: Path, days: int) -> None:
+    """Sign ``pem`` again with the CA, valid for 30 days from ``days`` days away: as a gateway whose clock
+    was stepped the other way sees it."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    cert = x509.load_pem_x509_certificate(pem.read_bytes())
+    ca_key = serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), None)
+    start = dt.datetime.now(dt.UTC) + dt.timedelta(days=days)
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(cert.subject)
+        .issuer_name(cert.issuer)
+        .public_key(cert.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=30))
+    )
+    for e in cert.extensions:
+        b = b.add_extension(e.value, e.critical)
+    pem.write_bytes(b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "which,days,said",
+    [
+        (
+            "server.pem",
+            400,
+            "the certificate the fleet service at 127.0.0.1:{port} presents (CN=fleet-service) is not valid yet",
+        ),
+        (
+            "server.pem",
+            -400,
+            "the certificate the fleet service at 127.0.0.1:{port} presents (CN=fleet-service) has expired",
+        ),
+        ("agents/gw1.pem", -400, "this agent's certificate {pki}/agents/gw1.pem (CN=gw1) has expired"),
+    ],
+)
+async def test_a_certificate_outside_its_dates_is_named_with_its_dates_and_the_clock(
+    tmp_path, which, days, said
+):
+    """A gateway clock stepped far back or forward (or a certificate past its end): the uplink's error
+    names the certificate, its validity dates and this gateway's clock, not an opaque TLS failure."""
+    pki = make_pki(tmp_path / "pki", agents=("gw1",), admins=())
+    _redate(pki / which, pki, days)
+    port = free_port()
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    ob = Outbox(OutboxSettings(), tmp_path / "agent")
+    ob.open()
+    ob.append("result", {"i": 1})
+    up = Uplink(cloud_settings(pki, port), ob)
+    await up.start()
+    try:
+        await until(
+            lambda: "clock reads" in (up.last_error or ""), timeout_s=10, what="the uplink to say why"
+        )
+        assert said.format(port=port, pki=pki) in up.last_error, up.last_error
+        assert "valid from 20" in up.last_error and ob.stats()["depth"] == 1
+    finally:
+        await up.stop()
+        await srv.stop()
+        ob.close()
