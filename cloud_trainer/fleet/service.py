@@ -16,8 +16,10 @@ records and sample bytes per day, set with ``CreateTenant``) are counted in the 
 
 Hostile input (issue 16): a request that is not a valid protobuf message, or a JSON field that is not
 a JSON object, is ``INVALID_ARGUMENT``, as is a value no store holds (a record's seq or epoch, a state
-report's outbox depth, epoch or dropped count above 2^63-1) or a sample whose payload is not a JSON object,
-before anything of the message is kept; an agent over its quotas gets ``RESOURCE_EXHAUSTED``; an agent
+report's outbox depth, epoch or dropped count above 2^63-1), a record's time that is not finite, text with NUL
+characters, a sample whose payload is not a JSON object or whose metadata columns (model, label, ...) are not
+short strings, before anything of the message is kept; a store that fails a batch otherwise is ``UNAVAILABLE``
+(the agent sends it again), never an opaque ``UNKNOWN``; an agent over its quotas gets ``RESOURCE_EXHAUSTED``; an agent
 downloads only packages deployed to it (``PERMISSION_DENIED`` otherwise, with the same text as for a
 digest that does not exist, or one of another tenant).
 """
@@ -47,7 +49,14 @@ from cloud_trainer.fleet.guard import (
     over_int64,
     report_fields,
 )
-from cloud_trainer.fleet.store import QUOTA_FIELDS, Store, TenantQuotaExceeded, open_store
+from cloud_trainer.fleet.store import (
+    QUOTA_FIELDS,
+    Store,
+    TenantQuotaExceeded,
+    meta_problem,
+    open_store,
+    record_problem,
+)
 from cloud_trainer.fleet.stream import StreamHub, desired_reply, offer
 from cloud_trainer.pki import AGENT_ID_RE, ROLE_ADMIN, ROLE_AGENT, ROLE_OPERATOR, Identity, identity
 from cloud_trainer.registry import Registry
@@ -348,6 +357,20 @@ class FleetServicer(rpc.FleetServicer):
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, f"{str(exc)[:300]}; nothing of the batch was stored"
                 )
+            except (
+                Exception
+            ) as exc:  # the store failed (down, disk full, a bug): the agent sends the batch again
+                log.exception(
+                    "agent %s (tenant %s): writing a batch of %d records failed",
+                    who.name,
+                    who.tenant,
+                    len(records),
+                )
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"the fleet store could not write this batch ({type(exc).__name__}); nothing of it was stored, "
+                    "send it again later",
+                )
             yield pb.Ack(seqs=seqs, stored=stored, duplicates=dup)
 
     async def DownloadPackage(self, request, context):
@@ -623,10 +646,14 @@ class AdminServicer(rpc.AdminServicer):
 
 def _malformed(batch) -> str | None:
     """Why a record of the batch can never be stored, or None: a seq or epoch above what the stores hold, a
-    sample whose payload (its metadata) is not a JSON object. The agent gets ``INVALID_ARGUMENT`` naming the
-    record, never an error it would retry the same batch for."""
+    time that is not a finite number, a kind or payload that is not text both databases hold (NUL characters), a
+    sample whose payload (its metadata) is not a JSON object or whose metadata fields that become columns (model,
+    label, ...) are not short strings or null. The agent gets ``INVALID_ARGUMENT`` naming the record and the
+    field, never an error it would retry the same batch for."""
     for i, r in enumerate(batch.records):
         if why := over_int64(seq=r.seq, epoch=r.epoch):
+            return f"record {i} (seq {r.seq}): {why}"
+        if why := record_problem(r.kind, r.t, r.payload.decode("utf-8", "replace")):
             return f"record {i} (seq {r.seq}): {why}"
         if r.kind == "sample" and r.sample and r.payload:
             try:
@@ -635,6 +662,8 @@ def _malformed(batch) -> str | None:
                 meta = None
             if not isinstance(meta, dict):
                 return f"record {i} (sample seq {r.seq}): its payload must be a JSON object (the sample's metadata)"
+            if why := meta_problem(meta, r.sample_ext):
+                return f"record {i} (sample seq {r.seq}): {why}"
     return None
 
 

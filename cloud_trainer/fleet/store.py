@@ -28,7 +28,12 @@ blob store. A blob without its row exists only when writing a batch that was wit
 store or database error); the agent was not acknowledged and sends those records again.
 
 Malformed records are ``ValueError`` before anything is stored, the same in every store: a seq, epoch or
-outbox depth outside 0..2^63-1 (what both databases hold), a sample whose payload is not a JSON object.
+outbox depth outside 0..2^63-1 (what both databases hold), a time that is not a finite number, text with NUL
+characters (PostgreSQL's text holds none), a sample whose payload is not a JSON object or whose metadata fields
+that become columns (``SAMPLE_META_COLUMNS``: model, label, ...) are not strings of at most ``META_MAX_CHARS``
+characters or null. A value the database refuses all the same (``_record_error``) is a ``ValueError`` naming the
+record too, never the database's own exception: the service answers it ``INVALID_ARGUMENT`` and the agent drops
+that record instead of sending the batch again forever.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -149,6 +155,53 @@ def _int64(v) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= INT64_MAX else None
 
 
+# the sample's metadata fields that become columns of ``samples`` (metadata key -> column), and how long each may be
+SAMPLE_META_COLUMNS = {
+    "model": "model",
+    "model_version": "version",
+    "pipeline": "pipeline",
+    "reason": "reason",
+    "verdict": "verdict",
+    "label": "label",
+}
+META_MAX_CHARS = 1024
+
+
+def _text_problem(v, max_chars: int | None = None) -> str | None:
+    """Why ``v`` cannot be a TEXT column of both databases, or None: not a string, NUL characters (PostgreSQL's
+    text holds none), longer than ``max_chars``."""
+    if not isinstance(v, str):
+        return f"must be a string, not {type(v).__name__}"
+    if "\x00" in v:
+        return "must not contain NUL characters"
+    if max_chars is not None and len(v) > max_chars:
+        return f"is {len(v)} characters long, at most {max_chars}"
+    return None
+
+
+def record_problem(kind, t, payload) -> str | None:
+    """Why a record's own columns (kind, time, payload) cannot be stored, or None."""
+    if why := _text_problem(kind, 64):
+        return f"kind {why}"
+    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+        return f"t {t!r} is not a finite number (seconds since the epoch)"
+    if why := _text_problem(payload):
+        return f"payload {why}"
+    return None
+
+
+def meta_problem(meta: dict, ext="") -> str | None:
+    """Why a sample's metadata cannot be stored in its columns, or None: each of ``SAMPLE_META_COLUMNS`` is a
+    string of at most ``META_MAX_CHARS`` characters or null (a list, an object, a number is refused by name)."""
+    for key in SAMPLE_META_COLUMNS:
+        v = meta.get(key)
+        if v is not None and (why := _text_problem(v, META_MAX_CHARS)):
+            return f"its metadata field {key!r} {why} (or null)"
+    if ext and (why := _text_problem(ext, 32)):
+        return f"its sample_ext {why}"
+    return None
+
+
 def check_record(r: dict) -> dict | None:
     """``ValueError`` naming the field for a record no store can hold; the sample's metadata (its payload,
     a JSON object) for a sample record, else None."""
@@ -156,6 +209,8 @@ def check_record(r: dict) -> dict | None:
         v = r.get(field) or 0
         if _int64(v) is None:
             raise ValueError(f"record seq {r.get('seq')}: {field} {v!r} is not an integer in 0..{INT64_MAX}")
+    if why := record_problem(r.get("kind"), r.get("t"), r.get("payload")):
+        raise ValueError(f"record seq {r['seq']}: {why}")
     if r.get("kind") != "sample" or not r.get("sample_sha256"):
         return None
     try:
@@ -164,6 +219,8 @@ def check_record(r: dict) -> dict | None:
         meta = None
     if not isinstance(meta, dict):
         raise ValueError(f"sample seq {r['seq']}: its payload must be a JSON object (the sample's metadata)")
+    if why := meta_problem(meta, r.get("sample_ext") or ""):
+        raise ValueError(f"sample seq {r['seq']}: {why}")
     return meta
 
 
@@ -300,6 +357,11 @@ class SQLStore(Store):
     def _rows(self, sql: str, args=()) -> list[tuple]:
         raise NotImplementedError
 
+    def _record_error(self, exc: Exception) -> bool:
+        """Whether the database refused a write for the values of the record itself (a type it cannot bind, a
+        NOT NULL or value-range violation), which sending it again never mends; not for a store that is down."""
+        return False
+
     def ingest(
         self, agent: str, records: list[dict], *, tenant: str = T, blobs=None
     ) -> tuple[list[int], int, int]:
@@ -318,53 +380,61 @@ class SQLStore(Store):
                 (tenant, agent),
             ).fetchone()[0]
             for r, meta in zip(records, metas, strict=True):
-                epoch = int(r.get("epoch") or 0)
-                if known_epoch is None or epoch > known_epoch:
-                    if known_epoch is not None:
-                        self._end_epoch(ex, tenant, agent, known_epoch, "epoch_change", now)
-                    known_epoch = epoch
-                    ex(
-                        q("UPDATE ingest SET epoch = ? WHERE tenant = ? AND agent = ?"),
-                        (epoch, tenant, agent),
-                    )
-                cur = ex(
-                    q(
-                        "INSERT INTO records (tenant, agent, epoch, seq, kind, t, received, payload) "
-                        "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"
-                    ),
-                    (tenant, agent, epoch, r["seq"], r["kind"], r["t"], now, r["payload"]),
-                )
-                if cur.rowcount:
-                    stored += 1
-                    sample_bytes += int(r.get("sample_bytes") or 0)
-                    if meta is not None:
-                        if r.get("sample_data"):
-                            new_samples.append(r)
+                try:  # a record the database refuses all the same: a ValueError naming it (nothing stored)
+                    epoch = int(r.get("epoch") or 0)
+                    if known_epoch is None or epoch > known_epoch:
+                        if known_epoch is not None:
+                            self._end_epoch(ex, tenant, agent, known_epoch, "epoch_change", now)
+                        known_epoch = epoch
                         ex(
-                            q(
-                                "INSERT INTO samples (sha256, tenant, agent, epoch, seq, t, model, version, pipeline, "
-                                "reason, verdict, label, ext) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"
-                            ),
-                            (
-                                r["sample_sha256"],
-                                tenant,
-                                agent,
-                                epoch,
-                                r["seq"],
-                                r["t"],
-                                meta.get("model"),
-                                meta.get("model_version"),
-                                meta.get("pipeline"),
-                                meta.get("reason"),
-                                meta.get("verdict"),
-                                meta.get("label"),
-                                r.get("sample_ext"),
-                            ),
+                            q("UPDATE ingest SET epoch = ? WHERE tenant = ? AND agent = ?"),
+                            (epoch, tenant, agent),
                         )
-                    elif r["kind"] in ("event", "alarm"):
-                        self._note_loss(ex, tenant, agent, epoch, r["payload"], now)
-                else:
-                    dup += 1
+                    cur = ex(
+                        q(
+                            "INSERT INTO records (tenant, agent, epoch, seq, kind, t, received, payload) "
+                            "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"
+                        ),
+                        (tenant, agent, epoch, r["seq"], r["kind"], r["t"], now, r["payload"]),
+                    )
+                    if cur.rowcount:
+                        stored += 1
+                        sample_bytes += int(r.get("sample_bytes") or 0)
+                        if meta is not None:
+                            if r.get("sample_data"):
+                                new_samples.append(r)
+                            ex(
+                                q(
+                                    "INSERT INTO samples (sha256, tenant, agent, epoch, seq, t, model, version, pipeline, "
+                                    "reason, verdict, label, ext) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"
+                                ),
+                                (
+                                    r["sample_sha256"],
+                                    tenant,
+                                    agent,
+                                    epoch,
+                                    r["seq"],
+                                    r["t"],
+                                    meta.get("model"),
+                                    meta.get("model_version"),
+                                    meta.get("pipeline"),
+                                    meta.get("reason"),
+                                    meta.get("verdict"),
+                                    meta.get("label"),
+                                    r.get("sample_ext"),
+                                ),
+                            )
+                        elif r["kind"] in ("event", "alarm"):
+                            self._note_loss(ex, tenant, agent, epoch, r["payload"], now)
+                    else:
+                        dup += 1
+                except Exception as exc:
+                    if not self._record_error(exc):
+                        raise
+                    raise ValueError(
+                        f"record seq {r['seq']} (kind {str(r['kind'])[:64]!r}): the store cannot hold it "
+                        f"({type(exc).__name__}: {str(exc)[:200]})"
+                    ) from exc
             if dup:
                 ex(
                     q("UPDATE ingest SET duplicates = duplicates + ? WHERE tenant = ? AND agent = ?"),
@@ -721,6 +791,13 @@ class SQLiteStore(SQLStore):
     def _rows(self, sql: str, args=()) -> list[tuple]:
         with self.lock:
             return self.db.execute(sql, args).fetchall()
+
+    def _record_error(self, exc: Exception) -> bool:
+        if isinstance(exc, sqlite3.ProgrammingError):  # also "closed database": only a value it cannot bind
+            return str(exc).startswith("Error binding parameter")
+        return isinstance(
+            exc, sqlite3.IntegrityError | sqlite3.DataError | sqlite3.InterfaceError | OverflowError
+        )
 
     def close(self) -> None:
         self.db.close()

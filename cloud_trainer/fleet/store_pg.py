@@ -118,6 +118,15 @@ class PostgresStore(SQLStore):
         with self.pool.connection() as conn:
             return conn.execute(sql, args).fetchall()
 
+    def _record_error(self, exc: Exception) -> bool:
+        import psycopg
+
+        if (
+            isinstance(exc, psycopg.ProgrammingError) and exc.sqlstate is None
+        ):  # psycopg's own, before sending
+            return str(exc).startswith("cannot adapt type")
+        return isinstance(exc, psycopg.DataError | psycopg.IntegrityError | psycopg.errors.DatatypeMismatch)
+
     def close(self) -> None:
         self.pool.close()
 

@@ -230,6 +230,53 @@ def test_sample_bytes_reach_the_blob_store_only_for_records_stored_now_and_withi
     assert store.ingest("gw1", [rec(2**63 - 1, epoch=2**63 - 1)], tenant="acme")[1] == 1
 
 
+def test_sample_metadata_and_fields_the_columns_cannot_hold_are_a_value_error_naming_them(store, monkeypatch):
+    """A sample's metadata field that becomes a column (label, model, ...) as a list, an object, a number, a
+    10-MB string or text with NUL, a record's time that is NaN: once a database error (SQLite: "type 'list' is
+    not supported") that the service answered UNKNOWN, which the agent retries forever. Now a ValueError
+    naming the field, nothing stored, in every store; and a value the database itself refuses (the checks
+    bypassed) is a ValueError naming the record, never the database's own exception."""
+    from cloud_trainer.fleet import store as store_mod
+
+    good = _sample(1, b"a", payload=json.dumps({"label": None, "model": "m", "reason": "ng"}))
+    cases = [
+        ({"label": ["a"]}, "'label' must be a string, not list"),
+        ({"model": {"a": 1}}, "'model' must be a string, not dict"),
+        ({"verdict": 1.5}, "'verdict' must be a string, not float"),
+        ({"model_version": True}, "'model_version' must be a string, not bool"),
+        ({"label": "y" * 10_000_000}, "'label' is 10000000 characters long, at most 1024"),
+        ({"pipeline": "a\x00b"}, "'pipeline' must not contain NUL"),
+    ]
+    for meta, why in cases:
+        with pytest.raises(ValueError, match=why):
+            store.ingest("gw1", [rec(5), _sample(4, b"d", payload=json.dumps(meta))], tenant="acme")
+    for bad, why in (
+        (rec(4, t=float("nan")), "t nan is not a finite number"),
+        (rec(4, kind="res\x00ult"), "kind must not contain NUL"),
+        (rec(4, payload='{"a": "\x00"}'), "payload must not contain NUL"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            store.ingest("gw1", [rec(5), bad], tenant="acme")
+    assert store.stats("gw1", tenant="acme")["records"] == 0
+    assert store.ingest("gw1", [good], tenant="acme")[1] == 1
+    assert [(s["label"], s["model"]) for s in store.samples(tenant="acme")] == [(None, "m")]
+    # the database refuses what the checks would have: a ValueError naming the record, the batch rolled back
+    monkeypatch.setattr(
+        store_mod, "check_record", lambda r: json.loads(r["payload"]) if r["sample_sha256"] else None
+    )
+    # (PostgreSQL would store the list ["a"] as the text '{a}', SQLite a NUL character: no error to test there)
+    own = [{"label": ["a"]}] if isinstance(store, SQLiteStore) else [{"label": "a\x00b"}]
+    for meta in [{"model": {"a": 1}}, *own]:
+        with pytest.raises(ValueError, match="record seq 7 .*the store cannot hold it"):
+            store.ingest(
+                "gw1", [rec(6, sample_sha256=""), _sample(7, b"e", payload=json.dumps(meta))], tenant="acme"
+            )
+    if isinstance(store, SQLiteStore):  # SQLite keeps NaN as NULL (NOT NULL fails); PostgreSQL holds NaN
+        with pytest.raises(ValueError, match="record seq 8 .*the store cannot hold it"):
+            store.ingest("gw1", [rec(8, t=float("nan"), sample_sha256="")], tenant="acme")
+    assert store.stats("gw1", tenant="acme")["records"] == 1
+
+
 def test_a_state_report_the_store_cannot_hold_is_a_value_error_and_refuses_its_batch(store):
     for depth in (2**63, 2**64 - 1, -1):
         with pytest.raises(ValueError, match="outbox_depth"):

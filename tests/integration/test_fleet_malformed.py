@@ -62,6 +62,95 @@ async def test_records_the_stores_cannot_hold_are_invalid_argument_naming_them(c
     assert (acks[0].stored, list(acks[0].seqs)) == (1, [2**63 - 1])
 
 
+def _sample_batch(seq: int, meta) -> pb.RecordBatch:
+    x = b"x%d" % seq
+    payload = json.dumps(meta).encode()
+    return _batch(
+        seq=seq, kind="sample", payload=payload, sample=x, sample_sha256=hashlib.sha256(x).hexdigest()
+    )
+
+
+async def test_sample_metadata_the_columns_cannot_hold_is_invalid_argument_naming_the_field(cloud):
+    """A sample's label as a list (or a model as an object, a number, a 10-MB string) passed the checks and then
+    failed at the database write: the agent got UNKNOWN ("sqlite3.ProgrammingError: type 'list' is not
+    supported"), retried the batch forever, and every record behind it was blocked."""
+    srv, ch, _, _ = cloud
+    gw = rpc.FleetStub(ch("acme", "gw-a"))
+    cases = [
+        (
+            _sample_batch(8, {"label": ["a"]}),
+            "sample seq 8): its metadata field 'label' must be a string, not list",
+        ),
+        (_sample_batch(9, {"model": {"a": 1}}), "field 'model' must be a string, not dict"),
+        (_sample_batch(10, {"verdict": 1}), "field 'verdict' must be a string, not int"),
+        (
+            _sample_batch(11, {"label": "y" * 10_000_000}),
+            "field 'label' is 10000000 characters long, at most 1024",
+        ),
+        (_sample_batch(12, {"reason": "a\x00b"}), "field 'reason' must not contain NUL"),
+        (_batch(seq=13, t=float("nan")), "record 0 (seq 13): t nan is not a finite number"),
+    ]
+    before = srv.store.stats("gw-a", tenant="acme")["records"]
+    for batch, why in cases:
+        code, details = await _code(gw.PushRecords(iter([batch]), timeout=20).read())
+        assert code == IA and why in details and "nothing of the batch was stored" in details, details
+    assert srv.store.stats("gw-a", tenant="acme")["records"] == before
+    acks = [
+        a async for a in gw.PushRecords(iter([_sample_batch(14, {"label": None, "model": "m"})]), timeout=20)
+    ]
+    assert acks[0].stored == 1
+
+
+async def test_an_agent_drops_only_the_sample_with_list_metadata_and_the_records_behind_it_arrive(
+    cloud, world
+):
+    """The real agent uplink: the refused sample is dropped (counted ``refused``), never retried forever."""
+    from edge_agent.outbox.settings import OutboxSettings
+    from edge_agent.outbox.store import Outbox
+    from edge_agent.uplink.client import Uplink
+    from tests.support.fleet import cloud_settings
+    from tests.support.waits import until
+
+    srv, _, _, port = cloud
+    _, pki, _, _ = world
+    ob = Outbox(OutboxSettings(commit_interval_ms=5), srv.data.parent / "agent")
+    ob.open()
+    for i in range(3):
+        ob.append("result", {"i": i})
+    bad = ob.append("sample", {"label": ["a"], "model": "m"}, sample=b"png-ish", sample_ext="png")
+    for i in range(3, 6):
+        ob.append("result", {"i": i})
+    ob.flush()
+    up = Uplink(cloud_settings(pki, port), ob)  # the default tenant's gw1
+    await up.start()
+    try:
+        await until(lambda: ob.stats()["depth"] == 0, what="the outbox to drain past the refused sample")
+        recs = srv.store.records("gw1", limit=100)
+        assert sorted(
+            r["payload"]["i"] for r in recs if r["kind"] == "result" and "i" in r["payload"]
+        ) == list(range(6))
+        assert bad not in [r["seq"] for r in recs] and up.refused == 1
+        assert dict(ob.dropped_total) == {"refused:sample": 1}
+    finally:
+        await up.stop()
+        ob.close()
+
+
+async def test_a_store_that_fails_a_batch_is_unavailable_never_unknown(cloud, monkeypatch):
+    """A write the store fails for another reason (disk full, database down): UNAVAILABLE with a plain reason
+    (the agent keeps the batch and sends it again), not UNKNOWN with the database's exception."""
+    srv, ch, _, _ = cloud
+
+    def ingest(*a, **kw):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(srv.store, "ingest", ingest)
+    code, details = await _code(
+        rpc.FleetStub(ch("acme", "gw-a")).PushRecords(iter([_batch()]), timeout=20).read()
+    )
+    assert code == grpc.StatusCode.UNAVAILABLE and "could not write this batch" in details, (code, details)
+
+
 async def test_a_loss_event_with_values_out_of_range_is_stored_without_its_bad_ranges(cloud):
     srv, ch, _, _ = cloud
     gw = rpc.FleetStub(ch("acme", "gw-a"))
