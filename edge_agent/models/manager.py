@@ -13,7 +13,9 @@ for good (except bytes that three times do not match the digest the fleet named)
 only what installs in flight use: each download first removes the rest (a partial download of a
 package no longer desired, a package a kill -9 left before its install); a package larger than the
 free disk is not written (its partial file is deleted) and the retry says so, with the sizes. With the cloud down the agent keeps running what it has; a slot pinned to a local package
-is never touched.
+is never touched. A desired state the agent will not follow (a slot it does not have, a pinned slot,
+names or versions refused below) is reported once as ``failed`` with the reason, so that the rollout
+stops saying why instead of waiting for this agent for ever.
 
 The outcome of a swap reaches the fleet exactly once, across restarts: before the swap the
 deployment is written to ``<data_dir>/deployments/<slot>.json`` and the file is removed only once
@@ -56,6 +58,7 @@ _PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 _DEPLOYMENT_RE = re.compile(r"[0-9A-Za-z_-]{1,64}(:rollback)?")
 ROLLBACK_SUFFIX = ":rollback"
+MAX_DECLINED = 1000  # desired states refused that are remembered (each reported once)
 
 
 def check_desired(d) -> str | None:
@@ -173,21 +176,34 @@ class ModelManager:
     async def on_desired(self, reply) -> None:
         await self._settle_pending()
         for d in reply.desired:
-            slot = self.slots.get(d.slot)
-            if slot is None:
+            key = (d.slot, d.digest, d.deployment_id)
+            if key in self.declined:
                 continue
-            if slot.config.version_policy is VersionPolicy.PINNED:
-                continue  # pinned: the fleet does not move this slot
+            slot = self.slots.get(d.slot)
+            if slot is None:  # a typo in the deployment, or an agent configured otherwise: say so, once
+                self._decline(
+                    key,
+                    d,
+                    f"this agent has no model slot {printable(repr(d.slot), 80)} "
+                    f"(its slots: {', '.join(sorted(self.slots)) or 'none'})",
+                )
+                continue
             status = slot.status()
             current = status.get("digest")
+            if slot.config.version_policy is VersionPolicy.PINNED:  # the fleet does not move this slot
+                if d.digest != current:
+                    self._decline(
+                        key,
+                        d,
+                        f"slot {d.slot} is pinned to its local package (version_policy: pinned); set "
+                        "version_policy: follow_fleet in the agent's config to let the fleet move it",
+                    )
+                continue
             if d.digest == current or self.busy.get(d.slot):
                 # one install per slot at a time: a desired state that moved mid-swap is judged (versions
                 # only go up) against what the slot runs once this swap has its outcome, never beside it
                 continue
             if self._is_refused(d.digest):
-                continue
-            key = (d.slot, d.digest, d.deployment_id)
-            if key in self.declined:
                 continue
             why = check_desired(d)
             if (
@@ -205,11 +221,7 @@ class ModelManager:
                 except ValueError:
                     pass
             if why is not None:  # declined for this deployment only: an admin's rollback may ask again
-                self.declined[key] = why
-                log.warning("slot %s: desired state refused: %s", d.slot, why)
-                reported = asyncio.create_task(self._report(d, "failed", False, why))
-                self._tasks.add(reported)
-                reported.add_done_callback(self._tasks.discard)
+                self._decline(key, d, why)
                 continue
             if time.monotonic() < self.retry_at.get(d.digest, 0):
                 continue  # a failed download waits for its backoff
@@ -217,6 +229,16 @@ class ModelManager:
             t = asyncio.create_task(self._install(d))
             self._tasks.add(t)
             t.add_done_callback(self._tasks.discard)
+
+    def _decline(self, key: tuple, d, why: str) -> None:
+        """Refuse a desired state (this deployment only) and tell the fleet why, once."""
+        self.declined[key] = why
+        while len(self.declined) > MAX_DECLINED:  # a fleet sending thousands: memory stays bounded
+            del self.declined[next(iter(self.declined))]
+        log.warning("slot %s: desired state refused: %s", printable(d.slot, 80), why)
+        reported = asyncio.create_task(self._report(d, "failed", False, why))
+        self._tasks.add(reported)
+        reported.add_done_callback(self._tasks.discard)
 
     async def _report(self, d, step: str, ok: bool, reason: str = "", health: dict | None = None) -> bool:
         entry = {

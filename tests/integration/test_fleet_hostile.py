@@ -226,3 +226,19 @@ async def test_a_desired_state_changed_mid_swap_waits_for_the_swap_and_is_never_
     assert "downgrade from 1.1.0 to 1.0.5 refused" in next(iter(mgr.declined.values())), mgr.steps
     assert version(agents["gw1"]) == "1.1.0"
     assert not [s for s in mgr.steps if s["version"] == "1.1.0" and s["step"] in ("rolled_back", "failed")]
+
+
+async def test_a_deployment_to_a_slot_the_agent_does_not_have_fails_with_the_reason(fleet):  # noqa: F811
+    """A typo in the slot name (or an agent configured otherwise): the rollout halts saying so, once, rather
+    than wait for the agent for ever; the slots it has are untouched."""
+    srv, agents, _ = fleet
+    dep = srv.control.create(
+        {"package": "part-inspection", "version": "1.1.0", "slot": "vison", "agents": ["gw1"]}
+    )
+    await until(lambda: srv.control._get(dep["id"])["state"] == "halted", timeout_s=10, what="the halt")
+    reason = srv.control._get(dep["id"])["reason"]
+    assert "this agent has no model slot 'vison' (its slots: vision)" in reason, reason
+    await asyncio.sleep(1.0)  # several desired states later: reported once
+    mgr = agents["gw1"].manager
+    assert [s["step"] for s in mgr.steps if s["deployment"] == dep["id"]] == ["failed"]
+    assert version(agents["gw1"]) == "1.0.0"
