@@ -37,6 +37,7 @@ from protocols.http_server import BoundedHTTPServer
 PAGE = Path(__file__).with_name("console.html")
 MAX_CONNECTIONS = 32  # half of them from one address (a reverse proxy's: give it its own limits too)
 DEADLINE_S = 30.0  # for a connection, from accept to its last byte: sample images go out in it
+SAMPLES_SHOWN = 200  # /api/samples: the newest this many (the store reads no more)
 
 
 class _ClientGone(ConnectionError):
@@ -84,12 +85,13 @@ class Console:
                         return self._json(outer.quotas(t))
                     if u.path == "/api/samples":
                         return self._json(
-                            outer.srv.store.samples(
+                            outer.srv.store.samples(  # the newest, oldest first (the page reverses them)
                                 model=q.get("model"),
                                 reason=q.get("reason"),
                                 label_state=q.get("label_state"),
                                 tenant=t,
-                            )[-200:]
+                                limit=SAMPLES_SHOWN,
+                            )
                         )
                     if u.path.startswith("/registry/"):
                         return self._file(

@@ -62,6 +62,8 @@ CREATE TABLE IF NOT EXISTS samples (
   ext TEXT, PRIMARY KEY (tenant, agent, epoch, seq));
 CREATE INDEX IF NOT EXISTS samples_by_model ON samples (model, label_state, reason, t);
 CREATE INDEX IF NOT EXISTS samples_by_tenant ON samples (tenant, model, label_state, t);
+CREATE INDEX IF NOT EXISTS samples_newest ON samples (tenant, model, t, seq);
+CREATE INDEX IF NOT EXISTS samples_by_time ON samples (tenant, t, seq);
 CREATE TABLE IF NOT EXISTS agents (
   tenant TEXT NOT NULL, id TEXT NOT NULL, labels TEXT NOT NULL DEFAULT '{}', last_seen REAL,
   slots TEXT NOT NULL DEFAULT '[]', health TEXT NOT NULL DEFAULT '{}', outbox_depth INTEGER DEFAULT 0,
@@ -286,7 +288,10 @@ class Store(abc.ABC):
         until: float | None = None,
         *,
         tenant: str = T,
-    ) -> list[dict]: ...
+        limit: int | None = None,
+    ) -> list[dict]:
+        """The tenant's samples matching the filters, oldest first (by time, then seq); with ``limit``, only the
+        newest ``limit`` of them (still oldest first: ``samples(...)[-limit:]``, without reading the others)."""
 
     @abc.abstractmethod
     def heartbeat(
@@ -649,7 +654,15 @@ class SQLStore(Store):
         ]
 
     def samples(
-        self, model=None, label_state=None, reason=None, since=None, until=None, *, tenant: str = T
+        self,
+        model=None,
+        label_state=None,
+        reason=None,
+        since=None,
+        until=None,
+        *,
+        tenant: str = T,
+        limit: int | None = None,
     ) -> list[dict]:
         sql, args = ("SELECT " + ", ".join(SAMPLE_COLS) + " FROM samples WHERE tenant = ?"), [tenant]
         for col, val, op in (
@@ -662,9 +675,13 @@ class SQLStore(Store):
             if val is not None:
                 sql += f" AND {col} {op} ?"
                 args.append(val)
-        return [
-            dict(zip(SAMPLE_COLS, r, strict=True)) for r in self._rows(self.q(sql + " ORDER BY t, seq"), args)
-        ]
+        if limit is None:
+            rows = self._rows(self.q(sql + " ORDER BY t, seq"), args)
+        else:  # newest first through the index (samples_newest / samples_by_time), then back to oldest first
+            if _int64(limit) is None:
+                raise ValueError(f"limit {limit!r} is not an integer in 0..{INT64_MAX}")
+            rows = self._rows(self.q(sql + " ORDER BY t DESC, seq DESC LIMIT ?"), [*args, limit])[::-1]
+        return [dict(zip(SAMPLE_COLS, r, strict=True)) for r in rows]
 
     def has_sample(self, sha256: str, *, tenant: str = T) -> bool:
         return bool(

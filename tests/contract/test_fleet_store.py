@@ -277,6 +277,36 @@ def test_sample_metadata_and_fields_the_columns_cannot_hold_are_a_value_error_na
     assert store.stats("gw1", tenant="acme")["records"] == 1
 
 
+def test_samples_with_a_limit_are_the_newest_read_through_an_index_oldest_first(store):
+    """The console asks for the newest 200 samples every 3 s: the store once read every sample row of the tenant
+    (the caller kept the last 200), holding the SQLite store's lock for seconds at 300k samples. Now the limit
+    is in the query: the same rows as ``samples(...)[-limit:]``, at most ``limit`` of them."""
+    order = [7, 2, 9, 1, 5, 3, 8, 4, 6, 10]  # arrival order differs from time order
+    batch = [
+        _sample(s, b"s%d" % s, payload=json.dumps({"model": "m" if s % 2 else "n", "reason": "ng"}))
+        for s in order
+    ]
+    for r in batch:
+        r["t"] = 1000.0 + r["seq"]
+    store.ingest("gw1", batch, tenant="acme")
+    other = _sample(3, b"x", payload='{"model": "m"}')
+    store.ingest("gw2", [{**other, "t": 1003.5}], tenant="acme")  # another agent's, between gw1's seq 3 and 4
+    store.ingest("gw1", [_sample(11, b"y", payload='{"model": "m"}')])  # another tenant's: never counted
+    every = store.samples(tenant="acme")
+    assert [(s["t"], s["seq"]) for s in every] == sorted((s["t"], s["seq"]) for s in every)
+    for kw in ({}, {"model": "m"}, {"model": "n", "reason": "ng"}, {"since": 1003.0}):
+        full = store.samples(tenant="acme", **kw)
+        for limit in (0, 1, 3, 100):
+            got = store.samples(tenant="acme", limit=limit, **kw)
+            assert len(got) == min(limit, len(full)) and got == (full[-limit:] if limit else []), (kw, limit)
+    assert [(s["agent"], s["seq"]) for s in store.samples(model="m", tenant="acme", limit=2)] == [
+        ("gw1", 7),
+        ("gw1", 9),
+    ]
+    with pytest.raises(ValueError, match="limit"):
+        store.samples(tenant="acme", limit=-1)
+
+
 def test_a_state_report_the_store_cannot_hold_is_a_value_error_and_refuses_its_batch(store):
     for depth in (2**63, 2**64 - 1, -1):
         with pytest.raises(ValueError, match="outbox_depth"):
