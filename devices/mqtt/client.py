@@ -161,6 +161,20 @@ class _BatchChannel(Channel):
             except RuntimeError:  # loop closing: the item stays queued
                 self._wake_pending = False
 
+    def wake_threadsafe(self) -> None:
+        """Wake the consumer with an item that is no message (topic None; not counted as received)."""
+        with self._lock:
+            if len(self._items) >= self._maxsize:
+                self._items.popleft()
+                self._stats.dropped += 1
+            self._items.append((None, b"", 0.0, False))
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._wake)
+            except RuntimeError:  # loop closing: nothing to wake
+                pass
+
     async def get_many(self) -> list[Any]:
         """Every queued item (at least one); raises ``EOFError`` once closed and drained."""
         while True:
@@ -197,6 +211,9 @@ class MqttSource:
         self._max_bytes = settings.max_message_bytes
         self._state_ts = 0  # ms: the time in this host's STATE birth and death (sparkplug.host_id)
         self._asked: list[tuple[str, int]] = []  # this connection's subscriptions, in SUBSCRIBE's order
+        # connections after the first (counted in paho's thread): the Sparkplug host learns of each before
+        # it decodes a message that connection brought, and takes every node's births as missed
+        self._sessions = self._sessions_seen = 0
         self.sparkplug = SparkplugHost(name, settings.sparkplug, self._publish_raw, self._error)
         # one decoder per subscription, built by its codec's row in CODEC_TYPES
         self._decoders = {id(s): _decoder_factory(s.codec)(self, s) for s in settings.subscriptions}
@@ -326,7 +343,8 @@ class MqttSource:
                 f"refused the connection: {reason_code}; check username/password and ACLs",
             )
             return
-        if self._ever_connected:
+        again = self._ever_connected
+        if again:
             self.stats.reconnects += 1
         log.info(
             "mqtt source %r: %s broker %s:%d",
@@ -342,6 +360,9 @@ class MqttSource:
         if subs:
             self._asked = subs
             client.subscribe(subs)
+        if again:  # after the SUBSCRIBE (rebirths are asked then) and before this connection's messages
+            self._sessions += 1
+            self._channel.wake_threadsafe()  # the rebirths are asked even if no message comes
         self.state = ConnectionState.CONNECTED
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.connected.set)
@@ -615,7 +636,12 @@ class MqttSource:
             except EOFError:
                 return
             last_wake = time.monotonic()
+            if self._sessions_seen != self._sessions:  # reconnected: the new connection's messages may follow
+                self._sessions_seen = self._sessions
+                self.sparkplug.session_lost()
             for topic, payload, received_at, retained in batch:
+                if topic is None:  # a wake-up (see _on_connect)
+                    continue
                 readings = self.decode(topic, payload, received_at)
                 if retained:  # the broker's stored last value, sent on subscribing: rare, checked apart
                     readings = self._retained(topic, readings)
@@ -675,7 +701,8 @@ class MqttSource:
             # command: not counted as sent (the action counts it failed); retryable, the node may be back
             raise MqttError(
                 f"mqtt source {self.name!r}: command to {where} not sent: edge node {group}/{edge_node} is "
-                "not alive (NDEATH, or no NBIRTH seen since this host started)"
+                "not alive (NDEATH, or no NBIRTH seen since this host started or its broker connection came "
+                "back)"
             )
         if device and not self.sparkplug.device_alive(group, edge_node, device):
             # the same for a device of a live node: a DCMD to a device that sent DDEATH (or no DBIRTH yet)

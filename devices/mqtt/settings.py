@@ -133,7 +133,10 @@ class SparkplugHostSettings(_Model):
         description="'{edge_node}/{device}/{metric}' (or '{edge_node}/{metric}') -> tag name",
     )
     rebirth_on_unknown: bool = Field(
-        True, description="send NCMD Node Control/Rebirth on unknown alias or data before birth"
+        True,
+        description="send NCMD Node Control/Rebirth on unknown alias or data before birth, and to every "
+        "known node when this host's broker connection comes back (off: their data waits for a birth they "
+        "send by themselves)",
     )
     rebirth_min_interval_s: float = Field(2.0, ge=0)
     host_id: str | None = Field(

@@ -9,6 +9,11 @@ metrics are resolved by alias or name; an unknown alias, or data before any birt
 (``unknown_alias``; ``data_before_birth``, which is normal after the host starts and so counted apart,
 not as an error), skipped, and answered by an NCMD
 ``Node Control/Rebirth`` = true (at most once per ``rebirth_min_interval_s`` per node).
+When this host's own connection to the broker comes back (``session_lost``, called by the adapter before
+it decodes anything the new connection brought), every node it knows is treated as not born: what was
+published while it was away (a death, a birth with a new alias map or new datatypes) was missed, so its
+data is skipped (``data_before_birth``) and commands are refused until its next NBIRTH, which an NCMD
+``Node Control/Rebirth`` asks of each node at once (unless ``rebirth_on_unknown`` is off).
 NDEATH (with the birth's bdSeq) and DDEATH emit, for every tag of the node or device that had a
 value, a ``Reading`` with the last value and ``Quality.BAD``; a later birth brings GOOD values
 back. Tags are named ``{edge_node}/{device}/{metric}`` (``{edge_node}/{metric}`` for node
@@ -63,6 +68,7 @@ class _Node:
         default_factory=dict
     )  # (device, "Motor1/Speed") -> ((("Motor1", "Motor"),), "Speed"): the templates it sits in, from the top
     devices: set[str] = field(default_factory=set)  # devices born (DBIRTH) and not dead since
+    missed: bool = False  # this host's connection was lost while it lived: its births since were missed
 
 
 def _definition_types(t: sp.Template, prefix: str = "", depth: int = 0) -> dict[str, int]:
@@ -146,15 +152,28 @@ class SparkplugHost:
         n = self._nodes.get((group, edge_node))
         return bool(n and n.alive and device in n.devices)
 
+    def session_lost(self) -> None:
+        """This host's connection to the broker was lost and is back: whatever the nodes published
+        meanwhile was missed (a node may have died and been born again with a new alias map, a PLC program
+        change say), so the births held are stale. Every node is taken as not born, its data skipped and
+        commands refused until its next NBIRTH, which is asked of each at once. Call it after the new
+        connection's subscriptions were asked for (the node's answer must reach them) and before any of
+        its messages is handled."""
+        for (group, edge_node), node in self._nodes.items():
+            if node.alive:
+                node.alive, node.missed = False, True
+                node.devices.clear()
+            self._rebirth(group, edge_node, node, force=True)  # one asked just before the drop may be lost
+
     def _tag(self, node: str, device: str | None, metric: str) -> str:
         name = f"{node}/{device}/{metric}" if device else f"{node}/{metric}"
         return self._settings.tag_map.get(name, name)
 
-    def _rebirth(self, group: str, edge_node: str, node: _Node) -> None:
+    def _rebirth(self, group: str, edge_node: str, node: _Node, *, force: bool = False) -> None:
         if not self._settings.rebirth_on_unknown:
             return
         now = time.monotonic()
-        if now - node.last_rebirth < self._settings.rebirth_min_interval_s:
+        if not force and now - node.last_rebirth < self._settings.rebirth_min_interval_s:
             return
         node.last_rebirth = now
         self.rebirths_requested += 1
@@ -181,6 +200,7 @@ class SparkplugHost:
         mt = t.message_type
         if mt is sp.MessageType.NBIRTH:
             node.alive, node.aliases, node.clashes, node.seq = True, {}, set(), payload.seq
+            node.missed = False
             node.bd_seq = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
             # a birth replaces what the last one declared: a metric retyped or gone, or a Template
             # member now a plain metric, must not keep the old datatype for a command. Its devices too:
@@ -201,17 +221,22 @@ class SparkplugHost:
             bd = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
             if bd is not None and node.bd_seq is not None and bd != node.bd_seq:
                 return []  # a stale will from an older session: the node has already re-born
-            node.alive = False
+            node.alive, node.missed = False, False
             node.devices.clear()
             self.deaths += 1
             return self._bad(t.edge_node, node, lambda dev: True, received_at)
         if not node.alive:
             self.data_before_birth += 1
+            why = (
+                "this host's broker connection came back: its births meanwhile were missed"
+                if node.missed
+                else "normal after this host starts"
+            )
             if self.on_notice is not None:
                 self.on_notice(
                     "data_before_birth",
                     f"sparkplug: {mt.value} from {t.group}/{t.edge_node} before its "
-                    "NBIRTH (normal after this host starts); rebirth requested, data skipped until then",
+                    f"NBIRTH ({why}); rebirth requested, data skipped until then",
                 )
             else:
                 self._on_error(

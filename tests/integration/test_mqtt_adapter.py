@@ -1153,3 +1153,81 @@ def test_sample_config_is_valid_and_documents_every_option():
     text = sample.read_text()
     for name in MqttSettings.model_fields:
         assert name in text, f"sample.yaml does not mention {name}"
+
+
+async def test_after_the_gateways_own_reconnect_births_it_missed_are_asked_again_not_guessed(mosquitto):
+    """While this gateway was away from the broker (a clean session: nothing kept for it), its edge node
+    died and was born again with a new alias map (a PLC program change). The host kept the old birth, so
+    NDATA after the reconnect was read by it: alias 1, now the pressure, came out GOOD as the temperature
+    (the seq check counts a gap at most, and wraps at 256). Now every node is taken as not born once the
+    connection is back: its data is skipped until a birth, and a rebirth is asked of it at once."""
+    D = sp.DataType
+    births = [
+        [sp.Metric("temp", 1, D.DOUBLE, 20.0), sp.Metric("pressure", 2, D.DOUBLE, 1.5)],
+        [sp.Metric("pressure", 1, D.DOUBLE, 2.0), sp.Metric("temp", 2, D.DOUBLE, 22.0)],  # the new map
+    ]
+    bd, seq, rebirths = [0], [0], []
+    node = paho.Client(CallbackAPIVersion.VERSION2)
+
+    def send(kind: str, metrics: list, qos: int = 1):
+        seq[0] = 0 if kind == "NBIRTH" else (seq[0] + 1) % 256
+        body = sp.encode(sp.Payload(int(time.time() * 1000), seq[0], metrics))
+        return node.publish(f"spBv1.0/g/{kind}/n1", body, qos=qos)
+
+    def birth() -> list:
+        return [sp.Metric("bdSeq", None, D.INT64, bd[0]), *births[min(bd[0], 1)]]
+
+    def on_ncmd(c, u, m) -> None:  # a node answers a rebirth request with its current births
+        if any(x.name == "Node Control/Rebirth" and x.value for x in sp.decode(m.payload).metrics):
+            rebirths.append(time.monotonic())
+            send("NBIRTH", birth())
+
+    node.on_message = on_ncmd
+    node.connect("127.0.0.1", mosquitto.port, 30)
+    node.subscribe("spBv1.0/g/NCMD/n1", 1)
+    node.loop_start()
+    src = await started(mosquitto.port, [{"topic": "spBv1.0/g/#", "codec": "sparkplug_b"}], client_id="gw-sp")
+    got: list = []
+
+    async def pump():
+        async for r in src.items():
+            got.append((r.tag, r.value, r.quality))
+
+    task = asyncio.create_task(pump())
+
+    async def until(cond, timeout_s: float = 5.0) -> None:
+        async with asyncio.timeout(timeout_s):
+            while not cond():
+                await asyncio.sleep(0.02)
+
+    try:
+        send("NBIRTH", birth()).wait_for_publish(5)
+        send("NDATA", [sp.Metric(None, 1, D.DOUBLE, 21.0)]).wait_for_publish(5)
+        await until(lambda: ("n1/temp", 21.0, Quality.GOOD) in got)
+        kicker = paho.Client(CallbackAPIVersion.VERSION2, client_id="gw-sp")  # takes the gateway's session
+        kicker.connect("127.0.0.1", mosquitto.port, 30)
+        kicker.loop_start()
+        await until(lambda: not src.connected.is_set())  # the gateway's connection is gone; the node's is not
+        kicker.disconnect()
+        kicker.loop_stop()
+        node.publish("spBv1.0/g/NDEATH/n1", sp.death_payload(0), qos=1).wait_for_publish(5)
+        bd[0] = 1
+        send("NBIRTH", birth()).wait_for_publish(5)  # missed by the gateway
+        await until(lambda: src.stats.reconnects == 1 and src.subscribed.is_set())
+        send("NDATA", [sp.Metric(None, 1, D.DOUBLE, 3.0)]).wait_for_publish(5)  # pressure, by the new map
+        try:  # the birth that answers the rebirth request (before: none was asked)
+            await until(lambda: src.sparkplug.births >= 2, 3.0)
+        except TimeoutError:
+            pass
+        send("NDATA", [sp.Metric(None, 1, D.DOUBLE, 4.0)]).wait_for_publish(5)
+        await until(lambda: any(v == 4.0 for _, v, _ in got), 3.0)
+    finally:
+        task.cancel()
+        await src.stop()
+        node.loop_stop()
+        node.disconnect()
+    after = got[got.index(("n1/temp", 21.0, Quality.GOOD)) + 1 :]
+    # before: ("n1/temp", 3.0) and ("n1/temp", 4.0), GOOD: the pressure read as the temperature
+    assert not any(t == "n1/temp" and v in (3.0, 4.0) for t, v, _ in after), after
+    assert ("n1/pressure", 2.0, Quality.GOOD) in after and ("n1/pressure", 4.0, Quality.GOOD) in after, after
+    assert len(rebirths) == 1 and src.sparkplug.rebirths_requested == 1

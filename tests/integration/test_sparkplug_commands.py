@@ -60,9 +60,9 @@ class Node:
         self.c.disconnect()
 
 
-async def _host(port: int) -> tuple[MqttSource, asyncio.Task]:
+async def _host(port: int, **kw) -> tuple[MqttSource, asyncio.Task]:
     src = MqttSource(
-        "bus", MqttSettings(port=port, subscriptions=[{"topic": "spBv1.0/#", "codec": "sparkplug_b"}])
+        "bus", MqttSettings(port=port, subscriptions=[{"topic": "spBv1.0/#", "codec": "sparkplug_b"}], **kw)
     )
     await src.start()
     async with asyncio.timeout(5):
@@ -348,3 +348,80 @@ async def test_a_dcmd_to_a_dead_or_never_born_device_is_not_sent_and_is_sent_aga
     sent = [(t, [(m.name, m.value) for m in p.metrics]) for t, p, _ in cmds]
     assert sent == [("spBv1.0/g/DCMD/n1/d1", [("stop", True)])], sent
     assert runner.stats["gate"]["resent"] == 1 and runner.stats["gate"]["ok"] == 1
+
+
+async def test_a_level_the_gateway_could_not_send_while_it_was_away_is_sent_at_the_rebirth_it_asks(mosquitto):
+    """The gateway's own broker connection drops while its node stays up: a level command then fails (QoS 0,
+    not connected) and is kept for the node's next birth, which never came, as the node had not died: the
+    PLC kept the old speed. Now the gateway asks a rebirth of its nodes once it is back, and the kept
+    command goes out at that birth, typed by it."""
+    node = Node(mosquitto.port)
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw"},
+            "sources": {
+                "bus": {
+                    "type": "mqtt",
+                    "port": mosquitto.port,
+                    "subscriptions": [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}],
+                }
+            },
+            "actions": {
+                "slow": {
+                    "type": "sparkplug_command",
+                    "source": "bus",
+                    "group": "g",
+                    "edge_node": "n1",
+                    "metric": "speed",
+                    "value": 1500,
+                    "mode": "level",
+                    "when": {"verdict": "NG"},
+                    "retry": {"max_attempts": 1},
+                }
+            },
+        }
+    )
+    src, pump = await _host(mosquitto.port, client_id="gw-cmd")
+    runner = ActionRunner(cfg, {"bus": src})
+    result = Result(
+        pipeline="p",
+        source="s",
+        item_seq=0,
+        captured_at=time.time(),
+        model="m",
+        model_version="1",
+        engine="e",
+        verdict="NG",
+        score=1.0,
+        label="x",
+        finished_at=time.time(),
+    )
+    kicker = paho.Client(CallbackAPIVersion.VERSION2, client_id="gw-cmd")  # takes the gateway's session
+    try:
+        node.nbirth(0, sp.Metric("speed", None, D.FLOAT, 1000.0))
+        await _births(src, 1)
+        kicker.connect("127.0.0.1", mosquitto.port, 30)
+        kicker.loop_start()
+        async with asyncio.timeout(5):
+            while src.connected.is_set():
+                await asyncio.sleep(0.02)
+        await runner.handle(["slow"], result, None)  # speed = 1500 while the gateway is away
+        await runner.flush()
+        missed = dict(runner.stats["slow"])
+        kicker.disconnect()
+        kicker.loop_stop()
+        cmds = await node.wait_cmds(1, timeout_s=3.0)  # the gateway is back (about 1 s): it asks a rebirth
+        if cmds:
+            node.nbirth(0, sp.Metric("speed", None, D.DOUBLE, 1000.0))  # still up (same bdSeq), now Double
+            cmds = await node.wait_cmds(2, timeout_s=3.0)
+        await runner.flush()
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    assert missed == {"attempt_failures": 1, "failed": 1}, missed
+    sent = [_sent(c) for c in cmds]
+    n = "spBv1.0/g/NCMD/n1"
+    # before: nothing at all; the node stayed up, so no birth came to send the kept level at
+    assert sent == [(n, "Node Control/Rebirth", D.BOOLEAN, True), (n, "speed", D.DOUBLE, 1500.0)], sent
+    assert runner.stats["slow"]["resent"] == 1 and runner.stats["slow"]["ok"] == 1

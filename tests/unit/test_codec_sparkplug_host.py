@@ -124,3 +124,16 @@ def test_edge_node_names_from_the_outside_world_are_bounded(monkeypatch):
     assert len(h._nodes) == 3
     assert notes and notes[0][0] == "too_many_nodes" and "over 3 edge nodes" in notes[0][1]
     assert [r.value for r in ddata(h, 2)] == [5.0]  # the first node is still served
+
+
+def test_after_this_hosts_reconnect_every_node_is_asked_a_rebirth_and_its_data_waits_for_it():
+    h, sent, errors = host()
+    birth(h)
+    ddata(h, 2, alias=99)  # an unknown alias: a rebirth asked just now (then the connection dropped)
+    assert len(sent) == 1
+    h.session_lost()  # asked again at once, the per-node interval notwithstanding: the first may be lost
+    assert [t for t, _ in sent] == ["spBv1.0/g/NCMD/n", "spBv1.0/g/NCMD/n"]
+    assert not h.node_alive("g", "n") and not h.device_alive("g", "n", "m")
+    assert ddata(h, 3) == [] and h.data_before_birth == 1  # the old birth's alias 10 is not trusted
+    assert [r.tag for r in birth(h, bd=1)] == ["n/uptime", "n/m/current"]
+    assert h.device_alive("g", "n", "m") and [r.value for r in ddata(h, 2)] == [5.0]
