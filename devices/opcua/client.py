@@ -1655,25 +1655,57 @@ async def _member_tags(
     return out
 
 
-async def _browse(client: Client, folder_node_id: str | None, max_depth: int) -> list[dict]:
+async def _browse(
+    client: Client, folder_node_id: str | None, max_depth: int, skipped: list[str] | None = None
+) -> list[dict]:
     """Variables under a folder: node_id, path (browse names from the start folder), browse_name (the
-    default tag), data_type, array, array_size (None: scalar or unknown), access ('r', 'w', 'rw')."""
+    default tag), data_type, array, array_size (None: scalar or unknown), access ('r', 'w', 'rw').
+
+    Each node is visited once, by the first path that reaches it: a server's address space may hold
+    reference cycles (a folder organizing its parent, views, cross-links), which were walked again and
+    again, listing a variable once per path, exponentially in ``max_depth``. A node whose class or
+    browse name cannot be read is left out and named in ``skipped``, not the end of the browse."""
     root = client.nodes.objects if folder_node_id is None else await _node(client, folder_node_id, {})
     out: list[dict] = []
+    seen: set[ua.NodeId] = {root.nodeid}
 
     async def walk(node: Node, depth: int, path: str) -> None:
-        for child in await node.get_children(refs=ua.ObjectIds.HierarchicalReferences):
+        try:
+            children = await node.get_children(refs=ua.ObjectIds.HierarchicalReferences)
+        except ua.UaStatusCodeError as e:
+            if node is root:
+                raise
+            if skipped is not None:
+                skipped.append(
+                    f"{path or node.nodeid.to_string()}: cannot browse ({ua.StatusCode(e.code).name})"
+                )
+            return
+        for child in children:
             if child.nodeid.NamespaceIndex == 0:  # skip the standard Server object and types
                 continue
-            cls = await child.read_node_class()
-            name = (await child.read_browse_name()).Name
+            if child.nodeid in seen:
+                continue
+            seen.add(child.nodeid)
+            try:
+                cls = await child.read_node_class()
+                name = (await child.read_browse_name()).Name
+            except ua.UaStatusCodeError as e:
+                if skipped is not None:
+                    skipped.append(
+                        f"{child.nodeid.to_string()} (under {path or 'the start node'}): "
+                        f"{ua.StatusCode(e.code).name}"
+                    )
+                continue
             here = f"{path}/{name}" if path else name
             if cls == ua.NodeClass.Variable:
                 try:
                     vtype = (await child.read_data_type_as_variant_type()).name
                 except Exception:  # a structure or a type the client cannot map: still listed
                     vtype = "?"
-                rank = await child.read_value_rank()
+                try:
+                    rank = await child.read_value_rank()
+                except ua.UaStatusCodeError:
+                    rank = -1  # unknown: listed as a single value
                 size = None
                 if rank >= 0:
                     try:
@@ -1710,16 +1742,28 @@ async def _browse(client: Client, folder_node_id: str | None, max_depth: int) ->
 
 
 async def browse_server(
-    settings: OpcUaSettings, folder_node_id: str | None = None, max_depth: int = 3
+    settings: OpcUaSettings,
+    folder_node_id: str | None = None,
+    max_depth: int = 3,
+    skipped: list[str] | None = None,
 ) -> list[dict]:
-    """One-off connect, browse and disconnect, for config authoring (no subscription)."""
+    """One-off connect, browse and disconnect, for config authoring (no subscription); the nodes that
+    could not be read are named in ``skipped``. Any failure is an ``OpcUaError``."""
     client, oversize = await _one_off_client(settings, "opcua")
     try:
-        return await _browse(client, folder_node_id, max_depth)
-    except Exception:
+        return await _browse(client, folder_node_id, max_depth, skipped)
+    except OpcUaError:
+        raise
+    except Exception as e:
         if oversize[0]:  # a browse answer over the limit: say so, not the lost connection it left
             raise OpcUaError(f"opcua {settings.endpoint}: {_too_large(oversize[0], settings)}") from None
-        raise
+        if isinstance(e, ua.UaStatusCodeError):
+            why = ua.StatusCode(e.code).name
+        else:
+            why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        raise OpcUaError(
+            f"opcua {settings.endpoint}: browse of {folder_node_id or 'Objects'} failed ({why})"
+        ) from None
     finally:
         try:
             await client.disconnect()

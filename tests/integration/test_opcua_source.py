@@ -849,3 +849,61 @@ async def test_a_namespace_array_reordered_by_a_plc_restart_does_not_read_anothe
     finally:
         await src.stop()
         await srv.stop()
+
+
+async def test_browse_cli_survives_reference_cycles_unreadable_nodes_and_control_characters() -> None:
+    """Another vendor's address space: folders that organize their own parents (a cycle), a node whose
+    browse name cannot be read, names with escape sequences and line breaks. The browse walked every
+    cycle again (each variable once per path, exponentially in --depth: a hang), ended in a traceback on
+    the unreadable node, and printed the server's escape sequences into the terminal. Now each node is
+    listed once, the unreadable one is named on stderr, and control characters are shown escaped."""
+    import sys
+
+    from asyncua import ua
+
+    from tests.support.peers import opcua_server
+
+    port = free_port()
+    srv, idx, line = await opcua_server(port, "plc", "urn:test:cycles", "Line")
+    a = await line.add_object(idx, "A")
+    b = await a.add_object(idx, "B")
+    loops = [(b, line), (b, a)]
+    for i in range(4):
+        c = await b.add_object(idx, f"C{i}")
+        loops += [(c, a), (c, b)]
+    for src, dst in loops:
+        await src.add_reference(dst.nodeid, ua.ObjectIds.Organizes, forward=True, bidirectional=False)
+    await a.add_variable(ua.NodeId("Temp", idx), "Temp\x1b[31m\r\nforged line", 1.0)
+    await b.add_variable(ua.NodeId("Druck", idx), "Druck 温度", 2.0)
+    broken = await b.add_object(idx, "Broken")
+    del srv.iserver.aspace[broken.nodeid].attributes[ua.AttributeIds.BrowseName]
+    await srv.start()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "browse",
+            f"opc.tcp://127.0.0.1:{port}/plc/",
+            "--depth",
+            "12",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), 20)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise AssertionError("browse did not end: it walks the reference cycles") from None
+    finally:
+        await srv.stop()
+    text, errors = out.decode(), err.decode()
+    assert proc.returncode == 0 and "Traceback" not in errors, errors
+    rows = [ln for ln in text.splitlines()[1:] if ln.strip()]
+    assert len(rows) == 2, text  # each variable once, on one line
+    assert "\x1b" not in text and "\r" not in text
+    assert rows[0].endswith("Line/A/B/Druck 温度") and rows[1].endswith(
+        "Line/A/Temp\\x1b[31m\\r\\nforged line"
+    )
+    assert f"ns={idx};i=" in errors and "BadAttributeIdInvalid" in errors
