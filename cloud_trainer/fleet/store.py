@@ -18,7 +18,9 @@ Gaps are queryable per agent, each with its cause when the store knows it: the a
 seqs it dropped (``outbox_budget`` / ``outbox_retention`` / ``outbox_write_failed`` / ``outbox_refused`` events with
 seq ranges), and an epoch change records the end of the previous epoch (after its last stored seq)
 as an open-ended gap, ``epoch_change``, or ``outbox_corrupt`` once the agent's event says why.
-Missing seqs nobody explained are ``unknown`` (possibly still on their way). Samples are
+Missing seqs nobody explained are ``unknown`` (possibly still on their way). Counts, last seqs and gaps come
+from ``record_counts`` (per agent, epoch and kind: records stored, lowest and highest seq, kept by ``ingest``), so
+that the console's polling reads no record rows except those of an epoch that has holes. Samples are
 content-addressed files through ``cloud_trainer.blobs`` (the tenant's blob store, given to ``ingest``).
 
 Sample bytes are written by ``ingest`` itself, inside the batch's transaction and only for records it
@@ -84,6 +86,15 @@ CREATE TABLE IF NOT EXISTS tenant_usage (tenant TEXT NOT NULL, day INTEGER NOT N
 """
 SCHEMA += QUOTAS
 QUOTA_FIELDS = ("max_agents", "max_records_per_day", "max_sample_bytes_per_day")
+# per agent, epoch and kind: how many records are stored and their lowest and highest seq, kept by ``ingest`` in
+# the batch's transaction, so that stats and gaps (the console's agents, every few seconds) need not read every
+# record row; filled from the records once, when the table is created (an older file or database)
+RECORD_COUNTS = """CREATE TABLE IF NOT EXISTS record_counts (tenant TEXT NOT NULL, agent TEXT NOT NULL,
+  epoch BIGINT NOT NULL, kind TEXT NOT NULL, records BIGINT NOT NULL, first_seq BIGINT NOT NULL,
+  last_seq BIGINT NOT NULL, PRIMARY KEY (tenant, agent, epoch, kind));
+INSERT INTO record_counts (tenant, agent, epoch, kind, records, first_seq, last_seq)
+  SELECT tenant, agent, epoch, kind, COUNT(*), MIN(seq), MAX(seq) FROM records GROUP BY tenant, agent, epoch, kind;
+"""
 # v1 files: records and samples keyed by (agent, seq); their rows become epoch 0 of tenant ''
 MIGRATIONS = [
     (
@@ -352,6 +363,7 @@ class SQLStore(Store):
     agent, or two replicas, never interleave their epoch bookkeeping."""
 
     FOR_UPDATE = ""
+    LEAST, GREATEST = "MIN", "MAX"  # the smaller and larger of two values (PostgreSQL: LEAST, GREATEST)
 
     def q(self, sql: str) -> str:
         return sql
@@ -375,6 +387,9 @@ class SQLStore(Store):
         q = self.q
         metas = [check_record(r) for r in records]  # refused before anything is written
         new_samples: list[dict] = []  # records stored now whose bytes go to the blob store
+        counts: dict[
+            tuple[int, str], list[int]
+        ] = {}  # (epoch, kind) -> [records, first seq, last seq] stored now
         with self._tx() as ex:
             ex(
                 q("INSERT INTO ingest (tenant, agent, duplicates) VALUES (?, ?, 0) ON CONFLICT DO NOTHING"),
@@ -404,6 +419,8 @@ class SQLStore(Store):
                     )
                     if cur.rowcount:
                         stored += 1
+                        c = counts.setdefault((epoch, r["kind"]), [0, r["seq"], r["seq"]])
+                        c[0], c[1], c[2] = c[0] + 1, min(c[1], r["seq"]), max(c[2], r["seq"])
                         sample_bytes += int(r.get("sample_bytes") or 0)
                         if meta is not None:
                             if r.get("sample_data"):
@@ -444,6 +461,17 @@ class SQLStore(Store):
                 ex(
                     q("UPDATE ingest SET duplicates = duplicates + ? WHERE tenant = ? AND agent = ?"),
                     (dup, tenant, agent),
+                )
+            for (epoch, kind), (n, first, last) in counts.items():
+                ex(
+                    q(
+                        "INSERT INTO record_counts (tenant, agent, epoch, kind, records, first_seq, last_seq) "
+                        "VALUES (?,?,?,?,?,?,?) ON CONFLICT (tenant, agent, epoch, kind) DO UPDATE SET "
+                        "records = record_counts.records + excluded.records, "
+                        f"first_seq = {self.LEAST}(record_counts.first_seq, excluded.first_seq), "
+                        f"last_seq = {self.GREATEST}(record_counts.last_seq, excluded.last_seq)"
+                    ),
+                    (tenant, agent, epoch, kind, n, first, last),
                 )
             if stored:  # the tenant's usage row stays locked (PostgreSQL) until the commit
                 self._charge(ex, tenant, stored, sample_bytes, now)
@@ -597,17 +625,25 @@ class SQLStore(Store):
     def gaps(self, agent: str, *, tenant: str = T) -> list[dict]:
         q, args = self.q, (tenant, agent)
         with self._tx(write=False) as ex:
-            missing = ex(
+            epochs = ex(
                 q(
-                    "SELECT epoch, seq + 1, next - 1 FROM (SELECT epoch, seq, LEAD(seq) OVER (PARTITION BY "
-                    "epoch ORDER BY seq) AS next FROM records WHERE tenant = ? AND agent = ?) AS r "
-                    "WHERE next > seq + 1"
+                    "SELECT epoch, MIN(first_seq), MAX(last_seq), SUM(records) FROM record_counts "
+                    "WHERE tenant = ? AND agent = ? GROUP BY epoch"
                 ),
                 args,
             ).fetchall()
-            firsts = ex(
-                q("SELECT epoch, MIN(seq) FROM records WHERE tenant = ? AND agent = ? GROUP BY epoch"), args
-            ).fetchall()
+            firsts = [(e, first) for e, first, _, _ in epochs]
+            missing = []
+            for e, first, last, n in epochs:  # only an epoch with fewer records than its seq range has holes
+                if int(n) < last - first + 1:
+                    missing += ex(
+                        q(
+                            "SELECT epoch, seq + 1, next - 1 FROM (SELECT epoch, seq, LEAD(seq) OVER (ORDER BY "
+                            "seq) AS next FROM records WHERE tenant = ? AND agent = ? AND epoch = ?) AS r "
+                            "WHERE next > seq + 1"
+                        ),
+                        (*args, e),
+                    ).fetchall()
             known = ex(
                 q(
                     "SELECT epoch, first, last, cause FROM gaps WHERE tenant = ? AND agent = ? "
@@ -621,16 +657,23 @@ class SQLStore(Store):
         w = "WHERE tenant = ?" + (" AND agent = ?" if agent else "")
         args = (tenant, agent) if agent else (tenant,)
         q = self.q
-        with self._tx(write=False) as ex:
-            n = ex(q(f"SELECT COUNT(*) FROM records {w}"), args).fetchone()[0]
+        with self._tx(write=False) as ex:  # records: from their counts (``record_counts``), not the rows
             epoch, last = ex(
-                q(f"SELECT epoch, MAX(seq) FROM records {w} GROUP BY epoch ORDER BY epoch DESC LIMIT 1"), args
+                q(
+                    f"SELECT epoch, MAX(last_seq) FROM record_counts {w} GROUP BY epoch ORDER BY epoch DESC LIMIT 1"
+                ),
+                args,
             ).fetchone() or (0, 0)
             s = ex(q(f"SELECT COUNT(*) FROM samples {w}"), args).fetchone()[0]
             d = ex(q(f"SELECT COALESCE(SUM(duplicates), 0) FROM ingest {w}"), args).fetchone()[0]
-            kinds = dict(ex(q(f"SELECT kind, COUNT(*) FROM records {w} GROUP BY kind"), args).fetchall())
+            kinds = {
+                k: int(n)
+                for k, n in ex(
+                    q(f"SELECT kind, SUM(records) FROM record_counts {w} GROUP BY kind"), args
+                ).fetchall()
+            }
         return {
-            "records": n,
+            "records": sum(kinds.values()),
             "last_seq": last or 0,
             "epoch": epoch or 0,
             "samples": s,
@@ -785,6 +828,10 @@ class SQLiteStore(SQLStore):
             )
             + "COMMIT;"
         )
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'record_counts'").fetchone():
+            self.db.executescript(
+                "BEGIN IMMEDIATE;" + RECORD_COUNTS + "COMMIT;"
+            )  # created and filled at once
         self.lock = threading.Lock()
         self.blobs = blobs
 
@@ -855,7 +902,7 @@ HEARTBEAT_SQL = (
 )
 USAGE_SQL = (
     "SELECT tenant, 'agents', COUNT(*) FROM agents GROUP BY tenant UNION ALL "
-    "SELECT tenant, 'records', COUNT(*) FROM records GROUP BY tenant UNION ALL "
+    "SELECT tenant, 'records', SUM(records) FROM record_counts GROUP BY tenant UNION ALL "
     "SELECT tenant, 'samples', COUNT(*) FROM samples GROUP BY tenant"
 )
 

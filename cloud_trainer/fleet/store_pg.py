@@ -77,6 +77,7 @@ def migrate(conn, folder: Path = MIGRATIONS) -> list[int]:
 
 class PostgresStore(SQLStore):
     FOR_UPDATE = " FOR UPDATE"
+    LEAST, GREATEST = "LEAST", "GREATEST"
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8, timeout_s: float = 30.0) -> None:
         import psycopg

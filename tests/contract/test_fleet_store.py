@@ -307,6 +307,36 @@ def test_samples_with_a_limit_are_the_newest_read_through_an_index_oldest_first(
         store.samples(tenant="acme", limit=-1)
 
 
+def test_record_counts_are_filled_from_the_records_of_an_older_store(store, tmp_path):
+    """Stats and gaps come from per-epoch counts kept at ingest; a file or database from before them has its
+    counts filled from the records it holds when it is opened (SQLite) or migrated (PostgreSQL)."""
+    store.ingest("gw1", [rec(s) for s in (1, 2, 3, 7)] + [rec(4, kind="event")], tenant="acme")
+    store.ingest("gw1", [rec(s, epoch=3) for s in (2, 3)], tenant="acme")
+    store.ingest("gw1", [rec(1)], tenant="acme")  # a duplicate: counted once
+    before = (store.stats("gw1", tenant="acme"), store.gaps("gw1", tenant="acme"), store.usage())
+    assert before[0]["records"] == 7 and before[0]["by_kind"] == {"result": 6, "event": 1}
+    assert before[1][:2] == [
+        {"epoch": 0, "first": 5, "last": 6, "cause": "unknown"},
+        {"epoch": 0, "first": 8, "last": 0, "cause": "epoch_change"},
+    ]
+    if isinstance(store, SQLiteStore):
+        store.db.execute("DROP TABLE record_counts")
+        store.close()
+        older = SQLiteStore(tmp_path / "fleet.db")
+    else:
+        import psycopg
+
+        store.close()
+        with psycopg.connect(store.url, autocommit=True) as conn:
+            conn.execute("DROP TABLE record_counts")
+            conn.execute("DELETE FROM schema_version WHERE name = '0007_record_counts.sql'")
+        older = open_store(store.url, tmp_path)
+    try:
+        assert (older.stats("gw1", tenant="acme"), older.gaps("gw1", tenant="acme"), older.usage()) == before
+    finally:
+        older.close()
+
+
 def test_a_state_report_the_store_cannot_hold_is_a_value_error_and_refuses_its_batch(store):
     for depth in (2**63, 2**64 - 1, -1):
         with pytest.raises(ValueError, match="outbox_depth"):
