@@ -1424,12 +1424,18 @@ class OpcUaSource:
         while True:
             # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that races
             # with the awaited result, and this loop would then never stop
+            slept = time.monotonic()
             try:
                 async with asyncio.timeout(self.settings.keepalive_check_s):
                     await self._lost.wait()
                 return
             except TimeoutError:
                 pass
+            woke = time.monotonic()
+            if woke - slept > self.settings.keepalive_check_s * 1.5 + 0.5:
+                # this process was too busy to read the socket (a long type load, a loaded CPU): the
+                # silence may be its own, so the server is given its full time again
+                self._sub_since = woke
             sub = self._sub
             if sub is not None:
                 silent = time.monotonic() - max(sub.last_publish_at or 0.0, self._sub_since)
@@ -1548,7 +1554,13 @@ async def _check_target(
     try:
         levels = await node.get_user_access_level()
     except Exception:
-        levels = await node.get_access_level()
+        try:
+            levels = await node.get_access_level()
+        except ua.UaStatusCodeError as e:
+            return (
+                f"node {node_id}: its access level cannot be read ({ua.StatusCode(e.code).name}), so the "
+                "agent cannot tell whether it may write it; check the node (edge-agent browse)"
+            )
     if ua.AccessLevel.CurrentWrite not in levels:
         return f"node {node_id} is read-only for this session (access level {sorted(a.name for a in levels)})"
     try:
@@ -1604,6 +1616,13 @@ async def check_server(
                 tags.append(None)
         writes = [await _check_target(client, nid, v, {}, cache) for nid, v in targets]
         return nodes, writes, tags, await _member_tags(client, held, settings.connect_timeout_s)
+    except OpcUaError:
+        raise
+    except Exception as e:  # the connection lost mid-check, a node the checks did not foresee: one line
+        why = (
+            ua.StatusCode(e.code).name if isinstance(e, ua.UaStatusCodeError) else f"{type(e).__name__}: {e}"
+        )
+        raise OpcUaError(f"cannot check {settings.endpoint}: {why}") from None
     finally:
         try:
             await client.disconnect()

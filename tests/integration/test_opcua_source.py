@@ -907,3 +907,30 @@ async def test_browse_cli_survives_reference_cycles_unreadable_nodes_and_control
         "Line/A/Temp\\x1b[31m\\r\\nforged line"
     )
     assert f"ns={idx};i=" in errors and "BadAttributeIdInvalid" in errors
+
+
+async def test_validate_online_names_a_write_target_whose_access_level_cannot_be_read() -> None:
+    """A vendor's node exposes neither UserAccessLevel nor AccessLevel: ``edge-agent validate --online``
+    ended in a traceback (BadAttributeIdInvalid). Now that target is named, the others still checked."""
+    from asyncua import ua
+
+    from devices.opcua.client import check_server
+    from tests.support.peers import opcua_server
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:levels", "Line")
+    odd = await obj.add_variable(ua.NodeId("Reject", idx), "Reject", False)
+    ok = await obj.add_variable(ua.NodeId("Alarm", idx), "Alarm", False)
+    await ok.set_writable()
+    attrs = srv.iserver.aspace[odd.nodeid].attributes
+    del attrs[ua.AttributeIds.UserAccessLevel], attrs[ua.AttributeIds.AccessLevel]
+    await srv.start()
+    try:
+        settings = _settings(f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={idx};s=Alarm"}])
+        nodes, writes, _, _ = await asyncio.wait_for(
+            check_server(settings, [(f"ns={idx};s=Reject", True), (f"ns={idx};s=Alarm", True)]), 10
+        )
+    finally:
+        await srv.stop()
+    assert nodes == [None]
+    assert "access level cannot be read (BadAttributeIdInvalid)" in (writes[0] or "") and writes[1] is None
