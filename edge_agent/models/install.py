@@ -186,6 +186,18 @@ class InstallJob:
         if not isinstance(self._proc, _Forked) or self._proc._r >= 0:
             self._proc.communicate()
 
+    def abort(self) -> None:
+        """Stop the child now, from any thread (the agent stops): the thread waiting in ``reply`` then
+        gets a refusal ("killed by signal 9") at once instead of waiting up to ``timeout_s``."""
+        try:
+            if isinstance(self._proc, _Forked):  # no waitpid here: the waiting thread reaps it
+                if self._proc.returncode is None:
+                    os.kill(self._proc.pid, signal.SIGKILL)
+            else:
+                self._proc.kill()  # (Popen: a no-op once reaped)
+        except OSError:  # already gone
+            pass
+
 
 def _failed(pkg: Path, why: str) -> errors.PackageError:
     return errors.PackageError(
@@ -261,18 +273,24 @@ def install_isolated(
     *,
     meanwhile: Callable[[], None] | None = None,
     timeout_s: float = TIMEOUT_S,
+    jobs: set[InstallJob] | None = None,
 ) -> OpenedPackage:
     """Install ``pkg`` into ``store`` (a ``ModelStore``) from a child process (the one ``prefetch``
     started for it, else a new one); the verified package. ``meanwhile`` runs here while the child
-    works. Raises ``PackageError`` (of the kind the child raised)."""
+    works; ``jobs``: the job is in it while its child runs (so that a stopping slot can ``abort`` it).
+    Raises ``PackageError`` (of the kind the child raised)."""
     job = _PREFETCHED.pop(_key(store.root, pkg, key_files), None)
     if job is None:
         job = InstallJob([(store.root, pkg)], key_files, timeout_s)
+    if jobs is not None:
+        jobs.add(job)
     try:
         if meanwhile is not None:
             meanwhile()
         reply = job.reply(store.root, pkg)
     finally:
+        if jobs is not None:
+            jobs.discard(job)
         if not job.done:  # an exception in ``meanwhile``: never leave the child behind
             job.kill()
     if not reply.get("ok"):

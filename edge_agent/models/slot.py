@@ -41,7 +41,7 @@ import numpy as np
 from devices.base import Frame
 from edge_agent.engines import Engine, EngineError, candidate_engines
 from edge_agent.models.config import ENGINE_TYPES, ModelConfig, VersionPolicy
-from edge_agent.models.install import check_isolated, install_isolated, prefetching
+from edge_agent.models.install import InstallJob, check_isolated, install_isolated, prefetching
 from edge_agent.models.select import NothingPasses, Selection, select
 from edge_agent.models.store import ModelStore
 from edge_agent.types import Window
@@ -179,6 +179,7 @@ class ModelSlot:
         self._previous: _Active | None = None
         self._swap_lock = asyncio.Lock()
         self._watch: asyncio.Task | None = None
+        self._jobs: set[InstallJob] = set()  # install children running for this slot (stopped by stop())
         self.last_outcome: SwapOutcome | None = None
         self.counters: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
@@ -313,6 +314,8 @@ class ModelSlot:
         log.warning("slot %s: restarted inside the health window of %s: restored %s", self.name, from_v, to_v)
 
     async def stop(self) -> None:
+        for job in list(self._jobs):  # a verifier still running (a stop mid-swap): not left behind
+            job.abort()
         if self._watch is not None:
             self._watch.cancel()
             await asyncio.wait({self._watch}, timeout=5)  # bounded: never hold up shutdown
@@ -547,7 +550,9 @@ class ModelSlot:
         one imports the engine libraries the slot will load (a first start overlaps the two)."""
         if self.trusted is not None:
             return self.store.install(pkg, self.trusted)
-        return install_isolated(self.store, pkg, self.key_files or [], meanwhile=self._import_engines)
+        return install_isolated(
+            self.store, pkg, self.key_files or [], meanwhile=self._import_engines, jobs=self._jobs
+        )
 
     def _import_engines(self) -> None:
         try:
