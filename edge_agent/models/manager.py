@@ -58,7 +58,8 @@ _PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 _DEPLOYMENT_RE = re.compile(r"[0-9A-Za-z_-]{1,64}(:rollback)?")
 ROLLBACK_SUFFIX = ":rollback"
-MAX_DECLINED = 1000  # desired states refused that are remembered (each reported once)
+MAX_DESIRED = 1000  # desired slots looked at per desired state (an agent runs a few; the rest is ignored)
+MAX_DECLINED = 2 * MAX_DESIRED  # desired states refused that are remembered (each reported once)
 
 
 def check_desired(d) -> str | None:
@@ -104,6 +105,7 @@ class ModelManager:
         self.pending_dir = cfg.data_dir / "deployments"
         self.retry_at: dict[str, float] = {}  # digest -> monotonic time before which a failed download waits
         self._download_failures: dict[str, int] = {}
+        self._too_many_at: int | None = None  # the generation of a desired state with too many slots
         self._staged: dict[str, set[str]] = {}  # slot -> names in staging/ its install in flight uses
         self.download_backoff_s = 2.0
         self.download_backoff_max_s = 60.0
@@ -175,7 +177,17 @@ class ModelManager:
 
     async def on_desired(self, reply) -> None:
         await self._settle_pending()
-        for d in reply.desired:
+        desired = reply.desired
+        if len(desired) > MAX_DESIRED:  # a fleet gone wrong: bounded work and reports per desired state
+            log.log(
+                logging.WARNING if reply.generation != self._too_many_at else logging.DEBUG,
+                "the fleet's desired state names %d model slots; looking at the first %d only",
+                len(desired),
+                MAX_DESIRED,
+            )
+            desired = desired[:MAX_DESIRED]
+            self._too_many_at = reply.generation  # said once per desired state, not at every heartbeat
+        for d in desired:
             key = (d.slot, d.digest, d.deployment_id)
             if key in self.declined:
                 continue

@@ -242,3 +242,29 @@ async def test_a_deployment_to_a_slot_the_agent_does_not_have_fails_with_the_rea
     mgr = agents["gw1"].manager
     assert [s["step"] for s in mgr.steps if s["deployment"] == dep["id"]] == ["failed"]
     assert version(agents["gw1"]) == "1.0.0"
+
+
+async def test_a_desired_state_with_thousands_of_slots_is_bounded_and_reported_once(tmp_path):
+    """A fleet gone wrong sends 5,000 desired slots the agent does not have: the work and the reports are
+    bounded per desired state, each refusal is reported once, and nothing grows at every heartbeat."""
+    from edge_agent.models import manager as m
+
+    events: list = []
+    mgr = m.ModelManager({}, SimpleNamespace(data_dir=tmp_path), on_event=events.append)
+    desired = [
+        SimpleNamespace(
+            slot=f"s{i}",
+            package="p",
+            version="1.0.0",
+            digest=f"{i:064x}",
+            deployment_id=f"d{i}",
+            rollback=False,
+        )
+        for i in range(5000)
+    ]
+    reply = SimpleNamespace(generation=7, desired=desired)
+    for _ in range(3):  # three heartbeats with the same desired state
+        await mgr.on_desired(reply)
+        await asyncio.sleep(0)
+    assert len(events) == len(mgr.declined) == 1000  # one report per slot looked at, never again
+    assert "no model slot 's0'" in mgr.declined[("s0", f"{0:064x}", "d0")]
