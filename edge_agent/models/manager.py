@@ -312,6 +312,13 @@ class ModelManager:
                 part.unlink(missing_ok=True)
                 raise
             except Exception as exc:  # resume from what is on disk while it moves on; else back off (caller)
+                code = getattr(exc, "code", None)
+                if offset and callable(code) and getattr(code(), "name", "") == "OUT_OF_RANGE":
+                    # longer than the package (a file system's repair after a power cut): start afresh,
+                    # or the same refusal comes back for ever
+                    log.warning("staging: %s is longer than the package; downloading it again", part.name)
+                    part.unlink(missing_ok=True)
+                    continue
                 got = part.stat().st_size if part.exists() else 0
                 if got == offset:
                     raise ConnectionError(

@@ -173,6 +173,10 @@ async def test_download_resumes_at_the_offset_after_a_cut(fleet, tmp_path):
 
     path = await mgr.download(D())
     assert path.read_bytes() == full
+    path.unlink()
+    part.write_bytes(full + b"\0" * 4096)  # longer than the package: the fleet says OUT_OF_RANGE
+    path = await mgr.download(D())
+    assert path.read_bytes() == full
 
 
 async def test_admin_cli_shows_the_fleet_and_deploys_and_agent_certificates_cannot(fleet, tmp_path):
