@@ -1450,6 +1450,13 @@ class OpcUaSource:
                     await state_node.read_value()
             except asyncio.CancelledError:
                 raise
+            except TimeoutError:
+                # the connection is open but the server answers nothing: not "unreachable"
+                raise _Silent(
+                    f"the server stopped answering: a read of its state got no answer within "
+                    f"{self.settings.connect_timeout_s}s while the connection stayed open (a stalled "
+                    "server); its tags' last values are stale, the source reconnects"
+                ) from None
             except Exception as e:
                 log.info("opcua source %s: keepalive failed: %r", self.name, e)
                 return

@@ -934,3 +934,57 @@ async def test_validate_online_names_a_write_target_whose_access_level_cannot_be
         await srv.stop()
     assert nodes == [None]
     assert "access level cannot be read (BadAttributeIdInvalid)" in (writes[0] or "") and writes[1] is None
+
+
+async def test_a_server_that_stops_answering_with_the_connection_open_is_named_stalled_not_unreachable() -> (
+    None
+):
+    """The PLC's runtime hangs but its TCP stack keeps the connection open: nothing comes back. The
+    source noticed (its state read timed out) but said "cannot reach ...; is the server running?",
+    counted as unreachable. Now it says the server stopped answering, and it reconnects once it answers."""
+    from asyncua import ua
+
+    from tests.support.peers import opcua_server
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:hang", "Line")
+    await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 1.0)
+    await srv.start()
+    frozen = asyncio.Event()
+
+    async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            while data := await r.read(65536):
+                while frozen.is_set():
+                    await asyncio.sleep(0.02)
+                w.write(data)
+                await w.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            w.close()
+
+    async def relay(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        sr, sw = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.gather(pipe(cr, sw), pipe(sr, cw))
+
+    proxy = await asyncio.start_server(relay, "127.0.0.1", 0)
+    endpoint = f"opc.tcp://127.0.0.1:{proxy.sockets[0].getsockname()[1]}/plc/"
+    src = OpcUaSource("plc", _settings(endpoint, [{"node_id": f"ns={idx};s=Speed"}], connect_timeout_s=0.5))
+    await src.start()
+    try:
+        await _collect(src, {"Speed"})
+        frozen.set()
+        await _counted(src, "stalled", timeout_s=3.0)
+        assert "stopped answering" in (src.stats.last_error or ""), src.stats.errors_by_reason
+        assert "unreachable" not in src.stats.errors_by_reason
+        frozen.clear()
+        for _ in range(100):
+            if src.state is ConnectionState.CONNECTED and src.stats.reconnects:
+                break
+            await asyncio.sleep(0.05)
+        assert src.state is ConnectionState.CONNECTED and src.stats.reconnects >= 1
+    finally:
+        await src.stop()
+        proxy.close()
+        await srv.stop()
