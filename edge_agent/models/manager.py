@@ -10,7 +10,8 @@ healthy | failed | rolled_back with the reason). A package that fails verificati
 check) is never retried or accepted, whatever the desired state says; a download that fails is
 retried with backoff (``download_backoff_s`` doubling to ``download_backoff_max_s``), never refused
 for good (except bytes that three times do not match the digest the fleet named). ``staging/`` holds
-only what installs in flight use: each download first removes the rest (a partial download of a
+only what installs in flight use (one partial file per digest, written by one download at a time;
+each slot's finished copy in ``staging/<slot>/``): each download first removes the rest (a partial download of a
 package no longer desired, a package a kill -9 left before its install); a package larger than the
 free disk is not written (its partial file is deleted) and the retry says so, with the sizes. With the cloud down the agent keeps running what it has; a slot pinned to a local package
 is never touched. A desired state the agent will not follow (a slot it does not have, a pinned slot,
@@ -82,6 +83,14 @@ def is_rollback(d) -> bool:
     return bool(getattr(d, "rollback", False)) or d.deployment_id.endswith(ROLLBACK_SUFFIX)
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(1 << 20):
+            h.update(b)
+    return h.hexdigest()
+
+
 class NoSpace(OSError):
     """The staging disk cannot hold the package (tried again later, after its partial file was deleted)."""
 
@@ -106,6 +115,7 @@ class ModelManager:
         self.retry_at: dict[str, float] = {}  # digest -> monotonic time before which a failed download waits
         self._download_failures: dict[str, int] = {}
         self._too_many_at: int | None = None  # the generation of a desired state with too many slots
+        self._downloading: dict[str, asyncio.Lock] = {}  # digest -> held while its .part is written
         self._staged: dict[str, set[str]] = {}  # slot -> names in staging/ its install in flight uses
         self.download_backoff_s = 2.0
         self.download_backoff_max_s = 60.0
@@ -280,9 +290,20 @@ class ModelManager:
         client = self.uplink.client
         self.staging.mkdir(parents=True, exist_ok=True)
         part = self.staging / f"{d.digest}.part"
-        final = self.staging / f"{d.package}-{d.version}.edgepkg"
-        self._staged[d.slot] = {part.name, final.name}
+        # each slot's own copy: two slots of one package may install it at once, each deleting its own
+        final = self.staging / d.slot / f"{d.package}-{d.version}.edgepkg"
+        self._staged[d.slot] = {part.name, f"{d.slot}/{final.name}"}
         await asyncio.to_thread(self._clear_staging)
+        final.parent.mkdir(exist_ok=True)
+        lock = self._downloading.setdefault(d.digest, asyncio.Lock())
+        async with lock:  # one writer per partial file (two slots of one package: one after the other)
+            try:
+                return await self._download(d, client, pb, part, final)
+            finally:
+                if not getattr(lock, "_waiters", None):  # nobody waits for it: forget it
+                    self._downloading.pop(d.digest, None)
+
+    async def _download(self, d, client, pb, part: Path, final: Path) -> Path:
         for attempt in range(1, 21):
             offset = part.stat().st_size if part.exists() else 0
             try:
@@ -328,14 +349,11 @@ class ModelManager:
                 await asyncio.sleep(client.backoff(attempt))
         else:
             raise ConnectionError(f"download of {d.version} did not complete after 20 attempts")
-        h = hashlib.sha256()
-        with open(part, "rb") as f:
-            while b := f.read(1 << 20):
-                h.update(b)
-        if h.hexdigest() != d.digest:
+        actual = await asyncio.to_thread(_sha256, part)  # (seconds for a large package: not on the loop)
+        if actual != d.digest:
             part.unlink(missing_ok=True)
             raise DigestMismatch(
-                f"downloaded bytes do not match digest {d.digest[:12]}… (got {h.hexdigest()[:12]}…)"
+                f"downloaded bytes do not match digest {d.digest[:12]}… (got {actual[:12]}…)"
             )
         part.replace(final)
         return final
@@ -351,9 +369,14 @@ class ModelManager:
         """Remove what no install in flight uses: partial downloads of packages no longer desired, and
         packages a kill -9 left between download and install (each would hold its size for good)."""
         keep = set().union(*self._staged.values())
-        for p in self.staging.iterdir():
-            if p.name not in keep and p.is_file():
-                log.info("staging: removing %s, left by an earlier install", p.name)
+        here = [p for p in self.staging.iterdir() if p.is_file()]
+        for slot in self.slots:  # each slot's own folder of packages downloaded for it
+            if (self.staging / slot).is_dir():
+                here += [p for p in (self.staging / slot).iterdir() if p.is_file()]
+        for p in here:
+            name = p.relative_to(self.staging).as_posix()
+            if name not in keep:
+                log.info("staging: removing %s, left by an earlier install", name)
                 p.unlink(missing_ok=True)
 
     async def _install(self, d) -> None:

@@ -366,6 +366,10 @@ async def test_a_failed_download_is_retried_with_backoff_not_refused(fleet, tmp_
     assert version(agents["gw1"]) == "1.1.0"
 
 
+def files(folder) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
 async def test_a_package_larger_than_the_free_disk_frees_staging_and_says_why(fleet, tmp_path):
     """Staging on a real small disk (tmpfs): leftovers of earlier installs (a partial download of a package
     no longer desired, a package a kill -9 left) are removed; a package the disk cannot hold is not
@@ -397,12 +401,33 @@ async def test_a_package_larger_than_the_free_disk_frees_staging_and_says_why(fl
         await until(lambda: any(s["step"] == "download_retry" for s in mgr.steps), what="a refused download")
         why = next(s["reason"] for s in mgr.steps if s["step"] == "download_retry")
         assert "not enough free disk" in why and f"takes {size} bytes" in why, why
-        assert sorted(p.name for p in mgr.staging.iterdir()) == [
-            "held"
-        ]  # stale files gone, nothing half-written
+        assert files(mgr.staging) == ["held/filler"]  # stale files gone, nothing half-written
         assert version(agents["gw1"]) == "1.0.0"
         filler.unlink()
         await until(lambda: version(agents["gw1"]) == "1.1.0", what="the install once the disk has room")
-        await until(lambda: [p.name for p in mgr.staging.iterdir()] == ["held"], what="staging emptied")
+        await until(lambda: files(mgr.staging) == [], what="staging emptied")
     finally:
         subprocess.run(["umount", "-l", str(mgr.staging)], check=True)
+
+
+async def test_two_slots_downloading_one_package_at_once_each_get_it_whole(fleet):
+    """Two slots that run the same model (two camera lines) receive the same package at the same moment:
+    one partial file is written by one download at a time, and each slot gets its own intact copy."""
+    from types import SimpleNamespace
+
+    srv, agents, reg = fleet
+    entry = reg.get("part-inspection", "1.1.0")
+    full = reg.package_path(entry).read_bytes()
+    mgr = agents["gw1"].manager
+    with srv.control.lock:  # (a slot the agent does not run: the fleet serves the digest, no install starts)
+        srv.control._set_desired(
+            "gw1", "other-slot", "part-inspection", "1.1.0", entry["digest"], len(full), "x"
+        )
+    ds = [
+        SimpleNamespace(
+            slot=s, package="part-inspection", version="1.1.0", digest=entry["digest"], deployment_id="x"
+        )
+        for s in ("vision", "vision2")
+    ]
+    paths = await asyncio.gather(*(mgr.download(d) for d in ds))
+    assert len(set(paths)) == 2 and all(p.read_bytes() == full for p in paths)
