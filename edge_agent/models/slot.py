@@ -505,10 +505,12 @@ class ModelSlot:
                 new = await asyncio.to_thread(self._load, opened)
             except EngineError as exc:
                 self.store.mark_failed(opened.root, str(exc))
+                await self._prune()
                 return self._refused(from_v, to_v, "load", str(exc))
             except NothingPasses as exc:
                 reason = f"golden test failed on this CPU ({int8_path()}): {exc}"
                 self.store.mark_failed(opened.root, reason)
+                await self._prune()
                 return self._refused(from_v, to_v, "golden", reason)
             self._report_selection(new)
             # the switch: one reference assignment between two inferences
@@ -544,6 +546,16 @@ class ModelSlot:
         # The replaced model is not closed explicitly: an inference that read it just before the
         # switch may still be running on it; it is freed when the last reference goes.
         return outcome
+
+    async def _prune(self) -> None:
+        """Remove the store's folders nothing points to any more (see ``ModelStore.prune``)."""
+        try:
+            gone = await asyncio.to_thread(self.store.prune)
+        except OSError as exc:  # a disk that fails here fails elsewhere too: said, never fatal
+            log.warning("slot %s: cannot remove old package folders: %s", self.name, exc)
+            return
+        if gone:
+            log.info("slot %s: removed package folders no longer used: %s", self.name, ", ".join(gone))
 
     def _install(self, pkg: Path) -> OpenedPackage:
         """Verify and extract ``pkg`` (worker thread). With key files, in a child process, while this
@@ -620,6 +632,8 @@ class ModelSlot:
                 return
             if time.monotonic() >= deadline and new.health.n >= hc.min_items:
                 await asyncio.to_thread(self.store.end_probation, new.opened.root)
+                if not self._swap_lock.locked():  # (an install in flight: its own outcome prunes)
+                    await self._prune()
                 self.state = "active"
                 self._previous = None  # freed once no in-flight inference holds it
                 self._event(EventKind.SWAP_KEPT, version=new.manifest.version, inferences=new.health.n)
@@ -635,6 +649,7 @@ class ModelSlot:
             self._active, self._previous = old, None
             await asyncio.to_thread(self.store.set_current, old.opened.root, None)
             self.store.mark_failed(new.opened.root, reason)
+            await self._prune()
             self.state = "active"
             outcome = SwapOutcome(
                 False, self.name, new.manifest.version, old.manifest.version, "rolled_back", reason

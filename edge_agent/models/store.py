@@ -20,6 +20,10 @@ Rule after a restart with a probation still open (a kill -9 or a stop inside the
 the candidate has not proven itself, so the slot restores ``previous`` and marks the candidate
 failed (``restore_after_restart``): a candidate is kept only after a whole health window in one run.
 
+Folders nothing points to any more are removed (``prune``) once a swap has its outcome (kept after
+its health window, rolled back, refused), so that the store holds at most the current package, the
+previous one and a candidate.
+
 An installed folder is checked again at every start (``verify``: signature and every file's size and
 SHA-256, as at install) before it serves; one that fails is set aside (``set_aside``) and the slot
 installs again from its configured package.
@@ -222,6 +226,22 @@ class ModelStore:
         st = self.state()
         st.setdefault("failed", {})[folder.name] = reason
         self._write_state(st)
+
+    def prune(self) -> list[str]:
+        """Remove installed folders nothing points to any more (``current``, ``previous`` and a probation's
+        candidate stay): a package replaced after its health window, a candidate rolled back or refused.
+        Without this every version ever delivered stays on disk. Hidden entries (an install's ``.part``
+        folder, ``.rejected``) are left alone. Call it only while no install of this slot is in flight.
+        Returns the folder names removed."""
+        st = self.state()
+        keep = {st.get("current"), st.get("previous"), (st.get("probation") or {}).get("candidate")}
+        gone = []
+        for p in self.root.iterdir():
+            if p.name.startswith(".") or p.name in keep or not p.is_dir():
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+            gone.append(p.name)
+        return gone
 
     def current(self) -> str | None:
         return self.state().get("current")

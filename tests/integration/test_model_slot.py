@@ -5,6 +5,7 @@ and a kill -9 in the middle of a swap."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -404,3 +405,30 @@ async def test_stopping_mid_swap_stops_the_verifier_and_the_old_model_stays(tmp_
     await s2.start()
     assert s2.version == "1.0.0"
     await s2.stop()
+
+
+async def test_replaced_and_rolled_back_packages_do_not_stay_on_disk(tmp_path, pkgs):
+    """Months of deployments: a package replaced after its candidate's health window, and a candidate
+    rolled back, are removed from the slot's store; only what it runs (and may return to) stays."""
+    s = slot(tmp_path, pkgs, window_s=0.2, min_items=1)
+    await s.start()
+    store = tmp_path / "data" / "models" / "vision"
+
+    async def through_window(pkg: str) -> None:
+        assert (await s.swap(pkgs[pkg])).ok
+        for i in range(200):
+            with contextlib.suppress(InferenceError):
+                await asyncio.to_thread(s.infer, frame(i))
+            if s.state == "active":
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{pkg}: the health window did not end")
+
+    def folders() -> list[str]:
+        return sorted(p.name.rsplit("-", 1)[0] for p in store.iterdir() if p.is_dir() and p.name[0] != ".")
+
+    await through_window("v2")  # kept: 1.0.0 is no longer needed
+    assert folders() == ["part-inspection-1.1.0"]
+    await through_window("nan")  # rolled back by its health check
+    assert s.version == "1.1.0" and folders() == ["part-inspection-1.1.0"]
+    await s.stop()
