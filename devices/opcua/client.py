@@ -1437,7 +1437,7 @@ class OpcUaSource:
                 # silence may be its own, so the server is given its full time again
                 self._sub_since = woke
             sub = self._sub
-            if sub is not None:
+            if sub is not None and hasattr(sub, "last_publish_at"):  # an older asyncua keeps no such time
                 silent = time.monotonic() - max(sub.last_publish_at or 0.0, self._sub_since)
                 if silent > self._sub_silence_s:
                     raise _Silent(
