@@ -353,6 +353,16 @@ def _reply(work, label: str, unreadable_type: str, tail: str) -> dict:
     except errors.PackageError as exc:
         return {"ok": False, "error_type": type(exc).__name__, "code": exc.code, "error": str(exc)}
     except OSError as exc:
+        from edge_agent.models.store import NO_SPACE, no_space
+
+        if no_space(exc):  # the disk is full: tried again later, never a refusal of the package
+            return {
+                "ok": False,
+                "error_type": "PackageError",
+                "code": NO_SPACE,
+                "error": f"package {label}: the disk is full ({printable(exc.strerror or exc)}); "
+                "it is installed once there is room (free some space)",
+            }
         return {
             "ok": False,
             "error_type": unreadable_type,

@@ -13,7 +13,10 @@ for good (except bytes that three times do not match the digest the fleet named)
 only what installs in flight use (one partial file per digest, written by one download at a time;
 each slot's finished copy in ``staging/<slot>/``): each download first removes the rest (a partial download of a
 package no longer desired, a package a kill -9 left before its install); a package larger than the
-free disk is not written (its partial file is deleted) and the retry says so, with the sizes. With the cloud down the agent keeps running what it has; a slot pinned to a local package
+free disk is not written (its partial file is deleted) and the retry says so, with the sizes. A package
+the slot's folder (``<data_dir>/models/<slot>/``) has no room to unpack is no refusal either: nothing of it
+is kept, the step ``install_retry`` says the disk is full, and it is downloaded and installed again with the
+same backoff (once there is room it goes through). With the cloud down the agent keeps running what it has; a slot pinned to a local package
 is never touched. A desired state the agent will not follow (a slot it does not have, a pinned slot,
 names or versions refused below) is reported once as ``failed`` with the reason, so that the rollout
 stops saying why instead of waiting for this agent for ever.
@@ -114,6 +117,7 @@ class ModelManager:
         self.pending_dir = cfg.data_dir / "deployments"
         self.retry_at: dict[str, float] = {}  # digest -> monotonic time before which a failed download waits
         self._download_failures: dict[str, int] = {}
+        self._install_failures: dict[str, int] = {}  # digest -> installs refused for a full disk in a row
         self._too_many_at: int | None = None  # the generation of a desired state with too many slots
         self._downloading: dict[str, asyncio.Lock] = {}  # digest -> held while its .part is written
         self._staged: dict[str, set[str]] = {}  # slot -> names in staging/ its install in flight uses
@@ -410,6 +414,22 @@ class ModelManager:
                 return
             finally:
                 pkg.unlink(missing_ok=True)
+            if not outcome.ok and outcome.retry:  # the slot's disk is full: not the package's fault
+                n = self._install_failures[d.digest] = self._install_failures.get(d.digest, 0) + 1
+                wait = min(self.download_backoff_max_s, self.download_backoff_s * 2 ** (n - 1))
+                self.retry_at[d.digest] = time.monotonic() + wait
+                self._pending_path(d.slot).unlink(missing_ok=True)  # nothing switched: nothing to settle
+                log.warning(
+                    "install of %s %s failed (%s); trying again in %.0f s",
+                    d.package,
+                    d.version,
+                    outcome.reason,
+                    wait,
+                )
+                reason = printable(f"{outcome.stage}: {outcome.reason}", 450)
+                await self._report(d, "install_retry", True, f"{reason}; retrying in {wait:.0f} s")
+                return
+            self._install_failures.pop(d.digest, None)
             if not outcome.ok:
                 self.refused[d.digest] = outcome.reason or outcome.stage
                 await self._settle(d, "failed", False, printable(f"{outcome.stage}: {outcome.reason}", 500))

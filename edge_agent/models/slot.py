@@ -43,7 +43,7 @@ from edge_agent.engines import Engine, EngineError, candidate_engines
 from edge_agent.models.config import ENGINE_TYPES, ModelConfig, VersionPolicy
 from edge_agent.models.install import InstallJob, check_isolated, install_isolated, prefetching
 from edge_agent.models.select import NothingPasses, Selection, select
-from edge_agent.models.store import ModelStore
+from edge_agent.models.store import NO_SPACE, ModelStore
 from edge_agent.types import Window
 from model_packager import OpenedPackage, PackageError, package_digest
 from model_packager.cpu import int8_path
@@ -104,6 +104,7 @@ class SwapOutcome:
     to_version: str | None
     stage: str  # verify | load | golden | health | active | rolled_back
     reason: str | None = None
+    retry: bool = False  # refused for a passing reason (the disk full), not the package's: try it again later
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -490,7 +491,7 @@ class ModelSlot:
             try:
                 opened = await asyncio.to_thread(self._install, Path(pkg))
             except PackageError as exc:
-                return self._refused(from_v, None, "verify", str(exc))
+                return self._refused(from_v, None, "verify", str(exc), retry=exc.code == NO_SPACE)
             to_v = opened.manifest.version
             if old is not None and opened.manifest.task != old.manifest.task:
                 return self._refused(
@@ -577,9 +578,9 @@ class ModelSlot:
             except ImportError:  # reported with its reason when the engine is created
                 pass
 
-    def _refused(self, from_v, to_v, stage: str, reason: str) -> SwapOutcome:
+    def _refused(self, from_v, to_v, stage: str, reason: str, *, retry: bool = False) -> SwapOutcome:
         self.state = "active" if self._active else "stopped"
-        outcome = SwapOutcome(False, self.name, from_v, to_v, stage, reason)
+        outcome = SwapOutcome(False, self.name, from_v, to_v, stage, reason, retry)
         self.last_outcome = outcome
         self.counters["swaps_refused"] += 1
         self._event(EventKind.SWAP_REFUSED, stage=stage, reason=reason, from_version=from_v, to_version=to_v)

@@ -31,6 +31,7 @@ installs again from its configured package.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -42,6 +43,21 @@ from model_packager.text import printable
 
 if TYPE_CHECKING:
     from model_packager import TrustedKeys  # brings cryptography: only the installing process needs it
+
+
+NO_SPACE = "no_space"  # the code of an install refused because the disk is full: tried again later
+
+
+def no_space(exc: BaseException) -> bool:
+    """Whether ``exc``, or what it was raised from, is a full disk (or a spent quota)."""
+    e: BaseException | None = exc
+    for _ in range(8):
+        if e is None:
+            return False
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _rebase(opened: OpenedPackage, old: Path, new: Path) -> OpenedPackage:
@@ -92,20 +108,37 @@ class ModelStore:
         interrupts), and only the verified manifest names the final folder."""
         digest = package_digest(pkg)
         incoming = self.root / f".incoming-{digest[:16]}.part"
-        if incoming.exists():
-            shutil.rmtree(incoming)
-        opened = open_package(pkg, incoming, trusted)
         try:
-            m = opened.manifest  # verified: name and version passed the manifest's own allow-lists
-            folder = self.root / f"{m.name}-{m.version}-{digest[:12]}"
-            if folder.exists():
-                shutil.rmtree(folder)  # re-verified from the package: never trust a folder's contents
-            (incoming / ".package-digest").write_text(digest)
-            os.replace(incoming, folder)
-        except BaseException:
-            shutil.rmtree(incoming, ignore_errors=True)
+            if incoming.exists():
+                shutil.rmtree(incoming)
+            opened = open_package(pkg, incoming, trusted)  # (leaves nothing behind when it fails)
+            try:
+                m = opened.manifest  # verified: name and version passed the manifest's own allow-lists
+                folder = self.root / f"{m.name}-{m.version}-{digest[:12]}"
+                if folder.exists():
+                    shutil.rmtree(folder)  # re-verified from the package: never trust a folder's contents
+                (incoming / ".package-digest").write_text(digest)
+                os.replace(incoming, folder)
+            except BaseException:
+                shutil.rmtree(incoming, ignore_errors=True)
+                raise
+        except (OSError, PackageError) as exc:
+            if no_space(exc):  # the disk, not the package: a temporary condition, said as such
+                raise self._no_space(pkg) from exc
             raise
         return _rebase(opened, incoming, folder)
+
+    def _no_space(self, pkg: Path) -> PackageError:
+        try:
+            size, free = Path(pkg).stat().st_size, shutil.disk_usage(self.root).free
+            sizes = f": it takes about {size} bytes, the disk has {free} free"
+        except OSError:
+            sizes = ""
+        return PackageError(
+            f"not enough free disk in {printable(str(self.root))} to unpack {printable(Path(pkg).name)}{sizes}; "
+            "nothing of it was kept; it is installed once there is room (free some space)",
+            code=NO_SPACE,
+        )
 
     def reopen(self, folder_name: str, signer: str = "") -> OpenedPackage | None:
         """Re-open a previously installed folder (its files were verified on install; ``signer``:

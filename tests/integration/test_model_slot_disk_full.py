@@ -1,0 +1,116 @@
+"""A slot's folder (``<data_dir>/models/<slot>/``) on a real small disk (tmpfs): a package that the disk
+cannot hold while it is unpacked is no refusal of the package. Nothing of it is kept, the reason says the
+disk is full (with the folder and the sizes), the manager tries it again with backoff, and once there is
+room it is installed."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from devices.base import Frame
+from edge_agent.models.config import HealthConfig, ModelConfig
+from edge_agent.models.manager import ModelManager
+from edge_agent.models.slot import ModelSlot
+from tests.support.models import make_keypair, make_package
+
+
+@pytest.fixture(scope="module")
+def pkgs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pkgs")
+    key, pub = make_keypair(tmp / "keys")
+    return {
+        "v1": make_package(tmp, kind="vision", version="1.0.0", key=key, bias=6.0),
+        "v2": make_package(tmp, kind="vision", version="1.1.0", key=key, seed=2, bias=6.0),
+        "pub": pub,
+    }
+
+
+@pytest.fixture
+def small_slot_disk(tmp_path):
+    """``<data_dir>/models/vision`` on a 1-MiB tmpfs (needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    root = tmp_path / "data" / "models" / "vision"
+    root.mkdir(parents=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(root)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"mount not permitted here: {r.stderr.decode().strip()}")
+    try:
+        yield root
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=True)
+
+
+async def test_a_full_slot_disk_is_retried_not_refused_and_leaves_nothing(tmp_path, pkgs, small_slot_disk):
+    root = small_slot_disk
+    health = HealthConfig(window_s=0.2, min_items=1)
+    s = ModelSlot(
+        "vision",
+        ModelConfig(
+            package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet", health=health
+        ),
+        tmp_path / "data",
+        [pkgs["pub"]],
+    )
+    await s.start()
+    before = sorted(p.name for p in root.iterdir())
+    size = pkgs["v2"].stat().st_size
+    filler = root / "filler"  # (the disk's other tenants)
+    filler.write_bytes(b"\0" * (shutil.disk_usage(root).free - size // 3))
+
+    mgr = ModelManager({"vision": s}, SimpleNamespace(data_dir=tmp_path / "data"))
+    mgr.download_backoff_s = 0.05
+
+    async def download(d):  # the fleet's download, as it ends: the package in the slot's staging folder
+        dest = mgr.staging / d.slot / f"{d.package}-{d.version}.edgepkg"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(pkgs["v2"], dest)
+        return dest
+
+    mgr.download = download
+    d = SimpleNamespace(
+        slot="vision",
+        package="part-inspection",
+        version="1.1.0",
+        digest=hashlib.sha256(pkgs["v2"].read_bytes()).hexdigest(),
+        deployment_id="dep1",
+        rollback=False,
+    )
+
+    async def reconcile():
+        await mgr.on_desired(SimpleNamespace(desired=[d], generation=1))
+        await asyncio.gather(*list(mgr._tasks))
+
+    try:
+        await reconcile()
+        step = mgr.steps[-1]
+        assert step["step"] == "install_retry" and step["ok"], step
+        assert s.version == "1.0.0" and s.last_outcome is not None and s.last_outcome.retry
+        assert "not enough free disk in" in step["reason"] and str(root) in step["reason"], step
+        assert f"takes about {size} bytes" in step["reason"], step
+        assert d.digest not in mgr.refused  # a full disk is not the package's fault
+        assert sorted(p.name for p in root.iterdir()) == sorted([*before, "filler"])  # nothing half-written
+        assert not (tmp_path / "data" / "deployments" / "vision.json").exists()
+
+        filler.unlink()  # space returns: the same desired state installs it
+        await asyncio.sleep(0.1)  # (its backoff)
+        await mgr.on_desired(SimpleNamespace(desired=[d], generation=2))
+        async with asyncio.timeout(5):
+            while s.version != "1.1.0":
+                await asyncio.sleep(0.02)
+            img = np.zeros((64, 64, 3), np.uint8)
+            await asyncio.to_thread(s.infer, Frame("cam", 1, time.time(), img))  # its health window's item
+            await asyncio.gather(*list(mgr._tasks))
+        assert mgr.steps[-1]["step"] == "healthy", mgr.steps[-3:]
+    finally:
+        await mgr.stop()
+        await s.stop()
