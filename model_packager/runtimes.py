@@ -113,6 +113,59 @@ def ov_read(path: str | Path, core: Any = None, *, isolated: bool = False) -> An
     return _convert(str(path))
 
 
+class HelperStopped(RuntimeError):
+    """The conversion was given up: the helpers of the calling thread were stopped (``Helpers.stop``)."""
+
+
+class Helpers:
+    """The conversion helper processes started by threads working for one owner (a model slot): the
+    thread runs its loading inside ``with helpers.used():``, and ``stop()``, from any thread, kills
+    those running and refuses any later one (the conversion raises ``HelperStopped``, never falls back
+    to converting in this process). So an owner that stops does not wait for a conversion (up to
+    ``HELPER_TIMEOUT_S`` for a stuck one) and leaves no helper behind."""
+
+    def __init__(self) -> None:
+        self._procs: set[Any] = set()
+        self._lock = threading.Lock()
+        self.stopped = False
+
+    def used(self) -> Any:
+        import contextlib
+
+        @contextlib.contextmanager
+        def scope():
+            before = getattr(_THREAD, "helpers", None)
+            _THREAD.helpers = self
+            try:
+                yield self
+            finally:
+                _THREAD.helpers = before
+
+        return scope()
+
+    def _add(self, proc: Any) -> bool:
+        with self._lock:
+            if not self.stopped:
+                self._procs.add(proc)
+            return not self.stopped
+
+    def _discard(self, proc: Any) -> None:
+        with self._lock:
+            self._procs.discard(proc)
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopped = True
+            procs = list(self._procs)
+        for proc in procs:  # the thread waiting on it reaps it, and raises HelperStopped
+            try:
+                proc.kill()
+            except OSError:  # already gone
+                pass
+
+
+_THREAD = threading.local()  # .helpers: the Helpers of this thread's loading (``Helpers.used``)
+
 HELPER_NICE = 19  # the helper's niceness: the serving threads keep the CPU while it converts
 HELPER_TIMEOUT_S = 300.0
 # The helper: lowest priority first (before the interpreter does anything heavy), then only openvino
@@ -145,6 +198,10 @@ def _ov_convert_in_helper(path: Path, core: Any) -> Any:
     import sys
     import tempfile
 
+    helpers: Helpers | None = getattr(_THREAD, "helpers", None)
+    stopped = HelperStopped(f"OpenVINO: converting {path.name} was stopped (its caller stops)")
+    if helpers is not None and helpers.stopped:
+        raise stopped
     with tempfile.TemporaryDirectory(prefix="ov-convert-") as d:
         xml = Path(d) / "model.xml"
         why = "no message"
@@ -159,12 +216,19 @@ def _ov_convert_in_helper(path: Path, core: Any) -> Any:
             proc, why = None, str(exc)
         if proc is not None:
             _lower_priority(proc.pid)
+            if helpers is not None and not helpers._add(proc):  # stopped since the check above
+                proc.kill()
             try:
                 _, err = proc.communicate(timeout=HELPER_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 _, err = proc.communicate()
                 err = f"no result after {HELPER_TIMEOUT_S:.0f} s"
+            finally:
+                if helpers is not None:
+                    helpers._discard(proc)
+            if helpers is not None and helpers.stopped:
+                raise stopped
             if proc.returncode == 0 and xml.is_file():
                 return core.read_model(str(xml))  # weights read or mapped: on Linux the folder may go now
             why = (err.strip().splitlines() or [why])[-1]

@@ -55,6 +55,7 @@ from model_packager.preprocess import (
     interpret,
     signal_features,
 )
+from model_packager.runtimes import Helpers
 from model_packager.runtimes import load as load_engine
 from model_packager.text import printable
 from protocols.events import Event, EventKind
@@ -67,6 +68,10 @@ log = logging.getLogger(__name__)
 
 class SlotError(RuntimeError):
     pass
+
+
+class _Stopped(RuntimeError):
+    """A swap's loading ended because the slot stopped."""
 
 
 class InferenceError(RuntimeError):
@@ -181,6 +186,7 @@ class ModelSlot:
         self._swap_lock = asyncio.Lock()
         self._watch: asyncio.Task | None = None
         self._jobs: set[InstallJob] = set()  # install children running for this slot (stopped by stop())
+        self._helpers = Helpers()  # OpenVINO conversion helpers a swap's loading runs (stopped by stop())
         self.last_outcome: SwapOutcome | None = None
         self.counters: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
@@ -207,6 +213,8 @@ class ModelSlot:
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
+        if self._helpers.stopped:  # started again after a stop
+            self._helpers = Helpers()
         await self._restore_after_restart()
         st = self.store.state()
         current = st.get("current")
@@ -317,6 +325,7 @@ class ModelSlot:
     async def stop(self) -> None:
         for job in list(self._jobs):  # a verifier still running (a stop mid-swap): not left behind
             job.abort()
+        self._helpers.stop()  # a conversion still running (a stop mid-swap): the swap ends as a refusal
         if self._watch is not None:
             self._watch.cancel()
             await asyncio.wait({self._watch}, timeout=5)  # bounded: never hold up shutdown
@@ -429,7 +438,12 @@ class ModelSlot:
     def _load(self, opened: OpenedPackage) -> _Active:
         """Load, golden-check and time every engine × form allowed; the fastest that passes serves.
         During a swap (a model serves meanwhile) the loading is isolated from the serving threads."""
-        sel = select(opened, self.config, isolated=self._active is not None)
+        helpers = self._helpers
+        with helpers.used():
+            sel = select(opened, self.config, isolated=self._active is not None)
+        if helpers.stopped:  # the slot stopped meanwhile: nothing switches after a stop
+            sel.engine.close()
+            raise _Stopped("the slot stopped while the package was loaded; it was not switched to")
         return _Active(opened, sel.engine, sel)
 
     def _report_selection(self, a: _Active) -> None:
@@ -502,13 +516,18 @@ class ModelSlot:
                     f"{old.manifest.task.value}",
                 )
             self.state = "smoke_testing"  # load, golden-check and time each engine and form
+            helpers = self._helpers
             try:
                 new = await asyncio.to_thread(self._load, opened)
-            except EngineError as exc:
-                self.store.mark_failed(opened.root, str(exc))
-                await self._prune()
-                return self._refused(from_v, to_v, "load", str(exc))
-            except NothingPasses as exc:
+            except (EngineError, NothingPasses, _Stopped) as exc:
+                if helpers.stopped:  # a stop mid-swap, not the package's fault: nothing marked failed
+                    return self._refused(from_v, to_v, "load", f"the slot stopped mid-swap: {exc}")
+                if isinstance(exc, _Stopped):
+                    raise
+                if isinstance(exc, EngineError):
+                    self.store.mark_failed(opened.root, str(exc))
+                    await self._prune()
+                    return self._refused(from_v, to_v, "load", str(exc))
                 reason = f"golden test failed on this CPU ({int8_path()}): {exc}"
                 self.store.mark_failed(opened.root, reason)
                 await self._prune()
