@@ -37,6 +37,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -50,10 +51,15 @@ from edge_agent.maintenance.settings import BaselineSettings
 from edge_agent.models.config import ModelConfig
 from edge_agent.outbox.settings import OutboxSettings, SampleSelectionSettings
 from edge_agent.uplink.settings import CloudSettings
+from protocols.redact import mask_credentials
 
 
 class ConfigError(ValueError):
+    """Every line names the file and the field; a URL's password is masked in all of them (a field's value,
+    a YAML error quoting its line, a ``${VAR}`` taken from the environment)."""
+
     def __init__(self, errors: list[str]) -> None:
+        errors = [mask_credentials(e) for e in errors]
         super().__init__("\n".join(errors))
         self.errors = errors
 
@@ -650,11 +656,30 @@ def _pydantic_errors(exc: ValidationError, model: Any, prefix: tuple, where: str
             found = err.get("input")
             shown = (
                 ""
-                if isinstance(found, dict | list) or found is None or repr(found) in msg
+                if isinstance(found, dict | list)
+                or found is None
+                or repr(found) in msg
+                or _is_secret(model, tuple(err["loc"]))
                 else f" (found {_short_repr(found)})"
             )
             out.append(f"{where}: {_fmt_loc(loc)}: {msg}{shown}")
     return out
+
+
+_SECRET_NAME = re.compile(r"password|passphrase|secret|token|api_?key", re.IGNORECASE)
+
+
+def _is_secret(model: Any, loc: tuple) -> bool:
+    """A field whose value is never shown, not even when it is wrong: a ``SecretStr`` or one named like
+    a password."""
+    if any(isinstance(p, str) and _SECRET_NAME.search(p) for p in loc):
+        return True
+    t = model
+    for part in loc:
+        t = _unwrap(t, part)
+        if t is None:
+            return False
+    return _unwrap(t, None) is SecretStr
 
 
 def _short_repr(value: Any) -> str:
@@ -780,7 +805,7 @@ def parse_config(
     _cross_check(cfg, named, report, local_checks)
     if report.errors:
         raise ConfigError(report.errors)
-    cfg.warnings.extend(report.warnings)
+    cfg.warnings.extend(mask_credentials(w) for w in report.warnings)
     return cfg
 
 
@@ -1042,6 +1067,11 @@ def _check_actions(
                 report.error(f"{loc}.when", str(exc))
 
 
+def _pem_itself(value: str) -> bool:
+    """A file option given the file's contents (a certificate or private key) instead of its path."""
+    return "-----BEGIN" in value or "\n" in value
+
+
 def _check_files(cfg: AgentConfig, report: Findings) -> None:
     """Files the config names that do not exist on this machine."""
     for name, m in cfg.models.items():
@@ -1049,7 +1079,13 @@ def _check_files(cfg: AgentConfig, report: Findings) -> None:
             report.error(f"models.{name}.package", f"file {m.package} does not exist")
     if cfg.cloud is not None:
         for f in ("ca_file", "cert_file", "key_file"):
-            if not cfg.path(getattr(cfg.cloud, f)).exists():
+            if _pem_itself(getattr(cfg.cloud, f)):  # e.g. ${CLOUD_KEY} holding the key, not its file
+                report.error(
+                    f"cloud.{f}",
+                    "holds a PEM certificate or key itself (not shown), not a file's path: write it to a file "
+                    "readable only by the agent and give that file's path",
+                )
+            elif not cfg.path(getattr(cfg.cloud, f)).exists():
                 report.error(
                     f"cloud.{f}",
                     f"{getattr(cfg.cloud, f)} does not exist (create certificates with `cloud-trainer pki`)",

@@ -59,6 +59,7 @@ from edge_agent.config import (
 )
 from edge_agent.maintenance.baseline import atomic_write_json
 from model_packager.text import printable
+from protocols.redact import mask_credentials
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
@@ -167,13 +168,15 @@ class ConfigKeeper:
                 "digest": info["digest"],
                 "step": step,
                 "ok": ok,
-                "reason": reason[:500],
+                "reason": mask_credentials(reason)[:500],
                 "health": health or {},
             }
         )
         self.state["unreported"] = self.state["unreported"][-50:]
 
     def refuse(self, info: dict, step: str, reason: str) -> None:
+        # a source's error or a library's text may name a URL with its login
+        reason = mask_credentials(reason)
         self.state["refused"][refusal_key(info["deployment_id"], info["digest"])] = reason[:500]
         self.note(info, step, False, reason)
         self.state["trial"] = None
@@ -401,7 +404,7 @@ class AgentHost:
                 if isinstance(exc, ConfigError)
                 else f"{where}: cannot be validated: {type(exc).__name__}: {printable(str(exc), 300)}"
             )
-            log.error("fleet config refused: %s", reason)
+            log.error("fleet config refused: %s", mask_credentials(reason))
             self.keeper.refuse(info, "failed", reason)
             return
         self.keeper.put_yaml(want.digest, want.yaml)
@@ -425,6 +428,7 @@ class AgentHost:
             self.agent.config_state = {"source": "fleet", **info, "status": "healthy", "reason": ""}
             log.info("%s: healthy; it is the last good config now", where)
             return
+        why = mask_credentials(why)
         log.error("%s: %s; back on the last good config", where, why)
         self.keeper.refuse(info, "rolled_back", why)
         await self._fall_back()

@@ -48,6 +48,7 @@ import numpy as np
 from devices.base import Backoff, BurstLogger, Channel, ConnectionState, DeviceError, DeviceStats, Frame
 from devices.camera.settings import CameraKind, CameraSettings
 from protocols.image_header import ImageRejected, decode_image, eight_bit, image_size, max_file_bytes
+from protocols.redact import mask_credentials
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,15 @@ def _why_not_open(url: str, timeout_s: float) -> str:
     if u.scheme in ("http", "https"):
         from devices.camera.mjpeg import http_hint
 
+        headers = {"Range": "bytes=0-0"}
+        if u.username is not None:  # urllib takes the URL's user:password@ for part of the host name
+            import base64
+
+            login = f"{urllib.parse.unquote(u.username)}:{urllib.parse.unquote(u.password or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(login.encode()).decode()
+            url = urllib.parse.urlunsplit(u._replace(netloc=u.netloc.rpartition("@")[2]))
         try:
-            req = urllib.request.Request(url, headers={"Range": "bytes=0-0"})
+            req = urllib.request.Request(url, headers=headers)
             with urllib.request.urlopen(req, timeout=min(timeout_s, 3.0)) as r:
                 ctype = r.headers.get("Content-Type", "?")
             return (
@@ -160,6 +168,9 @@ class CameraSource:
 
     # ---- reader thread ---------------------------------------------------------------------
     def _error(self, reason: str, detail: str) -> None:
+        # every camera error reaches the status, the log and the fleet through here; a library's own text
+        # (OpenCV, FFmpeg, urllib) may name the URL with its password, masked here like ours
+        detail = mask_credentials(detail)
         self.stats.error(reason, detail)
         self._burst.log(reason, "camera %r: %s: %s", self.name, reason, detail)
 
@@ -176,7 +187,7 @@ class CameraSource:
                     else:
                         self._read_capture(backoff)
                 except _End:
-                    log.info("camera %r: %s ended after %d frames", self.name, s.url, self._seq)
+                    log.info("camera %r: %s ended after %d frames", self.name, s.shown_url, self._seq)
                     return
                 except Exception as exc:  # never take the process down; report, back off, retry
                     self._error("reader_failed", f"{type(exc).__name__}: {exc}")
@@ -190,7 +201,7 @@ class CameraSource:
 
     def _emit(self, image: np.ndarray | None) -> bool:
         if image is None or image.size == 0:
-            self._error("empty_frame", f"{self.settings.url}: empty frame skipped")
+            self._error("empty_frame", f"{self.settings.shown_url}: empty frame skipped")
             return False
         if image.ndim == 2:
             import cv2
@@ -215,7 +226,7 @@ class CameraSource:
         s = self.settings
         files = sorted(p for p in Path(s.url).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise CameraError(f"folder {s.url} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise CameraError(f"folder {s.shown_url} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         self.state = ConnectionState.CONNECTED
         period = 1.0 / (s.fps or DEFAULT_FILE_FPS)
         next_t = time.monotonic()
@@ -244,7 +255,7 @@ class CameraSource:
         s = self.settings
         folder = Path(s.url)
         if not folder.is_dir():
-            raise CameraError(f"watch: folder {s.url} does not exist (or is not a folder)")
+            raise CameraError(f"watch: folder {s.shown_url} does not exist (or is not a folder)")
         settle = s.settle_ms / 1000.0
         poll = min(0.05, settle / 2) if settle else 0.05
 
@@ -332,7 +343,7 @@ class CameraSource:
             cap = cv2.VideoCapture(int(s.url.split(":", 1)[1]))
         elif s.kind is CameraKind.PATH:
             if not Path(s.url).exists():
-                raise CameraError(f"video file {s.url} does not exist")
+                raise CameraError(f"video file {s.shown_url} does not exist")
             cap = cv2.VideoCapture(s.url)
         else:
             params = [
@@ -344,7 +355,7 @@ class CameraSource:
             cap = cv2.VideoCapture(s.url, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
-            raise CameraError(f"cannot open {s.url}{_why_not_open(s.url, s.open_timeout_s)}")
+            raise CameraError(f"cannot open {s.shown_url}{_why_not_open(s.url, s.open_timeout_s)}")
         return cap
 
     def _open_http(self) -> Any:
@@ -358,7 +369,7 @@ class CameraSource:
         try:
             return open_stream(s.url, s.open_timeout_s, s.read_timeout_s, max_file_bytes(s.max_megapixels))
         except StreamError as exc:
-            raise CameraError(f"cannot open {s.url}: {exc.detail}") from None
+            raise CameraError(f"cannot open {s.shown_url}: {exc.detail}") from None
 
     def _part_reader(self, stream: Any) -> Callable[[], np.ndarray | None]:
         """Reads one MJPEG part and decodes it as a folder's file is decoded: ``_BadFrame`` for a part that
@@ -383,7 +394,9 @@ class CameraSource:
             try:
                 return decode_image(data, cv2.IMREAD_COLOR, max_megapixels=limit)
             except ImageRejected as exc:
-                raise _BadFrame("corrupt_frame", f"{s.url}: {exc} ({len(data)} bytes), skipped") from None
+                raise _BadFrame(
+                    "corrupt_frame", f"{s.shown_url}: {exc} ({len(data)} bytes), skipped"
+                ) from None
 
         return read
 
@@ -421,7 +434,7 @@ class CameraSource:
                 self.state = ConnectionState.BACKOFF
                 self._error(
                     "oversize_frame",
-                    f"{s.url}: frames of {w:.0f}x{h:.0f} ({declared / 1e6:.1f} Mpx) are over "
+                    f"{s.shown_url}: frames of {w:.0f}x{h:.0f} ({declared / 1e6:.1f} Mpx) are over "
                     f"max_megapixels {s.max_megapixels:g}; set the camera's resolution lower, or raise it",
                 )
                 return
@@ -474,7 +487,7 @@ class CameraSource:
             except StreamError as exc:
                 if not self._stop.is_set():
                     self.state = ConnectionState.BACKOFF
-                    self._error(exc.reason, f"{s.url}: {exc.detail}")
+                    self._error(exc.reason, f"{s.shown_url}: {exc.detail}")
                 return
             except (OSError, EOFError) as exc:  # an MJPEG stream's socket: a timeout, a reset, its end
                 if not self._stop.is_set():
@@ -487,7 +500,7 @@ class CameraSource:
                         else f"read failed ({exc})"
                     )
                     self.state = ConnectionState.BACKOFF
-                    self._error("stream_lost", f"{s.url}: {what}; reopening")
+                    self._error("stream_lost", f"{s.shown_url}: {what}; reopening")
                 return
             if img is None:
                 if not live:
@@ -495,7 +508,7 @@ class CameraSource:
                         rewind()
                         failures += 1
                         if failures > s.max_consecutive_failures:
-                            raise CameraError(f"{s.url}: cannot rewind")
+                            raise CameraError(f"{s.shown_url}: cannot rewind")
                         continue
                     raise _End
                 failures += 1
@@ -504,19 +517,21 @@ class CameraSource:
                     self.state = ConnectionState.BACKOFF
                     self._error(
                         "stream_lost",
-                        f"{s.url}: no frame for {silent:.1f}s since {since()} ({failures} failed reads); "
+                        f"{s.shown_url}: no frame for {silent:.1f}s since {since()} ({failures} failed reads); "
                         "reopening",
                     )
                     return
                 if bad is not None:
                     self._error(bad.reason, bad.detail)
                 else:
-                    self._error("corrupt_frame", f"{s.url}: a frame could not be read or decoded, skipped")
+                    self._error(
+                        "corrupt_frame", f"{s.shown_url}: a frame could not be read or decoded, skipped"
+                    )
                 continue
             failures = 0
             last_ok = time.monotonic()
             if img.size == 0 or not img.any():
-                self._error("empty_frame", f"{s.url}: blank frame skipped")
+                self._error("empty_frame", f"{s.shown_url}: blank frame skipped")
                 continue
             if not good:
                 good = True

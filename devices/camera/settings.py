@@ -18,6 +18,8 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from protocols.redact import mask_credentials
+
 
 class CameraKind(enum.StrEnum):
     USB = "usb"
@@ -83,6 +85,11 @@ class CameraSettings(BaseModel):
             return CameraKind.STREAM
         return CameraKind.PATH
 
+    @property
+    def shown_url(self) -> str:
+        """``url`` as messages, status and logs show it: its password masked, user and host kept."""
+        return mask_credentials(self.url)
+
     @model_validator(mode="after")
     def _check(self) -> CameraSettings:
         if (self.width is None) != (self.height is None):
@@ -92,5 +99,7 @@ class CameraSettings(BaseModel):
         if self.watch and (self.kind is not CameraKind.PATH or self.loop):
             raise ValueError("watch is for a folder of images (url: a folder path), without loop")
         if self.url.startswith("usb:") and self.kind is not CameraKind.USB:
-            raise ValueError(f"url {self.url!r}: a USB camera is 'usb:' and a device index, e.g. 'usb:0'")
+            raise ValueError(
+                f"url {self.shown_url!r}: a USB camera is 'usb:' and a device index, e.g. 'usb:0'"
+            )
         return self

@@ -72,6 +72,7 @@ from devices.base import (
 )
 from devices.opcua.rates import RateError, StatedRates
 from devices.opcua.settings import NonFinitePolicy, OpcUaSettings, SecurityMode
+from protocols.redact import mask_credentials
 
 log = logging.getLogger("devices.opcua")
 
@@ -612,7 +613,7 @@ def _epoch(t: dt.datetime | None) -> float | None:
 
 def _explain(exc: BaseException, settings: OpcUaSettings) -> tuple[str, str]:
     """(reason key, one-line message with a hint) for a connect failure."""
-    text = f"{type(exc).__name__}: {exc}".strip()
+    text = mask_credentials(f"{type(exc).__name__}: {exc}".strip())  # asyncua may name the URL with its login
     low = text.lower()
     if isinstance(exc, _Silent):
         return "stalled", str(exc)
@@ -621,7 +622,7 @@ def _explain(exc: BaseException, settings: OpcUaSettings) -> tuple[str, str]:
     if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
         return (
             "unreachable",
-            f"cannot reach {settings.endpoint} ({exc.strerror or exc}); is the server running?",
+            f"cannot reach {mask_credentials(settings.endpoint)} ({exc.strerror or exc}); is the server running?",
         )
     if "certificate" in low or "securitychecks" in low:
         return "certificate", (
@@ -658,7 +659,7 @@ async def _security_not_offered(settings: OpcUaSettings) -> str | None:
     listed = ", ".join(f"{pol} {mode}" for pol, mode in offered)
     want = "no security" if none else f"{wanted[0]} {wanted[1]}"
     return (
-        f"the server at {settings.endpoint} does not offer {want}; it offers: {listed}; set security_mode "
+        f"the server at {mask_credentials(settings.endpoint)} does not offer {want}; it offers: {listed}; set security_mode "
         "and security_policy to one of those"
     )
 
@@ -773,7 +774,7 @@ async def _one_off_client(settings: OpcUaSettings, what: str) -> tuple[Client, l
             await client.connect()
     except Exception as e:
         why = _too_large(oversize[0], settings) if oversize[0] else _explain(e, settings)[1]
-        raise OpcUaError(f"{what} {settings.endpoint}: {why}") from None
+        raise OpcUaError(f"{what} {mask_credentials(settings.endpoint)}: {why}") from None
     return client, oversize
 
 
@@ -1011,7 +1012,9 @@ class OpcUaSource:
                 if self._connected_once:
                     self.stats.reconnects += 1
                 self._connected_once = True
-                log.info("opcua source %s: connected to %s", self.name, self.settings.endpoint)
+                log.info(
+                    "opcua source %s: connected to %s", self.name, mask_credentials(self.settings.endpoint)
+                )
                 beat = asyncio.create_task(self._heartbeat()) if self.settings.heartbeat else None
                 structs = asyncio.create_task(self._structures())
                 try:
@@ -1465,7 +1468,7 @@ class OpcUaSource:
     def _require_client(self, what: str) -> Client:
         if self.state is not ConnectionState.CONNECTED or self._client is None:
             raise OpcUaNotConnected(
-                f"opcua source {self.name}: not connected to {self.settings.endpoint} "
+                f"opcua source {self.name}: not connected to {mask_credentials(self.settings.endpoint)} "
                 f"(state {self.state.value}); {what} not done"
             )
         return self._client
@@ -1629,7 +1632,7 @@ async def check_server(
         why = (
             ua.StatusCode(e.code).name if isinstance(e, ua.UaStatusCodeError) else f"{type(e).__name__}: {e}"
         )
-        raise OpcUaError(f"cannot check {settings.endpoint}: {why}") from None
+        raise OpcUaError(f"cannot check {mask_credentials(settings.endpoint)}: {why}") from None
     finally:
         try:
             await client.disconnect()
@@ -1782,13 +1785,15 @@ async def browse_server(
         raise
     except Exception as e:
         if oversize[0]:  # a browse answer over the limit: say so, not the lost connection it left
-            raise OpcUaError(f"opcua {settings.endpoint}: {_too_large(oversize[0], settings)}") from None
+            raise OpcUaError(
+                f"opcua {mask_credentials(settings.endpoint)}: {_too_large(oversize[0], settings)}"
+            ) from None
         if isinstance(e, ua.UaStatusCodeError):
             why = ua.StatusCode(e.code).name
         else:
             why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
         raise OpcUaError(
-            f"opcua {settings.endpoint}: browse of {folder_node_id or 'Objects'} failed ({why})"
+            f"opcua {mask_credentials(settings.endpoint)}: browse of {folder_node_id or 'Objects'} failed ({why})"
         ) from None
     finally:
         try:

@@ -1,0 +1,155 @@
+"""A line engineer's secrets never leave the agent as text: a camera's or server's URL login, a
+``${VAR}`` taken from the environment, a password field, a key's contents. Each is probed where the agent
+shows or sends text (a source's ``last_error`` → ``/status``, ``edge-agent tags`` and the fleet's config
+reports; the log; ``edge-agent validate`` and ``--online``), with real peers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import logging
+import threading
+
+import pytest
+
+from devices.camera.capture import CameraSource
+from devices.camera.settings import CameraSettings
+from devices.opcua.client import OpcUaSource
+from devices.opcua.settings import OpcUaSettings
+from edge_agent.config import ConfigError, parse_config
+from edge_agent.fleet_config import ConfigKeeper
+from protocols.redact import mask_credentials
+
+SECRET = "S3cr3t-pw"
+
+
+def test_mask_keeps_user_and_host_and_hides_only_the_password():
+    assert (
+        mask_credentials("rtsp://admin:12345@192.168.1.10/stream") == "rtsp://admin:***@192.168.1.10/stream"
+    )
+    assert mask_credentials(f"cannot open http://user:{SECRET}@cam:81/mjpeg: x") == (
+        "cannot open http://user:***@cam:81/mjpeg: x"
+    )
+    assert mask_credentials("opc.tcp://plc:p@ss@10.0.0.2:4840/") == "opc.tcp://plc:***@10.0.0.2:4840/"
+    for plain in ("rtsp://admin@h/x", "http://h/a:b@c", "usb:0", "/data/images/", "no url here"):
+        assert mask_credentials(plain) == plain
+
+
+async def _last_error(src, timeout_s: float = 5.0) -> str:
+    await src.start()
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not src.stats.last_error:
+                await asyncio.sleep(0.05)
+    finally:
+        await src.stop(1.0)
+    return src.stats.last_error
+
+
+class _Cam(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # a camera that wants another login
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Basic realm="cam"')
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(b"<html>401</html>")
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture
+def http_camera():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Cam)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv.server_address[1]
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.mark.parametrize("scheme", ["rtsp", "http"])
+async def test_unreachable_camera_names_its_url_without_the_password(scheme, caplog):
+    caplog.set_level(logging.WARNING)
+    url = f"{scheme}://admin:{SECRET}@127.0.0.1:1/stream"
+    src = CameraSource(
+        "cam", CameraSettings(url=url, open_timeout_s=1, reconnect_initial_s=5, reconnect_max_s=5)
+    )
+    err = await _last_error(src)
+    assert f"{scheme}://admin:***@127.0.0.1:1/stream" in err and "cannot reach 127.0.0.1:1" in err
+    assert SECRET not in err and SECRET not in caplog.text
+
+
+async def test_http_camera_refusing_the_login_says_so_without_the_password(http_camera, caplog):
+    caplog.set_level(logging.WARNING)
+    url = f"http://admin:{SECRET}@127.0.0.1:{http_camera}/video"
+    src = CameraSource(
+        "cam", CameraSettings(url=url, open_timeout_s=1, reconnect_initial_s=5, reconnect_max_s=5)
+    )
+    err = await _last_error(src)
+    assert "401" in err and f"http://admin:***@127.0.0.1:{http_camera}/video" in err, err
+    assert SECRET not in err and SECRET not in caplog.text
+
+
+async def test_unreachable_opcua_endpoint_with_a_login_is_shown_masked(caplog):
+    caplog.set_level(logging.INFO)
+    s = OpcUaSettings(
+        endpoint=f"opc.tcp://plc:{SECRET}@127.0.0.1:1/x",
+        connect_timeout_s=1,
+        reconnect_initial_s=5,
+        nodes=[{"node_id": "ns=2;s=A", "tag": "a"}],
+    )
+    err = await _last_error(OpcUaSource("o", s))
+    assert "opc.tcp://plc:***@127.0.0.1:1/x" in err, err
+    assert SECRET not in err and SECRET not in caplog.text
+
+
+def _errors(data: dict) -> str:
+    with pytest.raises(ConfigError) as e:
+        parse_config({"agent": {"id": "a1"}, **data}, "line1.yaml")
+    return "\n".join(e.value.errors)
+
+
+def test_config_errors_never_show_a_password_or_a_url_login(monkeypatch):
+    monkeypatch.setenv("CAM_URL", f"usb:rtsp://admin:{SECRET}@cam/x")
+    text = _errors(
+        {
+            "sources": {
+                "m": {"type": "mqtt", "host": "127.0.0.1", "username": "bob", "password": 123456789},
+                "o": {"type": "opcua", "endpoint": f"opcua://plc:{SECRET}@10.0.0.2:4840", "nodes": []},
+                "cam": {"type": "camera", "url": "${CAM_URL}"},
+            }
+        }
+    )
+    assert "sources.m.password" in text and "123456789" not in text
+    assert "sources.o.endpoint" in text and "opcua://plc:***@10.0.0.2:4840" in text
+    assert "sources.cam" in text and "rtsp://admin:***@cam/x" in text
+    assert SECRET not in text
+
+
+def test_a_key_given_as_its_contents_is_refused_without_showing_it(tmp_path, monkeypatch):
+    key = f"-----BEGIN PRIVATE KEY-----\nMII{SECRET}\n-----END PRIVATE KEY-----\n"
+    monkeypatch.setenv("CLOUD_KEY", key)
+    for f in ("ca.pem", "cert.pem"):
+        (tmp_path / f).write_text("x")
+    cloud = {
+        "endpoint": "127.0.0.1:1",
+        "ca_file": "ca.pem",
+        "cert_file": "cert.pem",
+        "key_file": "${CLOUD_KEY}",
+    }
+    with pytest.raises(ConfigError) as e:
+        parse_config({"agent": {"id": "a1"}, "cloud": cloud}, "line1.yaml", base_dir=str(tmp_path))
+    text = "\n".join(e.value.errors)
+    assert "cloud.key_file" in text and "PEM" in text
+    assert SECRET not in text and "BEGIN PRIVATE KEY" not in text
+
+
+def test_fleet_config_reports_mask_a_url_login(tmp_path):
+    keeper = ConfigKeeper(tmp_path)
+    info = {"deployment_id": "d1", "digest": "abc"}
+    keeper.refuse(
+        info, "rolled_back", f"source cam: not connected (open_failed: cannot open rtsp://admin:{SECRET}@h/x)"
+    )
+    keeper.note(info, "failed", False, f"the agent did not start on it: http://u:{SECRET}@cam/")
+    shown = (tmp_path / "state.json").read_text() + repr(keeper.state)
+    assert "rtsp://admin:***@h/x" in shown and SECRET not in shown
