@@ -132,6 +132,7 @@ class Verdict:
     speed_estimated: bool = True
     velocity_mm_s: float | None = None
     iso_zone: str | None = None
+    iso_alarm: bool = False  # confirm_windows in a row at or above iso_alarm_zone (one transient is not)
     extrapolated: bool = False  # no statistics for this speed band: the nearest band's were used
     growth: float | None = None  # the largest amplitude growth over the baseline (x times), the health index
 
@@ -150,6 +151,7 @@ class Verdict:
                 "speed_estimated",
                 "velocity_mm_s",
                 "iso_zone",
+                "iso_alarm",
                 "extrapolated",
                 "growth",
             )
@@ -187,6 +189,7 @@ class Baseline:
         self.bearing = Bearing(b.n_elements, b.ball_d_mm, b.pitch_d_mm, b.contact_angle_deg) if b else None
         self.speed_hz: float | None = None  # tracked shaft speed (estimated)
         self._over = 0
+        self._iso_over = 0  # windows in a row at or above iso_alarm_zone
         self._last_zone: str | None = None
         self._new_learning("first start")
         self._load()
@@ -358,12 +361,17 @@ class Baseline:
                 iso_class=self.s.iso_class,
             )
         self._last_zone = zone
+        # ISO 10816 judges steady running: one window lifted by a transient (a door slam, a dropped
+        # tool) is not a zone; like the baseline's alarm, the zone must hold confirm_windows in a row
+        at = self.s.iso_alarm_zone != "off" and "ABCD".index(zone) >= "ABCD".index(self.s.iso_alarm_zone)
+        self._iso_over = self._iso_over + 1 if at else 0
         v = Verdict(
             self.state,
             speed_hz=f["speed_hz"],
             speed_estimated=bool(f["speed_estimated"]),
             velocity_mm_s=f["velocity_mm_s"],
             iso_zone=zone,
+            iso_alarm=self._iso_over >= self.s.confirm_windows,
         )
         row = feature_vector(f)
         if self.state == "learning":
@@ -381,6 +389,7 @@ class Baseline:
                         speed_hz=self.speed_hz,
                         velocity_mm_s=v.velocity_mm_s,
                         iso_zone=zone,
+                        iso_alarm=v.iso_alarm,
                     )
                 v.progress = self.progress()
                 return v

@@ -26,8 +26,6 @@ from edge_agent.maintenance.settings import BaselineSettings
 from model_packager.manifest import LifePrior
 from protocols.events import Event, EventKind
 
-_ZONES = "ABCD"
-
 
 def _unsure(res, why: str) -> None:
     res.verdict = "UNSURE"
@@ -153,11 +151,7 @@ class Monitor:
 
     def apply(self, v: Verdict, res) -> None:
         d = v.to_dict()
-        iso = (
-            v.iso_zone is not None
-            and self.s.iso_alarm_zone != "off"
-            and _ZONES.index(v.iso_zone) >= _ZONES.index(self.s.iso_alarm_zone)
-        )
+        iso = v.iso_alarm  # the zone held confirm_windows windows in a row (a single transient is not)
         if v.state == "ready" and v.score is not None and v.threshold:
             res.score = round(v.score / v.threshold, 4)
             res.anomaly_score = res.score

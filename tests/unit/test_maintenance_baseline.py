@@ -213,3 +213,23 @@ def test_remaining_life_says_not_enough_evidence_while_flat_then_counts_down_mon
     assert abs(rem[-1] - truth) < 0.3 * truth + 5
     lt.reset()  # a repair
     assert lt.update(300, 0.4).state == NOT_ENOUGH
+
+
+def test_a_single_transient_window_in_iso_zone_d_is_not_ng_a_sustained_zone_is(tmp_path, manifests):
+    """A door slam lifts one window's velocity into zone D: no NG; the zone held confirm_windows is."""
+    a, _, _ = manifests
+    fs, n = a.preprocessing.sample_rate_hz, a.preprocessing.window_samples
+    t = np.arange(n) / fs
+    rng = np.random.default_rng(0)
+    steady = lambda amp: amp * np.sin(2 * np.pi * 25.0 * t) + 0.005 * rng.standard_normal(n)  # noqa: E731
+    slam = steady(0.02) + 3.0 * np.exp(-40 * t) * np.sin(2 * np.pi * 150.0 * t)  # a ring-down, harmless
+    mon = Monitor(BaselineSettings(windows=200, speed_tag="Speed"), _Slot(a), "health", None, None)
+    verdicts = []
+    for i, x in enumerate([steady(0.02), slam, steady(0.02), steady(1.0), steady(1.0)]):
+        v = mon.process(Window("plc", i, i * 10.0, i * 10.0 + 0.2, x, {"_shaft_speed": 1500.0}))
+        res = Result("health", "plc", i, 0.0, "machine-health", "1.0.0", "onnxruntime", "OK", 0.1)
+        mon.apply(v, res)
+        verdicts.append((v.iso_zone, res.verdict, res.label))
+    assert verdicts[1][0] == "D" and verdicts[1][1] == "UNSURE"  # one window in D: still commissioning
+    assert verdicts[3][0] == "D" and verdicts[3][1] == "UNSURE"
+    assert verdicts[4] == ("D", "NG", "iso_zone_D")  # two in a row (confirm_windows: 2)
