@@ -93,6 +93,49 @@ def _sent(cmd) -> tuple:
     return topic, m.name, m.datatype, getattr(m, m.WhichOneof("value"))
 
 
+def _command_config(port: int, name: str, action: dict):
+    """An agent config with one Sparkplug host source `bus` and one `sparkplug_command` action on it."""
+    return parse_config(
+        {
+            "agent": {"id": "gw"},
+            "sources": {
+                "bus": {
+                    "type": "mqtt",
+                    "port": port,
+                    "subscriptions": [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}],
+                }
+            },
+            "actions": {
+                name: {
+                    "type": "sparkplug_command",
+                    "source": "bus",
+                    "group": "g",
+                    "edge_node": "n1",
+                    **action,
+                }
+            },
+        }
+    )
+
+
+def _ng_result() -> Result:
+    """A result every `when: {verdict: NG}` takes."""
+    now = time.time()
+    return Result(
+        pipeline="p",
+        source="s",
+        item_seq=0,
+        captured_at=now,
+        model="m",
+        model_version="1",
+        engine="e",
+        verdict="NG",
+        score=1.0,
+        label="x",
+        finished_at=now,
+    )
+
+
 async def test_a_rebirth_forgets_the_datatypes_and_template_members_of_the_births_before(mosquitto):
     node = Node(mosquitto.port)
     src, pump = await _host(mosquitto.port)
@@ -207,45 +250,19 @@ async def test_a_birth_datatype_this_host_cannot_write_is_a_type_mismatch_naming
 
 async def test_an_on_change_command_a_dead_node_missed_is_sent_when_it_is_born_again(mosquitto):
     node = Node(mosquitto.port)
-    cfg = parse_config(
+    cfg = _command_config(
+        mosquitto.port,
+        "gate",
         {
-            "agent": {"id": "gw"},
-            "sources": {
-                "bus": {
-                    "type": "mqtt",
-                    "port": mosquitto.port,
-                    "subscriptions": [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}],
-                }
-            },
-            "actions": {
-                "gate": {
-                    "type": "sparkplug_command",
-                    "source": "bus",
-                    "group": "g",
-                    "edge_node": "n1",
-                    "metric": "stop",
-                    "mode": "on_change",
-                    "when": {"verdict": "NG"},
-                    "retry": {"max_attempts": 2, "backoff_s": 0.05},
-                }
-            },
-        }
+            "metric": "stop",
+            "mode": "on_change",
+            "when": {"verdict": "NG"},
+            "retry": {"max_attempts": 2, "backoff_s": 0.05},
+        },
     )
     src, pump = await _host(mosquitto.port)
     runner = ActionRunner(cfg, {"bus": src})
-    result = Result(
-        pipeline="p",
-        source="s",
-        item_seq=0,
-        captured_at=time.time(),
-        model="m",
-        model_version="1",
-        engine="e",
-        verdict="NG",
-        score=1.0,
-        label="x",
-        finished_at=time.time(),
-    )
+    result = _ng_result()
     try:
         node.nbirth(0, sp.Metric("stop", None, D.BOOLEAN, False))
         await _births(src, 1)
@@ -274,30 +291,16 @@ async def test_an_on_change_command_a_dead_node_missed_is_sent_when_it_is_born_a
 
 async def test_a_dcmd_to_a_dead_or_never_born_device_is_not_sent_and_is_sent_again_at_its_birth(mosquitto):
     node = Node(mosquitto.port)
-    cfg = parse_config(
+    cfg = _command_config(
+        mosquitto.port,
+        "gate",
         {
-            "agent": {"id": "gw"},
-            "sources": {
-                "bus": {
-                    "type": "mqtt",
-                    "port": mosquitto.port,
-                    "subscriptions": [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}],
-                }
-            },
-            "actions": {
-                "gate": {
-                    "type": "sparkplug_command",
-                    "source": "bus",
-                    "group": "g",
-                    "edge_node": "n1",
-                    "device": "d1",
-                    "metric": "stop",
-                    "mode": "on_change",
-                    "when": {"verdict": "NG"},
-                    "retry": {"max_attempts": 1},
-                }
-            },
-        }
+            "device": "d1",
+            "metric": "stop",
+            "mode": "on_change",
+            "when": {"verdict": "NG"},
+            "retry": {"max_attempts": 1},
+        },
     )
 
     def dmsg(kind: str, seq: int, *metrics: sp.Metric) -> None:
@@ -307,19 +310,7 @@ async def test_a_dcmd_to_a_dead_or_never_born_device_is_not_sent_and_is_sent_aga
 
     src, pump = await _host(mosquitto.port)
     runner = ActionRunner(cfg, {"bus": src})
-    result = Result(
-        pipeline="p",
-        source="s",
-        item_seq=0,
-        captured_at=time.time(),
-        model="m",
-        model_version="1",
-        engine="e",
-        verdict="NG",
-        score=1.0,
-        label="x",
-        finished_at=time.time(),
-    )
+    result = _ng_result()
     try:
         node.nbirth(0)
         await _births(src, 1)
@@ -356,46 +347,20 @@ async def test_a_level_the_gateway_could_not_send_while_it_was_away_is_sent_at_t
     PLC kept the old speed. Now the gateway asks a rebirth of its nodes once it is back, and the kept
     command goes out at that birth, typed by it."""
     node = Node(mosquitto.port)
-    cfg = parse_config(
+    cfg = _command_config(
+        mosquitto.port,
+        "slow",
         {
-            "agent": {"id": "gw"},
-            "sources": {
-                "bus": {
-                    "type": "mqtt",
-                    "port": mosquitto.port,
-                    "subscriptions": [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}],
-                }
-            },
-            "actions": {
-                "slow": {
-                    "type": "sparkplug_command",
-                    "source": "bus",
-                    "group": "g",
-                    "edge_node": "n1",
-                    "metric": "speed",
-                    "value": 1500,
-                    "mode": "level",
-                    "when": {"verdict": "NG"},
-                    "retry": {"max_attempts": 1},
-                }
-            },
-        }
+            "metric": "speed",
+            "value": 1500,
+            "mode": "level",
+            "when": {"verdict": "NG"},
+            "retry": {"max_attempts": 1},
+        },
     )
     src, pump = await _host(mosquitto.port, client_id="gw-cmd")
     runner = ActionRunner(cfg, {"bus": src})
-    result = Result(
-        pipeline="p",
-        source="s",
-        item_seq=0,
-        captured_at=time.time(),
-        model="m",
-        model_version="1",
-        engine="e",
-        verdict="NG",
-        score=1.0,
-        label="x",
-        finished_at=time.time(),
-    )
+    result = _ng_result()
     kicker = paho.Client(CallbackAPIVersion.VERSION2, client_id="gw-cmd")  # takes the gateway's session
     try:
         node.nbirth(0, sp.Metric("speed", None, D.FLOAT, 1000.0))
