@@ -25,6 +25,7 @@ from model_packager import load_trusted_keys, open_package
 from model_packager.golden import load_npz
 from model_packager.preprocess import interpret
 from tests.support.models import SIGNAL_WINDOW, make_keypair, make_package
+from tests.support.peers import child_pids
 
 
 def frame(seq: int, seed: int = 0) -> Frame:
@@ -360,45 +361,34 @@ def test_a_slower_model_is_rolled_back_only_when_it_is_slower_by_a_margin_that_m
     assert "3.1x" in verdict(strict, active(1.47), active(0.47))
 
 
-def _children() -> set[int]:
-    me = os.getpid()
-    out: set[int] = set()
-    for t in os.listdir(f"/proc/{me}/task"):
-        try:
-            out |= {int(x) for x in Path(f"/proc/{me}/task/{t}/children").read_text().split()}
-        except OSError:
-            pass
-    return out
-
-
 async def test_stopping_mid_swap_stops_the_verifier_and_the_old_model_stays(tmp_path, pkgs):
     """A stop (SIGTERM) while the package's verifier child still works (here one stuck reading its input,
     as on a hung disk): the child is stopped with the slot, not left running for up to ten minutes (a
     process exit would wait for it), and the next start runs the model that had passed."""
     s = slot(tmp_path, pkgs)
     await s.start()
-    before = _children()
+    before = child_pids()
     stuck = tmp_path / "stuck-1.1.0.edgepkg"
     os.mkfifo(stuck)  # the verifier blocks opening it until a writer comes
     swap = asyncio.create_task(s.swap(stuck))
     verifier: set[int] = set()
     try:
         deadline = time.monotonic() + 10
-        while not (_children() - before) and time.monotonic() < deadline:
+        while not (child_pids() - before) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        verifier = _children() - before
+        verifier = child_pids() - before
         assert verifier, "no verifier child started"
         await asyncio.sleep(0.2)
         await s.stop()
         deadline = time.monotonic() + 2
-        while _children() & verifier and time.monotonic() < deadline:
+        while child_pids() & verifier and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        assert not _children() & verifier, "the verifier outlived the slot's stop"
+        assert not child_pids() & verifier, "the verifier outlived the slot's stop"
         async with asyncio.timeout(2):  # the swap's thread ends with its child: a refusal, nothing served
             outcome = await swap
         assert not outcome.ok
     finally:
-        for pid in _children() & verifier:  # (former code) never leave the stuck child behind
+        for pid in child_pids() & verifier:  # (former code) never leave the stuck child behind
             os.kill(pid, signal.SIGKILL)
         await asyncio.wait({swap}, timeout=5)
     s2 = slot(tmp_path, pkgs)

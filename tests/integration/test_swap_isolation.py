@@ -10,7 +10,6 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ from edge_agent.models.config import ModelConfig  # noqa: E402
 from edge_agent.models.slot import ModelSlot  # noqa: E402
 from model_packager import load_trusted_keys, open_package, runtimes  # noqa: E402
 from tests.support.models import make_keypair, make_package  # noqa: E402
+from tests.support.peers import child_pids  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -83,17 +83,6 @@ async def test_a_swap_converts_in_the_helper_and_a_start_in_process(pkgs, monkey
     await slot.stop()
 
 
-def _children() -> set[int]:
-    me = os.getpid()
-    out: set[int] = set()
-    for t in os.listdir(f"/proc/{me}/task"):
-        try:
-            out |= {int(x) for x in Path(f"/proc/{me}/task/{t}/children").read_text().split()}
-        except OSError:
-            pass
-    return out
-
-
 async def test_stopping_mid_conversion_stops_the_helper_and_the_old_model_stays(pkgs, monkeypatch, tmp_path):
     """A stop (SIGTERM) while a swap's conversion helper still works (here one that hangs, as a stuck
     conversion would): the helper is killed with the slot instead of being waited for (up to 300 s; a
@@ -103,24 +92,24 @@ async def test_stopping_mid_conversion_stops_the_helper_and_the_old_model_stays(
     slot = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
     await slot.start()
     monkeypatch.setattr(runtimes, "_HELPER", "import time; time.sleep(120)")  # a conversion that never ends
-    before = _children()
+    before = child_pids()
     swap = asyncio.create_task(slot.swap(pkgs["v2"], watch=False))
     helper: set[int] = set()
     try:
         async with asyncio.timeout(10):  # the verifier child comes and goes first (reaped before loading)
-            while not (helper := _children() - before if slot.state == "smoke_testing" else set()):
+            while not (helper := child_pids() - before if slot.state == "smoke_testing" else set()):
                 await asyncio.sleep(0.02)
         await asyncio.sleep(0.2)
         await slot.stop()
         deadline = time.monotonic() + 2
-        while _children() & helper and time.monotonic() < deadline:
+        while child_pids() & helper and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        assert not _children() & helper, "the conversion helper outlived the slot's stop"
+        assert not child_pids() & helper, "the conversion helper outlived the slot's stop"
         async with asyncio.timeout(2):
             outcome = await swap
         assert not outcome.ok and "stopped" in (outcome.reason or ""), outcome
     finally:
-        for pid in _children() & helper:  # (former code) never leave the hanging helper behind
+        for pid in child_pids() & helper:  # (former code) never leave the hanging helper behind
             os.kill(pid, signal.SIGKILL)
         await asyncio.wait({swap}, timeout=30)
     assert not slot.store.state().get("failed"), "a stop is not the package's fault"

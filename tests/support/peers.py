@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -95,3 +96,15 @@ async def opcua_server(port: int, path: str, namespace: str, object_name: str):
     srv.set_security_policy([ua.SecurityPolicyType.NoSecurity])
     idx = await srv.register_namespace(namespace)
     return srv, idx, await srv.nodes.objects.add_object(idx, object_name)
+
+
+def child_pids() -> set[int]:
+    """This process's children now (from /proc: every thread's), to see that a stop left none behind."""
+    me = os.getpid()
+    out: set[int] = set()
+    for t in os.listdir(f"/proc/{me}/task"):
+        try:
+            out |= {int(x) for x in Path(f"/proc/{me}/task/{t}/children").read_text().split()}
+        except OSError:
+            pass
+    return out
