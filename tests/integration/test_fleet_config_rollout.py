@@ -507,6 +507,8 @@ async def test_a_second_host_on_a_folder_in_use_is_refused_before_it_touches_the
     host = AgentHost(local, health_s=1.0)  # the folder free again: the crash-while-trying verdict is given
     await host.start()
     try:
-        assert host.keeper.state["trial"] is None and host.keeper.state["unreported"][0]["deployment_id"] == "d1"
+        assert (
+            host.keeper.state["trial"] is None and host.keeper.state["unreported"][0]["deployment_id"] == "d1"
+        )
     finally:
         await host.stop()
