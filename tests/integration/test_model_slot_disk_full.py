@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import shutil
-import subprocess
 import time
 from types import SimpleNamespace
 
@@ -21,6 +19,7 @@ from edge_agent.models.config import HealthConfig, ModelConfig
 from edge_agent.models.manager import ModelManager
 from edge_agent.models.slot import ModelSlot
 from tests.support.models import make_keypair, make_package
+from tests.support.peers import small_tmpfs
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +36,8 @@ def pkgs(tmp_path_factory):
 @pytest.fixture
 def small_slot_disk(tmp_path):
     """``<data_dir>/models/vision`` on a 1-MiB tmpfs (needs root)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    root = tmp_path / "data" / "models" / "vision"
-    root.mkdir(parents=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(root)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"mount not permitted here: {r.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "data" / "models" / "vision", "1m") as root:
         yield root
-    finally:
-        subprocess.run(["umount", "-l", str(root)], check=True)
 
 
 async def test_a_full_slot_disk_is_retried_not_refused_and_leaves_nothing(tmp_path, pkgs, small_slot_disk):

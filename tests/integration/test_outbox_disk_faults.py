@@ -20,6 +20,7 @@ import yaml
 from edge_agent.outbox.errors import OutboxError
 from edge_agent.outbox.settings import OutboxSettings
 from edge_agent.outbox.store import Outbox
+from tests.support.peers import small_tmpfs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,18 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def small_disk(tmp_path):
     """A real 2 MB file system (tmpfs): SQLite meets ENOSPC / EROFS as it would on a gateway's disk."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"mount not permitted here: {r.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "disk", "2m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["mount", "-o", "remount,rw", str(mnt)], capture_output=True)
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
 def fill(disk: Path) -> Path:

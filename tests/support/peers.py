@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -108,3 +109,24 @@ def child_pids() -> set[int]:
         except OSError:
             pass
     return out
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size: str):
+    """A real small file system (tmpfs of ``size``, e.g. "1m") mounted on ``folder``: code under test meets
+    ENOSPC (and, remounted read-only, EROFS) as on a gateway's disk. Needs root: skipped otherwise."""
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    folder.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"mount not permitted here: {r.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(folder)], capture_output=True)
+        subprocess.run(["umount", "-l", str(folder)], check=True)
