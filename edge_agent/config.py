@@ -802,6 +802,11 @@ def parse_config(
     if parts.get("agent") is None:
         parts["agent"] = AgentSection.model_construct(id="?")
     cfg = AgentConfig.model_construct(**{k: v for k, v in parts.items() if v is not None})
+    for name, settings in (
+        cfg.sources or {}
+    ).items():  # a source's files are the config folder's, as the rest
+        if isinstance(settings, BaseModel):
+            cfg.sources[name] = _anchor_files(settings, base_dir)
     _cross_check(cfg, named, report, local_checks)
     if report.errors:
         raise ConfigError(report.errors)
@@ -1072,6 +1077,34 @@ def _pem_itself(value: str) -> bool:
     return "-----BEGIN" in value or "\n" in value
 
 
+def _file_options(settings: BaseModel, prefix: str = ""):
+    """(dotted option, value) of each ``*_file`` option set in a source's settings, nested ones (``tls``) too."""
+    for name in type(settings).model_fields:
+        v = getattr(settings, name, None)
+        if isinstance(v, BaseModel):
+            yield from _file_options(v, f"{prefix}{name}.")
+        elif name.endswith("_file") and isinstance(v, str) and v:
+            yield f"{prefix}{name}", v
+
+
+def _anchor_files(settings: BaseModel, base_dir: str) -> BaseModel:
+    """The settings with each relative ``*_file`` option made relative to the config's folder, like
+    ``data_dir`` and model packages: a source's TLS or OPC UA certificate paths were taken relative to the
+    process's working directory, which a service manager sets to ``/`` (the file was then not found at run
+    time although ``validate`` run beside the file saw nothing wrong)."""
+    update: dict[str, Any] = {}
+    for name in type(settings).model_fields:
+        v = getattr(settings, name, None)
+        if isinstance(v, BaseModel):
+            anchored = _anchor_files(v, base_dir)
+            if anchored is not v:
+                update[name] = anchored
+        elif name.endswith("_file") and isinstance(v, str) and v and not _pem_itself(v):
+            if not Path(v).is_absolute() and base_dir != ".":
+                update[name] = str(Path(base_dir) / v)
+    return settings.model_copy(update=update) if update else settings
+
+
 def _check_files(cfg: AgentConfig, report: Findings) -> None:
     """Files the config names that do not exist on this machine."""
     for name, m in cfg.models.items():
@@ -1093,6 +1126,18 @@ def _check_files(cfg: AgentConfig, report: Findings) -> None:
     for i, k in enumerate(cfg.trusted_keys):
         if not cfg.path(k).exists():
             report.error(f"trusted_keys[{i}]", f"{k} does not exist")
+    for name, settings in (cfg.sources or {}).items():  # TLS and OPC UA certificates and keys
+        if not isinstance(settings, BaseModel):
+            continue
+        for option, value in _file_options(settings):
+            if _pem_itself(value):  # a key pasted (or given through ${VAR}) instead of its file's path
+                report.error(
+                    f"sources.{name}.{option}",
+                    "holds a PEM certificate or key itself (not shown), not a file's path: write it to a file "
+                    "readable only by the agent and give that file's path",
+                )
+            elif not cfg.path(value).exists():
+                report.error(f"sources.{name}.{option}", f"{value} does not exist")
 
 
 def _cross_check(

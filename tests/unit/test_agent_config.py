@@ -478,6 +478,45 @@ def test_a_weak_link_to_the_plc_is_a_warning_naming_the_option(env, tmp_path):
     assert parse_config(d, "line3.yaml").warnings == []
 
 
+def test_a_sources_certificate_files_are_the_config_folders_and_are_checked(env, tmp_path, monkeypatch):
+    """A source's TLS and OPC UA certificate paths were taken relative to the process's working directory
+    (a service manager's is `/`), were not checked by validate (a missing key showed only at run time),
+    and a key pasted in place of its path (or given through ${VAR}) was not refused."""
+    folder = tmp_path / "etc"
+    (folder / "pki").mkdir(parents=True)
+    for f in ("ca.pem", "gw.pem", "gw.key"):
+        (folder / "pki" / f).write_text("x")
+    d = good(env)
+    d["sources"]["broker"]["tls"] = {
+        "ca_file": "pki/ca.pem",
+        "cert_file": "pki/gw.pem",
+        "key_file": "pki/gw.key",
+    }
+    d["sources"]["plc"].update(
+        security_mode="SignAndEncrypt",
+        certificate_file="pki/gw.pem",
+        private_key_file="pki/gw.key",
+        server_certificate_file="pki/ca.pem",
+    )
+    path = folder / "agent.yaml"
+    path.write_text(yaml.safe_dump(d))
+    monkeypatch.chdir(tmp_path)  # elsewhere, as a service starts
+    cfg = load_config(path)
+    assert cfg.sources["broker"].tls.key_file == str(folder.resolve() / "pki" / "gw.key")
+    assert cfg.sources["plc"].private_key_file == str(folder.resolve() / "pki" / "gw.key")
+    d["sources"]["broker"]["tls"]["ca_file"] = "pki/missing.pem"
+    d["sources"]["plc"]["private_key_file"] = (
+        "-----BEGIN PRIVATE KEY-----\nMIIEvsecret\n-----END PRIVATE KEY-----\n"
+    )
+    path.write_text(yaml.safe_dump(d))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    text = "\n".join(exc.value.errors)
+    assert "sources.broker.tls.ca_file" in text and "pki/missing.pem does not exist" in text
+    assert "sources.plc.private_key_file" in text and "holds a PEM certificate or key itself" in text
+    assert "MIIEvsecret" not in text
+
+
 def test_an_mqtt_password_in_clear_text_or_an_unchecked_broker_is_a_warning(env):
     d = good(env)
     d["sources"]["broker"].update(host="10.0.0.5", username="gw", password="secret")
