@@ -212,6 +212,9 @@ class ImagePreprocessing(_Model):
     ``roi``, ``tiles`` and ``tile_overlap`` are new in schema 2 and optional: older manifests read
     as before."""
 
+    # (not in the docstring, which is the published schema's text) the tensor takes the dtype of the
+    # manifest's input: float32, float16, or uint8 = the pixels as they are, for a model that normalises
+    # them itself (``Manifest._check_image_input``: scale 1, mean 0, std 1)
     kind: Literal["image"] = "image"
     width: int = Field(gt=0)
     height: int = Field(gt=0)
@@ -537,6 +540,27 @@ class Manifest(_Model):
                 f"unknown manifest schema_version {v}; this build reads {list(READABLE_SCHEMAS)}"
             )
         return v
+
+    @model_validator(mode="after")
+    def _check_image_input(self) -> Manifest:
+        pre = self.preprocessing
+        if not isinstance(pre, ImagePreprocessing):
+            return self
+        dtype = self.inputs[0].dtype
+        if dtype not in (DType.FLOAT32, DType.FLOAT16, DType.UINT8):
+            raise ValueError(
+                f"inputs[0] {self.inputs[0].name!r} is {dtype.value}: an image input is float32, "
+                "float16 or uint8 (the pixels as they are)"
+            )
+        c = _channels(pre.color)
+        if dtype is DType.UINT8 and (
+            pre.scale != 1.0 or any(m != 0.0 for m in pre.mean[:c]) or any(v != 1.0 for v in pre.std[:c])
+        ):
+            raise ValueError(
+                f"inputs[0] is uint8 (pixels as they are): preprocessing needs scale 1, mean 0, std 1, "
+                f"not {pre.scale:g}, {pre.mean[:c]}, {pre.std[:c]}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_forms(self) -> Manifest:

@@ -172,7 +172,10 @@ def _synthetic_inputs(manifest: Manifest, batch: int = 2, seed: int = 0) -> dict
         shape = [batch if not isinstance(d, int) or d <= 0 else d for d in t.shape]
         if t.shape and not isinstance(t.shape[0], int):
             shape[0] = batch
-        out[t.name] = rng.standard_normal(shape).astype(t.dtype.value)
+        if t.dtype.value == "uint8":  # pixels: the whole range, not a normal draw wrapped around
+            out[t.name] = rng.integers(0, 256, shape, dtype=np.uint8)
+        else:
+            out[t.name] = rng.standard_normal(shape).astype(t.dtype.value)
     return out
 
 

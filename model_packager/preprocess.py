@@ -116,18 +116,26 @@ def _affine(spec: ImagePreprocessing, c: int) -> tuple[np.ndarray, np.ndarray]:
     return ab
 
 
-def image_tensor(image_bgr: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
-    """BGR uint8 HxWx3 (or HxW grey) frame -> float32 (T, C, H, W) or (T, H, W, C), T = 1 or the
-    number of tiles. The one implementation the trainer and the agent use: region of interest,
-    crop, tiles, resize, colour, then scale and normalisation fused into one pass per channel
-    written into the output buffer."""
+IMAGE_INPUT_DTYPES = ("float32", "float16", "uint8")
+
+
+def image_tensor(image_bgr: np.ndarray, spec: ImagePreprocessing, dtype: str = "float32") -> np.ndarray:
+    """BGR uint8 HxWx3 (or HxW grey) frame -> (T, C, H, W) or (T, H, W, C), T = 1 or the number of
+    tiles, of the model input's ``dtype``. The one implementation the trainer and the agent use:
+    region of interest, crop, tiles, resize, colour, then scale and normalisation fused into one
+    pass per channel written into the output buffer. ``uint8``: the pixels as they are (the model
+    normalises; the manifest's scale, mean and std are the identity), no float pass at all."""
     import cv2
 
+    if dtype not in IMAGE_INPUT_DTYPES:
+        raise PreprocessError(f"an image input is one of {list(IMAGE_INPUT_DTYPES)}, not {dtype}")
     img = image_region(image_bgr, spec)
     gray = spec.color is ColorOrder.GRAY
     c = 1 if gray else 3
     if img.ndim == 2 and not gray:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if dtype == "uint8":
+        return _pixel_tensor(img, spec, c)
     boxes = tile_boxes(img.shape[0], img.shape[1], spec)
     hw = (spec.height, spec.width)
     nchw = spec.layout == "NCHW"
@@ -160,6 +168,40 @@ def image_tensor(image_bgr: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
             dst = out[k, ch] if nchw else out[k, :, :, ch]
             np.multiply(t[:, :, src], a[ch], out=dst, casting="unsafe")
             dst += b[ch]
+    return out.astype(np.float16) if dtype == "float16" else out
+
+
+def _pixel_tensor(img: np.ndarray, spec: ImagePreprocessing, c: int) -> np.ndarray:
+    """``image_tensor`` for a uint8 input: resize, colour and layout only, written into the output.
+    The same geometry and resize as the float path, so a model gets the pixels the float path
+    would have scaled."""
+    import cv2
+
+    boxes = tile_boxes(img.shape[0], img.shape[1], spec)
+    hw = (spec.height, spec.width)
+    nchw = spec.layout == "NCHW"
+    gray = c == 1
+    out = np.empty((len(boxes), c, *hw) if nchw else (len(boxes), *hw, c), dtype=np.uint8)
+    interp = _INTERPOLATION[spec.interpolation]
+    for k, (x, y, w, h) in enumerate(boxes):
+        t = img[y : y + h, x : x + w]
+        if (h, w) != hw:
+            direct = not nchw and not gray and spec.color is ColorOrder.BGR  # resized into the output
+            dst = out[k] if direct else None
+            t = cv2.resize(t, (spec.width, spec.height), dst=dst, interpolation=interp)
+            if direct:
+                if t is not dst:  # OpenCV allocated its own
+                    out[k] = t
+                continue
+        if gray:
+            g = cv2.cvtColor(np.ascontiguousarray(t), cv2.COLOR_BGR2GRAY) if t.ndim == 3 else t
+            (out[k, 0] if nchw else out[k, :, :, 0])[...] = g
+        elif nchw:
+            planes = cv2.split(t)
+            for ch, src in enumerate((2, 1, 0) if spec.color is ColorOrder.RGB else (0, 1, 2)):
+                out[k, ch] = planes[src]
+        else:
+            out[k] = t[:, :, ::-1] if spec.color is ColorOrder.RGB else t
     return out
 
 

@@ -134,6 +134,7 @@ class _Active:
         self.engine = engine
         self.selection = selection
         self.input_name = opened.manifest.inputs[0].name
+        self.input_dtype = opened.manifest.inputs[0].dtype.value
         self.health = _Health()
 
 
@@ -346,7 +347,7 @@ class ModelSlot:
             if isinstance(m.preprocessing, ImagePreprocessing):
                 if not isinstance(item, Frame):
                     raise PreprocessError(f"model {m.package_id} takes images, got a {type(item).__name__}")
-                x = image_tensor(item.image, m.preprocessing)
+                x = image_tensor(item.image, m.preprocessing, a.input_dtype)
             else:
                 if not isinstance(item, Window):
                     raise PreprocessError(

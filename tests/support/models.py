@@ -40,7 +40,10 @@ def make_vision_onnx(
     seed: int = 0,
     nan: bool = False,
     bias: float = 0.0,
+    input_dtype: str = "float32",
 ) -> Path:
+    """``input_dtype="uint8"``: the model takes the pixels as they are and scales them by 1/255
+    itself (a Cast and a Mul before the first convolution), as many exported models do."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -53,8 +56,17 @@ def make_vision_onnx(
         numpy_helper.from_array((rng.normal(0, 0.1, (c,)) + np.eye(c)[0] * bias).astype(np.float32), "bd"),
         numpy_helper.from_array(np.array([np.nan if nan else 1.0], dtype=np.float32), "scale"),
     ]
-    nodes = [
-        helper.make_node("Conv", ["image", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+    first = "image"
+    nodes = []
+    if input_dtype == "uint8":
+        inits.append(numpy_helper.from_array(np.array([1 / 255], dtype=np.float32), "pixel_scale"))
+        nodes += [
+            helper.make_node("Cast", ["image"], ["image_f"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["image_f", "pixel_scale"], ["image_s"]),
+        ]
+        first = "image_s"
+    nodes += [
+        helper.make_node("Conv", [first, "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
         helper.make_node("Relu", ["c1"], ["r1"]),
         helper.make_node("GlobalAveragePool", ["r1"], ["gp"]),
         helper.make_node("Flatten", ["gp"], ["fl"]),
@@ -72,7 +84,13 @@ def make_vision_onnx(
     graph = helper.make_graph(
         nodes,
         "vision",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, height, width])],
+        [
+            helper.make_tensor_value_info(
+                "image",
+                TensorProto.UINT8 if input_dtype == "uint8" else TensorProto.FLOAT,
+                ["batch", 3, height, width],
+            )
+        ],
         outputs,
         inits,
     )

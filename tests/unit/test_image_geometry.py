@@ -151,3 +151,51 @@ def test_uint8_frames_normalise_to_the_per_pixel_formula_within_one_float32_step
     step = np.spacing(terms[None].astype(np.float32)).astype(np.float64)  # float32 step of the larger term
     assert np.all(np.abs(got - want) <= 2 * step)  # float32 a and b, and one or two roundings
     assert not np.array_equal(got, np.zeros_like(got))  # written into the output, not a copy
+
+
+@pytest.mark.parametrize("color", ["rgb", "bgr", "gray"])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("geometry", [{}, {"roi": [4, 2, 50, 40]}, {"tiles": [2, 2], "tile_overlap": 0.2}])
+@pytest.mark.parametrize("frame_hw", [(48, 64), (30, 40)], ids=["resized", "model-size"])
+def test_a_uint8_input_gets_exactly_the_pixels_the_float_path_would_scale(color, layout, geometry, frame_hw):
+    # a model that normalises its pixels itself (uint8 input) sees the same geometry, resize, colour and
+    # layout as a float model: the float path with an identity normalisation gives the same numbers
+    if "roi" in geometry and frame_hw == (30, 40):
+        geometry = {"roi": [2, 1, 30, 25]}
+    common = {
+        "width": 40,
+        "height": 30,
+        "color": color,
+        "layout": layout,
+        "interpolation": "linear",
+        **geometry,
+    }
+    identity = ImagePreprocessing(**common, scale=1.0, mean=[0.0] * 3, std=[1.0] * 3)
+    img = np.random.default_rng(5).integers(0, 256, (*frame_hw, 3), dtype=np.uint8)
+    got = image_tensor(img, identity, "uint8")
+    want = image_tensor(img, identity)
+    assert got.dtype == np.uint8 and got.shape == want.shape
+    assert np.array_equal(got.astype(np.float32), want)
+    half = image_tensor(img, spec(color=color, layout=layout, **geometry), "float16")
+    assert half.dtype == np.float16
+    assert np.allclose(half, image_tensor(img, spec(color=color, layout=layout, **geometry)), atol=4e-3)
+
+
+def test_an_image_input_of_another_dtype_or_a_uint8_input_with_a_normalisation_is_refused_by_name():
+    from model_packager.package import _validate_manifest
+    from tests.support.models import vision_spec
+
+    def manifest(dtype: str, **pre) -> dict:
+        m = vision_spec(heatmap=False)
+        m["inputs"][0]["dtype"] = dtype
+        m["preprocessing"].update(pre)
+        return m
+
+    with pytest.raises(Exception, match=r"uint8 .*needs scale 1, mean 0, std 1, not 0\.00392157,"):
+        _validate_manifest(manifest("uint8", mean=[0, 0, 0], std=[1, 1, 1]), "manifest.json")
+    with pytest.raises(Exception, match=r"not 1, \[0\.5, 0\.5, 0\.5\], \[0\.25, 0\.25, 0\.25\]"):
+        _validate_manifest(manifest("uint8", scale=1.0), "manifest.json")
+    with pytest.raises(Exception, match="is int64: an image input is float32, float16 or uint8"):
+        _validate_manifest(manifest("int64"), "manifest.json")
+    ok = _validate_manifest(manifest("uint8", scale=1.0, mean=[0, 0, 0], std=[1, 1, 1]), "manifest.json")
+    assert ok.inputs[0].dtype.value == "uint8"
