@@ -17,7 +17,9 @@ while it does not, when one is given), ``on_change`` writes the same level only 
 ``pulse`` writes ``value`` on a rising edge and ``reset_value`` ``pulse_ms`` later (a new edge while
 the pulse is high extends it). One writer per output sends them in order; a value still waiting
 when a newer one is decided is replaced (``superseded``), so a PLC that is away gets the latest
-state when it is back, not a backlog.
+state when it is back, not a backlog; a value whose write failed is retried only while no newer one
+waits (a newer one ends the backoff and the failed one is ``superseded``): the PLC never gets an older
+value after a newer one.
 An error that a retry cannot fix (``retryable = False``: unknown node, wrong type, write refused)
 is not retried. A ``level`` / ``on_change`` Sparkplug command that did not reach its edge node (dead,
 say) is kept and sent again when the node's (or device's) next birth arrives (``resent``).
@@ -91,6 +93,9 @@ class ActionRunner:
         # superseded), so a PLC that is away never builds up a backlog of stale writes
         self._desired: dict[tuple[str, str], tuple[Any, Result]] = {}
         self._writers: set[tuple[str, str]] = set()
+        # set when a newer value is decided: a failed write's backoff ends then, and the failed (older)
+        # value is dropped as superseded instead of retried (it would reach the PLC before the newer one)
+        self._output_wake: dict[tuple[str, str], asyncio.Event] = {}
         # the same for an alarm's outputs, per (alarm, pipeline, output): the transition waiting to be
         # signalled, the signallers running, and the event that cuts a retry's backoff short
         self._signals: dict[tuple[str, str, str], Event] = {}
@@ -182,15 +187,20 @@ class ActionRunner:
         if key in self._desired:
             self.stats[name]["superseded"] += 1
         self._desired[key] = (value, result)
+        wake = self._output_wake.get(key)
+        if wake is not None:
+            wake.set()
         if key not in self._writers:
             self._writers.add(key)
             self._spawn(self._writer(name, action, key))
 
     async def _writer(self, name: str, action: OutputAction, key) -> None:
+        wake = self._output_wake.setdefault(key, asyncio.Event())
         try:
             while key in self._desired:  # no await between this check and the discard below: no lost value
                 value, result = self._desired.pop(key)
-                delivered = await self._run(name, action, result, None, value=value)
+                wake.clear()
+                delivered = await self._run(name, action, result, None, value=value, key=key)
                 if name in self._resend:  # no await from the command's failure to here: no birth missed
                     if delivered or key in self._desired:
                         self._owed.pop(key, None)
@@ -215,8 +225,13 @@ class ActionRunner:
         while self._pending and (left := deadline - time.monotonic()) > 0:  # a pulse ending spawns its reset
             await asyncio.wait(list(self._pending), timeout=left)
 
-    async def _run(self, name: str, action, result: Result, item, value: Any = None) -> bool:
-        """Acts with the action's retries; True when done (or queued for the broker)."""
+    async def _run(
+        self, name: str, action, result: Result, item, value: Any = None, key: tuple[str, str] | None = None
+    ) -> bool:
+        """Acts with the action's retries; True when done (or queued for the broker). For an output's
+        writer (``key``), a failed value is not retried once a newer one waits for the same output: it is
+        counted ``superseded`` and False returned at once, so the PLC never gets the older value after
+        (or instead of) the newer one; a newer value arriving during the backoff ends it."""
         st = self.stats[name]
         for attempt in range(1, action.retry.max_attempts + 1):
             try:
@@ -231,12 +246,23 @@ class ActionRunner:
                         name, "action %r failed (not retried: a retry cannot fix it): %s", name, exc
                     )
                     return False
+                if key is not None and key in self._desired:
+                    st["superseded"] += 1  # a newer value waits: that one is written, not this one
+                    return False
                 if attempt == action.retry.max_attempts:
                     st["failed"] += 1
                     self._burst.log(name, "action %r failed after %d attempts: %s", name, attempt, exc)
                     return False
+                if key is None:
+                    await asyncio.sleep(action.retry.backoff_s * attempt)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(action.retry.backoff_s * attempt):
+                            await self._output_wake[key].wait()  # set by a newer value
+                    if key in self._desired:
+                        st["superseded"] += 1
+                        return False
                 st["retried"] += 1
-                await asyncio.sleep(action.retry.backoff_s * attempt)
         return False
 
     async def _do(self, name: str, action, result: Result, item, value: Any = None) -> str | None:

@@ -1,0 +1,109 @@
+"""A PLC output gets the latest value, never an older one after it: a write that failed (the PLC was
+away) is not retried through its backoff once a newer value waits for the same output; the newer one
+is written as soon as it can be, and the older one is counted ``superseded``. Against a real asyncua
+server on a free loopback port, started only after the first writes have failed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from asyncua import ua
+from asyncua.common.callback import CallbackType
+
+from devices.opcua.client import OpcUaSource
+from edge_agent.actions import ActionRunner
+from edge_agent.config import parse_config
+from edge_agent.types import Result
+from tests.support.peers import free_port, opcua_server
+
+
+def _result(verdict: str, seq: int) -> Result:
+    return Result(
+        pipeline="p",
+        source="plc",
+        item_seq=seq,
+        captured_at=time.time(),
+        model="m",
+        model_version="1",
+        engine="e",
+        verdict=verdict,
+        score=1.0,
+    )
+
+
+async def test_a_failed_output_value_is_dropped_when_a_newer_one_waits_and_the_newer_goes_out_at_once():
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")  # not started: the PLC is away
+    for name in ("Level", "Change", "Pulse"):
+        await (await obj.add_variable(ua.NodeId(name, idx), name, False)).set_writable()
+    writes: list[tuple[str, object]] = []
+
+    async def on_write(event, _dispatcher) -> None:
+        for wv, status in zip(event.request_params.NodesToWrite, event.response_params, strict=True):
+            if status.is_good() and wv.NodeId.NamespaceIndex == idx:  # not the server's own
+                writes.append((wv.NodeId.Identifier, wv.Value.Value.Value))
+
+    srv.subscribe_server_callback(CallbackType.PostWrite, on_write)
+    # each first retry is 5 s after its failure: long after the server is back
+    common = {"type": "opcua_write", "source": "plc", "when": {"verdict": "NG"}}
+    retry = {"retry": {"max_attempts": 3, "backoff_s": 5.0}}
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw"},
+            "sources": {
+                "plc": {
+                    "type": "opcua",
+                    "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/",
+                    "reconnect_initial_s": 0.1,
+                    "reconnect_max_s": 0.2,
+                    "connect_timeout_s": 2.0,
+                    "keepalive_check_s": 0.3,
+                }
+            },
+            "actions": {
+                "level": {**common, **retry, "node_id": f"ns={idx};s=Level", "reset_value": False},
+                "change": {**common, **retry, "node_id": f"ns={idx};s=Change", "mode": "on_change"},
+                # the pulse's reset (at pulse_ms) is the newer value for its output
+                "pulse": {
+                    **common,
+                    **retry,
+                    "node_id": f"ns={idx};s=Pulse",
+                    "mode": "pulse",
+                    "pulse_ms": 1000,
+                },
+            },
+        }
+    )
+    names = ["level", "change", "pulse"]
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    await src.start()  # the first connect fails; the source keeps trying
+    runner = ActionRunner(cfg, {"plc": src})
+    try:
+        t0 = time.monotonic()
+        await runner.handle(names, _result("NG", 0), None)  # True to each: fails, waits for its retry
+        await asyncio.sleep(0.1)
+        await srv.start()
+        for _ in range(100):
+            if src.state.value == "connected":
+                break
+            await asyncio.sleep(0.02)
+        assert src.state.value == "connected", src.stats.last_error
+        await runner.handle(names, _result("OK", 1), None)  # False: newer than the waiting True
+        for _ in range(150):
+            if len(writes) == 3:
+                break
+            await asyncio.sleep(0.02)
+        done_after = time.monotonic() - t0
+        await runner.flush(timeout_s=12)
+        await asyncio.sleep(0.1)
+    finally:
+        await src.stop()
+        await srv.stop()
+    # before: each True was retried after its 5 s backoff and reached the PLC (a reject for a part long
+    # gone), before the False or (level, on_change) instead of being followed by it at once
+    assert sorted(writes) == [("Change", False), ("Level", False), ("Pulse", False)], writes
+    assert done_after < 3.0, done_after
+    for name in names:
+        st = runner.stats[name]
+        assert (st["superseded"], st["ok"], st["failed"]) == (1, 1, 0), (name, dict(st))
