@@ -18,6 +18,11 @@ For OpenVINO the bare call is an infer request of the package's IR compiled apar
 properties.
 
     .venv/bin/python -m bench.inference_224_bench [--n 600] [--no-openvino] [--widths 1.0,0.5]
+        [--inputs float32,uint8]
+
+Two model inputs: float32 (the agent resizes and normalises the frame: ``image_tensor``) and uint8
+(a model that takes the pixels as they are, made by ``pixels_in``: the agent only resizes and lays
+out the frame).
 """
 
 from __future__ import annotations
@@ -102,8 +107,9 @@ def mobilenet_v2(width: float = 0.5, n_classes: int = len(LABELS)):
     return net.eval()
 
 
-def build(tmp: Path, width: float) -> tuple[Path, Path]:
-    """(signed INT8 package, public key)."""
+def build(tmp: Path, width: float, pixels: bool = False) -> tuple[Path, Path]:
+    """(signed INT8 package, public key). ``pixels``: the model takes uint8 pixels (its first layers
+    learn the normalisation; the input's quantization is the pixel itself, see ``pixels_in``)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from cloud_trainer.train.onnx_tools import SCHEME, export, quantize
     from model_packager import build_package
@@ -113,21 +119,79 @@ def build(tmp: Path, width: float) -> tuple[Path, Path]:
 
     key, pub = make_keypair(tmp / "keys")
     spec = vision_spec("mobilenet-v2-224", width=224, height=224, labels=LABELS, heatmap=False)
-    spec["preprocessing"].update(
-        interpolation="linear", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]
+    norm = (
+        {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+        if pixels
+        else {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     )
+    spec["preprocessing"].update(interpolation="linear", **norm)
     spec["quantization"] = {"scheme": SCHEME, "calibration_samples": 8}
     pre = ImagePreprocessing(**spec["preprocessing"])
     rng = np.random.default_rng(0)
-    calib = np.concatenate(
-        [image_tensor(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), pre) for _ in range(8)]
-    )
+    frames = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(8)]
+    calib = np.concatenate([image_tensor(f, pre) for f in frames])
     fp32 = export(mobilenet_v2(width), calib[:1], tmp / "m" / "fp32.onnx", "image", ["logits"])
-    int8 = quantize(fp32, tmp / "m" / "model.int8.onnx", calib, "image")
-    pkg = build_package(
-        int8, spec, tmp / "pkg", signing_key=key, golden_inputs={"image": calib[:2]}, openvino=True
-    )
+    if not pixels:
+        int8 = quantize(fp32, tmp / "m" / "model.int8.onnx", calib, "image")
+        golden = {"image": calib[:2]}
+    else:
+        int8 = pixels_in(fp32, tmp / "m" / "model.u8.onnx", calib)
+        spec["inputs"][0]["dtype"] = "uint8"
+        spec["preprocessing"].update(scale=1.0)
+        golden = {"image": np.concatenate([image_tensor(f, pre, "uint8") for f in frames[:2]])}
+    pkg = build_package(int8, spec, tmp / "pkg", signing_key=key, golden_inputs=golden, openvino=True)
     return pkg, pub
+
+
+def pixels_in(fp32: Path, out: Path, calib: np.ndarray) -> Path:
+    """A static INT8 model that takes uint8 pixels, as integer-quantization toolkits emit them: QDQ
+    with unsigned 8-bit activations (ONNX Runtime's U8S8, 7-bit weights as the trainer's), the input's
+    quantization pinned to the pixel grid (scale 1/255, zero point 0 on inputs in [0, 1]), then its
+    QuantizeLinear removed so the graph input is the uint8 tensor its DequantizeLinear reads."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(calib[i : i + 1] for i in range(len(calib)))
+
+        def get_next(self):
+            x = next(self.it, None)
+            return None if x is None else {"image": x}
+
+    pre, q = out.with_name("pre.onnx"), out.with_name("qdq.onnx")
+    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    quantize_static(
+        str(pre),
+        str(q),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        reduce_range=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    m = onnx.load(str(q))
+    g = m.graph
+    name = g.input[0].name
+    inits = {i.name: i for i in g.initializer}
+    readers = [n for n in g.node if name in n.input]
+    if not readers or any(n.op_type != "QuantizeLinear" for n in readers):
+        raise RuntimeError(f"the input is read by {[n.op_type for n in readers]}, not only QuantizeLinear")
+    for node in readers:
+        inits[node.input[1]].CopyFrom(numpy_helper.from_array(np.array(1 / 255, np.float32), node.input[1]))
+        inits[node.input[2]].CopyFrom(numpy_helper.from_array(np.array(0, np.uint8), node.input[2]))
+        for other in g.node:
+            for i, x in enumerate(other.input):
+                if x == node.output[0]:
+                    other.input[i] = name
+        g.node.remove(node)
+    g.input[0].type.tensor_type.elem_type = TensorProto.UINT8
+    onnx.checker.check_model(m)
+    onnx.save(m, str(out))
+    return out
 
 
 def q(xs, p) -> float:
@@ -149,7 +213,8 @@ def measure(pkg: Path, pub: Path, tmp: Path, engine: str, n: int, block: int = 5
     m = a.manifest
     rng = np.random.default_rng(1)
     frame = Frame("cam", 0, 0.0, rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
-    x = image_tensor(frame.image, m.preprocessing)
+    dtype = m.inputs[0].dtype.value
+    x = image_tensor(frame.image, m.preprocessing, dtype)
     name = m.inputs[0].name
     if a.engine.name == "onnxruntime":
         sess = ort_session(
@@ -179,7 +244,7 @@ def measure(pkg: Path, pub: Path, tmp: Path, engine: str, n: int, block: int = 5
         "bare": bare,
         "engine": lambda: a.engine.run({name: x}),
         "infer": infer,
-        "pre": lambda: image_tensor(frame.image, m.preprocessing),
+        "pre": lambda: image_tensor(frame.image, m.preprocessing, dtype),
     }
     times: dict[str, list[float]] = {k: [] for k in calls}
     for f in calls.values():  # warm-up
@@ -233,17 +298,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=600)
     ap.add_argument("--no-openvino", action="store_true")
     ap.add_argument("--widths", default="1.0,0.5", help="MobileNetV2 widths to measure, comma-separated")
+    ap.add_argument(
+        "--inputs",
+        default="float32,uint8",
+        help="model inputs to measure: float32 (normalised by the agent) and/or uint8 (pixels as they are)",
+    )
     ap.add_argument("--build-into", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.build_into:  # the child that builds: torch stays out of the measuring process, as out of the agent
-        pkg, pub = build(a.build_into, float(a.widths))
+        pkg, pub = build(a.build_into, float(a.widths), a.inputs == "uint8")
         print(json.dumps([str(pkg), str(pub)]))
         return 0
     load_before = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory() as tmp_s:
-        for width in (float(w) for w in a.widths.split(",")):
-            tmp = Path(tmp_s) / f"w{width}"
+        for width, dtype in ((float(w), d) for w in a.widths.split(",") for d in a.inputs.split(",")):
+            tmp = Path(tmp_s) / f"w{width}-{dtype}"
             r = subprocess.run(
                 [
                     sys.executable,
@@ -253,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
                     str(tmp),
                     "--widths",
                     str(width),
+                    "--inputs",
+                    dtype,
                 ],
                 capture_output=True,
                 text=True,
@@ -263,11 +335,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(r.stderr[-2000:])
             pkg, pub = (Path(p) for p in json.loads(r.stdout.strip().splitlines()[-1]))
             for engine in ("onnxruntime",) if a.no_openvino else ("onnxruntime", "openvino"):
-                rows.append({"width": width, **measure(pkg, pub, tmp, engine, a.n)})
+                rows.append({"width": width, "input": dtype, **measure(pkg, pub, tmp, engine, a.n)})
     load_after = os.getloadavg()[0]
     res = {
         "bench": "inference_224",
-        "model": "MobileNetV2 at each width, 224 px, INT8 QDQ (onnx_tools.quantize)",
+        "model": "MobileNetV2 at each width, 224 px, INT8 QDQ (float32 input: onnx_tools.quantize; "
+        "uint8 input: pixels_in)",
         "frame": "640x480 BGR uint8",
         "cpu_flags": cpu_flags(),
         "cpu_count": os.cpu_count(),
@@ -284,13 +357,13 @@ def main(argv: list[str] | None = None) -> int:
         "noisy, the ratios, from alternating blocks in one process, are what counts). "
         f"{rows[0]['n']} calls of each kind.",
         "",
-        "| MobileNetV2 width | engine | bare run p50 µs | engine call p50 (ratio) | `slot.infer` 640x480 p50 µs | **p50 ratio** | "
-        "p99 ratio | `image_tensor` alone p50 µs | in `infer`: pre / engine / post p50 µs |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| MobileNetV2 width | input | engine | bare run p50 µs | engine call p50 (ratio) | `slot.infer` 640x480 p50 µs | "
+        "**p50 ratio** | p99 ratio | `image_tensor` alone p50 µs | in `infer`: pre / engine / post p50 µs |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         md.append(
-            f"| {r['width']:g} | {r['engine']} | {r['bare_p50_us']:.0f} | {r['engine_p50_us']:.0f} ({r['engine_ratio_p50']:.3f})"
+            f"| {r['width']:g} | {r['input']} | {r['engine']} | {r['bare_p50_us']:.0f} | {r['engine_p50_us']:.0f} ({r['engine_ratio_p50']:.3f})"
             f" | {r['infer_p50_us']:.0f} | **{r['infer_ratio_p50']:.3f}** | {r['infer_ratio_p99']:.3f} | "
             f"{r['pre_p50_us']:.0f} | {r['slot_pre_p50_us']:.0f} / {r['slot_engine_p50_us']:.0f} / "
             f"{r['slot_post_p50_us']:.0f} |"

@@ -196,10 +196,12 @@ def _pixel_tensor(img: np.ndarray, spec: ImagePreprocessing, c: int) -> np.ndarr
         if gray:
             g = cv2.cvtColor(np.ascontiguousarray(t), cv2.COLOR_BGR2GRAY) if t.ndim == 3 else t
             (out[k, 0] if nchw else out[k, :, :, 0])[...] = g
-        elif nchw:
-            planes = cv2.split(t)
-            for ch, src in enumerate((2, 1, 0) if spec.color is ColorOrder.RGB else (0, 1, 2)):
-                out[k, ch] = planes[src]
+        elif nchw:  # each channel split straight into its output plane (RGB: the frame's B is plane 2)
+            dst_planes = [out[k, 2], out[k, 1], out[k, 0]] if spec.color is ColorOrder.RGB else list(out[k])
+            got = cv2.split(np.ascontiguousarray(t), dst_planes)
+            for g, d in zip(got, dst_planes, strict=True):
+                if g is not d:  # OpenCV allocated its own
+                    d[...] = g
         else:
             out[k] = t[:, :, ::-1] if spec.color is ColorOrder.RGB else t
     return out
