@@ -62,10 +62,14 @@ def quantize(
     *,
     seven_bit_weights: bool = True,
     op_types: list[str] | None = None,
+    activations: str = "s8",
 ) -> Path:
     """Static INT8 (QDQ). ``seven_bit_weights=False`` is the former recipe (full 8-bit weights), kept
     only to measure it against (it saturates on x86 without VNNI). ``op_types``: quantize only these
-    operators (e.g. ``["Conv"]``; default all that ONNX Runtime quantizes)."""
+    operators (e.g. ``["Conv"]``; default all that ONNX Runtime quantizes). ``activations``: ``s8``
+    (signed, the recipe) or ``u8`` (unsigned, ONNX Runtime's U8S8)."""
+    if activations not in ("s8", "u8"):
+        raise ValueError(f"activations is 's8' or 'u8', not {activations!r}")
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -86,7 +90,7 @@ def quantize(
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         reduce_range=seven_bit_weights,
-        activation_type=QuantType.QInt8,
+        activation_type=QuantType.QUInt8 if activations == "u8" else QuantType.QInt8,
         weight_type=QuantType.QInt8,
         op_types_to_quantize=op_types,
     )
