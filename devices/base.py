@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from protocols.redact import mask_credentials
+
 
 class DeviceError(Exception):
     """Root of every error raised by ``devices``."""
@@ -115,16 +117,19 @@ class DeviceStats:
     last_error: str | None = None
 
     def error(self, reason: str, detail: str | None = None) -> None:
+        """Count one error; ``last_error`` (shown on ``/status``, ``edge-agent status``, in metrics) is its
+        text with the password of any URL in it masked: every source's errors pass here, and a library's
+        text may quote the URL it was given with its login (``mqtts://user:pass@broker``)."""
         self.errors += 1
         self.errors_by_reason[reason] = self.errors_by_reason.get(reason, 0) + 1
-        self.last_error = f"{reason}: {detail}" if detail else reason
+        self.last_error = mask_credentials(f"{reason}: {detail}" if detail else reason)
 
 
 class BurstLogger:
     """Logs one line per (key) per burst instead of one per bad message: no log storm.
 
     The first occurrence is logged at once; repeats within ``window_s`` are counted and
-    summarised on the next log line for that key.
+    summarised on the next log line for that key. A URL's password in the line is masked.
     """
 
     def __init__(self, logger: logging.Logger, window_s: float = 30.0) -> None:
@@ -141,9 +146,10 @@ class BurstLogger:
             return
         n = self._suppressed.pop(key, 0)
         self._last[key] = now
+        text = msg % args if args else msg
         if n:
-            msg += f" (and {n} more like it in the last {self._window_s:.0f}s)"
-        self._log.log(level, msg, *args)
+            text += f" (and {n} more like it in the last {self._window_s:.0f}s)"
+        self._log.log(level, "%s", mask_credentials(text))  # a URL's password never reaches the log
 
 
 class Notices:
@@ -159,7 +165,7 @@ class Notices:
     def note(self, key: str, msg: str, *args: Any, n: int = 1, level: int = logging.WARNING) -> None:
         if key not in self.counts:
             self.counts[key] = 0
-            self.messages[key] = msg % args if args else msg
+            self.messages[key] = mask_credentials(msg % args if args else msg)
             self._log.log(level, "%s", self.messages[key])
         self.counts[key] += n
 

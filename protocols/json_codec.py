@@ -5,7 +5,9 @@ nested objects) and which field holds the timestamp (epoch seconds, epoch millis
 ISO 8601). Without value mappings every numeric top-level field (bool excluded) becomes a
 tag named after the field. Arrays of numbers become 1-D float64 NumPy arrays (waveforms).
 Every failure is a ``CodecError(reason, detail)`` with a stable ``reason`` key:
-``malformed_json``, ``wrong_type``, ``missing_field``, ``non_finite``, ``bad_timestamp``.
+``malformed_json``, ``wrong_type``, ``missing_field``, ``non_finite``, ``bad_timestamp``,
+``duplicate_key`` (a key given twice in one object: parsers disagree on which value counts).
+ISO 8601 times without a zone are UTC.
 A waveform's sample rate may ride in the payload (``{"v": [...], "sample_rate_hz": 25600}``):
 ``JsonMapping.rate_field`` names the field (``auto``: the first of ``RATE_FIELDS`` present), and
 ``compile_decoder(..., rates=True)`` gives it as a fourth element of each array value's tuple.
@@ -160,8 +162,8 @@ def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
             raise CodecError(
                 "wrong_type", f"timestamp {name!r} is {type(v).__name__}; expected an ISO 8601 string"
             )
-        try:
-            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        try:  # RFC 3339 allows a lower-case "z" (and "t"), which fromisoformat refuses
+            dt = datetime.fromisoformat(v[:-1] + "+00:00" if v[-1:] in ("Z", "z") else v)
         except ValueError:
             raise CodecError("bad_timestamp", f"timestamp {name!r}={v!r} is not ISO 8601") from None
         if dt.tzinfo is None:
@@ -350,9 +352,39 @@ def _rate_reader(field: str | None) -> Callable[[dict], float | None] | None:
     return rate_of
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKey(k)
+            seen.add(k)
+    return d
+
+
 def _parse(payload: bytes | str) -> Any:
     try:
-        return _loads(payload)
+        raw = _loads(payload)
+        # A key given twice in one object ({"temp": 20, "temp": 9999}) is a payload that parsers read
+        # differently (Python and most keep the last, others the first or refuse it): refused, never read
+        # as either. Every key takes two quote characters, so a flat object of numbers with as many quotes
+        # as twice its keys has none twice; anything else (text values, nesting, arrays) is parsed again,
+        # pair by pair.
+        if isinstance(raw, dict | list):
+            quotes = payload.count('"') if isinstance(payload, str) else payload.count(b'"')
+            if type(raw) is not dict or quotes != 2 * len(raw):
+                json.loads(payload, object_pairs_hook=_unique)
+        return raw
+    except _DuplicateKey as e:
+        raise CodecError(
+            "duplicate_key",
+            f"key {str(e.args[0])[:60]!r} appears twice in one object: parsers disagree on which value counts",
+        ) from None
     except (ValueError, UnicodeDecodeError) as e:
         raise CodecError("malformed_json", str(e)[:120]) from None
     except RecursionError:

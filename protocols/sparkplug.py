@@ -8,7 +8,8 @@ members are metrics, nested up to ``MAX_TEMPLATE_DEPTH``); DataSet metrics decod
 and ``datatype`` set so callers can skip them. Signed integers are stored the Sparkplug
 way (two's complement in the unsigned field) and decoded back to negative Python ints.
 Every decoding failure is ``protocols.json_codec.CodecError`` (reasons ``garbage_protobuf``,
-``bad_topic``, ``wrong_type``, ``non_finite`` is left to the caller).
+``bad_topic``, ``wrong_type``, ``too_many_metrics``: over ``MAX_METRICS`` in one payload, Template members
+included; ``non_finite`` is left to the caller).
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ class Template:
 
 
 MAX_TEMPLATE_DEPTH = 16  # templates inside templates; a deeper payload is refused, not recursed into
+# metrics in one payload, Template members included: a birth of a large node holds tens of thousands; a
+# few bytes each, 8 MB could hold millions, each decoded in Python on the agent's loop (1M took 10 s)
+MAX_METRICS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +233,14 @@ def _text(v: Any, what: str) -> Any:
     return v
 
 
-def _get_value(m: Any, depth: int) -> Any:
+def _too_many() -> CodecError:
+    return CodecError(
+        "too_many_metrics",
+        f"over {MAX_METRICS} metrics (Template members included) in one payload; skipped undecoded",
+    )
+
+
+def _get_value(m: Any, budget: list[int], depth: int) -> Any:
     which = m.WhichOneof("value")
     if which is None:
         return None
@@ -239,8 +250,11 @@ def _get_value(m: Any, depth: int) -> Any:
         if depth >= MAX_TEMPLATE_DEPTH:
             raise CodecError("garbage_protobuf", f"templates nested deeper than {MAX_TEMPLATE_DEPTH} levels")
         t = m.template_value
+        budget[0] -= len(t.metrics)
+        if budget[0] < 0:
+            raise _too_many()
         return Template(
-            metrics=[_metric(x, depth + 1) for x in t.metrics],
+            metrics=[_metric(x, budget, depth + 1) for x in t.metrics],
             ref=_text(t.template_ref, "a template's reference") if t.HasField("template_ref") else None,
             is_definition=t.is_definition,
             version=t.version if t.HasField("version") else None,
@@ -252,12 +266,12 @@ def _get_value(m: Any, depth: int) -> Any:
     return getattr(m, which)
 
 
-def _metric(m: Any, depth: int = 0) -> Metric:
+def _metric(m: Any, budget: list[int], depth: int = 0) -> Metric:
     return Metric(
         name=_text(m.name, "a metric name") if m.HasField("name") else None,
         alias=m.alias if m.HasField("alias") else None,
         datatype=m.datatype,
-        value=_get_value(m, depth),
+        value=_get_value(m, budget, depth),
         timestamp_ms=m.timestamp if m.HasField("timestamp") else None,
         is_null=m.is_null,
         quality=_quality_property(m.properties) if m.HasField("properties") else None,
@@ -320,7 +334,10 @@ def decode(data: bytes) -> Payload:
         raise CodecError("garbage_protobuf", f"not a Sparkplug B payload ({e})"[:160]) from None
     except Exception as e:
         raise CodecError("garbage_protobuf", f"not a Sparkplug B payload ({type(e).__name__})") from None
-    metrics = [_metric(m) for m in pb.metrics]
+    if len(pb.metrics) > MAX_METRICS:  # before any is decoded
+        raise _too_many()
+    budget = [MAX_METRICS - len(pb.metrics)]  # what Template members may still take
+    metrics = [_metric(m, budget) for m in pb.metrics]
     return Payload(
         timestamp_ms=pb.timestamp if pb.HasField("timestamp") else None,
         seq=pb.seq if pb.HasField("seq") else None,

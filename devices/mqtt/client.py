@@ -12,8 +12,9 @@ Connecting: the first connect is attempted by the adapter itself (in an executor
 paho's own reconnect (``reconnect_delay_set``) takes over after a drop.
 
 Bad input is counted in ``stats.errors_by_reason`` and skipped: ``malformed_json``,
-``wrong_type``, ``missing_field``, ``non_finite``, ``bad_timestamp``, ``garbage_protobuf``,
-``bad_topic``, ``unknown_alias``, ``seq_gap``, ``out_of_order``
+``wrong_type``, ``missing_field``, ``non_finite``, ``bad_timestamp``, ``duplicate_key``, ``garbage_protobuf``,
+``too_many_metrics``, ``bad_topic`` (also a delivered topic name that is not UTF-8 or holds ``+``, ``#``
+or NUL), ``unknown_alias``, ``seq_gap``, ``out_of_order``
 (a reading older than its tag's last one; dropped unless ``out_of_order: keep``), ``too_large``
 (a message over ``max_message_bytes``, skipped before it is queued),
 ``broker_unreachable``, ``tls_failed``, ``connect_refused``, ``publish_failed``.
@@ -21,7 +22,8 @@ Routine or silent events go to ``notices`` instead (one WARNING on the first, th
 on ``/status``): ``data_before_birth`` (normal after the host starts; a rebirth is asked),
 ``historical`` (Sparkplug values a node sent late, not used), ``retained`` and
 ``retained_skipped`` (a retained message, the broker's stored value of unknown age: quality
-uncertain or not read, by the subscription's ``retained``) and a
+uncertain or not read, by the subscription's ``retained``), ``retained_fresh`` (one whose own timestamp
+is within ``retained_max_age_s`` of its receive time: taken as live) and a
 Sparkplug ``tag_map`` key that matches no metric because it starts with the group.
 Limits: one broker per source; QoS 2 is not offered.
 """
@@ -64,6 +66,7 @@ from protocols import sparkplug as sp
 
 log = logging.getLogger(__name__)
 MAX_TAGS = 100_000  # tag names whose last time is kept for the order check (a few MB)
+RETAINED_AHEAD_S = 1.0  # a retained reading stamped further ahead of the receive time has an unknown age
 
 __all__ = ["MqttBadTopic", "MqttError", "MqttSource", "SparkplugTypeMismatch"]
 
@@ -452,16 +455,26 @@ class MqttSource:
         # Only stamp and hand over: this thread must read and acknowledge promptly, and
         # every microsecond spent here delays the broker's in-flight window (measured in
         # bench/mqtt_bench.py: decoding here cost more than decoding in the loop).
-        if self._state_ts and msg.topic == self._state_topic:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            # MQTT topics are UTF-8 and Mosquitto checks it, but not every broker or bridge does. paho
+            # decodes the name only when asked, and an exception here would end paho's network thread:
+            # the connection would stay up with nothing more read, for every topic of this source
+            self._error_threadsafe(
+                "bad_topic", f"a message on a topic that is not UTF-8 ({bytes(msg._topic)[:60]!r}); skipped"
+            )
+            return
+        if self._state_ts and topic == self._state_topic:
             return self._own_state(msg.payload)
         if len(msg.payload) > self._max_bytes:
             self._error_threadsafe(
                 "too_large",
-                f"topic {msg.topic!r}: message of {len(msg.payload)} bytes exceeds max_message_bytes "
+                f"topic {topic!r}: message of {len(msg.payload)} bytes exceeds max_message_bytes "
                 f"({self._max_bytes}); skipped undecoded",
             )
             return
-        self._channel.put_threadsafe((msg.topic, msg.payload, time.time(), msg.retain))
+        self._channel.put_threadsafe((topic, msg.payload, time.time(), msg.retain))
 
     # ---- errors ----------------------------------------------------------------------------
     def _notice(self, key: str, msg: str, n: int = 1) -> None:
@@ -474,7 +487,7 @@ class MqttSource:
             msg,
             n=n,
             level=logging.INFO
-            if key in ("data_before_birth", "historical", "retained", "retained_skipped")
+            if key in ("data_before_birth", "historical", "retained", "retained_skipped", "retained_fresh")
             else logging.WARNING,
         )
 
@@ -511,8 +524,14 @@ class MqttSource:
             return self._route_cache[topic]
         except KeyError:
             pass
-        sub = self._subscription(topic)
-        dec = None if sub is None else self._decoders[id(sub)]
+        dec: Any
+        if "+" in topic or "#" in topic or "\x00" in topic:
+            # a topic name a broker should never deliver (wildcards belong to filters; NUL is refused by
+            # MQTT): its readings would carry tag names no forward or rule could name
+            dec = _bad_topic
+        else:
+            sub = self._subscription(topic)
+            dec = None if sub is None else self._decoders[id(sub)]
         if len(self._route_cache) < 100_000:  # bounded: topics come from the outside world
             self._route_cache[topic] = dec
         return dec
@@ -654,7 +673,9 @@ class MqttSource:
         (re)connect it may hand over the value of a sensor that died yesterday, stamped with the receive
         time when the payload carries none. Only a message flagged so at delivery is one: MQTT clears the
         flag on messages passed on live, whatever their publisher set. Decoded all the same (a retained
-        Sparkplug birth still teaches aliases and types)."""
+        Sparkplug birth still teaches aliases and types). Under ``uncertain``, a reading whose own
+        timestamp shows it fresh (``retained_max_age_s``) is taken as live: a sensor that publishes every
+        second with the retain flag is good at once."""
         sub = self._subscription(topic)
         policy = sub.retained if sub is not None else "uncertain"
         if policy == "live" or not readings:
@@ -667,18 +688,37 @@ class MqttSource:
                 n=len(readings),
             )
             return []
-        self._notice(
-            "retained",
-            f"topic {topic!r}: a retained message (the broker's stored last value, sent on subscribing, of "
-            "unknown age) gave its readings quality uncertain: shown and forwarded, but pipelines, models and "
-            "rules wait for a live value; set retained: live on a subscription whose topics hold state "
-            "published only on change",
-            n=len(readings),
-        )
-        return [
-            dataclasses.replace(r, quality=Quality.UNCERTAIN) if r.quality is Quality.GOOD else r
-            for r in readings
-        ]
+        max_age = sub.retained_max_age_s if sub is not None else 0.0
+        out: list[Reading] = []
+        fresh = 0
+        for r in readings:
+            # fresh: stamped by the device (not the receive time, which a reading without a time of its
+            # own, or stamped too far ahead, was given) at most max_age before it was received and at most
+            # RETAINED_AHEAD_S after (a clock further ahead says nothing of the message's age)
+            if r.timestamp != r.received_at and -RETAINED_AHEAD_S <= r.received_at - r.timestamp <= max_age:
+                fresh += 1
+                out.append(r)
+            elif r.quality is Quality.GOOD:
+                out.append(dataclasses.replace(r, quality=Quality.UNCERTAIN))
+            else:  # a BAD record stays BAD
+                out.append(r)
+        if fresh:
+            self._notice(
+                "retained_fresh",
+                f"topic {topic!r}: a retained message stamped within retained_max_age_s ({max_age:g} s) of its "
+                "receive time was taken as live (quality good)",
+                n=fresh,
+            )
+        if fresh < len(readings):
+            self._notice(
+                "retained",
+                f"topic {topic!r}: a retained message (the broker's stored last value, sent on subscribing) "
+                "without a timestamp of its own within retained_max_age_s gave its readings quality "
+                "uncertain: shown and forwarded, but pipelines, models and rules wait for a live value; set "
+                "retained: live on a subscription whose topics hold state published only on change",
+                n=len(readings) - fresh,
+            )
+        return out
 
     # ---- Sparkplug write-back ------------------------------------------------------------------
     async def command(
@@ -792,6 +832,13 @@ class MqttSource:
                 raise MqttError(f"mqtt source {self.name!r}: publish failed ({paho.error_string(info.rc)})")
             self.published["sent"] += 1
             return "sent"
+
+
+def _bad_topic(topic: str, payload: bytes, received_at: float) -> list[Reading]:
+    raise json_codec.CodecError(
+        "bad_topic",
+        "a topic name holds a wildcard (+, #) or NUL, which MQTT allows in no topic name; skipped",
+    )
 
 
 # ---- codecs: the decoder factories named by devices.mqtt.settings.CODEC_TYPES ------------------

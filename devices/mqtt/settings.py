@@ -94,6 +94,14 @@ class Subscription(_Model):
         "uncertain, shown and forwarded, but pipelines, models and rules wait for a live value; live = "
         "taken as a new reading (topics that hold state published on change); skip = not read",
     )
+    retained_max_age_s: float = Field(
+        60.0,
+        ge=0,
+        description="with retained: uncertain, a retained message whose own timestamp (timestamp_field, a "
+        "record's or a Sparkplug metric's time) is at most this much older than its receive time, and not "
+        "ahead of it by more than 1 s, counts as live: quality good. Without a timestamp of its own, or older, "
+        "or further ahead (the device's clock is off: its age is unknown), uncertain. 0: never",
+    )
 
     @field_validator("topic")
     @classmethod
@@ -205,6 +213,21 @@ class MqttSettings(_Model):
         "and is counted as clock_skew (kept, it would make the tag's later readings look out of order); "
         "older times are kept (a device sending its buffer after an outage); 0: never checked",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _host_alone(cls, data: Any) -> Any:
+        # Before the field's own check, so that the refused value is never quoted back: a host given as a
+        # URL usually carries the login (mqtts://user:pass@broker), and it would reach the error, the log
+        # and /status through every failed connect. Checked on the model, whose input is not shown.
+        host = data.get("host") if isinstance(data, dict) else None
+        if isinstance(host, str) and ("://" in host or "@" in host or "/" in host):
+            raise ValueError(
+                "host: the broker's name or address alone (e.g. broker.plant.local or 10.0.0.5), not a URL "
+                "or a login: the port goes in port, TLS in tls, the login in username and password "
+                "(password: ${MQTT_PASSWORD} keeps it out of the file)"
+            )
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> MqttSettings:

@@ -26,6 +26,8 @@ nodes send one when a tag is not good) gives the reading's quality (``sparkplug.
 A value flagged ``is_historical`` (sent late by the node's store-and-forward after an outage) is not a
 current value: it gives no reading (an alarm or a PLC write now would act on an old state) and does not
 become the tag's last value; it is counted as the ``historical`` notice.
+A timestamp of 0 (a node without a clock) is taken as none: a metric's falls back to its payload's, and
+that to the receive time.
 Limits: DataSet, Bytes and File metrics give no reading (said once, counted as the
 ``unsupported_metric`` notice); null metrics are skipped; STATE, NCMD and DCMD are ignored.
 Not thread-safe: call ``handle`` from one thread (the adapter uses its asyncio loop).
@@ -95,7 +97,9 @@ def _leaves(
     """``(tag path, leaf metric, its timestamp, templates it sits in)`` for a metric: itself, or a Template
     instance's members, nested ones flattened. A member without a timestamp takes its instance's."""
     v = m.value
-    ts_ms = m.timestamp_ms if m.timestamp_ms is not None else ts_ms
+    ts_ms = (
+        m.timestamp_ms or ts_ms
+    )  # 0 is no time (a node without a clock): its instance's, else the payload's
     if not isinstance(v, sp.Template):
         yield flat, m, ts_ms, chain
         return
@@ -109,6 +113,7 @@ def _leaves(
 
 _UNREAD = (sp.DataType.DATASET, sp.DataType.FILE)  # decoded without a value (``sparkplug._get_value``)
 MAX_NODES = 10_000  # edge nodes one host keeps (a birth's aliases and last values each)
+MAX_NODE_METRICS = 100_000  # metrics of one node (its devices' included) whose last value and type are kept
 
 
 class SparkplugHost:
@@ -272,6 +277,9 @@ class SparkplugHost:
         for m in payload.metrics:
             if not m.name:
                 continue
+            if len(node.types) >= MAX_NODE_METRICS and (device, m.name) not in node.types:
+                self._too_many(t)  # births of ever new devices must not grow the memory
+                break
             node.types[(device, m.name)] = m.datatype
             if m.alias is not None:
                 had = node.aliases.get(m.alias)
@@ -295,6 +303,15 @@ class SparkplugHost:
                 if dt:
                     node.types[(device, flat)] = dt
                 node.members[(device, flat)] = (chain, leaf.name or "")
+
+    def _too_many(self, t: sp.SparkplugTopic) -> None:
+        if self.on_notice is not None:
+            self.on_notice(
+                "too_many_node_metrics",
+                f"sparkplug: {t.group}/{t.edge_node}: over {MAX_NODE_METRICS} metric names (its devices' "
+                "included): the values and types of new ones are not kept, so a death marks them BAD no more "
+                "and a command to them takes the value's own type",
+            )
 
     def datatype(self, group: str, edge_node: str, device: str | None, metric: str) -> int | None:
         """The metric's datatype as the node's (or device's) last birth declared it."""
@@ -353,7 +370,9 @@ class SparkplugHost:
         unknown = False
         historical = 0
         unsupported = ""  # the first metric of a type the host does not read (DataSet, Bytes, File)
-        default_ts = payload.timestamp_ms / 1000.0 if payload.timestamp_ms is not None else received_at
+        # a timestamp of 0 (nodes without a clock send it, Sparkplug makes it required) is no time: taken as
+        # 1970, it would put every reading of the tag at one instant and its waveforms in no window
+        default_ts = payload.timestamp_ms / 1000.0 if payload.timestamp_ms else received_at
         for m in payload.metrics:
             name = m.name
             dev = device
@@ -395,8 +414,11 @@ class SparkplugHost:
                         "non_finite", f"{t.group}/{t.edge_node}/{dev or ''}: metric {flat!r} is {v}"
                     )
                     continue
-                ts = ts_ms / 1000.0 if ts_ms is not None else default_ts
-                node.last[(dev, flat)] = (v, ts)
+                ts = ts_ms / 1000.0 if ts_ms else default_ts
+                if len(node.last) < MAX_NODE_METRICS or (dev, flat) in node.last:
+                    node.last[(dev, flat)] = (v, ts)
+                else:  # names come from the node: data by ever new names must not grow the memory
+                    self._too_many(t)
                 q = QUALITY_BY_NAME[sp.quality_of(leaf.quality)]
                 out.append(Reading(self._source, self._tag(t.edge_node, dev, flat), v, ts, received_at, q))
         if historical:

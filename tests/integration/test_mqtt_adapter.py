@@ -655,7 +655,7 @@ async def test_a_retained_message_is_the_brokers_last_value_not_a_live_reading(m
         "ret/old": json.dumps({"v": 7}),
     }
     birth = sp._pb().Payload()
-    birth.timestamp, birth.seq = int(time.time() * 1000), 0
+    birth.timestamp, birth.seq = int((time.time() - 3600) * 1000), 0  # an hour old: not fresh
     _pb_metric(birth, "bdSeq", datatype=D.INT64, long_value=0)
     _pb_metric(birth, "Temp", alias=1, datatype=D.DOUBLE, double_value=20.0)
     retained["spBv1.0/ret/NBIRTH/edge"] = birth.SerializeToString()

@@ -1,0 +1,307 @@
+"""MqttSource against a real Mosquitto with input nobody here made: retained messages stamped by their
+sensor, a password in a URL that reaches an error, hostile JSON, Sparkplug B payloads of other vendors,
+and (from a bare socket posing as a broker, as Mosquitto refuses to deliver them) topic names MQTT forbids.
+Each bad message is counted and skipped; the messages around it flow."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import struct
+import threading
+import time
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.base import Quality
+from devices.mqtt.client import MqttSource
+from devices.mqtt.settings import MqttSettings
+from edge_agent.config import ConfigError, parse_config
+from protocols import sparkplug as sp
+
+D = sp.DataType
+AGENT = {"id": "a1", "site": "s", "line": "l"}
+
+
+def raw_client(port: int) -> paho.Client:
+    c = paho.Client(CallbackAPIVersion.VERSION2)
+    c.connect("127.0.0.1", port, 30)
+    c.loop_start()
+    return c
+
+
+async def started(port: int, subs: list[dict], **kw) -> MqttSource:
+    src = MqttSource("mq", MqttSettings(port=port, subscriptions=subs, **kw))
+    await src.start()
+    async with asyncio.timeout(5):
+        await src.connected.wait()
+        await src.subscribed.wait()
+    return src
+
+
+async def collect(src: MqttSource, until, timeout_s: float = 3.0) -> list:
+    got: list = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for r in src.items():
+                got.append(r)
+                if until(got):
+                    break
+    except TimeoutError:
+        pass
+    return got
+
+
+async def test_a_retained_message_stamped_moments_ago_is_good_and_an_old_or_unstamped_one_uncertain(
+    mosquitto,
+):
+    """A sensor that publishes with the retain flag every second hands the broker's copy to a new
+    subscription stamped 200 ms ago: it is as live as the next one. Its own timestamp decides (epoch
+    seconds, milliseconds, ISO 8601 with a zone, a Sparkplug metric's time); without one, an hour old, or a
+    clock minutes ahead (its age unknown) it stays uncertain."""
+    now = time.time()
+    iso = time.strftime(
+        "%Y-%m-%dT%H:%M:%S", time.gmtime(now - 0.2 + 3600)
+    )  # as a clock in UTC+01:00 shows it
+    pub = raw_client(mosquitto.port)
+    node = sp.Payload(
+        int((now - 0.2) * 1000),
+        0,
+        [
+            sp.Metric("bdSeq", None, D.INT64, 0),
+            sp.Metric("fresh", 1, D.DOUBLE, 1.0),
+            sp.Metric("old", 2, D.DOUBLE, 2.0, timestamp_ms=int((now - 3600) * 1000)),
+        ],
+    )
+    retained = {
+        "r/s/fresh": json.dumps({"ts": now - 0.2, "v": 1.0}),
+        "r/s/old": json.dumps({"ts": now - 3600, "v": 2.0}),
+        "r/s/none": json.dumps({"v": 3.0}),
+        "r/s/ahead": json.dumps({"ts": now + 120, "v": 4.0}),
+        "r/ms/fresh": json.dumps({"ts": int((now - 0.2) * 1000), "v": 5.0}),
+        "r/iso/fresh": json.dumps({"ts": iso + "+01:00", "v": 6.0}),
+        "spBv1.0/r/NBIRTH/edge": sp.encode(node),
+    }
+    for topic, body in retained.items():
+        pub.publish(topic, body, qos=1, retain=True).wait_for_publish(5)
+    subs = [
+        {"topic": "r/s/#"},
+        {"topic": "r/ms/#", "json_mapping": {"timestamp_format": "epoch_ms"}},
+        {"topic": "r/iso/#", "json_mapping": {"timestamp_format": "iso8601"}},
+        {"topic": "spBv1.0/r/#", "codec": "sparkplug_b"},
+    ]
+    try:
+        src = await started(mosquitto.port, subs)
+        try:
+            got = await collect(src, lambda g: len(g) >= 8)
+        finally:
+            await src.stop()
+    finally:
+        for topic in retained:  # an empty retained message clears the broker's copy
+            pub.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+        pub.loop_stop()
+    q = {r.tag: r.quality for r in got}
+    assert q == {
+        "r/s/fresh/v": Quality.GOOD,
+        "r/s/old/v": Quality.UNCERTAIN,
+        "r/s/none/v": Quality.UNCERTAIN,
+        "r/s/ahead/v": Quality.UNCERTAIN,
+        "r/ms/fresh/v": Quality.GOOD,
+        "r/iso/fresh/v": Quality.GOOD,
+        "edge/fresh": Quality.GOOD,
+        "edge/old": Quality.UNCERTAIN,
+    }, q
+    notices = src.notices.status()
+    assert notices["retained_fresh"]["count"] == 4 and notices["retained"]["count"] == 4
+
+
+async def test_retained_max_age_s_bounds_what_counts_as_fresh(mosquitto):
+    now = time.time()
+    pub = raw_client(mosquitto.port)
+    pub.publish("m/a", json.dumps({"ts": now - 5, "v": 1.0}), qos=1, retain=True).wait_for_publish(5)
+    try:
+        subs = [{"topic": "m/#", "retained_max_age_s": 2}]
+        src = await started(mosquitto.port, subs)
+        try:
+            (r,) = await collect(src, lambda g: len(g) >= 1)
+        finally:
+            await src.stop()
+    finally:
+        pub.publish("m/a", b"", qos=1, retain=True).wait_for_publish(5)
+        pub.loop_stop()
+    assert r.quality is Quality.UNCERTAIN  # 5 s old, over 2 s
+
+
+async def test_a_password_in_a_url_never_reaches_last_error_or_the_log(mosquitto, caplog):
+    """Any text a source's error carries, its own or a library's, may quote a URL with its login: the
+    password is masked where every source's errors are kept and logged, not by each source."""
+    src = await started(mosquitto.port, [{"topic": "u/#"}])
+    pub = raw_client(mosquitto.port)
+    caplog.set_level(logging.INFO)
+    try:
+        pub.publish("u/mqtts://edge:s3cretpw@broker/x", b"{oops", qos=1).wait_for_publish(5)
+        pub.publish("u/ok", b'{"v": 1}', qos=1).wait_for_publish(5)
+        got = await collect(src, lambda g: len(g) >= 1)
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [r.value for r in got] == [1]
+    assert src.stats.errors_by_reason == {"malformed_json": 1}
+    assert "mqtts://edge:***@broker" in src.stats.last_error
+    assert "s3cretpw" not in src.stats.last_error and "s3cretpw" not in caplog.text
+    assert "mqtts://edge:***@broker" in caplog.text
+
+
+async def test_a_broker_url_with_a_login_is_refused_as_host_and_masked_when_unreachable(caplog):
+    """``host: mqtts://user:pass@broker`` never connects (it is no host name): refused at validation, the
+    password not quoted back. A settings object made without validation, so unreachable, shows it masked."""
+    for host in ("mqtts://edge:s3cretpw@broker.invalid", "edge:s3cretpw@broker.invalid"):
+        with pytest.raises(ConfigError) as err:
+            parse_config({"agent": AGENT, "sources": {"b": {"type": "mqtt", "host": host}}}, "line.yaml")
+        assert "line.yaml: sources.b: host:" in str(err.value) and "username and password" in str(err.value)
+        assert "s3cretpw" not in str(err.value)
+    caplog.set_level(logging.INFO)
+    s = MqttSettings.model_construct(
+        **{**MqttSettings().__dict__, "host": "mqtt://edge:s3cretpw@nosuch.invalid"}
+    )
+    src = MqttSource("mq", s)
+    await src.start()
+    await src.stop()
+    assert src.stats.errors_by_reason.get("broker_unreachable") == 1
+    assert "edge:***@nosuch.invalid" in src.stats.last_error
+    assert "s3cretpw" not in src.stats.last_error and "s3cretpw" not in caplog.text
+
+
+async def test_a_key_given_twice_is_refused_not_read_as_either_value(mosquitto):
+    """``{"temp": 20, "temp": 9999}``: Python keeps the last, other parsers the first; neither is read."""
+    src = await started(mosquitto.port, [{"topic": "d/#"}, {"topic": "k/#", "json_mapping": {"records": {}}}])
+    pub = raw_client(mosquitto.port)
+    try:
+        for body in (
+            b'{"temp": 20, "temp": 9999}',
+            b'{"name": "a", "temp": 20, "temp": 9999}',
+            b'{"n": {"x": 1, "x": 2}, "temp": 5}',
+        ):
+            pub.publish("d/1", body, qos=1)
+        pub.publish("k/1", b'{"values": [{"id": "a", "v": 1, "v": 2}]}', qos=1)
+        pub.publish("d/1", b'{"temp": 21, "hum": 40}', qos=1)
+        got = await collect(src, lambda g: len(g) >= 2)
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.tag, r.value) for r in got] == [("d/1/temp", 21), ("d/1/hum", 40)]
+    assert src.stats.errors_by_reason == {"duplicate_key": 4}
+
+
+def _pb_metric(parent, name=None, alias=None, datatype=None, **value):
+    m = parent.metrics.add()
+    if name is not None:
+        m.name = name
+    if alias is not None:
+        m.alias = alias
+    if datatype is not None:
+        m.datatype = datatype
+    for k, v in value.items():
+        setattr(m, k, v)
+    return m
+
+
+async def test_sparkplug_timestamps_of_zero_are_no_time_and_a_million_metrics_are_refused_fast(mosquitto):
+    """A node without a clock sends timestamp 0: its readings get the receive time, not 1970 (every one at
+    the same instant). A 4-MB payload of a million metrics once held the agent's loop 10 s: refused
+    before decoding, counted, and the node's next message is read."""
+    src = await started(mosquitto.port, [{"topic": "spBv1.0/g/#", "codec": "sparkplug_b"}])
+    pub = raw_client(mosquitto.port)
+    try:
+        birth = sp._pb().Payload()
+        birth.timestamp, birth.seq = 0, 0
+        _pb_metric(birth, "bdSeq", datatype=D.INT64, long_value=0)
+        _pb_metric(birth, "t", alias=1, datatype=D.DOUBLE, double_value=1.0, timestamp=0)
+        pub.publish("spBv1.0/g/NBIRTH/n", birth.SerializeToString(), qos=1)
+        big = b"\x18\x01" + b"\x12\x02\x10\x01" * 1_000_000  # seq 1, a million metrics {alias: 1}
+        assert len(sp._pb().Payload.FromString(big[:14]).metrics) == 3  # what it is, in a few
+        data = sp._pb().Payload()
+        data.seq = 2
+        _pb_metric(data, alias=1, double_value=2.0)  # no timestamp at all
+        t0 = time.monotonic()
+        pub.publish("spBv1.0/g/NDATA/n", big, qos=1)
+        pub.publish("spBv1.0/g/NDATA/n", data.SerializeToString(), qos=1)
+        got = await collect(src, lambda g: len(g) >= 2, 5)
+        took = time.monotonic() - t0
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [r.value for r in got] == [1.0, 2.0]
+    for r in got:
+        assert r.timestamp == r.received_at, r
+    assert src.stats.errors_by_reason.get("too_many_metrics") == 1
+    assert took < 2.0, took
+
+
+# ---- a bare socket posing as a broker: Mosquitto refuses these topics, other brokers may not ----------
+
+
+def _remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n % 128, n // 128
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_packet(s: socket.socket) -> bytes:
+    s.recv(1)
+    n, mult = 0, 1
+    while True:
+        b = s.recv(1)[0]
+        n += (b & 127) * mult
+        mult *= 128
+        if not b & 128:
+            break
+    data = b""
+    while len(data) < n:
+        data += s.recv(n - len(data))
+    return data
+
+
+def _lax_broker(listener: socket.socket, topics: list[bytes], done: threading.Event) -> None:
+    """Accept one client, acknowledge its CONNECT and SUBSCRIBE, deliver a QoS 0 message per topic."""
+    conn, _ = listener.accept()
+    with conn:
+        _read_packet(conn)
+        conn.sendall(b"\x20\x02\x00\x00")  # CONNACK, accepted
+        mid = _read_packet(conn)[:2]
+        conn.sendall(b"\x90\x03" + mid + b"\x00")  # SUBACK, QoS 0
+        for topic in topics:
+            body = struct.pack("!H", len(topic)) + topic + b'{"v": 1}'
+            conn.sendall(b"\x30" + _remaining_length(len(body)) + body)
+        done.wait(5)
+
+
+async def test_topic_names_mqtt_forbids_are_counted_and_the_source_reads_on():
+    """A topic that is not UTF-8 once ended paho's network thread (the exception left our callback): the
+    connection stayed up and nothing more was read. Wildcards and NUL in a delivered topic name would give
+    tags no rule could name. Each is counted as bad_topic and skipped."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    done = threading.Event()
+    topics = [b"x/\xff\xfe", b"x/a+b", b"x/#", b"x/n\x00ul", b"x/ok"]
+    t = threading.Thread(target=_lax_broker, args=(listener, topics, done), daemon=True)
+    t.start()
+    src = MqttSource("mq", MqttSettings(port=listener.getsockname()[1], subscriptions=[{"topic": "x/#"}]))
+    try:
+        await src.start()
+        got = await collect(src, lambda g: len(g) >= 1)
+        await asyncio.sleep(0.05)  # the thread-safe error hand-over
+    finally:
+        done.set()
+        await src.stop()
+        listener.close()
+    assert [(r.tag, r.value) for r in got] == [("x/ok/v", 1)]
+    assert src.stats.errors_by_reason == {"bad_topic": 4}

@@ -1,0 +1,86 @@
+"""Payload edges of other vendors' MQTT devices, pure (no broker): RFC 3339 times, duplicate keys, metric
+counts of a Sparkplug payload and of one node, and passwords kept out of what a source shows."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from devices.base import BurstLogger, DeviceStats, Notices
+from devices.mqtt import sparkplug_host
+from devices.mqtt.settings import SparkplugHostSettings
+from devices.mqtt.sparkplug_host import SparkplugHost
+from protocols import json_codec as jc
+from protocols import sparkplug as sp
+
+D = sp.DataType
+
+
+@pytest.mark.parametrize(
+    "ts",
+    ["2026-12-01T15:00:00z", "2026-12-01t15:00:00Z", "2026-12-01T16:00:00+01:00", "2026-12-01T15:00:00"],
+)
+def test_an_iso_time_in_any_form_rfc_3339_allows_is_read_and_one_without_zone_is_utc(ts):
+    mapping = jc.JsonMapping(timestamp_format=jc.TimestampFormat.ISO8601)
+    assert jc.decode(f'{{"ts": "{ts}", "v": 1}}', mapping) == [("v", 1, 1796137200.0)]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"v": 1, "v": 2}',
+        b'{"v": 1, "s": "x", "s": "y"}',
+        b'{"a": {"b": 1, "b": 2}, "v": 3}',
+        '{"v":1,"v":1}',
+    ],
+)
+def test_a_key_given_twice_is_a_duplicate_key_error(payload):
+    with pytest.raises(jc.CodecError) as e:
+        jc.decode(payload, jc.JsonMapping(values={"v": "v"}))
+    assert e.value.reason == "duplicate_key"
+
+
+@pytest.mark.parametrize("payload", [b'{"v": 1, "s": "\\"v\\""}', b'{"v": 1, "a": {"v": 2}}', b'{"v": "v"}'])
+def test_the_same_key_in_other_objects_or_quotes_inside_text_are_no_duplicates(payload):
+    assert jc.decode(payload, jc.JsonMapping(values={"v": "v"}))[0][0] == "v"
+
+
+def test_template_members_count_toward_the_metric_bound(monkeypatch):
+    monkeypatch.setattr(sp, "MAX_METRICS", 10)
+    members = [sp.Metric(f"m{i}", None, D.DOUBLE, float(i)) for i in range(9)]
+    inst = sp.Metric("T", None, D.TEMPLATE, sp.Template(members, ref="Motor"))
+    assert len(sp.decode(sp.encode(sp.Payload(1, 0, [inst]))).metrics[0].value.metrics) == 9
+    members.append(sp.Metric("m9", None, D.DOUBLE, 9.0))
+    with pytest.raises(jc.CodecError) as e:
+        sp.decode(sp.encode(sp.Payload(1, 0, [inst])))
+    assert e.value.reason == "too_many_metrics"
+
+
+def test_data_by_ever_new_metric_names_is_read_but_not_kept_past_the_bound_of_a_node(monkeypatch):
+    monkeypatch.setattr(sparkplug_host, "MAX_NODE_METRICS", 3)
+    notices: list[str] = []
+    h = SparkplugHost("s", SparkplugHostSettings(), lambda t, b: None, lambda r, d: None)
+    h.on_notice = lambda key, msg, n=1: notices.append(key)
+    birth = sp.Payload(1000, 0, [sp.Metric("bdSeq", None, D.INT64, 0), sp.Metric("a", 1, D.DOUBLE, 1.0)])
+    h.handle("spBv1.0/g/NBIRTH/n", sp.encode(birth), 1.0)
+    for i in range(5):
+        data = sp.Payload(1000 + i, 1 + i, [sp.Metric(f"new{i}", None, D.DOUBLE, float(i))])
+        assert [r.value for r in h.handle("spBv1.0/g/NDATA/n", sp.encode(data), 1.0)] == [float(i)]
+    assert len(h._nodes[("g", "n")].last) == 3 and notices.count("too_many_node_metrics") == 3
+    for device in ("d1", "d2", "d3"):  # births of ever new devices: types kept up to the bound too
+        db = sp.Payload(1000, None, [sp.Metric("x", None, D.DOUBLE, 1.0)])
+        h.handle(f"spBv1.0/g/DBIRTH/n/{device}", sp.encode(db), 1.0)
+    assert len(h._nodes[("g", "n")].types) == 3
+
+
+def test_what_a_source_keeps_and_logs_of_an_error_has_a_urls_password_masked(caplog):
+    caplog.set_level(logging.INFO)
+    stats = DeviceStats()
+    stats.error("broker_unreachable", "cannot reach mqtts://edge:s3cretpw@broker:8883: refused")
+    assert stats.last_error == "broker_unreachable: cannot reach mqtts://edge:***@broker:8883: refused"
+    BurstLogger(logging.getLogger("t")).log("k", "x %s", "rtsp://admin:s3cretpw@cam/1")
+    notices = Notices(logging.getLogger("t"))
+    notices.note("n", "seen %s", "opc.tcp://u:s3cretpw@plc:4840")
+    assert notices.status()["n"]["message"] == "seen opc.tcp://u:***@plc:4840"
+    assert "s3cretpw" not in caplog.text and "rtsp://admin:***@cam/1" in caplog.text
