@@ -40,12 +40,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from protocols.ids import AGENT_ID_RE
+
 ROLE_AGENT, ROLE_ADMIN, ROLE_SERVER, ROLE_OPERATOR = "agent", "admin", "server", "operator"
 DEFAULT_TENANT = "default"
 TENANT_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-# the agent config's ``agent.id`` rule (edge_agent.config.AgentSection): an agent certificate's CN is its id,
-# so it is never a path, a tenant-qualified name ('beta/gw-b') or empty
-AGENT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+# AGENT_ID_RE: the agent config's ``agent.id`` rule (protocols.ids), an agent certificate's CN being its id
 
 
 def check_tenant(tenant: str) -> str:

@@ -51,6 +51,7 @@ from edge_agent.maintenance.settings import BaselineSettings
 from edge_agent.models.config import ModelConfig
 from edge_agent.outbox.settings import OutboxSettings, SampleSelectionSettings
 from edge_agent.uplink.settings import CloudSettings
+from protocols.ids import AGENT_ID_PATTERN
 from protocols.redact import mask_credentials
 
 
@@ -149,7 +150,7 @@ def _placeholder_warning(topic: str | None) -> str | None:
 
 
 class AgentSection(_Model):
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", description="unique agent id")
+    id: str = Field(pattern=f"^{AGENT_ID_PATTERN}$", description="unique agent id")
     site: TopicLevel = Field("site1", pattern=r"^[^/+#\s]+$")
     line: TopicLevel = Field("line1", pattern=r"^[^/+#\s]+$")
     data_dir: str = Field("var/agent", description="models, samples, state; relative to the config file")
