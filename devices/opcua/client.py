@@ -24,11 +24,14 @@ Errors (all ``OpcUaError``, itself a ``devices.base.DeviceError``)::
     OpcUaError
     ├── OpcUaNotConnected   write/browse while not CONNECTED
     ├── OpcUaWriteRefused   the server answered a write with a Bad status
+    ├── OpcUaServerBusy     ... with one that says "not now" (BadTooManyOperations, BadServerTooBusy,
+    │                       BadTimeout, BadNoCommunication, ...): retried
     ├── OpcUaNodeError      a malformed or unknown node id
     └── OpcUaTypeMismatch   a value that does not fit the node's DataType (never coerced: the string
                             ``"false"`` is not written as TRUE to a Boolean node)
 
-``retryable`` is False on errors that a retry cannot fix (unknown node, type mismatch, refused write).
+``retryable`` is False on errors that a retry cannot fix (unknown node, type mismatch, refused write);
+a write refused with a status that says "not now" (``_BUSY``) is ``OpcUaServerBusy``, retried.
 A write is checked against the node's DataType and ValueRank (read once, read again when the server
 answers BadTypeMismatch); a DataType the server does not derive from a built-in type is a type mismatch.
 NodeIds may name their namespace by URI (``nsu=urn:plc;s=Line.Reject``): resolved to the server's
@@ -123,6 +126,7 @@ __all__ = [
     "OpcUaError",
     "OpcUaNodeError",
     "OpcUaNotConnected",
+    "OpcUaServerBusy",
     "OpcUaSource",
     "OpcUaTypeMismatch",
     "OpcUaWriteRefused",
@@ -145,6 +149,11 @@ class OpcUaNotConnected(OpcUaError):
 
 class OpcUaWriteRefused(OpcUaError):
     retryable = False
+
+
+class OpcUaServerBusy(OpcUaError):
+    """The server could not take the write now (busy, too many operations, a timeout on its side, the
+    device behind it not answering): the same write may succeed later, so it is retried."""
 
 
 class OpcUaNodeError(OpcUaError):
@@ -171,6 +180,31 @@ _INT_RANGE = {
     "Int64": (-(2**63), 2**63 - 1),
     "UInt64": (0, 2**64 - 1),
 }
+
+
+# a write refused with one of these may succeed when made again: the server (or the device behind a
+# gateway server) is busy, overloaded or briefly cut off, not refusing this value for good
+_BUSY = frozenset(
+    {
+        "BadTooManyOperations",
+        "BadServerTooBusy",
+        "BadTimeout",
+        "BadRequestTimeout",
+        "BadResourceUnavailable",
+        "BadNoCommunication",
+        "BadCommunicationError",
+        "BadWaitingForInitialData",
+        "BadOutOfService",
+        "BadServerHalted",
+        "BadShutdown",
+        "BadSessionClosed",
+        "BadSessionIdInvalid",
+        "BadSecureChannelClosed",
+        "BadConnectionClosed",
+        "BadTooManySessions",
+        "BadMaxConnectionsReached",
+    }
+)
 
 
 _WRITABLE = (
@@ -1515,6 +1549,11 @@ class OpcUaSource:
             if "NodeIdUnknown" in name:
                 raise OpcUaNodeError(
                     f"opcua source {self.name}: node {node_id!r} does not exist on the server"
+                ) from None
+            if name.split(":")[0] in _BUSY:
+                raise OpcUaServerBusy(
+                    f"opcua source {self.name}: write of {reprlib.repr(value)} to {node_id} not taken now "
+                    f"by the server ({name}: busy or briefly cut off); retried"
                 ) from None
             raise OpcUaWriteRefused(
                 f"opcua source {self.name}: write of {reprlib.repr(value)} to {node_id} refused by the "

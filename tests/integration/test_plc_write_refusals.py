@@ -1,0 +1,120 @@
+"""How the agent takes a PLC's "no" to a write, against a real asyncua server on a free loopback port: a
+server that says "not now" (BadTooManyOperations: a busy PLC, a gateway server whose device is slow) gets
+the write again with the action's retry, not given up at once; a node the server will never let the
+agent write is named once, with the fix, and every refused write is counted."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from asyncua import ua
+from asyncua.common.callback import CallbackType
+from asyncua.common.utils import ServiceError
+
+from devices.opcua.client import OpcUaSource
+from edge_agent.actions import ActionRunner
+from edge_agent.config import parse_config
+from edge_agent.types import Result
+from tests.support.peers import free_port, opcua_server
+
+
+def _result(verdict: str, seq: int) -> Result:
+    return Result(
+        pipeline="p",
+        source="plc",
+        item_seq=seq,
+        captured_at=time.time(),
+        model="m",
+        model_version="1",
+        engine="e",
+        verdict=verdict,
+        score=1.0,
+    )
+
+
+async def _plc(add):
+    """A started server with the variables ``add(obj, idx)`` creates, and the list of its good writes."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    await add(srv, obj, idx)
+    writes: list[tuple[str, object]] = []
+
+    async def on_write(event, _dispatcher) -> None:
+        for wv, status in zip(event.request_params.NodesToWrite, event.response_params or [], strict=False):
+            if status.is_good() and wv.NodeId.NamespaceIndex == idx:  # not the server's own
+                writes.append((wv.NodeId.Identifier, wv.Value.Value.Value))
+
+    srv.subscribe_server_callback(CallbackType.PostWrite, on_write)
+    await srv.start()
+    return srv, idx, f"opc.tcp://127.0.0.1:{port}/plc/", writes
+
+
+def _config(endpoint: str, actions: dict):
+    return parse_config(
+        {
+            "agent": {"id": "gw"},
+            "sources": {
+                "plc": {
+                    "type": "opcua",
+                    "endpoint": endpoint,
+                    "connect_timeout_s": 2.0,
+                    "keepalive_check_s": 0.3,
+                }
+            },
+            "actions": actions,
+        }
+    )
+
+
+async def _connected(src: OpcUaSource) -> None:
+    for _ in range(200):
+        if src.state.value == "connected":
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not connected: {src.stats.last_error}")
+
+
+async def test_a_write_the_server_answers_with_too_many_operations_is_retried_and_lands():
+    busy = {"left": 2}
+
+    async def add(srv, obj, idx):
+        await (await obj.add_variable(ua.NodeId("Reject", idx), "Reject", False)).set_writable()
+
+        async def too_many(event, _dispatcher) -> None:  # a PLC whose write queue is full, twice
+            if any(wv.NodeId == ua.NodeId("Reject", idx) for wv in event.request_params.NodesToWrite):
+                if busy["left"]:
+                    busy["left"] -= 1
+                    raise ServiceError(ua.StatusCodes.BadTooManyOperations)
+
+        srv.subscribe_server_callback(CallbackType.PreWrite, too_many)
+
+    srv, idx, endpoint, writes = await _plc(add)
+    cfg = _config(
+        endpoint,
+        {
+            "reject": {
+                "type": "opcua_write",
+                "source": "plc",
+                "node_id": f"ns={idx};s=Reject",
+                "mode": "on_change",
+                "when": {"verdict": "NG"},
+                "retry": {"max_attempts": 4, "backoff_s": 0.05},
+            }
+        },
+    )
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    await src.start()
+    runner = ActionRunner(cfg, {"plc": src})
+    try:
+        await _connected(src)
+        await runner.handle(["reject"], _result("NG", 0), None)
+        await runner.flush(timeout_s=5)
+    finally:
+        await src.stop()
+        await srv.stop()
+    # before: BadTooManyOperations was taken as a refusal for good (not retried), and an on_change output
+    # never got its value: the PLC missed the reject
+    assert writes == [("Reject", True)], writes
+    st = runner.stats["reject"]
+    assert (st["attempt_failures"], st["retried"], st["ok"], st["failed"]) == (2, 2, 1, 0), dict(st)
