@@ -12,7 +12,8 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   and reopened.
 - An HTTP(S) MJPEG stream (``multipart/x-mixed-replace``) is read part by part by ``devices.camera.mjpeg``
   rather than by OpenCV, whose FFmpeg reader fills a cut-short JPEG in silently: each part is decoded as
-  a folder's file is (``decode_image``), so a cut or corrupt part is ``corrupt_frame`` and skipped, and a
+  a folder's file is (``decode_image``, at its own depth: a 16-bit part is ``unsupported_frame`` or brought
+  to 8 bits by ``pixel_bits``), so a cut or corrupt part is ``corrupt_frame`` and skipped, and a
   part longer than an image under ``max_megapixels`` can need (its Content-Length, or bytes without a
   boundary) is ``oversize_frame`` and the connection is dropped. Other URLs (RTSP, other HTTP content,
   files, USB) are OpenCV's.
@@ -28,7 +29,8 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   frame size is over it is not read (``oversize_frame``, reopened after the backoff); OpenCV scales its
   later frames to that size.
 
-Limits: no hardware-decoding options; frames are BGR uint8 as OpenCV gives them.
+Limits: no hardware-decoding options; frames are BGR uint8 (grey, CMYK and alpha images converted as
+OpenCV's colour read does, a JPEG's EXIF orientation applied as the trainer's import applies it).
 """
 
 from __future__ import annotations
@@ -391,12 +393,16 @@ class CameraSource:
                     f"frames of {w}x{h} ({w * h / 1e6:.1f} Mpx) are over max_megapixels {limit:g}; set the "
                     "camera's resolution lower, or raise it",
                 )
-            try:
-                return decode_image(data, cv2.IMREAD_COLOR, max_megapixels=limit)
+            try:  # at its own depth, as a folder's file: a 12-bit camera's 16-bit PNG or TIFF part
+                img = decode_image(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, max_megapixels=limit)
             except ImageRejected as exc:
                 raise _BadFrame(
                     "corrupt_frame", f"{s.shown_url}: {exc} ({len(data)} bytes), skipped"
                 ) from None
+            try:
+                return eight_bit(img, s.pixel_bits)
+            except ImageRejected as exc:
+                raise _BadFrame("unsupported_frame", f"{s.shown_url}: {exc}; skipped") from None
 
         return read
 
@@ -515,10 +521,13 @@ class CameraSource:
                 silent = time.monotonic() - last_ok
                 if failures >= s.max_consecutive_failures or silent > s.read_timeout_s:
                     self.state = ConnectionState.BACKOFF
+                    last = (
+                        f" (the last read: {bad.reason})" if bad is not None else ""
+                    )  # why, when a part told
                     self._error(
                         "stream_lost",
                         f"{s.shown_url}: no frame for {silent:.1f}s since {since()} ({failures} failed reads); "
-                        "reopening",
+                        f"reopening{last}",
                     )
                     return
                 if bad is not None:

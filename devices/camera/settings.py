@@ -65,9 +65,9 @@ class CameraSettings(BaseModel):
         None,
         ge=8,
         le=16,
-        description="an image folder's 16-bit files: how many bits carry the image (12 for a Mono12 camera, "
-        "16 for the full range); the top 8 are kept. Unset: such a file is skipped (unsupported_frame), "
-        "since OpenCV alone would turn a 12-bit image black",
+        description="16-bit images (an image folder's files, an HTTP camera's parts): how many bits carry the "
+        "image (12 for a Mono12 camera, 16 for the full range); the top 8 are kept. Unset: such an image is "
+        "skipped (unsupported_frame), since OpenCV alone would turn a 12-bit image black",
     )
     queue_max_items: int = Field(4, ge=1, le=1000, description="frames held for the pipeline; oldest dropped")
     reconnect_initial_s: float = Field(0.5, gt=0)
