@@ -376,5 +376,20 @@ def main_dataset(argv: list[str]) -> int:
     try:
         return int(getattr(importlib.import_module(module), func)(rest + (["--help"] if a.help else [])) or 0)
     except DatasetError as exc:
-        print(f"cloud-trainer dataset import: {exc}", file=sys.stderr)
+        print(f"cloud-trainer dataset import: {one_line(str(exc))}", file=sys.stderr)
         return 2
+
+
+def one_line(text: str) -> str:
+    """``text`` as one line of printable text: a file name may hold a newline, a terminal escape or bytes
+    that are not UTF-8 (kept by Python as U+DC80-U+DCFF); each such character is shown escaped (``\\n``,
+    ``\\x1b``, ``\\xe9`` for the byte 0xE9), the rest as it is (accents, any script)."""
+
+    def shown(c: str) -> str:
+        if c.isprintable():
+            return c
+        if 0xDC80 <= ord(c) <= 0xDCFF:  # an undecodable byte of a file name (surrogateescape)
+            return f"\\x{ord(c) - 0xDC00:02x}"
+        return repr(c)[1:-1]
+
+    return "".join(map(shown, text))

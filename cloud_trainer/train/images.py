@@ -29,9 +29,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,13 +44,31 @@ MIN_GOOD = {"classifier": 20, "anomaly": 20}  # AWS Lookout for Vision's floor: 
 MIN_DEFECT = 2  # per defect class: at least one for validation and one for training
 
 
+# folders that operating systems and NAS boxes add to a copy of the user's folders, never part images:
+# a Mac's zip (__MACOSX/, AppleDouble ._ files), a Windows drive's recycle bin and system folder, a
+# Synology NAS's thumbnails (@eaDir/<image>/SYNOPHOTO_THUMB_*.jpg: JPEGs) and recycle bin, ext4's
+# lost+found; compared in lower case. Hidden folders (a leading dot) are skipped too.
+SYSTEM_FOLDERS = frozenset(
+    {"__macosx", "@eadir", "#recycle", "#snapshot", "$recycle.bin", "system volume information", "lost+found"}
+)
+
+
 def is_image(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
 
 
+def _skipped(name: str) -> bool:
+    """A hidden or system folder (``SYSTEM_FOLDERS``), not one of the user's."""
+    return name.startswith(".") or name.lower() in SYSTEM_FOLDERS
+
+
 def holds_images(src: Path) -> bool:
     """Whether a folder holds image files somewhere below it (the import's ``--kind`` default)."""
-    return any(is_image(p) for p in Path(src).rglob("*"))
+    for root, dirs, files in os.walk(src, followlinks=False):
+        dirs[:] = [d for d in dirs if not _skipped(d)]
+        if any(is_image(Path(root) / f) for f in files):
+            return True
+    return False
 
 
 @dataclass
@@ -72,14 +90,26 @@ class Found:
 
 def _images_in(folder: Path, nested: bool = False) -> list[Path]:
     """Image files in ``folder``; ``nested``: also in its subfolders (a class's archive kept by day, camera
-    or shift), hidden folders skipped and symlinked folders not followed (no loops)."""
+    or shift), hidden and system folders skipped and symlinked folders not followed (no loops). A link
+    named as an image that leads nowhere is refused: skipped, the class would be an image short unsaid."""
     if not nested:
-        return sorted(p for p in folder.iterdir() if is_image(p))
+        return sorted(p for p in folder.iterdir() if _image_file(p))
     found = []
     for root, dirs, files in os.walk(folder, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [p for p in (Path(root) / f for f in files) if is_image(p)]
+        dirs[:] = sorted(d for d in dirs if not _skipped(d))
+        found += [p for p in (Path(root) / f for f in files) if _image_file(p)]
     return sorted(found)
+
+
+def _image_file(p: Path) -> bool:
+    if is_image(p):
+        return True
+    if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".") and p.is_symlink() and not p.exists():
+        raise DatasetError(
+            f"{p}: a link to {os.readlink(p)}, which does not exist (or links back to itself); copy the "
+            "image in, or remove the link"
+        )
+    return False
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -88,7 +118,7 @@ def _subfolders(folder: Path) -> list[Path]:
     skipped quietly would be a class missing from the model."""
     found = []
     for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or not p.is_dir():
+        if _skipped(p.name) or not p.is_dir():
             continue
         if p.is_symlink():
             raise DatasetError(
@@ -174,6 +204,11 @@ def scan_mvtec(src: Path) -> Found:
                         f"{m}: a mask without an image (expected {src}/test/{d.name}/{stem}.png or "
                         "another image extension); remove the mask or add its image"
                     )
+                if it.mask is not None:  # 005.png and 005_mask.png: which one is meant cannot be told
+                    raise DatasetError(
+                        f"{gt}: two masks for {it.path}: {it.mask.relative_to(gt)} and {m.relative_to(gt)}; "
+                        "keep one"
+                    )
                 it.mask = m
     defects = sorted({it.label for it in items} - {"good"})
     return Found("mvtec", "good", ["good", *defects], items, [])
@@ -256,6 +291,13 @@ def _decode(path: Path, max_megapixels: float, pixel_bits: int | None = None, ma
     # (IMREAD_COLOR) and the agent's folder camera apply it, so that a mask drawn on the image the user
     # sees is checked against the same pixels (IMREAD_UNCHANGED would ignore the orientation)
     data, img = read_image_file(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR, max_megapixels)
+    if (pages := _tiff_pages(data)) > 1:
+        raise DatasetError(
+            f"{path}: a TIFF of {pages} pages (images); one image per file is read (the first, the others "
+            "would be lost): save each page as its own file"
+        )
+    if not mask:
+        _refuse_transparency(path, data)
     if img.dtype == np.uint8:
         return data, img, None
     if mask:
@@ -268,6 +310,65 @@ def _decode(path: Path, max_megapixels: float, pixel_bits: int | None = None, ma
     if not ok:
         raise DatasetError(f"{path}: its 8-bit form could not be written as PNG")
     return png.tobytes(), img, ".png"
+
+
+def _refuse_transparency(path: Path, data: bytes) -> None:
+    """A PNG with transparent pixels (an alpha channel, or a palette or colour made transparent by
+    ``tRNS``) is refused: decoding drops the alpha, so the model would learn whatever colours are stored
+    beneath it (often black), a background no camera shows; the agent's frames have no transparency. An
+    alpha channel opaque everywhere is fine. Only PNGs that declare transparency are decoded again."""
+    import cv2
+    import numpy as np
+
+    if not data.startswith(b"\x89PNG") or len(data) < 26:
+        return
+    idat = data.find(b"IDAT")
+    if data[25] not in (4, 6) and b"tRNS" not in data[: idat if idat > 0 else len(data)]:
+        return
+    full = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if full is None or full.ndim != 3 or full.shape[2] not in (2, 4):
+        return
+    alpha = full[:, :, -1]
+    opaque = 255 if alpha.dtype == np.uint8 else 65535  # 8- or 16-bit PNG
+    clear = int(np.count_nonzero(alpha < opaque))
+    if clear:
+        raise DatasetError(
+            f"{path}: {clear} of its {alpha.size} pixels are transparent (an alpha channel); a camera "
+            "delivers none, and the model would learn the colours stored beneath them: flatten it onto "
+            "the background your camera sees, or save it without transparency"
+        )
+
+
+def _tiff_pages(data: bytes) -> int:
+    """How many full-resolution images a TIFF holds (its chain of directories, reduced-resolution ones
+    such as thumbnails not counted); 0 when ``data`` is not a TIFF or its chain cannot be read."""
+    import struct
+
+    if data[:4] not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return 0
+    e = "<" if data[:1] == b"I" else ">"
+    big = data[2:4] in (b"+\x00", b"\x00+")
+    fmt_off, fmt_count, entry, value_at = ("Q", "Q", 20, 12) if big else ("I", "H", 12, 8)
+    size_count = struct.calcsize(fmt_count)
+    pages, seen = 0, set[int]()
+    try:
+        off = struct.unpack_from(e + fmt_off, data, 8 if big else 4)[0]
+        while off and off not in seen and len(seen) < 100_000:
+            seen.add(off)
+            count = struct.unpack_from(e + fmt_count, data, off)[0]
+            reduced = False
+            for k in range(count):
+                p = off + size_count + k * entry
+                tag, typ = struct.unpack_from(e + "HH", data, p)
+                if tag == 254 and typ in (3, 4):  # NewSubfileType, bit 0: a reduced-resolution copy
+                    reduced = bool(
+                        struct.unpack_from(e + ("H" if typ == 3 else "I"), data, p + value_at)[0] & 1
+                    )
+            pages += not reduced
+            off = struct.unpack_from(e + fmt_off, data, off + size_count + count * entry)[0]
+    except struct.error:
+        pass  # a chain cut short: count what was read
+    return pages
 
 
 def import_images(
@@ -297,7 +398,10 @@ def import_images(
     for n in found.notes:
         log(f"dataset import: {n}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    # a hidden folder beside --out, made as any folder is (mkdtemp's would keep its owner-only mode after
+    # the rename: a trainer running as another user could not read the dataset)
+    tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    tmp.mkdir()
     try:
         summary = _write(found, src, tmp, max_megapixels, pixel_bits)
         if out.exists():
@@ -348,6 +452,7 @@ def _write(found: Found, src: Path, dst: Path, max_megapixels: float, pixel_bits
                         f"{it.mask}: mask is {mask.shape[1]}x{mask.shape[0]}, its image {it.path} is "
                         f"{img.shape[1]}x{img.shape[0]}; they must be the same size"
                     )
+                _check_mask(it, mask, found.good)
                 mname = f"masks/{k:06d}.png"
                 if it.mask.suffix.lower() == ".png":
                     shutil.copyfile(it.mask, dst / mname)
@@ -381,6 +486,24 @@ def _write(found: Found, src: Path, dst: Path, max_megapixels: float, pixel_bits
         "counts": counts,
         "digest": meta["digest"],
     }
+
+
+def _check_mask(it: _Item, mask, good: str) -> None:
+    """A mask must agree with its image's label: an all-black one on a defect image would label the
+    defect's tiles good, defect pixels on a good image contradict it (an all-black one there is fine)."""
+    import numpy as np
+
+    marked = int(np.count_nonzero(mask))
+    if it.label != good and not marked:
+        raise DatasetError(
+            f"{it.mask}: an empty mask (no defect pixel) for {it.path}, a {it.label!r} image; a tiled model "
+            "would learn its tiles as good: mark the defect's pixels, or remove the mask"
+        )
+    if it.label == good and marked:
+        raise DatasetError(
+            f"{it.mask}: {marked} defect pixels on a good image ({it.path}); a good image's mask is empty: "
+            "move the image to its defect's folder, or remove the mask"
+        )
 
 
 def _png(mask, path: Path) -> None:

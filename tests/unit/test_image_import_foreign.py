@@ -1,0 +1,187 @@
+"""`cloud-trainer dataset import` on files nobody here made: folders copied from a Mac, a Windows stick
+or a NAS, masks that contradict their images, PNGs with transparency, multi-page TIFFs, broken links and
+file names that are not one line of text. Each is read or refused by a stated rule, one line each."""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from cloud_trainer.cli import main as cloud_main
+from cloud_trainer.train.data import DatasetError, load_parts
+from cloud_trainer.train.images import import_images
+from tests.unit.test_image_import import img, leftovers, per_class
+
+
+def _mvtec(root: Path) -> Path:
+    for i in range(20):
+        img(root / "train" / "good" / f"{i:03d}.png", i)
+    img(root / "test" / "good" / "000.png", 50)
+    for i in range(2):
+        img(root / "test" / "dent" / f"{i:03d}.png", 60 + i)
+    (root / "ground_truth" / "dent").mkdir(parents=True)
+    return root
+
+
+def _mask(path: Path, box: bool = True) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    m = np.zeros((10, 12), np.uint8)
+    if box:
+        m[2:5, 3:6] = 255
+    assert cv2.imwrite(str(path), m)
+    return path
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png(w: int, h: int, colour_type: int, rows: list[bytes], extra: bytes = b"") -> bytes:
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0)
+    raw = b"".join(b"\x00" + r for r in rows)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + extra
+        + _chunk(b"IDAT", zlib.compress(raw))
+        + _chunk(b"IEND", b"")
+    )
+
+
+def test_folders_that_macs_windows_and_nas_boxes_add_are_skipped_not_classes_or_images(tmp_path):
+    """A zip made on a Mac brings __MACOSX/ (AppleDouble ._ files), a USB stick $RECYCLE.BIN/ and System
+    Volume Information/, a Synology NAS an @eaDir/ in every folder holding its JPEG thumbnails. They used
+    to fail the import as empty classes, or worse, the NAS's thumbnails were imported as part images."""
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    (src / "__MACOSX" / "ok").mkdir(parents=True)
+    (src / "__MACOSX" / "ok" / "._ok0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (src / "$RECYCLE.BIN").mkdir()
+    (src / "System Volume Information").mkdir()
+    img(src / "ok" / "@eaDir" / "ok0.png" / "SYNOPHOTO_THUMB_S.jpg", 7)
+    img(src / "@eaDir" / "dent" / "SYNOPHOTO_THUMB_M.jpg", 8)
+    (src / "ok" / "._ok1.png").write_bytes(b"\x00\x05\x16\x07")  # AppleDouble beside its image
+    (src / "ok" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (src / "ok" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    res = import_images(src, tmp_path / "ds")
+    assert res["classes"] == ["ok", "dent"] and res["counts"] == {"ok": 20, "dent": 2}
+    mv = _mvtec(tmp_path / "mv")
+    img(mv / "train" / "good" / "@eaDir" / "000.png" / "SYNOPHOTO_THUMB_S.jpg", 9)
+    img(mv / "ground_truth" / "dent" / "@eaDir" / "000_mask.png" / "SYNOPHOTO_THUMB_S.jpg", 9)
+    (mv / "test" / "__MACOSX").mkdir()
+    assert import_images(mv, tmp_path / "ds2")["counts"] == {"good": 21, "dent": 2}
+
+
+def test_a_mask_that_contradicts_its_image_is_refused_naming_both(tmp_path):
+    """An all-black mask on a defect image would teach a tiled model that the defect's tiles are good; a
+    mask with defect pixels on a good image says the opposite of its label; two masks for one image left
+    one of them unused. Each used to be imported without a word."""
+    src = _mvtec(tmp_path / "a")
+    empty = _mask(src / "ground_truth" / "dent" / "000_mask.png", box=False)
+    with pytest.raises(DatasetError, match=rf"{empty}: an empty mask \(no defect pixel\) for .*000.png"):
+        import_images(src, tmp_path / "ds")
+    assert not (tmp_path / "ds").exists() and leftovers(tmp_path) == []
+    _mask(empty)  # now it marks the dent
+    good_mask = _mask(src / "ground_truth" / "good" / "000_mask.png")
+    with pytest.raises(DatasetError, match=rf"{good_mask}: .* defect pixels on a good image"):
+        import_images(src, tmp_path / "ds")
+    _mask(good_mask, box=False)  # an all-black mask for a good image says nothing wrong: accepted
+    assert import_images(src, tmp_path / "ds")["counts"] == {"good": 21, "dent": 2}
+    b = _mvtec(tmp_path / "b")
+    _mask(b / "ground_truth" / "dent" / "001_mask.png")
+    _mask(b / "ground_truth" / "dent" / "001.png")
+    with pytest.raises(
+        DatasetError, match=r"two masks for .*test/dent/001.png: .*001.png and .*001_mask.png"
+    ):
+        import_images(b, tmp_path / "ds2")
+
+
+def test_a_png_with_transparent_pixels_is_refused_an_opaque_alpha_channel_is_not(tmp_path):
+    """A part cut out onto a transparent background: the decoder drops the alpha and the model would learn
+    whatever colours are stored beneath it, a background the camera never shows. It used to be imported
+    silently; now it is refused with the file and how much is transparent. A PNG saved with an alpha
+    channel that is opaque everywhere (many tools do) is read as before."""
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    a = np.zeros((10, 12, 4), np.uint8)
+    a[..., :3] = 200
+    a[..., 3] = 255
+    assert cv2.imwrite(str(src / "ok" / "opaque.png"), a)
+    assert import_images(src, tmp_path / "ds")["counts"] == {"ok": 21, "dent": 2}
+    a[:5, :, 3] = 0
+    cut = src / "ok" / "cut_out.png"
+    assert cv2.imwrite(str(cut), a)
+    with pytest.raises(DatasetError, match=rf"{cut}: 60 of its 120 pixels are transparent"):
+        import_images(src, tmp_path / "ds2")
+    cut.unlink()
+    pal = src / "dent" / "palette.png"  # a palette PNG whose colour 0 is transparent (tRNS)
+    rows = [bytes(k % 3 for k in range(12))] * 10
+    pal.write_bytes(_png(12, 10, 3, rows, _chunk(b"PLTE", bytes(range(9))) + _chunk(b"tRNS", b"\x00")))
+    with pytest.raises(DatasetError, match=rf"{pal}: 40 of its 120 pixels are transparent"):
+        import_images(src, tmp_path / "ds3")
+    assert leftovers(tmp_path) == []
+
+
+def test_a_multi_page_tiff_is_refused_not_cut_to_its_first_page(tmp_path):
+    """A TIFF holding several images (a camera's exposure series, a scanned batch) used to become one
+    training image, its first page, the others dropped without a word."""
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    stack = src / "dent" / "series.tif"
+    assert cv2.imwritemulti(str(stack), [np.full((10, 12, 3), 40 * k, np.uint8) for k in range(3)])
+    with pytest.raises(DatasetError, match=rf"{stack}: a TIFF of 3 pages"):
+        import_images(src, tmp_path / "ds")
+    stack.unlink()
+    assert cv2.imwritemulti(str(stack), [np.full((10, 12, 3), 40, np.uint8)])  # one page: read
+    assert import_images(src, tmp_path / "ds")["counts"] == {"ok": 20, "dent": 3}
+
+
+def test_a_broken_or_looping_link_named_as_an_image_is_refused_not_skipped(tmp_path):
+    """``ok/042.png -> /mnt/old/042.png`` (gone) was skipped without a word: a class one image short,
+    or 'add 1 more' good images for a folder that shows 20."""
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    (src / "ok" / "042.png").symlink_to(tmp_path / "gone" / "042.png")
+    with pytest.raises(DatasetError, match=rf"{src / 'ok' / '042.png'}: a link to .*gone/042.png, which"):
+        import_images(src, tmp_path / "ds")
+    (src / "ok" / "042.png").unlink()
+    (src / "ok" / "043.png").symlink_to(src / "ok" / "043.png")  # a link to itself
+    with pytest.raises(DatasetError, match=rf"{src / 'ok' / '043.png'}: a link to .*, which"):
+        import_images(src, tmp_path / "ds")
+    (src / "ok" / "043.png").unlink()
+    (src / "ok" / "ok0_again.png").symlink_to(src / "ok" / "ok0.png")  # a link to an image: read
+    assert import_images(src, tmp_path / "ds")["counts"] == {"ok": 21, "dent": 2}
+
+
+def test_a_file_name_with_a_newline_or_bytes_that_are_not_utf8_is_one_line_in_the_error(tmp_path, capsys):
+    """The refusal names the file; a name holding a newline used to split the one line in two (and a
+    terminal escape in a name would be obeyed). Such characters are shown escaped."""
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    (src / "ok" / "bad\nname\x1b[2J.png").write_bytes(b"not an image")
+    assert cloud_main(["dataset", "import", str(src), "--out", str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err.split("cloud-trainer dataset import: ")[1]  # after the good-class note
+    assert err.count("\n") == 1 and err.endswith("\n") and "\x1b" not in err
+    assert "ok/bad\\nname\\x1b[2J.png: not a PNG" in err
+    (src / "ok" / "bad\nname\x1b[2J.png").unlink()
+    Path(os.fsdecode(os.fsencode(src / "ok") + b"/caf\xe9.png")).write_bytes(b"not an image")  # Latin-1
+    assert cloud_main(["dataset", "import", str(src), "--out", str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err.split("cloud-trainer dataset import: ")[1]
+    assert err.count("\n") == 1 and "ok/caf\\xe9.png: not a PNG" in err
+
+
+def test_the_dataset_folder_gets_the_usual_permissions_not_the_temporary_folders(tmp_path):
+    """The import writes into a temporary folder and renames it: that folder used to keep mkdtemp's
+    owner-only mode, so a trainer running as another user (a service account) could not read it."""
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    old = os.umask(0o022)
+    try:
+        import_images(src, tmp_path / "ds")
+        (tmp_path / "plain").mkdir()
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "ds").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain").stat().st_mode) == 0o755
+    assert len(load_parts(tmp_path / "ds").images) == 22
