@@ -16,7 +16,9 @@ Uncertain / Bad becomes ``Quality``. Non-finite numbers are passed with quality 
 (``non_finite: bad``, default) or dropped (``skip``), and counted as ``non_finite`` either way.
 A source timestamp older than the tag's previous one is counted as ``out_of_order`` and still
 passed on. A node that does not exist is reported by name (``stats.errors_by_reason['node']``)
-and the other nodes stay subscribed. No message from the server over ``max_message_bytes`` is held
+and the other nodes stay subscribed. A monitored item the server grants a smaller queue than asked, or a
+much slower sampling interval, is said once per node (``queue_revised`` / ``sampling_revised``,
+``revised``): the values it then drops are never reported. No message from the server over ``max_message_bytes`` is held
 in memory: the connection is closed, counted as ``too_large``, and the source reconnects.
 
 Errors (all ``OpcUaError``, itself a ``devices.base.DeviceError``)::
@@ -1001,6 +1003,8 @@ class OpcUaSource:
         self._ns_array: list[str] = []  # and at this connect
         self._sub_since = 0.0  # monotonic time the subscription was created
         self._sub_silence_s = 0.0  # no publish answer for longer than this: the subscription is stalled
+        # node id -> what the server granted its monitored item, when far from what was asked (said once)
+        self.revised: dict[str, str] = {}
 
     def _on_oversize(self, size: int) -> None:
         self._oversize = size
@@ -1369,7 +1373,9 @@ class OpcUaSource:
             PublishingEnabled=True,
             Priority=0,
         )
-        sub = Subscription(client.uaclient.session, params, _Handler(self))
+        session = client.uaclient.session
+        _record_revisions(session, self._revision)
+        sub = Subscription(session, params, _Handler(self))
         got = await sub.init()
         revised_s = (got.RevisedPublishingInterval or interval) / 1000.0
         self._sub_silence_s = (
@@ -1398,6 +1404,49 @@ class OpcUaSource:
                 if isinstance(r, ua.StatusCode):
                     self._tags.pop(node.nodeid, None)
                     self._node_error(node.nodeid.to_string(), r.name)
+
+    def _revision(self, nodeid: ua.NodeId, asked: ua.MonitoringParameters, got: Any) -> None:
+        """One monitored item as the server created it: a queue smaller than asked, or a sampling interval
+        well over the one asked, is said once per node (log, notice ``queue_revised`` /
+        ``sampling_revised``, ``self.revised``): values the node takes between two samples, or past the
+        queue between two publishes, never reach the agent, and the server says nothing when it drops them."""
+        node_id = nodeid.to_string()
+        tag = self._tags.get(nodeid)  # None for a waveform's rate node (sample_rate_from)
+        shown = f"node {node_id}" + (f" (tag {tag})" if tag else "")
+        said = []
+        q_asked, q_got = int(asked.QueueSize or 0), int(got.RevisedQueueSize or 0)
+        if q_asked > 1 and q_got < q_asked:
+            said.append(
+                (
+                    "queue_revised",
+                    f"opcua source {self.name}: {shown}: queue_size {q_asked} asked, the server keeps "
+                    f"{q_got}: when the node changes more than {q_got} time(s) between two publishes "
+                    f"(publishing_interval_ms), the older values are dropped by the server unreported; "
+                    "raise the server's monitored-item queue limit, or lower publishing_interval_ms",
+                )
+            )
+        s_asked, s_got = float(asked.SamplingInterval or 0.0), float(got.RevisedSamplingInterval or 0.0)
+        if s_asked > 0 and s_got > s_asked * 1.5 and s_got - s_asked >= 1.0:
+            said.append(
+                (
+                    "sampling_revised",
+                    f"opcua source {self.name}: {shown}: sampling_interval_ms {s_asked:g} asked, the server "
+                    f"samples every {s_got:g} ms: changes shorter than that are never seen; check the "
+                    "server's (or the PLC's) fastest sampling rate, or read the values as an array",
+                )
+            )
+        if not said:
+            self.revised.pop(node_id, None)
+            return
+        msg = "; ".join(m for _, m in said)
+        if self.revised.get(node_id) == msg:
+            return  # said already (a reconnect got the same answer)
+        self.revised[node_id] = msg
+        for key, m in said:
+            first = key not in self.notices.counts
+            self.notices.note(key, "%s", m)  # logs the first one
+            if not first:
+                log.warning("%s", m)
 
     async def _heartbeat(self) -> None:
         """The watchdog output: toggled (or counted up) every period while the session is up."""
@@ -1573,6 +1622,32 @@ class OpcUaSource:
         """Variables under a folder/object (default Objects): node_id, browse_name, data_type, array."""
         client = self._require_client("browse")
         return await _browse(client, folder_node_id, max_depth)
+
+
+def _record_revisions(session: Any, on_item: Callable[[ua.NodeId, Any, Any], None]) -> None:
+    """Hand each monitored item the session creates to ``on_item(node id, asked parameters, result)``.
+
+    asyncua's ``Subscription`` reads only the item's id from the server's answer and drops the
+    RevisedQueueSize and RevisedSamplingInterval in it, so a server granting a queue of 1 where 100 were
+    asked goes unnoticed. The hook sits on this source's own session object (one per connect), around
+    its ``create_monitored_items``, which the subscription calls for every item it creates, including
+    the ones asyncua creates again on its own."""
+    create = getattr(session, "create_monitored_items", None)
+    if create is None or getattr(create, "_records_revisions", False):
+        return
+
+    async def create_monitored_items(params: ua.CreateMonitoredItemsParameters) -> list:
+        results = await create(params)
+        for item, result in zip(params.ItemsToCreate, results, strict=False):
+            try:
+                if result.StatusCode.is_good():
+                    on_item(item.ItemToMonitor.NodeId, item.RequestedParameters, result)
+            except Exception as e:  # a report never fails the subscription
+                log.info("opcua: monitored item revision not read: %r", e)
+        return results
+
+    create_monitored_items._records_revisions = True  # type: ignore[attr-defined]
+    session.create_monitored_items = create_monitored_items
 
 
 async def _node(client: Client, node_id: str, cache: dict[str, str], resolve=None) -> Node:

@@ -1,0 +1,66 @@
+"""A server that grants a monitored item less than asked (a queue of 2 where 100 were asked, a sampling
+interval of 200 ms where 10 were asked) drops values between samples or publishes without a word; the
+source reads what the server granted from its answer and says it once per node. Against a real asyncua
+server on a free loopback port whose monitored-item queue limit is 2."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from asyncua import ua
+
+from devices.opcua.client import OpcUaSource
+from devices.opcua.settings import OpcUaSettings
+from tests.support.peers import free_port, opcua_server
+
+
+async def _until(check, what: str, timeout_s: float = 6.0) -> None:
+    for _ in range(int(timeout_s / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(what)
+
+
+async def test_a_queue_or_sampling_interval_the_server_revised_down_is_said_once_per_node(caplog):
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    srv.iserver.max_monitored_item_queue_size = 2  # the server's limit, as a small PLC's
+    for name in ("Fast", "Plain"):
+        await obj.add_variable(ua.NodeId(name, idx), name, 0.0)
+    await srv.start()
+    settings = OpcUaSettings(
+        endpoint=f"opc.tcp://127.0.0.1:{port}/plc/",
+        nodes=[
+            {"node_id": f"ns={idx};s=Fast", "queue_size": 100, "sampling_interval_ms": 10},
+            {"node_id": f"ns={idx};s=Plain"},  # queue 1, sampling 0 (the server's fastest): nothing to say
+        ],
+        publishing_interval_ms=200,  # asyncua grants the publishing interval as the sampling interval
+        reconnect_initial_s=0.1,
+        reconnect_max_s=0.2,
+        connect_timeout_s=2.0,
+        keepalive_check_s=0.3,
+    )
+    src = OpcUaSource("plc", settings)
+    caplog.set_level(logging.WARNING, logger="devices.opcua")
+    try:
+        await src.start()
+        await _until(lambda: src.state.value == "connected", f"not connected: {src.stats.last_error}")
+        # before: asyncua dropped the server's revised values; nothing was said and /status showed nothing
+        counts = {k: v["count"] for k, v in src.notices.status().items()}
+        assert counts == {"queue_revised": 1, "sampling_revised": 1}, counts
+        said = [r.getMessage() for r in caplog.records if "asked, the server" in r.getMessage()]
+        assert len(said) == 2 and all("tag Fast" in m for m in said), said
+        fast = f"ns={idx};s=Fast"
+        assert list(src.revised) == [fast], src.revised
+        assert "queue_size 100 asked, the server keeps 2" in src.revised[fast]
+        assert "sampling_interval_ms 10 asked, the server samples every 200 ms" in src.revised[fast]
+        src._lost.set()  # the connection is lost: a fresh session subscribes again and gets the same answer
+        await _until(lambda: src.stats.reconnects >= 1 and src.state.value == "connected", "no reconnect")
+        await asyncio.sleep(0.1)
+        assert [r.getMessage() for r in caplog.records if "asked, the server" in r.getMessage()] == said
+        assert src.notices.status()["queue_revised"]["count"] == 1
+    finally:
+        await src.stop()
+        await srv.stop()
