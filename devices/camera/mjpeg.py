@@ -69,8 +69,10 @@ def open_stream(
         password = urllib.parse.unquote(u.password or "")
         headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
     target = (u.path or "/") + (f"?{u.query}" if u.query else "")
+    connected = False
     try:
         conn.connect()
+        connected = True
         sock = conn.sock  # kept: http.client lets go of it once the answer is read (HTTP/1.0, close)
         conn.request("GET", target, headers=headers)
         resp = conn.getresponse()
@@ -82,6 +84,12 @@ def open_stream(
         return None  # not HTTP as http.client speaks it: FFmpeg may still read it, or say why not
     except OSError as exc:
         conn.close()
+        if connected and isinstance(exc, TimeoutError):  # reached: a hung camera, not a cable or address
+            raise StreamError(
+                "open_failed",
+                f"{host}:{port} accepts the connection but sends no answer within {open_timeout_s:g}s "
+                "(open_timeout_s); is the camera hung or busy, and is this its HTTP port?",
+            ) from None
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise StreamError(
             "open_failed", f"cannot reach {host}:{port} ({reason}); is the camera on and the address right?"

@@ -4,6 +4,7 @@ their resolution midway, that accept a connection and never answer, that send fa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import cv2
@@ -62,3 +63,28 @@ async def test_an_mjpeg_streams_16_bit_parts_are_refused_by_name_or_read_by_pixe
     for f in frames:
         assert f.image.shape == (48, 64, 3)
         assert any(np.array_equal(f.image[..., 0], w) for w in wanted)
+
+
+async def test_a_camera_that_accepts_the_connection_but_never_answers_is_not_called_unreachable():
+    """A hung camera (its web server's socket still accepting, nothing behind it) was reported as "cannot
+    reach 127.0.0.1:port (timed out); is the camera on and the address right?", sending the line engineer to
+    check cables and addresses that are fine. The message now says it connects and does not answer."""
+    import socket
+
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        url = f"http://admin:s3cret@127.0.0.1:{hung.getsockname()[1]}/stream.mjpg"
+        src = CameraSource("cam", CameraSettings(url=url, open_timeout_s=0.3, reconnect_initial_s=5))
+        try:
+            await src.start()
+            for _ in range(100):
+                if src.stats.errors_by_reason.get("open_failed"):
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            await src.stop()
+    last = src.stats.last_error
+    assert src.stats.errors_by_reason.get("open_failed") == 1
+    assert "cannot reach" not in last and "accepts the connection but sends no answer within 0.3s" in last
+    assert "s3cret" not in last and "admin:***@" in last
