@@ -85,6 +85,9 @@ class ActionRunner:
         self.state: dict[str, dict] = {n: {} for n in cfg.actions}  # each action's own state
         self.alarm_state: dict[tuple[str, str], dict] = {}
         self._burst = BurstLogger(log)
+        # per action, the errors a retry cannot fix that were logged since its last success: each is said
+        # once (a read-only node under a level output would otherwise log every 30 s for ever), counted always
+        self._said: dict[str, set[str]] = {}
         self._pending: set[asyncio.Task] = set()
         self._in_flight: collections.Counter[str] = collections.Counter()  # per ordinary action
         self._level: dict[tuple[str, str], bool] = {}  # (action, pipeline) -> condition at the last result
@@ -237,14 +240,13 @@ class ActionRunner:
             try:
                 outcome = await self._do(name, action, result, item, value)
                 st["queued" if outcome == "queued" else "ok"] += 1  # queued: held until the broker is back
+                self._said.pop(name, None)  # a later refusal is news again
                 return True
             except Exception as exc:
                 st["attempt_failures"] += 1
                 if not getattr(exc, "retryable", True):
                     st["failed"] += 1
-                    self._burst.log(
-                        name, "action %r failed (not retried: a retry cannot fix it): %s", name, exc
-                    )
+                    self._cannot(name, exc)
                     return False
                 if key is not None and key in self._desired:
                     st["superseded"] += 1  # a newer value waits: that one is written, not this one
@@ -264,6 +266,25 @@ class ActionRunner:
                         return False
                 st["retried"] += 1
         return False
+
+    def _cannot(self, name: str, exc: Exception) -> None:
+        """An error a retry cannot fix (a read-only node, BadUserAccessDenied, a value the node's type
+        refuses): logged once per action and error until the action succeeds again, counted as ``failed``
+        every time. Past a few distinct errors (a value that changes with each result), once per burst."""
+        said = self._said.setdefault(name, set())
+        msg = str(exc)
+        if msg in said:
+            return
+        if len(said) >= 8:
+            self._burst.log(name, "action %r failed (not retried: a retry cannot fix it): %s", name, exc)
+            return
+        said.add(msg)
+        log.warning(
+            "action %r failed (not retried: a retry cannot fix it): %s; said once: each further failure "
+            "like it is only counted (failed) until the action succeeds",
+            name,
+            exc,
+        )
 
     async def _do(self, name: str, action, result: Result, item, value: Any = None) -> str | None:
         return await self.impls[action.type](self, name, action, result, item, value)

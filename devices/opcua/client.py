@@ -209,6 +209,21 @@ _BUSY = frozenset(
 )
 
 
+_NOT_YOURS = (
+    "the server does not let this session write the node (its AccessLevel / UserAccessLevel, the user the "
+    "agent logs in as, or a PLC in local or maintenance mode); give that user write access, or make the node "
+    "writable in the PLC's OPC UA settings; not retried"
+)
+# a write refused for good: what the status means for the person who has to fix it
+_REFUSED = {
+    "BadUserAccessDenied": _NOT_YOURS,
+    "BadNotWritable": _NOT_YOURS,
+    "BadWriteNotSupported": "the server takes no writes of this kind on the node; not retried",
+    "BadOutOfRange": "the node takes the type but not this value (outside its EURange or the PLC program's "
+    "limits); write a value within them; not retried",
+}
+
+
 _WRITABLE = (
     "Boolean, SByte..UInt64, Float, Double, String, LocalizedText, DateTime, ByteString, Guid, "
     "Number, Integer, UInteger, BaseDataType"
@@ -1604,9 +1619,10 @@ class OpcUaSource:
                     f"opcua source {self.name}: write of {reprlib.repr(value)} to {node_id} not taken now "
                     f"by the server ({name}: busy or briefly cut off); retried"
                 ) from None
+            hint = _REFUSED.get(name.split(":")[0])
             raise OpcUaWriteRefused(
                 f"opcua source {self.name}: write of {reprlib.repr(value)} to {node_id} refused by the "
-                f"server ({name})"
+                f"server ({name})" + (f": {hint}" if hint else "")
             ) from None
         except ua.UaError as e:  # asyncua's own, without a status: still this adapter's error, named
             raise OpcUaError(

@@ -6,6 +6,7 @@ agent write is named once, with the fix, and every refused write is counted."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from asyncua import ua
@@ -118,3 +119,47 @@ async def test_a_write_the_server_answers_with_too_many_operations_is_retried_an
     assert writes == [("Reject", True)], writes
     st = runner.stats["reject"]
     assert (st["attempt_failures"], st["retried"], st["ok"], st["failed"]) == (2, 2, 1, 0), dict(st)
+
+
+async def test_a_node_the_server_never_lets_the_agent_write_is_said_once_with_the_fix_and_counted(
+    caplog, monkeypatch
+):
+    import types
+
+    import devices.base
+
+    async def add(srv, obj, idx):
+        await obj.add_variable(ua.NodeId("Locked", idx), "Locked", False)  # not writable: BadUserAccessDenied
+
+    srv, idx, endpoint, writes = await _plc(add)
+    node_id = f"ns={idx};s=Locked"
+    cfg = _config(
+        endpoint,
+        {"locked": {"type": "opcua_write", "source": "plc", "node_id": node_id, "when": {"verdict": "NG"}}},
+    )
+    # results a minute apart: the log's 30-s burst window has passed before each
+    skew = {"s": 0.0}
+    monkeypatch.setattr(
+        devices.base, "time", types.SimpleNamespace(monotonic=lambda: time.monotonic() + skew["s"])
+    )
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    await src.start()
+    runner = ActionRunner(cfg, {"plc": src})
+    caplog.set_level(logging.WARNING, logger="edge_agent.actions")
+    try:
+        await _connected(src)
+        for i in range(4):
+            await runner.handle(["locked"], _result("NG", i), None)
+            await runner.flush(timeout_s=5)
+            skew["s"] += 60.0
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert writes == []
+    said = [r.getMessage() for r in caplog.records if r.name == "edge_agent.actions"]
+    # before: one line per burst window for as long as results came (here 4), without the fix
+    assert len(said) == 1, said
+    assert "'locked'" in said[0] and node_id in said[0] and "BadUserAccessDenied" in said[0], said
+    assert "give that user write access" in said[0], said
+    st = runner.stats["locked"]
+    assert (st["failed"], st["attempt_failures"], st.get("retried", 0)) == (4, 4, 0), dict(st)
