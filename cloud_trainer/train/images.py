@@ -38,7 +38,7 @@ from pathlib import Path
 from cloud_trainer.train.data import DatasetError, read_image_file
 from protocols.image_header import DEFAULT_MAX_MEGAPIXELS
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff")  # .jfif: Windows's JPEG
 GOOD_NAMES = ("ok", "good", "pass", "okay", "normal", "nominal")
 MIN_GOOD = {"classifier": 20, "anomaly": 20}  # AWS Lookout for Vision's floor: 20 normal images
 MIN_DEFECT = 2  # per defect class: at least one for validation and one for training
@@ -51,6 +51,10 @@ MIN_DEFECT = 2  # per defect class: at least one for validation and one for trai
 SYSTEM_FOLDERS = frozenset(
     {"__macosx", "@eadir", "#recycle", "#snapshot", "$recycle.bin", "system volume information", "lost+found"}
 )
+
+
+# files that operating systems leave in image folders: left out without a mention
+SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r"})
 
 
 def is_image(p: Path) -> bool:
@@ -136,6 +140,43 @@ def layout_of(src: Path) -> str:
     return "folders"
 
 
+def _no_loose_images(folder: Path, what: str) -> None:
+    """Images lying in ``folder`` itself belong to no class: refused, since left out they would make a
+    dataset other than the one the user sees."""
+    loose = _images_in(folder)
+    if loose:
+        n = len(loose)
+        names = ", ".join(p.name for p in loose[:3]) + (", ..." if n > 3 else "")
+        raise DatasetError(
+            f"{folder}: {n} image{'s' if n > 1 else ''} in no class folder ({names}); move "
+            f"{'each' if n > 1 else 'it'} into {what}, or remove {'them' if n > 1 else 'it'}"
+        )
+
+
+def _left_out(src: Path) -> str | None:
+    """A note naming the files below ``src`` that are not images of the kinds read (an iPhone's .heic,
+    a .webp, a text file), so that a class smaller than its folder is said; hidden and system files and
+    folders are not mentioned."""
+    other = []
+    for root, dirs, files in os.walk(src, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not _skipped(d))
+        other += [
+            Path(root, f).relative_to(src).as_posix()
+            for f in sorted(files)
+            if not f.startswith(".")
+            and f.lower() not in SYSTEM_FILES
+            and Path(f).suffix.lower() not in IMAGE_EXTS
+        ]
+    if not other:
+        return None
+    n = len(other)
+    return (
+        f"left out {n} file{'s' if n > 1 else ''} that {'are' if n > 1 else 'is'} not a PNG, JPEG, BMP or "
+        f"TIFF image by {'their names' if n > 1 else 'its name'}: {', '.join(other[:3])}"
+        + (", ..." if n > 3 else "")
+    )
+
+
 def _class_folder(folder: Path, label: str, nested: bool = False) -> list[Path]:
     files = _images_in(folder, nested)
     if not files:
@@ -154,6 +195,7 @@ def scan_folders(src: Path, good: str | None) -> Found:
             f"{src}: no class folders; expected one folder per class (e.g. {src}/ok/, "
             f"{src}/scratch/) or the MVTec AD layout (train/good, test/<defect>)"
         )
+    _no_loose_images(src, "its class's folder")
     names = [c.name for c in classes]
     notes = []
     if good is None:
@@ -179,6 +221,7 @@ def scan_mvtec(src: Path) -> Found:
     for split in ("train", "test"):
         if not (src / split).is_dir():
             continue
+        _no_loose_images(src / split, f"{split}/good or {split}/<defect>")
         for c in _subfolders(src / split):
             if split == "train" and c.name != "good":
                 raise DatasetError(
@@ -195,6 +238,7 @@ def scan_mvtec(src: Path) -> Found:
     }
     gt = src / "ground_truth"
     if gt.is_dir():
+        _no_loose_images(gt, "ground_truth/<defect>")
         for d in _subfolders(gt):
             for m in _images_in(d, nested=True):
                 stem = (m.relative_to(d).parent / m.stem.removesuffix("_mask")).as_posix()
@@ -221,8 +265,12 @@ def scan(src: Path, good: str | None = None) -> Found:
     if layout_of(src) == "mvtec":
         if good not in (None, "good"):
             raise DatasetError(f"--good {good!r}: an MVTec AD layout's good class is 'good'")
-        return _class_names(scan_mvtec(src), src)
-    return _class_names(scan_folders(src, good), src)
+        found = _class_names(scan_mvtec(src), src)
+    else:
+        found = _class_names(scan_folders(src, good), src)
+    if note := _left_out(src):
+        found.notes.append(note)
+    return found
 
 
 def _nfc(name: str) -> str:
@@ -242,6 +290,11 @@ def _class_names(found: Found, src: Path) -> Found:
             raise DatasetError(
                 f"{src}: class folder {name!r} holds a control character (a newline, a tab); rename it: "
                 "its name becomes the label that configs and results name"
+            )
+        if name != name.strip():
+            raise DatasetError(
+                f"{src}: class folder {name!r} begins or ends with a space; rename it to {name.strip()!r}: "
+                "its name becomes the label that configs and results name, and it would print the same"
             )
         if (key := _nfc(name)) in seen:
             raise DatasetError(

@@ -185,3 +185,49 @@ def test_the_dataset_folder_gets_the_usual_permissions_not_the_temporary_folders
     mode = stat.S_IMODE((tmp_path / "ds").stat().st_mode)
     assert mode == stat.S_IMODE((tmp_path / "plain").stat().st_mode) == 0o755
     assert len(load_parts(tmp_path / "ds").images) == 22
+
+
+def test_images_in_no_class_folder_are_refused_not_left_out(tmp_path):
+    """Images dropped beside the class folders (or in MVTec's train/ or test/ itself) belong to no class;
+    they used to be left out without a word, so the dataset was not the one the user saw."""
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    stray = img(src / "part_0815.png", 3)
+    with pytest.raises(DatasetError, match=rf"{src}: 1 image in no class folder \(part_0815.png\)"):
+        import_images(src, tmp_path / "ds")
+    stray.unlink()
+    (src / "notes.txt").write_text("lamp 3 replaced on 2026-11-02")  # not an image: no harm
+    assert import_images(src, tmp_path / "ds")["counts"] == {"ok": 20, "dent": 2}
+    mv = _mvtec(tmp_path / "mv")
+    img(mv / "test" / "001.png", 4)
+    img(mv / "test" / "002.png", 5)
+    with pytest.raises(
+        DatasetError, match=rf"{mv / 'test'}: 2 images in no class folder \(001.png, 002.png\)"
+    ):
+        import_images(mv, tmp_path / "ds2")
+    assert leftovers(tmp_path) == []
+
+
+def test_a_class_name_with_a_space_at_either_end_is_refused(tmp_path):
+    """'scratch ' (a trailing space, easy to type when renaming a folder) was a class of its own, which a
+    config naming 'scratch' would never match, and which prints exactly like 'scratch'."""
+    src = per_class(tmp_path / "src", {"ok": 20, "scratch ": 2, "deep scratch": 2})
+    with pytest.raises(DatasetError, match=r"class folder 'scratch ' begins or ends with a space"):
+        import_images(src, tmp_path / "ds")
+    (src / "scratch ").rename(src / "scratch")
+    assert import_images(src, tmp_path / "ds")["classes"] == ["ok", "deep scratch", "scratch"]
+
+
+def test_jfif_files_are_read_and_files_of_other_kinds_are_said_not_silently_left_out(tmp_path):
+    """Windows saves JPEGs from a browser as .jfif: they were left out unsaid, as were an iPhone's .heic
+    photos, so a class could be smaller than its folder. .jfif and .jpe are JPEG and read; a file of
+    another kind is left out and the import says how many, with examples."""
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    j = src / "dent" / "from_browser.jfif"
+    j.write_bytes(cv2.imencode(".jpg", np.full((10, 12, 3), 90, np.uint8))[1].tobytes())
+    (src / "ok" / "IMG_0042.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (src / "ok" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")  # the system's own files: not mentioned
+    notes: list[str] = []
+    assert import_images(src, tmp_path / "ds", log=notes.append)["counts"] == {"ok": 20, "dent": 3}
+    said = [n for n in notes if "left out" in n]
+    assert len(said) == 1 and "1 file that is not a PNG, JPEG, BMP or TIFF image" in said[0]
+    assert "ok/IMG_0042.HEIC" in said[0] and "Thumbs.db" not in said[0]
