@@ -16,7 +16,8 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   to 8 bits by ``pixel_bits``), so a cut or corrupt part is ``corrupt_frame`` and skipped, and a
   part longer than an image under ``max_megapixels`` can need (its Content-Length, or bytes without a
   boundary) is ``oversize_frame`` and the connection is dropped. Other URLs (RTSP, other HTTP content,
-  files, USB) are OpenCV's.
+  files, USB) are OpenCV's. An HTTP(S) URL answering with one image (a snapshot URL) is asked again every
+  1/``fps`` seconds (default 10), each answer read and decoded as an MJPEG part, none skipped.
 - Files and folders are paced at ``fps`` (default 10) with no skipping; at the end they are
   replayed when ``loop`` is set, else the source finishes (``items()`` ends, state STOPPED).
 - Every frame gets a strictly increasing ``seq`` (across reconnects and loops) and its capture
@@ -369,7 +370,13 @@ class CameraSource:
         from devices.camera.mjpeg import StreamError, open_stream
 
         try:
-            return open_stream(s.url, s.open_timeout_s, s.read_timeout_s, max_file_bytes(s.max_megapixels))
+            return open_stream(
+                s.url,
+                s.open_timeout_s,
+                s.read_timeout_s,
+                max_file_bytes(s.max_megapixels),
+                poll_period_s=1.0 / (s.fps or DEFAULT_FILE_FPS),  # a snapshot camera: paced as a file
+            )
         except StreamError as exc:
             raise CameraError(f"cannot open {s.shown_url}: {exc.detail}") from None
 
@@ -423,7 +430,8 @@ class CameraSource:
         if stream is not None:
             self._http = stream
             try:
-                self._session(self._part_reader(stream), backoff, file_fps=None)
+                paced = getattr(stream, "paced", False)  # a snapshot camera, asked at fps: no frame skipped
+                self._session(self._part_reader(stream), backoff, file_fps=None, paced=paced)
             finally:
                 self._http = None
                 stream.close()
@@ -462,6 +470,7 @@ class CameraSource:
         backoff: Backoff,
         file_fps: float | None,
         rewind: Callable[[], None] | None = None,
+        paced: bool = False,
     ) -> None:
         """Frames from one open device, stream or file until it fails, ends or the source stops. The
         backoff starts again only after a good frame: a stream that opens and gives nothing usable is
@@ -471,7 +480,7 @@ class CameraSource:
         s = self.settings
         live = s.kind in (CameraKind.USB, CameraKind.STREAM)
         self.state = ConnectionState.CONNECTED
-        period = 1.0 / s.fps if s.fps else 0.0
+        period = 1.0 / s.fps if s.fps and not paced else 0.0  # the rate live frames are thinned to
         file_period = 1.0 / (s.fps or file_fps or DEFAULT_FILE_FPS)
         last_emit = 0.0
         next_t = time.monotonic()

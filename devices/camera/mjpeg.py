@@ -10,6 +10,9 @@ caller leaves those to OpenCV, as before. ``MjpegStream.next_part`` returns the 
 part longer than ``max_part_bytes`` (by its Content-Length, or bytes without a boundary) raises
 ``StreamError("oversize_frame")`` without being buffered further, and the caller drops the connection.
 
+A URL that answers with one image (``Content-Type: image/...``, a camera's snapshot URL) gives a
+``SnapshotStream`` instead: the same ``next_part``, each part a new GET, asked every ``poll_period_s``.
+
 Limits: reads run on the caller's thread with socket timeouts (a part must arrive within ``read_timeout_s``
 of asking for it); ``interrupt()`` from another thread ends a blocked read. A part's Content-Type is not
 checked: whatever the caller's decoder accepts is an image.
@@ -21,7 +24,7 @@ import socket
 import time
 from typing import Any
 
-__all__ = ["MjpegStream", "StreamError", "http_hint", "open_stream"]
+__all__ = ["MjpegStream", "SnapshotStream", "StreamError", "http_hint", "open_stream"]
 
 _CHUNK = 256 * 1024
 _MAX_LINE = 8 * 1024  # a part header line longer than this is not MJPEG
@@ -45,10 +48,39 @@ def http_hint(code: int) -> str:
     return "check the camera"
 
 
+def _request(u: Any, headers: dict[str, str], timeout_s: float) -> tuple[Any, socket.socket, Any]:
+    """One GET of the URL (split): ``(connection, socket, response)``. The socket is kept because
+    http.client lets go of it once the answer is read (HTTP/1.0, close); an ``OSError`` raised before the
+    connection stands carries ``connected = False``."""
+    import http.client
+
+    https = u.scheme.lower() == "https"
+    host, port = u.hostname or "", u.port or (443 if https else 80)
+    conn: Any = (
+        http.client.HTTPSConnection(host, port, timeout=timeout_s)
+        if https
+        else http.client.HTTPConnection(host, port, timeout=timeout_s)
+    )
+    target = (u.path or "/") + (f"?{u.query}" if u.query else "")
+    try:
+        try:
+            conn.connect()
+        except OSError as exc:
+            exc.connected = False  # type: ignore[attr-defined]
+            raise
+        sock = conn.sock
+        conn.request("GET", target, headers=headers)
+        return conn, sock, conn.getresponse()
+    except BaseException:
+        conn.close()
+        raise
+
+
 def open_stream(
-    url: str, open_timeout_s: float, read_timeout_s: float, max_part_bytes: int
-) -> MjpegStream | None:
-    """The camera's MJPEG stream, None when the URL serves something else (OpenCV's to read), or
+    url: str, open_timeout_s: float, read_timeout_s: float, max_part_bytes: int, poll_period_s: float = 0.1
+) -> MjpegStream | SnapshotStream | None:
+    """The camera's MJPEG stream, or its snapshot URL (each GET answered with one image) asked every
+    ``poll_period_s``; None when the URL serves something else (OpenCV's to read), or
     ``StreamError("open_failed")`` naming why it cannot be read at all."""
     import base64
     import http.client
@@ -58,33 +90,19 @@ def open_stream(
     u = urllib.parse.urlsplit(url)
     https = u.scheme.lower() == "https"
     host, port = u.hostname or "", u.port or (443 if https else 80)
-    conn: Any = (
-        http.client.HTTPSConnection(host, port, timeout=open_timeout_s)
-        if https
-        else http.client.HTTPConnection(host, port, timeout=open_timeout_s)
-    )
     headers = {"Accept": "multipart/x-mixed-replace, */*", "Connection": "close"}
     if u.username is not None:
         user = urllib.parse.unquote(u.username)
         password = urllib.parse.unquote(u.password or "")
         headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-    target = (u.path or "/") + (f"?{u.query}" if u.query else "")
-    connected = False
     try:
-        conn.connect()
-        connected = True
-        sock = conn.sock  # kept: http.client lets go of it once the answer is read (HTTP/1.0, close)
-        conn.request("GET", target, headers=headers)
-        resp = conn.getresponse()
+        conn, sock, resp = _request(u, headers, open_timeout_s)
     except ssl.SSLCertVerificationError:
-        conn.close()
         return None  # FFmpeg reads it as before (it does not verify certificates)
     except http.client.HTTPException:
-        conn.close()
         return None  # not HTTP as http.client speaks it: FFmpeg may still read it, or say why not
     except OSError as exc:
-        conn.close()
-        if connected and isinstance(exc, TimeoutError):  # reached: a hung camera, not a cable or address
+        if getattr(exc, "connected", True) and isinstance(exc, TimeoutError):  # a hung camera, not a cable
             raise StreamError(
                 "open_failed",
                 f"{host}:{port} accepts the connection but sends no answer within {open_timeout_s:g}s "
@@ -94,12 +112,16 @@ def open_stream(
         raise StreamError(
             "open_failed", f"cannot reach {host}:{port} ({reason}); is the camera on and the address right?"
         ) from None
-    ctype = resp.headers.get("Content-Type", "")
-    if resp.status == 200 and ctype.split(";")[0].strip().lower() == "multipart/x-mixed-replace":
+    ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if resp.status == 200 and ctype == "multipart/x-mixed-replace":
         boundary = resp.headers.get_param("boundary")
         return MjpegStream(
             resp, sock, boundary if isinstance(boundary, str) else None, read_timeout_s, max_part_bytes
         )
+    if resp.status == 200 and ctype.startswith("image/"):
+        snap = SnapshotStream(u, headers, open_timeout_s, read_timeout_s, max_part_bytes, poll_period_s)
+        snap._pending = (conn, sock, resp)  # this answer is the first image
+        return snap
     resp.close()
     conn.close()
     if resp.status >= 400 and not (resp.status in (401, 407) and u.username is not None):
@@ -107,6 +129,110 @@ def open_stream(
             "open_failed", f"the camera answers HTTP {resp.status} {resp.reason}; {http_hint(resp.status)}"
         )
     return None  # another content type, a redirect, another kind of credentials: FFmpeg's to read
+
+
+class SnapshotStream:
+    """A camera whose URL answers each GET with one image (``Content-Type: image/...``: ``/snapshot.jpg``,
+    a Mono12 camera's ``/image.png``): asked again every ``poll_period_s`` (from the start of one request to
+    the next), each answer a part. An answer longer than ``max_part_bytes`` (by its Content-Length or its
+    bytes) is ``StreamError("oversize_frame")``; one not complete within ``read_timeout_s`` is
+    ``TimeoutError``; another HTTP status on a later request is ``StreamError("stream_lost")``."""
+
+    paced = True  # the caller takes every part: the pacing is here, not by skipping parts
+
+    def __init__(
+        self,
+        u: Any,
+        headers: dict[str, str],
+        open_timeout_s: float,
+        read_timeout_s: float,
+        max_part_bytes: int,
+        poll_period_s: float,
+    ) -> None:
+        import threading
+
+        self._u, self._headers = u, headers
+        self._open_timeout_s, self._timeout_s = open_timeout_s, read_timeout_s
+        self._cap, self._period = max_part_bytes, poll_period_s
+        self._pending: tuple[Any, socket.socket, Any] | None = None
+        self._sock: socket.socket | None = None
+        self._next_t = time.monotonic() + poll_period_s
+        self._stopped = threading.Event()
+
+    def close(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            conn, sock, resp = pending
+            resp.close()
+            conn.close()
+            sock.close()
+
+    def interrupt(self) -> None:
+        """From another thread: a wait for the next request, or a blocked read, ends at once."""
+        self._stopped.set()
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def next_part(self) -> bytes:
+        import http.client
+
+        if self._pending is None:
+            if self._stopped.wait(max(0.0, self._next_t - time.monotonic())):
+                raise EOFError("stopped")
+            self._next_t = time.monotonic() + self._period
+            try:
+                self._pending = _request(self._u, self._headers, self._open_timeout_s)
+            except http.client.HTTPException as exc:
+                raise EOFError(f"the camera's answer broke off ({type(exc).__name__})") from None
+        conn, sock, resp = self._pending
+        self._sock = sock
+        try:
+            if resp.status != 200:
+                raise StreamError(
+                    "stream_lost",
+                    f"the camera answers HTTP {resp.status} {resp.reason} to a snapshot request; "
+                    f"{http_hint(resp.status)}",
+                )
+            return self._body(resp, sock)
+        finally:
+            self.close()
+            self._sock = None
+
+    def _body(self, resp: Any, sock: socket.socket) -> bytes:
+        import http.client
+
+        declared = resp.length  # None without Content-Length
+        if declared is not None and declared > self._cap:
+            raise StreamError(
+                "oversize_frame",
+                f"an image of {declared} bytes (its Content-Length), over the {self._cap} bytes an image "
+                "under max_megapixels can need; not read",
+            )
+        deadline = time.monotonic() + self._timeout_s
+        buf = bytearray()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no whole image within read_timeout_s")
+            sock.settimeout(left)  # a trickle cannot hold a read past the deadline
+            try:
+                chunk = resp.read1(_CHUNK)
+            except http.client.HTTPException:
+                break  # cut short: what came is decoded, and refused as truncated
+            if not chunk:
+                return bytes(buf)
+            buf += chunk
+            if len(buf) > self._cap:
+                raise StreamError(
+                    "oversize_frame",
+                    f"an image over {self._cap} bytes, more than an image under max_megapixels can need; "
+                    "dropped the connection",
+                )
+        return bytes(buf)
 
 
 class MjpegStream:

@@ -4,6 +4,7 @@
 
     usb:0                          a local device by index (V4L2 where OpenCV has it)
     http://host:port/stream.mjpg   an MJPEG stream (IP cameras, ``edge-sim camera``)
+    http://host:port/snapshot.jpg  a URL that answers each GET with one image: asked at ``fps`` (default 10)
     rtsp://host/stream             where OpenCV's FFmpeg can open it
     /path/to/video.avi             a video file (``loop: true`` to replay it)
     /path/to/folder/               every *.png / *.jpg / *.bmp in name order (``loop`` as above), or with
@@ -37,8 +38,8 @@ class CameraSettings(BaseModel):
         None,
         gt=0,
         le=240,
-        description="target rate; live sources skip frames to keep it, "
-        "files and folders are paced at it (default: the source's own rate, files 10)",
+        description="target rate; live sources skip frames to keep it, files, folders and snapshot URLs are "
+        "paced at it (default: the source's own rate, files and snapshot URLs 10)",
     )
     loop: bool = Field(False, description="replay a file or folder from the start when it ends")
     watch: bool = Field(

@@ -88,3 +88,71 @@ async def test_a_camera_that_accepts_the_connection_but_never_answers_is_not_cal
     assert src.stats.errors_by_reason.get("open_failed") == 1
     assert "cannot reach" not in last and "accepts the connection but sends no answer within 0.3s" in last
     assert "s3cret" not in last and "admin:***@" in last
+
+
+class SnapshotCamera:
+    """An HTTP camera that answers each GET with one image (``/snapshot.png``, what many industrial cameras
+    offer beside or instead of MJPEG): ``image(n)`` gives the n-th answer's bytes and content type."""
+
+    def __init__(self, image) -> None:
+        import threading
+        import time
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.hits: list[float] = []
+        me = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                me.hits.append(time.monotonic())
+                body, ctype = image(len(me.hits) - 1)
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/snapshot.png"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+async def test_a_snapshot_camera_is_polled_at_fps_each_answer_a_frame_16_bit_ones_by_pixel_bits():
+    """A camera answering each GET with one image (the simulator's /frame.jpg, a Mono12 camera's
+    /snapshot.png) went to OpenCV's FFmpeg, which read one image per connection and then failed: every frame
+    cost a reconnect and ten corrupt_frame errors plus a stream_lost, and 16-bit PNGs came out dark (FFmpeg
+    scales them to 8 bits by the top bits of 16). Such a camera is now asked for an image every 1/fps seconds,
+    each answer checked and decoded as an MJPEG part is: no error, one request per frame, pixel_bits used."""
+    from simulators.camera import CameraServer
+    from tests.support.peers import free_port
+
+    sim = CameraServer(free_port(), fps=50, seed=4).start()
+    try:
+        jpegs, src = await _frames(sim.url.replace("/stream.mjpg", "/frame.jpg"), 4, fps=20)
+    finally:
+        sim.stop()
+    assert len(jpegs) == 4 and not src.stats.errors_by_reason and src.stats.reconnects == 0
+    assert all(f.image.shape == (128, 128, 3) for f in jpegs)
+
+    mono = [_mono12(k) for k in range(3)]
+    cam = SnapshotCamera(lambda n: (cv2.imencode(".png", mono[n % 3])[1].tobytes(), "image/png"))
+    try:
+        frames, src = await _frames(cam.url, 6, fps=25, pixel_bits=12)
+        hits = list(cam.hits)
+    finally:
+        cam.stop()
+    assert len(frames) == 6 and not src.stats.errors_by_reason and src.stats.reconnects == 0
+    for k, f in enumerate(frames):  # every answer is a frame, in order: none fetched and thrown away
+        assert np.array_equal(f.image[..., 1], (mono[k % 3] >> 4).astype(np.uint8))
+    gaps = np.diff(hits[:6])
+    assert gaps.min() >= 0.03, gaps  # asked at fps (25: every 40 ms), not as fast as the camera answers
