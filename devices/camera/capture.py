@@ -20,6 +20,8 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   1/``fps`` seconds (default 10), each answer read and decoded as an MJPEG part, none skipped.
 - Files and folders are paced at ``fps`` (default 10) with no skipping; at the end they are
   replayed when ``loop`` is set, else the source finishes (``items()`` ends, state STOPPED).
+- A frame of another size than the one before (a camera whose resolution was changed) is passed on, and
+  the change is counted once as ``frame_size_changed`` naming both sizes (not once per frame).
 - Every frame gets a strictly increasing ``seq`` (across reconnects and loops) and its capture
   time. A corrupt or empty frame (undecodable image, zero-size or blank read) is counted in
   ``stats.errors_by_reason`` (``corrupt_frame``, ``empty_frame``) and skipped; failures to open
@@ -141,6 +143,7 @@ class CameraSource:
         self._opens = 0
         self._dropped_in: dict[str, tuple[int, int]] | None = None  # watch: files read or left, by name
         self._http: Any = None  # the open MJPEG stream, for stop() to end a blocked read
+        self._frame_hw: tuple[int, int] | None = None  # the size frames come at (before any resize)
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -211,6 +214,20 @@ class CameraSource:
 
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         s = self.settings
+        hw = (image.shape[0], image.shape[1])
+        if hw != self._frame_hw:
+            if self._frame_hw is not None:  # named once per change (not per frame), across reconnects too
+                (ph, pw), (h, w) = self._frame_hw, hw
+                given = (
+                    f"resized to {s.width}x{s.height} as before" if s.width else "passed on at the new size"
+                )
+                self._error(
+                    "frame_size_changed",
+                    f"{s.shown_url}: frames are now {w}x{h}, were {pw}x{ph} (the camera's resolution changed?); "
+                    f"they are {given}, but a model's roi or tiles set for the former size no longer fit: set "
+                    "the camera back, or retrain for the new size",
+                )
+            self._frame_hw = hw
         if s.width and s.height and (image.shape[1] != s.width or image.shape[0] != s.height):
             import cv2
 

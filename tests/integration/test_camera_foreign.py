@@ -12,7 +12,7 @@ import numpy as np
 
 from devices.camera.capture import CameraSource
 from devices.camera.settings import CameraSettings
-from tests.integration.test_camera_source import HostileMjpeg, take
+from tests.integration.test_camera_source import HostileMjpeg, _jpeg, take
 
 
 def _mono12(seed: int, h: int = 48, w: int = 64) -> np.ndarray:
@@ -156,3 +156,29 @@ async def test_a_snapshot_camera_is_polled_at_fps_each_answer_a_frame_16_bit_one
         assert np.array_equal(f.image[..., 1], (mono[k % 3] >> 4).astype(np.uint8))
     gaps = np.diff(hits[:6])
     assert gaps.min() >= 0.03, gaps  # asked at fps (25: every 40 ms), not as fast as the camera answers
+
+
+async def test_a_camera_that_changes_resolution_midway_keeps_serving_and_names_the_change_once(caplog):
+    """A camera's resolution changed in its web page (320x256 -> 160x120): frames came at the new size with
+    nothing said, and a model's roi or tiles set for the former size silently looked at something else (or
+    failed on every frame in the pipeline). The source keeps serving the new frames and names the change
+    once: one frame_size_changed error with both sizes, one log line, not one per frame."""
+    big, small = _jpeg(1, 320, 256), _jpeg(2, 160, 120)
+
+    def serve(write, part):
+        for _ in range(3):
+            part(big)
+        while True:
+            part(small)
+
+    caplog.set_level(logging.INFO)
+    cam = HostileMjpeg(serve)
+    try:
+        frames, src = await _frames(cam.url, 12)
+    finally:
+        cam.stop()
+    assert [f.image.shape[:2] for f in frames] == [(256, 320)] * 3 + [(120, 160)] * 9
+    assert src.stats.errors_by_reason == {"frame_size_changed": 1}
+    assert "frames are now 160x120, were 320x256" in src.stats.last_error
+    lines = [r for r in caplog.records if "frame_size_changed" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING
