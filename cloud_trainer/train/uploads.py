@@ -21,6 +21,8 @@ options as ``cloud-trainer serve``).
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -65,7 +67,7 @@ def export(
     """Export ``tenant``'s labelled images of ``model``. ``store``: a ``postgresql://`` URL (default: the SQLite
     file in ``cloud_data``); ``blobs``: a ``BlobStore``, ``s3://bucket[/prefix]`` or a folder (default:
     ``<cloud_data>/blobs``)."""
-    from cloud_trainer.blobs import BlobNotFound, open_blobs
+    from cloud_trainer.blobs import open_blobs
     from cloud_trainer.fleet.store import open_store
     from cloud_trainer.pki import check_tenant
 
@@ -106,7 +108,7 @@ def export(
             ]
     finally:
         db.close()
-    rows, seen, no_blob = [], set(), 0
+    rows, seen = [], set()
     for s in samples:
         if s["label_state"] != "labelled" or s["sha256"] in seen:
             continue
@@ -114,22 +116,59 @@ def export(
             raise DatasetError(
                 f"the store labels sample {s['sha256'][:16]} {s['label']!r}, not one of {classes}"
             )
-        try:
-            data = blobs.get_bytes(s["sha256"])  # digest checked
-        except BlobNotFound:
-            no_blob += 1
-            continue
         seen.add(s["sha256"])
-        rows.append((data, s))
+        rows.append(s)
+    if base is not None and not (Path(base) / "labels.jsonl").is_file():
+        raise DatasetError(f"base dataset {base}: no labels.jsonl")
+    # written into a hidden folder beside --out and renamed at the end, one sample read at a time: an
+    # export that stops part way (a bad base file, a corrupt blob, a full disk, a kill) leaves no dataset
+    # that a later build would take for the whole one
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        tmp.mkdir()
+        exported, no_blob = _write(tmp, rows, blobs, base, classes)
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(tmp, out)
+    except (OSError, shutil.Error) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        why = exc.args[0][0][2] if isinstance(exc, shutil.Error) and exc.args and exc.args[0] else exc
+        raise DatasetError(f"{out}: the dataset could not be written ({why}); nothing was written") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {
+        "samples": len(samples),
+        "exported": exported,
+        "unlabelled": sum(s["label_state"] != "labelled" for s in samples),
+        "missing_images": no_blob,
+        "labels_applied": len(labels),
+        "out": str(out),
+    }
+
+
+def _write(dst: Path, rows: list, blobs, base: Path | None, classes: list[str]) -> tuple[int, int]:
+    """The base dataset (copied) and each sample's image into ``dst``: ``(exported, missing blobs)``."""
+    from cloud_trainer.blobs import BlobCorrupt, BlobNotFound
+
     if base is not None:
-        if not (Path(base) / "labels.jsonl").is_file():
-            raise DatasetError(f"base dataset {base}: no labels.jsonl")
-        shutil.copytree(base, out, dirs_exist_ok=True)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    with open(out / "labels.jsonl", "a") as f:
-        for data, s in rows:
+        shutil.copytree(base, dst, dirs_exist_ok=True)
+    (dst / "images").mkdir(parents=True, exist_ok=True)
+    exported = no_blob = 0
+    with open(dst / "labels.jsonl", "a") as f:
+        for s in rows:
+            try:
+                data = blobs.get_bytes(s["sha256"])  # digest checked
+            except BlobNotFound:
+                no_blob += 1
+                continue
+            except BlobCorrupt as exc:
+                raise DatasetError(
+                    f"sample {s['sha256'][:16]} (agent {s['agent']}, seq {s['seq']}): {exc}; nothing was written"
+                ) from None
             name = f"images/upload-{s['sha256'][:16]}{s['ext'].lower()}"
-            (out / name).write_bytes(data)
+            (dst / name).write_bytes(data)
             f.write(
                 json.dumps(
                     {
@@ -142,14 +181,8 @@ def export(
                 )
                 + "\n"
             )
-    return {
-        "samples": len(samples),
-        "exported": len(rows),
-        "unlabelled": sum(s["label_state"] != "labelled" for s in samples),
-        "missing_images": no_blob,
-        "labels_applied": len(labels),
-        "out": str(out),
-    }
+            exported += 1
+    return exported, no_blob
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,87 @@
+"""`cloud-trainer dataset import --kind fleet`: the export of the fleet's labelled samples is written whole
+or not at all, one sample at a time (not the whole store's images in memory at once), and what stops it
+is one line naming the file or sample."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from cloud_trainer.blobs import LocalBlobStore
+from cloud_trainer.fleet.store import SQLiteStore
+from cloud_trainer.train.data import DatasetError, load_parts
+from cloud_trainer.train.uploads import export
+from simulators.parts import write_dataset
+from tests.integration.test_uploads_dataset import cloud, write_labels  # noqa: F401  (a fixture)
+
+
+def _hidden(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def test_an_export_that_fails_part_way_leaves_no_dataset_a_build_would_use(tmp_path, cloud):  # noqa: F811
+    """A base dataset holding a broken link: the export used to copy the rest of the base into --out, stop
+    with a shutil.Error traceback, and leave a dataset of the base alone, without the fleet's samples, that
+    the next `build --dataset` trained on. Now it is one line naming the file, and --out is not made."""
+    data, _, truth = cloud
+    base = write_dataset(tmp_path / "base", count=6, seed=4, size=32, defect_rate=0.5)
+    (base / "images" / "zz_gone.png").symlink_to(tmp_path / "gone.png")
+    labels = write_labels(tmp_path / "l.jsonl", truth)
+    with pytest.raises(DatasetError, match=r"the dataset could not be written .*zz_gone.png"):
+        export(data, "part-inspection", tmp_path / "ds", base=base, labels_file=labels)
+    assert not (tmp_path / "ds").exists() and _hidden(tmp_path) == []
+    (base / "images" / "zz_gone.png").unlink()
+    res = export(data, "part-inspection", tmp_path / "ds", base=base, labels_file=labels)
+    assert res["exported"] == 12 and len(load_parts(tmp_path / "ds").images) == 6 + 12
+    assert _hidden(tmp_path) == []
+
+
+def test_a_corrupt_blob_is_one_line_naming_the_sample_and_nothing_is_written(tmp_path, cloud):  # noqa: F811
+    data, _, truth = cloud
+    sha = sorted(truth)[5]
+    blob = next(p for p in (data / "blobs").rglob("*") if p.is_file() and sha in p.name)
+    os.chmod(blob, 0o644)
+    blob.write_bytes(blob.read_bytes()[:-10])  # truncated in the store
+    with pytest.raises(DatasetError, match=rf"sample {sha[:16]} .*: .*altered or truncated"):
+        export(
+            data, "part-inspection", tmp_path / "ds", labels_file=write_labels(tmp_path / "l.jsonl", truth)
+        )
+    assert not (tmp_path / "ds").exists() and _hidden(tmp_path) == []
+
+
+def test_the_export_holds_one_sample_in_memory_at_a_time(tmp_path):
+    """It used to read every labelled sample's bytes into memory before writing the first: a fleet's
+    100 000 uploads at 200 KB each wanted 20 GB. 40 samples of 256 KB here: the peak stays near one."""
+    data = tmp_path / "cloud"
+    store, blobs = SQLiteStore(data / "fleet.db"), LocalBlobStore(data / "blobs")
+    records, labels = [], {}
+    for seq in range(1, 41):
+        body = hashlib.sha256(str(seq).encode()).digest() * (256 * 1024 // 32)  # 256 KB, each its own
+        sha = blobs.put_bytes(body)
+        labels[sha] = "ok" if seq % 2 else "scratch"
+        records.append(
+            {
+                "seq": seq,
+                "kind": "sample",
+                "t": 1000.0 + seq,
+                "sample_sha256": sha,
+                "sample_ext": ".png",
+                "payload": json.dumps({"model": "part-inspection", "model_version": "1.0.0"}),
+            }
+        )
+    store.ingest("gw1", records)
+    store.db.close()
+    lf = write_labels(tmp_path / "l.jsonl", labels)
+    tracemalloc.start()
+    try:
+        res = export(data, "part-inspection", tmp_path / "ds", labels_file=lf)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert res["exported"] == 40 and len(list((tmp_path / "ds" / "images").iterdir())) == 40
+    assert peak < 4 * 2**20, f"peak {peak / 2**20:.1f} MB for 40 samples of 0.25 MB"
