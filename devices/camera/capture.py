@@ -21,7 +21,8 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
 - Files and folders are paced at ``fps`` (default 10) with no skipping; at the end they are
   replayed when ``loop`` is set, else the source finishes (``items()`` ends, state STOPPED).
 - A frame of another size than the one before (a camera whose resolution was changed) is passed on, and
-  the change is counted once as ``frame_size_changed`` naming both sizes (not once per frame).
+  the change is counted once as ``frame_size_changed`` naming both sizes (not once per frame); not for an
+  image folder replayed (a dataset may mix sizes), but for a watched drop folder.
 - Every frame gets a strictly increasing ``seq`` (across reconnects and loops) and its capture
   time. A corrupt or empty frame (undecodable image, zero-size or blank read) is counted in
   ``stats.errors_by_reason`` (``corrupt_frame``, ``empty_frame``) and skipped; failures to open
@@ -144,6 +145,7 @@ class CameraSource:
         self._dropped_in: dict[str, tuple[int, int]] | None = None  # watch: files read or left, by name
         self._http: Any = None  # the open MJPEG stream, for stop() to end a blocked read
         self._frame_hw: tuple[int, int] | None = None  # the size frames come at (before any resize)
+        self._replay = False  # an image folder replayed, not watched
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -216,7 +218,9 @@ class CameraSource:
         s = self.settings
         hw = (image.shape[0], image.shape[1])
         if hw != self._frame_hw:
-            if self._frame_hw is not None:  # named once per change (not per frame), across reconnects too
+            # named once per change (not per frame), across reconnects too; a folder replayed (a dataset) may
+            # hold images of several sizes, a camera (its drop folder too) changing size is a fault
+            if self._frame_hw is not None and not self._replay:
                 (ph, pw), (h, w) = self._frame_hw, hw
                 given = (
                     f"resized to {s.width}x{s.height} as before" if s.width else "passed on at the new size"
@@ -248,6 +252,7 @@ class CameraSource:
         if not files:
             raise CameraError(f"folder {s.shown_url} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         self.state = ConnectionState.CONNECTED
+        self._replay = True
         period = 1.0 / (s.fps or DEFAULT_FILE_FPS)
         next_t = time.monotonic()
         while not self._stop.is_set():
