@@ -285,7 +285,13 @@ def _class_names(found: Found, src: Path) -> Found:
     would look the same and never match. Two folders whose names differ only so are one class written two
     ways, and a name with a control character (a newline) would break every line that names it."""
     seen: dict[str, str] = {}
+    cased: dict[str, str] = {}
     for name in found.classes:
+        if any(0xDC80 <= ord(c) <= 0xDCFF for c in name):  # bytes that are not UTF-8, kept by surrogateescape
+            raise DatasetError(
+                f"{src}: class folder '{name}' holds a byte that is not UTF-8 (a name written by an older "
+                "system's code page); rename it: its name becomes the label that configs and results name"
+            )
         if not name.isprintable():
             raise DatasetError(
                 f"{src}: class folder {name!r} holds a control character (a newline, a tab); rename it: "
@@ -302,6 +308,12 @@ def _class_names(found: Found, src: Path) -> Found:
                 "composed and decomposed accents); merge them into one folder"
             )
         seen[key] = name
+        if (folded := key.casefold()) in cased:
+            raise DatasetError(
+                f"{src}: class folders {cased[folded]!r} and {name!r} differ only in upper and lower case: one "
+                "name written two ways (copied to Windows or a Mac they are one folder); merge them into one"
+            )
+        cased[folded] = name
     found.good = _nfc(found.good)
     found.classes = [_nfc(c) for c in found.classes]
     for it in found.items:

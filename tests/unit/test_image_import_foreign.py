@@ -231,3 +231,24 @@ def test_jfif_files_are_read_and_files_of_other_kinds_are_said_not_silently_left
     said = [n for n in notes if "left out" in n]
     assert len(said) == 1 and "1 file that is not a PNG, JPEG, BMP or TIFF image" in said[0]
     assert "ok/IMG_0042.HEIC" in said[0] and "Thumbs.db" not in said[0]
+
+
+def test_class_folders_differing_only_in_case_are_refused_as_one_name_written_two_ways(tmp_path):
+    """'Scratch' and 'scratch' (two people's folders merged on Linux) became two classes; copied to Windows
+    or a Mac they are one folder, and a config or an inspector naming one means both."""
+    src = per_class(tmp_path / "src", {"ok": 20, "Scratch": 2, "scratch": 2})
+    with pytest.raises(
+        DatasetError, match=r"class folders '\w+' and '\w+' differ only in upper and lower case"
+    ):
+        import_images(src, tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()
+    upper = per_class(tmp_path / "upper", {"OK": 20, "Deep Scratch": 2})  # case kept as the folder has it
+    assert import_images(upper, tmp_path / "ds")["classes"] == ["OK", "Deep Scratch"]
+
+
+def test_a_class_folder_whose_name_is_not_utf8_is_refused_saying_so(tmp_path, capsys):
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    os.rename(src / "dent", os.fsdecode(os.fsencode(src) + b"/d\xe9faut"))  # Latin-1 from an old PC
+    assert cloud_main(["dataset", "import", str(src), "--out", str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err
+    assert "class folder 'd\\xe9faut' holds a byte that is not UTF-8" in err
