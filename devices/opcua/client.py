@@ -470,6 +470,7 @@ class _NodeType:
     rank: int = -2  # Part 3, 5.6.2: -3 scalar or 1-D, -2 any, -1 scalar, 0 one or more dims, n: n dims
     dims: tuple[int, ...] = ()  # 0: that dimension's length is not fixed
     held: ua.VariantType | None = None
+    enum: frozenset[int] | None = None  # an enumeration's values, as its DataType defines them
 
     @property
     def shown(self) -> str:
@@ -521,6 +522,7 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
         vtype = ua.VariantType.Int32  # an enumeration's value
     else:
         vtype = ua.VariantType(ident)
+    enum = await _enum_values(Node(node.session, dtid)) if ident == 29 else None
     held = None
     if isinstance(vtype, AbstractType):
         try:
@@ -535,7 +537,32 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
         rank if isinstance(rank, int) else -2,
         tuple(d for d in dims if isinstance(d, int)) if isinstance(dims, list) else (),
         held,
+        enum,
     )
+
+
+async def _enum_values(dtype: Node) -> frozenset[int] | None:
+    """The values an enumeration DataType defines: its DataTypeDefinition's fields (OPC UA 1.04), else
+    its EnumValues, else its EnumStrings (0..n-1); None when the server states none (nothing is checked)."""
+    try:
+        dv = await dtype.read_attribute(ua.AttributeIds.DataTypeDefinition, raise_on_bad_status=False)
+        d = dv.Value.Value if dv.Value is not None and _is_good(dv.StatusCode) else None
+        if isinstance(d, ua.EnumDefinition) and d.Fields:
+            return frozenset(int(f.Value) for f in d.Fields)
+    except (ua.UaError, TypeError, ValueError):
+        pass
+    for prop in ("0:EnumValues", "0:EnumStrings"):
+        try:
+            v = await (await dtype.get_child(prop)).read_value()
+        except (ua.UaError, TypeError, ValueError):
+            continue
+        if isinstance(v, list) and v:
+            if prop == "0:EnumStrings":
+                return frozenset(range(len(v)))
+            values = frozenset(int(e.Value) for e in v if isinstance(getattr(e, "Value", None), int))
+            if values:
+                return values
+    return None
 
 
 def _is_good(status: ua.StatusCode | None) -> bool:
@@ -589,7 +616,19 @@ def _fit_rank(nt: _NodeType, value: Any, node_id: str) -> None:
 def _payload(nt: _NodeType, value: Any, node_id: str) -> ua.Variant:
     """The Variant written for ``value`` to a node of type ``nt``: shape first, then ``to_variant``."""
     _fit_rank(nt, value, node_id)
-    return to_variant(nt.vtype, value, node_id, nt.held)
+    payload = to_variant(nt.vtype, value, node_id, nt.held)
+    if nt.enum is not None:
+        given = payload.Value if isinstance(payload.Value, list) else [payload.Value]
+        outside = sorted({v for v in given if v not in nt.enum})
+        if outside:
+            shown = sorted(nt.enum)
+            listed = ", ".join(map(str, shown[:20])) + (", ..." if len(shown) > 20 else "")
+            raise OpcUaTypeMismatch(
+                f"node {node_id} is an enumeration (DataType {nt.data_type}) of the values {listed}; cannot "
+                f"write {reprlib.repr(value)}: {', '.join(map(str, outside[:5]))} is none of them (the PLC "
+                "program would act on a state it does not define); write one of its values"
+            )
+    return payload
 
 
 def _counter_top(nt: _NodeType | None) -> int:

@@ -1,0 +1,59 @@
+"""A write to a PLC's enumeration node (a machine mode, a recipe state) must be one of the values its
+DataType defines: an Int32 outside them is taken by a lenient server and leaves the PLC program in a state
+it does not define. Against a real asyncua server on a free loopback port, with an enumeration described
+by a DataTypeDefinition (OPC UA 1.04) and an older one described only by EnumStrings."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asyncua import ua
+from asyncua.common.structures104 import new_enum
+
+from devices.opcua.client import OpcUaSource, OpcUaTypeMismatch
+from devices.opcua.settings import OpcUaSettings
+from tests.support.peers import free_port, opcua_server
+
+
+async def test_a_value_outside_an_enumeration_is_refused_naming_its_values_and_one_inside_is_written():
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    mode_type = await new_enum(srv, idx, "MachineMode", ["Stopped", "Running", "Fault"])
+    legacy_type = await srv.nodes.enum_data_type.add_data_type(idx, "LegacyState")
+    await legacy_type.add_property(
+        ua.NodeId("LegacyState.EnumStrings", idx),
+        ua.QualifiedName("EnumStrings", 0),
+        [ua.LocalizedText("Off"), ua.LocalizedText("On")],
+    )
+    nodes = {}
+    for name, dtype in (("Mode", mode_type), ("Legacy", legacy_type)):
+        nodes[name] = await obj.add_variable(
+            ua.NodeId(name, idx), name, ua.Variant(0, ua.VariantType.Int32), datatype=dtype.nodeid
+        )
+        await nodes[name].set_writable()
+    await srv.start()
+    src = OpcUaSource(
+        "plc",
+        OpcUaSettings(
+            endpoint=f"opc.tcp://127.0.0.1:{port}/plc/", connect_timeout_s=2.0, keepalive_check_s=0.3
+        ),
+    )
+    try:
+        await src.start()
+        for _ in range(200):
+            if src.state.value == "connected":
+                break
+            await asyncio.sleep(0.02)
+        await src.write(f"ns={idx};s=Mode", 2)
+        await src.write(f"ns={idx};s=Legacy", 1)
+        assert (await nodes["Mode"].read_value(), await nodes["Legacy"].read_value()) == (2, 1)
+        # before: 7 and 2 were written as Int32 and taken; the PLC's mode became one it does not have
+        with pytest.raises(OpcUaTypeMismatch, match=r"enumeration .* of the values 0, 1, 2; cannot write 7"):
+            await src.write(f"ns={idx};s=Mode", 7)
+        with pytest.raises(OpcUaTypeMismatch, match=r"of the values 0, 1; cannot write 2"):
+            await src.write(f"ns={idx};s=Legacy", 2)
+        assert (await nodes["Mode"].read_value(), await nodes["Legacy"].read_value()) == (2, 1)
+    finally:
+        await src.stop()
+        await srv.stop()
