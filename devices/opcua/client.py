@@ -321,12 +321,13 @@ def _convert_scalar(
 ) -> Any:
     if isinstance(value, np.generic):
         value = value.item()
+    given = value  # as the action gave it: the checks below may hold it as another type
     t = vtype.name
     shown = "BaseDataType" if t == "Variant" else t
 
     def bad(fix: str) -> OpcUaTypeMismatch:
         return OpcUaTypeMismatch(
-            f"node {node_id} is {shown}; cannot write {value!r} ({type(value).__name__}): {fix}"
+            f"node {node_id} is {shown}; cannot write {given!r} ({type(given).__name__}): {fix}"
         )
 
     if isinstance(vtype, AbstractType):
@@ -343,9 +344,7 @@ def _convert_scalar(
         if isinstance(value, bool):
             value = int(value)
         if isinstance(value, float):
-            if not value.is_integer():
-                raise bad("write a whole number")
-            value = int(value)
+            value = _whole_float(value, bad)
         if not isinstance(value, int):
             raise bad("write a whole number")
         lo, hi = _INT_RANGE[t]
@@ -396,6 +395,16 @@ def _convert_scalar(
     raise bad(f"the agent writes only {_WRITABLE} nodes; write to a node of one of those types")
 
 
+def _whole_float(value: float, bad) -> int:
+    """A float bound for an integer node: a whole one as its int; a fraction is never rounded or cut
+    (2.5 is neither 2 nor 3 to a PLC counter or setpoint), NaN and infinity are never written."""
+    if not math.isfinite(value):
+        raise bad("NaN and infinity are never written to an integer node")
+    if not value.is_integer():
+        raise bad("write a whole number; a fraction is never rounded or truncated for an integer node")
+    return int(value)
+
+
 def _whole(value: int, kinds: tuple[str, ...], bad) -> tuple[int, ua.VariantType]:
     """``value`` with the first of ``kinds`` whose range holds it."""
     for kind in kinds:
@@ -412,9 +421,7 @@ def _abstract(kind: AbstractType, value: Any, node_id: str, held: ua.VariantType
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise bad("write a number without quotes" if kind is AbstractType.Number else "write a whole number")
     if isinstance(value, float) and kind is not AbstractType.Number:
-        if not value.is_integer():
-            raise bad("write a whole number")
-        value = int(value)
+        value = _whole_float(value, bad)
     if held is not None and held.name in _SUBTYPES[kind]:
         try:
             return _convert_scalar(held, value, node_id), held

@@ -1,0 +1,38 @@
+"""Values bound for an integer PLC node (Int16, Byte, ... and the abstract Integer / UInteger): the error
+says what was given and why it is refused; a fraction is never rounded, NaN and infinity never written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from asyncua import ua
+
+from devices.opcua.client import AbstractType, OpcUaTypeMismatch, convert_value
+
+V = ua.VariantType
+
+
+@pytest.mark.parametrize("kind", [V.Int16, V.Byte, V.UInt32, AbstractType.Integer, AbstractType.UInteger])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), np.float32("nan")])
+def test_nan_and_infinity_to_an_integer_node_are_refused_as_such(kind, bad):
+    # before: "write a whole number", as if the value had been a fraction
+    with pytest.raises(OpcUaTypeMismatch, match="NaN and infinity are never written to an integer node"):
+        convert_value(kind, bad, "ns=2;s=Count")
+
+
+def test_a_fraction_is_never_rounded_and_the_error_says_so():
+    with pytest.raises(OpcUaTypeMismatch, match=r"cannot write 2\.5 \(float\): .*never rounded or truncated"):
+        convert_value(V.Int16, 2.5, "ns=2;s=Count")
+    assert convert_value(V.Int16, 3.0, "n") == 3  # a whole float is its whole number
+
+
+def test_an_out_of_range_float_is_named_as_the_float_it_was():
+    # before: "cannot write 100000000000000000000 (int)", a number nobody wrote
+    with pytest.raises(
+        OpcUaTypeMismatch, match=r"node ns=2;s=Speed is Int16; cannot write 1e\+20 \(float\): out of range"
+    ):
+        convert_value(V.Int16, 1e20, "ns=2;s=Speed")
+    with pytest.raises(
+        OpcUaTypeMismatch, match=r"cannot write 70000\.0 \(float\): out of range -32768\.\.32767"
+    ):
+        convert_value(V.Int16, 70000.0, "ns=2;s=Speed")
