@@ -378,23 +378,23 @@ def _decode(path: Path, max_megapixels: float, pixel_bits: int | None = None, ma
 
 
 def _refuse_transparency(path: Path, data: bytes) -> None:
-    """A PNG with transparent pixels (an alpha channel, or a palette or colour made transparent by
-    ``tRNS``) is refused: decoding drops the alpha, so the model would learn whatever colours are stored
-    beneath it (often black), a background no camera shows; the agent's frames have no transparency. An
-    alpha channel opaque everywhere is fine. Only PNGs that declare transparency are decoded again."""
+    """A PNG or TIFF with transparent pixels (an alpha channel, or a PNG palette or colour made
+    transparent by ``tRNS``) is refused: decoding drops the alpha, so the model would learn whatever colours
+    are stored beneath it (often black), a background no camera shows; the agent's frames have no
+    transparency. An alpha channel opaque everywhere is fine. Only files whose header allows transparency
+    (``_may_be_transparent``) are decoded again."""
     import cv2
     import numpy as np
 
-    if not data.startswith(b"\x89PNG") or len(data) < 26:
-        return
-    idat = data.find(b"IDAT")
-    if data[25] not in (4, 6) and b"tRNS" not in data[: idat if idat > 0 else len(data)]:
+    if not _may_be_transparent(data):
         return
     full = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if full is None or full.ndim != 3 or full.shape[2] not in (2, 4):
         return
     alpha = full[:, :, -1]
-    opaque = 255 if alpha.dtype == np.uint8 else 65535  # 8- or 16-bit PNG
+    if alpha.dtype not in (np.uint8, np.uint16):
+        return  # float pixels: refused as such
+    opaque = 255 if alpha.dtype == np.uint8 else 65535
     clear = int(np.count_nonzero(alpha < opaque))
     if clear:
         raise DatasetError(
@@ -404,36 +404,53 @@ def _refuse_transparency(path: Path, data: bytes) -> None:
         )
 
 
-def _tiff_pages(data: bytes) -> int:
-    """How many full-resolution images a TIFF holds (its chain of directories, reduced-resolution ones
-    such as thumbnails not counted); 0 when ``data`` is not a TIFF or its chain cannot be read."""
+def _tiff_directories(data: bytes) -> list[dict[int, int]]:
+    """A TIFF's chain of image directories (one per page), each as its SHORT/LONG tags' first values;
+    ``[]`` when ``data`` is not a TIFF. A chain cut short or looping gives what was read."""
     import struct
 
     if data[:4] not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return 0
+        return []
     e = "<" if data[:1] == b"I" else ">"
     big = data[2:4] in (b"+\x00", b"\x00+")
     fmt_off, fmt_count, entry, value_at = ("Q", "Q", 20, 12) if big else ("I", "H", 12, 8)
     size_count = struct.calcsize(fmt_count)
-    pages, seen = 0, set[int]()
+    found: list[dict[int, int]] = []
+    seen = set[int]()
     try:
         off = struct.unpack_from(e + fmt_off, data, 8 if big else 4)[0]
         while off and off not in seen and len(seen) < 100_000:
             seen.add(off)
             count = struct.unpack_from(e + fmt_count, data, off)[0]
-            reduced = False
+            tags: dict[int, int] = {}
             for k in range(count):
                 p = off + size_count + k * entry
                 tag, typ = struct.unpack_from(e + "HH", data, p)
-                if tag == 254 and typ in (3, 4):  # NewSubfileType, bit 0: a reduced-resolution copy
-                    reduced = bool(
-                        struct.unpack_from(e + ("H" if typ == 3 else "I"), data, p + value_at)[0] & 1
-                    )
-            pages += not reduced
+                if typ in (3, 4):  # SHORT, LONG
+                    tags[tag] = struct.unpack_from(e + ("H" if typ == 3 else "I"), data, p + value_at)[0]
+            found.append(tags)
             off = struct.unpack_from(e + fmt_off, data, off + size_count + count * entry)[0]
     except struct.error:
-        pass  # a chain cut short: count what was read
-    return pages
+        pass
+    return found
+
+
+def _tiff_pages(data: bytes) -> int:
+    """How many full-resolution images a TIFF holds, reduced-resolution directories (thumbnails:
+    NewSubfileType bit 0) not counted; 0 when ``data`` is not a TIFF."""
+    return sum(not d.get(254, 0) & 1 for d in _tiff_directories(data))
+
+
+def _may_be_transparent(data: bytes) -> bool:
+    """Whether a file's header allows transparency: a PNG of grey or colour with alpha, or with ``tRNS``
+    (a transparent palette entry or colour); a TIFF whose first page has an extra sample beside its grey
+    or RGB ones that is not declared as something other than alpha (ExtraSamples 0)."""
+    if data.startswith(b"\x89PNG") and len(data) >= 26:
+        idat = data.find(b"IDAT")
+        return data[25] in (4, 6) or b"tRNS" in data[: idat if idat > 0 else len(data)]
+    first = (_tiff_directories(data) or [{}])[0]
+    colours = {0: 1, 1: 1, 2: 3}.get(first.get(262, -1))  # PhotometricInterpretation: grey or RGB
+    return colours is not None and first.get(277, 1) > colours and first.get(338, 2) != 0
 
 
 def import_images(

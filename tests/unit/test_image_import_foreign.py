@@ -252,3 +252,18 @@ def test_a_class_folder_whose_name_is_not_utf8_is_refused_saying_so(tmp_path, ca
     assert cloud_main(["dataset", "import", str(src), "--out", str(tmp_path / "ds")]) == 2
     err = capsys.readouterr().err
     assert "class folder 'd\\xe9faut' holds a byte that is not UTF-8" in err
+
+
+def test_a_tiff_with_transparent_pixels_is_refused_like_a_png(tmp_path):
+    """A cut-out saved as TIFF (RGB and alpha) lost its alpha unsaid, as a PNG did."""
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    a = np.zeros((10, 12, 4), np.uint8)
+    a[..., :3] = 200
+    a[..., 3] = 255
+    assert cv2.imwrite(str(src / "ok" / "opaque.tif"), a)  # RGB + an alpha opaque everywhere: read
+    assert import_images(src, tmp_path / "ds")["counts"] == {"ok": 21, "dent": 2}
+    a[:3, :, 3] = 0
+    cut = src / "dent" / "cut_out.tiff"
+    assert cv2.imwrite(str(cut), a)
+    with pytest.raises(DatasetError, match=rf"{cut}: 36 of its 120 pixels are transparent"):
+        import_images(src, tmp_path / "ds2")
