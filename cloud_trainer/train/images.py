@@ -26,6 +26,7 @@ into place at the end: on any error nothing is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -631,14 +632,53 @@ def main(argv: list[str]) -> int:
         "reads them with the same pixel_bits. Without it a 16-bit image is refused",
     )
     a = ap.parse_args(argv)
-    res = import_images(
-        a.source,
-        a.out,
-        a.good,
-        a.task,
-        a.min_good,
-        max_megapixels=a.max_megapixels,
-        pixel_bits=a.pixel_bits,
-    )
+    with _decoders_quiet():
+        res = import_images(
+            a.source,
+            a.out,
+            a.good,
+            a.task,
+            a.min_good,
+            max_megapixels=a.max_megapixels,
+            pixel_bits=a.pixel_bits,
+        )
     print(json.dumps(res))
     return 0
+
+
+@contextlib.contextmanager
+def _decoders_quiet():
+    """The command's stderr without what the image decoders print themselves about a bad file (libpng's
+    'libpng error: ...', OpenCV's multi-line '[ERROR:0@...] ... can't read data'): the import says it in
+    one line naming the file. The C libraries write to file descriptor 2, which points at /dev/null
+    meanwhile; Python's own ``sys.stderr`` (the import's notes, then its refusal) keeps the real one. For
+    the command only (one thread), never the library function."""
+    try:
+        sys.stderr.flush()
+        real = os.dup(2)
+    except (OSError, ValueError):  # no stderr to speak of
+        yield
+        return
+    swapped, before = False, sys.stderr
+    try:
+        if _fd(sys.stderr) == 2:  # the real stderr: its writes go to a copy of the real descriptor
+            sys.stderr = open(
+                real, "w", encoding=sys.stderr.encoding, errors="backslashreplace", closefd=False
+            )
+            swapped = True
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        if swapped:
+            sys.stderr.flush()
+            sys.stderr = before
+        os.dup2(real, 2)
+        os.close(real)
+
+
+def _fd(stream) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None

@@ -267,3 +267,26 @@ def test_a_tiff_with_transparent_pixels_is_refused_like_a_png(tmp_path):
     assert cv2.imwrite(str(cut), a)
     with pytest.raises(DatasetError, match=rf"{cut}: 36 of its 120 pixels are transparent"):
         import_images(src, tmp_path / "ds2")
+
+
+def test_a_truncated_png_or_bmp_is_one_line_without_the_decoders_own_messages(tmp_path, capfd):
+    """libpng wrote 'libpng error: PNG input buffer is incomplete' and OpenCV a multi-line '[ERROR:0@...]
+    can't read data' report to the terminal beside the import's own line about the same file."""
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    png = cv2.imencode(".png", np.random.default_rng(1).integers(0, 255, (40, 60, 3), np.uint8))[1].tobytes()
+    (src / "dent" / "cut.png").write_bytes(png[: len(png) // 2])
+    assert cloud_main(["dataset", "import", str(src), "--out", str(tmp_path / "ds"), "--good", "ok"]) == 2
+    err = capfd.readouterr().err
+    assert err.splitlines() == [
+        f"cloud-trainer dataset import: {src / 'dent' / 'cut.png'}: a PNG header for 60x40 pixels, but the "
+        "image data is truncated or corrupt; replace or remove it"
+    ]
+    (src / "dent" / "cut.png").unlink()
+    bmp = cv2.imencode(".bmp", np.zeros((40, 60, 3), np.uint8))[1].tobytes()
+    (src / "dent" / "cut.bmp").write_bytes(bmp[: len(bmp) // 2])
+    assert cloud_main(["dataset", "import", str(src), "--out", str(tmp_path / "ds"), "--good", "ok"]) == 2
+    err = capfd.readouterr().err
+    assert len(err.splitlines()) == 1 and "cut.bmp: a BMP header for 60x40 pixels" in err
+    # the agent's own process is not touched: stderr works as before after the import
+    os.write(2, b"still here\n")
+    assert capfd.readouterr().err == "still here\n"
