@@ -5,7 +5,7 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
 ``Channel`` (oldest dropped when the pipeline falls behind, counted in ``stats.dropped``).
 
 - Live sources (USB, streams) are read as fast as they deliver, and frames are *skipped* to
-  keep ``fps`` (``self.skipped``); a source that stalls for ``read_timeout_s`` or fails
+  keep ``fps`` (``self.skipped``; an MJPEG part is skipped before it is decoded); a source that stalls for ``read_timeout_s`` or fails
   ``max_consecutive_failures`` reads in a row is reopened with bounded exponential backoff, which
   starts again from ``reconnect_initial_s`` only once a session has given a good frame (a camera that
   answers but sends nothing usable is asked ever less often). A stream that ends is treated as lost
@@ -72,12 +72,26 @@ class _End(Exception):
     """A file or folder reached its end and does not loop."""
 
 
+class _Skip(Exception):
+    """A part that arrived within the ``fps`` period of the last frame: skipped undecoded."""
+
+
 class _BadFrame(Exception):
     """One frame skipped (``reason``, ``detail``); the stream goes on."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason, self.detail = reason, detail
+
+
+def _looks_whole(data: bytes) -> bool:
+    """A part that is plainly cut short (a JPEG without its end marker, a PNG without IEND) is told from a
+    whole one without decoding it; other kinds are taken as whole."""
+    if data[:2] == b"\xff\xd8":
+        return data.rstrip(b"\r\n\x00 ").endswith(b"\xff\xd9")
+    if data[:4] == b"\x89PNG":
+        return data.rstrip(b"\r\n\x00 ").endswith(b"IEND\xaeB`\x82")
+    return True
 
 
 def _why_not_open(url: str, timeout_s: float) -> str:
@@ -146,6 +160,7 @@ class CameraSource:
         self._http: Any = None  # the open MJPEG stream, for stop() to end a blocked read
         self._frame_hw: tuple[int, int] | None = None  # the size frames come at (before any resize)
         self._replay = False  # an image folder replayed, not watched
+        self._skip_until = 0.0  # live MJPEG: parts before this (monotonic) are within fps's period
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -422,6 +437,8 @@ class CameraSource:
                     f"frames of {w}x{h} ({w * h / 1e6:.1f} Mpx) are over max_megapixels {limit:g}; set the "
                     "camera's resolution lower, or raise it",
                 )
+            if time.monotonic() < self._skip_until and size is not None and _looks_whole(data):
+                raise _Skip  # fps would skip it: not worth decoding (one that is plainly broken is counted)
             try:  # at its own depth, as a folder's file: a 12-bit camera's 16-bit PNG or TIFF part
                 img = decode_image(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, max_megapixels=limit)
             except ImageRejected as exc:
@@ -509,6 +526,7 @@ class CameraSource:
         failures = 0
         good = False  # a good frame in this session (and so the backoff reset)
         last_ok = time.monotonic()  # the last good frame, or the open
+        self._skip_until = 0.0
 
         def since() -> str:
             return "the last good frame" if good else "the stream opened"
@@ -519,6 +537,10 @@ class CameraSource:
             bad: _BadFrame | None = None
             try:
                 img = read()
+            except _Skip:
+                self.skipped += 1
+                last_ok = time.monotonic()  # the camera sends: not silent
+                continue
             except _BadFrame as exc:
                 img, bad = None, exc
             except StreamError as exc:
@@ -582,4 +604,5 @@ class CameraSource:
                     self.skipped += 1
                     continue
                 last_emit = now
+                self._skip_until = now + period * 0.95
             self._emit(img)

@@ -182,3 +182,48 @@ async def test_a_camera_that_changes_resolution_midway_keeps_serving_and_names_t
     assert "frames are now 160x120, were 320x256" in src.stats.last_error
     lines = [r for r in caplog.records if "frame_size_changed" in r.getMessage()]
     assert len(lines) == 1 and lines[0].levelno == logging.WARNING
+
+
+async def test_parts_that_fps_would_skip_are_not_decoded():
+    """A camera sending far faster than ``fps`` (30 fps of 1.3-Mpx JPEGs for fps: 5) had every part decoded
+    and only then thrown away: CPU of a 2-core gateway spent on frames nobody sees. Parts within the period
+    are now skipped undecoded; evidence: corrupt parts that look whole, right after each good one (inside
+    the period), are never decoded, so none is counted and the stream is never reopened for them. A part
+    that is plainly broken (no JPEG header, cut before its end marker) is still counted as corrupt_frame."""
+    good = _jpeg(4)
+    cut = good[: len(good) // 2] + b"\xff\xd9"  # looks whole (ends as a JPEG does), fails when decoded
+    assert cv2.imdecode(np.frombuffer(cut, np.uint8), cv2.IMREAD_COLOR) is None
+
+    def serve(write, part):
+        import time
+
+        while True:
+            part(good)
+            for _ in range(5):
+                part(cut)  # within 0.1 s of the good one: inside fps 2's period
+            time.sleep(0.6)
+
+    cam = HostileMjpeg(serve)
+    try:
+        frames, src = await _frames(cam.url, 3, fps=2, max_consecutive_failures=3)
+    finally:
+        cam.stop()
+    assert len(frames) == 3 and len(cam.opened) == 1
+    assert src.skipped >= 10
+    assert "corrupt_frame" not in src.stats.errors_by_reason
+
+    def serve_plain(write, part):
+        import time
+
+        while True:
+            part(good)
+            part(good[: len(good) // 2])  # cut before its end marker: counted without decoding the rest
+            part(b"\xff\xd8\xff\xe0garbage-not-a-jpeg" + bytes(64))  # no readable header
+            time.sleep(0.6)
+
+    cam = HostileMjpeg(serve_plain)
+    try:
+        frames, src = await _frames(cam.url, 2, fps=2)
+    finally:
+        cam.stop()
+    assert len(frames) == 2 and src.stats.errors_by_reason.get("corrupt_frame", 0) >= 2
