@@ -476,6 +476,13 @@ def import_images(
     src, out = Path(src), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DatasetError(f"{out} exists and is not empty; choose a new dataset folder")
+    if out.resolve().is_relative_to(src.resolve()):  # the next import of src would take it for a class
+        raise DatasetError(f"--out {out} is inside the source {src}; choose a folder outside it")
+    if (src / "dataset.yaml").is_file() and (src / "labels.jsonl").is_file():
+        raise DatasetError(
+            f"{src}: already a dataset (dataset.yaml, labels.jsonl), not a folder of images to import; give it "
+            f"to `cloud-trainer build --dataset {src}` as it is"
+        )
     found = scan(src, good)
     check(found, src, task, min_good)
     for n in found.notes:
@@ -511,9 +518,16 @@ def _write(found: Found, src: Path, dst: Path, max_megapixels: float, pixel_bits
     h = hashlib.sha256()  # as data.load_parts computes it, so `train` checks the same digest
     counts = dict.fromkeys(found.classes, 0)
     sizes: set[tuple[int, ...]] = set()
+    first: dict[bytes, _Item] = {}  # each file's content digest: the first item that had it
     with open(dst / "labels.jsonl", "w") as f:
         for k, it in enumerate(found.items):
             data, img, suffix = _decode(it.path, max_megapixels, pixel_bits)
+            same = first.setdefault(digest := hashlib.sha256(data).digest(), it)
+            if same.label != it.label:  # one photo sorted into two classes: a good part and a defect at once
+                raise DatasetError(
+                    f"{it.path} ({it.label!r}) is the same image as {same.path} ({same.label!r}), byte for "
+                    "byte; keep it in its one class"
+                )
             sizes.add(img.shape[:2])
             rel = it.path.relative_to(src).as_posix()
             # the label is in labels.jsonl, not the file's name: a class name may be as long as a folder's
@@ -542,7 +556,7 @@ def _write(found: Found, src: Path, dst: Path, max_megapixels: float, pixel_bits
                 else:
                     _png(mask, dst / mname)
                 row["mask"] = mname
-            h.update(hashlib.sha256(data).digest())
+            h.update(digest)
             h.update(it.label.encode())
             counts[it.label] += 1
             f.write(json.dumps(row) + "\n")

@@ -290,3 +290,30 @@ def test_a_truncated_png_or_bmp_is_one_line_without_the_decoders_own_messages(tm
     # the agent's own process is not touched: stderr works as before after the import
     os.write(2, b"still here\n")
     assert capfd.readouterr().err == "still here\n"
+
+
+def test_the_same_image_in_two_classes_is_refused_naming_both_files(tmp_path):
+    """A photo copied into ok/ and into scratch/ (a sorting slip) taught the model one image as both a good
+    part and a defect; now the import names both files. The same image twice in one class is accepted."""
+    src = per_class(tmp_path / "src", {"ok": 20, "scratch": 2})
+    (src / "ok" / "ok1_copy.jpg").write_bytes((src / "ok" / "ok1.jpg").read_bytes())
+    assert import_images(src, tmp_path / "ds")["counts"] == {"ok": 21, "scratch": 2}
+    (src / "scratch" / "maybe.jpg").write_bytes((src / "ok" / "ok1.jpg").read_bytes())
+    with pytest.raises(
+        DatasetError,
+        match=r"scratch/maybe.jpg \('scratch'\) is the same image as .*ok/ok1.jpg \('ok'\), byte for byte",
+    ):
+        import_images(src, tmp_path / "ds2")
+    assert not (tmp_path / "ds2").exists() and leftovers(tmp_path) == []
+
+
+def test_a_dataset_folder_inside_its_source_or_given_as_the_source_is_refused(tmp_path):
+    """`import photos --out photos/dataset` worked once; the next import of photos took dataset/ for a class
+    holding every image. A dataset folder given as the source was read as classes 'images' and 'masks'."""
+    src = per_class(tmp_path / "src", {"ok": 20, "scratch": 2})
+    with pytest.raises(DatasetError, match=rf"--out {src / 'ds'} is inside the source {src}"):
+        import_images(src, src / "ds")
+    assert not (src / "ds").exists() and leftovers(src) == []
+    import_images(src, tmp_path / "ds")
+    with pytest.raises(DatasetError, match=rf"{tmp_path / 'ds'}: already a dataset .*build --dataset"):
+        import_images(tmp_path / "ds", tmp_path / "ds2")
