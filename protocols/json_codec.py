@@ -6,7 +6,8 @@ ISO 8601). Without value mappings every numeric top-level field (bool excluded) 
 tag named after the field. Arrays of numbers become 1-D float64 NumPy arrays (waveforms).
 Every failure is a ``CodecError(reason, detail)`` with a stable ``reason`` key:
 ``malformed_json``, ``wrong_type``, ``missing_field``, ``non_finite``, ``bad_timestamp``,
-``duplicate_key`` (a key given twice in one object: parsers disagree on which value counts).
+``duplicate_key`` (a key given twice in one object: parsers disagree on which value counts),
+``too_many_values`` (over ``MAX_VALUES`` fields or records in one message).
 ISO 8601 times without a zone are UTC.
 A waveform's sample rate may ride in the payload (``{"v": [...], "sample_rate_hz": 25600}``):
 ``JsonMapping.rate_field`` names the field (``auto``: the first of ``RATE_FIELDS`` present), and
@@ -85,6 +86,17 @@ MS_LOOKS_LIKE_S = (1e9, 1e10)  # epoch milliseconds that are this century's epoc
 
 
 _MISSING = object()
+# values one message may give: a few bytes each, 8 MB of JSON holds 700,000, which took 5 s of the agent's
+# loop to turn into readings (every other source and the status page waited)
+MAX_VALUES = 100_000
+
+
+def _too_many(what: str) -> CodecError:
+    return CodecError(
+        "too_many_values", f"{what} in one message, over {MAX_VALUES}: skipped rather than hold the agent"
+    )
+
+
 _decode = json.JSONDecoder().decode
 _raw_decode = json.JSONDecoder().raw_decode
 
@@ -239,6 +251,8 @@ def compile_decoder(
 
     def run_all(payload: bytes | str, now: float = 0.0) -> list[tuple]:
         raw = _object(payload)
+        if len(raw) > MAX_VALUES:
+            raise _too_many(f"{len(raw)} fields")
         ts = ts_of(raw, now)
         out = []
         for k, v in raw.items():
@@ -296,6 +310,8 @@ def _records_decoder(
             raise CodecError(
                 "wrong_type", f"{where} is a JSON {type(items).__name__}; expected an array of records"
             )
+        if len(items) > MAX_VALUES:
+            raise _too_many(f"{len(items)} records")
         out: list[tuple] = []
         for i, r in enumerate(items):
             try:

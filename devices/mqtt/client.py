@@ -12,9 +12,9 @@ Connecting: the first connect is attempted by the adapter itself (in an executor
 paho's own reconnect (``reconnect_delay_set``) takes over after a drop.
 
 Bad input is counted in ``stats.errors_by_reason`` and skipped: ``malformed_json``,
-``wrong_type``, ``missing_field``, ``non_finite``, ``bad_timestamp``, ``duplicate_key``, ``garbage_protobuf``,
-``too_many_metrics``, ``bad_topic`` (also a delivered topic name that is not UTF-8 or holds ``+``, ``#``
-or NUL), ``unknown_alias``, ``seq_gap``, ``out_of_order``
+``wrong_type``, ``missing_field``, ``non_finite``, ``bad_timestamp``, ``duplicate_key``, ``too_many_values``,
+``garbage_protobuf``, ``too_many_metrics``, ``bad_topic`` (also a delivered topic name that is not
+UTF-8 or holds ``+``, ``#`` or NUL), ``unknown_alias``, ``seq_gap``, ``out_of_order``
 (a reading older than its tag's last one; dropped unless ``out_of_order: keep``), ``too_large``
 (a message over ``max_message_bytes``, skipped before it is queued),
 ``broker_unreachable``, ``tls_failed``, ``connect_refused``, ``publish_failed``.

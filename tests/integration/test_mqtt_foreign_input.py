@@ -305,3 +305,24 @@ async def test_topic_names_mqtt_forbids_are_counted_and_the_source_reads_on():
         listener.close()
     assert [(r.tag, r.value) for r in got] == [("x/ok/v", 1)]
     assert src.stats.errors_by_reason == {"bad_topic": 4}
+
+
+async def test_a_message_of_over_100000_values_is_refused_whole_and_the_next_is_read(mosquitto):
+    """8 MB of JSON holds 700,000 fields or 250,000 records; turning one such message into readings held
+    the agent's loop for seconds (every source, the status page). Over 100,000 it is refused, counted."""
+    subs = [{"topic": "f/#"}, {"topic": "k/#", "json_mapping": {"records": {"array": ""}}}]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    try:
+        t0 = time.monotonic()
+        pub.publish("f/1", "{" + ",".join(f'"a{i}":1' for i in range(100_001)) + "}", qos=1)
+        pub.publish("k/1", json.dumps([{"id": f"t{i}", "v": 1} for i in range(100_001)]), qos=1)
+        pub.publish("f/2", b'{"v": 7}', qos=1)
+        got = await collect(src, lambda g: g[-1].value == 7, 5)
+        took = time.monotonic() - t0
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.tag, r.value) for r in got] == [("f/2/v", 7)]
+    assert src.stats.errors_by_reason == {"too_many_values": 2}
+    assert took < 2.0, took
