@@ -100,10 +100,19 @@ def _images_in(folder: Path, nested: bool = False) -> list[Path]:
     if not nested:
         return sorted(p for p in folder.iterdir() if _image_file(p))
     found = []
-    for root, dirs, files in os.walk(folder, followlinks=False):
+    for root, dirs, files in os.walk(folder, onerror=_unlistable, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not _skipped(d))
         found += [p for p in (Path(root) / f for f in files) if _image_file(p)]
     return sorted(found)
+
+
+def _unlistable(exc: OSError) -> None:
+    """A folder below the source that cannot be listed (another user's permissions on a share): refused,
+    since skipped (``os.walk``'s default) its images would be missing from their class unsaid."""
+    raise DatasetError(
+        f"{exc.filename}: cannot be listed ({exc.strerror or exc}); let the importing user read it, or move it "
+        "out of the source"
+    )
 
 
 def _image_file(p: Path) -> bool:
@@ -159,7 +168,7 @@ def _left_out(src: Path) -> str | None:
     a .webp, a text file), so that a class smaller than its folder is said; hidden and system files and
     folders are not mentioned."""
     other = []
-    for root, dirs, files in os.walk(src, followlinks=False):
+    for root, dirs, files in os.walk(src, onerror=_unlistable, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not _skipped(d))
         other += [
             Path(root, f).relative_to(src).as_posix()
@@ -263,6 +272,14 @@ def scan(src: Path, good: str | None = None) -> Found:
     src = Path(src)
     if not src.is_dir():
         raise DatasetError(f"{src}: no such folder")
+    try:
+        return _scan(src, good)
+    except OSError as exc:  # a folder listed with iterdir: as _unlistable says it
+        _unlistable(exc)
+        raise
+
+
+def _scan(src: Path, good: str | None) -> Found:
     if layout_of(src) == "mvtec":
         if good not in (None, "good"):
             raise DatasetError(f"--good {good!r}: an MVTec AD layout's good class is 'good'")

@@ -317,3 +317,30 @@ def test_a_dataset_folder_inside_its_source_or_given_as_the_source_is_refused(tm
     import_images(src, tmp_path / "ds")
     with pytest.raises(DatasetError, match=rf"{tmp_path / 'ds'}: already a dataset .*build --dataset"):
         import_images(tmp_path / "ds", tmp_path / "ds2")
+
+
+def test_a_subfolder_that_cannot_be_listed_is_refused_not_skipped(tmp_path, monkeypatch):
+    """A day's folder the importing user may not read (a NAS share's permissions) was skipped by the walk
+    without a word: the class came out smaller than the user's folder. (Root reads every folder, so the
+    listing is refused here the way the file system refuses it to another user.)"""
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    for i in range(3):
+        img(src / "ok" / "day2" / f"{i}.png", 40 + i)
+    locked = src / "ok" / "day2"
+
+    def refusing(real):
+        def listing(path="."):
+            if Path(path) == locked:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real(path)
+
+        return listing
+
+    monkeypatch.setattr(os, "scandir", refusing(os.scandir))
+    monkeypatch.setattr(os, "listdir", refusing(os.listdir))
+    with pytest.raises(DatasetError, match=rf"{locked}: cannot be listed \(Permission denied\)"):
+        import_images(src, tmp_path / "ds")
+    assert leftovers(tmp_path) == []
+    locked = src  # the source itself: one line, not a traceback
+    with pytest.raises(DatasetError, match=rf"{src}: cannot be listed \(Permission denied\)"):
+        import_images(src, tmp_path / "ds")
