@@ -23,6 +23,8 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
 - A frame of another size than the one before (a camera whose resolution was changed) is passed on, and
   the change is counted once as ``frame_size_changed`` naming both sizes (not once per frame); not for an
   image folder replayed (a dataset may mix sizes), but for a watched drop folder.
+- ``frozen_after_s`` (opt-in): a live camera whose image is identical for that long is named once as
+  ``frozen_frame``; frames are still passed on.
 - Every frame gets a strictly increasing ``seq`` (across reconnects and loops) and its capture
   time. A corrupt or empty frame (undecodable image, zero-size or blank read) is counted in
   ``stats.errors_by_reason`` (``corrupt_frame``, ``empty_frame``) and skipped; failures to open
@@ -161,6 +163,9 @@ class CameraSource:
         self._frame_hw: tuple[int, int] | None = None  # the size frames come at (before any resize)
         self._replay = False  # an image folder replayed, not watched
         self._skip_until = 0.0  # live MJPEG: parts before this (monotonic) are within fps's period
+        self._still: np.ndarray | None = None  # frozen_after_s: the last image passed on, unchanged since
+        self._still_since = 0.0
+        self._frozen = False  # named as frozen_frame (once per freeze)
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -605,4 +610,29 @@ class CameraSource:
                     continue
                 last_emit = now
                 self._skip_until = now + period * 0.95
+            if live and s.frozen_after_s:
+                self._check_frozen(img, s.frozen_after_s)
             self._emit(img)
+
+    def _check_frozen(self, img: np.ndarray, after_s: float) -> None:
+        """A live camera's image identical, pixel for pixel, for ``after_s``: a hung camera resending its last
+        image (a real sensor's noise changes even a still scene). Named once per freeze, across reconnects
+        (a hung camera may drop and resend); the frame is passed on all the same."""
+        now = time.monotonic()
+        still = self._still
+        if still is not None and still.shape == img.shape and np.array_equal(still, img):
+            if not self._frozen and now - self._still_since >= after_s:
+                self._frozen = True
+                self._error(
+                    "frozen_frame",
+                    f"{self.settings.shown_url}: the image has not changed for {after_s:g}s (frozen_after_s): "
+                    "the camera may be hung, resending its last image; check it (a power cycle), frames are "
+                    "still passed on",
+                )
+            return
+        if self._frozen:
+            log.info(
+                "camera %r: the image changes again after %.0fs frozen", self.name, now - self._still_since
+            )
+            self._frozen = False
+        self._still, self._still_since = img.copy(), now  # a copy: the frame passed on is the pipeline's

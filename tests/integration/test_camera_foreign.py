@@ -227,3 +227,51 @@ async def test_parts_that_fps_would_skip_are_not_decoded():
     finally:
         cam.stop()
     assert len(frames) == 2 and src.stats.errors_by_reason.get("corrupt_frame", 0) >= 2
+
+
+async def test_a_frozen_camera_is_named_once_when_frozen_after_s_is_set(caplog):
+    """A hung camera that keeps its stream open and resends its last image forever: every frame arrived
+    "good", so nothing told the line engineer that the inspection had been looking at one part for an
+    hour. With ``frozen_after_s`` set, an image that has not changed at all for that long is named once
+    (frozen_frame, one WARNING), frames still passed on; when it changes again that is logged too. A camera
+    whose image changes (a real sensor's noise, even on a still scene) is never called frozen."""
+    same, other = _jpeg(5), _jpeg(6)
+    state = {"frozen": True}
+
+    def serve(write, part):
+        n = 0
+        while True:
+            n += 1
+            part(same if state["frozen"] else (other if n % 2 else _jpeg(7)))
+
+    caplog.set_level(logging.INFO)
+    cam = HostileMjpeg(serve)
+    src = CameraSource("cam", CameraSettings(url=cam.url, fps=40, frozen_after_s=0.2))
+    try:
+        await src.start()
+        first = await take(src, 16, 3)  # ~0.4 s of one image
+        assert src.stats.errors_by_reason == {"frozen_frame": 1}
+        assert "has not changed for 0.2s" in src.stats.last_error
+        state["frozen"] = False
+        await take(src, 8, 3)  # changing again
+    finally:
+        await src.stop()
+        cam.stop()
+    assert len(first) == 16  # frames are still passed on
+    assert src.stats.errors_by_reason == {"frozen_frame": 1}  # named once, not per frame
+    msgs = [r.getMessage() for r in caplog.records]
+    assert sum("frozen_frame" in m for m in msgs) == 1
+    assert any("changes again after" in m for m in msgs)
+
+    def serve_moving(write, part):
+        n = 0
+        while True:
+            n += 1
+            part(_jpeg(8 + n % 2))
+
+    moving = HostileMjpeg(serve_moving)
+    try:
+        frames, src = await _frames(moving.url, 16, fps=40, frozen_after_s=0.2)
+    finally:
+        moving.stop()
+    assert len(frames) == 16 and not src.stats.errors_by_reason
