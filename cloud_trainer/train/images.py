@@ -265,7 +265,20 @@ def scan_mvtec(src: Path) -> Found:
                     )
                 it.mask = m
     defects = sorted({it.label for it in items} - {"good"})
-    return Found("mvtec", "good", ["good", *defects], items, [])
+    notes = []
+    for other in sorted(src.iterdir()):  # MVTec AD 2's validation/ and test_public/: not this layout's
+        if (
+            other.name not in ("train", "test", "ground_truth")
+            and not _skipped(other.name)
+            and other.is_dir()
+            and not other.is_symlink()
+        ):
+            n = len(_images_in(other, nested=True))
+            notes.append(
+                f"{other}: not read ({n} image{'s' if n != 1 else ''}); an MVTec AD folder's images are in "
+                "train/good, test/<class> and ground_truth/<defect>: move them there to use them"
+            )
+    return Found("mvtec", "good", ["good", *defects], items, notes)
 
 
 def scan(src: Path, good: str | None = None) -> Found:

@@ -344,3 +344,16 @@ def test_a_subfolder_that_cannot_be_listed_is_refused_not_skipped(tmp_path, monk
     locked = src  # the source itself: one line, not a traceback
     with pytest.raises(DatasetError, match=rf"{src}: cannot be listed \(Permission denied\)"):
         import_images(src, tmp_path / "ds")
+
+
+def test_other_folders_beside_an_mvtec_layout_are_said_to_be_left_out(tmp_path):
+    """MVTec AD 2 adds validation/ and test_public/ beside train/: their images were left out without a
+    word. The import reads the MVTec AD layout it documents and now says which folders it did not read."""
+    mv = _mvtec(tmp_path / "mv")
+    for i in range(3):
+        img(mv / "validation" / "good" / f"{i:03d}.png", 80 + i)
+    (mv / "__MACOSX").mkdir()  # a system folder: not mentioned
+    notes: list[str] = []
+    assert import_images(mv, tmp_path / "ds", log=notes.append)["counts"] == {"good": 21, "dent": 2}
+    said = [n for n in notes if "validation" in n]
+    assert len(said) == 1 and "not read" in said[0] and "3 images" in said[0] and "__MACOSX" not in said[0]
