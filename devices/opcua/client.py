@@ -18,8 +18,10 @@ A source timestamp older than the tag's previous one is counted as ``out_of_orde
 passed on. A node that does not exist is reported by name (``stats.errors_by_reason['node']``)
 and the other nodes stay subscribed. A monitored item the server grants a smaller queue than asked, or a
 much slower sampling interval, is said once per node (``queue_revised`` / ``sampling_revised``,
-``revised``): the values it then drops are never reported. No message from the server over ``max_message_bytes`` is held
-in memory: the connection is closed, counted as ``too_large``, and the source reconnects.
+``revised``): the values it then drops are never reported; a value whose status carries the Overflow bit
+(the server dropped older ones before it) is counted per tag (``overflows``, ``queue_overflow``). No
+message from the server over ``max_message_bytes`` is held in memory: the connection is closed, counted
+as ``too_large``, and the source reconnects.
 
 Errors (all ``OpcUaError``, itself a ``devices.base.DeviceError``)::
 
@@ -222,6 +224,11 @@ _REFUSED = {
     "BadOutOfRange": "the node takes the type but not this value (outside its EURange or the PLC program's "
     "limits); write a value within them; not retried",
 }
+
+
+# a value's status with InfoType DataValue and the Overflow bit: the monitored item's queue overflowed
+# before it, so the server dropped older values (Part 4, 7.39.1)
+_OVERFLOW = 0x0400 | 0x0080
 
 
 _WRITABLE = (
@@ -1066,6 +1073,7 @@ class OpcUaSource:
         self._sub_silence_s = 0.0  # no publish answer for longer than this: the subscription is stalled
         # node id -> what the server granted its monitored item, when far from what was asked (said once)
         self.revised: dict[str, str] = {}
+        self.overflows: dict[str, int] = {}  # tag -> values the server said it dropped from its queue
 
     def _on_oversize(self, size: int) -> None:
         self._oversize = size
@@ -1256,6 +1264,9 @@ class OpcUaSource:
         """One node's new value (a notification, or a read after the structures' types were loaded) as
         readings: one, or one per member of a structure (a Siemens UDT, a Beckhoff STRUCT) or an array
         of them."""
+        status = getattr(dv, "StatusCode", None)
+        if status is not None and status.value & _OVERFLOW == _OVERFLOW:
+            self._overflowed(tag)
         if isinstance(val, list):
             if not val:  # an empty array of numbers is an empty float64 array, as a full one is
                 val = np.empty(0) if dv.Value is not None and dv.Value.VariantType in _NUMERIC else []
@@ -1278,6 +1289,21 @@ class OpcUaSource:
             _quality(dv.StatusCode),
             self._rates.rate_for(tag, val),
         )
+
+    def _overflowed(self, tag: str) -> None:
+        """The server's queue for this node overflowed before this value: it dropped older ones (the
+        Overflow bit of the value's status, OPC UA Part 4, 7.39). Counted per tag; said once per tag."""
+        self.overflows[tag] = self.overflows.get(tag, 0) + 1
+        first_tag = self.overflows[tag] == 1
+        first = "queue_overflow" not in self.notices.counts
+        msg = (
+            f"opcua source {self.name}: tag {tag}: the server's queue for this node overflowed and dropped "
+            "older values (the Overflow bit of the value that followed); raise the node's queue_size (and "
+            "the server's limit), or lower publishing_interval_ms; counted in queue_overflow"
+        )
+        self.notices.note("queue_overflow", "%s", msg)  # logs the first one
+        if first_tag and not first:
+            log.warning("%s", msg)
 
     def _structure(self, nodeid: ua.NodeId, tag: str, val: Any, dv: Any) -> None:
         first = val[0] if isinstance(val, list) else val

@@ -64,3 +64,53 @@ async def test_a_queue_or_sampling_interval_the_server_revised_down_is_said_once
     finally:
         await src.stop()
         await srv.stop()
+
+
+async def test_a_value_the_server_marks_as_after_a_queue_overflow_is_counted_and_said_once(caplog):
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    node = await obj.add_variable(ua.NodeId("Count", idx), "Count", 0.0)
+    await srv.start()
+    src = OpcUaSource(
+        "plc",
+        OpcUaSettings(
+            endpoint=f"opc.tcp://127.0.0.1:{port}/plc/",
+            nodes=[{"node_id": f"ns={idx};s=Count", "queue_size": 5}],
+            publishing_interval_ms=50,
+            connect_timeout_s=2.0,
+            keepalive_check_s=0.3,
+        ),
+    )
+    caplog.set_level(logging.WARNING, logger="devices.opcua")
+    got: list = []
+
+    async def read() -> None:
+        async for r in src.items():
+            got.append(r)
+
+    reader = None
+    try:
+        await src.start()
+        await _until(lambda: src.state.value == "connected", f"not connected: {src.stats.last_error}")
+        reader = asyncio.create_task(read())
+        await _until(lambda: got, "no first value")
+        # a server whose queue overflowed marks the next value: InfoType DataValue with the Overflow bit
+        for v, status in ((1.0, 0x0480), (2.0, 0), (3.0, 0x0480)):
+            await srv.write_attribute_value(
+                node.nodeid,
+                ua.DataValue(ua.Variant(v, ua.VariantType.Double), StatusCode=ua.StatusCode(status)),
+            )
+            await asyncio.sleep(0.12)
+        await _until(lambda: any(r.value == 3.0 for r in got), "the values did not come")
+    finally:
+        if reader is not None:
+            reader.cancel()
+        await src.stop()
+        await srv.stop()
+    # before: the values passed as GOOD and nothing said the server had dropped any before them
+    counts = {k: v["count"] for k, v in src.notices.status().items()}
+    assert counts == {"queue_overflow": 2}, counts
+    assert src.overflows == {"Count": 2}, src.overflows
+    said = [r.getMessage() for r in caplog.records if "overflowed" in r.getMessage()]
+    assert len(said) == 1 and "tag Count" in said[0], said
+    assert [r.value for r in got[-3:]] == [1.0, 2.0, 3.0]
