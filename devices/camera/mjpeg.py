@@ -5,7 +5,7 @@ can take more memory than an image under ``max_megapixels`` needs.
 
 ``open_stream`` sends the GET (HTTP/1.x through ``http.client``, Basic credentials from the URL) and gives
 an ``MjpegStream`` when the answer is an MJPEG multipart stream, or None when the URL answers something else
-(another content type, a redirect, a request for other credentials, a certificate it cannot verify): the
+(another content type, a redirect, a request for Digest credentials, a certificate it cannot verify): the
 caller leaves those to OpenCV, as before. ``MjpegStream.next_part`` returns the bytes of the next part; a
 part longer than ``max_part_bytes`` (by its Content-Length, or bytes without a boundary) raises
 ``StreamError("oversize_frame")`` without being buffered further, and the caller drops the connection.
@@ -124,6 +124,15 @@ def open_stream(
         return snap
     resp.close()
     conn.close()
+    challenge = resp.headers.get("WWW-Authenticate", "").strip().lower()
+    if resp.status == 401 and u.username is not None and (not challenge or challenge.startswith("basic")):
+        # our Basic login refused: FFmpeg would send the same one again (and the diagnosis once more), and
+        # cameras lock an account after a few failed logins
+        raise StreamError(
+            "open_failed",
+            f"the camera answers HTTP 401 {resp.reason} to the user and password in the URL; "
+            f"{http_hint(401)}",
+        )
     if resp.status >= 400 and not (resp.status in (401, 407) and u.username is not None):
         raise StreamError(
             "open_failed", f"the camera answers HTTP {resp.status} {resp.reason}; {http_hint(resp.status)}"

@@ -275,3 +275,48 @@ async def test_a_frozen_camera_is_named_once_when_frozen_after_s_is_set(caplog):
     finally:
         moving.stop()
     assert len(frames) == 16 and not src.stats.errors_by_reason
+
+
+async def test_a_wrong_basic_password_costs_the_camera_one_login_per_attempt():
+    """A camera refusing the URL's user and password (HTTP 401 with a Basic challenge) was asked again by
+    OpenCV's FFmpeg and once more for the diagnosis: four failed logins per attempt, which locks the account
+    on cameras that lock after a few failures. The refusal is now final for the attempt: one request, named
+    (open_failed, HTTP 401, the password masked), retried after the backoff. A Digest challenge, which only
+    FFmpeg answers, is still left to it."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            hits.append(self.headers.get("Authorization", ""))
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="camera"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://admin:wrong@127.0.0.1:{httpd.server_address[1]}/stream.mjpg"
+    src = CameraSource("cam", CameraSettings(url=url, open_timeout_s=1, reconnect_initial_s=0.2))
+    try:
+        await src.start()
+        for _ in range(100):
+            if src.stats.errors_by_reason.get("open_failed", 0) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        await src.stop()
+        failed = src.stats.errors_by_reason.get("open_failed", 0)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert failed >= 2 and len(hits) == failed, (failed, hits)
+    assert all(h.startswith("Basic ") for h in hits)
+    assert "HTTP 401" in src.stats.last_error and "wrong" not in src.stats.last_error
