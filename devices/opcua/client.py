@@ -1540,6 +1540,7 @@ class OpcUaSource:
         hb = self.settings.heartbeat
         assert hb is not None
         n = 0
+        said: set[str] = set()  # kinds of refusal logged since the last heartbeat written
         while True:
             # a counter wraps at what the node's type holds (re-read if the PLC's program changed it)
             top = _counter_top(self._types.get(hb.node_id))
@@ -1547,9 +1548,19 @@ class OpcUaSource:
             try:
                 await self.write(hb.node_id, value)
                 self.heartbeats += 1
+                said.clear()
             except OpcUaError as e:
                 self.stats.error("heartbeat", str(e))
-                self._burst.log("heartbeat", "opcua source %s: heartbeat not written: %s", self.name, e)
+                if e.retryable:  # the connection: once per burst, as any connection trouble
+                    self._burst.log("heartbeat", "opcua source %s: heartbeat not written: %s", self.name, e)
+                elif type(e).__name__ not in said:  # refused for good: said once, counted every period
+                    said.add(type(e).__name__)
+                    log.warning(
+                        "opcua source %s: heartbeat not written: %s; said once: each further period it is "
+                        "only counted (errors_by_reason['heartbeat']) until a heartbeat is written",
+                        self.name,
+                        e,
+                    )
             n += 1
             await asyncio.sleep(hb.period_ms / 1000.0)
 

@@ -14,6 +14,7 @@ from asyncua.common.callback import CallbackType
 from asyncua.common.utils import ServiceError
 
 from devices.opcua.client import OpcUaSource
+from devices.opcua.settings import OpcUaSettings
 from edge_agent.actions import ActionRunner
 from edge_agent.config import parse_config
 from edge_agent.types import Result
@@ -163,3 +164,43 @@ async def test_a_node_the_server_never_lets_the_agent_write_is_said_once_with_th
     assert "give that user write access" in said[0], said
     st = runner.stats["locked"]
     assert (st["failed"], st["attempt_failures"], st.get("retried", 0)) == (4, 4, 0), dict(st)
+
+
+async def test_a_heartbeat_node_the_server_never_lets_the_agent_write_is_said_once_and_counted(
+    caplog, monkeypatch
+):
+    import types
+
+    import devices.base
+
+    async def add(srv, obj, idx):
+        await obj.add_variable(ua.NodeId("Alive", idx), "Alive", False)  # not writable: BadUserAccessDenied
+
+    srv, idx, endpoint, writes = await _plc(add)
+    # each log decision a minute after the one before: the 30-s burst window has always passed
+    clock = {"s": 0.0}
+
+    def monotonic() -> float:
+        clock["s"] += 60.0
+        return time.monotonic() + clock["s"]
+
+    monkeypatch.setattr(devices.base, "time", types.SimpleNamespace(monotonic=monotonic))
+    settings = _config(endpoint, {}).sources["plc"].model_dump()
+    settings["heartbeat"] = {"node_id": f"ns={idx};s=Alive", "period_ms": 100}
+    src = OpcUaSource("plc", OpcUaSettings(**settings))
+    caplog.set_level(logging.WARNING, logger="devices.opcua")
+    try:
+        await src.start()
+        await _connected(src)
+        for _ in range(100):
+            if src.stats.errors_by_reason.get("heartbeat", 0) >= 5:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert writes == [] and src.heartbeats == 0
+    assert src.stats.errors_by_reason["heartbeat"] >= 5, src.stats.errors_by_reason
+    said = [r.getMessage() for r in caplog.records if "heartbeat not written" in r.getMessage()]
+    # before: a line per burst window for as long as the session was up (here one per period)
+    assert len(said) == 1 and "BadUserAccessDenied" in said[0], said
