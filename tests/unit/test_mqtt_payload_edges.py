@@ -33,6 +33,10 @@ def test_an_iso_time_in_any_form_rfc_3339_allows_is_read_and_one_without_zone_is
         b'{"v": 1, "s": "x", "s": "y"}',
         b'{"a": {"b": 1, "b": 2}, "v": 3}',
         '{"v":1,"v":1}',
+        b'{"v" :1,"v":2}',
+        # larger payloads (a waveform, records) take the one-pass check
+        b'{"ts": "2026-12-01T10:00:00Z", "w": [' + b", ".join([b"0.125"] * 400) + b'], "v": 1, "v": 2}',
+        b'{"v": 1, "r": [' + b", ".join([b'{"t": 1, "x": 2}'] * 60) + b', {"t": 1, "t": 2}]}',
     ],
 )
 def test_a_key_given_twice_is_a_duplicate_key_error(payload):
@@ -41,7 +45,15 @@ def test_a_key_given_twice_is_a_duplicate_key_error(payload):
     assert e.value.reason == "duplicate_key"
 
 
-@pytest.mark.parametrize("payload", [b'{"v": 1, "s": "\\"v\\""}', b'{"v": 1, "a": {"v": 2}}', b'{"v": "v"}'])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"v": 1, "s": "\\"v\\""}',
+        b'{"v": 1, "a": {"v": 2}}',
+        b'{"v": "v"}',
+        b'{"v": 1, "r": [' + b", ".join([b'{"v": 1, "x": 2}'] * 60) + b"]}",
+    ],
+)
 def test_the_same_key_in_other_objects_or_quotes_inside_text_are_no_duplicates(payload):
     assert jc.decode(payload, jc.JsonMapping(values={"v": "v"}))[0][0] == "v"
 
