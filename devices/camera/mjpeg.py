@@ -233,6 +233,8 @@ class SnapshotStream:
             except http.client.HTTPException:
                 break  # cut short: what came is decoded, and refused as truncated
             if not chunk:
+                if self._stopped.is_set():  # interrupt() ended the read: not a cut-short image
+                    raise EOFError("stopped")
                 return bytes(buf)
             buf += chunk
             if len(buf) > self._cap:

@@ -320,3 +320,44 @@ async def test_a_wrong_basic_password_costs_the_camera_one_login_per_attempt():
     assert failed >= 2 and len(hits) == failed, (failed, hits)
     assert all(h.startswith("Basic ") for h in hits)
     assert "HTTP 401" in src.stats.last_error and "wrong" not in src.stats.last_error
+
+
+async def test_stopping_during_a_slow_snapshot_answer_counts_no_corrupt_frame():
+    """stop() ends a snapshot read at once; the bytes that had come were decoded as if the camera had cut
+    the image short, and a corrupt_frame was counted on every stop that met a slow camera."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    good = _jpeg(9)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.end_headers()
+            try:
+                for i in range(0, len(good), 16):  # a slow camera: the image over ~2 s
+                    self.wfile.write(good[i : i + 16])
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    src = CameraSource("cam", CameraSettings(url=f"http://127.0.0.1:{httpd.server_address[1]}/snap.jpg"))
+    try:
+        await src.start()
+        await asyncio.sleep(0.4)
+        await src.stop()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert src.stats.received == 0 and not src.stats.errors_by_reason
