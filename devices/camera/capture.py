@@ -526,6 +526,8 @@ class CameraSource:
         self.state = ConnectionState.CONNECTED
         period = 1.0 / s.fps if s.fps and not paced else 0.0  # the rate live frames are thinned to
         file_period = 1.0 / (s.fps or file_fps or DEFAULT_FILE_FPS)
+        # silence that means a lost stream; a snapshot camera's wait between requests is not silence
+        silence_s = s.read_timeout_s + (1.0 / (s.fps or DEFAULT_FILE_FPS) if paced else 0.0)
         last_emit = 0.0
         next_t = time.monotonic()
         failures = 0
@@ -577,7 +579,7 @@ class CameraSource:
                     raise _End
                 failures += 1
                 silent = time.monotonic() - last_ok
-                if failures >= s.max_consecutive_failures or silent > s.read_timeout_s:
+                if failures >= s.max_consecutive_failures or silent > silence_s:
                     self.state = ConnectionState.BACKOFF
                     last = (
                         f" (the last read: {bad.reason})" if bad is not None else ""

@@ -361,3 +361,18 @@ async def test_stopping_during_a_slow_snapshot_answer_counts_no_corrupt_frame():
         httpd.shutdown()
         httpd.server_close()
     assert src.stats.received == 0 and not src.stats.errors_by_reason
+
+
+async def test_a_snapshot_cameras_one_bad_answer_is_a_corrupt_frame_not_a_lost_stream():
+    """A snapshot camera asked less often than read_timeout_s allows for silence (fps 4 with a 0.1-s
+    read_timeout_s; a slow inspection asking every few seconds with the default 5 s): one corrupt answer
+    after a good one was taken for a silent stream ('no frame for 0.3s'), stream_lost and a reconnect. The
+    wait between requests is not silence: it is a corrupt_frame, and the polling goes on."""
+    good, cut = _jpeg(10), _jpeg(10)[:300]
+    cam = SnapshotCamera(lambda n: (good if n % 2 == 0 else cut, "image/jpeg"))
+    try:
+        frames, src = await _frames(cam.url, 3, fps=4, read_timeout_s=0.1)
+    finally:
+        cam.stop()
+    assert len(frames) == 3 and src.stats.reconnects == 0
+    assert src.stats.errors_by_reason == {"corrupt_frame": 2}
