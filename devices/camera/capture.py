@@ -5,11 +5,11 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
 ``Channel`` (oldest dropped when the pipeline falls behind, counted in ``stats.dropped``).
 
 - Live sources (USB, streams) are read as fast as they deliver, and frames are *skipped* to
-  keep ``fps`` (``self.skipped``; an MJPEG part is skipped before it is decoded); a source that stalls for ``read_timeout_s`` or fails
-  ``max_consecutive_failures`` reads in a row is reopened with bounded exponential backoff, which
-  starts again from ``reconnect_initial_s`` only once a session has given a good frame (a camera that
-  answers but sends nothing usable is asked ever less often). A stream that ends is treated as lost
-  and reopened.
+  keep ``fps`` (``self.skipped``; an MJPEG part is skipped before it is decoded); a source that stalls
+  for ``read_timeout_s`` or fails ``max_consecutive_failures`` reads in a row is reopened with bounded
+  exponential backoff, which starts again from ``reconnect_initial_s`` only once a session has given a
+  good frame (a camera that answers but sends nothing usable is asked ever less often). A stream that
+  ends is treated as lost and reopened.
 - An HTTP(S) MJPEG stream (``multipart/x-mixed-replace``) is read part by part by ``devices.camera.mjpeg``
   rather than by OpenCV, whose FFmpeg reader fills a cut-short JPEG in silently: each part is decoded as
   a folder's file is (``decode_image``, at its own depth: a 16-bit part is ``unsupported_frame`` or brought
@@ -581,9 +581,8 @@ class CameraSource:
                 silent = time.monotonic() - last_ok
                 if failures >= s.max_consecutive_failures or silent > silence_s:
                     self.state = ConnectionState.BACKOFF
-                    last = (
-                        f" (the last read: {bad.reason})" if bad is not None else ""
-                    )  # why, when a part told
+                    # why no frame came, when the last part said (unsupported_frame says more than silence)
+                    last = f" (the last read: {bad.reason})" if bad is not None else ""
                     self._error(
                         "stream_lost",
                         f"{s.shown_url}: no frame for {silent:.1f}s since {since()} ({failures} failed reads); "
