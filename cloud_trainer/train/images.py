@@ -521,8 +521,8 @@ def import_images(
     # a hidden folder beside --out, made as any folder is (mkdtemp's would keep its owner-only mode after
     # the rename: a trainer running as another user could not read the dataset)
     tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    tmp.mkdir()
-    try:
+    try:  # made inside: a stop signal handled the moment mkdir returns still removes it
+        tmp.mkdir()
         summary = _write(found, src, tmp, max_megapixels, pixel_bits)
         if out.exists():
             out.rmdir()  # empty (checked above)
@@ -676,7 +676,7 @@ def main(argv: list[str]) -> int:
         "reads them with the same pixel_bits. Without it a 16-bit image is refused",
     )
     a = ap.parse_args(argv)
-    with _decoders_quiet():
+    with _decoders_quiet(), _stopped_cleanly():
         res = import_images(
             a.source,
             a.out,
@@ -688,6 +688,30 @@ def main(argv: list[str]) -> int:
         )
     print(json.dumps(res))
     return 0
+
+
+@contextlib.contextmanager
+def _stopped_cleanly():
+    """SIGTERM (a job scheduler's timeout, a pod's eviction, ``kill``) and SIGHUP (the terminal closed)
+    end the command as an exception would, so that the import removes its temporary folder; by default
+    they end the process at once and leave it behind. SIGKILL cannot be caught: it leaves only that
+    hidden folder, which nothing reads."""
+    import signal
+
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    kinds = [k for k in ("SIGTERM", "SIGHUP") if hasattr(signal, k)]
+    try:
+        before = {k: signal.signal(getattr(signal, k), stop) for k in kinds}
+    except ValueError:  # not the main thread: signals stay as they are
+        yield
+        return
+    try:
+        yield
+    finally:
+        for k, handler in before.items():
+            signal.signal(getattr(signal, k), handler)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,40 @@
+"""`cloud-trainer dataset import` stopped by SIGTERM (a job scheduler's timeout, a Kubernetes pod's
+eviction, `kill`) part way: nothing is left behind, neither the dataset nor its hidden temporary folder."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_an_import_stopped_by_sigterm_leaves_nothing_behind(tmp_path):
+    src = tmp_path / "src"
+    rng = np.random.default_rng(0)
+    for label, n in (("ok", 600), ("dent", 4)):
+        (src / label).mkdir(parents=True)
+        for i in range(n):
+            cv2.imwrite(str(src / label / f"{i:04d}.png"), rng.integers(0, 255, (48, 64, 3), np.uint8))
+    out = tmp_path / "ds"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cloud_trainer.cli", "dataset", "import", str(src), "--out", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while not any(p.name.startswith(".ds.") for p in tmp_path.iterdir()):  # the import is writing
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"], (proc.returncode, err.decode())
