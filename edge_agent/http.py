@@ -16,22 +16,33 @@ port scanner, a slow client) held a thread for good.
 A client that drops its connection while it is answered (a browser tab closed during a large
 ``/metrics``, a reset) is counted (``edge_status_http_connections_total{outcome="aborted"}``) and
 otherwise ignored: no ``500`` is written to the dead socket and no traceback reaches the log. A ``500``
-is sent only while nothing of the answer has been sent.
+is sent only while nothing of the answer has been sent; it names the kind of error only (its text may
+hold a server path), and the error is counted (``outcome="failed"``) and logged, a warning once per kind.
+
+Serving never takes the agent's CPU from its inference (``protocols.http_server.Answers``): ``/status``
+(with a full outbox, a scan of the whole database), ``/metrics``, the heat-map PNGs and the spectra are
+computed one at a time, the server rests 4x as long as each took before it computes the next (at most a
+fifth of one core however many clients ask, however often), and every request in between gets the
+answer last computed for its path (at least ``ANSWER_MIN_AGE_S`` old before it is computed again; the
+query string is ignored, but for an NG image's). A request with nothing to share waits at most half the
+deadline, then ``503``.
 """
 
 from __future__ import annotations
 
 import threading
-from http.server import BaseHTTPRequestHandler
+from collections.abc import Callable
 from pathlib import Path
 
 from edge_agent.status_board import tag_rows
 from protocols import json_codec
-from protocols.http_server import BoundedHTTPServer
+from protocols.http_server import AnswerBusy, Answers, BoundedHandler, BoundedHTTPServer
 
 PAGE = Path(__file__).with_name("status_page.html")
 MAX_CONNECTIONS = 16
 DEADLINE_S = 10.0
+ANSWER_MIN_AGE_S = 0.5  # an answer is shared for at least this long (the page polls every 2 s)
+CPU_SHARE = 0.2  # of one core, at most, spent computing answers
 
 
 class _ClientGone(Exception):
@@ -47,15 +58,17 @@ class StatusServer:
         *,
         max_connections: int = MAX_CONNECTIONS,
         deadline_s: float = DEADLINE_S,
+        min_age_s: float = ANSWER_MIN_AGE_S,
+        cpu_share: float = CPU_SHARE,
     ) -> None:
         self.agent = agent
+        self.answers: Answers[bytes] = Answers(
+            min_age_s=min_age_s, cpu_share=cpu_share, wait_s=deadline_s / 2
+        )
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(BoundedHandler):
             timeout = deadline_s  # a socket timeout for every read and write of the request
-
-            def log_message(self, *args) -> None:
-                pass
 
             def do_GET(self) -> None:
                 self._began = False  # a byte of the answer went out: no other answer can follow
@@ -65,54 +78,65 @@ class StatusServer:
                     self.close_connection = True
                     outer.httpd.note_aborted()
 
+            def _route(self, path: str) -> tuple[str, Callable[[], bytes]] | None:
+                """The content type and the computation of the answer for ``path``, or None."""
+                agent, board = outer.agent, outer.agent.board
+                if path == "/status":
+                    return "application/json", lambda: json_codec.dumps(agent.status()).encode()
+                if path == "/metrics":
+
+                    def exposition() -> bytes:
+                        agent.metrics.refresh(agent)
+                        return agent.metrics.exposition()
+
+                    return "text/plain; version=0.0.4; charset=utf-8", exposition
+                if path.startswith("/api/frame/") and path.endswith(".png"):
+                    return "image/png", lambda: board.frame_png(path[len("/api/frame/") : -4])
+                if path.startswith("/api/ng/") and path.endswith(".png"):
+                    return "image/png", lambda: board.ng_png(int(path[len("/api/ng/") : -4]))
+                if path == "/api/tags":
+                    return "application/json", lambda: json_codec.dumps(
+                        {n: tag_rows(list(t.values())) for n, t in agent.tags.items()}
+                    ).encode()
+                if path == "/api/ng":
+                    return "application/json", lambda: json_codec.dumps(board.ng_results()).encode()
+                if path.startswith("/api/spectrum/"):
+                    name = path[len("/api/spectrum/") :]
+                    return "application/json", lambda: json_codec.dumps(board.spectrum(name)).encode()
+                if path.startswith("/api/trend/"):
+                    name = path[len("/api/trend/") :]
+                    return "application/json", lambda: json_codec.dumps(board.trend(name)).encode()
+                return None
+
             def _answer(self) -> None:
                 path = self.path.split("?", 1)[0]
-                board = outer.agent.board
+                if path in ("/", "/index.html"):
+                    body = (
+                        PAGE.read_bytes()
+                        if PAGE.exists()
+                        else b"<h1>edge agent</h1><a href=/status>status</a>"
+                    )
+                    return self._send(200, "text/html; charset=utf-8", body)
+                route = self._route(path)
+                if route is None:
+                    return self._send(
+                        404, "text/plain; charset=utf-8", b"not found: try /, /status or /metrics\n"
+                    )
+                ctype, compute = route
+                # the page asks for a frame with a fresh query each time, for an NG image with its seq: an index
+                # names another image once a new NG part came, its seq does not
+                key = self.path if path.startswith("/api/ng/") else path
                 try:
-                    if path == "/status":
-                        body = json_codec.dumps(outer.agent.status()).encode()
-                        self._send(200, "application/json", body)
-                    elif path == "/metrics":
-                        outer.agent.metrics.refresh(outer.agent)
-                        self._send(
-                            200, "text/plain; version=0.0.4; charset=utf-8", outer.agent.metrics.exposition()
-                        )
-                    elif path.startswith("/api/frame/") and path.endswith(".png"):
-                        self._send(200, "image/png", board.frame_png(path[len("/api/frame/") : -4]))
-                    elif path.startswith("/api/ng/") and path.endswith(".png"):
-                        self._send(200, "image/png", board.ng_png(int(path[len("/api/ng/") : -4])))
-                    elif path == "/api/tags":
-                        body = json_codec.dumps(
-                            {n: tag_rows(list(t.values())) for n, t in outer.agent.tags.items()}
-                        ).encode()
-                        self._send(200, "application/json", body)
-                    elif path == "/api/ng":
-                        self._send(200, "application/json", json_codec.dumps(board.ng_results()).encode())
-                    elif path.startswith("/api/spectrum/"):
-                        body = json_codec.dumps(board.spectrum(path[len("/api/spectrum/") :])).encode()
-                        self._send(200, "application/json", body)
-                    elif path.startswith("/api/trend/"):
-                        rows = board.trend(path[len("/api/trend/") :])
-                        self._send(200, "application/json", json_codec.dumps(rows).encode())
-                    elif path in ("/", "/index.html"):
-                        body = (
-                            PAGE.read_bytes()
-                            if PAGE.exists()
-                            else b"<h1>edge agent</h1><a href=/status>status</a>"
-                        )
-                        self._send(200, "text/html; charset=utf-8", body)
-                    else:
-                        self._send(404, "text/plain", b"not found: try /, /status or /metrics\n")
-                except _ClientGone:
-                    raise
+                    body = outer.answers.get(key, compute)
                 except (KeyError, IndexError, ValueError):
-                    if not self._began:
-                        self._send(404, "text/plain", b"nothing there yet\n")
-                except Exception as exc:  # a status read must never take the agent down
-                    if self._began:  # part of an answer is out: a 500 now would corrupt it; just close
-                        self.close_connection = True
-                    else:
-                        self._send(500, "text/plain", f"status failed: {exc}\n".encode())
+                    return self._send(404, "text/plain; charset=utf-8", b"nothing there yet\n")
+                except AnswerBusy:
+                    return self._send(503, "text/plain; charset=utf-8", b"busy: try again in a second\n")
+                except Exception as exc:  # a status read must never take the agent down, nor show its paths
+                    outer.httpd.note_failed(self.client_address, exc)
+                    msg = f"status failed ({type(exc).__name__}); the agent's log has the details\n"
+                    return self._send(500, "text/plain; charset=utf-8", msg.encode())
+                self._send(200, ctype, body)
 
             def _send(self, code: int, ctype: str, body: bytes) -> None:
                 self._began = True
@@ -121,6 +145,8 @@ class StatusServer:
                     self.send_header("Content-Type", ctype)
                     self.send_header("Content-Length", str(len(body)))
                     self.send_header("Cache-Control", "no-store")
+                    if code == 503:
+                        self.send_header("Retry-After", "1")
                     self.end_headers()
                     self.wfile.write(body)
                 except OSError as exc:  # broken pipe, reset, a write timeout: the client is gone

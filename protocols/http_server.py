@@ -12,7 +12,22 @@ A client that goes away before its answer is complete (closed, reset, a broken p
 not the server's: it is counted in ``aborted`` and logged as one debug line, never as socketserver's
 traceback on stderr, which any client on the network could otherwise repeat at will to flood the log.
 Handlers report a client gone during their own writes with ``note_aborted()``. Any other error that
-escapes a handler is counted in ``failed`` and logged in one line (a warning the first time per kind).
+escapes a handler is counted in ``failed`` and logged in one line (a warning the first time per kind);
+handlers that answer ``500`` themselves report the error with ``note_failed()`` and never put its text
+(a server path, a database's host) in the answer.
+
+``BoundedHandler`` is the handler base of both servers: no access log, every answer (the stdlib's own
+``400``/``414``/``431``/``501`` pages too) carries ``X-Content-Type-Options: nosniff``, and the ``Server``
+header names no Python version.
+
+``Answers`` bounds what answering costs the process that serves (the agent's inference, the fleet
+service's event loop): answers that take work (a status snapshot, a Prometheus exposition, a PNG) are
+computed one at a time, and after each the server rests ``1/cpu_share - 1`` times as long as it took
+(4x: at most a fifth of one core, however many clients ask, however often). Each is kept and shared:
+a request within ``max(min_age_s, that rest)`` of the last computation of the same key gets that
+answer, and while another answer is being computed (or the server rests) a request gets the last one
+of its key if it is at most ``wait_s`` old; only a request with nothing to share waits (at most
+``wait_s``, then ``AnswerBusy``: answer 503).
 """
 
 from __future__ import annotations
@@ -22,10 +37,14 @@ import socket
 import sys
 import threading
 import time
-from http.server import ThreadingHTTPServer
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Generic, TypeVar
 
-__all__ = ["BoundedHTTPServer"]
+__all__ = ["AnswerBusy", "Answers", "BoundedHTTPServer", "BoundedHandler"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +124,11 @@ class BoundedHTTPServer(ThreadingHTTPServer):
                 self.aborted += 1
             log.debug("HTTP client %s went away: %s", client_address, exc)
             return
+        self.note_failed(client_address, exc)
+
+    def note_failed(self, client_address: Any, exc: BaseException | None) -> None:
+        """An error in serving a request, answered ``500`` by its handler (or by nobody): counted in
+        ``failed`` and logged in one line, a warning the first time per kind of error, then at debug."""
         kind = type(exc).__name__
         with self._lock:
             self.failed += 1
@@ -137,3 +161,104 @@ class BoundedHTTPServer(ThreadingHTTPServer):
                 r.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+class BoundedHandler(BaseHTTPRequestHandler):
+    """The request handler base of the bounded servers: no access log (a scanner would fill it), every
+    answer marked ``nosniff`` (a browser never runs a plain-text or JSON answer that echoes a URL as a
+    page or a script), no Python version in the ``Server`` header. Subclasses set ``timeout``."""
+
+    def version_string(self) -> str:
+        return "factory-edge"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def end_headers(self) -> None:
+        self.send_header("X-Content-Type-Options", "nosniff")
+        super().end_headers()
+
+
+class AnswerBusy(Exception):
+    """No answer to share and none could be computed within ``wait_s``: answer 503 and let the client retry."""
+
+
+class _Kept(Generic[T]):
+    __slots__ = ("value", "at", "keep")
+
+    def __init__(self, value: T, at: float, keep: float) -> None:
+        self.value, self.at, self.keep = value, at, keep
+
+
+class Answers(Generic[T]):
+    """Answers computed one at a time, with a rest after each, and shared by key (see the module text)."""
+
+    def __init__(
+        self, *, min_age_s: float = 0.5, cpu_share: float = 0.2, wait_s: float = 5.0, max_keys: int = 64
+    ) -> None:
+        if not 0 < cpu_share <= 1:
+            raise ValueError(f"cpu_share {cpu_share}: expected a share of one core in (0, 1]")
+        self.min_age_s, self.wait_s, self.max_keys = min_age_s, wait_s, max_keys
+        self._rest_factor = 1 / cpu_share - 1
+        self._compute = threading.Lock()  # one computation at a time
+        self._kept_lock = threading.Lock()
+        self._kept: OrderedDict[Any, _Kept[T]] = OrderedDict()
+        self._free_at = 0.0  # the rest after the last computation ends here
+        self.computed = 0  # answers computed (or failed: their cost counts as well)
+        self.shared = 0  # requests answered with an answer computed for another
+        self.busy = 0  # AnswerBusy raised
+        self.compute_s = 0.0  # time spent computing, in all
+
+    def _get_kept(self, key: Any) -> _Kept[T] | None:
+        with self._kept_lock:
+            return self._kept.get(key)
+
+    def _share(self, kept: _Kept[T]) -> T:
+        with self._kept_lock:
+            self.shared += 1
+        return kept.value
+
+    def get(self, key: Any, compute: Callable[[], T]) -> T:
+        """The answer for ``key``: a kept one if it is fresh enough, else ``compute()`` (whose exceptions
+        propagate and are not kept). Raises ``AnswerBusy`` when there is nothing to share and no turn
+        to compute came within ``wait_s``."""
+        kept = self._get_kept(key)
+        now = time.monotonic()
+        if kept is not None and now - kept.at < kept.keep:
+            return self._share(kept)
+        usable = kept if kept is not None and now - kept.at <= self.wait_s else None
+        if not self._compute.acquire(timeout=0 if usable is not None else self.wait_s):
+            if usable is not None:  # another answer is being computed: this one's last is recent enough
+                return self._share(usable)
+            with self._kept_lock:
+                self.busy += 1
+            raise AnswerBusy(f"no answer for {key!r} within {self.wait_s:g} s")
+        try:
+            latest = self._get_kept(key)
+            if latest is not None and latest is not kept and time.monotonic() - latest.at < latest.keep:
+                return self._share(latest)  # computed by the request this one waited behind
+            rest = self._free_at - time.monotonic()
+            if rest > 0:
+                if usable is not None:
+                    return self._share(usable)
+                if rest > self.wait_s:
+                    with self._kept_lock:
+                        self.busy += 1
+                    raise AnswerBusy(f"resting {rest:.1f} s after a costly answer")
+                time.sleep(rest)
+            t0 = time.monotonic()
+            try:
+                value = compute()
+            finally:
+                t1 = time.monotonic()
+                self._free_at = t1 + (t1 - t0) * self._rest_factor
+                self.computed += 1
+                self.compute_s += t1 - t0
+            with self._kept_lock:
+                self._kept[key] = _Kept(value, t1, max(self.min_age_s, (t1 - t0) * self._rest_factor))
+                self._kept.move_to_end(key)
+                while len(self._kept) > self.max_keys:
+                    self._kept.popitem(last=False)
+            return value
+        finally:
+            self._compute.release()

@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
 from protocols import json_codec
-from protocols.http_server import BoundedHTTPServer
+from protocols.http_server import BoundedHandler, BoundedHTTPServer
 
 PAGE = Path(__file__).with_name("console.html")
 MAX_CONNECTIONS = 32  # half of them from one address (a reverse proxy's: give it its own limits too)
@@ -51,11 +50,8 @@ class Console:
         self.tenant = tenant
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(BoundedHandler):
             timeout = DEADLINE_S
-
-            def log_message(self, *args) -> None:
-                pass
 
             def do_GET(self) -> None:
                 u = urlparse(self.path)
@@ -109,8 +105,10 @@ class Console:
                     self._send(404, "text/plain", b"not found\n")
                 except (ValueError, KeyError) as exc:
                     self._send(404, "text/plain", f"not found: {exc}\n".encode())
-                except Exception as exc:
-                    self._send(500, "text/plain", f"console error: {exc}\n".encode())
+                except Exception as exc:  # counted and logged; its text (a path, a database host) stays here
+                    outer.httpd.note_failed(self.client_address, exc)
+                    msg = f"console error ({type(exc).__name__}); the fleet service's log has the details\n"
+                    self._send(500, "text/plain", msg.encode())
 
             def _file(self, root: Path, rel: str) -> None:
                 """``<package>/<file>`` or ``<package>/<version>/<file>`` of the tenant's registry, each part

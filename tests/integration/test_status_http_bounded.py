@@ -94,8 +94,11 @@ class _BigAgent:
 
         self.metrics = Metrics()
         self.http: StatusServer | None = None
+        self.gate = threading.Event()  # the test holds the answer back until its client is gone
+        self.gate.set()
 
     def status(self) -> dict:
+        self.gate.wait(5)
         return {"agent": "gw", "recent": "x" * 2_000_000}
 
 
@@ -104,17 +107,21 @@ def test_clients_that_reset_mid_answer_are_counted_and_never_flood_the_log(capfd
     socketserver, after a 500 was written to the dead socket: any client on the network could flood the
     agent's log. Now each is one count in edge_status_http_connections_total{outcome="aborted"}."""
     agent = _BigAgent()
-    s = agent.http = StatusServer(agent, "127.0.0.1", 0)
+    # each request computes its own answer (none shared) once its client has reset the connection: a shared answer
+    # could be written whole before the reset, to a client that then counts as served
+    s = agent.http = StatusServer(agent, "127.0.0.1", 0, min_age_s=0.0, cpu_share=1.0)
     s.start()
     try:
-        for _ in range(20):
+        wait_until = time.monotonic() + 10
+        for i in range(20):  # one after another (a burst from one address would meet its 503 instead)
+            agent.gate.clear()
             c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
             c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
             c.sendall(b"GET /status HTTP/1.0\r\n\r\n")
             c.close()
-        wait_until = time.monotonic() + 10
-        while getattr(s.httpd, "aborted", 0) < 20 and time.monotonic() < wait_until:
-            time.sleep(0.05)
+            agent.gate.set()
+            while getattr(s.httpd, "aborted", 0) <= i and time.monotonic() < wait_until:
+                time.sleep(0.005)
         code, body = _get(s.port)  # still served, whole
         assert code == 200 and len(body) > 2_000_000
         c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)

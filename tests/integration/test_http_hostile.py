@@ -1,0 +1,229 @@
+"""The agent's status endpoint and the fleet console against hostile and odd HTTP clients, over real sockets on
+127.0.0.1: a client that asks as fast as it can does not take the agent's CPU from its inference, answers that
+cost work are never computed twice at once, a failure answers 500 without the error's text (a server path, a
+database host), and every answer, the stdlib's own error pages too, is marked nosniff and names no Python."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import socket
+import threading
+import time
+from types import SimpleNamespace
+
+from cloud_trainer.fleet.console import Console
+from cloud_trainer.fleet.store import SQLiteStore
+from edge_agent.http import StatusServer
+
+
+def _get(port: int, path: str, timeout: float = 5) -> tuple[int, dict[str, str], bytes]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        c.close()
+
+
+def _raw(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+        c.sendall(data)
+        out = b""
+        while chunk := c.recv(65536):
+            out += chunk
+    return out
+
+
+class _CostlyAgent:
+    """``status()`` burns ``cost_s`` of CPU holding the GIL (a big site's snapshot, an outbox scan) and notes how
+    often it ran and how many ran at once; ``metrics`` is the same for a scrape."""
+
+    board = None
+    tags: dict = {}
+
+    def __init__(self, cost_s: float) -> None:
+        self.cost_s, self.calls, self.busy_s = cost_s, 0, 0.0
+        self._lock = threading.Lock()
+        self.running = self.most_at_once = 0
+        agent = self
+
+        class _Metrics:
+            def refresh(self, _agent) -> None:
+                agent._burn()
+
+            def exposition(self) -> bytes:
+                return b"edge_up 1\n"
+
+        self.metrics = _Metrics()
+
+    def _burn(self) -> None:
+        with self._lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < self.cost_s:
+            pass
+        with self._lock:
+            self.running -= 1
+            self.calls += 1
+            self.busy_s += time.perf_counter() - t0
+
+    def status(self) -> dict:
+        self._burn()
+        return {"agent": "gw", "calls": self.calls}
+
+
+def _hammer(port: int, path: str, clients: int, seconds: float) -> list[int]:
+    codes: list[int] = []
+    stop = time.monotonic() + seconds
+
+    def run() -> None:
+        while time.monotonic() < stop:
+            code, _, body = _get(port, path)
+            codes.append(code)
+            if code == 200 and path == "/status":
+                json.loads(body)
+
+    threads = [threading.Thread(target=run) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return codes
+
+
+def test_a_client_asking_as_fast_as_it_can_takes_at_most_a_fifth_of_a_core_for_status():
+    """Before: every request computed its own snapshot, in parallel threads: a script polling /status in a loop
+    (or one status page open on a site whose outbox is full: a one-second scan every 2 s) kept a core of the
+    2-core gateway busy, and inference waited for it. Now answers are computed one at a time with a rest of 4x
+    their cost after each, and every request in between gets the last snapshot."""
+    agent = _CostlyAgent(cost_s=0.02)
+    s = StatusServer(agent, "127.0.0.1", 0, max_connections=16)
+    s.start()
+    try:
+        t0 = time.monotonic()
+        codes = _hammer(s.port, "/status", clients=6, seconds=1.2)
+        elapsed = time.monotonic() - t0
+    finally:
+        s.stop()
+    assert codes and set(codes) == {200}, sorted(set(codes))
+    assert len(codes) > 2 * agent.calls  # most requests were answered with a snapshot computed for another
+    assert agent.busy_s < 0.35 * elapsed, (
+        agent.busy_s,
+        elapsed,
+        agent.calls,
+    )  # a fifth of one core, and jitter
+
+
+def test_answers_that_cost_work_are_never_computed_twice_at_once():
+    """Before: concurrent scrapes (two Prometheus servers, a page and a script) each ran ``metrics.refresh`` at the
+    same time; it advances counters by what is new since the last scrape, so two at once could count the same
+    outbox drops twice. Now one computation runs at a time and the others share its answer."""
+    agent = _CostlyAgent(cost_s=0.05)
+    s = StatusServer(agent, "127.0.0.1", 0, max_connections=16)
+    s.start()
+    try:
+        barrier = threading.Barrier(6)
+        got: list[tuple[int, bytes]] = []
+
+        def scrape(path: str) -> None:
+            barrier.wait()
+            code, _, body = _get(s.port, path)
+            got.append((code, body))
+
+        threads = [threading.Thread(target=scrape, args=(p,)) for p in ["/metrics"] * 3 + ["/status"] * 3]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        s.stop()
+    assert sorted(code for code, _ in got) == [200] * 6
+    assert agent.most_at_once == 1, agent.most_at_once
+    assert agent.calls == 2  # one snapshot and one scrape, shared by the three requests of each
+
+
+class _FailingAgent:
+    board = None
+    tags: dict = {}
+
+    def status(self) -> dict:
+        raise RuntimeError("database is locked: /var/lib/edge-agent/gw1/outbox/outbox.db")
+
+
+def test_a_failed_status_answers_500_without_its_text_and_is_counted_and_logged_once(caplog):
+    """Before: the 500 carried the exception's text (server paths) to any client on the network, and the error was
+    neither counted nor logged: the operator never learned of it."""
+    s = StatusServer(_FailingAgent(), "127.0.0.1", 0)
+    s.start()
+    caplog.set_level(logging.DEBUG, logger="protocols.http_server")
+    try:
+        answers = [_get(s.port, "/status") for _ in range(3)]
+    finally:
+        s.stop()
+    for code, headers, body in answers:
+        assert code == 500 and b"/var/lib" not in body and b"RuntimeError" in body, body
+        assert headers["content-type"].startswith("text/plain")
+    assert s.httpd.failed == 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "/var/lib/edge-agent" in warnings[0], warnings  # the detail is in the log
+
+
+def _console() -> tuple[Console, SQLiteStore]:
+    import tempfile
+    from pathlib import Path
+
+    store = SQLiteStore(Path(tempfile.mkdtemp()) / "fleet.db")
+    c = Console(SimpleNamespace(store=store, control=None), tenant="default")
+    c.start()
+    return c, store
+
+
+def test_every_answer_is_nosniff_and_names_no_python_on_both_servers():
+    """Before: no answer carried ``X-Content-Type-Options: nosniff`` (the console's 404 echoes the URL in plain
+    text: ``/blob/<script>...``), and every one named the exact Python version in its ``Server`` header."""
+    agent = _CostlyAgent(cost_s=0.0)
+    s = StatusServer(agent, "127.0.0.1", 0)
+    s.start()
+    console, store = _console()
+    try:
+        for port in (s.port, console.port):
+            for path in ("/", "/status", "/api/agents", "/nowhere", "/blob/<script>alert(1)</script>"):
+                code, headers, _ = _get(port, path)
+                assert headers.get("x-content-type-options") == "nosniff", (port, path, code, headers)
+                assert "python" not in headers.get("server", "").lower(), headers
+            for request in (  # the stdlib's own error pages: 414, 431, 501
+                b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n",
+                b"GET / HTTP/1.1\r\n" + b"X: a\r\n" * 200 + b"\r\n",
+                b"POST /status HTTP/1.1\r\nContent-Length: 10000000000\r\n\r\n",
+            ):
+                head = _raw(port, request).split(b"\r\n\r\n", 1)[0].decode()
+                assert head.split()[1] in ("414", "431", "501"), head
+                assert "X-Content-Type-Options: nosniff" in head and "Python" not in head, head
+        assert _get(s.port, "/status")[0] == 200  # and both still serve
+        assert _get(console.port, "/api/agents")[0] == 200
+    finally:
+        s.stop()
+        console.stop()
+        store.close()
+
+
+def test_a_console_error_answers_500_without_its_text():
+    """Before: ``console error: <exception text>`` went to the client: a store's error names its database file or
+    its PostgreSQL host and user, on a console that tenants may reach through their proxy."""
+    console, store = _console()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError('connection to server at "10.1.2.3", port 5432 failed: password for user "fleet"')
+
+    store.agents = broken  # type: ignore[method-assign]
+    try:
+        code, headers, body = _get(console.port, "/api/agents")
+    finally:
+        console.stop()
+        store.close()
+    assert code == 500 and b"10.1.2.3" not in body and b"5432" not in body and b"RuntimeError" in body, body
+    assert console.httpd.failed == 1
