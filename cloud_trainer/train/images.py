@@ -163,13 +163,14 @@ def _no_loose_images(folder: Path, what: str) -> None:
         )
 
 
-def _left_out(src: Path) -> str | None:
-    """A note naming the files below ``src`` that are not images of the kinds read (an iPhone's .heic,
-    a .webp, a text file), so that a class smaller than its folder is said; hidden and system files and
-    folders are not mentioned."""
-    other = []
+def _left_out(src: Path) -> list[str]:
+    """Notes naming what below ``src`` is not read: files that are not images of the kinds read (an
+    iPhone's .heic, a .webp, a text file) and symlinked folders, so that a class smaller than its folder
+    is said; hidden and system files and folders are not mentioned."""
+    other, links = [], []
     for root, dirs, files in os.walk(src, onerror=_unlistable, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not _skipped(d))
+        links += [Path(root, d) for d in dirs if os.path.islink(Path(root, d))]
         other += [
             Path(root, f).relative_to(src).as_posix()
             for f in sorted(files)
@@ -177,14 +178,21 @@ def _left_out(src: Path) -> str | None:
             and f.lower() not in SYSTEM_FILES
             and Path(f).suffix.lower() not in IMAGE_EXTS
         ]
-    if not other:
-        return None
-    n = len(other)
-    return (
-        f"left out {n} file{'s' if n > 1 else ''} that {'are' if n > 1 else 'is'} not a PNG, JPEG, BMP or "
-        f"TIFF image by {'their names' if n > 1 else 'its name'}: {', '.join(other[:3])}"
-        + (", ..." if n > 3 else "")
-    )
+    notes = []
+    if links:  # inside a class (a class folder that is a link is refused): its images are not read
+        shown = ", ".join(f"{p.relative_to(src).as_posix()} -> {os.readlink(p)}" for p in links[:3])
+        notes.append(
+            f"symlinked folder{'s' if len(links) > 1 else ''} not followed, {'their' if len(links) > 1 else 'its'}"
+            f" images not read: {shown}{', ...' if len(links) > 3 else ''} (copy the folder in to use them)"
+        )
+    if other:
+        n = len(other)
+        notes.append(
+            f"left out {n} file{'s' if n > 1 else ''} that {'are' if n > 1 else 'is'} not a PNG, JPEG, BMP "
+            f"or TIFF image by {'their names' if n > 1 else 'its name'}: {', '.join(other[:3])}"
+            + (", ..." if n > 3 else "")
+        )
+    return notes
 
 
 def _class_folder(folder: Path, label: str, nested: bool = False) -> list[Path]:
@@ -299,8 +307,7 @@ def _scan(src: Path, good: str | None) -> Found:
         found = _class_names(scan_mvtec(src), src)
     else:
         found = _class_names(scan_folders(src, good), src)
-    if note := _left_out(src):
-        found.notes.append(note)
+    found.notes += _left_out(src)
     return found
 
 
@@ -731,7 +738,7 @@ def _decoders_quiet():
     try:
         if _fd(sys.stderr) == 2:  # the real stderr: its writes go to a copy of the real descriptor
             sys.stderr = open(
-                real, "w", encoding=sys.stderr.encoding, errors="backslashreplace", closefd=False
+                real, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace", closefd=False
             )
             swapped = True
         with open(os.devnull, "w") as null:

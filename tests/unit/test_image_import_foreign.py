@@ -357,3 +357,16 @@ def test_other_folders_beside_an_mvtec_layout_are_said_to_be_left_out(tmp_path):
     assert import_images(mv, tmp_path / "ds", log=notes.append)["counts"] == {"good": 21, "dent": 2}
     said = [n for n in notes if "validation" in n]
     assert len(said) == 1 and "not read" in said[0] and "3 images" in said[0] and "__MACOSX" not in said[0]
+
+
+def test_a_symlinked_folder_inside_a_class_is_said_not_followed(tmp_path):
+    """ok/day3 -> /mnt/archive/day3: not followed (a link could loop back), and its images used to be missing
+    from the class without a word; the import now says which links it did not follow."""
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    for i in range(4):
+        img(tmp_path / "archive" / "day3" / f"{i}.png", 70 + i)
+    (src / "ok" / "day3").symlink_to(tmp_path / "archive" / "day3", target_is_directory=True)
+    notes: list[str] = []
+    assert import_images(src, tmp_path / "ds", log=notes.append)["counts"] == {"ok": 20, "dent": 2}
+    said = [n for n in notes if "not followed" in n]
+    assert len(said) == 1 and "ok/day3" in said[0] and "archive/day3" in said[0]
