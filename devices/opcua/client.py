@@ -37,7 +37,9 @@ Errors (all ``OpcUaError``, itself a ``devices.base.DeviceError``)::
 ``retryable`` is False on errors that a retry cannot fix (unknown node, type mismatch, refused write);
 a write refused with a status that says "not now" (``_BUSY``) is ``OpcUaServerBusy``, retried.
 A write is checked against the node's DataType and ValueRank (read once, read again when the server
-answers BadTypeMismatch); a DataType the server does not derive from a built-in type is a type mismatch.
+answers BadTypeMismatch); a DataType the server does not derive from a built-in type is a type mismatch,
+as is a value an enumeration does not define. A server answering BadWriteNotSupported gets the value in
+the other forms of ``_FORMS`` (alone, with a source timestamp); the form a node takes is kept.
 NodeIds may name their namespace by URI (``nsu=urn:plc;s=Line.Reject``): resolved to the server's
 index after each connect.
 """
@@ -220,7 +222,8 @@ _NOT_YOURS = (
 _REFUSED = {
     "BadUserAccessDenied": _NOT_YOURS,
     "BadNotWritable": _NOT_YOURS,
-    "BadWriteNotSupported": "the server takes no writes of this kind on the node; not retried",
+    "BadWriteNotSupported": "the server takes no write of this node in any form the agent has (the value "
+    "with its status, the value alone, the value with its source timestamp); not retried",
     "BadOutOfRange": "the node takes the type but not this value (outside its EURange or the PLC program's "
     "limits); write a value within them; not retried",
 }
@@ -645,6 +648,34 @@ def _payload(nt: _NodeType, value: Any, node_id: str) -> ua.Variant:
     return payload
 
 
+# The forms of a value write, in the order tried. Servers differ in what a write may carry besides the
+# value (Part 4, 5.10.4: a server that does not take a part answers BadWriteNotSupported): most take the
+# value with its Good status (asyncua's form), some only the value alone, and some (an ICP DAS gateway)
+# only a value with its source timestamp. The first form a node's server takes is kept for that node.
+_FORMS: tuple[Callable[[ua.Variant], ua.DataValue], ...] = (
+    lambda v: ua.DataValue(v),
+    lambda v: ua.DataValue(v, StatusCode=None),
+    lambda v: ua.DataValue(v, SourceTimestamp=ua.DateTime.now(dt.UTC)),
+)
+
+
+async def _write_value(node: Node, payload: ua.Variant, forms: dict[str, int], node_id: str) -> None:
+    """Write ``payload`` in the form this node's server took before, else in each form of ``_FORMS`` in
+    turn while the server answers BadWriteNotSupported (the last answer is raised)."""
+    first = forms.get(node_id, 0)
+    for i in range(first, len(_FORMS)):
+        try:
+            await node.write_value(_FORMS[i](payload))
+        except uaerrors.BadWriteNotSupported:
+            if i == len(_FORMS) - 1:
+                raise
+            continue
+        if i != first:
+            forms[node_id] = i
+            log.info("opcua: node %s takes writes only in form %d (of %d); kept", node_id, i, len(_FORMS))
+        return
+
+
 def _counter_top(nt: _NodeType | None) -> int:
     """The highest value of a heartbeat counter: 32767, or less when the node's integer type holds less (a
     Siemens USINT/SINT life counter: 255 / 127), so that it wraps to 0 rather than stop."""
@@ -1047,6 +1078,7 @@ class OpcUaSource:
         self._last_ts: dict[str, float] = {}
         self._changed: set[str] = set()  # tags past their first notification since subscribing
         self._types: dict[str, _NodeType] = {}  # node_id -> its type, read at the first write
+        self._forms: dict[str, int] = {}  # node_id -> the form of write its server takes (_FORMS)
         self._resolved: dict[str, str] = {}  # configured node id (nsu=...) -> ns=<index>;...
         self._probed: tuple[float, str | None] = (-1e9, None)  # (when, why) of the last endpoint-list probe
         self._write_targets: list[tuple[str, Any]] = []
@@ -1181,6 +1213,7 @@ class OpcUaSource:
         self._tags.clear()
         self._rates.clear()
         self._types.clear()
+        self._forms.clear()
         try:
             async with asyncio.timeout(self.settings.connect_timeout_s):
                 self._ns_array = list(await client.get_namespace_array())
@@ -1681,7 +1714,7 @@ class OpcUaSource:
                         continue
                     raise
                 try:
-                    await node.write_value(ua.DataValue(payload))
+                    await _write_value(node, payload, self._forms, node_id)
                     return
                 except uaerrors.BadTypeMismatch:
                     self._types.pop(node_id, None)
