@@ -394,7 +394,13 @@ def _decode(path: Path, max_megapixels: float, pixel_bits: int | None = None, ma
     # (IMREAD_COLOR) and the agent's folder camera apply it, so that a mask drawn on the image the user
     # sees is checked against the same pixels (IMREAD_UNCHANGED would ignore the orientation)
     data, img = read_image_file(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR, max_megapixels)
-    if (pages := _tiff_pages(data)) > 1:
+    tiff = _tiff_directories(data)  # [] for other kinds
+    if tiff and tiff[0].get(254, 0) & 1:  # NewSubfileType bit 0: a reduced-resolution copy
+        raise DatasetError(
+            f"{path}: its first image is a reduced-resolution copy (a preview), which is what would be read; "
+            "save the full image alone in the file"
+        )
+    if (pages := _tiff_pages(tiff)) > 1:
         raise DatasetError(
             f"{path}: a TIFF of {pages} pages (images); one image per file is read (the first, the others "
             "would be lost): save each page as its own file"
@@ -473,10 +479,10 @@ def _tiff_directories(data: bytes) -> list[dict[int, int]]:
     return found
 
 
-def _tiff_pages(data: bytes) -> int:
-    """How many full-resolution images a TIFF holds, reduced-resolution directories (thumbnails:
-    NewSubfileType bit 0) not counted; 0 when ``data`` is not a TIFF."""
-    return sum(not d.get(254, 0) & 1 for d in _tiff_directories(data))
+def _tiff_pages(directories: list[dict[int, int]]) -> int:
+    """How many full-resolution images a TIFF's directories hold, reduced-resolution ones (thumbnails:
+    NewSubfileType bit 0) not counted."""
+    return sum(not d.get(254, 0) & 1 for d in directories)
 
 
 def _may_be_transparent(data: bytes) -> bool:

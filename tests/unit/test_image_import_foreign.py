@@ -370,3 +370,21 @@ def test_a_symlinked_folder_inside_a_class_is_said_not_followed(tmp_path):
     assert import_images(src, tmp_path / "ds", log=notes.append)["counts"] == {"ok": 20, "dent": 2}
     said = [n for n in notes if "not followed" in n]
     assert len(said) == 1 and "ok/day3" in said[0] and "archive/day3" in said[0]
+
+
+def test_a_tiff_whose_first_image_is_a_preview_is_refused_not_read_as_the_part(tmp_path):
+    """A TIFF that opens with a reduced-resolution copy (a preview; NewSubfileType 1) and holds the image
+    after it: the decoder reads the first directory, so a 5x4 preview was imported as the part's image."""
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    ok, buf = cv2.imencodemulti(
+        ".tif", [np.full((4, 5, 3), 10, np.uint8), np.full((40, 50, 3), 200, np.uint8)]
+    )
+    data = bytearray(buf.tobytes())
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for k in range(struct.unpack_from("<H", data, ifd)[0]):
+        if struct.unpack_from("<H", data, ifd + 2 + 12 * k)[0] == 254:  # NewSubfileType: 1, a preview
+            struct.pack_into("<HHII", data, ifd + 2 + 12 * k, 254, 4, 1, 1)
+    preview = src / "dent" / "with_preview.tif"
+    preview.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match=rf"{preview}: its first image is a reduced-resolution copy"):
+        import_images(src, tmp_path / "ds")
