@@ -376,3 +376,54 @@ async def test_a_snapshot_cameras_one_bad_answer_is_a_corrupt_frame_not_a_lost_s
         cam.stop()
     assert len(frames) == 3 and src.stats.reconnects == 0
     assert src.stats.errors_by_reason == {"corrupt_frame": 2}
+
+
+async def test_a_snapshot_cameras_bomb_or_endless_answer_is_refused_bounded():
+    """The size checks of an MJPEG part hold for a snapshot answer: a JPEG header declaring 60000x60000
+    pixels is oversize_frame undecoded, and an answer with no Content-Length that never ends is cut off at
+    the bytes an image under max_megapixels can need (the camera got to send little more than that)."""
+    from protocols.image_header import max_file_bytes
+    from tests.support.image_bombs import jpeg_declaring
+
+    bomb = SnapshotCamera(lambda n: (jpeg_declaring(60000, 60000), "image/jpeg"))
+    try:
+        frames, src = await _frames(bomb.url, 1, timeout_s=0.6, reconnect_initial_s=0.1)
+    finally:
+        bomb.stop()
+    assert frames == [] and src.stats.errors_by_reason.get("oversize_frame", 0) >= 1
+    assert "60000x60000" in src.stats.last_error
+
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    sent = [0]
+
+    class Endless(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.end_headers()
+            junk = b"\xff\xd8" + bytes(2**20)
+            try:
+                while True:
+                    self.wfile.write(junk)
+                    sent[0] += len(junk)
+            except OSError:
+                pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/snap.jpg"
+    try:
+        frames, src = await _frames(url, 1, timeout_s=0.8, max_megapixels=0.5, reconnect_initial_s=5)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert frames == [] and src.stats.errors_by_reason == {"oversize_frame": 1}
+    assert sent[0] < max_file_bytes(0.5) + 32 * 2**20
