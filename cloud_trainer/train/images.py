@@ -3,7 +3,8 @@
 Two layouts are recognised (``layout_of``):
 
 - **folder per class**: ``SRC/<class>/*.png`` (any class names; images in subfolders of a class folder
-  belong to it, hidden folders skipped, symlinked folders not followed: a symlinked class folder is
+  belong to it, hidden folders and those systems add (``SYSTEM_FOLDERS``: ``__MACOSX``, ``@eaDir``,
+  ``$RECYCLE.BIN``, ...) skipped, symlinked folders not followed but named in a note: a symlinked class folder is
   refused, naming it, since a link such as ``SRC/all -> SRC`` would otherwise become a class holding every
   image). The good class is the one named by
   ``--good``, else the one conventionally named ``ok``, ``good``, ``pass``, ``okay``, ``normal`` or
@@ -21,7 +22,13 @@ that ``train``/``build`` read: ``images/`` (the files, copied unchanged but for 
 ``labels.jsonl`` (``{id, file, label, defect, split, source[, mask]}``) and ``dataset.yaml``
 (``classes`` with the good class first, ``good``, counts, ``digest``: the same digest
 ``data.load_parts`` computes). It is written into a temporary folder beside ``--out`` and renamed
-into place at the end: on any error nothing is left behind.
+into place at the end: on any error nothing is left behind (nor on SIGTERM or SIGHUP, in the command).
+
+Files nobody here made are read by stated rules (docs/trainer.md, "Train on your own images"): what the
+agent's camera never delivers is refused, not guessed (transparent pixels, a multi-page TIFF, a TIFF that
+opens with a preview); so are a mask that contradicts its image, one image in two classes, images in no
+class folder, a link or folder that cannot be read; files of other kinds and symlinked folders are left
+out with a note. The EXIF orientation is applied here as in training and at the agent.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from cloud_trainer.train.data import DatasetError, read_image_file
 from protocols.image_header import DEFAULT_MAX_MEGAPIXELS
@@ -106,7 +114,7 @@ def _images_in(folder: Path, nested: bool = False) -> list[Path]:
     return sorted(found)
 
 
-def _unlistable(exc: OSError) -> None:
+def _unlistable(exc: OSError) -> NoReturn:
     """A folder below the source that cannot be listed (another user's permissions on a share): refused,
     since skipped (``os.walk``'s default) its images would be missing from their class unsaid."""
     raise DatasetError(
@@ -297,7 +305,6 @@ def scan(src: Path, good: str | None = None) -> Found:
         return _scan(src, good)
     except OSError as exc:  # a folder listed with iterdir: as _unlistable says it
         _unlistable(exc)
-        raise
 
 
 def _scan(src: Path, good: str | None) -> Found:
@@ -401,8 +408,9 @@ def _decode(path: Path, max_megapixels: float, pixel_bits: int | None = None, ma
             "save the full image alone in the file"
         )
     if (pages := _tiff_pages(tiff)) > 1:
+        more = " or more" if len(tiff) == _TIFF_MAX_DIRECTORIES else ""
         raise DatasetError(
-            f"{path}: a TIFF of {pages} pages (images); one image per file is read (the first, the others "
+            f"{path}: a TIFF of {pages}{more} pages (images); one image per file is read (the first, the others "
             "would be lost): save each page as its own file"
         )
     if not mask:
@@ -448,9 +456,13 @@ def _refuse_transparency(path: Path, data: bytes) -> None:
         )
 
 
+_TIFF_MAX_DIRECTORIES, _TIFF_MAX_TAGS = 256, 1024  # a crafted chain of overlapping directories stays cheap
+
+
 def _tiff_directories(data: bytes) -> list[dict[int, int]]:
     """A TIFF's chain of image directories (one per page), each as its SHORT/LONG tags' first values;
-    ``[]`` when ``data`` is not a TIFF. A chain cut short or looping gives what was read."""
+    ``[]`` when ``data`` is not a TIFF. A chain cut short or looping gives what was read, and at most
+    ``_TIFF_MAX_DIRECTORIES`` directories of at most ``_TIFF_MAX_TAGS`` tags are read."""
     import struct
 
     if data[:4] not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
@@ -463,9 +475,11 @@ def _tiff_directories(data: bytes) -> list[dict[int, int]]:
     seen = set[int]()
     try:
         off = struct.unpack_from(e + fmt_off, data, 8 if big else 4)[0]
-        while off and off not in seen and len(seen) < 100_000:
+        while off and off not in seen and len(seen) < _TIFF_MAX_DIRECTORIES:
             seen.add(off)
             count = struct.unpack_from(e + fmt_count, data, off)[0]
+            if count > _TIFF_MAX_TAGS:  # no real directory has this many: not read further
+                break
             tags: dict[int, int] = {}
             for k in range(count):
                 p = off + size_count + k * entry
