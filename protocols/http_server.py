@@ -14,7 +14,10 @@ traceback on stderr, which any client on the network could otherwise repeat at w
 Handlers report a client gone during their own writes with ``note_aborted()``. Any other error that
 escapes a handler is counted in ``failed`` and logged in one line (a warning the first time per kind);
 handlers that answer ``500`` themselves report the error with ``note_failed()`` and never put its text
-(a server path, a database's host) in the answer.
+(a server path, a database's host) in the answer. When the process is out of file descriptors (or
+memory), ``accept()`` fails and the connection stays queued: the serving loop then pauses (10 ms,
+doubling up to 0.5 s; one warning per spell, ``starved`` counts the attempts) instead of retrying at once
+and burning a core and the GIL the rest of the process needs to recover.
 
 ``BoundedHandler`` is the handler base of both servers: no access log, every answer (the stdlib's own
 ``400``/``414``/``431``/``501`` pages too) carries ``X-Content-Type-Options: nosniff``, and the ``Server``
@@ -32,7 +35,9 @@ of its key if it is at most ``wait_s`` old; only a request with nothing to share
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import socket
 import sys
 import threading
@@ -47,6 +52,9 @@ __all__ = ["AnswerBusy", "Answers", "BoundedHTTPServer", "BoundedHandler"]
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 0.5  # the longest pause between two accept() that failed for want of descriptors
+_STARVED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 22\r\n"
@@ -78,6 +86,33 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         self.aborted = 0  # the client went away (closed, reset) before its answer was complete
         self.failed = 0  # another error escaped a handler
         self._warned: set[str] = set()  # kinds of error already logged as a warning
+        self.starved = 0  # accept() failed for want of file descriptors or memory
+        self._backoff = 0.0
+
+    def get_request(self) -> tuple[Any, Any]:
+        """``accept()``, and a pause when it fails for want of file descriptors or memory (EMFILE, ENFILE,
+        ENOBUFS, ENOMEM): the connection stays queued and the listening socket stays readable, so the
+        serving loop would retry at once, again and again, burning a core and the GIL while the process is
+        short of them; it waits 10 ms, doubling up to ``MAX_BACKOFF_S``, and warns once per spell."""
+        try:
+            conn = super().get_request()
+        except OSError as exc:
+            if exc.errno in _STARVED:
+                self.starved += 1
+                if not self._backoff:
+                    log.warning(
+                        "HTTP server on port %s cannot accept a connection: %s; the process is out of file "
+                        "descriptors or memory (raise LimitNOFILE, or look for what holds them); retrying",
+                        self.server_address[1],
+                        os.strerror(exc.errno or 0),
+                    )
+                self._backoff = min(MAX_BACKOFF_S, max(0.01, self._backoff * 2))
+                time.sleep(self._backoff)
+            raise
+        if self._backoff:
+            log.info("HTTP server on port %s accepts connections again", self.server_address[1])
+            self._backoff = 0.0
+        return conn
 
     def process_request(self, request: Any, client_address: Any) -> None:
         ip = client_address[0] if isinstance(client_address, tuple) else str(client_address)

@@ -227,3 +227,60 @@ def test_a_console_error_answers_500_without_its_text():
         store.close()
     assert code == 500 and b"10.1.2.3" not in body and b"5432" not in body and b"RuntimeError" in body, body
     assert console.httpd.failed == 1
+
+
+_OUT_OF_DESCRIPTORS = r"""
+import json, os, resource, socket, sys, time
+from edge_agent.http import StatusServer
+
+class Agent:
+    board = None
+    tags = {}
+    def status(self):
+        return {"agent": "gw"}
+
+s = StatusServer(Agent(), "127.0.0.1", 0)
+s.start()
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 16, hard))
+held = []
+try:
+    while True:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+os.close(held.pop())  # one for this client: the server cannot accept its connection
+c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+c.sendall(b"GET /status HTTP/1.0\r\n\r\n")
+t0 = time.process_time()
+time.sleep(0.5)
+cpu = time.process_time() - t0
+for fd in held:
+    os.close(fd)
+t1 = time.monotonic()
+answer = c.recv(1000).decode()
+print(json.dumps({"cpu_s": cpu, "answer": answer, "after_s": time.monotonic() - t1, "starved": getattr(s.httpd, "starved", None)}))
+s.stop()
+"""
+
+
+def test_a_process_out_of_file_descriptors_does_not_spin_on_accept_and_serves_again_once_it_has_them():
+    """Before: with the process at its descriptor limit, ``accept()`` failed and left the connection queued; the
+    serving loop retried at once, forever, burning half a core and the GIL that the agent needed to recover. Now it
+    pauses (10 ms doubling to 0.5 s), warns once, and serves the queued client as soon as descriptors are free."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    r = subprocess.run(
+        [sys.executable, "-c", _OUT_OF_DESCRIPTORS],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.splitlines()[-1])
+    assert got["cpu_s"] < 0.05, got  # the former loop: about 0.25 s of CPU in these 0.5 s
+    assert got["answer"].startswith("HTTP/1.0 200") and got["after_s"] < 1.0, got
+    assert r.stderr.count("cannot accept a connection: Too many open files") == 1, r.stderr[-2000:]
