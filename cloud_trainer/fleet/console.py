@@ -18,6 +18,11 @@ percent-decoded once and then checked (no '/', NUL, '..' or leading '.'): nothin
 (another tenant's ``.tenants/``, a publish's temporary ``.part`` folder) is reachable, whatever the
 spelling, and a refusal never names a server path.
 
+The ``/api`` answers read the store that every tenant's agents write to (one lock for SQLite): they are
+computed one at a time, with a rest of 4x their cost after each (``protocols.http_server.Answers``), and
+shared by tenant and URL for at least ``ANSWER_MIN_AGE_S``, so a script polling them in a loop holds the
+store at most a fifth of the time; a request with nothing to share waits at most 5 s, then ``503``.
+
 JSON is strict (``protocols.json_codec.dumps``): a NaN or infinite metric in an evaluation report (an
 AUROC with one class in the test split) or in an agent's health report is ``null``, never the bare
 ``NaN`` that browsers' ``JSON.parse`` refuse (the whole console stopped updating).
@@ -27,16 +32,20 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from protocols import json_codec
-from protocols.http_server import BoundedHandler, BoundedHTTPServer
+from protocols.http_server import AnswerBusy, Answers, BoundedHandler, BoundedHTTPServer
 
 PAGE = Path(__file__).with_name("console.html")
 MAX_CONNECTIONS = 32  # half of them from one address (a reverse proxy's: give it its own limits too)
 DEADLINE_S = 30.0  # for a connection, from accept to its last byte: sample images go out in it
 SAMPLES_SHOWN = 200  # /api/samples: the newest this many (the store reads no more)
+ANSWER_MIN_AGE_S = 1.0  # /api answers are shared for at least this long (the page polls every 3 s)
+CPU_SHARE = 0.2  # of one core (and of the store's time), at most, spent computing /api answers
 
 
 class _ClientGone(ConnectionError):
@@ -48,6 +57,7 @@ class Console:
     def __init__(self, server, host: str = "127.0.0.1", port: int = 0, tenant: str | None = None) -> None:
         self.srv = server  # FleetServer: store, control, registry, blobs
         self.tenant = tenant
+        self.answers: Answers[bytes] = Answers(min_age_s=ANSWER_MIN_AGE_S, cpu_share=CPU_SHARE, wait_s=5.0)
         outer = self
 
         class Handler(BoundedHandler):
@@ -65,29 +75,33 @@ class Console:
                     if u.path in ("/", "/index.html"):
                         return self._send(200, "text/html; charset=utf-8", PAGE.read_bytes())
                     if u.path == "/api/agents":
-                        return self._json(outer.agents(t))
+                        return self._json(t, lambda: outer.agents(t))
                     if u.path == "/api/deployments":  # the typed Deployment's documents (kind model | config)
                         from cloud_trainer.fleet.deployment import Deployment
 
                         return self._json(
-                            [
+                            t,
+                            lambda: [
                                 Deployment.from_doc(d).doc()
                                 for d in (outer.srv.control.list(tenant=t) if outer.srv.control else [])
-                            ]
+                            ],
                         )
                     if u.path == "/api/models":
-                        return self._json(outer.models(t))
+                        return self._json(t, lambda: outer.models(t))
                     if u.path == "/api/quotas":  # per-agent limits, usage and refusals (RESOURCE_EXHAUSTED)
-                        return self._json(outer.quotas(t))
+                        return self._json(t, lambda: outer.quotas(t))
                     if u.path == "/api/samples":
                         return self._json(
-                            outer.srv.store.samples(  # the newest, oldest first (the page reverses them)
-                                model=q.get("model"),
-                                reason=q.get("reason"),
-                                label_state=q.get("label_state"),
-                                tenant=t,
-                                limit=SAMPLES_SHOWN,
-                            )
+                            t,
+                            lambda: (
+                                outer.srv.store.samples(  # the newest, oldest first (the page reverses them)
+                                    model=q.get("model"),
+                                    reason=q.get("reason"),
+                                    label_state=q.get("label_state"),
+                                    tenant=t,
+                                    limit=SAMPLES_SHOWN,
+                                )
+                            ),
                         )
                     if u.path.startswith("/registry/"):
                         return self._file(
@@ -101,6 +115,8 @@ class Console:
                     self._send(404, "text/plain", b"not found\n")
                 except _ClientGone:
                     raise
+                except AnswerBusy:
+                    self._send(503, "text/plain", b"busy: try again in a second\n")
                 except OSError:  # a registry file that went away or cannot be read: never its server path
                     self._send(404, "text/plain", b"not found\n")
                 except (ValueError, KeyError) as exc:
@@ -137,8 +153,12 @@ class Console:
                 }.get(p.suffix, "application/octet-stream")
                 self._send(200, ctype, p.read_bytes())
 
-            def _json(self, obj) -> None:
-                self._send(200, "application/json", json_codec.dumps(obj, default=str).encode())
+            def _json(self, tenant: str, compute: Callable[[], Any]) -> None:
+                """The JSON of ``compute()``, shared by the requests for the same tenant and URL (``Answers``)."""
+                body = outer.answers.get(
+                    (tenant, self.path), lambda: json_codec.dumps(compute(), default=str).encode()
+                )
+                self._send(200, "application/json", body)
 
             def _send(self, code: int, ctype: str, body: bytes) -> None:
                 try:
@@ -146,6 +166,8 @@ class Console:
                     self.send_header("Content-Type", ctype)
                     self.send_header("Content-Length", str(len(body)))
                     self.send_header("Cache-Control", "no-store")
+                    if code == 503:
+                        self.send_header("Retry-After", "1")
                     self.end_headers()
                     self.wfile.write(body)
                 except OSError as exc:  # the client is gone: the server counts it (aborted), nothing more
