@@ -200,12 +200,12 @@ async def test_parts_that_fps_would_skip_are_not_decoded():
         while True:
             part(good)
             for _ in range(5):
-                part(cut)  # within 0.1 s of the good one: inside fps 2's period
-            time.sleep(0.6)
+                part(cut)  # within 0.1 s of the good one: inside fps 4's period
+            time.sleep(0.35)
 
     cam = HostileMjpeg(serve)
     try:
-        frames, src = await _frames(cam.url, 3, fps=2, max_consecutive_failures=3)
+        frames, src = await _frames(cam.url, 3, fps=4, max_consecutive_failures=3)
     finally:
         cam.stop()
     assert len(frames) == 3 and len(cam.opened) == 1
@@ -219,11 +219,11 @@ async def test_parts_that_fps_would_skip_are_not_decoded():
             part(good)
             part(good[: len(good) // 2])  # cut before its end marker: counted without decoding the rest
             part(b"\xff\xd8\xff\xe0garbage-not-a-jpeg" + bytes(64))  # no readable header
-            time.sleep(0.6)
+            time.sleep(0.35)
 
     cam = HostileMjpeg(serve_plain)
     try:
-        frames, src = await _frames(cam.url, 2, fps=2)
+        frames, src = await _frames(cam.url, 2, fps=4)
     finally:
         cam.stop()
     assert len(frames) == 2 and src.stats.errors_by_reason.get("corrupt_frame", 0) >= 2
