@@ -9,7 +9,8 @@ package may declare them in its ``SignalPreprocessing.condition``). What is here
 - ``Bearing``: rolling-element geometry -> defect frequencies as orders of shaft speed
   (BPFO, BPFI, BSF, FTF; the textbook formulas, contact angle included).
 - ``estimate_speed_hz``: shaft speed from the spectrum (harmonic sum over 1x..4x, in a stated range)
-  when no speed tag is given.
+  when no speed tag is given; mains hum is set aside unless its lines look like a shaft's (a 2-pole
+  motor's 1x sits within 1.5 Hz of mains).
 - ``velocity_rms_mm_s`` and ``iso_zone``: velocity RMS over 10-1000 Hz (ISO 10816/20816) from
   acceleration, and its severity zone A/B/C/D: a model-free rule that works on day one.
 - ``condition_features``: one window -> the named features in ``FEATURES`` (order amplitudes,
@@ -163,38 +164,76 @@ def _peak(mag: np.ndarray, nfft: int, fs: float, f: float, tol_hz: float) -> flo
     return float(mag[lo : hi + 1].max()) if hi >= lo else 0.0
 
 
+HARMONIC_WEIGHTS = ((1, 1.0), (2, 0.8), (3, 0.6), (4, 0.4))  # a shaft's 1x..4x in the speed search
+NEAR_MAINS_HZ = 2.5  # a shaft this close to mains shares its lines with the hum in a 0.2-s window
+LINE_RATIO = 3.0  # a spectral line: at least this many times the median amplitude within 25 Hz
+HUM_LIKE_WEIGHT = 0.3  # a near-mains series with a hum's pattern counts this much against a shaft elsewhere
+LONE_RATIO = 0.1  # a 1x this much weaker than the lines near mains is no shaft's (side lobes, noise)
+
+
+def _harmonic_score(white: np.ndarray, cands: np.ndarray, df: float) -> np.ndarray:
+    score = np.zeros(len(cands))
+    for h, wgt in HARMONIC_WEIGHTS:
+        b = np.clip(np.round(cands * h / df).astype(int), 0, len(white) - 1)
+        b2 = np.clip(b + 1, 0, len(white) - 1)
+        b0 = np.clip(b - 1, 0, len(white) - 1)
+        score += wgt * np.maximum(np.maximum(white[b], white[b2]), white[b0])
+    return score
+
+
+def _at(white: np.ndarray, fr: float, df: float) -> float:
+    """The whitened spectrum's largest value within a bin of ``fr`` (0 beyond it)."""
+    b = int(round(fr / df))
+    if b >= len(white):
+        return 0.0
+    return float(white[max(0, b - 1) : b + 2].max())
+
+
+def _line(mag: np.ndarray, fr: float, df: float) -> tuple[float, float]:
+    """The amplitude spectrum's peak within two bins of ``fr``, and that peak over the median within 25 Hz."""
+    b = int(round(fr / df))
+    if b + 3 > len(mag):
+        return 0.0, 0.0
+    peak = float(mag[max(0, b - 2) : b + 3].max())
+    w = int(25.0 / df)
+    return peak, peak / (float(np.median(mag[max(1, b - w) : b + w + 1])) + 1e-18)
+
+
 def estimate_speed_hz(x: np.ndarray, fs: float, lo_hz: float = 5.0, hi_hz: float = 100.0) -> float:
     """Shaft speed from the spectrum: the fundamental whose harmonics 1x..4x carry the most
     (whitened) energy, searched between lo_hz and hi_hz. ``x`` is one window or several (2-D, their
-    power spectra averaged: steadier). A speed tag is better when there is one."""
+    power spectra averaged: steadier). Mains hum (50/60 Hz and harmonics) is set aside, unless the
+    lines near a mains frequency look like a shaft's and nothing elsewhere does (``_near_mains``).
+    A speed tag is better when there is one."""
     xs = np.atleast_2d(np.asarray(x, dtype=np.float64))
     specs = [_spectrum(row, pad=8) for row in xs]
     nfft = specs[0][1]
     mag = np.sqrt(np.mean([m * m for m, _ in specs], axis=0))
     df = fs / nfft
+    res = fs / xs.shape[1]
     # whiten: divide by a running median so a resonance or a noise slope does not win
-    k = max(3, int(max(12.0, 3 * fs / xs.shape[1]) / df) | 1)
+    k = max(3, int(max(12.0, 3 * res) / df) | 1)
     lmag = np.log(mag + 1e-12)
     pad = np.pad(lmag, k // 2, mode="edge")
     idx = np.arange(len(lmag))[:, None] + np.arange(0, k, max(1, k // 15))[None, :]
     floor = np.median(pad[idx], axis=1)
-    white = np.clip(lmag - floor, 0, None)
+    raw = np.clip(lmag - floor, 0, None)
+    white = raw.copy()
     f = np.arange(len(white)) * df
     for mains in MAINS_HZ:  # mains hum (exactly 50/60 Hz and harmonics) is not a shaft; motors slip
         white[np.abs(f - mains * np.round(f / mains)) < max(0.3, df)] = 0.0
     cands = np.arange(lo_hz, hi_hz, df / 2)
-    score = np.zeros(len(cands))
-    for h, wgt in ((1, 1.0), (2, 0.8), (3, 0.6), (4, 0.4)):
-        b = np.clip(np.round(cands * h / df).astype(int), 0, len(white) - 1)
-        b2 = np.clip(b + 1, 0, len(white) - 1)
-        b0 = np.clip(b - 1, 0, len(white) - 1)
-        score += wgt * np.maximum(np.maximum(white[b], white[b2]), white[b0])
+    score = _harmonic_score(white, cands, df)
     for mains in MAINS_HZ:  # hum leaks around its lines: a candidate there wins only when clearly better
         score[np.abs(cands - mains) < max(1.5, 2 * df)] *= 0.5
     f0 = float(cands[int(np.argmax(score))])
-    at = lambda fr: float(white[max(0, int(round(fr / df)) - 1) : int(round(fr / df)) + 2].max())  # noqa: E731
-    while 2 * f0 <= hi_hz and at(f0) < 0.3 * at(2 * f0) and at(3 * f0) < 0.3 * at(2 * f0):
+    while (
+        2 * f0 <= hi_hz
+        and _at(white, f0, df) < 0.3 * _at(white, 2 * f0, df)
+        and _at(white, 3 * f0, df) < 0.3 * _at(white, 2 * f0, df)
+    ):
         f0 *= 2  # a subharmonic: its odd harmonics (1x, 3x) are empty, so the shaft is at 2 f0
+    f0 = _near_mains(f0, raw, mag, cands, df, res)
     # refine on the 1x peak
     b = int(round(f0 / df))
     lo, hi = max(1, b - 2), min(len(mag) - 2, b + 2)
@@ -203,6 +242,58 @@ def estimate_speed_hz(x: np.ndarray, fs: float, lo_hz: float = 5.0, hi_hz: float
     den = a - 2 * bb + c
     delta = 0.5 * (a - c) / den if den != 0 else 0.0
     return float((j + np.clip(delta, -0.5, 0.5)) * df)
+
+
+def _near_mains(
+    f0: float, raw: np.ndarray, mag: np.ndarray, cands: np.ndarray, df: float, res: float
+) -> float:
+    """The hum-suppressed choice ``f0``, or the best candidate within NEAR_MAINS_HZ of a mains frequency
+    (scored on the spectrum with the hum left in) when that explains the spectrum better.
+
+    A 0.2-s window cannot tell a 2-pole motor's 1x (48.5-50.5 Hz) from 50-Hz hum by frequency, so the
+    lines' pattern decides: a shaft's series has its 1x strongest and even harmonics (2x or 4x) present;
+    hum is led by its 2x line (magnetostriction) or has odd harmonics only, and then counts only
+    HUM_LIKE_WEIGHT. The near-mains series wins when its (weighted) mean harmonic evidence beats the
+    incumbent's evidence on the harmonics that do not fall on that mains frequency's lines, or when the
+    incumbent (not itself near mains) has no 1x line of its own: its 1x under LONE_RATIO of the lines
+    near mains (a side lobe, noise), or no peak at all next to a 1x-led series. It never wins when it
+    is a harmonic of the incumbent (a 24.6-Hz shaft's 2x at 49.2 Hz, with a 1x line at 24.6 Hz).
+    """
+    wsum = sum(w for _, w in HARMONIC_WEIGHTS)
+    for mains in MAINS_HZ:
+        near = np.abs(cands - mains) <= NEAR_MAINS_HZ
+        if not near.any():
+            continue
+        c = cands[near]
+        s = _harmonic_score(raw, c, df)
+        cm = float(c[int(np.argmax(s))])
+        if abs(cm - f0) <= 2 * df:
+            continue
+        one, two, four = (_line(mag, h * cm, df) for h in (1, 2, 4))
+        led_by_1x = one[1] >= LINE_RATIO and one[0] >= two[0]
+        shaft_like = led_by_1x and max(two[1], four[1]) >= LINE_RATIO
+        near_ev = (1.0 if shaft_like else HUM_LIKE_WEIGHT) * float(s.max()) / wsum
+        kept = [
+            (h, w) for h, w in HARMONIC_WEIGHTS if abs(h * f0 - mains * max(1, round(h * f0 / mains))) > res
+        ]
+        ind = sum(w * _at(raw, h * f0, df) for h, w in kept) / sum(w for _, w in kept) if kept else 0.0
+        k = round(cm / f0)
+        if (
+            k >= 2
+            and abs(cm - k * f0) <= max(2 * df, 0.02 * cm)
+            and _at(raw, f0, df) >= 0.5 * _at(raw, cm, df)
+            and _line(mag, f0, df)[0] >= 0.3 * one[0]
+        ):
+            continue  # the near-mains line is the incumbent's k-th harmonic
+        lone = min(abs(f0 - m) for m in MAINS_HZ) > NEAR_MAINS_HZ and (
+            # the incumbent's 1x is no line next to these (a window's side lobes, noise) ...
+            _line(mag, f0, df)[0] < LONE_RATIO * max(one[0], two[0])
+            # ... or no peak at all next to a 1x-led line
+            or (led_by_1x and _at(raw, f0, df) < 0.5 * _at(raw, cm, df))
+        )
+        if near_ev > ind or lone:
+            f0 = cm
+    return f0
 
 
 def velocity_rms_mm_s(
