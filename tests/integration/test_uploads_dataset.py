@@ -205,7 +205,7 @@ def test_fleet_samples_of_the_good_class_are_not_marked_defects_whatever_its_nam
     for c, n in (("pass", 20), ("Kratzer", 2)):
         for i in range(n):
             (src / c).mkdir(parents=True, exist_ok=True)
-            Path(src / c / f"{i}.png").write_bytes(_png(i))
+            Path(src / c / f"{i}.png").write_bytes(_png(i if c == "pass" else 50 + i))  # each its own image
     import_images(src, tmp_path / "base")
     data = tmp_path / "cloud"
     store, blobs = SQLiteStore(data / "fleet.db"), LocalBlobStore(data / "blobs")
