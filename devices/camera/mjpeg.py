@@ -99,7 +99,19 @@ def open_stream(
         conn, sock, resp = _request(u, headers, open_timeout_s)
     except ssl.SSLCertVerificationError:
         return None  # FFmpeg reads it as before (it does not verify certificates)
-    except http.client.HTTPException:
+    except http.client.LineTooLong:
+        raise StreamError(
+            "open_failed",
+            f"the camera's answer has a status or header line over {getattr(http.client, '_MAXLINE', 65536)} "
+            "bytes; no camera sends that, check the URL and what answers on that port",
+        ) from None
+    except http.client.HTTPException as exc:
+        if "headers" in str(exc):  # more than http.client's 100 header lines: as above, not left to FFmpeg
+            raise StreamError(
+                "open_failed",
+                f"the camera's answer has over {getattr(http.client, '_MAXHEADERS', 100)} header lines; no "
+                "camera sends that, check the URL and what answers on that port",
+            ) from None
         return None  # not HTTP as http.client speaks it: FFmpeg may still read it, or say why not
     except OSError as exc:
         if getattr(exc, "connected", True) and isinstance(exc, TimeoutError):  # a hung camera, not a cable

@@ -427,3 +427,44 @@ async def test_a_snapshot_cameras_bomb_or_endless_answer_is_refused_bounded():
         httpd.server_close()
     assert frames == [] and src.stats.errors_by_reason == {"oversize_frame": 1}
     assert sent[0] < max_file_bytes(0.5) + 32 * 2**20
+
+
+async def test_a_camera_answer_with_a_1_mb_header_line_is_refused_not_handed_to_ffmpeg():
+    """An answer whose HTTP header holds a 1-MB line (or more than 100 header lines) made http.client give up,
+    and the URL was handed to OpenCV's FFmpeg, which read the stream without the part checks (cut parts
+    filled in, no size bound per part). Such an answer is no camera's: open_failed, named."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    good = _jpeg(11)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("X-Junk", "a" * 2**20)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            try:
+                while True:
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n\r\n" + good + b"\r\n")
+                    time.sleep(0.02)
+            except OSError:
+                pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/stream.mjpg"
+    try:
+        frames, src = await _frames(url, 1, timeout_s=1.0, reconnect_initial_s=5)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert frames == [] and src.stats.errors_by_reason == {"open_failed": 1}
+    assert "header line over 65536 bytes; no camera sends that" in src.stats.last_error
