@@ -16,7 +16,8 @@ reach. A blob (sample image) is served only if the tenant holds a sample with th
 URL is ``/registry/<package>/<file>`` or ``/registry/<package>/<version>/<file>``, each part
 percent-decoded once and then checked (no '/', NUL, '..' or leading '.'): nothing else of the folder
 (another tenant's ``.tenants/``, a publish's temporary ``.part`` folder) is reachable, whatever the
-spelling, and a refusal never names a server path.
+spelling, and a refusal never names a server path. A file goes out in 64-KB pieces, never read whole into
+memory (a version folder holds the package itself).
 
 The ``/api`` answers read the store that every tenant's agents write to (one lock for SQLite): they are
 computed one at a time, with a rest of 4x their cost after each (``protocols.http_server.Answers``), and
@@ -31,6 +32,7 @@ AUROC with one class in the test split) or in an agent's health report is ``null
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +46,7 @@ PAGE = Path(__file__).with_name("console.html")
 MAX_CONNECTIONS = 32  # half of them from one address (a reverse proxy's: give it its own limits too)
 DEADLINE_S = 30.0  # for a connection, from accept to its last byte: sample images go out in it
 SAMPLES_SHOWN = 200  # /api/samples: the newest this many (the store reads no more)
+FILE_PIECE_BYTES = 64 * 1024  # a registry file goes out in pieces of this size, never read whole
 ANSWER_MIN_AGE_S = 1.0  # /api answers are shared for at least this long (the page polls every 3 s)
 CPU_SHARE = 0.2  # of one core (and of the store's time), at most, spent computing /api answers
 
@@ -151,7 +154,21 @@ class Console:
                     ".md": "text/plain; charset=utf-8",
                     ".json": "application/json",
                 }.get(p.suffix, "application/octet-stream")
-                self._send(200, ctype, p.read_bytes())
+                with p.open("rb") as f:  # in pieces: a version folder holds the package, hundreds of MB
+                    size = os.fstat(f.fileno()).st_size
+                    self._head(200, ctype, size)
+                    left = size
+                    while left > 0:
+                        try:
+                            piece = f.read(min(FILE_PIECE_BYTES, left))
+                        except OSError as exc:  # the answer has begun: no 404 can follow; close it short
+                            outer.httpd.note_failed(self.client_address, exc)
+                            piece = b""
+                        if not piece:  # unreadable, or the file shrank: the client sees a short answer
+                            self.close_connection = True
+                            return
+                        self._write(piece)
+                        left -= len(piece)
 
             def _json(self, tenant: str, compute: Callable[[], Any]) -> None:
                 """The JSON of ``compute()``, shared by the requests for the same tenant and URL (``Answers``)."""
@@ -161,16 +178,25 @@ class Console:
                 self._send(200, "application/json", body)
 
             def _send(self, code: int, ctype: str, body: bytes) -> None:
+                self._head(code, ctype, len(body))
+                self._write(body)
+
+            def _head(self, code: int, ctype: str, length: int) -> None:
                 try:
                     self.send_response(code)
                     self.send_header("Content-Type", ctype)
-                    self.send_header("Content-Length", str(len(body)))
+                    self.send_header("Content-Length", str(length))
                     self.send_header("Cache-Control", "no-store")
                     if code == 503:
                         self.send_header("Retry-After", "1")
                     self.end_headers()
-                    self.wfile.write(body)
                 except OSError as exc:  # the client is gone: the server counts it (aborted), nothing more
+                    raise _ClientGone(str(exc)) from exc
+
+            def _write(self, data: bytes) -> None:
+                try:
+                    self.wfile.write(data)
+                except OSError as exc:
                     raise _ClientGone(str(exc)) from exc
 
         self.httpd = BoundedHTTPServer((host, port), Handler, MAX_CONNECTIONS, DEADLINE_S)

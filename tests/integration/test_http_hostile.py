@@ -314,3 +314,38 @@ def test_a_console_client_asking_as_fast_as_it_can_holds_the_shared_store_at_mos
         store.close()
     assert codes and set(codes) == {200}, sorted(set(codes))
     assert held[0] < 0.35 * elapsed, (held[0], elapsed)
+
+
+def test_a_large_registry_file_goes_out_in_pieces_not_read_whole_into_memory(tmp_path):
+    """Before: a registry file (a version folder holds the package itself, hundreds of MB for a vision model with
+    its FP32 form) was read whole into memory for each request: 16 downloads at once from one address held 16
+    copies in the fleet service's memory, which every tenant shares. Now it is sent in 64-KB pieces."""
+    import tracemalloc
+
+    from cloud_trainer.registry import Registry
+
+    reg = Registry(tmp_path / "registry")
+    folder = reg.root / "part-inspection" / "1.0.0"
+    folder.mkdir(parents=True)
+    size = 24 * 1024 * 1024
+    with open(folder / "part-inspection-1.0.0.edgepkg", "wb") as f:
+        f.truncate(size)  # sparse: no disk written
+    store = SQLiteStore(tmp_path / "fleet.db")
+    console = Console(SimpleNamespace(store=store, registry=reg, control=None), tenant="default")
+    console.start()
+    tracemalloc.start()
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", console.port, timeout=5)
+        c.request("GET", "/registry/part-inspection/1.0.0/part-inspection-1.0.0.edgepkg")
+        r = c.getresponse()
+        got = 0
+        while chunk := r.read(65536):  # the client keeps no more than a piece either
+            got += len(chunk)
+        c.close()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        console.stop()
+        store.close()
+    assert (r.status, r.getheader("Content-Type"), got) == (200, "application/octet-stream", size)
+    assert peak < size // 4, peak
