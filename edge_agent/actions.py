@@ -18,8 +18,9 @@ while it does not, when one is given), ``on_change`` writes the same level only 
 the pulse is high extends it). One writer per output sends them in order; a value still waiting
 when a newer one is decided is replaced (``superseded``), so a PLC that is away gets the latest
 state when it is back, not a backlog; a value whose write failed is retried only while no newer one
-waits (a newer one ends the backoff and the failed one is ``superseded``): the PLC never gets an older
-value after a newer one.
+waits for the same output node, from this pipeline or another (a newer one ends the backoff and the
+failed one is ``superseded``), and none older than one already written goes out: the PLC never gets an
+older value after a newer one.
 An error that a retry cannot fix (``retryable = False``: unknown node, wrong type, write refused)
 is not retried. A ``level`` / ``on_change`` Sparkplug command that did not reach its edge node (dead,
 say) is kept and sent again when the node's (or device's) next birth arrives (``resent``).
@@ -31,6 +32,7 @@ import asyncio
 import collections
 import contextlib
 import functools
+import itertools
 import logging
 import time
 from typing import Any
@@ -94,11 +96,18 @@ class ActionRunner:
         self._pulse_until: dict[tuple[str, str], float] = {}  # monotonic deadline of a pulse that is high
         # one writer per output: the value still waiting is replaced by a newer one (counted as
         # superseded), so a PLC that is away never builds up a backlog of stale writes
-        self._desired: dict[tuple[str, str], tuple[Any, Result]] = {}
+        self._desired: dict[tuple[str, str], tuple[Any, Result, int]] = {}  # (value, result, its order)
         self._writers: set[tuple[str, str]] = set()
         # set when a newer value is decided: a failed write's backoff ends then, and the failed (older)
         # value is dropped as superseded instead of retried (it would reach the PLC before the newer one)
         self._output_wake: dict[tuple[str, str], asyncio.Event] = {}
+        # the same output node may be written by several writers (an action shared by pipelines, two
+        # actions on one coil): values are ordered by when they were decided, per node, so that none older
+        # than the newest decided is retried and none older than one already written goes out
+        self._order = itertools.count()
+        self._newest: dict[tuple, int] = {}  # output node -> order of the newest value decided for it
+        self._written: dict[tuple, int] = {}  # output node -> order of the newest value written to it
+        self._node_keys: dict[tuple, set[tuple[str, str]]] = {}  # output node -> its writers' keys
         # the same for an alarm's outputs, per (alarm, pipeline, output): the transition waiting to be
         # signalled, the signallers running, and the event that cuts a retry's backoff short
         self._signals: dict[tuple[str, str, str], Event] = {}
@@ -106,7 +115,7 @@ class ActionRunner:
         self._signal_wake: dict[tuple[str, str, str], asyncio.Event] = {}
         # a level / on_change Sparkplug command whose last value did not reach its node (dead, say) is
         # kept and sent again when the node's (or device's) next birth arrives
-        self._owed: dict[tuple[str, str], tuple[Any, Result]] = {}
+        self._owed: dict[tuple[str, str], tuple[Any, Result, int]] = {}
         self._resend: dict[str, SparkplugCommandAction] = {
             n: a
             for n, a in cfg.actions.items()
@@ -187,12 +196,17 @@ class ActionRunner:
 
     def _set_output(self, name: str, action: OutputAction, result: Result, value: Any) -> None:
         key = (name, result.pipeline)
+        node = _output_node(name, action)
         if key in self._desired:
             self.stats[name]["superseded"] += 1
-        self._desired[key] = (value, result)
-        wake = self._output_wake.get(key)
-        if wake is not None:
-            wake.set()
+        order = self._newest[node] = next(self._order)
+        self._desired[key] = (value, result, order)
+        keys = self._node_keys.setdefault(node, set())
+        keys.add(key)
+        for k in keys:  # a retry waiting with an older value for this node gives up at once
+            wake = self._output_wake.get(k)
+            if wake is not None:
+                wake.set()
         if key not in self._writers:
             self._writers.add(key)
             self._spawn(self._writer(name, action, key))
@@ -200,26 +214,28 @@ class ActionRunner:
     async def _writer(self, name: str, action: OutputAction, key) -> None:
         wake = self._output_wake.setdefault(key, asyncio.Event())
         try:
+            node = _output_node(name, action)
             while key in self._desired:  # no await between this check and the discard below: no lost value
-                value, result = self._desired.pop(key)
+                value, result, order = self._desired.pop(key)
                 wake.clear()
-                delivered = await self._run(name, action, result, None, value=value, key=key)
+                delivered = await self._run(name, action, result, None, value=value, key=key, order=order)
                 if name in self._resend:  # no await from the command's failure to here: no birth missed
-                    if delivered or key in self._desired:
+                    if delivered or self._newest.get(node, -1) > order:  # a newer value is the one owed
                         self._owed.pop(key, None)
                     else:
-                        self._owed[key] = (value, result)
+                        self._owed[key] = (value, result, order)
         finally:
             self._writers.discard(key)
 
     def _born(self, source: str, group: str, edge_node: str, device: str | None) -> None:
         """A Sparkplug birth: the commands its node (or device) missed while away are sent again."""
-        for key, (value, result) in list(self._owed.items()):
+        for key, (value, result, order) in list(self._owed.items()):
             a = self._resend[key[0]]
             if (a.source, a.group, a.edge_node, a.device) != (source, group, edge_node, device):
                 continue
             del self._owed[key]
-            if key not in self._desired:  # else a newer value is on its way already
+            # else a newer value (this output's or another writer's for the same metric) is on its way
+            if key not in self._desired and self._newest.get(_output_node(key[0], a), -1) <= order:
                 self.stats[key[0]]["resent"] += 1
                 self._set_output(key[0], a, result, value)
 
@@ -229,17 +245,38 @@ class ActionRunner:
             await asyncio.wait(list(self._pending), timeout=left)
 
     async def _run(
-        self, name: str, action, result: Result, item, value: Any = None, key: tuple[str, str] | None = None
+        self,
+        name: str,
+        action,
+        result: Result,
+        item,
+        value: Any = None,
+        key: tuple[str, str] | None = None,
+        order: int = 0,
     ) -> bool:
         """Acts with the action's retries; True when done (or queued for the broker). For an output's
-        writer (``key``), a failed value is not retried once a newer one waits for the same output: it is
-        counted ``superseded`` and False returned at once, so the PLC never gets the older value after
-        (or instead of) the newer one; a newer value arriving during the backoff ends it."""
+        writer (``key``, the value's ``order``), a failed value is not retried once a newer one is decided
+        for the same output node (by this writer or another): it is counted ``superseded`` and False
+        returned at once, so the PLC never gets the older value after (or instead of) the newer one; a
+        newer value arriving during the backoff ends it, and a value older than one already written to
+        the node is not sent at all."""
         st = self.stats[name]
+        node = _output_node(name, action) if key is not None else None
+
+        def moot() -> bool:  # a newer value for this output node is decided, or one was written already
+            return node is not None and (
+                self._newest.get(node, -1) > order or self._written.get(node, -1) > order
+            )
+
         for attempt in range(1, action.retry.max_attempts + 1):
+            if node is not None and self._written.get(node, -1) > order:
+                st["superseded"] += 1  # a newer value reached the node meanwhile: this one never goes out
+                return False
             try:
                 outcome = await self._do(name, action, result, item, value)
                 st["queued" if outcome == "queued" else "ok"] += 1  # queued: held until the broker is back
+                if node is not None:
+                    self._written[node] = max(self._written.get(node, -1), order)
                 self._said.pop(name, None)  # a later refusal is news again
                 return True
             except Exception as exc:
@@ -248,7 +285,7 @@ class ActionRunner:
                     st["failed"] += 1
                     self._cannot(name, exc)
                     return False
-                if key is not None and key in self._desired:
+                if moot():
                     st["superseded"] += 1  # a newer value waits: that one is written, not this one
                     return False
                 if attempt == action.retry.max_attempts:
@@ -261,7 +298,7 @@ class ActionRunner:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(action.retry.backoff_s * attempt):
                             await self._output_wake[key].wait()  # set by a newer value
-                    if key in self._desired:
+                    if moot():
                         st["superseded"] += 1
                         return False
                 st["retried"] += 1
@@ -448,6 +485,16 @@ def _save(ctx: ActionRunner, name: str, action: SaveSampleAction, result: Result
     else:
         np.save(folder / f"{stem}.npy", item.waveform.astype(np.float32))
     (folder / f"{stem}.json").write_text(json_codec.dumps(result.to_json_dict()))
+
+
+def _output_node(name: str, action: OutputAction) -> tuple:
+    """The PLC output an output action writes: its OPC UA node or Sparkplug metric (another output type:
+    its own)."""
+    if isinstance(action, OpcUaWriteAction):
+        return ("opcua", action.source, action.node_id)
+    if isinstance(action, SparkplugCommandAction):
+        return ("sparkplug", action.source, action.group, action.edge_node, action.device, action.metric)
+    return ("action", name)
 
 
 def _alarm_outputs(action: AlarmAction) -> list[str]:

@@ -18,9 +18,9 @@ from edge_agent.types import Result
 from tests.support.peers import free_port, opcua_server
 
 
-def _result(verdict: str, seq: int) -> Result:
+def _result(verdict: str, seq: int, pipeline: str = "p") -> Result:
     return Result(
-        pipeline="p",
+        pipeline=pipeline,
         source="plc",
         item_seq=seq,
         captured_at=time.time(),
@@ -107,3 +107,71 @@ async def test_a_failed_output_value_is_dropped_when_a_newer_one_waits_and_the_n
     for name in names:
         st = runner.stats[name]
         assert (st["superseded"], st["ok"], st["failed"]) == (1, 1, 0), (name, dict(st))
+
+
+async def test_an_older_value_from_another_pipeline_never_lands_after_a_newer_one_on_the_same_node():
+    """Two pipelines (two cameras at one reject gate) share one output node: the value decided last wins
+    there too, whichever pipeline decided it."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")  # not started: the PLC is away
+    await (await obj.add_variable(ua.NodeId("Gate", idx), "Gate", False)).set_writable()
+    writes: list[object] = []
+
+    async def on_write(event, _dispatcher) -> None:
+        for wv, status in zip(event.request_params.NodesToWrite, event.response_params, strict=True):
+            if status.is_good() and wv.NodeId == ua.NodeId("Gate", idx):
+                writes.append(wv.Value.Value.Value)
+
+    srv.subscribe_server_callback(CallbackType.PostWrite, on_write)
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw"},
+            "sources": {
+                "plc": {
+                    "type": "opcua",
+                    "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/",
+                    "reconnect_initial_s": 0.1,
+                    "reconnect_max_s": 0.2,
+                    "connect_timeout_s": 2.0,
+                    "keepalive_check_s": 0.3,
+                }
+            },
+            "actions": {
+                "gate": {
+                    "type": "opcua_write",
+                    "source": "plc",
+                    "node_id": f"ns={idx};s=Gate",
+                    "when": {"verdict": "NG"},
+                    "reset_value": False,
+                    "retry": {"max_attempts": 3, "backoff_s": 5.0},
+                }
+            },
+        }
+    )
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    await src.start()
+    runner = ActionRunner(cfg, {"plc": src})
+    try:
+        await runner.handle(["gate"], _result("NG", 0, "camera_a"), None)  # True: fails, waits 5 s
+        await asyncio.sleep(0.1)
+        await srv.start()
+        for _ in range(100):
+            if src.state.value == "connected":
+                break
+            await asyncio.sleep(0.02)
+        assert src.state.value == "connected", src.stats.last_error
+        await runner.handle(["gate"], _result("OK", 1, "camera_b"), None)  # False, decided later
+        for _ in range(75):
+            if writes:
+                break
+            await asyncio.sleep(0.02)
+        await runner.flush(timeout_s=12)
+        await asyncio.sleep(0.1)
+    finally:
+        await src.stop()
+        await srv.stop()
+    # before: camera_a's True was retried 5 s later, after camera_b's False: the gate ended open on a
+    # decision older than the one the PLC had already received
+    assert writes == [False], writes
+    st = runner.stats["gate"]
+    assert (st["superseded"], st["ok"], st["failed"]) == (1, 1, 0), dict(st)
