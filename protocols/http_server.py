@@ -30,7 +30,8 @@ computed one at a time, and after each the server rests ``1/cpu_share - 1`` time
 a request within ``max(min_age_s, that rest)`` of the last computation of the same key gets that
 answer, and while another answer is being computed (or the server rests) a request gets the last one
 of its key if it is at most ``wait_s`` old; only a request with nothing to share waits (at most
-``wait_s``, then ``AnswerBusy``: answer 503).
+``wait_s``, then ``AnswerBusy``: answer 503). What is kept is bounded (``max_keys`` answers,
+``max_bytes`` in all; the least recently computed go first), whatever keys clients make up.
 """
 
 from __future__ import annotations
@@ -219,21 +220,29 @@ class AnswerBusy(Exception):
 
 
 class _Kept(Generic[T]):
-    __slots__ = ("value", "at", "keep")
+    __slots__ = ("value", "at", "keep", "size")
 
     def __init__(self, value: T, at: float, keep: float) -> None:
         self.value, self.at, self.keep = value, at, keep
+        self.size = len(value) if isinstance(value, bytes | bytearray) else sys.getsizeof(value)
 
 
 class Answers(Generic[T]):
     """Answers computed one at a time, with a rest after each, and shared by key (see the module text)."""
 
     def __init__(
-        self, *, min_age_s: float = 0.5, cpu_share: float = 0.2, wait_s: float = 5.0, max_keys: int = 64
+        self,
+        *,
+        min_age_s: float = 0.5,
+        cpu_share: float = 0.2,
+        wait_s: float = 5.0,
+        max_keys: int = 64,
+        max_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         if not 0 < cpu_share <= 1:
             raise ValueError(f"cpu_share {cpu_share}: expected a share of one core in (0, 1]")
-        self.min_age_s, self.wait_s, self.max_keys = min_age_s, wait_s, max_keys
+        self.min_age_s, self.wait_s, self.max_keys, self.max_bytes = min_age_s, wait_s, max_keys, max_bytes
+        self.kept_bytes = 0  # the size of the answers kept (bytes answers; others count by sys.getsizeof)
         self._rest_factor = 1 / cpu_share - 1
         self._compute = threading.Lock()  # one computation at a time
         self._kept_lock = threading.Lock()
@@ -290,10 +299,14 @@ class Answers(Generic[T]):
                 self.computed += 1
                 self.compute_s += t1 - t0
             with self._kept_lock:
-                self._kept[key] = _Kept(value, t1, max(self.min_age_s, (t1 - t0) * self._rest_factor))
-                self._kept.move_to_end(key)
-                while len(self._kept) > self.max_keys:
-                    self._kept.popitem(last=False)
+                old = self._kept.pop(key, None)
+                self.kept_bytes -= old.size if old is not None else 0
+                new = self._kept[key] = _Kept(value, t1, max(self.min_age_s, (t1 - t0) * self._rest_factor))
+                self.kept_bytes += new.size
+                while len(self._kept) > 1 and (
+                    len(self._kept) > self.max_keys or self.kept_bytes > self.max_bytes
+                ):  # the least recently computed go first; the newest is kept whatever its size
+                    self.kept_bytes -= self._kept.popitem(last=False)[1].size
             return value
         finally:
             self._compute.release()

@@ -349,3 +349,28 @@ def test_a_large_registry_file_goes_out_in_pieces_not_read_whole_into_memory(tmp
         store.close()
     assert (r.status, r.getheader("Content-Type"), got) == (200, "application/octet-stream", size)
     assert peak < size // 4, peak
+
+
+class _NgBoard:
+    """NG images of 1 MB each (a 1080p heat map as PNG is 1-3 MB)."""
+
+    def ng_png(self, index: int) -> bytes:
+        return bytes([index % 256]) * 1_000_000
+
+
+def test_answers_kept_for_sharing_stay_within_their_memory_bound_whatever_urls_a_client_makes_up():
+    """An NG image is kept per URL with its query (the page names the part's seq in it): a client asking for
+    ``/api/ng/0.png?1``, ``?2``, ... makes a new key each time, and 1-MB images; what is kept stays under
+    32 MB and 64 answers, the newest first, and each answer is the image asked for."""
+    agent = _CostlyAgent(cost_s=0.0)
+    agent.board = _NgBoard()  # type: ignore[assignment]
+    s = StatusServer(agent, "127.0.0.1", 0)
+    s.start()
+    try:
+        for i in range(40):
+            code, _, body = _get(s.port, f"/api/ng/{i % 3}.png?{i}")
+            assert code == 200 and body == bytes([i % 3]) * 1_000_000
+        kept = s.answers.kept_bytes
+    finally:
+        s.stop()
+    assert 30_000_000 <= kept <= 32 * 1024 * 1024, kept
