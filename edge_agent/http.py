@@ -71,7 +71,6 @@ class StatusServer:
             timeout = deadline_s  # a socket timeout for every read and write of the request
 
             def do_GET(self) -> None:
-                self._began = False  # a byte of the answer went out: no other answer can follow
                 try:
                     self._answer()
                 except _ClientGone:  # nobody left to answer: count it, close quietly
@@ -139,7 +138,7 @@ class StatusServer:
                 self._send(200, ctype, body)
 
             def _send(self, code: int, ctype: str, body: bytes) -> None:
-                self._began = True
+                """The one answer of this request: every answer is computed whole before a byte goes out."""
                 try:
                     self.send_response(code)
                     self.send_header("Content-Type", ctype)
