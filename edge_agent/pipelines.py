@@ -56,8 +56,9 @@ NO_WINDOWS: tuple = ()  # what most readings complete: no allocation on the per-
 _EMPTY = np.zeros(0, dtype=np.float64)
 
 _FIXES = {
-    "bad_input": "the input does not fit the model: check the pipeline's window (waveform, scalars, size) "
-    "against the model's inputs with `edge-agent validate`",
+    "bad_input": "the input does not fit the model: for a camera, its frame size against the model's roi or "
+    "tiles (a camera set to another resolution); for signals, the pipeline's window (waveform, scalars, "
+    "size); check with `edge-agent validate`",
     "engine_error": "the engine failed on this input; check the model package (model_packager inspect)",
     "nonfinite_output": "the model produced NaN/Inf; check the inputs' range or roll the model back",
     "no_model": "the model slot has no model loaded; see models on the status page",
