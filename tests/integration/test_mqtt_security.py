@@ -120,8 +120,7 @@ async def test_mutual_tls_subscription_receives_json(tls_broker):
     )
     await src.start()
     try:
-        await asyncio.wait_for(src.connected.wait(), 5)
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(src.subscribed.wait(), 10)  # the SUBACK: nothing published is missed
         pub = paho.Client(CallbackAPIVersion.VERSION2)
         pub.connect("127.0.0.1", broker.port)
         pub.loop_start()

@@ -35,11 +35,14 @@ class Results:
     def __init__(self, port: int) -> None:
         self.got: list[dict] = []
         self.lock = threading.Lock()
+        self.subscribed = threading.Event()
         self.c = paho.Client(CallbackAPIVersion.VERSION2)
         self.c.on_message = self._on
+        self.c.on_subscribe = lambda *a: self.subscribed.set()
         self.c.connect("127.0.0.1", port)
         self.c.subscribe("factory/+/+/+/results/#", 1)
         self.c.loop_start()
+        assert self.subscribed.wait(10), "the results subscriber got no SUBACK"
 
     def _on(self, client, userdata, msg) -> None:
         with self.lock:
@@ -103,7 +106,8 @@ async def test_one_second_blocks_give_every_window_and_an_outage_starts_them_afr
 
     try:
         await agent.start()
-        await asyncio.wait_for(agent.sources["daq"].connected.wait(), 5)
+        # subscribed, not only connected: a block published between the two is not delivered to the agent
+        await asyncio.wait_for(agent.sources["daq"].subscribed.wait(), 10)
         for k in range(3):  # three contiguous seconds, as the device sends them (one a second)
             block(t0 + k)
             done = (k + 1) * BLOCK // SIGNAL_WINDOW  # 4, 9, 14: windows run on across the blocks

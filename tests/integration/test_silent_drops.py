@@ -96,8 +96,9 @@ async def test_each_silent_drop_warns_once_with_its_fix_and_is_counted(
     pub.loop_start()
     try:
         await agent.start()
-        await asyncio.wait_for(agent.sources["broker"].connected.wait(), 5)
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(
+            agent.sources["broker"].subscribed.wait(), 10
+        )  # the SUBACK: nothing published is missed
         for i in range(30):
             pub.publish("plant/line1/press", b"not json %d" % i, qos=1)
 
@@ -241,8 +242,9 @@ async def test_a_sparkplug_source_no_pipeline_reads_is_still_decoded_and_asks_fo
     )
     try:
         await agent.start()
-        await asyncio.wait_for(agent.sources["bus"].connected.wait(), 5)
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(
+            agent.sources["bus"].subscribed.wait(), 10
+        )  # the SUBACK: nothing published is missed
         node.publish(
             "spBv1.0/g1/NDATA/n1",
             sp.encode(sp.Payload(1, 3, [sp.Metric("t", None, sp.DataType.DOUBLE, 1.0)])),
