@@ -14,22 +14,11 @@ from edge_agent.config import parse_config
 from edge_agent.types import Result
 from simulators.machine import MachineServer
 from tests.support.peers import free_port
+from tests.support.results import result
 
 
 def _result(verdict: str, seq: int) -> Result:
-    return Result(
-        pipeline="p",
-        source="machine",
-        item_seq=seq,
-        captured_at=time.time(),
-        model="m",
-        model_version="1",
-        engine="e",
-        verdict=verdict,
-        score=1.0,
-        label="x",
-        finished_at=time.time(),
-    )
+    return result(verdict, seq, source="machine", label="x", finished_at=time.time())
 
 
 async def test_a_raise_that_failed_is_dropped_when_the_clear_comes_and_the_mirror_ends_clear():

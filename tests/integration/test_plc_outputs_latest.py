@@ -16,20 +16,11 @@ from edge_agent.actions import ActionRunner
 from edge_agent.config import parse_config
 from edge_agent.types import Result
 from tests.support.peers import free_port, opcua_server
+from tests.support.results import result
 
 
 def _result(verdict: str, seq: int, pipeline: str = "p") -> Result:
-    return Result(
-        pipeline=pipeline,
-        source="plc",
-        item_seq=seq,
-        captured_at=time.time(),
-        model="m",
-        model_version="1",
-        engine="e",
-        verdict=verdict,
-        score=1.0,
-    )
+    return result(verdict, seq, pipeline=pipeline)
 
 
 async def test_a_failed_output_value_is_dropped_when_a_newer_one_waits_and_the_newer_goes_out_at_once():

@@ -19,20 +19,11 @@ from edge_agent.actions import ActionRunner
 from edge_agent.config import parse_config
 from edge_agent.types import Result
 from tests.support.peers import free_port, opcua_server
+from tests.support.results import result
 
 
 def _result(verdict: str, seq: int) -> Result:
-    return Result(
-        pipeline="p",
-        source="plc",
-        item_seq=seq,
-        captured_at=time.time(),
-        model="m",
-        model_version="1",
-        engine="e",
-        verdict=verdict,
-        score=1.0,
-    )
+    return result(verdict, seq)
 
 
 async def _plc(add):

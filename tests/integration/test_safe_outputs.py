@@ -20,6 +20,7 @@ from edge_agent.config import parse_config
 from edge_agent.types import Result
 from simulators.machine import NAMESPACE_URI, MachineServer
 from tests.support.peers import free_port, opcua_server
+from tests.support.results import result
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -223,16 +224,8 @@ async def test_validate_online_checks_nodes_writability_and_type(machine, tmp_pa
 
 
 def _result(verdict: str, seq: int) -> Result:
-    return Result(
-        pipeline="inspect",
-        source="cam",
-        item_seq=seq,
-        captured_at=time.time(),
-        model="m",
-        model_version="1.0.0",
-        engine="onnxruntime",
-        verdict=verdict,
-        score=0.9,
+    return result(
+        verdict, seq, pipeline="inspect", source="cam", model_version="1.0.0", engine="onnxruntime", score=0.9
     )
 
 
