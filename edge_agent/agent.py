@@ -374,7 +374,9 @@ class Agent:
         if self.cfg.http.enabled:
             from edge_agent.http import StatusServer
 
-            self.http = StatusServer(self, self.cfg.http.host, self.cfg.http.port)
+            self.http = StatusServer(
+                self, self.cfg.http.host, self.cfg.http.port, allowed_hosts=self.cfg.http.allowed_hosts
+            )
             self.http.start()
         self._event(Event(EventKind.STARTED, pipelines=[p.name for p in self.pipelines]))
         log.info(

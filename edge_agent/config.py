@@ -162,6 +162,13 @@ class HttpSettings(_Model):
         8090, ge=0, le=65535, description="status page, /status JSON and /metrics; 0 = any free port"
     )
     enabled: bool = True
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="host names the status page may be reached under, besides any IP address, localhost "
+        "and this machine's name; a request naming another host is refused (421), so that a web page in a "
+        "browser on the plant network cannot read the agent through DNS rebinding",
+    )
 
 
 class QueuePolicy(enum.StrEnum):

@@ -45,6 +45,37 @@ ANSWER_MIN_AGE_S = 0.5  # an answer is shared for at least this long (the page p
 CPU_SHARE = 0.2  # of one core, at most, spent computing answers
 
 
+def known_host_names(bind_host: str, allowed: list[str] | tuple[str, ...]) -> frozenset[str]:
+    """The names (lower case) a request's Host may give besides an IP address: ``localhost``, this
+    machine's name, the bound host when it is a name, and ``http.allowed_hosts``."""
+    import socket
+
+    own = socket.gethostname().lower()  # no DNS lookup (getfqdn may wait on a resolver)
+    names = {"localhost", own, own.split(".", 1)[0], bind_host.lower(), *(a.lower() for a in allowed)}
+    return frozenset(n for n in names if n)
+
+
+def host_allowed(header: str | None, names: frozenset[str]) -> bool:
+    """A request's ``Host`` is an IP address (any), or one of ``names``; no Host at all (HTTP/1.0
+    tools) is let through. A page of another site in a browser on the plant network reaches the agent
+    only under that site's name (DNS rebinding), which is refused: browsers always send it."""
+    import ipaddress
+
+    if not header:
+        return True
+    h = header.strip().lower()
+    if h.startswith("["):  # [v6]:port
+        h = h[1 : h.find("]")] if "]" in h else h
+    elif h.count(":") == 1:
+        h = h.rsplit(":", 1)[0]
+    h = h.rstrip(".")
+    try:
+        ipaddress.ip_address(h)
+        return True
+    except ValueError:
+        return h in names
+
+
 class _ClientGone(Exception):
     """The client closed or reset the connection while its answer was written."""
 
@@ -60,8 +91,10 @@ class StatusServer:
         deadline_s: float = DEADLINE_S,
         min_age_s: float = ANSWER_MIN_AGE_S,
         cpu_share: float = CPU_SHARE,
+        allowed_hosts: list[str] | tuple[str, ...] = (),
     ) -> None:
         self.agent = agent
+        names = known_host_names(host, allowed_hosts)
         self.answers: Answers[bytes] = Answers(
             min_age_s=min_age_s, cpu_share=cpu_share, wait_s=deadline_s / 2
         )
@@ -108,6 +141,13 @@ class StatusServer:
                 return None
 
             def _answer(self) -> None:
+                if not host_allowed(self.headers.get("Host"), names):
+                    return self._send(
+                        421,
+                        "text/plain; charset=utf-8",
+                        b"this agent does not answer to that host name; "
+                        b"add it to the config's http.allowed_hosts\n",
+                    )
                 path = self.path.split("?", 1)[0]
                 if path in ("/", "/index.html"):
                     body = (

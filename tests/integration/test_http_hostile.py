@@ -374,3 +374,40 @@ def test_answers_kept_for_sharing_stay_within_their_memory_bound_whatever_urls_a
     finally:
         s.stop()
     assert 30_000_000 <= kept <= 32 * 1024 * 1024, kept
+
+
+def _get_as(port: int, path: str, host: str) -> int:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        c.request("GET", path, headers={"Host": host})
+        r = c.getresponse()
+        r.read()
+        return r.status
+    finally:
+        c.close()
+
+
+def test_a_page_reached_under_another_sites_name_is_refused_dns_rebinding():
+    """Before: any Host was answered, so a web page of another site open in a browser on the plant network could
+    point its own name at the gateway (DNS rebinding) and read /status, tags and NG images from the page's own
+    origin. A Host that is an IP address, localhost, this machine's name or an allowed name is answered; any
+    other name gets 421."""
+    agent = _CostlyAgent(cost_s=0.0)
+    s = StatusServer(agent, "0.0.0.0", 0, allowed_hosts=["gateway.plant.example"])
+    s.start()
+    try:
+        for host in (
+            f"127.0.0.1:{s.port}",
+            "10.0.0.7",
+            f"[::1]:{s.port}",
+            "localhost",
+            f"{socket.gethostname()}:{s.port}",
+            "Gateway.Plant.Example:8090",
+        ):
+            assert _get_as(s.port, "/status", host) == 200, host
+        for host in ("attacker.example", f"evil.example:{s.port}", "gateway.plant.example.evil.example"):
+            assert _get_as(s.port, "/status", host) == 421, host
+            assert _get_as(s.port, "/", host) == 421, host
+        assert _get(s.port, "/status")[0] == 200
+    finally:
+        s.stop()
