@@ -282,7 +282,9 @@ def test_a_process_out_of_file_descriptors_does_not_spin_on_accept_and_serves_ag
     assert r.returncode == 0, r.stderr[-2000:]
     got = json.loads(r.stdout.splitlines()[-1])
     assert got["cpu_s"] < 0.05, got  # the former loop: about 0.25 s of CPU in these 0.5 s
-    assert got["answer"].startswith("HTTP/1.0 200") and got["after_s"] < 1.0, got
+    assert got["answer"].startswith("HTTP/1.0 200") and got["after_s"] < 5.0, (
+        got
+    )  # served again (backoff ≤ 0.5 s)
     assert r.stderr.count("cannot accept a connection: Too many open files") == 1, r.stderr[-2000:]
 
 
