@@ -150,29 +150,10 @@ def pixels_in(fp32: Path, out: Path, calib: np.ndarray) -> Path:
     QuantizeLinear removed so the graph input is the uint8 tensor its DequantizeLinear reads."""
     import onnx
     from onnx import TensorProto, numpy_helper
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(calib[i : i + 1] for i in range(len(calib)))
+    from cloud_trainer.train.onnx_tools import quantize
 
-        def get_next(self):
-            x = next(self.it, None)
-            return None if x is None else {"image": x}
-
-    pre, q = out.with_name("pre.onnx"), out.with_name("qdq.onnx")
-    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-    quantize_static(
-        str(pre),
-        str(q),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        reduce_range=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
+    q = quantize(fp32, out.with_name("qdq.onnx"), calib, "image", activations="u8")
     m = onnx.load(str(q))
     g = m.graph
     name = g.input[0].name
