@@ -19,8 +19,8 @@ otherwise ignored: no ``500`` is written to the dead socket and no traceback rea
 is sent only while nothing of the answer has been sent; it names the kind of error only (its text may
 hold a server path), and the error is counted (``outcome="failed"``) and logged, a warning once per kind.
 
-Serving never takes the agent's CPU from its inference (``protocols.http_server.Answers``): ``/status``
-(with a full outbox, a scan of the whole database), ``/metrics``, the heat-map PNGs and the spectra are
+Serving never takes the agent's CPU from its inference (``protocols.http_server.Answers``): ``/status``,
+``/metrics``, the heat-map PNGs and the spectra are
 computed one at a time, the server rests 4x as long as each took before it computes the next (at most a
 fifth of one core however many clients ask, however often), and every request in between gets the
 answer last computed for its path (at least ``ANSWER_MIN_AGE_S`` old before it is computed again; the

@@ -186,6 +186,12 @@ class Outbox:
         self._wal_bytes = 1 << 20
         self.appended = 0
         self.acked = 0
+        # Committed rows per (kind, priority), kept exact on commit, ack and drop (each delete counts what
+        # its own DELETE ... RETURNING removed) and rebuilt once at open: stats() reads no table.
+        self._counts: Counter = Counter()
+        self._oldest: int | None = None  # the smallest committed seq; None: none, or to be read again
+        self._oldest_stale = False  # a delete may have removed it: stats() reads MIN(seq) once
+        self._oldest_gen = 0  # bumped by every commit and delete: a MIN(seq) read across one is not kept
         # Bounded: when the writer falls behind, append() waits (back-pressure) instead of holding an
         # unbounded amount of uncommitted data in memory.
         self._q: queue.Queue = queue.Queue(maxsize=2 * settings.commit_batch)
@@ -332,7 +338,7 @@ class Outbox:
             db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             db.execute("VACUUM")
         self._committed_seq = self._seq
-        self._bytes = db.execute("SELECT COALESCE(SUM(size), 0) FROM records").fetchone()[0]
+        self._rebuild_counts(db)
         self._sweep_samples(db)
         self._stop.clear()
         self._writer = threading.Thread(target=self._write_loop, name="outbox-writer", daemon=True)
@@ -353,6 +359,28 @@ class Outbox:
             self._notices.append(evt)
             self._drain_notices()
         return db
+
+    def _rebuild_counts(self, db) -> None:
+        """The in-memory counts from the table (once at open: one pass over the priority index)."""
+        rows = db.execute(
+            "SELECT kind, priority, COUNT(*), COALESCE(SUM(size), 0) FROM records GROUP BY kind, priority"
+        ).fetchall()
+        oldest = db.execute("SELECT MIN(seq) FROM records").fetchone()[0]
+        with self._lock:
+            self._counts = Counter({(k, p): n for k, p, n, _ in rows})
+            self._bytes = sum(r[3] for r in rows)
+            self._oldest, self._oldest_stale = oldest, False
+            self._oldest_gen += 1
+
+    def _count_deleted(self, rows: list) -> None:
+        """Take rows a DELETE ... RETURNING removed (``(seq, kind, priority, ...)``) off the counts; under
+        ``self._lock``."""
+        for r in rows:
+            self._counts[(r[1], r[2])] -= 1
+        if rows:
+            self._oldest_gen += 1
+            if self._oldest is None or any(r[0] == self._oldest for r in rows):
+                self._oldest, self._oldest_stale = None, True
 
     def _sweep_samples(self, db) -> None:
         """Remove sample files no row references (written just before a kill -9) and count the rest."""
@@ -674,6 +702,11 @@ class Outbox:
                 with self._lock:
                     self._unpersisted.subtract(persisted)
                     self._unpersisted = +self._unpersisted
+                    for b in batch:
+                        self._counts[(b[1], b[2])] += 1
+                    self._oldest_gen += 1
+                    if self._oldest is None and not self._oldest_stale:  # seqs only grow: the rest are older
+                        self._oldest = batch[0][0]
                 if self._failing:
                     self._failing = False
                     log.warning(
@@ -797,18 +830,18 @@ class Outbox:
         if not rows:
             return
         seqs = [r[0] for r in rows]
-        by_kind = Counter(f"{reason}:{r[1]}" for r in rows)
         with self._lock:
-            size = 0
-            db.execute("BEGIN")
+            gone: list = []  # what this DELETE removed (a row acked meanwhile is not dropped, nor counted)
+            db.execute("BEGIN IMMEDIATE")
             try:
                 for i in range(0, len(seqs), 500):
                     part = seqs[i : i + 500]
                     q = ",".join("?" * len(part))
-                    size += db.execute(
-                        f"SELECT COALESCE(SUM(size), 0) FROM records WHERE seq IN ({q})", part
-                    ).fetchone()[0]
-                    db.execute(f"DELETE FROM records WHERE seq IN ({q})", part)
+                    gone += db.execute(
+                        f"DELETE FROM records WHERE seq IN ({q}) RETURNING seq, kind, priority, size, sample_sha256",
+                        part,
+                    ).fetchall()
+                by_kind = Counter(f"{reason}:{r[1]}" for r in gone)
                 for key, n in by_kind.items():  # the counts are durable with the drop itself
                     db.execute(
                         "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
@@ -821,13 +854,14 @@ class Outbox:
                     with contextlib.suppress(sqlite3.Error):
                         db.execute("ROLLBACK")
                 raise
-            self._bytes -= size
+            self._bytes -= sum(r[3] for r in gone)
+            self._count_deleted(gone)
             self.dropped.update(by_kind)
             self.dropped_total.update(by_kind)
-            self._drops.setdefault(reason, []).extend((r[0], r[1]) for r in rows)
-        for _, _kind, sha in rows:
-            if sha:
-                self._maybe_remove_sample(db, sha)
+            if gone:
+                self._drops.setdefault(reason, []).extend((r[0], r[1]) for r in gone)
+        for sha in {r[4] for r in gone if r[4]}:
+            self._maybe_remove_sample(db, sha)
 
     def _maybe_remove_sample(self, db, sha: str) -> None:
         if not db.execute("SELECT 1 FROM records WHERE sample_sha256 = ? LIMIT 1", (sha,)).fetchone():
@@ -878,25 +912,25 @@ class Outbox:
         if not seqs:
             return 0
         db = self._reader()
-        rows = []
-        for i in range(0, len(seqs), 500):
-            part = seqs[i : i + 500]
-            q = ",".join("?" * len(part))
-            rows += db.execute(
-                f"SELECT seq, sample_sha256, size FROM records WHERE seq IN ({q})", part
-            ).fetchall()
-            db.execute(f"DELETE FROM records WHERE seq IN ({q})", part)
-        db.commit()
-        for _, sha, _ in rows:
-            if (
-                sha
-                and not db.execute("SELECT 1 FROM records WHERE sample_sha256 = ? LIMIT 1", (sha,)).fetchone()
-            ):
-                self._unlink_sample(sha)
-        db.close()
-        with self._lock:
-            self._bytes -= sum(r[2] for r in rows)
-            self.acked += len(rows)
+        rows: list = []  # exactly what this DELETE removed: the counts stay exact beside a concurrent drop
+        try:
+            for i in range(0, len(seqs), 500):
+                part = seqs[i : i + 500]
+                q = ",".join("?" * len(part))
+                rows += db.execute(
+                    f"DELETE FROM records WHERE seq IN ({q}) RETURNING seq, kind, priority, size, sample_sha256",
+                    part,
+                ).fetchall()
+            db.commit()
+            with self._lock:
+                self._bytes -= sum(r[3] for r in rows)
+                self._count_deleted(rows)
+                self.acked += len(rows)
+            for sha in {r[4] for r in rows if r[4]}:
+                if not db.execute("SELECT 1 FROM records WHERE sample_sha256 = ? LIMIT 1", (sha,)).fetchone():
+                    self._unlink_sample(sha)
+        finally:
+            db.close()
         return len(rows)
 
     def refuse(self, seqs: list[int]) -> int:
@@ -916,14 +950,36 @@ class Outbox:
         return len(rows)
 
     def stats(self) -> dict:
-        db = self._reader()
-        rows = db.execute("SELECT kind, COUNT(*), MIN(seq) FROM records GROUP BY kind").fetchall()
-        db.close()
-        by_kind = {k: n for k, n, _ in rows}
+        """The outbox's counts, from memory (no table is read: microseconds at any depth; after an ack or a
+        drop took the oldest row, one ``MIN(seq)`` on the primary key)."""
+        with self._lock:
+            counts = +self._counts
+            stale, gen = self._oldest_stale, self._oldest_gen
+        if stale and self._db is not None:
+            try:
+                db = self._reader()
+                try:
+                    oldest = db.execute("SELECT MIN(seq) FROM records").fetchone()[0]
+                finally:
+                    db.close()
+            except sqlite3.Error:  # the store is unreadable: the counts are still right
+                oldest = None
+            else:
+                with self._lock:
+                    if self._oldest_gen == gen:  # nothing committed or deleted meanwhile: it holds
+                        self._oldest, self._oldest_stale = oldest, False
+        else:
+            oldest = self._oldest
+        by_kind: Counter = Counter()
+        by_priority: Counter = Counter()
+        for (kind, prio), n in counts.items():
+            by_kind[kind] += n
+            by_priority[prio] += n
         return {
-            "depth": sum(by_kind.values()),
-            "by_kind": by_kind,
-            "oldest_seq": min((r[2] for r in rows), default=None),
+            "depth": sum(counts.values()),
+            "by_kind": dict(by_kind),
+            "by_priority": dict(sorted(by_priority.items())),
+            "oldest_seq": oldest,
             "bytes": self._bytes,
             "last_seq": self._seq,
             "epoch": self.epoch,
