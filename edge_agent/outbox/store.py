@@ -208,7 +208,8 @@ class Outbox:
         self._failing = False  # the last commit failed (disk full, I/O error): logged once per burst
         self._failed_in_burst = 0
         self._fail_reason = ""
-        self._unpersisted: Counter = Counter()  # write_failed counts not yet in the database's meta
+        self._unpersisted: Counter = Counter()  # drop counts (write_failed, oversize) not yet in the meta
+        self._oversize_told = -1e9  # when an oversize record was last logged
         self._executor: ThreadPoolExecutor | None = None  # the async face's own thread (created by open())
         self._executor_thread: threading.Thread | None = None
 
@@ -456,6 +457,10 @@ class Outbox:
         )
         sha = None
         size = len(body)
+        if size + (len(sample) if sample is not None else 0) > self.max_record_bytes:
+            # it could never be kept within the budget (or would push everything else out): refused before
+            # any byte is written, and without waiting for room that its own size would never leave
+            return self._refuse_oversize(kind, size + (len(sample) if sample is not None else 0))
         if sample is not None:
             sha = hashlib.sha256(sample).hexdigest()
             p = self.samples_dir / sha
@@ -478,10 +483,12 @@ class Outbox:
         prio = PRIORITY.get(kind, 1) if priority is None else priority
         if self._notices:
             self._drain_notices()
-        if self._pending_bytes > self.s.max_bytes // 16:  # back-pressure in bytes too: bounds what is on disk
-            with self._committed:  # (sample files) or in memory before its commit
+        # back-pressure in bytes too: bounds what is on disk (sample files) or in memory before its commit;
+        # it waits for the records handed over before this one (its own bytes are committed only after it)
+        if self._pending_bytes - size > self.s.max_bytes // 16:
+            with self._committed:
                 self._committed.wait_for(
-                    lambda: self._pending_bytes <= self.s.max_bytes // 16 or self._stop.is_set(), 10
+                    lambda: self._pending_bytes - size <= self.s.max_bytes // 16 or self._stop.is_set(), 10
                 )
         with self._append_lock:  # seq order == queue order, so the writer commits in seq order
             seq = self._seq + 1
@@ -502,6 +509,40 @@ class Outbox:
             self.appended += 1
         if self.s.fsync is FsyncPolicy.ALWAYS:
             self._wait_committed(seq)
+        return seq
+
+    @property
+    def max_record_bytes(self) -> int:
+        """The largest record (body and sample bytes) the outbox takes: 1/16 of its budget, the most it holds
+        in hand-over before a commit."""
+        return self.s.max_bytes // 16
+
+    def _refuse_oversize(self, kind: str, size: int) -> int:
+        """A record larger than ``max_record_bytes``: it takes its seq (the cloud sees the gap, with cause
+        ``budget``) and is counted as ``budget:<kind>``, a warning logged at most once a minute."""
+        with self._append_lock:
+            seq = self._seq = self._seq + 1
+        key = f"budget:{kind}"
+        with self._lock:
+            self.dropped[key] += 1
+            self.dropped_total[key] += 1
+            self._unpersisted[key] += 1  # durable with the next commit
+            self._drops.setdefault("budget", []).append((seq, kind))
+            now = time.monotonic()
+            tell = now - self._oversize_told >= 60
+            if tell:
+                self._oversize_told = now
+        if tell:
+            log.warning(
+                "outbox %s: a %s record of %d bytes is larger than %d bytes (1/16 of outbox.max_bytes %d) and "
+                "was dropped (counted as budget:%s); raise outbox.max_bytes or send smaller records",
+                self.dir,
+                kind,
+                size,
+                self.max_record_bytes,
+                self.s.max_bytes,
+                kind,
+            )
         return seq
 
     def _lose(self, kind: str, exc: BaseException | None, seq: int | None = None) -> int:
