@@ -1,7 +1,8 @@
 """Model-side checks of a package: the ONNX graph against the manifest, golden runs on each engine.
 
 ``check_spec`` compares the manifest's inputs/outputs with the ONNX graph (names, dtypes, ranks,
-fixed dimensions; a symbolic dimension on either side matches any size). ``run_engine`` runs a
+fixed dimensions; a symbolic dimension on either side matches any size) and refuses a model that
+keeps tensors in another file (ONNX external data). ``run_engine`` runs a
 model on ONNX Runtime or OpenVINO (imported lazily); ``compare`` measures the largest deviation
 from the expected outputs and whether it is within ``atol + rtol * |expected|`` (NaN matches NaN,
 so that a golden file of a model that emits NaN still verifies; the agent's health check is what
@@ -34,19 +35,34 @@ ENGINES = _runtimes.ENGINES
 
 
 def _graph_io(
-    model_path: Path, data: bytes | None = None
+    model_path: Path, data: bytes | None = None, where: str = ""
 ) -> tuple[dict[str, tuple[str, list]], dict[str, tuple[str, list]]]:
     # read without the onnx package (model_packager.onnx_graph): the agent runs this at install
-    from model_packager.onnx_graph import graph_io
+    from model_packager.onnx_graph import external_data, graph_io
 
     try:
         if data is None:
             data = model_path.read_bytes()
         g_in, g_out = graph_io(data)
+        outside = external_data(data)
     except (OSError, ValueError) as exc:
         raise SpecMismatchError(
-            f"{printable(model_path.name)}: not a readable ONNX model ({printable(exc)})", code="bad_model"
+            f"{where}{printable(model_path.name)}: not a readable ONNX model ({printable(exc)})",
+            code="bad_model",
         ) from exc
+    if outside:
+        # A package carries one self-contained model file: the side file would be missing wherever
+        # the package is opened (the model could never load), and a location outside the package
+        # names a file of the machine that opens it (the engines refuse those; so does the package).
+        name, location = outside[0]
+        more = f" (and {len(outside) - 1} more)" if len(outside) > 1 else ""
+        raise SpecMismatchError(
+            f"{where}{printable(model_path.name)}: tensor {printable(repr(name), 80)}{more} keeps its data in "
+            f"another file ({printable(repr(location), 120)}); a package holds one self-contained model: "
+            "save it with its weights inside (torch.onnx.export(..., external_data=False), or "
+            "onnx.save_model(onnx.load(PATH), OUT, save_as_external_data=False))",
+            code="external_data",
+        )
 
     def describe(values: dict[str, tuple[int, list]]) -> dict[str, tuple[str, list]]:
         return {
@@ -60,8 +76,8 @@ def _graph_io(
 def check_spec(model_path: Path, manifest: Manifest, label: str = "", data: bytes | None = None) -> None:
     """Raise ``SpecMismatchError`` naming both sides when the manifest's I/O disagrees with the graph
     (read from ``model_path``, or from ``data`` when given)."""
-    g_in, g_out = _graph_io(model_path, data)
     where = f"{label}: " if label else ""
+    g_in, g_out = _graph_io(model_path, data, where)
     problems: list[str] = []
     for side, specs, graph in (("input", manifest.inputs, g_in), ("output", manifest.outputs, g_out)):
         names = [s.name for s in specs]

@@ -9,9 +9,17 @@ everything else by its length, so a 100-MB model costs one pass over its field h
     ValueInfoProto.name (1), .type (2) → TypeProto.tensor_type (1) → elem_type (1), shape (2) →
     TensorShapeProto.dim (1) → dim_value (1) | dim_param (2);   TensorProto.name (8)
 
-Limits: only what ``golden.check_spec`` compares (names, element types, dimensions); a model whose
-graph field is absent or whose bytes break the wire format raises ``ValueError``, which the caller
-reports as an unreadable model. Field numbers are those of onnx.proto (stable since IR version 3).
+``external_data`` finds the tensors whose bytes live in another file (``data_location: EXTERNAL``,
+as PyTorch's exporter writes by default): initializers, sparse initializers and tensor attributes
+(``Constant``) of the main graph, of every subgraph (``Loop``/``If``/``Scan`` bodies) and of every
+local function. It walks node attributes too, so it costs more than ``graph_io`` on models of
+many nodes (see ``golden.check_spec``: one pass, weights skipped by their length).
+
+Limits: only what ``golden.check_spec`` compares (names, element types, dimensions, where the data
+lives); a model whose graph field is absent or whose bytes break the wire format raises
+``ValueError``, which the caller reports as an unreadable model, as does one with subgraphs nested
+deeper than ``MAX_DEPTH`` (protobuf's own parsers stop at 100). Field numbers are those of
+onnx.proto (stable since IR version 3).
 """
 
 from __future__ import annotations
@@ -115,3 +123,76 @@ def graph_io(data: bytes | memoryview) -> tuple[dict[str, tuple[int, list]], dic
         elif num == 12:
             outputs.append(_value_info(buf, v))
     return ({n: (e, d) for n, e, d in inputs if n not in inits}, {n: (e, d) for n, e, d in outputs})
+
+
+MAX_DEPTH = 100  # nested messages (subgraphs in attributes): protobuf's default recursion limit
+_EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
+
+
+def external_data(data: bytes | memoryview) -> list[tuple[str, str]]:
+    """``[(tensor name, location), ...]`` of every tensor of the model stored outside it
+    (``data_location: EXTERNAL``), in the order met; ``location`` is the ``external_data`` entry of
+    that key ("" when absent). Raises ``ValueError`` on bytes that are not an ONNX model."""
+    buf = memoryview(data)
+    found: list[tuple[str, str]] = []
+
+    def tensor(span, depth: int) -> None:
+        name, location, external = "", "", False
+        for num, wire, v in _fields(buf, *span):
+            if num == 8 and wire == _LEN:
+                name = _string(buf, v)
+            elif num == 14 and wire == _VARINT:
+                external = v == _EXTERNAL
+            elif num == 13 and wire == _LEN:  # StringStringEntryProto: key (1), value (2)
+                kv = {k: _string(buf, kv_v) for k, kw, kv_v in _fields(buf, *v) if kw == _LEN}
+                if kv.get(1) == "location":
+                    location = kv.get(2, "")
+        if external:
+            found.append((name, location))
+
+    def sparse(span, depth: int) -> None:  # SparseTensorProto: values (1), indices (2)
+        for num, wire, v in _fields(buf, *span):
+            if num in (1, 2) and wire == _LEN:
+                tensor(v, depth)
+
+    def node(span, depth: int) -> None:  # NodeProto.attribute (5)
+        for num, wire, v in _fields(buf, *span):
+            if num == 5 and wire == _LEN:
+                attribute(v, depth)
+
+    def attribute(span, depth: int) -> None:  # t (5), g (6), tensors (10), graphs (11), sparse (22, 23)
+        for num, wire, v in _fields(buf, *span):
+            if wire != _LEN:
+                continue
+            if num in (5, 10):
+                tensor(v, depth)
+            elif num in (6, 11):
+                graph(v, depth + 1)
+            elif num in (22, 23):
+                sparse(v, depth)
+
+    def graph(span, depth: int) -> None:  # node (1), initializer (5), sparse_initializer (15)
+        if depth > MAX_DEPTH:
+            raise ValueError(f"subgraphs nested deeper than {MAX_DEPTH}")
+        for num, wire, v in _fields(buf, *span):
+            if wire != _LEN:
+                continue
+            if num == 1:
+                node(v, depth)
+            elif num == 5:
+                tensor(v, depth)
+            elif num == 15:
+                sparse(v, depth)
+
+    has_graph = False
+    for num, wire, v in _fields(buf, 0, len(buf)):
+        if num == 7 and wire == _LEN:  # the main graph
+            has_graph = True
+            graph(v, 0)
+        elif num == 25 and wire == _LEN:  # FunctionProto.node (7)
+            for fnum, fwire, fv in _fields(buf, *v):
+                if fnum == 7 and fwire == _LEN:
+                    node(fv, 1)
+    if not has_graph:
+        raise ValueError("no graph in the model (is it an ONNX file?)")
+    return found

@@ -712,7 +712,9 @@ def _verify(
         (target / SIGNATURE).write_bytes(head[SIGNATURE])
     listed = {f.path: f for f in manifest.files}
     model_entry = manifest.file(FileRole.MODEL)
-    model_bytes: io.BytesIO | None = None
+    fp32_entry = manifest.file(FileRole.MODEL_FP32)
+    # the graph of each form checked against the manifest: (entry, its bytes when not extracted)
+    graphs = [(e, io.BytesIO()) for e in (model_entry, fp32_entry) if e is not None]
     seen: set[str] = set()
     with reader.open() as tar:  # pass 2: every listed file hashed (and written)
         for m in reader.members(tar):
@@ -731,12 +733,12 @@ def _verify(
                 dest = target / m.name
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 sink = open(dest, "wb")
-            elif check_model_spec and model_entry is not None and m.name == model_entry.path:
-                sink = model_bytes = io.BytesIO()  # kept to check the graph against the manifest
+            elif check_model_spec:  # a model form: kept to check its graph against the manifest
+                sink = next((b for e, b in graphs if e.path == m.name), None)
             try:
                 digest, size = reader.stream(tar, m, sink)
             finally:
-                if sink is not None and sink is not model_bytes:
+                if sink is not None and target is not None:
                     sink.close()
             _check_file(label, m.name, size, digest, entry, "; download it again")
             seen.add(m.name)
@@ -750,12 +752,13 @@ def _verify(
     if model_entry is None:
         raise ManifestError(f"package {label}: the manifest lists no file with role 'model'", code="no_model")
     if check_model_spec:
-        _golden.check_spec(
-            target / model_entry.path if target is not None else Path(model_entry.path),
-            manifest,
-            f"package {label}",
-            data=model_bytes.getvalue() if model_bytes is not None else None,
-        )
+        for form, kept in graphs:
+            _golden.check_spec(
+                target / form.path if target is not None else Path(form.path),
+                manifest,
+                f"package {label}" + (" (FP32 form)" if form is fp32_entry else ""),
+                data=kept.getvalue() if target is None else None,
+            )
     return manifest, signer
 
 
