@@ -13,6 +13,9 @@
 - ``Pipeline``: ``workers`` tasks each take an item, run ``slot.infer`` in the shared thread pool
   (the asyncio loop never blocks on inference), build the ``Result`` with its latency split
   (queue wait, preprocessing, inference, postprocessing) and hand it to the actions.
+- Sensor checks (``edge_agent.maintenance.sensor``): a maintenance pipeline's window that a dead,
+  saturated or corrupted sensor made (flatline, clipped, held, spikes) is not inferred nor scored: its
+  result is ``UNSURE`` with the reason, counted by fault, one ``sensor_fault`` event per episode.
 - ``UnsureWatch``: frames far outside the model's training inputs come back ``UNSURE`` (the slot
   checks them against the manifest's ``input_stats``); their share over the last ``unsure.window``
   results is watched, and an ``input_drift`` event raised when it reaches ``unsure.max_share``
@@ -29,19 +32,20 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from devices.base import Frame, Notices, Quality, Reading
 from edge_agent.config import PipelineSettings, QueuePolicy, WindowSettings
-from edge_agent.models.slot import InferenceError, ModelSlot, SlotError
+from edge_agent.models.slot import Inference, InferenceError, ModelSlot, SlotError
 from edge_agent.types import Latency, Result, Window
 from model_packager.condition import RateError, input_samples, resample, resample_plan
 from protocols.events import Event, EventKind
 
 if TYPE_CHECKING:
     from edge_agent.maintenance.monitor import Monitor
+    from edge_agent.maintenance.sensor import SensorFault, SensorWatch
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +192,10 @@ class Windower:
         self.bad = 0
         self.capped = 0  # windows skipped: more than MAX_WINDOWS_PER_READING in one reading
         self.last_emit_t = 0.0
+        # a resampled window's sensor check, made on its raw samples (resampling smears a clipped top
+        # or a held run): seq -> the check's answer, taken by the worker that scores the window
+        self.raw_check: Callable[[np.ndarray], Any] | None = None
+        self.raw_checks: dict[int, Any] = {}
 
     def _plan(self, resample: tuple[int, int]) -> None:
         up, down = resample  # computed first, assigned together: a plan that cannot be used changes nothing
@@ -501,6 +509,10 @@ class Windower:
         else:
             wave = np.concatenate((self.buf[a - self.buf_i0 :], x[: e - b]))
         if self.resample != (1, 1):
+            if self.raw_check is not None:
+                if len(self.raw_checks) >= 1024:  # windows the queue dropped are never taken
+                    del self.raw_checks[next(iter(self.raw_checks))]
+                self.raw_checks[self.seq] = self.raw_check(wave)
             wave = resample(wave, *self.resample, self.out_size)
         anchors = self.t_first
         while len(anchors) > 1 and anchors[1][0] <= a:  # readings wholly before this window: not needed
@@ -615,6 +627,7 @@ class Pipeline:
         self.s = settings
         self.data_dir = data_dir
         self.baseline: Monitor | None = None  # when settings.baseline is set
+        self.sensor: SensorWatch | None = None  # maintenance pipelines: is the window the sensor's fault?
         self.name = settings.name
         self.slot = slot
         self.executor = executor
@@ -666,6 +679,16 @@ class Pipeline:
                 from edge_agent.maintenance.monitor import Monitor
 
                 self.baseline = Monitor(self.s.baseline, self.slot, self.name, self.data_dir, self.on_event)
+            m = self.slot.manifest
+            # vibration: a baseline, or a maintenance model at 1 kHz or more (not a slow signal such as a
+            # temperature, which reads flat for minutes without a fault)
+            if self.s.baseline is not None or (
+                m.task == "equipment_maintenance" and getattr(pre, "sample_rate_hz", 0) >= 1000
+            ):
+                from edge_agent.maintenance.sensor import SensorWatch, check
+
+                self.sensor = SensorWatch(self.name, self.on_event)
+                self.windower.raw_check = check
 
     async def offer(self, item: Frame | Reading) -> None:
         if self.windower is not None:
@@ -717,7 +740,7 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         try:
-            inf = await loop.run_in_executor(self.executor, self.slot.infer, item, self.unsure_tolerance)
+            inf = await loop.run_in_executor(self.executor, self._infer, item)
         except (InferenceError, SlotError) as exc:
             reason = getattr(exc, "reason", "no_model")
             self.stats.errors[reason] += 1
@@ -736,6 +759,10 @@ class Pipeline:
         except Exception as exc:  # never let one item stop the pipeline
             self.stats.errors["unexpected"] += 1
             log.exception("pipeline %s: unexpected error: %s", self.name, exc)
+            return
+        if not isinstance(inf, Inference):  # the sensor's fault: UNSURE, never OK nor NG
+            assert isinstance(item, Window)
+            await self._sensor_result(item, inf, enq_t, start)
             return
         if self.baseline is not None and isinstance(item, Window):
             try:
@@ -798,6 +825,46 @@ class Pipeline:
             self.stats.errors["action_dispatch"] += 1
             log.exception("pipeline %s: acting on a result failed", self.name)
 
+    def _infer(self, item: Frame | Window) -> Inference | SensorFault:
+        """In a worker thread. A window the sensor made (dead, saturated, corrupted) is not inferred: the
+        model's verdict on it would be the sensor's, and would count in the model's health watch."""
+        if self.sensor is not None and isinstance(item, Window) and self.windower is not None:
+            raw = self.windower.raw_checks  # a resampled window was checked on its raw samples
+            found = (
+                self.sensor.record(raw.pop(item.seq)) if item.seq in raw else self.sensor.check(item.waveform)
+            )
+            if found is not None:
+                return found
+        return self.slot.infer(item, self.unsure_tolerance)
+
+    async def _sensor_result(self, item: Window, fault: SensorFault, enq_t: float, start: float) -> None:
+        m = self.slot.manifest
+        res = Result(
+            pipeline=self.name,
+            source=item.source,
+            item_seq=item.seq,
+            captured_at=item.end_ts,
+            model=m.name,
+            model_version=m.version,
+            engine=self.slot.engine_name or "",
+            verdict="UNSURE",
+            score=0.0,
+            outputs={"sensor": fault.to_dict()},
+            latency=Latency((start - enq_t) * 1000, (time.perf_counter() - start) * 1000, 0.0, 0.0),
+            finished_at=time.time(),
+            reason=fault.message,
+        )
+        st = self.stats
+        st.results += 1
+        st.unsure += 1
+        st.times.append(time.monotonic())
+        st.last_result = res
+        try:
+            await self.on_result(res, item)
+        except Exception:
+            self.stats.errors["action_dispatch"] += 1
+            log.exception("pipeline %s: acting on a result failed", self.name)
+
     def status(self) -> dict:
         st = self.stats
         return {
@@ -825,4 +892,5 @@ class Pipeline:
             **({"sample_rate": self.windower.rate_status()} if self.windower else {}),
             "silent_drops": self.notices.status(),
             **({"baseline": self.baseline.status()} if self.baseline is not None else {}),
+            **({"sensor": self.sensor.status()} if self.sensor is not None else {}),
         }

@@ -150,6 +150,12 @@ class EventKind(enum.StrEnum):
         "the vibration velocity entered another ISO 10816 zone",
     )
     LIFE_RESET = ("life_reset", ("pipeline", "reason"), "a repair reset the remaining-life trend")
+    SENSOR_FAULT = (
+        "sensor_fault",
+        ("pipeline", "fault", "active", "message"),
+        "a signal pipeline's sensor reads no live signal (flatline, clipped, held, spike): its windows "
+        "are UNSURE until it does (active true); it does again (active false)",
+    )
     # the outbox (recorded by the outbox itself, with its epoch)
     OUTBOX_CORRUPT = (
         "outbox_corrupt",

@@ -1,0 +1,129 @@
+"""A maintenance pipeline on a real ONNX Runtime slot, fed windows of a healthy machine that a failing
+sensor spoilt (clipped at its range, flat, values held, spikes): each result is UNSURE naming the
+sensor's fault, never NG (an alarm, a PLC write) nor OK (which clears one); the baseline neither learns
+from nor counts them; one event per episode, counts by fault on the status."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from bench._bearing_signals import Machine
+from devices.base import Quality, Reading
+from edge_agent.config import PipelineSettings, WindowSettings
+from edge_agent.maintenance.settings import BaselineSettings
+from edge_agent.models.config import ModelConfig
+from edge_agent.models.slot import ModelSlot
+from edge_agent.pipelines import Pipeline
+from tests.support.models import make_keypair, make_package
+
+
+@pytest.fixture(scope="module")
+def signal_package(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sensor")
+    key, pub = make_keypair(tmp / "keys")
+    return make_package(tmp, kind="signal", key=key), pub
+
+
+async def _pipeline(tmp_path, signal_package, window: WindowSettings, baseline: BaselineSettings | None):
+    pkg, pub = signal_package
+    slot = ModelSlot(
+        "health", ModelConfig(package=str(pkg), engine="onnxruntime"), tmp_path / "data", [str(pub)]
+    )
+    await slot.start()
+    results, events = [], []
+    done = [0]
+
+    async def on_result(res, item):
+        results.append(res)
+        done[0] += 1
+
+    settings = PipelineSettings(name="pump", source="plc", model="health", window=window, baseline=baseline)
+    pipe = Pipeline(
+        settings, slot, ThreadPoolExecutor(1), on_result, on_event=events.append, data_dir=tmp_path / "data"
+    )
+    pipe.prepare()
+    pipe.start()
+    seq = [0]
+
+    async def feed(x: np.ndarray) -> None:
+        await pipe.offer(Reading("plc", "Speed", 1800.0, 0.0, 0.0, Quality.GOOD))
+        await pipe.offer(Reading("plc", "Vibration", x, float(seq[0]), float(seq[0]), Quality.GOOD))
+        seq[0] += 1
+        for _ in range(2500):  # one window per reading here: wait for its result
+            if done[0] >= seq[0]:
+                return
+            await asyncio.sleep(0.002)
+
+    return slot, pipe, feed, results, events
+
+
+def clipped(x: np.ndarray, share: float = 0.1, rail: float = 49.9) -> np.ndarray:
+    """The accelerometer at its range: the waveform scaled so that ``share`` of it is cut at +-rail."""
+    g = rail / np.quantile(np.abs(x), 1 - share)
+    return np.clip(x * g, -rail, rail)
+
+
+async def test_a_clipping_or_dead_sensor_is_unsure_and_never_learned_nor_alarmed(tmp_path, signal_package):
+    m = Machine(31, fs=25600.0, n=5248, rpm=1800.0)  # a 25.6 kHz tag resampled into the 10 kHz model
+    slot, pipe, feed, results, events = await _pipeline(
+        tmp_path,
+        signal_package,
+        WindowSettings(waveform="Vibration", sample_rate_hz=25600, scalars={}),
+        BaselineSettings(windows=20, speed_tag="Speed", confirm_windows=1),
+    )
+    try:
+        for _ in range(3):  # commissioning with a dead input (it reads its bias): not learned
+            await feed(np.full(m.n, 0.37))
+        assert pipe.baseline.baseline.progress() == 0.0
+        for _ in range(20):
+            await feed(m.window())
+        assert pipe.baseline.baseline.state == "ready"
+        results.clear()
+        for _ in range(3):
+            await feed(clipped(m.window()))
+        for _ in range(2):
+            await feed(np.round((0.12 + np.random.default_rng(0).normal(0, 0.0005, m.n)) / 0.0015) * 0.0015)
+        faulty = list(results)
+        for _ in range(10):  # a clean episode's end: CLEAR_AFTER windows
+            await feed(m.window())
+    finally:
+        await pipe.stop()
+        await slot.stop()
+    assert [r.verdict for r in faulty] == ["UNSURE"] * 5
+    assert all(r.reason.startswith("sensor: clipped at ") and "49.9" in r.reason for r in faulty[:3])
+    assert faulty[0].outputs["sensor"]["fault"] == "clipped" and "baseline" not in faulty[0].outputs
+    assert all(r.reason.startswith("sensor: flat at 0.12") for r in faulty[3:])
+    assert sum(r.verdict == "NG" for r in results[5:]) <= 1  # the healthy machine again
+    st = pipe.status()["sensor"]
+    assert st["faults"] == {"flatline": 5, "clipped": 3} and st["active"] is None
+    sensor_events = [(e["fault"], e["active"]) for e in events if e["kind"] == "sensor_fault"]
+    assert sensor_events == [("flatline", True), ("flatline", False), ("clipped", True), ("clipped", False)]
+
+
+async def test_a_maintenance_model_alone_says_unsure_on_a_flat_or_spiking_sensor(tmp_path, signal_package):
+    m = Machine(32, rpm=2400.0)  # 10 kHz: the model's rate, no resampling; no baseline
+    slot, pipe, feed, results, events = await _pipeline(
+        tmp_path, signal_package, WindowSettings(waveform="Vibration"), None
+    )
+    try:
+        await feed(np.zeros(m.n))  # a disconnected input
+        x = m.window()
+        x[700] = 50.0  # one EMI spike at full scale
+        await feed(x)
+        y = m.window()
+        y[300:600] = 0.0  # a lost packet filled with zeros
+        await feed(y)
+        await feed(m.window())
+    finally:
+        await pipe.stop()
+        await slot.stop()
+    assert [r.verdict for r in results[:3]] == ["UNSURE"] * 3
+    assert results[0].reason == "sensor: flat at 0 for all 2048 samples (no signal)"
+    assert results[1].reason.startswith("sensor: 1 single-sample spike(s) up to 50,")
+    assert results[2].reason.startswith("sensor: held at 0 for 300 samples in a row")
+    assert results[3].verdict in ("OK", "NG") and results[3].reason is None
+    assert slot.status()["counters"]["inferences"] == 1  # the sensor's windows never reach the model
