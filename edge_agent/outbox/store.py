@@ -41,15 +41,20 @@ this process, and cumulatively in the database) and the outbox records the drop 
 the cloud stores the gap with its cause: at most one event per cause every 5 s (merged ranges), queued
 with the next ``append`` or ``flush`` (a crash before then loses the event, not the counts).
 
-A corrupt or truncated database file is detected at ``open()`` (``PRAGMA quick_check``), moved
-aside as ``<data_dir>/outbox-corrupt/outbox.db.corrupt-<time>`` (outside the budgeted folder; only the
-newest is kept) with a clear message, and a fresh outbox is started in a new
-epoch: the agent keeps running. The outbox records an ``outbox_corrupt`` event (with the previous
-epoch) as the first record of the new epoch, so the cloud learns of the loss. (Durability never degrades silently: if the fresh file cannot be created
-either, ``open()`` raises and the agent does not start.) Only SQLITE_CORRUPT / SQLITE_NOTADB (or a failed
-quick_check) mean a corrupt file: a full or read-only disk, an I/O error or a folder it cannot open
-(FULL, IOERR, READONLY, CANTOPEN, an OSError) keeps the file where it is and ``open()`` raises
-``OutboxError`` naming the folder and the cause.
+A corrupt or truncated database file is detected at ``open()`` (``PRAGMA quick_check``; an empty file of a
+known epoch too), moved aside as ``<data_dir>/outbox-corrupt/outbox.db.corrupt-<time>`` (outside the budgeted
+folder; only the newest is kept) with one clear line, and a fresh outbox is started in a new epoch: the agent
+keeps running. What is still readable in the old file is salvaged into the new epoch with its old seq (numbering
+goes on after the old last seq, so an ack in flight for the old epoch names the same record, never another).
+The outbox records an ``outbox_corrupt`` event (with the previous epoch and what was salvaged) as the first
+record of the new epoch, so the cloud learns of the loss. While running, a store found corrupt (by a commit, a
+drop, a reader) or removed or replaced under the agent is renewed the same way by the writer thread (readers
+wait at a gate meanwhile; appends wait in the hand-over queue); records not read back count as
+``corrupt:<kind>``. (Durability never degrades silently: if the fresh file cannot be created at start,
+``open()`` raises and the agent does not start; while running it is tried again every ``RENEW_RETRY_S``.)
+Only SQLITE_CORRUPT / SQLITE_NOTADB (or a failed quick_check) mean a corrupt file: a full or read-only disk,
+an I/O error or a folder it cannot open (FULL, IOERR, READONLY, CANTOPEN, an OSError) keeps the file where it
+is and ``open()`` raises ``OutboxError`` naming the folder and the cause.
 
 A disk that fills up or turns read-only while running: the writer thread never dies. A batch it cannot
 commit (SQLite has rolled it back already) is dropped and counted as ``write_failed:<kind>``, the failure is
@@ -73,6 +78,7 @@ import queue
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -113,6 +119,10 @@ MAX_RANGES = 2000  # seq ranges carried by one drop event; beyond, the cloud rec
 # write_failed): the writer never stops, so this bounds a stall, and an agent's pipeline never hangs on it.
 APPEND_WAIT_S = 5.0
 CLOSE_WAIT_S = 10.0  # close() waits at most this long for the writer
+SALVAGE_S = 30.0  # at most this long copying what is still readable out of a corrupt file
+SALVAGE_CHUNK = 256  # seqs read at once; a chunk that cannot be read is split down to single seqs
+RENEW_RETRY_S = 5.0  # a store that could not be renewed (a full disk) is tried again this often
+READER_WAIT_S = 30.0  # a reader waits at most this long while the store is renewed
 # only these mean the file itself is bad; FULL, IOERR, READONLY, CANTOPEN are the disk's or the folder's fault
 _CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
@@ -138,6 +148,34 @@ class _Corrupt(Exception):
 def _is_corrupt(exc: sqlite3.Error) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     return code is not None and (code & 0xFF) in _CORRUPT_CODES
+
+
+def _one_line(text: object, limit: int = 300) -> str:
+    """quick_check lists every problem on its own line: one line for a log and an event."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _intact(row: tuple) -> bool:
+    """A row read out of a damaged file, as ``append`` wrote it: a cell cut by the damage reads back with
+    zeros (a wrong size, a body that is no longer JSON) and is not passed on as a record."""
+    _seq, kind, prio, t, body, sha, ext, size = row
+    if not (
+        isinstance(kind, str)
+        and isinstance(prio, int)
+        and isinstance(t, (int, float))
+        and isinstance(body, bytes)
+        and isinstance(size, int)
+        and (sha is None or isinstance(sha, str) and len(sha) == 64)
+        and (size == len(body) if sha is None else size > len(body))
+    ):
+        return False
+    if body[:1] in (b"{", b"["):
+        try:
+            json.loads(body)
+        except ValueError:
+            return False
+    return True
 
 
 def _cause(exc: BaseException) -> str:
@@ -200,6 +238,7 @@ class Outbox:
         self._seq = 0
         self._bytes = 0
         self._db: sqlite3.Connection | None = None
+        self._opened = False
         self._writer: threading.Thread | None = None
         self._stop = threading.Event()
         self._committed = threading.Condition()
@@ -210,13 +249,28 @@ class Outbox:
         self._fail_reason = ""
         self._unpersisted: Counter = Counter()  # drop counts (write_failed, oversize) not yet in the meta
         self._oversize_told = -1e9  # when an oversize record was last logged
+        # A store that goes bad under a running outbox (corrupt, removed, replaced) is renewed by the writer:
+        # readers wait at the gate meanwhile, so no reader connection of the old file outlives it (SQLite's
+        # last connection deletes "<path>-wal" by name: it would delete the new store's WAL).
+        self._gate = threading.Condition()
+        self._readers = 0
+        self._gate_closed = False
+        self._renew_reason: str | None = None  # set by whoever meets a corrupt store; the writer renews
+        self._renew_next = 0.0  # monotonic time of the next attempt after one failed
+        self._renew_failing = False
+        self._ino: tuple[int, int] | None = None  # (st_dev, st_ino) of the file the writer has open
+        self.renewals = 0  # stores moved aside or replaced by this process (at open or while running)
+        self.salvaged = 0  # records copied out of them into the new epoch
+        self.last_renewal: dict | None = None
+        self._unreadable_told = False
         self._executor: ThreadPoolExecutor | None = None  # the async face's own thread (created by open())
         self._executor_thread: threading.Thread | None = None
 
     @property
     def is_open(self) -> bool:
-        """True between a successful ``open()`` and ``close()``: appends are taken."""
-        return self._db is not None
+        """True between a successful ``open()`` and ``close()``: appends are taken (also while the writer
+        renews a bad store: they wait in the hand-over queue)."""
+        return self._opened
 
     # ---- open / close ----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -276,11 +330,16 @@ class Outbox:
         self.samples_dir.mkdir(exist_ok=True)
         corrupt = None
         db: sqlite3.Connection | None = None
+        known = self._read_epoch_file()
         try:
+            if known is not None and self.path.exists() and self.path.stat().st_size == 0:
+                # an outbox of that epoch existed: SQLite would take an empty file for a new database, and
+                # whatever it held would be gone without a word
+                raise _Corrupt(f"the file is empty (0 bytes); the last epoch was {known}")
             db = self._connect()
             ok = db.execute("PRAGMA quick_check").fetchone()[0]
             if ok != "ok":
-                raise _Corrupt(ok)
+                raise _Corrupt(_one_line(ok))
             db.executescript(SCHEMA)
         except (sqlite3.DatabaseError, _Corrupt) as exc:
             if db is not None:
@@ -288,38 +347,33 @@ class Outbox:
                     db.close()
             if isinstance(exc, sqlite3.DatabaseError) and not _is_corrupt(exc):
                 raise  # a full or read-only disk: the file may be healthy, keep it
-            # outside the budgeted folder, and only the newest: a corrupt file must neither eat the live
-            # outbox's budget nor pile up on the disk
-            self.corrupt_dir.mkdir(parents=True, exist_ok=True)
-            for old in sorted(self.corrupt_dir.glob("outbox.db.corrupt-*")):
-                log.warning("outbox: removing an older corrupt file %s to keep only the newest", old)
-                old.unlink(missing_ok=True)
-            aside = self.corrupt_dir / f"outbox.db.corrupt-{int(time.time())}"
-            for suffix in ("", "-wal", "-shm"):
-                p = Path(str(self.path) + suffix)
-                if p.exists():
-                    os.replace(p, Path(str(aside) + suffix))
-            self.moved_aside = aside
-            log.error(
-                "outbox %s is corrupt (%s): moved aside to %s; starting a fresh outbox in a new epoch. Records "
-                "in the old file were not sent; inspect it with sqlite3 if they matter",
-                self.path,
-                exc,
-                aside,
-            )
-            corrupt = (
-                str(aside),
-                str(exc),
-                time.time(),
-            )  # moved_to, reason, t: the event once the epoch is known
+            aside = self._move_aside()
+            reason = _one_line(exc)
             db = self._connect()
             db.executescript(SCHEMA)
+            # the new epoch is fixed (and recorded outside the file) before any salvaged row is in it
+            epoch = max((known or 0) + 1, int(time.time()))
+            self._write_epoch_file(epoch)
+            db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
+            salvaged = self._salvage(aside, db) if aside is not None else Counter()
+            log.error(
+                "outbox %s is corrupt (%s): moved aside to %s; a fresh outbox starts in epoch %d with the %d "
+                "records still readable in it; the others were not sent (inspect the file with sqlite3 if "
+                "they matter)",
+                self.path,
+                reason,
+                aside,
+                epoch,
+                salvaged.total(),
+            )
+            corrupt = (str(aside), reason, time.time(), salvaged)  # the event once the epoch is in place
         self._db = db
+        self._ino = self._identity()
         self._failing, self._failed_in_burst, self._unpersisted = False, 0, Counter()
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         last_row = db.execute("SELECT MAX(seq) FROM records").fetchone()[0] or 0
         self._seq = max(meta.get("last_seq", 0), last_row)
-        known = self._read_epoch_file()
+        previous, known = known, self._read_epoch_file()
         if "epoch" in meta:
             self.epoch = meta["epoch"]
         elif self._seq:  # a v1 outbox: its records keep epoch 0
@@ -342,24 +396,298 @@ class Outbox:
         self._rebuild_counts(db)
         self._sweep_samples(db)
         self._stop.clear()
+        self._opened = True
         self._writer = threading.Thread(target=self._write_loop, name="outbox-writer", daemon=True)
         self._writer.start()
         self._executor = ThreadPoolExecutor(
             1, thread_name_prefix="outbox-append", initializer=self._mark_thread
         )
         if corrupt is not None:
+            self.renewals += 1
+            self.salvaged += corrupt[3].total()
             evt = Event(
                 EventKind.OUTBOX_CORRUPT,
                 t=corrupt[2],
                 moved_to=corrupt[0],
                 reason=corrupt[1],
                 epoch=self.epoch,
-                previous_epoch=known if known is not None else 0,
+                previous_epoch=previous if previous is not None else 0,
+                salvaged=corrupt[3].total(),
+                salvaged_by_kind=dict(corrupt[3]),
             )
-            self.on_event(evt)
-            self._notices.append(evt)
+            self._renewed(evt)
             self._drain_notices()
         return db
+
+    # ---- a store that is corrupt, or goes bad under a running outbox ---------------------------
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def _move_aside(self, keep: Path | None = None) -> Path | None:
+        """Move the database file (and its -wal and -shm) to ``<data_dir>/outbox-corrupt/`` (outside the
+        budgeted folder; only the newest is kept, so a bad disk cannot fill up with copies). None when there
+        was no file to move."""
+        self.corrupt_dir.mkdir(parents=True, exist_ok=True)
+        for old in sorted(self.corrupt_dir.glob("outbox.db.*")):
+            if keep is not None and old.name.startswith(keep.name):
+                continue
+            log.warning("outbox: removing an older corrupt file %s to keep only the newest", old)
+            old.unlink(missing_ok=True)
+        aside = self.corrupt_dir / f"outbox.db.corrupt-{int(time.time())}"
+        moved = None
+        for suffix in ("", "-wal", "-shm"):
+            p = Path(str(self.path) + suffix)
+            if p.exists():
+                os.replace(p, Path(str(aside) + suffix))
+                moved = aside
+        if moved is not None:
+            self.moved_aside = moved
+        return moved
+
+    def _salvage(self, src: Path, db: sqlite3.Connection, last_seq: int = 0) -> Counter:
+        """Copy every row of ``src`` (a moved-aside file) that can still be read into ``db``, with its seq: an ack
+        or a batch in flight for the old epoch then names the same record, never another. Rows are read by
+        ranges of seqs; a range that cannot be read is split down to single seqs, and what stays unreadable
+        is skipped. At most ``SALVAGE_S``. Returns the rows copied, by kind."""
+        got: Counter = Counter()
+        deadline = time.monotonic() + SALVAGE_S
+        self._pad_truncated(src)
+        try:
+            con = sqlite3.connect(f"file:{urllib.parse.quote(str(src))}?mode=ro", uri=True, timeout=5)
+        except sqlite3.Error:
+            return got
+        try:
+
+            def first(sql: str) -> int | None:
+                try:
+                    v = con.execute(sql).fetchone()
+                except sqlite3.Error:
+                    return None
+                return v[0] if v and isinstance(v[0], int) else None
+
+            meta_last = first("SELECT value FROM meta WHERE key = 'last_seq'")
+            hi = first("SELECT MAX(seq) FROM records") or max(meta_last or 0, last_seq)
+            lo = first("SELECT MIN(seq) FROM records") or 1
+            todo = [(a, min(a + SALVAGE_CHUNK - 1, hi)) for a in range(lo, hi + 1, SALVAGE_CHUNK)]
+            todo.reverse()  # popped from the end: the oldest first
+            while todo and time.monotonic() < deadline:
+                a, b = todo.pop()
+                try:
+                    rows = con.execute(
+                        "SELECT seq, kind, priority, t, payload, sample_sha256, sample_ext, size FROM records "
+                        "WHERE seq BETWEEN ? AND ? ORDER BY seq",
+                        (a, b),
+                    ).fetchall()
+                except sqlite3.Error:
+                    if a < b:  # narrow it down: the rows around a bad page are still worth having
+                        m = (a + b) // 2
+                        todo += [(m + 1, b), (a, m)]
+                    continue
+                rows = [r for r in rows if _intact(r)]
+                if rows:
+                    db.execute("BEGIN")
+                    db.executemany("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?)", rows)
+                    db.execute("COMMIT")
+                    got.update(r[1] for r in rows)
+            if todo:
+                log.warning(
+                    "outbox: salvage stopped after %.0f s; %d seq ranges left unread", SALVAGE_S, len(todo)
+                )
+            top = max(meta_last or 0, last_seq, hi or 0)
+            if top:
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT(key) DO UPDATE SET "
+                    "value = MAX(value, excluded.value)",
+                    (top,),
+                )
+        finally:
+            con.close()
+        return got
+
+    def _pad_truncated(self, src: Path) -> None:
+        """A file cut short (a power loss while the file system grew it, a bad copy) is unreadable to SQLite
+        as a whole, its schema included, although most of its pages are intact: extended with zeros (sparse)
+        to the size its header states, the pages before the cut read again."""
+        try:
+            with open(src, "r+b") as f:
+                head = f.read(100)
+                if len(head) < 100 or not head.startswith(b"SQLite format 3\0"):
+                    return
+                page = int.from_bytes(head[16:18], "big")
+                page = 65536 if page == 1 else page
+                pages = int.from_bytes(head[28:32], "big")
+                valid = head[24:28] == head[92:96]  # the header's page count is current
+                size = os.fstat(f.fileno()).st_size
+                want = page * pages
+                if valid and size < want <= max(4 * size, self.s.max_bytes):
+                    f.truncate(want)
+                    log.warning(
+                        "outbox: %s was cut short at %d bytes; extended to the %d its header states "
+                        "to read what is left",
+                        src,
+                        size,
+                        want,
+                    )
+        except OSError:
+            return
+
+    def _renewed(self, evt: Event) -> None:
+        with self._lock:
+            self.last_renewal = {
+                "t": evt.t,
+                **{
+                    k: evt.get(k)
+                    for k in ("reason", "moved_to", "previous_epoch", "epoch", "salvaged", "lost")
+                },
+            }
+            self._notices.append(evt)
+        self.on_event(evt)
+
+    def _want_renewal(self, reason: str) -> None:
+        """A reader met a corrupt store: the writer renews it at its next round."""
+        if self._renew_reason is None:
+            self._renew_reason = reason
+
+    def _close_gate(self) -> bool:
+        with self._gate:
+            self._gate_closed = True
+            if self._gate.wait_for(lambda: self._readers == 0, READER_WAIT_S):
+                return True
+            self._gate_closed = False
+            self._gate.notify_all()
+            return False
+
+    def _open_gate(self) -> None:
+        with self._gate:
+            self._gate_closed = False
+            self._gate.notify_all()
+
+    def _check_store(self) -> None:
+        """On the writer, after each round: renew a store found corrupt, or one whose file was removed or
+        replaced under the running agent (writing on into a removed file loses every record at the next start,
+        and nothing could read them meanwhile)."""
+        if time.monotonic() < self._renew_next:
+            return
+        if self._renew_reason is not None:
+            self._renew(self._renew_reason, corrupt=True)
+            return
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            now = None
+        except OSError:  # an I/O error: the commits say what is wrong
+            return
+        else:
+            now = (st.st_dev, st.st_ino)
+        if now != self._ino:
+            self._renew("the outbox file was removed or replaced while the agent ran", corrupt=False)
+
+    def _renew(self, reason: str, corrupt: bool) -> bool:
+        """On the writer: move the bad store aside and start a new one in a new epoch, seqs numbering on, with
+        every record of the old store that can still be read (same seq). The agent keeps appending meanwhile
+        (its records wait in the hand-over queue). False (and tried again later) when the disk cannot take it."""
+        old = self._db
+        previous_epoch = self.epoch
+        before: Counter = Counter()  # committed records by kind: what the old store should hold
+        with self._lock:
+            for (kind, _prio), n in self._counts.items():
+                before[kind] += max(n, 0)
+        if not self._close_gate():
+            self._renew_next = time.monotonic() + RENEW_RETRY_S
+            return False
+        try:
+            try:
+                copy = None
+                if not corrupt and old is not None:
+                    # the removed file is still open here: copy it out whole before this connection closes
+                    self.corrupt_dir.mkdir(parents=True, exist_ok=True)
+                    copy = self.corrupt_dir / f"outbox.db.removed-{int(time.time())}"
+                    copy.unlink(missing_ok=True)
+                    target = sqlite3.connect(copy)
+                    try:
+                        old.backup(target)
+                    finally:
+                        target.close()
+                if old is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        old.close()
+                    self._db = None
+                aside = self._move_aside(keep=copy)  # a corrupt file, or whatever now stands at its path
+                if copy is not None:
+                    if aside is not None:  # keep only the newest: here, the copy of what the outbox had
+                        for suffix in ("", "-wal", "-shm"):
+                            Path(str(aside) + suffix).unlink(missing_ok=True)
+                    aside = copy
+                    self.moved_aside = copy
+                self.dir.mkdir(parents=True, exist_ok=True)
+                self.samples_dir.mkdir(exist_ok=True)
+                db = self._connect()
+                db.executescript(SCHEMA)
+                epoch = max(previous_epoch + 1, (self._read_epoch_file() or 0) + 1, int(time.time()))
+                self._write_epoch_file(epoch)
+                db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
+                got = self._salvage(aside, db, self._seq) if aside is not None else Counter()
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT(key) DO UPDATE SET "
+                    "value = MAX(value, excluded.value)",
+                    (self._seq,),
+                )
+            except (OSError, sqlite3.Error) as exc:
+                self._renew_next = time.monotonic() + RENEW_RETRY_S
+                if not self._renew_failing:
+                    self._renew_failing = True
+                    log.error(
+                        "outbox %s: the store is unusable (%s) and a new one cannot be started: %s; records are "
+                        "counted as write_failed until it can (tried every %.0f s)",
+                        self.dir,
+                        reason,
+                        _cause(exc),
+                        RENEW_RETRY_S,
+                    )
+                return False
+            self._db = db
+            self._ino = self._identity()
+            self.epoch = epoch
+            self._renew_reason, self._renew_failing, self._renew_next = None, False, 0.0
+            self._rebuild_counts(db)
+            self._sweep_samples(db)
+            lost = before - got
+            with self._lock:
+                self.dropped_total = Counter()  # since the new epoch began
+                self.dropped.update({f"corrupt:{k}": n for k, n in lost.items()})
+            self.renewals += 1
+            self.salvaged += got.total()
+        finally:
+            self._open_gate()
+        log.error(
+            "outbox %s: %s (%s): moved aside to %s; the outbox goes on in epoch %d with the %d records still "
+            "readable; %d records were lost",
+            self.dir,
+            "the store turned corrupt" if corrupt else "the store was removed",
+            reason,
+            aside,
+            epoch,
+            got.total(),
+            lost.total(),
+        )
+        self._renewed(
+            Event(
+                EventKind.OUTBOX_CORRUPT,
+                moved_to=str(aside) if aside is not None else None,
+                reason=reason,
+                epoch=epoch,
+                previous_epoch=previous_epoch,
+                salvaged=got.total(),
+                salvaged_by_kind=dict(got),
+                lost=lost.total(),
+                lost_by_kind=dict(lost),
+            )
+        )
+        return True
 
     def _rebuild_counts(self, db) -> None:
         """The in-memory counts from the table (once at open: one pass over the priority index)."""
@@ -434,6 +762,7 @@ class Outbox:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
             self._db = None
+        self._opened = False
         self._report_drops(
             force=True
         )  # told locally; the cloud has the counts (heartbeat) and earlier events
@@ -448,7 +777,7 @@ class Outbox:
         sample: bytes | None = None,
         sample_ext: str = "",
     ) -> int:
-        if self._db is None:
+        if not self._opened:
             raise OutboxError("outbox is not open")
         body = (
             payload
@@ -640,7 +969,6 @@ class Outbox:
             self._committed.wait_for(lambda: self._committed_seq >= seq or self._stop.is_set(), timeout_s)
 
     def _write_loop(self) -> None:
-        db = self._db
         interval = self.s.commit_interval_ms / 1000
         always = self.s.fsync is FsyncPolicy.ALWAYS
         while True:
@@ -653,7 +981,7 @@ class Outbox:
             deadline = time.monotonic() + (0 if always else interval)
             while True:
                 if item is None:
-                    self._guarded(self._commit, db, batch)
+                    self._guarded(self._commit, batch)
                     return
                 if item == "flush":
                     flush = True
@@ -671,8 +999,9 @@ class Outbox:
                     break
             # the writer never dies: a full or failing disk costs the records it could not take (counted),
             # and the outbox writes again once there is room
-            self._guarded(self._commit, db, batch)
-            self._guarded(self._enforce_budget, db)
+            self._guarded(self._commit, batch)
+            self._guarded(self._enforce_budget)
+            self._guarded(self._check_store)  # corrupt, removed or replaced under the running agent: renewed
             if self._notices:  # an idle outbox still reports its drops
                 self._guarded(self._drain_notices)
 
@@ -680,7 +1009,11 @@ class Outbox:
         try:
             fn(*args)
         except Exception as exc:
-            if self._failing:
+            if isinstance(exc, sqlite3.DatabaseError) and _is_corrupt(exc):
+                if self._renew_reason is None:  # renewed by _check_store at the end of this round
+                    log.error("outbox %s: %s met a corrupt store: %s", self.dir, fn.__name__.lstrip("_"), exc)
+                self._want_renewal(_cause(exc))
+            elif self._failing:
                 log.debug("outbox: %s failed again: %s", fn.__name__, exc)
             else:
                 self._failing = True
@@ -699,10 +1032,13 @@ class Outbox:
             self._fail_reason = reason
         self._failed_in_burst += len(rows)
 
-    def _commit(self, db, batch: list) -> None:
+    def _commit(self, batch: list, retried: bool = False) -> None:
+        db = self._db
         if batch:
             persisted = Counter(self._unpersisted)
             try:
+                if db is None:  # a bad store that could not be renewed yet (a full disk)
+                    raise sqlite3.OperationalError("the outbox has no usable store")
                 db.execute("BEGIN")
                 db.executemany(
                     "INSERT INTO records (seq, kind, priority, t, payload, sample_sha256, sample_ext, size) "
@@ -723,9 +1059,11 @@ class Outbox:
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
                 # on SQLITE_FULL / IOERR SQLite has rolled back already: a second ROLLBACK would raise
-                if db.in_transaction:
+                if db is not None and db.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         db.execute("ROLLBACK")
+                if _is_corrupt(exc) and not retried and self._renew(_cause(exc), corrupt=True):
+                    return self._commit(batch, retried=True)  # the batch goes into the new store
                 if not self._failing:
                     self._failing = True
                     log.error(
@@ -736,7 +1074,7 @@ class Outbox:
                         _cause(exc),
                     )
                 self._count_failed([(b[0], b[1]) for b in batch], _cause(exc))
-                for sha in {b[5] for b in batch if b[5]}:  # their sample files: give the room back
+                for sha in {b[5] for b in batch if b[5]} if db is not None else ():  # give the room back
                     with contextlib.suppress(sqlite3.Error, OSError):
                         self._maybe_remove_sample(db, sha)
             else:
@@ -768,9 +1106,10 @@ class Outbox:
             self._committed.notify_all()
 
     # ---- budget and retention ----------------------------------------------------------------
-    def _enforce_budget(self, db) -> None:
+    def _enforce_budget(self) -> None:
         try:
-            self._enforce(db)
+            if self._db is not None:
+                self._enforce(self._db)
         finally:
             self._report_drops()
 
@@ -920,14 +1259,22 @@ class Outbox:
 
     # ---- draining ----------------------------------------------------------------------------
     def pending(self, limit: int = 500, max_bytes: int = 1_000_000) -> list[Record]:
-        """Committed, unacknowledged records: events/alarms first, then results, then samples; by seq within."""
-        db = self._reader()
-        rows = db.execute(
-            "SELECT seq, kind, priority, t, payload, sample_sha256, sample_ext, size FROM records "
-            "ORDER BY priority, seq LIMIT ?",
-            (limit,),
-        ).fetchall()
-        db.close()
+        """Committed, unacknowledged records: events/alarms first, then results, then samples; by seq within.
+        Empty while the store cannot be read (corrupt: renewed by the writer; removed; an I/O error): logged
+        once, never raised, so that a sender polling it keeps running and resumes once the store is back."""
+        try:
+            with self._reading() as db:
+                rows = db.execute(
+                    "SELECT seq, kind, priority, t, payload, sample_sha256, sample_ext, size FROM records "
+                    "ORDER BY priority, seq LIMIT ?",
+                    (limit,),
+                ).fetchall()
+        except (sqlite3.Error, OutboxError) as exc:
+            if not self._unreadable_told:
+                self._unreadable_told = True
+                log.error("outbox %s: cannot read the store: %s; nothing is sent until it can", self.dir, exc)
+            return []
+        self._unreadable_told = False
         out: list[Any] = []
         total = 0
         for r in rows:
@@ -945,16 +1292,35 @@ class Outbox:
         except FileNotFoundError:
             return None
 
-    def _reader(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
-        return db
+    @contextlib.contextmanager
+    def _reading(self):
+        """A connection of its own to the store (never creating the file: a removed store is not replaced by
+        an empty one here), closed on leaving; not while the writer renews the store. A corrupt store met here
+        is renewed by the writer at its next round."""
+        with self._gate:
+            if not self._gate.wait_for(lambda: not self._gate_closed, READER_WAIT_S):
+                raise OutboxError(f"outbox {self.dir}: the store is being renewed")
+            self._readers += 1
+        try:
+            db = sqlite3.connect(f"file:{urllib.parse.quote(str(self.path))}?mode=rw", uri=True, timeout=30)
+            try:
+                yield db
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as exc:
+            if _is_corrupt(exc):
+                self._want_renewal(_cause(exc))
+            raise
+        finally:
+            with self._gate:
+                self._readers -= 1
+                self._gate.notify_all()
 
     def ack(self, seqs: list[int]) -> int:
         if not seqs:
             return 0
-        db = self._reader()
         rows: list = []  # exactly what this DELETE removed: the counts stay exact beside a concurrent drop
-        try:
+        with self._reading() as db:
             for i in range(0, len(seqs), 500):
                 part = seqs[i : i + 500]
                 q = ",".join("?" * len(part))
@@ -970,23 +1336,18 @@ class Outbox:
             for sha in {r[4] for r in rows if r[4]}:
                 if not db.execute("SELECT 1 FROM records WHERE sample_sha256 = ? LIMIT 1", (sha,)).fetchone():
                     self._unlink_sample(sha)
-        finally:
-            db.close()
         return len(rows)
 
     def refuse(self, seqs: list[int]) -> int:
         """Drop records the cloud refused for good (it answered that no store can hold them): counted as
         ``refused:<kind>`` and reported as a drop event, so the cloud sees the gap and its cause, instead
         of the record blocking every record behind it at the head of the outbox."""
-        db = self._reader()
-        try:
+        with self._reading() as db:
             q = ",".join("?" * len(seqs))
             rows = db.execute(
                 f"SELECT seq, kind, sample_sha256 FROM records WHERE seq IN ({q})", seqs
             ).fetchall()
             self._delete(db, rows, "refused")
-        finally:
-            db.close()
         self._report_drops(force=True)
         return len(rows)
 
@@ -996,14 +1357,11 @@ class Outbox:
         with self._lock:
             counts = +self._counts
             stale, gen = self._oldest_stale, self._oldest_gen
-        if stale and self._db is not None:
+        if stale and self._opened:
             try:
-                db = self._reader()
-                try:
+                with self._reading() as db:
                     oldest = db.execute("SELECT MIN(seq) FROM records").fetchone()[0]
-                finally:
-                    db.close()
-            except sqlite3.Error:  # the store is unreadable: the counts are still right
+            except (sqlite3.Error, OutboxError):  # the store is unreadable: the counts are still right
                 oldest = None
             else:
                 with self._lock:
@@ -1031,4 +1389,8 @@ class Outbox:
             "dropped_total": dict(self.dropped_total),
             "budget_bytes": self.s.max_bytes,
             "fsync": self.s.fsync.value,
+            # stores found corrupt, removed or replaced (at start or while running), moved aside and renewed
+            "renewals": self.renewals,
+            "salvaged": self.salvaged,
+            "last_renewal": self.last_renewal,
         }

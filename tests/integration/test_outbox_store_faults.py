@@ -4,11 +4,27 @@ the agent keeps appending throughout, and every record is either stored or count
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import sqlite3
+import time
 
+import pytest
+
+from cloud_trainer.fleet.service import FleetServer
 from edge_agent.outbox.settings import OutboxSettings
 from edge_agent.outbox.store import Outbox
+from edge_agent.uplink.client import Uplink
 from tests.integration.test_outbox_disk_faults import in_thread
+from tests.support.fleet import cloud_settings, make_pki
+from tests.support.peers import free_port
+from tests.support.waits import until
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def test_a_record_larger_than_the_budget_allows_is_dropped_at_once_counted_and_reported(tmp_path):
@@ -37,3 +53,163 @@ def test_a_record_larger_than_the_budget_allows_is_dropped_at_once_counted_and_r
     again.open()  # the counts are durable
     assert again.dropped_total["budget:sample"] == 3 and again.dropped_total["budget:result"] == 1
     again.close()
+
+
+def scribble_pages(path, every: int = 8) -> None:
+    """Overwrite one page in ``every`` past the first few with random bytes, as a failing SD card does, after
+    the WAL was folded into the file (so the damage is what SQLite reads)."""
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    con.close()
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        for off in range(8 * 4096, size - 4096, every * 4096):
+            f.seek(off)
+            f.write(os.urandom(4096))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def fill_outbox(folder, n: int) -> Outbox:
+    ob = Outbox(OutboxSettings(), folder)
+    ob.open()
+    for i in range(n):
+        ob.append("result", {"i": i, "pad": "p" * 200})
+    ob.flush()
+    return ob
+
+
+@pytest.mark.parametrize("damage", ["pages_scribbled", "cut_short"])
+def test_a_corrupt_outbox_at_start_is_moved_aside_and_what_is_readable_goes_on_in_a_new_epoch(
+    tmp_path, damage, caplog
+):
+    ob = fill_outbox(tmp_path, 3000)
+    old_epoch = ob.epoch
+    ob.close()
+    path = tmp_path / "outbox" / "outbox.db"
+    if damage == "pages_scribbled":
+        scribble_pages(path, every=40)
+    else:  # a power loss while the file system grew the file
+        for suffix in ("-wal", "-shm"):
+            (tmp_path / "outbox" / f"outbox.db{suffix}").unlink(missing_ok=True)
+        os.truncate(path, path.stat().st_size // 2 + 1000)
+    events: list = []
+    ob = Outbox(OutboxSettings(), tmp_path, on_event=events.append)
+    ob.open()
+    assert ob.moved_aside is not None and ob.moved_aside.exists() and ob.epoch > old_epoch
+    corrupt = [e for e in events if e["kind"] == "outbox_corrupt"]
+    assert len(corrupt) == 1 and corrupt[0]["previous_epoch"] == old_epoch
+    ob.flush()
+    kept = {r.seq: json.loads(r.payload) for r in ob.pending(10_000, 10**9) if r.kind == "result"}
+    assert len(kept) >= 1000  # formerly none: every record still readable in the file was thrown away
+    assert len(kept) == corrupt[0]["salvaged"] == ob.stats()["salvaged"]
+    # each keeps its seq (an ack in flight for the old epoch names the same record, never another one)
+    assert all(body["i"] == seq - 1 for seq, body in kept.items())
+    assert ob.stats()["renewals"] == 1 and ob.stats()["last_renewal"]["epoch"] == ob.epoch
+    # the next seq follows the old outbox's last: none is given twice within the new epoch
+    assert ob.append("result", {"new": 1}) > 3000
+    ob.close()
+    error_lines = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(error_lines) == 1 and "\n" not in error_lines[0] and str(ob.moved_aside) in error_lines[0]
+
+
+def test_an_empty_outbox_file_of_a_known_epoch_is_moved_aside_and_reported_not_silently_restarted(tmp_path):
+    ob = fill_outbox(tmp_path, 50)
+    old_epoch = ob.epoch
+    ob.close()
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / "outbox" / f"outbox.db{suffix}").unlink(missing_ok=True)
+    os.truncate(tmp_path / "outbox" / "outbox.db", 0)  # a file system repair left it empty
+    events: list = []
+    ob = Outbox(OutboxSettings(), tmp_path, on_event=events.append)
+    ob.open()
+    # formerly SQLite took it for a new database: 50 records gone without a log line or an event
+    assert [e["kind"] for e in events] == ["outbox_corrupt"]
+    assert events[0]["previous_epoch"] == old_epoch and "empty" in events[0]["reason"]
+    assert ob.moved_aside is not None and ob.moved_aside.stat().st_size == 0
+    assert ob.epoch > old_epoch
+    ob.close()
+
+
+def wait_for(pred, timeout_s: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_an_outbox_removed_under_the_running_agent_goes_on_in_a_new_epoch_with_every_record(tmp_path):
+    data = tmp_path / "data"
+    events: list = []
+    ob = Outbox(OutboxSettings(commit_interval_ms=10), data, on_event=events.append)
+    ob.open()
+    old_epoch = ob.epoch
+    for i in range(100):
+        ob.append("result", {"before": i})
+    ob.flush()
+    # a clean-up script, a careless operator (renamed first: the outbox may start afresh during rmtree)
+    os.rename(data, tmp_path / "gone")
+    shutil.rmtree(tmp_path / "gone")
+    for i in range(300):
+        ob.append("result", {"after": i})
+    ob.flush()
+    # formerly it wrote on into the removed file, unseen by any reader and gone at the next start
+    wait_for(lambda: any(e["kind"] == "outbox_corrupt" for e in events), what="the outbox to start afresh")
+    assert ob.epoch > old_epoch and [e["kind"] for e in events] == ["outbox_corrupt"]
+    assert events[0]["lost"] == 0
+    ob.append("result", {"later": 1})
+    ob.close()
+    again = Outbox(OutboxSettings(), data)
+    again.open()
+    assert again.epoch == ob.epoch and again.moved_aside is None
+    assert again.stats()["by_kind"]["result"] == 100 + 300 + 1
+    again.close()
+
+
+async def test_an_outbox_turning_corrupt_while_running_is_renewed_and_the_cloud_gets_every_readable_record(
+    tmp_path, pki
+):
+    port = free_port()
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    events: list = []
+    ob = Outbox(OutboxSettings(commit_interval_ms=10), tmp_path / "agent", on_event=events.append)
+    ob.open()
+    old_epoch = ob.epoch
+    up = None
+    try:
+        for i in range(2000):  # the link is down: they wait in the outbox
+            ob.append("result", {"i": i, "pad": "p" * 200})
+        ob.flush()
+        scribble_pages(ob.path, every=40)  # a failing card, under the running agent
+        up = Uplink(cloud_settings(pki, port), ob)
+        await up.start()
+        for i in range(200):  # the line goes on
+            await ob.append_async("result", {"j": i})
+        ob.flush()
+        # formerly the uplink's read of the corrupt store raised out of its loop: nothing was sent again
+        await until(
+            lambda: (
+                len([r for r in srv.store.records("gw1", limit=5000) if r["kind"] == "result"])
+                + ob.dropped["corrupt:result"]
+                == 2200
+            ),
+            what="every result at the cloud or counted as lost",
+        )
+        assert ob.stats()["renewals"] == 1 and ob.stats()["depth"] == 0
+        lost = ob.dropped["corrupt:result"]
+        assert ob.epoch > old_epoch and 0 < lost < 2000
+        corrupt = [e for e in events if e["kind"] == "outbox_corrupt"]
+        assert len(corrupt) == 1 and corrupt[0]["lost"] == lost and corrupt[0]["previous_epoch"] == old_epoch
+        # every result is at the cloud or counted as lost (those the failing card took)
+        recs = srv.store.records("gw1", limit=5000)
+        results = [r for r in recs if r["kind"] == "result"]
+        assert len(results) == 2200 - lost
+        assert {r["epoch"] for r in results} <= {old_epoch, ob.epoch}
+        assert srv.store.stats("gw1")["duplicates"] == 0
+    finally:
+        if up is not None:
+            await up.stop()
+        ob.close()
+        await srv.stop()
