@@ -32,12 +32,26 @@ class EngineError(RuntimeError):
     pass
 
 
+class RunTimeout(EngineError):
+    """A bounded run (``Engine.run_bounded``) did not finish in its time."""
+
+
+# OpenVINO cannot stop a running inference (``InferRequest.cancel`` does not end a ``Loop``): a request
+# given up on runs on to its end here, never freed meanwhile (its destructor would wait for it)
+_ABANDONED: list = []
+
+
 class Engine(Protocol):
     name: str
     version: str
     form: str  # "int8" or "fp32": which of the package's forms it runs
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def run_bounded(self, inputs: dict[str, np.ndarray], timeout_s: float) -> dict[str, np.ndarray]:
+        """``run``, raising ``RunTimeout`` when it has not finished after ``timeout_s`` (the smoke test:
+        a model that never finishes must not hold a swap for good)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -99,6 +113,24 @@ class OrtEngine:
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.output_names, self.session.run(self.output_names, inputs), strict=True))
 
+    def run_bounded(self, inputs: dict[str, np.ndarray], timeout_s: float) -> dict[str, np.ndarray]:
+        import onnxruntime as ort
+
+        opts = ort.RunOptions()
+        # ONNX Runtime checks the flag between kernels and in every Loop iteration: the run ends with an error
+        timer = threading.Timer(timeout_s, setattr, (opts, "terminate", True))
+        timer.daemon = True
+        timer.start()
+        try:
+            out = self.session.run(self.output_names, inputs, opts)
+        except Exception:
+            if opts.terminate:
+                raise RunTimeout(_unfinished(self.name, timeout_s, "stopped")) from None
+            raise
+        finally:
+            timer.cancel()
+        return dict(zip(self.output_names, out, strict=True))
+
     def close(self) -> None:
         self.session = None
 
@@ -143,8 +175,25 @@ class OvEngine:
         res = req.infer(inputs, share_inputs=True, share_outputs=True)
         return {name: np.array(res[port], copy=True) for port, name in self.outputs}
 
+    def run_bounded(self, inputs: dict[str, np.ndarray], timeout_s: float) -> dict[str, np.ndarray]:
+        req = self.compiled.create_infer_request()
+        req.start_async(inputs)
+        if not req.wait_for(max(1, int(timeout_s * 1000))):
+            req.cancel()  # (ends a run waiting to start; one running goes on: kept, see _ABANDONED)
+            _ABANDONED.append(req)
+            raise RunTimeout(_unfinished(self.name, timeout_s, "left to finish in the background"))
+        res = req.results
+        return {name: np.array(res[port], copy=True) for port, name in self.outputs}
+
     def close(self) -> None:
         self.compiled = None
+
+
+def _unfinished(engine: str, timeout_s: float, what: str) -> str:
+    return (
+        f"{engine} did not finish one golden input within {timeout_s:g} s ({what}): a model that never "
+        "ends (a Loop of a huge trip count) or far too slow for this machine"
+    )
 
 
 def _only_form(opened: OpenedPackage) -> str:

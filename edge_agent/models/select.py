@@ -15,6 +15,9 @@ runs them:
 - either way, each golden item's outputs must read as the manifest declares them (one label per
   class value, every declared output present): ``preprocess.interpret`` runs on them as on a frame.
 
+Each golden run has ``GOLDEN_RUN_TIMEOUT_S``: a model that does not finish one golden input in it (a
+``Loop`` of a huge trip count) fails its trial, and no other candidate is tried (ONNX Runtime, which can
+stop such a run, is tried first; OpenVINO cannot stop one, and leaves it to end in the background).
 Each candidate that passes is timed (median of batch-1 runs); the fastest serves. An INT8 form
 that fails its parity check never serves: the outcome names the CPU, the deviation and the form
 chosen instead, and the slot reports it (event ``int8_deviation``, ``/status``, the heartbeat).
@@ -28,13 +31,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge_agent.engines import Engine, EngineError, candidate_engines, create_engine
+from edge_agent.engines import Engine, EngineError, RunTimeout, candidate_engines, create_engine
 from edge_agent.models.config import FormChoice, ModelConfig
 from model_packager import OpenedPackage
 from model_packager.cpu import cpu_flags, int8_path
 from model_packager.golden import compare, interpretation_problems, load_npz, parity, parity_problems
 
 TIME_BUDGET_S = 0.25  # per passing candidate, for its latency measurement
+# One golden input's run, at most: a model past it is refused (one that never ends would hold the swap for good)
+GOLDEN_RUN_TIMEOUT_S = 60.0
 SWAP_YIELD = 1.0  # during a swap, idle as long as each timed run took: the serving model keeps a core
 MAX_TIMED_RUNS = 50
 
@@ -126,7 +131,8 @@ def _run_golden(engine: Engine, inputs: dict[str, np.ndarray]) -> dict[str, np.n
     got: dict[str, list] = {}
     n = next(iter(inputs.values())).shape[0]
     for i in range(n):  # one item at a time: the shape the agent runs
-        for k, v in engine.run({k: v[i : i + 1] for k, v in inputs.items()}).items():
+        one = {k: v[i : i + 1] for k, v in inputs.items()}
+        for k, v in engine.run_bounded(one, GOLDEN_RUN_TIMEOUT_S).items():
             got.setdefault(k, []).append(v)
     return {k: np.concatenate(v) for k, v in got.items()}
 
@@ -188,7 +194,14 @@ def select(opened: OpenedPackage, cfg: ModelConfig, *, isolated: bool = False) -
     # a lone candidate has nothing to be compared with: a few timed runs report its latency, and the
     # time budget (part of every start, before the first result) is not spent
     budget_s = TIME_BUDGET_S if len(candidates) > 1 else 0.0
+    # ONNX Runtime first: it can stop a run that does not end (RunTimeout), OpenVINO cannot, and once one
+    # candidate timed out no other is tried (the same graph would not end on it either)
+    candidates.sort(key=lambda c: c[1] != "onnxruntime")
+    timed_out: RunTimeout | None = None
     for form, name in candidates:
+        if timed_out is not None:
+            trials.append(Trial(name, form or "?", False, f"not tried: {timed_out}", loaded=False))
+            continue
         try:
             engine = create_engine(name, opened, cfg, form, isolated=isolated)
         except EngineError as exc:
@@ -197,6 +210,9 @@ def select(opened: OpenedPackage, cfg: ModelConfig, *, isolated: bool = False) -
             continue
         try:
             trial = check(engine, opened, inputs, expected)
+        except RunTimeout as exc:
+            timed_out = exc
+            trial = Trial(name, engine.form, False, f"golden run failed: {exc}")
         except Exception as exc:  # an engine that cannot run its own golden inputs is not fit
             trial = Trial(name, engine.form, False, f"golden run failed: {exc}")
         if trial.ok:

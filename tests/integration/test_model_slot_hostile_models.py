@@ -1,0 +1,100 @@
+"""Models that do not finish: the smoke test of a swap bounds each golden run.
+
+A package signed by a trusted key whose model never finishes a run (a ``Loop`` with a trip count of
+10^12: a toolchain's bug, a model meant for another runtime, or a hostile signer) used to hold the
+swap at ``smoke_testing`` for good: the slot could take no other package, a core stayed pinned, and
+the agent could not stop. Each golden run now has ``select.GOLDEN_RUN_TIMEOUT_S``; ONNX Runtime's
+run is terminated at the deadline, the swap is refused at ``golden`` naming it, the old model serves
+on and a good package still swaps in."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from devices.base import Frame
+from edge_agent.models import select as select_mod
+from edge_agent.models.config import ModelConfig
+from edge_agent.models.slot import ModelSlot
+from model_packager import load_trusted_keys
+from tests.support.models import make_keypair, make_package
+from tests.unit.test_package_external_data import _resigned
+
+
+def _endless(model_bytes: bytes, trips: int) -> bytes:
+    """The model with its ``logits`` passed through a ``Loop`` of ``trips`` iterations first."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    m = onnx.load_from_string(model_bytes)
+    g = m.graph
+    for n in g.node:
+        n.output[:] = ["logits_raw" if o == "logits" else o for o in n.output]
+    g.initializer.append(numpy_helper.from_array(np.array(trips, np.int64), "trips"))
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["c_in"], ["c_out"]),
+            helper.make_node("Identity", ["v_in"], ["v_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("c_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_in", TensorProto.FLOAT, None),
+        ],
+        [
+            helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_out", TensorProto.FLOAT, None),
+        ],
+    )
+    g.node.append(helper.make_node("Loop", ["trips", "", "logits_raw"], ["logits"], body=body))
+    return m.SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def pkgs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pkgs")
+    key, pub = make_keypair(tmp / "keys")
+    v2 = make_package(tmp, kind="vision", version="1.1.0", key=key, seed=2)
+    import tarfile
+
+    with tarfile.open(v2) as tar:
+        model = tar.extractfile("model.onnx").read()
+    (tmp / "endless").mkdir()
+    endless = _resigned(
+        v2, key, {"model.onnx": _endless(model, 10**12)}, tmp / "endless" / "part-inspection-1.1.0.edgepkg"
+    )
+    return {
+        "v1": make_package(tmp, kind="vision", version="1.0.0", key=key),
+        "v2": v2,
+        "endless": endless,
+        "pub": pub,
+    }
+
+
+async def test_a_model_that_never_finishes_its_golden_run_is_refused_and_the_old_one_serves(
+    tmp_path, pkgs, monkeypatch
+):
+    monkeypatch.setattr(select_mod, "GOLDEN_RUN_TIMEOUT_S", 0.5)
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime")
+    events = []
+    trusted = load_trusted_keys([pkgs["pub"]])  # verified in this process: no install child to wait for
+    s = ModelSlot("vision", cfg, tmp_path / "data", trusted, on_event=events.append)
+    await s.start()
+    swap = asyncio.ensure_future(s.swap(pkgs["endless"]))
+    done, _ = await asyncio.wait({swap}, timeout=60)
+    assert done, "the swap never ended: the smoke test ran the model without a bound"
+    outcome = swap.result()
+    assert not outcome.ok and outcome.stage == "golden", outcome
+    assert "did not finish" in outcome.reason and "0.5 s" in outcome.reason, outcome.reason
+    assert outcome.reason.isprintable()
+    assert events[-1]["kind"] == "swap_refused"
+    assert s.state == "active" and s.version == "1.0.0"
+    img = np.zeros((64, 64, 3), np.uint8)
+    assert s.infer(Frame("cam", 1, time.time(), img)).version == "1.0.0"
+    ok = await s.swap(pkgs["v2"], watch=False)  # the slot is not wedged: a good package still swaps in
+    assert ok.ok and s.version == "1.1.0", ok
+    await s.stop()
