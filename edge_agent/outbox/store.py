@@ -122,6 +122,9 @@ CLOSE_WAIT_S = 10.0  # close() waits at most this long for the writer
 SALVAGE_S = 30.0  # at most this long copying what is still readable out of a corrupt file
 SALVAGE_CHUNK = 256  # seqs read at once; a chunk that cannot be read is split down to single seqs
 RENEW_RETRY_S = 5.0  # a store that could not be renewed (a full disk) is tried again this often
+SALVAGE_TRIES = (
+    5  # renewals failed by a disk error while salvaging; then what reads is salvaged, the rest skipped
+)
 READER_WAIT_S = 30.0  # a reader waits at most this long while the store is renewed
 # only these mean the file itself is bad; FULL, IOERR, READONLY, CANTOPEN are the disk's or the folder's fault
 _CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
@@ -258,6 +261,8 @@ class Outbox:
         self._renew_reason: str | None = None  # set by whoever meets a corrupt store; the writer renews
         self._renew_next = 0.0  # monotonic time of the next attempt after one failed
         self._renew_failing = False
+        self._salvage_from: Path | None = None  # a moved-aside store not yet salvaged (a renewal that failed)
+        self._salvage_tries = 0
         self._ino: tuple[int, int] | None = None  # (st_dev, st_ino) of the file the writer has open
         self.renewals = 0  # stores moved aside or replaced by this process (at open or while running)
         self.salvaged = 0  # records copied out of them into the new epoch
@@ -427,6 +432,14 @@ class Outbox:
             return None
         return (st.st_dev, st.st_ino)
 
+    def _aside_name(self, what: str) -> Path:
+        """``outbox-corrupt/outbox.db.<what>-<unix time>``, never a name in use (two in one second)."""
+        stamp = int(time.time())
+        name, n = f"outbox.db.{what}-{stamp}", 1
+        while any((self.corrupt_dir / (name + sfx)).exists() for sfx in ("", "-wal", "-shm", "-journal")):
+            name, n = f"outbox.db.{what}-{stamp}.{n}", n + 1
+        return self.corrupt_dir / name
+
     def _move_aside(self, keep: Path | None = None) -> Path | None:
         """Move the database file (and its -wal and -shm) to ``<data_dir>/outbox-corrupt/`` (outside the
         budgeted folder; only the newest is kept, so a bad disk cannot fill up with copies). None when there
@@ -437,7 +450,7 @@ class Outbox:
                 continue
             log.warning("outbox: removing an older corrupt file %s to keep only the newest", old)
             old.unlink(missing_ok=True)
-        aside = self.corrupt_dir / f"outbox.db.corrupt-{int(time.time())}"
+        aside = self._aside_name("corrupt")
         moved = None
         for suffix in ("", "-wal", "-shm"):
             p = Path(str(self.path) + suffix)
@@ -482,7 +495,9 @@ class Outbox:
                         "WHERE seq BETWEEN ? AND ? ORDER BY seq",
                         (a, b),
                     ).fetchall()
-                except sqlite3.Error:
+                except sqlite3.Error as exc:
+                    if not _is_corrupt(exc) and self._salvage_tries < SALVAGE_TRIES:
+                        raise  # a full disk (the -shm cannot grow) or an I/O error: the renewal is tried again
                     if a < b:  # narrow it down: the rows around a bad page are still worth having
                         m = (a + b) // 2
                         todo += [(m + 1, b), (a, m)]
@@ -599,14 +614,14 @@ class Outbox:
         if not self._close_gate():
             self._renew_next = time.monotonic() + RENEW_RETRY_S
             return False
+        db: sqlite3.Connection | None = None
         try:
             try:
                 copy = None
                 if not corrupt and old is not None:
                     # the removed file is still open here: copy it out whole before this connection closes
                     self.corrupt_dir.mkdir(parents=True, exist_ok=True)
-                    copy = self.corrupt_dir / f"outbox.db.removed-{int(time.time())}"
-                    copy.unlink(missing_ok=True)
+                    copy = self._aside_name("removed")
                     target = sqlite3.connect(copy)
                     try:
                         old.backup(target)
@@ -616,13 +631,13 @@ class Outbox:
                     with contextlib.suppress(sqlite3.Error):
                         old.close()
                     self._db = None
-                aside = self._move_aside(keep=copy)  # a corrupt file, or whatever now stands at its path
-                if copy is not None:
-                    if aside is not None:  # keep only the newest: here, the copy of what the outbox had
-                        for suffix in ("", "-wal", "-shm"):
-                            Path(str(aside) + suffix).unlink(missing_ok=True)
-                    aside = copy
-                    self.moved_aside = copy
+                # what the records are salvaged from: the copy, or the file moved aside by an attempt that
+                # failed afterwards (a full disk), kept through the next attempts until salvaged
+                keep = copy or self._salvage_from
+                aside = self._move_aside(keep=keep)  # a corrupt file, or whatever now stands at its path
+                if keep is not None:
+                    aside = self.moved_aside = keep
+                self._salvage_from = aside
                 self.dir.mkdir(parents=True, exist_ok=True)
                 self.samples_dir.mkdir(exist_ok=True)
                 db = self._connect()
@@ -637,12 +652,16 @@ class Outbox:
                     (self._seq,),
                 )
             except (OSError, sqlite3.Error) as exc:
+                self._salvage_tries += 1
+                if db is not None:  # a half-made store: moved aside by the next attempt
+                    with contextlib.suppress(sqlite3.Error):
+                        db.close()
                 self._renew_next = time.monotonic() + RENEW_RETRY_S
                 if not self._renew_failing:
                     self._renew_failing = True
                     log.error(
                         "outbox %s: the store is unusable (%s) and a new one cannot be started: %s; records are "
-                        "counted as write_failed until it can (tried every %.0f s)",
+                        "counted as write_failed until it can (tried every %g s)",
                         self.dir,
                         reason,
                         _cause(exc),
@@ -650,6 +669,7 @@ class Outbox:
                     )
                 return False
             self._db = db
+            self._salvage_from, self._salvage_tries = None, 0
             self._ino = self._identity()
             self.epoch = epoch
             self._renew_reason, self._renew_failing, self._renew_next = None, False, 0.0

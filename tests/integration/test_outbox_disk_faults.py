@@ -195,3 +195,31 @@ def test_edge_agent_run_on_a_read_only_data_folder_exits_1_with_one_line(small_d
     assert "Traceback" not in out
     errors = [line for line in out.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and str(data) in errors[0], out
+
+
+def test_a_store_turning_corrupt_on_a_full_disk_is_renewed_and_salvaged_once_there_is_room(
+    small_disk, monkeypatch
+):
+    import edge_agent.outbox.store as store
+    from tests.integration.test_outbox_store_faults import scribble_pages, wait_for
+
+    monkeypatch.setattr(store, "RENEW_RETRY_S", 0.2)
+    events: list = []
+    ob = Outbox(OutboxSettings(commit_interval_ms=10), small_disk / "data", on_event=events.append)
+    ob.open()
+    for i in range(1500):
+        ob.append("result", {"i": i, "pad": "p" * 200})
+    ob.flush()
+    scribble_pages(ob.path, every=40)
+    filler = fill(small_disk)
+    for i in range(50):  # the writer meets the corrupt store while the disk cannot take a new one
+        ob.append("result", {"j": i})
+    ob.flush()
+    assert ob.stats()["renewals"] == 0 and ob._writer is not None and ob._writer.is_alive()
+    filler.unlink()
+    wait_for(lambda: ob.stats()["renewals"] == 1, what="the store to be renewed once there is room")
+    # the moved-aside file was kept through the failed attempts: what reads in it is in the new epoch
+    assert ob.stats()["salvaged"] >= 1000
+    assert ob.stats()["salvaged"] + ob.dropped["corrupt:result"] >= 1500
+    assert [e["kind"] for e in events].count("outbox_corrupt") == 1
+    in_thread(ob.close, 30)
