@@ -26,6 +26,7 @@ from edge_agent.models.config import ENGINE_TYPES, EngineChoice, ModelConfig
 from model_packager import OpenedPackage
 from model_packager.runtimes import load as load_engine
 from model_packager.runtimes import ort_session, ov_compile
+from model_packager.text import one_line
 
 
 class EngineError(RuntimeError):
@@ -107,7 +108,9 @@ class OrtEngine:
                 graph_optimization=cfg.graph_optimization.value,
             )
         except Exception as exc:
-            raise EngineError(f"ONNX Runtime cannot load {opened.manifest.package_id}: {exc}") from exc
+            raise EngineError(
+                f"ONNX Runtime cannot load {opened.manifest.package_id}: {one_line(exc)}"
+            ) from exc
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -163,7 +166,7 @@ class OvEngine:
             # process, as convert_model holds the GIL for up to seconds and would starve the pipelines
             self.compiled = ov_compile(src, props, core=core, isolated=isolated)
         except Exception as exc:
-            raise EngineError(f"OpenVINO cannot load {opened.manifest.package_id}: {exc}") from exc
+            raise EngineError(f"OpenVINO cannot load {opened.manifest.package_id}: {one_line(exc)}") from exc
         self.outputs = [(o, o.get_any_name()) for o in self.compiled.outputs]
         self._local = threading.local()
 

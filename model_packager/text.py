@@ -6,6 +6,10 @@ line on a terminal, an ANSI escape sequence, a bidirectional override. ``printab
 character that is not printable (``str.isprintable``: C0/C1 controls, DEL, format characters such
 as U+202E, separators other than the space) with a visible ``\\xNN`` / ``\\uNNNN`` escape, and caps
 the length, so that whatever is printed stays on one line and says what it is.
+
+``one_line`` is for an engine library's error about a model (ONNX Runtime's and OpenVINO's messages
+run over many lines and quote the model's own node and operator names): its lines joined with
+`` / ``, the middle cut out when it is long (OpenVINO's summary is at the end), then ``printable``.
 """
 
 from __future__ import annotations
@@ -27,3 +31,14 @@ def printable(text: object, limit: int = MAX_PRINTED) -> str:
             o = ord(ch)
             out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
     return "".join(out)
+
+
+def one_line(text: object, limit: int = 600) -> str:
+    """``text`` on one printable line of about ``limit`` characters at most: lines joined with " / ",
+    the middle left out when it is longer (the start says what failed, the end often sums it up)."""
+    s = text if isinstance(text, str) else str(text)
+    s = " / ".join(line.strip() for line in s.splitlines() if line.strip())
+    if len(s) > limit:
+        half = max(1, limit // 2)
+        s = f"{s[:half]} … {s[-half:]}"
+    return printable(s, limit + 3)

@@ -36,6 +36,7 @@ from edge_agent.models.config import FormChoice, ModelConfig
 from model_packager import OpenedPackage
 from model_packager.cpu import cpu_flags, int8_path
 from model_packager.golden import compare, interpretation_problems, load_npz, parity, parity_problems
+from model_packager.text import one_line
 
 TIME_BUDGET_S = 0.25  # per passing candidate, for its latency measurement
 # One golden input's run, at most: a model past it is refused (one that never ends would hold the swap for good)
@@ -214,7 +215,7 @@ def select(opened: OpenedPackage, cfg: ModelConfig, *, isolated: bool = False) -
             timed_out = exc
             trial = Trial(name, engine.form, False, f"golden run failed: {exc}")
         except Exception as exc:  # an engine that cannot run its own golden inputs is not fit
-            trial = Trial(name, engine.form, False, f"golden run failed: {exc}")
+            trial = Trial(name, engine.form, False, f"golden run failed: {one_line(exc)}")
         if trial.ok:
             trial.p50_ms = _p50_ms(engine, one, budget_s, yield_share=SWAP_YIELD if isolated else 0.0)
             passing.append((trial, engine))

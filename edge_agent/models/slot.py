@@ -57,7 +57,7 @@ from model_packager.preprocess import (
 )
 from model_packager.runtimes import Helpers
 from model_packager.runtimes import load as load_engine
-from model_packager.text import printable
+from model_packager.text import one_line, printable
 from protocols.events import Event, EventKind
 
 if TYPE_CHECKING:
@@ -599,6 +599,9 @@ class ModelSlot:
                 pass
 
     def _refused(self, from_v, to_v, stage: str, reason: str, *, retry: bool = False) -> SwapOutcome:
+        # one line, whatever it quotes (an engine's error names the model's own operators and nodes):
+        # it goes to the log, the swap_refused event, /status and the fleet
+        reason = one_line(reason, 1000)
         self.state = "active" if self._active else "stopped"
         outcome = SwapOutcome(False, self.name, from_v, to_v, stage, reason, retry)
         self.last_outcome = outcome

@@ -71,6 +71,8 @@ def pkgs(tmp_path_factory):
         "v1": make_package(tmp, kind="vision", version="1.0.0", key=key),
         "v2": v2,
         "endless": endless,
+        "v2_model": model,
+        "key": key,
         "pub": pub,
     }
 
@@ -97,4 +99,43 @@ async def test_a_model_that_never_finishes_its_golden_run_is_refused_and_the_old
     assert s.infer(Frame("cam", 1, time.time(), img)).version == "1.0.0"
     ok = await s.swap(pkgs["v2"], watch=False)  # the slot is not wedged: a good package still swaps in
     assert ok.ok and s.version == "1.1.0", ok
+    await s.stop()
+
+
+FORGED = "Evil\n2026-12-01 12:00:00 INFO slot vision: now running part-inspection 9.9.9\x1b[2K"
+
+
+async def test_an_engines_refusal_quoting_the_models_operator_names_is_one_printable_line(
+    tmp_path, pkgs, caplog
+):
+    """ONNX Runtime's error names the model's unknown operator as the model spells it: a newline and an
+    escape sequence in it used to reach the log (a forged "now running" line), the swap_refused event
+    and /status as they were."""
+    import logging
+
+    import onnx
+    from onnx import helper
+
+    m = onnx.load_from_string(pkgs["v2_model"])
+    relu = next(n for n in m.graph.node if n.op_type == "Relu")
+    relu.op_type, relu.domain = FORGED, "com.example"
+    m.opset_import.append(helper.make_opsetid("com.example", 1))
+    (tmp_path / "bad").mkdir()
+    bad = _resigned(
+        pkgs["v2"], pkgs["key"], {"model.onnx": m.SerializeToString()}, tmp_path / "bad" / pkgs["v2"].name
+    )
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime")
+    events = []
+    s = ModelSlot("vision", cfg, tmp_path / "data", load_trusted_keys([pkgs["pub"]]), on_event=events.append)
+    await s.start()
+    with caplog.at_level(logging.WARNING, logger="edge_agent.models.slot"):
+        outcome = await s.swap(bad)
+    assert not outcome.ok and outcome.stage == "load", outcome
+    assert "not a registered function/op" in outcome.reason  # still says what is wrong
+    assert "Evil / 2026-12-01" in outcome.reason and "\\x1b[2K" in outcome.reason  # on one line, escaped
+    assert outcome.reason.isprintable(), repr(outcome.reason)
+    assert events[-1]["kind"] == "swap_refused" and events[-1]["reason"] == outcome.reason
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert refusals and all(line.isprintable() for line in refusals), refusals
+    assert s.version == "1.0.0"
     await s.stop()
