@@ -155,6 +155,16 @@ class OutputSpec(TensorSpec):
                     f"label {label!r} is empty or holds a control character (a newline, a tab): labels are "
                     "named in configs and results"
                 )
+        # each class its own name: probabilities are keyed by label, and ok_label must name one class
+        # (a repeated one kept only its last class's probability: the other's parts went NG)
+        seen: set[str] = set()
+        for label in v or []:
+            if label in seen and v is not None:
+                raise ValueError(
+                    f"label {label!r} is given {v.count(label)} times: each class needs its own label "
+                    "(results, probabilities and ok_label name classes by label)"
+                )
+            seen.add(label)
         if v is None or role not in (OutputRole.CLASS_LOGITS, OutputRole.CLASS_PROBS) or not shape:
             return v
         per_item = shape[1:]

@@ -102,6 +102,12 @@ CONTRADICTIONS = {
         _out0(labels=["ok", "scr\natch", "b", "c", "d", "e"]),
         "manifest outputs[0].labels: label 'scr\\natch' is empty or holds a control character",
     ),
+    # a toolchain's class list with a name twice: probabilities keyed by label kept the last class's
+    # only, so with ok_label repeated a part the model called class 0 "ok" at 0.99 was NG
+    "a-label-twice": (
+        _out0(labels=["ok", "scratch", "dent", "ok", "missing_hole", "stain"]),
+        "manifest outputs[0].labels: label 'ok' is given 2 times: each class needs its own label",
+    ),
 }
 
 
