@@ -38,6 +38,8 @@ import numpy as np
 
 from devices.base import Frame, Notices, Quality, Reading
 from edge_agent.config import PipelineSettings, QueuePolicy, WindowSettings
+from edge_agent.maintenance.sensor import SensorFault, SensorWatch
+from edge_agent.maintenance.sensor import check as sensor_check
 from edge_agent.models.slot import Inference, InferenceError, ModelSlot, SlotError
 from edge_agent.types import Latency, Result, Window
 from model_packager.condition import RateError, input_samples, resample, resample_plan
@@ -45,7 +47,6 @@ from protocols.events import Event, EventKind
 
 if TYPE_CHECKING:
     from edge_agent.maintenance.monitor import Monitor
-    from edge_agent.maintenance.sensor import SensorFault, SensorWatch
 
 log = logging.getLogger(__name__)
 
@@ -685,10 +686,8 @@ class Pipeline:
             if self.s.baseline is not None or (
                 m.task == "equipment_maintenance" and getattr(pre, "sample_rate_hz", 0) >= 1000
             ):
-                from edge_agent.maintenance.sensor import SensorWatch, check
-
                 self.sensor = SensorWatch(self.name, self.on_event)
-                self.windower.raw_check = check
+                self.windower.raw_check = sensor_check
 
     async def offer(self, item: Frame | Reading) -> None:
         if self.windower is not None:
@@ -806,6 +805,9 @@ class Pipeline:
         )
         if self.baseline is not None and isinstance(item, Window) and verdict is not None:
             self.baseline.apply(verdict, res)
+        if self.sensor is not None:  # a clean window, or one the baseline finds at another scale
+            scaled = verdict.sensor if self.baseline is not None and verdict is not None else None
+            self.sensor.record(None if scaled is None else SensorFault("scale", scaled))
         st = self.stats
         st.results += 1
         st.ng += res.verdict == "NG"
@@ -830,14 +832,14 @@ class Pipeline:
         model's verdict on it would be the sensor's, and would count in the model's health watch."""
         if self.sensor is not None and isinstance(item, Window) and self.windower is not None:
             raw = self.windower.raw_checks  # a resampled window was checked on its raw samples
-            found = (
-                self.sensor.record(raw.pop(item.seq)) if item.seq in raw else self.sensor.check(item.waveform)
-            )
+            found = raw.pop(item.seq) if item.seq in raw else sensor_check(item.waveform)
             if found is not None:
                 return found
         return self.slot.infer(item, self.unsure_tolerance)
 
     async def _sensor_result(self, item: Window, fault: SensorFault, enq_t: float, start: float) -> None:
+        assert self.sensor is not None  # only a pipeline with sensor checks finds a sensor fault
+        self.sensor.record(fault)
         m = self.slot.manifest
         res = Result(
             pipeline=self.name,

@@ -32,6 +32,7 @@ import numpy as np
 
 from edge_agent.maintenance.settings import BaselineSettings
 from model_packager.condition import (
+    AMPLITUDE_FEATURES,
     FAULT_FEATURES,
     FEATURES,
     Bearing,
@@ -51,6 +52,16 @@ SAVE_EVERY = 10  # windows between progress saves while learning
 MIN_BAND_WINDOWS = 20
 SPEED_WINDOWS = 20  # windows whose averaged spectrum gives the asset's speed (no speed tag)
 _FEATURE_INDEX = {k: i for i, k in enumerate(FEATURES)}
+# the features a sensor's gain moves (logs of amplitudes); the others (kurtosis, crest, envelope
+# prominences) are ratios it leaves alone
+_AMPLITUDE_INDEX = np.asarray([_FEATURE_INDEX[k] for k in ("rms", *AMPLITUDE_FEATURES)])
+SCALE_MIN = 3.0  # a common factor of every amplitude this large (or 1/this) is a scale, not a machine
+_UNIT_FACTORS = (  # factor (window / commissioned) -> the usual mix-up
+    (9.80665, "m/s2 read as g?"),
+    (1 / 9.80665, "g read as m/s2?"),
+    (1000.0, "mg or mm/s2 read as g or m/s2?"),
+    (1 / 1000.0, "g or m/s2 read as mg or mm/s2?"),
+)
 
 
 def atomic_write_json(path: Path, data: dict) -> None:
@@ -135,6 +146,7 @@ class Verdict:
     iso_alarm: bool = False  # confirm_windows in a row at or above iso_alarm_zone (one transient is not)
     extrapolated: bool = False  # no statistics for this speed band: the nearest band's were used
     growth: float | None = None  # the largest amplitude growth over the baseline (x times), the health index
+    sensor: str | None = None  # the window is the commissioned machine but for the sensor's scale: why
 
     def to_dict(self) -> dict:
         d = {
@@ -154,6 +166,7 @@ class Verdict:
                 "iso_alarm",
                 "extrapolated",
                 "growth",
+                "sensor",
             )
         }
         for k in ("score", "threshold", "speed_hz", "velocity_mm_s", "progress", "growth"):
@@ -406,6 +419,12 @@ class Baseline:
             self.speed_hz = 0.9 * self.speed_hz + 0.1 * f["speed_hz"]
         med, scale, extrapolated = self._band_stats(f["speed_hz"])
         z = (row - med) / scale
+        v.sensor = self._scale_change(row, med, scale, z)
+        if v.sensor is not None:  # the sensor's scale, not the machine: no window in a row towards an alarm
+            self._iso_over = self._over = 0
+            v.iso_alarm = False
+            v.threshold = self.threshold
+            return v
         v.score = float(np.clip(z, 0, None).max())
         v.threshold = self.threshold
         v.extrapolated = extrapolated
@@ -417,6 +436,28 @@ class Baseline:
         if v.anomalous:
             v.fault = diagnose(v.rises)
         return v
+
+    def _scale_change(self, row: np.ndarray, med: np.ndarray, scale: np.ndarray, z: np.ndarray) -> str | None:
+        """Every amplitude moved by one common factor of at least ``SCALE_MIN`` (up or down) and the
+        window is otherwise as commissioned: the units or the sensor's gain changed (m/s2 read as g, a
+        sensitivity setting), not the machine, whose faults change the spectrum's shape (imbalance the
+        1x, misalignment the 2x-3x, a bearing the high band and the envelope)."""
+        d = row[_AMPLITUDE_INDEX] - med[_AMPLITUDE_INDEX]
+        w = 1.0 / scale[_AMPLITUDE_INDEX] ** 2  # the common factor: each amplitude weighed by its steadiness
+        g = float(np.dot(w, d) / w.sum())
+        if abs(g) < math.log(SCALE_MIN) or not self.threshold:
+            return None
+        rest = z.copy()
+        rest[_AMPLITUDE_INDEX] = (d - g) / scale[_AMPLITUDE_INDEX]
+        if float(np.abs(rest).max()) >= self.threshold:  # the shape changed too: judged as it is
+            return None
+        k = math.exp(g)
+        hint = next((why for f, why in _UNIT_FACTORS if abs(math.log(k / f)) < 0.1), "a sensitivity setting?")
+        return (
+            f"sensor: every amplitude {k:.3g}x its commissioned level at once, the spectrum's shape as "
+            f"commissioned: the units or the sensor's gain changed ({hint}), not the machine; correct the "
+            "setting, or relearn if the new level is right"
+        )
 
     def _learn_speed(self) -> None:
         """The asset's shaft speed from the averaged spectrum of its first windows (steadier than one

@@ -11,6 +11,9 @@ alone (the status and each result's ``outputs.baseline.life.basis`` say which). 
 outputs stay in ``result.outputs``. A model swap to another feature set rebuilds the baseline (the
 old one is discarded with an event); a same-feature swap keeps it. A repair (``edge-agent baseline
 repaired PIPELINE``, a request file the next window picks up, or ``repaired()``) resets remaining life.
+A window that is the commissioned machine but for one common factor on every amplitude (the units or
+the sensor's gain changed: ``Verdict.sensor``) is ``UNSURE`` with that reason, and counts towards no
+alarm, ISO zone nor remaining life.
 """
 
 from __future__ import annotations
@@ -132,7 +135,13 @@ class Monitor:
             if b.state == "learning":
                 self.life.reset()
             v = b.process(window.waveform, window.scalars)
-            if v.state == "ready" and v.score is not None and v.growth is not None and v.threshold:
+            if (
+                v.sensor is None
+                and v.state == "ready"
+                and v.score is not None
+                and v.growth is not None
+                and v.threshold
+            ):
                 scale = 3600.0 if self.s.life_unit == "h" else 1.0
                 est = self.life.update(window.end_ts, v.growth, v.anomalous)
                 if est.remaining is not None:
@@ -151,6 +160,11 @@ class Monitor:
 
     def apply(self, v: Verdict, res) -> None:
         d = v.to_dict()
+        if v.sensor is not None:  # the sensor's scale changed: neither OK nor NG
+            res.verdict, res.label = "UNSURE", None
+            res.reason = v.sensor
+            res.outputs["baseline"] = d
+            return
         iso = v.iso_alarm  # the zone held confirm_windows windows in a row (a single transient is not)
         if v.state == "ready" and v.score is not None and v.threshold:
             res.score = round(v.score / v.threshold, 4)

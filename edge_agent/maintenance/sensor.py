@@ -23,8 +23,8 @@ band-limited sensor signal can and cannot do, not on one dataset's levels:
   one sample and back (an impact rings over many samples), so these are electrical (EMI, a bit error).
 
 What it does not judge (it cannot from one window): broadband noise or mains hum far above the
-baseline (a loose sensor, or a machine getting worse), a gain or units error (everything scales);
-docs/maintenance.md says what the agent does with those. Cost: about 120-140 µs per 2048-sample
+baseline (a loose sensor, or a machine getting worse), a gain or units error (everything scales: the
+baseline tells it, ``kind`` ``scale``); docs/maintenance.md says what the agent does with those. Cost: about 120-140 µs per 2048-sample
 window on one core (an AMD EPYC with AVX2; the condition features of the same window take ~17 ms).
 """
 
@@ -57,7 +57,7 @@ MAX_SPIKES = 8  # more outliers than this in one window: a burst, not single spi
 
 @dataclass(frozen=True)
 class SensorFault:
-    kind: str  # flatline | clipped | held | spike
+    kind: str  # flatline | clipped | held | spike (this module) | scale (the baseline's)
     message: str  # one line for the result's reason: "sensor: clipped at 49.9 in 12 % of samples"
 
     def to_dict(self) -> dict:

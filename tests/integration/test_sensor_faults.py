@@ -1,5 +1,5 @@
 """A maintenance pipeline on a real ONNX Runtime slot, fed windows of a healthy machine that a failing
-sensor spoilt (clipped at its range, flat, values held, spikes): each result is UNSURE naming the
+sensor spoilt (clipped at its range, flat, values held, spikes, read in other units): each result is UNSURE naming the
 sensor's fault, never NG (an alarm, a PLC write) nor OK (which clears one); the baseline neither learns
 from nor counts them; one event per episode, counts by fault on the status."""
 
@@ -53,10 +53,11 @@ async def _pipeline(tmp_path, signal_package, window: WindowSettings, baseline: 
         await pipe.offer(Reading("plc", "Speed", 1800.0, 0.0, 0.0, Quality.GOOD))
         await pipe.offer(Reading("plc", "Vibration", x, float(seq[0]), float(seq[0]), Quality.GOOD))
         seq[0] += 1
-        for _ in range(2500):  # one window per reading here: wait for its result
+        for _ in range(15000):  # one window per reading here: wait for its result
             if done[0] >= seq[0]:
                 return
             await asyncio.sleep(0.002)
+        raise AssertionError(f"window {seq[0]} gave no result")
 
     return slot, pipe, feed, results, events
 
@@ -87,19 +88,23 @@ async def test_a_clipping_or_dead_sensor_is_unsure_and_never_learned_nor_alarmed
             await feed(clipped(m.window()))
         for _ in range(2):
             await feed(np.round((0.12 + np.random.default_rng(0).normal(0, 0.0005, m.n)) / 0.0015) * 0.0015)
+        await feed(m.window() * 9.80665)  # m/s2 read as g: the baseline tells the scale from the machine
         faulty = list(results)
         for _ in range(10):  # a clean episode's end: CLEAR_AFTER windows
             await feed(m.window())
     finally:
         await pipe.stop()
         await slot.stop()
-    assert [r.verdict for r in faulty] == ["UNSURE"] * 5
+    assert [r.verdict for r in faulty] == ["UNSURE"] * 6
     assert all(r.reason.startswith("sensor: clipped at ") and "49.9" in r.reason for r in faulty[:3])
     assert faulty[0].outputs["sensor"]["fault"] == "clipped" and "baseline" not in faulty[0].outputs
-    assert all(r.reason.startswith("sensor: flat at 0.12") for r in faulty[3:])
-    assert sum(r.verdict == "NG" for r in results[5:]) <= 1  # the healthy machine again
+    assert all(r.reason.startswith("sensor: flat at 0.12") for r in faulty[3:5])
+    assert (
+        faulty[5].reason.startswith("sensor: every amplitude 9.") and "(m/s2 read as g?)" in faulty[5].reason
+    )
+    assert sum(r.verdict == "NG" for r in results[6:]) <= 1  # the healthy machine again
     st = pipe.status()["sensor"]
-    assert st["faults"] == {"flatline": 5, "clipped": 3} and st["active"] is None
+    assert st["faults"] == {"flatline": 5, "clipped": 3, "scale": 1} and st["active"] is None
     sensor_events = [(e["fault"], e["active"]) for e in events if e["kind"] == "sensor_fault"]
     assert sensor_events == [("flatline", True), ("flatline", False), ("clipped", True), ("clipped", False)]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -233,3 +234,26 @@ def test_a_single_transient_window_in_iso_zone_d_is_not_ng_a_sustained_zone_is(t
     assert verdicts[1][0] == "D" and verdicts[1][1] == "UNSURE"  # one window in D: still commissioning
     assert verdicts[3][0] == "D" and verdicts[3][1] == "UNSURE"
     assert verdicts[4] == ("D", "NG", "iso_zone_D")  # two in a row (confirm_windows: 2)
+
+
+def test_a_units_or_gain_change_is_unsure_naming_the_factor_not_an_alarm(tmp_path, manifests):
+    a, _, _ = manifests
+    m = Machine(17, rpm=1500.0)
+    mon = Monitor(settings_for(m, windows=20, confirm_windows=1), _Slot(a), "health", None, None)
+    for i in range(20):
+        mon.process(_window(m, i))
+    assert mon.baseline.state == "ready"
+    out = []
+    for i, gain in enumerate((9.80665, 9.80665, 1000.0, 1 / 9.80665)):  # m/s2 read as g, mg as g, g as m/s2
+        w = Window("plc", 30 + i, 0.0, 0.2, m.window() * gain)
+        v = mon.process(w)
+        res = Result("health", "plc", w.seq, 0.0, "machine-health", "1.0.0", "onnxruntime", "NG", 0.9)
+        mon.apply(v, res)
+        out.append(res)
+    assert [r.verdict for r in out] == ["UNSURE"] * 4 and all(r.label is None for r in out)
+    assert re.match(r"sensor: every amplitude 9\.\d+x its commissioned level at once", out[0].reason)
+    assert "(m/s2 read as g?)" in out[0].reason and "(mg or mm/s2 read as g" in out[2].reason
+    assert "(g read as m/s2?)" in out[3].reason
+    assert out[0].outputs["baseline"]["iso_alarm"] is False
+    v = mon.process(_window(m, 40))  # the sensor at its scale again: judged, no alarm carried over
+    assert v.sensor is None and not v.iso_alarm and not v.alarm
