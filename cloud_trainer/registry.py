@@ -28,7 +28,10 @@ import os
 import shutil
 from pathlib import Path
 
-from model_packager.manifest import PACKAGE_NAME_RE  # the package format's name rule: a safe folder name
+from model_packager.manifest import (
+    PACKAGE_NAME_RE,  # the package format's name rule: a safe folder name
+    version_key,
+)
 
 
 def valid_package_name(name: object) -> bool:
@@ -40,7 +43,14 @@ class RegistryError(ValueError):
 
 
 def _vkey(v: str) -> tuple:
-    return tuple(int(p) for p in v.split("-")[0].split("+")[0].split("."))
+    """Semantic version order, the agents' and the deployments' (``1.1.0-rc.1`` < ``1.1.0``): the
+    numbers alone made a release candidate tie with its release, and ``latest`` gave whichever was
+    published first. A version that is not semantic (never published: the manifest refuses it) sorts
+    lowest."""
+    try:
+        return (1, version_key(v))
+    except ValueError:
+        return (0, ())
 
 
 class Registry:
@@ -104,7 +114,8 @@ class Registry:
         entries = self.list(name)
         if not entries:
             return "1.0.0"
-        major, minor, patch = max(_vkey(e["version"]) for e in entries)[:3]
+        cores = [version_key(e["version"])[:3] for e in entries if _vkey(e["version"])[0]]
+        major, minor, patch = max(cores, default=(0, 0, 0))
         return f"{major + 1}.0.0" if bump == "major" else f"{major}.{minor + 1}.0"
 
     def publish(
