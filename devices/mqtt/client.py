@@ -633,8 +633,11 @@ class MqttSource:
                 self._error("out_of_order", f"tag {r.tag!r}: timestamp {r.timestamp} is older than {last}")
                 if not keep:
                     continue
-            else:
+            elif r.quality is Quality.GOOD or r.timestamp != r.received_at:
                 last_ts[r.tag] = r.timestamp
+            # else a BAD stamped with this gateway's receive time (an NDEATH's, which Sparkplug times so): not
+            # the node's clock, so it does not move the tag's order; kept, a node whose clock runs behind this
+            # gateway's had its rebirth's values dropped as out of order, and its tags stayed BAD
             out.append(r)
         return out
 

@@ -142,11 +142,13 @@ class SparkplugHostSettings(_Model):
     )
     rebirth_on_unknown: bool = Field(
         True,
-        description="send NCMD Node Control/Rebirth on unknown alias or data before birth, and to every "
-        "known node when this host's broker connection comes back (off: their data waits for a birth they "
-        "send by themselves)",
+        description="send NCMD Node Control/Rebirth on unknown alias, data before birth (a DDATA before its "
+        "device's DBIRTH too) or a seq gap (a lost message's change), and to every known node when this "
+        "host's broker connection comes back (off: their data waits for a birth they send by themselves)",
     )
-    rebirth_min_interval_s: float = Field(2.0, ge=0)
+    rebirth_min_interval_s: float = Field(
+        2.0, ge=0, description="at most one rebirth asked per node in this time (s)"
+    )
     host_id: str | None = Field(
         None,
         pattern=r"^[^/+#]+$",

@@ -4,8 +4,10 @@ Keeps, per edge node (group, edge_node), the bdSeq and alias table of its last N
 are unique across the node and its devices, as the specification requires), the datatypes and Template
 members its last births declared (an NBIRTH forgets those of the node and its devices, a DBIRTH those of
 its device: a command is typed by the current birth only) and the last seq
-(0..255, wrapping; a gap is counted as ``seq_gap`` and the data is still used). NDATA/DDATA
-metrics are resolved by alias or name; an unknown alias, or data before any birth, is counted
+(0..255, wrapping; a gap is counted as ``seq_gap``, the data is still used, and a rebirth is asked: the
+lost message's change would otherwise stand unseen; see ``_check_seq``). NDATA/DDATA
+metrics are resolved by alias or name; an unknown alias, or data before any birth (a DDATA before its
+device's DBIRTH too), is counted
 (``unknown_alias``; ``data_before_birth``, which is normal after the host starts and so counted apart,
 not as an error), skipped, and answered by an NCMD
 ``Node Control/Rebirth`` = true (at most once per ``rebirth_min_interval_s`` per node).
@@ -14,9 +16,10 @@ it decodes anything the new connection brought), every node it knows is treated 
 published while it was away (a death, a birth with a new alias map or new datatypes) was missed, so its
 data is skipped (``data_before_birth``) and commands are refused until its next NBIRTH, which an NCMD
 ``Node Control/Rebirth`` asks of each node at once (unless ``rebirth_on_unknown`` is off).
-NDEATH (with the birth's bdSeq) and DDEATH emit, for every tag of the node or device that had a
-value, a ``Reading`` with the last value and ``Quality.BAD``; a later birth brings GOOD values
-back. Tags are named ``{edge_node}/{device}/{metric}`` (``{edge_node}/{metric}`` for node
+NDEATH (with the birth's bdSeq; the same death again, its will after the node's own NDEATH, is ignored)
+and DDEATH emit, for every tag of the node or device that had a value, a ``Reading`` with the last value
+and ``Quality.BAD``, stamped with the receive time (NDEATH) or the DDEATH's own time; a later birth brings
+GOOD values back. A metric flagged ``is_null`` (no value now) does the same for its tag. Tags are named ``{edge_node}/{device}/{metric}`` (``{edge_node}/{metric}`` for node
 metrics) unless ``tag_map`` renames them. ``bdSeq`` and ``Node Control/*`` metrics are not tags.
 A Template instance (an Ignition UDT, say) gives one tag per member, ``{metric}/{member}`` (nested
 templates: ``{metric}/{member}/{member}``), each read by its own datatype, or by the birth's or the
@@ -29,7 +32,7 @@ become the tag's last value; it is counted as the ``historical`` notice.
 A timestamp of 0 (a node without a clock) is taken as none: a metric's falls back to its payload's, and
 that to the receive time.
 Limits: DataSet, Bytes and File metrics give no reading (said once, counted as the
-``unsupported_metric`` notice); null metrics are skipped; STATE, NCMD and DCMD are ignored.
+``unsupported_metric`` notice); STATE, NCMD and DCMD are ignored.
 Not thread-safe: call ``handle`` from one thread (the adapter uses its asyncio loop).
 """
 
@@ -71,6 +74,9 @@ class _Node:
     )  # (device, "Motor1/Speed") -> ((("Motor1", "Motor"),), "Speed"): the templates it sits in, from the top
     devices: set[str] = field(default_factory=set)  # devices born (DBIRTH) and not dead since
     missed: bool = False  # this host's connection was lost while it lived: its births since were missed
+    dead_bd: int | None = None  # bdSeq of the death taken last: the same death again (its will) is ignored
+    run: int = 0  # data messages in sequence since its birth or last gap: a gap after one asks a rebirth
+    gap_asked: bool = False  # a rebirth was asked for a gap and no data message came in sequence since
 
 
 def _definition_types(t: sp.Template, prefix: str = "", depth: int = 0) -> dict[str, int]:
@@ -112,6 +118,8 @@ def _leaves(
 
 
 _UNREAD = (sp.DataType.DATASET, sp.DataType.FILE)  # decoded without a value (``sparkplug._get_value``)
+_DDATA = sp.MessageType.DDATA
+_DATA = (sp.MessageType.NDATA, sp.MessageType.DDATA)  # the messages whose seq in order shows a sane node
 MAX_NODES = 10_000  # edge nodes one host keeps (a birth's aliases and last values each)
 MAX_NODE_METRICS = 100_000  # metrics of one node (its devices' included) whose last value and type are kept
 
@@ -174,15 +182,30 @@ class SparkplugHost:
         name = f"{node}/{device}/{metric}" if device else f"{node}/{metric}"
         return self._settings.tag_map.get(name, name)
 
-    def _rebirth(self, group: str, edge_node: str, node: _Node, *, force: bool = False) -> None:
+    def _rebirth(self, group: str, edge_node: str, node: _Node, *, force: bool = False) -> bool:
+        """Ask the node an NCMD Rebirth, at most once per ``rebirth_min_interval_s``; True if asked."""
         if not self._settings.rebirth_on_unknown:
-            return
+            return False
         now = time.monotonic()
         if not force and now - node.last_rebirth < self._settings.rebirth_min_interval_s:
-            return
+            return False
         node.last_rebirth = now
         self.rebirths_requested += 1
         self._publish(*sp.rebirth_request(group, edge_node))
+        return True
+
+    def _before_birth(self, t: sp.SparkplugTopic, node: _Node, what: str) -> list[Reading]:
+        """Data of a node or device that is not born: counted, skipped, and a rebirth asked."""
+        self.data_before_birth += 1
+        if self.on_notice is not None:
+            self.on_notice(
+                "data_before_birth",
+                f"sparkplug: {t.message_type.value} from {what}; rebirth requested, data skipped until then",
+            )
+        else:
+            self._on_error("data_before_birth", f"{t.message_type.value} from {what}")
+        self._rebirth(t.group, t.edge_node, node)
+        return []
 
     def handle(self, topic: str, data: bytes, received_at: float) -> list[Reading]:
         """Readings from one Sparkplug message; raises ``CodecError`` for a bad topic or payload."""
@@ -205,7 +228,10 @@ class SparkplugHost:
         mt = t.message_type
         if mt is sp.MessageType.NBIRTH:
             node.alive, node.aliases, node.clashes, node.seq = True, {}, set(), payload.seq
-            node.missed = False
+            node.missed, node.dead_bd = False, None
+            # counts as in sequence, unless it answers a rebirth asked for a gap and no data message since was
+            # in sequence: a node whose seq is broken is asked once, not after every birth (``_check_seq``)
+            node.run = 0 if node.gap_asked else 1
             node.bd_seq = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
             # a birth replaces what the last one declared: a metric retyped or gone, or a Template
             # member now a plain metric, must not keep the old datatype for a command. Its devices too:
@@ -226,30 +252,30 @@ class SparkplugHost:
             bd = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
             if bd is not None and node.bd_seq is not None and bd != node.bd_seq:
                 return []  # a stale will from an older session: the node has already re-born
-            node.alive, node.missed = False, False
+            if bd is not None and bd == node.dead_bd and not node.alive:
+                # the will of a node that sent its NDEATH itself before disconnecting: the same death again,
+                # which Sparkplug 3.0 (5.x, Edge Node Session Termination) says a host MUST ignore
+                return []
+            node.alive, node.missed, node.dead_bd = False, False, bd
             node.devices.clear()
             self.deaths += 1
-            return self._bad(t.edge_node, node, lambda dev: True, received_at)
+            return self._bad(t.edge_node, node, lambda dev: True, received_at, received_at)
         if not node.alive:
-            self.data_before_birth += 1
             why = (
                 "this host's broker connection came back: its births meanwhile were missed"
                 if node.missed
                 else "normal after this host starts"
             )
-            if self.on_notice is not None:
-                self.on_notice(
-                    "data_before_birth",
-                    f"sparkplug: {mt.value} from {t.group}/{t.edge_node} before its "
-                    f"NBIRTH ({why}); rebirth requested, data skipped until then",
-                )
-            else:
-                self._on_error(
-                    "data_before_birth", f"{mt.value} from {t.group}/{t.edge_node} before its NBIRTH"
-                )
-            self._rebirth(t.group, t.edge_node, node)
-            return []
-        self._check_seq(t, node, payload.seq)
+            return self._before_birth(t, node, f"{t.group}/{t.edge_node} before its NBIRTH ({why})")
+        self._check_seq(t, node, payload.seq, data=mt in _DATA)
+        if mt is _DDATA and t.device not in node.devices:
+            # a device not born in this session (its DBIRTH lost, or after its DDEATH): its metrics were never
+            # declared, so a value without a datatype would be misread (-5 as 4294967291) and one by name
+            # taken GOOD from a device its node said is gone; Sparkplug 3.0 (4.x, DBIRTH: a device's metrics
+            # are GOOD from its DBIRTH) and 5.x (a host may ask a rebirth for DDATA before DBIRTH)
+            return self._before_birth(
+                t, node, f"{t.group}/{t.edge_node}/{t.device} before its DBIRTH (lost, or after its DDEATH)"
+            )
         if mt is sp.MessageType.DBIRTH:
             self.births += 1
             for d in (node.types, node.members):  # the device's last birth, forgotten (see NBIRTH)
@@ -264,7 +290,11 @@ class SparkplugHost:
         if mt is sp.MessageType.DDEATH:
             self.deaths += 1
             node.devices.discard(t.device or "")
-            return self._bad(t.edge_node, node, lambda dev: dev == t.device, received_at)
+            # stale as of the DDEATH's own timestamp (Sparkplug 3.0 5.x, Device Session Termination: tck-id-
+            # operational-behavior-edge-node-termination-host-action-ddeath-devices-tags-stale): the node's
+            # clock, as its DBIRTH's will be; an NDEATH, often the broker's will, takes the receive time
+            ts = payload.timestamp_ms / 1000.0 if payload.timestamp_ms else received_at
+            return self._bad(t.edge_node, node, lambda dev: dev == t.device, ts, received_at)
         return self._readings(t, node, t.device, payload, received_at, by_birth=False)
 
     def _learn(self, t: sp.SparkplugTopic, node: _Node, device: str | None, payload: sp.Payload) -> None:
@@ -349,11 +379,26 @@ class SparkplugHost:
                     f"{{metric}}': write {key[len(t.group) + 1 :]!r}",
                 )
 
-    def _check_seq(self, t: sp.SparkplugTopic, node: _Node, seq: int | None) -> None:
+    def _check_seq(self, t: sp.SparkplugTopic, node: _Node, seq: int | None, *, data: bool) -> None:
+        """A gap in a node's seq is a lost message (Sparkplug data is QoS 0: a broker drops it for a slow
+        subscriber): data is sent only on change, so the value it carried would stand here as current until
+        the metric changes again. A rebirth is asked (its births carry every current value): at once, as
+        Sparkplug 3.0 allows with a Reorder Timeout of zero (5.x, tck-id-operational-behavior-host-reordering-
+        rebirth; one broker keeps one node's messages in order), rate-limited per node, and only after a
+        data message in sequence since its birth or the last gap, so a node whose data seq is broken (goes
+        on from before its birth, never wraps) is not asked again after every birth that answers it. A
+        repeated seq (a redelivery) lost nothing. The data is still used."""
         if seq is None:
             return
         if node.seq is not None and seq != sp.next_seq(node.seq):
             self._on_error("seq_gap", f"{t.group}/{t.edge_node}: seq {seq} after {node.seq}")
+            if seq != node.seq:  # a repeat (seq unchanged) lost nothing
+                if node.run:
+                    node.gap_asked = self._rebirth(t.group, t.edge_node, node) or node.gap_asked
+                node.run = 0
+        elif data:
+            node.run += 1
+            node.gap_asked = False
         node.seq = seq
 
     def _readings(
@@ -398,10 +443,17 @@ class SparkplugHost:
                 if isinstance(v, bytes) or (v is None and leaf.datatype in _UNREAD):  # no reading to make
                     unsupported = unsupported or flat
                     continue
-                if v is None or leaf.is_null or isinstance(v, sp.Template):
-                    continue
                 if m.is_historical or leaf.is_historical:
                     historical += 1
+                    continue
+                if leaf.is_null:  # no value now (Ignition: a tag whose PLC item is gone, often quality Bad)
+                    was = node.last.get((dev, flat))
+                    if was is not None:  # its last value is not current: BAD, as a death makes it
+                        ts = ts_ms / 1000.0 if ts_ms else default_ts
+                        tag = self._tag(t.edge_node, dev, flat)
+                        out.append(Reading(self._source, tag, was[0], ts, received_at, Quality.BAD))
+                    continue
+                if v is None or isinstance(v, sp.Template):
                     continue
                 if (
                     not leaf.datatype and type(v) is int
@@ -440,10 +492,10 @@ class SparkplugHost:
         return out
 
     def _bad(
-        self, edge_node: str, node: _Node, which: Callable[[str | None], bool], received_at: float
+        self, edge_node: str, node: _Node, which: Callable[[str | None], bool], ts: float, received_at: float
     ) -> list[Reading]:
         return [
-            Reading(self._source, self._tag(edge_node, dev, name), v, received_at, received_at, Quality.BAD)
+            Reading(self._source, self._tag(edge_node, dev, name), v, ts, received_at, Quality.BAD)
             for (dev, name), (v, _) in node.last.items()
             if which(dev)
         ]

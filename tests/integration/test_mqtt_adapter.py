@@ -359,7 +359,7 @@ async def test_sparkplug_data_without_datatypes_reads_signed_integers_by_their_b
     """Sparkplug 3.0: data messages should not repeat a metric's datatype (Ignition and Tahu-based nodes
     leave it out). The wire carries Int8/16/32 as uint32 and Int64 as uint64 in two's complement, so -5
     as an Int32 arrived as 4294967291 before; the birth's datatype now reads it. A metric flagged
-    is_null gives no reading, even when the node also filled a value."""
+    is_null gives no value, even when the node also filled one: its tag's last value goes BAD."""
     src = await started(mosquitto.port, [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}])
     pub = raw_client(mosquitto.port)
     D = sp.DataType
@@ -390,13 +390,14 @@ async def test_sparkplug_data_without_datatypes_reads_signed_integers_by_their_b
     try:
         pub.publish("spBv1.0/g/NBIRTH/oven1", sp.encode(birth), qos=1)
         pub.publish("spBv1.0/g/NDATA/oven1", data.SerializeToString(), qos=1)
-        got = await collect(src, lambda g: len([r for r in g if r.timestamp == 0.002]) >= 4, 5)
+        got = await collect(src, lambda g: len([r for r in g if r.timestamp == 0.002]) >= 5, 5)
     finally:
         pub.loop_stop()
         await src.stop()
-    values = {r.tag.split("/", 1)[1]: r.value for r in got if r.timestamp == 0.002}
+    values = {r.tag.split("/", 1)[1]: r.value for r in got[:-1] if r.timestamp == 0.002}
     assert values == {"Oven/Temp": -5, "Oven/Offset": -3, "Counter": -7, "Count": 4_000_000_000}
-    assert len([r for r in got if r.timestamp == 0.002]) == 4  # the null metric gave no reading
+    null = got[-1]  # the null metric: not its filled 0, the last value gone BAD
+    assert (null.tag, null.value, null.quality) == ("oven1/Oven/Temp", -5, Quality.BAD)
 
 
 def _pb_metric(parent, name=None, alias=None, datatype=None, **value):
@@ -524,6 +525,204 @@ async def test_sparkplug_quality_property_marks_a_stale_tag_bad_until_a_value_co
         (22.0, Quality.UNCERTAIN),
         (23.0, Quality.GOOD),
     ]
+
+
+async def test_sparkplug_a_null_metric_makes_its_tag_bad_instead_of_leaving_the_last_value_good(mosquitto):
+    """Ignition's nodes send a tag whose value is gone (its PLC item removed, Bad_NotFound) as a metric
+    flagged ``is_null``, with or without a Quality property. Before, it gave no reading at all: the tag kept
+    its last value as GOOD, and models and rules went on with it. Now the last value is passed on BAD."""
+    D = sp.DataType
+    src = await started(mosquitto.port, [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}])
+    pub = raw_client(mosquitto.port)
+    nbirth = sp._pb().Payload()
+    nbirth.timestamp, nbirth.seq = 1, 0
+    _pb_metric(nbirth, "bdSeq", datatype=D.INT64, long_value=0)
+    _pb_metric(nbirth, "Press", alias=1, datatype=D.DOUBLE, double_value=4.5)
+    _pb_metric(nbirth, "Level", alias=2, datatype=D.INT32, int_value=7)
+    _pb_metric(nbirth, "Spare", alias=3, datatype=D.DOUBLE, is_null=True)  # never had a value: no reading
+    data = sp._pb().Payload()
+    data.timestamp, data.seq = 2, 1
+    m = _pb_metric(data, alias=1, is_null=True)
+    m.properties.keys.append("Quality")
+    pv = m.properties.values.add()
+    pv.type, pv.int_value = D.INT32, (-2147483640) & 0xFFFFFFFF  # Bad_NotFound
+    _pb_metric(data, alias=2, is_null=True, int_value=0)  # null flagged, a value filled all the same
+    _pb_metric(data, alias=3, is_null=True)
+    last = sp._pb().Payload()
+    last.timestamp, last.seq = 3, 2
+    _pb_metric(last, alias=1, double_value=4.75)
+    try:
+        for kind, body in (("NBIRTH", nbirth), ("NDATA", data), ("NDATA", last)):
+            pub.publish(f"spBv1.0/g/{kind}/edge", body.SerializeToString(), qos=1)
+        got = await collect(src, lambda g: any(r.timestamp == 0.003 for r in g), 5)
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.tag, r.value, r.quality, r.timestamp) for r in got] == [
+        ("edge/Press", 4.5, Quality.GOOD, 0.001),
+        ("edge/Level", 7, Quality.GOOD, 0.001),
+        ("edge/Press", 4.5, Quality.BAD, 0.002),
+        ("edge/Level", 7, Quality.BAD, 0.002),
+        ("edge/Press", 4.75, Quality.GOOD, 0.003),
+    ]
+
+
+async def test_sparkplug_device_data_without_its_dbirth_is_skipped_and_a_rebirth_asked(mosquitto):
+    """A DDATA of a device that has no DBIRTH in its node's session (the DBIRTH lost: Sparkplug births are
+    QoS 0, which a broker drops for a slow subscriber; or data after its DDEATH). Before, it was read GOOD
+    by name, and a value without a datatype by no birth: -5 as an Int32 became 4294967291. Now it is
+    data_before_birth, skipped, and the node is asked a rebirth, whose DBIRTH brings the device back."""
+    D = sp.DataType
+    src = await started(mosquitto.port, [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}])
+    pub = raw_client(mosquitto.port)
+    cmds: list = []
+    pub.on_message = lambda c, u, m: cmds.append(m.topic)
+    pub.subscribe("spBv1.0/g/NCMD/#", 1)
+    nbirth = sp._pb().Payload()
+    nbirth.timestamp, nbirth.seq = 1, 0
+    _pb_metric(nbirth, "bdSeq", datatype=D.INT64, long_value=0)
+    _pb_metric(nbirth, "Running", alias=9, datatype=D.BOOLEAN, boolean_value=True)
+    dbirth = sp._pb().Payload()
+    dbirth.timestamp, dbirth.seq = 2, 1
+    _pb_metric(dbirth, "Temp", datatype=D.INT32, int_value=20)
+    unborn = sp._pb().Payload()  # a second device whose DBIRTH never came
+    unborn.timestamp, unborn.seq = 3, 2
+    _pb_metric(unborn, "Temp", int_value=(-5) & 0xFFFFFFFF)
+    ddeath = sp._pb().Payload()
+    ddeath.timestamp, ddeath.seq = 4, 3
+    after = sp._pb().Payload()  # the dead device's data, stamped after its death
+    after.timestamp, after.seq = int(time.time() * 1000) + 60_000, 4
+    _pb_metric(after, "Temp", datatype=D.INT32, int_value=21)
+    end = sp._pb().Payload()
+    end.timestamp, end.seq = 5, 5
+    _pb_metric(end, alias=9, boolean_value=False)  # read after all the above: the test's end mark
+    try:
+        await asyncio.sleep(0.2)  # the watcher's SUBACK
+        for topic, body in (
+            ("NBIRTH/edge", nbirth),
+            ("DBIRTH/edge/oven1", dbirth),
+            ("DDATA/edge/oven2", unborn),
+            ("DDEATH/edge/oven1", ddeath),
+            ("DDATA/edge/oven1", after),
+            ("NDATA/edge", end),
+        ):
+            pub.publish(f"spBv1.0/g/{topic}", body.SerializeToString(), qos=1)
+        got = await collect(src, lambda g: any(r.timestamp == 0.005 for r in g), 5)
+        for _ in range(30):
+            if cmds:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.tag, r.value, r.quality) for r in got] == [
+        ("edge/Running", True, Quality.GOOD),
+        ("edge/oven1/Temp", 20, Quality.GOOD),
+        ("edge/oven1/Temp", 20, Quality.BAD),
+        ("edge/Running", False, Quality.GOOD),
+    ]
+    assert src.sparkplug.data_before_birth == 2 and src.notices.counts["data_before_birth"] == 2
+    # one rebirth (rate-limited per node), not one per message
+    assert src.sparkplug.rebirths_requested == 1 and cmds == ["spBv1.0/g/NCMD/edge"]
+
+
+async def test_sparkplug_a_seq_gap_asks_one_rebirth_whose_birth_brings_the_lost_change(mosquitto):
+    """Sparkplug data is sent only on change, at QoS 0: a message the broker dropped (a slow subscriber's
+    queue full) left the value it carried unseen, and the tag stood at its older value as current until the
+    metric changed again, hours later for a state. The gap was only counted. Now the node is asked a rebirth
+    (Sparkplug 3.0's Reorder Timeout of zero), once however many gaps follow, and its NBIRTH brings the
+    current value."""
+    D = sp.DataType
+    src = await started(mosquitto.port, [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}])
+    node = raw_client(mosquitto.port)
+    running = [False]  # the node's state
+    t0 = int(time.time() * 1000)
+
+    def nbirth():
+        p = sp._pb().Payload()
+        p.timestamp, p.seq = t0 + (100 if running[0] else 0), 0
+        _pb_metric(p, "bdSeq", datatype=D.INT64, long_value=0)
+        _pb_metric(p, "Running", alias=1, datatype=D.BOOLEAN, boolean_value=running[0])
+        return p.SerializeToString()
+
+    def ndata(seq, **value):
+        p = sp._pb().Payload()
+        p.timestamp, p.seq = t0 + seq, seq
+        _pb_metric(p, alias=1, **value)
+        return p.SerializeToString()
+
+    asked: list = []
+
+    def on_ncmd(c, u, m):  # the node answers a rebirth request with its birth, as Sparkplug has it
+        asked.append(m.topic)
+        c.publish("spBv1.0/g/NBIRTH/edge", nbirth(), qos=0)
+
+    node.on_message = on_ncmd
+    node.subscribe("spBv1.0/g/NCMD/edge", 1)
+    try:
+        await asyncio.sleep(0.2)  # the node's SUBACK
+        node.publish("spBv1.0/g/NBIRTH/edge", nbirth(), qos=1)
+        node.publish("spBv1.0/g/NDATA/edge", ndata(1, boolean_value=False), qos=1)
+        running[0] = True  # seq 2 said so, and is lost on the way
+        for seq in (3, 5):  # a repeat of seq 3, and another gap: still one rebirth
+            node.publish("spBv1.0/g/NDATA/edge", sp.encode(sp.Payload(t0 + seq, seq)), qos=1)
+            node.publish("spBv1.0/g/NDATA/edge", sp.encode(sp.Payload(t0 + seq, seq)), qos=1)
+        got = await collect(src, lambda g: src.sparkplug.births >= 2 and g[-1].value is True, 5)
+    finally:
+        node.loop_stop()
+        await src.stop()
+    assert [r.value for r in got] == [False, False, True]
+    assert src.sparkplug.rebirths_requested == 1 and asked == ["spBv1.0/g/NCMD/edge"]
+    assert src.stats.errors_by_reason["seq_gap"] == 4  # 3 after 1, 3 again, 5 after 3, 5 again
+
+
+async def test_sparkplug_a_node_whose_clock_runs_behind_is_good_again_at_its_rebirth(mosquitto):
+    """A node's clock 3 s behind the gateway's (no NTP on the line). A death's BAD readings were stamped
+    with the gateway's receive time, and that time then held the tags' order: the values of the node's next
+    NBIRTH and a device's next DBIRTH, stamped by the node, were dropped as out of order, and the tags stayed
+    BAD until they next changed. A DDEATH is now stale as of its own timestamp (Sparkplug 3.0's rule) and an
+    NDEATH's receive time does not move a tag's order."""
+    D = sp.DataType
+    src = await started(mosquitto.port, [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}])
+    pub = raw_client(mosquitto.port)
+    t0 = int(time.time() * 1000) - 3000
+
+    def payload(ts, seq, bd=None, **metrics):
+        p = sp._pb().Payload()
+        p.timestamp, p.seq = t0 + ts, seq
+        if bd is not None:
+            _pb_metric(p, "bdSeq", datatype=D.INT64, long_value=bd)
+        for name, v in metrics.items():
+            _pb_metric(p, name, datatype=D.DOUBLE, double_value=v)
+        return p.SerializeToString()
+
+    death = sp._pb().Payload()
+    _pb_metric(death, "bdSeq", datatype=D.INT64, long_value=1)
+    try:
+        for topic, body in (
+            ("NBIRTH/edge", payload(0, 0, 1, Temp=20.0)),
+            ("DBIRTH/edge/pump", payload(0, 1, Flow=1.0)),
+            ("DDEATH/edge/pump", payload(100, 2)),
+            ("DBIRTH/edge/pump", payload(200, 3, Flow=2.0)),
+            ("NDEATH/edge", death.SerializeToString()),
+            ("NBIRTH/edge", payload(300, 0, 2, Temp=21.0)),
+        ):
+            pub.publish(f"spBv1.0/g/{topic}", body, qos=1)
+        got = await collect(src, lambda g: g[-1].value == 21.0, 5)
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.tag, r.value, r.quality) for r in got] == [
+        ("edge/Temp", 20.0, Quality.GOOD),
+        ("edge/pump/Flow", 1.0, Quality.GOOD),
+        ("edge/pump/Flow", 1.0, Quality.BAD),
+        ("edge/pump/Flow", 2.0, Quality.GOOD),
+        ("edge/Temp", 20.0, Quality.BAD),
+        ("edge/pump/Flow", 2.0, Quality.BAD),
+        ("edge/Temp", 21.0, Quality.GOOD),
+    ]
+    assert got[2].timestamp == (t0 + 100) / 1000  # the DDEATH's own time
+    assert "out_of_order" not in src.stats.errors_by_reason
 
 
 async def test_sparkplug_historical_and_unsupported_metrics_drive_nothing_and_say_so(mosquitto):

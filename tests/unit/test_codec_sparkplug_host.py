@@ -137,3 +137,36 @@ def test_after_this_hosts_reconnect_every_node_is_asked_a_rebirth_and_its_data_w
     assert ddata(h, 3) == [] and h.data_before_birth == 1  # the old birth's alias 10 is not trusted
     assert [r.tag for r in birth(h, bd=1)] == ["n/uptime", "n/m/current"]
     assert h.device_alive("g", "n", "m") and [r.value for r in ddata(h, 2)] == [5.0]
+
+
+def test_a_node_whose_seq_never_follows_is_asked_one_rebirth_not_one_at_every_birth():
+    """A seq gap asks a rebirth (a lost message's change); a node whose seq is broken (counts past 255,
+    or jumps) would then be asked again after every birth that answers it: asked once, until it sends a
+    message in sequence again. A repeated seq (a redelivery) lost nothing and asks nothing."""
+    h, sent, errors = host(rebirth_min_interval_s=0)
+    birth(h)
+    ddata(h, 2)
+    ddata(h, 2)  # a repeat
+    assert sent == []
+    ddata(h, 300)  # a gap after messages in sequence: asked
+    assert len(sent) == 1
+    for _ in range(5):  # the node answers with births, each followed by its broken seq: not asked again
+        birth(h)
+        ddata(h, 300)
+    assert len(sent) == 1
+    birth(h)
+    ddata(h, 2)  # in sequence again: a later gap is a lost message, asked
+    ddata(h, 9)
+    assert len(sent) == 2 and errors.count("seq_gap") == 8
+
+
+def test_the_will_after_a_nodes_own_ndeath_is_the_same_death_not_a_second_one():
+    """Sparkplug 3.0 (Edge Node Session Termination): a node that sends its NDEATH and drops the connection
+    without a DISCONNECT gets its will delivered too, with the same bdSeq, which a host MUST ignore. Before,
+    it counted a second death and marked every tag BAD again."""
+    h, _, _ = host()
+    birth(h, bd=4)
+    assert len(h.handle("spBv1.0/g/NDEATH/n", sp.death_payload(4), 3.0)) == 2
+    assert h.handle("spBv1.0/g/NDEATH/n", sp.death_payload(4), 4.0) == [] and h.deaths == 1
+    birth(h, bd=5)  # the next session's death is a death again
+    assert len(h.handle("spBv1.0/g/NDEATH/n", sp.death_payload(5), 5.0)) == 2 and h.deaths == 2
