@@ -193,10 +193,12 @@ class Windower:
         self.bad = 0
         self.capped = 0  # windows skipped: more than MAX_WINDOWS_PER_READING in one reading
         self.last_emit_t = 0.0
-        # a resampled window's sensor check, made on its raw samples (resampling smears a clipped top
-        # or a held run): seq -> the check's answer, taken by the worker that scores the window
+        # a window's sensor check where only the windower can make it (a resampled window's, on its raw
+        # samples: resampling smears a clipped top or a held run; a window repeating the previous one):
+        # seq -> the answer, taken by the worker that scores the window instead of checking it itself
         self.raw_check: Callable[[np.ndarray], Any] | None = None
         self.raw_checks: dict[int, Any] = {}
+        self._last_raw: tuple[np.ndarray | None, float] = (None, 0.0)
 
     def _plan(self, resample: tuple[int, int]) -> None:
         up, down = resample  # computed first, assigned together: a plan that cannot be used changes nothing
@@ -509,18 +511,41 @@ class Windower:
             wave = self.buf[a - self.buf_i0 : e - self.buf_i0].copy()
         else:
             wave = np.concatenate((self.buf[a - self.buf_i0 :], x[: e - b]))
+        t0 = self._time_at(a, rate)
+        if self.raw_check is not None:
+            self._check_raw(wave, t0)
         if self.resample != (1, 1):
-            if self.raw_check is not None:
-                if len(self.raw_checks) >= 1024:  # windows the queue dropped are never taken
-                    del self.raw_checks[next(iter(self.raw_checks))]
-                self.raw_checks[self.seq] = self.raw_check(wave)
             wave = resample(wave, *self.resample, self.out_size)
         anchors = self.t_first
         while len(anchors) > 1 and anchors[1][0] <= a:  # readings wholly before this window: not needed
             anchors.popleft()
-        w = Window(self.source, self.seq, self._time_at(a, rate), self._time_at(e - 1, rate), wave, scalars)
+        w = Window(self.source, self.seq, t0, self._time_at(e - 1, rate), wave, scalars)
         self.seq += 1
         return w
+
+    def _check_raw(self, wave: np.ndarray, t0: float) -> None:
+        """A resampled window's sensor check on its raw samples; a window that repeats the previous one
+        sample for sample at a later time (a source re-sending a stale reading as new: no live sensor
+        does that) is said so. The same reading delivered again with its own time (an OPC UA
+        subscription's first value after a reconnect) is not a sensor's fault."""
+        assert self.raw_check is not None  # called only with sensor checks on
+        found = self.raw_check(wave) if self.resample != (1, 1) else None
+        (last, last_t), self._last_raw = self._last_raw, (wave, t0)
+        if (
+            found is None
+            and last is not None
+            and t0 != last_t
+            and wave[0] != wave[-1]
+            and np.array_equal(wave, last)
+        ):
+            found = SensorFault(
+                "held",
+                f"sensor: the same {wave.size} samples as the previous window (a stale reading sent again)",
+            )
+        if found is not None or self.resample != (1, 1):
+            if len(self.raw_checks) >= 1024:  # windows the queue dropped are never taken
+                del self.raw_checks[next(iter(self.raw_checks))]
+            self.raw_checks[self.seq] = found
 
     def _time_at(self, i: int, rate: float | None) -> float:
         for idx, t in reversed(self.t_first):  # the reading holding sample i (the newest, mostly)

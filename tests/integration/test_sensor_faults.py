@@ -109,7 +109,9 @@ async def test_a_clipping_or_dead_sensor_is_unsure_and_never_learned_nor_alarmed
     assert sensor_events == [("flatline", True), ("flatline", False), ("clipped", True), ("clipped", False)]
 
 
-async def test_a_maintenance_model_alone_says_unsure_on_a_flat_or_spiking_sensor(tmp_path, signal_package):
+async def test_a_maintenance_model_alone_says_unsure_on_a_flat_spiking_or_repeated_sensor(
+    tmp_path, signal_package
+):
     m = Machine(32, rpm=2400.0)  # 10 kHz: the model's rate, no resampling; no baseline
     slot, pipe, feed, results, events = await _pipeline(
         tmp_path, signal_package, WindowSettings(waveform="Vibration"), None
@@ -122,7 +124,9 @@ async def test_a_maintenance_model_alone_says_unsure_on_a_flat_or_spiking_sensor
         y = m.window()
         y[300:600] = 0.0  # a lost packet filled with zeros
         await feed(y)
-        await feed(m.window())
+        z = m.window()
+        await feed(z)
+        await feed(z.copy())  # the source sends the same reading again (a stale buffer)
     finally:
         await pipe.stop()
         await slot.stop()
@@ -131,4 +135,9 @@ async def test_a_maintenance_model_alone_says_unsure_on_a_flat_or_spiking_sensor
     assert results[1].reason.startswith("sensor: 1 single-sample spike(s) up to 50,")
     assert results[2].reason.startswith("sensor: held at 0 for 300 samples in a row")
     assert results[3].verdict in ("OK", "NG") and results[3].reason is None
+    assert results[4].verdict == "UNSURE"
+    assert (
+        results[4].reason
+        == "sensor: the same 2048 samples as the previous window (a stale reading sent again)"
+    )
     assert slot.status()["counters"]["inferences"] == 1  # the sensor's windows never reach the model
