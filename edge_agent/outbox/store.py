@@ -97,6 +97,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, priority INTEGER NOT NULL,
   t REAL NOT NULL, payload BLOB NOT NULL, sample_sha256 TEXT, sample_ext TEXT, size INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS records_by_priority ON records (priority, seq);
+CREATE INDEX IF NOT EXISTS records_by_kind_t ON records (kind, t);
+CREATE INDEX IF NOT EXISTS records_by_sample ON records (sample_sha256) WHERE sample_sha256 IS NOT NULL;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 EPOCH_FILE = "outbox-epoch.json"
@@ -113,6 +115,7 @@ SELF_RECORDED = frozenset(
 # checks (a commit's rows and WAL frames, sample files being written) so the folder stays under max_bytes.
 ACT_AT = 0.9
 DROP_TO = 0.75
+RETENTION_EVERY_S = 1.0  # retention is looked at this often (on its index: rows past their age only)
 DROP_EVENT_S = 5.0  # at most one drop event per cause this often (the counts are kept at once)
 MAX_RANGES = 2000  # seq ranges carried by one drop event; beyond, the cloud records the rest as unknown
 # How long append() waits for room in the hand-over queue before it drops the record (counted as
@@ -252,6 +255,7 @@ class Outbox:
         self._fail_reason = ""
         self._unpersisted: Counter = Counter()  # drop counts (write_failed, oversize) not yet in the meta
         self._oversize_told = -1e9  # when an oversize record was last logged
+        self._retention_next = 0.0  # monotonic time retention is next looked at
         # A store that goes bad under a running outbox (corrupt, removed, replaced) is renewed by the writer:
         # readers wait at the gate meanwhile, so no reader connection of the old file outlives it (SQLite's
         # last connection deletes "<path>-wal" by name: it would delete the new store's WAL).
@@ -712,7 +716,7 @@ class Outbox:
     def _rebuild_counts(self, db) -> None:
         """The in-memory counts from the table (once at open: one pass over the priority index)."""
         rows = db.execute(
-            "SELECT kind, priority, COUNT(*), COALESCE(SUM(size), 0) FROM records GROUP BY kind, priority"
+            "SELECT kind, priority, COUNT(*), COALESCE(SUM(size), 0) FROM records NOT INDEXED GROUP BY kind, priority"
         ).fetchall()
         oldest = db.execute("SELECT MIN(seq) FROM records").fetchone()[0]
         with self._lock:
@@ -1164,16 +1168,20 @@ class Outbox:
             self.on_event(evt)
 
     def _enforce(self, db) -> None:
-        now = time.time()
-        for kind, r in self.s.retention.items():
-            if r.max_age_s:
-                self._drop_where(db, "kind = ? AND t < ?", (kind, now - r.max_age_s), "retention")
+        # Each writer round (every commit_interval_ms, idle or not): both queries below read an index range,
+        # never the whole table (a full outbox of 1M records took ~360 ms per scan: a core pinned)
+        now, mono = time.time(), time.monotonic()
+        if mono >= self._retention_next:
+            self._retention_next = mono + RETENTION_EVERY_S
+            for kind, r in self.s.retention.items():
+                if r.max_age_s:
+                    self._drop_where(db, "kind = ? AND t < ?", (kind, now - r.max_age_s), "retention")
         if self.disk_bytes() <= self.s.max_bytes * ACT_AT:
             return
         # room below the budget for the next commits' rows, WAL frames and sample files
         target = int(self.s.max_bytes * DROP_TO)
         self._reclaim(db)
-        order = "priority DESC, seq" if self.s.drop_policy is DropPolicy.LOWEST_PRIORITY_FIRST else "seq"
+        by_priority = self.s.drop_policy is DropPolicy.LOWEST_PRIORITY_FIRST
         victims: list = []
         for _round in range(8):  # row sizes only estimate pages: drop, reclaim, measure again
             over = self.disk_bytes() - target
@@ -1181,12 +1189,19 @@ class Outbox:
                 break
             # rows take more room in pages than their payload: aim a little past the excess
             want = int(over * 1.2) + 1
-            rows = db.execute(
-                f"SELECT seq, kind, size, sample_sha256, priority FROM records ORDER BY {order} LIMIT 5000"
-            ).fetchall()
+            cols = "SELECT seq, kind, size, sample_sha256, priority FROM records"
+            if by_priority:  # the least important priority there is, oldest first: one range of its index
+                # ("ORDER BY priority DESC, seq" sorted the whole table: its directions differ from the index)
+                lowest = db.execute("SELECT MAX(priority) FROM records").fetchone()[0]
+                rows = (
+                    db.execute(f"{cols} WHERE priority = ? ORDER BY seq LIMIT 5000", (lowest,)).fetchall()
+                    if lowest is not None
+                    else []
+                )
+            else:
+                rows = db.execute(f"{cols} ORDER BY seq LIMIT 5000").fetchall()
             if not rows:
                 break
-            by_priority = self.s.drop_policy is DropPolicy.LOWEST_PRIORITY_FIRST
             if by_priority and rows[0][4] < PRIORITY["sample"]:
                 # samples still being handed over have their files on disk already: they go first once
                 # committed, so only the excess beyond them is taken from more important rows now

@@ -99,3 +99,58 @@ def test_stats_counts_equal_a_group_by_after_appends_acks_drops_refusals_and_res
     ob.open()
     assert_exact(ob)
     ob.close()
+
+
+def test_a_full_outbox_never_reads_its_whole_table_while_running(tmp_path, monkeypatch):
+    """Every statement the outbox runs after open (idle rounds, retention, budget drops, sending, acks of
+    samples) reads a range of an index, or at most a LIMIT's worth of rows: formerly retention scanned the
+    whole table twice every 50 ms, the budget's victim query sorted it, and every acked or dropped sample
+    scanned it for other references (at 1M records ~360 ms each: a core pinned, a drain crawling)."""
+    import edge_agent.outbox.store as store
+
+    ob = Outbox(OutboxSettings(max_bytes=2_000_000, commit_interval_ms=5, commit_batch=2000), tmp_path)
+    ob.open()
+    for i in range(3000):
+        ob.append("result", {"i": i})
+        if i % 10 == 0:
+            ob.append("sample", {"i": i}, sample=os.urandom(64) + bytes([i % 256]), sample_ext=".png")
+    ob.flush()
+    ob.close()
+
+    statements: list[str] = []
+    real_connect = sqlite3.connect
+
+    def traced(*args, **kw):
+        con = real_connect(*args, **kw)
+        con.set_trace_callback(statements.append)
+        return con
+
+    monkeypatch.setattr(store.sqlite3, "connect", traced)
+    ob = Outbox(OutboxSettings(max_bytes=400_000, commit_interval_ms=5), tmp_path)
+    ob.open()
+    statements.clear()  # what open() reads once is not the point
+    for i in range(300):  # past the budget: samples are dropped, oldest first
+        ob.append("sample", {"j": i}, sample=os.urandom(1000), sample_ext=".png")
+    ob.flush()
+    ob.flush()
+    sent = ob.pending(500, 10**9)
+    ob.ack([r.seq for r in sent])
+    ob.flush()
+    assert ob.dropped.get("budget:sample", 0) > 0 and ob.acked > 0
+    ob.close()
+    monkeypatch.undo()
+
+    con = sqlite3.connect(ob.path)
+    try:
+        whole = []
+        for sql in {s for s in statements if "records" in s}:
+            if not sql.lstrip().upper().startswith(("SELECT", "DELETE", "UPDATE")):
+                continue
+            plan = [r[3] for r in con.execute("EXPLAIN QUERY PLAN " + sql, (None,) * sql.count("?"))]
+            if any("TEMP B-TREE" in p for p in plan) or (
+                any(p.startswith("SCAN records") for p in plan) and "LIMIT" not in sql.upper()
+            ):
+                whole.append((sql[:120], plan))
+    finally:
+        con.close()
+    assert not whole, whole

@@ -212,9 +212,14 @@ def test_a_store_turning_corrupt_on_a_full_disk_is_renewed_and_salvaged_once_the
     ob.flush()
     scribble_pages(ob.path, every=40)
     filler = fill(small_disk)
-    for i in range(50):  # the writer meets the corrupt store while the disk cannot take a new one
+    assert (
+        ob.pending(5000, 10**9) == []
+    )  # the uplink's read meets the damage: the writer is to renew the store
+    for i in range(50):
         ob.append("result", {"j": i})
     ob.flush()
+    # while the disk cannot take a new store, the attempt fails (and is tried again)
+    wait_for(lambda: ob._renew_failing, what="a renewal to fail on the full disk")
     assert ob.stats()["renewals"] == 0 and ob._writer is not None and ob._writer.is_alive()
     filler.unlink()
     wait_for(lambda: ob.stats()["renewals"] == 1, what="the store to be renewed once there is room")
