@@ -253,17 +253,66 @@ def compare(
     return worst, bad
 
 
+# A golden file's arrays may hold at most this many times its own size, or this many bytes: numpy
+# allocates what an array's header declares, and a compressed .npz of zeros expands ~1000 to 1 (a
+# 600-KB file, 600 MB in memory), enough to get the agent killed for memory during a swap's smoke test.
+# Golden files are written uncompressed (``np.savez``): their arrays are about their size.
+MAX_GOLDEN_EXPANSION = 16
+MAX_GOLDEN_EXPANDED_FLOOR = 64 * 1024 * 1024
+
+
+def _declared_bytes(z) -> int:
+    """The bytes the arrays of an open ``NpzFile`` declare in their headers (nothing allocated)."""
+    import numpy as np
+
+    fmt = np.lib.format
+    total = 0
+    for member in z.zip.namelist():
+        with z.zip.open(member) as f:
+            version = fmt.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = fmt.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = fmt.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"{member}: .npy format version {version} is not read here")
+        n = 1
+        for d in shape:
+            n *= d
+        total += n * dtype.itemsize
+    return total
+
+
 def load_npz(path: Path) -> dict[str, np.ndarray]:
     import zipfile
 
     import numpy as np
 
+    name = printable(Path(path).name)
     try:
         with np.load(path, allow_pickle=False) as z:
+            size = Path(path).stat().st_size
+            declared = _declared_bytes(z)
+            if declared > max(MAX_GOLDEN_EXPANDED_FLOOR, MAX_GOLDEN_EXPANSION * size):
+                raise GoldenError(
+                    f"golden file {name}: its arrays declare {declared / 1e6:,.0f} MB in a file of "
+                    f"{size / 1e6:,.1f} MB; refused (a decompression bomb: a golden file may expand at most "
+                    f"{MAX_GOLDEN_EXPANSION}x, or to {MAX_GOLDEN_EXPANDED_FLOOR >> 20} MB); write it "
+                    "uncompressed (numpy.savez)",
+                    code="golden_too_large",
+                )
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, NotImplementedError) as exc:
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        KeyError,
+        zipfile.BadZipFile,
+        NotImplementedError,
+        MemoryError,
+    ) as exc:
         raise GoldenError(
-            f"golden file {Path(path).name}: not a readable .npz of arrays ({printable(exc)})",
+            f"golden file {name}: not a readable .npz of arrays ({printable(exc)})",
             code="bad_golden",
         ) from None
 

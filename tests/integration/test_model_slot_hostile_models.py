@@ -139,3 +139,51 @@ async def test_an_engines_refusal_quoting_the_models_operator_names_is_one_print
     assert refusals and all(line.isprintable() for line in refusals), refusals
     assert s.version == "1.0.0"
     await s.stop()
+
+
+def _npz_bomb(path, name: str, shape: tuple) -> bytes:
+    """An .npz whose one array declares ``shape`` (float32 zeros), deflated: ~1000 times smaller than
+    the memory numpy allocates for it."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        with z.open(f"{name}.npy", "w", force_zip64=True) as f:
+            f.write(header.getvalue())
+            left, chunk = int(np.prod(shape)) * 4, bytes(1 << 22)
+            while left > 0:
+                f.write(chunk[: min(left, len(chunk))])
+                left -= len(chunk)
+    return path.read_bytes()
+
+
+async def test_golden_inputs_that_expand_to_far_more_than_their_size_are_refused_unread(tmp_path, pkgs):
+    """A 300-KB golden file declaring 69 MB (a gateway of 1-2 GB is killed for memory by a larger one, in
+    the middle of a swap): refused from the arrays' headers, before numpy allocates them."""
+    from model_packager.errors import GoldenError
+    from model_packager.golden import load_npz
+
+    bomb = _npz_bomb(tmp_path / "inputs.npz", "image", (1400, 3, 64, 64))
+    assert len(bomb) < 1_000_000
+    with pytest.raises(GoldenError) as ei:
+        load_npz(tmp_path / "inputs.npz")
+    assert ei.value.code == "golden_too_large" and "declare 69 MB in a file of 0.3 MB" in str(ei.value), (
+        ei.value
+    )
+    (tmp_path / "bad").mkdir()
+    bad = _resigned(pkgs["v2"], pkgs["key"], {"golden/inputs.npz": bomb}, tmp_path / "bad" / pkgs["v2"].name)
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime")
+    s = ModelSlot("vision", cfg, tmp_path / "data", load_trusted_keys([pkgs["pub"]]))
+    await s.start()
+    outcome = await s.swap(bad)
+    assert not outcome.ok and outcome.stage == "golden", outcome
+    assert "inputs.npz: its arrays declare 69 MB" in outcome.reason and "decompression bomb" in outcome.reason
+    assert s.version == "1.0.0"
+    await s.stop()
+    compressed = tmp_path / "real.npz"  # a compressed golden file of real data still reads
+    np.savez_compressed(
+        compressed, image=np.random.default_rng(0).normal(size=(4, 3, 64, 64)).astype(np.float32)
+    )
+    assert load_npz(compressed)["image"].shape == (4, 3, 64, 64)
