@@ -573,6 +573,18 @@ class Manifest(_Model):
         return self
 
     @model_validator(mode="after")
+    def _files_listed_once(self) -> Manifest:
+        # a path listed twice was checked against its last entry when the package was opened and
+        # against every entry when the installed folder was checked again: installed, then refused
+        # as "altered" at the next start
+        seen: set[str] = set()
+        for i, f in enumerate(self.files):
+            if f.path in seen:
+                raise ValueError(f"files[{i}].path {f.path!r} is listed twice: list each file once")
+            seen.add(f.path)
+        return self
+
+    @model_validator(mode="after")
     def _check_forms(self) -> Manifest:
         fp32 = self.file(FileRole.MODEL_FP32)
         if fp32 is not None and self.parity is None:

@@ -208,3 +208,19 @@ def test_labels_that_do_not_fit_a_symbolic_class_axis_are_refused_at_build(kit, 
     assert "manifest outputs[0].labels has 7 labels but output 'logits' gives 6 values per item" in str(
         ei.value
     )
+
+
+def test_a_file_listed_twice_is_refused_everywhere_not_installed_then_refused_at_the_next_start(
+    kit, tmp_path
+):
+    """The same path twice with different digests: opening checked the file against the last entry and
+    installed it; the check of the installed folder at every start compares every entry, so the next
+    start set it aside as "altered or truncated" (and, with no local package, did not start)."""
+
+    def twice(doc):
+        model = next(f for f in doc["files"] if f["path"] == "model.onnx")
+        doc["files"].insert(0, dict(model, role="other", size=5, sha256="0" * 64))
+
+    pkg = _resigned(kit, tmp_path, twice)
+    err = refused_everywhere(pkg, kit["trusted"], tmp_path, ManifestError, "bad_manifest")
+    assert "files[1].path 'model.onnx' is listed twice" in str(err), err
