@@ -5,7 +5,8 @@ in small typed objects: ``Metric`` (name, alias, datatype, value, timestamp) and
 (timestamp, seq, metrics). Supported value types: the integer types, Float, Double, Boolean,
 String/Text/UUID, DateTime and Bytes, and Templates (``Template``: a definition, or an instance whose
 members are metrics, nested up to ``MAX_TEMPLATE_DEPTH``); DataSet metrics decode with ``value=None``
-and ``datatype`` set so callers can skip them. Signed integers are stored the Sparkplug
+and ``datatype`` set so callers can skip them. Sparkplug 3.0 arrays decode as their bytes (a data message
+leaves their datatype out): ``array_value`` reads them with the birth's datatype. Signed integers are stored the Sparkplug
 way (two's complement in the unsigned field) and decoded back to negative Python ints.
 Every decoding failure is ``protocols.json_codec.CodecError`` (reasons ``garbage_protobuf``,
 ``bad_topic``, ``wrong_type``, ``too_many_metrics``: over ``MAX_METRICS`` in one payload, Template members
@@ -223,6 +224,50 @@ def as_declared(value: int, datatype: int) -> int:
         return value
     value &= (1 << bits) - 1
     return value - (1 << bits) if value >= 1 << (bits - 1) else value
+
+
+# Sparkplug 3.0 array types (Payloads, "Array Types"): little-endian packed in bytes_value, as Tahu reads them
+ARRAY_DTYPES = {
+    22: "<i1",  # Int8Array
+    23: "<i2",
+    24: "<i4",
+    25: "<i8",
+    26: "<u1",  # UInt8Array
+    27: "<u2",
+    28: "<u4",
+    29: "<u8",
+    30: "<f4",  # FloatArray
+    31: "<f8",  # DoubleArray
+    34: "<i8",  # DateTimeArray: ms since the epoch
+}
+BOOLEAN_ARRAY = (
+    32  # a 4-byte little-endian count, then the values packed 8 a byte, first value in the top bit
+)
+STRING_ARRAY = 33
+
+
+def array_value(data: bytes, datatype: int) -> Any:
+    """A Sparkplug 3.0 array metric's ``bytes_value`` as a 1-D NumPy array (numbers, or truth values for a
+    BooleanArray); None when ``datatype`` is no array of numbers or truth values (Bytes, File,
+    StringArray). Raises ``CodecError('wrong_type')`` when the bytes do not fit the type."""
+    import numpy as np  # imported here: a payload without arrays never needs it
+
+    dt = ARRAY_DTYPES.get(datatype)
+    if dt is not None:
+        size = np.dtype(dt).itemsize
+        if len(data) % size:
+            raise CodecError(
+                "wrong_type", f"array of datatype {datatype}: {len(data)} bytes is no whole number of {size}"
+            )
+        return np.frombuffer(data, dtype=dt).astype(dt[1:])  # a writable copy in this machine's byte order
+    if datatype == BOOLEAN_ARRAY:
+        n = int.from_bytes(data[:4], "little") if len(data) >= 4 else -1
+        if n < 0 or len(data) - 4 != (n + 7) // 8:
+            raise CodecError(
+                "wrong_type", f"BooleanArray of {len(data)} bytes does not hold the count its first 4 state"
+            )
+        return np.unpackbits(np.frombuffer(data, dtype=np.uint8, offset=4), count=n).astype(bool)
+    return None
 
 
 def _text(v: Any, what: str) -> Any:

@@ -31,7 +31,10 @@ current value: it gives no reading (an alarm or a PLC write now would act on an 
 become the tag's last value; it is counted as the ``historical`` notice.
 A timestamp of 0 (a node without a clock) is taken as none: a metric's falls back to its payload's, and
 that to the receive time.
-Limits: DataSet, Bytes and File metrics give no reading (said once, counted as the
+A Sparkplug 3.0 array of numbers or truth values (Int32Array, FloatArray, BooleanArray, ...; little-endian
+bytes, typed by the metric's datatype or its birth's) gives a reading whose value is a 1-D NumPy array, as a
+waveform pipeline takes it; bytes that do not fit the type are ``wrong_type``.
+Limits: DataSet, Bytes, File and StringArray metrics give no reading (said once, counted as the
 ``unsupported_metric`` notice); STATE, NCMD and DCMD are ignored.
 Not thread-safe: call ``handle`` from one thread (the adapter uses its asyncio loop).
 """
@@ -47,6 +50,7 @@ from typing import Any
 from devices.base import QUALITY_BY_NAME, Quality, Reading
 from devices.mqtt.settings import SparkplugHostSettings
 from protocols import sparkplug as sp
+from protocols.json_codec import CodecError
 
 Publish = Callable[[str, bytes], None]
 OnError = Callable[[str, str], None]
@@ -414,7 +418,9 @@ class SparkplugHost:
         out: list[Reading] = []
         unknown = False
         historical = 0
-        unsupported = ""  # the first metric of a type the host does not read (DataSet, Bytes, File)
+        unsupported = (
+            ""  # the first metric of a type the host does not read (DataSet, Bytes, File, StringArray)
+        )
         # a timestamp of 0 (nodes without a clock send it, Sparkplug makes it required) is no time: taken as
         # 1970, it would put every reading of the tag at one instant and its waveforms in no window
         default_ts = payload.timestamp_ms / 1000.0 if payload.timestamp_ms else received_at
@@ -440,7 +446,18 @@ class SparkplugHost:
                 continue
             for flat, leaf, ts_ms, _ in _leaves(name, name, m, None):
                 v = leaf.value
-                if isinstance(v, bytes) or (v is None and leaf.datatype in _UNREAD):  # no reading to make
+                if isinstance(v, bytes) and not leaf.is_null:  # an array (by its birth's type), Bytes or File
+                    try:
+                        v = sp.array_value(v, leaf.datatype or node.types.get((dev, flat), 0))
+                    except CodecError as e:
+                        self._on_error(
+                            e.reason, f"{t.group}/{t.edge_node}/{dev or ''}: metric {flat!r}: {e.detail}"
+                        )
+                        continue
+                    if v is None:  # Bytes, File, StringArray: no reading to make
+                        unsupported = unsupported or flat
+                        continue
+                elif v is None and leaf.datatype in _UNREAD:  # DataSet, File: decoded without a value
                     unsupported = unsupported or flat
                     continue
                 if m.is_historical or leaf.is_historical:
@@ -484,8 +501,9 @@ class SparkplugHost:
         if unsupported and self.on_notice is not None:
             self.on_notice(
                 "unsupported_metric",
-                f"sparkplug: {t.group}/{t.edge_node}: metric {unsupported!r} is a DataSet, Bytes or File "
-                "metric, which gives no reading (numbers, truth values, text and Template members do)",
+                f"sparkplug: {t.group}/{t.edge_node}: metric {unsupported!r} is a DataSet, Bytes, File or "
+                "StringArray metric, which gives no reading (numbers, truth values, text, arrays of numbers or "
+                "truth values and Template members do)",
             )
         if unknown:
             self._rebirth(t.group, t.edge_node, node)

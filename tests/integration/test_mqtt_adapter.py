@@ -8,6 +8,7 @@ import json
 import math
 import time
 
+import numpy as np
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -725,6 +726,49 @@ async def test_sparkplug_a_node_whose_clock_runs_behind_is_good_again_at_its_reb
     assert "out_of_order" not in src.stats.errors_by_reason
 
 
+async def test_sparkplug_3_arrays_are_read_as_1d_arrays_by_their_births_datatype(mosquitto):
+    """Sparkplug 3.0 carries arrays (Int8Array .. DoubleArray, BooleanArray, DateTimeArray) as little-endian
+    bytes in bytes_value, and a data message leaves their datatype out: a vibration node's FloatArray of
+    samples gave no reading at all (counted as a DataSet, Bytes or File metric). They are now read by their
+    datatype, or their birth's, as 1-D arrays; bytes that do not fit the type are wrong_type; a StringArray
+    still gives none, said once."""
+    D = sp.DataType
+    src = await started(mosquitto.port, [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}])
+    pub = raw_client(mosquitto.port)
+    wave = np.array([0.5, -1.25, 3.0], dtype="<f4")
+    nbirth = sp._pb().Payload()
+    nbirth.timestamp, nbirth.seq = 1, 0
+    _pb_metric(nbirth, "bdSeq", datatype=D.INT64, long_value=0)
+    _pb_metric(nbirth, "Vib", alias=1, datatype=30, bytes_value=wave.tobytes())  # FloatArray
+    _pb_metric(nbirth, "Steps", alias=2, datatype=24, bytes_value=np.array([-1, 7], "<i4").tobytes())
+    # BooleanArray: the count, then the values 8 a byte, first in the top bit (the specification's example)
+    bits = [False, False, True, True, False, True, False, False, True, True, False, True]
+    _pb_metric(nbirth, "Gates", alias=3, datatype=32, bytes_value=b"\x0c\x00\x00\x00\x34\xd0")
+    _pb_metric(nbirth, "Names", alias=4, datatype=33, bytes_value=b"ABC\x00hello\x00")  # StringArray
+    data = sp._pb().Payload()
+    data.timestamp, data.seq = 2, 1
+    _pb_metric(data, alias=1, bytes_value=(wave * 2).tobytes())  # no datatype: the birth's
+    _pb_metric(data, alias=2, bytes_value=b"\x01\x02\x03")  # 3 bytes: no Int32Array
+    _pb_metric(data, alias=2, bytes_value=np.array([5], "<i4").tobytes(), timestamp=3)
+    try:
+        for kind, body in (("NBIRTH", nbirth), ("NDATA", data)):
+            pub.publish(f"spBv1.0/g/{kind}/edge", body.SerializeToString(), qos=1)
+        got = await collect(src, lambda g: any(r.timestamp == 0.003 for r in g), 5)
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.tag, r.value.tolist(), r.timestamp) for r in got] == [
+        ("edge/Vib", [0.5, -1.25, 3.0], 0.001),
+        ("edge/Steps", [-1, 7], 0.001),
+        ("edge/Gates", bits, 0.001),
+        ("edge/Vib", [1.0, -2.5, 6.0], 0.002),
+        ("edge/Steps", [5], 0.003),
+    ]
+    assert src.stats.errors_by_reason == {"wrong_type": 1}
+    unsupported = src.notices.status()["unsupported_metric"]
+    assert unsupported["count"] == 1 and "'Names'" in unsupported["message"]
+
+
 async def test_sparkplug_historical_and_unsupported_metrics_drive_nothing_and_say_so(mosquitto):
     """After an outage, Ignition Edge's store-and-forward sends the values it buffered with
     ``is_historical``: they are not current, so they give no reading (an alarm or a PLC write now would act
@@ -768,7 +812,8 @@ async def test_sparkplug_historical_and_unsupported_metrics_drive_nothing_and_sa
     # a DataSet or Bytes metric gives no reading either, and says so once (before: silently nothing)
     unsupported = src.notices.status()["unsupported_metric"]
     assert (
-        unsupported["count"] == 1 and "metric 'Recipe' is a DataSet, Bytes or File" in unsupported["message"]
+        unsupported["count"] == 1
+        and "metric 'Recipe' is a DataSet, Bytes, File or StringArray" in unsupported["message"]
     )
     assert not src.stats.errors_by_reason.get("out_of_order")
     # the flag survives our own encoder, as Tahu's nodes send it

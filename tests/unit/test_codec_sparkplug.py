@@ -184,3 +184,41 @@ def test_a_quality_property_is_read_as_ignition_and_opc_da_nodes_mean_it(code, l
 def test_a_quality_property_round_trips_signed():
     m = sp.Metric("t", 1, sp.DataType.DOUBLE, 1.5, 9, quality=-2147483132)
     assert sp.decode(sp.encode(sp.Payload(1, 0, [m]))).metrics == [m]
+
+
+@pytest.mark.parametrize(
+    "datatype, data, values",
+    [  # the Sparkplug 3.0 specification's own examples (Payloads, "Array Types")
+        (
+            22,
+            "EF 7B",
+            [-17, 123],
+        ),  # its text says [-23, 123], its bytes say -17: the bytes are what a node sends
+        (23, "D0 8A 30 75", [-30000, 30000]),
+        (24, "FF FF FF FF FA AF CB 12", [-1, 315338746]),
+        (26, "17 FA", [23, 250]),
+        (27, "1E 00 88 CC", [30, 52360]),
+        (28, "34 00 00 00 49 FB 55 C4", [52, 3293969225]),
+        (29, "34 00 00 00 00 00 00 00 D9 9E 02 D1 B2 76 37 E4", [52, 16444743074749521625]),
+        (30, "A4 70 9D 3F", [1.2300000190734863]),  # little-endian, as Tahu reads it
+        (
+            32,
+            "0C 00 00 00 34 D0",
+            [False, False, True, True, False, True, False, False, True, True, False, True],
+        ),
+        (34, "C7 D0 90 75 24 01 00 00", [1256102875335]),
+    ],
+)
+def test_array_metrics_are_read_as_the_specification_packs_them(datatype, data, values):
+    assert sp.array_value(bytes.fromhex(data), datatype).tolist() == values
+
+
+@pytest.mark.parametrize("datatype, data", [(24, "01 02 03"), (32, "0C 00 00 00 34"), (32, "01 00")])
+def test_array_bytes_that_do_not_fit_their_type_are_wrong_type(datatype, data):
+    with pytest.raises(CodecError) as e:
+        sp.array_value(bytes.fromhex(data), datatype)
+    assert e.value.reason == "wrong_type"
+
+
+def test_bytes_file_and_string_arrays_are_no_arrays_of_numbers():
+    assert all(sp.array_value(b"AB\x00", dt) is None for dt in (sp.DataType.BYTES, sp.DataType.FILE, 33, 0))
