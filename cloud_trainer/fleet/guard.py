@@ -8,7 +8,14 @@ streaming requests alike; ``json_field`` does the same for the JSON strings some
 **Per-agent quotas** (``Quotas``), each refused with ``RESOURCE_EXHAUSTED`` and a one-line reason:
 concurrent streaming calls per agent, record bytes per second and records per second (token buckets
 with one second of burst), and sample bytes per UTC day; and one message is at most
-``max_message_bytes`` (grpc's receive limit), so that a flood costs at most streams × that in memory. Counters are kept per service process: with
+``max_message_bytes`` (grpc's receive limit), so that a flood costs at most streams × that in memory.
+State reports (``Heartbeat`` calls, reports on the ``Connect`` stream) and deployment reports are
+counted too (``take_report``: reports per second and their bytes per second, one second of burst), and
+one report is at most ``max_report_bytes`` (``INVALID_ARGUMENT``: it could never pass). Every report is
+a write to the store every tenant shares (SQLite: behind one lock, each commit an fsync), so without a
+bound one agent heartbeating in a loop with megabytes of labels held that store and the service's loop
+for all: another tenant's heartbeat and batch took 2 s instead of 7 ms (0.06 s now, the floor of a flood of
+refused calls on the same 2 cores). Counters are kept per service process: with
 N replicas behind a load balancer an agent can get up to N times the limits (bounded). The per-tenant
 quotas that must hold across replicas (agents, records and sample bytes per day) are counted in the
 store instead (``Store.admit_agent`` / ``ingest``, set by the platform operator). Their current
@@ -28,8 +35,8 @@ import grpc
 
 
 class _Malformed:
-    def __init__(self, exc: Exception) -> None:
-        self.exc = exc
+    def __init__(self, why: str) -> None:
+        self.why = why
 
 
 def _message(method: str, exc: Exception) -> str:
@@ -39,22 +46,35 @@ def _message(method: str, exc: Exception) -> str:
 
 
 class MalformedRequests(grpc.aio.ServerInterceptor):
+    """``max_bytes``: method -> the largest request message it takes, refused (``INVALID_ARGUMENT``) before it is
+    parsed: parsing is done on the service's one event loop, and an 8-MB state report (70,000 labels) took
+    0.23 s of it, so a refusal after the parse still let one agent stall every stream of every tenant."""
+
+    def __init__(self, max_bytes: dict[str, int] | None = None) -> None:
+        self.max_bytes = dict(max_bytes or {})
+
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
         if handler is None or handler.request_deserializer is None:
             return handler
         method = details.method
         deserialize = handler.request_deserializer
+        most = self.max_bytes.get(method)
 
         def safe(raw: bytes):
+            if most is not None and len(raw) > most:
+                return _Malformed(
+                    f"{method}: the request is {len(raw)} bytes, over the {most} bytes this method takes; nothing "
+                    "was processed"
+                )
             try:
                 return deserialize(raw)
             except Exception as exc:  # DecodeError, and whatever else a parser raises on garbage
-                return _Malformed(exc)
+                return _Malformed(_message(method, exc))
 
         async def check(request, context) -> None:
             if isinstance(request, _Malformed):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(method, request.exc))
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.why)
 
         async def checked(requests, context):
             async for r in requests:
@@ -144,6 +164,12 @@ class QuotaLimits:
     records_per_s: float = 100_000.0
     sample_bytes_per_day: int = 4 * 1024**3
     max_message_bytes: int = 16 * 1024 * 1024  # one batch (agents send <= 1 MB by default)
+    # state reports (Heartbeat, Connect) and deployment reports, together: an agent reports at most once per
+    # heartbeat_s (5 s by default, 0.2 s in the tests) plus a few steps per deployment, in a few KB each; one
+    # report at most 128 KB, refused before it is parsed (a 128-KB map of labels parses in ~1 ms of the loop)
+    reports_per_s: float = 10.0
+    report_bytes_per_s: float = 512 * 1024
+    max_report_bytes: int = 128 * 1024
 
 
 class QuotaExceeded(Exception):
@@ -178,6 +204,8 @@ class Quotas:
         self._bytes: dict[AgentKey, _Bucket] = {}
         self._records: dict[AgentKey, _Bucket] = {}
         self._samples: dict[AgentKey, tuple[int, int]] = {}  # (tenant, agent) -> (UTC day, bytes)
+        self._reports: dict[AgentKey, _Bucket] = {}
+        self._report_bytes: dict[AgentKey, _Bucket] = {}
         self.refusals: dict[tuple[str, str, str], int] = defaultdict(int)  # (tenant, agent, kind) -> count
 
     def _refuse(self, agent: AgentKey, kind: str, why: str) -> QuotaExceeded:
@@ -217,6 +245,20 @@ class Quotas:
             if not bb.take(nbytes):
                 rb.level += records  # give the records back: nothing of the batch is taken
                 raise self._refuse(agent, "bytes", f"over {lim.record_bytes_per_s:.0f} bytes/s")
+
+    def take_report(self, agent: AgentKey, nbytes: int) -> None:
+        """One state or deployment report of ``nbytes`` (at most ``max_report_bytes``, checked by the caller)."""
+        lim = self.limits
+        with self._lock:
+            rb = self._reports.setdefault(agent, _Bucket(lim.reports_per_s))
+            bb = self._report_bytes.setdefault(agent, _Bucket(lim.report_bytes_per_s))
+            if not rb.take(1):
+                raise self._refuse(agent, "reports", f"over {lim.reports_per_s:g} state reports/s")
+            if not bb.take(nbytes):
+                rb.level += 1  # give the report back: nothing of it is taken
+                raise self._refuse(
+                    agent, "report_bytes", f"over {lim.report_bytes_per_s:.0f} bytes/s of state reports"
+                )
 
     def take_sample(self, agent: AgentKey, nbytes: int) -> None:
         day = int(self.clock() // 86400)

@@ -70,6 +70,10 @@ QUOTA_TTL_S = 5.0  # how long a replica trusts its copy of which tenants have an
 
 NOBODY = Identity("", "", "")
 REFUSE_WAIT_S = 5.0  # how long a refusal of a client stream waits for the client's first message
+# a deployment report is kept in the deployment's document, which every rollout tick reads: its health (the
+# gate reads error_rate; agents send ~50 B) and its reason (a validator's lines) are bounded
+DEPLOYMENT_HEALTH_BYTES = 16 * 1024
+DEPLOYMENT_REASON_CHARS = 2000
 
 
 class RequestStream:
@@ -229,6 +233,7 @@ class FleetServicer(rpc.FleetServicer):
                 try:
                     async for msg in request_iterator:
                         r = msg.report
+                        await self._take_report(who, context, msg, "report")
                         await report_fields(context, r, "report")
                         slots = _slot_states(r)
                         health = await json_field(context, r.health_json, "report.health_json")
@@ -253,6 +258,7 @@ class FleetServicer(rpc.FleetServicer):
 
     async def Heartbeat(self, request, context):
         who = await require(context, ROLE_AGENT)
+        await self._take_report(who, context, request, "HeartbeatRequest")
         await self._admit(who, context)
         agent, tenant = who.name, who.tenant
         await report_fields(context, request, "HeartbeatRequest")
@@ -287,6 +293,22 @@ class FleetServicer(rpc.FleetServicer):
         async with self._stream(quota_key(who), context):
             async for ack in self._push(who, request_iterator, context):
                 yield ack
+
+    async def _take_report(self, who: Identity, context, msg, what: str) -> None:
+        """The agent's state or deployment report within its quotas: one report at most ``max_report_bytes``
+        (``INVALID_ARGUMENT``: it never could pass), reports and their bytes per second
+        (``RESOURCE_EXHAUSTED``). Checked before anything of it is parsed further or written."""
+        n = msg.ByteSize()
+        if n > (most := self.quotas.limits.max_report_bytes):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{what}: {n} bytes, over the {most} bytes one report may take (labels, slots, health, "
+                "counts); nothing of it was stored",
+            )
+        try:
+            self.quotas.take_report(quota_key(who), n)
+        except QuotaExceeded as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
 
     @contextlib.asynccontextmanager
     async def _stream(self, agent: tuple[str, str], context):
@@ -406,18 +428,21 @@ class FleetServicer(rpc.FleetServicer):
 
     async def ReportDeployment(self, request, context):
         who = await require(context, ROLE_AGENT)
+        await self._take_report(who, context, request, "DeploymentReport")
         if self.control is not None:
-            health = await json_field(context, request.health_json, "health_json")
+            health = await json_field(
+                context, request.health_json, "health_json", max_bytes=DEPLOYMENT_HEALTH_BYTES
+            )
             known = await asyncio.to_thread(
                 partial(
                     self.control.on_report,
                     who.name,
                     request.deployment_id,
-                    request.slot,
-                    request.version,
-                    request.step,
+                    request.slot[:128],
+                    request.version[:128],
+                    request.step[:64],
                     request.ok,
-                    request.reason,
+                    request.reason[:DEPLOYMENT_REASON_CHARS],
                     health,
                     tenant=who.tenant,
                 )
@@ -644,6 +669,18 @@ class AdminServicer(rpc.AdminServicer):
         return out
 
 
+def report_limits(quotas: Quotas) -> dict[str, int]:
+    """The agents' report methods and the largest request each takes (``MalformedRequests``, before parsing): a
+    state or deployment report of ``max_report_bytes``, and on ``Connect`` the message around it."""
+    most = quotas.limits.max_report_bytes
+    return {
+        "/edge.fleet.v1.Fleet/Heartbeat": most,
+        "/edge.fleet.v1.Fleet/ReportDeployment": most,
+        "/edge.fleet.v1.Fleet/Connect": most
+        + 32,  # AgentMessage: the report, its tag and length, a report_id
+    }
+
+
 def _malformed(batch) -> str | None:
     """Why a record of the batch can never be stored, or None: a seq or epoch above what the stores hold, a
     time that is not a finite number, a kind or payload that is not text both databases hold (NUL characters), a
@@ -753,7 +790,7 @@ class FleetServer:
         self.commands = Commands(control) if getattr(control, "db", None) is not None else None
         self.quotas = quotas or Quotas()
         self.server = grpc.aio.server(
-            interceptors=[MalformedRequests()],
+            interceptors=[MalformedRequests(report_limits(self.quotas))],
             options=[
                 ("grpc.max_receive_message_length", self.quotas.limits.max_message_bytes),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),

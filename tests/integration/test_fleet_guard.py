@@ -194,3 +194,94 @@ async def test_concurrent_streams_per_agent_are_limited(cloud):
         pass
     await asyncio.sleep(0.2)
     assert (await push_as(ch["gw1"], _batch(1, 60)))[0].stored == 1  # the slot is released
+
+
+async def _outcome(coro) -> tuple[grpc.StatusCode, str]:
+    try:
+        await coro
+    except grpc.aio.AioRpcError as exc:
+        return exc.code(), exc.details()
+    return grpc.StatusCode.OK, ""
+
+
+def _big_labels(nbytes: int) -> dict[str, str]:
+    return {f"k{i}": "v" * 100 for i in range(nbytes // 110)}
+
+
+async def test_a_state_report_over_the_report_size_is_refused_before_anything_of_it_is_kept(cloud):
+    """Every state report is a write to the store all tenants share: one agent heartbeating megabytes of labels in
+    a loop held it (and the service's loop, parsing them) for every tenant. A report over ``max_report_bytes`` is
+    refused whole, on Heartbeat, on the Connect stream and as a deployment report; the agent is not registered."""
+    srv, ch, _ = cloud
+    stub = rpc.FleetStub(ch["gw1"])
+    most = srv.quotas.limits.max_report_bytes
+    code, details = await _outcome(
+        stub.Heartbeat(pb.HeartbeatRequest(labels=_big_labels(2 * most)), timeout=10)
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and f"over the {most} bytes" in details
+    code, details = await _outcome(
+        stub.ReportDeployment(pb.DeploymentReport(deployment_id="d1", reason="r" * 2 * most), timeout=10)
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and f"over the {most} bytes" in details
+
+    async def connect():
+        big = pb.AgentMessage(report=pb.HeartbeatRequest(labels=_big_labels(2 * most)))
+        async for _ in stub.Connect(iter([big]), timeout=10):
+            pass
+
+    code, details = await _outcome(connect())
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "bytes" in details
+    assert srv.store.agents() == []  # nothing of it was kept
+    await stub.Heartbeat(pb.HeartbeatRequest(labels={"site": "plant"}), timeout=10)  # a normal one is
+    assert [a["id"] for a in srv.store.agents()] == ["gw1"]
+
+
+async def test_state_reports_past_the_agents_rate_are_resource_exhausted_and_other_agents_report_on(cloud):
+    srv, ch, _ = cloud
+    stub = rpc.FleetStub(ch["gw1"])
+    outcomes = await asyncio.gather(
+        *(_outcome(stub.Heartbeat(pb.HeartbeatRequest(), timeout=10)) for _ in range(40))
+    )
+    refused = [d for c, d in outcomes if c == grpc.StatusCode.RESOURCE_EXHAUSTED]
+    assert refused and all("state reports/s" in d for d in refused)
+    assert len(refused) + sum(c == grpc.StatusCode.OK for c, _ in outcomes) == 40  # nothing else
+    await rpc.FleetStub(ch["gw2"]).Heartbeat(pb.HeartbeatRequest(), timeout=10)  # its own counters
+    assert srv.quotas.snapshot("default")["refusals"]["gw1:reports"] == len(refused)
+    await asyncio.sleep(1.1)  # the bucket refills
+    most = srv.quotas.limits.max_report_bytes  # bytes too: 4 reports of max_report_bytes per second
+    outcomes = await asyncio.gather(
+        *(
+            _outcome(stub.Heartbeat(pb.HeartbeatRequest(labels=_big_labels(most - 1000)), timeout=10))
+            for _ in range(6)
+        )
+    )
+    assert any(
+        c == grpc.StatusCode.RESOURCE_EXHAUSTED and "bytes/s of state reports" in d for c, d in outcomes
+    )
+
+
+async def test_a_deployment_report_keeps_a_bounded_reason_and_refuses_a_large_health(cloud):
+    """A deployment report lands in the deployment's document, which the rollout tick of every replica reads
+    every second, for every tenant: its reason is kept up to 2,000 characters, a health over 16 KB refused."""
+    srv, ch, _ = cloud
+    stub = rpc.FleetStub(ch["gw1"])
+    await stub.Heartbeat(pb.HeartbeatRequest(), timeout=10)
+    dep = await rpc.AdminStub(ch["alice"]).CreateDeployment(
+        pb.CreateDeploymentRequest(
+            package="part-inspection", version="1.0.0", slot="vision", agents=["gw1"], strategy="all_at_once"
+        ),
+        timeout=10,
+    )
+    report = pb.DeploymentReport(
+        deployment_id=dep.id,
+        slot="vision",
+        version="1.0.0",
+        step="downloading",
+        ok=True,
+        reason="r" * 100_000,
+    )
+    await stub.ReportDeployment(report, timeout=10)
+    assert srv.control.get(dep.id)["targets"]["gw1"]["reason"] == "r" * 2000
+    report.health_json = json.dumps({"error_rate": 0.0, "pad": "x" * 20_000})
+    code, details = await _outcome(stub.ReportDeployment(report, timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "health_json" in details
