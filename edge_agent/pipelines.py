@@ -831,8 +831,9 @@ class Pipeline:
         if self.baseline is not None and isinstance(item, Window) and verdict is not None:
             self.baseline.apply(verdict, res)
         if self.sensor is not None:  # a clean window, or one the baseline finds at another scale
-            scaled = verdict.sensor if self.baseline is not None and verdict is not None else None
-            self.sensor.record(None if scaled is None else SensorFault("scale", scaled))
+            bv = verdict if self.baseline is not None else None
+            found = None if bv is None or bv.sensor is None else SensorFault(bv.sensor_kind or "", bv.sensor)
+            self.sensor.record(found)
         st = self.stats
         st.results += 1
         st.ng += res.verdict == "NG"

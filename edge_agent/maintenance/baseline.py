@@ -56,6 +56,7 @@ _FEATURE_INDEX = {k: i for i, k in enumerate(FEATURES)}
 # prominences) are ratios it leaves alone
 _AMPLITUDE_INDEX = np.asarray([_FEATURE_INDEX[k] for k in ("rms", *AMPLITUDE_FEATURES)])
 SCALE_MIN = 3.0  # a common factor of every amplitude this large (or 1/this) is a scale, not a machine
+LOW_LEVEL = 10.0  # amplitudes this many times below the commissioned ones: no running machine to judge
 _UNIT_FACTORS = (  # factor (window / commissioned) -> the usual mix-up
     (9.80665, "m/s2 read as g?"),
     (1 / 9.80665, "g read as m/s2?"),
@@ -146,7 +147,8 @@ class Verdict:
     iso_alarm: bool = False  # confirm_windows in a row at or above iso_alarm_zone (one transient is not)
     extrapolated: bool = False  # no statistics for this speed band: the nearest band's were used
     growth: float | None = None  # the largest amplitude growth over the baseline (x times), the health index
-    sensor: str | None = None  # the window is the commissioned machine but for the sensor's scale: why
+    sensor: str | None = None  # why the window is the sensor's, not the machine's (not judged)
+    sensor_kind: str | None = None  # scale (the units or gain changed) | low_level (no machine in it)
 
     def to_dict(self) -> dict:
         d = {
@@ -167,6 +169,7 @@ class Verdict:
                 "extrapolated",
                 "growth",
                 "sensor",
+                "sensor_kind",
             )
         }
         for k in ("score", "threshold", "speed_hz", "velocity_mm_s", "progress", "growth"):
@@ -419,7 +422,7 @@ class Baseline:
             self.speed_hz = 0.9 * self.speed_hz + 0.1 * f["speed_hz"]
         med, scale, extrapolated = self._band_stats(f["speed_hz"])
         z = (row - med) / scale
-        v.sensor = self._scale_change(row, med, scale, z)
+        v.sensor_kind, v.sensor = self._sensor_suspect(row, med, scale, z) or (None, None)
         if v.sensor is not None:  # the sensor's scale, not the machine: no window in a row towards an alarm
             self._iso_over = self._over = 0
             v.iso_alarm = False
@@ -437,26 +440,40 @@ class Baseline:
             v.fault = diagnose(v.rises)
         return v
 
-    def _scale_change(self, row: np.ndarray, med: np.ndarray, scale: np.ndarray, z: np.ndarray) -> str | None:
-        """Every amplitude moved by one common factor of at least ``SCALE_MIN`` (up or down) and the
-        window is otherwise as commissioned: the units or the sensor's gain changed (m/s2 read as g, a
-        sensitivity setting), not the machine, whose faults change the spectrum's shape (imbalance the
-        1x, misalignment the 2x-3x, a bearing the high band and the envelope)."""
+    def _sensor_suspect(
+        self, row: np.ndarray, med: np.ndarray, scale: np.ndarray, z: np.ndarray
+    ) -> tuple[str, str] | None:
+        """``scale``: every amplitude moved by one common factor of at least ``SCALE_MIN`` (up or down)
+        and the window is otherwise as commissioned: the units or the sensor's gain changed (m/s2 read
+        as g, a sensitivity setting), not the machine, whose faults change the spectrum's shape
+        (imbalance the 1x, misalignment the 2x-3x, a bearing the high band and the envelope).
+        ``low_level``: the amplitudes fell ``LOW_LEVEL`` times or more below the commissioned ones,
+        whatever the shape: no running machine in the window (a dead or detached sensor, a stopped
+        machine, or a units error), which would otherwise score low, as healthy."""
         d = row[_AMPLITUDE_INDEX] - med[_AMPLITUDE_INDEX]
         w = 1.0 / scale[_AMPLITUDE_INDEX] ** 2  # the common factor: each amplitude weighed by its steadiness
         g = float(np.dot(w, d) / w.sum())
         if abs(g) < math.log(SCALE_MIN) or not self.threshold:
             return None
+        k = math.exp(g)
+        hint = next((why for f, why in _UNIT_FACTORS if abs(math.log(k / f)) < 0.1), None)
+        if g <= -math.log(LOW_LEVEL):  # hardly any signal left to judge, whatever its shape
+            return (
+                "low_level",
+                f"sensor or machine: the vibration is 1/{1 / k:.0f} of its commissioned level: a dead or "
+                "detached sensor, a stopped machine"
+                + (f", or the units ({hint})" if hint else ", or the sensor's gain")
+                + "; not judged",
+            )
         rest = z.copy()
         rest[_AMPLITUDE_INDEX] = (d - g) / scale[_AMPLITUDE_INDEX]
         if float(np.abs(rest).max()) >= self.threshold:  # the shape changed too: judged as it is
             return None
-        k = math.exp(g)
-        hint = next((why for f, why in _UNIT_FACTORS if abs(math.log(k / f)) < 0.1), "a sensitivity setting?")
         return (
+            "scale",
             f"sensor: every amplitude {k:.3g}x its commissioned level at once, the spectrum's shape as "
-            f"commissioned: the units or the sensor's gain changed ({hint}), not the machine; correct the "
-            "setting, or relearn if the new level is right"
+            f"commissioned: the units or the sensor's gain changed ({hint or 'a sensitivity setting?'}), "
+            "not the machine; correct the setting, or relearn if the new level is right",
         )
 
     def _learn_speed(self) -> None:

@@ -12,8 +12,9 @@ outputs stay in ``result.outputs``. A model swap to another feature set rebuilds
 old one is discarded with an event); a same-feature swap keeps it. A repair (``edge-agent baseline
 repaired PIPELINE``, a request file the next window picks up, or ``repaired()``) resets remaining life.
 A window that is the commissioned machine but for one common factor on every amplitude (the units or
-the sensor's gain changed: ``Verdict.sensor``) is ``UNSURE`` with that reason, and counts towards no
-alarm, ISO zone nor remaining life.
+the sensor's gain changed), or whose amplitudes fell tenfold (a dead sensor, a stopped machine:
+``Verdict.sensor``), is ``UNSURE`` with that reason, and counts towards no alarm, ISO zone nor
+remaining life.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ MAX_SPIKES = 8  # more outliers than this in one window: a burst, not single spi
 
 @dataclass(frozen=True)
 class SensorFault:
-    kind: str  # flatline | clipped | held | spike (this module) | scale (the baseline's)
+    kind: str  # flatline | clipped | held | spike (this module) | scale | low_level (the baseline's)
     message: str  # one line for the result's reason: "sensor: clipped at 49.9 in 12 % of samples"
 
     def to_dict(self) -> dict:

@@ -236,7 +236,7 @@ def test_a_single_transient_window_in_iso_zone_d_is_not_ng_a_sustained_zone_is(t
     assert verdicts[4] == ("D", "NG", "iso_zone_D")  # two in a row (confirm_windows: 2)
 
 
-def test_a_units_or_gain_change_is_unsure_naming_the_factor_not_an_alarm(tmp_path, manifests):
+def test_a_units_or_gain_change_or_a_dead_input_is_unsure_not_an_alarm_nor_ok(tmp_path, manifests):
     a, _, _ = manifests
     m = Machine(17, rpm=1500.0)
     mon = Monitor(settings_for(m, windows=20, confirm_windows=1), _Slot(a), "health", None, None)
@@ -257,3 +257,10 @@ def test_a_units_or_gain_change_is_unsure_naming_the_factor_not_an_alarm(tmp_pat
     assert out[0].outputs["baseline"]["iso_alarm"] is False
     v = mon.process(_window(m, 40))  # the sensor at its scale again: judged, no alarm carried over
     assert v.sensor is None and not v.iso_alarm and not v.alarm
+    lsb = 100 / 2**16  # a 16-bit input over +-50 g, disconnected: its bias and a code or two of noise
+    dead = np.round((0.12 + np.random.default_rng(1).normal(0, 1.2 * lsb, m.n)) / lsb) * lsb
+    v = mon.process(Window("plc", 41, 0.0, 0.2, dead))
+    res = Result("health", "plc", 41, 0.0, "machine-health", "1.0.0", "onnxruntime", "OK", 0.1)
+    mon.apply(v, res)
+    assert res.verdict == "UNSURE" and v.sensor_kind == "low_level"
+    assert re.match(r"sensor or machine: the vibration is 1/\d+ of its commissioned level", res.reason)
