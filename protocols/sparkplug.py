@@ -75,7 +75,9 @@ class Metric:
     value: Any = None
     timestamp_ms: int | None = None
     is_null: bool = False
-    quality: int | str | None = None  # its "Quality" property, when the node sends one (``quality_of``)
+    quality: int | str | bool | None = (
+        None  # its "Quality" property, when the node sends one (``quality_of``)
+    )
     is_historical: bool = False  # a value sent late (a node's store-and-forward), not the current one
 
 
@@ -204,6 +206,8 @@ def _fill(m: Any, metric: Metric) -> None:
         pv = m.properties.values.add()
         if isinstance(metric.quality, str):
             pv.type, pv.string_value = DataType.STRING, metric.quality
+        elif isinstance(metric.quality, bool):
+            pv.type, pv.boolean_value = DataType.BOOLEAN, metric.quality
         else:
             pv.type, pv.int_value = DataType.INT32, int(metric.quality) & 0xFFFFFFFF
     if metric.is_historical:
@@ -327,7 +331,7 @@ def _metric(m: Any, budget: list[int], depth: int = 0) -> Metric:
 QUALITY_PROPERTY = "Quality"
 
 
-def _quality_property(props: Any) -> int | str | None:
+def _quality_property(props: Any) -> int | str | bool | None:
     for key, pv in zip(props.keys, props.values, strict=False):
         if not isinstance(key, str) or key.lower() != "quality":
             continue
@@ -336,18 +340,30 @@ def _quality_property(props: Any) -> int | str | None:
             return as_declared(getattr(pv, which), pv.type)
         if which == "string_value":
             return _text(pv.string_value, "a metric's Quality property")
-        return None
+        if which == "boolean_value":  # a node imitating Ignition's property with a truth value
+            return bool(pv.boolean_value)
+        # sent, but null, a number with a fraction, a property set: a quality no one can read is not a good one
+        if which in ("float_value", "double_value") and float(getattr(pv, which)).is_integer():
+            return int(getattr(pv, which))
+        return UNREADABLE_QUALITY
     return None
 
 
-def quality_of(q: int | str | None) -> str:
+UNREADABLE_QUALITY = "unreadable"  # a Quality property of no type a quality is read from: uncertain
+
+
+def quality_of(q: int | str | bool | None) -> str:
     """``"good"``, ``"uncertain"`` or ``"bad"`` for a metric's "Quality" property. Absent is good (Cirrus
     Link's nodes leave a good quality out). Ignition 8 sends its 32-bit QualityCode, whose top two bits are
     the level (good, uncertain, bad, error); older nodes send OPC DA's codes (192 good, 64-191 uncertain,
     below 64 bad) or Ignition 7's 500 for stale (bad); Ignition's bare subcodes 256-511 are uncertain and
-    512-1023 bad. A string is read by its first word (Good_..., Uncertain_..., Bad_..., Error_...)."""
+    512-1023 bad. A string is read by its first word (Good_..., Uncertain_..., Bad_..., Error_...), any other
+    string (and a property of a type no quality is read from: null, a property set) is uncertain; a truth
+    value is good or bad."""
     if q is None:
         return "good"
+    if isinstance(q, bool):  # true/false, as a JSON record's quality is read
+        return "good" if q else "bad"
     if isinstance(q, str):
         low = q.strip().lower()
         for word, level in (("good", "good"), ("uncertain", "uncertain"), ("bad", "bad"), ("error", "bad")):

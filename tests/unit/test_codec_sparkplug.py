@@ -222,3 +222,26 @@ def test_array_bytes_that_do_not_fit_their_type_are_wrong_type(datatype, data):
 
 def test_bytes_file_and_string_arrays_are_no_arrays_of_numbers():
     assert all(sp.array_value(b"AB\x00", dt) is None for dt in (sp.DataType.BYTES, sp.DataType.FILE, 33, 0))
+
+
+@pytest.mark.parametrize(
+    "field, value, level",
+    [
+        ("boolean_value", False, "bad"),  # a node imitating Ignition's property with a truth value
+        ("boolean_value", True, "good"),
+        ("double_value", 192.0, "good"),  # a code sent as a number with a float type
+        ("double_value", 0.5, "uncertain"),  # sent, but no code: not taken as good
+        ("is_null", True, "uncertain"),
+    ],
+)
+def test_a_quality_property_of_another_type_is_not_taken_as_good(field, value, level):
+    """Before, a Quality property that was not an integer or text read as absent, so GOOD: a node that sent
+    Quality = false for a tag whose PLC link was down had it taken as a good value."""
+    pb = sp._pb().Payload()
+    m = pb.metrics.add()
+    m.name, m.datatype, m.double_value = "t", sp.DataType.DOUBLE, 1.0
+    m.properties.keys.append("Quality")
+    setattr(m.properties.values.add(), field, value)
+    (back,) = sp.decode(pb.SerializeToString()).metrics
+    assert sp.quality_of(back.quality) == level
+    assert sp.decode(sp.encode(sp.Payload(1, 0, [back]))).metrics == [back]  # and our encoder keeps it
