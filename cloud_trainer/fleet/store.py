@@ -583,6 +583,10 @@ class SQLStore(Store):
             ).fetchone()[0]
             or 0
         )
+        if (
+            last >= INT64_MAX
+        ):  # nothing can follow the largest seq: no loss to record (last + 1 would overflow)
+            return
         ex(
             self.q(
                 "INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES (?,?,?,?,0,?,?) "
@@ -640,7 +644,7 @@ class SQLStore(Store):
                         q(
                             "SELECT epoch, seq + 1, next - 1 FROM (SELECT epoch, seq, LEAD(seq) OVER (ORDER BY "
                             "seq) AS next FROM records WHERE tenant = ? AND agent = ? AND epoch = ?) AS r "
-                            "WHERE next > seq + 1"
+                            "WHERE next - 1 > seq"  # not seq + 1: 2^63-1 + 1 overflows PostgreSQL's bigint
                         ),
                         (*args, e),
                     ).fetchall()

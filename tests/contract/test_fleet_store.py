@@ -387,3 +387,19 @@ def test_postgres_that_is_not_there_is_one_clear_error(tmp_path):
         open_store(f"postgresql://fleet:secret@127.0.0.1:{free_port()}/x", tmp_path)
     with pytest.raises(ValueError, match="expected a postgresql:// URL"):
         open_store("mysql://x", tmp_path)
+
+
+def test_a_record_at_the_largest_seq_never_stops_the_agents_next_epoch(store):
+    """A record numbered 2^63-1 (the largest seq the stores hold) ended its epoch at that seq: the agent's next epoch
+    made the store record "lost from 2^63" and fail on the overflow, so every later batch of the agent was refused
+    (INVALID_ARGUMENT) and the agent dropped each of its records as refused, for good."""
+    top = 2**63 - 1
+    assert store.ingest("gw9", [rec(1), rec(3), rec(top)])[1:] == (3, 0)
+    assert store.gaps("gw9") == [
+        {"epoch": 0, "first": 2, "last": 2, "cause": "unknown"},
+        {"epoch": 0, "first": 4, "last": top - 1, "cause": "unknown"},
+    ]
+    assert store.ingest("gw9", [rec(1, epoch=1), rec(2, epoch=1)])[1:] == (2, 0)
+    assert store.ingest("gw9", [rec(3, epoch=1)])[1:] == (1, 0)
+    assert store.stats("gw9")["records"] == 6
+    assert [g["epoch"] for g in store.gaps("gw9")] == [0, 0]  # nothing can follow 2^63-1: no end-of-epoch gap
