@@ -218,7 +218,10 @@ def run_engine(
     """Run one batch through ``engine`` (CPU, FP32 precision) and return outputs by name."""
     if engine not in ENGINES:
         raise GoldenError(f"unknown engine {engine!r}; expected one of {ENGINES}", code="unknown_engine")
-    return _runtimes.run(engine, model_path, inputs, openvino_xml=openvino_xml)
+    try:
+        return _runtimes.run(engine, model_path, inputs, openvino_xml=openvino_xml)
+    except _runtimes.RunTimeout as exc:
+        raise GoldenError(str(exc), code="golden_timeout") from None
 
 
 def compare(

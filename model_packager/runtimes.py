@@ -254,18 +254,53 @@ def ov_compile(
     return core.compile_model(ov_read(path, core, isolated=isolated), device, config or {})
 
 
+RUN_TIMEOUT_S = 300.0  # one golden batch (build, verify --run): a model that never ends is refused
+
+
+class RunTimeout(RuntimeError):
+    """``run`` did not finish within ``RUN_TIMEOUT_S``."""
+
+
 def run(engine: str, path: str | Path, inputs: dict, *, openvino_xml: str | Path | None = None) -> dict:
     """One batch through ``engine`` (CPU; OpenVINO at f32 precision, as golden parity needs),
-    outputs by name. On OpenVINO the package's IR is run when given, else ``path``."""
+    outputs by name. On OpenVINO the package's IR is run when given, else ``path``. Raises
+    ``RunTimeout`` when the run has not finished within ``RUN_TIMEOUT_S`` (ONNX Runtime's is stopped;
+    OpenVINO cannot stop one, which runs on in the background)."""
     import numpy as np
 
+    unfinished = RunTimeout(
+        f"{engine} did not finish the golden inputs of {Path(path).name} within {RUN_TIMEOUT_S:g} s: a model "
+        "that never ends (a Loop of a huge trip count) or far too slow for this machine"
+    )
     if engine == "onnxruntime":
+        import onnxruntime as ort
+
         sess = ort_session(path)
         names = [o.name for o in sess.get_outputs()]
-        return dict(zip(names, sess.run(names, inputs), strict=True))
+        opts = ort.RunOptions()
+        timer = threading.Timer(RUN_TIMEOUT_S, setattr, (opts, "terminate", True))
+        timer.daemon = True
+        timer.start()
+        try:
+            return dict(zip(names, sess.run(names, inputs, opts), strict=True))
+        except Exception:
+            if opts.terminate:
+                raise unfinished from None
+            raise
+        finally:
+            timer.cancel()
     if engine == "openvino":
         # OpenVINO runs FP32 models in bf16 on CPUs with AVX-512 BF16; golden parity needs f32.
         compiled = ov_compile(openvino_xml or path, {"INFERENCE_PRECISION_HINT": "f32"})
-        result = compiled(inputs)
+        req = compiled.create_infer_request()
+        req.start_async(inputs)
+        if not req.wait_for(max(1, int(RUN_TIMEOUT_S * 1000))):
+            req.cancel()
+            _ABANDONED.append(req)  # (freeing it would wait for the run to end)
+            raise unfinished
+        result = req.results
         return {out.get_any_name(): np.asarray(result[out]) for out in compiled.outputs}
     raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
+
+
+_ABANDONED: list = []  # OpenVINO requests given up on by ``run``

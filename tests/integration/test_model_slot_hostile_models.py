@@ -187,3 +187,17 @@ async def test_golden_inputs_that_expand_to_far_more_than_their_size_are_refused
         compressed, image=np.random.default_rng(0).normal(size=(4, 3, 64, 64)).astype(np.float32)
     )
     assert load_npz(compressed)["image"].shape == (4, 3, 64, 64)
+
+
+def test_verify_run_refuses_a_model_that_never_finishes_instead_of_hanging(pkgs, monkeypatch, capsys):
+    """``model-packager verify --run`` (what an integrator runs on a package from another toolchain) ran
+    the golden inputs without a bound: it never returned, and Ctrl-C does not interrupt a run."""
+    from model_packager import runtimes
+    from model_packager.cli import main
+
+    monkeypatch.setattr(runtimes, "RUN_TIMEOUT_S", 0.5)
+    rc = main(["verify", str(pkgs["endless"]), "--trust", str(pkgs["pub"]), "--run"])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert "onnxruntime did not finish the golden inputs of model.onnx within 0.5 s" in err
+    assert len(err.strip().splitlines()) == 1, err
