@@ -602,7 +602,10 @@ class SQLStore(Store):
             return
         try:
             evt = json.loads(payload)
-        except ValueError:
+        except (
+            ValueError,
+            RecursionError,
+        ):  # nested past the parser's depth: the record is stored all the same
             return
         # the agent's own account, best effort: a field of the wrong type or out of range is ignored (the
         # record itself is stored), never an error that would make the agent send the record again forever

@@ -403,3 +403,12 @@ def test_a_record_at_the_largest_seq_never_stops_the_agents_next_epoch(store):
     assert store.ingest("gw9", [rec(3, epoch=1)])[1:] == (1, 0)
     assert store.stats("gw9")["records"] == 6
     assert [g["epoch"] for g in store.gaps("gw9")] == [0, 0]  # nothing can follow 2^63-1: no end-of-epoch gap
+
+
+def test_an_event_nested_past_the_json_parsers_depth_is_stored_like_any_other(store):
+    """An event naming an outbox loss is read for its seq ranges; one nested deeper than the JSON parser goes raised
+    RecursionError out of ``ingest``: the service answered UNAVAILABLE ("send it again"), so the agent sent the same
+    batch forever and nothing behind it ever arrived."""
+    deep = '{"kind": "outbox_budget", "ranges": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    assert store.ingest("gw9", [rec(1, kind="event", payload=deep), rec(2)])[1:] == (2, 0)
+    assert store.stats("gw9")["records"] == 2 and store.gaps("gw9") == []
