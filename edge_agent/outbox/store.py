@@ -115,6 +115,7 @@ SELF_RECORDED = frozenset(
 # checks (a commit's rows and WAL frames, sample files being written) so the folder stays under max_bytes.
 ACT_AT = 0.9
 DROP_TO = 0.75
+CLOCK_STEP_S = 60.0  # a wall clock moving this much more than the time since boot in one writer round stepped
 RETENTION_EVERY_S = 1.0  # retention is looked at this often (on its index: rows past their age only)
 DROP_EVENT_S = 5.0  # at most one drop event per cause this often (the counts are kept at once)
 MAX_RANGES = 2000  # seq ranges carried by one drop event; beyond, the cloud records the rest as unknown
@@ -154,6 +155,12 @@ class _Corrupt(Exception):
 def _is_corrupt(exc: sqlite3.Error) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     return code is not None and (code & 0xFF) in _CORRUPT_CODES
+
+
+def _since_boot() -> float:
+    """Seconds since boot, suspend included (CLOCK_BOOTTIME on Linux; the monotonic clock elsewhere)."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
 
 
 def _one_line(text: object, limit: int = 300) -> str:
@@ -256,6 +263,9 @@ class Outbox:
         self._unpersisted: Counter = Counter()  # drop counts (write_failed, oversize) not yet in the meta
         self._oversize_told = -1e9  # when an oversize record was last logged
         self._retention_next = 0.0  # monotonic time retention is next looked at
+        self._clock_ref: tuple[float, float] | None = None  # (wall, since boot) at the writer's last round
+        # the last clock step, the last seq stamped before it, and the time before which a stamp predates it
+        self._shift, self._shift_upto, self._shift_before = 0.0, 0, 0.0
         # A store that goes bad under a running outbox (corrupt, removed, replaced) is renewed by the writer:
         # readers wait at the gate meanwhile, so no reader connection of the old file outlives it (SQLite's
         # last connection deletes "<path>-wal" by name: it would delete the new store's WAL).
@@ -1023,11 +1033,50 @@ class Outbox:
                     break
             # the writer never dies: a full or failing disk costs the records it could not take (counted),
             # and the outbox writes again once there is room
+            self._guarded(self._watch_clock)  # before the commit and retention of this round
             self._guarded(self._commit, batch)
             self._guarded(self._enforce_budget)
             self._guarded(self._check_store)  # corrupt, removed or replaced under the running agent: renewed
             if self._notices:  # an idle outbox still reports its drops
                 self._guarded(self._drain_notices)
+
+    def _watch_clock(self) -> None:
+        """A wall clock that steps forward (NTP setting a gateway without a battery-backed clock, after days
+        of an outage with no time server) made every record stamped before the step look that much older, and
+        retention dropped them unsent: the whole outage's records at once. The step is measured against the
+        time since boot (which counts suspend too); the records stamped before it are shifted by it (their
+        times become right) before retention looks at them. A step back is left alone: records kept longer
+        lose nothing."""
+        wall, since_boot = time.time(), _since_boot()
+        ref = self._clock_ref
+        step = 0.0 if ref is None else (wall - ref[0]) - (since_boot - ref[1])
+        db = self._db
+        if step <= CLOCK_STEP_S or db is None:
+            self._clock_ref = (wall, since_boot)
+            return
+        # stamped before the step: appended by now, with a time about a step behind the clock (a record stamped
+        # since, within this round, is not moved twice)
+        upto, before = self._seq, wall - step / 2
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            n = db.execute(
+                "UPDATE records SET t = t + ? WHERE seq <= ? AND t < ?", (step, upto, before)
+            ).rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
+        self._shift, self._shift_upto, self._shift_before = step, upto, before
+        self._clock_ref = (wall, since_boot)  # only now: retention goes by the old time until they are moved
+        log.warning(
+            "outbox %s: the wall clock stepped forward by %.0f s; the times of the %d records stamped before "
+            "it were moved by as much, so that retention does not take them for that much older",
+            self.dir,
+            step,
+            n,
+        )
 
     def _guarded(self, fn, *args) -> None:
         try:
@@ -1063,6 +1112,13 @@ class Outbox:
             try:
                 if db is None:  # a bad store that could not be renewed yet (a full disk)
                     raise sqlite3.OperationalError("the outbox has no usable store")
+                if self._shift_upto and batch[0][0] <= self._shift_upto:  # stamped before the clock step
+                    batch = [
+                        (b[0], b[1], b[2], b[3] + self._shift, *b[4:])
+                        if b[0] <= self._shift_upto and b[3] < self._shift_before
+                        else b
+                        for b in batch
+                    ]
                 db.execute("BEGIN")
                 db.executemany(
                     "INSERT INTO records (seq, kind, priority, t, payload, sample_sha256, sample_ext, size) "
@@ -1170,7 +1226,9 @@ class Outbox:
     def _enforce(self, db) -> None:
         # Each writer round (every commit_interval_ms, idle or not): both queries below read an index range,
         # never the whole table (a full outbox of 1M records took ~360 ms per scan: a core pinned)
-        now, mono = time.time(), time.monotonic()
+        # the wall time the clock watch saw this round: a step after it is handled next round, before retention
+        now = self._clock_ref[0] if self._clock_ref is not None else time.time()
+        mono = time.monotonic()
         if mono >= self._retention_next:
             self._retention_next = mono + RETENTION_EVERY_S
             for kind, r in self.s.retention.items():
