@@ -11,6 +11,10 @@
     cloud-trainer pki admin    --dir var/pki --tenant acme --name bob   # tenants/acme/admins/bob.pem/.key
     cloud-trainer pki operator --dir var/pki --name ops                 # operators/ops.pem/.key (OU = operator)
 
+    # a gateway stolen or scrapped, a key leaked: the fleet refuses that certificate from now on
+    cloud-trainer pki revoke --dir var/pki --cert var/pki/tenants/acme/agents/gw1.pem [--reason stolen]
+    cloud-trainer pki revoke --dir var/pki --serial 5f1c...             # when only the serial is known
+
 Keys are ECDSA P-256, private key files mode 0600. The fleet service takes an agent's identity
 from its certificate's CN, its role from the OU and its tenant from the organizationIdentifier
 attribute (absent: the ``default`` tenant, which is what every certificate issued before tenants
@@ -21,6 +25,12 @@ platform's word, not the tenant's. Each tenant has its own Ed25519 package signi
 refuses to deploy a package not signed by the tenant's key. A platform operator certificate has no
 tenant: it creates tenants and reads usage counts, never a tenant's agents, models or records.
 For larger fleets, use your own CA and issue the same fields.
+
+Revocation: ``pki revoke`` appends the certificate's serial number to ``<pki>/revoked.txt`` (one serial in
+hex per line, then a comment: whose, when, why). The fleet service re-reads that file when it changes
+(``Revocations``, looked at at most once a second) and refuses every call of a revoked certificate
+(``PERMISSION_DENIED``, saying so), also on a ``Connect`` or ``PushRecords`` stream already open, at its next
+message. Replicas read the file of their own PKI folder: give them the same one.
 """
 
 from __future__ import annotations
@@ -30,9 +40,12 @@ import dataclasses
 import datetime as dt
 import functools
 import ipaddress
+import logging
 import os
 import re
 import sys
+import threading
+import time
 from pathlib import Path
 
 from cryptography import x509
@@ -66,13 +79,19 @@ def check_agent_id(agent: str) -> str:
     return agent
 
 
+log = logging.getLogger(__name__)
+REVOKED_FILE = "revoked.txt"
+
+
 @dataclasses.dataclass(frozen=True)
 class Identity:
-    """Who a client certificate speaks for: its CN, its role (OU) and its tenant."""
+    """Who a client certificate speaks for: its CN, its role (OU) and its tenant; and the certificate's serial
+    number (hex, for revocation; not part of who it is)."""
 
     name: str
     role: str
     tenant: str
+    serial: str = dataclasses.field(default="", compare=False)
 
 
 def _write_key(path: Path, key) -> None:
@@ -214,7 +233,86 @@ def identity(pem: bytes) -> Identity:
     name = attr(NameOID.COMMON_NAME)
     if role == ROLE_AGENT and not AGENT_ID_RE.fullmatch(name):
         tenant = ""
-    return Identity(name, role, tenant)
+    return Identity(name, role, tenant, f"{cert.serial_number:x}")
+
+
+def _serial(text: str) -> str:
+    """A serial number written in hex (``0x``, colons and leading zeros allowed) in ``Identity.serial``'s form."""
+    return f"{int(text.strip().lower().removeprefix('0x').replace(':', ''), 16):x}"
+
+
+class Revocations:
+    """The serial numbers in ``<pki>/revoked.txt``, re-read when the file changes (its size, time or inode), looked
+    at at most every ``check_s``: a revocation reaches a running service without a restart. A line that is not a
+    hex serial is skipped with a warning; a file that cannot be read keeps the serials read before."""
+
+    def __init__(self, path: Path, check_s: float = 1.0) -> None:
+        self.path = Path(path)
+        self.check_s = check_s
+        self._serials: frozenset[str] = frozenset()
+        self._stamp: tuple | None = None
+        self._checked = float("-inf")
+        self._lock = threading.Lock()
+
+    def revoked(self, serial: str) -> bool:
+        if time.monotonic() - self._checked >= self.check_s:
+            self._reload()
+        return bool(serial) and serial in self._serials
+
+    def _reload(self) -> None:
+        with self._lock:
+            if time.monotonic() - self._checked < self.check_s:
+                return
+            self._checked = time.monotonic()
+            try:
+                st = self.path.stat()
+                stamp: tuple | None = (st.st_mtime_ns, st.st_size, st.st_ino)
+            except FileNotFoundError:
+                stamp = None
+            except OSError as exc:
+                log.warning("%s: cannot read it (%s); the revocations read before stay", self.path, exc)
+                return
+            if stamp == self._stamp:
+                return
+            serials = set()
+            try:
+                lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines() if stamp else []
+            except OSError as exc:
+                log.warning("%s: cannot read it (%s); the revocations read before stay", self.path, exc)
+                return
+            for n, line in enumerate(lines, 1):
+                token = line.split("#", 1)[0].strip()
+                if not token:
+                    continue
+                try:
+                    serials.add(_serial(token.split()[0]))
+                except ValueError:
+                    log.warning(
+                        "%s:%d: %r is not a certificate serial number in hex; skipped",
+                        self.path,
+                        n,
+                        line[:80],
+                    )
+            self._serials, self._stamp = frozenset(serials), stamp
+
+
+def revoke(d: Path, cert: Path | None = None, serial: str | None = None, reason: str = "") -> str:
+    """Add a certificate (its file, or only its serial number) to ``<d>/revoked.txt``; returns the serial."""
+    if cert is not None:
+        who = identity(Path(cert).read_bytes())
+        serial, whose = who.serial, f"{who.tenant or '-'}/{who.name} ({who.role})"
+    elif serial:
+        serial, whose = _serial(serial), "serial given"
+    else:
+        raise ValueError("give --cert FILE or --serial HEX")
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    note = " ".join(f"{whose} revoked {when} {reason}".split())
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / REVOKED_FILE, "a", encoding="utf-8") as f:
+        f.write(f"{serial}  # {note}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return serial
 
 
 def tenant_dir(d: Path, tenant: str | None) -> Path:
@@ -241,9 +339,15 @@ def init_tenant(d: Path, tenant: str) -> tuple[Path, str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cloud-trainer pki", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="verb", required=True)
-    for verb in ("init", "server", "agent", "admin", "operator", "tenant"):
+    for verb in ("init", "server", "agent", "admin", "operator", "tenant", "revoke"):
         p = sub.add_parser(verb)
         p.add_argument("--dir", type=Path, default=Path("var/pki"))
+        if verb == "revoke":
+            p.add_argument("--cert", type=Path, default=None, help="the certificate file (.pem) to revoke")
+            p.add_argument("--serial", default=None, help="or its serial number in hex")
+            p.add_argument(
+                "--reason", default="", help="a note kept beside it (stolen, scrapped, key leaked)"
+            )
         if verb == "server":
             p.add_argument("--host", action="append", help="SAN (IP or DNS); default 127.0.0.1 and localhost")
         if verb in ("agent", "admin", "tenant"):
@@ -258,6 +362,16 @@ def main(argv: list[str] | None = None) -> int:
         if verb in ("admin", "operator"):
             p.add_argument("--name", required=True)
     a = ap.parse_args(argv)
+    if a.verb == "revoke":
+        try:
+            serial = revoke(a.dir, a.cert, a.serial, a.reason)
+        except (OSError, ValueError) as exc:
+            print(f"cloud-trainer pki revoke: {exc}", file=sys.stderr)
+            return 2
+        print(
+            f"revoked certificate serial {serial} ({a.dir / REVOKED_FILE}); the fleet service refuses it within a second"
+        )
+        return 0
     tenant = getattr(a, "tenant", None)
     try:
         if tenant is not None:

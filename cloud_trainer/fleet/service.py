@@ -58,7 +58,16 @@ from cloud_trainer.fleet.store import (
     record_problem,
 )
 from cloud_trainer.fleet.stream import StreamHub, desired_reply, offer
-from cloud_trainer.pki import AGENT_ID_RE, ROLE_ADMIN, ROLE_AGENT, ROLE_OPERATOR, Identity, identity
+from cloud_trainer.pki import (
+    AGENT_ID_RE,
+    REVOKED_FILE,
+    ROLE_ADMIN,
+    ROLE_AGENT,
+    ROLE_OPERATOR,
+    Identity,
+    Revocations,
+    identity,
+)
 from cloud_trainer.registry import Registry
 from protocols.gen import fleet_pb2 as pb
 from protocols.gen import fleet_pb2_grpc as rpc
@@ -118,8 +127,9 @@ def peer_identity(context) -> Identity:
     return identity(pem) if pem else NOBODY
 
 
-async def require(context, role: str) -> Identity:
+async def require(context, role: str, revocations: Revocations | None = None) -> Identity:
     who = peer_identity(context)
+    await refuse_revoked(context, who, revocations)
     if who.role != role or not who.name:
         await context.abort(
             grpc.StatusCode.PERMISSION_DENIED,
@@ -139,6 +149,17 @@ async def require(context, role: str) -> Identity:
             "with `cloud-trainer pki ... --tenant ID`",
         )
     return who
+
+
+async def refuse_revoked(context, who: Identity, revocations: Revocations | None) -> None:
+    """``PERMISSION_DENIED`` for a certificate revoked with ``cloud-trainer pki revoke`` (``<pki>/revoked.txt``):
+    checked at every call, and at every message of the agents' long-lived streams."""
+    if revocations is not None and revocations.revoked(who.serial):
+        await context.abort(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"certificate {who.name[:80]!r} (serial {who.serial[:40]}) was revoked by the platform; the fleet "
+            "refuses it: ask for a new certificate",
+        )
 
 
 def quota_key(who: Identity) -> tuple[str, str]:
@@ -182,8 +203,10 @@ class FleetServicer(rpc.FleetServicer):
         quotas: Quotas | None = None,
         hub: StreamHub | None = None,
         commands=None,
+        revocations: Revocations | None = None,
     ) -> None:
         self.store, self.blobs, self.registry, self.control = store, blobs, registry, control
+        self.revocations = revocations
         self.quotas = quotas or Quotas()
         self.hub = hub
         self.commands = commands  # cloud_trainer.fleet.commands.Commands (None: no commands on this server)
@@ -191,6 +214,9 @@ class FleetServicer(rpc.FleetServicer):
             set()
         )  # agents the store admitted (a cache: they stay admitted)
         self.limited = LimitedTenants(store)
+
+    async def require(self, context, role: str) -> Identity:
+        return await require(context, role, self.revocations)
 
     async def _command_results(self, who: Identity, results) -> None:
         """Record the agent's command results (before its desired state is computed: a done command leaves it)."""
@@ -218,7 +244,7 @@ class FleetServicer(rpc.FleetServicer):
         memory and written in batches, the desired state pushed when it changes."""
         context = RequestStream(context, request_iterator)
         request_iterator = context.requests()
-        who = await require(context, ROLE_AGENT)
+        who = await self.require(context, ROLE_AGENT)
         hub = self.hub
         if hub is None:
             await context.abort(
@@ -233,6 +259,7 @@ class FleetServicer(rpc.FleetServicer):
                 try:
                     async for msg in request_iterator:
                         r = msg.report
+                        await refuse_revoked(context, who, self.revocations)  # revoked while connected
                         await self._take_report(who, context, msg, "report")
                         await report_fields(context, r, "report")
                         slots = _slot_states(r)
@@ -257,7 +284,7 @@ class FleetServicer(rpc.FleetServicer):
                 reader.cancel()
 
     async def Heartbeat(self, request, context):
-        who = await require(context, ROLE_AGENT)
+        who = await self.require(context, ROLE_AGENT)
         await self._take_report(who, context, request, "HeartbeatRequest")
         await self._admit(who, context)
         agent, tenant = who.name, who.tenant
@@ -289,7 +316,7 @@ class FleetServicer(rpc.FleetServicer):
     async def PushRecords(self, request_iterator, context):
         context = RequestStream(context, request_iterator)
         request_iterator = context.requests()
-        who = await require(context, ROLE_AGENT)
+        who = await self.require(context, ROLE_AGENT)
         async with self._stream(quota_key(who), context):
             async for ack in self._push(who, request_iterator, context):
                 yield ack
@@ -327,6 +354,7 @@ class FleetServicer(rpc.FleetServicer):
         await self._admit(who, context)
         blobs = self.blobs.for_tenant(who.tenant)
         async for batch in request_iterator:
+            await refuse_revoked(context, who, self.revocations)  # revoked while the stream is open
             # a malformed record refuses the batch before any quota is taken or any byte written
             if (why := _malformed(batch)) is not None:
                 await context.abort(
@@ -396,7 +424,7 @@ class FleetServicer(rpc.FleetServicer):
             yield pb.Ack(seqs=seqs, stored=stored, duplicates=dup)
 
     async def DownloadPackage(self, request, context):
-        who = await require(context, ROLE_AGENT)
+        who = await self.require(context, ROLE_AGENT)
         deployed = self.control is None or await asyncio.to_thread(
             partial(self.control.deployed_to, who.name, request.digest, tenant=who.tenant)
         )
@@ -427,7 +455,7 @@ class FleetServicer(rpc.FleetServicer):
                 off += len(chunk)
 
     async def ReportDeployment(self, request, context):
-        who = await require(context, ROLE_AGENT)
+        who = await self.require(context, ROLE_AGENT)
         await self._take_report(who, context, request, "DeploymentReport")
         if self.control is not None:
             health = await json_field(
@@ -463,13 +491,18 @@ class AdminServicer(rpc.AdminServicer):
         registry: Registry | None = None,
         commands=None,
         limited: LimitedTenants | None = None,
+        revocations: Revocations | None = None,
     ) -> None:
         self.store, self.control, self.registry = store, control, registry
         self.commands = commands
         self.limited = limited
+        self.revocations = revocations
+
+    async def require(self, context, role: str) -> Identity:
+        return await require(context, role, self.revocations)
 
     async def ListAgents(self, request, context):
-        who = await require(context, ROLE_ADMIN)
+        who = await self.require(context, ROLE_ADMIN)
         out = []
         for a in await asyncio.to_thread(partial(self.store.agents, tenant=who.tenant)):
             st = await asyncio.to_thread(partial(self.store.stats, a["id"], tenant=who.tenant))
@@ -488,7 +521,7 @@ class AdminServicer(rpc.AdminServicer):
         return pb.ListAgentsReply(agents=out)
 
     async def IngestStats(self, request, context):
-        who = await require(context, ROLE_ADMIN)
+        who = await self.require(context, ROLE_ADMIN)
         t = who.tenant
         dropped = {}
         st = await asyncio.to_thread(partial(self.store.stats, request.agent or None, tenant=t))
@@ -527,7 +560,7 @@ class AdminServicer(rpc.AdminServicer):
         return Deployment.from_doc(doc).to_proto(pb)
 
     async def _in_tenant(self, context, feature, what: str, fn, *args, **kw):
-        who = await require(context, ROLE_ADMIN)
+        who = await self.require(context, ROLE_ADMIN)
         if feature is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{what} are not enabled on this server")
         try:
@@ -547,7 +580,7 @@ class AdminServicer(rpc.AdminServicer):
             await context.abort(grpc.StatusCode.INTERNAL, str(exc))
 
     async def CreateDeployment(self, request, context):
-        await require(context, ROLE_ADMIN)
+        await self.require(context, ROLE_ADMIN)
         gate = (
             gate_from_request(request)
             if request.HasField("gate")
@@ -574,13 +607,13 @@ class AdminServicer(rpc.AdminServicer):
         return await self._control(context, self.control.create, req)
 
     async def ListDeployments(self, request, context):
-        who = await require(context, ROLE_ADMIN)
+        who = await self.require(context, ROLE_ADMIN)
         deps = await asyncio.to_thread(partial(self.control.list, tenant=who.tenant)) if self.control else []
         return pb.ListDeploymentsReply(deployments=[Deployment.from_doc(d).to_proto(pb) for d in deps])
 
     async def SendCommand(self, request, context):
         """A command to one agent of the admin's tenant (another tenant's agent: PERMISSION_DENIED)."""
-        who = await require(context, ROLE_ADMIN)
+        who = await self.require(context, ROLE_ADMIN)
         cmd = await self._in_tenant(
             context,
             self.commands,
@@ -595,7 +628,7 @@ class AdminServicer(rpc.AdminServicer):
         return pb.CommandInfo(json=json.dumps(cmd))
 
     async def ListCommands(self, request, context):
-        who = await require(context, ROLE_ADMIN)
+        who = await self.require(context, ROLE_ADMIN)
         cmds = (
             await asyncio.to_thread(partial(self.commands.list, request.agent or None, tenant=who.tenant))
             if self.commands is not None
@@ -618,7 +651,7 @@ class AdminServicer(rpc.AdminServicer):
 
     # ---- platform operators ---------------------------------------------------------------------
     async def CreateTenant(self, request, context):
-        await require(context, ROLE_OPERATOR)
+        await self.require(context, ROLE_OPERATOR)
         if self.control is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "tenants are not enabled on this server")
         limits = {f: getattr(request, f) for f in QUOTA_FIELDS if request.HasField(f)}
@@ -633,7 +666,7 @@ class AdminServicer(rpc.AdminServicer):
         return next(i for i in await asyncio.to_thread(self.usage) if i.tenant == t["tenant"])
 
     async def ListTenants(self, request, context):
-        await require(context, ROLE_OPERATOR)
+        await self.require(context, ROLE_OPERATOR)
         return pb.ListTenantsReply(tenants=await asyncio.to_thread(self.usage))
 
     def usage(self) -> list:
@@ -811,12 +844,24 @@ class FleetServer:
             maximum_concurrent_rpcs=100_000,
         )  # one long-lived Connect per agent
         self.hub = StreamHub(self.store, self.control, commands=self.commands) if streams else None
+        # certificates revoked with `cloud-trainer pki revoke`, in the PKI folder beside the CA
+        self.revocations = Revocations(Path(ca).parent / REVOKED_FILE)
         fleet = FleetServicer(
-            self.store, self.blobs, self.registry, self.control, self.quotas, self.hub, self.commands
+            self.store,
+            self.blobs,
+            self.registry,
+            self.control,
+            self.quotas,
+            self.hub,
+            self.commands,
+            self.revocations,
         )
         rpc.add_FleetServicer_to_server(fleet, self.server)
         rpc.add_AdminServicer_to_server(
-            AdminServicer(self.store, self.control, self.registry, self.commands, fleet.limited), self.server
+            AdminServicer(
+                self.store, self.control, self.registry, self.commands, fleet.limited, self.revocations
+            ),
+            self.server,
         )
         self.port = self.server.add_secure_port(f"{host}:{port}", server_credentials(ca, cert, key))
         self._tick: asyncio.Task | None = None

@@ -285,3 +285,74 @@ async def test_a_deployment_report_keeps_a_bounded_reason_and_refuses_a_large_he
     report.health_json = json.dumps({"error_rate": 0.0, "pad": "x" * 20_000})
     code, details = await _outcome(stub.ReportDeployment(report, timeout=10))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "health_json" in details
+
+
+@pytest.fixture
+async def roomy(tmp_path):
+    """A fleet service with the default quotas (an agent may hold a Connect and a PushRecords stream at once)."""
+    pki = make_pki(tmp_path / "pki", agents=("gw1", "gw2"))
+    srv = FleetServer(tmp_path / "cloud", free_port(), pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    channels = {}
+    for role, name in (("agents", "gw1"), ("agents", "gw2"), ("admins", "alice")):
+        creds = channel_credentials(pki / "ca.pem", pki / role / f"{name}.pem", pki / role / f"{name}.key")
+        channels[name] = grpc.aio.secure_channel(f"127.0.0.1:{srv.port}", creds)
+    yield srv, channels
+    for c in channels.values():
+        await c.close()
+    await srv.stop()
+
+
+async def test_a_revoked_certificate_is_refused_at_once_also_on_its_open_streams(roomy):
+    """A gateway stolen or scrapped: its certificate stayed valid for its whole life (825 days), with no way for
+    the platform to refuse it short of a new CA for every tenant. ``cloud-trainer pki revoke`` lists it; the
+    running service refuses it within a second, on every call and at the next message of a stream already open;
+    the other agents are not affected."""
+    from cloud_trainer.pki import main as pki_main
+    from tests.support.waits import until
+
+    srv, ch = roomy
+    pki = srv.revocations.path.parent
+    stub = rpc.FleetStub(ch["gw1"])
+    await stub.Heartbeat(pb.HeartbeatRequest(), timeout=10)
+    sent: asyncio.Queue = asyncio.Queue()
+    batches: asyncio.Queue = asyncio.Queue()
+    connected = stub.Connect(_queued(sent), timeout=30)
+    await sent.put(pb.AgentMessage(report=pb.HeartbeatRequest(), report_id=1))
+    while (await connected.read()).acked != 1:  # the stream is open and serving
+        pass
+    pushing = stub.PushRecords(_queued(batches), timeout=30)
+    await batches.put(_batch(1, 1))
+    assert (await pushing.read()).stored == 1
+
+    gw1 = pki / "agents" / "gw1.pem"
+    assert pki_main(["revoke", "--dir", str(pki), "--cert", str(gw1), "--reason", "stolen"]) == 0
+
+    async def refused() -> bool:
+        code, details = await _outcome(stub.Heartbeat(pb.HeartbeatRequest(), timeout=10))
+        return code == grpc.StatusCode.PERMISSION_DENIED and "revoked" in details
+
+    await until(refused, timeout_s=10, what="the revoked certificate to be refused")
+    await sent.put(
+        pb.AgentMessage(report=pb.HeartbeatRequest(), report_id=2)
+    )  # its open streams: next message
+    code, details = await _outcome(_drain(connected))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "revoked" in details
+    await batches.put(_batch(1, 2))
+    code, details = await _outcome(_drain(pushing))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "revoked" in details
+    assert srv.store.stats("gw1")["records"] == 1  # the batch after the revocation was not stored
+    await rpc.FleetStub(ch["gw2"]).Heartbeat(pb.HeartbeatRequest(), timeout=10)  # another agent serves on
+    assert [
+        a.id for a in (await rpc.AdminStub(ch["alice"]).ListAgents(pb.ListAgentsRequest(), timeout=10)).agents
+    ]
+
+
+async def _queued(q: asyncio.Queue):
+    while (m := await q.get()) is not None:
+        yield m
+
+
+async def _drain(call) -> None:
+    while await call.read() is not grpc.aio.EOF:
+        pass
