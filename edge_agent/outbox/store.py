@@ -123,7 +123,9 @@ MAX_RANGES = 2000  # seq ranges carried by one drop event; beyond, the cloud rec
 # write_failed): the writer never stops, so this bounds a stall, and an agent's pipeline never hangs on it.
 APPEND_WAIT_S = 5.0
 CLOSE_WAIT_S = 10.0  # close() waits at most this long for the writer
-SALVAGE_S = 30.0  # at most this long copying what is still readable out of a corrupt file
+SALVAGE_S = 30.0  # at most this long copying what is still readable out of a corrupt file at open()
+# while running: appends are committed meanwhile, so the salvage of a large outbox may take longer
+RUNNING_SALVAGE_S = 300.0
 SALVAGE_CHUNK = 256  # seqs read at once; a chunk that cannot be read is split down to single seqs
 RENEW_RETRY_S = 5.0  # a store that could not be renewed (a full disk) is tried again this often
 SALVAGE_TRIES = (
@@ -277,6 +279,9 @@ class Outbox:
         self._renew_failing = False
         self._salvage_from: Path | None = None  # a moved-aside store not yet salvaged (a renewal that failed)
         self._salvage_tries = 0
+        self._acked_while_salvaging: set | None = (
+            None  # seqs acked while a running salvage copies old records
+        )
         self._ino: tuple[int, int] | None = None  # (st_dev, st_ino) of the file the writer has open
         self.renewals = 0  # stores moved aside or replaced by this process (at open or while running)
         self.salvaged = 0  # records copied out of them into the new epoch
@@ -475,13 +480,17 @@ class Outbox:
             self.moved_aside = moved
         return moved
 
-    def _salvage(self, src: Path, db: sqlite3.Connection, last_seq: int = 0) -> Counter:
+    def _salvage(
+        self, src: Path, db: sqlite3.Connection, last_seq: int = 0, between=None, limit_s: float = SALVAGE_S
+    ) -> Counter:
         """Copy every row of ``src`` (a moved-aside file) that can still be read into ``db``, with its seq: an ack
         or a batch in flight for the old epoch then names the same record, never another. Rows are read by
         ranges of seqs; a range that cannot be read is split down to single seqs, and what stays unreadable
-        is skipped. At most ``SALVAGE_S``. Returns the rows copied, by kind."""
+        is skipped. At most ``limit_s``; ``between()`` is called every ~50 ms (the writer commits what the agent
+        appended meanwhile). Returns the rows copied, by kind."""
         got: Counter = Counter()
-        deadline = time.monotonic() + SALVAGE_S
+        deadline = time.monotonic() + limit_s
+        pause = time.monotonic() + 0.05
         self._pad_truncated(src)
         try:
             con = sqlite3.connect(f"file:{urllib.parse.quote(str(src))}?mode=ro", uri=True, timeout=5)
@@ -501,7 +510,10 @@ class Outbox:
             lo = first("SELECT MIN(seq) FROM records") or 1
             todo = [(a, min(a + SALVAGE_CHUNK - 1, hi)) for a in range(lo, hi + 1, SALVAGE_CHUNK)]
             todo.reverse()  # popped from the end: the oldest first
-            while todo and time.monotonic() < deadline:
+            while todo and time.monotonic() < deadline and not self._stop.is_set():
+                if between is not None and time.monotonic() >= pause:
+                    between()
+                    pause = time.monotonic() + 0.05
                 a, b = todo.pop()
                 try:
                     rows = con.execute(
@@ -516,7 +528,8 @@ class Outbox:
                         m = (a + b) // 2
                         todo += [(m + 1, b), (a, m)]
                     continue
-                rows = [r for r in rows if _intact(r)]
+                acked = self._acked_while_salvaging or ()  # sent and acknowledged meanwhile: not again
+                rows = [r for r in rows if _intact(r) and r[0] not in acked]
                 if rows:
                     db.execute("BEGIN")
                     db.executemany("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?)", rows)
@@ -524,7 +537,7 @@ class Outbox:
                     got.update(r[1] for r in rows)
             if todo:
                 log.warning(
-                    "outbox: salvage stopped after %.0f s; %d seq ranges left unread", SALVAGE_S, len(todo)
+                    "outbox: salvage stopped after %.0f s; %d seq ranges left unread", limit_s, len(todo)
                 )
             top = max(meta_last or 0, last_seq, hi or 0)
             if top:
@@ -575,6 +588,23 @@ class Outbox:
             }
             self._notices.append(evt)
         self.on_event(evt)
+
+    def _commit_queued(self) -> None:
+        """During a long salvage on the writer: commit what the agent appended meanwhile, so it never waits."""
+        batch: list = []
+        while len(batch) < self.s.commit_batch and not self._stop.is_set():
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:  # close(): the write loop takes it once the salvage is over
+                with contextlib.suppress(queue.Full):
+                    self._q.put_nowait(None)
+                break
+            if item not in ("flush", "tick"):
+                batch.append(item)
+        if batch:
+            self._commit(batch, retried=True)  # (a store turning corrupt now is renewed after this one)
 
     def _want_renewal(self, reason: str) -> None:
         """A reader met a corrupt store: the writer renews it at its next round."""
@@ -659,7 +689,6 @@ class Outbox:
                 epoch = max(previous_epoch + 1, (self._read_epoch_file() or 0) + 1, int(time.time()))
                 self._write_epoch_file(epoch)
                 db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
-                got = self._salvage(aside, db, self._seq) if aside is not None else Counter()
                 db.execute(
                     "INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT(key) DO UPDATE SET "
                     "value = MAX(value, excluded.value)",
@@ -682,13 +711,33 @@ class Outbox:
                         RENEW_RETRY_S,
                     )
                 return False
+            # the new store takes appends and readers from here on; the old one's records are copied in meanwhile
             self._db = db
-            self._salvage_from, self._salvage_tries = None, 0
             self._ino = self._identity()
             self.epoch = epoch
             self._renew_reason, self._renew_failing, self._renew_next = None, False, 0.0
+            self._acked_while_salvaging = set()
+            self._open_gate()
+            self._salvage_tries = (
+                SALVAGE_TRIES  # the new store is in place: a disk error only ends the salvage
+            )
+            try:
+                got = (
+                    self._salvage(
+                        aside, db, self._seq, between=self._commit_queued, limit_s=RUNNING_SALVAGE_S
+                    )
+                    if aside is not None
+                    else Counter()
+                )
+            except (OSError, sqlite3.Error) as exc:
+                log.error("outbox %s: salvage from %s stopped: %s", self.dir, aside, _cause(exc))
+                got = Counter()
+            self._acked_while_salvaging = None
+            self._salvage_from, self._salvage_tries = None, 0
             self._rebuild_counts(db)
-            self._sweep_samples(db)
+            self._sweep_samples(
+                db, remove=False
+            )  # files of records still in hand-over are not referenced yet
             lost = before - got
             with self._lock:
                 self.dropped_total = Counter()  # since the new epoch began
@@ -731,7 +780,7 @@ class Outbox:
         oldest = db.execute("SELECT MIN(seq) FROM records").fetchone()[0]
         with self._lock:
             self._counts = Counter({(k, p): n for k, p, n, _ in rows})
-            self._bytes = sum(r[3] for r in rows)
+            self._bytes = sum(r[3] for r in rows) + self._pending_bytes
             self._oldest, self._oldest_stale = oldest, False
             self._oldest_gen += 1
 
@@ -745,16 +794,18 @@ class Outbox:
             if self._oldest is None or any(r[0] == self._oldest for r in rows):
                 self._oldest, self._oldest_stale = None, True
 
-    def _sweep_samples(self, db) -> None:
-        """Remove sample files no row references (written just before a kill -9) and count the rest."""
+    def _sweep_samples(self, db, remove: bool = True) -> None:
+        """Remove sample files no row references (written just before a kill -9) and count the rest (with
+        ``remove`` false, while running: count them all; a record in hand-over has its file before its row)."""
         referenced = {
             r[0]
             for r in db.execute("SELECT DISTINCT sample_sha256 FROM records WHERE sample_sha256 IS NOT NULL")
         }
         total, removed = 0, 0
         for p in self.samples_dir.iterdir():
-            if p.name in referenced:
-                total += p.stat().st_size
+            if p.name in referenced or not remove:
+                with contextlib.suppress(FileNotFoundError):
+                    total += p.stat().st_size
             else:
                 p.unlink(missing_ok=True)
                 removed += 1
@@ -1413,6 +1464,8 @@ class Outbox:
         if not seqs:
             return 0
         rows: list = []  # exactly what this DELETE removed: the counts stay exact beside a concurrent drop
+        if self._acked_while_salvaging is not None:  # the salvage must not bring them back
+            self._acked_while_salvaging.update(seqs)
         with self._reading() as db:
             for i in range(0, len(seqs), 500):
                 part = seqs[i : i + 500]

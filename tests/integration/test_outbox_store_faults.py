@@ -253,3 +253,32 @@ def test_records_stamped_before_the_clock_steps_forward_are_kept_by_retention_wi
     now = time.time()
     assert all(abs(r.t - now) < 600 for r in ob.pending(500, 10**9))
     ob.close()
+
+
+def test_while_a_corrupt_store_is_salvaged_new_records_are_committed_and_readable(tmp_path, monkeypatch):
+    import threading
+
+    import edge_agent.outbox.store as store
+
+    release = threading.Event()  # the salvage of a large outbox, made slow until the test has looked
+    real_intact = store._intact
+    monkeypatch.setattr(store, "_intact", lambda row: (release.wait(0.002) or True) and real_intact(row))
+    ob = fill_outbox(tmp_path, 2000)
+    scribble_pages(ob.path, every=40)
+    old_epoch = ob.epoch
+    assert ob.pending(5000, 10**9) == []  # the uplink's read meets the damage: the writer renews the store
+    try:
+        wait_for(lambda: ob.epoch != old_epoch, what="the new store to be in place")
+        seq = ob.append("result", {"new": 1})
+        # formerly the writer copied the old records first (seconds for a large outbox) while appends
+        # piled up in the hand-over queue (then waited, then were dropped) and readers waited at the gate
+        wait_for(
+            lambda: any(r.seq == seq for r in ob.pending(5000, 10**9)),
+            what="the new record to be committed while the old ones are salvaged",
+        )
+        assert ob.stats()["renewals"] == 0  # the salvage is still going on
+    finally:
+        release.set()
+    wait_for(lambda: ob.stats()["renewals"] == 1, what="the salvage to end")
+    assert ob.stats()["salvaged"] >= 1000 and ob.stats()["by_kind"]["result"] == ob.stats()["salvaged"] + 1
+    ob.close()
