@@ -84,6 +84,13 @@ CREATE TABLE desired (tenant TEXT NOT NULL, agent TEXT NOT NULL, slot TEXT NOT N
 INSERT INTO desired SELECT 'default', * FROM desired_v1;
 DROP TABLE desired_v1;
 COMMIT;"""
+# a deployment's tenant and state beside its document (PostgreSQL: migration 0008), filled by ``_fill_columns``
+DEPLOYMENT_COLUMNS = [
+    "ALTER TABLE deployments ADD COLUMN tenant TEXT",
+    "ALTER TABLE deployments ADD COLUMN state TEXT",
+    "CREATE INDEX IF NOT EXISTS deployments_by_state ON deployments (state, created)",
+    "CREATE INDEX IF NOT EXISTS deployments_by_tenant ON deployments (tenant, created)",
+]
 TERMINAL = {"completed", "halted", "aborted", "removed"}
 _LOG_CHANGE = "INSERT INTO changes (generation, tenant, agent) VALUES (?, ?, ?)"
 _UPSERT_DESIRED = (
@@ -211,6 +218,11 @@ class Control:
                 # streams push next (the generation counter stays), so the old table is replaced, not copied
                 db.execute("DROP TABLE changes")
             db.executescript(SCHEMA)
+            db.execute("BEGIN IMMEDIATE")  # replicas on one host may open the file at once: look inside
+            if "state" not in [r[1] for r in db.execute("PRAGMA table_info(deployments)")]:
+                for stmt in DEPLOYMENT_COLUMNS:  # not executescript: it would commit first
+                    db.execute(stmt)
+            db.execute("COMMIT")
         self.registry = registry
         self.store = store
         self.keys_dir = Path(keys_dir) if keys_dir else None
@@ -220,6 +232,19 @@ class Control:
             from cloud_trainer.fleet.agent_config import validate_agent_config as config_validator
         self.config_validator = config_validator
         self._yaml_cache: dict[str, str] = {}  # deployment id -> its config YAML (immutable once created)
+        self._fill_columns()
+
+    def _fill_columns(self) -> None:
+        """The tenant and state columns of documents written before they existed (once: an older file or
+        database)."""
+        with self._write():
+            rows = self.db.execute("SELECT id, doc FROM deployments WHERE state IS NULL").fetchall()
+            for dep_id, doc in rows:
+                d = json.loads(doc)
+                self.db.execute(
+                    "UPDATE deployments SET tenant = ?, state = ? WHERE id = ?",
+                    (d.get("tenant", T), d.get("state", ""), dep_id),
+                )
 
     # ---- persistence -------------------------------------------------------------------------
     def _get(self, dep_id: str) -> dict:
@@ -238,9 +263,9 @@ class Control:
 
     def _put(self, dep: dict) -> None:
         self.db.execute(
-            "INSERT INTO deployments (id, created, doc) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-            "doc = excluded.doc",
-            (dep["id"], dep["created"], json.dumps(dep)),
+            "INSERT INTO deployments (id, created, doc, tenant, state) VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO "
+            "UPDATE SET doc = excluded.doc, state = excluded.state",
+            (dep["id"], dep["created"], json.dumps(dep), dep.get("tenant", T), dep.get("state", "")),
         )
 
     def _next_generation(self) -> int:
@@ -659,7 +684,10 @@ class Control:
 
     def tick(self) -> None:
         with self._write():  # one transaction for a whole step (5,000 agents: one fsync)
-            rows = self.db.execute("SELECT doc FROM deployments ORDER BY created").fetchall()
+            # the running ones only: finished deployments of every tenant pile up, and this runs every second
+            rows = self.db.execute(
+                "SELECT doc FROM deployments WHERE state = 'running' ORDER BY created"
+            ).fetchall()
             for (doc,) in rows:
                 dep = json.loads(doc)
                 if dep["state"] != "running":
@@ -798,10 +826,10 @@ class Control:
 
     def list(self, *, tenant: str = T) -> list[dict]:
         with self.lock:
-            docs = [
-                json.loads(d) for (d,) in self.db.execute("SELECT doc FROM deployments ORDER BY created DESC")
-            ]
-        return [d for d in docs if d.get("tenant", T) == tenant]
+            rows = self.db.execute(
+                "SELECT doc FROM deployments WHERE tenant = ? ORDER BY created DESC", (tenant,)
+            ).fetchall()
+        return [d for d in (json.loads(doc) for (doc,) in rows) if d.get("tenant", T) == tenant]
 
     def create_tenant(self, tenant: str, display_name: str = "") -> dict:
         """Register a tenant (a platform operator's act; idempotent) and create its registry folder."""
@@ -830,9 +858,10 @@ class Control:
         """Deployments per tenant (counts only: the platform operator's view)."""
         out: dict[str, int] = {}
         with self.lock:
-            for (d,) in self.db.execute("SELECT doc FROM deployments"):
-                t = json.loads(d).get("tenant", T)
-                out[t] = out.get(t, 0) + 1
+            for t, n in self.db.execute(
+                "SELECT tenant, COUNT(*) FROM deployments GROUP BY tenant"
+            ).fetchall():
+                out[t or T] = out.get(t or T, 0) + int(n)
         return out
 
 

@@ -4,6 +4,8 @@ back (marked as a rollback), removal, another tenant refused, a refused YAML sto
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from cloud_trainer.fleet.control import Control, NotInTenant
@@ -112,4 +114,63 @@ def test_a_rollout_step_shares_one_generation_and_an_old_change_log_is_replaced(
     assert sorted(changed) == [("default", "gw1"), ("default", "gw2"), ("default", "gw3")]
     assert gen == before + 1, "the step's three agents share one generation"
     assert {k: v[0] for k, v in c.desired_many(changed).items()} == dict.fromkeys(changed, gen)
+    store.close()
+
+
+class _CountingJson:
+    """``json`` for the control module, counting the documents it parses."""
+
+    def __init__(self) -> None:
+        self.parsed = 0
+
+    def loads(self, s):
+        self.parsed += 1
+        return json.loads(s)
+
+    dumps = staticmethod(json.dumps)
+
+
+def test_the_rollout_tick_and_an_admins_list_parse_only_the_documents_they_need(control, monkeypatch):
+    """Finished deployments of every tenant pile up in one table, and the rollout tick runs every second on every
+    replica, inside the write transaction every tenant's reports and desired states wait behind: it parsed every
+    document ever written (2,000 finished rollouts of 50 agents: 0.38 s of each second), and an admin's list
+    parsed every tenant's. Now the tick reads the running deployments and a list its tenant's only."""
+    import cloud_trainer.fleet.control as control_module
+
+    c = control
+    with c._write():
+        for i in range(50):  # another tenant's history
+            c._put(
+                {"id": f"old{i}", "created": float(i), "tenant": "beta", "state": "completed", "targets": {}}
+            )
+    a = c.create_config(
+        {"config_yaml": A, "config_name": "a", "agents": ["gw1", "gw2"], "steps": ["1", "100%"]}
+    )
+    counting = _CountingJson()
+    monkeypatch.setattr(control_module, "json", counting)
+    c.tick()
+    assert counting.parsed < 10  # not the 50 finished documents
+    counting.parsed = 0
+    assert [d["id"] for d in c.list()] == [a["id"]] and counting.parsed < 10
+    assert c.usage() == {"beta": 50, "default": 1}
+    assert c.desired_state("gw1")[2]["digest"] == a["digest"]  # the rollout itself goes on
+
+
+def test_deployments_written_before_the_state_column_are_read_as_before(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "control.db")
+    db.execute("CREATE TABLE deployments (id TEXT PRIMARY KEY, created REAL NOT NULL, doc TEXT NOT NULL)")
+    for i, state in enumerate(("completed", "paused")):
+        doc = {"id": f"d{i}", "created": float(i), "tenant": "beta", "state": state, "targets": {}}
+        db.execute("INSERT INTO deployments VALUES (?, ?, ?)", (doc["id"], doc["created"], json.dumps(doc)))
+    db.commit()
+    db.close()
+    store = open_store(None, tmp_path)
+    c = Control(tmp_path / "control.db", Registry(tmp_path / "registry"), store, config_validator=refuse_bad)
+    assert [d["id"] for d in c.list(tenant="beta")] == ["d1", "d0"] and c.list() == []
+    assert c.usage() == {"beta": 2}
+    rows = c.db.execute("SELECT id, tenant, state FROM deployments ORDER BY id").fetchall()
+    assert rows == [("d0", "beta", "completed"), ("d1", "beta", "paused")]
+    c.tick()  # neither is running
     store.close()

@@ -329,7 +329,8 @@ def test_record_counts_are_filled_from_the_records_of_an_older_store(store, tmp_
         store.close()
         with psycopg.connect(store.url, autocommit=True) as conn:
             conn.execute("DROP TABLE record_counts")
-            conn.execute("DELETE FROM schema_version WHERE name = '0007_record_counts.sql'")
+            # a database from before 0007 (the later migrations are applied again: they are idempotent)
+            conn.execute("DELETE FROM schema_version WHERE version >= 7")
         older = open_store(store.url, tmp_path)
     try:
         assert (older.stats("gw1", tenant="acme"), older.gaps("gw1", tenant="acme"), older.usage()) == before
