@@ -217,6 +217,8 @@ class MqttSource:
         # connections after the first (counted in paho's thread): the Sparkplug host learns of each before
         # it decodes a message that connection brought, and takes every node's births as missed
         self._sessions = self._sessions_seen = 0
+        # with sparkplug.host_id, the rebirths a reconnect asks wait for the STATE birth, sent on the SUBACK
+        self._state_sent = self._state_sent_seen = 0
         self.sparkplug = SparkplugHost(name, settings.sparkplug, self._publish_raw, self._error)
         # one decoder per subscription, built by its codec's row in CODEC_TYPES
         self._decoders = {id(s): _decoder_factory(s.codec)(self, s) for s in settings.subscriptions}
@@ -418,6 +420,9 @@ class MqttSource:
                 )
         if self.settings.sparkplug.host_id is not None:  # subscribed first, then online (Sparkplug 3.0)
             client.publish(self._state_topic, self._state(True), qos=1, retain=True)
+            if self._sessions:  # a reconnect: the rebirths it asks may go now, after the STATE birth
+                self._state_sent += 1
+                self._channel.wake_threadsafe()
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.subscribed.set)
 
@@ -660,7 +665,11 @@ class MqttSource:
             last_wake = time.monotonic()
             if self._sessions_seen != self._sessions:  # reconnected: the new connection's messages may follow
                 self._sessions_seen = self._sessions
-                self.sparkplug.session_lost()
+                # a primary host asks its rebirths after its STATE birth, the first message of a connection
+                self.sparkplug.session_lost(ask=self.settings.sparkplug.host_id is None)
+            if self._state_sent_seen != self._state_sent:
+                self._state_sent_seen = self._state_sent
+                self.sparkplug.ask_missed()
             for topic, payload, received_at, retained in batch:
                 if topic is None:  # a wake-up (see _on_connect)
                     continue

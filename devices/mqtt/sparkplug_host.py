@@ -169,18 +169,29 @@ class SparkplugHost:
         n = self._nodes.get((group, edge_node))
         return bool(n and n.alive and device in n.devices)
 
-    def session_lost(self) -> None:
+    def session_lost(self, *, ask: bool = True) -> None:
         """This host's connection to the broker was lost and is back: whatever the nodes published
         meanwhile was missed (a node may have died and been born again with a new alias map, a PLC program
         change say), so the births held are stale. Every node is taken as not born, its data skipped and
         commands refused until its next NBIRTH, which is asked of each at once. Call it after the new
         connection's subscriptions were asked for (the node's answer must reach them) and before any of
-        its messages is handled."""
-        for (group, edge_node), node in self._nodes.items():
+        its messages is handled. ``ask=False`` leaves the asking to ``ask_missed``: a primary host's STATE
+        birth must be the first message of its new connection (Sparkplug 3.0, tck-id-operational-behavior-
+        primary-application-state-with-multiple-servers-state), and goes out on the subscriptions' SUBACK."""
+        for node in self._nodes.values():
             if node.alive:
                 node.alive, node.missed = False, True
                 node.devices.clear()
-            self._rebirth(group, edge_node, node, force=True)  # one asked just before the drop may be lost
+        if ask:
+            self.ask_missed()
+
+    def ask_missed(self) -> None:
+        """Ask a rebirth of every node not born since this host's connection came back."""
+        for (group, edge_node), node in self._nodes.items():
+            if (
+                not node.alive
+            ):  # one asked just before the drop may be lost: asked again, whatever the interval
+                self._rebirth(group, edge_node, node, force=True)
 
     def _tag(self, node: str, device: str | None, metric: str) -> str:
         name = f"{node}/{device}/{metric}" if device else f"{node}/{metric}"

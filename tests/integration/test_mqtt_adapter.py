@@ -1163,21 +1163,37 @@ async def test_a_primary_host_id_publishes_state_online_and_the_broker_says_offl
     assert seen[-1] == {"online": False, "timestamp": ts}
     # a gateway that dies (power cut): the broker sends the will
     src = await started(mosquitto.port, subs, sparkplug={"host_id": "scada-gw1"})
+    pump = asyncio.create_task(collect(src, lambda g: False, 60))  # the host decodes what it is handed
     async with asyncio.timeout(20):
         while seen[-1]["online"] is not True:
             await asyncio.sleep(0.02)
     ts2 = seen[-1]["timestamp"]
+    node = raw_client(mosquitto.port)  # an edge node the gateway knows when its connection dies
+    node.publish("spBv1.0/plant/NBIRTH/n1", sp.encode(sp.Payload(1, 0, [])), qos=1).wait_for_publish(5)
+    watcher.message_callback_add(  # in the order the broker passes them on: STATE, and rebirth requests
+        "spBv1.0/plant/NCMD/#", lambda c, u, m: seen.append({"ncmd": m.topic})
+    )
+    watcher.subscribe("spBv1.0/plant/NCMD/#", 1)
+    async with asyncio.timeout(20):
+        while src.sparkplug.births < 1:
+            await asyncio.sleep(0.02)
     n = len(seen)
     src._client.socket().close()  # the TCP connection gone without a DISCONNECT
     async with asyncio.timeout(20):
         while not any(m == {"online": False, "timestamp": ts2} for m in seen[n:]):
             await asyncio.sleep(0.02)
     # paho reconnects: the new connection's birth (and will) carry a newer time, so that a node that
-    # takes only newer STATE messages sees it online again
+    # takes only newer STATE messages sees it online again; it is the connection's first message, before
+    # the rebirth the gateway asks of the node it knew (Sparkplug 3.0: the STATE birth comes first)
     async with asyncio.timeout(20):
-        while not (seen[-1]["online"] is True and seen[-1]["timestamp"] > ts2):
+        while not any("ncmd" in m for m in seen[n:]):
             await asyncio.sleep(0.02)
+    after = [m for m in seen[n:] if m.get("online") is not False]
+    first_ncmd = after.index({"ncmd": "spBv1.0/plant/NCMD/n1"})
+    assert first_ncmd > 0 and all(m["online"] and m["timestamp"] > ts2 for m in after[:first_ncmd]), after
+    pump.cancel()
     await src.stop()
+    node.loop_stop()
     watcher.loop_stop()
     with pytest.raises(ValueError, match="will and sparkplug.host_id both set the connection's will"):
         MqttSettings(sparkplug={"host_id": "a"}, will={"topic": "x"})
