@@ -792,7 +792,7 @@ class Outbox:
         if rows:
             self._oldest_gen += 1
             if self._oldest is None or any(r[0] == self._oldest for r in rows):
-                self._oldest, self._oldest_stale = None, True
+                self._oldest_stale = True  # read again by stats(); meanwhile a lower bound
 
     def _sweep_samples(self, db, remove: bool = True) -> None:
         """Remove sample files no row references (written just before a kill -9) and count the rest (with
@@ -1437,12 +1437,12 @@ class Outbox:
             return None
 
     @contextlib.contextmanager
-    def _reading(self):
+    def _reading(self, wait_s: float = READER_WAIT_S):
         """A connection of its own to the store (never creating the file: a removed store is not replaced by
         an empty one here), closed on leaving; not while the writer renews the store. A corrupt store met here
         is renewed by the writer at its next round."""
         with self._gate:
-            if not self._gate.wait_for(lambda: not self._gate_closed, READER_WAIT_S):
+            if not self._gate.wait_for(lambda: not self._gate_closed, wait_s):
                 raise OutboxError(f"outbox {self.dir}: the store is being renewed")
             self._readers += 1
         try:
@@ -1505,10 +1505,10 @@ class Outbox:
             stale, gen = self._oldest_stale, self._oldest_gen
         if stale and self._opened:
             try:
-                with self._reading() as db:
+                with self._reading(wait_s=0) as db:  # /status never waits on a store being renewed
                     oldest = db.execute("SELECT MIN(seq) FROM records").fetchone()[0]
-            except (sqlite3.Error, OutboxError):  # the store is unreadable: the counts are still right
-                oldest = None
+            except (sqlite3.Error, OutboxError):  # unreadable or being renewed: the counts are still right
+                oldest = self._oldest  # a lower bound
             else:
                 with self._lock:
                     if self._oldest_gen == gen:  # nothing committed or deleted meanwhile: it holds
