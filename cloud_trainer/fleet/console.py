@@ -24,6 +24,12 @@ computed one at a time, with a rest of 4x their cost after each (``protocols.htt
 shared by tenant and URL for at least ``ANSWER_MIN_AGE_S``, so a script polling them in a loop holds the
 store at most a fifth of the time; a request with nothing to share waits at most 5 s, then ``503``.
 
+Host names: a request is answered only under an IP address, ``localhost``, this machine's name, the bound host
+or a name given in ``allowed_hosts`` (``cloud-trainer serve --console-allowed-host``, for a reverse proxy that
+passes its own public name); any other ``Host`` is ``421``. Otherwise a page of any web site open in the
+operator's browser could point its own name at 127.0.0.1 (DNS rebinding) and read, from its own origin, every
+tenant's agents, deployments and sample images through ``?tenant=``.
+
 JSON is strict (``protocols.json_codec.dumps``): a NaN or infinite metric in an evaluation report (an
 AUROC with one class in the test split) or in an agent's health report is ``null``, never the bare
 ``NaN`` that browsers' ``JSON.parse`` refuse (the whole console stopped updating).
@@ -51,15 +57,54 @@ ANSWER_MIN_AGE_S = 1.0  # /api answers are shared for at least this long (the pa
 CPU_SHARE = 0.2  # of one core (and of the store's time), at most, spent computing /api answers
 
 
+def known_host_names(bind_host: str, allowed: list[str] | tuple[str, ...] = ()) -> frozenset[str]:
+    """The names (lower case) a request's Host may give besides an IP address: ``localhost``, this machine's
+    name, the bound host when it is a name, and ``allowed``."""
+    import socket
+
+    own = socket.gethostname().lower()  # no DNS lookup (getfqdn may wait on a resolver)
+    names = {"localhost", own, own.split(".", 1)[0], bind_host.lower(), *(a.lower() for a in allowed)}
+    return frozenset(n for n in names if n)
+
+
+def host_allowed(header: str | None, names: frozenset[str]) -> bool:
+    """A request's ``Host`` is an IP address (any), or one of ``names``; no Host at all (HTTP/1.0 tools) is let
+    through: browsers always send it, and a page of another site reaches the console only under that site's
+    name (DNS rebinding)."""
+    import ipaddress
+
+    if not header:
+        return True
+    h = header.strip().lower()
+    if h.startswith("["):  # [v6]:port
+        h = h[1 : h.find("]")] if "]" in h else h
+    elif h.count(":") == 1:
+        h = h.rsplit(":", 1)[0]
+    h = h.rstrip(".")
+    try:
+        ipaddress.ip_address(h)
+        return True
+    except ValueError:
+        return h in names
+
+
 class _ClientGone(ConnectionError):
     """The client closed or reset the connection while its answer was written (an ``OSError``: the server's
     ``handle_error`` counts it as aborted), told apart from a registry file that cannot be read."""
 
 
 class Console:
-    def __init__(self, server, host: str = "127.0.0.1", port: int = 0, tenant: str | None = None) -> None:
+    def __init__(
+        self,
+        server,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tenant: str | None = None,
+        allowed_hosts: list[str] | tuple[str, ...] = (),
+    ) -> None:
         self.srv = server  # FleetServer: store, control, registry, blobs
         self.tenant = tenant
+        names = known_host_names(host, allowed_hosts)
         self.answers: Answers[bytes] = Answers(min_age_s=ANSWER_MIN_AGE_S, cpu_share=CPU_SHARE, wait_s=5.0)
         outer = self
 
@@ -67,6 +112,13 @@ class Console:
             timeout = DEADLINE_S
 
             def do_GET(self) -> None:
+                if not host_allowed(self.headers.get("Host"), names):
+                    return self._send(
+                        421,
+                        "text/plain; charset=utf-8",
+                        b"the fleet console does not answer to that host name; start it with "
+                        b"--console-allowed-host NAME to allow it\n",
+                    )
                 u = urlparse(self.path)
                 q = {k: v[0] for k, v in parse_qs(u.query).items()}
                 t = outer.tenant or q.get("tenant") or "default"

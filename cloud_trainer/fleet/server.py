@@ -3,6 +3,7 @@
     cloud-trainer serve --data var/cloud --port 7443 --pki var/pki [--registry var/registry]
                         [--store postgresql://fleet@db/fleet]
                         [--blobs s3://bucket/prefix [--s3-endpoint http://minio:9000]]
+                        [--console-port 8088 [--console-tenant T] [--console-allowed-host NAME ...]]
 
 Needs ``ca.pem``, ``server.pem`` and ``server.key`` in the PKI folder (``cloud-trainer pki``).
 Clients must present a certificate from the same CA: agents (OU agent) and admins (OU admin) of a
@@ -97,6 +98,14 @@ def main(argv: list[str] | None = None) -> int:
         help="the console shows this tenant only (default: the tenant "
         "named by ?tenant= in each URL, for operators on loopback)",
     )
+    ap.add_argument(
+        "--console-allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name the console answers under besides IP addresses, localhost and this machine's "
+        "name (a reverse proxy's public name); any other Host is 421 (DNS rebinding)",
+    )
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for f in ("ca.pem", "server.pem", "server.key"):
@@ -129,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         if a.console_port is not None:
             from cloud_trainer.fleet.console import Console
 
-            console = Console(srv, a.host, a.console_port, tenant=a.console_tenant)
+            console = Console(
+                srv, a.host, a.console_port, tenant=a.console_tenant, allowed_hosts=a.console_allowed_host
+            )
             console.start()
         print(
             f"fleet service listening on {a.host}:{srv.port} (data {a.data}, registry {registry})"

@@ -151,3 +151,33 @@ async def test_registry_urls_reach_only_package_files_of_the_consoles_tenant(fle
     status, body = await asyncio.to_thread(_get, ops, "/registry/beta-secret/index.json?tenant=beta")
     assert status == 200 and json.loads(body)[0]["name"] == "beta-secret"
     assert sorted(p.name for p in (tmp / "registry" / ".tenants").iterdir()) == ["acme", "beta"]
+
+
+def _get_as(console: Console, path: str, host: str) -> tuple[int, bytes]:
+    req = urllib.request.Request(f"http://127.0.0.1:{console.port}{path}", headers={"Host": host})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+async def test_the_console_answers_only_under_its_own_host_names(fleet):
+    """DNS rebinding: a page of any web site open in the operator's browser pointed its own name at 127.0.0.1 and
+    read every tenant's agents and samples from the console (``?tenant=``) from its own origin: the console
+    answered under any Host. Now only an IP address, localhost, this machine's name or an allowed name."""
+    consoles, _ = fleet
+    ops = consoles[None]
+    for host in ("rebind.attacker.example", "rebind.attacker.example:8088", "fleet.example."):
+        status, body = await asyncio.to_thread(_get_as, ops, "/api/agents?tenant=default", host)
+        assert status == 421 and b"gw1" not in body, host
+    for host in (f"127.0.0.1:{ops.port}", "localhost", f"[::1]:{ops.port}"):
+        status, body = await asyncio.to_thread(_get_as, ops, "/api/agents?tenant=default", host)
+        assert status == 200 and b"gw1" in body, host
+    behind_proxy = Console(ops.srv, tenant="default", allowed_hosts=["fleet.example"])
+    behind_proxy.start()
+    try:
+        status, body = await asyncio.to_thread(_get_as, behind_proxy, "/api/agents", "Fleet.Example:443")
+        assert status == 200 and b"gw1" in body
+    finally:
+        behind_proxy.stop()
