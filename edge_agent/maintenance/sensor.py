@@ -19,13 +19,17 @@ band-limited sensor signal can and cannot do, not on one dataset's levels:
   more per sample around it. A live signal dwells on one quantised value only where it moves slowly
   (near a turn, or a slow wave finely sampled).
 - **spike**: single samples far outside the window (``SPIKE_SIGMAS`` robust deviations and
-  ``SPIKE_OVER_REST`` times anything else in it) whose neighbours are not: the ADC's anti-aliasing filter lets no physical vibration change that much in
-  one sample and back (an impact rings over many samples), so these are electrical (EMI, a bit error).
+  ``SPIKE_OVER_REST`` times anything else in it) whose neighbours are not: the ADC's anti-aliasing
+  filter lets no physical vibration change that much in one sample and back (an impact rings over
+  many samples), so these are electrical (EMI, a bit error).
 
 What it does not judge (it cannot from one window): broadband noise or mains hum far above the
-baseline (a loose sensor, or a machine getting worse), a gain or units error (everything scales: the
-baseline tells it, ``kind`` ``scale``); docs/maintenance.md says what the agent does with those. Cost: about 120-140 µs per 2048-sample
-window on one core (an AMD EPYC with AVX2; the condition features of the same window take ~17 ms).
+baseline (a loose sensor, or a machine getting worse); a gain or units error (everything scales) and a
+level far below the commissioned one (a dead input flickering over a few codes, a stopped machine),
+which the baseline tells (``kind`` ``scale`` and ``low_level``); docs/maintenance.md says what the
+agent does with each. Cost: about 120-140 µs per 2048-sample window on one core (an AMD EPYC with
+AVX2; the condition features of the same window take ~17 ms). ``SensorWatch`` keeps a pipeline's
+counts and its events.
 """
 
 from __future__ import annotations
@@ -197,7 +201,7 @@ CLEAR_AFTER = 10  # clean windows in a row that end a sensor-fault episode (no e
 
 
 class SensorWatch:
-    """A signal pipeline's sensor checks: ``check(waveform)`` per window (worker threads),
+    """A signal pipeline's sensor-fault count: ``record(fault or None)`` once per window (any thread),
     each fault counted by kind; one ``sensor_fault`` event (and one warning) when an episode starts,
     one (``active: false``) when ``CLEAR_AFTER`` clean windows in a row end it."""
 
