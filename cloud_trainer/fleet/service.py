@@ -79,6 +79,7 @@ QUOTA_TTL_S = 5.0  # how long a replica trusts its copy of which tenants have an
 
 NOBODY = Identity("", "", "")
 REFUSE_WAIT_S = 5.0  # how long a refusal of a client stream waits for the client's first message
+HANDSHAKE_TIMEOUT_S = 10.0  # a connection must finish its TLS handshake within this (a gateway needs < 1 s)
 # a deployment report is kept in the deployment's document, which every rollout tick reads: its health (the
 # gate reads error_rate; agents send ~50 B) and its reason (a validator's lines) are bounded
 DEPLOYMENT_HEALTH_BYTES = 16 * 1024
@@ -799,6 +800,7 @@ class FleetServer:
         streams: bool = True,
         blobs: str | Path | BlobStore | None = None,
         s3_endpoint: str | None = None,
+        handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
     ) -> None:
         self.data = Path(data)
         self.store = open_store(store, self.data)  # a postgresql:// URL, or the SQLite file <data>/fleet.db
@@ -840,6 +842,10 @@ class FleetServer:
                 # has its stream closed within 80 s instead of holding it (and its memory) forever
                 ("grpc.keepalive_time_ms", 60_000),
                 ("grpc.keepalive_timeout_ms", 20_000),
+                # a connection that has not finished its TLS handshake (no certificate checked yet) holds a
+                # descriptor: grpc's default 120 s let anyone, without a certificate, hold every descriptor the
+                # process has (20,000 here) with ~170 idle connections a second, and no agent could connect
+                ("grpc.server_handshake_timeout_ms", int(handshake_timeout_s * 1000)),
             ],
             maximum_concurrent_rpcs=100_000,
         )  # one long-lived Connect per agent

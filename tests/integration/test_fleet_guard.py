@@ -356,3 +356,39 @@ async def _queued(q: asyncio.Queue):
 async def _drain(call) -> None:
     while await call.read() is not grpc.aio.EOF:
         pass
+
+
+async def test_a_connection_that_never_starts_its_tls_handshake_is_closed(tmp_path):
+    """No certificate is checked before the TLS handshake, and grpc waited 120 s for one: anyone who can reach the
+    port held a descriptor per idle connection for two minutes, and ~170 such connections a second held all of
+    them (20,000), so that no agent of any tenant could connect. The handshake now has ``handshake_timeout_s``."""
+    import socket
+
+    pki = make_pki(tmp_path / "pki", agents=("gw1",))
+    srv = FleetServer(
+        tmp_path / "cloud",
+        free_port(),
+        pki / "ca.pem",
+        pki / "server.pem",
+        pki / "server.key",
+        handshake_timeout_s=0.5,
+    )
+    await srv.start()
+    idle = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(3)]  # not a byte sent
+
+    def closed_by_server(s: socket.socket) -> bool:
+        s.settimeout(30)  # generous: the server closes it after 0.5 s
+        try:
+            return s.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    try:
+        assert all(await asyncio.to_thread(lambda: [closed_by_server(s) for s in idle]))
+        creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
+        async with grpc.aio.secure_channel(f"127.0.0.1:{srv.port}", creds) as ch:  # an agent connects as ever
+            await rpc.FleetStub(ch).Heartbeat(pb.HeartbeatRequest(), timeout=10)
+    finally:
+        for s in idle:
+            s.close()
+        await srv.stop()
