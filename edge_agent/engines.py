@@ -106,6 +106,7 @@ class OrtEngine:
                 threads=cfg.threads,
                 single_stream=True,
                 graph_optimization=cfg.graph_optimization.value,
+                isolated=isolated,  # a model serves: the session is first made in a helper (memory)
             )
         except Exception as exc:
             raise EngineError(

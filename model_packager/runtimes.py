@@ -76,10 +76,17 @@ def ort_session(
     threads: int | None = None,
     single_stream: bool = False,
     graph_optimization: str | None = None,
+    isolated: bool = False,
 ) -> Any:
     """An ONNX Runtime CPU session. ``threads``: intra-op threads (None: the library's default);
     ``single_stream``: one inter-op thread, sequential execution (the agent's per-item calls);
-    ``graph_optimization``: disable | basic | extended | all (None: the library's default)."""
+    ``graph_optimization``: disable | basic | extended | all (None: the library's default).
+
+    ``isolated`` (another model serves in this process): the session is first created in a helper
+    process (``ort_preflight``), and one whose creation takes more memory than the machine can spare,
+    or kills the helper, raises ``ModelTooLarge`` here instead of getting this process killed."""
+    if isolated:
+        ort_preflight(path, graph_optimization)
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -190,6 +197,123 @@ def _lower_priority(pid: int) -> None:
         os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))  # SCHED_IDLE: Linux, no privilege needed
     except (OSError, AttributeError):
         pass
+
+
+class ModelTooLarge(RuntimeError):
+    """Creating the model's session takes more memory than this machine can spare (``ort_preflight``)."""
+
+
+PREFLIGHT_MEMORY_SHARE = 0.8  # of MemAvailable, at most, for what creating one session takes at its peak
+# Creating a session folds the graph's constant parts: a 647-byte model whose ConstantOfShape nodes
+# fold to 800 MB each took 4.6 GB and 26 s (5 of them) before its first run. The helper measures what
+# creating it takes (peak RSS above the helper's own), at the lowest priority and first in line for the
+# kernel's out-of-memory killer, so that the process that serves is not the one killed.
+_ORT_HELPER = f"""import os, resource, sys
+try:
+    os.nice({HELPER_NICE})
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+except (OSError, AttributeError):
+    pass
+try:
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("1000")
+except OSError:
+    pass
+import onnxruntime as ort
+opts = ort.SessionOptions()
+opts.log_severity_level = 3
+opts.intra_op_num_threads = 1
+if sys.argv[2]:
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, sys.argv[2])
+def peak():  # KiB: VmHWM is this image's own (ru_maxrss keeps the forking parent's peak across exec)
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak()
+ort.InferenceSession(sys.argv[1], opts, providers=["CPUExecutionProvider"])
+print(peak() - before)
+"""
+
+
+def mem_available() -> int | None:
+    """Bytes the kernel says can be allocated without swapping (``MemAvailable``), None when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def ort_preflight(path: str | Path, graph_optimization: str | None = None) -> int | None:
+    """Create the ONNX Runtime session of ``path`` in a helper process (see ``_ORT_HELPER``) and
+    return the bytes its creation took at the peak; raise ``ModelTooLarge`` when that is more than
+    ``PREFLIGHT_MEMORY_SHARE`` of what this machine has available, or the helper was killed (the
+    out-of-memory killer) or did not finish in ``HELPER_TIMEOUT_S``; ``RuntimeError`` when creating
+    it crashed the helper. None: not measured (no helper could run, or the library refused the model:
+    creating the session here then raises the library's own error).
+    The helpers of the calling thread's owner (``Helpers``) are stopped with it."""
+    import signal
+    import subprocess
+
+    helpers: Helpers | None = getattr(_THREAD, "helpers", None)
+    if helpers is not None and helpers.stopped:
+        raise HelperStopped(f"ONNX Runtime: loading {Path(path).name} was stopped (its caller stops)")
+    level = _ORT_LEVELS[graph_optimization] if graph_optimization is not None else ""
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _ORT_HELPER, str(path), level],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    except OSError:
+        return None
+    _lower_priority(proc.pid)
+    if helpers is not None and not helpers._add(proc):
+        proc.kill()
+    timed_out = False
+    try:
+        out, err = proc.communicate(timeout=HELPER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        timed_out = True
+    finally:
+        if helpers is not None:
+            helpers._discard(proc)
+    if helpers is not None and helpers.stopped:
+        raise HelperStopped(f"ONNX Runtime: loading {Path(path).name} was stopped (its caller stops)")
+    name = Path(path).name
+    if timed_out:
+        raise ModelTooLarge(f"creating the session of {name} did not end within {HELPER_TIMEOUT_S:.0f} s")
+    if proc.returncode == -signal.SIGKILL or "MemoryError" in err or "bad_alloc" in err:
+        raise ModelTooLarge(
+            f"creating the session of {name} ran out of memory in a helper process (killed or refused "
+            "an allocation): the model would take more memory than this machine has"
+        )
+    if proc.returncode < 0:  # a crash of the library on this model would take this process down
+        raise RuntimeError(
+            f"creating the session of {name} crashed a helper process (signal {-proc.returncode}); refused"
+        )
+    if proc.returncode != 0:  # an error the library raises: creating it here says it with its whole message
+        return None
+    try:
+        need = int(out.split()[-1]) * 1024  # KiB
+    except (ValueError, IndexError):
+        return None
+    avail = mem_available()
+    if avail is not None and need > PREFLIGHT_MEMORY_SHARE * avail:
+        raise ModelTooLarge(
+            f"creating the session of {name} takes {need / 1e6:,.0f} MB at its peak, more than the "
+            f"{PREFLIGHT_MEMORY_SHARE * avail / 1e6:,.0f} MB this machine can spare now "
+            f"({PREFLIGHT_MEMORY_SHARE:.0%} of {avail / 1e6:,.0f} MB available)"
+        )
+    return need
 
 
 def _ov_convert_in_helper(path: Path, core: Any) -> Any:

@@ -201,3 +201,53 @@ def test_verify_run_refuses_a_model_that_never_finishes_instead_of_hanging(pkgs,
     assert rc == 1, err
     assert "onnxruntime did not finish the golden inputs of model.onnx within 0.5 s" in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def _folds(model_bytes: bytes, values: int) -> bytes:
+    """The model with ``logits`` plus a zero that ONNX Runtime computes while creating the session
+    (constant folding): a ConstantOfShape of ``values`` floats, its maximum, minus itself."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    m = onnx.load_from_string(model_bytes)
+    g = m.graph
+    for n in g.node:
+        n.output[:] = ["logits_raw" if o == "logits" else o for o in n.output]
+    g.initializer.append(numpy_helper.from_array(np.array([values], np.int64), "fold_shape"))
+    one = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
+    g.node.extend(
+        [
+            helper.make_node("ConstantOfShape", ["fold_shape"], ["fold_c"], value=one),
+            helper.make_node("ReduceMax", ["fold_c"], ["fold_m"], keepdims=1),
+            helper.make_node("Sub", ["fold_m", "fold_m"], ["fold_zero"]),
+            helper.make_node("Add", ["logits_raw", "fold_zero"], ["logits"]),
+        ]
+    )
+    return m.SerializeToString()
+
+
+async def test_a_model_that_takes_more_memory_to_load_than_the_gateway_has_is_refused_in_a_helper(
+    tmp_path, pkgs, monkeypatch
+):
+    """A few hundred bytes of graph can fold into gigabytes while ONNX Runtime creates the session (5
+    ConstantOfShape nodes: 4.6 GB, 26 s), in the agent's own process during a swap: on a gateway that
+    hasn't that memory the agent was killed, and the fleet's desired state made it try again at every
+    start. The session is first created in a helper; here the gateway "has" 150 MB for a model whose
+    session takes ~200 MB to create (25 M floats folded)."""
+    from model_packager import runtimes
+
+    bad_model = _folds(pkgs["v2_model"], 25_000_000)
+    (tmp_path / "bad").mkdir()
+    bad = _resigned(pkgs["v2"], pkgs["key"], {"model.onnx": bad_model}, tmp_path / "bad" / pkgs["v2"].name)
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime")
+    s = ModelSlot("vision", cfg, tmp_path / "data", load_trusted_keys([pkgs["pub"]]))
+    await s.start()
+    monkeypatch.setattr(runtimes, "mem_available", lambda: 150_000_000)
+    outcome = await s.swap(bad)
+    assert not outcome.ok and outcome.stage == "load", outcome
+    assert "creating the session of model.onnx takes" in outcome.reason, outcome.reason
+    assert "more than the 120 MB this machine can spare now" in outcome.reason, outcome.reason
+    assert s.version == "1.0.0"
+    img = np.zeros((64, 64, 3), np.uint8)
+    assert s.infer(Frame("cam", 1, time.time(), img)).version == "1.0.0"
+    await s.stop()
