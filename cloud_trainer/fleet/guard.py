@@ -212,6 +212,11 @@ class Quotas:
         self.refusals[(*agent, kind)] += 1
         return QuotaExceeded(f"agent {agent[1]}: {why}; slow down and retry later")
 
+    def count(self, agent: AgentKey, kind: str, n: int = 1) -> None:
+        """Count ``n`` things of the agent's refused for another reason (e.g. ``damaged`` samples)."""
+        with self._lock:
+            self.refusals[(*agent, kind)] += n
+
     def open_stream(self, agent: AgentKey) -> None:
         with self._lock:
             if self._streams[agent] >= self.limits.concurrent_streams:

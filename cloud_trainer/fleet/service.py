@@ -79,6 +79,7 @@ QUOTA_TTL_S = 5.0  # how long a replica trusts its copy of which tenants have an
 
 NOBODY = Identity("", "", "")
 REFUSE_WAIT_S = 5.0  # how long a refusal of a client stream waits for the client's first message
+DAMAGED_LOG_S = 60.0  # an agent's damaged samples are logged at most this often (with the count since)
 HANDSHAKE_TIMEOUT_S = 10.0  # a connection must finish its TLS handshake within this (a gateway needs < 1 s)
 # a deployment report is kept in the deployment's document, which every rollout tick reads: its health (the
 # gate reads error_rate; agents send ~50 B) and its reason (a validator's lines) are bounded
@@ -215,6 +216,9 @@ class FleetServicer(rpc.FleetServicer):
             set()
         )  # agents the store admitted (a cache: they stay admitted)
         self.limited = LimitedTenants(store)
+        self._damaged_log: dict[
+            tuple[str, str], tuple[int, float]
+        ] = {}  # agent -> (damaged not logged, when)
 
     async def require(self, context, role: str) -> Identity:
         return await require(context, role, self.revocations)
@@ -322,6 +326,29 @@ class FleetServicer(rpc.FleetServicer):
             async for ack in self._push(who, request_iterator, context):
                 yield ack
 
+    def _damaged(self, who: Identity, seqs: list[int]) -> None:
+        """Samples whose bytes do not hash to the digest the agent gave: not acknowledged (the agent sends them
+        again), counted (``damaged`` in the quota refusals, at ``/api/quotas``) and logged once per
+        ``DAMAGED_LOG_S`` per agent with the count since, not once per sample: a batch of 10,000 damaged samples
+        was 10,000 warnings, and an agent sending them in a loop filled the service's log disk, every tenant's."""
+        key = quota_key(who)
+        self.quotas.count(key, "damaged", len(seqs))
+        now = time.monotonic()
+        since, last = self._damaged_log.get(key, (0, float("-inf")))
+        since += len(seqs)
+        if now - last < DAMAGED_LOG_S:
+            self._damaged_log[key] = (since, last)
+            return
+        self._damaged_log[key] = (0, now)
+        log.warning(
+            "agent %s (tenant %s): %d samples arrived damaged (digest mismatch) since this was last logged, "
+            "e.g. seq %d; not acknowledged (the agent sends them again)",
+            who.name,
+            who.tenant,
+            since,
+            seqs[0],
+        )
+
     async def _take_report(self, who: Identity, context, msg, what: str) -> None:
         """The agent's state or deployment report within its quotas: one report at most ``max_report_bytes``
         (``INVALID_ARGUMENT``: it never could pass), reports and their bytes per second
@@ -370,7 +397,7 @@ class FleetServicer(rpc.FleetServicer):
                     self.quotas.take_sample(agent, samples)
             except QuotaExceeded as exc:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-            records = []
+            records, damaged = [], []
             for r in batch.records:
                 rec = {
                     "epoch": r.epoch,
@@ -382,13 +409,7 @@ class FleetServicer(rpc.FleetServicer):
                 if r.kind == "sample" and r.sample:
                     digest = hashlib.sha256(r.sample).hexdigest()
                     if r.sample_sha256 and digest != r.sample_sha256:
-                        log.warning(
-                            "agent %s (tenant %s): sample seq %d arrived damaged (digest mismatch); not "
-                            "acknowledged",
-                            who.name,
-                            who.tenant,
-                            r.seq,
-                        )
+                        damaged.append(r.seq)
                         continue
                     # the bytes go to the blob store in ingest, only if the record is new and within quota
                     rec["sample_sha256"], rec["sample_ext"], rec["sample_bytes"], rec["sample_data"] = (
@@ -398,6 +419,8 @@ class FleetServicer(rpc.FleetServicer):
                         r.sample,
                     )
                 records.append(rec)
+            if damaged:
+                self._damaged(who, damaged)
             try:
                 seqs, stored, dup = await asyncio.to_thread(
                     partial(self.store.ingest, who.name, records, tenant=who.tenant, blobs=blobs)

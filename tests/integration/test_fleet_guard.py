@@ -392,3 +392,27 @@ async def test_a_connection_that_never_starts_its_tls_handshake_is_closed(tmp_pa
         for s in idle:
             s.close()
         await srv.stop()
+
+
+async def test_damaged_samples_are_counted_and_logged_once_not_once_each(roomy, caplog):
+    """A sample whose bytes do not hash to its digest is not acknowledged (the agent sends it again). Each one was a
+    warning of its own: an agent sending batches of 10,000 of them in a loop wrote the service's log (the disk
+    every tenant's service shares) as fast as its quota let it. Now: counted, one line per agent a minute."""
+    import logging
+
+    srv, ch = roomy
+    bad = [
+        pb.Record(
+            seq=i, kind="sample", t=1.0, payload=b"{}", sample=b"x", sample_sha256="0" * 64, sample_ext=".bin"
+        )
+        for i in range(1, 1001)
+    ]
+    batch = pb.RecordBatch(records=[*bad, pb.Record(seq=1001, kind="event", t=1.0, payload=b"{}")])
+    with caplog.at_level(logging.WARNING, logger="cloud_trainer.fleet.service"):
+        acks = await push_as(ch["gw1"], batch)
+        acks += await push_as(ch["gw1"], batch)  # sent again: still damaged
+    assert list(acks[0].seqs) == [1001] and acks[0].stored == 1  # the good record is stored and acknowledged
+    lines = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+    assert len(lines) == 1 and "1000 samples" in lines[0], lines[:3]
+    assert srv.quotas.snapshot("default")["refusals"]["gw1:damaged"] == 2000
+    assert srv.store.stats("gw1")["samples"] == 0
