@@ -6,8 +6,8 @@ in small typed objects: ``Metric`` (name, alias, datatype, value, timestamp) and
 String/Text/UUID, DateTime and Bytes, and Templates (``Template``: a definition, or an instance whose
 members are metrics, nested up to ``MAX_TEMPLATE_DEPTH``); DataSet metrics decode with ``value=None``
 and ``datatype`` set so callers can skip them. Sparkplug 3.0 arrays decode as their bytes (a data message
-leaves their datatype out): ``array_value`` reads them with the birth's datatype. Signed integers are stored the Sparkplug
-way (two's complement in the unsigned field) and decoded back to negative Python ints.
+leaves their datatype out): ``array_value`` reads them with the birth's datatype. Signed integers are
+stored the Sparkplug way (two's complement in the unsigned field) and decoded back to negative Python ints.
 Every decoding failure is ``protocols.json_codec.CodecError`` (reasons ``garbage_protobuf``,
 ``bad_topic``, ``wrong_type``, ``too_many_metrics``: over ``MAX_METRICS`` in one payload, Template members
 included; ``non_finite`` is left to the caller).

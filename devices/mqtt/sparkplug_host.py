@@ -19,8 +19,11 @@ data is skipped (``data_before_birth``) and commands are refused until its next 
 NDEATH (with the birth's bdSeq; the same death again, its will after the node's own NDEATH, is ignored)
 and DDEATH emit, for every tag of the node or device that had a value, a ``Reading`` with the last value
 and ``Quality.BAD``, stamped with the receive time (NDEATH) or the DDEATH's own time; a later birth brings
-GOOD values back. A metric flagged ``is_null`` (no value now) does the same for its tag. Tags are named ``{edge_node}/{device}/{metric}`` (``{edge_node}/{metric}`` for node
-metrics) unless ``tag_map`` renames them. ``bdSeq`` and ``Node Control/*`` metrics are not tags.
+GOOD values back. A metric flagged ``is_null`` (no value now) does the same for its tag.
+Tags are named ``{edge_node}/{device}/{metric}`` (``{edge_node}/{metric}`` for node metrics) unless
+``tag_map`` renames them; the group is not in the name, so a node name used by a live node of another
+group is a clash, whose messages are skipped (``node_name_clash`` notice). ``bdSeq`` and
+``Node Control/*`` metrics are not tags.
 A Template instance (an Ignition UDT, say) gives one tag per member, ``{metric}/{member}`` (nested
 templates: ``{metric}/{member}/{member}``), each read by its own datatype, or by the birth's or the
 NBIRTH's definition's when a data message leaves it out; definitions give no tag, and a data message
@@ -137,6 +140,9 @@ class SparkplugHost:
         self._publish = publish
         self._on_error = on_error
         self._nodes: dict[tuple[str, str], _Node] = {}
+        self._named: dict[
+            str, tuple[str, str]
+        ] = {}  # edge node name -> the node (group, name) its tags are of
         self.rebirths_requested = 0
         self.births = 0
         self.deaths = 0
@@ -209,6 +215,26 @@ class SparkplugHost:
         self._publish(*sp.rebirth_request(group, edge_node))
         return True
 
+    def _clash(self, t: sp.SparkplugTopic, owner: tuple[str, str]) -> bool:
+        """True when the edge node's name is taken by a live node of another group: tags are named without
+        the group, so two groups' nodes of one name (each line's "PLC1") would mix their values in one tag,
+        GOOD. The other group's messages are skipped, said once, until that node dies (NDEATH), after which
+        the first of them to be born takes the name."""
+        other = self._nodes.get(owner)
+        if other is None or not (other.alive or other.missed):
+            return False
+        if self.on_notice is not None:
+            self.on_notice(
+                "node_name_clash",
+                f"sparkplug: edge node {t.edge_node!r} is in group {owner[0]!r} and in group {t.group!r}; "
+                f"tags are named without the group ({t.edge_node}/...), so their values would mix: the "
+                f"messages of group {t.group!r} are skipped while the node of group {owner[0]!r} lives; give "
+                "each group its own source (subscription spBv1.0/<group>/#)",
+            )
+        else:
+            self._on_error("node_name_clash", f"{t.group}/{t.edge_node}: name taken by group {owner[0]}")
+        return True
+
     def _before_birth(self, t: sp.SparkplugTopic, node: _Node, what: str) -> list[Reading]:
         """Data of a node or device that is not born: counted, skipped, and a rebirth asked."""
         self.data_before_birth += 1
@@ -229,6 +255,9 @@ class SparkplugHost:
             return []
         payload = sp.decode(data)
         key = (t.group, t.edge_node)
+        owner = self._named.get(t.edge_node)
+        if owner is not None and owner != key and self._clash(t, owner):
+            return []
         node = self._nodes.get(key)
         if node is None:
             if len(self._nodes) >= MAX_NODES:  # bounded: node names come from the outside world
@@ -242,6 +271,7 @@ class SparkplugHost:
             node = self._nodes[key] = _Node()
         mt = t.message_type
         if mt is sp.MessageType.NBIRTH:
+            self._named[t.edge_node] = key
             node.alive, node.aliases, node.clashes, node.seq = True, {}, set(), payload.seq
             node.missed, node.dead_bd = False, None
             # counts as in sequence, unless it answers a rebirth asked for a gap and no data message since was

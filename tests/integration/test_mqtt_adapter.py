@@ -769,6 +769,54 @@ async def test_sparkplug_3_arrays_are_read_as_1d_arrays_by_their_births_datatype
     assert unsupported["count"] == 1 and "'Names'" in unsupported["message"]
 
 
+async def test_sparkplug_nodes_of_one_name_in_two_groups_do_not_mix_their_values_in_one_tag(mosquitto):
+    """Tags are named without the Sparkplug group, so under spBv1.0/# two lines' nodes both called plc1 fed
+    one tag plc1/Temp, GOOD, with the two machines' values in turn. The second group's messages are now
+    skipped while the first's node lives, and said once with the fix; once that node dies, the other group's
+    node is asked its birth and takes the name."""
+    D = sp.DataType
+    src = await started(mosquitto.port, [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}])
+    pub = raw_client(mosquitto.port)
+    t0 = int(time.time() * 1000)
+
+    def payload(ts, seq, temp=None, alias=1, bd=None):
+        p = sp._pb().Payload()
+        p.timestamp, p.seq = t0 + ts, seq
+        if bd is not None:
+            _pb_metric(p, "bdSeq", datatype=D.INT64, long_value=bd)
+            _pb_metric(p, "Temp", alias=alias, datatype=D.DOUBLE, double_value=temp)
+        else:
+            _pb_metric(p, alias=alias, double_value=temp)
+        return p.SerializeToString()
+
+    death = sp._pb().Payload()
+    _pb_metric(death, "bdSeq", datatype=D.INT64, long_value=0)
+    try:
+        for topic, body in (
+            ("LineA/NBIRTH/plc1", payload(0, 0, 20.0, bd=0)),
+            ("LineB/NBIRTH/plc1", payload(0, 0, 80.0, bd=0)),
+            ("LineA/NDATA/plc1", payload(1, 1, 21.0)),
+            ("LineB/NDATA/plc1", payload(1, 1, 81.0)),
+            ("LineA/NDEATH/plc1", death.SerializeToString()),
+            ("LineB/NDATA/plc1", payload(2, 2, 82.0)),  # LineA's node is gone: LineB's is asked its birth
+            ("LineB/NBIRTH/plc1", payload(3, 0, 83.0, bd=0)),
+        ):
+            pub.publish(f"spBv1.0/{topic}", body, qos=1)
+        got = await collect(src, lambda g: g[-1].value == 83.0, 5)
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.tag, r.value, r.quality) for r in got] == [
+        ("plc1/Temp", 20.0, Quality.GOOD),
+        ("plc1/Temp", 21.0, Quality.GOOD),
+        ("plc1/Temp", 21.0, Quality.BAD),
+        ("plc1/Temp", 83.0, Quality.GOOD),
+    ]
+    clash = src.notices.status()["node_name_clash"]
+    assert clash["count"] == 2 and "'LineA' and in group 'LineB'" in clash["message"]
+    assert src.sparkplug.data_before_birth == 1 and src.sparkplug.rebirths_requested == 1
+
+
 async def test_sparkplug_historical_and_unsupported_metrics_drive_nothing_and_say_so(mosquitto):
     """After an outage, Ignition Edge's store-and-forward sends the values it buffered with
     ``is_historical``: they are not current, so they give no reading (an alarm or a PLC write now would act
