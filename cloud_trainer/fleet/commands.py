@@ -20,6 +20,7 @@ under its own tenant, so an agent never receives another tenant's command.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 
@@ -64,8 +65,10 @@ class Commands:
     ) -> dict:
         if kind not in KINDS:
             raise ValueError(f"unknown command kind {kind[:64]!r}; known: {', '.join(sorted(KINDS))}")
-        if not pipeline or len(pipeline) > 200:
+        if not pipeline or len(pipeline) > 200 or "\x00" in pipeline:
             raise ValueError("pipeline: give the pipeline's name as in the agent's config")
+        if "\x00" in (reason or "") + issued_by:
+            raise ValueError("reason: NUL characters are not text the control state holds")
         known = {a["id"]: a for a in self.c.store.agents(tenant=tenant)}
         if agent not in known:  # another tenant's agent gets the answer of one that does not exist
             raise NotInTenant(
@@ -140,13 +143,21 @@ class Commands:
         with self.c._write():
             for r in results:
                 cid = str(r.get("id", ""))[:64]
+                if "\x00" in cid:  # no command id holds one (and PostgreSQL's text cannot)
+                    continue
+                done_at = float(r.get("done_at") or 0)
+                if not math.isfinite(done_at) or done_at <= 0:
+                    done_at = time.time()
                 if self.c.db.execute(
                     "UPDATE commands SET state = ?, detail = ?, done_at = ? WHERE tenant = ? AND "
                     "agent = ? AND id = ? AND state = 'pending'",
                     (
                         "done" if r.get("ok") else "failed",
-                        str(r.get("detail", ""))[:MAX_TEXT],
-                        float(r.get("done_at") or time.time()),
+                        # the agent's text, kept as it came but for NUL characters, which PostgreSQL's text cannot
+                        # hold: one of them failed every state report of the agent, for good (the agent reports a
+                        # result until it is recorded), and cut it off the fleet
+                        str(r.get("detail", ""))[:MAX_TEXT].replace("\x00", "\ufffd"),
+                        done_at,
                         tenant,
                         agent,
                         cid,

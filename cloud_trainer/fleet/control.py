@@ -248,6 +248,8 @@ class Control:
 
     # ---- persistence -------------------------------------------------------------------------
     def _get(self, dep_id: str) -> dict:
+        if "\x00" in dep_id:  # no deployment id holds one (and PostgreSQL refuses it even in a comparison)
+            raise NotInTenant(f"no deployment {dep_id!r}")
         row = self.db.execute("SELECT doc FROM deployments WHERE id = ?", (dep_id,)).fetchone()
         if row is None:
             raise NotInTenant(f"no deployment {dep_id!r}")
@@ -836,6 +838,8 @@ class Control:
         from cloud_trainer.pki import check_tenant
 
         check_tenant(tenant)
+        if "\x00" in display_name:
+            raise ValueError("display name: NUL characters are not text the control state holds")
         with self.lock:
             self.db.execute(
                 "INSERT INTO tenants (id, display_name, created) VALUES (?, ?, ?) ON CONFLICT(id) DO "

@@ -27,6 +27,7 @@ def commands(request, tmp_path):
     store.close()
 
 
+NAN = float("nan")
 HEALTH = {"pump": {"rate": 1.0, "baseline": {"state": "ready"}}, "camera": {"rate": 2.0}}
 
 
@@ -74,3 +75,32 @@ def test_commands_are_refused_for_other_tenants_agents_unknown_kinds_and_pipelin
     with pytest.raises(ValueError, match="pipeline camera of agent gw9 has no baseline.*with one: pump"):
         commands.send("gw9", "baseline_relearn", "camera", tenant="acme")
     assert commands.list(tenant="acme") == []
+
+
+def test_nul_characters_from_an_agent_or_an_admin_never_fail_the_control_state(commands):
+    """PostgreSQL's text holds no NUL character: a command result whose detail held one failed the whole state
+    report, and the agent reports a result until it is recorded, so every heartbeat of that agent failed (and
+    every Connect stream ended) for good. Now the detail is kept without it; ids with one match nothing; an
+    admin's reason or a tenant's name with one is refused (INVALID_ARGUMENT), never a database error."""
+    store, control = commands.c.store, commands.c
+    store.heartbeat("gw1", {}, [], HEALTH, 0)
+    cmd = commands.send("gw1", "baseline_relearn", "pump")
+    assert commands.record_results("gw1", [{"id": "x\x00", "ok": True, "detail": "?"}]) == 0
+    assert (
+        commands.record_results(
+            "gw1", [{"id": cmd["id"], "ok": False, "detail": "bad\x00byte", "done_at": NAN}]
+        )
+        == 1
+    )
+    [done] = commands.list("gw1")
+    assert (done["state"], done["detail"]) == ("failed", "bad\ufffdbyte") and done["done_at"] > 0
+    assert (
+        commands.pending_many([("default", "gw1")])[("default", "gw1")][1] == []
+    )  # it left the desired state
+    with pytest.raises(ValueError, match="NUL"):
+        commands.send("gw1", "baseline_relearn", "pump", "bearing\x00replaced")
+    with pytest.raises(ValueError, match="NUL"):
+        control.create_tenant("acme", "ACME\x00Gears")
+    assert control.on_report("gw1", "d\x00", "vision", "1.0.0", "healthy", True, "", {}) is False
+    with pytest.raises(NotInTenant):
+        control.get("d\x00")
