@@ -407,7 +407,7 @@ class ModelManager:
             await self._report(d, "verifying", True)
             await asyncio.to_thread(self._write_pending, d)
             try:
-                outcome = await slot.swap(pkg)
+                outcome = await slot.swap(pkg, expect=(d.package, d.version))
             except Exception as exc:  # the slot turns failures into outcomes; this is the last guard
                 self.refused[d.digest] = f"unexpected {type(exc).__name__}: {exc}"
                 await self._settle(d, "failed", False, printable(f"verify: {self.refused[d.digest]}", 500))

@@ -483,21 +483,26 @@ class ModelSlot:
         except Exception:  # a broken listener must not break the slot
             log.exception("slot %s: event listener failed", self.name)
 
-    async def swap(self, pkg: Path, *, watch: bool = True) -> SwapOutcome:
-        """Install ``pkg`` and make it active; returns how far it got and why it stopped.
+    async def swap(
+        self, pkg: Path, *, watch: bool = True, expect: tuple[str, str] | None = None
+    ) -> SwapOutcome:
+        """Install ``pkg`` and make it active; returns how far it got and why it stopped. ``expect``:
+        (package name, version) the package must be (the fleet's desired state), else refused at verify.
 
         Never raises for a bad package: any exception on the way (a parser bug, a malformed golden
         file, an engine raising something unexpected) is a refusal at the stage it reached, and the
         slot returns to the state it was in, the old model still serving."""
         try:
-            return await self._swap(pkg, watch=watch)
+            return await self._swap(pkg, watch=watch, expect=expect)
         except Exception as exc:
             stage = {"loading": "load", "smoke_testing": "golden"}.get(self.state, "verify")
             reason = str(exc) if isinstance(exc, PackageError) else f"unexpected {type(exc).__name__}: {exc}"
             log.debug("slot %s: swap raised", self.name, exc_info=True)
             return self._refused(self.version, None, stage, printable(reason, 500))
 
-    async def _swap(self, pkg: Path, *, watch: bool = True) -> SwapOutcome:
+    async def _swap(
+        self, pkg: Path, *, watch: bool = True, expect: tuple[str, str] | None = None
+    ) -> SwapOutcome:
         async with self._swap_lock:
             old = self._active
             from_v = old.manifest.version if old else None
@@ -508,6 +513,16 @@ class ModelSlot:
             except PackageError as exc:
                 return self._refused(from_v, None, "verify", str(exc), retry=exc.code == NO_SPACE)
             to_v = opened.manifest.version
+            if expect is not None and (opened.manifest.name, to_v) != expect:
+                # the fleet named another package than the bytes it sent (its registry's index and its
+                # files disagree): serving it would report one version and run another
+                why = (
+                    f"the package delivered as {printable(expect[0], 80)} {printable(expect[1], 80)} is "
+                    f"{opened.manifest.package_id} (its signed manifest); refused"
+                )
+                self.store.mark_failed(opened.root, why)
+                await self._prune()
+                return self._refused(from_v, to_v, "verify", why)
             if old is not None and opened.manifest.task != old.manifest.task:
                 return self._refused(
                     from_v,

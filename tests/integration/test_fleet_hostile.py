@@ -268,3 +268,28 @@ async def test_a_desired_state_with_thousands_of_slots_is_bounded_and_reported_o
         await asyncio.sleep(0)
     assert len(events) == len(mgr.declined) == 1000  # one report per slot looked at, never again
     assert "no model slot 's0'" in mgr.declined[("s0", f"{0:064x}", "d0")]
+
+
+async def test_a_package_that_is_not_the_version_the_fleet_named_is_refused_not_served(fleet, tmp_path):  # noqa: F811
+    """The registry's index and its files disagree (a file replaced, a restore from another backup): the
+    fleet deploys 1.1.0 and sends the bytes of 1.0.5, signed by the trusted key. The agent used to swap to
+    1.0.5 and then report "rolled back" (its version was not 1.1.0) while serving 1.0.5; now it refuses
+    the package at verify, naming both, and keeps serving what it ran."""
+    from tests.support.models import make_package
+
+    srv, agents, reg = fleet
+    other = make_package(
+        tmp_path / "other", kind="vision", version="1.0.5", key=tmp_path / "keys" / "signing.key"
+    )
+    _tamper(reg, "part-inspection", "1.1.0", lambda src, dst: dst.write_bytes(other.read_bytes()))
+    dep = srv.control.create(
+        {"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]}
+    )
+    await until(
+        lambda: srv.control._get(dep["id"])["state"] == "halted", timeout_s=30, what="the rollout to halt"
+    )
+    slot = agents["gw1"].slots["vision"]
+    assert version(agents["gw1"]) == "1.0.0" and slot.state == "active"
+    assert slot.last_outcome.stage == "verify" and not slot.last_outcome.ok
+    assert "delivered as part-inspection 1.1.0 is part-inspection-1.0.5" in slot.last_outcome.reason
+    assert "part-inspection-1.0.5" in srv.control._get(dep["id"])["targets"]["gw1"]["reason"]
