@@ -167,7 +167,7 @@ class QuotaLimits:
     # state reports (Heartbeat, Connect) and deployment reports, together: an agent reports at most once per
     # heartbeat_s (5 s by default, 0.2 s in the tests) plus a few steps per deployment, in a few KB each; one
     # report at most 128 KB, refused before it is parsed (a 128-KB map of labels parses in ~1 ms of the loop)
-    reports_per_s: float = 10.0
+    reports_per_s: float = 20.0
     report_bytes_per_s: float = 512 * 1024
     max_report_bytes: int = 128 * 1024
 

@@ -240,11 +240,11 @@ async def test_state_reports_past_the_agents_rate_are_resource_exhausted_and_oth
     srv, ch, _ = cloud
     stub = rpc.FleetStub(ch["gw1"])
     outcomes = await asyncio.gather(
-        *(_outcome(stub.Heartbeat(pb.HeartbeatRequest(), timeout=10)) for _ in range(40))
+        *(_outcome(stub.Heartbeat(pb.HeartbeatRequest(), timeout=10)) for _ in range(60))
     )
     refused = [d for c, d in outcomes if c == grpc.StatusCode.RESOURCE_EXHAUSTED]
     assert refused and all("state reports/s" in d for d in refused)
-    assert len(refused) + sum(c == grpc.StatusCode.OK for c, _ in outcomes) == 40  # nothing else
+    assert len(refused) + sum(c == grpc.StatusCode.OK for c, _ in outcomes) == 60  # nothing else
     await rpc.FleetStub(ch["gw2"]).Heartbeat(pb.HeartbeatRequest(), timeout=10)  # its own counters
     assert srv.quotas.snapshot("default")["refusals"]["gw1:reports"] == len(refused)
     await asyncio.sleep(1.1)  # the bucket refills
