@@ -19,7 +19,8 @@ data is skipped (``data_before_birth``) and commands are refused until its next 
 NDEATH (with the birth's bdSeq; the same death again, its will after the node's own NDEATH, is ignored)
 and DDEATH emit, for every tag of the node or device that had a value, a ``Reading`` with the last value
 and ``Quality.BAD``, stamped with the receive time (NDEATH) or the DDEATH's own time; a later birth brings
-GOOD values back. A metric flagged ``is_null`` (no value now) does the same for its tag.
+GOOD values back. A metric flagged ``is_null`` (no value now) does the same for its tag (a null Template
+instance, for its members' tags).
 Tags are named ``{edge_node}/{device}/{metric}`` (``{edge_node}/{metric}`` for node metrics) unless
 ``tag_map`` renames them; the group is not in the name, so a node name used by a live node of another
 group is a clash, whose messages are skipped (``node_name_clash`` notice). ``bdSeq`` and
@@ -126,6 +127,7 @@ def _leaves(
 
 _UNREAD = (sp.DataType.DATASET, sp.DataType.FILE)  # decoded without a value (``sparkplug._get_value``)
 _DDATA = sp.MessageType.DDATA
+_TEMPLATE = sp.DataType.TEMPLATE
 _DATA = (sp.MessageType.NDATA, sp.MessageType.DDATA)  # the messages whose seq in order shows a sane node
 MAX_NODES = 10_000  # edge nodes one host keeps (a birth's aliases and last values each)
 MAX_NODE_METRICS = 100_000  # metrics of one node (its devices' included) whose last value and type are kept
@@ -484,6 +486,15 @@ class SparkplugHost:
                     continue
                 dev, name = entry
             if name == sp.BDSEQ_METRIC or name.startswith("Node Control/"):
+                continue
+            if m.is_null and not m.is_historical and _TEMPLATE in (m.datatype, node.types.get((dev, name))):
+                # a Template instance (an Ignition UDT) with no value now: its members' last values go BAD
+                ts, prefix = (m.timestamp_ms / 1000.0 if m.timestamp_ms else default_ts), name + "/"
+                out.extend(
+                    Reading(self._source, self._tag(t.edge_node, dev, k), was, ts, received_at, Quality.BAD)
+                    for (d, k), (was, _) in node.last.items()
+                    if d == dev and k.startswith(prefix)
+                )
                 continue
             for flat, leaf, ts_ms, _ in _leaves(name, name, m, None):
                 v = leaf.value

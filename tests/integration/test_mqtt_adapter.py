@@ -530,8 +530,9 @@ async def test_sparkplug_quality_property_marks_a_stale_tag_bad_until_a_value_co
 
 async def test_sparkplug_a_null_metric_makes_its_tag_bad_instead_of_leaving_the_last_value_good(mosquitto):
     """Ignition's nodes send a tag whose value is gone (its PLC item removed, Bad_NotFound) as a metric
-    flagged ``is_null``, with or without a Quality property. Before, it gave no reading at all: the tag kept
-    its last value as GOOD, and models and rules went on with it. Now the last value is passed on BAD."""
+    flagged ``is_null``, with or without a Quality property, and a UDT instance with no value as a null
+    Template metric. Before, it gave no reading at all: the tag (or the instance's member tags) kept its last
+    value as GOOD, and models and rules went on with it. Now the last value is passed on BAD."""
     D = sp.DataType
     src = await started(mosquitto.port, [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}])
     pub = raw_client(mosquitto.port)
@@ -541,6 +542,8 @@ async def test_sparkplug_a_null_metric_makes_its_tag_bad_instead_of_leaving_the_
     _pb_metric(nbirth, "Press", alias=1, datatype=D.DOUBLE, double_value=4.5)
     _pb_metric(nbirth, "Level", alias=2, datatype=D.INT32, int_value=7)
     _pb_metric(nbirth, "Spare", alias=3, datatype=D.DOUBLE, is_null=True)  # never had a value: no reading
+    udt = _pb_template(_pb_metric(nbirth, "Pump", alias=4), ref="PumpType")
+    _pb_metric(udt, "Speed", datatype=D.DOUBLE, double_value=1500.0)
     data = sp._pb().Payload()
     data.timestamp, data.seq = 2, 1
     m = _pb_metric(data, alias=1, is_null=True)
@@ -549,6 +552,7 @@ async def test_sparkplug_a_null_metric_makes_its_tag_bad_instead_of_leaving_the_
     pv.type, pv.int_value = D.INT32, (-2147483640) & 0xFFFFFFFF  # Bad_NotFound
     _pb_metric(data, alias=2, is_null=True, int_value=0)  # null flagged, a value filled all the same
     _pb_metric(data, alias=3, is_null=True)
+    _pb_metric(data, alias=4, is_null=True)  # the whole UDT instance, by alias, no datatype
     last = sp._pb().Payload()
     last.timestamp, last.seq = 3, 2
     _pb_metric(last, alias=1, double_value=4.75)
@@ -562,8 +566,10 @@ async def test_sparkplug_a_null_metric_makes_its_tag_bad_instead_of_leaving_the_
     assert [(r.tag, r.value, r.quality, r.timestamp) for r in got] == [
         ("edge/Press", 4.5, Quality.GOOD, 0.001),
         ("edge/Level", 7, Quality.GOOD, 0.001),
+        ("edge/Pump/Speed", 1500.0, Quality.GOOD, 0.001),
         ("edge/Press", 4.5, Quality.BAD, 0.002),
         ("edge/Level", 7, Quality.BAD, 0.002),
+        ("edge/Pump/Speed", 1500.0, Quality.BAD, 0.002),
         ("edge/Press", 4.75, Quality.GOOD, 0.003),
     ]
 
