@@ -88,10 +88,18 @@ def check_spec(model_path: Path, manifest: Manifest, label: str = "", data: byte
             continue
         for s in specs:
             problems += _compare_tensor(side, s, graph[s.name], model_path.name)
+    if not problems and len(g_in) > 1:
+        # the agent feeds each frame or window as one tensor, to the first input: the golden run (which
+        # feeds every input) passed, then every item failed with "Required inputs are missing"
+        problems.append(
+            f"{model_path.name} takes {len(g_in)} inputs {sorted(g_in)}: the agent feeds each item as one "
+            f"tensor (the preprocessing's) to the model's one input, and would fail every item; give the "
+            "model one input (the others as constants, or computed inside it)"
+        )
     if not problems:
         problems += _preprocessing_problems(manifest, g_in[manifest.inputs[0].name][1], model_path.name)
     if problems:
-        raise SpecMismatchError(where + "; ".join(problems))
+        raise SpecMismatchError(where + "; ".join(printable(p, 1000) for p in problems))
 
 
 def preprocessed_shape(manifest: Manifest) -> tuple[list[int], list[str]]:

@@ -7,6 +7,9 @@ model's input. Each of these installed before, then failed (or answered OK) on e
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import onnx
 import pytest
 import yaml
@@ -224,3 +227,48 @@ def test_a_file_listed_twice_is_refused_everywhere_not_installed_then_refused_at
     pkg = _resigned(kit, tmp_path, twice)
     err = refused_everywhere(pkg, kit["trusted"], tmp_path, ManifestError, "bad_manifest")
     assert "files[1].path 'model.onnx' is listed twice" in str(err), err
+
+
+def _two_inputs(kit, tmp_path):
+    """The signal model with a second input added to its anomaly score, and the spec naming both."""
+    from onnx import TensorProto, helper
+
+    m = onnx.load(str(kit["signal"]))
+    for n in m.graph.node:
+        n.output[:] = ["score_raw" if o == "anomaly_score" else o for o in n.output]
+    m.graph.input.append(helper.make_tensor_value_info("aux", TensorProto.FLOAT, ["batch", 1]))
+    m.graph.node.append(helper.make_node("Add", ["score_raw", "aux"], ["anomaly_score"]))
+    path = tmp_path / "two.onnx"
+    onnx.save(m, str(path))
+    spec = signal_spec()
+    spec["inputs"].append({"name": "aux", "dtype": "float32", "shape": ["batch", 1]})
+    return path, spec
+
+
+def test_a_model_of_two_inputs_is_refused_where_it_is_built_and_read(kit, tmp_path):
+    """The agent feeds each item as one tensor to the first input: a two-input model passed its golden
+    runs (which feed every input), installed, then failed every item ("Required inputs (['aux']) are
+    missing")."""
+    import hashlib
+
+    from tests.unit.test_package_external_data import _resigned as with_files
+
+    model, spec = _two_inputs(kit, tmp_path)
+    inputs = {**golden_inputs("signal"), "aux": np.zeros((4, 1), np.float32)}
+    words = "two.onnx takes 2 inputs ['aux', 'features']: the agent feeds each item as one tensor"
+    with pytest.raises(SpecMismatchError, match=re.escape(words)):
+        build_package(model, spec, tmp_path / "out", signing_key=kit["key"], golden_inputs=inputs)
+    good = make_package(tmp_path, kind="signal", key=kit["key"])
+    data = model.read_bytes()
+
+    doc = yaml.safe_load(_manifest(good))
+    doc["inputs"] = spec["inputs"]
+    for f in doc["files"]:
+        if f["path"] == "model.onnx":
+            f["size"], f["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+    man = yaml.safe_dump(doc, sort_keys=False).encode()
+    pkg = with_files(good, kit["key"], {"model.onnx": data}, tmp_path / "machine-health-1.0.0.edgepkg")
+    (tmp_path / "x").mkdir()
+    pkg = _with(pkg, tmp_path / "x" / "machine-health-1.0.0.edgepkg", manifest=man, sig=_sig(man, kit["key"]))
+    err = refused_everywhere(pkg, kit["trusted"], tmp_path, SpecMismatchError, "spec_mismatch")
+    assert "model.onnx takes 2 inputs ['aux', 'features']" in str(err), err
