@@ -102,6 +102,7 @@ CREATE INDEX IF NOT EXISTS records_by_sample ON records (sample_sha256) WHERE sa
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 EPOCH_FILE = "outbox-epoch.json"
+SENT_FILE = "outbox-sent"
 # events the outbox records itself (the agent must not append them again)
 SELF_RECORDED = frozenset(
     {
@@ -223,6 +224,7 @@ class Outbox:
         self.path = self.dir / "outbox.db"
         self.samples_dir = self.dir / "samples"
         self.epoch_path = Path(data_dir) / EPOCH_FILE
+        self.sent_path = Path(data_dir) / SENT_FILE  # "<epoch> <highest seq handed to a sender>"
         self.corrupt_dir = Path(data_dir) / "outbox-corrupt"
         self.on_event = on_event or (lambda e: None)
         self.epoch = 0
@@ -254,6 +256,8 @@ class Outbox:
         self._bytes = 0
         self._db: sqlite3.Connection | None = None
         self._opened = False
+        self._sent_lock = threading.Lock()
+        self._sent_mark = 0  # the highest seq handed to a sender, recorded in the epoch file
         self._writer: threading.Thread | None = None
         self._stop = threading.Event()
         self._committed = threading.Condition()
@@ -316,6 +320,15 @@ class Outbox:
             return int(json.loads(self.epoch_path.read_text())["epoch"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+    def _read_sent_mark(self, epoch: int) -> int:
+        """The highest seq of ``epoch`` handed to a sender (``<data_dir>/outbox-sent``), 0 if none is known (a
+        torn or missing file only loses the protection, never the epoch)."""
+        try:
+            e, sent = self.sent_path.read_text().split()[:2]
+            return int(sent) if int(e) == epoch else 0
+        except (OSError, ValueError):
+            return 0
 
     def _write_epoch_file(self, epoch: int) -> None:
         self.epoch_path.parent.mkdir(parents=True, exist_ok=True)
@@ -408,6 +421,25 @@ class Outbox:
             self._write_epoch_file(self.epoch)
         if "epoch" not in meta:
             db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (self.epoch,))
+        self._sent_mark = self._read_sent_mark(self.epoch)
+        if self._sent_mark > self._seq:
+            # the file lost its last commits (a card that dropped or garbled part of its WAL at a power loss:
+            # SQLite then rolls the tail back without a word); seqs already sent must not be given again, or the
+            # cloud would take the new records for replays of the old and discard them
+            log.warning(
+                "outbox %s: the store ends at seq %d but seqs up to %d were already sent: the disk lost its last "
+                "writes; numbering goes on after %d",
+                self.dir,
+                self._seq,
+                self._sent_mark,
+                self._sent_mark,
+            )
+            self._seq = self._sent_mark
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT(key) DO UPDATE SET "
+                "value = MAX(value, excluded.value)",
+                (self._seq,),
+            )
         self.dropped_total = Counter(
             {k[len("dropped:") :]: v for k, v in meta.items() if k.startswith("dropped:")}
         )
@@ -1426,7 +1458,28 @@ class Outbox:
                 break
             out.append(Record(*r))
             total += r[7]
+        if out:
+            self._mark_sent(max(r.seq for r in out))
         return out
+
+    def _mark_sent(self, top: int) -> None:
+        """Record (fsync'd, beside the epoch) the highest seq about to be sent, before it leaves: a store that
+        later loses its last commits to the disk never gives a seq the cloud has seen again. One small write
+        per batch that reaches a new seq; a disk that refuses it is logged, and the batch goes anyway."""
+        with self._sent_lock:
+            if top <= self._sent_mark:
+                return
+            try:  # one small record rewritten in place and fdatasync'd: no rename, no directory sync
+                fd = os.open(self.sent_path, os.O_WRONLY | os.O_CREAT, 0o644)
+                try:
+                    os.pwrite(fd, f"{self.epoch} {top}".ljust(63).encode() + b"\n", 0)
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                log.debug("outbox %s: cannot record the seqs sent: %s", self.dir, exc)
+                return
+            self._sent_mark = top
 
     def sample_bytes(self, rec: Record) -> bytes | None:
         if not rec.sample_sha256:

@@ -295,3 +295,32 @@ def test_status_never_waits_on_a_store_being_renewed(tmp_path):
         ob._open_gate()
     assert ob.stats()["oldest_seq"] == 6
     ob.close()
+
+
+def test_a_store_that_lost_its_last_commits_never_gives_a_seq_that_was_sent_again(tmp_path):
+    ob = Outbox(OutboxSettings(commit_batch=50, commit_interval_ms=5), tmp_path / "live")
+    ob.open()
+    for i in range(100):
+        ob.append("result", {"i": i})
+    ob.flush()
+    con = sqlite3.connect(ob.path)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    con.close()
+    for i in range(100, 200):  # these commits are only in the WAL
+        ob.append("result", {"i": i})
+    ob.flush()
+    sent = max(r.seq for r in ob.pending(1000, 10**9))  # the uplink sends them: the cloud has 1..200
+    assert sent == 200
+    # a power loss on a card that garbled part of its WAL: the files as they are on the disk, one frame damaged
+    shutil.copytree(tmp_path / "live", tmp_path / "after")
+    ob.close()
+    wal = tmp_path / "after" / "outbox" / "outbox.db-wal"
+    with open(wal, "r+b") as f:
+        f.seek(32 + 24 + 4096)  # the second frame's page
+        f.write(os.urandom(64))
+    again = Outbox(OutboxSettings(), tmp_path / "after")
+    again.open()  # SQLite rolls the WAL back to before the damage, without a word: the store ends at 100
+    assert again.stats()["depth"] < 200
+    # formerly the next record took seq 101 in the same epoch: the cloud took it for a replay and dropped it
+    assert again.append("result", {"new": 1}) == 201
+    again.close()
