@@ -9,7 +9,15 @@ outbox starts afresh (first start, a corrupt file moved aside, a wiped folder), 
 numbering from 1 again is never taken for a replay at the cloud. Epoch rule: a new file takes
 ``max(last epoch + 1, unix time in seconds)``; the last epoch is kept outside the database
 (``<data_dir>/outbox-epoch.json``, written before the new file is used), and the clock covers a
-wiped data folder. A file written by a v1 agent (rows but no epoch) keeps epoch 0.
+wiped data folder. A file written by a v1 agent (rows but no epoch) keeps epoch 0. The highest seq handed to a
+sender is recorded in ``<data_dir>/outbox-sent`` before it leaves: a store that lost its last commits to the
+disk (a garbled WAL tail is rolled back silently) numbers on after it, never reusing a seq the cloud has.
+
+Costs: ``stats()`` reads counts kept in memory (exact, rebuilt once at open); retention, the budget's victims
+and the sample-reference check each read one index range, so a full outbox costs nothing while idle. A record
+larger than ``max_bytes / 16`` is refused at once (counted as a ``budget`` drop). A forward step of the wall
+clock (NTP on a gateway without a battery-backed clock) moves the times of the records stamped before it, so
+that retention does not drop them as that much older.
 
 Durability, exactly (``fsync`` setting):
 - ``always``: ``append`` returns after its row is committed and the WAL fsynced. Nothing that
