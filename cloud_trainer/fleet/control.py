@@ -417,6 +417,8 @@ class Control:
 
     def deployed_to(self, agent: str, digest: str, *, tenant: str = T) -> bool:
         """Whether ``digest`` is in ``agent``'s desired state: the only packages it may download."""
+        if "\x00" in digest:  # no digest holds one (PostgreSQL refuses it even in a comparison)
+            return False
         with self.lock:
             return (
                 self.db.execute(

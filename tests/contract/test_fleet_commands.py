@@ -102,5 +102,6 @@ def test_nul_characters_from_an_agent_or_an_admin_never_fail_the_control_state(c
     with pytest.raises(ValueError, match="NUL"):
         control.create_tenant("acme", "ACME\x00Gears")
     assert control.on_report("gw1", "d\x00", "vision", "1.0.0", "healthy", True, "", {}) is False
+    assert control.deployed_to("gw1", "ab\x00") is False  # a download request: PERMISSION_DENIED, not UNKNOWN
     with pytest.raises(NotInTenant):
         control.get("d\x00")
