@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 
 SPEED_INPUT = "_shaft_speed"  # the baseline's speed tag rides with each window under this name
 TAG_MISSING_AFTER_S = 15.0  # readings flow this long without the waveform tag: say so (slow waveforms exist)
+# the waveform stopped while the source's other tags still update (an OPC UA server notifies only changes,
+# so a stuck sensor or a stalled DAQ sends nothing): said after this long, and 10 of its usual intervals
+STALE_AFTER_S = 30.0
 MAX_WINDOWS_PER_READING = 256  # a longer reading's older windows are skipped (counted): ~3 ms of loop time
 GAP_SLACK_S = (
     0.5  # a reading this much later than its predecessor's samples span is a gap (receive stamps jitter)
@@ -199,6 +202,9 @@ class Windower:
         self.raw_check: Callable[[np.ndarray], Any] | None = None
         self.raw_checks: dict[int, Any] = {}
         self._last_raw: tuple[np.ndarray | None, float] = (None, 0.0)
+        self.wave_t: float | None = None  # monotonic time of the last waveform reading
+        self.wave_gap: float | None = None  # the usual interval between waveform readings
+        self.stale: str | None = None  # why no window comes (the waveform stopped), while it lasts
 
     def _plan(self, resample: tuple[int, int]) -> None:
         up, down = resample  # computed first, assigned together: a plan that cannot be used changes nothing
@@ -301,7 +307,46 @@ class Windower:
             else str(self.bad_rate),  # /status is JSON: "inf", "nan"
         }
 
+    def _stale_watch(self, r: Reading) -> None:
+        """A waveform that stopped while the source's other tags still update: no window, so no result
+        says it; one ``sensor_fault`` event (``stale``) and a counted notice, and one when it is back.
+        Vibration only (sensor checks on): a slow signal (a temperature) may hold one value for minutes."""
+        if self.raw_check is None:
+            return
+        now = time.monotonic()
+        if r.tag == self.s.waveform:
+            if self.wave_t is not None:
+                dt = now - self.wave_t
+                self.wave_gap = dt if self.wave_gap is None else 0.9 * self.wave_gap + 0.1 * dt
+            self.wave_t = now
+            if self.stale is not None:
+                self.stale = None
+                self._sensor_event(False, f"pipeline {self.pipeline}: tag {self.s.waveform!r} updates again")
+            return
+        if self.stale is None and self.wave_t is not None and self.wave_gap is not None:
+            silent = now - self.wave_t
+            if silent > max(STALE_AFTER_S, 10 * self.wave_gap):
+                self.stale = (
+                    f"pipeline {self.pipeline}: no new reading of waveform tag {self.s.waveform!r} of source "
+                    f"{self.source} for {silent:.0f} s (it came every {self.wave_gap:.3g} s) while its tag "
+                    f"{r.tag!r} still updates: the sensor's value stopped changing (a stuck sensor, a stalled "
+                    "DAQ or server); no window is formed nor judged until it changes again, the last result "
+                    "is not current"
+                )
+                self.notices.note("waveform_stale", "%s", self.stale)
+                self._sensor_event(True, self.stale)
+
+    def _sensor_event(self, active: bool, message: str) -> None:
+        evt = Event(
+            EventKind.SENSOR_FAULT, pipeline=self.pipeline, fault="stale", active=active, message=message
+        )
+        try:
+            self.on_event(evt)
+        except Exception:
+            log.exception("sensor_fault event could not be recorded")
+
     def _seen(self, r: Reading) -> None:
+        self._stale_watch(r)
         self.readings += 1
         if r.tag in self.tags_seen or len(self.tags_seen) < 500:
             self.tags_seen[r.tag] = self.tags_seen.get(r.tag, 0) + 1
@@ -920,5 +965,9 @@ class Pipeline:
             **({"sample_rate": self.windower.rate_status()} if self.windower else {}),
             "silent_drops": self.notices.status(),
             **({"baseline": self.baseline.status()} if self.baseline is not None else {}),
-            **({"sensor": self.sensor.status()} if self.sensor is not None else {}),
+            **(
+                {"sensor": {**self.sensor.status(), "stale": self.windower.stale if self.windower else None}}
+                if self.sensor is not None
+                else {}
+            ),
         }

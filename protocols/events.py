@@ -153,9 +153,9 @@ class EventKind(enum.StrEnum):
     SENSOR_FAULT = (
         "sensor_fault",
         ("pipeline", "fault", "active", "message"),
-        "a signal pipeline's sensor reads no live signal (flatline, clipped, held, spike, low_level) or "
-        "another scale (scale): its windows are UNSURE until it does (active true); it does again "
-        "(active false)",
+        "a signal pipeline's sensor reads no live signal (flatline, clipped, held, spike, low_level), "
+        "another scale (scale), or its waveform stopped updating (stale): its windows are UNSURE (none "
+        "come, when stale) until it does (active true); it does again (active false)",
     )
     # the outbox (recorded by the outbox itself, with its epoch)
     OUTBOX_CORRUPT = (

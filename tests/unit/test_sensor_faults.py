@@ -1,15 +1,20 @@
 """Sensor-fault checks on single windows: real failure modes applied to healthy machines' windows are
 named (flatline, clipped, held, spike), and healthy or degrading windows from two independent generators,
-at other rates, window lengths, noise levels and ADC resolutions are never flagged."""
+at other rates, window lengths, noise levels and ADC resolutions are never flagged; a waveform tag that
+stops updating while its source's other tags flow is said once."""
 
 from __future__ import annotations
 
 import re
+import time
 
 import numpy as np
 import pytest
 
 from bench._bearing_signals import FAULTS, Machine
+from devices.base import Quality, Reading
+from edge_agent import pipelines
+from edge_agent.config import WindowSettings
 from edge_agent.maintenance.sensor import check
 from simulators.vibration import MachineSim, Scenario
 
@@ -104,3 +109,28 @@ def test_healthy_and_degrading_windows_are_never_flagged():
         windows += [x, adc(x, 16, 50.0)]
     flagged = [(i, f.message) for i, w in enumerate(windows) if (f := check(w)) is not None]
     assert len(windows) == 560 and flagged == []
+
+
+def test_a_waveform_that_stops_while_other_tags_update_is_said_once_and_when_it_is_back(monkeypatch):
+    """An OPC UA server notifies changes only: a stuck sensor's array, repeated by the server, sends nothing,
+    so no window (and no result) says so; the windower does, once, while the source's other tags flow."""
+    monkeypatch.setattr(pipelines, "STALE_AFTER_S", 0.05)
+    events = []
+    w = pipelines.Windower("plc", WindowSettings(waveform="vib"), 64, pipeline="pump", on_event=events.append)
+    w.raw_check = check  # a vibration pipeline (sensor checks on)
+    x = Machine(3).window()[:64]
+    for i in range(3):
+        w.add_all(Reading("plc", "vib", x + i, float(i), float(i), Quality.GOOD))
+        w.add_all(Reading("plc", "temp", 40.0, float(i), float(i), Quality.GOOD))
+    assert events == [] and w.stale is None
+    time.sleep(0.15)
+    for i in range(3):  # the vibration tag stopped; the temperature still updates
+        w.add_all(Reading("plc", "temp", 41.0 + i, 3.0 + i, 3.0 + i, Quality.GOOD))
+    assert [(e["fault"], e["active"]) for e in events] == [("stale", True)]
+    assert "no new reading of waveform tag 'vib' of source plc for " in events[0]["message"]
+    assert w.stale is not None and w.notices.counts["waveform_stale"] == 1
+    w.add_all(Reading("plc", "vib", x, 6.0, 6.0, Quality.GOOD))
+    assert [(e["fault"], e["active"]) for e in events] == [
+        ("stale", True),
+        ("stale", False),
+    ] and w.stale is None
