@@ -687,8 +687,9 @@ class Outbox:
 
     def _renew(self, reason: str, corrupt: bool) -> bool:
         """On the writer: move the bad store aside and start a new one in a new epoch, seqs numbering on, with
-        every record of the old store that can still be read (same seq). The agent keeps appending meanwhile
-        (its records wait in the hand-over queue). False (and tried again later) when the disk cannot take it."""
+        every record of the old store that can still be read (same seq), copied in behind what the agent appends
+        meanwhile (committed between slices of the copy). False (and tried again later) when the disk cannot
+        take a new store."""
         old = self._db
         previous_epoch = self.epoch
         before: Counter = Counter()  # committed records by kind: what the old store should hold
@@ -758,9 +759,8 @@ class Outbox:
             self._renew_reason, self._renew_failing, self._renew_next = None, False, 0.0
             self._acked_while_salvaging = set()
             self._open_gate()
-            self._salvage_tries = (
-                SALVAGE_TRIES  # the new store is in place: a disk error only ends the salvage
-            )
+            # the new store is in place: a disk error now only ends the salvage
+            self._salvage_tries = SALVAGE_TRIES
             try:
                 got = (
                     self._salvage(
@@ -775,15 +775,12 @@ class Outbox:
             self._acked_while_salvaging = None
             self._salvage_from, self._salvage_tries = None, 0
             self._rebuild_counts(db)
-            self._sweep_samples(
-                db, remove=False
-            )  # files of records still in hand-over are not referenced yet
+            # files of records still in hand-over are not referenced yet: counted, not removed
+            self._sweep_samples(db, remove=False)
             lost = before - got
             with self._lock:
                 self.dropped_total = Counter()  # since the new epoch began
                 self.dropped.update({f"corrupt:{k}": n for k, n in lost.items()})
-            self.renewals += 1
-            self.salvaged += got.total()
         finally:
             self._open_gate()
         log.error(
@@ -810,6 +807,8 @@ class Outbox:
                 lost_by_kind=dict(lost),
             )
         )
+        self.salvaged += got.total()
+        self.renewals += 1  # last: whoever sees it sees the event and last_renewal too
         return True
 
     def _rebuild_counts(self, db) -> None:
