@@ -142,9 +142,8 @@ class SparkplugHost:
         self._publish = publish
         self._on_error = on_error
         self._nodes: dict[tuple[str, str], _Node] = {}
-        self._named: dict[
-            str, tuple[str, str]
-        ] = {}  # edge node name -> the node (group, name) its tags are of
+        # edge node name -> the node (group, name) whose tags bear it (``_clash``)
+        self._named: dict[str, tuple[str, str]] = {}
         self.rebirths_requested = 0
         self.births = 0
         self.deaths = 0
@@ -196,9 +195,8 @@ class SparkplugHost:
     def ask_missed(self) -> None:
         """Ask a rebirth of every node not born since this host's connection came back."""
         for (group, edge_node), node in self._nodes.items():
-            if (
-                not node.alive
-            ):  # one asked just before the drop may be lost: asked again, whatever the interval
+            # one asked just before the drop may be lost: asked again, whatever the interval
+            if not node.alive:
                 self._rebirth(group, edge_node, node, force=True)
 
     def _tag(self, node: str, device: str | None, metric: str) -> str:
@@ -301,7 +299,8 @@ class SparkplugHost:
                 return []  # a stale will from an older session: the node has already re-born
             if bd is not None and bd == node.dead_bd and not node.alive:
                 # the will of a node that sent its NDEATH itself before disconnecting: the same death again,
-                # which Sparkplug 3.0 (5.x, Edge Node Session Termination) says a host MUST ignore
+                # which Sparkplug 3.0 (Operational Behavior, Edge Node Session Termination) says a host MUST
+                # ignore
                 return []
             node.alive, node.missed, node.dead_bd = False, False, bd
             node.devices.clear()
@@ -318,8 +317,8 @@ class SparkplugHost:
         if mt is _DDATA and t.device not in node.devices:
             # a device not born in this session (its DBIRTH lost, or after its DDEATH): its metrics were never
             # declared, so a value without a datatype would be misread (-5 as 4294967291) and one by name
-            # taken GOOD from a device its node said is gone; Sparkplug 3.0 (4.x, DBIRTH: a device's metrics
-            # are GOOD from its DBIRTH) and 5.x (a host may ask a rebirth for DDATA before DBIRTH)
+            # taken GOOD from a device its node said is gone; Sparkplug 3.0 (Topics, DBIRTH: a device's
+            # metrics are GOOD from its DBIRTH; Host Application Receive Data: a rebirth may be asked for it)
             return self._before_birth(
                 t, node, f"{t.group}/{t.edge_node}/{t.device} before its DBIRTH (lost, or after its DDEATH)"
             )
@@ -337,7 +336,7 @@ class SparkplugHost:
         if mt is sp.MessageType.DDEATH:
             self.deaths += 1
             node.devices.discard(t.device or "")
-            # stale as of the DDEATH's own timestamp (Sparkplug 3.0 5.x, Device Session Termination: tck-id-
+            # stale as of the DDEATH's own timestamp (Sparkplug 3.0, Device Session Termination: tck-id-
             # operational-behavior-edge-node-termination-host-action-ddeath-devices-tags-stale): the node's
             # clock, as its DBIRTH's will be; an NDEATH, often the broker's will, takes the receive time
             ts = payload.timestamp_ms / 1000.0 if payload.timestamp_ms else received_at
@@ -430,7 +429,7 @@ class SparkplugHost:
         """A gap in a node's seq is a lost message (Sparkplug data is QoS 0: a broker drops it for a slow
         subscriber): data is sent only on change, so the value it carried would stand here as current until
         the metric changes again. A rebirth is asked (its births carry every current value): at once, as
-        Sparkplug 3.0 allows with a Reorder Timeout of zero (5.x, tck-id-operational-behavior-host-reordering-
+        Sparkplug 3.0 allows with a Reorder Timeout of zero (tck-id-operational-behavior-host-reordering-
         rebirth; one broker keeps one node's messages in order), rate-limited per node, and only after a
         data message in sequence since its birth or the last gap, so a node whose data seq is broken (goes
         on from before its birth, never wraps) is not asked again after every birth that answers it. A
