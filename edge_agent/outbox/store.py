@@ -202,6 +202,11 @@ def _intact(row: tuple) -> bool:
     return True
 
 
+def _is_full(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) == sqlite3.SQLITE_FULL
+
+
 def _cause(exc: BaseException) -> str:
     name = getattr(exc, "sqlite_errorname", None)
     return f"{exc} ({name})" if name else str(exc)
@@ -1234,6 +1239,8 @@ class Outbox:
                         db.execute("ROLLBACK")
                 if _is_corrupt(exc) and not retried and self._renew(_cause(exc), corrupt=True):
                     return self._commit(batch, retried=True)  # the batch goes into the new store
+                if _is_full(exc) and not retried and self._make_room(db, sum(b[7] for b in batch)):
+                    return self._commit(batch, retried=True)  # room made by dropping stored samples
                 if not self._failing:
                     self._failing = True
                     log.error(
@@ -1374,6 +1381,54 @@ class Outbox:
                 self.s.drop_policy.value,
                 self.disk_bytes(),
             )
+
+    def _make_room(self, db, need: int) -> bool:
+        """The disk is full (other files filled it; the outbox is within its budget) and a commit failed: with
+        ``lowest_priority_first``, drop the oldest stored samples (their files hold most of the bytes) to make
+        room for what is newer and more important, counted and reported as ``budget`` drops, instead of
+        losing every new result and alarm while old samples stay. True when something was dropped."""
+        if db is None or self.s.drop_policy is not DropPolicy.LOWEST_PRIORITY_FIRST:
+            return False
+        want = max(4 * need, 256 * 1024)  # the batch, its WAL frames and pages, and the next few
+        try:
+            rows = db.execute(
+                "SELECT seq, kind, size, sample_sha256 FROM records WHERE priority = ? AND sample_sha256 IS NOT "
+                "NULL ORDER BY seq LIMIT 5000",
+                (PRIORITY["sample"],),
+            ).fetchall()
+            part, freed = [], 0
+            for seq, kind, size, sha in rows:
+                if freed >= want:
+                    break
+                part.append((seq, kind, sha))
+                freed += size
+            if not part:
+                return False
+            # their files first: that frees the disk without a write (deleting the rows needs WAL room)
+            mine = Counter(sha for _seq, _kind, sha in part)
+            for sha, n in mine.items():
+                if (
+                    db.execute("SELECT COUNT(*) FROM records WHERE sample_sha256 = ?", (sha,)).fetchone()[0]
+                    <= n
+                ):
+                    self._unlink_sample(sha)
+        except sqlite3.Error as exc:
+            log.debug("outbox %s: no room could be made: %s", self.dir, exc)
+            return False
+        try:
+            self._delete(db, part, "budget")
+        except sqlite3.Error as exc:  # kept without their images (sent so): the room is made all the same
+            log.warning(
+                "outbox %s: samples whose files were removed to make room stay listed: %s", self.dir, exc
+            )
+        log.warning(
+            "outbox %s: the disk is full: dropped the %d oldest samples (%d bytes, counted as budget drops) to "
+            "keep the newer records",
+            self.dir,
+            len(part),
+            freed,
+        )
+        return True
 
     def _reclaim(self, db) -> None:
         """Give freed pages back to the file system and fold the WAL into the database (truncating it)."""

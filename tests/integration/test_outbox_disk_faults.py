@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -228,3 +229,28 @@ def test_a_store_turning_corrupt_on_a_full_disk_is_renewed_and_salvaged_once_the
     assert ob.stats()["salvaged"] + ob.dropped["corrupt:result"] >= 1500
     assert [e["kind"] for e in events].count("outbox_corrupt") == 1
     in_thread(ob.close, 30)
+
+
+def test_a_disk_filled_by_others_makes_room_by_dropping_the_oldest_samples_not_the_new_results(small_disk):
+    events: list = []
+    ob = Outbox(OutboxSettings(commit_interval_ms=5), small_disk / "data", on_event=events.append)
+    ob.open()
+    for i in range(40):  # within the outbox's budget: the disk is what runs out
+        ob.append("sample", {"i": i}, sample=os.urandom(20_000), sample_ext=".png")
+    ob.flush()
+    fill(small_disk)  # logs, another program's files
+    for i in range(300):
+        ob.append("result", {"r": i, "pad": "x" * 100})
+    ob.append("alarm", {"a": 1})
+    ob.flush()
+    # formerly every new result and the alarm were lost (write_failed) while the old samples stayed
+    kinds = ob.stats()["by_kind"]
+    assert kinds.get("result") == 300 and kinds.get("alarm") == 1
+    dropped = ob.dropped["budget:sample"]
+    assert dropped > 0 and kinds["sample"] == 40 - dropped
+    assert not any(k.startswith("write_failed:") for k in ob.dropped)
+    kept = sorted(json.loads(r.payload)["i"] for r in ob.pending(1000, 10**9) if r.kind == "sample")
+    assert kept == list(range(dropped, 40))  # the oldest went first
+    in_thread(ob.close, 30)
+    reported = [e for e in events if e["kind"] == "outbox_budget"]
+    assert sum(e["by_kind"].get("sample", 0) for e in reported) == dropped
