@@ -207,8 +207,9 @@ def measure(pkg: Path, pub: Path, tmp: Path, engine: str, n: int, block: int = 5
         bare = lambda: sess.run(None, {name: x})  # noqa: E731
     else:  # a model compiled apart with the engine's properties (a second request on the slot's own compiled
         # model, used from the same thread, ended in heap corruption within ~1000 calls here: see RESULTS.md)
-        import openvino as ov
+        from model_packager.runtimes import load
 
+        ov = load("openvino")  # without its usage telemetry (model_packager.runtimes)
         props = {"PERFORMANCE_HINT": cfg.openvino_hint.value.upper(), "INFERENCE_NUM_THREADS": cfg.threads}
         if a.engine.precision == "f32":
             props["INFERENCE_PRECISION_HINT"] = "f32"

@@ -37,11 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=400)
     a = ap.parse_args(argv)
-    import openvino as ov
-
     from bench.inference_224_bench import cpu_flags
     from cloud_trainer.train import onnx_tools
-    from model_packager.runtimes import ort_session
+    from model_packager.runtimes import load, ort_session
+
+    ov = load("openvino")  # without its usage telemetry (model_packager.runtimes)
 
     load_before = os.getloadavg()[0]
     rows = []

@@ -269,9 +269,9 @@ def build_package(
                 continue
             ov_xml = None
             if engine == "openvino":
-                import openvino as ov
+                from model_packager.runtimes import load, ov_read
 
-                from model_packager.runtimes import ov_read
+                ov = load("openvino")  # (without its usage telemetry: see runtimes)
 
                 (tmp / "openvino").mkdir()
                 ov_xml = tmp / OV_XML

@@ -36,10 +36,24 @@ def available() -> list[str]:
 
 _OVC = "openvino.tools.ovc"
 _LOAD_LOCK = threading.Lock()
+# OpenVINO's conversion API sends usage telemetry to Google Analytics unless a consent file in the
+# user's home says no (openvino_telemetry, installed with the wheel: opt-out, not opt-in): on import of
+# ``openvino.tools.ovc`` and on each conversion it resolves www.google-analytics.com and posts from a
+# thread, so a gateway converting a package (or a trainer building one) would call outside the plant,
+# and without DNS wait on the lookup. The API falls back to its own stub when the telemetry package
+# cannot be imported: a None entry makes that import fail, in every process that opens a model here.
+_TELEMETRY = "openvino_telemetry"
+
+
+def _no_telemetry() -> None:
+    if sys.modules.get(_TELEMETRY, "") == "":  # never imported (an imported one is left as it is)
+        sys.modules[_TELEMETRY] = None  # type: ignore[assignment]
 
 
 def load(engine: str) -> Any:
     """The engine's library, imported (OpenVINO without ``openvino.tools.ovc``; see ``_convert``)."""
+    if engine == "openvino":
+        _no_telemetry()
     if engine != "openvino" or "openvino" in sys.modules:
         return importlib.import_module(engine)
     with _LOAD_LOCK:
@@ -178,6 +192,7 @@ HELPER_TIMEOUT_S = 300.0
 # The helper: lowest priority first (before the interpreter does anything heavy), then only openvino
 # is imported (none of our packages: nothing to find on the path, nothing more to load).
 _HELPER = f"""import os, sys
+sys.modules["{_TELEMETRY}"] = None  # no usage telemetry sent from the plant (see _no_telemetry)
 try:
     os.nice({HELPER_NICE})
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
