@@ -10,6 +10,14 @@ loaded on first use: they bring ``cryptography`` (~7 MB resident), which a proce
 verified packages (the agent, which verifies in a short-lived child) never needs.
 """
 
+import os
+
+# ONNX Runtime (1.32, Linux included) sends usage telemetry to Microsoft's collector and keeps a device id
+# and an event store under ~/.cache/Microsoft unless ORT_DISABLE_TELEMETRY is set before it is first
+# imported: no plant gateway or trainer of ours calls an outside host (docs/gateway-install.md). An explicit
+# setting of the user's is kept.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 from typing import TYPE_CHECKING
 
 from model_packager.errors import (
