@@ -203,13 +203,16 @@ ov.save_model(ov.convert_model(sys.argv[1]), sys.argv[2], compress_to_fp16=False
 """
 
 
-def _lower_priority(pid: int) -> None:
-    """The helper at the lowest priority from its first instant (it does the same itself once running)."""
+def _lower_priority(pid: int, nice: int = HELPER_NICE, idle: bool = True) -> None:
+    """The helper at a low priority from its first instant (it does the same itself once running)."""
     import os
 
     try:
-        os.setpriority(os.PRIO_PROCESS, pid, HELPER_NICE)
-        os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))  # SCHED_IDLE: Linux, no privilege needed
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+        if idle:
+            os.sched_setscheduler(
+                pid, os.SCHED_IDLE, os.sched_param(0)
+            )  # SCHED_IDLE: Linux, no privilege needed
     except (OSError, AttributeError):
         pass
 
@@ -221,13 +224,19 @@ class ModelTooLarge(RuntimeError):
 PREFLIGHT_MEMORY_SHARE = 0.8  # of MemAvailable, at most, for what creating one session takes at its peak
 # Creating a session folds the graph's constant parts: a 647-byte model whose ConstantOfShape nodes
 # fold to 800 MB each took 4.6 GB and 26 s (5 of them) before its first run. The helper measures what
-# creating it takes (peak RSS above the helper's own), at the lowest priority and first in line for the
-# kernel's out-of-memory killer, so that the process that serves is not the one killed.
+# creating it takes (peak RSS above the helper's own), at a low priority and first in line for the
+# kernel's out-of-memory killer, so that the process that serves is not the one killed. Niceness 5, not
+# SCHED_IDLE as the conversion helper: every ONNX Runtime swap waits on this one, and at SCHED_IDLE (a
+# weight of 3 against 1024 for each serving thread) a gateway whose cores were busy gave it a few ms a
+# second: its ~0.3 s of CPU took minutes, and past HELPER_TIMEOUT_S a good model was refused. Measured
+# with three busy processes on the 2 cores: 0.6 s at niceness 0, 2.2 s at 5, 27 s at 10 (the serving
+# threads keep most of the CPU for those 2 s); a helper stopped at the time bound refuses nothing unless
+# it had taken most of the memory by then.
+PREFLIGHT_NICE = 5  # not SCHED_IDLE: see _ORT_HELPER
 _ORT_HELPER = f"""import os, resource, sys
 try:
-    os.nice({HELPER_NICE})
-    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-except (OSError, AttributeError):
+    os.nice({PREFLIGHT_NICE})
+except OSError:
     pass
 try:
     with open("/proc/self/oom_score_adj", "w") as f:
@@ -252,6 +261,15 @@ print(peak() - before)
 """
 
 
+def _vm_hwm(pid: int) -> int | None:
+    """A running process's peak resident memory (KiB), None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
 def mem_available() -> int | None:
     """Bytes the kernel says can be allocated without swapping (``MemAvailable``), None when unknown."""
     try:
@@ -268,9 +286,10 @@ def ort_preflight(path: str | Path, graph_optimization: str | None = None) -> in
     """Create the ONNX Runtime session of ``path`` in a helper process (see ``_ORT_HELPER``) and
     return the bytes its creation took at the peak; raise ``ModelTooLarge`` when that is more than
     ``PREFLIGHT_MEMORY_SHARE`` of what this machine has available, or the helper was killed (the
-    out-of-memory killer) or did not finish in ``HELPER_TIMEOUT_S``; ``RuntimeError`` when creating
-    it crashed the helper. None: not measured (no helper could run, or the library refused the model:
-    creating the session here then raises the library's own error).
+    out-of-memory killer) or had taken that much when stopped at ``HELPER_TIMEOUT_S``; ``RuntimeError``
+    when creating it crashed the helper. None: not measured (no helper could run, it did not finish in
+    time on a busy machine, or the library refused the model: creating the session here then raises the
+    library's own error).
     The helpers of the calling thread's owner (``Helpers``) are stopped with it."""
     import signal
     import subprocess
@@ -288,13 +307,15 @@ def ort_preflight(path: str | Path, graph_optimization: str | None = None) -> in
         )
     except OSError:
         return None
-    _lower_priority(proc.pid)
+    _lower_priority(proc.pid, PREFLIGHT_NICE, idle=False)
     if helpers is not None and not helpers._add(proc):
         proc.kill()
     timed_out = False
+    hwm: int | None = None  # KiB, the helper's peak when it was stopped at the timeout
     try:
         out, err = proc.communicate(timeout=HELPER_TIMEOUT_S)
     except subprocess.TimeoutExpired:
+        hwm = _vm_hwm(proc.pid)
         proc.kill()
         out, err = proc.communicate()
         timed_out = True
@@ -304,8 +325,17 @@ def ort_preflight(path: str | Path, graph_optimization: str | None = None) -> in
     if helpers is not None and helpers.stopped:
         raise HelperStopped(f"ONNX Runtime: loading {Path(path).name} was stopped (its caller stops)")
     name = Path(path).name
+    avail = mem_available()
     if timed_out:
-        raise ModelTooLarge(f"creating the session of {name} did not end within {HELPER_TIMEOUT_S:.0f} s")
+        # still folding after that long with most of the memory taken: the model; else a slow machine,
+        # and the session is created in the caller as it was before any helper
+        if hwm is not None and avail is not None and hwm * 1024 > PREFLIGHT_MEMORY_SHARE * avail:
+            raise ModelTooLarge(
+                f"creating the session of {name} did not end within {HELPER_TIMEOUT_S:.0f} s and had taken "
+                f"{hwm * 1024 / 1e6:,.0f} MB by then, more than {PREFLIGHT_MEMORY_SHARE:.0%} of the "
+                f"{avail / 1e6:,.0f} MB available"
+            )
+        return None
     if proc.returncode == -signal.SIGKILL or "MemoryError" in err or "bad_alloc" in err:
         raise ModelTooLarge(
             f"creating the session of {name} ran out of memory in a helper process (killed or refused "
@@ -321,7 +351,6 @@ def ort_preflight(path: str | Path, graph_optimization: str | None = None) -> in
         need = int(out.split()[-1]) * 1024  # KiB
     except (ValueError, IndexError):
         return None
-    avail = mem_available()
     if avail is not None and need > PREFLIGHT_MEMORY_SHARE * avail:
         raise ModelTooLarge(
             f"creating the session of {name} takes {need / 1e6:,.0f} MB at its peak, more than the "
