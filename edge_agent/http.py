@@ -36,44 +36,20 @@ from pathlib import Path
 
 from edge_agent.status_board import tag_rows
 from protocols import json_codec
-from protocols.http_server import AnswerBusy, Answers, BoundedHandler, BoundedHTTPServer
+from protocols.http_server import (
+    AnswerBusy,
+    Answers,
+    BoundedHandler,
+    BoundedHTTPServer,
+    host_allowed,
+    known_host_names,
+)
 
 PAGE = Path(__file__).with_name("status_page.html")
 MAX_CONNECTIONS = 16
 DEADLINE_S = 10.0
 ANSWER_MIN_AGE_S = 0.5  # an answer is shared for at least this long (the page polls every 2 s)
 CPU_SHARE = 0.2  # of one core, at most, spent computing answers
-
-
-def known_host_names(bind_host: str, allowed: list[str] | tuple[str, ...]) -> frozenset[str]:
-    """The names (lower case) a request's Host may give besides an IP address: ``localhost``, this
-    machine's name, the bound host when it is a name, and ``http.allowed_hosts``."""
-    import socket
-
-    own = socket.gethostname().lower()  # no DNS lookup (getfqdn may wait on a resolver)
-    names = {"localhost", own, own.split(".", 1)[0], bind_host.lower(), *(a.lower() for a in allowed)}
-    return frozenset(n for n in names if n)
-
-
-def host_allowed(header: str | None, names: frozenset[str]) -> bool:
-    """A request's ``Host`` is an IP address (any), or one of ``names``; no Host at all (HTTP/1.0
-    tools) is let through. A page of another site in a browser on the plant network reaches the agent
-    only under that site's name (DNS rebinding), which is refused: browsers always send it."""
-    import ipaddress
-
-    if not header:
-        return True
-    h = header.strip().lower()
-    if h.startswith("["):  # [v6]:port
-        h = h[1 : h.find("]")] if "]" in h else h
-    elif h.count(":") == 1:
-        h = h.rsplit(":", 1)[0]
-    h = h.rstrip(".")
-    try:
-        ipaddress.ip_address(h)
-        return True
-    except ValueError:
-        return h in names
 
 
 class _ClientGone(Exception):

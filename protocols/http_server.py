@@ -63,6 +63,36 @@ _BUSY = (
 )
 
 
+def known_host_names(bind_host: str, allowed: list[str] | tuple[str, ...] = ()) -> frozenset[str]:
+    """The names (lower case) a request's ``Host`` may give besides an IP address: ``localhost``, this
+    machine's name, the bound host when it is a name, and ``allowed`` (the agent's ``http.allowed_hosts``,
+    the console's ``--console-allowed-host``)."""
+    own = socket.gethostname().lower()  # no DNS lookup (getfqdn may wait on a resolver)
+    names = {"localhost", own, own.split(".", 1)[0], bind_host.lower(), *(a.lower() for a in allowed)}
+    return frozenset(n for n in names if n)
+
+
+def host_allowed(header: str | None, names: frozenset[str]) -> bool:
+    """A request's ``Host`` is an IP address (any), or one of ``names``; no Host at all (HTTP/1.0 tools) is
+    let through: browsers always send it, and a page of another site in a browser that can reach the server
+    reaches it only under that site's name (DNS rebinding), which is refused."""
+    import ipaddress
+
+    if not header:
+        return True
+    h = header.strip().lower()
+    if h.startswith("["):  # [v6]:port
+        h = h[1 : h.find("]")] if "]" in h else h
+    elif h.count(":") == 1:
+        h = h.rsplit(":", 1)[0]
+    h = h.rstrip(".")
+    try:
+        ipaddress.ip_address(h)
+        return True
+    except ValueError:
+        return h in names
+
+
 class BoundedHTTPServer(ThreadingHTTPServer):
     """At most ``max_connections`` requests at once, ``max_connections // 2`` from one address (a browser
     opens ~6), each given ``deadline_s`` in all: a connection over it is shut down by the serving loop."""

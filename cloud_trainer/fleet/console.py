@@ -46,7 +46,14 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from protocols import json_codec
-from protocols.http_server import AnswerBusy, Answers, BoundedHandler, BoundedHTTPServer
+from protocols.http_server import (
+    AnswerBusy,
+    Answers,
+    BoundedHandler,
+    BoundedHTTPServer,
+    host_allowed,
+    known_host_names,
+)
 
 PAGE = Path(__file__).with_name("console.html")
 MAX_CONNECTIONS = 32  # half of them from one address (a reverse proxy's: give it its own limits too)
@@ -55,37 +62,6 @@ SAMPLES_SHOWN = 200  # /api/samples: the newest this many (the store reads no mo
 FILE_PIECE_BYTES = 64 * 1024  # a registry file goes out in pieces of this size, never read whole
 ANSWER_MIN_AGE_S = 1.0  # /api answers are shared for at least this long (the page polls every 3 s)
 CPU_SHARE = 0.2  # of one core (and of the store's time), at most, spent computing /api answers
-
-
-def known_host_names(bind_host: str, allowed: list[str] | tuple[str, ...] = ()) -> frozenset[str]:
-    """The names (lower case) a request's Host may give besides an IP address: ``localhost``, this machine's
-    name, the bound host when it is a name, and ``allowed``."""
-    import socket
-
-    own = socket.gethostname().lower()  # no DNS lookup (getfqdn may wait on a resolver)
-    names = {"localhost", own, own.split(".", 1)[0], bind_host.lower(), *(a.lower() for a in allowed)}
-    return frozenset(n for n in names if n)
-
-
-def host_allowed(header: str | None, names: frozenset[str]) -> bool:
-    """A request's ``Host`` is an IP address (any), or one of ``names``; no Host at all (HTTP/1.0 tools) is let
-    through: browsers always send it, and a page of another site reaches the console only under that site's
-    name (DNS rebinding)."""
-    import ipaddress
-
-    if not header:
-        return True
-    h = header.strip().lower()
-    if h.startswith("["):  # [v6]:port
-        h = h[1 : h.find("]")] if "]" in h else h
-    elif h.count(":") == 1:
-        h = h.rsplit(":", 1)[0]
-    h = h.rstrip(".")
-    try:
-        ipaddress.ip_address(h)
-        return True
-    except ValueError:
-        return h in names
 
 
 class _ClientGone(ConnectionError):
