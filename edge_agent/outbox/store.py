@@ -168,6 +168,20 @@ def _is_corrupt(exc: sqlite3.Error) -> bool:
     return code is not None and (code & 0xFF) in _CORRUPT_CODES
 
 
+def _delete_seqs(db: sqlite3.Connection, seqs: list[int]) -> list:
+    """Delete the records of ``seqs`` (500 bound parameters a statement) and return exactly the rows this
+    DELETE removed, as (seq, kind, priority, size, sample_sha256): a row acked or dropped meanwhile is not
+    among them, so counts kept from them stay exact."""
+    gone: list = []
+    for i in range(0, len(seqs), 500):
+        part = seqs[i : i + 500]
+        q = ",".join("?" * len(part))
+        gone += db.execute(
+            f"DELETE FROM records WHERE seq IN ({q}) RETURNING seq, kind, priority, size, sample_sha256", part
+        ).fetchall()
+    return gone
+
+
 def _since_boot() -> float:
     """Seconds since boot, suspend included (CLOCK_BOOTTIME on Linux; the monotonic clock elsewhere)."""
     boottime = getattr(time, "CLOCK_BOOTTIME", None)
@@ -1452,13 +1466,7 @@ class Outbox:
             gone: list = []  # what this DELETE removed (a row acked meanwhile is not dropped, nor counted)
             db.execute("BEGIN IMMEDIATE")
             try:
-                for i in range(0, len(seqs), 500):
-                    part = seqs[i : i + 500]
-                    q = ",".join("?" * len(part))
-                    gone += db.execute(
-                        f"DELETE FROM records WHERE seq IN ({q}) RETURNING seq, kind, priority, size, sample_sha256",
-                        part,
-                    ).fetchall()
+                gone += _delete_seqs(db, seqs)
                 by_kind = Counter(f"{reason}:{r[1]}" for r in gone)
                 for key, n in by_kind.items():  # the counts are durable with the drop itself
                     db.execute(
@@ -1582,13 +1590,7 @@ class Outbox:
         if self._acked_while_salvaging is not None:  # the salvage must not bring them back
             self._acked_while_salvaging.update(seqs)
         with self._reading() as db:
-            for i in range(0, len(seqs), 500):
-                part = seqs[i : i + 500]
-                q = ",".join("?" * len(part))
-                rows += db.execute(
-                    f"DELETE FROM records WHERE seq IN ({q}) RETURNING seq, kind, priority, size, sample_sha256",
-                    part,
-                ).fetchall()
+            rows += _delete_seqs(db, seqs)
             db.commit()
             with self._lock:
                 self._bytes -= sum(r[3] for r in rows)
