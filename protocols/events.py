@@ -160,8 +160,17 @@ class EventKind(enum.StrEnum):
     # the outbox (recorded by the outbox itself, with its epoch)
     OUTBOX_CORRUPT = (
         "outbox_corrupt",
-        ("moved_to", "reason", "epoch", "previous_epoch"),
-        "the outbox file was unreadable: moved aside, a fresh outbox starts a new epoch",
+        (
+            "moved_to",
+            "reason",
+            "epoch",
+            "previous_epoch",
+            "salvaged",
+            "salvaged_by_kind",
+        ),
+        "the outbox file was unreadable at start, or turned corrupt or was removed while running: moved "
+        "aside when it still existed, a fresh outbox starts a new epoch holding every readable record "
+        "with its seq (salvaged, per kind); when it went bad while running, also lost and lost_by_kind",
     )
     OUTBOX_WRITE_FAILED = (
         "outbox_write_failed",
