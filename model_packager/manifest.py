@@ -100,6 +100,22 @@ def _channels(color: ColorOrder) -> int:
     return 1 if color is ColorOrder.GRAY else 3
 
 
+# Bounds on what one frame or window makes (checked by validators, not ``Field(le=...)``: the published
+# JSON schema, the v2 contract, stays as it is). Preprocessing allocates its tensor for every frame: a
+# signed manifest with a width of 100000, or 64 x 64 tiles of 224 px, made every frame allocate 10 GiB or
+# 2.3 GiB (a MemoryError on each, or the kernel's out-of-memory killer taking the agent). The bounds are
+# far above what a 1-5 MP camera and a tiling model need (5 MP full-size RGB: 15.1 M values; 80 tiles of
+# 256 px: 15.7 M) and keep one frame's tensor at most 128 MiB at float32.
+MAX_IMAGE_SIDE = 8192  # width or height of the model's input (as the camera's own resize bound)
+MAX_TENSOR_VALUES = 1 << 25  # tiles x channels x height x width of one frame
+MAX_ROI_END = 65536  # x + width, y + height: a box reaching past this fits no frame a camera delivers
+MAX_WINDOW_SAMPLES = 1 << 20  # one signal window (105 s at 10 kHz, 1 s at 1 MHz): 0.3 s and 41 MB here
+# with ``condition`` features (the speed search pads the spectrum 8x and takes a running median over it:
+# ~1.8 KB a sample, measured 1.9 GB and 18 s for a window of 2^20, 114 MB and 1.9 s for 2^16)
+MAX_CONDITION_WINDOW_SAMPLES = 1 << 16  # 2.6 s at 25.6 kHz, the longest record of a vibration analyser
+MAX_BANDS = 1 << 16  # spectrum bands of one window
+
+
 class Task(enum.StrEnum):
     VISION_INSPECTION = "vision_inspection"  # image -> OK/NG (+ defect class, heat map)
     EQUIPMENT_MAINTENANCE = "equipment_maintenance"  # signal window -> anomaly, fault type, remaining life
@@ -239,6 +255,15 @@ class ImagePreprocessing(_Model):
     tiles: list[int] | None = None  # [columns, rows]
     tile_overlap: float = Field(default=0.0, ge=0, lt=0.5)
 
+    @field_validator("width", "height")
+    @classmethod
+    def _side(cls, v: int) -> int:
+        if v > MAX_IMAGE_SIDE:
+            raise ValueError(
+                f"is {v}: at most {MAX_IMAGE_SIDE} pixels (every frame is resized to it: gigabytes per frame)"
+            )
+        return v
+
     @field_validator("mean", "std")
     @classmethod
     def _per_channel(cls, v: list[float], info: ValidationInfo) -> list[float]:
@@ -261,6 +286,10 @@ class ImagePreprocessing(_Model):
     def _check_roi(cls, v: list[int] | None) -> list[int] | None:
         if v is not None and (len(v) != 4 or v[0] < 0 or v[1] < 0 or v[2] <= 0 or v[3] <= 0):
             raise ValueError("roi is [x, y, width, height] in pixels: x, y >= 0 and width, height > 0")
+        if v is not None and (v[0] + v[2] > MAX_ROI_END or v[1] + v[3] > MAX_ROI_END):
+            raise ValueError(
+                f"is {v}: x + width and y + height are at most {MAX_ROI_END} pixels (no frame is larger)"
+            )
         return v
 
     @field_validator("tiles")
@@ -269,6 +298,18 @@ class ImagePreprocessing(_Model):
         if v is not None and (len(v) != 2 or not 1 <= v[0] <= 64 or not 1 <= v[1] <= 64):
             raise ValueError("tiles is [columns, rows], each 1..64")
         return v
+
+    @model_validator(mode="after")
+    def _tensor_bounded(self) -> ImagePreprocessing:
+        values = self.n_tiles * _channels(self.color) * self.height * self.width
+        if values > MAX_TENSOR_VALUES:
+            made = f"{self.n_tiles} tiles x " if self.tiles else ""
+            raise ValueError(
+                f"tiles, width and height make {made}{_channels(self.color)} x {self.height} x {self.width} = "
+                f"{values:,} values per frame, over {MAX_TENSOR_VALUES:,} ({MAX_TENSOR_VALUES * 4 >> 20} MiB "
+                "as float32); use a smaller input or fewer tiles"
+            )
+        return self
 
     @property
     def n_tiles(self) -> int:
@@ -327,6 +368,22 @@ class SignalPreprocessing(_Model):
     mean: list[float] | None = None
     std: list[float] | None = None
 
+    @field_validator("window_samples")
+    @classmethod
+    def _window_bounded(cls, v: int) -> int:
+        if v > MAX_WINDOW_SAMPLES:
+            raise ValueError(
+                f"is {v}: at most {MAX_WINDOW_SAMPLES:,} samples (each window is buffered and transformed whole)"
+            )
+        return v
+
+    @field_validator("n_bands")
+    @classmethod
+    def _bands_bounded(cls, v: int) -> int:
+        if v > MAX_BANDS:
+            raise ValueError(f"is {v}: at most {MAX_BANDS:,} spectrum bands")
+        return v
+
     @property
     def n_features(self) -> int:
         return (
@@ -340,6 +397,11 @@ class SignalPreprocessing(_Model):
     def _check_norm(self) -> SignalPreprocessing:
         if self.n_features == 0:
             raise ValueError("no features: set n_bands > 0, time_features, scalars or condition")
+        if self.condition is not None and self.window_samples > MAX_CONDITION_WINDOW_SAMPLES:
+            raise ValueError(
+                f"window_samples {self.window_samples} with condition features: at most "
+                f"{MAX_CONDITION_WINDOW_SAMPLES:,} (their speed search takes ~1.8 KB a sample per window)"
+            )
         for name in ("mean", "std"):
             v = getattr(self, name)
             if v is not None and len(v) != self.n_features:
