@@ -119,8 +119,8 @@ def ov_read(path: str | Path, core: Any = None, *, isolated: bool = False) -> An
     """An ``openvino.Model``: an IR (``.xml``) read as it is, any other file converted the way a
     package's IR is made (``convert_model``).
 
-    ``isolated``: convert in a helper process at the lowest CPU priority (niceness 19, and SCHED_IDLE
-    on Linux), which writes the IR (weights uncompressed, so the graph is the one ``convert_model``
+    ``isolated``: convert in a helper process at a lower CPU priority (niceness ``HELPER_NICE``), which
+    writes the IR (weights uncompressed, so the graph is the one ``convert_model``
     gives) for this process to read.
     ``convert_model`` holds the GIL for most of its 0.3-3 s (measured: another thread of the
     process waited up to 450 ms at a time), so in a serving agent a swap would starve the pipelines;
@@ -187,32 +187,34 @@ class Helpers:
 
 _THREAD = threading.local()  # .helpers: the Helpers of this thread's loading (``Helpers.used``)
 
-HELPER_NICE = 19  # the helper's niceness: the serving threads keep the CPU while it converts
+# The conversion helper's niceness: the serving threads keep most of the CPU while it converts (a nice-0
+# thread weighs 1024 against its 335). Not niceness 19 and SCHED_IDLE, as first made: at SCHED_IDLE (a
+# weight of 3) a gateway whose cores were busy serving gave it a few ms a second, its ~1 s of CPU outlasted
+# HELPER_TIMEOUT_S, and the conversion then ran in the agent's own process, holding the GIL for seconds
+# (the very stall the helper is for) after a 300-s wait. Measured with two busy processes on the 2 cores:
+# no result in 30 s at SCHED_IDLE; 1.1 s idle. The same choice as the memory preflight's (PREFLIGHT_NICE).
+HELPER_NICE = 5
 HELPER_TIMEOUT_S = 300.0
-# The helper: lowest priority first (before the interpreter does anything heavy), then only openvino
-# is imported (none of our packages: nothing to find on the path, nothing more to load).
+# The helper: its priority first (before the interpreter does anything heavy), then only openvino is
+# imported (none of our packages: nothing to find on the path, nothing more to load).
 _HELPER = f"""import os, sys
 sys.modules["{_TELEMETRY}"] = None  # no usage telemetry sent from the plant (see _no_telemetry)
 try:
     os.nice({HELPER_NICE})
-    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-except (OSError, AttributeError):
+except OSError:
     pass
 import openvino as ov
 ov.save_model(ov.convert_model(sys.argv[1]), sys.argv[2], compress_to_fp16=False)
 """
 
 
-def _lower_priority(pid: int, nice: int = HELPER_NICE, idle: bool = True) -> None:
-    """The helper at a low priority from its first instant (it does the same itself once running)."""
+def _lower_priority(pid: int, nice: int = HELPER_NICE) -> None:
+    """The helper at its lower priority from its first instant (it does the same itself once running).
+    Never SCHED_IDLE: see HELPER_NICE."""
     import os
 
     try:
         os.setpriority(os.PRIO_PROCESS, pid, nice)
-        if idle:
-            os.sched_setscheduler(
-                pid, os.SCHED_IDLE, os.sched_param(0)
-            )  # SCHED_IDLE: Linux, no privilege needed
     except (OSError, AttributeError):
         pass
 
@@ -226,13 +228,13 @@ PREFLIGHT_MEMORY_SHARE = 0.8  # of MemAvailable, at most, for what creating one 
 # fold to 800 MB each took 4.6 GB and 26 s (5 of them) before its first run. The helper measures what
 # creating it takes (peak RSS above the helper's own), at a low priority and first in line for the
 # kernel's out-of-memory killer, so that the process that serves is not the one killed. Niceness 5, not
-# SCHED_IDLE as the conversion helper: every ONNX Runtime swap waits on this one, and at SCHED_IDLE (a
+# SCHED_IDLE: every ONNX Runtime swap waits on this one, and at SCHED_IDLE (a
 # weight of 3 against 1024 for each serving thread) a gateway whose cores were busy gave it a few ms a
 # second: its ~0.3 s of CPU took minutes, and past HELPER_TIMEOUT_S a good model was refused. Measured
 # with three busy processes on the 2 cores: 0.6 s at niceness 0, 2.2 s at 5, 27 s at 10 (the serving
 # threads keep most of the CPU for those 2 s); a helper stopped at the time bound refuses nothing unless
 # it had taken most of the memory by then.
-PREFLIGHT_NICE = 5  # not SCHED_IDLE: see _ORT_HELPER
+PREFLIGHT_NICE = HELPER_NICE  # not SCHED_IDLE: see _ORT_HELPER
 _ORT_HELPER = f"""import os, resource, sys
 try:
     os.nice({PREFLIGHT_NICE})
@@ -307,7 +309,7 @@ def ort_preflight(path: str | Path, graph_optimization: str | None = None) -> in
         )
     except OSError:
         return None
-    _lower_priority(proc.pid, PREFLIGHT_NICE, idle=False)
+    _lower_priority(proc.pid, PREFLIGHT_NICE)
     if helpers is not None and not helpers._add(proc):
         proc.kill()
     timed_out = False
