@@ -8,7 +8,8 @@ Reads vibration recordings, one file per machine run, and writes a dataset folde
   one column per channel (a unit in brackets is dropped from its name); without a time column
   ``--rate-hz`` is required. As spreadsheets export it: a UTF-8 byte-order mark, semicolon or tab
   delimiters with decimal commas (where a file uses them, ``1.500`` is 1500), a single column of
-  decimal-comma numbers, blank lines, empty trailing columns. A row with more fields than the header,
+  decimal-comma numbers, blank lines, empty trailing columns, CR / LF / CR LF line ends (read as a
+  stream: memory is the numbers', 8 bytes a value, not the text's). A row with more fields than the header,
   a time that is not a number and a row of units under the header are refused naming the line. The
   rate is measured from the time column (a whole number of Hz when within the timestamps' rounding of
   one) and, when ``--rate-hz`` is also given, checked against it (1 %).
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
+import itertools
 import json
 import re
 import sys
@@ -95,7 +96,7 @@ def _time_value(v: str, where: str, scale: float = 1.0, reason: str = "") -> flo
         return datetime.fromisoformat(v.strip().replace("Z", "+00:00")).timestamp()
     except ValueError:
         raise DatasetError(
-            f"{where}: time {v!r} is neither seconds nor an ISO 8601 timestamp{f' ({reason})' if reason else ''}"
+            f"{where}: time {v if len(v) <= 40 else v[:40] + '...'!r} is neither seconds nor an ISO 8601 timestamp{f' ({reason})' if reason else ''}"
         ) from None
 
 
@@ -257,88 +258,252 @@ def _is_number(v: str, decimal_comma: bool) -> bool:
     return True
 
 
+CSV_SNIFF_LINES = 4096  # the delimiter and number format are read from a file's first lines
+CSV_CHUNK_ROWS = 1 << 16  # rows parsed together: what a CSV read holds as text at a time
+
+
+class _CommaLater(Exception):
+    """A decimal-comma number below the lines the dialect was read from: read the file again as one
+    written with decimal commas (where ``1.500`` is 1500), as if its whole text had been looked at."""
+
+
+def _csv_open(path: Path) -> Any:
+    return open(path, newline="", encoding="utf-8-sig", errors="strict")
+
+
 def read_csv(path: Path, rate_hz: float | None) -> Recording:
     """CSV as historians and spreadsheets export it: a UTF-8 byte-order mark (Excel) is dropped, the
     delimiter is a comma, semicolon or tab (the latter two with decimal commas allowed), blank lines are
     skipped, empty trailing columns (``time;accel_x;``) dropped, and a unit in the header is read:
     ``time [ms]`` / ``time (us)`` / ``time_ms`` is scaled to seconds, a channel's unit is dropped from
-    its name (``accel_x [g]`` is channel ``accel_x``). Errors name the line in the file."""
-    with open(path, newline="", encoding="utf-8-sig", errors="strict") as fh:
+    its name (``accel_x [g]`` is channel ``accel_x``). Errors name the line in the file.
+
+    Read as a stream, ``CSV_CHUNK_ROWS`` rows at a time: what stays in memory is the numbers (8 bytes a
+    value), not the text, so a file of several GB reads in about the memory of its values. The
+    dialect is read from the first ``CSV_SNIFF_LINES`` lines; a decimal-comma number further down
+    reads the file again as a decimal-comma file."""
+    try:
+        with _csv_open(path) as fh:
+            head = "".join(itertools.islice(fh, CSV_SNIFF_LINES))
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from None
+    delimiter, comma_ok, decimal_comma = _csv_dialect(head)
+    try:
+        return _read_csv(path, rate_hz, delimiter, comma_ok, decimal_comma)
+    except _CommaLater:
+        return _read_csv(path, rate_hz, delimiter, True, True)
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> DatasetError:
+    """The line and byte where a text file stops being UTF-8 (an export in Latin-1 or UTF-16)."""
+    where, offset = "", 0
+    with path.open("rb") as fh:
+        for n, ln in enumerate(fh, 1):
+            try:
+                ln.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                where = f" in line {n} at byte {offset + bad.start}"
+                break
+            offset += len(ln)
+    return DatasetError(f"{path}: not UTF-8 text ({exc.reason}{where}); export it as UTF-8")
+
+
+def _csv_damage(path: Path, reader: Any, exc: Exception, last: int) -> DatasetError:
+    """One line for a damaged file (text that is not UTF-8, an unbalanced quote running past the field
+    size limit, a NUL byte) naming the line, not the csv module's traceback. ``last``: the line of
+    the last row read whole (0: none)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return _not_utf8(path, exc)
+    if "field larger" in str(exc):
+        return DatasetError(
+            f'{path}: line {last + 1}: not readable as CSV ({exc}): a quote (") opened there or soon '
+            f"after is not closed, so lines {last + 1}-{reader.line_num} read as one value; fix or "
+            "remove it"
+        )
+    return DatasetError(f"{path}: line {reader.line_num}: not readable as CSV ({exc})")
+
+
+def _read_csv(
+    path: Path, rate_hz: float | None, delimiter: str, comma_ok: bool, decimal_comma: bool
+) -> Recording:
+    with _csv_open(path) as fh:
+        reader = csv.reader(fh, delimiter=delimiter)
         try:
-            text = fh.read()
-        except UnicodeDecodeError as exc:
+            top = next((r for r in reader if "".join(r).strip()), None)
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise _csv_damage(path, reader, exc, 0) from None
+        if top is None:
+            raise DatasetError(f"{path}: needs a header and at least two rows")
+        top_line = reader.line_num
+        width = len(top)
+        # a column without a name: a spreadsheet's trailing delimiter, as long as it holds no value
+        keep = [i for i in range(width) if top[i].strip()]
+        unnamed = [i for i in range(width) if not top[i].strip()]
+        need = max(keep) + 1 if keep else 0
+        header, units = [], []
+        for i in keep:
+            name, unit = _split_unit(top[i])
+            if not name:
+                raise DatasetError(
+                    f"{path}: column {i + 1} has no name in the header but holds values; name it"
+                )
+            header.append(name)
+            units.append(unit)
+        raw = [top[i].strip() for i in keep]
+        times = [k for k, h in enumerate(header) if _time_unit(h, units[k]) is not None]
+        tcol = times[0] if times else None
+        chans = [k for k in range(len(header)) if k not in times]
+        if not chans:
+            raise DatasetError(f"{path}: no channel column besides the time column")
+        twice = sorted({header[k] for k in chans if [header[j] for j in chans].count(header[k]) > 1})
+        if twice:
             raise DatasetError(
-                f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); export it as UTF-8"
-            ) from None
-    delimiter, comma_ok, decimal_comma = _csv_dialect(text)
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
-    rows, line_of = [], []
-    for r in reader:
-        if any(c.strip() for c in r):
-            rows.append(r)
-            line_of.append(reader.line_num)  # the line in the file, blank lines counted
-    if len(rows) < 3:
-        raise DatasetError(f"{path}: needs a header and at least two rows")
-    width = len(rows[0])
-    body, lines = rows[1:], line_of[1:]
-    for r, n in zip(body, lines, strict=True):
-        if len(r) > width and any(c.strip() for c in r[width:]):
-            raise DatasetError(
-                f"{path}: line {n} has {len(r)} fields but the header {width} ({delimiter!r} between "
-                f"fields{', a comma in the numbers' if comma_ok else ''}); fix the row or the header"
+                f"{path}: more than one column is called {twice[0]!r} (units aside); rename one"
             )
-    # a column without a name and without a value: a spreadsheet's trailing delimiter
-    keep = [i for i in range(width) if rows[0][i].strip() or any(len(r) > i and r[i].strip() for r in body)]
-    need = max(keep) + 1 if keep else 0
-    for r, n in zip(body, lines, strict=True):
-        if len(r) < need:
-            raise DatasetError(f"{path}: line {n} has {len(r)} fields but the header {width}; fix the row")
-    header, units = [], []
-    for i in keep:
-        name, unit = _split_unit(rows[0][i])
-        if not name:
-            raise DatasetError(f"{path}: column {i + 1} has no name in the header but holds values; name it")
-        header.append(name)
-        units.append(unit)
-    raw = [rows[0][i].strip() for i in keep]
-    body = [[r[i] for i in keep] for r in body]
-    times = [k for k, h in enumerate(header) if _time_unit(h, units[k]) is not None]
-    tcol = times[0] if times else None
-    chans = [i for i in range(len(header)) if i not in times]
-    if not chans:
-        raise DatasetError(f"{path}: no channel column besides the time column")
-    twice = sorted({header[i] for i in chans if [header[j] for j in chans].count(header[i]) > 1})
-    if twice:
-        raise DatasetError(f"{path}: more than one column is called {twice[0]!r} (units aside); rename one")
-    if len(body) > 1 and not any(_is_number(c, decimal_comma) for c in body[0] if c.strip()):
+        scale = (
+            _time_scale(path, raw[tcol], str(_time_unit(header[tcol], units[tcol])))
+            if tcol is not None
+            else 1.0
+        )
+        parts: dict[int, list[np.ndarray]] = {k: [] for k in chans}
+        tparts: list[np.ndarray] = []
+        line_parts: list[np.ndarray] = []
+        rows: list[list[str]] = []
+        lines: list[int] = []
+
+        def flush() -> None:
+            for k in chans if tcol is None else [*chans, tcol]:
+                cells = [r[keep[k]] for r in rows]
+                if (
+                    comma_ok
+                    and not decimal_comma
+                    and any("," in c and _COMMA_NUMBER.fullmatch(c.strip().strip('"')) for c in cells)
+                ):
+                    raise _CommaLater
+                if k == tcol:
+                    tparts.append(_csv_times(path, cells, lines, scale, comma_ok, decimal_comma))
+                else:
+                    parts[k].append(_csv_numbers(path, cells, lines, header[k], decimal_comma))
+            line_parts.append(np.asarray(lines, dtype=np.int64))
+            rows.clear()
+            lines.clear()
+
+        n_rows = 0
+        try:
+            for r in reader:
+                if len(r) != width or unnamed or not r[0].strip():  # else: a plain row, checked below
+                    if not "".join(r).strip():
+                        continue  # a blank line
+                    n = reader.line_num
+                    if len(r) > width and "".join(r[width:]).strip():
+                        raise DatasetError(
+                            f"{path}: line {n} has {len(r)} fields but the header {width} ({delimiter!r} "
+                            f"between fields{', a comma in the numbers' if comma_ok else ''}); fix the row "
+                            "or the header"
+                        )
+                    if len(r) < need:
+                        raise DatasetError(
+                            f"{path}: line {n} has {len(r)} fields but the header {width}; fix the row"
+                        )
+                    held = next((i for i in unnamed if i < len(r) and r[i].strip()), None)
+                    if held is not None:
+                        raise DatasetError(
+                            f"{path}: column {held + 1} has no name in the header but holds values (line "
+                            f"{n}); name it"
+                        )
+                rows.append(r)
+                lines.append(reader.line_num)  # the line in the file, blank lines counted
+                n_rows += 1
+                if n_rows == 2:
+                    _not_a_unit_row(
+                        path,
+                        [[r[i] for i in keep] for r in rows],
+                        lines,
+                        header,
+                        chans,
+                        delimiter,
+                        decimal_comma,
+                    )
+                if len(rows) >= CSV_CHUNK_ROWS:
+                    flush()
+        except (csv.Error, UnicodeDecodeError) as exc:
+            last = lines[-1] if lines else int(line_parts[-1][-1]) if line_parts else top_line
+            raise _csv_damage(path, reader, exc, last) from None
+        if n_rows < 2:
+            raise DatasetError(f"{path}: needs a header and at least two rows")
+        flush()
+    data = {header[k]: np.concatenate(parts[k]) for k in chans}
+    t = np.concatenate(tparts) if tcol is not None else None
+    line_of = np.concatenate(line_parts)
+    return _table_recording(path, data, t, rate_hz, lambda i: f"line {int(line_of[i])}")
+
+
+def _not_a_unit_row(
+    path: Path,
+    body: list[list[str]],
+    lines: list[int],
+    header: list[str],
+    chans: list[int],
+    delimiter: str,
+    decimal_comma: bool,
+) -> None:
+    """A row of units under the header (``s;g;g``) is refused: its cells are not numbers, the next row's are."""
+    if not any(_is_number(c, decimal_comma) for c in body[0] if c.strip()):
         if all(_is_number(body[1][i], decimal_comma) for i in chans):
             raise DatasetError(
                 f"{path}: line {lines[0]} ({delimiter.join(body[0])!r}) looks like units under the header; "
                 f"write each unit in its header ({header[chans[0]]} [unit]) and delete that line"
             )
-    data = {}
-    for i in chans:
-        x = np.empty(len(body))
-        for k, r in enumerate(body):
-            try:
-                x[k] = _number(r[i], decimal_comma)
-            except ValueError as exc:
-                why = str(exc) if decimal_comma and "decimal" in str(exc) else ""
+
+
+def _csv_numbers(
+    path: Path, cells: list[str], lines: list[int], column: str, decimal_comma: bool
+) -> np.ndarray:
+    """A chunk of one channel column as numbers: numpy parses the cells at once (as ``float`` would);
+    a cell it cannot read is looked for one by one to name its line."""
+    try:
+        if not decimal_comma:
+            return np.array(cells, dtype=np.float64)
+        if not any("." in c for c in cells):  # no thousands point to remove or refuse
+            return np.array([c.replace(",", ".") for c in cells], dtype=np.float64)
+    except ValueError:
+        pass
+    x = np.empty(len(cells))
+    for k, v in enumerate(cells):
+        try:
+            x[k] = _number(v, decimal_comma)
+        except ValueError as exc:
+            spans = len(v.splitlines()) - 1
+            if spans > 0:  # a quoted value over several lines: a quote opened and closed lines later
                 raise DatasetError(
-                    f"{path}: line {lines[k]}: column {header[i]!r} holds a value that is not a number "
-                    f"({r[i]!r}{'; ' + why if why else ''})"
+                    f'{path}: line {lines[k] - spans}: column {column!r}: a quote (") opened there is closed '
+                    f"only at line {lines[k]}, so those lines read as one value ({v[:40]!r}...); fix or "
+                    "remove it"
                 ) from None
-        data[header[i]] = x
-    t = None
-    if tcol is not None:
-        scale = _time_scale(path, raw[tcol], str(_time_unit(header[tcol], units[tcol])))
-        t = np.asarray(
-            [
-                _csv_time(r[tcol], f"{path}: line {n}", scale, comma_ok, decimal_comma)
-                for r, n in zip(body, lines, strict=True)
-            ]
-        )
-    return _table_recording(path, data, t, rate_hz, lambda i: f"line {lines[i]}")
+            why = str(exc) if decimal_comma and "decimal" in str(exc) else ""
+            raise DatasetError(
+                f"{path}: line {lines[k]}: column {column!r} holds a value that is not a number "
+                f"({v if len(v) <= 60 else v[:60] + '...'!r}{'; ' + why if why else ''})"
+            ) from None
+    return x
+
+
+def _csv_times(
+    path: Path, cells: list[str], lines: list[int], scale: float, comma_ok: bool, decimal_comma: bool
+) -> np.ndarray:
+    """A chunk of the time column in seconds: numbers at once where the file's numbers are plain,
+    else (ISO 8601, decimal commas) cell by cell."""
+    if not decimal_comma:
+        try:
+            return np.array(cells, dtype=np.float64) * scale
+        except ValueError:
+            pass
+    return np.asarray(
+        [
+            _csv_time(v, f"{path}: line {n}", scale, comma_ok, decimal_comma)
+            for v, n in zip(cells, lines, strict=True)
+        ]
+    )
 
 
 def _csv_time(v: str, where: str, scale: float, comma_ok: bool, decimal_comma: bool) -> float:

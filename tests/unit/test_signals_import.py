@@ -689,3 +689,67 @@ def test_npz_files_numpy_cannot_read_as_numbers_are_refused_in_one_line(tmp_path
         err
         == f"cloud-trainer dataset import: {tmp_path / 'empty.npz'}: empty file (0 bytes); save the run again with numpy.savez\n"
     )
+
+
+def test_a_csv_is_read_in_about_the_memory_of_its_numbers_not_held_whole_as_text(tmp_path, monkeypatch):
+    """The whole file was read as text and then as lists of cell strings: ~19x the file in memory (an
+    85 MB logger export took 1.6 GB; a 2 GB one would not fit). Now rows are parsed a chunk at a time
+    and only the numbers stay: below twice the file here (the former code: ~10x)."""
+    import tracemalloc
+
+    from cloud_trainer.train import signals
+
+    monkeypatch.setattr(
+        signals, "CSV_CHUNK_ROWS", 256, raising=False
+    )  # chunks and sniffing small beside this file
+    monkeypatch.setattr(signals, "CSV_SNIFF_LINES", 64, raising=False)
+    x = np.random.default_rng(3).normal(size=(5000, 3))
+    path = tmp_path / "logger.csv"
+    path.write_text(
+        "time [ms],x [g],y [g],z [g]\n"
+        + "".join(f"{i / 10:.1f},{a:.30f},{b:.30f},{c:.30f}\n" for i, (a, b, c) in enumerate(x))
+    )
+    signals.read_csv(path, None)  # warm: imports and compiled patterns are not the file's memory
+    tracemalloc.start()
+    try:
+        rec = signals.read_csv(path, None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rec.rate_hz == 10000.0 and np.allclose(rec.channels["z"], x[:, 2])
+    assert peak < 2 * path.stat().st_size, (peak, path.stat().st_size)
+
+
+def test_csv_files_the_csv_module_chokes_on_are_refused_or_read_not_a_traceback(tmp_path):
+    """Lines ended by CR alone (Excel's 'CSV (Macintosh)') raised the csv module's 'new-line character
+    seen in unquoted field' and an unclosed quote running past 128 KiB its 'field larger than field
+    limit', both as tracebacks. Now the first reads; the second is one line naming where the quote
+    opened; text that is not UTF-8 names its line."""
+    from cloud_trainer.train.signals import read_recording
+
+    x = np.sin(np.arange(3000) * 0.3)
+    (tmp_path / "mac.csv").write_bytes(
+        ("time,a\r" + "".join(f"{i / RATE:.6f},{v:.6f}\r" for i, v in enumerate(x))).encode()
+    )
+    rec = read_recording(tmp_path / "mac.csv")
+    assert rec.rate_hz == RATE and np.allclose(rec.channels["a"], x, atol=1e-6)
+
+    rows = [f"{i / RATE:.6f},{i % 7}.25" for i in range(10000)]  # > 128 KiB
+    rows[9] = rows[9].replace(",", ',"')  # line 11: a quote that is never closed
+    (tmp_path / "quote.csv").write_text("time,a\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DatasetError) as ei:
+        read_recording(tmp_path / "quote.csv")
+    assert str(ei.value).startswith(f"{tmp_path / 'quote.csv'}: line 11: not readable as CSV"), ei.value
+    assert "not closed" in str(ei.value) and len(str(ei.value)) < 400
+    rows[99] = rows[99] + '"'  # closed 90 lines on: those lines are one value, said in one short line
+    (tmp_path / "quote.csv").write_text("time,a\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DatasetError) as ei:
+        read_recording(tmp_path / "quote.csv")
+    assert str(ei.value).startswith(f"{tmp_path / 'quote.csv'}: line 11: column 'a': a quote"), ei.value
+    assert "closed only at line 101" in str(ei.value) and len(str(ei.value)) < 400
+
+    (tmp_path / "latin1.csv").write_bytes("time;a\n0;1\n0,1;2\n0,2;Größe\n".encode("latin-1"))
+    with pytest.raises(
+        DatasetError, match=r"latin1.csv: not UTF-8 text \(invalid start byte in line 4 at byte"
+    ):
+        read_recording(tmp_path / "latin1.csv")
