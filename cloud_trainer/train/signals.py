@@ -44,7 +44,7 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,11 +93,16 @@ def _time_value(v: str, where: str, scale: float = 1.0, reason: str = "") -> flo
     except ValueError:
         pass
     try:
-        return datetime.fromisoformat(v.strip().replace("Z", "+00:00")).timestamp()
+        d = datetime.fromisoformat(v.strip().replace("Z", "+00:00"))
     except ValueError:
+        shown = v if len(v) <= 40 else v[:40] + "..."
         raise DatasetError(
-            f"{where}: time {v if len(v) <= 40 else v[:40] + '...'!r} is neither seconds nor an ISO 8601 timestamp{f' ({reason})' if reason else ''}"
+            f"{where}: time {shown!r} is neither seconds nor an ISO 8601 timestamp"
+            f"{f' ({reason})' if reason else ''}"
         ) from None
+    # without a zone: the logger's clock as written (read as UTC), not this computer's local time, in
+    # which a daylight-saving change would put a 1-h gap or jump into the recording
+    return (d if d.tzinfo else d.replace(tzinfo=UTC)).timestamp()
 
 
 def _measured_rate(t: np.ndarray) -> tuple[float, float]:
@@ -134,7 +139,7 @@ def _times_rate(
     if back.size:
         i = int(back[0])
         raise DatasetError(
-            f"{path}: time does not increase at sample {i + 1} ({t[i]!r} then {t[i + 1]!r}); sort the "
+            f"{path}: time does not increase at sample {i + 1} ({float(t[i])!r} then {float(t[i + 1])!r}); sort the "
             "rows by time and remove duplicates"
         )
     half = len(dt) // 2

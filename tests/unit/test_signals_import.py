@@ -753,3 +753,27 @@ def test_csv_files_the_csv_module_chokes_on_are_refused_or_read_not_a_traceback(
         DatasetError, match=r"latin1.csv: not UTF-8 text \(invalid start byte in line 4 at byte"
     ):
         read_recording(tmp_path / "latin1.csv")
+
+
+def test_iso_times_without_a_zone_read_the_same_on_a_trainer_in_any_time_zone(tmp_path, monkeypatch):
+    """ISO times without a zone were read in the trainer's local time: on a computer in Europe/Berlin a
+    logger's run across 03:00 on 25 Oct 2026 (when clocks there fall back) was refused as a 3600 s
+    gap, the same file read fine on one in UTC. Now they are the logger's clock as written (UTC)."""
+    import datetime as dt
+    import time
+
+    from cloud_trainer.train.signals import read_recording
+
+    start = dt.datetime(2026, 10, 25, 2, 59, 59)
+    x = np.sin(np.arange(3000) * 0.3)
+    stamps = [(start + dt.timedelta(milliseconds=i)).isoformat(timespec="milliseconds") for i in range(3000)]
+    path = tmp_path / "run.csv"
+    path.write_text("timestamp,a\n" + "".join(f"{s},{v:.6f}\n" for s, v in zip(stamps, x, strict=True)))
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        rec = read_recording(path)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert rec.rate_hz == 1000.0 and np.allclose(rec.channels["a"], x, atol=1e-6)
