@@ -877,6 +877,12 @@ def import_vibration(
     speed_channel: str | None = None,
     bearing: list[float] | None = None,
 ) -> dict:
+    for option, hz in (("--rate-hz", rate_hz), ("--resample-to", resample_to)):
+        if hz is not None and not (np.isfinite(hz) and 0 < hz <= MAX_WAV_RATE_HZ):
+            raise DatasetError(f"{option} {hz:g}: a sample rate is a number of Hz above 0 (at most 10 MHz)")
+    for option, count, least in (("--window-samples", window_samples, 8), ("--hop-samples", hop_samples, 1)):
+        if count is not None and count < least:
+            raise DatasetError(f"{option} {count}: a number of samples, at least {least}")
     recs = [read_recording(Path(f), rate_hz) for f in files]
     if not recs:
         raise DatasetError("no files to import")
@@ -898,7 +904,7 @@ def import_vibration(
             f"{labels_file}: names run(s) {unknown} that no imported file has (runs are file stems: "
             f"{sorted(runs)})"
         )
-    hop = hop_samples or window_samples
+    hop = hop_samples if hop_samples is not None else window_samples
     waves, fault, health, rul, run_id, t_s, speeds = [], [], [], [], [], [], []
     skipped = 0
     for k, rec in enumerate(recs):

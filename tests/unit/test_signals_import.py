@@ -777,3 +777,33 @@ def test_iso_times_without_a_zone_read_the_same_on_a_trainer_in_any_time_zone(tm
         monkeypatch.undo()
         time.tzset()
     assert rec.rate_hz == 1000.0 and np.allclose(rec.channels["a"], x, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--rate-hz", "-10000"],
+        ["--rate-hz", "inf"],
+        ["--rate-hz", "0"],
+        ["--resample-to", "0"],
+        ["--window-samples", "0"],
+        ["--hop-samples", "0"],
+    ],
+)
+def test_a_rate_or_window_option_that_is_not_one_is_refused_naming_it(tmp_path, capsys, option):
+    """--rate-hz -10000 or inf on runs without a time column wrote a dataset 'sampled at' -10000 Hz or
+    Infinity; --rate-hz 0 and --window-samples 0 ended in a ZeroDivisionError / ValueError traceback;
+    --resample-to 0 and --hop-samples 0 were taken as 'not given'. Each is now one line naming the
+    option, and nothing is written."""
+    x = np.sin(np.arange(6000) * 0.3)
+    for run in ("r1", "r2"):
+        (tmp_path / f"{run}.csv").write_text("accel\n" + "".join(f"{v:.5f}\n" for v in x))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("run,fault\nr1,healthy\nr2,imbalance\n")
+    runs = [str(tmp_path / "r1.csv"), str(tmp_path / "r2.csv")]
+    rate = [] if option[0] == "--rate-hz" else ["--rate-hz", "10000"]
+    argv = ["import", "--kind", "vibration", *runs, "--labels", str(labels), "--out", str(tmp_path / "ds")]
+    assert dataset_main([*argv, *rate, *option]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"cloud-trainer dataset import: {option[0]} {option[1]}: a "), err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "ds").exists()
