@@ -89,7 +89,10 @@ log = logging.getLogger("devices.opcua")
 class _ConnectionLossFilter(logging.Filter):
     """A PLC restart is routine: asyncua's own ERROR lines with tracebacks about the lost connection
     ("Publish iteration crashed", ...) become one WARNING line without traceback; this adapter reports
-    the loss itself and reconnects. Other asyncua errors pass unchanged."""
+    the loss itself and reconnects. asyncua's WARNING that it was asked to close a session or channel
+    whose connection is already closed is dropped: the adapter closes the client after every failed
+    attempt, so a PLC that stays away gave one such line per retry, for as long as it stayed away (the
+    adapter's own line about it is said once per burst). Other asyncua errors pass unchanged."""
 
     _LOSS = (
         OSError,
@@ -100,9 +103,11 @@ class _ConnectionLossFilter(logging.Filter):
         ua.UaError,
     )
 
+    _CLOSED = "was called but connection is closed"  # close_session / close_secure_channel on a dead link
+
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR:
-            return True
+            return not (record.levelno == logging.WARNING and str(record.msg).endswith(self._CLOSED))
         exc = record.exc_info[1] if record.exc_info else None
         if exc is None and "error status from server" not in str(record.msg):
             return True
