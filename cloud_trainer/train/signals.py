@@ -840,27 +840,52 @@ class LabelRow:
     start_s: float | None
     end_s: float | None
     failure_s: float | None
+    line: int = 0  # its line in the labels file
 
 
 def read_labels(path: Path) -> list[LabelRow]:
+    """The labels CSV as a spreadsheet saves it too: a byte-order mark, ``;`` or tab between fields
+    with decimal commas, header names in any case. A time that is not a finite number, a start not
+    before its end, and a failure before the labelled span's end are refused naming the line."""
     try:
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            text = fh.read()
     except OSError as exc:
         raise DatasetError(f"labels file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from None
+    delimiter, comma_ok, _ = _csv_dialect(text)
+    reader = csv.reader(text.splitlines(), delimiter=delimiter)
+    rows = [(reader.line_num, r) for r in reader if "".join(r).strip()]
+    head = [c.strip().lower() for c in rows[0][1]] if rows else []
+    if "run" not in head or "fault" not in head:
+        raise DatasetError(
+            f"{path}: needs a header with run,fault[,start_s,end_s,failure_s] (found {delimiter.join(head)!r})"
+        )
     out = []
-    for n, r in enumerate(rows, 2):
-        if "run" not in r or "fault" not in r:
-            raise DatasetError(f"{path}: needs a header with run,fault[,start_s,end_s,failure_s]")
-        if r["fault"] not in FAULTS:
-            raise DatasetError(f"{path}:{n}: fault {r['fault']!r} is not one of {FAULTS}")
-        try:
-            start, end, failure = (
-                float(r[k]) if r.get(k) not in (None, "") else None for k in ("start_s", "end_s", "failure_s")
+    for n, cells in rows[1:]:
+        r = dict(zip(head, (c.strip() for c in cells), strict=False))
+        if r.get("fault") not in FAULTS:
+            raise DatasetError(f"{path}:{n}: fault {r.get('fault')!r} is not one of {FAULTS}")
+        times: list[float | None] = []
+        for k in ("start_s", "end_s", "failure_s"):
+            v = r.get(k) or ""
+            try:
+                t = (_number(v, True) if comma_ok and "," in v else float(v)) if v else None
+            except ValueError:
+                raise DatasetError(f"{path}:{n}: {k} {v!r} is not a number of seconds") from None
+            if t is not None and not np.isfinite(t):
+                raise DatasetError(f"{path}:{n}: {k} is {v!r}; leave it empty or give a number of seconds")
+            times.append(t)
+        start, end, failure = times
+        if start is not None and end is not None and not start < end:
+            raise DatasetError(f"{path}:{n}: start_s {start:g} is not before end_s {end:g}; swap them")
+        if failure is not None and end is not None and failure < end:
+            raise DatasetError(
+                f"{path}:{n}: failure_s {failure:g} is before end_s {end:g}: windows after the failure would "
+                "have a negative remaining life; end the label at the failure"
             )
-            out.append(LabelRow(r["run"], r["fault"], start, end, failure))
-        except ValueError as exc:
-            raise DatasetError(f"{path}:{n}: a time is not a number of seconds ({exc})") from None
+        out.append(LabelRow(r.get("run", ""), r["fault"], start, end, failure, n))
     return out
 
 
@@ -916,17 +941,31 @@ def import_vibration(
         mine = [lab for lab in labels if lab.run == rec.run]
         for start in range(0, len(x) - window_samples + 1, hop):
             t0, t1 = start / target, (start + window_samples) / target
-            lab = next(
-                (
-                    lab
-                    for lab in mine
-                    if (lab.start_s is None or t0 >= lab.start_s) and (lab.end_s is None or t1 <= lab.end_s)
-                ),
-                None,
-            )
-            if lab is None:
+            hits = [
+                lab
+                for lab in mine
+                if (lab.start_s is None or t0 >= lab.start_s) and (lab.end_s is None or t1 <= lab.end_s)
+            ]
+            if not hits:
                 skipped += 1
                 continue
+            lab = hits[0]
+            other = next((h for h in hits if (h.fault, h.failure_s) != (lab.fault, lab.failure_s)), None)
+            if other is not None:
+                raise DatasetError(
+                    f"{labels_file}: lines {lab.line} and {other.line} both label run {rec.run!r} from "
+                    f"{t0:g} to {t1:g} s, one {lab.fault}"
+                    + (f" failing at {lab.failure_s:g} s" if lab.failure_s is not None else "")
+                    + f", the other {other.fault}"
+                    + (f" failing at {other.failure_s:g} s" if other.failure_s is not None else "")
+                    + "; give each time span one label"
+                )
+            if lab.failure_s is not None and lab.failure_s < t1:
+                raise DatasetError(
+                    f"{labels_file}:{lab.line}: failure_s {lab.failure_s:g} is before the end of run "
+                    f"{rec.run!r}'s window at {t1:g} s: windows after the failure would have a negative "
+                    "remaining life; end the label at the failure (end_s)"
+                )
             waves.append(x[start : start + window_samples].astype(np.float32))
             if speed is not None:
                 speeds.append(float(np.mean(speed[start : start + window_samples])))

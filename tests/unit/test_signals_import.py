@@ -807,3 +807,50 @@ def test_a_rate_or_window_option_that_is_not_one_is_refused_naming_it(tmp_path, 
     err = capsys.readouterr().err
     assert err.startswith(f"cloud-trainer dataset import: {option[0]} {option[1]}: a "), err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "ds").exists()
+
+
+def _two_runs(tmp_path: Path) -> list[Path]:
+    """Two 2-s runs at 10 kHz (nine 2048-sample windows each)."""
+    x = np.sin(np.arange(20000) * 0.3)
+    return [_csv(tmp_path / f"{run}.csv", x) for run in ("r1", "r2")]
+
+
+@pytest.mark.parametrize(
+    "name, text, faults",
+    [
+        ("bom", "\ufeffrun,fault,start_s,end_s,failure_s\r\nr1,healthy,,,\r\nr2,imbalance,,,\r\n", (9, 9)),
+        ("excel_de", "Run;Fault;start_s;end_s;failure_s\nr1;healthy;;;\nr2;imbalance;0,5;1,5;3,0\n", (9, 4)),
+    ],
+)
+def test_a_labels_file_saved_by_a_spreadsheet_reads(tmp_path, name, text, faults):
+    """Excel's byte-order mark or its ';' with decimal commas made the labels file 'need a header with
+    run,fault' that it had."""
+    labels = tmp_path / f"{name}.csv"
+    labels.write_text(text, encoding="utf-8")
+    res = import_vibration(_two_runs(tmp_path), tmp_path / "ds", labels)
+    assert (res["faults"]["healthy"], res["faults"]["imbalance"]) == faults
+
+
+@pytest.mark.parametrize(
+    "rows, msg",
+    [
+        (["r2,imbalance,0,0.5,", "r2,imbalance,1.5,0.5,"], ":4: start_s 1.5 is not before end_s 0.5"),
+        (["r2,imbalance,0,0.5,", "r2,bearing_outer,nan,,"], ":4: start_s is 'nan'"),
+        (["r2,imbalance,,,1.0"], ":3: failure_s 1 is before the end of run 'r2''s window at 1.024 s"),
+        (
+            ["r2,imbalance,0,1.5,", "r2,bearing_outer,1.0,2.0,"],
+            ": lines 3 and 4 both label run 'r2' from 1.024 to 1.2288 s",
+        ),
+    ],
+)
+def test_labels_that_would_be_ignored_or_train_a_wrong_target_are_refused_naming_the_line(
+    tmp_path, rows, msg
+):
+    """A start after its end or a NaN start labelled nothing without a word (its windows counted as
+    'unlabelled'); a failure before the end of the labelled windows trained a negative remaining life;
+    two labels with different faults on one window kept the first. Each is now one line naming it."""
+    labels = _labels(tmp_path / "labels.csv", ["r1,healthy,,,", *rows])
+    with pytest.raises(DatasetError) as ei:
+        import_vibration(_two_runs(tmp_path), tmp_path / "ds", labels)
+    assert str(ei.value).startswith(f"{labels}{msg}"), ei.value
+    assert not (tmp_path / "ds").exists()
