@@ -19,7 +19,9 @@ Reads vibration recordings, one file per machine run, and writes a dataset folde
   named as a time column; a file numpy cannot read, or an array of text or objects, is refused by name.
 - Parquet (pyarrow, the ``cloud`` extra): read like CSV: a time column (seconds as numbers, an Arrow
   timestamp of any unit, or ISO 8601 strings; ``time [ms]`` scaled) and one numeric column per channel
-  (``accel_x [g]`` is channel ``accel_x``); missing values (nulls) are refused naming the column and row.
+  (``accel_x [g]`` is channel ``accel_x``); a null time is refused naming the column and row.
+- A missing value in a channel (an empty CSV cell, a Parquet null, NaN) is refused only in a channel the
+  import uses, naming its line or row: a slow channel logged beside the signal does not refuse the run.
 
 Labels (``--labels``, CSV with a header ``run,fault[,start_s,end_s,failure_s]``): ``run`` is the
 file's stem; a row without start/end labels the whole run; ``failure_s`` (seconds from the run's
@@ -85,6 +87,8 @@ class Recording:
     source: Path
     # relative uncertainty of a rate measured from timestamps (0: the rate is stated, e.g. a header's)
     rate_tolerance: float = 0.0
+    # where sample i is in the file ("line 12", "row 10"), for messages; None: "sample i"
+    row: Callable[[int], str] | None = None
 
 
 def _time_value(v: str, where: str, scale: float = 1.0, reason: str = "") -> float:
@@ -476,7 +480,7 @@ def _csv_numbers(
     x = np.empty(len(cells))
     for k, v in enumerate(cells):
         try:
-            x[k] = _number(v, decimal_comma)
+            x[k] = _number(v, decimal_comma) if v.strip() else np.nan  # empty: no value (a sparse channel)
         except ValueError as exc:
             spans = len(v.splitlines()) - 1
             if spans > 0:  # a quoted value over several lines: a quote opened and closed lines later
@@ -533,14 +537,14 @@ def _table_recording(
     if t is None:
         if rate_hz is None:
             raise DatasetError(f"{path}: no time column ({_TIME_HINT}); give --rate-hz")
-        return Recording(path.stem, rate_hz, data, path)
+        return Recording(path.stem, rate_hz, data, path, row=row)
     if len(t) and abs(float(t[0])) >= 1e11:
         raise DatasetError(
             f"{path}: the time column starts at {float(t[0]):.6g}, past the year 5000 as seconds: epoch "
             "milliseconds? name the column 'time [ms]' (or 'time [us]')"
         )
     rate, tol = _times_rate(t, path, rate_hz, row)
-    return Recording(path.stem, rate, data, path, tol)
+    return Recording(path.stem, rate, data, path, tol, row)
 
 
 def read_parquet(path: Path, rate_hz: float | None) -> Recording:
@@ -573,7 +577,7 @@ def read_parquet(path: Path, rate_hz: float | None) -> Recording:
     data, t = {}, None
     for name in names:
         col = table.column(name)
-        if col.null_count:
+        if col.null_count and name == tcol:  # a channel's nulls are NaN: refused if that channel is used
             row = int(pc.index(pc.is_null(col), True).as_py())
             raise DatasetError(
                 f"{path}: column {name!r} has {col.null_count} missing values (the first at row "
@@ -601,7 +605,7 @@ def read_parquet(path: Path, rate_hz: float | None) -> Recording:
         elif name in times:
             continue  # a second time column (an ISO stamp beside elapsed seconds): not a signal
         elif pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ):
-            data[split[name][0]] = col.cast(pa.float64()).to_numpy()
+            data[split[name][0]] = col.cast(pa.float64()).fill_null(float("nan")).to_numpy()
         else:
             raise DatasetError(
                 f"{path}: column {name!r} is {typ}, not a number; a channel column holds numbers "
@@ -1056,10 +1060,13 @@ def _channel(rec: Recording, name: str, target: float) -> np.ndarray:
     if name not in rec.channels:
         raise DatasetError(f"{rec.source}: no channel {name!r}; it has {sorted(rec.channels)}")
     x = rec.channels[name]
-    if not np.all(np.isfinite(x)):
+    bad = np.flatnonzero(~np.isfinite(x))
+    if bad.size:
+        i = int(bad[0])
         raise DatasetError(
-            f"{rec.source}: channel {name!r} holds NaN or Inf at sample "
-            f"{int(np.flatnonzero(~np.isfinite(x))[0])}; clean the export"
+            f"{rec.source}: {rec.row(i) if rec.row else f'sample {i}'}: channel {name!r} has no value "
+            f"({'empty, null or NaN' if np.isnan(x[i]) else x[i]}; {bad.size} of its {len(x)} samples): fill "
+            "the gaps or split the run there, or pick another channel with --channel"
         )
     if rec.rate_hz != target:
         try:

@@ -166,9 +166,14 @@ def test_parquet_runs_read_like_csv_with_the_rate_from_their_timestamps(tmp_path
     "extra, t, msg",
     [
         (
-            {"accel_y": [1.0, None] * 2048},
+            {"accel_x": [1.0, None] * 2048},
             None,
-            "column 'accel_y' has 2048 missing values (the first at row 1)",
+            "run.parquet: row 1: channel 'accel_x' has no value (empty, null or NaN; 2048 of its 4096 samples)",
+        ),
+        (
+            {},
+            [*(np.arange(4095) / RATE), None],
+            "column 'Timestamp' has 1 missing values (the first at row 4095)",
         ),
         ({"state": ["run"] * 4096}, None, "column 'state' is string, not a number"),
         ({}, np.r_[np.arange(2000), np.arange(2100, 4196)] / RATE, "gap of 0.0101 s after sample 1999"),
@@ -854,3 +859,43 @@ def test_labels_that_would_be_ignored_or_train_a_wrong_target_are_refused_naming
         import_vibration(_two_runs(tmp_path), tmp_path / "ds", labels)
     assert str(ei.value).startswith(f"{labels}{msg}"), ei.value
     assert not (tmp_path / "ds").exists()
+
+
+def test_a_sparse_channel_beside_the_signal_does_not_refuse_the_run(tmp_path):
+    """Loggers write a slow channel (a temperature every 100th row) with empty cells or nulls between:
+    such a file was refused whole ('not a number' / 'missing values') even with --channel naming the
+    full-rate signal. Now an empty cell or null is a missing value, refused only in the channel the
+    import uses, naming its line or row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    x = np.sin(np.arange(4096) * 0.3)
+    temp = [f"{40 + i / 1000:.2f}" if i % 100 == 0 else "" for i in range(4096)]
+    (tmp_path / "r1.csv").write_text(
+        "time;accel [g];temp [°C]\n"
+        + "".join(
+            f"{i / RATE:.6f};{v:.6f};{c}\n".replace(".", ",")
+            for i, (v, c) in enumerate(zip(x, temp, strict=True))
+        )
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "time": np.arange(4096) / RATE,
+                "accel [g]": x,
+                "temp [°C]": pa.array([float(c) if c else None for c in temp]),
+            }
+        ),
+        tmp_path / "r2.parquet",
+    )
+    runs = [tmp_path / "r1.csv", tmp_path / "r2.parquet"]
+    labels = _labels(tmp_path / "labels.csv", ["r1,healthy,,,", "r2,imbalance,,,"])
+    res = import_vibration(runs, tmp_path / "ds", labels, channel="accel")
+    assert res["faults"] == {"healthy": 2, "imbalance": 2}
+    data = load_vibration(tmp_path / "ds")
+    assert np.allclose(data.waveforms[0], x[:2048], atol=1e-6) and np.allclose(data.waveforms[2], x[:2048])
+    for run, where in (("r2.parquet", "row 1"), ("r1.csv", "line 3")):
+        runs = [tmp_path / run, *(r for r in runs if r.name != run)]  # the file read first is refused
+        with pytest.raises(DatasetError) as ei:
+            import_vibration(runs, tmp_path / "ds2", labels, channel="temp")
+        assert str(ei.value).startswith(f"{tmp_path / run}: {where}: channel 'temp' has no value"), ei.value
