@@ -23,7 +23,15 @@ failed one is ``superseded``), and none older than one already written goes out:
 older value after a newer one.
 An error that a retry cannot fix (``retryable = False``: unknown node, wrong type, write refused)
 is not retried. A ``level`` / ``on_change`` Sparkplug command that did not reach its edge node (dead,
-say) is kept and sent again when the node's (or device's) next birth arrives (``resent``).
+say) is kept and sent again when the node's (or device's) next birth arrives (``resent``); any other
+output's latest value, and an alarm's latest transition, that failed all its retries is tried again
+every ``OWED_RETRY_S`` until it lands (``resent``), a newer one replaces it, or ``flush()`` (at stop).
+
+Across the agent's lifecycle: ``flush()`` at stop ends a pulse that would outlast half its bound, so
+its reset is written while the source is connected (``cut_at_stop``); a new runner (restart, config
+reload) writes a pulse node's reset at its first result that is no edge, and signals an alarm's first
+established state even when it is a clear (``reconciled``): what an agent before it left high (killed
+mid-pulse, an alarm raised at stop) is not left standing.
 """
 
 from __future__ import annotations
@@ -58,6 +66,12 @@ from protocols import json_codec, topics
 from protocols.events import Event, EventKind
 
 log = logging.getLogger(__name__)
+
+# an output's or an alarm's latest value whose retries all failed (the PLC or broker away longer than
+# them) is tried again this often until it lands, a newer value replaces it or the agent stops: else a
+# pulse's reset, an on_change level or an alarm's clear that failed was lost, and the PLC kept the old
+# value (a reject gate held open) until the next change, however long after the peer was back
+OWED_RETRY_S = 1.0
 
 # results one ordinary action (mqtt_publish, save_sample, log, a plugin) acts on at once: with its peer
 # away each one waits through its retries (a full MQTT queue: publish_timeout_s per attempt), so without
@@ -94,6 +108,15 @@ class ActionRunner:
         self._in_flight: collections.Counter[str] = collections.Counter()  # per ordinary action
         self._level: dict[tuple[str, str], bool] = {}  # (action, pipeline) -> condition at the last result
         self._pulse_until: dict[tuple[str, str], float] = {}  # monotonic deadline of a pulse that is high
+        self._pulse_wake: dict[tuple[str, str], asyncio.Event] = {}  # set when a pulse is ended early (stop)
+        # output nodes of pulse actions that have had a result since start: the first result that is no
+        # rising edge writes the reset value, since an agent that died (or was stopped) while a pulse was
+        # high may have left the node high
+        self._reconciled: set[tuple] = set()
+        # keys (an output's or an alarm output's) whose latest value failed all its retries and is tried
+        # again every OWED_RETRY_S; flush() (at stop) ends those waits
+        self._owing: set[tuple] = set()
+        self._closing = False
         # one writer per output: the value still waiting is replaced by a newer one (counted as
         # superseded), so a PLC that is away never builds up a backlog of stale writes
         self._desired: dict[tuple[str, str], tuple[Any, Result, int]] = {}  # (value, result, its order)
@@ -177,20 +200,33 @@ class ActionRunner:
             if now != before and value is not None:
                 self._set_output(name, action, result, value)
         elif now and not before:  # pulse: a rising edge
+            self._reconciled.add(_output_node(name, action))  # the pulse ends with its reset anyway
             deadline = time.monotonic() + action.pulse_ms / 1000.0
             if key in self._pulse_until:  # still high: extend, the running pulse resets later
                 self._pulse_until[key] = deadline
                 return
             self._pulse_until[key] = deadline
             self._spawn(self._pulse(name, action, result, key))
+        elif (node := _output_node(name, action)) not in self._reconciled:
+            # the node's first result since start is no edge: the reset value, once, in case an agent
+            # stopped (killed, power lost, a reset that could not be written) while the pulse was high
+            self._reconciled.add(node)
+            if reset is not None and not any(k in self._pulse_until for k in self._node_keys.get(node, ())):
+                self.stats[name]["reconciled"] += 1
+                self._set_output(name, action, result, reset)
 
     async def _pulse(self, name: str, action: OutputAction, result: Result, key) -> None:
+        wake = self._pulse_wake[key] = asyncio.Event()  # flush() at stop ends a long pulse early
         try:
             self._set_output(name, action, result, action.value)
             while (left := self._pulse_until[key] - time.monotonic()) > 0:
-                await asyncio.sleep(left)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await wake.wait()
+                wake.clear()
         finally:
             self._pulse_until.pop(key, None)
+            self._pulse_wake.pop(key, None)
             if action.reset is not None:
                 self._set_output(name, action, result, action.reset)
 
@@ -240,9 +276,31 @@ class ActionRunner:
                 self._set_output(key[0], a, result, value)
 
     async def flush(self, timeout_s: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while self._pending and (left := deadline - time.monotonic()) > 0:  # a pulse ending spawns its reset
-            await asyncio.wait(list(self._pending), timeout=left)
+        """At stop: waits (at most ``timeout_s``) for what is being acted on. A pulse that would still be
+        high past half of that ends now (counted ``cut_at_stop``), so that its reset is written while the
+        output's source is still connected; a pulse ending sooner runs its course. Values tried again
+        after their retries (``OWED_RETRY_S``) are given up: the next start sets those outputs again."""
+        now = time.monotonic()
+        deadline = now + timeout_s
+        for key, until in list(self._pulse_until.items()):
+            if until > now + timeout_s / 2:
+                self._pulse_until[key] = now
+                self.stats[key[0]]["cut_at_stop"] += 1
+                wake = self._pulse_wake.get(key)
+                if wake is not None:
+                    wake.set()
+        self._closing = True
+        try:
+            wakes: dict[tuple, asyncio.Event] = {**self._output_wake, **self._signal_wake}
+            for key in self._owing:
+                if key in wakes:
+                    wakes[key].set()
+            while (
+                self._pending and (left := deadline - time.monotonic()) > 0
+            ):  # a pulse ending spawns its reset
+                await asyncio.wait(list(self._pending), timeout=left)
+        finally:
+            self._closing = False
 
     async def _run(
         self,
@@ -268,41 +326,75 @@ class ActionRunner:
                 self._newest.get(node, -1) > order or self._written.get(node, -1) > order
             )
 
-        for attempt in range(1, action.retry.max_attempts + 1):
-            if node is not None and self._written.get(node, -1) > order:
-                st["superseded"] += 1  # a newer value reached the node meanwhile: this one never goes out
-                return False
-            try:
-                outcome = await self._do(name, action, result, item, value)
-                st["queued" if outcome == "queued" else "ok"] += 1  # queued: held until the broker is back
-                if node is not None:
-                    self._written[node] = max(self._written.get(node, -1), order)
-                self._said.pop(name, None)  # a later refusal is news again
-                return True
-            except Exception as exc:
-                st["attempt_failures"] += 1
-                if not getattr(exc, "retryable", True):
-                    st["failed"] += 1
-                    self._cannot(name, exc)
+        # an output's value is still owed after its retries (OWED_RETRY_S), except a Sparkplug command that
+        # is sent again at its node's next birth instead
+        owes = key is not None and name not in self._resend
+        attempt = 0
+        try:
+            while True:
+                attempt += 1
+                if node is not None and self._written.get(node, -1) > order:
+                    st["superseded"] += 1  # a newer value reached the node meanwhile: this one never goes out
                     return False
-                if moot():
-                    st["superseded"] += 1  # a newer value waits: that one is written, not this one
-                    return False
-                if attempt == action.retry.max_attempts:
-                    st["failed"] += 1
-                    self._burst.log(name, "action %r failed after %d attempts: %s", name, attempt, exc)
-                    return False
-                if key is None:
-                    await asyncio.sleep(action.retry.backoff_s * attempt)
-                else:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(action.retry.backoff_s * attempt):
-                            await self._output_wake[key].wait()  # set by a newer value
-                    if moot():
-                        st["superseded"] += 1
+                try:
+                    outcome = await self._do(name, action, result, item, value)
+                    st["queued" if outcome == "queued" else "ok"] += (
+                        1  # queued: held until the broker is back
+                    )
+                    if attempt > action.retry.max_attempts:
+                        st["resent"] += 1  # after its retries had failed: the peer is back
+                    if node is not None:
+                        self._written[node] = max(self._written.get(node, -1), order)
+                    self._said.pop(name, None)  # a later refusal is news again
+                    return True
+                except Exception as exc:
+                    st["attempt_failures"] += 1
+                    if not getattr(exc, "retryable", True):
+                        st["failed"] += 1
+                        self._cannot(name, exc)
                         return False
-                st["retried"] += 1
-        return False
+                    if moot():
+                        st["superseded"] += 1  # a newer value waits: that one is written, not this one
+                        return False
+                    owed = attempt >= action.retry.max_attempts
+                    if attempt == action.retry.max_attempts:
+                        st["failed"] += 1
+                        if not owes or self._closing:
+                            self._burst.log(
+                                name, "action %r failed after %d attempts: %s", name, attempt, exc
+                            )
+                            return False
+                        self._burst.log(
+                            name,
+                            "action %r failed after %d attempts: %s; the value is tried again every %.0f s "
+                            "until it is written or a newer one replaces it",
+                            name,
+                            attempt,
+                            exc,
+                            OWED_RETRY_S,
+                        )
+                    elif owed and self._closing:
+                        return False
+                    if key is None:
+                        await asyncio.sleep(action.retry.backoff_s * attempt)
+                    else:
+                        if owed:
+                            self._owing.add(key)
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(
+                                OWED_RETRY_S if owed else action.retry.backoff_s * attempt
+                            ):
+                                await self._output_wake[key].wait()  # set by a newer value (or flush)
+                        if moot():
+                            st["superseded"] += 1
+                            return False
+                        if owed and self._closing:
+                            return False
+                    if not owed:
+                        st["retried"] += 1
+        finally:
+            if key is not None:
+                self._owing.discard(key)
 
     def _cannot(self, name: str, exc: Exception) -> None:
         """An error a retry cannot fix (a read-only node, BadUserAccessDenied, a value the node's type
@@ -337,23 +429,43 @@ class ActionRunner:
                 "since": None,
                 "pipeline": result.pipeline,
                 "alarm": name,
+                # not known since start: the alarm's outputs may still show a raise from before a
+                # restart, so the first state established (raised, or cleared) is signalled either way
+                "known": False,
             },
         )
         if self.preds[name](result):
             st["hits"] += 1
             st["misses"] = 0
             if not st["active"] and st["hits"] >= action.raise_after:
-                st["active"], st["since"] = True, time.time()
+                st["active"], st["since"], st["known"] = True, time.time(), True
                 self._alarm_changed(name, action, result, True)
         else:
             st["misses"] += 1
             st["hits"] = 0
-            if st["active"] and st["misses"] >= action.clear_after:
-                st["active"], st["since"] = False, time.time()
-                self._alarm_changed(name, action, result, False)
+            if st["misses"] >= action.clear_after and (st["active"] or not st["known"]):
+                initial = not st["known"]
+                st["active"], st["since"], st["known"] = False, time.time(), True
+                self._alarm_changed(name, action, result, False, initial)
 
-    def _alarm_changed(self, name: str, action: AlarmAction, result: Result, active: bool) -> None:
-        self.stats[name]["raised" if active else "cleared"] += 1
+    def _alarm_changed(
+        self, name: str, action: AlarmAction, result: Result, active: bool, initial: bool = False
+    ) -> None:
+        """A transition: its event, and each output's signal. ``initial``: the first clear since start, of
+        an alarm not raised since: signalled to its outputs (a retained raise or a mirror left True by the
+        agent before a restart is cleared), counted ``reconciled``, logged at INFO; its event carries
+        ``initial: true``."""
+        if initial:
+            self.stats[name]["reconciled"] += 1
+            log.info(
+                "alarm %s on pipeline %s: clear since start; its outputs are set to cleared",
+                name,
+                result.pipeline,
+            )
+            extra = {"initial": True}
+        else:
+            self.stats[name]["raised" if active else "cleared"] += 1
+            extra = {}
         evt = Event(
             EventKind.ALARM,
             alarm=name,
@@ -364,14 +476,16 @@ class ActionRunner:
             anomaly_score=result.anomaly_score,
             remaining_life=result.remaining_life,
             model_version=result.model_version,
+            **extra,
         )
-        log.warning(
-            "alarm %s %s on pipeline %s (score %.3f)",
-            name,
-            "RAISED" if active else "cleared",
-            result.pipeline,
-            result.score,
-        )
+        if not initial:
+            log.warning(
+                "alarm %s %s on pipeline %s (score %.3f)",
+                name,
+                "RAISED" if active else "cleared",
+                result.pipeline,
+                result.score,
+            )
         self.on_event(evt)
         for output in _alarm_outputs(action):
             key = (name, result.pipeline, output)
@@ -394,9 +508,14 @@ class ActionRunner:
             while key in self._signals:  # no await between this check and the pop: no lost transition
                 evt = self._signals.pop(key)
                 wake.clear()
-                for attempt in range(1, action.retry.max_attempts + 1):
+                attempt = 0
+                while True:  # after its retries, tried again every OWED_RETRY_S (module docstring)
+                    attempt += 1
+                    owed = attempt >= action.retry.max_attempts
                     try:
                         await self.impls[action.type](self, name, action, evt, key[2])
+                        if attempt > action.retry.max_attempts:
+                            st["resent"] += 1
                         break
                     except Exception as exc:
                         if not getattr(exc, "retryable", True):
@@ -408,16 +527,31 @@ class ActionRunner:
                             break
                         if attempt == action.retry.max_attempts:
                             st["failed"] += 1
-                            self._burst.log(name, "alarm %r: could not signal (%s)", name, exc)
+                            self._burst.log(
+                                name,
+                                "alarm %r: could not signal (%s); tried again every %.0f s until it is",
+                                name,
+                                exc,
+                                OWED_RETRY_S,
+                            )
+                        if owed and self._closing:
                             break
+                    if owed:
+                        self._owing.add(key)
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(action.retry.backoff_s * attempt):
-                            await wake.wait()  # set by a newer transition
+                        async with asyncio.timeout(
+                            OWED_RETRY_S if owed else action.retry.backoff_s * attempt
+                        ):
+                            await wake.wait()  # set by a newer transition (or flush, at stop)
                     if key in self._signals:
                         st["superseded"] += 1
                         break
+                    if owed and self._closing:
+                        break
+                self._owing.discard(key)
         finally:
             self._signallers.discard(key)
+            self._owing.discard(key)
 
     def status(self) -> dict:
         return {

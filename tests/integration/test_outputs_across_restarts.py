@@ -1,0 +1,207 @@
+"""A PLC output never stays at a value the agent has left: a pulse's reset or an alarm's clear that could
+not be written while the PLC was away (past every retry) is written when it is back; a stop while a long
+pulse is high ends the pulse with its reset; and a new agent (a restart, a config reload) clears what
+the one before it may have left high: a pulse node at its first result that is no edge, an alarm's
+OPC UA mirror and retained MQTT state once the alarm is found clear. Against a real asyncua server and
+a real Mosquitto broker on free loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import paho.mqtt.client as paho
+from asyncua import ua
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.mqtt.client import MqttSource
+from devices.opcua.client import OpcUaSource
+from edge_agent import actions
+from edge_agent.actions import ActionRunner
+from edge_agent.config import parse_config
+from protocols import topics
+from tests.support.peers import free_port, opcua_server
+from tests.support.results import result
+from tests.support.waits import until
+
+
+async def _plc(port: int, gate: bool = False, lamp: bool = False):
+    """The PLC: a Boolean ``Gate`` (a reject gate) and ``Lamp`` (an alarm lamp), writable, at the given
+    values (a PLC that restarted keeps its outputs' values, or has them from its own program)."""
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    nodes = {}
+    for name, v in (("Gate", gate), ("Lamp", lamp)):
+        nodes[name] = await obj.add_variable(ua.NodeId(name, idx), name, v)
+        await nodes[name].set_writable()
+    await srv.start()
+    return srv, idx, nodes
+
+
+def _config(port: int, idx: int, actions_: dict, mqtt_port: int | None = None):
+    sources: dict = {
+        "plc": {
+            "type": "opcua",
+            "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/",
+            "reconnect_initial_s": 0.1,
+            "reconnect_max_s": 0.2,
+            "connect_timeout_s": 2.0,
+            "keepalive_check_s": 0.3,
+        }
+    }
+    if mqtt_port is not None:
+        sources["bus"] = {"type": "mqtt", "port": mqtt_port}
+    gate = {
+        "type": "opcua_write",
+        "source": "plc",
+        "node_id": f"ns={idx};s=Gate",
+        "mode": "pulse",
+        "when": {"verdict": "NG"},
+        "retry": {"max_attempts": 1, "backoff_s": 0.0},
+    }
+    lamp = {
+        "type": "alarm",
+        "raise_after": 1,
+        "clear_after": 2,
+        "when": {"verdict": "NG"},
+        "opcua_source": "plc",
+        "node_id": f"ns={idx};s=Lamp",
+        "retry": {"max_attempts": 1, "backoff_s": 0.0},
+    }
+    return parse_config(
+        {
+            "agent": {"id": "gw", "site": "s", "line": "l"},
+            "sources": sources,
+            "actions": {
+                "gate": {**gate, **actions_.get("gate", {})},
+                "lamp": {**lamp, **actions_.get("lamp", {})},
+            },
+        }
+    )
+
+
+async def _connected(src: OpcUaSource) -> None:
+    await until(lambda: src.state.value == "connected", 15, "the OPC UA source to connect")
+
+
+async def test_a_pulse_reset_and_an_alarm_clear_that_failed_while_the_plc_was_away_land_when_it_is_back(
+    monkeypatch,
+):
+    monkeypatch.setattr(actions, "OWED_RETRY_S", 0.2, raising=False)  # brief, to keep the test short
+    port = free_port()
+    srv, idx, nodes = await _plc(port)
+    cfg = _config(port, idx, {"gate": {"pulse_ms": 500}})
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    await src.start()
+    runner = ActionRunner(cfg, {"plc": src})
+    try:
+        await _connected(src)
+        await runner.handle(["gate", "lamp"], result("NG", 0), None)  # gate pulses, lamp raised
+        await until(lambda: nodes["Gate"].read_value(), 10, "the gate high")
+        await until(lambda: nodes["Lamp"].read_value(), 10, "the lamp on")
+        await srv.stop()  # the PLC goes away while the gate is high (a reboot, a cable)
+        for i in (1, 2):  # the alarm clears meanwhile; its clear cannot be written either
+            await runner.handle(["gate", "lamp"], result("OK", i), None)
+        st = runner.stats
+        await until(lambda: st["gate"]["failed"] >= 1 and st["lamp"]["failed"] >= 1, 10, "both writes failed")
+        # back, holding the outputs as they were: the gate open, the lamp on; no new result comes
+        for n in nodes.values():
+            await n.write_value(True)
+        await srv.start()
+        # before: the reset and the clear were given up after their retries; the gate stayed open and
+        # the lamp on until the next reject and the next alarm
+        gate, lamp = nodes["Gate"], nodes["Lamp"]
+
+        async def both_off() -> bool:
+            return not await gate.read_value() and not await lamp.read_value()
+
+        await until(both_off, 10, "the gate closed and the lamp off")
+        assert st["gate"]["resent"] == 1 and st["lamp"]["resent"] == 1, (dict(st["gate"]), dict(st["lamp"]))
+        await runner.flush(timeout_s=5)
+    finally:
+        await src.stop()
+        await srv.stop()
+
+
+async def test_a_stop_while_a_long_pulse_is_high_writes_its_reset():
+    port = free_port()
+    srv, idx, nodes = await _plc(port)
+    cfg = _config(port, idx, {"gate": {"pulse_ms": 600_000, "retry": {"max_attempts": 3, "backoff_s": 0.1}}})
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    await src.start()
+    runner = ActionRunner(cfg, {"plc": src})
+    try:
+        await _connected(src)
+        await runner.handle(["gate"], result("NG", 0, pipeline="b"), None)
+        # a second pipeline on the same gate: its first result (no edge) does not end b's pulse
+        await runner.handle(["gate"], result("OK", 0, pipeline="a"), None)
+        await until(lambda: nodes["Gate"].read_value(), 10, "the gate high")
+        await asyncio.sleep(0.3)  # a reset written by mistake would land by now
+        assert await nodes["Gate"].read_value() is True
+        assert runner.stats["gate"].get("reconciled", 0) == 0
+        # the agent stops (SIGTERM, a config reload): before, flush waited out its bound with the pulse
+        # still high and the source closed: the gate stayed open until the next start's next reject
+        await runner.flush(timeout_s=4)
+        assert await nodes["Gate"].read_value() is False
+        assert runner.stats["gate"]["cut_at_stop"] == 1
+    finally:
+        await src.stop()
+        await srv.stop()
+
+
+async def test_a_new_agent_clears_a_pulse_and_an_alarm_the_one_before_it_left_high(mosquitto):
+    port = free_port()
+    srv, idx, nodes = await _plc(port, gate=True, lamp=True)  # left high by an agent killed mid-pulse
+    cfg = _config(port, idx, {"lamp": {"publish_to": "bus"}}, mqtt_port=mosquitto.port)
+    topic = topics.build_topic("s", "l", "gw", topics.Kind.ALARMS, "lamp")
+    # ... which had also published the alarm raised, retained
+    raised = {"kind": "alarm", "t": 1.0, "alarm": "lamp", "active": True, "pipeline": "p"}
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    pub.publish(topic, json.dumps(raised), qos=1, retain=True).wait_for_publish(5)
+    pub.disconnect()
+    pub.loop_stop()
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    bus = MqttSource("bus", cfg.sources["bus"])
+    await src.start()
+    await bus.start()
+    events: list = []
+    runner = ActionRunner(cfg, {"plc": src, "bus": bus}, on_event=events.append)
+    try:
+        await _connected(src)
+        await until(lambda: bus.connected.is_set(), 10, "the MQTT source to connect")
+        for i in range(3):  # no reject and no alarm since the start
+            await runner.handle(["gate", "lamp"], result("OK", i), None)
+        gate, lamp = nodes["Gate"], nodes["Lamp"]
+
+        async def both_off() -> bool:
+            return not await gate.read_value() and not await lamp.read_value()
+
+        # before: a pulse node was written only at a rising edge, an alarm's outputs only at a transition
+        # from a raise of its own: both stayed on for good
+        await until(both_off, 10, "the gate closed and the lamp off")
+        got: list = []
+        sub = paho.Client(CallbackAPIVersion.VERSION2)
+        sub.on_message = lambda c, u, m: got.append(json.loads(m.payload))
+        sub.connect("127.0.0.1", mosquitto.port)
+        sub.subscribe(topic, qos=1)
+        sub.loop_start()
+        try:
+            await until(lambda: got and got[-1]["active"] is False, 10, "the retained alarm state cleared")
+        finally:
+            sub.loop_stop()
+        assert got[-1]["initial"] is True
+        assert runner.stats["gate"]["reconciled"] == 1 and runner.stats["gate"]["ok"] == 1
+        st = runner.stats["lamp"]
+        assert (st["reconciled"], st.get("cleared", 0), st.get("raised", 0)) == (1, 0, 0), dict(st)
+        assert [(e["alarm"], e["active"], e["initial"]) for e in events] == [("lamp", False, True)]
+        # once established, the alarm behaves as ever: raised, and cleared after clear_after misses
+        await runner.handle(["lamp"], result("NG", 3), None)
+        for i in (4, 5):
+            await runner.handle(["lamp"], result("OK", i), None)
+        assert (st["raised"], st["cleared"], st["reconciled"]) == (1, 1, 1)
+        await runner.flush(timeout_s=5)
+    finally:
+        await src.stop()
+        await bus.stop()
+        await srv.stop()
