@@ -24,8 +24,9 @@ stops saying why instead of waiting for this agent for ever.
 The outcome of a swap reaches the fleet exactly once, across restarts: before the swap the
 deployment is written to ``<data_dir>/deployments/<slot>.json`` and the file is removed only once
 the final step (healthy | rolled_back | failed) was acknowledged by the fleet. After a restart the
-pending file is settled first, from the slot's state (a restart inside the health window rolls the
-candidate back: see ``ModelStore``), before any new install.
+pending file is settled first, from the slot's state (a restart inside the health window resumes the
+candidate for a new window, whose outcome settles it; a crash loop rolls it back: see ``ModelStore``), before
+any new install.
 
 The desired state is input from the wire and is checked before it touches anything:
 ``check_desired`` accepts package names, versions, digests and deployment ids only from an

@@ -18,7 +18,10 @@ pins a local package that differs from it, which is then installed the same way.
 folder is verified again first (signature, every file's size and SHA-256) and loaded and golden-tested
 on this CPU; one that fails either is set aside with a WARNING naming the file and the reason, and the
 configured package is installed again (no configured package: start fails, saying why). A swap whose
-health window a restart interrupted is rolled back at ``start`` (``last_outcome`` says so).
+health window a restart interrupted is resumed at ``start``: the candidate serves and a whole new health
+window is watched (the previous model loaded again to roll back to), unless the agent ended without an
+orderly stop a second time inside that window (a crash loop): then the previous model is restored at
+``start`` (``last_outcome`` says so). See ``ModelStore.after_restart``.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from edge_agent.engines import Engine, EngineError, candidate_engines
 from edge_agent.models.config import ENGINE_TYPES, ModelConfig, VersionPolicy
 from edge_agent.models.install import InstallJob, check_isolated, install_isolated, prefetching
 from edge_agent.models.select import NothingPasses, Selection, select
-from edge_agent.models.store import NO_SPACE, ModelStore
+from edge_agent.models.store import NO_SPACE, AfterRestart, ModelStore
 from edge_agent.types import Window
 from model_packager import OpenedPackage, PackageError, package_digest
 from model_packager.cpu import int8_path
@@ -159,6 +162,15 @@ def _all_finite(out: dict[str, Any]) -> bool:
     return True
 
 
+def _baseline(h: _Health) -> dict:
+    """A model's health figures, kept with a probation for a window resumed after a restart."""
+    return {"n": h.n, "errors": h.errors, "nonfinite": h.nonfinite, "ng": h.ng, "p50_ms": h.p50()}
+
+
+def _count(v: object) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
+
+
 class ModelSlot:
     def __init__(
         self,
@@ -216,7 +228,7 @@ class ModelSlot:
     async def start(self) -> None:
         if self._helpers.stopped:  # started again after a stop
             self._helpers = Helpers()
-        await self._restore_after_restart()
+        resume = await self._after_restart()
         st = self.store.state()
         current = st.get("current")
         want_pkg = Path(self.config.package) if self.config.package else None
@@ -266,6 +278,8 @@ class ModelSlot:
                     opened.manifest.package_id,
                     active.selection.summary() if active.selection else active.engine.name,
                 )
+                if resume is not None and opened.root.name == resume.candidate:
+                    self._resume_watch(active, resume)
                 return
         if want_pkg is None:
             if rejected is not None:
@@ -303,15 +317,18 @@ class ModelSlot:
             else "no configured package to install",
         )
 
-    async def _restore_after_restart(self) -> None:
-        """A restart inside a health window (kill -9, stop) restores the previous model: see ModelStore."""
-        reason = "the agent restarted inside the health window; the candidate had not proven itself"
-        restored = await asyncio.to_thread(self.store.restore_after_restart, reason)
-        if restored is None:
-            return
-        cand, prev = [await asyncio.to_thread(self.store.reopen, f) for f in restored]
-        from_v = cand.manifest.version if cand else restored[0]
-        to_v = prev.manifest.version if prev else restored[1]
+    async def _after_restart(self) -> AfterRestart | None:
+        """A restart inside a health window: resumed, or, in a crash loop, the previous model restored (see
+        ``ModelStore.after_restart``). The resumed probation, if any, for ``start`` to watch."""
+        ar = await asyncio.to_thread(self.store.after_restart)
+        if ar is None:
+            return None
+        if ar.resume:
+            return ar
+        cand, prev = [await asyncio.to_thread(self.store.reopen, f) for f in (ar.candidate, ar.previous)]
+        from_v = cand.manifest.version if cand else ar.candidate
+        to_v = prev.manifest.version if prev else ar.previous
+        reason = ar.reason or "the agent restarted inside the health window"
         self.last_outcome = SwapOutcome(False, self.name, from_v, to_v, "rolled_back", reason)
         self.counters["rollbacks"] += 1
         self._event(
@@ -321,11 +338,65 @@ class ModelSlot:
             reason=reason,
             digest=cand.digest if cand else None,
         )
-        log.warning("slot %s: restarted inside the health window of %s: restored %s", self.name, from_v, to_v)
+        log.warning("slot %s: %s: restored %s in place of %s", self.name, reason, to_v, from_v)
+        return None
+
+    def _resume_watch(self, new: _Active, ar: AfterRestart) -> None:
+        """The candidate serves again after a restart inside its health window: watch a whole new window."""
+        self.state = "watching"
+        how = "an orderly stop" if ar.clean else "an end without an orderly stop"
+        why = (
+            f"the agent restarted inside the health window ({how}); the window starts again with "
+            f"{new.manifest.version}"
+        )
+        prev = self.store.reopen(ar.previous)
+        prev_v = prev.manifest.version if prev else ar.previous
+        self.last_outcome = SwapOutcome(True, self.name, prev_v, new.manifest.version, "active", why)
+        log.warning(
+            "slot %s: %s (%s rolls back to %s if it fails it)", self.name, why, new.manifest.version, prev_v
+        )
+        self._watch = asyncio.create_task(self._resumed(new, ar), name=f"health-{self.name}")
+
+    async def _resumed(self, new: _Active, ar: AfterRestart) -> None:
+        """Load the previous model again (verified as at every start) to roll back to, then watch the window."""
+        try:
+            prev = await asyncio.to_thread(self._verify_installed, ar.previous)
+            old = await asyncio.to_thread(self._load, prev)
+        except Exception as exc:  # (a parser bug included: never a watch task dying unheard)
+            if self._helpers.stopped:
+                return
+            # nothing to roll back to: the candidate is kept, as the best there is
+            log.warning(
+                "slot %s: the previous package %s cannot serve again (%s); %s is kept without a health window",
+                self.name,
+                printable(ar.previous, 200),
+                printable(exc, 500),
+                new.manifest.version,
+            )
+            await asyncio.to_thread(self.store.end_probation, new.opened.root)
+            if self._active is new:
+                self.state = "active"
+            return
+        if self._active is not new:  # replaced meanwhile (a swap): nothing left to watch
+            old.engine.close()
+            return
+        b = ar.baseline or {}
+        h = old.health  # the previous model's figures at the swap, for latency and NG rate
+        h.n, h.errors, h.nonfinite, h.ng = (_count(b.get(k)) for k in ("n", "errors", "nonfinite", "ng"))
+        p50 = b.get("p50_ms")
+        if isinstance(p50, int | float) and math.isfinite(p50) and p50 > 0:
+            h.latencies.append(float(p50))
+        self._previous = old
+        await self._watch_health(new, old)
 
     async def stop(self) -> None:
         for job in list(self._jobs):  # a verifier still running (a stop mid-swap): not left behind
             job.abort()
+        if self.state == "watching":  # an orderly stop inside a health window: the next start resumes it
+            try:
+                await asyncio.to_thread(self.store.mark_stopped)
+            except OSError as exc:  # the next start counts an unclean end: said, never fatal
+                log.warning("slot %s: cannot record the orderly stop: %s", self.name, exc)
         self._helpers.stop()  # a conversion still running (a stop mid-swap): the swap ends as a refusal
         if self._watch is not None:
             self._watch.cancel()
@@ -557,6 +628,7 @@ class ModelSlot:
                     opened.root,
                     old.opened.root if old else None,
                     probation=watch and old is not None,
+                    baseline=_baseline(old.health) if old else None,
                 )
             )
             self.state = "watching" if (watch and old is not None) else "active"

@@ -16,9 +16,14 @@ the next start.
 
 A swapped-in package stays *under probation* (``probation`` set, ``previous`` kept) until its
 health window passed (``end_probation``) or it was rolled back (``set_current`` of the previous).
-Rule after a restart with a probation still open (a kill -9 or a stop inside the health window):
-the candidate has not proven itself, so the slot restores ``previous`` and marks the candidate
-failed (``restore_after_restart``): a candidate is kept only after a whole health window in one run.
+Rule after a restart with a probation still open (``after_restart``): a restart is no verdict on the
+candidate. After an orderly stop (``mark_stopped``: SIGTERM, a systemd restart for an OS update, a
+config rollout) the slot resumes the candidate and watches a whole new health window; so after an
+unclean end (kill -9, a power cut, the out-of-memory killer), unless it is the candidate's
+``UNCLEAN_ENDS_TO_ROLL_BACK``-th inside one probation: a crash loop, which the candidate may be causing
+(a model that crashes its runtime on live input), restores ``previous`` and marks the candidate failed.
+The probation also keeps the previous model's health figures at the swap (``baseline``), against which
+a resumed window compares latency and NG rate.
 
 Folders nothing points to any more are removed (``prune``) once a swap has its outcome (kept after
 its health window, rolled back, refused), so that the store holds at most the current package, the
@@ -35,6 +40,7 @@ import errno
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,6 +52,22 @@ if TYPE_CHECKING:
 
 
 NO_SPACE = "no_space"  # the code of an install refused because the disk is full: tried again later
+# ends without an orderly stop inside one candidate's probation that roll it back (a crash loop): the
+# first is resumed (a power cut says nothing of the model), the second is not
+UNCLEAN_ENDS_TO_ROLL_BACK = 2
+
+
+@dataclass(frozen=True)
+class AfterRestart:
+    """What a start found of a probation a restart interrupted (``ModelStore.after_restart``)."""
+
+    candidate: str  # folder names
+    previous: str
+    resume: bool  # True: serve the candidate and watch a new health window; False: previous restored
+    clean: bool  # the run before ended with an orderly stop
+    unclean_ends: int  # inside this probation, this one included
+    baseline: dict | None  # the previous model's health figures at the swap
+    reason: str | None = None  # why the previous was restored
 
 
 def no_space(exc: BaseException) -> bool:
@@ -215,13 +237,26 @@ class ModelStore:
             return None
         return dest
 
-    def set_current(self, folder: Path, previous: Path | None, probation: bool = False) -> None:
+    def set_current(
+        self, folder: Path, previous: Path | None, probation: bool = False, baseline: dict | None = None
+    ) -> None:
+        """``baseline``: the previous model's health figures (see ``after_restart``)."""
         import time
 
         st = self.state()
         st["current"] = folder.name
         st["previous"] = previous.name if previous else None
-        st["probation"] = {"candidate": folder.name, "since": time.time()} if probation and previous else None
+        st["probation"] = (
+            {
+                "candidate": folder.name,
+                "since": time.time(),
+                "unclean_ends": 0,
+                "stopped": False,
+                "baseline": baseline,
+            }
+            if probation and previous
+            else None
+        )
         self._write_state(st)
 
     def end_probation(self, folder: Path) -> None:
@@ -232,19 +267,41 @@ class ModelStore:
             st["previous"] = None
             self._write_state(st)
 
-    def restore_after_restart(self, reason: str) -> tuple[str, str] | None:
-        """A probation left open by a restart: make ``previous`` current again and mark the candidate failed.
-        Returns (candidate, previous) folder names, or None when there was nothing to restore."""
+    def mark_stopped(self) -> bool:
+        """An orderly stop with a probation open: the next start resumes the candidate. Whether one was open."""
+        st = self.state()
+        prob = st.get("probation")
+        if not isinstance(prob, dict) or prob.get("candidate") != st.get("current"):
+            return False
+        prob["stopped"] = True
+        self._write_state(st)
+        return True
+
+    def after_restart(self) -> AfterRestart | None:
+        """A probation left open by the run before (see the module's rule): resume it (counted as an unclean
+        end unless that run stopped in order) or, at the ``UNCLEAN_ENDS_TO_ROLL_BACK``-th unclean end, make
+        ``previous`` current again and mark the candidate failed, saying why. None: no probation open."""
         st = self.state()
         prob, prev = st.get("probation"), st.get("previous")
         if (
-            not prob
+            not isinstance(prob, dict)
             or not prev
             or prob.get("candidate") != st.get("current")
             or not (self.root / prev).is_dir()
         ):
             return None
         cand = st["current"]
+        clean = prob.get("stopped") is True
+        unclean = _count(prob.get("unclean_ends")) + (not clean)
+        baseline = prob.get("baseline") if isinstance(prob.get("baseline"), dict) else None
+        if unclean < UNCLEAN_ENDS_TO_ROLL_BACK:
+            prob.update(stopped=False, unclean_ends=unclean)  # until this run stops in order
+            self._write_state(st)
+            return AfterRestart(cand, prev, True, clean, unclean, baseline)
+        reason = (
+            f"the agent ended without an orderly stop {unclean} times inside the candidate's health window (a "
+            "crash loop, which the candidate may cause); the previous model was restored"
+        )
         st.setdefault("failed", {})[cand] = reason
         st.update(
             current=prev,
@@ -253,7 +310,7 @@ class ModelStore:
             restored={"candidate": cand, "previous": prev, "reason": reason},
         )
         self._write_state(st)
-        return cand, prev
+        return AfterRestart(cand, prev, False, clean, unclean, baseline, reason)
 
     def mark_failed(self, folder: Path, reason: str) -> None:
         st = self.state()
@@ -278,3 +335,8 @@ class ModelStore:
 
     def current(self) -> str | None:
         return self.state().get("current")
+
+
+def _count(v: object) -> int:
+    """A count read back from state.json (any other value: 0)."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0

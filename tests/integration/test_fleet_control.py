@@ -292,7 +292,10 @@ async def test_agent_offline_during_a_rollout_converges_when_it_returns(fleet):
     assert version(agents["gw2"]) == "1.1.0"
 
 
-async def test_agent_restarted_inside_the_health_window_rolls_back_and_reports_it_once(fleet):
+async def test_agent_restarted_inside_the_health_window_resumes_it_and_reports_the_outcome_once(fleet):
+    """An orderly restart (SIGTERM) inside the health window used to roll the candidate back whatever it
+    was worth; the restarted agent now serves it for a new window, which decides (here: NaN on every
+    frame, rolled back), and the fleet hears the outcome once."""
     from edge_agent.models.config import HealthConfig
 
     srv, agents, _ = fleet
@@ -323,15 +326,13 @@ async def test_agent_restarted_inside_the_health_window_rolls_back_and_reports_i
     )
     await until(lambda: srv.control._get(dep["id"])["targets"]["gw1"]["status"] == "active", what="the swap")
     assert version(agents["gw1"]) == "1.2.0"
-    await agents["gw1"].stop()  # inside the health window (what a kill -9 leaves on disk is the same)
-    agents["gw1"] = Agent(cfg)  # restarted: same config and data folder
+    await agents["gw1"].stop()  # orderly, inside the health window
+    agents["gw1"] = Agent(base)  # restarted on the same data folder, with a window that ends in the test
     await agents["gw1"].start()
-    assert version(agents["gw1"]) == "1.0.0"  # the unproven candidate does not come back
+    assert version(agents["gw1"]) == "1.2.0"  # resumed (was: rolled back by the restart itself)
     await until(lambda: srv.control._get(dep["id"])["state"] == "halted", what="the rollout to halt")
     d = srv.control._get(dep["id"])
-    assert (
-        d["targets"]["gw1"]["status"] == "rolled_back" and "restarted inside the health window" in d["reason"]
-    )
+    assert d["targets"]["gw1"]["status"] == "rolled_back" and "NaN/Inf" in d["reason"], d
     assert d["targets"]["gw2"]["status"] == "waiting"
     await asyncio.sleep(1.5)  # several heartbeats later: still reported once, and never installed again
     finals = [r for r in reports if r[0] == "gw1" and r[4] in ("rolled_back", "healthy", "failed")]

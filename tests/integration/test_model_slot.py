@@ -252,21 +252,43 @@ async def test_kill_9_mid_swap_never_makes_the_new_package_current(tmp_path, pkg
     await s.stop()
 
 
-async def test_restart_inside_the_health_window_restores_the_previous_model_and_says_so(tmp_path, pkgs):
+async def test_an_orderly_restart_inside_the_health_window_resumes_the_candidate_for_a_new_window(
+    tmp_path, pkgs
+):
+    """A SIGTERM (a systemd restart for an OS update) inside the health window used to roll the candidate
+    back at the next start: a good model lost to a reboot. The candidate now serves again and a whole new
+    window decides, against the previous model's figures at the swap (kept on disk with the probation); one
+    that fails it is rolled back to the previous model, loaded again for that."""
     s = slot(tmp_path, pkgs, window_s=60.0, min_items=10_000)  # the window cannot end during the test
     await s.start()
-    assert (await s.swap(pkgs["nan"])).ok and s.version == "1.2.0"
-    assert s.store.state()["probation"]["candidate"].startswith("part-inspection-1.2.0")
-    await s.stop()  # as a kill -9 inside the window would: the probation stays open on disk
-    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
+    for i in range(25):  # the serving model's NG rate: 0
+        assert s.infer(frame(i)).interpretation.verdict == "OK"
+    assert (await s.swap(pkgs["allng"])).ok and s.version == "1.3.0"
+    assert s.store.state()["probation"]["candidate"].startswith("part-inspection-1.3.0")
+    await s.stop()  # orderly, inside the window
+    cfg = ModelConfig(
+        package=str(pkgs["v1"]),
+        engine="onnxruntime",
+        version_policy="follow_fleet",
+        health=HealthConfig(window_s=1.0, min_items=20),
+    )
     events = []
     s2 = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]], on_event=events.append)
     await s2.start()
+    assert s2.version == "1.3.0" and s2.state == "watching"  # was 1.0.0: rolled back by the restart
+    assert s2.last_outcome.ok and "restarted inside the health window" in s2.last_outcome.reason
+    assert events == []
+    for i in range(25):  # the resumed window judges it: NG on every item, against 0 before the swap
+        assert s2.infer(frame(i)).interpretation.verdict == "NG"
+    for _ in range(300):
+        if s2.version == "1.0.0":
+            break
+        await asyncio.sleep(0.05)
     assert s2.version == "1.0.0" and s2.infer(frame(0)).version == "1.0.0"
-    assert s2.last_outcome.stage == "rolled_back" and s2.last_outcome.from_version == "1.2.0"
+    assert s2.last_outcome.stage == "rolled_back" and "NG rate moved" in s2.last_outcome.reason
     assert [e["kind"] for e in events] == ["rolled_back"]
     st = s2.store.state()
-    assert st["probation"] is None and any(k.startswith("part-inspection-1.2.0") for k in st["failed"])
+    assert st["probation"] is None and any(k.startswith("part-inspection-1.3.0") for k in st["failed"])
     await s2.stop()
     s3 = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]], on_event=events.append)
     await s3.start()  # reported once: a further restart has nothing more to say
@@ -312,7 +334,7 @@ asyncio.run(main())
 """
 
 
-async def test_kill_9_inside_the_health_window_restores_the_previous_model(tmp_path, pkgs):
+async def test_a_second_kill_9_inside_the_health_window_restores_the_previous_model(tmp_path, pkgs):
     data = tmp_path / "data"
     proc = subprocess.Popen(
         [
@@ -332,11 +354,24 @@ async def test_kill_9_inside_the_health_window_restores_the_previous_model(tmp_p
     assert line.strip() == "WATCHING"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
+    cfg = ModelConfig(
+        package=str(pkgs["v1"]),
+        engine="onnxruntime",
+        version_policy="follow_fleet",
+        health=HealthConfig(window_s=120, min_items=100000),
+    )
     s = ModelSlot("vision", cfg, data, [pkgs["pub"]])
-    await s.start()
-    assert s.version == "1.0.0" and s.last_outcome.stage == "rolled_back"
-    await s.stop()
+    await s.start()  # one end without an orderly stop (a power cut): resumed, a new window decides
+    assert s.version == "1.2.0" and s.state == "watching"
+    assert s.store.state()["probation"]["unclean_ends"] == 1
+    s._watch.cancel()  # ends again without stop(): what a second kill -9 leaves on disk
+    events = []
+    s2 = ModelSlot("vision", cfg, data, [pkgs["pub"]], on_event=events.append)
+    await s2.start()  # a crash loop, which the candidate may cause: the previous model is restored
+    assert s2.version == "1.0.0" and s2.last_outcome.stage == "rolled_back"
+    assert "without an orderly stop 2 times" in s2.last_outcome.reason
+    assert [e["kind"] for e in events] == ["rolled_back"]
+    await s2.stop()
 
 
 def test_a_slower_model_is_rolled_back_only_when_it_is_slower_by_a_margin_that_matters():
