@@ -49,7 +49,7 @@ import numpy as np
 
 from devices import load_object
 from devices.base import BurstLogger, Frame
-from edge_agent.conditions import compile_condition
+from edge_agent.conditions import compile_condition, labels_named
 from edge_agent.config import (
     ACTION_PLUGINS,
     AgentConfig,
@@ -95,6 +95,11 @@ class ActionRunner:
         self.sources = sources
         self.on_event = on_event or (lambda e: None)
         self.preds = {name: compile_condition(a.when) for name, a in cfg.actions.items()}
+        # the labels each condition names, and per pipeline the model (name, version) of its last result
+        # with the labels it gives: after a hot swap, a label the new model no longer gives is said
+        self._named = {n: labels_named(a.when) for n, a in cfg.actions.items() if a.when is not None}
+        self._named = {n: v for n, v in self._named.items() if v}
+        self._models: dict[str, tuple[str, str, frozenset[str]]] = {}
         # each type's implementation, from its row in ACTION_PLUGINS (a type without one fails here, at start)
         self.impls = {a.type: load_object(ACTION_PLUGINS[a.type][1]) for a in cfg.actions.values()}
         self.stats: dict[str, collections.Counter] = {n: collections.Counter() for n in cfg.actions}
@@ -150,6 +155,10 @@ class ActionRunner:
                 listen(functools.partial(self._born, src))
 
     async def handle(self, pipeline_actions: list[str], result: Result, item: Frame | Window) -> None:
+        if self._named:
+            last = self._models.get(result.pipeline)
+            if last is None or last[0] != result.model or last[1] != result.model_version:
+                self._model_changed(pipeline_actions, result, last)
         for name in pipeline_actions:
             action = self.cfg.actions[name]
             if isinstance(action, AlarmAction):
@@ -174,6 +183,35 @@ class ActionRunner:
             self._spawn(self._run(name, action, result, item)).add_done_callback(
                 functools.partial(self._landed, name)
             )
+
+    def _model_changed(
+        self, pipeline_actions: list[str], result: Result, last: tuple[str, str, frozenset[str]] | None
+    ) -> None:
+        """A pipeline's first result from another model (a hot swap, a rollback): a label a condition of
+        its actions names that the model before gave and this one does not is said (a WARNING, counted
+        ``label_gone``), since the condition can no longer match: a reject on ``{label: crack}`` would let
+        every cracked part pass without a word. Labels are those of the model's class output."""
+        labels = frozenset(result.probabilities)
+        self._models[result.pipeline] = (result.model, result.model_version, labels)
+        if last is None or not labels:  # at start `validate` checked them against the local package
+            return
+        for name in pipeline_actions:
+            gone = sorted((self._named.get(name, set()) & last[2]) - labels)
+            if gone:
+                self.stats[name]["label_gone"] += 1
+                log.warning(
+                    "action %r: pipeline %s now runs model %s %s, which gives no label %s (%s %s did); its "
+                    "condition can no longer match them: this model's labels are %s; update the action's "
+                    "`when` or roll the model back",
+                    name,
+                    result.pipeline,
+                    result.model,
+                    result.model_version,
+                    ", ".join(map(repr, gone)),
+                    last[0],
+                    last[1],
+                    ", ".join(sorted(labels)),
+                )
 
     def _landed(self, name: str, _task: asyncio.Task) -> None:
         self._in_flight[name] -= 1
@@ -207,7 +245,7 @@ class ActionRunner:
                 return
             self._pulse_until[key] = deadline
             self._spawn(self._pulse(name, action, result, key))
-        elif (node := _output_node(name, action)) not in self._reconciled:
+        elif before is None and (node := _output_node(name, action)) not in self._reconciled:
             # the node's first result since start is no edge: the reset value, once, in case an agent
             # stopped (killed, power lost, a reset that could not be written) while the pulse was high
             self._reconciled.add(node)

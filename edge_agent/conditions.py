@@ -166,5 +166,27 @@ def _compile_item(key: str, val: Any, labels: set[str] | None = None) -> Callabl
     return equals
 
 
+def labels_named(spec: Any) -> set[str]:
+    """The labels a (valid) condition compares ``label`` with: to tell, when a pipeline's model changes
+    (a hot swap), which of them the new model no longer gives."""
+    out: set[str] = set()
+    if not isinstance(spec, dict):
+        return out
+    for key, val in spec.items():
+        if key in ("all", "any") and isinstance(val, list):
+            for sub in val:
+                out |= labels_named(sub)
+        elif key == "not":
+            out |= labels_named(val)
+        elif key == "label":
+            if isinstance(val, dict):
+                for op, arg in val.items():
+                    if op in ("eq", "ne", "in"):
+                        out.update(a for a in (arg if isinstance(arg, list) else [arg]) if isinstance(a, str))
+            elif isinstance(val, str):
+                out.add(val)
+    return out
+
+
 def _attr(field: str) -> str:
     return "item_seq" if field == "seq" else field
