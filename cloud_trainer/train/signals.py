@@ -14,7 +14,8 @@ Reads vibration recordings, one file per machine run, and writes a dataset folde
   rate is measured from the time column (a whole number of Hz when within the timestamps' rounding of
   one) and, when ``--rate-hz`` is also given, checked against it (1 %).
 - WAV (PCM 8/16/24/32-bit or IEEE float 32/64-bit, plain or WAVE_FORMAT_EXTENSIBLE, any channels; other
-  chunks skipped): the rate is the header's; compressed WAV (ADPCM, A-law, MP3) is refused by name.
+  chunks skipped; mapped, a channel read when used): the rate is the header's; compressed WAV (ADPCM,
+  A-law, MP3) is refused by name.
 - NPZ: a numeric array per channel and either ``sample_rate_hz`` (one number above 0) or a time array
   named as a time column; a file numpy cannot read, or an array of text or objects, is refused by name.
 - Parquet (pyarrow, the ``cloud`` extra): read like CSV: a time column (seconds as numbers, an Arrow
@@ -44,7 +45,7 @@ import itertools
 import json
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,7 +84,7 @@ MAX_WAV_RATE_HZ = 10_000_000
 class Recording:
     run: str
     rate_hz: float
-    channels: dict[str, np.ndarray]
+    channels: Mapping[str, np.ndarray]
     source: Path
     # relative uncertainty of a rate measured from timestamps (0: the rate is stated, e.g. a header's)
     rate_tolerance: float = 0.0
@@ -723,32 +724,84 @@ def read_wav(path: Path, rate_hz: float | None) -> Recording:
     Python's ``wave``, which reads neither float nor (before 3.12) extensible files, what DAQ and audio
     tools often write."""
     tag, n_ch, rate, width, offset, n = _wav_layout(path)
-    if tag == _WAV_FLOAT:
-        x = np.fromfile(path, dtype=f"<f{width}", count=n // width, offset=offset).astype(np.float64)
-        bad = np.flatnonzero(~np.isfinite(x))
-        if bad.size:
-            raise DatasetError(
-                f"{path}: sample {bad[0] // n_ch} of channel {bad[0] % n_ch} is {x[bad[0]]}; "
-                f"{bad.size} non-finite value(s) in the recording"
-            )
-    elif width == 3:
-        b = np.fromfile(path, dtype=np.uint8, count=n, offset=offset).reshape(-1, 3)
-        v = b[:, 0].astype(np.int32) | (b[:, 1].astype(np.int32) << 8) | (b[:, 2].astype(np.int32) << 16)
-        x = np.where(v >= 1 << 23, v - (1 << 24), v) / float(1 << 23)
-    else:
-        dtypes: dict[int, type[np.integer]] = {1: np.uint8, 2: np.int16, 4: np.int32}
-        dtype = dtypes[width]
-        x = np.fromfile(path, dtype=np.dtype(dtype).newbyteorder("<"), count=n // width, offset=offset)
-        x = x.astype(np.float64)
-        x = (x - 128) / 128 if width == 1 else x / float(1 << (8 * width - 1))
-    x = x.reshape(-1, n_ch)
-    if not len(x):
+    channels = _WavChannels(path, tag, n_ch, width, offset, n)
+    if not channels.frames:
         raise DatasetError(f"{path}: the WAV file holds no samples")
+    if tag == _WAV_FLOAT:
+        channels.check_finite()
     if rate_hz is not None and abs(rate - rate_hz) > RATE_TOLERANCE * rate_hz:
         raise DatasetError(
             f"{path}: the WAV header says {rate} Hz, --rate-hz says {rate_hz:g} Hz; fix --rate-hz"
         )
-    return Recording(path.stem, float(rate), {f"ch{i}": x[:, i] for i in range(n_ch)}, path)
+    return Recording(path.stem, float(rate), channels, path)
+
+
+class _WavChannels(Mapping[str, np.ndarray]):
+    """A WAV file's channels ``ch0``, ``ch1``, ..., each read from the file (mapped, not loaded) and
+    scaled to float64 when first used: a 2-GB, 8-channel recording costs the memory of the channel an
+    import uses, not of all eight at 8 bytes a sample."""
+
+    def __init__(self, path: Path, tag: int, n_ch: int, width: int, offset: int, n: int) -> None:
+        self.frames = n // (width * n_ch)
+        self._tag, self._width, self._path = tag, width, path
+        self._names = [f"ch{i}" for i in range(n_ch)]
+        self._done: dict[str, np.ndarray] = {}
+        shape: tuple[int, ...] = (self.frames, n_ch, 3) if width == 3 else (self.frames, n_ch)
+        if width == 3:
+            dtype = np.dtype(np.uint8)
+        elif tag == _WAV_FLOAT:
+            dtype = np.dtype(f"<f{width}")
+        else:
+            dtype = np.dtype({1: "u1", 2: "<i2", 4: "<i4"}[width])
+        self._raw = (
+            np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape) if self.frames else None
+        )
+
+    def check_finite(self, block: int = 1 << 20) -> None:
+        """Float samples: one line for the first NaN or Inf, counting them all."""
+        flat = np.asarray(self._raw).reshape(-1)
+        first, count = -1, 0
+        for i in range(0, len(flat), block):
+            bad = np.flatnonzero(~np.isfinite(flat[i : i + block]))
+            if bad.size and first < 0:
+                first = i + int(bad[0])
+            count += bad.size
+        if count:
+            n_ch = len(self._names)
+            raise DatasetError(
+                f"{self._path}: sample {first // n_ch} of channel {first % n_ch} is {float(flat[first])}; "
+                f"{count} non-finite value(s) in the recording"
+            )
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._done:
+            if name not in self._names:
+                raise KeyError(name)
+            raw = self._raw[:, self._names.index(name)] if self._raw is not None else np.zeros(0)
+            if self._tag == _WAV_FLOAT:
+                x = np.asarray(raw, dtype=np.float64)
+            elif self._width == 3:
+                v = (
+                    raw[:, 0].astype(np.int32)
+                    | (raw[:, 1].astype(np.int32) << 8)
+                    | (raw[:, 2].astype(np.int32) << 16)
+                )
+                x = np.where(v >= 1 << 23, v - (1 << 24), v) / float(1 << 23)
+            elif self._width == 1:
+                x = raw.astype(np.float64)
+                x -= 128
+                x /= 128
+            else:
+                x = raw.astype(np.float64)
+                x /= float(1 << (8 * self._width - 1))
+            self._done[name] = x
+        return self._done[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -912,7 +965,16 @@ def import_vibration(
     for option, count, least in (("--window-samples", window_samples, 8), ("--hop-samples", hop_samples, 1)):
         if count is not None and count < least:
             raise DatasetError(f"{option} {count}: a number of samples, at least {least}")
-    recs = [read_recording(Path(f), rate_hz) for f in files]
+    recs = []
+    for f in files:
+        rec = read_recording(Path(f), rate_hz)
+        # keep only the channels this import uses: the others of every run need not stay in memory
+        name = channel or next((c for c in rec.channels if c != speed_channel), "")
+        for c in (name, speed_channel):
+            if c is not None and c not in rec.channels:
+                raise DatasetError(f"{rec.source}: no channel {c!r}; it has {sorted(rec.channels)}")
+        rec.channels = {c: rec.channels[c] for c in dict.fromkeys((name, speed_channel)) if c is not None}
+        recs.append(rec)
     if not recs:
         raise DatasetError("no files to import")
     if bearing is not None:

@@ -899,3 +899,28 @@ def test_a_sparse_channel_beside_the_signal_does_not_refuse_the_run(tmp_path):
         with pytest.raises(DatasetError) as ei:
             import_vibration(runs, tmp_path / "ds2", labels, channel="temp")
         assert str(ei.value).startswith(f"{tmp_path / run}: {where}: channel 'temp' has no value"), ei.value
+
+
+def test_a_multichannel_wav_costs_the_memory_of_the_channel_used_not_of_all(tmp_path):
+    """Every channel of a WAV file was converted to float64 at once (8 bytes a sample, plus the
+    integer copy): an 8-channel 16-bit recording took over 5x its size in memory before a single
+    channel was used, 2 GB of recording over 10 GB. The file is now mapped and a channel converted when
+    used: the import of one channel of eight stays below the file's size."""
+    import tracemalloc
+
+    from cloud_trainer.train.signals import read_recording
+
+    frames, n_ch = 20000, 8
+    rng = np.random.default_rng(5)
+    pcm = (rng.normal(0, 3000, (frames, n_ch))).astype("<i2")
+    path = _riff(tmp_path / "daq.wav", pcm.tobytes(), tag=1, channels=n_ch, rate=25600, bits=16)
+    tracemalloc.start()
+    try:
+        rec = read_recording(path)
+        ch3 = rec.channels["ch3"]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert list(rec.channels) == [f"ch{i}" for i in range(n_ch)]
+    assert np.array_equal(ch3, pcm[:, 3] / 32768)
+    assert peak < path.stat().st_size, (peak, path.stat().st_size)
