@@ -49,7 +49,7 @@ import numpy as np
 
 from devices import load_object
 from devices.base import BurstLogger, Frame
-from edge_agent.conditions import compile_condition, labels_named
+from edge_agent.conditions import NUMERIC, compile_condition, labels_named, numbers_named
 from edge_agent.config import (
     ACTION_PLUGINS,
     AgentConfig,
@@ -100,6 +100,8 @@ class ActionRunner:
         self._named = {n: labels_named(a.when) for n, a in cfg.actions.items() if a.when is not None}
         self._named = {n: v for n, v in self._named.items() if v}
         self._models: dict[str, tuple[str, str, frozenset[str]]] = {}
+        # the number fields each condition reads: a result with NaN in one is not judged by that condition
+        self._numbers = {n: numbers_named(a.when) for n, a in cfg.actions.items()}
         # each type's implementation, from its row in ACTION_PLUGINS (a type without one fails here, at start)
         self.impls = {a.type: load_object(ACTION_PLUGINS[a.type][1]) for a in cfg.actions.values()}
         self.stats: dict[str, collections.Counter] = {n: collections.Counter() for n in cfg.actions}
@@ -159,8 +161,23 @@ class ActionRunner:
             last = self._models.get(result.pipeline)
             if last is None or last[0] != result.model or last[1] != result.model_version:
                 self._model_changed(pipeline_actions, result, last)
+        nan = _nan_fields(result)
         for name in pipeline_actions:
             action = self.cfg.actions[name]
+            if nan and nan & self._numbers[name]:
+                # NaN is neither above nor below a threshold: the result is not judged by this condition,
+                # like an UNSURE one (an alarm counts it neither way, an output keeps its state)
+                self.stats[name]["not_a_number"] += 1
+                self._burst.log(
+                    f"nan:{name}",
+                    "action %r: pipeline %s item %d has no number for %s (NaN); its condition cannot judge "
+                    "it: not acted on (counted not_a_number)",
+                    name,
+                    result.pipeline,
+                    result.item_seq,
+                    ", ".join(sorted(nan)),
+                )
+                continue
             if isinstance(action, AlarmAction):
                 self._alarm(name, action, result)  # stateful: evaluated for every result
                 continue
@@ -657,6 +674,17 @@ def _save(ctx: ActionRunner, name: str, action: SaveSampleAction, result: Result
     else:
         np.save(folder / f"{stem}.npy", item.waveform.astype(np.float32))
     (folder / f"{stem}.json").write_text(json_codec.dumps(result.to_json_dict()))
+
+
+def _nan_fields(result: Result) -> set[str] | None:
+    """The number fields of ``result`` that hold NaN (None when none does: the usual case)."""
+    out = None
+    for f in NUMERIC:
+        v = getattr(result, f, None)
+        if v is not None and v != v:
+            out = out or set()
+            out.add(f)
+    return out
 
 
 def _output_node(name: str, action: OutputAction) -> tuple:

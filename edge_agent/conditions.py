@@ -166,6 +166,24 @@ def _compile_item(key: str, val: Any, labels: set[str] | None = None) -> Callabl
     return equals
 
 
+def numbers_named(spec: Any) -> set[str]:
+    """The number fields (``NUMERIC``) a (valid) condition reads: a result holding NaN in one of them
+    cannot be judged by it (NaN is neither above nor below anything, and ``not`` would turn "not above"
+    into a match)."""
+    out: set[str] = set()
+    if not isinstance(spec, dict):
+        return out
+    for key, val in spec.items():
+        if key in ("all", "any") and isinstance(val, list):
+            for sub in val:
+                out |= numbers_named(sub)
+        elif key == "not":
+            out |= numbers_named(val)
+        elif key in NUMERIC:
+            out.add(key)
+    return out
+
+
 def labels_named(spec: Any) -> set[str]:
     """The labels a (valid) condition compares ``label`` with: to tell, when a pipeline's model changes
     (a hot swap), which of them the new model no longer gives."""
