@@ -15,7 +15,10 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   a folder's file is (``decode_image``, at its own depth: a 16-bit part is ``unsupported_frame`` or brought
   to 8 bits by ``pixel_bits``), so a cut or corrupt part is ``corrupt_frame`` and skipped, and a
   part longer than an image under ``max_megapixels`` can need (its Content-Length, or bytes without a
-  boundary) is ``oversize_frame`` and the connection is dropped. Other URLs (RTSP, other HTTP content,
+  boundary) is ``oversize_frame`` and the connection is dropped. A JPEG part or file damaged past its header
+  (cut short and closed with an end marker, a lost chunk, restart markers out of order), which libjpeg only
+  warns of and OpenCV decodes with its missing part filled in, is ``corrupt_frame`` too
+  (``devices.camera.jpeg_check``). Other URLs (RTSP, other HTTP content,
   files, USB) are OpenCV's. An HTTP(S) URL answering with one image (a snapshot URL) is asked again every
   1/``fps`` seconds (default 10), each answer read and decoded as an MJPEG part, none skipped.
 - Files and folders are paced at ``fps`` (default 10) with no skipping; at the end they are
@@ -94,6 +97,27 @@ def _looks_whole(data: bytes) -> bool:
     if data[:4] == b"\x89PNG":
         return data.rstrip(b"\r\n\x00 ").endswith(b"IEND\xaeB`\x82")
     return True
+
+
+def _decode(data: bytes, max_megapixels: float) -> np.ndarray:
+    """An image file's or part's bytes decoded at their own depth (``decode_image``), and a JPEG damaged
+    past its header refused (``ImageRejected``): libjpeg only warns of one, and OpenCV hands back an image
+    with the missing part filled in, which a model would judge as a part."""
+    import cv2
+
+    from devices.camera.jpeg_check import coded_damage, grey_filled
+
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+    img = decode_image(data, flags, max_megapixels=max_megapixels)
+    damage = coded_damage(data)
+    if damage is not None:
+        raise ImageRejected(f"a JPEG whose coded data is damaged: {damage}")
+    if grey_filled(data, img, flags):
+        raise ImageRejected(
+            "a JPEG whose coded data runs out before its last blocks (the decoder fills them in grey): cut "
+            "short or damaged, then closed with an end marker"
+        )
+    return img
 
 
 def _why_not_open(url: str, timeout_s: float) -> str:
@@ -358,10 +382,8 @@ class CameraSource:
         except OSError as exc:
             self._error("corrupt_frame", f"{f}: unreadable ({exc})")
             return None
-        import cv2
-
         try:  # at its own depth: a camera's 16-bit file is brought to 8 bits by pixel_bits, not by OpenCV
-            img = decode_image(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, max_megapixels=limit)
+            img = _decode(data, limit)
         except ImageRejected as exc:
             reason = "oversize_frame" if exc.oversize else "corrupt_frame"
             self._error(reason, f"{f}: {exc} ({len(data)} bytes), skipped")
@@ -425,8 +447,6 @@ class CameraSource:
     def _part_reader(self, stream: Any) -> Callable[[], np.ndarray | None]:
         """Reads one MJPEG part and decodes it as a folder's file is decoded: ``_BadFrame`` for a part that
         is not a whole image; the stream's own errors (oversize, lost) pass through."""
-        import cv2
-
         from devices.camera.mjpeg import StreamError
 
         s = self.settings
@@ -445,7 +465,7 @@ class CameraSource:
             if time.monotonic() < self._skip_until and size is not None and _looks_whole(data):
                 raise _Skip  # fps would skip it: not worth decoding (one that is plainly broken is counted)
             try:  # at its own depth, as a folder's file: a 12-bit camera's 16-bit PNG or TIFF part
-                img = decode_image(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, max_megapixels=limit)
+                img = _decode(data, limit)
             except ImageRejected as exc:
                 raise _BadFrame(
                     "corrupt_frame", f"{s.shown_url}: {exc} ({len(data)} bytes), skipped"

@@ -468,3 +468,101 @@ async def test_a_camera_answer_with_a_1_mb_header_line_is_refused_not_handed_to_
         httpd.server_close()
     assert frames == [] and src.stats.errors_by_reason == {"open_failed": 1}
     assert "header line over 65536 bytes; no camera sends that" in src.stats.last_error
+
+
+def _camera_jpeg(seed: int, rst: int = 0, w: int = 160, h: int = 120) -> bytes:
+    """A camera-like JPEG (shading and sensor noise), restart markers every ``rst`` MCUs if given."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    shade = np.stack([xx * 0.8 + 40, yy + 50, (xx + yy) * 0.4 + 30], -1)
+    img = np.clip(shade + rng.normal(0, 6, shade.shape), 0, 255).astype(np.uint8)
+    params = [cv2.IMWRITE_JPEG_QUALITY, 85, cv2.IMWRITE_JPEG_RST_INTERVAL, rst]
+    return cv2.imencode(".jpg", img, params)[1].tobytes()
+
+
+def _damaged(whole: bytes) -> list[bytes]:
+    """What cameras and links do to a JPEG past its header, each closed with an end marker: cut short at
+    half and at two thirds (a camera whose buffer overflowed); for one with restart markers also a lost
+    200-byte chunk, a run of zeros (a buffer not filled) and one marker gone. libjpeg only warns of each;
+    OpenCV decodes each to an image (checked here)."""
+    n = len(whole)
+    out = [whole[: n // 2] + b"\xff\xd9", whole[: n * 2 // 3] + b"\xff\xd9"]
+    rst = whole.find(b"\xff\xd3")
+    if rst > 0:
+        out += [whole[: n // 2] + whole[n // 2 + 200 :], whole[: n // 2] + bytes(300) + whole[n // 2 + 300 :]]
+        out.append(whole[:rst] + whole[rst + 2 :])
+    for d in out:
+        assert cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_COLOR) is not None
+    return out
+
+
+async def test_a_jpeg_damaged_past_its_header_is_a_corrupt_frame_never_a_frame(tmp_path):
+    """A JPEG cut short and closed with an end marker (a camera whose buffer overflowed), or missing a chunk
+    or a restart marker: libjpeg only warned, OpenCV handed back an image whose lower part was grey or
+    garbled, and it was passed on and judged as a part. Each such part of an MJPEG stream and each such file
+    of an image folder is now corrupt_frame and skipped; whole JPEGs go on, those that end in flat grey
+    (what libjpeg fills in) among them, and the stream keeps its connection."""
+    plain, marked = _camera_jpeg(1), _camera_jpeg(2, rst=2)
+    bad = _damaged(plain) + _damaged(marked)
+    grey = np.full((120, 160, 3), 128, np.uint8)  # a whole JPEG ending in flat grey 128, as the fill: kept
+    grey[:40] = cv2.imdecode(np.frombuffer(plain, np.uint8), cv2.IMREAD_COLOR)[:40]
+    grey_tail = cv2.imencode(".jpg", grey, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
+    whole = [plain, marked, grey_tail]
+    want = [cv2.imdecode(np.frombuffer(w, np.uint8), cv2.IMREAD_COLOR) for w in whole]
+
+    def serve(write, part):
+        while True:
+            for w, b in zip(whole, bad[: len(whole)], strict=True):
+                part(w)
+                part(b)
+            for b in bad[len(whole) :]:
+                part(b)
+
+    cam = HostileMjpeg(serve)
+    frames, src = await _frames(cam.url, 7, read_timeout_s=2)
+    cam.stop()
+    assert len(frames) == 7
+    assert all(any(np.array_equal(f.image, w) for w in want) for f in frames)  # never a damaged one
+    assert src.stats.errors_by_reason.get("corrupt_frame", 0) >= len(bad)
+    assert "a JPEG whose coded data" in src.stats.last_error
+    assert len(cam.opened) == 1  # a damaged part is skipped, the stream goes on
+
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for k, data in enumerate(bad + whole):  # in name order: the damaged ones are read first
+        (folder / f"{k:02d}.jpg").write_bytes(data)
+    frames, src = await _frames(str(folder), len(whole), fps=200)
+    assert [f.seq for f in frames] == [0, 1, 2]
+    assert all(np.array_equal(f.image, w) for f, w in zip(frames, want, strict=True))
+    assert src.stats.errors_by_reason.get("corrupt_frame", 0) == len(bad)
+
+
+async def test_whole_jpegs_of_every_kind_cameras_send_are_frames_none_refused_as_damaged(tmp_path):
+    """The damage checks must refuse no whole JPEG: progressive, restart markers, grey, 4:4:4 / 4:2:2 /
+    4:2:0 / 4:1:1, odd sizes, bytes after the end marker, an APP segment holding marker-like bytes (an
+    EXIF thumbnail), a flat grey 128 corner (what libjpeg fills damage with)."""
+    rng = np.random.default_rng(7)
+    sampling = [getattr(cv2, f"IMWRITE_JPEG_SAMPLING_FACTOR_{s}") for s in ("444", "422", "420", "411")]
+    files = []
+    for k in range(16):
+        h, w = int(rng.integers(9, 140)), int(rng.integers(9, 140))
+        img = np.clip(rng.normal(100, 40, (h, w, 3)), 0, 255).astype(np.uint8)
+        img[h // 2 :, w // 2 :] = 128
+        src = img[:, :, 0] if k % 5 == 0 else img
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 100)), cv2.IMWRITE_JPEG_PROGRESSIVE, k % 2]
+        params += [cv2.IMWRITE_JPEG_RST_INTERVAL, [0, 1, 3, 7][k % 4], cv2.IMWRITE_JPEG_SAMPLING_FACTOR]
+        params.append(sampling[k % 4])
+        data = cv2.imencode(".jpg", src, params)[1].tobytes()
+        if k % 3 == 0:
+            data += b"\r\n\x00after the end"
+        if k % 4 == 1:
+            app = b"Exif\x00\x00\xff\xd8\xff\xd0\xff\xd9\xff\xda"
+            data = data[:2] + b"\xff\xe1" + (len(app) + 2).to_bytes(2, "big") + app + data[2:]
+        files.append(data)
+    folder = tmp_path / "kinds"
+    folder.mkdir()
+    for k, data in enumerate(files):
+        (folder / f"{k:02d}.jpg").write_bytes(data)
+    frames, src = await _frames(str(folder), len(files), fps=200)
+    assert len(frames) == len(files), src.stats.last_error
+    assert src.stats.errors_by_reason == {}
