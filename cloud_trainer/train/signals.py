@@ -965,7 +965,7 @@ def import_vibration(
     for option, count, least in (("--window-samples", window_samples, 8), ("--hop-samples", hop_samples, 1)):
         if count is not None and count < least:
             raise DatasetError(f"{option} {count}: a number of samples, at least {least}")
-    recs = []
+    recs, used = [], {}
     for f in files:
         rec = read_recording(Path(f), rate_hz)
         # keep only the channels this import uses: the others of every run need not stay in memory
@@ -973,6 +973,10 @@ def import_vibration(
         for c in (name, speed_channel):
             if c is not None and c not in rec.channels:
                 raise DatasetError(f"{rec.source}: no channel {c!r}; it has {sorted(rec.channels)}")
+        if len(rec.channels) > 1 + bool(speed_channel):  # say which of several was taken
+            used[rec.run] = f"{name} (of {', '.join(rec.channels)})"
+        else:
+            used[rec.run] = name
         rec.channels = {c: rec.channels[c] for c in dict.fromkeys((name, speed_channel)) if c is not None}
         recs.append(rec)
     if not recs:
@@ -1066,6 +1070,7 @@ def import_vibration(
         "window_samples": window_samples,
         "sample_rate_hz": float(target),
         "runs": {k: str(r.source) for k, r in enumerate(recs)},
+        "channels": used,  # the channel each run's windows are from (of the file's channels)
         "labels": str(labels_file),
         "windows": len(waves),
         "unlabelled_windows_skipped": skipped,
@@ -1084,6 +1089,7 @@ def import_vibration(
         "dataset": str(out),
         "windows": len(waves),
         "runs": len(recs),
+        "channels": used,
         "sample_rate_hz": target,
         "unlabelled_windows_skipped": skipped,
         "faults": {f: fault.count(f) for f in sorted(set(fault))},

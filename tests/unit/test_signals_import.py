@@ -924,3 +924,23 @@ def test_a_multichannel_wav_costs_the_memory_of_the_channel_used_not_of_all(tmp_
     assert list(rec.channels) == [f"ch{i}" for i in range(n_ch)]
     assert np.array_equal(ch3, pcm[:, 3] / 32768)
     assert peak < path.stat().st_size, (peak, path.stat().st_size)
+
+
+def test_the_channel_taken_from_a_multichannel_file_is_stated_in_the_result_and_dataset(tmp_path):
+    """A stereo or multi-channel recording gave its first channel's windows with no word of which
+    channel, or that there were others. The result and dataset.yaml now name it per run."""
+    import yaml
+
+    x = np.sin(np.arange(4096) * 0.3) * 0.5
+    stereo = (np.column_stack([x, -x / 2]) * 32767).astype("<i2")
+    for run in ("r1", "r2"):
+        _riff(tmp_path / f"{run}.wav", stereo.tobytes(), tag=1, channels=2, rate=10000, bits=16)
+    labels = _labels(tmp_path / "labels.csv", ["r1,healthy,,,", "r2,imbalance,,,"])
+    runs = [tmp_path / "r1.wav", tmp_path / "r2.wav"]
+    res = import_vibration(runs, tmp_path / "ds", labels)
+    assert res["channels"] == {"r1": "ch0 (of ch0, ch1)", "r2": "ch0 (of ch0, ch1)"}
+    meta = yaml.safe_load((tmp_path / "ds" / "dataset.yaml").read_text())
+    assert meta["channels"] == res["channels"]
+    res = import_vibration(runs, tmp_path / "ds1", labels, channel="ch1")
+    assert res["channels"]["r1"] == "ch1 (of ch0, ch1)"
+    assert np.allclose(load_vibration(tmp_path / "ds1").waveforms[0], stereo[:2048, 1] / 32768)
