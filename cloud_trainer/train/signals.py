@@ -19,7 +19,8 @@ Reads vibration recordings, one file per machine run, and writes a dataset folde
 - NPZ: a numeric array per channel and either ``sample_rate_hz`` (one number above 0) or a time array
   named as a time column; a file numpy cannot read, or an array of text or objects, is refused by name.
 - Parquet (pyarrow, the ``cloud`` extra): read like CSV: a time column (seconds as numbers, an Arrow
-  timestamp of any unit, or ISO 8601 strings; ``time [ms]`` scaled) and one numeric column per channel
+  timestamp of any unit, a duration, decimal seconds, or ISO 8601 strings; ``time [ms]`` scaled; a
+  pandas time index) and one numeric column per channel
   (``accel_x [g]`` is channel ``accel_x``); a null time is refused naming the column and row.
 - A missing value in a channel (an empty CSV cell, a Parquet null, NaN) is refused only in a channel the
   import uses, naming its line or row: a slow channel logged beside the signal does not refuse the run.
@@ -570,6 +571,15 @@ def read_parquet(path: Path, rate_hz: float | None) -> Recording:
     names = table.column_names
     split = {n: _split_unit(n) for n in names}
     times = [n for n in names if _time_unit(*split[n]) is not None]
+    # pandas stores a DataFrame's index as a column (``__index_level_0__`` when unnamed): a time index
+    # is the time column when no column is named as one; any index is a row label, not a signal
+    index = [c for c in (table.schema.pandas_metadata or {}).get("index_columns", []) if c in names]
+    if not times:
+        at = [c for c in index if pa.types.is_timestamp(table.schema.field(c).type)]
+        at += [c for c in index if pa.types.is_duration(table.schema.field(c).type)]
+        times = at[:1]
+        split.update({c: (c, "") for c in times})
+    names = [n for n in names if n not in index or n in times]
     tcol = times[0] if times else None
     chans = [split[n][0] for n in names if n not in times]
     twice = sorted({c for c in chans if chans.count(c) > 1})
@@ -586,22 +596,34 @@ def read_parquet(path: Path, rate_hz: float | None) -> Recording:
             )
         typ = col.type
         if name == tcol:
-            scale = _time_scale(path, name, str(_time_unit(*split[name])))
+            scale = _time_scale(path, name, _time_unit(*split[name]) or "")
+            if pa.types.is_floating(typ) and typ.bit_width < 64:
+                raw = col.to_numpy().astype(np.float64)
+                if len(raw) > 1 and 10 * np.spacing(np.float32(np.max(np.abs(raw)))) > np.median(
+                    np.diff(raw)
+                ):
+                    raise DatasetError(
+                        f"{path}: time column {name!r} is {typ}, which holds about {7 if typ.bit_width == 32 else 3} "
+                        f"digits: times up to {np.max(np.abs(raw)):.6g} cannot tell samples apart; store the "
+                        "time as float64 or a timestamp"
+                    )
             if pa.types.is_timestamp(typ):  # any unit, any zone: seconds since the epoch
                 t = (
                     col.cast(pa.timestamp("ns", tz=typ.tz)).cast(pa.int64()).to_numpy().astype(np.float64)
                     / 1e9
                 )
-            elif pa.types.is_integer(typ) or pa.types.is_floating(typ):
-                t = col.to_numpy().astype(np.float64) * scale
+            elif pa.types.is_duration(typ):  # pandas' timedelta: elapsed time in its own unit
+                t = col.cast(pa.duration("ns")).cast(pa.int64()).to_numpy().astype(np.float64) / 1e9
+            elif pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ):
+                t = col.cast(pa.float64()).to_numpy() * scale
             elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
                 t = np.asarray(
                     [_time_value(v, f"{path}: row {i}", scale) for i, v in enumerate(col.to_pylist())]
                 )
             else:
                 raise DatasetError(
-                    f"{path}: time column {name!r} is {typ}; expected seconds, a timestamp or ISO 8601 "
-                    "strings"
+                    f"{path}: time column {name!r} is {typ}; expected seconds, a timestamp, a duration or "
+                    "ISO 8601 strings"
                 )
         elif name in times:
             continue  # a second time column (an ISO stamp beside elapsed seconds): not a signal

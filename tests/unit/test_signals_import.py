@@ -944,3 +944,52 @@ def test_the_channel_taken_from_a_multichannel_file_is_stated_in_the_result_and_
     res = import_vibration(runs, tmp_path / "ds1", labels, channel="ch1")
     assert res["channels"]["r1"] == "ch1 (of ch0, ch1)"
     assert np.allclose(load_vibration(tmp_path / "ds1").waveforms[0], stereo[:2048, 1] / 32768)
+
+
+def test_parquet_time_as_pandas_and_databases_write_it_is_the_time(tmp_path):
+    """pandas writes a DataFrame's unnamed DatetimeIndex as a column '__index_level_0__' (named in the
+    file's pandas metadata) and a Timedelta column as an Arrow duration; databases export fixed-point
+    seconds as decimal. Each was refused ('not a number' / 'is duration[ns]' / 'is decimal128'), and an
+    integer index beside a time column was taken as a channel. They are the time now, an index is never
+    a channel, and a float32 time too coarse to tell samples apart is refused saying so."""
+    import decimal
+    import json as json_
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cloud_trainer.train.signals import read_recording
+
+    x = np.sin(np.arange(4096) * 0.3)
+    ns = (np.arange(4096) * 100_000 + 1_767_225_600 * 10**9).astype(np.int64)  # 10 kHz
+
+    def pandas_meta(table, index):
+        return table.replace_schema_metadata({b"pandas": json_.dumps({"index_columns": [index]}).encode()})
+
+    tables = {
+        "index.parquet": pandas_meta(
+            pa.table({"accel": x, "__index_level_0__": pa.array(ns).cast(pa.timestamp("ns"))}),
+            "__index_level_0__",
+        ),
+        "duration.parquet": pa.table({"elapsed": pa.array(ns - ns[0]).cast(pa.duration("ns")), "accel": x}),
+        "decimal.parquet": pa.table(
+            {
+                "time": pa.array([decimal.Decimal(i) / 10000 for i in range(4096)], pa.decimal128(12, 4)),
+                "accel": x,
+            }
+        ),
+        "rows.parquet": pandas_meta(
+            pa.table({"time": np.arange(4096) / RATE, "accel": x, "__index_level_0__": np.arange(4096) + 7}),
+            "__index_level_0__",
+        ),
+    }
+    for name, table in tables.items():
+        pq.write_table(table, tmp_path / name)
+        rec = read_recording(tmp_path / name)
+        assert rec.rate_hz == RATE and list(rec.channels) == ["accel"], name
+        assert np.array_equal(rec.channels["accel"], x), name
+    pq.write_table(pa.table({"time": (ns / 1e9).astype(np.float32), "accel": x}), tmp_path / "f32.parquet")
+    with pytest.raises(
+        DatasetError, match=r"f32.parquet: time column 'time' is float, which holds about 7 digits"
+    ):
+        read_recording(tmp_path / "f32.parquet")
