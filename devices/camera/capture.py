@@ -89,16 +89,6 @@ class _BadFrame(Exception):
         self.reason, self.detail = reason, detail
 
 
-def _looks_whole(data: bytes) -> bool:
-    """A part that is plainly cut short (a JPEG without its end marker, a PNG without IEND) is told from a
-    whole one without decoding it; other kinds are taken as whole."""
-    if data[:2] == b"\xff\xd8":
-        return data.rstrip(b"\r\n\x00 ").endswith(b"\xff\xd9")
-    if data[:4] == b"\x89PNG":
-        return data.rstrip(b"\r\n\x00 ").endswith(b"IEND\xaeB`\x82")
-    return True
-
-
 def _decode(data: bytes, max_megapixels: float) -> np.ndarray:
     """An image file's or part's bytes decoded at their own depth (``decode_image``), and a JPEG damaged
     past its header refused (``ImageRejected``): libjpeg only warns of one, and OpenCV hands back an image
@@ -447,7 +437,7 @@ class CameraSource:
     def _part_reader(self, stream: Any) -> Callable[[], np.ndarray | None]:
         """Reads one MJPEG part and decodes it as a folder's file is decoded: ``_BadFrame`` for a part that
         is not a whole image; the stream's own errors (oversize, lost) pass through."""
-        from devices.camera.mjpeg import StreamError
+        from devices.camera.mjpeg import StreamError, looks_whole
 
         s = self.settings
         limit = s.max_megapixels
@@ -462,7 +452,7 @@ class CameraSource:
                     f"frames of {w}x{h} ({w * h / 1e6:.1f} Mpx) are over max_megapixels {limit:g}; set the "
                     "camera's resolution lower, or raise it",
                 )
-            if time.monotonic() < self._skip_until and size is not None and _looks_whole(data):
+            if time.monotonic() < self._skip_until and size is not None and looks_whole(data):
                 raise _Skip  # fps would skip it: not worth decoding (one that is plainly broken is counted)
             try:  # at its own depth, as a folder's file: a 12-bit camera's 16-bit PNG or TIFF part
                 img = _decode(data, limit)

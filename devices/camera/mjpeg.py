@@ -13,6 +13,9 @@ part longer than ``max_part_bytes`` (by its Content-Length, or bytes without a b
 A URL that answers with one image (``Content-Type: image/...``, a camera's snapshot URL) gives a
 ``SnapshotStream`` instead: the same ``next_part``, each part a new GET, asked every ``poll_period_s``.
 
+A part's Content-Length is read, but where it disagrees with the boundary (cameras whose firmware gets it
+wrong) the boundary decides, as browsers read these streams (``MjpegStream._declared``).
+
 Limits: reads run on the caller's thread with socket timeouts (a part must arrive within ``read_timeout_s``
 of asking for it); ``interrupt()`` from another thread ends a blocked read. A part's Content-Type is not
 checked: whatever the caller's decoder accepts is an image.
@@ -24,7 +27,7 @@ import socket
 import time
 from typing import Any
 
-__all__ = ["MjpegStream", "SnapshotStream", "StreamError", "http_hint", "open_stream"]
+__all__ = ["MjpegStream", "SnapshotStream", "StreamError", "http_hint", "looks_whole", "open_stream"]
 
 _CHUNK = 256 * 1024
 _MAX_LINE = 8 * 1024  # a part header line longer than this is not MJPEG
@@ -258,6 +261,16 @@ class SnapshotStream:
         return bytes(buf)
 
 
+def looks_whole(data: bytes) -> bool:
+    """A part that is plainly cut short (a JPEG without its end marker, a PNG without IEND) is told from a
+    whole one without decoding it; other kinds are taken as whole."""
+    if data[:2] == b"\xff\xd8":
+        return data.rstrip(b"\r\n\x00 ").endswith(b"\xff\xd9")
+    if data[:4] == b"\x89PNG":
+        return data.rstrip(b"\r\n\x00 ").endswith(b"IEND\xaeB`\x82")
+    return True
+
+
 class MjpegStream:
     """The parts of one open multipart stream, in order (see the module's docstring)."""
 
@@ -329,8 +342,31 @@ class MjpegStream:
                     f"a part of {length} bytes (its Content-Length), over the {self._cap} bytes an image "
                     "under max_megapixels can need; dropped the connection",
                 )
-            return self._exact(length)
+            return self._declared(length)
         return self._to_delimiter()
+
+    def _declared(self, n: int) -> bytes:
+        """A part of Content-Length ``n``, the boundary deciding where it ends when the two disagree, as a
+        browser reads it: a camera whose Content-Length is too long would have the next part's boundary
+        and start swallowed (that part lost, uncounted), one whose Content-Length is too short would have
+        every part cut (each corrupt_frame, the camera unusable)."""
+        assert self._delim is not None
+        start = 0
+        while len(self._buf) < n:
+            if self._buf.find(self._delim, start) >= 0:  # the next boundary came first: too long
+                break
+            start = max(0, len(self._buf) - len(self._delim) + 1)  # each byte searched once
+            self._fill()
+        i = self._buf.find(self._delim, 0, n + len(self._delim))
+        if i >= 0:
+            data = bytes(self._buf[:i])
+            del self._buf[:i]
+            return data[:-2] if data.endswith(b"\r\n") else data[:-1] if data.endswith(b"\n") else data
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        if data and looks_whole(data):
+            return data
+        return data + self._to_delimiter()  # too short: the rest is up to the boundary
 
     # ---- buffer --------------------------------------------------------------------------------
     def _fill(self) -> None:

@@ -566,3 +566,26 @@ async def test_whole_jpegs_of_every_kind_cameras_send_are_frames_none_refused_as
     frames, src = await _frames(str(folder), len(files), fps=200)
     assert len(frames) == len(files), src.stats.last_error
     assert src.stats.errors_by_reason == {}
+
+
+async def test_parts_whose_content_length_is_wrong_are_read_to_their_boundary_none_lost():
+    """Cameras whose parts' Content-Length is off: one too long swallowed the next part's boundary, so that
+    part was lost without a count; one too short (or 0) cut every part, each corrupt_frame, the camera
+    unusable. The boundary now decides where a part ends when the two disagree, as a browser reads the
+    stream: every part is a frame, in order, on one connection."""
+    jpegs = [_camera_jpeg(k) for k in range(4)]
+    want = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs]
+    wrong = [100, -100, None, 5000]  # bytes off; None: Content-Length 0
+
+    def serve(write, part):
+        while True:
+            for j, off in zip(jpegs, wrong, strict=True):
+                part(j, length=0 if off is None else len(j) + off)
+
+    cam = HostileMjpeg(serve)
+    frames, src = await _frames(cam.url, 8, read_timeout_s=2)
+    cam.stop()
+    got = [next((k for k, w in enumerate(want) if np.array_equal(f.image, w)), None) for f in frames]
+    assert got == [0, 1, 2, 3, 0, 1, 2, 3], src.stats.errors_by_reason
+    assert src.stats.errors_by_reason == {}
+    assert len(cam.opened) == 1
