@@ -142,11 +142,34 @@ def _times_rate(
         raise DatasetError(f"{path}: fewer than two samples")
     dt = np.diff(t)
     back = np.flatnonzero(dt <= 0)
+    if back.size and not (dt[back] < 0).any() and (res := _coarse_clock(t, dt, path)):
+        # the slope of a straight line through all the times (a rounded clock's errors mostly average
+        # out); good, at worst, to two resolution steps over the span
+        k = np.arange(len(t), dtype=np.float64) - (len(t) - 1) / 2
+        rate = float(np.dot(k, k) / np.dot(k, t - t[0]))
+        span = float(t[-1] - t[0])
+        tol = max(RATE_SNAP, 2 * res / span)
+        if stated is not None:
+            if abs(rate - stated) > (RATE_TOLERANCE + tol) * stated:
+                raise DatasetError(
+                    f"{path}: --rate-hz says {stated:g} Hz but the time column shows {rate:.6g} Hz; "
+                    "fix --rate-hz or the time column"
+                )
+            return stated, 0.0
+        if tol > RATE_TOLERANCE / 10:
+            raise DatasetError(
+                f"{path}: the time column counts in steps of {res:.3g} s, coarser than the samples; over "
+                f"{span:.6g} s it gives the rate only to {100 * tol:.2g} % ({rate:.6g} Hz): give --rate-hz "
+                "(checked against the time column), or export finer times or a longer run"
+            )
+        if round(rate) >= 1 and abs(rate - round(rate)) <= tol * rate:
+            rate = float(round(rate))
+        return rate, tol
     if back.size:
         i = int(back[0])
         raise DatasetError(
-            f"{path}: time does not increase at sample {i + 1} ({float(t[i])!r} then {float(t[i + 1])!r}); sort the "
-            "rows by time and remove duplicates"
+            f"{path}: time does not increase at sample {i + 1} ({float(t[i])!r} then {float(t[i + 1])!r}); "
+            "sort the rows by time and remove duplicates"
         )
     half = len(dt) // 2
     if half >= 8:
@@ -171,6 +194,29 @@ def _times_rate(
             "fix --rate-hz or the time column"
         )
     return (stated, 0.0) if stated is not None else (rate, tol)
+
+
+def _coarse_clock(t: np.ndarray, dt: np.ndarray, path: Path) -> float:
+    """The resolution of a time column that repeats values when it is a clock coarser than the
+    sampling (a logger writing milliseconds at 25.6 kHz: 0.000, 0.000, ..., 0.001), not duplicated
+    rows: its resolution (the smallest step) is 1.5 mean sample periods or more, and every time lies
+    within 1.5 resolution steps of an even clock through the first and last. 0 for duplicated rows;
+    DatasetError when such a clock strays further (a gap or a rate change under the rounding)."""
+    res = float(np.min(dt[dt > 0])) if (dt > 0).any() else 0.0
+    span = float(t[-1] - t[0])
+    if res <= 0 or span <= 0 or res < 1.5 * span / (len(t) - 1):
+        # a clock about as fine as the samples: a repeat is a duplicated row (a third of the times
+        # repeated at least, as a clock 1.5 samples coarse gives, is not a few duplicates)
+        return 0.0
+    stray = np.abs((t - t[0]) - np.arange(len(t)) * (span / (len(t) - 1)))
+    i = int(np.argmax(stray))
+    if stray[i] > 1.5 * res:
+        raise DatasetError(
+            f"{path}: the time column counts in steps of {res:.3g} s, coarser than the samples "
+            f"({(len(t) - 1) / span:.6g} a second on average), and strays {stray[i]:.6g} s from an even "
+            f"clock at sample {i} (t={t[i]:.6f}): a gap or a rate change; split the recording there"
+        )
+    return res
 
 
 def check_times(

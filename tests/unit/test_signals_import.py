@@ -993,3 +993,38 @@ def test_parquet_time_as_pandas_and_databases_write_it_is_the_time(tmp_path):
         DatasetError, match=r"f32.parquet: time column 'time' is float, which holds about 7 digits"
     ):
         read_recording(tmp_path / "f32.parquet")
+
+
+def test_a_time_column_coarser_than_the_samples_is_read_not_refused_as_duplicates(tmp_path):
+    """A logger writing milliseconds at 25.6 kHz (0.000, 0.000, ..., 0.001) was refused: 'time does
+    not increase at sample 1 ... remove duplicates' (which would delete 96 % of the run), with or without
+    --rate-hz. Such a clock now gives the rate from all its times when the run is long enough to
+    measure it to 0.1 %, is checked against --rate-hz when it is not, and a gap or a rate change under
+    the rounding is still refused; duplicated rows of a fine clock are still duplicates."""
+    from cloud_trainer.train.signals import read_recording
+
+    def run(name: str, t: np.ndarray) -> Path:
+        stamps = np.floor((t + 1_767_225_600.0) * 1000) / 1000  # epoch seconds, written in ms
+        path = tmp_path / name
+        path.write_text("timestamp,a\n" + "".join(f"{s:.3f},{i % 7}\n" for i, s in enumerate(stamps)))
+        return path
+
+    long = run("long.csv", np.arange(30000) / RATE)  # 3 s at 10 kHz in 1 ms steps: the rate to 0.07 %
+    assert read_recording(long).rate_hz == RATE
+    short = run("short.csv", np.arange(5000) / RATE)  # 0.5 s: to 0.4 % only
+    with pytest.raises(
+        DatasetError, match=r"short.csv: the time column counts in steps of 0.001 s.*give --rate-hz"
+    ):
+        read_recording(short)
+    assert read_recording(short, RATE).rate_hz == RATE
+    with pytest.raises(DatasetError, match=r"--rate-hz says 9000 Hz but the time column shows 1000\d"):
+        read_recording(short, 9000.0)
+    gap = run("gap.csv", np.r_[np.arange(15000), np.arange(15000, 30000) + 1000] / RATE)  # 0.1 s gap
+    with pytest.raises(DatasetError, match=r"gap.csv: the time column .* strays 0.0\d+ s from an even clock"):
+        read_recording(gap, RATE)
+    fine = tmp_path / "dup.csv"
+    fine.write_text(
+        "time,a\n" + "".join(f"{s:.6f},1\n" for s in np.r_[np.arange(100), np.arange(99, 200)] / RATE)
+    )
+    with pytest.raises(DatasetError, match="time does not increase at sample 100"):
+        read_recording(fine)
