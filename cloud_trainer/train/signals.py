@@ -4,7 +4,8 @@ Reads vibration recordings, one file per machine run, and writes a dataset folde
 ``build`` read (``windows.npz`` + ``dataset.yaml``, as ``edge-sim dataset vibration`` writes):
 
 - CSV: a time column (``timestamp``/``time``/``t``/``zeit``/``zeitstempel``/``datetime``/``elapsed``,
-  see ``TIME_COLUMNS``: seconds or ISO 8601; ``time [ms]`` / ``time (us)`` / ``time_ms`` scaled) and
+  see ``TIME_COLUMNS``: seconds, ISO 8601 or ``25.10.2026 02:59:59,123``; ``time [ms]`` / ``time (us)`` /
+  ``time_ms`` scaled) and
   one column per channel (a unit in brackets is dropped from its name); without a time column
   ``--rate-hz`` is required. As spreadsheets export it: a UTF-8 byte-order mark, semicolon or tab
   delimiters with decimal commas (where a file uses them, ``1.500`` is 1500), a single column of
@@ -93,6 +94,11 @@ class Recording:
     row: Callable[[int], str] | None = None
 
 
+# a day-first dotted date and time: 25.10.2026 02:59:59,123 (a date with slashes is refused: 10/11/2026
+# is the 10th of November in some places and the 11th of October in others)
+_DOTTED = re.compile(r"(\d{1,2})\.(\d{1,2})\.(\d{4})[ T]+(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?")
+
+
 def _time_value(v: str, where: str, scale: float = 1.0, reason: str = "") -> float:
     try:
         return float(v) * scale
@@ -101,10 +107,19 @@ def _time_value(v: str, where: str, scale: float = 1.0, reason: str = "") -> flo
     try:
         d = datetime.fromisoformat(v.strip().replace("Z", "+00:00"))
     except ValueError:
+        m = _DOTTED.fullmatch(v.strip())
+        if m:  # 25.10.2026 02:59:59,123 as Excel writes dates in German-speaking and other locales
+            day, month, year, hh, mm, ss, frac = m.groups()
+            try:
+                d = datetime(int(year), int(month), int(day), int(hh), int(mm), int(ss or 0), tzinfo=UTC)
+            except ValueError:
+                pass
+            else:
+                return d.timestamp() + (float(f"0.{frac}") if frac else 0.0)
         shown = v if len(v) <= 40 else v[:40] + "..."
         raise DatasetError(
-            f"{where}: time {shown!r} is neither seconds nor an ISO 8601 timestamp"
-            f"{f' ({reason})' if reason else ''}"
+            f"{where}: time {shown!r} is neither seconds nor an ISO 8601 timestamp (nor DD.MM.YYYY "
+            f"hh:mm:ss){f' ({reason})' if reason else ''}"
         ) from None
     # without a zone: the logger's clock as written (read as UTC), not this computer's local time, in
     # which a daylight-saving change would put a 1-h gap or jump into the recording

@@ -1028,3 +1028,29 @@ def test_a_time_column_coarser_than_the_samples_is_read_not_refused_as_duplicate
     )
     with pytest.raises(DatasetError, match="time does not increase at sample 100"):
         read_recording(fine)
+
+
+def test_day_first_dotted_dates_as_excel_writes_them_in_german_read_as_the_time(tmp_path):
+    """Excel in German (and other) locales writes times as 25.10.2026 02:59:59,123: refused as 'neither
+    seconds nor an ISO 8601 timestamp'. Day-first dotted dates now read (fractions kept to the
+    digit); dates with slashes, whose order differs by country, are still refused."""
+    import datetime as dt
+
+    from cloud_trainer.train.signals import read_recording
+
+    start = dt.datetime(2026, 10, 25, 2, 59, 59)
+    x = np.sin(np.arange(5000) * 0.3)
+    stamps = [
+        (start + dt.timedelta(microseconds=100 * i)).strftime("%d.%m.%Y %H:%M:%S,%f") for i in range(5000)
+    ]
+    path = tmp_path / "export.csv"
+    values = (f"{v:.6f}".replace(".", ",") for v in x)
+    path.write_text(
+        "Zeitstempel;Beschleunigung [g]\r\n"
+        + "".join(f"{s};{v}\r\n" for s, v in zip(stamps, values, strict=True))
+    )
+    rec = read_recording(path)
+    assert rec.rate_hz == RATE and np.allclose(rec.channels["Beschleunigung"], x, atol=1e-6)
+    path.write_text("time,a\n10/11/2026 02:59:59,1\n10/11/2026 02:59:59.0001,1\n")
+    with pytest.raises(DatasetError, match=r"line 2: time '10/11/2026 02:59:59' is neither seconds"):
+        read_recording(path)
