@@ -12,8 +12,9 @@ zeros, two frames spliced), each cheap beside the decode itself (measured: 2-5 %
   one scan, as many as its size and restart interval make; a scan must end at a marker (a JPEG without
   one is cut short). numpy finds the markers, so this is a pass over the bytes in C.
 - ``grey_filled(data, image)``, after decoding: what libjpeg fills in where the coded data ran out is
-  blocks of exactly 128 in every channel, down to the image's last block. When the bottom-right block
-  is that grey, the JPEG is decoded once more with other bytes put before its end marker: a whole JPEG
+  blocks of exactly 128 in every channel, down to the image's last block. When a corner block (the last
+  block is bottom-right, or another corner once the decode applied the JPEG's EXIF orientation) is that
+  grey, the JPEG is decoded once more with other bytes put before its end marker: a whole JPEG
   ignores them (same image), one that ran out decodes them as data (another image). So a real image
   that happens to end in flat grey 128 is not refused, and the second decode runs only for such images.
 
@@ -129,17 +130,20 @@ def _walk(data: bytes) -> str | None:
 def grey_filled(data: bytes, image: Any, flags: int) -> bool:
     """True when ``image`` (``data`` decoded with ``flags``) ends in the flat grey libjpeg fills in where
     coded data ran out, and the coded data is seen to have run out: bytes put before the end marker change
-    the image (a whole JPEG ignores them). Decodes again only for an image whose last block is that grey."""
+    the image (a whole JPEG ignores them). Decodes again only for an image with a corner block that grey."""
     import numpy as np
 
     if data[:2] != b"\xff\xd8" or image is None or image.dtype != np.uint8:
         return False
-    tail = image[-8:, -8:]
-    if tail.size == 0 or not (tail == 128).all():
+    # the coded image's last block, at the corner its EXIF orientation (applied by the decode) turned it to
+    corners = (image[-8:, -8:], image[-8:, :8], image[:8, -8:], image[:8, :8])
+    if image.size == 0 or not any((c == 128).all() for c in corners):
         return False
     end = data.rfind(b"\xff\xd9")
     if end < 0:
         return False  # no end marker: the decode refuses it by itself
+    while end > 0 and data[end - 1] == 0xFF:  # before fill bytes too: a cut after 0xFF would make a marker
+        end -= 1
     import cv2
 
     def same(b: bytes) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 
 import cv2
 import numpy as np
@@ -480,6 +481,14 @@ def _camera_jpeg(seed: int, rst: int = 0, w: int = 160, h: int = 120) -> bytes:
     return cv2.imencode(".jpg", img, params)[1].tobytes()
 
 
+def _turned(jpeg: bytes, orientation: int) -> bytes:
+    """The JPEG with an EXIF orientation tag (3: upside down, 6: turned a quarter), as cameras mounted on
+    their side write; the decode applies it."""
+    ifd = struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + bytes(4)
+    app = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08" + ifd
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app) + 2) + app + jpeg[2:]
+
+
 def _damaged(whole: bytes) -> list[bytes]:
     """What cameras and links do to a JPEG past its header, each closed with an end marker: cut short at
     half and at two thirds (a camera whose buffer overflowed); for one with restart markers also a lost
@@ -502,12 +511,13 @@ async def test_a_jpeg_damaged_past_its_header_is_a_corrupt_frame_never_a_frame(t
     garbled, and it was passed on and judged as a part. Each such part of an MJPEG stream and each such file
     of an image folder is now corrupt_frame and skipped; whole JPEGs go on, those that end in flat grey
     (what libjpeg fills in) among them, and the stream keeps its connection."""
-    plain, marked = _camera_jpeg(1), _camera_jpeg(2, rst=2)
-    bad = _damaged(plain) + _damaged(marked)
+    plain, marked, turned = _camera_jpeg(1), _camera_jpeg(2, rst=2), _turned(_camera_jpeg(3), 6)
+    upside_down = _turned(_camera_jpeg(4), 3)
+    bad = _damaged(plain) + _damaged(marked) + _damaged(turned) + _damaged(upside_down)
     grey = np.full((120, 160, 3), 128, np.uint8)  # a whole JPEG ending in flat grey 128, as the fill: kept
     grey[:40] = cv2.imdecode(np.frombuffer(plain, np.uint8), cv2.IMREAD_COLOR)[:40]
     grey_tail = cv2.imencode(".jpg", grey, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
-    whole = [plain, marked, grey_tail]
+    whole = [plain, marked, grey_tail, turned, upside_down]
     want = [cv2.imdecode(np.frombuffer(w, np.uint8), cv2.IMREAD_COLOR) for w in whole]
 
     def serve(write, part):
@@ -519,7 +529,7 @@ async def test_a_jpeg_damaged_past_its_header_is_a_corrupt_frame_never_a_frame(t
                 part(b)
 
     cam = HostileMjpeg(serve)
-    frames, src = await _frames(cam.url, 7, read_timeout_s=2)
+    frames, src = await _frames(cam.url, 7, read_timeout_s=2, max_consecutive_failures=20)
     cam.stop()
     assert len(frames) == 7
     assert all(any(np.array_equal(f.image, w) for w in want) for f in frames)  # never a damaged one
@@ -532,7 +542,7 @@ async def test_a_jpeg_damaged_past_its_header_is_a_corrupt_frame_never_a_frame(t
     for k, data in enumerate(bad + whole):  # in name order: the damaged ones are read first
         (folder / f"{k:02d}.jpg").write_bytes(data)
     frames, src = await _frames(str(folder), len(whole), fps=200)
-    assert [f.seq for f in frames] == [0, 1, 2]
+    assert [f.seq for f in frames] == list(range(len(whole)))
     assert all(np.array_equal(f.image, w) for f, w in zip(frames, want, strict=True))
     assert src.stats.errors_by_reason.get("corrupt_frame", 0) == len(bad)
 
