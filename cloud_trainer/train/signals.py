@@ -284,6 +284,9 @@ _COMMA_NUMBER = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d*),\d+(?:[eE][+-]?\d+
 _GROUPED = re.compile(r"[+-]?\d{1,3}(?:\.\d{3})+(?:,\d+)?(?:[eE][+-]?\d+)?")  # "1.500", "12.345,6"
 
 
+_EXCEL_SEP = re.compile(r'"?sep=(.)"?', re.IGNORECASE)  # "sep=;": Excel's delimiter line
+
+
 def _csv_dialect(text: str) -> tuple[str, bool, bool]:
     """(delimiter, decimal comma allowed, decimal comma used) from the header line and the rows: a
     comma, or a semicolon or tab as spreadsheets in many locales write them (then numbers may use a
@@ -291,6 +294,13 @@ def _csv_dialect(text: str) -> tuple[str, bool, bool]:
     single column under a header without any delimiter whose rows each hold at most one comma is
     decimal-comma numbers (``0,012573``), not two fields."""
     lines = [ln for ln in text.splitlines() if ln.strip()]
+    sep = _EXCEL_SEP.fullmatch(lines[0].strip()) if lines else None
+    if sep:  # Excel's own line naming the delimiter, before the header
+        delimiter, body = sep.group(1), lines[2:]
+        if delimiter not in ";\t":
+            return delimiter, False, False
+        cells = (c for ln in body for c in ln.split(delimiter))
+        return delimiter, True, any(_COMMA_NUMBER.fullmatch(c.strip().strip('"')) for c in cells)
     header, body = (lines[0], lines[1:]) if lines else ("", [])
     counts = {d: header.count(d) for d in (",", ";", "\t")}
     if counts[";"] > counts[","] or counts["\t"] > counts[","]:
@@ -360,10 +370,12 @@ def read_csv(path: Path, rate_hz: float | None) -> Recording:
     except UnicodeDecodeError as exc:
         raise _not_utf8(path, exc) from None
     delimiter, comma_ok, decimal_comma = _csv_dialect(head)
+    first = next((ln.strip() for ln in head.splitlines() if ln.strip()), "")
+    skip = 1 if _EXCEL_SEP.fullmatch(first) else 0
     try:
-        return _read_csv(path, rate_hz, delimiter, comma_ok, decimal_comma)
+        return _read_csv(path, rate_hz, delimiter, comma_ok, decimal_comma, skip)
     except _CommaLater:
-        return _read_csv(path, rate_hz, delimiter, True, True)
+        return _read_csv(path, rate_hz, delimiter, True, True, skip)
 
 
 def _not_utf8(path: Path, exc: UnicodeDecodeError) -> DatasetError:
@@ -396,12 +408,15 @@ def _csv_damage(path: Path, reader: Any, exc: Exception, last: int) -> DatasetEr
 
 
 def _read_csv(
-    path: Path, rate_hz: float | None, delimiter: str, comma_ok: bool, decimal_comma: bool
+    path: Path, rate_hz: float | None, delimiter: str, comma_ok: bool, decimal_comma: bool, skip: int = 0
 ) -> Recording:
     with _csv_open(path) as fh:
         reader = csv.reader(fh, delimiter=delimiter)
         try:
-            top = next((r for r in reader if "".join(r).strip()), None)
+            filled = (r for r in reader if "".join(r).strip())
+            for _ in range(skip):  # Excel's "sep=;" line
+                next(filled, None)
+            top = next(filled, None)
         except (csv.Error, UnicodeDecodeError) as exc:
             raise _csv_damage(path, reader, exc, 0) from None
         if top is None:

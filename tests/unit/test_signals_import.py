@@ -1054,3 +1054,16 @@ def test_day_first_dotted_dates_as_excel_writes_them_in_german_read_as_the_time(
     path.write_text("time,a\n10/11/2026 02:59:59,1\n10/11/2026 02:59:59.0001,1\n")
     with pytest.raises(DatasetError, match=r"line 2: time '10/11/2026 02:59:59' is neither seconds"):
         read_recording(path)
+
+
+def test_excels_sep_line_before_the_header_names_the_delimiter(tmp_path):
+    """Tools that write CSV for Excel put 'sep=;' above the header: the line was taken as the header
+    ('column 2 has no name in the header but holds values'). It now names the delimiter."""
+    from cloud_trainer.train.signals import read_recording
+
+    x = np.sin(np.arange(3000) * 0.3)
+    rows = "".join(f"{i / RATE:.6f};{v:.6f}\n".replace(".", ",") for i, v in enumerate(x))
+    (tmp_path / "excel.csv").write_text("sep=;\nZeit [s];Beschl [g]\n" + rows, encoding="utf-8-sig")
+    rec = read_recording(tmp_path / "excel.csv")
+    assert rec.rate_hz == RATE and list(rec.channels) == ["Beschl"]
+    assert np.allclose(rec.channels["Beschl"], x, atol=1e-6)
