@@ -205,3 +205,68 @@ async def test_a_new_agent_clears_a_pulse_and_an_alarm_the_one_before_it_left_hi
         await src.stop()
         await bus.stop()
         await srv.stop()
+
+
+async def test_an_alarm_clear_refused_by_a_full_mqtt_queue_is_published_once_the_broker_is_back(
+    mosquitto, monkeypatch
+):
+    # the broker is away long enough for the client's queue to fill with results: the alarm's clear then
+    # waits publish_timeout_s per attempt and fails them all
+    monkeypatch.setattr(actions, "OWED_RETRY_S", 0.2, raising=False)  # brief, to keep the test short
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw", "site": "s", "line": "l"},
+            "sources": {
+                "bus": {
+                    "type": "mqtt",
+                    "port": mosquitto.port,
+                    "publish_max_queued": 3,
+                    "publish_timeout_s": 0.1,
+                    "reconnect_min_s": 0.1,
+                    "reconnect_max_s": 0.2,
+                }
+            },
+            "actions": {
+                "pub": {"type": "mqtt_publish", "source": "bus", "qos": 1, "retry": {"max_attempts": 1}},
+                "al": {
+                    "type": "alarm",
+                    "raise_after": 1,
+                    "clear_after": 1,
+                    "when": {"verdict": "NG"},
+                    "publish_to": "bus",
+                    "retry": {"max_attempts": 2, "backoff_s": 0.05},
+                },
+            },
+        }
+    )
+    bus = MqttSource("bus", cfg.sources["bus"])
+    await bus.start()
+    runner = ActionRunner(cfg, {"bus": bus})
+    try:
+        await until(lambda: bus.connected.is_set(), 10, "the MQTT source to connect")
+        await runner.handle(["al"], result("NG", 0), None)  # raised, published retained
+        await until(lambda: bus.published["sent"] == 1, 10, "the raise published")
+        mosquitto.stop()
+        await until(lambda: not bus.connected.is_set(), 10, "the MQTT source to see the broker gone")
+        for i in range(1, 6):  # results fill the client's queue
+            await runner.handle(["pub"], result("OK", i), None)
+        await runner.handle(["al"], result("OK", 6), None)  # cleared: no room for it
+        await until(lambda: runner.stats["al"]["failed"] == 1, 10, "the clear to fail its retries")
+        mosquitto.start()
+        got: list = []
+        sub = paho.Client(CallbackAPIVersion.VERSION2)
+        sub.on_message = lambda c, u, m: got.append(json.loads(m.payload)["active"])
+        sub.connect("127.0.0.1", mosquitto.port)
+        sub.subscribe(topics.build_topic("s", "l", "gw", topics.Kind.ALARMS, "al"), qos=1)
+        sub.loop_start()
+        try:
+            # before: the clear was given up; the broker's retained state (or none, after its restart)
+            # never said the alarm had cleared
+            await until(lambda: got == [False], 15, "the alarm's clear at the broker")
+        finally:
+            sub.loop_stop()
+        assert runner.stats["al"]["resent"] == 1
+        assert runner.stats["pub"]["queued"] == 3  # the oldest results are the ones held for the broker
+        await runner.flush(timeout_s=5)
+    finally:
+        await bus.stop()
