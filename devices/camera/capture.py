@@ -10,7 +10,7 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   exponential backoff, which starts again from ``reconnect_initial_s`` only once a session has given a
   good frame (a camera that answers but sends nothing usable is asked ever less often). A stream that
   ends is treated as lost and reopened.
-- An HTTP(S) MJPEG stream (``multipart/x-mixed-replace``) is read part by part by ``devices.camera.mjpeg``
+- An HTTP(S) MJPEG stream (``multipart/x-mixed-replace`` or ``multipart/mixed``) is read part by part by ``devices.camera.mjpeg``
   rather than by OpenCV, whose FFmpeg reader fills a cut-short JPEG in silently: each part is decoded as
   a folder's file is (``decode_image``, at its own depth: a 16-bit part is ``unsupported_frame`` or brought
   to 8 bits by ``pixel_bits``), so a cut or corrupt part is ``corrupt_frame`` and skipped, and a

@@ -1,7 +1,7 @@
-"""An HTTP MJPEG camera's stream (``multipart/x-mixed-replace``, what IP cameras serve) read part by part,
-so that the camera can check each part as the folder camera checks a file: a part cut short is refused,
-not handed on with its missing half filled in (OpenCV's FFmpeg reader does that silently), and no part
-can take more memory than an image under ``max_megapixels`` needs.
+"""An HTTP MJPEG camera's stream (``multipart/x-mixed-replace``, what IP cameras serve, or ``multipart/mixed``
+as some firmware calls it) read part by part, so that the camera can check each part as the folder camera
+checks a file: a part cut short is refused, not handed on with its missing half filled in (OpenCV's FFmpeg
+reader does that silently), and no part can take more memory than an image under ``max_megapixels`` needs.
 
 ``open_stream`` sends the GET (HTTP/1.x through ``http.client``, Basic credentials from the URL) and gives
 an ``MjpegStream`` when the answer is an MJPEG multipart stream, or None when the URL answers something else
@@ -32,6 +32,9 @@ __all__ = ["MjpegStream", "SnapshotStream", "StreamError", "http_hint", "looks_w
 _CHUNK = 256 * 1024
 _MAX_LINE = 8 * 1024  # a part header line longer than this is not MJPEG
 _MAX_HEADERS = 64
+# what MJPEG cameras call their stream: the usual x-mixed-replace, and what some firmware sends instead (which
+# FFmpeg also reads, but without refusing a part cut short)
+_MULTIPART = frozenset({"multipart/x-mixed-replace", "multipart/mixed", "multipart/x-mixed"})
 
 
 class StreamError(Exception):
@@ -128,7 +131,7 @@ def open_stream(
             "open_failed", f"cannot reach {host}:{port} ({reason}); is the camera on and the address right?"
         ) from None
     ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if resp.status == 200 and ctype == "multipart/x-mixed-replace":
+    if resp.status == 200 and ctype in _MULTIPART:
         boundary = resp.headers.get_param("boundary")
         return MjpegStream(
             resp, sock, boundary if isinstance(boundary, str) else None, read_timeout_s, max_part_bytes

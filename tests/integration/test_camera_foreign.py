@@ -599,3 +599,24 @@ async def test_parts_whose_content_length_is_wrong_are_read_to_their_boundary_no
     assert got == [0, 1, 2, 3, 0, 1, 2, 3], src.stats.errors_by_reason
     assert src.stats.errors_by_reason == {}
     assert len(cam.opened) == 1
+
+
+async def test_a_camera_calling_its_stream_multipart_mixed_has_its_parts_checked_too():
+    """Some firmware calls its MJPEG stream multipart/mixed: it went to OpenCV's FFmpeg, which passed parts
+    cut short on as frames (their missing half filled in), counting nothing. It is read part by part like
+    multipart/x-mixed-replace: cut parts are corrupt_frame, whole ones frames decoded as files are."""
+    jpegs = [_camera_jpeg(k) for k in range(4)]
+    want = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs]
+
+    def serve(write, part):
+        while True:
+            for j in jpegs:
+                part(j)
+                part(j[: len(j) // 2])
+
+    cam = HostileMjpeg(serve, content_type="multipart/mixed; boundary=frame")
+    frames, src = await _frames(cam.url, 8, read_timeout_s=2)
+    cam.stop()
+    got = [next((k for k, w in enumerate(want) if np.array_equal(f.image, w)), None) for f in frames]
+    assert got == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert src.stats.errors_by_reason.get("corrupt_frame", 0) >= 7

@@ -354,7 +354,7 @@ class HostileMjpeg:
     ``part(data, length=None)`` writes one part (Content-Length given, or the one passed, or none if -1).
     Counts connections, their times and the bytes each was sent."""
 
-    def __init__(self, serve) -> None:
+    def __init__(self, serve, content_type: str = "multipart/x-mixed-replace; boundary=frame") -> None:
         import threading
         import time
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -374,7 +374,7 @@ class HostileMjpeg:
                 k = len(me.sent)
                 me.sent.append(0)
                 self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.send_header("Content-Type", content_type)
                 self.end_headers()
 
                 def write(b: bytes) -> None:
