@@ -1099,7 +1099,7 @@ def import_vibration(
         )
     hop = hop_samples if hop_samples is not None else window_samples
     waves, fault, health, rul, run_id, t_s, speeds = [], [], [], [], [], [], []
-    skipped = 0
+    skipped = swings = 0
     for k, rec in enumerate(recs):
         name = channel or next((c for c in rec.channels if c != speed_channel), "")
         if channel is None:
@@ -1136,12 +1136,21 @@ def import_vibration(
                 )
             waves.append(x[start : start + window_samples].astype(np.float32))
             if speed is not None:
-                speeds.append(float(np.mean(speed[start : start + window_samples])))
+                seg = speed[start : start + window_samples]
+                speeds.append(float(np.mean(seg)))
+                swings += bool(np.std(seg) > 0.5 * abs(speeds[-1]))
             fault.append(lab.fault)
             health.append(1.0 if lab.fault == "healthy" else 0.5)
             rul.append(lab.failure_s - t1 if lab.failure_s is not None else np.nan)
             run_id.append(k)
             t_s.append(t1)
+    if speed_channel and swings > len(speeds) / 2:
+        raise DatasetError(
+            f"--speed-channel {speed_channel}: in {swings} of {len(speeds)} windows it swings by more than half "
+            "its mean within the window, as a tachometer's pulse train or a noisy voltage does, not a speed: "
+            "give a channel holding the shaft speed in rpm, or leave --speed-channel out (the trainer then "
+            "finds the speed in the spectrum)"
+        )
     if not waves:
         raise DatasetError(
             f"no labelled window of {window_samples} samples: check {labels_file} (runs, start_s/end_s)"

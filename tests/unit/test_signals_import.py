@@ -1067,3 +1067,28 @@ def test_excels_sep_line_before_the_header_names_the_delimiter(tmp_path):
     rec = read_recording(tmp_path / "excel.csv")
     assert rec.rate_hz == RATE and list(rec.channels) == ["Beschl"]
     assert np.allclose(rec.channels["Beschl"], x, atol=1e-6)
+
+
+def test_a_tachometer_pulse_train_as_the_speed_channel_is_refused_not_trained_as_rpm(tmp_path):
+    """A tachometer's once-per-turn pulse train (0 V, a 5 V pulse each turn) given as --speed-channel
+    was averaged into 'speed_rpm' of about 0.1 per window, which the condition features then took as
+    the shaft speed: orders at 0.002 Hz, without a word. A speed channel that swings by more than half
+    its mean within most windows is now refused saying what it looks like; one in rpm still reads."""
+    t = np.arange(20000) / RATE
+    x = np.sin(2 * np.pi * 25 * t)
+    pulses = np.where((t * 25) % 1 < 0.02, 5.0, 0.0)  # 1500 rpm, one 0.8-ms pulse a turn
+    rpm = 1500 + np.random.default_rng(2).normal(0, 2, len(t))
+    for run in ("r1", "r2"):
+        (tmp_path / f"{run}.csv").write_text(
+            "time,accel,tacho,speed\n"
+            + "".join(
+                f"{a:.6f},{b:.6f},{c:.1f},{d:.2f}\n" for a, b, c, d in zip(t, x, pulses, rpm, strict=True)
+            )
+        )
+    runs = [tmp_path / "r1.csv", tmp_path / "r2.csv"]
+    labels = _labels(tmp_path / "labels.csv", ["r1,healthy,,,", "r2,imbalance,,,"])
+    with pytest.raises(DatasetError, match=r"--speed-channel tacho: in 18 of 18 windows it swings"):
+        import_vibration(runs, tmp_path / "ds", labels, channel="accel", speed_channel="tacho")
+    assert not (tmp_path / "ds").exists()
+    import_vibration(runs, tmp_path / "ds", labels, channel="accel", speed_channel="speed")
+    assert np.allclose(load_vibration(tmp_path / "ds").speed_rpm, 1500, atol=1)
