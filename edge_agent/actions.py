@@ -100,6 +100,25 @@ class ActionRunner:
         self._named = {n: labels_named(a.when) for n, a in cfg.actions.items() if a.when is not None}
         self._named = {n: v for n, v in self._named.items() if v}
         self._models: dict[str, tuple[str, str, frozenset[str]]] = {}
+        # a peer that restarted (a PLC's outputs back at their initial values, a broker without persistence
+        # that lost the retained alarms) has what the agent wrote before gone: at the first result after a
+        # source reconnects, the state of each on_change output and alarm output on it is sent again
+        self._resync: dict[str, list[tuple[str, str]]] = collections.defaultdict(
+            list
+        )  # source -> (action, output)
+        for n, a in cfg.actions.items():
+            if isinstance(a, OpcUaWriteAction) and a.mode is WriteMode.ON_CHANGE:
+                self._resync[a.source].append((n, "output"))
+            elif isinstance(a, AlarmAction):
+                if a.publish_to:
+                    self._resync[a.publish_to].append((n, "mqtt"))
+                if a.node_id and a.opcua_source:
+                    self._resync[a.opcua_source].append((n, "opcua"))
+        self._reconnects: dict[str, int] = {}  # source -> its reconnect count when last looked at
+        self._last_write: dict[
+            tuple[str, str], Result
+        ] = {}  # on_change output -> the result of its last level
+        self._last_signal: dict[tuple[str, str], Event] = {}  # (alarm, pipeline) -> its last transition
         # the number fields each condition reads: a result with NaN in one is not judged by that condition
         self._numbers = {n: numbers_named(a.when) for n, a in cfg.actions.items()}
         # each type's implementation, from its row in ACTION_PLUGINS (a type without one fails here, at start)
@@ -161,6 +180,8 @@ class ActionRunner:
             last = self._models.get(result.pipeline)
             if last is None or last[0] != result.model or last[1] != result.model_version:
                 self._model_changed(pipeline_actions, result, last)
+        if self._resync:
+            self._after_reconnects()
         nan = _nan_fields(result)
         for name in pipeline_actions:
             action = self.cfg.actions[name]
@@ -200,6 +221,36 @@ class ActionRunner:
             self._spawn(self._run(name, action, result, item)).add_done_callback(
                 functools.partial(self._landed, name)
             )
+
+    def _after_reconnects(self) -> None:
+        """Sends again the state of the on_change outputs and alarm outputs on a source that has reconnected
+        since the last result (counted ``resent``): a PLC that restarted has its outputs back at their
+        initial values, a broker without persistence has lost the retained alarm states."""
+        for src_name, outputs in self._resync.items():
+            n = getattr(getattr(self.sources.get(src_name), "stats", None), "reconnects", None)
+            if not isinstance(n, int) or n == self._reconnects.setdefault(src_name, n):
+                continue
+            self._reconnects[src_name] = n
+            for name, output in outputs:
+                action = self.cfg.actions[name]
+                if output == "output":
+                    assert isinstance(action, OpcUaWriteAction)
+                    for key, res in list(self._last_write.items()):
+                        level = self._level.get(key)
+                        value = action.value if level else action.reset
+                        if key[0] == name and key not in self._desired and value is not None:
+                            self.stats[name]["resent"] += 1
+                            self._set_output(name, action, res, value)
+                    continue
+                assert isinstance(action, AlarmAction)
+                for (alarm, pipeline), evt in list(self._last_signal.items()):
+                    key3 = (alarm, pipeline, output)
+                    if alarm == name and key3 not in self._signals:
+                        self.stats[name]["resent"] += 1
+                        self._signals[key3] = evt
+                        if key3 not in self._signallers:
+                            self._signallers.add(key3)
+                            self._spawn(self._signaller(name, action, key3))
 
     def _model_changed(
         self, pipeline_actions: list[str], result: Result, last: tuple[str, str, frozenset[str]] | None
@@ -253,6 +304,7 @@ class ActionRunner:
         elif action.mode is WriteMode.ON_CHANGE:
             value = action.value if now else reset
             if now != before and value is not None:
+                self._last_write[key] = result
                 self._set_output(name, action, result, value)
         elif now and not before:  # pulse: a rising edge
             self._reconciled.add(_output_node(name, action))  # the pulse ends with its reset anyway
@@ -542,6 +594,7 @@ class ActionRunner:
                 result.score,
             )
         self.on_event(evt)
+        self._last_signal[(name, result.pipeline)] = evt
         for output in _alarm_outputs(action):
             key = (name, result.pipeline, output)
             if key in self._signals:  # the one still waiting is moot: the alarm has moved on

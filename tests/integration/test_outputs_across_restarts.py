@@ -270,3 +270,35 @@ async def test_an_alarm_clear_refused_by_a_full_mqtt_queue_is_published_once_the
         await runner.flush(timeout_s=5)
     finally:
         await bus.stop()
+
+
+async def test_a_plc_that_restarted_gets_its_on_change_output_and_alarm_lamp_back():
+    port = free_port()
+    srv, idx, nodes = await _plc(port)
+    cfg = _config(port, idx, {"gate": {"mode": "on_change"}})
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    await src.start()
+    runner = ActionRunner(cfg, {"plc": src})
+    try:
+        await _connected(src)
+        await runner.handle(["gate", "lamp"], result("NG", 0), None)  # the level set, the alarm raised
+        gate, lamp = nodes["Gate"], nodes["Lamp"]
+
+        async def both_on() -> bool:
+            return await gate.read_value() and await lamp.read_value()
+
+        await until(both_on, 10, "the gate set and the lamp on")
+        await srv.stop()  # the PLC restarts: its outputs come back at their initial values
+        for n in nodes.values():
+            await n.write_value(False)
+        await srv.start()
+        await until(lambda: src.stats.reconnects == 1, 15, "the OPC UA source to reconnect")
+        # the same level and the alarm still raised: no change to write, no transition to signal; before,
+        # the gate and the lamp stayed off until the level changed and the alarm cleared and rose again
+        await runner.handle(["gate", "lamp"], result("NG", 1), None)
+        await until(both_on, 10, "the gate set and the lamp on again")
+        assert runner.stats["gate"]["resent"] == 1 and runner.stats["lamp"]["resent"] == 1
+        await runner.flush(timeout_s=5)
+    finally:
+        await src.stop()
+        await srv.stop()
