@@ -50,6 +50,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,8 @@ class Recording:
     rate_tolerance: float = 0.0
     # where sample i is in the file ("line 12", "row 10"), for messages; None: "sample i"
     row: Callable[[int], str] | None = None
+    # every channel the file has, when only some were read (``pick``); empty: those in ``channels``
+    available: tuple[str, ...] = ()
 
 
 # a day-first dotted date and time: 25.10.2026 02:59:59,123 (a date with slashes is refused: 10/11/2026
@@ -353,7 +356,10 @@ def _csv_open(path: Path) -> Any:
     return open(path, newline="", encoding="utf-8-sig", errors="strict")
 
 
-def read_csv(path: Path, rate_hz: float | None) -> Recording:
+Keep = Callable[[list[str]], list[str]]  # a file's channel names -> the ones to read
+
+
+def read_csv(path: Path, rate_hz: float | None, pick: Keep | None = None) -> Recording:
     """CSV as historians and spreadsheets export it: a UTF-8 byte-order mark (Excel) is dropped, the
     delimiter is a comma, semicolon or tab (the latter two with decimal commas allowed), blank lines are
     skipped, empty trailing columns (``time;accel_x;``) dropped, and a unit in the header is read:
@@ -373,9 +379,9 @@ def read_csv(path: Path, rate_hz: float | None) -> Recording:
     first = next((ln.strip() for ln in head.splitlines() if ln.strip()), "")
     skip = 1 if _EXCEL_SEP.fullmatch(first) else 0
     try:
-        return _read_csv(path, rate_hz, delimiter, comma_ok, decimal_comma, skip)
+        return _read_csv(path, rate_hz, delimiter, comma_ok, decimal_comma, skip, pick)
     except _CommaLater:
-        return _read_csv(path, rate_hz, delimiter, True, True, skip)
+        return _read_csv(path, rate_hz, delimiter, True, True, skip, pick)
 
 
 def _not_utf8(path: Path, exc: UnicodeDecodeError) -> DatasetError:
@@ -408,7 +414,13 @@ def _csv_damage(path: Path, reader: Any, exc: Exception, last: int) -> DatasetEr
 
 
 def _read_csv(
-    path: Path, rate_hz: float | None, delimiter: str, comma_ok: bool, decimal_comma: bool, skip: int = 0
+    path: Path,
+    rate_hz: float | None,
+    delimiter: str,
+    comma_ok: bool,
+    decimal_comma: bool,
+    skip: int = 0,
+    pick: Keep | None = None,
 ) -> Recording:
     with _csv_open(path) as fh:
         reader = csv.reader(fh, delimiter=delimiter)
@@ -447,6 +459,10 @@ def _read_csv(
             raise DatasetError(
                 f"{path}: more than one column is called {twice[0]!r} (units aside); rename one"
             )
+        available = tuple(header[k] for k in chans)
+        if pick is not None:  # only these columns are parsed and kept
+            wanted = set(pick(list(available)))
+            chans = [k for k in chans if header[k] in wanted]
         scale = (
             _time_scale(path, raw[tcol], str(_time_unit(header[tcol], units[tcol])))
             if tcol is not None
@@ -522,7 +538,9 @@ def _read_csv(
     data = {header[k]: np.concatenate(parts[k]) for k in chans}
     t = np.concatenate(tparts) if tcol is not None else None
     line_of = np.concatenate(line_parts)
-    return _table_recording(path, data, t, rate_hz, lambda i: f"line {int(line_of[i])}")
+    rec = _table_recording(path, data, t, rate_hz, lambda i: f"line {int(line_of[i])}")
+    rec.available = available
+    return rec
 
 
 def _not_a_unit_row(
@@ -625,7 +643,7 @@ def _table_recording(
     return Recording(path.stem, rate, data, path, tol, row)
 
 
-def read_parquet(path: Path, rate_hz: float | None) -> Recording:
+def read_parquet(path: Path, rate_hz: float | None, pick: Keep | None = None) -> Recording:
     """Parquet, read like CSV (pyarrow: the cloud extra): the same time column names, a unit in a
     column's name (``time [ms]``, ``accel_x [g]``) read as there."""
     try:
@@ -639,20 +657,18 @@ def read_parquet(path: Path, rate_hz: float | None) -> Recording:
             "NPZ"
         ) from None
     try:
-        table = pq.read_table(path)
+        schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as exc:
         raise DatasetError(f"{path}: not a readable Parquet file ({str(exc)[:200]})") from None
-    if table.num_rows < 2:
-        raise DatasetError(f"{path}: fewer than two rows")
-    names = table.column_names
+    names = list(schema.names)
     split = {n: _split_unit(n) for n in names}
     times = [n for n in names if _time_unit(*split[n]) is not None]
     # pandas stores a DataFrame's index as a column (``__index_level_0__`` when unnamed): a time index
     # is the time column when no column is named as one; any index is a row label, not a signal
-    index = [c for c in (table.schema.pandas_metadata or {}).get("index_columns", []) if c in names]
+    index = [c for c in (schema.pandas_metadata or {}).get("index_columns", []) if c in names]
     if not times:
-        at = [c for c in index if pa.types.is_timestamp(table.schema.field(c).type)]
-        at += [c for c in index if pa.types.is_duration(table.schema.field(c).type)]
+        at = [c for c in index if pa.types.is_timestamp(schema.field(c).type)]
+        at += [c for c in index if pa.types.is_duration(schema.field(c).type)]
         times = at[:1]
         split.update({c: (c, "") for c in times})
     names = [n for n in names if n not in index or n in times]
@@ -661,6 +677,15 @@ def read_parquet(path: Path, rate_hz: float | None) -> Recording:
     twice = sorted({c for c in chans if chans.count(c) > 1})
     if twice:
         raise DatasetError(f"{path}: more than one column is called {twice[0]!r} (units aside); rename one")
+    if pick is not None:  # only these columns are read from the file
+        wanted = set(pick(chans))
+        names = [n for n in names if n == tcol or (n not in times and split[n][0] in wanted)]
+    try:
+        table = pq.read_table(path, columns=names)
+    except (pa.ArrowException, OSError) as exc:
+        raise DatasetError(f"{path}: not a readable Parquet file ({str(exc)[:200]})") from None
+    if table.num_rows < 2:
+        raise DatasetError(f"{path}: fewer than two rows")
     data, t = {}, None
     for name in names:
         col = table.column(name)
@@ -710,9 +735,11 @@ def read_parquet(path: Path, rate_hz: float | None) -> Recording:
                 f"{path}: column {name!r} is {typ}, not a number; a channel column holds numbers "
                 f"(the time column is called {_TIME_HINT})"
             )
-    if not data:
+    if not chans:
         raise DatasetError(f"{path}: no channel column besides the time column")
-    return _table_recording(path, data, t, rate_hz, lambda i: f"row {i}")
+    rec = _table_recording(path, data, t, rate_hz, lambda i: f"row {i}")
+    rec.available = tuple(chans)
+    return rec
 
 
 _WAV_PCM, _WAV_FLOAT, _WAV_EXTENSIBLE = 1, 3, 0xFFFE
@@ -815,7 +842,7 @@ def _chunk_at(f: Any, pos: int, size: int) -> str | None:
     return head[:4].decode("ascii") if pos + 8 + int.from_bytes(head[4:8], "little") <= size else None
 
 
-def read_wav(path: Path, rate_hz: float | None) -> Recording:
+def read_wav(path: Path, rate_hz: float | None, pick: Keep | None = None) -> Recording:
     """PCM (8-bit unsigned, 16/24/32-bit signed) and IEEE float (32/64-bit) WAV, plain or
     WAVE_FORMAT_EXTENSIBLE, any channels; samples scaled to full scale +-1 (float as written): integer
     samples divided by 2^(bits-1) (8-bit: 128 after removing its offset), so -full scale is exactly -1. Not
@@ -941,7 +968,7 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def read_npz(path: Path, rate_hz: float | None) -> Recording:
+def read_npz(path: Path, rate_hz: float | None, pick: Keep | None = None) -> Recording:
     """NPZ: numeric arrays, one per channel, and ``sample_rate_hz`` (one number) and/or a time array
     (named as a time column: ``timestamp``, ``time_ms``, ...)."""
     arrays = _npz_arrays(path)
@@ -978,14 +1005,16 @@ def read_npz(path: Path, rate_hz: float | None) -> Recording:
     return Recording(path.stem, rate, chans, path, tol)
 
 
-def read_recording(path: Path, rate_hz: float | None = None) -> Recording:
+def read_recording(path: Path, rate_hz: float | None = None, pick: Keep | None = None) -> Recording:
+    """One run's recording. ``pick``: given the file's channel names, the ones to read (CSV and
+    Parquet read only those columns; WAV channels are read when used anyway); None: all."""
     suffix = path.suffix.lower()
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
     readers = {".csv": read_csv, ".wav": read_wav, ".npz": read_npz, ".parquet": read_parquet}
     if suffix not in readers:
         raise DatasetError(f"{path}: unknown format {suffix!r}; expected .csv, .parquet, .wav or .npz")
-    return readers[suffix](path, rate_hz)
+    return readers[suffix](path, rate_hz, pick)
 
 
 @dataclass
@@ -1065,14 +1094,16 @@ def import_vibration(
             raise DatasetError(f"{option} {count}: a number of samples, at least {least}")
     recs, used = [], {}
     for f in files:
-        rec = read_recording(Path(f), rate_hz)
-        # keep only the channels this import uses: the others of every run need not stay in memory
-        name = channel or next((c for c in rec.channels if c != speed_channel), "")
+        # read and keep only the channels this import uses: the others of every run need not be parsed
+        # nor stay in memory
+        rec = read_recording(Path(f), rate_hz, partial(_used_channels, channel, speed_channel))
+        available = rec.available or tuple(rec.channels)
+        name = channel or next((c for c in available if c != speed_channel), "")
         for c in (name, speed_channel):
             if c is not None and c not in rec.channels:
-                raise DatasetError(f"{rec.source}: no channel {c!r}; it has {sorted(rec.channels)}")
-        if len(rec.channels) > 1 + bool(speed_channel):  # say which of several was taken
-            used[rec.run] = f"{name} (of {', '.join(rec.channels)})"
+                raise DatasetError(f"{rec.source}: no channel {c!r}; it has {sorted(available)}")
+        if len(available) > 1 + bool(speed_channel):  # say which of several was taken
+            used[rec.run] = f"{name} (of {', '.join(available)})"
         else:
             used[rec.run] = name
         rec.channels = {c: rec.channels[c] for c in dict.fromkeys((name, speed_channel)) if c is not None}
@@ -1202,6 +1233,13 @@ def import_vibration(
         "faults": {f: fault.count(f) for f in sorted(set(fault))},
         "digest": "sha256:" + hashlib.sha256(npz.read_bytes()).hexdigest(),
     }
+
+
+def _used_channels(channel: str | None, speed_channel: str | None, names: list[str]) -> list[str]:
+    """The channels an import reads of a file's ``names``: ``channel`` (else the first besides the
+    speed channel) and ``speed_channel``."""
+    first = channel or next((c for c in names if c != speed_channel), "")
+    return [c for c in (first, speed_channel) if c]
 
 
 def _settle_rates(recs: list[Recording]) -> None:

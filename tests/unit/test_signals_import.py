@@ -175,7 +175,7 @@ def test_parquet_runs_read_like_csv_with_the_rate_from_their_timestamps(tmp_path
             [*(np.arange(4095) / RATE), None],
             "column 'Timestamp' has 1 missing values (the first at row 4095)",
         ),
-        ({"state": ["run"] * 4096}, None, "column 'state' is string, not a number"),
+        ({"accel_x": ["run"] * 4096}, None, "column 'accel_x' is string, not a number"),
         ({}, np.r_[np.arange(2000), np.arange(2100, 4196)] / RATE, "gap of 0.0101 s after sample 1999"),
     ],
 )
@@ -1092,3 +1092,28 @@ def test_a_tachometer_pulse_train_as_the_speed_channel_is_refused_not_trained_as
     assert not (tmp_path / "ds").exists()
     import_vibration(runs, tmp_path / "ds", labels, channel="accel", speed_channel="speed")
     assert np.allclose(load_vibration(tmp_path / "ds").speed_rpm, 1500, atol=1)
+
+
+def test_columns_the_import_does_not_use_are_not_read_and_cannot_refuse_the_run(tmp_path):
+    """A historian export carries more than the signal: a machine state as text, other sensors. Every
+    column was read (Parquet: the whole table, then each as float64; CSV: every cell parsed), and a text
+    column refused the run even with --channel naming the signal. Only the time and the channels the
+    import uses are read now; a text channel is still refused when it is the one used."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    x = np.sin(np.arange(4096) * 0.3)
+    others = {f"temp_{i} [°C]": np.full(4096, 40.0 + i) for i in range(8)}
+    pq.write_table(
+        pa.table({"time": np.arange(4096) / RATE, "state": ["running"] * 4096, "accel [g]": x, **others}),
+        tmp_path / "r1.parquet",
+    )
+    cells = "".join(f"{i / RATE:.6f},running,{v:.6f},{'x' if i == 9 else '1'}\n" for i, v in enumerate(x))
+    (tmp_path / "r2.csv").write_text("time,state,accel [g],flag\n" + cells)
+    runs = [tmp_path / "r1.parquet", tmp_path / "r2.csv"]
+    labels = _labels(tmp_path / "labels.csv", ["r1,healthy,,,", "r2,imbalance,,,"])
+    res = import_vibration(runs, tmp_path / "ds", labels, channel="accel")
+    assert res["channels"]["r1"].startswith("accel (of state, accel, temp_0,")
+    assert np.allclose(load_vibration(tmp_path / "ds").waveforms[2], x[:2048], atol=1e-6)
+    with pytest.raises(DatasetError, match=r"r1.parquet: column 'state' is string, not a number"):
+        import_vibration(runs, tmp_path / "ds2", labels)  # the first channel, taken by default
