@@ -406,9 +406,14 @@ def _csv_damage(path: Path, reader: Any, exc: Exception, last: int) -> DatasetEr
         return _not_utf8(path, exc)
     if "field larger" in str(exc):
         return DatasetError(
-            f'{path}: line {last + 1}: not readable as CSV ({exc}): a quote (") opened there or soon '
-            f"after is not closed, so lines {last + 1}-{reader.line_num} read as one value; fix or "
-            "remove it"
+            f"{path}: line {last + 1}: not readable as CSV ({exc}): "
+            + (
+                f'a quote (") opened there or soon after is not closed, so lines {last + 1}-'
+                f"{reader.line_num} read as one value; fix or remove it"
+                if reader.line_num > last + 1
+                else "one value of over 128 KiB (a line without delimiters?); one sample per line, a "
+                "column per channel"
+            )
         )
     return DatasetError(f"{path}: line {reader.line_num}: not readable as CSV ({exc})")
 
