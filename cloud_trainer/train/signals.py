@@ -17,7 +17,7 @@ Reads vibration recordings, one file per machine run, and writes a dataset folde
 - WAV (PCM 8/16/24/32-bit or IEEE float 32/64-bit, plain or WAVE_FORMAT_EXTENSIBLE, any channels; other
   chunks skipped; mapped, a channel read when used): the rate is the header's; compressed WAV (ADPCM,
   A-law, MP3) is refused by name.
-- NPZ: a numeric array per channel and either ``sample_rate_hz`` (one number above 0) or a time array
+- NPZ: a numeric array per channel (or one (samples, channels) array: ``data[0]``, ``data[1]``, ...) and either ``sample_rate_hz`` (one number above 0) or a time array
   named as a time column; a file numpy cannot read, or an array of text or objects, is refused by name.
 - Parquet (pyarrow, the ``cloud`` extra): read like CSV: a time column (seconds as numbers, an Arrow
   timestamp of any unit, a duration, decimal seconds, or ISO 8601 strings; ``time [ms]`` scaled; a
@@ -81,6 +81,7 @@ TIME_COLUMNS = (
 RATE_TOLERANCE = 0.01
 RATE_SNAP = 1e-5  # a measured rate this close (relative) to a whole number of Hz is that number
 MAX_WAV_RATE_HZ = 10_000_000
+MAX_NPZ_CHANNELS = 16  # a 2-D NPZ array with more on its shorter axis is not (samples, channels)
 
 
 @dataclass
@@ -1004,9 +1005,31 @@ def read_npz(path: Path, rate_hz: float | None, pick: Keep | None = None) -> Rec
     rate = rate if rate is not None else rate_hz
     if rate is None:
         raise DatasetError(f"{path}: no sample_rate_hz or timestamp array; give --rate-hz")
-    chans = {k: np.asarray(v, dtype=np.float64).ravel() for k, v in arrays.items() if np.asarray(v).ndim >= 1}
+    chans = {}
+    for k, v in arrays.items():
+        a = np.asarray(v, dtype=np.float64)
+        if a.ndim > 1 and sum(d > 1 for d in a.shape) <= 1:
+            a = a.reshape(-1)  # (n, 1) or (1, n): one channel
+        if a.ndim == 1:
+            chans[k] = a
+        elif a.ndim == 2 and min(a.shape) <= MAX_NPZ_CHANNELS and a.shape[0] != a.shape[1]:
+            # an (n, channels) or (channels, n) array: the longer axis is time; each channel k[i]
+            for i, c in enumerate(a.T if a.shape[0] > a.shape[1] else a):
+                chans[f"{k}[{i}]"] = np.ascontiguousarray(c)
+        elif a.ndim >= 2:
+            raise DatasetError(
+                f"{path}: array {k!r} has shape {a.shape}: save one 1-D array per channel, or one "
+                f"(samples, channels) array of at most {MAX_NPZ_CHANNELS} channels"
+            )
     if not chans:
         raise DatasetError(f"{path}: no channel array")
+    if times:
+        wrong = next(((k, len(c)) for k, c in chans.items() if len(c) != len(t)), None)
+        if wrong:
+            raise DatasetError(
+                f"{path}: array {wrong[0]!r} holds {wrong[1]} samples but the time array {times[0]!r} "
+                f"{len(t)}; one time per sample"
+            )
     return Recording(path.stem, rate, chans, path, tol)
 
 

@@ -1117,3 +1117,25 @@ def test_columns_the_import_does_not_use_are_not_read_and_cannot_refuse_the_run(
     assert np.allclose(load_vibration(tmp_path / "ds").waveforms[2], x[:2048], atol=1e-6)
     with pytest.raises(DatasetError, match=r"r1.parquet: column 'state' is string, not a number"):
         import_vibration(runs, tmp_path / "ds2", labels)  # the first channel, taken by default
+
+
+def test_a_2d_npz_array_is_split_into_channels_not_interleaved_into_one(tmp_path):
+    """numpy.savez of a (samples, 3) array from a tri-axial sensor was flattened into one channel of
+    x0, y0, z0, x1, ...: three axes interleaved, three times the samples, trained on without a word;
+    a channel longer than its time array was not noticed. Now a (samples, channels) array (either
+    way round) is one channel per column, 'data[0]', ..., and anything else is refused."""
+    from cloud_trainer.train.signals import read_recording
+
+    x = np.random.default_rng(4).normal(size=(5000, 3))
+    np.savez(tmp_path / "triax.npz", data=x, sample_rate_hz=RATE)
+    np.savez(tmp_path / "rows.npz", data=x.T.copy(), sample_rate_hz=RATE)
+    for name in ("triax.npz", "rows.npz"):
+        rec = read_recording(tmp_path / name)
+        assert list(rec.channels) == ["data[0]", "data[1]", "data[2]"], name
+        assert all(np.array_equal(rec.channels[f"data[{i}]"], x[:, i]) for i in range(3)), name
+    np.savez(tmp_path / "windows.npz", data=np.zeros((100, 2048)), sample_rate_hz=RATE)
+    with pytest.raises(DatasetError, match=r"windows.npz: array 'data' has shape \(100, 2048\)"):
+        read_recording(tmp_path / "windows.npz")
+    np.savez(tmp_path / "flat.npz", time=np.arange(5000) / RATE, data=x.reshape(-1))
+    with pytest.raises(DatasetError, match=r"flat.npz: array 'data' holds 15000 samples but the time array"):
+        read_recording(tmp_path / "flat.npz")
