@@ -108,6 +108,11 @@ class Uplink:
             _, stuck = await asyncio.wait(self._tasks, timeout=5)
             if stuck:
                 log.warning("uplink: %s did not stop within 5 s", ", ".join(t.get_name() for t in stuck))
+        # let go of the ended tasks: a cancelled task keeps its CancelledError, whose traceback keeps the
+        # Connect stream's frame and so its call, and a call keeps its gRPC connection open (and pinging)
+        # after the channel's close; held here, they lived until Python's cycle collector happened to run,
+        # one more connection per agent restart (each fleet config rollout)
+        self._tasks = []
         await self.client.close()
         self.state = "stopped"
 

@@ -4,11 +4,19 @@ dozen cycles and compares a count after the later cycles with the count after th
 
 from __future__ import annotations
 
+import gc
 import logging
 
+import pytest
+
+from cloud_trainer.fleet.service import FleetServer
 from devices.opcua.client import OpcUaSource
 from devices.opcua.settings import OpcUaSettings
-from tests.support.peers import free_port
+from edge_agent.outbox.settings import OutboxSettings
+from edge_agent.outbox.store import Outbox
+from edge_agent.uplink.client import Uplink
+from tests.support.fleet import cloud_settings, make_pki
+from tests.support.peers import connections_to, free_port
 from tests.support.waits import until
 
 
@@ -35,3 +43,34 @@ async def test_a_plc_that_stays_away_adds_no_log_line_per_reconnect_attempt(capl
     # the adapter says the loss once per burst: 35 more attempts in the same burst add no line (asyncua
     # said "close_secure_channel was called but connection is closed" once per attempt, for good)
     assert late - early == 0, [r.getMessage() for r in caplog.records[early:]][:3]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"), agents=("gw1",))
+
+
+async def test_an_uplink_stopped_and_started_again_leaves_no_connection_to_the_fleet_open(tmp_path, pki):
+    # What a fleet config rollout does: the agent is stopped and a new one started, each time. The stopped
+    # uplink's Connect stream kept its gRPC connection (and its keepalive pings) open until Python's cycle
+    # collector happened to run: one more connection per restart, at the agent and at the fleet service.
+    # Cycles are collected only when the collector runs, so it is kept off here: a connection is closed
+    # at stop, or it is counted.
+    port = free_port()
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    ob = Outbox(OutboxSettings(), tmp_path / "agent")
+    ob.open()
+    gc.disable()
+    try:
+        for _ in range(8):
+            up = Uplink(cloud_settings(pki, port), ob)
+            await up.start()
+            await until(lambda up=up: up.mode == "stream" and up.last_heartbeat_at, what="the Connect stream")
+            await up.stop()
+            del up
+        await until(lambda: connections_to(port) == 0, timeout_s=5, what="no connection left to the fleet")
+    finally:
+        gc.enable()
+        ob.close()
+        await srv.stop()

@@ -99,6 +99,24 @@ async def opcua_server(port: int, path: str, namespace: str, object_name: str):
     return srv, idx, await srv.nodes.objects.add_object(idx, object_name)
 
 
+def connections_to(port: int) -> int:
+    """This process's open TCP connections (ESTABLISHED) to ``port`` on loopback, from /proc: a client's
+    connections that outlive the client show here."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            f = line.split()
+            if f[2].endswith(f":{port:04X}") and f[3] == "01":
+                inodes.add(f"socket:[{f[9]}]")
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += os.readlink(f"/proc/self/fd/{fd}") in inodes
+        except OSError:  # closed meanwhile
+            pass
+    return n
+
+
 def child_pids() -> set[int]:
     """This process's children now (from /proc: every thread's), to see that a stop left none behind."""
     me = os.getpid()
