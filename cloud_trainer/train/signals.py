@@ -441,6 +441,14 @@ def _read_csv(
             raise DatasetError(f"{path}: needs a header and at least two rows")
         top_line = reader.line_num
         width = len(top)
+        # a first line of measurements (not whole numbers, which may be numbered channels: 1, 2, 3)
+        if all(_is_number(c, comma_ok) for c in top if c.strip()) and any(
+            not c.strip().isdigit() for c in top if c.strip()
+        ):
+            raise DatasetError(
+                f"{path}: line {top_line} ({delimiter.join(top)[:60]!r}) holds numbers, not column names: the "
+                "file has no header; add one (a time column, then a name per channel)"
+            )
         # a column without a name: a spreadsheet's trailing delimiter, as long as it holds no value
         keep = [i for i in range(width) if top[i].strip()]
         unnamed = [i for i in range(width) if not top[i].strip()]

@@ -1139,3 +1139,22 @@ def test_a_2d_npz_array_is_split_into_channels_not_interleaved_into_one(tmp_path
     np.savez(tmp_path / "flat.npz", time=np.arange(5000) / RATE, data=x.reshape(-1))
     with pytest.raises(DatasetError, match=r"flat.npz: array 'data' holds 15000 samples but the time array"):
         read_recording(tmp_path / "flat.npz")
+
+
+def test_a_csv_without_a_header_is_refused_not_read_with_its_first_samples_as_names(tmp_path):
+    """A logger's CSV without a header line had its first row taken as the column names: the first
+    sample lost and channels called '0.0123' and '-0.456', without a word. A first line of measurements
+    is now refused as a missing header; whole numbers (channels numbered 1, 2, 3) are still names."""
+    from cloud_trainer.train.signals import read_recording
+
+    x = np.sin(np.arange(3000) * 0.3)
+    (tmp_path / "raw.csv").write_text("".join(f"{v:.6f},{-v:.6f}\n" for v in x))
+    with pytest.raises(
+        DatasetError, match=r"raw.csv: line 1 \('0.000000,-0.000000'\) holds numbers, not column"
+    ):
+        read_recording(tmp_path / "raw.csv", RATE)
+    (tmp_path / "numbered.csv").write_text(
+        "1;2\n" + "".join(f"{v:.6f};{-v:.6f}\n".replace(".", ",") for v in x)
+    )
+    rec = read_recording(tmp_path / "numbered.csv", RATE)
+    assert list(rec.channels) == ["1", "2"] and np.allclose(rec.channels["1"], x, atol=1e-6)
