@@ -1050,7 +1050,10 @@ def read_recording(path: Path, rate_hz: float | None = None, pick: Keep | None =
     readers = {".csv": read_csv, ".wav": read_wav, ".npz": read_npz, ".parquet": read_parquet}
     if suffix not in readers:
         raise DatasetError(f"{path}: unknown format {suffix!r}; expected .csv, .parquet, .wav or .npz")
-    return readers[suffix](path, rate_hz, pick)
+    try:
+        return readers[suffix](path, rate_hz, pick)
+    except OSError as exc:  # a failing disk or share, no permission: one line, not a traceback
+        raise DatasetError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
 @dataclass
@@ -1367,6 +1370,9 @@ def main_import(argv: list[str]) -> int:
         )
     except DatasetError as exc:
         print(f"cloud-trainer dataset import: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # writing the dataset: a full disk, no permission
+        print(f"cloud-trainer dataset import: {a.out}: cannot be written ({exc})", file=sys.stderr)
         return 2
     print(json.dumps(res))
     return 0

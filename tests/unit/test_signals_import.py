@@ -1158,3 +1158,26 @@ def test_a_csv_without_a_header_is_refused_not_read_with_its_first_samples_as_na
     )
     rec = read_recording(tmp_path / "numbered.csv", RATE)
     assert list(rec.channels) == ["1", "2"] and np.allclose(rec.channels["1"], x, atol=1e-6)
+
+
+def test_a_file_that_cannot_be_read_or_an_out_folder_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    """An I/O error reading a run (a failing disk or share; here /proc/self/mem, whose reads fail) and a
+    dataset folder that cannot be created ended the import with an OSError traceback; each is now one
+    line naming the file or folder, exit code 2."""
+    if not Path("/proc/self/mem").exists():
+        pytest.skip("needs Linux's /proc/self/mem for a file whose reads fail")
+    x = np.sin(np.arange(4096) * 0.3)
+    runs = [_csv(tmp_path / "r1.csv", x), _csv(tmp_path / "r2.csv", x)]
+    labels = _labels(tmp_path / "labels.csv", ["r1,healthy,,,", "r2,imbalance,,,"])
+    argv = ["import", "--kind", "vibration", "--labels", str(labels)]
+    for suffix in (".csv", ".wav", ".npz"):
+        bad = tmp_path / f"bad{suffix}"
+        bad.symlink_to("/proc/self/mem")
+        assert dataset_main([*argv, str(bad), *map(str, runs), "--out", str(tmp_path / "ds")]) == 2
+        err = capsys.readouterr().err
+        assert err == f"cloud-trainer dataset import: {bad}: cannot be read (Input/output error)\n", err
+    (tmp_path / "afile").write_text("")
+    assert dataset_main([*argv, *map(str, runs), "--out", str(tmp_path / "afile" / "ds")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"cloud-trainer dataset import: {tmp_path / 'afile' / 'ds'}: cannot be written (")
+    assert len(err.splitlines()) == 1
