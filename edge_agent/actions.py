@@ -31,7 +31,11 @@ Across the agent's lifecycle: ``flush()`` at stop ends a pulse that would outlas
 its reset is written while the source is connected (``cut_at_stop``); a new runner (restart, config
 reload) writes a pulse node's reset at its first result that is no edge, and signals an alarm's first
 established state even when it is a clear (``reconciled``): what an agent before it left high (killed
-mid-pulse, an alarm raised at stop) is not left standing.
+mid-pulse, an alarm raised at stop) is not left standing. At the first result after a source reconnects
+(a PLC or broker that restarted may have lost what was written), the on_change outputs' levels and the
+alarms' last states on it are sent again (``resent``). A result with NaN in a number a condition reads is
+not judged by that condition (``not_a_number``); a label a condition names that a swapped-in model no
+longer gives is said (``label_gone``).
 """
 
 from __future__ import annotations
