@@ -13,7 +13,8 @@ part longer than ``max_part_bytes`` (by its Content-Length, or bytes without a b
 A URL that answers with one image (``Content-Type: image/...``, a camera's snapshot URL) gives a
 ``SnapshotStream`` instead: the same ``next_part``, each part a new GET, asked every ``poll_period_s``.
 
-A part's Content-Length is read, but where it disagrees with the boundary (cameras whose firmware gets it
+An answer without a Content-Type is told by its first bytes (a boundary, an image's signature). Line ends
+between a part's header and its data are skipped. A part's Content-Length is read, but where it disagrees with the boundary (cameras whose firmware gets it
 wrong) the boundary decides, as browsers read these streams (``MjpegStream._declared``).
 
 Limits: reads run on the caller's thread with socket timeouts (a part must arrive within ``read_timeout_s``
@@ -131,6 +132,8 @@ def open_stream(
             "open_failed", f"cannot reach {host}:{port} ({reason}); is the camera on and the address right?"
         ) from None
     ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if resp.status == 200 and not ctype:
+        ctype = _sniff(resp)
     if resp.status == 200 and ctype in _MULTIPART:
         boundary = resp.headers.get_param("boundary")
         return MjpegStream(
@@ -156,6 +159,21 @@ def open_stream(
             "open_failed", f"the camera answers HTTP {resp.status} {resp.reason}; {http_hint(resp.status)}"
         )
     return None  # another content type, a redirect, another kind of credentials: FFmpeg's to read
+
+
+def _sniff(resp: Any) -> str:
+    """The content type of an answer that names none (some cameras' firmware), from its first bytes: a
+    multipart stream starts with its boundary ``--...``, an image with its signature; "" otherwise (and
+    when nothing comes within the open timeout), left to FFmpeg as before."""
+    try:
+        head = resp.peek(64)[:64].lstrip(b"\r\n")
+    except (OSError, ValueError):
+        return ""
+    if head.startswith(b"--"):
+        return "multipart/x-mixed-replace"
+    if head.startswith((b"\xff\xd8\xff", b"\x89PNG")):
+        return "image/unnamed"
+    return ""
 
 
 class SnapshotStream:
@@ -338,6 +356,7 @@ class MjpegStream:
                     length = None  # read to the boundary instead
         else:
             raise StreamError("stream_lost", f"a part with over {_MAX_HEADERS} header lines; not MJPEG")
+        self._skip_blank_lines()
         if length is not None and length >= 0:
             if length > self._cap:
                 raise StreamError(
@@ -370,6 +389,16 @@ class MjpegStream:
         if data and looks_whole(data):
             return data
         return data + self._to_delimiter()  # too short: the rest is up to the boundary
+
+    def _skip_blank_lines(self) -> None:
+        """Line ends between a part's header and its data (some firmware sends a second blank line): no
+        image starts with one, and an image read from them on would be refused, every part."""
+        while True:
+            while self._buf[:1] in (b"\r", b"\n"):
+                del self._buf[:1]
+            if self._buf:
+                return
+            self._fill()
 
     # ---- buffer --------------------------------------------------------------------------------
     def _fill(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 
 import cv2
 import numpy as np
@@ -593,7 +594,7 @@ async def test_parts_whose_content_length_is_wrong_are_read_to_their_boundary_no
                 part(j, length=0 if off is None else len(j) + off)
 
     cam = HostileMjpeg(serve)
-    frames, src = await _frames(cam.url, 8, read_timeout_s=2)
+    frames, src = await _frames(cam.url, 8, read_timeout_s=2, queue_max_items=1000)
     cam.stop()
     got = [next((k for k, w in enumerate(want) if np.array_equal(f.image, w)), None) for f in frames]
     assert got == [0, 1, 2, 3, 0, 1, 2, 3], src.stats.errors_by_reason
@@ -615,8 +616,51 @@ async def test_a_camera_calling_its_stream_multipart_mixed_has_its_parts_checked
                 part(j[: len(j) // 2])
 
     cam = HostileMjpeg(serve, content_type="multipart/mixed; boundary=frame")
-    frames, src = await _frames(cam.url, 8, read_timeout_s=2)
+    frames, src = await _frames(cam.url, 8, read_timeout_s=2, queue_max_items=1000)
     cam.stop()
     got = [next((k for k, w in enumerate(want) if np.array_equal(f.image, w)), None) for f in frames]
     assert got == [0, 1, 2, 3, 0, 1, 2, 3]
     assert src.stats.errors_by_reason.get("corrupt_frame", 0) >= 7
+
+
+async def test_a_blank_line_before_a_parts_data_does_not_make_every_part_corrupt():
+    """Firmware that puts a second blank line between a part's header and its JPEG (with or without
+    Content-Length): every part was read from the line end on, refused as "not a JPEG", and the camera
+    never gave a frame (corrupt_frame, stream_lost, reconnects). Line ends before the data are skipped."""
+    jpegs = [_camera_jpeg(k) for k in range(2)]
+    want = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs]
+
+    def serve(write, part):
+        while True:
+            for j in jpegs:
+                write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n\r\n" % len(j) + j)
+                write(b"\r\n--frame\r\nContent-Type: image/jpeg\r\n\r\n\n" + j + b"\r\n")
+                time.sleep(0.01)
+
+    cam = HostileMjpeg(serve)
+    frames, src = await _frames(cam.url, 8, read_timeout_s=2, queue_max_items=1000)
+    cam.stop()
+    got = [next((k for k, w in enumerate(want) if np.array_equal(f.image, w)), None) for f in frames]
+    assert got == [0, 0, 1, 1, 0, 0, 1, 1]
+    assert src.stats.errors_by_reason == {}
+
+
+async def test_a_stream_answer_without_content_type_is_read_part_by_part_not_by_ffmpeg():
+    """A camera whose answer names no Content-Type went to OpenCV's FFmpeg, which passed parts cut short
+    on as frames (their missing half filled in). The answer's first bytes say what it is: a body that
+    starts with a boundary is read part by part, cut parts corrupt_frame."""
+    jpegs = [_camera_jpeg(k) for k in range(2)]
+    want = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs]
+
+    def serve(write, part):
+        while True:
+            for j in jpegs:
+                part(j)
+                part(j[: len(j) // 2])
+
+    cam = HostileMjpeg(serve, content_type="")
+    frames, src = await _frames(cam.url, 4, read_timeout_s=2, queue_max_items=1000)
+    cam.stop()
+    got = [next((k for k, w in enumerate(want) if np.array_equal(f.image, w)), None) for f in frames]
+    assert got == [0, 1, 0, 1]
+    assert src.stats.errors_by_reason.get("corrupt_frame", 0) >= 3

@@ -374,7 +374,8 @@ class HostileMjpeg:
                 k = len(me.sent)
                 me.sent.append(0)
                 self.send_response(200)
-                self.send_header("Content-Type", content_type)
+                if content_type:
+                    self.send_header("Content-Type", content_type)
                 self.end_headers()
 
                 def write(b: bytes) -> None:
