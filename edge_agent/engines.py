@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-from typing import Protocol
+import time
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -34,7 +35,56 @@ class EngineError(RuntimeError):
 
 
 class RunTimeout(EngineError):
-    """A bounded run (``Engine.run_bounded``) did not finish in its time."""
+    """A bounded run (``Engine.run_bounded``, or ``run`` past the slot's ``inference_timeout_s``) did not
+    finish in its time."""
+
+
+class _Watchdog:
+    """Stops ONNX Runtime runs past their deadline (``RunOptions.terminate``, which the library checks
+    between kernels and in every ``Loop`` iteration). One daemon thread per process, started with the first
+    bounded run; it looks at the runs in flight every ``TICK_S`` while there are any and waits, without
+    waking, while there are none: no wake-up per inference (a run costs a dict entry: ~1 µs)."""
+
+    TICK_S = 0.25
+
+    def __init__(self) -> None:
+        self._runs: dict[int, tuple[float, Any]] = {}
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._idle = False
+
+    def start(self, opts: Any, timeout_s: float) -> int:
+        key = id(opts)
+        with self._cond:
+            self._runs[key] = (time.monotonic() + timeout_s, opts)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="inference-watchdog", daemon=True)
+                self._thread.start()
+            elif self._idle:  # (at most once a tick: the thread goes idle only at a tick)
+                self._idle = False
+                self._cond.notify()
+        return key
+
+    def end(self, key: int) -> None:
+        with self._cond:
+            self._runs.pop(key, None)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._runs:
+                    self._idle = True
+                    self._cond.wait()
+                self._idle = False
+            time.sleep(self.TICK_S)
+            now = time.monotonic()
+            with self._cond:
+                late = [opts for deadline, opts in self._runs.values() if deadline <= now]
+            for opts in late:
+                opts.terminate = True
+
+
+_WATCHDOG = _Watchdog()
 
 
 # OpenVINO cannot stop a running inference (``InferRequest.cancel`` does not end a ``Loop``): a request
@@ -100,6 +150,8 @@ class OrtEngine:
 
         self.form = form or _only_form(opened)
         self.version = ort.__version__
+        self.timeout_s = cfg.inference_timeout_s
+        self._run_options = ort.RunOptions
         try:
             self.session = ort_session(
                 model_file(opened, form),
@@ -115,7 +167,20 @@ class OrtEngine:
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(self.output_names, inputs), strict=True))
+        """One inference, stopped past ``inference_timeout_s`` (``RunTimeout``): a model that never
+        finishes on some input fails that item and frees its worker thread and core."""
+        opts = self._run_options()
+        opts.log_severity_level = 4  # a stopped run is said once, in the agent's log, not also on stderr
+        key = _WATCHDOG.start(opts, self.timeout_s)
+        try:
+            out = self.session.run(self.output_names, inputs, opts)
+        except Exception:
+            if opts.terminate:
+                raise RunTimeout(_unfinished_item(self.name, self.timeout_s, "stopped")) from None
+            raise
+        finally:
+            _WATCHDOG.end(key)
+        return dict(zip(self.output_names, out, strict=True))
 
     def run_bounded(self, inputs: dict[str, np.ndarray], timeout_s: float) -> dict[str, np.ndarray]:
         import onnxruntime as ort
@@ -170,14 +235,24 @@ class OvEngine:
             raise EngineError(f"OpenVINO cannot load {opened.manifest.package_id}: {one_line(exc)}") from exc
         self.outputs = [(o, o.get_any_name()) for o in self.compiled.outputs]
         self._local = threading.local()
+        self.timeout_s = cfg.inference_timeout_s
+        self._timeout_ms = max(1, int(cfg.inference_timeout_s * 1000))
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One inference, given up past ``inference_timeout_s`` (``RunTimeout``): OpenVINO cannot stop a
+        running inference, so the worker thread is freed and the request left to finish in the background
+        (later inferences of the model may queue behind it and fail the same way: the health watch sees it)."""
         req = getattr(self._local, "request", None)
         if req is None:
             req = self._local.request = self.compiled.create_infer_request()
         # share_inputs avoids a copy in; outputs are copied out because the request reuses its buffers
-        res = req.infer(inputs, share_inputs=True, share_outputs=True)
-        return {name: np.array(res[port], copy=True) for port, name in self.outputs}
+        req.start_async(inputs, share_inputs=True)
+        if not req.wait_for(self._timeout_ms):
+            req.cancel()
+            _ABANDONED.append(req)  # (freeing it would wait for the run to end)
+            self._local.request = None
+            raise RunTimeout(_unfinished_item(self.name, self.timeout_s, "left to finish in the background"))
+        return {name: np.array(req.get_tensor(port).data, copy=True) for port, name in self.outputs}
 
     def run_bounded(self, inputs: dict[str, np.ndarray], timeout_s: float) -> dict[str, np.ndarray]:
         req = self.compiled.create_infer_request()
@@ -191,6 +266,13 @@ class OvEngine:
 
     def close(self) -> None:
         self.compiled = None
+
+
+def _unfinished_item(engine: str, timeout_s: float, what: str) -> str:
+    return (
+        f"{engine} did not finish this item within {timeout_s:g} s (inference_timeout_s; {what}): the model "
+        "never ends on it (a Loop whose trip count the input sets) or is far too slow for this machine"
+    )
 
 
 def _unfinished(engine: str, timeout_s: float, what: str) -> str:

@@ -81,6 +81,10 @@ class ModelConfig(BaseModel):
     openvino_hint: OpenVinoHint = OpenVinoHint.LATENCY
     openvino_cache_dir: str | None = None
     openvino_f32: bool = False  # force f32 (OpenVINO runs FP32 models in bf16 on AVX-512 BF16 CPUs)
+    # one inference, at most: a model that passed its golden set but never finishes on some live input (a
+    # Loop whose trip count an over-exposed frame sets) fails that item instead of holding its worker and a
+    # core for good (edge_agent.engines: ONNX Runtime's run is stopped; OpenVINO's is left to finish)
+    inference_timeout_s: float = Field(default=10.0, gt=0, le=3600)
     health: HealthConfig = HealthConfig()
 
     @model_validator(mode="after")

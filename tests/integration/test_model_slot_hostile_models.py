@@ -18,7 +18,7 @@ import pytest
 from devices.base import Frame
 from edge_agent.models import select as select_mod
 from edge_agent.models.config import ModelConfig
-from edge_agent.models.slot import ModelSlot
+from edge_agent.models.slot import InferenceError, ModelSlot
 from model_packager import load_trusted_keys
 from tests.support.models import make_keypair, make_package
 from tests.unit.test_package_external_data import _resigned
@@ -59,6 +59,7 @@ def pkgs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pkgs")
     key, pub = make_keypair(tmp / "keys")
     v2 = make_package(tmp, kind="vision", version="1.1.0", key=key, seed=2)
+    v1 = make_package(tmp, kind="vision", version="1.0.0", key=key)
     import tarfile
 
     with tarfile.open(v2) as tar:
@@ -67,8 +68,11 @@ def pkgs(tmp_path_factory):
     endless = _resigned(
         v2, key, {"model.onnx": _endless(model, 10**12)}, tmp / "endless" / "part-inspection-1.1.0.edgepkg"
     )
+    with tarfile.open(v1) as tar:
+        v1_model = tar.extractfile("model.onnx").read()
     return {
-        "v1": make_package(tmp, kind="vision", version="1.0.0", key=key),
+        "v1": v1,
+        "v1_model": v1_model,
         "v2": v2,
         "endless": endless,
         "v2_model": model,
@@ -250,4 +254,57 @@ async def test_a_model_that_takes_more_memory_to_load_than_the_gateway_has_is_re
     assert s.version == "1.0.0"
     img = np.zeros((64, 64, 3), np.uint8)
     assert s.infer(Frame("cam", 1, time.time(), img)).version == "1.0.0"
+    await s.stop()
+
+
+def _endless_on_white(model_bytes: bytes, trips: int = 10**12) -> bytes:
+    """The model with its ``logits`` passed through a ``Loop`` of one iteration, or of ``trips`` when every
+    input value is at least 1.9 (a white, over-exposed frame): golden inputs never are, so it passes its
+    golden set and hangs on a live frame."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.load_from_string(_endless(model_bytes, 1))
+    g = m.graph
+    loop = next(n for n in g.node if n.op_type == "Loop")
+    loop.input[0] = "trips_live"
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(trips, np.int64), "trips_big"),
+            numpy_helper.from_array(np.array(1.9, np.float32), "white"),
+        ]
+    )
+    g.node.insert(0, helper.make_node("ReduceMin", ["image"], ["lowest"], keepdims=0))
+    g.node.insert(1, helper.make_node("GreaterOrEqual", ["lowest", "white"], ["is_white"]))
+    g.node.insert(2, helper.make_node("Where", ["is_white", "trips_big", "trips"], ["trips_live"]))
+    return m.SerializeToString()
+
+
+async def test_a_model_that_never_finishes_on_a_live_frame_fails_that_frame_and_serves_on(tmp_path, pkgs):
+    """A package whose model passed its golden set but never finishes on some live input (here a white,
+    over-exposed frame) held the worker thread and a core for good: the pipeline stalled, and the agent could
+    not exit (a run still inside ONNX Runtime at exit aborts the process). Each inference now has
+    ``inference_timeout_s``: that frame fails (an engine error the health watch counts) and the model serves
+    the next ones."""
+    (tmp_path / "hangs").mkdir()
+    hangs = _resigned(
+        pkgs["v1"],
+        pkgs["key"],
+        {"model.onnx": _endless_on_white(pkgs["v1_model"])},
+        tmp_path / "hangs" / pkgs["v1"].name,
+    )
+    cfg = ModelConfig(package=str(hangs), engine="onnxruntime", inference_timeout_s=0.5)
+    s = ModelSlot("vision", cfg, tmp_path / "data", load_trusted_keys([pkgs["pub"]]))
+    await s.start()  # its golden set passes
+    grey = Frame("cam", 1, time.time(), np.full((64, 64, 3), 128, np.uint8))
+    white = Frame("cam", 2, time.time(), np.full((64, 64, 3), 255, np.uint8))
+    assert s.infer(grey).version == "1.0.0"
+    run = asyncio.ensure_future(asyncio.to_thread(s.infer, white))
+    done, _ = await asyncio.wait({run}, timeout=60)
+    assert done, "the inference never ended: it ran without a bound"
+    with pytest.raises(InferenceError) as ei:
+        run.result()
+    assert ei.value.reason == "engine_error" and "inference_timeout_s" in str(ei.value), ei.value
+    assert s.counters["errors"] == 1
+    assert s.infer(grey).version == "1.0.0"  # the slot serves on
     await s.stop()
