@@ -1149,6 +1149,13 @@ def import_vibration(
         recs.append(rec)
     if not recs:
         raise DatasetError("no files to import")
+    for i, rec in enumerate(recs):  # a run is its file's stem: two files of one stem cannot be told apart
+        twin = next((r for r in recs[:i] if r.run == rec.run), None)
+        if twin is not None:
+            raise DatasetError(
+                f"{twin.source} and {rec.source} are both run {rec.run!r} (a run is its file's name without "
+                "the suffix, as the labels name it); rename one"
+            )
     if bearing is not None:
         from cloud_trainer.train.maintenance import bearing_geometry
 

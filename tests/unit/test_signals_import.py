@@ -1181,3 +1181,17 @@ def test_a_file_that_cannot_be_read_or_an_out_folder_that_cannot_be_written_is_o
     err = capsys.readouterr().err
     assert err.startswith(f"cloud-trainer dataset import: {tmp_path / 'afile' / 'ds'}: cannot be written (")
     assert len(err.splitlines()) == 1
+
+
+def test_two_files_of_one_name_from_two_folders_are_refused_not_labelled_alike(tmp_path):
+    """site1/pump.csv and site2/pump.csv are both run 'pump': one labels row labelled both, and their
+    windows went into the dataset under that label without a word. Now refused naming both files."""
+    x = np.sin(np.arange(4096) * 0.3)
+    (tmp_path / "site1").mkdir()
+    (tmp_path / "site2").mkdir()
+    runs = [_csv(tmp_path / "site1" / "pump.csv", x), _csv(tmp_path / "site2" / "pump.csv", x)]
+    runs.append(_csv(tmp_path / "fan.csv", x))
+    labels = _labels(tmp_path / "labels.csv", ["pump,healthy,,,", "fan,imbalance,,,"])
+    with pytest.raises(DatasetError) as ei:
+        import_vibration(runs, tmp_path / "ds", labels)
+    assert str(ei.value).startswith(f"{runs[0]} and {runs[1]} are both run 'pump'"), ei.value
