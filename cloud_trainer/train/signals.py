@@ -1177,6 +1177,8 @@ def import_vibration(
     hop = hop_samples if hop_samples is not None else window_samples
     waves, fault, health, rul, run_id, t_s, speeds = [], [], [], [], [], [], []
     skipped = swings = 0
+    matched: set[int] = set()  # the label rows that labelled a window
+    length: dict[str, float] = {}  # each run's length in seconds
     for k, rec in enumerate(recs):
         name = channel or next((c for c in rec.channels if c != speed_channel), "")
         if channel is None:
@@ -1184,6 +1186,7 @@ def import_vibration(
         x = _channel(rec, name, target)
         speed = _channel(rec, speed_channel, target) if speed_channel else None
         mine = [lab for lab in labels if lab.run == rec.run]
+        length[rec.run] = len(x) / target
         for start in range(0, len(x) - window_samples + 1, hop):
             t0, t1 = start / target, (start + window_samples) / target
             hits = [
@@ -1195,6 +1198,7 @@ def import_vibration(
                 skipped += 1
                 continue
             lab = hits[0]
+            matched.update(id(h) for h in hits)
             other = next((h for h in hits if (h.fault, h.failure_s) != (lab.fault, lab.failure_s)), None)
             if other is not None:
                 raise DatasetError(
@@ -1221,6 +1225,14 @@ def import_vibration(
             rul.append(lab.failure_s - t1 if lab.failure_s is not None else np.nan)
             run_id.append(k)
             t_s.append(t1)
+    idle = next((lab for lab in labels if id(lab) not in matched), None)
+    if idle is not None:  # a row that labels nothing: seconds from another origin (epoch, ms), a typo
+        raise DatasetError(
+            f"{labels_file}:{idle.line}: labels no window of run {idle.run!r}: it spans "
+            f"{idle.start_s if idle.start_s is not None else 0:g}-"
+            f"{idle.end_s if idle.end_s is not None else length[idle.run]:g} s, the run 0-{length[idle.run]:g} s "
+            f"in windows of {window_samples / target:g} s (times are seconds from the run's start)"
+        )
     if speed_channel and swings > len(speeds) / 2:
         raise DatasetError(
             f"--speed-channel {speed_channel}: in {swings} of {len(speeds)} windows it swings by more than half "

@@ -1195,3 +1195,26 @@ def test_two_files_of_one_name_from_two_folders_are_refused_not_labelled_alike(t
     with pytest.raises(DatasetError) as ei:
         import_vibration(runs, tmp_path / "ds", labels)
     assert str(ei.value).startswith(f"{runs[0]} and {runs[1]} are both run 'pump'"), ei.value
+
+
+@pytest.mark.parametrize(
+    "row, spans",
+    [
+        ("r2,bearing_outer,1767225601,1767225602,", "1.76723e+09-1.76723e+09 s"),  # epoch seconds
+        ("r2,bearing_outer,1000,1500,", "1000-1500 s"),  # milliseconds
+        ("r2,bearing_outer,1.0,1.1,", "1-1.1 s"),  # shorter than a window
+    ],
+)
+def test_a_labels_row_that_labels_no_window_is_refused_not_dropped(tmp_path, row, spans):
+    """Label times written in epoch seconds or milliseconds, or a span shorter than a window, labelled
+    no window: the row was dropped without a word (its run's windows counted as 'unlabelled'), and the
+    dataset built without that fault's examples. Now refused naming the row, its span and the run's."""
+    x = np.sin(np.arange(20000) * 0.3)
+    runs = [_csv(tmp_path / f"{r}.csv", x) for r in ("r1", "r2")]
+    labels = _labels(tmp_path / "labels.csv", ["r1,healthy,,,", "r2,imbalance,0,0.5,", row])
+    with pytest.raises(DatasetError) as ei:
+        import_vibration(runs, tmp_path / "ds", labels)
+    assert str(ei.value) == (
+        f"{labels}:4: labels no window of run 'r2': it spans {spans}, the run 0-2 s in windows of 0.2048 s "
+        "(times are seconds from the run's start)"
+    )
