@@ -345,7 +345,8 @@ def _is_number(v: str, decimal_comma: bool) -> bool:
 
 
 CSV_SNIFF_LINES = 4096  # the delimiter and number format are read from a file's first lines
-CSV_CHUNK_ROWS = 1 << 16  # rows parsed together: what a CSV read holds as text at a time
+CSV_CHUNK_ROWS = 1 << 16  # rows parsed together: what a CSV read holds as text at a time ...
+CSV_CHUNK_CELLS = 1 << 19  # ... fewer in a wide file: about 40 MB of cells
 
 
 class _CommaLater(Exception):
@@ -482,6 +483,7 @@ def _read_csv(
             if tcol is not None
             else 1.0
         )
+        chunk = max(1, min(CSV_CHUNK_ROWS, CSV_CHUNK_CELLS // max(width, 1)))
         parts: dict[int, list[np.ndarray]] = {k: [] for k in chans}
         tparts: list[np.ndarray] = []
         line_parts: list[np.ndarray] = []
@@ -541,7 +543,7 @@ def _read_csv(
                         delimiter,
                         decimal_comma,
                     )
-                if len(rows) >= CSV_CHUNK_ROWS:
+                if len(rows) >= chunk:
                     flush()
         except (csv.Error, UnicodeDecodeError) as exc:
             last = lines[-1] if lines else int(line_parts[-1][-1]) if line_parts else top_line

@@ -1218,3 +1218,32 @@ def test_a_labels_row_that_labels_no_window_is_refused_not_dropped(tmp_path, row
         f"{labels}:4: labels no window of run 'r2': it spans {spans}, the run 0-2 s in windows of 0.2048 s "
         "(times are seconds from the run's start)"
     )
+
+
+def test_a_wide_csv_holds_a_few_rows_of_text_at_a_time_not_a_chunk_of_every_column(tmp_path, monkeypatch):
+    """A logger's export with hundreds of columns, one of them used: 65,536 rows of every column's text
+    were held at a time (a 171 MB, 200-column file took 1 GB to read one channel). A chunk is now
+    bounded in cells, so the rows held shrink as the file widens (93 MB for that file)."""
+    import tracemalloc
+
+    from cloud_trainer.train import signals
+
+    monkeypatch.setattr(signals, "CSV_SNIFF_LINES", 16)
+    monkeypatch.setattr(signals, "CSV_CHUNK_CELLS", 2000, raising=False)  # 20 rows of this file
+    x = np.random.default_rng(6).normal(size=(500, 100))
+    path = tmp_path / "wide.csv"
+    path.write_text(
+        "time,"
+        + ",".join(f"c{i}" for i in range(100))
+        + "\n"
+        + "".join(f"{i / RATE:.6f}," + ",".join(f"{v:.6f}" for v in row) + "\n" for i, row in enumerate(x))
+    )
+    signals.read_csv(path, None, lambda names: ["c3"])  # warm
+    tracemalloc.start()
+    try:
+        rec = signals.read_csv(path, None, lambda names: ["c3"])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert list(rec.channels) == ["c3"] and np.allclose(rec.channels["c3"], x[:, 3], atol=1e-6)
+    assert peak < path.stat().st_size / 2, (peak, path.stat().st_size)  # the former code: 7x
