@@ -681,7 +681,11 @@ def read_parquet(path: Path, rate_hz: float | None, pick: Keep | None = None) ->
     times = [n for n in names if _time_unit(*split[n]) is not None]
     # pandas stores a DataFrame's index as a column (``__index_level_0__`` when unnamed): a time index
     # is the time column when no column is named as one; any index is a row label, not a signal
-    index = [c for c in (schema.pandas_metadata or {}).get("index_columns", []) if c in names]
+    try:
+        meta = schema.pandas_metadata or {}
+        index = [c for c in meta.get("index_columns", []) if c in names]
+    except (ValueError, TypeError, AttributeError):  # metadata another tool wrote under that key
+        index = []
     if not times:
         at = [c for c in index if pa.types.is_timestamp(schema.field(c).type)]
         at += [c for c in index if pa.types.is_duration(schema.field(c).type)]

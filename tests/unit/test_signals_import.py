@@ -982,6 +982,9 @@ def test_parquet_time_as_pandas_and_databases_write_it_is_the_time(tmp_path):
             pa.table({"time": np.arange(4096) / RATE, "accel": x, "__index_level_0__": np.arange(4096) + 7}),
             "__index_level_0__",
         ),
+        "other_tool.parquet": pa.table({"time": np.arange(4096) / RATE, "accel": x}).replace_schema_metadata(
+            {b"pandas": b"{not json"}  # another tool's metadata under pandas' key
+        ),
     }
     for name, table in tables.items():
         pq.write_table(table, tmp_path / name)
