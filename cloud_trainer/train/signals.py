@@ -380,10 +380,35 @@ def read_csv(path: Path, rate_hz: float | None, pick: Keep | None = None) -> Rec
     delimiter, comma_ok, decimal_comma = _csv_dialect(head)
     first = next((ln.strip() for ln in head.splitlines() if ln.strip()), "")
     skip = 1 if _EXCEL_SEP.fullmatch(first) else 0
+    index = _pandas_index(head, delimiter, skip)
     try:
-        return _read_csv(path, rate_hz, delimiter, comma_ok, decimal_comma, skip, pick)
+        return _read_csv(path, rate_hz, delimiter, comma_ok, decimal_comma, skip, pick, index)
     except _CommaLater:
-        return _read_csv(path, rate_hz, delimiter, True, True, skip, pick)
+        return _read_csv(path, rate_hz, delimiter, True, True, skip, pick, index)
+
+
+_INDEX = "\x00index"  # the header of a pandas index column that is not the time
+
+
+def _pandas_index(head: str, delimiter: str, skip: int) -> str | None:
+    """What a first column without a name holds, as pandas' ``DataFrame.to_csv()`` writes its index
+    there: ``"time"`` (dates, and no column named as a time), ``"rows"`` (row labels, dropped), or None
+    (the first column has a name)."""
+    rows = [r for r in csv.reader(head.splitlines()[:64], delimiter=delimiter) if "".join(r).strip()]
+    rows = rows[skip:]
+    if len(rows) < 2 or len(rows[0]) < 2 or rows[0][0].strip() or not rows[1][0].strip():
+        return None
+    names = [_split_unit(c) for c in rows[0][1:]]
+    if any(_time_unit(*n) is not None for n in names):
+        return "rows"
+    cell = rows[1][0].strip()
+    if _is_number(cell, False):
+        return "rows"
+    try:
+        _time_value(cell, "")
+    except DatasetError:
+        return "rows"
+    return "time"
 
 
 def _not_utf8(path: Path, exc: UnicodeDecodeError) -> DatasetError:
@@ -428,6 +453,7 @@ def _read_csv(
     decimal_comma: bool,
     skip: int = 0,
     pick: Keep | None = None,
+    index: str | None = None,
 ) -> Recording:
     with _csv_open(path) as fh:
         reader = csv.reader(fh, delimiter=delimiter)
@@ -441,6 +467,8 @@ def _read_csv(
         if top is None:
             raise DatasetError(f"{path}: needs a header and at least two rows")
         top_line = reader.line_num
+        if index is not None:  # pandas' index in the first column: the time, or row labels
+            top = ["timestamp" if index == "time" else _INDEX, *top[1:]]
         width = len(top)
         # a first line of measurements (not whole numbers, which may be numbered channels: 1, 2, 3)
         if all(_is_number(c, comma_ok) for c in top if c.strip()) and any(
@@ -466,7 +494,7 @@ def _read_csv(
         raw = [top[i].strip() for i in keep]
         times = [k for k, h in enumerate(header) if _time_unit(h, units[k]) is not None]
         tcol = times[0] if times else None
-        chans = [k for k in range(len(header)) if k not in times]
+        chans = [k for k in range(len(header)) if k not in times and header[k] != _INDEX]
         if not chans:
             raise DatasetError(f"{path}: no channel column besides the time column")
         twice = sorted({header[k] for k in chans if [header[j] for j in chans].count(header[k]) > 1})

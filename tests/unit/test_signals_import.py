@@ -1250,3 +1250,29 @@ def test_a_wide_csv_holds_a_few_rows_of_text_at_a_time_not_a_chunk_of_every_colu
         tracemalloc.stop()
     assert list(rec.channels) == ["c3"] and np.allclose(rec.channels["c3"], x[:, 3], atol=1e-6)
     assert peak < path.stat().st_size / 2, (peak, path.stat().st_size)  # the former code: 7x
+
+
+def test_a_csv_written_by_pandas_to_csv_with_its_index_reads(tmp_path):
+    """pandas' DataFrame.to_csv() writes the index as a first column without a name: row numbers
+    beside a time column, or the timestamps of a DatetimeIndex. Either was refused ('column 1 has no
+    name in the header but holds values'). Row labels are now dropped, and dates there are the time."""
+    import datetime as dt
+
+    from cloud_trainer.train.signals import read_recording
+
+    x = np.sin(np.arange(3000) * 0.3)
+    (tmp_path / "rows.csv").write_text(
+        ",time,accel\n" + "".join(f"{i},{i / RATE:.6f},{v:.6f}\n" for i, v in enumerate(x))
+    )
+    start = dt.datetime(2026, 1, 1)
+    (tmp_path / "dates.csv").write_text(
+        ",accel\n"
+        + "".join(
+            f"{(start + dt.timedelta(microseconds=100 * i)).isoformat(' ')},{v:.6f}\n"
+            for i, v in enumerate(x)
+        )
+    )
+    for name in ("rows.csv", "dates.csv"):
+        rec = read_recording(tmp_path / name)
+        assert rec.rate_hz == RATE and list(rec.channels) == ["accel"], name
+        assert np.allclose(rec.channels["accel"], x, atol=1e-6), name
