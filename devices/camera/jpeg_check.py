@@ -13,11 +13,12 @@ zeros, two frames spliced), each cheap beside the decode itself (measured: 2-5 %
   one is cut short). numpy finds the markers, so this is a pass over the bytes in C; a JPEG without
   restart markers costs only the walk over its header.
 - ``grey_filled(data, image)``, after decoding: what libjpeg fills in where the coded data ran out is
-  blocks of exactly 128 in every channel, down to the image's last block. When a corner block (the last
-  block is bottom-right, or another corner once the decode applied the JPEG's EXIF orientation) is that
-  grey, the JPEG is decoded once more with other bytes put before its end marker: a whole JPEG
-  ignores them (same image), one that ran out decodes them as data (another image). So a real image
-  that happens to end in flat grey 128 is not refused, and the second decode runs only for such images.
+  blocks of exactly 128 in every channel (64 for a CMYK JPEG), down to the image's last block. When a
+  corner block (the last block is bottom-right, or another corner once the decode applied the JPEG's EXIF
+  orientation) is that grey, the JPEG is decoded once more with other bytes put before its end marker: a
+  whole JPEG ignores them (same image), one that ran out decodes them as data (another image). So a real
+  image that happens to end in that flat grey is not refused, and the second decode runs only for such
+  images.
 
 Limits: coded data that is damaged but neither runs out nor breaks the restart markers needs a full
 entropy decode to be seen and is not caught: a single bit flipped, or, in a JPEG without restart markers,
@@ -38,6 +39,10 @@ _STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RST0-7, SOI: no leng
 # libjpeg itself decodes zero bits where data runs out; nor one repeated byte: measured to change nothing in
 # about a third of the cases)
 _FILL = bytes((i * 167 + 13) % 255 for i in range(256))
+_FILLED = (
+    128,
+    64,
+)  # what a block libjpeg filled in decodes to: 128 (YCbCr, grey), 64 (CMYK, as OpenCV turns it)
 
 
 def coded_damage(data: bytes) -> str | None:
@@ -140,7 +145,7 @@ def grey_filled(data: bytes, image: Any, flags: int) -> bool:
         return False
     # the coded image's last block, at the corner its EXIF orientation (applied by the decode) turned it to
     corners = (image[-8:, -8:], image[-8:, :8], image[:8, -8:], image[:8, :8])
-    if image.size == 0 or not any((c == 128).all() for c in corners):
+    if image.size == 0 or not any(c.flat[0] in _FILLED and (c == c.flat[0]).all() for c in corners):
         return False
     end = data.rfind(b"\xff\xd9")
     if end < 0:
