@@ -84,6 +84,13 @@ class OpcUaSettings(_Model):
     reconnect_max_s: float = Field(30.0, gt=0)
     connect_timeout_s: float = Field(5.0, gt=0)
     keepalive_check_s: float = Field(2.0, gt=0, description="how often the connection is checked")
+    session_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="the session timeout asked of the server: how long it keeps a session this source left "
+        "behind when the connection was cut (a session in use is kept alive by the checks every "
+        "keepalive_check_s); a PLC holds few sessions, and a longer timeout left one more per cut",
+    )
     non_finite: NonFinitePolicy = NonFinitePolicy.BAD
     timestamps: Literal["source", "server", "receive"] = Field(
         "source",
@@ -111,6 +118,12 @@ class OpcUaSettings(_Model):
     def _check(self) -> OpcUaSettings:
         if self.reconnect_max_s < self.reconnect_initial_s:
             raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
+        if self.session_timeout_s < 2 * self.keepalive_check_s:
+            raise ValueError(
+                f"session_timeout_s {self.session_timeout_s:g} is under twice keepalive_check_s "
+                f"({self.keepalive_check_s:g}): the server could close the session between two checks; raise "
+                "session_timeout_s"
+            )
         if self.security_mode is not SecurityMode.NONE and not (
             self.certificate_file and self.private_key_file
         ):

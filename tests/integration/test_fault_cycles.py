@@ -4,10 +4,12 @@ dozen cycles and compares a count after the later cycles with the count after th
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 
 import pytest
+from asyncua import ua
 
 from cloud_trainer.fleet.service import FleetServer
 from devices.opcua.client import OpcUaSource
@@ -16,7 +18,7 @@ from edge_agent.outbox.settings import OutboxSettings
 from edge_agent.outbox.store import Outbox
 from edge_agent.uplink.client import Uplink
 from tests.support.fleet import cloud_settings, make_pki
-from tests.support.peers import connections_to, free_port
+from tests.support.peers import connections_to, free_port, opcua_server
 from tests.support.waits import until
 
 
@@ -73,4 +75,42 @@ async def test_an_uplink_stopped_and_started_again_leaves_no_connection_to_the_f
     finally:
         gc.enable()
         ob.close()
+        await srv.stop()
+
+
+async def test_sessions_left_behind_by_cut_connections_are_freed_by_the_plc_soon() -> None:
+    # A cut connection (a switch restarted, a cable) leaves the session on the PLC until its timeout, and a
+    # PLC holds few sessions: asked for an hour, each cut held one more, and a link that flapped a few times
+    # used them all. The PLC here lets a client ask for a second; the source asks for session_timeout_s.
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
+    srv.iserver.min_session_timeout_ms = 100
+    await obj.add_variable(ua.NodeId("Line.Temperature", idx), "Temperature", 20.0)
+    await srv.start()
+    sessions = srv.iserver._external_sessions  # the server's live sessions, by authentication token
+    src = OpcUaSource(
+        "plc",
+        OpcUaSettings(
+            endpoint=f"opc.tcp://127.0.0.1:{port}/plc/",
+            nodes=[{"node_id": f"ns={idx};s=Line.Temperature"}],
+            reconnect_initial_s=0.05,
+            reconnect_max_s=0.1,
+            keepalive_check_s=0.2,
+            session_timeout_s=0.6,
+        ),
+    )
+    await src.start()
+    try:
+        for cut in range(4):
+            await until(lambda: src.state.value == "connected", what="the source to connect")
+            for proto in list(srv.bserver.clients):  # the link drops: no CloseSession reaches the server
+                proto.transport.close()
+            await until(lambda n=cut: src.stats.reconnects > n, what="the source to reconnect")
+        await until(lambda: src.state.value == "connected", what="the source to connect")
+        # the four sessions left behind expire; the one in use is kept alive by the source's checks
+        await until(lambda: len(sessions) == 1, timeout_s=10, what="the sessions left behind to expire")
+        await asyncio.sleep(0.8)  # over a session timeout: the session in use must not expire
+        assert len(sessions) == 1 and src.state.value == "connected" and src.stats.reconnects == 4
+    finally:
+        await src.stop()
         await srv.stop()
