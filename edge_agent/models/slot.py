@@ -392,11 +392,12 @@ class ModelSlot:
     async def stop(self) -> None:
         for job in list(self._jobs):  # a verifier still running (a stop mid-swap): not left behind
             job.abort()
-        if self.state == "watching":  # an orderly stop inside a health window: the next start resumes it
-            try:
-                await asyncio.to_thread(self.store.mark_stopped)
-            except OSError as exc:  # the next start counts an unclean end: said, never fatal
-                log.warning("slot %s: cannot record the orderly stop: %s", self.name, exc)
+        # an orderly stop inside a health window (watching, or a later swap under way): the next start
+        # resumes the window rather than count an unclean end
+        try:
+            await asyncio.to_thread(self.store.mark_stopped)
+        except OSError as exc:  # the next start counts an unclean end: said, never fatal
+            log.warning("slot %s: cannot record the orderly stop: %s", self.name, exc)
         self._helpers.stop()  # a conversion still running (a stop mid-swap): the swap ends as a refusal
         if self._watch is not None:
             self._watch.cancel()
@@ -757,15 +758,16 @@ class ModelSlot:
                 return SwapOutcome(
                     False, self.name, self.version, None, "rolled_back", "no previous model to roll back to"
                 )
-            self._active, self._previous = old, None
+            outcome = SwapOutcome(
+                False, self.name, new.manifest.version, old.manifest.version, "rolled_back", reason
+            )
+            # the outcome with the switch: whoever sees the version change reads why (the model manager
+            # reports it to the fleet), never the outcome before it
+            self._active, self._previous, self.last_outcome = old, None, outcome
             await asyncio.to_thread(self.store.set_current, old.opened.root, None)
             self.store.mark_failed(new.opened.root, reason)
             await self._prune()
             self.state = "active"
-            outcome = SwapOutcome(
-                False, self.name, new.manifest.version, old.manifest.version, "rolled_back", reason
-            )
-            self.last_outcome = outcome
             self.counters["rollbacks"] += 1
             self._event(
                 EventKind.ROLLED_BACK,

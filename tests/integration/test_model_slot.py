@@ -280,8 +280,8 @@ async def test_an_orderly_restart_inside_the_health_window_resumes_the_candidate
     assert events == []
     for i in range(25):  # the resumed window judges it: NG on every item, against 0 before the swap
         assert s2.infer(frame(i)).interpretation.verdict == "NG"
-    for _ in range(300):
-        if s2.version == "1.0.0":
+    for _ in range(600):  # the event closes the rollback (its state written)
+        if events:
             break
         await asyncio.sleep(0.05)
     assert s2.version == "1.0.0" and s2.infer(frame(0)).version == "1.0.0"
@@ -456,4 +456,36 @@ async def test_replaced_and_rolled_back_packages_do_not_stay_on_disk(tmp_path, p
     assert folders() == ["part-inspection-1.1.0"]
     await through_window("nan")  # rolled back by its health check
     assert s.version == "1.1.0" and folders() == ["part-inspection-1.1.0"]
+    await s.stop()
+
+
+async def test_whoever_sees_a_rollback_switch_reads_its_outcome_not_the_one_before(
+    tmp_path, pkgs, monkeypatch
+):
+    """The model manager reports a rollback when it sees the slot's version change, with the slot's last
+    outcome as the reason. The rollback switched the model first and set its outcome only after writing
+    state.json and pruning folders: a manager looking in between read the swap's "active" outcome, and after
+    a restart took the rollback for an interrupted swap and dropped its report to the fleet."""
+    s = slot(tmp_path, pkgs, window_s=60.0, min_items=10_000)
+    await s.start()
+    assert (await s.swap(pkgs["v2"])).ok and s.version == "1.1.0"
+    gate = threading.Event()
+    write = s.store.set_current
+
+    def slow_disk(*a, **kw):  # state.json on a slow SD card
+        gate.wait(30)
+        return write(*a, **kw)
+
+    monkeypatch.setattr(s.store, "set_current", slow_disk)
+    rolling = asyncio.ensure_future(s.rollback("health check failed: test"))
+    for _ in range(200):
+        if s.version == "1.0.0":
+            break
+        await asyncio.sleep(0.01)
+    try:
+        assert s.version == "1.0.0"
+        assert s.last_outcome.stage == "rolled_back" and s.last_outcome.reason == "health check failed: test"
+    finally:
+        gate.set()
+        await rolling
     await s.stop()
