@@ -45,8 +45,10 @@ import collections
 import contextlib
 import functools
 import itertools
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,6 +79,8 @@ log = logging.getLogger(__name__)
 # value (a reject gate held open) until the next change, however long after the peer was back
 OWED_RETRY_S = 1.0
 
+RAISED_FILE = "alarm-outputs.json"  # in the agent's data folder: the outputs of the alarms raised now
+
 # results one ordinary action (mqtt_publish, save_sample, log, a plugin) acts on at once: with its peer
 # away each one waits through its retries (a full MQTT queue: publish_timeout_s per attempt), so without
 # a bound the tasks grew with every result and their polling starved the loop; past it a result is
@@ -94,10 +98,20 @@ def write_targets(cfg: AgentConfig) -> dict[str, list[tuple[str, str, Any]]]:
 
 
 class ActionRunner:
-    def __init__(self, cfg: AgentConfig, sources: dict[str, Any], on_event=None) -> None:
+    def __init__(
+        self, cfg: AgentConfig, sources: dict[str, Any], on_event=None, state_dir: Path | None = None
+    ) -> None:
         self.cfg = cfg
         self.sources = sources
         self.on_event = on_event or (lambda e: None)
+        # <state_dir>/RAISED_FILE: the outputs of the alarms raised now, so that the next runner (a restart,
+        # a config reload) clears those of an alarm its config no longer has (removed, renamed, moved to
+        # another node), which nothing would ever clear otherwise; read at the first result
+        self._raised_file = state_dir / RAISED_FILE if state_dir is not None else None
+        self._raised_saved: list[dict] | None = None  # what the file holds (None: not read yet)
+        self._orphans: list[dict] = []  # outputs raised by an alarm no longer configured, until cleared
+        self._carry: list[dict] = []  # outputs recorded for a configured alarm, until its state is known
+        self._stop_orphans = asyncio.Event()  # set by flush(): their retries end
         self.preds = {name: compile_condition(a.when) for name, a in cfg.actions.items()}
         # the labels each condition names, and per pipeline the model (name, version) of its last result
         # with the labels it gives: after a hot swap, a label the new model no longer gives is said
@@ -186,6 +200,8 @@ class ActionRunner:
                 self._model_changed(pipeline_actions, result, last)
         if self._resync:
             self._after_reconnects()
+        if self._raised_file is not None and self._raised_saved is None:
+            self._clear_orphans()
         nan = _nan_fields(result)
         for name in pipeline_actions:
             action = self.cfg.actions[name]
@@ -225,6 +241,142 @@ class ActionRunner:
             self._spawn(self._run(name, action, result, item)).add_done_callback(
                 functools.partial(self._landed, name)
             )
+
+    def start(self) -> None:
+        """Once the sources are started: clears the outputs an agent before this one left raised for an
+        alarm this config no longer has (RAISED_FILE). Without it, the first result does."""
+        if self._raised_file is not None and self._raised_saved is None:
+            self._clear_orphans()
+
+    def _alarm_targets(self, name: str, action: AlarmAction) -> list[dict]:
+        """An alarm's outputs, as RAISED_FILE records them."""
+        out = []
+        if action.publish_to:
+            cfg = self.cfg
+            topic = topics.build_topic(cfg.agent.site, cfg.agent.line, cfg.agent.id, topics.Kind.ALARMS, name)
+            out.append({"alarm": name, "output": "mqtt", "source": action.publish_to, "target": topic})
+        if action.node_id and action.opcua_source:
+            out.append(
+                {"alarm": name, "output": "opcua", "source": action.opcua_source, "target": action.node_id}
+            )
+        return out
+
+    def _save_raised(self) -> None:
+        """RAISED_FILE: the outputs of the alarms raised now, and the orphans not yet cleared (written
+        only when that changes: at a transition, rarely)."""
+        if self._raised_file is None:
+            return
+        raised = {
+            json.dumps(t, sort_keys=True): t
+            for (name, _pipeline), st in self.alarm_state.items()
+            if st["active"]
+            for t in self._alarm_targets(name, self.cfg.actions[name])  # type: ignore[arg-type]
+        }
+        known = {  # outputs whose alarm has signalled its state since start: no longer carried
+            (t["output"], t["source"], t["target"])
+            for (name, _p), st in self.alarm_state.items()
+            if st["known"]
+            for t in self._alarm_targets(name, self.cfg.actions[name])  # type: ignore[arg-type]
+        }
+        self._carry = [t for t in self._carry if (t["output"], t["source"], t["target"]) not in known]
+        for t in (*self._orphans, *self._carry):
+            raised.setdefault(json.dumps(t, sort_keys=True), t)
+        now = sorted(raised.values(), key=lambda t: json.dumps(t, sort_keys=True))
+        if now == self._raised_saved:
+            return
+        try:
+            from edge_agent.maintenance.baseline import atomic_write_json
+
+            atomic_write_json(self._raised_file, {"raised": now})
+            self._raised_saved = now
+        except OSError as exc:
+            self._burst.log("raised_file", "alarm outputs not recorded in %s: %s", self._raised_file, exc)
+
+    def _clear_orphans(self) -> None:
+        """At the first result: the outputs a runner before this one left raised for an alarm this config
+        no longer has (RAISED_FILE) are cleared, each tried again every OWED_RETRY_S until it is; an
+        output on a source this config no longer has is named in a WARNING (nothing else can clear it)."""
+        assert self._raised_file is not None
+        try:
+            saved = json.loads(self._raised_file.read_text()).get("raised", [])
+            saved = [
+                t for t in saved if isinstance(t, dict) and {"alarm", "output", "source", "target"} <= set(t)
+            ]
+        except (OSError, ValueError, AttributeError):
+            saved = []  # none yet, or cut short by a power loss: nothing known to clear
+        self._raised_saved = saved
+        # what this config writes: an alarm's outputs (whichever alarm: a renamed one may mirror on the same
+        # node), and every OPC UA node an action writes; such an output is not cleared here
+        ours = {
+            (t["output"], t["source"], t["target"])
+            for n, a in self.cfg.actions.items()
+            if isinstance(a, AlarmAction)
+            for t in self._alarm_targets(n, a)
+        }
+        ours |= {
+            ("opcua", src, node) for src, targets in write_targets(self.cfg).items() for _, node, _ in targets
+        }
+        for t in saved:
+            if (t["output"], t["source"], t["target"]) in ours:
+                self._carry.append(t)  # a configured output: its alarm's first state is signalled anyway
+                continue
+            if not hasattr(self.sources.get(t["source"]), "write" if t["output"] == "opcua" else "publish"):
+                log.warning(
+                    "alarm %s was raised when the agent stopped, and its %s output %s on source %s is not in "
+                    "this config (no such %s source): nothing clears it now; clear it by hand",
+                    t["alarm"],
+                    t["output"],
+                    t["target"],
+                    t["source"],
+                    t["output"],
+                )
+                continue
+            self._orphans.append(t)
+            self._spawn(self._clear_orphan(t))
+        self._save_raised()
+
+    async def _clear_orphan(self, t: dict) -> None:
+        src = self.sources[t["source"]]
+        while True:
+            try:
+                if t["output"] == "opcua":
+                    await src.write(t["target"], False)
+                else:
+                    evt = Event(
+                        EventKind.ALARM,
+                        alarm=t["alarm"],
+                        active=False,
+                        pipeline=None,
+                        score=None,
+                        label=None,
+                        anomaly_score=None,
+                        remaining_life=None,
+                        model_version=None,
+                        removed=True,
+                    )
+                    await src.publish(
+                        t["target"], json_codec.dumps(evt.to_json_dict()).encode(), qos=1, retain=True
+                    )
+                log.info(
+                    "alarm %s is not in this config; its %s output %s, raised when the agent stopped, is cleared",
+                    t["alarm"],
+                    t["output"],
+                    t["target"],
+                )
+                break
+            except Exception as exc:
+                if not getattr(exc, "retryable", True):
+                    log.warning(
+                        "alarm %s's former output %s could not be cleared: %s", t["alarm"], t["target"], exc
+                    )
+                    break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(OWED_RETRY_S):
+                    await self._stop_orphans.wait()
+            if self._stop_orphans.is_set():
+                return  # at stop: still recorded, the next start tries again
+        self._orphans.remove(t)
+        self._save_raised()
 
     def _after_reconnects(self) -> None:
         """Sends again the state of the on_change outputs and alarm outputs on a source that has reconnected
@@ -401,6 +553,7 @@ class ActionRunner:
                 if wake is not None:
                     wake.set()
         self._closing = True
+        self._stop_orphans.set()
         try:
             wakes: dict[tuple, asyncio.Event] = {**self._output_wake, **self._signal_wake}
             for key in self._owing:
@@ -412,6 +565,7 @@ class ActionRunner:
                 await asyncio.wait(list(self._pending), timeout=left)
         finally:
             self._closing = False
+            self._stop_orphans.clear()
 
     async def _run(
         self,
@@ -477,7 +631,7 @@ class ActionRunner:
                             return False
                         self._burst.log(
                             name,
-                            "action %r failed after %d attempts: %s; the value is tried again every %.0f s "
+                            "action %r failed after %d attempts: %s; the value is tried again every %g s "
                             "until it is written or a newer one replaces it",
                             name,
                             attempt,
@@ -599,6 +753,7 @@ class ActionRunner:
             )
         self.on_event(evt)
         self._last_signal[(name, result.pipeline)] = evt
+        self._save_raised()
         for output in _alarm_outputs(action):
             key = (name, result.pipeline, output)
             if key in self._signals:  # the one still waiting is moot: the alarm has moved on
@@ -641,7 +796,7 @@ class ActionRunner:
                             st["failed"] += 1
                             self._burst.log(
                                 name,
-                                "alarm %r: could not signal (%s); tried again every %.0f s until it is",
+                                "alarm %r: could not signal (%s); tried again every %g s until it is",
                                 name,
                                 exc,
                                 OWED_RETRY_S,

@@ -137,7 +137,7 @@ class Agent:
         for name, settings in cfg.sources.items():
             cls = load_object(SOURCE_TYPES[settings.type][1])
             self.sources[name] = cls(name, settings)
-        self.actions = ActionRunner(cfg, self.sources, on_event=self._event)
+        self.actions = ActionRunner(cfg, self.sources, on_event=self._event, state_dir=cfg.data_dir)
         for src_name, targets in write_targets(cfg).items():
             src = self.sources.get(src_name)
             if src is not None and hasattr(
@@ -354,6 +354,7 @@ class Agent:
             p.start()
         for f in self.forwarders:
             f.start()
+        self.actions.start()  # alarm outputs left raised by an agent before, for alarms no longer configured
         if self.cfg.cloud is not None:
             from edge_agent.models.manager import ModelManager
             from edge_agent.uplink.client import Uplink

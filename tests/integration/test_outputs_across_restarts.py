@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import paho.mqtt.client as paho
 from asyncua import ua
@@ -18,6 +19,7 @@ from devices.mqtt.client import MqttSource
 from devices.opcua.client import OpcUaSource
 from edge_agent import actions
 from edge_agent.actions import ActionRunner
+from edge_agent.agent import Agent
 from edge_agent.config import parse_config
 from protocols import topics
 from tests.support.peers import free_port, opcua_server
@@ -33,6 +35,7 @@ async def _plc(port: int, gate: bool = False, lamp: bool = False):
     for name, v in (("Gate", gate), ("Lamp", lamp)):
         nodes[name] = await obj.add_variable(ua.NodeId(name, idx), name, v)
         await nodes[name].set_writable()
+    nodes["Temp"] = await obj.add_variable(ua.NodeId("Temp", idx), "Temp", 80.0)  # always hot
     await srv.start()
     return srv, idx, nodes
 
@@ -104,7 +107,7 @@ async def test_a_pulse_reset_and_an_alarm_clear_that_failed_while_the_plc_was_aw
         st = runner.stats
         await until(lambda: st["gate"]["failed"] >= 1 and st["lamp"]["failed"] >= 1, 10, "both writes failed")
         # back, holding the outputs as they were: the gate open, the lamp on; no new result comes
-        for n in nodes.values():
+        for n in (nodes["Gate"], nodes["Lamp"]):
             await n.write_value(True)
         await srv.start()
         # before: the reset and the clear were given up after their retries; the gate stayed open and
@@ -289,7 +292,7 @@ async def test_a_plc_that_restarted_gets_its_on_change_output_and_alarm_lamp_bac
 
         await until(both_on, 10, "the gate set and the lamp on")
         await srv.stop()  # the PLC restarts: its outputs come back at their initial values
-        for n in nodes.values():
+        for n in (nodes["Gate"], nodes["Lamp"]):
             await n.write_value(False)
         await srv.start()
         await until(lambda: src.stats.reconnects == 1, 15, "the OPC UA source to reconnect")
@@ -301,4 +304,85 @@ async def test_a_plc_that_restarted_gets_its_on_change_output_and_alarm_lamp_bac
         await runner.flush(timeout_s=5)
     finally:
         await src.stop()
+        await srv.stop()
+
+
+async def test_a_config_without_an_alarm_that_was_raised_clears_the_outputs_it_had(
+    tmp_path, mosquitto, caplog
+):
+    # a fleet config reload (or a restart on an edited file) drops one alarm and renames the other, which
+    # keeps its node: before, the dropped one's node and both old retained messages said "raised" for
+    # good, as nothing owned them any more
+    port = free_port()
+    srv, idx, nodes = await _plc(port)
+
+    def config(alarms: dict[str, str]) -> dict:
+        return {
+            "agent": {"id": "gw", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
+            "http": {"enabled": False},
+            "sources": {
+                "plc": {
+                    "type": "opcua",
+                    "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/",
+                    "nodes": [{"node_id": f"ns={idx};s=Temp", "tag": "temp"}],
+                    "reconnect_initial_s": 0.1,
+                },
+                "bus": {"type": "mqtt", "port": mosquitto.port},
+            },
+            "rules": [
+                {"name": "hot", "source": "plc", "tag": "temp", "above": 60.0, "actions": list(alarms)}
+            ],
+            "actions": {
+                alarm: {
+                    "type": "alarm",
+                    "raise_after": 1,
+                    "when": {"verdict": "NG"},
+                    "publish_to": "bus",
+                    "opcua_source": "plc",
+                    "node_id": f"ns={idx};s={node}",
+                }
+                for alarm, node in alarms.items()
+            },
+        }
+
+    async def value(name: str) -> bool:
+        return await nodes[name].read_value()
+
+    try:
+        agent = Agent(parse_config(config({"overheat": "Lamp", "warm": "Gate"})))
+        await agent.start()
+        try:
+            await until(lambda: nodes["Lamp"].read_value(), 15, "the overheat lamp on")
+            await until(lambda: nodes["Gate"].read_value(), 15, "the warm gate on")
+        finally:
+            await agent.stop()
+        got: dict[str, list] = {"overheat": [], "warm": []}
+        sub = paho.Client(CallbackAPIVersion.VERSION2)
+        sub.on_message = lambda c, u, m: got[m.topic.rsplit("/", 1)[1]].append(json.loads(m.payload))
+        sub.connect("127.0.0.1", mosquitto.port)
+        for name in got:
+            sub.subscribe(topics.build_topic("s", "l", "gw", topics.Kind.ALARMS, name), qos=1)
+        sub.loop_start()
+        caplog.set_level(logging.INFO, logger="edge_agent.actions")
+        agent = Agent(parse_config(config({"heat": "Lamp"})))  # warm dropped, overheat renamed heat
+        await agent.start()
+        try:
+
+            async def gate_off() -> bool:
+                return not await value("Gate")
+
+            await until(gate_off, 15, "the dropped alarm's gate off")
+            for name in got:
+                await until(lambda n=name: got[n] and got[n][-1]["active"] is False, 15, f"{name} cleared")
+                assert got[name][-1]["removed"] is True
+            assert agent.actions.alarm_state[("heat", "hot")]["active"] is True
+            assert await value("Lamp") is True  # heat's node too: never cleared for the name it had before
+            cleared = [r.getMessage() for r in caplog.records if "is not in this config" in r.getMessage()]
+            assert not [m for m in cleared if f"ns={idx};s=Lamp" in m], cleared
+        finally:
+            sub.loop_stop()
+            await agent.stop()
+        saved = json.loads((tmp_path / "data" / actions.RAISED_FILE).read_text())["raised"]
+        assert [(t["alarm"], t["output"]) for t in saved] == [("heat", "mqtt"), ("heat", "opcua")], saved
+    finally:
         await srv.stop()
