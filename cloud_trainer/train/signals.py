@@ -1255,7 +1255,15 @@ def import_vibration(
                 speeds.append(float(np.mean(seg)))
                 swings += bool(np.std(seg) > 0.5 * abs(speeds[-1]))
             fault.append(lab.fault)
-            health.append(1.0 if lab.fault == "healthy" else 0.5)
+            # health: the fraction of the run's life left where its failure time is known (what the
+            # trainer's remaining-life output learns: life = health x a machine's mean life); a fault
+            # without one 0.5, as before
+            if lab.fault == "healthy":
+                health.append(1.0)
+            elif lab.failure_s is not None and lab.failure_s > 0:
+                health.append(min(1.0, max(0.0, (lab.failure_s - t1) / lab.failure_s)))
+            else:
+                health.append(0.5)
             rul.append(lab.failure_s - t1 if lab.failure_s is not None else np.nan)
             run_id.append(k)
             t_s.append(t1)
