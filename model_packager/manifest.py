@@ -377,6 +377,15 @@ class SignalPreprocessing(_Model):
             )
         return v
 
+    @field_validator("f_max_hz", "log_eps")
+    @classmethod
+    def _positive(cls, v: float | None, info: ValidationInfo) -> float | None:
+        # a negative band edge or log offset made every window's features NaN: every window failed at the
+        # engine, after the golden set (which holds features, not windows) had passed
+        if v is not None and v <= 0 and not (info.field_name == "f_max_hz" and v == 0):
+            raise ValueError(f"is {v}: must be > 0 (every window's features would be NaN)")
+        return v
+
     @field_validator("n_bands")
     @classmethod
     def _bands_bounded(cls, v: int) -> int:

@@ -101,6 +101,25 @@ def test_a_signed_manifest_whose_preprocessing_takes_gigabytes_is_refused_at_ver
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(("field", "value"), [("f_max_hz", -5.0), ("log_eps", -1.0), ("log_eps", 0.0)])
+def test_a_signal_preprocessing_that_makes_every_window_nan_is_refused_at_verify(kit, tmp_path, field, value):
+    """A negative band edge or log offset made every window's features NaN (or -inf on a silent band):
+    installed, then every window failed at the engine, since the golden set holds features, not windows."""
+    import numpy as np
+
+    from model_packager.manifest import SignalPreprocessing
+    from model_packager.preprocess import signal_features
+
+    bad = _edited(
+        kit["signal"], kit["key"], tmp_path / "bad" / "machine-health-1.0.0.edgepkg", {field: value}
+    )
+    with pytest.raises(ManifestError) as ei:
+        verify_package(bad, kit["trusted"])
+    assert f"preprocessing.{field} is {value}: must be > 0" in str(ei.value), ei.value
+    ok = SignalPreprocessing(window_samples=2048, sample_rate_hz=1e4, f_max_hz=4000.0, log_eps=1e-9)
+    assert np.isfinite(signal_features(np.zeros(2048), {}, ok)).all()  # a silent window reads finite
+
+
 def test_the_geometry_of_a_5_mp_camera_and_a_tiling_model_still_verifies(kit, tmp_path):
     for pre in (
         {"width": 2592, "height": 1944},  # a 5 MP frame at full size, no resize
