@@ -1210,6 +1210,9 @@ def import_vibration(
         )
     hop = hop_samples if hop_samples is not None else window_samples
     waves, fault, health, rul, run_id, t_s, speeds = [], [], [], [], [], [], []
+    from cloud_trainer.train.maintenance import VISIBLE_HEALTH
+
+    fault_health = VISIBLE_HEALTH - 0.01  # the most health a window labelled with a fault is given
     skipped = swings = 0
     matched: set[int] = set()  # the label rows that labelled a window
     length: dict[str, float] = {}  # each run's length in seconds
@@ -1256,12 +1259,13 @@ def import_vibration(
                 swings += bool(np.std(seg) > 0.5 * abs(speeds[-1]))
             fault.append(lab.fault)
             # health: the fraction of the run's life left where its failure time is known (what the
-            # trainer's remaining-life output learns: life = health x a machine's mean life); a fault
-            # without one 0.5, as before
+            # trainer's remaining-life output learns: life = health x a machine's mean life), kept
+            # below the trainer's VISIBLE_HEALTH: a window labelled with a fault shows it, however far
+            # the failure; a fault without a failure time 0.5, as before
             if lab.fault == "healthy":
                 health.append(1.0)
             elif lab.failure_s is not None and lab.failure_s > 0:
-                health.append(min(1.0, max(0.0, (lab.failure_s - t1) / lab.failure_s)))
+                health.append(min(fault_health, max(0.0, (lab.failure_s - t1) / lab.failure_s)))
             else:
                 health.append(0.5)
             rul.append(lab.failure_s - t1 if lab.failure_s is not None else np.nan)

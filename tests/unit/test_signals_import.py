@@ -1283,13 +1283,20 @@ def test_run_to_failure_windows_carry_the_fraction_of_life_left_as_their_health(
     trainer's remaining-life output learns health x a machine's mean life, so a package built from a
     site's runs to failure answered about half the mean life at every window (measured: 3.0-3.5 s for
     true 0.6-6.3 s, correlation -0.37; 0.84 with this fix). Such windows now carry the fraction of the
-    run's life left; faulty windows without a failure time keep 0.5."""
+    run's life left, below the trainer's VISIBLE_HEALTH (a window labelled with a fault shows it, so a
+    failure long after the recording does not hide it); faulty windows without a failure time keep 0.5."""
+    from cloud_trainer.train.maintenance import VISIBLE_HEALTH
+
     x = np.sin(np.arange(20000) * 0.3)
-    runs = [_csv(tmp_path / f"{r}.csv", x) for r in ("h", "f", "g")]
-    labels = _labels(tmp_path / "labels.csv", ["h,healthy,,,", "f,bearing_outer,,,2.5", "g,imbalance,,,"])
+    runs = [_csv(tmp_path / f"{r}.csv", x) for r in ("h", "f", "g", "late")]
+    labels = _labels(
+        tmp_path / "labels.csv",
+        ["h,healthy,,,", "f,bearing_outer,,,2.5", "g,imbalance,,,", "late,misalignment,,,3600"],
+    )
     import_vibration(runs, tmp_path / "ds", labels)
     data = load_vibration(tmp_path / "ds")
     failing = data.run_id == 1
     assert np.allclose(data.health[failing], (2.5 - data.t_s[failing]) / 2.5)
     assert np.allclose(data.rul_s[failing], 2.5 - data.t_s[failing])
     assert (data.health[data.run_id == 0] == 1).all() and (data.health[data.run_id == 2] == 0.5).all()
+    assert (data.health[data.run_id == 3] < VISIBLE_HEALTH).all()
