@@ -13,7 +13,8 @@ part longer than ``max_part_bytes`` (by its Content-Length, or bytes without a b
 A URL that answers with one image (``Content-Type: image/...``, a camera's snapshot URL) gives a
 ``SnapshotStream`` instead: the same ``next_part``, each part a new GET, asked every ``poll_period_s``.
 
-An answer without a Content-Type is told by its first bytes (a boundary, an image's signature). Line ends
+An answer without a Content-Type is told by its first bytes (a boundary, an image's signature); a body that
+starts with another boundary than the declared one is read by its own. Line ends
 between a part's header and its data are skipped. A part's Content-Length is read, but where it disagrees with the boundary (cameras whose firmware gets it
 wrong) the boundary decides, as browsers read these streams (``MjpegStream._declared``).
 
@@ -307,8 +308,9 @@ class MjpegStream:
         self._buf = bytearray()
         self._deadline = 0.0
         self._delim: bytes | None = None
+        self._declared_boundary = b""
         if boundary:  # some cameras give the boundary with its leading dashes, most without
-            b = boundary.encode("latin-1")
+            b = self._declared_boundary = boundary.encode("latin-1")
             self._delim = b if b.startswith(b"--") else b"--" + b
 
     def close(self) -> None:
@@ -340,6 +342,8 @@ class MjpegStream:
                     )
             self._delim = line
         else:
+            if self._declared_boundary:
+                self._body_boundary()
             self._skip_to_delimiter()
             if self._line().strip() == b"--":
                 raise EOFError("the camera ended the stream (closing boundary)")
@@ -389,6 +393,25 @@ class MjpegStream:
         if data and looks_whole(data):
             return data
         return data + self._to_delimiter()  # too short: the rest is up to the boundary
+
+    def _body_boundary(self) -> None:
+        """Once, before the first part: the boundary the body starts with, where it is not the one the
+        Content-Type declares (firmware that declares one string and writes another; FFmpeg reads these
+        streams by the body's, and so does this). A body that starts with other text (a preamble) is read
+        by the declared one."""
+        declared, self._declared_boundary = self._declared_boundary, b""
+        while True:
+            head = self._buf.lstrip(b"\r\n")
+            end = head.find(b"\n")
+            if end >= 0:
+                break
+            if len(self._buf) > _MAX_LINE:
+                return
+            self._fill()
+        line = bytes(head[:end]).strip()
+        assert self._delim is not None
+        if self._delim not in line and (line.startswith(b"--") or line == declared):
+            self._delim = line
 
     def _skip_blank_lines(self) -> None:
         """Line ends between a part's header and its data (some firmware sends a second blank line): no
