@@ -48,15 +48,15 @@ class _Watchdog:
     TICK_S = 0.25
 
     def __init__(self) -> None:
-        self._runs: dict[int, tuple[float, Any]] = {}
+        self._runs: dict[int, tuple[float, Any, object]] = {}
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._idle = False
 
-    def start(self, opts: Any, timeout_s: float) -> int:
+    def start(self, opts: Any, timeout_s: float, owner: object = None) -> int:
         key = id(opts)
         with self._cond:
-            self._runs[key] = (time.monotonic() + timeout_s, opts)
+            self._runs[key] = (time.monotonic() + timeout_s, opts, owner)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="inference-watchdog", daemon=True)
                 self._thread.start()
@@ -69,6 +69,13 @@ class _Watchdog:
         with self._cond:
             self._runs.pop(key, None)
 
+    def stop_all(self, owner: object) -> None:
+        """Stop ``owner``'s runs in flight now (its engine closes: the agent stops)."""
+        with self._cond:
+            runs = [opts for _, opts, o in self._runs.values() if o is owner]
+        for opts in runs:
+            opts.terminate = True
+
     def _loop(self) -> None:
         while True:
             with self._cond:
@@ -79,7 +86,7 @@ class _Watchdog:
             time.sleep(self.TICK_S)
             now = time.monotonic()
             with self._cond:
-                late = [opts for deadline, opts in self._runs.values() if deadline <= now]
+                late = [opts for deadline, opts, _ in self._runs.values() if deadline <= now]
             for opts in late:
                 opts.terminate = True
 
@@ -171,7 +178,7 @@ class OrtEngine:
         finishes on some input fails that item and frees its worker thread and core."""
         opts = self._run_options()
         opts.log_severity_level = 4  # a stopped run is said once, in the agent's log, not also on stderr
-        key = _WATCHDOG.start(opts, self.timeout_s)
+        key = _WATCHDOG.start(opts, self.timeout_s, self)
         try:
             out = self.session.run(self.output_names, inputs, opts)
         except Exception:
@@ -201,6 +208,9 @@ class OrtEngine:
         return dict(zip(self.output_names, out, strict=True))
 
     def close(self) -> None:
+        # a run still in flight (one that never ends: the pipelines' stop has given up on it) is stopped, or
+        # ONNX Runtime aborts the process when it exits with a run inside it
+        _WATCHDOG.stop_all(self)
         self.session = None
 
 

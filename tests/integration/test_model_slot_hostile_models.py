@@ -308,3 +308,58 @@ async def test_a_model_that_never_finishes_on_a_live_frame_fails_that_frame_and_
     assert s.counters["errors"] == 1
     assert s.infer(grey).version == "1.0.0"  # the slot serves on
     await s.stop()
+
+
+STOP_WHILE_HUNG = """
+import asyncio, sys, threading, time
+from pathlib import Path
+import numpy as np
+from devices.base import Frame
+from edge_agent.models.config import ModelConfig
+from edge_agent.models.slot import ModelSlot
+from model_packager import load_trusted_keys
+
+pkg, pub, data = map(Path, sys.argv[1:4])
+async def main():
+    cfg = ModelConfig(package=str(pkg), engine="onnxruntime", inference_timeout_s=600)
+    s = ModelSlot("vision", cfg, data, load_trusted_keys([pub]))
+    await s.start()
+    white = Frame("cam", 1, time.time(), np.full((64, 64, 3), 255, np.uint8))
+    threading.Thread(target=lambda: print("ended:", type(_try(s, white)).__name__, flush=True), daemon=True).start()
+    await asyncio.sleep(0.5)  # inside the run that never ends
+    await s.stop()  # the agent stops (its pipelines gave up waiting for the item)
+    await asyncio.sleep(0.5)
+def _try(s, f):
+    try:
+        return s.infer(f)
+    except Exception as exc:
+        return exc
+asyncio.run(main())
+print("EXITING", flush=True)
+"""
+
+
+def test_an_agent_stopping_with_a_run_that_never_ends_exits_cleanly(tmp_path, pkgs):
+    """A run still inside ONNX Runtime when the process exits aborts it ("terminate called without an active
+    exception", SIGABRT, a core dump) rather than exit: an orderly stop looked like a crash. Closing the engine
+    now stops its runs in flight."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "hangs").mkdir()
+    hangs = _resigned(
+        pkgs["v1"],
+        pkgs["key"],
+        {"model.onnx": _endless_on_white(pkgs["v1_model"])},
+        tmp_path / "hangs" / pkgs["v1"].name,
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", STOP_WHILE_HUNG, str(hangs), str(pkgs["pub"]), str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert "ended: InferenceError" in proc.stdout and "EXITING" in proc.stdout, proc.stdout
