@@ -39,10 +39,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
             for k in family_names(prog)
             if load_family(k).default_epochs
         )
-        ap.add_argument("--epochs", type=int, default=None, help=f"default: {epochs} (early stopping)")
+        ap.add_argument("--epochs", type=_positive, default=None, help=f"default: {epochs} (early stopping)")
         ap.add_argument(
             "--size",
-            type=int,
+            type=_positive,
             default=128,
             help="input size in pixels (vision: per tile when tiled; anomaly)",
         )
@@ -75,7 +75,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
             help="maintenance: scalar input carrying the shaft speed in rpm (the dataset "
             "gives speed_rpm per window); default: speed estimated from the spectrum",
         )
-        ap.add_argument("--threads", type=int, default=None)
+        ap.add_argument("--threads", type=_positive, default=None)
         ap.add_argument(
             "--degrade", action="store_true", help="deliberately damage the candidate (gate demo)"
         )
@@ -119,7 +119,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         ap.add_argument("--name", default=None, help="anomaly: package name (default part-anomaly)")
     if prog in ("quantize", "build"):
         ap.add_argument(
-            "--calibration", type=int, default=200, help="calibration samples from the validation split"
+            "--calibration", type=_positive, default=200, help="calibration samples from the validation split"
         )
     if prog in ("evaluate", "build", "package", "publish"):
         ap.add_argument("--registry", type=Path, default=Path("var/registry"))
@@ -149,6 +149,18 @@ def _parser(prog: str) -> argparse.ArgumentParser:
             "--force", action="store_true", help="go on even if the gate failed (recorded as forced)"
         )
     return ap
+
+
+def _positive(text: str) -> int:
+    """A whole number of at least 1 (``--epochs 0`` trained the default number of epochs, a negative
+    one exported an untrained model; ``--size 0``, ``--threads -1`` failed deep in the recipe)."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1")
+    return v
 
 
 def _ints(n: int, form: str, sep: str = ","):
