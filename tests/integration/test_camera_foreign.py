@@ -115,7 +115,8 @@ class SnapshotCamera:
                 me.hits.append(time.monotonic())
                 body, ctype = image(len(me.hits) - 1)
                 self.send_response(200)
-                self.send_header("Content-Type", ctype)
+                if ctype:
+                    self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -655,7 +656,8 @@ async def test_a_blank_line_before_a_parts_data_does_not_make_every_part_corrupt
 async def test_a_stream_answer_without_content_type_is_read_part_by_part_not_by_ffmpeg():
     """A camera whose answer names no Content-Type went to OpenCV's FFmpeg, which passed parts cut short
     on as frames (their missing half filled in). The answer's first bytes say what it is: a body that
-    starts with a boundary is read part by part, cut parts corrupt_frame."""
+    starts with a boundary is read part by part, cut parts corrupt_frame; one that is an image is a snapshot
+    URL's answer."""
     jpegs = [_camera_jpeg(k) for k in range(2)]
     want = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs]
 
@@ -671,6 +673,14 @@ async def test_a_stream_answer_without_content_type_is_read_part_by_part_not_by_
     got = [next((k for k, w in enumerate(want) if np.array_equal(f.image, w)), None) for f in frames]
     assert got == [0, 1, 0, 1]
     assert src.stats.errors_by_reason.get("corrupt_frame", 0) >= 3
+
+    # a snapshot URL answering images without a Content-Type: each answer a frame, a cut one corrupt_frame
+    snap = SnapshotCamera(lambda n: (jpegs[n % 2] if n % 3 else jpegs[0][:900], ""))
+    frames, src = await _frames(snap.url, 4, fps=50, read_timeout_s=2, queue_max_items=1000)
+    snap.stop()
+    assert all(any(np.array_equal(f.image, w) for w in want) for f in frames) and len(frames) == 4
+    assert src.stats.errors_by_reason.get("corrupt_frame", 0) >= 1
+    assert len(snap.hits) >= 5  # asked again for each image: read as a snapshot URL, not by FFmpeg
 
 
 async def test_a_camera_whose_body_boundary_is_not_the_declared_one_gives_frames():
