@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import struct
 import time
 from pathlib import Path
@@ -559,7 +560,8 @@ async def test_a_jpeg_damaged_past_its_header_is_a_corrupt_frame_never_a_frame(t
 async def test_whole_jpegs_of_every_kind_cameras_send_are_frames_none_refused_as_damaged(tmp_path):
     """The damage checks must refuse no whole JPEG: progressive, restart markers, grey, 4:4:4 / 4:2:2 /
     4:2:0 / 4:1:1, odd sizes, bytes after the end marker, an APP segment holding marker-like bytes (an
-    EXIF thumbnail), a flat grey 128 corner (what libjpeg fills damage with)."""
+    EXIF thumbnail), a flat grey 128 corner (what libjpeg fills damage with), a restart marker before the
+    end marker (some hardware encoders)."""
     rng = np.random.default_rng(7)
     sampling = [getattr(cv2, f"IMWRITE_JPEG_SAMPLING_FACTOR_{s}") for s in ("444", "422", "420", "411")]
     files = []
@@ -574,6 +576,9 @@ async def test_whole_jpegs_of_every_kind_cameras_send_are_frames_none_refused_as
         data = cv2.imencode(".jpg", src, params)[1].tobytes()
         if k % 3 == 0:
             data += b"\r\n\x00after the end"
+        if k % 4 == 2:  # a restart marker before the end marker, as some hardware encoders write
+            rst = len(re.findall(rb"\xff[\xd0-\xd7]", data[data.rfind(b"\xff\xda") :]))  # its last scan
+            data = data[:-2] + bytes([0xFF, 0xD0 + rst % 8]) + data[-2:]
         if k % 4 == 1:
             app = b"Exif\x00\x00\xff\xd8\xff\xd0\xff\xd9\xff\xda"
             data = data[:2] + b"\xff\xe1" + (len(app) + 2).to_bytes(2, "big") + app + data[2:]
