@@ -166,6 +166,8 @@ class OrtEngine:
                 single_stream=True,
                 graph_optimization=cfg.graph_optimization.value,
                 isolated=isolated,  # a model serves: the session is first made in a helper (memory)
+                preflight_inputs=opened.golden_inputs,  # ... and runs the first golden item there
+                preflight_run_s=cfg.inference_timeout_s,
             )
         except Exception as exc:
             raise EngineError(

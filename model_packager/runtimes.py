@@ -91,6 +91,8 @@ def ort_session(
     single_stream: bool = False,
     graph_optimization: str | None = None,
     isolated: bool = False,
+    preflight_inputs: str | Path | None = None,
+    preflight_run_s: float = 60.0,
 ) -> Any:
     """An ONNX Runtime CPU session. ``threads``: intra-op threads (None: the library's default);
     ``single_stream``: one inter-op thread, sequential execution (the agent's per-item calls);
@@ -98,9 +100,10 @@ def ort_session(
 
     ``isolated`` (another model serves in this process): the session is first created in a helper
     process (``ort_preflight``), and one whose creation takes more memory than the machine can spare,
-    or kills the helper, raises ``ModelTooLarge`` here instead of getting this process killed."""
+    or kills the helper, raises ``ModelTooLarge`` here instead of getting this process killed; with
+    ``preflight_inputs`` the helper also runs their first item (at most ``preflight_run_s``)."""
     if isolated:
-        ort_preflight(path, graph_optimization)
+        ort_preflight(path, graph_optimization, preflight_inputs, preflight_run_s)
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -258,8 +261,25 @@ def peak():  # KiB: VmHWM is this image's own (ru_maxrss keeps the forking paren
     except (OSError, StopIteration, ValueError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 before = peak()
-ort.InferenceSession(sys.argv[1], opts, providers=["CPUExecutionProvider"])
-print(peak() - before)
+sess = ort.InferenceSession(sys.argv[1], opts, providers=["CPUExecutionProvider"])
+print(peak() - before, flush=True)
+if len(sys.argv) > 4:  # then the first golden input, as the smoke test runs it, bounded in time
+    import threading
+    import numpy as np
+    with np.load(sys.argv[3], allow_pickle=False) as z:
+        feed = {{k: z[k][:1] for k in z.files}}
+    ro = ort.RunOptions()
+    ro.log_severity_level = 4
+    timer = threading.Timer(float(sys.argv[4]), setattr, (ro, "terminate", True))
+    timer.daemon = True
+    timer.start()
+    try:
+        sess.run(None, feed, ro)
+    except Exception as exc:  # the smoke test says why; an allocation refused is said here
+        if "alloc" in str(exc).lower():
+            print("bad_alloc", file=sys.stderr, flush=True)
+    timer.cancel()
+    print(peak() - before, flush=True)
 """
 
 
@@ -284,9 +304,17 @@ def mem_available() -> int | None:
     return None
 
 
-def ort_preflight(path: str | Path, graph_optimization: str | None = None) -> int | None:
-    """Create the ONNX Runtime session of ``path`` in a helper process (see ``_ORT_HELPER``) and
-    return the bytes its creation took at the peak; raise ``ModelTooLarge`` when that is more than
+def ort_preflight(
+    path: str | Path,
+    graph_optimization: str | None = None,
+    inputs: str | Path | None = None,
+    run_timeout_s: float = 60.0,
+) -> int | None:
+    """Create the ONNX Runtime session of ``path`` in a helper process (see ``_ORT_HELPER``), and with
+    ``inputs`` (a golden ``.npz``, already checked against decompression bombs) run its first item there
+    (stopped after ``run_timeout_s``), and return the bytes that took at the peak: a graph can allocate
+    far more on its first run than at creation (a ``ConstantOfShape`` sized from the input's shape is not
+    folded), and the smoke test runs it in the serving process. Raise ``ModelTooLarge`` when that is more than
     ``PREFLIGHT_MEMORY_SHARE`` of what this machine has available, or the helper was killed (the
     out-of-memory killer) or had taken that much when stopped at ``HELPER_TIMEOUT_S``; ``RuntimeError``
     when creating it crashed the helper. None: not measured (no helper could run, it did not finish in
@@ -301,8 +329,9 @@ def ort_preflight(path: str | Path, graph_optimization: str | None = None) -> in
         raise HelperStopped(f"ONNX Runtime: loading {Path(path).name} was stopped (its caller stops)")
     level = _ORT_LEVELS[graph_optimization] if graph_optimization is not None else ""
     try:
+        run = [str(inputs), f"{run_timeout_s:g}"] if inputs is not None else []
         proc = subprocess.Popen(
-            [sys.executable, "-c", _ORT_HELPER, str(path), level],
+            [sys.executable, "-c", _ORT_HELPER, str(path), level, *run],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -327,26 +356,25 @@ def ort_preflight(path: str | Path, graph_optimization: str | None = None) -> in
     if helpers is not None and helpers.stopped:
         raise HelperStopped(f"ONNX Runtime: loading {Path(path).name} was stopped (its caller stops)")
     name = Path(path).name
+    what = f"creating the session of {name}" + (" and running its first golden input" if inputs else "")
     avail = mem_available()
     if timed_out:
         # still folding after that long with most of the memory taken: the model; else a slow machine,
         # and the session is created in the caller as it was before any helper
         if hwm is not None and avail is not None and hwm * 1024 > PREFLIGHT_MEMORY_SHARE * avail:
             raise ModelTooLarge(
-                f"creating the session of {name} did not end within {HELPER_TIMEOUT_S:.0f} s and had taken "
+                f"{what} did not end within {HELPER_TIMEOUT_S:.0f} s and had taken "
                 f"{hwm * 1024 / 1e6:,.0f} MB by then, more than {PREFLIGHT_MEMORY_SHARE:.0%} of the "
                 f"{avail / 1e6:,.0f} MB available"
             )
         return None
     if proc.returncode == -signal.SIGKILL or "MemoryError" in err or "bad_alloc" in err:
         raise ModelTooLarge(
-            f"creating the session of {name} ran out of memory in a helper process (killed or refused "
+            f"{what} ran out of memory in a helper process (killed or refused "
             "an allocation): the model would take more memory than this machine has"
         )
     if proc.returncode < 0:  # a crash of the library on this model would take this process down
-        raise RuntimeError(
-            f"creating the session of {name} crashed a helper process (signal {-proc.returncode}); refused"
-        )
+        raise RuntimeError(f"{what} crashed a helper process (signal {-proc.returncode}); refused")
     if proc.returncode != 0:  # an error the library raises: creating it here says it with its whole message
         return None
     try:
@@ -355,7 +383,7 @@ def ort_preflight(path: str | Path, graph_optimization: str | None = None) -> in
         return None
     if avail is not None and need > PREFLIGHT_MEMORY_SHARE * avail:
         raise ModelTooLarge(
-            f"creating the session of {name} takes {need / 1e6:,.0f} MB at its peak, more than the "
+            f"{what} takes {need / 1e6:,.0f} MB at its peak, more than the "
             f"{PREFLIGHT_MEMORY_SHARE * avail / 1e6:,.0f} MB this machine can spare now "
             f"({PREFLIGHT_MEMORY_SHARE:.0%} of {avail / 1e6:,.0f} MB available)"
         )

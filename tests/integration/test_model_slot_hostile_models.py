@@ -85,7 +85,8 @@ async def test_a_model_that_never_finishes_its_golden_run_is_refused_and_the_old
     tmp_path, pkgs, monkeypatch
 ):
     monkeypatch.setattr(select_mod, "GOLDEN_RUN_TIMEOUT_S", 0.5)
-    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime")
+    # (the memory preflight runs the first golden item too, for at most inference_timeout_s)
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", inference_timeout_s=0.5)
     events = []
     trusted = load_trusted_keys([pkgs["pub"]])  # verified in this process: no install child to wait for
     s = ModelSlot("vision", cfg, tmp_path / "data", trusted, on_event=events.append)
@@ -249,8 +250,69 @@ async def test_a_model_that_takes_more_memory_to_load_than_the_gateway_has_is_re
     monkeypatch.setattr(runtimes, "mem_available", lambda: 150_000_000)
     outcome = await s.swap(bad)
     assert not outcome.ok and outcome.stage == "load", outcome
-    assert "creating the session of model.onnx takes" in outcome.reason, outcome.reason
+    assert "creating the session of model.onnx and running its first golden input takes" in outcome.reason, (
+        outcome.reason
+    )
     assert "more than the 120 MB this machine can spare now" in outcome.reason, outcome.reason
+    assert s.version == "1.0.0"
+    img = np.zeros((64, 64, 3), np.uint8)
+    assert s.infer(Frame("cam", 1, time.time(), img)).version == "1.0.0"
+    await s.stop()
+
+
+def _big_first_run(model_bytes: bytes, per_value: int) -> bytes:
+    """``logits + 0 * sum(ones(size(image) * per_value))``: its first run allocates that many floats;
+    creating its session does not (the count comes from the input's shape, so nothing folds)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    m = onnx.load_from_string(model_bytes)
+    g = m.graph
+    for n in g.node:
+        n.output[:] = ["logits_raw" if o == "logits" else o for o in n.output]
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([per_value], np.int64), "per_value"),
+            numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        ]
+    )
+    one = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
+    g.node.extend(
+        [
+            helper.make_node("Size", ["image"], ["numel"]),
+            helper.make_node("Mul", ["numel", "per_value"], ["count"]),
+            helper.make_node("ConstantOfShape", ["count"], ["ones"], value=one),
+            helper.make_node("ReduceSum", ["ones"], ["total"], keepdims=0),
+            helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+            helper.make_node("Add", ["logits_raw", "nothing"], ["logits"]),
+        ]
+    )
+    return m.SerializeToString()
+
+
+async def test_a_model_whose_first_run_takes_more_memory_than_the_gateway_has_is_refused_in_a_helper(
+    tmp_path, pkgs, monkeypatch
+):
+    """The memory preflight measured only the session's creation; a graph that allocates on its first run
+    (a ConstantOfShape sized from the input's shape: nothing to fold) passed it, and the smoke test then ran
+    it in the serving agent (here 200 MB on a gateway that "has" 150: the out-of-memory killer's pick). The
+    helper now runs the first golden item too; the swap is refused at load and the old model serves on."""
+    from model_packager import runtimes
+
+    (tmp_path / "bad").mkdir()
+    bad = _resigned(
+        pkgs["v2"],
+        pkgs["key"],
+        {"model.onnx": _big_first_run(pkgs["v2_model"], 4096)},  # 12288 x 4096 floats: 200 MB
+        tmp_path / "bad" / pkgs["v2"].name,
+    )
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime")
+    s = ModelSlot("vision", cfg, tmp_path / "data", load_trusted_keys([pkgs["pub"]]))
+    await s.start()
+    monkeypatch.setattr(runtimes, "mem_available", lambda: 150_000_000)
+    outcome = await s.swap(bad)
+    assert not outcome.ok and outcome.stage == "load", outcome
+    assert "running its first golden input takes" in outcome.reason, outcome.reason
     assert s.version == "1.0.0"
     img = np.zeros((64, 64, 3), np.uint8)
     assert s.infer(Frame("cam", 1, time.time(), img)).version == "1.0.0"
