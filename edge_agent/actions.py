@@ -55,7 +55,7 @@ import numpy as np
 
 from devices import load_object
 from devices.base import BurstLogger, Frame
-from edge_agent.conditions import NUMERIC, compile_condition, labels_named, numbers_named
+from edge_agent.conditions import compile_condition, labels_named, numbers_named
 from edge_agent.config import (
     ACTION_PLUGINS,
     AgentConfig,
@@ -139,6 +139,7 @@ class ActionRunner:
         self._last_signal: dict[tuple[str, str], Event] = {}  # (alarm, pipeline) -> its last transition
         # the number fields each condition reads: a result with NaN in one is not judged by that condition
         self._numbers = {n: numbers_named(a.when) for n, a in cfg.actions.items()}
+        self._numbers_read = tuple(sorted(set().union(*self._numbers.values())))  # by any condition
         # each type's implementation, from its row in ACTION_PLUGINS (a type without one fails here, at start)
         self.impls = {a.type: load_object(ACTION_PLUGINS[a.type][1]) for a in cfg.actions.values()}
         self.stats: dict[str, collections.Counter] = {n: collections.Counter() for n in cfg.actions}
@@ -202,7 +203,7 @@ class ActionRunner:
             self._after_reconnects()
         if self._raised_file is not None and self._raised_saved is None:
             self._clear_orphans()
-        nan = _nan_fields(result)
+        nan = _nan_fields(result, self._numbers_read) if self._numbers_read else None
         for name in pipeline_actions:
             action = self.cfg.actions[name]
             if nan and nan & self._numbers[name]:
@@ -888,10 +889,10 @@ def _save(ctx: ActionRunner, name: str, action: SaveSampleAction, result: Result
     (folder / f"{stem}.json").write_text(json_codec.dumps(result.to_json_dict()))
 
 
-def _nan_fields(result: Result) -> set[str] | None:
-    """The number fields of ``result`` that hold NaN (None when none does: the usual case)."""
+def _nan_fields(result: Result, fields: tuple[str, ...]) -> set[str] | None:
+    """Those of the number ``fields`` of ``result`` that hold NaN (None when none does: the usual case)."""
     out = None
-    for f in NUMERIC:
+    for f in fields:
         v = getattr(result, f, None)
         if v is not None and v != v:
             out = out or set()
