@@ -923,7 +923,7 @@ async def _make_client(settings: OpcUaSettings, on_oversize: Callable[[int], Non
     # asyncua asks for an hour: a session left behind by a cut connection (a switch restarted, a cable) then
     # held one of the PLC's few sessions for an hour, and a link that flapped a few times within it used
     # them all up, after which the PLC refused this source (and every other client) a session
-    client.session_timeout = round(settings.session_timeout_s * 1000)
+    client.session_timeout = round(settings.session_timeout * 1000)
     _bound_messages(client, settings.max_message_bytes, on_oversize)
     if settings.username:
         client.set_user(settings.username)

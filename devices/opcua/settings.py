@@ -89,8 +89,15 @@ class OpcUaSettings(_Model):
         gt=0,
         description="the session timeout asked of the server: how long it keeps a session this source left "
         "behind when the connection was cut (a session in use is kept alive by the checks every "
-        "keepalive_check_s); a PLC holds few sessions, and a longer timeout left one more per cut",
+        "keepalive_check_s); a PLC holds few sessions, and a longer timeout left one more per cut. Left at "
+        "its default, at least twice keepalive_check_s",
     )
+
+    @property
+    def session_timeout(self) -> float:
+        """The session timeout to ask for, in seconds: ``session_timeout_s``, and at least two checks."""
+        return max(self.session_timeout_s, 2 * self.keepalive_check_s)
+
     non_finite: NonFinitePolicy = NonFinitePolicy.BAD
     timestamps: Literal["source", "server", "receive"] = Field(
         "source",
@@ -118,7 +125,11 @@ class OpcUaSettings(_Model):
     def _check(self) -> OpcUaSettings:
         if self.reconnect_max_s < self.reconnect_initial_s:
             raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
-        if self.session_timeout_s < 2 * self.keepalive_check_s:
+        # given explicitly, it must cover two checks; left at its default, it is raised to (``session_timeout``)
+        if (
+            "session_timeout_s" in self.model_fields_set
+            and self.session_timeout_s < 2 * self.keepalive_check_s
+        ):
             raise ValueError(
                 f"session_timeout_s {self.session_timeout_s:g} is under twice keepalive_check_s "
                 f"({self.keepalive_check_s:g}): the server could close the session between two checks; raise "
