@@ -691,7 +691,8 @@ async def test_a_stream_answer_without_content_type_is_read_part_by_part_not_by_
 async def test_a_camera_whose_body_boundary_is_not_the_declared_one_gives_frames():
     """Firmware that declares one boundary in its Content-Type and writes another in the body (FFmpeg reads
     such streams by the body's): no part was ever found, and the camera, sending frames all along, was
-    reported silent (stream_lost, reconnects). The boundary the body starts with is taken."""
+    reported silent (stream_lost, reconnects); so was one writing the declared boundary without its two
+    leading dashes. The boundary the body starts with is taken."""
     jpegs = [_camera_jpeg(k) for k in range(2)]
     want = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs]
 
@@ -700,10 +701,17 @@ async def test_a_camera_whose_body_boundary_is_not_the_declared_one_gives_frames
             for j in jpegs:
                 part(j)
 
-    cam = HostileMjpeg(serve, content_type="multipart/x-mixed-replace; boundary=myboundary")
-    frames, src = await _frames(cam.url, 4, read_timeout_s=1, queue_max_items=1000)
-    cam.stop()
-    got = [next((k for k, w in enumerate(want) if np.array_equal(f.image, w)), None) for f in frames]
-    assert got == [0, 1, 0, 1]
-    assert src.stats.errors_by_reason == {}
-    assert len(cam.opened) == 1
+    def undashed(write, part):  # the declared boundary as it is, without the two dashes before it
+        while True:
+            for j in jpegs:
+                write(b"frame\r\nContent-Type: image/jpeg\r\n\r\n" + j + b"\r\n")
+                time.sleep(0.01)
+
+    for serving, declared in ((serve, "myboundary"), (undashed, "frame")):
+        cam = HostileMjpeg(serving, content_type=f"multipart/x-mixed-replace; boundary={declared}")
+        frames, src = await _frames(cam.url, 4, read_timeout_s=1, queue_max_items=1000)
+        cam.stop()
+        got = [next((k for k, w in enumerate(want) if np.array_equal(f.image, w)), None) for f in frames]
+        assert got == [0, 1, 0, 1], declared
+        assert src.stats.errors_by_reason == {}
+        assert len(cam.opened) == 1
