@@ -5,8 +5,9 @@ reader does that silently), and no part can take more memory than an image under
 
 ``open_stream`` sends the GET (HTTP/1.x through ``http.client``, Basic credentials from the URL) and gives
 an ``MjpegStream`` when the answer is an MJPEG multipart stream, or None when the URL answers something else
-(another content type, a redirect, a request for Digest credentials, a certificate it cannot verify): the
-caller leaves those to OpenCV, as before. ``MjpegStream.next_part`` returns the bytes of the next part; a
+(another content type, a redirect, a request for Digest credentials): the caller leaves those to OpenCV, as
+before. A camera's certificate that does not verify (its own, self-signed) is not checked, as FFmpeg does not
+check it, and the stream is read here all the same. ``MjpegStream.next_part`` returns the bytes of the next part; a
 part longer than ``max_part_bytes`` (by its Content-Length, or bytes without a boundary) raises
 ``StreamError("oversize_frame")`` without being buffered further, and the caller drops the connection.
 
@@ -56,16 +57,26 @@ def http_hint(code: int) -> str:
     return "check the camera"
 
 
-def _request(u: Any, headers: dict[str, str], timeout_s: float) -> tuple[Any, socket.socket, Any]:
+def _request(
+    u: Any, headers: dict[str, str], timeout_s: float, verify: bool = True
+) -> tuple[Any, socket.socket, Any]:
     """One GET of the URL (split): ``(connection, socket, response)``. The socket is kept because
     http.client lets go of it once the answer is read (HTTP/1.0, close); an ``OSError`` raised before the
-    connection stands carries ``connected = False``."""
+    connection stands carries ``connected = False``. ``verify=False``: the camera's certificate is not
+    checked (as FFmpeg reads HTTPS)."""
     import http.client
 
     https = u.scheme.lower() == "https"
     host, port = u.hostname or "", u.port or (443 if https else 80)
+    if https:
+        import ssl
+
+        context = ssl.create_default_context()
+        if not verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
     conn: Any = (
-        http.client.HTTPSConnection(host, port, timeout=timeout_s)
+        http.client.HTTPSConnection(host, port, timeout=timeout_s, context=context)
         if https
         else http.client.HTTPConnection(host, port, timeout=timeout_s)
     )
@@ -103,10 +114,15 @@ def open_stream(
         user = urllib.parse.unquote(u.username)
         password = urllib.parse.unquote(u.password or "")
         headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    verify = True
     try:
-        conn, sock, resp = _request(u, headers, open_timeout_s)
-    except ssl.SSLCertVerificationError:
-        return None  # FFmpeg reads it as before (it does not verify certificates)
+        try:
+            conn, sock, resp = _request(u, headers, open_timeout_s)
+        except ssl.SSLCertVerificationError:
+            # a camera's own (self-signed) certificate: read unchecked as FFmpeg reads it (it does not verify
+            # certificates), but part by part, so that a part cut short is refused here too
+            verify = False
+            conn, sock, resp = _request(u, headers, open_timeout_s, verify=False)
     except http.client.LineTooLong:
         raise StreamError(
             "open_failed",
@@ -141,7 +157,9 @@ def open_stream(
             resp, sock, boundary if isinstance(boundary, str) else None, read_timeout_s, max_part_bytes
         )
     if resp.status == 200 and ctype.startswith("image/"):
-        snap = SnapshotStream(u, headers, open_timeout_s, read_timeout_s, max_part_bytes, poll_period_s)
+        snap = SnapshotStream(
+            u, headers, open_timeout_s, read_timeout_s, max_part_bytes, poll_period_s, verify
+        )
         snap._pending = (conn, sock, resp)  # this answer is the first image
         return snap
     resp.close()
@@ -194,10 +212,11 @@ class SnapshotStream:
         read_timeout_s: float,
         max_part_bytes: int,
         poll_period_s: float,
+        verify: bool = True,
     ) -> None:
         import threading
 
-        self._u, self._headers = u, headers
+        self._u, self._headers, self._verify = u, headers, verify
         self._open_timeout_s, self._timeout_s = open_timeout_s, read_timeout_s
         self._cap, self._period = max_part_bytes, poll_period_s
         self._pending: tuple[Any, socket.socket, Any] | None = None
@@ -231,7 +250,7 @@ class SnapshotStream:
                 raise EOFError("stopped")
             self._next_t = time.monotonic() + self._period
             try:
-                self._pending = _request(self._u, self._headers, self._open_timeout_s)
+                self._pending = _request(self._u, self._headers, self._open_timeout_s, self._verify)
             except http.client.HTTPException as exc:
                 raise EOFError(f"the camera's answer broke off ({type(exc).__name__})") from None
         conn, sock, resp = self._pending

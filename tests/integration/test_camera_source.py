@@ -354,7 +354,9 @@ class HostileMjpeg:
     ``part(data, length=None)`` writes one part (Content-Length given, or the one passed, or none if -1).
     Counts connections, their times and the bytes each was sent."""
 
-    def __init__(self, serve, content_type: str = "multipart/x-mixed-replace; boundary=frame") -> None:
+    def __init__(
+        self, serve, content_type: str = "multipart/x-mixed-replace; boundary=frame", tls=None
+    ) -> None:
         import threading
         import time
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -397,6 +399,13 @@ class HostileMjpeg:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/stream.mjpg"
+        if tls is not None:  # (certificate, key) files: served over HTTPS
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+            self.url = "https" + self.url[4:]
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
