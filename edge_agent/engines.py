@@ -261,7 +261,9 @@ class OvEngine:
         req.start_async(inputs, share_inputs=True)
         if not req.wait_for(self._timeout_ms):
             req.cancel()
-            _ABANDONED.append(req)  # (freeing it would wait for the run to end)
+            # kept, with the inputs it reads in place (share_inputs), until the end: freeing the request would
+            # wait for the run, and freeing the inputs would have it read freed memory
+            _ABANDONED.append((req, inputs))
             self._local.request = None
             raise RunTimeout(_unfinished_item(self.name, self.timeout_s, "left to finish in the background"))
         return {name: np.array(req.get_tensor(port).data, copy=True) for port, name in self.outputs}
