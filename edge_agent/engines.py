@@ -103,6 +103,7 @@ class Engine(Protocol):
     name: str
     version: str
     form: str  # "int8" or "fp32": which of the package's forms it runs
+    timeout_s: float  # one ``run``, at most (``inference_timeout_s``, raised for a slow model: see select)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
@@ -248,7 +249,6 @@ class OvEngine:
         self.outputs = [(o, o.get_any_name()) for o in self.compiled.outputs]
         self._local = threading.local()
         self.timeout_s = cfg.inference_timeout_s
-        self._timeout_ms = max(1, int(cfg.inference_timeout_s * 1000))
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One inference, given up past ``inference_timeout_s`` (``RunTimeout``): OpenVINO cannot stop a
@@ -259,7 +259,7 @@ class OvEngine:
             req = self._local.request = self.compiled.create_infer_request()
         # share_inputs avoids a copy in; outputs are copied out because the request reuses its buffers
         req.start_async(inputs, share_inputs=True)
-        if not req.wait_for(self._timeout_ms):
+        if not req.wait_for(max(1, int(self.timeout_s * 1000))):
             req.cancel()
             # kept, with the inputs it reads in place (share_inputs), until the end: freeing the request would
             # wait for the run, and freeing the inputs would have it read freed memory

@@ -42,6 +42,9 @@ TIME_BUDGET_S = 0.25  # per passing candidate, for its latency measurement
 # One golden input's run, at most: a model past it is refused (one that never ends would hold the swap for good)
 GOLDEN_RUN_TIMEOUT_S = 60.0
 SWAP_YIELD = 1.0  # during a swap, idle as long as each timed run took: the serving model keeps a core
+# one inference's bound is at least this many times the chosen candidate's measured p50: a model that is
+# slow on this gateway (seconds an item) is not failed item after item by inference_timeout_s's default
+SLOW_MODEL_FACTOR = 20.0
 MAX_TIMED_RUNS = 50
 
 
@@ -228,8 +231,11 @@ def select(opened: OpenedPackage, cfg: ModelConfig, *, isolated: bool = False) -
         raise NothingPasses(
             "; ".join(f"{t.form} on {t.engine}: {t.reason}" for t in trials if t.loaded), trials
         )
-    best = min(passing, key=lambda p: p[0].p50_ms or 0.0)[1]
+    best_trial, best = min(passing, key=lambda p: p[0].p50_ms or 0.0)
     for _, e in passing:
         if e is not best:
             e.close()
+    floor_s = SLOW_MODEL_FACTOR * (best_trial.p50_ms or 0.0) / 1000
+    if floor_s > best.timeout_s:
+        best.timeout_s = floor_s
     return Selection(best, trials)

@@ -425,3 +425,19 @@ def test_an_agent_stopping_with_a_run_that_never_ends_exits_cleanly(tmp_path, pk
     )
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
     assert "ended: InferenceError" in proc.stdout and "EXITING" in proc.stdout, proc.stdout
+
+
+async def test_a_model_slow_on_this_gateway_keeps_an_inference_bound_it_can_meet(tmp_path, pkgs):
+    """``inference_timeout_s`` is a default few set: a model that takes seconds an item on a slow gateway
+    would fail item after item. The bound is at least 20 times the chosen form's p50 measured at load."""
+    from edge_agent.models.select import SLOW_MODEL_FACTOR
+
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", inference_timeout_s=1e-6)
+    s = ModelSlot("vision", cfg, tmp_path / "data", load_trusted_keys([pkgs["pub"]]))
+    await s.start()
+    a = s._active
+    p50_s = a.selection.chosen.p50_ms / 1000
+    assert a.engine.timeout_s >= SLOW_MODEL_FACTOR * p50_s > 1e-6
+    grey = Frame("cam", 1, time.time(), np.full((64, 64, 3), 128, np.uint8))
+    assert s.infer(grey).version == "1.0.0"
+    await s.stop()
