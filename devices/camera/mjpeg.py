@@ -396,22 +396,19 @@ class MjpegStream:
         and start swallowed (that part lost, uncounted), one whose Content-Length is too short would have
         every part cut (each corrupt_frame, the camera unusable)."""
         assert self._delim is not None
-        start = 0
         while len(self._buf) < n:
-            if self._buf.find(self._delim, start) >= 0:  # the next boundary came first: too long
-                break
-            start = max(0, len(self._buf) - len(self._delim) + 1)  # each byte searched once
             self._fill()
+        data = bytes(self._buf[:n])
+        if data and looks_whole(data):  # as declared (a whole image: its bytes are not searched)
+            del self._buf[:n]
+            return data
         i = self._buf.find(self._delim, 0, n + len(self._delim))
-        if i >= 0:
+        if i >= 0:  # too long: the next part's boundary is inside
             data = bytes(self._buf[:i])
             del self._buf[:i]
             return data[:-2] if data.endswith(b"\r\n") else data[:-1] if data.endswith(b"\n") else data
-        data = bytes(self._buf[:n])
         del self._buf[:n]
-        if data and looks_whole(data):
-            return data
-        return data + self._to_delimiter()  # too short: the rest is up to the boundary
+        return data + self._to_delimiter(self._cap - n)  # too short: the rest is up to the boundary
 
     def _body_boundary(self) -> None:
         """Once, before the first part: the boundary the body starts with, where it is not the one the
@@ -496,9 +493,11 @@ class MjpegStream:
                 )
             self._fill()
 
-    def _to_delimiter(self) -> bytes:
-        """A part without Content-Length: its bytes up to the next boundary (left for the next part)."""
+    def _to_delimiter(self, limit: int | None = None) -> bytes:
+        """A part without Content-Length: its bytes up to the next boundary (left for the next part), at
+        most ``limit`` of them (default: the part's cap)."""
         assert self._delim is not None
+        limit = self._cap if limit is None else limit
         start = 0
         while True:
             i = self._buf.find(self._delim, start)
@@ -506,7 +505,7 @@ class MjpegStream:
                 data = bytes(self._buf[:i])
                 del self._buf[:i]
                 return data[:-2] if data.endswith(b"\r\n") else data[:-1] if data.endswith(b"\n") else data
-            if len(self._buf) > self._cap + len(self._delim) + 2:
+            if len(self._buf) > limit + len(self._delim) + 2:
                 raise StreamError(
                     "oversize_frame",
                     f"a part over {self._cap} bytes without a boundary, more than an image under "
