@@ -23,8 +23,8 @@ zeros, two frames spliced), each cheap beside the decode itself (measured: 2-5 %
 Limits: coded data that is damaged but neither runs out nor breaks the restart markers needs a full
 entropy decode to be seen and is not caught: a single bit flipped, or, in a JPEG without restart markers,
 damage that leaves more coded data than the image needs (libjpeg's "extraneous bytes" warning; about
-half of two frames spliced, measured); a progressive JPEG's cut-short later scans
-leave a blurred image, not grey, and are caught only if the end marker is missing.
+half of two frames spliced, measured); a progressive JPEG's cut-short later scans leave a blurred image,
+not grey, and are caught only if the end marker is missing.
 """
 
 from __future__ import annotations
@@ -39,10 +39,8 @@ _STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RST0-7, SOI: no leng
 # libjpeg itself decodes zero bits where data runs out; nor one repeated byte: measured to change nothing in
 # about a third of the cases)
 _FILL = bytes((i * 167 + 13) % 255 for i in range(256))
-_FILLED = (
-    128,
-    64,
-)  # what a block libjpeg filled in decodes to: 128 (YCbCr, grey), 64 (CMYK, as OpenCV turns it)
+# what a block libjpeg filled in decodes to: 128 (YCbCr, grey), 64 (CMYK, as OpenCV turns it)
+_FILLED = (128, 64)
 
 
 def coded_damage(data: bytes) -> str | None:
