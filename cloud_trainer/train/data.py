@@ -29,7 +29,10 @@ def read_image_file(
     declares more than ``max_megapixels``, default ``DEFAULT_MAX_MEGAPIXELS``, is never decoded).
     Any refusal is a ``DatasetError`` naming the file, why, and what to do; ``named_by`` says where
     the file was listed."""
+    import cv2
+
     from protocols.image_header import DEFAULT_MAX_MEGAPIXELS, ImageRejected, decode_image, max_file_bytes
+    from protocols.jpeg_check import damaged_jpeg
 
     where = f" ({named_by})" if named_by else ""
     try:
@@ -46,7 +49,11 @@ def read_image_file(
             f"{path}{where}: unreadable ({exc.strerror}); fix its permissions or remove it"
         ) from None
     try:
-        return data, decode_image(data, flags, max_megapixels)
+        img = decode_image(data, flags, max_megapixels)
+        why = damaged_jpeg(data, img, cv2.IMREAD_COLOR if flags is None else flags)
+        if why is not None:  # decoded with its missing part filled in grey: not the part as it was
+            raise ImageRejected(why)
+        return data, img
     except ImageRejected as exc:
         fix = (
             "shrink or crop it, or import the dataset with `cloud-trainer dataset import "

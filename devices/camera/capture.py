@@ -18,7 +18,7 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   boundary) is ``oversize_frame`` and the connection is dropped. A JPEG part or file damaged past its header
   (cut short and closed with an end marker, a lost chunk, restart markers out of order), which libjpeg only
   warns of and OpenCV decodes with its missing part filled in, is ``corrupt_frame`` too
-  (``devices.camera.jpeg_check``). Other URLs (RTSP, other HTTP content,
+  (``protocols.jpeg_check``). Other URLs (RTSP, other HTTP content,
   files, USB) are OpenCV's. An HTTP(S) URL answering with one image (a snapshot URL) is asked again every
   1/``fps`` seconds (default 10), each answer read and decoded as an MJPEG part, none skipped.
 - Files and folders are paced at ``fps`` (default 10) with no skipping; at the end they are
@@ -95,18 +95,13 @@ def _decode(data: bytes, max_megapixels: float) -> np.ndarray:
     with the missing part filled in, which a model would judge as a part."""
     import cv2
 
-    from devices.camera.jpeg_check import coded_damage, grey_filled
+    from protocols.jpeg_check import damaged_jpeg
 
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
     img = decode_image(data, flags, max_megapixels=max_megapixels)
-    damage = coded_damage(data)
-    if damage is not None:
-        raise ImageRejected(f"a JPEG whose coded data is damaged: {damage}")
-    if grey_filled(data, img, flags):
-        raise ImageRejected(
-            "a JPEG whose coded data runs out before its last blocks (the decoder fills them in grey): cut "
-            "short or damaged, then closed with an end marker"
-        )
+    why = damaged_jpeg(data, img, flags)
+    if why is not None:
+        raise ImageRejected(why)
     return img
 
 

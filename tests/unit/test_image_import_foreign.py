@@ -388,3 +388,24 @@ def test_a_tiff_whose_first_image_is_a_preview_is_refused_not_read_as_the_part(t
     preview.write_bytes(bytes(data))
     with pytest.raises(DatasetError, match=rf"{preview}: its first image is a reduced-resolution copy"):
         import_images(src, tmp_path / "ds")
+
+
+def test_a_jpeg_cut_short_and_closed_with_an_end_marker_is_refused_not_imported_grey(tmp_path, capfd):
+    """libjpeg only warns of a JPEG whose coded data runs out (a camera's buffer overflowed, a copy cut
+    short, then closed with an end marker): OpenCV decoded it with its lower half flat grey, and that image
+    was imported as a part of its class. It is refused with its path, as the camera source skips it."""
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    y, x = np.mgrid[0:120, 0:160]
+    part = np.dstack([(x * 1.5) % 256, (y * 2) % 256, (x + y) % 256]).astype(np.uint8)
+    whole = cv2.imencode(".jpg", part, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    cut = whole[: len(whole) // 2] + b"\xff\xd9"
+    assert cv2.imdecode(np.frombuffer(cut, np.uint8), cv2.IMREAD_COLOR) is not None  # decodes, grey-filled
+    (src / "dent" / "whole.jpg").write_bytes(whole)
+    assert cloud_main(["dataset", "import", str(src), "--out", str(tmp_path / "ok"), "--good", "ok"]) == 0
+    capfd.readouterr()
+    (src / "dent" / "cut.jpg").write_bytes(cut)
+    assert cloud_main(["dataset", "import", str(src), "--out", str(tmp_path / "ds"), "--good", "ok"]) == 2
+    err = capfd.readouterr().err
+    assert len(err.splitlines()) == 1, err
+    assert f"{src / 'dent' / 'cut.jpg'}: a JPEG whose coded data runs out before its last blocks" in err
+    assert "replace or remove it" in err and not (tmp_path / "ds").exists()

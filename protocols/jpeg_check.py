@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["coded_damage", "grey_filled"]
+__all__ = ["coded_damage", "damaged_jpeg", "grey_filled"]
 
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RST0-7, SOI: no length field
@@ -41,6 +41,21 @@ _STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RST0-7, SOI: no leng
 _FILL = bytes((i * 167 + 13) % 255 for i in range(256))
 # what a block libjpeg filled in decodes to: 128 (YCbCr, grey), 64 (CMYK, as OpenCV turns it)
 _FILLED = (128, 64)
+
+
+def damaged_jpeg(data: bytes, image: Any, flags: int) -> str | None:
+    """Why a JPEG that decoded (``image``, from ``data`` with ``flags``) is damaged past its header, or None
+    (also for anything that is not a JPEG): what the camera source skips as ``corrupt_frame`` and the
+    trainer's image reading refuses with the file's path."""
+    damage = coded_damage(data)
+    if damage is not None:
+        return f"a JPEG whose coded data is damaged: {damage}"
+    if grey_filled(data, image, flags):
+        return (
+            "a JPEG whose coded data runs out before its last blocks (the decoder fills them in grey): cut "
+            "short or damaged, then closed with an end marker"
+        )
+    return None
 
 
 def coded_damage(data: bytes) -> str | None:
