@@ -35,7 +35,8 @@ mid-pulse, an alarm raised at stop) is not left standing. At the first result af
 (a PLC or broker that restarted may have lost what was written), the on_change outputs' levels and the
 alarms' last states on it are sent again (``resent``). A result with NaN in a number a condition reads is
 not judged by that condition (``not_a_number``); a label a condition names that a swapped-in model no
-longer gives is said (``label_gone``).
+longer gives is said (``label_gone``). A pulse whose reset its OPC UA node would refuse (the value out
+of the node's type) is not started (``reset_refused``): its high value would stay for good.
 """
 
 from __future__ import annotations
@@ -464,6 +465,18 @@ class ActionRunner:
                 self._last_write[key] = result
                 self._set_output(name, action, result, value)
         elif now and not before:  # pulse: a rising edge
+            if (why := self._reset_refused(action)) is not None:
+                # the node would take the high value and refuse the reset: it would stay high for good
+                self.stats[name]["reset_refused"] += 1
+                self._burst.log(
+                    f"reset:{name}",
+                    "action %r: pulse not started: %s; the node would keep %r for good (counted "
+                    "reset_refused); fix reset_value or the node's type",
+                    name,
+                    why,
+                    action.value,
+                )
+                return
             self._reconciled.add(_output_node(name, action))  # the pulse ends with its reset anyway
             deadline = time.monotonic() + action.pulse_ms / 1000.0
             if key in self._pulse_until:  # still high: extend, the running pulse resets later
@@ -478,6 +491,15 @@ class ActionRunner:
             if reset is not None and not any(k in self._pulse_until for k in self._node_keys.get(node, ())):
                 self.stats[name]["reconciled"] += 1
                 self._set_output(name, action, result, reset)
+
+    def _reset_refused(self, action: OutputAction) -> str | None:
+        """Why the output's node would refuse the reset of a pulse (its value out of the node's type, as
+        the server described the node at the last connect), None when it would take it or is not known
+        yet. Sources that can tell have ``write_misfit(node_id, value)`` (OPC UA)."""
+        if action.reset is None or not isinstance(action, OpcUaWriteAction):
+            return None
+        misfit = getattr(self.sources.get(action.source), "write_misfit", None)
+        return misfit(action.node_id, action.reset) if misfit is not None else None
 
     async def _pulse(self, name: str, action: OutputAction, result: Result, key) -> None:
         wake = self._pulse_wake[key] = asyncio.Event()  # flush() at stop ends a long pulse early

@@ -1606,6 +1606,12 @@ class OpcUaSource:
             n += 1
             await asyncio.sleep(hb.period_ms / 1000.0)
 
+    def write_misfit(self, node_id: str, value: Any) -> str | None:
+        """Why ``value`` cannot be written to ``node_id`` as the server described the node at the last
+        connect (its DataType, value rank, enumeration), None when it can or the node is not known yet.
+        No call to the server: cheap enough to ask before each write that depends on another."""
+        return _misfit(self._types.get(node_id), value, node_id)
+
     def expect_writes(self, targets: list[tuple[str, Any]]) -> None:
         """Nodes (and values) this source will be asked to write: checked after every connect, so that a
         missing, read-only or wrongly typed target is reported at start, not at the first defect."""

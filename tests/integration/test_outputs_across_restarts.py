@@ -386,3 +386,31 @@ async def test_a_config_without_an_alarm_that_was_raised_clears_the_outputs_it_h
         assert [(t["alarm"], t["output"]) for t in saved] == [("heat", "mqtt"), ("heat", "opcua")], saved
     finally:
         await srv.stop()
+
+
+async def test_a_pulse_whose_reset_the_node_refuses_is_not_started():
+    """A pulse writes its value on the edge and its reset later: when the node's type takes the value but
+    not the reset (5 and -1 on a UInt16 diverter), the value went out and the reset was refused for good,
+    so the diverter stayed at 5. Such a pulse is not started (counted reset_refused); the node keeps its
+    value."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    diverter = await obj.add_variable(ua.NodeId("Diverter", idx), "Diverter", 0, ua.VariantType.UInt16)
+    await diverter.set_writable()
+    await srv.start()
+    node_id = f"ns={idx};s=Diverter"
+    cfg = _config(port, idx, {"gate": {"node_id": node_id, "value": 5, "reset_value": -1, "pulse_ms": 100}})
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    src.expect_writes([(node_id, 5), (node_id, -1)])  # as the agent does: checked at each connect
+    await src.start()
+    runner = ActionRunner(cfg, {"plc": src})
+    try:
+        await until(lambda: node_id in src.target_errors, 15, "the reset named at connect")
+        await runner.handle(["gate"], result("NG", 0), None)
+        await until(lambda: runner.stats["gate"]["reset_refused"] == 1, 10, "the pulse refused")
+        await runner.flush(timeout_s=5)
+        assert await diverter.read_value() == 0
+        assert runner.stats["gate"]["ok"] == 0
+    finally:
+        await src.stop()
+        await srv.stop()
