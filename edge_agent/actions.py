@@ -35,8 +35,8 @@ mid-pulse, an alarm raised at stop) is not left standing. At the first result af
 (a PLC or broker that restarted may have lost what was written), the on_change outputs' levels and the
 alarms' last states on it are sent again (``resent``). A result with NaN in a number a condition reads is
 not judged by that condition (``not_a_number``); a label a condition names that a swapped-in model no
-longer gives is said (``label_gone``). A pulse whose reset its OPC UA node would refuse (the value out
-of the node's type) is not started (``reset_refused``): its high value would stay for good.
+longer gives is said (``label_gone``). An output whose reset its OPC UA node would refuse (the value out
+of the node's type) does not write its value (``reset_refused``): the node would keep it for good.
 """
 
 from __future__ import annotations
@@ -457,25 +457,15 @@ class ActionRunner:
         if action.mode is WriteMode.LEVEL:
             # level resets only when told to (reset_value): without it, it writes what it always did
             value = action.value if now else action.reset_value
-            if value is not None:
+            if value is not None and not (now and self._reset_refused(name, action)):
                 self._set_output(name, action, result, value)
         elif action.mode is WriteMode.ON_CHANGE:
             value = action.value if now else reset
-            if now != before and value is not None:
+            if now != before and value is not None and not (now and self._reset_refused(name, action)):
                 self._last_write[key] = result
                 self._set_output(name, action, result, value)
         elif now and not before:  # pulse: a rising edge
-            if (why := self._reset_refused(action)) is not None:
-                # the node would take the high value and refuse the reset: it would stay high for good
-                self.stats[name]["reset_refused"] += 1
-                self._burst.log(
-                    f"reset:{name}",
-                    "action %r: pulse not started: %s; the node would keep %r for good (counted "
-                    "reset_refused); fix reset_value or the node's type",
-                    name,
-                    why,
-                    action.value,
-                )
+            if self._reset_refused(name, action):
                 return
             self._reconciled.add(_output_node(name, action))  # the pulse ends with its reset anyway
             deadline = time.monotonic() + action.pulse_ms / 1000.0
@@ -492,14 +482,29 @@ class ActionRunner:
                 self.stats[name]["reconciled"] += 1
                 self._set_output(name, action, result, reset)
 
-    def _reset_refused(self, action: OutputAction) -> str | None:
-        """Why the output's node would refuse the reset of a pulse (its value out of the node's type, as
-        the server described the node at the last connect), None when it would take it or is not known
-        yet. Sources that can tell have ``write_misfit(node_id, value)`` (OPC UA)."""
-        if action.reset is None or not isinstance(action, OpcUaWriteAction):
-            return None
+    def _reset_refused(self, name: str, action: OutputAction) -> bool:
+        """True (counted ``reset_refused``, logged once per burst) when the output's node would refuse the
+        value that ends what ``value`` starts (a pulse's reset, a level's or an on_change's reset_value: out
+        of the node's type, as the server described the node at the last connect): ``value`` is then not
+        written, since the node would keep it for good. False when the node takes it or is not known yet.
+        Sources that can tell have ``write_misfit(node_id, value)`` (OPC UA; no call to the server)."""
+        reset = action.reset_value if action.mode is WriteMode.LEVEL else action.reset
+        if reset is None or not isinstance(action, OpcUaWriteAction):
+            return False
         misfit = getattr(self.sources.get(action.source), "write_misfit", None)
-        return misfit(action.node_id, action.reset) if misfit is not None else None
+        why = misfit(action.node_id, reset) if misfit is not None else None
+        if why is None:
+            return False
+        self.stats[name]["reset_refused"] += 1
+        self._burst.log(
+            f"reset:{name}",
+            "action %r: %r not written: %s; the node would keep it for good (counted reset_refused); fix "
+            "reset_value or the node's type",
+            name,
+            action.value,
+            why,
+        )
+        return True
 
     async def _pulse(self, name: str, action: OutputAction, result: Result, key) -> None:
         wake = self._pulse_wake[key] = asyncio.Event()  # flush() at stop ends a long pulse early

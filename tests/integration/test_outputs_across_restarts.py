@@ -12,6 +12,7 @@ import json
 import logging
 
 import paho.mqtt.client as paho
+import pytest
 from asyncua import ua
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -388,18 +389,23 @@ async def test_a_config_without_an_alarm_that_was_raised_clears_the_outputs_it_h
         await srv.stop()
 
 
-async def test_a_pulse_whose_reset_the_node_refuses_is_not_started():
-    """A pulse writes its value on the edge and its reset later: when the node's type takes the value but
-    not the reset (5 and -1 on a UInt16 diverter), the value went out and the reset was refused for good,
-    so the diverter stayed at 5. Such a pulse is not started (counted reset_refused); the node keeps its
-    value."""
+@pytest.mark.parametrize("mode", ["pulse", "on_change", "level"])
+async def test_an_output_whose_reset_the_node_refuses_does_not_write_its_value(mode):
+    """An output writes its value, then its reset when the condition ends (a pulse: pulse_ms later): when
+    the node's type takes the value but not the reset (5 and -1 on a UInt16 diverter), the value went out
+    and the reset was refused for good, so the diverter stayed at 5. Such a value is not written (counted
+    reset_refused); the node keeps its own."""
     port = free_port()
     srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
     diverter = await obj.add_variable(ua.NodeId("Diverter", idx), "Diverter", 0, ua.VariantType.UInt16)
     await diverter.set_writable()
     await srv.start()
     node_id = f"ns={idx};s=Diverter"
-    cfg = _config(port, idx, {"gate": {"node_id": node_id, "value": 5, "reset_value": -1, "pulse_ms": 100}})
+    cfg = _config(
+        port,
+        idx,
+        {"gate": {"node_id": node_id, "value": 5, "reset_value": -1, "mode": mode, "pulse_ms": 100}},
+    )
     src = OpcUaSource("plc", cfg.sources["plc"])
     src.expect_writes([(node_id, 5), (node_id, -1)])  # as the agent does: checked at each connect
     await src.start()
