@@ -65,7 +65,7 @@ from asyncua import Client, Node, ua
 from asyncua.common.subscription import Subscription
 from asyncua.common.ua_utils import get_base_data_type
 from asyncua.crypto import security_policies
-from asyncua.ua import uaerrors
+from asyncua.ua import ua_binary, uaerrors
 
 from devices.base import (
     Backoff,
@@ -1068,6 +1068,17 @@ class _Handler:
 
 
 _ORDER = {"source": ("source", "server"), "server": ("server",), "receive": ()}
+# asyncua's process-wide tables keyed by a structure's or an enumeration's class (those keyed by node id
+# are overwritten by the next load): a class this source made is taken out of them when it loads anew
+_CLASS_KEYED: tuple[dict, ...] = tuple(
+    getattr(ua.uatypes, t, {})
+    for t in (
+        "typeid_by_extension_objects",
+        "datatype_by_extension_object",
+        "enums_datatypes",
+        "basetype_datatypes",
+    )
+)
 
 
 class OpcUaSource:
@@ -1440,6 +1451,14 @@ class OpcUaSource:
         for name, cls in self._type_classes.items():
             if getattr(ua, name, None) is cls:
                 delattr(ua, name)
+            # and from asyncua's tables keyed by the class itself (a new class is made at every load, under
+            # the same node ids): kept there, every reconnect to a PLC with structures kept all its classes
+            for table in _CLASS_KEYED:
+                table.pop(cls, None)
+        if self._type_classes:  # and asyncua's coders, cached for good per class: made again when used
+            for cached in list(vars(ua_binary).values()):
+                if callable(getattr(cached, "cache_clear", None)):
+                    cached.cache_clear()
         self._type_classes.clear()
         loads: tuple[Callable[[], Any], ...] = (
             client.load_data_type_definitions,
