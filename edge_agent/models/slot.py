@@ -764,11 +764,11 @@ class ModelSlot:
             # the outcome with the switch: whoever sees the version change reads why (the model manager
             # reports it to the fleet), never the outcome before it
             self._active, self._previous, self.last_outcome = old, None, outcome
+            self.counters["rollbacks"] += 1  # counted with the switch too: /status never shows one without it
             await asyncio.to_thread(self.store.set_current, old.opened.root, None)
             self.store.mark_failed(new.opened.root, reason)
             await self._prune()
             self.state = "active"
-            self.counters["rollbacks"] += 1
             self._event(
                 EventKind.ROLLED_BACK,
                 from_version=new.manifest.version,
