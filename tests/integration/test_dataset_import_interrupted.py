@@ -3,6 +3,7 @@ eviction, `kill`) part way: nothing is left behind, neither the dataset nor its 
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,18 +24,29 @@ def test_an_import_stopped_by_sigterm_leaves_nothing_behind(tmp_path):
         for i in range(n):
             cv2.imwrite(str(src / label / f"{i:04d}.png"), rng.integers(0, 255, (48, 64, 3), np.uint8))
     out = tmp_path / "ds"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cloud_trainer.cli", "dataset", "import", str(src), "--out", str(out)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 30
-    while not any(p.name.startswith(".ds.") for p in tmp_path.iterdir()):  # the import is writing
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode != 0
-    assert not out.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"], (proc.returncode, err.decode())
+    # The signal is sent the moment the hidden folder is seen; on a loaded machine the import (~0.3 s) may
+    # end first, and then it rightly finishes whole: that run is checked and the stop tried again.
+    for _ in range(5):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cloud_trainer.cli", "dataset", "import", str(src), "--out", str(out)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 30
+        while not any(p.name.startswith(".ds.") for p in tmp_path.iterdir()):  # the import is writing
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        if proc.returncode == 0:  # finished before the signal came: whole, nothing else left
+            assert (out / "dataset.yaml").is_file() and len(
+                (out / "labels.jsonl").read_text().splitlines()
+            ) == 604
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "src"]
+            shutil.rmtree(out)
+            continue
+        assert not out.exists()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["src"], (proc.returncode, err.decode())
+        return
+    raise AssertionError("the import finished before SIGTERM in every one of 5 runs")
