@@ -12,7 +12,6 @@ import json
 import logging
 
 import paho.mqtt.client as paho
-import pytest
 from asyncua import ua
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -389,34 +388,46 @@ async def test_a_config_without_an_alarm_that_was_raised_clears_the_outputs_it_h
         await srv.stop()
 
 
-@pytest.mark.parametrize("mode", ["pulse", "on_change", "level"])
-async def test_an_output_whose_reset_the_node_refuses_does_not_write_its_value(mode):
+async def test_an_output_whose_reset_the_node_refuses_does_not_write_its_value():
     """An output writes its value, then its reset when the condition ends (a pulse: pulse_ms later): when
     the node's type takes the value but not the reset (5 and -1 on a UInt16 diverter), the value went out
     and the reset was refused for good, so the diverter stayed at 5. Such a value is not written (counted
-    reset_refused); the node keeps its own."""
+    reset_refused) in any mode; each node keeps its own."""
     port = free_port()
     srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
-    diverter = await obj.add_variable(ua.NodeId("Diverter", idx), "Diverter", 0, ua.VariantType.UInt16)
-    await diverter.set_writable()
+    modes = ("pulse", "on_change", "level")
+    nodes = {}
+    for mode in modes:
+        nodes[mode] = await obj.add_variable(ua.NodeId(mode, idx), mode, 0, ua.VariantType.UInt16)
+        await nodes[mode].set_writable()
     await srv.start()
-    node_id = f"ns={idx};s=Diverter"
-    cfg = _config(
-        port,
-        idx,
-        {"gate": {"node_id": node_id, "value": 5, "reset_value": -1, "mode": mode, "pulse_ms": 100}},
+    cfg = _config(port, idx, {})
+    base = {
+        k: v for k, v in cfg.actions["gate"].model_dump().items() if k in ("type", "source", "when", "retry")
+    }
+    acts = {
+        m: {**base, "node_id": f"ns={idx};s={m}", "value": 5, "reset_value": -1, "mode": m, "pulse_ms": 100}
+        for m in modes
+    }
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw", "site": "s", "line": "l"},
+            "sources": {"plc": cfg.sources["plc"].model_dump()},
+            "actions": acts,
+        }
     )
     src = OpcUaSource("plc", cfg.sources["plc"])
-    src.expect_writes([(node_id, 5), (node_id, -1)])  # as the agent does: checked at each connect
+    src.expect_writes([(a["node_id"], v) for a in acts.values() for v in (5, -1)])  # as the agent: at connect
     await src.start()
     runner = ActionRunner(cfg, {"plc": src})
     try:
-        await until(lambda: node_id in src.target_errors, 15, "the reset named at connect")
-        await runner.handle(["gate"], result("NG", 0), None)
-        await until(lambda: runner.stats["gate"]["reset_refused"] == 1, 10, "the pulse refused")
+        await until(lambda: len(src.target_errors) == 3, 15, "the resets named at connect")
+        await runner.handle(list(modes), result("NG", 0), None)
+        st = runner.stats
+        await until(lambda: all(st[m]["reset_refused"] == 1 for m in modes), 10, "each value refused")
         await runner.flush(timeout_s=5)
-        assert await diverter.read_value() == 0
-        assert runner.stats["gate"]["ok"] == 0
+        assert [await nodes[m].read_value() for m in modes] == [0, 0, 0]
+        assert [st[m]["ok"] for m in modes] == [0, 0, 0]
     finally:
         await src.stop()
         await srv.stop()
