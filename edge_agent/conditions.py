@@ -23,7 +23,7 @@ from __future__ import annotations
 import difflib
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 FIELDS = (
@@ -166,43 +166,40 @@ def _compile_item(key: str, val: Any, labels: set[str] | None = None) -> Callabl
     return equals
 
 
+def _leaves(spec: Any) -> Iterator[tuple[str, Any]]:
+    """Each ``field: test`` item of a (valid) condition, through its ``all``, ``any`` and ``not``."""
+    if not isinstance(spec, dict):
+        return
+    for key, val in spec.items():
+        if key in ("all", "any") and isinstance(val, list):
+            for sub in val:
+                yield from _leaves(sub)
+        elif key == "not":
+            yield from _leaves(val)
+        else:
+            yield key, val
+
+
 def numbers_named(spec: Any) -> set[str]:
     """The number fields (``NUMERIC``) a (valid) condition reads: a result holding NaN in one of them
     cannot be judged by it (NaN is neither above nor below anything, and ``not`` would turn "not above"
     into a match)."""
-    out: set[str] = set()
-    if not isinstance(spec, dict):
-        return out
-    for key, val in spec.items():
-        if key in ("all", "any") and isinstance(val, list):
-            for sub in val:
-                out |= numbers_named(sub)
-        elif key == "not":
-            out |= numbers_named(val)
-        elif key in NUMERIC:
-            out.add(key)
-    return out
+    return {key for key, _ in _leaves(spec) if key in NUMERIC}
 
 
 def labels_named(spec: Any) -> set[str]:
     """The labels a (valid) condition compares ``label`` with: to tell, when a pipeline's model changes
     (a hot swap), which of them the new model no longer gives."""
     out: set[str] = set()
-    if not isinstance(spec, dict):
-        return out
-    for key, val in spec.items():
-        if key in ("all", "any") and isinstance(val, list):
-            for sub in val:
-                out |= labels_named(sub)
-        elif key == "not":
-            out |= labels_named(val)
-        elif key == "label":
-            if isinstance(val, dict):
-                for op, arg in val.items():
-                    if op in ("eq", "ne", "in"):
-                        out.update(a for a in (arg if isinstance(arg, list) else [arg]) if isinstance(a, str))
-            elif isinstance(val, str):
-                out.add(val)
+    for key, val in _leaves(spec):
+        if key != "label":
+            continue
+        if isinstance(val, dict):
+            for op, arg in val.items():
+                if op in ("eq", "ne", "in"):
+                    out.update(a for a in (arg if isinstance(arg, list) else [arg]) if isinstance(a, str))
+        elif isinstance(val, str):
+            out.add(val)
     return out
 
 
