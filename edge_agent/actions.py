@@ -287,7 +287,7 @@ class ActionRunner:
         if now == self._raised_saved:
             return
         try:
-            from edge_agent.maintenance.baseline import atomic_write_json
+            from edge_agent.files import atomic_write_json
 
             atomic_write_json(self._raised_file, {"raised": now})
             self._raised_saved = now

@@ -57,7 +57,7 @@ from edge_agent.config import (
     read_config_file,
     read_yaml,
 )
-from edge_agent.maintenance.baseline import atomic_write_json
+from edge_agent.files import atomic_write_json
 from model_packager.text import printable
 from protocols.redact import mask_credentials
 

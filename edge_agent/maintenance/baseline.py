@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_agent.files import atomic_write_json
 from edge_agent.maintenance.settings import BaselineSettings
 from model_packager.condition import (
     AMPLITUDE_FEATURES,
@@ -63,24 +63,6 @@ _UNIT_FACTORS = (  # factor (window / commissioned) -> the usual mix-up
     (1000.0, "mg or mm/s2 read as g or m/s2?"),
     (1 / 1000.0, "g or m/s2 read as mg or mm/s2?"),
 )
-
-
-def atomic_write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, separators=(",", ":"))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
 
 
 def baseline_path(data_dir: str | Path, pipeline: str) -> Path:

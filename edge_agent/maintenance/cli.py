@@ -14,7 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from edge_agent.maintenance.baseline import atomic_write_json, baseline_path, relearn_path
+from edge_agent.files import atomic_write_json
+from edge_agent.maintenance.baseline import baseline_path, relearn_path
 
 
 def _when(t) -> str:

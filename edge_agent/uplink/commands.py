@@ -65,7 +65,7 @@ class CommandRunner:
                 )
 
     def _save(self) -> None:
-        from edge_agent.maintenance.baseline import atomic_write_json
+        from edge_agent.files import atomic_write_json
 
         keep = sorted(self.ran.values(), key=lambda r: r.get("done_at") or r.get("started_at") or 0)[-KEEP:]
         self.ran = {r["id"]: r for r in keep}
