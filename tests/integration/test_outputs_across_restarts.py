@@ -118,6 +118,10 @@ async def test_a_pulse_reset_and_an_alarm_clear_that_failed_while_the_plc_was_aw
             return not await gate.read_value() and not await lamp.read_value()
 
         await until(both_off, 10, "the gate closed and the lamp off")
+        # counted once the write's answer is back, a moment after the server took the value
+        await until(
+            lambda: st["gate"]["resent"] >= 1 and st["lamp"]["resent"] >= 1, 10, "both counted resent"
+        )
         assert st["gate"]["resent"] == 1 and st["lamp"]["resent"] == 1, (dict(st["gate"]), dict(st["lamp"]))
         await runner.flush(timeout_s=5)
     finally:
