@@ -95,8 +95,24 @@ _WATCHDOG = _Watchdog()
 
 
 # OpenVINO cannot stop a running inference (``InferRequest.cancel`` does not end a ``Loop``): a request
-# given up on runs on to its end here, never freed meanwhile (its destructor would wait for it)
-_ABANDONED: list = []
+# given up on runs on to its end here, never freed meanwhile (its destructor would wait for it), with the
+# inputs it reads in place; the ones that have ended are let go at the next one given up
+_ABANDONED: list[tuple[Any, object]] = []
+_ABANDONED_LOCK = threading.Lock()
+
+
+def _abandon(req: Any, inputs: object = None) -> None:
+    """Keep ``req`` (and the ``inputs`` it reads) until its run ends; free those kept before that have ended."""
+    with _ABANDONED_LOCK:
+        _ABANDONED[:] = [kept for kept in _ABANDONED if not _ended(kept[0])]
+        _ABANDONED.append((req, inputs))
+
+
+def _ended(req: Any) -> bool:
+    try:
+        return bool(req.wait_for(0))
+    except RuntimeError:  # "Infer Request was canceled": ended (stopped before it ran, or ran to its end)
+        return True
 
 
 class Engine(Protocol):
@@ -263,7 +279,7 @@ class OvEngine:
             req.cancel()
             # kept, with the inputs it reads in place (share_inputs), until the end: freeing the request would
             # wait for the run, and freeing the inputs would have it read freed memory
-            _ABANDONED.append((req, inputs))
+            _abandon(req, inputs)
             self._local.request = None
             raise RunTimeout(_unfinished_item(self.name, self.timeout_s, "left to finish in the background"))
         return {name: np.array(req.get_tensor(port).data, copy=True) for port, name in self.outputs}
@@ -273,7 +289,7 @@ class OvEngine:
         req.start_async(inputs)
         if not req.wait_for(max(1, int(timeout_s * 1000))):
             req.cancel()  # (ends a run waiting to start; one running goes on: kept, see _ABANDONED)
-            _ABANDONED.append(req)
+            _abandon(req)
             raise RunTimeout(_unfinished(self.name, timeout_s, "left to finish in the background"))
         res = req.results
         return {name: np.array(res[port], copy=True) for port, name in self.outputs}

@@ -441,3 +441,49 @@ async def test_a_model_slow_on_this_gateway_keeps_an_inference_bound_it_can_meet
     grey = Frame("cam", 1, time.time(), np.full((64, 64, 3), 128, np.uint8))
     assert s.infer(grey).version == "1.0.0"
     await s.stop()
+
+
+def _run_ended(req) -> bool:
+    try:
+        return bool(req.wait_for(0))
+    except RuntimeError:  # "Infer Request was canceled": it ended
+        return True
+
+
+async def test_openvino_lets_go_of_inferences_given_up_on_once_they_have_ended(tmp_path, pkgs):
+    """OpenVINO cannot stop a run: an inference given up at ``inference_timeout_s`` is kept, with the inputs
+    it reads, until it ends. Every one was kept for as long as the agent lived, ended or not (~0.6 MB a
+    224-px frame): a model slow on some live frames, on a gateway running for months, grew the agent by that
+    per frame given up. Those that have ended are now let go at the next one given up."""
+    pytest.importorskip("openvino")
+    from edge_agent import engines
+
+    (tmp_path / "slow").mkdir()
+    slow = _resigned(  # ~0.3-0.6 s on a white frame here: ends, but well past the bound
+        pkgs["v1"],
+        pkgs["key"],
+        {"model.onnx": _endless_on_white(pkgs["v1_model"], 10**5)},
+        tmp_path / "slow" / "p.edgepkg",
+    )
+    cfg = ModelConfig(package=str(slow), engine="openvino", openvino_f32=True, inference_timeout_s=0.05)
+    s = ModelSlot("vision", cfg, tmp_path / "data", load_trusted_keys([pkgs["pub"]]))
+    await s.start()
+    white = Frame("cam", 1, time.time(), np.full((64, 64, 3), 255, np.uint8))
+
+    def kept(e) -> bool:
+        return any(e is k for k in engines._ABANDONED)
+
+    kept_before = list(engines._ABANDONED)
+    given_up: list = []  # (held here: identities stay unique)
+    for _ in range(2):
+        with pytest.raises(InferenceError, match="inference_timeout_s"):
+            await asyncio.to_thread(s.infer, white)
+        new = [e for e in engines._ABANDONED if not any(e is k for k in kept_before + given_up)]
+        assert len(new) == 1, engines._ABANDONED
+        given_up.append(new[0])
+        req = new[0][0] if isinstance(new[0], tuple) else new[0]
+        deadline = time.monotonic() + 60
+        while not _run_ended(req) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    assert [kept(e) for e in given_up] == [False, True], "an ended run given up on is still kept"
+    await s.stop()
