@@ -125,9 +125,15 @@ def _why_not_open(url: str, timeout_s: float) -> str:
             login = f"{urllib.parse.unquote(u.username)}:{urllib.parse.unquote(u.password or '')}"
             headers["Authorization"] = "Basic " + base64.b64encode(login.encode()).decode()
             url = urllib.parse.urlunsplit(u._replace(netloc=u.netloc.rpartition("@")[2]))
+
+        class _Stay(urllib.request.HTTPRedirectHandler):
+            # a redirect is not followed: urllib would carry the Authorization header to any host it names
+            def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+                return None
+
         try:
             req = urllib.request.Request(url, headers=headers)
-            with urllib.request.urlopen(req, timeout=min(timeout_s, 3.0)) as r:
+            with urllib.request.build_opener(_Stay).open(req, timeout=min(timeout_s, 3.0)) as r:
                 ctype = r.headers.get("Content-Type", "?")
             return (
                 f": the server answers (HTTP 200, {ctype}) but FFmpeg cannot read a video stream from it; "
@@ -416,6 +422,7 @@ class CameraSource:
         s = self.settings
         if s.kind is not CameraKind.STREAM or not s.url.lower().startswith(("http://", "https://")):
             return None
+        from devices.camera.access import Trust
         from devices.camera.mjpeg import StreamError, open_stream
 
         try:
@@ -425,6 +432,7 @@ class CameraSource:
                 s.read_timeout_s,
                 max_file_bytes(s.max_megapixels),
                 poll_period_s=1.0 / (s.fps or DEFAULT_FILE_FPS),  # a snapshot camera: paced as a file
+                trust=Trust(s.tls_ca_file, s.tls_fingerprint_sha256),  # read anew at each open
             )
         except StreamError as exc:
             raise CameraError(f"cannot open {s.shown_url}: {exc.detail}") from None

@@ -3,11 +3,15 @@ as some firmware calls it) read part by part, so that the camera can check each 
 checks a file: a part cut short is refused, not handed on with its missing half filled in (OpenCV's FFmpeg
 reader does that silently), and no part can take more memory than an image under ``max_megapixels`` needs.
 
-``open_stream`` sends the GET (HTTP/1.x through ``http.client``, Basic credentials from the URL) and gives
-an ``MjpegStream`` when the answer is an MJPEG multipart stream, or None when the URL answers something else
-(another content type, a redirect, a request for Digest credentials): the caller leaves those to OpenCV, as
-before. A camera's certificate that does not verify (its own, self-signed) is not checked, as FFmpeg does not
-check it, and the stream is read here all the same. ``MjpegStream.next_part`` returns the bytes of the next part; a
+``open_stream`` sends the GET (HTTP/1.x through ``http.client``) and gives an ``MjpegStream`` when the
+answer is an MJPEG multipart stream, or None when an http URL answers something else (another content type):
+the caller leaves those to OpenCV. The URL's login is answered as the camera asks (Basic, or Digest: MD5 or
+SHA-256; ``devices.camera.access.Login``), at most three requests per open; a login refused is
+``StreamError("open_failed")``, never handed to FFmpeg to try again. An https camera is read only when its
+certificate is trusted (``access.Trust``: ``tls_ca_file``, ``tls_fingerprint_sha256``, else the system's
+CAs), checked before anything is sent, and never left to FFmpeg, which does not check certificates. A
+redirect is followed (3 at most) to the same host; with a login in the URL, one to another host is refused,
+as is one from https to http. ``MjpegStream.next_part`` returns the bytes of the next part; a
 part longer than ``max_part_bytes`` (by its Content-Length, or bytes without a boundary) raises
 ``StreamError("oversize_frame")`` without being buffered further, and the caller drops the connection.
 
@@ -29,6 +33,8 @@ from __future__ import annotations
 import socket
 import time
 from typing import Any
+
+from devices.camera.access import Login, PinMismatch, Trust
 
 __all__ = ["MjpegStream", "SnapshotStream", "StreamError", "http_hint", "looks_whole", "open_stream"]
 
@@ -58,29 +64,32 @@ def http_hint(code: int) -> str:
 
 
 def _request(
-    u: Any, headers: dict[str, str], timeout_s: float, verify: bool = True
+    u: Any, headers: dict[str, str], timeout_s: float, trust: Trust | None = None
 ) -> tuple[Any, socket.socket, Any]:
     """One GET of the URL (split): ``(connection, socket, response)``. The socket is kept because
     http.client lets go of it once the answer is read (HTTP/1.0, close); an ``OSError`` raised before the
-    connection stands carries ``connected = False``. ``verify=False``: the camera's certificate is not
-    checked (as FFmpeg reads HTTPS)."""
+    connection stands carries ``connected = False``. An https camera's certificate is checked by ``trust``
+    (``devices.camera.access``) before the request is sent: ``ssl.SSLCertVerificationError`` or
+    ``PinMismatch`` when it is not trusted."""
     import http.client
 
     https = u.scheme.lower() == "https"
     host, port = u.hostname or "", u.port or (443 if https else 80)
+    trust = trust or Trust()
     if https:
-        import ssl
-
-        context = ssl.create_default_context()
-        if not verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
+        try:
+            context = trust.context()
+        except (OSError, ValueError) as exc:
+            raise StreamError(
+                "open_failed",
+                f"tls_ca_file {trust.ca_file} cannot be read as PEM certificates ({exc}); give the file of the "
+                "CA that signed the camera's certificate (or of that certificate) in PEM form",
+            ) from None
     conn: Any = (
         http.client.HTTPSConnection(host, port, timeout=timeout_s, context=context)
         if https
         else http.client.HTTPConnection(host, port, timeout=timeout_s)
     )
-    target = (u.path or "/") + (f"?{u.query}" if u.query else "")
     try:
         try:
             conn.connect()
@@ -88,41 +97,84 @@ def _request(
             exc.connected = False  # type: ignore[attr-defined]
             raise
         sock = conn.sock
-        conn.request("GET", target, headers=headers)
+        if https:
+            trust.check(sock)  # nothing sent yet: a camera that is not the pinned one never sees the login
+        conn.request("GET", _target(u), headers=headers)
         return conn, sock, conn.getresponse()
     except BaseException:
         conn.close()
         raise
 
 
+def _target(u: Any) -> str:
+    return (u.path or "/") + (f"?{u.query}" if u.query else "")
+
+
+def _exchange(
+    u: Any, login: Login | None, trust: Trust | None, timeout_s: float
+) -> tuple[Any, socket.socket, Any]:
+    """One GET, with the login answered as the camera asks (``Login``): at most three requests (the first,
+    the answer to the camera's challenge, one renewed stale Digest nonce), so a camera that answers 401 to
+    everything costs one failed login per attempt, never a loop. The last answer is returned, a final 401
+    with ``login.refused`` saying why."""
+    for attempt in range(3):
+        headers = {"Accept": "multipart/x-mixed-replace, */*", "Connection": "close"}
+        auth = login.authorization(_target(u)) if login is not None else None
+        if auth is not None:
+            headers["Authorization"] = auth
+        conn, sock, resp = _request(u, headers, timeout_s, trust)
+        if resp.status != 401 or login is None or not login.answer(resp.headers):
+            return conn, sock, resp
+        if attempt == 2:
+            login.refused = "asks for a login three times in a row (a new nonce each time, called stale)"
+            return conn, sock, resp
+        resp.close()
+        conn.close()
+        sock.close()
+    raise AssertionError("unreachable")
+
+
 def open_stream(
-    url: str, open_timeout_s: float, read_timeout_s: float, max_part_bytes: int, poll_period_s: float = 0.1
+    url: str,
+    open_timeout_s: float,
+    read_timeout_s: float,
+    max_part_bytes: int,
+    poll_period_s: float = 0.1,
+    trust: Trust | None = None,
 ) -> MjpegStream | SnapshotStream | None:
     """The camera's MJPEG stream, or its snapshot URL (each GET answered with one image) asked every
-    ``poll_period_s``; None when the URL serves something else (OpenCV's to read), or
-    ``StreamError("open_failed")`` naming why it cannot be read at all."""
-    import base64
+    ``poll_period_s``; None when an http URL serves something else (OpenCV's to read), or
+    ``StreamError("open_failed")`` naming why it cannot be read at all. An https URL is never left to
+    OpenCV's FFmpeg, which does not check certificates (``trust``: how this camera's is checked)."""
     import http.client
     import ssl
     import urllib.parse
 
     u = urllib.parse.urlsplit(url)
-    https = u.scheme.lower() == "https"
-    host, port = u.hostname or "", u.port or (443 if https else 80)
-    headers = {"Accept": "multipart/x-mixed-replace, */*", "Connection": "close"}
+    trust = trust or Trust()
+    login = None
     if u.username is not None:
-        user = urllib.parse.unquote(u.username)
-        password = urllib.parse.unquote(u.password or "")
-        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-    verify = True
+        login = Login(
+            urllib.parse.unquote(u.username),
+            urllib.parse.unquote(u.password or ""),
+            preemptive_basic=u.scheme.lower() == "https",  # a checked channel; over http: the camera asks
+        )
+    hops = 0
     try:
-        try:
-            conn, sock, resp = _request(u, headers, open_timeout_s)
-        except ssl.SSLCertVerificationError:
-            # a camera's own (self-signed) certificate: read unchecked as FFmpeg reads it (it does not verify
-            # certificates), but part by part, so that a part cut short is refused here too
-            verify = False
-            conn, sock, resp = _request(u, headers, open_timeout_s, verify=False)
+        while True:
+            https = u.scheme.lower() == "https"
+            host, port = u.hostname or "", u.port or (443 if https else 80)
+            conn, sock, resp = _exchange(u, login, trust, open_timeout_s)
+            location = resp.headers.get("Location")
+            if resp.status not in (301, 302, 303, 307, 308) or not location:
+                break
+            resp.close()
+            conn.close()
+            sock.close()
+            u = _redirected(u, location, login is not None, hops)
+            hops += 1
+    except (ssl.SSLCertVerificationError, PinMismatch) as exc:
+        raise StreamError("open_failed", trust.refusal(exc, host, port, open_timeout_s)) from None
     except http.client.LineTooLong:
         raise StreamError(
             "open_failed",
@@ -136,7 +188,9 @@ def open_stream(
                 f"the camera's answer has over {getattr(http.client, '_MAXHEADERS', 100)} header lines; no "
                 "camera sends that, check the URL and what answers on that port",
             ) from None
-        return None  # not HTTP as http.client speaks it: FFmpeg may still read it, or say why not
+        # not HTTP as http.client speaks it: FFmpeg may still read it, or say why not
+        _to_ffmpeg(u, "an answer that is not HTTP as this reader reads it")
+        return None
     except OSError as exc:
         if getattr(exc, "connected", True) and isinstance(exc, TimeoutError):  # a hung camera, not a cable
             raise StreamError(
@@ -157,27 +211,64 @@ def open_stream(
             resp, sock, boundary if isinstance(boundary, str) else None, read_timeout_s, max_part_bytes
         )
     if resp.status == 200 and ctype.startswith("image/"):
-        snap = SnapshotStream(
-            u, headers, open_timeout_s, read_timeout_s, max_part_bytes, poll_period_s, verify
-        )
+        snap = SnapshotStream(u, login, trust, open_timeout_s, read_timeout_s, max_part_bytes, poll_period_s)
         snap._pending = (conn, sock, resp)  # this answer is the first image
         return snap
     resp.close()
     conn.close()
-    challenge = resp.headers.get("WWW-Authenticate", "").strip().lower()
-    if resp.status == 401 and u.username is not None and (not challenge or challenge.startswith("basic")):
-        # our Basic login refused: FFmpeg would send the same one again (and the diagnosis once more), and
-        # cameras lock an account after a few failed logins
+    if resp.status == 401 and login is not None:
+        # the login refused, or one this reader cannot give: FFmpeg would send it again (and the diagnosis
+        # once more), and cameras lock an account after a few failed logins
         raise StreamError(
             "open_failed",
-            f"the camera answers HTTP 401 {resp.reason} to the user and password in the URL; "
-            f"{http_hint(401)}",
+            f"the camera answers HTTP 401 {resp.reason}: it {login.refused} ({login.shown}); {http_hint(401)}",
         )
-    if resp.status >= 400 and not (resp.status in (401, 407) and u.username is not None):
+    if resp.status >= 400 and not (resp.status == 407 and u.username is not None):
         raise StreamError(
             "open_failed", f"the camera answers HTTP {resp.status} {resp.reason}; {http_hint(resp.status)}"
         )
-    return None  # another content type, a redirect, another kind of credentials: FFmpeg's to read
+    _to_ffmpeg(u, f"HTTP {resp.status}, {ctype or 'no content type'}")
+    return None
+
+
+def _redirected(u: Any, location: str, with_login: bool, hops: int) -> Any:
+    """Where a redirect leads (split), or ``StreamError``: more than 3 hops, another scheme than http(s),
+    https to plain http, or, with the URL's login, another host (the login is never sent there: the
+    redirect may come from a device posing as the camera, or lead to a site that collects logins)."""
+    import urllib.parse
+
+    from protocols.redact import mask_credentials
+
+    here = urllib.parse.urlunsplit(u._replace(netloc=u.netloc.rpartition("@")[2]))
+    to = urllib.parse.urlsplit(urllib.parse.urljoin(here, location.strip()))
+    shown = mask_credentials(urllib.parse.urlunsplit(to))
+    if hops >= 3:
+        why = "more than 3 redirects in a row"
+    elif to.scheme.lower() not in ("http", "https"):
+        why = f"a redirect to {shown}, which is not http(s)"
+    elif u.scheme.lower() == "https" and to.scheme.lower() == "http":
+        why = f"a redirect from https to plain http ({shown}), where the frames are not protected"
+    elif with_login and (to.hostname or "").lower() != (u.hostname or "").lower():
+        why = (
+            f"a redirect to another host ({shown}); the login in the URL is not sent to another host. If that "
+            "is the camera's stream, put that URL (with the login) in url"
+        )
+    else:
+        return to
+    raise StreamError("open_failed", f"the camera answers with {why}")
+
+
+def _to_ffmpeg(u: Any, what: str) -> None:
+    """None (an http URL is OpenCV's FFmpeg's to read), or for https ``StreamError``: FFmpeg would read it
+    without checking the camera's certificate, the login included."""
+    if u.scheme.lower() != "https":
+        return None
+    raise StreamError(
+        "open_failed",
+        f"the camera serves {what}, not an MJPEG stream or a single image; over https only those are read "
+        "(OpenCV's FFmpeg, which reads other streams, does not check the camera's certificate): use the "
+        "camera's MJPEG or snapshot URL, or its rtsp:// URL",
+    )
 
 
 def _sniff(resp: Any) -> str:
@@ -207,16 +298,16 @@ class SnapshotStream:
     def __init__(
         self,
         u: Any,
-        headers: dict[str, str],
+        login: Login | None,
+        trust: Trust,
         open_timeout_s: float,
         read_timeout_s: float,
         max_part_bytes: int,
         poll_period_s: float,
-        verify: bool = True,
     ) -> None:
         import threading
 
-        self._u, self._headers, self._verify = u, headers, verify
+        self._u, self._login, self._trust = u, login, trust
         self._open_timeout_s, self._timeout_s = open_timeout_s, read_timeout_s
         self._cap, self._period = max_part_bytes, poll_period_s
         self._pending: tuple[Any, socket.socket, Any] | None = None
@@ -249,17 +340,26 @@ class SnapshotStream:
             if self._stopped.wait(max(0.0, self._next_t - time.monotonic())):
                 raise EOFError("stopped")
             self._next_t = time.monotonic() + self._period
-            try:
-                self._pending = _request(self._u, self._headers, self._open_timeout_s, self._verify)
+            import ssl
+
+            try:  # the same login (a Digest nonce is used again, counted) and the same certificate check
+                self._pending = _exchange(self._u, self._login, self._trust, self._open_timeout_s)
             except http.client.HTTPException as exc:
                 raise EOFError(f"the camera's answer broke off ({type(exc).__name__})") from None
+            except (ssl.SSLCertVerificationError, PinMismatch) as exc:  # another device at its address now
+                u = self._u
+                raise StreamError(
+                    "stream_lost",
+                    self._trust.refusal(exc, u.hostname or "", u.port or 443, self._open_timeout_s),
+                ) from None
         conn, sock, resp = self._pending
         self._sock = sock
         try:
             if resp.status != 200:
+                refused = f" (it {self._login.refused})" if resp.status == 401 and self._login else ""
                 raise StreamError(
                     "stream_lost",
-                    f"the camera answers HTTP {resp.status} {resp.reason} to a snapshot request; "
+                    f"the camera answers HTTP {resp.status} {resp.reason} to a snapshot request{refused}; "
                     f"{http_hint(resp.status)}",
                 )
             return self._body(resp, sock)

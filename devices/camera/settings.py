@@ -17,7 +17,7 @@ import enum
 import re
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protocols.redact import mask_credentials
 
@@ -85,6 +85,27 @@ class CameraSettings(BaseModel):
         "scene); frames are still passed on. Unset: not checked",
     )
 
+    tls_ca_file: str | None = Field(
+        None,
+        description="https: trust the camera whose certificate verifies against this PEM file (the CA that "
+        "signed it, or the camera's own certificate), its host name matching the URL's; relative to the "
+        "config file. Unset, with no tls_fingerprint_sha256: the system's CAs; a camera whose certificate "
+        "does not verify (self-signed) is not read, open_failed naming its fingerprint",
+    )
+    tls_fingerprint_sha256: str | None = Field(
+        None,
+        description="https: trust the camera that presents exactly this certificate (its SHA-256, AB:CD:... "
+        "as the camera's web page or `openssl x509 -fingerprint -sha256` shows it; CA, host name and dates "
+        "then not checked). A camera presenting another one is refused, nothing sent",
+    )
+
+    @field_validator("tls_fingerprint_sha256")
+    @classmethod
+    def _fingerprint(cls, v: str | None) -> str | None:
+        from devices.camera.access import normal_fingerprint
+
+        return None if v is None else normal_fingerprint(v)
+
     @property
     def kind(self) -> CameraKind:
         u = self.url
@@ -110,5 +131,10 @@ class CameraSettings(BaseModel):
         if self.url.startswith("usb:") and self.kind is not CameraKind.USB:
             raise ValueError(
                 f"url {self.shown_url!r}: a USB camera is 'usb:' and a device index, e.g. 'usb:0'"
+            )
+        if (self.tls_ca_file or self.tls_fingerprint_sha256) and not self.url.lower().startswith("https://"):
+            raise ValueError(
+                "tls_ca_file and tls_fingerprint_sha256 are for an https:// camera URL; "
+                f"{self.shown_url!r} is not one"
             )
         return self
