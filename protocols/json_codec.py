@@ -221,12 +221,16 @@ def compile_decoder(
     payload (``mapping.rate_field``) or None. With ``mapping.records`` every tuple is
     ``(tag, value, timestamp_s, None, quality)`` (quality "good", "uncertain" or "bad"), and a bad record
     is reported to ``on_record_error(reason, detail)`` and skipped while the others are kept (a message
-    whose array is missing or not an array still raises)."""
+    whose array is missing or not an array still raises). Given ``on_record_error``, a bad field (NaN,
+    null, missing, an array with text) is reported the same way and skipped while the message's other
+    fields are kept: one open channel of an 8-channel module (NaN) must not silence the seven others.
+    Without it, the first bad field raises."""
     mapping = mapping or JsonMapping()
     if mapping.records is not None:
         return _records_decoder(mapping, on_record_error)
     ts_of = _timestamp_reader(mapping)
     p = mapping.tag_prefix
+    report = on_record_error
     if mapping.values:
         fields = [(path, p + tag) for path, tag in mapping.values.items()]
         rate_of = _rate_reader(mapping.rate_field) if rates else None
@@ -237,9 +241,14 @@ def compile_decoder(
             out: list[tuple] = []
             for path, tag in fields:
                 v = _get(raw, path)
-                if v is _MISSING:
-                    raise CodecError("missing_field", f"field {path!r} is absent")
-                out.append((tag, _value(path, v), ts))
+                try:
+                    if v is _MISSING:
+                        raise CodecError("missing_field", f"field {path!r} is absent")
+                    out.append((tag, _value(path, v), ts))
+                except CodecError as e:
+                    if report is None:
+                        raise
+                    report(e.reason, e.detail)
             if rate_of is not None:
                 rate = rate_of(raw)
                 out = [(t, v, ts, rate if isinstance(v, np.ndarray) else None) for t, v, ts in out]
@@ -259,11 +268,19 @@ def compile_decoder(
             tv = type(v)  # exact types: bool is not a number here; json.loads makes no subclasses
             if tv is float:
                 if not isfinite(v):
-                    raise CodecError("non_finite", f"field {k!r} is {v}")
+                    bad = CodecError("non_finite", f"field {k!r} is {v}")
+                    if report is None:
+                        raise bad
+                    report(bad.reason, bad.detail)  # this field skipped, the others kept
+                    continue
             elif tv is not int or k == tsf:
                 continue
             elif not -_FLOAT_MAX <= v <= _FLOAT_MAX:
-                raise CodecError("non_finite", f"field {k!r} is {str(v)[:40]}: no finite float64")
+                bad = CodecError("non_finite", f"field {k!r} is {str(v)[:40]}: no finite float64")
+                if report is None:
+                    raise bad
+                report(bad.reason, bad.detail)
+                continue
             if k != tsf:
                 out.append((p + k, v, ts))
         return [(*x, None) for x in out] if rates else out  # arrays appear only through a mapping

@@ -17,9 +17,12 @@ Bad input is counted in ``stats.errors_by_reason`` and skipped: ``malformed_json
 UTF-8 or holds ``+``, ``#`` or NUL), ``unknown_alias``, ``seq_gap``, ``out_of_order``
 (a reading older than its tag's last one; dropped unless ``out_of_order: keep``), ``too_large``
 (a message over ``max_message_bytes``, skipped before it is queued),
-``broker_unreachable``, ``tls_failed``, ``connect_refused``, ``publish_failed``.
+``broker_unreachable``, ``tls_failed``, ``connect_refused``, ``publish_failed``. A JSON message's bad
+field (NaN, null, missing, an array holding text) or record is counted and skipped; its other fields or
+records are read.
 Routine or silent events go to ``notices`` instead (one WARNING on the first, then counted, shown
-on ``/status``): ``data_before_birth`` (normal after the host starts; a rebirth is asked),
+on ``/status``): ``no_numeric_field`` (a JSON message, read for every numeric field, that gave no reading:
+numbers sent as text, say), ``data_before_birth`` (normal after the host starts; a rebirth is asked),
 ``historical`` (Sparkplug values a node sent late, not used), ``retained`` and
 ``retained_skipped`` (a retained message, the broker's stored value of unknown age: quality
 uncertain or not read, by the subscription's ``retained``), ``retained_fresh`` (one whose own timestamp
@@ -878,14 +881,27 @@ def json_decoder(src: MqttSource, sub: Subscription):
         timestamp_format=json_codec.TimestampFormat(m.timestamp_format.value),
         rate_field=m.rate_field,
     )
+    # a bad field or record is counted and skipped, the message's others are read
     decode, readings, prefixed = (
         json_codec.compile_decoder(mapping, rates=True, on_record_error=src._error),
         src._record_readings if m.records is not None else src._json_readings,
         m.tag_prefix_topic,
     )
+    every_number = m.records is None and not m.values
 
     def run(topic: str, payload: bytes, received_at: float) -> list[Reading]:
-        return readings(topic + "/" if prefixed else "", decode(payload, received_at), received_at)
+        got = decode(payload, received_at)
+        if not got and every_number:
+            # nothing to read, and nothing said: a device (or a firmware update) that sends its numbers as
+            # text ({"temp": "21.5"}) looked like a source that had stopped
+            src._notice(
+                "no_numeric_field",
+                f"topic {topic!r}: a JSON message gave no reading: none of its top-level fields holds a finite "
+                'number. A number sent as text ("21.5", "12,5") is not read as one (text is never made a '
+                'number: a part number "0012" would lose its zeros); map such a field in json_mapping.values '
+                "to read it as text, or have the device send numbers",
+            )
+        return readings(topic + "/" if prefixed else "", got, received_at)
 
     return run
 

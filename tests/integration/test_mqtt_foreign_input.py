@@ -321,3 +321,34 @@ async def test_a_message_of_over_100000_values_is_refused_whole_and_the_next_is_
     # refused whole (no reading of the 200,002 values, which is what held the loop), counted, the next one read
     assert [(r.tag, r.value) for r in got] == [("f/2/v", 7)]
     assert src.stats.errors_by_reason == {"too_many_values": 2}
+
+
+async def test_one_bad_field_skips_that_field_not_the_messages_others_and_text_numbers_are_said(mosquitto):
+    """An 8-channel module sends NaN for an open thermocouple, a gateway null for a tag it lost: the whole
+    message was refused, so one broken channel silenced every other one for as long as it stayed broken.
+    Now the bad field is counted and skipped and the others are read. A device that sends its numbers as
+    text ({"temp": "21.5"}) gave nothing and said nothing: it is now the no_numeric_field notice."""
+    subs = [
+        {"topic": "daq/#"},
+        {"topic": "gw/#", "json_mapping": {"values": {"a": "a", "b": "b", "w": "w"}}},
+    ]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    try:
+        pub.publish("daq/1", b'{"ts": 10, "ch1": 1.5, "ch2": NaN, "ch3": 2.5, "ch4": 1e999}', qos=1)
+        pub.publish("gw/1", b'{"ts": 10, "a": 3.5, "b": null, "w": [1, NaN]}', qos=1)
+        pub.publish("daq/2", b'{"ts": 10, "temp": "21.5"}', qos=1)
+        pub.publish("daq/3", b'{"ts": 11, "end": 1}', qos=1)
+        got = await collect(src, lambda g: any(r.tag == "daq/3/end" for r in g), 5)
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert {r.tag: r.value for r in got} == {
+        "daq/1/ch1": 1.5,
+        "daq/1/ch3": 2.5,
+        "gw/1/a": 3.5,
+        "daq/3/end": 1,
+    }
+    assert src.stats.errors_by_reason == {"non_finite": 3, "wrong_type": 1}, src.stats.errors_by_reason
+    notice = src.notices.status()["no_numeric_field"]
+    assert notice["count"] == 1 and "daq/2" in notice["message"]
