@@ -3,8 +3,10 @@
 A camera or server URL often carries its login (``rtsp://admin:12345@192.168.1.10/stream``,
 ``http://user:pass@cam/mjpeg``, ``opc.tcp://user:pass@plc:4840``). ``mask_credentials`` replaces the
 password of every such URL in a text with ``***`` and keeps the user name and the host, which help the
-engineer find the device: ``rtsp://admin:***@192.168.1.10/stream``. It is meant for messages, status,
-logs and errors, including texts a library wrote (OpenCV, FFmpeg, urllib put the URL in theirs).
+engineer find the device: ``rtsp://admin:***@192.168.1.10/stream``; a password given as a URL parameter
+(``?usr=admin&pwd=***``, ``/user=admin&password=***&channel=1``) is masked the same way. It is meant for
+messages, status, logs and errors, including texts a library wrote (OpenCV, FFmpeg, urllib put the URL in
+theirs).
 """
 
 from __future__ import annotations
@@ -18,8 +20,19 @@ MASK = "***"
 _USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s/?#@:]*):(?P<password>[^\s/?#]*)@")
 
 
+# a password given as a URL parameter, as many cameras take it: Foscam's ``?usr=admin&pwd=...``, XMEye and
+# other NVRs' ``rtsp://host/user=admin&password=...&channel=1``, Hikvision's ``?auth=<base64 user:pass>``,
+# tokens; the value runs to the next parameter or the end of the URL
+_PARAM = re.compile(
+    r"(?i)(?P<head>[?&;/](?:pwd|passwd|password|pass|psw|auth|token|access_token|api_key|apikey|secret)=)"
+    r"(?P<value>[^&;#\s]+?)(?=:?(?:[&;#\s]|$))"
+)
+
+
 def mask_credentials(text: str) -> str:
-    """``text`` with the password of every ``scheme://user:password@host`` in it replaced by ``***``."""
+    """``text`` with the password of every ``scheme://user:password@host`` in it replaced by ``***``, and the
+    value of a password parameter (``pwd=``, ``password=``, ``auth=``, ``token=`` ...) in a URL too."""
     if "://" not in text:
         return text
-    return _USERINFO.sub(lambda m: f"{m.group('head')}:{MASK}@", text)
+    text = _USERINFO.sub(lambda m: f"{m.group('head')}:{MASK}@", text)
+    return _PARAM.sub(lambda m: f"{m.group('head')}{MASK}", text)

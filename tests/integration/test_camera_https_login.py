@@ -471,3 +471,20 @@ def test_digest_answers_match_rfc_7616s_examples():
         assert login.answer(headers)
         auth = login.authorization("/dir/index.html", cnonce="f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ")
         assert auth is not None and f'response="{want}"' in auth and "nc=00000001" in auth, auth
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"http://127.0.0.1:1/cgi-bin/CGIProxy.fcgi?cmd=snapPicture2&usr={USER}&pwd={PASSWORD}",
+        f"rtsp://127.0.0.1:1/user={USER}&password={PASSWORD}&channel=1&stream=0.sdp",
+    ],
+)
+async def test_a_password_given_as_a_url_parameter_is_masked_in_every_line(log_all, url):
+    """Many cameras take the login as URL parameters (Foscam's ``?usr=&pwd=``, NVRs' ``/user=&password=``):
+    only ``user:password@`` was masked, so such a camera's password was in every open_failed line, the
+    status and the log. Its value is masked now, the rest of the URL kept."""
+    src = CameraSource("cam", CameraSettings(url=url, open_timeout_s=1, reconnect_initial_s=5))
+    await _refusals(src)
+    assert "=***" in src.stats.last_error, src.stats.last_error
+    _no_secret_shown(src, log_all)
