@@ -1054,11 +1054,12 @@ class _Handler:
     def datachange_notification(self, node: Node, val: Any, data: Any) -> None:
         src = self.src
         try:
+            dv = data.monitored_item.Value
+            if node.nodeid in src._rates.nodes:  # a waveform's rate node (nodes[].sample_rate_from)
+                src._rates.on_change(node.nodeid, val, dv.StatusCode)
             tag = src._tags.get(node.nodeid)
-            if tag is None:
-                src._rates.on_change(node.nodeid, val)  # a waveform's rate node (nodes[].sample_rate_from)
-                return
-            src._on_value(node.nodeid, tag, val, data.monitored_item.Value)
+            if tag is not None:  # a rate node may be read as a tag of its own too
+                src._on_value(node.nodeid, tag, val, dv)
         except Exception as e:  # never let one notification break asyncua's publish loop
             src.stats.error("notification", repr(e))
             src._burst.log("notification", "opcua source %s: bad notification: %r", src.name, e)
@@ -1242,6 +1243,7 @@ class OpcUaSource:
         if not self._ns_pinned:
             self._ns_pinned = {i: uri for i, uri in enumerate(self._ns_array) if i}
         groups: dict[tuple[float, int], list[Node]] = {}
+        rate_nodes: dict[ua.NodeId, tuple[float, Node]] = {}  # waveforms' rate nodes (sample_rate_from)
         self._resolved.clear()
         silent = 0  # consecutive nodes without an answer: past a few, the session is gone, not the nodes
         for ns in self.settings.nodes:
@@ -1269,7 +1271,12 @@ class OpcUaSource:
             self._tags[node.nodeid] = tag
             groups.setdefault((ns.sampling_interval_ms, ns.queue_size), []).append(node)
             if ns.sample_rate_from:
-                await self._stated_rate(client, ns, tag, node, groups)
+                await self._stated_rate(client, ns, tag, node, rate_nodes)
+        # one monitored item per rate node, none for one subscribed as a tag already: its notifications
+        # state the rate of every waveform that names it (a second item would give each value twice)
+        for nodeid, (sampling_ms, rate_node) in rate_nodes.items():
+            if nodeid not in self._tags:
+                groups.setdefault((sampling_ms, 1), []).append(rate_node)
         if groups:
             if self._structured:  # before the values come: the PLC's program (a layout) may have changed
                 await self._load_types(client)
@@ -1278,8 +1285,9 @@ class OpcUaSource:
         if self._write_targets or self.settings.heartbeat:
             await self._check_targets(client)
 
-    async def _stated_rate(self, client: Client, ns, tag: str, node: Node, groups: dict) -> None:
-        """Read the rate the server states for a waveform node (its rate node is subscribed with it)."""
+    async def _stated_rate(self, client: Client, ns, tag: str, node: Node, rate_nodes: dict) -> None:
+        """Read the rate the server states for a waveform node (its rate node, into ``rate_nodes``, is
+        subscribed with it)."""
         try:
             async with asyncio.timeout(self.settings.connect_timeout_s):
                 rate_node = await self._rates.setup(client, ns.sample_rate_from, tag, node, self._resolve)
@@ -1293,7 +1301,7 @@ class OpcUaSource:
             self._burst.log(f"rate:{ns.node_id}", "opcua source %s: %s", self.name, msg)
             return
         if rate_node is not None:
-            groups.setdefault((ns.sampling_interval_ms, 1), []).append(rate_node)
+            rate_nodes.setdefault(rate_node.nodeid, (ns.sampling_interval_ms, rate_node))
 
     async def _resolve(self, client: Client, node_id: str) -> str:
         """A configured node id as this connection names it: ``nsu=`` by the namespace array, and

@@ -10,7 +10,10 @@ Two ways servers state it, both read here:
   with SemanticsChanged; a reconnect reads it again).
 - a node id: many condition-monitoring devices publish the rate as its own variable next to the
   waveform (``SampleRate``, ``SamplingFrequency``, in Hz). It is read at connect and subscribed, so a
-  change at run time reaches the pipeline with the next waveform.
+  change at run time reaches the pipeline with the next waveform: of every waveform that names it (a
+  tri-axial sensor's three axes share one), and also when it is read as a tag of its own. A value whose
+  status is not Good (the device behind the server away, a last usable value) states no rate until a
+  Good one comes; a rate node Bad at connect is subscribed all the same.
 
 The rate rides on each ``Reading`` of the waveform (``Reading.rate_hz``); the pipeline checks it
 against the config and the model (``edge_agent.pipelines.Windower``). A rate that cannot be read is
@@ -41,6 +44,18 @@ class RateError(ValueError):
     pass
 
 
+# a rate node's read answered with one of these: the node is not there (not merely Bad now)
+_NO_NODE = frozenset(
+    {
+        ua.StatusCodes.BadNodeIdUnknown,
+        ua.StatusCodes.BadNodeIdInvalid,
+        ua.StatusCodes.BadAttributeIdInvalid,
+        ua.StatusCodes.BadNotReadable,
+        ua.StatusCodes.BadUserAccessDenied,
+    }
+)
+
+
 def x_axis_span_s(axis: Any) -> float:
     """The time span of an ``AxisInformation`` (seconds); ``RateError`` for an axis that is not time."""
     eu = axis.EngineeringUnits
@@ -63,7 +78,7 @@ class StatedRates:
     """Per tag: the rate a rate node states, or the x axis span; ``rate_for`` gives a reading's rate."""
 
     def __init__(self) -> None:
-        self.nodes: dict[ua.NodeId, str] = {}  # rate node -> waveform tag
+        self.nodes: dict[ua.NodeId, list[str]] = {}  # rate node -> the waveform tags it states the rate of
         self.hz: dict[str, float] = {}  # tag -> rate from its rate node
         self.span_s: dict[str, float] = {}  # tag -> x axis span
 
@@ -85,23 +100,36 @@ class StatedRates:
             self.span_s[tag] = x_axis_span_s(axis)
             return None
         rate_node = client.get_node(await resolve(client, where))
-        self.on_change(rate_node.nodeid, await rate_node.read_value(), tag)
-        self.nodes[rate_node.nodeid] = tag
+        # a Bad status now (the device behind the server not up yet) is no reason never to read it: the
+        # node is subscribed and states a rate once its value is Good; a node that does not exist raises
+        dv = await rate_node.read_data_value(raise_on_bad_status=False)
+        status = dv.StatusCode
+        if status is not None and status.is_bad() and status.value in _NO_NODE:
+            raise ua.UaStatusCodeError(status.value)
+        tags = self.nodes.setdefault(rate_node.nodeid, [])
+        if tag not in tags:
+            tags.append(tag)
+        self.on_change(rate_node.nodeid, dv.Value.Value if dv.Value is not None else None, status)
         return rate_node
 
-    def on_change(self, nodeid: ua.NodeId, value: Any, tag: str | None = None) -> bool:
-        """A rate node's new value; False when ``nodeid`` is not a rate node."""
-        tag = tag or self.nodes.get(nodeid)
-        if tag is None:
+    def on_change(self, nodeid: ua.NodeId, value: Any, status: ua.StatusCode | None = None) -> bool:
+        """A rate node's new value and its status; False when ``nodeid`` is not a rate node. Every waveform
+        that names the node takes it (one rate node often serves a sensor's three axes)."""
+        tags = self.nodes.get(nodeid)
+        if not tags:
             return False
         try:
             v = float(value)
         except (TypeError, ValueError):
             v = 0.0
-        if 0 < v < float("inf"):  # finite and > 0 (NaN fails both comparisons)
-            self.hz[tag] = v
-        else:  # no usable rate: readings go without one rather than with a wrong one
-            self.hz.pop(tag, None)
+        # finite and > 0 (NaN fails both comparisons), and Good: an Uncertain or Bad value (a last usable
+        # value, the sensor behind the server away) is no statement of the rate the waveform has now
+        good = status is None or status.is_good()
+        for tag in tags:
+            if good and 0 < v < float("inf"):
+                self.hz[tag] = v
+            else:  # no usable rate: readings go without one rather than with a wrong one
+                self.hz.pop(tag, None)
         return True
 
     def rate_for(self, tag: str, value: Any) -> float | None:

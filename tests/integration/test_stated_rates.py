@@ -14,7 +14,7 @@ import paho.mqtt.client as paho
 from asyncua import ua
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devices.base import Reading
+from devices.base import Quality, Reading
 from devices.mqtt.client import MqttSource
 from devices.mqtt.settings import MqttSettings
 from devices.opcua.client import OpcUaSource
@@ -39,8 +39,10 @@ async def _server(port: int):
         ua.NodeId("VibY.SampleRate", idx), "SampleRate", 25600.0, ua.VariantType.Double
     )
     z = await obj.add_variable(ua.NodeId("VibZ", idx), "VibZ", np.zeros(N).tolist(), ua.VariantType.Double)
+    # a second axis of the sensor whose rate VibY.SampleRate states too (short: only its rate is checked)
+    w = await obj.add_variable(ua.NodeId("VibW", idx), "VibW", np.zeros(64).tolist(), ua.VariantType.Double)
     await srv.start()
-    return srv, idx, (x, y, z), rate
+    return srv, idx, (x, y, z, w), rate
 
 
 async def test_opcua_x_axis_and_rate_node_state_the_rate_and_a_change_skips_windows():
@@ -52,8 +54,8 @@ async def test_opcua_x_axis_and_rate_node_state_the_rate_and_a_change_skips_wind
         t = 0
         while True:
             for n in nodes:
-                fs = 25600.0
-                await n.write_value(np.sin(2 * np.pi * 250 * (t + np.arange(N)) / fs).tolist())
+                fs, k = 25600.0, (64 if n is nodes[3] else N)
+                await n.write_value(np.sin(2 * np.pi * 250 * (t + np.arange(k)) / fs).tolist())
             t += N
             await asyncio.sleep(0.05 + 0.01 * rng.random())
 
@@ -68,6 +70,9 @@ async def test_opcua_x_axis_and_rate_node_state_the_rate_and_a_change_skips_wind
                 {"node_id": f"ns={idx};s=VibX", "sample_rate_from": "x_axis"},
                 {"node_id": f"ns={idx};s=VibY", "sample_rate_from": f"ns={idx};s=VibY.SampleRate"},
                 {"node_id": f"ns={idx};s=VibZ", "sample_rate_from": "x_axis"},
+                # one rate node for two axes, and read as a tag of its own too
+                {"node_id": f"ns={idx};s=VibW", "sample_rate_from": f"ns={idx};s=VibY.SampleRate"},
+                {"node_id": f"ns={idx};s=VibY.SampleRate", "tag": "rate"},
             ],
         ),
     )
@@ -107,6 +112,19 @@ async def test_opcua_x_axis_and_rate_node_state_the_rate_and_a_change_skips_wind
         await asyncio.wait_for(read(lambda: got["VibY"][-1].rate_hz == 51200.0 and win.rate_skipped >= 3), 15)
         assert len(windows) == n and events[-1]["kind"] == "sample_rate_changed"
         assert "51200 Hz" in events[-1]["message"] and "25600 Hz" in events[-1]["message"]
+        # both axes that name the rate node take its change (only the last configured one did), and the
+        # rate node read as a tag gives each value once (two monitored items on it gave each twice)
+        await asyncio.wait_for(read(lambda: got["VibW"][-1].rate_hz == 51200.0), 15)
+        assert [r.value for r in got["rate"]] == [25600.0, 51200.0]
+        # a rate the server marks Uncertain (a last usable value: the device behind it away) states none
+        uncertain = ua.StatusCode(ua.StatusCodes.UncertainLastUsableValue)
+        await rate_node.write_value(
+            ua.DataValue(Value=ua.Variant(12800.0, ua.VariantType.Double), StatusCode=uncertain)
+        )
+        await asyncio.wait_for(read(lambda: got["rate"][-1].value == 12800.0), 15)
+        m = len(got["VibY"])
+        await asyncio.wait_for(read(lambda: len(got["VibY"]) > m + 1), 15)
+        assert got["rate"][-1].quality is Quality.UNCERTAIN and got["VibY"][-1].rate_hz is None
     finally:
         writer.cancel()
         await src.stop()

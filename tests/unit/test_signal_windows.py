@@ -174,7 +174,9 @@ def test_an_infinite_stated_rate_is_refused_and_a_usable_one_then_taken():
     assert events[0]["rate_hz"] is None  # events are JSON
     # the OPC UA rate node: +Inf (or '1e400') gives readings no rate rather than an infinite one
     rates = StatedRates()
+    rates.nodes["ns=2;s=Rate"] = ["vib"]  # as setup() registers the rate node of the waveform "vib"
     for v in (float("inf"), "1e400", float("nan"), -5.0):
-        rates.on_change("ns=2;s=Rate", 25600.0, "vib")
-        rates.on_change("ns=2;s=Rate", v, "vib")
+        rates.on_change("ns=2;s=Rate", 25600.0)
+        assert rates.rate_for("vib", None) == 25600.0
+        rates.on_change("ns=2;s=Rate", v)
         assert rates.rate_for("vib", None) is None, v

@@ -106,5 +106,6 @@ def test_the_opcua_x_axis_states_the_rate_of_a_time_waveform_and_a_spectrum_stat
         x_axis_span_s(_axis("Hz", 4937544, 0.0, 5000.0))
     with pytest.raises(RateError, match="not equidistant"):
         x_axis_span_s(_axis("s", 5457219, 0.0, 1.0, steps=[0.0, 0.1, 0.5]))
-    rates.on_change(ua.NodeId(7, 2), 12800.0, "acc")  # a vendor's rate node
+    rates.nodes[ua.NodeId(7, 2)] = ["acc"]  # a vendor's rate node, as setup() registers it
+    rates.on_change(ua.NodeId(7, 2), 12800.0)
     assert rates.rate_for("acc", np.zeros(4)) == 12800.0 and rates.rate_for("temp", 1.0) is None
