@@ -257,9 +257,17 @@ class OvEngine:
         # the IR the package carries is of model.onnx (the INT8 form); the FP32 form is read as ONNX
         src = model_file(opened, form) if form == "fp32" else (opened.openvino_xml or opened.model_path)
         try:
-            # isolated (another model serves meanwhile): an ONNX file is converted in a low-priority helper
-            # process, as convert_model holds the GIL for up to seconds and would starve the pipelines
-            self.compiled = ov_compile(src, props, core=core, isolated=isolated)
+            # isolated (another model serves meanwhile): the model is first opened, compiled and run on its
+            # first golden item in a low-priority helper process (memory: a graph that folds or allocates
+            # gigabytes is refused there; and convert_model holds the GIL for up to seconds)
+            self.compiled = ov_compile(
+                src,
+                props,
+                core=core,
+                isolated=isolated,
+                preflight_inputs=opened.golden_inputs,
+                preflight_run_s=cfg.inference_timeout_s,
+            )
         except Exception as exc:
             raise EngineError(f"OpenVINO cannot load {opened.manifest.package_id}: {one_line(exc)}") from exc
         self.outputs = [(o, o.get_any_name()) for o in self.compiled.outputs]

@@ -118,22 +118,37 @@ def ort_session(
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def ov_read(path: str | Path, core: Any = None, *, isolated: bool = False) -> Any:
+def ov_read(
+    path: str | Path,
+    core: Any = None,
+    *,
+    isolated: bool = False,
+    config: dict | None = None,
+    preflight_inputs: str | Path | None = None,
+    preflight_run_s: float = 60.0,
+) -> Any:
     """An ``openvino.Model``: an IR (``.xml``) read as it is, any other file converted the way a
     package's IR is made (``convert_model``).
 
-    ``isolated``: convert in a helper process at a lower CPU priority (niceness ``HELPER_NICE``), which
-    writes the IR (weights uncompressed, so the graph is the one ``convert_model``
-    gives) for this process to read.
+    ``isolated`` (another model serves in this process): the model is first opened in a helper process
+    at a lower CPU priority (``_OV_HELPER``): converted there (an ONNX file: the helper writes the IR,
+    weights uncompressed, so the graph is the one ``convert_model`` gives, for this process to read),
+    compiled with ``config``, and with ``preflight_inputs`` its first golden item run (at most
+    ``preflight_run_s``), measuring the memory that takes: ``ModelTooLarge`` when it is more than this
+    machine can spare or the helper was killed, ``RuntimeError`` when the library crashed it (see
+    ``ort_preflight``; conversion folds constants, a 647-byte graph into gigabytes). And
     ``convert_model`` holds the GIL for most of its 0.3-3 s (measured: another thread of the
     process waited up to 450 ms at a time), so in a serving agent a swap would starve the pipelines;
-    the helper's work waits on nothing of ours. When the helper fails, the conversion runs here."""
-    if str(path).endswith(".xml"):
-        return (core or load("openvino").Core()).read_model(str(path))
+    the helper's work waits on nothing of ours. When no helper could run or the library refused the
+    model there, it is opened here (the library's own error then says why)."""
     if isolated:
-        model = _ov_convert_in_helper(Path(path), core or load("openvino").Core())
+        model = _ov_open_in_helper(
+            Path(path), core or load("openvino").Core(), config or {}, preflight_inputs, preflight_run_s
+        )
         if model is not None:
             return model
+    if str(path).endswith(".xml"):
+        return (core or load("openvino").Core()).read_model(str(path))
     return _convert(str(path))
 
 
@@ -198,16 +213,55 @@ _THREAD = threading.local()  # .helpers: the Helpers of this thread's loading (`
 # no result in 30 s at SCHED_IDLE; 1.1 s idle. The same choice as the memory preflight's (PREFLIGHT_NICE).
 HELPER_NICE = 5
 HELPER_TIMEOUT_S = 300.0
-# The helper: its priority first (before the interpreter does anything heavy), then only openvino is
-# imported (none of our packages: nothing to find on the path, nothing more to load).
-_HELPER = f"""import os, sys
+# The helper: its priority first (before the interpreter does anything heavy), first in line for the
+# out-of-memory killer, then only openvino is imported (none of our packages: nothing to find on the path,
+# nothing more to load). It prints its peak resident memory above what it had with openvino imported
+# after each step (open, compile, first golden item); a run that does not end in time is left (the exit
+# ends it: OpenVINO cannot stop a run).
+_OV_HELPER = f"""import json, os, resource, sys
 sys.modules["{_TELEMETRY}"] = None  # no usage telemetry sent from the plant (see _no_telemetry)
 try:
     os.nice({HELPER_NICE})
 except OSError:
     pass
+try:
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("1000")
+except OSError:
+    pass
 import openvino as ov
-ov.save_model(ov.convert_model(sys.argv[1]), sys.argv[2], compress_to_fp16=False)
+def peak():  # KiB (see _ORT_HELPER)
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak()
+src, xml, config = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+core = ov.Core()
+if src.endswith(".xml"):
+    model = core.read_model(src)
+else:
+    model = ov.convert_model(src)
+    ov.save_model(model, xml, compress_to_fp16=False)
+print(peak() - before, flush=True)
+compiled = core.compile_model(model, "CPU", config)
+print(peak() - before, flush=True)
+if len(sys.argv) > 5:  # then the first golden input, as the smoke test runs it, bounded in time
+    import numpy as np
+    with np.load(sys.argv[4], allow_pickle=False) as z:
+        feed = {{k: z[k][:1] for k in z.files}}
+    req = compiled.create_infer_request()
+    try:
+        req.start_async(feed)
+        ended = req.wait_for(max(1, int(float(sys.argv[5]) * 1000)))
+    except Exception as exc:  # the smoke test says why; an allocation refused is said here
+        ended = True
+        if "alloc" in str(exc).lower():
+            print("bad_alloc", file=sys.stderr, flush=True)
+    print(peak() - before, flush=True)
+    if not ended:
+        os._exit(0)
 """
 
 
@@ -321,17 +375,41 @@ def ort_preflight(
     time on a busy machine, or the library refused the model: creating the session here then raises the
     library's own error).
     The helpers of the calling thread's owner (``Helpers``) are stopped with it."""
+    level = _ORT_LEVELS[graph_optimization] if graph_optimization is not None else ""
+    run = [str(inputs), f"{run_timeout_s:g}"] if inputs is not None else []
+    what = f"creating the session of {Path(path).name}" + (
+        " and running its first golden input" if inputs else ""
+    )
+    done = _run_helper("ONNX Runtime", Path(path), [_ORT_HELPER, str(path), level, *run], what)
+    return done.need if done is not None and done.ok else None
+
+
+class _HelperDone:
+    """A preflight helper that ended by itself: ``ok`` (exit 0), ``need`` (bytes at its peak, None when
+    it did not say), ``why`` (its last line on stderr, or what stopped it)."""
+
+    def __init__(self, ok: bool, need: int | None, why: str) -> None:
+        self.ok, self.need, self.why = ok, need, why
+
+
+def _run_helper(engine: str, path: Path, argv: list[str], what: str) -> _HelperDone | None:
+    """Run a preflight helper (``python -c argv[0] argv[1:]``, at ``PREFLIGHT_NICE``, stopped with the
+    calling thread's ``Helpers``) that prints its peak memory (KiB) above its start after each step, and
+    judge it: ``ModelTooLarge`` when the last peak is more than ``PREFLIGHT_MEMORY_SHARE`` of what this
+    machine has available, the helper was killed (the out-of-memory killer) or refused an allocation, or
+    it had taken that much when stopped at ``HELPER_TIMEOUT_S``; ``RuntimeError`` when the library crashed
+    it (the same would take this process down); ``HelperStopped``. None: no helper could run.
+    A helper stopped at the time bound otherwise (a slow, busy machine) ends ``ok=False``."""
     import signal
     import subprocess
 
     helpers: Helpers | None = getattr(_THREAD, "helpers", None)
+    stopped = HelperStopped(f"{engine}: loading {path.name} was stopped (its caller stops)")
     if helpers is not None and helpers.stopped:
-        raise HelperStopped(f"ONNX Runtime: loading {Path(path).name} was stopped (its caller stops)")
-    level = _ORT_LEVELS[graph_optimization] if graph_optimization is not None else ""
+        raise stopped
     try:
-        run = [str(inputs), f"{run_timeout_s:g}"] if inputs is not None else []
         proc = subprocess.Popen(
-            [sys.executable, "-c", _ORT_HELPER, str(path), level, *run],
+            [sys.executable, "-c", *argv],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -354,20 +432,18 @@ def ort_preflight(
         if helpers is not None:
             helpers._discard(proc)
     if helpers is not None and helpers.stopped:
-        raise HelperStopped(f"ONNX Runtime: loading {Path(path).name} was stopped (its caller stops)")
-    name = Path(path).name
-    what = f"creating the session of {name}" + (" and running its first golden input" if inputs else "")
+        raise stopped
     avail = mem_available()
     if timed_out:
         # still folding after that long with most of the memory taken: the model; else a slow machine,
-        # and the session is created in the caller as it was before any helper
+        # and the model is opened in the caller as it was before any helper
         if hwm is not None and avail is not None and hwm * 1024 > PREFLIGHT_MEMORY_SHARE * avail:
             raise ModelTooLarge(
                 f"{what} did not end within {HELPER_TIMEOUT_S:.0f} s and had taken "
                 f"{hwm * 1024 / 1e6:,.0f} MB by then, more than {PREFLIGHT_MEMORY_SHARE:.0%} of the "
                 f"{avail / 1e6:,.0f} MB available"
             )
-        return None
+        return _HelperDone(False, None, f"no result after {HELPER_TIMEOUT_S:.0f} s")
     if proc.returncode == -signal.SIGKILL or "MemoryError" in err or "bad_alloc" in err:
         raise ModelTooLarge(
             f"{what} ran out of memory in a helper process (killed or refused "
@@ -375,65 +451,52 @@ def ort_preflight(
         )
     if proc.returncode < 0:  # a crash of the library on this model would take this process down
         raise RuntimeError(f"{what} crashed a helper process (signal {-proc.returncode}); refused")
-    if proc.returncode != 0:  # an error the library raises: creating it here says it with its whole message
-        return None
+    why = (err.strip().splitlines() or ["no message"])[-1]
+    if proc.returncode != 0:  # an error the library raises: opening it here says it with its whole message
+        return _HelperDone(False, None, why)
     try:
-        need = int(out.split()[-1]) * 1024  # KiB
+        need: int | None = int(out.split()[-1]) * 1024  # KiB
     except (ValueError, IndexError):
-        return None
-    if avail is not None and need > PREFLIGHT_MEMORY_SHARE * avail:
+        need = None
+    if need is not None and avail is not None and need > PREFLIGHT_MEMORY_SHARE * avail:
         raise ModelTooLarge(
             f"{what} takes {need / 1e6:,.0f} MB at its peak, more than the "
             f"{PREFLIGHT_MEMORY_SHARE * avail / 1e6:,.0f} MB this machine can spare now "
             f"({PREFLIGHT_MEMORY_SHARE:.0%} of {avail / 1e6:,.0f} MB available)"
         )
-    return need
+    return _HelperDone(True, need, why)
 
 
-def _ov_convert_in_helper(path: Path, core: Any) -> Any:
+def _ov_open_in_helper(
+    path: Path, core: Any, config: dict, inputs: str | Path | None, run_timeout_s: float
+) -> Any:
+    """``ov_read``'s helper (``_OV_HELPER``): the model it opened (the IR it wrote, or ``path`` when that is
+    an IR), or None when no helper could run or the library refused the model there."""
+    import json
     import logging
-    import subprocess
-    import sys
     import tempfile
 
-    helpers: Helpers | None = getattr(_THREAD, "helpers", None)
-    stopped = HelperStopped(f"OpenVINO: converting {path.name} was stopped (its caller stops)")
-    if helpers is not None and helpers.stopped:
-        raise stopped
     with tempfile.TemporaryDirectory(prefix="ov-convert-") as d:
         xml = Path(d) / "model.xml"
-        why = "no message"
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-c", _HELPER, str(path), str(xml)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        except OSError as exc:
-            proc, why = None, str(exc)
-        if proc is not None:
-            _lower_priority(proc.pid)
-            if helpers is not None and not helpers._add(proc):  # stopped since the check above
-                proc.kill()
-            try:
-                _, err = proc.communicate(timeout=HELPER_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                _, err = proc.communicate()
-                err = f"no result after {HELPER_TIMEOUT_S:.0f} s"
-            finally:
-                if helpers is not None:
-                    helpers._discard(proc)
-            if helpers is not None and helpers.stopped:
-                raise stopped
-            if proc.returncode == 0 and xml.is_file():
-                return core.read_model(str(xml))  # weights read or mapped: on Linux the folder may go now
-            why = (err.strip().splitlines() or [why])[-1]
+        run = [str(inputs), f"{run_timeout_s:g}"] if inputs is not None else []
+        done = _run_helper(
+            "OpenVINO",
+            path,
+            [
+                _OV_HELPER,
+                str(path),
+                str(xml),
+                json.dumps({k: str(v) for k, v in config.items() if v is not None}),
+                *run,
+            ],
+            f"opening {path.name} on OpenVINO" + (" and running its first golden input" if inputs else ""),
+        )
+        if done is not None and done.ok and (path.suffix == ".xml" or xml.is_file()):
+            return core.read_model(str(path) if path.suffix == ".xml" else str(xml))
         logging.getLogger(__name__).warning(
-            "OpenVINO: converting %s in a helper process failed (%s); converting it in this process",
+            "OpenVINO: opening %s in a helper process failed (%s); opening it in this process",
             path.name,
-            why,
+            done.why if done is not None else "no helper could start",
         )
         return None
 
@@ -445,11 +508,21 @@ def ov_compile(
     core: Any = None,
     device: str = "CPU",
     isolated: bool = False,
+    preflight_inputs: str | Path | None = None,
+    preflight_run_s: float = 60.0,
 ) -> Any:
     """A compiled OpenVINO model of ``path`` (see ``ov_read``, and ``isolated`` there) with ``config``
     (properties)."""
     core = core or load("openvino").Core()
-    return core.compile_model(ov_read(path, core, isolated=isolated), device, config or {})
+    model = ov_read(
+        path,
+        core,
+        isolated=isolated,
+        config=config,
+        preflight_inputs=preflight_inputs,
+        preflight_run_s=preflight_run_s,
+    )
+    return core.compile_model(model, device, config or {})
 
 
 RUN_TIMEOUT_S = 300.0  # one golden batch (build, verify --run): a model that never ends is refused

@@ -54,7 +54,7 @@ def test_an_onnx_model_is_converted_in_its_helper_while_every_core_is_busy(tmp_p
     busy = _busy(nice=10)
     try:
         with caplog.at_level(logging.WARNING, logger=runtimes.__name__):
-            converted = runtimes._ov_convert_in_helper(model, core)
+            converted = runtimes._ov_open_in_helper(model, core, {}, None, 60.0)
     finally:
         _stop(busy)
     assert not [r.getMessage() for r in caplog.records if "in this process" in r.getMessage()]

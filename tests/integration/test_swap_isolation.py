@@ -62,7 +62,7 @@ def test_a_helper_that_cannot_start_falls_back_to_converting_here(pkgs, monkeypa
     with caplog.at_level(logging.WARNING, logger="model_packager.runtimes"):
         model = runtimes.ov_read(opened.model_path, isolated=True)
     assert _outputs(model)
-    assert "converting model.onnx in a helper process failed" in caplog.text and "this process" in caplog.text
+    assert "opening model.onnx in a helper process failed" in caplog.text and "this process" in caplog.text
 
 
 async def test_a_swap_converts_in_the_helper_and_a_start_in_process(pkgs, monkeypatch, tmp_path):
@@ -91,7 +91,9 @@ async def test_stopping_mid_conversion_stops_the_helper_and_the_old_model_stays(
     cfg = ModelConfig(package=str(pkgs["v1"]), engine="openvino", openvino_f32=True)
     slot = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
     await slot.start()
-    monkeypatch.setattr(runtimes, "_HELPER", "import time; time.sleep(120)")  # a conversion that never ends
+    monkeypatch.setattr(
+        runtimes, "_OV_HELPER", "import time; time.sleep(120)"
+    )  # a conversion that never ends
     before = child_pids()
     swap = asyncio.create_task(slot.swap(pkgs["v2"], watch=False))
     helper: set[int] = set()
@@ -117,3 +119,26 @@ async def test_stopping_mid_conversion_stops_the_helper_and_the_old_model_stays(
     await again.start()
     assert again.version == "1.0.0"
     await again.stop()
+
+
+async def test_a_model_that_crashes_its_helper_is_refused_not_opened_in_the_agent(
+    pkgs, monkeypatch, tmp_path
+):
+    """A model on which OpenVINO crashes (a library bug on a graph it was never given before, or a hostile
+    signer's) crashed the conversion helper, and the agent then converted it in its own process: the crash
+    took the serving agent down, at every start while the fleet wanted that version. It is now refused at
+    load, naming the crash, and the old model serves on (here the helper kills itself with SIGSEGV)."""
+    calls = []
+    real = runtimes._convert
+    monkeypatch.setattr(runtimes, "_convert", lambda *a, **kw: calls.append(a) or real(*a, **kw))
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="openvino", openvino_f32=True)
+    slot = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    await slot.start()
+    calls.clear()
+    monkeypatch.setattr(runtimes, "_OV_HELPER", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    outcome = await slot.swap(pkgs["v2"], watch=False)
+    assert not outcome.ok and outcome.stage == "load", outcome
+    assert "crashed a helper process (signal 11)" in (outcome.reason or ""), outcome
+    assert not calls, "the model was converted in the serving process after its helper crashed"
+    assert slot.version == "1.0.0"
+    await slot.stop()
