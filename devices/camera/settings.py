@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -120,6 +120,19 @@ class CameraSettings(BaseModel):
         """``url`` as messages, status and logs show it: its password masked, user and host kept."""
         return mask_credentials(self.url)
 
+    def cross_check(self, name: str, cfg: Any, report: Any) -> None:
+        """``edge-agent validate``: an https camera trusted by neither setting is read only if its certificate
+        verifies against the system's CAs; a camera's own (self-signed) one does not, and such a camera,
+        read unchecked before, is refused at start (a warning here, so that an upgrade says it first)."""
+        if self.url.lower().startswith("https://") and not (self.tls_ca_file or self.tls_fingerprint_sha256):
+            report.warning(
+                f"sources.{name}.url",
+                "an https camera trusted by neither tls_fingerprint_sha256 nor tls_ca_file: it is read only if "
+                "its certificate verifies against this machine's CAs; a camera's own (self-signed) certificate "
+                "does not, and the camera is then refused (open_failed names the fingerprint it presents, to "
+                "check and set in tls_fingerprint_sha256)",
+            )
+
     @model_validator(mode="after")
     def _check(self) -> CameraSettings:
         if (self.width is None) != (self.height is None):
@@ -132,9 +145,11 @@ class CameraSettings(BaseModel):
             raise ValueError(
                 f"url {self.shown_url!r}: a USB camera is 'usb:' and a device index, e.g. 'usb:0'"
             )
-        if (self.tls_ca_file or self.tls_fingerprint_sha256) and not self.url.lower().startswith("https://"):
+        if (self.tls_ca_file or self.tls_fingerprint_sha256) and not self.url.lower().startswith(
+            ("https://", "http://")  # http: a camera that redirects to its https page
+        ):
             raise ValueError(
-                "tls_ca_file and tls_fingerprint_sha256 are for an https:// camera URL; "
+                "tls_ca_file and tls_fingerprint_sha256 are for an http(s):// camera URL (its https); "
                 f"{self.shown_url!r} is not one"
             )
         return self

@@ -437,7 +437,7 @@ def test_tls_settings_are_checked_and_named(tmp_path):
     cfg = tmp_path / "agent.yaml"
     for settings, field in (
         ("url: https://cam/s.mjpg\n    tls_fingerprint_sha256: 'AB:CD'", "tls_fingerprint_sha256"),
-        ("url: http://cam/s.mjpg\n    tls_fingerprint_sha256: '" + "ab" * 32 + "'", "sources.cam"),
+        ("url: rtsp://cam/s\n    tls_fingerprint_sha256: '" + "ab" * 32 + "'", "sources.cam"),
     ):
         cfg.write_text(
             f"agent: {{id: a, site: s, line: l}}\nsources:\n  cam:\n    type: camera\n    {settings}\n"
@@ -445,6 +445,14 @@ def test_tls_settings_are_checked_and_named(tmp_path):
         with pytest.raises(ConfigError) as e:
             load_config(cfg)
         assert str(cfg) in str(e.value) and field in str(e.value), str(e.value)
+    for extra, warned in (("", True), ("\n    tls_fingerprint_sha256: '" + "ab" * 32 + "'", False)):
+        # an upgrade's validate names the https camera that will be refused if self-signed
+        cfg.write_text(
+            "agent: {id: a, site: s, line: l}\nsources:\n  cam:\n    type: camera\n"
+            f"    url: https://cam/s.mjpg{extra}\n"
+        )
+        found = [w for w in load_config(cfg).warnings if "sources.cam.url" in w]
+        assert bool(found) == warned and all("tls_fingerprint_sha256" in w for w in found), found
     ok = CameraSettings(url="https://cam/s.mjpg", tls_fingerprint_sha256="SHA256:" + "AB:" * 31 + "AB")
     assert ok.tls_fingerprint_sha256 == "ab" * 32
     with pytest.raises(ValidationError):
