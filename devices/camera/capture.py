@@ -119,12 +119,19 @@ def _why_not_open(url: str, timeout_s: float) -> str:
         from devices.camera.mjpeg import http_hint
 
         headers = {"Range": "bytes=0-0"}
+        handlers: list[Any] = []
         if u.username is not None:  # urllib takes the URL's user:password@ for part of the host name
-            import base64
-
-            login = f"{urllib.parse.unquote(u.username)}:{urllib.parse.unquote(u.password or '')}"
-            headers["Authorization"] = "Basic " + base64.b64encode(login.encode()).decode()
+            # given only when the camera asks, as it asks (Basic, or Digest: the password never in clear text
+            # to a Digest camera, as the reader sends it)
             url = urllib.parse.urlunsplit(u._replace(netloc=u.netloc.rpartition("@")[2]))
+            logins = urllib.request.HTTPPasswordMgrWithDefaultRealm()
+            logins.add_password(
+                None, url, urllib.parse.unquote(u.username), urllib.parse.unquote(u.password or "")
+            )
+            handlers += [
+                urllib.request.HTTPDigestAuthHandler(logins),
+                urllib.request.HTTPBasicAuthHandler(logins),
+            ]
 
         class _Stay(urllib.request.HTTPRedirectHandler):
             # a redirect is not followed: urllib would carry the Authorization header to any host it names
@@ -133,7 +140,7 @@ def _why_not_open(url: str, timeout_s: float) -> str:
 
         try:
             req = urllib.request.Request(url, headers=headers)
-            with urllib.request.build_opener(_Stay).open(req, timeout=min(timeout_s, 3.0)) as r:
+            with urllib.request.build_opener(_Stay, *handlers).open(req, timeout=min(timeout_s, 3.0)) as r:
                 ctype = r.headers.get("Content-Type", "?")
             return (
                 f": the server answers (HTTP 200, {ctype}) but FFmpeg cannot read a video stream from it; "

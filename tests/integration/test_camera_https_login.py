@@ -99,6 +99,7 @@ class Camera:
         always_401: bool = False,
         always_stale: bool = False,
         redirect: str | None = None,
+        ctype: str = "image/jpeg",
     ) -> None:
         self.requests: list[str] = []
         self.nonces: dict[str, int] = {}
@@ -182,7 +183,7 @@ class Camera:
                         data = parts[k[0] % len(parts)]
                         k[0] += 1
                         self.send_response(200)
-                        self.send_header("Content-Type", "image/jpeg")
+                        self.send_header("Content-Type", ctype)
                         self.send_header("Content-Length", str(len(data)))
                         self.end_headers()
                         self.wfile.write(data)
@@ -495,4 +496,23 @@ async def test_a_password_given_as_a_url_parameter_is_masked_in_every_line(log_a
     src = CameraSource("cam", CameraSettings(url=url, open_timeout_s=1, reconnect_initial_s=5))
     await _refusals(src)
     assert "=***" in src.stats.last_error, src.stats.last_error
+    _no_secret_shown(src, log_all)
+
+
+async def test_a_digest_camera_serving_what_only_ffmpeg_reads_never_gets_the_password_in_clear(log_all):
+    """An http URL behind Digest that serves something else than MJPEG or an image (a video container) is
+    OpenCV's FFmpeg's to read, and when FFmpeg cannot, the diagnosis asks the camera once more: it sent the
+    login as Basic at once, the password in clear text to a camera that asks for Digest to keep it off the
+    wire. It now answers the camera's challenge as the camera asks."""
+
+    cam = Camera([b"\x00\x00\x00\x18ftypisom" + bytes(64)], auth="MD5", snapshot=True, ctype="video/mp4")
+    src = CameraSource(
+        "cam", CameraSettings(url=cam.url.replace(".jpg", ".mp4"), open_timeout_s=1, reconnect_initial_s=5)
+    )
+    try:
+        await _refusals(src)
+    finally:
+        cam.stop()
+    assert len(cam.requests) >= 3 and not any(r.startswith("Basic") for r in cam.requests), cam.requests
+    assert "HTTP 200, video/mp4" in src.stats.last_error, src.stats.last_error  # the diagnosis got in
     _no_secret_shown(src, log_all)
