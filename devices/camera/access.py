@@ -210,8 +210,15 @@ class Login:
         def q(s: str) -> str:
             return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
+        try:
+            self._user.encode("latin-1")
+            user = f"username={q(self._user)}"
+        except UnicodeEncodeError:  # RFC 7616 3.4.4: the user name in UTF-8, percent-encoded
+            from urllib.parse import quote
+
+            user = f"username*=UTF-8''{quote(self._user, safe='')}"
         parts = [
-            f"username={q(self._user)}",
+            user,
             f"realm={q(d['realm'])}",
             f"nonce={q(d['nonce'])}",
             f"uri={q(target)}",
