@@ -504,11 +504,18 @@ async def test_a_password_given_as_a_url_parameter_is_masked_in_every_line(log_a
     _no_secret_shown(src, log_all)
 
 
-async def test_a_digest_camera_serving_what_only_ffmpeg_reads_never_gets_the_password_in_clear(log_all):
+async def test_a_digest_camera_serving_what_only_ffmpeg_reads_never_gets_the_password_in_clear(
+    log_all, monkeypatch
+):
     """An http URL behind Digest that serves something else than MJPEG or an image (a video container) is
     OpenCV's FFmpeg's to read, and when FFmpeg cannot, the diagnosis asks the camera once more: it sent the
     login as Basic at once, the password in clear text to a camera that asks for Digest to keep it off the
-    wire. It now answers the camera's challenge as the camera asks."""
+    wire, and through the environment's http_proxy (set on a gateway for the cloud), which got the login.
+    It now asks the camera itself and answers its challenge as the camera asks."""
+    proxy = Camera([b"x"], snapshot=True)
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.port}")
 
     cam = Camera([b"\x00\x00\x00\x18ftypisom" + bytes(64)], auth="MD5", snapshot=True, ctype="video/mp4")
     src = CameraSource(
@@ -518,6 +525,8 @@ async def test_a_digest_camera_serving_what_only_ffmpeg_reads_never_gets_the_pas
         await _refusals(src)
     finally:
         cam.stop()
+        proxy.stop()
+    assert not any(proxy.requests), proxy.requests  # no login (FFmpeg itself does use http_proxy)
     assert len(cam.requests) >= 3 and not any(r.startswith("Basic") for r in cam.requests), cam.requests
     assert "HTTP 200, video/mp4" in src.stats.last_error, src.stats.last_error  # the diagnosis got in
     _no_secret_shown(src, log_all)
