@@ -27,6 +27,7 @@ digest that does not exist, or one of another tenant).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import json
@@ -74,6 +75,10 @@ from protocols.gen import fleet_pb2_grpc as rpc
 
 log = logging.getLogger(__name__)
 CHUNK = 256 * 1024
+# package downloads read their files in threads of their own (never the loop's, nor those the store's writes wait
+# in), and one tenant's downloads use at most PACKAGE_READS_PER_TENANT of them at a time
+PACKAGE_READERS = 8
+PACKAGE_READS_PER_TENANT = 2
 QUOTA_TTL_S = 5.0  # how long a replica trusts its copy of which tenants have an agent quota
 
 
@@ -216,6 +221,10 @@ class FleetServicer(rpc.FleetServicer):
             set()
         )  # agents the store admitted (a cache: they stay admitted)
         self.limited = LimitedTenants(store)
+        self._readers = concurrent.futures.ThreadPoolExecutor(
+            PACKAGE_READERS, thread_name_prefix="fleet-package-read"
+        )
+        self._reads: dict[str, asyncio.Semaphore] = {}  # tenant -> its package reads in flight
         self._damaged_log: dict[
             tuple[str, str], tuple[int, float]
         ] = {}  # agent -> (damaged not logged, when)
@@ -449,34 +458,63 @@ class FleetServicer(rpc.FleetServicer):
 
     async def DownloadPackage(self, request, context):
         who = await self.require(context, ROLE_AGENT)
-        deployed = self.control is None or await asyncio.to_thread(
-            partial(self.control.deployed_to, who.name, request.digest, tenant=who.tenant)
-        )
-        path = (
-            self.registry.for_tenant(who.tenant).by_digest(request.digest)
-            if (self.registry and deployed)
-            else None
-        )
-        if path is None or not path.exists():  # the same answer whether it exists elsewhere or not at all
+        # whether it is deployed to the agent, where the file is and its size: the registry's index files and the
+        # file's metadata, read in a thread (a slow disk holds a thread, never the loop every tenant shares)
+        found = await asyncio.to_thread(self._package_file, who, request.digest)
+        if found is None:  # the same answer whether it exists elsewhere or not at all
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"no package with digest {request.digest[:16]!r} deployed to this agent",
             )
             return  # abort raises; said for the type checker
+        path, total = found
         async with self._stream(quota_key(who), context):
-            async for chunk in self._send_package(path, request, context):
+            async for chunk in self._send_package(who.tenant, path, total, request, context):
                 yield chunk
 
-    async def _send_package(self, path: Path, request, context):
-        total = path.stat().st_size
+    def _package_file(self, who: Identity, digest: str) -> tuple[Path, int] | None:
+        """The package file deployed to the agent with this digest and its size, or None (in a worker thread)."""
+        if self.registry is None:
+            return None
+        if self.control is not None and not self.control.deployed_to(who.name, digest, tenant=who.tenant):
+            return None
+        path = self.registry.for_tenant(who.tenant).by_digest(digest)
+        try:
+            return (path, path.stat().st_size) if path is not None else None
+        except OSError:
+            return None
+
+    async def _send_package(self, tenant: str, path: Path, total: int, request, context):
+        """The package's bytes from ``request.offset``, in ``CHUNK``s read by the package readers (``PACKAGE_READERS``
+        threads of their own, at most ``PACKAGE_READS_PER_TENANT`` of them reading for one tenant at a time): a
+        large package or a slow disk never holds the event loop, nor the threads the store's writes run in, and one
+        tenant's downloads leave readers to the others'."""
         if request.offset > total:
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, f"offset {request.offset} beyond size {total}")
-        with open(path, "rb") as f:
-            f.seek(request.offset)
+        loop = asyncio.get_running_loop()
+        gate = self._reads.setdefault(tenant, asyncio.Semaphore(PACKAGE_READS_PER_TENANT))
+        f = None
+        try:
+            async with gate:
+                f = await loop.run_in_executor(self._readers, partial(open, path, "rb"))
             off = request.offset
-            while chunk := f.read(CHUNK):
+            if off:
+                await loop.run_in_executor(self._readers, f.seek, off)
+            while True:
+                async with gate:
+                    chunk = await loop.run_in_executor(self._readers, f.read, CHUNK)
+                if not chunk:
+                    break
                 yield pb.Chunk(data=chunk, offset=off, total=total)
                 off += len(chunk)
+        except OSError as exc:  # the server's file: its path goes to the log, never to the agent
+            log.warning("package %s of tenant %s could not be read: %s", path, tenant, exc)
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "the server could not read this package; try again later"
+            )
+        finally:
+            if f is not None:
+                self._readers.submit(f.close)
 
     async def ReportDeployment(self, request, context):
         who = await self.require(context, ROLE_AGENT)
@@ -875,7 +913,7 @@ class FleetServer:
         self.hub = StreamHub(self.store, self.control, commands=self.commands) if streams else None
         # certificates revoked with `cloud-trainer pki revoke`, in the PKI folder beside the CA
         self.revocations = Revocations(Path(ca).parent / REVOKED_FILE)
-        fleet = FleetServicer(
+        self.fleet = fleet = FleetServicer(
             self.store,
             self.blobs,
             self.registry,
@@ -920,4 +958,5 @@ class FleetServer:
         await self.server.stop(grace_s)
         if self.hub is not None:
             await self.hub.stop()
+        self.fleet._readers.shutdown(wait=False, cancel_futures=True)
         self.store.close()

@@ -1,0 +1,146 @@
+"""One tenant's load against the others' service (real gRPC server with mTLS, SQLite, agents' own client code):
+a package download from a file that is slow to read (a FIFO the test feeds: a slow or network disk) holds no
+other tenant's report, nor its downloads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import os
+import threading
+import time
+
+import grpc
+import pytest
+
+from cloud_trainer.fleet.guard import QuotaLimits, Quotas
+from cloud_trainer.fleet.service import FleetServer
+from cloud_trainer.pki import ROLE_AGENT, init_ca, issue
+from cloud_trainer.registry import Registry
+from edge_agent.uplink.fleet_client import FleetClient
+from protocols.gen import fleet_pb2 as pb
+from tests.support.fleet import cloud_settings
+from tests.support.models import make_package
+from tests.support.peers import free_port
+
+TENANT_A = [f"a{i}" for i in range(4)]  # tenant acme: the noisy one
+TENANT_B = ["b1"]  # tenant beta
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("neighbours")
+    pki = tmp / "pki"
+    init_ca(pki)
+    issue(pki, "fleet-service", "server", pki / "server", ["127.0.0.1", "localhost"])
+    for agent, tenant in [(a, "acme") for a in TENANT_A] + [(b, "beta") for b in TENANT_B]:
+        issue(pki, agent, ROLE_AGENT, pki / "agents" / agent, tenant=tenant)
+    return tmp, pki, make_package(tmp / "build", kind="signal", version="1.0.0")
+
+
+@pytest.fixture
+async def cloud(world, tmp_path):
+    """A fleet service whose acme and beta registries hold the same package, deployed to every agent of both."""
+    _, pki, pkg = world
+    reg = Registry(tmp_path / "registry")
+    entries = {t: reg.for_tenant(t).publish(pkg, [], {}, None, None) for t in ("acme", "beta")}
+    srv = FleetServer(
+        tmp_path / "cloud",
+        free_port(),
+        pki / "ca.pem",
+        pki / "server.pem",
+        pki / "server.key",
+        registry=tmp_path / "registry",
+        quotas=Quotas(QuotaLimits(concurrent_streams=64)),
+    )
+    with srv.control.lock:
+        for agent, tenant in [(a, "acme") for a in TENANT_A] + [(b, "beta") for b in TENANT_B]:
+            e = entries[tenant]
+            srv.control._set_desired(
+                agent, "health", e["name"], e["version"], e["digest"], 1, "d1", tenant=tenant
+            )
+    await srv.start()
+    clients = {}
+    for agent in TENANT_A + TENANT_B:
+        clients[agent] = FleetClient(cloud_settings(pki, srv.port, agent))
+        clients[agent].open()
+    yield srv, clients, {t: reg.for_tenant(t).package_path(e) for t, e in entries.items()}, entries
+    for c in clients.values():
+        await c.close()
+    await srv.stop()
+
+
+def _waiting_on_a_fifo() -> bool:
+    """Whether a thread of this process (the service's) waits in ``open()`` for a FIFO's writer (Linux)."""
+    for wchan in glob.glob("/proc/self/task/*/wchan"):
+        with contextlib.suppress(OSError):
+            if open(wchan).read().strip() == "wait_for_partner":
+                return True
+    return False
+
+
+class SlowDisk(threading.Thread):
+    """Turns a package file into a FIFO that gives its bytes only when told (``release``), or after ``give_up_s``
+    (so that a service whose loop it holds is let go and the test fails instead of hanging): a disk that takes
+    its time. ``waiting`` is set once the service waits on it; reads opening it after the bytes were given get
+    its end, until ``finished``."""
+
+    def __init__(self, path, give_up_s: float = 8.0) -> None:
+        super().__init__(daemon=True)
+        self.path, self.give_up_s = path, give_up_s
+        self.data = path.read_bytes()
+        path.unlink()
+        os.mkfifo(path)
+        self.waiting, self.release, self.finished = threading.Event(), threading.Event(), threading.Event()
+        self.gave_up = False
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.give_up_s
+        while not _waiting_on_a_fifo() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        self.waiting.set()
+        self.gave_up = not self.release.wait(max(0.0, deadline - time.monotonic()))
+        fd = os.open(self.path, os.O_WRONLY)  # a reader waits: at once
+        try:
+            os.write(fd, self.data)
+        finally:
+            os.close(fd)
+        while not self.finished.wait(0.005):
+            with contextlib.suppress(OSError):
+                os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))
+
+
+async def _download(client, digest: str) -> bytes:
+    data = b""
+    async for chunk in client.stub.DownloadPackage(pb.DownloadRequest(digest=digest), timeout=30):
+        data += chunk.data
+    return data
+
+
+async def test_downloads_from_a_slow_disk_hold_no_other_tenants_reports_nor_downloads(cloud):
+    """Tenant acme's agents download a package whose file reads slowly (8 downloads: more than the service's
+    package readers): tenant beta's agent gets its heartbeat answered and downloads its own package while every
+    one of acme's reads waits on the disk. The service read package files on its event loop: one slow read held
+    every call of every tenant until the disk answered."""
+    srv, clients, paths, entries = cloud
+    disk = SlowDisk(paths["acme"])
+    disk.start()
+    digest = entries["acme"]["digest"]
+    a_downloads = [asyncio.create_task(_download(clients[a], digest)) for a in TENANT_A[:2] for _ in range(4)]
+    await asyncio.to_thread(disk.waiting.wait, 10)
+    try:
+        b = clients["b1"]
+        reply = await b.stub.Heartbeat(pb.HeartbeatRequest(labels={"site": "beta"}), timeout=30)
+        assert [d.digest for d in reply.desired] == [entries["beta"]["digest"]]
+        got = await _download(b, entries["beta"]["digest"])
+        assert not disk.gave_up, "beta's calls were answered only once acme's slow read ended"
+        assert got == paths["beta"].read_bytes()  # whole, while acme's reads still wait
+    finally:
+        disk.release.set()
+    try:
+        done = await asyncio.gather(*a_downloads)
+    finally:
+        disk.finished.set()
+    # the FIFO's bytes went to whichever reads were waiting: together, the package once
+    assert sum(len(d) for d in done) == len(disk.data)
