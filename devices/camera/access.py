@@ -253,7 +253,7 @@ class Login:
             self.refused = "refuses the user and password in the URL"
             return False
         asked = ", ".join(
-            s.capitalize()
+            (s.upper() if s == "ntlm" else s.capitalize())
             + (f" {p.get('algorithm', 'MD5')} qop={p.get('qop', '-')}" if s == "digest" else "")
             for s, p in challenges
         )

@@ -219,9 +219,9 @@ def open_stream(
     if resp.status == 401 and login is not None:
         # the login refused, or one this reader cannot give: FFmpeg would send it again (and the diagnosis
         # once more), and cameras lock an account after a few failed logins
+        sent = f" ({login.shown}); {http_hint(401)}" if login.scheme is not None else ""
         raise StreamError(
-            "open_failed",
-            f"the camera answers HTTP 401 {resp.reason}: it {login.refused} ({login.shown}); {http_hint(401)}",
+            "open_failed", f"the camera answers HTTP 401 {resp.reason}: it {login.refused}{sent}"
         )
     if resp.status >= 400 and not (resp.status == 407 and u.username is not None):
         raise StreamError(

@@ -554,3 +554,17 @@ async def test_an_https_snapshot_camera_builds_its_tls_context_once_per_connecti
         await src.stop()
         cam.stop()
     assert len(cam.requests) >= 6 and len(made) == 1, (len(cam.requests), len(made))
+
+
+async def test_a_login_this_reader_cannot_give_is_refused_by_name_after_one_request(log_all):
+    """A camera asking for Digest SHA-512-256 (or auth-int only, NTLM): named at once, with what to set on
+    the camera, after one request without a login; not handed to FFmpeg (which cannot give it either)."""
+    cam = Camera([_jpeg(1)], auth="SHA-512-256")
+    src = CameraSource("cam", CameraSettings(url=cam.url, open_timeout_s=1, reconnect_initial_s=5))
+    try:
+        await _refusals(src)
+    finally:
+        cam.stop()
+    assert cam.requests == [""]
+    assert "cannot give (Digest SHA-512-256 qop=auth)" in src.stats.last_error, src.stats.last_error
+    _no_secret_shown(src, log_all)
