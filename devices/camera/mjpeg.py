@@ -198,6 +198,13 @@ def open_stream(
                 f"{host}:{port} accepts the connection but sends no answer within {open_timeout_s:g}s "
                 "(open_timeout_s); is the camera hung or busy, and is this its HTTP port?",
             ) from None
+        if isinstance(exc, ssl.SSLError):  # it answers, but not with TLS this gateway speaks
+            raise StreamError(
+                "open_failed",
+                f"{host}:{port} answers but the TLS handshake fails ({exc.reason or exc}); is this the camera's "
+                "https port (not its http one)? A camera offering only TLS 1.0/1.1 or weak keys needs newer "
+                "firmware",
+            ) from None
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise StreamError(
             "open_failed", f"cannot reach {host}:{port} ({reason}); is the camera on and the address right?"

@@ -568,3 +568,20 @@ async def test_a_login_this_reader_cannot_give_is_refused_by_name_after_one_requ
     assert cam.requests == [""]
     assert "cannot give (Digest SHA-512-256 qop=auth)" in src.stats.last_error, src.stats.last_error
     _no_secret_shown(src, log_all)
+
+
+async def test_an_https_url_on_a_cameras_plain_http_port_says_the_handshake_failed_not_unreachable(log_all):
+    """An https:// URL pointing at the camera's http port (a common slip): the handshake fails, and the line
+    said the camera could not be reached, sending the engineer to the cable; it now says the port answers
+    but not with TLS."""
+    cam = Camera([_jpeg(1)], snapshot=True)
+    src = CameraSource(
+        "cam",
+        CameraSettings(url=cam.url.replace("http://", "https://"), open_timeout_s=1, reconnect_initial_s=5),
+    )
+    try:
+        await _refusals(src)
+    finally:
+        cam.stop()
+    assert "TLS handshake fails" in src.stats.last_error and "cannot reach" not in src.stats.last_error
+    _no_secret_shown(src, log_all)
