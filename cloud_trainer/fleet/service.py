@@ -79,7 +79,10 @@ CHUNK = 256 * 1024
 # in), and one tenant's downloads use at most PACKAGE_READS_PER_TENANT of them at a time
 PACKAGE_READERS = 8
 PACKAGE_READS_PER_TENANT = 2
-QUOTA_TTL_S = 5.0  # how long a replica trusts its copy of which tenants have an agent quota
+QUOTA_TTL_S = (
+    5.0  # how long a replica trusts its copy of which tenants have an agent quota (and of its refusals)
+)
+REFUSED_AGENTS_KEPT = 100_000  # agents refused for their tenant's agent quota, remembered for QUOTA_TTL_S
 
 
 NOBODY = Identity("", "", "")
@@ -184,6 +187,27 @@ class LimitedTenants:
         self._read_at = float("-inf")
         self._tenants: set[str] = set()
         self._reading: asyncio.Lock | None = None
+        # agents the store refused for their tenant's agent quota: (until, why), answered from here until then
+        self._refused: dict[tuple[str, str], tuple[float, str]] = {}
+
+    def refused(self, key: tuple[str, str]) -> str | None:
+        """Why the agent was refused within the last ``QUOTA_TTL_S``, or None."""
+        hit = self._refused.get(key)
+        if hit is None:
+            return None
+        if hit[0] <= time.monotonic():
+            del self._refused[key]
+            return None
+        return hit[1]
+
+    def refuse(self, key: tuple[str, str], why: str) -> None:
+        now = time.monotonic()
+        if len(self._refused) >= REFUSED_AGENTS_KEPT:  # bounded: the expired go first, then the oldest
+            for k in [k for k, (until, _) in self._refused.items() if until <= now] or list(self._refused)[
+                :1
+            ]:
+                del self._refused[k]
+        self._refused[key] = (now + QUOTA_TTL_S, why)
 
     async def get(self) -> set[str]:
         if time.monotonic() - self._read_at <= QUOTA_TTL_S:
@@ -198,6 +222,7 @@ class LimitedTenants:
 
     def invalidate(self) -> None:
         self._read_at = float("-inf")
+        self._refused.clear()
 
 
 class FleetServicer(rpc.FleetServicer):
@@ -241,15 +266,20 @@ class FleetServicer(rpc.FleetServicer):
     async def _admit(self, who: Identity, context) -> None:
         """The tenant's agent quota: a new agent past it is RESOURCE_EXHAUSTED (checked in the store, so that
         every replica counts the same agents). Which tenants have one is re-read every ``QUOTA_TTL_S``, so that
-        a connection storm of a tenant without an agent quota costs no store round trip per new stream."""
+        a connection storm of a tenant without an agent quota costs no store round trip per new stream. An agent
+        refused is answered from memory for ``QUOTA_TTL_S``: each refusal was a write transaction in the store
+        every tenant shares, so an agent of a full tenant calling in a loop held its lock for all."""
         key = (who.tenant, who.name)
         if key in self._admitted:
             return
         if who.tenant not in await self.limited.get():
             return
+        if (why := self.limited.refused(key)) is not None:  # refused a moment ago: no store round trip again
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, why)
         try:
             await asyncio.to_thread(partial(self.store.admit_agent, who.name, tenant=who.tenant))
         except TenantQuotaExceeded as exc:
+            self.limited.refuse(key, str(exc))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         self._admitted.add(key)
 

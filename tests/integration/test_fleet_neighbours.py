@@ -1,6 +1,7 @@
 """One tenant's load against the others' service (real gRPC server with mTLS, SQLite, agents' own client code):
 a package download from a file that is slow to read (a FIFO the test feeds: a slow or network disk) holds no
-other tenant's report, nor its downloads."""
+other tenant's report, nor its downloads; one tenant's batches waiting for the store leave the service's threads
+to the others; an agent its tenant's quota refuses is refused without a store round trip per call."""
 
 from __future__ import annotations
 
@@ -144,3 +145,29 @@ async def test_downloads_from_a_slow_disk_hold_no_other_tenants_reports_nor_down
         disk.finished.set()
     # the FIFO's bytes went to whichever reads were waiting: together, the package once
     assert sum(len(d) for d in done) == len(disk.data)
+
+
+async def test_an_agent_refused_by_its_tenants_agent_quota_is_refused_without_a_store_round_trip(cloud):
+    """acme may have 1 agent: a1 is admitted, a2 refused. Every call of a2 read the store's quota and agents
+    in a write transaction (the lock every tenant's writes wait for) before refusing: an agent of a full tenant
+    calling in a loop cost the store one transaction per call. Its refusal is now remembered for
+    ``QUOTA_TTL_S``; a raised quota admits it at once on this replica."""
+    srv, clients, _, _ = cloud
+    srv.store.set_quota("acme", max_agents=1)
+    await clients["a1"].stub.Heartbeat(pb.HeartbeatRequest(), timeout=10)
+    calls = []
+    admit = srv.store.admit_agent
+
+    def counted(*args, **kw):
+        calls.append(args)
+        return admit(*args, **kw)
+
+    srv.store.admit_agent = counted
+    for _ in range(5):
+        with pytest.raises(grpc.aio.AioRpcError) as ei:
+            await clients["a2"].stub.Heartbeat(pb.HeartbeatRequest(), timeout=10)
+        assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "quota is 1" in ei.value.details()
+    assert len(calls) == 1, calls  # the first refusal asked the store; the next four did not
+    srv.store.set_quota("acme", max_agents=2)
+    srv.fleet.limited.invalidate()  # what CreateTenant does on this replica when it sets a quota
+    await clients["a2"].stub.Heartbeat(pb.HeartbeatRequest(), timeout=10)
