@@ -174,7 +174,12 @@ class Login:
         self.scheme: str | None = "basic" if preemptive_basic else None
         self._digest: dict[str, str] = {}
         self._nc = 0
+        self._accepted = False  # an answer other than 401 to the current Digest nonce
         self.refused = ""  # why the last 401 is final, for the message
+
+    def accepted(self) -> None:
+        """The camera answered the last request with something else than 401."""
+        self._accepted = True
 
     @property
     def shown(self) -> str:
@@ -240,6 +245,12 @@ class Login:
             if stale:
                 self._take(stale[0])
                 return True
+            fresh = [p for p in usable if p["nonce"] != self._digest.get("nonce")]
+            if self._accepted and fresh:
+                # a nonce that expired, answered without stale=true (some firmware): the login was accepted
+                # with the former one, so the new one is taken once; a wrong password never gets here
+                self._take(fresh[0])
+                return True
             self.refused = "refuses the user and password in the URL"
             return False
         if usable:  # Basic sent at first (https), or nothing yet: Digest as the camera asks
@@ -288,3 +299,4 @@ class Login:
         if "opaque" in p:
             self._digest["opaque"] = p["opaque"]
         self._nc = 0
+        self._accepted = False

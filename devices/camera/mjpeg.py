@@ -123,6 +123,8 @@ def _exchange(
         if auth is not None:
             headers["Authorization"] = auth
         conn, sock, resp = _request(u, headers, timeout_s, trust)
+        if resp.status != 401 and login is not None:
+            login.accepted()
         if resp.status != 401 or login is None or not login.answer(resp.headers):
             return conn, sock, resp
         if attempt == 2:
