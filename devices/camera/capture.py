@@ -18,7 +18,9 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   boundary) is ``oversize_frame`` and the connection is dropped. A JPEG part or file damaged past its header
   (cut short and closed with an end marker, a lost chunk, restart markers out of order), which libjpeg only
   warns of and OpenCV decodes with its missing part filled in, is ``corrupt_frame`` too
-  (``protocols.jpeg_check``). Other URLs (RTSP, other HTTP content,
+  (``protocols.jpeg_check``). The URL's login is answered as the camera asks (Basic, Digest), an https
+  camera is read only when its certificate is trusted (``tls_ca_file``, ``tls_fingerprint_sha256``, or the
+  system's CAs; ``devices.camera.access``) and never by OpenCV. Other URLs (RTSP, other HTTP content,
   files, USB) are OpenCV's. An HTTP(S) URL answering with one image (a snapshot URL) is asked again every
   1/``fps`` seconds (default 10), each answer read and decoded as an MJPEG part, none skipped.
 - Files and folders are paced at ``fps`` (default 10) with no skipping; at the end they are

@@ -3,7 +3,9 @@
 ``url`` picks the kind of camera:
 
     usb:0                          a local device by index (V4L2 where OpenCV has it)
-    http://host:port/stream.mjpg   an MJPEG stream (IP cameras, ``edge-sim camera``)
+    http://host:port/stream.mjpg   an MJPEG stream (IP cameras, ``edge-sim camera``); ``user:password@`` in the
+                                   URL answered as Basic or Digest; https: trusted by ``tls_ca_file`` or
+                                   ``tls_fingerprint_sha256`` (else the system's CAs; otherwise refused)
     http://host:port/snapshot.jpg  a URL that answers each GET with one image: asked at ``fps`` (default 10)
     rtsp://host/stream             where OpenCV's FFmpeg can open it
     /path/to/video.avi             a video file (``loop: true`` to replay it)
