@@ -301,7 +301,7 @@ async def test_a_pinned_camera_is_read_and_one_presenting_another_certificate_is
     _no_secret_shown(src, log_all)
 
 
-@pytest.mark.parametrize("case", ["good", "expired", "other_host", "other_ca"])
+@pytest.mark.parametrize("case", ["good", "expired", "other_host", "other_ca", "not_pem"])
 async def test_a_camera_checked_by_tls_ca_file_is_read_only_with_a_valid_certificate_for_its_address(
     tmp_path, log_all, case
 ):
@@ -317,6 +317,8 @@ async def test_a_camera_checked_by_tls_ca_file_is_read_only_with_a_valid_certifi
         expired=case == "expired",
         hosts=("10.9.9.9",) if case == "other_host" else ("127.0.0.1",),
     )
+    if case == "not_pem":
+        (tmp_path / "plant-ca.crt").write_bytes(b"\x30\x82 a DER file, or the key")
     cam = Camera([_jpeg(2)], tls=(tmp_path / "cam.crt", tmp_path / "cam.key"), snapshot=True)
     settings = CameraSettings(
         url=cam.url, tls_ca_file=str(tmp_path / "plant-ca.crt"), open_timeout_s=1, reconnect_initial_s=0.1
@@ -336,7 +338,12 @@ async def test_a_camera_checked_by_tls_ca_file_is_read_only_with_a_valid_certifi
         assert src.stats.errors == 0
     else:
         assert cam.requests == [] and src.stats.received == 0
-        expect = {"expired": "expired", "other_host": "mismatch", "other_ca": "unable to get local issuer"}
+        expect = {
+            "expired": "expired",
+            "other_host": "mismatch",
+            "other_ca": "unable to get local issuer",
+            "not_pem": "cannot be read as PEM",
+        }
         assert expect[case] in src.stats.last_error and "tls_ca_file" in src.stats.last_error
     _no_secret_shown(src, log_all)
 
