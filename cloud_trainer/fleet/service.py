@@ -79,6 +79,10 @@ CHUNK = 256 * 1024
 # in), and one tenant's downloads use at most PACKAGE_READS_PER_TENANT of them at a time
 PACKAGE_READERS = 8
 PACKAGE_READS_PER_TENANT = 2
+# one tenant's batches written at once (each in a worker thread, waiting for the store): the worker threads are
+# shared by every call of every tenant (state reports, the streams' flushes, downloads, admin calls), so a tenant
+# with many streams writing while the store is slow held them all; its further batches wait on the loop instead
+INGESTS_PER_TENANT = 2
 QUOTA_TTL_S = (
     5.0  # how long a replica trusts its copy of which tenants have an agent quota (and of its refusals)
 )
@@ -250,6 +254,7 @@ class FleetServicer(rpc.FleetServicer):
             PACKAGE_READERS, thread_name_prefix="fleet-package-read"
         )
         self._reads: dict[str, asyncio.Semaphore] = {}  # tenant -> its package reads in flight
+        self._ingests: dict[str, asyncio.Semaphore] = {}  # tenant -> its batches being written
         self._damaged_log: dict[
             tuple[str, str], tuple[int, float]
         ] = {}  # agent -> (damaged not logged, when)
@@ -460,10 +465,12 @@ class FleetServicer(rpc.FleetServicer):
                 records.append(rec)
             if damaged:
                 self._damaged(who, damaged)
+            gate = self._ingests.setdefault(who.tenant, asyncio.Semaphore(INGESTS_PER_TENANT))
             try:
-                seqs, stored, dup = await asyncio.to_thread(
-                    partial(self.store.ingest, who.name, records, tenant=who.tenant, blobs=blobs)
-                )
+                async with gate:  # the tenant's other batches wait here, holding no thread
+                    seqs, stored, dup = await asyncio.to_thread(
+                        partial(self.store.ingest, who.name, records, tenant=who.tenant, blobs=blobs)
+                    )
             except TenantQuotaExceeded as exc:  # the tenant's records or sample bytes of the day
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
             except ValueError as exc:  # a record the store refuses (the checks above should have caught it)

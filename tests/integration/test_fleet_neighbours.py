@@ -15,6 +15,7 @@ import time
 import grpc
 import pytest
 
+from cloud_trainer.fleet import service
 from cloud_trainer.fleet.guard import QuotaLimits, Quotas
 from cloud_trainer.fleet.service import FleetServer
 from cloud_trainer.pki import ROLE_AGENT, init_ca, issue
@@ -171,3 +172,55 @@ async def test_an_agent_refused_by_its_tenants_agent_quota_is_refused_without_a_
     srv.store.set_quota("acme", max_agents=2)
     srv.fleet.limited.invalidate()  # what CreateTenant does on this replica when it sets a quota
     await clients["a2"].stub.Heartbeat(pb.HeartbeatRequest(), timeout=10)
+
+
+async def _push(client, seq: int) -> list:
+    batch = pb.RecordBatch(records=[pb.Record(seq=seq, kind="result", t=time.time(), payload=b"{}")])
+    return [a async for a in client.stub.PushRecords(iter([batch]), timeout=30)]
+
+
+async def test_one_tenants_batches_waiting_for_the_store_leave_the_service_threads_to_the_others(
+    cloud, monkeypatch
+):
+    """The store is busy (a long write, a slow fsync: here its lock is held) while acme's agents push 40 batches
+    at once, more than the service has worker threads. Every batch took a worker thread to wait for the store,
+    so beta's download, which needs a thread only to look up its deployment, waited for acme's writes. acme's
+    batches beyond ``INGESTS_PER_TENANT`` now wait on the loop, holding no thread."""
+    srv, clients, paths, entries = cloud
+    monkeypatch.setattr(service, "QUOTA_TTL_S", 3600.0)  # which tenants have an agent quota: read once, kept
+    for a in TENANT_A:
+        assert (await _push(clients[a], 100))[0].stored == 1  # (and read now, before the store is busy)
+    read = []
+    take_batch = srv.quotas.take_batch
+
+    def counted(*args, **kw):  # the service read the batch and is about to write it
+        take_batch(*args, **kw)
+        read.append(args[0])
+
+    srv.quotas.take_batch = counted
+    gave_up = []
+
+    def let_go() -> None:  # a service that never answers beta is let go (the test fails instead of hanging)
+        gave_up.append(True)
+        srv.store.lock.release()
+
+    srv.store.lock.acquire()
+    timer = threading.Timer(8.0, let_go)
+    timer.start()
+    try:
+        pushes = [asyncio.create_task(_push(clients[a], seq)) for a in TENANT_A for seq in range(1, 11)]
+        for _ in range(1000):
+            if len(read) == 40:
+                break
+            await asyncio.sleep(0.01)
+        assert len(read) == 40
+        got = await _download(clients["b1"], entries["beta"]["digest"])
+        assert not gave_up, "beta's download was answered only once acme's batches were written"
+        assert got == paths["beta"].read_bytes()
+    finally:
+        timer.cancel()
+        if not gave_up:
+            srv.store.lock.release()
+    acks = await asyncio.gather(*pushes)
+    assert sum(a[0].stored for a in acks) == 40  # acme's batches, each written once the store was free
+    assert srv.store.stats(tenant="acme")["records"] == 44
