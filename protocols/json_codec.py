@@ -8,7 +8,7 @@ Every failure is a ``CodecError(reason, detail)`` with a stable ``reason`` key:
 ``malformed_json``, ``wrong_type``, ``missing_field``, ``non_finite``, ``bad_timestamp``,
 ``duplicate_key`` (a key given twice in one object: parsers disagree on which value counts),
 ``too_many_values`` (over ``MAX_VALUES`` fields or records in one message).
-ISO 8601 times without a zone are UTC.
+ISO 8601 times without a zone are UTC. A timestamp field that is null is taken as absent (the receive time).
 A waveform's sample rate may ride in the payload (``{"v": [...], "sample_rate_hz": 25600}``):
 ``JsonMapping.rate_field`` names the field (``auto``: the first of ``RATE_FIELDS`` present), and
 ``compile_decoder(..., rates=True)`` gives it as a fourth element of each array value's tuple.
@@ -166,7 +166,7 @@ def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
     if name is None:
         return default
     v = _get(raw, name)
-    if v is _MISSING:
+    if v is _MISSING or v is None:  # null: a device without a (synchronised) clock says so; as a record's
         return default
     fmt = mapping.timestamp_format
     if fmt is TimestampFormat.ISO8601:

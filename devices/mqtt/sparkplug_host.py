@@ -34,7 +34,9 @@ A value flagged ``is_historical`` (sent late by the node's store-and-forward aft
 current value: it gives no reading (an alarm or a PLC write now would act on an old state) and does not
 become the tag's last value; it is counted as the ``historical`` notice.
 A timestamp of 0 (a node without a clock) is taken as none: a metric's falls back to its payload's, and
-that to the receive time.
+that to the receive time; so is one that is this century's epoch seconds sent as milliseconds (it would be
+January 1970), counted as ``bad_timestamp`` (once per timestamp). A Float metric (32 bits) is read as the
+shortest decimal that is the same Float (0.3, not 0.30000001192092896: ``protocols.float32``).
 A Sparkplug 3.0 array of numbers or truth values (Int32Array, FloatArray, BooleanArray, ...; little-endian
 bytes, typed by the metric's datatype or its birth's) gives a reading whose value is a 1-D NumPy array, as a
 waveform pipeline takes it; bytes that do not fit the type are ``wrong_type``.
@@ -54,6 +56,7 @@ from typing import Any
 from devices.base import QUALITY_BY_NAME, Quality, Reading
 from devices.mqtt.settings import SparkplugHostSettings
 from protocols import sparkplug as sp
+from protocols.float32 import float32_shown
 from protocols.json_codec import CodecError
 
 Publish = Callable[[str, bytes], None]
@@ -125,6 +128,9 @@ def _leaves(
             yield from _leaves(f"{flat}/{x.name}", x.name, x, ts_ms, chain)
 
 
+# a timestamp in this range is a node's epoch seconds (2001-2286) sent as milliseconds (the MQTT JSON rule too)
+SECONDS_AS_MS = (1_000_000_000, 10_000_000_000)
+_FLOAT = sp.DataType.FLOAT  # 32 bits: read as the node shows it (``float32_shown``)
 _UNREAD = (sp.DataType.DATASET, sp.DataType.FILE)  # decoded without a value (``sparkplug._get_value``)
 _DDATA = sp.MessageType.DDATA
 _TEMPLATE = sp.DataType.TEMPLATE
@@ -339,7 +345,7 @@ class SparkplugHost:
             # stale as of the DDEATH's own timestamp (Sparkplug 3.0, Device Session Termination: tck-id-
             # operational-behavior-edge-node-termination-host-action-ddeath-devices-tags-stale): the node's
             # clock, as its DBIRTH's will be; an NDEATH, often the broker's will, takes the receive time
-            ts = payload.timestamp_ms / 1000.0 if payload.timestamp_ms else received_at
+            ts = self._time(t, payload.timestamp_ms, received_at)
             return self._bad(t.edge_node, node, lambda dev: dev == t.device, ts, received_at)
         return self._readings(t, node, t.device, payload, received_at, by_birth=False)
 
@@ -465,7 +471,7 @@ class SparkplugHost:
         )
         # a timestamp of 0 (nodes without a clock send it, Sparkplug makes it required) is no time: taken as
         # 1970, it would put every reading of the tag at one instant and its waveforms in no window
-        default_ts = payload.timestamp_ms / 1000.0 if payload.timestamp_ms else received_at
+        default_ts = self._time(t, payload.timestamp_ms, received_at)
         for m in payload.metrics:
             name = m.name
             dev = device
@@ -488,7 +494,7 @@ class SparkplugHost:
                 continue
             if m.is_null and not m.is_historical and _TEMPLATE in (m.datatype, node.types.get((dev, name))):
                 # a Template instance (an Ignition UDT) with no value now: its members' last values go BAD
-                ts, prefix = (m.timestamp_ms / 1000.0 if m.timestamp_ms else default_ts), name + "/"
+                ts, prefix = self._time(t, m.timestamp_ms, default_ts), name + "/"
                 out.extend(
                     Reading(self._source, self._tag(t.edge_node, dev, k), was, ts, received_at, Quality.BAD)
                     for (d, k), (was, _) in node.last.items()
@@ -517,7 +523,7 @@ class SparkplugHost:
                 if leaf.is_null:  # no value now (Ignition: a tag whose PLC item is gone, often quality Bad)
                     was = node.last.get((dev, flat))
                     if was is not None:  # its last value is not current: BAD, as a death makes it
-                        ts = ts_ms / 1000.0 if ts_ms else default_ts
+                        ts = self._time(t, ts_ms, default_ts)
                         tag = self._tag(t.edge_node, dev, flat)
                         out.append(Reading(self._source, tag, was[0], ts, received_at, Quality.BAD))
                     continue
@@ -534,7 +540,9 @@ class SparkplugHost:
                         "non_finite", f"{t.group}/{t.edge_node}/{dev or ''}: metric {flat!r} is {v}"
                     )
                     continue
-                ts = ts_ms / 1000.0 if ts_ms else default_ts
+                if type(v) is float and (leaf.datatype or node.types.get((dev, flat))) == _FLOAT:
+                    v = float32_shown(v)  # 0.3 as the node shows it, not 0.30000001192092896
+                ts = self._time(t, ts_ms, default_ts)
                 if len(node.last) < MAX_NODE_METRICS or (dev, flat) in node.last:
                     node.last[(dev, flat)] = (v, ts)
                 else:  # names come from the node: data by ever new names must not grow the memory
@@ -559,6 +567,22 @@ class SparkplugHost:
         if unknown:
             self._rebirth(t.group, t.edge_node, node)
         return out
+
+    def _time(self, t: sp.SparkplugTopic, ts_ms: int | None, fallback: float) -> float:
+        """A Sparkplug timestamp (milliseconds) in seconds; ``fallback`` for none: 0 (a node without a clock)
+        and this century's epoch seconds sent as milliseconds (read so, January 1970: every reading after
+        the tag's first would be dropped as out of order), which is counted as ``bad_timestamp``."""
+        if not ts_ms:
+            return fallback
+        if SECONDS_AS_MS[0] <= ts_ms < SECONDS_AS_MS[1]:
+            self._on_error(
+                "bad_timestamp",
+                f"{t.group}/{t.edge_node}: timestamp {ts_ms} in {t.message_type.value} is epoch seconds, not the "
+                "milliseconds Sparkplug requires (read so, it is January 1970); the receive time is used: fix "
+                "the edge node's timestamps",
+            )
+            return fallback
+        return ts_ms / 1000.0
 
     def _bad(
         self, edge_node: str, node: _Node, which: Callable[[str | None], bool], ts: float, received_at: float

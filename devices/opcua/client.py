@@ -7,7 +7,9 @@ unreachable, server restarted, keepalive lost) moves the source to BACKOFF, coun
 logs once per burst, waits (bounded exponential backoff) and starts over with a fresh session and
 subscription. The task never raises.
 
-Readings: an array of numbers (a Double[] waveform) arrives as a float64 NumPy array, any other array
+Readings: a scalar Float (a PLC's REAL) as the shortest decimal that is the same REAL (75.3, as the PLC
+shows it, not 75.30000305175781: ``protocols.float32``); an array of numbers (a Double[] waveform)
+arrives as a float64 NumPy array, any other array
 as a list (texts, bytes, true/false, whole numbers past 2**53), scalars as Python values (texts, names,
 times, XML and Variants in their plain form); a structure (a PLC's UDT) gives a reading per member, ``{tag}/{member}``,
 once the session has read the server's type definitions (``_structures``); ``timestamp``
@@ -81,6 +83,7 @@ from devices.base import (
 )
 from devices.opcua.rates import RateError, StatedRates
 from devices.opcua.settings import NonFinitePolicy, OpcUaSettings, SecurityMode
+from protocols.float32 import float32_shown
 from protocols.redact import mask_credentials
 
 log = logging.getLogger("devices.opcua")
@@ -952,6 +955,7 @@ async def _make_client(settings: OpcUaSettings, on_oversize: Callable[[int], Non
 
 # values that need no conversion (the common case, checked first: this runs for every notification)
 _PLAIN = (float, int, bool, str, list, np.ndarray, type(None))
+_FLOAT = ua.VariantType.Float  # a 32-bit REAL: read as the PLC shows it (``float32_shown``)
 _MAX_MEMBERS = 1000
 _NUMERIC = frozenset(
     ua.VariantType[t]
@@ -1337,6 +1341,9 @@ class OpcUaSource:
                 return self._structure(nodeid, tag, val, dv)
             else:
                 val = _plain(val)  # texts, bytes, true/false, times, big whole numbers stay a list
+        elif type(val) is float:
+            if dv.Value is not None and dv.Value.VariantType is _FLOAT:  # a REAL as the PLC shows it
+                val = float32_shown(val)
         elif not isinstance(val, _PLAIN):
             if isinstance(val, ua.ExtensionObject) or _is_structure(val):
                 return self._structure(nodeid, tag, val, dv)

@@ -210,10 +210,15 @@ def _pb_metric(parent, name=None, alias=None, datatype=None, **value):
     return m
 
 
-async def test_sparkplug_timestamps_of_zero_are_no_time_and_a_million_metrics_are_refused_fast(mosquitto):
+async def test_sparkplug_timestamps_of_zero_or_in_seconds_are_no_time_and_a_million_metrics_are_refused(
+    mosquitto,
+):
     """A node without a clock sends timestamp 0: its readings get the receive time, not 1970 (every one at
-    the same instant). A 4-MB payload of a million metrics once held the agent's loop 10 s: refused
-    before decoding, counted, and the node's next message is read."""
+    the same instant). A node that sends epoch seconds where Sparkplug has milliseconds stamped its readings
+    in January 1970 (and, after a reading stamped with the receive time, dropped as out of order): the
+    receive time too, counted as bad_timestamp. A Float metric came widened (75.3 as 75.30000305175781, which
+    a rule gt: 75.3 took as over): it is the decimal the node shows. A 4-MB payload of a million metrics once
+    held the agent's loop 10 s: refused before decoding, counted, and the node's next message is read."""
     src = await started(mosquitto.port, [{"topic": "spBv1.0/g/#", "codec": "sparkplug_b"}])
     pub = raw_client(mosquitto.port)
     try:
@@ -221,22 +226,28 @@ async def test_sparkplug_timestamps_of_zero_are_no_time_and_a_million_metrics_ar
         birth.timestamp, birth.seq = 0, 0
         _pb_metric(birth, "bdSeq", datatype=D.INT64, long_value=0)
         _pb_metric(birth, "t", alias=1, datatype=D.DOUBLE, double_value=1.0, timestamp=0)
+        _pb_metric(birth, "f", alias=2, datatype=D.FLOAT, float_value=75.3)
         pub.publish("spBv1.0/g/NBIRTH/n", birth.SerializeToString(), qos=1)
         big = b"\x18\x01" + b"\x12\x02\x10\x01" * 1_000_000  # seq 1, a million metrics {alias: 1}
         assert len(sp._pb().Payload.FromString(big[:14]).metrics) == 3  # what it is, in a few
         data = sp._pb().Payload()
         data.seq = 2
         _pb_metric(data, alias=1, double_value=2.0)  # no timestamp at all
+        seconds = sp._pb().Payload()
+        seconds.seq, seconds.timestamp = 3, int(time.time())  # epoch seconds, not milliseconds
+        _pb_metric(seconds, alias=1, double_value=3.0, timestamp=int(time.time()))
         pub.publish("spBv1.0/g/NDATA/n", big, qos=1)
         pub.publish("spBv1.0/g/NDATA/n", data.SerializeToString(), qos=1)
-        got = await collect(src, lambda g: len(g) >= 2, 10)
+        pub.publish("spBv1.0/g/NDATA/n", seconds.SerializeToString(), qos=1)
+        got = await collect(src, lambda g: len(g) >= 4, 10)
     finally:
         pub.loop_stop()
         await src.stop()
-    assert [r.value for r in got] == [1.0, 2.0]
+    assert [r.value for r in got] == [1.0, 75.3, 2.0, 3.0]
     for r in got:
         assert r.timestamp == r.received_at, r
     assert src.stats.errors_by_reason.get("too_many_metrics") == 1  # refused whole, none of its metrics read
+    assert src.stats.errors_by_reason.get("bad_timestamp") == 2  # the payload's and the metric's
 
 
 # ---- a bare socket posing as a broker: Mosquitto refuses these topics, other brokers may not ----------
@@ -327,7 +338,8 @@ async def test_one_bad_field_skips_that_field_not_the_messages_others_and_text_n
     """An 8-channel module sends NaN for an open thermocouple, a gateway null for a tag it lost: the whole
     message was refused, so one broken channel silenced every other one for as long as it stayed broken.
     Now the bad field is counted and skipped and the others are read. A device that sends its numbers as
-    text ({"temp": "21.5"}) gave nothing and said nothing: it is now the no_numeric_field notice."""
+    text ({"temp": "21.5"}) gave nothing and said nothing: it is now the no_numeric_field notice. A
+    timestamp of null (a device whose clock is not set) refused the message: it is the receive time."""
     subs = [
         {"topic": "daq/#"},
         {"topic": "gw/#", "json_mapping": {"values": {"a": "a", "b": "b", "w": "w"}}},
@@ -338,17 +350,16 @@ async def test_one_bad_field_skips_that_field_not_the_messages_others_and_text_n
         pub.publish("daq/1", b'{"ts": 10, "ch1": 1.5, "ch2": NaN, "ch3": 2.5, "ch4": 1e999}', qos=1)
         pub.publish("gw/1", b'{"ts": 10, "a": 3.5, "b": null, "w": [1, NaN]}', qos=1)
         pub.publish("daq/2", b'{"ts": 10, "temp": "21.5"}', qos=1)
+        pub.publish("daq/4", b'{"ts": null, "clockless": 4}', qos=1)  # no synchronised clock: receive time
         pub.publish("daq/3", b'{"ts": 11, "end": 1}', qos=1)
         got = await collect(src, lambda g: any(r.tag == "daq/3/end" for r in g), 5)
     finally:
         pub.loop_stop()
         await src.stop()
-    assert {r.tag: r.value for r in got} == {
-        "daq/1/ch1": 1.5,
-        "daq/1/ch3": 2.5,
-        "gw/1/a": 3.5,
-        "daq/3/end": 1,
-    }
+    values = {r.tag: r.value for r in got}
+    assert values == {"daq/1/ch1": 1.5, "daq/1/ch3": 2.5, "gw/1/a": 3.5, "daq/4/clockless": 4, "daq/3/end": 1}
+    (clockless,) = [r for r in got if r.tag == "daq/4/clockless"]
+    assert clockless.timestamp == clockless.received_at
     assert src.stats.errors_by_reason == {"non_finite": 3, "wrong_type": 1}, src.stats.errors_by_reason
     notice = src.notices.status()["no_numeric_field"]
     assert notice["count"] == 1 and "daq/2" in notice["message"]

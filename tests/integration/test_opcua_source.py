@@ -717,7 +717,9 @@ async def test_arrays_of_texts_bytes_truths_and_big_integers_keep_their_items_an
     changed type with its content), 'nan' texts and empty texts came as NaN with quality BAD, bytes and
     truth values as numbers, an Int64 id past 2**53 lost its last digits; a Variant[] array gave member
     tags such as VariantArr/0/VariantType and an XmlElement Xml/Value. Now only numbers become float64
-    arrays (whole numbers while exact), the rest stays a list of plain items."""
+    arrays (whole numbers while exact), the rest stays a list of plain items. A scalar REAL (Float) came
+    widened, 75.3 as 75.30000305175781 (a rule gt: 75.3 tripped on what the PLC shows as 75.3): it is now
+    the decimal the PLC shows."""
     from asyncua import ua
 
     from tests.support.peers import opcua_server
@@ -737,6 +739,9 @@ async def test_arrays_of_texts_bytes_truths_and_big_integers_keep_their_items_an
         "Empty": ua.Variant([], V.Double),
         "Mixed": ua.Variant([ua.Variant(1, V.Int32), ua.Variant("a", V.String)], V.Variant),
         "Doc": ua.Variant(ua.XmlElement("<a/>"), V.XmlElement),
+        "Temp": ua.Variant(75.3, V.Float),
+        "Limit": ua.Variant(0.3, V.Float),
+        "Reals": ua.Variant([0.3, 75.3], V.Float),  # a waveform: its samples as they are
     }
     for name, v in values.items():
         dtype = ua.NodeId(ua.ObjectIds.BaseDataType) if v.VariantType is V.Variant else None
@@ -757,6 +762,8 @@ async def test_arrays_of_texts_bytes_truths_and_big_integers_keep_their_items_an
         for t, want in (("Bins", [1.0, 2.0, 3.0]), ("Wave", [0.5, 1.5]), ("Empty", [])):
             assert isinstance(v[t], np.ndarray) and v[t].dtype == np.float64 and v[t].tolist() == want
         assert v["Mixed"] == [1, "a"] and v["Doc"] == "<a/>"
+        assert (v["Temp"], v["Limit"]) == (75.3, 0.3) and type(v["Temp"]) is float
+        assert v["Reals"].tolist() == np.array([0.3, 75.3], dtype=np.float32).astype(np.float64).tolist()
         assert "non_finite" not in src.stats.errors_by_reason
     finally:
         await src.stop()
