@@ -240,6 +240,9 @@ _REFUSED = {
 # a value's status with InfoType DataValue and the Overflow bit: the monitored item's queue overflowed
 # before it, so the server dropped older values (Part 4, 7.39.1)
 _OVERFLOW = 0x0400 | 0x0080
+# a value's status with the SemanticsChanged bit: the node's metadata (EURange, units, a waveform's
+# XAxisDefinition) changed, and a client should read it again (Part 4, 7.39.1)
+_SEMANTICS_CHANGED = 0x4000
 
 
 _WRITABLE = (
@@ -1131,6 +1134,7 @@ class OpcUaSource:
         # node id -> what the server granted its monitored item, when far from what was asked (said once)
         self.revised: dict[str, str] = {}
         self.overflows: dict[str, int] = {}  # tag -> values the server said it dropped from its queue
+        self._axis_reads: dict[str, asyncio.Task] = {}  # tag -> its XAxisDefinition being read again
 
     def _on_oversize(self, size: int) -> None:
         self._oversize = size
@@ -1330,8 +1334,11 @@ class OpcUaSource:
         readings: one, or one per member of a structure (a Siemens UDT, a Beckhoff STRUCT) or an array
         of them."""
         status = getattr(dv, "StatusCode", None)
-        if status is not None and status.value & _OVERFLOW == _OVERFLOW:
-            self._overflowed(tag)
+        if status is not None and status.value & (_OVERFLOW | _SEMANTICS_CHANGED):
+            if status.value & _OVERFLOW == _OVERFLOW:
+                self._overflowed(tag)
+            if status.value & _SEMANTICS_CHANGED and tag in self._rates.span_s:
+                self._axis_changed(nodeid, tag)
         if isinstance(val, list):
             if not val:  # an empty array of numbers is an empty float64 array, as a full one is
                 val = np.empty(0) if dv.Value is not None and dv.Value.VariantType in _NUMERIC else []
@@ -1357,6 +1364,37 @@ class OpcUaSource:
             _quality(dv.StatusCode),
             self._rates.rate_for(tag, val),
         )
+
+    def _axis_changed(self, nodeid: ua.NodeId, tag: str) -> None:
+        """The server flagged a change of the waveform's metadata (SemanticsChanged): its XAxisDefinition,
+        and so its sample rate, may differ now (a sensor set to another rate at run time). The rate read at
+        connect is dropped at once and the axis read again; readings until then carry no stated rate."""
+        self._rates.span_s.pop(tag, None)
+        client = self._client
+        if client is None or tag in self._axis_reads:
+            return
+        self.notices.note(
+            "semantics_changed",
+            "opcua source %s: tag %s: the server flagged its metadata changed (SemanticsChanged); its "
+            "XAxisDefinition (sample rate) is read again",
+            self.name,
+            tag,
+        )
+
+        async def read_again() -> None:
+            try:
+                async with asyncio.timeout(self.settings.connect_timeout_s):
+                    await self._rates.setup(client, "x_axis", tag, client.get_node(nodeid), self._resolve)
+            except (RateError, ua.UaError, TimeoutError, OSError) as e:
+                msg = (
+                    f"tag {tag}: its XAxisDefinition, read again after SemanticsChanged, gives no rate ({e})"
+                )
+                self.stats.error("sample_rate", msg)
+                self._burst.log(f"rate:{tag}", "opcua source %s: %s", self.name, msg)
+            finally:
+                self._axis_reads.pop(tag, None)
+
+        self._axis_reads[tag] = asyncio.get_running_loop().create_task(read_again())
 
     def _overflowed(self, tag: str) -> None:
         """The server's queue for this node overflowed before this value: it dropped older ones (the

@@ -6,8 +6,8 @@ Two ways servers state it, both read here:
   ``YArrayItemType`` whose mandatory ``XAxisDefinition`` property (``AxisInformation``) gives the x
   axis' engineering units and ``EURange``; with ``axisSteps`` null the points are equidistant, the
   first at ``Low`` and the last at ``High``, so a time waveform of N samples is sampled at
-  ``(N - 1) / (High - Low)`` (units s, ms or µs). Read once per connection (the server flags a change
-  with SemanticsChanged; a reconnect reads it again).
+  ``(N - 1) / (High - Low)`` (units s, ms or µs). Read at each connection, and again when a value of
+  the waveform carries the SemanticsChanged status bit (the server's flag that its metadata changed).
 - a node id: many condition-monitoring devices publish the rate as its own variable next to the
   waveform (``SampleRate``, ``SamplingFrequency``, in Hz). It is read at connect and subscribed, so a
   change at run time reaches the pipeline with the next waveform: of every waveform that names it (a

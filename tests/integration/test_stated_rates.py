@@ -33,7 +33,9 @@ async def _server(port: int):
         EngineeringUnits=ua.EUInformation(UnitId=4403766, DisplayName=ua.LocalizedText("ms")),
         EURange=ua.Range(Low=0.0, High=(N - 1) / 25.6),
     )  # 2048 samples at 25.6 kHz
-    await x.add_property(ua.NodeId("VibX.XAxisDefinition", idx), ua.QualifiedName("XAxisDefinition", 0), axis)
+    x_axis = await x.add_property(
+        ua.NodeId("VibX.XAxisDefinition", idx), ua.QualifiedName("XAxisDefinition", 0), axis
+    )
     y = await obj.add_variable(ua.NodeId("VibY", idx), "VibY", np.zeros(N).tolist(), ua.VariantType.Double)
     rate = await obj.add_variable(
         ua.NodeId("VibY.SampleRate", idx), "SampleRate", 25600.0, ua.VariantType.Double
@@ -42,12 +44,12 @@ async def _server(port: int):
     # a second axis of the sensor whose rate VibY.SampleRate states too (short: only its rate is checked)
     w = await obj.add_variable(ua.NodeId("VibW", idx), "VibW", np.zeros(64).tolist(), ua.VariantType.Double)
     await srv.start()
-    return srv, idx, (x, y, z, w), rate
+    return srv, idx, (x, y, z, w), rate, x_axis
 
 
 async def test_opcua_x_axis_and_rate_node_state_the_rate_and_a_change_skips_windows():
     port = free_port()
-    srv, idx, nodes, rate_node = await _server(port)
+    srv, idx, nodes, rate_node, x_axis = await _server(port)
     rng = np.random.default_rng(0)
 
     async def produce():
@@ -125,6 +127,16 @@ async def test_opcua_x_axis_and_rate_node_state_the_rate_and_a_change_skips_wind
         m = len(got["VibY"])
         await asyncio.wait_for(read(lambda: len(got["VibY"]) > m + 1), 15)
         assert got["rate"][-1].quality is Quality.UNCERTAIN and got["VibY"][-1].rate_hz is None
+        # the sensor behind VibX set to 51.2 kHz: the server changes its XAxisDefinition and flags the next
+        # value SemanticsChanged (Part 4, 7.39.1); the axis was read at connect only, so the old rate stayed
+        axis = await x_axis.read_value()
+        axis.EURange = ua.Range(Low=0.0, High=(N - 1) / 51.2)
+        await x_axis.write_value(axis)
+        changed = ua.StatusCode(0x4000)  # Good, SemanticsChanged
+        wave = ua.Variant(np.zeros(N).tolist(), ua.VariantType.Double)
+        await nodes[0].write_value(ua.DataValue(Value=wave, StatusCode=changed))
+        await asyncio.wait_for(read(lambda: got["VibX"][-1].rate_hz == 51200.0), 15)
+        assert src.notices.counts.get("semantics_changed") == 1
     finally:
         writer.cancel()
         await src.stop()
