@@ -20,7 +20,8 @@ A source timestamp older than the tag's previous one is counted as ``out_of_orde
 passed on. A node that does not exist is reported by name (``stats.errors_by_reason['node']``)
 and the other nodes stay subscribed. A monitored item the server grants a smaller queue than asked, or a
 much slower sampling interval, is said once per node (``queue_revised`` / ``sampling_revised``,
-``revised``): the values it then drops are never reported; a value whose status carries the Overflow bit
+``revised``), and a subscription published much less often than asked once (``publishing_revised``): the
+values it then drops are never reported; a value whose status carries the Overflow bit
 (the server dropped older ones before it) is counted per tag (``overflows``, ``queue_overflow``). No
 message from the server over ``max_message_bytes`` is held in memory: the connection is closed, counted
 as ``too_large``, and the source reconnects.
@@ -1135,6 +1136,7 @@ class OpcUaSource:
         self.revised: dict[str, str] = {}
         self.overflows: dict[str, int] = {}  # tag -> values the server said it dropped from its queue
         self._axis_reads: dict[str, asyncio.Task] = {}  # tag -> its XAxisDefinition being read again
+        self._publishing_said: str | None = None  # the server's publishing interval, when far from asked
 
     def _on_oversize(self, size: int) -> None:
         self._oversize = size
@@ -1578,6 +1580,7 @@ class OpcUaSource:
         _record_revisions(session, self._revision)
         sub = Subscription(session, params, _Handler(self))
         got = await sub.init()
+        self._publishing_revised(interval, float(got.RevisedPublishingInterval or interval))
         revised_s = (got.RevisedPublishingInterval or interval) / 1000.0
         self._sub_silence_s = (
             2 * revised_s * max(got.RevisedMaxKeepAliveCount or keepalive, 1)
@@ -1605,6 +1608,30 @@ class OpcUaSource:
                 if isinstance(r, ua.StatusCode):
                     self._tags.pop(node.nodeid, None)
                     self._node_error(node.nodeid.to_string(), r.name)
+
+    def _publishing_revised(self, asked_ms: float, got_ms: float) -> None:
+        """A server that publishes much less often than asked (a PLC's minimum publishing interval, 200 or
+        500 ms where 50 were asked) hands over one value per node per publish unless the node's queue holds
+        more: a waveform node that changes between two publishes loses the arrays in between, a fast
+        signal its changes, and the server says nothing (with a queue of one no Overflow bit is set). Said
+        once (log, ``publishing_revised`` notice), again only when the server's answer changes."""
+        if not (got_ms > asked_ms * 1.5 and got_ms - asked_ms >= 1.0):
+            self._publishing_said = None
+            return
+        msg = (
+            f"opcua source {self.name}: publishing_interval_ms {asked_ms:g} asked, the server publishes every "
+            f"{got_ms:g} ms: a node that changes more often than that gives only its latest value(s) per "
+            "publish (as many as its queue_size), and the server drops the others unreported; raise the "
+            "queue_size of fast nodes to the changes they make in that time, or lower the server's minimum "
+            "publishing interval"
+        )
+        if self._publishing_said == msg:
+            return  # said already (a reconnect got the same answer)
+        self._publishing_said = msg
+        first = "publishing_revised" not in self.notices.counts
+        self.notices.note("publishing_revised", "%s", msg)  # logs the first one
+        if not first:
+            log.warning("%s", msg)
 
     def _revision(self, nodeid: ua.NodeId, asked: ua.MonitoringParameters, got: Any) -> None:
         """One monitored item as the server created it: a queue smaller than asked, or a sampling interval

@@ -1,7 +1,8 @@
 """A server that grants a monitored item less than asked (a queue of 2 where 100 were asked, a sampling
-interval of 200 ms where 10 were asked) drops values between samples or publishes without a word; the
-source reads what the server granted from its answer and says it once per node. Against a real asyncua
-server on a free loopback port whose monitored-item queue limit is 2."""
+interval of 200 ms where 10 were asked) drops values between samples or publishes without a word, as does
+one that publishes less often than asked with a queue of one; the source reads what the server granted
+from its answer and says it once per node (once per subscription). Against a real asyncua server on a free
+loopback port whose monitored-item queue limit is 2 and minimum publishing interval 400 ms."""
 
 from __future__ import annotations
 
@@ -27,6 +28,15 @@ async def test_a_queue_or_sampling_interval_the_server_revised_down_is_said_once
     port = free_port()
     srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
     srv.iserver.max_monitored_item_queue_size = 2  # the server's limit, as a small PLC's
+    # and a minimum publishing interval of 400 ms, as a PLC's OPC UA server has one (asyncua has none)
+    service = srv.iserver.subscription_service
+    create = service.create_subscription
+
+    async def at_least_400_ms(params, *args, **kw):
+        params.RequestedPublishingInterval = max(params.RequestedPublishingInterval, 400.0)
+        return await create(params, *args, **kw)
+
+    service.create_subscription = at_least_400_ms
     for name in ("Fast", "Plain"):
         await obj.add_variable(ua.NodeId(name, idx), name, 0.0)
     await srv.start()
@@ -49,18 +59,21 @@ async def test_a_queue_or_sampling_interval_the_server_revised_down_is_said_once
         await _until(lambda: src.state.value == "connected", f"not connected: {src.stats.last_error}")
         # before: asyncua dropped the server's revised values; nothing was said and /status showed nothing
         counts = {k: v["count"] for k, v in src.notices.status().items()}
-        assert counts == {"queue_revised": 1, "sampling_revised": 1}, counts
+        assert counts == {"queue_revised": 1, "sampling_revised": 1, "publishing_revised": 1}, counts
         said = [r.getMessage() for r in caplog.records if "asked, the server" in r.getMessage()]
-        assert len(said) == 2 and all("tag Fast" in m for m in said), said
+        (publishing,) = [m for m in said if "publishing_interval_ms 200 asked" in m]
+        assert "the server publishes every 400 ms" in publishing, said
+        assert len(said) == 3 and all("tag Fast" in m for m in said if m != publishing), said
         fast = f"ns={idx};s=Fast"
         assert list(src.revised) == [fast], src.revised
         assert "queue_size 100 asked, the server keeps 2" in src.revised[fast]
-        assert "sampling_interval_ms 10 asked, the server samples every 200 ms" in src.revised[fast]
+        assert "sampling_interval_ms 10 asked, the server samples every 400 ms" in src.revised[fast]
         src._lost.set()  # the connection is lost: a fresh session subscribes again and gets the same answer
         await _until(lambda: src.stats.reconnects >= 1 and src.state.value == "connected", "no reconnect")
         await asyncio.sleep(0.1)
         assert [r.getMessage() for r in caplog.records if "asked, the server" in r.getMessage()] == said
         assert src.notices.status()["queue_revised"]["count"] == 1
+        assert src.notices.status()["publishing_revised"]["count"] == 1
     finally:
         await src.stop()
         await srv.stop()
