@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -60,6 +61,16 @@ def quiet_gc() -> None:
             )
 
     gc.callbacks.append(said_long)
+
+
+def quiet_grpc_log() -> None:
+    """grpc's own log at ERROR and above, unless ``GRPC_VERBOSITY`` is set (before grpc starts: read once).
+
+    grpc logged every TLS handshake it refused (a client without a certificate of the fleet's CA: anyone who can
+    reach the port) as one INFO line on the service's stderr: ~350 lines a second from one client looping on 2
+    cores (bench/tenant_neighbour_bench.py), the service's log disk, every tenant's, filled by someone who has no
+    certificate at all. ``GRPC_VERBOSITY=INFO`` shows them again when looking for a client that cannot connect."""
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+    quiet_grpc_log()
     from cloud_trainer.fleet.service import FleetServer
 
     async def run() -> None:

@@ -224,3 +224,36 @@ async def test_one_tenants_batches_waiting_for_the_store_leave_the_service_threa
     acks = await asyncio.gather(*pushes)
     assert sum(a[0].stored for a in acks) == 40  # acme's batches, each written once the store was free
     assert srv.store.stats(tenant="acme")["records"] == 44
+
+
+async def test_tls_handshakes_refused_by_the_service_write_nothing_to_its_log(tmp_path, monkeypatch):
+    """A client with a certificate of another CA (no certificate of the fleet's at all) connecting in a loop:
+    `cloud-trainer serve` wrote one line per refused handshake to its log (grpc's INFO), ~350 a second from one
+    client, filling the log disk every tenant's service shares. grpc's own log is at ERROR now (unless
+    ``GRPC_VERBOSITY`` is set); an agent of the fleet is answered as ever."""
+    from tests.support.fleet import ServerProcess, make_pki
+
+    monkeypatch.delenv("GRPC_VERBOSITY", raising=False)  # the service's default, whatever this shell sets
+    pki = make_pki(tmp_path / "pki", agents=("gw1",), admins=())
+    init_ca(tmp_path / "rogue")
+    issue(tmp_path / "rogue", "gw1", ROLE_AGENT, tmp_path / "rogue" / "agents" / "gw1")
+    (tmp_path / "rogue" / "ca.pem").write_bytes((pki / "ca.pem").read_bytes())  # it trusts the service
+    log = tmp_path / "server.log"
+    with log.open("w") as err:
+        srv = ServerProcess(tmp_path / "cloud", pki, stderr=err).start()
+    try:
+        rogue = FleetClient(cloud_settings(tmp_path / "rogue", srv.port, "gw1"))
+        rogue.open()
+        for _ in range(5):
+            with pytest.raises(grpc.aio.AioRpcError) as ei:
+                await rogue.stub.Heartbeat(pb.HeartbeatRequest(), timeout=10)
+            assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
+        await rogue.close()
+        agent = FleetClient(cloud_settings(pki, srv.port, "gw1"))
+        agent.open()
+        await agent.stub.Heartbeat(pb.HeartbeatRequest(), timeout=10)
+        await agent.close()
+    finally:
+        srv.stop()
+    lines = log.read_text(errors="replace").splitlines()
+    assert not [ln for ln in lines if "andshake" in ln], lines[:3]

@@ -38,9 +38,12 @@ def cloud_settings(pki: Path, port: int, agent: str = "gw1", **kw):
 class ServerProcess:
     """`cloud-trainer serve` as a real process (killable with SIGKILL, restartable on the same port)."""
 
-    def __init__(self, data: Path, pki: Path, port: int | None = None, args: list[str] | None = None) -> None:
+    def __init__(
+        self, data: Path, pki: Path, port: int | None = None, args: list[str] | None = None, stderr=None
+    ) -> None:
         self.data, self.pki, self.port = data, pki, port or free_port()
         self.args = args or []
+        self.stderr = stderr  # a file for the server's stderr (default: discarded)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> ServerProcess:
@@ -61,7 +64,7 @@ class ServerProcess:
             ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=self.stderr if self.stderr is not None else subprocess.DEVNULL,
             text=True,
         )
         line = self.proc.stdout.readline()
