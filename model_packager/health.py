@@ -22,6 +22,12 @@ from model_packager.condition import FEATURES
 
 SCALE_FLOOR = 0.05  # of a feature's own magnitude, so a near-constant feature cannot alarm on noise
 LOG_FEATURES = [i for i, k in enumerate(FEATURES) if k not in ("kurtosis", "crest")]  # logs of amplitudes
+# The least robust spread of a log feature (amplitudes, envelope prominences): one robust deviation is
+# at least a 16 % change. An hour of commissioning at one load sees levels steadier than a healthy
+# machine keeps over days (a shift's load, the day's temperature, a product change move its levels by
+# 1.3-2x); scaled by that hour's spread alone, such a change read as tens of deviations and alarmed.
+LOG_SCALE_FLOOR = 0.15
+TAIL_WINDOWS = 5  # learned windows above the empirical quantile a threshold rests on
 
 
 def robust_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -32,9 +38,17 @@ def robust_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return med, scale
 
 
+def scoring_scale(scale: np.ndarray) -> np.ndarray:
+    """The spread a rise is measured in: the learned one, at least ``LOG_SCALE_FLOOR`` for the log
+    features. Applied when scoring, not stored, so a baseline learned before is scored the same way."""
+    out = np.array(scale, dtype=np.float64)
+    out[LOG_FEATURES] = np.maximum(out[LOG_FEATURES], LOG_SCALE_FLOOR)
+    return out
+
+
 def rise(x: np.ndarray, med: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """The largest one-sided robust z per row (rises only)."""
-    z = (np.atleast_2d(x) - med) / scale
+    """The largest one-sided robust z per row (rises only), in ``scoring_scale`` deviations."""
+    z = (np.atleast_2d(x) - med) / scoring_scale(scale)
     return np.clip(z, 0, None).max(axis=1)
 
 
@@ -48,7 +62,9 @@ def confirmed_quantile(scores: np.ndarray, far: float, confirm: int) -> float:
     Windows are taken as independent: the per-window rate p with p**confirm = far."""
     p = far ** (1.0 / confirm)
     s = np.sort(scores)
-    q = float(np.quantile(s, 1 - p))
+    # the empirical quantile only as far into the tail as the learned windows reach (5 of them above
+    # it): beyond, one transient among 60 windows (a door slam) would set the threshold by itself
+    q = float(np.quantile(s, 1 - max(p, min(0.5, TAIL_WINDOWS / len(s)))))
     # a tail fit on the log-scores guards against too few learned windows for a small p
     ls = np.log(s + 1e-9)
     mu, sd = float(np.median(ls)), float(1.4826 * np.median(np.abs(ls - np.median(ls)))) + 1e-6

@@ -27,7 +27,7 @@ from model_packager.life import LifeRun, fit_life_prior
 
 MIN_HEALTHY = 20  # leading healthy windows a run needs to commission its baseline
 MAX_HEALTHY = 360
-FALSE_ALARM_RATE, CONFIRM = 0.005, 2  # the agent's defaults (edge_agent.maintenance.settings)
+FALSE_ALARM_RATE, CONFIRM = 1e-4, 2  # the agent's defaults (edge_agent.maintenance.settings)
 SPEED_RANGE_HZ = (300.0 / 60, 6000.0 / 60)
 
 

@@ -41,7 +41,7 @@ from model_packager.condition import (
     feature_vector,
     iso_zone,
 )
-from model_packager.health import growth, out_of_fold_threshold, rise, robust_stats
+from model_packager.health import growth, out_of_fold_threshold, rise, robust_stats, scoring_scale
 from protocols.events import Event, EventKind
 
 log = logging.getLogger(__name__)
@@ -403,17 +403,21 @@ class Baseline:
         if f["speed_estimated"] and self.speed_hz:
             self.speed_hz = 0.9 * self.speed_hz + 0.1 * f["speed_hz"]
         med, scale, extrapolated = self._band_stats(f["speed_hz"])
-        z = (row - med) / scale
-        v.sensor_kind, v.sensor = self._sensor_suspect(row, med, scale, z) or (None, None)
+        v.sensor_kind, v.sensor = self._sensor_suspect(row, med, scale, (row - med) / scale) or (None, None)
         if v.sensor is not None:  # the sensor's scale, not the machine: no window in a row towards an alarm
             self._iso_over = self._over = 0
             v.iso_alarm = False
             v.threshold = self.threshold
             return v
+        z = (row - med) / scoring_scale(scale)  # a load's 1.3-2x is not tens of deviations
         v.score = float(np.clip(z, 0, None).max())
         v.threshold = self.threshold
         v.extrapolated = extrapolated
-        v.anomalous = v.score >= (self.threshold or math.inf)
+        # a speed the asset was never commissioned at (a run-down, a stop, a restart, a drive set
+        # elsewhere) has no reference: its window is not judged and does not count towards an alarm
+        # (scored against another speed's statistics, a run-down's lines and a stopped machine's hum
+        # read as a fault: NG on a healthy machine at every stop)
+        v.anomalous = not extrapolated and v.score >= (self.threshold or math.inf)
         self._over = self._over + 1 if v.anomalous else 0
         v.alarm = self._over >= self.s.confirm_windows
         v.rises = {fam: float(max(z[_FEATURE_INDEX[k]] for k in ks)) for fam, ks in FAULT_FEATURES.items()}

@@ -142,6 +142,7 @@ class Monitor:
                 and v.score is not None
                 and v.growth is not None
                 and v.threshold
+                and not v.extrapolated  # judged against another speed's statistics: no health index
             ):
                 scale = 3600.0 if self.s.life_unit == "h" else 1.0
                 est = self.life.update(window.end_ts, v.growth, v.anomalous)
@@ -172,7 +173,7 @@ class Monitor:
             res.anomaly_score = res.score
             # a speed the asset was not commissioned at: no reference to judge by (say so, not OK/NG)
             res.verdict = "NG" if v.alarm else "OK"
-            if v.extrapolated and not v.alarm:
+            if v.extrapolated:  # not judged (v.alarm is False): neither OK nor NG
                 _unsure(res, f"baseline: shaft speed {60 * (v.speed_hz or 0):.0f} rpm was not commissioned")
             if v.alarm:
                 res.label = v.fault

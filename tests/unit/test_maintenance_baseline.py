@@ -190,7 +190,7 @@ def test_cli_status_and_relearn_on_the_data_folder(tmp_path, manifests, capsys):
         mon.process(_window(m, i))
     assert main(["baseline", "status", "health", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "health: ready, learned" in out and "on 20 windows" in out and "false-alarm rate of 0.005" in out
+    assert "health: ready, learned" in out and "on 20 windows" in out and "false-alarm rate of 0.0001" in out
     assert main(["baseline", "relearn", "health", str(path), "--reason", "bearing replaced"]) == 0
     assert relearn_path(tmp_path / "data", "health").exists()
     v = mon.process(_window(m, 21))
