@@ -8,7 +8,8 @@ Every failure is a ``CodecError(reason, detail)`` with a stable ``reason`` key:
 ``malformed_json``, ``wrong_type``, ``missing_field``, ``non_finite``, ``bad_timestamp``,
 ``duplicate_key`` (a key given twice in one object: parsers disagree on which value counts),
 ``too_many_values`` (over ``MAX_VALUES`` fields or records in one message).
-ISO 8601 times without a zone are UTC. A timestamp field that is null is taken as absent (the receive time).
+ISO 8601 times without a zone are UTC. A timestamp field that is null is taken as absent (the receive time);
+an epoch time quoted as text (``"1701388800123"``) is read as its number.
 A waveform's sample rate may ride in the payload (``{"v": [...], "sample_rate_hz": 25600}``):
 ``JsonMapping.rate_field`` names the field (``auto``: the first of ``RATE_FIELDS`` present), and
 ``compile_decoder(..., rates=True)`` gives it as a fourth element of each array value's tuple.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -86,6 +88,8 @@ MS_LOOKS_LIKE_S = (1e9, 1e10)  # epoch milliseconds that are this century's epoc
 
 
 _MISSING = object()
+# a plain decimal number as text: an epoch time some gateways quote
+_DECIMAL = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,9})?\Z")
 # values one message may give: a few bytes each, 8 MB of JSON holds 700,000, which took 5 s of the agent's
 # loop to turn into readings (every other source and the status page waited)
 MAX_VALUES = 100_000
@@ -181,6 +185,10 @@ def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)
         return dt.timestamp()
+    if type(v) is str and _DECIMAL.match(v):
+        # epoch time sent as text ("1701388800123", as some gateways quote every value): a time has no
+        # leading zeros to keep, and no setting could read such a device otherwise
+        v = int(v) if v.lstrip("-").isdigit() else float(v)
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise CodecError(
             "wrong_type", f"timestamp {name!r} is {type(v).__name__}; expected a number ({fmt.value})"

@@ -339,7 +339,8 @@ async def test_one_bad_field_skips_that_field_not_the_messages_others_and_text_n
     message was refused, so one broken channel silenced every other one for as long as it stayed broken.
     Now the bad field is counted and skipped and the others are read. A device that sends its numbers as
     text ({"temp": "21.5"}) gave nothing and said nothing: it is now the no_numeric_field notice. A
-    timestamp of null (a device whose clock is not set) refused the message: it is the receive time."""
+    timestamp of null (a device whose clock is not set) refused the message: it is the receive time; an
+    epoch time quoted as text ("1700000000.5") refused it too: it is read as its number."""
     subs = [
         {"topic": "daq/#"},
         {"topic": "gw/#", "json_mapping": {"values": {"a": "a", "b": "b", "w": "w"}}},
@@ -351,15 +352,25 @@ async def test_one_bad_field_skips_that_field_not_the_messages_others_and_text_n
         pub.publish("gw/1", b'{"ts": 10, "a": 3.5, "b": null, "w": [1, NaN]}', qos=1)
         pub.publish("daq/2", b'{"ts": 10, "temp": "21.5"}', qos=1)
         pub.publish("daq/4", b'{"ts": null, "clockless": 4}', qos=1)  # no synchronised clock: receive time
+        pub.publish("daq/5", b'{"ts": "1700000000.5", "quoted": 5}', qos=1)  # a gateway that quotes its times
         pub.publish("daq/3", b'{"ts": 11, "end": 1}', qos=1)
         got = await collect(src, lambda g: any(r.tag == "daq/3/end" for r in g), 5)
     finally:
         pub.loop_stop()
         await src.stop()
     values = {r.tag: r.value for r in got}
-    assert values == {"daq/1/ch1": 1.5, "daq/1/ch3": 2.5, "gw/1/a": 3.5, "daq/4/clockless": 4, "daq/3/end": 1}
-    (clockless,) = [r for r in got if r.tag == "daq/4/clockless"]
-    assert clockless.timestamp == clockless.received_at
+    assert values == {
+        "daq/1/ch1": 1.5,
+        "daq/1/ch3": 2.5,
+        "gw/1/a": 3.5,
+        "daq/4/clockless": 4,
+        "daq/5/quoted": 5,
+        "daq/3/end": 1,
+    }
+    stamps = {r.tag: r.timestamp - r.received_at for r in got}
+    assert stamps["daq/4/clockless"] == 0 and [r.timestamp for r in got if r.tag == "daq/5/quoted"] == [
+        1700000000.5
+    ]
     assert src.stats.errors_by_reason == {"non_finite": 3, "wrong_type": 1}, src.stats.errors_by_reason
     notice = src.notices.status()["no_numeric_field"]
     assert notice["count"] == 1 and "daq/2" in notice["message"]
