@@ -41,6 +41,13 @@ class BlobCorrupt(ValueError):
     pass
 
 
+class Staged:
+    """Bytes written for a blob that is not one yet (``LocalBlobStore.stage``; ``S3BlobStore`` keeps the bytes)."""
+
+    def __init__(self, digest: str, tmp: Path | None = None, data: bytes | None = None) -> None:
+        self.digest, self.tmp, self.data = digest, tmp, data
+
+
 class BlobStore(Protocol):
     def put_bytes(self, data: bytes) -> str: ...
     def put_file(self, path: Path) -> str: ...
@@ -102,11 +109,33 @@ class LocalBlobStore:
     def put_bytes(self, data: bytes) -> str:
         return self.put_stream(iter([data]))
 
+    def stage(self, data: bytes) -> Staged:
+        """Write ``data`` to a temporary file and sync it to disk, not yet a blob: ``commit`` makes it one (a
+        rename, no data written), ``discard`` forgets it. The fleet store stages a batch's samples before its
+        transaction, so that the slow part (writing and syncing the bytes) holds no lock other writers wait for."""
+        tmp, digest = self._write(iter([data]))
+        return Staged(digest, tmp)
+
+    def commit(self, staged: Staged) -> str:
+        if staged.tmp is None:
+            raise ValueError(f"blob {staged.digest[:16]}…: already committed or discarded")
+        tmp, staged.tmp = staged.tmp, None
+        return self._commit(tmp, staged.digest)
+
+    def discard(self, staged: Staged) -> None:
+        if staged.tmp is not None:
+            staged.tmp.unlink(missing_ok=True)
+            staged.tmp = None
+
     def put_file(self, path: Path) -> str:
         with open(path, "rb") as f:
             return self.put_stream(iter(lambda: f.read(_CHUNK), b""))
 
     def put_stream(self, chunks: Iterable[bytes]) -> str:
+        tmp, digest = self._write(chunks)
+        return self._commit(tmp, digest)
+
+    def _write(self, chunks: Iterable[bytes]) -> tuple[Path, str]:
         h = hashlib.sha256()
         tmp_dir = self.root / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +150,7 @@ class LocalBlobStore:
         except BaseException:
             Path(name).unlink(missing_ok=True)
             raise
-        return self._commit(Path(name), h.hexdigest())
+        return Path(name), h.hexdigest()
 
     def exists(self, digest: str) -> bool:
         return self._path(digest).exists()
@@ -227,6 +256,19 @@ class S3BlobStore:
         if self._head(digest) is None:
             self.client.put_object(Bucket=self.bucket, Key=self.key(digest), Body=data)
         return digest
+
+    def stage(self, data: bytes) -> Staged:
+        """Nothing written yet: an object is uploaded whole or not at all (``commit``)."""
+        return Staged(hashlib.sha256(data).hexdigest(), data=data)
+
+    def commit(self, staged: Staged) -> str:
+        if staged.data is None:
+            raise ValueError(f"blob {staged.digest[:16]}…: already committed or discarded")
+        data, staged.data = staged.data, None
+        return self.put_bytes(data)
+
+    def discard(self, staged: Staged) -> None:
+        staged.data = None
 
     def put_file(self, path: Path) -> str:
         h = hashlib.sha256()

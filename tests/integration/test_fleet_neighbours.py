@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import hashlib
 import os
 import threading
 import time
@@ -257,3 +258,90 @@ async def test_tls_handshakes_refused_by_the_service_write_nothing_to_its_log(tm
         srv.stop()
     lines = log.read_text(errors="replace").splitlines()
     assert not [ln for ln in lines if "andshake" in ln], lines[:3]
+
+
+class SlowBlobDisk:
+    """The service's real blob folder (an injected seam) on a disk whose first sample write waits until
+    ``release`` (or ``give_up_s``, so that a test whose service it holds fails instead of hanging)."""
+
+    def __init__(self, inner, give_up_s: float = 8.0, shared=None) -> None:
+        self.inner, self.give_up_s = inner, give_up_s
+        self.s = shared or {"entered": threading.Event(), "release": threading.Event(), "gave_up": []}
+
+    def for_tenant(self, tenant):
+        return SlowBlobDisk(self.inner.for_tenant(tenant), self.give_up_s, self.s)
+
+    def _slow(self) -> None:
+        if not self.s["entered"].is_set():
+            self.s["entered"].set()
+            if not self.s["release"].wait(self.give_up_s):
+                self.s["gave_up"].append(True)
+
+    def put_bytes(self, data: bytes) -> str:
+        self._slow()
+        return self.inner.put_bytes(data)
+
+    def stage(self, data: bytes):
+        self._slow()
+        return self.inner.stage(data)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+async def test_one_tenants_sample_bytes_on_a_slow_disk_hold_no_other_tenants_state_report(world, tmp_path):
+    """acme's agent uploads a sample while the blob disk takes its time: beta's heartbeat (a write to the same
+    store) is answered meanwhile. The sample's bytes were written and synced inside the batch's transaction,
+    under the store's write lock, so every tenant's writes waited for acme's disk (a batch of 64 samples of
+    64 KB: beta's heartbeat p99 0.7-1.4 s instead of 15 ms). They are written before it now; the sample is
+    stored once, its blob whole."""
+    from cloud_trainer.blobs import LocalBlobStore
+
+    _, pki, _ = world
+    disk = SlowBlobDisk(LocalBlobStore(tmp_path / "blobs"))
+    srv = FleetServer(
+        tmp_path / "cloud",
+        free_port(),
+        pki / "ca.pem",
+        pki / "server.pem",
+        pki / "server.key",
+        registry=tmp_path / "registry",
+        blobs=disk,
+    )
+    await srv.start()
+    a, b = FleetClient(cloud_settings(pki, srv.port, "a1")), FleetClient(cloud_settings(pki, srv.port, "b1"))
+    a.open()
+    b.open()
+    try:
+        data = os.urandom(64 * 1024)
+        sample = pb.Record(
+            seq=1,
+            kind="sample",
+            t=time.time(),
+            payload=b'{"model": "m"}',
+            sample=data,
+            sample_sha256=hashlib.sha256(data).hexdigest(),
+            sample_ext=".jpg",
+        )
+        push = asyncio.create_task(
+            _acks(a.stub.PushRecords(iter([pb.RecordBatch(records=[sample])]), timeout=30))
+        )
+        await asyncio.to_thread(disk.s["entered"].wait, 10)
+        try:
+            await b.stub.Heartbeat(pb.HeartbeatRequest(labels={"site": "beta"}), timeout=30)
+            assert not disk.s["gave_up"], "beta's heartbeat was answered only once acme's sample was written"
+        finally:
+            disk.s["release"].set()
+        acks = await push
+        assert acks[0].stored == 1
+        assert srv.blobs.for_tenant("acme").get_bytes(sample.sample_sha256) == data
+        assert [s["sha256"] for s in srv.store.samples(tenant="acme")] == [sample.sample_sha256]
+        assert not list((tmp_path / "blobs" / "tenants" / "acme" / "tmp").iterdir())  # nothing left staged
+    finally:
+        await a.close()
+        await b.close()
+        await srv.stop()
+
+
+async def _acks(call) -> list:
+    return [x async for x in call]
