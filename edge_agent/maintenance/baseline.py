@@ -403,7 +403,8 @@ class Baseline:
         if f["speed_estimated"] and self.speed_hz:
             self.speed_hz = 0.9 * self.speed_hz + 0.1 * f["speed_hz"]
         med, scale, extrapolated = self._band_stats(f["speed_hz"])
-        v.sensor_kind, v.sensor = self._sensor_suspect(row, med, scale, (row - med) / scale) or (None, None)
+        found = self._sensor_suspect(row, med, scale, (row - med) / scale, extrapolated)
+        v.sensor_kind, v.sensor = found or (None, None)
         if v.sensor is not None:  # the sensor's scale, not the machine: no window in a row towards an alarm
             self._iso_over = self._over = 0
             v.iso_alarm = False
@@ -427,7 +428,7 @@ class Baseline:
         return v
 
     def _sensor_suspect(
-        self, row: np.ndarray, med: np.ndarray, scale: np.ndarray, z: np.ndarray
+        self, row: np.ndarray, med: np.ndarray, scale: np.ndarray, z: np.ndarray, other_speed: bool = False
     ) -> tuple[str, str] | None:
         """``scale``: every amplitude moved by one common factor of at least ``SCALE_MIN`` (up or down)
         and the window is otherwise as commissioned: the units or the sensor's gain changed (m/s2 read
@@ -435,7 +436,8 @@ class Baseline:
         (imbalance the 1x, misalignment the 2x-3x, a bearing the high band and the envelope).
         ``low_level``: the amplitudes fell ``LOW_LEVEL`` times or more below the commissioned ones,
         whatever the shape: no running machine in the window (a dead or detached sensor, a stopped
-        machine, or a units error), which would otherwise score low, as healthy."""
+        machine, or a units error), which would otherwise score low, as healthy. At a speed the asset
+        was not commissioned at (``other_speed``) only ``low_level``: its level differs anyway."""
         d = row[_AMPLITUDE_INDEX] - med[_AMPLITUDE_INDEX]
         w = 1.0 / scale[_AMPLITUDE_INDEX] ** 2  # the common factor: each amplitude weighed by its steadiness
         g = float(np.dot(w, d) / w.sum())
@@ -451,6 +453,9 @@ class Baseline:
                 + (f", or the units ({hint})" if hint else ", or the sensor's gain")
                 + "; not judged",
             )
+        if other_speed:  # a machine at a speed it was not commissioned at runs at another level (a VFD at
+            # 70 % speed: a third of the acceleration, the same shape): not the sensor's gain
+            return None
         rest = z.copy()
         rest[_AMPLITUDE_INDEX] = (d - g) / scale[_AMPLITUDE_INDEX]
         if float(np.abs(rest).max()) >= self.threshold:  # the shape changed too: judged as it is
