@@ -427,71 +427,52 @@ class FleetServicer(rpc.FleetServicer):
         blobs = self.blobs.for_tenant(who.tenant)
         async for batch in request_iterator:
             await refuse_revoked(context, who, self.revocations)  # revoked while the stream is open
-            # a malformed record refuses the batch before any quota is taken or any byte written
-            if (why := _malformed(batch)) is not None:
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"{why}; nothing of the batch was stored"
-                )
-            samples = sum(len(r.sample) for r in batch.records if r.kind == "sample")
-            try:  # the whole batch is within the quotas, or none of it is stored
-                self.quotas.take_batch(
-                    agent, len(batch.records), sum(len(r.payload) + len(r.sample) for r in batch.records)
-                )
-                if samples:
-                    self.quotas.take_sample(agent, samples)
-            except QuotaExceeded as exc:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-            records, damaged = [], []
-            for r in batch.records:
-                rec = {
-                    "epoch": r.epoch,
-                    "seq": r.seq,
-                    "kind": r.kind,
-                    "t": r.t,
-                    "payload": r.payload.decode("utf-8", "replace"),
-                }
-                if r.kind == "sample" and r.sample:
-                    digest = hashlib.sha256(r.sample).hexdigest()
-                    if r.sample_sha256 and digest != r.sample_sha256:
-                        damaged.append(r.seq)
-                        continue
-                    # the bytes go to the blob store in ingest, only if the record is new and within quota
-                    rec["sample_sha256"], rec["sample_ext"], rec["sample_bytes"], rec["sample_data"] = (
-                        digest,
-                        r.sample_ext,
-                        len(r.sample),
-                        r.sample,
-                    )
-                records.append(rec)
-            if damaged:
-                self._damaged(who, damaged)
             gate = self._ingests.setdefault(who.tenant, asyncio.Semaphore(INGESTS_PER_TENANT))
-            try:
-                async with gate:  # the tenant's other batches wait here, holding no thread
-                    seqs, stored, dup = await asyncio.to_thread(
-                        partial(self.store.ingest, who.name, records, tenant=who.tenant, blobs=blobs)
-                    )
-            except TenantQuotaExceeded as exc:  # the tenant's records or sample bytes of the day
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-            except ValueError as exc:  # a record the store refuses (the checks above should have caught it)
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"{str(exc)[:300]}; nothing of the batch was stored"
-                )
-            except (
-                Exception
-            ) as exc:  # the store failed (down, disk full, a bug): the agent sends the batch again
-                log.exception(
-                    "agent %s (tenant %s): writing a batch of %d records failed",
-                    who.name,
-                    who.tenant,
-                    len(records),
-                )
-                await context.abort(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"the fleet store could not write this batch ({type(exc).__name__}); nothing of it was stored, "
-                    "send it again later",
-                )
+            async with gate:  # the tenant's other batches wait here, holding no thread
+                seqs, stored, dup = await self._ingest(who, agent, batch, blobs, context)
             yield pb.Ack(seqs=seqs, stored=stored, duplicates=dup)
+
+    async def _ingest(self, who: Identity, agent: tuple[str, str], batch, blobs, context):
+        """Check, count and write one batch. The checks and the samples' digests run in a worker thread: on the
+        loop, a batch of 1,000 records held every stream of every tenant for ~13 ms of checks and a batch of
+        16 MB of samples for ~30 ms of hashing."""
+        # a malformed record refuses the batch before any quota is taken or any byte written
+        if (why := await asyncio.to_thread(_malformed, batch)) is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{why}; nothing of the batch was stored")
+        samples = sum(len(r.sample) for r in batch.records if r.kind == "sample")
+        try:  # the whole batch is within the quotas, or none of it is stored
+            self.quotas.take_batch(
+                agent, len(batch.records), sum(len(r.payload) + len(r.sample) for r in batch.records)
+            )
+            if samples:
+                self.quotas.take_sample(agent, samples)
+        except QuotaExceeded as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        records, damaged = await asyncio.to_thread(_records, batch)
+        if damaged:
+            self._damaged(who, damaged)
+        try:
+            return await asyncio.to_thread(
+                partial(self.store.ingest, who.name, records, tenant=who.tenant, blobs=blobs)
+            )
+        except TenantQuotaExceeded as exc:  # the tenant's records or sample bytes of the day
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except ValueError as exc:  # a record the store refuses (the checks above should have caught it)
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"{str(exc)[:300]}; nothing of the batch was stored"
+            )
+        except Exception as exc:  # the store failed (down, disk full, a bug): the agent sends the batch again
+            log.exception(
+                "agent %s (tenant %s): writing a batch of %d records failed",
+                who.name,
+                who.tenant,
+                len(records),
+            )
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the fleet store could not write this batch ({type(exc).__name__}); nothing of it was stored, "
+                "send it again later",
+            )
 
     async def DownloadPackage(self, request, context):
         who = await self.require(context, ROLE_AGENT)
@@ -834,6 +815,34 @@ def _malformed(batch) -> str | None:
             if why := meta_problem(meta, r.sample_ext):
                 return f"record {i} (sample seq {r.seq}): {why}"
     return None
+
+
+def _records(batch) -> tuple[list[dict], list[int]]:
+    """The batch's records as the store takes them, a sample's bytes with their digest; and the seqs of samples
+    whose bytes do not hash to the digest the agent gave (damaged: not stored, not acknowledged)."""
+    records, damaged = [], []
+    for r in batch.records:
+        rec = {
+            "epoch": r.epoch,
+            "seq": r.seq,
+            "kind": r.kind,
+            "t": r.t,
+            "payload": r.payload.decode("utf-8", "replace"),
+        }
+        if r.kind == "sample" and r.sample:
+            digest = hashlib.sha256(r.sample).hexdigest()
+            if r.sample_sha256 and digest != r.sample_sha256:
+                damaged.append(r.seq)
+                continue
+            # the bytes go to the blob store in ingest, only if the record is new and within quota
+            rec["sample_sha256"], rec["sample_ext"], rec["sample_bytes"], rec["sample_data"] = (
+                digest,
+                r.sample_ext,
+                len(r.sample),
+                r.sample,
+            )
+        records.append(rec)
+    return records, damaged
 
 
 def _slot_states(r) -> list[dict]:

@@ -192,13 +192,15 @@ async def test_one_tenants_batches_waiting_for_the_store_leave_the_service_threa
     for a in TENANT_A:
         assert (await _push(clients[a], 100))[0].stored == 1  # (and read now, before the store is busy)
     read = []
-    take_batch = srv.quotas.take_batch
+    revoked = srv.revocations.revoked
 
-    def counted(*args, **kw):  # the service read the batch and is about to write it
-        take_batch(*args, **kw)
-        read.append(args[0])
+    def counted(
+        serial,
+    ):  # asked at each call and at each batch a stream reads (before anything of it is done)
+        read.append(serial)
+        return revoked(serial)
 
-    srv.quotas.take_batch = counted
+    srv.revocations.revoked = counted
     gave_up = []
 
     def let_go() -> None:  # a service that never answers beta is let go (the test fails instead of hanging)
@@ -211,10 +213,10 @@ async def test_one_tenants_batches_waiting_for_the_store_leave_the_service_threa
     try:
         pushes = [asyncio.create_task(_push(clients[a], seq)) for a in TENANT_A for seq in range(1, 11)]
         for _ in range(1000):
-            if len(read) == 40:
+            if len(read) == 80:  # 40 calls, 40 batches read
                 break
             await asyncio.sleep(0.01)
-        assert len(read) == 40
+        assert len(read) == 80
         got = await _download(clients["b1"], entries["beta"]["digest"])
         assert not gave_up, "beta's download was answered only once acme's batches were written"
         assert got == paths["beta"].read_bytes()
@@ -345,3 +347,31 @@ async def test_one_tenants_sample_bytes_on_a_slow_disk_hold_no_other_tenants_sta
 
 async def _acks(call) -> list:
     return [x async for x in call]
+
+
+async def test_a_batch_being_checked_holds_no_other_tenants_state_report(cloud, monkeypatch):
+    """acme's agent pushes a batch whose checks take long (a batch of a million records: the checks of every
+    record, the digests of every sample): beta's heartbeat is answered meanwhile. The checks, the records'
+    conversion and the samples' digests ran on the event loop (~13 ms per 1,000 records, ~30 ms of hashing per
+    16 MB of samples): one agent's batches held every stream of every tenant for that long, batch after batch."""
+    srv, clients, _, _ = cloud
+    entered, release, gave_up = threading.Event(), threading.Event(), []
+    malformed = service._malformed
+
+    def slow(batch):  # a batch that takes its time to check
+        if any(r.kind == "huge" for r in batch.records):
+            entered.set()
+            if not release.wait(8.0):
+                gave_up.append(True)
+        return malformed(batch)
+
+    monkeypatch.setattr(service, "_malformed", slow)
+    batch = pb.RecordBatch(records=[pb.Record(seq=1, kind="huge", t=time.time(), payload=b"{}")])
+    push = asyncio.create_task(_acks(clients["a1"].stub.PushRecords(iter([batch]), timeout=30)))
+    await asyncio.to_thread(entered.wait, 10)
+    try:
+        await clients["b1"].stub.Heartbeat(pb.HeartbeatRequest(labels={"site": "beta"}), timeout=30)
+        assert not gave_up, "beta's heartbeat was answered only once acme's batch was checked"
+    finally:
+        release.set()
+    assert (await push)[0].stored == 1
