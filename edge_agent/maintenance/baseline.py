@@ -373,6 +373,9 @@ class Baseline:
         )
         row = feature_vector(f)
         if self.state == "learning":
+            if self._stopped(scalars):  # a stop while commissioning is not the machine's healthy state
+                v.progress = self.progress()
+                return v
             if f["speed_estimated"] and self.speed_hz is None:
                 self._first.append(np.asarray(waveform, dtype=np.float64))
                 if len(self._first) >= min(SPEED_WINDOWS, self.s.windows):
@@ -426,6 +429,16 @@ class Baseline:
         if v.anomalous:
             v.fault = diagnose(v.rises)
         return v
+
+    def _stopped(self, scalars: dict[str, float] | None) -> bool:
+        """The speed tag says the shaft is not turning (0, or below ``speed_range_rpm``). Learned, such
+        windows (a stop of a few minutes while commissioning) were taken as healthy: their noise
+        widened every spread, the shaft speed was searched in it, and faults alarmed later."""
+        v = (scalars or {}).get("_shaft_speed")
+        if self.s.speed_tag is None or v is None or not math.isfinite(v):
+            return False
+        rpm = v if self.s.speed_unit == "rpm" else 60.0 * v
+        return rpm < self.s.speed_range_rpm[0]
 
     def _sensor_suspect(
         self, row: np.ndarray, med: np.ndarray, scale: np.ndarray, z: np.ndarray, other_speed: bool = False

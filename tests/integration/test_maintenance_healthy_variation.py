@@ -184,3 +184,19 @@ def test_a_drive_running_slower_than_commissioned_is_not_called_a_sensor_fault()
     for rpm in (1050.0, 1200.0):
         v = b.process(0.3 * 0.3 * Machine(34, rpm=rpm).window(), {"_shaft_speed": rpm})
         assert v.sensor is None and v.extrapolated and not v.alarm, (rpm, v.sensor)
+
+
+def test_a_stop_while_commissioning_is_not_learned_as_the_healthy_machine():
+    """A few minutes' stop during commissioning (the speed tag reads 0): its windows were learned as
+    healthy, widening every spread (the threshold rose by half) and setting the searched shaft speed
+    from noise. They are skipped now: the baseline learns its windows from the running machine."""
+    m = Machine(35, rpm=1500.0)
+    rng = np.random.default_rng(1)
+    b = Baseline(BaselineSettings(windows=60, speed_tag="Speed", bearing=_bearing(m)), m.fs, m.n)
+    feeds = [(1500.0, m.window()) for _ in range(30)] + [
+        (0.0, 0.002 * rng.standard_normal(m.n)) for _ in range(25)
+    ]
+    feeds += [(1500.0, m.window()) for _ in range(30)]
+    states = [b.process(x, {"_shaft_speed": rpm}).state for rpm, x in feeds]
+    assert states[54] == "learning" and b.state == "ready"  # 60 running windows, the stop not among them
+    assert states.index("ready") == 25 + 59 and b.speed_hz is None
