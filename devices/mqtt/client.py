@@ -26,7 +26,8 @@ numbers sent as text, say), ``data_before_birth`` (normal after the host starts;
 ``historical`` (Sparkplug values a node sent late, not used), ``retained`` and
 ``retained_skipped`` (a retained message, the broker's stored value of unknown age: quality
 uncertain or not read, by the subscription's ``retained``), ``retained_fresh`` (one whose own timestamp
-is within ``retained_max_age_s`` of its receive time: taken as live) and a
+is within ``retained_max_age_s`` of its receive time: taken as live), ``retained_birth`` (a retained
+Sparkplug birth: commands to its node wait for a live message from it, a rebirth is asked) and a
 Sparkplug ``tag_map`` key that matches no metric because it starts with the group.
 Limits: one broker per source; QoS 2 is not offered.
 """
@@ -676,9 +677,16 @@ class MqttSource:
             for topic, payload, received_at, retained in batch:
                 if topic is None:  # a wake-up (see _on_connect)
                     continue
-                readings = self.decode(topic, payload, received_at)
                 if retained:  # the broker's stored last value, sent on subscribing: rare, checked apart
+                    # a retained Sparkplug birth is no sign that its node lives (``SparkplugHost.retained``)
+                    self.sparkplug.retained = True
+                    try:
+                        readings = self.decode(topic, payload, received_at)
+                    finally:
+                        self.sparkplug.retained = False
                     readings = self._retained(topic, readings)
+                else:
+                    readings = self.decode(topic, payload, received_at)
                 for r in readings:
                     yield r
 
@@ -757,14 +765,15 @@ class MqttSource:
             raise MqttError(
                 f"mqtt source {self.name!r}: command to {where} not sent: edge node {group}/{edge_node} is "
                 "not alive (NDEATH, or no NBIRTH seen since this host started or its broker connection came "
-                "back)"
+                "back, or only a retained one and no live message since)"
             )
         if device and not self.sparkplug.device_alive(group, edge_node, device):
             # the same for a device of a live node: a DCMD to a device that sent DDEATH (or no DBIRTH yet)
             # is dropped by its node, while the action would count it sent and never send it again
             raise MqttError(
                 f"mqtt source {self.name!r}: command to {where} not sent: device {group}/{edge_node}/"
-                f"{device} is not alive (DDEATH, or no DBIRTH seen since its node's birth)"
+                f"{device} is not alive (DDEATH, or no DBIRTH seen since its node's birth, or only a retained "
+                "one and no live message since)"
             )
         dt = sp.DataType[datatype.upper()] if datatype else None
         if dt is None:

@@ -87,6 +87,9 @@ class _Node:
     missed: bool = False  # this host's connection was lost while it lived: its births since were missed
     dead_bd: int | None = None  # bdSeq of the death taken last: the same death again (its will) is ignored
     run: int = 0  # data messages in sequence since its birth or last gap: a gap after one asks a rebirth
+    # born by a retained birth only (the broker's copy, of unknown age), no live message since: commands wait
+    unproven: bool = False
+    unproven_devices: set[str] = field(default_factory=set)  # the same for devices (a retained DBIRTH)
     gap_asked: bool = False  # a rebirth was asked for a gap and no data message came in sequence since
 
 
@@ -159,6 +162,9 @@ class SparkplugHost:
         self.historical = 0  # values a node sent late, flagged is_historical: counted, not used
         self.on_notice: Callable[..., None] | None = None  # (key, message): a silent drop, said once
         self._birth_listeners: list[Callable[[str, str, str | None], None]] = []
+        # set by the adapter while it hands over a retained message (the broker's stored copy): a retained
+        # birth teaches aliases and datatypes but is no sign that its node lives (``_retained_birth``)
+        self.retained = False
         self._tag_map_checked: set[str] = set()
 
     def add_birth_listener(self, fn: Callable[[str, str, str | None], None]) -> None:
@@ -174,13 +180,38 @@ class SparkplugHost:
                 self._on_error("birth_listener", f"{group}/{edge_node}: {type(exc).__name__}: {exc}")
 
     def node_alive(self, group: str, edge_node: str) -> bool:
+        """The node is born and has shown it lives: a birth of its own, or a live message after a retained
+        birth (which may be the broker's copy of a node long dead)."""
         n = self._nodes.get((group, edge_node))
-        return bool(n and n.alive)
+        return bool(n and n.alive and not n.unproven)
 
     def device_alive(self, group: str, edge_node: str, device: str) -> bool:
-        """The device has sent its DBIRTH since its node's last birth, and no DDEATH since."""
+        """The device has sent its DBIRTH since its node's last birth, and no DDEATH since (and, after a
+        retained DBIRTH, a live message)."""
         n = self._nodes.get((group, edge_node))
-        return bool(n and n.alive and device in n.devices)
+        return bool(
+            n and n.alive and not n.unproven and device in n.devices and device not in n.unproven_devices
+        )
+
+    def _retained_birth(self, t: sp.SparkplugTopic, node: _Node) -> None:
+        """A retained NBIRTH or DBIRTH (Sparkplug requires births unretained; nodes set to retain them exist):
+        the broker hands it to every new subscriber, long after its node died without a death this host saw.
+        Its aliases and datatypes are learnt and its data read, but commands to the node (device) wait for a
+        live message from it, and a rebirth is asked: a command to a dead node would be counted sent and
+        lost."""
+        if t.message_type is sp.MessageType.NBIRTH:
+            node.unproven = True
+        elif t.device:
+            node.unproven_devices.add(t.device)
+        if self.on_notice is not None:
+            self.on_notice(
+                "retained_birth",
+                f"sparkplug: {t.message_type.value} of {t.group}/{t.edge_node}"
+                f"{'/' + t.device if t.device else ''} came retained (the broker's copy, of unknown age: "
+                "Sparkplug births are never retained): its aliases are learnt, but commands to it wait for a "
+                "live message from it (a rebirth is asked); set the node not to retain its births",
+            )
+        self._rebirth(t.group, t.edge_node, node, force=True)
 
     def session_lost(self, *, ask: bool = True) -> None:
         """This host's connection to the broker was lost and is back: whatever the nodes published
@@ -276,6 +307,13 @@ class SparkplugHost:
                 return []
             node = self._nodes[key] = _Node()
         mt = t.message_type
+        if self.retained:
+            if mt in (sp.MessageType.NBIRTH, sp.MessageType.DBIRTH):
+                self._retained_birth(t, node)
+        else:  # a live message: the node lives (and the device, for its own)
+            node.unproven = False
+            if t.device:
+                node.unproven_devices.discard(t.device)
         if mt is sp.MessageType.NBIRTH:
             self._named[t.edge_node] = key
             node.alive, node.aliases, node.clashes, node.seq = True, {}, set(), payload.seq

@@ -992,6 +992,7 @@ async def test_a_retained_message_is_the_brokers_last_value_not_a_live_reading(m
         "ret/oven/t/temperature": (96.0, Quality.GOOD),
         "edge/Temp": (21.0, Quality.GOOD),  # by the alias its retained birth declared
     }
+    assert src.sparkplug.node_alive("ret", "edge")  # its live NDATA shows it lives: commands go out
     notices = src.notices.status()
     assert notices["retained"]["count"] == 4 and "retained: live" in notices["retained"]["message"]
     assert notices["retained_skipped"]["count"] == 1 and not src.stats.errors_by_reason

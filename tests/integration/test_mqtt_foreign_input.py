@@ -117,6 +117,11 @@ async def test_a_retained_message_stamped_moments_ago_is_good_and_an_old_or_unst
     }, q
     notices = src.notices.status()
     assert notices["retained_fresh"]["count"] == 4 and notices["retained"]["count"] == 4
+    # a retained birth (Sparkplug forbids it; a node set to retain them) is no sign its node lives: it was
+    # taken as alive, so a command to a node long dead was counted sent and lost. Now commands wait for a
+    # live message from it, and a rebirth is asked
+    assert not src.sparkplug.node_alive("r", "edge") and src.sparkplug.rebirths_requested == 1
+    assert notices["retained_birth"]["count"] == 1
 
 
 async def test_retained_max_age_s_bounds_what_counts_as_fresh(mosquitto):
