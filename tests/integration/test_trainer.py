@@ -5,6 +5,7 @@ registry unchanged with a clear message."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,14 @@ def parts(tmp_path_factory):
     return write_parts(tmp_path_factory.mktemp("parts") / "ds", count=400, seed=2, size=48, defect_rate=0.5)
 
 
+@pytest.fixture(scope="module")
+def maintenance_v1(tmp_path_factory, vib):
+    """Version 1.0.0 of machine-health built and published once (40 epochs on ``vib``): (folder, build
+    output). Its registry, keys and work folder are read, or copied before a test changes them."""
+    tmp = tmp_path_factory.mktemp("maintenance-v1")
+    return tmp, build(settings(tmp, "maintenance", vib), log=quiet)
+
+
 def settings(tmp_path, family, dataset, **kw) -> BuildSettings:
     key, _ = make_keypair(tmp_path / "keys")
     base = dict(
@@ -57,18 +66,18 @@ def quiet(msg: str) -> None:
     pass
 
 
-def test_maintenance_build_learns_publishes_and_loads_in_an_agent_slot(tmp_path, vib):
+def test_maintenance_build_learns_publishes_and_loads_in_an_agent_slot(tmp_path, vib, maintenance_v1):
     import asyncio
 
-    out = build(settings(tmp_path, "maintenance", vib), log=quiet)
+    v1, out = maintenance_v1
     rep = out["report"]
     m = rep["metrics"]["int8"]
     assert m["fault_accuracy"] > 0.4  # five classes: chance is 0.2
     assert m["anomaly_auroc"] > 0.7
-    reg = Registry(tmp_path / "registry")
+    reg = Registry(v1 / "registry")
     entry = reg.latest("machine-health")
     assert entry["version"] == "1.0.0" and entry["dataset_digest"] == rep["dataset_digest"]
-    folder = tmp_path / "registry" / "machine-health" / "1.0.0"
+    folder = v1 / "registry" / "machine-health" / "1.0.0"
     assert {p.name for p in folder.iterdir()} >= {
         "report.json",
         "report.md",
@@ -89,7 +98,7 @@ def test_maintenance_build_learns_publishes_and_loads_in_an_agent_slot(tmp_path,
     assert {e.engine for e in man.engines} >= {"onnxruntime"}
     assert man.provenance.onnx_opset == rep["export"]["onnx_opset"] >= 17 and man.provenance.dynamic_batch
     slot = ModelSlot(
-        "health", ModelConfig(package=out["package"]), tmp_path / "agent", [tmp_path / "keys" / "signing.pub"]
+        "health", ModelConfig(package=out["package"]), tmp_path / "agent", [v1 / "keys" / "signing.pub"]
     )
 
     async def infer():
@@ -158,7 +167,7 @@ def test_a_candidate_failing_the_gate_is_not_published(tmp_path, vib):
 
 
 def test_a_candidate_whose_int8_misses_the_margin_is_served_in_fp32_or_refused_when_int8_is_required(
-    tmp_path, vib
+    tmp_path, vib, maintenance_v1
 ):
     """INT8 is a speed-up, not the model: a retrain whose INT8 form loses more than ``int8_margin`` to its
     FP32 form (here forced: a margin no INT8 form can meet) is published serving FP32, judged on FP32's
@@ -168,12 +177,14 @@ def test_a_candidate_whose_int8_misses_the_margin_is_served_in_fp32_or_refused_w
         stage_package,
         stage_publish,
         stage_quantize,
-        stage_train,
     )
     from model_packager import read_manifest
 
-    strict = settings(tmp_path, "maintenance", vib, epochs=5, int8_margin=-1.0, require_int8=True)
-    stage_train(strict, log=quiet)
+    strict = settings(tmp_path, "maintenance", vib, int8_margin=-1.0, require_int8=True)
+    trained = maintenance_v1[0] / "work-maintenance"  # the training stage's output: no margin can be met
+    strict.workdir.mkdir()
+    for name in ("train.json", "train.npz", "model.fp32.onnx", "model.pt"):
+        shutil.copy2(trained / name, strict.workdir / name)
     stage_quantize(strict, log=quiet)
     rep = stage_evaluate(strict, log=quiet)
     assert not rep["gate"]["passed"] and any("int8 loses" in r for r in rep["gate"]["reasons"])
@@ -182,7 +193,7 @@ def test_a_candidate_whose_int8_misses_the_margin_is_served_in_fp32_or_refused_w
         stage_package(strict, log=quiet)
     assert Registry(tmp_path / "registry").list("machine-health") == []
 
-    served = settings(tmp_path, "maintenance", vib, epochs=5, int8_margin=-1.0)  # the same work folder
+    served = settings(tmp_path, "maintenance", vib, int8_margin=-1.0)  # the same work folder
     rep = stage_evaluate(served, log=quiet)
     assert rep["gate"]["passed"] and rep["served"] == "fp32"
     assert "int8 loses" in rep["served_why"] and "serves the FP32 model" in rep["served_why"]
@@ -196,8 +207,12 @@ def test_a_candidate_whose_int8_misses_the_margin_is_served_in_fp32_or_refused_w
     assert "Served form: **FP32**" in (tmp_path / "work-maintenance" / "report.md").read_text()
 
 
-def test_degraded_candidate_is_stopped_by_comparison_with_the_published_version(tmp_path, vib):
-    build(settings(tmp_path, "maintenance", vib), log=quiet)
+def test_degraded_candidate_is_stopped_by_comparison_with_the_published_version(
+    tmp_path, vib, maintenance_v1
+):
+    v1, _ = maintenance_v1  # its registry holding 1.0.0, and the key that signed it, copied
+    for name in ("registry", "keys"):
+        shutil.copytree(v1 / name, tmp_path / name)
     with pytest.raises(GateFailed, match="worse than the published 1.0.0"):
         build(settings(tmp_path, "maintenance", vib, degrade=True, workdir=tmp_path / "w2"), log=quiet)
     assert [e["version"] for e in Registry(tmp_path / "registry").list("machine-health")] == ["1.0.0"]
