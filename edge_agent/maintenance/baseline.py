@@ -403,11 +403,14 @@ class Baseline:
             elif len(self.rows) % max(SAVE_EVERY, len(self.rows) // 20) == 0:  # long learning: fewer rewrites
                 self.save()
             return v
-        if f["speed_estimated"] and self.speed_hz:
-            self.speed_hz = 0.9 * self.speed_hz + 0.1 * f["speed_hz"]
         med, scale, extrapolated = self._band_stats(f["speed_hz"])
         found = self._sensor_suspect(row, med, scale, (row - med) / scale, extrapolated)
         v.sensor_kind, v.sensor = found or (None, None)
+        if f["speed_estimated"] and self.speed_hz and v.sensor is None:
+            # tracked on the running machine only: a stopped machine's (or a dead sensor's) windows give
+            # a speed from noise anywhere in the searched range; followed, the search drifted off the
+            # shaft and locked on a harmonic at the restart (UNSURE or wrong orders for the rest of the day)
+            self.speed_hz = 0.9 * self.speed_hz + 0.1 * f["speed_hz"]
         if v.sensor is not None:  # the sensor's scale, not the machine: no window in a row towards an alarm
             self._iso_over = self._over = 0
             v.iso_alarm = False

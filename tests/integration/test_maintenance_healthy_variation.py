@@ -200,3 +200,29 @@ def test_a_stop_while_commissioning_is_not_learned_as_the_healthy_machine():
     states = [b.process(x, {"_shaft_speed": rpm}).state for rpm, x in feeds]
     assert states[54] == "learning" and b.state == "ready"  # 60 running windows, the stop not among them
     assert states.index("ready") == 25 + 59 and b.speed_hz is None
+
+
+def test_without_a_speed_tag_a_stop_does_not_walk_the_tracked_speed_onto_a_harmonic():
+    """No speed tag: the shaft speed is tracked from each window's spectrum within +-15 % of the last.
+    A stopped machine's windows (noise: UNSURE as low_level) moved the tracked speed too, so after a
+    stop of a few minutes the search had drifted and, at a restart 13 % slower, locked on a harmonic
+    (40 Hz for a 26-Hz shaft: the windows judged at a speed never commissioned, or on wrong orders, for
+    the rest of the run). The stop's windows no longer move it: the restart is found at 26 Hz."""
+    fs, n = 10000.0, 2048
+    t = np.arange(n) / fs
+    rng = np.random.default_rng(10)
+
+    def running(f: float) -> np.ndarray:  # a harmonic-rich machine (2x strongest), as fans and pumps are
+        x = 0.02 * rng.standard_normal(n)
+        for k, a in ((1, 0.3), (2, 1.0), (3, 0.5), (4, 0.4), (7, 0.3)):
+            x += 0.05 * a * np.sin(2 * np.pi * k * f * t + rng.uniform(0, 6.3))
+        return x
+
+    b = Baseline(BaselineSettings(windows=20), fs, n)
+    for _ in range(20):
+        b.process(running(30.0))
+    assert b.state == "ready" and abs(b.speed_hz - 30.0) < 0.5
+    stopped = [b.process(0.001 * rng.standard_normal(n)) for _ in range(40)]
+    assert {v.sensor_kind for v in stopped} == {"low_level"}
+    restart = [b.process(running(26.0)) for _ in range(6)]
+    assert abs(restart[-1].speed_hz - 26.0) < 1.0 and not restart[-1].extrapolated, restart[-1].speed_hz
