@@ -532,7 +532,10 @@ class FleetServicer(rpc.FleetServicer):
             )
         finally:
             if f is not None:
-                self._readers.submit(f.close)
+                try:
+                    self._readers.submit(f.close)
+                except RuntimeError:  # the service stopped meanwhile (its readers shut down)
+                    f.close()
 
     async def ReportDeployment(self, request, context):
         who = await self.require(context, ROLE_AGENT)
