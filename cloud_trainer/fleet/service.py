@@ -83,6 +83,8 @@ PACKAGE_READS_PER_TENANT = 2
 # shared by every call of every tenant (state reports, the streams' flushes, downloads, admin calls), so a tenant
 # with many streams writing while the store is slow held them all; its further batches wait on the loop instead
 INGESTS_PER_TENANT = 2
+# the same for unary heartbeats (agents before v3, or against servers without Connect): a write each, in a thread
+HEARTBEATS_PER_TENANT = 4
 QUOTA_TTL_S = (
     5.0  # how long a replica trusts its copy of which tenants have an agent quota (and of its refusals)
 )
@@ -255,6 +257,7 @@ class FleetServicer(rpc.FleetServicer):
         )
         self._reads: dict[str, asyncio.Semaphore] = {}  # tenant -> its package reads in flight
         self._ingests: dict[str, asyncio.Semaphore] = {}  # tenant -> its batches being written
+        self._heartbeats: dict[str, asyncio.Semaphore] = {}  # tenant -> its unary heartbeats being written
         self._damaged_log: dict[
             tuple[str, str], tuple[int, float]
         ] = {}  # agent -> (damaged not logged, when)
@@ -340,26 +343,29 @@ class FleetServicer(rpc.FleetServicer):
         await report_fields(context, request, "HeartbeatRequest")
         slots = _slot_states(request)
         health = await json_field(context, request.health_json, "health_json")
-        await self._command_results(who, request.command_results)
-        await asyncio.to_thread(
-            self.store.heartbeat,
-            agent,
-            dict(request.labels),
-            slots,
-            health,
-            request.outbox_depth,
-            _outbox_state(request),
-            tenant=tenant,
-        )
-        gen, desired, config = 0, [], None
-        if self.control is not None:
-            gen, desired, config = await asyncio.to_thread(
-                partial(self.control.desired_state, agent, tenant=tenant)
+        # like batches: a tenant's heartbeats wait for the store in at most HEARTBEATS_PER_TENANT worker threads
+        gate = self._heartbeats.setdefault(tenant, asyncio.Semaphore(HEARTBEATS_PER_TENANT))
+        async with gate:
+            await self._command_results(who, request.command_results)
+            await asyncio.to_thread(
+                self.store.heartbeat,
+                agent,
+                dict(request.labels),
+                slots,
+                health,
+                request.outbox_depth,
+                _outbox_state(request),
+                tenant=tenant,
             )
-        reply = desired_reply(gen, desired, config)
-        if self.commands is not None:
-            key = (tenant, agent)
-            add_commands(reply, (await asyncio.to_thread(self.commands.pending_many, [key]))[key])
+            gen, desired, config = 0, [], None
+            if self.control is not None:
+                gen, desired, config = await asyncio.to_thread(
+                    partial(self.control.desired_state, agent, tenant=tenant)
+                )
+            reply = desired_reply(gen, desired, config)
+            if self.commands is not None:
+                key = (tenant, agent)
+                add_commands(reply, (await asyncio.to_thread(self.commands.pending_many, [key]))[key])
         return reply
 
     async def PushRecords(self, request_iterator, context):

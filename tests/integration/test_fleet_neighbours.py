@@ -180,13 +180,15 @@ async def _push(client, seq: int) -> list:
     return [a async for a in client.stub.PushRecords(iter([batch]), timeout=30)]
 
 
-async def test_one_tenants_batches_waiting_for_the_store_leave_the_service_threads_to_the_others(
-    cloud, monkeypatch
+@pytest.mark.parametrize("load", ["batches", "heartbeats"])
+async def test_one_tenants_writes_waiting_for_the_store_leave_the_service_threads_to_the_others(
+    cloud, monkeypatch, load
 ):
     """The store is busy (a long write, a slow fsync: here its lock is held) while acme's agents push 40 batches
-    at once, more than the service has worker threads. Every batch took a worker thread to wait for the store,
-    so beta's download, which needs a thread only to look up its deployment, waited for acme's writes. acme's
-    batches beyond ``INGESTS_PER_TENANT`` now wait on the loop, holding no thread."""
+    (or send 40 unary heartbeats) at once, more than the service has worker threads. Each took a worker thread to
+    wait for the store, so beta's download, which needs a thread only to look up its deployment, waited for
+    acme's writes. acme's writes beyond ``INGESTS_PER_TENANT`` (``HEARTBEATS_PER_TENANT``) now wait on the loop,
+    holding no thread."""
     srv, clients, paths, entries = cloud
     monkeypatch.setattr(service, "QUOTA_TTL_S", 3600.0)  # which tenants have an agent quota: read once, kept
     for a in TENANT_A:
@@ -211,22 +213,34 @@ async def test_one_tenants_batches_waiting_for_the_store_leave_the_service_threa
     timer = threading.Timer(8.0, let_go)
     timer.start()
     try:
-        pushes = [asyncio.create_task(_push(clients[a], seq)) for a in TENANT_A for seq in range(1, 11)]
+        if load == "batches":
+            calls = [asyncio.create_task(_push(clients[a], seq)) for a in TENANT_A for seq in range(1, 11)]
+            expected = 80  # 40 calls, 40 batches read
+        else:
+            calls = [
+                asyncio.ensure_future(clients[a].stub.Heartbeat(pb.HeartbeatRequest(), timeout=30))
+                for a in TENANT_A
+                for _ in range(10)
+            ]
+            expected = 40
         for _ in range(1000):
-            if len(read) == 80:  # 40 calls, 40 batches read
+            if len(read) == expected:
                 break
             await asyncio.sleep(0.01)
-        assert len(read) == 80
+        assert len(read) == expected
         got = await _download(clients["b1"], entries["beta"]["digest"])
-        assert not gave_up, "beta's download was answered only once acme's batches were written"
+        assert not gave_up, "beta's download was answered only once acme's writes were done"
         assert got == paths["beta"].read_bytes()
     finally:
         timer.cancel()
         if not gave_up:
             srv.store.lock.release()
-    acks = await asyncio.gather(*pushes)
-    assert sum(a[0].stored for a in acks) == 40  # acme's batches, each written once the store was free
-    assert srv.store.stats(tenant="acme")["records"] == 44
+    done = await asyncio.gather(*calls)
+    if load == "batches":  # acme's batches, each written once the store was free
+        assert sum(a[0].stored for a in done) == 40
+        assert srv.store.stats(tenant="acme")["records"] == 44
+    else:
+        assert len(done) == 40 and sorted(a["id"] for a in srv.store.agents(tenant="acme")) == TENANT_A
 
 
 async def test_tls_handshakes_refused_by_the_service_write_nothing_to_its_log(tmp_path, monkeypatch):
