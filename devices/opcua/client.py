@@ -7,9 +7,9 @@ unreachable, server restarted, keepalive lost) moves the source to BACKOFF, coun
 logs once per burst, waits (bounded exponential backoff) and starts over with a fresh session and
 subscription. The task never raises.
 
-Readings: a scalar Float (a PLC's REAL) as the shortest decimal that is the same REAL (75.3, as the PLC
-shows it, not 75.30000305175781: ``protocols.float32``); an array of numbers (a Double[] waveform)
-arrives as a float64 NumPy array, any other array
+Readings: a scalar Float (a PLC's REAL, also a structure's member) as the short decimal that is the same
+REAL (75.3, as the PLC shows it, not 75.30000305175781: ``protocols.float32``); an array of numbers (a
+Double[] waveform) arrives as a float64 NumPy array, any other array
 as a list (texts, bytes, true/false, whole numbers past 2**53), scalars as Python values (texts, names,
 times, XML and Variants in their plain form); a structure (a PLC's UDT) gives a reading per member, ``{tag}/{member}``,
 once the session has read the server's type definitions (``_structures``); ``timestamp``
@@ -960,6 +960,7 @@ async def _make_client(settings: OpcUaSettings, on_oversize: Callable[[int], Non
 # values that need no conversion (the common case, checked first: this runs for every notification)
 _PLAIN = (float, int, bool, str, list, np.ndarray, type(None))
 _FLOAT = ua.VariantType.Float  # a 32-bit REAL: read as the PLC shows it (``float32_shown``)
+_FLOAT_FIELD = ("ua.Float", "'ua.Float'", ua.Float, "typing.Optional[ua.Float]")  # a structure's REAL member
 _MAX_MEMBERS = 1000
 _NUMERIC = frozenset(
     ua.VariantType[t]
@@ -1048,7 +1049,10 @@ def _members(tag: str, v: Any, out: list[tuple[str, Any]], depth: int = 0) -> No
     elif depth < 8 and _is_structure(v):
         for f in dataclasses.fields(v):
             if f.name != "Encoding":  # asyncua's mask of optional fields, not a member
-                _members(f"{tag}/{f.name}", getattr(v, f.name), out, depth + 1)
+                x = getattr(v, f.name)
+                if type(x) is float and f.type in _FLOAT_FIELD:  # a REAL member as the PLC shows it
+                    x = float32_shown(x)
+                _members(f"{tag}/{f.name}", x, out, depth + 1)
     else:
         out.append((tag, _plain(v)))
 

@@ -459,9 +459,9 @@ def ua_types():
         delattr(ua, name)
 
 
-def _press_udt_body(force: float, profile: list[float], label: str, pos: float) -> bytes:
+def _press_udt_body(force: float, profile: list[float], label: str, pos: float, load: float = 75.3) -> bytes:
     """PressUDT as a PLC encodes it (OPC UA binary): Force Double, Running Boolean, Count Int32, Profile
-    Double[], Label String, Axis AxisUDT {Pos Double, Homed Boolean}."""
+    Double[], Label String, Axis AxisUDT {Pos Double, Homed Boolean, Load Float}."""
     import struct
 
     text = label.encode()
@@ -469,7 +469,7 @@ def _press_udt_body(force: float, profile: list[float], label: str, pos: float) 
         struct.pack("<d?i", force, True, 7)
         + struct.pack(f"<i{len(profile)}d", len(profile), *profile)
         + struct.pack(f"<i{len(text)}s", len(text), text)
-        + struct.pack("<d?", pos, False)
+        + struct.pack("<d?f", pos, False, load)
     )
 
 
@@ -486,7 +486,14 @@ async def _press_types(srv, idx: int, how: str) -> tuple:
     fields += [("Label", D.String)]
     if how == "definitions":
         axis, _ = await new_struct(
-            srv, idx, "TestAxisUDT", [new_struct_field("Pos", D.Double), new_struct_field("Homed", D.Boolean)]
+            srv,
+            idx,
+            "TestAxisUDT",
+            [
+                new_struct_field("Pos", D.Double),
+                new_struct_field("Homed", D.Boolean),
+                new_struct_field("Load", D.Float),
+            ],
         )
         press, (enc,) = await new_struct(
             srv,
@@ -501,6 +508,7 @@ async def _press_types(srv, idx: int, how: str) -> tuple:
     axis = await builder.create_data_type("TestAxisUDT1")
     axis.add_field("Pos", D.Double)
     axis.add_field("Homed", D.Boolean)
+    axis.add_field("Load", D.Float)
     press = await builder.create_data_type("TestPressUDT1")
     for n, t in fields:
         press.add_field(n, t, is_array=n == "Profile")
@@ -553,7 +561,8 @@ async def test_a_plcs_structures_give_a_tag_per_member_and_texts_and_times_their
     await src.start()
     try:
         want = {"Press1/Force", "Press1/Running", "Press1/Count", "Press1/Profile", "Press1/Label"}
-        got = await _collect(src, want | {"Press1/Axis/Pos", "Press1/Axis/Homed", "Recipe", "Changed"})
+        axis = {"Press1/Axis/Pos", "Press1/Axis/Homed", "Press1/Axis/Load"}
+        got = await _collect(src, want | axis | {"Recipe", "Changed"})
         await press.write_value(
             ua.Variant(ua.ExtensionObject(enc, _press_udt_body(799.0, [1.0], "P-7", 4.0)))
         )
@@ -569,6 +578,7 @@ async def test_a_plcs_structures_give_a_tag_per_member_and_texts_and_times_their
     assert got["Press1/Count"].value == 7 and got["Press1/Label"].value == "P-7"
     np.testing.assert_array_equal(got["Press1/Profile"].value, [0.5, 1.5, 2.5])
     assert got["Press1/Axis/Pos"].value == 3.25 and got["Press1/Axis/Homed"].value is False
+    assert got["Press1/Axis/Load"].value == 75.3  # a REAL member as the PLC shows it, not 75.30000305175781
     assert all(r.quality is Quality.GOOD for r in got.values())
     assert got["Press1/Force"].timestamp == got["Press1/Axis/Pos"].timestamp  # the node's own time
     assert later["Press1/Force"].value == 799.0  # later changes decode as they come
