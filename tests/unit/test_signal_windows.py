@@ -6,8 +6,6 @@ counted), while jittery receive-time stamps and slow scalar streams start nothin
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -69,9 +67,7 @@ def test_one_second_blocks_give_every_window_and_the_windows_tile_the_signal():
 
 def test_a_huge_reading_is_bounded_its_newest_windows_kept_and_the_rest_counted():
     w = windower(size=2048, hop_samples=512)
-    t = time.perf_counter()
     wins = w.add_all(R(np.arange(10_000_000.0), 5.0))
-    took = time.perf_counter() - t
     expected = (10_000_000 - 2048) // 512 + 1
     assert (
         len(wins) == pipelines.MAX_WINDOWS_PER_READING
@@ -79,7 +75,6 @@ def test_a_huge_reading_is_bounded_its_newest_windows_kept_and_the_rest_counted(
     )
     assert w.capped == expected - pipelines.MAX_WINDOWS_PER_READING
     assert w.notices.counts["windows_capped"] == expected - pipelines.MAX_WINDOWS_PER_READING
-    assert took < 2.0  # measured ~0.05 s; it was 0.7 s for one window
 
 
 async def test_a_burst_of_windows_is_one_queue_entry_dropped_and_counted_whole():
