@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import threading
 from pathlib import Path
 
 import pytest
@@ -41,16 +40,13 @@ def _opcua_standard_address_space_from_a_shelf(tmp_path_factory):
     root = tmp_path_factory.getbasetemp()
     root = root.parent if root.name.startswith("popen-gw") else root  # one shelf for all xdist workers
     stem = root / "opcua-standard-address-space"
-    with open(root / "opcua-standard-address-space.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not stem.is_file():  # the marker, written last: a shelf whose writer died is made again
-            _make_shelf(stem)
-        fcntl.flock(lock, fcntl.LOCK_UN)
     from asyncua.server.internal_server import InternalServer
 
     original_init, original_stop = Server.init, InternalServer.stop
 
     async def init(self, shelf_file: Path | None = None) -> None:
+        if shelf_file is None:  # made by the first server of the run (a worker without one waits for none)
+            await asyncio.to_thread(_shelf_ready, stem)
         await original_init(self, shelf_file or stem)
 
     async def stop(self) -> None:
@@ -69,9 +65,15 @@ def _opcua_standard_address_space_from_a_shelf(tmp_path_factory):
     mp.undo()
 
 
-def _make_shelf(stem: Path) -> None:
-    """The shelf as asyncua writes it after its first start (a plain ``dbm``: ``stem.dat``/``.dir``; the
-    empty ``stem`` file is what asyncua's ``is_file()`` check looks for before it loads the shelf)."""
+def _shelf_ready(stem: Path) -> None:
+    """Make the shelf unless it is there (in a thread of its own: one xdist worker makes it, the others
+    wait on the lock). It is what asyncua writes after its first start (a plain ``dbm``: ``stem.dat``/
+    ``.dir`` with ``dbm.dumb``; with ``dbm.gnu``, ``stem`` itself): an empty ``stem`` file is what
+    asyncua's ``is_file()`` check looks for before it loads a shelf; ``stem.ready``, written last, tells a
+    finished shelf from one whose writer died."""
+    ready = stem.with_name(stem.name + ".ready")
+    if ready.is_file():
+        return
     from asyncua import Server
 
     async def make() -> None:
@@ -79,20 +81,15 @@ def _make_shelf(stem: Path) -> None:
         await srv.iserver.load_standard_address_space()
         srv.iserver.aspace.make_aspace_shelf(stem)
 
-    failed: list[BaseException] = []
-
-    def run() -> None:  # its own loop, whatever runs in this thread's
+    with open(stem.with_name(stem.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            asyncio.run(make())
-        except BaseException as exc:
-            failed.append(exc)
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    if failed:
-        raise failed[0]
-    stem.touch()
+            if not ready.is_file():
+                asyncio.run(make())  # this thread's own loop
+                stem.touch()
+                ready.touch()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture
