@@ -159,8 +159,10 @@ async def test_a_snapshot_camera_is_polled_at_fps_each_answer_a_frame_16_bit_one
     assert len(frames) == 6 and not src.stats.errors_by_reason and src.stats.reconnects == 0
     for k, f in enumerate(frames):  # every answer is a frame, in order: none fetched and thrown away
         assert np.array_equal(f.image[..., 1], (mono[k % 3] >> 4).astype(np.uint8))
-    gaps = np.diff(hits[:6])
-    assert gaps.min() >= 0.03, gaps  # asked at fps (25: every 40 ms), not as fast as the camera answers
+    # asked at fps (25: every 40 ms), not as fast as the camera answers (~1 ms): over the 5 intervals, as
+    # the server saw them (one request's arrival can be late by the machine's load and the next one's gap
+    # then short: a lower bound over the span, which load can only lengthen)
+    assert hits[5] - hits[0] >= 5 * 0.03, np.diff(hits[:6])
 
 
 async def test_a_camera_that_changes_resolution_midway_keeps_serving_and_names_the_change_once(caplog):
