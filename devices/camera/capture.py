@@ -121,8 +121,9 @@ def _why_not_open(url: str, timeout_s: float) -> str:
         from devices.camera.mjpeg import http_hint
 
         headers = {"Range": "bytes=0-0"}
-        # the camera itself, as the reader and FFmpeg ask it: never an http_proxy of the environment (set for
-        # the cloud), which would be handed the camera's login and answer for a camera it cannot reach
+        # the camera itself, as the reader asks it: never an http_proxy of the environment (set for the cloud),
+        # which would be handed the camera's login and answer for a camera it cannot reach (OpenCV's FFmpeg
+        # does take http_proxy: docs/camera-and-parts.md says to list cameras in no_proxy)
         handlers: list[Any] = [urllib.request.ProxyHandler({})]
         if u.username is not None:  # urllib takes the URL's user:password@ for part of the host name
             # given only when the camera asks, as it asks (Basic, or Digest: the password never in clear text
