@@ -213,14 +213,10 @@ _THREAD = threading.local()  # .helpers: the Helpers of this thread's loading (`
 # no result in 30 s at SCHED_IDLE; 1.1 s idle. The same choice as the memory preflight's (PREFLIGHT_NICE).
 HELPER_NICE = 5
 HELPER_TIMEOUT_S = 300.0
-# The helper: its priority first (before the interpreter does anything heavy), first in line for the
-# out-of-memory killer, then only openvino is imported (none of our packages: nothing to find on the path,
-# nothing more to load). It prints its peak resident memory above what it had with openvino imported
-# after each step (open, compile, first golden item); a run that does not end in time is left (the exit
-# ends it: OpenVINO cannot stop a run).
-_OV_HELPER = f"""import json, os, resource, sys
-sys.modules["{_TELEMETRY}"] = None  # no usage telemetry sent from the plant (see _no_telemetry)
-try:
+# How both helpers (the OpenVINO one here, ONNX Runtime's preflight below) begin, before the interpreter does
+# anything heavy: their lower priority, first in line for the out-of-memory killer, and ``peak()``, their peak
+# resident memory in KiB (VmHWM is this image's own: ru_maxrss keeps the forking parent's peak across exec).
+_HELPER_PRELUDE = f"""try:
     os.nice({HELPER_NICE})
 except OSError:
     pass
@@ -229,13 +225,21 @@ try:
         f.write("1000")
 except OSError:
     pass
-import openvino as ov
-def peak():  # KiB (see _ORT_HELPER)
+def peak():
     try:
         with open("/proc/self/status") as f:
             return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:"))
     except (OSError, StopIteration, ValueError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+"""
+# The helper: its priority first (before the interpreter does anything heavy), first in line for the
+# out-of-memory killer, then only openvino is imported (none of our packages: nothing to find on the path,
+# nothing more to load). It prints its peak resident memory above what it had with openvino imported
+# after each step (open, compile, first golden item); a run that does not end in time is left (the exit
+# ends it: OpenVINO cannot stop a run).
+_OV_HELPER = f"""import json, os, resource, sys
+sys.modules["{_TELEMETRY}"] = None  # no usage telemetry sent from the plant (see _no_telemetry)
+{_HELPER_PRELUDE}import openvino as ov
 before = peak()
 src, xml, config = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 core = ov.Core()
@@ -293,27 +297,12 @@ PREFLIGHT_MEMORY_SHARE = 0.8  # of MemAvailable, at most, for what creating one 
 # it had taken most of the memory by then.
 PREFLIGHT_NICE = HELPER_NICE  # not SCHED_IDLE: see _ORT_HELPER
 _ORT_HELPER = f"""import os, resource, sys
-try:
-    os.nice({PREFLIGHT_NICE})
-except OSError:
-    pass
-try:
-    with open("/proc/self/oom_score_adj", "w") as f:
-        f.write("1000")
-except OSError:
-    pass
-import onnxruntime as ort
+{_HELPER_PRELUDE}import onnxruntime as ort
 opts = ort.SessionOptions()
 opts.log_severity_level = 3
 opts.intra_op_num_threads = 1
 if sys.argv[2]:
     opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, sys.argv[2])
-def peak():  # KiB: VmHWM is this image's own (ru_maxrss keeps the forking parent's peak across exec)
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:"))
-    except (OSError, StopIteration, ValueError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 before = peak()
 sess = ort.InferenceSession(sys.argv[1], opts, providers=["CPUExecutionProvider"])
 print(peak() - before, flush=True)
