@@ -44,10 +44,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import datetime
 import functools
 import itertools
 import json
 import logging
+import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -87,6 +90,52 @@ RAISED_FILE = "alarm-outputs.json"  # in the agent's data folder: the outputs of
 # a bound the tasks grew with every result and their polling starved the loop; past it a result is
 # dropped, counted as `dropped` and logged
 MAX_IN_FLIGHT = 64
+
+# a file save_sample wrote: <pipeline>-[<UTC time>-]<seq>-<verdict>.<ext> (names without the time were
+# written before it was added); nothing else in its folder is counted or removed
+_SAMPLE_FILE = re.compile(r"(.+-[0-9]{8,}-[A-Z]+)\.(?:png|npy|json)")
+_SAMPLE_EXTS = (".png", ".npy", ".json")
+
+
+class SampleFolder:
+    """The samples ``save_sample`` keeps in one folder, oldest first: read from the folder once (at the first
+    sample of a run: what earlier runs left counts), then kept up to date, so that a save costs no scan.
+    ``trim`` removes the oldest while there are more than ``max_samples`` or they take more than ``max_bytes``
+    (the newest is always kept). Without it the folder grew by up to ``max_per_hour`` samples an hour for
+    as long as the agent ran (14,000 a day at the default: a gateway's disk full within weeks)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.samples: collections.OrderedDict[str, int] = collections.OrderedDict()  # stem -> bytes
+        self.bytes = 0
+        found: dict[str, list[float]] = {}
+        with os.scandir(folder) as it:
+            for e in it:
+                m = _SAMPLE_FILE.fullmatch(e.name)
+                if m is None or not e.is_file(follow_symlinks=False):
+                    continue
+                st = e.stat(follow_symlinks=False)
+                entry = found.setdefault(m.group(1), [0.0, 0.0])
+                entry[0] = max(entry[0], st.st_mtime)
+                entry[1] += st.st_size
+        for stem, (_, size) in sorted(found.items(), key=lambda kv: (kv[1][0], kv[0])):
+            self.add(stem, int(size))
+
+    def add(self, stem: str, size: int) -> None:
+        self.bytes += size - self.samples.pop(stem, 0)
+        self.samples[stem] = size
+
+    def trim(self, max_samples: int, max_bytes: int) -> int:
+        """Remove the oldest samples past the bounds; how many were removed."""
+        removed = 0
+        while len(self.samples) > 1 and (len(self.samples) > max_samples or self.bytes > max_bytes):
+            stem, size = self.samples.popitem(last=False)
+            self.bytes -= size
+            for ext in _SAMPLE_EXTS:
+                with contextlib.suppress(OSError):
+                    (self.folder / (stem + ext)).unlink()
+            removed += 1
+        return removed
 
 
 def write_targets(cfg: AgentConfig) -> dict[str, list[tuple[str, str, Any]]]:
@@ -146,6 +195,7 @@ class ActionRunner:
         self.stats: dict[str, collections.Counter] = {n: collections.Counter() for n in cfg.actions}
         self.state: dict[str, dict] = {n: {} for n in cfg.actions}  # each action's own state
         self.alarm_state: dict[tuple[str, str], dict] = {}
+        self._sample_folders: dict[Path, SampleFolder] = {}  # save_sample's folders (shared by its actions)
         self._burst = BurstLogger(log)
         # per action, the errors a retry cannot fix that were logged since its last success: each is said
         # once (a read-only node under a level output would otherwise log every 30 s for ever), counted always
@@ -906,14 +956,38 @@ def _save(ctx: ActionRunner, name: str, action: SaveSampleAction, result: Result
     times.append(now)
     folder = ctx.cfg.path(action.dir) if action.dir else ctx.cfg.data_dir / "samples"
     folder.mkdir(parents=True, exist_ok=True)
-    stem = f"{result.pipeline}-{result.item_seq:08d}-{result.verdict}"
+    kept = ctx._sample_folders.get(folder)
+    if kept is None:
+        kept = ctx._sample_folders[folder] = SampleFolder(folder)
+    # the UTC time in the name: an item's seq starts again at each start of the agent, and a name of the
+    # pipeline, seq and verdict alone was written over by the next run's sample of the same seq
+    stamp = datetime.datetime.fromtimestamp(time.time(), datetime.UTC).strftime("%Y%m%dT%H%M%S%f")[:-3] + "Z"
+    stem = f"{result.pipeline}-{stamp}-{result.item_seq:08d}-{result.verdict}"
     if isinstance(item, Frame):
         import cv2
 
-        cv2.imwrite(str(folder / f"{stem}.png"), item.image)
+        data = folder / f"{stem}.png"
+        if not cv2.imwrite(str(data), item.image):  # (False, not an exception, on a full disk)
+            data.unlink(missing_ok=True)
+            raise OSError(f"sample {data} not written (is the disk full?)")
     else:
-        np.save(folder / f"{stem}.npy", item.waveform.astype(np.float32))
-    (folder / f"{stem}.json").write_text(json_codec.dumps(result.to_json_dict()))
+        data = folder / f"{stem}.npy"
+        try:
+            np.save(data, item.waveform.astype(np.float32))
+        except OSError:
+            data.unlink(missing_ok=True)
+            raise
+    meta = folder / f"{stem}.json"
+    try:
+        meta.write_text(json_codec.dumps(result.to_json_dict()))
+    except OSError:
+        meta.unlink(missing_ok=True)
+        data.unlink(missing_ok=True)
+        raise
+    kept.add(stem, data.stat().st_size + meta.stat().st_size)
+    removed = kept.trim(action.max_samples, action.max_bytes)
+    if removed:
+        ctx.stats[name]["removed"] += removed
 
 
 def _nan_fields(result: Result, fields: tuple[str, ...]) -> set[str] | None:

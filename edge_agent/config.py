@@ -416,6 +416,14 @@ class SaveSampleAction(_Action):
     type: Literal["save_sample"]
     dir: str | None = Field(None, description="default: <data_dir>/samples")
     max_per_hour: int = Field(600, ge=1)
+    max_samples: int = Field(
+        10_000,
+        ge=1,
+        description="samples kept in dir (each an image or window and its .json); oldest removed",
+    )
+    max_bytes: int = Field(
+        1024**3, ge=1024**2, description="bytes the samples in dir may take; the oldest are removed past it"
+    )
 
     def cross_check(self, name: str, cfg: AgentConfig, report: Findings) -> None:
         for i, r in enumerate(cfg.rules):  # a rule's result has no model input to save

@@ -1,0 +1,64 @@
+"""What the agent keeps in its data folder stays bounded over months of running: each test drives the real
+code through many cycles (samples saved, restarts, refusals) and counts the files or entries left."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from devices.base import Frame
+from edge_agent import actions
+from edge_agent.config import parse_config
+from edge_agent.types import Result
+
+
+def _runner(tmp_path, **keep):
+    cfg = parse_config(
+        {
+            "agent": {"id": "a", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
+            "actions": {"keep": {"type": "save_sample", "max_per_hour": 100_000, **keep}},
+            "http": {"enabled": False},
+        },
+        "t.yaml",
+        str(tmp_path),
+    )
+    return actions.ActionRunner(cfg, {}), cfg.actions["keep"]
+
+
+def _save(ctx, action, seq: int, verdict: str = "NG") -> None:
+    res = Result("p", "cam", seq, 0.0, "m", "1.0.0", "onnxruntime", verdict, 0.9)
+    frame = Frame("cam", seq, 0.0, np.full((4, 4, 3), seq % 256, np.uint8))
+    actions._save(ctx, "keep", action, res, frame)
+
+
+def test_the_sample_folder_keeps_max_samples_across_restarts_and_removes_the_oldest(tmp_path):
+    samples = tmp_path / "data" / "samples"
+    samples.mkdir(parents=True)
+    (samples / "notes.txt").write_text("the line engineer's own file")  # not a sample: never removed
+    for _run in range(3):  # three runs of the agent: each starts its item seqs at 0 again
+        ctx, action = _runner(tmp_path, max_samples=5)
+        for seq in range(4):
+            _save(ctx, action, seq)
+    names = sorted(p.name for p in samples.iterdir())
+    assert len([n for n in names if n.endswith(".png")]) == 5, names
+    assert len([n for n in names if n.endswith(".json")]) == 5 and "notes.txt" in names
+    assert ctx.stats["keep"]["removed"] == 4  # the last run found 5 (the bound), then saved 4
+    # the newest run's four samples are all there (not written over, not removed), and one of the run before
+    stems = sorted(n[:-4] for n in names if n.endswith(".png"))
+    assert sorted(s.rsplit("-", 2)[1] for s in stems) == [
+        "00000000",
+        "00000001",
+        "00000002",
+        "00000003",
+        "00000003",
+    ]
+
+
+def test_the_sample_folder_keeps_within_max_bytes(tmp_path):
+    ctx, action = _runner(tmp_path, max_samples=10_000, max_bytes=1024**2)
+    big = np.random.default_rng(0).integers(0, 256, (300, 300, 3), np.uint8)  # ~270 kB as a PNG
+    for seq in range(12):
+        res = Result("p", "cam", seq, 0.0, "m", "1.0.0", "onnxruntime", "NG", 0.9)
+        actions._save(ctx, "keep", action, res, Frame("cam", seq, 0.0, big))
+    files = list((tmp_path / "data" / "samples").iterdir())
+    assert sum(p.stat().st_size for p in files) <= 1024**2
+    assert 2 <= len(files) // 2 < 12 and ctx.stats["keep"]["removed"] == 12 - len(files) // 2
