@@ -26,6 +26,7 @@ from devices import SOURCE_TYPES, load_object
 from devices.base import Notices
 from edge_agent.actions import ActionRunner, write_targets
 from edge_agent.config import AgentConfig
+from edge_agent.files import remove_stale_temps
 from edge_agent.metrics import Metrics
 from edge_agent.models.slot import ModelSlot, SlotError
 from edge_agent.pipelines import Pipeline
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "agent.lock"
+# the folders of the data folder where state files are written with edge_agent.files.atomic_write_json
+# (alarm outputs, fleet commands, fleet configs)
+STATE_FOLDERS = (".", "fleet", "fleet-config")
 
 
 class DataDirInUse(SlotError):
@@ -97,6 +101,10 @@ class DataDirLock:
         f.write(f"{os.getpid()}\n")
         f.flush()
         self._f = f
+        # the folder is this process's now: what an earlier one left half-written in it goes
+        for folder in STATE_FOLDERS:
+            for name in remove_stale_temps(self.path.parent / folder):
+                log.info("data folder: removed %s, left half-written by an agent that was killed", name)
 
     def release(self) -> None:
         if self._f is not None:

@@ -62,3 +62,44 @@ def test_the_sample_folder_keeps_within_max_bytes(tmp_path):
     files = list((tmp_path / "data" / "samples").iterdir())
     assert sum(p.stat().st_size for p in files) <= 1024**2
     assert 2 <= len(files) // 2 < 12 and ctx.stats["keep"]["removed"] == 12 - len(files) // 2
+
+
+def test_a_state_file_half_written_by_a_killed_agent_is_removed_when_the_next_one_takes_the_folder(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from edge_agent.agent import DataDirLock
+
+    data = tmp_path / "data"
+    paths = [
+        str(data / "alarm-outputs.json"),
+        str(data / "fleet/commands.json"),
+        str(data / "fleet-config/state.json"),
+    ]
+    # a real writer of each state file, killed (kill -9) between writing its temporary file and renaming it
+    script = (
+        "import os, sys, threading, time; from pathlib import Path; from edge_agent import files\n"
+        "os.fsync = lambda fd: (os.write(1, b'w'), time.sleep(60))\n"
+        f"for p in {paths!r}:\n"
+        "    threading.Thread(target=files.atomic_write_json, args=(Path(p), {'raised': []}), daemon=True).start()\n"
+        "time.sleep(60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=os.getcwd())
+    try:
+        assert child.stdout is not None
+        assert child.stdout.read(3) == b"www"  # each thread has written its temporary file
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    left = [p.name for p in data.rglob(".*.tmp")]
+    assert len(left) == 3, left
+    (data / "fleet" / ".notes.tmp").write_text("not ours")  # no pid in its name: left alone
+    lock = DataDirLock(data)
+    lock.acquire()
+    try:
+        after = sorted(p.relative_to(data).as_posix() for p in data.rglob("*") if p.is_file())
+        assert after == ["agent.lock", "fleet/.notes.tmp"], after
+    finally:
+        lock.release()
