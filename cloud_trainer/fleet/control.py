@@ -92,6 +92,7 @@ DEPLOYMENT_COLUMNS = [
     "CREATE INDEX IF NOT EXISTS deployments_by_tenant ON deployments (tenant, created)",
 ]
 TERMINAL = {"completed", "halted", "aborted", "removed"}
+SUPERSEDED = "superseded"  # a target status: a newer rollout of the same slot took the agent over
 _LOG_CHANGE = "INSERT INTO changes (generation, tenant, agent) VALUES (?, ?, ?)"
 _UPSERT_DESIRED = (
     "INSERT INTO desired VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(tenant, agent, slot) DO UPDATE "
@@ -455,8 +456,20 @@ class Control:
             t = dep["targets"].get(agent)
             if t is None:
                 return False
+            if t.get("status") == SUPERSEDED:  # a newer rollout of the slot owns this agent now
+                t["last_report"] = {"step": step, "version": version, "ok": ok, "reason": reason}
+                self._put(dep)
+                return True
             if version != dep["version"] and step != "rolled_back_by_fleet":
                 t["last_report"] = {"step": step, "version": version, "ok": ok, "reason": reason}
+                prev = dep["previous"].get(agent) or {}
+                if t.get("status") == "rolling_back" and version == prev.get("version"):
+                    # the agent's account of going back to its previous version, after a halt or an abort
+                    if ok and step in ("active", "healthy"):
+                        t.update(status="rolled_back_by_fleet", reason=f"rollout halted; it runs {version}")
+                    elif not ok or step.endswith("_retry"):
+                        t["reason"] = f"rollout halted; going back to {version}: {step}: {reason}"[:2000]
+                    t["updated"] = self.clock()
                 self._put(dep)
                 return True
             t.update(
@@ -578,6 +591,7 @@ class Control:
             if not rollback:
                 self._check_not_a_downgrade(entry, slot, targets, tenant, known)
             steps = ["100%"] if req.get("strategy") == "all_at_once" else (req.get("steps") or ["1", "100%"])
+            wait_s = _check_rollout(steps, req.get("wait_s"), len(targets))
             previous = {}
             wanted = set(targets)
             for a in known:
@@ -601,12 +615,13 @@ class Control:
                 slot=slot,
                 strategy=req.get("strategy") or "canary",
                 steps=steps,
-                wait_s=float(req.get("wait_s") or 0),
+                wait_s=wait_s,
                 gate=req.get("gate") or {},
                 previous=previous,
                 rollback=rollback,
                 targets={a: {} for a in targets},
             ).doc()
+            self._supersede(dep)
             self._put(dep)
         self.tick()
         return self._get(dep["id"])
@@ -640,6 +655,7 @@ class Control:
                         "deployment_id": row[3].removesuffix(ROLLBACK_SUFFIX),
                     }
             steps = ["100%"] if req.get("strategy") == "all_at_once" else (req.get("steps") or ["1", "100%"])
+            wait_s = _check_rollout(steps, req.get("wait_s"), len(targets))
             dep = Deployment(
                 id=uuid.uuid4().hex[:10],
                 tenant=tenant,
@@ -651,22 +667,48 @@ class Control:
                 size=len(raw),
                 strategy=req.get("strategy") or "canary",
                 steps=steps,
-                wait_s=float(req.get("wait_s") or 0),
+                wait_s=wait_s,
                 gate=req.get("gate") or {},
                 previous=previous,
                 rollback=rollback,
                 targets={a: {} for a in targets},
                 config_yaml=raw.decode(),
             ).doc()
+            self._supersede(dep)
             self._put(dep)
         self.tick()
         return self._get(dep["id"])
 
+    def _supersede(self, new: dict) -> None:
+        """A new rollout (a rollback too) of a slot takes its agents over from older rollouts of the same slot
+        still in progress (running or paused) in the tenant: their targets among them become ``superseded``
+        (never assigned, waited for or rolled back by the older one again), and an older rollout left with
+        no target of its own is ``aborted``, saying by which. Without this both rollouts wrote the same
+        desired rows: the older one's later steps and halts overwrote the newer one's version, and a
+        deployment said ``completed`` for agents that ran another version."""
+        tenant, slot, mine = new.get("tenant", T), _slot(new), set(new["targets"])
+        what = f"deployment {new['id']} ({Deployment.from_doc(new).what()})"
+        now = self.clock()
+        for (doc,) in self.db.execute(
+            "SELECT doc FROM deployments WHERE tenant = ? AND state IN ('running', 'paused')", (tenant,)
+        ).fetchall():
+            old = json.loads(doc)
+            if old["id"] == new["id"] or _slot(old) != slot:
+                continue
+            taken = [a for a, t in old["targets"].items() if a in mine and t["status"] != SUPERSEDED]
+            if not taken:
+                continue
+            for a in taken:
+                old["targets"][a].update(status=SUPERSEDED, reason=f"taken over by {what}", updated=now)
+            if all(t["status"] == SUPERSEDED for t in old["targets"].values()):
+                old["state"] = "aborted"
+                old["reason"] = f"superseded by {what}, which took over every target"
+            else:
+                old["reason"] = f"{len(taken)} of its agents taken over by {what}"
+            self._put(old)
+
     def _step_size(self, spec: str, n: int) -> int:
-        spec = str(spec).strip()
-        if spec.endswith("%"):
-            return max(1, math.ceil(n * float(spec[:-1]) / 100))
-        return min(n, max(1, int(spec)))
+        return _step_size(spec, n)
 
     @contextlib.contextmanager
     def _write(self):
@@ -696,7 +738,15 @@ class Control:
                 dep = json.loads(doc)
                 if dep["state"] != "running":
                     continue
-                self._advance(dep)
+                try:
+                    self._advance(dep)
+                except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
+                    # a document this code cannot advance (written by an older version without the checks
+                    # create makes now): halted with the reason, never failing every tenant's tick for good
+                    log.warning("deployment %s cannot advance; halted: %s", dep.get("id"), exc)
+                    dep = json.loads(doc)
+                    dep["state"] = "halted"
+                    dep["reason"] = f"the rollout cannot advance: {type(exc).__name__}: {str(exc)[:300]}"
                 self._put(dep)
             top = self.db.execute("SELECT MAX(generation) FROM changes").fetchone()[0] or 0
             self.db.execute("DELETE FROM changes WHERE generation <= ?", (top - KEEP_CHANGES,))
@@ -720,18 +770,18 @@ class Control:
                 dep["targets"][a].update(status="assigned", step=k, updated=now)
         if dep["step_started"] is None:
             dep["step_started"] = now
+        # agents a newer rollout of the same slot took over are no longer this one's to wait for or roll back
+        live = [a for a in current if dep["targets"][a]["status"] != SUPERSEDED]
         bad = [
-            (a, dep["targets"][a])
-            for a in current
-            if dep["targets"][a]["status"] in ("failed", "rolled_back")
+            (a, dep["targets"][a]) for a in live if dep["targets"][a]["status"] in ("failed", "rolled_back")
         ]
         if bad:
             a, t = bad[0]
             dep["state"] = "halted"
             dep["reason"] = f"agent {a}: {t['status']}: {t['reason']}"
-            self._roll_back(dep, [x for x in current])
+            self._roll_back(dep, live)
             return
-        if all(dep["targets"][a]["status"] == "healthy" for a in current):
+        if all(dep["targets"][a]["status"] == "healthy" for a in live):
             if dep["step_healthy_at"] is None:
                 dep["step_healthy_at"] = now
             if now - dep["step_healthy_at"] >= dep["wait_s"]:
@@ -744,24 +794,54 @@ class Control:
                 self._advance(dep)
 
     def _roll_back(self, dep: dict, agents: list[str]) -> None:
+        """Give ``agents`` their previous version back. A model slot's target says ``rolling_back`` until the
+        agent runs the previous version (its report, or its state report already shows it), then
+        ``rolled_back_by_fleet``: an admin is never told an agent went back while it still runs the version
+        (offline, downloading, or the previous package gone from the registry, which the reason says)."""
         tenant = dep.get("tenant", T)
+        config = dep.get("kind") == "config"  # the previous config's YAML is in its own deployment
+        agents = [a for a in agents if dep["targets"][a]["status"] != SUPERSEDED]
+        running: dict[str, str | None] = {}
+        if not config and any(dep["previous"].get(a) for a in agents):
+            running = {
+                r["id"]: next((s.get("digest") for s in r["slots"] if s.get("slot") == dep["slot"]), None)
+                for r in self.store.agents(tenant=tenant)
+            }
         for a in agents:
             prev = dep["previous"].get(a)
             t = dep["targets"][a]
             if prev:
-                config = dep.get("kind") == "config"  # the previous config's YAML is in its own deployment
+                size = 0 if config else self._size_of(prev["digest"], tenant)
                 self._set_desired(
                     a,
                     _slot(dep),
                     prev["package"],
                     prev["version"],
                     prev["digest"],
-                    0 if config else self._size_of(prev["digest"], tenant),
+                    size,
                     (prev["deployment_id"] if config else dep["id"]) + ROLLBACK_SUFFIX,
                     tenant,
                 )
-                if t["status"] not in ("failed", "rolled_back"):
+                if t["status"] in ("failed", "rolled_back"):
+                    continue  # it refused or rolled back the version itself: it runs the previous one
+                if config:
                     t.update(status="rolled_back_by_fleet", reason="rollout halted")
+                elif running.get(a) == prev["digest"]:
+                    t.update(
+                        status="rolled_back_by_fleet", reason=f"rollout halted; it runs {prev['version']}"
+                    )
+                elif not size:
+                    t.update(
+                        status="rolling_back",
+                        reason=f"rollout halted; its previous version {prev['package']} {prev['version']} is no "
+                        "longer in the registry, so it cannot go back and still runs what it runs: publish that "
+                        "version again (it then goes back), or roll the slot back to another version",
+                    )
+                else:
+                    t.update(
+                        status="rolling_back",
+                        reason=f"rollout halted; {prev['version']} sent back to it, not yet confirmed running",
+                    )
             else:  # nothing before it: a model slot keeps what it runs; an agent goes back to its local config
                 self.db.execute(
                     "DELETE FROM desired WHERE tenant = ? AND agent = ? AND slot = ?", (tenant, a, _slot(dep))
@@ -769,8 +849,15 @@ class Control:
                 self._changed(tenant, a)
 
     def _size_of(self, digest: str, tenant: str = T) -> int:
+        """The size of the tenant's package file of ``digest``; 0 when the registry no longer has it (its entry
+        or its file deleted): a halt's rollback to it must still be written, not raise inside the tick that
+        every tenant's rollouts share."""
         p = self.registry.for_tenant(tenant).by_digest(digest)
-        return p.stat().st_size if p else 0
+        try:
+            return p.stat().st_size if p else 0
+        except OSError as exc:
+            log.warning("registry of tenant %s: package %s cannot be read: %s", tenant, digest[:12], exc)
+            return 0
 
     def command(self, dep_id: str, action: str, *, tenant: str = T) -> dict:
         with self._write():
@@ -874,3 +961,48 @@ class Control:
 def _slot(dep: dict) -> str:
     """The desired-state row a deployment writes: its model slot, or the agent configuration's."""
     return CONFIG_SLOT if dep.get("kind") == "config" else dep["slot"]
+
+
+def _step_size(spec: str, n: int) -> int:
+    """The agents a cumulative step reaches out of ``n``: a count, or a percentage rounded up."""
+    spec = str(spec).strip()
+    if spec.endswith("%"):
+        return max(1, math.ceil(n * float(spec[:-1]) / 100))
+    return min(n, max(1, int(spec)))
+
+
+def _check_rollout(steps: list, wait_s, n: int) -> float:
+    """The steps and wait of a new rollout to ``n`` agents, checked before anything is stored (``ValueError``
+    naming the step): each step is a whole number of agents (at least 1) or a percentage in (0, 100], and the
+    last step reaches every target, so that ``completed`` always means every target has the version. Returns
+    the wait in seconds (finite, at least 0)."""
+    if not steps:
+        raise ValueError("steps: at least one step (e.g. 1 100%)")
+    if len(steps) > 100:
+        raise ValueError(f"steps: {len(steps)} steps; at most 100")
+    for i, raw in enumerate(steps):
+        spec = str(raw).strip()
+        try:
+            value = float(spec[:-1]) if spec.endswith("%") else int(spec)
+        except ValueError:
+            value = math.nan
+        ok = 0 < value <= 100 if spec.endswith("%") else (math.isfinite(value) and value >= 1)
+        if not ok:
+            raise ValueError(
+                f"steps[{i}] {str(raw)[:40]!r}: a number of agents (1 or more) or a percentage such as 50% "
+                "(above 0, at most 100%)"
+            )
+    last = str(steps[-1]).strip()
+    if (float(last[:-1]) < 100 if last.endswith("%") else int(last) < n) and n > 0:
+        raise ValueError(
+            f"steps {[str(x)[:40] for x in steps]}: the last step reaches "
+            f"{_step_size(last, n)} of the {n} target agents; end with 100% so that every "
+            "target receives it (a deployment is completed only when all of them run it)"
+        )
+    try:
+        wait = float(wait_s or 0)
+    except (TypeError, ValueError):
+        wait = math.nan
+    if not (math.isfinite(wait) and wait >= 0):
+        raise ValueError(f"wait_s {wait_s!r}: seconds between healthy steps, 0 or more")
+    return wait

@@ -1,0 +1,150 @@
+"""Rollouts where the fleet is not tidy, on the real control state (SQLite ``control.db``, the SQLite store and a
+registry of real signed packages): steps that cannot advance, two rollouts of one slot at once, and what a
+halted rollout says about agents that have not gone back yet (offline, or their previous package deleted)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cloud_trainer.fleet.control import Control
+from cloud_trainer.fleet.store import open_store
+from cloud_trainer.registry import Registry
+from tests.support.models import make_keypair, make_package
+
+AGENTS = ("gw1", "gw2", "gw3")
+
+
+@pytest.fixture
+def control(tmp_path):
+    store = open_store(None, tmp_path)
+    for agent in AGENTS:
+        store.heartbeat(agent, {"site": "plant"}, [], {}, 0, {})
+    c = Control(
+        tmp_path / "control.db", Registry(tmp_path / "registry"), store, config_validator=lambda b, n: None
+    )
+    yield c
+    store.close()
+
+
+def test_steps_that_cannot_advance_are_refused_and_an_old_one_stored_halts_alone(control):
+    """``--steps 1 half`` or ``nan%`` were stored and then failed every tick of every tenant (no rollout moved
+    again); ``--steps 1 50%`` said ``completed`` with half the targets never given the version."""
+    c = control
+    for steps in (["1", "half"], ["nan%"], ["0"], ["150%"], ["1", "50%"]):
+        with pytest.raises(ValueError, match=r"steps"):
+            c.create_config(
+                {"config_yaml": b"a: 1\n", "config_name": "x", "agents": list(AGENTS), "steps": steps}
+            )
+    with pytest.raises(ValueError, match="wait_s"):
+        c.create_config(
+            {"config_yaml": b"a: 1\n", "agents": ["gw1"], "steps": ["100%"], "wait_s": float("nan")}
+        )
+    assert c.list() == []  # nothing stored
+    ok = c.create_config({"config_yaml": b"a: 1\n", "agents": ["gw1", "gw2"], "steps": ["1", "100%"]})
+    # a document stored by an older version, which checked nothing
+    broken = dict(ok, id="old0000000", steps=["1", "nan%"], created=ok["created"] - 1)
+    with c._write():
+        c._put(broken)
+    c.on_report("gw1", "old0000000", "", ok["digest"], "healthy", True, "", {})  # its step 2 is "nan%"
+    c.on_report("gw1", ok["id"], "", ok["digest"], "healthy", True, "", {})
+    c.tick()  # did raise, for every deployment of every tenant
+    assert c.get("old0000000")["state"] == "halted" and "cannot advance" in c.get("old0000000")["reason"]
+    assert c.get(ok["id"])["targets"]["gw2"]["status"] == "assigned"  # the good one moved on
+
+
+def test_a_newer_rollout_of_a_slot_takes_its_agents_over_from_an_older_one(control):
+    """Two rollouts of one slot to the same agents wrote the same desired rows: the older one's next step,
+    minutes later, gave gw2 the older config again, while the newer one said ``completed`` for gw2."""
+    c = control
+    now = [1000.0]
+    c.clock = lambda: now[0]
+    a = c.create_config(
+        {"config_yaml": b"a: 1\n", "agents": ["gw1", "gw2"], "steps": ["1", "100%"], "wait_s": 60}
+    )
+    c.on_report("gw1", a["id"], "", a["digest"], "healthy", True, "", {})  # A waits 60 s before gw2
+    b = c.create_config({"config_yaml": b"b: 2\n", "agents": ["gw1", "gw2"], "steps": ["1", "100%"]})
+    for agent in ("gw1", "gw2"):
+        c.on_report(agent, b["id"], "", b["digest"], "healthy", True, "", {})
+    assert c.get(b["id"])["state"] == "completed"
+    now[0] += 61
+    c.tick()
+    assert c.desired_state("gw2")[2]["digest"] == b["digest"]  # was A's
+    old = c.get(a["id"])
+    assert old["state"] == "aborted" and b["id"] in old["reason"]
+    assert {t["status"] for t in old["targets"].values()} == {"superseded"}
+    # a late report for the older rollout changes nothing
+    c.on_report("gw1", a["id"], "", a["digest"], "rolled_back", False, "late", {})
+    assert c.desired_state("gw1")[2]["digest"] == b["digest"]
+
+
+@pytest.fixture
+def registry_control(tmp_path, control):
+    key, _ = make_keypair(tmp_path / "keys")
+    reg = control.registry
+    entries = {}
+    for i, v in enumerate(["1.0.0", "1.1.0"]):
+        reg.publish(make_package(tmp_path / "b", version=v, key=key, seed=i), [], {}, None, None)
+        entries[v] = reg.get("part-inspection", v)
+    return control, entries
+
+
+def _runs(c, agent, entry):
+    c.store.heartbeat(
+        agent,
+        {"site": "plant"},
+        [
+            {
+                "slot": "vision",
+                "package": entry["name"],
+                "version": entry["version"],
+                "digest": entry["digest"],
+            }
+        ],
+        {},
+        0,
+        {},
+    )
+
+
+def test_a_halted_rollout_says_rolling_back_until_the_agent_runs_its_previous_version(registry_control):
+    """A halt marked every agent of the step ``rolled_back_by_fleet`` at once: an agent that was offline, or
+    whose previous package had been deleted from the registry (it can never go back), was shown as rolled
+    back while it ran the halted version."""
+    c, e = registry_control
+    for agent in AGENTS:
+        _runs(c, agent, e["1.0.0"])
+    dep = c.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision", "steps": ["100%"]})
+    c.on_report("gw1", dep["id"], "vision", "1.1.0", "healthy", True, "", {})
+    _runs(c, "gw1", e["1.1.0"])  # gw1 runs the new version; gw3 (offline) never took it
+    c.on_report("gw2", dep["id"], "vision", "1.1.0", "rolled_back", False, "health check failed: NaN", {})
+    d = c.get(dep["id"])
+    assert d["state"] == "halted"
+    assert d["targets"]["gw1"]["status"] == "rolling_back", d["targets"]["gw1"]  # was rolled_back_by_fleet
+    assert d["targets"]["gw3"]["status"] == "rolled_back_by_fleet"  # it runs 1.0.0
+    c.on_report("gw1", dep["id"], "vision", "1.0.0", "download_retry", True, "download: link down", {})
+    assert "link down" in c.get(dep["id"])["targets"]["gw1"]["reason"]
+    c.on_report("gw1", dep["id"], "vision", "1.0.0", "active", True, "", {})
+    assert c.get(dep["id"])["targets"]["gw1"]["status"] == "rolled_back_by_fleet"
+
+
+def test_a_halt_whose_previous_package_was_deleted_still_halts_and_says_it_cannot_go_back(registry_control):
+    """The halt's rollback read the size of the previous version's package file: deleted from the registry, it
+    raised inside the rollout tick, so the rollout never halted (its canary kept the bad version) and every
+    rollout of every tenant stopped moving (each tick, and every agent's report, failed)."""
+    c, e = registry_control
+    for agent in AGENTS:
+        _runs(c, agent, e["1.0.0"])
+    other = c.create_config({"config_yaml": b"a: 1\n", "agents": ["gw1", "gw2"], "steps": ["1", "100%"]})
+    c.registry.package_path(e["1.0.0"]).unlink()
+    dep = c.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision", "steps": ["100%"]})
+    c.on_report("gw1", dep["id"], "vision", "1.1.0", "healthy", True, "", {})
+    _runs(c, "gw1", e["1.1.0"])
+    c.on_report("gw2", dep["id"], "vision", "1.1.0", "failed", False, "verify: bad", {})
+    d = c.get(dep["id"])
+    assert d["state"] == "halted"
+    t = d["targets"]["gw1"]
+    assert t["status"] == "rolling_back" and "no longer in the registry" in t["reason"], t
+    # the agents get the rollback in their desired state all the same (it goes through once republished)
+    assert [s["version"] for s in c.desired_state("gw1")[1]] == ["1.0.0"]
+    c.on_report("gw1", other["id"], "", other["digest"], "healthy", True, "", {})
+    assert c.get(other["id"])["targets"]["gw2"]["status"] == "assigned"  # other rollouts still move
