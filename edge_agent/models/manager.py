@@ -39,6 +39,7 @@ admin's rollback (``DesiredSlot.rollback``; from a v2 fleet, a deployment id end
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import json
@@ -65,6 +66,10 @@ _DEPLOYMENT_RE = re.compile(r"[0-9A-Za-z_-]{1,64}(:rollback)?")
 ROLLBACK_SUFFIX = ":rollback"
 MAX_DESIRED = 1000  # desired slots looked at per desired state (an agent runs a few; the rest is ignored)
 MAX_DECLINED = 2 * MAX_DESIRED  # desired states refused that are remembered (each reported once)
+# packages refused for good that are remembered (the oldest forgotten first): a fleet moves on from a refused
+# version, so only the recent ones can be asked again; without a bound every version refused or rolled back
+# in months of rollouts stayed in memory and in /status
+MAX_REFUSED = 1000
 
 
 def check_desired(d) -> str | None:
@@ -128,6 +133,21 @@ class ModelManager:
     def _is_refused(self, digest: str) -> bool:
         return digest in self.refused
 
+    def _refuse(self, digest: str, reason: str) -> None:
+        """Refuse ``digest`` for good (never tried again), remembering at most ``MAX_REFUSED``."""
+        self.refused.pop(digest, None)  # the latest last
+        self.refused[digest] = reason
+        while len(self.refused) > MAX_REFUSED:
+            del self.refused[next(iter(self.refused))]
+
+    def _forget_retries(self, desired) -> None:
+        """Backoffs and failure counts of packages no longer desired (nor installing): else one entry was
+        kept for every version whose download or install ever failed, for as long as the agent ran."""
+        wanted = {d.digest for d in desired} | set(self.busy.values())
+        for table in (self.retry_at, self._download_failures, self._install_failures):
+            for digest in [k for k in table if k not in wanted]:
+                del table[digest]
+
     # ---- the final step of a swap, exactly once across restarts -----------------------------------
     def _pending_path(self, slot: str) -> Path:
         return self.pending_dir / f"{slot}.json"
@@ -179,7 +199,7 @@ class ModelManager:
                     await self._settle(d, "healthy", True, health=self._health(d.slot))
                 continue  # still watching: the install task of this run reports
             if last is not None and last.stage == "rolled_back" and last.from_version == d.version:
-                self.refused[d.digest] = last.reason or "rolled back"
+                self._refuse(d.digest, last.reason or "rolled back")
                 await self._settle(d, "rolled_back", False, last.reason or "rolled back")
             elif (
                 last is not None and not last.ok and last.to_version == d.version and d.digest in self.refused
@@ -202,6 +222,7 @@ class ModelManager:
             )
             desired = desired[:MAX_DESIRED]
             self._too_many_at = reply.generation  # said once per desired state, not at every heartbeat
+        self._forget_retries(desired)
         for d in desired:
             key = (d.slot, d.digest, d.deployment_id)
             if key in self.declined:
@@ -375,14 +396,20 @@ class ModelManager:
         packages a kill -9 left between download and install (each would hold its size for good)."""
         keep = set().union(*self._staged.values())
         here = [p for p in self.staging.iterdir() if p.is_file()]
-        for slot in self.slots:  # each slot's own folder of packages downloaded for it
-            if (self.staging / slot).is_dir():
-                here += [p for p in (self.staging / slot).iterdir() if p.is_file()]
+        # each slot's own folder of packages downloaded for it, and those of slots a config before this one
+        # had (renamed or removed: nothing else would ever look in them)
+        folders = [p for p in self.staging.iterdir() if p.is_dir() and not p.is_symlink()]
+        for folder in folders:
+            here += [p for p in folder.iterdir() if p.is_file()]
         for p in here:
             name = p.relative_to(self.staging).as_posix()
             if name not in keep:
                 log.info("staging: removing %s, left by an earlier install", name)
                 p.unlink(missing_ok=True)
+        for folder in folders:
+            if folder.name not in self.slots:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # (only when empty)
 
     async def _install(self, d) -> None:
         slot = self.slots[d.slot]
@@ -393,7 +420,7 @@ class ModelManager:
             except Exception as exc:  # the link, the server, the disk: try again later, with backoff
                 n = self._download_failures[d.digest] = self._download_failures.get(d.digest, 0) + 1
                 if isinstance(exc, DigestMismatch) and n >= 3:  # the fleet keeps serving other bytes: give up
-                    self.refused[d.digest] = str(exc)
+                    self._refuse(d.digest, str(exc))
                     await self._report(d, "failed", False, printable(f"download: {exc}", 500))
                     return
                 wait = min(self.download_backoff_max_s, self.download_backoff_s * 2 ** (n - 1))
@@ -410,7 +437,7 @@ class ModelManager:
             try:
                 outcome = await slot.swap(pkg, expect=(d.package, d.version))
             except Exception as exc:  # the slot turns failures into outcomes; this is the last guard
-                self.refused[d.digest] = f"unexpected {type(exc).__name__}: {exc}"
+                self._refuse(d.digest, f"unexpected {type(exc).__name__}: {exc}")
                 await self._settle(d, "failed", False, printable(f"verify: {self.refused[d.digest]}", 500))
                 return
             finally:
@@ -432,7 +459,7 @@ class ModelManager:
                 return
             self._install_failures.pop(d.digest, None)
             if not outcome.ok:
-                self.refused[d.digest] = outcome.reason or outcome.stage
+                self._refuse(d.digest, outcome.reason or outcome.stage)
                 await self._settle(d, "failed", False, printable(f"{outcome.stage}: {outcome.reason}", 500))
                 return
             await self._report(d, "active", True)
@@ -442,7 +469,7 @@ class ModelManager:
                 await asyncio.sleep(min(1.0, window / 4))
                 if slot.version != d.version:
                     last = slot.last_outcome
-                    self.refused[d.digest] = last.reason if last else "rolled back"
+                    self._refuse(d.digest, last.reason if last else "rolled back")
                     await self._settle(d, "rolled_back", False, last.reason if last else "rolled back")
                     return
                 if slot.state == "active":
@@ -472,7 +499,8 @@ class ModelManager:
     def status(self) -> dict:
         return {
             "busy": dict(self.busy),
-            "refused": dict(self.refused),
+            "refused": dict(list(self.refused.items())[-10:]),  # the latest (all of them: refused_count)
+            "refused_count": len(self.refused),
             "steps": self.steps[-10:],
             "declined": [
                 {"slot": k[0], "digest": k[1], "deployment": k[2], "reason": v}

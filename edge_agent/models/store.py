@@ -55,6 +55,11 @@ NO_SPACE = "no_space"  # the code of an install refused because the disk is full
 # ends without an orderly stop inside one candidate's probation that roll it back (a crash loop): the
 # first is resumed (a power cut says nothing of the model), the second is not
 UNCLEAN_ENDS_TO_ROLL_BACK = 2
+# state.json's ``failed`` (folder -> why), kept for a look: the latest this many (every version refused or
+# rolled back in months of rollouts made state.json, rewritten and fsynced at each step, grow for good)
+MAX_FAILED = 50
+# folders set aside in ``.rejected`` (each a whole model): the latest this many, the oldest removed first
+MAX_REJECTED = 3
 
 
 @dataclass(frozen=True)
@@ -221,7 +226,7 @@ class ModelStore:
                 st[k] = None
         if (st.get("probation") or {}).get("candidate") == folder_name:
             st["probation"] = None
-        st.setdefault("failed", {})[folder_name] = reason
+        _note_failed(st, folder_name, reason)
         self._write_state(st)
         src = self.root / folder_name
         if "/" in folder_name or folder_name in ("", ".", "..") or not src.is_dir():
@@ -232,9 +237,17 @@ class ModelStore:
             shutil.rmtree(dest, ignore_errors=True)
         try:
             os.replace(src, dest)
+            os.utime(dest)  # when it was set aside: the oldest go first
         except OSError:
             shutil.rmtree(src, ignore_errors=True)
             return None
+        # one per folder name, but a new version is a new name: the oldest go past MAX_REJECTED
+        kept = sorted(
+            (p for p in dest.parent.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True
+        )
+        for old in kept[MAX_REJECTED:]:
+            if old != dest:
+                shutil.rmtree(old, ignore_errors=True)
         return dest
 
     def set_current(
@@ -302,7 +315,7 @@ class ModelStore:
             f"the agent ended without an orderly stop {unclean} times inside the candidate's health window (a "
             "crash loop, which the candidate may cause); the previous model was restored"
         )
-        st.setdefault("failed", {})[cand] = reason
+        _note_failed(st, cand, reason)
         st.update(
             current=prev,
             previous=None,
@@ -314,7 +327,7 @@ class ModelStore:
 
     def mark_failed(self, folder: Path, reason: str) -> None:
         st = self.state()
-        st.setdefault("failed", {})[folder.name] = reason
+        _note_failed(st, folder.name, reason)
         self._write_state(st)
 
     def prune(self) -> list[str]:
@@ -335,6 +348,15 @@ class ModelStore:
 
     def current(self) -> str | None:
         return self.state().get("current")
+
+
+def _note_failed(st: dict, folder_name: str, reason: str) -> None:
+    """Record why ``folder_name`` failed in ``st["failed"]``, keeping the latest ``MAX_FAILED``."""
+    failed = st.get("failed")
+    failed = dict(failed) if isinstance(failed, dict) else {}
+    failed.pop(folder_name, None)  # the latest last
+    failed[folder_name] = str(reason)[:500]
+    st["failed"] = dict(list(failed.items())[-MAX_FAILED:])
 
 
 def _count(v: object) -> int:

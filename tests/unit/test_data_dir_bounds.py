@@ -103,3 +103,88 @@ def test_a_state_file_half_written_by_a_killed_agent_is_removed_when_the_next_on
         assert after == ["agent.lock", "fleet/.notes.tmp"], after
     finally:
         lock.release()
+
+
+def test_the_model_manager_forgets_old_refusals_and_the_retries_of_versions_no_longer_desired(
+    tmp_path, monkeypatch
+):
+    import asyncio
+    from types import SimpleNamespace
+
+    from edge_agent.models import manager as manager_mod
+    from edge_agent.models.config import VersionPolicy
+    from edge_agent.models.manager import DigestMismatch, ModelManager
+
+    monkeypatch.setattr(manager_mod, "MAX_REFUSED", 20, raising=False)  # (the former code had no bound)
+    slot = SimpleNamespace(
+        config=SimpleNamespace(version_policy=VersionPolicy.FOLLOW_FLEET),
+        status=lambda: {"digest": "0" * 64, "package": "vision", "version": "1.0.0"},
+    )
+    mgr = ModelManager({"vision": slot}, SimpleNamespace(data_dir=tmp_path / "data"))
+    mgr.download_backoff_s = mgr.download_backoff_max_s = 0.0
+
+    async def download(
+        d, *args, **kwargs
+    ):  # the fleet serves other bytes than the digest it named, every time
+        raise DigestMismatch(f"downloaded bytes do not match digest {d.digest[:12]}")
+
+    mgr.download = download
+
+    async def rollout(version: int, heartbeats: int) -> None:
+        d = SimpleNamespace(
+            slot="vision",
+            package="vision",
+            version=f"1.{version}.0",
+            digest=f"{version:064x}",
+            deployment_id=f"dep{version}",
+            rollback=False,
+        )
+        for _ in range(heartbeats):
+            await mgr.on_desired(SimpleNamespace(desired=[d], generation=version))
+            await asyncio.gather(*mgr._tasks)
+
+    async def months() -> None:
+        for v in range(1, 61):  # 60 versions refused after three bad downloads each
+            await rollout(v, 3)
+        for v in range(100, 140):  # 40 versions that failed once, then the fleet moved on
+            await rollout(v, 1)
+
+    asyncio.run(months())
+    assert len(mgr.refused) == 20 and f"{60:064x}" in mgr.refused and f"{1:064x}" not in mgr.refused
+    assert mgr.status()["refused_count"] == 20 and len(mgr.status()["refused"]) == 10
+    assert len(mgr.retry_at) <= 1 and len(mgr._download_failures) <= 1
+
+
+def test_a_slot_keeps_a_bounded_record_of_failed_versions_and_few_rejected_folders(tmp_path):
+    from pathlib import Path
+
+    from edge_agent.models.store import ModelStore
+
+    MAX_FAILED, MAX_REJECTED = 50, 3  # (edge_agent.models.store)
+
+    store = ModelStore(tmp_path / "models" / "vision")
+    for v in range(1, 201):  # months of rollouts: every version refused or rolled back
+        store.mark_failed(Path(f"vision-1.{v}.0-{v:012x}"), f"health: NG rate of 1.{v}.0 above the baseline")
+    for v in range(1, 11):  # installed folders found altered on disk at a start, one version after another
+        folder = store.root / f"vision-2.{v}.0-{v:012x}"
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(b"\0" * 1000)
+        assert store.set_aside(folder.name, "model.onnx digest mismatch") is not None
+    failed = store.state()["failed"]
+    assert len(failed) == MAX_FAILED and "vision-2.10.0-00000000000a" in failed
+    rejected = sorted(p.name for p in (store.root / ".rejected").iterdir())
+    assert rejected == sorted(f"vision-2.{v}.0-{v:012x}" for v in range(11 - MAX_REJECTED, 11))  # the latest
+
+
+def test_staging_is_cleared_of_packages_left_for_a_slot_the_config_no_longer_has(tmp_path):
+    from types import SimpleNamespace
+
+    from edge_agent.models.manager import ModelManager
+
+    staging = tmp_path / "data" / "staging"
+    for slot in ("vision", "old-vision"):  # a kill -9 between download and install, then the slot renamed
+        (staging / slot).mkdir(parents=True)
+        (staging / slot / "part-inspection-1.2.0.edgepkg").write_bytes(b"\0" * 4096)
+    mgr = ModelManager({"vision": SimpleNamespace()}, SimpleNamespace(data_dir=tmp_path / "data"))
+    mgr._clear_staging()  # (the first step of every download)
+    assert sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*")) == ["vision"]
