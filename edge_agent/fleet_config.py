@@ -68,6 +68,9 @@ log = logging.getLogger(__name__)
 
 AGENT_OWN = ("agent", "cloud", "http")  # each agent's own sections: always from its local file
 MAX_BYTES = 256 * 1024
+# config deployments refused that state.json remembers (the latest): each holds for its deployment only, and
+# without a bound every refusal of months of rollouts stayed in the file rewritten and fsynced at every step
+MAX_REFUSED = 100
 
 
 def fleet_document(data: bytes, where: str) -> dict:
@@ -177,7 +180,12 @@ class ConfigKeeper:
     def refuse(self, info: dict, step: str, reason: str) -> None:
         # a source's error or a library's text may name a URL with its login
         reason = mask_credentials(reason)
-        self.state["refused"][refusal_key(info["deployment_id"], info["digest"])] = reason[:500]
+        refused = self.state["refused"]
+        key = refusal_key(info["deployment_id"], info["digest"])
+        refused.pop(key, None)  # the latest last
+        refused[key] = reason[:500]
+        for old in list(refused)[:-MAX_REFUSED]:  # a refusal holds for its deployment: the fleet moves on
+            del refused[old]
         self.note(info, step, False, reason)
         self.state["trial"] = None
         self.save()

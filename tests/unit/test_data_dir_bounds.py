@@ -155,25 +155,25 @@ def test_the_model_manager_forgets_old_refusals_and_the_retries_of_versions_no_l
     assert len(mgr.retry_at) <= 1 and len(mgr._download_failures) <= 1
 
 
-def test_a_slot_keeps_a_bounded_record_of_failed_versions_and_few_rejected_folders(tmp_path):
+def test_a_slot_keeps_a_bounded_record_of_failed_versions_and_few_rejected_folders(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from edge_agent.models.store import ModelStore
+    from edge_agent.models import store as store_mod
 
-    MAX_FAILED, MAX_REJECTED = 50, 3  # (edge_agent.models.store)
-
-    store = ModelStore(tmp_path / "models" / "vision")
-    for v in range(1, 201):  # months of rollouts: every version refused or rolled back
+    MAX_FAILED, MAX_REJECTED = 5, 3  # (50 and 3; the former code had no bound)
+    monkeypatch.setattr(store_mod, "MAX_FAILED", MAX_FAILED, raising=False)
+    store = store_mod.ModelStore(tmp_path / "models" / "vision")
+    for v in range(1, 21):  # months of rollouts: every version refused or rolled back
         store.mark_failed(Path(f"vision-1.{v}.0-{v:012x}"), f"health: NG rate of 1.{v}.0 above the baseline")
-    for v in range(1, 11):  # installed folders found altered on disk at a start, one version after another
+    for v in range(1, 8):  # installed folders found altered on disk at a start, one version after another
         folder = store.root / f"vision-2.{v}.0-{v:012x}"
         folder.mkdir()
         (folder / "model.onnx").write_bytes(b"\0" * 1000)
         assert store.set_aside(folder.name, "model.onnx digest mismatch") is not None
     failed = store.state()["failed"]
-    assert len(failed) == MAX_FAILED and "vision-2.10.0-00000000000a" in failed
+    assert len(failed) == MAX_FAILED and "vision-2.7.0-000000000007" in failed
     rejected = sorted(p.name for p in (store.root / ".rejected").iterdir())
-    assert rejected == sorted(f"vision-2.{v}.0-{v:012x}" for v in range(11 - MAX_REJECTED, 11))  # the latest
+    assert rejected == sorted(f"vision-2.{v}.0-{v:012x}" for v in range(8 - MAX_REJECTED, 8))  # the latest
 
 
 def test_staging_is_cleared_of_packages_left_for_a_slot_the_config_no_longer_has(tmp_path):
@@ -188,3 +188,17 @@ def test_staging_is_cleared_of_packages_left_for_a_slot_the_config_no_longer_has
     mgr = ModelManager({"vision": SimpleNamespace()}, SimpleNamespace(data_dir=tmp_path / "data"))
     mgr._clear_staging()  # (the first step of every download)
     assert sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*")) == ["vision"]
+
+
+def test_the_fleet_config_state_keeps_the_latest_refusals_only(tmp_path, monkeypatch):
+    from edge_agent import fleet_config
+    from edge_agent.fleet_config import ConfigKeeper, refusal_key
+
+    monkeypatch.setattr(fleet_config, "MAX_REFUSED", 10, raising=False)  # (100; the former code had no bound)
+    keeper = ConfigKeeper(tmp_path / "data" / "fleet-config")
+    for n in range(25):  # config deployments refused one after another over months
+        info = {"deployment_id": f"cfg{n}", "digest": f"{n:064x}"}
+        keeper.refuse(info, "failed", f"sources.plc.endpoint: cannot connect ({n})")
+    refused = ConfigKeeper(tmp_path / "data" / "fleet-config").state["refused"]  # as the next start reads it
+    assert len(refused) == 10 and refusal_key("cfg24", f"{24:064x}") in refused
+    assert refusal_key("cfg0", f"{0:064x}") not in refused
