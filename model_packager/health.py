@@ -18,7 +18,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from model_packager.condition import FEATURES
+from model_packager.condition import AMPLITUDE_FEATURES, FEATURES
 
 SCALE_FLOOR = 0.05  # of a feature's own magnitude, so a near-constant feature cannot alarm on noise
 LOG_FEATURES = [i for i, k in enumerate(FEATURES) if k not in ("kurtosis", "crest")]  # logs of amplitudes
@@ -28,6 +28,10 @@ LOG_FEATURES = [i for i, k in enumerate(FEATURES) if k not in ("kurtosis", "cres
 # 1.3-2x); scaled by that hour's spread alone, such a change read as tens of deviations and alarmed.
 LOG_SCALE_FLOOR = 0.15
 TAIL_WINDOWS = 5  # learned windows above the empirical quantile a threshold rests on
+_RMS = FEATURES.index("rms")
+# the amplitudes (logs) that ``relative`` scoring also measures against the window's common level
+AMPLITUDE_INDEX = np.asarray([FEATURES.index(k) for k in AMPLITUDE_FEATURES])
+_COMMON_INDEX = np.asarray([_RMS, *AMPLITUDE_INDEX])
 
 
 def robust_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -46,10 +50,30 @@ def scoring_scale(scale: np.ndarray) -> np.ndarray:
     return out
 
 
-def rise(x: np.ndarray, med: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """The largest one-sided robust z per row (rises only), in ``scoring_scale`` deviations."""
+def rise_z(x: np.ndarray, med: np.ndarray, scale: np.ndarray, relative: bool = False) -> np.ndarray:
+    """Per row and feature, the robust z (in ``scoring_scale`` deviations). ``relative``: an amplitude's
+    z is the smaller of its rise and its rise over the window's common level, the median rise of the
+    amplitudes and the RMS (``common_rise``): a line counts as risen only by as much as it rose more
+    than the machine's overall level did. A load change lifts a fan's blade-pass or a gear's mesh
+    2-2.5x at a 1.8-2x shift with the rest of the spectrum (not a fault); a fault lifts its own lines
+    (one to three of the seven) out of the rest, and the median of seven moves little with them."""
     z = (np.atleast_2d(x) - med) / scoring_scale(scale)
-    return np.clip(z, 0, None).max(axis=1)
+    if relative:
+        d = np.atleast_2d(x) - med
+        zr = (d[:, AMPLITUDE_INDEX] - common_rise(d)[:, None]) / scoring_scale(scale)[AMPLITUDE_INDEX]
+        z[:, AMPLITUDE_INDEX] = np.minimum(z[:, AMPLITUDE_INDEX], zr)
+    return z
+
+
+def common_rise(d: np.ndarray) -> np.ndarray:
+    """Per row of rises over the healthy median (logs), the median rise of the amplitudes and the RMS."""
+    # the middle of the sorted seven: np.median's overhead is most of the cost on one row
+    return np.sort(np.atleast_2d(d)[:, _COMMON_INDEX], axis=1)[:, len(_COMMON_INDEX) // 2]
+
+
+def rise(x: np.ndarray, med: np.ndarray, scale: np.ndarray, relative: bool = False) -> np.ndarray:
+    """The largest one-sided robust z per row (rises only), in ``scoring_scale`` deviations."""
+    return np.clip(rise_z(x, med, scale, relative), 0, None).max(axis=1)
 
 
 def growth(row: np.ndarray, med: np.ndarray) -> float:
@@ -72,12 +96,13 @@ def confirmed_quantile(scores: np.ndarray, far: float, confirm: int) -> float:
     return max(q, para) * 1.05
 
 
-def out_of_fold_threshold(x: np.ndarray, far: float, confirm: int) -> float:
-    """The threshold from out-of-fold scores: contiguous blocks, each scored against the others."""
+def out_of_fold_threshold(x: np.ndarray, far: float, confirm: int, relative: bool = False) -> float:
+    """The threshold from out-of-fold scores: contiguous blocks, each scored against the others
+    (``relative``: scored as ``rise`` with ``relative`` scores them)."""
     k = 5 if len(x) >= 50 else 2
     oof = np.empty(len(x))
     for idx in np.array_split(np.arange(len(x)), k):
         rest = np.setdiff1d(np.arange(len(x)), idx)
         m, sc = robust_stats(x[rest])
-        oof[idx] = rise(x[idx], m, sc)
+        oof[idx] = rise(x[idx], m, sc, relative)
     return confirmed_quantile(oof, far, confirm)
