@@ -280,6 +280,9 @@ class ModelSlot:
                 )
                 if resume is not None and opened.root.name == resume.candidate:
                     self._resume_watch(active, resume)
+                # what the run before left unreferenced (a candidate a crash loop rolled back, a swap whose
+                # outcome a kill -9 cut short): nothing would remove it before the next swap's outcome
+                await self._prune()
                 return
         if want_pkg is None:
             if rejected is not None:
@@ -650,6 +653,10 @@ class ModelSlot:
                 new.selection.summary() if new.selection else new.engine.name,
                 from_v,
             )
+            if not (watch and old is not None):
+                # its outcome is now (no health window): nothing else would remove what it replaced (a
+                # start on a new local package: every version a pinned slot was given stayed on disk)
+                await self._prune()
         if watch and old is not None:
             self._watch = asyncio.create_task(self._watch_health(new, old), name=f"health-{self.name}")
         # The replaced model is not closed explicitly: an inference that read it just before the

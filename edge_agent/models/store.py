@@ -26,8 +26,9 @@ The probation also keeps the previous model's health figures at the swap (``base
 a resumed window compares latency and NG rate.
 
 Folders nothing points to any more are removed (``prune``) once a swap has its outcome (kept after
-its health window, rolled back, refused), so that the store holds at most the current package, the
-previous one and a candidate.
+its health window, rolled back, refused; at once for a swap without a health window, such as a start on a
+new local package) and at every start, so that the store holds at most the current package, the previous
+one and a candidate.
 
 An installed folder is checked again at every start (``verify``: signature and every file's size and
 SHA-256, as at install) before it serves; one that fails is set aside (``set_aside``) and the slot
