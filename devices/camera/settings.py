@@ -55,6 +55,12 @@ class CameraSettings(BaseModel):
         le=60_000,
         description="watch: a file is read once unchanged this long (not half-written)",
     )
+    keep_files: int | None = Field(
+        200,
+        ge=0,
+        description="watch: images kept in the folder once read (or there at the start); past it the oldest "
+        "are deleted, never one not yet read; null: none deleted (something else must empty the folder)",
+    )
     width: int | None = Field(None, gt=0, le=8192, description="resize frames to this width (with height)")
     height: int | None = Field(None, gt=0, le=8192)
     max_megapixels: float = Field(

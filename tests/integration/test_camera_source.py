@@ -282,6 +282,47 @@ async def test_a_watched_drop_folder_gives_each_new_image_once_and_never_a_half_
         CameraSettings(url="usb:0", watch=True)
 
 
+async def test_a_drop_folder_keeps_keep_files_images_once_read_and_never_deletes_an_unread_one(tmp_path):
+    """Months of parts dropped into a folder nothing else empties: the images read (and those there at the
+    start) past keep_files are deleted, oldest first; every image is still read once; other files stay."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    rng = np.random.default_rng(3)
+
+    def png() -> bytes:  # each part its own image (a camera repeating one image is a frozen camera)
+        return cv2.imencode(".png", rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))[1].tobytes()
+
+    (drop / "old.png").write_bytes(png())  # a part of the run before
+    os.utime(drop / "old.png", ns=(10**18 - 10**9,) * 2)
+    (drop / "notes.txt").write_text("not an image")
+    src = CameraSource("cam", CameraSettings(url=str(drop), watch=True, settle_ms=0, keep_files=3))
+    await src.start()
+    try:
+        for _ in range(200):
+            if src.state is ConnectionState.CONNECTED:
+                break
+            await asyncio.sleep(0.02)
+        for n in range(12):  # one part after another, each read before the next arrives
+            p = drop / f"part-{n:02d}.png"
+            p.write_bytes(png())
+            os.utime(p, ns=(10**18 + n * 10**9,) * 2)  # written in this order
+            (frame,) = await take(src, 1, 10)
+            assert frame.seq == n
+        for _ in range(200):  # the last part is trimmed too once read
+            if len(list(drop.glob("*.png"))) <= 3:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await src.stop()
+    assert not src.stats.errors_by_reason
+    assert sorted(p.name for p in drop.iterdir()) == [
+        "notes.txt",
+        "part-09.png",
+        "part-10.png",
+        "part-11.png",
+    ]
+
+
 def test_settings_are_validated_with_clear_messages():
     with pytest.raises(ValidationError, match="give both 'width' and 'height'"):
         CameraSettings(url="usb:0", width=100)
