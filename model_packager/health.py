@@ -32,6 +32,7 @@ _RMS = FEATURES.index("rms")
 # the amplitudes (logs) that ``relative`` scoring also measures against the window's common level
 AMPLITUDE_INDEX = np.asarray([FEATURES.index(k) for k in AMPLITUDE_FEATURES])
 _COMMON_INDEX = np.asarray([_RMS, *AMPLITUDE_INDEX])
+_HF = FEATURES.index("hf_rms")
 
 
 def robust_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -52,11 +53,10 @@ def scoring_scale(scale: np.ndarray) -> np.ndarray:
 
 def rise_z(x: np.ndarray, med: np.ndarray, scale: np.ndarray, relative: bool = False) -> np.ndarray:
     """Per row and feature, the robust z (in ``scoring_scale`` deviations). ``relative``: an amplitude's
-    z is the smaller of its rise and its rise over the window's common level, the median rise of the
-    amplitudes and the RMS (``common_rise``): a line counts as risen only by as much as it rose more
-    than the machine's overall level did. A load change lifts a fan's blade-pass or a gear's mesh
-    2-2.5x at a 1.8-2x shift with the rest of the spectrum (not a fault); a fault lifts its own lines
-    (one to three of the seven) out of the rest, and the median of seven moves little with them."""
+    z is the smaller of its rise and its rise over the window's common level (``common_rise``): a line
+    counts as risen only by as much as it rose more than the machine's overall level did. A load change
+    lifts a fan's blade-pass or a gear's mesh 2-2.5x at a 1.8-2x shift with the rest of the spectrum,
+    the high band included (not a fault); a fault lifts its own lines out of the rest."""
     z = (np.atleast_2d(x) - med) / scoring_scale(scale)
     if relative:
         d = np.atleast_2d(x) - med
@@ -66,9 +66,14 @@ def rise_z(x: np.ndarray, med: np.ndarray, scale: np.ndarray, relative: bool = F
 
 
 def common_rise(d: np.ndarray) -> np.ndarray:
-    """Per row of rises over the healthy median (logs), the median rise of the amplitudes and the RMS."""
+    """Per row of rises over the healthy median (logs), the rise of the machine's overall level: the
+    median rise of the amplitudes and the RMS, but no more than the RMS's and the high band's own.
+    A load change lifts all of them together; a fault that lifts several lines but not the high band
+    (a looseness's harmonics, an imbalance's 1x carrying the RMS) has no common level to take off."""
+    d2 = np.atleast_2d(d)
     # the middle of the sorted seven: np.median's overhead is most of the cost on one row
-    return np.sort(np.atleast_2d(d)[:, _COMMON_INDEX], axis=1)[:, len(_COMMON_INDEX) // 2]
+    mid = np.sort(d2[:, _COMMON_INDEX], axis=1)[:, len(_COMMON_INDEX) // 2]
+    return np.minimum(mid, np.minimum(d2[:, _RMS], d2[:, _HF]))
 
 
 def rise(x: np.ndarray, med: np.ndarray, scale: np.ndarray, relative: bool = False) -> np.ndarray:

@@ -145,6 +145,7 @@ class Verdict:
     growth: float | None = None  # the largest amplitude growth over the baseline (x times), the health index
     sensor: str | None = None  # why the window is the sensor's, not the machine's (not judged)
     sensor_kind: str | None = None  # scale (the units or gain changed) | low_level (no machine in it)
+    stopped: bool = False  # the speed tag says the shaft is not turning: not judged, not the sensor's
 
     def to_dict(self) -> dict:
         d = {
@@ -166,6 +167,7 @@ class Verdict:
                 "growth",
                 "sensor",
                 "sensor_kind",
+                "stopped",
             )
         }
         for k in ("score", "threshold", "speed_hz", "velocity_mm_s", "progress", "growth"):
@@ -431,6 +433,14 @@ class Baseline:
                 v.state = "ready"
             elif len(self.rows) % max(SAVE_EVERY, len(self.rows) // 20) == 0:  # long learning: fewer rewrites
                 self.save()
+            return v
+        if self._stopped(scalars):
+            # the speed tag says the machine stands still: nothing to judge, and not the sensor's fault
+            # (its vibration 1/10 of the commissioned or less was a 'low_level' sensor fault: a
+            # sensor_fault episode, 'check the sensor, its cable and mounting', at every stop); a stop
+            # also ends a run of windows towards an alarm
+            self._iso_over = self._over = 0
+            v.iso_alarm, v.stopped, v.threshold = False, True, self.threshold
             return v
         med, scale, extrapolated = self._band_stats(f["speed_hz"])
         found = self._sensor_suspect(row, med, scale, (row - med) / scale, extrapolated)

@@ -181,6 +181,8 @@ class Monitor:
             if life is not None:
                 d["life"] = life.to_dict()
                 res.remaining_life = life.remaining if life.state != NOT_ENOUGH else None
+        elif v.stopped:
+            _unsure(res, "baseline: the speed tag says the machine is stopped; not judged")
         else:
             _unsure(res, f"baseline: commissioning, {100 * v.progress:.0f} % learned")
         if iso:

@@ -122,3 +122,20 @@ def test_without_a_speed_tag_estimates_made_of_noise_do_not_walk_the_tracked_spe
     for i in range(150):  # a drive slowing down 10 % over 100 windows: consistent estimates
         b.process(np.zeros(0), None, f | {"speed_hz": start * (1 - 0.1 * min(1.0, i / 100))})
     assert abs(b.speed_hz - 0.9 * start) < 0.3, b.speed_hz
+
+
+def test_a_stop_the_speed_tag_reports_is_not_a_sensor_fault_a_dead_sensor_while_running_is():
+    """After commissioning, a stop's windows (vibration 1/20 of the commissioned, the speed tag at 0)
+    were a 'low_level' sensor fault: a sensor_fault episode telling to check the sensor, its cable
+    and mounting, at every stop of a healthy machine whose tag said it was stopped. They are now
+    not judged as stopped (UNSURE, no alarm, no sensor fault); the same window while the tag says
+    the shaft turns is still the sensor's."""
+    rng = np.random.default_rng(5)
+    b = _learned(rng)
+    quiet = {k: LOG(1 / 20) for k in ("rms", *SHIFT, "velocity_rms")}
+    stop = [b.process(np.zeros(0), {"_shaft_speed": 0.0}, f) for f in _features(rng, 5, **quiet)]
+    assert [(v.sensor_kind, v.alarm) for v in stop] == [(None, False)] * 5
+    assert all(v.stopped for v in stop)
+    assert stop[-1].to_dict()["stopped"] is True and stop[-1].score is None
+    dead = b.process(np.zeros(0), {"_shaft_speed": 1500.0}, _features(rng, 1, **quiet)[0])
+    assert dead.sensor_kind == "low_level" and not dead.stopped
