@@ -139,3 +139,17 @@ def test_a_stop_the_speed_tag_reports_is_not_a_sensor_fault_a_dead_sensor_while_
     assert stop[-1].to_dict()["stopped"] is True and stop[-1].score is None
     dead = b.process(np.zeros(0), {"_shaft_speed": 1500.0}, _features(rng, 1, **quiet)[0])
     assert dead.sensor_kind == "low_level" and not dead.stopped
+
+
+def test_a_looseness_lifting_every_harmonic_but_not_the_high_band_still_alarms():
+    """A looseness lifts the 1x-8x harmonics together (and with them the RMS and the velocity), like a
+    load change lifts the lines; taken off as the window's common level, its own rise went unalarmed (a
+    looseness on a generated 420-rpm agitator). A load change lifts the high band too, a looseness does
+    not: the common level is no more than the high band's rise, and the looseness is named at once."""
+    rng = np.random.default_rng(6)
+    b = _learned(rng)
+    loose = {"order_1x": 0.9, "order_2x": 1.0, "order_3x": 1.0, "orders_4_8": 1.1}
+    loose |= {"rms": 0.5, "velocity_rms": 0.7}
+    fault = [b.process(np.zeros(0), None, f) for f in _features(rng, 4, **loose)]
+    assert all(v.anomalous for v in fault), [round(v.score, 2) for v in fault]
+    assert fault[-1].alarm and fault[-1].fault == "misalignment"
