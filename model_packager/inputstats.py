@@ -16,10 +16,20 @@ Every statistic is taken on the frame resized to 128×128, so that it does not d
 camera's resolution. "Far outside": below the training 1st percentile or above the 99th by more
 than ``tolerance`` × a margin per statistic (``MARGINS``: twice of the training spread with an
 absolute floor, so that a tightly controlled training set does not make every small change
-unsure). Costs well under a millisecond per frame. Pure NumPy plus OpenCV.
+unsure).
+
+These four are grey and whole-frame: a mono or white-balance change, light banding, a smudge over part
+of the frame passed them. ``summarize_local`` measures colour, banding and sharpness by region
+(``local_stats``); they travel in the package as ``LOCAL_FILE`` (the manifest's schema is a fixed
+contract) and ``check(..., local=LocalStats)`` applies them after the four (``LOCAL_MARGINS``).
+Cost of ``check`` with them: ~0.3 ms on a 128-px frame, ~0.5 ms on a 224-px one (2 cores under load).
+Pure NumPy plus OpenCV.
 """
 
 from __future__ import annotations
+
+import math
+import threading
 
 import numpy as np
 
@@ -54,30 +64,51 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return cv2.resize(img, (WORK, WORK), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
-def _thumb(g: np.ndarray) -> np.ndarray:
+LOW = 64  # the structure's 16-px blur is taken at LOW x LOW (sigma 8 there)
+
+
+def _low(g: np.ndarray) -> np.ndarray:
     import cv2
 
-    g = g - cv2.GaussianBlur(g, (0, 0), WORK / 8)  # structure, not the light's slow gradient
-    t = cv2.resize(g, (THUMB, THUMB), interpolation=cv2.INTER_AREA).ravel().astype(np.float64)
+    return cv2.resize(g, (LOW, LOW), interpolation=cv2.INTER_AREA)
+
+
+def _thumb(lo: np.ndarray, thumb: int = THUMB) -> np.ndarray:
+    """``lo``: the 128-px grey frame area-averaged to LOW px (``_low``)."""
+    import cv2
+
+    # structure, not the light's slow gradient: the frame minus its 16-px blur (at 128 px). The blur is
+    # taken on the frame area-averaged to LOW px, a sixteenth of the work of a 97-tap blur at 128 px
+    # (the costliest step of the check: ~60 % of it); a thumbnail differs from the one blurred at
+    # 128 px by at most ~0.03 (unit-norm thumbnails), well inside the scene margin's floor (0.08)
+    lo = lo - cv2.GaussianBlur(lo, (0, 0), LOW / 8)
+    t = cv2.resize(lo, (thumb, thumb), interpolation=cv2.INTER_AREA).ravel().astype(np.float64)
     t -= t.mean()
     n = np.linalg.norm(t)
     return t / n if n > 1e-6 else t
 
 
-def frame_stats(image: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
-    """(brightness, contrast, sharpness) of one BGR or grey frame, and its normalised thumbnail."""
+def _measure(image: np.ndarray, thumb: int) -> tuple[dict[str, float], np.ndarray, np.ndarray, np.ndarray]:
     import cv2
 
     g = _grey(image)
     lap = cv2.Laplacian(g, cv2.CV_32F)
-    return (
-        {
-            "brightness": float(g.mean()),
-            "contrast": float(g.std()),
-            "sharpness": float(np.log10(float(lap.var()) + 1e-3)),
-        },
-        _thumb(g),
-    )
+    mean, std = cv2.meanStdDev(g)
+    _, lap_std = cv2.meanStdDev(lap)
+    st = {
+        "brightness": float(mean[0, 0]),
+        "contrast": float(std[0, 0]),
+        "sharpness": float(np.log10(float(lap_std[0, 0]) ** 2 + 1e-3)),
+    }
+    lo = _low(g)
+    return st, _thumb(lo, thumb), g, lo
+
+
+def frame_stats(image: np.ndarray, thumb: int = THUMB) -> tuple[dict[str, float], np.ndarray]:
+    """(brightness, contrast, sharpness) of one BGR or grey frame, and its normalised
+    ``thumb`` x ``thumb`` thumbnail."""
+    st, t, _, _ = _measure(image, thumb)
+    return st, t
 
 
 def _range(v: np.ndarray) -> StatRange:
@@ -91,11 +122,11 @@ def _range(v: np.ndarray) -> StatRange:
     )
 
 
-def summarize(images) -> InputStats:
+def summarize(images, thumb: int = THUMB) -> InputStats:
     """The training images' statistics (any number ≥ 1 of BGR or grey frames of any size)."""
     rows, thumbs = [], []
     for img in images:
-        st, t = frame_stats(img)
+        st, t = frame_stats(img, thumb)
         rows.append(st)
         thumbs.append(t)
     if not rows:
@@ -104,7 +135,7 @@ def summarize(images) -> InputStats:
     dist = np.linalg.norm(np.asarray(thumbs) - scene, axis=1)
     return InputStats(
         count=len(rows),
-        thumb=THUMB,
+        thumb=thumb,
         scene=[round(float(v), 6) for v in scene],
         scene_distance=_range(dist),
         **{k: _range(np.asarray([r[k] for r in rows])) for k in ("brightness", "contrast", "sharpness")},
@@ -121,16 +152,197 @@ def bounds(stats: InputStats, tolerance: float = 1.0) -> dict[str, tuple[float, 
     return out
 
 
-def check(stats: InputStats, image: np.ndarray, tolerance: float = 1.0) -> str | None:
-    """Why this frame is far outside the training inputs (e.g. "blurred: sharpness 1.2 < 2.3"),
-    or None when it is not. The first failing statistic in the order of ``MARGINS`` is named."""
-    st, t = frame_stats(image)
+_PREPARED_LOCK = threading.Lock()
+_PREPARED: dict[int, tuple[InputStats, float, np.ndarray, dict[str, tuple[float, float]]]] = {}
+
+
+def _prepared(stats: InputStats, tolerance: float) -> tuple[np.ndarray, dict[str, tuple[float, float]]]:
+    """The scene as an array and the bounds, made once per package and tolerance (a package's
+    ``input_stats`` serve every frame: converting the 256-value scene list and the bounds again
+    for each frame was a third of the check's cost on a 128-px frame)."""
+    got = _PREPARED.get(id(stats))
+    if got is not None and got[0] is stats and got[1] == tolerance:
+        return got[2], got[3]
     scene = np.asarray(stats.scene, np.float64)
-    st["scene_distance"] = float(np.linalg.norm(t - scene)) if len(scene) == len(t) else 0.0
-    for k, (lo, hi) in bounds(stats, tolerance).items():
+    b = bounds(stats, tolerance)
+    with _PREPARED_LOCK:  # slots infer in worker threads
+        if len(_PREPARED) >= 16:  # a few packages (slots, swaps) at a time: forget the oldest
+            _PREPARED.pop(next(iter(_PREPARED)))
+        _PREPARED[id(stats)] = (stats, tolerance, scene, b)  # holds stats: its id is not reused meanwhile
+    return scene, b
+
+
+def check(
+    stats: InputStats, image: np.ndarray, tolerance: float = 1.0, local: LocalStats | None = None
+) -> str | None:
+    """Why this frame is far outside the training inputs (e.g. "blurred: sharpness 1.2 < 2.3"),
+    or None when it is not. The first failing statistic in the order of ``MARGINS`` is named, then
+    (with ``local``, the package's ``LOCAL_FILE``) those of ``LOCAL_MARGINS``."""
+    scene, b = _prepared(stats, tolerance)
+    # the thumbnail at the package's own size (a package may carry another than THUMB)
+    st, t, g, small = _measure(image, stats.thumb)
+    st["scene_distance"] = float(np.linalg.norm(t - scene))
+    for k, (lo, hi) in b.items():
         v = st[k]
         if v < lo:
             return f"{REASONS[(k, 'low')]}: {k} {v:.3g} < {lo:.3g}"
         if v > hi:
             return f"{REASONS[(k, 'high')]}: {k} {v:.3g} > {hi:.3g}"
-    return None
+    return local.check(image, g, small, tolerance) if local is not None else None
+
+
+# ---- the local statistics: colour, light banding, sharpness by region ---------------------------------
+# They travel in the package as a signed file (LOCAL_FILE, listed in the manifest with its hash) rather than
+# in the manifest's ``input_stats``, whose schema is a fixed contract: agents before them ignore the file.
+LOCAL_FILE = "input_stats_local.json"
+LOCAL_FORMAT = 1
+GRID = 4  # sharpness by region: GRID x GRID cells of the 128-px frame
+COLOUR = 32  # colour is measured on the frame area-averaged to COLOUR x COLOUR
+# statistic -> (multiple of the training std, absolute floor, relative floor x |median|, sides checked)
+LOCAL_MARGINS = {
+    "chroma_b": (2.0, 0.10, 0.0, "both"),  # 10 % in the blue/green ratio
+    "chroma_r": (2.0, 0.10, 0.0, "both"),
+    "saturation": (2.0, 0.0, 0.6, "both"),  # 60 % of the training's colour: a nearly grey part keeps some
+    "banding": (2.0, 0.5, 0.0, "high"),  # rows 3.2 x finer-varied than training (against the columns)
+    "cells": (2.0, 0.45, 0.0, "low"),  # a region's Laplacian energy 2.8 x below training's lowest
+}
+LOCAL_REASONS = {
+    ("chroma_b", "low"): "colour cast (white balance)",
+    ("chroma_b", "high"): "colour cast (white balance)",
+    ("chroma_r", "low"): "colour cast (white balance)",
+    ("chroma_r", "high"): "colour cast (white balance)",
+    ("saturation", "low"): "less colour than training (mono camera, white balance)",
+    ("saturation", "high"): "more colour than training",
+    ("banding", "high"): "light banding (flicker)",
+    ("cells", "low"): "blurred or covered in part of the frame",
+}
+
+
+def local_stats(image: np.ndarray, g: np.ndarray | None = None, lo: np.ndarray | None = None) -> dict:
+    """One frame's local statistics: ``chroma_b``/``chroma_r`` (log ratio of the blue/red channel's
+    mean to the green's; absent for a grey frame), ``saturation`` (the mean per-pixel spread of
+    the channels over the mean level, on the frame area-averaged to COLOUR px), ``banding`` (log10 ratio of the row profile's fine variation
+    to the column profile's: a flickering light on a rolling shutter bands the rows) and ``cells``
+    (log10 of the mean squared Laplacian in each of GRID x GRID regions)."""
+    import cv2
+
+    if g is None or lo is None:
+        g = _grey(image)
+        lo = _low(g)
+    out: dict = {}
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[2] == 3:
+        c = cv2.resize(img, (COLOUR, COLOUR), interpolation=cv2.INTER_AREA)
+        bm, gm, rm, _ = cv2.mean(c)
+        ch = cv2.split(c)
+        spread = cv2.mean(
+            cv2.subtract(cv2.max(cv2.max(ch[0], ch[1]), ch[2]), cv2.min(cv2.min(ch[0], ch[1]), ch[2]))
+        )
+        out["chroma_b"] = math.log((bm + 8) / (gm + 8))
+        out["chroma_r"] = math.log((rm + 8) / (gm + 8))
+        out["saturation"] = spread[0] / ((bm + gm + rm) / 3 + 8)
+    elif img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
+        out["saturation"] = 0.0  # no colour at all
+    # the row and the column profiles side by side, each minus its 8-px blur (along the profile)
+    prof = np.hstack([cv2.reduce(g, 1, cv2.REDUCE_AVG), cv2.reduce(g, 0, cv2.REDUCE_AVG).reshape(-1, 1)])
+    d = prof - cv2.GaussianBlur(prof, (1, 0), 0, sigmaY=8)
+    e_rows, e_cols = (d * d).mean(0).tolist()
+    out["banding"] = math.log10(e_rows + 1e-3) - math.log10(e_cols + 1e-3)
+    lap = cv2.Laplacian(lo, cv2.CV_32F)  # at LOW px: a JPEG's lost fine grain (q >= 75) does not count
+    cells = cv2.resize(cv2.multiply(lap, lap), (GRID, GRID), interpolation=cv2.INTER_AREA)
+    out["cells"] = [math.log10(v + 1e-3) for v in cells.ravel().tolist()]
+    return out
+
+
+def _rng(v) -> dict[str, float]:
+    v = np.asarray(v, np.float64)
+    return {
+        "p01": float(np.percentile(v, 1)),
+        "p50": float(np.percentile(v, 50)),
+        "p99": float(np.percentile(v, 99)),
+        "std": float(v.std()),
+    }
+
+
+def summarize_local(images) -> dict:
+    """The training images' local statistics, as ``LOCAL_FILE`` holds them (JSON). Colour only when
+    every image is a colour (3-channel) frame."""
+    rows = [local_stats(img) for img in images]
+    if not rows:
+        raise ValueError("no images to take input statistics from")
+    out: dict = {"format": LOCAL_FORMAT, "count": len(rows), "grid": GRID, "stats": {}}
+    for k in ("chroma_b", "chroma_r", "saturation", "banding"):
+        if all(k in r for r in rows):
+            out["stats"][k] = _rng([r[k] for r in rows])
+    cells = np.asarray([r["cells"] for r in rows])
+    out["cells"] = [_rng(cells[:, i]) for i in range(cells.shape[1])]
+    return out
+
+
+class LocalStats:
+    """A package's ``LOCAL_FILE``, read and checked once (``LocalStats.parse``); ``check`` says why a
+    frame is far outside it, or None."""
+
+    def __init__(self, data: dict) -> None:
+        def rng(r) -> tuple[float, float, float, float]:
+            p01, p50, p99, std = (float(r[k]) for k in ("p01", "p50", "p99", "std"))
+            if not all(map(math.isfinite, (p01, p50, p99, std))) or std < 0 or not p01 <= p50 <= p99:
+                raise ValueError(f"a range {r!r} is not p01 <= p50 <= p99 with std >= 0")
+            return p01, p50, p99, std
+
+        if data.get("format") != LOCAL_FORMAT:
+            raise ValueError(f"format {data.get('format')!r}, this agent reads {LOCAL_FORMAT}")
+        if data.get("grid") != GRID or len(data.get("cells", [])) != GRID * GRID:
+            raise ValueError(
+                f"grid {data.get('grid')!r} with {len(data.get('cells', []))} cells, expected {GRID}"
+            )
+        unknown = set(data.get("stats", {})) - set(LOCAL_MARGINS)
+        if unknown:
+            raise ValueError(f"unknown statistics {sorted(unknown)}")
+        self.stats = {k: rng(v) for k, v in data["stats"].items()}
+        self.cells = [rng(c) for c in data["cells"]]
+        self._bounds: dict[float, tuple[dict[str, tuple[float, float]], np.ndarray]] = {}
+
+    @classmethod
+    def parse(cls, text: str) -> LocalStats:
+        import json
+
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return cls(data)
+
+    def bounds(self, tolerance: float) -> tuple[dict[str, tuple[float, float]], np.ndarray]:
+        got = self._bounds.get(tolerance)
+        if got is not None:
+            return got
+        out = {}
+        for k, (p01, p50, p99, std) in self.stats.items():
+            k_std, floor, rel, sides = LOCAL_MARGINS[k]
+            m = tolerance * max(k_std * std, floor, rel * abs(p50))
+            out[k] = (p01 - m if sides != "high" else -np.inf, p99 + m if sides != "low" else np.inf)
+        k_std, floor, _, _ = LOCAL_MARGINS["cells"]
+        cells = np.asarray([p01 - tolerance * max(k_std * std, floor) for p01, _, _, std in self.cells])
+        self._bounds[tolerance] = (out, cells)
+        return out, cells
+
+    def check(self, image: np.ndarray, g=None, lo=None, tolerance: float = 1.0) -> str | None:
+        b, cells_low = self.bounds(tolerance)
+        st = local_stats(image, g, lo)
+        for k, (low, hi) in b.items():
+            if k not in st:  # a grey frame has no chroma: its saturation says it
+                continue
+            v = st[k]
+            if v < low:
+                return f"{LOCAL_REASONS[(k, 'low')]}: {k} {v:.3g} < {low:.3g}"
+            if v > hi:
+                return f"{LOCAL_REASONS[(k, 'high')]}: {k} {v:.3g} > {hi:.3g}"
+        c = np.asarray(st["cells"]) - cells_low
+        i = int(np.argmin(c))
+        if c[i] < 0:
+            v, low = st["cells"][i], cells_low[i]
+            return (
+                f"{LOCAL_REASONS[('cells', 'low')]}: sharpness {v:.3g} < {low:.3g} in region "
+                f"{i // GRID + 1},{i % GRID + 1} of {GRID}x{GRID}"
+            )
+        return None

@@ -842,6 +842,11 @@ def _package(
             }
         }
     (s.workdir / "report.json").write_text(json.dumps(report, indent=1, default=float))
+    from model_packager.inputstats import LOCAL_FILE, summarize_local
+
+    # the training images' local statistics (colour, light banding, sharpness by region) for the agent's
+    # UNSURE check, signed with the package beside the manifest's input_stats
+    (s.workdir / LOCAL_FILE).write_text(json.dumps(summarize_local(ds.good)))
     return build_package(
         model,
         spec,
@@ -850,7 +855,7 @@ def _package(
         golden_inputs={INPUT: golden},
         openvino=s.openvino and _has_openvino(),
         fp32_model=fp32,
-        extra_files={"report.json": s.workdir / "report.json"},
+        extra_files={"report.json": s.workdir / "report.json", LOCAL_FILE: s.workdir / LOCAL_FILE},
         input_images=ds.good,
     )
 

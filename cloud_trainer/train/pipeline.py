@@ -151,6 +151,12 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
         "input_stats": fam.input_stats(ds, tr),
         "training": {"seconds": time.perf_counter() - t0, "history": tr_out["history"]["epochs"]},
     }
+    from model_packager.inputstats import LOCAL_FILE
+
+    local = fam.input_stats_local(ds, tr) if meta["input_stats"] else None
+    (s.workdir / LOCAL_FILE).unlink(missing_ok=True)  # never a former build's
+    if local is not None:  # colour, light banding, sharpness by region: packaged beside the manifest
+        (s.workdir / LOCAL_FILE).write_text(json.dumps(local))
     meta.update(fam.train_meta(ds, log))
     (s.workdir / "train.json").write_text(json.dumps(meta, indent=1, default=float))
     log(f"trained {s.family} in {meta['training']['seconds']:.0f}s; exported {s.workdir / 'model.fp32.onnx'}")
@@ -604,6 +610,8 @@ def _package(
             spec["quantization"].update(
                 scheme="fp32 (INT8 missed the margin)", int8_size_bytes=None, speedup=None
             )
+    from model_packager.inputstats import LOCAL_FILE
+
     return build_package(
         int8,
         spec,
@@ -612,5 +620,8 @@ def _package(
         golden_inputs={fam.INPUT: golden_x},
         openvino=s.openvino and "openvino" in _engines(),
         fp32_model=fp32,
-        extra_files={"report.json": s.workdir / "report.json"},
+        extra_files={
+            "report.json": s.workdir / "report.json",
+            **({LOCAL_FILE: s.workdir / LOCAL_FILE} if (s.workdir / LOCAL_FILE).is_file() else {}),
+        },
     )

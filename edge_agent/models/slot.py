@@ -139,6 +139,28 @@ class _Active:
         self.input_name = opened.manifest.inputs[0].name
         self.input_dtype = opened.manifest.inputs[0].dtype.value
         self.health = _Health()
+        self.local_stats = _local_stats(opened)
+
+
+def _local_stats(opened: OpenedPackage):
+    """The package's local training-input statistics (colour, light banding, sharpness by region:
+    ``inputstats.LOCAL_FILE``, signed with the manifest) for the UNSURE check, or None (a package
+    without them; one that cannot be read is said once and checked by ``input_stats`` alone)."""
+    m = opened.manifest
+    from model_packager.inputstats import LOCAL_FILE, LocalStats
+
+    if m.input_stats is None or not any(f.path == LOCAL_FILE for f in m.files):
+        return None
+    try:
+        return LocalStats.parse(opened.path(LOCAL_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning(
+            "%s: its %s cannot be used (%s); frames are checked by input_stats alone",
+            m.package_id,
+            LOCAL_FILE,
+            exc,
+        )
+        return None
 
 
 _SMALL_OUTPUT = 256  # up to this many values a Python sum is cheaper than a numpy call (class vectors)
@@ -464,7 +486,7 @@ class ModelSlot:
             from model_packager.inputstats import check
 
             try:
-                reason = check(m.input_stats, item.image, unsure_tolerance)
+                reason = check(m.input_stats, item.image, unsure_tolerance, a.local_stats)
             except Exception as exc:
                 self._count(a, error=True, latency=(t2 - t1) * 1000)
                 raise InferenceError(

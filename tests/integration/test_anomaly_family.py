@@ -184,6 +184,43 @@ def test_backbone_weights_load_from_a_local_file_only(tmp_path):
     assert torch.equal(net.layer2[1].conv2.weight, state["layer2.1.conv2.weight"])
 
 
+async def test_a_real_slot_says_unsure_for_a_mono_or_colour_cast_camera_not_ng(built, tmp_path):
+    # the manifest's statistics are grey (brightness, contrast, sharpness, scene): a camera switched to
+    # mono or to another white balance passed them, and the model scrapped every good part (NG). The
+    # package's local statistics (colour, banding, sharpness by region) make such frames UNSURE
+    import time
+
+    from devices.base import Frame
+    from edge_agent.models.config import ModelConfig
+    from edge_agent.models.slot import ModelSlot
+    from model_packager.inputstats import LOCAL_FILE
+
+    s = ModelSlot(
+        "vision",
+        ModelConfig(package=built["res"]["package"], engine="onnxruntime"),
+        tmp_path / "data",
+        [built["pub"]],
+    )
+    await s.start()
+    try:
+        assert any(f.path == LOCAL_FILE for f in s.manifest.files)
+
+        def verdict(img):
+            it = s.infer(Frame("cam", 1, time.time(), img), unsure_tolerance=1.0).interpretation
+            return it.verdict, it.reason or ""
+
+        assert verdict(plate(99, 6, None, SIZE)[0])[0] == "OK"
+        assert verdict(plate(99, 5, "pit", SIZE)[0])[0] == "NG"  # a defect is still NG
+        good = plate(99, 7, None, SIZE)[0]
+        mono = cv2.cvtColor(cv2.cvtColor(good, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+        cast = np.clip(good * np.array([0.8, 1.0, 1.25]), 0, 255).astype(np.uint8)
+        for img in (mono, cast):
+            v, why = verdict(img)
+            assert v == "UNSURE" and why.startswith(("colour cast", "less colour")), (v, why)
+    finally:
+        await s.stop()
+
+
 def _frames(folder: Path) -> dict[str, str]:
     """Frames the camera replays in name order, and what each one is."""
     folder.mkdir()

@@ -70,6 +70,10 @@ def test_a_tiled_model_from_an_mvtec_folder_is_packaged_with_its_geometry_and_cl
     assert man.outputs[0].labels == ["good", "scratch", "stain"] and man.outputs[0].ok_label == "good"
     assert meta["recipe"] == "patch"  # an imported dataset: the patch recipe, per tile
     assert man.outputs[1].shape == ["batch", 1, 8, 8]  # its heat map at 1/4 of the 32-px tile
+    # the training frames' local statistics (colour, banding, sharpness by region) travel with it
+    from model_packager.inputstats import LOCAL_FILE
+
+    assert man.input_stats is not None and any(f.path == LOCAL_FILE for f in man.files)
 
 
 def test_tiles_need_defect_masks(tmp_path):

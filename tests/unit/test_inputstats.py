@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -59,3 +61,67 @@ def test_drift_event_once_per_excursion():
     for _ in range(10):
         w.add(None)  # back to normal: re-armed
     assert [w.add("underexposed: x") for _ in range(3)][-1]["kind"] == "input_drift"
+
+
+@pytest.fixture(scope="module")
+def line():
+    """Statistics of 30 frames of another part and line (tests/support/line_frames.py: a brass hex
+    fitting on a dark belt), the manifest's and the local ones."""
+    from model_packager.inputstats import LocalStats, summarize_local
+    from tests.support import line_frames as L
+
+    frames = [L.good(1, i) for i in range(30)]
+    return summarize(frames), LocalStats.parse(json.dumps(summarize_local(frames)))
+
+
+def test_camera_faults_the_global_statistics_miss_are_unsure_by_the_local_ones(line):
+    from tests.support import line_frames as L
+
+    stats, local = line
+    # ordinary frames stay sure: other parts, a dimmer or brighter lamp, a noisier sensor, defects,
+    # an MJPEG camera at q=75, a warmer lamp
+    ordinary = [L.good(7, i) for i in range(6)] + [
+        L.ordinary_light(7, i, lv) for i in range(2) for lv in range(3)
+    ]
+    ordinary += [L.good(7, 500, "dent"), L.good(7, 600, "scratch")]
+    ordinary += [cv2.imdecode(cv2.imencode(".jpg", L.good(7, 9), [cv2.IMWRITE_JPEG_QUALITY, 75])[1], 1)]
+    ordinary += [np.clip(L.good(7, 10) * np.array([0.95, 1.0, 1.05]), 0, 255).astype(np.uint8)]
+    assert [check(stats, f, local=local) for f in ordinary] == [None] * len(ordinary)
+    # faults that the model calls NG (a good part scrapped) and brightness, contrast, sharpness and the
+    # scene did not see: each is UNSURE now, with its reason
+    faults = {
+        "less colour than training": L.mono(7, 1, 0),
+        "colour cast": L.white_balance(7, 2, 0),
+        "light banding": L.flicker(7, 2, 0),
+        "blurred or covered in part": L.smudge(7, 4, 0),
+    }
+    for why, frame in faults.items():
+        assert check(stats, frame) is None  # the manifest's statistics alone
+        assert (check(stats, frame, local=local) or "").startswith(why), why
+    assert check(stats, L.jpeg(7, 5, 0), local=local) is not None  # JPEG at q=20
+    assert check(stats, L.mono(7, 1, 0), tolerance=50, local=local) is None  # tolerance widens them too
+
+
+def test_local_statistics_that_do_not_read_are_refused_by_name(line):
+    from model_packager.inputstats import LocalStats, summarize_local
+    from tests.support import line_frames as L
+
+    good = summarize_local([L.good(1, i) for i in range(3)])
+    for bad, why in (
+        ({**good, "format": 2}, "format 2"),
+        ({**good, "cells": good["cells"][:3]}, "cells"),
+        ({**good, "stats": {**good["stats"], "hue": good["stats"]["banding"]}}, "unknown statistics"),
+        ({**good, "stats": {"banding": {"p01": 1.0, "p50": 0.0, "p99": 0.5, "std": 0.1}}}, "p01 <= p50"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            LocalStats.parse(json.dumps(bad))
+
+
+def test_a_package_with_another_thumbnail_size_still_checks_the_scene():
+    # a manifest may carry any thumb (1..64); the check used to compare only a 16x16 thumbnail and,
+    # for another size, took the scene distance as 0: a moved camera was never named
+    frames = [plate(1, i, None, 96)[0] for i in range(30)]
+    stats = summarize(frames, thumb=8)
+    assert stats.thumb == 8 and len(stats.scene) == 64
+    assert check(stats, plate(1, 40, None, 96)[0]) is None
+    assert check(stats, np.roll(plate(1, 41, None, 96)[0], 30, axis=1)).startswith("wrong scene")

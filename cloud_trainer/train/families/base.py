@@ -81,6 +81,10 @@ class TrainerFamily:
         """Statistics of the training inputs for the manifest (the agent's UNSURE check), or None."""
         return None
 
+    def input_stats_local(self, ds: Any, rows: Any) -> dict | None:
+        """The training inputs' local statistics (``model_packager.inputstats.LOCAL_FILE``), or None."""
+        return None
+
     def train_meta(self, ds: Any, log: Callable[[str], None]) -> dict:
         """More of ``train.json`` learned from the dataset beside the model, carried into the manifest when
         the package is made (e.g. the maintenance family's remaining-life prior)."""

@@ -81,6 +81,12 @@ class VisionFamily(TrainerFamily):
 
         return summarize(ds.images[i] for i in rows).model_dump(mode="json")
 
+    def input_stats_local(self, ds, rows) -> dict:
+        """The training images' local statistics (colour, light banding, sharpness by region)."""
+        from model_packager.inputstats import summarize_local
+
+        return summarize_local(ds.images[i] for i in rows)
+
     def evaluate(self, s, meta, a, outs, fp32, int8, dataset) -> Evaluation:
         x, y, va, te = a["x"], a["y"], a["val"], a["test"]
         extra: dict = {}
