@@ -214,6 +214,7 @@ class AgentHost:
         self._wanted: Any = None
         self._kick = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._failing: str | None = None  # the last reconciling failure said (with its traceback)
 
     @property
     def keeper(self) -> ConfigKeeper:
@@ -348,8 +349,17 @@ class AgentHost:
                 await self._flush()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("fleet config: reconciling failed; trying again at the next desired state")
+            except Exception as exc:
+                # tried again at every desired state (every heartbeat_s): the same failure (a full disk for
+                # days) is logged with its traceback once, then at debug level until reconciling works again
+                said = f"{type(exc).__name__}: {exc}"
+                if said != self._failing:
+                    self._failing = said
+                    log.exception("fleet config: reconciling failed; trying again at the next desired state")
+                else:
+                    log.debug("fleet config: reconciling failed again (%s)", said)
+            else:
+                self._failing = None
 
     async def _flush(self) -> None:
         """Send the outcomes the fleet does not have yet."""

@@ -512,3 +512,61 @@ async def test_a_second_host_on_a_folder_in_use_is_refused_before_it_touches_the
         )
     finally:
         await host.stop()
+
+
+async def test_a_config_rollout_on_a_full_disk_logs_its_traceback_once_not_at_every_desired_state(
+    tmp_path, caplog
+):
+    """The desired config comes with every desired state (every heartbeat_s, 5 s by default): while the data
+    folder's disk is full (a real 1 MB tmpfs) the config cannot be stored, and that failure was logged with its
+    traceback each time, for as long as the disk stayed full; it is said once now, and once there is room the
+    config is applied."""
+    import logging
+
+    from edge_agent.fleet_config import AgentHost, digest_of
+    from tests.support.peers import small_tmpfs
+
+    pki = make_pki(tmp_path / "pki", agents=("gw1",), admins=())
+    local = tmp_path / "gw1.yaml"
+    local.write_text(
+        yaml.safe_dump(
+            {
+                "agent": {"id": "gw1", "data_dir": str(tmp_path / "gw1")},
+                "http": {"enabled": False},
+                "cloud": {
+                    "endpoint": f"127.0.0.1:{free_port()}",
+                    "ca_file": str(pki / "ca.pem"),
+                    "cert_file": str(pki / "agents" / "gw1.pem"),
+                    "key_file": str(pki / "agents" / "gw1.key"),
+                },
+            }
+        )
+    )
+    with small_tmpfs(tmp_path / "gw1" / "fleet-config", "1m") as folder:
+        host = AgentHost(local, health_s=0.1)
+        await host.start()
+        try:
+            filler = folder / "filler"
+            with open(filler, "wb") as f:  # the disk fills up
+                with pytest.raises(OSError):
+                    while True:
+                        f.write(b"\0" * 65536)
+                        f.flush()
+            data = yaml.safe_dump({"forward": []}).encode()
+            desired = pb.DesiredConfig(deployment_id="d1", digest=digest_of(data), yaml=data, name="d1")
+            caplog.set_level(logging.DEBUG, logger="edge_agent.fleet_config")
+
+            def failures() -> list[logging.LogRecord]:
+                return [r for r in caplog.records if "reconciling failed" in r.getMessage()]
+
+            for n in range(1, 6):  # five heartbeats while the disk is full
+                host._on_desired(desired)
+                await until(lambda n=n: len(failures()) >= n, 10, f"desired state {n} looked at")
+            assert [r.levelno for r in failures()] == [logging.ERROR] + [logging.DEBUG] * 4
+            filler.unlink()  # room again: the next desired state applies the config
+            host._on_desired(desired)
+            await until(
+                lambda: (host.agent.config_state or {}).get("status") == "healthy", 20, "the config applied"
+            )
+        finally:
+            await host.stop()
