@@ -460,6 +460,16 @@ class Control:
                 t["last_report"] = {"step": step, "version": version, "ok": ok, "reason": reason}
                 self._put(dep)
                 return True
+            if t.get("status") in ("rolling_back", "rolled_back_by_fleet") and version == dep["version"]:
+                # a late step of the halted version (sent before the agent heard of the halt): it tells the
+                # admin nothing about going back, unless the agent rolled it back itself
+                t["last_report"] = {"step": step, "version": version, "ok": ok, "reason": reason}
+                if not ok and step in ("rolled_back", "failed"):
+                    t.update(status=step, reason=reason or t.get("reason", ""), updated=self.clock())
+                elif ok and step == "rolled_back_by_fleet":
+                    t.update(status=step, reason=reason or t.get("reason", ""), updated=self.clock())
+                self._put(dep)
+                return True
             if version != dep["version"] and step != "rolled_back_by_fleet":
                 t["last_report"] = {"step": step, "version": version, "ok": ok, "reason": reason}
                 prev = dep["previous"].get(agent) or {}
@@ -766,8 +776,16 @@ class Control:
         if assign:
             # one generation for the step's agents: a fleet-wide step is one counter update, not 10,000
             self._set_desired_many(assign, dep.get("tenant", T), self._next_generation())
+            # an agent that already serves this version (its state report: active, past its health window)
+            # has nothing to install and so never reports a step: healthy now, or the rollout waits for good
+            runs = {} if dep.get("kind") == "config" else self._running(dep, active=True)
             for a, *_ in assign:
-                dep["targets"][a].update(status="assigned", step=k, updated=now)
+                if runs.get(a) == dep["digest"]:
+                    dep["targets"][a].update(
+                        status="healthy", step=k, updated=now, reason="it already ran this version"
+                    )
+                else:
+                    dep["targets"][a].update(status="assigned", step=k, updated=now)
         if dep["step_started"] is None:
             dep["step_started"] = now
         # agents a newer rollout of the same slot took over are no longer this one's to wait for or roll back
@@ -801,12 +819,9 @@ class Control:
         tenant = dep.get("tenant", T)
         config = dep.get("kind") == "config"  # the previous config's YAML is in its own deployment
         agents = [a for a in agents if dep["targets"][a]["status"] != SUPERSEDED]
-        running: dict[str, str | None] = {}
+        running: dict[str, str] = {}
         if not config and any(dep["previous"].get(a) for a in agents):
-            running = {
-                r["id"]: next((s.get("digest") for s in r["slots"] if s.get("slot") == dep["slot"]), None)
-                for r in self.store.agents(tenant=tenant)
-            }
+            running = self._running(dep)
         for a in agents:
             prev = dep["previous"].get(a)
             t = dep["targets"][a]
@@ -847,6 +862,17 @@ class Control:
                     "DELETE FROM desired WHERE tenant = ? AND agent = ? AND slot = ?", (tenant, a, _slot(dep))
                 )
                 self._changed(tenant, a)
+
+    def _running(self, dep: dict, *, active: bool = False) -> dict[str, str]:
+        """agent -> the digest its last state report shows in the deployment's slot (``active``: only a slot past
+        its health window)."""
+        out = {}
+        for r in self.store.agents(tenant=dep.get("tenant", T)):
+            for s in r["slots"]:
+                if s.get("slot") == dep["slot"] and s.get("digest"):
+                    if not active or s.get("status", "active") == "active":
+                        out[r["id"]] = s["digest"]
+        return out
 
     def _size_of(self, digest: str, tenant: str = T) -> int:
         """The size of the tenant's package file of ``digest``; 0 when the registry no longer has it (its entry

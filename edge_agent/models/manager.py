@@ -6,7 +6,10 @@ per slot: a desired state that moves mid-swap is judged after that swap's outcom
 ``<data_dir>/staging/`` (resuming at the byte offset after a cut), checks the SHA-256 against the
 digest, and hands it to ``ModelSlot.swap`` (signature and hashes verified, golden smoke test,
 atomic switch, health watch). Each step is reported to the cloud (downloading, verifying, active,
-healthy | failed | rolled_back with the reason). A package that fails verification (or its health
+healthy | failed | rolled_back with the reason). A fleet rollback of the version heard inside its health
+window rolls it back at once (``rolled_back_by_fleet``); a window that passed without enough inferences to
+judge is reported ``watching``, never ``healthy``; a desired version the slot already serves is reported
+``healthy`` once per deployment (nothing to install, else that deployment waits for it for good). A package that fails verification (or its health
 check) is never retried or accepted, whatever the desired state says; a download that fails is
 retried with backoff (``download_backoff_s`` doubling to ``download_backoff_max_s``), never refused
 for good (except bytes that three times do not match the digest the fleet named). ``staging/`` holds
@@ -129,6 +132,14 @@ class ModelManager:
         self._staged: dict[str, set[str]] = {}  # slot -> names in staging/ its install in flight uses
         self.download_backoff_s = 2.0
         self.download_backoff_max_s = 60.0
+        # slot -> (digest, rollback) of the fleet's latest desired state: an install inside its health window
+        # rolls back at once when the fleet rolled its version back
+        self.wanted: dict[str, tuple[str, bool]] = {}
+        # seconds past the health window after which an install still watching says so to the fleet (once);
+        # it reports healthy only once the slot has judged the candidate
+        self.health_grace_s = 60.0
+        # (slot, deployment id, digest) desired states the fleet heard this agent runs (bounded, oldest first)
+        self.confirmed: dict[tuple[str, str, str], None] = {}
 
     def _is_refused(self, digest: str) -> bool:
         return digest in self.refused
@@ -222,6 +233,7 @@ class ModelManager:
             )
             desired = desired[:MAX_DESIRED]
             self._too_many_at = reply.generation  # said once per desired state, not at every heartbeat
+        self.wanted = {d.slot: (d.digest, is_rollback(d)) for d in desired}
         self._forget_retries(desired)
         for d in desired:
             key = (d.slot, d.digest, d.deployment_id)
@@ -246,6 +258,9 @@ class ModelManager:
                         f"slot {d.slot} is pinned to its local package (version_policy: pinned); set "
                         "version_policy: follow_fleet in the agent's config to let the fleet move it",
                     )
+                continue
+            if d.digest == current and not self.busy.get(d.slot) and status.get("state") == "active":
+                self._confirm(d)  # nothing to install: the fleet hears it runs the version, once
                 continue
             if d.digest == current or self.busy.get(d.slot):
                 # one install per slot at a time: a desired state that moved mid-swap is judged (versions
@@ -278,6 +293,27 @@ class ModelManager:
             self._tasks.add(t)
             t.add_done_callback(self._tasks.discard)
 
+    def _confirm(self, d) -> None:
+        """Report ``healthy`` for a desired state the slot already serves (nothing to install), once per
+        deployment: an agent that never left the version (an admin's rollback of the whole fleet), went back
+        by its own health check or the fleet's rollback inside the window, or was offline at a halt, reported
+        nothing, so that deployment waited for it for good."""
+        key = (d.slot, d.deployment_id, d.digest)
+        if key in self.confirmed or self.uplink is None:
+            return
+        self.confirmed[key] = None
+        while len(self.confirmed) > MAX_DECLINED:
+            del self.confirmed[next(iter(self.confirmed))]
+
+        async def report() -> None:
+            ok = await self._report(d, "healthy", True, "it runs this version", self._health(d.slot))
+            if not ok:  # not heard: said again at the next desired state
+                self.confirmed.pop(key, None)
+
+        t = asyncio.create_task(report())
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
     def _decline(self, key: tuple, d, why: str) -> None:
         """Refuse a desired state (this deployment only) and tell the fleet why, once."""
         self.declined[key] = why
@@ -308,6 +344,10 @@ class ModelManager:
         return await self.uplink.client.report_deployment(
             d.deployment_id.split(":")[0], step, ok, reason, slot=d.slot, version=d.version, health=health
         )
+
+    def _moved(self, d) -> bool:
+        """Whether the fleet's latest desired state no longer names ``d``'s digest for its slot."""
+        return self.wanted.get(d.slot, ("", False))[0] != d.digest
 
     async def download(self, d) -> Path:
         from protocols.gen import fleet_pb2 as pb
@@ -463,21 +503,51 @@ class ModelManager:
                 await self._settle(d, "failed", False, printable(f"{outcome.stage}: {outcome.reason}", 500))
                 return
             await self._report(d, "active", True)
-            window = slot.config.health.window_s
-            deadline = time.monotonic() + window + 60
-            while time.monotonic() < deadline:
-                await asyncio.sleep(min(1.0, window / 4))
-                if slot.version != d.version:
-                    last = slot.last_outcome
-                    self._refuse(d.digest, last.reason if last else "rolled back")
-                    await self._settle(d, "rolled_back", False, last.reason if last else "rolled back")
-                    return
-                if slot.state == "active":
-                    break
-            await self._settle(d, "healthy", True, health=self._health(d.slot))
+            if await self._watch(slot, d):
+                self.confirmed[(d.slot, d.deployment_id, d.digest)] = None
+                await self._settle(d, "healthy", True, health=self._health(d.slot))
         finally:
             self.busy.pop(d.slot, None)
             self._staged.pop(d.slot, None)
+
+    async def _watch(self, slot, d) -> bool:
+        """Wait for the slot's verdict on the candidate ``d``: True once it is kept; False once it is rolled back
+        (the slot's health check, reported ``rolled_back``; or the fleet's rollback heard inside the window,
+        which rolls it back at once, reported ``rolled_back_by_fleet``). A window that passed without enough
+        inferences to judge (a stopped line) is no verdict: the fleet hears ``watching`` with the count, once,
+        and the candidate is reported healthy only once the slot has kept it (before, it was reported healthy
+        60 s after its window whatever it had served, and the rollout went on)."""
+        window = slot.config.health.window_s
+        deadline = time.monotonic() + window + self.health_grace_s
+        said = False
+        while True:
+            await asyncio.sleep(min(1.0, window / 4))
+            if slot.version != d.version:
+                last = slot.last_outcome
+                self._refuse(d.digest, last.reason if last else "rolled back")
+                await self._settle(d, "rolled_back", False, last.reason if last else "rolled back")
+                return False
+            if slot.state == "active":
+                return True
+            if self._moved(d) and self.wanted.get(d.slot, ("", False))[1]:
+                why = f"the fleet rolled {d.package} {d.version} back (deployment {d.deployment_id})"
+                outcome = await slot.rollback(why)
+                if slot.last_outcome is outcome and slot.version != d.version:
+                    # not the package's fault on this agent: a later rollout of the same version may try it again
+                    await self._settle(d, "rolled_back_by_fleet", True, why)
+                    return False
+            if slot.state != "watching" and time.monotonic() >= deadline:
+                return True  # (the slot stopped watching without a verdict: as before)
+            if not said and time.monotonic() >= deadline:
+                said = True
+                n, need = self._health(d.slot)["inferences"], slot.config.health.min_items
+                await self._report(
+                    d,
+                    "watching",
+                    True,
+                    f"health window of {window:g} s over with {n} inferences of the {need} needed to judge "
+                    f"{d.version}; still watching (is the line running?)",
+                )
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Cancel installs in flight; a half-downloaded package stays in staging and resumes next time."""

@@ -335,7 +335,11 @@ async def test_agent_restarted_inside_the_health_window_resumes_it_and_reports_t
     assert d["targets"]["gw1"]["status"] == "rolled_back" and "NaN/Inf" in d["reason"], d
     assert d["targets"]["gw2"]["status"] == "waiting"
     await asyncio.sleep(1.5)  # several heartbeats later: still reported once, and never installed again
-    finals = [r for r in reports if r[0] == "gw1" and r[4] in ("rolled_back", "healthy", "failed")]
+    finals = [  # (of 1.2.0: the agent's word that it runs 1.0.0 again, after the halt, is another report)
+        r
+        for r in reports
+        if r[0] == "gw1" and r[3] == "1.2.0" and r[4] in ("rolled_back", "healthy", "failed")
+    ]
     assert [r[4] for r in finals] == ["rolled_back"]
     assert version(agents["gw1"]) == "1.0.0"
     assert not list((cfg.data_dir / "deployments").glob("*.json"))
@@ -420,3 +424,60 @@ async def test_two_slots_downloading_one_package_at_once_each_get_it_whole(fleet
     ]
     paths = await asyncio.gather(*(mgr.download(d) for d in ds))
     assert len(set(paths)) == 2 and all(p.read_bytes() == full for p in paths)
+
+
+async def _restart_with_health(agents, name: str, **health):
+    from edge_agent.models.config import HealthConfig
+
+    base = agents[name].cfg
+    await agents[name].stop()
+    vision = base.models["vision"].model_copy(update={"health": HealthConfig(**health)})
+    agents[name] = Agent(base.model_copy(update={"models": {"vision": vision}}))
+    await agents[name].start()
+    return agents[name]
+
+
+async def test_a_rollback_heard_inside_the_health_window_takes_the_candidate_out_at_once(fleet):
+    """The fleet's rollback reached an agent watching the rolled-back version in its health window, and the
+    agent served that version until the window ended (minutes, by default) before it looked at the desired
+    state again; the rollback deployment then waited for good for an agent that had nothing to install."""
+    srv, agents, reg = fleet
+    gw1 = await _restart_with_health(agents, "gw1", window_s=120.0, min_items=5)
+    dep = srv.control.create(
+        {"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]}
+    )
+    await until(lambda: srv.control._get(dep["id"])["targets"]["gw1"]["status"] == "active", what="the swap")
+    assert version(gw1) == "1.1.0" and gw1.slots["vision"].state == "watching"
+    back = srv.control.rollback("part-inspection", "1.0.0", "vision", ["gw1"])
+    await until(lambda: version(gw1) == "1.0.0", timeout_s=30, what="1.1.0 taken out (its window: 120 s)")
+    await until(lambda: srv.control._get(back["id"])["state"] == "completed", what="the rollback completed")
+    d = srv.control._get(dep["id"])
+    assert d["state"] == "aborted" and d["targets"]["gw1"]["status"] == "superseded", d
+    assert reg.get("part-inspection", "1.1.0")["digest"] not in gw1.manager.refused  # not the package's fault
+
+
+async def test_a_health_window_without_inferences_is_not_reported_healthy(fleet):
+    """A canary whose line stopped (no inferences in its health window) was reported healthy 60 s after the
+    window, having proved nothing, and the rollout went on to the whole fleet; it now says it is still
+    watching, with the count, and the rollout waits."""
+    srv, agents, _ = fleet
+    gw1 = await _restart_with_health(agents, "gw1", window_s=0.3, min_items=1_000_000)
+    gw1.manager.health_grace_s = 0.3
+    dep = srv.control.create(
+        {
+            "package": "part-inspection",
+            "version": "1.1.0",
+            "slot": "vision",
+            "agents": ["gw1", "gw2"],
+            "steps": ["1", "100%"],
+        }
+    )
+    await until(
+        lambda: srv.control._get(dep["id"])["targets"]["gw1"]["status"] == "watching",
+        timeout_s=20,
+        what="gw1 saying it is still watching",
+    )
+    d = srv.control._get(dep["id"])
+    assert "of the 1000000 needed" in d["targets"]["gw1"]["reason"], d["targets"]["gw1"]
+    assert d["state"] == "running" and d["targets"]["gw2"]["status"] == "waiting"
+    assert version(agents["gw2"]) == "1.0.0"
