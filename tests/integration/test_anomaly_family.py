@@ -322,3 +322,52 @@ async def test_agent_says_unsure_for_far_off_frames_and_raises_drift(built, tmp_
     drift = [e for e in events if e.get("kind") == "input_drift"]
     assert len(drift) == 1 and drift[0]["pipeline"] == "inspect2" and drift[0]["share"] >= 0.5
     assert 'edge_pipeline_results_total{pipeline="inspect2",verdict="UNSURE"} 6.0' in metrics
+
+
+async def test_local_statistics_a_newer_trainer_wrote_leave_the_package_serving_on_input_stats(
+    tmp_path, caplog
+):
+    # a package whose local statistics this agent cannot read (another format) serves, says so once, and
+    # checks frames by the manifest's input_stats alone
+    import json
+    import logging
+    import time
+
+    from devices.base import Frame
+    from edge_agent.models.config import ModelConfig
+    from edge_agent.models.slot import ModelSlot
+    from model_packager import build_package
+    from model_packager.inputstats import LOCAL_FILE, summarize_local
+    from tests.support.models import make_vision_onnx, vision_spec
+
+    key, pub = make_keypair(tmp_path / "keys")
+    frames = [plate(2, i, None, SIZE)[0] for i in range(12)]
+    (tmp_path / LOCAL_FILE).write_text(json.dumps({**summarize_local(frames), "format": 99}))
+    model = make_vision_onnx(tmp_path / "m.onnx", width=32, height=32, seed=3, labels=("ok", "dent"))
+    spec = vision_spec(width=32, height=32, labels=("ok", "dent"), threshold=0.5)
+    golden = {"image": np.random.default_rng(0).uniform(-2, 2, (2, 3, 32, 32)).astype(np.float32)}
+    pkg = build_package(
+        model,
+        spec,
+        tmp_path / "pkgs",
+        signing_key=key,
+        golden_inputs=golden,
+        openvino=False,
+        input_images=frames,
+        extra_files={LOCAL_FILE: tmp_path / LOCAL_FILE},
+    )
+    s = ModelSlot("vision", ModelConfig(package=str(pkg), engine="onnxruntime"), tmp_path / "data", [pub])
+    with caplog.at_level(logging.WARNING):
+        await s.start()
+    try:
+        assert f"its {LOCAL_FILE} cannot be used (format 99" in caplog.text
+        good = plate(2, 30, None, SIZE)[0]
+        mono = cv2.cvtColor(cv2.cvtColor(good, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+        it = [
+            s.infer(Frame("cam", i, time.time(), f), unsure_tolerance=1.0).interpretation
+            for i, f in enumerate((good, mono, cv2.GaussianBlur(good, (0, 0), 3)))
+        ]
+        assert [i.verdict == "UNSURE" for i in it] == [False, False, True]  # input_stats alone
+        assert it[2].reason.startswith("blurred")
+    finally:
+        await s.stop()
