@@ -818,6 +818,10 @@ class Control:
         (offline, downloading, or the previous package gone from the registry, which the reason says)."""
         tenant = dep.get("tenant", T)
         config = dep.get("kind") == "config"  # the previous config's YAML is in its own deployment
+        if dep.get("rollback"):
+            # a rollback's "previous" is the version the admin rolled back away from: a rollback that halts (an
+            # agent refused it) or is aborted stops where it is; it never sends that version back
+            return
         agents = [a for a in agents if dep["targets"][a]["status"] != SUPERSEDED]
         running: dict[str, str] = {}
         if not config and any(dep["previous"].get(a) for a in agents):
@@ -925,14 +929,29 @@ class Control:
         return self._get(dep_id)
 
     def rollback(self, package: str, version: str, slot: str, agents: list[str], *, tenant: str = T) -> dict:
-        """An admin's explicit downgrade (or upgrade) of a slot to a named version, all at once."""
+        """An admin's explicit downgrade (or upgrade) of a slot to a named version, all at once. Without
+        ``agents``: every agent of the tenant that has the slot (its state report names it, or the fleet gave it
+        a desired version for it), never agents without it, which would refuse it and halt the rollback."""
+        if not agents:
+            with self.lock:
+                desired = self._slot_rows(tenant, slot) if "\x00" not in slot else {}
+            agents = sorted(
+                {
+                    a["id"]
+                    for a in self.store.agents(tenant=tenant)
+                    if any(x.get("slot") == slot for x in a["slots"])
+                }
+                | set(desired)
+            )
+            if not agents:
+                raise NotInTenant(f"no registered agent has model slot {slot[:64]!r}")
         return self.create(
             {
                 "package": package,
                 "version": version,
                 "slot": slot,
                 "agents": agents,
-                "selector": {} if agents else {"site": "*"},
+                "selector": {},
                 "strategy": "all_at_once",
                 "gate": {},
                 "wait_s": 0,

@@ -168,3 +168,47 @@ def test_a_rollback_to_the_version_most_agents_never_left_completes(registry_con
     assert targets["gw2"]["status"] == targets["gw3"]["status"] == "healthy", targets
     c.on_report("gw1", back["id"], "vision", "1.0.0", "healthy", True, "", {})
     assert c.get(back["id"])["state"] == "completed"
+
+
+def _rolled_out_to_two(c, e):
+    """gw1 and gw2 run 1.1.0 after a completed rollout; gw3 has no model slot 'vision' (another line's gateway)."""
+    _runs(c, "gw1", e["1.0.0"])
+    _runs(c, "gw2", e["1.0.0"])
+    dep = c.create(
+        {
+            "package": "part-inspection",
+            "version": "1.1.0",
+            "slot": "vision",
+            "agents": ["gw1", "gw2"],
+            "steps": ["100%"],
+        }
+    )
+    for a in ("gw1", "gw2"):
+        c.on_report(a, dep["id"], "vision", "1.1.0", "healthy", True, "", {})
+        _runs(c, a, e["1.1.0"])
+    assert c.get(dep["id"])["state"] == "completed"
+
+
+def test_a_rollback_of_the_whole_fleet_targets_the_agents_that_have_the_slot(registry_control):
+    """`cloud-trainer rollback` without --agent targeted every agent of the tenant: a gateway of another line
+    without the slot refused it, which halted the rollback, and the halt sent the version rolled back away
+    from (1.1.0) to every other agent as their 'previous' version."""
+    c, e = registry_control
+    _rolled_out_to_two(c, e)
+    back = c.rollback("part-inspection", "1.0.0", "vision", [])
+    assert sorted(c.get(back["id"])["targets"]) == ["gw1", "gw2"]
+    assert c.desired_state("gw3")[1] == []
+
+
+def test_a_rollback_that_halts_never_sends_back_the_version_it_rolled_away_from(registry_control):
+    c, e = registry_control
+    _rolled_out_to_two(c, e)
+    back = c.rollback("part-inspection", "1.0.0", "vision", ["gw1", "gw2"])
+    c.on_report("gw1", back["id"], "vision", "1.0.0", "failed", False, "download: digest mismatch", {})
+    b = c.get(back["id"])
+    assert b["state"] == "halted" and "gw1" in b["reason"]
+    for agent in ("gw1", "gw2"):  # was 1.1.0, marked as a rollback
+        assert [s["version"] for s in c.desired_state(agent)[1]] == ["1.0.0"], agent
+    assert (
+        b["targets"]["gw2"]["status"] == "assigned"
+    )  # it goes on with the rollback, and is not told otherwise
