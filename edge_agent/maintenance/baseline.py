@@ -556,6 +556,22 @@ class Baseline:
     def _finish(self) -> None:
         x = np.asarray(self.rows)
         sp = np.asarray(self.speeds)
+        # without a speed tag nothing said a stop while commissioning was one (with a tag, _stopped):
+        # its windows, vibration 1/10 of the running machine's or less, were learned as healthy, every
+        # spread widened by them (a threshold of 25 deviations: no fault alarmed). Such windows are
+        # left out, the running machine's kept (at least MIN_BAND_WINDOWS of them)
+        rms = x[:, _FEATURE_INDEX["rms"]]
+        running = rms >= float(np.quantile(rms, 0.9)) - math.log(LOW_LEVEL)
+        if running.sum() >= MIN_BAND_WINDOWS and not running.all():
+            log.info(
+                "pipeline %s: %d of %d commissioning windows left out: 1/%g of the running machine's "
+                "vibration or less (a stop)",
+                self.pipeline,
+                int((~running).sum()),
+                len(x),
+                LOW_LEVEL,
+            )
+            x, sp = x[running], sp[running]
         bands = np.asarray([_band(s, self.s.speed_band_pct) for s in sp])
         self.bands = {}
         med_all, sc_all = _stats(x)
