@@ -8,7 +8,10 @@ Features are the manifest's ``SignalPreprocessing``, one of two sets (``--signal
   (``relative``). Shaft speed from a speed tag (``speed_rpm`` per window in the dataset) or estimated
   from the spectrum; bearing geometry from ``--bearing`` or the dataset's ``bearing`` (absent: the
   envelope's strongest non-integer-order line stands in). These carry over to machines and speeds
-  the training data never had (bench/maintenance_features_bench.py);
+  the training data never had far better than the bands (bench/maintenance_features_bench.py), but
+  not well enough for the anomaly threshold to judge such a machine on its own: served without the
+  asset's baseline, a package built on the simulator's dataset gave 0-152 NG episodes a day on healthy
+  machines from an independent generator (docs/maintenance.md);
 - ``bands``: 64 log band energies of the Hann-windowed spectrum + rms, peak, crest, kurtosis (the
   older packages; tied to one machine's speed and levels).
 
