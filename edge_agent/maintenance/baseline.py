@@ -454,7 +454,7 @@ class Baseline:
             # each estimate is noise, and followed, the speed walked 25 % off the commissioned one in a
             # day, the orders with it (47 false alarms a day on a 740-rpm fan)
             self._estimates = [*self._estimates[-(SPEED_AGREE_WINDOWS - 1) :], float(f["speed_hz"])]
-            mid = float(np.median(self._estimates))
+            mid = sorted(self._estimates)[len(self._estimates) // 2]
             if len(self._estimates) == SPEED_AGREE_WINDOWS and all(
                 abs(e - mid) <= SPEED_AGREE * mid for e in self._estimates
             ):
