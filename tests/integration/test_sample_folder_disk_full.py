@@ -1,0 +1,48 @@
+"""save_sample on a disk that fills up and is freed again (a real 1 MB tmpfs): an image that cannot be written
+is a failure of the action, never a result saved without its image, and saving goes on once there is room."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from devices.base import Frame
+from edge_agent import actions
+from edge_agent.config import parse_config
+from edge_agent.types import Result
+from tests.support.peers import small_tmpfs
+
+
+def test_a_full_disk_fails_the_sample_whole_and_saving_resumes_once_freed(tmp_path):
+    with small_tmpfs(tmp_path / "samples", "1m") as folder:
+        cfg = parse_config(
+            {
+                "agent": {"id": "a", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
+                "actions": {"keep": {"type": "save_sample", "max_per_hour": 100_000, "dir": str(folder)}},
+                "http": {"enabled": False},
+            },
+            "t.yaml",
+            str(tmp_path),
+        )
+        ctx, action = actions.ActionRunner(cfg, {}), cfg.actions["keep"]
+        image = np.random.default_rng(0).integers(0, 256, (128, 128, 3), np.uint8)  # ~49 kB as a PNG
+
+        def save(seq: int) -> None:
+            res = Result("p", "cam", seq, 0.0, "m", "1.0.0", "onnxruntime", "NG", 0.9)
+            actions._save(ctx, "keep", action, res, Frame("cam", seq, 0.0, image))
+
+        saved = 0
+        with pytest.raises(OSError):
+            for seq in range(100):
+                save(seq)
+                saved += 1
+        assert 5 < saved < 100
+        stems = lambda ext: {p.name[: -len(ext)] for p in folder.glob(f"*{ext}")}  # noqa: E731
+        assert stems(".json") == stems(".png") and len(stems(".png")) == saved  # no result without its image
+        for p in sorted(folder.glob("*.png"))[:5]:  # the line engineer frees some room
+            p.unlink()
+        save(1000)
+        assert (
+            len(list(folder.glob("*-00001000-NG.png"))) == 1
+            and len(list(folder.glob("*-00001000-NG.json"))) == 1
+        )
