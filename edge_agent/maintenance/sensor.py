@@ -232,8 +232,15 @@ class SensorWatch:
                         fault=fault.kind,
                         active=True,
                         message=f"pipeline {self.pipeline}: {fault.message}; its windows are UNSURE (not "
-                        "judged, no alarm, no PLC write) until the sensor reads a live signal again: check "
-                        "the sensor, its cable and mounting, and the input's range",
+                        "judged, no alarm, no PLC write) until the sensor reads a live signal again: "
+                        + (
+                            # no running machine in the window: most often a stop (a pipeline without
+                            # a speed tag cannot tell); the sensor only if the machine runs
+                            "if the machine is running, check the sensor, its cable and mounting (a "
+                            "speed tag on the pipeline tells stops apart)"
+                            if fault.kind == "low_level"
+                            else "check the sensor, its cable and mounting, and the input's range"
+                        ),
                     )
             elif self.active is not None:
                 self._clean += 1

@@ -172,3 +172,20 @@ def test_without_a_speed_tag_a_stop_while_commissioning_is_not_learned_as_the_he
     assert b.state == "ready" and b.threshold < 8, b.threshold
     fault = [b.process(np.zeros(0), None, f) for f in _features(rng, 4, env_bpfo=2.5)]
     assert fault[-1].alarm and fault[-1].fault == "bearing_outer", [v.score for v in fault]
+
+
+def test_a_low_level_episode_says_stopped_or_sensor_not_only_check_the_sensor():
+    """Without a speed tag every stop of a healthy machine is a 'low_level' episode (one window cannot
+    tell a stopped machine from a detached sensor); its event told the line to check the sensor, its
+    cable and mounting, at every stop. It now says to check them if the machine is running; the other
+    sensor faults keep the plain instruction."""
+    from edge_agent.maintenance.sensor import SensorFault, SensorWatch
+
+    events = []
+    w = SensorWatch("fan", events.append)
+    w.record(SensorFault("low_level", "sensor or machine: the vibration is 1/40 of its commissioned level"))
+    assert "if the machine is running, check the sensor" in events[-1]["message"]
+    w2 = SensorWatch("fan", events.append)
+    w2.record(SensorFault("flatline", "sensor: flat"))
+    assert "if the machine is running" not in events[-1]["message"]
+    assert "check the sensor, its cable and mounting" in events[-1]["message"]
