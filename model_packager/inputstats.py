@@ -202,7 +202,9 @@ COLOUR = 32  # colour is measured on the frame area-averaged to COLOUR x COLOUR
 LOCAL_MARGINS = {
     "chroma_b": (2.0, 0.10, 0.0, "both"),  # 10 % in the blue/green ratio
     "chroma_r": (2.0, 0.10, 0.0, "both"),
-    "saturation": (2.0, 0.0, 0.6, "both"),  # 60 % of the training's colour: a nearly grey part keeps some
+    # 60 % of the training's colour (a nearly grey part keeps some), at least 0.03 (a mono camera's
+    # frames that are not exactly grey: 3 grey levels of spread at mid-grey)
+    "saturation": (2.0, 0.03, 0.6, "both"),
     "banding": (2.0, 0.5, 0.0, "high"),  # rows 3.2 x finer-varied than training (against the columns)
     "cells": (2.0, 0.45, 0.0, "low"),  # a region's Laplacian energy 2.8 x below training's lowest
 }
@@ -283,7 +285,10 @@ class LocalStats:
     """A package's ``LOCAL_FILE``, read and checked once (``LocalStats.parse``); ``check`` says why a
     frame is far outside it, or None."""
 
-    def __init__(self, data: dict) -> None:
+    def __init__(self, data: dict, colour: bool = True) -> None:
+        """``colour=False``: a model that sees grey images (its preprocessing's ``color: gray``) is not
+        affected by colour, so its frames' colour is not checked."""
+
         def rng(r) -> tuple[float, float, float, float]:
             p01, p50, p99, std = (float(r[k]) for k in ("p01", "p50", "p99", "std"))
             if not all(map(math.isfinite, (p01, p50, p99, std))) or std < 0 or not p01 <= p50 <= p99:
@@ -299,18 +304,22 @@ class LocalStats:
         unknown = set(data.get("stats", {})) - set(LOCAL_MARGINS)
         if unknown:
             raise ValueError(f"unknown statistics {sorted(unknown)}")
-        self.stats = {k: rng(v) for k, v in data["stats"].items()}
+        self.stats = {
+            k: rng(v)
+            for k, v in data["stats"].items()
+            if colour or k not in ("chroma_b", "chroma_r", "saturation")
+        }
         self.cells = [rng(c) for c in data["cells"]]
         self._bounds: dict[float, tuple[dict[str, tuple[float, float]], np.ndarray]] = {}
 
     @classmethod
-    def parse(cls, text: str) -> LocalStats:
+    def parse(cls, text: str, colour: bool = True) -> LocalStats:
         import json
 
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
-        return cls(data)
+        return cls(data, colour)
 
     def bounds(self, tolerance: float) -> tuple[dict[str, tuple[float, float]], np.ndarray]:
         got = self._bounds.get(tolerance)

@@ -152,7 +152,8 @@ def _local_stats(opened: OpenedPackage):
     if m.input_stats is None or not any(f.path == LOCAL_FILE for f in m.files):
         return None
     try:
-        return LocalStats.parse(opened.path(LOCAL_FILE).read_text(encoding="utf-8"))
+        grey = isinstance(m.preprocessing, ImagePreprocessing) and m.preprocessing.color.value == "gray"
+        return LocalStats.parse(opened.path(LOCAL_FILE).read_text(encoding="utf-8"), colour=not grey)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning(
             "%s: its %s cannot be used (%s); frames are checked by input_stats alone",

@@ -75,6 +75,7 @@ def line():
 
 
 def test_camera_faults_the_global_statistics_miss_are_unsure_by_the_local_ones(line):
+    from model_packager.inputstats import LocalStats, summarize_local
     from tests.support import line_frames as L
 
     stats, local = line
@@ -100,6 +101,12 @@ def test_camera_faults_the_global_statistics_miss_are_unsure_by_the_local_ones(l
         assert (check(stats, frame, local=local) or "").startswith(why), why
     assert check(stats, L.jpeg(7, 5, 0), local=local) is not None  # JPEG at q=20
     assert check(stats, L.mono(7, 1, 0), tolerance=50, local=local) is None  # tolerance widens them too
+    # a model that sees grey images: its frames' colour is not checked (the slot reads its file so)
+    grey_model = LocalStats.parse(
+        json.dumps(summarize_local([L.good(1, i) for i in range(30)])), colour=False
+    )
+    assert check(stats, L.white_balance(7, 2, 0), local=grey_model) is None
+    assert (check(stats, L.flicker(7, 2, 0), local=grey_model) or "").startswith("light banding")
 
 
 def test_local_statistics_that_do_not_read_are_refused_by_name(line):
