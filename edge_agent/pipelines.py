@@ -758,6 +758,17 @@ class Pipeline:
             ):
                 self.sensor = SensorWatch(self.name, self.on_event)
                 self.windower.raw_check = sensor_check
+            if self.s.baseline is None and m.task == "equipment_maintenance":
+                # the package's anomaly threshold was set on the machines it was trained on: on others
+                # healthy windows read NG (0-152 episodes a day on generated machines, docs/maintenance.md)
+                log.warning(
+                    "pipeline %s: maintenance model %s judges this asset without a baseline: its NG comes "
+                    "from a threshold set on the machines it was trained on, and on a machine it never "
+                    "saw, healthy windows read NG; add 'baseline:' to the pipeline to commission this "
+                    "asset (docs/maintenance.md)",
+                    self.name,
+                    m.name,
+                )
 
     async def offer(self, item: Frame | Reading) -> None:
         if self.windower is not None:

@@ -110,7 +110,7 @@ async def test_a_clipping_or_dead_sensor_is_unsure_and_never_learned_nor_alarmed
 
 
 async def test_a_maintenance_model_alone_says_unsure_on_a_flat_spiking_or_repeated_sensor(
-    tmp_path, signal_package
+    tmp_path, signal_package, caplog
 ):
     m = Machine(32, rpm=2400.0)  # 10 kHz: the model's rate, no resampling; no baseline
     slot, pipe, feed, results, events = await _pipeline(
@@ -131,6 +131,9 @@ async def test_a_maintenance_model_alone_says_unsure_on_a_flat_spiking_or_repeat
         await pipe.stop()
         await slot.stop()
     assert [r.verdict for r in results[:3]] == ["UNSURE"] * 3
+    # a maintenance model judging an asset on its own says, once at start, that it needs a baseline
+    said = [r.getMessage() for r in caplog.records if "without a baseline" in r.getMessage()]
+    assert len(said) == 1 and "add 'baseline:' to the pipeline" in said[0], said
     assert results[0].reason == "sensor: flat at 0 for all 2048 samples (no signal)"
     assert results[1].reason.startswith("sensor: 1 single-sample spike(s) up to 50,")
     assert results[2].reason.startswith("sensor: held at 0 for 300 samples in a row")
