@@ -205,6 +205,7 @@ LOCAL_MARGINS = {
     # 60 % of the training's colour (a nearly grey part keeps some), at least 0.03 (a mono camera's
     # frames that are not exactly grey: 3 grey levels of spread at mid-grey)
     "saturation": (2.0, 0.03, 0.6, "both"),
+    "clipped": (2.0, 0.01, 0.0, "high"),  # share of the frame at white (>= 250): 1 % more than training
     "banding": (2.0, 0.5, 0.0, "high"),  # rows 3.2 x finer-varied than training (against the columns)
     "cells": (2.0, 0.45, 0.0, "low"),  # a region's Laplacian energy 2.8 x below training's lowest
 }
@@ -215,6 +216,7 @@ LOCAL_REASONS = {
     ("chroma_r", "high"): "colour cast (white balance)",
     ("saturation", "low"): "less colour than training (mono camera, white balance)",
     ("saturation", "high"): "more colour than training",
+    ("clipped", "high"): "glare or clipped highlights",
     ("banding", "high"): "light banding (flicker)",
     ("cells", "low"): "blurred or covered in part of the frame",
 }
@@ -223,7 +225,8 @@ LOCAL_REASONS = {
 def local_stats(image: np.ndarray, g: np.ndarray | None = None, lo: np.ndarray | None = None) -> dict:
     """One frame's local statistics: ``chroma_b``/``chroma_r`` (log ratio of the blue/red channel's
     mean to the green's; absent for a grey frame), ``saturation`` (the mean per-pixel spread of
-    the channels over the mean level, on the frame area-averaged to COLOUR px), ``banding`` (log10 ratio of the row profile's fine variation
+    the channels over the mean level, on the frame area-averaged to COLOUR px), ``clipped`` (the share of the
+    128-px grey frame at 250 or more: glare), ``banding`` (log10 ratio of the row profile's fine variation
     to the column profile's: a flickering light on a rolling shutter bands the rows) and ``cells``
     (log10 of the mean squared Laplacian in each of GRID x GRID regions)."""
     import cv2
@@ -245,6 +248,7 @@ def local_stats(image: np.ndarray, g: np.ndarray | None = None, lo: np.ndarray |
         out["saturation"] = spread[0] / ((bm + gm + rm) / 3 + 8)
     elif img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
         out["saturation"] = 0.0  # no colour at all
+    out["clipped"] = int(np.count_nonzero(g >= 250.0)) / g.size
     # the row and the column profiles side by side, each minus its 8-px blur (along the profile)
     prof = np.hstack([cv2.reduce(g, 1, cv2.REDUCE_AVG), cv2.reduce(g, 0, cv2.REDUCE_AVG).reshape(-1, 1)])
     d = prof - cv2.GaussianBlur(prof, (1, 0), 0, sigmaY=8)
@@ -273,7 +277,7 @@ def summarize_local(images) -> dict:
     if not rows:
         raise ValueError("no images to take input statistics from")
     out: dict = {"format": LOCAL_FORMAT, "count": len(rows), "grid": GRID, "stats": {}}
-    for k in ("chroma_b", "chroma_r", "saturation", "banding"):
+    for k in ("chroma_b", "chroma_r", "saturation", "clipped", "banding"):
         if all(k in r for r in rows):
             out["stats"][k] = _rng([r[k] for r in rows])
     cells = np.asarray([r["cells"] for r in rows])

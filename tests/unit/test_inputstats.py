@@ -132,3 +132,20 @@ def test_a_package_with_another_thumbnail_size_still_checks_the_scene():
     assert stats.thumb == 8 and len(stats.scene) == 64
     assert check(stats, plate(1, 40, None, 96)[0]) is None
     assert check(stats, np.roll(plate(1, 41, None, 96)[0], 30, axis=1)).startswith("wrong scene")
+
+
+def test_a_small_glint_is_unsure_as_glare():
+    # a specular hot spot (~6 % of the frame's width) on parts of another generator: the grey statistics
+    # passed it (the model saw a white blob on a good part); the share of white pixels names it
+    from model_packager.inputstats import LocalStats, summarize_local
+    from tests.support.own_parts import make_part
+
+    frames = [make_part(8, i, 128, None)[0] for i in range(30)]
+    stats, local = summarize(frames), LocalStats(summarize_local(frames))
+    yy, xx = np.mgrid[0:128, 0:128].astype(np.float32)
+    spot = 350 * np.exp(-((xx - 70) ** 2 + (yy - 55) ** 2) / (2 * 7.7**2))
+    good = make_part(8, 300, 128, None)[0]
+    glint = np.clip(good + spot[..., None], 0, 255).astype(np.uint8)
+    assert check(stats, good, local=local) is None
+    assert check(stats, glint) is None
+    assert (check(stats, glint, local=local) or "").startswith("glare or clipped highlights")
