@@ -104,7 +104,9 @@ def _validate(args) -> int:
     return 0
 
 
-def _tag_errors(cfg, where, source: str, tags: set[str], members: dict[str, list[str] | None]) -> list[str]:
+def _tag_errors(
+    cfg, where, source: str, tags: set[str], members: dict[str, list[str] | str | None]
+) -> list[str]:
     """Tags the pipelines and rules of ``source`` need that its nodes, as the server names them, do not
     give; a structure's member (``{tag}/{member}``) by the members its node's value has now (``members``:
     ``check_server``'s; a node without a value now is not judged)."""
@@ -147,6 +149,11 @@ def _member_error(tag: str, node: str, members: object) -> str | None:
         return (
             f"tag {node!r} is a structure that the server's type definitions do not describe, so {tag!r} "
             "cannot be read; subscribe to the member's own node (edge-agent browse lists it)"
+        )
+    if isinstance(members, str):  # the definitions could not be read now: not checked, not "undescribed"
+        return (
+            f"tag {node!r} is a structure whose type definitions could not be read ({members}), so "
+            f"{tag!r} was not checked; run `edge-agent validate --online` again when the server answers"
         )
     if not isinstance(members, list) or tag in members:
         return None

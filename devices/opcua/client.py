@@ -696,6 +696,20 @@ def _counter_top(nt: _NodeType | None) -> int:
     return 32767
 
 
+TYPES_RETRY_S = 10.0  # the server's structure types not read (busy, an error): read again after ~10 s,
+TYPES_RETRY_MAX_S = 300.0  # doubling up to 5 minutes, until they are; each read bounded at 4x
+TYPES_BOUND_MAX_S = 120.0  # connect_timeout_s, doubled at each try up to 2 minutes
+
+
+def _types_failure(exc: BaseException, bound_s: float) -> str:
+    """Why reading the server's structure types failed, in a few words (not "undescribed")."""
+    if isinstance(exc, TimeoutError):
+        return f"the server did not send them within {bound_s:g} s"
+    if isinstance(exc, ua.UaStatusCodeError):
+        return ua.StatusCode(exc.code).name
+    return f"{type(exc).__name__}: {exc}"
+
+
 _NSU = re.compile(r"^nsu=([^;]+);(.+)$")
 _NS = re.compile(r"^ns=(\d+);(.+)$")
 
@@ -925,8 +939,15 @@ async def _one_off_client(settings: OpcUaSettings, what: str) -> tuple[Client, l
     return client, oversize
 
 
+# asyncua (2.x) probes the server's state every ``watchdog_intervall`` (1 s) with a timeout of as much, and
+# on one late answer tears the connection down: a PLC busy for a second (a long browse or type load ahead in
+# its queue, a scan-time peak) cut the source's session, and a one-off check's. The source's own check
+# (``_watch``: every keepalive_check_s, bounded by connect_timeout_s) decides; asyncua's waits an hour.
+ASYNCUA_PROBE_S = 3600.0
+
+
 async def _make_client(settings: OpcUaSettings, on_oversize: Callable[[int], None] | None = None) -> Client:
-    client = Client(settings.endpoint, timeout=settings.connect_timeout_s)
+    client = Client(settings.endpoint, timeout=settings.connect_timeout_s, watchdog_intervall=ASYNCUA_PROBE_S)
     # asyncua asks for an hour: a session left behind by a cut connection (a switch restarted, a cable) then
     # held one of the PLC's few sessions for an hour, and a link that flapped a few times within it used
     # them all up, after which the PLC refused this source (and every other client) a session
@@ -1129,6 +1150,7 @@ class OpcUaSource:
         self._undecoded: dict[ua.NodeId, tuple[str, ua.NodeId]] = {}
         self._types_wanted = asyncio.Event()
         self._types_loaded = False
+        self._types_failed: str | None = None  # why the last read of the server's types failed
         self._structured = False  # a structure came on an earlier connection: its types are read first
         self._type_classes: dict[str, Any] = {}  # the classes asyncua made of the types this source read
         self._sub: Subscription | None = None
@@ -1241,6 +1263,7 @@ class OpcUaSource:
         self._undecoded.clear()
         self._types_wanted.clear()
         self._types_loaded = False  # a PLC's program may have been changed while the session was away
+        self._types_failed = None
         client = await _make_client(self.settings, self._on_oversize)
         self._client = client
         async with asyncio.timeout(self.settings.connect_timeout_s * 2):
@@ -1466,9 +1489,13 @@ class OpcUaSource:
 
     def _undecodable(self, nodeid: ua.NodeId, tag: str, val: Any) -> None:
         """A structure arrived as raw bytes: before this session has read the types, ask for them (its
-        members come once they are read); after, say which and skip it, never pass the bytes on."""
+        members come once they are read); after, say which and skip it, never pass the bytes on. While
+        the types could not be read (the server busy or failing, ``_structures`` tries again), the value is
+        skipped and counted, and the node read again once they are."""
         if not self._types_loaded:
             self._undecoded[nodeid] = (tag, val.TypeId)
+            if self._types_failed is not None:
+                self._types_unread(tag)
             self._types_wanted.set()
             return
         self.notices.note(
@@ -1481,16 +1508,47 @@ class OpcUaSource:
             val.TypeId.to_string(),
         )
 
+    def _types_unread(self, tag: str, n: int = 1) -> None:
+        """``n`` values of structure tags skipped because the server's types could not be read."""
+        self.notices.note(
+            "structure_types_unread",
+            "opcua source %s: the server's structure types could not be read (%s), so the values of "
+            "structure tags (%s first) are skipped; read again with a growing pause (up to %d s) until they "
+            "come, then those tags are read again",
+            self.name,
+            self._types_failed,
+            tag,
+            int(TYPES_RETRY_MAX_S),
+            n=n,
+        )
+
     async def _structures(self) -> None:
         """A PLC's structure (a UDT) arrives as raw bytes until the session has read its type definition
         from the server. Read them once per connection, when the first such value arrives (a server with
         many types takes a while), then read those nodes again, so that their members come now and not
-        at their next change."""
-        await self._types_wanted.wait()
-        client = self._client
-        if client is None:
-            return
-        await self._load_types(client)
+        at their next change. A read that fails (the server late: a PLC busy at connect, or with more types
+        than the bound allows) is tried again after a growing pause, ``TYPES_RETRY_S`` doubling up to
+        ``TYPES_RETRY_MAX_S``, with a bound that doubles too (up to ``TYPES_BOUND_MAX_S``)."""
+        retry = Backoff(initial_s=TYPES_RETRY_S, max_s=TYPES_RETRY_MAX_S)
+        counted = False
+        tries = 0
+        while True:
+            await self._types_wanted.wait()
+            client = self._client
+            if client is None:
+                return
+            await self._load_types(client, tries)
+            tries += 1
+            if self._types_failed is None:
+                break
+            if self._undecoded and not counted:  # the values queued before this first failure
+                counted = True
+                self._types_unread(next(iter(self._undecoded.values()))[0], len(self._undecoded))
+            # could not be read (a busy PLC answering late, an error): not "undescribed" for the whole
+            # session, as it was: those values are skipped and counted until a later read succeeds
+            self._types_wanted.clear()
+            await asyncio.sleep(retry.next_delay())
+            self._types_wanted.set()
         waiting, self._undecoded = self._undecoded, {}
         for nodeid, (tag, _) in waiting.items():
             try:
@@ -1500,7 +1558,7 @@ class OpcUaSource:
                 continue  # its next change comes through the subscription
             self._on_value(nodeid, tag, dv.Value.Value if dv.Value is not None else None, dv)
 
-    async def _load_types(self, client: Client) -> None:
+    async def _load_types(self, client: Client, tries: int = 0) -> None:
         """Read the server's structure types (asyncua makes a class of each, which then decodes their
         values): OPC UA 1.04's DataTypeDefinition attributes first; a server that has none describes its
         types in a binary type dictionary instead (older PLC firmware). Read afresh on each connection,
@@ -1523,18 +1581,30 @@ class OpcUaSource:
             client.load_data_type_definitions,
             client.load_type_definitions,
         )
+        failed: str | None = None
+        # a server with many types may need longer than the first bound: each try after one gives it twice
+        bound = min(
+            self.settings.connect_timeout_s * 4 * 2**tries,
+            max(TYPES_BOUND_MAX_S, self.settings.connect_timeout_s * 4),
+        )
         for i, load in enumerate(loads):
             if i and all(t in ua.extension_objects_by_typeid for _, t in self._undecoded.values()):
                 break
             try:
-                async with asyncio.timeout(self.settings.connect_timeout_s * 4):
+                async with asyncio.timeout(bound):
                     got = await load()
             except Exception as e:  # each structure still undecoded is then named
                 log.info("opcua source %s: the server's structure types could not be read: %r", self.name, e)
+                if not i:
+                    failed = _types_failure(e, bound)
                 continue
             classes: dict[str, Any] = got if isinstance(got, dict) else got[1]  # older: (generators, classes)
             self._type_classes.update((n, c) for n, c in classes.items() if getattr(ua, n, None) is c)
-        self._types_loaded = self._structured = True
+            if i and classes:  # the older way described them
+                failed = None
+        self._types_failed = failed
+        self._types_loaded = failed is None
+        self._structured = True
 
     def _timestamp(self, tag: str, dv: Any, now: float) -> float:
         """The reading's time, by ``timestamps``: the first of the source and server timestamps that is
@@ -1959,13 +2029,13 @@ def _misfit(nt: _NodeType | None, value: Any, node_id: str) -> str | None:
 
 async def check_server(
     settings: OpcUaSettings, targets: list[tuple[str, Any]]
-) -> tuple[list[str | None], list[str | None], list[str | None], dict[str, list[str] | None]]:
+) -> tuple[list[str | None], list[str | None], list[str | None], dict[str, list[str] | str | None]]:
     """One-off connect for ``edge-agent validate --online``: why each subscribed node (in settings order)
     and each write target would fail (None where it is fine), the tag each node will produce (its
     ``tag`` or browse name; None when unreadable), and, per tag whose node holds a value now, the member
     tags it gives (``{tag}/{member}`` of a structure, decoded by the server's type definitions; [] for a
-    plain value; None for a structure the definitions do not describe). Raises ``OpcUaError`` when
-    unreachable."""
+    plain value; None for a structure the definitions do not describe; a text saying why for one whose
+    definitions could not be read: the server late or failing). Raises ``OpcUaError`` when unreachable."""
     client, _ = await _one_off_client(settings, "cannot check")
     cache: dict[str, str] = {}
     try:
@@ -2006,7 +2076,7 @@ async def check_server(
 
 async def _member_tags(
     client: Client, held: dict[str, Node], timeout_s: float
-) -> dict[str, list[str] | None]:
+) -> dict[str, list[str] | str | None]:
     """What each node's value gives as tags now (see ``check_server``): a structure's members are read
     the way the source reads them, after the server's type definitions (this one-off process's classes)."""
 
@@ -2024,21 +2094,30 @@ async def _member_tags(
         return isinstance(v[0] if isinstance(v, list) and v else v, ua.ExtensionObject)
 
     now = await values()
+    failed: str | None = None
     if any(undecoded(v) for v in now.values()):
-        for load in (client.load_data_type_definitions, client.load_type_definitions):
+        loads: tuple[Callable[[], Any], ...] = (
+            client.load_data_type_definitions,
+            client.load_type_definitions,
+        )
+        for i, load in enumerate(loads):
             try:
                 async with asyncio.timeout(timeout_s * 4):
-                    await load()
-            except Exception:  # the other way, or each structure is named undecodable below
+                    got = await load()
+            except Exception as e:  # the other way, or each structure is named undecodable below
+                if not i:
+                    failed = _types_failure(e, timeout_s * 4)
                 continue
+            if i and (got if isinstance(got, dict) else got[1]):  # the older way described some
+                failed = None
             now = await values()
             if not any(undecoded(v) for v in now.values()):
                 break
-    out: dict[str, list[str] | None] = {}
+    out: dict[str, list[str] | str | None] = {}
     for tag, v in now.items():
         first = v[0] if isinstance(v, list) and v else v
         if isinstance(first, ua.ExtensionObject):
-            out[tag] = None
+            out[tag] = failed  # None: the types, read, do not describe it; else why they could not be read
         elif _is_structure(first):
             members: list[tuple[str, Any]] = []
             _members(tag, v, members)

@@ -588,6 +588,120 @@ async def test_a_plcs_structures_give_a_tag_per_member_and_texts_and_times_their
     assert "tag Opaque is a structure" in note and "edge-agent browse" in note
 
 
+async def test_a_server_answering_late_within_connect_timeout_keeps_its_session(monkeypatch) -> None:
+    """A PLC that answers its state 1.5 s late for a while (busy: a long browse ahead in its queue, a
+    scan-time peak) is within the source's bound (``connect_timeout_s`` 5 s): the session stays, no
+    reconnect, values flow on. asyncua's own 1-s probe used to tear the connection down."""
+    from asyncua import ua
+    from asyncua.server.internal_session import InternalSession
+
+    from tests.support.peers import opcua_server
+
+    read = InternalSession.read
+    busy = asyncio.Event()
+    late = [0]
+
+    async def busy_read(self, params):
+        if busy.is_set() and any(
+            r.NodeId == ua.NodeId(ua.ObjectIds.Server_ServerStatus_State) for r in params.NodesToRead
+        ):
+            late[0] += 1
+            await asyncio.sleep(1.5)
+        return await read(self, params)
+
+    monkeypatch.setattr(InternalSession, "read", busy_read)
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:busy", "Line")
+    level = await obj.add_variable(ua.NodeId("Level", idx), "Level", 1.0)
+    await srv.start()
+    src = OpcUaSource(
+        "plc",
+        _settings(
+            f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={idx};s=Level"}], connect_timeout_s=5.0
+        ),
+    )
+    await src.start()
+    try:
+        await _collect(src, {"Level"}, timeout_s=30.0)
+        busy.set()
+        for _ in range(200):  # state reads answered late (asyncua probes each second, the source every
+            if late[0] >= 2:  # keepalive_check_s)
+                break
+            await asyncio.sleep(0.05)
+        busy.clear()
+        await level.write_value(2.0)
+        got: dict[str, Reading] = {}
+        async with asyncio.timeout(30.0):
+            async for r in src.items():
+                if r.value == 2.0:
+                    got[r.tag] = r
+                    break
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert late[0] >= 2
+    assert got["Level"].quality is Quality.GOOD
+    assert src.stats.reconnects == 0 and not src.stats.errors_by_reason, src.stats.errors_by_reason
+
+
+async def test_structure_types_the_server_sent_late_are_read_again_not_called_undescribed(
+    ua_types, monkeypatch
+) -> None:
+    """A PLC busy when the session first reads its structure types (the read times out) does not leave
+    its structures undecodable for the whole session, called "not described by the server's type
+    definitions": the values are skipped and counted (``structure_types_unread``), the types read again
+    after a pause, and the structure's members then come."""
+    from asyncua import ua
+    from asyncua.server.internal_session import InternalSession
+
+    import devices.opcua.client as client_mod
+    from tests.support.peers import opcua_server
+
+    monkeypatch.setattr(client_mod, "TYPES_RETRY_S", 0.2)
+    read = InternalSession.read
+    late = asyncio.Event()  # set: the server answers its type definitions at once again
+
+    async def busy_read(self, params):  # the first type definitions come after the client's bound
+        if not late.is_set() and any(
+            r.AttributeId == ua.AttributeIds.DataTypeDefinition for r in params.NodesToRead
+        ):
+            late.set()
+            await asyncio.sleep(2.5)
+        return await read(self, params)
+
+    monkeypatch.setattr(InternalSession, "read", busy_read)
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:udt", "Line")
+    press_type, enc = await _press_types(srv, idx, "definitions")
+    await obj.add_variable(
+        ua.NodeId("Press1", idx),
+        "Press1",
+        ua.Variant(ua.ExtensionObject(enc, _press_udt_body(812.5, [0.5], "P-7", 3.25))),
+        datatype=press_type,
+    )
+    await srv.start()
+    src = OpcUaSource(
+        "plc",
+        _settings(
+            f"opc.tcp://127.0.0.1:{port}/plc/",
+            [{"node_id": f"ns={idx};s=Press1"}],
+            connect_timeout_s=0.5,  # the types' read is bounded at 4x: 2 s
+            keepalive_check_s=30.0,
+        ),
+    )
+    await src.start()
+    try:
+        got = await _collect(src, {"Press1/Force", "Press1/Axis/Pos"}, timeout_s=30.0)
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert late.is_set()  # the server did answer late once
+    assert got["Press1/Force"].value == 812.5 and got["Press1/Axis/Pos"].value == 3.25
+    unread = src.notices.status()["structure_types_unread"]
+    assert unread["count"] >= 1 and "did not send them within 2 s" in unread["message"], unread
+    assert "structure_undecoded" not in src.notices.counts  # it was never called undescribed
+
+
 async def test_validate_online_reads_a_structures_members_from_the_server(ua_types, tmp_path) -> None:
     """Offline, ``edge-agent validate`` cannot know a structure's members and lets any ``{tag}/{member}``
     pass. ``--online`` reads the node's value by the server's type definitions, as the agent will, and
