@@ -195,7 +195,7 @@ def check(
 # They travel in the package as a signed file (LOCAL_FILE, listed in the manifest with its hash) rather than
 # in the manifest's ``input_stats``, whose schema is a fixed contract: agents before them ignore the file.
 LOCAL_FILE = "input_stats_local.json"
-LOCAL_FORMAT = 1
+LOCAL_FORMAT = 2  # 1: saturation in log10 (bb9a39b, never released): read as another format
 GRID = 4  # sharpness by region: GRID x GRID cells of the 128-px frame
 COLOUR = 32  # colour is measured on the frame area-averaged to COLOUR x COLOUR
 # statistic -> (multiple of the training std, absolute floor, relative floor x |median|, sides checked)
