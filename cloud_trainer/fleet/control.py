@@ -776,16 +776,8 @@ class Control:
         if assign:
             # one generation for the step's agents: a fleet-wide step is one counter update, not 10,000
             self._set_desired_many(assign, dep.get("tenant", T), self._next_generation())
-            # an agent that already serves this version (its state report: active, past its health window)
-            # has nothing to install and so never reports a step: healthy now, or the rollout waits for good
-            runs = {} if dep.get("kind") == "config" else self._running(dep, active=True)
             for a, *_ in assign:
-                if runs.get(a) == dep["digest"]:
-                    dep["targets"][a].update(
-                        status="healthy", step=k, updated=now, reason="it already ran this version"
-                    )
-                else:
-                    dep["targets"][a].update(status="assigned", step=k, updated=now)
+                dep["targets"][a].update(status="assigned", step=k, updated=now)
         if dep["step_started"] is None:
             dep["step_started"] = now
         # agents a newer rollout of the same slot took over are no longer this one's to wait for or roll back
@@ -845,7 +837,9 @@ class Control:
                     continue  # it refused or rolled back the version itself: it runs the previous one
                 if config:
                     t.update(status="rolled_back_by_fleet", reason="rollout halted")
-                elif running.get(a) == prev["digest"]:
+                elif t["status"] in ("waiting", "assigned") and running.get(a) == prev["digest"]:
+                    # it never said it began installing this version, and its last state report shows the
+                    # previous one (a report of the new version may lag a second behind a step it took)
                     t.update(
                         status="rolled_back_by_fleet", reason=f"rollout halted; it runs {prev['version']}"
                     )
@@ -867,15 +861,13 @@ class Control:
                 )
                 self._changed(tenant, a)
 
-    def _running(self, dep: dict, *, active: bool = False) -> dict[str, str]:
-        """agent -> the digest its last state report shows in the deployment's slot (``active``: only a slot past
-        its health window)."""
+    def _running(self, dep: dict) -> dict[str, str]:
+        """agent -> the digest its last state report shows in the deployment's slot."""
         out = {}
         for r in self.store.agents(tenant=dep.get("tenant", T)):
             for s in r["slots"]:
                 if s.get("slot") == dep["slot"] and s.get("digest"):
-                    if not active or s.get("status", "active") == "active":
-                        out[r["id"]] = s["digest"]
+                    out[r["id"]] = s["digest"]
         return out
 
     def _size_of(self, digest: str, tenant: str = T) -> int:

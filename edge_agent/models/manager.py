@@ -475,7 +475,9 @@ class ModelManager:
             await self._report(d, "verifying", True)
             await asyncio.to_thread(self._write_pending, d)
             try:
-                outcome = await slot.swap(pkg, expect=(d.package, d.version))
+                # an admin's rollback is not judged against the version it rolls away from (a bad model's
+                # NG rate made the good one's look like a shift, and the slot went back to the bad one)
+                outcome = await slot.swap(pkg, expect=(d.package, d.version), watch=not is_rollback(d))
             except Exception as exc:  # the slot turns failures into outcomes; this is the last guard
                 self._refuse(d.digest, f"unexpected {type(exc).__name__}: {exc}")
                 await self._settle(d, "failed", False, printable(f"verify: {self.refused[d.digest]}", 500))

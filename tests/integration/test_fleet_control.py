@@ -481,3 +481,46 @@ async def test_a_health_window_without_inferences_is_not_reported_healthy(fleet)
     assert "of the 1000000 needed" in d["targets"]["gw1"]["reason"], d["targets"]["gw1"]
     assert d["state"] == "running" and d["targets"]["gw2"]["status"] == "waiting"
     assert version(agents["gw2"]) == "1.0.0"
+
+
+async def test_an_admins_rollback_is_not_undone_by_a_health_check_against_the_version_rolled_away_from(
+    fleet, tmp_path
+):
+    """A rollback was installed like any new version: watched in a health window against the model it
+    replaced, the very version the admin rolled back away from. A bad version that calls every part NG made
+    the good one's NG rate look like a shift of 100%, so the agent rolled the rollback back and served the
+    bad version again. An admin's rollback is now installed without that comparison."""
+    srv, agents, _ = fleet
+    key, _pub = make_keypair(tmp_path / "keys")  # the fleet's package key (the fixture's)
+    bad = make_package(tmp_path / "b2", kind="vision", version="1.4.0", key=key, bias=-6.0, seed=7)
+    base = agents["gw1"].cfg
+    await agents["gw1"].stop()
+    vision = base.models["vision"].model_copy(update={"package": str(bad)})
+    fresh = base.agent.model_copy(
+        update={"data_dir": tmp_path / "gw1-again"}
+    )  # (a new gateway's first start)
+    agents["gw1"] = gw1 = Agent(base.model_copy(update={"models": {"vision": vision}, "agent": fresh}))
+    await gw1.start()
+    assert version(gw1) == "1.4.0"
+    await until(lambda: gw1.slots["vision"].counters.get("inferences", 0) >= 10, what="1.4.0 serving")
+    back = srv.control.rollback("part-inspection", "1.0.0", "vision", ["gw1"])
+    await until(lambda: srv.control._get(back["id"])["state"] != "running", what="the rollback to end")
+    d = srv.control._get(back["id"])
+    assert d["state"] == "completed", d  # (was halted: "rolled_back: health check failed: NG rate moved ...")
+    assert version(gw1) == "1.0.0" and gw1.slots["vision"].state == "active"  # no window to undo it in
+
+
+async def test_a_rollback_to_the_version_most_agents_never_left_completes(fleet):
+    """An agent that already serves the assigned version has nothing to install and reported no step, so an
+    admin's rollback of the fleet after a rollout to some of it stayed ``running`` for good, waiting for the
+    agents that had never left the version; they now say they run it."""
+    srv, agents, _ = fleet
+    dep = srv.control.create(
+        {"package": "part-inspection", "version": "1.1.0", "slot": "vision", "agents": ["gw1"]}
+    )
+    await until(lambda: srv.control._get(dep["id"])["state"] == "completed", what="1.1.0 on gw1")
+    back = srv.control.rollback("part-inspection", "1.0.0", "vision", [])
+    await until(lambda: srv.control._get(back["id"])["state"] == "completed", what="the rollback completed")
+    t = srv.control._get(back["id"])["targets"]
+    assert t["gw2"]["status"] == "healthy" and t["gw2"]["reason"] == "it runs this version", t
+    assert version(agents["gw1"]) == version(agents["gw2"]) == "1.0.0"
