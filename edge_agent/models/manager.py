@@ -438,16 +438,18 @@ class ModelManager:
         here = [p for p in self.staging.iterdir() if p.is_file()]
         # each slot's own folder of packages downloaded for it, and those of slots a config before this one
         # had (renamed or removed: nothing else would ever look in them)
+        # had (renamed or removed: nothing else would ever look in them); in a folder only packages are
+        # taken, never another file (a folder in staging may be someone else's: the disk's other tenants)
         folders = [p for p in self.staging.iterdir() if p.is_dir() and not p.is_symlink()]
         for folder in folders:
-            here += [p for p in folder.iterdir() if p.is_file()]
+            here += [p for p in folder.iterdir() if p.is_file() and p.suffix in (".edgepkg", ".part")]
         for p in here:
             name = p.relative_to(self.staging).as_posix()
             if name not in keep:
                 log.info("staging: removing %s, left by an earlier install", name)
                 p.unlink(missing_ok=True)
-        for folder in folders:
-            if folder.name not in self.slots:
+        for folder in folders:  # (a slot downloading now, configured or not, keeps its folder)
+            if folder.name not in self.slots and folder.name not in self._staged:
                 with contextlib.suppress(OSError):
                     folder.rmdir()  # (only when empty)
 
