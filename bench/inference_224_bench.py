@@ -12,8 +12,10 @@ Same process, alternating blocks of 5 calls, medians (and p99) over ``--n`` call
   bare   ``onnxruntime.InferenceSession`` with the agent's session options (1 intra-op thread,
          one inter-op thread, sequential, all graph optimizations) on the preprocessed tensor;
   engine the slot's engine call (``slot._active.engine.run``) on the same tensor;
-  infer  ``slot.infer(Frame)`` on the 640x480 frame (the exact call a frame pipeline makes);
-  pre    ``image_tensor`` alone (the preprocessing share).
+  infer  ``slot.infer(Frame)`` on the 640x480 frame, without the UNSURE check;
+  infer_unsure  ``slot.infer(Frame, tolerance)``: the exact call a frame pipeline makes (the packages
+         carry the training inputs' statistics, manifest and local file, as trained ones do);
+  pre    ``image_tensor`` alone (the preprocessing share); check  the UNSURE check alone.
 For OpenVINO the bare call is an infer request of the package's IR compiled apart with the engine's
 properties.
 
@@ -139,7 +141,21 @@ def build(tmp: Path, width: float, pixels: bool = False) -> tuple[Path, Path]:
         spec["inputs"][0]["dtype"] = "uint8"
         spec["preprocessing"].update(scale=1.0)
         golden = {"image": np.concatenate([image_tensor(f, pre, "uint8") for f in frames[:2]])}
-    pkg = build_package(int8, spec, tmp / "pkg", signing_key=key, golden_inputs=golden, openvino=True)
+    # the training inputs' statistics a trained package carries (the manifest's and the local file), so
+    # that the UNSURE check a frame pipeline runs is measured too (``infer_unsure``)
+    from model_packager.inputstats import LOCAL_FILE, summarize_local
+
+    (tmp / "m" / LOCAL_FILE).write_text(json.dumps(summarize_local(frames)))
+    pkg = build_package(
+        int8,
+        spec,
+        tmp / "pkg",
+        signing_key=key,
+        golden_inputs=golden,
+        openvino=True,
+        input_images=frames,
+        extra_files={LOCAL_FILE: tmp / "m" / LOCAL_FILE},
+    )
     return pkg, pub
 
 
@@ -181,6 +197,7 @@ def q(xs, p) -> float:
 
 def measure(pkg: Path, pub: Path, tmp: Path, engine: str, n: int, block: int = 5) -> dict:
     from devices.base import Frame
+    from edge_agent.config import UnsureSettings
     from edge_agent.engines import model_file
     from edge_agent.models.config import ModelConfig
     from edge_agent.models.slot import ModelSlot
@@ -222,11 +239,17 @@ def measure(pkg: Path, pub: Path, tmp: Path, engine: str, n: int, block: int = 5
         r = slot.infer(frame)
         parts.append((r.preprocess_ms, r.inference_ms, r.postprocess_ms))
 
+    from model_packager.inputstats import check
+
+    tolerance = UnsureSettings().tolerance  # a frame pipeline's default
+    assert m.input_stats is not None and a.local_stats is not None, "the package carries no input statistics"
     calls = {
         "bare": bare,
         "engine": lambda: a.engine.run({name: x}),
         "infer": infer,
+        "infer_unsure": lambda: slot.infer(frame, tolerance),  # as a frame pipeline calls it
         "pre": lambda: image_tensor(frame.image, m.preprocessing, dtype),
+        "check": lambda: check(m.input_stats, frame.image, tolerance, a.local_stats),
     }
     times: dict[str, list[float]] = {k: [] for k in calls}
     for f in calls.values():  # warm-up
@@ -239,7 +262,7 @@ def measure(pkg: Path, pub: Path, tmp: Path, engine: str, n: int, block: int = 5
                 t = time.perf_counter()
                 f()
                 ts.append(time.perf_counter() - t)
-    inf = slot.infer(frame)
+    inf = slot.infer(frame, tolerance)
     del (
         calls,
         bare,
@@ -259,7 +282,7 @@ def measure(pkg: Path, pub: Path, tmp: Path, engine: str, n: int, block: int = 5
         ("slot_pre", "slot_engine", "slot_post"), np.median(np.asarray(parts), axis=0), strict=True
     ):
         r[f"{k}_p50_us"] = float(v) * 1000  # the slot's own split of its infer calls
-    for k in ("engine", "infer"):
+    for k in ("engine", "infer", "infer_unsure"):
         r[f"{k}_ratio_p50"] = r[f"{k}_p50_us"] / r["bare_p50_us"]
         r[f"{k}_ratio_p99"] = r[f"{k}_p99_us"] / r["bare_p99_us"]
     return r
@@ -340,13 +363,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{rows[0]['n']} calls of each kind.",
         "",
         "| MobileNetV2 width | input | engine | bare run p50 µs | engine call p50 (ratio) | `slot.infer` 640x480 p50 µs | "
-        "**p50 ratio** | p99 ratio | `image_tensor` alone p50 µs | in `infer`: pre / engine / post p50 µs |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "**p50 ratio** | p99 ratio | with the UNSURE check: p50 µs | **p50 ratio** | p99 ratio | check alone p50 µs | "
+        "`image_tensor` alone p50 µs | in `infer`: pre / engine / post p50 µs |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         md.append(
             f"| {r['width']:g} | {r['input']} | {r['engine']} | {r['bare_p50_us']:.0f} | {r['engine_p50_us']:.0f} ({r['engine_ratio_p50']:.3f})"
             f" | {r['infer_p50_us']:.0f} | **{r['infer_ratio_p50']:.3f}** | {r['infer_ratio_p99']:.3f} | "
+            f"{r['infer_unsure_p50_us']:.0f} | **{r['infer_unsure_ratio_p50']:.3f}** | {r['infer_unsure_ratio_p99']:.3f} | "
+            f"{r['check_p50_us']:.0f} | "
             f"{r['pre_p50_us']:.0f} | {r['slot_pre_p50_us']:.0f} / {r['slot_engine_p50_us']:.0f} / "
             f"{r['slot_post_p50_us']:.0f} |"
         )
