@@ -97,12 +97,17 @@ class Reading:
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One camera image, BGR uint8 HxWx3, with a strictly increasing per-source ``seq``."""
+    """One camera image, BGR uint8 HxWx3, with a strictly increasing per-source ``seq``.
+
+    ``unchanged_s``: how long a live camera's image had not changed at all when this frame came, once that
+    is over the camera's ``frozen_after_s`` (a hung camera resending its last image); 0 otherwise. A
+    pipeline calls such a frame UNSURE: the verdict would be on an old image, not on the part in view."""
 
     source: str
     seq: int
     captured_at: float  # epoch seconds
     image: np.ndarray
+    unchanged_s: float = 0.0
 
 
 @dataclass

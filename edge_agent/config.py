@@ -212,8 +212,8 @@ class WindowSettings(_Model):
 
 class UnsureSettings(_Model):
     """Frames far outside the model's training inputs (``input_stats`` in its manifest) get verdict
-    UNSURE with a reason: never OK or NG, no action fires. A package without statistics never says
-    UNSURE."""
+    UNSURE with a reason: never OK or NG, no action fires. A package without statistics says UNSURE
+    only for a frozen camera's frames (the camera's ``frozen_after_s``)."""
 
     enabled: bool = True
     tolerance: float = Field(

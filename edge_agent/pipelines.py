@@ -894,7 +894,7 @@ class Pipeline:
         st.results += 1
         st.ng += res.verdict == "NG"
         st.unsure += res.verdict == "UNSURE"
-        if self.kind == "frame":  # a package without input_stats never says UNSURE
+        if self.kind == "frame":  # UNSURE: outside the package's input_stats, or a frozen camera
             drift = self.unsure_watch.add(it.reason)
             if drift is not None:
                 log.warning("%s", drift["message"])
@@ -917,7 +917,16 @@ class Pipeline:
             found = raw.pop(item.seq) if item.seq in raw else sensor_check(item.waveform)
             if found is not None:
                 return found
-        return self.slot.infer(item, self.unsure_tolerance)
+        inf = self.slot.infer(item, self.unsure_tolerance)
+        if isinstance(item, Frame) and item.unchanged_s and self.unsure_tolerance is not None:
+            # a hung camera resending its last image: the verdict is on that image, not on the part in view
+            it = inf.interpretation
+            it.verdict = "UNSURE"
+            it.reason = (
+                f"camera frozen: its image has not changed for {item.unchanged_s:.0f} s (frozen_after_s); "
+                "the verdict would be on an old image"
+            )
+        return inf
 
     async def _sensor_result(self, item: Window, fault: SensorFault, enq_t: float, start: float) -> None:
         assert self.sensor is not None  # only a pipeline with sensor checks finds a sensor fault

@@ -85,12 +85,13 @@ class CameraSettings(BaseModel):
     read_timeout_s: float = Field(5.0, gt=0, description="a live source silent this long is reopened")
     max_consecutive_failures: int = Field(10, ge=1, description="failed reads in a row before reopening")
     frozen_after_s: float | None = Field(
-        None,
+        10.0,
         gt=0,
         le=86_400,
         description="a live camera whose image has not changed at all for this long is named once as "
         "frozen_frame (a hung camera resending its last image; a real sensor's noise changes even a still "
-        "scene); frames are still passed on. Unset: not checked",
+        "scene); its frames are passed on as UNSURE until the image changes. null: not checked (a "
+        "triggered camera whose snapshot URL keeps the last part's image between parts)",
     )
 
     tls_ca_file: str | None = Field(

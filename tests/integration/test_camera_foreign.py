@@ -258,6 +258,7 @@ async def test_a_frozen_camera_is_named_once_when_frozen_after_s_is_set(caplog):
         await src.start()
         first = await take(src, 16, 3)  # ~0.4 s of one image
         assert src.stats.errors_by_reason == {"frozen_frame": 1}
+        assert first[0].unchanged_s == 0 and first[-1].unchanged_s >= 0.2  # how long, once frozen
         assert "has not changed for 0.2s" in src.stats.last_error
         state["frozen"] = False
         await take(src, 8, 3)  # changing again
@@ -282,6 +283,72 @@ async def test_a_frozen_camera_is_named_once_when_frozen_after_s_is_set(caplog):
     finally:
         moving.stop()
     assert len(frames) == 16 and not src.stats.errors_by_reason
+    assert all(f.unchanged_s == 0 for f in frames)
+
+
+async def test_a_frozen_cameras_frames_are_unsure_never_ok(tmp_path):
+    """A hung camera resending its last image (a good part's) was inspected as OK frame after frame: the
+    parts passing under it went unseen, and only a WARNING said so. Its frames now come with the time the
+    image has been unchanged, and the pipeline calls them UNSURE (never OK or NG, no action fires) until
+    the image changes; frames before the freeze and after it keep the model's verdict."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edge_agent.config import PipelineSettings
+    from edge_agent.models.config import ModelConfig
+    from edge_agent.models.slot import ModelSlot
+    from edge_agent.pipelines import Pipeline
+    from tests.support.models import make_keypair, make_package
+
+    key, pub = make_keypair(tmp_path / "keys")
+    pkg = make_package(tmp_path, kind="vision", key=key, bias=20.0)  # says "ok" to any frame
+    slot = ModelSlot("inspect", ModelConfig(package=str(pkg), engine="onnxruntime"), tmp_path / "data", [pub])
+    await slot.start()
+    results = []
+
+    async def on_result(res, item):
+        results.append((item.unchanged_s, res))
+
+    pipe = Pipeline(
+        PipelineSettings(name="inspect", source="cam", model="inspect", queue={"policy": "block"}),
+        slot,
+        ThreadPoolExecutor(1),
+        on_result,
+    )
+    pipe.prepare()
+    pipe.start()
+    same = _jpeg(5)
+    state = {"frozen": True}
+
+    def serve(write, part):
+        n = 0
+        while True:
+            n += 1
+            part(same if state["frozen"] else _jpeg(6 + n % 2))
+
+    cam = HostileMjpeg(serve)
+    src = CameraSource("cam", CameraSettings(url=cam.url, fps=40, frozen_after_s=0.2))
+    try:
+        await src.start()
+        for f in await take(src, 16, 3):  # ~0.4 s of one image
+            await pipe.offer(f)
+        state["frozen"] = False
+        for f in await take(src, 12, 3):
+            await pipe.offer(f)
+        for _ in range(3000):
+            if len(results) == 28:
+                break
+            await asyncio.sleep(0.002)
+    finally:
+        await src.stop()
+        cam.stop()
+        await pipe.stop()
+        await slot.stop()
+    assert len(results) == 28
+    frozen = [r for u, r in results if u > 0]
+    assert frozen and all(r.verdict == "UNSURE" and r.reason.startswith("camera frozen") for r in frozen)
+    assert all(r.verdict == "OK" for u, r in results if u == 0)
+    assert results[0][1].verdict == "OK" and results[-1][1].verdict == "OK"  # before the freeze, after it
+    assert pipe.stats.unsure == len(frozen)
 
 
 async def test_a_wrong_basic_password_costs_the_camera_one_login_per_attempt():
