@@ -19,7 +19,9 @@ least every ``report_s`` (30 s), and the server pushes the desired state the mom
   (tenant, agent) pairs got a new desired state, from this process or from another replica sharing
   the database) and sends each connected one its whole desired state. A report whose
   ``generation_seen`` is behind gets it at once too, as does a stream when it opens (gathered for
-  ``push_batch_s``, 20 ms, so that a storm of new streams costs one control read per batch).
+  ``push_batch_s``, 20 ms, so that a storm of new streams costs one control read per batch). Each push
+  notes the control's generation before it reads, and never queues a state over one read later for the
+  same stream (a fleet-wide push pauses between slices, while other pushes go on).
 - One stream per agent: a second ``Connect`` of the same agent ends the first (a reconnect).
 
 The hub keeps only connection state in memory; everything another replica needs is in the stores.
@@ -67,6 +69,9 @@ class StreamHub:
         self._attempts: dict[tuple[str, str], int] = {}  # failed writes of a report put back into pending
         self.refused = 0  # reports the store refused as malformed, or that failed MAX_REPORT_ATTEMPTS times
         self.sent: dict[tuple[str, str], int] = {}  # generation last pushed to each open stream
+        # the control's generation when the state last queued to each open stream was read: a push whose read
+        # is older (a fleet-wide push paused between its slices) never queues over a newer one
+        self._read_at: dict[tuple[str, str], int] = {}
         self.reports = 0
         self.pushes = 0
         self.flushes = 0
@@ -104,12 +109,14 @@ class StreamHub:
         q: asyncio.Queue = asyncio.Queue(maxsize=8)
         self.streams[key] = q
         self.sent.pop(key, None)
+        self._read_at.pop(key, None)
         try:
             yield q
         finally:
             if self.streams.get(key) is q:
                 del self.streams[key]
                 self.sent.pop(key, None)
+                self._read_at.pop(key, None)
 
     async def report(
         self, key: tuple[str, str], args: tuple, generation_seen: int, report_id: int = 0
@@ -134,7 +141,7 @@ class StreamHub:
         from protocols.gen import fleet_pb2 as pb
 
         t0 = time.perf_counter()
-        desired = await asyncio.to_thread(self.control.desired_many, keys)
+        read_at, desired = await asyncio.to_thread(self._read_desired, keys)
         commands = (
             await asyncio.to_thread(self.commands.pending_many, keys) if self.commands is not None else {}
         )
@@ -143,6 +150,11 @@ class StreamHub:
             q = self.streams.get(k)
             if q is None:
                 continue
+            if self._read_at.get(k, -1) > read_at:
+                # another push (a reconnect, a report behind) sent this stream a state read later, during this
+                # push's pauses: this older one would take the agent back (to a version rolled back since)
+                continue
+            self._read_at[k] = read_at
             reply = desired_reply(gen, slots, config)
             add_commands(reply, commands.get(k))
             self.sent[k] = gen
@@ -158,6 +170,11 @@ class StreamHub:
                 t1 - t0,
                 time.perf_counter() - t1,
             )
+
+    def _read_desired(self, keys: list[tuple[str, str]]) -> tuple[int, dict]:
+        """(the control's generation, read first, the keys' desired states, read after it: at least as new)."""
+        read_at = self.control.generation()
+        return read_at, self.control.desired_many(keys)
 
     # ---- background --------------------------------------------------------------------------
     def flush(self) -> int:

@@ -10,7 +10,10 @@ from cloud_trainer.fleet.stream import PUSH_SLICE, StreamHub
 
 
 class Desired:
-    """The control's one method a push reads: every agent gets the same model slot at generation 7."""
+    """The control's two methods a push reads: every agent gets the same model slot at generation 7."""
+
+    def generation(self):
+        return 7
 
     def desired_many(self, keys):
         slot = {
