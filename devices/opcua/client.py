@@ -917,6 +917,109 @@ def _bound_messages(client: Client, limit: int, on_oversize: Callable[[int], Non
     client.uaclient._make_protocol = make_bounded  # type: ignore[method-assign]
 
 
+# OPC UA Part 5, ServerCapabilities/OperationLimits: the most items a server takes in one call of a service
+# (0: no limit). Embedded PLC servers state small ones (10, 100) and refuse a larger call whole with
+# BadTooManyOperations.
+_OPERATION_LIMITS = {
+    "read": ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
+    "write": ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerWrite,
+    "browse": ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerBrowse,
+    "translate": ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerTranslateBrowsePathsToNodeIds,
+    "monitor": ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
+}
+
+
+def _split_operations(client: Client) -> dict[str, int]:
+    """Calls of this client's session that carry many items (Read, Write, Browse, TranslateBrowsePaths,
+    CreateMonitoredItems) go to the server in parts of at most its limit for that service; the limits
+    (returned, by ``_OPERATION_LIMITS`` key) are filled by ``_read_operation_limits`` after the connect.
+
+    asyncua sends whatever it is given in one call: reading a PLC's structure types asks for the
+    DataTypeDefinition of every type at once (48 nodes on a server with two UDTs), so a server stating
+    MaxNodesPerRead 10 refused the whole read and no structure was ever decoded. A server that states no
+    limit and still refuses a call with BadTooManyOperations gets it again in halves (the size it took is
+    kept for the session); a call of one item so refused is raised as before (a busy server's answer)."""
+    session = client.uaclient.session
+    limits: dict[str, int] = {}
+
+    async def split(kind: str, items: list, call: Callable[[list], Any]) -> list:
+        most = limits.get(kind, 0)
+        if most and len(items) > most:
+            out: list = []
+            for i in range(0, len(items), most):
+                out += await split(kind, items[i : i + most], call)
+            return out
+        try:
+            return list(await call(items))
+        except ua.UaStatusCodeError as e:
+            if e.code != ua.StatusCodes.BadTooManyOperations or len(items) < 2:
+                raise
+        limits[kind] = (len(items) + 1) // 2
+        log.info(
+            "opcua: the server refused a %s of %d items (BadTooManyOperations) and states no lower limit: "
+            "sent in parts of %d",
+            kind,
+            len(items),
+            limits[kind],
+        )
+        return await split(kind, items, call)
+
+    def by_params(kind: str, name: str, field: str) -> None:
+        call = getattr(session, name, None)
+        if call is None:  # another asyncua layout: calls go whole, as asyncua sends them
+            return
+
+        async def bounded(params: Any) -> list:
+            return await split(
+                kind,
+                list(getattr(params, field)),
+                lambda part: call(dataclasses.replace(params, **{field: part})),
+            )
+
+        setattr(session, name, bounded)
+
+    by_params("read", "read", "NodesToRead")
+    by_params("write", "write", "NodesToWrite")
+    by_params("browse", "browse", "NodesToBrowse")
+    by_params("monitor", "create_monitored_items", "ItemsToCreate")
+    read_attributes = getattr(session, "read_attributes", None)
+    if read_attributes is not None:
+
+        async def read_attributes_bounded(nodeids: list, attr: Any) -> list:
+            return await split("read", list(nodeids), lambda part: read_attributes(part, attr))
+
+        session.read_attributes = read_attributes_bounded  # type: ignore[method-assign]
+    translate = getattr(session, "translate_browsepaths_to_nodeids", None)
+    if translate is not None:
+
+        async def translate_bounded(paths: list) -> list:
+            return await split("translate", list(paths), translate)
+
+        session.translate_browsepaths_to_nodeids = translate_bounded  # type: ignore[method-assign,assignment]
+    session._operation_limits = limits  # type: ignore[attr-defined]
+    return limits
+
+
+async def _read_operation_limits(client: Client, timeout_s: float) -> None:
+    """The server's stated OperationLimits, by which ``_split_operations`` splits this client's calls (one
+    Read; a server without them, or one that does not answer in time, states none: a refused call is then
+    split as it comes)."""
+    limits = getattr(client.uaclient.session, "_operation_limits", None)
+    if limits is None:
+        return
+    try:
+        async with asyncio.timeout(timeout_s):
+            got = await client.uaclient.session.read_attributes(
+                [client.get_node(i).nodeid for i in _OPERATION_LIMITS.values()], ua.AttributeIds.Value
+            )
+    except (ua.UaError, TimeoutError):
+        return
+    for kind, dv in zip(_OPERATION_LIMITS, got, strict=False):
+        v = dv.Value.Value if dv.Value is not None and _is_good(dv.StatusCode) else None
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            limits[kind] = min(limits.get(kind) or v, v)
+
+
 def _too_large(size: int, settings: OpcUaSettings) -> str:
     return (
         f"a message from the server would reach {size} bytes, over max_message_bytes "
@@ -933,6 +1036,7 @@ async def _one_off_client(settings: OpcUaSettings, what: str) -> tuple[Client, l
     try:
         async with asyncio.timeout(settings.connect_timeout_s):
             await client.connect()
+        await _read_operation_limits(client, settings.connect_timeout_s)
     except Exception as e:
         why = _too_large(oversize[0], settings) if oversize[0] else _explain(e, settings)[1]
         raise OpcUaError(f"{what} {mask_credentials(settings.endpoint)}: {why}") from None
@@ -953,6 +1057,7 @@ async def _make_client(settings: OpcUaSettings, on_oversize: Callable[[int], Non
     # them all up, after which the PLC refused this source (and every other client) a session
     client.session_timeout = round(settings.session_timeout * 1000)
     _bound_messages(client, settings.max_message_bytes, on_oversize)
+    _split_operations(client)
     if settings.username:
         client.set_user(settings.username)
         if settings.password is not None:
@@ -1268,6 +1373,7 @@ class OpcUaSource:
         self._client = client
         async with asyncio.timeout(self.settings.connect_timeout_s * 2):
             await client.connect()
+        await _read_operation_limits(client, self.settings.connect_timeout_s)
         self._tags.clear()
         self._rates.clear()
         self._types.clear()

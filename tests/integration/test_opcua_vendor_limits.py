@@ -1,0 +1,124 @@
+"""Limits and quirks of other vendors' OPC UA servers (embedded PLC servers, gateways), each emulated by a
+real asyncua server on a free loopback port configured to behave as that vendor's does."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asyncua import ua
+from asyncua.common.utils import ServiceError
+
+from devices.opcua.client import OpcUaSource
+from devices.opcua.settings import OpcUaSettings
+from tests.integration.test_opcua_source import (
+    _press_types,
+    _press_udt_body,
+    ua_types,  # noqa: F401 (a fixture)
+)
+from tests.support.peers import free_port, opcua_server
+
+
+def _settings(port: int, nodes: list[dict], **kw) -> OpcUaSettings:
+    base = dict(
+        endpoint=f"opc.tcp://127.0.0.1:{port}/plc/",
+        nodes=nodes,
+        publishing_interval_ms=50,
+        reconnect_initial_s=0.1,
+        reconnect_max_s=0.3,
+        connect_timeout_s=2.0,
+        keepalive_check_s=0.3,
+    )
+    return OpcUaSettings(**(base | kw))
+
+
+async def _limit_operations(srv, most: int, stated: bool) -> list[tuple[str, int]]:
+    """The server refuses a Read, Browse or CreateMonitoredItems call of more than ``most`` items whole with
+    BadTooManyOperations, as an embedded PLC server does; ``stated``: it says so in its OperationLimits
+    (MaxNodesPerRead, MaxNodesPerBrowse, MaxMonitoredItemsPerCall), as most do. Returns the refused calls."""
+    refused: list[tuple[str, int]] = []
+    isrv = srv.iserver
+
+    def capped(kind: str, field: str, call):
+        def check(params) -> None:
+            n = len(getattr(params, field))
+            if n > most:
+                refused.append((kind, n))
+                raise ServiceError(ua.StatusCodes.BadTooManyOperations)
+
+        if asyncio.iscoroutinefunction(call):
+
+            async def acall(params, *a, **kw):
+                check(params)
+                return await call(params, *a, **kw)
+
+            return acall
+
+        def scall(params, *a, **kw):
+            check(params)
+            return call(params, *a, **kw)
+
+        return scall
+
+    isrv.attribute_service.read = capped("read", "NodesToRead", isrv.attribute_service.read)
+    isrv.view_service.browse = capped("browse", "NodesToBrowse", isrv.view_service.browse)
+    service = isrv.subscription_service
+    service.create_monitored_items = capped("monitor", "ItemsToCreate", service.create_monitored_items)
+    if stated:
+        for name in ("MaxNodesPerRead", "MaxNodesPerBrowse", "MaxMonitoredItemsPerCall"):
+            await srv.write_attribute_value(
+                ua.NodeId(getattr(ua.ObjectIds, f"Server_ServerCapabilities_OperationLimits_{name}")),
+                ua.DataValue(ua.Variant(most, ua.VariantType.UInt32)),
+            )
+    return refused
+
+
+@pytest.mark.usefixtures("ua_types")
+@pytest.mark.parametrize("stated", [True, False], ids=["limits_stated", "limits_unstated"])
+async def test_a_plc_taking_few_items_per_call_gets_every_tag_and_its_structures_decoded(stated) -> None:
+    """An embedded PLC server takes at most 10 nodes per Read and 10 monitored items per call (its
+    OperationLimits) and refuses a larger call whole. The source sends its calls in parts: all 30 tags are
+    subscribed and the PLC's structure (a UDT) gives its members. Before, asyncua asked for the definitions
+    of every structure type in one Read (48 nodes here), the PLC refused it, and the structure's values were
+    skipped for good ('structure types could not be read'); the subscription got through only because one
+    refused call made the source subscribe node by node (a call per tag)."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:udt", "Line")
+    press_type, enc = await _press_types(srv, idx, "definitions")
+    await obj.add_variable(
+        ua.NodeId("Press1", idx),
+        "Press1",
+        ua.Variant(ua.ExtensionObject(enc, _press_udt_body(812.5, [0.5, 1.5], "P-7", 3.25))),
+        datatype=press_type,
+    )
+    names = [f"T{i}" for i in range(30)]
+    for i, name in enumerate(names):
+        await obj.add_variable(ua.NodeId(name, idx), name, float(i))
+    refused = await _limit_operations(srv, 10, stated)
+    await srv.start()
+    src = OpcUaSource("plc", _settings(port, [{"node_id": f"ns={idx};s={n}"} for n in ["Press1", *names]]))
+    want = set(names) | {"Press1/Force", "Press1/Axis/Pos"}
+    got: dict[str, float] = {}
+
+    async def collect() -> None:
+        async for r in src.items():
+            got.setdefault(r.tag, r.value)
+            if want <= set(got):
+                return
+
+    try:
+        await src.start()
+        reader = asyncio.create_task(collect())
+        done, _ = await asyncio.wait([reader], timeout=8.0)
+        reader.cancel()
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert want <= set(got), (sorted(want - set(got))[:5], src.notices.status(), src.node_errors)
+    assert got["Press1/Force"] == 812.5 and got["T29"] == 29.0
+    assert not src.node_errors and "structure_types_unread" not in src.notices.counts
+    if stated:  # a server that states its limits never gets a call over them
+        assert refused == [], refused
+    else:  # one that does not is sent a refused call in halves, once per kind of call and size
+        assert refused and all(n > 10 for _, n in refused), refused
+        assert len(refused) <= 6, refused
