@@ -41,6 +41,13 @@ def _parse_extra(items: list[str]) -> dict[str, Path]:
 def _build(args) -> int:
     from model_packager.package import build_package
 
+    images = None
+    if args.input_images:
+        from model_packager.image_folder import ImageFolder
+
+        images = ImageFolder(args.input_images)
+        taken = f" of {images.total}, taken evenly" if len(images) < images.total else ""
+        print(f"input statistics from {len(images)} images{taken} in {args.input_images}")
     path = build_package(
         args.model,
         Path(args.spec),
@@ -51,6 +58,7 @@ def _build(args) -> int:
         openvino=args.openvino,
         extra_files=_parse_extra(args.extra),
         fp32_model=args.fp32,
+        input_images=images,
     )
     print(f"wrote {path} ({path.stat().st_size} bytes)")
     return 0
@@ -196,6 +204,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="MODEL",
         help="the FP32 reference of an INT8 MODEL: both forms are packaged, the "
         "expected outputs come from it and the INT8 form's parity bounds are measured here (schema 2)",
+    )
+    b.add_argument(
+        "--input-images",
+        metavar="DIR",
+        help="an image model's training images (a folder, sub-folders too; up to 500 are read): their "
+        "statistics let the agent call frames far outside them UNSURE (blurred, dark, another scene, a "
+        "colour change) instead of OK or NG",
     )
     v = sub.add_parser("verify", help="exit 0 only if signed by a trusted key and every hash and size match")
     v.add_argument("package")

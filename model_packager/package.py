@@ -202,16 +202,34 @@ def build_package(
     installed engine here (unless the spec gives them), recorded with this machine's CPU features. ``check_parity_here=False`` skips refusing an INT8 form that breaks spec-given bounds on this
     machine (a package built where INT8 matched, installed where it does not: tests and drills).
 
-    ``input_images`` (an image model's training frames, BGR or grey, any size): their statistics go
-    into the manifest's ``input_stats``, which an agent uses to call far-off frames UNSURE."""
+    ``input_images`` (an image model's training frames, BGR or grey, any size; a sequence, or an
+    iterable that can be read twice such as ``image_folder.ImageFolder``): their statistics go into the
+    manifest's ``input_stats`` and their local ones (colour, banding, sharpness by region) into the
+    signed ``input_stats_local.json`` (unless ``extra_files`` brings that file), which an agent uses to
+    call far-off frames UNSURE."""
     model = Path(model)
     out_dir = Path(out_dir)
     data = _spec_dict(spec)
     data.pop("files", None)
+    local_stats = None
     if input_images is not None:
-        from model_packager.inputstats import summarize
+        from model_packager.inputstats import LOCAL_FILE, summarize, summarize_local
 
-        data["input_stats"] = summarize(input_images).model_dump(mode="json")
+        pre = data.get("preprocessing")
+        if not isinstance(pre, dict) or pre.get("kind") != "image":
+            raise PackageError(
+                f"spec for {data.get('name', '?')}-{data.get('version', '?')}: input images are for a model "
+                "that takes images (preprocessing kind: image); this one does not",
+                code="usage",
+            )
+        if iter(input_images) is input_images:  # a generator: read once, kept for the second pass
+            input_images = list(input_images)
+        try:
+            data["input_stats"] = summarize(input_images).model_dump(mode="json")
+            if LOCAL_FILE not in (extra_files or {}):
+                local_stats = summarize_local(input_images)
+        except ValueError as exc:  # no image at all
+            raise PackageError(f"input images: {exc}", code="usage") from None
     fp32 = Path(fp32_model) if fp32_model is not None else None
     if fp32 is not None:
         data["schema_version"] = max(2, int(data.get("schema_version") or 2))
@@ -333,6 +351,11 @@ def build_package(
             _check_entry_name(name, where)
             role = FileRole.REPORT if name.startswith("report") else FileRole.OTHER
             files.append((name, Path(path), role))
+        if local_stats is not None:
+            from model_packager.inputstats import LOCAL_FILE
+
+            (tmp / LOCAL_FILE).write_text(json.dumps(local_stats))
+            files.append((LOCAL_FILE, tmp / LOCAL_FILE, FileRole.OTHER))
 
         names = [n for n, _, _ in files]
         dupes = {n for n in names if names.count(n) > 1}

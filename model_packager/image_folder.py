@@ -1,0 +1,68 @@
+"""The images of a folder, for the training inputs' statistics of a package built from the user's own
+model (``model-packager build --input-images DIR``): without them an agent never calls a far-off frame
+(blurred, dark, another scene, a mono or white-balance change) UNSURE.
+
+Read like the cameras and the trainer read images: PNG, JPEG, BMP, TIFF (any case), in sub-folders too,
+decoded as BGR (grey ones widened, 16-bit ones scaled to 8 bits); hidden files and the ones a Mac or
+Windows leaves (``._x.png``, ``.DS_Store``, ``Thumbs.db``) are not images. At most ``limit`` images,
+taken evenly over the sorted list. ``ImageFolder`` is iterable more than once and decodes each image
+as it is reached, so that a folder of 5-MP images is never held whole in memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from model_packager.errors import PackageError
+
+SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+LIMIT = 500  # enough for the statistics' percentiles; each image is decoded twice
+
+
+class ImageFolder:
+    def __init__(self, folder: str | Path, limit: int = LIMIT, option: str = "--input-images") -> None:
+        root = Path(folder)
+        if not root.is_dir():
+            raise PackageError(f"{option} {root}: not a folder", code="usage")
+        found = sorted(
+            p
+            for p in root.rglob("*")
+            if p.suffix.lower() in SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)
+            and p.is_file()
+        )
+        if not found:
+            raise PackageError(
+                f"{option} {root}: no image in it (PNG, JPEG, BMP or TIFF); give the folder of the images "
+                "the model was trained on, or a few hundred of them",
+                code="usage",
+            )
+        self.total = len(found)
+        if len(found) > limit:  # evenly over the sorted list (folders by day or by class stay represented)
+            found = [found[i] for i in np.linspace(0, len(found) - 1, limit).round().astype(int)]
+        self.paths = found
+        self.option = option
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        import cv2
+
+        for p in self.paths:
+            try:
+                data = np.fromfile(p, dtype=np.uint8)
+            except OSError as exc:
+                raise PackageError(
+                    f"{self.option}: cannot read {p}: {exc.strerror or exc}", code="usage"
+                ) from None
+            img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+            if img is None or img.size == 0:
+                raise PackageError(
+                    f"{self.option}: {p} is not an image this build can decode (damaged, or another format); "
+                    "remove it or convert it",
+                    code="usage",
+                )
+            yield img
