@@ -1139,9 +1139,28 @@ def _check_files(cfg: AgentConfig, report: Findings) -> None:
                     f"cloud.{f}",
                     f"{getattr(cfg.cloud, f)} does not exist (create certificates with `cloud-trainer pki`)",
                 )
+    from model_packager.perms import writable_by_anyone
+
     for i, k in enumerate(cfg.trusted_keys):
         if not cfg.path(k).exists():
             report.error(f"trusted_keys[{i}]", f"{k} does not exist")
+            continue
+        given = cfg.path(k)
+        for one in [given, *(sorted(given.glob("*.pub")) if given.is_dir() else [])]:
+            if (loose := writable_by_anyone(one)) is not None:  # load_trusted_keys refuses it too
+                report.error(
+                    f"trusted_keys[{i}]",
+                    f"{one} can be changed by every user of this machine ({loose} is writable by all), so anyone "
+                    f"could add or swap a key and have any package accepted; `chmod o-w {loose}`",
+                )
+                break
+    if (loose := writable_by_anyone(cfg.data_dir)) is not None:
+        report.warning(
+            "agent.data_dir",
+            f"{cfg.data_dir} can be changed by every user of this machine ({loose} is writable by all): anyone "
+            f"could put another signed version of a model (an older one) in place of the installed one or "
+            f"edit its records before they are sent; `chmod o-w {loose}`",
+        )
     for name, settings in (cfg.sources or {}).items():  # TLS and OPC UA certificates and keys
         if not isinstance(settings, BaseModel):
             continue

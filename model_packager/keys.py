@@ -4,12 +4,19 @@ Keys are PEM files (PKCS#8 private key, SubjectPublicKeyInfo public key) so that
 (``openssl pkey -in signing.key -pubout``) read them. A key is named by its *key id*: the first
 16 hex digits of the SHA-256 of the raw 32-byte public key, recorded in each signature so that a
 verifier knows which trusted key to try and can say which key signed.
+
+A trusted key is only as safe as the file it is read from: a key file, or a folder of them, that every
+user of the machine can write (mode o+w, or a folder on the way to it that is, unless that folder has the
+sticky bit, as ``/tmp`` has) lets anyone add a key or swap one and then have any package they sign accepted.
+``load_trusted_keys`` refuses such a key (``SignatureError`` code ``unsafe_trusted_key``, naming the path and
+``chmod o-w``), through a symbolic link as well as at the link's own place.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from model_packager.errors import SignatureError
+from model_packager.perms import writable_by_anyone
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
@@ -75,6 +83,18 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
     return key
 
 
+def _refuse_unsafe(path: Path, what: str) -> None:
+    p = writable_by_anyone(path)
+    if p is not None:
+        shown = "it" if p in (path, path.resolve()) else f"{p} on the way to it"
+        raise SignatureError(
+            f"trusted key {what} {path}: {shown} can be changed by every user of this machine (mode "
+            f"{stat.S_IMODE(os.stat(p).st_mode):o}), so anyone could add or swap a key and have any package "
+            f"accepted; refused: `chmod o-w {p}`",
+            code="unsafe_trusted_key",
+        )
+
+
 class TrustedKeys:
     """The public keys whose signatures an agent accepts, by key id."""
 
@@ -98,15 +118,20 @@ class TrustedKeys:
 
 
 def load_trusted_keys(paths: Iterable[str | Path] | str | Path) -> TrustedKeys:
-    """Load public keys from files, or from every ``*.pub`` in a directory given among ``paths``."""
+    """Load public keys from files, or from every ``*.pub`` in a directory given among ``paths``. A key file or
+    folder that every user may change is refused (``writable_by_anyone``)."""
     if isinstance(paths, str | Path):
         paths = [paths]
     keys: dict[str, Ed25519PublicKey] = {}
     sources: dict[str, str] = {}
     for p in paths:
         p = Path(p)
-        files = sorted(p.glob("*.pub")) if p.is_dir() else [p]
+        is_dir = p.is_dir()
+        _refuse_unsafe(p, "folder" if is_dir else "file")
+        files = sorted(p.glob("*.pub")) if is_dir else [p]
         for f in files:
+            if is_dir:
+                _refuse_unsafe(f, "file")  # a link in the folder to a file elsewhere
             k = load_public_key(f)
             kid = key_id(k)
             keys[kid] = k

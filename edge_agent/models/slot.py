@@ -289,7 +289,7 @@ class ModelSlot:
                 try:
                     opened = await asyncio.to_thread(self._verify_installed, current)
                 except PackageError as exc:
-                    if exc.code == "bad_key":  # the trusted keys are at fault, not the folder: keep it
+                    if exc.code in ("bad_key", "unsafe_trusted_key"):  # the keys are at fault, not the folder
                         raise SlotError(
                             f"model slot {self.name!r}: cannot verify the installed package {current}: {exc}"
                         ) from exc
