@@ -28,8 +28,9 @@ The outcome of a swap reaches the fleet exactly once, across restarts: before th
 deployment is written to ``<data_dir>/deployments/<slot>.json`` and the file is removed only once
 the final step (healthy | rolled_back | failed) was acknowledged by the fleet. After a restart the
 pending file is settled first, from the slot's state (a restart inside the health window resumes the
-candidate for a new window, whose outcome settles it; a crash loop rolls it back: see ``ModelStore``), before
-any new install.
+candidate for a new window, whose outcome settles it; a crash loop rolls it back: see ``ModelStore``; a
+candidate the store recorded as failed, rolled back or refused before the restart, is reported ``failed``
+with that reason and refused, not installed again from the same desired state), before any new install.
 
 The desired state is input from the wire and is checked before it touches anything:
 ``check_desired`` accepts package names, versions, digests and deployment ids only from an
@@ -93,6 +94,17 @@ def check_desired(d) -> str | None:
 def is_rollback(d) -> bool:
     """An admin's (or a failed gate's) rollback: the explicit field (v3 fleet), or the v2 id suffix."""
     return bool(getattr(d, "rollback", False)) or d.deployment_id.endswith(ROLLBACK_SUFFIX)
+
+
+def _failed_in_store(slot, d) -> str | None:
+    """Why the slot's store recorded the package of the pending deployment ``d`` as failed (rolled back by its
+    health check or a crash loop, refused at load or golden test: ``ModelStore.mark_failed``), or None."""
+    store = getattr(slot, "store", None)
+    failed = store.state().get("failed") if store is not None else None
+    if not isinstance(failed, dict):
+        return None
+    why = failed.get(f"{d.package}-{d.version}-{str(d.digest)[:12]}")
+    return None if why is None else printable(f"{why} (before the agent restarted)", 500)
 
 
 def _sha256(path: Path) -> str:
@@ -218,6 +230,12 @@ class ModelManager:
                 await self._settle(
                     d, "failed", False, f"{last.stage}: {last.reason}"
                 )  # an earlier report was lost
+            elif (why := _failed_in_store(slot, d)) is not None:
+                # after a restart nothing in memory says what became of it, but the slot's store does (state.json):
+                # it was rolled back or failed its load or golden test, and the fleet never heard (the link was
+                # down). Forgetting that installed the version again from the same desired state and served it
+                self._refuse(d.digest, why)
+                await self._settle(d, "failed", False, why)
             else:  # interrupted before the switch: the desired state will install it again
                 p.unlink(missing_ok=True)
 
