@@ -197,6 +197,10 @@ _INT_RANGE = {
 }
 
 
+# a monitored item refused with one of these: the server holds no more, the node itself is fine
+_SERVER_FULL = frozenset({"BadTooManyMonitoredItems", "BadResourceUnavailable", "BadOutOfMemory"})
+
+
 # a write refused with one of these may succeed when made again: the server (or the device behind a
 # gateway server) is busy, overloaded or briefly cut off, not refusing this value for good
 _BUSY = frozenset(
@@ -791,6 +795,11 @@ def _explain(exc: BaseException, settings: OpcUaSettings) -> tuple[str, str]:
             f"{settings.certificate_file!r} and check the server_certificate_file"
         )
     if "useraccessdenied" in low or "identitytoken" in low or "password" in low:
+        if not settings.username:  # "user None ... check username/password" when none was given
+            return "auth", (
+                f"the server refuses an anonymous login ({text}); set username and password (a user the "
+                "PLC's OPC UA settings allow), or allow anonymous access on the server"
+            )
         return "auth", f"login refused for user {settings.username!r} ({text}); check username/password"
     return "connect", text
 
@@ -1767,6 +1776,7 @@ class OpcUaSource:
             + self.settings.connect_timeout_s
         )
         self._sub, self._sub_since = sub, time.monotonic()
+        full: list[tuple[str, str]] = []  # (node id, status) refused for want of room on the server
         for (sampling_ms, queue_size), nodes in groups.items():
             try:
                 results = await sub.subscribe_data_change(
@@ -1787,7 +1797,38 @@ class OpcUaSource:
             for node, r in zip(nodes, results, strict=True):
                 if isinstance(r, ua.StatusCode):
                     self._tags.pop(node.nodeid, None)
-                    self._node_error(node.nodeid.to_string(), r.name)
+                    if r.name in _SERVER_FULL:
+                        full.append((node.nodeid.to_string(), r.name))
+                    else:
+                        self._node_error(node.nodeid.to_string(), r.name)
+        if full:
+            self._server_full(full, sum(len(nodes) for nodes in groups.values()))
+
+    def _server_full(self, full: list[tuple[str, str]], asked: int) -> None:
+        """Nodes the server refused a monitored item because it holds no more (its limit on monitored
+        items per subscription, session or server: an embedded PLC's may be 100): the nodes are fine, so
+        each is named with the limit and the fix, and one line says it for all of them (a line per node
+        told the reader to check a node id that was right, and a reconnect said them all again)."""
+        status = full[0][1]
+        why = (
+            f"the server refused it a monitored item ({status}): it took {asked - len(full)} of the {asked} "
+            "items this source asks for, which is its limit on monitored items (per subscription, session or "
+            "server); raise that limit in the PLC's OPC UA settings, or put these nodes in a second opcua "
+            "source (a session of its own)"
+        )
+        for node_id, _ in full:
+            msg = f"node {node_id!r} is not subscribed: {why}"
+            self.node_errors[node_id] = msg
+            self.stats.error("node", msg)
+        shown = ", ".join(n for n, _ in full[:5]) + (f" and {len(full) - 5} more" if len(full) > 5 else "")
+        self._burst.log(
+            "node:server_full",
+            "opcua source %s: %d node(s) get no values (%s): %s",
+            self.name,
+            len(full),
+            shown,
+            why,
+        )
 
     def _publishing_revised(self, asked_ms: float, got_ms: float) -> None:
         """A server that publishes much less often than asked (a PLC's minimum publishing interval, 200 or

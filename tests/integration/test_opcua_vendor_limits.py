@@ -122,3 +122,73 @@ async def test_a_plc_taking_few_items_per_call_gets_every_tag_and_its_structures
     else:  # one that does not is sent a refused call in halves, once per kind of call and size
         assert refused and all(n > 10 for _, n in refused), refused
         assert len(refused) <= 6, refused
+
+
+async def test_a_plc_full_of_monitored_items_names_its_limit_once_and_refuses_an_anonymous_login_clearly(
+    caplog,
+) -> None:
+    """A PLC that holds 5 monitored items per subscription (BadTooManyMonitoredItems for the rest of one
+    CreateMonitoredItems call) and takes only a user login, as a hardened S7-1500 does. The 5 nodes it took
+    give values; the 3 it refused are named with the server's limit and what to do, in one log line; before,
+    each got its own line telling the reader to check a node id that was right. A source configured without
+    a user is told the server refuses an anonymous login and to set one, not 'login refused for user None;
+    check username/password'."""
+    import logging
+
+    from asyncua.crypto.permission_rules import User, UserRole
+    from asyncua.server.user_managers import UserManager
+
+    class Operators(UserManager):
+        def get_user(self, iserver, username=None, password=None, certificate=None):
+            return User(role=UserRole.User) if (username, password) == ("op", "line3") else None
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
+    srv.iserver.set_user_manager(Operators())
+    srv.set_security_IDs(["Username"])
+    names = [f"T{i}" for i in range(8)]
+    for i, name in enumerate(names):
+        await obj.add_variable(ua.NodeId(name, idx), name, float(i))
+    service = srv.iserver.subscription_service
+    create = service.create_monitored_items
+
+    async def five_per_subscription(params):
+        taken = await create(params)
+        full = ua.MonitoredItemCreateResult(StatusCode=ua.StatusCode(ua.StatusCodes.BadTooManyMonitoredItems))
+        return taken[:5] + [full] * len(taken[5:])
+
+    service.create_monitored_items = five_per_subscription
+    await srv.start()
+    nodes = [{"node_id": f"ns={idx};s={n}"} for n in names]
+    anonymous = OpcUaSource("anon", _settings(port, nodes))
+    operator = OpcUaSource("line", _settings(port, nodes, username="op", password="line3"))
+    caplog.set_level(logging.WARNING, logger="devices.opcua")
+    got: dict[str, float] = {}
+
+    async def collect() -> None:
+        async for r in operator.items():
+            got.setdefault(r.tag, r.value)
+            if len(got) == 5:
+                return
+
+    try:
+        await anonymous.start()
+        await operator.start()
+        reader = asyncio.create_task(collect())
+        await asyncio.wait([reader], timeout=8.0)
+        reader.cancel()
+    finally:
+        await anonymous.stop()
+        await operator.stop()
+        await srv.stop()
+    assert anonymous.state.value != "connected"
+    refusal = anonymous.stats.last_error or ""
+    assert "refuses an anonymous login" in refusal and "set username and password" in refusal, refusal
+    assert "None" not in refusal, refusal
+    assert got == {f"T{i}": float(i) for i in range(5)}, got
+    assert sorted(operator.node_errors) == [f"ns={idx};s=T{i}" for i in (5, 6, 7)], operator.node_errors
+    for msg in operator.node_errors.values():
+        assert "BadTooManyMonitoredItems" in msg and "took 5 of the 8" in msg, msg
+        assert "check the node_id" not in msg and "second opcua source" in msg, msg
+    said = [r.getMessage() for r in caplog.records if "T6" in r.getMessage()]
+    assert len(said) == 1 and "3 node(s) get no values" in said[0], said
