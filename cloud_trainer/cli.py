@@ -22,6 +22,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "evaluate": ("cloud_trainer.train.cli:main_evaluate", "evaluate a candidate against the published one"),
     "package": ("cloud_trainer.train.cli:main_package", "package and sign a candidate"),
     "publish": ("cloud_trainer.train.cli:main_publish", "publish a package to the registry (gate applies)"),
+    "withdraw": (
+        "cloud_trainer.registry:main_withdraw",
+        "withdraw a published version (a known defect): never deployed, rolled back to or downloaded again",
+    ),
     "build": ("cloud_trainer.train.cli:main_build", "train -> quantize -> evaluate -> package -> publish"),
     "deploy": ("cloud_trainer.admin_cli:main_deploy", "create a deployment (canary or all-at-once)"),
     "agents": ("cloud_trainer.admin_cli:main_agents", "list agents and what they run"),

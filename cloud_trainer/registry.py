@@ -13,6 +13,11 @@ Tenants: the default tenant's registry is ``<root>`` itself (the layout above, u
 the two never meet). ``for_tenant()`` gives the registry a tenant's admins and agents see: a name or
 digest of another tenant is simply not in it.
 
+Withdrawing: ``cloud-trainer withdraw --registry DIR NAME VERSION --reason TEXT`` marks a published version
+``withdrawn`` (a known defect; the signed package stays valid for ever, so the registry is where it is stopped):
+the fleet no longer deploys it, rolls back to it (an admin's rollback or a halted rollout's way back) or lets an
+agent download it (``by_digest(..., withdrawn=False)``). Agents that run it keep it until given another version.
+
 Names: a package name is what the package format allows (``PACKAGE_NAME_RE``, the manifest's and the
 agent's rule: lowercase letters, digits, '_' and '-', at most 63). ``list``/``get``/``latest`` answer a
 name outside it (``../beta/x``, ``.tenants/beta/x``, an absolute path) exactly as a name that is not in
@@ -21,17 +26,21 @@ the registry, so a name taken from a client never reaches a path outside the ten
 
 from __future__ import annotations
 
+import argparse
 import builtins
 import datetime as dt
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from model_packager.manifest import (
     PACKAGE_NAME_RE,  # the package format's name rule: a safe folder name
     version_key,
 )
+
+WITHDRAWN = "withdrawn"
 
 
 def valid_package_name(name: object) -> bool:
@@ -103,12 +112,28 @@ class Registry:
     def package_path(self, entry: dict) -> Path:
         return self.root / entry["name"] / entry["version"] / entry["package"]
 
-    def by_digest(self, digest: str) -> Path | None:
+    def by_digest(self, digest: str, *, withdrawn: bool = True) -> Path | None:
+        """The package file of ``digest``; ``withdrawn=False``: None for a withdrawn version (what agents may
+        download)."""
         for name in self.names():
             for e in self.list(name):
                 if e.get("digest") == digest:
-                    return self.package_path(e)
+                    return None if not withdrawn and e.get("status") == WITHDRAWN else self.package_path(e)
         return None
+
+    def withdraw(self, name: str, version: str, reason: str) -> dict:
+        """Mark a version ``withdrawn`` (see the module's docstring); its entry, with the reason and when."""
+        entries = self.list(name)
+        entry = next((e for e in entries if e.get("version") == version), None)
+        if entry is None:
+            raise RegistryError(f"{name[:80]} {version[:64]} is not in the registry {self.root}")
+        entry.update(
+            status=WITHDRAWN,
+            withdrawn_reason=reason,
+            withdrawn_at=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        )
+        self._write(name, entries)
+        return entry
 
     def next_version(self, name: str, bump: str = "minor") -> str:
         entries = self.list(name)
@@ -169,3 +194,29 @@ class Registry:
         tmp = p.with_suffix(".tmp")
         tmp.write_text(json.dumps(entries, indent=1))
         os.replace(tmp, p)
+
+
+def main_withdraw(argv: list[str]) -> int:
+    """``cloud-trainer withdraw``: mark a published version withdrawn (the fleet never sends it again)."""
+    ap = argparse.ArgumentParser(
+        prog="cloud-trainer withdraw",
+        description="Withdraw a published model version (a known defect): the fleet no longer deploys it, rolls "
+        "back to it or lets an agent download it. Agents running it keep it until given another version.",
+    )
+    ap.add_argument(
+        "--registry", required=True, help="the registry folder (a tenant's: <registry>/.tenants/T)"
+    )
+    ap.add_argument("name")
+    ap.add_argument("version")
+    ap.add_argument("--reason", required=True, help="why, shown where the version is refused")
+    a = ap.parse_args(argv)
+    try:
+        e = Registry(a.registry).withdraw(a.name, a.version, a.reason)
+    except RegistryError as exc:
+        print(f"cloud-trainer withdraw: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"withdrew {e['name']} {e['version']} ({e['digest'][:12]}): the fleet no longer deploys it, rolls back to "
+        "it or serves its download; agents running it keep it until you deploy another version or roll back"
+    )
+    return 0

@@ -51,7 +51,7 @@ import uuid
 from pathlib import Path
 
 from cloud_trainer.fleet.deployment import Deployment
-from cloud_trainer.registry import Registry
+from cloud_trainer.registry import WITHDRAWN, Registry
 from model_packager.manifest import version_key
 
 log = logging.getLogger(__name__)
@@ -508,7 +508,8 @@ class Control:
         if entry is None or entry.get("name") != package:
             raise missing
         if entry["status"] != "published":
-            raise ValueError(f"{package} {entry['version']} is {entry['status']}, not published")
+            why = f" ({str(entry['withdrawn_reason'])[:200]})" if entry.get("withdrawn_reason") else ""
+            raise ValueError(f"{package} {entry['version']} is {entry['status']}{why}, not published")
         try:
             entry["size"] = reg.package_path(entry).stat().st_size
             self._check_signer(reg.package_path(entry), entry, tenant)
@@ -818,9 +819,27 @@ class Control:
         running: dict[str, str] = {}
         if not config and any(dep["previous"].get(a) for a in agents):
             running = self._running(dep)
+        withdrawn: dict[tuple[str, str], str | None] = {}
         for a in agents:
             prev = dep["previous"].get(a)
             t = dep["targets"][a]
+            if prev and not config:
+                k = (prev["package"], prev["version"])
+                if k not in withdrawn:
+                    withdrawn[k] = self._withdrawn(prev, tenant)
+                if withdrawn[k] is not None:  # never sent again, not even as the way back from a halt
+                    self.db.execute(
+                        "DELETE FROM desired WHERE tenant = ? AND agent = ? AND slot = ?",
+                        (tenant, a, _slot(dep)),
+                    )
+                    self._changed(tenant, a)
+                    if t["status"] not in ("failed", "rolled_back"):  # (those went back by themselves)
+                        t["reason"] = (
+                            f"rollout halted; its previous version {prev['package']} {prev['version']} was "
+                            f"withdrawn ({withdrawn[k]}), so it is not sent back: the agent keeps what it runs; "
+                            "roll the slot back to a version still published"
+                        )[:2000]
+                    continue
             if prev:
                 size = 0 if config else self._size_of(prev["digest"], tenant)
                 self._set_desired(
@@ -860,6 +879,14 @@ class Control:
                     "DELETE FROM desired WHERE tenant = ? AND agent = ? AND slot = ?", (tenant, a, _slot(dep))
                 )
                 self._changed(tenant, a)
+
+    def _withdrawn(self, prev: dict, tenant: str) -> str | None:
+        """Why the version ``prev`` names was withdrawn from the tenant's registry (``cloud-trainer withdraw``),
+        or None while it is not."""
+        entry = self.registry.for_tenant(tenant).get(prev["package"], prev["version"])
+        if entry is None or entry.get("status") != WITHDRAWN or entry.get("digest") != prev["digest"]:
+            return None
+        return str(entry.get("withdrawn_reason") or "no reason given")[:200]
 
     def _running(self, dep: dict) -> dict[str, str]:
         """agent -> the digest its last state report shows in the deployment's slot."""

@@ -502,7 +502,8 @@ class FleetServicer(rpc.FleetServicer):
             return None
         if self.control is not None and not self.control.deployed_to(who.name, digest, tenant=who.tenant):
             return None
-        path = self.registry.for_tenant(who.tenant).by_digest(digest)
+        # a version withdrawn since (cloud-trainer withdraw) is not served, even to a desired state naming it
+        path = self.registry.for_tenant(who.tenant).by_digest(digest, withdrawn=False)
         try:
             return (path, path.stat().st_size) if path is not None else None
         except OSError:

@@ -1,0 +1,59 @@
+"""Withdrawing a published version (``cloud-trainer withdraw``): a signed package stays valid for ever, so the
+registry is where a version with a known defect is stopped. The fleet no longer rolls back to it (a halted
+rollout's way back sent it to every agent of the step: there was no way to withdraw one, and the halt never
+looked at a version's status), no longer lets an agent download it (a desired state that still names it: an
+agent offline through the withdrawal), and an admin's rollback or deployment of it is refused with the reason.
+Real control state (SQLite), a registry of real signed packages, the fleet servicer's download lookup."""
+
+from __future__ import annotations
+
+import pytest
+
+from cloud_trainer.fleet.service import FleetServicer
+from cloud_trainer.pki import Identity
+from cloud_trainer.registry import main_withdraw
+from tests.integration.test_fleet_rollout_control import _runs, control, registry_control  # noqa: F401
+
+DEFECT = "misses dents under 2 mm (ticket 4411)"
+
+
+def test_a_halt_never_sends_back_a_withdrawn_version(registry_control, capsys):  # noqa: F811
+    c, e = registry_control
+    for agent in ("gw1", "gw2", "gw3"):
+        _runs(c, agent, e["1.0.0"])
+    dep = c.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision", "steps": ["100%"]})
+    c.on_report("gw1", dep["id"], "vision", "1.1.0", "healthy", True, "", {})
+    _runs(c, "gw1", e["1.1.0"])
+    assert (
+        main_withdraw(["--registry", str(c.registry.root), "part-inspection", "1.0.0", "--reason", DEFECT])
+        == 0
+    )
+    assert "withdrew part-inspection 1.0.0" in capsys.readouterr().out
+    c.on_report("gw2", dep["id"], "vision", "1.1.0", "rolled_back", False, "health check failed", {})
+    d = c.get(dep["id"])
+    assert d["state"] == "halted"
+    for agent in ("gw1", "gw3"):  # 1.0.0 was what they would have been sent back to
+        assert [s["version"] for s in c.desired_state(agent)[1]] == [], agent
+    assert "withdrawn" in d["targets"]["gw1"]["reason"] and DEFECT in d["targets"]["gw1"]["reason"]
+    with pytest.raises(ValueError, match=r"1\.0\.0 is withdrawn \(misses dents"):
+        c.rollback("part-inspection", "1.0.0", "vision", ["gw1"])
+
+
+def test_an_agent_cannot_download_a_withdrawn_version_its_desired_state_still_names(registry_control):  # noqa: F811
+    c, e = registry_control
+    for agent in ("gw1", "gw2", "gw3"):
+        _runs(c, agent, e["1.0.0"])
+    c.create({"package": "part-inspection", "version": "1.1.0", "slot": "vision", "steps": ["100%"]})
+    svc = FleetServicer(c.store, None, c.registry, c)
+    try:
+        gw3 = Identity(
+            "gw3", "agent", "default"
+        )  # offline: its desired state names 1.1.0 through the withdrawal
+        assert svc._package_file(gw3, e["1.1.0"]["digest"]) is not None
+        c.registry.withdraw("part-inspection", "1.1.0", DEFECT)
+        assert svc._package_file(gw3, e["1.1.0"]["digest"]) is None  # PERMISSION_DENIED, as an unknown digest
+    finally:
+        svc._readers.shutdown()
+    assert (
+        main_withdraw(["--registry", str(c.registry.root), "part-inspection", "9.9.9", "--reason", "x"]) == 2
+    )
