@@ -300,3 +300,47 @@ class Login:
             self._digest["opaque"] = p["opaque"]
         self._nc = 0
         self._accepted = False
+
+
+class Untrusted(OSError):
+    """A TLS camera whose certificate is not trusted: ``str()`` is the one line to show (nothing was sent)."""
+
+
+def system_ca_file() -> str | None:
+    """The system's CA bundle as one PEM file (FFmpeg takes a file, not OpenSSL's hashed folder)."""
+    import ssl
+
+    p = ssl.get_default_verify_paths()
+    for f in (
+        p.cafile,
+        p.openssl_cafile,
+        "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Alpine
+        "/etc/pki/tls/certs/ca-bundle.crt",  # RHEL, Fedora
+        "/etc/ssl/cert.pem",
+    ):
+        if f and os.path.isfile(f):
+            return f
+    return None
+
+
+def check_tls_camera(host: str, port: int, trust: Trust, timeout_s: float) -> bytes:
+    """One handshake with a TLS camera, checked as ``Trust`` says (its chain and host name against
+    ``tls_ca_file`` or the system's CAs, or the pin), then closed: nothing is sent. Returns the certificate
+    presented (DER); ``Untrusted`` with the refusal line when it is not trusted; ``OSError`` when the
+    camera cannot be reached."""
+    import ssl
+
+    try:
+        ctx = trust.context()
+    except (OSError, ssl.SSLError) as exc:
+        raise Untrusted(
+            f"tls_ca_file {trust.ca_file} cannot be read as PEM certificates ({exc}); give the file of the CA "
+            "that signed the camera's certificate, or the camera's own certificate"
+        ) from None
+    try:
+        with socket.create_connection((host, port), timeout=min(timeout_s, 5.0)) as raw:
+            with ctx.wrap_socket(raw, server_hostname=host) as s:
+                trust.check(s)
+                return s.getpeercert(binary_form=True) or b""
+    except (ssl.SSLCertVerificationError, PinMismatch) as exc:
+        raise Untrusted(trust.refusal(exc, host, port, timeout_s)) from None

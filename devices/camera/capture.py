@@ -20,7 +20,8 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   warns of and OpenCV decodes with its missing part filled in, is ``corrupt_frame`` too
   (``protocols.jpeg_check``). The URL's login is answered as the camera asks (Basic, Digest), an https
   camera is read only when its certificate is trusted (``tls_ca_file``, ``tls_fingerprint_sha256``, or the
-  system's CAs; ``devices.camera.access``) and never by OpenCV. Other URLs (RTSP, other HTTP content,
+  system's CAs; ``devices.camera.access``) and never by OpenCV. An ``rtsps://`` camera is trusted the same
+  way before OpenCV's FFmpeg opens it, and FFmpeg then verifies its chain (``_open_rtsps``). Other URLs (RTSP, other HTTP content,
   files, USB) are OpenCV's. An HTTP(S) URL answering with one image (a snapshot URL) is asked again every
   1/``fps`` seconds (default 10), each answer read and decoded as an MJPEG part, none skipped.
 - Files and folders are paced at ``fps`` (default 10) with no skipping; at the end they are
@@ -65,6 +66,8 @@ from protocols.image_header import ImageRejected, decode_image, eight_bit, image
 from protocols.redact import mask_credentials
 
 log = logging.getLogger(__name__)
+_FFMPEG_OPTIONS_VAR = "OPENCV_FFMPEG_CAPTURE_OPTIONS"  # FFmpeg's options for OpenCV's next open
+_FFMPEG_OPTIONS = threading.Lock()
 
 __all__ = ["CameraError", "CameraSource"]
 
@@ -449,11 +452,77 @@ class CameraSource:
                 cv2.CAP_PROP_READ_TIMEOUT_MSEC,
                 int(s.read_timeout_s * 1000),
             ]
-            cap = cv2.VideoCapture(s.url, cv2.CAP_FFMPEG, params)
+            if s.url.lower().startswith("rtsps://"):
+                cap = self._open_rtsps(params)
+            else:
+                cap = cv2.VideoCapture(s.url, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
             raise CameraError(f"cannot open {s.shown_url}{_why_not_open(s.url, s.open_timeout_s)}")
         return cap
+
+    def _open_rtsps(self, params: list[int]) -> Any:
+        """An ``rtsps://`` camera, which OpenCV's FFmpeg opens: FFmpeg checked no certificate at all, so any
+        machine on the path could pose as the camera, take the URL's login and feed frames. Now the camera
+        is trusted as an https one is (``access.Trust``: its chain and host name against ``tls_ca_file``
+        or the system's CAs, or the pinned certificate) by a handshake of our own that sends nothing, and
+        FFmpeg's own connection then verifies the chain (``tls_verify``) against that CA file, or against
+        exactly the pinned certificate (FFmpeg's OpenSSL does not check the host name: the first handshake
+        does)."""
+        import ssl
+        import tempfile
+        import urllib.parse
+
+        import cv2
+
+        from devices.camera.access import Trust, Untrusted, check_tls_camera, system_ca_file
+
+        s = self.settings
+        u = urllib.parse.urlsplit(s.url)
+        host, port = u.hostname or "", u.port or 322
+        trust = Trust(s.tls_ca_file, s.tls_fingerprint_sha256)
+        try:
+            der = check_tls_camera(host, port, trust, s.open_timeout_s)
+        except Untrusted as exc:
+            raise CameraError(f"cannot open {s.shown_url}: {exc}") from None
+        except OSError as exc:
+            raise CameraError(
+                f"cannot open {s.shown_url}: cannot reach {host}:{port} ({exc.strerror or exc}); is the camera "
+                "on and the address right?"
+            ) from None
+        pinned = None
+        if trust.pin is not None:  # FFmpeg's only anchor: the pinned certificate itself
+            fd, pinned = tempfile.mkstemp(prefix="camera-pin-", suffix=".pem")
+            with os.fdopen(fd, "w") as f:
+                f.write(ssl.DER_cert_to_PEM_cert(der))
+            anchor: str | None = pinned
+        else:
+            anchor = s.tls_ca_file or system_ca_file()
+        try:
+            if anchor is None or "|" in anchor or ";" in anchor:
+                raise CameraError(
+                    f"cannot open {s.shown_url}: "
+                    + (
+                        "this machine has no CA file for FFmpeg to check the camera with; "
+                        if anchor is None
+                        else f"FFmpeg cannot take a CA file whose path holds '|' or ';' ({anchor}); "
+                    )
+                    + "set tls_ca_file (the CA that signed the camera's certificate, or the camera's own one)"
+                )
+            with _FFMPEG_OPTIONS:  # read by OpenCV at open: one rtsps open at a time sets it
+                before = os.environ.get(_FFMPEG_OPTIONS_VAR)
+                ours = f"tls_verify;1|ca_file;{anchor}"
+                os.environ[_FFMPEG_OPTIONS_VAR] = f"{before}|{ours}" if before else ours
+                try:
+                    return cv2.VideoCapture(s.url, cv2.CAP_FFMPEG, params)
+                finally:
+                    if before is None:
+                        os.environ.pop(_FFMPEG_OPTIONS_VAR, None)
+                    else:
+                        os.environ[_FFMPEG_OPTIONS_VAR] = before
+        finally:
+            if pinned is not None:
+                os.unlink(pinned)
 
     def _open_http(self) -> Any:
         """The camera's MJPEG stream read by ``devices.camera.mjpeg``, or None: not an HTTP(S) URL, or one

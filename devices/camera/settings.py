@@ -96,14 +96,14 @@ class CameraSettings(BaseModel):
 
     tls_ca_file: str | None = Field(
         None,
-        description="https: trust the camera whose certificate verifies against this PEM file (the CA that "
+        description="https, rtsps: trust the camera whose certificate verifies against this PEM file (the CA that "
         "signed it, or the camera's own certificate), its host name matching the URL's; relative to the "
         "config file. Unset, with no tls_fingerprint_sha256: the system's CAs; a camera whose certificate "
         "does not verify (self-signed) is not read, open_failed naming its fingerprint",
     )
     tls_fingerprint_sha256: str | None = Field(
         None,
-        description="https: trust the camera that presents exactly this certificate (its SHA-256, AB:CD:... "
+        description="https, rtsps: trust the camera that presents exactly this certificate (its SHA-256, AB:CD:... "
         "as the camera's web page or `openssl x509 -fingerprint -sha256` shows it; CA, host name and dates "
         "then not checked). A camera presenting another one is refused, nothing sent",
     )
@@ -133,10 +133,13 @@ class CameraSettings(BaseModel):
         """``edge-agent validate``: an https camera trusted by neither setting is read only if its certificate
         verifies against the system's CAs; a camera's own (self-signed) one does not, and such a camera,
         read unchecked before, is refused at start (a warning here, so that an upgrade says it first)."""
-        if self.url.lower().startswith("https://") and not (self.tls_ca_file or self.tls_fingerprint_sha256):
+        if self.url.lower().startswith(("https://", "rtsps://")) and not (
+            self.tls_ca_file or self.tls_fingerprint_sha256
+        ):
+            kind = self.url.split(":", 1)[0].lower()
             report.warning(
                 f"sources.{name}.url",
-                "an https camera trusted by neither tls_fingerprint_sha256 nor tls_ca_file: it is read only if "
+                f"an {kind} camera trusted by neither tls_fingerprint_sha256 nor tls_ca_file: it is read only if "
                 "its certificate verifies against this machine's CAs; a camera's own (self-signed) certificate "
                 "does not, and the camera is then refused (open_failed names the fingerprint it presents, to "
                 "check and set in tls_fingerprint_sha256)",
@@ -155,10 +158,10 @@ class CameraSettings(BaseModel):
                 f"url {self.shown_url!r}: a USB camera is 'usb:' and a device index, e.g. 'usb:0'"
             )
         if (self.tls_ca_file or self.tls_fingerprint_sha256) and not self.url.lower().startswith(
-            ("https://", "http://")  # http: a camera that redirects to its https page
+            ("https://", "http://", "rtsps://")  # http: a camera that redirects to its https page
         ):
             raise ValueError(
-                "tls_ca_file and tls_fingerprint_sha256 are for an http(s):// camera URL (its https); "
+                "tls_ca_file and tls_fingerprint_sha256 are for an http(s):// or rtsps:// camera URL (its TLS); "
                 f"{self.shown_url!r} is not one"
             )
         return self
