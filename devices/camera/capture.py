@@ -111,6 +111,26 @@ def _decode(data: bytes, max_megapixels: float) -> np.ndarray:
     return img
 
 
+def _ffmpeg_capture(url: str, params: list[int], enforced: str = "") -> Any:
+    """``cv2.VideoCapture(url, CAP_FFMPEG, params)`` with FFmpeg options for this open, passed as OpenCV
+    reads them at open (``OPENCV_FFMPEG_CAPTURE_OPTIONS``, set under a lock and put back after): never the
+    environment's ``http_proxy`` (set on a gateway for the cloud, FFmpeg sent a camera's http requests, and
+    the URL's login, to the proxy; the agent's own readers never use one), unless the variable already
+    names one; ``enforced`` options last, over the variable's."""
+    import cv2
+
+    with _FFMPEG_OPTIONS:
+        before = os.environ.get(_FFMPEG_OPTIONS_VAR)
+        os.environ[_FFMPEG_OPTIONS_VAR] = "|".join(o for o in ("http_proxy;none", before, enforced) if o)
+        try:
+            return cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+        finally:
+            if before is None:
+                os.environ.pop(_FFMPEG_OPTIONS_VAR, None)
+            else:
+                os.environ[_FFMPEG_OPTIONS_VAR] = before
+
+
 def _why_not_open(url: str, timeout_s: float) -> str:
     """What the camera itself says, since OpenCV says only that it could not open the stream
     (and prints an unrelated VIDEOIO line): an HTTP status, a refused port, or that it answers but
@@ -126,8 +146,8 @@ def _why_not_open(url: str, timeout_s: float) -> str:
 
         headers = {"Range": "bytes=0-0"}
         # the camera itself, as the reader asks it: never an http_proxy of the environment (set for the cloud),
-        # which would be handed the camera's login and answer for a camera it cannot reach (OpenCV's FFmpeg
-        # does take http_proxy: docs/camera-and-parts.md says to list cameras in no_proxy)
+        # which would be handed the camera's login and answer for a camera it cannot reach (nor does
+        # OpenCV's FFmpeg: _ffmpeg_capture)
         handlers: list[Any] = [urllib.request.ProxyHandler({})]
         if u.username is not None:  # urllib takes the URL's user:password@ for part of the host name
             # given only when the camera asks, as it asks (Basic, or Digest: the password never in clear text
@@ -455,7 +475,7 @@ class CameraSource:
             if s.url.lower().startswith("rtsps://"):
                 cap = self._open_rtsps(params)
             else:
-                cap = cv2.VideoCapture(s.url, cv2.CAP_FFMPEG, params)
+                cap = _ffmpeg_capture(s.url, params)
         if not cap.isOpened():
             cap.release()
             raise CameraError(f"cannot open {s.shown_url}{_why_not_open(s.url, s.open_timeout_s)}")
@@ -472,8 +492,6 @@ class CameraSource:
         import ssl
         import tempfile
         import urllib.parse
-
-        import cv2
 
         from devices.camera.access import Trust, Untrusted, check_tls_camera, system_ca_file
 
@@ -509,17 +527,7 @@ class CameraSource:
                     )
                     + "set tls_ca_file (the CA that signed the camera's certificate, or the camera's own one)"
                 )
-            with _FFMPEG_OPTIONS:  # read by OpenCV at open: one rtsps open at a time sets it
-                before = os.environ.get(_FFMPEG_OPTIONS_VAR)
-                ours = f"tls_verify;1|ca_file;{anchor}"
-                os.environ[_FFMPEG_OPTIONS_VAR] = f"{before}|{ours}" if before else ours
-                try:
-                    return cv2.VideoCapture(s.url, cv2.CAP_FFMPEG, params)
-                finally:
-                    if before is None:
-                        os.environ.pop(_FFMPEG_OPTIONS_VAR, None)
-                    else:
-                        os.environ[_FFMPEG_OPTIONS_VAR] = before
+            return _ffmpeg_capture(s.url, params, enforced=f"tls_verify;1|ca_file;{anchor}")
         finally:
             if pinned is not None:
                 os.unlink(pinned)

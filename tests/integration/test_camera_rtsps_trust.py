@@ -128,3 +128,46 @@ async def test_an_rtsps_camera_is_checked_against_tls_ca_file_with_its_host_name
     finally:
         cam.stop()
     assert cam.sent == [] and "does not verify against tls_ca_file" in src.stats.last_error
+
+
+async def test_ffmpeg_never_sends_a_cameras_request_and_login_to_the_environments_http_proxy(monkeypatch):
+    """A gateway with http_proxy set for the cloud: an http camera serving a video container (left to
+    OpenCV's FFmpeg) had FFmpeg send its request, with the URL's login, to the proxy. It goes to the camera."""
+    import http.server
+
+    proxy = socket.create_server(("127.0.0.1", 0))
+    proxy.settimeout(0.1)
+    got: list[bytes] = []
+    camera_paths: list[str] = []
+
+    class Cam(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            camera_paths.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "video/x-msvideo")
+            self.end_headers()
+            self.wfile.write(b"RIFF\0\0\0\0AVI LIST")  # not a video FFmpeg can read: the open fails
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Cam)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    url = f"http://admin:Pa55-w0rd!@127.0.0.1:{server.server_address[1]}/video.avi"
+    src = CameraSource("gate", CameraSettings(url=url, open_timeout_s=1, reconnect_initial_s=0.1))
+    try:
+        await _refusals(src)
+        try:
+            conn, _ = proxy.accept()
+            got.append(conn.recv(200))
+            conn.close()
+        except OSError:
+            pass
+    finally:
+        server.shutdown()
+        proxy.close()
+    assert got == []  # nothing went to the proxy
+    assert camera_paths.count("/video.avi") >= 2  # the reader's request, then FFmpeg's, at the camera
