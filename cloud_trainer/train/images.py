@@ -366,7 +366,19 @@ def _class_names(found: Found, src: Path) -> Found:
     return found
 
 
-def check(found: Found, src: Path, task: str = "classifier", min_good: int | None = None) -> None:
+def check(
+    found: Found, src: Path, task: str = "classifier", min_good: int | None = None, after: str = ""
+) -> None:
+    """Enough images of each class; ``after``: what was left out before counting (said with a refusal)."""
+    try:
+        _check(found, src, task, min_good)
+    except DatasetError as exc:
+        if not after:
+            raise
+        raise DatasetError(f"{exc} ({after})") from None
+
+
+def _check(found: Found, src: Path, task: str, min_good: int | None) -> None:
     counts = {c: 0 for c in found.classes}
     for it in found.items:
         counts[it.label] += 1
@@ -550,7 +562,19 @@ def import_images(
     tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:  # made inside: a stop signal handled the moment mkdir returns still removes it
         tmp.mkdir()
-        summary = _write(found, src, tmp, max_megapixels, pixel_bits)
+        summary, copies = _write(found, src, tmp, max_megapixels, pixel_bits)
+        if copies:  # left out: the classes must still hold enough images without them
+            left = {id(a) for a, _ in copies}
+            check(
+                Found(
+                    found.layout, found.good, found.classes, [it for it in found.items if id(it) not in left]
+                ),
+                src,
+                task,
+                min_good,
+                after=_copies_note(copies, src),
+            )
+            log(f"dataset import: {_copies_note(copies, src)}")
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)
@@ -567,7 +591,10 @@ def import_images(
     return {**summary, "out": str(out)}
 
 
-def _write(found: Found, src: Path, dst: Path, max_megapixels: float, pixel_bits: int | None) -> dict:
+def _write(
+    found: Found, src: Path, dst: Path, max_megapixels: float, pixel_bits: int | None
+) -> tuple[dict, list[tuple[_Item, _Item]]]:
+    """The dataset folder's files in ``dst``; (its summary, the copies left out: (copy, the image kept))."""
     import yaml
 
     (dst / "images").mkdir()
@@ -575,16 +602,29 @@ def _write(found: Found, src: Path, dst: Path, max_megapixels: float, pixel_bits
     h = hashlib.sha256()  # as data.load_parts computes it, so `train` checks the same digest
     counts = dict.fromkeys(found.classes, 0)
     sizes: set[tuple[int, ...]] = set()
-    first: dict[bytes, _Item] = {}  # each file's content digest: the first item that had it
+    # each image's pixels (shape, type and values: a PNG saved again as BMP or TIFF is the same image):
+    # the first item that had them
+    first: dict[bytes, _Item] = {}
+    copies: list[tuple[_Item, _Item]] = []  # (left out, the image it repeats) within one class
+    k = 0
     with open(dst / "labels.jsonl", "w") as f:
-        for k, it in enumerate(found.items):
+        for it in found.items:
             data, img, suffix = _decode(it.path, max_megapixels, pixel_bits)
-            same = first.setdefault(digest := hashlib.sha256(data).digest(), it)
+            digest = hashlib.sha256(data).digest()
+            same = first.setdefault(_pixels_digest(img), it)
             if same.label != it.label:  # one photo sorted into two classes: a good part and a defect at once
-                raise DatasetError(
-                    f"{it.path} ({it.label!r}) is the same image as {same.path} ({same.label!r}), byte for "
-                    "byte; keep it in its one class"
+                how = (
+                    "byte for byte"
+                    if same.path.read_bytes() == data
+                    else "the same pixels, saved again in another file"
                 )
+                raise DatasetError(
+                    f"{it.path} ({it.label!r}) is the same image as {same.path} ({same.label!r}), {how}; "
+                    "keep it in its one class"
+                )
+            if same is not it:  # a copy in its own class: in training and in the gate's test at once
+                copies.append((it, same))
+                continue
             sizes.add(img.shape[:2])
             rel = it.path.relative_to(src).as_posix()
             # the label is in labels.jsonl, not the file's name: a class name may be as long as a folder's
@@ -617,6 +657,7 @@ def _write(found: Found, src: Path, dst: Path, max_megapixels: float, pixel_bits
             h.update(it.label.encode())
             counts[it.label] += 1
             f.write(json.dumps(row) + "\n")
+            k += 1
     sizes_txt = sorted(f"{w}x{hh}" for hh, w in sizes)
     meta = {
         "kind": "parts",
@@ -624,7 +665,7 @@ def _write(found: Found, src: Path, dst: Path, max_megapixels: float, pixel_bits
         "layout": found.layout,
         "classes": found.classes,
         "good": found.good,
-        "count": len(found.items),
+        "count": k,
         "counts": counts,
         "image_sizes": sizes_txt[:20],
         "max_megapixels": max_megapixels,
@@ -639,7 +680,28 @@ def _write(found: Found, src: Path, dst: Path, max_megapixels: float, pixel_bits
         "good": found.good,
         "counts": counts,
         "digest": meta["digest"],
-    }
+    }, copies
+
+
+def _pixels_digest(img) -> bytes:
+    """An image's identity by its pixels: shape, type and values (the file's format and metadata aside)."""
+    import numpy as np
+
+    h = hashlib.sha256(f"{img.shape}{img.dtype}".encode())
+    h.update(np.ascontiguousarray(img).data.cast("B"))
+    return h.digest()
+
+
+def _copies_note(copies: list[tuple[_Item, _Item]], src: Path) -> str:
+    n = len(copies)
+    shown = ", ".join(
+        f"{a.path.relative_to(src).as_posix()} = {b.path.relative_to(src).as_posix()}" for a, b in copies[:3]
+    )
+    return (
+        f"left out {n} image{'s' if n > 1 else ''} with the same pixels as another image of {'their' if n > 1 else 'its'} "
+        f"class (a copy would sit in training and in the gate's test at once and make its figures look better "
+        f"than the model is): {shown}{', ...' if n > 3 else ''}"
+    )
 
 
 def _check_mask(it: _Item, mask, good: str) -> None:

@@ -342,7 +342,7 @@ def prepare(data, size: int, seed: int, threads: int | None, pre):
     tpre = tile_pre(pre)
     x = tensors(data.images, tpre)
     y = data.labels.astype(np.int64)
-    tr, va, te = split_indices(len(y), seed)
+    tr, va, te = split_indices(len(y), seed, labels=y)
     n_good = int((y[np.concatenate([tr, va])] == 0).sum())
     if n_good < FOLDS * 2:
         raise DatasetError(

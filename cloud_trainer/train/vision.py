@@ -169,7 +169,7 @@ def train(
     pre = pre or preprocessing(size)
     x = tensors(data.images, tile_pre(pre))
     y = data.labels.astype(np.int64)
-    tr, va, te = split_indices(len(y), seed)
+    tr, va, te = split_indices(len(y), seed, labels=y)
     if len(va) == 0 or len(tr) == 0:
         from cloud_trainer.train.data import DatasetError
 
