@@ -640,16 +640,23 @@ class UnsureWatch:
         share = self.share
         if not self.raised and len(self.recent) == self.window and share >= self.max_share:
             self.raised = True
+            reasons = {k: v for k, v in self.reasons.items() if v > 0}
+            top, n = max(reasons.items(), key=lambda kv: kv[1]) if reasons else ("", 0)
+            what = (
+                "the camera's image has not changed (frozen camera?); check it (a power cycle)"
+                if top == "camera frozen"
+                else "far outside the model's training inputs; check the camera (focus, light, position) or "
+                "retrain on the new conditions"
+            )
             return Event(
                 EventKind.INPUT_DRIFT,
                 pipeline=self.pipeline,
                 share=round(share, 4),
                 window=self.window,
                 max_share=self.max_share,
-                reasons={k: v for k, v in self.reasons.items() if v > 0},
-                message=f"pipeline {self.pipeline}: {share:.0%} of the last {self.window} frames are far "
-                "outside the model's training inputs (UNSURE); check the camera (focus, light, "
-                "position) or retrain on the new conditions",
+                reasons=reasons,
+                message=f"pipeline {self.pipeline}: {share:.0%} of the last {self.window} frames are UNSURE, "
+                f"most ({n}) for '{top}': {what}",
             )
         if self.raised and share < self.max_share / 2:
             self.raised = False

@@ -308,11 +308,19 @@ async def test_a_frozen_cameras_frames_are_unsure_never_ok(tmp_path):
     async def on_result(res, item):
         results.append((item.unchanged_s, res))
 
+    events: list = []
     pipe = Pipeline(
-        PipelineSettings(name="inspect", source="cam", model="inspect", queue={"policy": "block"}),
+        PipelineSettings(
+            name="inspect",
+            source="cam",
+            model="inspect",
+            queue={"policy": "block"},
+            unsure={"window": 5, "max_share": 0.6},
+        ),
         slot,
         ThreadPoolExecutor(1),
         on_result,
+        on_event=events.append,
     )
     pipe.prepare()
     pipe.start()
@@ -349,6 +357,8 @@ async def test_a_frozen_cameras_frames_are_unsure_never_ok(tmp_path):
     assert all(r.verdict == "OK" for u, r in results if u == 0)
     assert results[0][1].verdict == "OK" and results[-1][1].verdict == "OK"  # before the freeze, after it
     assert pipe.stats.unsure == len(frozen)
+    assert [e["kind"] for e in events] == ["input_drift"]  # the share passed: one event, naming the cause
+    assert "'camera frozen'" in events[0]["message"] and "power cycle" in events[0]["message"]
 
 
 async def test_a_wrong_basic_password_costs_the_camera_one_login_per_attempt():
