@@ -784,7 +784,8 @@ def _stopped_cleanly():
     """SIGTERM (a job scheduler's timeout, a pod's eviction, ``kill``) and SIGHUP (the terminal closed)
     end the command as an exception would, so that the import removes its temporary folder; by default
     they end the process at once and leave it behind. SIGKILL cannot be caught: it leaves only that
-    hidden folder, which nothing reads."""
+    hidden folder, which nothing reads. Ctrl-C (SIGINT) ends it the same way, saying so in one line instead
+    of a KeyboardInterrupt traceback, with 130."""
     import signal
 
     def stop(signum, _frame):
@@ -798,6 +799,13 @@ def _stopped_cleanly():
         return
     try:
         yield
+    except KeyboardInterrupt:  # Ctrl-C: the temporary folder is gone (import_images); one line, no traceback
+        print(
+            "cloud-trainer dataset import: stopped (Ctrl-C) before the end; nothing was written: run it "
+            "again to import",
+            file=sys.stderr,
+        )
+        raise SystemExit(128 + signal.SIGINT) from None
     finally:
         for k, handler in before.items():
             signal.signal(getattr(signal, k), handler)

@@ -1,5 +1,6 @@
 """`cloud-trainer dataset import` stopped by SIGTERM (a job scheduler's timeout, a Kubernetes pod's
-eviction, `kill`) part way: nothing is left behind, neither the dataset nor its hidden temporary folder."""
+eviction, `kill`) or Ctrl-C part way: nothing is left behind, neither the dataset nor its hidden temporary
+folder, and the command says so in one line (Ctrl-C printed a KeyboardInterrupt traceback)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,24 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_an_import_stopped_by_sigterm_leaves_nothing_behind(tmp_path):
-    src = tmp_path / "src"
+@pytest.fixture(scope="module")
+def src(tmp_path_factory) -> Path:
+    src = tmp_path_factory.mktemp("interrupted") / "src"
     rng = np.random.default_rng(0)
     for label, n in (("ok", 600), ("dent", 4)):
         (src / label).mkdir(parents=True)
         for i in range(n):
             cv2.imwrite(str(src / label / f"{i:04d}.png"), rng.integers(0, 255, (48, 64, 3), np.uint8))
+    return src
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_an_import_stopped_by_sigterm_or_ctrl_c_leaves_nothing_behind_and_says_so(tmp_path, src, sig):
     out = tmp_path / "ds"
     # The signal is sent the moment the hidden folder is seen; on a loaded machine the import (~0.3 s) may
     # end first, and then it rightly finishes whole: that run is checked and the stop tried again.
@@ -32,21 +40,30 @@ def test_an_import_stopped_by_sigterm_leaves_nothing_behind(tmp_path):
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            # Ctrl-C as a terminal sends it: SIGINT handled by Python (a shell's background job ignores it)
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         deadline = time.monotonic() + 30
         while not any(p.name.startswith(".ds.") for p in tmp_path.iterdir()):  # the import is writing
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.002)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
         if proc.returncode == 0:  # finished before the signal came: whole, nothing else left
             assert (out / "dataset.yaml").is_file() and len(
                 (out / "labels.jsonl").read_text().splitlines()
             ) == 604
-            assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "src"]
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
             shutil.rmtree(out)
             continue
         assert not out.exists()
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["src"], (proc.returncode, err.decode())
+        assert sorted(p.name for p in tmp_path.iterdir()) == [], (proc.returncode, err.decode())
+        assert proc.returncode == 128 + sig and "Traceback" not in err.decode(), err.decode()
+        if sig == signal.SIGINT:
+            assert (
+                err.decode()
+                .splitlines()[-1]
+                .endswith("stopped (Ctrl-C) before the end; nothing was written: run it again to import")
+            ), err.decode()
         return
-    raise AssertionError("the import finished before SIGTERM in every one of 5 runs")
+    raise AssertionError(f"the import finished before {sig.name} in every one of 5 runs")
