@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import math
 import re
+import unicodedata
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -648,11 +649,21 @@ class Manifest(_Model):
         # a path listed twice was checked against its last entry when the package was opened and
         # against every entry when the installed folder was checked again: installed, then refused
         # as "altered" at the next start
-        seen: set[str] = set()
+        # A name that differs from another only by case or Unicode normalisation ('Model.onnx', 'café' written
+        # as NFD) is one file on a disk that ignores either (FAT/exFAT media, a case-folding ext4 folder, macOS,
+        # ZFS with normalization): extracting the second wrote over the first after both had been hashed, and the
+        # model served was the other file's bytes
+        seen: dict[str, str] = {}
         for i, f in enumerate(self.files):
-            if f.path in seen:
+            if f.path in seen.values():
                 raise ValueError(f"files[{i}].path {f.path!r} is listed twice: list each file once")
-            seen.add(f.path)
+            same = unicodedata.normalize("NFC", f.path).casefold()
+            if same in seen:
+                raise ValueError(
+                    f"files[{i}].path {f.path!r} differs from {seen[same]!r} only by case or Unicode "
+                    "normalisation: one file on many disks; give files names that differ otherwise"
+                )
+            seen[same] = f.path
         return self
 
     @model_validator(mode="after")

@@ -229,6 +229,61 @@ def test_a_file_listed_twice_is_refused_everywhere_not_installed_then_refused_at
     assert "files[1].path 'model.onnx' is listed twice" in str(err), err
 
 
+@pytest.mark.parametrize(
+    "name, like",
+    [
+        ("Model.onnx", "model.onnx"),
+        ("golden/INPUTS.npz", "golden/inputs.npz"),
+        ("notes/cafe\u0301.txt", None),
+    ],
+    ids=["case-of-the-model", "case-of-a-golden-file", "nfd-of-an-nfc-name"],
+)
+def test_file_names_that_are_one_file_on_a_case_or_normalising_disk_are_refused_everywhere(
+    kit, tmp_path, name, like
+):
+    """Two listed files whose names differ only by case or Unicode normalisation are one file on FAT/exFAT
+    media, a case-folding ext4 folder, macOS or ZFS with normalization: the extraction wrote the second over
+    the first after both had been hashed, so the model served was the other file's bytes. Each such package,
+    signed, also reached the archive entry by entry and was installed."""
+    import hashlib
+
+    data = b"not the model: another file's bytes"
+    nfc = "notes/caf\u00e9.txt"
+
+    def alike(doc):
+        if like is None:  # the NFC name is in the package too
+            doc["files"].append(
+                {"path": nfc, "size": 1, "sha256": hashlib.sha256(b"x").hexdigest(), "role": "other"}
+            )
+        doc["files"].append(
+            {"path": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "role": "other"}
+        )
+
+    doc = yaml.safe_load(_manifest(kit["good"]))
+    alike(doc)
+    man = yaml.safe_dump(doc, sort_keys=False).encode()
+    extra = [(name, data)] + ([(nfc, b"x")] if like is None else [])
+    pkg = _with(
+        kit["good"],
+        tmp_path / "part-inspection-1.0.0.edgepkg",
+        manifest=man,
+        sig=_sig(man, kit["key"]),
+        extra=extra,
+    )
+    err = refused_everywhere(pkg, kit["trusted"], tmp_path, ManifestError, "bad_manifest", max_s=60)
+    assert "only by case or Unicode normalisation" in str(err) and repr(name) in str(err), err
+    if like == "model.onnx":  # and build refuses to write one
+        with pytest.raises(ManifestError, match="only by case or Unicode normalisation"):
+            build_package(
+                kit["vision"],
+                vision_spec(),
+                tmp_path / "built",
+                signing_key=kit["key"],
+                golden_inputs=golden_inputs("vision"),
+                extra_files={name: kit["vision"]},
+            )
+
+
 def _two_inputs(kit, tmp_path):
     """The signal model with a second input added to its anomaly score, and the spec naming both."""
     from onnx import TensorProto, helper
