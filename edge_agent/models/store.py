@@ -31,7 +31,8 @@ new local package) and at every start, so that the store holds at most the curre
 one and a candidate.
 
 An installed folder is checked again at every start (``verify``: signature and every file's size and
-SHA-256, as at install) before it serves; one that fails is set aside (``set_aside``) and the slot
+SHA-256, as at install; and its unsigned ``.package-digest`` against the folder's name, which the install took
+from the verified manifest) before it serves; one that fails is set aside (``set_aside``) and the slot
 installs again from its configured package.
 """
 
@@ -40,6 +41,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
     from model_packager import TrustedKeys  # brings cryptography: only the installing process needs it
 
 
+_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 NO_SPACE = "no_space"  # the code of an install refused because the disk is full: tried again later
 # ends without an orderly stop inside one candidate's probation that roll it back (a crash loop): the
 # first is resumed (a power cut says nothing of the model), the second is not
@@ -209,12 +212,24 @@ class ModelStore:
             )
         manifest, signer = verify_folder(folder, trusted)
         try:
-            digest = (folder / ".package-digest").read_text().strip()
-        except OSError as exc:
+            digest = (folder / ".package-digest").read_text()[:200].strip()
+        except (OSError, UnicodeDecodeError) as exc:
             raise PackageError(
-                f"package {printable(folder_name)}: .package-digest unreadable ({printable(exc.strerror or exc)})",
+                f"package {printable(folder_name)}: .package-digest unreadable ({printable(getattr(exc, 'strerror', None) or exc)})",
                 code="missing_file",
             ) from None
+        # not signed (the package file it names is not kept), but bound to what is: the install wrote it and named
+        # the folder from the verified manifest. The digest is what the agent reports it runs and what the fleet's
+        # desired state is compared with ("it runs this version"), so one that does not fit is a folder altered
+        if (
+            not _DIGEST_RE.fullmatch(digest)
+            or folder_name != f"{manifest.name}-{manifest.version}-{digest[:12]}"
+        ):
+            raise PackageError(
+                f"package {printable(folder_name)}: its .package-digest ({printable(digest[:16], 40)}…) and folder "
+                f"name do not fit its signed manifest ({manifest.package_id}) as installed: altered; refused",
+                code="digest_mismatch",
+            )
         return opened_from(manifest, folder, signer, digest)
 
     def set_aside(self, folder_name: str, reason: str) -> Path | None:

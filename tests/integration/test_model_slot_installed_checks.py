@@ -146,3 +146,24 @@ async def test_an_unreadable_trusted_key_fails_the_start_and_keeps_the_installed
     with pytest.raises(SlotError, match=r"trusted key .*bad\.pub"):
         await s.start()
     assert folder.is_dir() and not (folder.parent / ".rejected").exists()
+
+
+async def test_a_package_digest_that_does_not_fit_the_signed_manifest_is_caught(tmp_path, pkgs):
+    """``.package-digest`` is not signed (the package file it names is not kept), yet it is what the agent reports
+    it runs and what the fleet's desired state is compared with: one edited (or another version's folder copied in
+    under this one's name) made the agent report, and confirm as running, a package it did not serve."""
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
+    s = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    await s.start()
+    real = s.status()["digest"]
+    await s.stop()
+    # the digest of the version the fleet wants, say
+    folder = _installed(tmp_path)
+    (folder / ".package-digest").write_text("f" * 64)
+
+    fleet_only = ModelConfig(name="part-inspection", engine="onnxruntime", version_policy="follow_fleet")
+    s = ModelSlot("vision", fleet_only, tmp_path / "data", [pkgs["pub"]])
+    with pytest.raises(SlotError, match=r"\.package-digest .* do not fit its signed manifest .*altered"):
+        await s.start()  # (was: served it, reporting the digest it was told)
+    assert not folder.exists() and (folder.parent / ".rejected" / folder.name).is_dir()
+    assert real != "f" * 64
