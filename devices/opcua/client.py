@@ -197,6 +197,26 @@ _INT_RANGE = {
 }
 
 
+# a status that says this session or its connection is gone (any other answer shows both are up)
+_SESSION_GONE = frozenset(
+    {
+        "BadSessionIdInvalid",
+        "BadSessionClosed",
+        "BadSessionNotActivated",
+        "BadSecureChannelIdInvalid",
+        "BadSecureChannelClosed",
+        "BadConnectionClosed",
+        "BadServerHalted",
+        "BadShutdown",
+        "BadCommunicationError",
+        "BadTimeout",
+        "BadRequestTimeout",
+        "BadTcpInternalError",
+        "BadDisconnect",
+    }
+)
+
+
 # a monitored item refused with one of these: the server holds no more, the node itself is fine
 _SERVER_FULL = frozenset({"BadTooManyMonitoredItems", "BadResourceUnavailable", "BadOutOfMemory"})
 
@@ -979,6 +999,8 @@ def _split_operations(client: Client) -> dict[str, int]:
             return
 
         async def bounded(params: Any) -> list:
+            if len(getattr(params, field)) < 2:  # a write, the state probe: nothing to split
+                return await call(params)
             return await split(
                 kind,
                 list(getattr(params, field)),
@@ -995,6 +1017,8 @@ def _split_operations(client: Client) -> dict[str, int]:
     if read_attributes is not None:
 
         async def read_attributes_bounded(nodeids: list, attr: Any) -> list:
+            if len(nodeids) < 2:
+                return await read_attributes(nodeids, attr)
             return await split("read", list(nodeids), lambda part: read_attributes(part, attr))
 
         session.read_attributes = read_attributes_bounded  # type: ignore[method-assign]
@@ -2002,6 +2026,22 @@ class OpcUaSource:
                     await state_node.read_value()
             except asyncio.CancelledError:
                 raise
+            except ua.UaStatusCodeError as e:
+                if ua.StatusCode(e.code).name in _SESSION_GONE:
+                    log.info("opcua source %s: keepalive failed: %r", self.name, e)
+                    return
+                # the server answered, so session and connection are up: a PLC whose user role may not
+                # read the Server object (or a minimal server without it) made the source reconnect at
+                # every check, said as 'cannot reach ...; is the server running?'
+                self.notices.note(
+                    "server_state_refused",
+                    "opcua source %s: the server answers a read of its state (ServerStatus.State) with %s; "
+                    "its answer still shows the connection is up, and the subscription's keep-alives are "
+                    "watched as before",
+                    self.name,
+                    ua.StatusCode(e.code).name,
+                    level=logging.INFO,
+                )
             except TimeoutError:
                 # the connection is open but the server answers nothing: not "unreachable"
                 raise _Silent(

@@ -109,7 +109,7 @@ async def test_a_plc_taking_few_items_per_call_gets_every_tag_and_its_structures
     try:
         await src.start()
         reader = asyncio.create_task(collect())
-        done, _ = await asyncio.wait([reader], timeout=8.0)
+        await asyncio.wait([reader], timeout=20.0)
         reader.cancel()
     finally:
         await src.stop()
@@ -175,7 +175,7 @@ async def test_a_plc_full_of_monitored_items_names_its_limit_once_and_refuses_an
         await anonymous.start()
         await operator.start()
         reader = asyncio.create_task(collect())
-        await asyncio.wait([reader], timeout=8.0)
+        await asyncio.wait([reader], timeout=20.0)
         reader.cancel()
     finally:
         await anonymous.stop()
@@ -192,3 +192,50 @@ async def test_a_plc_full_of_monitored_items_names_its_limit_once_and_refuses_an
         assert "check the node_id" not in msg and "second opcua source" in msg, msg
     said = [r.getMessage() for r in caplog.records if "T6" in r.getMessage()]
     assert len(said) == 1 and "3 node(s) get no values" in said[0], said
+
+
+async def test_a_plc_refusing_a_read_of_its_server_state_keeps_the_session() -> None:
+    """A PLC whose user role may not read the Server object answers the source's check of its state
+    (ServerStatus.State) with BadUserAccessDenied. An answer shows the session is up: the source stays
+    connected and values flow. Before, each check (every keepalive_check_s) tore the session down and
+    reconnected, counted as 'unreachable: cannot reach ...; is the server running?'."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
+    service = srv.iserver.attribute_service
+    read = service.read
+    state = ua.NodeId(ua.ObjectIds.Server_ServerStatus_State)
+
+    def refuse_state(params, *a, **kw):
+        got = read(params, *a, **kw)
+        denied = ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadUserAccessDenied))
+        return [denied if r.NodeId == state else dv for r, dv in zip(params.NodesToRead, got, strict=True)]
+
+    service.read = refuse_state
+    speed = await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 1.0)
+    await srv.start()
+    src = OpcUaSource("plc", _settings(port, [{"node_id": f"ns={idx};s=Speed"}], keepalive_check_s=0.2))
+    values: list[float] = []
+
+    async def collect() -> None:
+        async for r in src.items():
+            values.append(r.value)
+            if r.value == 3.0:
+                return
+
+    try:
+        await src.start()
+        reader = asyncio.create_task(collect())
+        for _ in range(1000):  # three checks of the server's state, answered with the refusal
+            if src.notices.counts.get("server_state_refused", 0) >= 3 or src.stats.reconnects:
+                break
+            await asyncio.sleep(0.02)
+        await speed.write_value(3.0)
+        await asyncio.wait([reader], timeout=20.0)
+        reader.cancel()
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert src.stats.reconnects == 0 and not src.stats.errors_by_reason, src.stats.last_error
+    assert src.notices.counts.get("server_state_refused", 0) >= 3, src.notices.status()
+    assert "BadUserAccessDenied" in src.notices.status()["server_state_refused"]["message"]
+    assert values[0] == 1.0 and values[-1] == 3.0, values
