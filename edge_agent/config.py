@@ -1055,6 +1055,16 @@ def _check_pipeline(
         )
     if p.window is not None and p.window.by == "time" and p.window.hop_s is None:
         report.error(f"{loc}.window.hop_s", "required when by is 'time'")
+    man = manifests.get(p.model)
+    if kind == "signal" and p.baseline is None and man is not None and man.task == "equipment_maintenance":
+        # the agent says so at start too; here before the gateway runs it (docs/maintenance.md)
+        report.warning(
+            f"{loc}.baseline",
+            f"maintenance model {man.name} would judge this asset without a baseline: its NG comes from a "
+            "threshold set on the machines it was trained on, and on a machine it was not trained on healthy "
+            "windows read NG (0-152 alarms a day on generated healthy machines); unless it was trained on "
+            "this asset, add 'baseline:' to commission it (docs/maintenance.md)",
+        )
     if p.window is not None and produces == "readings":
         report.errors += _check_window_tags(
             cfg, f"{report.where}: {loc}", p, manifests.get(p.model), report.warnings

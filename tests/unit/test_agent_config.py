@@ -66,7 +66,13 @@ def good(env) -> dict:
         "models": {"vision": {"package": env["vision"]}, "health": {"package": env["signal"]}},
         "pipelines": [
             {"name": "inspect", "source": "cam", "model": "vision", "actions": ["pub", "reject"]},
-            {"name": "health", "source": "plc", "model": "health", "window": {"waveform": "Vibration"}},
+            {
+                "name": "health",
+                "source": "plc",
+                "model": "health",
+                "window": {"waveform": "Vibration"},
+                "baseline": {},  # commissioned: a maintenance model alone is a warning (below)
+            },
         ],
         "actions": {
             "pub": {"type": "mqtt_publish", "source": "broker"},
@@ -89,6 +95,18 @@ def errors_of(data, where="line3.yaml") -> list[str]:
 def test_a_good_config_validates(env):
     cfg = parse_config(good(env))
     assert cfg.source_type("plc") == "opcua" and cfg.pipelines[1].window.waveform == "Vibration"
+    assert cfg.warnings == []
+
+
+def test_a_maintenance_model_without_a_baseline_is_a_warning_naming_the_pipeline(env):
+    """Served alone, a trained maintenance model's NG comes from a threshold set on other machines (0-152
+    alarms a day on healthy machines it never saw): validate says so before the gateway runs it, as the
+    agent does at start."""
+    d = good(env)
+    del d["pipelines"][1]["baseline"]
+    cfg = parse_config(d, "line3.yaml")
+    assert [w.split(": ")[1] for w in cfg.warnings] == ["pipelines[1].baseline"]
+    assert "add 'baseline:'" in cfg.warnings[0] and "machine-health" in cfg.warnings[0]
 
 
 @pytest.mark.parametrize(
