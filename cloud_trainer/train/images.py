@@ -173,10 +173,23 @@ def _no_loose_images(folder: Path, what: str) -> None:
 
 def _left_out(src: Path) -> list[str]:
     """Notes naming what below ``src`` is not read: files that are not images of the kinds read (an
-    iPhone's .heic, a .webp, a text file) and symlinked folders, so that a class smaller than its folder
-    is said; hidden and system files and folders are not mentioned."""
-    other, links = [], []
+    iPhone's .heic, a .webp, a text file), symlinked folders and images in hidden folders or files (a
+    leading dot), so that a class smaller than its folder, or missing, is said; system files and folders
+    (``SYSTEM_FOLDERS``, ``SYSTEM_FILES``, AppleDouble ``._`` files) are not mentioned."""
+    other, links, hidden = [], [], []
     for root, dirs, files in os.walk(src, onerror=_unlistable, followlinks=False):
+        # a folder named with a leading dot (`..scratch`, `.dent`) holding images: hidden, so skipped, but
+        # said; a Mac's AppleDouble files (`._x.png`) are no images and stay unsaid
+        hidden += [
+            (Path(root, d).relative_to(src).as_posix() + "/", n)
+            for d in sorted(dirs)
+            if d.startswith(".") and not os.path.islink(Path(root, d)) and (n := _images_below(Path(root, d)))
+        ]
+        hidden += [
+            (Path(root, f).relative_to(src).as_posix(), 1)
+            for f in sorted(files)
+            if f.startswith(".") and not f.startswith("._") and Path(f).suffix.lower() in IMAGE_EXTS
+        ]
         dirs[:] = sorted(d for d in dirs if not _skipped(d))
         links += [Path(root, d) for d in dirs if os.path.islink(Path(root, d))]
         other += [
@@ -193,6 +206,17 @@ def _left_out(src: Path) -> list[str]:
             f"symlinked folder{'s' if len(links) > 1 else ''} not followed, {'their' if len(links) > 1 else 'its'}"
             f" images not read: {shown}{', ...' if len(links) > 3 else ''} (copy the folder in to use them)"
         )
+    if hidden:
+        n = sum(k for _, k in hidden)
+        shown = ", ".join(
+            f"{name} ({k} image{'s' if k > 1 else ''})" if name.endswith("/") else name
+            for name, k in hidden[:3]
+        )
+        notes.append(
+            f"not read: {n} image{'s' if n > 1 else ''} in hidden folders or files (a name beginning with a dot): "
+            f"{shown}{', ...' if len(hidden) > 3 else ''}; rename {'them' if len(hidden) > 1 else 'it'} without "
+            "the dot if they belong to the dataset"
+        )
     if other:
         n = len(other)
         notes.append(
@@ -201,6 +225,14 @@ def _left_out(src: Path) -> list[str]:
             + (", ..." if n > 3 else "")
         )
     return notes
+
+
+def _images_below(folder: Path) -> int:
+    """How many files named as images lie in ``folder`` or below it (links not followed)."""
+    n = 0
+    for _root, _dirs, files in os.walk(folder, onerror=_unlistable, followlinks=False):
+        n += sum(Path(f).suffix.lower() in IMAGE_EXTS for f in files)
+    return n
 
 
 def _class_folder(folder: Path, label: str, nested: bool = False) -> list[Path]:
@@ -376,6 +408,21 @@ def check(
         if not after:
             raise
         raise DatasetError(f"{exc} ({after})") from None
+
+
+FEW_DEFECT = 10  # fewer in a defect class: said at import (the gate's test split gets one or two of them)
+
+
+def _few_defects_note(counts: dict[str, int], good: str, task: str) -> str | None:
+    few = {c: n for c, n in counts.items() if c != good and n < FEW_DEFECT}
+    if task != "classifier" or not few:
+        return None
+    shown = ", ".join(f"{c!r} ({n})" for c, n in few.items())
+    return (
+        f"few images in defect class{'es' if len(few) > 1 else ''} {shown} beside {counts.get(good, 0)} good "
+        "ones: the build keeps about 15 % of each class for the gate's test split, so its NG figures rest on "
+        "one or two of them; 20 or more a defect class give figures to trust"
+    )
 
 
 def _check(found: Found, src: Path, task: str, min_good: int | None) -> None:
@@ -562,7 +609,7 @@ def import_images(
     tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:  # made inside: a stop signal handled the moment mkdir returns still removes it
         tmp.mkdir()
-        summary, copies = _write(found, src, tmp, max_megapixels, pixel_bits)
+        summary, copies, shapes, flat = _write(found, src, tmp, max_megapixels, pixel_bits)
         if copies:  # left out: the classes must still hold enough images without them
             left = {id(a) for a, _ in copies}
             check(
@@ -578,6 +625,13 @@ def import_images(
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)
+        for note in (
+            _odd_sizes_note(shapes),
+            _flat_note(flat),
+            _few_defects_note(summary["counts"], found.good, task),
+        ):
+            if note:
+                log(f"dataset import: {note}")
     except (
         OSError
     ) as exc:  # a full disk, a folder that may not be written: one line, nothing left half-written
@@ -593,8 +647,9 @@ def import_images(
 
 def _write(
     found: Found, src: Path, dst: Path, max_megapixels: float, pixel_bits: int | None
-) -> tuple[dict, list[tuple[_Item, _Item]]]:
-    """The dataset folder's files in ``dst``; (its summary, the copies left out: (copy, the image kept))."""
+) -> tuple[dict, list[tuple[_Item, _Item]], list[tuple[str, int, int]], list[str]]:
+    """The dataset folder's files in ``dst``; (its summary, the copies left out: (copy, the image kept), each
+    image's (source, height, width), the images of one colour)."""
     import yaml
 
     (dst / "images").mkdir()
@@ -606,6 +661,8 @@ def _write(
     # the first item that had them
     first: dict[bytes, _Item] = {}
     copies: list[tuple[_Item, _Item]] = []  # (left out, the image it repeats) within one class
+    shapes: list[tuple[str, int, int]] = []  # (source, height, width) of each image written
+    flat: list[str] = []  # images of one colour: a covered lens, a missed trigger, a blank export
     k = 0
     with open(dst / "labels.jsonl", "w") as f:
         for it in found.items:
@@ -626,6 +683,9 @@ def _write(
                 copies.append((it, same))
                 continue
             sizes.add(img.shape[:2])
+            shapes.append((it.path.relative_to(src).as_posix(), img.shape[0], img.shape[1]))
+            if _flat(img):
+                flat.append(it.path.relative_to(src).as_posix())
             rel = it.path.relative_to(src).as_posix()
             # the label is in labels.jsonl, not the file's name: a class name may be as long as a folder's
             name = f"images/{k:06d}{suffix or it.path.suffix.lower()}"
@@ -674,13 +734,67 @@ def _write(
     if pixel_bits is not None:  # 16-bit images were stored as 8-bit PNG by it: the camera's must match
         meta["pixel_bits"] = pixel_bits
     (dst / "dataset.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
-    return {
-        "layout": found.layout,
-        "classes": found.classes,
-        "good": found.good,
-        "counts": counts,
-        "digest": meta["digest"],
-    }, copies
+    return (
+        {
+            "layout": found.layout,
+            "classes": found.classes,
+            "good": found.good,
+            "counts": counts,
+            "digest": meta["digest"],
+        },
+        copies,
+        shapes,
+        flat,
+    )
+
+
+def _flat(img) -> bool:
+    """Whether every pixel of ``img`` has one value (a sparse look first: most images differ there)."""
+    sparse = img[::16, ::16]
+    return bool(sparse.min() == sparse.max() and img.min() == img.max())
+
+
+def _flat_note(flat: list[str]) -> str | None:
+    if not flat:
+        return None
+    n = len(flat)
+    return (
+        f"{n} image{'s are' if n > 1 else ' is'} one colour throughout (a covered lens, a missed trigger, a "
+        f"blank export): {', '.join(flat[:3])}{', ...' if n > 3 else ''}; check they belong to their class"
+    )
+
+
+# an image this much wider or taller for its height than most images, or this much smaller or larger in
+# area, is not like the line camera's frames (the model scales every image to its square input)
+_ODD_ASPECT, _ODD_AREA = 1.1, 4.0
+
+
+def _odd_sizes_note(shapes: list[tuple[str, int, int]]) -> str | None:
+    """A note naming images whose size is far from the one most images share (a 1x1 image, a 10000x20
+    strip, a phone photo among camera frames), when most share one; None otherwise."""
+    from collections import Counter
+
+    if len(shapes) < 2:
+        return None
+    (h0, w0), n0 = Counter((h, w) for _, h, w in shapes).most_common(1)[0]
+    if n0 * 2 < len(shapes):
+        return None  # no size most images share (photos of many sizes): nothing to compare with
+
+    def odd(h: int, w: int) -> bool:
+        aspect = (w / h) / (w0 / h0)
+        area = (w * h) / (w0 * h0)
+        return not 1 / _ODD_ASPECT <= aspect <= _ODD_ASPECT or not 1 / _ODD_AREA <= area <= _ODD_AREA
+
+    far = [(name, h, w) for name, h, w in shapes if odd(h, w)]
+    if not far:
+        return None
+    n = len(far)
+    shown = ", ".join(f"{name} {w}x{h}" for name, h, w in far[:3]) + (", ..." if n > 3 else "")
+    return (
+        f"{n} image{'s' if n > 1 else ''} far from the size {n0} of the {len(shapes)} images have ({w0}x{h0}): "
+        f"{shown}; the model sees every image scaled to its square input, so {'these look' if n > 1 else 'it looks'} "
+        "unlike the line camera's frames: check they belong, or crop or remove them"
+    )
 
 
 def _pixels_digest(img) -> bytes:

@@ -110,3 +110,31 @@ def test_a_dataset_whose_decoded_images_exceed_the_free_memory_is_refused_before
     assert len(load_parts(tmp_path / "ds").images) == 23
     monkeypatch.setattr(D, "memory_available_bytes", lambda: None)  # unknown: not judged
     assert len(load_parts(tmp_path / "ds").images) == 23
+
+
+def test_what_a_folder_holds_unlike_the_line_cameras_frames_is_said_at_import(tmp_path):
+    """A class folder named with a leading dot ('..scratch', a rename slip) was skipped as hidden without a
+    word, its images missing from the model; a 1x1 image, a 10000x20 strip and an all-black frame among
+    64x64 camera frames, and a defect class of 3 images beside 20 good, were imported unsaid. Each is
+    said in one note (what is imported is unchanged); AppleDouble files stay unsaid."""
+    src = tmp_path / "src"
+    for i in range(20):
+        img(src / "ok" / f"{i:02d}.png", i, size=(64, 64))
+    for i in range(3):
+        img(src / "scratch" / f"{i}.png", 100 + i, size=(64, 64))
+    for i in range(2):
+        img(src / "..dent" / f"{i}.png", 200 + i, size=(64, 64))
+    img(src / "ok" / "one.png", 300, size=(1, 1))
+    img(src / "ok" / "strip.png", 301, size=(10000, 20))
+    assert cv2.imwrite(str(src / "ok" / "capped.png"), np.zeros((64, 64, 3), np.uint8))
+    (src / "ok" / "._00.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    notes: list[str] = []
+    res = import_images(src, tmp_path / "ds", log=notes.append)
+    assert res["counts"] == {"ok": 23, "scratch": 3}
+    said = "\n".join(notes)
+    assert "not read: 2 images in hidden folders or files" in said and "..dent/ (2 images)" in said
+    assert "._00.png" not in said
+    assert "2 images far from the size 24 of the 26 images have (64x64)" in said
+    assert "ok/one.png 1x1" in said and "ok/strip.png 10000x20" in said
+    assert "one colour throughout" in said and "ok/capped.png" in said
+    assert "few images in defect class 'scratch' (3) beside 23 good ones" in said
