@@ -7,6 +7,7 @@
 
     # a city platform: one tenant per factory, and a platform operator
     cloud-trainer pki tenant   --dir var/pki --tenant acme              # tenants/acme/signing.key/.pub (packages)
+    cloud-trainer pki tenant   --dir var/pki --tenant acme --rotate     # a new one; the old .pub to retired/
     cloud-trainer pki agent    --dir var/pki --tenant acme --id gw1     # tenants/acme/agents/gw1.pem/.key
     cloud-trainer pki admin    --dir var/pki --tenant acme --name bob   # tenants/acme/admins/bob.pem/.key
     cloud-trainer pki operator --dir var/pki --name ops                 # operators/ops.pem/.key (OU = operator)
@@ -336,6 +337,28 @@ def init_tenant(d: Path, tenant: str) -> tuple[Path, str]:
     return public, generate_keypair(private, public)
 
 
+def retired_keys_dir(d: Path, tenant: str) -> Path:
+    """Where a tenant's retired package public keys are kept (``<kid>.pub``): packages they signed may still be
+    deployed and rolled back to until the file is removed (a compromised key: remove it at once)."""
+    return d / "tenants" / check_tenant(tenant) / "retired"
+
+
+def rotate_tenant_key(d: Path, tenant: str) -> tuple[Path, str, str]:
+    """A new package signing key for ``tenant``; the current public key is kept in ``retired/<kid>.pub`` and its
+    private key removed (it never signs again). Returns (new public key path, new key id, retired key id)."""
+    from model_packager.keys import generate_keypair, key_id, load_public_key
+
+    private, public = signing_key_paths(d, tenant)
+    if not public.exists():
+        raise ValueError(f"tenant {tenant} has no package signing key to rotate ({public}); create one first")
+    old = key_id(load_public_key(public))
+    retired = retired_keys_dir(d, tenant)
+    retired.mkdir(parents=True, exist_ok=True)
+    os.replace(public, retired / f"{old}.pub")
+    private.unlink(missing_ok=True)
+    return public, generate_keypair(private, public), old
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cloud-trainer pki", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="verb", required=True)
@@ -356,6 +379,13 @@ def main(argv: list[str] | None = None) -> int:
                 required=verb == "tenant",
                 default=None,
                 help="tenant id (default: the default tenant)",
+            )
+        if verb == "tenant":
+            p.add_argument(
+                "--rotate",
+                action="store_true",
+                help="replace the tenant's package signing key: the old public key is kept in "
+                "tenants/T/retired/ (its packages stay deployable until you remove it), its private key removed",
             )
         if verb == "agent":
             p.add_argument("--id", required=True, help="agent id (certificate CN)")
@@ -394,6 +424,20 @@ def main(argv: list[str] | None = None) -> int:
         cert, _ = issue(a.dir, "fleet-service", ROLE_SERVER, a.dir / "server", a.host)
     elif a.verb == "tenant":
         assert tenant is not None  # --tenant is required for this verb
+        if a.rotate:
+            try:
+                pub, kid, old = rotate_tenant_key(a.dir, tenant)
+            except ValueError as exc:
+                print(f"cloud-trainer pki tenant: {exc}", file=sys.stderr)
+                return 2
+            print(
+                f"tenant {tenant}: new package signing key {pub.with_suffix('.key')} (key id {kid}); key {old} "
+                f"retired to {retired_keys_dir(a.dir, tenant) / (old + '.pub')}: the fleet still deploys and rolls "
+                f"back to packages it signed until you remove that file. Add {pub} to every agent's trusted_keys "
+                f"before publishing with the new key; remove {old}'s .pub from them once nothing signed by it is "
+                "installed or wanted"
+            )
+            return 0
         pub, kid = init_tenant(a.dir, tenant)
         print(
             f"tenant {tenant}: package signing key {pub.with_suffix('.key')} (key id {kid}); its agents trust "

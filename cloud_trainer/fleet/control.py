@@ -521,14 +521,18 @@ class Control:
         return entry
 
     def _check_signer(self, path: Path, entry: dict, tenant: str) -> None:
+        """The tenant's current package key, or one it retired (``pki tenant --rotate`` keeps it in ``retired/``
+        until an operator removes it): after a rotation the versions signed before it are still deployed and
+        rolled back to (the agents trust both keys meanwhile); a removed key's versions are refused."""
         key = self.keys_dir / "tenants" / tenant / "signing.pub" if self.keys_dir else None
         if key is None or not key.exists():
             return
         from model_packager import load_trusted_keys, verify_package
         from model_packager.errors import PackageError
 
+        retired = sorted((key.parent / "retired").glob("*.pub"))
         try:
-            verify_package(path, load_trusted_keys([key]))
+            verify_package(path, load_trusted_keys([key, *retired]))
         except PackageError as exc:
             raise NotInTenant(
                 f"{entry['name']} {entry['version']} is not signed by this tenant's package key "
