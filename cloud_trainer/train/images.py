@@ -481,7 +481,13 @@ def _decode(path: Path, max_megapixels: float, pixel_bits: int | None = None, ma
     try:  # a machine-vision camera's 10-16-bit pixels, as the agent's camera reads them (pixel_bits)
         img = eight_bit(img, pixel_bits, "--pixel-bits")
     except ImageRejected as exc:
-        raise DatasetError(f"{path}: {exc}") from None
+        fix = (
+            ""
+            if img.dtype == np.uint16  # the message says to give --pixel-bits
+            else " (measurements or an analysis tool's export, not a camera's frame): save it as an 8-bit "
+            "image scaled to 0-255 as your camera delivers it, or remove it"
+        )
+        raise DatasetError(f"{path}: {exc}{fix}") from None
     ok, png = cv2.imencode(".png", img)
     if not ok:
         raise DatasetError(f"{path}: its 8-bit form could not be written as PNG")

@@ -138,3 +138,17 @@ def test_what_a_folder_holds_unlike_the_line_cameras_frames_is_said_at_import(tm
     assert "ok/one.png 1x1" in said and "ok/strip.png 10000x20" in said
     assert "one colour throughout" in said and "ok/capped.png" in said
     assert "few images in defect class 'scratch' (3) beside 23 good ones" in said
+
+
+def test_a_float_tiff_is_refused_saying_what_to_do_with_it(tmp_path):
+    """A 32-bit float TIFF (an analysis tool's export) was refused as 'float32 pixels; 8-bit and 16-bit
+    images are read', without a word on what to do."""
+    src = per_class(tmp_path / "src", {"ok": 20, "scratch": 2}, exts=(".png",))
+    assert cv2.imwrite(str(src / "ok" / "export.tif"), np.random.default_rng(0).random((10, 12), np.float32))
+    with pytest.raises(DatasetError) as e:
+        import_images(src, tmp_path / "ds", log=lambda m: None)
+    msg = str(e.value)
+    assert (
+        msg.startswith(f"{src / 'ok' / 'export.tif'}: float32 pixels") and "save it as an 8-bit image" in msg
+    )
+    assert leftovers(tmp_path) == []
