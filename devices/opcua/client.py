@@ -217,6 +217,10 @@ _SESSION_GONE = frozenset(
 )
 
 
+# a value with one of these says the node is gone from the server (Part 4, 7.39: the high 16 bits)
+_NODE_GONE = frozenset({ua.StatusCodes.BadNodeIdUnknown, ua.StatusCodes.BadNodeIdInvalid})
+
+
 # a monitored item refused with one of these: the server holds no more, the node itself is fine
 _SERVER_FULL = frozenset({"BadTooManyMonitoredItems", "BadResourceUnavailable", "BadOutOfMemory"})
 
@@ -1300,6 +1304,11 @@ class OpcUaSource:
         self.revised: dict[str, str] = {}
         self.overflows: dict[str, int] = {}  # tag -> values the server said it dropped from its queue
         self._axis_reads: dict[str, asyncio.Task] = {}  # tag -> its XAxisDefinition being read again
+        # node -> (its monitored item's id, sampling_interval_ms, queue_size) in this subscription
+        self._items: dict[ua.NodeId, tuple[int | None, float, int]] = {}
+        self._gone: dict[ua.NodeId, asyncio.Task] = {}  # nodes the server said are gone, subscribed again
+        self._back: set[ua.NodeId] = set()  # ... and good again on their old items
+        self._gone_pause: dict[ua.NodeId, float] = {}  # node -> the pause before its item is made again
         self._publishing_said: str | None = None  # the server's publishing interval, when far from asked
 
     def _on_oversize(self, size: int) -> None:
@@ -1321,6 +1330,8 @@ class OpcUaSource:
         self._stopping = True
         task, self._task = self._task, None
         task.cancel()
+        for gone in self._gone.values():
+            gone.cancel()
         try:
             async with asyncio.timeout(timeout_s):
                 await asyncio.shield(task)
@@ -1398,6 +1409,12 @@ class OpcUaSource:
         self._lost.clear()
         self._oversize = 0
         self._sub = None
+        self._items.clear()
+        for task in self._gone.values():
+            task.cancel()
+        self._gone.clear()
+        self._back.clear()
+        self._gone_pause.clear()
         self._undecoded.clear()
         self._types_wanted.clear()
         self._types_loaded = False  # a PLC's program may have been changed while the session was away
@@ -1507,6 +1524,10 @@ class OpcUaSource:
                 self._overflowed(tag)
             if status.value & _SEMANTICS_CHANGED and tag in self._rates.span_s:
                 self._axis_changed(nodeid, tag)
+        if status is not None and status.value & 0x80000000 and status.value & 0xFFFF0000 in _NODE_GONE:
+            self._node_gone(nodeid, tag, status)
+        elif self._gone and nodeid in self._gone and (status is None or status.value < 0x40000000):
+            self._back.add(nodeid)  # good again on the old item: it need not be made again
         if isinstance(val, list):
             if not val:  # an empty array of numbers is an empty float64 array, as a full one is
                 val = np.empty(0) if dv.Value is not None and dv.Value.VariantType in _NUMERIC else []
@@ -1532,6 +1553,64 @@ class OpcUaSource:
             _quality(dv.StatusCode),
             self._rates.rate_for(tag, val),
         )
+
+    def _node_gone(self, nodeid: ua.NodeId, tag: str, status: ua.StatusCode) -> None:
+        """The server says the node is gone (BadNodeIdUnknown: a TwinCAT or Codesys program download, a
+        Kepware project reload took it away). A server need not link the monitored item to the node made
+        again under the same id, so the tag stayed Bad (or silent) until the agent reconnected: the item
+        is made again, after 0.5 s and then a pause doubling up to 30 s, until the server takes it (its
+        first value comes then) or a good value shows the server linked the old one again."""
+        if nodeid in self._gone or self._sub is None or nodeid not in self._items:
+            return
+        self.notices.note(
+            "node_gone",
+            "opcua source %s: node %s (tag %s) is gone from the server (%s: a PLC program download or a "
+            "project reload); its monitored item is made again until the node is back",
+            self.name,
+            nodeid.to_string(),
+            tag,
+            status.name,
+        )
+        self._back.discard(nodeid)
+        self._gone[nodeid] = asyncio.get_running_loop().create_task(self._subscribe_again(nodeid))
+
+    async def _subscribe_again(self, nodeid: ua.NodeId) -> None:
+        # the pause grows over the session, not per loss: a server that says a node it has is gone would
+        # otherwise have its item made again twice a second for good
+        pause = self._gone_pause.get(nodeid, 0.5)
+        sub, client = self._sub, self._client
+        try:
+            while sub is not None and client is not None and sub is self._sub:
+                await asyncio.sleep(pause)
+                pause = self._gone_pause[nodeid] = min(pause * 2, 30.0)
+                handle, sampling_ms, queue_size = self._items[nodeid]
+                if nodeid in self._back:
+                    return  # the server linked the item to the node again: good values come
+                try:
+                    async with asyncio.timeout(self.settings.connect_timeout_s):
+                        if handle is not None:
+                            self._items[nodeid] = (None, sampling_ms, queue_size)
+                            try:
+                                await sub.unsubscribe(handle)
+                            except ua.UaStatusCodeError:
+                                pass  # the server dropped the item with its node
+                        got = await sub.subscribe_data_change(
+                            client.get_node(nodeid),
+                            sampling_interval=ua.Double(sampling_ms),
+                            queuesize=queue_size,
+                        )
+                except (ua.UaStatusCodeError, TimeoutError):
+                    continue  # not back yet
+                if isinstance(got, int):
+                    self._items[nodeid] = (got, sampling_ms, queue_size)
+                    log.info("opcua source %s: node %s is subscribed again", self.name, nodeid.to_string())
+                    return
+        except (ConnectionError, ua.UaError, OSError) as e:  # the session is going: the reconnect makes all
+            log.info("opcua source %s: node %s not subscribed again: %r", self.name, nodeid.to_string(), e)
+        finally:
+            if self._gone.get(nodeid) is asyncio.current_task():
+                del self._gone[nodeid]
+                self._back.discard(nodeid)
 
     def _axis_changed(self, nodeid: ua.NodeId, tag: str) -> None:
         """The server flagged a change of the waveform's metadata (SemanticsChanged): its XAxisDefinition,
@@ -1819,6 +1898,8 @@ class OpcUaSource:
                     except ua.UaStatusCodeError as e:
                         results.append(ua.StatusCode(e.code))
             for node, r in zip(nodes, results, strict=True):
+                if isinstance(r, int):
+                    self._items[node.nodeid] = (r, sampling_ms, queue_size)
                 if isinstance(r, ua.StatusCode):
                     self._tags.pop(node.nodeid, None)
                     if r.name in _SERVER_FULL:

@@ -239,3 +239,44 @@ async def test_a_plc_refusing_a_read_of_its_server_state_keeps_the_session() -> 
     assert src.notices.counts.get("server_state_refused", 0) >= 3, src.notices.status()
     assert "BadUserAccessDenied" in src.notices.status()["server_state_refused"]["message"]
     assert values[0] == 1.0 and values[-1] == 3.0, values
+
+
+async def test_a_node_a_plc_download_took_away_and_made_again_gives_values_again() -> None:
+    """A TwinCAT or Codesys program download takes the PLC's nodes away and makes them again under the same
+    ids. The server says so on each monitored item (a value with BadNodeIdUnknown, as OPC UA Part 4 asks;
+    asyncua's own delete loses that notification, so the test sends it) and does not link the old item to
+    the new node. The source makes the item again until the node is back: its values come again without a
+    reconnect. Before, the tag stayed Bad until the agent reconnected (for a healthy session: never)."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:BeckhoffAutomation:Ua:PLC1", "PLC1")
+    nid = ua.NodeId("MAIN.fbPump.rSpeed", idx)
+    speed = await obj.add_variable(nid, "rSpeed", 1.0)
+    await srv.start()
+    src = OpcUaSource("plc", _settings(port, [{"node_id": f"ns={idx};s=MAIN.fbPump.rSpeed"}]))
+    values: list[tuple[float | None, str]] = []
+
+    async def until(value: float) -> None:
+        async for r in src.items():
+            values.append((r.value, r.quality.value))
+            if r.value == value:
+                return
+
+    try:
+        await src.start()
+        await asyncio.wait([asyncio.create_task(until(1.0))], timeout=20.0)
+        aspace = srv.iserver.aspace  # the download: the server says the node is gone, then drops it
+        for handle, callback in list(
+            aspace[nid].attributes[ua.AttributeIds.Value].datachange_callbacks.items()
+        ):
+            await callback(handle, ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown)))
+            aspace.delete_datachange_callback(handle)
+        await srv.delete_nodes([speed])
+        speed = await obj.add_variable(nid, "rSpeed", 2.0)  # the new program's node
+        await asyncio.wait([asyncio.create_task(until(2.0))], timeout=20.0)
+        await speed.write_value(5.0)
+        await asyncio.wait([asyncio.create_task(until(5.0))], timeout=20.0)
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert values == [(1.0, "good"), (None, "bad"), (2.0, "good"), (5.0, "good")], values
+    assert src.stats.reconnects == 0 and src.notices.counts == {"node_gone": 1}, src.notices.status()
