@@ -421,7 +421,13 @@ def _few_defects_note(counts: dict[str, int], good: str, task: str) -> str | Non
     return (
         f"few images in defect class{'es' if len(few) > 1 else ''} {shown} beside {counts.get(good, 0)} good "
         "ones: the build keeps about 15 % of each class for the gate's test split, so its NG figures rest on "
-        "one or two of them; 20 or more a defect class give figures to trust"
+        "one or two of them"
+        + (
+            " (with fewer than 3 defect images in all it may get none, and its NG recall then reads 0)"
+            if sum(n for c, n in counts.items() if c != good) < 3
+            else ""
+        )
+        + "; 20 or more a defect class give figures to trust"
     )
 
 
