@@ -1132,10 +1132,19 @@ def _anchor_files(settings: BaseModel, base_dir: str) -> BaseModel:
 
 
 def _check_files(cfg: AgentConfig, report: Findings) -> None:
-    """Files the config names that do not exist on this machine."""
+    """Files the config names that do not exist on this machine (or that anyone on it may change)."""
+    from model_packager.perms import writable_by_anyone
+
     for name, m in cfg.models.items():
         if m.package and not cfg.path(m.package).exists():
             report.error(f"models.{name}.package", f"file {m.package} does not exist")
+        elif m.package and (loose := writable_by_anyone(cfg.path(m.package))) is not None:
+            report.warning(
+                f"models.{name}.package",
+                f"{cfg.path(m.package)} can be replaced by every user of this machine ({loose} is writable by "
+                "all): anyone could put another signed version of the model (an older one) in its place, which "
+                f"a pinned slot installs at its next start; `chmod o-w {loose}`",
+            )
     if cfg.cloud is not None:
         for f in ("ca_file", "cert_file", "key_file"):
             if _pem_itself(getattr(cfg.cloud, f)):  # e.g. ${CLOUD_KEY} holding the key, not its file
@@ -1149,8 +1158,6 @@ def _check_files(cfg: AgentConfig, report: Findings) -> None:
                     f"cloud.{f}",
                     f"{getattr(cfg.cloud, f)} does not exist (create certificates with `cloud-trainer pki`)",
                 )
-    from model_packager.perms import writable_by_anyone
-
     for i, k in enumerate(cfg.trusted_keys):
         if not cfg.path(k).exists():
             report.error(f"trusted_keys[{i}]", f"{k} does not exist")

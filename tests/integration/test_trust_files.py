@@ -79,7 +79,7 @@ async def test_the_start_refuses_writable_trusted_keys_and_keeps_the_installed_p
     assert folder.is_dir() and not (folder.parent / ".rejected").exists()
 
 
-def test_validate_refuses_writable_trusted_keys_and_warns_of_a_data_folder_anyone_can_change(tmp_path, pkgs):
+def test_validate_refuses_writable_trusted_keys_and_warns_of_files_anyone_can_change(tmp_path, pkgs):
     keys = _folder(tmp_path, pkgs["pub"], "keys", 0o755)
     data = tmp_path / "data"
     data.mkdir(mode=0o755)
@@ -94,6 +94,16 @@ def test_validate_refuses_writable_trusted_keys_and_warns_of_a_data_folder_anyon
     assert len(warned) == 1 and warned[0].startswith(f"line3.yaml: agent.data_dir: {data} can be changed"), (
         warned
     )
+    drop = tmp_path / "drop"  # a package in a folder anyone may write: anyone may swap in another version
+    drop.mkdir(mode=0o755)
+    shutil.copy(pkgs["v1"], drop / "vision.edgepkg")
+    os.chmod(drop, 0o777)
+    os.chmod(data, 0o755)
+    warned = parse_config(
+        {**doc, "models": {"vision": {"package": str(drop / "vision.edgepkg")}}}, "line3.yaml"
+    ).warnings
+    assert len(warned) == 1 and warned[0].startswith("line3.yaml: models.vision.package: "), warned
+    assert f"chmod o-w {drop}`" in warned[0], warned
     os.chmod(keys / "fleet.pub", 0o666)
     with pytest.raises(ConfigError) as err:
         parse_config(doc, "line3.yaml")
