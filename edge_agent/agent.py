@@ -48,6 +48,9 @@ LOCK_FILE = "agent.lock"
 # the folders of the data folder where state files are written with edge_agent.files.atomic_write_json
 # (alarm outputs, fleet commands, fleet configs)
 STATE_FOLDERS = (".", "fleet", "fleet-config")
+# a source's fan-out gives the loop back every this many items (~1 ms of readings to rules and pipelines):
+# without it a flooded source's batch held the loop for seconds (bench/overload_bench.py)
+YIELD_EVERY = 64
 
 
 class DataDirInUse(SlotError):
@@ -426,9 +429,20 @@ class Agent:
                 await asyncio.sleep(1.0)
 
     async def _read_source(self, name, src, readers, unread, last, forwarders, rules) -> None:
-        """Hand each of the source's items to its tag table, forwards, rules and pipelines."""
+        """Hand each of the source's items to its tag table, forwards, rules and pipelines.
+
+        A source hands over what it holds without suspending (an MQTT batch of up to ``queue_max_items``
+        messages, each of many readings; an OPC UA server's burst of data changes after a reconnect), and
+        neither the tag table, nor a rule without actions, nor a pipeline queue with room suspends either:
+        every ``YIELD_EVERY`` items the loop is given back, so that another source's rule still acts, an
+        OPC UA session still keeps alive and heartbeats still go out while a flooded source catches up."""
+        n = 0
         async for item in src.items():
             self.source_items[name] += 1
+            n += 1
+            if n >= YIELD_EVERY:
+                n = 0
+                await asyncio.sleep(0)
             tag = getattr(item, "tag", None)
             try:
                 if tag is not None:
