@@ -226,24 +226,36 @@ def _amount(n: int) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
-def memory_available_bytes() -> int | None:
+# where a cgroup's memory limit, usage and its statistics' reclaimable page-cache line are (v2, then v1)
+CGROUP_MEMORY = (
+    ("/sys/fs/cgroup", "memory.max", "memory.current", "inactive_file"),
+    ("/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
+)
+
+
+def memory_available_bytes(meminfo: str = "/proc/meminfo", cgroups=CGROUP_MEMORY) -> int | None:
     """The memory this process may still take: Linux's MemAvailable, or less when a cgroup (a container's,
     a job scheduler's) limits it; None when neither can be read."""
     found = []
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in Path(meminfo).read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 found.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
         pass
-    for limit_file, used_file in (
-        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # cgroup v2
-        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
-    ):
+    for folder, limit_name, used_name, cache_name in cgroups:
         try:
-            limit, used = Path(limit_file).read_text().strip(), Path(used_file).read_text().strip()
-            if limit != "max" and int(limit) < 1 << 60:  # v1 writes a huge number for "no limit"
-                found.append(max(0, int(limit) - int(used)))
+            limit = Path(folder, limit_name).read_text().strip()
+            if limit == "max" or int(limit) >= 1 << 60:  # no limit (v1 writes a huge number for it)
+                continue
+            used = int(Path(folder, used_name).read_text())
+            # the usage counts the page cache (the image files just read): its inactive part is given back
+            # on demand, as the kernel and Kubernetes' working set reckon it
+            for line in Path(folder, "memory.stat").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == cache_name:
+                    used -= int(value)
+            found.append(max(0, int(limit) - used))
         except (OSError, ValueError):
             pass
     return min(found) if found else None

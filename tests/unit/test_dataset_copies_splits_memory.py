@@ -154,3 +154,20 @@ def test_a_float_tiff_is_refused_saying_what_to_do_with_it(tmp_path):
         msg.startswith(f"{src / 'ok' / 'export.tif'}: float32 pixels") and "save it as an 8-bit image" in msg
     )
     assert leftovers(tmp_path) == []
+
+
+def test_a_containers_memory_left_counts_its_page_cache_as_free(tmp_path):
+    """In a container (cgroup limit) the usage counts the page cache, which reading the dataset's image
+    files fills: 8 GB limit, 7 GB used of which 6 GB inactive file cache leaves 7 GB, not 1 GB (a dataset
+    would have been refused for memory the kernel gives back on demand)."""
+    (tmp_path / "meminfo").write_text("MemTotal: 65000000 kB\nMemAvailable: 20000000 kB\n")
+    v2 = tmp_path / "cg"
+    v2.mkdir()
+    (v2 / "memory.max").write_text(f"{8 << 30}\n")
+    (v2 / "memory.current").write_text(f"{7 << 30}\n")
+    (v2 / "memory.stat").write_text(f"anon {1 << 30}\nfile {6 << 30}\ninactive_file {6 << 30}\n")
+    cg = ((str(v2), "memory.max", "memory.current", "inactive_file"),)
+    assert D.memory_available_bytes(str(tmp_path / "meminfo"), cg) == 7 << 30
+    (v2 / "memory.max").write_text("max\n")  # no limit: the machine's figure
+    assert D.memory_available_bytes(str(tmp_path / "meminfo"), cg) == 20000000 * 1024
+    assert D.memory_available_bytes(str(tmp_path / "none"), ()) is None
