@@ -830,7 +830,7 @@ class Control:
             if prev and not config:
                 k = (prev["package"], prev["version"])
                 if k not in withdrawn:
-                    withdrawn[k] = self._withdrawn(prev, tenant)
+                    withdrawn[k] = self._not_sendable(prev, tenant)
                 if withdrawn[k] is not None:  # never sent again, not even as the way back from a halt
                     self.db.execute(
                         "DELETE FROM desired WHERE tenant = ? AND agent = ? AND slot = ?",
@@ -839,9 +839,9 @@ class Control:
                     self._changed(tenant, a)
                     if t["status"] not in ("failed", "rolled_back"):  # (those went back by themselves)
                         t["reason"] = (
-                            f"rollout halted; its previous version {prev['package']} {prev['version']} was "
-                            f"withdrawn ({withdrawn[k]}), so it is not sent back: the agent keeps what it runs; "
-                            "roll the slot back to a version still published"
+                            f"rollout halted; its previous version {prev['package']} {prev['version']} "
+                            f"{withdrawn[k]}, so it is not sent back: the agent keeps what it runs; roll the slot "
+                            "back to a version still published"
                         )[:2000]
                     continue
             if prev:
@@ -884,13 +884,28 @@ class Control:
                 )
                 self._changed(tenant, a)
 
-    def _withdrawn(self, prev: dict, tenant: str) -> str | None:
-        """Why the version ``prev`` names was withdrawn from the tenant's registry (``cloud-trainer withdraw``),
-        or None while it is not."""
-        entry = self.registry.for_tenant(tenant).get(prev["package"], prev["version"])
-        if entry is None or entry.get("status") != WITHDRAWN or entry.get("digest") != prev["digest"]:
+    def _not_sendable(self, prev: dict, tenant: str) -> str | None:
+        """Why the version ``prev`` names may no longer be sent to an agent: withdrawn from the tenant's registry
+        (``cloud-trainer withdraw``), or signed by a key the tenant no longer has (a leaked key removed from
+        ``retired/``). None while it may (a version whose entry or file is gone is said elsewhere)."""
+        reg = self.registry.for_tenant(tenant)
+        entry = reg.get(prev["package"], prev["version"])
+        if entry is None or entry.get("digest") != prev["digest"]:
             return None
-        return str(entry.get("withdrawn_reason") or "no reason given")[:200]
+        if entry.get("status") == WITHDRAWN:
+            return f"was withdrawn ({str(entry.get('withdrawn_reason') or 'no reason given')[:200]})"
+        path = reg.package_path(entry)
+        if not path.is_file():
+            return None
+        try:
+            self._check_signer(
+                path, entry, tenant
+            )  # (hashes the package: once per version a halt sends back)
+        except NotInTenant:
+            return "is not signed by a package key the tenant still has (a key removed: leaked?)"
+        except OSError:
+            return None
+        return None
 
     def _running(self, dep: dict) -> dict[str, str]:
         """agent -> the digest its last state report shows in the deployment's slot."""

@@ -33,7 +33,8 @@ def test_a_rotated_key_keeps_older_versions_deployable_until_it_is_removed(tmp_p
     reg.publish(make_package(tmp_path / "b", version="1.1.0", key=private, seed=2), [], {}, None, None)
 
     store = open_store(None, tmp_path)
-    store.heartbeat("gw1", {"site": "plant"}, [], {}, 0, {}, tenant="acme")
+    for agent in ("gw1", "gw2"):
+        store.heartbeat(agent, {"site": "plant"}, [], {}, 0, {}, tenant="acme")
     c = Control(tmp_path / "control.db", Registry(tmp_path / "registry"), store, keys_dir=pki)
     try:
         c.create(
@@ -41,11 +42,33 @@ def test_a_rotated_key_keeps_older_versions_deployable_until_it_is_removed(tmp_p
             tenant="acme",
         )
         # the last good version, signed before the rotation: the admin's rollback goes through
-        back = c.rollback("part-inspection", "1.0.0", "vision", ["gw1"], tenant="acme")
+        back = c.rollback("part-inspection", "1.0.0", "vision", ["gw1", "gw2"], tenant="acme")
         assert back["version"] == "1.0.0"
+        old = reg.get("part-inspection", "1.0.0")
+        for agent in ("gw1", "gw2"):  # they run it again
+            slots = [{"slot": "vision", "package": old["name"], "version": "1.0.0", "digest": old["digest"]}]
+            store.heartbeat(agent, {"site": "plant"}, slots, {}, 0, {}, tenant="acme")
+        again = c.create(
+            {
+                "package": "part-inspection",
+                "version": "1.1.0",
+                "slot": "vision",
+                "agents": ["gw1", "gw2"],
+                "steps": ["100%"],
+            },
+            tenant="acme",
+        )
         retired.unlink()  # the old key leaked: its versions are refused from now on
         with pytest.raises(NotInTenant, match="not signed by this tenant's package key"):
             c.rollback("part-inspection", "1.0.0", "vision", ["gw1"], tenant="acme")
+        # ... nor sent back by a halt (their previous version): the agents keep what they run
+        c.on_report("gw2", again["id"], "vision", "1.1.0", "healthy", True, "", {}, tenant="acme")
+        c.on_report("gw1", again["id"], "vision", "1.1.0", "failed", False, "verify: bad", {}, tenant="acme")
+        halted = c.get(again["id"], tenant="acme")
+        assert halted["state"] == "halted"
+        for agent in ("gw1", "gw2"):
+            assert c.desired_state(agent, tenant="acme")[1] == [], agent
+        assert "not signed by a package key the tenant still has" in halted["targets"]["gw2"]["reason"]
     finally:
         store.close()
     assert main(["tenant", "--dir", str(tmp_path / "none"), "--tenant", "beta", "--rotate"]) == 2
