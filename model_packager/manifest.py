@@ -35,6 +35,8 @@ SCHEMA_VERSION = 2
 # optional FP32 reference model (``FileRole.MODEL_FP32``) and the ``parity`` bounds of the INT8 form.
 READABLE_SCHEMAS = (1, 2)
 PACKAGE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")  # also a safe folder name (the registry's)
+# names an installed package folder holds beside the package's files (edge_agent.models.store)
+RESERVED_PATHS = frozenset({".package-digest"})
 _VERSION_RE = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
 _VERSION_PARTS = re.compile(
     r"^(\d{1,18})\.(\d{1,18})\.(\d{1,18})(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$"
@@ -653,10 +655,18 @@ class Manifest(_Model):
         # as NFD) is one file on a disk that ignores either (FAT/exFAT media, a case-folding ext4 folder, macOS,
         # ZFS with normalization): extracting the second wrote over the first after both had been hashed, and the
         # model served was the other file's bytes
+        # '.package-digest' beside the files is the agent's own record of the package it installed: the agent
+        # wrote over a listed file of that name, and the next start set the package aside as altered
         seen: dict[str, str] = {}
+        exact: set[str] = set()
         for i, f in enumerate(self.files):
-            if f.path in seen.values():
+            if f.path in exact:
                 raise ValueError(f"files[{i}].path {f.path!r} is listed twice: list each file once")
+            exact.add(f.path)
+            if f.path.casefold() in RESERVED_PATHS:
+                raise ValueError(
+                    f"files[{i}].path {f.path!r} is reserved for the agent's own record; rename it"
+                )
             same = unicodedata.normalize("NFC", f.path).casefold()
             if same in seen:
                 raise ValueError(

@@ -284,6 +284,29 @@ def test_file_names_that_are_one_file_on_a_case_or_normalising_disk_are_refused_
             )
 
 
+def test_a_file_named_like_the_agents_own_record_is_refused_where_built_and_read(kit, tmp_path):
+    """The agent keeps ``.package-digest`` beside an installed package's files: a package listing a file of that
+    name was installed, the agent wrote over it, and every later start set the package aside as altered (a
+    gateway without a local package then did not start)."""
+    import hashlib
+
+    data = b"a toolchain's own notes"
+    doc = yaml.safe_load(_manifest(kit["good"]))
+    doc["files"].append(
+        {
+            "path": ".package-digest",
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "role": "other",
+        }
+    )
+    man = yaml.safe_dump(doc, sort_keys=False).encode()
+    out = tmp_path / "part-inspection-1.0.0.edgepkg"
+    pkg = _with(kit["good"], out, manifest=man, sig=_sig(man, kit["key"]), extra=[(".package-digest", data)])
+    err = refused_everywhere(pkg, kit["trusted"], tmp_path, ManifestError, "bad_manifest", max_s=60)
+    assert "'.package-digest' is reserved for the agent's own record" in str(err), err
+
+
 def _two_inputs(kit, tmp_path):
     """The signal model with a second input added to its anomaly score, and the spec naming both."""
     from onnx import TensorProto, helper
