@@ -47,6 +47,12 @@ def test_a_copy_in_its_own_class_or_in_mvtecs_train_and_test_is_left_out_and_sai
     assert len(rows) == 23 and len({r["id"] for r in rows}) == 23
     assert len(load_parts(tmp_path / "ds").images) == 23
 
+    # images alike but for one row (a digest of part of the rows finds candidates): both imported
+    near = cv2.imread(str(src / "ok" / "ok6.png"))
+    near[1, :] = 255 - near[1, :]
+    assert cv2.imwrite(str(src / "ok" / "ok6_row.png"), near)
+    assert import_images(src, tmp_path / "ds_near", log=lambda m: None)["counts"] == {"ok": 21, "scratch": 3}
+
     mv = tmp_path / "mv"
     for i in range(20):
         img(mv / "train" / "good" / f"{i:03d}.png", i)
