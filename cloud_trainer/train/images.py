@@ -618,7 +618,8 @@ def import_images(
     out.parent.mkdir(parents=True, exist_ok=True)
     # a hidden folder beside --out, made as any folder is (mkdtemp's would keep its owner-only mode after
     # the rename: a trainer running as another user could not read the dataset)
-    tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    _remove_stale(out, log)
+    tmp = out.parent / f".{out.name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:  # made inside: a stop signal handled the moment mkdir returns still removes it
         tmp.mkdir()
         summary, copies, shapes, flat = _write(found, src, tmp, max_megapixels, pixel_bits)
@@ -655,6 +656,37 @@ def import_images(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {**summary, "out": str(out)}
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname().replace("/", "_") or "host"
+
+
+def _remove_stale(out: Path, log) -> None:
+    """Remove the temporary folders that imports to ``out`` on this machine left when they were killed
+    (SIGKILL, the kernel's out-of-memory killer, a power cut): hidden, never read, but each as large as the
+    dataset, and a gateway re-importing every month would gather them. Only folders named for this host and
+    a process that no longer runs: one of an import running now, or on another machine sharing the folder,
+    is left alone."""
+    import glob
+
+    prefix, here = f".{out.name}.", _host()
+    for p in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
+        # .NAME.HOST.PID.RANDOM.tmp (HOST may hold dots)
+        host, _, pid = p.name[len(prefix) : -len(".tmp")].rpartition(".")[0].rpartition(".")
+        if host != here or not pid.isdigit() or not p.is_dir() or p.is_symlink():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # that process runs (an import now, or a process reusing the number): left alone
+        except ProcessLookupError:
+            pass
+        except OSError:  # another user's process: it runs
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        log(f"dataset import: removed {p}, left by an import to {out} that was killed (process {pid})")
 
 
 def _write(

@@ -5,6 +5,7 @@ more images than the build's memory holds. Each is read, left out or refused by 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import cv2
@@ -177,3 +178,29 @@ def test_a_containers_memory_left_counts_its_page_cache_as_free(tmp_path):
     (v2 / "memory.max").write_text("max\n")  # no limit: the machine's figure
     assert D.memory_available_bytes(str(tmp_path / "meminfo"), cg) == 20000000 * 1024
     assert D.memory_available_bytes(str(tmp_path / "none"), ()) is None
+
+
+def test_a_killed_imports_temporary_folder_is_removed_by_the_next_import_to_the_same_dataset(tmp_path):
+    """SIGKILL (the out-of-memory killer, a power cut) leaves the import's hidden temporary folder, as large
+    as the dataset; a gateway re-importing every month gathered them. The next import to that dataset
+    removes those of this machine whose process has ended; a running one's, or another machine's, stay."""
+    import socket
+    import subprocess
+    import sys
+
+    src = per_class(tmp_path / "src", {"ok": 20, "scratch": 2}, exts=(".png",))
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead = int(ended.stdout)
+    host = socket.gethostname()
+    stale = tmp_path / f".ds.{host}.{dead}.0badc0de.tmp"
+    img(stale / "images" / "000000.png", 1)
+    running = tmp_path / f".ds.{host}.{os.getpid()}.feedf00d.tmp"
+    running.mkdir()
+    elsewhere = tmp_path / f".ds.another-host.{dead}.0ddba11.tmp"
+    elsewhere.mkdir()
+    notes: list[str] = []
+    import_images(src, tmp_path / "ds", log=notes.append)
+    assert not stale.exists() and running.is_dir() and elsewhere.is_dir()
+    assert any(f"removed {stale}, left by an import to" in n and f"(process {dead})" in n for n in notes)
