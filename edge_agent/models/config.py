@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # The engine table: name -> (implementation "module:Class" in edge_agent.engines, the library it
 # needs). One row per engine; the config's ``engine`` choices are built from it, so a name not in it
@@ -86,6 +86,24 @@ class ModelConfig(BaseModel):
     # core for good (edge_agent.engines: ONNX Runtime's run is stopped; OpenVINO's is left to finish)
     inference_timeout_s: float = Field(default=10.0, gt=0, le=3600)
     health: HealthConfig = HealthConfig()
+    # versions this slot never installs or serves, whoever signed them (a known defect): a signed package stays
+    # valid for ever, and the fleet's withdrawal (cloud-trainer withdraw) cannot reach a gateway that already has
+    # the version, keeps it as its previous one, or is pinned to a local file
+    refused_versions: tuple[str, ...] = ()
+
+    @field_validator("refused_versions")
+    @classmethod
+    def _semantic(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from model_packager.manifest import version_key
+
+        for i, version in enumerate(v):
+            try:
+                version_key(version)
+            except ValueError:
+                raise ValueError(
+                    f"[{i}] {version[:64]!r} is not a semantic version (such as 1.4.0)"
+                ) from None
+        return v
 
     @model_validator(mode="after")
     def _source(self) -> ModelConfig:

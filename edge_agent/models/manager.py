@@ -287,6 +287,11 @@ class ModelManager:
             if self._is_refused(d.digest):
                 continue
             why = check_desired(d)
+            if why is None and d.version in getattr(getattr(slot, "config", None), "refused_versions", ()):
+                why = (
+                    f"{d.package} {d.version} is a version this agent refuses (models.{d.slot}.refused_versions in "
+                    "its config)"
+                )
             if (
                 why is None
                 and status.get("package") == d.package

@@ -288,6 +288,10 @@ class ModelSlot:
                 # the folder may have been edited or corrupted on disk since install: verify it as then
                 try:
                     opened = await asyncio.to_thread(self._verify_installed, current)
+                    if opened.manifest.version in self.config.refused_versions:
+                        raise PackageError(
+                            self._refused_by_config(opened.manifest.package_id), code="refused"
+                        )
                 except PackageError as exc:
                     if exc.code in ("bad_key", "unsafe_trusted_key"):  # the keys are at fault, not the folder
                         raise SlotError(
@@ -336,6 +340,12 @@ class ModelSlot:
         outcome = await self.swap(want_pkg, watch=False)
         if not outcome.ok:
             raise SlotError(f"model slot {self.name!r}: cannot start on {want_pkg}: {outcome.reason}")
+
+    def _refused_by_config(self, package_id: str) -> str:
+        return (
+            f"{package_id} is a version this agent refuses (models.{self.name}.refused_versions in its config); "
+            "refused"
+        )
 
     def _verify_installed(self, folder_name: str) -> OpenedPackage:
         """Signature and every file's size and SHA-256 of an installed folder, as at install (worker
@@ -643,6 +653,11 @@ class ModelSlot:
                     f"the package delivered as {printable(expect[0], 80)} {printable(expect[1], 80)} is "
                     f"{opened.manifest.package_id} (its signed manifest); refused"
                 )
+                self.store.mark_failed(opened.root, why)
+                await self._prune()
+                return self._refused(from_v, to_v, "verify", why)
+            if to_v in self.config.refused_versions:
+                why = self._refused_by_config(opened.manifest.package_id)
                 self.store.mark_failed(opened.root, why)
                 await self._prune()
                 return self._refused(from_v, to_v, "verify", why)

@@ -1,0 +1,65 @@
+"""A gateway can refuse a version of a model whoever signed it (``models.<slot>.refused_versions``). A signed
+package stays valid for ever: before, nothing but removing the signing key (and with it every version it
+signed) made a gateway refuse one version with a known defect, and the fleet's withdrawal cannot reach a
+gateway that already runs it, keeps it as the version to go back to, or is pinned to a local file. The slot
+sets an installed folder of that version aside at start, refuses it at a swap, and the model manager declines
+a desired state naming it (an admin's rollback included), saying why. Real signed packages, real slot, store
+and manager; the fleet is the desired state it sends."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+from pydantic import ValidationError
+
+from edge_agent.models.config import ModelConfig
+from edge_agent.models.manager import ModelManager
+from edge_agent.models.slot import ModelSlot, SlotError
+from tests.support.models import make_keypair, make_package
+
+
+@pytest.fixture(scope="module")
+def pkgs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("refused")
+    key, pub = make_keypair(tmp / "keys")
+    return {"v1": make_package(tmp, kind="vision", version="1.0.0", key=key, seed=1), "pub": pub}
+
+
+async def test_a_refused_version_is_set_aside_refused_and_declined_whoever_signed_it(tmp_path, pkgs):
+    data = tmp_path / "data"
+    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
+    s = ModelSlot("vision", cfg, data, [pkgs["pub"]])
+    await s.start()
+    await s.stop()
+    (folder,) = (data / "models" / "vision").glob("part-inspection-1.0.0-*")
+
+    refusing = cfg.model_copy(update={"refused_versions": ("1.0.0",)})
+    s = ModelSlot("vision", refusing, data, [pkgs["pub"]])
+    with pytest.raises(SlotError, match=r"cannot start on .*1\.0\.0 is a version this agent refuses"):
+        await s.start()  # the installed folder set aside, and the configured package (the same) refused
+    assert not folder.exists() and (folder.parent / ".rejected" / folder.name).is_dir()
+
+    mgr = ModelManager({"vision": s}, SimpleNamespace(data_dir=data))
+    d = SimpleNamespace(
+        slot="vision",
+        package="part-inspection",
+        version="1.0.0",
+        digest="ab" * 32,
+        deployment_id="dep7:rollback",  # an admin's rollback to it, too
+        rollback=True,
+    )
+    try:
+        await mgr.on_desired(SimpleNamespace(desired=[d], generation=3))
+        assert "vision" not in mgr.busy
+        async with asyncio.timeout(10):
+            await asyncio.gather(*list(mgr._tasks))
+        (why,) = mgr.declined.values()
+        assert "models.vision.refused_versions" in why, why
+        assert mgr.steps[-1]["step"] == "failed" and "refuses" in mgr.steps[-1]["reason"]
+    finally:
+        await mgr.stop()
+        await s.stop()
+    with pytest.raises(ValidationError, match=r"refused_versions\s+.*'1\.x' is not a semantic version"):
+        ModelConfig(name="part-inspection", refused_versions=["1.0.0", "1.x"])
