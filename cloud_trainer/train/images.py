@@ -600,7 +600,10 @@ def import_images(
         raise DatasetError(f"--max-megapixels must be a positive number of megapixels, got {max_megapixels}")
     if pixel_bits is not None and not 8 <= pixel_bits <= 16:
         raise DatasetError(f"--pixel-bits must be 8 to 16 (12 for a Mono12 camera), got {pixel_bits}")
-    log = log or (lambda m: print(m, file=sys.stderr))
+    if log is None:  # file names in the notes on one line, escapes shown, not obeyed (as in refusals)
+        from cloud_trainer.train.cli import one_line
+
+        log = lambda m: print(one_line(m), file=sys.stderr)  # noqa: E731
     src, out = Path(src), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DatasetError(f"{out} exists and is not empty; choose a new dataset folder")

@@ -204,3 +204,15 @@ def test_a_killed_imports_temporary_folder_is_removed_by_the_next_import_to_the_
     import_images(src, tmp_path / "ds", log=notes.append)
     assert not stale.exists() and running.is_dir() and elsewhere.is_dir()
     assert any(f"removed {stale}, left by an import to" in n and f"(process {dead})" in n for n in notes)
+
+
+def test_the_imports_notes_show_a_file_names_newline_or_escape_escaped_on_one_line(tmp_path, capsys):
+    """Refusals showed such names escaped; the notes (a file left out, a copy) printed them raw: a newline
+    split the note, a terminal escape in a name was obeyed by the terminal (here: clear the screen)."""
+    src = per_class(tmp_path / "src", {"ok": 20, "scratch": 2}, exts=(".png",))
+    shutil.copyfile(src / "ok" / "ok1.png", src / "ok" / "copy\nof ok1.png")
+    (src / "ok" / "notes\x1b[2J.txt").write_text("x")
+    import_images(src, tmp_path / "ds")
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "ok/notes\\x1b[2J.txt" in err
+    assert any(line.endswith("ok/ok1.png = ok/copy\\nof ok1.png") for line in err.splitlines()), err
