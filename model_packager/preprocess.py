@@ -60,16 +60,21 @@ def region_box(frame_h: int, frame_w: int, spec: ImagePreprocessing) -> tuple[in
 
 
 def heatmap_on_frame(
-    maps: list[np.ndarray], frame_hw: tuple[int, int], spec: ImagePreprocessing, max_side: int = 256
+    maps: list[np.ndarray],
+    frame_hw: tuple[int, int],
+    spec: ImagePreprocessing,
+    max_side: int = 256,
+    scaled: bool = False,
 ) -> np.ndarray:
     """The model's heat maps (one per tile, or one) placed where they belong in the frame, at a
     resolution of at most ``max_side`` pixels (overlapping tiles: the larger value; outside the
-    region: the lowest), scaled to [0, 1]. Resize it to the frame to overlay it."""
+    region: the lowest), scaled to [0, 1]. Resize it to the frame to overlay it. ``scaled``: the maps
+    are in [0, 1] already (an anomaly map in threshold units), kept as they are, 0 outside the region."""
     import cv2
 
     fh, fw = frame_hw
     f = min(1.0, max_side / max(fh, fw))
-    lo = float(min(m.min() for m in maps))
+    lo = 0.0 if scaled else float(min(m.min() for m in maps))
     out = np.full((max(1, round(fh * f)), max(1, round(fw * f))), lo, dtype=np.float32)
     rx, ry, rw, rh = region_box(fh, fw, spec)
     for m, (x, y, w, h) in zip(maps, tile_boxes(rh, rw, spec), strict=True):
@@ -80,6 +85,8 @@ def heatmap_on_frame(
         )
         part = cv2.resize(np.asarray(m, np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
         np.maximum(out[y0:y1, x0:x1], part, out=out[y0:y1, x0:x1])
+    if scaled:
+        return out
     hi = float(out.max())
     return (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
 
@@ -337,13 +344,11 @@ def interpret(
     n = pre.n_tiles if isinstance(pre, ImagePreprocessing) else 1
     if n == 1 or not isinstance(pre, ImagePreprocessing):
         res = _interpret_one(manifest, outputs)
-        if (
-            frame_hw is not None
-            and res.raw_heatmap is not None
-            and isinstance(pre, ImagePreprocessing)
-            and (pre.roi or pre.crop)
-        ):
-            res.heatmap = heatmap_on_frame([res.raw_heatmap], frame_hw, pre)
+        if frame_hw is not None and isinstance(pre, ImagePreprocessing) and (pre.roi or pre.crop):
+            if res.raw_heatmap is not None:
+                res.heatmap = heatmap_on_frame([res.raw_heatmap], frame_hw, pre)
+            elif res.heatmap is not None:  # an anomaly map, already in threshold units: placed as it is
+                res.heatmap = heatmap_on_frame([res.heatmap], frame_hw, pre, scaled=True)
         return res
     arrays = {k: np.asarray(v) for k, v in outputs.items()}
     for name, v in arrays.items():

@@ -49,7 +49,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         ap.add_argument(
             "--roi",
             type=_ints(4, "X,Y,WIDTH,HEIGHT"),
-            help="vision: look only at this pixel box of each frame (e.g. 320,160,640,640)",
+            help="vision and anomaly: look only at this pixel box of each frame (e.g. 320,160,640,640)",
         )
         ap.add_argument(
             "--tiles",

@@ -24,12 +24,26 @@ class AnomalyFamily(TrainerFamily):
         from cloud_trainer.train import anomaly
         from cloud_trainer.train.pipeline import GateFailed
 
+        # the vision family's geometry options this family does not take: refused rather than ignored (a
+        # model built without the tiles a user asked for misses the small defects they were meant to keep)
+        for opt, given, hint in (
+            ("--tiles", getattr(a, "tiles", None), "crop with --roi to the part and raise --size instead"),
+            ("--gray", getattr(a, "gray", False), "grey frames are read as they are (three equal channels)"),
+        ):
+            if given:
+                print(
+                    f"cloud-trainer build anomaly: {opt} is the vision family's option, not taken by the "
+                    f"anomaly family; {hint}",
+                    file=sys.stderr,
+                )
+                return 2
         st = anomaly.AnomalySettings(
             dataset=a.dataset,
             registry=a.registry,
             signing_key=s.signing_key,
             workdir=a.work or Path("var/builds/anomaly"),
             size=a.size or 128,
+            roi=list(a.roi) if getattr(a, "roi", None) else None,
             seed=a.seed,
             false_reject_rate=a.false_reject_rate,
             backbone_weights=a.backbone_weights,
