@@ -217,6 +217,20 @@ def _left_out(src: Path) -> list[str]:
             f"{shown}{', ...' if len(hidden) > 3 else ''}; rename {'them' if len(hidden) > 1 else 'it'} without "
             "the dot if they belong to the dataset"
         )
+    # files named otherwise that are images by their first bytes (a line camera's 'img_0001' without an
+    # extension, 'part.PNG ' with a space after it): said apart, with how to import them
+    by_content = [(name, kind) for name in other if (kind := _image_kind(src / name))]
+    if by_content:
+        n = len(by_content)
+        named = {name for name, _ in by_content}
+        other = [name for name in other if name not in named]
+        shown = ", ".join(f"{name!r} ({kind})" for name, kind in by_content[:3]) + (", ..." if n > 3 else "")
+        notes.append(
+            f"left out {n} file{'s' if n > 1 else ''} that {'are images' if n > 1 else 'is an image'} by "
+            f"content but not by name (no extension, or another): {shown}; give "
+            f"{'each' if n > 1 else 'it'} its extension ({', '.join(IMAGE_EXTS[:2])}, ...) to import "
+            f"{'them' if n > 1 else 'it'}"
+        )
     if other:
         n = len(other)
         notes.append(
@@ -225,6 +239,25 @@ def _left_out(src: Path) -> list[str]:
             + (", ..." if n > 3 else "")
         )
     return notes
+
+
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def _image_kind(path: Path) -> str | None:
+    """The kind of image a file is by its first bytes (PNG, JPEG, TIFF; BMP's two letters are too common
+    to tell), or None (not one, or unreadable: said elsewhere if it matters)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    return next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
 
 
 def _images_below(folder: Path) -> int:

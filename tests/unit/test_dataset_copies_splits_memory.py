@@ -135,12 +135,23 @@ def test_what_a_folder_holds_unlike_the_line_cameras_frames_is_said_at_import(tm
     img(src / "ok" / "strip.png", 301, size=(10000, 20))
     assert cv2.imwrite(str(src / "ok" / "capped.png"), np.zeros((64, 64, 3), np.uint8))
     (src / "ok" / "._00.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    # a line camera's file without an extension, a name with a space after its extension: images by content
+    (src / "ok" / "img_0001").write_bytes(
+        cv2.imencode(".png", np.full((64, 64, 3), 90, np.uint8))[1].tobytes()
+    )
+    (src / "ok" / "part.PNG ").write_bytes(
+        cv2.imencode(".jpg", np.full((64, 64, 3), 90, np.uint8))[1].tobytes()
+    )
+    (src / "ok" / "readme.txt").write_text("camera 3, shift B")
     notes: list[str] = []
     res = import_images(src, tmp_path / "ds", log=notes.append)
     assert res["counts"] == {"ok": 23, "scratch": 3}
     said = "\n".join(notes)
     assert "not read: 2 images in hidden folders or files" in said and "..dent/ (2 images)" in said
     assert "._00.png" not in said
+    assert "left out 2 files that are images by content but not by name" in said
+    assert "'ok/img_0001' (PNG), 'ok/part.PNG ' (JPEG); give each its extension" in said
+    assert "left out 1 file that is not a PNG, JPEG, BMP or TIFF image by its name: ok/readme.txt" in said
     assert "2 images far from the size 24 of the 26 images have (64x64)" in said
     assert "ok/one.png 1x1" in said and "ok/strip.png 10000x20" in said
     assert "one colour throughout" in said and "ok/capped.png" in said
