@@ -183,7 +183,10 @@ def _left_out(src: Path) -> list[str]:
         hidden += [
             (Path(root, d).relative_to(src).as_posix() + "/", n)
             for d in sorted(dirs)
-            if d.startswith(".") and not os.path.islink(Path(root, d)) and (n := _images_below(Path(root, d)))
+            if d.startswith(".")
+            and not _system_hidden(d)
+            and not os.path.islink(Path(root, d))
+            and (n := _images_below(Path(root, d)))
         ]
         hidden += [
             (Path(root, f).relative_to(src).as_posix(), 1)
@@ -260,10 +263,23 @@ def _image_kind(path: Path) -> str | None:
     return next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
 
 
+# hidden folders that systems keep on a drive or in a folder (a Mac's, Linux desktops' trash and
+# thumbnails): left out unsaid like SYSTEM_FOLDERS; compared in lower case, '.trash-1000' by its start
+SYSTEM_HIDDEN = frozenset(
+    {".trashes", ".spotlight-v100", ".fseventsd", ".temporaryitems", ".documentrevisions-v100", ".thumbnails"}
+)
+
+
+def _system_hidden(name: str) -> bool:
+    low = name.lower()
+    return low in SYSTEM_HIDDEN or low.startswith(".trash")
+
+
 def _images_below(folder: Path) -> int:
-    """How many files named as images lie in ``folder`` or below it (links not followed)."""
+    """How many files named as images lie in ``folder`` or below it (links not followed; what cannot be
+    listed is not counted: the folder is not read anyway)."""
     n = 0
-    for _root, _dirs, files in os.walk(folder, onerror=_unlistable, followlinks=False):
+    for _root, _dirs, files in os.walk(folder, followlinks=False):
         n += sum(Path(f).suffix.lower() in IMAGE_EXTS for f in files)
     return n
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -227,3 +228,28 @@ def test_the_imports_notes_show_a_file_names_newline_or_escape_escaped_on_one_li
     err = capsys.readouterr().err
     assert "\x1b" not in err and "ok/notes\\x1b[2J.txt" in err
     assert any(line.endswith("ok/ok1.png = ok/copy\\nof ok1.png") for line in err.splitlines()), err
+
+
+def test_a_drives_trash_or_an_unlistable_hidden_folder_neither_fails_the_import_nor_is_said(
+    tmp_path, monkeypatch
+):
+    """A USB stick's '.Trash-1000/' (deleted photos) and a Mac's '.Trashes/' are the system's: unsaid. A
+    hidden folder the importing user may not list (another user's trash) was skipped before the hidden
+    folders' images were counted, and must stay so, not refuse the import. (Root lists every folder, so
+    the listing is refused here the way the file system refuses it to another user.)"""
+    src = per_class(tmp_path / "src", {"ok": 20, "scratch": 3}, exts=(".png",))
+    for trash in (".Trash-1000", ".Trashes"):
+        img(src / trash / "files" / "old.png", 77)
+    locked = src / "ok" / ".private"
+    img(locked / "x.png", 78)
+    real = os.scandir
+
+    def listing(path="."):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", listing)
+    notes: list[str] = []
+    assert import_images(src, tmp_path / "ds", log=notes.append)["counts"] == {"ok": 20, "scratch": 3}
+    assert not any("hidden" in n for n in notes), notes
