@@ -766,6 +766,18 @@ def _repin(node_id: str, pinned: dict[int, str], array: list[str]) -> str:
     return f"ns={array.index(uri)};{m.group(2)}"
 
 
+def _claim_tag(node_id: str, browse: str, explicit: set[str], owners: dict[str, str]) -> str:
+    """The tag of a node configured without one: its browse name, unless that is another node's tag (a
+    configured ``tag``, or the browse name of a node before it: a Beckhoff ``MAIN.fbPump1.rSpeed`` and
+    ``MAIN.fbPump2.rSpeed`` are both ``rSpeed``, a Siemens ``"DB_Line1"."Temp"`` and ``"DB_Line2"."Temp"``
+    both ``Temp``); then its node id as configured. Before, both nodes' readings came under one tag, so a
+    rule or model on it took one pump's speed for the other's. ``owners`` (browse name -> node id) keeps
+    who has a name."""
+    if browse in explicit:
+        return node_id
+    return browse if owners.setdefault(browse, node_id) == node_id else node_id
+
+
 async def _resolve_node_id(client: Client, node_id: str) -> str:
     """``nsu=<uri>;<rest>`` → ``ns=<index>;<rest>`` using the server's namespace array."""
     m = _NSU.match(node_id.strip())
@@ -1309,7 +1321,11 @@ class OpcUaSource:
         self._gone: dict[ua.NodeId, asyncio.Task] = {}  # nodes the server said are gone, subscribed again
         self._back: set[ua.NodeId] = set()  # ... and good again on their old items
         self._gone_pause: dict[ua.NodeId, float] = {}  # node -> the pause before its item is made again
-        self._publishing_said: str | None = None  # the server's publishing interval, when far from asked
+        self._publishing_said: str | None = None
+        self._explicit_tags = {n.tag for n in settings.nodes if n.tag}
+        self._tag_owners: dict[
+            str, str
+        ] = {}  # a browse name taken as a tag -> the node id that has it  # the server's publishing interval, when far from asked
 
     def _on_oversize(self, size: int) -> None:
         self._oversize = size
@@ -1443,7 +1459,7 @@ class OpcUaSource:
             try:
                 async with asyncio.timeout(self.settings.connect_timeout_s):
                     node = client.get_node(await self._resolve(client, ns.node_id))
-                    tag = ns.tag or (await node.read_browse_name()).Name
+                    tag = ns.tag or self._default_tag(ns.node_id, (await node.read_browse_name()).Name)
                 silent = 0
             except TimeoutError:
                 silent += 1
@@ -1477,6 +1493,24 @@ class OpcUaSource:
                 await self._subscribe(client, groups)
         if self._write_targets or self.settings.heartbeat:
             await self._check_targets(client)
+
+    def _default_tag(self, node_id: str, browse: str) -> str:
+        """The tag of a node configured without one: its browse name, or its node id when another node of
+        this source has that name (``_claim_tag``), said once per node (notice ``tag_taken``). Who holds a
+        name is kept across connects, so a node missing at one connect does not hand its tag to another."""
+        tag = _claim_tag(node_id, browse, self._explicit_tags, self._tag_owners)
+        if tag != browse:
+            self.notices.note(
+                "tag_taken",
+                "opcua source %s: node %s has the browse name %r, which is already the tag of %s: its readings "
+                "are tagged %r so that the two are never mixed; give it a tag of its own (nodes[].tag)",
+                self.name,
+                node_id,
+                browse,
+                "a configured node" if browse in self._explicit_tags else self._tag_owners[browse],
+                tag,
+            )
+        return tag
 
     async def _stated_rate(self, client: Client, ns, tag: str, node: Node, rate_nodes: dict) -> None:
         """Read the rate the server states for a waveform node (its rate node, into ``rate_nodes``, is
@@ -2310,13 +2344,16 @@ async def check_server(
         nodes: list[str | None] = []
         tags: list[str | None] = []
         held: dict[str, Node] = {}
+        explicit = {n.tag for n in settings.nodes if n.tag}
+        owners: dict[str, str] = {}  # as the source names them (``_claim_tag``)
         for ns in settings.nodes:
             try:
                 node = await _node(client, ns.node_id, cache)
                 browse = (await node.read_browse_name()).Name
+                tag = ns.tag or _claim_tag(ns.node_id, browse, explicit, owners)
                 nodes.append(None)
-                tags.append(ns.tag or browse)
-                held[ns.tag or browse] = node
+                tags.append(tag)
+                held[tag] = node
             except OpcUaNodeError as e:
                 nodes.append(str(e))
                 tags.append(None)

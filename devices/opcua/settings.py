@@ -161,6 +161,14 @@ class OpcUaSettings(_Model):
                 "with security_mode None the password may cross the network in clear text (unless the "
                 "server's user token policy encrypts it); use security_mode Sign or SignAndEncrypt",
             )
+        for i, (n, t) in enumerate(zip(self.nodes, self._default_tags(), strict=True)):
+            if n.tag is None and t == n.node_id:
+                report.warning(
+                    f"sources.{name}.nodes[{i}].tag",
+                    f"not set, and the browse name of {n.node_id!r} is likely {guess_tag(n.node_id)!r}, another "
+                    f"node's tag: its readings will be tagged {n.node_id!r} so that the two are never mixed; "
+                    "give it a tag of its own",
+                )
         if self.security_mode is not SecurityMode.NONE and not self.server_certificate_file:
             report.warning(
                 f"sources.{name}.server_certificate_file",
@@ -172,13 +180,26 @@ class OpcUaSettings(_Model):
         """The tags this source will produce, known offline, and whether some are guesses (browse names
         read from string NodeIds); None when a node's cannot be guessed (numeric, GUID, opaque ids)."""
         tags, guessed = set(), False
-        for n in self.nodes:
-            t = n.tag or guess_tag(n.node_id)
+        for n, t in zip(self.nodes, self._default_tags(), strict=True):
             if t is None:
                 return None
             guessed |= n.tag is None
             tags.add(t)
         return tags, guessed
+
+    def _default_tags(self) -> list[str | None]:
+        """Each node's tag as the source will name it, browse names guessed (``guess_tag``): a node whose
+        browse name is another node's tag (configured, or the same name of a node before it) is tagged by
+        its node id (``devices.opcua.client._claim_tag``)."""
+        explicit = {n.tag for n in self.nodes if n.tag}
+        owners: dict[str, str] = {}
+        out: list[str | None] = []
+        for n in self.nodes:
+            t = n.tag or guess_tag(n.node_id)
+            if n.tag is None and t is not None:
+                t = n.node_id if t in explicit or owners.setdefault(t, n.node_id) != n.node_id else t
+            out.append(t)
+        return out
 
 
 def guess_tag(node_id: str) -> str | None:

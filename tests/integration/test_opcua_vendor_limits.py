@@ -96,7 +96,9 @@ async def test_a_plc_taking_few_items_per_call_gets_every_tag_and_its_structures
         await obj.add_variable(ua.NodeId(name, idx), name, float(i))
     refused = await _limit_operations(srv, 10, stated)
     await srv.start()
-    src = OpcUaSource("plc", _settings(port, [{"node_id": f"ns={idx};s={n}"} for n in ["Press1", *names]]))
+    # the type load runs on this process's loop, beside the server's: give the state check its default time
+    nodes = [{"node_id": f"ns={idx};s={n}"} for n in ["Press1", *names]]
+    src = OpcUaSource("plc", _settings(port, nodes, connect_timeout_s=5.0))
     want = set(names) | {"Press1/Force", "Press1/Axis/Pos"}
     got: dict[str, float] = {}
 
@@ -280,3 +282,65 @@ async def test_a_node_a_plc_download_took_away_and_made_again_gives_values_again
         await srv.stop()
     assert values == [(1.0, "good"), (None, "bad"), (2.0, "good"), (5.0, "good")], values
     assert src.stats.reconnects == 0 and src.notices.counts == {"node_gone": 1}, src.notices.status()
+
+
+async def test_nodes_sharing_a_browse_name_get_tags_of_their_own_and_siemens_quoted_ids_are_read_and_written() -> (
+    None
+):
+    """Two Beckhoff pumps' speeds, ``MAIN.fbPump1.rSpeed`` and ``MAIN.fbPump2.rSpeed``, both have the browse
+    name ``rSpeed``, the default tag; two Siemens data blocks both hold ``"Temp Öl"``. The first keeps the
+    browse name, a configured tag takes precedence, and a node whose browse name is taken is tagged by its
+    node id (said once, and by validate); the tags hold across a reconnect, and validate --online gives the
+    same. Before, both pumps' values came under ``rSpeed``, so a rule on it took one pump's speed for the
+    other's. Siemens ids with quotes, dots, a space and non-ASCII are read and written as the YAML gives
+    them."""
+    import yaml
+
+    from devices.opcua.client import check_server
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC1")
+    ids = ["MAIN.fbPump1.rSpeed", "MAIN.fbPump2.rSpeed", '"DB_Line1"."Temp Öl"', '"DB_Line2"."Temp Öl"']
+    made = []
+    for i, s in enumerate(ids):
+        made.append(await obj.add_variable(ua.NodeId(s, idx), s.split(".")[-1].strip('"'), float(i)))
+    await made[2].set_writable()
+    await srv.start()
+    text = f"""
+nodes:
+  - node_id: ns={idx};s=MAIN.fbPump1.rSpeed
+  - node_id: ns={idx};s=MAIN.fbPump2.rSpeed
+  - node_id: ns={idx};s="DB_Line1"."Temp Öl"
+  - node_id: ns={idx};s="DB_Line2"."Temp Öl"
+    tag: Temp Öl
+"""
+    settings = _settings(port, yaml.safe_load(text)["nodes"])
+    pump2, line1 = f"ns={idx};s=MAIN.fbPump2.rSpeed", f'ns={idx};s="DB_Line1"."Temp Öl"'
+    want = {"rSpeed": 0.0, pump2: 1.0, line1: 2.0, "Temp Öl": 3.0}
+    assert settings.known_tags() == (set(want), True)
+    src = OpcUaSource("plc", settings)
+    got: dict[str, float] = {}
+
+    async def until(n: int) -> None:
+        async for r in src.items():
+            got[r.tag] = r.value
+            if len(got) == n:
+                return
+
+    try:
+        await src.start()
+        await asyncio.wait([asyncio.create_task(until(4))], timeout=20.0)
+        first = dict(got)
+        got.clear()
+        src._lost.set()  # the connection is lost: a fresh session names the nodes again
+        await asyncio.wait([asyncio.create_task(until(4))], timeout=20.0)
+        await src.write(line1, 21.5)
+        written = await made[2].read_value()
+        online = await check_server(settings, [])
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert first == want and got == want, (first, got)
+    assert src.stats.reconnects == 1 and src.notices.counts["tag_taken"] == 4, src.notices.status()
+    assert written == 21.5
+    assert online[2] == list(want), online[2]
