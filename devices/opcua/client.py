@@ -24,7 +24,10 @@ much slower sampling interval, is said once per node (``queue_revised`` / ``samp
 values it then drops are never reported; a value whose status carries the Overflow bit
 (the server dropped older ones before it) is counted per tag (``overflows``, ``queue_overflow``). No
 message from the server over ``max_message_bytes`` is held in memory: the connection is closed, counted
-as ``too_large``, and the source reconnects.
+as ``too_large``, and the source reconnects. Calls carrying many items go to the server in parts of
+at most its OperationLimits (``_split_operations``). A node without ``tag`` whose browse name is another
+node's tag is tagged by its node id (``_claim_tag``). A node the server says is gone (BadNodeIdUnknown: a
+PLC program download) has its monitored item made again until the server takes it (``_node_gone``).
 
 Errors (all ``OpcUaError``, itself a ``devices.base.DeviceError``)::
 
