@@ -17,6 +17,8 @@ from pydantic import ValidationError
 from edge_agent.models.config import ModelConfig
 from edge_agent.models.manager import ModelManager
 from edge_agent.models.slot import ModelSlot, SlotError
+from edge_agent.models.store import ModelStore
+from model_packager import load_trusted_keys
 from tests.support.models import make_keypair, make_package
 
 
@@ -30,10 +32,9 @@ def pkgs(tmp_path_factory):
 async def test_a_refused_version_is_set_aside_refused_and_declined_whoever_signed_it(tmp_path, pkgs):
     data = tmp_path / "data"
     cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
-    s = ModelSlot("vision", cfg, data, [pkgs["pub"]])
-    await s.start()
-    await s.stop()
-    (folder,) = (data / "models" / "vision").glob("part-inspection-1.0.0-*")
+    store = ModelStore(data / "models" / "vision")  # 1.0.0 installed and serving before the config refused it
+    folder = store.install(pkgs["v1"], load_trusted_keys([pkgs["pub"]])).root
+    store.set_current(folder, None)
 
     refusing = cfg.model_copy(update={"refused_versions": ("1.0.0",)})
     s = ModelSlot("vision", refusing, data, [pkgs["pub"]])

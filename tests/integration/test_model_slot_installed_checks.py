@@ -17,6 +17,8 @@ import yaml
 from devices.base import Frame
 from edge_agent.models.config import ModelConfig
 from edge_agent.models.slot import ModelSlot, SlotError
+from edge_agent.models.store import ModelStore
+from model_packager import load_trusted_keys
 from tests.support.models import make_keypair, make_package
 
 
@@ -152,11 +154,10 @@ async def test_a_package_digest_that_does_not_fit_the_signed_manifest_is_caught(
     """``.package-digest`` is not signed (the package file it names is not kept), yet it is what the agent reports
     it runs and what the fleet's desired state is compared with: one edited (or another version's folder copied in
     under this one's name) made the agent report, and confirm as running, a package it did not serve."""
-    cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
-    s = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
-    await s.start()
-    real = s.status()["digest"]
-    await s.stop()
+    store = ModelStore(tmp_path / "data" / "models" / "vision")  # installed and serving before
+    opened = store.install(pkgs["v1"], load_trusted_keys([pkgs["pub"]]))
+    store.set_current(opened.root, None)
+    real = opened.digest
     # the digest of the version the fleet wants, say
     folder = _installed(tmp_path)
     (folder / ".package-digest").write_text("f" * 64)

@@ -16,6 +16,7 @@ import pytest
 from edge_agent.config import ConfigError, parse_config
 from edge_agent.models.config import ModelConfig
 from edge_agent.models.slot import ModelSlot, SlotError
+from edge_agent.models.store import ModelStore
 from model_packager import SignatureError, load_trusted_keys
 from tests.support.models import make_keypair, make_package
 
@@ -68,10 +69,9 @@ def test_a_trusted_key_every_user_can_change_is_refused_naming_it(tmp_path, pkgs
 async def test_the_start_refuses_writable_trusted_keys_and_keeps_the_installed_package(tmp_path, pkgs):
     keys = _folder(tmp_path, pkgs["pub"], "keys", 0o755)
     cfg = ModelConfig(package=str(pkgs["v1"]), name="part-inspection", engine="onnxruntime")
-    s = ModelSlot("vision", cfg, tmp_path / "data", [keys])
-    await s.start()
-    await s.stop()
-    (folder,) = (tmp_path / "data" / "models" / "vision").glob("part-inspection-1.0.0-*")
+    store = ModelStore(tmp_path / "data" / "models" / "vision")  # installed and serving before
+    folder = store.install(pkgs["v1"], load_trusted_keys([keys])).root
+    store.set_current(folder, None)
     os.chmod(keys, 0o777)
     s = ModelSlot("vision", cfg, tmp_path / "data", [keys])
     with pytest.raises(SlotError, match=rf"trusted key folder {keys}: .*chmod o-w {keys}`"):
