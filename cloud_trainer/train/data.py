@@ -152,7 +152,9 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
     max_mp = dataset_max_megapixels(folder)
     images, labels, ids, mask_list = [], [], [], []
     lines = labels_file.read_text().splitlines()
-    memory = _MemoryBudget(folder, sum(1 for line in lines if line.strip()))
+    memory = _MemoryBudget(
+        folder, sum(1 for line in lines if line.strip()), " with their tiles and masks" * masks
+    )
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -169,7 +171,8 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
         data, img = read_image_file(path, cv2.IMREAD_COLOR, max_mp, f"{labels_file.name} line {n}")
         h.update(hashlib.sha256(data).digest())
         h.update(label.encode())
-        memory.add(img)
+        # a tiled build (masks) copies each image's tiles beside it and holds its grey mask: 2 1/3 times
+        memory.add(img, img.nbytes * 4 // 3 if masks else 0)
         images.append(img)
         labels.append(classes.index(label))
         ids.append(str(row.get("id", file)))
@@ -202,20 +205,21 @@ class _MemoryBudget:
     with its figures, rather than the build being killed for want of memory part-way (a 5-MP colour
     image takes 15 MB decoded: 5,000 of them 75 GB)."""
 
-    def __init__(self, folder: Path, count: int):
-        self.folder, self.count, self.read, self.bytes = folder, count, 0, 0
+    def __init__(self, folder: Path, count: int, beside: str = ""):
+        self.folder, self.count, self.read, self.bytes, self.beside = folder, count, 0, 0, beside
         free = memory_available_bytes()
         self.free, self.budget = free, None if free is None else int(free * MEMORY_SHARE)
 
-    def add(self, img: np.ndarray) -> None:
+    def add(self, img: np.ndarray, beside: int = 0) -> None:
+        """One image read, and ``beside`` bytes that training will hold for it (tiles, a mask)."""
         self.read += 1
-        self.bytes += img.nbytes
+        self.bytes += img.nbytes + beside
         if self.budget is None or self.free is None:
             return
         whole = self.bytes * self.count // self.read
         if self.bytes > self.budget or (self.read >= min(16, self.count) and whole > self.budget):
             raise DatasetError(
-                f"{self.folder}: its {self.count} images take about {_amount(whole)} decoded (the first "
+                f"{self.folder}: its {self.count} images take about {_amount(whole)} decoded{self.beside} (the first "
                 f"{self.read}: {_amount(self.bytes)}), and training holds them all in memory; "
                 f"{_amount(self.free)} is free here. Import them smaller (cropped to the part, or scaled to "
                 "what the model needs), or fewer, or build on a machine with more memory"

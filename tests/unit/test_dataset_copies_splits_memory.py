@@ -253,3 +253,24 @@ def test_a_drives_trash_or_an_unlistable_hidden_folder_neither_fails_the_import_
     notes: list[str] = []
     assert import_images(src, tmp_path / "ds", log=notes.append)["counts"] == {"ok": 20, "scratch": 3}
     assert not any("hidden" in n for n in notes), notes
+
+
+def test_a_tiled_builds_memory_counts_the_tiles_and_masks_it_holds_beside_the_images(tmp_path, monkeypatch):
+    """A tiled build (masks) copies every image's tiles beside it and holds its mask: 2 1/3 times the
+    images. A budget the images alone fit in let a tiled build run out of memory part-way."""
+    src = tmp_path / "mv"
+    for i in range(20):
+        img(src / "train" / "good" / f"{i:03d}.png", i)
+    img(src / "test" / "good" / "000.png", 50)
+    for i in range(2):
+        img(src / "test" / "dent" / f"{i:03d}.png", 60 + i)
+        m = np.zeros((10, 12), np.uint8)
+        m[2:5, 3:6] = 255
+        (src / "ground_truth" / "dent").mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(src / "ground_truth" / "dent" / f"{i:03d}_mask.png"), m)
+    import_images(src, tmp_path / "ds", log=lambda m: None)
+    images = 23 * 10 * 12 * 3
+    monkeypatch.setattr(D, "memory_available_bytes", lambda: int(images * 1.2 / D.MEMORY_SHARE))
+    assert len(load_parts(tmp_path / "ds").images) == 23  # whole frames: they fit
+    with pytest.raises(DatasetError, match=r"its 23 images take about .* decoded with their tiles and masks"):
+        load_parts(tmp_path / "ds", masks=True)
