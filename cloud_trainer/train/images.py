@@ -51,6 +51,9 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff")
 GOOD_NAMES = ("ok", "good", "pass", "okay", "normal", "nominal")
 MIN_GOOD = {"classifier": 20, "anomaly": 20}  # AWS Lookout for Vision's floor: 20 normal images
 MIN_DEFECT = 2  # per defect class: at least one for validation and one for training
+PROGRESS_S = (
+    15.0  # a progress line this often: 5,000 5-MP photos take ~11 minutes, a silent terminal looks hung
+)
 
 
 # folders that operating systems and NAS boxes add to a copy of the user's folders, never part images:
@@ -640,8 +643,10 @@ def import_images(
     log=None,
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     pixel_bits: int | None = None,
+    progress_s: float = PROGRESS_S,
 ) -> dict:
-    """``src`` (folder per class or MVTec AD) → a dataset folder ``out``; returns a summary. An image
+    """``src`` (folder per class or MVTec AD) → a dataset folder ``out``; returns a summary; every
+    ``progress_s`` seconds of reading, a line says how far it is. An image
     whose header declares more than ``max_megapixels`` is refused before it is decoded; the limit is
     recorded in ``dataset.yaml`` for the trainer's reading of the same files. 16-bit images are stored as
     8-bit PNG by ``pixel_bits`` (the bits that carry the image), as the agent's camera reads them."""
@@ -674,7 +679,8 @@ def import_images(
     tmp = out.parent / f".{out.name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:  # made inside: a stop signal handled the moment mkdir returns still removes it
         tmp.mkdir()
-        summary, copies, shapes, flat = _write(found, src, tmp, max_megapixels, pixel_bits)
+        progress = _Progress(len(found.items), progress_s, log)
+        summary, copies, shapes, flat = _write(found, src, tmp, max_megapixels, pixel_bits, progress)
         if copies:  # left out: the classes must still hold enough images without them
             left = {id(a) for a, _ in copies}
             check(
@@ -741,8 +747,32 @@ def _remove_stale(out: Path, log) -> None:
         log(f"dataset import: removed {p}, left by an import to {out} that was killed (process {pid})")
 
 
+class _Progress:
+    def __init__(self, total: int, every_s: float, log) -> None:
+        import time
+
+        self.total, self.every_s, self.log, self.clock = total, every_s, log, time.monotonic
+        self.started = self.last = self.clock()
+
+    def step(self, done: int) -> None:
+        now = self.clock()
+        if now - self.last >= self.every_s and done < self.total:
+            self.last = now
+            left = (now - self.started) / done * (self.total - done)
+            eta = f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s"
+            self.log(
+                f"dataset import: {done} of {self.total} images read ({100 * done // self.total} %), "
+                f"about {eta} left"
+            )
+
+
 def _write(
-    found: Found, src: Path, dst: Path, max_megapixels: float, pixel_bits: int | None
+    found: Found,
+    src: Path,
+    dst: Path,
+    max_megapixels: float,
+    pixel_bits: int | None,
+    progress: _Progress | None = None,
 ) -> tuple[dict, list[tuple[_Item, _Item]], list[tuple[str, int, int]], list[str]]:
     """The dataset folder's files in ``dst``; (its summary, the copies left out: (copy, the image kept), each
     image's (source, height, width), the images of one colour)."""
@@ -761,7 +791,9 @@ def _write(
     flat: list[str] = []  # images of one colour: a covered lens, a missed trigger, a blank export
     k = 0
     with open(dst / "labels.jsonl", "w") as f:
-        for it in found.items:
+        for done, it in enumerate(found.items):
+            if progress is not None and done:
+                progress.step(done)
             data, img, suffix = _decode(it.path, max_megapixels, pixel_bits)
             digest = hashlib.sha256(data).digest()
             seen = first.setdefault(_pixels_key(img), [])
