@@ -35,6 +35,7 @@ Limits: one broker per source; QoS 2 is not offered.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import functools
 import json
@@ -144,17 +145,85 @@ def _sparkplug_value(dt: sp.DataType, value: Any, where: str) -> Any:
 
 
 class _BatchChannel(Channel):
-    """``Channel`` that wakes the loop only when its consumer may be asleep, and hands over batches.
+    """``Channel`` that wakes the loop only when its consumer may be asleep, hands over batches, and, when
+    full, drops from the topic that holds the most of it.
 
     Waking the loop costs a self-pipe write per ``call_soon_threadsafe``; at 10k+ msg/s that
     alone halved ingest (bench/mqtt_bench.py). A wake-up is scheduled only when none is pending.
+
+    Full (``queue_max_items`` messages, or ``queue_max_bytes`` of payload: the newest message is always
+    kept), the oldest message of the topic holding the most messages goes, not the oldest of all: a node
+    publishing thousands of messages a second on one topic loses its own redundant ones, and the one
+    message of a quiet topic (a temperature crossing its alarm threshold, a Sparkplug birth) that arrived
+    among them is kept. Order is kept across topics (a birth before its data). Each drop is counted in
+    ``stats.dropped`` and by topic (``dropped_by_topic``, bounded); a dropped entry stays in the queue as
+    a shell without its payload (topic None, skipped as a wake-up is) until the consumer takes it.
     """
 
     _wake_pending = False
+    MAX_TOPICS_COUNTED = 100  # topic names whose drops are counted apart (they come from outside)
 
-    def _wake(self) -> None:
-        self._wake_pending = False
-        self._event.set()
+    def __init__(self, maxsize: int, stats: DeviceStats, max_bytes: int = 2**62) -> None:
+        super().__init__(maxsize, stats)
+        self._max_bytes = max_bytes
+        self._live = 0  # messages queued and not dropped
+        self._bytes = 0  # their payload
+        self._by_topic: dict[str, collections.deque[list]] = {}  # topic -> its queued entries, oldest first
+        self._heavy: str | None = None  # the topic holding the most (kept up to date on each push)
+        self._heavy_n = 0  # its queued messages
+        self._compact_at = 2 * maxsize + 64
+        self.dropped_by_topic: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return self._live
+
+    def _push(self, item: Any) -> None:
+        if type(item) is not list:  # the entry is marked in place when dropped
+            item = list(item)
+        topic = item[0]
+        size = len(item[1])
+        with self._lock:
+            if self._live >= self._maxsize or self._bytes + size > self._max_bytes:
+                while self._live and (self._live >= self._maxsize or self._bytes + size > self._max_bytes):
+                    self._drop_heaviest()
+            by_topic = self._by_topic
+            mine = by_topic.get(topic)
+            if mine is None:
+                mine = by_topic[topic] = collections.deque()
+            mine.append(item)
+            if len(mine) > self._heavy_n:
+                self._heavy, self._heavy_n = topic, len(mine)
+            self._items.append(item)
+            self._live += 1
+            self._bytes += size
+            self._stats.received += 1
+            if len(self._items) > self._compact_at:  # shells of dropped entries: compacted now and then
+                self._items = collections.deque(e for e in self._items if e[0] is not None)
+
+    def _drop_heaviest(self) -> None:
+        # the heaviest as last seen (its count only falls by drops, and a topic passing it takes its place)
+        topic = self._heavy
+        mine = self._by_topic.get(topic) if topic is not None else None
+        if topic is None or not mine:  # not known (after a hand-over): the longest now; a scan of the topics
+            topic, mine = max(self._by_topic.items(), key=lambda kv: len(kv[1]))
+            self._heavy = topic
+        entry = mine.popleft()
+        self._heavy_n = len(mine)
+        if not mine:
+            del self._by_topic[topic]
+            self._heavy = None
+        self._live -= 1
+        self._bytes -= len(entry[1])
+        entry[0], entry[1] = None, b""  # a shell: skipped by the consumer, its payload freed now
+        self._stats.dropped += 1
+        counted = self.dropped_by_topic
+        n = counted.get(topic)
+        if n is not None:
+            counted[topic] = n + 1
+        elif len(counted) < self.MAX_TOPICS_COUNTED:
+            counted[topic] = 1
+        else:
+            counted[""] = counted.get("", 0) + 1  # "": other topics
 
     def put_threadsafe(self, item: Any) -> None:
         self._push(item)
@@ -168,12 +237,13 @@ class _BatchChannel(Channel):
             except RuntimeError:  # loop closing: the item stays queued
                 self._wake_pending = False
 
+    def _wake(self) -> None:
+        self._wake_pending = False
+        self._event.set()
+
     def wake_threadsafe(self) -> None:
         """Wake the consumer with an item that is no message (topic None; not counted as received)."""
         with self._lock:
-            if len(self._items) >= self._maxsize:
-                self._items.popleft()
-                self._stats.dropped += 1
             self._items.append((None, b"", 0.0, False))
         loop = self._loop
         if loop is not None and not loop.is_closed():
@@ -182,6 +252,13 @@ class _BatchChannel(Channel):
             except RuntimeError:  # loop closing: nothing to wake
                 pass
 
+    def take_drops(self) -> dict[str, int]:
+        """The messages dropped by topic since the last call ("": topics past ``MAX_TOPICS_COUNTED``)."""
+        with self._lock:
+            out = dict(self.dropped_by_topic)
+            self.dropped_by_topic.clear()
+        return out
+
     async def get_many(self) -> list[Any]:
         """Every queued item (at least one); raises ``EOFError`` once closed and drained."""
         while True:
@@ -189,6 +266,9 @@ class _BatchChannel(Channel):
                 if self._items:
                     items = list(self._items)
                     self._items.clear()
+                    self._by_topic.clear()
+                    self._heavy, self._heavy_n = None, 0
+                    self._live = self._bytes = 0
                     return items
                 if self._closed:
                     raise EOFError
@@ -202,7 +282,7 @@ class MqttSource:
         self.settings = settings
         self.stats = DeviceStats()
         self.state = ConnectionState.STOPPED
-        self._channel = _BatchChannel(settings.queue_max_items, self.stats)
+        self._channel = _BatchChannel(settings.queue_max_items, self.stats, settings.queue_max_bytes)
         self._burst = BurstLogger(log)
         self._client: paho.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -483,7 +563,7 @@ class MqttSource:
                 f"({self._max_bytes}); skipped undecoded",
             )
             return
-        self._channel.put_threadsafe((topic, msg.payload, time.time(), msg.retain))
+        self._channel.put_threadsafe([topic, msg.payload, time.time(), msg.retain])
 
     # ---- errors ----------------------------------------------------------------------------
     def _notice(self, key: str, msg: str, n: int = 1) -> None:
@@ -667,6 +747,8 @@ class MqttSource:
             except EOFError:
                 return
             last_wake = time.monotonic()
+            if self._channel.dropped_by_topic:
+                self._queue_full(self._channel.take_drops())
             if self._sessions_seen != self._sessions:  # reconnected: the new connection's messages may follow
                 self._sessions_seen = self._sessions
                 # a primary host asks its rebirths after its STATE birth, the first message of a connection
@@ -689,6 +771,37 @@ class MqttSource:
                     readings = self.decode(topic, payload, received_at)
                 for r in readings:
                     yield r
+
+    def _queue_full(self, drops: dict[str, int]) -> None:
+        """Messages the full hand-over queue dropped, named: one WARNING (``queue_full``, all of them)
+        naming the topic that lost the most, then a count per topic (``queue_full:<topic>``)."""
+        top = max(drops, key=drops.__getitem__)
+        s = self.settings
+        self.notices.note(
+            "queue_full",
+            "mqtt source %r: messages arrive faster than the agent reads them; the hand-over queue is full "
+            "(queue_max_items %d, queue_max_bytes %d) and the oldest messages of the topic holding the most "
+            "are dropped, first of %r (each topic's drops: queue_full:<topic>); other topics keep theirs. "
+            "Slow the device down or narrow the subscription",
+            self.name,
+            s.queue_max_items,
+            s.queue_max_bytes,
+            top or "(other topics)",
+            n=sum(drops.values()),
+        )
+        counts = self.notices.counts
+        for topic, n in drops.items():
+            key = f"queue_full:{topic or '(other topics)'}"
+            if key not in counts and sum(k.startswith("queue_full:") for k in counts) >= 100:
+                key = "queue_full:(other topics)"  # bounded: topic names come from outside
+            self.notices.note(
+                key,
+                "mqtt source %r: topic %r: messages dropped from the full hand-over queue",
+                self.name,
+                topic or "(other topics)",
+                n=n,
+                level=logging.INFO,
+            )
 
     def _retained(self, topic: str, readings: list[Reading]) -> list[Reading]:
         """The readings of a retained message, by its subscription's ``retained``. The broker keeps a

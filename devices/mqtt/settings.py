@@ -181,7 +181,16 @@ class MqttSettings(_Model):
     password: SecretStr | None = None
     subscriptions: list[Subscription] = Field(default_factory=list)
     queue_max_items: int = Field(
-        10_000, ge=1, description="bounded hand-over queue; oldest message dropped when full"
+        10_000,
+        ge=1,
+        description="bounded hand-over queue; when full, the oldest message of the topic holding the most "
+        "is dropped (counted by topic)",
+    )
+    queue_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="the hand-over queue's bound on payload bytes, as queue_max_items on messages (the "
+        "newest message is always kept): 10,000 large messages would otherwise be held at once",
     )
     max_message_bytes: int = Field(
         8 * 1024 * 1024,

@@ -4,9 +4,15 @@ into a source's own hand-over queue as paho's thread would put it, so that its s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.mqtt.client import MqttSource
+from devices.mqtt.settings import MqttSettings
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
 from tests.support.waits import until
@@ -74,3 +80,86 @@ async def test_a_flooded_sources_burst_does_not_hold_another_sources_rule(tmp_pa
         await until(lambda: agent.actions.stats["trip"]["ok"] >= 1, what="the trip published")
     finally:
         await agent.stop()
+
+
+async def _held(port: int, **kw) -> MqttSource:
+    """An MQTT source subscribed to a flooding node and a quiet cell, whose readings are not taken yet."""
+    subs = [
+        {"topic": "flood/#", "qos": 1},
+        {
+            "topic": "cell/temp",
+            "qos": 1,
+            "json_mapping": {"values": {"t": "Temp"}, "tag_prefix_topic": False},
+        },
+    ]
+    src = MqttSource("mq", MqttSettings(port=port, subscriptions=subs, **kw))
+    await src.start()
+    await until(lambda: src.subscribed.is_set(), what="the SUBACK")
+    return src
+
+
+def _publish(port: int, messages: list[tuple[str, bytes]]) -> None:
+    c = paho.Client(CallbackAPIVersion.VERSION2)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    try:
+        for topic, payload in messages:  # one connection, QoS 1: delivered in this order
+            c.publish(topic, payload, qos=1)
+        c.publish("flood/end", b'{"v": -1}', qos=1).wait_for_publish(5)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+
+
+async def _drain(src: MqttSource) -> list:
+    got: list = []
+
+    async def run() -> None:
+        async for r in src.items():
+            got.append(r)
+
+    task = asyncio.create_task(run())
+    await until(lambda: len(src._channel) == 0 and got, what="the queue taken")
+    await asyncio.sleep(0)  # the batch taken is read without suspending: it is all in `got` by now
+    task.cancel()
+    return got
+
+
+async def test_a_full_mqtt_queue_drops_the_flooding_topics_messages_and_keeps_the_quiet_ones(mosquitto):
+    # The hand-over queue dropped the oldest message of all when full: a node flooding one topic pushed out
+    # the one reading of another topic that arrived among its messages (an alarm threshold crossing), and
+    # the drops were one number without a name
+    src = await _held(mosquitto.port, queue_max_items=50)
+    try:
+        flood = [(f"flood/node{k % 2}", json.dumps({"v": k}).encode()) for k in range(220)]
+        await asyncio.to_thread(
+            _publish, mosquitto.port, flood[:20] + [("cell/temp", b'{"t": 60}')] + flood[20:]
+        )
+        await until(lambda: src.stats.received == 222, what="every message received")
+        got = await _drain(src)
+        assert [r.value for r in got if r.tag == "Temp"] == [60]
+        assert src.stats.dropped == 222 - 50 and len(got) == 50
+        notes = src.notices.counts
+        assert notes["queue_full"] == 172
+        assert notes["queue_full:flood/node0"] + notes["queue_full:flood/node1"] == 172
+        assert "queue_full:cell/temp" not in notes and "flood/node" in src.notices.messages["queue_full"]
+    finally:
+        await src.stop()
+
+
+async def test_the_mqtt_queue_is_bounded_in_bytes_as_in_messages(mosquitto):
+    # 10,000 messages of 8 MiB (max_message_bytes) could be held at once: 80 GB. The payload bytes are bound
+    # too; the newest message is always kept, however large
+    src = await _held(mosquitto.port, queue_max_bytes=64 * 1024)
+    try:
+        big = json.dumps({"v": [0.5] * 4000}).encode()  # ~20 KB each
+        await asyncio.to_thread(
+            _publish, mosquitto.port, [("flood/node1", big)] * 30 + [("cell/temp", b'{"t": 1}')]
+        )
+        await until(lambda: src.stats.received == 32, what="every message received")
+        assert src.stats.dropped >= 26  # 30 x 20 KB into 64 KiB
+        assert src._channel._bytes <= 64 * 1024
+        got = await _drain(src)
+        assert [r.value for r in got if r.tag == "Temp"] == [1]
+    finally:
+        await src.stop()
