@@ -840,6 +840,14 @@ def _explain(exc: BaseException, settings: OpcUaSettings) -> tuple[str, str]:
                 "PLC's OPC UA settings allow), or allow anonymous access on the server"
             )
         return "auth", f"login refused for user {settings.username!r} ({text}); check username/password"
+    if "toomanysessions" in low or "toomanysubscriptions" in low or "maxconnectionsreached" in low:
+        # a PLC holds few (an S7-1200: a handful of sessions, one or two subscriptions each)
+        return "connect", (
+            f"{text}: the server holds no more for this gateway; other clients (an HMI, an engineering "
+            "tool, another gateway), or sessions a cut connection left behind until their session timeout, "
+            "hold what it allows; tried again with the backoff; close the other clients or raise the PLC's "
+            "limit"
+        )
     return "connect", text
 
 

@@ -344,3 +344,37 @@ nodes:
     assert src.stats.reconnects == 1 and src.notices.counts["tag_taken"] == 4, src.notices.status()
     assert written == 21.5
     assert online[2] == list(want), online[2]
+
+
+async def test_a_plc_whose_only_subscription_another_client_holds_says_so_and_connects_once_it_is_free() -> (
+    None
+):
+    """A small PLC holds one subscription, and an HMI has it. The source is refused with
+    BadTooManySubscriptions, says that other clients (or sessions left behind) hold what the PLC allows, and
+    connects as soon as the HMI lets its subscription go. Before, it said the server's status alone."""
+    from asyncua import Client
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "S7-1200")
+    srv.iserver.max_subscriptions = 1
+    await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 1.0)
+    await srv.start()
+    hmi = Client(f"opc.tcp://127.0.0.1:{port}/plc/")
+    await hmi.connect()
+    held = await hmi.create_subscription(500, None)
+    src = OpcUaSource("plc", _settings(port, [{"node_id": f"ns={idx};s=Speed"}]))
+    try:
+        await src.start()
+        said = src.stats.last_error or ""
+        await held.delete()
+        for _ in range(1000):
+            if src.state.value == "connected":
+                break
+            await asyncio.sleep(0.02)
+        state = src.state.value
+    finally:
+        await src.stop()
+        await hmi.disconnect()
+        await srv.stop()
+    assert "BadTooManySubscriptions" in said and "other clients" in said and "tried again" in said, said
+    assert state == "connected"
