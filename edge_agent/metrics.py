@@ -9,7 +9,8 @@ Names follow Prometheus conventions (``_total`` counters, ``_seconds`` histogram
 ``edge_alarm_active{alarm,pipeline}``, ``edge_forward_total{forward,outcome}``, ``edge_rule_active{rule}``,
 ``edge_model_info{slot,...}``, ``edge_events_total{kind}``, ``edge_status_http_connections_total{outcome}``,
 ``edge_outbox_dropped_records_total{kind,cause}`` (records the outbox dropped: budget, retention, refused,
-write_failed, corrupt: not read back out of a corrupt store), and
+write_failed, corrupt: not read back out of a corrupt store, backlog: handed over faster than the disk
+commits them), and
 the process collector's RSS and CPU. Counts kept by the components themselves are read at scrape
 time by a collector and exposed as counters (never as gauges of a cumulative count).
 """

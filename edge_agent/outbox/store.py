@@ -131,6 +131,7 @@ MAX_RANGES = 2000  # seq ranges carried by one drop event; beyond, the cloud rec
 # How long append() waits for room in the hand-over queue before it drops the record (counted as
 # write_failed): the writer never stops, so this bounds a stall, and an agent's pipeline never hangs on it.
 APPEND_WAIT_S = 5.0
+APPEND_SOON_MAX = 10_000  # append_soon's appends waiting for the outbox's thread; then dropped (not alarms)
 CLOSE_WAIT_S = 10.0  # close() waits at most this long for the writer
 SALVAGE_S = 30.0  # at most this long copying what is still readable out of a corrupt file at open()
 # while running: appends are committed meanwhile, so the salvage of a large outbox may take longer
@@ -319,6 +320,13 @@ class Outbox:
         self.last_renewal: dict | None = None
         self._unreadable_told = False
         self._executor: ThreadPoolExecutor | None = None  # the async face's own thread (created by open())
+        self.soon_max = APPEND_SOON_MAX
+        self._soon_lock = threading.Lock()
+        self._soon_waiting = 0  # append_soon's appends not yet done
+        self._backlog: dict[
+            str, int
+        ] = {}  # kind -> records append_soon dropped, not yet counted in `dropped`
+        self._backlog_told = False
         self._executor_thread: threading.Thread | None = None
 
     @property
@@ -1040,16 +1048,51 @@ class Outbox:
 
     def append_soon(self, kind: str, payload: dict | bytes, **kw) -> Future | None:
         """Hand an append to the outbox's thread without waiting (for callers that cannot await, e.g.
-        event callbacks); a failure is logged. None when the outbox is not open."""
+        event callbacks); a failure is logged. None when the outbox is not open, or when ``soon_max``
+        appends already wait for that thread and this one is no alarm or event: it is dropped then,
+        counted as ``backlog:<kind>`` once an append is done (a forward of a flooding source's readings, ``outbox: true``, handed
+        over faster than the disk commits them grew a queue without bound; an append waits for room)."""
         ex = self._executor
         if ex is None:
+            return None
+        if self._soon_waiting >= self.soon_max and kind not in ("alarm", "event"):
+            # never self._lock here, on the event loop: the writer holds it through a DELETE (a budget drop)
+            with self._soon_lock:
+                self._backlog[kind] = self._backlog.get(kind, 0) + 1
+                first, self._backlog_told = not self._backlog_told, True
+            if first:
+                log.warning(
+                    "outbox %s: %d records wait for the outbox's thread (records handed over faster than the "
+                    "disk commits them: a forward with outbox: true of a source that floods the agent?); "
+                    "further %s records are dropped until it catches up (counted as backlog:<kind>)",
+                    self.dir,
+                    self._soon_waiting,
+                    kind,
+                )
             return None
         try:
             fut = ex.submit(self.append, kind, payload, **kw)
         except RuntimeError:  # closing
             return None
-        fut.add_done_callback(_log_failure)
+        with self._soon_lock:
+            self._soon_waiting += 1
+        fut.add_done_callback(self._soon_done)
         return fut
+
+    def _soon_done(self, fut: Future) -> None:
+        """An append_soon's append is done (on the outbox's thread): the drops of a backlog are counted here."""
+        with self._soon_lock:
+            self._soon_waiting -= 1
+            backlog, self._backlog = self._backlog, {}
+            if self._soon_waiting == 0:
+                self._backlog_told = False  # caught up: a new spell is said again
+        if backlog:
+            by_kind = Counter({f"backlog:{kind}": n for kind, n in backlog.items()})
+            with self._lock:
+                self.dropped.update(by_kind)
+                self.dropped_total.update(by_kind)
+                self._unpersisted.update(by_kind)  # durable with the next commit
+        _log_failure(fut)
 
     async def stats_async(self) -> dict:
         """``stats()`` (a SQLite query) off the event loop."""

@@ -163,3 +163,34 @@ async def test_the_mqtt_queue_is_bounded_in_bytes_as_in_messages(mosquitto):
         assert [r.value for r in got if r.tag == "Temp"] == [1]
     finally:
         await src.stop()
+
+
+def test_records_handed_to_the_outbox_faster_than_it_commits_are_bounded_and_counted(tmp_path):
+    # append_soon (a forward's readings with outbox: true, events) queued every record on the outbox thread's
+    # executor without bound: a flooding source's forward grew it by thousands a second (40,000 records and
+    # +70 MB in 16 s in the probe). Past soon_max waiting, a record is dropped and counted; alarms and events
+    # are never dropped so
+    import threading
+
+    from edge_agent.outbox.settings import OutboxSettings
+    from edge_agent.outbox.store import Outbox
+
+    ob = Outbox(OutboxSettings(), tmp_path / "data")
+    ob.open()
+    try:
+        ob.soon_max = 100
+        held = threading.Event()
+        assert ob._executor is not None
+        ob._executor.submit(held.wait, 30)  # the outbox's thread is busy (a slow disk)
+        for i in range(150):
+            ob.append_soon("telemetry", {"tag": "flood", "value": i})
+        alarm = ob.append_soon("alarm", {"alarm": "hot", "active": True})
+        assert alarm is not None and ob._executor._work_queue.qsize() == 101
+        held.set()
+        alarm.result(timeout=30)
+        ob.flush()
+        assert ob.dropped["backlog:telemetry"] == 50
+        kinds = [r.kind for r in ob.pending(1000, 10**8)]
+        assert kinds.count("telemetry") == 100 and kinds.count("alarm") == 1
+    finally:
+        ob.close()
