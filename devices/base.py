@@ -110,6 +110,10 @@ class Frame:
     unchanged_s: float = 0.0
 
 
+_DROPPED = object()  # a Channel entry dropped when full: skipped by the consumer
+MAX_KEYS_COUNTED = 100  # tags whose hand-over drops are counted apart (tag names come from outside)
+
+
 @dataclass
 class DeviceStats:
     """Standard counters every adapter keeps; exported as metrics by the agent."""
@@ -120,6 +124,8 @@ class DeviceStats:
     reconnects: int = 0
     errors_by_reason: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
+    # the hand-over's drops by tag (``Channel``; "": items without a tag), at most MAX_KEYS_COUNTED names
+    dropped_by_key: dict[str, int] = field(default_factory=dict)
 
     def error(self, reason: str, detail: str | None = None) -> None:
         """Count one error; ``last_error`` (shown on ``/status``, ``edge-agent status``, in metrics) is its
@@ -198,33 +204,93 @@ class Channel:
     """Bounded hand-over from producers (any thread) to one asyncio consumer.
 
     ``put_threadsafe`` may be called from any thread; ``put_nowait`` from the loop thread.
-    When full, the oldest item is dropped and ``stats.dropped`` counted.
+    When full, the oldest item of the tag holding the most of the queue is dropped (an item without a
+    ``tag``, a camera's frame, is of one key: the oldest of all), counted in ``stats.dropped`` and by tag
+    in ``stats.dropped_by_key``: an OPC UA node that bursts 10,000 values after a reconnect (its
+    server-side queue) loses its own oldest values, not the one value of another node that changed
+    among them (a temperature crossing its alarm threshold, which the server does not send again
+    until it changes again). Order is kept across tags.
     """
 
     def __init__(self, maxsize: int, stats: DeviceStats) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be >= 1")
-        self._items: deque[Any] = deque()
+        self._items: deque[Any] = deque()  # [key, item] entries; a dropped one is [key, _DROPPED]
         self._maxsize = maxsize
         self._stats = stats
         self._lock = threading.Lock()
         self._event = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._live = 0
+        self._by_key: dict[Any, deque[list]] = {}
+        self._heavy: Any = None
+        self._heavy_n = 0
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
     def __len__(self) -> int:
-        return len(self._items)
+        return self._live
 
     def _push(self, item: Any) -> None:
+        key = getattr(item, "tag", None)
+        entry = [key, item]
         with self._lock:
-            if len(self._items) >= self._maxsize:
-                self._items.popleft()
-                self._stats.dropped += 1
-            self._items.append(item)
+            if self._live >= self._maxsize:
+                self._drop_heaviest()
+            mine = self._by_key.get(key)
+            if mine is None:
+                mine = self._by_key[key] = deque()
+            mine.append(entry)
+            if len(mine) > self._heavy_n or self._heavy is None:
+                self._heavy, self._heavy_n = key, len(mine)
+            self._items.append(entry)
+            self._live += 1
             self._stats.received += 1
+            if len(self._items) > 2 * self._maxsize + 64:  # shells of dropped entries, compacted now and then
+                self._items = deque(e for e in self._items if e[1] is not _DROPPED)
+
+    def _drop_heaviest(self) -> None:
+        key = self._heavy
+        mine = self._by_key.get(key)
+        if not mine:  # not known: the longest now (a scan of the keys queued)
+            key, mine = max(self._by_key.items(), key=lambda kv: len(kv[1]))
+            self._heavy = key
+        entry = mine.popleft()
+        self._heavy_n = len(mine)
+        if not mine:
+            del self._by_key[key]
+            self._heavy, self._heavy_n = None, 0
+        entry[1] = _DROPPED
+        self._live -= 1
+        self._stats.dropped += 1
+        by = self._stats.dropped_by_key
+        name = "" if key is None else str(key)
+        if name in by or len(by) < MAX_KEYS_COUNTED:
+            by[name] = by.get(name, 0) + 1
+        else:
+            by["(other tags)"] = by.get("(other tags)", 0) + 1
+
+    def _pop(self) -> tuple[bool, Any]:
+        """The oldest live item (called under the lock): (True, item), or (False, None) when none."""
+        items = self._items
+        while items:
+            key, item = entry = items.popleft()
+            if item is _DROPPED:
+                continue
+            mine = self._by_key[key]
+            mine.popleft()  # this entry: the oldest of its key too
+            if not mine:
+                del self._by_key[key]
+                if self._heavy == key:
+                    self._heavy, self._heavy_n = None, 0
+            elif self._heavy == key:
+                self._heavy_n = len(mine)
+            self._live -= 1
+            del entry
+            return True, item
+        return False, None
 
     def put_nowait(self, item: Any) -> None:
         self._push(item)
@@ -254,8 +320,9 @@ class Channel:
         """Next item; raises ``EOFError`` once closed and drained."""
         while True:
             with self._lock:
-                if self._items:
-                    return self._items.popleft()
+                got, item = self._pop()
+                if got:
+                    return item
                 if self._closed:
                     raise EOFError
                 self._event.clear()

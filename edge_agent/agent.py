@@ -474,6 +474,23 @@ class Agent:
         while True:
             await asyncio.sleep(period_s)
             for name, src in self.sources.items():
+                by_key = getattr(src.stats, "dropped_by_key", None)
+                if (
+                    by_key
+                ):  # a full hand-over queue (OPC UA, camera): said once, naming the tag that lost most
+                    n = self.source_notices[name]
+                    if "hand_over_full" not in n.counts:
+                        top = max(by_key, key=by_key.__getitem__)
+                        n.note(
+                            "hand_over_full",
+                            "source %s: readings arrive faster than the agent takes them; its hand-over queue "
+                            "(queue_max_items) is full and the oldest readings of the tag holding the most are "
+                            "dropped, first of %s (by tag: dropped_by on /status); other tags keep theirs",
+                            name,
+                            repr(top) if top else "its items",
+                            n=0,
+                        )
+                    n.counts["hand_over_full"] = sum(by_key.values())
                 received = src.stats.received
                 if (
                     getattr(src.settings, "type", None) != "mqtt"
@@ -559,6 +576,7 @@ class Agent:
                 "errors": st.errors,
                 "reconnects": st.reconnects,
                 "errors_by_reason": dict(st.errors_by_reason),
+                "dropped_by": dict(getattr(st, "dropped_by_key", {})),  # the hand-over's, by tag
                 "last_error": st.last_error,
                 "silent_drops": {
                     **(s.notices.status() if hasattr(s, "notices") else {}),

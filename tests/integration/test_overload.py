@@ -194,3 +194,55 @@ def test_records_handed_to_the_outbox_faster_than_it_commits_are_bounded_and_cou
         assert kinds.count("telemetry") == 100 and kinds.count("alarm") == 1
     finally:
         ob.close()
+
+
+async def test_an_opcua_nodes_burst_does_not_push_another_nodes_change_out_of_the_hand_over(tmp_path):
+    # After a reconnect a node's server-side queue comes in one publish: with the hand-over full, the oldest
+    # reading of all was dropped, here the temperature's crossing of its alarm threshold, which the server
+    # never sends again until it changes again: the rule on it never acted (a probe with the defaults, a
+    # 10,000-value burst: no PLC trip). Now the bursting node loses its own oldest values, counted by tag
+    from asyncua import ua
+
+    from devices.opcua.client import OpcUaSource
+    from devices.opcua.settings import OpcUaSettings
+    from tests.support.peers import free_port, opcua_server
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
+    temp = await obj.add_variable(ua.NodeId("Line.Temp", idx), "Temp", 20.0)
+    fast = await obj.add_variable(ua.NodeId("Line.Fast", idx), "Fast", 0.0)
+    await srv.start()
+    src = OpcUaSource(
+        "plc",
+        OpcUaSettings(
+            endpoint=f"opc.tcp://127.0.0.1:{port}/plc/",
+            publishing_interval_ms=500,  # the burst and the crossing come in one publish
+            queue_max_items=50,
+            nodes=[
+                {"node_id": f"ns={idx};s=Line.Temp", "tag": "Temp"},
+                {"node_id": f"ns={idx};s=Line.Fast", "tag": "Fast", "queue_size": 200},
+            ],
+        ),
+    )
+    await src.start()
+    try:
+        await until(lambda: src.stats.received >= 2, what="the initial values")
+        start = src.stats.received
+        await temp.write_value(60.0)
+        for i in range(120):
+            await srv.write_attribute_value(
+                fast.nodeid, ua.DataValue(ua.Variant(float(i + 1), ua.VariantType.Double))
+            )
+        await until(lambda: src.stats.received >= start + 121, what="the burst handed over")
+        got = []
+        async with asyncio.timeout(10):
+            async for r in src.items():
+                got.append(r)
+                if len(src._channel) == 0:
+                    break
+        assert 60.0 in [r.value for r in got if r.tag == "Temp"]
+        assert src.stats.dropped > 0 and set(src.stats.dropped_by_key) == {"Fast"}
+        assert src.stats.dropped_by_key["Fast"] == src.stats.dropped
+    finally:
+        await src.stop()
+        await srv.stop()
