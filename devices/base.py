@@ -110,7 +110,6 @@ class Frame:
     unchanged_s: float = 0.0
 
 
-_DROPPED = object()  # a Channel entry dropped when full: skipped by the consumer
 MAX_KEYS_COUNTED = 100  # tags whose hand-over drops are counted apart (tag names come from outside)
 
 
@@ -215,7 +214,8 @@ class Channel:
     def __init__(self, maxsize: int, stats: DeviceStats) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be >= 1")
-        self._items: deque[Any] = deque()  # [key, item] entries; a dropped one is [key, _DROPPED]
+        self._items: deque[Any] = deque()
+        self._dropped: set[int] = set()  # ids of items dropped from the middle of _items, not yet taken
         self._maxsize = maxsize
         self._stats = stats
         self._lock = threading.Lock()
@@ -223,7 +223,7 @@ class Channel:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._live = 0
-        self._by_key: dict[Any, deque[list]] = {}
+        self._by_key: dict[Any, deque[Any]] | None = None  # live items by key, once full (``_index``)
         self._heavy: Any = None
         self._heavy_n = 0
 
@@ -234,37 +234,58 @@ class Channel:
         return self._live
 
     def _push(self, item: Any) -> None:
-        key = getattr(item, "tag", None)
-        entry = [key, item]
         with self._lock:
             if self._live >= self._maxsize:
+                if self._by_key is None:  # first full since the queue was last empty: index it by key once
+                    self._index()
                 self._drop_heaviest()
-            mine = self._by_key.get(key)
-            if mine is None:
-                mine = self._by_key[key] = deque()
-            mine.append(entry)
-            if len(mine) > self._heavy_n or self._heavy is None:
-                self._heavy, self._heavy_n = key, len(mine)
-            self._items.append(entry)
+            if self._by_key is not None:
+                key = getattr(item, "tag", None)
+                mine = self._by_key.get(key)
+                if mine is None:
+                    mine = self._by_key[key] = deque()
+                mine.append(item)
+                if len(mine) > self._heavy_n or self._heavy is None:
+                    self._heavy, self._heavy_n = key, len(mine)
+            self._items.append(item)
             self._live += 1
             self._stats.received += 1
-            if len(self._items) > 2 * self._maxsize + 64:  # shells of dropped entries, compacted now and then
-                self._items = deque(e for e in self._items if e[1] is not _DROPPED)
+
+    def _index(self) -> None:
+        """The live items by key (kept only while the queue has been full and not yet emptied: the common
+        path, a queue with room, keeps none of it). Dropped items stay in ``_items`` until taken, known by
+        their id (unique while the queue holds them)."""
+        by_key: dict[Any, deque[Any]] = {}
+        dropped = self._dropped
+        for it in self._items:
+            if id(it) not in dropped:
+                by_key.setdefault(getattr(it, "tag", None), deque()).append(it)
+        self._by_key = by_key
+        self._heavy, self._heavy_n = None, 0
 
     def _drop_heaviest(self) -> None:
+        by_key = self._by_key
+        assert by_key is not None  # indexed by _push
         key = self._heavy
-        mine = self._by_key.get(key)
+        mine = by_key.get(key)
         if not mine:  # not known: the longest now (a scan of the keys queued)
-            key, mine = max(self._by_key.items(), key=lambda kv: len(kv[1]))
+            key, mine = max(by_key.items(), key=lambda kv: len(kv[1]))
             self._heavy = key
-        entry = mine.popleft()
+        item = mine.popleft()
         self._heavy_n = len(mine)
         if not mine:
-            del self._by_key[key]
+            del by_key[key]
             self._heavy, self._heavy_n = None, 0
-        entry[1] = _DROPPED
         self._live -= 1
         self._stats.dropped += 1
+        if item is self._items[0]:  # the oldest of all: gone at once
+            self._items.popleft()
+        else:
+            self._dropped.add(id(item))
+            if len(self._dropped) > self._maxsize + 64:  # compacted now and then
+                dropped = self._dropped
+                self._items = deque(it for it in self._items if id(it) not in dropped)
+                dropped.clear()
         by = self._stats.dropped_by_key
         name = "" if key is None else str(key)
         if name in by or len(by) < MAX_KEYS_COUNTED:
@@ -274,21 +295,27 @@ class Channel:
 
     def _pop(self) -> tuple[bool, Any]:
         """The oldest live item (called under the lock): (True, item), or (False, None) when none."""
-        items = self._items
+        items, dropped = self._items, self._dropped
         while items:
-            key, item = entry = items.popleft()
-            if item is _DROPPED:
+            item = items.popleft()
+            if dropped and id(item) in dropped:
+                dropped.discard(id(item))
                 continue
-            mine = self._by_key[key]
-            mine.popleft()  # this entry: the oldest of its key too
-            if not mine:
-                del self._by_key[key]
-                if self._heavy == key:
-                    self._heavy, self._heavy_n = None, 0
-            elif self._heavy == key:
-                self._heavy_n = len(mine)
             self._live -= 1
-            del entry
+            by_key = self._by_key
+            if by_key is not None:
+                if not self._live:
+                    self._by_key = None  # emptied: no index until it is full again
+                else:
+                    key = getattr(item, "tag", None)
+                    mine = by_key[key]
+                    mine.popleft()  # this item: the oldest of its key too
+                    if not mine:
+                        del by_key[key]
+                        if self._heavy == key:
+                            self._heavy, self._heavy_n = None, 0
+                    elif self._heavy == key:
+                        self._heavy_n = len(mine)
             return True, item
         return False, None
 
