@@ -51,6 +51,7 @@ STATE_FOLDERS = (".", "fleet", "fleet-config")
 # a source's fan-out gives the loop back every this many items (~1 ms of readings to rules and pipelines):
 # without it a flooded source's batch held the loop for seconds (bench/overload_bench.py)
 YIELD_EVERY = 64
+YIELD_AFTER_S = 0.005  # or after this long (an MQTT batch of 8-MB waveform messages: ~0.1 s of decoding each)
 
 
 class DataDirInUse(SlotError):
@@ -434,15 +435,14 @@ class Agent:
         A source hands over what it holds without suspending (an MQTT batch of up to ``queue_max_items``
         messages, each of many readings; an OPC UA server's burst of data changes after a reconnect), and
         neither the tag table, nor a rule without actions, nor a pipeline queue with room suspends either:
-        every ``YIELD_EVERY`` items the loop is given back, so that another source's rule still acts, an
+        every ``YIELD_EVERY`` items, or ``YIELD_AFTER_S`` after it last was (a large message's decoding takes
+        milliseconds), the loop is given back, so that another source's rule still acts, an
         OPC UA session still keeps alive and heartbeats still go out while a flooded source catches up."""
         n = 0
+        clock = time.perf_counter
+        due = clock() + YIELD_AFTER_S
         async for item in src.items():
             self.source_items[name] += 1
-            n += 1
-            if n >= YIELD_EVERY:
-                n = 0
-                await asyncio.sleep(0)
             tag = getattr(item, "tag", None)
             try:
                 if tag is not None:
@@ -467,6 +467,12 @@ class Agent:
                     name,
                     level=logging.DEBUG,  # said above, with its traceback
                 )
+            n += 1
+            # the item in hand first, then the loop: time too, as one large message's decoding takes ms
+            if n >= YIELD_EVERY or clock() >= due:
+                n = 0
+                await asyncio.sleep(0)
+                due = clock() + YIELD_AFTER_S
 
     async def _watch_sources(self, period_s: float = 2.0, min_messages: int = 20) -> None:
         """Messages that arrive but yield nothing (a JSON mapping or tag_map that matches no field,

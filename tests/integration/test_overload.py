@@ -25,7 +25,14 @@ def _agent(tmp_path, port: int) -> Agent:
                 "agent": {"id": "gw", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
                 "http": {"enabled": False},
                 "sources": {
-                    "flood": {"type": "mqtt", "port": port, "subscriptions": [{"topic": "flood/#"}]},
+                    "flood": {
+                        "type": "mqtt",
+                        "port": port,
+                        "subscriptions": [
+                            {"topic": "flood/#"},
+                            {"topic": "big/#", "json_mapping": {"values": {"wave": "wave"}}},
+                        ],
+                    },
                     "cell": {
                         "type": "mqtt",
                         "port": port,
@@ -78,6 +85,35 @@ async def test_a_flooded_sources_burst_does_not_hold_another_sources_rule(tmp_pa
         # the rule on the other source acted while the burst was still being read, not after all of it
         assert seen_at_trip[0] < 4 * burst
         await until(lambda: agent.actions.stats["trip"]["ok"] >= 1, what="the trip published")
+    finally:
+        await agent.stop()
+
+
+async def test_a_few_large_messages_do_not_hold_another_sources_rule_either(tmp_path, mosquitto):
+    # Counting items alone, a batch of a few large waveform messages (each ~1 MB of JSON: milliseconds of
+    # decoding) was read whole before the loop was given back: the fan-out gives it back by time too
+    agent = _agent(tmp_path, mosquitto.port)
+    await agent.start()
+    try:
+        flood, cell = agent.sources["flood"], agent.sources["cell"]
+        await until(lambda: flood.subscribed.is_set() and cell.subscribed.is_set(), what="subscriptions")
+        hot = next(r for r in agent.rules if r.s.name == "hot")
+        seen_at_trip: list[int] = []
+        act = hot._act
+
+        async def recording_act(names, res, item):
+            if res.verdict == "NG":
+                seen_at_trip.append(agent.source_items["flood"])
+            await act(names, res, item)
+
+        hot._act = recording_act
+        payload = json.dumps({"wave": [0.5] * 200_000}).encode()  # ~1 MB: >= 10 ms to decode
+        now = time.time()
+        for k in range(2):
+            flood._channel.put_threadsafe((f"big/node{k}", payload, now, False))
+        cell._channel.put_threadsafe(("cell/temp", b'{"t": 60}', now, False))
+        await until(lambda: agent.source_items["flood"] == 2 and seen_at_trip, what="both handled")
+        assert seen_at_trip[0] < 2
     finally:
         await agent.stop()
 
