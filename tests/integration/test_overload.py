@@ -56,6 +56,24 @@ def _agent(tmp_path, port: int) -> Agent:
     )
 
 
+async def _watch_the_trip(agent: Agent) -> tuple:
+    """The flooding and the quiet source, once subscribed, and a list that gets the flooding source's item
+    count each time the quiet source's rule trips."""
+    flood, cell = agent.sources["flood"], agent.sources["cell"]
+    await until(lambda: flood.subscribed.is_set() and cell.subscribed.is_set(), what="subscriptions")
+    hot = next(r for r in agent.rules if r.s.name == "hot")
+    seen_at_trip: list[int] = []
+    act = hot._act
+
+    async def recording_act(names, res, item):
+        if res.verdict == "NG":
+            seen_at_trip.append(agent.source_items["flood"])
+        await act(names, res, item)
+
+    hot._act = recording_act
+    return flood, cell, seen_at_trip
+
+
 async def test_a_flooded_sources_burst_does_not_hold_another_sources_rule(tmp_path, mosquitto):
     # A misconfigured node's burst (here 2,000 messages of 4 fields: 8,000 readings) was handed to the rules
     # without the loop being given back once: a rule on another source, the OPC UA session's keep-alive and
@@ -63,18 +81,7 @@ async def test_a_flooded_sources_burst_does_not_hold_another_sources_rule(tmp_pa
     agent = _agent(tmp_path, mosquitto.port)
     await agent.start()
     try:
-        flood, cell = agent.sources["flood"], agent.sources["cell"]
-        await until(lambda: flood.subscribed.is_set() and cell.subscribed.is_set(), what="subscriptions")
-        hot = next(r for r in agent.rules if r.s.name == "hot")
-        seen_at_trip: list[int] = []
-        act = hot._act
-
-        async def recording_act(names, res, item):
-            if res.verdict == "NG":
-                seen_at_trip.append(agent.source_items["flood"])
-            await act(names, res, item)
-
-        hot._act = recording_act
+        flood, cell, seen_at_trip = await _watch_the_trip(agent)
         burst = 2000
         payload = json.dumps({f"f{i}": float(i) for i in range(4)}).encode()
         now = time.time()
@@ -95,18 +102,7 @@ async def test_a_few_large_messages_do_not_hold_another_sources_rule_either(tmp_
     agent = _agent(tmp_path, mosquitto.port)
     await agent.start()
     try:
-        flood, cell = agent.sources["flood"], agent.sources["cell"]
-        await until(lambda: flood.subscribed.is_set() and cell.subscribed.is_set(), what="subscriptions")
-        hot = next(r for r in agent.rules if r.s.name == "hot")
-        seen_at_trip: list[int] = []
-        act = hot._act
-
-        async def recording_act(names, res, item):
-            if res.verdict == "NG":
-                seen_at_trip.append(agent.source_items["flood"])
-            await act(names, res, item)
-
-        hot._act = recording_act
+        flood, cell, seen_at_trip = await _watch_the_trip(agent)
         payload = json.dumps({"wave": [0.5] * 200_000}).encode()  # ~1 MB: >= 10 ms to decode
         now = time.time()
         for k in range(2):
