@@ -215,9 +215,7 @@ class CameraSource:
         self._frame_hw: tuple[int, int] | None = None  # the size frames come at (before any resize)
         self._replay = False  # an image folder replayed, not watched
         self._skip_until = 0.0  # live MJPEG: parts before this (monotonic) are within fps's period
-        self._still: np.ndarray | None = (
-            None  # frozen_after_s: every 8th row of the last image, unchanged since
-        )
+        self._still: np.ndarray | None = None  # frozen_after_s: every 8th row of the image, unchanged since
         self._still_since = 0.0
         self._frozen = False  # named as frozen_frame (once per freeze)
 

@@ -16,20 +16,13 @@ from tests.integration.test_opcua_source import (
     _press_udt_body,
     ua_types,  # noqa: F401 (a fixture)
 )
+from tests.integration.test_opcua_source import _settings as source_settings
 from tests.support.peers import free_port, opcua_server
 
 
 def _settings(port: int, nodes: list[dict], **kw) -> OpcUaSettings:
-    base = dict(
-        endpoint=f"opc.tcp://127.0.0.1:{port}/plc/",
-        nodes=nodes,
-        publishing_interval_ms=50,
-        reconnect_initial_s=0.1,
-        reconnect_max_s=0.3,
-        connect_timeout_s=2.0,
-        keepalive_check_s=0.3,
-    )
-    return OpcUaSettings(**(base | kw))
+    """The OPC UA source tests' fast settings, for a server on ``port``."""
+    return source_settings(f"opc.tcp://127.0.0.1:{port}/plc/", nodes, **({"reconnect_max_s": 0.3} | kw))
 
 
 async def _limit_operations(srv, most: int, stated: bool) -> list[tuple[str, int]]:
