@@ -53,8 +53,13 @@ async def test_cloud_down_then_up_everything_arrives_once_in_order(tmp_path, pki
         ob.append("result", {"i": i})
         if i % 50 == 0:
             await asyncio.sleep(0.05)
-    await asyncio.sleep(0.5)
-    assert up.state == "backoff" and ob.stats()["depth"] == 300
+    # every record waits in the outbox (committed within its interval) and the uplink waits between
+    # failed attempts ("backoff"; an attempt in flight reads "sending")
+    await until(
+        lambda: up.state == "backoff" and ob.stats()["depth"] == 300,
+        what="the 300 records kept while the uplink backs off from the absent cloud",
+    )
+    assert up.acked == 0
     srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
     await srv.start()
     try:
