@@ -91,6 +91,10 @@ class PartsData:
     classes: list[str]
     digest: str
     masks: list[np.ndarray | None] | None = None  # defect masks (uint8), when asked for and present
+    # per row: the source image it was cut from (a tiled build's tiles; None: each row is its own image),
+    # and the dataset's own split of it ("train" | "test" of an MVTec AD import; None where there is none)
+    groups: np.ndarray | None = None
+    splits: list[str | None] | None = None
 
 
 @dataclass
@@ -150,7 +154,7 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
         )
     h = hashlib.sha256()
     max_mp = dataset_max_megapixels(folder)
-    images, labels, ids, mask_list = [], [], [], []
+    images, labels, ids, mask_list, splits = [], [], [], [], []
     lines = labels_file.read_text().splitlines()
     memory = _MemoryBudget(
         folder, sum(1 for line in lines if line.strip()), " with their tiles and masks" * masks
@@ -176,6 +180,7 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
         images.append(img)
         labels.append(classes.index(label))
         ids.append(str(row.get("id", file)))
+        splits.append(row.get("split") if row.get("split") in ("train", "test") else None)
         if masks:
             mask_list.append(_mask(folder, row.get("mask"), img.shape[:2], labels_file, n, max_mp))
     if not images:
@@ -191,7 +196,15 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
         raise DatasetError(
             f"{folder}: no image of the good class {classes[0]!r}; a classifier needs good parts too"
         )
-    return PartsData(images, lab, ids, classes, "sha256:" + h.hexdigest(), mask_list if masks else None)
+    return PartsData(
+        images,
+        lab,
+        ids,
+        classes,
+        "sha256:" + h.hexdigest(),
+        mask_list if masks else None,
+        splits=splits if any(splits) else None,
+    )
 
 
 # training holds every decoded image in memory (and its tensors, models and copies beside them): the
@@ -360,6 +373,78 @@ def split_indices(
             take_at = np.flatnonzero(member[parts[src]])[0]
             parts[k][give_at], parts[src][take_at] = parts[src][take_at], parts[k][give_at]
     return parts[0], parts[1], parts[2]
+
+
+def split_parts(data: PartsData, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """(train, validation, test) rows of a vision dataset, and how they were chosen (for the report).
+
+    By source image: a tiled build's tiles of one image (``data.groups``) all go to one side; split
+    tile by tile, the gate's test tiles had neighbours (overlapping pixels of the same part) in training
+    and its figures were optimistic. The dataset's own split (MVTec AD's ``train/`` and ``test/``,
+    ``data.splits``), when its ``test/`` holds good and defect images: ``test/good`` is the gate's, never
+    trained on, and so is about half of each defect class of ``test/`` (seeded; the layout keeps every
+    defect image there, and a classifier needs some to learn its threshold and defect names from); the
+    rest train and validate. Otherwise ``split_indices`` over the images (70/15/15, every class on each
+    side); rows of an untiled dataset without a split of its own are split exactly as before."""
+    y = np.asarray(data.labels)
+    groups = np.arange(len(y)) if data.groups is None else np.asarray(data.groups)
+    keys, first, inv = np.unique(groups, return_index=True, return_inverse=True)
+    members: list[list[int]] = [[] for _ in keys]
+    for row, g in enumerate(inv.tolist()):
+        members[g].append(row)
+    glab = np.zeros(len(keys), np.int64)  # an image's class: its tiles' defect class, if any tile has it
+    np.maximum.at(glab, inv, y)
+    tiled = data.groups is not None
+    what = f"{len(keys)} images ({len(y)} tiles; every tile of an image on one side)" if tiled else "images"
+    gsplit = [data.splits[i] for i in first] if data.splits else [None] * len(keys)
+    in_test = np.asarray([sp == "test" for sp in gsplit], bool)
+    if in_test.any() and (glab[in_test] == 0).any() and (glab[in_test] != 0).any():
+        gtr, gva, gte, rule = _layout_split(glab, in_test, seed)
+        rule += f"; split by source image, {what}" if tiled else ""
+    else:
+        gtr, gva, gte = split_indices(len(keys), seed, labels=glab)
+        rule = f"seeded split of the {what}: 70/15/15, every class on each side"
+        if in_test.any():
+            rule += (
+                "; the dataset's own test/ holds no "
+                + ("defect" if (glab[in_test] == 0).all() else "good")
+                + " image, so it is not the gate's test set alone"
+            )
+
+    def rows(gs: np.ndarray) -> np.ndarray:
+        return np.asarray([r for g in gs.tolist() for r in members[g]], dtype=np.int64)
+
+    return rows(gtr), rows(gva), rows(gte), rule
+
+
+def _layout_split(
+    label: np.ndarray, in_test: np.ndarray, seed: int, val: float = 0.15
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """``split_parts`` on a dataset with its own test/ (images, not rows)."""
+    rng = np.random.default_rng([seed, 41])
+    test = list(np.flatnonzero(in_test & (label == 0)))
+    n_defects = int((in_test & (label != 0)).sum())
+    for c in np.unique(label[in_test & (label != 0)]):
+        imgs = rng.permutation(np.flatnonzero(in_test & (label == c)))
+        test += list(imgs[: len(imgs) // 2 if len(imgs) >= 2 else 0])
+    n_test_good = int((in_test & (label == 0)).sum())
+    n_test_defects = len(test) - n_test_good
+    rest = np.setdiff1d(np.arange(len(label)), test)
+    train: list[int] = []
+    valid: list[int] = []
+    for c in np.unique(label[rest]):  # validation: a share of each class (one at least, from three)
+        imgs = rng.permutation(rest[label[rest] == c])
+        k = max(1, int(round(val * len(imgs)))) if len(imgs) >= 3 else 0
+        valid += list(imgs[:k])
+        train += list(imgs[k:])
+    as_rows = lambda v: rng.permutation(np.asarray(v, dtype=np.int64))  # noqa: E731
+    rule = (
+        f"the dataset's own split (MVTec AD layout): the gate's test set is test/good ({n_test_good} images, "
+        f"never trained on) and {n_test_defects} of the {n_defects} defect images of test/ (about half of each "
+        "class, seeded); train/good and the other defect images train and validate (the layout holds no other "
+        "defect images to learn the threshold and the defect names from)"
+    )
+    return as_rows(train), as_rows(valid), as_rows(test), rule
 
 
 def split_runs(run_id: np.ndarray, fault: np.ndarray, seed: int) -> tuple[np.ndarray, ...]:

@@ -413,7 +413,7 @@ def train(
     from cloud_trainer.train.vision import tensors
 
     t0 = time.perf_counter()
-    pre, tpre, x, y, (tr, va, te) = prepare(data, size, seed, threads, pre)
+    pre, tpre, x, y, (tr, va, te), split_rule = prepare(data, size, seed, threads, pre)
     rows = np.concatenate([tr, va])
     good_rows = rows[y[rows] == 0]
     rng = np.random.default_rng([seed, 23])
@@ -471,4 +471,4 @@ def train(
         f"defect images: held-out AUROC {separation:.3f}; score threshold {cal['centre']:.4g} "
         f"({cal['rule']}); defect-type head accuracy {head_acc:.2f}; {len(te)} images left for the gate"
     )
-    return outcome(model, pre, x, y, (tr, va, te), time.perf_counter() - t0, cal)
+    return outcome(model, pre, x, y, (tr, va, te), time.perf_counter() - t0, cal, split_rule)

@@ -243,7 +243,7 @@ def train(
     from cloud_trainer.train.vision import tensors
 
     t0 = time.perf_counter()
-    pre, tpre, x, y, (tr, va, te) = prepare(data, size, seed, threads, pre)
+    pre, tpre, x, y, (tr, va, te), split_rule = prepare(data, size, seed, threads, pre)
     rows = np.concatenate([tr, va])
     ng = y[rows] != 0
     rng = np.random.default_rng([seed, 17])
@@ -328,13 +328,13 @@ def train(
         f"{len(bank)} x {dims}; out-of-fold AUROC {separation:.3f}; score threshold {cal['centre']:.4g} "
         f"({cal['rule']}); defect-type head train accuracy {head_acc:.2f}; {len(te)} images left for the gate"
     )
-    return outcome(model, pre, x, y, (tr, va, te), time.perf_counter() - t0, cal)
+    return outcome(model, pre, x, y, (tr, va, te), time.perf_counter() - t0, cal, split_rule)
 
 
 def prepare(data, size: int, seed: int, threads: int | None, pre):
     """A patch recipe's start: seeds and threads, the preprocessing (and a tile's), the input tensors,
     labels and split; refused with fewer than ``2 * FOLDS`` good images in the train + validation split."""
-    from cloud_trainer.train.data import DatasetError, split_indices
+    from cloud_trainer.train.data import DatasetError, split_parts
     from cloud_trainer.train.vision import preprocessing, tensors, tile_pre
 
     common.seed_everything(seed, threads)
@@ -342,20 +342,29 @@ def prepare(data, size: int, seed: int, threads: int | None, pre):
     tpre = tile_pre(pre)
     x = tensors(data.images, tpre)
     y = data.labels.astype(np.int64)
-    tr, va, te = split_indices(len(y), seed, labels=y)
+    tr, va, te, rule = split_parts(data, seed)
     n_good = int((y[np.concatenate([tr, va])] == 0).sum())
     if n_good < FOLDS * 2:
         raise DatasetError(
             f"{n_good} good images in the training split; the patch recipe needs at "
             f"least {FOLDS * 2} (20 or more recommended)"
         )
-    return pre, tpre, x, y, (tr, va, te)
+    return pre, tpre, x, y, (tr, va, te), rule
 
 
-def outcome(model, pre, x, y, split, seconds: float, cal: dict) -> dict:
+def outcome(model, pre, x, y, split, seconds: float, cal: dict, split_rule: str = "") -> dict:
     """What a patch recipe's ``train`` returns (``vision.train``'s keys)."""
     hist = {"epochs": [{"epoch": 0, "seconds": seconds, "held_out_auroc": cal["held_out_auroc"]}]}
-    return {"model": model, "pre": pre, "x": x, "y": y, "split": split, "history": hist, "calibration": cal}
+    return {
+        "model": model,
+        "pre": pre,
+        "x": x,
+        "y": y,
+        "split": split,
+        "split_rule": split_rule,
+        "history": hist,
+        "calibration": cal,
+    }
 
 
 def _set_bank(model, bank: np.ndarray) -> None:

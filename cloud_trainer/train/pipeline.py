@@ -145,6 +145,7 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
         "classes": list(getattr(ds, "classes", [])),
         "degraded": s.degrade,
         "recipe": recipe,
+        "split_rule": tr_out.get("split_rule"),  # how the gate's test rows were chosen (vision)
         "calibration": tr_out.get("calibration"),
         "init_from": str(s.init_from) if s.init_from else None,
         "export": {"onnx_opset": onnx_tools.OPSET, "dynamic_batch": True},
@@ -157,6 +158,8 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
     (s.workdir / LOCAL_FILE).unlink(missing_ok=True)  # never a former build's
     if local is not None:  # colour, light banding, sharpness by region: packaged beside the manifest
         (s.workdir / LOCAL_FILE).write_text(json.dumps(local))
+    if meta["split_rule"]:
+        log(f"{s.family}: the gate's test set: {meta['split_rule']}")
     meta.update(fam.train_meta(ds, log))
     (s.workdir / "train.json").write_text(json.dumps(meta, indent=1, default=float))
     log(f"trained {s.family} in {meta['training']['seconds']:.0f}s; exported {s.workdir / 'model.fp32.onnx'}")
@@ -279,6 +282,7 @@ def stage_evaluate(s: BuildSettings, log=common.stderr_log) -> dict:
         "seed": meta["seed"],
         "classes": meta.get("classes", []),
         "split": {"train": len(tr), "val": len(va), "test": len(te)},
+        **({"split_rule": meta["split_rule"]} if meta.get("split_rule") else {}),
         "metrics": mets,
         "primary": primary,
         "floors": floors,
@@ -477,6 +481,7 @@ def _write_report(
         f"{report['split']}. Gate: **{'passed' if report['gate']['passed'] else 'FAILED'}**"
         + ("" if report["gate"]["passed"] else " — " + "; ".join(report["gate"]["reasons"])),
         "",
+        *([f"Test set: {report['split_rule']}.", ""] if report.get("split_rule") else []),
         f"Served form: **{report.get('served', 'int8').upper()}** ({report.get('served_why', '')}).",
         "",
         "| metric | FP32 (ORT) | INT8 (ORT) | INT8 (OpenVINO) | floor |",

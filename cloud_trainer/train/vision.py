@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from cloud_trainer.train import common
-from cloud_trainer.train.data import PartsData, split_indices
+from cloud_trainer.train.data import PartsData, split_parts
 from model_packager.manifest import ImagePreprocessing
 from model_packager.preprocess import image_tensor
 
@@ -88,9 +88,9 @@ def as_tiles(data: PartsData, pre: ImagePreprocessing) -> PartsData:
     from cloud_trainer.train.data import DatasetError
     from model_packager.preprocess import PreprocessError, image_region, tile_boxes
 
-    images, labels, ids = [], [], []
-    for img, y, ident, mask in zip(
-        data.images, data.labels, data.ids, data.masks or [None] * len(data.ids), strict=True
+    images, labels, ids, groups, splits = [], [], [], [], []
+    for n, (img, y, ident, mask) in enumerate(
+        zip(data.images, data.labels, data.ids, data.masks or [None] * len(data.ids), strict=True)
     ):
         try:
             region = image_region(img, pre)
@@ -108,7 +108,17 @@ def as_tiles(data: PartsData, pre: ImagePreprocessing) -> PartsData:
             hit = y != 0 and mreg is not None and int(np.count_nonzero(mreg[y0 : y0 + h, x0 : x0 + w])) >= 4
             labels.append(int(y) if hit else 0)
             ids.append(f"{ident}#t{k}")
-    return PartsData(images, np.asarray(labels), ids, data.classes, data.digest)
+            groups.append(n)  # the build splits by source image: all of a frame's tiles on one side
+            splits.append(data.splits[n] if data.splits else None)
+    return PartsData(
+        images,
+        np.asarray(labels),
+        ids,
+        data.classes,
+        data.digest,
+        groups=np.asarray(groups, dtype=np.int64),
+        splits=splits if data.splits else None,
+    )
 
 
 def build_model(n_classes: int, width: int = 16, channels: int = 3):
@@ -169,7 +179,7 @@ def train(
     pre = pre or preprocessing(size)
     x = tensors(data.images, tile_pre(pre))
     y = data.labels.astype(np.int64)
-    tr, va, te = split_indices(len(y), seed, labels=y)
+    tr, va, te, split_rule = split_parts(data, seed)
     if len(va) == 0 or len(tr) == 0:
         from cloud_trainer.train.data import DatasetError
 
@@ -270,7 +280,15 @@ def train(
         hist["epochs"] += [
             {**h, "epoch": len(hist["epochs"]) + h["epoch"], "int8_grid": True} for h in qat["epochs"]
         ]
-    return {"model": model.cpu(), "pre": pre, "x": x, "y": y, "split": (tr, va, te), "history": hist}
+    return {
+        "model": model.cpu(),
+        "pre": pre,
+        "x": x,
+        "y": y,
+        "split": (tr, va, te),
+        "split_rule": split_rule,
+        "history": hist,
+    }
 
 
 WEIGHT_LEVELS = 64  # ONNX Runtime's reduced-range INT8 weights: symmetric, q in [-64, 64] (onnx_tools)

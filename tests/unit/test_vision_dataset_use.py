@@ -1,0 +1,98 @@
+"""How the vision builds use a factory's own dataset, checked on the functions the builds call with tiny
+images (no training): the gate's test rows are held out by source image (a tiled build's tiles of one
+part all on one side) and by the dataset's own split (MVTec AD's test/), and the reason is in the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cloud_trainer.train import vision
+from cloud_trainer.train.data import PartsData, load_parts
+from cloud_trainer.train.images import import_images
+from cloud_trainer.train.patch_classifier import prepare
+from tests.support.own_parts import make_part
+
+
+def quiet(*_):
+    pass
+
+
+def _sides(split) -> dict[int, str]:
+    return {int(r): side for side, rows in zip(("train", "val", "test"), split, strict=True) for r in rows}
+
+
+def test_a_tiled_builds_test_tiles_come_from_images_none_of_whose_tiles_trained():
+    """Tiles overlap by 1/8 and neighbours show the same part: split tile by tile, 3 of every 4 of a test
+    image's tiles were in training, and the gate scored tiles whose pixels the model had learnt."""
+    frames, labels, masks = [], [], []
+    for i in range(40):
+        defect = "scratch" if i % 5 == 0 else None
+        img, mask = make_part(3, i, 48, defect)
+        frames.append(img)
+        labels.append(0 if defect is None else 1)
+        masks.append(mask if defect else None)
+    ds = PartsData(
+        frames, np.asarray(labels), [f"img{i}" for i in range(40)], ["good", "scratch"], "d", masks
+    )
+    pre = vision.preprocessing(16, tiles=[2, 2])
+    tiles = vision.as_tiles(ds, pre)
+    split = prepare(tiles, 16, 0, 1, pre)[4]  # what both patch recipes train and the gate scores on
+    side = _sides(split)
+    assert len(side) == len(tiles.ids)  # every tile on exactly one side
+    by_image: dict[str, set[str]] = {}
+    for row, ident in enumerate(tiles.ids):
+        by_image.setdefault(ident.split("#")[0], set()).add(side[row])
+    assert all(len(s) == 1 for s in by_image.values()), {k: v for k, v in by_image.items() if len(v) > 1}
+    test_images = [k for k, s in by_image.items() if s == {"test"}]
+    assert any(labels[int(k[3:])] for k in test_images)  # the gate still sees defect images
+    assert any(not labels[int(k[3:])] for k in test_images)
+
+
+def _mvtec(root: Path, n_train: int = 16, n_test_good: int = 4, defects: dict | None = None) -> Path:
+    k = 0
+    for split, label, n in [("train", "good", n_train), ("test", "good", n_test_good)] + [
+        ("test", d, n) for d, n in (defects or {"scratch": 6, "stain": 4}).items()
+    ]:
+        for i in range(n):
+            (root / split / label).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(
+                str(root / split / label / f"{i:03d}.png"),
+                make_part(11, k, 32, None if label == "good" else label)[0],
+            )
+            k += 1
+    return root
+
+
+def _sources(ds: Path) -> dict[str, str]:
+    rows = [json.loads(line) for line in (ds / "labels.jsonl").read_text().splitlines() if line.strip()]
+    return {r["id"]: r["source"] for r in rows}
+
+
+def test_an_mvtec_layouts_test_good_images_are_the_gates_and_never_trained_on(tmp_path):
+    """MVTec AD keeps held-out images in test/: the classifier families split everything at random, so
+    the user's held-out good parts trained the model the gate then judged on them."""
+    import_images(_mvtec(tmp_path / "src"), tmp_path / "ds", log=quiet)
+    data = load_parts(tmp_path / "ds")
+    source = _sources(tmp_path / "ds")
+    for seed in (0, 1, 2):
+        split = prepare(data, 16, seed, 1, vision.preprocessing(16))[4]
+        side = {source[data.ids[r]]: s for r, s in _sides(split).items()}
+        assert len(side) == len(data.ids)
+        assert all(s == "test" for f, s in side.items() if f.startswith("test/good/")), side
+        assert all(s != "test" for f, s in side.items() if f.startswith("train/")), side
+        for d, n in (("scratch", 6), ("stain", 4)):  # half of each class left for the gate, half to learn
+            assert sum(s == "test" for f, s in side.items() if f.startswith(f"test/{d}/")) == n // 2
+    rule = prepare(data, 16, 0, 1, vision.preprocessing(16))[5]
+    assert "test/good (4 images, never trained on)" in rule and "5 of the 10 defect images" in rule
+
+
+def test_an_mvtec_test_folder_without_good_images_is_split_at_random_and_the_report_says_so(tmp_path):
+    import_images(_mvtec(tmp_path / "src", n_train=20, n_test_good=0), tmp_path / "ds", log=quiet)
+    data = load_parts(tmp_path / "ds")
+    *_, split, rule = prepare(data, 16, 0, 1, vision.preprocessing(16))
+    assert "seeded split" in rule and "test/ holds no good image" in rule
+    assert len(_sides(split)) == len(data.ids)
