@@ -152,7 +152,7 @@ def _deployment_rows(deps: list) -> list[list]:
                 d.slot or ("(agent config)" if d.kind == "config" else ""),
                 d.strategy,
                 f"{d.step + 1}/{len(d.steps)} {d.steps[d.step]}",
-                d.state,
+                d.state + (" (stalled)" if d.stalled and d.state == "running" else ""),
                 " ".join(f"{k}:{v}" for k, v in sorted(counts.items())),
                 d.reason,
             ]
@@ -208,6 +208,17 @@ def main_status(argv: list[str]) -> int:
     )
     active = [d for d in deps if d.state in ("running", "paused")]
     print(f"deployments: {len(deps)} ({len(active)} in progress)")
+    for d in active:
+        if d.stalled:  # its step's deadline passed with agents not yet healthy: the rollout waits for them
+            late = [str(x) for x in d.stalled.get("agents") or []]
+            print(
+                printable(
+                    f"STALLED {d.id} ({d.what()}) step {d.step + 1}/{len(d.steps)}: no healthy report from "
+                    f"{', '.join(late[:10])}{f' and {len(late) - 10} more' if len(late) > 10 else ''}; "
+                    f"{d.reason}",
+                    2000,
+                )
+            )
     if deps:
         print(
             _table(

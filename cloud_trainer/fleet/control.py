@@ -13,7 +13,11 @@ health check rolled back, a package it could not verify, or a reported error rat
 gate's ``max_error_rate``) halts the rollout: the agents that received the new version get their
 previous version back as desired state, and the agents of later steps never receive it.
 
-An agent offline during a rollout converges when it comes back (its desired state waits for it).
+An agent offline during a rollout converges when it comes back (its desired state waits for it). A step whose
+agents have not all reported healthy ``step_timeout_s`` after it began is *stalled*: the deployment names them
+(``stalled``, its reason, a WARNING) and keeps waiting for them or for an admin's abort. A rollout created with a
+selector takes the agents that join its group while it runs as targets at the end of its order (reached by its
+last step: never canaries).
 A downgrade happens only by an admin's ``rollback`` (or by a failed gate's automatic rollback):
 ``create`` refuses a version lower than one a target agent runs or is assigned for that slot and
 package, and the desired state of a rollback carries a deployment id ending in ``:rollback``, the
@@ -92,6 +96,16 @@ DEPLOYMENT_COLUMNS = [
     "CREATE INDEX IF NOT EXISTS deployments_by_tenant ON deployments (tenant, created)",
 ]
 TERMINAL = {"completed", "halted", "aborted", "removed"}
+# a rollout step whose agents have not all reported ``healthy`` this long after it began is said to be stalled
+# (``cloud-trainer serve --step-timeout-s``; 0: never): an agent's default health window (30 s), its
+# "still watching" report a minute after it, and room for a download over a slow factory link
+STEP_TIMEOUT_S = 900.0
+# how often a running rollout with a selector looks for agents that joined its group since (registered, or
+# labels changed): a read of the tenant's agents, so not every tick
+JOIN_CHECK_S = 30.0
+STALL_REFRESH_S = (
+    60.0  # a stalled step's text (how long it waited, when its agents were last seen) is renewed
+)
 SUPERSEDED = "superseded"  # a target status: a newer rollout of the same slot took the agent over
 _LOG_CHANGE = "INSERT INTO changes (generation, tenant, agent) VALUES (?, ?, ?)"
 _UPSERT_DESIRED = (
@@ -196,12 +210,22 @@ class _PgConnection:
 
 class Control:
     def __init__(
-        self, path: Path | str, registry: Registry, store, keys_dir: Path | None = None, config_validator=None
+        self,
+        path: Path | str,
+        registry: Registry,
+        store,
+        keys_dir: Path | None = None,
+        config_validator=None,
+        step_timeout_s: float = STEP_TIMEOUT_S,
     ) -> None:
         """``path``: the SQLite file (``control.db``), or a ``postgresql://`` URL (the store's database: replicas
         on several hosts share the control state). ``config_validator(yaml_bytes, name)``: raises ``ValueError``
         naming the field for an agent configuration that does not validate (default: the agent's own
-        validator, run by ``agent_config.validate_agent_config``)."""
+        validator, run by ``agent_config.validate_agent_config``). ``step_timeout_s``: a step whose agents have
+        not all reported healthy this long after it began is marked stalled (0: never)."""
+        if not (math.isfinite(step_timeout_s) and step_timeout_s >= 0):
+            raise ValueError(f"--step-timeout-s {step_timeout_s!r}: seconds, 0 (never) or more")
+        self.step_timeout_s = float(step_timeout_s)
         if str(path).startswith(("postgresql://", "postgres://")):
             self.db: _PgConnection | sqlite3.Connection = _PgConnection(str(path))
         else:
@@ -635,6 +659,7 @@ class Control:
                 previous=previous,
                 rollback=rollback,
                 targets={a: {} for a in targets},
+                selector={} if req.get("agents") else dict(req.get("selector") or {}),
             ).doc()
             self._supersede(dep)
             self._put(dep)
@@ -687,6 +712,7 @@ class Control:
                 previous=previous,
                 rollback=rollback,
                 targets={a: {} for a in targets},
+                selector={} if req.get("agents") else dict(req.get("selector") or {}),
                 config_yaml=raw.decode(),
             ).doc()
             self._supersede(dep)
@@ -768,9 +794,18 @@ class Control:
 
     def _advance(self, dep: dict) -> None:
         now = self.clock()
-        agents = sorted(dep["targets"])
+        if dep.get("selector") and now - (dep.get("joins_checked") or 0) >= JOIN_CHECK_S:
+            dep["joins_checked"] = now
+            self._join(dep)
+        agents = _order(dep["targets"])
         k = dep["step"]
-        upto = self._step_size(dep["steps"][k], len(agents))
+        named = sum(1 for t in dep["targets"].values() if not t.get("joined"))
+        if named < len(agents) and k + 1 < len(dep["steps"]):
+            # the steps before the last are sized on the agents it was created for: the agents that joined the
+            # group since are reached by the last step (100%), never made canaries by their number
+            upto = min(named, self._step_size(dep["steps"][k], named))
+        else:
+            upto = self._step_size(dep["steps"][k], len(agents))
         current = agents[:upto]
         dep_ref = dep["id"] + (ROLLBACK_SUFFIX if dep.get("rollback") else "")
         assign = [
@@ -797,6 +832,7 @@ class Control:
             self._roll_back(dep, live)
             return
         if all(dep["targets"][a]["status"] == "healthy" for a in live):
+            self._unstall(dep)
             if dep["step_healthy_at"] is None:
                 dep["step_healthy_at"] = now
             if now - dep["step_healthy_at"] >= dep["wait_s"]:
@@ -807,6 +843,117 @@ class Control:
                 dep["step_started"] = None
                 dep["step_healthy_at"] = None
                 self._advance(dep)
+            return
+        late = [a for a in live if dep["targets"][a]["status"] != "healthy"]
+        if self.step_timeout_s and now - dep["step_started"] >= self.step_timeout_s:
+            self._stall(dep, late, now)
+
+    def _stall(self, dep: dict, late: list[str], now: float) -> None:
+        """The step's deadline passed with ``late`` not (yet) healthy: said in the deployment (``stalled``, its
+        reason, each late target's reason) and logged once per stall. The rollout is not halted: it waits for
+        them, or for the admin's abort (an offline gateway says nothing about the version, and a halt would take
+        it back from the canaries that proved it)."""
+        before = dep.get("stalled") or {}
+        same = before.get("step") == dep["step"] and sorted(before.get("agents") or []) == sorted(late)
+        if same and now - (before.get("said") or 0) < STALL_REFRESH_S:
+            return  # said already: its text (how long, last seen) is refreshed once a minute, not every tick
+        seen = {a["id"]: a.get("last_seen") for a in self.store.agent_groups(tenant=dep.get("tenant", T))}
+        waited = now - dep["step_started"]
+        what = []
+        for a in late:
+            t = dep["targets"][a]
+            last = seen.get(a)
+            heard = f"last seen {max(0.0, now - last):.0f} s ago" if last else "never seen"
+            what.append(f"{a} ({t['status']}, {heard})")
+        dep["stalled"] = {
+            "step": dep["step"],
+            "since": (before.get("since") if before.get("step") == dep["step"] else None) or now,
+            "said": now,
+            "agents": late,
+            "timeout_s": self.step_timeout_s,
+        }
+        listed = ", ".join(what[:10]) + (f" and {len(what) - 10} more" if len(what) > 10 else "")
+        dep["reason"] = (
+            f"stalled: step {dep['step'] + 1}/{len(dep['steps'])} has waited {waited:.0f} s (step timeout "
+            f"{self.step_timeout_s:g} s) for {len(late)} agent(s) not yet healthy: {listed}; the rollout waits "
+            f"for them (the later steps do not start): bring them back, or `cloud-trainer deploy --abort "
+            f"{dep['id']}`"
+        )[:2000]
+        if not same:
+            log.warning("deployment %s (%s): %s", dep["id"], Deployment.from_doc(dep).what(), dep["reason"])
+
+    def _unstall(self, dep: dict) -> None:
+        """A stalled step whose agents all reported healthy since: the stall and its reasons are cleared."""
+        if not dep.get("stalled"):
+            return
+        log.info("deployment %s: step %d is no longer stalled", dep["id"], dep["step"] + 1)
+        dep["stalled"] = None
+        if str(dep.get("reason", "")).startswith("stalled: "):
+            dep["reason"] = ""
+
+    def _join(self, dep: dict) -> None:
+        """Agents that match a running rollout's selector but are not its targets (enrolled, or labelled into the
+        group, after it was created) become targets at the end of its order: they keep what they run while the
+        canaries are judged and get the version with the last step (100%), so the group ends on
+        the version the rollout completes with. Only the newest rollout in progress of the slot takes them (it owns
+        the slot's agents, ``_supersede``), never an agent running (or given) a higher version of the package
+        (versions only go up), and a rollback never (it names the agents it rolls back)."""
+        if dep.get("rollback") or dep["state"] != "running":
+            return
+        tenant, slot = dep.get("tenant", T), _slot(dep)
+        newer = self.db.execute(
+            "SELECT doc FROM deployments WHERE tenant = ? AND state IN ('running', 'paused') AND created > ?",
+            (tenant, dep["created"]),
+        ).fetchall()
+        if any(_slot(json.loads(doc)) == slot for (doc,) in newer):
+            return
+        known = self.store.agent_groups(tenant=tenant)
+        sel = dep["selector"]
+        joining = [
+            a
+            for a in known
+            if a["id"] not in dep["targets"]
+            and all(fnmatch.fnmatch(str(a["labels"].get(k, "")), v) for k, v in sel.items())
+        ]
+        if not joining:
+            return
+        desired = self._slot_rows(tenant, slot)
+        now = self.clock()
+        for a in joining:
+            cur = next((s for s in a["slots"] if s.get("slot") == slot), None)
+            have = [cur.get("version")] if cur and cur.get("package") == dep["package"] else []
+            row = desired.get(a["id"])
+            if row and row[0] == dep["package"] and dep.get("kind") != "config":
+                have.append(row[1])
+            if dep.get("kind") != "config" and any(_newer(v, dep["version"]) for v in have):
+                log.info(
+                    "deployment %s: agent %s joined its group but runs a version above %s; left alone",
+                    dep["id"],
+                    a["id"],
+                    dep["version"],
+                )
+                continue
+            if dep.get("kind") == "config":
+                if row:
+                    dep["previous"][a["id"]] = {
+                        "package": row[0],
+                        "version": row[2],
+                        "digest": row[2],
+                        "deployment_id": row[3].removesuffix(ROLLBACK_SUFFIX),
+                    }
+            elif cur and cur.get("digest"):
+                dep["previous"][a["id"]] = {
+                    "version": cur["version"],
+                    "digest": cur["digest"],
+                    "package": cur["package"],
+                }
+            dep["targets"][a["id"]] = _joined_target(now)
+            log.info(
+                "deployment %s: agent %s joined its group (%s); it gets the version with the last step",
+                dep["id"],
+                a["id"],
+                sel,
+            )
 
     def _roll_back(self, dep: dict, agents: list[str]) -> None:
         """Give ``agents`` their previous version back. A model slot's target says ``rolling_back`` until the
@@ -934,6 +1081,7 @@ class Control:
                 dep["state"] = "paused"
             elif action == "resume" and dep["state"] == "paused":
                 dep["state"] = "running"
+                dep["step_started"] = self.clock()  # the step's deadline counts from the resume
             elif action == "abort" and dep["state"] not in TERMINAL:
                 dep["state"] = "aborted"
                 dep["reason"] = "aborted by an admin"
@@ -1039,6 +1187,25 @@ class Control:
             ).fetchall():
                 out[t or T] = out.get(t or T, 0) + int(n)
         return out
+
+
+def _joined_target(joined: float) -> dict:
+    """A target that joined a rollout's group after it was created (``joined``: when)."""
+    return {"status": "waiting", "reason": "", "step": None, "updated": joined, "joined": joined}
+
+
+def _order(targets: dict) -> list[str]:
+    """A rollout's targets in the order its steps reach them: those named at its creation by id, then those that
+    joined its group later in the order they joined (a joiner never moves a target into an earlier step, and is
+    never a canary)."""
+    return sorted(targets, key=lambda a: (targets[a].get("joined") or 0.0, a))
+
+
+def _newer(have: str | None, want: str) -> bool:
+    try:
+        return bool(have) and version_key(str(have)) > version_key(want)
+    except ValueError:
+        return False
 
 
 def _slot(dep: dict) -> str:

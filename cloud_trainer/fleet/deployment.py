@@ -78,6 +78,12 @@ class Deployment(BaseModel):
     rollback: bool = False
     targets: dict[str, Target] = Field(default_factory=dict)
     config_yaml: str = ""  # kind config: the document itself
+    # the label selector it was created with (none: agents named by id): agents that join the group while it
+    # runs become targets, reached by its last step
+    selector: dict[str, str] = Field(default_factory=dict)
+    # the current step passed its deadline with these agents not yet healthy: {step, since, agents, timeout_s}
+    stalled: dict | None = None
+    joins_checked: float | None = None  # when the control last looked for agents that joined the group
 
     @classmethod
     def from_doc(cls, doc: dict | str) -> Deployment:
@@ -127,10 +133,18 @@ class Deployment(BaseModel):
 
     @classmethod
     def from_proto(cls, info) -> Deployment:
-        """A ``DeploymentInfo`` from a v3 service (typed fields) or a v2 one (only ``json``)."""
+        """A ``DeploymentInfo`` from a v3 service (typed fields) or a v2 one (only ``json``). What has no typed
+        field (``stalled``, ``selector``) comes from the JSON document."""
         if not info.id:
             return cls.from_doc(info.json or "{}")
+        try:
+            extra = json.loads(info.json) if info.json else {}
+        except ValueError:
+            extra = {}
+        extra = extra if isinstance(extra, dict) else {}
         return cls(
+            stalled=extra.get("stalled") if isinstance(extra.get("stalled"), dict) else None,
+            selector=extra.get("selector") if isinstance(extra.get("selector"), dict) else {},
             id=info.id,
             kind=info.kind or "model",
             created=info.created,

@@ -4,6 +4,7 @@
                         [--store postgresql://fleet@db/fleet]
                         [--blobs s3://bucket/prefix [--s3-endpoint http://minio:9000]]
                         [--console-port 8088 [--console-tenant T] [--console-allowed-host NAME ...]]
+                        [--step-timeout-s 900]
 
 Needs ``ca.pem``, ``server.pem`` and ``server.key`` in the PKI folder (``cloud-trainer pki``).
 Clients must present a certificate from the same CA: agents (OU agent) and admins (OU admin) of a
@@ -117,6 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         help="a host name the console answers under besides IP addresses, localhost and this machine's "
         "name (a reverse proxy's public name); any other Host is 421 (DNS rebinding)",
     )
+    ap.add_argument(
+        "--step-timeout-s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="a rollout step whose agents have not all reported healthy this long after it began is marked "
+        "stalled (status, console, a WARNING); it still waits for them; 0: never (default: 900)",
+    )
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for f in ("ca.pem", "server.pem", "server.key"):
@@ -143,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             store=a.store,
             blobs=a.blobs,
             s3_endpoint=a.s3_endpoint,
+            step_timeout_s=a.step_timeout_s,
         )
         await srv.start()
         quiet_gc()

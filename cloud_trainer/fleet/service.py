@@ -918,6 +918,7 @@ class FleetServer:
         blobs: str | Path | BlobStore | None = None,
         s3_endpoint: str | None = None,
         handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
+        step_timeout_s: float | None = None,
     ) -> None:
         self.data = Path(data)
         self.store = open_store(store, self.data)  # a postgresql:// URL, or the SQLite file <data>/fleet.db
@@ -937,7 +938,13 @@ class FleetServer:
                 if store and store.startswith(("postgresql://", "postgres://"))
                 else self.data / "control.db"
             )
-            control = Control(where, self.registry, self.store, keys_dir=Path(ca).parent)
+            control = Control(
+                where,
+                self.registry,
+                self.store,
+                keys_dir=Path(ca).parent,
+                **({} if step_timeout_s is None else {"step_timeout_s": step_timeout_s}),
+            )
         self.control = control
         self.commands = Commands(control) if getattr(control, "db", None) is not None else None
         self.quotas = quotas or Quotas()

@@ -329,6 +329,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def agents(self, *, tenant: str = T) -> list[dict]: ...
 
+    def agent_groups(self, *, tenant: str = T) -> list[dict]:
+        """The tenant's agents with their ``id``, ``labels``, ``slots`` and ``last_seen`` only: what a rollout's
+        group and a stalled step are read from (without each agent's health and outbox figures)."""
+        return self.agents(tenant=tenant)
+
     @abc.abstractmethod
     def set_labels(self, labels: dict[str, str], *, tenant: str = T) -> int:
         """Record ground-truth labels by sample SHA-256 (label_state 'labelled'); return rows changed."""
@@ -863,6 +868,15 @@ class SQLStore(Store):
                 (tenant,),
             )
         )
+
+    def agent_groups(self, *, tenant: str = T) -> list[dict]:
+        return [
+            {"id": i, "labels": json.loads(lab), "slots": json.loads(sl), "last_seen": ls}
+            for i, lab, sl, ls in self._rows(
+                self.q("SELECT id, labels, slots, last_seen FROM agents WHERE tenant = ? ORDER BY id"),
+                (tenant,),
+            )
+        ]
 
     def usage(self) -> dict[str, dict]:
         return usage_from(self._rows(USAGE_SQL))

@@ -194,3 +194,109 @@ def test_a_rollback_that_halts_never_sends_back_the_version_it_rolled_away_from(
     assert (
         b["targets"]["gw2"]["status"] == "assigned"
     )  # it goes on with the rollback, and is not told otherwise
+
+
+async def test_a_step_whose_agents_never_report_is_said_stalled_and_waits(registry_control, tmp_path, capsys):
+    """A canary that never reported (offline, or stuck installing) kept the rollout ``running`` for good and the
+    admin saw nothing wrong. Past the step timeout the deployment says it is stalled, naming the agents (also in
+    `cloud-trainer status` over a real fleet service); it waits for them, and moves on once they are healthy."""
+    import asyncio
+
+    from cloud_trainer import admin_cli
+    from cloud_trainer.fleet.service import FleetServer
+    from tests.support.fleet import make_pki
+    from tests.support.peers import free_port
+
+    c, e = registry_control
+    for agent in AGENTS:
+        _runs(c, agent, e["1.0.0"])
+    now = [1000.0]
+    c.clock = lambda: now[0]
+    c.step_timeout_s = 600
+    dep = c.create(
+        {
+            "package": "part-inspection",
+            "version": "1.1.0",
+            "slot": "vision",
+            "selector": {"site": "plant"},
+            "steps": ["1", "100%"],
+        }
+    )
+    now[0] += 599
+    c.tick()
+    assert not c.get(dep["id"]).get("stalled")
+    now[0] += 2  # gw1, the canary, never reported
+    c.tick()
+    d = c.get(dep["id"])
+    assert d["state"] == "running" and d["stalled"]["agents"] == ["gw1"], d
+    assert "stalled" in d["reason"] and "gw1 (assigned" in d["reason"], d["reason"]
+    assert d["targets"]["gw2"]["status"] == "waiting"  # it waits: the later steps do not start
+
+    pki = make_pki(tmp_path / "pki", agents=(), admins=("alice",))
+    port = free_port()
+    srv = FleetServer(
+        tmp_path / "cloud",
+        port,
+        pki / "ca.pem",
+        pki / "server.pem",
+        pki / "server.key",
+        registry=c.registry.root,
+        control=c,
+        streams=False,
+    )
+    await srv.start()
+    try:
+        base = ["--endpoint", f"127.0.0.1:{port}", "--pki", str(pki), "--admin", "alice"]
+        capsys.readouterr()
+        assert await asyncio.to_thread(admin_cli.main_status, base) == 0
+        out = capsys.readouterr().out
+        assert f"STALLED {dep['id']} (part-inspection-1.1.0) step 1/2: no healthy report from gw1" in out, out
+        assert await asyncio.to_thread(admin_cli.main_deployments, base) == 0
+        assert "running (stalled)" in capsys.readouterr().out
+    finally:
+        await srv.stop()
+
+    c.on_report("gw1", dep["id"], "vision", "1.1.0", "healthy", True, "", {})  # it came back
+    d = c.get(dep["id"])
+    assert not d["stalled"] and d["reason"] == "" and d["targets"]["gw2"]["status"] == "assigned", d
+
+
+def test_a_gateway_that_joins_the_group_mid_rollout_follows_the_rollout(registry_control):
+    """A gateway enrolled into (or labelled into) a rollout's group after it was created was never a target: it
+    kept running what it had while the rest of the group ended on the new version. It now joins the rollout
+    at the end of its order: it keeps its version while the canary is judged (never made a canary), gets the
+    new one with the last step, and the rollout completes only once it runs it too."""
+    c, e = registry_control
+    now = [1000.0]
+    c.clock = lambda: now[0]
+    for agent in ("gw2", "gw3"):
+        _runs(c, agent, e["1.0.0"])
+    c.store.heartbeat("gw1", {"site": "elsewhere"}, [], {}, 0, {})  # not in the group (yet)
+    dep = c.create(
+        {
+            "package": "part-inspection",
+            "version": "1.1.0",
+            "slot": "vision",
+            "selector": {"site": "plant"},
+            "steps": ["1", "100%"],
+            "wait_s": 0,
+        }
+    )
+    assert sorted(c.get(dep["id"])["targets"]) == ["gw2", "gw3"]
+    # gw1 is moved into the group; gw0 is a new gateway enrolled there: both sort before the canary gw2
+    _runs(c, "gw1", e["1.0.0"])
+    c.store.heartbeat("gw0", {"site": "plant"}, [], {}, 0, {})
+    now[0] += 31  # (looked for every 30 s)
+    c.tick()
+    d = c.get(dep["id"])
+    assert sorted(d["targets"]) == ["gw0", "gw1", "gw2", "gw3"], d["targets"]
+    assert d["targets"]["gw2"]["status"] == "assigned"  # the canary is still gw2
+    for agent in ("gw0", "gw1", "gw3"):  # they keep what they run while the canary is judged
+        assert d["targets"][agent]["status"] == "waiting", agent
+        assert c.desired_state(agent)[1] == [], agent
+    assert d["previous"]["gw1"]["version"] == "1.0.0"  # what a halt would send it back to
+    c.on_report("gw2", dep["id"], "vision", "1.1.0", "healthy", True, "", {})
+    for agent in ("gw0", "gw1", "gw3"):  # the last step reaches them
+        assert [s["version"] for s in c.desired_state(agent)[1]] == ["1.1.0"], agent
+        c.on_report(agent, dep["id"], "vision", "1.1.0", "healthy", True, "", {})
+    assert c.get(dep["id"])["state"] == "completed"
