@@ -31,6 +31,7 @@ import collections
 import functools
 import logging
 import math
+import shutil
 import statistics
 import threading
 import time
@@ -573,8 +574,11 @@ class ModelSlot:
         """Load, golden-check and time every engine × form allowed; the fastest that passes serves.
         During a swap (a model serves meanwhile) the loading is isolated from the serving threads."""
         helpers = self._helpers
+        cfg = self.config
+        if cfg.openvino_cache_dir:  # one cache folder per installed version: removed with the version
+            cfg = cfg.model_copy(update={"openvino_cache_dir": str(self._ov_cache / opened.root.name)})
         with helpers.used():
-            sel = select(opened, self.config, isolated=self._active is not None)
+            sel = select(opened, cfg, isolated=self._active is not None)
         if helpers.stopped:  # the slot stopped meanwhile: nothing switches after a stop
             sel.engine.close()
             raise _Stopped("the slot stopped while the package was loaded; it was not switched to")
@@ -726,8 +730,14 @@ class ModelSlot:
         # switch may still be running on it; it is freed when the last reference goes.
         return outcome
 
+    @property
+    def _ov_cache(self) -> Path:
+        """This slot's part of ``openvino_cache_dir``: a folder per installed package folder."""
+        return Path(self.config.openvino_cache_dir or ".") / self.name
+
     async def _prune(self) -> None:
-        """Remove the store's folders nothing points to any more (see ``ModelStore.prune``)."""
+        """Remove the store's folders nothing points to any more (see ``ModelStore.prune``), and their
+        OpenVINO compiled-model caches."""
         try:
             gone = await asyncio.to_thread(self.store.prune)
         except OSError as exc:  # a disk that fails here fails elsewhere too: said, never fatal
@@ -735,6 +745,39 @@ class ModelSlot:
             return
         if gone:
             log.info("slot %s: removed package folders no longer used: %s", self.name, ", ".join(gone))
+        if self.config.openvino_cache_dir:
+            caches = await asyncio.to_thread(self._prune_ov_cache)
+            if caches:
+                log.info(
+                    "slot %s: removed OpenVINO caches of versions no longer installed: %s",
+                    self.name,
+                    ", ".join(caches),
+                )
+
+    def _prune_ov_cache(self) -> list[str]:
+        """Remove the compiled-model caches (``openvino_cache_dir/<slot>/<package folder>``) of versions the slot
+        no longer has (neither current, nor kept to go back to, nor a candidate): each is a compiled copy of a
+        model, and a cache that kept every version delivered filled a small gateway's disk over months of
+        rollouts. Also the loose ``<number>.blob`` files of the former layout (one folder for every version of
+        every slot; nothing reads them now). Worker thread."""
+        st = self.store.state()
+        keep = {st.get("current"), st.get("previous"), (st.get("probation") or {}).get("candidate")}
+        gone = []
+        try:
+            for p in self._ov_cache.iterdir() if self._ov_cache.is_dir() else ():
+                if p.is_dir() and p.name not in keep:
+                    shutil.rmtree(p, ignore_errors=True)
+                    gone.append(p.name)
+            root = self._ov_cache.parent
+            for p in root.glob("*.blob") if root.is_dir() else ():
+                if p.stem.isdigit() and p.is_file():
+                    p.unlink(missing_ok=True)
+                    gone.append(p.name)
+        except OSError as exc:
+            log.warning(
+                "slot %s: cannot remove old OpenVINO caches in %s: %s", self.name, self._ov_cache, exc
+            )
+        return gone
 
     def _install(self, pkg: Path) -> OpenedPackage:
         """Verify and extract ``pkg`` (worker thread). With key files, in a child process, while this

@@ -55,10 +55,13 @@ def pkgs(tmp_path_factory):
     }
 
 
-def slot(tmp_path, pkgs, engine="onnxruntime", package="v1", **health) -> ModelSlot:
+def slot(
+    tmp_path, pkgs, engine="onnxruntime", package="v1", openvino_cache_dir: str | None = None, **health
+) -> ModelSlot:
     cfg = ModelConfig(
         package=str(pkgs[package]),
         engine=engine,
+        openvino_cache_dir=openvino_cache_dir,
         health=HealthConfig(**{"window_s": 1.0, "min_items": 20, **health}),
     )
     return ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
@@ -66,7 +69,9 @@ def slot(tmp_path, pkgs, engine="onnxruntime", package="v1", **health) -> ModelS
 
 @pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
 async def test_golden_verdicts_agree_on_both_engines(tmp_path, pkgs, engine):
-    s = slot(tmp_path, pkgs, engine=engine)
+    """(On OpenVINO with ``openvino_cache_dir``: see ``_the_cache_of_a_version_no_longer_installed_is_removed``.)"""
+    cache = str(tmp_path / "ov-cache") if engine == "openvino" else None
+    s = slot(tmp_path, pkgs, engine=engine, openvino_cache_dir=cache)
     await s.start()
     assert s.engine_name == engine
     opened = open_package(pkgs["v1"], tmp_path / "ref", load_trusted_keys([pkgs["pub"]]))
@@ -84,6 +89,27 @@ async def test_golden_verdicts_agree_on_both_engines(tmp_path, pkgs, engine):
         inf.interpretation.verdict in ("OK", "NG") and inf.engine == engine and inf.heatmap.shape == (32, 32)
     )
     await s.stop()
+    if engine == "openvino":
+        await _the_cache_of_a_version_no_longer_installed_is_removed(tmp_path, pkgs, a.opened.root.name)
+
+
+async def _the_cache_of_a_version_no_longer_installed_is_removed(tmp_path, pkgs, v1_folder: str) -> None:
+    """OpenVINO's compiled-model cache (``openvino_cache_dir``) kept a blob of every version ever served, in one
+    folder, never removed: months of rollouts filled a small gateway's disk. Each installed version's cache is
+    now a folder of its own, removed with the version."""
+    cache = tmp_path / "ov-cache"
+    assert list((cache / "vision" / v1_folder).glob("*.blob")), sorted(p.name for p in cache.rglob("*"))
+    (cache / "4242.blob").write_bytes(b"a cache file of the former layout")
+    cfg = ModelConfig(package=str(pkgs["v2"]), engine="onnxruntime", openvino_cache_dir=str(cache))
+    s = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    await s.start()  # the config pins 1.1.0 now: installed without a health window, 1.0.0 removed
+    try:
+        assert s.version == "1.1.0"
+        assert not (tmp_path / "data" / "models" / "vision" / v1_folder).exists()
+        assert not (cache / "vision" / v1_folder).exists()  # was kept for good
+        assert not (cache / "4242.blob").exists()
+    finally:
+        await s.stop()
 
 
 async def test_signal_package_infers_windows_and_rejects_wrong_length(tmp_path, pkgs):
