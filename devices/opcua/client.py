@@ -9,12 +9,13 @@ subscription. The task never raises.
 
 Readings: a scalar Float (a PLC's REAL, also a structure's member) as the short decimal that is the same
 REAL (75.3, as the PLC shows it, not 75.30000305175781: ``protocols.float32``); an array of numbers (a
-Double[] waveform) arrives as a float64 NumPy array, any other array
+Double[] waveform) arrives as a 1-D float64 NumPy array (a matrix node, [3, 1024] by the value's dimensions or
+the node's ArrayDimensions, as the rows ``nodes[].index`` picks, never flattened: ``_matrix``), any other array
 as a list (texts, bytes, true/false, whole numbers past 2**53), scalars as Python values (texts, names,
 times, XML and Variants in their plain form); a structure (a PLC's UDT) gives a reading per member, ``{tag}/{member}``,
 once the session has read the server's type definitions (``_structures``); ``timestamp``
 is the source timestamp (server timestamp, then receive time, when absent); status Good /
-Uncertain / Bad becomes ``Quality``. Non-finite numbers are passed with quality BAD
+Uncertain / Bad becomes ``Quality`` (a null value said Good or Uncertain is BAD, counted as ``null_value``). Non-finite numbers are passed with quality BAD
 (``non_finite: bad``, default) or dropped (``skip``), and counted as ``non_finite`` either way.
 A source timestamp older than the tag's previous one is counted as ``out_of_order`` and still
 passed on. A node that does not exist is reported by name (``stats.errors_by_reason['node']``)
@@ -1293,6 +1294,10 @@ class OpcUaSource:
         self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_max_s)
         self._client: Client | None = None
         self._tags: dict[ua.NodeId, str] = {}
+        # a matrix node's rows read as tags (nodes[].index): node -> [(tag, index)], and the nodes whose
+        # ArrayDimensions attribute says they hold a matrix (read at connect: a server may send its value flat)
+        self._picks: dict[ua.NodeId, list[tuple[str, tuple[int, ...]]]] = {}
+        self._dims: dict[ua.NodeId, tuple[int, ...]] = {}
         self._rates = StatedRates()  # waveforms' sample rates as the server states them
         self._last_ts: dict[str, float] = {}
         self._changed: set[str] = set()  # tags past their first notification since subscribing
@@ -1452,6 +1457,8 @@ class OpcUaSource:
             await client.connect()
         await _read_operation_limits(client, self.settings.connect_timeout_s)
         self._tags.clear()
+        self._picks.clear()
+        self._dims.clear()
         self._rates.clear()
         self._types.clear()
         self._forms.clear()
@@ -1488,10 +1495,16 @@ class OpcUaSource:
             except Exception as e:
                 self._node_error(ns.node_id, e)
                 continue
-            self._tags[node.nodeid] = tag
-            groups.setdefault((ns.sampling_interval_ms, ns.queue_size), []).append(node)
+            if ns.index is not None:
+                index = (ns.index,) if isinstance(ns.index, int) else tuple(ns.index)
+                self._picks.setdefault(node.nodeid, []).append((tag, index))
+            if node.nodeid not in self._tags:  # another row of a matrix listed before: one monitored item
+                self._tags[node.nodeid] = tag
+                groups.setdefault((ns.sampling_interval_ms, ns.queue_size), []).append(node)
             if ns.sample_rate_from:
                 await self._stated_rate(client, ns, tag, node, rate_nodes)
+        if self._tags:
+            await self._read_dims(client)
         # one monitored item per rate node, none for one subscribed as a tag already: its notifications
         # state the rate of every waveform that names it (a second item would give each value twice)
         for nodeid, (sampling_ms, rate_node) in rate_nodes.items():
@@ -1504,6 +1517,27 @@ class OpcUaSource:
                 await self._subscribe(client, groups)
         if self._write_targets or self.settings.heartbeat:
             await self._check_targets(client)
+
+    async def _read_dims(self, client: Client) -> None:
+        """The ArrayDimensions of the subscribed nodes, in one Read: a node whose attribute says it holds a
+        matrix ([3, 1024]) while its server sends the value flat (without the Variant's own dimensions) is
+        still read as a matrix, never as one waveform of its rows end to end. A server that cannot answer
+        leaves only the values' own dimensions to go by."""
+        ids = list(self._tags)
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout_s):
+                got = await client.uaclient.read_attributes(ids, ua.AttributeIds.ArrayDimensions)
+        except (ua.UaError, TimeoutError) as e:
+            log.info(
+                "opcua source %s: ArrayDimensions not read (%r); values' own dimensions are used",
+                self.name,
+                e,
+            )
+            return
+        for nodeid, dv in zip(ids, got, strict=False):
+            d = dv.Value.Value if dv.Value is not None and _is_good(dv.StatusCode) else None
+            if isinstance(d, list) and len(d) > 1 and all(type(x) is int and x > 0 for x in d):
+                self._dims[nodeid] = tuple(d)
 
     def _default_tag(self, node_id: str, browse: str) -> str:
         """The tag of a node configured without one: its browse name, or its node id when another node of
@@ -1578,6 +1612,9 @@ class OpcUaSource:
                 val = np.empty(0) if dv.Value is not None and dv.Value.VariantType in _NUMERIC else []
             elif (numbers := _numbers(val)) is not None:
                 val = numbers  # a waveform: float64
+                dims = dv.Value.Dimensions if dv.Value is not None else None
+                if (dims and len(dims) > 1) or nodeid in self._picks or nodeid in self._dims:
+                    return self._matrix(nodeid, tag, val, dims, dv)
             elif isinstance(val[0], ua.ExtensionObject) or _is_structure(val[0]):
                 return self._structure(nodeid, tag, val, dv)
             else:
@@ -1598,6 +1635,62 @@ class OpcUaSource:
             _quality(dv.StatusCode),
             self._rates.rate_for(tag, val),
         )
+
+    def _matrix(self, nodeid: ua.NodeId, tag: str, val: np.ndarray, dims: Any, dv: Any) -> None:
+        """A numeric array with more than one dimension (a tri-axial sensor's [3, 1024], an image-like
+        matrix), by the Variant's own dimensions or else the node's ArrayDimensions attribute: the rows the
+        config picks (``nodes[].index``) as their tags' readings. Never passed on flattened (three axes end
+        to end as one waveform): without an index, with one that does not fit, or with dimensions the value
+        does not fill, the value is skipped, counted (``multi_dim``) and said once per burst, naming the
+        node, its dimensions and the fix. A shape with one dimension over 1 ([1, 1024]) is a waveform."""
+        own = bool(dims) and len(dims) > 1
+        shape = tuple(dims) if own else self._dims.get(nodeid)
+        if shape is not None and math.prod(shape) != val.size:
+            if own:  # the value contradicts itself
+                shown = "x".join(map(str, shape))
+                return self._not_shaped(
+                    nodeid, tag, f"holds {val.size} values, not the {shown} its dimensions say"
+                )
+            shape = None  # the node's attribute does not describe this value: taken as it comes
+        if shape is not None and sum(n > 1 for n in shape) <= 1:
+            shape = None  # [1, 1024]: one row, a waveform as it is
+        picks = self._picks.get(nodeid)
+        now = time.time()
+        ts, q = self._timestamp(tag, dv, now), _quality(dv.StatusCode)
+        if picks is None:
+            if shape is None:
+                val = val.ravel() if val.ndim > 1 else val  # [1, 1024] as it is: one row
+                return self._emit(tag, val, ts, now, q, self._rates.rate_for(tag, val))
+            shown = "x".join(map(str, shape))
+            return self._not_shaped(
+                nodeid,
+                tag,
+                f"holds a {shown} array (ArrayDimensions {list(shape)}), which would be read as one waveform "
+                "of its rows end to end; pick a row with nodes[].index (list the node once per row, each with "
+                "its index and tag)",
+            )
+        for ptag, index in picks:
+            if shape is None:
+                self._not_shaped(
+                    nodeid,
+                    ptag,
+                    f"has index {list(index)} but its value has one dimension ({val.size} values)",
+                )
+            elif len(index) != len(shape) - 1 or any(i >= n for i, n in zip(index, shape, strict=False)):
+                self._not_shaped(
+                    nodeid,
+                    ptag,
+                    f"index {list(index)} does not pick a row of its {'x'.join(map(str, shape))} array; give "
+                    f"{len(shape) - 1} index(es), each under its dimension",
+                )
+            else:
+                row = val.reshape(shape)[index].copy()
+                self._emit(ptag, row, ts, now, q, self._rates.rate_for(ptag, row))
+
+    def _not_shaped(self, nodeid: ua.NodeId, tag: str, why: str) -> None:
+        msg = f"node {nodeid.to_string()} (tag {tag}) {why}; its values are skipped"
+        self.stats.error("multi_dim", msg)
+        self._burst.log(f"md:{tag}", "opcua source %s: %s", self.name, msg)
 
     def _node_gone(self, nodeid: ua.NodeId, tag: str, status: ua.StatusCode) -> None:
         """The server says the node is gone (BadNodeIdUnknown: a TwinCAT or Codesys program download, a
@@ -1725,6 +1818,11 @@ class OpcUaSource:
             self._emit(mtag, mval, ts, now, quality, None)
 
     def _emit(self, tag: str, val: Any, ts: float, now: float, quality: Quality, rate: float | None) -> None:
+        if val is None and quality is not Quality.BAD:  # a null Variant (or structure member) said Good
+            msg = f"tag {tag}: the server sent no value (a null Variant) with status {quality.name}; passed as BAD"
+            self.stats.error("null_value", msg)
+            self._burst.log(f"null:{tag}", "opcua source %s: %s", self.name, msg)
+            quality = Quality.BAD
         non_finite = (isinstance(val, float) and not math.isfinite(val)) or (
             isinstance(val, np.ndarray) and val.dtype.kind == "f" and not np.isfinite(val).all()
         )

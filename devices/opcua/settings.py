@@ -41,6 +41,23 @@ class NodeSettings(_Model):
         "XAxisDefinition property, OPC UA Part 8 YArrayItemType: the time axis' EURange over the samples) or the "
         "node id of a variable holding the rate in Hz (a vendor's SampleRate node; subscribed, so a change is seen)",
     )
+    index: int | list[int] | None = Field(
+        None,
+        description="for a node holding a matrix (ArrayDimensions [3, 1024]: a tri-axial sensor's three "
+        "axes): the row it gives as this tag's waveform (index: 1 -> row 1's 1024 samples; [0, 2] for a "
+        "3-D array: one index per dimension but the last). A matrix read without index is skipped and "
+        "counted (multi_dim), never passed on flattened; list the node again with another index and tag "
+        "for each other row",
+    )
+
+    @model_validator(mode="after")
+    def _index_ok(self) -> NodeSettings:
+        idx = [self.index] if isinstance(self.index, int) else (self.index or [])
+        if isinstance(self.index, list) and not self.index:
+            raise ValueError("index: an empty list picks nothing; give the row, e.g. index: 1")
+        if any(i < 0 for i in idx):
+            raise ValueError(f"index {self.index}: rows count from 0; negative indexes are not taken")
+        return self
 
 
 class HeartbeatSettings(_Model):
@@ -148,6 +165,17 @@ class OpcUaSettings(_Model):
         dup = sorted({t for t in tags if tags.count(t) > 1})
         if dup:
             raise ValueError(f"nodes: tag(s) {dup} appear more than once; give each node its own tag")
+        by_node: dict[str, list[NodeSettings]] = {}
+        for n in self.nodes:
+            by_node.setdefault(n.node_id, []).append(n)
+        for node_id, ns in by_node.items():
+            if len(ns) > 1 and (
+                any(n.index is None for n in ns) or len({str(n.index) for n in ns}) < len(ns)
+            ):
+                raise ValueError(
+                    f"nodes: {node_id!r} is listed {len(ns)} times; list a node once, or, for the rows of a "
+                    "matrix node, once per row, each with its own index and tag"
+                )
         return self
 
     def cross_check(self, name: str, cfg: object, report) -> None:
