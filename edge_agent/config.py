@@ -1171,6 +1171,8 @@ def _check_files(cfg: AgentConfig, report: Findings) -> None:
                     f"could add or swap a key and have any package accepted; `chmod o-w {loose}`",
                 )
                 break
+            if one.is_file():
+                _check_key_end(report, f"trusted_keys[{i}]", one)
     if (loose := writable_by_anyone(cfg.data_dir)) is not None:
         report.warning(
             "agent.data_dir",
@@ -1284,3 +1286,26 @@ def read_yaml(text: str, where: str) -> Any:
     except Exception as exc:  # PyYAML's constructors raise more than YAMLError
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError([f"{where}: not valid YAML: {first}"]) from None
+
+
+def _check_key_end(report, where: str, key_file: Path) -> None:
+    """A key file's ``not-after:`` line: an error when it is not a date; a warning once it has passed (packages
+    the key signed are no longer installed; those installed before serve on)."""
+    import datetime as dt
+    import time
+
+    from model_packager.errors import SignatureError
+    from model_packager.keys import key_not_after
+
+    try:
+        ends = key_not_after(key_file)
+    except SignatureError as exc:
+        report.error(where, str(exc))
+        return
+    if ends is not None and ends <= time.time():
+        when = dt.datetime.fromtimestamp(ends, dt.UTC).isoformat(timespec="seconds")
+        report.warning(
+            where,
+            f"{key_file}: its trust ended at {when} (not-after): packages it signed are no longer installed "
+            "(those installed before serve on); have them signed with a current key",
+        )

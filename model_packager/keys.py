@@ -96,13 +96,18 @@ def _refuse_unsafe(path: Path, what: str) -> None:
 
 
 class TrustedKeys:
-    """The public keys whose signatures an agent accepts, by key id."""
+    """The public keys whose signatures an agent accepts, by key id, with the end of each one's trust when its
+    file states one (``not_after``: epoch seconds; see ``key_not_after``)."""
 
     def __init__(
-        self, keys: dict[str, Ed25519PublicKey] | None = None, sources: dict[str, str] | None = None
+        self,
+        keys: dict[str, Ed25519PublicKey] | None = None,
+        sources: dict[str, str] | None = None,
+        not_after: dict[str, float] | None = None,
     ):
         self.keys = dict(keys or {})
         self.sources = dict(sources or {})  # key id -> file it came from, for messages
+        self.not_after = dict(not_after or {})  # key id -> when its trust ends (absent: never)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -124,6 +129,7 @@ def load_trusted_keys(paths: Iterable[str | Path] | str | Path) -> TrustedKeys:
         paths = [paths]
     keys: dict[str, Ed25519PublicKey] = {}
     sources: dict[str, str] = {}
+    not_after: dict[str, float] = {}
     for p in paths:
         p = Path(p)
         is_dir = p.is_dir()
@@ -136,4 +142,45 @@ def load_trusted_keys(paths: Iterable[str | Path] | str | Path) -> TrustedKeys:
             kid = key_id(k)
             keys[kid] = k
             sources[kid] = str(f)
-    return TrustedKeys(keys, sources)
+            ends = key_not_after(f)
+            if ends is not None:
+                not_after[kid] = ends
+            else:
+                not_after.pop(kid, None)  # the same key in another file without an end
+    return TrustedKeys(keys, sources, not_after)
+
+
+NOT_AFTER = "not-after:"
+
+
+def key_not_after(path: str | Path) -> float | None:
+    """When trust in the public key of ``path`` ends (epoch seconds), from a line ``not-after: 2027-06-30``
+    (trusted through the end of that day, UTC) or ``not-after: 2027-06-30T12:00:00+00:00`` before its PEM block
+    (text that PEM readers skip, RFC 7468); None without one. A package signed by the key is no longer installed
+    after it (``SignatureError`` code ``key_expired``). ``SignatureError`` ``bad_key`` for a date it cannot
+    read, naming the file."""
+    from datetime import UTC, datetime, time, timedelta
+
+    try:
+        head = Path(path).read_bytes().split(b"-----BEGIN", 1)[0].decode("utf-8", "replace")
+    except OSError:
+        return None  # (load_public_key says why)
+    for line in head.splitlines():
+        if not line.strip().lower().startswith(NOT_AFTER):
+            continue
+        raw = line.strip()[len(NOT_AFTER) :].strip()
+        try:
+            if len(raw) == 10:  # a day: trusted through its end
+                day = datetime.fromisoformat(raw).date()
+                return datetime.combine(day + timedelta(days=1), time(), UTC).timestamp()
+            when = datetime.fromisoformat(raw)
+            if when.tzinfo is None:
+                raise ValueError("no time zone")
+            return when.timestamp()
+        except ValueError:
+            raise SignatureError(
+                f"trusted key {path}: not-after {raw[:40]!r} is not a date (2027-06-30, or "
+                "2027-06-30T12:00:00+00:00 with its time zone)",
+                code="bad_key",
+            ) from None
+    return None

@@ -35,6 +35,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -630,7 +631,12 @@ class _Reader:
 _KEY_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
 
-def _check_signature(label: str, manifest_bytes: bytes, sig_bytes: bytes | None, trusted: TrustedKeys) -> str:
+def _check_signature(
+    label: str, manifest_bytes: bytes, sig_bytes: bytes | None, trusted: TrustedKeys, *, expiry: bool = True
+) -> str:
+    """The key id that signed ``manifest_bytes``. ``expiry``: a key whose trust ended (its file's ``not-after``)
+    is refused (a package to install); False for a package installed while its key was trusted (its folder's
+    check at a start: a gateway does not stop serving on a date)."""
     if sig_bytes is None:
         raise SignatureError(
             f"package {label}: no signature ({SIGNATURE} missing); refused: only signed packages "
@@ -661,6 +667,16 @@ def _check_signature(label: str, manifest_bytes: bytes, sig_bytes: bytes | None,
             f"package {label}: signed by key {kid}, which is not among the trusted keys "
             f"{trusted.ids()}; add its .pub to the trusted keys if you trust it",
             code="untrusted_key",
+        )
+    ends = trusted.not_after.get(kid) if expiry else None
+    if ends is not None and time.time() >= ends:
+        when = dt.datetime.fromtimestamp(ends, dt.UTC).isoformat(timespec="seconds")
+        where = trusted.sources.get(kid, "its key file")
+        raise SignatureError(
+            f"package {label}: signed by key {kid}, whose trust ended at {when} (not-after in "
+            f"{printable(where)}); refused: have it signed with a current key, or move not-after on if the key "
+            "is still safe",
+            code="key_expired",
         )
     from cryptography.exceptions import InvalidSignature
 
@@ -824,7 +840,8 @@ def verify_folder(folder: str | Path, trusted: TrustedKeys) -> tuple[Manifest, s
         raise SignatureError(
             f"package {label}: cannot read {SIGNATURE} ({printable(exc.strerror or exc)})", code="unsigned"
         ) from None
-    signer = _check_signature(label, manifest_bytes, sig_bytes, trusted)
+    # installed while its key was trusted: a key's end stops new installs, not what serves
+    signer = _check_signature(label, manifest_bytes, sig_bytes, trusted, expiry=False)
     manifest = _parse_manifest(label, manifest_bytes)
     for entry in manifest.files:
         _check_entry_name(entry.path, f"package {label}")

@@ -72,3 +72,61 @@ def test_a_rotated_key_keeps_older_versions_deployable_until_it_is_removed(tmp_p
     finally:
         store.close()
     assert main(["tenant", "--dir", str(tmp_path / "none"), "--tenant", "beta", "--rotate"]) == 2
+
+
+def test_a_key_past_its_not_after_no_longer_installs_what_it_signed(tmp_path, capsys):
+    """A trusted key stayed trusted for ever: a retired tenant key (or a gateway's old key file) kept every
+    package it signed installable, whatever its age. A key file may now state ``not-after:``; past it a package
+    that key signed is refused at install, by the agent and by the fleet, with one line naming the key, its end
+    and the file. What was installed while the key was trusted keeps serving (its folder's check at a start)."""
+    from edge_agent.models.store import ModelStore
+    from model_packager import load_trusted_keys
+    from model_packager.errors import SignatureError
+
+    pki = tmp_path / "pki"
+    init_tenant(pki, "acme")
+    private, public = signing_key_paths(pki, "acme")
+    old = make_package(tmp_path / "a", version="1.0.0", key=private, seed=1)
+    store = ModelStore(tmp_path / "gw" / "models" / "vision")
+    installed = store.install(old, load_trusted_keys([public]))  # while the key is trusted
+    main(["tenant", "--dir", str(pki), "--tenant", "acme", "--rotate"])
+    retired = next((pki / "tenants" / "acme" / "retired").glob("*.pub"))
+    pem = retired.read_bytes()
+
+    retired.write_bytes(b"not-after: 2099-12-31\n" + pem)  # still trusted
+    store.install(old, load_trusted_keys([retired]))
+    expired = b"# retired at the rotation\nnot-after: 2020-01-31\n" + pem
+    retired.write_bytes(expired)
+    with pytest.raises(
+        SignatureError, match=r"whose trust ended at 2020-02-01T00:00:00\+00:00 \(not-after in "
+    ) as e:
+        store.install(old, load_trusted_keys([retired]))
+    assert e.value.code == "key_expired" and str(retired) in str(e.value)
+    store.verify(installed.root.name, load_trusted_keys([retired]))  # installed before: it serves on
+
+    reg = Registry(tmp_path / "registry").for_tenant("acme")
+    reg.publish(old, [], {}, None, None)
+    fleet = open_store(None, tmp_path)
+    fleet.heartbeat("gw1", {"site": "plant"}, [], {}, 0, {}, tenant="acme")
+    c = Control(tmp_path / "control.db", Registry(tmp_path / "registry"), fleet, keys_dir=pki)
+    try:
+        with pytest.raises(NotInTenant, match="trust ended"):  # nor deployed, nor rolled back to
+            c.rollback("part-inspection", "1.0.0", "vision", ["gw1"], tenant="acme")
+    finally:
+        fleet.close()
+    # `edge-agent validate` (and the start) say it: a warning for a key past its end, an error for a bad date
+    from edge_agent.config import ConfigError, parse_config
+
+    doc = {
+        "agent": {"id": "gw1", "data_dir": str(tmp_path / "gw")},
+        "trusted_keys": [str(retired)],
+        "models": {"vision": {"package": str(old)}},
+    }
+    (warned,) = parse_config(doc, "line3.yaml").warnings
+    assert warned.startswith(f"line3.yaml: trusted_keys[0]: {retired}: its trust ended at 2020-02-01"), warned
+    retired.write_bytes(b"not-after: next week\n" + pem)
+    with pytest.raises(SignatureError, match=r"not-after 'next week' is not a date"):
+        load_trusted_keys([retired])
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc, "line3.yaml")
+    assert any(e.startswith("line3.yaml: trusted_keys[0]: trusted key ") for e in err.value.errors), err.value
