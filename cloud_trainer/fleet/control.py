@@ -1082,6 +1082,7 @@ class Control:
             elif action == "resume" and dep["state"] == "paused":
                 dep["state"] = "running"
                 dep["step_started"] = self.clock()  # the step's deadline counts from the resume
+                self._unstall(dep)
             elif action == "abort" and dep["state"] not in TERMINAL:
                 dep["state"] = "aborted"
                 dep["reason"] = "aborted by an admin"

@@ -256,6 +256,12 @@ async def test_a_step_whose_agents_never_report_is_said_stalled_and_waits(regist
     finally:
         await srv.stop()
 
+    c.command(dep["id"], "pause")
+    c.command(dep["id"], "resume")  # its deadline counts from the resume
+    assert not c.get(dep["id"])["stalled"]
+    now[0] += 601
+    c.tick()
+    assert c.get(dep["id"])["stalled"]["agents"] == ["gw1"]
     c.on_report("gw1", dep["id"], "vision", "1.1.0", "healthy", True, "", {})  # it came back
     d = c.get(dep["id"])
     assert not d["stalled"] and d["reason"] == "" and d["targets"]["gw2"]["status"] == "assigned", d
