@@ -81,6 +81,12 @@ def test_tenants_never_see_each_others_rows(store):
         ("gw1", {"site": "a"}, 3, [{"slot": "vision"}])
     ]
     assert store.agents(tenant="beta") == [] and store.stats(tenant="beta")["records"] == 0
+    # what a rollout's group is read from (agents that join it, a stalled step's last heartbeats): the same
+    (group,) = store.agent_groups(tenant="acme")
+    assert {k: group[k] for k in ("id", "labels", "slots", "last_seen")} == {
+        k: acme[0][k] for k in ("id", "labels", "slots", "last_seen")
+    }
+    assert store.agent_groups(tenant="beta") == []
     assert store.stats()["records"] == 2 and store.stats(tenant="acme")["records"] == 4
     assert store.gaps("gw2", tenant="acme") == [{"epoch": 0, "first": 2, "last": 4, "cause": "unknown"}]
     assert store.gaps("gw2") == []
