@@ -671,6 +671,20 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
         cv_scores[fold_of == f] = _nn_scores(patches[fold_of == f], bank_f, (side, side), s.size)
     bank = coreset(bank_of(np.ones(n, bool)).reshape(-1, d), s.bank_size, s.seed)
     thr, rule = threshold_at(cv_scores, s.false_reject_rate)
+    floor = noise_floor(feat, ds.good, bank, pre, (side, side), s)
+    if floor > thr:
+        log(
+            f"anomaly: the good images vary less than a camera's noise (flat or near-identical images, "
+            f"held-out scores up to {cv_scores.max():.3g}): the threshold {thr:.3g} would reject any frame "
+            f"with sensor noise; it is raised to {floor:.3g}, the score of these good images with "
+            f"{NOISE_FLOOR_SIGMA:g} grey levels of noise. Give images of several parts over days if you can"
+        )
+        rule += (
+            f"; raised to {floor:.4g}, the good images' score with {NOISE_FLOOR_SIGMA:g} grey levels of sensor "
+            f"noise (their own scores, up to {cv_scores.max():.3g}, are below a camera's noise: flat or "
+            "near-identical images)"
+        )
+        thr = floor
     log(
         f"anomaly: {n} good images, {n * hw} patches of {d} features → bank of {len(bank)}; threshold {thr:.4g} "
         f"at {s.false_reject_rate:.1%} false rejects ({folds}-fold scores of the good images)"
@@ -689,6 +703,25 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
     }
 
 
+NOISE_FLOOR_SIGMA = 2.0  # grey levels: an ordinary camera's sensor noise (perturb.TEST's least)
+NOISE_FLOOR_IMAGES = 32
+
+
+def noise_floor(feat, good: list[np.ndarray], bank: np.ndarray, pre, hw: tuple[int, int], s) -> float:
+    """The lowest threshold the good images allow: their score (the false-reject quantile) with
+    ``NOISE_FLOOR_SIGMA`` grey levels of sensor noise they were not shown, against the final bank.
+    Good images that carry no variation of their own (20 copies of one frame, a flat plate) gave
+    held-out scores of ~0 and a threshold of 1e-9, and then every real frame was NG; for images of
+    several parts this floor lies far below their own threshold and changes nothing."""
+    from cloud_trainer.train import perturb
+
+    rng = np.random.default_rng([s.seed, 29])
+    pick = np.unique(np.linspace(0, len(good) - 1, min(len(good), NOISE_FLOOR_IMAGES)).round().astype(int))
+    noisy = [perturb.noise(good[i], NOISE_FLOOR_SIGMA, rng) for i in pick]
+    scores = _nn_scores(patch_features(feat, tensors(noisy, pre)), bank, hw, s.size)
+    return float(np.quantile(scores, 1 - s.false_reject_rate, method="higher"))
+
+
 def threshold_at(good_scores: np.ndarray, false_reject_rate: float) -> tuple[float, str]:
     """The score above which ``false_reject_rate`` of good images fall, and how it was taken: the
     empirical quantile when at least 5 good images are expected above it, else the quantile of a
@@ -699,9 +732,13 @@ def threshold_at(good_scores: np.ndarray, false_reject_rate: float) -> tuple[flo
     s = np.sort(np.asarray(good_scores, np.float64))
     if len(s) * false_reject_rate >= 5:
         return float(np.quantile(s, 1 - false_reject_rate, method="higher")), "empirical quantile"
-    logs = np.log(np.maximum(s, 1e-9))
+    # images found exactly in the others' bank (copies of one frame, a flat plate) score 0: at log(1e-9)
+    # beside the others they made the fit's spread huge (a threshold of 367 against scores of 0.36, a
+    # scratch at 78 passed); the fit is of the scores above 0, and the noise floor (``noise_floor``) below
+    pos = s[s > 1e-9]
+    logs = np.log(pos if len(pos) >= 3 else np.maximum(s, 1e-9))
     z = NormalDist().inv_cdf(1 - false_reject_rate)
-    thr = float(np.exp(logs.mean() + z * logs.std(ddof=1)))
+    thr = float(np.exp(logs.mean() + z * logs.std(ddof=1))) if len(logs) >= 2 else 0.0
     # never below the empirical quantile: good scores have a heavier tail than a log-normal (measured on
     # the demo's cast flanges: the fit alone rejected 6.5 % of held-out good parts at a stated 1 %)
     emp = float(np.quantile(s, 1 - false_reject_rate, method="higher"))
