@@ -143,10 +143,8 @@ def load_trusted_keys(paths: Iterable[str | Path] | str | Path) -> TrustedKeys:
             keys[kid] = k
             sources[kid] = str(f)
             ends = key_not_after(f)
-            if ends is not None:
-                not_after[kid] = ends
-            else:
-                not_after.pop(kid, None)  # the same key in another file without an end
+            if ends is not None:  # the same key in two files: the earliest end stated holds
+                not_after[kid] = min(ends, not_after.get(kid, ends))
     return TrustedKeys(keys, sources, not_after)
 
 

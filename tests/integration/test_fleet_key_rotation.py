@@ -103,6 +103,9 @@ def test_a_key_past_its_not_after_no_longer_installs_what_it_signed(tmp_path, ca
         store.install(old, load_trusted_keys([retired]))
     assert e.value.code == "key_expired" and str(retired) in str(e.value)
     store.verify(installed.root.name, load_trusted_keys([retired]))  # installed before: it serves on
+    (tmp_path / "copy.pub").write_bytes(pem)  # the same key in another file, without an end: the end holds
+    with pytest.raises(SignatureError, match="whose trust ended"):
+        store.install(old, load_trusted_keys([retired, tmp_path / "copy.pub"]))
 
     reg = Registry(tmp_path / "registry").for_tenant("acme")
     reg.publish(old, [], {}, None, None)
