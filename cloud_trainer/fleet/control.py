@@ -1049,7 +1049,10 @@ class Control:
                 path, entry, tenant
             )  # (hashes the package: once per version a halt sends back)
         except NotInTenant:
-            return "is not signed by a package key the tenant still has (a key removed: leaked?)"
+            return (
+                "is not signed by a package key the tenant still has (a key removed: leaked?) or still trusts "
+                "(past its not-after)"
+            )
         except OSError:
             return None
         return None
