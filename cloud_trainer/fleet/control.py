@@ -107,6 +107,8 @@ STALL_REFRESH_S = (
     60.0  # a stalled step's text (how long it waited, when its agents were last seen) is renewed
 )
 SUPERSEDED = "superseded"  # a target status: a newer rollout of the same slot took the agent over
+LEFT = "left_group"  # a target status: moved out of a selector rollout's group before the rollout reached it
+_NOT_OURS = (SUPERSEDED, LEFT)  # targets a rollout no longer assigns, waits for or rolls back
 _LOG_CHANGE = "INSERT INTO changes (generation, tenant, agent) VALUES (?, ?, ?)"
 _UPSERT_DESIRED = (
     "INSERT INTO desired VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(tenant, agent, slot) DO UPDATE "
@@ -480,7 +482,7 @@ class Control:
             t = dep["targets"].get(agent)
             if t is None:
                 return False
-            if t.get("status") == SUPERSEDED:  # a newer rollout of the slot owns this agent now
+            if t.get("status") in _NOT_OURS:  # a newer rollout of the slot owns this agent now (or it left)
                 t["last_report"] = {"step": step, "version": version, "ok": ok, "reason": reason}
                 self._put(dep)
                 return True
@@ -821,7 +823,7 @@ class Control:
         if dep["step_started"] is None:
             dep["step_started"] = now
         # agents a newer rollout of the same slot took over are no longer this one's to wait for or roll back
-        live = [a for a in current if dep["targets"][a]["status"] != SUPERSEDED]
+        live = [a for a in current if dep["targets"][a]["status"] not in _NOT_OURS]
         bad = [
             (a, dep["targets"][a]) for a in live if dep["targets"][a]["status"] in ("failed", "rolled_back")
         ]
@@ -909,16 +911,30 @@ class Control:
             return
         known = self.store.agent_groups(tenant=tenant)
         sel = dep["selector"]
-        joining = [
-            a
-            for a in known
-            if a["id"] not in dep["targets"]
-            and all(fnmatch.fnmatch(str(a["labels"].get(k, "")), v) for k, v in sel.items())
+        members = [
+            a for a in known if all(fnmatch.fnmatch(str(a["labels"].get(k, "")), v) for k, v in sel.items())
         ]
+        inside = {a["id"] for a in members}
+        now = self.clock()
+        for a, t in dep["targets"].items():
+            # an agent moved out of the group before the rollout reached it is not given the version (nobody chose
+            # it for that gateway any more); one moved back is a target again
+            if t["status"] == "waiting" and a not in inside:
+                t.update(
+                    status=LEFT, reason=f"left the group {sel} before the rollout reached it", updated=now
+                )
+                log.info(
+                    "deployment %s: agent %s left its group %s; it is not given the version",
+                    dep["id"],
+                    a,
+                    sel,
+                )
+            elif t["status"] == LEFT and a in inside:
+                t.update(status="waiting", reason="", updated=now)
+        joining = [a for a in members if a["id"] not in dep["targets"]]
         if not joining:
             return
         desired = self._slot_rows(tenant, slot)
-        now = self.clock()
         for a in joining:
             cur = next((s for s in a["slots"] if s.get("slot") == slot), None)
             have = [cur.get("version")] if cur and cur.get("package") == dep["package"] else []
@@ -926,7 +942,7 @@ class Control:
             if row and row[0] == dep["package"] and dep.get("kind") != "config":
                 have.append(row[1])
             if dep.get("kind") != "config" and any(_newer(v, dep["version"]) for v in have):
-                log.info(
+                log.debug(
                     "deployment %s: agent %s joined its group but runs a version above %s; left alone",
                     dep["id"],
                     a["id"],
@@ -966,7 +982,7 @@ class Control:
             # a rollback's "previous" is the version the admin rolled back away from: a rollback that halts (an
             # agent refused it) or is aborted stops where it is; it never sends that version back
             return
-        agents = [a for a in agents if dep["targets"][a]["status"] != SUPERSEDED]
+        agents = [a for a in agents if dep["targets"][a]["status"] not in _NOT_OURS]
         running: dict[str, str] = {}
         if not config and any(dep["previous"].get(a) for a in agents):
             running = self._running(dep)

@@ -271,7 +271,8 @@ def test_a_gateway_that_joins_the_group_mid_rollout_follows_the_rollout(registry
     """A gateway enrolled into (or labelled into) a rollout's group after it was created was never a target: it
     kept running what it had while the rest of the group ended on the new version. It now joins the rollout
     at the end of its order: it keeps its version while the canary is judged (never made a canary), gets the
-    new one with the last step, and the rollout completes only once it runs it too."""
+    new one with the last step, and the rollout completes only once it runs it too. A gateway moved out of the
+    group before the rollout reached it was given the version all the same; it no longer is."""
     c, e = registry_control
     now = [1000.0]
     c.clock = lambda: now[0]
@@ -301,8 +302,14 @@ def test_a_gateway_that_joins_the_group_mid_rollout_follows_the_rollout(registry
         assert d["targets"][agent]["status"] == "waiting", agent
         assert c.desired_state(agent)[1] == [], agent
     assert d["previous"]["gw1"]["version"] == "1.0.0"  # what a halt would send it back to
+    # and gw3, a target not reached yet, is moved out of the group: nobody chose the version for it any more
+    c.store.heartbeat("gw3", {"site": "elsewhere"}, [], {}, 0, {})
+    now[0] += 31
+    c.tick()
+    assert c.get(dep["id"])["targets"]["gw3"]["status"] == "left_group"
     c.on_report("gw2", dep["id"], "vision", "1.1.0", "healthy", True, "", {})
-    for agent in ("gw0", "gw1", "gw3"):  # the last step reaches them
+    for agent in ("gw0", "gw1"):  # the last step reaches them
         assert [s["version"] for s in c.desired_state(agent)[1]] == ["1.1.0"], agent
         c.on_report(agent, dep["id"], "vision", "1.1.0", "healthy", True, "", {})
     assert c.get(dep["id"])["state"] == "completed"
+    assert c.desired_state("gw3")[1] == []  # it runs what it runs
