@@ -101,7 +101,8 @@ async def _the_cache_of_a_version_no_longer_installed_is_removed(tmp_path, pkgs,
     assert list((cache / "vision" / v1_folder).glob("*.blob")), sorted(p.name for p in cache.rglob("*"))
     (cache / "4242.blob").write_bytes(b"a cache file of the former layout")
     cfg = ModelConfig(package=str(pkgs["v2"]), engine="onnxruntime", openvino_cache_dir=str(cache))
-    s = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    # (keys loaded here: the install runs in this process, no child)
+    s = ModelSlot("vision", cfg, tmp_path / "data", load_trusted_keys([pkgs["pub"]]))
     await s.start()  # the config pins 1.1.0 now: installed without a health window, 1.0.0 removed
     try:
         assert s.version == "1.1.0"
