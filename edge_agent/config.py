@@ -1012,6 +1012,29 @@ def _check_rules(
             )
 
 
+def _check_blocking_queues(cfg: AgentConfig, report: Findings) -> None:
+    """A ``block`` queue that is full holds up its source's reading: every other reader of that source
+    (pipelines, rules, forwards) waits for the slow model with it (docs/agent.md)."""
+    for i, p in enumerate(cfg.pipelines):
+        if p is None or p.queue.policy is not QueuePolicy.BLOCK:
+            continue
+        others = [
+            f"pipeline {q.name!r}"
+            for q in cfg.pipelines
+            if q is not None and q is not p and q.source == p.source
+        ]
+        others += [f"rule {r.name!r}" for r in cfg.rules if r is not None and r.source == p.source]
+        others += [f"forward {f.name!r}" for f in cfg.forward if f is not None and f.source == p.source]
+        if others:
+            report.warning(
+                f"pipelines[{i}].queue.policy",
+                f"'block' holds up source {p.source!r} whenever this pipeline's queue is full, and "
+                f"{', '.join(others[:5])}{' ...' if len(others) > 5 else ''} on the same source wait with it (a "
+                "rule's trip to the PLC waits for this model); give this pipeline a source of its own or use "
+                "drop_oldest",
+            )
+
+
 def _check_action_refs(loc: str, actions: list[str], named: dict[str, set], report: Findings) -> None:
     for j, a in enumerate(actions):
         if a not in named["actions"]:
@@ -1211,6 +1234,7 @@ def _cross_check(
     seen: set[str] = set()  # forward and rule names
     _check_forward(cfg, named, seen, report)
     _check_rules(cfg, named, seen, pipelines, report)
+    _check_blocking_queues(cfg, report)
     _check_actions(cfg, named, manifests, report)
     if local_checks:
         _check_files(cfg, report)

@@ -109,6 +109,21 @@ def test_a_maintenance_model_without_a_baseline_is_a_warning_naming_the_pipeline
     assert "add 'baseline:'" in cfg.warnings[0] and "machine-health" in cfg.warnings[0]
 
 
+def test_a_blocking_queue_beside_a_rule_on_its_source_is_a_warning_naming_both(env):
+    """A full ``block`` queue holds up its source's reading, and a rule on that source waits for the slow
+    model with it (its trip to the PLC late): validate says so; alone on its source it is back-pressure as
+    asked, and no warning."""
+    d = good(env)
+    d["pipelines"][1]["queue"] = {"policy": "block"}
+    assert parse_config(d, "line3.yaml").warnings == []  # alone on the PLC source
+    d["rules"] = [
+        {"name": "overheat", "source": "plc", "tag": "Vibration", "above": 9.0, "actions": ["reject"]}
+    ]
+    cfg = parse_config(d, "line3.yaml")
+    assert [w.split(": ")[1] for w in cfg.warnings] == ["pipelines[1].queue.policy"]
+    assert "rule 'overheat'" in cfg.warnings[0] and "source 'plc'" in cfg.warnings[0]
+
+
 @pytest.mark.parametrize(
     "mutate, expected",
     [
