@@ -111,6 +111,25 @@ def _decode(data: bytes, max_megapixels: float) -> np.ndarray:
     return img
 
 
+def _outside_its_dates(der: bytes) -> str | None:
+    """``"expired on <date>"`` / ``"is not valid before <date>"`` for a certificate outside its dates
+    now, else None (also when it cannot be read: the handshake has taken it)."""
+    import datetime as dt
+
+    from cryptography import x509
+
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return None
+    now = dt.datetime.now(dt.UTC)
+    if now > cert.not_valid_after_utc:
+        return f"expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    if now < cert.not_valid_before_utc:
+        return f"is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+    return None
+
+
 def _ffmpeg_capture(url: str, params: list[int], enforced: str = "") -> Any:
     """``cv2.VideoCapture(url, CAP_FFMPEG, params)`` with FFmpeg options for this open, passed as OpenCV
     reads them at open (``OPENCV_FFMPEG_CAPTURE_OPTIONS``, set under a lock and put back after): never the
@@ -507,6 +526,14 @@ class CameraSource:
                 "on and the address right?"
             ) from None
         pinned = None
+        if trust.pin is not None and (dates := _outside_its_dates(der)) is not None:
+            # the pin is the identity for the agent's own check, but FFmpeg's OpenSSL checks the dates and
+            # would refuse it with nothing better than "cannot open" at every try
+            raise CameraError(
+                f"cannot open {s.shown_url}: the pinned certificate {dates} (FFmpeg, which reads rtsps "
+                "cameras, refuses it); renew the camera's certificate and pin the new one, or set the "
+                "gateway's clock if it is wrong"
+            )
         if trust.pin is not None:  # FFmpeg's only anchor: the pinned certificate itself
             fd, pinned = tempfile.mkstemp(prefix="camera-pin-", suffix=".pem")
             with os.fdopen(fd, "w") as f:

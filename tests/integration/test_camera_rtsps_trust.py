@@ -111,6 +111,20 @@ async def test_a_pinned_rtsps_camera_is_opened_and_ffmpeg_refuses_another_certif
     assert not any(d.startswith(b"OPTIONS") for d in cam.sent)
 
 
+async def test_a_pinned_rtsps_camera_whose_certificate_expired_is_refused_saying_so(tmp_path):
+    """The pin is the identity for the agent's check, but FFmpeg checks the dates: an expired pinned
+    certificate failed at every try with the generic "does not open"; now the line says it expired."""
+    _, _, fp = _cert(tmp_path, "cam", expired=True)
+    cam = TlsCamera([(tmp_path / "cam.crt", tmp_path / "cam.key")])
+    src = _source(cam, tls_fingerprint_sha256=_colons(fp))
+    try:
+        await _refusals(src)
+    finally:
+        cam.stop()
+    assert "pinned certificate expired on" in src.stats.last_error and "renew" in src.stats.last_error
+    assert cam.sent == []  # FFmpeg was not asked to open it
+
+
 async def test_an_rtsps_camera_is_checked_against_tls_ca_file_with_its_host_name(tmp_path):
     ca = _cert(tmp_path, "plant-ca", is_ca=True)
     _cert(tmp_path, "cam", ca=ca[:2])  # for 127.0.0.1
