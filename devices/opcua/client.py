@@ -1613,7 +1613,10 @@ class OpcUaSource:
             elif (numbers := _numbers(val)) is not None:
                 val = numbers  # a waveform: float64
                 dims = dv.Value.Dimensions if dv.Value is not None else None
-                if (dims and len(dims) > 1) or nodeid in self._picks or nodeid in self._dims:
+                # (NodeId hashing costs ~1 µs: looked up only when some node of the source is a matrix)
+                if (dims and len(dims) > 1) or (
+                    (self._picks or self._dims) and (nodeid in self._picks or nodeid in self._dims)
+                ):
                     return self._matrix(nodeid, tag, val, dims, dv)
             elif isinstance(val[0], ua.ExtensionObject) or _is_structure(val[0]):
                 return self._structure(nodeid, tag, val, dv)
