@@ -829,6 +829,7 @@ class Control:
         ]
         if bad:
             a, t = bad[0]
+            dep["stalled"] = None  # (it ended: the halt says why)
             dep["state"] = "halted"
             dep["reason"] = f"agent {a}: {t['status']}: {t['reason']}"
             self._roll_back(dep, live)
@@ -1105,6 +1106,7 @@ class Control:
             elif action == "abort" and dep["state"] not in TERMINAL:
                 dep["state"] = "aborted"
                 dep["reason"] = "aborted by an admin"
+                dep["stalled"] = None
                 self._roll_back(dep, [a for a, t in dep["targets"].items() if t["status"] != "waiting"])
             elif action == "remove" and dep.get("kind") == "config":
                 # the fleet lets go: agents still on this config go back to their own local file

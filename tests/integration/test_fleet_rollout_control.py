@@ -265,6 +265,12 @@ async def test_a_step_whose_agents_never_report_is_said_stalled_and_waits(regist
     c.on_report("gw1", dep["id"], "vision", "1.1.0", "healthy", True, "", {})  # it came back
     d = c.get(dep["id"])
     assert not d["stalled"] and d["reason"] == "" and d["targets"]["gw2"]["status"] == "assigned", d
+    now[0] += 601
+    c.tick()
+    assert c.get(dep["id"])["stalled"]["agents"] == ["gw2", "gw3"]
+    c.on_report("gw2", dep["id"], "vision", "1.1.0", "failed", False, "verify: bad", {})
+    d = c.get(dep["id"])  # a halt ends the stall: the reason is the halt's
+    assert d["state"] == "halted" and not d["stalled"] and "verify: bad" in d["reason"], d
 
 
 def test_a_gateway_that_joins_the_group_mid_rollout_follows_the_rollout(registry_control):
