@@ -65,12 +65,61 @@ SPEED_WINDOWS = 20  # windows whose averaged spectrum gives the asset's speed (n
 # lands anywhere in the searched range)
 SPEED_AGREE_WINDOWS = 5
 SPEED_AGREE = 0.02
+# where one window does not resolve the shaft (MIN_SHAFT_BINS), a window's own estimate is used only
+# within this of the tracked speed; beyond it the estimate was noise (a slow fan: anywhere in the
+# +-15 % searched, 0.53-1.25x the true speed), and the window is taken at the tracked speed instead (at
+# its own, a quarter to half of a healthy slow fan's windows fell in a speed band never commissioned:
+# UNSURE, not judged). A resolved shaft's window keeps its own estimate (a restart at another speed is
+# found at once)
+WINDOW_AGREE = 0.04
+# a shaft whose 1x lies below this many bins of the window's resolution (sample rate / window: 4.9 Hz
+# for 2,048 samples at 10 kHz, so 880 rpm) is not resolved by one window: its 1x-3x lines merge, and a
+# speed found there is noise. Without a speed tag such an asset is judged on the features that need no
+# speed (RMS, kurtosis, crest, high band, velocity): its orders and envelope lines are not used
+MIN_SHAFT_BINS = 3.0
+# the features that need the shaft speed (amplitudes at its orders, envelope lines at defect orders)
+SPEED_FEATURES = (
+    "order_1x",
+    "order_2x",
+    "order_3x",
+    "orders_4_8",
+    "env_bpfo",
+    "env_bpfi",
+    "env_bsf",
+    "env_ftf",
+)
 _FEATURE_INDEX = {k: i for i, k in enumerate(FEATURES)}
 # the features a sensor's gain moves (logs of amplitudes); the others (kurtosis, crest, envelope
 # prominences) are ratios it leaves alone
 _AMPLITUDE_INDEX = np.asarray([_FEATURE_INDEX[k] for k in ("rms", *AMPLITUDE_FEATURES)])
+# the amplitudes without the orders (a baseline that does not use them holds them at 0: left in, their
+# tiny spread outweighed the rest in the common factor and no gain change or low level was seen)
+_FREE_AMPLITUDE_INDEX = np.asarray(
+    [_FEATURE_INDEX[k] for k in ("rms", *AMPLITUDE_FEATURES) if k not in SPEED_FEATURES]
+)
 SCALE_MIN = 3.0  # a common factor of every amplitude this large (or 1/this) is a scale, not a machine
 LOW_LEVEL = 10.0  # amplitudes this many times below the commissioned ones: no running machine to judge
+# A stop without a speed tag, told from the signal: besides the common fall of ``LOW_LEVEL``, each of
+# the broadband levels (RMS, high band, velocity) fell at least STOP_BAND_FALL times (a stopped machine's
+# level falls to the noise floor across the bands together) and the spectrum lost its commissioned
+# shape (a sensor's gain or units scale every level and keep the shape: ``low_level`` as before)
+STOP_BAND_FALL = 3.0
+# ... the shape: a window whose every feature is within this many deviations of the commissioned ones once
+# the common factor is taken off kept the shape (healthy windows so scaled: 1.5-5; a stop's: 8-11)
+SHAPE_KEPT = 6.0
+# with a temperature tag: a stop cools the machine. A spell of low windows whose temperature, after
+# TEMP_GRACE_S, has not fallen TEMP_FALL (degrees of the tag) from its highest in the spell, and either
+# rose TEMP_FALL (the machine heats: it runs) or stays within TEMP_COLD of the commissioned running
+# temperature, is a dead or detached sensor on a running machine; one TEMP_COLD or more below it and
+# steady is a machine at rest (the agent started during a long stop)
+TEMP_FALL = 1.0
+TEMP_COLD = 5.0
+TEMP_GRACE_S = 600.0
+# a level this many times below the sensor's floor at the machine's recognised stops: no live sensor
+FLOOR_FALL = 10.0
+# a window whose spread (standard deviation) is within this many quantisation steps: a dead input
+# flickering over a few codes (its bias and the ADC's noise), not a sensor reading a stopped machine
+DEAD_STEPS = 2.0
 _UNIT_FACTORS = (  # factor (window / commissioned) -> the usual mix-up
     (9.80665, "m/s2 read as g?"),
     (1 / 9.80665, "g read as m/s2?"),
@@ -145,7 +194,8 @@ class Verdict:
     growth: float | None = None  # the largest amplitude growth over the baseline (x times), the health index
     sensor: str | None = None  # why the window is the sensor's, not the machine's (not judged)
     sensor_kind: str | None = None  # scale (the units or gain changed) | low_level (no machine in it)
-    stopped: bool = False  # the speed tag says the shaft is not turning: not judged, not the sensor's
+    stopped: bool = False  # the machine is stopped (speed tag, or the signal): not judged, not the sensor's
+    stop_reason: str | None = None  # how the stop was told (the result's reason)
 
     def to_dict(self) -> dict:
         d = {
@@ -168,6 +218,7 @@ class Verdict:
                 "sensor",
                 "sensor_kind",
                 "stopped",
+                "stop_reason",
             )
         }
         for k in ("score", "threshold", "speed_hz", "velocity_mm_s", "progress", "growth"):
@@ -223,6 +274,14 @@ class Baseline:
         self.reason = reason
         self.speed_hz = None
         self._first: list[np.ndarray] = []  # the first windows, for the shaft speed (estimated speed only)
+        # the order and envelope features are used (False: a speed found in the spectrum that one window
+        # cannot resolve; those features are held at 0 and the asset is judged without them)
+        self.orders = True
+        self.temps: list[float] = []  # the running windows' temperatures while learning (temperature_tag)
+        self.temp_running: float | None = None  # the commissioned running temperature (median)
+        self.stop_floor: float | None = None  # log RMS the sensor reads at a recognised stop
+        # a spell of low windows: its start time and its lowest and highest temperature so far
+        self._spell: tuple[float, float, float] | None = None
         self._estimates: list[float] = []  # the last windows' speed estimates (tracking, no speed tag)
 
     def _event(self, kind: EventKind, **kw) -> None:
@@ -249,6 +308,10 @@ class Baseline:
             "confirm_windows": self.s.confirm_windows,
             "threshold": self.threshold,
             "speed_hz": self.speed_hz,
+            "orders": self.orders,
+            "temp_running": self.temp_running,
+            "stop_floor": self.stop_floor,
+            "temps": self.temps if self.state == "learning" else [],
             "rows": self.rows if self.state == "learning" else [],
             "speeds": self.speeds if self.state == "learning" else [],
             "bands": {
@@ -303,6 +366,10 @@ class Baseline:
         self.reason = d.get("reason", "")
         self.threshold = d.get("threshold")
         self.speed_hz = d.get("speed_hz")
+        self.orders = bool(d.get("orders", True))  # a file saved before it: orders used, as learned
+        self.temp_running = d.get("temp_running")
+        self.stop_floor = d.get("stop_floor")
+        self.temps = [float(v) for v in d.get("temps", [])]
         self.rows = [list(map(float, r)) for r in d.get("rows", [])]
         self.speeds = [float(v) for v in d.get("speeds", [])]
         self.bands = {
@@ -356,7 +423,7 @@ class Baseline:
 
     def status(self) -> dict:
         d = self.to_dict()
-        for k in ("rows", "speeds", "bands"):
+        for k in ("rows", "speeds", "bands", "temps"):
             d.pop(k)
         d["progress"] = round(self.progress(), 3)
         d["speed_bands"] = sorted(self.bands)
@@ -369,9 +436,24 @@ class Baseline:
         if v is not None and v > 0:
             speed = v / 60.0 if self.s.speed_unit == "rpm" else v
         lo, hi = self.s.speed_range_rpm[0] / 60, self.s.speed_range_rpm[1] / 60
+        found = None
         if speed is None and self.speed_hz:  # track: search near the learned / last speed
             lo, hi = max(lo, self.speed_hz * 0.85), min(hi, self.speed_hz * 1.15)
+            x = np.asarray(waveform, dtype=np.float64).ravel()
+            if x.size >= 64 and np.isfinite(x).all():  # else condition_features says what is wrong
+                found = estimate_speed_hz(x - x.mean(), self.fs, lo, max(hi, lo + 1))
+                # a shaft one window does not resolve: an estimate that strays from the tracked speed
+                # was made of noise, and the window is taken at the tracked speed instead
+                resolved = self.speed_hz >= MIN_SHAFT_BINS * self.fs / self.n
+                close = abs(found - self.speed_hz) <= WINDOW_AGREE * self.speed_hz
+                speed = found if resolved or close else self.speed_hz
         f = condition_features(waveform, self.fs, speed, self.bearing, self.s.units, (lo, max(hi, lo + 1)))
+        if found is not None:
+            f["speed_estimated"] = 1.0
+            f["speed_found_hz"] = found  # what the window's spectrum said (the tracker's input)
+        if not self.orders:
+            for k in SPEED_FEATURES:
+                f[k] = 0.0
         return f
 
     def process(
@@ -427,6 +509,7 @@ class Baseline:
                 return v
             self.rows.append(row.tolist())
             self.speeds.append(f["speed_hz"])
+            self._learn_temperature(scalars)
             v.progress = self.progress()
             if v.progress >= 1.0:
                 self._finish()
@@ -444,6 +527,18 @@ class Baseline:
             return v
         med, scale, extrapolated = self._band_stats(f["speed_hz"])
         found = self._sensor_suspect(row, med, scale, (row - med) / scale, extrapolated)
+        if found is not None and found[0] == "low_level" and self.s.speed_tag is None:
+            # no speed tag: a stop of a healthy machine was a 'low_level' sensor fault, an episode at
+            # every stop (3 a day on a gearbox); the signal (and the temperature) tell it from a dead sensor
+            stop, why = self._signal_stop(waveform, row, med, scale, scalars)
+            if stop:
+                self._iso_over = self._over = 0
+                v.iso_alarm, v.stopped, v.stop_reason, v.threshold = False, True, why, self.threshold
+                return v
+            if why:
+                found = ("low_level", why)
+        else:
+            self._spell = None
         v.sensor_kind, v.sensor = found or (None, None)
         if f["speed_estimated"] and self.speed_hz and v.sensor is None:
             # tracked on the running machine only: a stopped machine's (or a dead sensor's) windows give
@@ -453,12 +548,13 @@ class Baseline:
             # too weak for one window (a slow fan's 1x under its blade-pass line and the sensor's noise),
             # each estimate is noise, and followed, the speed walked 25 % off the commissioned one in a
             # day, the orders with it (47 false alarms a day on a 740-rpm fan)
-            self._estimates = [*self._estimates[-(SPEED_AGREE_WINDOWS - 1) :], float(f["speed_hz"])]
+            est = float(f.get("speed_found_hz", f["speed_hz"]))
+            self._estimates = [*self._estimates[-(SPEED_AGREE_WINDOWS - 1) :], est]
             mid = sorted(self._estimates)[len(self._estimates) // 2]
             if len(self._estimates) == SPEED_AGREE_WINDOWS and all(
                 abs(e - mid) <= SPEED_AGREE * mid for e in self._estimates
             ):
-                self.speed_hz = 0.9 * self.speed_hz + 0.1 * f["speed_hz"]
+                self.speed_hz = 0.9 * self.speed_hz + 0.1 * est
         if v.sensor is not None:  # the sensor's scale, not the machine: no window in a row towards an alarm
             self._iso_over = self._over = 0
             v.iso_alarm = False
@@ -492,6 +588,84 @@ class Baseline:
         rpm = v if self.s.speed_unit == "rpm" else 60.0 * v
         return rpm < self.s.speed_range_rpm[0]
 
+    def _learn_temperature(self, scalars: dict[str, float] | None) -> None:
+        t = (scalars or {}).get("_temperature")
+        if self.s.temperature_tag is not None and t is not None and math.isfinite(t):
+            self.temps.append(float(t))
+
+    def _signal_stop(
+        self,
+        waveform: np.ndarray,
+        row: np.ndarray,
+        med: np.ndarray,
+        scale: np.ndarray,
+        scalars: dict[str, float] | None,
+    ) -> tuple[bool, str | None]:
+        """A ``low_level`` window without a speed tag: ``(True, reason)`` for a stopped machine (held,
+        not judged, not the sensor's), ``(False, reason)`` for a dead sensor said more precisely, or
+        ``(False, None)``: ``low_level`` as it is (a gain or units fall, a fall of one band only).
+
+        A stop: the broadband levels fell together (each ``STOP_BAND_FALL`` times or more) and the
+        spectrum lost its commissioned shape (the lines went with the machine). A dead sensor
+        (besides a flat or constant line, which the sensor check finds before): a window whose spread is
+        within ``DEAD_STEPS`` quantisation steps, a level ``FLOOR_FALL`` times below what the sensor read at the
+        machine's stops, or, with a ``temperature_tag``, a temperature that has not fallen after
+        ``TEMP_GRACE_S`` of it (the machine runs)."""
+        now = self.clock()
+        t = (scalars or {}).get("_temperature") if self.s.temperature_tag is not None else None
+        t = float(t) if t is not None and math.isfinite(t) else None
+        if self._spell is None:
+            self._spell = (now, math.inf, -math.inf)
+        if t is not None:
+            self._spell = (self._spell[0], min(self._spell[1], t), max(self._spell[2], t))
+        fell = [row[_FEATURE_INDEX[k]] - med[_FEATURE_INDEX[k]] for k in ("rms", "hf_rms", "velocity_rms")]
+        if max(fell) > -math.log(STOP_BAND_FALL):
+            return False, None  # not every band fell to the floor: not a machine at rest
+        amp = _AMPLITUDE_INDEX if self.orders else _FREE_AMPLITUDE_INDEX
+        d = row[amp] - med[amp]
+        w = 1.0 / scale[amp] ** 2
+        g = float(np.dot(w, d) / w.sum())
+        rest = (row - med) / scale
+        rest[amp] = (d - g) / scale[amp]
+        if float(np.abs(rest).max()) < min(self.threshold or math.inf, SHAPE_KEPT):
+            return False, None  # the commissioned shape at a lower level: the sensor's gain or units
+        x = np.asarray(waveform, dtype=np.float64).ravel()
+        if x.size > 1:
+            steps = np.abs(np.diff(x))
+            steps = steps[steps > 0]
+            if steps.size and float(x.std()) <= DEAD_STEPS * float(steps.min()):
+                return False, None  # a dead input over a few codes: low_level as it is
+        level = float(row[_FEATURE_INDEX["rms"]])
+        if self.stop_floor is not None and level < self.stop_floor - math.log(FLOOR_FALL):
+            return False, (
+                f"sensor: the vibration is 1/{math.exp(self.stop_floor - level):.0f} of what the sensor "
+                "reads when the machine stands still (its own noise): no live sensor (a broken cable, a "
+                "dead input); not judged"
+            )
+        if t is not None and self.temp_running is not None:
+            start_t, t_min, t_max = self._spell
+            cooling = t <= t_max - TEMP_FALL
+            heating = t >= t_min + TEMP_FALL
+            cold = t <= self.temp_running - TEMP_COLD
+            cooled = cooling or (cold and not heating)
+            if not cooled and now - start_t >= TEMP_GRACE_S:
+                return False, (
+                    f"sensor: the vibration is 1/{math.exp(-g):.0f} of its commissioned level while the "
+                    f"temperature ({t:.4g}, {self.temp_running:.4g} when commissioned) has not fallen in "
+                    f"{now - start_t:.0f} s: the machine runs, the sensor does not read it (dead or "
+                    "detached); not judged"
+                )
+            why = (
+                "the vibration fell to the noise floor across its bands and the temperature with it"
+                if cooled
+                else "the vibration fell to the noise floor across its bands (the temperature is watched)"
+            )
+        else:
+            why = "the vibration fell to the noise floor across its bands"
+        # the sensor's floor at rest, learned from the stops it tells (slowly: one stop moves it little)
+        self.stop_floor = level if self.stop_floor is None else 0.95 * self.stop_floor + 0.05 * level
+        return True, f"baseline: the machine is stopped ({why}); not judged"
+
     def _sensor_suspect(
         self, row: np.ndarray, med: np.ndarray, scale: np.ndarray, z: np.ndarray, other_speed: bool = False
     ) -> tuple[str, str] | None:
@@ -503,8 +677,9 @@ class Baseline:
         whatever the shape: no running machine in the window (a dead or detached sensor, a stopped
         machine, or a units error), which would otherwise score low, as healthy. At a speed the asset
         was not commissioned at (``other_speed``) only ``low_level``: its level differs anyway."""
-        d = row[_AMPLITUDE_INDEX] - med[_AMPLITUDE_INDEX]
-        w = 1.0 / scale[_AMPLITUDE_INDEX] ** 2  # the common factor: each amplitude weighed by its steadiness
+        amp = _AMPLITUDE_INDEX if self.orders else _FREE_AMPLITUDE_INDEX
+        d = row[amp] - med[amp]
+        w = 1.0 / scale[amp] ** 2  # the common factor: each amplitude weighed by its steadiness
         g = float(np.dot(w, d) / w.sum())
         if abs(g) < math.log(SCALE_MIN) or not self.threshold:
             return None
@@ -522,7 +697,7 @@ class Baseline:
             # 70 % speed: a third of the acceleration, the same shape): not the sensor's gain
             return None
         rest = z.copy()
-        rest[_AMPLITUDE_INDEX] = (d - g) / scale[_AMPLITUDE_INDEX]
+        rest[amp] = (d - g) / scale[amp]
         if float(np.abs(rest).max()) >= self.threshold:  # the shape changed too: judged as it is
             return None
         return (
@@ -537,12 +712,32 @@ class Baseline:
         window's), then their features with that speed."""
         lo, hi = self.s.speed_range_rpm[0] / 60, self.s.speed_range_rpm[1] / 60
         self.speed_hz = estimate_speed_hz(np.asarray(self._first), self.fs, lo, hi)
+        resolved = self.speed_hz >= MIN_SHAFT_BINS * self.fs / self.n
+        self.orders = resolved
         first, self._first = self._first, []
         for w in first:
             f = self.features(w, None)
             self.rows.append(feature_vector(f).tolist())
             self.speeds.append(f["speed_hz"])
-        self._event(EventKind.BASELINE_SPEED, speed_rpm=round(self.speed_hz * 60, 1), windows=len(first))
+        self._event(
+            EventKind.BASELINE_SPEED,
+            speed_rpm=round(self.speed_hz * 60, 1),
+            windows=len(first),
+            orders=resolved,
+        )
+        if not resolved:  # said once, at commissioning (the file keeps it)
+            log.warning(
+                "pipeline %s: the shaft speed found in the spectrum, %.0f rpm, is below what one window of "
+                "%d samples at %g Hz resolves (%.0f rpm): its lines merge and a speed found there is noise, "
+                "so the order and envelope features are not used; the asset is judged on its RMS, "
+                "kurtosis, crest, high band and velocity (a fault is named 'unspecified'). Give the "
+                "pipeline a speed_tag, or a longer window, to judge the orders",
+                self.pipeline,
+                self.speed_hz * 60,
+                self.n,
+                self.fs,
+                MIN_SHAFT_BINS * self.fs / self.n * 60,
+            )
 
     def _band_stats(self, speed_hz: float) -> tuple[np.ndarray, np.ndarray, bool]:
         b = _band(speed_hz, self.s.speed_band_pct)
@@ -586,10 +781,12 @@ class Baseline:
         self.threshold = out_of_fold_threshold(
             x, self.s.false_alarm_rate, self.s.confirm_windows, relative=True
         )
+        if self.temps:
+            self.temp_running = float(np.median(self.temps))
         self.state = "ready"
         self.learned_at = self.clock()
         n = len(self.rows)
-        self.rows, self.speeds = [], []
+        self.rows, self.speeds, self.temps = [], [], []
         self.save()
         self._event(
             EventKind.BASELINE_LEARNED,

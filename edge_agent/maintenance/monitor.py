@@ -12,9 +12,9 @@ outputs stay in ``result.outputs``. A model swap to another feature set rebuilds
 old one is discarded with an event); a same-feature swap keeps it. A repair (``edge-agent baseline
 repaired PIPELINE``, a request file the next window picks up, or ``repaired()``) resets remaining life.
 A window that is the commissioned machine but for one common factor on every amplitude (the units or
-the sensor's gain changed), or whose amplitudes fell tenfold (a dead sensor, a stopped machine:
-``Verdict.sensor``), is ``UNSURE`` with that reason, and counts towards no alarm, ISO zone nor
-remaining life.
+the sensor's gain changed), or whose amplitudes fell tenfold (a dead sensor: ``Verdict.sensor``), or
+a stopped machine (``Verdict.stopped``: the speed tag, or without one the signal and temperature), is
+``UNSURE`` with that reason, and counts towards no alarm, ISO zone nor remaining life.
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ class Monitor:
                 d["life"] = life.to_dict()
                 res.remaining_life = life.remaining if life.state != NOT_ENOUGH else None
         elif v.stopped:
-            _unsure(res, "baseline: the speed tag says the machine is stopped; not judged")
+            _unsure(res, v.stop_reason or "baseline: the speed tag says the machine is stopped; not judged")
         else:
             _unsure(res, f"baseline: commissioning, {100 * v.progress:.0f} % learned")
         if iso:

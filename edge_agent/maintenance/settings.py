@@ -4,6 +4,7 @@ baseline:
   windows: 360                 # learn on this many healthy windows (or duration_s, whichever first)
   false_alarm_rate: 0.0001     # per window, after confirmation; sets the threshold
   speed_tag: Speed             # shaft speed tag (rpm); absent: estimated from the spectrum
+  temperature_tag: BearingTemp # optional: tells a stop (it cools) from a dead sensor without a speed tag
   bearing: {n_elements: 9, ball_d_mm: 7.94, pitch_d_mm: 39.04, contact_angle_deg: 0}
   iso_class: group2_rigid      # ISO 10816-3 zone boundaries for the day-one velocity rule
 """
@@ -51,6 +52,11 @@ class BaselineSettings(_Model):
         None, description="tag with the shaft speed; absent: estimated from the spectrum"
     )
     speed_unit: Literal["rpm", "hz"] = "rpm"
+    temperature_tag: str | None = Field(
+        None,
+        description="tag with the machine's temperature (bearing, housing, winding): without a speed "
+        "tag, a stop is told from a dead sensor by the temperature falling with the vibration",
+    )
     speed_range_rpm: tuple[float, float] = (300.0, 6000.0)
     speed_band_pct: float = Field(
         10.0, gt=0, le=100, description="width of a speed band (statistics per band)"

@@ -1,6 +1,7 @@
 """A signal pipeline with a baseline on a real ONNX Runtime slot: a 25.6 kHz tag resampled into the
 10 kHz model, commissioning results UNSURE, then OK on healthy windows and NG with the fault family
-once a bearing fault shows; events recorded; the status carries the baseline's progress and date."""
+once a bearing fault shows; events recorded; the status carries the baseline's progress and date; a
+``temperature_tag`` rides with the windows and the baseline learns the running temperature."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ async def test_commissioning_then_scoring_through_the_pipeline(tmp_path):
         baseline=BaselineSettings(
             windows=40,
             speed_tag="Speed",
+            temperature_tag="BearingTemp",
             bearing=BearingSettings(
                 n_elements=b.n_elements,
                 ball_d_mm=b.ball_d_mm,
@@ -58,6 +60,7 @@ async def test_commissioning_then_scoring_through_the_pipeline(tmp_path):
     async def feed(n, severity=0.0, fault="healthy"):
         for i in range(n):
             await pipe.offer(Reading("plc", "Speed", 2100.0, 0.0, 0.0, Quality.GOOD))
+            await pipe.offer(Reading("plc", "BearingTemp", 48.0, 0.0, 0.0, Quality.GOOD))
             await pipe.offer(
                 Reading("plc", "Vibration", m.window(severity, fault), float(i), float(i), Quality.GOOD)
             )
@@ -80,3 +83,4 @@ async def test_commissioning_then_scoring_through_the_pipeline(tmp_path):
     assert "baseline_learning" in kinds and "baseline_learned" in kinds
     st = pipe.status()["baseline"]
     assert st["state"] == "ready" and st["learned_at"] and st["progress"] == 1.0
+    assert st["temp_running"] == 48.0  # the temperature tag reached the baseline with each window

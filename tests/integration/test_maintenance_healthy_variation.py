@@ -204,7 +204,7 @@ def test_a_stop_while_commissioning_is_not_learned_as_the_healthy_machine():
 
 def test_without_a_speed_tag_a_stop_does_not_walk_the_tracked_speed_onto_a_harmonic():
     """No speed tag: the shaft speed is tracked from each window's spectrum within +-15 % of the last.
-    A stopped machine's windows (noise: UNSURE as low_level) moved the tracked speed too, so after a
+    A stopped machine's windows (noise: UNSURE, stopped) moved the tracked speed too, so after a
     stop of a few minutes the search had drifted and, at a restart 13 % slower, locked on a harmonic
     (40 Hz for a 26-Hz shaft: the windows judged at a speed never commissioned, or on wrong orders, for
     the rest of the run). The stop's windows no longer move it: the restart is found at 26 Hz."""
@@ -223,6 +223,7 @@ def test_without_a_speed_tag_a_stop_does_not_walk_the_tracked_speed_onto_a_harmo
         b.process(running(30.0))
     assert b.state == "ready" and abs(b.speed_hz - 30.0) < 0.5
     stopped = [b.process(0.001 * rng.standard_normal(n)) for _ in range(40)]
-    assert {v.sensor_kind for v in stopped} == {"low_level"}
+    # a stop told from the signal (the bands fell together to the noise floor): held as stopped
+    assert {(v.stopped, v.sensor_kind) for v in stopped} == {(True, None)}
     restart = [b.process(running(26.0)) for _ in range(6)]
     assert abs(restart[-1].speed_hz - 26.0) < 1.0 and not restart[-1].extrapolated, restart[-1].speed_hz

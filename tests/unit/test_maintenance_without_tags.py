@@ -1,0 +1,121 @@
+"""A baseline without a speed tag on machines the project's simulators never make
+(tests/support/slow_machines.py): a fan slower than one window resolves is judged on every window,
+without the orders it cannot place, and a bearing fault still alarms; a stop is told from the signal
+(and the temperature) and held as stopped, while a dead sensor still raises its fault."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge_agent.maintenance.baseline import SPEED_FEATURES, TEMP_GRACE_S, Baseline
+from edge_agent.maintenance.sensor import SensorFault, SensorWatch
+from edge_agent.maintenance.sensor import check as sensor_check
+from edge_agent.maintenance.settings import BaselineSettings
+from tests.support.slow_machines import FS, N, SlowFan, StoppingGearbox
+
+
+def test_a_slow_fan_without_a_speed_tag_is_judged_on_every_window_and_a_bearing_fault_still_alarms():
+    """A 740-rpm belt-driven fan (12.3 Hz: 2.5 bins of a 0.2-s window), its speed wandering +-5 %, the
+    speed range set around it: each window's speed found in the spectrum was noise (0.53-1.25x the
+    shaft), and its orders, envelope lines and speed band were taken at it: a quarter to half of the
+    healthy fan's windows fell in a speed band never commissioned (UNSURE, not judged: a fault then
+    counted towards no alarm), others rose on orders taken at a wrong speed. A window's estimate that
+    strays from the tracked speed is not used now, and a shaft no window resolves is judged without
+    its orders (said once): a compressed day of healthy windows is all judged, none alarms, and an
+    outer-race defect at that speed alarms within a few windows."""
+    fan = SlowFan(rpm=740.0, seed=0, period=60)
+    events = []
+    b = Baseline(BaselineSettings(windows=40, speed_range_rpm=(600, 900)), FS, N, on_event=events.append)
+    for _ in range(40):
+        b.process(fan.window())
+    assert b.state == "ready"
+    day = [b.process(fan.window()) for _ in range(40)]
+    assert [v.extrapolated for v in day].count(True) == 0, [round(60 * v.speed_hz) for v in day]
+    assert not any(v.alarm or v.anomalous for v in day), [round(v.score, 2) for v in day]
+    assert all(v.speed_estimated and 600 <= 60 * v.speed_hz <= 900 for v in day)
+    speed = [e for e in events if e["kind"] == "baseline_speed"]
+    assert len(speed) == 1 and speed[0]["orders"] is False, speed
+    f = b.features(fan.window(), None)
+    assert all(f[k] == 0.0 for k in SPEED_FEATURES)  # not used: held at 0, judged without them
+    fault = [b.process(fan.window(outer_race=1.0)) for _ in range(4)]
+    assert any(v.alarm for v in fault), [round(v.score, 2) for v in fault]
+
+
+def _commissioned(temperature_tag: str | None, clock) -> tuple[Baseline, StoppingGearbox]:
+    g = StoppingGearbox(seed=1)
+    b = Baseline(BaselineSettings(windows=30, temperature_tag=temperature_tag), FS, N, clock=clock)
+    for _ in range(30):
+        b.process(g.window(), {"_temperature": g.temperature()})
+    assert b.state == "ready"
+    return b, g
+
+
+def _judge(b: Baseline, watch: SensorWatch, x: np.ndarray, temperature: float):
+    """A window as the pipeline judges it: the sensor check on its samples, then the baseline."""
+    fault = sensor_check(x)
+    v = None
+    if fault is None:
+        v = b.process(x, {"_temperature": temperature})
+        fault = None if v.sensor is None else SensorFault(v.sensor_kind or "", v.sensor)
+    watch.record(fault)
+    return v, fault
+
+
+def test_without_a_speed_tag_a_stop_is_held_as_stopped_and_a_dead_sensor_is_still_a_fault():
+    """A gearbox without a speed or run tag stopping for 200 s: its windows (the sensor's and the
+    plant's noise) were a 'low_level' sensor fault, an episode telling to check the sensor at every
+    stop. The vibration falling to the noise floor across its bands is now a stop: UNSURE with that
+    reason, no episode, no alarm, the tracked speed not moved; a dead input reading far below the
+    sensor's floor at those stops, or a flat line, is still a sensor fault."""
+    now = [0.0]
+    b, g = _commissioned(None, lambda: now[0])
+    events = []
+    watch = SensorWatch("gearbox", events.append)
+    seen, speed = [], {}
+    for k in range(40):
+        g.running = not 5 <= k < 25
+        speed[k] = b.speed_hz
+        v, fault = _judge(b, watch, g.window(), g.temperature())
+        seen.append((g.running, v.stopped, v.sensor_kind, v.alarm))
+    assert events == [], events
+    assert all(s and kind is None and not alarm for run, s, kind, alarm in seen if not run), seen
+    assert not any(s or alarm for run, s, _, alarm in seen[30:]), seen  # running again: judged
+    assert speed[25] == speed[5]  # the stop's noise did not move the tracked speed
+    assert "stopped" in b.process(*_stopped(g)).stop_reason
+    dead = 1e-3 * g.window()  # a dead input: a thousandth of the sensor's floor at rest
+    v, fault = _judge(b, watch, dead, 30.0)
+    assert v.sensor_kind == "low_level" and not v.stopped and "no live sensor" in v.sensor
+    assert events and events[-1]["fault"] == "low_level" and events[-1]["active"]
+    _, flat = _judge(b, watch, np.full(N, 0.25), 30.0)
+    assert flat is not None and flat.kind == "flatline"
+
+
+def _stopped(g: StoppingGearbox) -> tuple[np.ndarray, dict[str, float]]:
+    g.running = False
+    return g.window(), {"_temperature": g.temperature()}
+
+
+def test_with_a_temperature_tag_a_detached_sensor_on_a_running_machine_is_a_fault_a_cooling_stop_is_not():
+    """With ``temperature_tag``, a stop cools the machine and stays a stop; a sensor that reads only the
+    plant's noise while the temperature holds the running level (detached: the signal alone looks like
+    a stop) is a 'low_level' sensor fault once the temperature has had ``TEMP_GRACE_S`` to fall."""
+    now = [0.0]
+    b, g = _commissioned("BearingTemp", lambda: now[0])
+    events = []
+    watch = SensorWatch("gearbox", events.append)
+    for k in range(16):  # a stop: the housing cools
+        now[0] += 60.0
+        g.running = k >= 12
+        v, _ = _judge(b, watch, g.window(), g.temperature())
+        assert v.stopped == (not g.running) and v.sensor is None, (k, v.to_dict())
+    assert events == []
+    verdicts = []
+    for _ in range(int(TEMP_GRACE_S / 60) + 3):  # detached: the plant's noise, the machine warm
+        now[0] += 60.0
+        g.running = True
+        t = g.temperature()
+        g.running = False
+        verdicts.append(_judge(b, watch, g.window(), t)[0])
+    assert verdicts[0].stopped and not verdicts[-1].stopped
+    assert verdicts[-1].sensor_kind == "low_level" and "temperature" in verdicts[-1].sensor
+    assert [e["fault"] for e in events if e["active"]] == ["low_level"]
