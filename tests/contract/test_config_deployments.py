@@ -174,3 +174,21 @@ def test_deployments_written_before_the_state_column_are_read_as_before(tmp_path
     assert rows == [("d0", "beta", "completed"), ("d1", "beta", "paused")]
     c.tick()  # neither is running
     store.close()
+
+
+def test_a_gateway_joining_the_group_and_a_stalled_step_on_either_store(control):
+    """The rollout reads its group (agents that join it) and a stalled step's last heartbeats from the store,
+    and its newer rollouts from the control state: the same on SQLite and PostgreSQL."""
+    c = control
+    now = [1000.0]
+    c.clock = lambda: now[0]
+    a = c.create_config(
+        {"config_yaml": A, "config_name": "line-a", "selector": {"site": "plant"}, "steps": ["1", "100%"]}
+    )
+    c.store.heartbeat("gw3", {"site": "plant"}, [], {}, 0, {})  # enrolled meanwhile
+    now[0] += c.step_timeout_s
+    c.tick()
+    d = c.get(a["id"])
+    assert d["targets"]["gw3"]["status"] == "waiting" and d["stalled"]["agents"] == ["gw1"], d
+    c.on_report("gw1", a["id"], "", a["digest"], "healthy", True, "", {})
+    assert c.desired_state("gw3")[2]["digest"] == a["digest"]  # the last step reaches it
