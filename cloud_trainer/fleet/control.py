@@ -75,6 +75,8 @@ CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NUL
 CREATE TABLE IF NOT EXISTS tenants (id TEXT PRIMARY KEY, display_name TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS changes (generation INTEGER NOT NULL, tenant TEXT NOT NULL, agent TEXT NOT NULL,
   PRIMARY KEY (generation, tenant, agent));
+CREATE TABLE IF NOT EXISTS following (tenant TEXT NOT NULL, slot TEXT NOT NULL, deployment_id TEXT NOT NULL,
+  PRIMARY KEY (tenant, slot));
 """
 # generations of the desired-state change log kept (a replica polls it every fraction of a second; a rollout
 # step's agents share one generation, so this bounds steps, and single changes, not rows)
@@ -259,6 +261,9 @@ class Control:
             from cloud_trainer.fleet.agent_config import validate_agent_config as config_validator
         self.config_validator = config_validator
         self._yaml_cache: dict[str, str] = {}  # deployment id -> its config YAML (immutable once created)
+        self._follow_checked = (
+            0.0  # when tick last gave completed rollouts' versions to gateways joining their group
+        )
         self._fill_columns()
 
     def _fill_columns(self) -> None:
@@ -730,6 +735,9 @@ class Control:
         desired rows: the older one's later steps and halts overwrote the newer one's version, and a
         deployment said ``completed`` for agents that ran another version."""
         tenant, slot, mine = new.get("tenant", T), _slot(new), set(new["targets"])
+        # a completed rollout's group no longer gives its version to gateways that join: the newest intent wins (a
+        # rollback of the slot must never be undone by a newcomer getting the version rolled back from)
+        self.db.execute("DELETE FROM following WHERE tenant = ? AND slot = ?", (tenant, slot))
         what = f"deployment {new['id']} ({Deployment.from_doc(new).what()})"
         now = self.clock()
         for (doc,) in self.db.execute(
@@ -791,6 +799,17 @@ class Control:
                     dep["state"] = "halted"
                     dep["reason"] = f"the rollout cannot advance: {type(exc).__name__}: {str(exc)[:300]}"
                 self._put(dep)
+            now = self.clock()
+            if now - self._follow_checked >= JOIN_CHECK_S:
+                self._follow_checked = now
+                groups: dict[str, list[dict]] = {}
+                for (dep_id,) in self.db.execute("SELECT deployment_id FROM following").fetchall():
+                    try:
+                        dep = self._get(dep_id)
+                    except NotInTenant:
+                        continue
+                    if dep["state"] == "completed" and dep.get("selector") and self._join(dep, groups):
+                        self._put(dep)
             top = self.db.execute("SELECT MAX(generation) FROM changes").fetchone()[0] or 0
             self.db.execute("DELETE FROM changes WHERE generation <= ?", (top - KEEP_CHANGES,))
 
@@ -841,6 +860,13 @@ class Control:
             if now - dep["step_healthy_at"] >= dep["wait_s"]:
                 if upto >= len(agents) or k + 1 >= len(dep["steps"]):
                     dep["state"] = "completed"
+                    if dep.get("selector") and not dep.get("rollback"):
+                        # the group's version from now on: gateways that join the group later are given it
+                        self.db.execute(
+                            "INSERT INTO following (tenant, slot, deployment_id) VALUES (?, ?, ?) ON CONFLICT"
+                            "(tenant, slot) DO UPDATE SET deployment_id = excluded.deployment_id",
+                            (dep.get("tenant", T), _slot(dep), dep["id"]),
+                        )
                     return
                 dep["step"] = k + 1
                 dep["step_started"] = None
@@ -894,23 +920,30 @@ class Control:
         if str(dep.get("reason", "")).startswith("stalled: "):
             dep["reason"] = ""
 
-    def _join(self, dep: dict) -> None:
+    def _join(self, dep: dict, groups: dict[str, list[dict]] | None = None) -> bool:
         """Agents that match a running rollout's selector but are not its targets (enrolled, or labelled into the
         group, after it was created) become targets at the end of its order: they keep what they run while the
         canaries are judged and get the version with the last step (100%), so the group ends on
-        the version the rollout completes with. Only the newest rollout in progress of the slot takes them (it owns
-        the slot's agents, ``_supersede``), never an agent running (or given) a higher version of the package
-        (versions only go up), and a rollback never (it names the agents it rolls back)."""
-        if dep.get("rollback") or dep["state"] != "running":
-            return
+        the version the rollout completes with. Once it completed (and while it is the slot's newest rollout:
+        ``following``), a gateway that joins the group is given its version at once, unless withdrawn since. Only
+        the newest rollout in progress of the slot takes them (it owns the slot's agents, ``_supersede``), never an
+        agent running (or given) a higher version of the package (versions only go up), and a rollback never (it
+        names the agents it rolls back). True when it changed ``dep``."""
+        if dep.get("rollback") or dep["state"] not in ("running", "completed"):
+            return False
         tenant, slot = dep.get("tenant", T), _slot(dep)
+        done = dep["state"] == "completed"
         newer = self.db.execute(
             "SELECT doc FROM deployments WHERE tenant = ? AND state IN ('running', 'paused') AND created > ?",
             (tenant, dep["created"]),
         ).fetchall()
         if any(_slot(json.loads(doc)) == slot for (doc,) in newer):
-            return
-        known = self.store.agent_groups(tenant=tenant)
+            return False
+        changed = False
+        groups = {} if groups is None else groups  # tenant -> its agents, read once per pass
+        if tenant not in groups:
+            groups[tenant] = self.store.agent_groups(tenant=tenant)
+        known = groups[tenant]
         sel = dep["selector"]
         members = [
             a for a in known if all(fnmatch.fnmatch(str(a["labels"].get(k, "")), v) for k, v in sel.items())
@@ -921,6 +954,7 @@ class Control:
             # an agent moved out of the group before the rollout reached it is not given the version (nobody chose
             # it for that gateway any more); one moved back is a target again
             if t["status"] == "waiting" and a not in inside:
+                changed = True
                 t.update(
                     status=LEFT, reason=f"left the group {sel} before the rollout reached it", updated=now
                 )
@@ -931,11 +965,14 @@ class Control:
                     sel,
                 )
             elif t["status"] == LEFT and a in inside:
+                changed = True
                 t.update(status="waiting", reason="", updated=now)
+        if done:  # one back in the group after the rollout completed joins as a newcomer does
+            for a in [a for a, t in dep["targets"].items() if t["status"] == "waiting"]:
+                del dep["targets"][a]
         joining = [a for a in members if a["id"] not in dep["targets"]]
-        if not joining:
-            return
-        desired = self._slot_rows(tenant, slot)
+        desired = self._slot_rows(tenant, slot) if joining else {}
+        eligible = []
         for a in joining:
             cur = next((s for s in a["slots"] if s.get("slot") == slot), None)
             have = [cur.get("version")] if cur and cur.get("package") == dep["package"] else []
@@ -943,13 +980,13 @@ class Control:
             if row and row[0] == dep["package"] and dep.get("kind") != "config":
                 have.append(row[1])
             if dep.get("kind") != "config" and any(_newer(v, dep["version"]) for v in have):
-                log.debug(
-                    "deployment %s: agent %s joined its group but runs a version above %s; left alone",
-                    dep["id"],
-                    a["id"],
-                    dep["version"],
-                )
-                continue
+                continue  # versions only go up: left alone (looked at again at the next check)
+            eligible.append((a, cur, row))
+        if not eligible:
+            return changed
+        if done and dep.get("kind") != "config" and self._not_sendable(dep, tenant) is not None:
+            return changed  # withdrawn since, or its key gone: never sent to a newcomer
+        for a, cur, row in eligible:
             if dep.get("kind") == "config":
                 if row:
                     dep["previous"][a["id"]] = {
@@ -965,12 +1002,28 @@ class Control:
                     "package": cur["package"],
                 }
             dep["targets"][a["id"]] = _joined_target(now)
+            if done:  # the group's version: given at once
+                self._set_desired(
+                    a["id"],
+                    slot,
+                    dep["package"],
+                    dep["version"],
+                    dep["digest"],
+                    dep["size"],
+                    dep["id"],
+                    tenant,
+                )
+                dep["targets"][a["id"]].update(status="assigned", step=dep["step"])
             log.info(
-                "deployment %s: agent %s joined its group (%s); it gets the version with the last step",
+                "deployment %s: agent %s joined its group (%s); %s",
                 dep["id"],
                 a["id"],
                 sel,
+                "it is given the version the group runs"
+                if done
+                else "it gets the version with the last step",
             )
+        return True
 
     def _roll_back(self, dep: dict, agents: list[str]) -> None:
         """Give ``agents`` their previous version back. A model slot's target says ``rolling_back`` until the

@@ -319,3 +319,16 @@ def test_a_gateway_that_joins_the_group_mid_rollout_follows_the_rollout(registry
         c.on_report(agent, dep["id"], "vision", "1.1.0", "healthy", True, "", {})
     assert c.get(dep["id"])["state"] == "completed"
     assert c.desired_state("gw3")[1] == []  # it runs what it runs
+    # after the rollout completed, a gateway that joins the group is given the version the group runs at once
+    _runs(c, "gw3", e["1.0.0"])  # (back in the group)
+    now[0] += 31
+    c.tick()
+    assert [s["version"] for s in c.desired_state("gw3")[1]] == ["1.1.0"]
+    assert c.get(dep["id"])["targets"]["gw3"]["status"] == "assigned"
+    # ... until a newer rollout of the slot (here an admin's rollback of two gateways) ends it: a newcomer is
+    # never given the version an admin rolled back from
+    c.rollback("part-inspection", "1.0.0", "vision", ["gw1", "gw2"])
+    c.store.heartbeat("gw4", {"site": "plant"}, [], {}, 0, {})
+    now[0] += 31
+    c.tick()
+    assert c.desired_state("gw4")[1] == []
