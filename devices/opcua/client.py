@@ -18,7 +18,8 @@ is the source timestamp (server timestamp, then receive time, when absent); stat
 Uncertain / Bad becomes ``Quality`` (a null value said Good or Uncertain is BAD, counted as ``null_value``). Non-finite numbers are passed with quality BAD
 (``non_finite: bad``, default) or dropped (``skip``), and counted as ``non_finite`` either way.
 A source timestamp older than the tag's previous one is counted as ``out_of_order`` and still
-passed on. A node that does not exist is reported by name (``stats.errors_by_reason['node']``)
+passed on; a waveform sent again with its tag's last source timestamp and samples (a subscription's first
+value after a reconnect) is not passed on twice (``repeated_waveform``). A node that does not exist is reported by name (``stats.errors_by_reason['node']``)
 and the other nodes stay subscribed. A monitored item the server grants a smaller queue than asked, or a
 much slower sampling interval, is said once per node (``queue_revised`` / ``sampling_revised``,
 ``revised``), and a subscription published much less often than asked once (``publishing_revised``): the
@@ -1300,6 +1301,9 @@ class OpcUaSource:
         self._dims: dict[ua.NodeId, tuple[int, ...]] = {}
         self._rates = StatedRates()  # waveforms' sample rates as the server states them
         self._last_ts: dict[str, float] = {}
+        # tag -> its last array and quality passed on: a waveform the server sends again (the first value of
+        # a subscription made again after a reconnect) is known by its equal source time and samples
+        self._last_wave: dict[str, tuple[np.ndarray, Quality]] = {}
         self._changed: set[str] = set()  # tags past their first notification since subscribing
         self._types: dict[str, _NodeType] = {}  # node_id -> its type, read at the first write
         self._forms: dict[str, int] = {}  # node_id -> the form of write its server takes (_FORMS)
@@ -1849,6 +1853,23 @@ class OpcUaSource:
             )
         else:
             self._last_ts[tag] = ts
+        if type(val) is np.ndarray:
+            prev = self._last_wave.get(tag)
+            if ts == last and prev is not None and prev[1] is quality and np.array_equal(prev[0], val):
+                # the same waveform again (same source time, same samples): a subscription made again after
+                # a reconnect starts with the node's current value, which this source passed on before the
+                # cut; a pipeline would score those samples twice (or splice them into its next window)
+                self.notices.note(
+                    "repeated_waveform",
+                    "opcua source %s: tag %s: the server sent a waveform it sent before again (the same source "
+                    "timestamp and samples: the first value of a subscription made again after a reconnect); "
+                    "not passed on twice",
+                    self.name,
+                    tag,
+                    level=logging.INFO,
+                )
+                return
+            self._last_wave[tag] = (val, quality)
         self._channel.put_nowait(Reading(self.name, tag, val, ts, now, quality, rate))
 
     def _undecodable(self, nodeid: ua.NodeId, tag: str, val: Any) -> None:
