@@ -2496,6 +2496,10 @@ async def check_server(
                     f"node {ns.node_id} cannot be read ({name}); check the node_id (edge-agent browse)"
                 )
                 tags.append(None)
+        for i, ns in enumerate(settings.nodes):
+            held_tag = tags[i]
+            if nodes[i] is None and held_tag is not None and held_tag in held:
+                nodes[i] = await _shape_misfit(held[held_tag], ns, settings.connect_timeout_s)
         writes = [await _check_target(client, nid, v, {}, cache) for nid, v in targets]
         return nodes, writes, tags, await _member_tags(client, held, settings.connect_timeout_s)
     except OpcUaError:
@@ -2510,6 +2514,49 @@ async def check_server(
             await client.disconnect()
         except Exception:
             pass
+
+
+async def _shape_misfit(node: Node, ns: Any, timeout_s: float) -> str | None:
+    """Why the source would skip this node's values for their shape (``OpcUaSource._matrix``): a matrix
+    (by its value's dimensions, else its ArrayDimensions) read without ``index``, an index that does not
+    pick a row of it, or an index on a node holding one dimension; None when it fits or cannot be told."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            dv = await node.read_data_value(raise_on_bad_status=False)
+            attr = await node.read_attribute(ua.AttributeIds.ArrayDimensions, raise_on_bad_status=False)
+    except (ua.UaError, TimeoutError):
+        return None
+    v = dv.Value
+    if v is None or not isinstance(v.Value, list) or not v.Value:
+        return None
+    d = v.Dimensions if v.Dimensions and len(v.Dimensions) > 1 else None
+    if (
+        d is None
+        and attr.Value is not None
+        and isinstance(attr.Value.Value, list)
+        and len(attr.Value.Value) > 1
+    ):
+        flat = np.asarray(v.Value, dtype=object).size
+        d = attr.Value.Value if math.prod(attr.Value.Value) == flat else None
+    shape = tuple(d) if d and sum(n > 1 for n in d) > 1 else None
+    shown = "x".join(map(str, shape)) if shape else ""
+    if ns.index is None:
+        if shape is None:
+            return None
+        return (
+            f"node {ns.node_id} holds a {shown} array (ArrayDimensions {list(shape)}): its values would be "
+            "skipped (multi_dim), never read as one waveform of its rows end to end; pick a row with index "
+            "(list the node once per row, each with its index and tag)"
+        )
+    index = [ns.index] if isinstance(ns.index, int) else list(ns.index)
+    if shape is None:
+        return f"node {ns.node_id} has index {index} but its value has one dimension; remove index"
+    if len(index) != len(shape) - 1 or any(i >= n for i, n in zip(index, shape, strict=False)):
+        return (
+            f"node {ns.node_id}: index {index} does not pick a row of its {shown} array; give "
+            f"{len(shape) - 1} index(es), each under its dimension"
+        )
+    return None
 
 
 async def _member_tags(

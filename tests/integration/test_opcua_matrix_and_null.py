@@ -11,7 +11,7 @@ from asyncua import ua
 from pydantic import ValidationError
 
 from devices.base import Quality, Reading
-from devices.opcua.client import OpcUaSource
+from devices.opcua.client import OpcUaSource, check_server
 from devices.opcua.settings import OpcUaSettings
 from tests.integration.test_opcua_vendor_limits import _settings
 from tests.support.peers import free_port, opcua_server
@@ -131,3 +131,24 @@ def test_a_node_listed_twice_needs_a_distinct_index_for_each_listing() -> None:
             OpcUaSettings(endpoint="opc.tcp://127.0.0.1:4840/", nodes=nodes)
     with pytest.raises(ValidationError, match="negative indexes"):
         OpcUaSettings(endpoint="opc.tcp://127.0.0.1:4840/", nodes=[{"node_id": "ns=2;s=Axes", "index": -1}])
+
+
+async def test_validate_online_names_a_matrix_node_without_a_fitting_index() -> None:
+    """``edge-agent validate --online`` (``check_server``) says before the start what the source would skip
+    for its shape: a matrix without ``index``, and an index past the matrix's dimensions."""
+    port = free_port()
+    srv, idx = await _server(port)
+    nodes = [
+        {"node_id": f"ns={idx};s=Axes"},
+        {"node_id": f"ns={idx};s=FlatAxes", "tag": "y", "index": 1},
+        {"node_id": f"ns={idx};s=FlatAxes", "tag": "w", "index": 3},
+        {"node_id": f"ns={idx};s=Temp"},
+    ]
+    try:
+        errors, _, tags, _ = await check_server(_settings(port, nodes), [])
+    finally:
+        await srv.stop()
+    assert tags == ["Axes", "y", "w", "Temp"]
+    assert "holds a 3x64 array" in str(errors[0]) and "index" in str(errors[0])
+    assert errors[1] is None and errors[3] is None
+    assert "index [3] does not pick a row of its 3x64 array" in str(errors[2])
