@@ -17,7 +17,8 @@ An agent offline during a rollout converges when it comes back (its desired stat
 agents have not all reported healthy ``step_timeout_s`` after it began is *stalled*: the deployment names them
 (``stalled``, its reason, a WARNING) and keeps waiting for them or for an admin's abort. A rollout created with a
 selector takes the agents that join its group while it runs as targets at the end of its order (reached by its
-last step: never canaries).
+last step: never canaries); once completed, and until a newer rollout of the slot, it gives its version to agents
+that join the group later (``following``).
 A downgrade happens only by an admin's ``rollback`` (or by a failed gate's automatic rollback):
 ``create`` refuses a version lower than one a target agent runs or is assigned for that slot and
 package, and the desired state of a rollback carries a deployment id ending in ``:rollback``, the
