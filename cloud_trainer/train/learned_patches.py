@@ -411,6 +411,23 @@ def _cells(masks: list[np.ndarray], pre):
     return (F.max_pool2d(torch.from_numpy(m / 255.0)[:, None], 4) > 0.15).float()
 
 
+def held_out_good(
+    good_rows: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(held out for the threshold, the net's training) of the good rows: ``HELD_OUT_GOOD`` of them at
+    random, and for a tiled build's tiles by their source image, so that the threshold's good scores are
+    not of tiles whose overlapping neighbours of the same part the net trained on (too low, they placed it
+    among good parts)."""
+    if groups is None:
+        good_rows = rng.permutation(good_rows)
+        n_held = max(3, int(round(HELD_OUT_GOOD * len(good_rows))))
+        return good_rows[:n_held], good_rows[n_held:]
+    image_of = np.asarray(groups)[good_rows]
+    images = rng.permutation(np.unique(image_of))
+    held = np.isin(image_of, images[: max(3, int(round(HELD_OUT_GOOD * len(images))))])
+    return rng.permutation(good_rows[held]), rng.permutation(good_rows[~held])
+
+
 def train(
     data,
     size: int,
@@ -437,9 +454,8 @@ def train(
     rows = np.concatenate([tr, va])
     good_rows = rows[y[rows] == 0]
     rng = np.random.default_rng([seed, 23])
-    good_rows = rng.permutation(good_rows)
-    n_held = max(3, int(round(HELD_OUT_GOOD * len(good_rows))))
-    held, fit_rows = good_rows[:n_held], good_rows[n_held:]
+    held, fit_rows = held_out_good(good_rows, data.groups, rng)
+    n_held = len(held)
     steps = max(1, epochs) * STEPS_PER_EPOCH
     net, start = fit_net([data.images[i] for i in fit_rows], tpre, seed, steps, log, x.shape[1])
     _, Classifier = _modules()

@@ -257,7 +257,7 @@ def train(
     patches = anomaly.patch_features(feat, x[rows])
     light = anomaly.patch_features(feat, x_light)
     dims = patches.shape[-1]
-    fold_of = rng.permutation(len(rows)) % FOLDS
+    fold_of = folds_by_image(rows, data.groups, rng)
     probe = PatchClassifier(feat, patches[0], None, np.zeros((2 * dims + 3, 1)), np.zeros(1), 1.0, 1.0)
 
     def z_of(xs, bank):
@@ -329,6 +329,16 @@ def train(
         f"({cal['rule']}); defect-type head train accuracy {head_acc:.2f}; {len(te)} images left for the gate"
     )
     return outcome(model, pre, x, y, (tr, va, te), time.perf_counter() - t0, cal, split_rule)
+
+
+def folds_by_image(rows: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    """The out-of-fold scoring's fold of each row: at random, and for a tiled build's tiles by their
+    source image, so that no tile is scored by a bank holding its overlapping neighbours of the same part
+    (those scores, too low, placed the threshold among good parts)."""
+    if groups is None:
+        return rng.permutation(len(rows)) % FOLDS
+    _, image_of = np.unique(np.asarray(groups)[rows], return_inverse=True)
+    return (rng.permutation(int(image_of.max()) + 1) % FOLDS)[image_of]
 
 
 def prepare(data, size: int, seed: int, threads: int | None, pre):

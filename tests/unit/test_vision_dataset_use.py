@@ -147,3 +147,18 @@ def test_the_patch_nets_synthetic_defects_are_drawn_near_the_models_input_not_on
             [cv2.resize(frame, (341, 256), interpolation=cv2.INTER_LINEAR)], vision.preprocessing(64)
         ).round(4),
     )
+
+
+def test_a_tiled_builds_threshold_scores_tiles_apart_from_their_neighbours():
+    """The patch recipes place their threshold on good tiles scored by a net (or a bank) that did not see
+    them: tile by tile, their overlapping neighbours of the same part were in it, their scores too low."""
+    from cloud_trainer.train.learned_patches import held_out_good
+    from cloud_trainer.train.patch_classifier import folds_by_image
+
+    groups = np.repeat(np.arange(30), 4)  # 30 images of 4 tiles
+    rows = np.arange(120)
+    for seed in range(3):
+        held, fit = held_out_good(rows, groups, np.random.default_rng(seed))
+        assert not set(groups[held]) & set(groups[fit]) and len(held) + len(fit) == 120
+        fold = folds_by_image(rows, groups, np.random.default_rng(seed))
+        assert all(len(set(fold[groups == g])) == 1 for g in range(30)) and len(set(fold)) == 5
