@@ -136,7 +136,7 @@ class EventKind(enum.StrEnum):
     )
     BASELINE_SPEED = (
         "baseline_speed",
-        ("pipeline", "speed_rpm", "windows", "orders"),
+        ("pipeline", "speed_rpm", "windows", "orders", "confidence"),
         "the shaft speed was estimated from the first windows",
     )
     BASELINE_LEARNED = (

@@ -73,10 +73,17 @@ SPEED_AGREE = 0.02
 # found at once)
 WINDOW_AGREE = 0.04
 # a shaft whose 1x lies below this many bins of the window's resolution (sample rate / window: 4.9 Hz
-# for 2,048 samples at 10 kHz, so 880 rpm) is not resolved by one window: its 1x-3x lines merge, and a
-# speed found there is noise. Without a speed tag such an asset is judged on the features that need no
-# speed (RMS, kurtosis, crest, high band, velocity): its orders and envelope lines are not used
+# for 2,048 samples at 10 kHz, so 880 rpm) may not be resolved by one window: its 1x-3x lines merge
 MIN_SHAFT_BINS = 3.0
+# the speed's confidence, found while commissioning (no speed tag): the share of the first windows whose
+# own estimate (searched +-15 % around the averaged one) lands within WINDOW_AGREE of it. An unresolved
+# shaft's land anywhere (slow fans: 0.1-0.35); a resolved one's agree (0.5-1.0: an 857-rpm machine 0.5,
+# gearboxes and fans above 1,000 rpm 0.6-1.0). Below MIN_CONFIDENCE with the shaft under MIN_SHAFT_BINS,
+# or under LOST_SHAFT_BINS whatever it is (the 1x inside the window's lobe around 0 Hz), the speed is
+# noise: the asset is judged on the features that need none (RMS, kurtosis, crest, high band,
+# velocity), its orders and envelope lines not used
+MIN_CONFIDENCE = 0.4
+LOST_SHAFT_BINS = 2.0
 # the features that need the shaft speed (amplitudes at its orders, envelope lines at defect orders)
 SPEED_FEATURES = (
     "order_1x",
@@ -711,8 +718,12 @@ class Baseline:
         """The asset's shaft speed from the averaged spectrum of its first windows (steadier than one
         window's), then their features with that speed."""
         lo, hi = self.s.speed_range_rpm[0] / 60, self.s.speed_range_rpm[1] / 60
-        self.speed_hz = estimate_speed_hz(np.asarray(self._first), self.fs, lo, hi)
-        resolved = self.speed_hz >= MIN_SHAFT_BINS * self.fs / self.n
+        f0 = self.speed_hz = estimate_speed_hz(np.asarray(self._first), self.fs, lo, hi)
+        slo, shi = max(lo, f0 * 0.85), min(hi, f0 * 1.15)
+        own = [estimate_speed_hz(w - w.mean(), self.fs, slo, max(shi, slo + 1)) for w in self._first]
+        confidence = float(np.mean([abs(e - f0) <= WINDOW_AGREE * f0 for e in own]))
+        bins = f0 * self.n / self.fs
+        resolved = bins >= LOST_SHAFT_BINS and (bins >= MIN_SHAFT_BINS or confidence >= MIN_CONFIDENCE)
         self.orders = resolved
         first, self._first = self._first, []
         for w in first:
@@ -724,19 +735,22 @@ class Baseline:
             speed_rpm=round(self.speed_hz * 60, 1),
             windows=len(first),
             orders=resolved,
+            confidence=round(confidence, 2),
         )
         if not resolved:  # said once, at commissioning (the file keeps it)
             log.warning(
                 "pipeline %s: the shaft speed found in the spectrum, %.0f rpm, is below what one window of "
-                "%d samples at %g Hz resolves (%.0f rpm): its lines merge and a speed found there is noise, "
-                "so the order and envelope features are not used; the asset is judged on its RMS, "
-                "kurtosis, crest, high band and velocity (a fault is named 'unspecified'). Give the "
-                "pipeline a speed_tag, or a longer window, to judge the orders",
+                "%d samples at %g Hz resolves (%.0f rpm), and only %.0f %% of the first windows found it "
+                "on their own: a speed found there is noise, so the order and envelope features are not "
+                "used; the asset is judged on its RMS, kurtosis, crest, high band and velocity (a fault "
+                "is named 'unspecified'). Give the pipeline a speed_tag, or a longer window, to judge "
+                "the orders",
                 self.pipeline,
                 self.speed_hz * 60,
                 self.n,
                 self.fs,
                 MIN_SHAFT_BINS * self.fs / self.n * 60,
+                100 * confidence,
             )
 
     def _band_stats(self, speed_hz: float) -> tuple[np.ndarray, np.ndarray, bool]:
