@@ -64,6 +64,11 @@ def test_a_tiled_model_from_an_mvtec_folder_is_packaged_with_its_geometry_and_cl
     stage_quantize(s, log=quiet)
     rep = stage_evaluate(s, log=quiet)
     assert rep["split"]["train"] + rep["split"]["val"] + rep["split"]["test"] == 4 * (24 + 4 + 12)  # tiles
+    # the gate's test set: MVTec's test/good and half its defects, every tile of an image on one side
+    assert rep["split"]["test"] == 4 * (4 + 6)
+    assert "test/good (4 images, never trained on)" in rep["split_rule"]
+    assert "every tile of an image on one side" in rep["split_rule"]
+    assert f"Test set: {rep['split_rule']}." in (s.workdir / "report.md").read_text()
     man = read_manifest(stage_package(s, log=quiet))
     assert man.preprocessing.tiles == [2, 2] and man.preprocessing.roi == [8, 8, 80, 80]
     assert man.preprocessing.interpolation == "linear"
