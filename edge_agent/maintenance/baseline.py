@@ -122,6 +122,9 @@ SHAPE_KEPT = 6.0
 TEMP_FALL = 1.0
 TEMP_COLD = 5.0
 TEMP_GRACE_S = 600.0
+# a stop told from the vibration alone (no temperature tag) held this long is said once (a warning): a
+# sensor cut or fallen off reads the plant's floor like a stopped machine, and would be held for good
+STOP_SAY_S = 24 * 3600.0
 # a level this many times below the sensor's floor at the machine's recognised stops: no live sensor
 FLOOR_FALL = 10.0
 # a window whose spread (standard deviation) is within this many quantisation steps: a dead input
@@ -289,6 +292,7 @@ class Baseline:
         self.stop_floor: float | None = None  # log RMS the sensor reads at a recognised stop
         # a spell of low windows: its start time and its lowest and highest temperature so far
         self._spell: tuple[float, float, float] | None = None
+        self._said_long_stop = False  # this spell's long stop was said
         self._estimates: list[float] = []  # the last windows' speed estimates (tracking, no speed tag)
 
     def _event(self, kind: EventKind, **kw) -> None:
@@ -434,6 +438,7 @@ class Baseline:
             d.pop(k)
         d["progress"] = round(self.progress(), 3)
         d["speed_bands"] = sorted(self.bands)
+        d["low_since"] = None if self._spell is None else self._spell[0]  # stopped (or low) since
         return d
 
     # ---- per window ---------------------------------------------------------------------------
@@ -545,7 +550,7 @@ class Baseline:
             if why:
                 found = ("low_level", why)
         else:
-            self._spell = None
+            self._spell, self._said_long_stop = None, False
         v.sensor_kind, v.sensor = found or (None, None)
         if f["speed_estimated"] and self.speed_hz and v.sensor is None:
             # tracked on the running machine only: a stopped machine's (or a dead sensor's) windows give
@@ -669,6 +674,15 @@ class Baseline:
             )
         else:
             why = "the vibration fell to the noise floor across its bands"
+            if now - self._spell[0] >= STOP_SAY_S and not self._said_long_stop:
+                self._said_long_stop = True
+                log.warning(
+                    "pipeline %s: held as stopped for %.0f h by its vibration alone (at the noise floor "
+                    "across its bands): if the machine runs, check the sensor, its cable and mounting (a "
+                    "temperature_tag or a speed_tag on the baseline tells a stop from a dead sensor)",
+                    self.pipeline,
+                    (now - self._spell[0]) / 3600,
+                )
         # the sensor's floor at rest, learned from the stops it tells (slowly: one stop moves it little)
         self.stop_floor = level if self.stop_floor is None else 0.95 * self.stop_floor + 0.05 * level
         return True, f"baseline: the machine is stopped ({why}); not judged"

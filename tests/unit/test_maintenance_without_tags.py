@@ -61,12 +61,13 @@ def _judge(b: Baseline, watch: SensorWatch, x: np.ndarray, temperature: float):
     return v, fault
 
 
-def test_without_a_speed_tag_a_stop_is_held_as_stopped_and_a_dead_sensor_is_still_a_fault():
+def test_without_a_speed_tag_a_stop_is_held_as_stopped_and_a_dead_sensor_is_still_a_fault(caplog):
     """A gearbox without a speed or run tag stopping for 200 s: its windows (the sensor's and the
     plant's noise) were a 'low_level' sensor fault, an episode telling to check the sensor at every
     stop. The vibration falling to the noise floor across its bands is now a stop: UNSURE with that
     reason, no episode, no alarm, the tracked speed not moved; a dead input reading far below the
-    sensor's floor at those stops, or a flat line, is still a sensor fault."""
+    sensor's floor at those stops, or a flat line, is still a sensor fault; a stop held a day by the
+    vibration alone is said once (a sensor fallen off reads like a stopped machine)."""
     now = [0.0]
     b, g = _commissioned(None, lambda: now[0])
     events = []
@@ -81,7 +82,12 @@ def test_without_a_speed_tag_a_stop_is_held_as_stopped_and_a_dead_sensor_is_stil
     assert all(s and kind is None and not alarm for run, s, kind, alarm in seen if not run), seen
     assert not any(s or alarm for run, s, _, alarm in seen[30:]), seen  # running again: judged
     assert speed[25] == speed[5]  # the stop's noise did not move the tracked speed
-    assert "stopped" in b.process(*_stopped(g)).stop_reason
+    assert "stopped" in b.process(*_stopped(g)).stop_reason and b.status()["low_since"] == now[0]
+    now[0] += 25 * 3600.0
+    for _ in range(2):
+        assert b.process(*_stopped(g)).stopped
+    said = [r.message for r in caplog.records if "held as stopped for 25 h" in r.message]
+    assert len(said) == 1 and "check the sensor" in said[0]
     dead = 1e-3 * g.window()  # a dead input: a thousandth of the sensor's floor at rest
     v, fault = _judge(b, watch, dead, 30.0)
     assert v.sensor_kind == "low_level" and not v.stopped and "no live sensor" in v.sensor
