@@ -30,7 +30,9 @@ is within ``retained_max_age_s`` of its receive time: taken as live), ``retained
 Sparkplug birth: commands to its node wait for a live message from it, a rebirth is asked) and a
 Sparkplug ``tag_map`` key that matches no metric because it starts with the group, and ``redelivered`` (a
 QoS 1 message the broker sent again after a reconnect, flagged DUP, that was passed on before: not passed on
-twice, ``_Redeliveries``).
+twice, ``_Redeliveries``) and ``overlapping_copy`` (MQTT 5: a broker's copy of a message for a later
+subscription that matches it too; each subscription has its own Subscription Identifier, and only the
+first matching one's copy is read).
 Limits: one broker per source; QoS 2 is not offered.
 """
 
@@ -341,6 +343,15 @@ class MqttSource:
         )
         self._state_ts = 0  # ms: the time in this host's STATE birth and death (sparkplug.host_id)
         self._asked: list[tuple[str, int]] = []  # this connection's subscriptions, in SUBSCRIBE's order
+        self._acks: dict[
+            int, list[tuple[str, int]]
+        ] = {}  # SUBSCRIBE packet id -> its filters, until its SUBACK
+        # MQTT 5: each subscription has its own Subscription Identifier (its index + 1), so that of the copies
+        # a broker sends of a message matching two subscriptions only the first subscription's is read
+        self._sub_ids = False
+        self._first_sub: dict[
+            str, int
+        ] = {}  # topic -> the identifier of its first subscription (paho's thread)
         # connections after the first (counted in paho's thread): the Sparkplug host learns of each before
         # it decodes a message that connection brought, and takes every node's births as missed
         self._sessions = self._sessions_seen = 0
@@ -491,7 +502,29 @@ class MqttSource:
             subs.append((self._state_topic, 1))
         if subs:
             self._asked = subs
-            client.subscribe(subs)
+            self._acks.clear()
+            # MQTT 5 brokers (Mosquitto, EMQX, HiveMQ) send a message matching two subscriptions once per
+            # subscription: with an identifier each, the copies are told apart (``_on_message``)
+            self._sub_ids = (
+                properties is not None
+                and self.settings.protocol is Protocol.MQTT5
+                and getattr(properties, "SubscriptionIdentifierAvailable", 1) != 0
+                and len(self.settings.subscriptions) > 1
+            )
+            if self._sub_ids:
+                from paho.mqtt.packettypes import PacketTypes
+                from paho.mqtt.properties import Properties
+
+                for i, (topic, qos) in enumerate(subs):
+                    props = Properties(PacketTypes.SUBSCRIBE)
+                    props.SubscriptionIdentifier = i + 1
+                    rc, mid = client.subscribe(topic, qos, properties=props)
+                    if rc == paho.MQTT_ERR_SUCCESS:
+                        self._acks[mid] = [(topic, qos)]
+            else:
+                rc, mid = client.subscribe(subs)
+                if rc == paho.MQTT_ERR_SUCCESS:
+                    self._acks[mid] = subs
         if again:  # after the SUBSCRIBE (rebirths are asked then) and before this connection's messages
             self._sessions += 1
             self._channel.wake_threadsafe()  # the rebirths are asked even if no message comes
@@ -532,7 +565,8 @@ class MqttSource:
         )
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        for (topic, qos), rc in zip(self._asked, reason_codes or (), strict=False):
+        asked = self._acks.pop(mid, self._asked)
+        for (topic, qos), rc in zip(asked, reason_codes or (), strict=False):
             if rc.is_failure:  # a broker's ACL refuses a filter this way (MQTT 3.1.1: 0x80): nothing comes
                 self._error_threadsafe(
                     "subscribe_refused",
@@ -545,6 +579,8 @@ class MqttSource:
                     f"broker granted QoS {rc.value} for {topic!r} (asked {qos}): what is published there while "
                     "this gateway is away is not kept for it; check the broker's max_qos",
                 )
+        if self._acks:  # one SUBSCRIBE per subscription (MQTT 5 identifiers): the last SUBACK goes on
+            return
         if self.settings.sparkplug.host_id is not None:  # subscribed first, then online (Sparkplug 3.0)
             client.publish(self._state_topic, self._state(True), qos=1, retain=True)
             if self._sessions:  # a reconnect: the rebirths it asks may go now, after the STATE birth
@@ -599,6 +635,24 @@ class MqttSource:
             return
         if self._state_ts and topic == self._state_topic:
             return self._own_state(msg.payload)
+        if self._sub_ids:
+            ids = getattr(msg.properties, "SubscriptionIdentifier", None)
+            if ids:
+                first = self._first_sub.get(topic)
+                if first is None:
+                    if len(self._first_sub) > MAX_TAGS:  # bounded: topic names come from outside
+                        self._first_sub.clear()
+                    subs = self.settings.subscriptions
+                    first = self._first_sub[topic] = next(
+                        (i + 1 for i, s in enumerate(subs) if paho.topic_matches_sub(s.topic, topic)), 0
+                    )
+                if first and first not in ids:  # the copy for a later subscription: read once, by the first
+                    self._notice_threadsafe(
+                        "overlapping_copy",
+                        f"topic {topic!r} matches more than one subscription; the broker sends a copy for "
+                        "each (MQTT 5): only the first subscription's copy is read",
+                    )
+                    return
         if len(msg.payload) > self._max_bytes:
             self._error_threadsafe(
                 "too_large",
@@ -638,6 +692,7 @@ class MqttSource:
                 "retained_skipped",
                 "retained_fresh",
                 "redelivered",
+                "overlapping_copy",
             )
             else logging.WARNING,
         )

@@ -1,5 +1,6 @@
-"""MQTT QoS 1 messages a real Mosquitto sends again after the gateway's connection was cut (persistent
-session): passed on once, while a value legitimately sent again is never dropped."""
+"""One MQTT message a real Mosquitto delivers more than once, passed on once: QoS 1 messages sent again
+after the gateway's connection was cut (persistent session), and MQTT 5's copies of a message matching two
+subscriptions; a value legitimately sent again is never dropped."""
 
 from __future__ import annotations
 
@@ -81,3 +82,46 @@ async def test_messages_redelivered_after_a_cut_connection_are_passed_on_once(mo
     assert len(parts) == 10, (len(parts), src.notices.status())
     # 5, and any of the first 3 whose PUBACK was still on its way when the link died
     assert 5 <= src.notices.counts.get("redelivered", 0) <= 8, src.notices.status()
+
+
+async def test_a_message_matching_two_mqtt5_subscriptions_is_read_once(mosquitto) -> None:
+    """An MQTT 5 broker sends a message once per subscription it matches (``line/#`` and ``line/+/temp``).
+    Before, each copy was read: every temperature came twice. Each subscription now has its own
+    Subscription Identifier and only the first matching subscription's copy is read (the one whose
+    settings decode it); a message matching one subscription is read as before."""
+    settings = MqttSettings(
+        port=mosquitto.port,
+        protocol="mqtt5",
+        subscriptions=[{"topic": "line/#", "qos": 1}, {"topic": "line/+/temp", "qos": 0}],
+    )
+    src = MqttSource("mq", settings)
+    pub = paho.Client(CallbackAPIVersion.VERSION2, client_id="device")
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    got: list[str] = []
+
+    async def read() -> None:
+        async for r in src.items():
+            got.append(r.tag)
+            if r.tag == "line/end/end":
+                return
+
+    try:
+        await src.start()
+        await asyncio.wait([asyncio.ensure_future(src.subscribed.wait())], timeout=5.0)
+        for topic, body in (
+            ("line/a/temp", {"t": 20}),
+            ("line/b/hum", {"h": 40}),
+            ("line/a/temp", {"t": 20}),
+        ):
+            pub.publish(topic, json.dumps(body), qos=1).wait_for_publish(5)
+        pub.publish("line/end", json.dumps({"end": 1}), qos=1).wait_for_publish(5)
+        reader = asyncio.create_task(read())
+        await asyncio.wait([reader], timeout=8.0)
+        reader.cancel()
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+        await src.stop()
+    assert got == ["line/a/temp/t", "line/b/hum/h", "line/a/temp/t", "line/end/end"], got
+    assert src.notices.counts.get("overlapping_copy") == 2
