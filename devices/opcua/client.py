@@ -1499,6 +1499,16 @@ class OpcUaSource:
             except Exception as e:
                 self._node_error(ns.node_id, e)
                 continue
+            prior = self._tags.get(node.nodeid)
+            if prior is not None and (
+                ns.index is None or all(t != prior for t, _ in self._picks.get(node.nodeid, ()))
+            ):  # the same node under another id (nsu=... and ns=...): one tag would never get its values
+                self._node_error(
+                    ns.node_id,
+                    f"it is the node tag {prior!r} reads, listed before under another node id; list a node "
+                    "once, or once per row of a matrix, each with its index",
+                )
+                continue
             if ns.index is not None:
                 index = (ns.index,) if isinstance(ns.index, int) else tuple(ns.index)
                 self._picks.setdefault(node.nodeid, []).append((tag, index))

@@ -152,3 +152,26 @@ async def test_validate_online_names_a_matrix_node_without_a_fitting_index() -> 
     assert "holds a 3x64 array" in str(errors[0]) and "index" in str(errors[0])
     assert errors[1] is None and errors[3] is None
     assert "index [3] does not pick a row of its 3x64 array" in str(errors[2])
+
+
+async def test_a_node_listed_again_under_another_node_id_is_named_not_silently_untagged() -> None:
+    """``ns=2;s=Temp`` and ``nsu=<uri>;s=Temp`` are one node: the settings cannot tell, and before, the
+    node got two monitored items and gave every value twice under the second tag (the first tag silent).
+    Now it is subscribed once, under the first tag, and the second listing is named in node_errors."""
+    port = free_port()
+    srv, idx = await _server(port)
+    nodes = [
+        {"node_id": f"ns={idx};s=Temp", "tag": "t1"},
+        {"node_id": "nsu=urn:test:matrix;s=Temp", "tag": "t2"},
+    ]
+    src = OpcUaSource("plc", _settings(port, nodes))
+    try:
+        await src.start()
+        got = await _read(src, {"t1"})
+        for _ in range(20):  # a second value of the same notification would follow at once
+            await asyncio.sleep(0.01)
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert set(got) == {"t1"} and src.stats.received == 1
+    assert "tag 't1' reads" in src.node_errors["nsu=urn:test:matrix;s=Temp"]
