@@ -693,6 +693,7 @@ class MqttSource:
                 "retained_fresh",
                 "redelivered",
                 "overlapping_copy",
+                "repeated_waveform",
             )
             else logging.WARNING,
         )

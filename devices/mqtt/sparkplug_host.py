@@ -53,6 +53,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from devices.base import QUALITY_BY_NAME, Quality, Reading
 from devices.mqtt.settings import SparkplugHostSettings
 from protocols import sparkplug as sp
@@ -504,6 +506,7 @@ class SparkplugHost:
         out: list[Reading] = []
         unknown = False
         historical = 0
+        repeated = ""  # the first array metric sent again with the same time and samples (a rebirth)
         unsupported = (
             ""  # the first metric of a type the host does not read (DataSet, Bytes, File, StringArray)
         )
@@ -581,6 +584,19 @@ class SparkplugHost:
                 if type(v) is float and (leaf.datatype or node.types.get((dev, flat))) == _FLOAT:
                     v = float32_shown(v)  # 0.3 as the node shows it, not 0.30000001192092896
                 ts = self._time(t, ts_ms, default_ts)
+                if type(v) is np.ndarray:
+                    was = node.last.get((dev, flat))
+                    if (
+                        was is not None
+                        and was[1] == ts
+                        and type(was[0]) is np.ndarray
+                        and np.array_equal(was[0], v)
+                    ):
+                        # the waveform passed on before, again (a birth answering a rebirth, asked at every
+                        # reconnect and seq gap, carries each metric's last value with its own time): a
+                        # pipeline would score the same samples twice or splice them into its next window
+                        repeated = repeated or flat
+                        continue
                 if len(node.last) < MAX_NODE_METRICS or (dev, flat) in node.last:
                     node.last[(dev, flat)] = (v, ts)
                 else:  # names come from the node: data by ever new names must not grow the memory
@@ -595,6 +611,13 @@ class SparkplugHost:
             )
             if self.on_notice is not None:
                 self.on_notice("historical", msg, historical)
+        if repeated and self.on_notice is not None:
+            self.on_notice(
+                "repeated_waveform",
+                f"sparkplug: {t.group}/{t.edge_node}: array metric {repeated!r} came again with the time and "
+                "values passed on before (a birth answering a rebirth carries each metric's last value); not "
+                "passed on twice",
+            )
         if unsupported and self.on_notice is not None:
             self.on_notice(
                 "unsupported_metric",

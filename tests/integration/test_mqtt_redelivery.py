@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
+import time
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.mqtt.client import MqttSource
 from devices.mqtt.settings import MqttSettings
+from protocols import sparkplug as sp
+from tests.integration.test_mqtt_adapter import _pb_metric
 from tests.support.tcp_cut import CutRelay
 
 PART = json.dumps({"part": 1})  # a parts counter's event: no time of its own, the same every time
@@ -125,3 +129,61 @@ async def test_a_message_matching_two_mqtt5_subscriptions_is_read_once(mosquitto
         await src.stop()
     assert got == ["line/a/temp/t", "line/b/hum/h", "line/a/temp/t", "line/end/end"], got
     assert src.notices.counts.get("overlapping_copy") == 2
+
+
+async def test_a_sparkplug_rebirth_does_not_pass_the_last_waveform_on_again(mosquitto) -> None:
+    """A birth answering a rebirth (the host asks one at every reconnect and seq gap) carries each metric's
+    last value with its own time. Before, a FloatArray waveform came twice, for a pipeline to score the same
+    samples twice or splice into its next window. The repeat is dropped (``repeated_waveform``); a scalar's
+    value still comes (a state), and the node's next waveform too."""
+    D = sp.DataType
+    t0 = int(time.time() * 1000) - 1000
+
+    def birth(seq: int, ts: int) -> bytes:
+        pb = sp._pb().Payload()
+        pb.timestamp, pb.seq = ts, seq
+        _pb_metric(pb, "bdSeq", datatype=D.INT64, long_value=0)
+        _pb_metric(pb, "Vib", alias=1, datatype=30, bytes_value=struct.pack("<4f", 1, 2, 3, 4), timestamp=t0)
+        _pb_metric(pb, "Temp", alias=2, datatype=D.DOUBLE, double_value=20.0, timestamp=t0)
+        return pb.SerializeToString()
+
+    data = sp._pb().Payload()
+    data.timestamp, data.seq = t0 + 900, 1
+    _pb_metric(data, alias=1, bytes_value=struct.pack("<4f", 5, 6, 7, 8), timestamp=t0 + 900)
+    src = MqttSource(
+        "mq",
+        MqttSettings(port=mosquitto.port, subscriptions=[{"topic": "spBv1.0/#", "codec": "sparkplug_b"}]),
+    )
+    pub = paho.Client(CallbackAPIVersion.VERSION2, client_id="node")
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    got: list[tuple[str, object]] = []
+
+    async def read() -> None:
+        async for r in src.items():
+            got.append((r.tag, r.value.tolist() if hasattr(r.value, "tolist") else r.value))
+            if r.value is not None and hasattr(r.value, "tolist") and r.value[0] == 5:
+                return
+
+    try:
+        await src.start()
+        await asyncio.wait([asyncio.ensure_future(src.subscribed.wait())], timeout=5.0)
+        # the second birth answers a rebirth: the same last values, each with its own time
+        for kind, body in (("NBIRTH", birth(0, t0)), ("NBIRTH", birth(0, t0 + 500)), ("NDATA", data)):
+            pub.publish(
+                f"spBv1.0/g/{kind}/edge", body if isinstance(body, bytes) else body.SerializeToString(), qos=1
+            )
+        reader = asyncio.create_task(read())
+        await asyncio.wait([reader], timeout=8.0)
+        reader.cancel()
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+        await src.stop()
+    assert got == [
+        ("edge/Vib", [1.0, 2.0, 3.0, 4.0]),
+        ("edge/Temp", 20.0),
+        ("edge/Temp", 20.0),
+        ("edge/Vib", [5.0, 6.0, 7.0, 8.0]),
+    ], got
+    assert src.notices.counts.get("repeated_waveform") == 1
