@@ -165,6 +165,8 @@ class Windower:
         self.s = settings
         self.by_count = settings.by == "count"
         self.inputs = {**settings.scalar_inputs, **(extra_inputs or {})}  # tag -> the model's scalar input
+        self.model_inputs = settings.scalar_inputs  # without a value of these, windows wait
+        self.scalars_seen: set[str] = set()  # inputs that have had a value once
         self.notices = notices or Notices(log)
         self.pipeline = pipeline
         self.tags_seen: dict[str, int] = {}  # tag -> readings (bounded: a few hundred tags at most)
@@ -385,7 +387,23 @@ class Windower:
         if r.tag in self.inputs:
             if r.quality is Quality.GOOD and isinstance(r.value, int | float):
                 self.scalars[self.inputs[r.tag]] = float(r.value)
-            elif r.quality is Quality.GOOD:
+                self.scalars_seen.add(self.inputs[r.tag])
+            elif r.quality is not Quality.GOOD:
+                # its last good value is no longer the machine's: a model input's windows wait for a good
+                # one, the baseline's speed or temperature goes without (speed tracked from the spectrum)
+                if self.scalars.pop(self.inputs[r.tag], None) is not None:
+                    self.notices.note(
+                        "scalar_not_good",
+                        "pipeline %s: scalar tag %r of source %s reads %s; %s until it reads GOOD again",
+                        self.pipeline,
+                        r.tag,
+                        self.source,
+                        r.quality.value,
+                        "windows wait"
+                        if r.tag in self.model_inputs
+                        else "windows are judged without it (the baseline's own estimate)",
+                    )
+            else:
                 self.notices.note(
                     "scalar_not_a_number",
                     "pipeline %s: scalar tag %r of source %s holds %r, not a "
@@ -482,7 +500,11 @@ class Windower:
 
     def _missing(self) -> list[str]:
         """Scalar tags the model needs that have not been seen yet (windows wait for them)."""
-        missing = [tag for tag, name in self.inputs.items() if name not in self.scalars]
+        missing = [
+            tag
+            for tag, name in self.inputs.items()
+            if name not in self.scalars and (tag in self.model_inputs or name not in self.scalars_seen)
+        ]
         if missing and self.seq == 0 and self.since_emit >= 3 * self.size:  # say so if it never comes
             self.notices.note(
                 "scalar_missing",

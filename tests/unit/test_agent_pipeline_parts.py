@@ -152,6 +152,39 @@ def test_a_scalar_that_never_comes_is_said_once_and_counted(caplog):
     assert w.add(reading("vib", np.ones(4))) is not None
 
 
+def test_a_scalar_that_goes_bad_is_not_fed_to_the_model_as_its_last_good_value():
+    """A speed or load tag whose PLC link drops (BAD, a null value, Sparkplug is_null) kept its last good
+    value in every window after it, for as long as it stayed BAD: the model judged the machine at a speed
+    it no longer ran at. A model input's windows now wait for a good value; the baseline's own speed and
+    temperature tags go without (it tracks the speed from the spectrum) once they have had a value."""
+    import logging
+
+    from devices.base import Notices
+
+    notes = Notices(logging.getLogger("test.windower"))
+    w = Windower(
+        "plc",
+        WindowSettings(waveform="vib", scalars=["load"], size_samples=4),
+        1024,
+        notes,
+        "health",
+        extra_inputs={"speed": "_shaft_speed"},
+    )
+    w.add(reading("load", 0.8))
+    w.add(reading("speed", 1480.0))
+    assert w.add(reading("vib", np.ones(4))).scalars == {"load": 0.8, "_shaft_speed": 1480.0}
+    w.add(reading("speed", None, quality=Quality.BAD))
+    assert w.add(reading("vib", np.ones(4))).scalars == {"load": 0.8}  # judged without the stale speed
+    w.add(reading("load", None, quality=Quality.BAD))
+    assert w.add(reading("vib", np.ones(4))) is None  # the model's input: wait for a good one
+    assert notes.counts["scalar_not_good"] == 2
+    w.add(reading("load", 0.5, quality=Quality.UNCERTAIN))
+    assert w.add(reading("vib", np.ones(4))) is None
+    w.add(reading("load", 0.6))
+    w.add(reading("speed", 1490.0))
+    assert w.add(reading("vib", np.ones(4))).scalars == {"load": 0.6, "_shaft_speed": 1490.0}
+
+
 async def test_a_slow_plc_gets_the_latest_output_not_a_backlog():
     from edge_agent.actions import ActionRunner
     from edge_agent.config import parse_config
