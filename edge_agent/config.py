@@ -1319,7 +1319,7 @@ def _check_key_end(report, where: str, key_file: Path) -> None:
     import time
 
     from model_packager.errors import SignatureError
-    from model_packager.keys import key_not_after
+    from model_packager.key_dates import key_not_after
 
     try:
         ends = key_not_after(key_file)

@@ -1,0 +1,44 @@
+"""The end of trust a public key file may state (``not-after:``), read without the cryptography library:
+the agent's config check reads it at every start, and the agent's own process never loads that library
+(its install child verifies packages)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from model_packager.errors import SignatureError
+
+NOT_AFTER = "not-after:"
+
+
+def key_not_after(path: str | Path) -> float | None:
+    """When trust in the public key of ``path`` ends (epoch seconds), from a line ``not-after: 2027-06-30``
+    (trusted through the end of that day, UTC) or ``not-after: 2027-06-30T12:00:00+00:00`` before its PEM block
+    (text that PEM readers skip, RFC 7468); None without one. A package signed by the key is no longer installed
+    after it (``SignatureError`` code ``key_expired``). ``SignatureError`` ``bad_key`` for a date it cannot
+    read, naming the file."""
+    from datetime import UTC, datetime, time, timedelta
+
+    try:
+        head = Path(path).read_bytes().split(b"-----BEGIN", 1)[0].decode("utf-8", "replace")
+    except OSError:
+        return None  # (load_public_key says why)
+    for line in head.splitlines():
+        if not line.strip().lower().startswith(NOT_AFTER):
+            continue
+        raw = line.strip()[len(NOT_AFTER) :].strip()
+        try:
+            if len(raw) == 10:  # a day: trusted through its end
+                day = datetime.fromisoformat(raw).date()
+                return datetime.combine(day + timedelta(days=1), time(), UTC).timestamp()
+            when = datetime.fromisoformat(raw)
+            if when.tzinfo is None:
+                raise ValueError("no time zone")
+            return when.timestamp()
+        except ValueError:
+            raise SignatureError(
+                f"trusted key {path}: not-after {raw[:40]!r} is not a date (2027-06-30, or "
+                "2027-06-30T12:00:00+00:00 with its time zone)",
+                code="bad_key",
+            ) from None
+    return None
