@@ -46,6 +46,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import json
+import logging
 import math
 import sqlite3
 import threading
@@ -54,6 +55,8 @@ from pathlib import Path
 from typing import Any
 
 from protocols.events import EventKind
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -154,6 +157,11 @@ INSERT INTO ingest SELECT 'default', agent, duplicates, epoch FROM ingest_v2;
 DROP TABLE ingest_v2;""",
     ),
 ]
+# fleet.db's format as ``PRAGMA user_version``: a file of a higher format (written by a newer service) is refused
+# at open, so that a service rolled back after an upgrade never writes to a schema it does not know. Releases
+# before it (2026-12-02) did not look: they open a newer file and write without keeping its newer tables
+# (``record_counts``; counted again at the next open of a newer service)
+SQLITE_FORMAT = 1
 DEFAULT_TENANT = "default"  # the same as cloud_trainer.pki.DEFAULT_TENANT
 DROP_CAUSES = {
     EventKind.OUTBOX_BUDGET: "budget",
@@ -889,6 +897,13 @@ class SQLiteStore(SQLStore):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        have = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if have > SQLITE_FORMAT:
+            self.db.close()
+            raise StoreFormatError(
+                f"{self.path}: written by a newer fleet service (format {have}; this one knows {SQLITE_FORMAT}): "
+                "upgrade this service before it writes to that file (or start it on a copy made before the upgrade)"
+            )
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")  # an ack means durable
         self._migrate()
@@ -906,8 +921,30 @@ class SQLiteStore(SQLStore):
             self.db.executescript(
                 "BEGIN IMMEDIATE;" + RECORD_COUNTS + "COMMIT;"
             )  # created and filled at once
+        else:
+            self._check_record_counts()
+        self.db.execute(f"PRAGMA user_version = {SQLITE_FORMAT}")
         self.lock = threading.Lock()
         self.blobs = blobs
+
+    def _check_record_counts(self) -> None:
+        """``record_counts`` against the records, rebuilt when they differ: a fleet service released before it
+        (2026-11-30 and earlier) stores records without counting them, so a file it wrote to after this one
+        (rolled back after an upgrade, then upgraded again) had stats, usage and gaps that left out every
+        record it stored, and an epoch stored only by it never had its gaps reported. Costs one count of the
+        records at open (~0.1 s per million rows here)."""
+        counted = self.db.execute("SELECT COALESCE(SUM(records), 0) FROM record_counts").fetchone()[0]
+        stored = self.db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+        if counted == stored:
+            return
+        log.warning(
+            "%s: record counts cover %d records but %d are stored (written by an older fleet service since?); "
+            "counted again from the records",
+            self.path,
+            counted,
+            stored,
+        )
+        self.db.executescript("BEGIN IMMEDIATE;DELETE FROM record_counts;" + RECORD_COUNTS + "COMMIT;")
 
     def _migrate(self) -> None:
         for table, column, script in MIGRATIONS:
@@ -939,6 +976,10 @@ class SQLiteStore(SQLStore):
 
     def close(self) -> None:
         self.db.close()
+
+
+class StoreFormatError(ValueError):
+    """The store was written by a newer fleet service (its format is unknown to this one)."""
 
 
 def open_store(url: str | None, data: Path) -> Store:

@@ -18,6 +18,7 @@ file beside the baseline, which the pipeline picks up at its next window (or at 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -140,6 +141,14 @@ _UNIT_FACTORS = (  # factor (window / commissioned) -> the usual mix-up
 
 def baseline_path(data_dir: str | Path, pipeline: str) -> Path:
     return Path(data_dir) / "baseline" / f"{pipeline}.json"
+
+
+def kept_path(path: Path) -> Path:
+    """Beside a baseline file: the copy of its latest commissioned format-2 baseline. Releases that read
+    format 1 only (2026-12-01 and earlier) take a format-2 file for unreadable and write a new learning
+    over it (reason "unreadable file"); this copy, under a name they never read, lets the next start of
+    a newer release restore what was commissioned (``_load``) after such a rollback."""
+    return path.with_name(path.name + ".format2")
 
 
 def relearn_path(data_dir: str | Path, pipeline: str) -> Path:
@@ -336,7 +345,38 @@ class Baseline:
 
     def save(self) -> None:
         if self.path is not None:
-            atomic_write_json(self.path, self.to_dict())
+            d = self.to_dict()
+            atomic_write_json(self.path, d)
+            if self.state == "ready" and self.relative:  # commissioned (rare: not rewritten while scoring)
+                atomic_write_json(kept_path(self.path), d)
+
+    def _restore_kept(self, d: dict) -> dict:
+        """``d`` (the baseline file as read), or the commissioned format-2 baseline kept beside it when ``d``
+        is what a release reading format 1 only wrote over that baseline (format 1, learning anew because
+        the file was "unreadable"): that release was run on this data folder after this one (a rollback)."""
+        assert self.path is not None
+        if d.get("format") != 1 or d.get("reason") != "unreadable file":
+            return d
+        kept = kept_path(self.path)
+        try:
+            k = json.loads(kept.read_text())
+        except (OSError, ValueError):
+            return d
+        if not isinstance(k, dict) or k.get("format") != FORMAT or k.get("state") != "ready":
+            return d
+        if k.get("feature_set") != self.fid:
+            return d  # learned on other features: the new learning stands
+        log.warning(
+            "pipeline %s: baseline %s was written over by an older release that could not read it (format %d); "
+            "the commissioned baseline kept in %s (learned %s) is restored",
+            self.pipeline,
+            self.path,
+            FORMAT,
+            kept,
+            time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(k.get("learned_at") or 0))),
+        )
+        atomic_write_json(self.path, k)
+        return k
 
     def _load(self) -> None:
         if self.path is not None and self.path.parent.is_dir():
@@ -352,6 +392,7 @@ class Baseline:
             d = json.loads(self.path.read_text())
             if d.get("format") not in FORMATS:
                 raise ValueError(f"format {d.get('format')}")
+            d = self._restore_kept(d)
         except (OSError, ValueError) as exc:
             self._event(
                 EventKind.BASELINE_DISCARDED,
@@ -388,6 +429,10 @@ class Baseline:
             for k, v in d.get("bands", {}).items()
         }
         self.relative = self.state == "learning" or d.get("format") == FORMAT
+        if self.state == "ready" and self.relative and not kept_path(self.path).exists():
+            # commissioned by a release that kept no copy (2026-12-02 before it): kept now, once
+            with contextlib.suppress(OSError):
+                atomic_write_json(kept_path(self.path), d)
         if not self.relative:
             log.warning(
                 "pipeline %s: baseline %s was learned by a former version: scored on absolute levels as "
@@ -407,6 +452,8 @@ class Baseline:
 
     def relearn(self, reason: str = "asked") -> None:
         self._new_learning(reason)
+        if self.path is not None:  # what was commissioned is no longer wanted: not restored after a rollback
+            kept_path(self.path).unlink(missing_ok=True)
         self.save()
         self._event(EventKind.BASELINE_RELEARN, reason=reason, target_windows=self.s.windows)
 

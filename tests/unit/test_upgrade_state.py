@@ -1,0 +1,125 @@
+"""State written by earlier releases (tests/fixtures/upgrade, see its README) read by this one: an upgrade keeps
+what the gateway or the fleet service learned and stored, and a rollback to an earlier release and back loses
+nothing that release could not know about."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from bench._bearing_signals import Machine
+from cloud_trainer.fleet.store import SQLITE_FORMAT, SQLiteStore, StoreFormatError, open_store
+from edge_agent.maintenance.baseline import Baseline, kept_path
+from edge_agent.maintenance.settings import BaselineSettings, BearingSettings
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "upgrade"
+
+
+def _pump() -> tuple[BaselineSettings, float, int]:
+    """The settings the fixtures' baselines were learned with (Machine(11), 30 windows)."""
+    m = Machine(11, rpm=1750.0)
+    b = m.bearing
+    s = BaselineSettings(
+        windows=30,
+        bearing=BearingSettings(
+            n_elements=b.n_elements,
+            ball_d_mm=b.ball_d_mm,
+            pitch_d_mm=b.pitch_d_mm,
+            contact_angle_deg=b.contact_angle_deg,
+        ),
+    )
+    return s, m.fs, m.n
+
+
+def _baseline(path: Path) -> Baseline:
+    s, fs, n = _pump()
+    return Baseline(s, fs, n, path=path, pipeline="pump")
+
+
+def test_a_commissioned_baseline_written_over_by_a_release_reading_format_1_is_restored(tmp_path):
+    # 2026-12-01's release (b444dbb) took the format-2 file for unreadable and wrote a new learning over it; the
+    # copy this release keeps beside it is what was commissioned
+    path = tmp_path / "baseline" / "pump.json"
+    path.parent.mkdir()
+    shutil.copy(FIXTURES / "baseline-b444dbb-over-format2.json", path)
+    shutil.copy(FIXTURES / "baseline-a1bf903-format2-ready.json", kept_path(path))
+    commissioned = json.loads((FIXTURES / "baseline-a1bf903-format2-ready.json").read_text())
+
+    b = _baseline(path)
+
+    assert b.state == "ready" and b.relative
+    assert b.threshold == commissioned["threshold"] and b.learned_at == commissioned["learned_at"]
+    assert json.loads(path.read_text())["state"] == "ready"  # the file too, for the next start
+
+
+def test_a_commissioned_baseline_is_kept_for_a_rollback_and_dropped_by_a_relearn(tmp_path):
+    path = tmp_path / "baseline" / "pump.json"
+    path.parent.mkdir()
+    shutil.copy(
+        FIXTURES / "baseline-a1bf903-format2-ready.json", path
+    )  # commissioned before the copy existed
+
+    b = _baseline(path)
+
+    assert b.state == "ready"
+    assert json.loads(kept_path(path).read_text())["threshold"] == b.threshold
+    b.relearn("asked")  # what was commissioned is no longer wanted
+    assert not kept_path(path).exists()
+    shutil.copy(FIXTURES / "baseline-b444dbb-over-format2.json", path)  # then an older release's new learning
+    assert _baseline(path).state == "learning"
+
+
+def test_a_new_learning_by_an_older_release_for_other_features_is_not_replaced(tmp_path):
+    path = tmp_path / "baseline" / "pump.json"
+    path.parent.mkdir()
+    shutil.copy(FIXTURES / "baseline-b444dbb-over-format2.json", path)
+    kept = json.loads((FIXTURES / "baseline-a1bf903-format2-ready.json").read_text())
+    kept["feature_set"] = "sha256:0000000000000000"
+    kept_path(path).write_text(json.dumps(kept))
+
+    assert _baseline(path).state == "learning"
+
+
+def _fleet_db(tmp_path) -> Path:
+    db = sqlite3.connect(tmp_path / "fleet.db")
+    db.executescript((FIXTURES / "fleet-345c750-after-rollback.sql").read_text())
+    db.close()
+    return tmp_path
+
+
+def test_records_stored_by_an_older_service_after_an_upgrade_are_counted_again(tmp_path):
+    # epoch 5 seqs 1-3 by 2026-11-30's service, 4-5 by this one (record_counts), then, rolled back, epoch 6
+    # seqs 1-3 by 2026-11-30's again: it does not count records, and the agent's epoch 6 was invisible
+    store = open_store(None, _fleet_db(tmp_path))
+    try:
+        st = store.stats("gw1", tenant="default")
+        assert (st["records"], st["epoch"], st["last_seq"]) == (8, 6, 3)
+        store.ingest(
+            "gw1",
+            [{"seq": 5, "epoch": 6, "kind": "result", "t": 1.0, "payload": "{}"}],
+            tenant="default",
+        )
+        assert [(g["epoch"], g["first"], g["last"]) for g in store.gaps("gw1", tenant="default")] == [
+            (5, 6, 0),
+            (6, 4, 4),
+        ]
+    finally:
+        store.close()
+
+
+def test_a_fleet_db_written_by_a_newer_service_is_refused_naming_the_file(tmp_path):
+    store = open_store(None, tmp_path)
+    store.close()
+    db = sqlite3.connect(tmp_path / "fleet.db")
+    db.execute(f"PRAGMA user_version = {SQLITE_FORMAT + 1}")
+    db.close()
+
+    with pytest.raises(StoreFormatError, match=r"fleet\.db: written by a newer fleet service"):
+        SQLiteStore(tmp_path / "fleet.db")
+    db = sqlite3.connect(tmp_path / "fleet.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SQLITE_FORMAT + 1  # left as it was
+    db.close()
