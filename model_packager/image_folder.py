@@ -3,7 +3,9 @@ model (``model-packager build --input-images DIR``): without them an agent never
 (blurred, dark, another scene, a mono or white-balance change) UNSURE.
 
 Read like the cameras and the trainer read images: PNG, JPEG, BMP, TIFF (any case), in sub-folders too,
-decoded as BGR (grey ones widened, 16-bit ones scaled to 8 bits); hidden files and the ones a Mac or
+decoded as BGR (grey ones widened; a 16-bit one refused: the agent's camera brings a machine-vision camera's
+10-16-bit pixels to 8 bits by its ``pixel_bits``, which a folder of files cannot tell, and OpenCV's own
+reading divides them by 256, so a Mono12 image's statistics would be those of a black frame); hidden files and the ones a Mac or
 Windows leaves (``._x.png``, ``.DS_Store``, ``Thumbs.db``) are not images. At most ``limit`` images,
 taken evenly over the sorted list. ``ImageFolder`` is iterable more than once and decodes each image
 as it is reached, so that a folder of 5-MP images is never held whole in memory."""
@@ -58,11 +60,20 @@ class ImageFolder:
                 raise PackageError(
                     f"{self.option}: cannot read {p}: {exc.strerror or exc}", code="usage"
                 ) from None
-            img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+            # at its own depth, to see a 16-bit image (the same orientation and colour as IMREAD_COLOR)
+            img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if data.size else None
             if img is None or img.size == 0:
                 raise PackageError(
                     f"{self.option}: {p} is not an image this build can decode (damaged, or another format); "
                     "remove it or convert it",
+                    code="usage",
+                )
+            if img.dtype != np.uint8:
+                raise PackageError(
+                    f"{self.option}: {p} has {'16-bit' if img.dtype == np.uint16 else img.dtype} pixels; give "
+                    "the 8-bit images the model was trained on (`cloud-trainer dataset import --pixel-bits N` "
+                    "writes a Mono12/Mono16 camera's files so, as the agent's camera reads them with "
+                    "pixel_bits)",
                     code="usage",
                 )
             yield img

@@ -6,7 +6,10 @@ OpenCV would decode into 2.7 GB; its own cap is 2^30 pixels and cannot be lowere
 ``image_size`` reads PNG, JPEG, BMP, TIFF (and BigTIFF), WebP and binary or text PNM headers, the kinds
 the agent's folder camera and the trainer's importers accept, the way their decoders read them (the
 first JPEG frame header, TIFF's first directory). ``decode_image`` refuses a file whose header it
-cannot read or whose size passes the limit, with the reason, and only then decodes it with OpenCV.
+cannot read or whose size passes the limit, with the reason, and only then decodes it with OpenCV; a TIFF
+that is not one image (several pages, or a reduced-resolution preview first: the decoder reads the first
+directory only) is refused too (``tiff_directories``), so that the trainer and the agent's cameras never
+take a preview, or one page of several, for the part.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ __all__ = [
     "eight_bit",
     "image_size",
     "max_file_bytes",
+    "tiff_directories",
+    "tiff_not_one_image",
 ]
 
 DEFAULT_MAX_MEGAPIXELS = 50.0  # 10x a 5-MP line camera; ~150 MB once decoded as 8-bit colour
@@ -46,9 +51,10 @@ class ImageRejected(ValueError):
     """Why an image file was not decoded (the caller adds its path and what to do); ``oversize``: its
     header declares more pixels than the limit (the file may be fine, only too large)."""
 
-    def __init__(self, reason: str, oversize: bool = False) -> None:
+    def __init__(self, reason: str, oversize: bool = False, unsupported: bool = False) -> None:
         super().__init__(reason)
         self.oversize = oversize
+        self.unsupported = unsupported  # a whole file of a kind not read as one frame (a multi-page TIFF)
 
 
 def image_size(data: bytes | memoryview) -> tuple[str, int, int] | None:
@@ -101,6 +107,8 @@ def decode_image(
             f"{limit:g}-Mpx limit",
             oversize=True,
         )
+    if kind == "TIFF" and (why := tiff_not_one_image(data)) is not None:
+        raise ImageRejected(why, unsupported=True)
     buf = np.frombuffer(data, np.uint8)
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR if flags is None else flags)
     if img is None or img.size == 0:
@@ -128,6 +136,62 @@ def eight_bit(img: Any, pixel_bits: int | None, setting: str = "pixel_bits") -> 
             f"{setting} (12 for a Mono12 camera, 16 for the full range); OpenCV alone would divide them by 256"
         )
     return np.minimum(img >> (pixel_bits - 8), 255).astype(np.uint8)
+
+
+_TIFF_MAX_DIRECTORIES, _TIFF_MAX_TAGS = 256, 1024  # a crafted chain of overlapping directories stays cheap
+
+
+def tiff_directories(data: bytes | memoryview) -> list[dict[int, int]]:
+    """A TIFF's chain of image directories (one per page), each as its SHORT/LONG tags' first values;
+    ``[]`` when ``data`` is not a TIFF. A chain cut short or looping gives what was read, and at most
+    ``_TIFF_MAX_DIRECTORIES`` directories of at most ``_TIFF_MAX_TAGS`` tags are read."""
+    if bytes(data[:4]) not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return []
+    e = "<" if bytes(data[:1]) == b"I" else ">"
+    big = bytes(data[2:4]) in (b"+\x00", b"\x00+")
+    fmt_off, fmt_count, entry, value_at = ("Q", "Q", 20, 12) if big else ("I", "H", 12, 8)
+    size_count = struct.calcsize(fmt_count)
+    found: list[dict[int, int]] = []
+    seen = set[int]()
+    try:
+        off = struct.unpack_from(e + fmt_off, data, 8 if big else 4)[0]
+        while off and off not in seen and len(seen) < _TIFF_MAX_DIRECTORIES:
+            seen.add(off)
+            count = struct.unpack_from(e + fmt_count, data, off)[0]
+            if count > _TIFF_MAX_TAGS:  # no real directory has this many: not read further
+                break
+            tags: dict[int, int] = {}
+            for k in range(count):
+                p = off + size_count + k * entry
+                tag, typ = struct.unpack_from(e + "HH", data, p)
+                if typ in (3, 4):  # SHORT, LONG
+                    tags[tag] = struct.unpack_from(e + ("H" if typ == 3 else "I"), data, p + value_at)[0]
+            found.append(tags)
+            off = struct.unpack_from(e + fmt_off, data, off + size_count + count * entry)[0]
+    except struct.error:
+        pass
+    return found
+
+
+def tiff_not_one_image(data: bytes | memoryview) -> str | None:
+    """Why a TIFF is not read as one image, or None: its first directory (the one decoders read) a
+    reduced-resolution copy (a preview: NewSubfileType bit 0) with the image after it, or several
+    full-resolution pages (a camera's exposure series, a scanned batch), of which only the first would
+    be read. Reduced-resolution pages after the first (thumbnails) are not counted."""
+    dirs = tiff_directories(data)
+    if dirs and dirs[0].get(254, 0) & 1 and len(dirs) > 1:
+        return (
+            "its first image is a reduced-resolution copy (a preview), which is what would be read; save "
+            "the full image alone in the file"
+        )
+    pages = sum(not d.get(254, 0) & 1 for d in dirs)
+    if pages > 1:
+        more = " or more" if len(dirs) == _TIFF_MAX_DIRECTORIES else ""
+        return (
+            f"a TIFF of {pages}{more} pages (images); one image per file is read (the first, the others "
+            "would be lost): save each page as its own file"
+        )
+    return None
 
 
 def _jpeg(data: bytes | memoryview) -> tuple[str, int, int] | None:

@@ -70,10 +70,13 @@ def _shrink(img: np.ndarray, max_side: int) -> np.ndarray:
 def _decode(path: Path, max_megapixels: float | None) -> np.ndarray:
     import cv2
 
+    from cloud_trainer.train.images import refuse_transparency
     from protocols.image_header import ImageRejected, eight_bit
 
     try:  # at its own depth: a 16-bit image read as colour would be divided by 256 (a Mono12 one: black)
-        _, img = read_image_file(path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, max_megapixels)
+        data, img = read_image_file(path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, max_megapixels)
+        # as `dataset import` refuses it: the model would learn the colours stored beneath the alpha
+        refuse_transparency(path, data)
         return eight_bit(
             img, None, "`cloud-trainer dataset import --pixel-bits` (then build from that dataset)"
         )

@@ -61,6 +61,8 @@ def read_image_file(
             if exc.oversize
             else "replace or remove it"
         )
+        if exc.unsupported:  # its reason says what to do (a TIFF of several pages: save each on its own)
+            raise DatasetError(f"{path}{where}: {exc}") from None
         raise DatasetError(f"{path}{where}: {exc}; {fix}") from None
 
 

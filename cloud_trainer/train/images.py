@@ -518,20 +518,9 @@ def _decode(path: Path, max_megapixels: float, pixel_bits: int | None = None, ma
     # (IMREAD_COLOR) and the agent's folder camera apply it, so that a mask drawn on the image the user
     # sees is checked against the same pixels (IMREAD_UNCHANGED would ignore the orientation)
     data, img = read_image_file(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR, max_megapixels)
-    tiff = _tiff_directories(data)  # [] for other kinds
-    if tiff and tiff[0].get(254, 0) & 1:  # NewSubfileType bit 0: a reduced-resolution copy
-        raise DatasetError(
-            f"{path}: its first image is a reduced-resolution copy (a preview), which is what would be read; "
-            "save the full image alone in the file"
-        )
-    if (pages := _tiff_pages(tiff)) > 1:
-        more = " or more" if len(tiff) == _TIFF_MAX_DIRECTORIES else ""
-        raise DatasetError(
-            f"{path}: a TIFF of {pages}{more} pages (images); one image per file is read (the first, the others "
-            "would be lost): save each page as its own file"
-        )
+    # a TIFF of several pages, or with a preview first, is refused by read_image_file (decode_image)
     if not mask:
-        _refuse_transparency(path, data)
+        refuse_transparency(path, data)
     if img.dtype == np.uint8:
         return data, img, None
     if mask:
@@ -552,7 +541,7 @@ def _decode(path: Path, max_megapixels: float, pixel_bits: int | None = None, ma
     return png.tobytes(), img, ".png"
 
 
-def _refuse_transparency(path: Path, data: bytes) -> None:
+def refuse_transparency(path: Path, data: bytes) -> None:
     """A PNG or TIFF with transparent pixels (an alpha channel, or a PNG palette or colour made
     transparent by ``tRNS``) is refused: decoding drops the alpha, so the model would learn whatever colours
     are stored beneath it (often black), a background no camera shows; the agent's frames have no
@@ -579,49 +568,6 @@ def _refuse_transparency(path: Path, data: bytes) -> None:
         )
 
 
-_TIFF_MAX_DIRECTORIES, _TIFF_MAX_TAGS = 256, 1024  # a crafted chain of overlapping directories stays cheap
-
-
-def _tiff_directories(data: bytes) -> list[dict[int, int]]:
-    """A TIFF's chain of image directories (one per page), each as its SHORT/LONG tags' first values;
-    ``[]`` when ``data`` is not a TIFF. A chain cut short or looping gives what was read, and at most
-    ``_TIFF_MAX_DIRECTORIES`` directories of at most ``_TIFF_MAX_TAGS`` tags are read."""
-    import struct
-
-    if data[:4] not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return []
-    e = "<" if data[:1] == b"I" else ">"
-    big = data[2:4] in (b"+\x00", b"\x00+")
-    fmt_off, fmt_count, entry, value_at = ("Q", "Q", 20, 12) if big else ("I", "H", 12, 8)
-    size_count = struct.calcsize(fmt_count)
-    found: list[dict[int, int]] = []
-    seen = set[int]()
-    try:
-        off = struct.unpack_from(e + fmt_off, data, 8 if big else 4)[0]
-        while off and off not in seen and len(seen) < _TIFF_MAX_DIRECTORIES:
-            seen.add(off)
-            count = struct.unpack_from(e + fmt_count, data, off)[0]
-            if count > _TIFF_MAX_TAGS:  # no real directory has this many: not read further
-                break
-            tags: dict[int, int] = {}
-            for k in range(count):
-                p = off + size_count + k * entry
-                tag, typ = struct.unpack_from(e + "HH", data, p)
-                if typ in (3, 4):  # SHORT, LONG
-                    tags[tag] = struct.unpack_from(e + ("H" if typ == 3 else "I"), data, p + value_at)[0]
-            found.append(tags)
-            off = struct.unpack_from(e + fmt_off, data, off + size_count + count * entry)[0]
-    except struct.error:
-        pass
-    return found
-
-
-def _tiff_pages(directories: list[dict[int, int]]) -> int:
-    """How many full-resolution images a TIFF's directories hold, reduced-resolution ones (thumbnails:
-    NewSubfileType bit 0) not counted."""
-    return sum(not d.get(254, 0) & 1 for d in directories)
-
-
 def _may_be_transparent(data: bytes) -> bool:
     """Whether a file's header allows transparency: a PNG of grey or colour with alpha, or with ``tRNS``
     (a transparent palette entry or colour); a TIFF whose first page has an extra sample beside its grey
@@ -629,7 +575,9 @@ def _may_be_transparent(data: bytes) -> bool:
     if data.startswith(b"\x89PNG") and len(data) >= 26:
         idat = data.find(b"IDAT")
         return data[25] in (4, 6) or b"tRNS" in data[: idat if idat > 0 else len(data)]
-    first = (_tiff_directories(data) or [{}])[0]
+    from protocols.image_header import tiff_directories
+
+    first = (tiff_directories(data) or [{}])[0]
     colours = {0: 1, 1: 1, 2: 3}.get(first.get(262, -1))  # PhotometricInterpretation: grey or RGB
     return colours is not None and first.get(277, 1) > colours and first.get(338, 2) != 0
 

@@ -43,7 +43,8 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   later frames to that size.
 
 Limits: no hardware-decoding options; frames are BGR uint8 (grey, CMYK and alpha images converted as
-OpenCV's colour read does, a JPEG's EXIF orientation applied as the trainer's import applies it).
+OpenCV's colour read does, a JPEG's EXIF orientation applied as the trainer's import applies it); a TIFF of
+several pages, or with a preview first, is ``unsupported_frame`` (``decode_image``), as the import refuses it.
 """
 
 from __future__ import annotations
@@ -455,7 +456,13 @@ class CameraSource:
         try:  # at its own depth: a camera's 16-bit file is brought to 8 bits by pixel_bits, not by OpenCV
             img = _decode(data, limit)
         except ImageRejected as exc:
-            reason = "oversize_frame" if exc.oversize else "corrupt_frame"
+            reason = (
+                "oversize_frame"
+                if exc.oversize
+                else "unsupported_frame"
+                if exc.unsupported
+                else "corrupt_frame"
+            )
             self._error(reason, f"{f}: {exc} ({len(data)} bytes), skipped")
             return None
         try:
@@ -602,7 +609,8 @@ class CameraSource:
                 img = _decode(data, limit)
             except ImageRejected as exc:
                 raise _BadFrame(
-                    "corrupt_frame", f"{s.shown_url}: {exc} ({len(data)} bytes), skipped"
+                    "unsupported_frame" if exc.unsupported else "corrupt_frame",
+                    f"{s.shown_url}: {exc} ({len(data)} bytes), skipped",
                 ) from None
             try:
                 return eight_bit(img, s.pixel_bits)

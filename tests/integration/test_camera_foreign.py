@@ -824,3 +824,24 @@ async def test_an_https_camera_with_its_own_certificate_has_its_parts_checked_to
     got = [next((k for k, w in enumerate(want) if np.array_equal(f.image, w)), None) for f in frames]
     assert got == [0, 1, 0, 1]
     assert src.stats.errors_by_reason.get("corrupt_frame", 0) >= 3
+
+
+async def test_a_tiff_of_several_pages_or_with_a_preview_first_is_unsupported_not_read_as_the_part(tmp_path):
+    """A camera's software saving an exposure series as one TIFF, or a tool saving a preview before the
+    image: the folder camera read the first directory, so the series' other pages were lost unsaid and a
+    5x4 preview was judged as the part. Both are now `unsupported_frame`, named, as `dataset import`
+    refuses them; a one-page TIFF beside them is read."""
+    from tests.unit.test_image_readers_agree import series_tif
+
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    part = np.random.default_rng(3).integers(0, 256, (40, 50, 3), np.uint8)
+    assert cv2.imwrite(str(folder / "a.tif"), part)
+    series_tif(folder / "b_series.tif")
+    series_tif(folder / "c_preview.tif", preview_first=True)
+    assert cv2.imwrite(str(folder / "d.png"), part[::-1])
+    frames, src = await _frames(str(folder), 2, fps=200)
+    assert [f.image.shape for f in frames] == [(40, 50, 3)] * 2
+    assert np.array_equal(frames[0].image, part) and np.array_equal(frames[1].image, part[::-1])
+    assert src.stats.errors_by_reason.get("unsupported_frame") == 2
+    assert src.stats.errors_by_reason.get("corrupt_frame", 0) == 0

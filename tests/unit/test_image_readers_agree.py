@@ -1,0 +1,75 @@
+"""The readers of image files other than `dataset import` (the anomaly family's own folder read, the
+packager's `--input-images`, the agent's folder camera) on files from machine-vision cameras and tools:
+each refuses, in one line, what the import refuses, so that no reader takes a preview, one page of a
+series, the colours beneath an alpha channel, or a Mono12 image divided by 256 for the part."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from cloud_trainer.train.anomaly import AnomalyDataError, read_image
+from model_packager.errors import PackageError
+from model_packager.image_folder import ImageFolder
+
+
+def series_tif(path: Path, preview_first: bool = False) -> Path:
+    """A TIFF of two images: a camera's exposure series, or (``preview_first``) a 5x4 preview (NewSubfileType
+    1) followed by the image, as some tools save them; decoders read the first directory only."""
+    first = np.full((4, 5, 3), 10, np.uint8) if preview_first else np.full((40, 50, 3), 10, np.uint8)
+    ok, buf = cv2.imencodemulti(".tif", [first, np.full((40, 50, 3), 200, np.uint8)])
+    assert ok
+    data = bytearray(buf.tobytes())
+    if preview_first:
+        ifd = struct.unpack_from("<I", data, 4)[0]
+        for k in range(struct.unpack_from("<H", data, ifd)[0]):
+            if struct.unpack_from("<H", data, ifd + 2 + 12 * k)[0] == 254:
+                struct.pack_into("<HHII", data, ifd + 2 + 12 * k, 254, 4, 1, 1)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_the_anomaly_familys_folder_read_refuses_what_dataset_import_refuses(tmp_path):
+    """`build anomaly --good DIR` reads the folder itself: a preview-first TIFF was read as its 5x4 preview,
+    a two-page TIFF as its first page, and a PNG with transparent pixels as the colours beneath them."""
+    preview = series_tif(tmp_path / "preview.tif", preview_first=True)
+    with pytest.raises(AnomalyDataError, match=rf"{preview}: its first image is a reduced-resolution copy"):
+        read_image(preview)
+    series = series_tif(tmp_path / "series.tif")
+    with pytest.raises(AnomalyDataError, match=rf"{series}: a TIFF of 2 pages \(images\)"):
+        read_image(series)
+    rgba = np.zeros((40, 50, 4), np.uint8)
+    rgba[10:30, 10:40] = (0, 200, 0, 255)
+    assert cv2.imwrite(str(tmp_path / "cut_out.png"), rgba)
+    with pytest.raises(AnomalyDataError, match=r"cut_out.png: 1400 of its 2000 pixels are transparent"):
+        read_image(tmp_path / "cut_out.png")
+    rgba[..., 3] = 255  # opaque throughout: read as before
+    assert cv2.imwrite(str(tmp_path / "opaque.png"), rgba)
+    assert np.array_equal(read_image(tmp_path / "opaque.png"), rgba[..., :3])
+    one = tmp_path / "one.tif"
+    assert cv2.imwrite(str(one), rgba[..., :3])
+    assert np.array_equal(read_image(one), rgba[..., :3])
+
+
+def test_input_images_of_a_mono12_camera_are_refused_not_read_as_black_frames(tmp_path):
+    """`model-packager build --input-images`: a Mono12 camera's 16-bit PNGs were read by OpenCV's colour
+    read, divided by 256 (3000 -> 11), so the package's statistics were those of a black frame and the
+    agent, reading the same camera with pixel_bits: 12 (3000 -> 187), called every frame UNSURE."""
+    folder = tmp_path / "train"
+    folder.mkdir()
+    for i in range(3):
+        assert cv2.imwrite(str(folder / f"{i}.png"), np.full((40, 50), 3000 + i, np.uint16))
+    with pytest.raises(PackageError, match=r"0\.png has 16-bit pixels; give the 8-bit images .*--pixel-bits"):
+        list(ImageFolder(folder))
+    for i in range(3):  # 8-bit images, grey or colour: read as the trainer reads them (BGR)
+        assert cv2.imwrite(str(folder / f"{i}.png"), np.full((40, 50), 187 + i, np.uint8))
+    got = list(ImageFolder(folder))
+    assert [im.shape for im in got] == [(40, 50, 3)] * 3 and [int(im[0, 0, 0]) for im in got] == [
+        187,
+        188,
+        189,
+    ]
