@@ -120,10 +120,11 @@ def eight_bit(img: Any, pixel_bits: int | None, setting: str = "pixel_bits") -> 
     """An image as 8-bit pixels, what models are trained on and run with. Machine-vision cameras save
     10-, 12- or 14-bit pixels (Mono12, say) in 16-bit files: OpenCV's colour read divides them by 256, so
     a 12-bit image (at most 4095) comes out black. ``pixel_bits`` says how many low bits carry the image
-    (16: the full range); the top 8 of them are kept, and a value past them saturates. A 16-bit image
-    without it (the error names ``setting``, the caller's name for it), or pixels of another type (a
-    32-bit float TIFF), raise ``ImageRejected``. Read the file with ``IMREAD_ANYDEPTH`` for this to see
-    its depth."""
+    (16: the full range); the top 8 of them are kept. A 16-bit image without it (the error names
+    ``setting``, the caller's name for it), one holding a value that ``pixel_bits`` bits cannot (a Mono12
+    camera whose SDK shifts its pixels to the top of the 16 bits, read with 12: 94 % of a frame would
+    saturate to white, judged as a part), or pixels of another type (a 32-bit float TIFF), raise
+    ``ImageRejected``. Read the file with ``IMREAD_ANYDEPTH`` for this to see its depth."""
     import numpy as np
 
     if img.dtype == np.uint8:
@@ -135,7 +136,16 @@ def eight_bit(img: Any, pixel_bits: int | None, setting: str = "pixel_bits") -> 
             f"16-bit pixels (the brightest here {int(img.max())}): say how many bits carry the image with "
             f"{setting} (12 for a Mono12 camera, 16 for the full range); OpenCV alone would divide them by 256"
         )
-    return np.minimum(img >> (pixel_bits - 8), 255).astype(np.uint8)
+    if pixel_bits < 16:
+        top = int(img.max())  # 16-bit images only: an 8-bit frame never gets here
+        if top >> pixel_bits:
+            raise ImageRejected(
+                f"16-bit pixels up to {top}, more than {pixel_bits} bits hold (at most {(1 << pixel_bits) - 1}): "
+                f"a camera whose pixels fill the top of the 16 bits (Mono{pixel_bits} shifted up, as some "
+                f"cameras' software saves it) is read with {setting} 16; else {setting} is below the "
+                "camera's bit depth"
+            )
+    return (img >> (pixel_bits - 8)).astype(np.uint8)
 
 
 _TIFF_MAX_DIRECTORIES, _TIFF_MAX_TAGS = 256, 1024  # a crafted chain of overlapping directories stays cheap

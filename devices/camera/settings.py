@@ -75,7 +75,8 @@ class CameraSettings(BaseModel):
         ge=8,
         le=16,
         description="16-bit images (an image folder's files, an HTTP camera's parts): how many bits carry the "
-        "image (12 for a Mono12 camera, 16 for the full range); the top 8 are kept. Unset: such an image is "
+        "image (12 for a Mono12 camera, 16 for the full range or Mono12 shifted to the top); the top 8 are kept, "
+        "an image with a value they cannot hold is skipped (unsupported_frame). Unset: such an image is "
         "skipped (unsupported_frame), since OpenCV alone would turn a 12-bit image black",
     )
     queue_max_items: int = Field(4, ge=1, le=1000, description="frames held for the pipeline; oldest dropped")

@@ -845,3 +845,21 @@ async def test_a_tiff_of_several_pages_or_with_a_preview_first_is_unsupported_no
     assert np.array_equal(frames[0].image, part) and np.array_equal(frames[1].image, part[::-1])
     assert src.stats.errors_by_reason.get("unsupported_frame") == 2
     assert src.stats.errors_by_reason.get("corrupt_frame", 0) == 0
+
+
+async def test_a_mono12_frame_shifted_to_the_top_of_16_bits_is_unsupported_under_pixel_bits_12(tmp_path):
+    """A drop folder fed by software that saves Mono12 shifted up (x16): with pixel_bits: 12 each frame was
+    94 % white (saturated) and judged as a part. It is now unsupported_frame saying to set 16; with 16 it
+    is read as the trainer's --pixel-bits 16 import stores it."""
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    twelve = _mono12(7)
+    assert cv2.imwrite(str(folder / "a.png"), twelve << 4)
+    assert cv2.imwrite(str(folder / "b.png"), twelve)  # a file in the low 12 bits: read with 12
+    frames, src = await _frames(str(folder), 1, fps=200, pixel_bits=12)
+    assert len(frames) == 1 and np.array_equal(frames[0].image[..., 0], (twelve >> 4).astype(np.uint8))
+    assert src.stats.errors_by_reason.get("unsupported_frame") == 1
+    assert "more than 12 bits hold" in src.stats.last_error and "pixel_bits 16" in src.stats.last_error
+    (folder / "b.png").unlink()
+    frames, src = await _frames(str(folder), 1, fps=200, pixel_bits=16)
+    assert np.array_equal(frames[0].image[..., 0], (twelve >> 4).astype(np.uint8))

@@ -5,6 +5,7 @@ series, the colours beneath an alpha channel, or a Mono12 image divided by 256 f
 
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 
@@ -73,3 +74,26 @@ def test_input_images_of_a_mono12_camera_are_refused_not_read_as_black_frames(tm
         188,
         189,
     ]
+
+
+def test_a_mono12_image_shifted_to_the_top_of_16_bits_is_refused_under_pixel_bits_12(tmp_path):
+    """Some cameras' software saves Mono12 shifted up (x16, filling the 16 bits). Read with --pixel-bits 12
+    the top 8 of 12 bits saturated: 94 % of this image turned white and was imported as the part. A value
+    12 bits cannot hold is now refused, saying to use 16, which reads it right."""
+    from cloud_trainer.train.data import DatasetError
+    from cloud_trainer.train.images import import_images
+    from tests.unit.test_image_import import per_class
+
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    twelve = np.random.default_rng(4).integers(0, 4096, (10, 12), dtype=np.uint16)
+    shifted = src / "dent" / "mono12_msb.png"
+    assert cv2.imwrite(str(shifted), twelve << 4)
+    with pytest.raises(
+        DatasetError, match=rf"{shifted}: 16-bit pixels up to \d+, more than 12 bits hold .* 16"
+    ):
+        import_images(src, tmp_path / "ds", pixel_bits=12)
+    import_images(src, tmp_path / "ds", pixel_bits=16, log=lambda m: None)
+    rows = [json.loads(r) for r in (tmp_path / "ds" / "labels.jsonl").read_text().splitlines()]
+    row = next(r for r in rows if r["source"].endswith("mono12_msb.png"))
+    back = cv2.imread(str(tmp_path / "ds" / row["file"]), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(back, (twelve >> 4).astype(np.uint8))
