@@ -54,17 +54,26 @@ class AnomalyDataError(ValueError):
 # -- reading ------------------------------------------------------------------------------------
 
 
-def _shrink(img: np.ndarray, max_side: int) -> np.ndarray:
+def _shrink(img: np.ndarray, max_side: int, size: int | None = None) -> np.ndarray:
+    """``img`` shrunk (area) to at most ``max_side`` px on its longer side. With the model's input ``size``,
+    so that the model input made from it is the one the agent makes from the whole frame: each side goes
+    to a whole multiple of ``size`` (the aspect kept to within one ``size`` step; the model squares the
+    image anyway), so the model's own area resize to ``size`` is an exact box over the area shrink, which
+    together are the agent's one area resize (at most 1 grey level apart, the shrunk image's rounding).
+    A plain shrink to 1024 px put a 2448x2048 frame's input up to 8 grey levels (mean 1.4) from the
+    agent's, a 300x5000 strip's far more; an image with a side under ``size`` is kept whole."""
     import cv2
 
-    k = max_side / max(img.shape[:2])
+    h, w = img.shape[:2]
+    k = max_side / max(h, w)
     if k >= 1:
         return img
-    return cv2.resize(
-        img,
-        (max(1, round(img.shape[1] * k)), max(1, round(img.shape[0] * k))),
-        interpolation=cv2.INTER_AREA,
-    )
+    if size is not None:
+        if h < size or w < size:  # the model enlarges that side: the agent's resize of the whole frame
+            return img
+        kh, kw = max(1, int(h * k) // size), max(1, int(w * k) // size)
+        return cv2.resize(img, (kw * size, kh * size), interpolation=cv2.INTER_AREA)
+    return cv2.resize(img, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
 
 
 def _decode(path: Path, max_megapixels: float | None) -> np.ndarray:
@@ -100,24 +109,29 @@ def _cut(img: np.ndarray, roi: list[int] | None, path: Path) -> np.ndarray:
 
 
 def read_image(
-    path: Path, max_side: int = 1024, max_megapixels: float | None = None, roi: list[int] | None = None
+    path: Path,
+    max_side: int = 1024,
+    max_megapixels: float | None = None,
+    roi: list[int] | None = None,
+    size: int | None = None,
 ) -> np.ndarray:
     """Any 8-bit PNG/JPEG/BMP/TIFF, grey or colour → BGR uint8, shrunk (area) to at most ``max_side``
     pixels on its longer side, so that 200 images of a 5-MP camera do not fill the memory; with ``roi``,
-    that box of the frame (cut at the camera's resolution, then shrunk). A file whose header declares
-    more than ``max_megapixels`` (default: the import's limit) is refused undecoded."""
-    return _shrink(_cut(_decode(path, max_megapixels), roi, path), max_side)
+    that box of the frame (cut at the camera's resolution, then shrunk); with the model's input ``size``,
+    shrunk so that the model's input is the agent's (``_shrink``). A file whose header declares more
+    than ``max_megapixels`` (default: the import's limit) is refused undecoded."""
+    return _shrink(_cut(_decode(path, max_megapixels), roi, path), max_side, size)
 
 
 def read_view(
-    path: Path, roi: list[int] | None, max_megapixels: float | None = None
+    path: Path, roi: list[int] | None, max_megapixels: float | None = None, size: int | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(what the model sees: the ``roi`` box or the frame, as ``read_image``; the whole frame, shrunk to
     at most STATS_SIDE px, for the input statistics, or None without ``roi``)."""
     if roi is None:
-        return read_image(path, max_megapixels=max_megapixels), None
+        return read_image(path, max_megapixels=max_megapixels, size=size), None
     img = _decode(path, max_megapixels)
-    return _shrink(_cut(img, roi, path), 1024), _shrink(img, STATS_SIDE)
+    return _shrink(_cut(img, roi, path), 1024, size), _shrink(img, STATS_SIDE)
 
 
 def read_mask(path: Path, max_megapixels: float | None = None) -> np.ndarray:
@@ -155,16 +169,19 @@ class AnomalyData:
         return self.frames or self.good
 
 
-def load_good(root: str | Path, min_good: int = MIN_GOOD, roi: list[int] | None = None) -> AnomalyData:
+def load_good(
+    root: str | Path, min_good: int = MIN_GOOD, roi: list[int] | None = None, size: int | None = None
+) -> AnomalyData:
     """A folder of good images (or one holding ``good/``), an MVTec AD root, or a dataset written by
     ``cloud-trainer dataset import`` (its good class trains; its test split and defects evaluate).
     With ``roi`` (X, Y, WIDTH, HEIGHT in the frames' pixels) the images (and masks) are that box of each
-    frame, and ``frames`` the whole frames."""
+    frame, and ``frames`` the whole frames. With the model's input ``size``, large images are shrunk so
+    that the model's input made from them is the one the agent makes from the whole frame."""
     root = Path(root)
     if not root.is_dir():
         raise AnomalyDataError(f"{root}: no such folder; give a folder of good images or an MVTec AD root")
     if (root / "dataset.yaml").is_file() and (root / "labels.jsonl").is_file():
-        return _load_imported(root, min_good, roi)
+        return _load_imported(root, min_good, roi, size)
     h = hashlib.sha256()
     mvtec = (root / "train" / "good").is_dir()
     good_dir = root / "train" / "good" if mvtec else root / "good" if (root / "good").is_dir() else root
@@ -176,19 +193,21 @@ def load_good(root: str | Path, min_good: int = MIN_GOOD, roi: list[int] | None 
         )
     good, frames = [], []
     for p in files:
-        img, frame = read_view(p, roi)
+        img, frame = read_view(p, roi, size=size)
         good.append(img)
         if frame is not None:
             frames.append(frame)
         h.update(hashlib.sha256(p.read_bytes()).digest())
     ds = AnomalyData(good, [p.name for p in files], layout="mvtec" if mvtec else "folder", frames=frames)
     if mvtec and (root / "test").is_dir():
-        _load_test(root, ds, h, roi)
+        _load_test(root, ds, h, roi, size)
     ds.digest = "sha256:" + h.hexdigest()
     return ds
 
 
-def _load_imported(root: Path, min_good: int, roi: list[int] | None = None) -> AnomalyData:
+def _load_imported(
+    root: Path, min_good: int, roi: list[int] | None = None, size: int | None = None
+) -> AnomalyData:
     import json
 
     import yaml
@@ -212,7 +231,7 @@ def _load_imported(root: Path, min_good: int, roi: list[int] | None = None) -> A
             )
         h.update(rec["label"].encode() + hashlib.sha256(p.read_bytes()).digest())
         if rec["label"] == good_label and rec.get("split") != "test":
-            img, frame = read_view(p, roi, max_mp)
+            img, frame = read_view(p, roi, max_mp, size)
             good.append(img)
             if frame is not None:
                 frames.append(frame)
@@ -222,7 +241,7 @@ def _load_imported(root: Path, min_good: int, roi: list[int] | None = None) -> A
         if rec.get("mask"):
             mp = root / rec["mask"]
             mask = _cut(read_mask(mp, max_mp), roi, mp) if mp.is_file() else None
-        test.append(read_image(p, max_megapixels=max_mp, roi=roi))
+        test.append(read_image(p, max_megapixels=max_mp, roi=roi, size=size))
         kinds.append("good" if rec["label"] == good_label else rec["label"])
         ngs.append(rec["label"] != good_label)  # by the label: a defect class may be called "good"
         masks.append(mask)
@@ -236,11 +255,11 @@ def _load_imported(root: Path, min_good: int, roi: list[int] | None = None) -> A
     return ds
 
 
-def _load_test(root: Path, ds: AnomalyData, h, roi: list[int] | None = None) -> None:
+def _load_test(root: Path, ds: AnomalyData, h, roi: list[int] | None = None, size: int | None = None) -> None:
     kinds, masks_seen = [], set()
     for sub in sorted(p for p in (root / "test").iterdir() if p.is_dir()):
         for p in image_files(sub):
-            img = read_image(p, roi=roi)
+            img = read_image(p, roi=roi, size=size)
             h.update(sub.name.encode() + hashlib.sha256(p.read_bytes()).digest())
             mask = None
             if sub.name != "good":
@@ -823,7 +842,7 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
             f"--roi {','.join(map(str, s.roi))}: expected X,Y,WIDTH,HEIGHT in the frames' pixels, width and "
             "height at least 1"
         )
-    ds = load_good(s.dataset, roi=s.roi)
+    ds = load_good(s.dataset, roi=s.roi, size=s.size)
     s.workdir.mkdir(parents=True, exist_ok=True)
     fitted = fit(ds, s, log)
     pre, thr = fitted["pre"], fitted["threshold"]
