@@ -28,8 +28,9 @@ _LOCK_KEY = 0x6A1E_F1EE  # pg_advisory_xact_lock key of the migration step
 _FILE_RE = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 
 
-class MigrationError(RuntimeError):
-    pass
+class MigrationError(ValueError):
+    """The migration files, or the database's schema, are not what this code can run on (a ``ValueError``:
+    ``cloud-trainer serve`` says it in one line and exits 2, as for a wrong store URL)."""
 
 
 def migration_files(folder: Path = MIGRATIONS) -> list[tuple[int, Path]]:
@@ -87,6 +88,8 @@ class PostgresStore(SQLStore):
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=int(timeout_s)) as conn:
                 migrate(conn)
+        except MigrationError as exc:  # e.g. a service rolled back onto a database a newer one migrated
+            raise MigrationError(f"fleet store {_redact(url)}: {exc}") from None
         except psycopg.OperationalError as exc:
             raise ConnectionError(
                 f"fleet store {_redact(url)}: cannot connect ({str(exc).strip()[:300]}); check the "

@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 
 from bench._bearing_signals import Machine
+from cloud_trainer.fleet.server import main as serve
 from cloud_trainer.fleet.store import SQLITE_FORMAT, SQLiteStore, StoreFormatError, open_store
 from edge_agent.maintenance.baseline import Baseline, kept_path
 from edge_agent.maintenance.settings import BaselineSettings, BearingSettings
+from tests.support.fleet import make_pki
+from tests.support.postgres import postgres_server, postgres_url  # noqa: F401
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "upgrade"
 
@@ -118,8 +121,33 @@ def test_a_fleet_db_written_by_a_newer_service_is_refused_naming_the_file(tmp_pa
     db.execute(f"PRAGMA user_version = {SQLITE_FORMAT + 1}")
     db.close()
 
-    with pytest.raises(StoreFormatError, match=r"fleet\.db: written by a newer fleet service"):
+    with pytest.raises(StoreFormatError, match=r"fleet\.db: written by a newer fleet service") as err:
         SQLiteStore(tmp_path / "fleet.db")
+    assert isinstance(err.value, ValueError)  # what `cloud-trainer serve` says in one line (exit 2)
     db = sqlite3.connect(tmp_path / "fleet.db")
     assert db.execute("PRAGMA user_version").fetchone()[0] == SQLITE_FORMAT + 1  # left as it was
     db.close()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"), agents=(), admins=())
+
+
+def test_a_service_rolled_back_onto_a_newer_postgres_schema_exits_with_one_line(
+    postgres_url,  # noqa: F811
+    tmp_path,
+    pki,
+    capsys,
+):
+    import psycopg
+
+    open_store(postgres_url, tmp_path).close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_version VALUES (999, '0999_future.sql', 0)")
+
+    rc = serve(["--data", str(tmp_path), "--port", "0", "--pki", str(pki), "--store", postgres_url])
+
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert f"fleet store {postgres_url}: the database's schema is version 999, newer than this code's" in err
