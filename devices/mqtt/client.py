@@ -17,7 +17,9 @@ Bad input is counted in ``stats.errors_by_reason`` and skipped: ``malformed_json
 UTF-8 or holds ``+``, ``#`` or NUL), ``unknown_alias``, ``seq_gap``, ``out_of_order``
 (a reading older than its tag's last one; dropped unless ``out_of_order: keep``), ``too_large``
 (a message over ``max_message_bytes``, skipped before it is queued),
-``broker_unreachable``, ``tls_failed``, ``connect_refused``, ``publish_failed``. A JSON message's bad
+``broker_unreachable``, ``tls_failed``, ``connect_refused``, ``publish_failed``, ``publish_refused`` (MQTT 5:
+a PUBACK with a failure reason, e.g. 0x87 from the broker's ACL; ``MqttPublishRefused``),
+``publish_too_large`` (over the Maximum Packet Size of the broker's CONNACK; ``MqttTooLarge``). A JSON message's bad
 field (NaN, null, missing, an array holding text) or record is counted and skipped; its other fields or
 records are read.
 Routine or silent events go to ``notices`` instead (one WARNING on the first, then counted, shown
@@ -32,8 +34,13 @@ Sparkplug ``tag_map`` key that matches no metric because it starts with the grou
 QoS 1 message the broker sent again after a reconnect, flagged DUP, that was passed on before: not passed on
 twice, ``_Redeliveries``) and ``overlapping_copy`` (MQTT 5: a broker's copy of a message for a later
 subscription that matches it too; each subscription has its own Subscription Identifier, and only the
-first matching one's copy is read).
-Limits: one broker per source; QoS 2 is not offered.
+first matching one's copy is read), ``retain_unavailable`` and ``publish_qos_downgraded`` (MQTT 5: the
+broker's CONNACK says it keeps no retained messages, or takes QoS 0 only: messages go without the flag or
+at QoS 0 instead of costing the connection), ``session_taken_over`` (connections lost right after their
+CONNACK, in a row, or reason 0x8E: another client with this client_id; the reconnect delay grows) and
+``dropped_after_connect`` (the same with a random client_id).
+Limits: one broker per source; QoS 2 is not offered; over MQTT 3.1.1 a publish the broker refuses (ACL) is
+acknowledged and dropped, which the protocol cannot tell.
 """
 
 from __future__ import annotations
@@ -77,7 +84,28 @@ log = logging.getLogger(__name__)
 MAX_TAGS = 100_000  # tag names whose last time is kept for the order check (a few MB)
 RETAINED_AHEAD_S = 1.0  # a retained reading stamped further ahead of the receive time has an unknown age
 
-__all__ = ["MqttBadTopic", "MqttError", "MqttSource", "SparkplugTypeMismatch"]
+__all__ = [
+    "MqttBadTopic",
+    "MqttError",
+    "MqttPublishRefused",
+    "MqttSource",
+    "MqttTooLarge",
+    "SparkplugTypeMismatch",
+]
+
+# PUBACK reason codes (MQTT 5) of a refusal that a retry cannot mend: 0x83 implementation specific (a
+# broker plugin's refusal), 0x87 not authorized (an ACL), 0x90 topic name invalid, 0x99 payload format
+# invalid. Others (0x80 unspecified, 0x97 quota exceeded) may pass later and are retried.
+_PUBACK_FINAL = frozenset({0x83, 0x87, 0x90, 0x99})
+# connections lost this soon after their CONNACK, this many times in a row: another client takes the
+# session over (the same client_id), or the broker drops the connection for a message it refuses
+SHORT_SESSION_S = 5.0
+SHORT_SESSIONS = 3
+# MQTT 5: how long publish() awaits a QoS 1 message's PUBACK before it answers "queued" (paho holds the
+# message and sends it again after a reconnect; a refusal that comes later is counted publish_refused):
+# a connection that died without paho knowing yet (up to 1.5 keepalives) must not hold every action's
+# task that long
+PUBACK_WAIT_S = 2.0
 
 
 class MqttError(DeviceError):
@@ -87,6 +115,23 @@ class MqttError(DeviceError):
 
 
 class SparkplugTypeMismatch(MqttError):
+    retryable = False
+
+
+class MqttPublishRefused(MqttError):
+    """MQTT 5: the broker answered a QoS 1 message's PUBACK with a failure reason (0x87 Not authorized: its
+    ACL; 0x97 Quota exceeded): the message was not delivered. ``retryable`` by the reason."""
+
+    def __init__(self, msg: str, reason: int) -> None:
+        super().__init__(msg)
+        self.reason = reason
+        self.retryable = reason not in _PUBACK_FINAL
+
+
+class MqttTooLarge(MqttError):
+    """A message over the broker's Maximum Packet Size (MQTT 5 CONNACK): the broker would drop the
+    connection, and paho would send it again after each reconnect. A retry cannot mend it."""
+
     retryable = False
 
 
@@ -363,6 +408,21 @@ class MqttSource:
         self.notices = Notices(log)  # silent drops and routine events: said once, counted always
         self.sparkplug.on_notice = self._notice
         self.published: dict[str, int] = {"sent": 0, "queued": 0}
+        # MQTT 5: the QoS 1 messages whose PUBACK a publish() awaits, by packet id: (its future, topic)
+        self._puback: dict[int, tuple[asyncio.Future, str]] = {}
+        self._acks_in: list[tuple[int, Any]] = []  # PUBACKs from paho's thread, until the loop takes them
+        self._ack_wake_pending = False
+        # MQTT 5: what the broker's CONNACK said it takes (MaximumQoS, RetainAvailable, MaximumPacketSize);
+        # a message past them makes Mosquitto, EMQX, HiveMQ drop the connection, and paho sent it again after
+        # each reconnect: a gateway reconnecting every second for good, nothing else sent
+        self.broker_limits: dict[str, Any] = {}
+        self._max_qos = 1
+        self._retain_ok = True
+        self._max_packet: int | None = None
+        # connections lost right after their CONNACK, in a row (another client with this client_id)
+        self._connected_at = 0.0
+        self._short_sessions = 0
+        self._kicked_delay = 0.0  # the raised reconnect delay while they last (0: the settings' own)
         self.connected = asyncio.Event()
         self.subscribed = (
             asyncio.Event()
@@ -396,6 +456,7 @@ class MqttSource:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
+        c.on_publish = self._on_publish
         c.on_connect_fail = self._on_connect_fail
         c.on_pre_connect = self._on_pre_connect
         self._client = c
@@ -486,6 +547,9 @@ class MqttSource:
                 f"refused the connection: {reason_code}; check username/password and ACLs",
             )
             return
+        self._connected_at = time.monotonic()
+        if self.settings.protocol is Protocol.MQTT5:
+            self._connack_limits(client, properties)
         again = self._ever_connected
         if again:
             self.stats.reconnects += 1
@@ -532,6 +596,131 @@ class MqttSource:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.connected.set)
 
+    def _connack_limits(self, client, props) -> None:
+        """MQTT 5 (paho's thread, before paho sends again what it holds): the broker's limits from its
+        CONNACK, applied to every later publish() and to the messages paho held while the broker was away.
+        Sent as they were, each would make the broker drop the connection, and paho would send it again after
+        each reconnect. A retained message on a broker without retain (AWS IoT Core, Mosquitto's
+        ``retain_available false``) goes without the flag, a QoS 1 message to a broker of QoS 0 at QoS 0
+        (both said once, counted); one over the Maximum Packet Size is dropped (``publish_too_large``).
+        A Receive Maximum under paho's 20 in-flight messages is honoured (EMQX and HiveMQ drop a client past
+        it)."""
+        self._max_qos = min(1, int(getattr(props, "MaximumQoS", 1)))
+        self._retain_ok = bool(getattr(props, "RetainAvailable", 1))
+        self._max_packet = getattr(props, "MaximumPacketSize", None)
+        receive_max = getattr(props, "ReceiveMaximum", None)
+        self.broker_limits = {
+            "max_qos": self._max_qos,
+            "retain_available": self._retain_ok,
+            "max_packet_bytes": self._max_packet,
+            "receive_maximum": receive_max,
+            "server_keepalive_s": getattr(props, "ServerKeepAlive", None),
+        }
+        if receive_max is not None and receive_max < 20:
+            client.max_inflight_messages_set(receive_max)
+        if self._max_qos and self._retain_ok and self._max_packet is None:
+            return
+        # the messages paho holds (published while away, or in flight when the last connection dropped)
+        held = getattr(client, "_out_messages", None)
+        lock = getattr(client, "_out_message_mutex", None)
+        if held is None or lock is None:
+            return
+        again: list[tuple[str, bytes, bool]] = []
+        with lock:
+            for mid, m in list(held.items()):
+                size = _packet_size(len(m.topic.encode()), len(m.payload), m.qos, True)
+                if self._max_packet is not None and size > self._max_packet:
+                    del held[mid]
+                    self._refuse_held(mid, m.topic, self._too_large(m.topic, size))
+                    continue
+                if m.retain and not self._retain_ok:
+                    m.retain = False
+                    self._notice_threadsafe("retain_unavailable", self._no_retain_text(m.topic))
+                if m.qos > self._max_qos:
+                    del held[mid]  # sent again below at QoS 0 (paho keeps no QoS 0 message)
+                    again.append((m.topic, m.payload, m.retain))
+                    self._notice_threadsafe("publish_qos_downgraded", self._qos0_text(m.topic))
+                    self._refuse_held(mid, m.topic, None)
+        for topic, payload, retain in again:
+            client.publish(topic, payload, qos=0, retain=retain)
+
+    def _refuse_held(self, mid: int, topic: str, exc: MqttError | None) -> None:
+        """A held message taken out of paho's queue (paho's thread): its awaiting publish() learns it (None:
+        sent at QoS 0 instead)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._held_done, mid, exc)
+            except RuntimeError:  # loop closing: nobody waits
+                pass
+
+    def _held_done(self, mid: int, exc: MqttError | None) -> None:
+        waiter = self._puback.pop(mid, None)
+        if exc is not None:
+            self._error("publish_too_large", str(exc))
+        if waiter is not None and not waiter[0].done():
+            if exc is None:
+                waiter[0].set_result(None)
+            else:
+                waiter[0].set_exception(exc)
+
+    def _too_large(self, topic: str, size: int) -> MqttTooLarge:
+        return MqttTooLarge(
+            f"mqtt source {self.name!r}: message to {topic!r} not sent: {size} bytes, over the broker's "
+            f"maximum packet size of {self._max_packet} bytes (its CONNACK); the broker would drop the "
+            "connection for it. Make the message smaller (fewer fields, a smaller batch) or raise the broker's "
+            "limit (Mosquitto: max_packet_size)"
+        )
+
+    def _no_retain_text(self, topic: str) -> str:
+        return (
+            f"broker {self.settings.host}:{self.settings.port} does not keep retained messages (its CONNACK: "
+            f"RetainAvailable 0): messages meant to be retained (alarm states, first {topic!r}) are sent "
+            "without the flag; a subscriber that connects later does not see the last state"
+        )
+
+    def _qos0_text(self, topic: str) -> str:
+        return (
+            f"broker {self.settings.host}:{self.settings.port} takes QoS 0 only (its CONNACK: MaximumQoS 0): "
+            f"QoS 1 messages (alarms, results; first {topic!r}) are sent at QoS 0, unacknowledged: one lost "
+            "on the way is not known, and none is held while the broker is away"
+        )
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        # paho's thread, for every message sent (QoS 0) or acknowledged (QoS 1): only a refusal or an
+        # awaited PUBACK is handed to the loop (a dict lookup otherwise), in batches: one wake-up of the
+        # loop for all that arrive before it runs (each costs a self-pipe write and a thread switch)
+        if mid in self._puback or reason_code.is_failure:
+            self._acks_in.append((mid, reason_code))
+            if self._ack_wake_pending:
+                return
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                self._ack_wake_pending = True
+                try:
+                    loop.call_soon_threadsafe(self._acks_arrived)
+                except RuntimeError:  # loop closing: nobody waits
+                    self._ack_wake_pending = False
+
+    def _acks_arrived(self) -> None:
+        self._ack_wake_pending = False  # before taking them: one appended from now on wakes the loop again
+        acks, self._acks_in = self._acks_in, []
+        for mid, reason_code in acks:
+            self._acked(mid, reason_code)
+
+    def _acked(self, mid: int, reason_code) -> None:
+        waiter = self._puback.pop(mid, None)
+        if waiter is not None:
+            if not waiter[0].done():
+                waiter[0].set_result(reason_code)
+            return
+        if reason_code.is_failure:  # a message held while the broker was away, whose publish() returned
+            self._error(
+                "publish_refused",
+                f"broker {self.settings.host}:{self.settings.port} refused a message sent after a reconnect "
+                f"(PUBACK {reason_code}, 0x{reason_code.value:02X}); it was not delivered",
+            )
+
     def _on_pre_connect(self, client, userdata) -> None:
         # Before every connection after the first, on whichever path paho took to notice the drop (its
         # disconnect callback is skipped when the socket itself went bad): the next connection's STATE
@@ -553,10 +742,61 @@ class MqttSource:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.connected.clear)
             self._loop.call_soon_threadsafe(self.subscribed.clear)
-        self._error_threadsafe(
-            "broker_unreachable",
-            f"lost broker {self.settings.host}:{self.settings.port} ({reason_code}); reconnecting",
+        detail = f"lost broker {self.settings.host}:{self.settings.port} ({reason_code}); reconnecting"
+        if self._kicked(client, reason_code):  # counted; the pattern is said once, not each drop
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(self.stats.error, "broker_unreachable", detail)
+            return
+        self._error_threadsafe("broker_unreachable", detail)
+
+    def _kicked(self, client, reason_code) -> bool:
+        """Whether connections are being taken over (paho's thread): MQTT 5 reason 0x8E (Session taken
+        over), or ``SHORT_SESSIONS`` connections in a row lost within ``SHORT_SESSION_S`` of their CONNACK
+        (MQTT 3.1.1, or a broker that just closes the socket: Mosquitto 2.0). Two gateways cloned from one
+        disk image, with one client_id, kick each other off every second for good, each reconnect resetting
+        paho's backoff. Said once (``session_taken_over``), and the reconnect delay doubles at each such
+        drop (up to ``reconnect_max_s``) until a connection lasts."""
+        s = self.settings
+        taken = getattr(reason_code, "value", None) == 0x8E
+        if not self._connected_at:  # the same drop told again (paho's paths), or no connection since
+            return bool(self._kicked_delay)
+        if time.monotonic() - self._connected_at < SHORT_SESSION_S:
+            self._short_sessions += 1
+        else:
+            self._short_sessions = 0
+            if self._kicked_delay:  # a connection lasted: the settings' own delays again
+                self._kicked_delay = 0.0
+                client.reconnect_delay_set(max(1, int(s.reconnect_min_s)), max(1, int(s.reconnect_max_s)))
+        self._connected_at = 0.0
+        if not taken and self._short_sessions < SHORT_SESSIONS:
+            return False
+        self._kicked_delay = min(max(2 * self._kicked_delay, 2 * s.reconnect_min_s, 2.0), s.reconnect_max_s)
+        client.reconnect_delay_set(max(1, int(self._kicked_delay)), max(1, int(s.reconnect_max_s)))
+        meanwhile = f"reconnecting less often meanwhile (up to reconnect_max_s, {s.reconnect_max_s:g} s)"
+        if not s.client_id:  # a random id of its own: no other client has it
+            self._notice_threadsafe(
+                "dropped_after_connect",
+                f"broker {s.host}:{s.port} dropped the connection right after each of the last "
+                f"{self._short_sessions} connects: it refuses something this client sends (a message over its "
+                "size limit, a QoS or retain flag it does not take): the broker's log says which; "
+                + meanwhile,
+            )
+            return True
+        why = (
+            "the broker says another client took this one's session over (0x8E)"
+            if taken
+            else f"the broker dropped the connection right after each of the last {self._short_sessions} "
+            "connects"
         )
+        self._notice_threadsafe(
+            "session_taken_over",
+            f"{why}: another client connects to {s.host}:{s.port} with the same client_id {s.client_id!r} (a "
+            "gateway cloned from this one's disk image?) and each connect ends the other's; give each gateway "
+            f"its own client_id (empty: a random one); {meanwhile}. If no other client has it, the broker "
+            "drops this one for what it sends: its log says why",
+        )
+        return True
 
     def _on_connect_fail(self, client, userdata) -> None:
         self.state = ConnectionState.BACKOFF
@@ -1061,9 +1301,36 @@ class MqttSource:
             )
         if isinstance(payload, dict):
             payload = json_codec.encode(payload)
+        v5 = self.settings.protocol is Protocol.MQTT5
+        if v5:  # the broker's limits (its CONNACK): a message past them would cost the connection
+            if retain and not self._retain_ok:
+                retain = False
+                self._notice("retain_unavailable", self._no_retain_text(topic))
+            if qos > self._max_qos:
+                qos = 0
+                self._notice("publish_qos_downgraded", self._qos0_text(topic))
+            if self._max_packet is not None:
+                size = _packet_size(len(topic.encode()), len(payload), qos, True)
+                if size > self._max_packet:
+                    exc = self._too_large(topic, size)
+                    self._error("publish_too_large", str(exc))
+                    raise exc
         deadline = time.monotonic() + self.settings.publish_timeout_s
         while True:
-            info = c.publish(topic, payload, qos=qos, retain=retain)
+            if v5 and qos:
+                # MQTT 5 tells a refused message (PUBACK 0x87 from an ACL): its PUBACK is awaited. Registered
+                # under paho's lock for its outgoing messages, which paho holds while it handles a PUBACK, so
+                # that an acknowledgement arriving at once is not missed
+                with c._out_message_mutex:
+                    info = c.publish(topic, payload, qos=qos, retain=retain)
+                    waiter: asyncio.Future | None = None
+                    if info.rc == paho.MQTT_ERR_SUCCESS:
+                        waiter = asyncio.get_running_loop().create_future()
+                        self._puback[info.mid] = (waiter, topic)
+                if waiter is not None:
+                    return await self._await_puback(info.mid, waiter, topic)
+            else:
+                info = c.publish(topic, payload, qos=qos, retain=retain)
             if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
                 if time.monotonic() > deadline:
                     self._error(
@@ -1087,6 +1354,46 @@ class MqttSource:
                 raise MqttError(f"mqtt source {self.name!r}: publish failed ({paho.error_string(info.rc)})")
             self.published["sent"] += 1
             return "sent"
+
+    async def _await_puback(self, mid: int, waiter: asyncio.Future, topic: str) -> str:
+        """MQTT 5: ``"sent"`` once the broker acknowledged the message; ``MqttPublishRefused`` when it
+        refused it (its reason; counted ``publish_refused``); ``"queued"`` when no PUBACK came within
+        ``publish_timeout_s`` (the connection dropped: paho holds the message and sends it again)."""
+        try:
+            done, _ = await asyncio.wait(
+                {waiter}, timeout=min(PUBACK_WAIT_S, self.settings.publish_timeout_s)
+            )
+        finally:
+            if self._puback.get(mid, (None,))[0] is waiter:
+                del self._puback[mid]
+        if not done:
+            self.published["queued"] += 1
+            return "queued"
+        rc = waiter.result()  # raises MqttTooLarge for a held message the broker's limit refused
+        if rc is None or not rc.is_failure:  # None: sent at QoS 0 (the broker's MaximumQoS)
+            self.published["sent"] += 1
+            return "sent"
+        hint = {
+            0x87: "the broker's ACL does not let this client's user publish there",
+            0x90: "the broker refuses the topic name",
+            0x97: "the broker's quota for this client is spent for now",
+            0x99: "the broker refuses the payload's format",
+        }.get(rc.value, "the broker's log says why")
+        self.stats.error(
+            "publish_refused", f"topic {topic!r}: PUBACK {rc} (0x{rc.value:02X})"
+        )  # counted; the caller names it
+        raise MqttPublishRefused(
+            f"mqtt source {self.name!r}: broker {self.settings.host}:{self.settings.port} refused the message to "
+            f"{topic!r}: PUBACK {rc} (0x{rc.value:02X}): {hint}; not delivered",
+            rc.value,
+        )
+
+
+def _packet_size(topic_bytes: int, payload_bytes: int, qos: int, v5: bool) -> int:
+    """The size of a PUBLISH packet (no properties), as a broker's Maximum Packet Size counts it: the
+    fixed header, the topic, the packet id (QoS 1), MQTT 5's empty property length, the payload."""
+    rest = 2 + topic_bytes + (2 if qos else 0) + (1 if v5 else 0) + payload_bytes
+    return 1 + (1 if rest < 128 else 2 if rest < 16_384 else 3 if rest < 2_097_152 else 4) + rest
 
 
 def _bad_topic(topic: str, payload: bytes, received_at: float) -> list[Reading]:

@@ -1,0 +1,131 @@
+"""Other vendors' brokers and their refusals, emulated by a real Mosquitto configured strictly: an ACL that
+refuses a publish (MQTT 5 PUBACK 0x87), the limits an MQTT 5 CONNACK states (no retain, QoS 0 only, a
+maximum packet size; AWS IoT Core, Azure Event Grid, EMQX and HiveMQ state theirs), and two gateways that
+share a client_id (cloned from one disk image)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from devices.mqtt import client as mqtt_client
+from devices.mqtt.client import MqttSource, MqttTooLarge
+from devices.mqtt.settings import MqttSettings
+from edge_agent.actions import ActionRunner
+from edge_agent.config import parse_config
+from tests.support.peers import Mosquitto
+from tests.support.results import result
+
+KEEP_USER = "user root\n"  # run as root, Mosquitto would drop to a user who cannot read pytest's folders
+
+
+async def _until(cond, what: str, timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not cond():
+            await asyncio.sleep(0.01)
+
+
+async def test_mqtt5_a_publish_the_brokers_acl_refuses_fails_with_its_reason_instead_of_counting_ok(tmp_path):
+    """MQTT 5 brokers answer a publish their ACL refuses with PUBACK 0x87 (Not authorized) and drop the
+    message. The agent counted the result publish and the alarm as sent (the alarm nobody sees); each is now
+    failed with the reason, not retried (a retry cannot mend an ACL), and counted publish_refused."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite plant/#\n")  # results and alarms under factory/... are refused
+    broker = Mosquitto(tmp_path / "mosq", extra_conf=f"acl_file {acl}\n{KEEP_USER}").start()
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw"},
+            "sources": {"bus": {"type": "mqtt", "port": broker.port, "protocol": "mqtt5"}},
+            "actions": {
+                "allowed": {"type": "mqtt_publish", "source": "bus", "qos": 1, "topic": "plant/results"},
+                "results": {"type": "mqtt_publish", "source": "bus", "qos": 1},
+                "al": {"type": "alarm", "raise_after": 1, "when": {"verdict": "NG"}, "publish_to": "bus"},
+            },
+        }
+    )
+    bus = MqttSource("bus", cfg.sources["bus"])
+    await bus.start()
+    runner = ActionRunner(cfg, {"bus": bus})
+    try:
+        await _until(bus.connected.is_set, "the MQTT source to connect")
+        await runner.handle(["allowed", "results", "al"], result("NG", 0), None)
+        st = runner.stats
+        await _until(lambda: st["results"]["failed"] and st["al"]["failed"], "both refusals known")
+        await runner.flush(timeout_s=2)
+    finally:
+        await bus.stop()
+        broker.stop()
+    assert dict(st["allowed"]) == {"ok": 1}  # the broker itself takes what its ACL allows
+    assert st["results"]["failed"] == 1 and "ok" not in st["results"] and "retried" not in st["results"]
+    assert st["al"]["failed"] == 1 and "resent" not in st["al"]
+    assert bus.stats.errors_by_reason == {"publish_refused": 2}
+    assert bus.published["sent"] == 1
+    assert "Not authorized (0x87)" in bus.stats.last_error
+
+
+async def test_mqtt5_a_brokers_connack_limits_are_honoured_instead_of_costing_the_connection(tmp_path):
+    """A broker without retain (RetainAvailable 0), of QoS 0 only (MaximumQoS 0) or with a Maximum Packet
+    Size drops the connection of a client that sends past them, and paho sent the same message again after
+    each reconnect: an alarm (QoS 1, retained) made the gateway reconnect every second for good, nothing else
+    published, no subscription read. Now a retained message goes without the flag, QoS 1 at QoS 0 (each said
+    once, counted), and a message over the size is refused before it is sent (MqttTooLarge, not retried)."""
+    broker = Mosquitto(
+        tmp_path / "mosq", extra_conf=f"retain_available false\nmax_qos 0\nmax_packet_size 2000\n{KEEP_USER}"
+    ).start()
+    src = MqttSource(
+        "bus", MqttSettings(port=broker.port, protocol="mqtt5", subscriptions=[{"topic": "plant/#"}])
+    )
+    await src.start()
+    got: list = []
+    try:
+        async with asyncio.timeout(5):
+            await src.subscribed.wait()
+        assert await src.publish("plant/alarm", {"active": 1}, qos=1, retain=True) == "sent"
+        with pytest.raises(MqttTooLarge, match="maximum packet size of 2000 bytes"):
+            await src.publish("plant/batch", {"v": [1.5] * 1000}, qos=0)
+        assert await src.publish("plant/after", {"v": 2}, qos=1) == "sent"
+
+        async def read() -> None:
+            async for r in src.items():
+                got.append((r.tag, r.value))
+                if r.tag == "plant/after/v":
+                    return
+
+        await asyncio.wait([asyncio.create_task(read())], timeout=3)
+    finally:
+        await src.stop()
+        broker.stop()
+    assert got == [("plant/alarm/active", 1), ("plant/after/v", 2)]
+    assert src.stats.reconnects == 0
+    assert src.stats.errors_by_reason == {"publish_too_large": 1}
+    notes = src.notices.status()
+    assert notes["retain_unavailable"]["count"] == 1 and notes["publish_qos_downgraded"]["count"] == 2
+    assert src.broker_limits["max_packet_bytes"] == 2000
+
+
+async def test_two_gateways_with_one_client_id_are_told_apart_and_back_off(tmp_path, monkeypatch):
+    """Two gateways cloned from one disk image share a client_id: each connect takes the other's session
+    over, so each reconnected every second for good (paho's backoff starts afresh at every accepted
+    connect), and the log said only "lost broker; reconnecting". The pattern (connections lost right after
+    their CONNACK, in a row; MQTT 5: reason 0x8E) is now said once, naming the client_id and the fix, and the
+    reconnect delay grows while it lasts."""
+    monkeypatch.setattr(
+        mqtt_client, "SHORT_SESSIONS", 1, raising=False
+    )  # the first short session is enough here
+    broker = Mosquitto(tmp_path / "mosq", extra_conf=KEEP_USER).start()
+    settings = MqttSettings(port=broker.port, client_id="gw-17", subscriptions=[{"topic": "plant/#"}])
+    a, b = MqttSource("a", settings), MqttSource("b", settings)
+    try:
+        await a.start()
+        async with asyncio.timeout(5):
+            await a.subscribed.wait()
+        await b.start()  # takes gw-17's session over: a is dropped right after its connect
+        await _until(lambda: "session_taken_over" in a.notices.status(), "the takeover said")
+    finally:
+        await a.stop()
+        await b.stop()
+        broker.stop()
+    note = a.notices.status()["session_taken_over"]["message"]
+    assert "same client_id 'gw-17'" in note and "give each gateway its own client_id" in note
+    assert a._kicked_delay >= 2.0  # the next reconnect waits longer than the settings' reconnect_min_s
