@@ -18,7 +18,9 @@ import struct
 from typing import Any
 
 __all__ = [
+    "BAYER_PATTERNS",
     "DEFAULT_MAX_MEGAPIXELS",
+    "demosaic",
     "FORMATS",
     "ImageRejected",
     "decode_image",
@@ -202,6 +204,40 @@ def tiff_not_one_image(data: bytes | memoryview) -> str | None:
             "would be lost): save each page as its own file"
         )
     return None
+
+
+BAYER_PATTERNS = (
+    "rggb",
+    "bggr",
+    "grbg",
+    "gbrg",
+)  # the top-left 2x2 pixels, row by row (GenICam's BayerRG8: rggb)
+
+
+def demosaic(img: Any, pattern: str, setting: str = "bayer") -> Any:
+    """A colour camera's raw frame (a Bayer mosaic: one colour per pixel, saved as a grey 8-bit image)
+    as BGR, by OpenCV's bilinear demosaicing for ``pattern`` (``BAYER_PATTERNS``). A grey image read as
+    three equal channels is taken as the mosaic it is; a colour image (channels that differ) raises
+    ``ImageRejected`` naming ``setting``: it is no mosaic, and demosaicing it would be garbage."""
+    import cv2
+    import numpy as np
+
+    if img.ndim == 3 and img.shape[2] == 3:
+        if not (np.array_equal(img[:, :, 0], img[:, :, 1]) and np.array_equal(img[:, :, 0], img[:, :, 2])):
+            raise ImageRejected(
+                f"a colour image, but {setting} says the camera sends a Bayer mosaic (one grey channel); "
+                f"remove {setting} for a camera that sends colour"
+            )
+        img = img[:, :, 0]
+    code = {
+        "rggb": cv2.COLOR_BayerRGGB2BGR,
+        "bggr": cv2.COLOR_BayerBGGR2BGR,
+        "grbg": cv2.COLOR_BayerGRBG2BGR,
+        "gbrg": cv2.COLOR_BayerGBRG2BGR,
+    }[pattern]
+    if min(img.shape[:2]) < 2:
+        raise ImageRejected(f"{img.shape[1]}x{img.shape[0]} pixels: too small for a Bayer mosaic ({setting})")
+    return cv2.cvtColor(np.ascontiguousarray(img), code)
 
 
 def _jpeg(data: bytes | memoryview) -> tuple[str, int, int] | None:

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from cloud_trainer.train.data import DatasetError, read_image_file
-from protocols.image_header import DEFAULT_MAX_MEGAPIXELS
+from protocols.image_header import BAYER_PATTERNS, DEFAULT_MAX_MEGAPIXELS
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff")  # .jfif: Windows's JPEG
 GOOD_NAMES = ("ok", "good", "pass", "okay", "normal", "nominal")
@@ -507,12 +507,19 @@ def _check(found: Found, src: Path, task: str, min_good: int | None) -> None:
             )
 
 
-def _decode(path: Path, max_megapixels: float, pixel_bits: int | None = None, mask: bool = False):
-    """``(bytes to store, image, suffix to store them under or None: the file's own)``."""
+def _decode(
+    path: Path,
+    max_megapixels: float,
+    pixel_bits: int | None = None,
+    mask: bool = False,
+    bayer: str | None = None,
+):
+    """``(bytes to store, image, suffix to store them under or None: the file's own)``; with ``bayer``, a
+    colour camera's raw mosaic demosaiced (after ``pixel_bits``) as the agent's camera does, stored as PNG."""
     import cv2
     import numpy as np
 
-    from protocols.image_header import ImageRejected, eight_bit
+    from protocols.image_header import ImageRejected, demosaic, eight_bit
 
     # any depth (to see 16-bit images) and any colour, with the EXIF orientation applied as training
     # (IMREAD_COLOR) and the agent's folder camera apply it, so that a mask drawn on the image the user
@@ -521,7 +528,7 @@ def _decode(path: Path, max_megapixels: float, pixel_bits: int | None = None, ma
     # a TIFF of several pages, or with a preview first, is refused by read_image_file (decode_image)
     if not mask:
         refuse_transparency(path, data)
-    if img.dtype == np.uint8:
+    if img.dtype == np.uint8 and (bayer is None or mask):
         return data, img, None
     if mask:
         raise DatasetError(f"{path}: {img.dtype} pixels; a mask is an 8-bit image (0: good, other: defect)")
@@ -535,6 +542,11 @@ def _decode(path: Path, max_megapixels: float, pixel_bits: int | None = None, ma
             "image scaled to 0-255 as your camera delivers it, or remove it"
         )
         raise DatasetError(f"{path}: {exc}{fix}") from None
+    if bayer is not None:  # a colour camera's raw mosaic, as the agent's camera reads it (bayer)
+        try:
+            img = demosaic(img, bayer, "--bayer")
+        except ImageRejected as exc:
+            raise DatasetError(f"{path}: {exc}") from None
     ok, png = cv2.imencode(".png", img)
     if not ok:
         raise DatasetError(f"{path}: its 8-bit form could not be written as PNG")
@@ -592,16 +604,22 @@ def import_images(
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     pixel_bits: int | None = None,
     progress_s: float = PROGRESS_S,
+    bayer: str | None = None,
 ) -> dict:
     """``src`` (folder per class or MVTec AD) → a dataset folder ``out``; returns a summary; every
     ``progress_s`` seconds of reading, a line says how far it is. An image
     whose header declares more than ``max_megapixels`` is refused before it is decoded; the limit is
     recorded in ``dataset.yaml`` for the trainer's reading of the same files. 16-bit images are stored as
-    8-bit PNG by ``pixel_bits`` (the bits that carry the image), as the agent's camera reads them."""
+    8-bit PNG by ``pixel_bits`` (the bits that carry the image), and a colour camera's raw (Bayer) images
+    demosaiced by ``bayer`` and stored as PNG, as the agent's camera reads them."""
     if not max_megapixels > 0:
         raise DatasetError(f"--max-megapixels must be a positive number of megapixels, got {max_megapixels}")
     if pixel_bits is not None and not 8 <= pixel_bits <= 16:
         raise DatasetError(f"--pixel-bits must be 8 to 16 (12 for a Mono12 camera), got {pixel_bits}")
+    if bayer is not None and bayer not in BAYER_PATTERNS:
+        raise DatasetError(
+            f"--bayer must be one of {', '.join(BAYER_PATTERNS)} (BayerRG8: rggb), got {bayer!r}"
+        )
     if log is None:  # file names in the notes on one line, escapes shown, not obeyed (as in refusals)
         from cloud_trainer.train.cli import one_line
 
@@ -628,7 +646,7 @@ def import_images(
     try:  # made inside: a stop signal handled the moment mkdir returns still removes it
         tmp.mkdir()
         progress = _Progress(len(found.items), progress_s, log)
-        summary, copies, shapes, flat = _write(found, src, tmp, max_megapixels, pixel_bits, progress)
+        summary, copies, shapes, flat = _write(found, src, tmp, max_megapixels, pixel_bits, progress, bayer)
         if copies:  # left out: the classes must still hold enough images without them
             left = {id(a) for a, _ in copies}
             check(
@@ -721,6 +739,7 @@ def _write(
     max_megapixels: float,
     pixel_bits: int | None,
     progress: _Progress | None = None,
+    bayer: str | None = None,
 ) -> tuple[dict, list[tuple[_Item, _Item]], list[tuple[str, int, int]], list[str]]:
     """The dataset folder's files in ``dst``; (its summary, the copies left out: (copy, the image kept), each
     image's (source, height, width), the images of one colour)."""
@@ -742,10 +761,10 @@ def _write(
         for done, it in enumerate(found.items):
             if progress is not None and done:
                 progress.step(done)
-            data, img, suffix = _decode(it.path, max_megapixels, pixel_bits)
+            data, img, suffix = _decode(it.path, max_megapixels, pixel_bits, bayer=bayer)
             digest = hashlib.sha256(data).digest()
             seen = first.setdefault(_pixels_key(img), [])
-            same = next((o for o in seen if _same_pixels(o, img, max_megapixels, pixel_bits)), None)
+            same = next((o for o in seen if _same_pixels(o, img, max_megapixels, pixel_bits, bayer)), None)
             if same is None:
                 seen.append(it)
                 same = it
@@ -813,6 +832,8 @@ def _write(
     }
     if pixel_bits is not None:  # 16-bit images were stored as 8-bit PNG by it: the camera's must match
         meta["pixel_bits"] = pixel_bits
+    if bayer is not None:  # raw images were demosaiced by it: the camera's bayer must match
+        meta["bayer"] = bayer
     (dst / "dataset.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
     return (
         {
@@ -888,11 +909,13 @@ def _pixels_key(img) -> bytes:
     return h.digest()
 
 
-def _same_pixels(item: _Item, img, max_megapixels: float, pixel_bits: int | None) -> bool:
+def _same_pixels(
+    item: _Item, img, max_megapixels: float, pixel_bits: int | None, bayer: str | None = None
+) -> bool:
     """Whether ``item``'s image (decoded again: it shares ``img``'s key, which is rare) has ``img``'s pixels."""
     import numpy as np
 
-    _, other, _ = _decode(item.path, max_megapixels, pixel_bits)
+    _, other, _ = _decode(item.path, max_megapixels, pixel_bits, bayer=bayer)
     return other.shape == img.shape and other.dtype == img.dtype and bool(np.array_equal(other, img))
 
 
@@ -968,6 +991,13 @@ def main(argv: list[str]) -> int:
         "(12 for Mono12, 16 for the full range); they are stored as 8-bit PNG as the agent's camera "
         "reads them with the same pixel_bits. Without it a 16-bit image is refused",
     )
+    ap.add_argument(
+        "--bayer",
+        choices=BAYER_PATTERNS,
+        help="a colour camera's raw images (a Bayer mosaic saved as grey): its pattern, the top-left 2x2 "
+        "pixels row by row (BayerRG8: rggb); each is demosaiced and stored as PNG, as the agent's camera "
+        "reads them with the same bayer setting. A colour image is then refused",
+    )
     a = ap.parse_args(argv)
     with _decoders_quiet(), _stopped_cleanly():
         res = import_images(
@@ -978,6 +1008,7 @@ def main(argv: list[str]) -> int:
             a.min_good,
             max_megapixels=a.max_megapixels,
             pixel_bits=a.pixel_bits,
+            bayer=a.bayer,
         )
     print(json.dumps(res))
     return 0

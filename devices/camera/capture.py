@@ -44,8 +44,10 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
 
 Limits: no hardware-decoding options; frames are BGR uint8 (grey, CMYK and alpha images converted as
 OpenCV's colour read does, a JPEG's EXIF orientation applied as the trainer's import applies it); a TIFF of
-several pages, or with a preview first, is ``unsupported_frame`` (``decode_image``), as the import refuses it.
-"""
+several pages, or with a preview first, is ``unsupported_frame`` (``decode_image``), as the import refuses it;
+a colour camera's raw frames (a Bayer mosaic saved as grey files or parts) are demosaiced by ``bayer``, as
+``cloud-trainer dataset import --bayer`` stores them (not a USB device's or a video stream's frames, which
+their driver or FFmpeg has already made colour)."""
 
 from __future__ import annotations
 
@@ -63,7 +65,14 @@ import numpy as np
 
 from devices.base import Backoff, BurstLogger, Channel, ConnectionState, DeviceError, DeviceStats, Frame
 from devices.camera.settings import CameraKind, CameraSettings
-from protocols.image_header import ImageRejected, decode_image, eight_bit, image_size, max_file_bytes
+from protocols.image_header import (
+    ImageRejected,
+    decode_image,
+    demosaic,
+    eight_bit,
+    image_size,
+    max_file_bytes,
+)
 from protocols.redact import mask_credentials
 
 log = logging.getLogger(__name__)
@@ -466,10 +475,17 @@ class CameraSource:
             self._error(reason, f"{f}: {exc} ({len(data)} bytes), skipped")
             return None
         try:
-            return eight_bit(img, self.settings.pixel_bits)
+            return self._to_frame(img)
         except ImageRejected as exc:
             self._error("unsupported_frame", f"{f}: {exc}; skipped")
             return None
+
+    def _to_frame(self, img: np.ndarray) -> np.ndarray:
+        """A decoded image file or part as the frame the model gets, as the trainer's import stores it: 8 bits
+        by ``pixel_bits``, then a colour camera's raw (Bayer) mosaic demosaiced by ``bayer``."""
+        s = self.settings
+        img = eight_bit(img, s.pixel_bits)
+        return img if s.bayer is None else demosaic(img, s.bayer)
 
     def _open(self):
         import os
@@ -613,7 +629,7 @@ class CameraSource:
                     f"{s.shown_url}: {exc} ({len(data)} bytes), skipped",
                 ) from None
             try:
-                return eight_bit(img, s.pixel_bits)
+                return self._to_frame(img)
             except ImageRejected as exc:
                 raise _BadFrame("unsupported_frame", f"{s.shown_url}: {exc}; skipped") from None
 

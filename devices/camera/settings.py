@@ -79,6 +79,13 @@ class CameraSettings(BaseModel):
         "an image with a value they cannot hold is skipped (unsupported_frame). Unset: such an image is "
         "skipped (unsupported_frame), since OpenCV alone would turn a 12-bit image black",
     )
+    bayer: Literal["rggb", "bggr", "grbg", "gbrg"] | None = Field(
+        None,
+        description="a colour camera sending raw frames (a Bayer mosaic saved as a grey image: an image folder's "
+        "files, an HTTP camera's parts): its pattern, the top-left 2x2 pixels row by row (BayerRG8: rggb); "
+        "each frame is demosaiced to colour (after pixel_bits), as `cloud-trainer dataset import --bayer` "
+        "stores them. A colour image is then skipped (unsupported_frame). Unset: frames as they come",
+    )
     queue_max_items: int = Field(4, ge=1, le=1000, description="frames held for the pipeline; oldest dropped")
     reconnect_initial_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(10.0, gt=0)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from devices.camera.capture import CameraSource
 from devices.camera.settings import CameraSettings
@@ -863,3 +864,42 @@ async def test_a_mono12_frame_shifted_to_the_top_of_16_bits_is_unsupported_under
     (folder / "b.png").unlink()
     frames, src = await _frames(str(folder), 1, fps=200, pixel_bits=16)
     assert np.array_equal(frames[0].image[..., 0], (twelve >> 4).astype(np.uint8))
+
+
+async def test_a_colour_cameras_raw_bayer_frames_are_demosaiced_alike_by_the_camera_and_the_import(tmp_path):
+    """A colour camera whose software saves its raw frames (BayerRG8: a mosaic in one grey channel) was read
+    as a grey frame with a checkerboard, by the agent and by `dataset import` alike, and a colour model got
+    it as such. `bayer: rggb` (and `--bayer rggb`) now demosaic it to the same colour frame on both sides; a
+    colour image under the setting is refused, not demosaiced into garbage."""
+    from cloud_trainer.train.data import DatasetError, load_parts
+    from cloud_trainer.train.images import import_images
+    from tests.unit.test_image_import import per_class
+
+    colour = np.zeros((48, 64, 3), np.uint8)
+    colour[:, :32] = (30, 40, 200)  # red on the left, blue on the right (BGR)
+    colour[:, 32:] = (190, 60, 20)
+    raw = np.empty((48, 64), np.uint8)  # the sensor's RGGB mosaic of it
+    raw[0::2, 0::2] = colour[0::2, 0::2, 2]
+    raw[0::2, 1::2] = colour[0::2, 1::2, 1]
+    raw[1::2, 0::2] = colour[1::2, 0::2, 1]
+    raw[1::2, 1::2] = colour[1::2, 1::2, 0]
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    assert cv2.imwrite(str(folder / "a.png"), raw)
+    assert cv2.imwrite(str(folder / "b.png"), colour)  # a colour image: not a mosaic
+    frames, src = await _frames(str(folder), 1, fps=200, bayer="rggb")
+    assert len(frames) == 1 and src.stats.errors_by_reason.get("unsupported_frame") == 1
+    got = frames[0].image
+    assert np.abs(got[8:40, 4:28].astype(int) - colour[8:40, 4:28]).max() <= 2  # red where it was red
+    assert np.abs(got[8:40, 36:60].astype(int) - colour[8:40, 36:60]).max() <= 2
+
+    classes = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    for p in [q for q in classes.rglob("*") if q.is_file()]:  # the camera's other raw frames
+        assert cv2.imwrite(str(p), cv2.imread(str(p), cv2.IMREAD_GRAYSCALE))
+    assert cv2.imwrite(str(classes / "dent" / "raw.png"), raw)
+    import_images(classes, tmp_path / "ds", bayer="rggb", log=lambda m: None)
+    ds = load_parts(tmp_path / "ds")
+    assert any(np.array_equal(im, got) for im in ds.images)  # the model's input on both sides
+    assert cv2.imwrite(str(classes / "dent" / "colour.png"), colour)
+    with pytest.raises(DatasetError, match=r"colour.png: a colour image, but --bayer says"):
+        import_images(classes, tmp_path / "ds2", bayer="rggb", log=lambda m: None)
