@@ -616,8 +616,9 @@ class MqttSource:
             "receive_maximum": receive_max,
             "server_keepalive_s": getattr(props, "ServerKeepAlive", None),
         }
-        if receive_max is not None and receive_max < 20:
-            client.max_inflight_messages_set(receive_max)
+        # paho refuses max_inflight_messages_set() once connected (and this is the CONNACK): its attribute,
+        # read at each publish and PUBACK; 20 (paho's default) unless the broker takes fewer
+        client._max_inflight_messages = min(receive_max or 20, 20)
         if self._max_qos and self._retain_ok and self._max_packet is None:
             return
         # the messages paho holds (published while away, or in flight when the last connection dropped)

@@ -129,3 +129,92 @@ async def test_two_gateways_with_one_client_id_are_told_apart_and_back_off(tmp_p
     note = a.notices.status()["session_taken_over"]["message"]
     assert "same client_id 'gw-17'" in note and "give each gateway its own client_id" in note
     assert a._kicked_delay >= 2.0  # the next reconnect waits longer than the settings' reconnect_min_s
+
+
+async def test_mqtt5_what_paho_held_while_the_broker_was_away_is_sent_within_its_limits(tmp_path):
+    """An alarm raised while the broker is away is held by paho (QoS 1, retained) and sent the moment the
+    connection is up, before any publish() could look at the broker's limits: to a broker without retain
+    that cost the connection, and the same message was sent again after every reconnect. The CONNACK's
+    limits now apply to the held messages too: it goes without the flag, and the connection stays."""
+    broker = Mosquitto(tmp_path / "mosq", extra_conf=f"retain_available false\n{KEEP_USER}")  # not started
+    src = MqttSource(
+        "bus",
+        MqttSettings(
+            port=broker.port, protocol="mqtt5", reconnect_min_s=0.1, subscriptions=[{"topic": "plant/#"}]
+        ),
+    )
+    await src.start()  # the broker is away: held
+    got: list = []
+    try:
+        assert await src.publish("plant/alarm", {"active": 1}, qos=1, retain=True) == "queued"
+        broker.start()
+        async with asyncio.timeout(5):
+            await src.subscribed.wait()
+        assert await src.publish("plant/after", {"v": 2}, qos=1) == "sent"
+
+        async def read() -> None:
+            async for r in src.items():
+                got.append((r.tag, r.value))
+                if r.tag == "plant/after/v":
+                    return
+
+        await asyncio.wait([asyncio.create_task(read())], timeout=3)
+    finally:
+        await src.stop()
+        broker.stop()
+    # paho sends the SUBSCRIBE (made in on_connect) before what it held: the alarm is read back too
+    assert got == [("plant/alarm/active", 1), ("plant/after/v", 2)]
+    assert src.stats.reconnects == 0
+    assert src.notices.status()["retain_unavailable"]["count"] == 1
+
+
+async def test_mqtt5_a_brokers_receive_maximum_bounds_the_messages_in_flight():
+    """A broker stating Receive Maximum 2 in its CONNACK (EMQX and HiveMQ can be set so, and drop a client
+    that sends past it: 0x93) got paho's 20 unacknowledged QoS 1 messages at once. Now no more than it
+    stated are in flight. The broker here is scripted: it acknowledges nothing and counts the PUBLISHes."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    publishes: list[int] = []
+
+    def broker() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while head := conn.recv(1):
+                length, shift = 0, 0
+                while True:
+                    b = conn.recv(1)[0]
+                    length |= (b & 127) << shift
+                    shift += 7
+                    if not b & 128:
+                        break
+                body = b""
+                while len(body) < length:
+                    body += conn.recv(length - len(body))
+                kind = head[0] >> 4
+                if kind == 1:  # CONNECT: CONNACK with the property Receive Maximum (0x21) = 2
+                    conn.sendall(b"\x20\x06\x00\x00\x03\x21\x00\x02")
+                elif kind == 3:
+                    publishes.append(1)
+                elif kind == 14:  # DISCONNECT
+                    return
+
+    threading.Thread(target=broker, daemon=True).start()
+    src = MqttSource("bus", MqttSettings(port=port, protocol="mqtt5"))
+    await src.start()
+    try:
+        async with asyncio.timeout(5):
+            await src.connected.wait()
+        tasks = [asyncio.create_task(src.publish(f"plant/{i}", b"1", qos=1)) for i in range(5)]
+        await _until(lambda: len(publishes) >= 2, "the first publishes")
+        await asyncio.sleep(0.2)  # any further one would arrive by now
+        sent = len(publishes)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await src.stop()
+        server.close()
+    assert sent == 2
