@@ -20,10 +20,10 @@ from typing import Any
 __all__ = [
     "BAYER_PATTERNS",
     "DEFAULT_MAX_MEGAPIXELS",
-    "demosaic",
     "FORMATS",
     "ImageRejected",
     "decode_image",
+    "demosaic",
     "eight_bit",
     "image_size",
     "max_file_bytes",
@@ -206,12 +206,8 @@ def tiff_not_one_image(data: bytes | memoryview) -> str | None:
     return None
 
 
-BAYER_PATTERNS = (
-    "rggb",
-    "bggr",
-    "grbg",
-    "gbrg",
-)  # the top-left 2x2 pixels, row by row (GenICam's BayerRG8: rggb)
+# a Bayer mosaic's pattern: its top-left 2x2 pixels, row by row (GenICam's BayerRG8 is rggb)
+BAYER_PATTERNS = ("rggb", "bggr", "grbg", "gbrg")
 
 
 def demosaic(img: Any, pattern: str, setting: str = "bayer") -> Any:
