@@ -98,6 +98,16 @@ DEPLOYMENT_COLUMNS = [
     "CREATE INDEX IF NOT EXISTS deployments_by_state ON deployments (state, created)",
     "CREATE INDEX IF NOT EXISTS deployments_by_tenant ON deployments (tenant, created)",
 ]
+# A service released before those columns (2026-11-30 and earlier) updates a deployment's document only: run on
+# this file after it (a rollback), a deployment it completed, halted or aborted kept 'running' in the column the
+# tick, a newer rollout's takeover and the gateways joining a group read (a completed rollout taken for running:
+# newcomers never given its version; its targets marked superseded), and one it resumed stayed 'paused' (never
+# advanced). The column of the deployments it says are in progress is set from their document at open (a
+# finished one's never changes again: not read).
+STATE_FROM_DOC = (
+    "UPDATE deployments SET state = COALESCE(json_extract(doc, '$.state'), '') WHERE state IN ('running', "
+    "'paused') AND json_valid(doc) AND state IS NOT COALESCE(json_extract(doc, '$.state'), '')"
+)
 TERMINAL = {"completed", "halted", "aborted", "removed"}
 # a rollout step whose agents have not all reported ``healthy`` this long after it began is said to be stalled
 # (``cloud-trainer serve --step-timeout-s``; 0: never): an agent's default health window (30 s), its
@@ -252,6 +262,7 @@ class Control:
             if "state" not in [r[1] for r in db.execute("PRAGMA table_info(deployments)")]:
                 for stmt in DEPLOYMENT_COLUMNS:  # not executescript: it would commit first
                     db.execute(stmt)
+            db.execute(STATE_FROM_DOC)
             db.execute("COMMIT")
         self.registry = registry
         self.store = store

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench._bearing_signals import Machine
+from cloud_trainer.fleet.control import Control
 from cloud_trainer.fleet.server import main as serve
 from cloud_trainer.fleet.store import SQLITE_FORMAT, SQLiteStore, StoreFormatError, open_store
 from edge_agent.maintenance.baseline import Baseline, kept_path
@@ -151,3 +152,19 @@ def test_a_service_rolled_back_onto_a_newer_postgres_schema_exits_with_one_line(
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1
     assert f"fleet store {postgres_url}: the database's schema is version 999, newer than this code's" in err
+
+
+def test_deployments_an_older_service_finished_after_an_upgrade_are_not_taken_for_running(tmp_path):
+    # d1 was running when 2026-11-30's service (345c750) was put back on the file; it completed d1 in the
+    # document only, and the state column every query of this one reads still said 'running'
+    db = sqlite3.connect(tmp_path / "control.db")
+    db.executescript((FIXTURES / "control-345c750-after-rollback.sql").read_text())
+    db.close()
+
+    c = Control(tmp_path / "control.db", None, None)
+    try:
+        rows = c.db.execute("SELECT id, state, doc FROM deployments ORDER BY id").fetchall()
+        assert [(i, s) for i, s, _ in rows] == [("d1", "completed"), ("d2", "halted")]
+        assert all(json.loads(doc)["state"] == s for _, s, doc in rows)
+    finally:
+        c.db.close()
