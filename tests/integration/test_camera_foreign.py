@@ -885,8 +885,8 @@ async def test_a_colour_cameras_raw_bayer_frames_are_demosaiced_alike_by_the_cam
     raw[1::2, 1::2] = colour[1::2, 1::2, 0]
     folder = tmp_path / "drop"
     folder.mkdir()
-    assert cv2.imwrite(str(folder / "a.png"), raw)
-    assert cv2.imwrite(str(folder / "b.png"), colour)  # a colour image: not a mosaic
+    assert cv2.imwrite(str(folder / "a.png"), colour)  # a colour image: not a mosaic (read first)
+    assert cv2.imwrite(str(folder / "b.png"), raw)
     frames, src = await _frames(str(folder), 1, fps=200, bayer="rggb")
     assert len(frames) == 1 and src.stats.errors_by_reason.get("unsupported_frame") == 1
     got = frames[0].image
