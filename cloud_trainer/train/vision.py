@@ -250,13 +250,17 @@ def train(
     def val_loss(m):
         return loss_fn(m(xv)[0], yv)
 
-    present = [c for c in range(len(data.classes)) if bool((yv == c).any())]
+    present = [c for c in range(1, len(data.classes)) if bool((yv == c).any())]
 
     def val_acc(m):
-        """Balanced accuracy (the mean of each class's recall) chooses the epoch kept: plain accuracy on
-        300 good parts and 2 scratches is best for the model that calls every part good."""
+        """Balanced accuracy chooses the epoch kept, good parts and defects half each as in the loss (the
+        good parts' recall, and the defect classes' mean recall): plain accuracy on 300 good parts and 2
+        scratches is best for the model that calls every part good."""
         hit = m(xv)[0].argmax(1) == yv
-        return float(np.mean([float(hit[yv == c].float().mean()) for c in present]))
+        parts = [float(hit[yv == 0].float().mean())] if bool((yv == 0).any()) else []
+        if present:
+            parts.append(float(np.mean([float(hit[yv == c].float().mean()) for c in present])))
+        return float(np.mean(parts)) if parts else 0.0
 
     log(
         f"vision: {len(tr)} train / {len(va)} val / {len(te)} test {'tiles' if pre.tiles else 'images'} at "
@@ -299,11 +303,21 @@ def train(
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
-    """Loss weights by inverse class frequency in ``y`` (the training rows): n / (classes present x its
-    count), so every class present weighs the same in total; 1 for a class absent from ``y``."""
+    """Loss weights from the class counts in ``y`` (the training rows), class 0 the good parts: good parts
+    and defects weigh half each in total, and the defect classes present weigh alike within their half (a
+    class absent from ``y``: 1). 300 good parts beside 10 scratches get 0.52 and 15.5; a dataset as many
+    defects as good parts (1,000 good, five defects of 200) stays close to unweighted, so that its
+    operating point is not moved: weighting each of six classes alike there made the defects five sixths
+    of the loss, and good parts scored as defects (NG precision 0.70 where unweighted gave 0.99)."""
     counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=n_classes)[:n_classes].astype(np.float64)
-    present = max(1, int((counts > 0).sum()))
-    w = np.where(counts > 0, counts.sum() / (present * np.maximum(counts, 1)), 1.0)
+    total = counts.sum()
+    w = np.ones(n_classes, dtype=np.float64)
+    defects = [c for c in range(1, n_classes) if counts[c] > 0]
+    if total == 0 or counts[0] == 0 or not defects:
+        return w.astype(np.float32)
+    w[0] = 0.5 * total / counts[0]
+    for c in defects:
+        w[c] = 0.5 * total / (len(defects) * counts[c])
     return w.astype(np.float32)
 
 
