@@ -407,7 +407,11 @@ class ActionRunner:
                         removed=True,
                     )
                     await src.publish(
-                        t["target"], json_codec.dumps(evt.to_json_dict()).encode(), qos=1, retain=True
+                        t["target"],
+                        json_codec.dumps(evt.to_json_dict()).encode(),
+                        qos=1,
+                        retain=True,
+                        confirm=True,
                     )
                 log.info(
                     "alarm %s is not in this config; its %s output %s, raised when the agent stopped, is cleared",
@@ -916,7 +920,11 @@ async def publish_result(
         cfg.agent.site, cfg.agent.line, cfg.agent.id, topics.Kind.RESULTS, result.pipeline
     )
     return await ctx.sources[action.source].publish(
-        topic, json_codec.dumps(result.to_json_dict()).encode(), qos=action.qos, retain=action.retain
+        topic,
+        json_codec.dumps(result.to_json_dict()).encode(),
+        qos=action.qos,
+        retain=action.retain,
+        confirm=True,  # MQTT 5: a result the broker refused (its ACL) is failed, not counted ok
     )
 
 
@@ -1030,7 +1038,7 @@ async def signal_alarm(
         cfg = ctx.cfg
         topic = topics.build_topic(cfg.agent.site, cfg.agent.line, cfg.agent.id, topics.Kind.ALARMS, name)
         await ctx.sources[action.publish_to].publish(
-            topic, json_codec.dumps(evt.to_json_dict()).encode(), qos=1, retain=True
+            topic, json_codec.dumps(evt.to_json_dict()).encode(), qos=1, retain=True, confirm=True
         )
     if action.node_id and action.opcua_source and output in (None, "opcua"):
         await ctx.sources[action.opcua_source].write(action.node_id, evt["active"])

@@ -715,11 +715,12 @@ class MqttSource:
             if not waiter[0].done():
                 waiter[0].set_result(reason_code)
             return
-        if reason_code.is_failure:  # a message held while the broker was away, whose publish() returned
+        if reason_code.is_failure:  # unconfirmed (a forward), or held while away: its publish() returned
             self._error(
                 "publish_refused",
-                f"broker {self.settings.host}:{self.settings.port} refused a message sent after a reconnect "
-                f"(PUBACK {reason_code}, 0x{reason_code.value:02X}); it was not delivered",
+                f"broker {self.settings.host}:{self.settings.port} refused a message (PUBACK {reason_code}, "
+                f"0x{reason_code.value:02X}; 0x87: its ACL does not let this client's user publish there); "
+                "it was not delivered",
             )
 
     def _on_pre_connect(self, client, userdata) -> None:
@@ -1276,7 +1277,12 @@ class MqttSource:
             c.publish(topic, payload, qos=0)
 
     async def publish(
-        self, topic: str, payload: bytes | str | dict[str, Any], qos: int = 0, retain: bool = False
+        self,
+        topic: str,
+        payload: bytes | str | dict[str, Any],
+        qos: int = 0,
+        retain: bool = False,
+        confirm: bool = False,
     ) -> str:
         """Publish results and events (a dict becomes compact JSON); returns ``"sent"`` or ``"queued"``.
 
@@ -1284,6 +1290,11 @@ class MqttSource:
         sent on reconnect: that returns ``"queued"``, not ``"sent"``. When the queue is full this waits
         up to ``publish_timeout_s`` for room, then raises ``MqttError``. QoS 0 while disconnected is
         counted as ``publish_failed`` and raises ``MqttError`` (the message is not sent).
+
+        ``confirm`` (MQTT 5, QoS 1): wait for the broker's PUBACK, and raise ``MqttPublishRefused`` when it
+        refused the message (0x87 from its ACL); actions confirm, so that a refused alarm or result is not
+        counted ok. Unconfirmed (a forward's stream, which one round trip per message would slow to the
+        broker's latency), a refusal is counted ``publish_refused`` and logged by the source.
         """
         c = self._client
         if c is None:
@@ -1318,7 +1329,7 @@ class MqttSource:
                     raise exc
         deadline = time.monotonic() + self.settings.publish_timeout_s
         while True:
-            if v5 and qos:
+            if v5 and qos and confirm:
                 # MQTT 5 tells a refused message (PUBACK 0x87 from an ACL): its PUBACK is awaited. Registered
                 # under paho's lock for its outgoing messages, which paho holds while it handles a PUBACK, so
                 # that an acknowledgement arriving at once is not missed
