@@ -277,6 +277,38 @@ class Control:
             0.0  # when tick last gave completed rollouts' versions to gateways joining their group
         )
         self._fill_columns()
+        self._drop_stale_following()
+
+    def _drop_stale_following(self) -> None:
+        """``following`` rows whose rollout is no longer the newest deployment of its slot (once, at open).
+        ``create`` drops the row of the slot itself; a service released before ``following`` (2026-12-02) does
+        not, so after a rollback to it and back, an admin's rollback (or a newer rollout) made there left the
+        completed rollout giving the version rolled back from to every gateway joining its group."""
+        with self._write():
+            rows = self.db.execute("SELECT tenant, slot, deployment_id FROM following").fetchall()
+            for tenant, slot, dep_id in rows:
+                mine = self.db.execute("SELECT created FROM deployments WHERE id = ?", (dep_id,)).fetchone()
+                later = (
+                    self.db.execute(
+                        "SELECT id, doc FROM deployments WHERE tenant = ? AND created > ?", (tenant, mine[0])
+                    ).fetchall()
+                    if mine is not None
+                    else []
+                )
+                newer = []
+                for other, doc in later:
+                    try:
+                        if _slot(json.loads(doc)) == slot:
+                            newer.append(other)
+                    except (ValueError, TypeError, KeyError, AttributeError):
+                        continue
+                if mine is None or newer:
+                    log.warning(
+                        "deployment %s no longer gives its version to gateways joining its group: %s",
+                        dep_id,
+                        f"deployment {newer[0]} of slot {slot} came after it" if newer else "it is gone",
+                    )
+                    self.db.execute("DELETE FROM following WHERE tenant = ? AND slot = ?", (tenant, slot))
 
     def _fill_columns(self) -> None:
         """The tenant and state columns of documents written before they existed (once: an older file or

@@ -168,3 +168,19 @@ def test_deployments_an_older_service_finished_after_an_upgrade_are_not_taken_fo
         assert all(json.loads(doc)["state"] == s for _, s, doc in rows)
     finally:
         c.db.close()
+
+
+def test_a_rollback_made_by_an_older_service_ends_what_a_completed_rollout_gives_joining_gateways(tmp_path):
+    # d1, a selector rollout of slot vision to 1.1.0, completed here (its group's version: `following`); then
+    # 2026-12-01's service (b444dbb), put back on the file, rolled the slot back to 1.0.0 (d2) without knowing
+    # `following`: gateways joining the group would have been given 1.1.0, the version rolled back from
+    db = sqlite3.connect(tmp_path / "control.db")
+    db.executescript((FIXTURES / "control-b444dbb-rollback-after-following.sql").read_text())
+    db.close()
+
+    c = Control(tmp_path / "control.db", None, None)
+    try:
+        assert c.db.execute("SELECT * FROM following").fetchall() == []
+        assert [d["id"] for d in c.list()] == ["d2", "d1"]  # both kept
+    finally:
+        c.db.close()
