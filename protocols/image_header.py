@@ -29,6 +29,7 @@ __all__ = [
     "max_file_bytes",
     "tiff_directories",
     "tiff_not_one_image",
+    "transparent_pixels",
 ]
 
 DEFAULT_MAX_MEGAPIXELS = 50.0  # 10x a 5-MP line camera; ~150 MB once decoded as 8-bit colour
@@ -151,6 +152,7 @@ def eight_bit(img: Any, pixel_bits: int | None, setting: str = "pixel_bits") -> 
 
 
 _TIFF_MAX_DIRECTORIES, _TIFF_MAX_TAGS = 256, 1024  # a crafted chain of overlapping directories stays cheap
+_TIFF_MAGIC = frozenset({b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"})
 
 
 def tiff_directories(data: bytes | memoryview) -> list[dict[int, int]]:
@@ -204,6 +206,43 @@ def tiff_not_one_image(data: bytes | memoryview) -> str | None:
             "would be lost): save each page as its own file"
         )
     return None
+
+
+def transparent_pixels(data: bytes | memoryview) -> tuple[int, int]:
+    """``(transparent, all)`` pixels of a PNG or TIFF whose header allows transparency (an alpha channel, a
+    PNG palette or colour made transparent by ``tRNS``, a TIFF's extra sample not declared as other than
+    alpha); ``(0, 0)`` for any other file, read from its header alone (a JPEG, a PNG without alpha: no
+    second decode). OpenCV's colour read drops the alpha, and the colours stored beneath it (often black)
+    are no part a camera shows."""
+    if not _may_be_transparent(data):  # first: the one check an ordinary frame pays (~1 us)
+        return 0, 0
+    import cv2
+    import numpy as np
+
+    full = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if full is None or full.ndim != 3 or full.shape[2] not in (2, 4):
+        return 0, 0
+    alpha = full[:, :, -1]
+    if alpha.dtype not in (np.uint8, np.uint16):
+        return 0, 0  # float pixels: refused as such
+    opaque = 255 if alpha.dtype == np.uint8 else 65535
+    return int(np.count_nonzero(alpha < opaque)), int(alpha.size)
+
+
+def _may_be_transparent(data: bytes | memoryview) -> bool:
+    """Whether a file's header allows transparency: a PNG of grey or colour with alpha, or with ``tRNS``
+    (a transparent palette entry or colour); a TIFF whose first page has an extra sample beside its grey
+    or RGB ones that is not declared as something other than alpha (ExtraSamples 0)."""
+    magic = bytes(data[:4])
+    if magic == b"\x89PNG" and len(data) >= 26:
+        head = data if isinstance(data, bytes) else bytes(data)
+        idat = head.find(b"IDAT")
+        return data[25] in (4, 6) or head.find(b"tRNS", 0, idat if idat > 0 else len(head)) >= 0
+    if magic not in _TIFF_MAGIC:
+        return False
+    first = (tiff_directories(data) or [{}])[0]
+    colours = {0: 1, 1: 1, 2: 3}.get(first.get(262, -1))  # PhotometricInterpretation: grey or RGB
+    return colours is not None and first.get(277, 1) > colours and first.get(338, 2) != 0
 
 
 # a Bayer mosaic's pattern: its top-left 2x2 pixels, row by row (GenICam's BayerRG8 is rggb)

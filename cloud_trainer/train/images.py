@@ -556,42 +556,18 @@ def _decode(
 def refuse_transparency(path: Path, data: bytes) -> None:
     """A PNG or TIFF with transparent pixels (an alpha channel, or a PNG palette or colour made
     transparent by ``tRNS``) is refused: decoding drops the alpha, so the model would learn whatever colours
-    are stored beneath it (often black), a background no camera shows; the agent's frames have no
-    transparency. An alpha channel opaque everywhere is fine. Only files whose header allows transparency
-    (``_may_be_transparent``) are decoded again."""
-    import cv2
-    import numpy as np
+    are stored beneath it (often black), a background no camera shows; the agent's camera skips such a
+    frame. An alpha channel opaque everywhere is fine. Only files whose header allows transparency are
+    decoded again (``transparent_pixels``)."""
+    from protocols.image_header import transparent_pixels
 
-    if not _may_be_transparent(data):
-        return
-    full = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if full is None or full.ndim != 3 or full.shape[2] not in (2, 4):
-        return
-    alpha = full[:, :, -1]
-    if alpha.dtype not in (np.uint8, np.uint16):
-        return  # float pixels: refused as such
-    opaque = 255 if alpha.dtype == np.uint8 else 65535
-    clear = int(np.count_nonzero(alpha < opaque))
+    clear, total = transparent_pixels(data)
     if clear:
         raise DatasetError(
-            f"{path}: {clear} of its {alpha.size} pixels are transparent (an alpha channel); a camera "
+            f"{path}: {clear} of its {total} pixels are transparent (an alpha channel); a camera "
             "delivers none, and the model would learn the colours stored beneath them: flatten it onto "
             "the background your camera sees, or save it without transparency"
         )
-
-
-def _may_be_transparent(data: bytes) -> bool:
-    """Whether a file's header allows transparency: a PNG of grey or colour with alpha, or with ``tRNS``
-    (a transparent palette entry or colour); a TIFF whose first page has an extra sample beside its grey
-    or RGB ones that is not declared as something other than alpha (ExtraSamples 0)."""
-    if data.startswith(b"\x89PNG") and len(data) >= 26:
-        idat = data.find(b"IDAT")
-        return data[25] in (4, 6) or b"tRNS" in data[: idat if idat > 0 else len(data)]
-    from protocols.image_header import tiff_directories
-
-    first = (tiff_directories(data) or [{}])[0]
-    colours = {0: 1, 1: 1, 2: 3}.get(first.get(262, -1))  # PhotometricInterpretation: grey or RGB
-    return colours is not None and first.get(277, 1) > colours and first.get(338, 2) != 0
 
 
 def import_images(

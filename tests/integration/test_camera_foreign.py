@@ -903,3 +903,20 @@ async def test_a_colour_cameras_raw_bayer_frames_are_demosaiced_alike_by_the_cam
     assert cv2.imwrite(str(classes / "dent" / "colour.png"), colour)
     with pytest.raises(DatasetError, match=r"colour.png: a colour image, but --bayer says"):
         import_images(classes, tmp_path / "ds2", bayer="rggb", log=lambda m: None)
+
+
+async def test_a_png_with_transparent_pixels_is_unsupported_an_opaque_alpha_channel_is_read(tmp_path):
+    """A tool's cut-out (the background made transparent) dropped into a camera's folder was read with the
+    alpha dropped, and the model judged the colours stored beneath it (here black), while `dataset import`
+    refuses the same file. It is now unsupported_frame, named; an alpha channel opaque everywhere is read."""
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    rgba = np.zeros((40, 50, 4), np.uint8)
+    rgba[10:30, 10:40] = (0, 200, 0, 255)
+    assert cv2.imwrite(str(folder / "a_cut_out.png"), rgba)
+    rgba[..., 3] = 255
+    assert cv2.imwrite(str(folder / "b_opaque.png"), rgba)
+    frames, src = await _frames(str(folder), 1, fps=200)
+    assert len(frames) == 1 and np.array_equal(frames[0].image, rgba[..., :3])
+    assert src.stats.errors_by_reason.get("unsupported_frame") == 1
+    assert "1400 of its 2000 pixels are transparent" in src.stats.last_error
