@@ -19,7 +19,9 @@ UTF-8 or holds ``+``, ``#`` or NUL), ``unknown_alias``, ``seq_gap``, ``out_of_or
 (a message over ``max_message_bytes``, skipped before it is queued),
 ``broker_unreachable``, ``tls_failed``, ``connect_refused``, ``publish_failed``, ``publish_refused`` (MQTT 5:
 a PUBACK with a failure reason, e.g. 0x87 from the broker's ACL; ``MqttPublishRefused``),
-``publish_too_large`` (over the Maximum Packet Size of the broker's CONNACK; ``MqttTooLarge``). A JSON message's bad
+``publish_too_large`` (over the Maximum Packet Size of the broker's CONNACK; ``MqttTooLarge``),
+``publish_dropped`` (a QoS 1 message at which the broker closed the connection ``POISON_DROPS`` times in a
+row: taken out of paho's queue instead of sent after every reconnect). A JSON message's bad
 field (NaN, null, missing, an array holding text) or record is counted and skipped; its other fields or
 records are read.
 Routine or silent events go to ``notices`` instead (one WARNING on the first, then counted, shown
@@ -101,6 +103,8 @@ _PUBACK_FINAL = frozenset({0x83, 0x87, 0x90, 0x99})
 # session over (the same client_id), or the broker drops the connection for a message it refuses
 SHORT_SESSION_S = 5.0
 SHORT_SESSIONS = 3
+# a QoS 1 message left unacknowledged by this many such drops in a row is taken as the cause (_poison)
+POISON_DROPS = 3
 # MQTT 5: how long publish() awaits a QoS 1 message's PUBACK before it answers "queued" (paho holds the
 # message and sends it again after a reconnect; a refusal that comes later is counted publish_refused):
 # a connection that died without paho knowing yet (up to 1.5 keepalives) must not hold every action's
@@ -423,6 +427,8 @@ class MqttSource:
         self._connected_at = 0.0
         self._short_sessions = 0
         self._kicked_delay = 0.0  # the raised reconnect delay while they last (0: the settings' own)
+        # the QoS 1 message left unacknowledged by such drops: (packet id, topic, drops in a row)
+        self._suspect: tuple[int, str, int] | None = None
         self.connected = asyncio.Event()
         self.subscribed = (
             asyncio.Event()
@@ -645,20 +651,22 @@ class MqttSource:
         for topic, payload, retain in again:
             client.publish(topic, payload, qos=0, retain=retain)
 
-    def _refuse_held(self, mid: int, topic: str, exc: MqttError | None) -> None:
-        """A held message taken out of paho's queue (paho's thread): its awaiting publish() learns it (None:
-        sent at QoS 0 instead)."""
+    def _refuse_held(
+        self, mid: int, topic: str, exc: MqttError | None, reason: str = "publish_too_large"
+    ) -> None:
+        """A held message taken out of paho's queue (paho's thread): counted as ``reason`` and its awaiting
+        publish() learns it (None: sent at QoS 0 instead)."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
             try:
-                loop.call_soon_threadsafe(self._held_done, mid, exc)
+                loop.call_soon_threadsafe(self._held_done, mid, exc, reason)
             except RuntimeError:  # loop closing: nobody waits
                 pass
 
-    def _held_done(self, mid: int, exc: MqttError | None) -> None:
+    def _held_done(self, mid: int, exc: MqttError | None, reason: str) -> None:
         waiter = self._puback.pop(mid, None)
         if exc is not None:
-            self._error("publish_too_large", str(exc))
+            self._error(reason, str(exc))
         if waiter is not None and not waiter[0].done():
             if exc is None:
                 waiter[0].set_result(None)
@@ -752,6 +760,38 @@ class MqttSource:
             return
         self._error_threadsafe("broker_unreachable", detail)
 
+    def _poison(self, client) -> None:
+        """A short connection lost with a QoS 1 message sent and not acknowledged (paho's thread). Brokers
+        that refuse a message by closing the connection (AWS IoT Core's policies, Azure IoT Hub's topics, and
+        Mosquitto's limits over MQTT 3.1.1, which states none) got it again after every reconnect, as paho
+        sends what it holds: the gateway reconnected for good. The same message found so at
+        ``POISON_DROPS`` drops in a row is taken out of paho's queue (``publish_dropped``, naming the
+        topic); the rest is sent on."""
+        held = getattr(client, "_out_messages", None)
+        lock = getattr(client, "_out_message_mutex", None)
+        if held is None or lock is None:
+            return
+        with lock:
+            first = next(iter(held.values()), None)
+            if first is None or first.qos == 0 or first.state != paho.mqtt_ms_wait_for_puback:
+                self._suspect = None
+                return
+            mid, topic = first.mid, first.topic
+            n = self._suspect[2] + 1 if self._suspect and self._suspect[:2] == (mid, topic) else 1
+            if n < POISON_DROPS:
+                self._suspect = (mid, topic, n)
+                return
+            del held[mid]
+            self._suspect = None
+        exc = MqttError(
+            f"mqtt source {self.name!r}: broker {self.settings.host}:{self.settings.port} dropped the connection "
+            f"each of the {n} times the message to {topic!r} was sent: not sent again. The broker refuses it "
+            "(a topic its policy or ACL does not allow, a size, QoS or retain flag it does not take; its log "
+            "says which); the messages after it are sent on"
+        )
+        exc.retryable = False
+        self._refuse_held(mid, topic, exc, "publish_dropped")
+
     def _kicked(self, client, reason_code) -> bool:
         """Whether connections are being taken over (paho's thread): MQTT 5 reason 0x8E (Session taken
         over), or ``SHORT_SESSIONS`` connections in a row lost within ``SHORT_SESSION_S`` of their CONNACK
@@ -765,8 +805,10 @@ class MqttSource:
             return bool(self._kicked_delay)
         if time.monotonic() - self._connected_at < SHORT_SESSION_S:
             self._short_sessions += 1
+            self._poison(client)
         else:
             self._short_sessions = 0
+            self._suspect = None
             if self._kicked_delay:  # a connection lasted: the settings' own delays again
                 self._kicked_delay = 0.0
                 client.reconnect_delay_set(max(1, int(s.reconnect_min_s)), max(1, int(s.reconnect_max_s)))

@@ -221,3 +221,41 @@ async def test_mqtt5_a_brokers_receive_maximum_bounds_the_messages_in_flight():
         await src.stop()
         server.close()
     assert sent == 2
+
+
+async def test_mqtt311_a_message_the_broker_answers_by_closing_the_connection_is_not_sent_forever(
+    tmp_path, monkeypatch, caplog
+):
+    """Over MQTT 3.1.1 a broker states no limits, and many refuse a message by closing the connection
+    (AWS IoT Core's policies, Azure IoT Hub's topics, Mosquitto's retain_available false or max_qos 0):
+    paho sent the same message again after every reconnect, so one retained alarm made the gateway
+    reconnect for good, nothing else published. The message left unacknowledged by such drops in a row is
+    now taken out (publish_dropped, naming its topic) and the connection stays up for the rest."""
+    monkeypatch.setattr(mqtt_client, "POISON_DROPS", 1, raising=False)  # 3 in a row by default
+    broker = Mosquitto(tmp_path / "mosq", extra_conf=f"retain_available false\n{KEEP_USER}").start()
+    src = MqttSource("bus", MqttSettings(port=broker.port, subscriptions=[{"topic": "plant/#", "qos": 1}]))
+    await src.start()
+    got: list = []
+    try:
+        async with asyncio.timeout(5):
+            await src.subscribed.wait()
+        assert await src.publish("plant/alarm", {"active": 1}, qos=1, retain=True) == "sent"  # no way to know
+        await _until(lambda: "publish_dropped" in src.stats.errors_by_reason, "the message taken out")
+        async with asyncio.timeout(5):
+            await src.subscribed.wait()
+        await src.publish("plant/after", {"v": 2}, qos=1)
+
+        async def read() -> None:
+            async for r in src.items():
+                got.append((r.tag, r.value))
+                if r.tag == "plant/after/v":
+                    return
+
+        await asyncio.wait([asyncio.create_task(read())], timeout=3)
+    finally:
+        await src.stop()
+        broker.stop()
+    assert got == [("plant/after/v", 2)]
+    assert src.stats.errors_by_reason["publish_dropped"] == 1
+    said = [r.getMessage() for r in caplog.records if "publish_dropped" in r.getMessage()]
+    assert len(said) == 1 and "the message to 'plant/alarm' was sent: not sent again" in said[0], said
