@@ -427,6 +427,7 @@ class MqttSource:
         self._connected_at = 0.0
         self._short_sessions = 0
         self._kicked_delay = 0.0  # the raised reconnect delay while they last (0: the settings' own)
+        self._connack_seen = False  # this connection attempt got its CONNACK (paho's thread)
         # the QoS 1 message left unacknowledged by such drops: (packet id, topic, drops in a row)
         self._suspect: tuple[int, str, int] | None = None
         self.connected = asyncio.Event()
@@ -545,12 +546,13 @@ class MqttSource:
     # ---- paho thread callbacks (keep light) --------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         self._refused = reason_code.is_failure
+        self._connack_seen = True
         if reason_code.is_failure:
             self.state = ConnectionState.BACKOFF
             self._error_threadsafe(
                 "connect_refused",
                 f"broker {self.settings.host}:{self.settings.port} "
-                f"refused the connection: {reason_code}; check username/password and ACLs",
+                f"refused the connection: {reason_code} (0x{reason_code.value:02X}); {self._refusal_hint(reason_code.value)}",
             )
             return
         self._connected_at = time.monotonic()
@@ -731,6 +733,39 @@ class MqttSource:
                 "it was not delivered",
             )
 
+    def _will_text(self) -> str:
+        s = self.settings
+        if s.sparkplug.host_id is not None:
+            return (
+                "this source's will is its Sparkplug STATE (sparkplug.host_id), QoS 1 and retained as Sparkplug "
+                "3.0 has it: this broker cannot serve a primary host; use one that keeps retained messages at "
+                "QoS 1, or remove sparkplug.host_id"
+            )
+        if s.will is not None:
+            return (
+                f"this source's will is QoS {s.will.qos}{', retained' if s.will.retain else ''}: set will.retain "
+                "false or will.qos 0 as the broker takes"
+            )
+        return "check the broker's limits and its log"
+
+    def _refusal_hint(self, code: int) -> str:
+        """The fix for a CONNACK refusal (MQTT 5 reason codes; paho gives MQTT 3.1.1's as their equivalents)."""
+        if code == 0x9A:  # Retain not supported
+            return "the broker keeps no retained messages; " + self._will_text()
+        if code == 0x9B:  # QoS not supported
+            return "the broker does not take the will's QoS; " + self._will_text()
+        if code == 0x85:
+            return "the broker refuses the client_id; set another client_id (empty: a random one)"
+        if code == 0x86:
+            return "check username/password"
+        if code in (0x87, 0x8A):
+            return "the broker does not let this client in (its ACL, a ban): check username/password and ACLs"
+        if code in (0x88, 0x89, 0x97, 0x9F):
+            return "the broker is unavailable, busy or limits connections for now; retried with the backoff"
+        if code == 0x95:
+            return "the broker refuses the CONNECT's size (a large will payload?)"
+        return "check username/password and ACLs, and the broker's log"
+
     def _on_pre_connect(self, client, userdata) -> None:
         # Before every connection after the first, on whichever path paho took to notice the drop (its
         # disconnect callback is skipped when the socket itself went bad): the next connection's STATE
@@ -739,6 +774,7 @@ class MqttSource:
             self._on_disconnect(
                 client, userdata, None, "connection lost", None
             )  # the skipped callback's work
+        self._connack_seen = False
         if self._state_ts and self._ever_connected:
             self._state_ts = max(int(time.time() * 1000), self._state_ts + 1)
             client.will_set(self._state_topic, self._state(False), qos=1, retain=True)
@@ -753,6 +789,13 @@ class MqttSource:
             self._loop.call_soon_threadsafe(self.connected.clear)
             self._loop.call_soon_threadsafe(self.subscribed.clear)
         detail = f"lost broker {self.settings.host}:{self.settings.port} ({reason_code}); reconnecting"
+        if not self._connack_seen and (self.settings.will is not None or self.settings.sparkplug.host_id):
+            # closed at CONNECT (MQTT 3.1.1 gives no reason): what a broker without retain or QoS 1 does
+            detail = (
+                f"broker {self.settings.host}:{self.settings.port} closed the connection at CONNECT, before "
+                f"its CONNACK ({reason_code}); a broker that keeps no retained messages or takes QoS 0 only "
+                f"does so for a will it cannot keep: {self._will_text()}; reconnecting"
+            )
         if self._kicked(client, reason_code):  # counted; the pattern is said once, not each drop
             loop = self._loop
             if loop is not None and not loop.is_closed():

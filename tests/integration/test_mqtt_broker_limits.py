@@ -126,8 +126,7 @@ async def test_two_gateways_with_one_client_id_are_told_apart_and_back_off(tmp_p
         await b.start()  # takes gw-17's session over: a is dropped right after its connect
         await _until(lambda: "session_taken_over" in a.notices.status(), "the takeover said")
     finally:
-        await a.stop()
-        await b.stop()
+        await asyncio.gather(a.stop(), b.stop())  # each may wait out paho's 1-s sleep of its backoff
         broker.stop()
     note = a.notices.status()["session_taken_over"]["message"]
     assert "same client_id 'gw-17'" in note and "give each gateway its own client_id" in note
@@ -259,3 +258,26 @@ async def test_mqtt311_a_message_the_broker_answers_by_closing_the_connection_is
     assert src.stats.errors_by_reason["publish_dropped"] == 1
     said = [r.getMessage() for r in caplog.records if "publish_dropped" in r.getMessage()]
     assert len(said) == 1 and "the message to 'plant/alarm' was sent: not sent again" in said[0], said
+
+
+async def test_a_will_the_broker_cannot_keep_is_named_as_the_reason_it_refuses_the_connection(tmp_path):
+    """A broker that keeps no retained messages refuses a CONNECT whose will is retained (MQTT 5: CONNACK
+    0x9A; MQTT 3.1.1: it closes the socket). The source never connected, and said "check username/password
+    and ACLs" (MQTT 5) or only "lost broker (Unspecified error)" (3.1.1). Both now name the will and the fix."""
+    broker = Mosquitto(tmp_path / "mosq", extra_conf=f"retain_available false\n{KEEP_USER}").start()
+    will = {"topic": "plant/gw/status", "retain": True}
+    v5 = MqttSource("v5", MqttSettings(port=broker.port, protocol="mqtt5", will=will))
+    v3 = MqttSource("v3", MqttSettings(port=broker.port, will=will))
+    try:
+        await v5.start()
+        await v3.start()
+        await _until(
+            lambda: v5.stats.errors_by_reason and v3.stats.errors_by_reason, "both connects turned down"
+        )
+    finally:
+        await asyncio.gather(v5.stop(), v3.stop())  # each may wait out paho's 1-s sleep of its backoff
+        broker.stop()
+    assert "Retain not supported (0x9A)" in v5.stats.last_error
+    assert "set will.retain false" in v5.stats.last_error
+    assert "closed the connection at CONNECT" in v3.stats.last_error
+    assert "set will.retain false" in v3.stats.last_error
