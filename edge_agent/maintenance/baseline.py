@@ -86,16 +86,7 @@ MIN_SHAFT_BINS = 3.0
 MIN_CONFIDENCE = 0.4
 LOST_SHAFT_BINS = 2.0
 # the features that need the shaft speed (amplitudes at its orders, envelope lines at defect orders)
-SPEED_FEATURES = (
-    "order_1x",
-    "order_2x",
-    "order_3x",
-    "orders_4_8",
-    "env_bpfo",
-    "env_bpfi",
-    "env_bsf",
-    "env_ftf",
-)
+SPEED_FEATURES = tuple(k for k in FEATURES if k.startswith(("order", "env_")))
 _FEATURE_INDEX = {k: i for i, k in enumerate(FEATURES)}
 # the features a sensor's gain moves (logs of amplitudes); the others (kurtosis, crest, envelope
 # prominences) are ratios it leaves alone

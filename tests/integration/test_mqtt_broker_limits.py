@@ -26,6 +26,18 @@ async def _until(cond, what: str, timeout_s: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
+async def _read_until(src, last_tag: str, got: list, timeout_s: float = 3.0) -> None:
+    """The source's readings as (tag, value) into ``got``, up to ``last_tag`` (or ``timeout_s``)."""
+
+    async def read() -> None:
+        async for r in src.items():
+            got.append((r.tag, r.value))
+            if r.tag == last_tag:
+                return
+
+    await asyncio.wait([asyncio.create_task(read())], timeout=timeout_s)
+
+
 async def test_mqtt5_a_publish_the_brokers_acl_refuses_fails_with_its_reason_instead_of_counting_ok(tmp_path):
     """MQTT 5 brokers answer a publish their ACL refuses with PUBACK 0x87 (Not authorized) and drop the
     message. The agent counted the result publish and the alarm as sent (the alarm nobody sees); each is now
@@ -89,13 +101,7 @@ async def test_mqtt5_a_brokers_connack_limits_are_honoured_instead_of_costing_th
             await src.publish("plant/batch", {"v": [1.5] * 1000}, qos=0)
         assert await src.publish("plant/after", {"v": 2}, qos=1) == "sent"
 
-        async def read() -> None:
-            async for r in src.items():
-                got.append((r.tag, r.value))
-                if r.tag == "plant/after/v":
-                    return
-
-        await asyncio.wait([asyncio.create_task(read())], timeout=3)
+        await _read_until(src, "plant/after/v", got)
     finally:
         await src.stop()
         broker.stop()
@@ -154,13 +160,7 @@ async def test_mqtt5_what_paho_held_while_the_broker_was_away_is_sent_within_its
             await src.subscribed.wait()
         assert await src.publish("plant/after", {"v": 2}, qos=1) == "sent"
 
-        async def read() -> None:
-            async for r in src.items():
-                got.append((r.tag, r.value))
-                if r.tag == "plant/after/v":
-                    return
-
-        await asyncio.wait([asyncio.create_task(read())], timeout=3)
+        await _read_until(src, "plant/after/v", got)
     finally:
         await src.stop()
         broker.stop()
@@ -244,13 +244,7 @@ async def test_mqtt311_a_message_the_broker_answers_by_closing_the_connection_is
             await src.subscribed.wait()
         await src.publish("plant/after", {"v": 2}, qos=1)
 
-        async def read() -> None:
-            async for r in src.items():
-                got.append((r.tag, r.value))
-                if r.tag == "plant/after/v":
-                    return
-
-        await asyncio.wait([asyncio.create_task(read())], timeout=3)
+        await _read_until(src, "plant/after/v", got)
     finally:
         await src.stop()
         broker.stop()
