@@ -18,6 +18,7 @@ from devices.mqtt.client import MqttSource
 from devices.mqtt.settings import MqttSettings
 from protocols import sparkplug as sp
 from simulators.sensors import SensorFleet
+from tests.support.mqtt_wire import read_packet
 
 
 def raw_client(port: int, protocol=paho.MQTTv311) -> paho.Client:
@@ -1144,18 +1145,8 @@ async def test_a_subscription_the_broker_downgrades_or_refuses_is_named(mosquitt
     def refusing_broker() -> None:
         conn, _ = server.accept()
         with conn:
-            while head := conn.recv(1):
-                length, shift = 0, 0
-                while True:
-                    b = conn.recv(1)[0]
-                    length |= (b & 127) << shift
-                    shift += 7
-                    if not b & 128:
-                        break
-                body = b""
-                while len(body) < length:
-                    body += conn.recv(length - len(body))
-                kind = head[0] >> 4
+            while (packet := read_packet(conn)) is not None:
+                kind, body = packet
                 if kind == 1:  # CONNECT
                     conn.sendall(b"\x20\x02\x00\x00")
                 elif kind == 8:  # SUBSCRIBE: packet id, then refused, granted QoS 1

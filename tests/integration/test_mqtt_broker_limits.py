@@ -14,6 +14,7 @@ from devices.mqtt.client import MqttSource, MqttTooLarge
 from devices.mqtt.settings import MqttSettings
 from edge_agent.actions import ActionRunner
 from edge_agent.config import parse_config
+from tests.support.mqtt_wire import read_packet
 from tests.support.peers import Mosquitto
 from tests.support.results import result
 
@@ -184,18 +185,8 @@ async def test_mqtt5_a_brokers_receive_maximum_bounds_the_messages_in_flight():
     def broker() -> None:
         conn, _ = server.accept()
         with conn:
-            while head := conn.recv(1):
-                length, shift = 0, 0
-                while True:
-                    b = conn.recv(1)[0]
-                    length |= (b & 127) << shift
-                    shift += 7
-                    if not b & 128:
-                        break
-                body = b""
-                while len(body) < length:
-                    body += conn.recv(length - len(body))
-                kind = head[0] >> 4
+            while (packet := read_packet(conn)) is not None:
+                kind, body = packet
                 if kind == 1:  # CONNECT: CONNACK with the property Receive Maximum (0x21) = 2
                     conn.sendall(b"\x20\x06\x00\x00\x03\x21\x00\x02")
                 elif kind == 3:

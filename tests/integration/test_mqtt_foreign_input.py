@@ -22,6 +22,7 @@ from devices.mqtt.client import MqttSource
 from devices.mqtt.settings import MqttSettings
 from edge_agent.config import ConfigError, parse_config
 from protocols import sparkplug as sp
+from tests.support.mqtt_wire import read_packet
 
 D = sp.DataType
 AGENT = {"id": "a1", "site": "s", "line": "l"}
@@ -268,18 +269,10 @@ def _remaining_length(n: int) -> bytes:
 
 
 def _read_packet(s: socket.socket) -> bytes:
-    s.recv(1)
-    n, mult = 0, 1
-    while True:
-        b = s.recv(1)[0]
-        n += (b & 127) * mult
-        mult *= 128
-        if not b & 128:
-            break
-    data = b""
-    while len(data) < n:
-        data += s.recv(n - len(data))
-    return data
+    packet = read_packet(s)
+    if packet is None:
+        raise ConnectionError("the client closed the connection")
+    return packet[1]
 
 
 def _lax_broker(listener: socket.socket, topics: list[bytes], done: threading.Event) -> None:
