@@ -30,6 +30,7 @@ from edge_agent.files import remove_stale_temps
 from edge_agent.metrics import Metrics
 from edge_agent.models.slot import ModelSlot, SlotError
 from edge_agent.pipelines import Pipeline
+from edge_agent.priority import lower_this_thread
 from edge_agent.process_info import peak_rss_mb, rss_mb
 from edge_agent.status_board import StatusBoard
 from edge_agent.types import Result
@@ -52,6 +53,10 @@ STATE_FOLDERS = (".", "fleet", "fleet-config")
 # without it a flooded source's batch held the loop for seconds (bench/overload_bench.py)
 YIELD_EVERY = 64
 YIELD_AFTER_S = 0.005  # or after this long (an MQTT batch of 8-MB waveform messages: ~0.1 s of decoding each)
+# the loop's lag (how late a timer fires: what a rule's trip, a heartbeat or a keep-alive waits on top of its
+# own work) is sampled this often and its worst over LOOP_LAG_SPAN_S shown on /status (agent.loop_lag_ms)
+LOOP_TICK_S = 0.25
+LOOP_LAG_SPAN_S = 60.0
 
 
 class DataDirInUse(SlotError):
@@ -157,8 +162,12 @@ class Agent:
             ):  # checked after each connect: bad targets named at start
                 src.expect_writes([(node_id, value) for _, node_id, value in targets])
         workers = sum(p.workers for p in cfg.pipelines) or 1
+        # below the loop's priority: a rule's trip, heartbeats and keep-alives go first when inference wants
+        # more than the cores (edge_agent.priority; bench/saturated_bench.py)
         self.executor = ThreadPoolExecutor(
-            max_workers=min(workers, os.cpu_count() or 2) or 1, thread_name_prefix="infer"
+            max_workers=min(workers, os.cpu_count() or 2) or 1,
+            thread_name_prefix="infer",
+            initializer=lower_this_thread,
         )
         self.pipelines = [
             Pipeline(
@@ -208,6 +217,8 @@ class Agent:
             self._self_recorded = SELF_RECORDED
             self.outbox = Outbox(cfg.outbox or OutboxSettings(), cfg.data_dir, on_event=self._event)
             self.selector = SampleSelector(cfg.upload or SampleSelectionSettings())
+        # (monotonic time, lag s) of the loop's timer, newest last: LOOP_LAG_SPAN_S of them
+        self.loop_lags: collections.deque = collections.deque(maxlen=int(LOOP_LAG_SPAN_S / LOOP_TICK_S))
         self._stopped = asyncio.Event()
         self._own_lock = data_lock is None
         self.data_lock = DataDirLock(cfg.data_dir) if data_lock is None else data_lock
@@ -362,6 +373,7 @@ class Agent:
                 asyncio.create_task(self._fan_out(name, src, readers), name=f"source-{name}")
             )
         self._source_tasks.append(asyncio.create_task(self._watch_sources(), name="watch-sources"))
+        self._source_tasks.append(asyncio.create_task(self._watch_loop(), name="watch-loop"))
         for p in self.pipelines:
             p.start()
         for f in self.forwarders:
@@ -473,6 +485,22 @@ class Agent:
                 n = 0
                 await asyncio.sleep(0)
                 due = clock() + YIELD_AFTER_S
+
+    async def _watch_loop(self) -> None:
+        """How late the loop's timers fire: a saturated gateway's cost to its rules and heartbeats, on
+        /status (``agent.loop_lag_ms``: the last sample and the worst of the last minute)."""
+        clock = time.monotonic
+        while True:
+            t = clock()
+            await asyncio.sleep(LOOP_TICK_S)
+            now = clock()
+            self.loop_lags.append((now, max(0.0, now - t - LOOP_TICK_S)))
+
+    def loop_lag_ms(self) -> dict[str, float | None]:
+        lags = list(self.loop_lags)  # read from the HTTP thread too
+        if not lags:
+            return {"last": None, "max_60s": None}
+        return {"last": round(lags[-1][1] * 1000, 1), "max_60s": round(max(v for _, v in lags) * 1000, 1)}
 
     async def _watch_sources(self, period_s: float = 2.0, min_messages: int = 20) -> None:
         """Messages that arrive but yield nothing (a JSON mapping or tag_map that matches no field,
@@ -598,6 +626,7 @@ class Agent:
                 "first_result_after_s": round(self.first_result_at - self.launched_at, 3)
                 if self.first_result_at
                 else None,
+                "loop_lag_ms": self.loop_lag_ms(),
                 "max_rss_mb": peak_rss_mb(),
                 "rss_mb": rss_mb(),
             },

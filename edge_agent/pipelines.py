@@ -852,7 +852,9 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         try:
-            inf = await loop.run_in_executor(self.executor, self._infer, item)
+            # ``start`` becomes when a thread took the item: the wait for one (the pool is shared by every
+            # pipeline, and a saturated gateway's frames queue there) is the item's queue time too
+            start, inf = await loop.run_in_executor(self.executor, self._started_infer, item)
         except (InferenceError, SlotError) as exc:
             reason = getattr(exc, "reason", "no_model")
             self.stats.errors[reason] += 1
@@ -940,6 +942,9 @@ class Pipeline:
         except Exception:
             self.stats.errors["action_dispatch"] += 1
             log.exception("pipeline %s: acting on a result failed", self.name)
+
+    def _started_infer(self, item: Frame | Window) -> tuple[float, Inference | SensorFault]:
+        return time.perf_counter(), self._infer(item)
 
     def _infer(self, item: Frame | Window) -> Inference | SensorFault:
         """In a worker thread. A window the sensor made (dead, saturated, corrupted) is not inferred: the

@@ -49,6 +49,7 @@ from edge_agent.models.config import ENGINE_TYPES, ModelConfig, VersionPolicy
 from edge_agent.models.install import InstallJob, check_isolated, install_isolated, prefetching
 from edge_agent.models.select import NothingPasses, Selection, select
 from edge_agent.models.store import NO_SPACE, AfterRestart, ModelStore
+from edge_agent.priority import in_lowered_thread, lower_this_thread
 from edge_agent.types import Window
 from model_packager import OpenedPackage, PackageError, package_digest
 from model_packager.cpu import int8_path
@@ -154,7 +155,10 @@ def _unsure_checks() -> ThreadPoolExecutor:
     global _UNSURE_CHECKS
     with _UNSURE_CHECKS_LOCK:
         if _UNSURE_CHECKS is None:
-            _UNSURE_CHECKS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="unsure-check")
+            # bulk work beside inference: below the event loop's priority as inference is (edge_agent.priority)
+            _UNSURE_CHECKS = ThreadPoolExecutor(
+                max_workers=2, thread_name_prefix="unsure-check", initializer=lower_this_thread
+            )
         return _UNSURE_CHECKS
 
 
@@ -302,7 +306,7 @@ class ModelSlot:
                     await self._set_aside(current, rejected, want_pkg)
         if opened is not None:
             try:  # checked again on this CPU: the machine (or its VM host) may have changed since install
-                active = await asyncio.to_thread(self._load, opened)
+                active = await in_lowered_thread(self._load, opened)
             except (EngineError, NothingPasses) as exc:
                 rejected = f"{opened.manifest.package_id} fails its load and golden test at start: {exc}"
                 if want_pkg is None or not want_pkg.is_file():
@@ -413,7 +417,7 @@ class ModelSlot:
         """Load the previous model again (verified as at every start) to roll back to, then watch the window."""
         try:
             prev = await asyncio.to_thread(self._verify_installed, ar.previous)
-            old = await asyncio.to_thread(self._load, prev)
+            old = await in_lowered_thread(self._load, prev)
         except Exception as exc:  # (a parser bug included: never a watch task dying unheard)
             if self._helpers.stopped:
                 return
@@ -676,7 +680,7 @@ class ModelSlot:
             self.state = "smoke_testing"  # load, golden-check and time each engine and form
             helpers = self._helpers
             try:
-                new = await asyncio.to_thread(self._load, opened)
+                new = await in_lowered_thread(self._load, opened)
             except (EngineError, NothingPasses, _Stopped) as exc:
                 if helpers.stopped:  # a stop mid-swap, not the package's fault: nothing marked failed
                     return self._refused(from_v, to_v, "load", f"the slot stopped mid-swap: {exc}")

@@ -1,0 +1,182 @@
+"""A gateway whose cores are saturated by its own models: the event loop (rules, PLC writes, heartbeats) must
+go first, and what the operator reads (latency, loop lag) must say what happened. Real ONNX Runtime sessions
+on test packages, a real image-folder camera; the thread priorities are read back from the kernel
+(``/proc``), not assumed. Timing figures under load are in ``bench/saturated_bench.py``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from devices.base import Frame
+from edge_agent.agent import Agent
+from edge_agent.config import PipelineSettings, parse_config
+from edge_agent.models.config import ModelConfig
+from edge_agent.models.slot import ModelSlot
+from edge_agent.pipelines import Pipeline
+from edge_agent.priority import INFERENCE_NICE, thread_nice
+from tests.support.models import make_keypair, make_package
+from tests.support.waits import until
+
+pytestmark = pytest.mark.skipif(thread_nice() is None, reason="per-thread priorities are a Linux feature")
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("satpkg")
+    key, pub = make_keypair(tmp / "keys")
+    return make_package(tmp, kind="vision", key=key), pub
+
+
+def _threads() -> dict[int, int]:
+    """This process's threads: id -> niceness."""
+    out = {}
+    for t in os.listdir("/proc/self/task"):
+        nice = thread_nice(int(t))
+        if nice is not None:
+            out[int(t)] = nice
+    return out
+
+
+async def test_inference_runs_below_the_event_loops_priority(tmp_path, package):
+    # The inference threads ran at the loop's priority: on a 2-core gateway whose cameras wanted more
+    # inference than the cores give, the kernel shared the cores evenly between them and the loop's thread,
+    # so a rule's trip to the PLC, the heartbeat and the keep-alives waited their turn behind frames
+    pkg, pub = package
+    import cv2
+
+    cam = tmp_path / "cam"
+    cam.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        cv2.imwrite(str(cam / f"{i}.png"), rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    agent = Agent(
+        parse_config(
+            {
+                "agent": {"id": "gw", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
+                "trusted_keys": [str(pub)],
+                "http": {"enabled": False},
+                "sources": {"cam": {"type": "camera", "url": str(cam), "loop": True, "fps": 20}},
+                "models": {"vision": {"package": str(pkg), "engine": "onnxruntime"}},
+                "pipelines": [{"name": "inspect", "source": "cam", "model": "vision"}],
+            }
+        )
+    )
+    loop_nice = thread_nice()
+    assert loop_nice == thread_nice(os.getpid())  # the loop runs on the main thread, as edge-agent run's does
+    slot = agent.slots["vision"]
+    seen: list[int | None] = []
+    infer = slot.infer
+
+    def recording_infer(item, *a, **kw):
+        seen.append(thread_nice())
+        return infer(item, *a, **kw)
+
+    slot.infer = recording_infer  # type: ignore[method-assign]
+    await agent.start()
+    try:
+        await until(lambda: agent.pipelines[0].stats.results >= 3, what="results")
+    finally:
+        await agent.stop()
+    assert loop_nice is not None
+    assert seen and all(n == min(19, loop_nice + INFERENCE_NICE) for n in seen), seen
+    assert thread_nice() == loop_nice  # the loop's own thread keeps its priority
+
+
+async def test_a_models_own_engine_threads_run_below_the_loop_too(tmp_path, package):
+    # ONNX Runtime's intra-op pool (threads: 2) is made when the session is created, and a thread inherits the
+    # priority of the one that makes it: sessions created at the loop's priority ran their pool there too
+    pkg, pub = package
+    main = thread_nice(os.getpid())
+    assert main is not None
+    before = set(_threads())
+    slot = ModelSlot(
+        "vision",
+        ModelConfig(package=str(pkg), engine="onnxruntime", threads=2),
+        tmp_path / "data",
+        [str(pub)],
+    )
+    await slot.start()
+    try:
+        new = {tid: nice for tid, nice in _threads().items() if tid not in before}
+        lowered = [tid for tid, nice in new.items() if nice >= min(19, main + INFERENCE_NICE)]
+        # one intra-op thread beside the caller's for threads: 2, alive as long as the session
+        assert lowered, f"threads made by the slot's start, by niceness: {new}"
+    finally:
+        await slot.stop()
+
+
+async def test_a_pipelines_latency_counts_its_wait_for_an_inference_thread(tmp_path, package):
+    # The pipelines share one pool of inference threads (as many as cores). A result's latency counted its
+    # pipeline's own queue and the inference, not the wait for a thread of the pool: on a saturated gateway
+    # the maintenance pipeline showed 0.9 ms at p50 on /status while each of its windows had waited behind
+    # camera frames. The wait is the item's queue time now.
+    pkg, pub = package
+    slot = ModelSlot(
+        "vision", ModelConfig(package=str(pkg), engine="onnxruntime"), tmp_path / "data", [str(pub)]
+    )
+    await slot.start()
+    pool = ThreadPoolExecutor(max_workers=1)
+    results = []
+
+    async def on_result(res, item) -> None:
+        results.append(res)
+
+    pipe = Pipeline(PipelineSettings(name="inspect", source="cam", model="vision"), slot, pool, on_result)
+    pipe.prepare()
+    pipe.start()
+    busy = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:  # another pipeline's frame holds the one thread
+        busy.set()
+        release.wait(30)
+
+    pool.submit(hold)
+    try:
+        await asyncio.to_thread(busy.wait, 30)
+        image = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        await pipe.offer(Frame("cam", 1, time.time(), image))
+        await until(
+            lambda: len(pipe.queue) == 0, what="the worker took the frame"
+        )  # now waiting for a thread
+        held_s = 0.5
+        await asyncio.sleep(held_s)
+        release.set()
+        await until(lambda: results, what="the result")
+    finally:
+        release.set()
+        await pipe.stop()
+        pool.shutdown()
+        await slot.stop()
+    # a lower bound by construction (the thread was held at least this long after the frame was queued)
+    assert results[0].latency.queue_ms >= held_s * 1000
+    assert results[0].latency.total_ms >= held_s * 1000
+
+
+async def test_status_shows_how_late_the_event_loop_runs(tmp_path):
+    agent = Agent(
+        parse_config(
+            {
+                "agent": {"id": "gw", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
+                "http": {"enabled": False},
+            }
+        )
+    )
+    await agent.start()
+    try:
+        await until(lambda: agent.status()["agent"]["loop_lag_ms"]["last"] is not None, what="a first sample")
+        n = len(agent.loop_lags)
+        time.sleep(0.6)  # the loop held (as a long stretch of Python on its thread would hold it)
+        await until(lambda: len(agent.loop_lags) > n, what="the next sample")
+        lag = agent.status()["agent"]["loop_lag_ms"]
+    finally:
+        await agent.stop()
+    # the timer due 0.25 s after its start fired no sooner than the 0.6 s hold ended: >= 0.35 s late
+    assert lag["max_60s"] >= 300
