@@ -164,15 +164,16 @@ def main(argv: list[str] | None = None) -> int:
                 srv, a.host, a.console_port, tenant=a.console_tenant, allowed_hosts=a.console_allowed_host
             )
             console.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        # only now: a supervisor that stops the service as soon as it says it listens gets a clean stop
         print(
             f"fleet service listening on {a.host}:{srv.port} (data {a.data}, registry {registry})"
             + (f"; console http://{a.host}:{console.port}/" if console else ""),
             flush=True,
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         if console:
             console.stop()
