@@ -54,6 +54,7 @@ import functools
 import json
 import logging
 import math
+import socket
 import ssl
 import time
 import uuid
@@ -110,6 +111,12 @@ POISON_DROPS = 3
 # a connection that died without paho knowing yet (up to 1.5 keepalives) must not hold every action's
 # task that long
 PUBACK_WAIT_S = 2.0
+# a PINGREQ unanswered (and nothing else received) for this share of the keepalive means a dead path: paho
+# itself waits a whole keepalive for the PINGRESP, which it sends only after a keepalive of silence, so a
+# path that died without a FIN or RST (a NAT or firewall that dropped the flow, a switch rebooting) was
+# noticed after up to 2 keepalives (60 s at the default 30); now within 1.5, as the broker notices us
+PINGRESP_WAIT = 0.5
+PING_CHECK_S = 0.5  # how often the source looks at paho's last PINGREQ
 
 
 class MqttError(DeviceError):
@@ -430,6 +437,11 @@ class MqttSource:
         self._connack_seen = False  # this connection attempt got its CONNACK (paho's thread)
         # the QoS 1 message left unacknowledged by such drops: (packet id, topic, drops in a row)
         self._suspect: tuple[int, str, int] | None = None
+        self._ping_task: asyncio.Task | None = None
+        self._dead_ping = 0.0  # paho's time of the PINGREQ found unanswered (each is acted on once)
+        self._dead_path: str | None = (
+            None  # why the source closed the connection itself (paho's thread reads)
+        )
         self.connected = asyncio.Event()
         self.subscribed = (
             asyncio.Event()
@@ -470,6 +482,7 @@ class MqttSource:
         self.state = ConnectionState.CONNECTING
         first = asyncio.get_running_loop().create_future()
         self._connect_task = asyncio.create_task(self._connect_loop(first), name=f"mqtt-connect-{self.name}")
+        self._ping_task = asyncio.create_task(self._watch_pings(c), name=f"mqtt-pings-{self.name}")
         await first  # the first attempt was made (successful or not)
 
     async def _connect_loop(self, first: asyncio.Future) -> None:
@@ -508,6 +521,37 @@ class MqttSource:
                 first.set_result(None)
             await asyncio.sleep(backoff.next_delay())
 
+    async def _watch_pings(self, c: paho.Client) -> None:
+        while not self._stopping:
+            await asyncio.sleep(PING_CHECK_S)
+            self._check_ping(c, time.monotonic())
+
+    def _check_ping(self, c: paho.Client, now: float) -> None:
+        """Close the connection when paho's PINGREQ has gone unanswered for ``PINGRESP_WAIT`` of the keepalive
+        with nothing at all received since: paho's loop then sees it lost and reconnects as after any drop.
+        Reads paho's own bookkeeping (``_ping_t``: when its PINGREQ went out, 0 once answered; it sets
+        ``_last_bytes_received`` to the send time, and every byte read moves it later); a broker slow to
+        answer while it sends other packets is alive and left alone."""
+        ka = getattr(c, "_keepalive", 0) or 0  # the broker's ServerKeepAlive when it set one (MQTT 5)
+        ping_t = getattr(c, "_ping_t", 0) or 0
+        if not ka or not ping_t or ping_t == self._dead_ping or self.state is not ConnectionState.CONNECTED:
+            return
+        if getattr(c, "_last_bytes_received", now) > ping_t or now - ping_t < ka * PINGRESP_WAIT:
+            return
+        shutdown = getattr(c.socket(), "shutdown", None)  # None: no connection at the moment
+        if shutdown is None:
+            return
+        self._dead_ping = ping_t
+        self._dead_path = (
+            f"no answer from broker {self.settings.host}:{self.settings.port} to a ping for {now - ping_t:.1f}s "
+            f"(keepalive_s {ka}) and nothing else received: the path died without closing (a NAT or firewall "
+            "that dropped the flow, a switch or cable); reconnecting"
+        )
+        try:  # paho's loop reads the end at once and handles it as any lost connection
+            shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def _connect_failed(self, reason: str, detail: str) -> None:
         self.state = ConnectionState.BACKOFF
         self._error(reason, detail)
@@ -515,6 +559,9 @@ class MqttSource:
     async def stop(self, timeout_s: float = 5.0) -> None:
         self._stopping = True
         c, self._client = self._client, None
+        if self._ping_task is not None:
+            self._ping_task.cancel()
+            self._ping_task = None
         if self._connect_task is not None:
             self._connect_task.cancel()
             try:
@@ -789,6 +836,8 @@ class MqttSource:
             self._loop.call_soon_threadsafe(self.connected.clear)
             self._loop.call_soon_threadsafe(self.subscribed.clear)
         detail = f"lost broker {self.settings.host}:{self.settings.port} ({reason_code}); reconnecting"
+        if self._dead_path is not None:  # closed by _check_ping: say why, not paho's "connection lost"
+            detail, self._dead_path = self._dead_path, None
         if not self._connack_seen and (self.settings.will is not None or self.settings.sparkplug.host_id):
             # closed at CONNECT (MQTT 3.1.1 gives no reason): what a broker without retain or QoS 1 does
             detail = (

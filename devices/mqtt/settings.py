@@ -175,7 +175,14 @@ class MqttSettings(_Model):
         False,
         description="keep subscriptions and queued QoS 1 messages at the broker while away; needs client_id",
     )
-    keepalive_s: int = Field(30, ge=5, le=65535)
+    keepalive_s: int = Field(
+        30,
+        ge=5,
+        le=65535,
+        description="paho pings the broker after this long without traffic; a ping unanswered for half of it "
+        "(nothing else received) ends the connection: a path that died without a FIN or RST (a NAT or firewall "
+        "that dropped the flow, a switch rebooting) is noticed within 1.5x keepalive_s, as the broker notices us",
+    )
     tls: TlsSettings | None = None
     username: str | None = None
     password: SecretStr | None = None

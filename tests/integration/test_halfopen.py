@@ -1,0 +1,70 @@
+"""Connections that die without a word (half-open TCP): a NAT or firewall that timed out the flow, a switch
+rebooting, a cable pulled beyond a switch. Neither side gets a FIN or an RST, both sockets stay ESTABLISHED
+and writes go into the kernel's buffer; only a keepalive notices. Each test puts a freezing relay
+(``tests.support.freeze_relay``) between a client of the project and its real peer on 127.0.0.1, with short
+keepalives so that each takes seconds (detection times are measured in ``bench/halfopen_bench.py``)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.base import ConnectionState
+from devices.mqtt.client import MqttSource
+from devices.mqtt.settings import MqttSettings
+from tests.support.freeze_relay import FreezeRelay
+from tests.support.waits import until
+
+
+async def test_an_mqtt_source_on_a_dead_path_says_so_within_its_keepalive_and_loses_no_qos1_message(
+    mosquitto,
+) -> None:
+    """The path to the broker dies silently while the gateway publishes results at QoS 1. paho's PINGREQ goes
+    unanswered: the source closes the connection half a keepalive later, says why (a dead path, not the
+    broker's doing), reconnects over a new path, and every message published while the path was dead
+    arrives. Before, paho waited a whole keepalive for the PINGRESP (up to 2 keepalives after the path died)
+    and the source said 'lost broker (Keep alive timeout)'."""
+    got: list[int] = []
+    watch = paho.Client(CallbackAPIVersion.VERSION2, client_id="watch")
+    watch.on_message = lambda c, u, m: got.append(json.loads(m.payload)["i"])
+    watch.connect("127.0.0.1", mosquitto.port)
+    watch.subscribe("results/#", 1)
+    watch.loop_start()
+    relay = FreezeRelay(mosquitto.port)
+    keepalive = 5
+    settings = MqttSettings(
+        port=relay.port,
+        client_id="gw-halfopen",
+        keepalive_s=keepalive,
+        reconnect_min_s=0.1,
+        reconnect_max_s=1.0,
+    )
+    src = MqttSource("mq", settings)
+    try:
+        await src.start()
+        await until(lambda: src.state is ConnectionState.CONNECTED, what="the source connected")
+        await src.publish("results/a", {"i": 0}, qos=1)
+        await until(lambda: got == [0], what="the first result at the watcher")
+        relay.freeze()
+        frozen_at = time.monotonic()
+        for i in range(1, 6):  # unconfirmed: written into the dead connection
+            await src.publish("results/a", {"i": i}, qos=1)
+        await until(
+            lambda: src.state is not ConnectionState.CONNECTED,
+            timeout_s=4 * keepalive,
+            what="the source to notice the dead path",
+        )
+        noticed_s = time.monotonic() - frozen_at
+        relay.drop()  # a new path: the NAT maps the next connection
+        await until(lambda: src.state is ConnectionState.CONNECTED, what="the source reconnected")
+        await until(lambda: set(got) == set(range(6)), what=f"all 6 results at the watcher (got {got})")
+    finally:
+        await src.stop()
+        watch.loop_stop()
+        watch.disconnect()
+        relay.close()
+    last = src.stats.last_error or ""
+    assert "the path died without closing" in last, (last, noticed_s)
