@@ -47,8 +47,11 @@ class FleetClient:
         )
         opts: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            ("grpc.keepalive_time_ms", 10_000),
-            ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.keepalive_time_ms", round(self.s.keepalive_s * 1000)),
+            ("grpc.keepalive_timeout_ms", round(self.s.keepalive_timeout_s * 1000)),
+            # grpc 1.85 times a keepalive ping out by this one (default 60 s), not by keepalive_timeout_ms:
+            # a frozen path (a NAT that dropped the flow, no FIN, no RST) was noticed after ~70 s, not 15
+            ("grpc.http2.ping_timeout_ms", round(self.s.keepalive_timeout_s * 1000)),
             ("grpc.initial_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 2_000),
         ]

@@ -18,6 +18,22 @@ class CloudSettings(BaseModel):
     max_delay_ms: float = Field(200.0, ge=0, description="wait this long to fill a batch")
     compression: bool = True
     bandwidth_cap_bytes_per_s: int | None = Field(None, ge=1024)
+    keepalive_s: float = Field(
+        10.0,
+        ge=5,
+        le=3600,
+        description="a gRPC keepalive ping on the connection this often, so that a path that died without a "
+        "word (a NAT or firewall that timed the flow out, a switch rebooting) is noticed; at least 5 s, the "
+        "fleet service's floor (a client pinging more often is sent GOAWAY too_many_pings)",
+    )
+    keepalive_timeout_s: float = Field(
+        20.0,
+        ge=1,
+        le=600,
+        description="a ping unanswered this long ends the connection and the agent reconnects (a dead path "
+        "is noticed within keepalive_s + keepalive_timeout_s); a ping waits behind the batch being sent, so "
+        "keep it above batch_max_bytes / the link's bytes per second on a slow link",
+    )
     backoff_initial_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)
     heartbeat_s: float = Field(

@@ -6,17 +6,69 @@ keepalives so that each takes seconds (detection times are measured in ``bench/h
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cloud_trainer.fleet.service import FleetServer
 from devices.base import ConnectionState
 from devices.mqtt.client import MqttSource
 from devices.mqtt.settings import MqttSettings
+from edge_agent.outbox.settings import OutboxSettings
+from edge_agent.outbox.store import Outbox
+from edge_agent.uplink.client import Uplink
+from tests.support.fleet import cloud_settings, make_pki
 from tests.support.freeze_relay import FreezeRelay
+from tests.support.peers import free_port
 from tests.support.waits import until
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+async def test_the_uplink_leaves_a_dead_path_and_delivers_everything_once_in_order(tmp_path, pki) -> None:
+    """The path to the fleet service dies silently (its NAT mapping dropped) while records are being sent;
+    new connections get through. The gRPC keepalive ends the dead connection and the outbox drains over a new
+    one: every record once, in order. Before, grpc timed the keepalive ping out by its 60 s
+    ``ping_timeout_ms`` (keepalive_timeout_ms was not what ended it): about 70 s on the dead connection."""
+    port = free_port()
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    relay = FreezeRelay(port)
+    ob = Outbox(OutboxSettings(), tmp_path / "agent")
+    ob.open()
+    up = Uplink(cloud_settings(pki, relay.port, keepalive_s=5, keepalive_timeout_s=1), ob)
+    try:
+        await up.start()
+        for i in range(20):
+            ob.append("result", {"i": i})
+        up.poke()
+        await until(lambda: up.acked == 20 and up.mode == "stream", what="the first 20 records acknowledged")
+        relay.freeze()
+        for i in range(20, 40):  # written into the dead connection, never acknowledged
+            ob.append("result", {"i": i})
+        up.poke()
+        await asyncio.sleep(0.5)
+        relay.drop()  # the old flow is gone for good; a new connection gets through
+        for i in range(40, 60):
+            ob.append("result", {"i": i})
+        up.poke()
+        # keepalive_s + keepalive_timeout_s is 6 s here; the former code needed ~70 s
+        await until(lambda: ob.stats()["depth"] == 0, timeout_s=20, what="the outbox drained after the drop")
+        recs = srv.store.records("gw1", limit=1000)
+        assert [r["payload"]["i"] for r in recs] == list(range(60))
+        assert up.reconnects >= 1 and "ping timeout" in (up.last_error or ""), up.last_error
+    finally:
+        await up.stop()
+        ob.close()
+        relay.close()
+        await srv.stop()
 
 
 async def test_an_mqtt_source_on_a_dead_path_says_so_within_its_keepalive_and_loses_no_qos1_message(
