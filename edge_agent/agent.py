@@ -342,9 +342,12 @@ class Agent:
         for slot in self.slots.values():
             await slot.start()
             self.metrics.model(slot)
+        self._check_sizing()
         for p in self.pipelines:
             p.prepare()
         for name, src in self.sources.items():
+            if hasattr(src, "reader_init"):  # a camera: its decoding runs below the loop, as inference does
+                src.reader_init = lower_this_thread
             await src.start()
             readers = [p for p in self.pipelines if p.s.source == name]
             if not hasattr(src, "items") or not (readers or _produces(src.settings)):
@@ -412,6 +415,16 @@ class Agent:
             len(self.pipelines),
             f"; status on http://{self.cfg.http.host}:{self.http.port}/" if self.http else "",
         )
+
+    def _check_sizing(self) -> None:
+        """Say at start when the cameras' stated fps times the models' times measured just now (at load) cannot
+        fit the cores: frames will be dropped, and the engineer should hear it before the line does."""
+        from edge_agent import sizing
+
+        item_ms = {name: t for name, s in self.slots.items() if (t := s.item_ms()) is not None}
+        msg = sizing.warning(sizing.demand(self.cfg, item_ms))
+        if msg:
+            log.warning("%s", msg)
 
     async def _on_desired(self, reply) -> None:
         assert self.manager is not None  # set before the uplink that calls this starts

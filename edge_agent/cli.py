@@ -83,7 +83,12 @@ def _validate(args) -> int:
     cfg = _load(args.config, count=True)
     if cfg is None:
         return 1
-    for w in cfg.warnings:
+    from edge_agent.sizing import check_config
+
+    sizing = check_config(
+        cfg
+    )  # from the times the last run measured on this gateway (``run`` says it itself)
+    for w in [*cfg.warnings, *([f"{args.config}: pipelines: {sizing}"] if sizing else [])]:
         print(f"warning: {w}", file=sys.stderr)
     if getattr(args, "online", False):
         import asyncio

@@ -256,6 +256,9 @@ class CameraSource:
         self._still: np.ndarray | None = None  # frozen_after_s: every 8th row of the image, unchanged since
         self._still_since = 0.0
         self._frozen = False  # named as frozen_frame (once per freeze)
+        # run first on the reader thread: decoding frames is bulk work, which the agent runs below its event
+        # loop's priority (edge_agent.priority) so that rules and heartbeats go first on a saturated gateway
+        self.reader_init: Callable[[], object] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -293,6 +296,8 @@ class CameraSource:
         self._burst.log(reason, "camera %r: %s: %s", self.name, reason, detail)
 
     def _run(self) -> None:
+        if self.reader_init is not None:
+            self.reader_init()
         s = self.settings
         backoff = Backoff(s.reconnect_initial_s, s.reconnect_max_s)
         try:

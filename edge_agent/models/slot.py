@@ -588,11 +588,26 @@ class ModelSlot:
             raise _Stopped("the slot stopped while the package was loaded; it was not switched to")
         return _Active(opened, sel.engine, sel)
 
+    def item_ms(self) -> tuple[float, str] | None:
+        """The serving model's median time per item measured here at its load, and what was measured."""
+        a = self._active
+        sel = a.selection if a is not None else None
+        if a is None or sel is None or not sel.chosen.p50_ms:
+            return None
+        return sel.chosen.p50_ms, f"{a.manifest.package_id} {sel.chosen.form} on {sel.chosen.engine}"
+
     def _report_selection(self, a: _Active) -> None:
         """Say which form serves and, where INT8 is off on this CPU, how far off, with the CPU."""
         sel = a.selection
         if sel is None:
             return
+        if sel.chosen.p50_ms:  # for `edge-agent validate`'s sizing warning (edge_agent.sizing)
+            from edge_agent import sizing
+
+            chosen = f"{a.manifest.package_id} {sel.chosen.form} on {sel.chosen.engine}"
+            sizing.record(
+                self.store.root, a.manifest.package_id, self.config.package, chosen, sel.chosen.p50_ms
+            )
         for t in sel.int8_off:
             self.counters["int8_parity_failures"] += 1
             self._event(

@@ -6,6 +6,7 @@ on test packages, a real image-folder camera; the thread priorities are read bac
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 import time
@@ -79,6 +80,14 @@ async def test_inference_runs_below_the_event_loops_priority(tmp_path, package):
         return infer(item, *a, **kw)
 
     slot.infer = recording_infer  # type: ignore[method-assign]
+    decoding: list[int | None] = []
+    read_image = agent.sources["cam"]._read_image
+
+    def recording_read(f):  # the camera's reader thread decodes the image files
+        decoding.append(thread_nice())
+        return read_image(f)
+
+    agent.sources["cam"]._read_image = recording_read
     await agent.start()
     try:
         await until(lambda: agent.pipelines[0].stats.results >= 3, what="results")
@@ -86,6 +95,7 @@ async def test_inference_runs_below_the_event_loops_priority(tmp_path, package):
         await agent.stop()
     assert loop_nice is not None
     assert seen and all(n == min(19, loop_nice + INFERENCE_NICE) for n in seen), seen
+    assert decoding and all(n == min(19, loop_nice + INFERENCE_NICE) for n in decoding), decoding
     assert thread_nice() == loop_nice  # the loop's own thread keeps its priority
 
 
@@ -180,3 +190,63 @@ async def test_status_shows_how_late_the_event_loop_runs(tmp_path):
         await agent.stop()
     # the timer due 0.25 s after its start fired no sooner than the 0.6 s hold ended: >= 0.35 s late
     assert lag["max_60s"] >= 300
+
+
+def _camera_config(tmp_path, pkg, pub, cameras: int, fps: float) -> dict:
+    cam = tmp_path / "cam"
+    cam.mkdir(exist_ok=True)
+    import cv2
+
+    cv2.imwrite(str(cam / "0.png"), np.zeros((64, 64, 3), np.uint8))
+    return {
+        "agent": {"id": "gw", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
+        "trusted_keys": [str(pub)],
+        "http": {"enabled": False},
+        "sources": {f"cam{i}": {"type": "camera", "url": str(cam), "fps": fps} for i in range(cameras)},
+        "models": {"vision": {"package": str(pkg), "engine": "onnxruntime"}},
+        "pipelines": [
+            {"name": f"inspect{i}", "source": f"cam{i}", "model": "vision"} for i in range(cameras)
+        ],
+    }
+
+
+async def test_validate_warns_when_the_cameras_inference_cannot_fit_the_cores(tmp_path, package, capsys):
+    # An engineer added cameras and models until the gateway dropped most frames, with nothing said before the
+    # line ran. A slot now records the time per item it measured on this CPU at its load, and `validate`
+    # multiplies it by each camera's fps. (The test model takes ~0.05 ms: the record is then rewritten as a
+    # 224-px model's 18 ms, the figure bench/saturated_bench.py measured here.)
+    import yaml
+
+    from edge_agent import sizing
+    from edge_agent.cli import main
+
+    pkg, pub = package
+    cores = os.cpu_count() or 1
+    fps = 30.0
+    cameras = max(2, int(cores * 1000 / (fps * 18.0)) + 1)  # their demand: more than every core
+    cfg = _camera_config(tmp_path, pkg, pub, cameras, fps)
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    agent = Agent(parse_config(cfg))
+    await agent.start()  # the slot's load measures and records its time per item
+    await agent.stop()
+    slot_dir = tmp_path / "data" / "models" / "vision"
+    rec = sizing.recorded(slot_dir)
+    assert rec is not None and rec["item_ms"] > 0 and rec["package_file"] == str(pkg)
+    assert "onnxruntime" in rec["chosen"]
+
+    assert main(["validate", str(path)]) == 0
+    assert "needs at least" not in capsys.readouterr().err  # ~0.05 ms x 30 fps: fits
+
+    (slot_dir / sizing.RECORD).write_text(json.dumps({**rec, "item_ms": 18.0}))
+    assert main(["validate", str(path)]) == 0  # a warning, not an error: the agent runs, dropping frames
+    err = capsys.readouterr().err
+    assert f"of this gateway's {cores} cores" in err and "inspect0 30 fps x 18.0 ms" in err, err
+    assert "pipelines:" in err and "lower the cameras' fps" in err
+
+    # a record of another package file than the one configured says nothing about this one
+    (slot_dir / sizing.RECORD).write_text(
+        json.dumps({**rec, "item_ms": 18.0, "package_file": "/other.edgepkg"})
+    )
+    assert main(["validate", str(path)]) == 0
+    assert "needs at least" not in capsys.readouterr().err

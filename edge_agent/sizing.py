@@ -1,0 +1,105 @@
+"""Sizing: does the inference a config asks for fit the gateway's cores? Estimated from times measured here.
+
+At every load (start, install, swap) a slot records the median time its chosen engine and form took for one
+item of the package's golden inputs on this CPU (``<data_dir>/models/<slot>/item_time.json``; the engine's
+run alone, batch 1, as the selection timed it). A frame pipeline whose camera states ``fps`` then wants at
+least ``fps`` x that time of one core: decoding, pre- and postprocessing and the agent's own work come on
+top, so the estimate is a floor, never a guess upwards. ``demand`` sums it over the pipelines it can be
+known for (a camera without ``fps`` runs at the camera's own rate, unknown offline; signal pipelines'
+window rates depend on the source) and ``warning`` says it when that floor alone takes more than
+``MAX_SHARE`` of the cores: the agent logs it at start, ``edge-agent validate`` prints it from the last
+run's record. No record (a first start, another package than the one measured): nothing is said.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RECORD = "item_time.json"
+# inference alone past this share of the cores leaves too little for decoding the frames (a 640x480 JPEG:
+# ~4 ms), preprocessing and the agent's loop (rules, PLC writes, heartbeats)
+MAX_SHARE = 0.8
+
+
+@dataclass(frozen=True)
+class Part:
+    pipeline: str
+    slot: str
+    fps: float
+    item_ms: float
+    measured: str  # what was measured: package, engine and form
+
+    @property
+    def cores(self) -> float:
+        return self.fps * self.item_ms / 1000.0
+
+
+def record(folder: Path, package_id: str, package_file: str | None, what: str, ms: float) -> None:
+    """Write a slot's measured time per item in its ``folder`` (best effort: sizing advice, not state the
+    agent needs)."""
+    body = {"package": package_id, "package_file": package_file, "chosen": what, "item_ms": round(ms, 3)}
+    tmp = folder / f".{RECORD}.{os.getpid()}.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(body))
+        os.replace(tmp, folder / RECORD)
+    except OSError:
+        pass
+
+
+def recorded(folder: Path) -> dict[str, Any] | None:
+    try:
+        body = json.loads((folder / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(body, dict) and isinstance(body.get("item_ms"), int | float) and body["item_ms"] > 0
+    return body if ok else None
+
+
+def demand(cfg: Any, item_ms: dict[str, tuple[float, str]]) -> list[Part]:
+    """The frame pipelines whose demand is known: camera ``fps`` x the slot's measured ms per item."""
+    parts = []
+    for p in cfg.pipelines or ():
+        if p is None or getattr(p, "window", None) is not None or p.model not in item_ms:
+            continue
+        src = (cfg.sources or {}).get(p.source)
+        fps = getattr(src, "fps", None) if getattr(src, "type", None) == "camera" else None
+        if fps:
+            ms, what = item_ms[p.model]
+            parts.append(Part(p.name, p.model, float(fps), ms, what))
+    return parts
+
+
+def warning(parts: list[Part], cores: int | None = None) -> str | None:
+    cores = cores or os.cpu_count() or 1
+    need = sum(x.cores for x in parts)
+    if need <= MAX_SHARE * cores:
+        return None
+    each = ", ".join(
+        f"{x.pipeline} {x.fps:g} fps x {x.item_ms:.1f} ms ({x.measured})"
+        for x in sorted(parts, key=lambda x: -x.cores)
+    )
+    return (
+        f"the cameras' inference alone needs at least {need:.1f} of this gateway's {cores} cores ({each}; "
+        "times measured on this CPU at the last load, decoding and preprocessing not counted): frames will be "
+        "dropped (counted per pipeline) and results come late; lower the cameras' fps, use a smaller model, or "
+        "move a camera to another gateway (docs/agent.md 'Sizing a gateway')"
+    )
+
+
+def check_config(cfg: Any) -> str | None:
+    """``warning`` from the slots' records in the config's data folder (``edge-agent validate``): a slot whose
+    record is of another local package file than the one configured is left out."""
+    item_ms: dict[str, tuple[float, str]] = {}
+    for name, mc in (cfg.models or {}).items():
+        rec = recorded(Path(cfg.data_dir) / "models" / name)
+        if rec is None or mc is None:
+            continue
+        if mc.package and rec.get("package_file") != str(cfg.path(mc.package)):
+            continue  # measured for another package than the one this config names
+        item_ms[name] = (float(rec["item_ms"]), str(rec.get("chosen") or rec.get("package") or name))
+    return warning(demand(cfg, item_ms)) if item_ms else None
