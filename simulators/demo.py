@@ -39,7 +39,8 @@ from pathlib import Path
 
 from simulators.launcher import Narrator, Supervisor, free_port, start_mosquitto, table, wait_port
 
-ROOT = Path(__file__).resolve().parents[1]
+# the agents' config ships inside this package, so that an installed `edge-sim demo` finds it (no checkout)
+AGENT_CONFIG = Path(__file__).with_name("demo-agent.yaml")
 BIN = Path(sys.executable).parent
 
 
@@ -315,7 +316,7 @@ class Demo:
         """The demo agent's config plus line 2's second camera and its anomaly pipeline."""
         import yaml
 
-        cfg = yaml.safe_load((ROOT / "configs" / "demo-agent.yaml").read_text())
+        cfg = yaml.safe_load(AGENT_CONFIG.read_text())
         cfg["sources"]["cast_cam"] = {"type": "camera", "url": "${CAMERA2_URL}", "fps": 5}
         cfg["models"]["cast"] = {
             "package": self.anomaly_package,
@@ -476,7 +477,7 @@ class Demo:
                     self.registry / "machine-health" / mreg["version"] / mreg["package"]
                 ),
             }
-            config = self.line2_config() if line == "line2" else ROOT / "configs" / "demo-agent.yaml"
+            config = self.line2_config() if line == "line2" else AGENT_CONFIG
             p = self.sup.start(f"agent-{line}", [exe("edge-agent"), "run", str(config)], env=env)
             wait_port(self.ports["status-" + line], 60, p.popen, f"agent {agent}")
         for line in self.lines:
@@ -916,7 +917,12 @@ def nearest_label(truth: list[dict], t: float, tol_s: float = 0.12) -> str | Non
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="edge-sim demo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--work", type=Path, default=ROOT / "var" / "demo")
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=Path("var/demo"),
+        help="working folder (default: var/demo in the current folder)",
+    )
     ap.add_argument(
         "--keep-running", action="store_true", help="leave everything up at the end (Ctrl-C stops)"
     )

@@ -332,7 +332,11 @@ def example_env(env, monkeypatch):
     monkeypatch.setenv("TRUSTED_KEY", env["pub"])
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+# the example configs, and the demo's (it ships in the simulators package so that an installed edge-sim finds it)
+EXAMPLE_CONFIGS = [*sorted((ROOT / "configs").glob("*.yaml")), ROOT / "simulators" / "demo-agent.yaml"]
+
+
+@pytest.mark.parametrize("path", EXAMPLE_CONFIGS, ids=lambda p: p.name)
 def test_example_configs_are_valid(env, monkeypatch, path):
     example_env(env, monkeypatch)
     load_config(path)

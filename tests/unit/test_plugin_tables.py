@@ -89,7 +89,12 @@ def test_every_action_type_has_a_sample_that_validates_and_a_test():
     samples = yaml.safe_load((ROOT / "edge_agent" / "actions.sample.yaml").read_text())
     # the tests, and the example configs the e2e tests run
     tests = "\n".join(
-        p.read_text() for p in [*(ROOT / "tests").rglob("test_*.py"), *(ROOT / "configs").glob("*.yaml")]
+        p.read_text()
+        for p in [
+            *(ROOT / "tests").rglob("test_*.py"),
+            *(ROOT / "configs").glob("*.yaml"),
+            ROOT / "simulators" / "demo-agent.yaml",
+        ]
     )
     for kind in ACTION_PLUGINS:
         assert kind in samples, f"edge_agent/actions.sample.yaml has no example of {kind!r}"
