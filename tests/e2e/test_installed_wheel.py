@@ -11,6 +11,7 @@ import shutil
 import site
 import subprocess
 import sys
+import tarfile
 import tomllib
 import zipfile
 from pathlib import Path
@@ -114,3 +115,33 @@ def test_installed_entry_points_run_outside_the_checkout(installed, tmp_path):
     assert r.returncode == 0 and "var/demo in the current folder" in r.stdout, r.stdout + r.stderr
     r = run_installed(venv, tmp_path, "python", "-c", "import edge_agent; print(edge_agent.__file__)")
     assert Path(r.stdout.strip()).is_relative_to(venv), r.stdout + r.stderr
+
+
+def test_the_source_archive_holds_the_units_and_example_configs(tmp_path):
+    """docs/gateway-install.md has an installer copy a systemd unit and an example config: the wheel holds only
+    the packages, so the release's source archive must carry them."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "MANIFEST.in"):
+        if (ROOT / name).exists():
+            shutil.copy(ROOT / name, src / name)
+    for folder in (*PACKAGES, "deploy", "configs"):
+        shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    r = subprocess.run(
+        [sys.executable, "-c", f"import setuptools.build_meta as b; print(b.build_sdist({str(tmp_path)!r}))"],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    sdist = tmp_path / r.stdout.strip().splitlines()[-1]
+    with tarfile.open(sdist) as t:
+        names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
+    wanted = [
+        str(f.relative_to(ROOT))
+        for folder in ("deploy", "configs")
+        for f in (ROOT / folder).rglob("*")
+        if f.is_file()
+    ]
+    assert wanted and not [w for w in wanted if w not in names], sorted(set(wanted) - names)
