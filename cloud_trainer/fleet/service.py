@@ -95,6 +95,11 @@ NOBODY = Identity("", "", "")
 REFUSE_WAIT_S = 5.0  # how long a refusal of a client stream waits for the client's first message
 DAMAGED_LOG_S = 60.0  # an agent's damaged samples are logged at most this often (with the count since)
 HANDSHAKE_TIMEOUT_S = 10.0  # a connection must finish its TLS handshake within this (a gateway needs < 1 s)
+# the server pings each connection this often and ends one whose ping goes unanswered this long: a gateway
+# whose path died without a word (lost power, a NAT that dropped the flow) has its streams (and their
+# per-agent stream quota) released within the sum
+KEEPALIVE_S = 60.0
+KEEPALIVE_TIMEOUT_S = 20.0
 # a deployment report is kept in the deployment's document, which every rollout tick reads: its health (the
 # gate reads error_rate; agents send ~50 B) and its reason (a validator's lines) are bounded
 DEPLOYMENT_HEALTH_BYTES = 16 * 1024
@@ -919,6 +924,8 @@ class FleetServer:
         s3_endpoint: str | None = None,
         handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
         step_timeout_s: float | None = None,
+        keepalive_s: float = KEEPALIVE_S,
+        keepalive_timeout_s: float = KEEPALIVE_TIMEOUT_S,
     ) -> None:
         self.data = Path(data)
         self.store = open_store(store, self.data)  # a postgresql:// URL, or the SQLite file <data>/fleet.db
@@ -964,8 +971,12 @@ class FleetServer:
                 ("grpc.keepalive_permit_without_calls", 1),
                 # and the server pings each connection every minute: a gateway that lost power (no FIN, no RST)
                 # has its stream closed within 80 s instead of holding it (and its memory) forever
-                ("grpc.keepalive_time_ms", 60_000),
-                ("grpc.keepalive_timeout_ms", 20_000),
+                ("grpc.keepalive_time_ms", round(keepalive_s * 1000)),
+                ("grpc.keepalive_timeout_ms", round(keepalive_timeout_s * 1000)),
+                # grpc 1.85 times a keepalive ping out by this one (default 60 s), not keepalive_timeout_ms: a
+                # dead agent's streams were held ~120 s, and each silent drop of a flapping link left one more
+                # PushRecords stream counted against the agent's concurrent_streams until it was reaped
+                ("grpc.http2.ping_timeout_ms", round(keepalive_timeout_s * 1000)),
                 # a connection that has not finished its TLS handshake (no certificate checked yet) holds a
                 # descriptor: grpc's default 120 s let anyone, without a certificate, hold every descriptor the
                 # process has (20,000 here) with ~170 idle connections a second, and no agent could connect

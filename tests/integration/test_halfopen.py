@@ -120,3 +120,45 @@ async def test_an_mqtt_source_on_a_dead_path_says_so_within_its_keepalive_and_lo
         relay.close()
     last = src.stats.last_error or ""
     assert "the path died without closing" in last, (last, noticed_s)
+
+
+async def test_the_fleet_service_releases_the_streams_of_an_agent_whose_path_died(tmp_path, pki) -> None:
+    """An agent's path dies without a word while its Connect and PushRecords streams are open, and the agent
+    never comes back on it (it lost power): the service's keepalive ping goes unanswered and the connection
+    is ended within keepalive_s + keepalive_timeout_s, releasing the agent's streams (and their count against
+    its concurrent_streams quota, which a flapping link would otherwise fill with dead streams until the
+    agent was refused). Before, grpc timed the server's ping out by its 60 s ping_timeout_ms: ~120 s, not the
+    80 s the service meant."""
+    port = free_port()
+    srv = FleetServer(
+        tmp_path / "cloud",
+        port,
+        pki / "ca.pem",
+        pki / "server.pem",
+        pki / "server.key",
+        keepalive_s=1,
+        keepalive_timeout_s=1,
+    )
+    await srv.start()
+    relay = FreezeRelay(port)
+    ob = Outbox(OutboxSettings(), tmp_path / "agent")
+    ob.open()
+    up = Uplink(cloud_settings(pki, relay.port, heartbeat_s=5.0, keepalive_s=60), ob)
+    agent = ("default", "gw1")
+    try:
+        await up.start()
+        await until(lambda: agent in srv.hub.streams, what="the agent's Connect stream at the service")
+        relay.freeze()
+        for t in up._tasks:  # the agent is gone (power cut): nothing it does reaches the wire any more
+            t.cancel()
+        # the former code held them ~120 s
+        await until(
+            lambda: agent not in srv.hub.streams and not srv.quotas._streams.get(agent),
+            timeout_s=30,
+            what="the dead agent's streams released",
+        )
+    finally:
+        await up.stop()
+        ob.close()
+        relay.close()
+        await srv.stop()
