@@ -99,16 +99,18 @@ async def test_inference_runs_below_the_event_loops_priority(tmp_path, package):
     assert thread_nice() == loop_nice  # the loop's own thread keeps its priority
 
 
-async def test_a_models_own_engine_threads_run_below_the_loop_too(tmp_path, package):
-    # ONNX Runtime's intra-op pool (threads: 2) is made when the session is created, and a thread inherits the
-    # priority of the one that makes it: sessions created at the loop's priority ran their pool there too
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+async def test_a_models_own_engine_threads_run_below_the_loop_too(tmp_path, package, engine):
+    # ONNX Runtime's intra-op pool (threads: 2) and OpenVINO's stream threads are made when the model is
+    # loaded, and a thread inherits the priority of the one that makes it: models loaded at the loop's
+    # priority ran their engine's threads there too
     pkg, pub = package
     main = thread_nice(os.getpid())
     assert main is not None
     before = set(_threads())
     slot = ModelSlot(
         "vision",
-        ModelConfig(package=str(pkg), engine="onnxruntime", threads=2),
+        ModelConfig(package=str(pkg), engine=engine, threads=2),
         tmp_path / "data",
         [str(pub)],
     )
@@ -116,7 +118,7 @@ async def test_a_models_own_engine_threads_run_below_the_loop_too(tmp_path, pack
     try:
         new = {tid: nice for tid, nice in _threads().items() if tid not in before}
         lowered = [tid for tid, nice in new.items() if nice >= min(19, main + INFERENCE_NICE)]
-        # one intra-op thread beside the caller's for threads: 2, alive as long as the session
+        # ONNX Runtime: one intra-op thread beside the caller's for threads: 2; OpenVINO: its stream threads
         assert lowered, f"threads made by the slot's start, by niceness: {new}"
     finally:
         await slot.stop()
