@@ -218,7 +218,12 @@ def _run(args) -> int:
         return 1
     from edge_agent.models.install import prefetch
 
-    prefetch(cfg)  # a first start: packages verified in a child process while the agent's modules load
+    try:
+        prefetch(cfg)  # a first start: packages verified in a child process while the agent's modules load
+    except OSError as exc:  # its model store cannot be made (a data folder this user cannot write): one line
+        _setup_logging(args.log_json or cfg.log_json, args.log_level)
+        logging.getLogger("edge_agent").error("edge-agent: cannot start: %s", exc)
+        return 1
     _setup_logging(args.log_json or cfg.log_json, args.log_level)
     for w in cfg.warnings:
         logging.getLogger("edge_agent").warning("%s", w)

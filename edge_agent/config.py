@@ -1154,6 +1154,34 @@ def _anchor_files(settings: BaseModel, base_dir: str) -> BaseModel:
     return settings.model_copy(update=update) if update else settings
 
 
+def _data_dir_unwritable(folder: Path) -> str | None:
+    """Why this process's user cannot create or write ``folder`` (None: it can). A data folder left at its
+    default beside a config in /etc, or owned by the installer, used to pass validate and fail at start with
+    a traceback. A read-only file system is not judged here: that is a disk fault, which the outbox reports
+    at start in one line of its own."""
+    there = Path(os.path.abspath(folder))
+    while not there.exists() and there.parent != there:
+        there = there.parent
+    if not there.is_dir():
+        return f"{folder} cannot be created: {there} is not a folder"
+    if os.access(there, os.W_OK | os.X_OK):
+        return None
+    try:
+        if os.statvfs(there).f_flag & os.ST_RDONLY:
+            return None
+    except OSError:
+        pass
+    import pwd
+
+    try:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        user = f"uid {os.geteuid()}"
+    if there == Path(os.path.abspath(folder)):
+        return f"{folder} is not writable by user {user}, who runs the agent"
+    return f"{folder} cannot be created: {there} is not writable by user {user}, who runs the agent"
+
+
 def _check_files(cfg: AgentConfig, report: Findings) -> None:
     """Files the config names that do not exist on this machine (or that anyone on it may change)."""
     from model_packager.perms import writable_by_anyone
@@ -1196,7 +1224,13 @@ def _check_files(cfg: AgentConfig, report: Findings) -> None:
                 break
             if one.is_file():
                 _check_key_end(report, f"trusted_keys[{i}]", one)
-    if (loose := writable_by_anyone(cfg.data_dir)) is not None:
+    if (why := _data_dir_unwritable(cfg.data_dir)) is not None:
+        report.error(
+            "agent.data_dir",
+            f"{why}; set agent.data_dir to a folder this user can write (under the systemd unit: "
+            "/var/lib/factory-edge, its StateDirectory)",
+        )
+    elif (loose := writable_by_anyone(cfg.data_dir)) is not None:
         report.warning(
             "agent.data_dir",
             f"{cfg.data_dir} can be changed by every user of this machine ({loose} is writable by all): anyone "
