@@ -5,8 +5,8 @@ item of the package's golden inputs on this CPU (``<data_dir>/models/<slot>/item
 run alone, batch 1, as the selection timed it). A frame pipeline whose camera states ``fps`` then wants at
 least ``fps`` x that time of one core: decoding, pre- and postprocessing and the agent's own work come on
 top, so the estimate is a floor, never a guess upwards. ``demand`` sums it over the pipelines it can be
-known for (a camera without ``fps`` runs at the camera's own rate, unknown offline; signal pipelines'
-window rates depend on the source) and ``warning`` says it when that floor alone takes more than
+known for (a camera without ``fps`` runs at the camera's own rate, and a drop folder at its writer's, unknown
+offline; signal pipelines' window rates depend on the source) and ``warning`` says it when that floor alone takes more than
 ``MAX_SHARE`` of the cores: the agent logs it at start, ``edge-agent validate`` prints it from the last
 run's record. No record (a first start, another package than the one measured): nothing is said.
 """
@@ -67,7 +67,9 @@ def demand(cfg: Any, item_ms: dict[str, tuple[float, str]]) -> list[Part]:
         if p is None or getattr(p, "window", None) is not None or p.model not in item_ms:
             continue
         src = (cfg.sources or {}).get(p.source)
-        fps = getattr(src, "fps", None) if getattr(src, "type", None) == "camera" else None
+        # a drop folder (watch) reads each file as it comes, at the camera software's rate: its fps says nothing
+        camera = getattr(src, "type", None) == "camera" and not getattr(src, "watch", False)
+        fps = getattr(src, "fps", None) if camera else None
         if fps:
             ms, what = item_ms[p.model]
             parts.append(Part(p.name, p.model, float(fps), ms, what))

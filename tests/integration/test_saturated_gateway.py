@@ -246,6 +246,13 @@ async def test_validate_warns_when_the_cameras_inference_cannot_fit_the_cores(tm
     assert f"of this gateway's {cores} cores" in err and "inspect0 30 fps x 18.0 ms" in err, err
     assert "pipelines:" in err and "lower the cameras' fps" in err
 
+    # a drop folder reads each file as its writer makes it: its fps (which paces nothing there) is no rate
+    watched = {**cfg, "sources": {n: {**c, "watch": True} for n, c in cfg["sources"].items()}}
+    path.write_text(yaml.safe_dump(watched))
+    assert main(["validate", str(path)]) == 0
+    assert "needs at least" not in capsys.readouterr().err
+    path.write_text(yaml.safe_dump(cfg))
+
     # a record of another package file than the one configured says nothing about this one
     (slot_dir / sizing.RECORD).write_text(
         json.dumps({**rec, "item_ms": 18.0, "package_file": "/other.edgepkg"})
