@@ -1159,7 +1159,7 @@ def _data_dir_unwritable(folder: Path) -> str | None:
     default beside a config in /etc, or owned by the installer, used to pass validate and fail at start with
     a traceback. A read-only file system is not judged here: that is a disk fault, which the outbox reports
     at start in one line of its own."""
-    there = Path(os.path.abspath(folder))
+    folder = there = Path(os.path.abspath(folder))  # shown without the config's '..'
     while not there.exists() and there.parent != there:
         there = there.parent
     if not there.is_dir():
@@ -1177,7 +1177,7 @@ def _data_dir_unwritable(folder: Path) -> str | None:
         user = pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
         user = f"uid {os.geteuid()}"
-    if there == Path(os.path.abspath(folder)):
+    if there == folder:
         return f"{folder} is not writable by user {user}, who runs the agent"
     return f"{folder} cannot be created: {there} is not writable by user {user}, who runs the agent"
 
