@@ -1157,8 +1157,9 @@ def _anchor_files(settings: BaseModel, base_dir: str) -> BaseModel:
 def _data_dir_unwritable(folder: Path) -> str | None:
     """Why this process's user cannot create or write ``folder`` (None: it can). A data folder left at its
     default beside a config in /etc, or owned by the installer, used to pass validate and fail at start with
-    a traceback. A read-only file system is not judged here: that is a disk fault, which the outbox reports
-    at start in one line of its own."""
+    a traceback. A data folder that exists on a read-only file system is not judged here: that is a disk
+    fault, which the outbox reports at start in one line of its own; one that cannot be created there is
+    (systemd's ProtectSystem=strict makes everything read-only but the unit's StateDirectory)."""
     folder = there = Path(os.path.abspath(folder))  # shown without the config's '..'
     while not there.exists() and there.parent != there:
         there = there.parent
@@ -1167,10 +1168,13 @@ def _data_dir_unwritable(folder: Path) -> str | None:
     if os.access(there, os.W_OK | os.X_OK):
         return None
     try:
-        if os.statvfs(there).f_flag & os.ST_RDONLY:
-            return None
+        read_only = bool(os.statvfs(there).f_flag & os.ST_RDONLY)
     except OSError:
-        pass
+        read_only = False
+    if read_only:
+        return (
+            None if there == folder else f"{folder} cannot be created: {there} is on a read-only file system"
+        )
     import pwd
 
     try:

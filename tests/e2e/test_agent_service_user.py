@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tests.support.models import make_keypair, make_package
+from tests.support.peers import small_tmpfs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -123,3 +124,24 @@ def test_run_whose_model_store_cannot_be_made_stops_in_one_line(place):
     assert r.returncode == 1 and "Traceback" not in out, out
     errors = [ln for ln in out.splitlines() if "ERROR" in ln]
     assert len(errors) == 1 and "cannot start" in errors[0] and str(data / "models") in errors[0], out
+
+
+def test_validate_refuses_a_data_dir_it_cannot_create_on_a_read_only_system(tmp_path):
+    """systemd's ProtectSystem=strict: /etc is read-only, even for root; the data folder left beside the config
+    cannot be made. (A data folder that exists on a read-only disk is the outbox's own start error.)"""
+    with small_tmpfs(tmp_path / "etc", "1m") as etc:
+        cfg = etc / "agent.yaml"
+        cfg.write_text(yaml.safe_dump({"agent": {"id": "gw-press-3"}, "http": {"enabled": False}}))
+        subprocess.run(["mount", "-o", "remount,ro", str(etc)], check=True)
+        r = subprocess.run(
+            [sys.executable, "-m", "edge_agent.cli", "validate", str(cfg)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert (
+        f"{cfg}: agent.data_dir: {etc / 'var' / 'agent'} cannot be created: {etc} is on a read-only"
+        in r.stderr
+    )
