@@ -360,16 +360,21 @@ def interpret(
     worst = max(range(n), key=lambda i: (tiles[i].verdict == "NG", tiles[i].score))
     res = tiles[worst]
     hm = [t.raw_heatmap for t in tiles if t.raw_heatmap is not None]
-    if frame_hw is not None and len(hm) == n:
-        res.heatmap = heatmap_on_frame(hm, frame_hw, pre)
-    elif len(hm) == n:
+    am = [t.heatmap for t in tiles if t.raw_heatmap is None and t.heatmap is not None]
+    # anomaly maps are in threshold units already (the threshold at mid-scale): stitched as they are, never
+    # rescaled per frame, or the worst tile's map alone would have been the frame's
+    scaled = len(am) == n
+    maps = am if scaled else hm
+    if frame_hw is not None and len(maps) == n:
+        res.heatmap = heatmap_on_frame(maps, frame_hw, pre, scaled=scaled)
+    elif len(maps) == n:
         assert pre.tiles is not None  # n > 1 only with tiles
         cols, rows = pre.tiles
         grid = np.concatenate(
-            [np.concatenate(hm[r * cols : (r + 1) * cols], axis=1) for r in range(rows)], axis=0
+            [np.concatenate(maps[r * cols : (r + 1) * cols], axis=1) for r in range(rows)], axis=0
         )
         lo, hi = float(grid.min()), float(grid.max())
-        res.heatmap = (grid - lo) / (hi - lo) if hi > lo else np.zeros_like(grid)
+        res.heatmap = grid if scaled else (grid - lo) / (hi - lo) if hi > lo else np.zeros_like(grid)
     res.tile = worst
     return res
 

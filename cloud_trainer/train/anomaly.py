@@ -45,6 +45,21 @@ MIN_GOOD = 20
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 # the whole frames kept for the input statistics (measured at 128 px) when the model sees a --roi box
 STATS_SIDE = 512
+# --tiles: neighbouring tiles overlap by this share of a tile (the vision family's), so that a defect on
+# a seam is whole in at least one tile
+TILE_OVERLAP = 0.125
+# --tiles: the smallest input per tile. The features look at 4x4-px patches with 3x3 neighbourhoods and
+# a 44-px context window, and the map is smoothed over 3 patches: on a 48-px tile the context is the
+# whole tile and every patch touches its border
+MIN_TILE_SIZE = 64
+# --tiles: the most model pixels per frame (tiles x size x size). The bank distances dominate a frame's
+# cost (every patch against every bank patch). Measured (bench/anomaly_tiles_bench.py, 2-core AVX2, ONNX
+# Runtime FP32, 2 threads): 5x4 tiles of 224 px (1.0 M) 416 ms a frame bare, 477 ms through the agent's
+# preprocessing and stitching; 5x4 of 256 px (1.3 M) 2.2 s on the machine loaded by four other builds.
+# 1 Mi (16 tiles of 256 px, 20 of 224: a 1280x1024 frame at 0.8 of its resolution) is about half a
+# second a frame on a quiet gateway
+MAX_TILE_PIXELS = 1 << 20
+MS_PER_MPX = 450.0
 
 
 class AnomalyDataError(ValueError):
@@ -134,6 +149,62 @@ def read_view(
     return _shrink(_cut(img, roi, path), 1024, size), _shrink(img, STATS_SIDE)
 
 
+def tile_grid(region_hw: tuple[int, int], size: int, tiles: list[int], overlap: float = TILE_OVERLAP):
+    """``(x, y, w, h)`` of each tile of a frame region as the agent cuts it (``preprocess.tile_boxes``)."""
+    from model_packager.preprocess import tile_boxes
+
+    return tile_boxes(*region_hw, preprocessing(size, tiles=tiles, tile_overlap=overlap))
+
+
+def cut_tiles(
+    region: np.ndarray, size: int, tiles: list[int], path: Path, overlap: float = TILE_OVERLAP
+) -> list[np.ndarray]:
+    """The region's tiles, each area-resized to ``size`` x ``size``: what the agent makes of the same
+    frame before normalising it (the same crops, the same resize), so the trainer's tensors are the
+    agent's. A tile smaller than ``size`` is refused: it would be enlarged, costing a run for no detail."""
+    import cv2
+
+    boxes = tile_grid(region.shape[:2], size, tiles, overlap)
+    _, _, tw, th = boxes[0]
+    if min(tw, th) < size:
+        cols = max(1, int(region.shape[1] / size))
+        rows = max(1, int(region.shape[0] / size))
+        raise AnomalyDataError(
+            f"{path}: --tiles {tiles[0]}x{tiles[1]} cuts its {region.shape[1]}x{region.shape[0]}-px view (the "
+            f"frame, or the --roi box) into {tw}x{th}-px tiles, smaller than --size "
+            f"{size}: each would be enlarged, {len(boxes)} runs a frame for no detail; use at most about "
+            f"{cols}x{rows} tiles at --size {size}, or a smaller --size"
+        )
+    out = []
+    for x, y, w, h in boxes:
+        t = region[y : y + h, x : x + w]
+        out.append(
+            cv2.resize(t, (size, size), interpolation=cv2.INTER_AREA) if (h, w) != (size, size) else t.copy()
+        )
+    return out
+
+
+def read_views(
+    path: Path,
+    roi: list[int] | None,
+    max_megapixels: float | None = None,
+    size: int | None = None,
+    tiles: list[int] | None = None,
+) -> tuple[list[np.ndarray], np.ndarray | None, float]:
+    """(the model's views of a frame: one image as ``read_view``, or with ``tiles`` the frame's (or
+    ``roi`` box's) tiles, cut at the camera's resolution and resized to ``size``; the whole frame shrunk
+    for the input statistics, or None when the model's one view is the whole frame; the tiles' scale,
+    model pixels per camera pixel along a tile's shorter side, 1.0 untiled)."""
+    if tiles is None:
+        img, frame = read_view(path, roi, max_megapixels, size)
+        return [img], frame, 1.0
+    assert size is not None  # tiles are always cut at the model's size
+    whole = _decode(path, max_megapixels)
+    region = _cut(whole, roi, path)
+    _, _, tw, th = tile_grid(region.shape[:2], size, tiles)[0]
+    return cut_tiles(region, size, tiles, path), _shrink(whole, STATS_SIDE), size / min(tw, th)
+
+
 def read_mask(path: Path, max_megapixels: float | None = None) -> np.ndarray:
     """A defect mask file → grey uint8 (same header check as ``read_image``)."""
     import cv2
@@ -163,25 +234,40 @@ class AnomalyData:
     # with --roi: the whole frames of ``good`` (shrunk), whose statistics the agent's UNSURE check compares
     # each whole frame with; empty: ``good`` are the whole frames
     frames: list[np.ndarray] = field(default_factory=list)
+    # with --tiles: ``good`` and ``test`` hold each frame's tiles in a row (this many a frame); the labels,
+    # kinds, masks and names stay one per frame
+    per_frame: int = 1
+    # with --tiles: the model's pixels per camera pixel along a tile's shorter side (<= 1: tiles are shrunk)
+    tile_scale: float = 1.0
 
     @property
     def stats_images(self) -> list[np.ndarray]:
         return self.frames or self.good
 
+    @property
+    def n_good(self) -> int:
+        """Good training frames (``good`` holds their tiles when tiled)."""
+        return len(self.good) // self.per_frame
+
 
 def load_good(
-    root: str | Path, min_good: int = MIN_GOOD, roi: list[int] | None = None, size: int | None = None
+    root: str | Path,
+    min_good: int = MIN_GOOD,
+    roi: list[int] | None = None,
+    size: int | None = None,
+    tiles: list[int] | None = None,
 ) -> AnomalyData:
     """A folder of good images (or one holding ``good/``), an MVTec AD root, or a dataset written by
     ``cloud-trainer dataset import`` (its good class trains; its test split and defects evaluate).
     With ``roi`` (X, Y, WIDTH, HEIGHT in the frames' pixels) the images (and masks) are that box of each
     frame, and ``frames`` the whole frames. With the model's input ``size``, large images are shrunk so
-    that the model's input made from them is the one the agent makes from the whole frame."""
+    that the model's input made from them is the one the agent makes from the whole frame. With
+    ``tiles`` ([columns, rows]), ``good`` and ``test`` hold each frame's tiles (``read_views``)."""
     root = Path(root)
     if not root.is_dir():
         raise AnomalyDataError(f"{root}: no such folder; give a folder of good images or an MVTec AD root")
     if (root / "dataset.yaml").is_file() and (root / "labels.jsonl").is_file():
-        return _load_imported(root, min_good, roi, size)
+        return _load_imported(root, min_good, roi, size, tiles)
     h = hashlib.sha256()
     mvtec = (root / "train" / "good").is_dir()
     good_dir = root / "train" / "good" if mvtec else root / "good" if (root / "good").is_dir() else root
@@ -191,22 +277,28 @@ def load_good(
             f"{good_dir}: {len(files)} good image(s); the anomaly family needs at least "
             f"{min_good} (more is better: 200 measured in docs/trainer.md)"
         )
-    good, frames = [], []
+    good, frames, scale = [], [], 1.0
     for p in files:
-        img, frame = read_view(p, roi, size=size)
-        good.append(img)
+        views, frame, scale = read_views(p, roi, size=size, tiles=tiles)
+        good += views
         if frame is not None:
             frames.append(frame)
         h.update(hashlib.sha256(p.read_bytes()).digest())
     ds = AnomalyData(good, [p.name for p in files], layout="mvtec" if mvtec else "folder", frames=frames)
+    ds.per_frame = len(good) // len(files)
+    ds.tile_scale = scale
     if mvtec and (root / "test").is_dir():
-        _load_test(root, ds, h, roi, size)
+        _load_test(root, ds, h, roi, size, tiles)
     ds.digest = "sha256:" + h.hexdigest()
     return ds
 
 
 def _load_imported(
-    root: Path, min_good: int, roi: list[int] | None = None, size: int | None = None
+    root: Path,
+    min_good: int,
+    roi: list[int] | None = None,
+    size: int | None = None,
+    tiles: list[int] | None = None,
 ) -> AnomalyData:
     import json
 
@@ -218,7 +310,7 @@ def _load_imported(
     except DatasetError as exc:
         raise AnomalyDataError(str(exc)) from None
     h = hashlib.sha256()
-    good, names, test, kinds, masks, frames = [], [], [], [], [], []
+    good, names, test, kinds, masks, frames, scale = [], [], [], [], [], [], 1.0
     ngs: list[bool] = []
     for line in (root / "labels.jsonl").read_text().splitlines():
         if not line.strip():
@@ -231,8 +323,8 @@ def _load_imported(
             )
         h.update(rec["label"].encode() + hashlib.sha256(p.read_bytes()).digest())
         if rec["label"] == good_label and rec.get("split") != "test":
-            img, frame = read_view(p, roi, max_mp, size)
-            good.append(img)
+            views, frame, scale = read_views(p, roi, max_mp, size, tiles)
+            good += views
             if frame is not None:
                 frames.append(frame)
             names.append(p.name)
@@ -241,25 +333,34 @@ def _load_imported(
         if rec.get("mask"):
             mp = root / rec["mask"]
             mask = _cut(read_mask(mp, max_mp), roi, mp) if mp.is_file() else None
-        test.append(read_image(p, max_megapixels=max_mp, roi=roi, size=size))
+        test += read_views(p, roi, max_mp, size, tiles)[0]
         kinds.append("good" if rec["label"] == good_label else rec["label"])
         ngs.append(rec["label"] != good_label)  # by the label: a defect class may be called "good"
         masks.append(mask)
-    if len(good) < min_good:
+    if len(names) < min_good:
         raise AnomalyDataError(
-            f"{root}: {len(good)} good training image(s) (class '{good_label}'); the anomaly "
+            f"{root}: {len(names)} good training image(s) (class '{good_label}'); the anomaly "
             f"family needs at least {min_good} (more is better: 200 measured in docs/trainer.md)"
         )
     ds = AnomalyData(good, names, test, np.asarray(ngs, bool), kinds, masks, layout="imported", frames=frames)
+    ds.per_frame = len(good) // len(names)
+    ds.tile_scale = scale
     ds.digest = "sha256:" + h.hexdigest()
     return ds
 
 
-def _load_test(root: Path, ds: AnomalyData, h, roi: list[int] | None = None, size: int | None = None) -> None:
+def _load_test(
+    root: Path,
+    ds: AnomalyData,
+    h,
+    roi: list[int] | None = None,
+    size: int | None = None,
+    tiles: list[int] | None = None,
+) -> None:
     kinds, masks_seen = [], set()
     for sub in sorted(p for p in (root / "test").iterdir() if p.is_dir()):
         for p in image_files(sub):
-            img = read_image(p, roi=roi, size=size)
+            views = read_views(p, roi, size=size, tiles=tiles)[0]
             h.update(sub.name.encode() + hashlib.sha256(p.read_bytes()).digest())
             mask = None
             if sub.name != "good":
@@ -267,7 +368,7 @@ def _load_test(root: Path, ds: AnomalyData, h, roi: list[int] | None = None, siz
                 if mp.is_file():
                     mask = _cut(read_mask(mp), roi, mp)
                     masks_seen.add(mp)
-            ds.test.append(img)
+            ds.test += views
             kinds.append(sub.name)
             ds.test_masks.append(mask)
     gt = root / "ground_truth"
@@ -500,14 +601,28 @@ def tensors(images: list[np.ndarray], pre) -> np.ndarray:
     )
 
 
-def preprocessing(size: int, roi: list[int] | None = None):
+def preprocessing(
+    size: int,
+    roi: list[int] | None = None,
+    tiles: list[int] | None = None,
+    tile_overlap: float = TILE_OVERLAP,
+):
     """The model's input as the agent makes it from a frame. The trainer's images are already the
-    ``roi`` box of their frames (``read_view``), so it makes its tensors with ``preprocessing(size)``;
-    the package declares the box, and the agent cuts it from each frame."""
+    ``roi`` box of their frames (``read_view``), or its tiles at ``size`` (``read_views``), so it makes
+    its tensors with ``preprocessing(size)``; the package declares the box and the tiles, and the agent
+    cuts them from each frame (one batch row per tile)."""
     from model_packager.manifest import ImagePreprocessing
 
     return ImagePreprocessing(
-        width=size, height=size, color="rgb", mean=MEAN, std=STD, interpolation="area", roi=roi
+        width=size,
+        height=size,
+        color="rgb",
+        mean=MEAN,
+        std=STD,
+        interpolation="area",
+        roi=roi,
+        tiles=tiles,
+        tile_overlap=tile_overlap if tiles else 0.0,
     )
 
 
@@ -603,6 +718,7 @@ class AnomalySettings:
     workdir: Path
     size: int = 128
     roi: list[int] | None = None  # [x, y, width, height] of the frame the model looks at (--roi)
+    tiles: list[int] | None = None  # [columns, rows] of tiles over the frame (or roi), each at size (--tiles)
     seed: int = 0
     false_reject_rate: float = 0.01
     backbone_weights: Path | None = None
@@ -677,8 +793,11 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
     n, hw, d = patches.shape
     side = int(round(np.sqrt(hw)))
     rng = np.random.default_rng(s.seed)
-    folds = min(s.folds, n)
-    fold_of = rng.permutation(n) % folds
+    t = ds.per_frame
+    folds = min(s.folds, n // t)
+    # by frame: a tiled frame's tiles all on one side (a held-out tile's overlapping neighbour in the bank
+    # would hide what the fold is there to measure); untiled, the permutation of before
+    fold_of = np.repeat(rng.permutation(n // t) % folds, t)
     cv_scores = np.zeros(n)
     bank_of = (
         (lambda keep: np.concatenate([patches[keep], light[keep]]))
@@ -692,8 +811,11 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
         )
         cv_scores[fold_of == f] = _nn_scores(patches[fold_of == f], bank_f, (side, side), s.size)
     bank = coreset(bank_of(np.ones(n, bool)).reshape(-1, d), s.bank_size, s.seed)
+    # a frame's score is its worst tile's (the agent's verdict: NG when any tile is), so the threshold is
+    # taken on frames and the stated false-reject rate is per frame, not per tile
+    cv_scores = cv_scores.reshape(-1, t).max(1)
     thr, rule = threshold_at(cv_scores, s.false_reject_rate)
-    floor = noise_floor(feat, ds.good, bank, pre, (side, side), s)
+    floor = noise_floor(feat, ds.good, bank, pre, (side, side), s, t, ds.tile_scale)
     if floor > thr:
         log(
             f"anomaly: the good images vary less than a camera's noise (flat or near-identical images, "
@@ -708,7 +830,7 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
         )
         thr = floor
     log(
-        f"anomaly: {n} good images, {n * hw} patches of {d} features → bank of {len(bank)}; threshold {thr:.4g} "
+        f"anomaly: {n // t} good images{f' ({n} tiles)' if t > 1 else ''}, {n * hw} patches of {d} features → bank of {len(bank)}; threshold {thr:.4g} "
         f"at {s.false_reject_rate:.1%} false rejects ({folds}-fold scores of the good images)"
     )
     model = PatchCore(feat, bank, s.size).eval()
@@ -729,18 +851,35 @@ NOISE_FLOOR_SIGMA = 2.0  # grey levels: an ordinary camera's sensor noise (pertu
 NOISE_FLOOR_IMAGES = 32
 
 
-def noise_floor(feat, good: list[np.ndarray], bank: np.ndarray, pre, hw: tuple[int, int], s) -> float:
+def noise_floor(
+    feat,
+    good: list[np.ndarray],
+    bank: np.ndarray,
+    pre,
+    hw: tuple[int, int],
+    s,
+    per_frame: int = 1,
+    tile_scale: float = 1.0,
+) -> float:
     """The lowest threshold the good images allow: their score (the false-reject quantile) with
     ``NOISE_FLOOR_SIGMA`` grey levels of sensor noise they were not shown, against the final bank.
     Good images that carry no variation of their own (20 copies of one frame, a flat plate) gave
     held-out scores of ~0 and a threshold of 1e-9, and then every real frame was NG; for images of
-    several parts this floor lies far below their own threshold and changes nothing."""
+    several parts this floor lies far below their own threshold and changes nothing. Tiled
+    (``per_frame`` tiles a frame), whole frames are picked and scored by their worst tile, the noise
+    added to the tiles at the model's size, as much as the camera's left after the tiles' area shrink
+    (``tile_scale`` model pixels per camera pixel: the camera's noise over 1/scale^2 pixels averaged;
+    the full 2 grey levels at the model's size raised a 512x384 sheet's threshold above its 2-px
+    scratches)."""
     from cloud_trainer.train import perturb
 
     rng = np.random.default_rng([s.seed, 29])
-    pick = np.unique(np.linspace(0, len(good) - 1, min(len(good), NOISE_FLOOR_IMAGES)).round().astype(int))
-    noisy = [perturb.noise(good[i], NOISE_FLOOR_SIGMA, rng) for i in pick]
-    scores = _nn_scores(patch_features(feat, tensors(noisy, pre)), bank, hw, s.size)
+    t = per_frame
+    nf = len(good) // t
+    pick = np.unique(np.linspace(0, nf - 1, min(nf, NOISE_FLOOR_IMAGES)).round().astype(int))
+    sigma = NOISE_FLOOR_SIGMA * min(1.0, tile_scale) if per_frame > 1 else NOISE_FLOOR_SIGMA
+    noisy = [perturb.noise(good[i * t + k], sigma, rng) for i in pick for k in range(t)]
+    scores = _nn_scores(patch_features(feat, tensors(noisy, pre)), bank, hw, s.size).reshape(-1, t).max(1)
     return float(np.quantile(scores, 1 - s.false_reject_rate, method="higher"))
 
 
@@ -778,7 +917,7 @@ def threshold_at(good_scores: np.ndarray, false_reject_rate: float) -> tuple[flo
 # -- evaluation ---------------------------------------------------------------------------------
 
 
-def hottest_hits(maps: np.ndarray, masks: list[np.ndarray | None]) -> list[bool | None]:
+def hottest_hits(maps: np.ndarray | list[np.ndarray], masks: list[np.ndarray | None]) -> list[bool | None]:
     """Per image: does the map's hottest region (the connected pixels at ≥ 90 % of its maximum that
     hold the maximum) touch the defect's mask (resized to the map)? None where there is no mask."""
     import cv2
@@ -797,16 +936,48 @@ def hottest_hits(maps: np.ndarray, masks: list[np.ndarray | None]) -> list[bool 
     return out
 
 
-def evaluate(path: Path, ds: AnomalyData, pre, threshold: float, engine: str = "onnxruntime") -> dict:
+def frame_maps(maps: np.ndarray, masks: list[np.ndarray | None], s: AnomalySettings) -> list[np.ndarray]:
+    """A tiled model's maps (one per tile, each frame's in a row) stitched per frame as the agent
+    stitches them (``preprocess.heatmap_on_frame``: overlaps take the larger value), on the frame's
+    region at the size of its mask (a frame without a mask: a zero map, it is not scored for hits)."""
+    from model_packager.preprocess import heatmap_on_frame
+
+    assert s.tiles is not None
+    t = s.tiles[0] * s.tiles[1]
+    pre = preprocessing(s.size, tiles=s.tiles)  # the region's tiles: the test images are cut to the roi
+    out = []
+    for i, mask in enumerate(masks):
+        if mask is None:
+            out.append(np.zeros((1, 1), np.float32))
+            continue
+        m = [np.asarray(a, np.float32).reshape(a.shape[-2], a.shape[-1]) for a in maps[i * t : (i + 1) * t]]
+        out.append(heatmap_on_frame(m, mask.shape[:2], pre, max_side=512, scaled=True))
+    return out
+
+
+def evaluate(
+    path: Path,
+    ds: AnomalyData,
+    pre,
+    threshold: float,
+    engine: str = "onnxruntime",
+    s: AnomalySettings | None = None,
+) -> dict:
     from cloud_trainer.train import onnx_tools
 
     if not ds.test:
         return {}
     x = tensors(ds.test, pre)
     out = onnx_tools.run(path, x, engine=engine, batch=16)
-    score = out["anomaly_score"].reshape(-1)
+    # a frame's score is its worst tile's, as the agent judges it
+    score = out["anomaly_score"].reshape(-1, ds.per_frame).max(1)
     ng = ds.test_ng
-    hits = [h for h in hottest_hits(out["anomaly_map"], ds.test_masks) if h is not None]
+    maps = (
+        out["anomaly_map"]
+        if ds.per_frame == 1 or s is None
+        else frame_maps(out["anomaly_map"], ds.test_masks, s)
+    )
+    hits = [h for h in hottest_hits(maps, ds.test_masks) if h is not None]
     m: dict[str, Any] = {
         "n": int(len(score)),
         "n_ng": int(ng.sum()),
@@ -842,12 +1013,13 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
             f"--roi {','.join(map(str, s.roi))}: expected X,Y,WIDTH,HEIGHT in the frames' pixels, width and "
             "height at least 1"
         )
-    ds = load_good(s.dataset, roi=s.roi, size=s.size)
+    check_tiles(s)
+    ds = load_good(s.dataset, roi=s.roi, size=s.size, tiles=s.tiles)
     s.workdir.mkdir(parents=True, exist_ok=True)
     fitted = fit(ds, s, log)
     pre, thr = fitted["pre"], fitted["threshold"]
     fp32 = onnx_tools.export(fitted["model"], fitted["x"][:2], s.workdir / "model.fp32.onnx", INPUT, OUTPUTS)
-    m32 = evaluate(fp32, ds, pre, thr)
+    m32 = evaluate(fp32, ds, pre, thr, s=s)
     m8, drift, int8_ok, note = (
         {},
         float("nan"),
@@ -866,7 +1038,7 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
         g32 = onnx_tools.run(fp32, xs, batch=16)["anomaly_score"].reshape(-1)
         g8 = onnx_tools.run(int8, xs, batch=16)["anomaly_score"].reshape(-1)
         drift = float(np.max(np.abs(g8 - g32)) / thr)
-        m8 = evaluate(int8, ds, pre, thr)
+        m8 = evaluate(int8, ds, pre, thr, s=s)
         int8_ok = drift <= 0.05 and (not m32 or m8["image_auroc"] >= m32["image_auroc"] - s.int8_margin)
         note = (
             "convolutions INT8 (QDQ, 7-bit weights), bank distances FP32"
@@ -895,11 +1067,13 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
         "seed": s.seed,
         "size": s.size,
         "roi": s.roi,
-        "good_images": len(ds.good),
+        "tiles": s.tiles,
+        "good_images": ds.n_good,
         "threshold": thr,
         "false_reject_rate": s.false_reject_rate,
-        "threshold_rule": f"{min(s.folds, len(ds.good))}-fold scores of the {len(ds.good)} good images (each scored "
-        f"by a bank built without it), quantile 1 - {s.false_reject_rate}: {fitted['threshold_rule']}",
+        "threshold_rule": f"{min(s.folds, ds.n_good)}-fold scores of the {ds.n_good} good images (each scored "
+        f"by a bank built without it{', by its worst tile' if s.tiles else ''}), quantile 1 - "
+        f"{s.false_reject_rate}: {fitted['threshold_rule']}",
         "good_cv_scores": {
             "max": float(fitted["cv_scores"].max()),
             "median": float(np.median(fitted["cv_scores"])),
@@ -931,7 +1105,7 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
     pkg = _package(s, report, served, fp32 if int8_ok else None, fitted["x"], ds)
     report["seconds"] = time.perf_counter() - t0
     _write_report(s.workdir, report)
-    key = clean(metrics) | {"threshold": thr, "good_images": len(ds.good)}
+    key = clean(metrics) | {"threshold": thr, "good_images": ds.n_good}
     if reasons:
         key["forced_past_gate"] = 1
     files = [s.workdir / "report.json", s.workdir / "report.md"]
@@ -942,6 +1116,31 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
     return {"entry": entry, "package": str(reg.package_path(entry)), "report": report}
 
 
+def check_tiles(s: AnomalySettings) -> None:
+    """``--tiles`` that cannot work, refused before any image is read (tiles smaller than ``--size``
+    are refused on the first frame, ``cut_tiles``)."""
+    if s.tiles is None:
+        return
+    cols, rows = s.tiles
+    if not (1 <= cols <= 64 and 1 <= rows <= 64):
+        raise AnomalyDataError(f"--tiles {cols}x{rows}: give COLUMNSxROWS, each 1..64 (e.g. 4x3)")
+    if s.size < MIN_TILE_SIZE:
+        raise AnomalyDataError(
+            f"--tiles with --size {s.size}: a tile needs at least {MIN_TILE_SIZE} px (the features' 44-px "
+            f"context and 3x3 patch neighbourhoods would cover the whole tile); give --size {MIN_TILE_SIZE} "
+            "or more, and fewer tiles if the frame is small"
+        )
+    px = cols * rows * s.size * s.size
+    if px > MAX_TILE_PIXELS:
+        fit_n = max(1, MAX_TILE_PIXELS // (s.size * s.size))
+        raise AnomalyDataError(
+            f"--tiles {cols}x{rows} at --size {s.size} runs {cols * rows} tiles, {px / 1e6:.1f} M model pixels "
+            f"a frame: about {px / 1e6 * MS_PER_MPX:.0f} ms a frame on a quiet 2-core gateway, several times "
+            f"that on a busy one (bound {MAX_TILE_PIXELS / 1e6:.2f} M, ~{MAX_TILE_PIXELS / 1e6 * MS_PER_MPX:.0f} "
+            f"ms); use at most {fit_n} tiles at --size {s.size}, a smaller --size, or --roi on the part"
+        )
+
+
 def _package(
     s: AnomalySettings, report: dict, model: Path, fp32: Path | None, x: np.ndarray, ds: AnomalyData
 ) -> Path:
@@ -949,15 +1148,17 @@ def _package(
 
     size = s.size
     golden = x[np.linspace(0, len(x) - 1, min(8, len(x))).astype(int)]
-    if ds.test:
-        ng = [i for i in range(len(ds.test)) if ds.test_ng[i]][:4]
+    if ds.test:  # the first view (tile) of up to 4 defective frames
+        ng = [i * ds.per_frame for i in range(len(ds.test_ng)) if ds.test_ng[i]][:4]
         golden = np.concatenate([golden, tensors([ds.test[i] for i in ng], preprocessing(size))])
     spec = {
         "name": s.name,
         "version": report["version"],
         "task": "anomaly_detection",
-        "description": f"good-only anomaly model (PatchCore-style) trained on {len(ds.good)} good images of "
-        f"{Path(s.dataset).name}; form {report['form'].upper()}",
+        "description": f"good-only anomaly model (PatchCore-style) trained on {ds.n_good} good images of "
+        f"{Path(s.dataset).name}"
+        + (f", {s.tiles[0]}x{s.tiles[1]} tiles each at {size} px" if s.tiles else "")
+        + f"; form {report['form'].upper()}",
         "inputs": [{"name": INPUT, "dtype": "float32", "shape": ["batch", 3, size, size], "layout": "NCHW"}],
         "outputs": [
             {
@@ -966,7 +1167,8 @@ def _package(
                 "shape": ["batch", 1],
                 "role": "anomaly_score",
                 "threshold": report["threshold"],
-                "description": f"max of the anomaly map; threshold at {s.false_reject_rate:.1%} false rejects",
+                "description": f"max of the anomaly map; threshold at {s.false_reject_rate:.1%} false rejects"
+                + (" per frame (a frame's score: its worst tile's)" if s.tiles else ""),
             },
             {
                 "name": "anomaly_map",
@@ -977,7 +1179,7 @@ def _package(
                 "description": "patch distance to the nearest good patch, in score units",
             },
         ],
-        "preprocessing": preprocessing(size, s.roi).model_dump(mode="json"),
+        "preprocessing": preprocessing(size, s.roi, s.tiles).model_dump(mode="json"),
         "golden": {"atol": 2e-3 * max(1.0, report["threshold"]), "rtol": 2e-2},
         "quantization": {
             "scheme": "int8-qdq-conv-only-7bit-weights" if fp32 else "none",

@@ -54,8 +54,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         ap.add_argument(
             "--tiles",
             type=_ints(2, "COLUMNSxROWS", "x"),
-            help="vision: cut the frame (or roi) into "
-            "a grid of tiles, each at --size (e.g. 4x3); an image is NG when any tile is; needs masks",
+            help="vision and anomaly: cut the frame (or roi) into a grid of tiles, each at --size (e.g. 4x3); "
+            "an image is NG when any tile is (vision: needs masks; anomaly: good images only)",
         )
         ap.add_argument("--gray", action="store_true", help="vision: grey input (one channel)")
         ap.add_argument(

@@ -94,11 +94,11 @@ async def test_build_anomaly_with_roi_looks_at_the_box_and_the_agent_places_its_
 
 @pytest.mark.parametrize(
     ("option", "word"),
-    [(["--tiles", "2x2"], "--tiles"), (["--gray"], "--gray"), (["--roi", "150,0,96,96"], "--roi")],
+    [(["--gray"], "--gray"), (["--roi", "150,0,96,96"], "--roi")],
 )
 def test_build_anomaly_refuses_geometry_it_cannot_honour_in_one_line(tmp_path, capsys, option, word):
-    # --tiles and --gray were accepted and silently ignored (a model without the tiles asked for misses
-    # the small defects they were meant to keep); a --roi outside the frames is named with the file
+    # --gray was accepted and silently ignored; a --roi outside the frames is named with the file
+    # (--tiles is the family's own option now: tests/integration/test_anomaly_tiles.py)
     make_keypair(tmp_path / "keys")
     data = _write_frames(tmp_path / "board", 20)
     assert _build(tmp_path, data, *option) == 2

@@ -24,10 +24,8 @@ class AnomalyFamily(TrainerFamily):
         from cloud_trainer.train import anomaly
         from cloud_trainer.train.pipeline import GateFailed
 
-        # the vision family's geometry options this family does not take: refused rather than ignored (a
-        # model built without the tiles a user asked for misses the small defects they were meant to keep)
+        # the vision family's geometry option this family does not take: refused rather than ignored
         for opt, given, hint in (
-            ("--tiles", getattr(a, "tiles", None), "crop with --roi to the part and raise --size instead"),
             ("--gray", getattr(a, "gray", False), "grey frames are read as they are (three equal channels)"),
         ):
             if given:
@@ -44,6 +42,7 @@ class AnomalyFamily(TrainerFamily):
             workdir=a.work or Path("var/builds/anomaly"),
             size=a.size or 128,
             roi=list(a.roi) if getattr(a, "roi", None) else None,
+            tiles=list(a.tiles) if getattr(a, "tiles", None) else None,
             seed=a.seed,
             false_reject_rate=a.false_reject_rate,
             backbone_weights=a.backbone_weights,
