@@ -422,9 +422,9 @@ class Agent:
         from edge_agent import sizing
 
         item_ms = {name: t for name, s in self.slots.items() if (t := s.item_ms()) is not None}
-        msg = sizing.warning(sizing.demand(self.cfg, item_ms))
-        if msg:
-            log.warning("%s", msg)
+        for msg in (sizing.warning(sizing.demand(self.cfg, item_ms)), sizing.threads_warning(self.cfg)):
+            if msg:
+                log.warning("%s", msg)
 
     async def _on_desired(self, reply) -> None:
         assert self.manager is not None  # set before the uplink that calls this starts

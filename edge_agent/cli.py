@@ -83,12 +83,11 @@ def _validate(args) -> int:
     cfg = _load(args.config, count=True)
     if cfg is None:
         return 1
-    from edge_agent.sizing import check_config
+    from edge_agent.sizing import check_config, threads_warning
 
-    sizing = check_config(
-        cfg
-    )  # from the times the last run measured on this gateway (``run`` says it itself)
-    for w in [*cfg.warnings, *([f"{args.config}: pipelines: {sizing}"] if sizing else [])]:
+    # from the times the last run measured on this gateway (``run`` says it itself), and the threads asked for
+    sizing = [w for w in (check_config(cfg), threads_warning(cfg)) if w]
+    for w in [*cfg.warnings, *(f"{args.config}: pipelines: {w}" for w in sizing)]:
         print(f"warning: {w}", file=sys.stderr)
     if getattr(args, "online", False):
         import asyncio

@@ -105,3 +105,26 @@ def check_config(cfg: Any) -> str | None:
             continue  # measured for another package than the one this config names
         item_ms[name] = (float(rec["item_ms"]), str(rec.get("chosen") or rec.get("package") or name))
     return warning(demand(cfg, item_ms)) if item_ms else None
+
+
+def threads_warning(cfg: Any, cores: int | None = None) -> str | None:
+    """Exact, not estimated: the inference pool runs at most one item per core at once (``min(workers,
+    cores)`` threads), each pipeline at most ``workers`` of them; a slot with ``threads: N`` runs each item on N
+    threads, so the busiest moment can put more threads than cores to work (ONNX Runtime's pool threads also
+    spin between operators)."""
+    cores = cores or os.cpu_count() or 1
+    models = cfg.models or {}
+    pipes = [p for p in cfg.pipelines or () if p is not None and models.get(p.model) is not None]
+    pool = min(sum(p.workers for p in pipes), cores)
+    per_item = sorted((models[p.model].threads for p in pipes for _ in range(p.workers)), reverse=True)
+    busiest = sum(per_item[:pool])
+    if busiest <= cores:
+        return None
+    many = sorted({p.model for p in pipes if models[p.model].threads > 1})
+    return (
+        f"models {', '.join(many)}: their threads (threads: "
+        f"{'/'.join(str(models[m].threads) for m in many)}) with {pool} inferences at once (the pool runs one "
+        f"per core) put up to {busiest} threads to work on this gateway's {cores} cores: they contend with each "
+        "other and with the event loop; set threads: 1 (each inference then has a core), or give threads > 1 "
+        "only to a model whose pipeline runs alone (docs/agent.md 'Sizing a gateway')"
+    )

@@ -259,3 +259,30 @@ async def test_validate_warns_when_the_cameras_inference_cannot_fit_the_cores(tm
     )
     assert main(["validate", str(path)]) == 0
     assert "needs at least" not in capsys.readouterr().err
+
+
+def test_validate_warns_when_the_models_threads_oversubscribe_the_cores(tmp_path, package, capsys):
+    # threads: 2 on every slot read as "faster", but the pool already runs one inference per core: two at
+    # once on 2 threads each put twice as many threads as cores to work, beside the event loop
+    import yaml
+
+    from edge_agent.cli import main
+
+    pkg, pub = package
+    cores = os.cpu_count() or 1
+    n = max(2, cores)  # one pipeline per core: the pool runs them all at once
+    cfg = _camera_config(tmp_path, pkg, pub, n, 5.0)
+    cfg["models"] = {f"vision{i}": {"package": str(pkg), "threads": 2} for i in range(n)}
+    for i, p in enumerate(cfg["pipelines"]):
+        p["model"] = f"vision{i}"
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert f"put up to {2 * min(n, cores)} threads to work on this gateway's {cores} cores" in err, err
+    assert "set threads: 1" in err
+
+    cfg["models"] = {f"vision{i}": {"package": str(pkg)} for i in range(n)}  # threads: 1, the default
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["validate", str(path)]) == 0
+    assert "threads to work" not in capsys.readouterr().err
