@@ -51,7 +51,8 @@ def exe(name: str) -> str:
 
 class Demo:
     def __init__(self, work: Path, narrator: Narrator, fast: bool, short: bool = False) -> None:
-        self.work = work
+        # absolute: the agents' config reads the paths it is given relative to its own folder (in the package)
+        self.work = work = work.absolute()
         self.n = narrator
         self.sup = Supervisor(work)
         self.fast = fast

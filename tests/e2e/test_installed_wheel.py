@@ -113,6 +113,16 @@ def test_installed_entry_points_run_outside_the_checkout(installed, tmp_path):
     assert r.returncode == 0 and (tmp_path / "fleet.pub").is_file(), r.stderr
     r = run_installed(venv, tmp_path, "edge-sim", "demo", "--help")
     assert r.returncode == 0 and "var/demo in the current folder" in r.stdout, r.stdout + r.stderr
+    # the demo's work folder, given relative, reaches its agents absolute: their config (in the installation)
+    # reads a relative path from its own folder, inside the venv
+    probe = (
+        "from pathlib import Path; from simulators.demo import Demo; from simulators.launcher import Narrator\n"
+        "print(Demo(Path('var/demo'), Narrator(), fast=True, short=True).pki)"
+    )
+    r = run_installed(venv, tmp_path, "python", "-c", probe)
+    assert r.returncode == 0 and Path(r.stdout.strip()) == tmp_path / "var" / "demo" / "pki", (
+        r.stdout + r.stderr
+    )
     r = run_installed(venv, tmp_path, "python", "-c", "import edge_agent; print(edge_agent.__file__)")
     assert Path(r.stdout.strip()).is_relative_to(venv), r.stdout + r.stderr
 
