@@ -228,6 +228,11 @@ class Quotas:
                 )
             self._streams[agent] += 1
 
+    def streams_full(self, agent: AgentKey) -> bool:
+        """Whether the agent's next stream would be refused (before ``open_stream`` counts a refusal)."""
+        with self._lock:
+            return self._streams[agent] >= self.limits.concurrent_streams
+
     def close_stream(self, agent: AgentKey) -> None:
         with self._lock:
             self._streams[agent] = max(0, self._streams[agent] - 1)

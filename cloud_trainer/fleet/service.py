@@ -95,6 +95,10 @@ NOBODY = Identity("", "", "")
 REFUSE_WAIT_S = 5.0  # how long a refusal of a client stream waits for the client's first message
 DAMAGED_LOG_S = 60.0  # an agent's damaged samples are logged at most this often (with the count since)
 HANDSHAKE_TIMEOUT_S = 10.0  # a connection must finish its TLS handshake within this (a gateway needs < 1 s)
+# an agent at its concurrent_streams limit: a PushRecords of it that has waited this long for its next batch
+# gives way to the new stream (_reclaim), waited for at most RECLAIM_WAIT_S
+IDLE_PUSH_S = 5.0
+RECLAIM_WAIT_S = 2.0
 # the server pings each connection this often and ends one whose ping goes unanswered this long: a gateway
 # whose path died without a word (lost power, a NAT that dropped the flow) has its streams (and their
 # per-agent stream quota) released within the sum
@@ -262,6 +266,8 @@ class FleetServicer(rpc.FleetServicer):
         )
         self._reads: dict[str, asyncio.Semaphore] = {}  # tenant -> its package reads in flight
         self._ingests: dict[str, asyncio.Semaphore] = {}  # tenant -> its batches being written
+        # agent -> its open PushRecords' tasks -> since when each waits for its next batch (None: in a batch)
+        self._pushes: dict[tuple[str, str], dict[asyncio.Task, float | None]] = {}
         self._heartbeats: dict[str, asyncio.Semaphore] = {}  # tenant -> its unary heartbeats being written
         self._damaged_log: dict[
             tuple[str, str], tuple[int, float]
@@ -377,9 +383,55 @@ class FleetServicer(rpc.FleetServicer):
         context = RequestStream(context, request_iterator)
         request_iterator = context.requests()
         who = await self.require(context, ROLE_AGENT)
-        async with self._stream(quota_key(who), context):
-            async for ack in self._push(who, request_iterator, context):
-                yield ack
+        agent = quota_key(who)
+        me = asyncio.current_task()
+        marks = self._pushes.setdefault(agent, {})
+        try:
+            async with self._stream(agent, context):
+                batches = self._watched(marks, me, request_iterator) if me is not None else request_iterator
+                async for ack in self._push(who, batches, context):
+                    yield ack
+        finally:
+            marks.pop(me, None)  # type: ignore[arg-type]
+            if not marks and self._pushes.get(agent) is marks:
+                del self._pushes[agent]
+
+    @staticmethod
+    async def _watched(marks: dict, me: asyncio.Task, batches):
+        """The stream's batches, noting while it waits for the next one (``_reclaim``)."""
+        marks[me] = time.monotonic()
+        async for batch in batches:
+            marks[me] = None
+            yield batch
+            marks[me] = time.monotonic()
+
+    async def _reclaim(self, agent: tuple[str, str]) -> bool:
+        """The agent is at its concurrent_streams limit: end its PushRecords that has waited longest for a next
+        batch, if that is ``IDLE_PUSH_S`` or more, and say whether one ended. The agent's uplink sends one batch
+        at a time and ends its stream once the outbox is drained, so such a stream was left on a path that died
+        without a word (a NAT that dropped the flow, a switch rebooting) and the agent is back on a new
+        connection: until the keepalive reaped it (80 s) it counted against the quota, and a link that dropped
+        silently a few times within that had the agent's streams refused (RESOURCE_EXHAUSTED)."""
+        now = time.monotonic()
+        idle = [
+            (t0, task)
+            for task, t0 in self._pushes.get(agent, {}).items()
+            if t0 is not None and not task.done()
+        ]
+        if not idle:
+            return False
+        since, task = min(idle, key=lambda x: x[0])
+        if now - since < IDLE_PUSH_S:
+            return False
+        log.info(
+            "agent %s (tenant %s): a PushRecords idle for %.0f s ended for its new stream (left on a dead path)",
+            agent[1],
+            agent[0],
+            now - since,
+        )
+        task.cancel()
+        await asyncio.wait({task}, timeout=RECLAIM_WAIT_S)  # its count released before the new one's is taken
+        return True
 
     def _damaged(self, who: Identity, seqs: list[int]) -> None:
         """Samples whose bytes do not hash to the digest the agent gave: not acknowledged (the agent sends them
@@ -423,6 +475,8 @@ class FleetServicer(rpc.FleetServicer):
     @contextlib.asynccontextmanager
     async def _stream(self, agent: tuple[str, str], context):
         """One of the agent's concurrent streams, within its quota (RESOURCE_EXHAUSTED beyond it)."""
+        if self.quotas.streams_full(agent):
+            await self._reclaim(agent)
         try:
             self.quotas.open_stream(agent)
         except QuotaExceeded as exc:

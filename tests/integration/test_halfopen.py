@@ -10,17 +10,21 @@ import asyncio
 import json
 import time
 
+import grpc
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud_trainer.fleet.service import FleetServer
+from cloud_trainer.fleet.guard import QuotaLimits, Quotas
+from cloud_trainer.fleet.service import FleetServer, channel_credentials
 from devices.base import ConnectionState
 from devices.mqtt.client import MqttSource
 from devices.mqtt.settings import MqttSettings
 from edge_agent.outbox.settings import OutboxSettings
 from edge_agent.outbox.store import Outbox
 from edge_agent.uplink.client import Uplink
+from protocols.gen import fleet_pb2 as pb
+from protocols.gen import fleet_pb2_grpc as rpc
 from tests.support.fleet import cloud_settings, make_pki
 from tests.support.freeze_relay import FreezeRelay
 from tests.support.peers import free_port
@@ -158,6 +162,65 @@ async def test_the_fleet_service_releases_the_streams_of_an_agent_whose_path_die
             what="the dead agent's streams released",
         )
     finally:
+        await up.stop()
+        ob.close()
+        relay.close()
+        await srv.stop()
+
+
+async def test_an_agent_back_on_a_new_path_is_not_refused_for_the_stream_left_on_the_dead_one(
+    tmp_path, pki
+) -> None:
+    """The agent's path dies silently while a PushRecords stream is open, and the agent comes back on a new
+    connection before the service's keepalive has ended the old one. An agent at its stream limit has its
+    PushRecords that has waited 5 s or more for a batch (IDLE_PUSH_S) ended for its new stream: the uplink
+    sends one batch at a time and ends its stream when drained, so that one was left on the dead path, and
+    the agent's records go on within seconds. Before, the dead stream still counted
+    against the agent's concurrent_streams until the keepalive reaped it (~120 s): with a quota of 2 (Connect
+    and PushRecords) the agent's new PushRecords was refused (RESOURCE_EXHAUSTED) and nothing it kept was
+    sent meanwhile; with the default 4, a third silent drop within that time did the same."""
+    port = free_port()
+    quotas = Quotas(QuotaLimits(concurrent_streams=2))
+    srv = FleetServer(
+        tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key", quotas=quotas
+    )
+    await srv.start()
+    relay = FreezeRelay(port)
+    agent = ("default", "gw1")
+    # the stream left behind: gw1's PushRecords, one batch acknowledged, then its path dies
+    dead = grpc.aio.secure_channel(
+        f"127.0.0.1:{relay.port}",
+        channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key"),
+    )
+    batches: asyncio.Queue = asyncio.Queue()
+
+    async def requests():
+        while (b := await batches.get()) is not None:
+            yield b
+
+    call = rpc.FleetStub(dead).PushRecords(requests())
+    await batches.put(
+        pb.RecordBatch(records=[pb.Record(seq=1, epoch=7, kind="result", t=1.0, payload=b"{}")])
+    )
+    assert list((await call.read()).seqs) == [1]
+    assert quotas._streams[agent] == 1
+    relay.drop()  # the old connection is silent for good; new ones get through
+    ob = Outbox(OutboxSettings(), tmp_path / "agent")
+    ob.open()
+    up = Uplink(cloud_settings(pki, relay.port), ob)
+    try:
+        await up.start()
+        for i in range(30):
+            ob.append("result", {"i": i})
+        up.poke()
+        await until(
+            lambda: ob.stats()["acked"] == 30, timeout_s=15, what="the records sent over the new connection"
+        )
+        got = [r["payload"]["i"] for r in srv.store.records("gw1", limit=1000) if r["epoch"] == ob.epoch]
+        assert got == list(range(30))
+    finally:
+        call.cancel()
+        await dead.close(grace=None)
         await up.stop()
         ob.close()
         relay.close()
