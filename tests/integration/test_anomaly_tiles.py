@@ -33,10 +33,15 @@ def _scratch(index: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def builds(tmp_path_factory):
+def good(tmp_path_factory) -> Path:
+    """A folder of good images only (24 sheets, 512x384)."""
+    return write_good_folder(tmp_path_factory.mktemp("good"), SEED, 24, W, H, kind="sheet")
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory, good):
     tmp = tmp_path_factory.mktemp("tiles")
     key, pub = make_keypair(tmp / "keys")
-    good = write_good_folder(tmp / "good", SEED, 24, W, H, kind="sheet")  # a folder of good images only
     out = {"pub": pub, "tmp": tmp}
     for name, tiles in (("whole", None), ("tiled", [4, 3])):
         s = A.AnomalySettings(
@@ -127,11 +132,10 @@ def _cli(tmp: Path, data: Path, *extra: str) -> int:
         (["--tiles", "8x6", "--size", "128"], ["0000.png", "smaller than --size 128", "at most about 4x3"]),
     ],
 )
-def test_build_anomaly_refuses_tiles_that_cannot_work_in_one_line(tmp_path, capsys, option, words):
+def test_build_anomaly_refuses_tiles_that_cannot_work_in_one_line(tmp_path, capsys, good, option, words):
     # tiles smaller than the features' reach, more than a gateway runs in a reasonable time, or smaller
     # in the frame than the model's input (enlarged: runs for no detail) are refused, each in one line
     make_keypair(tmp_path / "keys")
-    good = write_good_folder(tmp_path / "good", SEED, 20, W, H, kind="sheet")
     assert _cli(tmp_path, good, *option) == 2
     err = capsys.readouterr().err
     assert err.startswith("cloud-trainer build anomaly: ") and err.count("\n") == 1 and "--tiles" in err, err
