@@ -80,12 +80,14 @@ async def test_tiled_build_finds_a_2px_scratch_the_whole_frame_misses_and_the_ag
     # pixel): the scratches below passed as good. Tiled, each 4x3 tile is seen near the camera's
     # resolution, the frame is NG when any tile is, and the agent's map covers the whole frame
     tmp, pub = builds["tmp"], builds["pub"]
-    scratched = [_scratch(i) for i in range(3)]
+    # two places measured with room on both sides on this machine (scores / threshold: whole frame 0.81
+    # and 0.72, tiled 1.34 and 1.24), so that another CPU's rounding cannot flip them
+    scratched = [_scratch(i) for i in (0, 2)]
     goods = [frame(SEED, 7_000 + i, W, H, kind="sheet")[0] for i in range(4)]
     frames = [img for img, _ in scratched] + goods
     _, whole = await _judge(builds["whole"]["package"], pub, tmp / "agent-whole", frames)
-    assert [r.interpretation.verdict for r in whole[:3]].count("NG") <= 1, [
-        r.interpretation for r in whole[:3]
+    assert [r.interpretation.verdict for r in whole[:2]] == ["OK", "OK"], [
+        r.interpretation for r in whole[:2]
     ]
 
     rep = builds["tiled"]["report"]
@@ -94,9 +96,9 @@ async def test_tiled_build_finds_a_2px_scratch_the_whole_frame_misses_and_the_ag
     assert man.preprocessing.tiles == [4, 3] and man.preprocessing.n_tiles == 12
     assert tiled[0].outputs["anomaly_score"].shape == (12, 1)  # one batch: every tile of the frame
     verdicts = [r.interpretation.verdict for r in tiled]
-    assert verdicts[:3] == ["NG"] * 3, [(r.interpretation.score, r.interpretation.tile) for r in tiled]
-    assert verdicts[3:].count("NG") <= 1, [r.interpretation.score for r in tiled[3:]]
-    for (_, mask), r in zip(scratched, tiled[:3], strict=False):
+    assert verdicts[:2] == ["NG"] * 2, [(r.interpretation.score, r.interpretation.tile) for r in tiled]
+    assert verdicts[2:].count("NG") <= 1, [r.interpretation.score for r in tiled[2:]]
+    for (_, mask), r in zip(scratched, tiled[:2], strict=True):
         hm = r.interpretation.heatmap  # the tiles' maps stitched in frame coordinates, threshold at 0.5
         assert hm.shape == (192, 256), hm.shape
         y, x = np.unravel_index(int(np.argmax(hm)), hm.shape)
