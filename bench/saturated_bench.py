@@ -106,8 +106,9 @@ class Feeder(threading.Thread):
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) of each of ``pid``'s threads, summed by name (digits dropped: ``infer_0``
-    and ``infer_1`` are ``infer_``), and the whole machine's busy seconds under ``"machine"``."""
+    """CPU seconds (user + system) of ``pid``'s threads: its main thread (the event loop) under ``"loop"``, the
+    others summed by their kernel name (Python's threads are all ``python``), and the whole machine's busy
+    seconds under ``"machine"``."""
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
     for t in Path(f"/proc/{pid}/task").iterdir():
@@ -117,7 +118,8 @@ def thread_cpu(pid: int) -> dict[str, float]:
             continue
         comm = raw[raw.index("(") + 1 : raw.rindex(")")]
         f = raw[raw.rindex(")") + 2 :].split()
-        name = comm.rstrip("0123456789")
+        # the main thread (its id is the process id) is the event loop's: rules, writes, the fan-out, results
+        name = "loop" if t.name == str(pid) else comm.rstrip("0123456789")
         out[name] = out.get(name, 0.0) + (int(f[11]) + int(f[12])) / tick
     cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     out["machine"] = (sum(map(int, cpu)) - int(cpu[3]) - int(cpu[4])) / tick
