@@ -286,3 +286,27 @@ def test_validate_warns_when_the_models_threads_oversubscribe_the_cores(tmp_path
     path.write_text(yaml.safe_dump(cfg))
     assert main(["validate", str(path)]) == 0
     assert "threads to work" not in capsys.readouterr().err
+
+
+async def test_the_agent_says_at_start_when_its_models_threads_oversubscribe_the_cores(
+    tmp_path, package, caplog
+):
+    # the same arithmetic as validate's, said in the agent's log at start (where a fleet-delivered config,
+    # never validated on the gateway, is heard of too)
+    import logging
+
+    pkg, pub = package
+    cores = os.cpu_count() or 1
+    n = max(2, cores)
+    cfg = _camera_config(tmp_path, pkg, pub, n, 5.0)
+    cfg["models"] = {
+        f"vision{i}": {"package": str(pkg), "engine": "onnxruntime", "threads": 2} for i in range(n)
+    }
+    for i, p in enumerate(cfg["pipelines"]):
+        p["model"] = f"vision{i}"
+    agent = Agent(parse_config(cfg))
+    with caplog.at_level(logging.WARNING, logger="edge_agent.agent"):
+        await agent.start()
+        await agent.stop()
+    said = [r.getMessage() for r in caplog.records if "threads to work" in r.getMessage()]
+    assert len(said) == 1 and f"this gateway's {cores} cores" in said[0], said
