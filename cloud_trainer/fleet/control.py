@@ -153,15 +153,16 @@ class _PgConnection:
     def __init__(self, url: str, *, backoff_s: float = 0.2, max_backoff_s: float = 5.0) -> None:
         import psycopg
 
-        from cloud_trainer.fleet.store_pg import migrate
+        from cloud_trainer.fleet.store_pg import dead_path_params, migrate
 
         self._psycopg = psycopg
+        self._params = dead_path_params(url)  # a dead path fails the tick's query, not holds it for good
         self._idle = psycopg.pq.TransactionStatus.IDLE
         self.url = url
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self._delay, self._next_try = backoff_s, 0.0
         self.reconnects = 0
-        self.conn = psycopg.connect(url, autocommit=True)
+        self.conn = psycopg.connect(url, autocommit=True, **self._params)
         migrate(self.conn)
 
     def _alive(self):
@@ -173,7 +174,7 @@ class _PgConnection:
                 f"the control database is unreachable; next attempt in {self._next_try - now:.1f} s"
             )
         try:
-            self.conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+            self.conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=5, **self._params)
         except self._psycopg.OperationalError as exc:
             self._next_try = time.monotonic() + self._delay
             self._delay = min(self._delay * 2, self.max_backoff_s)

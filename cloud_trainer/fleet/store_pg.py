@@ -20,12 +20,35 @@ import contextlib
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 from cloud_trainer.fleet.store import SQLStore
 
 MIGRATIONS = Path(__file__).with_name("migrations") / "postgresql"
 _LOCK_KEY = 0x6A1E_F1EE  # pg_advisory_xact_lock key of the migration step
 _FILE_RE = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
+# a path to PostgreSQL that dies without a word (a NAT or firewall between the service and a managed database
+# that timed the flow out, a switch rebooting) is given up within about this: with libpq's defaults a query
+# on it waited ~15 min of TCP retransmissions, or for ever for the answer to one already sent, holding its
+# thread and its pooled connection (and the deployment tick, on the control's one connection)
+TCP_TIMEOUT_S = 60.0
+
+
+def dead_path_params(url: str, timeout_s: float = TCP_TIMEOUT_S) -> dict[str, Any]:
+    """libpq settings that end a connection on a dead path within about ``timeout_s``: TCP keepalives (after
+    half of it idle, then 3 probes) and ``tcp_user_timeout`` (data sent and not acknowledged for that long).
+    A long query is not cut: the server's kernel answers the probes. Any of them the URL sets is its own."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = conninfo_to_dict(url)
+    want: dict[str, Any] = {
+        "keepalives": 1,
+        "keepalives_idle": max(1, int(timeout_s / 2)),
+        "keepalives_interval": max(1, int(timeout_s / 6)),
+        "keepalives_count": 3,
+        "tcp_user_timeout": int(timeout_s * 1000),
+    }
+    return {k: v for k, v in want.items() if k not in given}
 
 
 class MigrationError(ValueError):
@@ -80,13 +103,22 @@ class PostgresStore(SQLStore):
     FOR_UPDATE = " FOR UPDATE"
     LEAST, GREATEST = "LEAST", "GREATEST"
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 8,
+        timeout_s: float = 30.0,
+        tcp_timeout_s: float = TCP_TIMEOUT_S,
+    ) -> None:
         import psycopg
         from psycopg_pool import ConnectionPool
 
         self.url = url
+        params = dead_path_params(url, tcp_timeout_s)
         try:
-            with psycopg.connect(url, autocommit=True, connect_timeout=int(timeout_s)) as conn:
+            with psycopg.connect(url, autocommit=True, connect_timeout=int(timeout_s), **params) as conn:
                 migrate(conn)
         except MigrationError as exc:  # e.g. a service rolled back onto a database a newer one migrated
             raise MigrationError(f"fleet store {_redact(url)}: {exc}") from None
@@ -99,6 +131,7 @@ class PostgresStore(SQLStore):
         # ones are replaced instead of failing one call each
         self.pool = ConnectionPool(
             url,
+            kwargs=params,
             min_size=min_size,
             max_size=max_size,
             timeout=timeout_s,

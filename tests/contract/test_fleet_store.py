@@ -385,6 +385,44 @@ def test_postgres_migrations_are_versioned_applied_once_and_a_newer_schema_is_re
         migration_files(bad)
 
 
+def test_postgres_connections_give_up_a_dead_path_instead_of_waiting_for_ever(postgres_url, tmp_path):  # noqa: F811
+    """A path to the database that dies without a word (a NAT or firewall between the service and a managed
+    database that timed the flow out) held a query for ~15 min of retransmissions, or for ever waiting for an
+    answer: libpq sets no keepalive. Every connection of the store's pool and the control's own one now has
+    TCP keepalives and a user timeout on its socket (read back from the kernel); a URL's own choice is kept."""
+    import socket
+
+    from cloud_trainer.fleet.control import Control
+
+    def opts(conn) -> tuple[int, int, int]:
+        s = socket.socket(fileno=socket.dup(conn.fileno()))
+        try:
+            return (
+                s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                s.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+            )
+        finally:
+            s.close()
+
+    st = open_store(postgres_url, tmp_path)
+    try:
+        with st.pool.connection() as conn:
+            assert opts(conn) == (1, 30, 60_000)
+    finally:
+        st.close()
+    control = Control(postgres_url, None, None)
+    assert opts(control.db.conn) == (1, 30, 60_000)
+    control.db.conn.close()
+    sep = "&" if "?" in postgres_url else "?"
+    st = open_store(f"{postgres_url}{sep}keepalives_idle=7&tcp_user_timeout=9000", tmp_path)
+    try:
+        with st.pool.connection() as conn:
+            assert opts(conn) == (1, 7, 9000)
+    finally:
+        st.close()
+
+
 def test_postgres_that_is_not_there_is_one_clear_error(tmp_path):
     from tests.support.peers import free_port
 
