@@ -27,6 +27,7 @@ BMP, TIFF; 8-bit grey or colour; any size (resized to ``--size``).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -508,13 +509,26 @@ def _modules():
         def forward(self, x):
             return (self.raw(x) - self.shift) * self.scale
 
-        def standardise(self, x: np.ndarray) -> None:
-            """Per-feature centring and scaling from the good images; each group (texture, layer1,
-            layer2) then weighted to the same total variance."""
+        def standardise(self, x) -> None:
+            """Per-feature centring and scaling from the good images (an array, or an iterable of
+            batches: a tiled build's tensors are never all in memory); each group (texture, layer1,
+            layer2) then weighted to the same total variance. Sums in float64, batch by batch: the
+            features of every patch of 200 frames' tiles were concatenated here (several GB)."""
+            batches = (x[i : i + 32] for i in range(0, len(x), 32)) if isinstance(x, np.ndarray) else x
+            n, s1, s2 = 0, torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
             with torch.no_grad():
-                f = torch.cat([self.raw(torch.from_numpy(x[i : i + 32])) for i in range(0, len(x), 32)])
-            mu = f.mean((0, 2, 3))
-            sd = f.std((0, 2, 3)).clamp(min=1e-4)
+                for b in batches:
+                    f = self.raw(torch.from_numpy(b)).double()
+                    n += f.shape[0] * f.shape[2] * f.shape[3]
+                    s1 = s1 + f.sum((0, 2, 3))
+                    s2 = s2 + (f * f).sum((0, 2, 3))
+            mu64 = s1 / n
+            mu = mu64.float()
+            sd = (
+                torch.sqrt(torch.clamp((s2 - n * mu64 * mu64) / max(1, n - 1), min=0.0))
+                .float()
+                .clamp(min=1e-4)
+            )
             sizes = []
             if self.texture is not None:
                 sizes += self.texture.groups
@@ -626,8 +640,9 @@ def preprocessing(
     )
 
 
-def _calibrate_bn(net, x: np.ndarray) -> None:
-    """Random weights: set every batch-norm's statistics from the good images (cumulative average)."""
+def _calibrate_bn(net, batches) -> None:
+    """Random weights: set every batch-norm's statistics from the good images (cumulative average over
+    ``batches``, an iterable of tensors of 32)."""
     import torch
 
     for m in net.modules():
@@ -636,9 +651,55 @@ def _calibrate_bn(net, x: np.ndarray) -> None:
             m.momentum = None
     net.train()
     with torch.no_grad():
-        for i in range(0, len(x), 32):
-            net(torch.from_numpy(x[i : i + 32]))
+        for b in batches:
+            net(torch.from_numpy(b))
     net.eval()
+
+
+BATCH = 32  # views turned into tensors and features at a time
+
+
+def _batches(images: list[np.ndarray], pre, rows: np.ndarray | None = None):
+    """The views' tensors, ``BATCH`` at a time (of ``rows`` only, when given): a tiled build's tensors
+    of every tile of every frame are never held at once (200 5-MP frames in 5x4 tiles of 224 px: 2.4 GB)."""
+    idx = np.arange(len(images)) if rows is None else rows
+    for i in range(0, len(idx), BATCH):
+        yield tensors([images[j] for j in idx[i : i + BATCH]], pre)
+
+
+def _relit_batches(images: list[np.ndarray], pre, seed: int):
+    """The good views' relit copies (``relit_copy``), ``BATCH`` at a time; the same copies at every
+    pass (one generator, seeded as before, drawn in the views' order)."""
+    lrng = np.random.default_rng([seed, 17])
+    for i in range(0, len(images), BATCH):
+        yield tensors([relit_copy(im, lrng) for im in images[i : i + BATCH]], pre)
+
+
+# The most patches a build keeps (of the good views and their relit copies) for the bank's coreset.
+# Every view's patches were kept (n views x h*w patches x D features, and their relit copies, and a
+# copy per fold): 200 5-MP frames in 5x4 tiles of 224 px made ~25 M patches, 3.6 GB at 18 features and
+# ~23 GB with a CNN's 114, before the coreset drew its 24,000 candidates from them. Above this, each view
+# keeps the same number of its patches, drawn at random (seeded by the build's seed): 2^18 patches are
+# 19 MB at 18 features, 120 MB at 114; an untiled build of up to 128 images at 128 px keeps them all
+# (the same bank as before)
+MAX_BANK_PATCHES = 1 << 18
+
+
+def _keep_rows(n_views: int, hw: int) -> int:
+    """Patches kept per view (good view or relit copy) for a build of ``n_views`` of them."""
+    return hw if n_views * hw <= MAX_BANK_PATCHES else max(1, MAX_BANK_PATCHES // n_views)
+
+
+def _kept_patches(feat, batches, hw: int, keep: int, rng: np.random.Generator) -> np.ndarray:
+    """(views, keep, D): each view's patches, or ``keep`` of them drawn at random, batch by batch."""
+    out = []
+    for b in batches:
+        f = patch_features(feat, b)
+        if keep < hw:
+            pick = np.sort(np.argsort(rng.random((len(f), hw)), axis=1)[:, :keep], axis=1)
+            f = np.take_along_axis(f, pick[:, :, None], axis=1)
+        out.append(np.ascontiguousarray(f))
+    return np.concatenate(out)
 
 
 def patch_features(feat, x: np.ndarray, batch: int = 32) -> np.ndarray:
@@ -771,11 +832,11 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
     """Backbone → features of the good images → coreset bank; k-fold scores → threshold."""
     common.seed_everything(s.seed, s.threads)
     pre = preprocessing(s.size)
-    x = tensors(ds.good, pre)
+    n = len(ds.good)
     use_cnn = s.backbone_weights is not None or "cnn" in s.features
     net = backbone(s.backbone_weights, s.width, s.seed) if use_cnn else None
     if net is not None and s.backbone_weights is None:
-        _calibrate_bn(net, x)
+        _calibrate_bn(net, _batches(ds.good, pre))
     _, Features, PatchCore = _modules()
     feat = Features(
         net.eval() if net is not None else None,
@@ -783,14 +844,17 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
         context="context" in s.features,
     ).eval()
     if s.relight:  # each good image also under another lamp (gain, offset, a gradient, colour tilt)
-        lrng = np.random.default_rng([s.seed, 17])
-        x_light = tensors([relit_copy(im, lrng) for im in ds.good], pre)
-        feat.standardise(np.concatenate([x, x_light]))
-        light = patch_features(feat, x_light)
+        feat.standardise(itertools.chain(_batches(ds.good, pre), _relit_batches(ds.good, pre, s.seed)))
     else:
-        feat.standardise(x)
-    patches = patch_features(feat, x)
-    n, hw, d = patches.shape
+        feat.standardise(_batches(ds.good, pre))
+    hw = patch_features(feat, tensors(ds.good[:1], pre)).shape[1]
+    # the bank's candidates: every patch of every view, or (many frames x tiles) as many of each view's
+    # as MAX_BANK_PATCHES allows, drawn at random
+    keep = _keep_rows(n * (2 if s.relight else 1), hw)
+    prng = np.random.default_rng([s.seed, 43])
+    patches = _kept_patches(feat, _batches(ds.good, pre), hw, keep, prng)
+    light = _kept_patches(feat, _relit_batches(ds.good, pre, s.seed), hw, keep, prng) if s.relight else None
+    d = patches.shape[2]
     side = int(round(np.sqrt(hw)))
     rng = np.random.default_rng(s.seed)
     t = ds.per_frame
@@ -801,7 +865,7 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
     cv_scores = np.zeros(n)
     bank_of = (
         (lambda keep: np.concatenate([patches[keep], light[keep]]))
-        if s.relight
+        if light is not None
         else (lambda keep: patches[keep])
     )
     for f in range(folds):  # each good image scored by a bank built without it (nor its relit copy)
@@ -809,7 +873,18 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
         bank_f = (
             coreset(train, min(s.bank_size, len(train)), s.seed + f) if len(train) > s.bank_size else train
         )
-        cv_scores[fold_of == f] = _nn_scores(patches[fold_of == f], bank_f, (side, side), s.size)
+        rows = np.flatnonzero(fold_of == f)
+        # a held-out view is scored on all its patches: taken again, a batch at a time, when not all kept
+        cv_scores[rows] = (
+            _nn_scores(patches[rows], bank_f, (side, side), s.size)
+            if keep == hw
+            else np.concatenate(
+                [
+                    _nn_scores(patch_features(feat, b), bank_f, (side, side), s.size)
+                    for b in _batches(ds.good, pre, rows)
+                ]
+            )
+        )
     bank = coreset(bank_of(np.ones(n, bool)).reshape(-1, d), s.bank_size, s.seed)
     # a frame's score is its worst tile's (the agent's verdict: NG when any tile is), so the threshold is
     # taken on frames and the stated false-reject rate is per frame, not per tile
@@ -830,13 +905,17 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
         )
         thr = floor
     log(
-        f"anomaly: {n // t} good images{f' ({n} tiles)' if t > 1 else ''}, {n * hw} patches of {d} features → bank of {len(bank)}; threshold {thr:.4g} "
+        f"anomaly: {n // t} good images{f' ({n} tiles)' if t > 1 else ''}, {n * hw} patches of {d} features{f' ({keep} of each view kept, at random)' if keep < hw else ''} → bank of {len(bank)}; threshold {thr:.4g} "
         f"at {s.false_reject_rate:.1%} false rejects ({folds}-fold scores of the good images)"
     )
     model = PatchCore(feat, bank, s.size).eval()
     return {
         "model": model,
-        "x": x,
+        # the first views' tensors (export example, INT8 calibration) and up to 8 spread over the views
+        # (golden inputs): never all of them
+        "x": tensors(ds.good[:64], pre),
+        "golden_x": tensors([ds.good[i] for i in np.linspace(0, n - 1, min(8, n)).astype(int)], pre),
+        "bank_candidates": len(patches) * patches.shape[1] * (2 if light is not None else 1),
         "pre": pre,
         "threshold": thr,
         "cv_scores": cv_scores,
@@ -879,7 +958,11 @@ def noise_floor(
     pick = np.unique(np.linspace(0, nf - 1, min(nf, NOISE_FLOOR_IMAGES)).round().astype(int))
     sigma = NOISE_FLOOR_SIGMA * min(1.0, tile_scale) if per_frame > 1 else NOISE_FLOOR_SIGMA
     noisy = [perturb.noise(good[i * t + k], sigma, rng) for i in pick for k in range(t)]
-    scores = _nn_scores(patch_features(feat, tensors(noisy, pre)), bank, hw, s.size).reshape(-1, t).max(1)
+    scores = (
+        np.concatenate([_nn_scores(patch_features(feat, b), bank, hw, s.size) for b in _batches(noisy, pre)])
+        .reshape(-1, t)
+        .max(1)
+    )
     return float(np.quantile(scores, 1 - s.false_reject_rate, method="higher"))
 
 
@@ -1034,9 +1117,15 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
             INPUT,
             op_types=["Conv"],
         )  # the bank distances stay FP32
-        xs = np.concatenate([fitted["x"], tensors(ds.test, pre)]) if ds.test else fitted["x"]
-        g32 = onnx_tools.run(fp32, xs, batch=16)["anomaly_score"].reshape(-1)
-        g8 = onnx_tools.run(int8, xs, batch=16)["anomaly_score"].reshape(-1)
+
+        # every good view and test view, a batch at a time
+        def scores_of(path: Path) -> np.ndarray:
+            views = itertools.chain(_batches(ds.good, pre), _batches(ds.test, pre))
+            return np.concatenate(
+                [onnx_tools.run(path, b, batch=16)["anomaly_score"].reshape(-1) for b in views]
+            )
+
+        g32, g8 = scores_of(fp32), scores_of(int8)
         drift = float(np.max(np.abs(g8 - g32)) / thr)
         m8 = evaluate(int8, ds, pre, thr, s=s)
         int8_ok = drift <= 0.05 and (not m32 or m8["image_auroc"] >= m32["image_auroc"] - s.int8_margin)
@@ -1102,7 +1191,7 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
     _write_report(s.workdir, report)
     if reasons and not s.force:
         raise GateFailed(reasons, s.workdir / "report.md")
-    pkg = _package(s, report, served, fp32 if int8_ok else None, fitted["x"], ds)
+    pkg = _package(s, report, served, fp32 if int8_ok else None, fitted["x"], fitted["golden_x"], ds)
     report["seconds"] = time.perf_counter() - t0
     _write_report(s.workdir, report)
     key = clean(metrics) | {"threshold": thr, "good_images": ds.n_good}
@@ -1142,12 +1231,17 @@ def check_tiles(s: AnomalySettings) -> None:
 
 
 def _package(
-    s: AnomalySettings, report: dict, model: Path, fp32: Path | None, x: np.ndarray, ds: AnomalyData
+    s: AnomalySettings,
+    report: dict,
+    model: Path,
+    fp32: Path | None,
+    x: np.ndarray,
+    golden: np.ndarray,
+    ds: AnomalyData,
 ) -> Path:
     from model_packager import build_package
 
     size = s.size
-    golden = x[np.linspace(0, len(x) - 1, min(8, len(x))).astype(int)]
     if ds.test:  # the first view (tile) of up to 4 defective frames
         ng = [i * ds.per_frame for i in range(len(ds.test_ng)) if ds.test_ng[i]][:4]
         golden = np.concatenate([golden, tensors([ds.test[i] for i in ng], preprocessing(size))])
