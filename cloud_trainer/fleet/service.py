@@ -266,8 +266,9 @@ class FleetServicer(rpc.FleetServicer):
         )
         self._reads: dict[str, asyncio.Semaphore] = {}  # tenant -> its package reads in flight
         self._ingests: dict[str, asyncio.Semaphore] = {}  # tenant -> its batches being written
-        # agent -> its open PushRecords' tasks -> since when each waits for its next batch (None: in a batch)
-        self._pushes: dict[tuple[str, str], dict[asyncio.Task, float | None]] = {}
+        # agent -> its open PushRecords' tasks -> (the connection's peer, since when it waits for its next batch;
+        # None: in a batch)
+        self._pushes: dict[tuple[str, str], dict[asyncio.Task, tuple[str, float | None]]] = {}
         self._heartbeats: dict[str, asyncio.Semaphore] = {}  # tenant -> its unary heartbeats being written
         self._damaged_log: dict[
             tuple[str, str], tuple[int, float]
@@ -388,7 +389,11 @@ class FleetServicer(rpc.FleetServicer):
         marks = self._pushes.setdefault(agent, {})
         try:
             async with self._stream(agent, context):
-                batches = self._watched(marks, me, request_iterator) if me is not None else request_iterator
+                batches = (
+                    self._watched(marks, me, context.peer(), request_iterator)
+                    if me is not None
+                    else request_iterator
+                )
                 async for ack in self._push(who, batches, context):
                     yield ack
         finally:
@@ -397,26 +402,32 @@ class FleetServicer(rpc.FleetServicer):
                 del self._pushes[agent]
 
     @staticmethod
-    async def _watched(marks: dict, me: asyncio.Task, batches):
+    async def _watched(marks: dict, me: asyncio.Task, peer: str, batches):
         """The stream's batches, noting while it waits for the next one (``_reclaim``)."""
-        marks[me] = time.monotonic()
+        marks[me] = (peer, time.monotonic())
         async for batch in batches:
-            marks[me] = None
+            marks[me] = (peer, None)
             yield batch
-            marks[me] = time.monotonic()
+            marks[me] = (peer, time.monotonic())
 
-    async def _reclaim(self, agent: tuple[str, str]) -> bool:
+    async def _reclaim(self, agent: tuple[str, str], peer: str) -> bool:
         """The agent is at its concurrent_streams limit: end its PushRecords that has waited longest for a next
         batch, if that is ``IDLE_PUSH_S`` or more, and say whether one ended. The agent's uplink sends one batch
         at a time and ends its stream once the outbox is drained, so such a stream was left on a path that died
         without a word (a NAT that dropped the flow, a switch rebooting) and the agent is back on a new
         connection: until the keepalive reaped it (80 s) it counted against the quota, and a link that dropped
-        silently a few times within that had the agent's streams refused (RESOURCE_EXHAUSTED)."""
+        silently a few times within that had the agent's streams refused (RESOURCE_EXHAUSTED).
+
+        Only a push on another connection than the new stream's (``peer``, the client's address and port) is
+        ended: the connection that has just carried the new stream is alive, and so is a push on it that merely
+        waits (its uplink paces a batch to a bandwidth cap, a large batch crosses a slow link). Such a push was
+        ended too, and without a status reaching its agent (a cancelled handler sends none): the uplink waited
+        for its ack 60 s before sending the batch again."""
         now = time.monotonic()
         idle = [
             (t0, task)
-            for task, t0 in self._pushes.get(agent, {}).items()
-            if t0 is not None and not task.done()
+            for task, (where, t0) in self._pushes.get(agent, {}).items()
+            if t0 is not None and where != peer and not task.done()
         ]
         if not idle:
             return False
@@ -476,7 +487,7 @@ class FleetServicer(rpc.FleetServicer):
     async def _stream(self, agent: tuple[str, str], context):
         """One of the agent's concurrent streams, within its quota (RESOURCE_EXHAUSTED beyond it)."""
         if self.quotas.streams_full(agent):
-            await self._reclaim(agent)
+            await self._reclaim(agent, context.peer())
         try:
             self.quotas.open_stream(agent)
         except QuotaExceeded as exc:

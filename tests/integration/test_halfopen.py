@@ -225,3 +225,55 @@ async def test_an_agent_back_on_a_new_path_is_not_refused_for_the_stream_left_on
         ob.close()
         relay.close()
         await srv.stop()
+
+
+async def test_a_live_agents_push_is_not_ended_for_another_stream_on_its_own_connection(
+    tmp_path, pki, monkeypatch
+) -> None:
+    """A live agent at its stream limit whose PushRecords waits between batches (its uplink paces a batch to
+    its bandwidth cap, or a large batch crosses a slow link) had that push ended by the service as "left on a
+    dead path" whenever it opened another stream (a package download in a rollout) over the very connection the
+    push was on: the batch was sent again over the capped link and the uplink counted a reconnect. A stream on
+    the connection that just carried the new one is alive: the new stream is refused (RESOURCE_EXHAUSTED), as
+    a live agent's streams beyond its quota always were, and the push goes on. (IDLE_PUSH_S shortened so that
+    the pacing outlasts it within a second or two.)"""
+    from cloud_trainer.fleet import service
+
+    monkeypatch.setattr(service, "IDLE_PUSH_S", 0.3)
+    port = free_port()
+    quotas = Quotas(QuotaLimits(concurrent_streams=2))
+    srv = FleetServer(
+        tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key", quotas=quotas
+    )
+    await srv.start()
+    ob = Outbox(OutboxSettings(), tmp_path / "agent")
+    ob.open()
+    # ~130 B a record, 10 a batch: each batch paced ~1.3 s before it is written
+    up = Uplink(cloud_settings(pki, port, bandwidth_cap_bytes_per_s=1024, batch_max_records=10), ob)
+    try:
+        await up.start()
+        for i in range(30):
+            ob.append("result", {"i": i, "pad": "x" * 100})
+        up.poke()
+        agent = ("default", "gw1")
+        await until(lambda: quotas._streams[agent] == 2, what="Connect and PushRecords open")
+        await until(lambda: ob.stats()["acked"] >= 10, timeout_s=15, what="a first batch acknowledged")
+        await asyncio.sleep(0.5)  # the push now waits, pacing its next batch, longer than IDLE_PUSH_S
+        # the agent's own third stream, on the uplink's channel (a stand-in for a DownloadPackage)
+        other = up.client.stub.PushRecords(iter([]))
+        try:
+            await other.read()
+            code = grpc.StatusCode.OK
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+        # the former code: the push ended without a status; the uplink waited 60 s for its ack, then counted a
+        # reconnect ('PushRecords: TimeoutError') and sent the batch again
+        await until(lambda: ob.stats()["acked"] == 30, timeout_s=15, what="every record acknowledged")
+        assert up.reconnects == 0, up.last_error
+        assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        got = [r["payload"]["i"] for r in srv.store.records("gw1", limit=1000) if r["epoch"] == ob.epoch]
+        assert got == list(range(30))
+    finally:
+        await up.stop()
+        ob.close()
+        await srv.stop()
