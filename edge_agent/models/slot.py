@@ -214,6 +214,20 @@ def _count(v: object) -> int:
     return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
 
 
+def _item_ms(a: _Active) -> tuple[float, str] | None:
+    """The time one item (a frame, a window) takes, from the selection's median of batch-1 runs, and what was
+    measured. A tiled image package runs a frame as one batch row per tile, and its golden rows (what the
+    selection timed, one row) are tiles: the frame costs that many rows (the sizing estimate of a 4x4-tiled
+    camera was 16 times too low)."""
+    sel = a.selection
+    if sel is None or not sel.chosen.p50_ms:
+        return None
+    pre = a.manifest.preprocessing
+    rows = pre.n_tiles if isinstance(pre, ImagePreprocessing) else 1
+    what = f"{a.manifest.package_id} {sel.chosen.form} on {sel.chosen.engine}"
+    return sel.chosen.p50_ms * rows, what + (f", {rows} tiles a frame" if rows > 1 else "")
+
+
 class ModelSlot:
     def __init__(
         self,
@@ -590,24 +604,19 @@ class ModelSlot:
 
     def item_ms(self) -> tuple[float, str] | None:
         """The serving model's median time per item measured here at its load, and what was measured."""
-        a = self._active
-        sel = a.selection if a is not None else None
-        if a is None or sel is None or not sel.chosen.p50_ms:
-            return None
-        return sel.chosen.p50_ms, f"{a.manifest.package_id} {sel.chosen.form} on {sel.chosen.engine}"
+        return None if self._active is None else _item_ms(self._active)
 
     def _report_selection(self, a: _Active) -> None:
         """Say which form serves and, where INT8 is off on this CPU, how far off, with the CPU."""
         sel = a.selection
         if sel is None:
             return
-        if sel.chosen.p50_ms:  # for `edge-agent validate`'s sizing warning (edge_agent.sizing)
+        if (
+            item := _item_ms(a)
+        ) is not None:  # for `edge-agent validate`'s sizing warning (edge_agent.sizing)
             from edge_agent import sizing
 
-            chosen = f"{a.manifest.package_id} {sel.chosen.form} on {sel.chosen.engine}"
-            sizing.record(
-                self.store.root, a.manifest.package_id, self.config.package, chosen, sel.chosen.p50_ms
-            )
+            sizing.record(self.store.root, a.manifest.package_id, self.config.package, item[1], item[0])
         for t in sel.int8_off:
             self.counters["int8_parity_failures"] += 1
             self._event(

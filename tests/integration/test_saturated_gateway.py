@@ -310,3 +310,43 @@ async def test_the_agent_says_at_start_when_its_models_threads_oversubscribe_the
         await agent.stop()
     said = [r.getMessage() for r in caplog.records if "threads to work" in r.getMessage()]
     assert len(said) == 1 and f"this gateway's {cores} cores" in said[0], said
+
+
+async def test_the_sizing_estimate_counts_every_tile_of_a_tiled_models_frame(tmp_path, monkeypatch, capsys):
+    # A tiled package runs each frame as one batch row per tile, but its time per item was the selection's
+    # batch-1 run (one golden row: one tile): a camera on a 3x2-tiled model was estimated at a sixth of its
+    # cost, and validate said nothing while the gateway dropped frames. The selection's median is fixed at
+    # 10 ms a row here (a stand-in for the clock: the test asserts the arithmetic, not a timing); the real
+    # session still loads and passes its golden check.
+    import yaml
+
+    from edge_agent import sizing
+    from edge_agent.cli import main
+    from edge_agent.models import select
+    from tests.support.models import build_package_for_tests, make_keypair, make_vision_onnx, vision_spec
+
+    monkeypatch.setattr(select, "_p50_ms", lambda *a, **kw: 10.0)
+    key, pub = make_keypair(tmp_path / "keys")
+    model = make_vision_onnx(tmp_path / "m.onnx", width=32, height=32, seed=3, labels=("ok", "dent"))
+    spec = vision_spec(width=32, height=32, labels=("ok", "dent"), threshold=0.5)
+    spec["preprocessing"].update(tiles=[3, 2], tile_overlap=0.125)
+    golden = {"image": np.random.default_rng(0).uniform(-2, 2, (4, 3, 32, 32)).astype(np.float32)}
+    pkg = build_package_for_tests(model, spec, tmp_path / "pkgs", key, golden, openvino=False)
+    cores = os.cpu_count() or 1
+    # 6 tiles x 10 ms at this fps: 2.4 x the cores' 80 %; a tile alone (the former estimate) fits in half
+    fps = 40.0 * cores
+    cfg = _camera_config(tmp_path, pkg, pub, 1, fps)
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    agent = Agent(parse_config(cfg))
+    await agent.start()  # the slot's load records its time per frame
+    try:
+        item = agent.slots["vision"].item_ms()
+        assert item is not None and item[0] == 60.0
+    finally:
+        await agent.stop()
+    rec = sizing.recorded(tmp_path / "data" / "models" / "vision")
+    assert rec is not None and rec["item_ms"] == 60.0 and "6 tiles a frame" in rec["chosen"]
+    assert main(["validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert f"inspect0 {fps:g} fps x 60.0 ms" in err, err
