@@ -1154,6 +1154,12 @@ def _anchor_files(settings: BaseModel, base_dir: str) -> BaseModel:
     return settings.model_copy(update=update) if update else settings
 
 
+# the systemd unit's StateDirectory= (deploy/systemd/edge-agent.service) and the install guide's data_dir:
+# systemd makes it at the unit's start, owned by its User=, so before the first start it does not exist and
+# /var/lib does not let that user make it (which validate, checked by that user, refused)
+UNIT_STATE_DIRECTORY = Path("/var/lib/factory-edge")
+
+
 def _data_dir_unwritable(folder: Path) -> str | None:
     """Why this process's user cannot create or write ``folder`` (None: it can). A data folder left at its
     default beside a config in /etc, or owned by the installer, used to pass validate and fail at start with
@@ -1163,6 +1169,9 @@ def _data_dir_unwritable(folder: Path) -> str | None:
     folder = there = Path(os.path.abspath(folder))  # shown without the config's '..'
     while not there.exists() and there.parent != there:
         there = there.parent
+    state = UNIT_STATE_DIRECTORY
+    if there == state.parent and (folder == state or state in folder.parents):
+        return None  # the unit's StateDirectory, not made yet: systemd makes it for the agent's user
     if not there.is_dir():
         return f"{folder} cannot be created: {there} is not a folder"
     if os.access(there, os.W_OK | os.X_OK):

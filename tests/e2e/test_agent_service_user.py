@@ -145,3 +145,31 @@ def test_validate_refuses_a_data_dir_it_cannot_create_on_a_read_only_system(tmp_
         f"{cfg}: agent.data_dir: {etc / 'var' / 'agent'} cannot be created: {etc} is on a read-only"
         in r.stderr
     )
+
+
+@pytest.mark.skipif(Path("/var/lib/factory-edge").exists(), reason="the unit's StateDirectory exists here")
+def test_validate_as_the_service_user_before_the_units_first_start_takes_its_state_directory(place):
+    """The install guide's data_dir, /var/lib/factory-edge, is the unit's StateDirectory: systemd makes it,
+    owned by the unit's user, when the unit starts. Checked as that user before the first start (the guide's
+    step 3, `sudo -u factory-edge edge-agent validate`), it was refused as a folder /var/lib does not let the
+    user create, with the fix 'set agent.data_dir to ... /var/lib/factory-edge', the very value it had."""
+    unit = (ROOT / "deploy" / "systemd" / "edge-agent.service").read_text()
+    assert "StateDirectory=factory-edge\n" in unit  # the folder this test relies on systemd to make
+    cfg = place / "agent.yaml"
+    for data in ("/var/lib/factory-edge", "/var/lib/factory-edge/agent"):
+        cfg.write_text(
+            yaml.safe_dump({"agent": {"id": "gw-press-3", "data_dir": data}, "http": {"enabled": False}})
+        )
+        cfg.chmod(0o644)
+        r = as_service_user("validate", str(cfg))
+        assert r.returncode == 0 and "agent.data_dir" not in r.stderr, r.stdout + r.stderr
+    # any other folder /var/lib does not let the user create is refused as before
+    cfg.write_text(
+        yaml.safe_dump(
+            {"agent": {"id": "gw-press-3", "data_dir": "/var/lib/other-agent"}, "http": {"enabled": False}}
+        )
+    )
+    r = as_service_user("validate", str(cfg))
+    assert r.returncode == 1 and "agent.data_dir: /var/lib/other-agent cannot be created" in r.stderr, (
+        r.stderr
+    )
