@@ -38,10 +38,30 @@ class Part:
         return self.fps * self.item_ms / 1000.0
 
 
+def cpu() -> str:
+    """This machine's CPU as far as its speed goes: architecture, model and cores. A record measured on another
+    (a data folder restored from a backup, a gateway image made on a bigger machine) says nothing of this one."""
+    import platform
+
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:  # no /proc (a container without it, another OS): what the platform says
+        pass
+    return f"{platform.machine()} {model or platform.processor() or '?'} x{os.cpu_count() or 0}"
+
+
 def record(folder: Path, package_id: str, package_file: str | None, what: str, ms: float) -> None:
     """Write a slot's measured time per item in its ``folder`` (best effort: sizing advice, not state the
     agent needs)."""
-    body = {"package": package_id, "package_file": package_file, "chosen": what, "item_ms": round(ms, 3)}
+    body = {
+        "package": package_id,
+        "package_file": package_file,
+        "chosen": what,
+        "item_ms": round(ms, 3),
+        "cpu": cpu(),
+    }
     tmp = folder / f".{RECORD}.{os.getpid()}.tmp"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -95,16 +115,36 @@ def warning(parts: list[Part], cores: int | None = None) -> str | None:
 
 def check_config(cfg: Any) -> str | None:
     """``warning`` from the slots' records in the config's data folder (``edge-agent validate``): a slot whose
-    record is of another local package file than the one configured is left out."""
+    record is of another local package file than the one configured, of another version than the one it will
+    serve, or measured on another CPU, is left out (such a record warned of a load this gateway does not
+    have, or kept quiet about one it has)."""
     item_ms: dict[str, tuple[float, str]] = {}
+    here = cpu()
     for name, mc in (cfg.models or {}).items():
-        rec = recorded(Path(cfg.data_dir) / "models" / name)
-        if rec is None or mc is None:
+        folder = Path(cfg.data_dir) / "models" / name
+        rec = recorded(folder)
+        if rec is None or mc is None or rec.get("cpu") != here:
             continue
         if mc.package and rec.get("package_file") != str(cfg.path(mc.package)):
             continue  # measured for another package than the one this config names
+        if _serves(cfg, mc, folder) not in (None, rec.get("package")):
+            continue  # another version (a new file at the same path, a version the fleet sent since)
         item_ms[name] = (float(rec["item_ms"]), str(rec.get("chosen") or rec.get("package") or name))
     return warning(demand(cfg, item_ms)) if item_ms else None
+
+
+def _serves(cfg: Any, mc: Any, folder: Path) -> str | None:
+    """The package id (name-version) the slot will serve at its next start, where it can be read: its local
+    file's manifest (unverified: a hint), or the store's current folder (``<name>-<version>-<digest>``)."""
+    try:
+        if mc.package:
+            from model_packager.package import read_manifest
+
+            return read_manifest(cfg.path(mc.package)).package_id
+        current = json.loads((folder / "state.json").read_text()).get("current")
+    except Exception:  # unreadable: nothing to compare with (the slot's load reports a bad package)
+        return None
+    return current.rsplit("-", 1)[0] if isinstance(current, str) and "-" in current else None
 
 
 def threads_warning(cfg: Any, cores: int | None = None) -> str | None:

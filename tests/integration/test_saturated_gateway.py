@@ -350,3 +350,46 @@ async def test_the_sizing_estimate_counts_every_tile_of_a_tiled_models_frame(tmp
     assert main(["validate", str(path)]) == 0
     err = capsys.readouterr().err
     assert f"inspect0 {fps:g} fps x 60.0 ms" in err, err
+
+
+async def test_validate_takes_no_sizing_record_of_another_cpu_or_another_package_version(
+    tmp_path, package, capsys
+):
+    # The record left in the data folder was taken whatever measured it: a data folder restored from another
+    # gateway (a bigger CPU, or a slower one) or a new version of the package put at the same path warned of
+    # a load this gateway does not have, or kept quiet about one it has. (18 ms: a 224-px model's time here.)
+    import shutil
+
+    import yaml
+
+    from edge_agent import sizing
+    from edge_agent.cli import main
+    from tests.support.models import make_package
+
+    pkg, pub = package
+    cores = os.cpu_count() or 1
+    cameras = max(2, int(cores * 1000 / (30.0 * 18.0)) + 1)
+    local = tmp_path / "vision.edgepkg"
+    shutil.copy(pkg, local)
+    cfg = _camera_config(tmp_path, local, pub, cameras, 30.0)
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    agent = Agent(parse_config(cfg))
+    await agent.start()
+    await agent.stop()
+    slot_dir = tmp_path / "data" / "models" / "vision"
+    rec = sizing.recorded(slot_dir)
+    assert rec is not None
+    (slot_dir / sizing.RECORD).write_text(json.dumps({**rec, "item_ms": 18.0}))
+    assert main(["validate", str(path)]) == 0
+    assert "needs at least" in capsys.readouterr().err  # this CPU's record of this version: taken
+
+    (slot_dir / sizing.RECORD).write_text(json.dumps({**rec, "item_ms": 18.0, "cpu": "x86_64 Other CPU x64"}))
+    assert main(["validate", str(path)]) == 0
+    assert "needs at least" not in capsys.readouterr().err
+
+    (slot_dir / sizing.RECORD).write_text(json.dumps({**rec, "item_ms": 18.0}))
+    v2 = make_package(tmp_path / "v2", kind="vision", version="2.0.0", key=pub.with_name("signing.key"))
+    shutil.copy(v2, local)  # the engineer's new version, at the same path, not loaded yet
+    assert main(["validate", str(path)]) == 0
+    assert "needs at least" not in capsys.readouterr().err
