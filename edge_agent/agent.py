@@ -162,10 +162,13 @@ class Agent:
             ):  # checked after each connect: bad targets named at start
                 src.expect_writes([(node_id, value) for _, node_id, value in targets])
         workers = sum(p.workers for p in cfg.pipelines) or 1
+        from edge_agent.sizing import usable_cores
+
         # below the loop's priority: a rule's trip, heartbeats and keep-alives go first when inference wants
         # more than the cores (edge_agent.priority; bench/saturated_bench.py)
         self.executor = ThreadPoolExecutor(
-            max_workers=min(workers, os.cpu_count() or 2) or 1,
+            # one inference per core this process may use (a container's cpuset: not the machine's count)
+            max_workers=min(workers, usable_cores()) or 1,
             thread_name_prefix="infer",
             initializer=lower_this_thread,
         )

@@ -38,6 +38,16 @@ class Part:
         return self.fps * self.item_ms / 1000.0
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (a container's ``--cpuset-cpus``, systemd's
+    ``CPUAffinity=``, ``taskset``), not the machine's count, which ``os.cpu_count`` gives. (A CPU quota,
+    ``--cpus``, is not seen: it caps time, not cores.)"""
+    try:
+        return len(os.sched_getaffinity(0)) or os.cpu_count() or 1
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 def cpu() -> str:
     """This machine's CPU as far as its speed goes: architecture, model and cores. A record measured on another
     (a data folder restored from a backup, a gateway image made on a bigger machine) says nothing of this one."""
@@ -97,7 +107,7 @@ def demand(cfg: Any, item_ms: dict[str, tuple[float, str]]) -> list[Part]:
 
 
 def warning(parts: list[Part], cores: int | None = None) -> str | None:
-    cores = cores or os.cpu_count() or 1
+    cores = cores or usable_cores()
     need = sum(x.cores for x in parts)
     if need <= MAX_SHARE * cores:
         return None
@@ -152,7 +162,7 @@ def threads_warning(cfg: Any, cores: int | None = None) -> str | None:
     cores)`` threads), each pipeline at most ``workers`` of them; a slot with ``threads: N`` runs each item on N
     threads, so the busiest moment can put more threads than cores to work (ONNX Runtime's pool threads also
     spin between operators)."""
-    cores = cores or os.cpu_count() or 1
+    cores = cores or usable_cores()
     models = cfg.models or {}
     pipes = [p for p in cfg.pipelines or () if p is not None and models.get(p.model) is not None]
     pool = min(sum(p.workers for p in pipes), cores)

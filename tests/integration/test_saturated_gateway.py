@@ -393,3 +393,42 @@ async def test_validate_takes_no_sizing_record_of_another_cpu_or_another_package
     shutil.copy(v2, local)  # the engineer's new version, at the same path, not loaded yet
     assert main(["validate", str(path)]) == 0
     assert "needs at least" not in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs 2 usable cores"
+)
+def test_a_gateway_confined_to_fewer_cores_sizes_its_pool_and_warnings_to_them(tmp_path, package):
+    # A container given one core of two (--cpuset-cpus, systemd's CPUAffinity=) counted the machine's cores:
+    # the inference pool ran two inferences at once on its one core, and the sizing and threads warnings
+    # judged the config against 2 cores (threads: 2 on two pipelines fit, validate said).
+    import subprocess
+    import sys
+
+    import yaml
+
+    pkg, pub = package
+    cfg = _camera_config(tmp_path, pkg, pub, 2, 5.0)
+    cfg["models"] = {"vision": {"package": str(pkg), "threads": 1}}
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    child = (
+        "import os, sys\n"
+        "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+        "from edge_agent.agent import Agent\n"
+        "from edge_agent.config import load_config\n"
+        "from edge_agent.sizing import threads_warning\n"
+        "cfg = load_config(sys.argv[1])\n"
+        "print(Agent(cfg).executor._max_workers)\n"
+        "print(threads_warning(cfg.model_copy(update={'models': {'vision': cfg.models['vision'].model_copy("
+        "update={'threads': 2})}})))\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    r = subprocess.run(
+        [sys.executable, "-c", child, str(path)], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    workers, warning = r.stdout.splitlines()[-2:]
+    assert workers == "1"  # one inference at a time on its one core
+    # threads: 2 on the one core it has: more threads than cores, said
+    assert "put up to 2 threads to work on this gateway's 1 cores" in warning, r.stdout
