@@ -53,6 +53,8 @@ def configs() -> dict[str, dict]:
         "size512": {"size": 512},
         "roi-size512": {"size": 512, "roi": roi},
         "tiles": {"size": 224, "tiles": [5, 4], "folder": True},  # from the plain folder of good images
+        # the same without the tile positions' reference maps (one bank, one scale for every tile)
+        "tiles-flat": {"size": 224, "tiles": [5, 4], "folder": True, "positions": False},
         "roi-tiles": {"size": 256, "tiles": [4, 3], "roi": roi},
     }
 
@@ -120,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=["bracket", "sheet"],
         help="the part on its fixture, or a sheet filling the frame",
     )
+    ap.add_argument("--seed", type=int, default=SEED, help="the frames' seed (bracket_frames)")
     a = ap.parse_args(argv)
+    seed = a.seed
     from cloud_trainer.train import anomaly as A
     from model_packager import generate_keypair
     from tests.support.bracket_frames import defects, frame, write_mvtec
@@ -132,10 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         generate_keypair(key, pub)
         t = time.perf_counter()
         # train/good: also the plain folder of good images
-        data = write_mvtec(tmp / a.kind, SEED, a.good, 0, 0, W, H, a.kind)
+        data = write_mvtec(tmp / a.kind, seed, a.good, 0, 0, W, H, a.kind)
         dk = defects(a.kind)
-        held = [(*frame(SEED, 10_000 + i, W, H, kind=a.kind), None) for i in range(a.test)]
-        held += [(*frame(SEED, 20_000 + i, W, H, dk[i % 3], a.kind), dk[i % 3]) for i in range(a.test)]
+        held = [(*frame(seed, 10_000 + i, W, H, kind=a.kind), None) for i in range(a.test)]
+        held += [(*frame(seed, 20_000 + i, W, H, dk[i % 3], a.kind), dk[i % 3]) for i in range(a.test)]
         print(f"data: {time.perf_counter() - t:.0f} s", file=sys.stderr)
         for name in a.configs:
             c = dict(configs()[name])
@@ -163,14 +167,14 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(r)
             print(json.dumps(r, default=float), file=sys.stderr)
     OUT.mkdir(exist_ok=True)
-    (OUT / f"anomaly_tiles_bench-{a.kind}.json").write_text(json.dumps(rows, indent=1, default=float))
+    (OUT / f"anomaly_tiles_bench-{a.kind}-{seed}.json").write_text(json.dumps(rows, indent=1, default=float))
     kinds = sorted({k for r in rows for k in r["per_kind"]})
     md = [
         f"### Anomaly family on {W}x{H} frames ({a.kind}): small defects, whole frame / --roi / --size / --tiles",
         "",
         f"{time.strftime('%Y-%m-%d')}; CPU flags: {cpu_flags()}; `.venv/bin/python -m bench.anomaly_tiles_bench "
-        f"--kind {a.kind} --good {a.good} --test {a.test}`. {a.good} good training frames (bracket_frames {a.kind}, "
-        f"seed {SEED}); "
+        f"--kind {a.kind} --good {a.good} --test {a.test} --seed {seed}`. {a.good} good training frames "
+        f"(bracket_frames {a.kind}, seed {seed}); "
         f"{a.test} good + {a.test} defective held-out frames (2-3 px scratch, few-px stain, few-px chip). Each "
         "package verified and run as the agent runs it (ONNX Runtime FP32/INT8 as served, 2 threads, threshold "
         "stored in the package). ms: medians per frame; agent = preprocess + run + interpret, bare = "
@@ -185,12 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         per = " | ".join(f"{r['per_kind'].get(k, float('nan')):.3f}" for k in kinds)
         tiles = "x".join(map(str, r["tiles"])) if r.get("tiles") else "-"
         md.append(
-            f"| {r['config']} | {r['size']} | {'part' if r.get('roi') else 'frame'} | "
+            f"| {r['config']}{'' if r.get('positions', True) else ' (no positions)'} | {r['size']} | {'part' if r.get('roi') else 'frame'} | "
             f"{tiles} | {r['form']} | {r['image_auroc']:.3f} | {per} | "
             f"{r['ng_recall']:.2f} | {r['ok_rejected']:.1%} | {r['map_peak_on_defect']:.2f} | {r['build_s']:.0f} | "
             f"{r['agent_ms']:.1f} | {r['bare_ms']:.1f} | {r['agent_ms'] / r['bare_ms']:.2f} |"
         )
-    (OUT / f"anomaly_tiles_bench-{a.kind}.md").write_text("\n".join(md) + "\n")
+    (OUT / f"anomaly_tiles_bench-{a.kind}-{seed}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0
 

@@ -547,10 +547,16 @@ def _modules():
         bank_t: torch.Tensor  # buffers (register_buffer), declared for the type checker
         bank_sq: torch.Tensor
         blur: torch.Tensor
+        ref: torch.Tensor | None
 
-        def __init__(self, features, bank: np.ndarray, size: int) -> None:
+        def __init__(self, features, bank: np.ndarray, size: int, ref: np.ndarray | None = None) -> None:
             super().__init__()
             self.features = features
+            # tiled, fixed camera: each tile position's good distance map (positions, 1, h, w); a batch's
+            # row i is the tile at position i % positions (the agent runs a frame's tiles as one batch)
+            self.register_buffer(
+                "ref", None if ref is None else torch.from_numpy(np.ascontiguousarray(ref, np.float32))
+            )
             self.register_buffer("bank_t", torch.from_numpy(np.ascontiguousarray(bank.T, np.float32)))
             self.register_buffer(
                 "bank_sq", torch.from_numpy((bank.astype(np.float32) ** 2).sum(1)[None, None, :])
@@ -566,6 +572,9 @@ def _modules():
             d2 = (p * p).sum(-1, keepdim=True) - 2.0 * torch.matmul(p, self.bank_t) + self.bank_sq
             dist = torch.sqrt(torch.clamp(d2.amin(-1), min=0.0)).reshape(n, 1, h, w)
             dist = F.conv2d(F.pad(dist, (1, 1, 1, 1), mode="replicate"), self.blur)
+            if self.ref is not None:
+                pos = torch.remainder(torch.arange(n), self.ref.shape[0])
+                dist = dist / torch.index_select(self.ref, 0, pos)
             amap = F.interpolate(dist, size=(self.size, self.size), mode="bilinear", align_corners=False)
             return amap.amax(dim=(2, 3)), amap
 
@@ -659,12 +668,12 @@ def _calibrate_bn(net, batches) -> None:
 BATCH = 32  # views turned into tensors and features at a time
 
 
-def _batches(images: list[np.ndarray], pre, rows: np.ndarray | None = None):
+def _batches(images: list[np.ndarray], pre, rows: np.ndarray | None = None, batch: int = BATCH):
     """The views' tensors, ``BATCH`` at a time (of ``rows`` only, when given): a tiled build's tensors
     of every tile of every frame are never held at once (200 5-MP frames in 5x4 tiles of 224 px: 2.4 GB)."""
     idx = np.arange(len(images)) if rows is None else rows
-    for i in range(0, len(idx), BATCH):
-        yield tensors([images[j] for j in idx[i : i + BATCH]], pre)
+    for i in range(0, len(idx), batch):
+        yield tensors([images[j] for j in idx[i : i + batch]], pre)
 
 
 def _relit_batches(images: list[np.ndarray], pre, seed: int):
@@ -755,8 +764,8 @@ def coreset(patches: np.ndarray, k: int, seed: int, candidates: int = 24_000) ->
     return patches[pool[np.asarray(chosen)]]
 
 
-def _nn_scores(query: np.ndarray, bank: np.ndarray, hw: tuple[int, int], size: int) -> np.ndarray:
-    """Image scores as the exported graph computes them (same smoothing and upsampling), in torch."""
+def _nn_maps(query: np.ndarray, bank: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """(N, h, w) smoothed distance maps at the patches' resolution, as the exported graph computes them."""
     import torch
     from torch.nn import functional as F
 
@@ -767,8 +776,62 @@ def _nn_scores(query: np.ndarray, bank: np.ndarray, hw: tuple[int, int], size: i
     with torch.no_grad():
         d = torch.cat([torch.cdist(q[i : i + 8192], b).amin(1) for i in range(0, len(q), 8192)])
         d = F.conv2d(F.pad(d.reshape(len(query), 1, *hw), (1, 1, 1, 1), mode="replicate"), k)
-        up = F.interpolate(d, size=(size, size), mode="bilinear", align_corners=False)
+        return d[:, 0].numpy()
+
+
+def _map_scores(maps: np.ndarray, size: int) -> np.ndarray:
+    """Image scores of (N, h, w) maps: upsampled to ``size`` as the graph does, their maximum."""
+    import torch
+    from torch.nn import functional as F
+
+    with torch.no_grad():
+        up = F.interpolate(
+            torch.from_numpy(maps[:, None]), size=(size, size), mode="bilinear", align_corners=False
+        )
         return up.amax(dim=(1, 2, 3)).numpy().astype(np.float64)
+
+
+def _nn_scores(
+    query: np.ndarray, bank: np.ndarray, hw: tuple[int, int], size: int, ref: np.ndarray | None = None
+) -> np.ndarray:
+    """Image scores as the exported graph computes them (same smoothing and upsampling), in torch; with
+    ``ref`` (N, h, w), each map divided by its row's reference first."""
+    maps = _nn_maps(query, bank, hw)
+    return _map_scores(maps if ref is None else maps / ref, size)
+
+
+# --tiles: each tile position's reference map (the mean good distance there) is smoothed by a max over
+# this many patches (a part shifting a few pixels moves its edges by a patch or so) and never below this
+# share of the median reference (a quiet place's noise is not blown up)
+REF_SPREAD = 3
+REF_FLOOR = 0.5
+
+
+def position_refs(maps: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """From the good frames' held-out distance maps (frames x ``t`` tiles in a row, (n, h, w)): each tile
+    position's reference map (t, h, w), and each view's reference without its own frame (n, h, w), for
+    the held-out scores (a frame's own distances in its reference would lower its score)."""
+    import torch
+    from torch.nn import functional as F
+
+    n, h, w = maps.shape
+    nf = n // t
+    m = maps.reshape(nf, t, h, w).astype(np.float64)
+    total = m.sum(0)
+
+    def smooth(r: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(r.reshape(-1, 1, h, w))
+        p = REF_SPREAD // 2
+        x = F.max_pool2d(F.pad(x, (p, p, p, p), mode="replicate"), REF_SPREAD, 1)
+        return x.numpy().reshape(r.shape)
+
+    ref = smooth(total / nf)
+    floor = REF_FLOOR * float(np.median(ref))
+    loo = smooth((total[None] - m) / max(1, nf - 1)) if nf > 1 else np.broadcast_to(ref, m.shape)
+    return (
+        np.maximum(ref, floor).astype(np.float32),
+        np.maximum(loo, floor).reshape(n, h, w).astype(np.float32),
+    )
 
 
 @dataclass
@@ -786,6 +849,8 @@ class AnomalySettings:
     features: str = "texture+context"  # any of "texture", "context", "cnn" joined by "+" (weights add "cnn")
     width: int = 32  # random backbone: layer1 channels (ResNet-18 = 64, used with --backbone-weights)
     bank_size: int = 2048
+    # --tiles: each tile's distances divided by the good frames' at that tile position (``position_refs``)
+    positions: bool = True
     relight: bool = True  # the bank also holds each good image under another lamp (perturb.lighting)
     folds: int = 5
     threads: int | None = None
@@ -862,7 +927,7 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
     # by frame: a tiled frame's tiles all on one side (a held-out tile's overlapping neighbour in the bank
     # would hide what the fold is there to measure); untiled, the permutation of before
     fold_of = np.repeat(rng.permutation(n // t) % folds, t)
-    cv_scores = np.zeros(n)
+    cv_maps = np.zeros((n, side, side), np.float32)
     bank_of = (
         (lambda keep: np.concatenate([patches[keep], light[keep]]))
         if light is not None
@@ -875,22 +940,28 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
         )
         rows = np.flatnonzero(fold_of == f)
         # a held-out view is scored on all its patches: taken again, a batch at a time, when not all kept
-        cv_scores[rows] = (
-            _nn_scores(patches[rows], bank_f, (side, side), s.size)
+        cv_maps[rows] = (
+            _nn_maps(patches[rows], bank_f, (side, side))
             if keep == hw
             else np.concatenate(
                 [
-                    _nn_scores(patch_features(feat, b), bank_f, (side, side), s.size)
+                    _nn_maps(patch_features(feat, b), bank_f, (side, side))
                     for b in _batches(ds.good, pre, rows)
                 ]
             )
         )
+    ref = None
+    if t > 1 and s.positions:  # fixed camera: a tile position's always-hot edge or hole is normal there
+        ref, loo = position_refs(cv_maps, t)
+        cv_scores = _map_scores(cv_maps / loo, s.size)
+    else:
+        cv_scores = _map_scores(cv_maps, s.size)
     bank = coreset(bank_of(np.ones(n, bool)).reshape(-1, d), s.bank_size, s.seed)
     # a frame's score is its worst tile's (the agent's verdict: NG when any tile is), so the threshold is
     # taken on frames and the stated false-reject rate is per frame, not per tile
     cv_scores = cv_scores.reshape(-1, t).max(1)
     thr, rule = threshold_at(cv_scores, s.false_reject_rate)
-    floor = noise_floor(feat, ds.good, bank, pre, (side, side), s, t, ds.tile_scale)
+    floor = noise_floor(feat, ds.good, bank, pre, (side, side), s, t, ds.tile_scale, ref)
     if floor > thr:
         log(
             f"anomaly: the good images vary less than a camera's noise (flat or near-identical images, "
@@ -908,13 +979,20 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
         f"anomaly: {n // t} good images{f' ({n} tiles)' if t > 1 else ''}, {n * hw} patches of {d} features{f' ({keep} of each view kept, at random)' if keep < hw else ''} → bank of {len(bank)}; threshold {thr:.4g} "
         f"at {s.false_reject_rate:.1%} false rejects ({folds}-fold scores of the good images)"
     )
-    model = PatchCore(feat, bank, s.size).eval()
+    model = PatchCore(feat, bank, s.size, None if ref is None else ref[:, None]).eval()
     return {
         "model": model,
         # the first views' tensors (export example, INT8 calibration) and up to 8 spread over the views
         # (golden inputs): never all of them
         "x": tensors(ds.good[:64], pre),
-        "golden_x": tensors([ds.good[i] for i in np.linspace(0, n - 1, min(8, n)).astype(int)], pre),
+        # a model of tile positions reads a row's position from its place in the batch: its golden inputs
+        # are one whole frame's tiles in order (the middle good frame), run as the agent runs a frame
+        "golden_x": (
+            tensors(ds.good[(n // t // 2) * t : (n // t // 2 + 1) * t], pre)
+            if ref is not None
+            else tensors([ds.good[i] for i in np.linspace(0, n - 1, min(8, n)).astype(int)], pre)
+        ),
+        "positions": ref is not None,
         "bank_candidates": len(patches) * patches.shape[1] * (2 if light is not None else 1),
         "pre": pre,
         "threshold": thr,
@@ -939,6 +1017,7 @@ def noise_floor(
     s,
     per_frame: int = 1,
     tile_scale: float = 1.0,
+    ref: np.ndarray | None = None,
 ) -> float:
     """The lowest threshold the good images allow: their score (the false-reject quantile) with
     ``NOISE_FLOOR_SIGMA`` grey levels of sensor noise they were not shown, against the final bank.
@@ -958,11 +1037,10 @@ def noise_floor(
     pick = np.unique(np.linspace(0, nf - 1, min(nf, NOISE_FLOOR_IMAGES)).round().astype(int))
     sigma = NOISE_FLOOR_SIGMA * min(1.0, tile_scale) if per_frame > 1 else NOISE_FLOOR_SIGMA
     noisy = [perturb.noise(good[i * t + k], sigma, rng) for i in pick for k in range(t)]
-    scores = (
-        np.concatenate([_nn_scores(patch_features(feat, b), bank, hw, s.size) for b in _batches(noisy, pre)])
-        .reshape(-1, t)
-        .max(1)
-    )
+    maps = np.concatenate([_nn_maps(patch_features(feat, b), bank, hw) for b in _batches(noisy, pre)])
+    if ref is not None:  # the tiles in frame order: row i is at position i % t
+        maps = maps / ref[np.arange(len(maps)) % t]
+    scores = _map_scores(maps, s.size).reshape(-1, t).max(1)
     return float(np.quantile(scores, 1 - s.false_reject_rate, method="higher"))
 
 
@@ -1051,7 +1129,8 @@ def evaluate(
     if not ds.test:
         return {}
     x = tensors(ds.test, pre)
-    out = onnx_tools.run(path, x, engine=engine, batch=16)
+    # a tiled model reads each row's tile position from its place in the batch: whole frames a run
+    out = onnx_tools.run(path, x, engine=engine, batch=16 if ds.per_frame == 1 else ds.per_frame)
     # a frame's score is its worst tile's, as the agent judges it
     score = out["anomaly_score"].reshape(-1, ds.per_frame).max(1)
     ng = ds.test_ng
@@ -1120,10 +1199,14 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
 
         # every good view and test view, a batch at a time
         def scores_of(path: Path) -> np.ndarray:
-            views = itertools.chain(_batches(ds.good, pre), _batches(ds.test, pre))
+            views = itertools.chain(_batches(ds.good, pre, batch=rows), _batches(ds.test, pre, batch=rows))
             return np.concatenate(
-                [onnx_tools.run(path, b, batch=16)["anomaly_score"].reshape(-1) for b in views]
+                [onnx_tools.run(path, b, batch=run)["anomaly_score"].reshape(-1) for b in views]
             )
+
+        # whole frames' tiles in each run: a tiled model reads a row's tile position from its place
+        t = ds.per_frame
+        rows, run = (BATCH, 16) if t == 1 else (t * max(1, BATCH // t),) * 2
 
         g32, g8 = scores_of(fp32), scores_of(int8)
         drift = float(np.max(np.abs(g8 - g32)) / thr)
@@ -1176,6 +1259,7 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
             else "none (fixed texture features)"
         ),
         "bank": fitted["bank"],
+        "positions": fitted["positions"],
         "feature_dims": fitted["features"],
         "form": "int8" if int8_ok else "fp32",
         "int8": {"held": int8_ok, "score_drift_vs_threshold": drift, "note": note},
@@ -1242,7 +1326,7 @@ def _package(
     from model_packager import build_package
 
     size = s.size
-    if ds.test:  # the first view (tile) of up to 4 defective frames
+    if ds.test and not report.get("positions"):  # the first view (tile) of up to 4 defective frames
         ng = [i * ds.per_frame for i in range(len(ds.test_ng)) if ds.test_ng[i]][:4]
         golden = np.concatenate([golden, tensors([ds.test[i] for i in ng], preprocessing(size))])
     spec = {

@@ -131,11 +131,21 @@ def _forms(opened: OpenedPackage, choice: FormChoice) -> list[str | None]:
     return forms[choice]
 
 
-def _run_golden(engine: Engine, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _item_rows(m, n: int) -> int:
+    """Batch rows of one item as the agent runs it: a tiled image model's frame is one batch of its
+    tiles. Golden inputs of whole frames (their count a multiple of the tiles) run a frame at a time: a
+    model may read a tile's position from its row (the anomaly family's tile positions), and a tile run
+    alone is always at the first. Other golden sets, one row at a time as before."""
+    pre = m.preprocessing
+    t = getattr(pre, "n_tiles", 1) if getattr(pre, "tiles", None) else 1
+    return t if t > 1 and n % t == 0 else 1
+
+
+def _run_golden(engine: Engine, inputs: dict[str, np.ndarray], rows: int = 1) -> dict[str, np.ndarray]:
     got: dict[str, list] = {}
     n = next(iter(inputs.values())).shape[0]
-    for i in range(n):  # one item at a time: the shape the agent runs
-        one = {k: v[i : i + 1] for k, v in inputs.items()}
+    for i in range(0, n, rows):  # one item at a time: the shape the agent runs
+        one = {k: v[i : i + rows] for k, v in inputs.items()}
         for k, v in engine.run_bounded(one, GOLDEN_RUN_TIMEOUT_S).items():
             got.setdefault(k, []).append(v)
     return {k: np.concatenate(v) for k, v in got.items()}
@@ -165,7 +175,7 @@ def check(
 ) -> Trial:
     """Run the golden inputs through ``engine`` and hold the result to its form's bounds."""
     m = opened.manifest
-    got = _run_golden(engine, inputs)
+    got = _run_golden(engine, inputs, _item_rows(m, next(iter(inputs.values())).shape[0]))
     if engine.form == "int8" and opened.fp32_model_path is not None:
         dev, agree = parity(m, expected, got)
         bad = parity_problems(m, dev, agree)

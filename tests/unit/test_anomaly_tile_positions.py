@@ -1,0 +1,56 @@
+"""A tiled anomaly model of a fixed camera judges each tile against the good frames at its own place.
+
+A tile position always sees the same region of the part: there a label printed in another shade and
+contrast on every part (each good frame's hottest patches), elsewhere a quiet sheet. With one scale for
+every tile, the label's distances set the per-frame threshold, and a dark spot on the quiet sheet,
+farther from the good sheet than the sheet ever is but nearer than the label, passed as good (1 of 8
+found). Each tile position's distances are now divided by the good frames' there (a reference map per
+position, in the exported graph), so the label is normal at its place and the spot is NG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cloud_trainer.train import anomaly as A
+from tests.support.bracket_frames import frame
+
+W, H, TILES, SIZE = 192, 128, [3, 2], 64
+
+
+def _scene(i: int, spot: bool = False) -> np.ndarray:
+    img = frame(11, i, W, H, kind="sheet")[0].copy()
+    rng = np.random.default_rng([11, i])
+    dx, dy = (int(v) for v in rng.integers(-3, 4, 2))  # the part sits a few pixels off
+    label = rng.integers(20, 236) + rng.normal(0, rng.uniform(0, 60), (20, 20, 1))
+    img[24 + dy : 44 + dy, 24 + dx : 44 + dx] = np.clip(label, 0, 255).astype(np.uint8)
+    if spot:  # an 8x8 dark spot on the sheet, in another tile
+        img[88:96, 148:156] = np.clip(img[88:96, 148:156].astype(np.int16) - 80, 0, 255).astype(np.uint8)
+    return img
+
+
+def _tiles(img: np.ndarray) -> list[np.ndarray]:
+    return A.cut_tiles(img, SIZE, TILES, Path("frame.png"))
+
+
+def test_a_place_always_hot_in_good_frames_is_normal_there_and_a_spot_elsewhere_is_ng():
+    ds = A.AnomalyData([t for i in range(20) for t in _tiles(_scene(i))], [f"{i}.png" for i in range(20)])
+    ds.per_frame = 6
+    s = A.AnomalySettings(
+        Path("."), Path("."), Path("."), Path("."), size=SIZE, tiles=TILES, bank_size=256, folds=3
+    )
+    fitted = A.fit(ds, s, log=lambda m: None)
+
+    def score(img: np.ndarray) -> float:  # the frame's tiles as one batch, as the agent runs them
+        with torch.no_grad():
+            x = torch.from_numpy(A.tensors(_tiles(img), fitted["pre"]))
+            return float(fitted["model"](x)[0].max())
+
+    thr = fitted["threshold"]
+    good = [score(_scene(100 + i)) / thr for i in range(8)]
+    spots = [score(_scene(200 + i, spot=True)) / thr for i in range(8)]
+    # measured: good frames at most 0.82 of the threshold, spots 1.03-1.64 (one scale: 1 of 8 above it)
+    assert max(good) < 1.0, good
+    assert sum(v >= 1.0 for v in spots) >= 6, spots
