@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import functools
 import json
@@ -56,6 +57,7 @@ import logging
 import math
 import socket
 import ssl
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -117,6 +119,25 @@ PUBACK_WAIT_S = 2.0
 # noticed after up to 2 keepalives (60 s at the default 30); now within 1.5, as the broker notices us
 PINGRESP_WAIT = 0.5
 PING_CHECK_S = 0.5  # how often the source looks at paho's last PINGREQ
+# struct tcp_info (Linux >= 4.1): tcpi_bytes_acked, a u64 at this offset
+_TCPI_BYTES_ACKED = 120
+
+
+def _bytes_acked(sock: object) -> int | None:
+    """The bytes the peer has acknowledged on a TCP socket (the kernel's count, TLS records included); None
+    where the kernel does not say (not Linux, an older kernel, no socket at the moment)."""
+    opt = getattr(socket, "TCP_INFO", None)
+    getsockopt = getattr(sock, "getsockopt", None)
+    if opt is None or getsockopt is None:
+        return None
+    try:
+        info = getsockopt(socket.IPPROTO_TCP, opt, _TCPI_BYTES_ACKED + 8)
+    except (OSError, ValueError):  # closed meanwhile
+        return None
+    if len(info) < _TCPI_BYTES_ACKED + 8:
+        return None
+    acked: int = struct.unpack_from("Q", info, _TCPI_BYTES_ACKED)[0]
+    return acked
 
 
 class MqttError(DeviceError):
@@ -439,6 +460,11 @@ class MqttSource:
         self._suspect: tuple[int, str, int] | None = None
         self._ping_task: asyncio.Task | None = None
         self._dead_ping = 0.0  # paho's time of the PINGREQ found unanswered (each is acted on once)
+        # _check_ping's previous look: paho's socket, the bytes the peer had acknowledged on it, when
+        self._seen_sock: object = None
+        self._seen_acked: int | None = None
+        self._seen_at = 0.0
+        self._moving_at = 0.0  # the last look that found the connection's sent bytes moving
         self._dead_path: str | None = (
             None  # why the source closed the connection itself (paho's thread reads)
         )
@@ -528,29 +554,57 @@ class MqttSource:
 
     def _check_ping(self, c: paho.Client, now: float) -> None:
         """Close the connection when paho's PINGREQ has gone unanswered for ``PINGRESP_WAIT`` of the keepalive
-        with nothing at all received since: paho's loop then sees it lost and reconnects as after any drop.
-        Reads paho's own bookkeeping (``_ping_t``: when its PINGREQ went out, 0 once answered; it sets
-        ``_last_bytes_received`` to the send time, and every byte read moves it later); a broker slow to
-        answer while it sends other packets is alive and left alone."""
-        ka = getattr(c, "_keepalive", 0) or 0  # the broker's ServerKeepAlive when it set one (MQTT 5)
-        ping_t = getattr(c, "_ping_t", 0) or 0
-        if not ka or not ping_t or ping_t == self._dead_ping or self.state is not ConnectionState.CONNECTED:
-            return
-        if getattr(c, "_last_bytes_received", now) > ping_t or now - ping_t < ka * PINGRESP_WAIT:
-            return
-        shutdown = getattr(c.socket(), "shutdown", None)  # None: no connection at the moment
-        if shutdown is None:
-            return
-        self._dead_ping = ping_t
-        self._dead_path = (
-            f"no answer from broker {self.settings.host}:{self.settings.port} to a ping for {now - ping_t:.1f}s "
-            f"(keepalive_s {ka}) and nothing else received: the path died without closing (a NAT or firewall "
-            "that dropped the flow, a switch or cable); reconnecting"
-        )
-        try:  # paho's loop reads the end at once and handles it as any lost connection
-            shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        with nothing at all received and nothing sent getting through since: paho's loop then sees it lost and
+        reconnects as after any drop. Reads paho's own bookkeeping (``_ping_t``: when its PINGREQ was queued,
+        0 once answered; it sets ``_last_bytes_received`` to that time, and every byte read moves it later);
+        a broker slow to answer while it sends other packets is alive and left alone.
+
+        paho queues its PINGREQ behind what it is still writing, so on a slow uplink a large message keeps the
+        PINGREQ, and its answer, back for as long as the message takes: a connection whose written bytes the
+        peer keeps acknowledging (the kernel's count, ``TCP_INFO``) is alive too, and the wait counts from the
+        last look that saw them move (paho's own rule, a whole keepalive from the PINGREQ, still applies).
+
+        paho's thread may reconnect at any moment: the look at the socket and at its bookkeeping and the
+        shutdown are made holding paho's ``_msgtime_mutex``, which its reconnect takes after dropping the old
+        socket and before making the new one, so the socket shut is the one whose PINGREQ went unanswered."""
+        lock = getattr(c, "_msgtime_mutex", None) or contextlib.nullcontext()
+        with lock:
+            sock = c.socket()
+            ka = getattr(c, "_keepalive", 0) or 0  # the broker's ServerKeepAlive when it set one (MQTT 5)
+            ping_t = getattr(c, "_ping_t", 0) or 0
+            received = getattr(c, "_last_bytes_received", now)
+            acked = _bytes_acked(sock)
+            if sock is not self._seen_sock:  # another connection: what moved before tells nothing of it
+                self._moving_at = 0.0
+            elif acked is not None and self._seen_acked is not None and acked > self._seen_acked:
+                self._moving_at = self._seen_at  # the earliest they can have moved: since the previous look
+            elif acked is None and c.want_write():
+                self._moving_at = now  # no kernel count here: paho still writing is taken as moving
+            self._seen_sock, self._seen_acked, self._seen_at = sock, acked, now
+            if (
+                not ka
+                or not ping_t
+                or ping_t == self._dead_ping
+                or self.state is not ConnectionState.CONNECTED
+            ):
+                return
+            silent_s = now - max(ping_t, self._moving_at)
+            if received > ping_t or silent_s < ka * PINGRESP_WAIT:
+                return
+            shutdown = getattr(sock, "shutdown", None)  # None: no connection at the moment
+            if shutdown is None:
+                return
+            self._dead_ping = ping_t
+            self._dead_path = (
+                f"no answer from broker {self.settings.host}:{self.settings.port} to a ping for "
+                f"{now - ping_t:.1f}s (keepalive_s {ka}), nothing else received and nothing sent acknowledged "
+                f"for {silent_s:.1f}s: the path died without closing (a NAT or firewall that dropped the flow, "
+                "a switch or cable); reconnecting"
+            )
+            try:  # paho's loop reads the end at once and handles it as any lost connection
+                shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _connect_failed(self, reason: str, detail: str) -> None:
         self.state = ConnectionState.BACKOFF

@@ -180,8 +180,9 @@ class MqttSettings(_Model):
         ge=5,
         le=65535,
         description="paho pings the broker after this long without traffic; a ping unanswered for half of it "
-        "(nothing else received) ends the connection: a path that died without a FIN or RST (a NAT or firewall "
-        "that dropped the flow, a switch rebooting) is noticed within 1.5x keepalive_s, as the broker notices us",
+        "(nothing else received, nothing sent acknowledged) ends the connection: a path that died without a FIN "
+        "or RST (a NAT or firewall that dropped the flow, a switch rebooting) is noticed within 1.5x keepalive_s, "
+        "as the broker notices us",
     )
     tls: TlsSettings | None = None
     username: str | None = None

@@ -277,3 +277,46 @@ async def test_a_live_agents_push_is_not_ended_for_another_stream_on_its_own_con
         await up.stop()
         ob.close()
         await srv.stop()
+
+
+async def test_an_mqtt_source_sending_a_large_result_over_a_slow_uplink_keeps_its_connection(
+    mosquitto,
+) -> None:
+    """A gateway on a slow uplink (a cellular modem at 32 KB/s) publishes a result of 344 KB (an image, a big
+    JSON) at QoS 1: ~11 s on the wire, nothing coming back meanwhile. paho's PINGREQ, due a keepalive after
+    the connection began, waits behind the message, and so does its PINGRESP. The connection is alive, its
+    bytes moving: it is kept and the result arrives once. Before, the source took the PINGREQ unanswered for
+    half a keepalive as a dead path and closed the connection; paho sent the message again over the next
+    one, to be cut again (paho's own rule allows the PINGREQ a whole keepalive)."""
+    got: list[int] = []
+    watch = paho.Client(CallbackAPIVersion.VERSION2, client_id="watch-slow")
+    watch.on_message = lambda c, u, m: got.append(json.loads(m.payload)["i"])
+    watch.connect("127.0.0.1", mosquitto.port)
+    watch.subscribe("results/#", 1)
+    watch.loop_start()
+    rate = 32_000
+    keepalive = 6
+    # ~1.75 keepalives on the wire from just after the connection began: the PINGREQ (at 1 keepalive) waits
+    # past half a keepalive (the former check, ~1.5) and is answered before paho's own limit (~2 keepalives)
+    blob = "x" * int(rate * (1.75 * keepalive + 0.25))
+    relay = FreezeRelay(mosquitto.port, up_bytes_per_s=rate)
+    settings = MqttSettings(
+        port=relay.port, client_id="gw-slow", keepalive_s=keepalive, reconnect_min_s=0.1, reconnect_max_s=1.0
+    )
+    src = MqttSource("mq", settings)
+    try:
+        await src.start()
+        await until(lambda: src.state is ConnectionState.CONNECTED, what="the source connected")
+        await src.publish("results/img", {"i": 1, "image": blob}, qos=1)
+        await until(
+            lambda: got or src.stats.reconnects or src.state is not ConnectionState.CONNECTED,
+            timeout_s=8 * keepalive,
+            what="the result at the watcher, or the connection lost",
+        )
+        await until(lambda: got or src.stats.reconnects, what="the result, or a reconnect")
+    finally:
+        await src.stop()
+        watch.loop_stop()
+        watch.disconnect()
+        relay.close()
+    assert (got, src.stats.reconnects, src.stats.last_error) == ([1], 0, None)

@@ -10,6 +10,10 @@ succeed and then silence, like a flow through a NAT that lost its state).
 ``drop()``: the connections of the moment are abandoned for good, silently (their sockets stay open and
 read nothing until ``close()``); connections made afterwards are relayed normally, as a new NAT mapping is.
 
+``up_bytes_per_s``: the relay forwards what the client sends at most this fast (a slow uplink: a cellular
+modem at 20-50 KB/s); what the client writes meanwhile waits in the kernel's buffers, and is acknowledged
+as it goes on, as on such a link.
+
 ``cut()`` of ``tests.support.tcp_cut`` closes the connections (both sides see it end): this is the other case."""
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import contextlib
 import select
 import socket
 import threading
+import time
 
 from tests.support.peers import free_port
 
@@ -29,10 +34,18 @@ class _Pair:
 
 
 class FreezeRelay:
-    def __init__(self, upstream_port: int, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, upstream_port: int, host: str = "127.0.0.1", up_bytes_per_s: float | None = None
+    ) -> None:
         self.host, self.upstream_port = host, upstream_port
+        self.up_bytes_per_s = up_bytes_per_s
         self.port = free_port()
         self._server = socket.create_server((host, self.port))
+        if up_bytes_per_s:
+            # a small receive buffer (the accepted sockets inherit it): the relay acknowledges what it is about
+            # to forward, not megabytes ahead, so the client's bytes are acknowledged at the link's pace, as the
+            # far end of a slow link does (a big buffer would acknowledge the whole message at once)
+            self._server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         self._pairs: list[_Pair] = []
         self._dropped: list[_Pair] = []  # kept open (and silent) until close()
         self._lock = threading.Lock()
@@ -84,15 +97,22 @@ class FreezeRelay:
         return False
 
     def _pump(self, pair: _Pair, src: socket.socket, dst: socket.socket) -> None:
+        rate = self.up_bytes_per_s if src is pair.client else None
+        # a slow uplink: small reads, each forwarded no sooner than the rate allows (idle time earns nothing)
+        chunk = max(1, int(rate / 50)) if rate else 65536
+        next_t = 0.0
         try:
             while self._may_flow(pair):
                 # poll, so that a freeze stops the reading at once (the bytes stay in src's kernel buffer)
                 ready, _, _ = select.select([src], [], [], 0.05)
                 if not ready or not self._may_flow(pair):
                     continue
-                data = src.recv(65536)
+                data = src.recv(chunk)
                 if not data:
                     break
+                if rate:
+                    next_t = max(next_t, time.monotonic()) + len(data) / rate
+                    time.sleep(max(0.0, next_t - time.monotonic()))
                 if not self._may_flow(pair):  # frozen or dropped between the poll and now: held, or lost
                     return
                 dst.sendall(data)
