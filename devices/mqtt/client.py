@@ -577,7 +577,9 @@ class MqttSource:
             if sock is not self._seen_sock:  # another connection: what moved before tells nothing of it
                 self._moving_at = 0.0
             elif acked is not None and self._seen_acked is not None and acked > self._seen_acked:
-                self._moving_at = self._seen_at  # the earliest they can have moved: since the previous look
+                # the earliest they can have moved: since the previous look, unless that is long ago (the
+                # event loop held up): a look late by seconds must not make a moving connection look silent
+                self._moving_at = self._seen_at if now - self._seen_at <= 2 * PING_CHECK_S else now
             elif acked is None and c.want_write():
                 self._moving_at = now  # no kernel count here: paho still writing is taken as moving
             self._seen_sock, self._seen_acked, self._seen_at = sock, acked, now
