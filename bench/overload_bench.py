@@ -52,8 +52,32 @@ while True:
 """
 
 
-async def run(a) -> dict:
+def start_agent(cfg: dict, tmp: Path) -> subprocess.Popen:
+    """A real ``edge-agent run`` process on ``cfg`` (written to tmp/agent.yaml), its log in tmp/agent.log."""
     import yaml
+
+    (tmp / "agent.yaml").write_text(yaml.safe_dump(cfg))
+    log = open(tmp / "agent.log", "w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge_agent.cli", "run", str(tmp / "agent.yaml")],
+        cwd=ROOT,
+        stdout=log,
+        stderr=log,
+    )
+
+
+async def watch_heartbeat(alive, beats: list[float]) -> None:
+    """Appends the time of every change of the agent's heartbeat node ``alive`` (an asyncua node) to ``beats``."""
+    last = None
+    while True:
+        v = await alive.read_value()
+        if v != last:
+            beats.append(time.monotonic())
+            last = v
+        await asyncio.sleep(0.02)
+
+
+async def run(a) -> dict:
     from asyncua import ua
 
     from tests.support.peers import Mosquitto, free_port, opcua_server
@@ -118,26 +142,9 @@ async def run(a) -> dict:
             }
         },
     }
-    (tmp / "agent.yaml").write_text(yaml.safe_dump(cfg))
-    log = open(tmp / "agent.log", "w")
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "edge_agent.cli", "run", str(tmp / "agent.yaml")],
-        cwd=ROOT,
-        stdout=log,
-        stderr=log,
-    )
+    agent = start_agent(cfg, tmp)
     beats: list[float] = []
-
-    async def watch() -> None:
-        last = None
-        while True:
-            v = await alive.read_value()
-            if v != last:
-                beats.append(time.monotonic())
-                last = v
-            await asyncio.sleep(0.02)
-
-    watcher = asyncio.create_task(watch())
+    watcher = asyncio.create_task(watch_heartbeat(alive, beats))
     while len(beats) < 3:  # connected: its heartbeat runs
         await asyncio.sleep(0.1)
 

@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,6 +34,8 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+from bench.overload_bench import start_agent, watch_heartbeat
 
 OUT = Path(__file__).resolve().parent / "out"
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +148,6 @@ def get_status(port: int) -> tuple[dict, float]:
 
 
 async def run(a) -> dict:
-    import yaml
     from asyncua import ua
 
     from bench.inference_224_bench import build
@@ -234,25 +234,8 @@ async def run(a) -> dict:
             },
         },
     }
-    (tmp / "agent.yaml").write_text(yaml.safe_dump(cfg))
-    log = open(tmp / "agent.log", "w")
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "edge_agent.cli", "run", str(tmp / "agent.yaml")],
-        cwd=ROOT,
-        stdout=log,
-        stderr=log,
-    )
+    agent = start_agent(cfg, tmp)
     beats: list[float] = []
-
-    async def watch() -> None:
-        last = None
-        while True:
-            v = await alive.read_value()
-            if v != last:
-                beats.append(time.monotonic())
-                last = v
-            await asyncio.sleep(0.02)
-
     rng = np.random.default_rng(0)
 
     async def vibrate() -> None:  # the maintenance input: one 2048-sample block at --vib-hz
@@ -262,7 +245,7 @@ async def run(a) -> dict:
             await vib.write_value(ua.Variant(x.tolist(), ua.VariantType.Double))
             await asyncio.sleep(1.0 / a.vib_hz)
 
-    watcher = asyncio.create_task(watch())
+    watcher = asyncio.create_task(watch_heartbeat(alive, beats))
     t_start = time.monotonic()
     while len(beats) < 3:
         if agent.poll() is not None or time.monotonic() - t_start > 180:
