@@ -149,6 +149,28 @@ def _outside_its_dates(der: bytes) -> str | None:
     return None
 
 
+def _a_name_of(der: bytes) -> str | None:
+    """A host name or address the certificate is for (its first subjectAltName DNS name or IP address, else
+    its common name), for FFmpeg's host-name check of a pinned camera; None when it names none that FFmpeg's
+    option string can carry ('|' and ';' separate its options)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return None
+    names: list[str] = []
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names += san.get_values_for_type(x509.DNSName)
+        names += [str(a) for a in san.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        pass
+    names += [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return next((n for n in names if n and not any(c in n for c in "|;")), None)
+
+
 def _ffmpeg_capture(url: str, params: list[int], enforced: str = "") -> Any:
     """``cv2.VideoCapture(url, CAP_FFMPEG, params)`` with FFmpeg options for this open, passed as OpenCV
     reads them at open (``OPENCV_FFMPEG_CAPTURE_OPTIONS``, set under a lock and put back after): never the
@@ -541,8 +563,12 @@ class CameraSource:
         is trusted as an https one is (``access.Trust``: its chain and host name against ``tls_ca_file``
         or the system's CAs, or the pinned certificate) by a handshake of our own that sends nothing, and
         FFmpeg's own connection then verifies the chain (``tls_verify``) against that CA file, or against
-        exactly the pinned certificate (FFmpeg's OpenSSL does not check the host name: the first handshake
-        does)."""
+        exactly the pinned certificate. FFmpeg 8 (OpenCV 5.1's) also checks the host name of the URL against
+        the certificate, as FFmpeg 7 did not: a pinned camera, whose certificate rarely names the address it
+        is reached at (a camera's own self-signed one), then never opened. With a pin, the identity is the
+        certificate itself, so FFmpeg is given a name the pinned certificate carries to check
+        (``verifyhost``); a CA-verified camera keeps the URL's host name, which the first handshake checked
+        too."""
         import ssl
         import tempfile
         import urllib.parse
@@ -589,7 +615,10 @@ class CameraSource:
                     )
                     + "set tls_ca_file (the CA that signed the camera's certificate, or the camera's own one)"
                 )
-            return _ffmpeg_capture(s.url, params, enforced=f"tls_verify;1|ca_file;{anchor}")
+            enforced = f"tls_verify;1|ca_file;{anchor}"
+            if pinned is not None and (name := _a_name_of(der)) is not None:
+                enforced += f"|verifyhost;{name}"
+            return _ffmpeg_capture(s.url, params, enforced=enforced)
         finally:
             if pinned is not None:
                 os.unlink(pinned)

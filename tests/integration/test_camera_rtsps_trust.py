@@ -95,13 +95,10 @@ async def test_a_pinned_rtsps_camera_is_opened_and_ffmpeg_refuses_another_certif
     _cert(tmp_path, "impostor")
     cam = TlsCamera([(tmp_path / "cam.crt", tmp_path / "cam.key")])
     try:
-        # no RTSP server: every open still fails. Three tries, as the source itself retries: FFmpeg's own
-        # verification of the pinned camera failed once in a full suite on a loaded 2-core machine (not
-        # reproduced in 12 runs under load), which a gateway rides out by its next open
-        await _refusals(_source(cam, tls_fingerprint_sha256=_colons(fp)), n=3)
+        await _refusals(_source(cam, tls_fingerprint_sha256=_colons(fp)))  # no RTSP server: still fails
     finally:
         cam.stop()
-    assert any(d.startswith(b"OPTIONS rtsps://") for d in cam.sent), cam.seen  # FFmpeg went on to the pin
+    assert any(d.startswith(b"OPTIONS rtsps://") for d in cam.sent)  # FFmpeg went on to the pinned camera
     # the check's connection meets the camera, FFmpeg's own one a machine posing as it: FFmpeg refuses it
     cam = TlsCamera(
         [(tmp_path / "cam.crt", tmp_path / "cam.key"), (tmp_path / "impostor.crt", tmp_path / "impostor.key")]
