@@ -127,15 +127,16 @@ def test_installed_entry_points_run_outside_the_checkout(installed, tmp_path):
     assert Path(r.stdout.strip()).is_relative_to(venv), r.stdout + r.stderr
 
 
-def test_the_source_archive_holds_the_units_and_example_configs(tmp_path):
-    """docs/gateway-install.md has an installer copy a systemd unit and an example config: the wheel holds only
-    the packages, so the release's source archive must carry them."""
+def test_the_source_archive_holds_the_units_example_configs_and_docs(tmp_path):
+    """docs/gateway-install.md has an installer copy a systemd unit and an example config, and the agent's and
+    the trainer's messages point to docs/*.md: the wheel holds only the packages, so the release's source
+    archive must carry them."""
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md", "MANIFEST.in"):
         if (ROOT / name).exists():
             shutil.copy(ROOT / name, src / name)
-    for folder in (*PACKAGES, "deploy", "configs"):
+    for folder in (*PACKAGES, "deploy", "configs", "docs"):
         shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     r = subprocess.run(
         [sys.executable, "-c", f"import setuptools.build_meta as b; print(b.build_sdist({str(tmp_path)!r}))"],
@@ -150,7 +151,7 @@ def test_the_source_archive_holds_the_units_and_example_configs(tmp_path):
         names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
     wanted = [
         str(f.relative_to(ROOT))
-        for folder in ("deploy", "configs")
+        for folder in ("deploy", "configs", "docs")
         for f in (ROOT / folder).rglob("*")
         if f.is_file()
     ]
