@@ -181,6 +181,7 @@ class Agent:
                 self.metrics.observe_latency,
                 on_event=self._event,
                 data_dir=cfg.data_dir,
+                source_settings=cfg.sources.get(p.source),
             )
             for p in cfg.pipelines
         ]

@@ -6,10 +6,11 @@
     when: {all: [{verdict: NG}, {pipeline: inspect}]}   # also any: [...], not: {...}
 
 Fields: verdict, score, label, anomaly_score, remaining_life, margin, model, model_version,
-pipeline, source, engine. ``compile_condition`` checks the structure once (at config time) and
+pipeline, source, engine, age_ms (the item's age at the verdict: ``{age_ms: {lte: 300}}`` keeps a reject
+gate from acting on a part that has moved on). ``compile_condition`` checks the structure once (at config time) and
 returns a predicate over ``edge_agent.types.Result``; a comparison with a missing value (e.g.
 ``anomaly_score`` of a vision result) is false. A field is compared with its own type: a number field
-(score, anomaly_score, remaining_life, margin) with a number (text such as ``"0.8"``, from quotes or a
+(score, anomaly_score, remaining_life, margin, age_ms) with a number (text such as ``"0.8"``, from quotes or a
 ``${VAR}``, is read as the number; other text, true/false and NaN are refused), the other fields with
 text (``label: 1`` is refused: quote it).
 
@@ -38,6 +39,7 @@ FIELDS = (
     "pipeline",
     "source",
     "engine",
+    "age_ms",
 )
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "eq": operator.eq,
@@ -51,7 +53,7 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 
 
 VERDICTS = ("OK", "NG", "UNSURE")
-NUMERIC = ("score", "anomaly_score", "remaining_life", "margin")  # the rest are text
+NUMERIC = ("score", "anomaly_score", "remaining_life", "margin", "age_ms")  # the rest are text
 
 
 def _operand(key: str, op: str, v: Any) -> Any:

@@ -180,6 +180,27 @@ class QueuePolicy(enum.StrEnum):
 class QueueSettings(_Model):
     size: int = Field(8, ge=1, le=100_000)
     policy: QueuePolicy = QueuePolicy.DROP_OLDEST
+    max_age_ms: float | Literal["auto"] | None = Field(
+        "auto",
+        description="an item older than this when a thread would take it for inference (now minus its capture "
+        "time) is dropped unjudged and counted (stale): its part has moved on. auto: for a live camera, 2 "
+        "frame intervals at the rate its frames come, at least 250 ms; no bound for signal windows, a drop "
+        "folder, a file or folder replayed, or queue policy block. null: no bound",
+    )
+
+    @field_validator("max_age_ms", mode="before")
+    @classmethod
+    def _age(cls, v: Any) -> Any:
+        if v is None or v == "auto":
+            return v
+        if isinstance(v, str):  # a ${VAR} substitution gives text: a number written as text is the number
+            try:
+                v = float(v.strip())
+            except ValueError:
+                pass
+        if isinstance(v, bool) or not isinstance(v, int | float) or not (v > 0 and v < float("inf")):
+            raise ValueError(f"expected 'auto', a number of milliseconds > 0 or null (no bound), found {v!r}")
+        return float(v)
 
 
 class WindowSettings(_Model):

@@ -2,7 +2,8 @@
 
 Names follow Prometheus conventions (``_total`` counters, ``_seconds`` histograms, base units):
 ``edge_pipeline_results_total{pipeline,verdict}``, ``edge_pipeline_latency_seconds{pipeline,stage}``,
-``edge_pipeline_dropped_total{pipeline}``, ``edge_pipeline_errors_total{pipeline}``,
+``edge_pipeline_dropped_total{pipeline}`` (all reasons), ``edge_pipeline_dropped_by_reason_total{pipeline,reason}``
+(reason: queue, stale, bad_samples, windows_capped), ``edge_pipeline_errors_total{pipeline}``,
 ``edge_source_up{source}``, ``edge_source_received_total{source}``, ``edge_source_dropped_total{source}``,
 ``edge_source_errors_total{source}``, ``edge_silent_drops_total{component,name,reason}``,
 ``edge_action_total{action,type,target,outcome}`` (outcome: ok, failed, retried, queued, ...),
@@ -106,6 +107,15 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+# edge_pipeline_dropped_by_reason's reasons: the key of each in a pipeline's status
+_DROP_REASONS = (
+    ("queue", "dropped_queue"),
+    ("stale", "dropped_stale"),
+    ("bad_samples", "bad_samples"),
+    ("windows_capped", "windows_capped"),
+)
+
+
 class _AgentCollector:
     """Counters the components keep themselves (pipelines, sources, actions), read at scrape time."""
 
@@ -121,6 +131,12 @@ class _AgentCollector:
             "Items dropped by the queue policy or as bad samples",
             labels=["pipeline"],
         )
+        by_reason = CounterMetricFamily(
+            "edge_pipeline_dropped_by_reason",
+            "Items dropped, by reason: queue (its policy), stale (older than queue.max_age_ms when inference "
+            "would take them), bad_samples, windows_capped",
+            labels=["pipeline", "reason"],
+        )
         errors = CounterMetricFamily("edge_pipeline_errors", "Failed inferences", labels=["pipeline"])
         silent = CounterMetricFamily(
             "edge_silent_drops",
@@ -130,6 +146,8 @@ class _AgentCollector:
         for p in agent.pipelines:
             st = p.status()
             dropped.add_metric([p.name], st["dropped"])
+            for reason, key in _DROP_REASONS:
+                by_reason.add_metric([p.name, reason], st[key])
             errors.add_metric([p.name], sum(st["errors"].values()))
             for reason, d in st.get("silent_drops", {}).items():
                 silent.add_metric(["pipeline", p.name, reason], d["count"])
@@ -191,4 +209,17 @@ class _AgentCollector:
         if (srv := getattr(agent, "http", None)) is not None:
             for outcome in ("accepted", "refused", "cut", "aborted", "failed"):
                 http.add_metric([outcome], getattr(srv.httpd, outcome))
-        yield from (dropped, errors, silent, received, sdropped, serrors, actions, alarms, fwd, rules, http)
+        yield from (
+            dropped,
+            by_reason,
+            errors,
+            silent,
+            received,
+            sdropped,
+            serrors,
+            actions,
+            alarms,
+            fwd,
+            rules,
+            http,
+        )

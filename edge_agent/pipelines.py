@@ -10,6 +10,11 @@
   (time mode), carrying the latest value of each scalar tag. A window holds contiguous samples only:
   non-GOOD readings of the waveform are skipped and counted, and they, a gap in the readings'
   timestamps or a change of rate start the window in progress afresh (counted).
+- ``AgeGate``: the pipeline's bound on an item's age when inference would take it (``queue.max_age_ms``;
+  ``auto``: 2 frame intervals of a live camera, at least 250 ms; none for windows, replays, drop folders
+  and ``block``). An older item is dropped unjudged before a thread runs it (checked when the worker takes
+  it from the queue, and again in the thread, after the wait for one), counted (``dropped_stale``), and an
+  ``items_stale`` event marks an episode's start and end; each result carries its item's age at the verdict.
 - ``Pipeline``: ``workers`` tasks each take an item, run ``slot.infer`` in the shared thread pool
   (the asyncio loop never blocks on inference), build the ``Result`` with its latency split
   (queue wait, preprocessing, inference, postprocessing) and hand it to the actions.
@@ -32,7 +37,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -63,6 +68,13 @@ GAP_SLACK_S = (
 )
 NO_WINDOWS: tuple = ()  # what most readings complete: no allocation on the per-reading path
 _EMPTY = np.zeros(0, dtype=np.float64)
+# queue.max_age_ms: auto, for a live camera: an item is stale past this many intervals between its frames (the
+# pipeline is more than one item behind: the part in view has moved on) ...
+AUTO_AGE_FRAMES = 2
+# ... and never under this: the loop's lag and the wait for a thread of the pool every pipeline shares delay a
+# fresh frame by tens of ms on a busy gateway that keeps up
+AUTO_AGE_FLOOR_S = 0.25
+STALE_QUIET_S = 10.0  # a stale episode ends after this long without a stale item, at a fresh item's result
 
 _FIXES = {
     "bad_input": "the input does not fit the model: for a camera, its frame size against the model's roi or "
@@ -713,6 +725,141 @@ class PipelineStats:
         }
 
 
+def age_bound(settings: PipelineSettings, source: Any = None) -> tuple[float | None, bool, str]:
+    """``queue.max_age_ms`` as the pipeline applies it: (bound in seconds or None, whether it follows the
+    frames' rate, what it is and why). ``auto`` bounds only a live camera's frames: a window is one of a
+    series where order matters more than freshness (the baseline, the wear trend, the sensor checks read them
+    in turn) and its time is the source's clock; a replayed file or folder and a drop folder hold items each
+    wanted judged whenever; ``block`` was chosen to lose nothing."""
+    q = settings.queue
+    if q.max_age_ms is None:
+        return None, False, "none (max_age_ms: null)"
+    if q.max_age_ms != "auto":
+        return float(q.max_age_ms) / 1000.0, False, f"{q.max_age_ms:g} ms (max_age_ms)"
+    if settings.window is not None:
+        return None, False, "none (auto: signal windows are a series, order before freshness)"
+    if q.policy is QueuePolicy.BLOCK:
+        return None, False, "none (auto: queue policy block judges every item)"
+    if getattr(source, "watch", False):
+        return None, False, "none (auto: a drop folder's images are each judged)"
+    if getattr(getattr(source, "kind", None), "value", None) == "path":
+        return None, False, "none (auto: a file or folder replayed is judged frame by frame)"
+    return None, True, "auto: not set until the frames' rate is known"
+
+
+class _Stale(NamedTuple):
+    age_s: float
+
+
+class AgeGate:
+    """Items too old to act on. ``stale(item)``: its age (now minus its capture time; a window's is its last
+    sample's) when over the bound, else None. ``drop`` counts one and returns the ``items_stale`` event that
+    starts an episode; ``fresh`` returns the one that ends it (no stale item for ``STALE_QUIET_S``, at a
+    fresh item's result). ``auto``: the bound follows the frames' rate (the median of the last 16 intervals
+    between capture times, from the 5th frame; recomputed every 8 frames)."""
+
+    def __init__(self, pipeline: str, settings: PipelineSettings, source: Any = None) -> None:
+        self.pipeline = pipeline
+        self.max_s, self.auto, self.why = age_bound(settings, source)
+        self.windows = settings.window is not None
+        self.dropped = 0
+        self.active = False
+        self.episode = 0  # dropped in the episode under way
+        self.last_stale = 0.0  # monotonic time of the last stale item
+        self.last: tuple[int, float] | None = None  # (seq, age ms) of the last stale item
+        self._t: float | None = None  # auto: the last frame's capture time
+        self._gaps: collections.deque = collections.deque(maxlen=16)
+        self._n = 0
+
+    def note(self, captured_at: float) -> None:
+        """Auto: a frame offered; its capture time against the previous one's gives the rate."""
+        if not self.auto:
+            return
+        last, self._t = self._t, captured_at
+        if last is None:
+            return
+        d = captured_at - last
+        if 0 < d <= 60:  # a camera's outage (or a clock step) says nothing of its rate
+            self._gaps.append(d)
+        self._n += 1
+        if len(self._gaps) >= 4 and (self.max_s is None or not self._n & 7):
+            gap = sorted(self._gaps)[len(self._gaps) // 2]
+            self.max_s = max(AUTO_AGE_FRAMES * gap, AUTO_AGE_FLOOR_S)
+            self.why = (
+                f"auto: {AUTO_AGE_FRAMES} frame intervals at {1 / gap:.3g} fps (measured), at least "
+                f"{AUTO_AGE_FLOOR_S * 1000:.0f} ms"
+            )
+
+    def stale(self, item: Frame | Window) -> float | None:
+        bound = self.max_s
+        if bound is None:
+            return None
+        age = time.time() - (item.captured_at if isinstance(item, Frame) else item.end_ts)
+        return age if age > bound else None
+
+    def drop(self, item: Frame | Window, age_s: float) -> Event | None:
+        self.dropped += 1
+        self.episode += 1
+        self.last_stale = time.monotonic()
+        self.last = (item.seq, round(age_s * 1000, 1))
+        if self.active:
+            return None
+        self.active = True
+        bound_ms = (self.max_s or 0.0) * 1000
+        clock = (
+            " (a window's age runs from its last sample's timestamp, on the source's clock: a source "
+            "clock ahead of or behind the gateway's shows here too)"
+            if self.windows
+            else ""
+        )
+        msg = (
+            f"pipeline {self.pipeline}: inference is behind: item {item.seq} of source {item.source} was "
+            f"{age_s * 1000:.0f} ms old when a thread could take it, over queue.max_age_ms ({bound_ms:.0f} ms, "
+            f"{self.why}){clock}; such items are dropped unjudged (counted: dropped_stale), so no verdict nor "
+            "action acts on a part that has moved on; the gateway does not keep up: lower the camera's fps, "
+            "use a smaller model, or move a camera to another gateway (docs/agent.md 'Sizing a gateway')"
+        )
+        log.warning("%s", msg)
+        return Event(
+            EventKind.ITEMS_STALE,
+            pipeline=self.pipeline,
+            active=True,
+            max_age_ms=round(bound_ms, 1),
+            age_ms=round(age_s * 1000, 1),
+            dropped=1,
+            message=msg,
+        )
+
+    def fresh(self, age_ms: float) -> Event | None:
+        if not self.active or time.monotonic() - self.last_stale < STALE_QUIET_S:
+            return None
+        self.active = False
+        n, self.episode = self.episode, 0
+        msg = (
+            f"pipeline {self.pipeline}: items are judged within queue.max_age_ms again; {n} were dropped as "
+            "stale in this episode"
+        )
+        log.info("%s", msg)
+        return Event(
+            EventKind.ITEMS_STALE,
+            pipeline=self.pipeline,
+            active=False,
+            max_age_ms=None if self.max_s is None else round(self.max_s * 1000, 1),
+            age_ms=round(age_ms, 1),
+            dropped=n,
+            message=msg,
+        )
+
+    def status(self) -> dict:
+        return {
+            "max_age_ms": None if self.max_s is None else round(self.max_s * 1000, 1),
+            "max_age": self.why,
+            "dropped_stale": self.dropped,
+            "stale_now": self.active,
+            "last_stale": None if self.last is None else {"seq": self.last[0], "age_ms": self.last[1]},
+        }
+
+
 class Pipeline:
     def __init__(
         self,
@@ -724,7 +871,10 @@ class Pipeline:
         *,
         on_event: Callable[[Event], None] | None = None,
         data_dir: str | Path | None = None,
+        source_settings: Any = None,
     ) -> None:
+        """``source_settings``: the settings of the source it reads (its queue.max_age_ms ``auto`` depends on
+        what kind of source it is)."""
         self.s = settings
         self.data_dir = data_dir
         self.baseline: Monitor | None = None  # when settings.baseline is set
@@ -735,6 +885,7 @@ class Pipeline:
         self.on_result = on_result
         self.on_latency = on_latency or (lambda name, lat: None)
         self.queue = BoundedQueue(settings.queue.size, settings.queue.policy)
+        self.age = AgeGate(self.name, settings, source_settings)
         self.stats = PipelineStats()
         self.windower: Windower | None = None
         self.notices = Notices(log)  # silent drops: first one logged as a WARNING, all counted
@@ -816,6 +967,7 @@ class Pipeline:
             else:
                 await self._enqueue(ws, len(ws))
         elif isinstance(item, Frame):
+            self.age.note(item.captured_at)
             await self._enqueue(item)
 
     async def _enqueue(self, item: Frame | Window | tuple[Window, ...], n: int = 1) -> None:
@@ -844,9 +996,28 @@ class Pipeline:
                 return
             if isinstance(entry, tuple):  # the windows of one reading, oldest first
                 for item in entry:
-                    await self._process(item, enq_t)
-            else:
+                    if not self._too_old(item):
+                        await self._process(item, enq_t)
+            elif not self._too_old(entry):  # here, not in a thread: a stale item never waits for one
                 await self._process(entry, enq_t)
+
+    def _too_old(self, item: Frame | Window) -> bool:
+        age = self.age.stale(item)
+        if age is None:
+            return False
+        self._stale(item, age)
+        return True
+
+    def _stale(self, item: Frame | Window, age_s: float) -> None:
+        evt = self.age.drop(item, age_s)
+        if evt is not None:
+            self._emit(evt)
+
+    def _emit(self, evt: Event) -> None:
+        try:
+            self.on_event(evt)
+        except Exception:
+            log.exception("%s event could not be recorded", evt["kind"])
 
     async def _process(self, item: Frame | Window, enq_t: float) -> None:
         loop = asyncio.get_running_loop()
@@ -873,6 +1044,9 @@ class Pipeline:
         except Exception as exc:  # never let one item stop the pipeline
             self.stats.errors["unexpected"] += 1
             log.exception("pipeline %s: unexpected error: %s", self.name, exc)
+            return
+        if isinstance(inf, _Stale):  # fresh when taken from the queue, too old once a thread took it
+            self._stale(item, inf.age_s)
             return
         if not isinstance(inf, Inference):  # the sensor's fault: UNSURE, never OK nor NG
             assert isinstance(item, Window)
@@ -936,6 +1110,8 @@ class Pipeline:
         st.latencies.append(lat.total_ms)
         st.times.append(time.monotonic())
         st.last_result = res
+        if self.age.active and (evt := self.age.fresh(res.age_ms)) is not None:
+            self._emit(evt)
         self.on_latency(self.name, lat)
         try:
             await self.on_result(res, item)
@@ -943,8 +1119,12 @@ class Pipeline:
             self.stats.errors["action_dispatch"] += 1
             log.exception("pipeline %s: acting on a result failed", self.name)
 
-    def _started_infer(self, item: Frame | Window) -> tuple[float, Inference | SensorFault]:
-        return time.perf_counter(), self._infer(item)
+    def _started_infer(self, item: Frame | Window) -> tuple[float, Inference | SensorFault | _Stale]:
+        start = time.perf_counter()
+        # again once a thread has it: the pool is shared by every pipeline, and a saturated gateway's items
+        # wait there too
+        age = self.age.stale(item)
+        return start, (_Stale(age) if age is not None else self._infer(item))
 
     def _infer(self, item: Frame | Window) -> Inference | SensorFault:
         """In a worker thread. A window the sensor made (dead, saturated, corrupted) is not inferred: the
@@ -989,6 +1169,8 @@ class Pipeline:
         st.unsure += 1
         st.times.append(time.monotonic())
         st.last_result = res
+        if self.age.active and (evt := self.age.fresh(res.age_ms)) is not None:
+            self._emit(evt)
         try:
             await self.on_result(res, item)
         except Exception:
@@ -1012,8 +1194,10 @@ class Pipeline:
             "queue_size": self.queue.size,
             "policy": self.queue.policy.value,
             "dropped": self.queue.dropped
+            + self.age.dropped
             + (self.windower.bad + self.windower.capped if self.windower else 0),
             "dropped_queue": self.queue.dropped,
+            **self.age.status(),
             "bad_samples": self.windower.bad if self.windower else 0,
             "windows_capped": self.windower.capped if self.windower else 0,
             "errors": dict(st.errors),

@@ -1,7 +1,9 @@
 """Typed objects that cross component boundaries inside the agent.
 
 ``Window``: a signal window assembled by a signal pipeline from ``devices.Reading``s.
-``Result``: one inference outcome, what actions act on and the outbox stores.
+``Result``: one inference outcome, what actions act on and the outbox stores; it carries its item's capture
+time and its age at the verdict (``age_ms``), so that an action (a condition on ``age_ms``) and the cloud can
+tell a verdict on a late item.
 (``devices.Frame`` and ``devices.Reading`` come from the adapters.)
 """
 
@@ -59,6 +61,12 @@ class Result:
     finished_at: float = 0.0
     reason: str | None = None  # why UNSURE (the input is far outside what the model was trained on)
 
+    @property
+    def age_ms(self) -> float:
+        """The item's age at the verdict: ``finished_at`` minus ``captured_at``, in ms (a frame's capture
+        time is the gateway's clock; a window's is its last sample's, on the source's clock)."""
+        return round((self.finished_at - self.captured_at) * 1000.0, 3)
+
     def to_json_dict(self) -> dict[str, Any]:
         d = {
             "pipeline": self.pipeline,
@@ -66,6 +74,7 @@ class Result:
             "seq": self.item_seq,
             "captured_at": self.captured_at,
             "finished_at": self.finished_at,
+            "age_ms": self.age_ms,
             "model": self.model,
             "model_version": self.model_version,
             "engine": self.engine,

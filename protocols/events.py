@@ -56,6 +56,13 @@ class EventKind(enum.StrEnum):
         ("pipeline", "share", "window", "max_share", "reasons", "message"),
         "a share of the last frames far outside the model's training inputs (UNSURE) reached max_share",
     )
+    ITEMS_STALE = (
+        "items_stale",
+        ("pipeline", "active", "max_age_ms", "age_ms", "dropped", "message"),
+        "inference fell behind: items older than the pipeline's queue.max_age_ms are dropped unjudged "
+        "(active true, at the first); none for 10 s and a fresh item judged (active false; dropped: the "
+        "episode's count)",
+    )
     SAMPLE_RATE_STATED = (
         "sample_rate_stated",
         ("pipeline", "tag", "rate_hz", "rate_in_use_hz", "model_rate_hz", "message"),
