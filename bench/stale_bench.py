@@ -4,7 +4,8 @@
    whose ``infer`` returns a prepared ``Inference`` (the model's time would hide what is measured): the former
    ``edge_agent/pipelines.py`` (read from git at ``--former``, loaded beside the current one) against the current
    one with no bound (``max_age_ms: null``), a bound never reached, and ``auto`` on a live camera (the frames'
-   rate noted per frame). Blocks of ``--n`` frames alternate between the variants; medians of µs per frame.
+   rate noted per frame). Blocks of ``--n`` frames alternate between the variants (their order rotated from
+   block to block); medians of µs per frame.
 2. The check alone: ``AgeGate.stale`` on a fresh frame, ns per call, against an empty method call.
 
     .venv/bin/python -m bench.stale_bench [--n 2000] [--blocks 15] [--former a13b603 | path/to/pipelines.py]
@@ -117,7 +118,23 @@ def check_ns(calls: int = 200_000) -> dict:
             return None
 
     empty = Empty()
-    out: dict[str, list[float]] = {"empty_call": [], "no_bound": [], "bound": []}
+    from devices.camera.settings import CameraSettings
+
+    auto = AgeGate("p", PipelineSettings(name="p", source="cam", model="m"), CameraSettings(url="usb:0"))
+
+    def per_frame(g: AgeGate, i: int) -> None:  # what a frame meets: note at offer, two checks, the end test
+        g.note(frame.captured_at + i / 30)
+        g.stale(frame)
+        g.stale(frame)
+        if g.active:
+            g.fresh(0.0)
+
+    out: dict[str, list[float]] = {
+        "empty_call": [],
+        "no_bound": [],
+        "bound": [],
+        "a frame's added work, auto": [],
+    }
     for _ in range(7):
         for name, g in (("empty_call", empty), ("no_bound", off), ("bound", gate)):
             f = g.stale
@@ -125,6 +142,10 @@ def check_ns(calls: int = 200_000) -> dict:
             for _ in range(calls):
                 f(frame)
             out[name].append((time.perf_counter() - t) / calls * 1e9)
+        t = time.perf_counter()
+        for i in range(calls):
+            per_frame(auto, i)
+        out["a frame's added work, auto"].append((time.perf_counter() - t) / calls * 1e9)
     return {k: statistics.median(v) for k, v in out.items()}
 
 
@@ -158,8 +179,10 @@ async def main_async(args) -> dict:
     times: dict[str, list[float]] = {k: [] for k in variants}
     for cls, s, src in variants.values():  # warm-up
         await per_frame_us(cls, s, src, 200, pool)
-    for _ in range(args.blocks):
-        for name, (cls, s, src) in variants.items():
+    names = list(variants)
+    for b in range(args.blocks):  # each block in another order: no variant always runs first or last
+        for name in names[b % len(names) :] + names[: b % len(names)]:
+            cls, s, src = variants[name]
             times[name].append(await per_frame_us(cls, s, src, args.n, pool))
     pool.shutdown()
     base = statistics.median(times["former"])

@@ -190,3 +190,53 @@ async def test_an_item_that_went_stale_waiting_for_a_thread_is_not_inferred(tmp_
         await slot.stop()
     assert inferred == [2] and [r.item_seq for r in results] == [2]
     assert [e["active"] for e in events] == [True]  # ends only after 10 s without a stale item
+
+
+async def test_a_signal_pipeline_bounds_its_windows_age_only_when_told(tmp_path, tmp_path_factory):
+    # Windows are a series (the baseline, the wear trend and the sensor checks read them in turn) timed on the
+    # source's clock: auto leaves them unbounded, so a backlog a PLC replays after a reconnect is still
+    # judged; a bound in the config drops a window whose last sample is older than it.
+    from devices.base import Reading
+    from tests.support.models import SIGNAL_WINDOW
+
+    tmp = tmp_path_factory.mktemp("stalesig")
+    key, pub = make_keypair(tmp / "keys")
+    pkg = make_package(tmp, kind="signal", key=key)
+    slot = ModelSlot(
+        "health", ModelConfig(package=str(pkg), engine="onnxruntime"), tmp_path / "d", [str(pub)]
+    )
+    await slot.start()
+    pool = ThreadPoolExecutor(max_workers=1)
+    got: dict[str, list] = {"bounded": [], "auto": []}
+    events: list = []
+    pipes = []
+    for name, queue in (("bounded", {"max_age_ms": 5000}), ("auto", {})):
+
+        async def on_result(res, item, name=name) -> None:
+            got[name].append(res)
+
+        s = PipelineSettings(name=name, source="plc", model="health", window={"waveform": "vib"}, queue=queue)
+        p = Pipeline(s, slot, pool, on_result, on_event=events.append)
+        p.prepare()
+        p.start()
+        pipes.append(p)
+    rng = np.random.default_rng(0)
+    now = time.time()
+    try:
+        for ts in (now - 60.0, now):  # a minute-old window (replayed after a reconnect), then a current one
+            r = Reading("plc", "vib", rng.normal(0, 1, SIGNAL_WINDOW), ts, now)
+            for p in pipes:
+                await p.offer(r)
+        await until(lambda: len(got["auto"]) == 2 and got["bounded"], what="the windows' results")
+        bounded, auto = (p.status() for p in pipes)
+    finally:
+        for p in pipes:
+            await p.stop()
+        pool.shutdown()
+        await slot.stop()
+    assert [r.item_seq for r in got["bounded"]] == [1] and bounded["dropped_stale"] == 1
+    assert [r.item_seq for r in got["auto"]] == [0, 1] and auto["dropped_stale"] == 0
+    assert auto["max_age_ms"] is None and "signal windows" in auto["max_age"]
+    assert got["auto"][0].age_ms > 59_000  # judged, and its record says how old it was
+    (evt,) = events
+    assert evt["pipeline"] == "bounded" and "source's clock" in evt["message"]
