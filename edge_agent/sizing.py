@@ -118,8 +118,9 @@ def warning(parts: list[Part], cores: int | None = None) -> str | None:
     return (
         f"the cameras' inference alone needs at least {need:.1f} of this gateway's {cores} cores ({each}; "
         "times measured on this CPU at the last load, decoding and preprocessing not counted): frames will be "
-        "dropped (counted per pipeline) and results come late; lower the cameras' fps, use a smaller model, or "
-        "move a camera to another gateway (docs/agent.md 'Sizing a gateway')"
+        "dropped (counted per pipeline: by its queue, or unjudged once older than its queue.max_age_ms) and "
+        "results come late; lower the cameras' fps, use a smaller model, or move a camera to another gateway "
+        "(docs/agent.md 'Sizing a gateway')"
     )
 
 
