@@ -30,6 +30,7 @@ checked: whatever the caller's decoder accepts is an image.
 
 from __future__ import annotations
 
+import io
 import socket
 import time
 from typing import Any
@@ -63,6 +64,54 @@ def http_hint(code: int) -> str:
     return "check the camera"
 
 
+class _Until(io.RawIOBase):
+    """A socket's reads, each bounded by what is left until ``deadline`` (monotonic; None: the socket's own
+    timeout): http.client reads an answer's status line and headers with the socket's timeout on each read,
+    so a camera that dribbles them (a byte, a header line, every few seconds: a hung web server, a busy
+    one) held a request for as long as it went on, and a snapshot camera that hung so was never reported
+    nor reopened. ``TimeoutError`` once the deadline has passed."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+        self._raw = sock.makefile("rb", buffering=0)  # socket.SocketIO: the socket's own reference counting
+        self.deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int | None:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the camera's answer did not come whole within open_timeout_s")
+            self._sock.settimeout(left)
+        return self._raw.readinto(b)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+def _bounded_answers(deadline: float) -> Any:
+    """A ``response_class`` for ``http.client``: its response reads through ``_Until`` (``fp.raw``), bounded
+    by ``deadline`` until the caller lifts it."""
+    import http.client
+
+    def answer(sock: socket.socket, *args: Any, **kw: Any) -> http.client.HTTPResponse:
+        class _Sock:  # all HTTPResponse asks of a socket: its file
+            @staticmethod
+            def makefile(mode: str) -> io.BufferedReader:
+                until = _Until(sock)
+                until.deadline = deadline
+                return io.BufferedReader(until)
+
+        return http.client.HTTPResponse(_Sock(), *args, **kw)  # type: ignore[arg-type]
+
+    return answer
+
+
 def _request(
     u: Any, headers: dict[str, str], timeout_s: float, trust: Trust | None = None
 ) -> tuple[Any, socket.socket, Any]:
@@ -70,7 +119,8 @@ def _request(
     http.client lets go of it once the answer is read (HTTP/1.0, close); an ``OSError`` raised before the
     connection stands carries ``connected = False``. An https camera's certificate is checked by ``trust``
     (``devices.camera.access``) before the request is sent: ``ssl.SSLCertVerificationError`` or
-    ``PinMismatch`` when it is not trusted."""
+    ``PinMismatch`` when it is not trusted. The answer's status line and headers must have come within
+    ``timeout_s`` of the start (``_Until``), not merely each read within it; ``TimeoutError`` otherwise."""
     import http.client
 
     https = u.scheme.lower() == "https"
@@ -90,6 +140,7 @@ def _request(
         if https
         else http.client.HTTPConnection(host, port, timeout=timeout_s)
     )
+    conn.response_class = _bounded_answers(time.monotonic() + timeout_s)
     try:
         try:
             conn.connect()
@@ -100,7 +151,12 @@ def _request(
         if https:
             trust.check(sock)  # nothing sent yet: a camera that is not the pinned one never sees the login
         conn.request("GET", _target(u), headers=headers)
-        return conn, sock, conn.getresponse()
+        resp = conn.getresponse()
+        raw = getattr(resp.fp, "raw", None)
+        if isinstance(raw, _Until):  # the head came in time: the body's reads set their own bounds
+            raw.deadline = None
+        sock.settimeout(timeout_s)
+        return conn, sock, resp
     except BaseException:
         conn.close()
         raise

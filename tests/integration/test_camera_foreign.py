@@ -920,3 +920,92 @@ async def test_a_png_with_transparent_pixels_is_unsupported_an_opaque_alpha_chan
     assert len(frames) == 1 and np.array_equal(frames[0].image, rgba[..., :3])
     assert src.stats.errors_by_reason.get("unsupported_frame") == 1
     assert "1400 of its 2000 pixels are transparent" in src.stats.last_error
+
+
+async def test_a_snapshot_camera_that_hangs_mid_answer_is_reported_and_reopened_while_others_serve():
+    """A snapshot camera that hung mid-answer, dribbling its status line and headers (a byte every 0.2 s:
+    a hung or swamped web server), held the reader for as long as it dribbled: http.client gave each read
+    open_timeout_s, not the whole answer, so the camera stayed 'connected', was never reported nor reopened,
+    and gave no frame. Its answer's head must now come whole within open_timeout_s: stream_lost, and it is
+    asked again; a camera that stops halfway through its image is reported the same way; another camera of
+    the same process keeps giving frames meanwhile."""
+    import socket
+    import threading
+
+    good = _jpeg(11)
+    requests: list[str] = []
+    done = threading.Event()
+
+    def answer(conn: socket.socket, n: int) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                head = b"HTTP/1.0 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n" % len(good)
+                if n < 2:  # two good answers first
+                    conn.sendall(head + b"\r\n" + good)
+                elif n % 2 == 0:  # hung while sending its headers: a byte now and then, never the end
+                    conn.sendall(b"HTTP/1.0 200 OK\r\nX-Pad: ")
+                    while not done.wait(0.2):
+                        conn.sendall(b"a")
+                else:  # hung halfway through its image
+                    conn.sendall(head + b"\r\n" + good[: len(good) // 2])
+                    done.wait(30)
+            except OSError:
+                pass
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            requests.append("hung-head" if len(requests) >= 2 and len(requests) % 2 == 0 else "answer")
+            threading.Thread(target=answer, args=(conn, len(requests) - 1), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    hung = CameraSource(
+        "hung",
+        CameraSettings(
+            url=f"http://127.0.0.1:{server.getsockname()[1]}/snap.jpg",
+            fps=20,
+            open_timeout_s=0.5,
+            read_timeout_s=0.5,
+            reconnect_initial_s=0.1,
+            reconnect_max_s=0.2,
+        ),
+    )
+    other_cam = SnapshotCamera(lambda n: (good, "image/jpeg"))
+    other = CameraSource("other", CameraSettings(url=other_cam.url, fps=20))
+    frames = {"hung": 0, "other": 0}
+
+    async def count(src: CameraSource) -> None:
+        async for _ in src.items():
+            frames[src.name] += 1
+
+    from tests.support.waits import until
+
+    tasks = []
+    try:
+        for src in (hung, other):
+            await src.start()
+            tasks.append(asyncio.create_task(count(src)))
+        await until(lambda: frames["hung"] >= 2, 10, "the camera's two good answers")
+        # the dribbled head, then (asked again) the image cut halfway: each reported, each followed by a reopen
+        await until(lambda: hung.stats.errors_by_reason.get("stream_lost", 0) >= 2, 8, "stream_lost twice")
+        await until(lambda: len(requests) >= 5, 8, "the camera asked again after the second hang")
+        other_then = frames["other"]
+        await until(lambda: frames["other"] >= other_then + 3, 8, "frames from the other camera")
+    finally:
+        done.set()
+        for t in tasks:
+            t.cancel()
+        for src in (hung, other):
+            await src.stop()
+        server.close()
+        other_cam.stop()
+    assert frames["hung"] == 2 and hung.stats.reconnects >= 2
+    assert "no frame for" in (hung.stats.last_error or "")
