@@ -240,3 +240,40 @@ async def test_a_signal_pipeline_bounds_its_windows_age_only_when_told(tmp_path,
     assert got["auto"][0].age_ms > 59_000  # judged, and its record says how old it was
     (evt,) = events
     assert evt["pipeline"] == "bounded" and "source's clock" in evt["message"]
+
+
+def test_the_agent_bounds_a_live_cameras_pipeline_and_not_a_replayed_folders(tmp_path, package):
+    # auto depends on what the pipeline reads: the agent hands each pipeline its source's settings
+    from edge_agent.agent import Agent
+    from edge_agent.config import parse_config
+
+    pkg, pub = package
+    (tmp_path / "parts").mkdir()
+    agent = Agent(
+        parse_config(
+            {
+                "agent": {"id": "gw", "data_dir": str(tmp_path / "data")},
+                "trusted_keys": [str(pub)],
+                "http": {"enabled": False},
+                "sources": {
+                    "live": {"type": "camera", "url": "http://127.0.0.1:9/stream.mjpg", "fps": 5},
+                    "replay": {"type": "camera", "url": str(tmp_path / "parts")},
+                },
+                "models": {"vision": {"package": str(pkg), "engine": "onnxruntime"}},
+                "pipelines": [
+                    {"name": "inspect", "source": "live", "model": "vision"},
+                    {"name": "dataset", "source": "replay", "model": "vision"},
+                ],
+            }
+        )
+    )
+    try:
+        live, replay = agent.pipelines
+        assert live.age.auto and live.status()["max_age"].startswith("auto")
+        for i in range(8):  # 5 fps
+            live.age.note(1_700_000_000.0 + i * 0.2)
+        assert live.status()["max_age_ms"] == 400.0
+        assert not replay.age.auto and replay.status()["max_age_ms"] is None
+        assert "replayed" in replay.status()["max_age"]
+    finally:
+        agent.executor.shutdown()
