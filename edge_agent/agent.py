@@ -470,7 +470,9 @@ class Agent:
         n = 0
         clock = time.perf_counter
         due = clock() + YIELD_AFTER_S
-        async for item in src.items():
+        # a camera's MJPEG parts come undecoded: the pipeline that takes one decodes it, one dropped costs none
+        untaken = getattr(src, "untaken_items", None)
+        async for item in untaken() if untaken is not None else src.items():
             self.source_items[name] += 1
             tag = getattr(item, "tag", None)
             try:
@@ -628,6 +630,8 @@ class Agent:
                 "reconnects": st.reconnects,
                 "errors_by_reason": dict(st.errors_by_reason),
                 "dropped_by": dict(getattr(st, "dropped_by_key", {})),  # the hand-over's, by tag
+                # a camera: images decoded (an MJPEG part only once a pipeline takes it), frames skipped for fps
+                **({"decoded": s.decoded, "skipped": s.skipped} if hasattr(s, "decoded") else {}),
                 "last_error": st.last_error,
                 "silent_drops": {
                     **(s.notices.status() if hasattr(s, "notices") else {}),

@@ -5,7 +5,8 @@ Names follow Prometheus conventions (``_total`` counters, ``_seconds`` histogram
 ``edge_pipeline_dropped_total{pipeline}`` (all reasons), ``edge_pipeline_dropped_by_reason_total{pipeline,reason}``
 (reason: queue, stale, bad_samples, windows_capped), ``edge_pipeline_errors_total{pipeline}``,
 ``edge_source_up{source}``, ``edge_source_received_total{source}``, ``edge_source_dropped_total{source}``,
-``edge_source_errors_total{source}``, ``edge_silent_drops_total{component,name,reason}``,
+``edge_source_errors_total{source}``, ``edge_camera_decoded_total{source}`` (images a camera decoded),
+``edge_camera_skipped_total{source}`` (frames skipped undecoded for fps), ``edge_silent_drops_total{component,name,reason}``,
 ``edge_action_total{action,type,target,outcome}`` (outcome: ok, failed, retried, queued, ...),
 ``edge_alarm_active{alarm,pipeline}``, ``edge_forward_total{forward,outcome}``, ``edge_rule_active{rule}``,
 ``edge_model_info{slot,...}``, ``edge_events_total{kind}``, ``edge_status_http_connections_total{outcome}``,
@@ -158,7 +159,20 @@ class _AgentCollector:
         serrors = CounterMetricFamily(
             "edge_source_errors", "Bad input and connection errors", labels=["source"]
         )
+        decoded = CounterMetricFamily(
+            "edge_camera_decoded",
+            "Camera images decoded (an MJPEG part or snapshot only once a pipeline takes it)",
+            labels=["source"],
+        )
+        skipped = CounterMetricFamily(
+            "edge_camera_skipped",
+            "Camera frames skipped undecoded to keep the source's fps",
+            labels=["source"],
+        )
         for name, src in agent.sources.items():
+            if hasattr(src, "decoded"):
+                decoded.add_metric([name], src.decoded)
+                skipped.add_metric([name], src.skipped)
             received.add_metric([name], src.stats.received)
             sdropped.add_metric([name], src.stats.dropped)
             serrors.add_metric([name], src.stats.errors)
@@ -215,6 +229,8 @@ class _AgentCollector:
             errors,
             silent,
             received,
+            decoded,
+            skipped,
             sdropped,
             serrors,
             actions,

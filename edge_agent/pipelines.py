@@ -860,6 +860,10 @@ class AgeGate:
         }
 
 
+class _Refused(Exception):
+    """A camera's frame refused when it was taken (decoded then): counted at the camera, not here."""
+
+
 class Pipeline:
     def __init__(
         self,
@@ -1026,6 +1030,8 @@ class Pipeline:
             # ``start`` becomes when a thread took the item: the wait for one (the pool is shared by every
             # pipeline, and a saturated gateway's frames queue there) is the item's queue time too
             start, inf = await loop.run_in_executor(self.executor, self._started_infer, item)
+        except _Refused:  # a camera's frame that could not be decoded when taken: counted at the camera
+            return
         except (InferenceError, SlotError) as exc:
             reason = getattr(exc, "reason", "no_model")
             self.stats.errors[reason] += 1
@@ -1128,13 +1134,24 @@ class Pipeline:
 
     def _infer(self, item: Frame | Window) -> Inference | SensorFault:
         """In a worker thread. A window the sensor made (dead, saturated, corrupted) is not inferred: the
-        model's verdict on it would be the sensor's, and would count in the model's health watch."""
+        model's verdict on it would be the sensor's, and would count in the model's health watch. A camera's
+        frame kept compressed until taken (``devices.camera.capture.UntakenFrame``: a frame a full queue
+        drops is never decoded) is decoded here, its time counted as preprocessing; one its camera refuses
+        then (a JPEG damaged past its header ...) is ``_Refused``, counted at the camera as before."""
+        take = getattr(item, "take", None)
+        if take is not None:
+            t = time.perf_counter()
+            if not take():
+                raise _Refused
+            decode_ms = (time.perf_counter() - t) * 1000
         if self.sensor is not None and isinstance(item, Window) and self.windower is not None:
             raw = self.windower.raw_checks  # a resampled window was checked on its raw samples
             found = raw.pop(item.seq) if item.seq in raw else sensor_check(item.waveform)
             if found is not None:
                 return found
         inf = self.slot.infer(item, self.unsure_tolerance)
+        if take is not None:
+            inf.preprocess_ms += decode_ms
         if isinstance(item, Frame) and item.unchanged_s and self.unsure_tolerance is not None:
             # a hung camera resending its last image: the verdict is on that image, not on the part in view
             it = inf.interpretation

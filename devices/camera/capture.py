@@ -5,7 +5,9 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
 ``Channel`` (oldest dropped when the pipeline falls behind, counted in ``stats.dropped``).
 
 - Live sources (USB, streams) are read as fast as they deliver, and frames are *skipped* to
-  keep ``fps`` (``self.skipped``; an MJPEG part is skipped before it is decoded); a source that stalls
+  keep ``fps`` (``self.skipped``; an MJPEG part is skipped before it is decoded, an OpenCV stream's frame is
+  grabbed and not retrieved, so not converted to BGR: for H.264 FFmpeg still decodes it, as the next frames
+  need it); a source that stalls
   for ``read_timeout_s`` or fails ``max_consecutive_failures`` reads in a row is reopened with bounded
   exponential backoff, which starts again from ``reconnect_initial_s`` only once a session has given a
   good frame (a camera that answers but sends nothing usable is asked ever less often). A stream that
@@ -24,6 +26,12 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   way before OpenCV's FFmpeg opens it, and FFmpeg then verifies its chain (``_open_rtsps``). Other URLs (RTSP, other HTTP content,
   files, USB) are OpenCV's. An HTTP(S) URL answering with one image (a snapshot URL) is asked again every
   1/``fps`` seconds (default 10), each answer read and decoded as an MJPEG part, none skipped.
+- An MJPEG part or a snapshot answer that looks like a whole image is handed on compressed
+  (``UntakenFrame``) and decoded, with the checks above that need its pixels, only when it is taken: by a
+  pipeline's inference thread (``untaken_items()``, what the agent reads), or by ``items()``. A frame that a
+  full queue drops (the hand-over's, a pipeline's ``drop_oldest``) is never decoded; the drops are counted
+  as before, the images decoded in ``self.decoded``. A part refused when taken counts towards the stream's
+  reopening as a failed read does.
 - Files and folders are paced at ``fps`` (default 10) with no skipping; at the end they are
   replayed when ``loop`` is set, else the source finishes (``items()`` ends, state STOPPED).
 - A frame of another size than the one before (a camera whose resolution was changed) is passed on, and
@@ -81,7 +89,7 @@ log = logging.getLogger(__name__)
 _FFMPEG_OPTIONS_VAR = "OPENCV_FFMPEG_CAPTURE_OPTIONS"  # FFmpeg's options for OpenCV's next open
 _FFMPEG_OPTIONS = threading.Lock()
 
-__all__ = ["CameraError", "CameraSource"]
+__all__ = ["CameraError", "CameraSource", "UnusableFrame", "UntakenFrame"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 DEFAULT_FILE_FPS = 10.0
@@ -105,6 +113,81 @@ class _BadFrame(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason, self.detail = reason, detail
+
+
+class UnusableFrame(ValueError):
+    """The image of a frame taken could not be decoded or used (counted at its camera, as before)."""
+
+
+class UntakenFrame(Frame):
+    """A frame whose image is decoded only when a consumer takes it (``take()``, or the first read of
+    ``image``), not when it arrives: one that a full queue drops (a pipeline's ``drop_oldest``, the camera's
+    hand-over) costs no decoding. The camera's checks that need the pixels (a JPEG damaged past its header,
+    the pixel depth, a blank frame, a frozen image, a change of size, the resize) run then, counted at the
+    camera under the same reasons as before; ``take()`` is False for a frame they refuse, and ``image``
+    raises ``UnusableFrame``. Taken from several threads at once (two pipelines on one camera), it is decoded
+    once."""
+
+    __slots__ = ("_finish", "_lock", "_ok", "_img", "_still_s")
+
+    def __init__(
+        self, source: str, seq: int, captured_at: float, finish: Callable[[], tuple[np.ndarray, float] | None]
+    ) -> None:
+        # every attribute through object.__setattr__: Frame is frozen, and its __setattr__ (slots=True) cannot
+        # even pass on a subclass's own attributes on Python 3.11
+        for name, value in (
+            ("source", source),
+            ("seq", seq),
+            ("captured_at", captured_at),
+            ("_finish", finish),
+            ("_lock", threading.Lock()),
+            ("_ok", None),
+            ("_img", None),
+            ("_still_s", 0.0),
+        ):
+            object.__setattr__(self, name, value)
+        self._finish: Callable[[], tuple[np.ndarray, float] | None] | None
+        self._lock: threading.Lock
+        self._ok: bool | None
+        self._img: np.ndarray | None
+        self._still_s: float
+
+    def take(self) -> bool:
+        """Decode the frame (once) on the calling thread; False when its camera refused it (counted there)."""
+        with self._lock:
+            if self._ok is None:
+                finish, put = self._finish, object.__setattr__
+                assert finish is not None
+                put(self, "_finish", None)  # the compressed bytes go with it
+                put(self, "_ok", False)  # refused, should its decoding raise
+                got = finish()
+                if got is not None:
+                    put(self, "_img", got[0])
+                    put(self, "_still_s", got[1])
+                put(self, "_ok", got is not None)
+            return bool(self._ok)
+
+    @property
+    def image(self) -> np.ndarray:
+        if not self.take() or self._img is None:
+            raise UnusableFrame(
+                f"frame {self.seq} of camera {self.source!r} could not be decoded (counted there)"
+            )
+        return self._img
+
+    @property
+    def unchanged_s(self) -> float:
+        self.take()
+        return self._still_s
+
+    def __eq__(self, other: object) -> bool:  # never by the image: that would decode it
+        return self is other
+
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        state = {None: "not taken", True: "taken", False: "refused"}[self._ok]
+        return f"UntakenFrame(source={self.source!r}, seq={self.seq}, {state})"
 
 
 def _decode(data: bytes, max_megapixels: float) -> np.ndarray:
@@ -263,6 +346,17 @@ class CameraSource:
         self.stats = DeviceStats()
         self.state = ConnectionState.STOPPED
         self.skipped = 0  # frames skipped to keep the target fps (live sources)
+        self.decoded = 0  # images decoded (or, from OpenCV, retrieved and converted to BGR): the CPU spent
+        # an MJPEG part or a snapshot answer is kept compressed until a pipeline takes it (UntakenFrame); False:
+        # every one decoded as it arrives, as before (bench/camera_bench.py's baseline)
+        self.decode_when_taken = True
+        self._taking = threading.Lock()  # the checks of frames taken on several threads (frozen, size)
+        self._session_no = 0  # which open a frame taken belongs to (its failures count towards that one)
+        self._late_failures = 0  # frames taken in a row whose decoding failed, this session
+        self._late_reason = ""
+        self._late_good = False  # a frame taken this session decoded well (the backoff then starts again)
+        self._late_ok_at = 0.0  # when the last frame taken decoded well, or the stream opened
+        self._backoff: Backoff | None = None
         self._channel = Channel(settings.queue_max_items, self.stats)
         self._burst = BurstLogger(log)
         self._stop = threading.Event()
@@ -305,7 +399,17 @@ class CameraSource:
         self.state = ConnectionState.STOPPED
 
     async def items(self) -> AsyncIterator[Frame]:
-        """Frames until ``stop()`` or the end of a non-looping file or folder."""
+        """Frames until ``stop()`` or the end of a non-looping file or folder, each decoded (on a worker
+        thread) as it is taken here; a frame its decoding refuses is counted and not yielded."""
+        async for frame in self._channel:
+            if isinstance(frame, UntakenFrame) and not await asyncio.to_thread(frame.take):
+                continue
+            yield frame
+
+    async def untaken_items(self) -> AsyncIterator[Frame]:
+        """As ``items()``, but MJPEG parts and snapshot answers come as ``UntakenFrame``: decoded by whoever
+        takes them (the agent's pipelines, on their inference threads), so that a frame a full queue drops is
+        never decoded."""
         async for frame in self._channel:
             yield frame
 
@@ -348,6 +452,62 @@ class CameraSource:
         if image is None or image.size == 0:
             self._error("empty_frame", f"{self.settings.shown_url}: empty frame skipped")
             return False
+        image = self._shaped(image)
+        self._channel.put_threadsafe(Frame(self.name, self._seq, time.time(), image, unchanged_s))
+        self._seq += 1
+        return True
+
+    def _emit_untaken(self, data: bytes, live: bool) -> None:
+        """An MJPEG part or snapshot answer handed on compressed: decoded when taken (``_finish``)."""
+        session = self._session_no
+
+        def finish() -> tuple[np.ndarray, float] | None:
+            return self._finish(data, live, session)
+
+        self._channel.put_threadsafe(UntakenFrame(self.name, self._seq, time.time(), finish))
+        self._seq += 1
+
+    def _finish(self, data: bytes, live: bool, session: int) -> tuple[np.ndarray, float] | None:
+        """A part taken: decoded and checked as the reader checked it when it decoded every part (the same
+        reasons counted, with the same messages), on the taker's thread. Its failures count towards the
+        reader's reopening of the stream (``_late_failures``), a good one restarts the backoff."""
+        s = self.settings
+        with self._taking:  # taken on several threads at once
+            self.decoded += 1
+        try:  # at its own depth, as a folder's file: a 12-bit camera's 16-bit PNG or TIFF part
+            img = _decode(data, s.max_megapixels)
+        except ImageRejected as exc:
+            reason = "unsupported_frame" if exc.unsupported else "corrupt_frame"
+            self._refused(session, reason, f"{s.shown_url}: {exc} ({len(data)} bytes), skipped")
+            return None
+        try:
+            img = self._to_frame(img)
+        except ImageRejected as exc:
+            self._refused(session, "unsupported_frame", f"{s.shown_url}: {exc}; skipped")
+            return None
+        if img.size == 0 or not img.any():
+            self._refused(session, "empty_frame", f"{s.shown_url}: blank frame skipped")
+            return None
+        with self._taking:
+            if session == self._session_no:
+                self._late_failures = 0
+                self._late_ok_at = time.monotonic()
+                if not self._late_good:
+                    self._late_good = True
+                    if self._backoff is not None:
+                        self._backoff.reset()
+            unchanged_s = self._check_frozen(img, s.frozen_after_s) if live and s.frozen_after_s else 0.0
+            return self._shaped(img), unchanged_s
+
+    def _refused(self, session: int, reason: str, detail: str) -> None:
+        with self._taking:
+            if session == self._session_no:
+                self._late_failures += 1
+                self._late_reason = reason
+        self._error(reason, detail)
+
+    def _shaped(self, image: np.ndarray) -> np.ndarray:
+        """Grey to BGR, a change of size named, the resize."""
         if image.ndim == 2:
             import cv2
 
@@ -373,9 +533,7 @@ class CameraSource:
             import cv2
 
             image = cv2.resize(image, (s.width, s.height), interpolation=cv2.INTER_AREA)
-        self._channel.put_threadsafe(Frame(self.name, self._seq, time.time(), image, unchanged_s))
-        self._seq += 1
-        return True
+        return image
 
     def _pace(self, next_t: float, period: float) -> float:
         delay = next_t - time.monotonic()
@@ -498,6 +656,7 @@ class CameraSource:
         except OSError as exc:
             self._error("corrupt_frame", f"{f}: unreadable ({exc})")
             return None
+        self.decoded += 1
         try:  # at its own depth: a camera's 16-bit file is brought to 8 bits by pixel_bits, not by OpenCV
             img = _decode(data, limit)
         except ImageRejected as exc:
@@ -644,15 +803,17 @@ class CameraSource:
         except StreamError as exc:
             raise CameraError(f"cannot open {s.shown_url}: {exc.detail}") from None
 
-    def _part_reader(self, stream: Any) -> Callable[[], np.ndarray | None]:
-        """Reads one MJPEG part and decodes it as a folder's file is decoded: ``_BadFrame`` for a part that
-        is not a whole image; the stream's own errors (oversize, lost) pass through."""
+    def _part_reader(self, stream: Any) -> Callable[[], np.ndarray | bytes | None]:
+        """Reads one MJPEG part: its bytes, decoded only when the frame is taken (``UntakenFrame``), when it
+        looks like a whole image of an allowed size; one that plainly is not is decoded now as a folder's
+        file is (``_BadFrame``), as is every part with ``decode_when_taken`` off; the stream's own errors
+        (oversize, lost) pass through."""
         from devices.camera.mjpeg import StreamError, looks_whole
 
         s = self.settings
         limit = s.max_megapixels
 
-        def read() -> np.ndarray | None:
+        def read() -> np.ndarray | bytes | None:
             data = stream.next_part()
             size = image_size(data)
             if size is not None and size[1] * size[2] > limit * 1e6:  # as a device declaring it: not read
@@ -664,6 +825,9 @@ class CameraSource:
                 )
             if time.monotonic() < self._skip_until and size is not None and looks_whole(data):
                 raise _Skip  # fps would skip it: not worth decoding (one that is plainly broken is counted)
+            if self.decode_when_taken and size is not None and looks_whole(data):
+                return data  # decoded if a pipeline takes it: a frame its queue drops costs no decoding
+            self.decoded += 1
             try:  # at its own depth, as a folder's file: a 12-bit camera's 16-bit PNG or TIFF part
                 img = _decode(data, limit)
             except ImageRejected as exc:
@@ -718,8 +882,22 @@ class CameraSource:
                 )
                 return
 
+            live = s.kind in (CameraKind.USB, CameraKind.STREAM)
+
             def read() -> np.ndarray | None:
-                ok, img = cap.read()
+                if not self.decode_when_taken:  # the former path: every frame converted
+                    ok, img = cap.read()
+                    self.decoded += ok
+                    return img if ok else None
+                if not cap.grab():
+                    return None
+                if live and time.monotonic() < self._skip_until:
+                    # fps would skip it: grabbed (the stream moves on; FFmpeg has decoded an H.264 frame,
+                    # which the next ones need) but not retrieved, so neither converted to BGR nor copied,
+                    # nor for an MJPEG USB device or stream decoded at all
+                    raise _Skip
+                ok, img = cap.retrieve()
+                self.decoded += ok
                 return img if ok else None
 
             def rewind() -> None:
@@ -731,7 +909,7 @@ class CameraSource:
 
     def _session(
         self,
-        read: Callable[[], np.ndarray | None],
+        read: Callable[[], np.ndarray | bytes | None],
         backoff: Backoff,
         file_fps: float | None,
         rewind: Callable[[], None] | None = None,
@@ -755,6 +933,11 @@ class CameraSource:
         good = False  # a good frame in this session (and so the backoff reset)
         last_ok = time.monotonic()  # the last good frame, or the open
         self._skip_until = 0.0
+        with self._taking:  # frames of this open taken from now on count towards it
+            self._session_no += 1
+            self._late_failures, self._late_reason, self._late_good = 0, "", False
+            self._late_ok_at = last_ok
+            self._backoff = backoff
 
         def since() -> str:
             return "the last good frame" if good else "the stream opened"
@@ -789,6 +972,17 @@ class CameraSource:
                     self.state = ConnectionState.BACKOFF
                     self._error("stream_lost", f"{s.shown_url}: {what}; reopening")
                 return
+            if self._late_failures >= s.max_consecutive_failures:
+                # the frames taken (decoded when taken) failed, that many in a row: as failed reads
+                self.state = ConnectionState.BACKOFF
+                silent = time.monotonic() - self._late_ok_at
+                self._error(
+                    "stream_lost",
+                    f"{s.shown_url}: no frame for {silent:.1f}s since "
+                    f"{'the last good frame' if self._late_good else 'the stream opened'} "
+                    f"({self._late_failures} failed reads); reopening (the last read: {self._late_reason})",
+                )
+                return
             if img is None:
                 if not live:
                     if s.loop and self._seq > 0 and rewind is not None:
@@ -819,6 +1013,16 @@ class CameraSource:
                 continue
             failures = 0
             last_ok = time.monotonic()
+            if isinstance(img, bytes):  # a part kept compressed: checked and decoded when taken
+                if live and period:
+                    now = time.monotonic()
+                    if now - last_emit < period * 0.95:
+                        self.skipped += 1
+                        continue
+                    last_emit = now
+                    self._skip_until = now + period * 0.95
+                self._emit_untaken(img, live)
+                continue
             if img.size == 0 or not img.any():
                 self._error("empty_frame", f"{s.shown_url}: blank frame skipped")
                 continue
