@@ -1,8 +1,9 @@
 """MqttSource: the MQTT device adapter (paho-mqtt 2.x), JSON and Sparkplug B subscriptions.
 
 paho runs its own network thread (``loop_start``). ``on_message`` only stamps the receive
-time and hands ``(topic, payload, received_at, retained)`` to the bounded ``Channel`` (oldest dropped
-when full, counted); decoding happens in the asyncio loop inside ``items()``, which keeps
+time and hands ``(topic, payload, received_at, retained)`` to the bounded ``_BatchChannel`` (when full, the
+oldest message of the topic holding the most is dropped, counted by topic; taken in batches shared out among
+the topics); decoding happens in the asyncio loop inside ``items()``, which keeps
 the network thread light (measured in ``bench/mqtt_bench.py``). Subscriptions are (re)made
 in ``on_connect`` after every connect, so a broker restart is survived.
 
@@ -55,6 +56,7 @@ import functools
 import json
 import logging
 import math
+import operator
 import socket
 import ssl
 import struct
@@ -260,9 +262,30 @@ class _Redeliveries:
         return False
 
 
+SP_PREFIX = sp.NAMESPACE + "/"
+_ARRIVAL = operator.itemgetter(4)
+_PAYLOAD = operator.itemgetter(1)
+TAKE_MAX = (
+    256  # messages a hand-over gives the consumer at most (get_many): the most a new message waits behind
+)
+
+
+def _lane(topic: str) -> Any:
+    """The consumer's lane of a topic: a Sparkplug edge node's messages (its births, data and deaths, and its
+    devices') share one, as their seq runs across them and a birth must come before the data that follows it;
+    any other topic is a lane of its own."""
+    if topic.startswith(SP_PREFIX):
+        parts = topic.split("/", 4)
+        if len(parts) >= 4:  # spBv1.0/<group>/<type>/<edge node>[/<device>]; STATE topics are their own
+            # by the node's name alone: tags are named by it, so two groups' nodes of one name meet in the
+            # host (the second is skipped while the first lives) and their messages keep their order too
+            return (SP_PREFIX, parts[3])
+    return topic
+
+
 class _BatchChannel(Channel):
-    """``Channel`` that wakes the loop only when its consumer may be asleep, hands over batches, and, when
-    full, drops from the topic that holds the most of it.
+    """``Channel`` that wakes the loop only when its consumer may be asleep, hands over batches taken fairly
+    from each topic, and, when full, drops from the topic that holds the most of it.
 
     Waking the loop costs a self-pipe write per ``call_soon_threadsafe``; at 10k+ msg/s that
     alone halved ingest (bench/mqtt_bench.py). A wake-up is scheduled only when none is pending.
@@ -271,9 +294,19 @@ class _BatchChannel(Channel):
     kept), the oldest message of the topic holding the most messages goes, not the oldest of all: a node
     publishing thousands of messages a second on one topic loses its own redundant ones, and the one
     message of a quiet topic (a temperature crossing its alarm threshold, a Sparkplug birth) that arrived
-    among them is kept. Order is kept across topics (a birth before its data). Each drop is counted in
-    ``stats.dropped`` and by topic (``dropped_by_topic``, bounded); a dropped entry stays in the queue as
-    a shell without its payload (topic None, skipped as a wake-up is) until the consumer takes it.
+    among them is kept. Each drop is counted in ``stats.dropped`` and by topic (``dropped_by_topic``,
+    bounded). A topic's lane is its deque in ``_by_topic`` itself; a Sparkplug node's lane is a deque of its
+    own over the node's topics.
+
+    Taken (``get_many``), at most ``TAKE_MAX`` messages at a time, shared out among the lanes that hold
+    messages (a topic; a Sparkplug edge node with its devices), each lane's oldest first: a quiet topic's
+    message waits behind at most one such batch, not behind the thousands a flooding topic holds (taken
+    whole, the queue handed a flood's 10,000 messages to the consumer ahead of the quiet one, and one that
+    came just after waited for all of them). A batch is handed over in arrival order, and order is kept
+    within a lane (a Sparkplug node's seq, a birth before its data); only under a backlog does a lane's
+    message overtake another lane's older ones that wait for the next batch. A dropped message of a
+    Sparkplug lane stays in it as a shell without its payload (topic None) until the consumer reaches it.
+    An entry is ``[topic, payload, received_at, retained, arrival number]``.
     """
 
     _wake_pending = False
@@ -285,9 +318,12 @@ class _BatchChannel(Channel):
         self._live = 0  # messages queued and not dropped
         self._bytes = 0  # their payload
         self._by_topic: dict[str, collections.deque[list]] = {}  # topic -> its queued entries, oldest first
+        self._lanes: dict[Any, collections.deque[list]] = {}  # lane -> its entries (and shells), oldest first
+        self._shells = 0  # dropped entries still in a lane behind a live one
+        self._wakeups = 0  # wake-ups (no message) since the consumer last took
+        self._arrived = 0  # messages pushed so far: each entry's arrival number
         self._heavy: str | None = None  # the topic holding the most (kept up to date on each push)
         self._heavy_n = 0  # its queued messages
-        self._compact_at = 2 * maxsize + 64
         self.dropped_by_topic: dict[str, int] = {}
 
     def __len__(self) -> int:
@@ -302,35 +338,62 @@ class _BatchChannel(Channel):
             if self._live >= self._maxsize or self._bytes + size > self._max_bytes:
                 while self._live and (self._live >= self._maxsize or self._bytes + size > self._max_bytes):
                     self._drop_heaviest()
+            self._arrived += 1
+            item.append(self._arrived)
+            lane = _lane(topic)
             by_topic = self._by_topic
             mine = by_topic.get(topic)
             if mine is None:
                 mine = by_topic[topic] = collections.deque()
+                if lane is topic:  # a lane of its own: the same deque
+                    self._lanes[topic] = mine
             mine.append(item)
             if len(mine) > self._heavy_n:
                 self._heavy, self._heavy_n = topic, len(mine)
-            self._items.append(item)
+            if lane is not topic:  # a Sparkplug node's
+                lanes = self._lanes
+                queued = lanes.get(lane)
+                if queued is None:
+                    queued = lanes[lane] = collections.deque()
+                queued.append(item)
             self._live += 1
             self._bytes += size
             self._stats.received += 1
-            if len(self._items) > self._compact_at:  # shells of dropped entries: compacted now and then
-                self._items = collections.deque(e for e in self._items if e[0] is not None)
 
     def _drop_heaviest(self) -> None:
-        # the heaviest as last seen (its count only falls by drops, and a topic passing it takes its place)
+        # the heaviest as last seen (its count only falls, and a topic passing it takes its place)
         topic = self._heavy
         mine = self._by_topic.get(topic) if topic is not None else None
-        if topic is None or not mine:  # not known (after a hand-over): the longest now; a scan of the topics
+        if topic is None or not mine:  # not known (after a take emptied it): the longest now; a scan
             topic, mine = max(self._by_topic.items(), key=lambda kv: len(kv[1]))
             self._heavy = topic
         entry = mine.popleft()
         self._heavy_n = len(mine)
+        lane = _lane(topic)
         if not mine:
             del self._by_topic[topic]
-            self._heavy = None
+            self._heavy, self._heavy_n = None, 0
+            if lane is topic:  # its lane, the same deque
+                del self._lanes[lane]
         self._live -= 1
         self._bytes -= len(entry[1])
         entry[0], entry[1] = None, b""  # a shell: skipped by the consumer, its payload freed now
+        if lane is not topic:  # a Sparkplug node's lane: the entry may be behind another topic's
+            queued = self._lanes[lane]
+            if queued[0] is entry:  # the lane's oldest: gone at once
+                queued.popleft()
+                while queued and queued[0][0] is None:
+                    queued.popleft()
+                    self._shells -= 1
+                if not queued:
+                    del self._lanes[lane]
+            else:
+                self._shells += 1
+                if self._shells > self._maxsize + 64:  # compacted now and then
+                    for key, q in list(self._lanes.items()):
+                        if type(key) is tuple:
+                            self._lanes[key] = collections.deque(e for e in q if e[0] is not None)
+                    self._shells = 0
         self._stats.dropped += 1
         counted = self.dropped_by_topic
         n = counted.get(topic)
@@ -340,6 +403,61 @@ class _BatchChannel(Channel):
             counted[topic] = 1
         else:
             counted[""] = counted.get("", 0) + 1  # "": other topics
+
+    def _take(self, limit: int) -> list[list]:
+        """Up to ``limit`` live entries, shared out among the lanes, each lane's oldest first (under the lock)."""
+        out: list[list] = []
+        lanes, by_topic = self._lanes, self._by_topic
+        taken_bytes = 0
+        mixed = len(lanes) > 1
+        while lanes and len(out) < limit:
+            share = max(1, (limit - len(out)) // len(lanes))
+            for lane in list(lanes):
+                queued = lanes[lane]
+                if type(lane) is str:  # a topic's own lane: its deque in by_topic too, without shells
+                    k = len(queued)
+                    if k <= share:
+                        part = list(queued)
+                        del lanes[lane], by_topic[lane]
+                        if self._heavy == lane:
+                            self._heavy, self._heavy_n = None, 0
+                    else:
+                        part = [queued.popleft() for _ in range(share)]
+                        if self._heavy == lane:
+                            self._heavy_n = k - share
+                    taken_bytes += sum(map(len, map(_PAYLOAD, part)))
+                    out += part
+                else:
+                    n = 0
+                    while queued and n < share:
+                        entry = queued.popleft()
+                        topic = entry[0]
+                        if topic is None:  # a shell
+                            self._shells -= 1
+                            continue
+                        mine = by_topic[topic]
+                        mine.popleft()  # this entry: the oldest of its topic too
+                        if not mine:
+                            del by_topic[topic]
+                            if self._heavy == topic:
+                                self._heavy, self._heavy_n = None, 0
+                        elif self._heavy == topic:
+                            self._heavy_n = len(mine)
+                        taken_bytes += len(entry[1])
+                        out.append(entry)
+                        n += 1
+                    while queued and queued[0][0] is None:
+                        queued.popleft()
+                        self._shells -= 1
+                    if not queued:
+                        del lanes[lane]
+                if len(out) >= limit:
+                    break
+        self._live -= len(out)
+        self._bytes -= taken_bytes
+        if mixed:  # the batch in arrival order: lanes are fair in what a batch takes, not in its order
+            out.sort(key=_ARRIVAL)
+        return out
 
     def put_threadsafe(self, item: Any) -> None:
         self._push(item)
@@ -358,9 +476,9 @@ class _BatchChannel(Channel):
         self._event.set()
 
     def wake_threadsafe(self) -> None:
-        """Wake the consumer with an item that is no message (topic None; not counted as received)."""
+        """Wake the consumer without a message: its next ``get_many`` returns (empty, if nothing is queued)."""
         with self._lock:
-            self._items.append((None, b"", 0.0, False))
+            self._wakeups += 1
         loop = self._loop
         if loop is not None and not loop.is_closed():
             try:
@@ -375,17 +493,17 @@ class _BatchChannel(Channel):
             self.dropped_by_topic.clear()
         return out
 
-    async def get_many(self) -> list[Any]:
-        """Every queued item (at least one); raises ``EOFError`` once closed and drained."""
+    async def get_many(self, limit: int = TAKE_MAX) -> list[Any]:
+        """Up to ``limit`` queued messages, shared out among the topics (at least one, or none after a
+        ``wake_threadsafe``); raises ``EOFError`` once closed and drained."""
         while True:
             with self._lock:
-                if self._items:
-                    items = list(self._items)
-                    self._items.clear()
-                    self._by_topic.clear()
-                    self._heavy, self._heavy_n = None, 0
-                    self._live = self._bytes = 0
-                    return items
+                if self._live:
+                    self._wakeups = 0
+                    return self._take(limit)
+                if self._wakeups:
+                    self._wakeups = 0
+                    return []
                 if self._closed:
                     raise EOFError
                 self._event.clear()
@@ -1285,17 +1403,19 @@ class MqttSource:
         # Under load, waking the loop per message makes it fight paho's thread for the GIL
         # (measured: ingest 38k -> 14k msg/s). When wake-ups come faster than every
         # ``coalesce_s``, pause that long so that messages arrive in batches; an idle stream
-        # is not delayed.
+        # is not delayed, nor is a backlog (the queue hands it over TAKE_MAX messages at a time).
         coalesce_s = self.settings.handover_coalesce_ms / 1000.0
         last_wake = -1.0
+        backlog = False  # the last batch was a full one: more are waiting, taken without a pause
         while True:
             now = time.monotonic()
-            if coalesce_s and now - last_wake < 2 * coalesce_s:
+            if coalesce_s and now - last_wake < 2 * coalesce_s and not backlog:
                 await asyncio.sleep(coalesce_s)
             try:
                 batch = await self._channel.get_many()
             except EOFError:
                 return
+            backlog = len(batch) >= TAKE_MAX
             last_wake = time.monotonic()
             if self._channel.dropped_by_topic:
                 self._queue_full(self._channel.take_drops())
@@ -1306,9 +1426,7 @@ class MqttSource:
             if self._state_sent_seen != self._state_sent:
                 self._state_sent_seen = self._state_sent
                 self.sparkplug.ask_missed()
-            for topic, payload, received_at, retained in batch:
-                if topic is None:  # a wake-up (see _on_connect)
-                    continue
+            for topic, payload, received_at, retained, _ in batch:
                 if retained:  # the broker's stored last value, sent on subscribing: rare, checked apart
                     # a retained Sparkplug birth is no sign that its node lives (``SparkplugHost.retained``)
                     self.sparkplug.retained = True

@@ -1,0 +1,164 @@
+"""One MQTT source, one topic flooded at full speed, another topic quiet (a temperature every 10 s, an alarm
+bit): the quiet topic's readings all reach the agent, ahead of the flood's backlog, and the flood's excess is
+dropped and counted against the flooding topic; plain JSON and Sparkplug B. Real Mosquitto; the flooder is a
+paho client publishing as fast as it can. The source's consumer (the agent's fan-out) is held while the
+flood arrives, as a busy gateway's is, so that the hand-over queue is full and its content known."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.base import Reading
+from devices.mqtt.client import TAKE_MAX, MqttSource
+from devices.mqtt.settings import MqttSettings
+from protocols import sparkplug as sp
+from tests.support.waits import until
+
+QUEUE = 1000  # the source's queue_max_items
+FLOOD = 5000  # messages the flooder sends
+
+
+def _client(port: int) -> paho.Client:
+    c = paho.Client(CallbackAPIVersion.VERSION2)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    return c
+
+
+def _close(c: paho.Client) -> None:
+    c.disconnect()  # after what it queued: its network thread writes that first
+    c.loop_stop()
+
+
+def _flood(port: int, topic: str, payloads: list[bytes], halfway: threading.Event) -> None:
+    """Publish every payload on one topic as fast as paho goes (QoS 0, one connection: in order)."""
+    c = _client(port)
+    try:
+        for i, body in enumerate(payloads):
+            c.publish(topic, body, qos=0)
+            if i == len(payloads) // 2:
+                halfway.set()
+    finally:
+        _close(c)
+
+
+async def _flooded(
+    port: int,
+    subscriptions: list[dict],
+    flood_topic: str,
+    flood: list[bytes],
+    first: list[tuple[str, bytes]],
+    quiet: list[tuple[str, bytes]],
+) -> MqttSource:
+    """A source whose consumer is held while the quiet side sends ``first`` (a Sparkplug node's birth), the
+    flooder sends ``flood``, and the quiet side its values: the first halfway through the flood, the others
+    after it."""
+    src = MqttSource("mq", MqttSettings(port=port, subscriptions=subscriptions, queue_max_items=QUEUE))
+    await src.start()
+    await until(lambda: src.subscribed.is_set(), what="the SUBACK")
+    q = _client(port)
+    try:
+        for topic, body in first:
+            q.publish(topic, body, qos=1).wait_for_publish(5)
+        await until(lambda: src.stats.received == len(first), what="the quiet side's first messages")
+        halfway = threading.Event()
+        flooder = threading.Thread(target=_flood, args=(port, flood_topic, flood, halfway))
+        flooder.start()
+        await asyncio.to_thread(halfway.wait, 30)
+        q.publish(*quiet[0], qos=1).wait_for_publish(5)
+        await asyncio.to_thread(flooder.join, 60)
+        n = len(first) + 1 + len(flood)
+        await until(lambda: src.stats.received == n, what="the whole flood received")
+        for topic, body in quiet[1:]:
+            q.publish(topic, body, qos=1).wait_for_publish(5)
+        n += len(quiet) - 1
+        await until(lambda: src.stats.received == n, what="every message received")
+    finally:
+        _close(q)
+    return src
+
+
+async def _drain(src: MqttSource) -> list[Reading]:
+    got: list[Reading] = []
+
+    async def run() -> None:
+        async for r in src.items():
+            got.append(r)
+
+    task = asyncio.create_task(run())
+    await until(lambda: len(src._channel) == 0 and got, what="the queue taken")
+    await asyncio.sleep(0.05)  # the last batch taken is read without suspending
+    task.cancel()
+    return got
+
+
+def _dropped_against(src: MqttSource, topic: str, received: int) -> None:
+    notes = src.notices.counts
+    assert src.stats.dropped == received - QUEUE
+    assert notes["queue_full"] == notes[f"queue_full:{topic}"] == received - QUEUE
+    assert [k for k in notes if k.startswith("queue_full:")] == [f"queue_full:{topic}"]
+
+
+async def test_a_flooded_json_topic_neither_drops_nor_holds_back_a_quiet_topics_readings(mosquitto):
+    # The queue kept the quiet topic's messages when full (the flood's oldest went), but handed its whole
+    # content over in arrival order: a quiet reading waited behind up to queue_max_items (10,000) of the
+    # flood's, and one arriving just after a hand-over behind all of the next. Here the last two quiet values
+    # came 998th and 999th of 1,000
+    subs = [
+        {"topic": "flood/#"},
+        {
+            "topic": "cell/temp",
+            "qos": 1,
+            "json_mapping": {"values": {"t": "Temp"}, "tag_prefix_topic": False},
+        },
+    ]
+
+    flood = [json.dumps({"v": i}).encode() for i in range(FLOOD)]
+    quiet = [("cell/temp", json.dumps({"t": 60 + k}).encode()) for k in range(3)]
+    src = await _flooded(mosquitto.port, subs, "flood/node1", flood, [("cell/temp", b'{"t": 20}')], quiet)
+    try:
+        got = await _drain(src)
+        temps = [(i, r.value) for i, r in enumerate(got) if r.tag == "Temp"]
+        assert [v for _, v in temps] == [20, 60, 61, 62]  # every quiet value, in its order
+        assert all(i < TAKE_MAX for i, _ in temps), temps  # in the first batch handed over
+        assert len(got) == QUEUE
+        _dropped_against(src, "flood/node1", FLOOD + 4)
+    finally:
+        await src.stop()
+
+
+def _birth(metric: str, value: int) -> bytes:
+    return sp.encode(
+        sp.Payload(
+            1,
+            0,
+            [sp.Metric("bdSeq", None, sp.DataType.INT64, 0), sp.Metric(metric, 1, sp.DataType.INT32, value)],
+        )
+    )
+
+
+def _data(seq: int, value: int, ts: int) -> bytes:
+    return sp.encode(sp.Payload(ts, seq % 256, [sp.Metric(None, 1, sp.DataType.INT32, value)]))
+
+
+async def test_a_flooding_sparkplug_node_neither_drops_nor_holds_back_a_quiet_nodes_data(mosquitto):
+    # The same for Sparkplug B: one edge node floods its NDATA, another node's birth and data come among
+    # them. A node's messages stay in order (its seq runs across its births, data and devices' messages)
+    subs = [{"topic": "spBv1.0/g/#", "codec": "sparkplug_b"}]
+    first = [("spBv1.0/g/NBIRTH/press", _birth("Speed", 0)), ("spBv1.0/g/NBIRTH/oven", _birth("Temp", 20))]
+    flood = [_data(i + 1, i, 10 + i) for i in range(FLOOD)]
+    quiet = [("spBv1.0/g/NDATA/oven", _data(k + 1, 60 + k, 10 + k)) for k in range(3)]
+    src = await _flooded(mosquitto.port, subs, "spBv1.0/g/NDATA/press", flood, first, quiet)
+    try:
+        got = await _drain(src)
+        temps = [(i, r.value) for i, r in enumerate(got) if r.tag == "oven/Temp"]
+        assert [v for _, v in temps] == [20, 60, 61, 62]
+        assert all(i < TAKE_MAX for i, _ in temps), temps
+        _dropped_against(src, "spBv1.0/g/NDATA/press", FLOOD + 5)
+    finally:
+        await src.stop()
