@@ -940,7 +940,7 @@ class CameraSource:
             self._backoff = backoff
 
         def since() -> str:
-            return "the last good frame" if good else "the stream opened"
+            return "the last good frame" if good or self._late_good else "the stream opened"
 
         while not self._stop.is_set():
             if not live:

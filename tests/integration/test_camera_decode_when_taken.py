@@ -75,3 +75,59 @@ async def test_frames_the_pipeline_drops_are_never_decoded(tmp_path, package):
     assert 1 <= cam["decoded"] <= p["results"] + 1 + sum(p["errors"].values()), (cam, p)
     assert not cam["errors_by_reason"]
     assert f'edge_camera_decoded_total{{source="cam"}} {float(cam["decoded"])}' in exposition
+
+
+async def test_frames_an_opencv_stream_skips_for_fps_are_grabbed_not_converted(tmp_path):
+    """A stream OpenCV's FFmpeg reads (here an MJPG video over HTTP, as an RTSP camera is read) faster than
+    ``fps``: every frame was read (decoded and converted to BGR) and most then skipped. Frames fps skips are
+    now only grabbed: the images converted are the frames passed on."""
+    import asyncio
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from devices.camera.capture import CameraSource
+    from devices.camera.settings import CameraSettings
+    from simulators.camera import write_video
+
+    video = write_video(tmp_path / "line.avi", 60, fps=30, seed=2, defect_rate=0.5, size=96).read_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:  # a whole video each request (Range ignored), as fast as it is read
+            self.send_response(200)
+            self.send_header("Content-Type", "video/x-msvideo")
+            self.send_header("Content-Length", str(len(video)))
+            self.end_headers()
+            try:
+                self.wfile.write(video)
+            except OSError:
+                pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    src = CameraSource(
+        "cam",
+        CameraSettings(
+            url=f"http://127.0.0.1:{httpd.server_address[1]}/line.avi", fps=2, reconnect_initial_s=0.1
+        ),
+    )
+    frames = []
+    try:
+        await src.start()
+        async with asyncio.timeout(20):
+            async for f in src.items():
+                frames.append(f)
+                if len(frames) >= 2:
+                    break
+    finally:
+        await src.stop()
+        httpd.shutdown()
+        httpd.server_close()
+    assert len(frames) == 2 and all(f.image.shape == (96, 96, 3) for f in frames)
+    assert src.skipped >= 30, src.skipped  # the video's frames within fps's period: grabbed, not retrieved
+    assert src.decoded == src.stats.received, (src.decoded, src.stats.received, src.skipped)
