@@ -583,6 +583,7 @@ class MqttSource:
         self._seen_acked: int | None = None
         self._seen_at = 0.0
         self._moving_at = 0.0  # the last look that found the connection's sent bytes moving
+        self._fed = -1.0  # the time last given to paho as its last receipt (_check_ping)
         self._dead_path: str | None = (
             None  # why the source closed the connection itself (paho's thread reads)
         )
@@ -680,7 +681,13 @@ class MqttSource:
         paho queues its PINGREQ behind what it is still writing, so on a slow uplink a large message keeps the
         PINGREQ, and its answer, back for as long as the message takes: a connection whose written bytes the
         peer keeps acknowledging (the kernel's count, ``TCP_INFO``) is alive too, and the wait counts from the
-        last look that saw them move (paho's own rule, a whole keepalive from the PINGREQ, still applies).
+        last look that saw them move. paho's own rule (a PINGREQ outstanding and nothing received for a whole
+        keepalive: it closes the connection) counts from there too: while a PINGREQ is outstanding, the time
+        the acknowledged bytes last moved is given to paho as its last receipt (``_last_bytes_received``), as
+        paho cannot see them. Without it, a message longer than ~2 keepalives on the wire (500 KB at 32 KB/s
+        and keepalive_s 5; 2 MB at the default 30) was cut by paho itself each time, sent again from its start
+        over the next connection and cut again: never delivered. Without the kernel's count nothing is given
+        (paho still writing is no proof of a live path: a dead one fills the send buffer too).
 
         paho's thread may reconnect at any moment: the look at the socket and at its bookkeeping and the
         shutdown are made holding paho's ``_msgtime_mutex``, which its reconnect takes after dropping the old
@@ -700,6 +707,18 @@ class MqttSource:
                 self._moving_at = self._seen_at if now - self._seen_at <= 2 * PING_CHECK_S else now
             elif acked is None and c.want_write():
                 self._moving_at = now  # no kernel count here: paho still writing is taken as moving
+            if (
+                acked is not None
+                and ping_t
+                and sock is self._seen_sock
+                and self._moving_at > received
+                and hasattr(c, "_last_bytes_received")
+            ):
+                # paho's PINGREQ waits behind bytes the peer is acknowledging: paho's whole-keepalive rule
+                # counts from their last move, not from the last byte the broker sent (see above)
+                c._last_bytes_received = self._fed = self._moving_at
+            if received == self._fed:  # what this check gave paho is no byte from the broker
+                received = 0.0
             self._seen_sock, self._seen_acked, self._seen_at = sock, acked, now
             if (
                 not ka
