@@ -24,8 +24,9 @@ Serving never takes the agent's CPU from its inference (``protocols.http_server.
 computed one at a time, the server rests 4x as long as each took before it computes the next (at most a
 fifth of one core however many clients ask, however often), and every request in between gets the
 answer last computed for its path (at least ``ANSWER_MIN_AGE_S`` old before it is computed again; the
-query string is ignored, but for an NG image's). A request with nothing to share waits at most half the
-deadline, then ``503``.
+query string is ignored, and an NG image is kept under the part it shows). A request with nothing to share
+waits at most half the deadline, then ``503``. Clients cannot make up keys: a frame, spectrum or trend of a
+name no pipeline has is ``404``, nothing computed or kept. ``HEAD`` gets ``GET``'s answer without its body.
 """
 
 from __future__ import annotations
@@ -50,6 +51,59 @@ MAX_CONNECTIONS = 16
 DEADLINE_S = 10.0
 ANSWER_MIN_AGE_S = 0.5  # an answer is shared for at least this long (the page polls every 2 s)
 CPU_SHARE = 0.2  # of one core, at most, spent computing answers
+
+
+_PER_PIPELINE = ("/api/frame/", "/api/spectrum/", "/api/trend/")
+
+
+def _index(text: str) -> int:
+    """An NG image's index in the URL: digits only (``int`` takes ``-1``, `` 1``, ``1_0`` too)."""
+    if not text.isascii() or not text.isdigit() or len(text) > 3:
+        raise ValueError(f"NG image {text!r}: expected its index")
+    return int(text)
+
+
+def _key(agent, path: str) -> object | None:
+    """The key an answer is kept and shared under: the path, whatever the query (the page asks for a frame
+    with a fresh query each time); an NG image under the NG part it shows now (an index names another part
+    once a new NG part came); None for a pipeline name the agent does not have. Clients cannot make up keys:
+    before, an NG image was kept per URL with its query and a trend for any name, so a client asking for
+    ``/api/ng/0.png?1``, ``?2``, ... or ``/api/trend/<anything>`` filled the kept answers (32 MB) with its own,
+    pushed out those of the page's clients (who then waited for a computation of their own, up to 5 s), and had
+    each image rendered again."""
+    for prefix in _PER_PIPELINE:
+        if path.startswith(prefix):
+            name = path[len(prefix) :].removesuffix(".png")
+            pipelines = getattr(agent, "pipelines", None)
+            if pipelines is not None and name not in {p.name for p in pipelines}:
+                return None
+            return path
+    if path.startswith("/api/ng/"):
+        try:
+            entry = list(agent.board.ng_frames)[_index(path[len("/api/ng/") : -4])]
+        except (ValueError, IndexError, AttributeError, TypeError):
+            return path  # computing it answers 404 (nothing there) and keeps nothing
+        return _ng_key(entry)
+    return path
+
+
+def _ng_key(entry: tuple) -> tuple:
+    """An NG part's key: its image's identity (no reference kept: a kept key must not hold a frame) and seq."""
+    return ("ng", id(entry[0]), entry[2].get("pipeline"), entry[2].get("seq"))
+
+
+def _ng_png(board, key: tuple) -> bytes:
+    """The NG image ``key`` names, wherever it stands now (a new NG part, added on the loop, moves every index
+    by one): rendered by its index, kept only if that index still names it once rendered."""
+    for _ in range(3):
+        at = [i for i, entry in enumerate(list(board.ng_frames)) if _ng_key(entry) == key]
+        if not at:
+            break
+        png = board.ng_png(at[0])
+        now = list(board.ng_frames)
+        if at[0] < len(now) and _ng_key(now[at[0]]) == key:
+            return png
+    raise KeyError("that NG part is no longer kept")
 
 
 class _ClientGone(Exception):
@@ -79,12 +133,19 @@ class StatusServer:
         class Handler(BoundedHandler):
             timeout = deadline_s  # a socket timeout for every read and write of the request
 
+            head = False
+
             def do_GET(self) -> None:
                 try:
                     self._answer()
                 except _ClientGone:  # nobody left to answer: count it, close quietly
                     self.close_connection = True
                     outer.httpd.note_aborted()
+
+            def do_HEAD(self) -> None:
+                """GET's answer without its body (a health check's probe; before, 501)."""
+                self.head = True
+                self.do_GET()
 
             def _route(self, path: str) -> tuple[str, Callable[[], bytes]] | None:
                 """The content type and the computation of the answer for ``path``, or None."""
@@ -101,7 +162,7 @@ class StatusServer:
                 if path.startswith("/api/frame/") and path.endswith(".png"):
                     return "image/png", lambda: board.frame_png(path[len("/api/frame/") : -4])
                 if path.startswith("/api/ng/") and path.endswith(".png"):
-                    return "image/png", lambda: board.ng_png(int(path[len("/api/ng/") : -4]))
+                    return "image/png", lambda: board.ng_png(_index(path[len("/api/ng/") : -4]))
                 if path == "/api/tags":
                     return "application/json", lambda: json_codec.dumps(
                         {n: tag_rows(list(t.values())) for n, t in agent.tags.items()}
@@ -138,9 +199,12 @@ class StatusServer:
                         404, "text/plain; charset=utf-8", b"not found: try /, /status or /metrics\n"
                     )
                 ctype, compute = route
-                # the page asks for a frame with a fresh query each time, for an NG image with its seq: an index
-                # names another image once a new NG part came, its seq does not
-                key = self.path if path.startswith("/api/ng/") else path
+                key = _key(outer.agent, path)
+                if key is None:  # a name no pipeline has: nothing computed, nothing kept
+                    return self._send(404, "text/plain; charset=utf-8", b"nothing there yet\n")
+                if isinstance(key, tuple):
+                    board = outer.agent.board
+                    compute = lambda: _ng_png(board, key)  # noqa: E731
                 try:
                     body = outer.answers.get(key, compute)
                 except (KeyError, IndexError, ValueError):
@@ -163,7 +227,8 @@ class StatusServer:
                     if code == 503:
                         self.send_header("Retry-After", "1")
                     self.end_headers()
-                    self.wfile.write(body)
+                    if not self.head:
+                        self.wfile.write(body)
                 except OSError as exc:  # broken pipe, reset, a write timeout: the client is gone
                     raise _ClientGone(str(exc)) from None
 
@@ -178,3 +243,4 @@ class StatusServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        self.answers.close()

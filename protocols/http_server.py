@@ -31,12 +31,14 @@ a request within ``max(min_age_s, that rest)`` of the last computation of the sa
 answer, and while another answer is being computed (or the server rests) a request gets the last one
 of its key if it is at most ``wait_s`` old; only a request with nothing to share waits (at most
 ``wait_s``, then ``AnswerBusy``: answer 503). What is kept is bounded (``max_keys`` answers,
-``max_bytes`` in all; the least recently computed go first), whatever keys clients make up.
+``max_bytes`` in all; the least recently computed go first), whatever keys clients make up. Every answer
+is computed on one thread of its own (one memory arena's peak, not one per request thread).
 """
 
 from __future__ import annotations
 
 import errno
+import http.client
 import logging
 import os
 import socket
@@ -45,6 +47,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Generic, TypeVar
 
@@ -55,6 +58,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 0.5  # the longest pause between two accept() that failed for want of descriptors
+MAX_HEADER_BYTES = 64 * 1024  # a request's header section in all (a browser's is under 8 KB)
 _STARVED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 _BUSY = (
@@ -109,11 +113,13 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         )
         self._lock = threading.Lock()
         self._active: dict[Any, tuple[float, str]] = {}  # socket -> (accepted at, client address)
+        self._reading: set[Any] = set()  # those of _active whose request is not read whole yet
         self._by_client: dict[str, int] = {}
         self.accepted = 0
         self.peak = 0  # the most requests served at once
         self.refused = 0  # answered 503: too many at once
-        self.cut = 0  # shut down: over the deadline
+        self.cut = 0  # shut down: over the deadline, or its place taken (still sending its request when full)
+        self.evicted = 0  # of cut: its place taken by a new connection
         self.aborted = 0  # the client went away (closed, reset) before its answer was complete
         self.failed = 0  # another error escaped a handler
         self._warned: set[str] = set()  # kinds of error already logged as a warning
@@ -147,15 +153,31 @@ class BoundedHTTPServer(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         ip = client_address[0] if isinstance(client_address, tuple) else str(client_address)
+        evict = None
         with self._lock:
-            busy = len(self._active) >= self._max or self._by_client.get(ip, 0) >= self._per_client
+            busy = self._by_client.get(ip, 0) >= self._per_client
+            if not busy and len(self._active) >= self._max:
+                # full: the oldest connection still sending its request gives its place up (its thread reads EOF)
+                evict = min(self._reading, key=lambda r: self._active[r][0], default=None)
+                if evict is None:
+                    busy = True
+                else:
+                    self._release(evict)
+                    self.cut += 1
+                    self.evicted += 1
             if not busy:
                 self._active[request] = (time.monotonic(), ip)
+                self._reading.add(request)
                 self._by_client[ip] = self._by_client.get(ip, 0) + 1
                 self.accepted += 1
                 self.peak = max(self.peak, len(self._active))
             else:
                 self.refused += 1
+        if evict is not None:
+            try:
+                evict.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         if busy:  # answered here, without a thread
             try:
                 request.settimeout(0.2)
@@ -208,14 +230,28 @@ class BoundedHTTPServer(ThreadingHTTPServer):
             exc,
         )
 
+    def note_request_read(self, request: Any) -> bool:
+        """The handler has read its request (line and headers): the connection is now answered, and no longer
+        gives its place up to a new one. False if it gave it up already (not to be answered)."""
+        with self._lock:
+            self._reading.discard(request)
+            return request in self._active
+
+    def _release(self, request: Any) -> None:
+        """Frees ``request``'s place (under ``_lock``); a no-op once freed (a request evicted, then done)."""
+        if request not in self._active:
+            return
+        _, ip = self._active.pop(request)
+        self._reading.discard(request)
+        n = self._by_client.get(ip, 0) - 1
+        if n > 0:
+            self._by_client[ip] = n
+        else:
+            self._by_client.pop(ip, None)
+
     def _done(self, request: Any) -> None:
         with self._lock:
-            _, ip = self._active.pop(request, (0.0, ""))
-            n = self._by_client.get(ip, 0) - 1
-            if n > 0:
-                self._by_client[ip] = n
-            else:
-                self._by_client.pop(ip, None)
+            self._release(request)
 
     def service_actions(self) -> None:  # called by serve_forever between polls (0.5 s)
         now = time.monotonic()
@@ -237,12 +273,46 @@ class BoundedHandler(BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return "factory-edge"
 
+    def parse_request(self) -> bool:
+        """The stdlib's, with the header section read to ``MAX_HEADER_BYTES`` in all (``431`` beyond); then the
+        server knows the request is read (its connection no longer gives its place up to a new one)."""
+        raw = self.rfile
+        self.rfile = _HeaderBudget(raw, MAX_HEADER_BYTES)  # type: ignore[assignment]
+        try:
+            ok = super().parse_request()
+        finally:
+            self.rfile = raw
+        note = getattr(self.server, "note_request_read", None)
+        if note is not None and not note(self.request):  # its place was taken: what it read was cut short
+            self.close_connection = True
+            return False
+        return ok
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def end_headers(self) -> None:
         self.send_header("X-Content-Type-Options", "nosniff")
         super().end_headers()
+
+
+class _HeaderBudget:
+    """A handler's ``rfile`` while its header section is read: ``readline`` raises ``LineTooLong`` (which
+    ``parse_request`` answers ``431``) once the lines read pass ``budget`` bytes in all."""
+
+    def __init__(self, raw: Any, budget: int) -> None:
+        self._raw, self._left, self._budget = raw, budget, budget
+
+    def readline(self, limit: int = -1) -> bytes:
+        n = self._left + 1 if limit is None or limit < 0 else min(limit, self._left + 1)
+        line = self._raw.readline(n)
+        self._left -= len(line)
+        if self._left < 0:
+            raise http.client.LineTooLong(f"header section over {self._budget} bytes")
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
 
 
 class AnswerBusy(Exception):
@@ -275,6 +345,7 @@ class Answers(Generic[T]):
         self.kept_bytes = 0  # the size of the answers kept (bytes answers; others count by sys.getsizeof)
         self._rest_factor = 1 / cpu_share - 1
         self._compute = threading.Lock()  # one computation at a time
+        self._worker: ThreadPoolExecutor | None = None  # ... on one thread (see _run)
         self._kept_lock = threading.Lock()
         self._kept: OrderedDict[Any, _Kept[T]] = OrderedDict()
         self._free_at = 0.0  # the rest after the last computation ends here
@@ -291,6 +362,22 @@ class Answers(Generic[T]):
         with self._kept_lock:
             self.shared += 1
         return kept.value
+
+    def _run(self, compute: Callable[[], T]) -> T:
+        """``compute()`` on the one thread that computes (under ``_compute``: never more than one waits there).
+        Costly answers allocate large buffers (a 1080p frame's heat map: ~40 MB of arrays for a PNG); glibc
+        gives each thread that allocates its own arena, which keeps its peak, so rendering on each request's
+        own thread (a new one per connection) grew the agent's memory by ~200 MB under a client asking for heat
+        maps in a loop (``bench/status_hostile_bench.py``); on one thread it is one arena's peak."""
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="http-answers")
+        return self._worker.submit(compute).result()
+
+    def close(self) -> None:
+        """Ends the computing thread (after the computation under way, if any); ``get`` starts it again."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.shutdown(wait=False)
 
     def get(self, key: Any, compute: Callable[[], T]) -> T:
         """The answer for ``key``: a kept one if it is fresh enough, else ``compute()`` (whose exceptions
@@ -322,7 +409,7 @@ class Answers(Generic[T]):
                 time.sleep(rest)
             t0 = time.monotonic()
             try:
-                value = compute()
+                value = self._run(compute)
             finally:
                 t1 = time.monotonic()
                 self._free_at = t1 + (t1 - t0) * self._rest_factor

@@ -354,28 +354,196 @@ def test_a_large_registry_file_goes_out_in_pieces_not_read_whole_into_memory(tmp
 
 
 class _NgBoard:
-    """NG images of 1 MB each (a 1080p heat map as PNG is 1-3 MB)."""
+    """NG images of 1 MB each (a 1080p heat map as PNG is 1-3 MB), rendered on request and counted."""
+
+    def __init__(self, parts: int = 3) -> None:
+        import numpy as np
+
+        self.ng_frames = [
+            (np.full((8, 8, 3), i, np.uint8), None, {"pipeline": "inspect", "seq": 100 + i})
+            for i in range(parts)
+        ]
+        self.rendered = 0
 
     def ng_png(self, index: int) -> bytes:
+        self.ng_frames[index]  # IndexError: no such part (404)
+        self.rendered += 1
         return bytes([index % 256]) * 1_000_000
 
+    def trend(self, pipeline: str) -> list:  # as StatusBoard's: no points yet
+        return []
 
-def test_answers_kept_for_sharing_stay_within_their_memory_bound_whatever_urls_a_client_makes_up():
-    """An NG image is kept per URL with its query (the page names the part's seq in it): a client asking for
-    ``/api/ng/0.png?1``, ``?2``, ... makes a new key each time, and 1-MB images; what is kept stays under
-    32 MB and 64 answers, the newest first, and each answer is the image asked for."""
-    agent = _CostlyAgent(cost_s=0.0)
-    agent.board = _NgBoard()  # type: ignore[assignment]
-    s = StatusServer(agent, "127.0.0.1", 0)
+    def frame_png(self, pipeline: str) -> bytes:
+        raise KeyError(pipeline)
+
+
+def test_answers_kept_for_sharing_stay_within_their_memory_bound_whatever_keys_come():
+    """What is kept stays under 32 MB and 64 answers, the newest first, whatever keys come."""
+    from protocols.http_server import Answers
+
+    answers: Answers[bytes] = Answers(min_age_s=60.0, cpu_share=1.0)
+    for i in range(40):
+        assert (
+            answers.get(f"/made-up/{i}", lambda i=i: bytes([i % 256]) * 1_000_000)
+            == bytes([i % 256]) * 1_000_000
+        )
+    assert 30_000_000 <= answers.kept_bytes <= 32 * 1024 * 1024, answers.kept_bytes
+    assert answers.get("/made-up/39", lambda: b"again") == bytes([39]) * 1_000_000  # the newest is kept
+
+
+class _PipelineAgent(_CostlyAgent):
+    pipelines = [SimpleNamespace(name="inspect")]
+
+
+def test_urls_a_client_makes_up_neither_render_again_nor_push_out_the_pages_answers():
+    """Before: an NG image was kept per URL with its query (the page names the part's seq in it) and a trend under
+    any name, so a client asking for ``/api/ng/0.png?1``, ``?2``, ... had the image rendered again for each and
+    filled the 32 MB of kept answers with copies, and ``/api/trend/<anything>`` kept one answer per name: the
+    page's own answers were pushed out and its clients waited for a computation of their own (up to 5 s, then
+    503). Now an NG image is kept under the part it shows, whatever the query, and a name no pipeline has is
+    404 with nothing computed or kept."""
+    agent = _PipelineAgent(cost_s=0.0)
+    agent.board = board = _NgBoard()  # type: ignore[assignment]
+    s = StatusServer(agent, "127.0.0.1", 0, min_age_s=60.0)
     s.start()
     try:
+        assert _get(s.port, "/status")[0] == 200
         for i in range(40):
             code, _, body = _get(s.port, f"/api/ng/{i % 3}.png?{i}")
-            assert code == 200 and body == bytes([i % 3]) * 1_000_000
+            assert code == 200 and body == bytes([i % 3]) * 1_000_000, code
+        assert board.rendered == 3, board.rendered  # once per NG part
+        for name in ("nothing", "../../etc/passwd", "x" * 200):
+            assert _get(s.port, f"/api/trend/{name}")[0] == 404
+            assert _get(s.port, f"/api/frame/{name}.png")[0] == 404
+        for index in ("-1", "1_0", "%201", "99"):
+            assert _get(s.port, f"/api/ng/{index}.png")[0] == 404, index
         kept = s.answers.kept_bytes
+        code, _, body = _get(s.port, "/status")
     finally:
         s.stop()
-    assert 30_000_000 <= kept <= 32 * 1024 * 1024, kept
+    assert kept < 4_000_000, kept
+    assert code == 200 and agent.calls == 1  # the page's /status was still kept: shared, not computed again
+
+
+def test_an_ng_image_is_the_part_its_url_named_after_a_new_ng_part_moved_the_indexes():
+    """The page names an NG image by index and seq; a new NG part moves every index by one. An image kept under
+    the part it shows is never served for another part's URL."""
+    import numpy as np
+
+    from edge_agent.status_board import StatusBoard
+
+    agent = _PipelineAgent(cost_s=0.0)
+    agent.board = board = StatusBoard()  # type: ignore[assignment]
+    for i in range(2):
+        board.ng_frames.append(
+            (np.full((8, 8, 3), 10 * i, np.uint8), None, {"pipeline": "inspect", "seq": i})
+        )
+    s = StatusServer(agent, "127.0.0.1", 0, min_age_s=60.0)
+    s.start()
+    try:
+        first = _get(s.port, "/api/ng/0.png?0")[2]
+        board.ng_frames.popleft()  # a new NG part came, the oldest went: index 0 is now seq 1
+        board.ng_frames.append((np.full((8, 8, 3), 200, np.uint8), None, {"pipeline": "inspect", "seq": 2}))
+        now = [_get(s.port, f"/api/ng/{i}.png?{i + 1}")[2] for i in range(2)]
+    finally:
+        s.stop()
+    import cv2
+
+    def value(png: bytes) -> int:
+        return int(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[0, 0, 0])
+
+    assert [value(first), *map(value, now)] == [0, 10, 200]
+
+
+def test_a_request_whose_headers_run_to_megabytes_is_refused_431():
+    """Before: the stdlib's bound on a request's headers is 100 lines of 64 KB: each request could make the
+    server hold and parse 6.5 MB holding the GIL (16 at once: 100 MB, and the agent's loop waited), and the
+    process kept the memory. Now the header section is read to 64 KB in all, then 431; a browser's (cookies and
+    all, some KB) is served as before."""
+    s = StatusServer(_CostlyAgent(cost_s=0.0), "127.0.0.1", 0)
+    s.start()
+    try:
+        big = (
+            b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + (b"X-h: " + b"a" * 60_000 + b"\r\n") * 90
+            + b"\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", s.port), timeout=5) as c:
+
+            def send() -> None:  # the server stops reading at 64 KB: the rest is refused (a broken pipe)
+                try:
+                    c.sendall(big)
+                except OSError:
+                    pass
+
+            sender = threading.Thread(target=send)
+            sender.start()
+            head = c.recv(200).split(b"\r\n", 1)[0]
+            sender.join()
+        browser = [
+            ("Cookie", "c" * 6000),
+            ("User-Agent", "u" * 300),
+            *((f"X-{i}", "v" * 100) for i in range(60)),
+        ]
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)
+        c.putrequest("GET", "/status")
+        for k, v in browser:
+            c.putheader(k, v)
+        c.endheaders()
+        ok = c.getresponse().status
+        c.close()
+    finally:
+        s.stop()
+    assert head.split()[1] == b"431", head
+    assert ok == 200
+
+
+def _trickle(port: int, source: str) -> socket.socket:
+    c = socket.socket()
+    c.settimeout(5)
+    c.bind((source, 0))
+    c.connect(("127.0.0.1", port))
+    c.sendall(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: ")  # and never the rest
+    return c
+
+
+def test_clients_trickling_requests_from_several_addresses_do_not_keep_the_page_from_others():
+    """Before: a client holding every place with requests it never finishes (a slowloris; from two addresses it
+    gets past the per-address half) had every other client answered 503 for as long as it kept reconnecting. Now
+    a new connection takes the place of the oldest one still sending its request; its own address's half is
+    still enforced."""
+    s = StatusServer(_CostlyAgent(cost_s=0.0), "127.0.0.1", 0, max_connections=8)
+    s.start()
+    slow: list[socket.socket] = []
+    try:
+        for source in ("127.0.0.1", "127.0.0.3"):
+            slow += [_trickle(s.port, source) for _ in range(4)]
+        h = s.httpd
+        until = time.monotonic() + 5
+        while h.accepted < 8 and time.monotonic() < until:
+            time.sleep(0.02)
+        assert h.accepted == 8 and h.refused == 0
+        extra = _trickle(s.port, "127.0.0.1")  # its address holds its half already: refused, nobody cut
+        assert extra.recv(200).startswith(b"HTTP/1.1 503")
+        extra.close()
+        code, _, body = _get_from(s.port, "127.0.0.2")
+        assert code == 200 and json.loads(body)["agent"] == "gw", (code, body)
+        assert h.evicted == 1 and h.cut == 1
+        assert slow[0].recv(200) == b""  # the oldest trickler was shut down, unanswered
+    finally:
+        for c in slow:
+            c.close()
+        s.stop()
+
+
+def _get_from(port: int, source: str) -> tuple[int, dict[str, str], bytes]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5, source_address=(source, 0))
+    try:
+        c.request("GET", "/status")
+        r = c.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        c.close()
 
 
 def _get_as(port: int, path: str, host: str) -> int:
@@ -413,3 +581,51 @@ def test_a_page_reached_under_another_sites_name_is_refused_dns_rebinding():
         assert _get(s.port, "/status")[0] == 200
     finally:
         s.stop()
+
+
+def test_answers_are_computed_on_one_thread_whatever_thread_serves_the_request():
+    """Before: each answer was computed on the thread of the request that asked (a new thread per connection). A
+    1080p heat map allocates ~40 MB of arrays, and glibc keeps each allocating thread's arena at its peak: a
+    client asking for heat maps in a loop grew the agent by ~200 MB (bench/status_hostile_bench.py). Now every
+    answer is computed on the one thread that computes."""
+    names: list[str] = []
+
+    class Agent(_CostlyAgent):
+        def status(self) -> dict:
+            names.append(threading.current_thread().name)
+            return {"agent": "gw"}
+
+    s = StatusServer(Agent(cost_s=0.0), "127.0.0.1", 0, min_age_s=0.0, cpu_share=1.0)
+    s.start()
+    try:
+        codes = [_get(s.port, "/status")[0] for _ in range(5)]
+    finally:
+        s.stop()
+    assert codes == [200] * 5 and len(names) == 5
+    assert len(set(names)) == 1, names
+
+
+def test_head_is_answered_like_get_without_a_body_and_other_methods_are_refused():
+    """Before: HEAD (a load balancer's or a monitoring system's health check) was answered 501, as if the agent had
+    no status; now it gets GET's status and headers. OPTIONS, TRACE and made-up methods are still 501, and the
+    endpoint serves on."""
+    s = StatusServer(_CostlyAgent(cost_s=0.0), "127.0.0.1", 0)
+    s.start()
+    try:
+        head = _raw(s.port, b"HEAD /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        missing = _raw(s.port, b"HEAD /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        others = [
+            _raw(s.port, m + b" /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").split(b"\r\n", 1)[0]
+            for m in (b"OPTIONS", b"TRACE", b"DELETE", b"FOO")
+        ]
+        code, _, body = _get(s.port, "/status")
+    finally:
+        s.stop()
+    status_line, rest = head.split(b"\r\n", 1)
+    headers, body_of_head = rest.split(b"\r\n\r\n", 1)
+    assert status_line.split()[1] == b"200", head
+    assert b"Content-Type: application/json" in headers and body_of_head == b"", head
+    length = int(headers.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+    assert length == len(body) and code == 200
+    assert missing.split()[1] == b"404" and missing.endswith(b"\r\n\r\n"), missing
+    assert [line.split()[1] for line in others] == [b"501"] * 4, others
