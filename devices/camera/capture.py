@@ -26,7 +26,8 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   way before OpenCV's FFmpeg opens it, and FFmpeg then verifies its chain (``_open_rtsps``). Other URLs (RTSP, other HTTP content,
   files, USB) are OpenCV's. An HTTP(S) URL answering with one image (a snapshot URL) is asked again every
   1/``fps`` seconds (default 10), each answer read and decoded as an MJPEG part, none skipped.
-- An MJPEG part or a snapshot answer that looks like a whole image is handed on compressed
+- An MJPEG part, a snapshot answer or an image folder's file that looks like a whole image (its header
+  read, within ``max_megapixels``, not plainly cut short) is handed on compressed
   (``UntakenFrame``) and decoded, with the checks above that need its pixels, only when it is taken: by a
   pipeline's inference thread (``untaken_items()``, what the agent reads), or by ``items()``. A frame that a
   full queue drops (the hand-over's, a pipeline's ``drop_oldest``) is never decoded; the drops are counted
@@ -457,36 +458,47 @@ class CameraSource:
         self._seq += 1
         return True
 
-    def _emit_untaken(self, data: bytes, live: bool) -> None:
-        """An MJPEG part or snapshot answer handed on compressed: decoded when taken (``_finish``)."""
-        session = self._session_no
+    def _emit_untaken(self, data: bytes, live: bool, what: str | None = None) -> None:
+        """An MJPEG part, snapshot answer or folder's file (``what``: its path) handed on compressed:
+        decoded when taken (``_finish``)."""
+        session = self._session_no if what is None else -1  # a folder's file counts towards no stream
+        name = self.settings.shown_url if what is None else what
 
         def finish() -> tuple[np.ndarray, float] | None:
-            return self._finish(data, live, session)
+            return self._finish(data, live, session, name)
 
         self._channel.put_threadsafe(UntakenFrame(self.name, self._seq, time.time(), finish))
         self._seq += 1
 
-    def _finish(self, data: bytes, live: bool, session: int) -> tuple[np.ndarray, float] | None:
-        """A part taken: decoded and checked as the reader checked it when it decoded every part (the same
-        reasons counted, with the same messages), on the taker's thread. Its failures count towards the
-        reader's reopening of the stream (``_late_failures``), a good one restarts the backoff."""
+    def _finish(self, data: bytes, live: bool, session: int, what: str) -> tuple[np.ndarray, float] | None:
+        """A part or file taken: decoded and checked as the reader checked it when it decoded every one (the
+        same reasons counted, with the same messages; ``what``: the URL or the file), on the taker's thread.
+        A stream's failures count towards the reader's reopening of it (``_late_failures``), a good part
+        restarts the backoff."""
         s = self.settings
         with self._taking:  # taken on several threads at once
             self.decoded += 1
-        try:  # at its own depth, as a folder's file: a 12-bit camera's 16-bit PNG or TIFF part
+        try:  # at its own depth: a 12-bit camera's 16-bit PNG or TIFF part or file
             img = _decode(data, s.max_megapixels)
         except ImageRejected as exc:
-            reason = "unsupported_frame" if exc.unsupported else "corrupt_frame"
-            self._refused(session, reason, f"{s.shown_url}: {exc} ({len(data)} bytes), skipped")
+            reason = (
+                "oversize_frame"
+                if exc.oversize
+                else "unsupported_frame"
+                if exc.unsupported
+                else "corrupt_frame"
+            )
+            self._refused(session, reason, f"{what}: {exc} ({len(data)} bytes), skipped")
             return None
         try:
             img = self._to_frame(img)
         except ImageRejected as exc:
-            self._refused(session, "unsupported_frame", f"{s.shown_url}: {exc}; skipped")
+            self._refused(session, "unsupported_frame", f"{what}: {exc}; skipped")
             return None
-        if img.size == 0 or not img.any():
-            self._refused(session, "empty_frame", f"{s.shown_url}: blank frame skipped")
+        if img.size == 0 or (live and not img.any()):  # a folder's black image is an image (as before)
+            self._refused(
+                session, "empty_frame", f"{s.shown_url}: {'blank' if live else 'empty'} frame skipped"
+            )
             return None
         with self._taking:
             if session == self._session_no:
@@ -556,7 +568,9 @@ class CameraSource:
                     return
                 next_t = self._pace(next_t, period)
                 img = self._read_image(f)
-                if img is not None:
+                if isinstance(img, bytes):
+                    self._emit_untaken(img, live=False, what=str(f))
+                elif img is not None:
                     self._emit(img)
             if not s.loop:
                 raise _End
@@ -612,7 +626,9 @@ class CameraSource:
                 size, mtime_ns, _ = files[name]
                 done[name] = (size, mtime_ns)
                 img = self._read_image(folder / name)
-                if img is not None:
+                if isinstance(img, bytes):
+                    self._emit_untaken(img, live=False, what=str(folder / name))
+                elif img is not None:
                     self._emit(img)
             if s.keep_files is not None and len(done) > s.keep_files and not self._keep_failed:
                 self._trim_drop_folder(folder, files, done, s.keep_files)
@@ -639,9 +655,13 @@ class CameraSource:
                 return
             del done[name]
 
-    def _read_image(self, f: Path) -> np.ndarray | None:
+    def _read_image(self, f: Path) -> np.ndarray | bytes | None:
         """One file of the folder, its size checked from the header before it is decoded (a small file
-        declaring a huge image would otherwise take the gateway's memory); None when skipped."""
+        declaring a huge image would otherwise take the gateway's memory); None when skipped. Its bytes,
+        to be decoded when the frame is taken (``UntakenFrame``), when its header is readable, within
+        ``max_megapixels``, and it is not plainly cut short; otherwise decoded now, which says why not."""
+        from devices.camera.mjpeg import looks_whole
+
         limit = self.settings.max_megapixels
         try:
             st = f.stat()
@@ -656,6 +676,14 @@ class CameraSource:
         except OSError as exc:
             self._error("corrupt_frame", f"{f}: unreadable ({exc})")
             return None
+        declared = image_size(data)
+        if (
+            self.decode_when_taken
+            and declared is not None
+            and declared[1] * declared[2] <= limit * 1e6
+            and looks_whole(data)
+        ):
+            return data
         self.decoded += 1
         try:  # at its own depth: a camera's 16-bit file is brought to 8 bits by pixel_bits, not by OpenCV
             img = _decode(data, limit)

@@ -21,23 +21,34 @@ def package(tmp_path_factory):
     return make_package(tmp, kind="vision", key=key), pub
 
 
-async def test_frames_the_pipeline_drops_are_never_decoded(tmp_path, package):
-    """An MJPEG camera at 40 fps and a model that takes ~0.1 s a frame: every part was decoded to BGR as it
-    arrived and most were then dropped by the pipeline's queue (drop_oldest): a quarter of a core on a
-    2-core gateway with three such cameras, spent on frames no model saw. A part is now kept compressed until
-    the pipeline takes it: the camera's decoded count (on /status and edge_camera_decoded_total) is the
-    frames taken, not the frames received, and the drops are counted as before."""
-    from simulators.camera import CameraServer
+@pytest.mark.parametrize("kind", ["mjpeg", "folder"])
+async def test_frames_the_pipeline_drops_are_never_decoded(tmp_path, package, kind):
+    """An MJPEG camera (or an image folder replayed) at 40 fps and a model that takes ~0.1 s a frame: every
+    part was decoded to BGR as it arrived and most were then dropped by the pipeline's queue (drop_oldest):
+    a quarter of a core on a 2-core gateway with three such cameras, spent on frames no model saw. A part is
+    now kept compressed until the pipeline takes it: the camera's decoded count (on /status and
+    edge_camera_decoded_total) is the frames taken, not the frames received, and the drops are counted as
+    before."""
+    from simulators.camera import CameraServer, write_folder
 
     pkg, pub = package
     sim = CameraServer(0, fps=40, seed=3).start()
+    camera = (
+        {"url": sim.url}
+        if kind == "mjpeg"
+        else {
+            "url": str(write_folder(tmp_path / "shots", 8, seed=3, defect_rate=0.5, size=96)),
+            "fps": 40,
+            "loop": True,
+        }
+    )
     agent = Agent(
         parse_config(
             {
                 "agent": {"id": "gw", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
                 "trusted_keys": [str(pub)],
                 "http": {"enabled": False},
-                "sources": {"cam": {"type": "camera", "url": sim.url}},
+                "sources": {"cam": {"type": "camera", **camera}},
                 "models": {"vision": {"package": str(pkg), "engine": "onnxruntime"}},
                 "pipelines": [
                     {

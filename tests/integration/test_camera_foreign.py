@@ -53,7 +53,22 @@ async def test_an_mjpeg_streams_16_bit_parts_are_refused_by_name_or_read_by_pixe
     cam = HostileMjpeg(serve)
     try:
         caplog.set_level(logging.WARNING)
-        refused, src = await _frames(cam.url, 1, timeout_s=1.0, reconnect_initial_s=5)
+        src = CameraSource("cam", CameraSettings(url=cam.url, reconnect_initial_s=5))
+        refused = []
+
+        async def take_all() -> None:
+            async for f in src.items():
+                refused.append(f)
+
+        from tests.support.waits import until
+
+        await src.start()
+        taking = asyncio.create_task(take_all())
+        try:  # the parts are found unusable as they are taken (decoded): ten in a row, and the stream is reopened
+            await until(lambda: "reopening" in caplog.text, 10, "the stream reopened")
+        finally:
+            await src.stop()
+            taking.cancel()
         assert refused == []
         assert src.stats.errors_by_reason.get("unsupported_frame", 0) >= 2
         text = caplog.text
@@ -633,8 +648,11 @@ async def test_a_jpeg_damaged_past_its_header_is_a_corrupt_frame_never_a_frame(t
     folder.mkdir()
     for k, data in enumerate(bad + whole):  # in name order: the damaged ones are read first
         (folder / f"{k:02d}.jpg").write_bytes(data)
-    frames, src = await _frames(str(folder), len(whole), fps=200)
-    assert [f.seq for f in frames] == list(range(len(whole)))
+    # a queue that holds them all: a frame the hand-over drops is never decoded, so never found damaged
+    frames, src = await _frames(str(folder), len(whole), fps=200, queue_max_items=len(bad) + len(whole))
+    # strictly increasing; a damaged file, found only when its frame is taken (decoded), has had its seq
+    seqs = [f.seq for f in frames]
+    assert all(a < b for a, b in zip(seqs, seqs[1:], strict=False))
     assert all(np.array_equal(f.image, w) for f, w in zip(frames, want, strict=True))
     assert src.stats.errors_by_reason.get("corrupt_frame", 0) == len(bad)
 
