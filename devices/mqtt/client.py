@@ -294,8 +294,8 @@ class _BatchChannel(Channel):
     kept), the oldest message of the topic holding the most messages goes, not the oldest of all: a node
     publishing thousands of messages a second on one topic loses its own redundant ones, and the one
     message of a quiet topic (a temperature crossing its alarm threshold, a Sparkplug birth) that arrived
-    among them is kept. Each drop is counted in ``stats.dropped`` and by topic (``dropped_by_topic``,
-    bounded). A topic's lane is its deque in ``_by_topic`` itself; a Sparkplug node's lane is a deque of its
+    among them is kept; when every topic holds one message (a flood over topics named anew), the oldest of
+    all goes. Each drop is counted in ``stats.dropped`` and by topic (``dropped_by_topic``, bounded). A topic's lane is its deque in ``_by_topic`` itself; a Sparkplug node's lane is a deque of its
     own over the node's topics.
 
     Taken (``get_many``), at most ``TAKE_MAX`` messages at a time, shared out among the lanes that hold
@@ -367,12 +367,21 @@ class _BatchChannel(Channel):
         if topic is None or not mine:  # not known (after a take emptied it): the longest now; a scan
             topic, mine = max(self._by_topic.items(), key=lambda kv: len(kv[1]))
             self._heavy = topic
+        if len(mine) == 1 and len(self._by_topic) > 1:
+            # every topic holds one message (a flood spread over topics named anew, a counter in the name):
+            # the oldest goes, as from a plain queue. The heaviest would be the newest, and the next message
+            # pushed out a quiet topic's the moment it came
+            topic = next(iter(self._lanes.values()))[0][0]
+            mine = self._by_topic[topic]
         entry = mine.popleft()
-        self._heavy_n = len(mine)
+        heavy = topic == self._heavy
+        if heavy:
+            self._heavy_n = len(mine)
         lane = _lane(topic)
         if not mine:
             del self._by_topic[topic]
-            self._heavy, self._heavy_n = None, 0
+            if heavy:
+                self._heavy, self._heavy_n = None, 0
             if lane is topic:  # its lane, the same deque
                 del self._lanes[lane]
         self._live -= 1
@@ -455,6 +464,9 @@ class _BatchChannel(Channel):
                     break
         self._live -= len(out)
         self._bytes -= taken_bytes
+        if self._heavy is None and by_topic:  # the heaviest was taken whole: the heaviest left, known again
+            self._heavy, mine = max(by_topic.items(), key=lambda kv: len(kv[1]))
+            self._heavy_n = len(mine)
         if mixed:  # the batch in arrival order: lanes are fair in what a batch takes, not in its order
             out.sort(key=_ARRIVAL)
         return out

@@ -35,13 +35,17 @@ def _close(c: paho.Client) -> None:
     c.loop_stop()
 
 
-def _flood(port: int, topic: str, payloads: list[bytes], halfway: threading.Event) -> None:
-    """Publish every payload on one topic as fast as paho goes (QoS 0, one connection: in order)."""
+def _flood(port: int, topic: str | None, payloads: list, halfway: threading.Event | None = None) -> None:
+    """Publish every payload on one topic (``topic`` None: ``payloads`` are (topic, payload) pairs) as fast as
+    paho goes (QoS 0, one connection: in order)."""
     c = _client(port)
     try:
         for i, body in enumerate(payloads):
-            c.publish(topic, body, qos=0)
-            if i == len(payloads) // 2:
+            if topic is None:
+                c.publish(*body, qos=0)
+            else:
+                c.publish(topic, body, qos=0)
+            if halfway is not None and i == len(payloads) // 2:
                 halfway.set()
     finally:
         _close(c)
@@ -160,5 +164,44 @@ async def test_a_flooding_sparkplug_node_neither_drops_nor_holds_back_a_quiet_no
         assert [v for _, v in temps] == [20, 60, 61, 62]
         assert all(i < TAKE_MAX for i, _ in temps), temps
         _dropped_against(src, "spBv1.0/g/NDATA/press", FLOOD + 5)
+    finally:
+        await src.stop()
+
+
+async def test_a_flood_over_ever_new_topic_names_does_not_push_out_a_quiet_topics_message_at_once(mosquitto):
+    # A device that puts a counter in its topic name floods with topics of one message each. The full queue
+    # dropped the oldest message of the topic holding the most, and among topics of one message each that
+    # was the newest: the next message of the flood pushed out the quiet topic's the moment it came (counted
+    # against the quiet topic). Now the oldest of all goes, as from a plain queue: the quiet message stays
+    # until queue_max_items messages have come after it
+    subs = [
+        {"topic": "flood/#"},
+        {
+            "topic": "cell/temp",
+            "qos": 1,
+            "json_mapping": {"values": {"t": "Temp"}, "tag_prefix_topic": False},
+        },
+    ]
+    src = MqttSource("mq", MqttSettings(port=mosquitto.port, subscriptions=subs, queue_max_items=QUEUE))
+    await src.start()
+    try:
+        await until(lambda: src.subscribed.is_set(), what="the SUBACK")
+        body = b'{"v": 1}'
+        await asyncio.to_thread(_flood, mosquitto.port, None, [(f"flood/{i}", body) for i in range(3000)])
+        await until(lambda: src.stats.received == 3000, what="the flood received")
+        q = _client(mosquitto.port)
+        try:
+            q.publish("cell/temp", b'{"t": 61}', qos=1).wait_for_publish(5)
+        finally:
+            _close(q)
+        await until(lambda: src.stats.received == 3001, what="the quiet value received")
+        await asyncio.to_thread(
+            _flood, mosquitto.port, None, [(f"flood/n{i}", body) for i in range(QUEUE // 2)]
+        )
+        await until(lambda: src.stats.received == 3001 + QUEUE // 2, what="the rest of the flood received")
+        got = await _drain(src)
+        assert [r.value for r in got if r.tag == "Temp"] == [61]
+        assert src.stats.dropped == 3001 + QUEUE // 2 - QUEUE
+        assert "queue_full:cell/temp" not in src.notices.counts
     finally:
         await src.stop()
