@@ -265,9 +265,8 @@ class _Redeliveries:
 SP_PREFIX = sp.NAMESPACE + "/"
 _ARRIVAL = operator.itemgetter(4)
 _PAYLOAD = operator.itemgetter(1)
-TAKE_MAX = (
-    256  # messages a hand-over gives the consumer at most (get_many): the most a new message waits behind
-)
+# messages a hand-over gives the consumer at most (get_many): about the most a new message waits behind
+TAKE_MAX = 256
 
 
 def _lane(topic: str) -> Any:
@@ -295,8 +294,7 @@ class _BatchChannel(Channel):
     publishing thousands of messages a second on one topic loses its own redundant ones, and the one
     message of a quiet topic (a temperature crossing its alarm threshold, a Sparkplug birth) that arrived
     among them is kept; when every topic holds one message (a flood over topics named anew), the oldest of
-    all goes. Each drop is counted in ``stats.dropped`` and by topic (``dropped_by_topic``, bounded). A topic's lane is its deque in ``_by_topic`` itself; a Sparkplug node's lane is a deque of its
-    own over the node's topics.
+    all goes. Each drop is counted in ``stats.dropped`` and by topic (``dropped_by_topic``, bounded).
 
     Taken (``get_many``), at most ``TAKE_MAX`` messages at a time, shared out among the lanes that hold
     messages (a topic; a Sparkplug edge node with its devices), each lane's oldest first: a quiet topic's
@@ -306,7 +304,8 @@ class _BatchChannel(Channel):
     within a lane (a Sparkplug node's seq, a birth before its data); only under a backlog does a lane's
     message overtake another lane's older ones that wait for the next batch. A dropped message of a
     Sparkplug lane stays in it as a shell without its payload (topic None) until the consumer reaches it.
-    An entry is ``[topic, payload, received_at, retained, arrival number]``.
+    A topic's lane is its deque in ``_by_topic`` itself; a Sparkplug node's lane is a deque of its own over
+    the node's topics. An entry is ``[topic, payload, received_at, retained, arrival number]``.
     """
 
     _wake_pending = False
