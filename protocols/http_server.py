@@ -3,10 +3,15 @@ network: the agent's status endpoint (``edge_agent.http``) and the fleet console
 (``cloud_trainer.fleet.console``). Without bounds, every half-open connection (a port scanner, a slow or
 hostile client) held a thread for good.
 
-At most ``max_connections`` requests are served at once, half of them from one address; one more is
-answered ``503`` and closed without a thread. A connection still open ``deadline_s`` after it was
-accepted is shut down by the serving loop, however slowly its client trickles bytes (give the handler
-class ``timeout = deadline_s`` as well, so an idle client's read fails at once). No I/O at import.
+At most ``max_connections`` requests are served at once, half of them from one address. When all places
+are taken, or its address holds its half, a new connection takes the place of the oldest one still sending
+its request (of any address, or of its own: an idle or trickling client, what a slowloris holds), so that
+trickling requests, from one address or many, keep nobody out; only when every place it could take is
+being answered is it answered ``503`` and closed without a thread. A connection still open ``deadline_s``
+after it was accepted is shut down by the serving loop, however slowly its client trickles bytes (give the
+handler class ``timeout = deadline_s`` as well, so an idle client's read fails at once). A request's header
+section is read to ``MAX_HEADER_BYTES`` in all, then ``431``: the stdlib's own bound (100 lines of 64 KB)
+let each request hold 6.5 MB and parse it holding the GIL. No I/O at import.
 
 A client that goes away before its answer is complete (closed, reset, a broken pipe) is its own business,
 not the server's: it is counted in ``aborted`` and logged as one debug line, never as socketserver's
@@ -99,7 +104,9 @@ def host_allowed(header: str | None, names: frozenset[str]) -> bool:
 
 class BoundedHTTPServer(ThreadingHTTPServer):
     """At most ``max_connections`` requests at once, ``max_connections // 2`` from one address (a browser
-    opens ~6), each given ``deadline_s`` in all: a connection over it is shut down by the serving loop."""
+    opens ~6), each given ``deadline_s`` in all: a connection over it is shut down by the serving loop. A new
+    connection over either bound takes the place of the oldest one still sending its request (see the module
+    text)."""
 
     daemon_threads = True
     request_queue_size = 64  # socketserver's 5 leaves a burst of connects waiting on SYN retries
@@ -155,11 +162,17 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         ip = client_address[0] if isinstance(client_address, tuple) else str(client_address)
         evict = None
         with self._lock:
-            busy = self._by_client.get(ip, 0) >= self._per_client
-            if not busy and len(self._active) >= self._max:
-                # full: the oldest connection still sending its request gives its place up (its thread reads EOF)
-                evict = min(self._reading, key=lambda r: self._active[r][0], default=None)
-                if evict is None:
+            busy = False
+            if self._by_client.get(ip, 0) >= self._per_client:  # its address's half: one of its own gives way
+                candidates = [r for r in self._reading if self._active[r][1] == ip]
+            elif len(self._active) >= self._max:  # full: any address's
+                candidates = list(self._reading)
+            else:
+                candidates = None
+            if candidates is not None:
+                # the oldest connection still sending its request gives its place up (its thread reads EOF)
+                evict = min(candidates, key=lambda r: self._active[r][0], default=None)
+                if evict is None:  # every place it could take is being answered
                     busy = True
                 else:
                     self._release(evict)
