@@ -8,10 +8,12 @@ a slot needs them, never when a config is validated.
 
 ``auto`` lets the slot try every installed engine (OpenVINO runs the package's IR if present,
 else its ONNX, INT8 QDQ included) and every form the package carries, and keep the fastest that
-passes its checks on this CPU (``edge_agent.models.slot``). OpenVINO runs FP32 models in bf16 on CPUs with
-AVX-512 BF16 unless ``openvino_f32`` is set or the package records that it was checked on
-OpenVINO at f32 (FIELD-NOTES); a candidate that misses its golden check in bf16 is tried again at f32
-(``select``), and serves there if it passes, its trial saying why.
+passes its checks on this CPU (``edge_agent.models.slot``). OpenVINO computes float layers at f32 (INT8
+layers stay INT8): its own default on CPUs with AVX-512 BF16 or AMX is bf16, which shifts scores by up to a
+few hundredths, enough to give an item near a threshold another verdict than the one the package was gated
+at. With ``openvino_f32: false`` (and a package not checked on OpenVINO at f32) the CPU's default is used;
+a candidate that then misses its golden check is tried again at f32 (``select``), and serves there if it
+passes, its trial saying why.
 """
 
 from __future__ import annotations
@@ -243,8 +245,8 @@ class OvEngine:
 
         self.form = form or _only_form(opened)
         self.version = ov.__version__.split("-")[0]
-        # f32 when asked, or when the package was checked on OpenVINO at f32 (its golden tolerance
-        # was met at that precision; bf16 may not meet it). INT8 layers still run as INT8.
+        # f32 unless asked otherwise (openvino_f32: false), and always when the package was checked on OpenVINO at
+        # f32 (its golden tolerance was met at that precision; bf16 may not meet it). INT8 layers still run as INT8.
         checked_f32 = any(e.engine == "openvino" and e.precision == "f32" for e in opened.manifest.engines)
         f32 = cfg.openvino_f32 or checked_f32
         self.precision = "f32" if f32 else "default"
