@@ -49,9 +49,15 @@ def usable_cores() -> int:
 
 
 def cpu() -> str:
-    """This machine's CPU as far as its speed goes: architecture, model and cores. A record measured on another
-    (a data folder restored from a backup, a gateway image made on a bigger machine) says nothing of this one."""
+    """This machine's CPU as far as its speed goes: architecture, model, cores and the instruction sets the
+    engines' kernels use (AVX-512, VNNI, AMX; ``model_packager.cpu``). A record measured on another (a data
+    folder restored from a backup, a gateway image made on a bigger machine) says nothing of this one. The
+    instruction sets are part of it because a virtual machine's model name is often generic ("Intel(R) Xeon(R)
+    Processor" on a Sapphire Rapids with AMX as on a Haswell-class guest without VNNI), and the same model's
+    INT8 item can take twice as long without VNNI."""
     import platform
+
+    from model_packager.cpu import cpu_flags
 
     model = ""
     try:
@@ -59,7 +65,8 @@ def cpu() -> str:
             model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
     except OSError:  # no /proc (a container without it, another OS): what the platform says
         pass
-    return f"{platform.machine()} {model or platform.processor() or '?'} x{os.cpu_count() or 0}"
+    flags = " ".join(cpu_flags()) or "no flags read"
+    return f"{platform.machine()} {model or platform.processor() or '?'} x{os.cpu_count() or 0} [{flags}]"
 
 
 def record(folder: Path, package_id: str, package_file: str | None, what: str, ms: float) -> None:
