@@ -5,9 +5,11 @@ hostile client) held a thread for good.
 
 At most ``max_connections`` requests are served at once, half of them from one address. When all places
 are taken, or its address holds its half, a new connection takes the place of the oldest one still sending
-its request (of any address, or of its own: an idle or trickling client, what a slowloris holds), so that
-trickling requests, from one address or many, keep nobody out; only when every place it could take is
-being answered is it answered ``503`` and closed without a thread. A connection still open ``deadline_s``
+its request (of any address, or of its own: an idle or trickling client, what a slowloris holds), else of
+the answer that has been going out longest, once over a fifth of ``deadline_s`` (a reader that stalls), so
+that trickling requests and stalled readers, from one address or many, keep nobody out; only when every
+place it could take is being answered, for less than that, is it answered ``503`` and closed without a
+thread. A connection still open ``deadline_s``
 after it was accepted is shut down by the serving loop, however slowly its client trickles bytes (give the
 handler class ``timeout = deadline_s`` as well, so an idle client's read fails at once). A request's header
 section is read to ``MAX_HEADER_BYTES`` in all, then ``431``: the stdlib's own bound (100 lines of 64 KB)
@@ -121,6 +123,8 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         self._lock = threading.Lock()
         self._active: dict[Any, tuple[float, str]] = {}  # socket -> (accepted at, client address)
         self._reading: set[Any] = set()  # those of _active whose request is not read whole yet
+        self._writing: dict[Any, float] = {}  # those of _active writing their answer -> since when
+        self._stall = deadline_s / 5  # an answer going out longer than this may give its place up when full
         self._by_client: dict[str, int] = {}
         self.accepted = 0
         self.peak = 0  # the most requests served at once
@@ -163,15 +167,28 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         evict = None
         with self._lock:
             busy = False
-            if self._by_client.get(ip, 0) >= self._per_client:  # its address's half: one of its own gives way
+            own = self._by_client.get(ip, 0) >= self._per_client
+            if own:  # its address's half: one of its own gives way
                 candidates = [r for r in self._reading if self._active[r][1] == ip]
             elif len(self._active) >= self._max:  # full: any address's
                 candidates = list(self._reading)
             else:
                 candidates = None
             if candidates is not None:
-                # the oldest connection still sending its request gives its place up (its thread reads EOF)
+                # the oldest connection still sending its request gives its place up (its thread reads EOF); if
+                # none, the one whose answer has been going out longest, over a fifth of the deadline (a reader
+                # that stalls: its write fails)
                 evict = min(candidates, key=lambda r: self._active[r][0], default=None)
+                if evict is None:
+                    now = time.monotonic()
+                    mine = (
+                        [r for r in self._writing if self._active[r][1] == ip] if own else list(self._writing)
+                    )
+                    evict = min(
+                        (r for r in mine if now - self._writing[r] > self._stall),
+                        key=lambda r: self._writing[r],
+                        default=None,
+                    )
                 if evict is None:  # every place it could take is being answered
                     busy = True
                 else:
@@ -250,12 +267,19 @@ class BoundedHTTPServer(ThreadingHTTPServer):
             self._reading.discard(request)
             return request in self._active
 
+    def note_writing(self, request: Any) -> None:
+        """The handler begins to write its answer (its status line)."""
+        with self._lock:
+            if request in self._active:
+                self._writing.setdefault(request, time.monotonic())
+
     def _release(self, request: Any) -> None:
         """Frees ``request``'s place (under ``_lock``); a no-op once freed (a request evicted, then done)."""
         if request not in self._active:
             return
         _, ip = self._active.pop(request)
         self._reading.discard(request)
+        self._writing.pop(request, None)
         n = self._by_client.get(ip, 0) - 1
         if n > 0:
             self._by_client[ip] = n
@@ -300,6 +324,12 @@ class BoundedHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             return False
         return ok
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        note = getattr(self.server, "note_writing", None)
+        if note is not None:
+            note(self.request)
+        super().send_response(code, message)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -632,3 +632,46 @@ def test_head_is_answered_like_get_without_a_body_and_other_methods_are_refused(
     assert length == len(body) and code == 200
     assert missing.split()[1] == b"404" and missing.endswith(b"\r\n\r\n"), missing
     assert [line.split()[1] for line in others] == [b"501"] * 4, others
+
+
+class _BigStatusAgent(_CostlyAgent):
+    def status(self) -> dict:
+        return {"agent": "gw", "recent": "x" * 8_000_000}  # a big site's snapshot: more than a socket buffers
+
+
+def _stalled_reader(port: int, source: str) -> socket.socket:
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # and it never reads: the answer stalls
+    c.settimeout(5)
+    c.bind((source, 0))
+    c.connect(("127.0.0.1", port))
+    c.sendall(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    return c
+
+
+def test_readers_that_stall_from_several_addresses_do_not_keep_the_page_from_others():
+    """Before: clients that ask for a large answer and then read nothing (or a byte a second) held every place
+    until the deadline, from two addresses all of them, and reconnected: every other client was answered 503.
+    Now, when full, a new connection takes the place of the answer that has been going out longest, once it has
+    been going out for a fifth of the deadline; a request still being read gives way first."""
+    s = StatusServer(_BigStatusAgent(cost_s=0.0), "127.0.0.1", 0, max_connections=4, deadline_s=5.0)
+    s.start()
+    stalled: list[socket.socket] = []
+    try:
+        h = s.httpd
+        for source in ("127.0.0.1", "127.0.0.3"):
+            stalled += [_stalled_reader(s.port, source) for _ in range(2)]
+        until = time.monotonic() + 5
+        while h.accepted < 4 and time.monotonic() < until:
+            time.sleep(0.02)
+        time.sleep(
+            1.2
+        )  # their answers (computed at once) have been going out over a fifth of the deadline (1 s)
+        assert h.accepted == 4 and h.refused == 0 and h.cut == 0  # the four still hold every place
+        code, _, body = _get_from(s.port, "127.0.0.2")
+        assert code == 200 and len(body) > 8_000_000, code
+        assert h.evicted == 1 and h.refused == 0
+    finally:
+        for c in stalled:
+            c.close()
+        s.stop()
