@@ -306,7 +306,7 @@ async def run(a) -> dict:
         await v.set_writable()
     await srv.start()
     (tmp / "cam").mkdir()
-    cfg = {
+    cfg: dict = {
         "agent": {"id": "gw", "site": "s", "line": "l", "data_dir": str(tmp / "data")},
         "trusted_keys": [str(pub)],
         "http": {"enabled": True, "port": http_port},
