@@ -27,6 +27,7 @@ import pytest
 
 from cloud_trainer.train import onnx_tools
 from edge_agent.models.config import ModelConfig
+from edge_agent.models.select import PREFER_MARGIN
 from edge_agent.models.slot import ModelSlot, SlotError
 from model_packager import GoldenError, build_package, read_manifest
 from model_packager.cpu import cpu_flags
@@ -148,7 +149,7 @@ def test_the_build_refuses_an_int8_form_that_breaks_its_bounds_on_the_build_mach
     assert exc.value.code == "int8_parity"
 
 
-def test_engine_auto_measures_every_engine_and_form_and_serves_the_fastest_that_passes(
+def test_engine_auto_measures_every_engine_and_form_and_serves_the_first_unless_another_is_clearly_faster(
     tmp_path, forms, packages
 ):
     events: list[dict] = []
@@ -163,7 +164,9 @@ def test_engine_auto_measures_every_engine_and_form_and_serves_the_fastest_that_
     }
     assert all(t["ok"] and t["p50_ms"] > 0 for t in trials.values())
     fastest = min(trials.values(), key=lambda t: t["p50_ms"])
-    assert (st["engine"], st["form"]) == (fastest["engine"], fastest["form"])
+    first = trials[("onnxruntime", "int8")]  # the order tried: ONNX Runtime, then OpenVINO; INT8, then FP32
+    want = fastest if fastest["p50_ms"] < (1 - PREFER_MARGIN) * first["p50_ms"] else first
+    assert (st["engine"], st["form"]) == (want["engine"], want["form"]), sel
     assert sel["cpu_flags"] == list(cpu_flags())
     assert not [e for e in events if e["kind"] == "int8_deviation"]
 

@@ -1,0 +1,39 @@
+"""Which passing candidate serves (``edge_agent.models.select._choose``): the first in the order tried unless
+another is faster by more than ``PREFER_MARGIN``. Picking the fastest among candidates within the timing runs'
+noise gave two agents of one CPU kind different forms of the same package in one demo run (INT8 0.20 ms against
+FP32 0.21 ms on a Sapphire Rapids), so slightly different scores for the same part."""
+
+from __future__ import annotations
+
+from edge_agent.models.select import PREFER_MARGIN, Trial, _choose
+
+
+class _Engine:  # stands for a loaded engine: _choose only hands it back
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _passing(*timed: tuple[str, str, float]) -> list:
+    return [(Trial(engine, form, True, p50_ms=ms), _Engine(f"{form}/{engine}")) for engine, form, ms in timed]
+
+
+def test_candidates_within_the_timings_noise_keep_the_first_in_order():
+    passing = _passing(
+        ("onnxruntime", "int8", 0.21),
+        ("onnxruntime", "fp32", 0.20),
+        ("openvino", "int8", 0.26),
+        ("openvino", "fp32", 0.34),
+    )
+    trial, engine = _choose(passing)
+    assert (trial.engine, trial.form, engine.name) == ("onnxruntime", "int8", "int8/onnxruntime")
+
+
+def test_a_candidate_clearly_faster_serves():
+    slow = 1.0
+    passing = _passing(
+        ("onnxruntime", "int8", slow),
+        ("onnxruntime", "fp32", slow * (1 - PREFER_MARGIN) * 0.95),
+        ("openvino", "int8", 0.9),
+    )
+    trial, _ = _choose(passing)
+    assert (trial.engine, trial.form) == ("onnxruntime", "fp32")
