@@ -7,8 +7,8 @@ each thread gets its own infer request). Models are opened through ``model_packa
 a slot needs them, never when a config is validated.
 
 ``auto`` lets the slot try every installed engine (OpenVINO runs the package's IR if present,
-else its ONNX, INT8 QDQ included) and every form the package carries, and keep the fastest that
-passes its checks on this CPU (``edge_agent.models.slot``). OpenVINO computes float layers at f32 (INT8
+else its ONNX, INT8 QDQ included) and every form the package carries, and keep the first that passes
+its checks on this CPU unless another is clearly faster (``edge_agent.models.slot``). OpenVINO computes float layers at f32 (INT8
 layers stay INT8): its own default on CPUs with AVX-512 BF16 or AMX is bf16, which shifts scores by up to a
 few hundredths, enough to give an item near a threshold another verdict than the one the package was gated
 at. With ``openvino_f32: false`` (and a package not checked on OpenVINO at f32) the CPU's default is used;

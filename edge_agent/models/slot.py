@@ -6,7 +6,8 @@ In-flight inferences finish on the old model and every later one uses the new on
 dropped or processed twice by a swap (tested under load).
 
 ``swap(pkg)``: verify and extract → load the engine(s) beside the active one → run the package's
-golden inputs through each engine and form allowed, keep the fastest that passes on this CPU (an
+golden inputs through each engine and form allowed, keep the first that passes on this CPU unless another is
+clearly faster (an
 INT8 form off on this CPU serves FP32 instead: ``edge_agent.models.select``) → switch → watch
 health for ``health.window_s`` (and at least ``health.min_items`` inferences): error rate, NaN/Inf outputs, p50 inference latency against
 the previous model's, and NG-rate shift. A broken bound rolls back to the previous model and
@@ -589,7 +590,8 @@ class ModelSlot:
 
     # ---- swap ------------------------------------------------------------------------------
     def _load(self, opened: OpenedPackage) -> _Active:
-        """Load, golden-check and time every engine × form allowed; the fastest that passes serves.
+        """Load, golden-check and time every engine × form allowed; the first that passes serves unless another
+        is clearly faster (``select``).
         During a swap (a model serves meanwhile) the loading is isolated from the serving threads."""
         helpers = self._helpers
         cfg = self.config
