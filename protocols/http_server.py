@@ -48,13 +48,14 @@ import errno
 import http.client
 import logging
 import os
+import queue
 import socket
 import sys
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Generic, TypeVar
 
@@ -339,6 +340,16 @@ class BoundedHandler(BaseHTTPRequestHandler):
         super().end_headers()
 
 
+def _serve_jobs(jobs: queue.SimpleQueue) -> None:
+    """The computing thread of an ``Answers``: runs each (compute, future) put, until None."""
+    while (job := jobs.get()) is not None:
+        compute, done = job
+        try:
+            done.set_result(compute())
+        except BaseException as exc:  # handed to the request that waits, raised there
+            done.set_exception(exc)
+
+
 class _HeaderBudget:
     """A handler's ``rfile`` while its header section is read: ``readline`` raises ``LineTooLong`` (which
     ``parse_request`` answers ``431``) once the lines read pass ``budget`` bytes in all."""
@@ -388,7 +399,7 @@ class Answers(Generic[T]):
         self.kept_bytes = 0  # the size of the answers kept (bytes answers; others count by sys.getsizeof)
         self._rest_factor = 1 / cpu_share - 1
         self._compute = threading.Lock()  # one computation at a time
-        self._worker: ThreadPoolExecutor | None = None  # ... on one thread (see _run)
+        self._jobs: queue.SimpleQueue | None = None  # ... on one thread (see _run)
         self._kept_lock = threading.Lock()
         self._kept: OrderedDict[Any, _Kept[T]] = OrderedDict()
         self._free_at = 0.0  # the rest after the last computation ends here
@@ -411,16 +422,20 @@ class Answers(Generic[T]):
         Costly answers allocate large buffers (a 1080p frame's heat map: ~40 MB of arrays for a PNG); glibc
         gives each thread that allocates its own arena, which keeps its peak, so rendering on each request's
         own thread (a new one per connection) grew the agent's memory by ~200 MB under a client asking for heat
-        maps in a loop (``bench/status_hostile_bench.py``); on one thread it is one arena's peak."""
-        if self._worker is None:
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="http-answers")
-        return self._worker.submit(compute).result()
+        maps in a loop (``bench/status_hostile_bench.py``); on one thread it is one arena's peak. A daemon
+        thread, as the request threads are: a computation stuck at exit does not hold the process."""
+        if self._jobs is None:
+            self._jobs = queue.SimpleQueue()
+            threading.Thread(target=_serve_jobs, args=(self._jobs,), name="http-answers", daemon=True).start()
+        done: Future[T] = Future()
+        self._jobs.put((compute, done))
+        return done.result()
 
     def close(self) -> None:
         """Ends the computing thread (after the computation under way, if any); ``get`` starts it again."""
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.shutdown(wait=False)
+        jobs, self._jobs = self._jobs, None
+        if jobs is not None:
+            jobs.put(None)
 
     def get(self, key: Any, compute: Callable[[], T]) -> T:
         """The answer for ``key``: a kept one if it is fresh enough, else ``compute()`` (whose exceptions

@@ -675,3 +675,41 @@ def test_readers_that_stall_from_several_addresses_do_not_keep_the_page_from_oth
         for c in stalled:
             c.close()
         s.stop()
+
+
+_STUCK_AT_EXIT = r"""
+import socket, threading, time
+from edge_agent.http import StatusServer
+
+class Agent:
+    board = None
+    tags = {}
+    def status(self):
+        threading.Event().wait()  # a snapshot that never ends (a lock never given back)
+
+s = StatusServer(Agent(), "127.0.0.1", 0)
+s.start()
+c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+c.sendall(b"GET /status HTTP/1.0\r\n\r\n")
+while s.answers.computed == 0 and not s.answers._compute.locked():
+    time.sleep(0.01)
+print("computing", flush=True)
+"""
+
+
+def test_a_computation_that_never_ends_does_not_hold_the_process_at_exit():
+    """The computing thread is a daemon, as the request threads are: a snapshot stuck at exit (a lock never given
+    back) must not keep an agent that was told to stop from exiting (a ThreadPoolExecutor's worker is joined at
+    exit: the process hung)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    r = subprocess.run(
+        [sys.executable, "-c", _STUCK_AT_EXIT],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0 and r.stdout.strip() == "computing", (r.returncode, r.stdout, r.stderr[-2000:])
