@@ -216,8 +216,9 @@ class _AgentCollector:
             rules.add_metric([r.s.name], 1 if r.active else 0)
         http = CounterMetricFamily(
             "edge_status_http_connections",
-            "Connections to this endpoint: accepted, refused (503: too many at once), cut (over the deadline), "
-            "aborted (the client went away before its answer was complete) or failed (an error in serving it)",
+            "Connections to this endpoint: accepted, refused (503: too many at once), cut (over the deadline, "
+            "or its place taken by a new connection), aborted (the client went away before its answer was "
+            "complete) or failed (an error in serving it)",
             labels=["outcome"],
         )
         if (srv := getattr(agent, "http", None)) is not None:
