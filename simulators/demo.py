@@ -453,7 +453,7 @@ class Demo:
 
         self.n.step(
             "Two edge agents start on version 1 (one per line), models verified; each checks INT8 against FP32 "
-            "on its own CPU and serves the fastest form and engine that passes"
+            "on its own CPU and serves the first form and engine that passes unless another is clearly faster"
         )
         for line, agent in self.agents.items():
             self.ports["status-" + line] = free_port()
