@@ -11,12 +11,13 @@ rejects such a model).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model_packager import runtimes as _runtimes
 from model_packager.errors import GoldenError, SpecMismatchError
-from model_packager.manifest import ColorOrder, DType, ImagePreprocessing, Manifest, TensorSpec
+from model_packager.manifest import ColorOrder, DType, ImagePreprocessing, Manifest, OutputSpec, TensorSpec
 from model_packager.text import printable
 
 if TYPE_CHECKING:  # numpy is imported by the functions that use it: verifying a package needs none of them
@@ -331,15 +332,15 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------- INT8 against FP32
 
 
-def _decisions(manifest: Manifest, outputs: dict[str, np.ndarray]) -> np.ndarray:
-    """Per golden item, the decisions a verdict is made of (class argmax, NG at threshold), as a
+def decisions(specs: Sequence[OutputSpec], outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """Per item, the decisions a verdict is made of (class argmax, NG at threshold), as a
     (items, k) integer array, so that two runs agree on an item when its whole row is equal."""
     import numpy as np
 
     from model_packager.manifest import OutputRole
 
     cols = []
-    for o in manifest.outputs:
+    for o in specs:
         if o.name not in outputs:
             continue
         v = np.asarray(outputs[o.name], dtype=np.float64)
@@ -364,6 +365,14 @@ def parity(
 ) -> tuple[dict[str, float], float]:
     """(largest absolute deviation per output, share of items whose decisions agree) of ``got``
     (an INT8 run) against ``reference`` (the FP32 outputs), on the same golden inputs."""
+    return output_parity(manifest.outputs, reference, got)
+
+
+def output_parity(
+    specs: Sequence[OutputSpec], reference: dict[str, np.ndarray], got: dict[str, np.ndarray]
+) -> tuple[dict[str, float], float]:
+    """``parity`` by the outputs' specs alone (their roles, labels and thresholds), on any items: the
+    trainer judges an INT8 form on its whole held-out set with it before a manifest exists."""
     import numpy as np
 
     dev = {}
@@ -373,7 +382,7 @@ def parity(
             dev[name] = float(np.nan_to_num(d, nan=np.inf).max()) if d.size else 0.0
         else:
             dev[name] = float("inf")
-    a, b = _decisions(manifest, reference), _decisions(manifest, got)
+    a, b = decisions(specs, reference), decisions(specs, got)
     if a.size == 0 or a.shape != b.shape:
         agree = 1.0 if a.shape == b.shape else 0.0
     else:
@@ -393,7 +402,7 @@ def parity_problems(manifest: Manifest, dev: dict[str, float], agree: float) -> 
     ]
     if agree + 1e-9 < p.min_agreement:
         bad.append(
-            f"class/verdict agrees with FP32 on {agree:.0%} of the golden inputs (needs "
-            f"{p.min_agreement:.0%})"
+            f"class/verdict agrees with FP32 on {agree:.1%} of the golden inputs (needs "
+            f"{p.min_agreement:.1%})"
         )
     return bad

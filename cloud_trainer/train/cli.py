@@ -139,6 +139,20 @@ def _parser(prog: str) -> argparse.ArgumentParser:
             action="store_true",
             help="refuse a candidate whose INT8 form loses more than --int8-margin (default: serve FP32)",
         )
+        ap.add_argument(
+            "--int8-min-agreement",
+            type=float,
+            default=0.99,
+            help="share of held-out items whose class and verdict INT8 must give as FP32 does; below it the "
+            "FP32 model is served",
+        )
+        ap.add_argument(
+            "--int8-max-deviation",
+            type=float,
+            default=0.05,
+            help="how far INT8 may move an output from FP32 on any held-out item, as a share of its scale "
+            "(an anomaly score: its threshold; others: their range); beyond it the FP32 model is served",
+        )
         ap.add_argument("--tolerance", type=float, default=0.01, help="allowed loss vs the published version")
     if prog in ("package", "build", "evaluate"):
         ap.add_argument("--key", type=Path, default=Path("var/keys/fleet.key"), help="Ed25519 signing key")
@@ -225,6 +239,8 @@ def _settings(a):
         floors=floors,
         int8_margin=getattr(a, "int8_margin", 0.01),
         require_int8=getattr(a, "require_int8", False),
+        int8_min_agreement=getattr(a, "int8_min_agreement", 0.99),
+        int8_max_deviation=getattr(a, "int8_max_deviation", 0.05),
         version=getattr(a, "version", None),
         calibration=getattr(a, "calibration", 200),
         openvino=not getattr(a, "no_openvino", False),
