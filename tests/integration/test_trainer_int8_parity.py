@@ -45,7 +45,7 @@ def settings(tmp_path, vib, **kw) -> BuildSettings:
         registry=tmp_path / "registry",
         signing_key=key,
         workdir=tmp_path / "work",
-        epochs=40,
+        epochs=20,
         threads=2,
         floors={"anomaly_auroc": 0.0, "fault_accuracy": 0.0},
         int8_margin=1.0,
@@ -57,7 +57,7 @@ def settings(tmp_path, vib, **kw) -> BuildSettings:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A trained and exported machine-health (40 epochs on 10 machines x 24 windows): its settings."""
+    """A trained and exported machine-health (20 epochs on 10 machines x 24 windows): its settings."""
     tmp = tmp_path_factory.mktemp("m8")
     vib = write_dataset(tmp / "ds", n_runs=10, windows_per_run=24, seed=1)
     s = settings(tmp, vib)
@@ -70,7 +70,7 @@ def trained(tmp_path_factory):
 def other_machines(tmp_path_factory):
     """Windows of five machines the trainer never saw (healthy and each fault, to near failure)."""
     return load_vibration(
-        write_dataset(tmp_path_factory.mktemp("live") / "ds", n_runs=5, windows_per_run=24, seed=7)
+        write_dataset(tmp_path_factory.mktemp("live") / "ds", n_runs=5, windows_per_run=16, seed=7)
     )
 
 
