@@ -44,6 +44,9 @@ if TYPE_CHECKING:
     from edge_agent.uplink.client import Uplink
 
 log = logging.getLogger(__name__)
+# a source not connected for this long (lost, refused, never reached) raises a source_down event: shorter
+# outages (a camera's reopening, a broker's restart) are counted and logged by the source, not sent as events
+SOURCE_DOWN_AFTER_S = 30.0
 
 LOCK_FILE = "agent.lock"
 # the folders of the data folder where state files are written with edge_agent.files.atomic_write_json
@@ -200,6 +203,9 @@ class Agent:
         self.rules = [Rule(r, self.actions.handle) for r in cfg.rules]
         self._source_tasks: list[asyncio.Task] = []
         self.source_notices = {name: Notices(log) for name in self.sources}  # unread, nothing decoded
+        self.source_down_after_s = SOURCE_DOWN_AFTER_S
+        self._down_since: dict[str, float] = {}  # source -> monotonic time it was first seen not connected
+        self._down_reported: set[str] = set()  # sources whose source_down (active) was sent
         self.source_items: collections.Counter = collections.Counter()  # items handed out per source
         self.tags: dict[str, dict[str, Any]] = {
             name: {} for name in self.sources
@@ -526,7 +532,9 @@ class Agent:
         a codec that does not fit) are a silent drop: say so once, and keep the count current."""
         while True:
             await asyncio.sleep(period_s)
+            now = time.monotonic()
             for name, src in self.sources.items():
+                self._source_liveness(name, src, now)
                 by_key = getattr(src.stats, "dropped_by_key", None)
                 if (
                     by_key
@@ -565,6 +573,54 @@ class Agent:
                         n=0,
                     )
                 n.counts["nothing_decoded"] = received
+
+    def _source_liveness(self, name: str, src, now: float) -> None:
+        """A source not connected for ``source_down_after_s`` raises ``source_down`` (active), once; connected
+        again, the same kind with active false and how long it was down. A camera, PLC or broker lost for good
+        was only a metric, a count and a log line on the gateway: nothing reached the cloud."""
+        state = getattr(src.state, "value", "")
+        if state == "connected":
+            since = self._down_since.pop(name, None)
+            if name in self._down_reported:
+                self._down_reported.discard(name)
+                down_s = round(now - since, 1) if since is not None else None
+                msg = f"source {name}: connected again after {down_s} s without a connection"
+                log.info("%s", msg)
+                self._event(
+                    Event(
+                        EventKind.SOURCE_DOWN,
+                        source=name,
+                        active=False,
+                        state=state,
+                        down_s=down_s,
+                        last_error=None,
+                        message=msg,
+                    )
+                )
+            return
+        if state == "stopped":
+            return
+        since = self._down_since.setdefault(name, now)
+        if name in self._down_reported or now - since < self.source_down_after_s:
+            return
+        self._down_reported.add(name)
+        last = src.stats.last_error
+        msg = (
+            f"source {name} has not been connected for {now - since:.0f} s ({state}; last error: "
+            f"{last or 'none'}): its pipelines get no items; the agent keeps trying it and serves its other sources"
+        )
+        log.warning("%s", msg)
+        self._event(
+            Event(
+                EventKind.SOURCE_DOWN,
+                source=name,
+                active=True,
+                state=state,
+                down_s=round(now - since, 1),
+                last_error=last,
+                message=msg,
+            )
+        )
 
     async def stop(self) -> None:
         # Stop taking new items, finish what is queued and in flight, flush the actions (which

@@ -63,6 +63,12 @@ class EventKind(enum.StrEnum):
         "(active true, at the first); none for 10 s and a fresh item judged (active false; dropped: the "
         "episode's count)",
     )
+    SOURCE_DOWN = (
+        "source_down",
+        ("source", "active", "state", "down_s", "last_error", "message"),
+        "a source (camera, PLC, broker) has not been connected for 30 s: its pipelines get no items (active "
+        "true, with its state and last error); connected again (active false; down_s: how long it was down)",
+    )
     SAMPLE_RATE_STATED = (
         "sample_rate_stated",
         ("pipeline", "tag", "rate_hz", "rate_in_use_hz", "model_rate_hz", "message"),

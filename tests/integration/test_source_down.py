@@ -1,0 +1,87 @@
+"""A source lost for good (a camera unplugged, a PLC switched off, a broker gone) was a metric
+(``edge_source_up`` 0), an error count and a log line on the gateway: nothing reached the cloud, so a line
+whose camera had been dead for a week looked like a quiet line. A source not connected for
+``source_down_after_s`` (30 s) now raises ``source_down`` (active, with its state and last error), recorded in
+the outbox like every event; connected again, the same kind with active false and how long it was down."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge_agent.agent import Agent
+from edge_agent.config import parse_config
+from tests.support.models import make_keypair, make_package
+from tests.support.waits import until
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("downpkg")
+    key, pub = make_keypair(tmp / "keys")
+    return make_package(tmp, kind="vision", key=key), pub
+
+
+def _downs(agent: Agent) -> list[dict]:
+    return [dict(e) for e in agent.events if e["kind"] == "source_down"]
+
+
+async def test_a_camera_down_for_long_raises_source_down_and_its_return_ends_it(tmp_path, package):
+    from simulators.camera import CameraServer
+
+    pkg, pub = package
+    sim = CameraServer(0, fps=10, seed=4).start()
+    port = sim.port
+    agent = Agent(
+        parse_config(
+            {
+                "agent": {"id": "gw", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
+                "trusted_keys": [str(pub)],
+                "http": {"enabled": False},
+                "outbox": {},
+                "sources": {
+                    "cam": {
+                        "type": "camera",
+                        "url": sim.url,
+                        "open_timeout_s": 1,
+                        "read_timeout_s": 1,
+                        "reconnect_initial_s": 0.2,
+                        "reconnect_max_s": 0.5,
+                    }
+                },
+                "models": {"vision": {"package": str(pkg), "engine": "onnxruntime"}},
+                "pipelines": [{"name": "inspect", "source": "cam", "model": "vision"}],
+            }
+        )
+    )
+    agent.source_down_after_s = 1.0  # 30 s in service
+    await agent.start()
+    try:
+        await until(lambda: agent.pipelines[0].stats.results >= 2, 30, "first results")
+        assert not _downs(agent)
+        sim.stop()  # the camera is gone
+        await until(lambda: _downs(agent), 30, "source_down")
+        down = _downs(agent)[0]
+        assert down["source"] == "cam" and down["active"] is True and down["state"] != "connected", down
+        assert down["last_error"] and down["down_s"] >= 1.0, down
+        results = agent.pipelines[0].stats.results
+        sim = CameraServer(port, fps=10, seed=5).start()  # back, at the same address
+        await until(lambda: len(_downs(agent)) >= 2, 30, "source_down's end")
+        up = _downs(agent)[1]
+        assert up["source"] == "cam" and up["active"] is False and up["down_s"] >= 1.0, up
+        await until(lambda: agent.pipelines[0].stats.results > results, 30, "results again")
+        assert len(_downs(agent)) == 2  # one episode: one start, one end
+        outbox = agent.outbox
+        assert outbox is not None
+        outbox.flush()
+        rows = [
+            json.loads(r.payload)
+            for r in outbox.pending(limit=100_000, max_bytes=1 << 30)
+            if r.kind == "event"
+        ]
+    finally:
+        await agent.stop()
+        sim.stop()
+    rows = [r for r in rows if r.get("kind") == "source_down"]
+    assert [r["active"] for r in rows] == [True, False], rows  # recorded for the cloud, in order
