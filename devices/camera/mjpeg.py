@@ -76,6 +76,7 @@ class _Until(io.RawIOBase):
         self._sock = sock
         self._raw = sock.makefile("rb", buffering=0)  # socket.SocketIO: the socket's own reference counting
         self.deadline: float | None = None
+        self.why = "the camera's answer did not come whole within open_timeout_s"
 
     def readable(self) -> bool:
         return True
@@ -84,7 +85,7 @@ class _Until(io.RawIOBase):
         if self.deadline is not None:
             left = self.deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError("the camera's answer did not come whole within open_timeout_s")
+                raise TimeoutError(self.why)
             self._sock.settimeout(left)
         return self._raw.readinto(b)
 
@@ -92,6 +93,16 @@ class _Until(io.RawIOBase):
         if not self.closed:
             self._raw.close()
         super().close()
+
+
+def _bound(resp: Any, deadline: float) -> None:
+    """Every socket read of ``resp`` until ``deadline``, not only the first: one ``read1`` of a chunked
+    answer reads the chunk's size line with as many reads as it takes (a byte each, from a camera that
+    dribbles it), each given the socket's whole timeout, so a stream that sent its chunk sizes a byte at
+    a time held the reader for as long as it went on."""
+    raw = getattr(getattr(resp, "fp", None), "raw", None)
+    if isinstance(raw, _Until):
+        raw.deadline, raw.why = deadline, "no whole part within read_timeout_s"
 
 
 def _bounded_answers(deadline: float) -> Any:
@@ -119,8 +130,9 @@ def _request(
     http.client lets go of it once the answer is read (HTTP/1.0, close); an ``OSError`` raised before the
     connection stands carries ``connected = False``. An https camera's certificate is checked by ``trust``
     (``devices.camera.access``) before the request is sent: ``ssl.SSLCertVerificationError`` or
-    ``PinMismatch`` when it is not trusted. The answer's status line and headers must have come within
-    ``timeout_s`` of the start (``_Until``), not merely each read within it; ``TimeoutError`` otherwise."""
+    ``PinMismatch`` when it is not trusted. The TLS handshake (``HandshakeTimeout``) and then the answer's
+    status line and headers must have come within ``timeout_s`` of the start (``_Until``), not merely each
+    read within it; ``TimeoutError`` otherwise."""
     import http.client
 
     https = u.scheme.lower() == "https"
@@ -140,13 +152,16 @@ def _request(
         if https
         else http.client.HTTPConnection(host, port, timeout=timeout_s)
     )
-    conn.response_class = _bounded_answers(time.monotonic() + timeout_s)
+    deadline = time.monotonic() + timeout_s
+    conn.response_class = _bounded_answers(deadline)
     try:
         try:
-            conn.connect()
+            http.client.HTTPConnection.connect(conn)  # TCP only: the handshake is below, on what is left
         except OSError as exc:
             exc.connected = False  # type: ignore[attr-defined]
             raise
+        if https:
+            _handshake(conn, context, host, deadline)
         sock = conn.sock
         if https:
             trust.check(sock)  # nothing sent yet: a camera that is not the pinned one never sees the login
@@ -160,6 +175,26 @@ def _request(
     except BaseException:
         conn.close()
         raise
+
+
+class HandshakeTimeout(TimeoutError):
+    """The camera accepted the connection but its TLS handshake did not complete by the deadline."""
+
+
+def _handshake(conn: Any, context: Any, host: str, deadline: float) -> None:
+    """The TLS handshake on ``conn``'s connected socket, within what is left until ``deadline`` (the
+    connection, the handshake and the answer's head share ``open_timeout_s``; the handshake was given a
+    whole ``open_timeout_s`` of its own after the connection); ``HandshakeTimeout`` when it does not end
+    by then (a hung camera, or a device that dribbles its handshake)."""
+    left = deadline - time.monotonic()
+    try:
+        if left <= 0:
+            raise TimeoutError("no time left for the handshake")
+        conn.sock.settimeout(left)
+        conn.sock = context.wrap_socket(conn.sock, server_hostname=host)
+    except TimeoutError as exc:
+        conn.sock.close()
+        raise HandshakeTimeout(str(exc)) from None
 
 
 def _target(u: Any) -> str:
@@ -250,6 +285,12 @@ def open_stream(
         _to_ffmpeg(u, "an answer that is not HTTP as this reader reads it")
         return None
     except OSError as exc:
+        if isinstance(exc, HandshakeTimeout):  # it accepts, but TLS does not come (hung, or dribbling)
+            raise StreamError(
+                "open_failed",
+                f"{host}:{port} accepts the connection but its TLS handshake does not complete within "
+                f"{open_timeout_s:g}s (open_timeout_s); is the camera hung or busy, and is this its https port?",
+            ) from None
         if getattr(exc, "connected", True) and isinstance(exc, TimeoutError):  # a hung camera, not a cable
             raise StreamError(
                 "open_failed",
@@ -449,6 +490,7 @@ class SnapshotStream:
             if left <= 0:
                 raise TimeoutError("no whole image within read_timeout_s")
             sock.settimeout(left)  # a trickle cannot hold a read past the deadline
+            _bound(resp, deadline)
             try:
                 chunk = resp.read1(_CHUNK)
             except http.client.HTTPException:
@@ -610,6 +652,7 @@ class MjpegStream:
         if left <= 0:
             raise TimeoutError("no part within read_timeout_s")
         self._sock.settimeout(min(left, self._timeout_s))  # a trickle cannot hold a read past the deadline
+        _bound(self._resp, self._deadline)
         try:
             chunk = self._resp.read1(_CHUNK)
         except self._bad_http as exc:
