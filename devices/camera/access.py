@@ -24,6 +24,7 @@ import hashlib
 import os
 import re
 import socket
+import time
 from typing import Any
 
 __all__ = ["Login", "Trust", "fingerprint_text", "normal_fingerprint"]
@@ -116,6 +117,11 @@ class Trust:
             "certificate it presents now: compare with the camera's web page) or tls_ca_file (the CA that "
             "signed it, or the camera's certificate) to its settings"
         )
+
+
+class HandshakeTimeout(TimeoutError):
+    """The camera accepted the connection but its TLS handshake did not complete within the open timeout (a
+    hung camera, or a device that dribbles its handshake): not a camera that cannot be reached."""
 
 
 class PinMismatch(OSError):
@@ -326,8 +332,9 @@ def system_ca_file() -> str | None:
 def check_tls_camera(host: str, port: int, trust: Trust, timeout_s: float) -> bytes:
     """One handshake with a TLS camera, checked as ``Trust`` says (its chain and host name against
     ``tls_ca_file`` or the system's CAs, or the pin), then closed: nothing is sent. Returns the certificate
-    presented (DER); ``Untrusted`` with the refusal line when it is not trusted; ``OSError`` when the
-    camera cannot be reached."""
+    presented (DER); ``Untrusted`` with the refusal line when it is not trusted; ``HandshakeTimeout`` when it
+    accepts the connection but the handshake does not complete within the bound (the connection and the
+    handshake together); ``OSError`` when the camera cannot be reached."""
     import ssl
 
     try:
@@ -337,9 +344,19 @@ def check_tls_camera(host: str, port: int, trust: Trust, timeout_s: float) -> by
             f"tls_ca_file {trust.ca_file} cannot be read as PEM certificates ({exc}); give the file of the CA "
             "that signed the camera's certificate, or the camera's own certificate"
         ) from None
+    bound = min(timeout_s, 5.0)
+    deadline = time.monotonic() + bound
     try:
-        with socket.create_connection((host, port), timeout=min(timeout_s, 5.0)) as raw:
-            with ctx.wrap_socket(raw, server_hostname=host) as s:
+        with socket.create_connection((host, port), timeout=bound) as raw:
+            left = deadline - time.monotonic()  # the connection and the handshake share the bound
+            if left <= 0:
+                raise HandshakeTimeout(f"no TLS handshake within {bound:g}s")
+            raw.settimeout(left)
+            try:
+                s = ctx.wrap_socket(raw, server_hostname=host)
+            except TimeoutError:
+                raise HandshakeTimeout(f"no TLS handshake within {bound:g}s") from None
+            with s:
                 trust.check(s)
                 return s.getpeercert(binary_form=True) or b""
     except (ssl.SSLCertVerificationError, PinMismatch) as exc:

@@ -760,7 +760,7 @@ class CameraSource:
         import tempfile
         import urllib.parse
 
-        from devices.camera.access import Trust, Untrusted, check_tls_camera, system_ca_file
+        from devices.camera.access import HandshakeTimeout, Trust, Untrusted, check_tls_camera, system_ca_file
 
         s = self.settings
         u = urllib.parse.urlsplit(s.url)
@@ -770,6 +770,12 @@ class CameraSource:
             der = check_tls_camera(host, port, trust, s.open_timeout_s)
         except Untrusted as exc:
             raise CameraError(f"cannot open {s.shown_url}: {exc}") from None
+        except HandshakeTimeout:  # it answers, but TLS does not come: a hung camera, not a cable
+            raise CameraError(
+                f"cannot open {s.shown_url}: {host}:{port} accepts the connection but its TLS handshake does "
+                f"not complete within {min(s.open_timeout_s, 5.0):g}s; is the camera hung or busy, and is this "
+                "its rtsps port?"
+            ) from None
         except OSError as exc:
             raise CameraError(
                 f"cannot open {s.shown_url}: cannot reach {host}:{port} ({exc.strerror or exc}); is the camera "

@@ -35,7 +35,7 @@ import socket
 import time
 from typing import Any
 
-from devices.camera.access import Login, PinMismatch, Trust
+from devices.camera.access import HandshakeTimeout, Login, PinMismatch, Trust
 
 __all__ = ["MjpegStream", "SnapshotStream", "StreamError", "http_hint", "looks_whole", "open_stream"]
 
@@ -175,10 +175,6 @@ def _request(
     except BaseException:
         conn.close()
         raise
-
-
-class HandshakeTimeout(TimeoutError):
-    """The camera accepted the connection but its TLS handshake did not complete by the deadline."""
 
 
 def _handshake(conn: Any, context: Any, host: str, deadline: float) -> None:

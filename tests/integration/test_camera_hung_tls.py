@@ -11,6 +11,8 @@ import ssl
 import threading
 from collections.abc import Callable
 
+import pytest
+
 from devices.camera.capture import CameraSource
 from devices.camera.settings import CameraSettings
 from tests.integration.test_camera_foreign import SnapshotCamera
@@ -85,12 +87,13 @@ async def _meanwhile(hung: CameraSource, done: Callable[[], bool], what: str) ->
     return frames["hung"]
 
 
-async def test_an_https_camera_that_dribbles_its_tls_handshake_is_reported_as_hung_and_retried(tmp_path):
-    """A device at an https camera's address that accepts the connection and sends its TLS handshake a
-    byte at a time (a hung camera, or a hostile device on the plant network): the open ended at
-    open_timeout_s, but the line said the camera could not be reached ("is the camera on and the address
+@pytest.mark.parametrize("scheme", ["https", "rtsps"])
+async def test_a_tls_camera_that_dribbles_its_handshake_is_reported_as_hung_and_retried(tmp_path, scheme):
+    """A device at an https (or rtsps) camera's address that accepts the connection and sends its TLS
+    handshake a byte at a time (a hung camera, or a hostile device on the plant network): the open ended
+    at open_timeout_s, but the line said the camera could not be reached ("is the camera on and the address
     right?"), sending the engineer to the cable, and the handshake had a whole open_timeout_s of its own
-    after the connection, the answer's head the rest. The connection, handshake and head now share
+    after the connection. The connection and handshake (and an https camera's answer head) now share
     open_timeout_s; it is open_failed naming the stalled handshake, counted, and tried again, while the
     other cameras serve."""
     _cert(tmp_path, "cam")
@@ -118,7 +121,7 @@ async def test_an_https_camera_that_dribbles_its_tls_handshake_is_reported_as_hu
     hung = CameraSource(
         "hung",
         CameraSettings(
-            url=f"https://127.0.0.1:{server.port}/stream.mjpg",
+            url=f"{scheme}://127.0.0.1:{server.port}/stream",
             tls_ca_file=str(tmp_path / "cam.crt"),
             open_timeout_s=0.5,
             reconnect_initial_s=0.1,
@@ -135,7 +138,7 @@ async def test_an_https_camera_that_dribbles_its_tls_handshake_is_reported_as_hu
         server.stop()
     assert got == 0
     line = hung.stats.last_error or ""
-    assert "TLS handshake does not complete within 0.5s (open_timeout_s)" in line, line
+    assert "accepts the connection but its TLS handshake does not complete within 0.5s" in line, line
     assert "cannot reach" not in line, line
 
 
