@@ -20,6 +20,16 @@ class AnomalyFamily(TrainerFamily):
     default_epochs = 0
     INPUT, OUTPUTS = fam.INPUT, fam.OUTPUTS
 
+    def package_io(self, meta: dict, n_features: int, threshold: float) -> tuple[list, list, str, str]:
+        """The manifest's outputs as ``build`` writes them (``meta["settings"]``: its AnomalySettings), so
+        that the INT8 gate the other families use (``pipeline._int8_parity``) reads the score's threshold
+        from them."""
+        s = meta["settings"]
+        inputs = [
+            {"name": fam.INPUT, "dtype": "float32", "shape": ["batch", 3, s.size, s.size], "layout": "NCHW"}
+        ]
+        return inputs, fam._outputs(s, threshold), "anomaly_detection", "image_auroc"
+
     def build_command(self, a, s) -> int:
         from cloud_trainer.train import anomaly
         from cloud_trainer.train.pipeline import GateFailed
@@ -51,6 +61,9 @@ class AnomalyFamily(TrainerFamily):
             version=a.version,
             floors=s.floors,
             int8_margin=a.int8_margin,
+            int8_min_agreement=getattr(a, "int8_min_agreement", 0.99),
+            int8_max_deviation=getattr(a, "int8_max_deviation", 0.05),
+            require_int8=getattr(a, "require_int8", False),
             openvino=not a.no_openvino,
             force=a.force,
             name=a.name or anomaly.NAME,
