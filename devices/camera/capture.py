@@ -191,6 +191,11 @@ class UntakenFrame(Frame):
         return f"UntakenFrame(source={self.source!r}, seq={self.seq}, {state})"
 
 
+def _rejected_reason(exc: ImageRejected) -> str:
+    """The error reason an image refused by ``_decode`` is counted under."""
+    return "oversize_frame" if exc.oversize else "unsupported_frame" if exc.unsupported else "corrupt_frame"
+
+
 def _decode(data: bytes, max_megapixels: float) -> np.ndarray:
     """An image file's or part's bytes decoded at their own depth (``decode_image``), and a JPEG damaged
     past its header refused (``ImageRejected``): libjpeg only warns of one, and OpenCV hands back an image
@@ -481,14 +486,7 @@ class CameraSource:
         try:  # at its own depth: a 12-bit camera's 16-bit PNG or TIFF part or file
             img = _decode(data, s.max_megapixels)
         except ImageRejected as exc:
-            reason = (
-                "oversize_frame"
-                if exc.oversize
-                else "unsupported_frame"
-                if exc.unsupported
-                else "corrupt_frame"
-            )
-            self._refused(session, reason, f"{what}: {exc} ({len(data)} bytes), skipped")
+            self._refused(session, _rejected_reason(exc), f"{what}: {exc} ({len(data)} bytes), skipped")
             return None
         try:
             img = self._to_frame(img)
@@ -688,14 +686,7 @@ class CameraSource:
         try:  # at its own depth: a camera's 16-bit file is brought to 8 bits by pixel_bits, not by OpenCV
             img = _decode(data, limit)
         except ImageRejected as exc:
-            reason = (
-                "oversize_frame"
-                if exc.oversize
-                else "unsupported_frame"
-                if exc.unsupported
-                else "corrupt_frame"
-            )
-            self._error(reason, f"{f}: {exc} ({len(data)} bytes), skipped")
+            self._error(_rejected_reason(exc), f"{f}: {exc} ({len(data)} bytes), skipped")
             return None
         try:
             return self._to_frame(img)
