@@ -140,7 +140,7 @@ class StatusServer:
                     self._answer()
                 except _ClientGone:  # nobody left to answer: count it, close quietly
                     self.close_connection = True
-                    outer.httpd.note_aborted()
+                    outer.httpd.note_aborted(self.request)
 
             def do_HEAD(self) -> None:
                 """GET's answer without its body (a health check's probe; before, 501)."""

@@ -17,8 +17,10 @@ let each request hold 6.5 MB and parse it holding the GIL. No I/O at import.
 
 A client that goes away before its answer is complete (closed, reset, a broken pipe) is its own business,
 not the server's: it is counted in ``aborted`` and logged as one debug line, never as socketserver's
-traceback on stderr, which any client on the network could otherwise repeat at will to flood the log.
-Handlers report a client gone during their own writes with ``note_aborted()``. Any other error that
+traceback on stderr, which any client on the network could otherwise repeat at will to flood the log. A
+connection the server shut down itself (over the deadline, or its place taken) is counted once, in ``cut``,
+not again in ``aborted`` when its answer's write then fails.
+Handlers report a client gone during their own writes with ``note_aborted(request)``. Any other error that
 escapes a handler is counted in ``failed`` and logged in one line (a warning the first time per kind);
 handlers that answer ``500`` themselves report the error with ``note_failed()`` and never put its text
 (a server path, a database's host) in the answer. When the process is out of file descriptors (or
@@ -112,7 +114,11 @@ class BoundedHTTPServer(ThreadingHTTPServer):
     text)."""
 
     daemon_threads = True
-    request_queue_size = 64  # socketserver's 5 leaves a burst of connects waiting on SYN retries
+    # connections the kernel completes and queues while the serving loop accepts them one by one: a plant's
+    # monitoring system, its dashboards and scrapers (a few hundred clients) reconnecting at once after a
+    # restart or a network blip must all be queued, not dropped to a SYN retry (1 s, then 3 s, 7 s); 64 let
+    # 135 of 200 wait. Kernel memory only for those queued; capped by net.core.somaxconn (4096 since Linux 5.4)
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], handler: Any, max_connections: int, deadline_s: float):
         super().__init__(address, handler)
@@ -125,6 +131,7 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         self._active: dict[Any, tuple[float, str]] = {}  # socket -> (accepted at, client address)
         self._reading: set[Any] = set()  # those of _active whose request is not read whole yet
         self._writing: dict[Any, float] = {}  # those of _active writing their answer -> since when
+        self._cut: set[Any] = set()  # connections shut down by the server whose thread has not ended yet
         self._stall = deadline_s / 5  # an answer going out longer than this may give its place up when full
         self._by_client: dict[str, int] = {}
         self.accepted = 0
@@ -132,7 +139,7 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         self.refused = 0  # answered 503: too many at once
         self.cut = 0  # shut down: over the deadline, or its place taken (still sending its request when full)
         self.evicted = 0  # of cut: its place taken by a new connection
-        self.aborted = 0  # the client went away (closed, reset) before its answer was complete
+        self.aborted = 0  # the client went away (closed, reset) before its answer was complete; not one cut
         self.failed = 0  # another error escaped a handler
         self._warned: set[str] = set()  # kinds of error already logged as a warning
         self.starved = 0  # accept() failed for want of file descriptors or memory
@@ -194,6 +201,7 @@ class BoundedHTTPServer(ThreadingHTTPServer):
                     busy = True
                 else:
                     self._release(evict)
+                    self._cut.add(evict)
                     self.cut += 1
                     self.evicted += 1
             if not busy:
@@ -229,18 +237,20 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         finally:
             self._done(request)
 
-    def note_aborted(self) -> None:
-        """A handler found its client gone while answering (a write raised ``OSError``)."""
+    def note_aborted(self, request: Any = None) -> None:
+        """A handler found its client gone while answering (a write raised ``OSError``) on ``request``'s
+        connection. Not counted when the server shut that connection down itself (over the deadline, or its
+        place taken): its write fails for that, and it is counted once, in ``cut``."""
         with self._lock:
-            self.aborted += 1
+            if request is None or request not in self._cut:
+                self.aborted += 1
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """An exception escaped the handler (socketserver calls this inside its ``except``): one log line,
         never socketserver's traceback on stderr."""
         exc = sys.exc_info()[1]
         if isinstance(exc, OSError):  # reset or closed while its request was read or answered
-            with self._lock:
-                self.aborted += 1
+            self.note_aborted(request)
             log.debug("HTTP client %s went away: %s", client_address, exc)
             return
         self.note_failed(client_address, exc)
@@ -290,13 +300,17 @@ class BoundedHTTPServer(ThreadingHTTPServer):
     def _done(self, request: Any) -> None:
         with self._lock:
             self._release(request)
+            self._cut.discard(request)
 
     def service_actions(self) -> None:  # called by serve_forever between polls (0.5 s)
         now = time.monotonic()
-        with self._lock:
-            late = [r for r, (t0, _) in self._active.items() if now - t0 > self._deadline]
+        with self._lock:  # once each: a thread still computing its answer is late at the next poll too
+            late = [
+                r for r, (t0, _) in self._active.items() if now - t0 > self._deadline and r not in self._cut
+            ]
+            self._cut.update(late)
+            self.cut += len(late)
         for r in late:  # its thread then reads EOF or gets an error, and frees its slot
-            self.cut += 1
             try:
                 r.shutdown(socket.SHUT_RDWR)
             except OSError:

@@ -263,5 +263,8 @@ class Console:
         threading.Thread(target=self.httpd.serve_forever, name="console", daemon=True).start()
 
     def stop(self) -> None:
+        """Stops serving and ends the thread that computes the answers (a process that starts and stops
+        consoles, a reload, keeps none behind)."""
         self.httpd.shutdown()
         self.httpd.server_close()
+        self.answers.close()

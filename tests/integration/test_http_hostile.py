@@ -9,6 +9,7 @@ import http.client
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from types import SimpleNamespace
@@ -713,3 +714,126 @@ def test_a_computation_that_never_ends_does_not_hold_the_process_at_exit():
         timeout=30,
     )
     assert r.returncode == 0 and r.stdout.strip() == "computing", (r.returncode, r.stdout, r.stderr[-2000:])
+
+
+def test_a_connection_cut_while_its_answer_goes_out_is_counted_once_as_cut_not_also_aborted():
+    """Before: a stalled reader whose place a new connection took was counted twice in
+    ``edge_status_http_connections_total``: ``cut`` when its place was taken, and ``aborted`` (a client gone) when
+    the write the server had cut then failed. One connection, one outcome: ``cut``."""
+    s = StatusServer(_BigStatusAgent(cost_s=0.0), "127.0.0.1", 0, max_connections=2, deadline_s=5.0)
+    s.start()
+    stalled: list[socket.socket] = []
+    try:
+        h = s.httpd
+        stalled += [_stalled_reader(s.port, source) for source in ("127.0.0.1", "127.0.0.3")]
+        until = time.monotonic() + 5
+        while h.accepted < 2 and time.monotonic() < until:
+            time.sleep(0.02)
+        serving = [t for t in threading.enumerate() if "process_request_thread" in t.name]
+        time.sleep(1.2)  # their answers have been going out over a fifth of the deadline (1 s)
+        assert _get_from(s.port, "127.0.0.2")[0] == 200  # its connection took a stalled reader's place
+        until = time.monotonic() + 5  # the evicted one's thread ends once its write fails
+        while all(t.is_alive() for t in serving) and time.monotonic() < until:
+            time.sleep(0.02)
+        assert not all(t.is_alive() for t in serving)
+        assert (h.evicted, h.cut, h.aborted) == (1, 1, 0), (h.evicted, h.cut, h.aborted)
+    finally:
+        for c in stalled:
+            c.close()
+        s.stop()
+
+
+def test_a_stopped_console_leaves_no_computing_thread_behind():
+    """Before: ``Console.stop`` stopped serving but left the thread that computes its answers waiting for work,
+    for good: a cloud process that starts and stops consoles (a reload, a test suite) piled one up each time."""
+    started: list[threading.Thread] = []
+    for _ in range(3):
+        before = set(threading.enumerate())
+        console, store = _console()
+        try:
+            assert _get(console.port, "/api/agents")[0] == 200  # its computing thread is started
+            started += [t for t in threading.enumerate() if t.name == "http-answers" and t not in before]
+        finally:
+            console.stop()
+            store.close()
+    assert len(started) == 3
+    for t in started:
+        t.join(timeout=5)
+    assert not [t for t in started if t.is_alive()]
+
+
+def test_two_hundred_clients_connecting_at_once_are_all_queued_none_waits_on_a_syn_retry():
+    """Before: the listen backlog was 64 connections. A plant's monitoring clients reconnecting at once (after a
+    restart, a network blip) overflowed it while the serving loop accepted them one by one: the kernel dropped
+    the SYNs of 135 of 200 here, and those clients waited for their SYN's retransmission (1 s, then 3 s, 7 s).
+    Checked on each client's socket: no SYN was sent twice."""
+    s = StatusServer(_CostlyAgent(cost_s=0.0), "127.0.0.1", 0)
+    s.start()
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(200):
+            c = socket.socket()
+            c.setblocking(False)
+            clients.append(c)
+            try:
+                c.connect(("127.0.0.1", s.port))
+            except BlockingIOError:
+                pass
+
+        def info(c: socket.socket) -> tuple[int, int]:  # struct tcp_info: state, total_retrans
+            raw = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+            return raw[0], int.from_bytes(raw[8 + 23 * 4 : 8 + 24 * 4], sys.byteorder)
+
+        syn_sent = 2
+        until = time.monotonic() + 15  # those whose SYN was dropped connect on its retransmission
+        while any(info(c)[0] == syn_sent for c in clients) and time.monotonic() < until:
+            time.sleep(0.05)
+        retried = sum(info(c)[1] > 0 for c in clients)
+        assert retried == 0, f"{retried} of 200 clients had their SYN dropped (listen backlog overflowed)"
+        assert _get(s.port, "/status")[0] == 200
+    finally:
+        for c in clients:
+            c.close()
+        s.stop()
+
+
+def test_a_connection_over_its_deadline_while_its_answer_is_computed_is_counted_once_as_cut():
+    """Before: a connection over its deadline was counted in ``cut`` at every poll of the serving loop (0.5 s)
+    for as long as its thread was still computing its answer, then once more in ``aborted`` when its write
+    failed: one slow snapshot showed as several connections cut and one client gone."""
+    release = threading.Event()
+
+    class Agent(_CostlyAgent):
+        def status(self) -> dict:
+            release.wait(10)  # a snapshot that outlasts the deadline (a full outbox scanned)
+            return {"agent": "gw"}
+
+    s = StatusServer(Agent(cost_s=0.0), "127.0.0.1", 0, deadline_s=0.5, min_age_s=0.0, cpu_share=1.0)
+    h = s.httpd
+    polls = [0]
+    service_actions = h.service_actions
+
+    def counted() -> None:
+        polls[0] += 1
+        service_actions()
+
+    h.service_actions = counted  # type: ignore[method-assign]
+    s.start()
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+    try:
+        c.sendall(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        until = time.monotonic() + 5
+        while h.cut == 0 and time.monotonic() < until:
+            time.sleep(0.02)
+        seen = polls[0]
+        while polls[0] < seen + 2 and time.monotonic() < until:  # two more polls while it still computes
+            time.sleep(0.02)
+        release.set()
+        while h._active and time.monotonic() < until:  # its write fails, its thread ends
+            time.sleep(0.02)
+        assert not h._active
+        assert (h.accepted, h.cut, h.aborted) == (1, 1, 0), (h.accepted, h.cut, h.aborted)
+    finally:
+        release.set()
+        c.close()
+        s.stop()
