@@ -17,8 +17,9 @@ The threshold: every good image is scored by a bank built without it (k-fold), a
 is the ``1 - false_reject_rate`` quantile of those scores (default 1 %). The whole thing (backbone,
 bank, distances, smoothing, upsampling) is one ONNX graph: ``image`` in, ``anomaly_score`` (N, 1)
 and ``anomaly_map`` (N, 1, H, W) out. The convolutions are quantized to INT8 when that form holds the
-other families' INT8 gate on every image (verdicts, score within 5 % of the threshold, AUROC);
-otherwise the package carries the FP32 form only, and says so (``served_why``).
+other families' INT8 gate on every held-out image (verdicts, score within 5 % of the threshold, AUROC):
+each good image scored by its fold's bank (built without it, as the threshold was set) and the test
+images; otherwise the package carries the FP32 form only, and says so (``served_why``).
 
 Input: a folder of good images, or an MVTec AD root (``train/good`` to train on; ``test/good``,
 ``test/<defect>`` and optional ``ground_truth/<defect>/<name>_mask.png`` to evaluate on). PNG, JPEG,
@@ -934,6 +935,7 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
     # would hide what the fold is there to measure); untiled, the permutation of before
     fold_of = np.repeat(rng.permutation(n // t) % folds, t)
     cv_maps = np.zeros((n, side, side), np.float32)
+    fold_banks: list[np.ndarray] = []  # the INT8 gate scores each good view again by its fold's bank
     bank_of = (
         (lambda keep: np.concatenate([patches[keep], light[keep]]))
         if light is not None
@@ -944,6 +946,7 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
         bank_f = (
             coreset(train, min(s.bank_size, len(train)), s.seed + f) if len(train) > s.bank_size else train
         )
+        fold_banks.append(np.ascontiguousarray(bank_f, np.float32))
         rows = np.flatnonzero(fold_of == f)
         # a held-out view is scored on all its patches: taken again, a batch at a time, when not all kept
         cv_maps[rows] = (
@@ -1003,6 +1006,8 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
         "pre": pre,
         "threshold": thr,
         "cv_scores": cv_scores,
+        "fold_of": fold_of,
+        "fold_banks": fold_banks,
         "bank": len(bank),
         "cnn": net is not None,
         "threshold_rule": rule,
@@ -1201,6 +1206,8 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
     score_specs = [o for o in specs if o.name == "anomaly_score"]
     parity: dict = {}
     int8_runs: list[dict[str, np.ndarray]] = []
+    judged_runs: list[dict[str, np.ndarray]] = []
+    judged_ref: dict[str, np.ndarray] = {}
     if fitted["cnn"]:  # the CNN's convolutions in INT8, held to FP32 as the other families' INT8 forms are
         int8 = onnx_tools.quantize(
             fp32,
@@ -1212,19 +1219,33 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
         engines = ["onnxruntime", *(["openvino"] if s.openvino and _has_openvino() else [])]
         forms = {("int8" if e == "onnxruntime" else f"int8_{e}"): (int8, e) for e in engines}
         ref, runs, map_dev = _view_runs(fp32, forms, ds, pre)
-        # every good and test view judged item by item: verdicts at the threshold agree on
-        # int8_min_agreement of them, no score moves beyond int8_max_deviation of the threshold
+        # judged item by item on held-out images only: each good view scored by its fold's model (a bank
+        # built without it, as the threshold was set: near the threshold) and the test views. The final
+        # model's scores of the good views it was built from lie far below the threshold: judged on them,
+        # a good-only build (no test set) saw easy images only and served an INT8 form that moves held-out
+        # good images' scores across the threshold. Verdicts at the threshold agree on int8_min_agreement
+        # of them, no score moves beyond int8_max_deviation of the threshold
         from cloud_trainer.train.families import load_family
         from cloud_trainer.train.pipeline import _int8_parity
 
+        held_ref, held_runs = _held_out_runs(
+            fp32, forms, ds, pre, fitted["fold_of"], fitted["fold_banks"], s.workdir, fitted["model"]
+        )
+        g = len(ds.good)
+        judged_ref = {"anomaly_score": np.concatenate([held_ref, ref["anomaly_score"][g:]])}
+        judged = {
+            f: {"anomaly_score": np.concatenate([held_runs[f], r["anomaly_score"][g:]])}
+            for f, r in runs.items()
+        }
         parity = _int8_parity(
             load_family("anomaly"),
             {"settings": s},
             0,
             thr,
-            {"fp32": ref, **runs},
+            {"fp32": judged_ref, **judged},
             s,  # type: ignore[arg-type]
         )
+        parity["judged"] = _judged_what(ds, fitted)
         for form, dev in map_dev.items():  # a map is shown, not decided on: measured, not limited
             parity["forms"][form]["max_deviation"]["anomaly_map"] = dev
         drift = float(max(r["max_deviation"]["anomaly_score"] for r in parity["forms"].values()) / thr)
@@ -1237,11 +1258,13 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
             )
         int8_ok = not problems
         int8_runs = list(runs.values()) if int8_ok else []
+        judged_runs = list(judged.values()) if int8_ok else []
         note = (
             "convolutions INT8 (QDQ, 7-bit weights), bank distances FP32; within its parity limits on every "
-            f"one of the {parity['items']} views"
+            f"one of the {parity['judged']}"
             if int8_ok
             else "; ".join(problems)
+            + f"; judged on the {parity['judged']}"
             + ": the package carries the FP32 form only"
             + (" (--require-int8 refuses instead)" if not s.require_int8 else "")
         )
@@ -1335,7 +1358,18 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
     if int8_ok:
         from cloud_trainer.train.pipeline import _parity_spec
 
-        parity_spec = _parity_spec({"anomaly_score": ref["anomaly_score"]}, int8_runs, score_specs, report)
+        # the score's bound: measured on the judged (held-out) views and on every view of the model served
+        # (the golden inputs are among them), with the same headroom
+        both = {"anomaly_score": np.concatenate([judged_ref["anomaly_score"], ref["anomaly_score"]])}
+        parity_spec = _parity_spec(
+            both,
+            [
+                {"anomaly_score": np.concatenate([j["anomaly_score"], r["anomaly_score"]])}
+                for j, r in zip(judged_runs, int8_runs, strict=True)
+            ],
+            score_specs,
+            report,
+        )
         if parity_spec is not None:  # the map's bound: as measured on every view, with the same headroom
             from model_packager.package import PARITY_HEADROOM
 
@@ -1441,6 +1475,97 @@ def _view_runs(
     )
 
 
+def _with_bank(path: Path, bank: np.ndarray, out: Path, model) -> Path:
+    """The model at ``path`` (FP32 or INT8: its bank distances are FP32 either way) with another memory
+    bank: its ``bank_t`` and ``bank_sq`` constants (``model``'s, the PatchCore exported: found by name,
+    else by value) replaced as ``PatchCore`` makes them."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    new = {
+        "bank_t": np.ascontiguousarray(bank.T, np.float32),
+        "bank_sq": (bank.astype(np.float32) ** 2).sum(1)[None, None, :],
+    }
+    old = {k: getattr(model, k).numpy() for k in new}
+    found = set()
+    for i, init in enumerate(m.graph.initializer):
+        key = init.name if init.name in new else None
+        if key is None and init.data_type == onnx.TensorProto.FLOAT:
+            a = numpy_helper.to_array(init)
+            key = next((k for k, v in old.items() if a.shape == v.shape and np.array_equal(a, v)), None)
+        if key is not None and key not in found:
+            m.graph.initializer[i].CopyFrom(numpy_helper.from_array(new[key], init.name))
+            found.add(key)
+    if found != set(new):
+        raise RuntimeError(f"{path}: no {sorted(set(new) - found)} constant to give a fold's bank")
+    del m.graph.value_info[:]  # shapes inferred for the other bank's size
+    onnx.save(m, str(out))
+    return out
+
+
+def _held_out_runs(
+    fp32: Path,
+    forms: dict[str, tuple[Path, str]],
+    ds: AnomalyData,
+    pre,
+    fold_of: np.ndarray,
+    fold_banks: list[np.ndarray],
+    workdir: Path,
+    model,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Each good view's score (N, 1) as the threshold was set on it: by the model whose bank is its
+    fold's (built without it), FP32 on ONNX Runtime (the reference) and each other form (name ->
+    (model, engine)). A model of tile positions keeps its reference maps (of every good frame, its own
+    among them: its score here is a little below the one the threshold took)."""
+    import shutil
+
+    from cloud_trainer.train import onnx_tools
+
+    t = ds.per_frame
+    rows_at, run = (BATCH, 16) if t == 1 else (t * max(1, BATCH // t),) * 2
+    n = len(ds.good)
+    ref = np.zeros((n, 1), np.float32)
+    got = {f: np.zeros((n, 1), np.float32) for f in forms}
+    tmp = workdir / "held_out_models"
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        for f, bank in enumerate(fold_banks):
+            rows = np.flatnonzero(fold_of == f)
+            if not len(rows):
+                continue
+            made: dict[Path, Path] = {}
+            for src in [fp32, *(p for p, _ in forms.values())]:
+                if src not in made:
+                    made[src] = _with_bank(src, bank, tmp / f"fold{f}.{len(made)}.onnx", model)
+            # whole frames in each batch: a fold holds a tiled frame's tiles together, in order
+            for i, b in zip(
+                range(0, len(rows), rows_at), _batches(ds.good, pre, rows, batch=rows_at), strict=True
+            ):
+                at = rows[i : i + rows_at]
+                ref[at] = onnx_tools.run(made[fp32], b, batch=run)["anomaly_score"].reshape(-1, 1)
+                for name, (path, engine) in forms.items():
+                    o = onnx_tools.run(made[path], b, engine=engine, batch=run)
+                    got[name][at] = o["anomaly_score"].reshape(-1, 1)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ref, got
+
+
+def _judged_what(ds: AnomalyData, fitted: dict) -> str:
+    """The views the INT8 gate judged, in words (report.json's ``int8_parity.judged``, ``served_why``)."""
+    t = ds.per_frame
+    unit = f"tiles ({t} a frame)" if t > 1 else "images"
+    folds = len(fitted["fold_banks"])
+    out = (
+        f"{len(ds.good)} good {unit}, each scored by a bank built without it ({folds}-fold, as the threshold "
+        "was set"
+        + ("; the tile positions' reference maps of every good frame" if fitted["positions"] else "")
+        + ")"
+    )
+    return out + (f" and {len(ds.test)} test {unit}" if ds.test else ", no test set")
+
+
 def _package(
     s: AnomalySettings,
     report: dict,
@@ -1531,6 +1656,8 @@ def _write_report(workdir: Path, r: dict) -> None:
     from cloud_trainer.train.pipeline import _parity_md
 
     md += _parity_md(r.get("int8_parity"))  # INT8 against FP32 on every view, as the other families' report
+    if (r.get("int8_parity") or {}).get("judged"):  # which views those held-out items are
+        md[-1:] = ["", f"Judged on the {r['int8_parity']['judged']}.", ""]
     if r["metrics"]["fp32"]:
         md += ["| metric (test set) | FP32 | INT8 | floor |", "|---|---:|---:|---:|"]
         for k, v in r["metrics"]["fp32"].items():

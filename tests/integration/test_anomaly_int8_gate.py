@@ -1,5 +1,6 @@
 """The anomaly family's INT8 form is judged as the other families' are (pipeline._int8_parity):
-verdict by verdict against FP32 on every image, its score within 5 % of the threshold, and its
+verdict by verdict against FP32 on every held-out image (each good image scored by its fold's bank,
+built without it, and the test images), its score within 5 % of the threshold, and its
 golden inputs hold the images nearest the threshold on either side, so that an agent's parity check
 on its own CPU sees an INT8 form that flips verdicts there.
 
@@ -24,9 +25,18 @@ from tests.support.plates import write_plates
 SIZE = 64
 
 
-def _build(tmp: Path, **kw):
+def _build(tmp: Path, good_only: bool = False, **kw):
     key, pub = make_keypair(tmp / "keys")
-    data = write_plates(tmp / "plates", n_train=20, n_good=6, n_ng=8, seed=4, size=SIZE)
+    data = write_plates(
+        tmp / "plates",
+        n_train=20,
+        n_good=0 if good_only else 6,
+        n_ng=0 if good_only else 8,
+        seed=4,
+        size=SIZE,
+    )
+    if good_only:  # a folder of good images, no test set: a new product's first build
+        data = data / "train" / "good"
     s = A.AnomalySettings(
         dataset=data,
         registry=tmp / "registry",
@@ -40,7 +50,8 @@ def _build(tmp: Path, **kw):
         folds=3,
         openvino=False,
         threads=2,
-        floors={"image_auroc": 0.0},  # the point is INT8 against FP32, not this tiny model's AUROC
+        # the point is INT8 against FP32, not this tiny model's AUROC (none without a test set)
+        floors={} if good_only else {"image_auroc": 0.0},
         **kw,
     )
     res = A.build(s, log=lambda m: None)
@@ -100,3 +111,20 @@ def test_an_int8_form_let_through_states_bounds_measured_on_every_image(tmp_path
     g8 = _scores(opened.model_path, gold)
     thr = rep["threshold"]
     assert np.array_equal(g32 >= thr, g8 >= thr)
+
+
+def test_a_good_only_build_judges_int8_on_held_out_good_images_not_on_those_its_bank_holds(tmp_path):
+    # no test set: the gate judges the good images as the threshold was set on them, each scored by a
+    # bank built without it (near the threshold). The former code judged the final model's scores of
+    # the images its bank holds (far below the threshold, INT8 moved them by 2 % of it) and served
+    # INT8, which moves a held-out good image's score by a third of the threshold here
+    s, data, rep, opened = _build(tmp_path, good_only=True)
+    thr = rep["threshold"]
+    parity = rep["int8_parity"]
+    assert parity["items"] == 20 and parity["judged"].startswith(
+        "20 good images, each scored by a bank built without it"
+    )
+    assert parity["judged"].endswith(", no test set") and parity["judged"] in rep["served_why"]
+    assert parity["forms"]["int8"]["max_deviation"]["anomaly_score"] > 0.05 * thr, parity
+    assert rep["served"] == "fp32" and opened.manifest.parity is None and opened.fp32_model_path is None
+    assert "'anomaly_score'" in rep["served_why"]
