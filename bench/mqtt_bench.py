@@ -314,17 +314,28 @@ def decode_cost(n: int = 20_000, blocks: int = 7) -> tuple[float, float]:
 def handover_cost(n: int = 200_000, blocks: int = 5) -> dict[str, float]:
     """ns per message through the hand-over: paho's thread's push, then the loop's takes until empty; new
     against former, in alternating blocks. ``room``: 10 topics, nothing dropped; ``full``: a 10,000-message
-    queue, one topic flooding and a quiet one (one message in 1,000) among it."""
+    queue, one topic flooding and a quiet one (one message in 1,000) among it; ``bytes``: queue_max_bytes
+    (1 MiB) reached, a topic of 20 KB messages (a camera's frames) flooding and a quiet one among it."""
 
-    def entries(full: bool) -> list[list]:
-        if full:
+    def entries(case: str) -> list[list]:
+        if case == "full":
             return [["cell/temp" if i % 1000 == 999 else "flood/a", b"x" * 20, 0.0, False] for i in range(n)]
+        if case == "bytes":
+            frame = b"x" * 20_000
+            return [
+                ["cell/temp", b"x" * 20, 0.0, False] if i % 10 == 9 else ["cam/a", frame, 0.0, False]
+                for i in range(n)
+            ]
         return [[f"bench/line{i % 4}/sensor{i % 10}", b"x" * 20, 0.0, False] for i in range(n)]
 
-    async def one(kind: str, full: bool) -> float:
-        ch = CHANNELS[kind](10_000 if full else 10 * n, DeviceStats())
+    async def one(kind: str, case: str) -> float:
+        m = n // 10 if case == "bytes" else n  # fewer: each message is dropped, not only pushed
+        if case == "bytes":
+            ch = CHANNELS[kind](10_000, DeviceStats(), 1 << 20)
+        else:
+            ch = CHANNELS[kind](10_000 if case == "full" else 10 * n, DeviceStats())
         ch.bind(asyncio.get_running_loop())
-        items = entries(full)
+        items = entries(case)[:m]
         got = 0
         t = time.perf_counter()
         push = ch._push
@@ -333,16 +344,14 @@ def handover_cost(n: int = 200_000, blocks: int = 5) -> dict[str, float]:
         while len(ch):
             got += len(await ch.get_many())
         dt = time.perf_counter() - t
-        assert got == (10_000 if full else n), got
-        return dt / n * 1e9
+        assert got == {"room": n, "full": 10_000}.get(case, got), got
+        return dt / m * 1e9
 
     res: dict[str, list[float]] = {}
     for _ in range(blocks):
-        for full in (False, True):
+        for case in ("room", "full", "bytes"):
             for kind in CHANNELS:
-                res.setdefault(f"{kind}_{'full' if full else 'room'}", []).append(
-                    asyncio.run(one(kind, full))
-                )
+                res.setdefault(f"{kind}_{case}", []).append(asyncio.run(one(kind, case)))
     return {k: statistics.median(v) for k, v in res.items()}
 
 
@@ -504,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{hand['new_room'] / hand['former_room']:.2f} |\n"
         f"| full (10,000), one topic flooding | {hand['new_full']:.0f} | {hand['former_full']:.0f} | "
         f"{hand['new_full'] / hand['former_full']:.2f} |\n"
+        f"| full (1 MiB), 20 KB messages flooding | {hand['new_bytes']:.0f} | {hand['former_bytes']:.0f} | "
+        f"{hand['new_bytes'] / hand['former_bytes']:.2f} |\n"
     )
     if a.flood:
         md += (

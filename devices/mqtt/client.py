@@ -53,6 +53,7 @@ import collections
 import contextlib
 import dataclasses
 import functools
+import heapq
 import json
 import logging
 import math
@@ -290,7 +291,9 @@ class _BatchChannel(Channel):
     alone halved ingest (bench/mqtt_bench.py). A wake-up is scheduled only when none is pending.
 
     Full (``queue_max_items`` messages, or ``queue_max_bytes`` of payload: the newest message is always
-    kept), the oldest message of the topic holding the most messages goes, not the oldest of all: a node
+    kept), the oldest message of the topic holding the most goes, not the oldest of all (the most messages;
+    the most bytes when it is ``queue_max_bytes`` that is reached, of equal ones the topic whose oldest is
+    oldest: a camera's large frames go, not a quiet topic's several small readings): a node
     publishing thousands of messages a second on one topic loses its own redundant ones, and the one
     message of a quiet topic (a temperature crossing its alarm threshold, a Sparkplug birth) that arrived
     among them is kept; when every topic holds one message (a flood over topics named anew), the oldest of
@@ -323,6 +326,12 @@ class _BatchChannel(Channel):
         self._arrived = 0  # messages pushed so far: each entry's arrival number
         self._heavy: str | None = None  # the topic holding the most (kept up to date on each push)
         self._heavy_n = 0  # its queued messages
+        # once queue_max_bytes has been reached, until the queue is empty (not kept before: a push costs more):
+        # each topic's queued payload bytes, and the topics by them, a heap of (-bytes, the arrival number of
+        # its oldest, topic) with an entry added at each change (one whose bytes are no longer the topic's is
+        # left behind, skipped when met)
+        self._topic_bytes: dict[str, int] = {}
+        self._by_bytes: list[tuple[int, int, str]] | None = None
         self.dropped_by_topic: dict[str, int] = {}
 
     def __len__(self) -> int:
@@ -335,8 +344,13 @@ class _BatchChannel(Channel):
         size = len(item[1])
         with self._lock:
             if self._live >= self._maxsize or self._bytes + size > self._max_bytes:
-                while self._live and (self._live >= self._maxsize or self._bytes + size > self._max_bytes):
-                    self._drop_heaviest()
+                while self._live:
+                    if self._live >= self._maxsize:
+                        self._drop_heaviest()
+                    elif self._bytes + size > self._max_bytes:
+                        self._drop_biggest()
+                    else:
+                        break
             self._arrived += 1
             item.append(self._arrived)
             lane = _lane(topic)
@@ -349,6 +363,14 @@ class _BatchChannel(Channel):
             mine.append(item)
             if len(mine) > self._heavy_n:
                 self._heavy, self._heavy_n = topic, len(mine)
+            heap = self._by_bytes
+            if heap is not None:
+                topic_bytes = self._topic_bytes
+                b = topic_bytes[topic] = topic_bytes.get(topic, 0) + size
+                if heap and heap[0][2] == topic and -b <= heap[0][0]:  # the heaviest, heavier: in place
+                    heap[0] = (-b, heap[0][1], topic)
+                else:
+                    heapq.heappush(heap, (-b, mine[0][4], topic))
             if lane is not topic:  # a Sparkplug node's
                 lanes = self._lanes
                 queued = lanes.get(lane)
@@ -359,32 +381,50 @@ class _BatchChannel(Channel):
             self._bytes += size
             self._stats.received += 1
 
-    def _drop_heaviest(self) -> None:
-        # the heaviest as last seen (its count only falls, and a topic passing it takes its place)
-        topic = self._heavy
-        mine = self._by_topic.get(topic) if topic is not None else None
-        if topic is None or not mine:  # not known (after a take emptied it): the longest now; a scan
-            topic, mine = max(self._by_topic.items(), key=lambda kv: len(kv[1]))
-            self._heavy = topic
-        if len(mine) == 1 and len(self._by_topic) > 1:
-            # every topic holds one message (a flood spread over topics named anew, a counter in the name):
-            # the oldest goes, as from a plain queue. The heaviest would be the newest, and the next message
-            # pushed out a quiet topic's the moment it came
-            topic = next(iter(self._lanes.values()))[0][0]
-            mine = self._by_topic[topic]
+    def _drop_heaviest(self, chosen: str | None = None) -> None:
+        """Drop the oldest message of ``chosen``, or (None) of the topic holding the most messages."""
+        topic: str | None
+        mine: collections.deque[list] | None
+        if chosen is not None:
+            topic, mine = chosen, self._by_topic[chosen]
+        else:
+            # the heaviest as last seen (its count only falls, and a topic passing it takes its place)
+            topic = self._heavy
+            mine = self._by_topic.get(topic) if topic is not None else None
+            if topic is None or not mine:  # not known (after a take emptied it): the longest now; a scan
+                topic, mine = max(self._by_topic.items(), key=lambda kv: len(kv[1]))
+                self._heavy = topic
+            if len(mine) == 1 and len(self._by_topic) > 1:
+                # every topic holds one message (a flood spread over topics named anew, a counter in the
+                # name): the oldest goes, as from a plain queue. The heaviest would be the newest, and the
+                # next message pushed out a quiet topic's the moment it came
+                topic = next(iter(self._lanes.values()))[0][0]
+                mine = self._by_topic[topic]
         entry = mine.popleft()
         heavy = topic == self._heavy
         if heavy:
             self._heavy_n = len(mine)
+        size = len(entry[1])
         lane = _lane(topic)
+        heap = self._by_bytes
         if not mine:
             del self._by_topic[topic]
+            if heap is not None:
+                del self._topic_bytes[topic]
+                if heap[0][2] == topic:
+                    heapq.heappop(heap)
             if heavy:
                 self._heavy, self._heavy_n = None, 0
             if lane is topic:  # its lane, the same deque
                 del self._lanes[lane]
+        elif heap is not None:
+            b = self._topic_bytes[topic] = self._topic_bytes[topic] - size
+            if heap[0][2] == topic:  # the heaviest (_drop_biggest's choice), lighter: its entry replaced
+                heapq.heapreplace(heap, (-b, mine[0][4], topic))
+            else:
+                heapq.heappush(heap, (-b, mine[0][4], topic))
         self._live -= 1
-        self._bytes -= len(entry[1])
+        self._bytes -= size
         entry[0], entry[1] = None, b""  # a shell: skipped by the consumer, its payload freed now
         if lane is not topic:  # a Sparkplug node's lane: the entry may be behind another topic's
             queued = self._lanes[lane]
@@ -412,10 +452,30 @@ class _BatchChannel(Channel):
         else:
             counted[""] = counted.get("", 0) + 1  # "": other topics
 
+    def _drop_biggest(self) -> None:
+        # queue_max_bytes reached: the oldest message of the topic holding the most bytes goes (a camera's large
+        # frames, not a quiet topic's several small readings); of equal ones, the topic whose oldest is oldest
+        # (a flood of equal messages over topics named anew: the oldest of all, as from a plain queue)
+        heap, topic_bytes, by_topic = self._by_bytes, self._topic_bytes, self._by_topic
+        if heap is None:  # each topic's bytes, kept from now on
+            topic_bytes.clear()
+            for t, mine in by_topic.items():
+                topic_bytes[t] = sum(map(len, map(_PAYLOAD, mine)))
+        if heap is None or len(heap) > 2 * len(topic_bytes) + 64:  # built (again, without its left-behinds)
+            heap = self._by_bytes = [(-b, by_topic[t][0][4], t) for t, b in topic_bytes.items()]
+            heapq.heapify(heap)
+        while True:  # the heaviest, skipping the entries left behind; left in place, replaced by the drop
+            minus_b, _, topic = heap[0]
+            if topic_bytes.get(topic) == -minus_b:
+                break
+            heapq.heappop(heap)
+        self._drop_heaviest(topic)
+
     def _take(self, limit: int) -> list[list]:
         """Up to ``limit`` live entries, shared out among the lanes, each lane's oldest first (under the lock)."""
         out: list[list] = []
-        lanes, by_topic = self._lanes, self._by_topic
+        lanes, by_topic, topic_bytes = self._lanes, self._by_topic, self._topic_bytes
+        heap = self._by_bytes
         taken_bytes = 0
         mixed = len(lanes) > 1
         while lanes and len(out) < limit:
@@ -427,13 +487,20 @@ class _BatchChannel(Channel):
                     if k <= share:
                         part = list(queued)
                         del lanes[lane], by_topic[lane]
+                        if heap is not None:
+                            del topic_bytes[lane]
                         if self._heavy == lane:
                             self._heavy, self._heavy_n = None, 0
+                        taken_bytes += sum(map(len, map(_PAYLOAD, part)))
                     else:
                         part = [queued.popleft() for _ in range(share)]
                         if self._heavy == lane:
                             self._heavy_n = k - share
-                    taken_bytes += sum(map(len, map(_PAYLOAD, part)))
+                        b = sum(map(len, map(_PAYLOAD, part)))
+                        taken_bytes += b
+                        if heap is not None:
+                            b = topic_bytes[lane] = topic_bytes[lane] - b
+                            heapq.heappush(heap, (-b, queued[0][4], lane))
                     out += part
                 else:
                     n = 0
@@ -445,13 +512,20 @@ class _BatchChannel(Channel):
                             continue
                         mine = by_topic[topic]
                         mine.popleft()  # this entry: the oldest of its topic too
+                        size = len(entry[1])
                         if not mine:
                             del by_topic[topic]
+                            if heap is not None:
+                                del topic_bytes[topic]
                             if self._heavy == topic:
                                 self._heavy, self._heavy_n = None, 0
-                        elif self._heavy == topic:
-                            self._heavy_n = len(mine)
-                        taken_bytes += len(entry[1])
+                        else:
+                            if self._heavy == topic:
+                                self._heavy_n = len(mine)
+                            if heap is not None:
+                                b = topic_bytes[topic] = topic_bytes[topic] - size
+                                heapq.heappush(heap, (-b, mine[0][4], topic))
+                        taken_bytes += size
                         out.append(entry)
                         n += 1
                     while queued and queued[0][0] is None:
@@ -466,6 +540,8 @@ class _BatchChannel(Channel):
         if self._heavy is None and by_topic:  # the heaviest was taken whole: the heaviest left, known again
             self._heavy, mine = max(by_topic.items(), key=lambda kv: len(kv[1]))
             self._heavy_n = len(mine)
+        if not by_topic:
+            self._by_bytes = None  # kept again from the next time queue_max_bytes is reached
         if mixed:  # the batch in arrival order: lanes are fair in what a batch takes, not in its order
             out.sort(key=_ARRIVAL)
         return out

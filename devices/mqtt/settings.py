@@ -198,7 +198,8 @@ class MqttSettings(_Model):
         64 * 1024 * 1024,
         ge=1024,
         description="the hand-over queue's bound on payload bytes, as queue_max_items on messages (the "
-        "newest message is always kept): 10,000 large messages would otherwise be held at once",
+        "newest message is always kept): 10,000 large messages would otherwise be held at once; reached, "
+        "the oldest message of the topic holding the most bytes is dropped (counted by topic)",
     )
     max_message_bytes: int = Field(
         8 * 1024 * 1024,

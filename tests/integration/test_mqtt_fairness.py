@@ -205,3 +205,40 @@ async def test_a_flood_over_ever_new_topic_names_does_not_push_out_a_quiet_topic
         assert "queue_full:cell/temp" not in src.notices.counts
     finally:
         await src.stop()
+
+
+async def test_a_few_large_messages_over_queue_max_bytes_do_not_push_out_a_quiet_topics_readings(mosquitto):
+    # queue_max_bytes reached, the queue dropped from the topic holding the most messages, not the most
+    # bytes: a quiet topic with three small readings queued lost them to a topic sending a few large
+    # messages (a camera's frames, a hostile client), counted against the quiet topic. The byte bound now
+    # takes from the topic holding the most bytes, counted against it
+    subs = [
+        {"topic": "cam/#"},
+        {
+            "topic": "cell/temp",
+            "qos": 1,
+            "json_mapping": {"values": {"t": "Temp"}, "tag_prefix_topic": False},
+        },
+    ]
+    settings = MqttSettings(port=mosquitto.port, subscriptions=subs, queue_max_bytes=64 * 1024)
+    src = MqttSource("mq", settings)
+    await src.start()
+    try:
+        await until(lambda: src.subscribed.is_set(), what="the SUBACK")
+        q = _client(mosquitto.port)
+        try:
+            for k in range(3):
+                q.publish("cell/temp", json.dumps({"t": 60 + k}).encode(), qos=1).wait_for_publish(5)
+        finally:
+            _close(q)
+        await until(lambda: src.stats.received == 3, what="the quiet readings received")
+        frames = [json.dumps({"v": i, "img": "x" * 20_000}).encode() for i in range(10)]
+        await asyncio.to_thread(_flood, mosquitto.port, "cam/1", frames)
+        await until(lambda: src.stats.received == 13, what="the frames received")
+        got = await _drain(src)
+        assert [r.value for r in got if r.tag == "Temp"] == [60, 61, 62]
+        notes = src.notices.counts
+        assert src.stats.dropped == notes["queue_full:cam/1"] == 7  # three frames fit in 64 KiB
+        assert [k for k in notes if k.startswith("queue_full:")] == ["queue_full:cam/1"]
+    finally:
+        await src.stop()
