@@ -10,7 +10,9 @@ leaves their datatype out): ``array_value`` reads them with the birth's datatype
 stored the Sparkplug way (two's complement in the unsigned field) and decoded back to negative Python ints.
 Every decoding failure is ``protocols.json_codec.CodecError`` (reasons ``garbage_protobuf``,
 ``bad_topic``, ``wrong_type``, ``too_many_metrics``: over ``MAX_METRICS`` in one payload, Template members
-included; ``non_finite`` is left to the caller).
+included; ``non_finite`` is left to the caller). Eclipse Tahu's compressed payloads (``SPBV1.0_COMPRESSED``,
+DEFLATE or GZIP) are inflated, bounded (``too_large`` past it; ``bad_compression``), and read as the payload
+they hold.
 """
 
 from __future__ import annotations
@@ -384,8 +386,7 @@ def quality_of(q: int | str | bool | None) -> str:
     return "good"
 
 
-def decode(data: bytes) -> Payload:
-    """Parse Sparkplug B bytes; anything unparseable raises ``CodecError('garbage_protobuf')``."""
+def _parse(data: bytes) -> Any:
     from google.protobuf.message import DecodeError
 
     pb = _pb().Payload()
@@ -395,6 +396,68 @@ def decode(data: bytes) -> Payload:
         raise CodecError("garbage_protobuf", f"not a Sparkplug B payload ({e})"[:160]) from None
     except Exception as e:
         raise CodecError("garbage_protobuf", f"not a Sparkplug B payload ({type(e).__name__})") from None
+    return pb
+
+
+# Eclipse Tahu's compressed payload (its Java and JavaScript nodes, with compression turned on): the whole
+# payload, encoded and compressed, in ``body``; ``uuid`` says so; a String metric ``algorithm`` names
+# DEFLATE (zlib's format, as java.util.zip.Deflater and pako write it; the default when the metric is absent)
+# or GZIP. Both are read whatever their header says, and a raw deflate stream too
+COMPRESSED_UUID = "SPBV1.0_COMPRESSED"
+ALGORITHM_METRIC = "algorithm"
+COMPRESSION_ALGORITHMS = ("DEFLATE", "GZIP")
+MAX_INFLATED_BYTES = (
+    8 * 1024 * 1024
+)  # the inflated payload's bound by default (MqttSettings.max_message_bytes)
+
+
+def _inflate(pb: Any, max_bytes: int) -> bytes:
+    """A compressed payload's ``body`` inflated, at most ``max_bytes`` of it: a few kilobytes from a hostile
+    or broken node can inflate to gigabytes (a "zip bomb"), so inflating stops one byte past the bound."""
+    import zlib
+
+    algorithm = "DEFLATE"
+    for m in pb.metrics:
+        if m.HasField("name") and m.name == ALGORITHM_METRIC and m.WhichOneof("value") == "string_value":
+            algorithm = _text(m.string_value, "a compressed payload's algorithm").strip().upper()
+    if algorithm not in COMPRESSION_ALGORITHMS:
+        raise CodecError(
+            "bad_compression",
+            f"compressed payload of algorithm {algorithm[:40]!r}: only DEFLATE and GZIP (Tahu's) are read",
+        )
+    body = pb.body
+    header = len(body) >= 2 and (
+        body[:2] == b"\x1f\x8b" or (body[0] & 0x0F == 8 and (body[0] << 8 | body[1]) % 31 == 0)
+    )
+    inflater = zlib.decompressobj(47 if header else -15)  # 47: a zlib or gzip header; -15: none (raw)
+    try:
+        out = inflater.decompress(body, max_bytes + 1)
+    except zlib.error as e:
+        raise CodecError("bad_compression", f"{algorithm} body does not inflate ({e})"[:160]) from None
+    if len(out) > max_bytes:
+        raise CodecError(
+            "too_large",
+            f"compressed payload ({len(body)} bytes) inflates to over {max_bytes} bytes (max_message_bytes); "
+            "skipped undecoded",
+        )
+    if not inflater.eof:
+        raise CodecError("bad_compression", f"{algorithm} body of {len(body)} bytes is cut short")
+    return out
+
+
+def decode(data: bytes, *, max_inflated: int = MAX_INFLATED_BYTES) -> Payload:
+    """Parse Sparkplug B bytes; anything unparseable raises ``CodecError('garbage_protobuf')``. A compressed
+    payload (``COMPRESSED_UUID``) is inflated, to at most ``max_inflated`` bytes (over: ``too_large``), and
+    the payload inside is returned (``bad_compression``: an unknown algorithm, a body that does not inflate
+    or is cut short, a compressed payload inside)."""
+    pb = _parse(data)
+    if pb.HasField("uuid") and pb.uuid == COMPRESSED_UUID:
+        outer, pb = pb, _parse(_inflate(pb, max_inflated))
+        if pb.HasField("uuid") and pb.uuid == COMPRESSED_UUID:  # not unwrapped again: a bomb in a bomb
+            raise CodecError("bad_compression", "a compressed payload inside a compressed payload")
+        for f in ("seq", "timestamp"):  # Tahu copies the seq outside; the inside's is the node's own
+            if not pb.HasField(f) and outer.HasField(f):
+                setattr(pb, f, getattr(outer, f))
     if len(pb.metrics) > MAX_METRICS:  # before any is decoded
         raise _too_many()
     budget = [MAX_METRICS - len(pb.metrics)]  # what Template members may still take

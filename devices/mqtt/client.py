@@ -17,7 +17,8 @@ Bad input is counted in ``stats.errors_by_reason`` and skipped: ``malformed_json
 ``garbage_protobuf``, ``too_many_metrics``, ``bad_topic`` (also a delivered topic name that is not
 UTF-8 or holds ``+``, ``#`` or NUL), ``unknown_alias``, ``seq_gap``, ``out_of_order``
 (a reading older than its tag's last one; dropped unless ``out_of_order: keep``), ``too_large``
-(a message over ``max_message_bytes``, skipped before it is queued),
+(a message over ``max_message_bytes``, skipped before it is queued; a compressed Sparkplug payload
+inflating past it), ``bad_compression`` (a compressed Sparkplug payload that does not inflate),
 ``broker_unreachable``, ``tls_failed``, ``connect_refused``, ``publish_failed``, ``publish_refused`` (MQTT 5:
 a PUBACK with a failure reason, e.g. 0x87 from the broker's ACL; ``MqttPublishRefused``),
 ``publish_too_large`` (over the Maximum Packet Size of the broker's CONNACK; ``MqttTooLarge``),
@@ -639,7 +640,13 @@ class MqttSource:
         self._sessions = self._sessions_seen = 0
         # with sparkplug.host_id, the rebirths a reconnect asks wait for the STATE birth, sent on the SUBACK
         self._state_sent = self._state_sent_seen = 0
-        self.sparkplug = SparkplugHost(name, settings.sparkplug, self._publish_raw, self._error)
+        self.sparkplug = SparkplugHost(
+            name,
+            settings.sparkplug,
+            self._publish_raw,
+            self._error,
+            max_inflated_bytes=settings.max_message_bytes,  # a compressed payload inflated: bounded alike
+        )
         # one decoder per subscription, built by its codec's row in CODEC_TYPES
         self._decoders = {id(s): _decoder_factory(s.codec)(self, s) for s in settings.subscriptions}
         self.notices = Notices(log)  # silent drops and routine events: said once, counted always

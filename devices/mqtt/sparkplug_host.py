@@ -40,6 +40,10 @@ shortest decimal that is the same Float (0.3, not 0.30000001192092896: ``protoco
 A Sparkplug 3.0 array of numbers or truth values (Int32Array, FloatArray, BooleanArray, ...; little-endian
 bytes, typed by the metric's datatype or its birth's) gives a reading whose value is a 1-D NumPy array, as a
 waveform pipeline takes it; bytes that do not fit the type are ``wrong_type``.
+A payload Eclipse Tahu's nodes compress (uuid ``SPBV1.0_COMPRESSED``, DEFLATE or GZIP ``body``) is read as
+the payload it holds, inflated to at most ``max_inflated_bytes`` (the source's ``max_message_bytes``: past
+it, ``too_large``; a node's few kilobytes can inflate to gigabytes); one that does not inflate is
+``bad_compression``.
 Limits: DataSet, Bytes, File and StringArray metrics give no reading (said once, counted as the
 ``unsupported_metric`` notice); STATE, NCMD and DCMD are ignored.
 Not thread-safe: call ``handle`` from one thread (the adapter uses its asyncio loop).
@@ -146,9 +150,17 @@ MAX_NODE_METRICS = 100_000  # metrics of one node (its devices' included) whose 
 
 class SparkplugHost:
     def __init__(
-        self, source: str, settings: SparkplugHostSettings, publish: Publish, on_error: OnError
+        self,
+        source: str,
+        settings: SparkplugHostSettings,
+        publish: Publish,
+        on_error: OnError,
+        *,
+        max_inflated_bytes: int = sp.MAX_INFLATED_BYTES,
     ) -> None:
         self._source = source
+        # a compressed payload (Tahu's) inflates to at most this: the bound on a message's size
+        self._max_inflated = max_inflated_bytes
         self._settings = settings
         self._publish = publish
         self._on_error = on_error
@@ -292,7 +304,7 @@ class SparkplugHost:
         t = sp.parse_topic(topic)
         if t.message_type in (sp.MessageType.STATE, sp.MessageType.NCMD, sp.MessageType.DCMD):
             return []
-        payload = sp.decode(data)
+        payload = sp.decode(data, max_inflated=self._max_inflated)
         key = (t.group, t.edge_node)
         owner = self._named.get(t.edge_node)
         if owner is not None and owner != key and self._clash(t, owner):

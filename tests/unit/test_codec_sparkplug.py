@@ -245,3 +245,83 @@ def test_a_quality_property_of_another_type_is_not_taken_as_good(field, value, l
     (back,) = sp.decode(pb.SerializeToString()).metrics
     assert sp.quality_of(back.quality) == level
     assert sp.decode(sp.encode(sp.Payload(1, 0, [back]))).metrics == [back]  # and our encoder keeps it
+
+
+def _wrapped(body: bytes, algorithm: str | None = None, seq: int | None = None) -> bytes:
+    out = sp._pb().Payload()
+    out.uuid, out.body = "SPBV1.0_COMPRESSED", body  # Eclipse Tahu's compressed payload
+    if seq is not None:
+        out.seq = seq
+    if algorithm is not None:
+        m = out.metrics.add()
+        m.name, m.datatype, m.string_value = "algorithm", sp.DataType.STRING, algorithm
+    return out.SerializeToString()
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    import zlib
+
+    c = zlib.compressobj(wbits=-15)
+    return c.compress(data) + c.flush()
+
+
+@pytest.mark.parametrize(
+    "pack, algorithm",
+    [
+        ("zlib", "DEFLATE"),  # java.util.zip.Deflater's and pako's format
+        ("zlib", None),  # Tahu's compress() without an algorithm: DEFLATE
+        ("gzip", "GZIP"),
+        ("gzip", "gzip"),
+        ("raw", "DEFLATE"),  # a deflate stream without zlib's header
+    ],
+)
+def test_a_compressed_payload_is_read_as_the_payload_it_holds(pack, algorithm):
+    """Before, the wrapper was the payload: its only metric was ``algorithm``, the node's metrics unseen."""
+    import gzip
+    import zlib
+
+    inner = sp.encode(sp.Payload(5, None, [sp.Metric("t", 1, sp.DataType.INT32, -3, 7)]))
+    body = {"zlib": zlib.compress, "gzip": gzip.compress, "raw": _raw_deflate}[pack](inner)
+    got = sp.decode(_wrapped(body, algorithm, seq=9))
+    assert got == sp.Payload(5, 9, [sp.Metric("t", 1, sp.DataType.INT32, -3, 7)])  # the seq from outside
+
+
+def test_a_compressed_payload_that_inflates_past_the_bound_is_refused_without_inflating_it_whole():
+    """A few kilobytes a hostile node sends can inflate to gigabytes: inflating stops past the bound, so
+    the gateway never holds the whole (here 32 MiB, of which at most the bound plus one byte is made)."""
+    import tracemalloc
+    import zlib
+
+    bomb = _wrapped(zlib.compress(b"\0" * (32 << 20), 9))
+    assert len(bomb) < 64 * 1024
+    tracemalloc.start()
+    try:
+        with pytest.raises(CodecError) as e:
+            sp.decode(bomb, max_inflated=1 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert e.value.reason == "too_large"
+    assert peak < 4 << 20
+
+
+@pytest.mark.parametrize(
+    "body, algorithm",
+    [
+        (b"\x78\x9c" + b"\xff" * 20, "DEFLATE"),  # zlib's header, then garbage
+        (b"", None),
+        (None, "LZ4"),  # no algorithm Tahu has
+        (None, "nested"),  # a compressed payload inside a compressed payload: not unwrapped again
+    ],
+)
+def test_a_compressed_payload_that_does_not_inflate_is_bad_compression(body, algorithm):
+    import zlib
+
+    inner = sp.encode(sp.Payload(5, 1, [sp.Metric("t", 1, sp.DataType.DOUBLE, 1.0)]))
+    if algorithm == "nested":
+        body, algorithm = zlib.compress(_wrapped(zlib.compress(inner))), None
+    elif body is None:
+        body = zlib.compress(inner)
+    with pytest.raises(CodecError) as e:
+        sp.decode(_wrapped(body, algorithm))
+    assert e.value.reason == "bad_compression"

@@ -1,0 +1,118 @@
+"""Sparkplug B payloads compressed as Eclipse Tahu's nodes send them, through a real Mosquitto.
+
+Tahu's Java and JavaScript edge nodes, with compression on, publish each payload encoded and compressed in
+the ``body`` of a wrapper payload whose ``uuid`` is ``SPBV1.0_COMPRESSED``, with a String metric
+``algorithm`` (DEFLATE, zlib's format, when absent; or GZIP) and the seq copied outside."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import zlib
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.mqtt.client import MqttSource
+from devices.mqtt.settings import MqttSettings
+from protocols import sparkplug as sp
+
+D = sp.DataType
+
+
+def _metric(parent, name=None, alias=None, datatype=None, **value):
+    m = parent.metrics.add()
+    if name is not None:
+        m.name = name
+    if alias is not None:
+        m.alias = alias
+    if datatype is not None:
+        m.datatype = datatype
+    for k, v in value.items():
+        setattr(m, k, v)
+    return m
+
+
+def _compressed(inner, algorithm: str | None = "DEFLATE", body: bytes | None = None) -> bytes:
+    """The wrapper Tahu's ``PayloadUtil.compress`` builds: the seq outside, the payload in ``body``."""
+    raw = inner.SerializeToString()
+    out = sp._pb().Payload()
+    out.uuid = sp.COMPRESSED_UUID
+    if inner.HasField("seq"):
+        out.seq = inner.seq
+    if body is None:
+        body = gzip.compress(raw) if algorithm == "GZIP" else zlib.compress(raw)
+    out.body = body
+    if algorithm is not None:
+        _metric(out, "algorithm", datatype=D.STRING, string_value=algorithm)
+    return out.SerializeToString()
+
+
+async def test_a_tahu_node_with_compression_on_is_read_and_a_zip_bomb_is_refused_bounded(mosquitto):
+    """Before, a compressed payload was read as its wrapper: a compressed NBIRTH declared no metric but
+    ``algorithm``, which became a tag ``n/algorithm`` = "DEFLATE" read GOOD, and the node's data (its
+    metrics inside ``body``) gave nothing, its unknown aliases asking rebirths that came compressed again.
+    Now the payload inside is read (DEFLATE, GZIP, no algorithm metric: DEFLATE). A body inflating past
+    max_message_bytes (a few kilobytes of zeros can inflate to gigabytes) is too_large, inflated no further;
+    an unknown algorithm or a corrupt body is bad_compression; the node's messages after them are read."""
+    settings = MqttSettings(
+        port=mosquitto.port,
+        subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b"}],
+        max_message_bytes=64 * 1024,
+    )
+    src = MqttSource("mq", settings)
+    await src.start()
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", mosquitto.port, 30)
+    pub.loop_start()
+    try:
+        async with asyncio.timeout(5):
+            await src.connected.wait()
+            await src.subscribed.wait()
+        birth = sp._pb().Payload()
+        birth.timestamp, birth.seq = 1000, 0
+        _metric(birth, "bdSeq", datatype=D.INT64, long_value=0)
+        _metric(birth, "Temp", alias=1, datatype=D.DOUBLE, double_value=20.5)
+        _metric(birth, "Count", alias=2, datatype=D.INT32, int_value=(-5) & 0xFFFFFFFF)
+        gz = sp._pb().Payload()
+        gz.timestamp, gz.seq = 2000, 1
+        _metric(gz, alias=1, double_value=21.0)
+        plain = sp._pb().Payload()  # Tahu's compress(payload, stripDataTypes): no algorithm metric
+        plain.timestamp, plain.seq = 3000, 2
+        _metric(plain, alias=2, int_value=(-7) & 0xFFFFFFFF)  # no datatype: the birth's Int32
+        bomb = zlib.compress(b"\0" * (4 * 1024 * 1024), 9)  # 4 KB inflating to 4 MiB: not read
+        last = sp._pb().Payload()
+        last.timestamp, last.seq = 4000, 3
+        _metric(last, alias=1, double_value=22.0)
+        for kind, body in (
+            ("NBIRTH", _compressed(birth)),
+            ("NDATA", _compressed(gz, "GZIP")),
+            ("NDATA", _compressed(plain, None)),
+            ("NDATA", _compressed(sp._pb().Payload(), body=bomb)),
+            ("NDATA", _compressed(gz, "LZ4")),
+            ("NDATA", _compressed(gz, body=zlib.compress(gz.SerializeToString())[:-6])),  # cut short
+            ("NDATA", last.SerializeToString()),  # a node may send some payloads uncompressed
+        ):
+            pub.publish(f"spBv1.0/g/{kind}/n", body, qos=1)
+        got: list = []
+        try:
+            async with asyncio.timeout(10):
+                async for r in src.items():
+                    got.append(r)
+                    if r.timestamp == 4.0:
+                        break
+        except TimeoutError:
+            pass  # what came is asserted below
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.tag, r.value, r.timestamp) for r in got] == [
+        ("n/Temp", 20.5, 1.0),
+        ("n/Count", -5, 1.0),
+        ("n/Temp", 21.0, 2.0),
+        ("n/Count", -7, 3.0),
+        ("n/Temp", 22.0, 4.0),
+    ]
+    assert len(bomb) < 8 * 1024
+    assert src.stats.errors_by_reason == {"too_large": 1, "bad_compression": 2}
+    assert src.sparkplug.rebirths_requested == 0  # every alias known, no seq gap: nothing to ask
