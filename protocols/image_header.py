@@ -91,7 +91,8 @@ def decode_image(
 ) -> Any:
     """The decoded image (OpenCV ``imdecode`` with ``flags``, default colour BGR), or ``ImageRejected``
     saying why not: empty, not a known kind, over ``max_megapixels`` (default ``DEFAULT_MAX_MEGAPIXELS``),
-    or truncated/corrupt past its header."""
+    or truncated/corrupt past its header; a whole file of a kind OpenCV cannot decode (a 12-bit or lossless
+    JPEG, a TIFF of 4-bit grey pixels) is refused as ``unsupported``, naming it (``_undecodable_kind``)."""
     import cv2
     import numpy as np
 
@@ -115,8 +116,44 @@ def decode_image(
     buf = np.frombuffer(data, np.uint8)
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR if flags is None else flags)
     if img is None or img.size == 0:
+        if (why := _undecodable_kind(kind, data)) is not None:  # a whole file of a kind OpenCV cannot read
+            raise ImageRejected(why, unsupported=True)
         raise ImageRejected(f"a {kind} header for {w}x{h} pixels, but the image data is truncated or corrupt")
     return img
+
+
+# JPEG frame headers of the lossless process (SOF3, and SOF7/11/15: differential or arithmetic-coded)
+_LOSSLESS_SOF = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
+
+
+def _undecodable_kind(kind: str, data: bytes | memoryview) -> str | None:
+    """Why a file OpenCV could not decode is of a kind its decoders do not read, or None (then it is taken
+    as damaged): a 12- or 16-bit JPEG (libjpeg's 12-bit mode, some machine-vision and X-ray tools) or a
+    lossless one, and a TIFF of 2-, 4- or 6-bit grey samples. These are whole files that the camera's or
+    tool's settings can save otherwise; called "truncated or corrupt", the user would look for a damage
+    that is not there. Asked only after a decode failed: a file that decodes never pays for it."""
+    if kind == "JPEG":
+        frame = _jpeg_frame(data)
+        if frame is None:
+            return None
+        marker, precision = frame[0], frame[1]
+        if precision != 8:
+            return (
+                f"a {precision}-bit JPEG, which this reader cannot decode (8-bit JPEGs only): have the camera "
+                "or tool save 8-bit JPEG, or 16-bit PNG or TIFF (read by pixel_bits / --pixel-bits)"
+            )
+        if marker in _LOSSLESS_SOF:
+            return (
+                "a lossless JPEG, which this reader cannot decode: have the camera or tool save PNG or TIFF, "
+                "or baseline JPEG"
+            )
+        return None
+    if kind == "TIFF":
+        first = (tiff_directories(data) or [{}])[0]
+        bits, photometric = first.get(258, 1), first.get(262, -1)
+        if photometric in (0, 1) and bits in (2, 4, 6):
+            return f"a TIFF of {bits}-bit grey pixels, which this reader cannot decode: save it as 8-bit grey"
+    return None
 
 
 def eight_bit(img: Any, pixel_bits: int | None, setting: str = "pixel_bits") -> Any:
@@ -209,11 +246,11 @@ def tiff_not_one_image(data: bytes | memoryview) -> str | None:
 
 
 def transparent_pixels(data: bytes | memoryview) -> tuple[int, int]:
-    """``(transparent, all)`` pixels of a PNG or TIFF whose header allows transparency (an alpha channel, a
-    PNG palette or colour made transparent by ``tRNS``, a TIFF's extra sample not declared as other than
-    alpha); ``(0, 0)`` for any other file, read from its header alone (a JPEG, a PNG without alpha: no
-    second decode). OpenCV's colour read drops the alpha, and the colours stored beneath it (often black)
-    are no part a camera shows."""
+    """``(transparent, all)`` pixels of a PNG, TIFF or WebP whose header allows transparency (an alpha
+    channel, a PNG palette or colour made transparent by ``tRNS``, a TIFF's extra sample not declared as
+    other than alpha, a WebP's alpha); ``(0, 0)`` for any other file, read from its header alone (a JPEG, a
+    PNG without alpha: no second decode). OpenCV's colour read drops the alpha, and the colours stored
+    beneath it (often black) are no part a camera shows."""
     if not _may_be_transparent(data):  # first: the one check an ordinary frame pays (~1 us)
         return 0, 0
     import cv2
@@ -232,8 +269,15 @@ def transparent_pixels(data: bytes | memoryview) -> tuple[int, int]:
 def _may_be_transparent(data: bytes | memoryview) -> bool:
     """Whether a file's header allows transparency: a PNG of grey or colour with alpha, or with ``tRNS``
     (a transparent palette entry or colour); a TIFF whose first page has an extra sample beside its grey
-    or RGB ones that is not declared as something other than alpha (ExtraSamples 0)."""
+    or RGB ones that is not declared as something other than alpha (ExtraSamples 0); a WebP whose header
+    says it has alpha."""
     magic = bytes(data[:4])
+    if magic == b"RIFF" and bytes(data[8:12]) == b"WEBP":  # the agent's cameras read WebP too
+        chunk = bytes(data[12:16])
+        if chunk == b"VP8X":  # extended: the alpha flag of its header (lossy images keep alpha here)
+            return len(data) > 20 and bool(data[20] & 0x10)
+        # lossless: the alpha_is_used bit after the two 14-bit sizes; a lossy simple image has no alpha
+        return chunk == b"VP8L" and len(data) >= 25 and bool(data[24] & 0x10)
     if magic == b"\x89PNG" and len(data) >= 26:
         head = data if isinstance(data, bytes) else bytes(data)
         idat = head.find(b"IDAT")
@@ -276,8 +320,14 @@ def demosaic(img: Any, pattern: str, setting: str = "bayer") -> Any:
 
 
 def _jpeg(data: bytes | memoryview) -> tuple[str, int, int] | None:
-    """The first frame header, found as libjpeg finds it: markers in order, garbage before a marker
-    and 0xFF fill bytes skipped, segments stepped over by their length, nothing after the scan."""
+    frame = _jpeg_frame(data)
+    return None if frame is None else ("JPEG", frame[2], frame[3])
+
+
+def _jpeg_frame(data: bytes | memoryview) -> tuple[int, int, int, int] | None:
+    """``(marker, sample precision, width, height)`` of the first frame header, found as libjpeg finds it:
+    markers in order, garbage before a marker and 0xFF fill bytes skipped, segments stepped over by their
+    length, nothing after the scan."""
     n, i = len(data), 2
     while i < n:
         while i < n and data[i] != 0xFF:  # extraneous bytes (libjpeg warns and skips them)
@@ -302,7 +352,7 @@ def _jpeg(data: bytes | memoryview) -> tuple[str, int, int] | None:
                 return None
             h = (data[i + 3] << 8) | data[i + 4]
             w = (data[i + 5] << 8) | data[i + 6]
-            return "JPEG", w, h
+            return marker, data[i + 2], w, h
         i += length
     return None
 

@@ -1,0 +1,130 @@
+"""Image files of kinds that machine-vision cameras and inspection tools save beside 8-bit PNG and JPEG, read by
+the agent's folder camera and by ``cloud-trainer dataset import`` alike: a WebP with transparent pixels (its
+alpha dropped by the decode, as a PNG's was), and whole files that OpenCV cannot decode (a 12-bit JPEG, a TIFF
+of 4-bit grey pixels), which must be named for what they are, not called damaged. The files are written here
+byte by byte (no tool here writes them) and are a few hundred bytes each."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.integration.test_camera_foreign import _frames
+
+
+def _seg(marker: int, body: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body
+
+
+def flat_jpeg(value: int, precision: int = 12, w: int = 16, h: int = 16) -> bytes:
+    """A whole grey JPEG of one ``value`` at ``precision`` bits (12: libjpeg's 12-bit mode, SOF1), written by
+    hand: quantisation 1, one DC-only block per 8x8 pixels, Huffman tables of the two symbols it needs."""
+    twelve = precision == 12
+    dqt = bytes([0x10 if twelve else 0x00]) + (struct.pack(">64H", *[1] * 64) if twelve else bytes([1] * 64))
+    sof = struct.pack(">BHHB", precision, h, w, 1) + bytes([1, 0x11, 0])
+    dc = (value - (1 << (precision - 1))) * 8  # the level-shifted block's DC coefficient
+    cat = abs(dc).bit_length()
+    dht_dc = bytes([0x00, 1, 1] + [0] * 14 + [0, cat])  # codes: 0 -> category 0, 10 -> category cat
+    dht_ac = bytes([0x10, 1] + [0] * 15 + [0])  # code 0 -> end of block
+    diff = format(dc, "b") if dc >= 0 else format(dc + (1 << cat) - 1, f"0{cat}b")
+    bits = "10" + diff + "0" + "00" * ((w // 8) * (h // 8) - 1)
+    bits += "1" * (-len(bits) % 8)
+    scan = bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits), 8)).replace(b"\xff", b"\xff\x00")
+    sos = bytes([1, 1, 0x00, 0, 63, 0])
+    return (
+        b"\xff\xd8"
+        + _seg(0xDB, dqt)
+        + _seg(0xC1 if twelve else 0xC0, sof)
+        + _seg(0xC4, dht_dc)
+        + _seg(0xC4, dht_ac)
+        + _seg(0xDA, sos)
+        + scan
+        + b"\xff\xd9"
+    )
+
+
+def grey4_tiff(w: int = 16, h: int = 8) -> bytes:
+    """An uncompressed TIFF of 4-bit grey pixels (BlackIsZero), left half black, right half white."""
+    row = bytes([0x00] * (w // 4) + [0xFF] * (w // 4))
+    data = row * h
+    tags = [(256, 4, w), (257, 4, h), (258, 3, 4), (259, 3, 1), (262, 3, 1), (273, 4, 0), (277, 3, 1)]
+    tags += [(278, 4, h), (279, 4, len(data))]
+    at = 8 + 2 + 12 * len(tags) + 4  # the pixels right after the one directory
+    ifd = struct.pack("<H", len(tags))
+    for tag, typ, val in tags:
+        val = at if tag == 273 else val
+        ifd += (
+            struct.pack("<HHIHH", tag, typ, 1, val, 0) if typ == 3 else struct.pack("<HHII", tag, typ, 1, val)
+        )
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + b"\x00" * 4 + data
+
+
+def test_the_hand_written_files_are_what_they_claim():
+    """The writer's 8-bit form decodes to its value (so the 12-bit one is a well-formed file of its kind)."""
+    eight = cv2.imdecode(np.frombuffer(flat_jpeg(187, precision=8), np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert eight.shape == (16, 16) and int(eight.min()) == int(eight.max()) == 187
+
+
+async def test_a_webp_with_transparent_pixels_is_unsupported_at_the_camera_an_opaque_one_is_read(tmp_path):
+    """The folder camera reads WebP files too. One with transparent pixels (a tool's cut-out, lossless or
+    lossy) was read with its alpha dropped, and the model judged the colours stored beneath it (black here),
+    while a PNG of the same pixels is skipped as unsupported_frame. A WebP is now checked as a PNG is; one
+    whose alpha is opaque everywhere is read as before."""
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    cut = np.zeros((8, 16, 4), np.uint8)
+    cut[..., 1] = 200
+    cut[..., 3] = 255
+    cut[:, 8:, 3] = 0  # the right half transparent over black
+    for name, quality in (("a_cut_out_lossless.webp", 101), ("b_cut_out_lossy.webp", 90)):
+        assert cv2.imwrite(str(folder / name), cut, [cv2.IMWRITE_WEBP_QUALITY, quality])
+    opaque = cut.copy()
+    opaque[..., 3] = 255
+    assert cv2.imwrite(str(folder / "c_opaque.webp"), opaque, [cv2.IMWRITE_WEBP_QUALITY, 101])
+    frames, src = await _frames(str(folder), 1, fps=200)
+    assert len(frames) == 1 and np.array_equal(frames[0].image, opaque[..., :3])
+    assert src.stats.errors_by_reason.get("unsupported_frame") == 2
+    assert "64 of its 128 pixels are transparent" in src.stats.last_error
+
+
+async def test_a_12_bit_jpeg_or_a_4_bit_grey_tiff_is_named_as_such_not_called_damaged(tmp_path):
+    """A 12-bit JPEG (libjpeg's 12-bit mode, as some machine-vision and X-ray tools save) and a TIFF of 4-bit
+    grey pixels are whole files OpenCV cannot decode. The folder camera counted them as corrupt_frame and
+    `dataset import` refused them as "truncated or corrupt", sending the user after a damage that is not
+    there. They are now unsupported_frame and refused naming the kind and what to save instead; a file
+    really cut short is still corrupt."""
+    from cloud_trainer.train.data import DatasetError
+    from cloud_trainer.train.images import import_images
+    from tests.unit.test_image_import import per_class
+
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "a_mono12.jpg").write_bytes(flat_jpeg(3000))
+    (folder / "b_grey4.tif").write_bytes(grey4_tiff())
+    whole = cv2.imencode(".png", np.full((8, 16), 90, np.uint8))[1].tobytes()
+    (folder / "c_cut_short.png").write_bytes(whole[: len(whole) - 30])
+    assert cv2.imwrite(str(folder / "d_part.png"), np.full((8, 16), 90, np.uint8))
+    frames, src = await _frames(str(folder), 1, fps=200)
+    assert len(frames) == 1 and int(frames[0].image.max()) == 90
+    assert src.stats.errors_by_reason.get("unsupported_frame") == 2
+    assert src.stats.errors_by_reason.get("corrupt_frame") == 1
+
+    classes = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    for name, data, said in (
+        ("mono12.jpg", flat_jpeg(3000), r"mono12\.jpg: a 12-bit JPEG, which this reader cannot decode"),
+        (
+            "grey4.tif",
+            grey4_tiff(),
+            r"grey4\.tif: a TIFF of 4-bit grey pixels, which this reader cannot decode",
+        ),
+    ):
+        (classes / "dent" / name).write_bytes(data)
+        with pytest.raises(DatasetError, match=said) as got:
+            import_images(classes, tmp_path / "ds", log=lambda m: None)
+        assert "corrupt" not in str(got.value)
+        (classes / "dent" / name).unlink()
+    assert not Path(tmp_path / "ds").exists()
