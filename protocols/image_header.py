@@ -92,7 +92,9 @@ def decode_image(
     """The decoded image (OpenCV ``imdecode`` with ``flags``, default colour BGR), or ``ImageRejected``
     saying why not: empty, not a known kind, over ``max_megapixels`` (default ``DEFAULT_MAX_MEGAPIXELS``),
     or truncated/corrupt past its header; a whole file of a kind OpenCV cannot decode (a 12-bit or lossless
-    JPEG, a TIFF of 4-bit grey pixels) is refused as ``unsupported``, naming it (``_undecodable_kind``)."""
+    JPEG, a TIFF of 4-bit grey pixels) is refused as ``unsupported``, naming it (``_undecodable_kind``). A
+    TIFF of packed 10-, 12- or 14-bit samples, which OpenCV shifts to the top of 16 bits, comes back with them
+    in the low bits, as a Mono12 camera's 16-bit PNG holds them (read with ``pixel_bits`` 12 alike)."""
     import cv2
     import numpy as np
 
@@ -119,6 +121,12 @@ def decode_image(
         if (why := _undecodable_kind(kind, data)) is not None:  # a whole file of a kind OpenCV cannot read
             raise ImageRejected(why, unsupported=True)
         raise ImageRejected(f"a {kind} header for {w}x{h} pixels, but the image data is truncated or corrupt")
+    if kind == "TIFF" and img.dtype == np.uint16:
+        bits = (tiff_directories(data) or [{}])[0].get(258, 16)
+        # packed 10-, 12- or 14-bit samples: OpenCV shifts them to the top of 16 bits; put back in the low
+        # bits, as a Mono12 camera's 16-bit PNG holds them (read with pixel_bits 12 alike)
+        if bits in (10, 12, 14):
+            img = np.right_shift(img, 16 - bits)
     return img
 
 
@@ -129,9 +137,9 @@ _LOSSLESS_SOF = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
 def _undecodable_kind(kind: str, data: bytes | memoryview) -> str | None:
     """Why a file OpenCV could not decode is of a kind its decoders do not read, or None (then it is taken
     as damaged): a 12- or 16-bit JPEG (libjpeg's 12-bit mode, some machine-vision and X-ray tools) or a
-    lossless one, and a TIFF of 2-, 4- or 6-bit grey samples. These are whole files that the camera's or
-    tool's settings can save otherwise; called "truncated or corrupt", the user would look for a damage
-    that is not there. Asked only after a decode failed: a file that decodes never pays for it."""
+    lossless one, and a TIFF of grey samples of 2-7, 9, 11, 13 or 15 bits. These are whole files that the
+    camera's or tool's settings can save otherwise; called "truncated or corrupt", the user would look for
+    a damage that is not there. Asked only after a decode failed: a file that decodes never pays for it."""
     if kind == "JPEG":
         frame = _jpeg_frame(data)
         if frame is None:
@@ -151,7 +159,7 @@ def _undecodable_kind(kind: str, data: bytes | memoryview) -> str | None:
     if kind == "TIFF":
         first = (tiff_directories(data) or [{}])[0]
         bits, photometric = first.get(258, 1), first.get(262, -1)
-        if photometric in (0, 1) and bits in (2, 4, 6):
+        if photometric in (0, 1) and bits not in (1, 8, 10, 12, 14, 16, 32, 64):  # the grey ones OpenCV reads
             return f"a TIFF of {bits}-bit grey pixels, which this reader cannot decode: save it as 8-bit grey"
     return None
 
@@ -193,9 +201,10 @@ _TIFF_MAGIC = frozenset({b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"})
 
 
 def tiff_directories(data: bytes | memoryview) -> list[dict[int, int]]:
-    """A TIFF's chain of image directories (one per page), each as its SHORT/LONG tags' first values;
-    ``[]`` when ``data`` is not a TIFF. A chain cut short or looping gives what was read, and at most
-    ``_TIFF_MAX_DIRECTORIES`` directories of at most ``_TIFF_MAX_TAGS`` tags are read."""
+    """A TIFF's chain of image directories (one per page), each as its SHORT/LONG tags' first values
+    (read where the entry points when they do not fit in it); ``[]`` when ``data`` is not a TIFF. A chain
+    cut short or looping gives what was read, and at most ``_TIFF_MAX_DIRECTORIES`` directories of at
+    most ``_TIFF_MAX_TAGS`` tags are read."""
     if bytes(data[:4]) not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         return []
     e = "<" if bytes(data[:1]) == b"I" else ">"
@@ -216,7 +225,15 @@ def tiff_directories(data: bytes | memoryview) -> list[dict[int, int]]:
                 p = off + size_count + k * entry
                 tag, typ = struct.unpack_from(e + "HH", data, p)
                 if typ in (3, 4):  # SHORT, LONG
-                    tags[tag] = struct.unpack_from(e + ("H" if typ == 3 else "I"), data, p + value_at)[0]
+                    fmt, size = ("H", 2) if typ == 3 else ("I", 4)
+                    at = p + value_at
+                    values = struct.unpack_from(e + ("Q" if big else "I"), data, p + 4)[0]
+                    if values * size > entry - value_at:  # stored elsewhere (an RGB's 3 BitsPerSample)
+                        at = struct.unpack_from(e + fmt_off, data, at)[0]
+                    try:
+                        tags[tag] = struct.unpack_from(e + fmt, data, at)[0]
+                    except struct.error:  # an offset past the end: that tag unread, the others kept
+                        pass
             found.append(tags)
             off = struct.unpack_from(e + fmt_off, data, off + size_count + count * entry)[0]
     except struct.error:

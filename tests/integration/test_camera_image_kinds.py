@@ -47,11 +47,18 @@ def flat_jpeg(value: int, precision: int = 12, w: int = 16, h: int = 16) -> byte
     )
 
 
-def grey4_tiff(w: int = 16, h: int = 8) -> bytes:
-    """An uncompressed TIFF of 4-bit grey pixels (BlackIsZero), left half black, right half white."""
-    row = bytes([0x00] * (w // 4) + [0xFF] * (w // 4))
-    data = row * h
-    tags = [(256, 4, w), (257, 4, h), (258, 3, 4), (259, 3, 1), (262, 3, 1), (273, 4, 0), (277, 3, 1)]
+def grey_tiff(values: np.ndarray, bits: int) -> bytes:
+    """An uncompressed TIFF of grey (BlackIsZero) pixels of ``bits`` bits each, packed as TIFF packs them
+    (rows start on a byte, most significant bit first): 4-bit grey, or 12-bit as some cameras' tools save
+    Mono12 (Mono12Packed)."""
+    h, w = values.shape
+    rows = []
+    for r in values:
+        s = "".join(format(int(v), f"0{bits}b") for v in r)
+        s += "0" * (-len(s) % 8)
+        rows.append(bytes(int(s[i : i + 8], 2) for i in range(0, len(s), 8)))
+    data = b"".join(rows)
+    tags = [(256, 4, w), (257, 4, h), (258, 3, bits), (259, 3, 1), (262, 3, 1), (273, 4, 0), (277, 3, 1)]
     tags += [(278, 4, h), (279, 4, len(data))]
     at = 8 + 2 + 12 * len(tags) + 4  # the pixels right after the one directory
     ifd = struct.pack("<H", len(tags))
@@ -61,6 +68,13 @@ def grey4_tiff(w: int = 16, h: int = 8) -> bytes:
             struct.pack("<HHIHH", tag, typ, 1, val, 0) if typ == 3 else struct.pack("<HHII", tag, typ, 1, val)
         )
     return b"II*\x00" + struct.pack("<I", 8) + ifd + b"\x00" * 4 + data
+
+
+def grey4_tiff() -> bytes:
+    """Left half black, right half white, in 4-bit grey."""
+    values = np.zeros((8, 16), int)
+    values[:, 8:] = 15
+    return grey_tiff(values, 4)
 
 
 def test_the_hand_written_files_are_what_they_claim():
@@ -128,3 +142,39 @@ async def test_a_12_bit_jpeg_or_a_4_bit_grey_tiff_is_named_as_such_not_called_da
         assert "corrupt" not in str(got.value)
         (classes / "dent" / name).unlink()
     assert not Path(tmp_path / "ds").exists()
+
+
+async def test_a_tiff_of_packed_12_bit_pixels_is_read_by_pixel_bits_12_as_a_mono12_png_is(tmp_path):
+    """A Mono12 camera's tool saving packed 12-bit TIFFs (BitsPerSample 12): OpenCV shifts such pixels to the
+    top of 16 bits, so with pixel_bits: 12 a bright frame was refused ("more than 12 bits hold") and a dark
+    one (all under 256) passed 16 times too bright, at the camera and in `dataset import --pixel-bits 12`
+    alike. Such a file is now read as the 16-bit PNG of the same pixels is: the top 8 of its 12 bits."""
+    from cloud_trainer.train.data import load_parts
+    from cloud_trainer.train.images import import_images
+    from tests.unit.test_image_import import per_class
+
+    rng = np.random.default_rng(5)
+    dark = rng.integers(0, 256, (8, 16))  # a dim frame: nothing over 255 of 4095
+    bright = rng.integers(0, 4096, (8, 16))
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "a_dark.tif").write_bytes(grey_tiff(dark, 12))
+    (folder / "b_bright.tif").write_bytes(grey_tiff(bright, 12))
+    frames, src = await _frames(str(folder), 2, fps=200, pixel_bits=12)
+    assert not src.stats.errors_by_reason, src.stats.last_error
+    want = [(dark >> 4).astype(np.uint8), (bright >> 4).astype(np.uint8)]
+    assert [f.image[..., 0].tolist() for f in frames] == [w.tolist() for w in want]
+
+    classes = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    for p in [q for q in classes.rglob("*") if q.is_file()]:  # the camera's other frames: 16-bit PNG
+        assert cv2.imwrite(
+            str(p.with_suffix(".png")), cv2.imread(str(p), cv2.IMREAD_GRAYSCALE).astype(np.uint16) << 4
+        )
+        if p.suffix != ".png":
+            p.unlink()
+    (classes / "dent" / "dark.tif").write_bytes(grey_tiff(dark, 12))
+    (classes / "dent" / "bright.tif").write_bytes(grey_tiff(bright, 12))
+    import_images(classes, tmp_path / "ds", pixel_bits=12, log=lambda m: None)
+    ds = load_parts(tmp_path / "ds")
+    for w in want:  # the model's input on both sides
+        assert any(np.array_equal(im[..., 0], w) for im in ds.images)
