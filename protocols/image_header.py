@@ -263,11 +263,11 @@ def tiff_not_one_image(data: bytes | memoryview) -> str | None:
 
 
 def transparent_pixels(data: bytes | memoryview) -> tuple[int, int]:
-    """``(transparent, all)`` pixels of a PNG, TIFF or WebP whose header allows transparency (an alpha
+    """``(transparent, all)`` pixels of a PNG, TIFF, WebP or BMP whose header allows transparency (an alpha
     channel, a PNG palette or colour made transparent by ``tRNS``, a TIFF's extra sample not declared as
-    other than alpha, a WebP's alpha); ``(0, 0)`` for any other file, read from its header alone (a JPEG, a
-    PNG without alpha: no second decode). OpenCV's colour read drops the alpha, and the colours stored
-    beneath it (often black) are no part a camera shows."""
+    other than alpha, a WebP's alpha, a 32-bit BMP's alpha mask, unless 0 everywhere); ``(0, 0)`` for any
+    other file, read from its header alone (a JPEG, a PNG without alpha: no second decode). OpenCV's colour
+    read drops the alpha, and the colours stored beneath it (often black) are no part a camera shows."""
     if not _may_be_transparent(data):  # first: the one check an ordinary frame pays (~1 us)
         return 0, 0
     import cv2
@@ -280,6 +280,8 @@ def transparent_pixels(data: bytes | memoryview) -> tuple[int, int]:
     if alpha.dtype not in (np.uint8, np.uint16):
         return 0, 0  # float pixels: refused as such
     opaque = 255 if alpha.dtype == np.uint8 else 65535
+    if bytes(data[:2]) == b"BM" and not alpha.any():  # a BMP's alpha left 0 everywhere: unused, not clear
+        return 0, 0  # (as viewers show it: tools write 32-bit BMPs so, and mean them opaque)
     return int(np.count_nonzero(alpha < opaque)), int(alpha.size)
 
 
@@ -287,8 +289,21 @@ def _may_be_transparent(data: bytes | memoryview) -> bool:
     """Whether a file's header allows transparency: a PNG of grey or colour with alpha, or with ``tRNS``
     (a transparent palette entry or colour); a TIFF whose first page has an extra sample beside its grey
     or RGB ones that is not declared as something other than alpha (ExtraSamples 0); a WebP whose header
-    says it has alpha."""
+    says it has alpha; a 32-bit BMP with an alpha mask."""
     magic = bytes(data[:4])
+    if magic[:2] == b"BM":  # 32-bit, with an alpha mask (a V3-V5 header's, or BI_ALPHABITFIELDS's fourth)
+        if len(data) < 70:
+            return False
+        header, (bpp, compression) = (
+            struct.unpack_from("<I", data, 14)[0],
+            struct.unpack_from("<HI", data, 28),
+        )
+        return (
+            bpp == 32
+            and compression in (3, 6)  # BI_BITFIELDS, BI_ALPHABITFIELDS: OpenCV reads BGRA
+            and (header >= 56 or compression == 6)
+            and struct.unpack_from("<I", data, 66)[0] != 0
+        )
     if magic == b"RIFF" and bytes(data[8:12]) == b"WEBP":  # the agent's cameras read WebP too
         chunk = bytes(data[12:16])
         if chunk == b"VP8X":  # extended: the alpha flag of its header (lossy images keep alpha here)

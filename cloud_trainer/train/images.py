@@ -554,7 +554,7 @@ def _decode(
 
 
 def refuse_transparency(path: Path, data: bytes) -> None:
-    """A PNG or TIFF with transparent pixels (an alpha channel, or a PNG palette or colour made
+    """A PNG, TIFF or 32-bit BMP with transparent pixels (an alpha channel, or a PNG palette or colour made
     transparent by ``tRNS``) is refused: decoding drops the alpha, so the model would learn whatever colours
     are stored beneath it (often black), a background no camera shows; the agent's camera skips such a
     frame. An alpha channel opaque everywhere is fine. Only files whose header allows transparency are

@@ -53,7 +53,7 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
 
 Limits: no hardware-decoding options; frames are BGR uint8 (grey, CMYK and alpha images converted as
 OpenCV's colour read does, a JPEG's EXIF orientation applied as the trainer's import applies it); a TIFF of
-several pages, or with a preview first, an image with transparent pixels (PNG, TIFF, WebP), or a whole
+several pages, or with a preview first, an image with transparent pixels (PNG, TIFF, WebP, BMP), or a whole
 file of a kind OpenCV cannot decode (a 12-bit JPEG) is ``unsupported_frame`` (``decode_image``,
 ``transparent_pixels``), as the import refuses them;
 a colour camera's raw frames (a Bayer mosaic saved as grey files or parts) are demosaiced by ``bayer``, as
@@ -210,7 +210,7 @@ def _decode(data: bytes, max_megapixels: float) -> np.ndarray:
     why = damaged_jpeg(data, img, flags)
     if why is not None:
         raise ImageRejected(why)
-    clear, total = transparent_pixels(data)  # from the header alone but for a PNG/TIFF/WebP with alpha
+    clear, total = transparent_pixels(data)  # from the header alone but for a file declaring alpha
     if clear:  # OpenCV dropped the alpha: the colours beneath it are no part (the import refuses it too)
         raise ImageRejected(
             f"{clear} of its {total} pixels are transparent (an alpha channel); the model would judge the "

@@ -178,3 +178,34 @@ async def test_a_tiff_of_packed_12_bit_pixels_is_read_by_pixel_bits_12_as_a_mono
     ds = load_parts(tmp_path / "ds")
     for w in want:  # the model's input on both sides
         assert any(np.array_equal(im[..., 0], w) for im in ds.images)
+
+
+async def test_a_32_bit_bmp_with_transparent_pixels_is_refused_one_whose_alpha_is_unused_is_read(tmp_path):
+    """A 32-bit BMP with an alpha mask (as OpenCV itself and image editors write a cut-out) was read with its
+    alpha dropped, at the camera and by `dataset import`, so the model judged or learnt the colours stored
+    beneath the transparent pixels (black here), where a PNG of the same pixels is refused. It is now
+    refused the same way; a BMP whose alpha is 0 everywhere (left unused by the tool that wrote it, and
+    shown opaque by viewers) is read as before."""
+    from cloud_trainer.train.data import DatasetError
+    from cloud_trainer.train.images import import_images
+    from tests.unit.test_image_import import per_class
+
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    cut = np.zeros((8, 16, 4), np.uint8)
+    cut[..., 1] = 200
+    cut[..., 3] = 255
+    cut[:, 8:, 3] = 0
+    assert cv2.imwrite(str(folder / "a_cut_out.bmp"), cut)
+    unused = cut.copy()
+    unused[..., 3] = 0
+    assert cv2.imwrite(str(folder / "b_alpha_unused.bmp"), unused)
+    frames, src = await _frames(str(folder), 1, fps=200)
+    assert len(frames) == 1 and np.array_equal(frames[0].image, unused[..., :3])
+    assert src.stats.errors_by_reason.get("unsupported_frame") == 1
+    assert "64 of its 128 pixels are transparent" in src.stats.last_error
+
+    classes = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    assert cv2.imwrite(str(classes / "dent" / "cut_out.bmp"), cut)
+    with pytest.raises(DatasetError, match=r"cut_out\.bmp: 64 of its 128 pixels are transparent"):
+        import_images(classes, tmp_path / "ds", log=lambda m: None)
