@@ -18,6 +18,7 @@ they hold.
 from __future__ import annotations
 
 import enum
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,6 +95,19 @@ class Template:
     ref: str | None = None
     is_definition: bool = False
     version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DataSet:
+    """A DataSet metric's value (a table: Ignition's Dataset tags are sent as these): column names, their
+    datatypes, and rows of cells (None: a cell sent without a value). ``dataset_arrays`` reads its columns."""
+
+    columns: list[str] = field(default_factory=list)
+    types: list[int] = field(default_factory=list)
+    rows: list[list[Any]] = field(default_factory=list)
+    problem: str = (
+        ""  # why its rows are not read (a row of more or fewer cells than columns, say): wrong_type
+    )
 
 
 MAX_TEMPLATE_DEPTH = 16  # templates inside templates; a deeper payload is refused, not recursed into
@@ -177,6 +191,17 @@ def _set_value(m: Any, dt: int, value: Any) -> None:
             t.version = value.version
         for member in value.metrics:
             _fill(t.metrics.add(), member)
+    elif dt == DataType.DATASET and isinstance(value, DataSet):
+        d = m.dataset_value
+        d.num_of_columns = len(value.columns)
+        d.columns.extend(value.columns)
+        d.types.extend(value.types)
+        for row in value.rows:
+            r = d.rows.add()
+            for cell, t in zip(row, value.types, strict=True):
+                e = r.elements.add()  # a cell has the fields of a metric's value, by the same names
+                if cell is not None:
+                    _set_value(e, t, cell)
     else:
         raise CodecError("wrong_type", f"encoding datatype {dt} is not supported")
 
@@ -310,11 +335,101 @@ def _get_value(m: Any, budget: list[int], depth: int) -> Any:
             is_definition=t.is_definition,
             version=t.version if t.HasField("version") else None,
         )
-    if which in ("dataset_value", "extension_value"):
+    if which == "dataset_value":
+        return _dataset(m.dataset_value, budget)
+    if which == "extension_value":
         return None
     if which == "string_value":
         return _text(m.string_value, f"metric {m.name!r}'s string value")
     return getattr(m, which)
+
+
+def _dataset(d: Any, budget: list[int]) -> DataSet:
+    """A DataSet's cells, decoded; one of another shape than its columns keeps its rows unread (``problem``)
+    rather than refusing the whole payload: the node's other metrics are good."""
+    columns = [_text(c, "a DataSet column name") for c in d.columns]
+    types = list(d.types)
+    budget[0] -= len(d.rows) * max(len(columns), 1)  # each cell is decoded here, as a metric is
+    if budget[0] < 0:
+        raise _too_many()
+    if len(columns) != len(types) or (d.HasField("num_of_columns") and d.num_of_columns != len(columns)):
+        problem = f"{d.num_of_columns} columns, {len(columns)} names and {len(types)} datatypes"
+        return DataSet(columns, types, [], problem if d.rows else "")
+    rows = []
+    for r in d.rows:
+        if len(r.elements) != len(columns):
+            return DataSet(
+                columns, types, [], f"a row of {len(r.elements)} cells under {len(columns)} columns"
+            )
+        rows.append([_cell(e, t) for e, t in zip(r.elements, types, strict=True)])
+    return DataSet(columns, types, rows)
+
+
+def _cell(e: Any, datatype: int) -> Any:
+    which = e.WhichOneof("value")
+    if which is None or which == "extension_value":
+        return None
+    if which in ("int_value", "long_value"):
+        return as_declared(getattr(e, which), datatype)
+    if which == "string_value":
+        return _text(e.string_value, "a DataSet cell")
+    return getattr(e, which)
+
+
+# a DataSet column's datatype -> the NumPy type of its array (``dataset_arrays``); Float stays 32 bits, as a
+# FloatArray does; a DateTime column is milliseconds since the epoch, as a DateTimeArray
+_COLUMN_DTYPES = {
+    DataType.INT8: "int8",
+    DataType.INT16: "int16",
+    DataType.INT32: "int32",
+    DataType.INT64: "int64",
+    DataType.UINT8: "uint8",
+    DataType.UINT16: "uint16",
+    DataType.UINT32: "uint32",
+    DataType.UINT64: "uint64",
+    DataType.FLOAT: "float32",
+    DataType.DOUBLE: "float64",
+    DataType.BOOLEAN: "bool",
+    DataType.DATETIME: "int64",
+}
+_FLOAT_COLUMNS = (DataType.FLOAT, DataType.DOUBLE)
+
+
+def dataset_arrays(ds: DataSet) -> list[tuple[str, Any, str]]:
+    """A DataSet's columns as ``(name, 1-D NumPy array of its rows, "")``; a column that gives no array has
+    ``None`` and why: ``"unsupported"`` (text, or a type no array holds) or ``"wrong_type: ..."`` (a cell
+    of another type than its column's, or an empty cell where no NaN can stand: only Float and Double
+    columns take an empty cell, as NaN). A table without rows gives nothing (no array of no samples); one
+    whose shape is wrong, one ``("", None, "wrong_type: ...")``."""
+    import numpy as np  # imported here: a payload without a DataSet never needs it
+
+    if ds.problem:
+        return [("", None, f"wrong_type: {ds.problem}")]
+    if not ds.rows:
+        return []
+    out: list[tuple[str, Any, str]] = []
+    for i, (name, dt) in enumerate(zip(ds.columns, ds.types, strict=True)):
+        np_type = _COLUMN_DTYPES.get(dt)  # type: ignore[call-overload]
+        if np_type is None:
+            out.append((name, None, "unsupported"))
+            continue
+        cells = [r[i] for r in ds.rows]
+        if dt in _FLOAT_COLUMNS:
+            cells = [math.nan if c is None else c for c in cells]
+        want = (bool,) if dt == DataType.BOOLEAN else (float,) if dt in _FLOAT_COLUMNS else (int,)
+        bad = next((c for c in cells if type(c) not in want), _NO_CELL)
+        if bad is not _NO_CELL:
+            what = "an empty cell" if bad is None else f"a cell {type(bad).__name__} {str(bad)[:40]!r}"
+            out.append((name, None, f"wrong_type: {what} in a column of datatype {dt}"))
+            continue
+        try:
+            out.append((name, np.array(cells, dtype=np_type), ""))
+        except OverflowError:
+            out.append((name, None, f"wrong_type: a cell out of the range of datatype {dt}"))
+    return out
+
+
+_NO_CELL = object()
 
 
 def _metric(m: Any, budget: list[int], depth: int = 0) -> Metric:

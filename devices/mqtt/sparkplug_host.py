@@ -44,8 +44,12 @@ A payload Eclipse Tahu's nodes compress (uuid ``SPBV1.0_COMPRESSED``, DEFLATE or
 the payload it holds, inflated to at most ``max_inflated_bytes`` (the source's ``max_message_bytes``: past
 it, ``too_large``; a node's few kilobytes can inflate to gigabytes); one that does not inflate is
 ``bad_compression``.
-Limits: DataSet, Bytes, File and StringArray metrics give no reading (said once, counted as the
-``unsupported_metric`` notice); STATE, NCMD and DCMD are ignored.
+A DataSet metric (a table: Ignition's Dataset tags) gives a reading per column, ``{metric}/{column}``, whose
+value is the column's rows as a 1-D NumPy array (typed by the column's datatype; an empty cell of a Float or
+Double column is NaN); a column with a cell of another type, or an empty cell where no NaN can stand, is
+``wrong_type``; a null DataSet makes its columns' last values BAD.
+Limits: Bytes, File and StringArray metrics and DataSet text columns give no reading (said once, counted as
+the ``unsupported_metric`` notice); STATE, NCMD and DCMD are ignored.
 Not thread-safe: call ``handle`` from one thread (the adapter uses its asyncio loop).
 """
 
@@ -142,7 +146,7 @@ SECONDS_AS_MS = (1_000_000_000, 10_000_000_000)
 _FLOAT = sp.DataType.FLOAT  # 32 bits: read as the node shows it (``float32_shown``)
 _UNREAD = (sp.DataType.DATASET, sp.DataType.FILE)  # decoded without a value (``sparkplug._get_value``)
 _DDATA = sp.MessageType.DDATA
-_TEMPLATE = sp.DataType.TEMPLATE
+_TABLES = {sp.DataType.TEMPLATE, sp.DataType.DATASET}  # metrics whose tags are {metric}/{part}
 _DATA = (sp.MessageType.NDATA, sp.MessageType.DDATA)  # the messages whose seq in order shows a sane node
 MAX_NODES = 10_000  # edge nodes one host keeps (a birth's aliases and last values each)
 MAX_NODE_METRICS = 100_000  # metrics of one node (its devices' included) whose last value and type are kept
@@ -520,7 +524,7 @@ class SparkplugHost:
         historical = 0
         repeated = ""  # the first array metric sent again with the same time and samples (a rebirth)
         unsupported = (
-            ""  # the first metric of a type the host does not read (DataSet, Bytes, File, StringArray)
+            ""  # the first metric of a type the host does not read (Bytes, File, StringArray, DataSet text)
         )
         # a timestamp of 0 (nodes without a clock send it, Sparkplug makes it required) is no time: taken as
         # 1970, it would put every reading of the tag at one instant and its waveforms in no window
@@ -545,8 +549,9 @@ class SparkplugHost:
                 dev, name = entry
             if name == sp.BDSEQ_METRIC or name.startswith("Node Control/"):
                 continue
-            if m.is_null and not m.is_historical and _TEMPLATE in (m.datatype, node.types.get((dev, name))):
-                # a Template instance (an Ignition UDT) with no value now: its members' last values go BAD
+            if m.is_null and not m.is_historical and {m.datatype, node.types.get((dev, name))} & _TABLES:
+                # a Template instance (an Ignition UDT) or a DataSet with no value now: its members' (columns')
+                # last values go BAD
                 ts, prefix = self._time(t, m.timestamp_ms, default_ts), name + "/"
                 out.extend(
                     Reading(self._source, self._tag(t.edge_node, dev, k), was, ts, received_at, Quality.BAD)
@@ -567,7 +572,7 @@ class SparkplugHost:
                     if v is None:  # Bytes, File, StringArray: no reading to make
                         unsupported = unsupported or flat
                         continue
-                elif v is None and leaf.datatype in _UNREAD:  # DataSet, File: decoded without a value
+                elif v is None and leaf.datatype in _UNREAD:  # DataSet, File without a value (an extension)
                     unsupported = unsupported or flat
                     continue
                 if m.is_historical or leaf.is_historical:
@@ -582,39 +587,54 @@ class SparkplugHost:
                     continue
                 if v is None or isinstance(v, sp.Template):
                     continue
-                if (
+                values: list[tuple[str, Any]] = [(flat, v)]
+                if isinstance(v, sp.DataSet):  # a table: each column's rows as a 1-D array, {metric}/{column}
+                    values = []
+                    for col, arr, why in sp.dataset_arrays(v):
+                        if arr is not None:
+                            values.append((f"{flat}/{col}", arr))
+                        elif why == "unsupported":  # text: no reading to make
+                            unsupported = unsupported or f"{flat}/{col}"
+                        else:
+                            self._on_error(
+                                "wrong_type",
+                                f"{t.group}/{t.edge_node}/{dev or ''}: DataSet {flat!r}"
+                                f"{f' column {col!r}' if col else ''}: {why.removeprefix('wrong_type: ')}",
+                            )
+                elif (
                     not leaf.datatype and type(v) is int
                 ):  # no datatype in a data message: the birth's says how to read it
                     declared = node.types.get((dev, flat))
                     if declared:
-                        v = sp.as_declared(v, declared)
-                if isinstance(v, float) and not math.isfinite(v):
+                        values = [(flat, sp.as_declared(v, declared))]
+                elif isinstance(v, float) and not math.isfinite(v):
                     self._on_error(
                         "non_finite", f"{t.group}/{t.edge_node}/{dev or ''}: metric {flat!r} is {v}"
                     )
                     continue
-                if type(v) is float and (leaf.datatype or node.types.get((dev, flat))) == _FLOAT:
-                    v = float32_shown(v)  # 0.3 as the node shows it, not 0.30000001192092896
+                elif type(v) is float and (leaf.datatype or node.types.get((dev, flat))) == _FLOAT:
+                    values = [(flat, float32_shown(v))]  # 0.3 as the node shows it, not 0.30000001192092896
                 ts = self._time(t, ts_ms, default_ts)
-                if type(v) is np.ndarray:
-                    was = node.last.get((dev, flat))
-                    if (
-                        was is not None
-                        and was[1] == ts
-                        and type(was[0]) is np.ndarray
-                        and np.array_equal(was[0], v)
-                    ):
-                        # the waveform passed on before, again (a birth answering a rebirth, asked at every
-                        # reconnect and seq gap, carries each metric's last value with its own time): a
-                        # pipeline would score the same samples twice or splice them into its next window
-                        repeated = repeated or flat
-                        continue
-                if len(node.last) < MAX_NODE_METRICS or (dev, flat) in node.last:
-                    node.last[(dev, flat)] = (v, ts)
-                else:  # names come from the node: data by ever new names must not grow the memory
-                    self._too_many(t)
                 q = QUALITY_BY_NAME[sp.quality_of(leaf.quality)]
-                out.append(Reading(self._source, self._tag(t.edge_node, dev, flat), v, ts, received_at, q))
+                for key, v in values:
+                    if type(v) is np.ndarray:
+                        was = node.last.get((dev, key))
+                        if (
+                            was is not None
+                            and was[1] == ts
+                            and type(was[0]) is np.ndarray
+                            and np.array_equal(was[0], v)
+                        ):
+                            # the waveform passed on before, again (a birth answering a rebirth, asked at every
+                            # reconnect and seq gap, carries each metric's last value with its own time): a
+                            # pipeline would score the same samples twice or splice them into its next window
+                            repeated = repeated or key
+                            continue
+                    if len(node.last) < MAX_NODE_METRICS or (dev, key) in node.last:
+                        node.last[(dev, key)] = (v, ts)
+                    else:  # names come from the node: data by ever new names must not grow the memory
+                        self._too_many(t)
+                    out.append(Reading(self._source, self._tag(t.edge_node, dev, key), v, ts, received_at, q))
         if historical:
             self.historical += historical
             msg = (
@@ -633,9 +653,10 @@ class SparkplugHost:
         if unsupported and self.on_notice is not None:
             self.on_notice(
                 "unsupported_metric",
-                f"sparkplug: {t.group}/{t.edge_node}: metric {unsupported!r} is a DataSet, Bytes, File or "
-                "StringArray metric, which gives no reading (numbers, truth values, text, arrays of numbers or "
-                "truth values and Template members do)",
+                f"sparkplug: {t.group}/{t.edge_node}: metric {unsupported!r} is a Bytes, File or StringArray "
+                "metric or a DataSet's text column, which gives no reading (numbers, truth values, text, arrays "
+                "of numbers or truth values, Template members and DataSet columns of numbers or truth values "
+                "do)",
             )
         if unknown:
             self._rebirth(t.group, t.edge_node, node)

@@ -325,3 +325,58 @@ def test_a_compressed_payload_that_does_not_inflate_is_bad_compression(body, alg
     with pytest.raises(CodecError) as e:
         sp.decode(_wrapped(body, algorithm))
     assert e.value.reason == "bad_compression"
+
+
+def test_a_dataset_round_trips_and_its_columns_are_arrays_of_their_datatypes():
+    """Before, a DataSet decoded without a value (and our encoder refused one)."""
+    D = sp.DataType
+    ds = sp.DataSet(
+        ["i8", "u64", "f", "d", "b", "s", "t"],
+        [D.INT8, D.UINT64, D.FLOAT, D.DOUBLE, D.BOOLEAN, D.STRING, D.DATETIME],
+        [[-1, 2**64 - 1, 0.5, None, True, "a", 1], [127, 0, None, 2.5, False, None, 2]],
+    )
+    (m,) = sp.decode(sp.encode(sp.Payload(1, 0, [sp.Metric("T", 3, D.DATASET, ds)]))).metrics
+    assert m.value == ds
+    got = {
+        name: (a if a is None else (a.dtype.name, str(a.tolist())), why)
+        for name, a, why in sp.dataset_arrays(ds)
+    }
+    assert got == {
+        "i8": (("int8", "[-1, 127]"), ""),
+        "u64": (("uint64", "[18446744073709551615, 0]"), ""),
+        "f": (("float32", "[0.5, nan]"), ""),  # an empty Float or Double cell is NaN
+        "d": (("float64", "[nan, 2.5]"), ""),
+        "b": (("bool", "[True, False]"), ""),
+        "s": (None, "unsupported"),
+        "t": (("int64", "[1, 2]"), ""),  # DateTime: milliseconds since the epoch
+    }
+
+
+@pytest.mark.parametrize(
+    "types, rows, why",
+    [
+        ([sp.DataType.BOOLEAN], [[True], [None]], "an empty cell"),  # no NaN in a column of truth values
+        ([sp.DataType.INT32], [[1], ["2"]], "a cell str '2'"),
+        ([sp.DataType.UINT8], [[300]], "out of the range"),
+        ([sp.DataType.DOUBLE], [[1]], "a cell int"),  # a Double column's cell sent as an integer
+    ],
+)
+def test_a_dataset_column_that_does_not_fit_its_datatype_is_wrong_type(types, rows, why):
+    ((name, arr, got),) = sp.dataset_arrays(sp.DataSet(["c"], types, rows))
+    assert arr is None and got.startswith("wrong_type") and why in got
+
+
+def test_a_dataset_of_the_wrong_shape_is_wrong_type_not_the_whole_payload_refused():
+    pb = sp._pb().Payload()
+    m = pb.metrics.add()
+    m.name, m.datatype = "T", sp.DataType.DATASET
+    d = m.dataset_value
+    d.num_of_columns, d.columns[:], d.types[:] = 2, ["a", "b"], [sp.DataType.INT32, sp.DataType.INT32]
+    d.rows.add().elements.add().int_value = 1  # one cell under two columns
+    ok = pb.metrics.add()
+    ok.name, ok.datatype, ok.double_value = "x", sp.DataType.DOUBLE, 1.0
+    table, x = sp.decode(pb.SerializeToString()).metrics
+    assert x.value == 1.0
+    ((_, arr, why),) = sp.dataset_arrays(table.value)
+    assert arr is None and why == "wrong_type: a row of 1 cells under 2 columns"
+    assert sp.dataset_arrays(sp.DataSet(["a"], [sp.DataType.INT32], [])) == []  # no rows: no array
