@@ -380,3 +380,12 @@ def test_a_dataset_of_the_wrong_shape_is_wrong_type_not_the_whole_payload_refuse
     ((_, arr, why),) = sp.dataset_arrays(table.value)
     assert arr is None and why == "wrong_type: a row of 1 cells under 2 columns"
     assert sp.dataset_arrays(sp.DataSet(["a"], [sp.DataType.INT32], [])) == []  # no rows: no array
+
+
+def test_dataset_cells_count_against_the_payloads_metric_budget():
+    """Each cell is decoded in Python as a metric is: a table of millions of cells in one 8-MB message would
+    hold the agent's loop for seconds."""
+    ds = sp.DataSet(["c"], [sp.DataType.BOOLEAN], [[True]] * sp.MAX_METRICS)  # + the metric itself: one over
+    with pytest.raises(CodecError) as e:
+        sp.decode(sp.encode(sp.Payload(1, 0, [sp.Metric("T", None, sp.DataType.DATASET, ds)])))
+    assert e.value.reason == "too_many_metrics"
