@@ -470,10 +470,14 @@ class SparkplugHost:
         if not self._settings.tag_map or self.on_notice is None:
             return
         names = {
-            f"{t.edge_node}/{device}/{flat}" if device else f"{t.edge_node}/{flat}"
+            f"{t.edge_node}/{device}/{tag}" if device else f"{t.edge_node}/{tag}"
             for m in payload.metrics
             if m.name
-            for flat, _, _, _ in _leaves(m.name, m.name, m, None)
+            for flat, leaf, _, _ in _leaves(m.name, m.name, m, None)
+            # a DataSet's tags are its columns'
+            for tag in (
+                [f"{flat}/{c}" for c in leaf.value.columns] if isinstance(leaf.value, sp.DataSet) else [flat]
+            )
         }
         for key in self._settings.tag_map:
             if key in self._tag_map_checked or key in names:

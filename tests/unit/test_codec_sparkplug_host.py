@@ -170,3 +170,16 @@ def test_the_will_after_a_nodes_own_ndeath_is_the_same_death_not_a_second_one():
     assert h.handle("spBv1.0/g/NDEATH/n", sp.death_payload(4), 4.0) == [] and h.deaths == 1
     birth(h, bd=5)  # the next session's death is a death again
     assert len(h.handle("spBv1.0/g/NDEATH/n", sp.death_payload(5), 5.0)) == 2 and h.deaths == 2
+
+
+def test_a_dataset_column_is_named_by_tag_map_and_a_key_starting_with_the_group_is_said():
+    """A DataSet's tags are its columns', ``{metric}/{column}``: a tag_map key names one, and a key written
+    with the group in front (renaming nothing) is said, as for any metric."""
+    h, _, _ = host(tag_map={"n/Strokes/Pos": "stroke_pos", "g/n/Strokes/Force": "stroke_force"})
+    notes: list = []
+    h.on_notice = lambda key, msg, n=1: notes.append(key)
+    ds = sp.DataSet(["Pos", "Force"], [D.INT32, D.DOUBLE], [[1, 0.5]])
+    nb = sp.Payload(1000, 0, [sp.Metric("bdSeq", None, D.INT64, 0), sp.Metric("Strokes", 1, D.DATASET, ds)])
+    got = h.handle("spBv1.0/g/NBIRTH/n", sp.encode(nb), 1.0)
+    assert [(r.tag, r.value.tolist()) for r in got] == [("stroke_pos", [1]), ("n/Strokes/Force", [0.5])]
+    assert notes == ["tag_map:g/n/Strokes/Force"]
