@@ -66,6 +66,22 @@ def read_image_file(
         raise DatasetError(f"{path}{where}: {exc}; {fix}") from None
 
 
+def _eight_bit_only(img: Any, path: Path, named_by: str, mask: bool = False) -> None:
+    """A dataset folder holds 8-bit images (``dataset import`` writes a camera's 10-16-bit files so, by
+    ``--pixel-bits``); one of more bits, put there by hand, is refused naming it rather than read divided by
+    256 (a Mono12 image black, a 16-bit mask's defect pixels of 1 good)."""
+    if img.dtype == np.uint8:
+        return
+    depth = "16-bit" if img.dtype == np.uint16 else str(img.dtype)
+    fix = (
+        "save the mask as an 8-bit image (0: good, other: defect)"
+        if mask
+        else "import the images with `cloud-trainer dataset import --pixel-bits N`, which stores them as "
+        "the agent's camera reads them with pixel_bits"
+    )
+    raise DatasetError(f"{path} ({named_by}): {depth} pixels, and training reads 8-bit images; {fix}")
+
+
 def dataset_max_megapixels(folder: Path) -> float | None:
     """The image-size limit a dataset was imported with (``dataset.yaml``: ``max_megapixels``), if any."""
     meta_file = Path(folder) / "dataset.yaml"
@@ -174,7 +190,11 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
         path = folder / file
         if not path.is_file():
             raise DatasetError(f"{labels_file}:{n}: names {file}, which does not exist in {folder}")
-        data, img = read_image_file(path, cv2.IMREAD_COLOR, max_mp, f"{labels_file.name} line {n}")
+        # at its own depth: a 16-bit image put in by hand would be divided by 256 (a Mono12 one: black)
+        data, img = read_image_file(
+            path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, max_mp, f"{labels_file.name} line {n}"
+        )
+        _eight_bit_only(img, path, f"{labels_file.name} line {n}")
         h.update(hashlib.sha256(data).digest())
         h.update(label.encode())
         # a tiled build (masks) copies each image's tiles beside it and holds its grey mask: 2 1/3 times
@@ -290,7 +310,9 @@ def _mask(
     path = folder / file
     if not path.is_file():
         raise DatasetError(f"{labels_file}:{n}: mask {file} is missing; fix or drop the row's 'mask'")
-    _, m = read_image_file(path, cv2.IMREAD_GRAYSCALE, max_mp, f"the mask of {labels_file.name} line {n}")
+    named_by = f"the mask of {labels_file.name} line {n}"
+    _, m = read_image_file(path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH, max_mp, named_by)
+    _eight_bit_only(m, path, named_by, mask=True)  # a 16-bit mask's defect value 1 would be read as 0 (good)
     if m.shape != shape:
         raise DatasetError(f"{path}: mask is {m.shape[1]}x{m.shape[0]}, its image {shape[1]}x{shape[0]}")
     return m

@@ -134,3 +134,36 @@ async def test_the_anomaly_familys_model_input_of_a_large_frame_is_the_agents_fr
         )
         assert trainer.shape == agent.shape
         assert np.abs(trainer - agent).max() <= 1.01 * level, roi
+
+
+def test_training_refuses_a_16_bit_image_or_mask_put_into_a_dataset_folder_by_hand(tmp_path):
+    """A dataset folder holds the 8-bit images `dataset import` writes. A Mono12 camera's 16-bit PNG copied
+    into one by hand (an image replaced, a row added to labels.jsonl) was read by training divided by 256,
+    black, and a 16-bit mask's defect pixels (1) read as 0, good: a model trained on them with nothing
+    said. Both are now refused naming the file and what to do; the dataset's 8-bit files load as before."""
+    from cloud_trainer.train.data import DatasetError, load_parts
+
+    ds = tmp_path / "ds"
+    (ds / "images").mkdir(parents=True)
+    (ds / "masks").mkdir()
+    rows = []
+    for i in range(4):
+        label = "ok" if i < 2 else "dent"
+        assert cv2.imwrite(str(ds / "images" / f"{i}.png"), np.full((10, 12), 60 + i, np.uint8))
+        rows.append({"id": str(i), "file": f"images/{i}.png", "label": label})
+    mask = np.zeros((10, 12), np.uint8)
+    mask[2:5, 3:6] = 1  # defect pixels
+    assert cv2.imwrite(str(ds / "masks" / "3.png"), mask)
+    rows[3]["mask"] = "masks/3.png"
+    (ds / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (ds / "dataset.yaml").write_text("classes: [ok, dent]\ngood: ok\n")
+    got = load_parts(ds, masks=True)
+    assert int(got.images[3].max()) == 63 and got.masks is not None and int(got.masks[3].sum()) == 9
+
+    assert cv2.imwrite(str(ds / "masks" / "3.png"), mask.astype(np.uint16))
+    with pytest.raises(DatasetError, match=r"3\.png \(the mask of labels\.jsonl line 4\): 16-bit pixels"):
+        load_parts(ds, masks=True)
+    assert cv2.imwrite(str(ds / "masks" / "3.png"), mask)
+    assert cv2.imwrite(str(ds / "images" / "1.png"), np.full((10, 12), 3000, np.uint16))  # Mono12, by hand
+    with pytest.raises(DatasetError, match=r"1\.png \(labels\.jsonl line 2\): 16-bit pixels.*--pixel-bits"):
+        load_parts(ds)
