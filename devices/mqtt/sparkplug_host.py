@@ -627,7 +627,7 @@ class SparkplugHost:
                             was is not None
                             and was[1] == ts
                             and type(was[0]) is np.ndarray
-                            and np.array_equal(was[0], v)
+                            and np.array_equal(was[0], v, equal_nan=True)  # a NaN sample is the same sample
                         ):
                             # the waveform passed on before, again (a birth answering a rebirth, asked at every
                             # reconnect and seq gap, carries each metric's last value with its own time): a

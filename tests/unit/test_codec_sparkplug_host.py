@@ -1,5 +1,7 @@
 """Sparkplug B host state machine (pure, no broker): births, aliases, seq gaps, deaths, rebirth requests."""
 
+import struct
+
 from devices.base import Quality
 from devices.mqtt.settings import SparkplugHostSettings
 from devices.mqtt.sparkplug_host import SparkplugHost
@@ -183,3 +185,23 @@ def test_a_dataset_column_is_named_by_tag_map_and_a_key_starting_with_the_group_
     got = h.handle("spBv1.0/g/NBIRTH/n", sp.encode(nb), 1.0)
     assert [(r.tag, r.value.tolist()) for r in got] == [("stroke_pos", [1]), ("n/Strokes/Force", [0.5])]
     assert notes == ["tag_map:g/n/Strokes/Force"]
+
+
+def test_a_waveform_holding_nan_sent_again_by_a_rebirth_is_not_passed_on_twice():
+    """A birth answering a rebirth carries each array's last samples with their time: they are not passed
+    on again. NaN is not equal to itself, so an array holding one (a DoubleArray with a dropped sample, a
+    DataSet's empty Float cell) came again, and a pipeline scored the same samples twice."""
+    h, _, _ = host()
+    ds = sp.DataSet(["Force"], [D.FLOAT], [[None], [1.5]])
+    nb = sp._pb().Payload.FromString(
+        sp.encode(
+            sp.Payload(1000, 0, [sp.Metric("bdSeq", None, D.INT64, 0), sp.Metric("S", 1, D.DATASET, ds)])
+        )
+    )
+    wave = nb.metrics.add()
+    wave.name, wave.alias, wave.datatype = "Vib", 2, 31  # DoubleArray: little-endian float64s
+    wave.bytes_value = struct.pack("<2d", float("nan"), 2.0)
+    first = h.handle("spBv1.0/g/NBIRTH/n", nb.SerializeToString(), 1.0)
+    again = h.handle("spBv1.0/g/NBIRTH/n", nb.SerializeToString(), 2.0)
+    assert [r.tag for r in first] == ["n/S/Force", "n/Vib"]
+    assert again == []
