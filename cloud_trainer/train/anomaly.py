@@ -19,7 +19,9 @@ bank, distances, smoothing, upsampling) is one ONNX graph: ``image`` in, ``anoma
 and ``anomaly_map`` (N, 1, H, W) out. The convolutions are quantized to INT8 when that form holds the
 other families' INT8 gate on every held-out image (verdicts, score within 5 % of the threshold, AUROC):
 each good image scored by its fold's bank (built without it, as the threshold was set) and the test
-images; otherwise the package carries the FP32 form only, and says so (``served_why``).
+images; otherwise the package carries the FP32 form only, and says so (``served_why``). The golden inputs
+an agent checks each form with on its CPU hold good views made to score just below and just above the
+threshold (``near_threshold``): the good images themselves, which the bank holds, score far below it.
 
 Input: a folder of good images, or an MVTec AD root (``train/good`` to train on; ``test/good``,
 ``test/<defect>`` and optional ``ground_truth/<defect>/<name>_mask.png`` to evaluate on). PNG, JPEG,
@@ -991,16 +993,8 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
     model = PatchCore(feat, bank, s.size, None if ref is None else ref[:, None]).eval()
     return {
         "model": model,
-        # the first views' tensors (export example, INT8 calibration) and up to 8 spread over the views
-        # (golden inputs): never all of them
+        # the first views' tensors (export example, INT8 calibration): never all of them
         "x": tensors(ds.good[:64], pre),
-        # a model of tile positions reads a row's position from its place in the batch: its golden inputs
-        # are one whole frame's tiles in order (the middle good frame), run as the agent runs a frame
-        "golden_x": (
-            tensors(ds.good[(n // t // 2) * t : (n // t // 2 + 1) * t], pre)
-            if ref is not None
-            else tensors([ds.good[i] for i in np.linspace(0, n - 1, min(8, n)).astype(int)], pre)
-        ),
         "positions": ref is not None,
         "bank_candidates": len(patches) * patches.shape[1] * (2 if light is not None else 1),
         "pre": pre,
@@ -1205,9 +1199,10 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
     specs = _output_specs(s, thr)
     score_specs = [o for o in specs if o.name == "anomaly_score"]
     parity: dict = {}
-    int8_runs: list[dict[str, np.ndarray]] = []
     judged_runs: list[dict[str, np.ndarray]] = []
     judged_ref: dict[str, np.ndarray] = {}
+    forms: dict[str, tuple[Path, str]] = {}
+    runs: dict[str, dict[str, np.ndarray]] = {}
     if fitted["cnn"]:  # the CNN's convolutions in INT8, held to FP32 as the other families' INT8 forms are
         int8 = onnx_tools.quantize(
             fp32,
@@ -1257,7 +1252,6 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
                 f"FP32 ({m32['image_auroc']:.4f})"
             )
         int8_ok = not problems
-        int8_runs = list(runs.values()) if int8_ok else []
         judged_runs = list(judged.values()) if int8_ok else []
         note = (
             "convolutions INT8 (QDQ, 7-bit weights), bank distances FP32; within its parity limits on every "
@@ -1335,44 +1329,35 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
     _write_report(s.workdir, report)
     if reasons and not s.force:
         raise GateFailed(reasons, s.workdir / "report.md")
-    golden = fitted["golden_x"]
-    if not fitted["positions"]:
-        # as the other families' golden inputs (pipeline._golden_rows): the views nearest the threshold on
-        # either side, the lowest and highest scores, those INT8 moved most, then good and defective in
-        # turn; those whose verdict INT8 changes here are left out. They were 8 good images and the first
-        # 4 defective ones, none near the threshold: an agent's check could not see an INT8 form that
-        # flips verdicts there on its CPU
-        from cloud_trainer.train.pipeline import _golden_rows
-
-        rows = _golden_rows(
-            labels,
-            np.arange(len(labels)),
-            score_specs,
-            {"anomaly_score": ref["anomaly_score"]},
-            int8_runs,
-            n=GOLDEN_VIEWS,
-        )
-        views = [*ds.good, *ds.test]
-        golden = tensors([views[i] for i in rows], pre)
+    golden, near_ref, near_runs, near_maps = _golden(
+        ds, fitted, fp32, forms if int8_ok else {}, labels, ref, runs, parity, s
+    )
     parity_spec = None
     if int8_ok:
         from cloud_trainer.train.pipeline import _parity_spec
 
-        # the score's bound: measured on the judged (held-out) views and on every view of the model served
-        # (the golden inputs are among them), with the same headroom
-        both = {"anomaly_score": np.concatenate([judged_ref["anomaly_score"], ref["anomaly_score"]])}
+        # the score's bound: measured on the judged (held-out) views, on every view of the model served and
+        # on the made near-threshold ones (the golden inputs are among them), with the same headroom
+        both = {
+            "anomaly_score": np.concatenate([judged_ref["anomaly_score"], ref["anomaly_score"], near_ref])
+        }
         parity_spec = _parity_spec(
             both,
             [
-                {"anomaly_score": np.concatenate([j["anomaly_score"], r["anomaly_score"]])}
-                for j, r in zip(judged_runs, int8_runs, strict=True)
+                {"anomaly_score": np.concatenate([j["anomaly_score"], r["anomaly_score"], near_runs[f]])}
+                for j, (f, r) in zip(judged_runs, runs.items(), strict=True)
             ],
             score_specs,
             report,
         )
-        if parity_spec is not None:  # the map's bound: as measured on every view, with the same headroom
+        # the map's bound: as measured on every view, made ones too, with the same headroom
+        if parity_spec is not None:
             from model_packager.package import PARITY_HEADROOM
 
+            for f, r in parity["forms"].items():  # the made views' among them: the report states it
+                r["max_deviation"]["anomaly_map"] = max(
+                    r["max_deviation"]["anomaly_map"], near_maps.get(f, 0.0)
+                )
             worst = max(r["max_deviation"]["anomaly_map"] for r in parity["forms"].values())
             parity_spec["output_atol"]["anomaly_map"] = round(max(PARITY_HEADROOM * worst, 2e-3), 6)
     pkg = _package(s, report, served, fp32 if int8_ok else None, fitted["x"], golden, ds, parity_spec)
@@ -1387,6 +1372,75 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
         f"published {entry['name']} {entry['version']} ({report['form'].upper()}) in {report['seconds']:.0f}s"
     )
     return {"entry": entry, "package": str(reg.package_path(entry)), "report": report}
+
+
+def _golden(
+    ds: AnomalyData,
+    fitted: dict,
+    fp32: Path,
+    forms: dict[str, tuple[Path, str]],
+    labels: np.ndarray,
+    ref: dict[str, np.ndarray],
+    runs: dict[str, dict[str, np.ndarray]],
+    parity: dict,
+    s: AnomalySettings,
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str, float]]:
+    """The package's golden inputs; of the made views among them, the FP32 scores, each INT8 form's
+    (``forms``: those served) and the largest move of its map (the package's bounds cover them).
+
+    As the other families' (``pipeline._golden_rows``), of the good and test views: those nearest the
+    threshold on either side, the lowest and highest scores, those INT8 moved most, then good and
+    defective in turn, leaving out those whose verdict INT8 changes here. A good-only build's are all far
+    below the threshold (its bank holds them), and were its golden set: an agent's check could not see a
+    form that flips verdicts near the threshold on its CPU. So ``NEAR_GOLDEN`` of them give way to made
+    views (``_near_views``), the nearest below and above the threshold in turn, but none that INT8 flips
+    here or moves past the trainer's limit (the agent's parity check would refuse INT8 on this very CPU).
+    A model of tile positions (one good frame before) gets whole frames, its tiles in order: the nearest
+    made frame below the threshold and above it, the middle good frame, more made ones, up to
+    ``GOLDEN_VIEWS`` tiles but at least 2 frames."""
+    from cloud_trainer.train.pipeline import _golden_rows
+    from model_packager.golden import decisions
+
+    pre, thr = fitted["pre"], fitted["threshold"]
+    specs = [o for o in _output_specs(s, thr) if o.name == "anomaly_score"]
+    t = ds.per_frame if fitted["positions"] else 1
+    near, near_ref, near_runs, near_maps = _near_views(fp32, forms, ds, pre, thr, s.seed, t)
+    # made groups INT8 moves here past the trainer's limit on the score, or whose verdict it changes: not
+    # golden items (an agent's parity check would refuse INT8 on this very CPU)
+    limit = ((parity.get("limits") or {}).get("output_atol") or {}).get("anomaly_score", np.inf)
+    ok = np.ones(len(near_ref), bool)
+    for got in near_runs.values():
+        ok &= np.abs(got[:, 0].astype(np.float64) - near_ref[:, 0]) <= limit
+        ok &= np.all(
+            decisions(specs, {"anomaly_score": got}) == decisions(specs, {"anomaly_score": near_ref}), 1
+        )
+    fine = np.flatnonzero(ok.reshape(-1, t).all(1))
+    score = near_ref[:, 0].reshape(-1, t).max(1)  # a frame's: its worst tile's
+    # nearest first, below and above the threshold in turn
+    below, above = [i for i in fine if score[i] < thr], [i for i in fine if score[i] >= thr]
+    made = [int(i) for pair in itertools.zip_longest(below, above) for i in pair if i is not None]
+    if fitted["positions"]:
+        # whole frames, their tiles in order (a row's tile position is its place in the batch); None: the
+        # middle good frame
+        good = list(ds.good[(ds.n_good // 2) * t : (ds.n_good // 2 + 1) * t])
+        order = [*made[:2], None, *made[2:]][: max(2, GOLDEN_VIEWS // t)]
+        golden = tensors([v for i in order for v in (good if i is None else near[i])], pre)
+        made = [i for i in order if i is not None]
+    else:
+        made = made[:NEAR_GOLDEN]
+        rows = _golden_rows(
+            labels,
+            np.arange(len(labels)),
+            specs,
+            ref,
+            [r for f, r in runs.items() if f in forms],
+            n=GOLDEN_VIEWS - len(made),
+        )
+        views = [*ds.good, *ds.test]
+        golden = tensors([views[i] for i in rows] + [near[i][0] for i in made], pre)
+    at = np.asarray([i * t + k for i in made for k in range(t)], np.int64)
+    map_dev = {f: float(v[at].max(initial=0.0)) for f, v in near_maps.items()}
+    return golden, near_ref[at], {f: v[at] for f, v in near_runs.items()}, map_dev
 
 
 def check_tiles(s: AnomalySettings) -> None:
@@ -1415,6 +1469,126 @@ def check_tiles(s: AnomalySettings) -> None:
 
 
 GOLDEN_VIEWS = 16  # golden inputs of an untiled model (a view at 128 px: 196 KB in the package)
+
+# Golden inputs near the threshold. The final bank holds every good view, so the final model scores them
+# far below the threshold (a tiny build's at half of it, a larger one's near 0), and a good-only build has
+# no other views: its golden inputs were those alone, and an agent's check of a form on its own CPU (INT8,
+# or FP32 at OpenVINO's bf16) could not see one that flips verdicts near the threshold, where none of them
+# was. A held-out good view is held out of the fold banks only; the deployed model has seen it. So views
+# are made that it has not seen: a good view with a disc of seeded noise, its amplitude bisected until the
+# final FP32 model scores the view just below, then just above, the threshold.
+NEAR_SHARE = 0.02  # the scores searched for: this share of the threshold below and above it
+# none nearer than this: an item a hair from the threshold would flip on any INT8 CPU, refusing a form that
+# moves scores well within its bounds
+NEAR_MIN_SHARE = 0.005
+# nor farther than this: a made view far above it (noise of 96 grey levels: 13 times it on 64-px plates)
+# is no item a line's verdicts turn on, and INT8 moves its map most
+NEAR_MAX_SHARE = 0.25
+NEAR_GOLDEN = 4  # made views among an untiled model's golden inputs: two on either side
+NEAR_BASES = 4  # good views (a model of tile positions: frames) made into near-threshold ones
+NEAR_STEPS = 8  # bisection steps for each side: the amplitude to 0.4 grey levels
+NEAR_MAX_SIGMA = 96.0  # grey levels: the noise's largest amplitude tried
+
+
+def noise_spot(img: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    """``img`` with Gaussian noise of ``sigma`` grey levels in a disc of a quarter of its shorter side, at
+    a seeded place in its middle half: the same disc and noise pattern at any ``sigma``, so that the
+    score grows with ``sigma`` (a made defect of graded strength)."""
+    rng = np.random.default_rng([seed, 31])
+    h, w = img.shape[:2]
+    r = max(2, min(h, w) // 8)
+    cy = int(rng.integers(h // 4, max(h // 4 + 1, 3 * h // 4)))
+    cx = int(rng.integers(w // 4, max(w // 4 + 1, 3 * w // 4)))
+    yy, xx = np.ogrid[:h, :w]
+    disc = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).astype(np.float32)
+    z = rng.standard_normal(img.shape).astype(np.float32)
+    add = sigma * z * (disc[..., None] if img.ndim == 3 else disc)
+    return np.clip(np.rint(img.astype(np.float32) + add), 0, 255).astype(np.uint8)
+
+
+def near_threshold(score, k: int, threshold: float) -> list[tuple[int, float, float]]:
+    """``(base, sigma, score)`` of every view tried, ``k`` bases at a time: each base's noise amplitude
+    bisected towards a score ``NEAR_SHARE`` of the threshold below it, then as much above it (``score``:
+    (bases, sigmas) -> the final FP32 model's scores of the made views)."""
+    idx = np.arange(k)
+    tried: list[tuple[int, float, float]] = []
+
+    def run(sig: np.ndarray) -> np.ndarray:
+        got = np.asarray(score(idx, sig), dtype=np.float64)
+        tried.extend((int(b), float(g), float(v)) for b, g, v in zip(idx, sig, got, strict=True))
+        return got
+
+    for target in (threshold * (1 - NEAR_SHARE), threshold * (1 + NEAR_SHARE)):
+        lo, hi = np.zeros(k), np.full(k, NEAR_MAX_SIGMA)
+        for _ in range(NEAR_STEPS):
+            mid = (lo + hi) / 2
+            below = run(mid) < target
+            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return tried
+
+
+def _near_views(
+    fp32: Path,
+    forms: dict[str, tuple[Path, str]],
+    ds: AnomalyData,
+    pre,
+    threshold: float,
+    seed: int,
+    unit: int,
+) -> tuple[list[list[np.ndarray]], np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Made views near the threshold: of those ``near_threshold`` tried, between ``NEAR_MIN_SHARE`` and
+    ``NEAR_MAX_SHARE`` of the threshold from it, the ``NEAR_GOLDEN`` nearest below and above it, nearest
+    first. Groups of ``unit`` views (a whole frame's tiles for a model of tile positions, the noise on its
+    first: searched a tile at a time, alone in its batch at the first position; else one view), the FP32
+    model's score of each row (ONNX Runtime, (rows, 1)), each other form's (name -> (model, engine)) and
+    the largest move of its anomaly map from FP32's on each row."""
+    from cloud_trainer.train import onnx_tools
+
+    groups = len(ds.good) // unit
+    bases = np.unique(np.linspace(0, groups - 1, min(groups, NEAR_BASES)).round().astype(int))
+    run = 16 if unit == 1 else unit  # a model of tile positions: a frame a run, its tiles in order
+    sess = onnx_tools._ort_session(fp32, 1)  # one session for the search's runs
+
+    def scores(x: np.ndarray, batch: int) -> np.ndarray:
+        return np.concatenate(
+            [sess.run(["anomaly_score"], {INPUT: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
+        )[:, 0]
+
+    def made(b: int, sigma: float) -> list[np.ndarray]:
+        views = list(ds.good[bases[b] * unit : (bases[b] + 1) * unit])
+        views[0] = noise_spot(views[0], sigma, seed * 100_003 + int(bases[b]))
+        return views
+
+    # a frame's score is its worst tile's: the tiles left as they are, scored once
+    rest = np.zeros(len(bases))
+    if unit > 1 and len(bases):
+        x = tensors([v for b in range(len(bases)) for v in made(b, 0.0)], pre)
+        rest = scores(x, unit).reshape(-1, unit)[:, 1:].max(1)
+
+    def score(idx: np.ndarray, sig: np.ndarray) -> np.ndarray:
+        x = tensors([made(int(b), float(g))[0] for b, g in zip(idx, sig, strict=True)], pre)
+        return np.maximum(rest[idx], scores(x, 1 if unit > 1 else run))
+
+    tried = {(b, g): v for b, g, v in near_threshold(score, len(bases), threshold)} if groups else {}
+    near = sorted(
+        (abs(v - threshold), v >= threshold, b, g)
+        for (b, g), v in tried.items()
+        if NEAR_MIN_SHARE * threshold <= abs(v - threshold) <= NEAR_MAX_SHARE * threshold
+    )
+    below, above = [c for c in near if not c[1]], [c for c in near if c[1]]
+    group_views = [made(b, g) for _, _, b, g in sorted(below[:NEAR_GOLDEN] + above[:NEAR_GOLDEN])]
+    if not group_views:
+        none = np.zeros((0, 1), np.float32)
+        return [], none, dict.fromkeys(forms, none), dict.fromkeys(forms, np.zeros(0))
+    x = tensors([v for g in group_views for v in g], pre)
+    o32 = onnx_tools.run(fp32, x, batch=run)
+    runs, map_dev = {}, {}
+    for f, (path, engine) in forms.items():
+        o = onnx_tools.run(path, x, engine=engine, batch=run)
+        runs[f] = o["anomaly_score"].reshape(-1, 1)
+        d = np.abs(o["anomaly_map"].astype(np.float64) - o32["anomaly_map"]).reshape(len(x), -1)
+        map_dev[f] = np.nan_to_num(d, nan=np.inf).max(1)
+    return group_views, o32["anomaly_score"].reshape(-1, 1), runs, map_dev
 
 
 def _outputs(s: AnomalySettings, threshold: float) -> list[dict]:
