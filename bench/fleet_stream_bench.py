@@ -399,6 +399,7 @@ def start_servers(
                 "--pki",
                 str(pki),
                 *(["--store", store] if store else []),
+                *(["--replicas"] if replicas > 1 else []),  # the port is shared only when asked for
             ]
         )
         procs.append(

@@ -4,7 +4,7 @@
                         [--store postgresql://fleet@db/fleet]
                         [--blobs s3://bucket/prefix [--s3-endpoint http://minio:9000]]
                         [--console-port 8088 [--console-tenant T] [--console-allowed-host NAME ...]]
-                        [--step-timeout-s 900]
+                        [--step-timeout-s 900] [--replicas]
 
 Needs ``ca.pem``, ``server.pem`` and ``server.key`` in the PKI folder (``cloud-trainer pki``).
 Clients must present a certificate from the same CA: agents (OU agent) and admins (OU admin) of a
@@ -14,6 +14,10 @@ Blobs (uploaded samples): the folder ``<data>/blobs`` by default; ``--blobs s3:/
 an S3-compatible bucket (boto3, from the ``cloud`` extra), with credentials from the environment
 (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, or any boto3 credential source) and the endpoint from
 ``--s3-endpoint`` or ``AWS_ENDPOINT_URL_S3`` (nothing: AWS itself). See docs/blob-stores.md.
+The port is this process's alone unless ``--replicas``: then other `serve` processes of the same store (the same
+SQLite file, or the same PostgreSQL database) started with ``--replicas`` listen on it too and the kernel spreads
+the agents over them (SO_REUSEPORT). A start on a port that a service of another store serves is refused with
+one line naming that store and process, exit code 2 (``portguard``; docs/fleet-scale.md).
 Prints one line when it listens; stops cleanly on SIGTERM/SIGINT.
 """
 
@@ -126,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a rollout step whose agents have not all reported healthy this long after it began is marked "
         "stalled (status, console, a WARNING); it still waits for them; 0: never (default: 900)",
     )
+    ap.add_argument(
+        "--replicas",
+        action="store_true",
+        help="share the port with other `serve --replicas` processes of the same store (SO_REUSEPORT: the "
+        "kernel spreads the agents over them); a service of another store on the port is refused either way; "
+        "default: the port is this process's alone",
+    )
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for f in ("ca.pem", "server.pem", "server.key"):
@@ -137,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
     quiet_grpc_log()
+    from cloud_trainer.fleet.portguard import PortTaken
     from cloud_trainer.fleet.service import FleetServer
 
     async def run() -> None:
@@ -153,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             blobs=a.blobs,
             s3_endpoint=a.s3_endpoint,
             step_timeout_s=a.step_timeout_s,
+            replicas=a.replicas,
         )
         await srv.start()
         quiet_gc()
@@ -182,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(run())
     except (ConnectionError, ValueError) as exc:  # a store URL that is wrong or a database that is not there
+        print(f"cloud-trainer serve: {exc}", file=sys.stderr)
+        return 2
+    except PortTaken as exc:  # another store's service on the port, or a port that is not free: it runs on
         print(f"cloud-trainer serve: {exc}", file=sys.stderr)
         return 2
     return 0

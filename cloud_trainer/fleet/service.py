@@ -50,6 +50,13 @@ from cloud_trainer.fleet.guard import (
     over_int64,
     report_fields,
 )
+from cloud_trainer.fleet.portguard import (
+    Announcement,
+    PortTaken,
+    cannot_bind,
+    in_use,
+    store_identity,
+)
 from cloud_trainer.fleet.store import (
     QUOTA_FIELDS,
     Store,
@@ -991,87 +998,112 @@ class FleetServer:
         step_timeout_s: float | None = None,
         keepalive_s: float = KEEPALIVE_S,
         keepalive_timeout_s: float = KEEPALIVE_TIMEOUT_S,
+        replicas: bool = False,
     ) -> None:
         self.data = Path(data)
-        self.store = open_store(store, self.data)  # a postgresql:// URL, or the SQLite file <data>/fleet.db
-        # s3://bucket[/prefix] (replicas on several hosts), a folder, or <data>/blobs
-        self.blobs = (
-            open_blobs(str(blobs) if blobs is not None else None, self.data, s3_endpoint=s3_endpoint)
-            if blobs is None or isinstance(blobs, (str, Path))
-            else blobs
-        )
-        self.registry = Registry(registry or self.data / "registry")
-        if control is None:
-            from cloud_trainer.fleet.control import Control
+        # before anything is opened or bound: a port that a fleet service of another store serves is refused;
+        # a replica of the same store goes on (portguard). Port 0: the kernel's choice, announced once bound.
+        self._identity = store_identity(store, self.data)
+        self.announcement = Announcement(port, *self._identity).open() if port else None
+        try:
+            if port and in_use(
+                host, port, replicas
+            ):  # e.g. the same store's service, not started with --replicas
+                raise PortTaken(cannot_bind(host, port, replicas, self.announcement))
+            # a postgresql:// URL, or the SQLite file <data>/fleet.db
+            self.store = open_store(store, self.data)
+            # s3://bucket[/prefix] (replicas on several hosts), a folder, or <data>/blobs
+            self.blobs = (
+                open_blobs(str(blobs) if blobs is not None else None, self.data, s3_endpoint=s3_endpoint)
+                if blobs is None or isinstance(blobs, (str, Path))
+                else blobs
+            )
+            self.registry = Registry(registry or self.data / "registry")
+            if control is None:
+                from cloud_trainer.fleet.control import Control
 
-            # with a PostgreSQL store the control state lives in the same database (replicas on several hosts)
-            where = (
-                store
-                if store and store.startswith(("postgresql://", "postgres://"))
-                else self.data / "control.db"
-            )
-            control = Control(
-                where,
-                self.registry,
+                # with a PostgreSQL store the control state lives in the same database (replicas on several hosts)
+                where = (
+                    store
+                    if store and store.startswith(("postgresql://", "postgres://"))
+                    else self.data / "control.db"
+                )
+                control = Control(
+                    where,
+                    self.registry,
+                    self.store,
+                    keys_dir=Path(ca).parent,
+                    **({} if step_timeout_s is None else {"step_timeout_s": step_timeout_s}),
+                )
+            self.control = control
+            self.commands = Commands(control) if getattr(control, "db", None) is not None else None
+            self.quotas = quotas or Quotas()
+            self.server = grpc.aio.server(
+                interceptors=[MalformedRequests(report_limits(self.quotas))],
+                options=[
+                    ("grpc.max_receive_message_length", self.quotas.limits.max_message_bytes),
+                    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                    # a connection storm (thousands of agents after a restart or a network cut): calls that arrive faster
+                    # than the asyncio loop takes them wait in grpc's queue instead of being refused (RESOURCE_EXHAUSTED
+                    # past 1,000 by default, with cancellations seen from ~2,000: FIELD-NOTES) or cancelled after 30 s
+                    ("grpc.server.max_pending_requests", 20_000),
+                    ("grpc.server.max_pending_requests_hard_limit", 40_000),
+                    ("grpc.server_max_unrequested_time_in_server", 120),
+                    # agents ping every 10 s on an otherwise quiet stream (reports every 30 s): allowed, never a GOAWAY
+                    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                    ("grpc.keepalive_permit_without_calls", 1),
+                    # and the server pings each connection every minute: a gateway that lost power (no FIN, no RST)
+                    # has its stream closed within 80 s instead of holding it (and its memory) forever
+                    ("grpc.keepalive_time_ms", round(keepalive_s * 1000)),
+                    ("grpc.keepalive_timeout_ms", round(keepalive_timeout_s * 1000)),
+                    # grpc 1.85 times a keepalive ping out by this one (default 60 s), not keepalive_timeout_ms: a
+                    # dead agent's streams were held ~120 s, and each silent drop of a flapping link left one more
+                    # PushRecords stream counted against the agent's concurrent_streams until it was reaped
+                    ("grpc.http2.ping_timeout_ms", round(keepalive_timeout_s * 1000)),
+                    # a connection that has not finished its TLS handshake (no certificate checked yet) holds a
+                    # descriptor: grpc's default 120 s let anyone, without a certificate, hold every descriptor the
+                    # process has (20,000 here) with ~170 idle connections a second, and no agent could connect
+                    ("grpc.server_handshake_timeout_ms", int(handshake_timeout_s * 1000)),
+                    # grpc sets SO_REUSEPORT on Linux by default: a second service on this port, whatever its
+                    # store, then bound silently and the kernel split the agents between the two. Shared only
+                    # when asked for (replicas of one store, checked by portguard); otherwise the port is ours alone
+                    ("grpc.so_reuseport", 1 if replicas else 0),
+                ],
+                maximum_concurrent_rpcs=100_000,
+            )  # one long-lived Connect per agent
+            self.hub = StreamHub(self.store, self.control, commands=self.commands) if streams else None
+            # certificates revoked with `cloud-trainer pki revoke`, in the PKI folder beside the CA
+            self.revocations = Revocations(Path(ca).parent / REVOKED_FILE)
+            self.fleet = fleet = FleetServicer(
                 self.store,
-                keys_dir=Path(ca).parent,
-                **({} if step_timeout_s is None else {"step_timeout_s": step_timeout_s}),
+                self.blobs,
+                self.registry,
+                self.control,
+                self.quotas,
+                self.hub,
+                self.commands,
+                self.revocations,
             )
-        self.control = control
-        self.commands = Commands(control) if getattr(control, "db", None) is not None else None
-        self.quotas = quotas or Quotas()
-        self.server = grpc.aio.server(
-            interceptors=[MalformedRequests(report_limits(self.quotas))],
-            options=[
-                ("grpc.max_receive_message_length", self.quotas.limits.max_message_bytes),
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                # a connection storm (thousands of agents after a restart or a network cut): calls that arrive faster
-                # than the asyncio loop takes them wait in grpc's queue instead of being refused (RESOURCE_EXHAUSTED
-                # past 1,000 by default, with cancellations seen from ~2,000: FIELD-NOTES) or cancelled after 30 s
-                ("grpc.server.max_pending_requests", 20_000),
-                ("grpc.server.max_pending_requests_hard_limit", 40_000),
-                ("grpc.server_max_unrequested_time_in_server", 120),
-                # agents ping every 10 s on an otherwise quiet stream (reports every 30 s): allowed, never a GOAWAY
-                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-                # and the server pings each connection every minute: a gateway that lost power (no FIN, no RST)
-                # has its stream closed within 80 s instead of holding it (and its memory) forever
-                ("grpc.keepalive_time_ms", round(keepalive_s * 1000)),
-                ("grpc.keepalive_timeout_ms", round(keepalive_timeout_s * 1000)),
-                # grpc 1.85 times a keepalive ping out by this one (default 60 s), not keepalive_timeout_ms: a
-                # dead agent's streams were held ~120 s, and each silent drop of a flapping link left one more
-                # PushRecords stream counted against the agent's concurrent_streams until it was reaped
-                ("grpc.http2.ping_timeout_ms", round(keepalive_timeout_s * 1000)),
-                # a connection that has not finished its TLS handshake (no certificate checked yet) holds a
-                # descriptor: grpc's default 120 s let anyone, without a certificate, hold every descriptor the
-                # process has (20,000 here) with ~170 idle connections a second, and no agent could connect
-                ("grpc.server_handshake_timeout_ms", int(handshake_timeout_s * 1000)),
-            ],
-            maximum_concurrent_rpcs=100_000,
-        )  # one long-lived Connect per agent
-        self.hub = StreamHub(self.store, self.control, commands=self.commands) if streams else None
-        # certificates revoked with `cloud-trainer pki revoke`, in the PKI folder beside the CA
-        self.revocations = Revocations(Path(ca).parent / REVOKED_FILE)
-        self.fleet = fleet = FleetServicer(
-            self.store,
-            self.blobs,
-            self.registry,
-            self.control,
-            self.quotas,
-            self.hub,
-            self.commands,
-            self.revocations,
-        )
-        rpc.add_FleetServicer_to_server(fleet, self.server)
-        rpc.add_AdminServicer_to_server(
-            AdminServicer(
-                self.store, self.control, self.registry, self.commands, fleet.limited, self.revocations
-            ),
-            self.server,
-        )
-        self.port = self.server.add_secure_port(f"{host}:{port}", server_credentials(ca, cert, key))
-        self._tick: asyncio.Task | None = None
-        self._stopped = False
+            rpc.add_FleetServicer_to_server(fleet, self.server)
+            rpc.add_AdminServicer_to_server(
+                AdminServicer(
+                    self.store, self.control, self.registry, self.commands, fleet.limited, self.revocations
+                ),
+                self.server,
+            )
+            try:
+                self.port = self.server.add_secure_port(f"{host}:{port}", server_credentials(ca, cert, key))
+            except RuntimeError:  # grpc: "Failed to bind to address ..."; say by whom, when one of ours
+                self.store.close()
+                raise PortTaken(cannot_bind(host, port, replicas, self.announcement)) from None
+            self._tick: asyncio.Task | None = None
+            self._stopped = False
+        except BaseException:
+            if self.announcement is not None:
+                self.announcement.close()
+            raise
+        if self.announcement is None:
+            self.announcement = Announcement(self.port, *self._identity).open()
 
     async def start(self) -> None:
         if self.hub is not None:
@@ -1099,3 +1131,5 @@ class FleetServer:
             await self.hub.stop()
         self.fleet._readers.shutdown(wait=False, cancel_futures=True)
         self.store.close()
+        if self.announcement is not None:  # the port is free: the next start on it needs no agreement
+            self.announcement.close()

@@ -1,4 +1,4 @@
-"""Two `cloud-trainer serve` replicas behind one port (SO_REUSEPORT, which grpc sets on Linux), sharing the
+"""Two `cloud-trainer serve --replicas` behind one port (SO_REUSEPORT, asked for with --replicas), sharing the
 PostgreSQL store and the data folder (control.db, registry, blobs): one is SIGKILLed in the middle of a canary
 rollout, the agents' streams move to the other, and the other finishes the rollout. And a replica outlives a
 restart of PostgreSQL itself: it reconnects, and a rollout paused across the restart resumes and completes."""
@@ -82,7 +82,7 @@ class Canary:
         )
         self.port = port = free_port()
         self.replicas = [
-            ServerProcess(tmp_path / "cloud", self.pki, port, ["--store", store_url]).start()
+            ServerProcess(tmp_path / "cloud", self.pki, port, ["--store", store_url, "--replicas"]).start()
             for _ in range(replicas)
         ]
         self.agents = [FakeAgent(a, self.pki, port, tmp_path) for a in AGENTS]

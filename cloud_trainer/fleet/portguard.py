@@ -1,0 +1,261 @@
+"""Who serves a fleet port: replicas of one store may share it, a service of another store may not.
+
+With ``SO_REUSEPORT`` (``cloud-trainer serve --replicas``) several processes listen on one TCP port and the kernel
+spreads the agents' connections over them. That is right for replicas of one store, and wrong for a second
+service started on the same port with *another* store (another data folder, SQLite file or database): the kernel
+would send half of the fleet's records and rollouts to a store nobody looks at. So every fleet service
+announces itself, before it binds its port, as a listening Linux abstract-namespace unix socket named
+``@cloud-trainer-fleet/<port>/<pid>.<n>`` that answers each connection with one JSON line: the store's
+identity, how to show it (a path, or a URL without its password) and the process. A service starting on that
+port reads the live announcements (``/proc/net/unix``), asks each, and is refused (``PortTaken``) when one
+serves another store; a replica of the same store goes on.
+
+Why abstract sockets rather than a lock file: the kernel removes an abstract name when the last descriptor
+on it closes, including when the process is killed with SIGKILL or crashes, so an announcement can never be
+stale (a lock file left by ``kill -9`` either blocks every later start or has to be guessed stale from a
+pid that may have been reused). Abstract names live in the network namespace, exactly the scope of the TCP
+port they guard, whereas a lock file's folder can differ between two processes that share the port
+(systemd's ``PrivateTmp=``, another user's ``$XDG_RUNTIME_DIR``). Nothing travels beyond the machine: no
+TCP, no file. Starts are serialized per port by one more abstract name (``…/<port>/claim``, held for the
+few milliseconds of the check and the announcement), so that two services of different stores started
+at the same instant cannot both find the port free.
+
+Limits: Linux only (elsewhere the check is skipped, and grpc does not set ``SO_REUSEPORT`` anyway);
+services in other network namespaces (containers) have their own ports and names; PostgreSQL URLs are
+compared by user, host, port and database as written (``localhost`` and ``127.0.0.1`` are two spellings,
+refused as two stores: spell the store the same way in every replica); a process that does not answer
+within ``ASK_TIMEOUT_S`` (stopped, hung) is taken as another store, since nothing proves it is not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import getpass
+import itertools
+import json
+import logging
+import os
+import re
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+log = logging.getLogger(__name__)
+
+PREFIX = "cloud-trainer-fleet"
+ASK_TIMEOUT_S = (
+    2.0  # an announcement that does not answer in this long is another store (nothing proves otherwise)
+)
+CLAIM_WAIT_S = 10.0  # another start holding the claim longer than this is stuck: check without it
+_numbers = itertools.count()
+
+
+class PortTaken(Exception):
+    """The port is served by a fleet service of another store (or one that does not say which)."""
+
+
+def store_identity(store: str | None, data: Path) -> tuple[str, str]:
+    """(key, shown) of the store ``open_store(store, data)`` opens: equal keys are the same store.
+
+    SQLite: the real path of ``<data>/fleet.db`` (symlinks and relative paths resolved). PostgreSQL: user,
+    host, port and database of the URL (libpq's defaults filled in), shown without the password."""
+    if store and store.startswith(("postgresql://", "postgres://")):
+        u = urlsplit(store)
+        q = dict(parse_qsl(u.query))
+        user = q.get("user") or unquote(u.username or "") or os.environ.get("PGUSER") or getpass.getuser()
+        host = (q.get("host") or unquote(u.hostname or "") or os.environ.get("PGHOST") or "/tmp").lower()
+        port = q.get("port") or (str(u.port) if u.port else "") or os.environ.get("PGPORT") or "5432"
+        db = q.get("dbname") or unquote(u.path.lstrip("/")) or os.environ.get("PGDATABASE") or user
+        shown = f"postgresql://{user}@{u.hostname or host}{f':{u.port}' if u.port else ''}/{db}"
+        return f"postgresql://{user}@{host}:{port}/{db}", shown
+    path = os.path.realpath(Path(data) / "fleet.db")
+    return f"sqlite:{path}", path
+
+
+def in_use(host: str, port: int, replicas: bool) -> bool:
+    """Whether binding ``host:port`` as grpc would (SO_REUSEADDR, SO_REUSEPORT with replicas) fails: it is in use.
+
+    Asked before grpc binds, so that a refusal is our one line, not grpc's own error log line before it."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return False  # grpc says what is wrong with the address
+    for family, kind, proto, _, addr in infos:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if replicas and hasattr(socket, "SO_REUSEPORT"):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                s.bind(addr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+    return False
+
+
+def cannot_bind(host: str, port: int, replicas: bool, own: Announcement | None = None) -> str:
+    """Why ``host:port`` could not be bound, naming the fleet service that holds it when it is one of ours."""
+    mine = own.name if own is not None else None
+    ours = [a for a in (ask(n) for n in announced(port) if n != mine) if a is not None]
+    if ours:
+        pids = ", ".join(sorted({str(a.get("pid")) for a in ours}))
+        return (
+            f"port {port} is already served by a fleet service of the same store, {ours[0].get('store')} "
+            f"(pid {pids}), "
+            + (
+                "started without --replicas: stop it, or start every replica with --replicas"
+                if replicas
+                else "and this one was not started with --replicas: replicas of one store share a port "
+                "only when every one of them is started with --replicas; otherwise use another --port"
+            )
+        )
+    return (
+        f"cannot listen on {host}:{port}: the port is in use by another program, or {host} is not an "
+        "address of this machine; choose another --port or --host"
+    )
+
+
+def _address(name: str) -> bytes:
+    return b"\0" + name.encode()
+
+
+def announced(port: int) -> list[str]:
+    """Names of the live announcements for ``port`` (listening abstract sockets of this network namespace)."""
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return []
+    want = f"@{PREFIX}/{port}/"
+    return sorted(
+        {
+            f[7][1:]
+            for f in (line.split() for line in lines)
+            if len(f) >= 8 and f[7].startswith(want) and not f[7].endswith("/claim")
+        }
+    )
+
+
+def ask(name: str, timeout_s: float = ASK_TIMEOUT_S) -> dict | None:
+    """What the announcement ``name`` says ({key, store, pid, command}); None when it has gone meanwhile."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout_s)
+        try:
+            s.connect(_address(name))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return None  # closed between the listing and now: its process stopped
+        buf = b""
+        try:
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                buf += chunk
+            return json.loads(buf)
+        except (OSError, ValueError):  # no answer in time, or not ours: nothing proves it is the same store
+            pid = name.rsplit("/", 1)[-1].split(".")[0]
+            return {"key": None, "store": "(no answer)", "pid": int(pid) if pid.isdigit() else None}
+
+
+def _command(pid: int | None) -> str:
+    if pid is None:
+        return ""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return _redact(" ".join(raw.rstrip(b"\0").decode(errors="replace").split("\0")))
+
+
+def _redact(text: str) -> str:
+    """A command line without the password of a URL in it (``--store postgresql://u:secret@db/fleet``)."""
+    return re.sub(r"password=[^&\s]*", "password=***", re.sub(r"//([^:/@\s]+):[^@\s]*@", r"//\1:***@", text))
+
+
+class Announcement:
+    """This process serves ``port`` with a store: said to every later start on the port until ``close()``."""
+
+    def __init__(self, port: int, key: str, shown: str) -> None:
+        self.port, self.key, self.shown = port, key, shown
+        self.name = f"{PREFIX}/{port}/{os.getpid()}.{next(_numbers)}"
+        self.answer = (
+            json.dumps({"key": key, "store": shown, "pid": os.getpid(), "command": _command(os.getpid())})
+            + "\n"
+        ).encode()
+        self.sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    def open(self) -> Announcement:
+        """Check the port's other services and announce this one; ``PortTaken`` if one serves another store."""
+        if not sys.platform.startswith("linux"):
+            return self
+        with _claim(self.port):
+            for name in announced(self.port):
+                other = ask(name)
+                if other is None or other.get("key") == self.key:
+                    continue  # gone, or a replica of the same store
+                pid = other.get("pid")
+                cmd = other.get("command") or _command(pid)
+                raise PortTaken(
+                    f"port {self.port} is already served by a fleet service of another store: "
+                    f"{other.get('store')} (pid {pid if pid is not None else 'unknown'}"
+                    + (f": {cmd}" if cmd else "")
+                    + f"); this one's store is {self.shown}. Replicas on one port must share one store: "
+                    "use the same --data/--store, or another --port"
+                )
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(_address(self.name))
+            s.listen(64)
+            self.sock = s
+        self._thread = threading.Thread(target=self._serve, name=f"fleet-port-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _serve(self) -> None:
+        s = self.sock
+        while s is not None:
+            try:
+                conn, _ = s.accept()
+            except OSError:  # closed by close()
+                return
+            with conn:
+                with contextlib.suppress(OSError):
+                    conn.settimeout(1.0)
+                    conn.sendall(self.answer)
+
+    def close(self) -> None:
+        s, self.sock = self.sock, None
+        if s is not None:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)  # wakes the accept() of _serve
+            s.close()
+        if self._thread is not None:
+            self._thread.join(2.0)
+            self._thread = None
+
+
+@contextlib.contextmanager
+def _claim(port: int):
+    """Hold ``@cloud-trainer-fleet/<port>/claim`` for the check and the announcement (one start at a time)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    deadline = time.monotonic() + CLAIM_WAIT_S
+    held = False
+    try:
+        while True:
+            try:
+                s.bind(_address(f"{PREFIX}/{port}/claim"))
+                held = True
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                    log.warning(
+                        "port %d: checking its other fleet services without the claim (%s)", port, exc
+                    )
+                    break
+                time.sleep(0.02)
+        yield held
+    finally:
+        s.close()

@@ -1,0 +1,107 @@
+"""Who may serve a fleet port (`cloud-trainer serve` as real processes, SQLite stores): a second service of
+another store on a served port is refused at start, naming the port, the other store and its process, and the
+running service keeps every agent; replicas of one store share the port only when started with ``--replicas``;
+and a service killed with SIGKILL leaves nothing behind that would refuse the next start."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+
+import grpc
+import pytest
+
+from cloud_trainer.fleet.service import channel_credentials
+from protocols.gen import fleet_pb2 as pb
+from protocols.gen import fleet_pb2_grpc as rpc
+from tests.support.fleet import ROOT, ServerProcess, make_pki
+from tests.support.peers import free_port
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"), agents=("gw1",))
+
+
+def serve(data, pki, port, *args) -> tuple[int | None, str]:
+    """A `serve` expected not to start: (exit code, its stderr); (None, ...) if it listened after all."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cloud_trainer.cli", "serve", "--data", str(data), "--port", str(port)]
+        + ["--pki", str(pki), *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    listening = "listening" in proc.stdout.readline()  # its one line when it listens, or EOF when it exits
+    if listening:
+        proc.kill()
+    _, err = proc.communicate(timeout=30)
+    return (None if listening else proc.returncode), err.strip()
+
+
+def heartbeats(pki, port, n: int) -> None:
+    """``n`` heartbeats of gw1, each on a new connection (the kernel picks a listener per connection)."""
+    creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
+    for i in range(n):
+        with grpc.secure_channel(
+            f"127.0.0.1:{port}", creds, options=[("grpc.use_local_subchannel_pool", 1)]
+        ) as ch:
+            rpc.FleetStub(ch).Heartbeat(pb.HeartbeatRequest(labels={"n": str(i)}), timeout=10)
+
+
+def last_label(data) -> str | None:
+    with sqlite3.connect(data / "fleet.db") as con:
+        row = con.execute("SELECT labels FROM agents WHERE id = 'gw1'").fetchone()
+    return row and row[0]
+
+
+@pytest.mark.parametrize("replicas", [[], ["--replicas"]], ids=["alone", "replicas"])
+def test_a_serve_of_another_store_on_a_served_port_is_refused_and_the_running_one_keeps_the_agents(
+    pki, tmp_path, replicas
+):
+    port = free_port()
+    first = ServerProcess(tmp_path / "a", pki, port, replicas).start()
+    try:
+        code, line = serve(tmp_path / "b", pki, port, *replicas)
+        assert code == 2, f"a service of another store started on a served port ({code}): {line}"
+        assert line.startswith(f"cloud-trainer serve: port {port} ") and "\n" not in line  # one line
+        assert os.path.realpath(tmp_path / "a" / "fleet.db") in line  # the store that serves the port
+        assert f"pid {first.proc.pid}" in line and "cloud_trainer.cli serve" in line  # and its process
+        assert not (tmp_path / "b" / "fleet.db").exists()  # nothing of the refused store was opened
+        # every agent's connection still reaches the first service, whose store has them all
+        heartbeats(pki, port, 12)
+        assert '"n": "11"' in last_label(tmp_path / "a")
+        assert first.proc.poll() is None
+    finally:
+        first.kill()
+    # SIGKILL leaves nothing behind (no lock file to clean): a service of any store may take the port now
+    second = ServerProcess(tmp_path / "b", pki, port, replicas).start()
+    try:
+        heartbeats(pki, port, 2)
+        assert '"n": "1"' in last_label(tmp_path / "b")
+    finally:
+        second.stop()
+
+
+def test_replicas_of_one_store_share_the_port_only_when_asked_to(pki, tmp_path):
+    port = free_port()
+    first = ServerProcess(tmp_path / "cloud", pki, port, ["--replicas"]).start()
+    replica = None
+    try:
+        # the same store without --replicas: the port is not shared, said in one line naming the other process
+        code, line = serve(tmp_path / "cloud", pki, port)
+        assert code == 2, f"started on a port shared by replicas without --replicas ({code}): {line}"
+        assert line.startswith(f"cloud-trainer serve: port {port} ") and "\n" not in line
+        assert f"pid {first.proc.pid}" in line and "--replicas" in line
+        # with --replicas it is a replica: it starts, and serves the agents when the first is gone
+        replica = ServerProcess(tmp_path / "cloud", pki, port, ["--replicas"]).start()
+        first.kill()  # SIGKILL: the replica serves alone
+        heartbeats(pki, port, 3)
+        assert '"n": "2"' in last_label(tmp_path / "cloud")
+    finally:
+        first.stop()
+        if replica is not None:
+            replica.stop()
