@@ -37,7 +37,15 @@ import time
 import urllib.request
 from pathlib import Path
 
-from simulators.launcher import Narrator, Supervisor, free_port, start_mosquitto, table, wait_port
+from simulators.launcher import (
+    Narrator,
+    Supervisor,
+    free_port,
+    service_port,
+    start_mosquitto,
+    table,
+    wait_port,
+)
 
 # the agents' config ships inside this package, so that an installed `edge-sim demo` finds it (no checkout)
 AGENT_CONFIG = Path(__file__).with_name("demo-agent.yaml")
@@ -336,10 +344,19 @@ class Demo:
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         return path
 
-    def start_cloud(self) -> None:
+    def cloud_ports(self) -> tuple[int, int]:
+        """The fleet service's and its console's ports, chosen once and kept across the link cut's restart:
+        outside the kernel's ephemeral range, so that nothing binding port 0 or connecting (the agents retrying
+        the cloud, a test run beside the demo) is handed them while the service is down."""
         if "cloud" not in self.ports:
-            self.ports["cloud"] = free_port()
-            self.ports["console"] = free_port()
+            self.ports["cloud"] = service_port()
+            self.ports["console"] = service_port()
+            while self.ports["console"] == self.ports["cloud"]:
+                self.ports["console"] = service_port()
+        return self.ports["cloud"], self.ports["console"]
+
+    def start_cloud(self) -> None:
+        self.cloud_ports()
         p = self.sup.start(
             "cloud",
             [

@@ -25,6 +25,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+SERVICE_PORTS = (10000, 65535)  # above the well-known and most registered service ports
+
+
+def ephemeral_range(path: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
+    """The kernel's ephemeral port range (bind to port 0, and connect()'s local ports); Linux's default if unknown."""
+    try:
+        lo, hi = (int(x) for x in path.read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return lo, hi
+
+
+def service_port(
+    ephemeral: tuple[int, int] | None = None, span: tuple[int, int] = SERVICE_PORTS, tries: int = 500
+) -> int:
+    """A free loopback port outside the kernel's ephemeral range, for a service that stops and starts again.
+
+    A port from ``free_port()`` comes from the ephemeral range: while its service is down (the demo's cloud
+    "link cut"), any process binding port 0 or opening a connection (an agent retrying the cloud, a test run
+    beside the demo) may be handed that very port, and the service cannot come back on it. A port outside the
+    range is never handed out by the kernel; only a program asking for it by number can take it."""
+    import random
+
+    lo, hi = ephemeral or ephemeral_range()
+    ports = [p for p in range(max(span[0], 1024), span[1] + 1) if not lo <= p <= hi]
+    for port in random.sample(ports, min(tries, len(ports))):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:  # no SO_REUSEADDR: a port still in TIME_WAIT from an earlier connection counts as taken
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(
+        f"no free port in {span[0]}-{span[1]} outside the kernel's ephemeral range {lo}-{hi} "
+        f"({EPHEMERAL_RANGE_FILE}); narrow that range to leave some"
+    )
+
+
 def wait_port(
     port: int, timeout_s: float = 30.0, proc: subprocess.Popen | None = None, name: str = ""
 ) -> None:
