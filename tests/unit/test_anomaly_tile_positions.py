@@ -54,3 +54,31 @@ def test_a_place_always_hot_in_good_frames_is_normal_there_and_a_spot_elsewhere_
     # measured: good frames at most 0.82 of the threshold, spots 1.03-1.64 (one scale: 1 of 8 above it)
     assert max(good) < 1.0, good
     assert sum(v >= 1.0 for v in spots) >= 6, spots
+
+
+def test_the_int8_gate_scores_each_good_frame_with_references_made_without_it(tmp_path):
+    # the INT8 gate judges each good frame as the threshold was set on it: its fold's bank, and reference
+    # maps without its frame. With every good frame's references, its own among them, every frame scored
+    # below the score the threshold took (median 1.3 % below, at most 0.79 of the threshold against 0.83)
+    from cloud_trainer.train import onnx_tools
+
+    ds = A.AnomalyData([t for i in range(20) for t in _tiles(_scene(i))], [f"{i}.png" for i in range(20)])
+    ds.per_frame = 6
+    s = A.AnomalySettings(
+        Path("."), Path("."), Path("."), Path("."), size=SIZE, tiles=TILES, bank_size=256, folds=3
+    )
+    fitted = A.fit(ds, s, log=lambda m: None)
+    fp32 = onnx_tools.export(fitted["model"], fitted["x"][:6], tmp_path / "m.onnx", A.INPUT, A.OUTPUTS)
+    held, _ = A._held_out_runs(
+        fp32,
+        {},
+        ds,
+        fitted["pre"],
+        fitted["fold_of"],
+        fitted["fold_banks"],
+        tmp_path,
+        fitted["model"],
+        fitted["fold_refs"],
+    )
+    ratio = held[:, 0].reshape(-1, 6).max(1) / fitted["cv_scores"]
+    assert (ratio > 1.0).any() and abs(float(np.median(ratio)) - 1.0) < 0.01, ratio
