@@ -1483,11 +1483,11 @@ def check_tiles(s: AnomalySettings) -> None:
 
 GOLDEN_VIEWS = 16  # golden inputs of an untiled model (a view at 128 px: 196 KB in the package)
 
-# Golden inputs near the threshold. The final bank holds every good view, so the final model scores them
-# far below the threshold (a tiny build's at half of it, a larger one's near 0), and a good-only build has
-# no other views: its golden inputs were those alone, and an agent's check of a form on its own CPU (INT8,
-# or FP32 at OpenVINO's bf16) could not see one that flips verdicts near the threshold, where none of them
-# was. A held-out good view is held out of the fold banks only; the deployed model has seen it. So views
+# Golden inputs near the threshold. The final bank is made of every good view's patches, so the final
+# model scores them far below the threshold (24 sheets at 128 px, the default bank: 0.27-0.64 of it; ~0
+# when the bank holds every patch), and a good-only build has no other views: its golden inputs were
+# those alone, and an agent's check of a form on its own CPU (INT8, or FP32 at OpenVINO's bf16) could not
+# see one that flips verdicts near the threshold, where none of them was. A held-out good view is held out of the fold banks only; the deployed model has seen it. So views
 # are made that it has not seen: a good view with a disc of seeded noise, its amplitude bisected until the
 # final FP32 model scores the view just below, then just above, the threshold.
 NEAR_SHARE = 0.02  # the scores searched for: this share of the threshold below and above it
