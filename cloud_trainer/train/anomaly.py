@@ -1521,8 +1521,9 @@ def noise_spot(img: np.ndarray, sigma: float, seed: int) -> np.ndarray:
 
 def near_threshold(score, k: int, threshold: float) -> list[tuple[int, float, float]]:
     """``(base, sigma, score)`` of every view tried, ``k`` bases at a time: each base's noise amplitude
-    bisected towards a score ``NEAR_SHARE`` of the threshold below it, then as much above it (``score``:
-    (bases, sigmas) -> the final FP32 model's scores of the made views)."""
+    bisected towards a score ``NEAR_SHARE`` of the threshold below it, then as much above it, to
+    ``NEAR_MAX_SIGMA / 2**NEAR_STEPS`` grey levels (``score``: (bases, sigmas) -> the final FP32 model's
+    scores of the made views)."""
     idx = np.arange(k)
     tried: list[tuple[int, float, float]] = []
 
@@ -1532,8 +1533,16 @@ def near_threshold(score, k: int, threshold: float) -> list[tuple[int, float, fl
         return got
 
     for target in (threshold * (1 - NEAR_SHARE), threshold * (1 + NEAR_SHARE)):
-        lo, hi = np.zeros(k), np.full(k, NEAR_MAX_SIGMA)
+        # each base's bracket from the views tried so far (the score grows with the amplitude): the second
+        # search starts where the first left off, and takes a few runs, not NEAR_STEPS
+        lo = np.array([max((g for c, g, v in tried if c == b and v < target), default=0.0) for b in idx])
+        hi = np.array(
+            [min((g for c, g, v in tried if c == b and v >= target), default=NEAR_MAX_SIGMA) for b in idx]
+        )
+        hi = np.maximum(hi, lo)
         for _ in range(NEAR_STEPS):
+            if (hi - lo).max() <= NEAR_MAX_SIGMA / 2**NEAR_STEPS:
+                break
             mid = (lo + hi) / 2
             below = run(mid) < target
             lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
