@@ -22,7 +22,9 @@ These four are grey and whole-frame: a mono or white-balance change, light bandi
 of the frame passed them. ``summarize_local`` measures colour, banding and sharpness by region
 (``local_stats``); they travel in the package as ``LOCAL_FILE`` (the manifest's schema is a fixed
 contract) and ``check(..., local=LocalStats)`` applies them after the four (``LOCAL_MARGINS``).
-Cost of ``check`` with them: ~0.3 ms on a 128-px frame, ~0.5 ms on a 224-px one (2 cores under load).
+Cost of ``check`` with them: ~0.3 ms on a 128-px frame, ~0.5 ms on a 224-px one (2 cores under load);
+~0.6 ms of CPU on a 640x480 one (AVX-512, ``bench/inference_224_bench.py``), most of it the passes over
+the whole frame (grey, its rows' area shrink, the colour's) and the fixed cost of small calls.
 Pure NumPy plus OpenCV.
 """
 
@@ -57,18 +59,78 @@ REASONS = {
 
 def _area(img: np.ndarray, w: int, h: int) -> np.ndarray:
     """``cv2.resize(img, (w, h), interpolation=INTER_AREA)`` of a uint8 image, the same pixels (but for a
-    float tie now and then: one level), faster on camera frames: a shrink by a non-integer factor is done
-    as two one-dimensional area passes in float, which OpenCV's two-dimensional area path takes 1.5-2x as
-    long for (0.57 against 0.88 ms for a 640x480 frame to 128 px on a 2-core AVX2 gateway, 10.6 against
-    17 ms for a 5-MP one). Integer factors (OpenCV's fast path) and enlargements go to OpenCV as they are."""
+    float tie now and then: one level), faster on camera frames. A shrink is done as two one-dimensional
+    area passes, the rows first (``_rows``: the costly one, over the whole frame) then the columns with
+    OpenCV on the ``h`` rows left; OpenCV's two-dimensional area path is 1.5-2x slower on non-integer
+    factors (0.88 ms for a 640x480 frame to 128 px on a 2-core AVX2 gateway). Enlargements and other
+    dtypes go to OpenCV as they are."""
     import cv2
 
     H, W = img.shape[:2]
-    if img.dtype != np.uint8 or H <= h or W <= w or (W % w == 0 and H % h == 0):
+    if img.dtype != np.uint8 or H <= h or W <= w:
         return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-    f = cv2.resize(img.astype(np.float32), (w, H), interpolation=cv2.INTER_AREA)
-    f = cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
+    if H % h == 0 and W % w == 0 and H // h <= 257 and 255 * (H // h) * (W // w) < 1 << 22:
+        # integer factors: OpenCV rounds each block's integer sum times 1/area (in float); so do we, from
+        # the rows' exact sums (uint16) and the columns' mean of them (exact to far below one level: the
+        # sums stay below 2^22, where float32 has a tenth of a level to spare)
+        n = (H // h) * (W // w)
+        s = img.reshape(h, H // h, -1).sum(1, dtype=np.uint16).reshape(h, W, *img.shape[2:])
+        s = np.rint(cv2.resize(s.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) * (W // w))
+        return np.clip(np.rint(s * np.float32(1 / n)), 0, 255).astype(np.uint8)
+    f = _rows(img, h)
+    if f is None:  # the columns first (OpenCV's fast path where the factor is an integer), then the rows
+        f = cv2.resize(img.astype(np.float32), (w, H), interpolation=cv2.INTER_AREA)
+        f = cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
+    elif W != w:
+        f = cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
     return np.clip(np.rint(f), 0, 255).astype(np.uint8)
+
+
+# the rows' pass by weights (``_rows``) takes periods of at most this many output rows from at most this many
+# input rows; past them (1080 -> 128 rows: 16 from 135) OpenCV's column pass first was faster here
+_ROWS_PERIOD, _ROWS_SPAN = 8, 64
+_ROW_WEIGHTS: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _row_weights(H: int, h: int) -> np.ndarray:
+    """The area weights of one period of the shrink from ``H`` to ``h`` rows: p x q, where p output
+    rows take q input rows (h / gcd, H / gcd); row j of the period averages rows [j H/h, (j+1) H/h)."""
+    got = _ROW_WEIGHTS.get((H, h))
+    if got is not None:
+        return got
+    d = math.gcd(H, h)
+    p, q = h // d, H // d
+    wts = np.zeros((p, q), np.float64)
+    for j in range(p):
+        a, b = j * q / p, (j + 1) * q / p
+        for i in range(int(a), min(q, math.ceil(b))):
+            wts[j, i] = (min(b, i + 1) - max(a, i)) * p / q
+    wts32 = wts.astype(np.float32)
+    wts32.setflags(write=False)  # shared by every thread's frames
+    if len(_ROW_WEIGHTS) < 64:  # a few frame sizes per process; plain dict writes are atomic
+        _ROW_WEIGHTS[(H, h)] = wts32
+    return wts32
+
+
+def _rows(img: np.ndarray, h: int) -> np.ndarray | None:
+    """The area shrink of a uint8 image's rows to ``h`` (columns as they are), float32, or None where
+    the columns' pass first is cheaper. The one pass over the whole frame: an integer factor (1 output
+    row per q input rows) sums the rows in uint16, no float copy of the frame (a 640x480 colour frame to
+    32 rows: 0.06 ms where OpenCV's integer-factor area takes 0.19 ms); a factor whose period is short
+    (480 -> 128: 4 rows from 15) is one small float matrix product per period (0.05 ms with the float
+    copy, against 0.13 ms for OpenCV's column pass then its row pass, in float)."""
+    H = img.shape[0]
+    d = math.gcd(H, h)
+    p, q = h // d, H // d
+    flat = img.reshape(H, -1)  # channels side by side: the rows' pass treats them alike
+    if p == 1 and q <= 257:  # q rows of up to 255 sum within uint16
+        out = flat.reshape(h, q, -1).sum(1, dtype=np.uint16).astype(np.float32)
+        out *= np.float32(1 / q)
+    elif p <= _ROWS_PERIOD and q <= _ROWS_SPAN:
+        out = np.matmul(_row_weights(H, h), flat.astype(np.float32).reshape(H // q, q, -1)).reshape(h, -1)
+    else:
+        return None
+    return out.reshape(h, *img.shape[1:])
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -89,19 +151,52 @@ def _low(g: np.ndarray) -> np.ndarray:
     return cv2.resize(g, (LOW, LOW), interpolation=cv2.INTER_AREA)
 
 
-def _thumb(lo: np.ndarray, thumb: int = THUMB) -> np.ndarray:
-    """``lo``: the 128-px grey frame area-averaged to LOW px (``_low``)."""
+_MATRICES: dict[tuple, np.ndarray] = {}
+
+
+def _matrix(key: tuple) -> np.ndarray:
+    """The matrix of a fixed linear step on a small image, made once by applying it to the identity
+    (the same kernel, borders and weights): ``("blur", n, sigma)``: OpenCV's Gaussian blur along the
+    ``n`` rows of a column; ``("area", n, m)``: its area shrink of ``n`` rows to ``m``. On the check's
+    64-px and 128-px images a product with it is several times cheaper than OpenCV's own call, whose
+    fixed cost dominates there (a 65-tap blur of a 64 x 64 image: ~40 µs, as products: ~5 µs)."""
+    got = _MATRICES.get(key)
+    if got is not None:
+        return got
     import cv2
 
+    kind, n, arg = key
+    eye = np.eye(n, dtype=np.float32)
+    if kind == "blur":
+        m = cv2.GaussianBlur(eye, (1, 0), 0, sigmaY=arg)
+    else:
+        m = cv2.resize(eye, (n, arg), interpolation=cv2.INTER_AREA)
+    m = np.ascontiguousarray(m, np.float64)
+    m.setflags(write=False)  # shared by every thread's frames
+    if len(_MATRICES) < 64:  # a few shapes per process; a plain dict's writes are atomic
+        _MATRICES[key] = m
+    return m
+
+
+def _thumb(lo: np.ndarray, thumb: int = THUMB) -> np.ndarray:
+    """``lo``: the 128-px grey frame area-averaged to LOW px (``_low``)."""
     # structure, not the light's slow gradient: the frame minus its 16-px blur (at 128 px). The blur is
     # taken on the frame area-averaged to LOW px, a sixteenth of the work of a 97-tap blur at 128 px
     # (the costliest step of the check: ~60 % of it); a thumbnail differs from the one blurred at
-    # 128 px by at most ~0.03 (unit-norm thumbnails), well inside the scene margin's floor (0.08)
-    lo = lo - cv2.GaussianBlur(lo, (0, 0), LOW / 8)
-    t = cv2.resize(lo, (thumb, thumb), interpolation=cv2.INTER_AREA).ravel().astype(np.float64)
+    # 128 px by at most ~0.03 (unit-norm thumbnails), well inside the scene margin's floor (0.08).
+    # Blur and shrink are linear: shrink(lo - blur(lo)) = A lo A' - (A B) lo (A B)', A the area
+    # shrink's matrix and B the blur's, the same sums as OpenCV's calls in another order (in double). On
+    # the frame minus its mean, which the difference does not see: a flat frame's is exactly zero, as from
+    # OpenCV's calls, where the blur's rows summing to 1 only to float precision left a residue to normalise
+    n = lo.shape[0]
+    a = _matrix(("area", n, thumb))
+    ab = a @ _matrix(("blur", n, LOW / 8))
+    x = lo.astype(np.float64)
+    x -= x.mean()
+    t = ((a @ x) @ a.T - (ab @ x) @ ab.T).ravel()
     t -= t.mean()
-    n = np.linalg.norm(t)
-    return t / n if n > 1e-6 else t
+    n2 = np.linalg.norm(t)
+    return t / n2 if n2 > 1e-6 else t
 
 
 def _measure(image: np.ndarray, thumb: int) -> tuple[dict[str, float], np.ndarray, np.ndarray, np.ndarray]:
@@ -267,7 +362,7 @@ def local_stats(image: np.ndarray, g: np.ndarray | None = None, lo: np.ndarray |
     out["clipped"] = int(np.count_nonzero(g >= 250.0)) / g.size
     # the row and the column profiles side by side, each minus its 8-px blur (along the profile)
     prof = np.hstack([cv2.reduce(g, 1, cv2.REDUCE_AVG), cv2.reduce(g, 0, cv2.REDUCE_AVG).reshape(-1, 1)])
-    d = prof - cv2.GaussianBlur(prof, (1, 0), 0, sigmaY=8)
+    d = prof - _matrix(("blur", prof.shape[0], 8)) @ prof  # the profiles' 8-px blur, as a product
     e_rows, e_cols = (d * d).mean(0).tolist()
     out["banding"] = math.log10(e_rows + 1e-3) - math.log10(e_cols + 1e-3)
     lap = cv2.Laplacian(lo, cv2.CV_32F)  # at LOW px: a JPEG's lost fine grain (q >= 75) does not count

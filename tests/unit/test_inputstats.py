@@ -169,3 +169,38 @@ def test_the_area_shrink_gives_opencvs_pixels(hw):
         assert got.dtype == want.dtype and got.shape == want.shape
         diff = np.abs(got.astype(int) - want.astype(int))
         assert diff.max() <= 1 and np.count_nonzero(diff) <= diff.size // 1000, (hw, img.ndim, diff.max())
+
+
+@pytest.mark.parametrize("thumb", [16, 8, 12])
+def test_the_thumbnail_and_the_banding_taken_as_products_are_opencvs_values(thumb):
+    """The check takes the scene thumbnail (the 64-px frame minus its blur, shrunk) and the banding's
+    blurred profiles as matrix products, cheaper on such small images than OpenCV's calls; the statistics
+    packages carry were measured with the calls. The same values to 1e-5 (a thumbnail is unit-norm, the
+    scene margin's floor 0.08), at the package's own thumbnail size."""
+    import cv2
+
+    from model_packager.inputstats import LOW, _grey, _low, _thumb, local_stats
+    from tests.support.own_parts import make_part
+
+    rng = np.random.default_rng(thumb)
+    frames = [
+        cv2.GaussianBlur(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), (0, 0), 2.0),
+        make_part(8, 3, 240, None)[0],
+        np.full((120, 160, 3), 90, np.uint8),  # flat: a zero thumbnail
+    ]
+    for f in frames:
+        g = _grey(f)
+        lo = _low(g)
+        want = cv2.resize(
+            lo - cv2.GaussianBlur(lo, (0, 0), LOW / 8), (thumb, thumb), interpolation=cv2.INTER_AREA
+        )
+        want = want.ravel().astype(np.float64)
+        want -= want.mean()
+        n = np.linalg.norm(want)
+        want = want / n if n > 1e-6 else want
+        assert np.abs(_thumb(lo, thumb) - want).max() < 1e-5
+        prof = np.hstack([cv2.reduce(g, 1, cv2.REDUCE_AVG), cv2.reduce(g, 0, cv2.REDUCE_AVG).reshape(-1, 1)])
+        d = prof - cv2.GaussianBlur(prof, (1, 0), 0, sigmaY=8)
+        e_rows, e_cols = (d * d).mean(0).tolist()
+        want_banding = np.log10(e_rows + 1e-3) - np.log10(e_cols + 1e-3)
+        assert abs(local_stats(f, g, lo)["banding"] - want_banding) < 1e-5
