@@ -163,3 +163,51 @@ async def test_a_frame_the_input_statistics_cannot_measure_is_a_counted_error(tm
     h = s._active.health
     assert (h.n, h.errors, s.counters["errors"]) == (2, 1, 1)
     await s.stop()
+
+
+async def test_a_frame_is_checked_against_the_training_inputs_while_the_check_threads_are_busy(
+    tmp_path, pkgs
+):
+    """The UNSURE check runs on the process's two check threads beside inference. With both busy (other
+    frame pipelines' checks, or threads the loaded machine had not scheduled yet), a frame whose engine
+    was done waited for a check thread before: here it never returned until they were freed. The thread
+    that ran the engine now checks the frame itself, and a dark frame is still called UNSURE."""
+    import threading
+
+    from edge_agent.models.slot import _unsure_checks
+
+    tmp = tmp_path / "stats"
+    model = make_vision_onnx(tmp / "model.onnx", seed=1)
+    frames = [np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8) for i in range(8)]
+    pkg = build_package(
+        model,
+        vision_spec(),
+        tmp / "out",
+        signing_key=pkgs["key"],
+        golden_inputs=golden_inputs("vision"),
+        input_images=frames,
+    )
+    s = _slot(tmp_path, pkgs, pkg)
+    await s.start()
+    dark = Frame("cam", 1, time.time(), np.full((64, 64, 3), 4, np.uint8))
+    release = threading.Event()
+    started = [threading.Event(), threading.Event()]
+
+    def hold(ev: threading.Event) -> None:
+        ev.set()
+        release.wait()
+
+    busy = [_unsure_checks().submit(hold, ev) for ev in started]
+    try:
+        for ev in started:  # both check threads are taken
+            assert await asyncio.to_thread(ev.wait, 30)
+        async with asyncio.timeout(30):  # a guard against the former hang, not a measure
+            r = await asyncio.to_thread(s.infer, dark, 1.0)
+        assert r.interpretation.verdict == "UNSURE"
+        assert (r.interpretation.reason or "").startswith("underexposed"), r.interpretation.reason
+        assert s.infer(_frame(2), unsure_tolerance=1.0).interpretation.verdict in ("OK", "NG")
+    finally:
+        release.set()
+        for f in busy:
+            f.result()
+        await s.stop()
