@@ -211,13 +211,18 @@ def read_views(
 
 
 def read_mask(path: Path, max_megapixels: float | None = None) -> np.ndarray:
-    """A defect mask file → grey uint8 (same header check as ``read_image``)."""
+    """A defect mask file → grey uint8 (same header check as ``read_image``). Read at its own depth: a 16-bit
+    mask is refused naming it, as ``dataset import`` refuses one, rather than read divided by 256 (its defect
+    pixels of 1 good, and the map's hit rate judged against a mask with no defect)."""
     import cv2
 
     try:
-        return read_image_file(path, cv2.IMREAD_GRAYSCALE, max_megapixels, "a mask")[1]
+        m = read_image_file(path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH, max_megapixels, "a mask")[1]
     except DatasetError as exc:
         raise AnomalyDataError(str(exc)) from None
+    if m.dtype != np.uint8:
+        raise AnomalyDataError(f"{path}: {m.dtype} pixels; a mask is an 8-bit image (0: good, other: defect)")
+    return m
 
 
 def image_files(folder: Path) -> list[Path]:

@@ -135,6 +135,14 @@ def test_bad_datasets_are_refused_with_one_clear_line(tmp_path):
     cv2.imwrite(str(mv / "ground_truth" / "dent" / "007_mask.png"), np.zeros((8, 8), np.uint8))
     with pytest.raises(A.AnomalyDataError, match="007_mask.png: a mask without an image"):
         A.load_good(mv)
+    # a 16-bit mask (a tool's defect pixels of 1) was read divided by 256: no defect, judged so, nothing said
+    (mv / "test" / "dent").mkdir()
+    shutil.copy(bad / "000.png", mv / "test" / "dent" / "007.png")
+    m16 = np.zeros((8, 8), np.uint16)
+    m16[2:5, 2:5] = 1
+    cv2.imwrite(str(mv / "ground_truth" / "dent" / "007_mask.png"), m16)
+    with pytest.raises(A.AnomalyDataError, match="007_mask.png: uint16 pixels; a mask is an 8-bit image"):
+        A.load_good(mv)
 
 
 def test_build_anomaly_on_the_command_line_refuses_a_bad_dataset_in_one_line_and_publishes_nothing(tmp_path):
