@@ -5,7 +5,10 @@ model (``model-packager build --input-images DIR``): without them an agent never
 Read like the cameras and the trainer read images: PNG, JPEG, BMP, TIFF (any case), in sub-folders too,
 decoded as BGR (grey ones widened; a 16-bit one refused: the agent's camera brings a machine-vision camera's
 10-16-bit pixels to 8 bits by its ``pixel_bits``, which a folder of files cannot tell, and OpenCV's own
-reading divides them by 256, so a Mono12 image's statistics would be those of a black frame); hidden files and the ones a Mac or
+reading divides them by 256, so a Mono12 image's statistics would be those of a black frame). What the
+agent's folder camera skips as unsupported_frame is refused too, naming the file and the camera's reason
+(``image_file``): a TIFF of several pages or with a preview first, an image with transparent pixels (PNG,
+BMP, TIFF, WebP: the colours beneath the alpha), a 12-bit or lossless JPEG. Hidden files and the ones a Mac or
 Windows leaves (``._x.png``, ``.DS_Store``, ``Thumbs.db``) are not images. At most ``limit`` images,
 taken evenly over the sorted list. ``ImageFolder`` is iterable more than once and decodes each image
 as it is reached, so that a folder of 5-MP images is never held whole in memory."""
@@ -53,15 +56,25 @@ class ImageFolder:
     def __iter__(self) -> Iterator[np.ndarray]:
         import cv2
 
+        from model_packager.image_file import not_one_image, transparent, undecodable_kind
+
         for p in self.paths:
             try:
-                data = np.fromfile(p, dtype=np.uint8)
+                data = p.read_bytes()
             except OSError as exc:
                 raise PackageError(
                     f"{self.option}: cannot read {p}: {exc.strerror or exc}", code="usage"
                 ) from None
-            # at its own depth, to see a 16-bit image (the same orientation and colour as IMREAD_COLOR)
-            img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if data.size else None
+            # at its own depth, to see a 16-bit image (the same orientation and colour as IMREAD_COLOR); what
+            # the agent's camera refuses (unsupported_frame) is refused with its reason: a TIFF of several pages
+            # or with a preview first, the colours beneath transparent pixels, a 12-bit JPEG
+            why = not_one_image(data)
+            img = None
+            if why is None and data:
+                img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+                why = transparent(data) if img is not None and img.size else undecodable_kind(data)
+            if why is not None:
+                raise PackageError(f"{self.option}: {p}: {why}", code="usage")
             if img is None or img.size == 0:
                 raise PackageError(
                     f"{self.option}: {p} is not an image this build can decode (damaged, or another format); "

@@ -6,6 +6,7 @@ series, the colours beneath an alpha channel, or a Mono12 image divided by 256 f
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -167,3 +168,58 @@ def test_training_refuses_a_16_bit_image_or_mask_put_into_a_dataset_folder_by_ha
     assert cv2.imwrite(str(ds / "images" / "1.png"), np.full((10, 12), 3000, np.uint16))  # Mono12, by hand
     with pytest.raises(DatasetError, match=r"1\.png \(labels\.jsonl line 2\): 16-bit pixels.*--pixel-bits"):
         load_parts(ds)
+
+
+async def test_input_images_are_read_as_the_agents_folder_camera_reads_the_same_files(tmp_path):
+    """`model-packager build --input-images` took the colours beneath transparent pixels (a PNG, a 32-bit
+    BMP, a WebP saved as .png), the first page of a two-page TIFF and the preview of a preview-first one, and
+    called a 12-bit JPEG damaged: the package's statistics came from pixels the agent's camera never passes
+    on (it skips these files as unsupported_frame). Each file now gives the packager the camera's pixels, or
+    one line naming it with the camera's reason."""
+    from devices.camera.capture import CameraSource
+    from devices.camera.settings import CameraSettings
+    from tests.integration.test_camera_image_kinds import flat_jpeg
+
+    cut = np.zeros((8, 16, 4), np.uint8)
+    cut[..., 1], cut[..., 3] = 200, 255
+    cut[:, 8:, 3] = 0  # the right half transparent, over black
+    opaque, unused = cut.copy(), cut.copy()
+    opaque[..., 3], unused[..., 3] = 255, 0  # a BMP's alpha left 0 everywhere is unused: read
+    files = {
+        "opaque.png": cv2.imencode(".png", opaque)[1],
+        "cut_out.png": cv2.imencode(".png", cut)[1],
+        "cut_out.bmp": cv2.imencode(".bmp", cut)[1],
+        "alpha_unused.bmp": cv2.imencode(".bmp", unused)[1],
+        "cut_out_webp.png": cv2.imencode(".webp", cut, [cv2.IMWRITE_WEBP_QUALITY, 101])[1],
+        "one.tif": cv2.imencode(".tif", opaque[..., :3])[1],
+        "series.tif": series_tif(tmp_path / "series.tif").read_bytes(),
+        "preview.tif": series_tif(tmp_path / "preview.tif", preview_first=True).read_bytes(),
+        "mono12.jpg": flat_jpeg(3000),
+    }
+    refused = set()
+    for name, data in files.items():
+        folder = tmp_path / name.replace(".", "_")
+        folder.mkdir()
+        (folder / name).write_bytes(bytes(data))
+        src = CameraSource("cam", CameraSettings(url=str(folder), fps=200))
+        await src.start()
+        frames = [f.image async for f in src.items()]
+        await src.stop()
+        if frames:
+            assert np.array_equal(next(iter(ImageFolder(folder))), frames[0]), name
+            continue
+        refused.add(name)
+        assert src.stats.errors_by_reason == {"unsupported_frame": 1}, name
+        reason = re.sub(r" \(\d+ bytes\), skipped$", "", src.stats.last_error.split(f"{name}: ", 1)[1])
+        with pytest.raises(PackageError) as got:
+            list(ImageFolder(folder))
+        line = str(got.value)
+        assert len(line.splitlines()) == 1 and f"{name}: {reason}" in line, (line, reason)
+    assert refused == {
+        "cut_out.png",
+        "cut_out.bmp",
+        "cut_out_webp.png",
+        "series.tif",
+        "preview.tif",
+        "mono12.jpg",
+    }
