@@ -6,9 +6,12 @@ service started on the same port with *another* store (another data folder, SQLi
 would send half of the fleet's records and rollouts to a store nobody looks at. So every fleet service
 announces itself, before it binds its port, as a listening Linux abstract-namespace unix socket named
 ``@cloud-trainer-fleet/<port>/<pid>.<n>`` that answers each connection with one JSON line: the store's
-identity, how to show it (a path, or a URL without its password) and the process. A service starting on that
-port reads the live announcements (``/proc/net/unix``), asks each, and is refused (``PortTaken``) when one
-serves another store; a replica of the same store goes on.
+identity, how to show it (a path, or a URL without its password), the address it listens on and the process.
+A service starting on that port reads the live announcements (``/proc/net/unix``), asks each, and is refused
+(``PortTaken``) when one serves another store on an address that overlaps its own; a replica of the same store
+goes on. Two distinct addresses of the machine (``--host 10.0.0.1`` and ``--host 10.0.0.2``) never take each
+other's connections: a service of another store on the other one is no conflict (``overlaps``); the wildcard
+(``0.0.0.0``, ``::``) overlaps every address.
 
 Why abstract sockets rather than a lock file: the kernel removes an abstract name when the last descriptor
 on it closes, including when the process is killed with SIGKILL or crashes, so an announcement can never be
@@ -100,7 +103,11 @@ def in_use(host: str, port: int, replicas: bool) -> bool:
 def cannot_bind(host: str, port: int, replicas: bool, own: Announcement | None = None) -> str:
     """Why ``host:port`` could not be bound, naming the fleet service that holds it when it is one of ours."""
     mine = own.name if own is not None else None
-    ours = [a for a in (ask(n) for n in announced(port) if n != mine) if a is not None]
+    ours = [
+        a
+        for a in (ask(n) for n in announced(port) if n != mine)
+        if a is not None and overlaps(host, a.get("host"))
+    ]
     if ours:
         pids = ", ".join(sorted({str(a.get("pid")) for a in ours}))
         return (
@@ -117,6 +124,31 @@ def cannot_bind(host: str, port: int, replicas: bool, own: Announcement | None =
         f"cannot listen on {host}:{port}: the port is in use by another program, or {host} is not an "
         "address of this machine; choose another --port or --host"
     )
+
+
+def _listening_addresses(host: str | None) -> set[str] | None:
+    """The IP addresses a listener on ``host`` (as grpc takes it: a name, an address, ``[v6]``) takes
+    connections on; None where that is every address (the wildcard) or unknown (empty, not resolved)."""
+    import ipaddress
+
+    if not host:
+        return None
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError):
+        return None
+    ips = {str(info[4][0]).split("%", 1)[0] for info in infos}
+    if not ips or any(ipaddress.ip_address(ip).is_unspecified for ip in ips):
+        return None
+    return ips
+
+
+def overlaps(host: str | None, other: str | None) -> bool:
+    """Whether listeners on ``host`` and ``other`` (one port) can take the same connections: unless both are
+    known addresses of which none is the other's (127.0.0.1 and 127.0.0.2), they may (the wildcard, a name
+    resolving to both, an announcement that does not say its address)."""
+    mine, theirs = _listening_addresses(host), _listening_addresses(other)
+    return mine is None or theirs is None or bool(mine & theirs)
 
 
 def _address(name: str) -> bytes:
@@ -176,13 +208,22 @@ def _redact(text: str) -> str:
 
 
 class Announcement:
-    """This process serves ``port`` with a store: said to every later start on the port until ``close()``."""
+    """This process serves ``port`` with a store, listening on ``host``: said to every later start on the port
+    until ``close()``."""
 
-    def __init__(self, port: int, key: str, shown: str) -> None:
-        self.port, self.key, self.shown = port, key, shown
+    def __init__(self, port: int, key: str, shown: str, host: str = "") -> None:
+        self.port, self.key, self.shown, self.host = port, key, shown, host
         self.name = f"{PREFIX}/{port}/{os.getpid()}.{next(_numbers)}"
         self.answer = (
-            json.dumps({"key": key, "store": shown, "pid": os.getpid(), "command": _command(os.getpid())})
+            json.dumps(
+                {
+                    "key": key,
+                    "store": shown,
+                    "host": host,
+                    "pid": os.getpid(),
+                    "command": _command(os.getpid()),
+                }
+            )
             + "\n"
         ).encode()
         self.sock: socket.socket | None = None
@@ -197,6 +238,8 @@ class Announcement:
                 other = ask(name)
                 if other is None or other.get("key") == self.key:
                     continue  # gone, or a replica of the same store
+                if not overlaps(self.host, other.get("host")):
+                    continue  # another address of the machine: it never takes this one's connections
                 pid = other.get("pid")
                 cmd = other.get("command") or _command(pid)
                 raise PortTaken(

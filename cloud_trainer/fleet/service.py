@@ -1004,7 +1004,7 @@ class FleetServer:
         # before anything is opened or bound: a port that a fleet service of another store serves is refused;
         # a replica of the same store goes on (portguard). Port 0: the kernel's choice, announced once bound.
         self._identity = store_identity(store, self.data)
-        self.announcement = Announcement(port, *self._identity).open() if port else None
+        self.announcement = Announcement(port, *self._identity, host=host).open() if port else None
         try:
             if port and in_use(
                 host, port, replicas
@@ -1103,7 +1103,7 @@ class FleetServer:
                 self.announcement.close()
             raise
         if self.announcement is None:
-            self.announcement = Announcement(self.port, *self._identity).open()
+            self.announcement = Announcement(self.port, *self._identity, host=host).open()
 
     async def start(self) -> None:
         if self.hub is not None:

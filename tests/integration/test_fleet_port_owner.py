@@ -105,3 +105,30 @@ def test_replicas_of_one_store_share_the_port_only_when_asked_to(pki, tmp_path):
         first.stop()
         if replica is not None:
             replica.stop()
+
+
+async def test_services_of_two_stores_on_two_addresses_of_the_machine_share_a_port_number(pki, tmp_path):
+    # 127.0.0.1:P and 127.0.0.2:P are two listening addresses: the kernel never hands one's connections to the
+    # other, so two clouds (two stores) on one host, each on its own address and the usual port, both start, as
+    # they did before the port guard; a third of another store on the wildcard address overlaps both: refused
+    from cloud_trainer.fleet.portguard import PortTaken
+    from cloud_trainer.fleet.service import FleetServer
+
+    port = free_port()
+    certs = (pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    a = FleetServer(tmp_path / "a", port, *certs, host="127.0.0.1")
+    b = None
+    try:
+        await a.start()
+        b = FleetServer(tmp_path / "b", port, *certs, host="127.0.0.2")
+        await b.start()
+        assert (a.port, b.port) == (port, port)
+        with pytest.raises(
+            PortTaken, match=f"port {port} is already served by a fleet service of another store"
+        ):
+            FleetServer(tmp_path / "c", port, *certs, host="0.0.0.0")
+        assert not (tmp_path / "c" / "fleet.db").exists()
+    finally:
+        if b is not None:
+            await b.stop()
+        await a.stop()
