@@ -116,7 +116,14 @@ def decode_image(
     if kind == "TIFF" and (why := tiff_not_one_image(data)) is not None:
         raise ImageRejected(why, unsupported=True)
     buf = np.frombuffer(data, np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR if flags is None else flags)
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR if flags is None else flags)
+    except cv2.error as exc:  # some headers OpenCV refuses by raising: a side over 2^20 pixels (its limit)
+        said = " ".join(str(exc).split()).split(" error: ", 1)[-1][:160]  # without OpenCV's source path
+        raise ImageRejected(
+            f"a {kind} header for {w}x{h} pixels, which OpenCV's decoder refuses ({said}): the header is "
+            "damaged, or the image is of a size no reader here takes"
+        ) from None
     if img is None or img.size == 0:
         if (why := _undecodable_kind(kind, data)) is not None:  # a whole file of a kind OpenCV cannot read
             raise ImageRejected(why, unsupported=True)

@@ -146,3 +146,16 @@ def test_no_bytes_at_all_make_the_reader_fail(data):
     if got is None:
         with pytest.raises(ImageRejected):
             decode_image(data)
+
+
+@pytest.mark.parametrize("kind", ["BMP", "WebP"])
+def test_a_header_wider_than_opencv_reads_is_refused_naming_its_size_not_raised_as_an_opencv_error(kind):
+    """A header of 1,048,577 x 23 pixels (24 Mpx: under the megapixel limit) is past the 2^20 pixels a side
+    that OpenCV's decoders take, and OpenCV raises instead of answering None. Refused as a damaged file,
+    naming the size: the folder camera counts it as corrupt_frame and the import names the file, where the
+    OpenCV error went up as the pipeline's 'unexpected' traceback (no file named) or the import's own."""
+    data = DECLARING[kind](1_048_577, 23)
+    assert image_size(data) == (kind, 1_048_577, 23)
+    with pytest.raises(ImageRejected, match="1048577x23") as e:
+        decode_image(data)
+    assert not e.value.oversize and not e.value.unsupported
