@@ -14,6 +14,7 @@ take a preview, or one page of several, for the part.
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import Any
 
@@ -133,8 +134,24 @@ def decode_image(
         # packed 10-, 12- or 14-bit samples: OpenCV shifts them to the top of 16 bits; put back in the low
         # bits, as a Mono12 camera's 16-bit PNG holds them (read with pixel_bits 12 alike)
         if bits in (10, 12, 14):
-            img = np.right_shift(img, 16 - bits)
+            # and said (``eight_bit``): a camera set to pixel_bits 16 for such files, as the refusal of one by
+            # 12 advised before, keeps reading them at their depth, not 16 times too dark
+            packed: Any = np.right_shift(img, 16 - bits).view(_packed_samples())
+            packed.declared_bits = bits
+            img = packed
     return img
+
+
+@functools.cache
+def _packed_samples() -> type:
+    import numpy as np
+
+    class PackedSamples(np.ndarray):
+        """A TIFF's packed samples (``declared_bits``, its BitsPerSample: 10, 12 or 14) in the low bits."""
+
+        declared_bits = 16
+
+    return PackedSamples
 
 
 # JPEG frame headers of the lossless process (SOF3, and SOF7/11/15: differential or arithmetic-coded)
@@ -179,7 +196,9 @@ def eight_bit(img: Any, pixel_bits: int | None, setting: str = "pixel_bits") -> 
     ``setting``, the caller's name for it), one holding a value that ``pixel_bits`` bits cannot (a Mono12
     camera whose SDK shifts its pixels to the top of the 16 bits, read with 12: 94 % of a frame would
     saturate to white, judged as a part), or pixels of another type (a 32-bit float TIFF), raise
-    ``ImageRejected``. Read the file with ``IMREAD_ANYDEPTH`` for this to see its depth."""
+    ``ImageRejected``. Read the file with ``IMREAD_ANYDEPTH`` for this to see its depth. A TIFF of packed
+    10-14-bit samples (``decode_image``: in the low bits) is read at its declared depth by any larger
+    ``pixel_bits``, 16 included (what read such files when OpenCV gave them at the top of 16 bits)."""
     import numpy as np
 
     if img.dtype == np.uint8:
@@ -191,6 +210,10 @@ def eight_bit(img: Any, pixel_bits: int | None, setting: str = "pixel_bits") -> 
             f"16-bit pixels (the brightest here {int(img.max())}): say how many bits carry the image with "
             f"{setting} (12 for a Mono12 camera, 16 for the full range); OpenCV alone would divide them by 256"
         )
+    # a TIFF of packed 12-bit samples (``decode_image`` gives them in the low bits) declares its depth: read
+    # at it with pixel_bits 16 too, which read such files right when OpenCV gave them at the top of 16 bits
+    pixel_bits = min(pixel_bits, getattr(img, "declared_bits", 16))
+    img = np.asarray(img)
     if pixel_bits < 16:
         top = int(img.max())  # 16-bit images only: an 8-bit frame never gets here
         if top >> pixel_bits:

@@ -180,6 +180,30 @@ async def test_a_tiff_of_packed_12_bit_pixels_is_read_by_pixel_bits_12_as_a_mono
         assert any(np.array_equal(im[..., 0], w) for im in ds.images)
 
 
+async def test_a_camera_set_to_pixel_bits_16_for_its_packed_12_bit_tiffs_keeps_reading_them_as_before(
+    tmp_path,
+):
+    """A camera deployed with pixel_bits: 16 for its packed 12-bit TIFFs, as the former refusal of such a file
+    with pixel_bits: 12 told the user to set ("... is read with pixel_bits 16"): OpenCV gave the pixels at the
+    top of 16 bits and 16 read them right. Since such a TIFF is read with its pixels in the low 12 bits, 16
+    took the top 8 of 16 bits of a 12-bit value: every frame 16 times too dark (at most 15), nothing said.
+    The file declares its depth (BitsPerSample 12): it is read at that depth, by 16 as by 12."""
+    rng = np.random.default_rng(6)
+    bright = rng.integers(0, 4096, (8, 16))
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "a.tif").write_bytes(grey_tiff(bright, 12))
+    frames, src = await _frames(str(folder), 1, fps=200, pixel_bits=16)
+    assert not src.stats.errors_by_reason, src.stats.last_error
+    assert frames[0].image[..., 0].tolist() == (bright >> 4).astype(np.uint8).tolist()
+    # a 16-bit PNG's full range is still read by 16 as before
+    (folder / "a.tif").unlink()
+    full = rng.integers(0, 65536, (8, 16)).astype(np.uint16)
+    assert cv2.imwrite(str(folder / "b.png"), full)
+    frames, src = await _frames(str(folder), 1, fps=200, pixel_bits=16)
+    assert frames[0].image[..., 0].tolist() == (full >> 8).astype(np.uint8).tolist()
+
+
 async def test_a_32_bit_bmp_with_transparent_pixels_is_refused_one_whose_alpha_is_unused_is_read(tmp_path):
     """A 32-bit BMP with an alpha mask (as OpenCV itself and image editors write a cut-out) was read with its
     alpha dropped, at the camera and by `dataset import`, so the model judged or learnt the colours stored
