@@ -8,6 +8,8 @@ Every failure is a ``CodecError(reason, detail)`` with a stable ``reason`` key:
 ``malformed_json``, ``wrong_type``, ``missing_field``, ``non_finite``, ``bad_timestamp``,
 ``duplicate_key`` (a key given twice in one object: parsers disagree on which value counts),
 ``too_many_values`` (over ``MAX_VALUES`` fields or records in one message).
+``compile_decoder(..., keep_non_finite=True)`` keeps a NaN or infinite value (reported as ``non_finite``)
+for the caller to pass on as a BAD reading, as the MQTT source does under ``non_finite: bad``.
 ISO 8601 times without a zone are UTC. A timestamp field that is null is taken as absent (the receive time);
 an epoch time quoted as text (``"1701388800123"``) is read as its number.
 A waveform's sample rate may ride in the payload (``{"v": [...], "sample_rate_hz": 25600}``):
@@ -141,12 +143,23 @@ def _fits(v: int | float) -> bool:
     return -_FLOAT_MAX <= v <= _FLOAT_MAX if type(v) is int else math.isfinite(v)
 
 
-def _value(path: str, v: Any) -> Any:
+def _inf(v: int) -> float:
+    """An integer past float64's range as the float64 it rounds towards: an infinity of its sign."""
+    return math.inf if v > 0 else -math.inf
+
+
+def _value(path: str, v: Any, keep: Callable[[str, str], None] | None = None) -> Any:
+    """A field's value; a non-finite number (or an array holding one) raises ``non_finite``, or, given
+    ``keep``, is reported to it and returned (an integer past float64's range as an infinity)."""
     if isinstance(v, bool):
         return v
     if isinstance(v, (int, float)):
         if not _fits(v):
-            raise CodecError("non_finite", f"field {path!r} is {str(v)[:40]}: no finite float64")
+            bad = CodecError("non_finite", f"field {path!r} is {str(v)[:40]}: no finite float64")
+            if keep is None:
+                raise bad
+            keep(bad.reason, bad.detail + "; passed on as BAD")
+            return _inf(v) if type(v) is int else v
         return v
     if isinstance(v, str):
         return v
@@ -156,9 +169,18 @@ def _value(path: str, v: Any) -> Any:
         try:
             arr = np.asarray(v, dtype=np.float64)
         except OverflowError:  # an integer too large for a float64
-            raise CodecError("non_finite", f"field {path!r} holds a number past float64's range") from None
+            if keep is None:
+                raise CodecError(
+                    "non_finite", f"field {path!r} holds a number past float64's range"
+                ) from None
+            arr = np.asarray([x if _fits(x) or type(x) is not int else _inf(x) for x in v], dtype=np.float64)
         if not np.all(np.isfinite(arr)):
-            raise CodecError("non_finite", f"field {path!r} holds NaN or Inf")
+            bad = CodecError(
+                "non_finite", f"field {path!r} holds NaN or Inf (or a number past float64's range)"
+            )
+            if keep is None:
+                raise bad
+            keep(bad.reason, bad.detail + "; passed on as BAD")
         return arr
     raise CodecError(
         "wrong_type", f"field {path!r} is {type(v).__name__}; expected a number, bool, string or array"
@@ -222,6 +244,7 @@ def compile_decoder(
     *,
     rates: bool = False,
     on_record_error: Callable[[str, str], None] | None = None,
+    keep_non_finite: bool = False,
 ) -> Callable[[bytes | str, float], list[tuple]]:
     """``decode`` for one mapping, its choices (paths, timestamp reader) made once: an adapter calls
     this per subscription and the result per message (``run(payload, now)``, the same results and
@@ -232,10 +255,13 @@ def compile_decoder(
     whose array is missing or not an array still raises). Given ``on_record_error``, a bad field (NaN,
     null, missing, an array with text) is reported the same way and skipped while the message's other
     fields are kept: one open channel of an 8-channel module (NaN) must not silence the seven others.
-    Without it, the first bad field raises."""
+    Without it, the first bad field raises. ``keep_non_finite`` (with ``on_record_error``): a NaN or
+    infinite value (an integer past float64's range as an infinity, an array holding one) is reported as
+    ``non_finite`` and kept, for the caller to pass on as a BAD reading (a record's quality is then "bad")."""
     mapping = mapping or JsonMapping()
+    keep = on_record_error if keep_non_finite else None
     if mapping.records is not None:
-        return _records_decoder(mapping, on_record_error)
+        return _records_decoder(mapping, on_record_error, keep)
     ts_of = _timestamp_reader(mapping)
     p = mapping.tag_prefix
     report = on_record_error
@@ -252,7 +278,7 @@ def compile_decoder(
                 try:
                     if v is _MISSING:
                         raise CodecError("missing_field", f"field {path!r} is absent")
-                    out.append((tag, _value(path, v), ts))
+                    out.append((tag, _value(path, v, keep), ts))
                 except CodecError as e:
                     if report is None:
                         raise
@@ -279,21 +305,35 @@ def compile_decoder(
                     bad = CodecError("non_finite", f"field {k!r} is {v}")
                     if report is None:
                         raise bad
-                    report(bad.reason, bad.detail)  # this field skipped, the others kept
-                    continue
+                    if keep is None:
+                        report(bad.reason, bad.detail)  # this field skipped, the others kept
+                        continue
+                    report(bad.reason, bad.detail + "; passed on as BAD")
             elif tv is not int or k == tsf:
                 continue
             elif not -_FLOAT_MAX <= v <= _FLOAT_MAX:
                 bad = CodecError("non_finite", f"field {k!r} is {str(v)[:40]}: no finite float64")
                 if report is None:
                     raise bad
-                report(bad.reason, bad.detail)
-                continue
+                if keep is None:
+                    report(bad.reason, bad.detail)
+                    continue
+                report(bad.reason, bad.detail + "; passed on as BAD")
+                v = _inf(v)
             if k != tsf:
                 out.append((p + k, v, ts))
         return [(*x, None) for x in out] if rates else out  # arrays appear only through a mapping
 
     return run_all
+
+
+def _all_finite(v: Any) -> bool:
+    """False for a float NaN or infinity and an array holding one (what ``_value`` keeps)."""
+    if type(v) is float:
+        return math.isfinite(v)
+    if type(v) is np.ndarray:
+        return bool(np.isfinite(v).all())
+    return True
 
 
 def _quality_of(q: Any) -> str | None:
@@ -312,7 +352,9 @@ def _quality_of(q: Any) -> str | None:
 
 
 def _records_decoder(
-    mapping: JsonMapping, on_error: Callable[[str, str], None] | None
+    mapping: JsonMapping,
+    on_error: Callable[[str, str], None] | None,
+    keep: Callable[[str, str], None] | None = None,
 ) -> Callable[[bytes | str, float], list[tuple]]:
     rec = mapping.records
     assert rec is not None
@@ -349,7 +391,7 @@ def _records_decoder(
                     raise CodecError("missing_field", f"record {i} has no text {rec.name!r} (the tag name)")
                 if rec.value not in r:
                     raise CodecError("missing_field", f"record {name!r} has no {rec.value!r} (the value)")
-                v = _value(f"{name}.{rec.value}", r[rec.value])
+                v = _value(f"{name}.{rec.value}", r[rec.value], keep)
                 t = ts
                 if rec.timestamp is not None and r.get(rec.timestamp) is not None:
                     t = _timestamp({"t": r[rec.timestamp]}, at, ts)
@@ -361,6 +403,8 @@ def _records_decoder(
                             "wrong_type", f"record {name!r}: quality {r[rec.quality]!r} not understood"
                         )
                     quality = q
+                if keep is not None and not _all_finite(v):  # kept by _value: the sensor's fault, BAD
+                    quality = "bad"
             except CodecError as e:
                 report(e.reason, e.detail)
                 continue

@@ -24,8 +24,10 @@ a PUBACK with a failure reason, e.g. 0x87 from the broker's ACL; ``MqttPublishRe
 ``publish_too_large`` (over the Maximum Packet Size of the broker's CONNACK; ``MqttTooLarge``),
 ``publish_dropped`` (a QoS 1 message at which the broker closed the connection ``POISON_DROPS`` times in a
 row: taken out of paho's queue instead of sent after every reconnect). A JSON message's bad
-field (NaN, null, missing, an array holding text) or record is counted and skipped; its other fields or
-records are read.
+field (null, missing, an array holding text) or record is counted and skipped; its other fields or
+records are read. A NaN or infinite value (JSON or Sparkplug; an array holding one) is counted as
+``non_finite`` and, under ``non_finite: bad`` (the default, as the OPC UA source), passed on as a BAD
+reading of its tag; under ``skip`` it is dropped like the others.
 Routine or silent events go to ``notices`` instead (one WARNING on the first, then counted, shown
 on ``/status``): ``no_numeric_field`` (a JSON message, read for every numeric field, that gave no reading:
 numbers sent as text, say), ``data_before_birth`` (normal after the host starts; a rebirth is asked),
@@ -646,6 +648,7 @@ class MqttSource:
             self._publish_raw,
             self._error,
             max_inflated_bytes=settings.max_message_bytes,  # a compressed payload inflated: bounded alike
+            non_finite=settings.non_finite,
         )
         # one decoder per subscription, built by its codec's row in CODEC_TYPES
         self._decoders = {id(s): _decoder_factory(s.codec)(self, s) for s in settings.subscriptions}
@@ -1446,13 +1449,29 @@ class MqttSource:
         self._error("clock_skew", msg)
         return received_at
 
-    def _json_readings(self, prefix: str, triples, received_at: float) -> list[Reading]:
+    def _json_readings(
+        self, prefix: str, triples, received_at: float, non_finite: bool = False
+    ) -> list[Reading]:
         # _order fused with construction: this runs for every tag of every message on the loop
-        # (bench/mqtt_bench); JSON values are always of GOOD quality
+        # (bench/mqtt_bench); JSON values are of GOOD quality, but for a NaN or infinite one (or an array
+        # holding one), which the codec keeps only under non_finite: bad and reports (``non_finite``: the
+        # message holds one, so its values are looked at; the common message pays nothing): BAD
         name, last_ts, out = self.name, self._last_ts, []
         ahead = received_at + self._max_ahead
+        isfinite = math.isfinite
         for t, v, ts, rate in triples:
             tag = prefix + t
+            if non_finite and (
+                (type(v) is float and not isfinite(v)) or (type(v) is np.ndarray and not np.isfinite(v).all())
+            ):
+                # a sensor's fault (an open thermocouple sent as NaN): BAD, as the OPC UA source passes it.
+                # A BAD stamped with the receive time does not move the tag's order (as _order)
+                if ts > ahead:
+                    ts = self._ahead(tag, ts, received_at)
+                elif ts != received_at and ts >= last_ts.get(tag, ts):
+                    last_ts[tag] = ts
+                out.append(Reading(name, tag, v, ts, received_at, Quality.BAD, rate))
+                continue
             if ts > ahead:  # the receive time, not the device's clock: it does not move the tag's order
                 out.append(
                     Reading(name, tag, v, self._ahead(tag, ts, received_at), received_at, Quality.GOOD, rate)
@@ -1861,15 +1880,26 @@ def json_decoder(src: MqttSource, sub: Subscription):
         timestamp_format=json_codec.TimestampFormat(m.timestamp_format.value),
         rate_field=m.rate_field,
     )
-    # a bad field or record is counted and skipped, the message's others are read
-    decode, readings, prefixed = (
-        json_codec.compile_decoder(mapping, rates=True, on_record_error=src._error),
-        src._record_readings if m.records is not None else src._json_readings,
+    # a bad field or record is counted and skipped, the message's others are read; a NaN or infinite value
+    # is counted and, under non_finite: bad, kept (a records decoder makes its record's quality bad)
+    kept = [False]  # this message holds a kept non-finite value: _json_readings makes its reading BAD
+
+    def on_error(reason: str, detail: str) -> None:
+        if reason == "non_finite":
+            kept[0] = True
+        src._error(reason, detail)
+
+    keep = src.settings.non_finite == "bad"
+    decode, prefixed = (
+        json_codec.compile_decoder(mapping, rates=True, on_record_error=on_error, keep_non_finite=keep),
         m.tag_prefix_topic,
     )
     every_number = m.records is None and not m.values
+    # the records decoder states each record's quality (bad for a kept non-finite value) itself
+    records, json_readings, record_readings = m.records is not None, src._json_readings, src._record_readings
 
     def run(topic: str, payload: bytes, received_at: float) -> list[Reading]:
+        kept[0] = False
         got = decode(payload, received_at)
         if not got and every_number:
             # nothing to read, and nothing said: a device (or a firmware update) that sends its numbers as
@@ -1881,7 +1911,10 @@ def json_decoder(src: MqttSource, sub: Subscription):
                 'number: a part number "0012" would lose its zeros); map such a field in json_mapping.values '
                 "to read it as text, or have the device send numbers",
             )
-        return readings(topic + "/" if prefixed else "", got, received_at)
+        prefix = topic + "/" if prefixed else ""
+        if records:
+            return record_readings(prefix, got, received_at)
+        return json_readings(prefix, got, received_at, kept[0])
 
     return run
 

@@ -226,6 +226,13 @@ class MqttSettings(_Model):
     out_of_order: Literal["drop", "keep"] = Field(
         "drop", description="a reading older than its tag's last one"
     )
+    non_finite: Literal["bad", "skip"] = Field(
+        "bad",
+        description="a NaN or infinite value (JSON NaN, Infinity, 1e999, a 400-digit integer; a Sparkplug Float "
+        "or Double metric; an array holding one): bad = passed on as a BAD reading of its tag, as the OPC UA "
+        "source does (a rule, window or model stops using the tag's last good value); skip = dropped, the "
+        "tag keeps its last value. Counted as non_finite either way",
+    )
     max_clock_skew_s: float = Field(
         300.0,
         ge=0,

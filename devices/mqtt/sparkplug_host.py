@@ -20,7 +20,9 @@ NDEATH (with the birth's bdSeq; the same death again, its will after the node's 
 and DDEATH emit, for every tag of the node or device that had a value, a ``Reading`` with the last value
 and ``Quality.BAD``, stamped with the receive time (NDEATH) or the DDEATH's own time; a later birth brings
 GOOD values back. A metric flagged ``is_null`` (no value now) does the same for its tag (a null Template
-instance, for its members' tags).
+instance, for its members' tags). A NaN or infinite Float/Double metric, or a float array holding one (an open
+thermocouple, a dropped sample), is counted as ``non_finite`` and passed on as a BAD reading of its tag
+(``non_finite="skip"``: no reading; the tag keeps its last value); a DataSet column's NaN is an empty cell.
 Tags are named ``{edge_node}/{device}/{metric}`` (``{edge_node}/{metric}`` for node metrics) unless
 ``tag_map`` renames them; the group is not in the name, so a node name used by a live node of another
 group is a clash, whose messages are skipped (``node_name_clash`` notice). ``bdSeq`` and
@@ -161,8 +163,12 @@ class SparkplugHost:
         on_error: OnError,
         *,
         max_inflated_bytes: int = sp.MAX_INFLATED_BYTES,
+        non_finite: str = "bad",
     ) -> None:
         self._source = source
+        # a NaN or infinite Float/Double metric (or a float array holding one): "bad" = a BAD reading of
+        # its tag, "skip" = none (the tag keeps its last value); counted as non_finite either way
+        self._skip_non_finite = non_finite == "skip"
         # a compressed payload (Tahu's) inflates to at most this: the bound on a message's size
         self._max_inflated = max_inflated_bytes
         self._settings = settings
@@ -592,6 +598,7 @@ class SparkplugHost:
                 if v is None or isinstance(v, sp.Template):
                     continue
                 values: list[tuple[str, Any]] = [(flat, v)]
+                nf = False
                 if isinstance(v, sp.DataSet):  # a table: each column's rows as a 1-D array, {metric}/{column}
                     values = []
                     for col, arr, why in sp.dataset_arrays(v):
@@ -611,15 +618,24 @@ class SparkplugHost:
                     declared = node.types.get((dev, flat))
                     if declared:
                         values = [(flat, sp.as_declared(v, declared))]
-                elif isinstance(v, float) and not math.isfinite(v):
+                elif (isinstance(v, float) and not math.isfinite(v)) or (
+                    type(v) is np.ndarray and v.dtype.kind == "f" and not np.isfinite(v).all()
+                ):
+                    # a sensor's fault (an open thermocouple a node sends as NaN, a waveform with a dropped
+                    # sample): a BAD reading, as the OPC UA source passes one; a DataSet's NaN is an empty cell
+                    shown = "an array holding NaN or Inf" if type(v) is np.ndarray else v
                     self._on_error(
-                        "non_finite", f"{t.group}/{t.edge_node}/{dev or ''}: metric {flat!r} is {v}"
+                        "non_finite",
+                        f"{t.group}/{t.edge_node}/{dev or ''}: metric {flat!r} is {shown}; "
+                        + ("skipped" if self._skip_non_finite else "passed on as BAD"),
                     )
-                    continue
+                    if self._skip_non_finite:
+                        continue
+                    nf = True
                 elif type(v) is float and (leaf.datatype or node.types.get((dev, flat))) == _FLOAT:
                     values = [(flat, float32_shown(v))]  # 0.3 as the node shows it, not 0.30000001192092896
                 ts = self._time(t, ts_ms, default_ts)
-                q = QUALITY_BY_NAME[sp.quality_of(leaf.quality)]
+                q = Quality.BAD if nf else QUALITY_BY_NAME[sp.quality_of(leaf.quality)]
                 for key, v in values:
                     if type(v) is np.ndarray:
                         was = node.last.get((dev, key))

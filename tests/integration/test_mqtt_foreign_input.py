@@ -335,7 +335,8 @@ async def test_a_message_of_over_100000_values_is_refused_whole_and_the_next_is_
 async def test_one_bad_field_skips_that_field_not_the_messages_others_and_text_numbers_are_said(mosquitto):
     """An 8-channel module sends NaN for an open thermocouple, a gateway null for a tag it lost: the whole
     message was refused, so one broken channel silenced every other one for as long as it stayed broken.
-    Now the bad field is counted and skipped and the others are read. A device that sends its numbers as
+    Now the bad field is counted and skipped (a NaN or infinite one is passed on as a BAD reading of its tag,
+    non_finite: bad) and the others are read. A device that sends its numbers as
     text ({"temp": "21.5"}) gave nothing and said nothing: it is now the no_numeric_field notice. A
     timestamp of null (a device whose clock is not set) refused the message: it is the receive time; an
     epoch time quoted as text ("1700000000.5") refused it too: it is read as its number."""
@@ -356,7 +357,7 @@ async def test_one_bad_field_skips_that_field_not_the_messages_others_and_text_n
     finally:
         pub.loop_stop()
         await src.stop()
-    values = {r.tag: r.value for r in got}
+    values = {r.tag: r.value for r in got if r.quality is Quality.GOOD}
     assert values == {
         "daq/1/ch1": 1.5,
         "daq/1/ch3": 2.5,
@@ -365,6 +366,8 @@ async def test_one_bad_field_skips_that_field_not_the_messages_others_and_text_n
         "daq/5/quoted": 5,
         "daq/3/end": 1,
     }
+    # the NaN / Inf channels (and the waveform holding a NaN) are BAD readings of their tags (non_finite: bad)
+    assert {r.tag for r in got if r.quality is Quality.BAD} == {"daq/1/ch2", "daq/1/ch4", "gw/1/w"}
     stamps = {r.tag: r.timestamp - r.received_at for r in got}
     assert stamps["daq/4/clockless"] == 0 and [r.timestamp for r in got if r.tag == "daq/5/quoted"] == [
         1700000000.5

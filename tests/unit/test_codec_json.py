@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols.json_codec import CodecError, JsonMapping, TimestampFormat, decode, encode
+from protocols.json_codec import (
+    CodecError,
+    JsonMapping,
+    RecordsMapping,
+    TimestampFormat,
+    compile_decoder,
+    decode,
+    encode,
+)
 
 
 def test_default_mapping_takes_numeric_top_level_fields():
@@ -186,3 +194,41 @@ def test_a_records_message_without_its_array_is_refused_whole_and_a_bad_record_a
     )
     assert out == [("a", 1, 5.0, None, "good")]
     assert [r for r, _ in errors] == ["wrong_type", "missing_field"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "mapping"),
+    [
+        (b'{"ts": 7, "v": NaN, "ok": 1.5}', JsonMapping(values={"v": "v", "ok": "ok"})),
+        (b'{"ts": 7, "v": -Infinity, "ok": 1.5}', None),
+        (b'{"ts": 7, "v": 1e999, "ok": 1.5}', None),
+        (b'{"ts": 7, "v": -1' + b"0" * 400 + b', "ok": 1.5}', None),
+        (b'{"ts": 7, "v": [1, NaN], "ok": 1.5}', JsonMapping(values={"v": "v", "ok": "ok"})),
+        (b'{"ts": 7, "v": [1, 1' + b"0" * 400 + b'], "ok": 1.5}', JsonMapping(values={"v": "v", "ok": "ok"})),
+    ],
+)
+def test_keep_non_finite_reports_the_field_and_keeps_its_value_for_a_bad_reading(payload, mapping):
+    """The MQTT source's ``non_finite: bad``: a NaN/Inf field (an integer past float64 as an infinity, an
+    array holding one) is reported and kept beside the message's other fields, for a BAD reading."""
+    reported = []
+    run = compile_decoder(mapping, on_record_error=lambda r, d: reported.append(r), keep_non_finite=True)
+    got = {t: v for t, v, _ in run(payload, 0.0)}
+    assert reported == ["non_finite"] and got["ok"] == 1.5
+    v = got["v"]
+    assert not np.all(np.isfinite(v)) and (np.asarray(v).size == 1 or np.asarray(v)[0] == 1.0)
+
+
+def test_keep_non_finite_makes_a_records_nan_value_a_bad_record():
+    reported = []
+    run = compile_decoder(
+        JsonMapping(records=RecordsMapping()),
+        on_record_error=lambda r, d: reported.append(r),
+        keep_non_finite=True,
+    )
+    got = run(
+        b'{"values": [{"id": "a", "v": NaN, "q": true}, {"id": "b", "v": 2, "q": true},'
+        b' {"id": "w", "v": [1, Infinity], "q": true}, {"id": "x", "v": [1, 2], "q": true}]}',
+        0.0,
+    )
+    assert [(t, q) for t, _, _, _, q in got] == [("a", "bad"), ("b", "good"), ("w", "bad"), ("x", "good")]
+    assert reported == ["non_finite", "non_finite"]

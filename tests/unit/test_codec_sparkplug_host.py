@@ -90,10 +90,37 @@ def test_ddeath_marks_only_that_device_bad():
     assert [(r.tag, r.quality) for r in dead] == [("n/m/current", Quality.BAD)]
 
 
-def test_nan_metric_is_counted_and_skipped():
+def test_a_nan_metric_is_counted_and_makes_its_tag_bad():
+    """An open thermocouple a node sends as NaN: the tag's reading is BAD (as on OPC UA), not skipped with
+    the last value left GOOD; ``non_finite="skip"`` keeps the former way (no reading). Counted either way."""
     h, _, errors = host()
     birth(h)
+    (r,) = ddata(h, 2, value=float("inf"))
+    assert (r.tag, r.value, r.quality) == ("n/m/current", float("inf"), Quality.BAD)
+    assert errors == ["non_finite"]
+    (r,) = ddata(h, 3, value=6.0)
+    assert (r.value, r.quality) == (6.0, Quality.GOOD)
+    sent, skipped = [], []
+    h = SparkplugHost(
+        "src",
+        SparkplugHostSettings(),
+        lambda t, b: sent.append(t),
+        lambda r, d: skipped.append(r),
+        non_finite="skip",
+    )
+    birth(h)
     assert ddata(h, 2, value=float("nan")) == []
+    assert skipped == ["non_finite"]
+
+
+def test_a_float_array_holding_nan_is_a_bad_reading_of_its_tag():
+    h, _, errors = host()
+    nb = sp._pb().Payload.FromString(sp.encode(sp.Payload(1000, 0, [sp.Metric("bdSeq", None, D.INT64, 0)])))
+    wave = nb.metrics.add()
+    wave.name, wave.alias, wave.datatype = "Vib", 2, 31  # DoubleArray
+    wave.bytes_value = struct.pack("<3d", 1.0, float("nan"), 2.0)
+    (r,) = h.handle("spBv1.0/g/NBIRTH/n", nb.SerializeToString(), 1.0)
+    assert r.tag == "n/Vib" and r.quality is Quality.BAD and r.value[0] == 1.0 and r.value.size == 3
     assert errors == ["non_finite"]
 
 
