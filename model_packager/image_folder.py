@@ -71,7 +71,14 @@ class ImageFolder:
             why = not_one_image(data)
             img = None
             if why is None and data:
-                img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+                try:
+                    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+                except cv2.error:  # its header past OpenCV's own limits: raised, not returned as None
+                    raise PackageError(
+                        f"{self.option}: {p}: its header declares more than OpenCV decodes (2^20 pixels a side, "
+                        "2^30 in all); give the images the camera takes",
+                        code="usage",
+                    ) from None
                 why = transparent(data) if img is not None and img.size else undecodable_kind(data)
             if why is not None:
                 raise PackageError(f"{self.option}: {p}: {why}", code="usage")

@@ -223,3 +223,21 @@ async def test_input_images_are_read_as_the_agents_folder_camera_reads_the_same_
         "preview.tif",
         "mono12.jpg",
     }
+
+
+def test_input_images_with_a_header_past_opencvs_limits_are_refused_naming_the_file(tmp_path):
+    """A BMP whose header declares 2^20 + 1 pixels a side made `model-packager build --input-images` end in
+    an OpenCV assertion traceback naming no file: OpenCV raises for a size past its limits, not returns None."""
+    import struct
+
+    from model_packager.image_folder import ImageFolder
+
+    w, h = (1 << 20) + 1, 1
+    row = (w * 3 + 3) // 4 * 4
+    header = b"BM" + struct.pack("<IHHI", 54 + row * h, 0, 0, 54)
+    header += struct.pack("<IiiHHIIiiII", 40, w, h, 1, 24, 0, row * h, 2835, 2835, 0, 0)
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    (folder / "wide.bmp").write_bytes(header + bytes(64))
+    with pytest.raises(PackageError, match=r"wide\.bmp: its header declares more than OpenCV decodes"):
+        list(ImageFolder(folder))
