@@ -27,7 +27,9 @@ Limits: Linux only (elsewhere the check is skipped, and grpc does not set ``SO_R
 services in other network namespaces (containers) have their own ports and names; PostgreSQL URLs are
 compared by user, host, port and database as written (``localhost`` and ``127.0.0.1`` are two spellings,
 refused as two stores: spell the store the same way in every replica); a process that does not answer
-within ``ASK_TIMEOUT_S`` (stopped, hung) is taken as another store, since nothing proves it is not.
+within ``ASK_TIMEOUT_S`` (stopped, hung, its backlog full) is taken as another store, since nothing proves it
+is not, and is named by the pid the kernel gives for the socket (``SO_PEERCRED``) where it can, not the one in
+its name. Anyone on the machine can bind such a name: a silent one blocks starts on its port until it is gone.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import logging
 import os
 import re
 import socket
+import struct
 import sys
 import threading
 import time
@@ -83,6 +86,8 @@ def in_use(host: str, port: int, replicas: bool) -> bool:
     """Whether binding ``host:port`` as grpc would (SO_REUSEADDR, SO_REUSEPORT with replicas) fails: it is in use.
 
     Asked before grpc binds, so that a refusal is our one line, not grpc's own error log line before it."""
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]  # grpc's spelling of an IPv6 address ("[::]"), which getaddrinfo does not take
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except OSError:
@@ -106,7 +111,7 @@ def cannot_bind(host: str, port: int, replicas: bool, own: Announcement | None =
     ours = [
         a
         for a in (ask(n) for n in announced(port) if n != mine)
-        if a is not None and overlaps(host, a.get("host"))
+        if a is not None and a.get("key") is not None and overlaps(host, a.get("host"))
     ]
     if ours:
         pids = ", ".join(sorted({str(a.get("pid")) for a in ours}))
@@ -171,14 +176,34 @@ def announced(port: int) -> list[str]:
     )
 
 
-def ask(name: str, timeout_s: float = ASK_TIMEOUT_S) -> dict | None:
-    """What the announcement ``name`` says ({key, store, pid, command}); None when it has gone meanwhile."""
+def ask(name: str, timeout_s: float | None = None) -> dict | None:
+    """What the announcement ``name`` says ({key, store, pid, command}); None when it has gone meanwhile.
+
+    One that does not answer within ``timeout_s`` (``ASK_TIMEOUT_S``), or whose listen backlog stays full
+    that long (a hung process that many starts are queued at), says ``{"key": None, "store": "(no answer)"}``
+    with the pid of the process holding it where the kernel tells it (``SO_PEERCRED``), else the one in its name.
+    """
+    timeout_s = ASK_TIMEOUT_S if timeout_s is None else timeout_s
+    pid_s = name.rsplit("/", 1)[-1].split(".")[0]
+    silent = {"key": None, "store": "(no answer)", "pid": int(pid_s) if pid_s.isdigit() else None}
+    deadline = time.monotonic() + timeout_s
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout_s)
-        try:
-            s.connect(_address(name))
-        except (ConnectionRefusedError, FileNotFoundError):
-            return None  # closed between the listing and now: its process stopped
+        while True:
+            try:
+                s.connect(_address(name))
+                break
+            except (ConnectionRefusedError, FileNotFoundError):
+                return None  # closed between the listing and now: its process stopped
+            except BlockingIOError:  # EAGAIN: its backlog is full (a socket with a timeout does not wait)
+                if time.monotonic() > deadline:
+                    return silent
+                time.sleep(0.02)
+            except OSError:  # anything else: nothing proves it is the same store
+                return silent
+        with contextlib.suppress(OSError):  # who holds the name, whatever its name says
+            pid, _, _ = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            silent["pid"] = pid
         buf = b""
         try:
             while not buf.endswith(b"\n"):
@@ -188,8 +213,7 @@ def ask(name: str, timeout_s: float = ASK_TIMEOUT_S) -> dict | None:
                 buf += chunk
             return json.loads(buf)
         except (OSError, ValueError):  # no answer in time, or not ours: nothing proves it is the same store
-            pid = name.rsplit("/", 1)[-1].split(".")[0]
-            return {"key": None, "store": "(no answer)", "pid": int(pid) if pid.isdigit() else None}
+            return silent
 
 
 def _command(pid: int | None) -> str:
@@ -242,12 +266,19 @@ class Announcement:
                     continue  # another address of the machine: it never takes this one's connections
                 pid = other.get("pid")
                 cmd = other.get("command") or _command(pid)
+                who = f"(pid {pid if pid is not None else 'unknown'}" + (f": {cmd}" if cmd else "") + ")"
+                if (
+                    other.get("key") is None
+                ):  # hung, stopped (SIGSTOP), or a name that is not a fleet service's
+                    raise PortTaken(
+                        f"port {self.port} is announced by a process that does not answer {who}, taken as a "
+                        f"fleet service of another store; this one's store is {self.shown}. If it is hung, stop "
+                        "it; otherwise use another --port"
+                    )
                 raise PortTaken(
                     f"port {self.port} is already served by a fleet service of another store: "
-                    f"{other.get('store')} (pid {pid if pid is not None else 'unknown'}"
-                    + (f": {cmd}" if cmd else "")
-                    + f"); this one's store is {self.shown}. Replicas on one port must share one store: "
-                    "use the same --data/--store, or another --port"
+                    f"{other.get('store')} {who}; this one's store is {self.shown}. Replicas on one port must "
+                    "share one store: use the same --data/--store, or another --port"
                 )
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.bind(_address(self.name))

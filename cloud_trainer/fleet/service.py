@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -1001,6 +1002,7 @@ class FleetServer:
         replicas: bool = False,
     ) -> None:
         self.data = Path(data)
+        given_control = control
         # before anything is opened or bound: a port that a fleet service of another store serves is refused;
         # a replica of the same store goes on (portguard). Port 0: the kernel's choice, announced once bound.
         self._identity = store_identity(store, self.data)
@@ -1094,16 +1096,33 @@ class FleetServer:
             try:
                 self.port = self.server.add_secure_port(f"{host}:{port}", server_credentials(ca, cert, key))
             except RuntimeError:  # grpc: "Failed to bind to address ..."; say by whom, when one of ours
-                self.store.close()
                 raise PortTaken(cannot_bind(host, port, replicas, self.announcement)) from None
             self._tick: asyncio.Task | None = None
             self._stopped = False
+            if self.announcement is None:
+                self.announcement = Announcement(self.port, *self._identity, host=host).open()
         except BaseException:
-            if self.announcement is not None:
-                self.announcement.close()
+            self._close_opened(owns_control=control is not given_control)
             raise
-        if self.announcement is None:
-            self.announcement = Announcement(self.port, *self._identity, host=host).open()
+
+    def _close_opened(self, owns_control: bool) -> None:
+        """A start that failed midway closes what it opened (the store, the control database it opened, the
+        readers' threads, the port's announcement): an embedding process may retry, or remove the folder, at
+        once. A ``control`` the caller passed in is the caller's to close."""
+        closers: list[Callable[[], object]] = []
+        if hasattr(self, "fleet"):
+            closers.append(partial(self.fleet._readers.shutdown, wait=False))
+        if owns_control and getattr(getattr(self, "control", None), "db", None) is not None:
+            closers.append(self.control.db.close)
+        if hasattr(self, "store"):
+            closers.append(self.store.close)
+        if self.announcement is not None:
+            closers.append(self.announcement.close)
+        for close in closers:
+            try:
+                close()
+            except Exception:  # the failure that stopped the start is the one to report
+                log.warning("closing after a failed start", exc_info=True)
 
     async def start(self) -> None:
         if self.hub is not None:

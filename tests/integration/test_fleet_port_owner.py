@@ -6,9 +6,12 @@ and a service killed with SIGKILL leaves nothing behind that would refuse the ne
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 import grpc
 import pytest
@@ -132,3 +135,84 @@ async def test_services_of_two_stores_on_two_addresses_of_the_machine_share_a_po
         if b is not None:
             await b.stop()
         await a.stop()
+
+
+@pytest.mark.parametrize("host", ["[::]", "::"])
+def test_a_serve_on_the_ipv6_wildcard_of_a_port_another_program_holds_says_so_in_one_line(
+    pki, tmp_path, host
+):
+    # --host [::] (grpc's spelling) or :: : the port is checked before grpc binds, as for an IPv4 address, so the
+    # admin reads the project's one line, not grpc's own error log before it
+    port = free_port()
+    with socket.create_server(("0.0.0.0", port)):  # another program listens on the port
+        code, line = serve(tmp_path / "cloud", pki, port, "--host", host)
+    assert code == 2, f"started on a port another program holds ({code}): {line}"
+    assert line.startswith(f"cloud-trainer serve: cannot listen on {host}:{port}") and "\n" not in line, line
+
+
+def open_files_under(folder) -> list[str]:
+    fds = Path("/proc/self/fd")
+    return [t for t in (os.path.realpath(fd) for fd in fds.iterdir()) if t.startswith(str(folder))]
+
+
+async def test_a_service_that_cannot_bind_its_port_leaves_nothing_of_its_own_open(pki, tmp_path):
+    # grpc refuses the address (not one of this machine's): the store, the control database and the port's
+    # announcement are all closed again, so an embedding process may retry, or delete the folder, at once
+    from cloud_trainer.fleet.portguard import PortTaken, announced
+    from cloud_trainer.fleet.service import FleetServer
+
+    port = free_port()
+    certs = (pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    with pytest.raises(PortTaken, match=f"cannot listen on 192.0.2.1:{port}"):
+        FleetServer(tmp_path / "cloud", port, *certs, host="192.0.2.1")
+    assert (tmp_path / "cloud" / "control.db").exists()  # it got as far as opening the control database
+    assert open_files_under(tmp_path) == []
+    assert announced(port) == []
+    assert not [t for t in threading.enumerate() if t.name == f"fleet-port-{port}"]
+
+
+async def test_an_announcement_whose_backlog_is_full_is_a_service_that_does_not_answer_not_a_traceback(
+    pki, tmp_path, monkeypatch
+):
+    # a hung service still holding its announcement, with more starts queued at it than its listen backlog:
+    # connecting fails at once (EAGAIN) rather than waiting; the start is refused naming that process
+    from cloud_trainer.fleet import portguard
+    from cloud_trainer.fleet.service import FleetServer
+
+    monkeypatch.setattr(portguard, "ASK_TIMEOUT_S", 0.3)
+    port = free_port()
+    hung = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    hung.bind(f"\0{portguard.PREFIX}/{port}/{os.getpid()}.hung".encode())
+    hung.listen(0)
+    queued = []
+    try:
+        while True:  # fill its backlog: it never accepts
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.setblocking(False)
+            queued.append(c)
+            try:
+                c.connect(hung.getsockname())
+            except BlockingIOError:
+                break
+        certs = (pki / "ca.pem", pki / "server.pem", pki / "server.key")
+        with pytest.raises(portguard.PortTaken, match=f"pid {os.getpid()}") as refused:
+            FleetServer(tmp_path / "cloud", port, *certs)
+        assert "does not answer" in str(refused.value)
+        assert not (tmp_path / "cloud" / "fleet.db").exists()
+    finally:
+        for c in queued:
+            c.close()
+        hung.close()
+
+
+def test_a_silent_announcement_is_named_by_the_process_that_holds_it_not_by_its_name(monkeypatch):
+    # anyone can bind an abstract name: the refusal names the process the kernel says holds it (SO_PEERCRED)
+    from cloud_trainer.fleet import portguard
+
+    monkeypatch.setattr(portguard, "ASK_TIMEOUT_S", 0.2)
+    port = free_port()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.bind(f"\0{portguard.PREFIX}/{port}/999999999.0".encode())
+        silent.listen(1)  # never accepts, never answers
+        with pytest.raises(portguard.PortTaken, match=f"does not answer \\(pid {os.getpid()}"):
+            portguard.Announcement(port, "sqlite:/x", "/x").open()
