@@ -525,11 +525,37 @@ COMPRESSION_ALGORITHMS = ("DEFLATE", "GZIP")
 MAX_INFLATED_BYTES = (
     8 * 1024 * 1024
 )  # the inflated payload's bound by default (MqttSettings.max_message_bytes)
+# the inflated bytes a source reads per second by default (SparkplugHostSettings.max_inflated_bytes_per_s)
+INFLATE_BYTES_PER_S = 16 * 1024 * 1024
 
 
-def _inflate(pb: Any, max_bytes: int) -> bytes:
+class InflateBudget:
+    """The bytes a source may inflate per second, a token bucket of one second's worth (full at first).
+    Inflating and decoding cost the loop by the inflated byte (about 1 ms per MiB), and a node's 8 KB can
+    inflate to 8 MiB: without a budget, 100 such messages a second (0.8 MB/s on the wire) would take all of
+    the agent's loop. A payload is inflated while some budget is left, and what it inflated is charged (the
+    bucket may go into debt by one message, paid back before the next): over any T seconds at most
+    ``per_s * (T + 1)`` bytes plus one message are inflated, and none is inflated in vain."""
+
+    def __init__(self, per_s: float, clock: Any = time.monotonic) -> None:
+        self.per_s, self._clock = per_s, clock
+        self._left, self._at = float(per_s), clock()
+
+    def left(self) -> float:
+        now = self._clock()
+        self._left = min(self.per_s, self._left + (now - self._at) * self.per_s)
+        self._at = now
+        return self._left
+
+    def spend(self, n: int) -> None:
+        self._left -= n
+
+
+def _inflate(pb: Any, max_bytes: int, budget: InflateBudget | None = None) -> bytes:
     """A compressed payload's ``body`` inflated, at most ``max_bytes`` of it: a few kilobytes from a hostile
-    or broken node can inflate to gigabytes (a "zip bomb"), so inflating stops one byte past the bound."""
+    or broken node can inflate to gigabytes (a "zip bomb"), so inflating stops one byte past the bound, or
+    ``budget`` has nothing left (``inflate_budget``: not inflated at all), which is charged with what was
+    inflated."""
     import zlib
 
     algorithm = "DEFLATE"
@@ -545,11 +571,21 @@ def _inflate(pb: Any, max_bytes: int) -> bytes:
     header = len(body) >= 2 and (
         body[:2] == b"\x1f\x8b" or (body[0] & 0x0F == 8 and (body[0] << 8 | body[1]) % 31 == 0)
     )
+    if budget is not None and budget.left() <= 0:
+        raise CodecError(
+            "inflate_budget",
+            f"compressed payload ({len(body)} bytes) while this source's compressed payloads have inflated "
+            f"more than max_inflated_bytes_per_s ({budget.per_s:.0f}); skipped, not inflated",
+        )
     inflater = zlib.decompressobj(47 if header else -15)  # 47: a zlib or gzip header; -15: none (raw)
     try:
         out = inflater.decompress(body, max_bytes + 1)
     except zlib.error as e:
+        if budget is not None:  # what it inflated before failing is not told: at most deflate's 1032:1
+            budget.spend(min(max_bytes + 1, 1032 * len(body)))
         raise CodecError("bad_compression", f"{algorithm} body does not inflate ({e})"[:160]) from None
+    if budget is not None:  # the work done is charged, whatever comes of it
+        budget.spend(len(out))
     if len(out) > max_bytes:
         raise CodecError(
             "too_large",
@@ -561,14 +597,17 @@ def _inflate(pb: Any, max_bytes: int) -> bytes:
     return out
 
 
-def decode(data: bytes, *, max_inflated: int = MAX_INFLATED_BYTES) -> Payload:
+def decode(
+    data: bytes, *, max_inflated: int = MAX_INFLATED_BYTES, inflate_budget: InflateBudget | None = None
+) -> Payload:
     """Parse Sparkplug B bytes; anything unparseable raises ``CodecError('garbage_protobuf')``. A compressed
-    payload (``COMPRESSED_UUID``) is inflated, to at most ``max_inflated`` bytes (over: ``too_large``), and
+    payload (``COMPRESSED_UUID``) is inflated, to at most ``max_inflated`` bytes (over: ``too_large``) and
+    while ``inflate_budget`` has some left (none: ``inflate_budget``), and
     the payload inside is returned (``bad_compression``: an unknown algorithm, a body that does not inflate
     or is cut short, a compressed payload inside)."""
     pb = _parse(data)
     if pb.HasField("uuid") and pb.uuid == COMPRESSED_UUID:
-        outer, pb = pb, _parse(_inflate(pb, max_inflated))
+        outer, pb = pb, _parse(_inflate(pb, max_inflated, inflate_budget))
         if pb.HasField("uuid") and pb.uuid == COMPRESSED_UUID:  # not unwrapped again: a bomb in a bomb
             raise CodecError("bad_compression", "a compressed payload inside a compressed payload")
         for f in ("seq", "timestamp"):  # Tahu copies the seq outside; the inside's is the node's own

@@ -149,6 +149,15 @@ class SparkplugHostSettings(_Model):
     rebirth_min_interval_s: float = Field(
         2.0, ge=0, description="at most one rebirth asked per node in this time (s)"
     )
+    max_inflated_bytes_per_s: int = Field(
+        16 * 1024 * 1024,
+        ge=1,
+        description="the bytes compressed payloads (Tahu's SPBV1.0_COMPRESSED) may inflate to per second, all "
+        "nodes of the source together (a second's worth kept at most): inflating and decoding cost the agent's "
+        "loop by the inflated byte, and 8 KB on the wire can inflate to 8 MiB. A payload is inflated while some "
+        "is left and charged what it inflated; while none is left, one is counted as inflate_budget and "
+        "skipped, not inflated. Plain payloads are not counted: their size costs the node the same bandwidth",
+    )
     host_id: str | None = Field(
         None,
         pattern=r"^[^/+#]+$",

@@ -45,7 +45,11 @@ waveform pipeline takes it; bytes that do not fit the type are ``wrong_type``.
 A payload Eclipse Tahu's nodes compress (uuid ``SPBV1.0_COMPRESSED``, DEFLATE or GZIP ``body``) is read as
 the payload it holds, inflated to at most ``max_inflated_bytes`` (the source's ``max_message_bytes``: past
 it, ``too_large``; a node's few kilobytes can inflate to gigabytes); one that does not inflate is
-``bad_compression``.
+``bad_compression``. Inflating and decoding cost the loop by the inflated byte, so the source inflates at most
+``max_inflated_bytes_per_s`` (all its nodes together; ``sp.InflateBudget``): while it is spent, a compressed
+payload is ``inflate_budget``, skipped, not inflated, and the node is asked for nothing (the seq gap it leaves
+is neither counted nor answered by a rebirth, which would bring more to inflate; the values it carried are
+missed until they change again).
 A DataSet metric (a table: Ignition's Dataset tags) gives a reading per column, ``{metric}/{column}``, whose
 value is the column's rows as a 1-D NumPy array (typed by the column's datatype; an empty cell of a Float or
 Double column is NaN); a column with a cell of another type, or an empty cell where no NaN can stand, is
@@ -103,6 +107,9 @@ class _Node:
     unproven: bool = False
     unproven_devices: set[str] = field(default_factory=set)  # the same for devices (a retained DBIRTH)
     gap_asked: bool = False  # a rebirth was asked for a gap and no data message came in sequence since
+    # a compressed message of it was skipped by the source's inflate budget: the next seq gap is this host's
+    # doing, not counted and not answered by a rebirth (one would bring more to inflate)
+    budget_skipped: bool = False
 
 
 def _definition_types(t: sp.Template, prefix: str = "", depth: int = 0) -> dict[str, int]:
@@ -171,6 +178,8 @@ class SparkplugHost:
         self._skip_non_finite = non_finite == "skip"
         # a compressed payload (Tahu's) inflates to at most this: the bound on a message's size
         self._max_inflated = max_inflated_bytes
+        # ... and a source inflates at most settings.max_inflated_bytes_per_s
+        self._inflate_budget = sp.InflateBudget(settings.max_inflated_bytes_per_s)
         self._settings = settings
         self._publish = publish
         self._on_error = on_error
@@ -314,7 +323,12 @@ class SparkplugHost:
         t = sp.parse_topic(topic)
         if t.message_type in (sp.MessageType.STATE, sp.MessageType.NCMD, sp.MessageType.DCMD):
             return []
-        payload = sp.decode(data, max_inflated=self._max_inflated)
+        try:
+            payload = sp.decode(data, max_inflated=self._max_inflated, inflate_budget=self._inflate_budget)
+        except CodecError as e:
+            if e.reason == "inflate_budget" and (skipped := self._nodes.get((t.group, t.edge_node))):
+                skipped.budget_skipped = True
+            raise
         key = (t.group, t.edge_node)
         owner = self._named.get(t.edge_node)
         if owner is not None and owner != key and self._clash(t, owner):
@@ -341,7 +355,7 @@ class SparkplugHost:
         if mt is sp.MessageType.NBIRTH:
             self._named[t.edge_node] = key
             node.alive, node.aliases, node.clashes, node.seq = True, {}, set(), payload.seq
-            node.missed, node.dead_bd = False, None
+            node.missed, node.dead_bd, node.budget_skipped = False, None, False
             # counts as in sequence, unless it answers a rebirth asked for a gap and no data message since was
             # in sequence: a node whose seq is broken is asked once, not after every birth (``_check_seq``)
             node.run = 0 if node.gap_asked else 1
@@ -507,6 +521,9 @@ class SparkplugHost:
         on from before its birth, never wraps) is not asked again after every birth that answers it. A
         repeated seq (a redelivery) lost nothing. The data is still used."""
         if seq is None:
+            return
+        if node.budget_skipped:  # this host skipped its messages (inflate budget): no gap of the node's
+            node.budget_skipped, node.seq = False, seq
             return
         if node.seq is not None and seq != sp.next_seq(node.seq):
             self._on_error("seq_gap", f"{t.group}/{t.edge_node}: seq {seq} after {node.seq}")

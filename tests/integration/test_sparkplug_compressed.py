@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import zlib
 
 import paho.mqtt.client as paho
@@ -116,3 +117,82 @@ async def test_a_tahu_node_with_compression_on_is_read_and_a_zip_bomb_is_refused
     assert len(bomb) < 8 * 1024
     assert src.stats.errors_by_reason == {"too_large": 1, "bad_compression": 2}
     assert src.sparkplug.rebirths_requested == 0  # every alias known, no seq gap: nothing to ask
+
+
+async def test_a_node_flooding_compressed_payloads_is_held_to_the_inflate_budget_and_json_keeps_flowing(
+    mosquitto,
+):
+    """Before, every compressed payload was inflated and decoded in the agent's loop, at about 1 ms per MiB
+    inflated: a node's 8 KB inflating to 8 MiB, 100 times a second (0.8 MB/s on the wire), took all of the
+    loop, and every other source, pipeline and the status endpoint starved. Now a source inflates at most
+    sparkplug.max_inflated_bytes_per_s: a payload is inflated while some is left and charged what it
+    inflated; while none is left, one is counted as inflate_budget and skipped, not inflated, and the node is
+    asked for nothing (the seq gap left is not the node's: no seq_gap, no rebirth); plain payloads are not
+    counted; a JSON topic of the same source keeps being read, every message of it."""
+    settings = MqttSettings(
+        port=mosquitto.port,
+        subscriptions=[
+            {"topic": "line/#", "codec": "json", "qos": 1},
+            {"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1},
+        ],
+        max_message_bytes=300 * 1024,
+        # 4 KB a second: the first message of 256 KiB is read (some budget was left) and leaves a debt of
+        # 252 KiB, paid back in a minute: every later one is skipped in the test's few seconds
+        sparkplug={"max_inflated_bytes_per_s": 4096},
+    )
+    src = MqttSource("mq", settings)
+    await src.start()
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", mosquitto.port, 30)
+    pub.loop_start()
+    got: list = []
+
+    async def consume() -> None:
+        async for r in src.items():
+            got.append(r)
+
+    task = asyncio.create_task(consume())
+    n = 30
+    try:
+        async with asyncio.timeout(5):
+            await src.connected.wait()
+            await src.subscribed.wait()
+        birth = sp._pb().Payload()
+        birth.timestamp, birth.seq = 1000, 0
+        _metric(birth, "bdSeq", datatype=D.INT64, long_value=0)
+        _metric(birth, "Temp", alias=1, datatype=D.DOUBLE, double_value=20.0)
+        pub.publish("spBv1.0/g/NBIRTH/n", birth.SerializeToString(), qos=1)
+        for i in range(n):
+            bomb = sp._pb().Payload()  # 256 KiB of zeros in the payload's body: a few hundred bytes sent
+            bomb.timestamp, bomb.seq = 2000 + i, i + 1
+            _metric(bomb, alias=1, double_value=float(i))
+            bomb.body = b"\0" * (256 * 1024)
+            pub.publish("spBv1.0/g/NDATA/n", _compressed(bomb), qos=1)
+            pub.publish("line/press", json.dumps({"force": i}), qos=1)
+        plain = sp._pb().Payload()  # then a plain NDATA: not counted against the budget, read
+        plain.timestamp, plain.seq = 9000, n + 1
+        _metric(plain, alias=1, double_value=99.0)
+        pub.publish("spBv1.0/g/NDATA/n", plain.SerializeToString(), qos=1)
+
+        def spark() -> list:
+            return [r for r in got if r.tag == "n/Temp"]
+
+        try:
+            async with asyncio.timeout(10):
+                while not (
+                    sum(r.tag == "line/press/force" for r in got) >= n
+                    and any(r.value == 99.0 for r in spark())
+                ):
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            pass  # what came is asserted below
+    finally:
+        task.cancel()
+        pub.loop_stop()
+        await src.stop()
+    assert [r.value for r in got if r.tag == "line/press/force"] == list(range(n))
+    # the birth, the first compressed NDATA, the plain one
+    assert [(r.value, r.timestamp) for r in spark()] == [(20.0, 1.0), (0.0, 2.0), (99.0, 9.0)]
+    # the seq gap the skipped messages leave is this host's doing: not counted, no rebirth asked
+    assert src.stats.errors_by_reason == {"inflate_budget": n - 1}
+    assert src.sparkplug.rebirths_requested == 0

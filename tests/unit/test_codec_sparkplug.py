@@ -305,6 +305,41 @@ def test_a_compressed_payload_that_inflates_past_the_bound_is_refused_without_in
     assert peak < 4 << 20
 
 
+def test_the_inflate_budget_skips_compressed_payloads_while_spent_charges_bombs_and_refills_with_time():
+    """Inflating and decoding cost the loop by the inflated byte: a source inflates at most its budget a
+    second. A payload is inflated while some is left and charged what it inflated; while none is left, one
+    is inflate_budget, not inflated at all. A bomb refused as too_large and a body that does not inflate
+    are charged too (their work was done); time refills the budget."""
+    import zlib
+
+    now = [0.0]
+    budget = sp.InflateBudget(1000, clock=lambda: now[0])
+    pb = sp._pb().Payload()
+    pb.ParseFromString(sp.encode(sp.Payload(5, 1, [sp.Metric("t", 1, sp.DataType.DOUBLE, 1.0)])))
+    pb.body = b"\0" * (600 * 1024)  # 600 KiB inflated, a few hundred bytes sent
+    big = _wrapped(zlib.compress(pb.SerializeToString(), 9))
+
+    def reason(data: bytes) -> str | None:
+        try:
+            sp.decode(data, max_inflated=1 << 20, inflate_budget=budget)
+        except CodecError as e:
+            return e.reason
+        return None
+
+    def charged() -> None:
+        assert reason(big) == "inflate_budget"  # nothing left: the last one's work was charged
+        now[0] += 1e6  # at most a second's worth is kept (1000 bytes), whatever the debt was
+
+    assert reason(big) is None  # 1000 bytes left: inflated, 600 KiB charged
+    now[0] += 60
+    charged()  # a minute later 60 KB of the debt are paid back, not 600 KiB
+    assert reason(_wrapped(zlib.compress(b"\0" * (2 << 20), 9))) == "too_large"
+    charged()
+    assert reason(_wrapped(b"\x78\x9c" + b"\xff" * 30)) == "bad_compression"  # up to 1032 x 32 bytes
+    charged()
+    assert reason(big) is None
+
+
 @pytest.mark.parametrize(
     "body, algorithm",
     [
