@@ -506,7 +506,9 @@ class ForwardSettings(_Model):
         False, description="also queue each forwarded reading for the cloud (kind telemetry)"
     )
     deadband: float = Field(
-        0.0, ge=0, description="a number is forwarded when it moved more than this; 0: every reading"
+        0.0,
+        ge=0,
+        description="a number is forwarded when it moved more than this (or its quality changed); 0: every reading",
     )
     min_interval_ms: int = Field(0, ge=0, description="at most one reading per tag this often; 0: no limit")
 

@@ -4,7 +4,8 @@
 arrays only when named) to an MQTT broker as JSON, one message per reading, under
 ``factory/<site>/<line>/<agent>/tags/<name>`` by default, and/or to the cloud outbox as ``telemetry``
 records. A ``deadband`` skips a number that moved less than it since the last forwarded value (a
-boolean or text is forwarded when it changes), ``min_interval_ms`` forwards at most one reading per
+boolean or text is forwarded when it changes; a change of quality, a tag going BAD with its last value, is
+always forwarded), ``min_interval_ms`` forwards at most one reading per
 tag that often (the skipped ones are counted; the latest value is not held back for later). Sending
 is bounded: at most ``MAX_PENDING`` messages wait for the broker, the oldest is dropped (counted).
 
@@ -46,7 +47,8 @@ class Forwarder:
         self._publish = publish  # async (topic, bytes, qos) or None
         self._outbox_append = outbox_append  # (kind, dict) or None
         self._tags = set(settings.tags)
-        self._last: dict[str, tuple[Any, float]] = {}  # tag -> (value forwarded, monotonic time)
+        # tag -> (value forwarded, monotonic time, its quality)
+        self._last: dict[str, tuple[Any, float, Quality]] = {}
         self._queue: collections.deque = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -82,7 +84,9 @@ class Forwarder:
             if self.s.min_interval_ms and (now - last[1]) * 1000 < self.s.min_interval_ms:
                 self.stats["rate_limited"] += 1
                 return
-            if self.s.deadband and not _moved(last[0], v, self.s.deadband):
+            # a change of quality is news however little the value moved: a gateway's record or a Sparkplug
+            # node's death makes the tag BAD with its last value, and the consumer must learn it
+            if self.s.deadband and last[2] is r.quality and not _moved(last[0], v, self.s.deadband):
                 self.stats["deadband"] += 1
                 return
         elif len(self._last) >= MAX_TAGS:  # bounded: tag names come from outside (a counter in a topic)
@@ -94,7 +98,7 @@ class Forwarder:
                 self.s.name,
                 MAX_TAGS,
             )
-        self._last[r.tag] = (v, now)
+        self._last[r.tag] = (v, now, r.quality)
         body = {"source": r.source, "tag": r.tag, "value": v, "ts": r.timestamp, "quality": r.quality.value}
         self.stats["forwarded"] += 1
         if self._outbox_append is not None:
