@@ -151,6 +151,9 @@ def _packed_samples() -> type:
 
         declared_bits = 16
 
+        def __array_finalize__(self, obj: object) -> None:  # a slice or copy keeps the depth it came with
+            self.declared_bits = getattr(obj, "declared_bits", 16)
+
     return PackedSamples
 
 

@@ -233,3 +233,16 @@ async def test_a_32_bit_bmp_with_transparent_pixels_is_refused_one_whose_alpha_i
     assert cv2.imwrite(str(classes / "dent" / "cut_out.bmp"), cut)
     with pytest.raises(DatasetError, match=r"cut_out\.bmp: 64 of its 128 pixels are transparent"):
         import_images(classes, tmp_path / "ds", log=lambda m: None)
+
+
+def test_a_crop_of_a_packed_12_bit_tiff_keeps_its_declared_depth():
+    """The decoded packed TIFF carries its declared depth (BitsPerSample 12) for `eight_bit`; a slice or copy
+    of it (a region of interest cut before the 8-bit step) fell back to 16 and came out 16 times too dark."""
+    from protocols.image_header import decode_image, eight_bit
+
+    rng = np.random.default_rng(7)
+    bright = rng.integers(0, 4096, (8, 16))
+    img = decode_image(grey_tiff(bright, 12), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+    want = (bright[2:6, 4:12] >> 4).astype(np.uint8).tolist()
+    assert eight_bit(img[2:6, 4:12], 16).tolist() == want
+    assert eight_bit(img[2:6, 4:12].copy(), 12).tolist() == want
