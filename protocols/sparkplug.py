@@ -551,11 +551,11 @@ class InflateBudget:
         self._left -= n
 
 
-def _inflate(pb: Any, max_bytes: int, budget: InflateBudget | None = None) -> bytes:
+def _inflate(pb: Any, max_bytes: int, budget: InflateBudget | None = None, must: bool = False) -> bytes:
     """A compressed payload's ``body`` inflated, at most ``max_bytes`` of it: a few kilobytes from a hostile
     or broken node can inflate to gigabytes (a "zip bomb"), so inflating stops one byte past the bound, or
-    ``budget`` has nothing left (``inflate_budget``: not inflated at all), which is charged with what was
-    inflated."""
+    ``budget`` has nothing left (``inflate_budget``: not inflated at all, unless ``must``), which is charged
+    with what was inflated."""
     import zlib
 
     algorithm = "DEFLATE"
@@ -571,7 +571,7 @@ def _inflate(pb: Any, max_bytes: int, budget: InflateBudget | None = None) -> by
     header = len(body) >= 2 and (
         body[:2] == b"\x1f\x8b" or (body[0] & 0x0F == 8 and (body[0] << 8 | body[1]) % 31 == 0)
     )
-    if budget is not None and budget.left() <= 0:
+    if budget is not None and budget.left() <= 0 and not must:
         raise CodecError(
             "inflate_budget",
             f"compressed payload ({len(body)} bytes) while this source's compressed payloads have inflated "
@@ -598,16 +598,20 @@ def _inflate(pb: Any, max_bytes: int, budget: InflateBudget | None = None) -> by
 
 
 def decode(
-    data: bytes, *, max_inflated: int = MAX_INFLATED_BYTES, inflate_budget: InflateBudget | None = None
+    data: bytes,
+    *,
+    max_inflated: int = MAX_INFLATED_BYTES,
+    inflate_budget: InflateBudget | None = None,
+    must_inflate: bool = False,
 ) -> Payload:
     """Parse Sparkplug B bytes; anything unparseable raises ``CodecError('garbage_protobuf')``. A compressed
     payload (``COMPRESSED_UUID``) is inflated, to at most ``max_inflated`` bytes (over: ``too_large``) and
-    while ``inflate_budget`` has some left (none: ``inflate_budget``), and
-    the payload inside is returned (``bad_compression``: an unknown algorithm, a body that does not inflate
+    while ``inflate_budget`` has some left (none: ``inflate_budget``; ``must_inflate``, a birth's or a
+    death's, is inflated all the same and charged), and the payload inside is returned (``bad_compression``: an unknown algorithm, a body that does not inflate
     or is cut short, a compressed payload inside)."""
     pb = _parse(data)
     if pb.HasField("uuid") and pb.uuid == COMPRESSED_UUID:
-        outer, pb = pb, _parse(_inflate(pb, max_inflated, inflate_budget))
+        outer, pb = pb, _parse(_inflate(pb, max_inflated, inflate_budget, must_inflate))
         if pb.HasField("uuid") and pb.uuid == COMPRESSED_UUID:  # not unwrapped again: a bomb in a bomb
             raise CodecError("bad_compression", "a compressed payload inside a compressed payload")
         for f in ("seq", "timestamp"):  # Tahu copies the seq outside; the inside's is the node's own

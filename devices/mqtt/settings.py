@@ -155,8 +155,9 @@ class SparkplugHostSettings(_Model):
         description="the bytes compressed payloads (Tahu's SPBV1.0_COMPRESSED) may inflate to per second, all "
         "nodes of the source together (a second's worth kept at most): inflating and decoding cost the agent's "
         "loop by the inflated byte, and 8 KB on the wire can inflate to 8 MiB. A payload is inflated while some "
-        "is left and charged what it inflated; while none is left, one is counted as inflate_budget and "
-        "skipped, not inflated. Plain payloads are not counted: their size costs the node the same bandwidth",
+        "is left and charged what it inflated; while none is left, an NDATA or DDATA is counted as "
+        "inflate_budget and skipped, not inflated (a birth or a death is inflated all the same, and charged). "
+        "Plain payloads are not counted: their size costs the node the same bandwidth",
     )
     host_id: str | None = Field(
         None,

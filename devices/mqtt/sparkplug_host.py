@@ -47,9 +47,10 @@ the payload it holds, inflated to at most ``max_inflated_bytes`` (the source's `
 it, ``too_large``; a node's few kilobytes can inflate to gigabytes); one that does not inflate is
 ``bad_compression``. Inflating and decoding cost the loop by the inflated byte, so the source inflates at most
 ``max_inflated_bytes_per_s`` (all its nodes together; ``sp.InflateBudget``): while it is spent, a compressed
-payload is ``inflate_budget``, skipped, not inflated, and the node is asked for nothing (the seq gap it leaves
-is neither counted nor answered by a rebirth, which would bring more to inflate; the values it carried are
-missed until they change again).
+NDATA or DDATA is ``inflate_budget``, skipped, not inflated, and the node is asked for nothing (the seq gap it
+leaves is neither counted nor answered by a rebirth, which would bring more to inflate; the values it carried
+are missed until they change again). A compressed birth or death is inflated all the same (and charged):
+skipped, a dead node's tags would stay GOOD until its next birth.
 A DataSet metric (a table: Ignition's Dataset tags) gives a reading per column, ``{metric}/{column}``, whose
 value is the column's rows as a 1-D NumPy array (typed by the column's datatype; an empty cell of a Float or
 Double column is NaN); a column with a cell of another type, or an empty cell where no NaN can stand, is
@@ -157,6 +158,8 @@ _UNREAD = (sp.DataType.DATASET, sp.DataType.FILE)  # decoded without a value (``
 _DDATA = sp.MessageType.DDATA
 _TABLES = {sp.DataType.TEMPLATE, sp.DataType.DATASET}  # metrics whose tags are {metric}/{part}
 _DATA = (sp.MessageType.NDATA, sp.MessageType.DDATA)  # the messages whose seq in order shows a sane node
+# births and deaths: inflated even while the source's inflate budget is spent (``handle``)
+_LIFECYCLE = (sp.MessageType.NBIRTH, sp.MessageType.DBIRTH, sp.MessageType.NDEATH, sp.MessageType.DDEATH)
 MAX_NODES = 10_000  # edge nodes one host keeps (a birth's aliases and last values each)
 MAX_NODE_METRICS = 100_000  # metrics of one node (its devices' included) whose last value and type are kept
 
@@ -324,7 +327,15 @@ class SparkplugHost:
         if t.message_type in (sp.MessageType.STATE, sp.MessageType.NCMD, sp.MessageType.DCMD):
             return []
         try:
-            payload = sp.decode(data, max_inflated=self._max_inflated, inflate_budget=self._inflate_budget)
+            # a birth or a death is inflated even while the budget is spent (and charged: a node flooding
+            # compressed births pays for them with its later data): skipped, a dead node's tags would stay
+            # GOOD, or a born node's data be refused, until its next birth
+            payload = sp.decode(
+                data,
+                max_inflated=self._max_inflated,
+                inflate_budget=self._inflate_budget,
+                must_inflate=t.message_type in _LIFECYCLE,
+            )
         except CodecError as e:
             if e.reason == "inflate_budget" and (skipped := self._nodes.get((t.group, t.edge_node))):
                 skipped.budget_skipped = True

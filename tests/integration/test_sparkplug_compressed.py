@@ -14,6 +14,7 @@ import zlib
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devices.base import Quality
 from devices.mqtt.client import MqttSource
 from devices.mqtt.settings import MqttSettings
 from protocols import sparkplug as sp
@@ -196,3 +197,67 @@ async def test_a_node_flooding_compressed_payloads_is_held_to_the_inflate_budget
     # the seq gap the skipped messages leave is this host's doing: not counted, no rebirth asked
     assert src.stats.errors_by_reason == {"inflate_budget": n - 1}
     assert src.sparkplug.rebirths_requested == 0
+
+
+async def test_a_compressed_death_or_birth_is_read_while_the_inflate_budget_is_spent(mosquitto):
+    """Before, while the source's inflate budget was spent every compressed payload was skipped, a death or
+    a birth too: a node whose compressed NDEATH came then stayed alive, its tags GOOD, until its next birth.
+    A message's type is in its topic, known before inflating: births and deaths are inflated all the same
+    (charged, bounded by max_message_bytes); only data messages are inflate_budget."""
+    settings = MqttSettings(
+        port=mosquitto.port,
+        subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}],
+        max_message_bytes=300 * 1024,
+        sparkplug={"max_inflated_bytes_per_s": 4096},  # spent by the first NDATA for a minute
+    )
+    src = MqttSource("mq", settings)
+    await src.start()
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", mosquitto.port, 30)
+    pub.loop_start()
+    got: list = []
+
+    async def consume() -> None:
+        async for r in src.items():
+            got.append(r)
+
+    task = asyncio.create_task(consume())
+    try:
+        async with asyncio.timeout(5):
+            await src.connected.wait()
+            await src.subscribed.wait()
+        birth = sp._pb().Payload()
+        birth.timestamp, birth.seq = 1000, 0
+        _metric(birth, "bdSeq", datatype=D.INT64, long_value=0)
+        _metric(birth, "Temp", alias=1, datatype=D.DOUBLE, double_value=20.0)
+        pub.publish("spBv1.0/g/NBIRTH/n", birth.SerializeToString(), qos=1)
+        for i in range(2):  # the first is read and spends the budget; the second is inflate_budget
+            bomb = sp._pb().Payload()
+            bomb.timestamp, bomb.seq = 2000 + i, i + 1
+            _metric(bomb, alias=1, double_value=float(i))
+            bomb.body = b"\0" * (256 * 1024)
+            pub.publish("spBv1.0/g/NDATA/n", _compressed(bomb), qos=1)
+        death = sp._pb().Payload()
+        _metric(death, "bdSeq", datatype=D.INT64, long_value=0)
+        pub.publish("spBv1.0/g/NDEATH/n", _compressed(death), qos=1)
+        birth.seq, birth.timestamp = 0, 5000  # born again, compressed: its data is read after it
+        birth.metrics[0].long_value, birth.metrics[1].double_value = 1, 30.0
+        pub.publish("spBv1.0/g/NBIRTH/n", _compressed(birth), qos=1)
+        try:
+            async with asyncio.timeout(10):
+                while not any(r.tag == "n/Temp" and r.value == 30.0 for r in got):
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            pass  # what came is asserted below
+    finally:
+        task.cancel()
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.value, r.quality) for r in got if r.tag == "n/Temp"] == [
+        (20.0, Quality.GOOD),
+        (0.0, Quality.GOOD),
+        (0.0, Quality.BAD),  # the death: the node's tags BAD, as for a plain NDEATH
+        (30.0, Quality.GOOD),
+    ]
+    assert src.stats.errors_by_reason == {"inflate_budget": 1}
+    assert (src.sparkplug.births, src.sparkplug.deaths) == (2, 1)

@@ -340,6 +340,30 @@ def test_the_inflate_budget_skips_compressed_payloads_while_spent_charges_bombs_
     assert reason(big) is None
 
 
+def test_a_payload_that_must_be_inflated_is_while_the_budget_is_spent_and_is_charged_still():
+    """A birth or a death (``must_inflate``) is inflated while the budget is spent, still bounded by
+    max_inflated and still charged: a data message after it waits the longer."""
+    import zlib
+
+    now = [0.0]
+    budget = sp.InflateBudget(1000, clock=lambda: now[0])
+    inner = sp.encode(sp.Payload(5, 1, [sp.Metric("t", 1, sp.DataType.DOUBLE, 1.0)]))
+    small = _wrapped(zlib.compress(inner))
+    budget.spend(1000)  # spent
+    with pytest.raises(CodecError) as e:
+        sp.decode(small, inflate_budget=budget)
+    assert e.value.reason == "inflate_budget"
+    assert sp.decode(small, inflate_budget=budget, must_inflate=True).metrics[0].value == 1.0
+    assert budget.left() == -len(inner)  # charged
+    with pytest.raises(CodecError) as e:  # still bounded
+        sp.decode(
+            _wrapped(zlib.compress(b"\0" * 4096)), max_inflated=1024, inflate_budget=budget, must_inflate=True
+        )
+    assert e.value.reason == "too_large"
+    now[0] += (1024 + 1 + len(inner) + 10) / 1000  # paid back: the data is read again
+    assert sp.decode(small, inflate_budget=budget).metrics[0].value == 1.0
+
+
 @pytest.mark.parametrize(
     "body, algorithm",
     [
