@@ -97,6 +97,9 @@ QUOTA_TTL_S = (
     5.0  # how long a replica trusts its copy of which tenants have an agent quota (and of its refusals)
 )
 REFUSED_AGENTS_KEPT = 100_000  # agents refused for their tenant's agent quota, remembered for QUOTA_TTL_S
+# stop() waits this long for a rollout tick under way (its thread cannot be cancelled) before it closes the control
+# database; a tick still running then keeps it open (a warning says so) rather than failing under a closed one
+TICK_STOP_S = 10.0
 
 
 NOBODY = Identity("", "", "")
@@ -971,6 +974,11 @@ def server_credentials(ca: Path, cert: Path, key: Path) -> grpc.ServerCredential
     )
 
 
+def _log_tick_failure(ticking: asyncio.Future) -> None:
+    if not ticking.cancelled() and (exc := ticking.exception()) is not None:
+        log.error("deployment tick failed", exc_info=exc)
+
+
 def channel_credentials(ca: Path, cert: Path, key: Path) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(
         root_certificates=ca.read_bytes(), private_key=key.read_bytes(), certificate_chain=cert.read_bytes()
@@ -1038,6 +1046,7 @@ class FleetServer:
                     **({} if step_timeout_s is None else {"step_timeout_s": step_timeout_s}),
                 )
             self.control = control
+            self._owns_control = control is not given_control  # a control passed in is the caller's to close
             self.commands = Commands(control) if getattr(control, "db", None) is not None else None
             self.quotas = quotas or Quotas()
             self.server = grpc.aio.server(
@@ -1098,6 +1107,7 @@ class FleetServer:
             except RuntimeError:  # grpc: "Failed to bind to address ..."; say by whom, when one of ours
                 raise PortTaken(cannot_bind(host, port, replicas, self.announcement)) from None
             self._tick: asyncio.Task | None = None
+            self._ticking: asyncio.Future | None = None  # the tick under way in its worker thread
             self._stopped = False
             if self.announcement is None:
                 self.announcement = Announcement(self.port, *self._identity, host=host).open()
@@ -1106,12 +1116,12 @@ class FleetServer:
             raise
 
     def _close_opened(self, owns_control: bool) -> None:
-        """A start that failed midway closes what it opened (the store, the control database it opened, the
-        readers' threads, the port's announcement): an embedding process may retry, or remove the folder, at
-        once. A ``control`` the caller passed in is the caller's to close."""
+        """Close what the server opened (the readers' threads, the control database it opened, the store, the
+        port's announcement): after a start that failed midway, and at ``stop()``, so that an embedding process
+        may retry, or remove the folder, at once. A ``control`` the caller passed in is the caller's to close."""
         closers: list[Callable[[], object]] = []
         if hasattr(self, "fleet"):
-            closers.append(partial(self.fleet._readers.shutdown, wait=False))
+            closers.append(partial(self.fleet._readers.shutdown, wait=False, cancel_futures=True))
         if owns_control and getattr(getattr(self, "control", None), "db", None) is not None:
             closers.append(self.control.db.close)
         if hasattr(self, "store"):
@@ -1121,8 +1131,8 @@ class FleetServer:
         for close in closers:
             try:
                 close()
-            except Exception:  # the failure that stopped the start is the one to report
-                log.warning("closing after a failed start", exc_info=True)
+            except Exception:  # one that fails leaves the others to close (and a failed start its own error)
+                log.warning("closing what the fleet service opened failed", exc_info=True)
 
     async def start(self) -> None:
         if self.hub is not None:
@@ -1134,10 +1144,11 @@ class FleetServer:
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            try:
-                await asyncio.to_thread(self.control.tick)
-            except Exception:
-                log.exception("deployment tick failed")
+            # shielded: stop() cancels this loop, and then waits for the tick under way (its thread runs on)
+            self._ticking = ticking = asyncio.ensure_future(asyncio.to_thread(self.control.tick))
+            ticking.add_done_callback(_log_tick_failure)
+            with contextlib.suppress(Exception):  # logged by the callback
+                await asyncio.shield(ticking)
 
     async def stop(self, grace_s: float = 1.0) -> None:
         if self._stopped:  # idempotent: a second stop is a no-op
@@ -1148,7 +1159,16 @@ class FleetServer:
         await self.server.stop(grace_s)
         if self.hub is not None:
             await self.hub.stop()
-        self.fleet._readers.shutdown(wait=False, cancel_futures=True)
-        self.store.close()
-        if self.announcement is not None:  # the port is free: the next start on it needs no agreement
-            self.announcement.close()
+        # the control database is closed once no tick uses it: one under way is waited for (TICK_STOP_S at most)
+        owns_control = self._owns_control
+        if (ticking := self._ticking) is not None and not ticking.done():
+            await asyncio.wait({ticking}, timeout=TICK_STOP_S)
+            if not ticking.done():
+                log.warning(
+                    "the deployment tick still runs %g s after the fleet service stopped; its control database "
+                    "is left open",
+                    TICK_STOP_S,
+                )
+                owns_control = False
+        # the port is free (the announcement closed): the next start on it needs no agreement
+        self._close_opened(owns_control)

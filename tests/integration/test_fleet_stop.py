@@ -1,0 +1,112 @@
+"""A fleet service started and stopped in one process (an embedding program, a test run) leaves nothing of its own
+open: the control database it opened (control.db and its -wal/-shm) is closed once the rollout tick under way has
+ended, and no error is logged for it; a control database the caller passed in stays the caller's."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.support.fleet import make_pki
+from tests.support.peers import free_port
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"), agents=(), admins=())
+
+
+def open_files_under(folder) -> list[str]:
+    fds = Path("/proc/self/fd")
+    return [t for t in (os.path.realpath(fd) for fd in fds.iterdir()) if t.startswith(str(folder))]
+
+
+async def test_a_stopped_service_leaves_its_control_database_closed_even_with_a_tick_under_way(
+    pki, tmp_path, caplog
+):
+    from cloud_trainer.fleet.service import FleetServer
+
+    certs = (pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    server = FleetServer(tmp_path / "cloud", free_port(), *certs)
+    # the rollout tick is under way (in its worker thread) when stop() runs: it is waited for, not closed under
+    real_tick, started, release, ticked = server.control.tick, threading.Event(), threading.Event(), []
+
+    def tick() -> None:
+        started.set()
+        release.wait(5)
+        real_tick()
+        ticked.append(True)
+
+    server.control.tick = tick
+    caplog.set_level(logging.WARNING)
+    await server.start()
+    try:
+        assert await asyncio.to_thread(started.wait, 10), "no rollout tick ran"
+    finally:
+        threading.Timer(0.2, release.set).start()  # the tick ends while stop() waits
+        await server.stop()
+    assert ticked  # the tick under way ran to its end
+    assert (tmp_path / "cloud" / "control.db").exists()
+    assert open_files_under(tmp_path) == []  # control.db, -wal, -shm and the store: all closed
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_a_control_database_passed_in_stays_open_after_stop(pki, tmp_path):
+    from cloud_trainer.fleet.control import Control
+    from cloud_trainer.fleet.service import FleetServer
+    from cloud_trainer.fleet.store import open_store
+    from cloud_trainer.registry import Registry
+
+    store = open_store(None, tmp_path / "mine")
+    control = Control(tmp_path / "mine" / "control.db", Registry(tmp_path / "mine" / "registry"), store)
+    try:
+        certs = (pki / "ca.pem", pki / "server.pem", pki / "server.key")
+        server = FleetServer(tmp_path / "cloud", free_port(), *certs, control=control)
+        await server.start()
+        await server.stop()
+        assert control.list() == []  # still open: the caller's to close
+    finally:
+        control.db.close()
+        store.close()
+
+
+async def test_a_tick_that_does_not_end_leaves_stop_bounded_and_its_database_open(
+    pki, tmp_path, caplog, monkeypatch
+):
+    # a tick stuck (a store that does not answer): stop() returns after TICK_STOP_S and says so, rather than
+    # waiting for good or closing the database under the tick
+    from cloud_trainer.fleet import service
+
+    monkeypatch.setattr(service, "TICK_STOP_S", 0.2)
+    certs = (pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    server = service.FleetServer(tmp_path / "cloud", free_port(), *certs)
+    real_tick, started, release, ended = (
+        server.control.tick,
+        threading.Event(),
+        threading.Event(),
+        threading.Event(),
+    )
+
+    def tick() -> None:
+        started.set()
+        release.wait(30)
+        real_tick()
+        ended.set()
+
+    server.control.tick = tick
+    caplog.set_level(logging.WARNING)
+    await server.start()
+    try:
+        assert await asyncio.to_thread(started.wait, 10), "no rollout tick ran"
+        await server.stop()
+        assert "the deployment tick still runs" in caplog.text
+    finally:
+        release.set()
+    assert await asyncio.to_thread(ended.wait, 10)  # it ran to its end on the database left open
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    server.control.db.close()
