@@ -510,7 +510,11 @@ class ForwardSettings(_Model):
         ge=0,
         description="a number is forwarded when it moved more than this (or its quality changed); 0: every reading",
     )
-    min_interval_ms: int = Field(0, ge=0, description="at most one reading per tag this often; 0: no limit")
+    min_interval_ms: int = Field(
+        0,
+        ge=0,
+        description="at most one reading per tag this often (a change of quality passes); 0: no limit",
+    )
 
     @model_validator(mode="after")
     def _somewhere(self) -> ForwardSettings:

@@ -4,9 +4,9 @@
 arrays only when named) to an MQTT broker as JSON, one message per reading, under
 ``factory/<site>/<line>/<agent>/tags/<name>`` by default, and/or to the cloud outbox as ``telemetry``
 records. A ``deadband`` skips a number that moved less than it since the last forwarded value (a
-boolean or text is forwarded when it changes; a change of quality, a tag going BAD with its last value, is
-always forwarded), ``min_interval_ms`` forwards at most one reading per
-tag that often (the skipped ones are counted; the latest value is not held back for later). Sending
+boolean or text is forwarded when it changes), ``min_interval_ms`` forwards at most one reading per
+tag that often (the skipped ones are counted; the latest value is not held back for later). A change of
+quality (a tag going BAD with its last value, and back) passes both. Sending
 is bounded: at most ``MAX_PENDING`` messages wait for the broker, the oldest is dropped (counted).
 
 ``Rule`` (config ``rules:``) scales one tag (``value * scale + offset``) and compares it with
@@ -80,15 +80,17 @@ class Forwarder:
             v = v.item()
         now = time.monotonic()
         last = self._last.get(r.tag)
+        # a change of quality is news however little or soon the value moved: a gateway's record or a Sparkplug
+        # node's death makes the tag BAD with its last value, and the consumer must learn it (held back by the
+        # rate limit, a death seen once would never be sent: the latest value is not kept for later)
         if last is not None:
-            if self.s.min_interval_ms and (now - last[1]) * 1000 < self.s.min_interval_ms:
-                self.stats["rate_limited"] += 1
-                return
-            # a change of quality is news however little the value moved: a gateway's record or a Sparkplug
-            # node's death makes the tag BAD with its last value, and the consumer must learn it
-            if self.s.deadband and last[2] is r.quality and not _moved(last[0], v, self.s.deadband):
-                self.stats["deadband"] += 1
-                return
+            if last[2] is r.quality:
+                if self.s.min_interval_ms and (now - last[1]) * 1000 < self.s.min_interval_ms:
+                    self.stats["rate_limited"] += 1
+                    return
+                if self.s.deadband and not _moved(last[0], v, self.s.deadband):
+                    self.stats["deadband"] += 1
+                    return
         elif len(self._last) >= MAX_TAGS:  # bounded: tag names come from outside (a counter in a topic)
             self._last.clear()
             self.stats["tag_state_reset"] += 1

@@ -60,6 +60,9 @@ async def test_a_tag_going_bad_with_its_last_value_is_forwarded_through_the_dead
     agent = Agent(parse_config(cfg))
     try:
         await agent.start()
+        src = agent.sources["broker"]
+        # a message published before the SUBACK is never seen
+        await wait_for(lambda: src.subscribed.is_set(), what="the SUBACK")
         sent = 0
         for ms, q, v in [(1000, True, 85.0), (2000, False, 85.0), (3000, False, 85.2), (4000, True, 85.0)]:
             record = {"id": "oven.temp", "v": v, "q": q}

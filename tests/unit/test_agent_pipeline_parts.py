@@ -242,6 +242,32 @@ def test_a_forwarder_keeps_bounded_state_when_every_reading_has_a_new_tag(monkey
     assert len(f._last) <= 10 and f.stats["tag_state_reset"] == 3 and len(sent) == 35
 
 
+def test_a_change_of_quality_passes_the_forwards_rate_limit():
+    """A Sparkplug node's death (its tags BAD with their last values) within min_interval_ms of the last
+    forwarded reading was rate-limited, and the latest value is not kept for later: the consumer's last word on
+    the tag stayed GOOD. A change of quality is now sent at once; the same quality is still limited."""
+    from devices.base import Quality
+    from edge_agent import tags
+    from edge_agent.config import ForwardSettings
+
+    sent: list = []
+    f = tags.Forwarder(
+        ForwardSettings(name="oven", source="s", outbox=True, min_interval_ms=60_000, deadband=0.5),
+        "t",
+        None,
+        lambda k, b: sent.append(b),
+    )
+    for value, quality in [
+        (85.0, Quality.GOOD),
+        (85.0, Quality.BAD),
+        (86.0, Quality.BAD),
+        (85.0, Quality.GOOD),
+    ]:
+        f.offer(Reading("s", "oven.temp", value, 0.0, 0.0, quality))
+    assert [(b["value"], b["quality"]) for b in sent] == [(85.0, "good"), (85.0, "bad"), (85.0, "good")]
+    assert f.stats["rate_limited"] == 1
+
+
 def test_a_condition_compares_a_field_with_its_own_type_or_is_refused_by_name():
     # a threshold given as text ("0.8": quoted YAML, or a ${VAR} substitution) is read as the number;
     # before, each result raised TypeError inside the predicate and the condition never matched
