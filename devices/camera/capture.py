@@ -1041,12 +1041,10 @@ class CameraSource:
             last_ok = time.monotonic()
             if isinstance(img, bytes):  # a part kept compressed: checked and decoded when taken
                 if live and period:
-                    now = time.monotonic()
-                    if now - last_emit < period * 0.95:
-                        self.skipped += 1
+                    emit_at = self._thinned(last_emit, period)
+                    if emit_at is None:
                         continue
-                    last_emit = now
-                    self._skip_until = now + period * 0.95
+                    last_emit = emit_at
                 self._emit_untaken(img, live)
                 continue
             if img.size == 0 or not img.any():
@@ -1056,14 +1054,22 @@ class CameraSource:
                 good = True
                 backoff.reset()
             if live and period:
-                now = time.monotonic()
-                if now - last_emit < period * 0.95:
-                    self.skipped += 1
+                emit_at = self._thinned(last_emit, period)
+                if emit_at is None:
                     continue
-                last_emit = now
-                self._skip_until = now + period * 0.95
+                last_emit = emit_at
             unchanged_s = self._check_frozen(img, s.frozen_after_s) if live and s.frozen_after_s else 0.0
             self._emit(img, unchanged_s)
+
+    def _thinned(self, last_emit: float, period: float) -> float | None:
+        """This frame's emit time, or None when it comes within fps's ``period`` of the last one passed on
+        (counted as skipped); parts up to the next period are then skipped unread (``_skip_until``)."""
+        now = time.monotonic()
+        if now - last_emit < period * 0.95:
+            self.skipped += 1
+            return None
+        self._skip_until = now + period * 0.95
+        return now
 
     def _check_frozen(self, img: np.ndarray, after_s: float) -> float:
         """A live camera's image identical, pixel for pixel on every 8th row, for ``after_s``: a hung camera
