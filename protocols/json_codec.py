@@ -1,16 +1,18 @@
 """Decode JSON sensor payloads into ``(tag, value, timestamp)`` triples by a mapping.
 
 A ``JsonMapping`` says which fields are values (field path -> tag name; dotted paths reach
-nested objects) and which field holds the timestamp (epoch seconds, epoch milliseconds or
-ISO 8601). Without value mappings every numeric top-level field (bool excluded) becomes a
-tag named after the field. Arrays of numbers become 1-D float64 NumPy arrays (waveforms).
+nested objects) and which field holds the timestamp (epoch seconds, milliseconds, microseconds,
+nanoseconds or ISO 8601). Without value mappings every numeric top-level field (bool excluded) becomes a
+tag named after the field, and a payload that is a bare number (``21.5``, as Shelly, ESPHome and
+Zigbee2MQTT publish one value per topic) one tag named ``""``. Arrays of numbers become 1-D float64 NumPy arrays (waveforms).
 Every failure is a ``CodecError(reason, detail)`` with a stable ``reason`` key:
 ``malformed_json``, ``wrong_type``, ``missing_field``, ``non_finite``, ``bad_timestamp``,
 ``duplicate_key`` (a key given twice in one object: parsers disagree on which value counts),
 ``too_many_values`` (over ``MAX_VALUES`` fields or records in one message).
 ``compile_decoder(..., keep_non_finite=True)`` keeps a NaN or infinite value (reported as ``non_finite``)
 for the caller to pass on as a BAD reading, as the MQTT source does under ``non_finite: bad``.
-ISO 8601 times without a zone are UTC. A timestamp field that is null is taken as absent (the receive time);
+ISO 8601 times without a zone are in ``JsonMapping.timezone`` (UTC unless set: Tasmota's ``Time`` is the
+device's local time). A timestamp field that is null is taken as absent (the receive time);
 an epoch time quoted as text (``"1701388800123"``) is read as its number.
 A waveform's sample rate may ride in the payload (``{"v": [...], "sample_rate_hz": 25600}``):
 ``JsonMapping.rate_field`` names the field (``auto``: the first of ``RATE_FIELDS`` present), and
@@ -30,8 +32,9 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -48,7 +51,24 @@ class CodecError(ValueError):
 class TimestampFormat(enum.StrEnum):
     EPOCH_S = "epoch_s"
     EPOCH_MS = "epoch_ms"
+    EPOCH_US = "epoch_us"
+    EPOCH_NS = "epoch_ns"
     ISO8601 = "iso8601"
+
+
+_UNIT_NAME = {
+    TimestampFormat.EPOCH_S: "seconds",
+    TimestampFormat.EPOCH_MS: "milliseconds",
+    TimestampFormat.EPOCH_US: "microseconds",
+    TimestampFormat.EPOCH_NS: "nanoseconds",
+}
+# units per second of each epoch format
+_SCALE = {
+    TimestampFormat.EPOCH_S: 1,
+    TimestampFormat.EPOCH_MS: 1_000,
+    TimestampFormat.EPOCH_US: 1_000_000,
+    TimestampFormat.EPOCH_NS: 1_000_000_000,
+}
 
 
 @dataclass(frozen=True)
@@ -79,9 +99,26 @@ class JsonMapping:
     rate_field: str | None = (
         "auto"  # an array's sample rate in Hz: a field path, "auto" (RATE_FIELDS) or None
     )
+    timezone: str = "UTC"  # the zone of an ISO 8601 time that states none (an IANA name)
 
 
 RATE_FIELDS = ("sample_rate_hz", "rate_hz", "sampling_rate_hz", "fs_hz")
+
+
+def zone(name: str) -> tzinfo:
+    """The zone an ISO 8601 time without one is read in: UTC (no tz database needed) or an IANA name
+    (``zoneinfo.ZoneInfoNotFoundError``, a ``KeyError``, for an unknown one; instances are cached)."""
+    if name in ("UTC", "Etc/UTC", "Z"):
+        return UTC
+    return ZoneInfo(name)
+
+
+def _unit_of(v: float) -> str:
+    """The epoch unit in which ``v`` is a date of this century (2001-2286): the format to suggest."""
+    a = abs(v)
+    return "epoch_s" if a < 1e11 else "epoch_ms" if a < 1e14 else "epoch_us" if a < 1e17 else "epoch_ns"
+
+
 # A timestamp in the wrong unit is refused rather than taken: milliseconds read as seconds land past the
 # year 50000 (and past what datetime can hold); seconds read as milliseconds land in January 1970. Uptime
 # counters of devices without a clock (small numbers either way) pass.
@@ -200,12 +237,13 @@ def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
             raise CodecError(
                 "wrong_type", f"timestamp {name!r} is {type(v).__name__}; expected an ISO 8601 string"
             )
+        s = v.strip()  # a space around it (a gateway's fixed-width field) says nothing of the time
         try:  # RFC 3339 allows a lower-case "z" (and "t"), which fromisoformat refuses
-            dt = datetime.fromisoformat(v[:-1] + "+00:00" if v[-1:] in ("Z", "z") else v)
+            dt = datetime.fromisoformat(s[:-1] + "+00:00" if s[-1:] in ("Z", "z") else s)
         except ValueError:
             raise CodecError("bad_timestamp", f"timestamp {name!r}={v!r} is not ISO 8601") from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
+        if dt.tzinfo is None:  # a device's local time (Tasmota's "Time"): the mapping's timezone says which
+            dt = dt.replace(tzinfo=zone(mapping.timezone))
         return dt.timestamp()
     if type(v) is str and _DECIMAL.match(v):
         # epoch time sent as text ("1701388800123", as some gateways quote every value): a time has no
@@ -218,18 +256,22 @@ def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
     if not _fits(v):
         raise CodecError("non_finite", f"timestamp {name!r} is {str(v)[:40]}: no finite float64")
     if fmt is TimestampFormat.EPOCH_S and abs(v) >= SECONDS_MAX:
+        unit = TimestampFormat(_unit_of(v))
         raise CodecError(
             "bad_timestamp",
-            f"timestamp {name!r}={v!r} as seconds is past the year 5000: milliseconds? set "
-            "timestamp_format: epoch_ms",
+            f"timestamp {name!r}={v!r} as seconds is past the year 5000: {_UNIT_NAME[unit]}? set "
+            f"timestamp_format: {unit.value}",
         )
-    if fmt is TimestampFormat.EPOCH_MS and MS_LOOKS_LIKE_S[0] <= v < MS_LOOKS_LIKE_S[1]:
+    scale = _SCALE[fmt]
+    unit = TimestampFormat(_unit_of(v))
+    if _SCALE[unit] < scale and MS_LOOKS_LIKE_S[0] <= v / _SCALE[unit] < MS_LOOKS_LIKE_S[1]:
+        # a smaller unit's date of this century (2001-2286), read in this one, lands in early 1970
         raise CodecError(
             "bad_timestamp",
-            f"timestamp {name!r}={v!r} as milliseconds is in early 1970, as seconds it is a date of this "
-            "century: set timestamp_format: epoch_s",
+            f"timestamp {name!r}={v!r} as {_UNIT_NAME[fmt]} is in early 1970, as {_UNIT_NAME[unit]} it is a "
+            f"date of this century: set timestamp_format: {unit.value}",
         )
-    return float(v) / 1000.0 if fmt is TimestampFormat.EPOCH_MS else float(v)
+    return float(v) if scale == 1 else v / scale
 
 
 def decode(
@@ -293,7 +335,13 @@ def compile_decoder(
     isfinite = math.isfinite
 
     def run_all(payload: bytes | str, now: float = 0.0) -> list[tuple]:
-        raw = _object(payload)
+        raw = _parse(payload)
+        if type(raw) is not dict:
+            if type(raw) is not int and type(raw) is not float:
+                raise _not_object(raw, payload)
+            # a bare number (Shelly's relay/0/power "21.5", ESPHome's and Zigbee2MQTT's state topics): one
+            # reading of the field named "", which the caller names after the topic; no time of its own
+            raw = {"": raw}
         if len(raw) > MAX_VALUES:
             raise _too_many(f"{len(raw)} fields")
         ts = ts_of(raw, now)
@@ -360,7 +408,9 @@ def _records_decoder(
     assert rec is not None
     ts_of = _timestamp_reader(mapping)
     p = mapping.tag_prefix
-    at = JsonMapping(timestamp_field="t", timestamp_format=mapping.timestamp_format)  # a record's own time
+    at = JsonMapping(  # a record's own time
+        timestamp_field="t", timestamp_format=mapping.timestamp_format, timezone=mapping.timezone
+    )
     report = on_error or (lambda reason, detail: None)
 
     def run(payload: bytes | str, now: float = 0.0) -> list[tuple]:
@@ -478,7 +528,7 @@ def _parse(payload: bytes | str) -> Any:
             f"key {str(e.args[0])[:60]!r} appears twice in one object: parsers disagree on which value counts",
         ) from None
     except (ValueError, UnicodeDecodeError) as e:
-        raise CodecError("malformed_json", str(e)[:120]) from None
+        raise CodecError("malformed_json", f"{str(e)[:120]} in {_show(payload)}") from None
     except RecursionError:
         raise CodecError("malformed_json", "nested too deep") from None
 
@@ -486,8 +536,29 @@ def _parse(payload: bytes | str) -> Any:
 def _object(payload: bytes | str) -> dict:
     raw = _parse(payload)
     if not isinstance(raw, dict):
-        raise CodecError("wrong_type", f"payload is a JSON {type(raw).__name__}; expected an object")
+        raise _not_object(raw, payload)
     return raw
+
+
+_JSON_NAMES = {
+    dict: "object",
+    list: "array",
+    str: "string",
+    bool: "true/false",
+    int: "number",
+    float: "number",
+}
+
+
+def _not_object(raw: Any, payload: bytes | str) -> CodecError:
+    what = "null" if raw is None else _JSON_NAMES.get(type(raw), type(raw).__name__)
+    return CodecError("wrong_type", f"payload is a JSON {what} ({_show(payload)}); expected an object")
+
+
+def _show(payload: bytes | str) -> str:
+    """The start of a payload, for a message saying what came instead of JSON."""
+    text = payload if isinstance(payload, str) else payload[:40].decode("utf-8", "replace")
+    return repr(text[:40])
 
 
 def _timestamp_reader(mapping: JsonMapping) -> Callable[[dict, float], float]:

@@ -1881,6 +1881,7 @@ def json_decoder(src: MqttSource, sub: Subscription):
         timestamp_field=m.timestamp_field,
         timestamp_format=json_codec.TimestampFormat(m.timestamp_format.value),
         rate_field=m.rate_field,
+        timezone=m.timezone,
     )
     # a bad field or record is counted and skipped, the message's others are read; a NaN or infinite value
     # is counted and, under non_finite: bad, kept (a records decoder makes its record's quality bad)
@@ -1914,6 +1915,8 @@ def json_decoder(src: MqttSource, sub: Subscription):
                 "to read it as text, or have the device send numbers",
             )
         prefix = topic + "/" if prefixed else ""
+        if every_number and len(got) == 1 and got[0][0] == "":
+            prefix = topic  # a bare number (the payload "21.5"): its tag is its topic
         if records:
             return record_readings(prefix, got, received_at)
         return json_readings(prefix, got, received_at, kept[0])

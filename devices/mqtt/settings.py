@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from typing import Any, ClassVar, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -34,6 +35,8 @@ CodecKind = enum.StrEnum("CodecKind", [(k.upper(), k) for k in CODEC_TYPES])  # 
 class TimestampFormat(enum.StrEnum):
     EPOCH_S = "epoch_s"
     EPOCH_MS = "epoch_ms"
+    EPOCH_US = "epoch_us"
+    EPOCH_NS = "epoch_ns"
     ISO8601 = "iso8601"
 
 
@@ -66,7 +69,18 @@ class JsonMappingSettings(_Model):
     )
     values: dict[str, str] = Field(default_factory=dict, description="field path (dotted) -> tag name")
     timestamp_field: str | None = "ts"
-    timestamp_format: TimestampFormat = TimestampFormat.EPOCH_S
+    timestamp_format: TimestampFormat = Field(
+        TimestampFormat.EPOCH_S,
+        description="epoch_s | epoch_ms | epoch_us | epoch_ns (EdgeX's origin, Go's UnixNano) | iso8601; a "
+        "number in another unit (this century's time in a smaller unit, or seconds past the year 5000) is "
+        "bad_timestamp, its message naming the format to set",
+    )
+    timezone: str = Field(
+        "UTC",
+        description="the zone of an ISO 8601 time that states none, as an IANA name (Europe/Berlin): "
+        "Tasmota's Time and many Node-RED flows send the device's local time without an offset, read as "
+        "UTC it is hours off",
+    )
     tag_prefix_topic: bool = Field(True, description="tag = '{topic}/{tag}' so wildcard sensors stay apart")
     rate_field: str | None = Field(
         "auto",
@@ -74,6 +88,19 @@ class JsonMappingSettings(_Model):
         "pipeline); auto: sample_rate_hz, rate_hz, sampling_rate_hz or fs_hz when present; "
         "null: ignore",
     )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            if v not in ("UTC", "Etc/UTC", "Z"):  # as protocols.json_codec.zone reads it
+                ZoneInfo(v)
+        except (KeyError, ValueError):  # ZoneInfoNotFoundError is a KeyError; a malformed name a ValueError
+            raise ValueError(
+                f"timezone {v!r} is no time zone this machine knows: an IANA name such as Europe/Berlin or "
+                "America/Chicago, or UTC (a missing tz database: install tzdata)"
+            ) from None
+        return v
 
     @model_validator(mode="after")
     def _one_way(self) -> JsonMappingSettings:

@@ -1,0 +1,191 @@
+"""MqttSource against a real Mosquitto with JSON as devices of other vendors send it: one bare number per
+topic (Shelly, ESPHome, Zigbee2MQTT), plain text on a JSON topic (Tasmota's POWER), times in microseconds or
+nanoseconds (EdgeX Foundry's origin, Go's UnixNano), and ISO 8601 local times without a zone (Tasmota's
+Time). Each is either a reading with the right value and time, or counted with what came and the setting
+to change; the source reads on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.base import Quality
+from devices.mqtt.client import MqttSource
+from devices.mqtt.settings import MqttSettings
+from edge_agent.config import ConfigError, parse_config
+from protocols.json_codec import CodecError, JsonMapping, RecordsMapping, TimestampFormat, decode
+
+
+def raw_client(port: int) -> paho.Client:
+    c = paho.Client(CallbackAPIVersion.VERSION2)
+    c.connect("127.0.0.1", port, 30)
+    c.loop_start()
+    return c
+
+
+async def started(port: int, subs: list[dict]) -> MqttSource:
+    src = MqttSource("mq", MqttSettings(port=port, subscriptions=subs))
+    await src.start()
+    async with asyncio.timeout(5):
+        await src.connected.wait()
+        await src.subscribed.wait()
+    return src
+
+
+async def collect(src: MqttSource, until, timeout_s: float = 5.0) -> list:
+    got: list = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for r in src.items():
+                got.append(r)
+                if until(got):
+                    break
+    except TimeoutError:
+        pass
+    return got
+
+
+async def test_a_bare_number_is_a_reading_named_by_its_topic_and_plain_text_is_counted_with_what_came(
+    mosquitto,
+):
+    """Shelly (relay/0/power), ESPHome (.../state) and Zigbee2MQTT with attribute output publish one value
+    per topic, a bare number: the JSON codec refused each as "a JSON float; expected an object", so such a
+    device could not be read at all. A bare number is now a reading whose tag is its topic (receive time);
+    plain text (Tasmota's POWER "ON") stays counted, the error quoting what came instead of JSON."""
+    subs = [{"topic": "shellies/#"}, {"topic": "esphome/#", "json_mapping": {"tag_prefix_topic": False}}]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    try:
+        pub.publish("shellies/shelly1pm-A1/relay/0/power", b"21.5", qos=1)
+        pub.publish("shellies/shelly1pm-A1/relay/0", b"on", qos=1)  # plain text: counted
+        pub.publish("shellies/shelly1pm-A1/relay/0/energy", b"1234", qos=1)
+        pub.publish("esphome/kitchen/sensor/temp/state", b" -3.25\n", qos=1)
+        pub.publish("shellies/shelly1pm-A1/info", b'{"ts": 1700000000, "uptime": 12}', qos=1)
+        got = await collect(src, lambda g: any(r.tag.endswith("uptime") for r in g))
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert {r.tag: r.value for r in got} == {
+        "shellies/shelly1pm-A1/relay/0/power": 21.5,
+        "shellies/shelly1pm-A1/relay/0/energy": 1234,
+        "esphome/kitchen/sensor/temp/state": -3.25,  # named by its topic even without the topic prefix
+        "shellies/shelly1pm-A1/info/uptime": 12,
+    }
+    assert all(r.quality is Quality.GOOD for r in got)
+    assert all(r.timestamp == r.received_at for r in got if not r.tag.endswith("uptime"))
+    assert src.stats.errors_by_reason == {"malformed_json": 1}
+    assert "'on'" in (src.stats.last_error or "") and "shellies/shelly1pm-A1/relay/0" in src.stats.last_error
+
+
+async def test_times_in_microseconds_or_nanoseconds_are_read_and_a_wrong_unit_names_the_format(mosquitto):
+    """EdgeX Foundry stamps events in nanoseconds (origin), Go and Rust gateways in UnixNano or micros:
+    there was no format for them (epoch_us and epoch_ns were refused by validate), and a nanosecond time
+    under epoch_s was refused with "milliseconds? set timestamp_format: epoch_ms", which then stamped every
+    reading with the receive time. Now they are read to the microsecond, and the refusal names the unit."""
+    t0 = round(time.time()) - 30  # a recent whole second: no clock_skew, exact in every unit
+    subs = [
+        {"topic": "edgex/#", "json_mapping": {"timestamp_field": "origin", "timestamp_format": "epoch_ns"}},
+        {"topic": "go/#", "json_mapping": {"timestamp_format": "epoch_us"}},
+        {"topic": "misset/#"},  # epoch_s
+    ]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    try:
+        pub.publish("edgex/dev1", json.dumps({"origin": t0 * 10**9 + 250_000_000, "temp": 20.5}), qos=1)
+        pub.publish("go/dev2", json.dumps({"ts": t0 * 10**6 + 500_000, "rpm": 1500}), qos=1)
+        pub.publish("misset/dev3", json.dumps({"ts": t0 * 10**9, "v": 1}), qos=1)
+        pub.publish("go/dev2", json.dumps({"ts": t0 * 10**6 + 600_000, "rpm": 1501}), qos=1)
+        got = await collect(src, lambda g: any(r.value == 1501 for r in g))
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.tag, r.value, r.timestamp) for r in got] == [
+        ("edgex/dev1/temp", 20.5, t0 + 0.25),
+        ("go/dev2/rpm", 1500, t0 + 0.5),
+        ("go/dev2/rpm", 1501, t0 + 0.6),
+    ]
+    assert src.stats.errors_by_reason == {"bad_timestamp": 1}
+    assert "nanoseconds? set timestamp_format: epoch_ns" in (src.stats.last_error or "")
+
+
+async def test_an_iso_time_without_a_zone_is_read_in_the_configured_timezone(mosquitto):
+    """Tasmota's telemetry stamps "Time" in the device's local time without an offset (so do many Node-RED
+    flows); read as UTC it was hours off: in New York 5 h old (a retained message uncertain, a rule's
+    age_ms of hours, wrong times at the cloud), east of Greenwich ahead of the gateway (clock_skew, the
+    receive time). json_mapping.timezone names the zone; a time with an offset or Z keeps its own."""
+    local = ZoneInfo("America/New_York")
+    t0 = round(time.time()) - 60
+    stamp = datetime.fromtimestamp(t0, local).replace(tzinfo=None).isoformat()  # "2026-12-02T16:20:00"
+    mapping = {
+        "values": {"ENERGY.Power": "power"},
+        "timestamp_field": "Time",
+        "timestamp_format": "iso8601",
+        "timezone": "America/New_York",
+    }
+    src = await started(mosquitto.port, [{"topic": "tele/+/SENSOR", "json_mapping": mapping}])
+    pub = raw_client(mosquitto.port)
+    try:
+        sensor = {"Time": stamp, "ENERGY": {"Power": 120, "Voltage": 118}}
+        pub.publish("tele/plug1/SENSOR", json.dumps(sensor), qos=1)
+        utc = datetime.fromtimestamp(t0 + 1, ZoneInfo("UTC")).isoformat().replace("+00:00", "Z")
+        pub.publish("tele/plug2/SENSOR", json.dumps({"Time": utc, "ENERGY": {"Power": 60}}), qos=1)
+        got = await collect(src, lambda g: len(g) >= 2)
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.tag, r.value, r.timestamp, r.quality) for r in got] == [
+        ("tele/plug1/SENSOR/power", 120, t0, Quality.GOOD),
+        ("tele/plug2/SENSOR/power", 60, t0 + 1, Quality.GOOD),
+    ]
+    assert src.stats.errors_by_reason == {}
+
+
+def test_an_unknown_timezone_is_refused_by_validate_with_its_path():
+    cfg = {
+        "agent": {"id": "a1", "site": "s", "line": "l"},
+        "sources": {
+            "plugs": {
+                "type": "mqtt",
+                "subscriptions": [
+                    {"topic": "tele/#", "json_mapping": {"timestamp_format": "iso8601", "timezone": "CET+1"}}
+                ],
+            }
+        },
+    }
+    with pytest.raises(ConfigError) as e:
+        parse_config(cfg)
+    assert "sources.plugs.subscriptions[0].json_mapping.timezone: timezone 'CET+1'" in str(e.value)
+    assert "Europe/Berlin" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "fmt", "expected"),
+    [
+        (1_700_000_000_123_456, "epoch_s", "microseconds? set timestamp_format: epoch_us"),
+        (1_700_000_000_123, "epoch_us", "set timestamp_format: epoch_ms"),
+        (1_700_000_000_123_456, "epoch_ns", "set timestamp_format: epoch_us"),
+        (1_700_000_000, "epoch_ns", "set timestamp_format: epoch_s"),
+    ],
+)
+def test_a_time_in_another_unit_is_refused_naming_its_unit(raw, fmt, expected):
+    m = JsonMapping(values={"v": "v"}, timestamp_format=TimestampFormat(fmt))
+    with pytest.raises(CodecError) as e:
+        decode(json.dumps({"ts": raw, "v": 1}), m)
+    assert e.value.reason == "bad_timestamp" and expected in e.value.detail
+
+
+def test_a_records_zoneless_time_is_read_in_the_mappings_timezone():
+    m = JsonMapping(
+        records=RecordsMapping(array="", name="id", value="v", timestamp="t", quality=None),
+        timestamp_format=TimestampFormat.ISO8601,
+    )
+    m.timezone = "Europe/Berlin"  # (an attribute the former mapping lacked: its test fails, not its module)
+    ((_, _, ts, _, _),) = decode(b'[{"id": "a", "v": 1, "t": " 2024-07-15T10:30:00 "}]', m)
+    assert ts == datetime(2024, 7, 15, 8, 30, tzinfo=ZoneInfo("UTC")).timestamp()
