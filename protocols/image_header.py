@@ -28,6 +28,7 @@ __all__ = [
     "eight_bit",
     "image_size",
     "max_file_bytes",
+    "tiff_data_misplaced",
     "tiff_directories",
     "tiff_not_one_image",
     "transparent_pixels",
@@ -116,6 +117,8 @@ def decode_image(
         )
     if kind == "TIFF" and (why := tiff_not_one_image(data)) is not None:
         raise ImageRejected(why, unsupported=True)
+    if kind == "TIFF" and (why := tiff_data_misplaced(data)) is not None:  # libtiff would decode garbage
+        raise ImageRejected(why)
     buf = np.frombuffer(data, np.uint8)
     try:
         img = cv2.imdecode(buf, cv2.IMREAD_COLOR if flags is None else flags)
@@ -272,6 +275,102 @@ def tiff_directories(data: bytes | memoryview) -> list[dict[int, int]]:
     except struct.error:
         pass
     return found
+
+
+# bytes per value of each TIFF field type (BYTE .. IFD8); a type not here is stepped over
+_TIFF_TYPE_SIZE = {
+    1: 1,
+    2: 1,
+    3: 2,
+    4: 4,
+    5: 8,
+    6: 1,
+    7: 1,
+    8: 2,
+    9: 4,
+    10: 8,
+    11: 4,
+    12: 8,
+    13: 4,
+    16: 8,
+    17: 8,
+    18: 8,
+}
+# (offsets tag, byte counts tag, what a segment is called): StripOffsets/StripByteCounts, TileOffsets/TileByteCounts
+_TIFF_SEGMENTS = ((273, 279, "strip"), (324, 325, "tile"))
+
+
+def tiff_data_misplaced(data: bytes | memoryview) -> str | None:
+    """Why the first image's strips (or tiles) cannot be where its pixels are, or None (also for anything
+    that is not a TIFF, and for a directory too damaged to read: the decode says so). libtiff reads whatever
+    bytes a strip's offset points at: a damaged StripOffsets entry that points into the file's header, its
+    image directory, a tag's values or another strip decodes without a word into an image of garbage rows
+    (measured: a strip's offset set to 0, or to another strip's, gave a whole image, the rows wrong), which a
+    model would judge as a part. A segment reaching past the end of the file (cut short) is said too. Empty
+    segments (a byte count of 0: a sparse file's) are not checked."""
+    if bytes(data[:4]) not in _TIFF_MAGIC:
+        return None
+    e = "<" if bytes(data[:1]) == b"I" else ">"
+    big = bytes(data[2:4]) in (b"+\x00", b"\x00+")
+    fmt_off, fmt_count, entry, value_at = ("Q", "Q", 20, 12) if big else ("I", "H", 12, 8)
+    size_count, n = struct.calcsize(fmt_count), len(data)
+    arrays: dict[int, tuple[int, ...]] = {}
+    try:
+        off = struct.unpack_from(e + fmt_off, data, 8 if big else 4)[0]
+        count = struct.unpack_from(e + fmt_count, data, off)[0]
+        if count > _TIFF_MAX_TAGS:
+            return None
+        # what no pixel data may lie over: the header, the directory, the values stored outside it
+        used = [
+            (0, 16 if big else 8, "its header"),
+            (off, off + size_count + count * entry + struct.calcsize(fmt_off), "its image directory"),
+        ]
+        for k in range(count):
+            p = off + size_count + k * entry
+            tag, typ = struct.unpack_from(e + "HH", data, p)
+            values = struct.unpack_from(e + fmt_off, data, p + 4)[0]
+            size = _TIFF_TYPE_SIZE.get(typ)
+            if size is None or values > n:  # an unknown type, or more values than the file has bytes
+                continue
+            at = p + value_at
+            if values * size > entry - value_at:  # stored elsewhere
+                at = struct.unpack_from(e + fmt_off, data, at)[0]
+                used.append((at, at + values * size, f"tag {tag}'s values"))
+            if tag in (273, 279, 324, 325) and typ in _TIFF_INT:
+                arrays[tag] = struct.unpack_from(f"{e}{values}{_TIFF_INT[typ]}", data, at)
+    except struct.error:
+        return None
+    for offsets_tag, counts_tag, what in _TIFF_SEGMENTS:
+        offsets, counts = arrays.get(offsets_tag), arrays.get(counts_tag)
+        if offsets is None or counts is None or len(offsets) != len(counts):
+            continue  # libtiff's own concern (it estimates missing byte counts)
+        total = len(offsets)
+        segments = sorted(
+            (o, o + c, i + 1) for i, (o, c) in enumerate(zip(offsets, counts, strict=True)) if c
+        )
+        for start, end, no in segments:
+            for a, b, name in used:
+                if start < b and a < end:
+                    return (
+                        f"a TIFF whose {what} {no} of {total} (bytes {start}-{end}) lies over {name}: its "
+                        f"{what} offsets are damaged, and the decoder would read garbage as pixels"
+                    )
+            if end > n:
+                return (
+                    f"a TIFF whose {what} {no} of {total} (bytes {start}-{end}) reaches past the end of the file "
+                    f"({n} bytes): cut short or damaged"
+                )
+        reach, by = -1, 0  # the furthest end of the segments before this one, and which one reaches it
+        for start, end, no in segments:
+            if start < reach:
+                first, second = sorted((no, by))
+                return (
+                    f"a TIFF whose {what}s {first} and {second} of {total} lie over each other: its {what} "
+                    "offsets are damaged, and the decoder would read garbage as pixels"
+                )
+            if end > reach:
+                reach, by = end, no
+    return None
 
 
 def tiff_not_one_image(data: bytes | memoryview) -> str | None:

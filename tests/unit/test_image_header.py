@@ -7,6 +7,7 @@ from __future__ import annotations
 import struct
 
 import cv2
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -159,3 +160,66 @@ def test_a_header_wider_than_opencv_reads_is_refused_naming_its_size_not_raised_
     with pytest.raises(ImageRejected, match="1048577x23") as e:
         decode_image(data)
     assert not e.value.oversize and not e.value.unsupported
+
+
+def _tiff_variants() -> list[tuple[str, bytes]]:
+    rng = np.random.default_rng(3)
+    colour = rng.integers(0, 256, (60, 70, 3)).astype("uint8")
+    out = []
+    for comp in (1, 5, 8, 32773):  # none, LZW, deflate, PackBits
+        for rows in (1, 8, 0):  # a strip per row, 8 rows, the writer's choice
+            params = [cv2.IMWRITE_TIFF_COMPRESSION, comp] + (
+                [cv2.IMWRITE_TIFF_ROWSPERSTRIP, rows] if rows else []
+            )
+            out.append((f"colour {comp} {rows}", cv2.imencode(".tif", colour, params)[1].tobytes()))
+            out.append(
+                (
+                    f"16-bit grey {comp} {rows}",
+                    cv2.imencode(".tif", colour[..., 0].astype("uint16") * 250, params)[1].tobytes(),
+                )
+            )
+    ok, two = cv2.imencodemulti(".tif", [colour, colour])
+    assert ok
+    return out + [("two pages", two.tobytes())]
+
+
+@pytest.mark.parametrize(("what", "data"), _tiff_variants(), ids=lambda v: v if isinstance(v, str) else "")
+def test_whole_tiffs_have_their_strips_where_their_pixels_are(what, data):
+    from protocols.image_header import tiff_data_misplaced
+
+    assert tiff_data_misplaced(data) is None
+    if what != "two pages":  # refused as two pages (unsupported), not as damaged
+        assert decode_image(data, cv2.IMREAD_UNCHANGED).shape[:2] == (60, 70)
+
+
+def test_a_tiff_whose_strip_offsets_are_damaged_is_refused_before_it_is_decoded():
+    """libtiff reads whatever an offset points at: a strip offset of 0 (the header), one into the image
+    directory, or one shared with another strip decoded into an image of garbage rows, passed on as a part;
+    one past the end of the file is said as cut short."""
+    img = np.random.default_rng(4).integers(0, 256, (40, 30, 3)).astype("uint8")
+    tif = cv2.imencode(".tif", img, [cv2.IMWRITE_TIFF_COMPRESSION, 1, cv2.IMWRITE_TIFF_ROWSPERSTRIP, 10])[1]
+    tif = tif.tobytes()
+    ifd = struct.unpack_from("<I", tif, 4)[0]
+    for k in range(struct.unpack_from("<H", tif, ifd)[0]):
+        tag, _, count, where = struct.unpack_from("<HHII", tif, ifd + 2 + 12 * k)
+        if tag == 273:
+            offsets_at, strips = where, count
+    assert strips == 4
+
+    def with_offset(strip: int, offset: int) -> bytes:
+        b = bytearray(tif)
+        struct.pack_into("<I", b, offsets_at + 4 * strip, offset)
+        return bytes(b)
+
+    for data, reason in (
+        (with_offset(3, 0), r"strip 4 of 4 \(bytes 0-900\) lies over its header"),
+        (with_offset(1, ifd), "strip 2 of 4 .* lies over its image directory"),
+        (
+            with_offset(2, struct.unpack_from("<I", tif, offsets_at)[0]),
+            "strips 1 and 3 of 4 lie over each other",
+        ),
+        (with_offset(0, len(tif) + 10), "strip 1 of 4 .* reaches past the end of the file"),
+    ):
+        with pytest.raises(ImageRejected, match=reason) as got:
+            decode_image(data)
+        assert not got.value.oversize and not got.value.unsupported  # damaged: the camera's corrupt_frame
