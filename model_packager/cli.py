@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from model_packager.errors import PackageError
+from model_packager.image_file import CAMERA_MAX_MEGAPIXELS
 from model_packager.text import printable
 
 
@@ -45,7 +46,7 @@ def _build(args) -> int:
     if args.input_images:
         from model_packager.image_folder import ImageFolder
 
-        images = ImageFolder(args.input_images)
+        images = ImageFolder(args.input_images, max_megapixels=args.max_megapixels)
         taken = f" of {images.total}, taken evenly" if len(images) < images.total else ""
         print(f"input statistics from {len(images)} images{taken} in {args.input_images}")
     path = build_package(
@@ -211,6 +212,14 @@ def main(argv: list[str] | None = None) -> int:
         help="an image model's training images (a folder, sub-folders too; up to 500 are read): their "
         "statistics let the agent call frames far outside them UNSURE (blurred, dark, another scene, a "
         "colour change) instead of OK or NG",
+    )
+    b.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=CAMERA_MAX_MEGAPIXELS,
+        help="--input-images: refuse an image whose header declares more pixels than this, before decoding "
+        f"it (default {CAMERA_MAX_MEGAPIXELS:g}, the agent camera's max_megapixels: it skips larger frames; "
+        "guards against decompression bombs)",
     )
     v = sub.add_parser("verify", help="exit 0 only if signed by a trusted key and every hash and size match")
     v.add_argument("package")

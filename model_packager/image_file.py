@@ -1,24 +1,115 @@
 """Why an image file is not read as the agent's camera would read it, from its bytes: the checks of
-``protocols.image_header`` that ``model-packager build --input-images`` needs, kept the same here because
-``model_packager`` imports nothing of ours (DESIGN.md). A TIFF of several pages, or with a preview first
-(decoders read the first directory only), an image with transparent pixels (OpenCV's colour read drops
-the alpha: the colours beneath it are no part a camera shows), and the kinds OpenCV cannot decode (a 12-bit
-or lossless JPEG, a TIFF of 2-7-bit grey pixels) are refused with the camera's reason, so the statistics
+``protocols.image_header`` and ``protocols.jpeg_check`` that ``model-packager build --input-images`` needs,
+kept the same here because ``model_packager`` imports nothing of ours (DESIGN.md). ``read_image`` decodes a
+file as the agent's folder camera does (``devices.camera.capture._decode``) or refuses it with the camera's
+reason: a header declaring more than the camera's ``max_megapixels`` (default 25, ``CAMERA_MAX_MEGAPIXELS``)
+is refused before anything is decoded (a 50-KB PNG can declare 30000 x 30000 pixels, 2.7 GB once decoded), a
+file larger than such an image can need is not read at all (``max_file_bytes``), and a damaged file (a JPEG
+cut short or with coded data missing, which libjpeg decodes with the missing part filled in grey; a PNG whose
+data is cut or fails its CRC; a TIFF whose strips point at its header or at each other, which libtiff decodes
+into garbage rows) is refused as the camera skips it as ``corrupt_frame``. A TIFF of several pages, or with a
+preview first (decoders read the first directory only), an image with transparent pixels (OpenCV's colour read
+drops the alpha: the colours beneath it are no part a camera shows), and the kinds OpenCV cannot decode (a
+12-bit or lossless JPEG, a TIFF of 2-7-bit grey pixels) are refused with the camera's reason, so the statistics
 are never taken from pixels the agent would not judge. tests/unit/test_image_readers_agree.py holds the
-two readers to the same pixels or refusals; change both together."""
+readers to the same pixels or refusals; change them together."""
 
 from __future__ import annotations
 
 import struct
 from typing import Any
 
-__all__ = ["not_one_image", "transparent", "undecodable_kind"]
+__all__ = [
+    "CAMERA_MAX_MEGAPIXELS",
+    "FORMATS",
+    "Refused",
+    "damaged_jpeg",
+    "image_size",
+    "max_file_bytes",
+    "not_one_image",
+    "read_image",
+    "tiff_data_misplaced",
+    "transparent",
+    "undecodable_kind",
+]
+
+CAMERA_MAX_MEGAPIXELS = (
+    25.0  # the agent's camera setting max_megapixels, its default (devices.camera.settings)
+)
+FORMATS = "PNG, JPEG, BMP, TIFF, WebP or PNM"
+_BYTES_PER_PIXEL = 8  # no file of these kinds needs more for its first image (16-bit RGBA, uncompressed)
+_PNG = b"\x89PNG\r\n\x1a\n"
 
 _TIFF_MAGIC = frozenset({b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"})
 _TIFF_MAX_DIRECTORIES, _TIFF_MAX_TAGS = 256, 1024  # a crafted chain of overlapping directories stays cheap
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # JPEG frame headers (C4, C8, CC are not)
 _LOSSLESS_SOF = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RST0-7, SOI: no length field
+# put before a JPEG's end marker to see whether its decode ran out of data (``protocols.jpeg_check._FILL``)
+_FILL = bytes((i * 167 + 13) % 255 for i in range(256))
+_FILLED = (128, 64)  # what a block libjpeg filled in decodes to: 128 (YCbCr, grey), 64 (CMYK)
+
+
+class Refused(ValueError):
+    """Why a file is not read, in the camera's words (``protocols.image_header.ImageRejected``); ``oversize``:
+    its header declares more pixels than the limit, ``unsupported``: a whole file of a kind not read as one
+    frame (both else: damaged, the camera's ``corrupt_frame``)."""
+
+    def __init__(self, reason: str, oversize: bool = False, unsupported: bool = False) -> None:
+        super().__init__(reason)
+        self.oversize = oversize
+        self.unsupported = unsupported
+
+
+def max_file_bytes(max_megapixels: float = CAMERA_MAX_MEGAPIXELS) -> int:
+    """The largest file worth reading at all under the pixel limit (``protocols.image_header.max_file_bytes``)."""
+    return int(_BYTES_PER_PIXEL * max_megapixels * 1e6) + 2**20
+
+
+def read_image(data: bytes, max_megapixels: float = CAMERA_MAX_MEGAPIXELS) -> Any:
+    """The image as the agent's folder camera decodes it (OpenCV's colour read at the file's own depth: a
+    16-bit file stays 16-bit), or ``Refused`` with the camera's reason (``protocols.image_header.decode_image``,
+    then ``protocols.jpeg_check.damaged_jpeg`` and the transparency check, as ``devices.camera.capture._decode``
+    does them): its size is read from the header and checked against ``max_megapixels`` before any decoding."""
+    import cv2
+    import numpy as np
+
+    if len(data) == 0:
+        raise Refused("empty file")
+    size = image_size(data)
+    if size is None:
+        raise Refused(f"not a {FORMATS} image (or its header is cut short)")
+    kind, w, h = size
+    if w <= 0 or h <= 0:
+        raise Refused(f"its {kind} header declares {w}x{h} pixels")
+    if w * h > max_megapixels * 1e6:
+        raise Refused(
+            f"its {kind} header declares {w}x{h} pixels ({w * h / 1e6:.1f} Mpx), over the "
+            f"{max_megapixels:g}-Mpx limit",
+            oversize=True,
+        )
+    if kind == "TIFF" and (why := not_one_image(data)) is not None:
+        raise Refused(why, unsupported=True)
+    if kind == "TIFF" and (why := tiff_data_misplaced(data)) is not None:
+        raise Refused(why)
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error as exc:  # some headers OpenCV refuses by raising: a side over 2^20 pixels (its limit)
+        said = " ".join(str(exc).split()).split(" error: ", 1)[-1][:160]  # without OpenCV's source path
+        raise Refused(
+            f"a {kind} header for {w}x{h} pixels, which OpenCV's decoder refuses ({said}): the header is "
+            "damaged, or the image is of a size no reader here takes"
+        ) from None
+    if img is None or img.size == 0:
+        if (why := undecodable_kind(data)) is not None:
+            raise Refused(why, unsupported=True)
+        raise Refused(f"a {kind} header for {w}x{h} pixels, but the image data is truncated or corrupt")
+    if (why := damaged_jpeg(data, img, flags)) is not None:
+        raise Refused(why)
+    if (why := transparent(data)) is not None:
+        raise Refused(why, unsupported=True)
+    return img
 
 
 def not_one_image(data: bytes) -> str | None:
@@ -160,11 +251,13 @@ def _tiff_directories(data: bytes) -> list[dict[int, int]]:
     return found
 
 
-def _jpeg_frame(data: Any) -> tuple[int, int, int, int] | None:
-    """``(marker, precision, width, height)`` of the first JPEG frame header, found as libjpeg finds it."""
+def _jpeg_frame(data: bytes | memoryview) -> tuple[int, int, int, int] | None:
+    """``(marker, sample precision, width, height)`` of the first frame header, found as libjpeg finds it:
+    markers in order, garbage before a marker and 0xFF fill bytes skipped, segments stepped over by their
+    length, nothing after the scan."""
     n, i = len(data), 2
     while i < n:
-        while i < n and data[i] != 0xFF:
+        while i < n and data[i] != 0xFF:  # extraneous bytes (libjpeg warns and skips them)
             i += 1
         while i < n and data[i] == 0xFF:
             i += 1
@@ -174,7 +267,9 @@ def _jpeg_frame(data: Any) -> tuple[int, int, int, int] | None:
         i += 1
         if marker in _STANDALONE:
             continue
-        if marker in (0xD9, 0xDA) or i + 2 > n:
+        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
+            return None
+        if i + 2 > n:
             return None
         length = (data[i] << 8) | data[i + 1]
         if length < 2:
@@ -182,6 +277,361 @@ def _jpeg_frame(data: Any) -> tuple[int, int, int, int] | None:
         if marker in _SOF:
             if i + 7 > n or length < 8:
                 return None
-            return marker, data[i + 2], (data[i + 5] << 8) | data[i + 6], (data[i + 3] << 8) | data[i + 4]
+            h = (data[i + 3] << 8) | data[i + 4]
+            w = (data[i + 5] << 8) | data[i + 6]
+            return marker, data[i + 2], w, h
         i += length
     return None
+
+
+# ``protocols.image_header``'s header reading, the same code
+
+
+def image_size(data: bytes | memoryview) -> tuple[str, int, int] | None:
+    """``(format, width, height)`` from the header, or None when the bytes are none of the kinds above
+    or the header is cut short or declares a negative size. Never decodes pixels and never raises on
+    malformed input."""
+    b = bytes(data[:64]) if len(data) > 64 else bytes(data)
+    try:
+        if b.startswith(_PNG):
+            if len(b) >= 24 and b[12:16] == b"IHDR":
+                w, h = struct.unpack(">II", b[16:24])
+                return "PNG", w, h
+            return None
+        if b.startswith(b"\xff\xd8"):
+            return _jpeg(data)
+        if b.startswith(b"BM"):
+            return _bmp(b)
+        if b[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+            return _tiff(data)
+        if b.startswith(b"RIFF") and b[8:12] == b"WEBP":
+            return _webp(b)
+        if len(b) >= 2 and b[0:1] == b"P" and b[1:2] in b"123456":
+            return _pnm(data)
+    except (struct.error, IndexError, ValueError):
+        return None
+    return None
+
+
+def _jpeg(data: bytes | memoryview) -> tuple[str, int, int] | None:
+    frame = _jpeg_frame(data)
+    return None if frame is None else ("JPEG", frame[2], frame[3])
+
+
+def _bmp(b: bytes) -> tuple[str, int, int] | None:
+    if len(b) < 26:
+        return None
+    (hs,) = struct.unpack_from("<I", b, 14)
+    if hs == 12:  # OS/2 BITMAPCOREHEADER: 16-bit size
+        w, h = struct.unpack_from("<HH", b, 18)
+        return "BMP", w, h
+    if hs >= 16:
+        w, h = struct.unpack_from("<ii", b, 18)
+        if w < 0:  # signed on the wire, but only the height's sign means something (top-down)
+            return None
+        return "BMP", w, abs(h)  # a negative height is a top-down bitmap
+    return None
+
+
+_TIFF_INT = {3: "H", 4: "I", 16: "Q"}  # SHORT, LONG, LONG8 (BigTIFF)
+
+
+def _tiff(data: bytes | memoryview) -> tuple[str, int, int] | None:
+    """ImageWidth (256) and ImageLength (257) of the first directory, as libtiff reads the first page."""
+    e = "<" if bytes(data[0:1]) == b"I" else ">"
+    big = bytes(data[2:4]) in (b"+\x00", b"\x00+")
+    n = len(data)
+    if big:
+        off = struct.unpack_from(e + "Q", data, 8)[0]
+        if off + 8 > n:
+            return None
+        count = struct.unpack_from(e + "Q", data, off)[0]
+        first, step, value_at, count_fmt = off + 8, 20, 12, "Q"
+    else:
+        off = struct.unpack_from(e + "I", data, 4)[0]
+        if off + 2 > n:
+            return None
+        count = struct.unpack_from(e + "H", data, off)[0]
+        first, step, value_at, count_fmt = off + 2, 12, 8, "I"
+    got: dict[int, int] = {}
+    for k in range(min(count, (n - first) // step)):
+        p = first + k * step
+        tag, typ = struct.unpack_from(e + "HH", data, p)
+        if tag in (256, 257) and typ in _TIFF_INT:
+            vcount = struct.unpack_from(e + count_fmt, data, p + 4)[0]
+            if vcount >= 1:
+                got[tag] = struct.unpack_from(e + _TIFF_INT[typ], data, p + value_at)[0]
+        if len(got) == 2:
+            return "TIFF", got[256], got[257]
+    return None
+
+
+def _webp(b: bytes) -> tuple[str, int, int] | None:
+    chunk = b[12:16]
+    if chunk == b"VP8X" and len(b) >= 30:  # extended: the canvas size, 24 bits each, minus one
+        w = 1 + int.from_bytes(b[24:27], "little")
+        h = 1 + int.from_bytes(b[27:30], "little")
+        return "WebP", w, h
+    if chunk == b"VP8L" and len(b) >= 25 and b[20] == 0x2F:  # lossless: 14 bits each, minus one
+        (bits,) = struct.unpack_from("<I", b, 21)
+        return "WebP", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 " and len(b) >= 30 and b[23:26] == b"\x9d\x01\x2a":  # lossy key frame
+        w, h = struct.unpack_from("<HH", b, 26)
+        return "WebP", w & 0x3FFF, h & 0x3FFF
+    return None
+
+
+def _pnm(data: bytes | memoryview) -> tuple[str, int, int] | None:
+    """P1-P6: width and height are the first two numbers after the magic, '#' comments skipped."""
+    head = bytes(data[2:4096])
+    nums: list[int] = []
+    i, n = 0, len(head)
+    while i < n and len(nums) < 2:
+        c = head[i : i + 1]
+        if c == b"#":
+            while i < n and head[i : i + 1] not in (b"\n", b"\r"):
+                i += 1
+        elif c.isspace():
+            i += 1
+        elif c.isdigit():
+            j = i
+            while j < n and head[j : j + 1].isdigit():
+                j += 1
+            if j == n or j - i > 9:  # cut short, or a number no real header has
+                return None
+            nums.append(int(head[i:j]))
+            i = j
+        else:
+            return None
+    return ("PNM", nums[0], nums[1]) if len(nums) == 2 else None
+
+
+# bytes per value of each TIFF field type (BYTE .. IFD8); a type not here is stepped over
+_TIFF_TYPE_SIZE = {
+    1: 1,
+    2: 1,
+    3: 2,
+    4: 4,
+    5: 8,
+    6: 1,
+    7: 1,
+    8: 2,
+    9: 4,
+    10: 8,
+    11: 4,
+    12: 8,
+    13: 4,
+    16: 8,
+    17: 8,
+    18: 8,
+}
+# (offsets tag, byte counts tag, what a segment is called): StripOffsets/StripByteCounts, TileOffsets/TileByteCounts
+_TIFF_SEGMENTS = ((273, 279, "strip"), (324, 325, "tile"))
+
+
+def tiff_data_misplaced(data: bytes | memoryview) -> str | None:
+    """Why the first image's strips (or tiles) cannot be where its pixels are, or None (also for anything
+    that is not a TIFF, and for a directory too damaged to read: the decode says so). libtiff reads whatever
+    bytes a strip's offset points at: a damaged StripOffsets entry that points into the file's header, its
+    image directory, a tag's values or another strip decodes without a word into an image of garbage rows
+    (measured: a strip's offset set to 0, or to another strip's, gave a whole image, the rows wrong), which a
+    model would judge as a part. A segment reaching past the end of the file (cut short) is said too. Empty
+    segments (a byte count of 0: a sparse file's) are not checked."""
+    if bytes(data[:4]) not in _TIFF_MAGIC:
+        return None
+    e = "<" if bytes(data[:1]) == b"I" else ">"
+    big = bytes(data[2:4]) in (b"+\x00", b"\x00+")
+    fmt_off, fmt_count, entry, value_at = ("Q", "Q", 20, 12) if big else ("I", "H", 12, 8)
+    size_count, n = struct.calcsize(fmt_count), len(data)
+    arrays: dict[int, tuple[int, ...]] = {}
+    try:
+        off = struct.unpack_from(e + fmt_off, data, 8 if big else 4)[0]
+        count = struct.unpack_from(e + fmt_count, data, off)[0]
+        if count > _TIFF_MAX_TAGS:
+            return None
+        # what no pixel data may lie over: the header, the directory, the values stored outside it
+        used = [
+            (0, 16 if big else 8, "its header"),
+            (off, off + size_count + count * entry + struct.calcsize(fmt_off), "its image directory"),
+        ]
+        for k in range(count):
+            p = off + size_count + k * entry
+            tag, typ = struct.unpack_from(e + "HH", data, p)
+            values = struct.unpack_from(e + fmt_off, data, p + 4)[0]
+            size = _TIFF_TYPE_SIZE.get(typ)
+            if size is None or values > n:  # an unknown type, or more values than the file has bytes
+                continue
+            at = p + value_at
+            if values * size > entry - value_at:  # stored elsewhere
+                at = struct.unpack_from(e + fmt_off, data, at)[0]
+                used.append((at, at + values * size, f"tag {tag}'s values"))
+            if tag in (273, 279, 324, 325) and typ in _TIFF_INT:
+                arrays[tag] = struct.unpack_from(f"{e}{values}{_TIFF_INT[typ]}", data, at)
+    except struct.error:
+        return None
+    for offsets_tag, counts_tag, what in _TIFF_SEGMENTS:
+        offsets, counts = arrays.get(offsets_tag), arrays.get(counts_tag)
+        if offsets is None or counts is None or len(offsets) != len(counts):
+            continue  # libtiff's own concern (it estimates missing byte counts)
+        total = len(offsets)
+        segments = sorted(
+            (o, o + c, i + 1) for i, (o, c) in enumerate(zip(offsets, counts, strict=True)) if c
+        )
+        for start, end, no in segments:
+            for a, b, name in used:
+                if start < b and a < end:
+                    return (
+                        f"a TIFF whose {what} {no} of {total} (bytes {start}-{end}) lies over {name}: its "
+                        f"{what} offsets are damaged, and the decoder would read garbage as pixels"
+                    )
+            if end > n:
+                return (
+                    f"a TIFF whose {what} {no} of {total} (bytes {start}-{end}) reaches past the end of the file "
+                    f"({n} bytes): cut short or damaged"
+                )
+        reach, by = -1, 0  # the furthest end of the segments before this one, and which one reaches it
+        for start, end, no in segments:
+            if start < reach:
+                first, second = sorted((no, by))
+                return (
+                    f"a TIFF whose {what}s {first} and {second} of {total} lie over each other: its {what} "
+                    "offsets are damaged, and the decoder would read garbage as pixels"
+                )
+            if end > reach:
+                reach, by = end, no
+    return None
+
+
+# ``protocols.jpeg_check``, the same code
+
+
+def damaged_jpeg(data: bytes, image: Any, flags: int) -> str | None:
+    """Why a JPEG that decoded (``image``, from ``data`` with ``flags``) is damaged past its header, or None
+    (also for anything that is not a JPEG): what the camera source skips as ``corrupt_frame`` and the
+    trainer's image reading refuses with the file's path."""
+    damage = coded_damage(data)
+    if damage is not None:
+        return f"a JPEG whose coded data is damaged: {damage}"
+    if grey_filled(data, image, flags):
+        return (
+            "a JPEG whose coded data runs out before its last blocks (the decoder fills them in grey): cut "
+            "short or damaged, then closed with an end marker"
+        )
+    return None
+
+
+def coded_damage(data: bytes) -> str | None:
+    """Why the coded data of this JPEG is damaged (one line), or None when its markers are in order (and
+    for anything that is not a JPEG). Never raises on malformed input."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    try:
+        return _walk(data)
+    except (IndexError, ValueError):
+        return None  # a header libjpeg refuses by itself: the decode says so
+
+
+def _walk(data: bytes) -> str | None:
+    import numpy as np
+
+    n = len(data)
+    i = 2
+    restart = 0  # DRI: MCUs per restart interval, 0 = none
+    sof: tuple[int, int, int, list[tuple[int, int]]] | None = None  # marker, width, height, sampling
+    scans = 0
+    marks: Any = None  # positions of FF xx in coded data (xx not 00 or FF), found once
+    codes: Any = None  # their xx
+    while True:
+        # a marker: fill bytes skipped as libjpeg skips them
+        while i < n and data[i] != 0xFF:
+            i += 1
+        while i < n and data[i] == 0xFF:
+            i += 1
+        if i >= n:
+            return "cut short (no end-of-image marker)" if scans else None
+        m = data[i]
+        i += 1
+        if m == 0xD9:
+            return None
+        if m in _STANDALONE:
+            continue
+        if i + 2 > n:
+            return "cut short (no end-of-image marker)" if scans else None
+        length = (data[i] << 8) | data[i + 1]
+        if m == 0xDD and length >= 4:
+            restart = (data[i + 2] << 8) | data[i + 3]
+        elif m in _SOF and sof is None and length >= 8:
+            h = (data[i + 3] << 8) | data[i + 4]
+            w = (data[i + 5] << 8) | data[i + 6]
+            comps = [(data[i + 9 + 3 * c] >> 4, data[i + 9 + 3 * c] & 15) for c in range(data[i + 7])]
+            sof = (m, w, h, comps)
+        if m != 0xDA:
+            i += length
+            continue
+        # a scan: its header, then coded data up to the first marker that is not a restart marker
+        if not restart:  # nothing to check in coded data without restart markers (a cut one: the decode)
+            return None
+        scans += 1
+        ns = data[i + 2]
+        i += length
+        if marks is None:  # every FF xx from the first scan on, in one pass
+            a = np.frombuffer(data, np.uint8)
+            ff = np.flatnonzero(a[i:-1] == 0xFF) + i
+            nxt = a[ff + 1]
+            keep = (nxt != 0) & (nxt != 0xFF)
+            marks, codes = ff[keep], nxt[keep]
+        k = int(np.searchsorted(marks, i))
+        ends = np.flatnonzero((codes[k:] < 0xD0) | (codes[k:] > 0xD7))
+        if len(ends) == 0:
+            return "cut short (its coded data ends without an end-of-image marker)"
+        count = int(ends[0])  # restart markers in this scan
+        rst = codes[k : k + count].astype(np.int64) - 0xD0
+        wrong = np.flatnonzero(rst != np.arange(count) % 8)
+        if len(wrong):
+            at = int(wrong[0])
+            return (
+                f"restart marker RST{int(rst[at])} where RST{at % 8} belongs (at byte {int(marks[k + at])}): "
+                "part of the coded data is missing or out of place"
+            )
+        i = int(marks[k + count])
+        if restart and sof is not None and scans == 1 and sof[0] in (0xC0, 0xC1) and ns == len(sof[3]):
+            _, w, h, comps = sof
+            hmax = max(c[0] for c in comps) or 1
+            vmax = max(c[1] for c in comps) or 1
+            if ns == 1:  # one component: its blocks, not MCUs of the largest sampling
+                mcus = -(-w * comps[0][0] // (8 * hmax)) * -(-h * comps[0][1] // (8 * vmax))
+            else:
+                mcus = -(-w // (8 * hmax)) * -(-h // (8 * vmax))
+            want = -(-mcus // restart) - 1
+            # fewer: coded data missing; one more is what some encoders put before the end marker (no harm)
+            if count < want and data[i + 1] == 0xD9:
+                return (
+                    f"{count} restart markers where its size and restart interval make {want}: part of "
+                    "the coded data is missing"
+                )
+
+
+def grey_filled(data: bytes, image: Any, flags: int) -> bool:
+    """True when ``image`` (``data`` decoded with ``flags``) ends in the flat grey libjpeg fills in where
+    coded data ran out, and the coded data is seen to have run out: bytes put before the end marker change
+    the image (a whole JPEG ignores them). Decodes again only for an image with a corner block that grey."""
+    import numpy as np
+
+    if data[:2] != b"\xff\xd8" or image is None or image.dtype != np.uint8:
+        return False
+    # the coded image's last block, at the corner its EXIF orientation (applied by the decode) turned it to
+    corners = (image[-8:, -8:], image[-8:, :8], image[:8, -8:], image[:8, :8])
+    if image.size == 0 or not any(c.flat[0] in _FILLED and (c == c.flat[0]).all() for c in corners):
+        return False
+    end = data.rfind(b"\xff\xd9")
+    if end < 0:
+        return False  # no end marker: the decode refuses it by itself
+    while end > 0 and data[end - 1] == 0xFF:  # before fill bytes too: a cut after 0xFF would make a marker
+        end -= 1
+    import cv2
+
+    def same(b: bytes) -> bool:
+        again = cv2.imdecode(np.frombuffer(b, np.uint8), flags)
+        return again is not None and again.shape == image.shape and np.array_equal(again, image)
+
+    return not same(data[:end] + _FILL + data[end:])

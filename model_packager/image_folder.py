@@ -2,16 +2,20 @@
 model (``model-packager build --input-images DIR``): without them an agent never calls a far-off frame
 (blurred, dark, another scene, a mono or white-balance change) UNSURE.
 
-Read like the cameras and the trainer read images: PNG, JPEG, BMP, TIFF (any case), in sub-folders too,
-decoded as BGR (grey ones widened; a 16-bit one refused: the agent's camera brings a machine-vision camera's
-10-16-bit pixels to 8 bits by its ``pixel_bits``, which a folder of files cannot tell, and OpenCV's own
-reading divides them by 256, so a Mono12 image's statistics would be those of a black frame). What the
-agent's folder camera skips as unsupported_frame is refused too, naming the file and the camera's reason
-(``image_file``): a TIFF of several pages or with a preview first, an image with transparent pixels (PNG,
-BMP, TIFF, WebP: the colours beneath the alpha), a 12-bit or lossless JPEG. Hidden files and the ones a Mac or
-Windows leaves (``._x.png``, ``.DS_Store``, ``Thumbs.db``) are not images. At most ``limit`` images,
-taken evenly over the sorted list. ``ImageFolder`` is iterable more than once and decodes each image
-as it is reached, so that a folder of 5-MP images is never held whole in memory."""
+Read like the agent's folder camera and the trainer read images: PNG, JPEG, BMP, TIFF, WebP (any case), in
+sub-folders too, decoded as BGR (grey ones widened; a 16-bit one refused: the agent's camera brings a
+machine-vision camera's 10-16-bit pixels to 8 bits by its ``pixel_bits``, which a folder of files cannot
+tell, and OpenCV's own reading divides them by 256, so a Mono12 image's statistics would be those of a black
+frame). What the agent's folder camera skips is refused too, naming the file and the camera's reason
+(``image_file.read_image``): a file whose header declares more than ``max_megapixels`` (the camera's setting,
+default 25), refused before it is decoded, or larger than such an image needs, not read at all; a damaged
+one (a JPEG cut short or with coded data missing, a PNG cut short or failing its CRC, a TIFF whose strips
+point at its header or at each other: ``corrupt_frame`` at the camera); a TIFF of several pages or with a
+preview first, an image with transparent pixels (PNG, BMP, TIFF, WebP: the colours beneath the alpha), a
+12-bit or lossless JPEG (``unsupported_frame``). Hidden files and the ones a Mac or Windows leaves
+(``._x.png``, ``.DS_Store``, ``Thumbs.db``) are not images. At most ``limit`` images, taken evenly over the
+sorted list. ``ImageFolder`` is iterable more than once and decodes each image as it is reached, so that a
+folder of 5-MP images is never held whole in memory."""
 
 from __future__ import annotations
 
@@ -21,13 +25,27 @@ from pathlib import Path
 import numpy as np
 
 from model_packager.errors import PackageError
+from model_packager.image_file import CAMERA_MAX_MEGAPIXELS
 
-SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+# the agent's folder camera's (devices.camera.capture.IMAGE_SUFFIXES)
+SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 LIMIT = 500  # enough for the statistics' percentiles; each image is decoded twice
 
 
 class ImageFolder:
-    def __init__(self, folder: str | Path, limit: int = LIMIT, option: str = "--input-images") -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        limit: int = LIMIT,
+        option: str = "--input-images",
+        max_megapixels: float = CAMERA_MAX_MEGAPIXELS,
+    ) -> None:
+        if not max_megapixels > 0:
+            raise PackageError(
+                f"--max-megapixels must be a positive number of megapixels, got {max_megapixels}",
+                code="usage",
+            )
+        self.max_megapixels = max_megapixels
         root = Path(folder)
         if not root.is_dir():
             raise PackageError(f"{option} {root}: not a folder", code="usage")
@@ -40,7 +58,7 @@ class ImageFolder:
         )
         if not found:
             raise PackageError(
-                f"{option} {root}: no image in it (PNG, JPEG, BMP or TIFF); give the folder of the images "
+                f"{option} {root}: no image in it (PNG, JPEG, BMP, TIFF or WebP); give the folder of the images "
                 "the model was trained on, or a few hundred of them",
                 code="usage",
             )
@@ -54,40 +72,39 @@ class ImageFolder:
         return len(self.paths)
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        import cv2
+        from model_packager.image_file import Refused, max_file_bytes, read_image
 
-        from model_packager.image_file import not_one_image, transparent, undecodable_kind
-
+        limit = self.max_megapixels
+        # where the camera's limit is the reason, how to read larger images on purpose
+        larger = (
+            "; if images this large are meant, give --max-megapixels N, and set the agent's camera "
+            "max_megapixels as high (it skips larger frames)"
+        )
         for p in self.paths:
             try:
+                size = p.stat().st_size
+                if size > max_file_bytes(limit):  # not even read, as the agent's camera does not read it
+                    raise PackageError(
+                        f"{self.option}: {p}: {size} bytes, more than an image of {limit:g} Mpx needs{larger}",
+                        code="usage",
+                    )
                 data = p.read_bytes()
             except OSError as exc:
                 raise PackageError(
                     f"{self.option}: cannot read {p}: {exc.strerror or exc}", code="usage"
                 ) from None
             # at its own depth, to see a 16-bit image (the same orientation and colour as IMREAD_COLOR); what
-            # the agent's camera refuses (unsupported_frame) is refused with its reason: a TIFF of several pages
-            # or with a preview first, the colours beneath transparent pixels, a 12-bit JPEG
-            why = not_one_image(data)
-            img = None
-            if why is None and data:
-                try:
-                    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-                except cv2.error:  # its header past OpenCV's own limits: raised, not returned as None
-                    raise PackageError(
-                        f"{self.option}: {p}: its header declares more than OpenCV decodes (2^20 pixels a side, "
-                        "2^30 in all); give the images the camera takes",
-                        code="usage",
-                    ) from None
-                why = transparent(data) if img is not None and img.size else undecodable_kind(data)
-            if why is not None:
-                raise PackageError(f"{self.option}: {p}: {why}", code="usage")
-            if img is None or img.size == 0:
-                raise PackageError(
-                    f"{self.option}: {p} is not an image this build can decode (damaged, or another format); "
-                    "remove it or convert it",
-                    code="usage",
-                )
+            # the agent's camera skips is refused with its reason (``image_file.read_image``)
+            try:
+                img = read_image(data, limit)
+            except Refused as exc:
+                if exc.oversize:
+                    fix = larger
+                elif exc.unsupported:  # its reason says what to do
+                    fix = ""
+                else:
+                    fix = "; the agent's camera skips it as corrupt_frame: replace or remove it"
+                raise PackageError(f"{self.option}: {p}: {exc}{fix}", code="usage") from None
             if img.dtype != np.uint8:
                 raise PackageError(
                     f"{self.option}: {p} has {'16-bit' if img.dtype == np.uint16 else img.dtype} pixels; give "

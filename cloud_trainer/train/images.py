@@ -14,10 +14,12 @@ Two layouts are recognised (``layout_of``):
   in the other layout, images in subfolders of these folders belong to them (``test/dent/day2/005.png``),
   and a mask sits at the same place below ``ground_truth`` (``ground_truth/dent/day2/005_mask.png``).
 
-PNG, JPEG, BMP and TIFF files are read (8-bit grey or colour; 16-bit with ``--pixel-bits``, stored as
+PNG, JPEG, BMP, TIFF and WebP files are read, as the agent's folder camera reads them (8-bit grey or colour; 16-bit with ``--pixel-bits``, stored as
 8-bit PNG the way the agent's camera reads them; any size up to ``--max-megapixels``, default 50,
 checked from the file's header before decoding); every one is decoded once on import, so an
-unreadable file is refused then, not half-way through a training run. The result is a dataset folder
+unreadable or damaged file is refused then, naming it, not half-way through a training run (a JPEG cut
+short or with coded data missing, a PNG cut short or failing its CRC, a TIFF whose strips point at its header
+or at each other: ``read_image_file``, the checks the agent's camera makes before it passes a frame on). The result is a dataset folder
 that ``train``/``build`` read: ``images/`` (the files, copied unchanged but for 16-bit ones), ``masks/``,
 ``labels.jsonl`` (``{id, file, label, defect, split, source[, mask]}``) and ``dataset.yaml``
 (``classes`` with the good class first, ``good``, counts, ``digest``: the same digest
@@ -47,7 +49,8 @@ from typing import NoReturn
 from cloud_trainer.train.data import DatasetError, read_image_file
 from protocols.image_header import BAYER_PATTERNS, DEFAULT_MAX_MEGAPIXELS
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff")  # .jfif: Windows's JPEG
+# .jfif: Windows's JPEG; .webp as the agent's folder camera reads it (devices.camera.capture.IMAGE_SUFFIXES)
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp")
 GOOD_NAMES = ("ok", "good", "pass", "okay", "normal", "nominal")
 MIN_GOOD = {"classifier": 20, "anomaly": 20}  # AWS Lookout for Vision's floor: 20 normal images
 MIN_DEFECT = 2  # per defect class: at least one for validation and one for training
@@ -176,7 +179,7 @@ def _no_loose_images(folder: Path, what: str) -> None:
 
 def _left_out(src: Path) -> list[str]:
     """Notes naming what below ``src`` is not read: files that are not images of the kinds read (an
-    iPhone's .heic, a .webp, a text file), symlinked folders and images in hidden folders or files (a
+    iPhone's .heic, a .gif, a text file), symlinked folders and images in hidden folders or files (a
     leading dot), so that a class smaller than its folder, or missing, is said; system files and folders
     (``SYSTEM_FOLDERS``, ``SYSTEM_FILES``, AppleDouble ``._`` files) are not mentioned."""
     other, links, hidden = [], [], []
@@ -240,8 +243,8 @@ def _left_out(src: Path) -> list[str]:
     if other:
         n = len(other)
         notes.append(
-            f"left out {n} file{'s' if n > 1 else ''} that {'are' if n > 1 else 'is'} not a PNG, JPEG, BMP "
-            f"or TIFF image by {'their names' if n > 1 else 'its name'}: {', '.join(other[:3])}"
+            f"left out {n} file{'s' if n > 1 else ''} that {'are' if n > 1 else 'is'} not a PNG, JPEG, BMP, "
+            f"TIFF or WebP image by {'their names' if n > 1 else 'its name'}: {', '.join(other[:3])}"
             + (", ..." if n > 3 else "")
         )
     return notes

@@ -87,7 +87,7 @@ def test_build_refuses_input_images_it_cannot_use_with_one_line_each(built, caps
     base = ["build", str(model), str(spec), "--key", str(key), "--out", str(tmp / "refused")]
     cases = [
         (base + ["--input-images", str(empty)], "no image in it"),
-        (base + ["--input-images", str(damaged)], "b.jpg is not an image this build can decode"),
+        (base + ["--input-images", str(damaged)], "b.jpg: not a PNG, JPEG, BMP, TIFF, WebP or PNM image"),
         (base + ["--input-images", str(tmp / "nowhere")], "not a folder"),
         (
             ["build", str(model), str(sig), "--key", str(key), "--out", str(tmp / "refused")]

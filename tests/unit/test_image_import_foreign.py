@@ -230,7 +230,7 @@ def test_jfif_files_are_read_and_files_of_other_kinds_are_said_not_silently_left
     notes: list[str] = []
     assert import_images(src, tmp_path / "ds", log=notes.append)["counts"] == {"ok": 20, "dent": 3}
     said = [n for n in notes if "left out" in n]
-    assert len(said) == 1 and "1 file that is not a PNG, JPEG, BMP or TIFF image" in said[0]
+    assert len(said) == 1 and "1 file that is not a PNG, JPEG, BMP, TIFF or WebP image" in said[0]
     assert "ok/IMG_0042.HEIC" in said[0] and "Thumbs.db" not in said[0]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -33,6 +34,86 @@ def series_tif(path: Path, preview_first: bool = False) -> Path:
                 struct.pack_into("<HHII", data, ifd + 2 + 12 * k, 254, 4, 1, 1)
     path.write_bytes(bytes(data))
     return path
+
+
+def _textured(w: int = 96, h: int = 64) -> np.ndarray:
+    """A part-like image (smooth texture): a JPEG of it does not end in flat grey blocks by itself."""
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (h // 8, w // 8, 3), np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def _png(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    """A PNG of these chunks, each with its right CRC."""
+    body = b"".join(
+        struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d)) for t, d in chunks
+    )
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+def damaged_files() -> dict[str, bytes]:
+    """Files damaged as transfers, cards and tools damage them, each decodable by OpenCV or not: a JPEG cut
+    short and closed with an end marker (libjpeg fills the rest in grey), one with restart markers that lost
+    a chunk, a PNG with a bad IDAT CRC, a PNG whose image data is a whole zlib stream of half its rows, a
+    TIFF whose last strip's offset points at the first strip's data (libtiff decodes garbage rows), a WebP
+    cut in half."""
+    img = _textured()
+    jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    rst = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_RST_INTERVAL, 2])[1]
+    rst = rst.tobytes()
+    png = cv2.imencode(".png", img)[1].tobytes()
+    at = png.index(b"IDAT")
+    bad_crc = bytearray(png)
+    bad_crc[at + 4 + struct.unpack(">I", png[at - 4 : at])[0]] ^= 1
+    ihdr = (b"IHDR", png[16:29])
+    rows = b"".join(b"\x00" + row.tobytes() for row in img[:, :, ::-1])  # filter 0, RGB
+    tif = bytearray(
+        cv2.imencode(".tif", img, [cv2.IMWRITE_TIFF_COMPRESSION, 1, cv2.IMWRITE_TIFF_ROWSPERSTRIP, 8])[
+            1
+        ].tobytes()
+    )
+    ifd = struct.unpack_from("<I", tif, 4)[0]
+    for k in range(struct.unpack_from("<H", tif, ifd)[0]):
+        tag, _, count, where = struct.unpack_from("<HHII", tif, ifd + 2 + 12 * k)
+        if tag == 273:  # StripOffsets: the last one set to the first's
+            struct.pack_into("<I", tif, where + 4 * (count - 1), struct.unpack_from("<I", tif, where)[0])
+    webp = cv2.imencode(".webp", img, [cv2.IMWRITE_WEBP_QUALITY, 90])[1].tobytes()
+    return {
+        "cut.jpg": jpg[: len(jpg) * 2 // 3] + b"\xff\xd9",
+        "lost_chunk.jpg": rst[: rst.index(b"\xff\xd3")] + rst[rst.index(b"\xff\xd4") :],
+        "bad_crc.png": bytes(bad_crc),
+        "half_rows.png": _png([ihdr, (b"IDAT", zlib.compress(rows[: len(rows) // 2])), (b"IEND", b"")]),
+        "strips.tif": bytes(tif),
+        "cut.webp": webp[: len(webp) // 2],
+    }
+
+
+async def _camera_and_packager(tmp_path: Path, files: dict[str, bytes]) -> dict[str, str]:
+    """Each file alone in a folder, read by the agent's folder camera (default settings) and by
+    `--input-images`: the same pixels, or the packager's one line naming the file with the camera's reason;
+    {name: the camera's error reason} of the files refused."""
+    from devices.camera.capture import CameraSource
+    from devices.camera.settings import CameraSettings
+
+    refused = {}
+    for name, data in files.items():
+        folder = tmp_path / name.replace(".", "_")
+        folder.mkdir()
+        (folder / name).write_bytes(bytes(data))
+        src = CameraSource("cam", CameraSettings(url=str(folder), fps=200))
+        await src.start()
+        frames = [f.image async for f in src.items()]
+        await src.stop()
+        if frames:
+            assert np.array_equal(next(iter(ImageFolder(folder))), frames[0]), name
+            continue
+        (refused[name],) = src.stats.errors_by_reason
+        reason = re.sub(r" \(\d+ bytes\), skipped$", "", src.stats.last_error.split(f"{name}: ", 1)[1])
+        with pytest.raises(PackageError) as got:
+            list(ImageFolder(folder))
+        line = str(got.value)
+        assert len(line.splitlines()) == 1 and f"{name}: {reason}" in line, (line, reason)
+    return refused
 
 
 def test_the_anomaly_familys_folder_read_refuses_what_dataset_import_refuses(tmp_path):
@@ -176,8 +257,6 @@ async def test_input_images_are_read_as_the_agents_folder_camera_reads_the_same_
     called a 12-bit JPEG damaged: the package's statistics came from pixels the agent's camera never passes
     on (it skips these files as unsupported_frame). Each file now gives the packager the camera's pixels, or
     one line naming it with the camera's reason."""
-    from devices.camera.capture import CameraSource
-    from devices.camera.settings import CameraSettings
     from tests.integration.test_camera_image_kinds import flat_jpeg
 
     cut = np.zeros((8, 16, 4), np.uint8)
@@ -196,26 +275,9 @@ async def test_input_images_are_read_as_the_agents_folder_camera_reads_the_same_
         "preview.tif": series_tif(tmp_path / "preview.tif", preview_first=True).read_bytes(),
         "mono12.jpg": flat_jpeg(3000),
     }
-    refused = set()
-    for name, data in files.items():
-        folder = tmp_path / name.replace(".", "_")
-        folder.mkdir()
-        (folder / name).write_bytes(bytes(data))
-        src = CameraSource("cam", CameraSettings(url=str(folder), fps=200))
-        await src.start()
-        frames = [f.image async for f in src.items()]
-        await src.stop()
-        if frames:
-            assert np.array_equal(next(iter(ImageFolder(folder))), frames[0]), name
-            continue
-        refused.add(name)
-        assert src.stats.errors_by_reason == {"unsupported_frame": 1}, name
-        reason = re.sub(r" \(\d+ bytes\), skipped$", "", src.stats.last_error.split(f"{name}: ", 1)[1])
-        with pytest.raises(PackageError) as got:
-            list(ImageFolder(folder))
-        line = str(got.value)
-        assert len(line.splitlines()) == 1 and f"{name}: {reason}" in line, (line, reason)
-    assert refused == {
+    refused = await _camera_and_packager(tmp_path, files)
+    assert set(refused.values()) == {"unsupported_frame"}
+    assert set(refused) == {
         "cut_out.png",
         "cut_out.bmp",
         "cut_out_webp.png",
@@ -239,5 +301,129 @@ def test_input_images_with_a_header_past_opencvs_limits_are_refused_naming_the_f
     folder = tmp_path / "shots"
     folder.mkdir()
     (folder / "wide.bmp").write_bytes(header + bytes(64))
-    with pytest.raises(PackageError, match=r"wide\.bmp: its header declares more than OpenCV decodes"):
+    with pytest.raises(
+        PackageError, match=r"wide\.bmp: a BMP header for 1048577x1 pixels, which OpenCV's decoder refuses"
+    ):
         list(ImageFolder(folder))
+
+
+async def test_input_images_refuse_damaged_and_oversize_files_as_the_camera_does_and_read_webp(tmp_path):
+    """`model-packager build --input-images` read a JPEG cut short (closed with an end marker) or missing a
+    chunk, whose rest libjpeg fills in grey, and a TIFF whose strip offset points at another strip's data,
+    decoded into garbage rows, where the agent's camera skips each as corrupt_frame; it decoded a header
+    declaring 30 Mpx (the camera's max_megapixels is 25: oversize_frame, never decoded; 30000 x 30000 would
+    have been 2.7 GB); and it skipped .webp files, which the camera reads. Now each gives the camera's
+    pixels, or one line naming the file with the camera's reason."""
+    from tests.support.image_bombs import png_declaring, tiff_declaring
+
+    files = damaged_files()
+    files["bomb.png"] = png_declaring(6000, 5000)
+    files["bomb.tif"] = tiff_declaring(6000, 5000)
+    files["part.webp"] = cv2.imencode(".webp", _textured(), [cv2.IMWRITE_WEBP_QUALITY, 90])[1].tobytes()
+    files["lossless.webp"] = cv2.imencode(".webp", _textured(), [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes()
+    refused = await _camera_and_packager(tmp_path, files)
+    assert refused == {
+        "cut.jpg": "corrupt_frame",
+        "lost_chunk.jpg": "corrupt_frame",
+        "bad_crc.png": "corrupt_frame",
+        "half_rows.png": "corrupt_frame",
+        "strips.tif": "corrupt_frame",
+        "cut.webp": "corrupt_frame",
+        "bomb.png": "oversize_frame",
+        "bomb.tif": "oversize_frame",
+    }
+    from devices.camera.settings import CameraSettings
+    from model_packager.image_file import CAMERA_MAX_MEGAPIXELS
+
+    assert CameraSettings.model_fields["max_megapixels"].default == CAMERA_MAX_MEGAPIXELS  # one default
+    # the camera's limit is a setting: --max-megapixels reads a larger image, as max_megapixels 40 would
+    big = tmp_path / "big"
+    big.mkdir()
+    assert cv2.imwrite(str(big / "wide.png"), np.zeros((2000, 13000), np.uint8))  # 26 Mpx, 26 KB
+    with pytest.raises(
+        PackageError, match=r"wide\.png: its PNG header declares 13000x2000 pixels .*--max-megapix"
+    ):
+        list(ImageFolder(big))
+    assert next(iter(ImageFolder(big, max_megapixels=40))).shape == (2000, 13000, 3)
+
+
+def test_dataset_import_refuses_a_damaged_or_oversize_file_naming_it_and_reads_webp(tmp_path):
+    """`cloud-trainer dataset import` imported a TIFF whose strip offset points at another strip's data:
+    libtiff decoded it into garbage rows, and they went into training as a part (the agent's camera now
+    skips it as corrupt_frame). It left .webp files out, which the camera reads. Each damaged or oversize
+    file is now refused naming its path, with nothing written; a WebP is imported with the camera's pixels.
+    The anomaly family's own folder read refuses the TIFF alike."""
+    from cloud_trainer.train.data import DatasetError
+    from cloud_trainer.train.images import import_images
+    from devices.camera.capture import _decode
+    from tests.support.image_bombs import png_declaring
+    from tests.unit.test_image_import import leftovers, per_class
+
+    bad = damaged_files()
+    bad["bomb.png"] = png_declaring(8000, 7000)  # 56 Mpx: over the import's 50
+    for name, data in bad.items():
+        src = per_class(tmp_path / name / "src", {"ok": 20, "dent": 2})
+        (src / "dent" / name).write_bytes(data)
+        with pytest.raises(DatasetError, match=rf"{re.escape(str(src / 'dent' / name))}: ") as got:
+            import_images(src, tmp_path / name / "ds", log=lambda m: None)
+        assert len(str(got.value).splitlines()) == 1, got.value
+        assert not (tmp_path / name / "ds").exists() and leftovers(tmp_path / name) == [], name
+    strips = tmp_path / "strips.tif" / "src" / "dent" / "strips.tif"
+    with pytest.raises(
+        AnomalyDataError, match=rf"{strips}: a TIFF whose strips 1 and 8 of 8 lie over each other"
+    ):
+        read_image(strips)
+
+    src = per_class(tmp_path / "webp" / "src", {"ok": 20, "dent": 2})
+    webp = cv2.imencode(".webp", _textured(), [cv2.IMWRITE_WEBP_QUALITY, 90])[1].tobytes()
+    (src / "dent" / "part.webp").write_bytes(webp)
+    out = tmp_path / "webp" / "ds"
+    import_images(src, out, log=lambda m: None)
+    rows = [json.loads(r) for r in (out / "labels.jsonl").read_text().splitlines()]
+    row = next(r for r in rows if r["source"] == "dent/part.webp")
+    assert row["label"] == "dent" and row["file"].endswith(".webp")
+    stored = cv2.imread(str(out / row["file"]), cv2.IMREAD_COLOR)
+    assert np.array_equal(stored, _decode(webp, 25.0))
+
+
+@pytest.mark.parametrize(
+    ("camera", "name"),
+    [
+        ("protocols.image_header", n)
+        for n in (
+            "image_size",
+            "_jpeg",
+            "_bmp",
+            "_tiff",
+            "_webp",
+            "_pnm",
+            "tiff_data_misplaced",
+            "_jpeg_frame",
+        )
+    ]
+    + [("protocols.jpeg_check", n) for n in ("damaged_jpeg", "coded_damage", "_walk", "grey_filled")],
+)
+def test_the_packagers_copies_of_the_cameras_header_and_jpeg_checks_are_the_same_code(camera, name):
+    """``model_packager`` imports nothing of ours, so ``image_file`` holds copies of the camera's header
+    reading, TIFF strip check and damaged-JPEG check: a fix to one that misses the other makes
+    `--input-images` read files the camera skips (or the reverse). Change both together."""
+    import ast
+    import importlib
+    import inspect
+
+    import model_packager.image_file as packager
+
+    def code(module) -> str:
+        """The function's code, without its docstring, comments and type annotations."""
+        tree = ast.parse(inspect.getsource(getattr(module, name)))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef):
+                node.returns = None
+                body = node.body
+                if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                    node.body = body[1:]
+            if isinstance(node, ast.arg):
+                node.annotation = None
+        return ast.dump(tree)
+
+    assert code(packager) == code(importlib.import_module(camera))
