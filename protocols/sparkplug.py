@@ -525,30 +525,56 @@ COMPRESSION_ALGORITHMS = ("DEFLATE", "GZIP")
 MAX_INFLATED_BYTES = (
     8 * 1024 * 1024
 )  # the inflated payload's bound by default (MqttSettings.max_message_bytes)
-# the inflated bytes a source reads per second by default (SparkplugHostSettings.max_inflated_bytes_per_s)
+# the inflated bytes an edge node's compressed payloads may take per second by default
+# (SparkplugHostSettings.max_inflated_bytes_per_s; a source's nodes together, INFLATE_TOTAL_NODES times it)
 INFLATE_BYTES_PER_S = 16 * 1024 * 1024
+INFLATE_TOTAL_NODES = 4
 
 
 class InflateBudget:
-    """The bytes a source may inflate per second, a token bucket of one second's worth (full at first).
-    Inflating and decoding cost the loop by the inflated byte (about 1 ms per MiB), and a node's 8 KB can
-    inflate to 8 MiB: without a budget, 100 such messages a second (0.8 MB/s on the wire) would take all of
-    the agent's loop. A payload is inflated while some budget is left, and what it inflated is charged (the
-    bucket may go into debt by one message, paid back before the next): over any T seconds at most
-    ``per_s * (T + 1)`` bytes plus one message are inflated, and none is inflated in vain."""
+    """The bytes an edge node (or a source) may inflate per second, a token bucket of one second's worth
+    (full at first). Inflating and decoding cost the loop by the inflated byte (about 1 ms per MiB), and a
+    node's 8 KB can inflate to 8 MiB: without a budget, 100 such messages a second (0.8 MB/s on the wire) would
+    take all of the agent's loop. A payload is inflated while some budget is left, and what it inflated is
+    charged (the bucket may go into debt by one message, paid back before the next): over any T seconds at
+    most ``per_s * (T + 1)`` bytes plus one message are inflated, and none is inflated in vain.
+    A node's budget may draw on a ``total`` one as well (its source's, all nodes together): a payload is
+    inflated while both have some left and is charged to both, so a flooding node spends its own budget and
+    its share of the total, not its neighbours' budgets, while many nodes together stay held to the total.
+    ``whose`` and ``setting`` name the budget in the ``inflate_budget`` message."""
 
-    def __init__(self, per_s: float, clock: Any = time.monotonic) -> None:
-        self.per_s, self._clock = per_s, clock
+    def __init__(
+        self,
+        per_s: float,
+        clock: Any = time.monotonic,
+        *,
+        total: InflateBudget | None = None,
+        whose: str = "this source's compressed payloads",
+        setting: str = "max_inflated_bytes_per_s",
+    ) -> None:
+        self.per_s, self._clock, self.total = per_s, clock, total
+        self.whose, self.setting = whose, setting
         self._left, self._at = float(per_s), clock()
 
     def left(self) -> float:
+        """What this budget has left now (its ``total``'s aside)."""
         now = self._clock()
         self._left = min(self.per_s, self._left + (now - self._at) * self.per_s)
         self._at = now
         return self._left
 
+    def spent(self) -> InflateBudget | None:
+        """The budget that has nothing left, this one or else its ``total``; None while both have some."""
+        if self.left() <= 0:
+            return self
+        if self.total is not None and self.total.left() <= 0:
+            return self.total
+        return None
+
     def spend(self, n: int) -> None:
         self._left -= n
+        if self.total is not None:
+            self.total.spend(n)
 
 
 def _inflate(pb: Any, max_bytes: int, budget: InflateBudget | None = None, must: bool = False) -> bytes:
@@ -571,11 +597,11 @@ def _inflate(pb: Any, max_bytes: int, budget: InflateBudget | None = None, must:
     header = len(body) >= 2 and (
         body[:2] == b"\x1f\x8b" or (body[0] & 0x0F == 8 and (body[0] << 8 | body[1]) % 31 == 0)
     )
-    if budget is not None and budget.left() <= 0 and not must:
+    if budget is not None and not must and (spent := budget.spent()) is not None:
         raise CodecError(
             "inflate_budget",
-            f"compressed payload ({len(body)} bytes) while this source's compressed payloads have inflated "
-            f"more than max_inflated_bytes_per_s ({budget.per_s:.0f}); skipped, not inflated",
+            f"compressed payload ({len(body)} bytes) while {spent.whose} have inflated more than "
+            f"{spent.setting} ({spent.per_s:.0f} bytes a second); skipped, not inflated",
         )
     inflater = zlib.decompressobj(47 if header else -15)  # 47: a zlib or gzip header; -15: none (raw)
     try:
@@ -606,9 +632,10 @@ def decode(
 ) -> Payload:
     """Parse Sparkplug B bytes; anything unparseable raises ``CodecError('garbage_protobuf')``. A compressed
     payload (``COMPRESSED_UUID``) is inflated, to at most ``max_inflated`` bytes (over: ``too_large``) and
-    while ``inflate_budget`` has some left (none: ``inflate_budget``; ``must_inflate``, a birth's or a
-    death's, is inflated all the same and charged), and the payload inside is returned (``bad_compression``: an unknown algorithm, a body that does not inflate
-    or is cut short, a compressed payload inside)."""
+    while ``inflate_budget`` and its ``total`` have some left (none: ``inflate_budget``; ``must_inflate``, a
+    birth's or a death's, is inflated all the same and charged), and the payload inside is returned
+    (``bad_compression``: an unknown algorithm, a body that does not inflate or is cut short, a compressed
+    payload inside)."""
     pb = _parse(data)
     if pb.HasField("uuid") and pb.uuid == COMPRESSED_UUID:
         outer, pb = pb, _parse(_inflate(pb, max_inflated, inflate_budget, must_inflate))

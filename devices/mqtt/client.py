@@ -19,8 +19,8 @@ UTF-8 or holds ``+``, ``#`` or NUL), ``unknown_alias``, ``seq_gap``, ``out_of_or
 (a reading older than its tag's last one; dropped unless ``out_of_order: keep``), ``too_large``
 (a message over ``max_message_bytes``, skipped before it is queued; a compressed Sparkplug payload
 inflating past it), ``bad_compression`` (a compressed Sparkplug payload that does not inflate),
-``inflate_budget`` (a compressed NDATA or DDATA while the source's ``sparkplug.max_inflated_bytes_per_s`` is
-spent: not inflated; births and deaths are),
+``inflate_budget`` (a compressed NDATA or DDATA while its edge node's ``sparkplug.max_inflated_bytes_per_s``,
+or the source's total of 4 times it, is spent: not inflated; births and deaths are),
 ``broker_unreachable``, ``tls_failed``, ``connect_refused``, ``publish_failed``, ``publish_refused`` (MQTT 5:
 a PUBACK with a failure reason, e.g. 0x87 from the broker's ACL; ``MqttPublishRefused``),
 ``publish_too_large`` (over the Maximum Packet Size of the broker's CONNACK; ``MqttTooLarge``),

@@ -179,12 +179,14 @@ class SparkplugHostSettings(_Model):
     max_inflated_bytes_per_s: int = Field(
         16 * 1024 * 1024,
         ge=1,
-        description="the bytes compressed payloads (Tahu's SPBV1.0_COMPRESSED) may inflate to per second, all "
-        "nodes of the source together (a second's worth kept at most): inflating and decoding cost the agent's "
-        "loop by the inflated byte, and 8 KB on the wire can inflate to 8 MiB. A payload is inflated while some "
-        "is left and charged what it inflated; while none is left, an NDATA or DDATA is counted as "
-        "inflate_budget and skipped, not inflated (a birth or a death is inflated all the same, and charged). "
-        "Plain payloads are not counted: their size costs the node the same bandwidth",
+        description="the bytes an edge node's compressed payloads (Tahu's SPBV1.0_COMPRESSED) may inflate to "
+        "per second, each node (group/edge_node) its own budget, and all nodes of the source together at most 4 "
+        "times this (a second's worth kept at most): inflating and decoding cost the agent's loop by the "
+        "inflated byte, and 8 KB on the wire can inflate to 8 MiB. A payload is inflated while its node's "
+        "budget and the source's total have some left and is charged to both; while either has none left, an "
+        "NDATA or DDATA is counted as inflate_budget and skipped, not inflated (a birth or a death is inflated "
+        "all the same, and charged). One flooding node does not hold up the others; several at once can spend "
+        "the total. Plain payloads are not counted: their size costs the node the same bandwidth",
     )
     host_id: str | None = Field(
         None,

@@ -45,12 +45,15 @@ waveform pipeline takes it; bytes that do not fit the type are ``wrong_type``.
 A payload Eclipse Tahu's nodes compress (uuid ``SPBV1.0_COMPRESSED``, DEFLATE or GZIP ``body``) is read as
 the payload it holds, inflated to at most ``max_inflated_bytes`` (the source's ``max_message_bytes``: past
 it, ``too_large``; a node's few kilobytes can inflate to gigabytes); one that does not inflate is
-``bad_compression``. Inflating and decoding cost the loop by the inflated byte, so the source inflates at most
-``max_inflated_bytes_per_s`` (all its nodes together; ``sp.InflateBudget``): while it is spent, a compressed
-NDATA or DDATA is ``inflate_budget``, skipped, not inflated, and the node is asked for nothing (the seq gap it
-leaves is neither counted nor answered by a rebirth, which would bring more to inflate; the values it carried
-are missed until they change again). A compressed birth or death is inflated all the same (and charged):
-skipped, a dead node's tags would stay GOOD until its next birth.
+``bad_compression``. Inflating and decoding cost the loop by the inflated byte, so each edge node (group, name)
+inflates at most ``max_inflated_bytes_per_s``, and the source's nodes together ``sp.INFLATE_TOTAL_NODES`` times
+that (``sp.InflateBudget``, a node's drawing on the source's total): while its node's budget or the total is
+spent, a compressed NDATA or DDATA is ``inflate_budget``, skipped, not inflated, and the node is asked for
+nothing (the seq gap it leaves is neither counted nor answered by a rebirth, which would bring more to inflate;
+the values it carried are missed until they change again). One node flooding spends its own budget and its
+share of the total, and the source's other nodes are read on; several flooding at once can spend the total,
+which then holds every node's compressed data. A compressed birth or death is inflated all the same (and
+charged): skipped, a dead node's tags would stay GOOD until its next birth.
 A DataSet metric (a table: Ignition's Dataset tags) gives a reading per column, ``{metric}/{column}``, whose
 value is the column's rows as a 1-D NumPy array (typed by the column's datatype; an empty cell of a Float or
 Double column is NaN); a column with a cell of another type, or an empty cell where no NaN can stand, is
@@ -108,7 +111,7 @@ class _Node:
     unproven: bool = False
     unproven_devices: set[str] = field(default_factory=set)  # the same for devices (a retained DBIRTH)
     gap_asked: bool = False  # a rebirth was asked for a gap and no data message came in sequence since
-    # a compressed message of it was skipped by the source's inflate budget: the next seq gap is this host's
+    # a compressed message of it was skipped by the inflate budget: the next seq gap is this host's
     # doing, not counted and not answered by a rebirth (one would bring more to inflate)
     budget_skipped: bool = False
 
@@ -181,8 +184,14 @@ class SparkplugHost:
         self._skip_non_finite = non_finite == "skip"
         # a compressed payload (Tahu's) inflates to at most this: the bound on a message's size
         self._max_inflated = max_inflated_bytes
-        # ... and a source inflates at most settings.max_inflated_bytes_per_s
-        self._inflate_budget = sp.InflateBudget(settings.max_inflated_bytes_per_s)
+        # ... and a node inflates at most settings.max_inflated_bytes_per_s, all nodes together a few times
+        # that (the loop's cost stays bounded however many nodes flood; ``_budget``)
+        self._inflate_total = sp.InflateBudget(
+            settings.max_inflated_bytes_per_s * sp.INFLATE_TOTAL_NODES,
+            whose="this source's edge nodes' compressed payloads together",
+            setting=f"{sp.INFLATE_TOTAL_NODES} x max_inflated_bytes_per_s",
+        )
+        self._inflate_budgets: dict[tuple[str, str], sp.InflateBudget] = {}
         self._settings = settings
         self._publish = publish
         self._on_error = on_error
@@ -272,6 +281,21 @@ class SparkplugHost:
             if not node.alive:
                 self._rebirth(group, edge_node, node, force=True)
 
+    def _budget(self, key: tuple[str, str]) -> sp.InflateBudget:
+        """The inflate budget of the edge node ``key`` (group, name), drawing on the source's total. Kept for
+        at most ``MAX_NODES`` nodes (names come from the outside world): past that the oldest is forgotten,
+        which gives that node a full budget again, still held to the total."""
+        budget = self._inflate_budgets.get(key)
+        if budget is None:
+            while len(self._inflate_budgets) >= MAX_NODES:  # the oldest first
+                del self._inflate_budgets[next(iter(self._inflate_budgets))]
+            budget = self._inflate_budgets[key] = sp.InflateBudget(
+                self._settings.max_inflated_bytes_per_s,
+                total=self._inflate_total,
+                whose=f"edge node {key[0]}/{key[1]}'s compressed payloads",
+            )
+        return budget
+
     def _tag(self, node: str, device: str | None, metric: str) -> str:
         name = f"{node}/{device}/{metric}" if device else f"{node}/{metric}"
         return self._settings.tag_map.get(name, name)
@@ -333,7 +357,7 @@ class SparkplugHost:
             payload = sp.decode(
                 data,
                 max_inflated=self._max_inflated,
-                inflate_budget=self._inflate_budget,
+                inflate_budget=self._budget((t.group, t.edge_node)),
                 must_inflate=t.message_type in _LIFECYCLE,
             )
         except CodecError as e:

@@ -261,3 +261,72 @@ async def test_a_compressed_death_or_birth_is_read_while_the_inflate_budget_is_s
     ]
     assert src.stats.errors_by_reason == {"inflate_budget": 1}
     assert (src.sparkplug.births, src.sparkplug.deaths) == (2, 1)
+
+
+async def test_a_node_flooding_compressed_payloads_does_not_hold_up_another_nodes_compressed_data(mosquitto):
+    """Before, the inflate budget was the source's: one node flooding compressed payloads spent it, and every
+    other compressed node of the source had its NDATA skipped as inflate_budget with the flood's, its
+    readings lost while nothing was wrong with it. Now each edge node has its own budget
+    (sparkplug.max_inflated_bytes_per_s), drawing on a total of 4 times it for the source's nodes together:
+    the flooding node is held to its own, and a well-behaved compressed node beside it keeps every reading."""
+    settings = MqttSettings(
+        port=mosquitto.port,
+        subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}],
+        max_message_bytes=300 * 1024,
+        # 4 KB a second a node, 16 KB all together: the flood's first message (12 KiB inflated) is read and
+        # leaves its node a debt of 8 KiB, paid back in 2 s, the test's time; the total keeps 4 KiB
+        sparkplug={"max_inflated_bytes_per_s": 4096},
+    )
+    src = MqttSource("mq", settings)
+    await src.start()
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", mosquitto.port, 30)
+    pub.loop_start()
+    got: list = []
+
+    async def consume() -> None:
+        async for r in src.items():
+            got.append(r)
+
+    task = asyncio.create_task(consume())
+    n = 10
+    try:
+        async with asyncio.timeout(5):
+            await src.connected.wait()
+            await src.subscribed.wait()
+        for node in ("flood", "calm"):
+            birth = sp._pb().Payload()
+            birth.timestamp, birth.seq = 1000, 0
+            _metric(birth, "bdSeq", datatype=D.INT64, long_value=0)
+            _metric(birth, "Temp", alias=1, datatype=D.DOUBLE, double_value=20.0)
+            pub.publish(f"spBv1.0/g/NBIRTH/{node}", birth.SerializeToString(), qos=1)
+        for i in range(n):
+            bomb = sp._pb().Payload()  # 12 KiB of zeros in the payload's body
+            bomb.timestamp, bomb.seq = 2000 + i, i + 1
+            _metric(bomb, alias=1, double_value=float(i))
+            bomb.body = b"\0" * (12 * 1024)
+            pub.publish("spBv1.0/g/NDATA/flood", _compressed(bomb), qos=1)
+            calm = sp._pb().Payload()  # a few dozen bytes inflated: well within its own budget
+            calm.timestamp, calm.seq = 2000 + i, i + 1
+            _metric(calm, alias=1, double_value=100.0 + i)
+            pub.publish("spBv1.0/g/NDATA/calm", _compressed(calm), qos=1)
+        try:
+            async with asyncio.timeout(10):
+                while not any(r.tag == "calm/Temp" and r.value == 100.0 + n - 1 for r in got):
+                    await asyncio.sleep(0.02)
+                await asyncio.sleep(0.2)  # the flood's last message, published before, is handled too
+        except TimeoutError:
+            pass  # what came is asserted below
+    finally:
+        task.cancel()
+        pub.loop_stop()
+        await src.stop()
+    # every reading of the well-behaved node, in order
+    assert [r.value for r in got if r.tag == "calm/Temp"] == [20.0] + [100.0 + i for i in range(n)]
+    # the flooding node is held to its own budget: its first message read, most others skipped
+    flood = [r.value for r in got if r.tag == "flood/Temp"]
+    skipped = src.stats.errors_by_reason.get("inflate_budget", 0)
+    assert flood[:2] == [20.0, 0.0] and skipped >= 1
+    assert len(flood) - 1 + skipped == n  # each flood message read or skipped, none of the calm node's
+    assert set(src.stats.errors_by_reason) == {"inflate_budget"}
+    assert src.sparkplug.rebirths_requested == 0

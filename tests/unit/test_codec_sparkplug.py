@@ -364,6 +364,46 @@ def test_a_payload_that_must_be_inflated_is_while_the_budget_is_spent_and_is_cha
     assert sp.decode(small, inflate_budget=budget).metrics[0].value == 1.0
 
 
+def test_a_nodes_budget_draws_on_a_total_both_are_charged_and_the_spent_one_is_named():
+    """Each edge node has its own budget, drawing on its source's total: a payload is inflated while both
+    have some left and charged to both, so one node's flood leaves another node's budget whole, and nodes
+    together are held to the total; the inflate_budget message names the budget that is spent."""
+    import zlib
+
+    now = [0.0]
+    total = sp.InflateBudget(2000, clock=lambda: now[0], whose="the nodes together", setting="2 x per node")
+    a, b, c = (sp.InflateBudget(1000, clock=lambda: now[0], total=total, whose=f"node {x}") for x in "abc")
+    inner = sp.encode(sp.Payload(5, 1, [sp.Metric("t", 1, sp.DataType.DOUBLE, 1.0)]))
+    small = _wrapped(zlib.compress(inner))
+    pb = sp._pb().Payload()
+    pb.ParseFromString(inner)
+    pb.body = b"\0" * 1500  # inflates to about 1.5 KB
+    big = _wrapped(zlib.compress(pb.SerializeToString(), 9))
+
+    def spent(data: bytes, budget: sp.InflateBudget) -> str | None:
+        """Who is named as spent (None: inflated)."""
+        try:
+            sp.decode(data, inflate_budget=budget)
+        except CodecError as e:
+            assert e.reason == "inflate_budget"
+            return e.detail.split(" while ")[1].split(" have ")[0]
+        return None
+
+    assert spent(big, a) is None  # a had 1000 bytes left: inflated, a in debt, the total at about 500
+    assert spent(big, a) == "node a"  # a's own budget is spent ...
+    assert spent(small, b) is None  # ... not b's
+    assert spent(big, b) is None  # b spends its own: the total, charged with both, is in debt
+    assert spent(small, c) == "the nodes together"  # c has its whole budget, the total has none
+    assert c.left() == 1000 and total.left() < -900
+    assert "2 x per node (2000 bytes a second)" in str(
+        pytest.raises(CodecError, sp.decode, small, inflate_budget=c).value
+    )
+    now[0] += 0.3  # nodes and total refill with time: the total is still in debt
+    assert spent(small, c) == "the nodes together"
+    now[0] += 1.0
+    assert spent(small, c) is None and spent(small, b) is None and spent(small, a) is None
+
+
 @pytest.mark.parametrize(
     "body, algorithm",
     [

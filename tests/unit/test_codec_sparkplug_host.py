@@ -232,3 +232,52 @@ def test_a_waveform_holding_nan_sent_again_by_a_rebirth_is_not_passed_on_twice()
     again = h.handle("spBv1.0/g/NBIRTH/n", nb.SerializeToString(), 2.0)
     assert [r.tag for r in first] == ["n/S/Force", "n/Vib"]
     assert again == []
+
+
+def _compressed_ndata(seq: int, inflated: int) -> bytes:
+    import zlib
+
+    inner = sp._pb().Payload()
+    inner.ParseFromString(sp.encode(sp.Payload(2000, seq, [sp.Metric(None, 1, D.DOUBLE, float(seq))])))
+    inner.body = b"\0" * inflated
+    out = sp._pb().Payload()
+    out.uuid, out.seq, out.body = sp.COMPRESSED_UUID, seq, zlib.compress(inner.SerializeToString())
+    return out.SerializeToString()
+
+
+def test_each_node_has_its_own_inflate_budget_and_many_nodes_are_held_to_the_sources_total(monkeypatch):
+    """A node flooding compressed data spends its own budget (max_inflated_bytes_per_s), not its neighbours';
+    nodes together are held to INFLATE_TOTAL_NODES times it, so many hostile nodes (or names) do not multiply
+    what the loop spends inflating; the message says which budget is spent. Budgets are kept for at most
+    MAX_NODES nodes."""
+    import devices.mqtt.sparkplug_host as host_mod
+    from protocols.json_codec import CodecError
+
+    h, _, _ = host(max_inflated_bytes_per_s=1000)  # a total of 4000 a second
+    for i in range(6):
+        nb = sp.Payload(1000, 0, [sp.Metric("bdSeq", None, D.INT64, 0), sp.Metric("t", 1, D.DOUBLE, 0.0)])
+        h.handle(f"spBv1.0/g/NBIRTH/n{i}", sp.encode(nb), 1.0)
+
+    def ndata(node: int, seq: int, inflated: int) -> str:
+        try:
+            h.handle(f"spBv1.0/g/NDATA/n{node}", _compressed_ndata(seq, inflated), 2.0)
+        except CodecError as e:
+            assert e.reason == "inflate_budget"
+            return e.detail
+        return "read"
+
+    # n0 spends its 1000 bytes and goes into debt by about 3 s: its own budget is spent ...
+    assert ndata(0, 1, 900) == "read" and ndata(0, 2, 2900) == "read"
+    assert "edge node g/n0's" in ndata(0, 3, 10)
+    assert ndata(1, 1, 10) == "read"  # ... not its neighbour's, read on its own budget
+    # n1's budget had some left: its 20 KB are read, and the nodes together (about 24 KB) have spent the
+    # total by 5 s: a third node, which has its whole budget, waits as well
+    assert ndata(1, 2, 20_000) == "read"
+    detail = ndata(2, 1, 10)
+    assert "together" in detail and "4 x max_inflated_bytes_per_s (4000 bytes a second)" in detail
+    monkeypatch.setattr(host_mod, "MAX_NODES", 3)  # budgets of ever new names do not grow the memory
+    for i in range(
+        6, 12
+    ):  # nodes never born: their data is inflated (on their own budget) before it is known
+        ndata(i, 1, 10)
+    assert len(h._inflate_budgets) == 3
