@@ -6,7 +6,10 @@ keeps tensors in another file (ONNX external data). ``run_engine`` runs a
 model on ONNX Runtime or OpenVINO (imported lazily); ``compare`` measures the largest deviation
 from the expected outputs and whether it is within ``atol + rtol * |expected|`` (NaN matches NaN,
 so that a golden file of a model that emits NaN still verifies; the agent's health check is what
-rejects such a model).
+rejects such a model). ``verdict_problems`` holds a run to the verdicts of the expected outputs on
+every golden item (and tile), read with the package's own interpretation: values within the tolerance
+still flip an item near the threshold, so build, ``verify --run`` and the agent's check at load refuse
+a form that does.
 """
 
 from __future__ import annotations
@@ -406,3 +409,103 @@ def parity_problems(manifest: Manifest, dev: dict[str, float], agree: float) -> 
             f"{p.min_agreement:.1%})"
         )
     return bad
+
+
+# ------------------------------------------------------------------------- verdicts, every form
+
+
+def _row_reader(manifest: Manifest) -> Manifest:
+    """The manifest that reads one batch row alone: a tiled model's row is one tile."""
+    pre = manifest.preprocessing
+    if isinstance(pre, ImagePreprocessing) and pre.tiles:
+        return manifest.model_copy(update={"preprocessing": pre.model_copy(update={"tiles": None})})
+    return manifest
+
+
+def item_rows(manifest: Manifest, inputs: dict[str, np.ndarray]) -> int:
+    """Batch rows of one golden item: a tiled model's frame is one row per tile when the golden inputs are
+    whole frames (their count a multiple of the tiles), else 1 (a row is an item)."""
+    pre = manifest.preprocessing
+    t = pre.n_tiles if isinstance(pre, ImagePreprocessing) and pre.tiles else 1
+    n = next(iter(inputs.values())).shape[0] if inputs else 0
+    return t if t > 1 and n % t == 0 else 1
+
+
+def row_verdicts(manifest: Manifest, outputs: dict[str, np.ndarray]) -> list[tuple[str, ...]] | None:
+    """Per batch row of a golden run (an item, or a tile of a tiled model), what the agent makes of it
+    with the package's own interpretation (``preprocess.interpret``): its verdict (the OK/NG side of
+    every threshold), and the top label of each classifier output. None when the rows cannot be read
+    (``interpretation_problems`` says why)."""
+    import numpy as np
+
+    from model_packager.preprocess import interpret
+
+    one = _row_reader(manifest)
+    arrays = {k: np.asarray(v) for k, v in outputs.items() if np.ndim(v)}
+    n = min((v.shape[0] for v in arrays.values()), default=0)
+    rows: list[tuple[str, ...]] = []
+    for i in range(n):
+        try:
+            r = interpret(one, {k: v[i : i + 1] for k, v in arrays.items()})
+        except Exception:  # unreadable: said by interpretation_problems, not here
+            return None
+        labels = [r.label or ""] + [max(p, key=p.__getitem__) for p in r.extra.values() if p]
+        rows.append((r.verdict, *labels))
+    return rows
+
+
+def _score(manifest: Manifest, outputs: dict[str, np.ndarray], i: int) -> str:
+    """Row ``i``'s score against the threshold it was judged at, for a message (empty: none)."""
+    import numpy as np
+
+    from model_packager.preprocess import interpret
+
+    try:
+        r = interpret(
+            _row_reader(manifest), {k: np.asarray(v)[i : i + 1] for k, v in outputs.items() if np.ndim(v)}
+        )
+    except Exception:
+        return ""
+    thr = next((o.threshold for o in manifest.outputs if o.threshold is not None), None)
+    return f", score {r.score:.6g}" + (f" against threshold {thr:.6g}" if thr is not None else "")
+
+
+def _say(verdict: tuple[str, ...]) -> str:
+    labels = [lab for lab in verdict[1:] if lab]
+    return verdict[0] + (f" ({', '.join(labels)})" if labels else "")
+
+
+def verdict_flips(
+    manifest: Manifest, expected: dict[str, np.ndarray], got: dict[str, np.ndarray], rows: int = 1
+) -> list[str]:
+    """Each golden item (a tile of it when ``rows`` > 1: a tiled model run a frame at a time) whose
+    verdict or label from ``got`` differs from the one the package's ``expected`` outputs give, named
+    with both verdicts and scores, however small the deviation of the values: an item near the
+    threshold flips on a deviation the golden tolerance lets through. Empty: every verdict agrees (or
+    the outputs cannot be compared, which ``compare`` and ``interpretation_problems`` say)."""
+    want, have = row_verdicts(manifest, expected), row_verdicts(manifest, got)
+    if want is None or have is None or len(want) != len(have):
+        return []
+    out = []
+    for i, (w, h) in enumerate(zip(want, have, strict=True)):
+        if w == h:
+            continue
+        where = f"golden item {i // rows}, tile {i % rows}" if rows > 1 else f"golden item {i}"
+        out.append(
+            f"{where}: {_say(h)} here{_score(manifest, got, i)}, where the package's golden outputs give "
+            f"{_say(w)}{_score(manifest, expected, i)}"
+        )
+    return out
+
+
+def verdict_problems(
+    manifest: Manifest, expected: dict[str, np.ndarray], got: dict[str, np.ndarray], rows: int = 1
+) -> list[str]:
+    """``verdict_flips`` as one problem (the first item named, the others counted), or none."""
+    flips = verdict_flips(manifest, expected, got, rows)
+    if not flips:
+        return []
+    more = (
+        f" (and {len(flips) - 1} more golden item{'s' if len(flips) > 2 else ''})" if len(flips) > 1 else ""
+    )
+    return [f"verdict differs from the package's on {flips[0]}{more}"]

@@ -8,10 +8,14 @@ built can be wrong on a gateway. Before a slot serves anything, every candidate 
 config allows × each form the package carries) runs the golden inputs one at a time, as the agent
 runs them:
 
-- the FP32 form (or the only form of a one-form package) must reproduce the expected outputs
-  within the golden tolerance;
+- the FP32 form (or the only form of a one-form package), on every engine and precision, must reproduce
+  the expected outputs within the golden tolerance *and* give the verdict they give on every golden item
+  (``golden.verdict_problems``: the OK/NG side of each threshold and each classifier's label, as
+  ``preprocess.interpret`` reads them; per tile for a tiled model). Values within the tolerance still
+  flip an item near the threshold: the anomaly family's golden items sit 2 % from it;
 - the INT8 form must stay within the parity bounds of the FP32 outputs and agree with their
-  class and verdict on every golden input;
+  class and verdict on the share of golden inputs its ``parity.min_agreement`` sets (every one by
+  default), the first item it disagrees on named with both verdicts;
 - either way, each golden item's outputs must read as the manifest declares them (one label per
   class value, every declared output present): ``preprocess.interpret`` runs on them as on a frame.
 
@@ -37,7 +41,15 @@ from edge_agent.engines import Engine, EngineError, RunTimeout, candidate_engine
 from edge_agent.models.config import FormChoice, ModelConfig
 from model_packager import OpenedPackage
 from model_packager.cpu import cpu_flags, int8_path
-from model_packager.golden import compare, interpretation_problems, load_npz, parity, parity_problems
+from model_packager.golden import (
+    compare,
+    interpretation_problems,
+    load_npz,
+    parity,
+    parity_problems,
+    verdict_flips,
+    verdict_problems,
+)
 from model_packager.text import one_line
 
 TIME_BUDGET_S = 0.25  # per passing candidate, for its latency measurement
@@ -55,6 +67,8 @@ PREFER_MARGIN = 0.15
 # timing runs' medians by more than the margin (0.22 against 0.18 ms, the same package on two agents of one
 # demo), and 0.1 ms an item is 0.3 % of a core at 30 items a second: nothing worth a different form
 PREFER_MIN_SAVING_MS = 0.1
+# how a candidate served at f32 after its bf16 run missed the golden check starts its reason
+AT_F32 = "at f32: at this CPU's default precision (bf16) "
 
 
 @dataclass
@@ -104,8 +118,18 @@ class Selection:
                 f"{t.form}/{t.engine} {t.p50_ms:.2f} ms" for t in self.trials if t.ok and t.p50_ms is not None
             )
             why = f" ({timed}: {how})"
-        if c.reason and c.reason.startswith("at f32"):
+        # what kept the others from serving (INT8's said above): the golden item and both verdicts where a
+        # verdict flipped, so that a line engineer sees why this form serves and not that one
+        off = [
+            f"{t.form} on {t.engine}: {t.reason}"
+            for t in self.trials
+            if t.loaded and not t.ok and t.form != "int8"
+        ]
+        if c.reason and c.reason.startswith(AT_F32):
             why = f" at f32 (bf16, this CPU's default, missed the golden check){why}"
+            off.insert(0, f"{c.form} on {c.engine} in bf16: {c.reason[len(AT_F32) :]}")
+        if off:
+            why += "; refused here: " + "; ".join(off)
         return f"{c.form} on {c.engine}{why}"
 
     def to_dict(self) -> dict:
@@ -197,15 +221,23 @@ def check(
 ) -> Trial:
     """Run the golden inputs through ``engine`` and hold the result to its form's bounds."""
     m = opened.manifest
-    got = _run_golden(engine, inputs, _item_rows(m, next(iter(inputs.values())).shape[0]))
+    rows = _item_rows(m, next(iter(inputs.values())).shape[0])
+    got = _run_golden(engine, inputs, rows)
     if engine.form == "int8" and opened.fp32_model_path is not None:
         dev, agree = parity(m, expected, got)
         bad = parity_problems(m, dev, agree)
+        if m.parity is None:  # no bounds signed: its verdicts must all be the FP32 reference's
+            bad += verdict_problems(m, expected, got, rows)
+        elif agree + 1e-9 < m.parity.min_agreement:
+            bad += verdict_flips(m, expected, got, rows)[:1]  # the first item it disagrees on, both verdicts
         worst = max(dev.values(), default=0.0)
         bad = bad or _unreadable(m, got)
         return Trial(engine.name, "int8", not bad, "; ".join(bad) or None, worst, agree)
     g = m.golden
     worst, bad = compare(expected, got, g.atol, g.rtol, g.output_atol)
+    # every form gives the verdicts the package was signed with, on every golden item: values within the
+    # tolerance still flip an item near the threshold (one placed 2 % from it, for a form 2 % off)
+    bad += verdict_problems(m, expected, got, rows)
     bad = bad or _unreadable(m, got)
     return Trial(engine.name, engine.form, not bad, "; ".join(bad) or None, worst)
 
@@ -239,7 +271,7 @@ def _at_f32(
     except Exception as exc:  # (an EngineError or a run that fails at f32: the first outcome stands)
         again = Trial("openvino", trial.form, False, f"at f32: {one_line(exc)}")
     if again.ok:
-        again.reason = f"at f32: at this CPU's default precision (bf16) {reduced}"
+        again.reason = f"{AT_F32}{reduced}"
         return engine, again
     trial.reason = f"at this CPU's default precision (bf16): {reduced}; at f32: {again.reason}"
     return engine, trial
