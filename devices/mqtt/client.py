@@ -95,6 +95,10 @@ from protocols import sparkplug as sp
 
 log = logging.getLogger(__name__)
 MAX_TAGS = 100_000  # tag names whose last time is kept for the order check (a few MB)
+# A reading stamped before this (2001-09-09) comes from a clock that was never set: a device without NTP or a
+# battery-backed clock counts from 1970 at power-on (Tasmota before its first sync, an ESP's uptime). No
+# device's buffer holds data that old, so while this gateway's own clock is past it, the receive time is used
+CLOCK_SET_S = 1e9
 RETAINED_AHEAD_S = 1.0  # a retained reading stamped further ahead of the receive time has an unknown age
 
 __all__ = [
@@ -621,6 +625,7 @@ class MqttSource:
         self._last_ts: dict[str, float] = {}
         self._keep_out_of_order = settings.out_of_order == "keep"
         self._max_ahead = settings.max_clock_skew_s or math.inf
+        self._clock_checked = settings.max_clock_skew_s > 0
         self._max_bytes = settings.max_message_bytes
         # a persistent session's QoS 1 messages that the broker sends again after a reconnect (DUP)
         self._redelivered = (
@@ -1442,14 +1447,29 @@ class MqttSource:
         receive time. Kept, it would make every later reading of the tag look older and be dropped as
         out of order until the wall clock caught up (a device clock set years ahead, microseconds sent as
         milliseconds). The receive time is not the device's clock, so it does not move the tag's order
-        either: the next reading, stamped by the device a little behind this gateway, is not dropped."""
-        msg = (
-            f"tag {tag!r}: timestamp {ts:.3f} is {ts - received_at:+.0f} s ahead of this gateway's clock (over "
-            f"max_clock_skew_s {self.settings.max_clock_skew_s:g}); the receive time is used: set the device's "
-            "clock (NTP), or check timestamp_format"
-        )
+        either: the next reading, stamped by the device a little behind this gateway, is not dropped. The same
+        for a time before 2001 (``CLOCK_SET_S``): a clock never set, which restarts from 1970 at each power-on."""
+        if ts < CLOCK_SET_S:
+            msg = (
+                f"tag {tag!r}: timestamp {ts:.3f} is {time.strftime('%Y-%m-%d', time.gmtime(max(ts, 0)))}: the "
+                "device's clock was never set (without NTP it counts from 1970 at power-on, and after a restart "
+                "every reading would look older than the last); the receive time is used: set the device's clock "
+                "(NTP), or check timestamp_format"
+            )
+        else:
+            msg = (
+                f"tag {tag!r}: timestamp {ts:.3f} is {ts - received_at:+.0f} s ahead of this gateway's clock (over "
+                f"max_clock_skew_s {self.settings.max_clock_skew_s:g}); the receive time is used: set the "
+                "device's clock (NTP), or check timestamp_format"
+            )
         self._error("clock_skew", msg)
         return received_at
+
+    def _unset_before(self, received_at: float) -> float:
+        """Times before this come from a device clock never set: ``CLOCK_SET_S`` while this gateway's own
+        clock is past it (a gateway without one of its own tells nothing), and clocks are checked at all
+        (``max_clock_skew_s`` 0 turns both checks off)."""
+        return CLOCK_SET_S if self._clock_checked and received_at >= CLOCK_SET_S else -math.inf
 
     def _json_readings(
         self, prefix: str, triples, received_at: float, non_finite: bool = False
@@ -1460,6 +1480,7 @@ class MqttSource:
         # message holds one, so its values are looked at; the common message pays nothing): BAD
         name, last_ts, out = self.name, self._last_ts, []
         ahead = received_at + self._max_ahead
+        unset = self._unset_before(received_at)
         isfinite = math.isfinite
         for t, v, ts, rate in triples:
             tag = prefix + t
@@ -1468,13 +1489,13 @@ class MqttSource:
             ):
                 # a sensor's fault (an open thermocouple sent as NaN): BAD, as the OPC UA source passes it.
                 # A BAD stamped with the receive time does not move the tag's order (as _order)
-                if ts > ahead:
+                if ts > ahead or ts < unset:
                     ts = self._ahead(tag, ts, received_at)
                 elif ts != received_at and ts >= last_ts.get(tag, ts):
                     last_ts[tag] = ts
                 out.append(Reading(name, tag, v, ts, received_at, Quality.BAD, rate))
                 continue
-            if ts > ahead:  # the receive time, not the device's clock: it does not move the tag's order
+            if ts > ahead or ts < unset:  # the receive time, not the device's clock: the tag's order stays
                 out.append(
                     Reading(name, tag, v, self._ahead(tag, ts, received_at), received_at, Quality.GOOD, rate)
                 )
@@ -1495,9 +1516,10 @@ class MqttSource:
         buffered values of one tag come in one message, ordered by time as any others."""
         name, last_ts, out = self.name, self._last_ts, []
         ahead = received_at + self._max_ahead
+        unset = self._unset_before(received_at)
         for t, v, ts, rate, q in tuples:
             tag = prefix + t
-            if ts > ahead:  # the receive time, not the device's clock: it does not move the tag's order
+            if ts > ahead or ts < unset:  # the receive time, not the device's clock: the tag's order stays
                 ts = self._ahead(tag, ts, received_at)
                 out.append(Reading(name, tag, v, ts, received_at, QUALITY_BY_NAME[q], rate))
                 continue

@@ -20,6 +20,8 @@ from protocols import sparkplug as sp
 from simulators.sensors import SensorFleet
 from tests.support.mqtt_wire import read_packet
 
+T0 = 1_700_000_000.0  # a device clock that is set (a time before 2001 is a clock never set: receive time)
+
 
 def raw_client(port: int, protocol=paho.MQTTv311) -> paho.Client:
     c = paho.Client(CallbackAPIVersion.VERSION2, protocol=protocol)
@@ -62,18 +64,14 @@ async def test_json_readings_arrive_through_wildcard_subscription(mosquitto, qos
     try:
         for i in range(20):
             pub.publish(
-                f"plant/line{i % 2}/sensor/t{i}", json.dumps({"ts": 1000 + i, "temperature": 20 + i}), qos=qos
+                f"plant/line{i % 2}/sensor/t{i}", json.dumps({"ts": T0 + i, "temperature": 20 + i}), qos=qos
             )
         got = await collect(src, lambda g: len(g) >= 20)
     finally:
         pub.loop_stop()
         await src.stop()
     assert len(got) == 20
-    assert (
-        got[0].tag == "plant/line0/sensor/t0/temperature"
-        and got[0].value == 20
-        and got[0].timestamp == 1000.0
-    )
+    assert got[0].tag == "plant/line0/sensor/t0/temperature" and got[0].value == 20 and got[0].timestamp == T0
     assert src.state is ConnectionState.STOPPED
 
 
@@ -89,21 +87,21 @@ async def test_bad_input_is_counted_and_skipped_while_good_messages_flow(mosquit
         ("j/1", b'{"a": {"b": {"c": 1}}}'),
         ("j/1", b'{"a": {}}'),
         ("j/1", b'{"a": {"b": NaN}}'),
-        ("j/1", b'{"ts": 5, "a": {"b": 1}}'),  # older than the good ts=10 before it
+        ("j/1", b'{"ts": 1700000005, "a": {"b": 1}}'),  # older than the good one before it
         ("spBv1.0/g/NDATA/e1", b"\xff\x00garbage"),
     ]
     try:
-        pub.publish("j/1", b'{"ts": 10, "a": {"b": 1}}')
+        pub.publish("j/1", b'{"ts": 1700000010, "a": {"b": 1}}')
         for t, p in bad:
             pub.publish(t, p)
-        pub.publish("j/1", b'{"ts": 11, "a": {"b": 2}}')
+        pub.publish("j/1", b'{"ts": 1700000011, "a": {"b": 2}}')
         got = await collect(src, lambda g: any(r.value == 2 for r in g), 5)
     finally:
         pub.loop_stop()
         await src.stop()
     assert [r.value for r in got if r.quality is Quality.GOOD] == [1, 2]
     # the NaN: a BAD reading of its tag (non_finite: bad), stamped with the receive time, which does not make
-    # the later ts=11 look out of order
+    # the later one look out of order
     assert [r.tag for r in got if r.quality is Quality.BAD] == ["j/1/ab"]
     reasons = src.stats.errors_by_reason
     for key in (
@@ -124,12 +122,12 @@ async def test_a_message_over_the_size_limit_is_skipped_undecoded_and_counted(mo
     subs = [{"topic": "j/#"}, {"topic": "spBv1.0/#", "codec": "sparkplug_b"}]
     src = await started(mosquitto.port, subs, max_message_bytes=4096)
     pub = raw_client(mosquitto.port)
-    big_waveform = json.dumps({"ts": 11, "v": [0.5] * 2000}).encode()  # valid JSON, ~10 KB
+    big_waveform = json.dumps({"ts": T0 + 11, "v": [0.5] * 2000}).encode()  # valid JSON, ~10 KB
     try:
-        pub.publish("j/1", b'{"ts": 10, "v": 1}')
+        pub.publish("j/1", b'{"ts": 1700000010, "v": 1}')
         pub.publish("j/1", big_waveform)
         pub.publish("spBv1.0/g/NDATA/e1", b"\x00" * 5000)
-        pub.publish("j/1", b'{"ts": 12, "v": 2}')
+        pub.publish("j/1", b'{"ts": 1700000012, "v": 2}')
         got = await collect(src, lambda g: any(r.value == 2 for r in g), 5)
     finally:
         pub.loop_stop()

@@ -347,12 +347,12 @@ async def test_one_bad_field_skips_that_field_not_the_messages_others_and_text_n
     src = await started(mosquitto.port, subs)
     pub = raw_client(mosquitto.port)
     try:
-        pub.publish("daq/1", b'{"ts": 10, "ch1": 1.5, "ch2": NaN, "ch3": 2.5, "ch4": 1e999}', qos=1)
-        pub.publish("gw/1", b'{"ts": 10, "a": 3.5, "b": null, "w": [1, NaN]}', qos=1)
-        pub.publish("daq/2", b'{"ts": 10, "temp": "21.5"}', qos=1)
+        pub.publish("daq/1", b'{"ts": 1700000010, "ch1": 1.5, "ch2": NaN, "ch3": 2.5, "ch4": 1e999}', qos=1)
+        pub.publish("gw/1", b'{"ts": 1700000010, "a": 3.5, "b": null, "w": [1, NaN]}', qos=1)
+        pub.publish("daq/2", b'{"ts": 1700000010, "temp": "21.5"}', qos=1)
         pub.publish("daq/4", b'{"ts": null, "clockless": 4}', qos=1)  # no synchronised clock: receive time
         pub.publish("daq/5", b'{"ts": "1700000000.5", "quoted": 5}', qos=1)  # a gateway that quotes its times
-        pub.publish("daq/3", b'{"ts": 11, "end": 1}', qos=1)
+        pub.publish("daq/3", b'{"ts": 1700000011, "end": 1}', qos=1)
         got = await collect(src, lambda g: any(r.tag == "daq/3/end" for r in g), 5)
     finally:
         pub.loop_stop()

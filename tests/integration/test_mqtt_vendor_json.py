@@ -1,7 +1,7 @@
 """MqttSource against a real Mosquitto with JSON as devices of other vendors send it: one bare number per
 topic (Shelly, ESPHome, Zigbee2MQTT), plain text on a JSON topic (Tasmota's POWER), times in microseconds or
 nanoseconds (EdgeX Foundry's origin, Go's UnixNano), and ISO 8601 local times without a zone (Tasmota's
-Time). Each is either a reading with the right value and time, or counted with what came and the setting
+Time), and clocks never set (1970). Each is either a reading with the right value and time, or counted with what came and the setting
 to change; the source reads on."""
 
 from __future__ import annotations
@@ -145,6 +145,47 @@ async def test_an_iso_time_without_a_zone_is_read_in_the_configured_timezone(mos
         ("tele/plug2/SENSOR/power", 60, t0 + 1, Quality.GOOD),
     ]
     assert src.stats.errors_by_reason == {}
+
+
+async def test_a_device_clock_never_set_gives_the_receive_time_and_a_restart_loses_nothing(mosquitto):
+    """A device without NTP or a clock battery (Tasmota before its first sync, an ESP sending its uptime)
+    stamps from 1970 at power-on: its readings reached the rules (age_ms of 56 years: a rule bounded by age
+    never acted), the status page and the cloud dated 1970, and after the device restarted every reading
+    was older than the last one and dropped as out_of_order, for as long as it had run before. A time before
+    2001 is now taken as no clock: the receive time, counted as clock_skew with what to fix."""
+    subs = [
+        {"topic": "esp/#"},
+        {
+            "topic": "tele/#",
+            "json_mapping": {
+                "values": {"ENERGY.Power": "power"},
+                "timestamp_field": "Time",
+                "timestamp_format": "iso8601",
+            },
+        },
+    ]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    try:
+        pub.publish("esp/node7", json.dumps({"ts": 86_400 * 30, "v": 1}), qos=1)  # up for 30 days
+        pub.publish("esp/node7", json.dumps({"ts": 12, "v": 2}), qos=1)  # restarted: 12 s of uptime
+        pub.publish(
+            "tele/plug3/SENSOR", json.dumps({"Time": "1970-01-01T00:01:40", "ENERGY": {"Power": 7}}), qos=1
+        )
+        pub.publish("esp/node7", json.dumps({"ts": 13, "v": 3}), qos=1)
+        got = await collect(src, lambda g: any(r.value == 3 for r in g))
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.tag, r.value) for r in got] == [
+        ("esp/node7/v", 1),
+        ("esp/node7/v", 2),
+        ("tele/plug3/SENSOR/power", 7),
+        ("esp/node7/v", 3),
+    ]
+    assert all(r.timestamp == r.received_at and r.quality is Quality.GOOD for r in got)
+    assert src.stats.errors_by_reason == {"clock_skew": 4}
+    assert "1970-01-01: the device's clock was never set" in (src.stats.last_error or "")
 
 
 def test_an_unknown_timezone_is_refused_by_validate_with_its_path():
