@@ -11,7 +11,9 @@ A service starting on that port reads the live announcements (``/proc/net/unix``
 (``PortTaken``) when one serves another store on an address that overlaps its own; a replica of the same store
 goes on. Two distinct addresses of the machine (``--host 10.0.0.1`` and ``--host 10.0.0.2``) never take each
 other's connections: a service of another store on the other one is no conflict (``overlaps``); the wildcard
-(``0.0.0.0``, ``::``) overlaps every address.
+(``0.0.0.0``, ``::``) overlaps every address. Addresses are compared as values, names resolved first: an
+IPv4-mapped IPv6 address is its IPv4 address (an IPv6 listener on ``[::ffff:127.0.0.1]`` takes 127.0.0.1's
+connections), ``0:0:0:0:0:0:0:1`` is ``::1``, and ``localhost`` is what it resolves to.
 
 Why abstract sockets rather than a lock file: the kernel removes an abstract name when the last descriptor
 on it closes, including when the process is killed with SIGKILL or crashes, so an announcement can never be
@@ -37,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import getpass
+import ipaddress
 import itertools
 import json
 import logging
@@ -51,6 +54,8 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 log = logging.getLogger(__name__)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 PREFIX = "cloud-trainer-fleet"
 ASK_TIMEOUT_S = (
@@ -108,10 +113,11 @@ def in_use(host: str, port: int, replicas: bool) -> bool:
 def cannot_bind(host: str, port: int, replicas: bool, own: Announcement | None = None) -> str:
     """Why ``host:port`` could not be bound, naming the fleet service that holds it when it is one of ours."""
     mine = own.name if own is not None else None
+    addresses = _listening_addresses(host)
     ours = [
         a
         for a in (ask(n) for n in announced(port) if n != mine)
-        if a is not None and a.get("key") is not None and overlaps(host, a.get("host"))
+        if a is not None and a.get("key") is not None and _overlap(addresses, a.get("host"))
     ]
     if ours:
         pids = ", ".join(sorted({str(a.get("pid")) for a in ours}))
@@ -131,19 +137,28 @@ def cannot_bind(host: str, port: int, replicas: bool, own: Announcement | None =
     )
 
 
-def _listening_addresses(host: str | None) -> set[str] | None:
+def _listening_addresses(host: str | None) -> set[IPAddress] | None:
     """The IP addresses a listener on ``host`` (as grpc takes it: a name, an address, ``[v6]``) takes
-    connections on; None where that is every address (the wildcard) or unknown (empty, not resolved)."""
-    import ipaddress
-
+    connections on, as address values (``::ffff:127.0.0.1`` is 127.0.0.1, ``0:0:0:0:0:0:0:1`` is ``::1``); None
+    where that is every address (the wildcard, ``::ffff:0.0.0.0`` too) or unknown (empty, not resolved)."""
     if not host:
         return None
     try:
         infos = socket.getaddrinfo(host.strip("[]"), None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (OSError, UnicodeError):
         return None
-    ips = {str(info[4][0]).split("%", 1)[0] for info in infos}
-    if not ips or any(ipaddress.ip_address(ip).is_unspecified for ip in ips):
+    ips: set[IPAddress] = set()
+    for info in infos:
+        try:
+            ip: IPAddress = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        except ValueError:
+            return None  # not an address we can compare: it may be any
+        # an IPv6 socket on an IPv4-mapped address takes that IPv4 address's connections (and binds beside
+        # an IPv4 listener on it with SO_REUSEPORT): the same address, written as text otherwise
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        ips.add(ip)
+    if not ips or any(ip.is_unspecified for ip in ips):
         return None
     return ips
 
@@ -151,8 +166,13 @@ def _listening_addresses(host: str | None) -> set[str] | None:
 def overlaps(host: str | None, other: str | None) -> bool:
     """Whether listeners on ``host`` and ``other`` (one port) can take the same connections: unless both are
     known addresses of which none is the other's (127.0.0.1 and 127.0.0.2), they may (the wildcard, a name
-    resolving to both, an announcement that does not say its address)."""
-    mine, theirs = _listening_addresses(host), _listening_addresses(other)
+    resolving to both, an announcement that does not say its address). Addresses are compared as values, each
+    name resolved once: ``::ffff:127.0.0.1``, ``127.0.0.1`` and ``localhost`` are one address."""
+    return _overlap(_listening_addresses(host), other)
+
+
+def _overlap(mine: set[IPAddress] | None, other: str | None) -> bool:
+    theirs = _listening_addresses(other)
     return mine is None or theirs is None or bool(mine & theirs)
 
 
@@ -258,11 +278,12 @@ class Announcement:
         if not sys.platform.startswith("linux"):
             return self
         with _claim(self.port):
+            mine = _listening_addresses(self.host)  # resolved once, compared with each announcement's
             for name in announced(self.port):
                 other = ask(name)
                 if other is None or other.get("key") == self.key:
                     continue  # gone, or a replica of the same store
-                if not overlaps(self.host, other.get("host")):
+                if not _overlap(mine, other.get("host")):
                     continue  # another address of the machine: it never takes this one's connections
                 pid = other.get("pid")
                 cmd = other.get("command") or _command(pid)

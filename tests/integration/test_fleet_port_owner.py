@@ -137,6 +137,33 @@ async def test_services_of_two_stores_on_two_addresses_of_the_machine_share_a_po
         await a.stop()
 
 
+@pytest.mark.parametrize(
+    "first, second", [("127.0.0.1", "[::ffff:127.0.0.1]"), ("[::ffff:127.0.0.1]", "localhost")]
+)
+async def test_a_serve_of_another_store_on_another_spelling_of_the_same_address_is_refused(
+    pki, tmp_path, first, second
+):
+    # an IPv6 listener on [::ffff:127.0.0.1] takes the connections to 127.0.0.1 (localhost here). Before, the
+    # port guard compared the two as text, found no overlap, and with --replicas (SO_REUSEPORT) the second
+    # service, of another store, listened beside the first on the same address: agents' connections could
+    # reach a store nobody looks at. Now addresses are compared as values, and the second start is refused
+    from cloud_trainer.fleet.portguard import PortTaken
+    from cloud_trainer.fleet.service import FleetServer
+
+    port = free_port()
+    certs = (pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    a = FleetServer(tmp_path / "a", port, *certs, host=first, replicas=True)
+    try:
+        await a.start()
+        with pytest.raises(
+            PortTaken, match=f"port {port} is already served by a fleet service of another store"
+        ):
+            FleetServer(tmp_path / "b", port, *certs, host=second, replicas=True)
+        assert not (tmp_path / "b" / "fleet.db").exists()
+    finally:
+        await a.stop()
+
+
 @pytest.mark.parametrize("host", ["[::]", "::"])
 def test_a_serve_on_the_ipv6_wildcard_of_a_port_another_program_holds_says_so_in_one_line(
     pki, tmp_path, host

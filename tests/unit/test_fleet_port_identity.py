@@ -26,3 +26,24 @@ def test_a_postgresql_store_is_user_host_port_and_database_and_is_shown_without_
     assert "s3cret" not in shown and shown.startswith("postgresql://fleet@db.example")
     cmd = _redact("python -m cloud_trainer.cli serve --store postgresql://fleet:s3cret@db/fleet?password=x")
     assert "s3cret" not in cmd and "password=x" not in cmd
+
+
+def test_listening_addresses_are_compared_as_addresses_not_as_text():
+    # before, ::ffff:127.0.0.1 (an IPv6 listener taking 127.0.0.1's connections) and 127.0.0.1 were two addresses
+    # to the port guard, so a serve of another store could listen beside one on the other spelling
+    from cloud_trainer.fleet.portguard import overlaps
+
+    for a, b in [
+        ("::ffff:127.0.0.1", "127.0.0.1"),
+        ("[::ffff:127.0.0.1]", "localhost"),
+        ("0:0:0:0:0:0:0:1", "[::1]"),
+        ("::ffff:0.0.0.0", "127.0.0.2"),  # the IPv4 wildcard, IPv4-mapped: every IPv4 address
+        ("localhost", "127.0.0.1"),
+    ]:
+        assert overlaps(a, b) and overlaps(b, a), (a, b)
+    for a, b in [
+        ("::ffff:127.0.0.2", "127.0.0.1"),
+        ("127.0.0.2", "[::ffff:127.0.0.1]"),
+        ("::1", "127.0.0.1"),
+    ]:
+        assert not overlaps(a, b) and not overlaps(b, a), (a, b)
