@@ -17,7 +17,9 @@ an epoch time quoted as text (``"1701388800123"``) is read as its number.
 A waveform's sample rate may ride in the payload (``{"v": [...], "sample_rate_hz": 25600}``):
 ``JsonMapping.rate_field`` names the field (``auto``: the first of ``RATE_FIELDS`` present), and
 ``compile_decoder(..., rates=True)`` gives it as a fourth element of each array value's tuple.
-Limits: one JSON object per message; no JSONPath beyond dotted keys.
+A payload that is an array of objects is a batch of messages (a gateway's buffered samples): each object
+is read as one, with its own time; a bad one is reported and skipped (``on_record_error``), or raised.
+Limits: no JSONPath beyond dotted keys.
 
 Outgoing: ``dumps`` writes what strict JSON parsers accept (browsers, Node-RED, Jackson, Go, PostgreSQL's
 jsonb): Python's ``json`` writes NaN and infinities as bare ``NaN``/``Infinity``, which are not JSON, so
@@ -311,8 +313,7 @@ def compile_decoder(
         fields = [(path, p + tag) for path, tag in mapping.values.items()]
         rate_of = _rate_reader(mapping.rate_field) if rates else None
 
-        def run(payload: bytes | str, now: float = 0.0) -> list[tuple]:
-            raw = _object(payload)
+        def run(raw: dict, now: float) -> list[tuple]:
             ts = ts_of(raw, now)
             out: list[tuple] = []
             for path, tag in fields:
@@ -330,18 +331,11 @@ def compile_decoder(
                 out = [(t, v, ts, rate if isinstance(v, np.ndarray) else None) for t, v, ts in out]
             return out
 
-        return run
+        return _messages(run, report, bare=False)
     tsf = mapping.timestamp_field
     isfinite = math.isfinite
 
-    def run_all(payload: bytes | str, now: float = 0.0) -> list[tuple]:
-        raw = _parse(payload)
-        if type(raw) is not dict:
-            if type(raw) is not int and type(raw) is not float:
-                raise _not_object(raw, payload)
-            # a bare number (Shelly's relay/0/power "21.5", ESPHome's and Zigbee2MQTT's state topics): one
-            # reading of the field named "", which the caller names after the topic; no time of its own
-            raw = {"": raw}
+    def run_all(raw: dict, now: float) -> list[tuple]:
         if len(raw) > MAX_VALUES:
             raise _too_many(f"{len(raw)} fields")
         ts = ts_of(raw, now)
@@ -372,7 +366,52 @@ def compile_decoder(
                 out.append((p + k, v, ts))
         return [(*x, None) for x in out] if rates else out  # arrays appear only through a mapping
 
-    return run_all
+    return _messages(run_all, report, bare=True)
+
+
+def _messages(
+    one: Callable[[dict, float], list[tuple]], report: Callable[[str, str], None] | None, bare: bool
+) -> Callable[..., list[tuple]]:
+    """``one`` (the readings of one JSON object) applied to a payload: an object; an array of objects, a
+    batch of messages as gateways send buffered samples (each object read as a message of its own, with its
+    own time; a bad one reported and skipped, or raised without ``report``); with ``bare``, a bare number
+    (Shelly's relay/0/power "21.5", ESPHome's and Zigbee2MQTT's state topics): one reading of the field
+    named "", which the caller names after the topic, with no time of its own."""
+
+    def run(payload: bytes | str, now: float = 0.0) -> list[tuple]:
+        raw = _parse(payload)
+        if type(raw) is dict:
+            return one(raw, now)
+        if type(raw) is list and (not raw or type(raw[0]) is dict):
+            return _batch(raw, one, now, report)  # [] (a gateway's empty buffer): nothing to read
+        if bare and (type(raw) is int or type(raw) is float):
+            return one({"": raw}, now)
+        raise _not_object(raw, payload)
+
+    return run
+
+
+def _batch(
+    items: list,
+    one: Callable[[dict, float], list[tuple]],
+    now: float,
+    report: Callable[[str, str], None] | None,
+) -> list[tuple]:
+    if len(items) > MAX_VALUES:
+        raise _too_many(f"{len(items)} objects")
+    out: list[tuple] = []
+    for i, item in enumerate(items):
+        try:
+            if type(item) is not dict:
+                raise CodecError("wrong_type", f"a JSON {_json_name(item)}; expected an object")
+            out.extend(one(item, now))
+        except CodecError as e:
+            if report is None:
+                raise
+            report(e.reason, f"item {i} of the array: {e.detail}")
+        if len(out) > MAX_VALUES:
+            raise _too_many(f"over {MAX_VALUES} values in an array of {len(items)} objects")
+    return out
 
 
 def _all_finite(v: Any) -> bool:
@@ -550,9 +589,15 @@ _JSON_NAMES = {
 }
 
 
+def _json_name(raw: Any) -> str:
+    return "null" if raw is None else _JSON_NAMES.get(type(raw), type(raw).__name__)
+
+
 def _not_object(raw: Any, payload: bytes | str) -> CodecError:
-    what = "null" if raw is None else _JSON_NAMES.get(type(raw), type(raw).__name__)
-    return CodecError("wrong_type", f"payload is a JSON {what} ({_show(payload)}); expected an object")
+    return CodecError(
+        "wrong_type",
+        f"payload is a JSON {_json_name(raw)} ({_show(payload)}); expected an object or an array of objects",
+    )
 
 
 def _show(payload: bytes | str) -> str:

@@ -1926,7 +1926,7 @@ def json_decoder(src: MqttSource, sub: Subscription):
     def run(topic: str, payload: bytes, received_at: float) -> list[Reading]:
         kept[0] = False
         got = decode(payload, received_at)
-        if not got and every_number:
+        if not got and every_number and payload.strip() != b"[]":  # [] is an empty batch, nothing unread
             # nothing to read, and nothing said: a device (or a firmware update) that sends its numbers as
             # text ({"temp": "21.5"}) looked like a source that had stopped
             src._notice(

@@ -1,7 +1,7 @@
 """MqttSource against a real Mosquitto with JSON as devices of other vendors send it: one bare number per
 topic (Shelly, ESPHome, Zigbee2MQTT), plain text on a JSON topic (Tasmota's POWER), times in microseconds or
 nanoseconds (EdgeX Foundry's origin, Go's UnixNano), and ISO 8601 local times without a zone (Tasmota's
-Time), and clocks never set (1970). Each is either a reading with the right value and time, or counted with what came and the setting
+Time), clocks never set (1970), and arrays of messages (a gateway's buffer). Each is either a reading with the right value and time, or counted with what came and the setting
 to change; the source reads on."""
 
 from __future__ import annotations
@@ -186,6 +186,46 @@ async def test_a_device_clock_never_set_gives_the_receive_time_and_a_restart_los
     assert all(r.timestamp == r.received_at and r.quality is Quality.GOOD for r in got)
     assert src.stats.errors_by_reason == {"clock_skew": 4}
     assert "1970-01-01: the device's clock was never set" in (src.stats.last_error or "")
+
+
+async def test_an_array_of_objects_is_a_batch_each_read_with_its_own_time(mosquitto):
+    """A gateway that buffers samples sends them as an array of messages (Node-RED's join, a Teltonika or
+    Moxa buffer after an outage): the JSON codec refused the whole array (wrong_type), so every buffered
+    sample was lost. Each object is now read as a message with its own time; a bad item is counted and
+    skipped, the others read."""
+    t0 = round(time.time()) - 120
+    subs = [
+        {"topic": "buf/#"},
+        {
+            "topic": "nr/#",
+            "json_mapping": {
+                "values": {"d.p": "pressure"},
+                "timestamp_field": "time",
+                "timestamp_format": "epoch_ms",
+            },
+        },
+    ]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    batch = [{"ts": t0, "temp": 20.5}, {"ts": t0 + 1, "temp": 20.7}, "oops", {"ts": t0 + 2, "temp": 20.9}]
+    try:
+        pub.publish("buf/gw1", json.dumps(batch), qos=1)
+        pub.publish("nr/flow1", json.dumps([{"time": t0 * 1000 + 500, "d": {"p": 1.5}}]), qos=1)
+        pub.publish("buf/gw1", b"[]", qos=1)  # an empty buffer: nothing to read, no error
+        pub.publish("buf/gw1", json.dumps({"ts": t0 + 3, "temp": 21.0}), qos=1)
+        got = await collect(src, lambda g: any(r.value == 21.0 for r in g))
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert sorted((r.tag, r.value, r.timestamp) for r in got) == [
+        ("buf/gw1/temp", 20.5, t0),
+        ("buf/gw1/temp", 20.7, t0 + 1),
+        ("buf/gw1/temp", 20.9, t0 + 2),
+        ("buf/gw1/temp", 21.0, t0 + 3),
+        ("nr/flow1/pressure", 1.5, t0 + 0.5),
+    ]
+    assert src.stats.errors_by_reason == {"wrong_type": 1}
+    assert "item 2 of the array" in (src.stats.last_error or "")
 
 
 def test_an_unknown_timezone_is_refused_by_validate_with_its_path():
