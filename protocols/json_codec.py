@@ -17,6 +17,8 @@ an epoch time quoted as text (``"1701388800123"``) is read as its number.
 A waveform's sample rate may ride in the payload (``{"v": [...], "sample_rate_hz": 25600}``):
 ``JsonMapping.rate_field`` names the field (``auto``: the first of ``RATE_FIELDS`` present), and
 ``compile_decoder(..., rates=True)`` gives it as a fourth element of each array value's tuple.
+``JsonMapping.numbers_from_text``: a value that is a number written as text (``"21.5"``, as EdgeX and devices that
+quote every value send it) is read as that number; off, text stays text (a part number "0012" keeps its zeros).
 A payload that is an array of objects is a batch of messages (a gateway's buffered samples): each object
 is read as one, with its own time; a bad one is reported and skipped (``on_record_error``), or raised.
 Limits: no JSONPath beyond dotted keys.
@@ -102,6 +104,9 @@ class JsonMapping:
         "auto"  # an array's sample rate in Hz: a field path, "auto" (RATE_FIELDS) or None
     )
     timezone: str = "UTC"  # the zone of an ISO 8601 time that states none (an IANA name)
+    numbers_from_text: bool = (
+        False  # a value that is a number written as text ("21.5") is read as that number
+    )
 
 
 RATE_FIELDS = ("sample_rate_hz", "rate_hz", "sampling_rate_hz", "fs_hz")
@@ -129,6 +134,24 @@ MS_LOOKS_LIKE_S = (1e9, 1e10)  # epoch milliseconds that are this century's epoc
 
 
 _MISSING = object()
+# a number written as text, as devices that quote every value send it (EdgeX's readings, "21.5", " 1e3 "); a
+# decimal comma ("12,5") is not one: it could as well be a thousands separator ("1,250")
+_TEXT_NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*\Z")
+
+
+def _text_number(v: Any) -> Any:
+    """``v`` as the number it writes, if it is text writing a finite one; else ``v`` unchanged."""
+    if type(v) is not str or len(v) > 64:
+        return v
+    m = _TEXT_NUMBER.match(v)
+    if m is None:
+        return v
+    if "." not in v and "e" not in v and "E" not in v:
+        return int(v)
+    f = float(v)
+    return f if math.isfinite(f) else v
+
+
 # a plain decimal number as text: an epoch time some gateways quote
 _DECIMAL = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,9})?\Z")
 # values one message may give: a few bytes each, 8 MB of JSON holds 700,000, which took 5 s of the agent's
@@ -309,6 +332,8 @@ def compile_decoder(
     ts_of = _timestamp_reader(mapping)
     p = mapping.tag_prefix
     report = on_record_error
+    text = _text_number if mapping.numbers_from_text else _same
+    numbers_from_text = mapping.numbers_from_text
     if mapping.values:
         fields = [(path, p + tag) for path, tag in mapping.values.items()]
         rate_of = _rate_reader(mapping.rate_field) if rates else None
@@ -321,7 +346,7 @@ def compile_decoder(
                 try:
                     if v is _MISSING:
                         raise CodecError("missing_field", f"field {path!r} is absent")
-                    out.append((tag, _value(path, v, keep), ts))
+                    out.append((tag, _value(path, text(v), keep), ts))
                 except CodecError as e:
                     if report is None:
                         raise
@@ -342,6 +367,9 @@ def compile_decoder(
         out = []
         for k, v in raw.items():
             tv = type(v)  # exact types: bool is not a number here; json.loads makes no subclasses
+            if tv is str and numbers_from_text:
+                v = _text_number(v)
+                tv = type(v)
             if tv is float:
                 if not isfinite(v):
                     bad = CodecError("non_finite", f"field {k!r} is {v}")
@@ -414,6 +442,10 @@ def _batch(
     return out
 
 
+def _same(v: Any) -> Any:
+    return v
+
+
 def _all_finite(v: Any) -> bool:
     """False for a float NaN or infinity and an array holding one (what ``_value`` keeps)."""
     if type(v) is float:
@@ -447,6 +479,7 @@ def _records_decoder(
     assert rec is not None
     ts_of = _timestamp_reader(mapping)
     p = mapping.tag_prefix
+    text = _text_number if mapping.numbers_from_text else _same
     at = JsonMapping(  # a record's own time
         timestamp_field="t", timestamp_format=mapping.timestamp_format, timezone=mapping.timezone
     )
@@ -480,7 +513,7 @@ def _records_decoder(
                     raise CodecError("missing_field", f"record {i} has no text {rec.name!r} (the tag name)")
                 if rec.value not in r:
                     raise CodecError("missing_field", f"record {name!r} has no {rec.value!r} (the value)")
-                v = _value(f"{name}.{rec.value}", r[rec.value], keep)
+                v = _value(f"{name}.{rec.value}", text(r[rec.value]), keep)
                 t = ts
                 if rec.timestamp is not None and r.get(rec.timestamp) is not None:
                     t = _timestamp({"t": r[rec.timestamp]}, at, ts)

@@ -1904,6 +1904,7 @@ def json_decoder(src: MqttSource, sub: Subscription):
         timestamp_format=json_codec.TimestampFormat(m.timestamp_format.value),
         rate_field=m.rate_field,
         timezone=m.timezone,
+        numbers_from_text=m.numbers_from_text,
     )
     # a bad field or record is counted and skipped, the message's others are read; a NaN or infinite value
     # is counted and, under non_finite: bad, kept (a records decoder makes its record's quality bad)
@@ -1933,8 +1934,8 @@ def json_decoder(src: MqttSource, sub: Subscription):
                 "no_numeric_field",
                 f"topic {topic!r}: a JSON message gave no reading: none of its top-level fields holds a finite "
                 'number. A number sent as text ("21.5", "12,5") is not read as one (text is never made a '
-                'number: a part number "0012" would lose its zeros); map such a field in json_mapping.values '
-                "to read it as text, or have the device send numbers",
+                'number: a part number "0012" would lose its zeros); set json_mapping.numbers_from_text: true to '
+                "read them as numbers, or map such a field in json_mapping.values to read it as text",
             )
         prefix = topic + "/" if prefixed else ""
         if every_number and len(got) == 1 and got[0][0] == "":

@@ -81,6 +81,12 @@ class JsonMappingSettings(_Model):
         "Tasmota's Time and many Node-RED flows send the device's local time without an offset, read as "
         "UTC it is hours off",
     )
+    numbers_from_text: bool = Field(
+        False,
+        description='true: a value that is a number written as text ("21.5", " 1e3 "; not "12,5", '
+        "which may be a decimal or a thousands comma) is read as that number, as EdgeX Foundry's readings and "
+        'devices that quote every value need; false: text stays text (a part number "0012" keeps its zeros)',
+    )
     tag_prefix_topic: bool = Field(True, description="tag = '{topic}/{tag}' so wildcard sensors stay apart")
     rate_field: str | None = Field(
         "auto",

@@ -1,7 +1,7 @@
 """MqttSource against a real Mosquitto with JSON as devices of other vendors send it: one bare number per
 topic (Shelly, ESPHome, Zigbee2MQTT), plain text on a JSON topic (Tasmota's POWER), times in microseconds or
 nanoseconds (EdgeX Foundry's origin, Go's UnixNano), and ISO 8601 local times without a zone (Tasmota's
-Time), clocks never set (1970), and arrays of messages (a gateway's buffer). Each is either a reading with the right value and time, or counted with what came and the setting
+Time), clocks never set (1970), arrays of messages (a gateway's buffer), and numbers sent as text (EdgeX). Each is either a reading with the right value and time, or counted with what came and the setting
 to change; the source reads on."""
 
 from __future__ import annotations
@@ -226,6 +226,59 @@ async def test_an_array_of_objects_is_a_batch_each_read_with_its_own_time(mosqui
     ]
     assert src.stats.errors_by_reason == {"wrong_type": 1}
     assert "item 2 of the array" in (src.stats.last_error or "")
+
+
+async def test_numbers_from_text_reads_edgex_and_quoted_values_as_numbers_and_leaves_other_text(mosquitto):
+    """EdgeX Foundry sends every reading's value as text ({"value": "21.5", "valueType": "Float64"}), as do
+    devices that quote every value: mapped, the reading was the text "21.5", which no rule, window or model
+    uses; unmapped, the message gave nothing. With json_mapping.numbers_from_text a text that writes a
+    finite number is read as it; "12,5" (a decimal or a thousands comma?), "NaN" and other text stay text.
+    Without the setting text stays text (a part number "0012" keeps its zeros)."""
+    t0 = round(time.time()) - 60
+    edgex = {
+        "records": {
+            "array": "readings",
+            "name": "resourceName",
+            "value": "value",
+            "timestamp": "origin",
+            "quality": None,
+        },
+        "timestamp_field": "origin",
+        "timestamp_format": "epoch_ns",
+        "tag_prefix_topic": False,
+        "numbers_from_text": True,
+    }
+    subs = [
+        {"topic": "edgex/events/#", "json_mapping": edgex},
+        {"topic": "quoted/#", "json_mapping": {"numbers_from_text": True}},
+        {"topic": "parts/#", "json_mapping": {"values": {"part": "part"}}},  # text stays text
+    ]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    event = {
+        "origin": t0 * 10**9,
+        "readings": [
+            {"resourceName": "Temperature", "value": "21.5", "valueType": "Float64", "origin": t0 * 10**9},
+            {"resourceName": "Count", "value": "1200", "valueType": "Int64", "origin": t0 * 10**9},
+            {"resourceName": "Mode", "value": "auto", "valueType": "String", "origin": t0 * 10**9},
+        ],
+    }
+    try:
+        pub.publish("edgex/events/device/Pump-1", json.dumps(event), qos=1)
+        pub.publish("quoted/m1", json.dumps({"ts": t0, "temp": " 1e2 ", "hum": "12,5", "nan": "NaN"}), qos=1)
+        pub.publish("parts/m1", json.dumps({"ts": t0, "part": "0012"}), qos=1)
+        got = await collect(src, lambda g: any(r.tag.endswith("part") for r in g))
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert {r.tag: r.value for r in got} == {
+        "Temperature": 21.5,
+        "Count": 1200,
+        "Mode": "auto",
+        "quoted/m1/temp": 100.0,
+        "parts/m1/part": "0012",
+    }
+    assert src.stats.errors_by_reason == {}
 
 
 def test_an_unknown_timezone_is_refused_by_validate_with_its_path():
