@@ -259,8 +259,11 @@ def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
     fmt = mapping.timestamp_format
     if fmt is TimestampFormat.ISO8601:
         if not isinstance(v, str):
+            hint = ""
+            if type(v) is int or (type(v) is float and math.isfinite(v)):
+                hint = f": an epoch time? set timestamp_format: {_unit_of(v)}"
             raise CodecError(
-                "wrong_type", f"timestamp {name!r} is {type(v).__name__}; expected an ISO 8601 string"
+                "wrong_type", f"timestamp {name!r} is {type(v).__name__}; expected an ISO 8601 string{hint}"
             )
         s = v.strip()  # a space around it (a gateway's fixed-width field) says nothing of the time
         try:  # RFC 3339 allows a lower-case "z" (and "t"), which fromisoformat refuses
@@ -275,8 +278,15 @@ def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
         # leading zeros to keep, and no setting could read such a device otherwise
         v = int(v) if v.lstrip("-").isdigit() else float(v)
     if isinstance(v, bool) or not isinstance(v, (int, float)):
+        hint = ""
+        if type(v) is str:
+            try:
+                datetime.fromisoformat(v.strip().rstrip("Zz"))
+                hint = ": an ISO 8601 time? set timestamp_format: iso8601"
+            except ValueError:
+                pass
         raise CodecError(
-            "wrong_type", f"timestamp {name!r} is {type(v).__name__}; expected a number ({fmt.value})"
+            "wrong_type", f"timestamp {name!r} is {type(v).__name__}; expected a number ({fmt.value}){hint}"
         )
     if not _fits(v):
         raise CodecError("non_finite", f"timestamp {name!r} is {str(v)[:40]}: no finite float64")

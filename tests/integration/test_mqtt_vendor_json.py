@@ -323,3 +323,21 @@ def test_a_records_zoneless_time_is_read_in_the_mappings_timezone():
     m.timezone = "Europe/Berlin"  # (an attribute the former mapping lacked: its test fails, not its module)
     ((_, _, ts, _, _),) = decode(b'[{"id": "a", "v": 1, "t": " 2024-07-15T10:30:00 "}]', m)
     assert ts == datetime(2024, 7, 15, 8, 30, tzinfo=ZoneInfo("UTC")).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("raw", "fmt", "expected"),
+    [
+        ("2024-01-15T10:30:00Z", "epoch_s", "an ISO 8601 time? set timestamp_format: iso8601"),
+        ("2024-01-15T10:30:00.123+02:00", "epoch_ms", "an ISO 8601 time? set timestamp_format: iso8601"),
+        (1_700_000_000_123, "iso8601", "an epoch time? set timestamp_format: epoch_ms"),
+        (1_700_000_000.5, "iso8601", "an epoch time? set timestamp_format: epoch_s"),
+    ],
+)
+def test_a_time_of_the_other_kind_is_refused_naming_the_format_to_set(raw, fmt, expected):
+    """Zigbee2MQTT's last_seen is ISO 8601 or epoch ms as configured, Node-RED flows send either: the
+    refusal said only "expected a number (epoch_s)" or "expected an ISO 8601 string"."""
+    m = JsonMapping(values={"v": "v"}, timestamp_format=TimestampFormat(fmt))
+    with pytest.raises(CodecError) as e:
+        decode(json.dumps({"ts": raw, "v": 1}), m)
+    assert e.value.reason == "wrong_type" and e.value.detail.endswith(expected)
