@@ -8,6 +8,12 @@ the simulators' ground truth), are recorded in the store (``label_state = 'label
 accumulate across exports, and every labelled sample of the model is exported. Unlabelled samples
 are counted and left out.
 
+Images are taken in every kind the import reads (``images.IMAGE_EXTS``: PNG, JPEG under .jpg/.jpeg/.jpe/.jfif,
+BMP, TIFF, WebP), their extension compared in any case and with or without its dot (``.TIF``, ``png``), and
+written under it in lower case with its dot. A sample of the model whose extension is of no image kind (a
+waveform's ``.npy``, none at all) is left out, counted (``not_images``) and said in one line with its
+extensions.
+
 A labels file naming a sample the store does not have, or a label that is not a class, is an error
 that names the line; nothing is written then.
 
@@ -27,8 +33,30 @@ import shutil
 from pathlib import Path
 
 from cloud_trainer.train.data import VISION_CLASSES, DatasetError, dataset_classes
+from cloud_trainer.train.images import IMAGE_EXTS
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp"}
+
+def image_ext(sample: dict) -> str | None:
+    """The image extension a sample is stored under (``.tif`` for ``.TIF`` or ``tif``), or None when its
+    extension is of no image kind the trainer reads (``images.IMAGE_EXTS``)."""
+    ext = (sample["ext"] or "").strip().lower()
+    if ext and not ext.startswith("."):
+        ext = "." + ext
+    return ext if ext in IMAGE_EXTS else None
+
+
+def _not_images_note(model: str, others: list[dict]) -> str:
+    """One line naming the samples of ``model`` left out as no images, by extension."""
+    from collections import Counter
+
+    by_ext = Counter(repr(s["ext"] or "") for s in others)
+    shown = ", ".join(f"{n} {ext}" for ext, n in by_ext.most_common(5)) + (", ..." if len(by_ext) > 5 else "")
+    n = len(others)
+    return (
+        f"left out {n} sample{'s' if n > 1 else ''} of {model} that {'are' if n > 1 else 'is'} no image by "
+        f"{'their extensions' if n > 1 else 'its extension'} ({shown}; images are "
+        f"{', '.join(IMAGE_EXTS)}): an agent uploading other data under this model's name?"
+    )
 
 
 def read_labels(path: Path, classes: list[str]) -> dict[str, str]:
@@ -63,10 +91,12 @@ def export(
     store: str | None = None,
     blobs=None,
     s3_endpoint: str | None = None,
+    log=None,
 ) -> dict:
     """Export ``tenant``'s labelled images of ``model``. ``store``: a ``postgresql://`` URL (default: the SQLite
     file in ``cloud_data``); ``blobs``: a ``BlobStore``, ``s3://bucket[/prefix]`` or a folder (default:
-    ``<cloud_data>/blobs``)."""
+    ``<cloud_data>/blobs``); ``log``: where the note on samples left out as no images goes (default:
+    stderr)."""
     from cloud_trainer.blobs import open_blobs
     from cloud_trainer.fleet.store import open_store
     from cloud_trainer.pki import check_tenant
@@ -91,10 +121,8 @@ def export(
         raise DatasetError(str(exc)) from exc
     blobs = blobs.for_tenant(tenant)
     try:
-        samples = [
-            s for s in db.samples(model=model, tenant=tenant) if (s["ext"] or "").lower() in IMAGE_EXTS
-        ]
-        known = {s["sha256"] for s in samples}
+        every = db.samples(model=model, tenant=tenant)
+        known = {s["sha256"] for s in every if image_ext(s)}
         missing = [sha for sha in labels if sha not in known]
         if missing:  # another tenant's samples are not in this tenant's rows: refused the same way
             raise DatasetError(
@@ -103,11 +131,16 @@ def export(
             )
         if labels:
             db.set_labels(labels, tenant=tenant)
-            samples = [
-                s for s in db.samples(model=model, tenant=tenant) if (s["ext"] or "").lower() in IMAGE_EXTS
-            ]
+            every = db.samples(model=model, tenant=tenant)
     finally:
         db.close()
+    samples, others = [s for s in every if image_ext(s)], [s for s in every if not image_ext(s)]
+    if others:
+        if log is None:
+            import sys
+
+            log = lambda m: print(f"cloud-trainer dataset: {m}", file=sys.stderr)  # noqa: E731
+        log(_not_images_note(model, others))
     rows, seen = [], set()
     for s in samples:
         if s["label_state"] != "labelled" or s["sha256"] in seen:
@@ -143,6 +176,7 @@ def export(
         "exported": exported,
         "unlabelled": sum(s["label_state"] != "labelled" for s in samples),
         "missing_images": no_blob,
+        "not_images": len(others),
         "labels_applied": len(labels),
         "out": str(out),
     }
@@ -167,7 +201,7 @@ def _write(dst: Path, rows: list, blobs, base: Path | None, classes: list[str]) 
                 raise DatasetError(
                     f"sample {s['sha256'][:16]} (agent {s['agent']}, seq {s['seq']}): {exc}; nothing was written"
                 ) from None
-            name = f"images/upload-{s['sha256'][:16]}{s['ext'].lower()}"
+            name = f"images/upload-{s['sha256'][:16]}{image_ext(s)}"
             (dst / name).write_bytes(data)
             f.write(
                 json.dumps(

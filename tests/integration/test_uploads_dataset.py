@@ -240,3 +240,80 @@ def _png(seed: int) -> bytes:
     ok, buf = cv2.imencode(".png", a)
     assert ok
     return buf.tobytes()
+
+
+def test_fleet_samples_are_taken_in_every_image_kind_the_import_reads_and_others_are_said(tmp_path):
+    """The export took .png, .jpg, .jpeg and .bmp samples only: a fleet sample uploaded as TIFF, WebP or a
+    Windows JPEG (.jfif), or with its extension in capitals or without its dot, was left out of the
+    dataset without a word (and a labels file naming it was refused as a sample the store did not have).
+    Each is now exported under its extension in lower case and read by training; samples of the model that
+    are no images (a waveform's .npy, no extension) are counted and said in one line."""
+    import cv2
+    import numpy as np
+
+    from cloud_trainer.train.images import import_images
+
+    src = tmp_path / "src"  # the user's own folder per class, the base of the retraining
+    for c, n in (("pass", 20), ("Kratzer", 2)):
+        (src / c).mkdir(parents=True)
+        for i in range(n):
+            (src / c / f"{i}.png").write_bytes(_png(i if c == "pass" else 50 + i))
+    import_images(src, tmp_path / "base", log=lambda m: None)
+    data = tmp_path / "cloud"
+    store, blobs = SQLiteStore(data / "fleet.db"), LocalBlobStore(data / "blobs")
+    frame = lambda seed: np.random.default_rng(seed).integers(0, 255, (10, 12, 3), dtype=np.uint8)  # noqa: E731
+    uploads = {  # sample_ext as sent -> the bytes of that kind
+        ".tif": cv2.imencode(".tif", frame(200))[1].tobytes(),
+        ".TIFF": cv2.imencode(".tiff", frame(201))[1].tobytes(),
+        ".webp": cv2.imencode(".webp", frame(202), [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes(),
+        ".jfif": cv2.imencode(".jpg", frame(203))[1].tobytes(),
+        ".jpe": cv2.imencode(".jpg", frame(204))[1].tobytes(),
+        "png": _png(205),
+        ".npy": b"\x93NUMPY a window",
+        "": b"no extension",
+    }
+    shas = {ext: blobs.put_bytes(b) for ext, b in uploads.items()}
+    store.ingest(
+        "gw1",
+        [
+            {
+                "seq": i + 1,
+                "kind": "sample",
+                "t": 1.7e9 + i,
+                "sample_sha256": shas[ext],
+                "sample_ext": ext,
+                "payload": json.dumps({"model": "part-inspection"}),
+            }
+            for i, ext in enumerate(uploads)
+        ],
+    )
+    store.close()
+    images = [e for e in uploads if e not in (".npy", "")]
+    labels = write_labels(
+        tmp_path / "l.jsonl", {shas[e]: "Kratzer" if e == ".tif" else "pass" for e in images}
+    )
+    said: list[str] = []
+    res = export(
+        data, "part-inspection", tmp_path / "ds", base=tmp_path / "base", labels_file=labels, log=said.append
+    )
+    assert (res["samples"], res["exported"], res["not_images"]) == (6, 6, 2)
+    assert said == [
+        "left out 2 samples of part-inspection that are no image by their extensions (1 '.npy', 1 ''; images "
+        "are .png, .jpg, .jpeg, .jpe, .jfif, .bmp, .tif, .tiff, .webp): an agent uploading other data under "
+        "this model's name?"
+    ]
+    rows = [json.loads(x) for x in (tmp_path / "ds" / "labels.jsonl").read_text().splitlines()]
+    files = {r["source"]["sha256"]: r["file"] for r in rows if r["id"].startswith("upload-")}
+    assert {Path(files[shas[e]]).suffix for e in images} == {
+        ".tif",
+        ".tiff",
+        ".webp",
+        ".jfif",
+        ".jpe",
+        ".png",
+    }
+    ds = load_parts(tmp_path / "ds")  # training reads every one of them
+    assert len(ds.images) == 22 + 6
+    by_id = dict(zip(ds.ids, ds.images, strict=True))
+    webp = by_id[f"upload-{shas['.webp'][:16]}"]
+    assert np.array_equal(webp, frame(202))  # lossless WebP: the frame's own pixels
