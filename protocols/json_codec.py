@@ -146,9 +146,12 @@ def _text_number(v: Any) -> Any:
     m = _TEXT_NUMBER.match(v)
     if m is None:
         return v
-    if "." not in v and "e" not in v and "E" not in v:
-        return int(v)
-    f = float(v)
+    try:
+        if "." not in v and "e" not in v and "E" not in v:
+            return int(v)
+        f = float(v)
+    except ValueError:  # a space \s matches that int() and float() do not strip (U+001C-U+001F): text
+        return v
     return f if math.isfinite(f) else v
 
 
