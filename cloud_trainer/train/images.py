@@ -234,11 +234,13 @@ def _left_out(src: Path) -> list[str]:
         named = {name for name, _ in by_content}
         other = [name for name in other if name not in named]
         shown = ", ".join(f"{name!r} ({kind})" for name, kind in by_content[:3]) + (", ..." if n > 3 else "")
+        exts = ", ".join(
+            f"{KIND_EXTS[k][0]} for {k}" for k in KIND_EXTS if any(k == kind for _, kind in by_content)
+        )
         notes.append(
             f"left out {n} file{'s' if n > 1 else ''} that {'are images' if n > 1 else 'is an image'} by "
             f"content but not by name (no extension, or another): {shown}; give "
-            f"{'each' if n > 1 else 'it'} its extension ({', '.join(IMAGE_EXTS[:2])}, ...) to import "
-            f"{'them' if n > 1 else 'it'}"
+            f"{'each' if n > 1 else 'it'} its extension ({exts}) to import {'them' if n > 1 else 'it'}"
         )
     if other:
         n = len(other)
@@ -256,17 +258,39 @@ _MAGIC = (
     (b"II*\x00", "TIFF"),
     (b"MM\x00*", "TIFF"),
 )
+# the sizes of BMP's info headers (OS/2 core, BITMAPINFOHEADER, its V2-V5 forms): with its reserved zeros, what
+# tells a BMP from a text beginning with 'BM'
+_BMP_INFO_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
+# the extensions each kind is read under (IMAGE_EXTS), its usual one first
+KIND_EXTS = {
+    "PNG": (".png",),
+    "JPEG": (".jpg", ".jpeg", ".jpe", ".jfif"),
+    "BMP": (".bmp",),
+    "TIFF": (".tif", ".tiff"),
+    "WebP": (".webp",),
+}
+
+
+def image_kind(head: bytes) -> str | None:
+    """The kind of image (a key of ``KIND_EXTS``) bytes are by their first 64, or None (none of those: a
+    text, a GIF, a PNM)."""
+    kind = next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
+    if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        kind = "WebP"
+    if kind is None and head[:2] == b"BM" and head[6:10] == bytes(4) and len(head) >= 18:
+        kind = "BMP" if int.from_bytes(head[14:18], "little") in _BMP_INFO_SIZES else None
+    return kind
 
 
 def _image_kind(path: Path) -> str | None:
-    """The kind of image a file is by its first bytes (PNG, JPEG, TIFF; BMP's two letters are too common
-    to tell), or None (not one, or unreadable: said elsewhere if it matters)."""
+    """The kind of image a file is by its first bytes (``image_kind``), or None (not one, or unreadable:
+    said elsewhere if it matters)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
+            head = f.read(64)
     except OSError:
         return None
-    return next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
+    return image_kind(head)
 
 
 # hidden folders that systems keep on a drive or in a folder (a Mac's, Linux desktops' trash and
@@ -625,7 +649,9 @@ def import_images(
     try:  # made inside: a stop signal handled the moment mkdir returns still removes it
         tmp.mkdir()
         progress = _Progress(len(found.items), progress_s, log)
-        summary, copies, shapes, flat = _write(found, src, tmp, max_megapixels, pixel_bits, progress, bayer)
+        summary, copies, shapes, flat, misnamed = _write(
+            found, src, tmp, max_megapixels, pixel_bits, progress, bayer
+        )
         if copies:  # left out: the classes must still hold enough images without them
             left = {id(a) for a, _ in copies}
             check(
@@ -642,6 +668,7 @@ def import_images(
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)
         for note in (
+            _misnamed_note(misnamed),
             _odd_sizes_note(shapes),
             _flat_note(flat),
             _few_defects_note(summary["counts"], found.good, task),
@@ -719,9 +746,10 @@ def _write(
     pixel_bits: int | None,
     progress: _Progress | None = None,
     bayer: str | None = None,
-) -> tuple[dict, list[tuple[_Item, _Item]], list[tuple[str, int, int]], list[str]]:
+) -> tuple[dict, list[tuple[_Item, _Item]], list[tuple[str, int, int]], list[str], list[tuple[str, str]]]:
     """The dataset folder's files in ``dst``; (its summary, the copies left out: (copy, the image kept), each
-    image's (source, height, width), the images of one colour)."""
+    image's (source, height, width), the images of one colour, the images of another kind than their
+    extension says: (source, kind), stored under their kind's extension)."""
     import yaml
 
     (dst / "images").mkdir()
@@ -735,6 +763,7 @@ def _write(
     copies: list[tuple[_Item, _Item]] = []  # (left out, the image it repeats) within one class
     shapes: list[tuple[str, int, int]] = []  # (source, height, width) of each image written
     flat: list[str] = []  # images of one colour: a covered lens, a missed trigger, a blank export
+    misnamed: list[tuple[str, str]] = []  # (source, kind): a JPEG named .png, read as what it is
     k = 0
     with open(dst / "labels.jsonl", "w") as f:
         for done, it in enumerate(found.items):
@@ -765,6 +794,12 @@ def _write(
             if _flat(img):
                 flat.append(it.path.relative_to(src).as_posix())
             rel = it.path.relative_to(src).as_posix()
+            # the decoders read a file by its content, whatever its name: one of another kind than its
+            # extension says (a JPEG saved as .png) is read as what it is, stored under its kind's extension
+            kind = image_kind(data[:64]) if suffix is None else None
+            if kind is not None and it.path.suffix.lower() not in KIND_EXTS[kind]:
+                misnamed.append((rel, kind))
+                suffix = KIND_EXTS[kind][0]
             # the label is in labels.jsonl, not the file's name: a class name may be as long as a folder's
             name = f"images/{k:06d}{suffix or it.path.suffix.lower()}"
             (dst / name).write_bytes(data)
@@ -825,6 +860,21 @@ def _write(
         copies,
         shapes,
         flat,
+        misnamed,
+    )
+
+
+def _misnamed_note(misnamed: list[tuple[str, str]]) -> str | None:
+    """A note naming the images read as another kind than their extension says (a JPEG named .png: lossy
+    where its name promises lossless), or None."""
+    if not misnamed:
+        return None
+    n = len(misnamed)
+    shown = ", ".join(f"{name} (a {kind})" for name, kind in misnamed[:3]) + (", ..." if n > 3 else "")
+    return (
+        f"{n} image{'s are' if n > 1 else ' is'} of another kind than {'their extensions say' if n > 1 else 'its extension says'}, "
+        f"read and stored as what {'they are' if n > 1 else 'it is'}: {shown}; rename {'them' if n > 1 else 'it'} "
+        "to match if other tools read your folder"
     )
 
 

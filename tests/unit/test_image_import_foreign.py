@@ -4,6 +4,7 @@ file names that are not one line of text. Each is read or refused by a stated ru
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import struct
@@ -411,3 +412,52 @@ def test_a_jpeg_cut_short_and_closed_with_an_end_marker_is_refused_not_imported_
     assert len(err.splitlines()) == 1, err
     assert f"{src / 'dent' / 'cut.jpg'}: a JPEG whose coded data runs out before its last blocks" in err
     assert "replace or remove it" in err and not (tmp_path / "ds").exists()
+
+
+def test_an_extensionless_webp_or_bmp_is_named_as_an_image_by_content_in_an_mvtec_layout(tmp_path):
+    """A camera's WebP or BMP saved without an extension (or under one of no image kind) was named among
+    text files as 'not a PNG, JPEG, BMP, TIFF or WebP image by its name': the user was not told it is an
+    image, nor how to import it. It is named apart with its kind and the extension to give it; a text that
+    happens to begin with 'BM' stays a file of another kind."""
+    src = _mvtec(tmp_path / "bottle")
+    frame = np.random.default_rng(7).integers(0, 255, (10, 12, 3), dtype=np.uint8)
+    (src / "train" / "good" / "cam1_0042").write_bytes(cv2.imencode(".webp", frame)[1].tobytes())
+    (src / "test" / "dent" / "cam2_0007.raw").write_bytes(cv2.imencode(".bmp", frame)[1].tobytes())
+    (src / "train" / "good" / "BMW.txt").write_text("BMW line 3 parts, camera 2, shift B\n")
+    notes: list[str] = []
+    res = import_images(src, tmp_path / "ds", log=notes.append)
+    assert res["counts"] == {"good": 21, "dent": 2}
+    said = "\n".join(notes)
+    assert (
+        "left out 2 files that are images by content but not by name (no extension, or another): "
+        "'test/dent/cam2_0007.raw' (BMP), 'train/good/cam1_0042' (WebP); give each its extension "
+        "(.bmp for BMP, .webp for WebP) to import them"
+    ) in said
+    assert (
+        "left out 1 file that is not a PNG, JPEG, BMP, TIFF or WebP image by its name: train/good/BMW.txt"
+        in said
+    )
+
+
+def test_an_image_of_another_kind_than_its_extension_is_read_as_what_it_is_and_said(tmp_path):
+    """A JPEG saved under .png (a PNG under .webp) was read by its content, as the agent's camera reads it,
+    but copied into the dataset under the name it had, without a word: a lossy JPEG passed for a lossless
+    PNG. It is read as before, stored under its kind's extension, and named in one note."""
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2}, exts=(".png",))
+    frame = np.random.default_rng(8).integers(0, 255, (10, 12, 3), dtype=np.uint8)
+    jpeg = cv2.imencode(".jpg", frame)[1].tobytes()
+    (src / "dent" / "export.png").write_bytes(jpeg)
+    (src / "ok" / "shot.webp").write_bytes(cv2.imencode(".png", frame[::-1].copy())[1].tobytes())
+    notes: list[str] = []
+    res = import_images(src, tmp_path / "ds", log=notes.append)
+    assert res["counts"] == {"ok": 21, "dent": 3}
+    said = [n for n in notes if "another kind" in n]
+    assert said == [
+        "dataset import: 2 images are of another kind than their extensions say, read and stored as what they are: "
+        "dent/export.png (a JPEG), ok/shot.webp (a PNG); rename them to match if other tools read your folder"
+    ]
+    rows = {r["source"]: r["file"] for r in map(json.loads, (tmp_path / "ds" / "labels.jsonl").open())}
+    assert rows["dent/export.png"].endswith(".jpg") and rows["ok/shot.webp"].endswith(".png")
+    assert (tmp_path / "ds" / rows["dent/export.png"]).read_bytes() == jpeg  # copied unchanged
+    ds = load_parts(tmp_path / "ds")
+    assert len(ds.images) == 24
