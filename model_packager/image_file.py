@@ -469,6 +469,7 @@ def tiff_data_misplaced(data: bytes | memoryview) -> str | None:
                 arrays[tag] = struct.unpack_from(f"{e}{values}{_TIFF_INT[typ]}", data, at)
     except struct.error:
         return None
+    regions = sorted(used)
     for offsets_tag, counts_tag, what in _TIFF_SEGMENTS:
         offsets, counts = arrays.get(offsets_tag), arrays.get(counts_tag)
         if offsets is None or counts is None or len(offsets) != len(counts):
@@ -477,13 +478,21 @@ def tiff_data_misplaced(data: bytes | memoryview) -> str | None:
         segments = sorted(
             (o, o + c, i + 1) for i, (o, c) in enumerate(zip(offsets, counts, strict=True)) if c
         )
+        # one sweep over both sorted lists (a segment against every region was strips x tags: 100,000 strips
+        # and 1,000 tags, 1.4 s): ``reach``, the furthest end of the regions starting before a segment's end
+        k, reach = 0, -1
         for start, end, no in segments:
-            for a, b, name in used:
-                if start < b and a < end:
-                    return (
-                        f"a TIFF whose {what} {no} of {total} (bytes {start}-{end}) lies over {name}: its "
-                        f"{what} offsets are damaged, and the decoder would read garbage as pixels"
-                    )
+            while k < len(regions) and regions[k][0] < end:
+                reach = max(reach, regions[k][1])
+                k += 1
+            # a region reaching past this segment's start lies over it (one that starts at or after its end
+            # was reached by an earlier segment, which it lay over, and that was said)
+            if reach > start:
+                name = next((nm for a, b, nm in used if start < b and a < end), "another part of the file")
+                return (
+                    f"a TIFF whose {what} {no} of {total} (bytes {start}-{end}) lies over {name}: its "
+                    f"{what} offsets are damaged, and the decoder would read garbage as pixels"
+                )
             if end > n:
                 return (
                     f"a TIFF whose {what} {no} of {total} (bytes {start}-{end}) reaches past the end of the file "
