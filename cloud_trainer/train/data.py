@@ -41,7 +41,7 @@ def read_image_file(
             raise DatasetError(
                 f"{path}{where}: {size} bytes, more than an image of the "
                 f"{max_megapixels or DEFAULT_MAX_MEGAPIXELS:g}-Mpx limit needs; remove it, or import the "
-                "dataset with `cloud-trainer dataset import --max-megapixels N` if images this large are meant"
+                f"dataset with `cloud-trainer dataset import --max-megapixels N` if images this large are meant{_CAMERA_TOO}"
             )
         data = path.read_bytes()
     except OSError as exc:
@@ -57,13 +57,18 @@ def read_image_file(
     except ImageRejected as exc:
         fix = (
             "shrink or crop it, or import the dataset with `cloud-trainer dataset import "
-            "--max-megapixels N` if images this large are meant"
+            f"--max-megapixels N` if images this large are meant{_CAMERA_TOO}"
             if exc.oversize
             else "replace or remove it"
         )
         if exc.unsupported:  # its reason says what to do (a TIFF of several pages: save each on its own)
             raise DatasetError(f"{path}{where}: {exc}") from None
         raise DatasetError(f"{path}{where}: {exc}; {fix}") from None
+
+
+# what an image over the limit needs besides: the agent's camera skips frames over its max_megapixels (default
+# 25, the import's default), so a model trained on larger images would never see one from the line
+_CAMERA_TOO = ", and set the agent's camera max_megapixels as high (it skips larger frames)"
 
 
 def _eight_bit_only(img: Any, path: Path, named_by: str, mask: bool = False) -> None:

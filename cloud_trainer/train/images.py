@@ -15,8 +15,10 @@ Two layouts are recognised (``layout_of``):
   and a mask sits at the same place below ``ground_truth`` (``ground_truth/dent/day2/005_mask.png``).
 
 PNG, JPEG, BMP, TIFF and WebP files are read, as the agent's folder camera reads them (8-bit grey or colour; 16-bit with ``--pixel-bits``, stored as
-8-bit PNG the way the agent's camera reads them; any size up to ``--max-megapixels``, default 50,
-checked from the file's header before decoding); every one is decoded once on import, so an
+8-bit PNG the way the agent's camera reads them; any size up to ``--max-megapixels``, default 25: the agent
+camera's ``max_megapixels`` default, ``CAMERA_MAX_MEGAPIXELS``, and ``model-packager build --input-images``'s,
+so that an image imported is one the camera reads and the package's statistics take; checked from the
+file's header before decoding); every one is decoded once on import, so an
 unreadable or damaged file is refused then, naming it, not half-way through a training run (a JPEG cut
 short or with coded data missing, a PNG cut short or failing its CRC, a TIFF whose strips point at its header
 or at each other: ``read_image_file``, the checks the agent's camera makes before it passes a frame on). The result is a dataset folder
@@ -47,10 +49,13 @@ from pathlib import Path
 from typing import NoReturn
 
 from cloud_trainer.train.data import DatasetError, read_image_file
-from protocols.image_header import BAYER_PATTERNS, DEFAULT_MAX_MEGAPIXELS
+from protocols.image_header import BAYER_PATTERNS
 
 # .jfif: Windows's JPEG; .webp as the agent's folder camera reads it (devices.camera.capture.IMAGE_SUFFIXES)
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp")
+# the agent camera's max_megapixels default (devices.camera.settings; model_packager.image_file keeps the same):
+# it skips larger frames, so an image over it would train a model on what the line never shows it
+CAMERA_MAX_MEGAPIXELS = 25.0
 GOOD_NAMES = ("ok", "good", "pass", "okay", "normal", "nominal")
 MIN_GOOD = {"classifier": 20, "anomaly": 20}  # AWS Lookout for Vision's floor: 20 normal images
 MIN_DEFECT = 2  # per defect class: at least one for validation and one for training
@@ -604,7 +609,7 @@ def import_images(
     task: str = "classifier",
     min_good: int | None = None,
     log=None,
-    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    max_megapixels: float = CAMERA_MAX_MEGAPIXELS,
     pixel_bits: int | None = None,
     progress_s: float = PROGRESS_S,
     bayer: str | None = None,
@@ -1009,9 +1014,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument(
         "--max-megapixels",
         type=float,
-        default=DEFAULT_MAX_MEGAPIXELS,
-        help="refuse an image whose header declares more pixels than this, before decoding it "
-        f"(default {DEFAULT_MAX_MEGAPIXELS:g}; guards against decompression bombs)",
+        default=CAMERA_MAX_MEGAPIXELS,
+        help="refuse an image whose header declares more pixels than this, before decoding it (default "
+        f"{CAMERA_MAX_MEGAPIXELS:g}, the agent camera's max_megapixels: it skips larger frames; raise both "
+        "together, and model-packager build --max-megapixels; guards against decompression bombs)",
     )
     ap.add_argument(
         "--pixel-bits",

@@ -274,7 +274,7 @@ def test_an_image_declaring_a_huge_size_is_refused_undecoded_and_the_limit_trave
     with pytest.raises(DatasetError) as e:
         import_images(src, tmp_path / "ds")
     msg = str(e.value)
-    assert f"{bomb}: its PNG header declares 40000x40000 pixels (1600.0 Mpx), over the 50-Mpx limit" in msg
+    assert f"{bomb}: its PNG header declares 40000x40000 pixels (1600.0 Mpx), over the 25-Mpx limit" in msg
     assert "--max-megapixels" in msg
     assert not (tmp_path / "ds").exists() and leftovers(tmp_path) == []
     bomb.unlink()

@@ -427,3 +427,56 @@ def test_the_packagers_copies_of_the_cameras_header_and_jpeg_checks_are_the_same
         return ast.dump(tree)
 
     assert code(packager) == code(importlib.import_module(camera))
+
+
+async def test_an_image_the_camera_skips_at_its_default_size_limit_is_refused_by_the_import_too(tmp_path):
+    """`dataset import` read images up to 50 Mpx by default, where the agent's camera skips frames over 25 Mpx
+    (oversize_frame) and `model-packager build --input-images` refuses them: a 26-Mpx photo of a part was
+    imported and trained on, then refused as the package's calibration image and never delivered by the
+    camera. The import's default is the camera's now, its refusal says to raise both; raised together, the
+    import, the camera and the packager read the image alike."""
+    import yaml
+
+    from cloud_trainer.train.data import DatasetError, load_parts
+    from cloud_trainer.train.images import CAMERA_MAX_MEGAPIXELS, import_images
+    from devices.camera.capture import CameraSource
+    from devices.camera.settings import CameraSettings
+    from model_packager.image_file import CAMERA_MAX_MEGAPIXELS as PACKAGER_DEFAULT
+
+    assert CameraSettings.model_fields["max_megapixels"].default == CAMERA_MAX_MEGAPIXELS == PACKAGER_DEFAULT
+    src = tmp_path / "bottle"  # MVTec AD layout
+    rng = np.random.default_rng(0)
+    for folder, n in (("train/good", 20), ("test/dent", 2)):
+        (src / folder).mkdir(parents=True)
+        for i in range(n):
+            assert cv2.imwrite(
+                str(src / folder / f"{i:03d}.png"), rng.integers(0, 256, (64, 96, 3), np.uint8)
+            )
+    wide = src / "train" / "good" / "wide.png"
+    assert cv2.imwrite(str(wide), np.full((2000, 13000), 90, np.uint8))  # 26 Mpx, 26 KB
+    with pytest.raises(DatasetError) as e:
+        import_images(src, tmp_path / "ds", log=lambda m: None)
+    assert str(e.value) == (
+        f"{wide}: its PNG header declares 13000x2000 pixels (26.0 Mpx), over the 25-Mpx limit; shrink or crop "
+        "it, or import the dataset with `cloud-trainer dataset import --max-megapixels N` if images this large "
+        "are meant, and set the agent's camera max_megapixels as high (it skips larger frames)"
+    )
+    assert not (tmp_path / "ds").exists()
+    cam = CameraSource("cam", CameraSettings(url=str(wide.parent), fps=200))  # the camera at its default
+    await cam.start()
+    frames = [f.image.shape async for f in cam.items()]
+    await cam.stop()
+    assert len(frames) == 20 and cam.stats.errors_by_reason == {"oversize_frame": 1}
+    with pytest.raises(PackageError, match=r"wide\.png: its PNG header declares 13000x2000 pixels"):
+        list(ImageFolder(wide.parent))
+    # raised together: the import records its limit for training, the packager and the camera read it too
+    import_images(src, tmp_path / "ds", log=lambda m: None, max_megapixels=30)
+    assert yaml.safe_load((tmp_path / "ds" / "dataset.yaml").read_text())["max_megapixels"] == 30
+    assert len(load_parts(tmp_path / "ds").images) == 23
+    assert (2000, 13000, 3) in {
+        img.shape for img in ImageFolder(tmp_path / "ds" / "images", max_megapixels=30)
+    }
+    cam = CameraSource("cam", CameraSettings(url=str(wide.parent), fps=200, max_megapixels=30))
+    await cam.start()
+    assert (2000, 13000, 3) in [f.image.shape async for f in cam.items()]
+    await cam.stop()
