@@ -19,6 +19,14 @@ A waveform's sample rate may ride in the payload (``{"v": [...], "sample_rate_hz
 ``compile_decoder(..., rates=True)`` gives it as a fourth element of each array value's tuple.
 ``JsonMapping.numbers_from_text``: a value that is a number written as text (``"21.5"``, as EdgeX and devices that
 quote every value send it) is read as that number; off, text stays text (a part number "0012" keeps its zeros).
+``JsonMapping.states`` (text -> number, matched in any case, spaces around ignored): a text value that is a state
+(``{"state": "ON"}``, Zigbee2MQTT and ESPHome; Shelly's "on"; "open"/"closed") is read as its number, as is a
+payload that is the text alone (Tasmota's ``stat/<dev>/POWER`` "ON", not JSON; a JSON string ``"ON"``), and a
+JSON true/false under the keys ``"true"``/``"false"``. Unknown text: every-number mode reads no text (as
+always); a mapped field's or record's is ``unknown_state`` (reported and skipped) unless ``unknown_state`` is
+"text"; a plain payload's is ``unknown_state``. Without ``states`` nothing changes: text is never made a number
+by default, a JSON true/false stays a bool (a mapped field's reading) or is not read (every-number mode).
+``time_field_hint`` names a field that looks like the message's time when ``timestamp_field`` is not in it.
 A payload that is an array of objects is a batch of messages (a gateway's buffered samples): each object
 is read as one, with its own time; a bad one is reported and skipped (``on_record_error``), or raised.
 Limits: no JSONPath beyond dotted keys.
@@ -107,6 +115,10 @@ class JsonMapping:
     numbers_from_text: bool = (
         False  # a value that is a number written as text ("21.5") is read as that number
     )
+    # state text -> number ({"on": 1, "off": 0}): a text value (any case, spaces around it ignored), a plain
+    # text payload ("ON", Tasmota's POWER) and, under the keys "true"/"false", a JSON true/false read as it
+    states: dict[str, int | float] = field(default_factory=dict)
+    unknown_state: str = "skip"  # a mapped field's or record's text not in states: "skip" (counted) | "text"
 
 
 RATE_FIELDS = ("sample_rate_hz", "rate_hz", "sampling_rate_hz", "fs_hz")
@@ -153,6 +165,67 @@ def _text_number(v: Any) -> Any:
     except ValueError:  # a space \s matches that int() and float() do not strip (U+001C-U+001F): text
         return v
     return f if math.isfinite(f) else v
+
+
+def state_key(text: str) -> str:
+    """The form in which ``JsonMapping.states`` keys and values sent are matched: any case, no spaces around."""
+    return text.strip().casefold()
+
+
+def _state_lookup(mapping: JsonMapping) -> Callable[[Any], Any] | None:
+    """``f(v)``: a value as the number ``states`` (or ``numbers_from_text``) reads it, else ``v`` itself;
+    None when neither is set (values are read as they come)."""
+    if not mapping.states:
+        return _text_number if mapping.numbers_from_text else None
+    states = {state_key(k): v for k, v in mapping.states.items()}
+    on, off = states.get("true"), states.get("false")
+    ntext = mapping.numbers_from_text
+
+    def lookup(v: Any) -> Any:
+        tv = type(v)
+        if tv is str:
+            got = states.get(state_key(v)) if len(v) <= 64 else None
+            if got is not None:
+                return got
+            return _text_number(v) if ntext else v
+        if tv is bool:
+            got = on if v else off
+            return v if got is None else got
+        return v
+
+    return lookup
+
+
+def _known_states(mapping: JsonMapping) -> str:
+    names = list(mapping.states)
+    return ", ".join(repr(k) for k in names[:8]) + (", ..." if len(names) > 8 else "")
+
+
+def _converter(mapping: JsonMapping) -> Callable[[str, Any], Any]:
+    """``conv(path, v)`` for a mapped field or a record's value: ``_state_lookup``'s reading; a text that is no
+    state is ``unknown_state`` (reported, skipped) unless ``mapping.unknown_state`` is "text"."""
+    lookup = _state_lookup(mapping)
+    if lookup is None:
+        return _path_same
+    if not mapping.states or mapping.unknown_state == "text":
+        return lambda path, v: lookup(v)
+    known = _known_states(mapping)
+
+    def conv(path: str, v: Any) -> Any:
+        got = lookup(v)
+        if got is v and type(v) is str:
+            raise CodecError(
+                "unknown_state",
+                f"field {path!r} is {v[:40]!r}, no text of json_mapping.states ({known}); skipped: add it to "
+                "states, or set json_mapping.unknown_state: text to read it as text",
+            )
+        return got
+
+    return conv
+
+
+def _path_same(path: str, v: Any) -> Any:
+    return v
 
 
 # a plain decimal number as text: an epoch time some gateways quote
@@ -345,9 +418,9 @@ def compile_decoder(
     ts_of = _timestamp_reader(mapping)
     p = mapping.tag_prefix
     report = on_record_error
-    text = _text_number if mapping.numbers_from_text else _same
-    numbers_from_text = mapping.numbers_from_text
+    lookup = _state_lookup(mapping)
     if mapping.values:
+        conv = _converter(mapping)
         fields = [(path, p + tag) for path, tag in mapping.values.items()]
         rate_of = _rate_reader(mapping.rate_field) if rates else None
 
@@ -359,7 +432,7 @@ def compile_decoder(
                 try:
                     if v is _MISSING:
                         raise CodecError("missing_field", f"field {path!r} is absent")
-                    out.append((tag, _value(path, text(v), keep), ts))
+                    out.append((tag, _value(path, conv(path, v), keep), ts))
                 except CodecError as e:
                     if report is None:
                         raise
@@ -369,7 +442,7 @@ def compile_decoder(
                 out = [(t, v, ts, rate if isinstance(v, np.ndarray) else None) for t, v, ts in out]
             return out
 
-        return _messages(run, report, bare=False)
+        return _messages(run, report, bare=False, mapping=mapping)
     tsf = mapping.timestamp_field
     isfinite = math.isfinite
 
@@ -380,9 +453,13 @@ def compile_decoder(
         out = []
         for k, v in raw.items():
             tv = type(v)  # exact types: bool is not a number here; json.loads makes no subclasses
-            if tv is str and numbers_from_text:
-                v = _text_number(v)
+            if tv is not float and tv is not int:  # text, bool, null, object, array: not read, unless
+                if lookup is None or k == tsf:  # states or numbers_from_text make it a number
+                    continue
+                v = lookup(v)
                 tv = type(v)
+                if tv is not float and tv is not int:
+                    continue
             if tv is float:
                 if not isfinite(v):
                     bad = CodecError("non_finite", f"field {k!r} is {v}")
@@ -392,7 +469,7 @@ def compile_decoder(
                         report(bad.reason, bad.detail)  # this field skipped, the others kept
                         continue
                     report(bad.reason, bad.detail + "; passed on as BAD")
-            elif tv is not int or k == tsf:
+            elif k == tsf:
                 continue
             elif not -_FLOAT_MAX <= v <= _FLOAT_MAX:
                 bad = CodecError("non_finite", f"field {k!r} is {str(v)[:40]}: no finite float64")
@@ -407,11 +484,14 @@ def compile_decoder(
                 out.append((p + k, v, ts))
         return [(*x, None) for x in out] if rates else out  # arrays appear only through a mapping
 
-    return _messages(run_all, report, bare=True)
+    return _messages(run_all, report, bare=True, mapping=mapping)
 
 
 def _messages(
-    one: Callable[[dict, float], list[tuple]], report: Callable[[str, str], None] | None, bare: bool
+    one: Callable[[dict, float], list[tuple]],
+    report: Callable[[str, str], None] | None,
+    bare: bool,
+    mapping: JsonMapping | None = None,
 ) -> Callable[..., list[tuple]]:
     """``one`` (the readings of one JSON object) applied to a payload: an object; an array of objects, a
     batch of messages as gateways send buffered samples (each object read as a message of its own, with its
@@ -429,7 +509,56 @@ def _messages(
             return one({"": raw}, now)
         raise _not_object(raw, payload)
 
-    return run
+    if not bare or mapping is None or not mapping.states:
+        return run
+    lookup = _state_lookup(mapping)
+    assert lookup is not None
+    known = _known_states(mapping)
+
+    def run_states(payload: bytes | str, now: float = 0.0) -> list[tuple]:
+        # a payload that is a state alone: plain text (Tasmota's POWER "ON", not JSON), a JSON string or
+        # true/false; a separate function, so that a subscription without states pays nothing for it
+        try:
+            raw = _parse(payload)
+        except CodecError as e:
+            text = _plain_text(payload) if e.reason == "malformed_json" else None
+            if text is None:
+                raise
+            raw = text
+        tr = type(raw)
+        if tr is str or tr is bool:
+            v = lookup(raw)
+            if v is raw:
+                shown = (
+                    repr(raw[:40])
+                    if tr is str
+                    else f"{str(raw).lower()} (JSON; its key: '{str(raw).lower()}')"
+                )
+                raise CodecError(
+                    "unknown_state",
+                    f"payload {shown} is no text of json_mapping.states ({known}); skipped: add it to states",
+                )
+            return one({"": v}, now)
+        if tr is dict:
+            return one(raw, now)
+        if tr is list and (not raw or type(raw[0]) is dict):
+            return _batch(raw, one, now, report)
+        if tr is int or tr is float:
+            return one({"": raw}, now)
+        raise _not_object(raw, payload)
+
+    return run_states
+
+
+def _plain_text(payload: bytes | str) -> str | None:
+    """A short payload that is plain text (not JSON, not the start of an object or array), stripped; else None."""
+    if len(payload) > 64:
+        return None
+    try:
+        text = (payload.decode() if isinstance(payload, bytes) else payload).strip()
+    except UnicodeDecodeError:
+        return None
+    return text if text and text[0] not in "{[" else None
 
 
 def _batch(
@@ -453,10 +582,6 @@ def _batch(
         if len(out) > MAX_VALUES:
             raise _too_many(f"over {MAX_VALUES} values in an array of {len(items)} objects")
     return out
-
-
-def _same(v: Any) -> Any:
-    return v
 
 
 def _all_finite(v: Any) -> bool:
@@ -492,7 +617,7 @@ def _records_decoder(
     assert rec is not None
     ts_of = _timestamp_reader(mapping)
     p = mapping.tag_prefix
-    text = _text_number if mapping.numbers_from_text else _same
+    conv = _converter(mapping)
     at = JsonMapping(  # a record's own time
         timestamp_field="t", timestamp_format=mapping.timestamp_format, timezone=mapping.timezone
     )
@@ -526,7 +651,8 @@ def _records_decoder(
                     raise CodecError("missing_field", f"record {i} has no text {rec.name!r} (the tag name)")
                 if rec.value not in r:
                     raise CodecError("missing_field", f"record {name!r} has no {rec.value!r} (the value)")
-                v = _value(f"{name}.{rec.value}", text(r[rec.value]), keep)
+                path = f"{name}.{rec.value}"
+                v = _value(path, conv(path, r[rec.value]), keep)
                 t = ts
                 if rec.timestamp is not None and r.get(rec.timestamp) is not None:
                     t = _timestamp({"t": r[rec.timestamp]}, at, ts)
@@ -613,7 +739,8 @@ def _parse(payload: bytes | str) -> Any:
             f"key {str(e.args[0])[:60]!r} appears twice in one object: parsers disagree on which value counts",
         ) from None
     except (ValueError, UnicodeDecodeError) as e:
-        raise CodecError("malformed_json", f"{str(e)[:120]} in {_show(payload)}") from None
+        hint = f": plain text, not JSON? {_STATE_HINT}" if _plain_text(payload) is not None else ""
+        raise CodecError("malformed_json", f"{str(e)[:120]} in {_show(payload)}{hint}") from None
     except RecursionError:
         raise CodecError("malformed_json", "nested too deep") from None
 
@@ -639,10 +766,19 @@ def _json_name(raw: Any) -> str:
     return "null" if raw is None else _JSON_NAMES.get(type(raw), type(raw).__name__)
 
 
+# what a short plain text ("ON", Tasmota's POWER), a JSON string or true/false payload is told: the setting
+_STATE_HINT = (
+    "a state (ON/OFF, open/closed, true/false) is read as a number with json_mapping.states, e.g. states: "
+    "{'ON': 1, 'OFF': 0}"
+)
+
+
 def _not_object(raw: Any, payload: bytes | str) -> CodecError:
+    hint = f"; {_STATE_HINT}" if type(raw) in (str, bool) else ""
     return CodecError(
         "wrong_type",
-        f"payload is a JSON {_json_name(raw)} ({_show(payload)}); expected an object or an array of objects",
+        f"payload is a JSON {_json_name(raw)} ({_show(payload)}); expected an object or an array of "
+        f"objects{hint}",
     )
 
 
@@ -650,6 +786,62 @@ def _show(payload: bytes | str) -> str:
     """The start of a payload, for a message saying what came instead of JSON."""
     text = payload if isinstance(payload, str) else payload[:40].decode("utf-8", "replace")
     return repr(text[:40])
+
+
+# field names that say "time": a message whose timestamp_field is absent but that holds one of these (with a
+# time in it) is stamped with the receive time and, unmapped, its time read as a tag: said, with the setting
+_TIME_WORDS = ("time", "date", "epoch", "stamp")
+_TIME_NAMES = frozenset({"t", "ts", "dt", "utc", "ts_ms", "ts_us", "ts_ns", "last_seen", "created_at"})
+
+
+def time_field_hint(payload: bytes | str, mapping: JsonMapping) -> str | None:
+    """For a message whose readings got the receive time because ``mapping.timestamp_field`` is not in it:
+    the setting that reads its time, when a top-level field is named like a time and holds one (an epoch
+    number of this century in some unit, or ISO 8601 text); None otherwise. Costs a parse: call it once per
+    topic, not per message."""
+    try:
+        raw = _parse(payload)
+    except CodecError:
+        return None
+    if type(raw) is list and raw and type(raw[0]) is dict:
+        raw = raw[0]
+    if type(raw) is not dict:
+        return None
+    for k, v in raw.items():
+        low = k.lower()
+        if k == mapping.timestamp_field or not (
+            low in _TIME_NAMES or any(w in low for w in _TIME_WORDS) or low.endswith("_ts")
+        ):
+            continue
+        tv = type(v)
+        if tv is int or tv is float:
+            if not _fits(v) or v <= 0:
+                continue
+            unit = TimestampFormat(_unit_of(v))
+            if not MS_LOOKS_LIKE_S[0] <= v / _SCALE[unit] < MS_LOOKS_LIKE_S[1]:
+                continue  # an uptime, a duration, a count: no date of this century
+            day = datetime.fromtimestamp(v / _SCALE[unit], UTC).strftime("%Y-%m-%d")
+            fmt = f"{unit.value} ({day})"
+        elif tv is str and 10 <= len(v) <= 40:
+            s = v.strip()
+            try:
+                datetime.fromisoformat(s[:-1] + "+00:00" if s[-1:] in ("Z", "z") else s)
+            except ValueError:
+                continue
+            unit, fmt = TimestampFormat.ISO8601, "iso8601"
+        else:
+            continue
+        where = (
+            ""
+            if mapping.timestamp_field is None
+            else f"no field {mapping.timestamp_field!r} (timestamp_field); "
+        )
+        read = " and, unmapped, it is read as a tag" if tv is not str and not mapping.values else ""
+        return (
+            f"{where}its field {k!r} holds a time as {fmt}, but its readings get the receive time{read}: set "
+            f"json_mapping.timestamp_field: {k} and timestamp_format: {unit.value}"
+        )
+    return None
 
 
 def _timestamp_reader(mapping: JsonMapping) -> Callable[[dict, float], float]:

@@ -14,7 +14,9 @@ paho's own reconnect (``reconnect_delay_set``) takes over after a drop.
 
 Bad input is counted in ``stats.errors_by_reason`` and skipped: ``malformed_json``,
 ``wrong_type``, ``missing_field``, ``non_finite``, ``bad_timestamp``, ``duplicate_key``, ``too_many_values``,
-``garbage_protobuf``, ``too_many_metrics``, ``bad_topic`` (also a delivered topic name that is not
+``unknown_state`` (under ``json_mapping.states``, a text that is no state: a mapped field's or record's, unless
+``unknown_state: text``, or a payload that is text alone), ``garbage_protobuf``, ``too_many_metrics``,
+``bad_topic`` (also a delivered topic name that is not
 UTF-8 or holds ``+``, ``#`` or NUL), ``unknown_alias``, ``seq_gap``, ``out_of_order``
 (a reading older than its tag's last one; dropped unless ``out_of_order: keep``), ``too_large``
 (a message over ``max_message_bytes``, skipped before it is queued; a compressed Sparkplug payload
@@ -32,7 +34,9 @@ records are read. A NaN or infinite value (JSON or Sparkplug; an array holding o
 reading of its tag; under ``skip`` it is dropped like the others.
 Routine or silent events go to ``notices`` instead (one WARNING on the first, then counted, shown
 on ``/status``): ``no_numeric_field`` (a JSON message, read for every numeric field, that gave no reading:
-numbers sent as text, say), ``data_before_birth`` (normal after the host starts; a rebirth is asked),
+numbers sent as text, say), ``time_field_unread`` (a topic's first message without its ``timestamp_field``,
+whose readings got the receive time, holds a field named and valued like a time: the setting to read it),
+``data_before_birth`` (normal after the host starts; a rebirth is asked),
 ``historical`` (Sparkplug values a node sent late, not used), ``retained`` and
 ``retained_skipped`` (a retained message, the broker's stored value of unknown age: quality
 uncertain or not read, by the subscription's ``retained``), ``retained_fresh`` (one whose own timestamp
@@ -1905,6 +1909,8 @@ def json_decoder(src: MqttSource, sub: Subscription):
         rate_field=m.rate_field,
         timezone=m.timezone,
         numbers_from_text=m.numbers_from_text,
+        states=dict(m.states),
+        unknown_state=m.unknown_state,
     )
     # a bad field or record is counted and skipped, the message's others are read; a NaN or infinite value
     # is counted and, under non_finite: bad, kept (a records decoder makes its record's quality bad)
@@ -1923,10 +1929,20 @@ def json_decoder(src: MqttSource, sub: Subscription):
     every_number = m.records is None and not m.values
     # the records decoder states each record's quality (bad for a kept non-finite value) itself
     records, json_readings, record_readings = m.records is not None, src._json_readings, src._record_readings
+    # a message without its timestamp_field whose readings so got the receive time: its first message on each
+    # topic is looked at for a field that holds its time under another name (a device's "time": it was read
+    # as a tag, and every reading stamped on arrival, silently)
+    hinted: set[str] | None = None if records or m.timestamp_field is None else set()
 
     def run(topic: str, payload: bytes, received_at: float) -> list[Reading]:
         kept[0] = False
         got = decode(payload, received_at)
+        if hinted is not None and got and got[0][2] == received_at and topic not in hinted:
+            if len(hinted) < 10_000:  # bounded: topics come from the outside world
+                hinted.add(topic)
+                hint = json_codec.time_field_hint(payload, mapping)
+                if hint is not None:
+                    src._notice("time_field_unread", f"topic {topic!r}: {hint}")
         if not got and every_number and payload.strip() != b"[]":  # [] is an empty batch, nothing unread
             # nothing to read, and nothing said: a device (or a firmware update) that sends its numbers as
             # text ({"temp": "21.5"}) looked like a source that had stopped

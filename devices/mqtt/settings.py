@@ -8,10 +8,13 @@ a QoS (0 or 1) and a codec: ``json`` (with an optional field mapping) or ``spark
 from __future__ import annotations
 
 import enum
+import math
 from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from protocols.json_codec import state_key
 
 
 class Protocol(enum.StrEnum):
@@ -68,7 +71,13 @@ class JsonMappingSettings(_Model):
         description="the message holds many tags as records (Kepware IoT Gateway, Siemens Industrial Edge)",
     )
     values: dict[str, str] = Field(default_factory=dict, description="field path (dotted) -> tag name")
-    timestamp_field: str | None = "ts"
+    timestamp_field: str | None = Field(
+        "ts",
+        description="the field (dotted path) holding the message's time, read by timestamp_format; absent from a "
+        "message: the receive time (a topic's first such message holding a field named and valued like a time, "
+        "'time' or Tasmota's 'Time', gives the time_field_unread notice naming it and this setting); null: always "
+        "the receive time",
+    )
     timestamp_format: TimestampFormat = Field(
         TimestampFormat.EPOCH_S,
         description="epoch_s | epoch_ms | epoch_us | epoch_ns (EdgeX's origin, Go's UnixNano) | iso8601; a "
@@ -86,6 +95,23 @@ class JsonMappingSettings(_Model):
         description='true: a value that is a number written as text ("21.5", " 1e3 "; not "12,5", '
         "which may be a decimal or a thousands comma) is read as that number, as EdgeX Foundry's readings and "
         'devices that quote every value need; false: text stays text (a part number "0012" keeps its zeros)',
+    )
+    states: dict[str, int | float] = Field(
+        default_factory=dict,
+        description="state text -> number ({'ON': 1, 'OFF': 0}), matched in any case with spaces around "
+        'ignored: a text value that is a state (Zigbee2MQTT\'s and ESPHome\'s {"state": "ON"}, Shelly\'s '
+        '"on", "open"/"closed") is read as its number, which rules, windows and models use; so is a payload '
+        'that is the state alone (Tasmota\'s stat/<dev>/POWER "ON", not JSON; a JSON string), named by its '
+        "topic, and a JSON true/false under the keys 'true'/'false'. Quote the keys: YAML reads ON, OFF, yes, "
+        "no, true and false unquoted as true/false. Empty: text is never made a number, a JSON true/false of a "
+        "mapped field stays a truth value, unmapped it is not read",
+    )
+    unknown_state: Literal["skip", "text"] = Field(
+        "skip",
+        description="with states, a mapped field's (values) or a record's text that is no state: skip = "
+        "counted as unknown_state, naming the text, and skipped; text = read as text, as without states. "
+        "Unmapped, text that is no state is not read (as without states); a payload that is text alone and "
+        "no state is unknown_state either way",
     )
     tag_prefix_topic: bool = Field(True, description="tag = '{topic}/{tag}' so wildcard sensors stay apart")
     rate_field: str | None = Field(
@@ -108,10 +134,43 @@ class JsonMappingSettings(_Model):
             ) from None
         return v
 
+    @field_validator("states", mode="before")
+    @classmethod
+    def _state_texts(cls, v: Any) -> Any:
+        # before pydantic's own check: YAML has already made ON/OFF/yes/no true/false, and pydantic would
+        # take "1" for a number and a bool for 1, none of which the user wrote as such
+        if not isinstance(v, dict):
+            return v
+        seen: dict[str, str] = {}
+        for key, num in v.items():
+            if isinstance(key, bool):
+                raise ValueError(
+                    f"a key read as {str(key).lower()}: YAML reads ON, OFF, yes, no, true and false "
+                    "without quotes as true/false, so the text is lost; quote each key: {'ON': 1, 'OFF': 0} "
+                    "(and 'true': 1 for a JSON true)"
+                )
+            if not isinstance(key, str) or not key.strip() or len(key) > 64:
+                raise ValueError(
+                    f"key {str(key)[:80]!r} is no state's text (quoted, 1 to 64 characters: '1': 1, 'ON': 1)"
+                )
+            if isinstance(num, bool) or not isinstance(num, int | float) or not math.isfinite(num):
+                raise ValueError(
+                    f"{key!r} -> {num!r}: the value is the number the state is read as (1, 0, 2.5)"
+                )
+            k = state_key(key)
+            if k in seen:
+                raise ValueError(
+                    f"{seen[k]!r} and {key!r} are one state (matched in any case, spaces ignored); keep one"
+                )
+            seen[k] = key
+        return v
+
     @model_validator(mode="after")
     def _one_way(self) -> JsonMappingSettings:
         if self.records is not None and self.values:
             raise ValueError("records and values are two ways to find tags; give one of them")
+        if self.unknown_state != "skip" and not self.states:
+            raise ValueError("unknown_state says what a text that is no state becomes: it needs states")
         return self
 
 

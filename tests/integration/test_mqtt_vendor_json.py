@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from devices.base import Quality
 from devices.mqtt.client import MqttSource
 from devices.mqtt.settings import MqttSettings
-from edge_agent.config import ConfigError, parse_config
+from edge_agent.config import ConfigError, load_config, parse_config
 from protocols.json_codec import CodecError, JsonMapping, RecordsMapping, TimestampFormat, decode
 
 
@@ -341,3 +341,164 @@ def test_a_time_of_the_other_kind_is_refused_naming_the_format_to_set(raw, fmt, 
     with pytest.raises(CodecError) as e:
         decode(json.dumps({"ts": raw, "v": 1}), m)
     assert e.value.reason == "wrong_type" and e.value.detail.endswith(expected)
+
+
+async def test_states_read_on_off_text_plain_payloads_and_booleans_as_numbers_and_count_unknown_text(
+    mosquitto,
+):
+    """Tasmota's stat/<dev>/POWER is the plain text "ON"/"OFF" (not JSON), Zigbee2MQTT and ESPHome send
+    {"state": "ON"}, Shelly "on", Home Assistant style devices "open"/"closed" or true/false, Kepware a
+    boolean tag as a record's true: the plain payload was malformed_json on every message, the text a text
+    reading (or, unmapped, nothing) and the boolean a truth value, none of which a rule, window or model
+    uses, and no setting could read them. json_mapping.states reads each as its number (any case); a text
+    that is no state is counted as unknown_state, naming it, and skipped; other text stays unread."""
+    t0 = round(time.time()) - 30
+    on_off = {"ON": 1, "OFF": 0, "true": 1, "false": 0}
+    subs = [
+        {"topic": "stat/+/POWER", "json_mapping": {"states": on_off}},
+        {"topic": "zigbee2mqtt/#", "json_mapping": {"states": on_off}},
+        {
+            "topic": "ha/#",
+            "json_mapping": {
+                "values": {"contact": "door", "fw": "fw"},
+                "states": {"open": 1, "closed": 0, "true": 1, "false": 0},
+            },
+        },
+        {
+            "topic": "kepware/#",
+            "json_mapping": {
+                "records": {},
+                "timestamp_field": "timestamp",
+                "timestamp_format": "epoch_ms",
+                "states": {"true": 1, "false": 0},
+            },
+        },
+    ]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    try:
+        pub.publish("stat/plug1/POWER", b"ON", qos=1)
+        pub.publish("stat/plug1/POWER", b" off\n", qos=1)  # Shelly's case, a newline of a script
+        pub.publish("stat/plug1/POWER", b"TOGGLE", qos=1)  # no state: counted, named
+        pub.publish("stat/plug2/POWER", b"true", qos=1)  # a bare JSON true
+        pub.publish("zigbee2mqtt/lamp", json.dumps({"ts": t0, "state": "ON", "linkquality": 87}), qos=1)
+        pub.publish("zigbee2mqtt/lamp", json.dumps({"ts": t0 + 1, "state": "Off", "update": "idle"}), qos=1)
+        pub.publish("ha/door1", json.dumps({"ts": t0, "contact": "open", "fw": "closed"}), qos=1)
+        pub.publish("ha/door1", json.dumps({"ts": t0 + 1, "contact": False, "fw": "1.2.3"}), qos=1)
+        pub.publish("ha/door1", json.dumps({"ts": t0 + 2, "contact": "ajar", "fw": "open"}), qos=1)
+        records = {"timestamp": t0 * 1000, "values": [{"id": "Run", "v": True}, {"id": "Speed", "v": 1500}]}
+        pub.publish("kepware/line1", json.dumps(records), qos=1)
+        got = await collect(src, lambda g: any(r.tag.endswith("Speed") for r in g))
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.tag, r.value) for r in got] == [
+        ("stat/plug1/POWER", 1),  # a plain payload is named by its topic, as a bare number
+        ("stat/plug1/POWER", 0),
+        ("stat/plug2/POWER", 1),
+        ("zigbee2mqtt/lamp/state", 1),
+        ("zigbee2mqtt/lamp/linkquality", 87),
+        ("zigbee2mqtt/lamp/state", 0),  # "idle" is no number and no state: not read, as before
+        ("ha/door1/door", 1),
+        ("ha/door1/fw", 0),  # a mapped field is read by states too
+        ("ha/door1/door", 0),  # a JSON false under the key 'false'
+        ("ha/door1/fw", 1),
+        ("kepware/line1/Run", 1),
+        ("kepware/line1/Speed", 1500),
+    ]
+    assert all(type(r.value) is int and r.quality is Quality.GOOD for r in got)  # numbers, not truth values
+    assert src.stats.errors_by_reason == {"unknown_state": 3}  # TOGGLE, "1.2.3" and "ajar"
+    assert "'ajar', no text of json_mapping.states ('open', 'closed', 'true', 'false')" in (
+        src.stats.last_error or ""
+    )
+
+
+async def test_without_states_text_and_booleans_read_as_before_and_plain_text_names_the_setting(mosquitto):
+    """Without json_mapping.states nothing is made a number: a mapped JSON true stays a truth value, an
+    unmapped one is not read, text stays text. A plain "ON" on a JSON topic is still malformed_json, and
+    its error now names the setting that reads it (it said only "Expecting value")."""
+    subs = [{"topic": "stat/#"}, {"topic": "ha/#", "json_mapping": {"values": {"contact": "door"}}}]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    try:
+        pub.publish("stat/plug1/POWER", b"ON", qos=1)
+        pub.publish("stat/plug1/STATE", json.dumps({"ts": 1_800_000_000, "POWER": "ON", "on": True}), qos=1)
+        pub.publish("ha/door1", json.dumps({"contact": True}), qos=1)
+        pub.publish("ha/door2", json.dumps({"contact": "open"}), qos=1)
+        got = await collect(src, lambda g: any(r.tag == "ha/door2/door" for r in g))
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.tag, r.value) for r in got] == [("ha/door1/door", True), ("ha/door2/door", "open")]
+    assert src.stats.errors_by_reason == {"malformed_json": 1}
+    assert "'ON': plain text, not JSON? a state" in (src.stats.last_error or "")
+    assert "json_mapping.states" in (src.stats.last_error or "")
+    assert src.notices.counts["no_numeric_field"] == 1
+
+
+async def test_a_time_field_not_named_ts_is_said_once_naming_the_setting(mosquitto):
+    """A device whose time field is not named ts ("time" in ms, Tasmota's "Time"), read without a
+    timestamp_field of its name: every reading got the receive time and, unmapped, the time itself was read
+    as a tag, silently. The topic's first such message now gives the time_field_unread notice naming the
+    field, its format and the setting; a device without a time field, or with an uptime, gives none."""
+    t0 = round(time.time()) - 30
+    subs = [
+        {"topic": "dev/#"},
+        {"topic": "tele/#", "json_mapping": {"values": {"ENERGY.Power": "power"}}},
+    ]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    try:
+        pub.publish("dev/a", json.dumps({"time": t0 * 1000, "temp": 21.5}), qos=1)
+        pub.publish("dev/a", json.dumps({"time": t0 * 1000 + 1000, "temp": 21.6}), qos=1)  # said once
+        pub.publish("dev/b", json.dumps({"uptime": 12, "temp": 20.0}), qos=1)  # no time: nothing said
+        pub.publish("dev/c", json.dumps({"ts": t0, "temp": 19.0}), qos=1)  # read: nothing said
+        tasmota = {"Time": "2026-01-05T10:00:00", "ENERGY": {"Power": 120}}
+        pub.publish("tele/plug1/SENSOR", json.dumps(tasmota), qos=1)
+        got = await collect(src, lambda g: any(r.tag.endswith("power") for r in g))
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert len(got) == 8  # the readings are as before: dev/a's time is still a tag until the setting is given
+    unread = src.notices.status()["time_field_unread"]
+    assert unread["count"] == 2  # dev/a once, tele/plug1/SENSOR once; dev/b and dev/c never
+    assert unread["message"].endswith(
+        "topic 'dev/a': no field 'ts' (timestamp_field); its field 'time' holds a time as epoch_ms "
+        f"({time.strftime('%Y-%m-%d', time.gmtime(t0))}), but its readings get the receive time and, unmapped, "
+        "it is read as a tag: set json_mapping.timestamp_field: time and timestamp_format: epoch_ms"
+    )
+    from protocols.json_codec import time_field_hint  # (imported here: the former codec's test fails alone)
+
+    hint = time_field_hint(json.dumps(tasmota), JsonMapping(values={"ENERGY.Power": "power"}))
+    assert hint is not None and hint.endswith(
+        "its field 'Time' holds a time as iso8601, but its readings get the receive time: set "
+        "json_mapping.timestamp_field: Time and timestamp_format: iso8601"
+    )
+
+
+def test_unquoted_on_off_state_keys_are_refused_naming_the_file_and_the_quotes(tmp_path):
+    """YAML reads ON, OFF, yes, no, true and false without quotes as true/false: `states: {ON: 1, OFF: 0}`
+    would have lost the texts. Refused by validate, naming the file, the path and the fix."""
+    text = """
+agent: {id: a1, site: s, line: l}
+sources:
+  plugs:
+    type: mqtt
+    subscriptions:
+      - topic: stat/+/POWER
+        json_mapping:
+          states: {ON: 1, OFF: 0}
+"""
+    path = tmp_path / "line3.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    msg = str(e.value)
+    assert f"{path}: sources.plugs.subscriptions[0].json_mapping.states: a key read as true" in msg
+    assert "quote each key: {'ON': 1, 'OFF': 0}" in msg
+    path.write_text(text.replace("{ON: 1, OFF: 0}", "{'ON': 1, 'on': 0}"))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert "'ON' and 'on' are one state" in str(e.value)
+    path.write_text(text.replace("{ON: 1, OFF: 0}", "{'ON': 1, 'OFF': 0}"))
+    assert load_config(path).sources["plugs"].subscriptions[0].json_mapping.states == {"ON": 1, "OFF": 0}

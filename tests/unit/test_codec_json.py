@@ -232,3 +232,24 @@ def test_keep_non_finite_makes_a_records_nan_value_a_bad_record():
     )
     assert [(t, q) for t, _, _, _, q in got] == [("a", "bad"), ("b", "good"), ("w", "bad"), ("x", "good")]
     assert reported == ["non_finite", "non_finite"]
+
+
+@pytest.mark.parametrize(
+    ("unknown_state", "expected", "reported"),
+    [
+        ("skip", [("s", 1), ("n", 7)], ["unknown_state"]),
+        ("text", [("s", 1), ("mode", "AUTO"), ("n", 7)], []),
+    ],
+)
+def test_states_read_a_mapped_state_and_unknown_text_is_skipped_or_kept_as_text(
+    unknown_state, expected, reported
+):
+    """json_mapping.states with unknown_state: skip (counted, the message's other fields read) or text (read
+    as text, as without states, for a subscription that also maps a text field)."""
+    got_reported: list[str] = []
+    m = JsonMapping(
+        values={"s": "s", "mode": "mode", "n": "n"}, states={" On ": 1, "off": 0}, unknown_state=unknown_state
+    )
+    run = compile_decoder(m, on_record_error=lambda r, d: got_reported.append(r))
+    assert [(t, v) for t, v, _ in run(b'{"s": "ON", "mode": "AUTO", "n": 7}', 0.0)] == expected
+    assert got_reported == reported
