@@ -268,11 +268,11 @@ def tiff_directories(data: bytes | memoryview) -> list[dict[int, int]]:
                         at = struct.unpack_from(e + fmt_off, data, at)[0]
                     try:
                         tags[tag] = struct.unpack_from(e + fmt, data, at)[0]
-                    except struct.error:  # an offset past the end: that tag unread, the others kept
-                        pass
+                    except (struct.error, OverflowError):  # an offset past the end (or 2^63)
+                        pass  # that tag unread, the others kept
             found.append(tags)
             off = struct.unpack_from(e + fmt_off, data, off + size_count + count * entry)[0]
-    except struct.error:
+    except (struct.error, OverflowError):  # (an offset past 2^63: a BigTIFF's)
         pass
     return found
 
@@ -338,7 +338,7 @@ def tiff_data_misplaced(data: bytes | memoryview) -> str | None:
                 used.append((at, at + values * size, f"tag {tag}'s values"))
             if tag in (273, 279, 324, 325) and typ in _TIFF_INT:
                 arrays[tag] = struct.unpack_from(f"{e}{values}{_TIFF_INT[typ]}", data, at)
-    except struct.error:
+    except (struct.error, OverflowError):  # (an offset past 2^63: a BigTIFF's)
         return None
     regions = sorted(used)
     for offsets_tag, counts_tag, what in _TIFF_SEGMENTS:

@@ -246,3 +246,58 @@ def test_a_crop_of_a_packed_12_bit_tiff_keeps_its_declared_depth():
     want = (bright[2:6, 4:12] >> 4).astype(np.uint8).tolist()
     assert eight_bit(img[2:6, 4:12], 16).tolist() == want
     assert eight_bit(img[2:6, 4:12].copy(), 12).tolist() == want
+
+
+def bigtiff(strip_offsets_at: int | None = None, next_directory: int = 0) -> bytes:
+    """A whole 8x4 grey BigTIFF of two strips (their offsets and byte counts stored after the directory), or
+    one damaged: ``strip_offsets_at`` the StripOffsets array's offset as written, ``next_directory`` the next
+    directory's (0: none)."""
+    w, h = 8, 4
+    tags = [(256, 3, 1, w), (257, 3, 1, h), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1)]
+    tags += [(273, 16, 2, 0), (277, 3, 1, 1), (278, 3, 1, 2), (279, 16, 2, 0)]
+    arrays_at = 16 + 8 + 20 * len(tags) + 8
+    pixels_at = arrays_at + 32
+    ifd = struct.pack("<Q", len(tags))
+    for tag, typ, count, v in tags:
+        if tag == 273:
+            v = arrays_at if strip_offsets_at is None else strip_offsets_at
+        elif tag == 279:
+            v = arrays_at + 16
+        ifd += struct.pack("<HHQQ", tag, typ, count, v)
+    ifd += struct.pack("<Q", next_directory)
+    arrays = struct.pack("<4Q", pixels_at, pixels_at + 2 * w, 2 * w, 2 * w)
+    return b"II+\x00" + struct.pack("<HHQ", 8, 0, 16) + ifd + arrays + bytes(range(w * h))
+
+
+async def test_a_bigtiff_whose_offsets_are_damaged_past_2_63_is_counted_not_raised_out_of_the_camera(
+    tmp_path,
+):
+    """A BigTIFF's offsets are 64-bit: one damaged past 2^63 (the StripOffsets array's, or the next directory's)
+    made the header checks raise OverflowError (Python's struct takes no offset that large) instead of saying
+    the file damaged: it came out of the folder camera's items() into the pipeline, and out of dataset import
+    and model-packager --input-images as a traceback. Such a file is now read or refused as its decode finds
+    it, counted, and the folder's next files are read; the import and the packager name it."""
+    from cloud_trainer.train.data import DatasetError, read_image_file
+    from model_packager.image_file import Refused, read_image
+
+    whole = bigtiff()
+    assert cv2.imdecode(np.frombuffer(whole, np.uint8), cv2.IMREAD_GRAYSCALE)[1, 0] == 8  # what it claims
+    strips_lost, chain_lost = bigtiff(strip_offsets_at=2**63 + 16), bigtiff(next_directory=2**63 + 1)
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "a_strips_lost.tif").write_bytes(strips_lost)
+    (folder / "b_chain_lost.tif").write_bytes(chain_lost)
+    assert cv2.imwrite(str(folder / "c_part.png"), np.full((4, 8), 90, np.uint8))
+    frames, src = await _frames(str(folder), 2, fps=200)
+    # the one whose next directory is lost is a whole image (libtiff reads the first); the other is damaged
+    assert [int(f.image[1, 0, 0]) for f in frames] == [8, 90]
+    assert src.stats.errors_by_reason == {"corrupt_frame": 1}
+    assert "a_strips_lost.tif" in src.stats.last_error
+
+    path = tmp_path / "strips_lost.tif"
+    path.write_bytes(strips_lost)
+    with pytest.raises(DatasetError, match=r"strips_lost\.tif: .*truncated or corrupt"):
+        read_image_file(path)
+    with pytest.raises(Refused, match="truncated or corrupt"):
+        read_image(strips_lost)
+    assert int(read_image(chain_lost)[1, 0, 0]) == 8
