@@ -45,10 +45,22 @@ class DeviceError(Exception):
 FLOAT32_MAX = 3.4028234663852886e38
 
 
+FLOAT32_TINY = (
+    1.1754943508222875e-38  # the smallest normal 32-bit float: below it a REAL loses digits, then all
+)
+
+
 def float_for_plc(value: int | float, single: bool) -> float:
     """``value`` as a float for a PLC's REAL (``single``, 32-bit) or LREAL; ``ValueError`` with the fix
     for NaN, infinity and numbers the type cannot hold. A PLC's comparisons with NaN are all false, so a
-    limit fed NaN would never trip: such a value is never sent."""
+    limit fed NaN would never trip: such a value is never sent.
+
+    A whole number given as an integer (``16777217``, not ``16777217.0``) must arrive as itself: a REAL
+    holds every one only up to 2**24, an LREAL up to 2**53, and past them the nearest float is another
+    number (16777217 arrived as 16777216), so such a value is refused. A number with a fraction or an
+    exponent is written as the nearest value the type holds (2.7 on a REAL is 2.7000000477, as the PLC
+    shows it), except a non-zero one too small for a REAL (below about 1.2e-38), which would arrive as 0
+    or with its digits gone."""
     try:
         f = float(value)
     except OverflowError:
@@ -57,6 +69,21 @@ def float_for_plc(value: int | float, single: bool) -> float:
         raise ValueError("write a finite number; NaN and infinity are never sent to a PLC")
     if single and abs(f) > FLOAT32_MAX:
         raise ValueError("out of range of a 32-bit Float (about +-3.4e38)")
+    kind, top = ("a 32-bit Float (REAL)", 2**24) if single else ("a 64-bit Double (LREAL)", 2**53)
+    if isinstance(value, int) and not isinstance(value, bool):
+        arrives = float(np.float32(f)) if single else f
+        if arrives != value:  # (an int compared with a float: exactly, in Python)
+            raise ValueError(
+                f"{kind} holds whole numbers exactly only up to +-{top} (2**{top.bit_length() - 1}): "
+                f"{value} would arrive as {arrives:.17g}; write to "
+                + ("a Double (LREAL) or " if single else "")
+                + "an integer node, or a number within that range"
+            )
+    elif single and f and abs(f) < FLOAT32_TINY:
+        raise ValueError(
+            f"too small for {kind} (below about 1.2e-38): it would arrive as "
+            f"{float(np.float32(f)):.9g}; write 0, or to a Double (LREAL) node"
+        )
     return f
 
 

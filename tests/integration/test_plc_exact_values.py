@@ -1,0 +1,122 @@
+"""What a PLC gets from an action's value must be the value written in the config, or nothing: a whole
+number a REAL (Float) or LREAL (Double) cannot hold arrived as another number (16777217 as 16777216 on a
+Beckhoff REAL), a value too small for a REAL as 0. Against a real asyncua server on a free loopback port
+with the node types PLCs expose (a TwinCAT REAL and LREAL, a Siemens INT beside them): such a value is
+refused before anything is sent, named with the node and what it would have become, counted, and the
+agent's other outputs are written on."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from asyncua import ua
+from asyncua.common.callback import CallbackType
+
+from devices.opcua.client import OpcUaSource, OpcUaTypeMismatch
+from edge_agent.actions import ActionRunner, write_targets
+from edge_agent.config import parse_config
+from tests.support.peers import free_port, opcua_server
+from tests.support.results import result
+from tests.support.waits import until
+
+
+async def test_a_whole_number_a_real_or_lreal_cannot_hold_is_refused_before_anything_is_sent(caplog):
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    nodes = {}
+    for name, variant in (
+        ("Speed", ua.Variant(0.0, ua.VariantType.Float)),  # TwinCAT REAL
+        ("Total", ua.Variant(0.0, ua.VariantType.Double)),  # TwinCAT LREAL
+        ("Gain", ua.Variant(1.0, ua.VariantType.Float)),
+        ("Mode", ua.Variant(0, ua.VariantType.Int16)),  # Siemens INT
+    ):
+        nodes[name] = await obj.add_variable(ua.NodeId(name, idx), name, variant)
+        await nodes[name].set_writable()
+    sent: list[tuple[str, object]] = []  # every value a write request carried, taken or not
+
+    async def on_write(event, _dispatcher) -> None:
+        for wv in event.request_params.NodesToWrite:
+            if wv.NodeId.NamespaceIndex == idx:
+                sent.append((wv.NodeId.Identifier, wv.Value.Value.Value))
+
+    srv.subscribe_server_callback(CallbackType.PreWrite, on_write)
+    await srv.start()
+
+    def out(node: str, value) -> dict:
+        return {
+            "type": "opcua_write",
+            "source": "plc",
+            "node_id": f"ns={idx};s={node}",
+            "value": value,
+            "when": {"verdict": "NG"},
+        }
+
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw"},
+            "sources": {
+                "plc": {
+                    "type": "opcua",
+                    "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/",
+                    "connect_timeout_s": 2.0,
+                    "keepalive_check_s": 0.3,
+                }
+            },
+            "actions": {
+                "speed": out("Speed", 16777217),  # 2**24 + 1
+                "total": out("Total", 9007199254740993),  # 2**53 + 1
+                "gain": out("Gain", 1.0e-50),
+                "mode": out("Mode", 7),
+            },
+        }
+    )
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    src.expect_writes(
+        [(node_id, value) for _, node_id, value in write_targets(cfg)["plc"]]
+    )  # as the agent does
+    await src.start()
+    runner = ActionRunner(cfg, {"plc": src})
+    caplog.set_level(logging.WARNING)
+    try:
+        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        for i in range(3):
+            await runner.handle(["speed", "total", "gain", "mode"], result("NG", i), None)
+            await runner.flush(timeout_s=5)
+        # the same values within what the types hold are written exactly
+        await src.write(f"ns={idx};s=Speed", 16777216)
+        await src.write(f"ns={idx};s=Total", 9007199254740992)
+        await src.write(f"ns={idx};s=Gain", 2.7)  # a fraction: the nearest REAL, as the PLC shows 2.7
+        assert await nodes["Speed"].read_value() == 16777216.0
+        assert await nodes["Total"].read_value() == 9007199254740992.0
+        assert await nodes["Gain"].read_value() == float(np.float32(2.7))
+        with pytest.raises(
+            OpcUaTypeMismatch, match=rf"node ns={idx};s=Speed is Float; cannot write -16777217"
+        ):
+            await src.write(f"ns={idx};s=Speed", -16777217)
+    finally:
+        await src.stop()
+        await srv.stop()
+    # before: 16777217 arrived as 16777216.0, 2**53 + 1 as 2**53, 1e-50 as 0.0, at every result
+    assert [s for s in sent if s[0] != "Mode"] == [
+        ("Speed", 16777216.0),
+        ("Total", 9007199254740992.0),
+        ("Gain", float(np.float32(2.7))),
+    ], sent
+    assert [s for s in sent if s[0] == "Mode"] == [("Mode", 7)] * 3, sent  # the agent served on
+    for name in ("speed", "total", "gain"):
+        st = runner.stats[name]
+        assert (st["failed"], st.get("retried", 0), st.get("ok", 0)) == (3, 0, 0), (name, dict(st))
+    assert runner.stats["mode"]["ok"] == 3, dict(runner.stats["mode"])
+    said = [r.getMessage() for r in caplog.records if r.name == "edge_agent.actions"]
+    speed = [m for m in said if "'speed'" in m]
+    assert len(speed) == 1, said  # said once, counted every time
+    assert f"node ns={idx};s=Speed is Float; cannot write 16777217 (int)" in speed[0], speed
+    assert "would arrive as 16777216" in speed[0], speed
+    assert any(f"ns={idx};s=Total is Double" in m and "would arrive as 9007199254740992" in m for m in said)
+    assert any(f"ns={idx};s=Gain is Float" in m and "would arrive as 0" in m for m in said), said
+    # and each was named at connect, before the first result
+    assert set(src.target_errors) == {f"ns={idx};s={n}" for n in ("Speed", "Total", "Gain")}, (
+        src.target_errors
+    )
