@@ -19,9 +19,11 @@ in rules). Nothing is connected or loaded here.
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import enum
 import functools
+import math
 import os
 import re
 import types
@@ -295,11 +297,27 @@ _LOOKS_TYPED = re.compile(
 
 def _check_write_value(v: Any, what: str) -> Any:
     """A write value must carry its YAML type: ``"false"`` (a string) would reach a Boolean node as
-    TRUE under any loose conversion, so a quoted boolean or number is refused here."""
+    TRUE under any loose conversion, so a quoted boolean or number is refused here. So is a value no
+    node can take (``.nan``, ``.inf``: never sent to a PLC, whatever its type), and a time YAML read as a
+    date (a DateTime node takes it quoted, with its zone)."""
     items = v if isinstance(v, list) else [v]
     for x in items:
         if x is None or isinstance(x, dict | list):
             raise ValueError(f"{what} must be true/false, a number, text or a list of those (found {x!r})")
+        if isinstance(x, float) and not math.isfinite(x):
+            raise ValueError(
+                f"{x!r} is never written: no node takes NaN or infinity (a PLC's comparisons with NaN are all "
+                f"false, so a limit fed it never trips); write {what} as a finite number"
+            )
+        if isinstance(x, datetime.date):
+            if not isinstance(x, datetime.datetime):
+                shown = f"'{x.isoformat()}T00:00:00Z'"
+            else:
+                shown = f"'{x.isoformat()}'" + ("" if x.tzinfo else " with Z or an offset added")
+            raise ValueError(
+                f"{x.isoformat()} was read by YAML as a date, which no node takes as such; for a DateTime "
+                f"node write {what} quoted, with its zone: {shown}"
+            )
         if isinstance(x, str) and _LOOKS_TYPED.match(x):
             bare = x.strip().lower()
             words = {
@@ -313,9 +331,28 @@ def _check_write_value(v: Any, what: str) -> Any:
                 "n": "false",
             }
             kind = "a boolean" if bare in words else "a number"
+            shown = words.get(bare, x.strip())
+            if bare not in words:
+                # the number as written, in decimal, in a form YAML 1.1 reads back as that number
+                n = float(bare) if re.search(r"[.eEnN]", bare) else int(bare, 10)
+                shown = yaml.safe_dump(n).split("\n")[0]
+                if not isinstance(yaml.safe_load(x.strip()), int | float):
+                    # a form YAML 1.1 reads as text even unquoted (1e3: no point; 08: no octal): say the
+                    # form it reads as a number, not "without quotes" (it had none)
+                    raise ValueError(
+                        f"{x!r} is text to YAML, not a number (YAML 1.1 reads a number such as 1e3 or 08 as "
+                        "text, quoted or not): a Boolean or numeric node must never get a string; "
+                        + (
+                            f"write {what}: {shown}"
+                            if math.isfinite(n)
+                            else "no node takes NaN or infinity; write a finite number"
+                            if "n" in bare
+                            else "it is out of range of a 64-bit float; write a finite number"
+                        )
+                    )
             raise ValueError(
                 f"{x!r} is quoted text, not {kind}: a Boolean or numeric node must never get a "
-                f"string; write {what}: {words.get(bare, x.strip())} without quotes "
+                f"string; write {what}: {shown} without quotes "
                 "(text is only for String nodes)"
             )
     return v
@@ -1348,6 +1385,65 @@ CONFIG_YAML_MAX_ALIASES = 10_000
 CONFIG_YAML_MAX_NODES = 1_000_000  # once aliases are expanded: ~100x the largest site config we know
 
 
+# plain scalars that YAML 1.1 (PyYAML) reads as numbers a reader does not expect: 010 is the octal 8, 1:30
+# the base-60 90 (YAML 1.2 reads the first as 10 and the second as text): a setpoint, recipe number or port
+# written so would be used, and written to a PLC, as another number without a word
+_MISREAD = (
+    (re.compile(r"[-+]?0[0-7_]+"), "the octal number"),
+    (re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?"), "the base-60 number"),
+)
+
+
+def _yaml_misreads(text: str) -> list[str]:
+    """``path: why`` for each plain scalar value that YAML 1.1 reads as another number than the one it shows
+    (``_MISREAD``), found on the parser's events (call it on a document known to parse)."""
+    out: list[str] = []
+    stack: list[
+        dict
+    ] = []  # the open collections: {"map": bool, "path": str, "key?": bool, "at": key or index}
+    for ev in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        if isinstance(ev, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            stack.pop()
+            continue
+        if not isinstance(ev, yaml.NodeEvent):
+            continue
+        top = stack[-1] if stack else None
+        path = ""
+        if top is not None and top["map"]:
+            if top["key?"]:  # a key: names the value that follows
+                top["key?"], top["at"] = False, ev.value if isinstance(ev, yaml.ScalarEvent) else "?"
+                if isinstance(ev, yaml.CollectionStartEvent):
+                    stack.append(
+                        {"map": isinstance(ev, yaml.MappingStartEvent), "path": "?", "key?": True, "at": -1}
+                    )
+                continue
+            top["key?"] = True
+            path = f"{top['path']}.{top['at']}" if top["path"] else str(top["at"])
+        elif top is not None:
+            top["at"] += 1
+            path = f"{top['path']}[{top['at']}]"
+        if isinstance(ev, yaml.CollectionStartEvent):
+            stack.append(
+                {"map": isinstance(ev, yaml.MappingStartEvent), "path": path, "key?": True, "at": -1}
+            )
+        elif isinstance(ev, yaml.ScalarEvent) and not ev.style and ev.tag is None:
+            for pattern, shown in _MISREAD:
+                if pattern.fullmatch(ev.value):
+                    n = yaml.safe_load(ev.value)
+                    if not isinstance(n, int | float) or (
+                        shown.endswith("octal number") and n == int(ev.value.replace("_", ""), 10)
+                    ):
+                        break  # 00:10:20 is text to YAML too; 00, 07: the same number read either way
+                    at = f" (line {ev.start_mark.line + 1})" if ev.start_mark is not None else ""
+                    out.append(
+                        f"{path or 'the document'}: {ev.value}{at} is read by YAML "
+                        f"as {shown} {n}, not as it shows; write {n} if that is meant, or quote it if it is "
+                        "text (YAML 1.1 reads a leading 0 as octal and 1:30 as base 60)"
+                    )
+                    break
+    return out
+
+
 def read_yaml(text: str, where: str) -> Any:
     """The YAML document of a config (``ConfigError`` naming the line and column where it is not YAML).
 
@@ -1374,7 +1470,7 @@ def read_yaml(text: str, where: str) -> Any:
             [f"{where}: YAML {problem}; refused (anchors and aliases may not multiply a config beyond that)"]
         )
     try:  # libyaml's loader where PyYAML has it (~10x the pure-Python one: part of every start)
-        return load_document(text)
+        doc = load_document(text)
     except DuplicateKeyError as exc:
         raise ConfigError([f"{where}: {line}" for line in exc.lines()]) from None
     except yaml.YAMLError as exc:
@@ -1384,6 +1480,10 @@ def read_yaml(text: str, where: str) -> Any:
     except Exception as exc:  # PyYAML's constructors raise more than YAMLError
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError([f"{where}: not valid YAML: {first}"]) from None
+    misread = _yaml_misreads(text)
+    if misread:
+        raise ConfigError([f"{where}: {line}" for line in misread])
+    return doc
 
 
 def _check_key_end(report, where: str, key_file: Path) -> None:

@@ -1,0 +1,113 @@
+"""A value the agent writes to a PLC is checked when the config is loaded: one no node can take (NaN,
+infinity, a date YAML built from an unquoted time) and one YAML 1.1 reads as another number than the file
+shows (010 is the octal 8, 1:30 the base-60 90) are refused with the file and the field named, before
+anything runs. The former code took them: NaN reached the source (refused there at every result), 010 was
+written to the PLC as 8."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_agent.config import ConfigError, load_config
+
+HEAD = """\
+agent:
+  id: gw
+  data_dir: {data}
+sources:
+  plc:
+    type: opcua
+    endpoint: opc.tcp://127.0.0.1:4840/
+actions:
+  out:
+    type: opcua_write
+    source: plc
+    node_id: ns=2;s=Recipe
+"""
+
+
+def _errors(tmp_path, tail: str) -> list[str]:
+    path = tmp_path / "line3.yaml"
+    path.write_text(HEAD.format(data=tmp_path / "data") + tail)
+    with pytest.raises(ConfigError) as ei:
+        load_config(path)
+    return [e.replace(f"{path}: ", "line3.yaml: ", 1) for e in ei.value.errors]
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        (
+            "    value: .nan\n",
+            "line3.yaml: actions.out.value: nan is never written: no node takes NaN or infinity",
+        ),
+        ("    value: [1, -.inf]\n", "line3.yaml: actions.out.value: -inf is never written"),
+        (
+            "    value: 1\n    reset_value: .inf\n",
+            "line3.yaml: actions.out.reset_value: inf is never written",
+        ),
+        (
+            "    value: 2026-11-30T12:00:00Z\n",
+            "line3.yaml: actions.out.value: 2026-11-30T12:00:00+00:00 was read by YAML as a date, which no node "
+            "takes as such; for a DateTime node write value quoted, with its zone: '2026-11-30T12:00:00+00:00'",
+        ),
+        (
+            "    value: 2026-11-30\n",
+            "line3.yaml: actions.out.value: 2026-11-30 was read by YAML as a date, which no node takes as such; "
+            "for a DateTime node write value quoted, with its zone: '2026-11-30T00:00:00Z'",
+        ),
+        # YAML 1.1 reads 1e3 (no point, no sign in the exponent) as text however it is written: the former
+        # message said "write value: 1e3 without quotes", which it already was
+        (
+            "    value: 1e3\n",
+            "line3.yaml: actions.out.value: '1e3' is text to YAML, not a number (YAML 1.1 reads a number such "
+            "as 1e3 or 08 as text, quoted or not): a Boolean or numeric node must never get a string; write "
+            "value: 1000.0",
+        ),
+        # the former fix, "write value: 010 without quotes", loads as the octal 8
+        (
+            "    value: '010'\n",
+            "line3.yaml: actions.out.value: '010' is quoted text, not a number: a Boolean or numeric node must "
+            "never get a string; write value: 10 without quotes",
+        ),
+    ],
+)
+def test_a_write_value_no_node_takes_is_refused_at_load_naming_file_and_field(tmp_path, tail, expected):
+    errs = _errors(tmp_path, tail)
+    assert any(expected in e for e in errs), errs
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected", "fixed"),
+    [
+        (
+            "    value: 010\n",
+            "line3.yaml: actions.out.value: 010 (line 13) is read by YAML as the octal number 8, not as it shows; "
+            "write 8 if that is meant, or quote it if it is text",
+            "    value: 8\n    reset_value: 07\n",  # 07 is 7 read either way
+        ),
+        (
+            "    value: 1\n    reset_value: -017\n",
+            "actions.out.reset_value: -017 (line 14) is read by YAML as the octal number -15",
+            "    value: 1\n    reset_value: -15\n",
+        ),
+        (
+            "    value: [1, 1:30]\n",
+            "actions.out.value[1]: 1:30 (line 13) is read by YAML as the base-60 number 90",
+            "    value: ['L1', '1:30', \"00:10:20\", '2026-11-30T12:00:00Z']\n",  # text, for a String array
+        ),
+        (
+            "    value: 1\n    pulse_ms: 0750\n",
+            "actions.out.pulse_ms: 0750 (line 14) is read by YAML as the octal number 488",
+            "    value: 1\n    pulse_ms: 750\n",
+        ),
+    ],
+)
+def test_a_number_yaml_reads_as_another_is_refused_naming_file_field_and_line_and_the_fix_loads(
+    tmp_path, tail, expected, fixed
+):
+    errs = _errors(tmp_path, tail)
+    assert any(e.startswith("line3.yaml: ") and expected in e for e in errs), errs
+    path = tmp_path / "line3.yaml"
+    path.write_text(HEAD.format(data=tmp_path / "data") + fixed)
+    load_config(path)
