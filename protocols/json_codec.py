@@ -347,7 +347,17 @@ def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
         except ValueError:
             raise CodecError("bad_timestamp", f"timestamp {name!r}={v!r} is not ISO 8601") from None
         if dt.tzinfo is None:  # a device's local time (Tasmota's "Time"): the mapping's timezone says which
-            dt = dt.replace(tzinfo=zone(mapping.timezone))
+            tz = zone(mapping.timezone)
+            t = dt.replace(tzinfo=tz).timestamp()
+            if tz is not UTC and abs(t - default) >= 900:
+                # the hour a summer time ends comes twice (02:30 in Berlin on the last Sunday of October): of its
+                # two instants, the one nearer the receive time (``default``); read as the first, the second
+                # hour's readings were an hour older than the first's, and dropped as out of order. (A shift is
+                # 30 min at least: a time within 15 min of the receive time is the nearer one, the common case.)
+                later = dt.replace(tzinfo=tz, fold=1).timestamp()
+                if later != t and abs(later - default) < abs(t - default):
+                    t = later
+            return t
         return dt.timestamp()
     if type(v) is str and _DECIMAL.match(v):
         # epoch time sent as text ("1701388800123", as some gateways quote every value): a time has no

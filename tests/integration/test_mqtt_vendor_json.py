@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as paho
@@ -502,3 +502,25 @@ sources:
     assert "'ON' and 'on' are one state" in str(e.value)
     path.write_text(text.replace("{ON: 1, OFF: 0}", "{'ON': 1, 'OFF': 0}"))
     assert load_config(path).sources["plugs"].subscriptions[0].json_mapping.states == {"ON": 1, "OFF": 0}
+
+
+def test_local_times_of_the_hour_a_summer_time_ends_are_read_at_the_instant_nearer_the_receive_time():
+    """Tasmota's Time under json_mapping.timezone Europe/Berlin: on 2026-10-25 the clocks go back from 03:00 CEST
+    to 02:00 CET, and the device's 02:00-02:59 come twice. Both were read as the first (summer) instant: the
+    second hour's readings were an hour older than the tag's last and dropped as out_of_order, an hour of a
+    device's data each year (kept under out_of_order: keep, an hour off). Of the two instants, the one nearer
+    the receive time is now taken. Through the source's own per-message path (``decode``, as the adapter's
+    ordering test does) with receive times in that hour: a broker's would be today's."""
+    berlin = ZoneInfo("Europe/Berlin")
+    mapping = {"timestamp_field": "Time", "timestamp_format": "iso8601", "timezone": "Europe/Berlin"}
+    src = MqttSource("mq", MqttSettings(port=1, subscriptions=[{"topic": "tele/#", "json_mapping": mapping}]))
+    start = datetime(2026, 10, 24, 23, 30, tzinfo=UTC).timestamp()  # 01:30 CEST
+    got, sent = [], []
+    for k in range(0, 3 * 3600, 60):  # a reading a minute for three hours, in the device's local time
+        at = start + k
+        local = datetime.fromtimestamp(at, berlin).replace(tzinfo=None).isoformat()
+        sent.append(at)
+        payload = json.dumps({"Time": local, "Power": k}).encode()
+        got += src.decode("tele/plug/SENSOR", payload, at + 0.2)
+    assert [r.timestamp for r in got] == sent
+    assert src.stats.errors_by_reason == {}
