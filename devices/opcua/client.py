@@ -525,7 +525,8 @@ def _datetime(value: Any, bad) -> dt.datetime:
 class _NodeType:
     """What a write to a node must fit, read once per node and cached (``OpcUaSource._types``): the
     built-in (or abstract numeric) type its DataType derives from, that DataType's NodeId, its ValueRank
-    and ArrayDimensions, and for an abstract numeric DataType the concrete type of the value it holds."""
+    and ArrayDimensions, for an abstract numeric DataType the concrete type of the value it holds, and for
+    a String (ByteString) the most bytes it holds when it states them (MaxStringLength)."""
 
     vtype: ua.VariantType | AbstractType
     data_type: str
@@ -533,6 +534,7 @@ class _NodeType:
     dims: tuple[int, ...] = ()  # 0: that dimension's length is not fixed
     held: ua.VariantType | None = None
     enum: frozenset[int] | None = None  # an enumeration's values, as its DataType defines them
+    max_bytes: int | None = None  # a String's MaxStringLength, a ByteString's MaxByteStringLength
 
     @property
     def shown(self) -> str:
@@ -585,6 +587,7 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
     else:
         vtype = ua.VariantType(ident)
     enum = await _enum_values(Node(node.session, dtid)) if ident == 29 else None
+    max_bytes = await _max_bytes(node, vtype)
     held = None
     if isinstance(vtype, AbstractType):
         try:
@@ -600,7 +603,26 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
         tuple(d for d in dims if isinstance(d, int)) if isinstance(dims, list) else (),
         held,
         enum,
+        max_bytes,
     )
+
+
+# the Property a String (ByteString) variable may carry with the most bytes it holds (Part 3, 5.6.2 and
+# Part 5, 5.2.5): a PLC's STRING[20] says 20; a longer text is cut by some servers and refused by others
+_MAX_BYTES = {ua.VariantType.String: "0:MaxStringLength", ua.VariantType.ByteString: "0:MaxByteStringLength"}
+
+
+async def _max_bytes(node: Node, vtype: ua.VariantType | AbstractType) -> int | None:
+    """The node's MaxStringLength (MaxByteStringLength for a ByteString); None when it states none (or 0:
+    no limit stated)."""
+    prop = _MAX_BYTES.get(vtype) if isinstance(vtype, ua.VariantType) else None
+    if prop is None:
+        return None
+    try:
+        v = await (await node.get_child(prop)).read_value()
+    except (ua.UaError, TypeError, ValueError):
+        return None  # most servers state none (BadNoMatch)
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
 async def _enum_values(dtype: Node) -> frozenset[int] | None:
@@ -679,6 +701,21 @@ def _payload(nt: _NodeType, value: Any, node_id: str) -> ua.Variant:
     """The Variant written for ``value`` to a node of type ``nt``: shape first, then ``to_variant``."""
     _fit_rank(nt, value, node_id)
     payload = to_variant(nt.vtype, value, node_id, nt.held)
+    if nt.max_bytes is not None:
+        given = payload.Value if isinstance(payload.Value, list) else [payload.Value]
+        sizes = [len(v.encode("utf-8")) if isinstance(v, str) else len(v) for v in given if v is not None]
+        if sizes and max(sizes) > nt.max_bytes:
+            text = nt.vtype is ua.VariantType.String
+            raise OpcUaTypeMismatch(
+                f"node {node_id} holds at most {nt.max_bytes} bytes"
+                + (
+                    f" of text (its MaxStringLength: a PLC's STRING[{nt.max_bytes}])"
+                    if text
+                    else " (MaxByteStringLength)"
+                )
+                + f"; cannot write {reprlib.repr(value)}: {max(sizes)} bytes, which the server would cut or refuse; "
+                f"write at most {nt.max_bytes} bytes"
+            )
     if nt.enum is not None:
         given = payload.Value if isinstance(payload.Value, list) else [payload.Value]
         outside = sorted({v for v in given if v not in nt.enum})

@@ -22,6 +22,24 @@ from tests.support.results import result
 from tests.support.waits import until
 
 
+def _config(port: int, actions: dict | None = None):
+    """An agent with one opcua source, the server on ``port``, and ``actions``."""
+    return parse_config(
+        {
+            "agent": {"id": "gw"},
+            "sources": {
+                "plc": {
+                    "type": "opcua",
+                    "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/",
+                    "connect_timeout_s": 2.0,
+                    "keepalive_check_s": 0.3,
+                }
+            },
+            "actions": actions or {},
+        }
+    )
+
+
 async def test_a_whole_number_a_real_or_lreal_cannot_hold_is_refused_before_anything_is_sent(caplog):
     port = free_port()
     srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
@@ -53,24 +71,14 @@ async def test_a_whole_number_a_real_or_lreal_cannot_hold_is_refused_before_anyt
             "when": {"verdict": "NG"},
         }
 
-    cfg = parse_config(
+    cfg = _config(
+        port,
         {
-            "agent": {"id": "gw"},
-            "sources": {
-                "plc": {
-                    "type": "opcua",
-                    "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/",
-                    "connect_timeout_s": 2.0,
-                    "keepalive_check_s": 0.3,
-                }
-            },
-            "actions": {
-                "speed": out("Speed", 16777217),  # 2**24 + 1
-                "total": out("Total", 9007199254740993),  # 2**53 + 1
-                "gain": out("Gain", 1.0e-50),
-                "mode": out("Mode", 7),
-            },
-        }
+            "speed": out("Speed", 16777217),  # 2**24 + 1
+            "total": out("Total", 9007199254740993),  # 2**53 + 1
+            "gain": out("Gain", 1.0e-50),
+            "mode": out("Mode", 7),
+        },
     )
     src = OpcUaSource("plc", cfg.sources["plc"])
     src.expect_writes(
@@ -120,3 +128,45 @@ async def test_a_whole_number_a_real_or_lreal_cannot_hold_is_refused_before_anyt
     assert set(src.target_errors) == {f"ns={idx};s={n}" for n in ("Speed", "Total", "Gain")}, (
         src.target_errors
     )
+
+
+async def test_a_text_longer_than_a_plc_string_holds_is_refused_before_anything_is_sent():
+    """A Siemens STRING[20] (a batch or recipe name) states its MaxStringLength: the former code sent a
+    longer text, which a server cuts (the PLC then works on another batch name) or refuses; it is now refused
+    before anything is sent, counting UTF-8 bytes as the property does, and named at connect."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    batch = await obj.add_variable(ua.NodeId("Batch", idx), "Batch", ua.Variant("", ua.VariantType.String))
+    await batch.set_writable()
+    await batch.add_property(
+        ua.NodeId("Batch.MaxStringLength", idx),
+        ua.QualifiedName("MaxStringLength", 0),
+        ua.Variant(20, ua.VariantType.UInt32),
+    )
+    sent: list[object] = []
+
+    async def on_write(event, _dispatcher) -> None:
+        sent.extend(
+            wv.Value.Value.Value for wv in event.request_params.NodesToWrite if wv.NodeId == batch.nodeid
+        )
+
+    srv.subscribe_server_callback(CallbackType.PreWrite, on_write)
+    await srv.start()
+    node_id = f"ns={idx};s=Batch"
+    src = OpcUaSource("plc", _config(port).sources["plc"])
+    src.expect_writes([(node_id, "B-2026-11-30-LINE3-0001")])  # 23 bytes
+    await src.start()
+    try:
+        await until(lambda: src.target_errors, 10, "the write target checked at connect")
+        assert "holds at most 20 bytes of text (its MaxStringLength" in src.target_errors[node_id], (
+            src.target_errors
+        )
+        await src.write(node_id, "B-2026-11-30-L3-0001")  # 20 bytes: fits
+        for text in ("B-2026-11-30-LINE3-0001", "Ä" * 11):  # 23 bytes; 11 characters but 22 UTF-8 bytes
+            with pytest.raises(OpcUaTypeMismatch, match=rf"node {node_id} holds at most 20 bytes of text"):
+                await src.write(node_id, text)
+        assert await batch.read_value() == "B-2026-11-30-L3-0001"
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert sent == ["B-2026-11-30-L3-0001"], sent  # before: both longer texts were sent (and stored)
