@@ -3,7 +3,7 @@
 Wraps the generated ``protocols.gen.sparkplug_b_pb2`` (from ``protocols/sparkplug_b.proto``)
 in small typed objects: ``Metric`` (name, alias, datatype, value, timestamp) and ``Payload``
 (timestamp, seq, metrics). Supported value types: the integer types, Float, Double, Boolean,
-String/Text/UUID, DateTime and Bytes, and Templates (``Template``: a definition, or an instance whose
+String/Text/UUID, DateTime (``datetime_text`` reads its milliseconds as a time) and Bytes, and Templates (``Template``: a definition, or an instance whose
 members are metrics, nested up to ``MAX_TEMPLATE_DEPTH``), and DataSets (``DataSet``: columns, their
 datatypes, rows of cells; ``dataset_arrays`` reads each column as an array). Sparkplug 3.0 arrays decode as their bytes (a data message
 leaves their datatype out): ``array_value`` reads them with the birth's datatype. Signed integers are
@@ -17,6 +17,7 @@ they hold.
 
 from __future__ import annotations
 
+import datetime as _dt
 import enum
 import math
 import time
@@ -246,6 +247,23 @@ def _fill(m: Any, metric: Metric) -> None:
         _set_value(m, int(metric.datatype), metric.value)
 
 
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+
+
+def datetime_text(ms: int) -> str:
+    """A DateTime metric's value (milliseconds since the epoch, UTC) as ISO 8601 text with its zone, the form
+    the OPC UA source gives a DateTime in: ``2026-12-03T05:17:50.123000+00:00``. A time before 1970 comes in
+    two's complement (Tahu's Java nodes write a ``Date``'s negative milliseconds so) and is read so; one
+    outside the years 1..9999 raises ``CodecError('wrong_type')``."""
+    signed = ms - (1 << 64) if ms >= 1 << 63 else ms
+    try:
+        return (_EPOCH + _dt.timedelta(milliseconds=signed)).isoformat()
+    except OverflowError:
+        raise CodecError(
+            "wrong_type", f"DateTime {signed} ms since 1970 is outside the years 1..9999"
+        ) from None
+
+
 def as_declared(value: int, datatype: int) -> int:
     """An integer from the wire (``int_value`` is uint32, ``long_value`` uint64: Tahu writes signed types
     in two's complement) as the value of ``datatype``: Int8/16/32/64 get their sign back, others stay.
@@ -356,6 +374,14 @@ def _dataset(d: Any, budget: list[int]) -> DataSet:
     if len(columns) != len(types) or (d.HasField("num_of_columns") and d.num_of_columns != len(columns)):
         problem = f"{d.num_of_columns} columns, {len(columns)} names and {len(types)} datatypes"
         return DataSet(columns, types, [], problem if d.rows else "")
+    if columns and d.rows and not d.HasField("num_of_columns") and not any(r.elements for r in d.rows):
+        return DataSet(
+            columns,
+            types,
+            [],
+            f"{len(d.rows)} rows without cells and no num_of_columns: Eclipse Tahu's JavaScript encoder "
+            "(sparkplug-payload) writes no cells when the DataSet has no numOfColumns; set it on the node",
+        )
     rows = []
     for r in d.rows:
         if len(r.elements) != len(columns):

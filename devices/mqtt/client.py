@@ -1446,7 +1446,9 @@ class MqttSource:
             self._error("decode_failed", f"topic {topic!r}: {type(e).__name__}: {str(e)[:200]}")
             return []
 
-    def _ahead(self, tag: str, ts: float, received_at: float) -> float:
+    def _ahead(
+        self, tag: str, ts: float, received_at: float, fix: str = "or check timestamp_format"
+    ) -> float:
         """The time of a reading stamped further ahead of this gateway's clock than ``max_clock_skew_s``: the
         receive time. Kept, it would make every later reading of the tag look older and be dropped as
         out of order until the wall clock caught up (a device clock set years ahead, microseconds sent as
@@ -1457,14 +1459,14 @@ class MqttSource:
             msg = (
                 f"tag {tag!r}: timestamp {ts:.3f} is {time.strftime('%Y-%m-%d', time.gmtime(max(ts, 0)))}: the "
                 "device's clock was never set (without NTP it counts from 1970 at power-on, and after a restart "
-                "every reading would look older than the last); the receive time is used: set the device's clock "
-                "(NTP), or check timestamp_format"
+                f"every reading would look older than the last); the receive time is used: set the device's clock "
+                f"(NTP), {fix}"
             )
         else:
             msg = (
                 f"tag {tag!r}: timestamp {ts:.3f} is {ts - received_at:+.0f} s ahead of this gateway's clock (over "
                 f"max_clock_skew_s {self.settings.max_clock_skew_s:g}); the receive time is used: set the "
-                "device's clock (NTP), or check timestamp_format"
+                f"device's clock (NTP), {fix}"
             )
         self._error("clock_skew", msg)
         return received_at
@@ -1538,12 +1540,21 @@ class MqttSource:
         return out
 
     def _order(self, readings: list[Reading]) -> list[Reading]:
+        """Sparkplug readings held to their tags' order, and to the clock checks of ``_json_readings``: a time
+        too far ahead, or before 2001 (an edge node whose clock was never set stamps its uptime: 1970, and
+        after each restart older than its last reading), gets the receive time and does not move the order."""
         keep = self._keep_out_of_order
         last_ts = self._last_ts
-        out = []
+        out: list[Reading] = []
+        if not readings:
+            return out
+        unset = self._unset_before(readings[0].received_at)  # one message's readings: one receive time
         for r in readings:
-            if r.timestamp > r.received_at + self._max_ahead:  # as in _json_readings
-                out.append(dataclasses.replace(r, timestamp=self._ahead(r.tag, r.timestamp, r.received_at)))
+            if r.timestamp > r.received_at + self._max_ahead or r.timestamp < unset:  # as in _json_readings
+                ts = self._ahead(
+                    r.tag, r.timestamp, r.received_at, "or check its times are epoch milliseconds"
+                )
+                out.append(dataclasses.replace(r, timestamp=ts))
                 continue
             last = last_ts.get(r.tag)
             if last is not None and r.timestamp < last and r.quality is Quality.GOOD:

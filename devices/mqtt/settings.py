@@ -342,8 +342,9 @@ class MqttSettings(_Model):
         ge=0,
         description="a reading stamped further than this ahead of the gateway's clock gets the receive time "
         "and is counted as clock_skew (kept, it would make the tag's later readings look out of order); "
-        "older times are kept (a device sending its buffer after an outage), except a JSON time before 2001: a "
-        "device clock never set (counting from 1970 at power-on), which gets the receive time too, counted "
+        "older times are kept (a device sending its buffer after an outage), except a time before 2001 (JSON or "
+        "Sparkplug): a device clock never set (counting from 1970 at power-on, a Sparkplug node's uptime), which "
+        "gets the receive time too, counted "
         "as clock_skew (kept, its readings were dated 1970 and, after the device restarted, dropped as out of "
         "order); 0: neither checked",
     )

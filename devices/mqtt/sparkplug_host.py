@@ -37,8 +37,12 @@ current value: it gives no reading (an alarm or a PLC write now would act on an 
 become the tag's last value; it is counted as the ``historical`` notice.
 A timestamp of 0 (a node without a clock) is taken as none: a metric's falls back to its payload's, and
 that to the receive time; so is one that is this century's epoch seconds sent as milliseconds (it would be
-January 1970), counted as ``bad_timestamp`` (once per timestamp). A Float metric (32 bits) is read as the
-shortest decimal that is the same Float (0.3, not 0.30000001192092896: ``protocols.float32``).
+January 1970, and within a day of the receive time), counted as ``bad_timestamp`` (once per timestamp). Any other
+time before 2001 (a node whose clock was never set stamps its uptime) is passed on as it is, and the adapter gives
+it the receive time (``MqttSource._order``: ``clock_skew``). A Float metric (32 bits) is read as the
+shortest decimal that is the same Float (0.3, not 0.30000001192092896: ``protocols.float32``). A DateTime
+metric (epoch milliseconds) is read as ISO 8601 text, as the OPC UA source gives a time
+(``sparkplug.datetime_text``; outside the years 1..9999: ``wrong_type``).
 A Sparkplug 3.0 array of numbers or truth values (Int32Array, FloatArray, BooleanArray, ...; little-endian
 bytes, typed by the metric's datatype or its birth's) gives a reading whose value is a 1-D NumPy array, as a
 waveform pipeline takes it; bytes that do not fit the type are ``wrong_type``.
@@ -59,7 +63,8 @@ value is the column's rows as a 1-D NumPy array (typed by the column's datatype;
 Double column is NaN); a column with a cell of another type, or an empty cell where no NaN can stand, is
 ``wrong_type``; a null DataSet makes its columns' last values BAD.
 Limits: Bytes, File and StringArray metrics and DataSet text columns give no reading (said once, counted as
-the ``unsupported_metric`` notice); STATE, NCMD and DCMD are ignored.
+the ``unsupported_metric`` notice), nor do PropertySet metrics (Tahu's JavaScript nodes send one without a
+value) and those of a datatype Sparkplug B does not define (the same notice); STATE, NCMD and DCMD are ignored.
 Not thread-safe: call ``handle`` from one thread (the adapter uses its asyncio loop).
 """
 
@@ -156,7 +161,10 @@ def _leaves(
 
 # a timestamp in this range is a node's epoch seconds (2001-2286) sent as milliseconds (the MQTT JSON rule too)
 SECONDS_AS_MS = (1_000_000_000, 10_000_000_000)
+# ... when it is this near the receive time (a gateway whose own clock is set): else it is an uptime (below)
+SECONDS_NEAR_S = 86_400
 _FLOAT = sp.DataType.FLOAT  # 32 bits: read as the node shows it (``float32_shown``)
+_DATETIME = sp.DataType.DATETIME  # epoch milliseconds: read as a time (``sparkplug.datetime_text``)
 _UNREAD = (sp.DataType.DATASET, sp.DataType.FILE)  # decoded without a value (``sparkplug._get_value``)
 _DDATA = sp.MessageType.DDATA
 _TABLES = {sp.DataType.TEMPLATE, sp.DataType.DATASET}  # metrics whose tags are {metric}/{part}
@@ -165,6 +173,12 @@ _DATA = (sp.MessageType.NDATA, sp.MessageType.DDATA)  # the messages whose seq i
 _LIFECYCLE = (sp.MessageType.NBIRTH, sp.MessageType.DBIRTH, sp.MessageType.NDEATH, sp.MessageType.DDEATH)
 MAX_NODES = 10_000  # edge nodes one host keeps (a birth's aliases and last values each)
 MAX_NODE_METRICS = 100_000  # metrics of one node (its devices' included) whose last value and type are kept
+
+
+def _no_field(datatype: int) -> bool:
+    """PropertySet and PropertySetList (20, 21: a metric has no value field for them) and datatypes past
+    DateTimeArray (34), which Sparkplug B does not define."""
+    return datatype in (20, 21) or datatype > 34
 
 
 class SparkplugHost:
@@ -456,7 +470,7 @@ class SparkplugHost:
             # stale as of the DDEATH's own timestamp (Sparkplug 3.0, Device Session Termination: tck-id-
             # operational-behavior-edge-node-termination-host-action-ddeath-devices-tags-stale): the node's
             # clock, as its DBIRTH's will be; an NDEATH, often the broker's will, takes the receive time
-            ts = self._time(t, payload.timestamp_ms, received_at)
+            ts = self._time(t, payload.timestamp_ms, received_at, received_at)
             return self._bad(t.edge_node, node, lambda dev: dev == t.device, ts, received_at)
         return self._readings(t, node, t.device, payload, received_at, by_birth=False)
 
@@ -588,9 +602,11 @@ class SparkplugHost:
         unsupported = (
             ""  # the first metric of a type the host does not read (Bytes, File, StringArray, DataSet text)
         )
+        no_value = ""  # the first PropertySet, or metric of a datatype Sparkplug does not define: no value
+
         # a timestamp of 0 (nodes without a clock send it, Sparkplug makes it required) is no time: taken as
         # 1970, it would put every reading of the tag at one instant and its waveforms in no window
-        default_ts = self._time(t, payload.timestamp_ms, received_at)
+        default_ts = self._time(t, payload.timestamp_ms, received_at, received_at)
         for m in payload.metrics:
             name = m.name
             dev = device
@@ -614,7 +630,7 @@ class SparkplugHost:
             if m.is_null and not m.is_historical and {m.datatype, node.types.get((dev, name))} & _TABLES:
                 # a Template instance (an Ignition UDT) or a DataSet with no value now: its members' (columns')
                 # last values go BAD
-                ts, prefix = self._time(t, m.timestamp_ms, default_ts), name + "/"
+                ts, prefix = self._time(t, m.timestamp_ms, default_ts, received_at), name + "/"
                 out.extend(
                     Reading(self._source, self._tag(t.edge_node, dev, k), was, ts, received_at, Quality.BAD)
                     for (d, k), (was, _) in node.last.items()
@@ -637,13 +653,22 @@ class SparkplugHost:
                 elif v is None and leaf.datatype in _UNREAD:  # DataSet, File without a value (an extension)
                     unsupported = unsupported or flat
                     continue
+                elif (
+                    v is None
+                    and not leaf.is_null
+                    and _no_field(leaf.datatype or node.types.get((dev, flat), 0))
+                ):
+                    # a PropertySet (Tahu's JavaScript nodes send one with no value: Sparkplug's metric has no
+                    # field for it), or a datatype Sparkplug B does not define: nothing to read, said so
+                    no_value = no_value or flat
+                    continue
                 if m.is_historical or leaf.is_historical:
                     historical += 1
                     continue
                 if leaf.is_null:  # no value now (Ignition: a tag whose PLC item is gone, often quality Bad)
                     was = node.last.get((dev, flat))
                     if was is not None:  # its last value is not current: BAD, as a death makes it
-                        ts = self._time(t, ts_ms, default_ts)
+                        ts = self._time(t, ts_ms, default_ts, received_at)
                         tag = self._tag(t.edge_node, dev, flat)
                         out.append(Reading(self._source, tag, was[0], ts, received_at, Quality.BAD))
                     continue
@@ -664,6 +689,16 @@ class SparkplugHost:
                                 f"{t.group}/{t.edge_node}/{dev or ''}: DataSet {flat!r}"
                                 f"{f' column {col!r}' if col else ''}: {why.removeprefix('wrong_type: ')}",
                             )
+                elif type(v) is int and (leaf.datatype or node.types.get((dev, flat))) == _DATETIME:
+                    # milliseconds since 1970: a time (a part's production time, a last service), given as the
+                    # OPC UA source gives one, ISO 8601 text; as a number, a rule or the cloud took it for a count
+                    try:
+                        values = [(flat, sp.datetime_text(v))]
+                    except CodecError as e:
+                        self._on_error(
+                            e.reason, f"{t.group}/{t.edge_node}/{dev or ''}: metric {flat!r}: {e.detail}"
+                        )
+                        continue
                 elif (
                     not leaf.datatype and type(v) is int
                 ):  # no datatype in a data message: the birth's says how to read it
@@ -686,7 +721,7 @@ class SparkplugHost:
                     nf = True
                 elif type(v) is float and (leaf.datatype or node.types.get((dev, flat))) == _FLOAT:
                     values = [(flat, float32_shown(v))]  # 0.3 as the node shows it, not 0.30000001192092896
-                ts = self._time(t, ts_ms, default_ts)
+                ts = self._time(t, ts_ms, default_ts, received_at)
                 q = Quality.BAD if nf else QUALITY_BY_NAME[sp.quality_of(leaf.quality)]
                 for key, v in values:
                     if type(v) is np.ndarray:
@@ -730,17 +765,28 @@ class SparkplugHost:
                 "of numbers or truth values, Template members and DataSet columns of numbers or truth values "
                 "do)",
             )
+        if no_value and self.on_notice is not None:
+            self.on_notice(
+                "unsupported_metric",
+                f"sparkplug: {t.group}/{t.edge_node}: metric {no_value!r} is a PropertySet (PropertySetList) or of "
+                "a datatype Sparkplug B does not define, and carries no value a reading can be made of",
+            )
         if unknown:
             self._rebirth(t.group, t.edge_node, node)
         return out
 
-    def _time(self, t: sp.SparkplugTopic, ts_ms: int | None, fallback: float) -> float:
+    def _time(self, t: sp.SparkplugTopic, ts_ms: int | None, fallback: float, received_at: float) -> float:
         """A Sparkplug timestamp (milliseconds) in seconds; ``fallback`` for none: 0 (a node without a clock)
         and this century's epoch seconds sent as milliseconds (read so, January 1970: every reading after
-        the tag's first would be dropped as out of order), which is counted as ``bad_timestamp``."""
+        the tag's first would be dropped as out of order), which is counted as ``bad_timestamp``. Such a
+        number is taken for seconds only near the receive time (``SECONDS_NEAR_S``): the same range holds
+        the uptime (12 to 115 days) that a node whose clock was never set stamps, which is left to read as
+        1970, and the adapter's clock check gives it the receive time (``MqttSource._order``)."""
         if not ts_ms:
             return fallback
-        if SECONDS_AS_MS[0] <= ts_ms < SECONDS_AS_MS[1]:
+        if SECONDS_AS_MS[0] <= ts_ms < SECONDS_AS_MS[1] and (
+            received_at < SECONDS_AS_MS[0] or abs(ts_ms - received_at) <= SECONDS_NEAR_S
+        ):
             self._on_error(
                 "bad_timestamp",
                 f"{t.group}/{t.edge_node}: timestamp {ts_ms} in {t.message_type.value} is epoch seconds, not the "

@@ -19,8 +19,10 @@ from devices.mqtt.settings import MqttSettings
 from protocols import sparkplug as sp
 from simulators.sensors import SensorFleet
 from tests.support.mqtt_wire import read_packet
+from tests.support.sparkplug_pb import pb_metric as _pb_metric
 
 T0 = 1_700_000_000.0  # a device clock that is set (a time before 2001 is a clock never set: receive time)
+T0_MS = 1_700_000_000_000  # the same, as Sparkplug stamps (milliseconds)
 
 
 def raw_client(port: int, protocol=paho.MQTTv311) -> paho.Client:
@@ -367,7 +369,7 @@ async def test_sparkplug_data_without_datatypes_reads_signed_integers_by_their_b
     pub = raw_client(mosquitto.port)
     D = sp.DataType
     birth = sp.Payload(
-        1,
+        T0_MS + 1,
         0,
         [
             sp.Metric("bdSeq", None, D.INT64, 0),
@@ -378,7 +380,7 @@ async def test_sparkplug_data_without_datatypes_reads_signed_integers_by_their_b
         ],
     )
     data = sp._pb().Payload()
-    data.timestamp, data.seq = 2, 1
+    data.timestamp, data.seq = T0_MS + 2, 1
     for alias, field, raw in [
         (1, "int_value", (-5) & 0xFFFFFFFF),
         (2, "int_value", (-3) & 0xFFFFFFFF),
@@ -393,28 +395,14 @@ async def test_sparkplug_data_without_datatypes_reads_signed_integers_by_their_b
     try:
         pub.publish("spBv1.0/g/NBIRTH/oven1", sp.encode(birth), qos=1)
         pub.publish("spBv1.0/g/NDATA/oven1", data.SerializeToString(), qos=1)
-        got = await collect(src, lambda g: len([r for r in g if r.timestamp == 0.002]) >= 5, 5)
+        got = await collect(src, lambda g: len([r for r in g if r.timestamp == (T0_MS + 2) / 1000]) >= 5, 5)
     finally:
         pub.loop_stop()
         await src.stop()
-    values = {r.tag.split("/", 1)[1]: r.value for r in got[:-1] if r.timestamp == 0.002}
+    values = {r.tag.split("/", 1)[1]: r.value for r in got[:-1] if r.timestamp == (T0_MS + 2) / 1000}
     assert values == {"Oven/Temp": -5, "Oven/Offset": -3, "Counter": -7, "Count": 4_000_000_000}
     null = got[-1]  # the null metric: not its filled 0, the last value gone BAD
     assert (null.tag, null.value, null.quality) == ("oven1/Oven/Temp", -5, Quality.BAD)
-
-
-def _pb_metric(parent, name=None, alias=None, datatype=None, **value):
-    """A metric written straight into the generated protobuf, as another vendor's node would."""
-    m = parent.metrics.add()
-    if name is not None:
-        m.name = name
-    if alias is not None:
-        m.alias = alias
-    if datatype is not None:
-        m.datatype = datatype
-    for k, v in value.items():
-        setattr(m, k, v)
-    return m
 
 
 def _pb_template(m, ref=None, definition=False):
@@ -438,7 +426,7 @@ async def test_sparkplug_template_instances_give_a_tag_per_member_and_commands_g
     pub.on_message = lambda c, u, m: cmds.append((m.topic, m.payload))
     pub.subscribe("spBv1.0/g/DCMD/#", 1)
     nbirth = sp._pb().Payload()
-    nbirth.timestamp, nbirth.seq = 1, 0
+    nbirth.timestamp, nbirth.seq = T0_MS + 1, 0
     _pb_metric(nbirth, "bdSeq", datatype=D.INT64, long_value=0)
     d = _pb_template(_pb_metric(nbirth, "_types_/Bearing"), definition=True)
     _pb_metric(d, "Vib", datatype=D.DOUBLE, double_value=0.0)
@@ -447,21 +435,21 @@ async def test_sparkplug_template_instances_give_a_tag_per_member_and_commands_g
     _pb_metric(d, "Temp", datatype=D.INT32, int_value=0)
     _pb_template(_pb_metric(d, "Bearing"), ref="Bearing")
     dbirth = sp._pb().Payload()
-    dbirth.timestamp, dbirth.seq = 2, 1
+    dbirth.timestamp, dbirth.seq = T0_MS + 2, 1
     inst = _pb_template(_pb_metric(dbirth, "Motors/M1", alias=10), ref="Motor")
     _pb_metric(inst, "Speed", datatype=D.FLOAT, float_value=1500.0)
     _pb_metric(inst, "Temp", int_value=(-3) & 0xFFFFFFFF)  # no datatype here: the definition's is Int32
     b = _pb_template(_pb_metric(inst, "Bearing"), ref="Bearing")
-    _pb_metric(b, "Vib", datatype=D.DOUBLE, double_value=0.5, timestamp=3)
+    _pb_metric(b, "Vib", datatype=D.DOUBLE, double_value=0.5, timestamp=T0_MS + 3)
     ddata = sp._pb().Payload()
-    ddata.timestamp, ddata.seq = 4, 2
+    ddata.timestamp, ddata.seq = T0_MS + 4, 2
     t = _pb_metric(ddata, alias=10).template_value  # by alias, no datatype, one changed member
     _pb_metric(t, "Temp", int_value=(-7) & 0xFFFFFFFF)
     try:
         pub.publish("spBv1.0/g/NBIRTH/edge", nbirth.SerializeToString(), qos=1)
         pub.publish("spBv1.0/g/DBIRTH/edge/line1", dbirth.SerializeToString(), qos=1)
         pub.publish("spBv1.0/g/DDATA/edge/line1", ddata.SerializeToString(), qos=1)
-        got = await collect(src, lambda g: any(r.timestamp == 0.004 for r in g), 5)
+        got = await collect(src, lambda g: any(r.timestamp == (T0_MS + 4) / 1000 for r in g), 5)
         await src.command("g", "edge", "line1", "Motors/M1/Speed", 1200.5)
         await src.command("g", "edge", "line1", "Motors/M1/Bearing/Vib", 0.25)
         for _ in range(30):
@@ -472,10 +460,10 @@ async def test_sparkplug_template_instances_give_a_tag_per_member_and_commands_g
         pub.loop_stop()
         await src.stop()
     assert [(r.tag, r.value, r.timestamp) for r in got] == [
-        ("edge/line1/Motors/M1/Speed", 1500.0, 0.002),
-        ("edge/line1/Motors/M1/Temp", -3, 0.002),
-        ("edge/line1/Motors/M1/Bearing/Vib", 0.5, 0.003),
-        ("edge/line1/Motors/M1/Temp", -7, 0.004),
+        ("edge/line1/Motors/M1/Speed", 1500.0, (T0_MS + 2) / 1000),
+        ("edge/line1/Motors/M1/Temp", -3, (T0_MS + 2) / 1000),
+        ("edge/line1/Motors/M1/Bearing/Vib", 0.5, (T0_MS + 3) / 1000),
+        ("edge/line1/Motors/M1/Temp", -7, (T0_MS + 4) / 1000),
     ]  # no tag for the definitions, and the data message updated only the member it carried
     assert src.stats.errors_by_reason == {}
     assert [topic for topic, _ in cmds] == ["spBv1.0/g/DCMD/edge/line1"] * 2
@@ -501,13 +489,13 @@ async def test_sparkplug_quality_property_marks_a_stale_tag_bad_until_a_value_co
     src = await started(mosquitto.port, [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}])
     pub = raw_client(mosquitto.port)
     nbirth = sp._pb().Payload()
-    nbirth.timestamp, nbirth.seq = 1, 0
+    nbirth.timestamp, nbirth.seq = T0_MS + 1, 0
     _pb_metric(nbirth, "bdSeq", datatype=D.INT64, long_value=0)
     _pb_metric(nbirth, "Line/Temp", alias=1, datatype=D.DOUBLE, double_value=20.0)
     messages = [nbirth]
     for seq, code in ((1, -2147483126), (2, 1073742081), (3, None)):  # Bad_NotConnected, Uncertain_LKV, none
         data = sp._pb().Payload()
-        data.timestamp, data.seq = 1 + seq, seq
+        data.timestamp, data.seq = T0_MS + 1 + seq, seq
         m = _pb_metric(data, alias=1, double_value=20.0 + seq)
         if code is not None:
             m.properties.keys.append("Quality")
@@ -539,7 +527,7 @@ async def test_sparkplug_a_null_metric_makes_its_tag_bad_instead_of_leaving_the_
     src = await started(mosquitto.port, [{"topic": "spBv1.0/#", "codec": "sparkplug_b"}])
     pub = raw_client(mosquitto.port)
     nbirth = sp._pb().Payload()
-    nbirth.timestamp, nbirth.seq = 1, 0
+    nbirth.timestamp, nbirth.seq = T0_MS + 1, 0
     _pb_metric(nbirth, "bdSeq", datatype=D.INT64, long_value=0)
     _pb_metric(nbirth, "Press", alias=1, datatype=D.DOUBLE, double_value=4.5)
     _pb_metric(nbirth, "Level", alias=2, datatype=D.INT32, int_value=7)
@@ -547,7 +535,7 @@ async def test_sparkplug_a_null_metric_makes_its_tag_bad_instead_of_leaving_the_
     udt = _pb_template(_pb_metric(nbirth, "Pump", alias=4), ref="PumpType")
     _pb_metric(udt, "Speed", datatype=D.DOUBLE, double_value=1500.0)
     data = sp._pb().Payload()
-    data.timestamp, data.seq = 2, 1
+    data.timestamp, data.seq = T0_MS + 2, 1
     m = _pb_metric(data, alias=1, is_null=True)
     m.properties.keys.append("Quality")
     pv = m.properties.values.add()
@@ -556,23 +544,23 @@ async def test_sparkplug_a_null_metric_makes_its_tag_bad_instead_of_leaving_the_
     _pb_metric(data, alias=3, is_null=True)
     _pb_metric(data, alias=4, is_null=True)  # the whole UDT instance, by alias, no datatype
     last = sp._pb().Payload()
-    last.timestamp, last.seq = 3, 2
+    last.timestamp, last.seq = T0_MS + 3, 2
     _pb_metric(last, alias=1, double_value=4.75)
     try:
         for kind, body in (("NBIRTH", nbirth), ("NDATA", data), ("NDATA", last)):
             pub.publish(f"spBv1.0/g/{kind}/edge", body.SerializeToString(), qos=1)
-        got = await collect(src, lambda g: any(r.timestamp == 0.003 for r in g), 5)
+        got = await collect(src, lambda g: any(r.timestamp == (T0_MS + 3) / 1000 for r in g), 5)
     finally:
         pub.loop_stop()
         await src.stop()
     assert [(r.tag, r.value, r.quality, r.timestamp) for r in got] == [
-        ("edge/Press", 4.5, Quality.GOOD, 0.001),
-        ("edge/Level", 7, Quality.GOOD, 0.001),
-        ("edge/Pump/Speed", 1500.0, Quality.GOOD, 0.001),
-        ("edge/Press", 4.5, Quality.BAD, 0.002),
-        ("edge/Level", 7, Quality.BAD, 0.002),
-        ("edge/Pump/Speed", 1500.0, Quality.BAD, 0.002),
-        ("edge/Press", 4.75, Quality.GOOD, 0.003),
+        ("edge/Press", 4.5, Quality.GOOD, (T0_MS + 1) / 1000),
+        ("edge/Level", 7, Quality.GOOD, (T0_MS + 1) / 1000),
+        ("edge/Pump/Speed", 1500.0, Quality.GOOD, (T0_MS + 1) / 1000),
+        ("edge/Press", 4.5, Quality.BAD, (T0_MS + 2) / 1000),
+        ("edge/Level", 7, Quality.BAD, (T0_MS + 2) / 1000),
+        ("edge/Pump/Speed", 1500.0, Quality.BAD, (T0_MS + 2) / 1000),
+        ("edge/Press", 4.75, Quality.GOOD, (T0_MS + 3) / 1000),
     ]
 
 
@@ -588,22 +576,22 @@ async def test_sparkplug_device_data_without_its_dbirth_is_skipped_and_a_rebirth
     pub.on_message = lambda c, u, m: cmds.append(m.topic)
     pub.subscribe("spBv1.0/g/NCMD/#", 1)
     nbirth = sp._pb().Payload()
-    nbirth.timestamp, nbirth.seq = 1, 0
+    nbirth.timestamp, nbirth.seq = T0_MS + 1, 0
     _pb_metric(nbirth, "bdSeq", datatype=D.INT64, long_value=0)
     _pb_metric(nbirth, "Running", alias=9, datatype=D.BOOLEAN, boolean_value=True)
     dbirth = sp._pb().Payload()
-    dbirth.timestamp, dbirth.seq = 2, 1
+    dbirth.timestamp, dbirth.seq = T0_MS + 2, 1
     _pb_metric(dbirth, "Temp", datatype=D.INT32, int_value=20)
     unborn = sp._pb().Payload()  # a second device whose DBIRTH never came
-    unborn.timestamp, unborn.seq = 3, 2
+    unborn.timestamp, unborn.seq = T0_MS + 3, 2
     _pb_metric(unborn, "Temp", int_value=(-5) & 0xFFFFFFFF)
     ddeath = sp._pb().Payload()
-    ddeath.timestamp, ddeath.seq = 4, 3
+    ddeath.timestamp, ddeath.seq = T0_MS + 4, 3
     after = sp._pb().Payload()  # the dead device's data, stamped after its death
     after.timestamp, after.seq = int(time.time() * 1000) + 60_000, 4
     _pb_metric(after, "Temp", datatype=D.INT32, int_value=21)
     end = sp._pb().Payload()
-    end.timestamp, end.seq = 5, 5
+    end.timestamp, end.seq = T0_MS + 5, 5
     _pb_metric(end, alias=9, boolean_value=False)  # read after all the above: the test's end mark
     try:
         await asyncio.sleep(0.2)  # the watcher's SUBACK
@@ -616,7 +604,7 @@ async def test_sparkplug_device_data_without_its_dbirth_is_skipped_and_a_rebirth
             ("NDATA/edge", end),
         ):
             pub.publish(f"spBv1.0/g/{topic}", body.SerializeToString(), qos=1)
-        got = await collect(src, lambda g: any(r.timestamp == 0.005 for r in g), 5)
+        got = await collect(src, lambda g: any(r.timestamp == (T0_MS + 5) / 1000 for r in g), 5)
         for _ in range(30):
             if cmds:
                 break
@@ -745,7 +733,7 @@ async def test_sparkplug_3_arrays_are_read_as_1d_arrays_by_their_births_datatype
     pub = raw_client(mosquitto.port)
     wave = np.array([0.5, -1.25, 3.0], dtype="<f4")
     nbirth = sp._pb().Payload()
-    nbirth.timestamp, nbirth.seq = 1, 0
+    nbirth.timestamp, nbirth.seq = T0_MS + 1, 0
     _pb_metric(nbirth, "bdSeq", datatype=D.INT64, long_value=0)
     _pb_metric(nbirth, "Vib", alias=1, datatype=30, bytes_value=wave.tobytes())  # FloatArray
     _pb_metric(nbirth, "Steps", alias=2, datatype=24, bytes_value=np.array([-1, 7], "<i4").tobytes())
@@ -754,23 +742,23 @@ async def test_sparkplug_3_arrays_are_read_as_1d_arrays_by_their_births_datatype
     _pb_metric(nbirth, "Gates", alias=3, datatype=32, bytes_value=b"\x0c\x00\x00\x00\x34\xd0")
     _pb_metric(nbirth, "Names", alias=4, datatype=33, bytes_value=b"ABC\x00hello\x00")  # StringArray
     data = sp._pb().Payload()
-    data.timestamp, data.seq = 2, 1
+    data.timestamp, data.seq = T0_MS + 2, 1
     _pb_metric(data, alias=1, bytes_value=(wave * 2).tobytes())  # no datatype: the birth's
     _pb_metric(data, alias=2, bytes_value=b"\x01\x02\x03")  # 3 bytes: no Int32Array
-    _pb_metric(data, alias=2, bytes_value=np.array([5], "<i4").tobytes(), timestamp=3)
+    _pb_metric(data, alias=2, bytes_value=np.array([5], "<i4").tobytes(), timestamp=T0_MS + 3)
     try:
         for kind, body in (("NBIRTH", nbirth), ("NDATA", data)):
             pub.publish(f"spBv1.0/g/{kind}/edge", body.SerializeToString(), qos=1)
-        got = await collect(src, lambda g: any(r.timestamp == 0.003 for r in g), 5)
+        got = await collect(src, lambda g: any(r.timestamp == (T0_MS + 3) / 1000 for r in g), 5)
     finally:
         pub.loop_stop()
         await src.stop()
     assert [(r.tag, r.value.tolist(), r.timestamp) for r in got] == [
-        ("edge/Vib", [0.5, -1.25, 3.0], 0.001),
-        ("edge/Steps", [-1, 7], 0.001),
-        ("edge/Gates", bits, 0.001),
-        ("edge/Vib", [1.0, -2.5, 6.0], 0.002),
-        ("edge/Steps", [5], 0.003),
+        ("edge/Vib", [0.5, -1.25, 3.0], (T0_MS + 1) / 1000),
+        ("edge/Steps", [-1, 7], (T0_MS + 1) / 1000),
+        ("edge/Gates", bits, (T0_MS + 1) / 1000),
+        ("edge/Vib", [1.0, -2.5, 6.0], (T0_MS + 2) / 1000),
+        ("edge/Steps", [5], (T0_MS + 3) / 1000),
     ]
     assert src.stats.errors_by_reason == {"wrong_type": 1}
     unsupported = src.notices.status()["unsupported_metric"]

@@ -23,6 +23,7 @@ from devices.mqtt.settings import MqttSettings
 from edge_agent.config import ConfigError, parse_config
 from protocols import sparkplug as sp
 from tests.support.mqtt_wire import read_packet
+from tests.support.sparkplug_pb import pb_metric as _pb_metric
 
 D = sp.DataType
 AGENT = {"id": "a1", "site": "s", "line": "l"}
@@ -201,19 +202,6 @@ async def test_a_key_given_twice_is_refused_not_read_as_either_value(mosquitto):
         await src.stop()
     assert [(r.tag, r.value) for r in got] == [("d/1/temp", 21), ("d/1/hum", 40)]
     assert src.stats.errors_by_reason == {"duplicate_key": 4}
-
-
-def _pb_metric(parent, name=None, alias=None, datatype=None, **value):
-    m = parent.metrics.add()
-    if name is not None:
-        m.name = name
-    if alias is not None:
-        m.alias = alias
-    if datatype is not None:
-        m.datatype = datatype
-    for k, v in value.items():
-        setattr(m, k, v)
-    return m
 
 
 async def test_sparkplug_timestamps_of_zero_or_in_seconds_are_no_time_and_a_million_metrics_are_refused(

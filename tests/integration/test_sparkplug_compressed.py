@@ -18,21 +18,11 @@ from devices.base import Quality
 from devices.mqtt.client import MqttSource
 from devices.mqtt.settings import MqttSettings
 from protocols import sparkplug as sp
+from tests.support.sparkplug_pb import pb_metric as _metric
 
 D = sp.DataType
-
-
-def _metric(parent, name=None, alias=None, datatype=None, **value):
-    m = parent.metrics.add()
-    if name is not None:
-        m.name = name
-    if alias is not None:
-        m.alias = alias
-    if datatype is not None:
-        m.datatype = datatype
-    for k, v in value.items():
-        setattr(m, k, v)
-    return m
+T0_MS = 1_700_000_000_000  # a node whose clock is set (a time before 2001 is a clock never set)
+T0 = T0_MS / 1000
 
 
 def _compressed(inner, algorithm: str | None = "DEFLATE", body: bytes | None = None) -> bytes:
@@ -72,19 +62,19 @@ async def test_a_tahu_node_with_compression_on_is_read_and_a_zip_bomb_is_refused
             await src.connected.wait()
             await src.subscribed.wait()
         birth = sp._pb().Payload()
-        birth.timestamp, birth.seq = 1000, 0
+        birth.timestamp, birth.seq = T0_MS + 1000, 0
         _metric(birth, "bdSeq", datatype=D.INT64, long_value=0)
         _metric(birth, "Temp", alias=1, datatype=D.DOUBLE, double_value=20.5)
         _metric(birth, "Count", alias=2, datatype=D.INT32, int_value=(-5) & 0xFFFFFFFF)
         gz = sp._pb().Payload()
-        gz.timestamp, gz.seq = 2000, 1
+        gz.timestamp, gz.seq = T0_MS + 2000, 1
         _metric(gz, alias=1, double_value=21.0)
         plain = sp._pb().Payload()  # Tahu's compress(payload, stripDataTypes): no algorithm metric
-        plain.timestamp, plain.seq = 3000, 2
+        plain.timestamp, plain.seq = T0_MS + 3000, 2
         _metric(plain, alias=2, int_value=(-7) & 0xFFFFFFFF)  # no datatype: the birth's Int32
         bomb = zlib.compress(b"\0" * (4 * 1024 * 1024), 9)  # 4 KB inflating to 4 MiB: not read
         last = sp._pb().Payload()
-        last.timestamp, last.seq = 4000, 3
+        last.timestamp, last.seq = T0_MS + 4000, 3
         _metric(last, alias=1, double_value=22.0)
         for kind, body in (
             ("NBIRTH", _compressed(birth)),
@@ -101,7 +91,7 @@ async def test_a_tahu_node_with_compression_on_is_read_and_a_zip_bomb_is_refused
             async with asyncio.timeout(10):
                 async for r in src.items():
                     got.append(r)
-                    if r.timestamp == 4.0:
+                    if r.timestamp == T0 + 4.0:
                         break
         except TimeoutError:
             pass  # what came is asserted below
@@ -109,11 +99,11 @@ async def test_a_tahu_node_with_compression_on_is_read_and_a_zip_bomb_is_refused
         pub.loop_stop()
         await src.stop()
     assert [(r.tag, r.value, r.timestamp) for r in got] == [
-        ("n/Temp", 20.5, 1.0),
-        ("n/Count", -5, 1.0),
-        ("n/Temp", 21.0, 2.0),
-        ("n/Count", -7, 3.0),
-        ("n/Temp", 22.0, 4.0),
+        ("n/Temp", 20.5, T0 + 1.0),
+        ("n/Count", -5, T0 + 1.0),
+        ("n/Temp", 21.0, T0 + 2.0),
+        ("n/Count", -7, T0 + 3.0),
+        ("n/Temp", 22.0, T0 + 4.0),
     ]
     assert len(bomb) < 8 * 1024
     assert src.stats.errors_by_reason == {"too_large": 1, "bad_compression": 2}
@@ -159,19 +149,19 @@ async def test_a_node_flooding_compressed_payloads_is_held_to_the_inflate_budget
             await src.connected.wait()
             await src.subscribed.wait()
         birth = sp._pb().Payload()
-        birth.timestamp, birth.seq = 1000, 0
+        birth.timestamp, birth.seq = T0_MS + 1000, 0
         _metric(birth, "bdSeq", datatype=D.INT64, long_value=0)
         _metric(birth, "Temp", alias=1, datatype=D.DOUBLE, double_value=20.0)
         pub.publish("spBv1.0/g/NBIRTH/n", birth.SerializeToString(), qos=1)
         for i in range(n):
             bomb = sp._pb().Payload()  # 256 KiB of zeros in the payload's body: a few hundred bytes sent
-            bomb.timestamp, bomb.seq = 2000 + i, i + 1
+            bomb.timestamp, bomb.seq = T0_MS + 2000 + i, i + 1
             _metric(bomb, alias=1, double_value=float(i))
             bomb.body = b"\0" * (256 * 1024)
             pub.publish("spBv1.0/g/NDATA/n", _compressed(bomb), qos=1)
             pub.publish("line/press", json.dumps({"force": i}), qos=1)
         plain = sp._pb().Payload()  # then a plain NDATA: not counted against the budget, read
-        plain.timestamp, plain.seq = 9000, n + 1
+        plain.timestamp, plain.seq = T0_MS + 9000, n + 1
         _metric(plain, alias=1, double_value=99.0)
         pub.publish("spBv1.0/g/NDATA/n", plain.SerializeToString(), qos=1)
 
@@ -193,7 +183,7 @@ async def test_a_node_flooding_compressed_payloads_is_held_to_the_inflate_budget
         await src.stop()
     assert [r.value for r in got if r.tag == "line/press/force"] == list(range(n))
     # the birth, the first compressed NDATA, the plain one
-    assert [(r.value, r.timestamp) for r in spark()] == [(20.0, 1.0), (0.0, 2.0), (99.0, 9.0)]
+    assert [(r.value, r.timestamp) for r in spark()] == [(20.0, T0 + 1.0), (0.0, T0 + 2.0), (99.0, T0 + 9.0)]
     # the seq gap the skipped messages leave is this host's doing: not counted, no rebirth asked
     assert src.stats.errors_by_reason == {"inflate_budget": n - 1}
     assert src.sparkplug.rebirths_requested == 0
@@ -227,20 +217,20 @@ async def test_a_compressed_death_or_birth_is_read_while_the_inflate_budget_is_s
             await src.connected.wait()
             await src.subscribed.wait()
         birth = sp._pb().Payload()
-        birth.timestamp, birth.seq = 1000, 0
+        birth.timestamp, birth.seq = T0_MS + 1000, 0
         _metric(birth, "bdSeq", datatype=D.INT64, long_value=0)
         _metric(birth, "Temp", alias=1, datatype=D.DOUBLE, double_value=20.0)
         pub.publish("spBv1.0/g/NBIRTH/n", birth.SerializeToString(), qos=1)
         for i in range(2):  # the first is read and spends the budget; the second is inflate_budget
             bomb = sp._pb().Payload()
-            bomb.timestamp, bomb.seq = 2000 + i, i + 1
+            bomb.timestamp, bomb.seq = T0_MS + 2000 + i, i + 1
             _metric(bomb, alias=1, double_value=float(i))
             bomb.body = b"\0" * (256 * 1024)
             pub.publish("spBv1.0/g/NDATA/n", _compressed(bomb), qos=1)
         death = sp._pb().Payload()
         _metric(death, "bdSeq", datatype=D.INT64, long_value=0)
         pub.publish("spBv1.0/g/NDEATH/n", _compressed(death), qos=1)
-        birth.seq, birth.timestamp = 0, 5000  # born again, compressed: its data is read after it
+        birth.seq, birth.timestamp = 0, T0_MS + 5000  # born again, compressed: its data is read after it
         birth.metrics[0].long_value, birth.metrics[1].double_value = 1, 30.0
         pub.publish("spBv1.0/g/NBIRTH/n", _compressed(birth), qos=1)
         try:
@@ -296,18 +286,18 @@ async def test_a_node_flooding_compressed_payloads_does_not_hold_up_another_node
             await src.subscribed.wait()
         for node in ("flood", "calm"):
             birth = sp._pb().Payload()
-            birth.timestamp, birth.seq = 1000, 0
+            birth.timestamp, birth.seq = T0_MS + 1000, 0
             _metric(birth, "bdSeq", datatype=D.INT64, long_value=0)
             _metric(birth, "Temp", alias=1, datatype=D.DOUBLE, double_value=20.0)
             pub.publish(f"spBv1.0/g/NBIRTH/{node}", birth.SerializeToString(), qos=1)
         for i in range(n):
             bomb = sp._pb().Payload()  # 12 KiB of zeros in the payload's body
-            bomb.timestamp, bomb.seq = 2000 + i, i + 1
+            bomb.timestamp, bomb.seq = T0_MS + 2000 + i, i + 1
             _metric(bomb, alias=1, double_value=float(i))
             bomb.body = b"\0" * (12 * 1024)
             pub.publish("spBv1.0/g/NDATA/flood", _compressed(bomb), qos=1)
             calm = sp._pb().Payload()  # a few dozen bytes inflated: well within its own budget
-            calm.timestamp, calm.seq = 2000 + i, i + 1
+            calm.timestamp, calm.seq = T0_MS + 2000 + i, i + 1
             _metric(calm, alias=1, double_value=100.0 + i)
             pub.publish("spBv1.0/g/NDATA/calm", _compressed(calm), qos=1)
         try:

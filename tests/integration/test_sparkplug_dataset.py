@@ -12,24 +12,14 @@ from devices.base import Quality
 from devices.mqtt.client import MqttSource
 from devices.mqtt.settings import MqttSettings
 from protocols import sparkplug as sp
+from tests.support.sparkplug_pb import pb_metric as _metric
 
 D = sp.DataType
+T0_MS = 1_700_000_000_000  # a node whose clock is set (a time before 2001 is a clock never set)
+T0 = T0_MS / 1000
 COLUMNS = (("Pos", D.INT32), ("Force", D.FLOAT), ("Ok", D.BOOLEAN), ("Label", D.STRING), ("At", D.DATETIME))
 FIELD = {D.INT32: "int_value", D.FLOAT: "float_value", D.BOOLEAN: "boolean_value", D.STRING: "string_value"}
 FIELD[D.DATETIME] = "long_value"
-
-
-def _metric(parent, name=None, alias=None, datatype=None, **value):
-    m = parent.metrics.add()
-    if name is not None:
-        m.name = name
-    if alias is not None:
-        m.alias = alias
-    if datatype is not None:
-        m.datatype = datatype
-    for k, v in value.items():
-        setattr(m, k, v)
-    return m
 
 
 def _table(m, rows, columns=COLUMNS):
@@ -68,7 +58,7 @@ async def test_sparkplug_dataset_columns_are_read_as_arrays(mosquitto):
     pub.loop_start()
     t = 1_700_000_000_000
     birth = sp._pb().Payload()
-    birth.timestamp, birth.seq = 1000, 0
+    birth.timestamp, birth.seq = T0_MS + 1000, 0
     _metric(birth, "bdSeq", datatype=D.INT64, long_value=0)
     _metric(birth, "Temp", alias=1, datatype=D.DOUBLE, double_value=20.0)
     _table(
@@ -76,18 +66,18 @@ async def test_sparkplug_dataset_columns_are_read_as_arrays(mosquitto):
         [(1, 0.5, True, "a", t), (-2, 1.25, False, "b", t + 1)],
     )
     data = sp._pb().Payload()  # by alias, without a datatype, as Sparkplug 3.0 has data messages
-    data.timestamp, data.seq = 2000, 1
+    data.timestamp, data.seq = T0_MS + 2000, 1
     _table(_metric(data, alias=2), [(4, None, False, "d", t + 3), (5, 3.5, True, "e", t + 4)])
     mixed = sp._pb().Payload()
-    mixed.timestamp, mixed.seq = 3000, 2
+    mixed.timestamp, mixed.seq = T0_MS + 3000, 2
     _table(_metric(mixed, alias=2), [("x", 1.0, True, "f", t + 5)])  # text in the Int32 column
     _metric(mixed, alias=1, double_value=21.0)
     shape = sp._pb().Payload()
-    shape.timestamp, shape.seq = 4000, 3
+    shape.timestamp, shape.seq = T0_MS + 4000, 3
     _table(_metric(shape, alias=2), [(6, 2.0)])  # a row of 2 cells under 5 columns
     _metric(shape, alias=1, double_value=22.0)
     null = sp._pb().Payload()
-    null.timestamp, null.seq = 5000, 4
+    null.timestamp, null.seq = T0_MS + 5000, 4
     _metric(null, alias=2, is_null=True)
     _metric(null, alias=1, double_value=23.0)
     got: list = []
@@ -107,7 +97,7 @@ async def test_sparkplug_dataset_columns_are_read_as_arrays(mosquitto):
             async with asyncio.timeout(10):
                 async for r in src.items():
                     got.append(r)
-                    if r.tag == "n/Temp" and r.timestamp == 5.0:
+                    if r.tag == "n/Temp" and r.timestamp == T0 + 5.0:
                         break
         except TimeoutError:
             pass  # what came is asserted below
@@ -116,25 +106,25 @@ async def test_sparkplug_dataset_columns_are_read_as_arrays(mosquitto):
         await src.stop()
     G, B = Quality.GOOD, Quality.BAD
     assert [(r.tag, _shown(r.value), r.timestamp, r.quality) for r in got] == [
-        ("n/Temp", 20.0, 1.0, G),
-        ("n/Strokes/Pos", "[1, -2]", 1.0, G),
-        ("n/Strokes/Force", "[0.5, 1.25]", 1.0, G),
-        ("n/Strokes/Ok", "[True, False]", 1.0, G),
-        ("n/Strokes/At", f"[{t}, {t + 1}]", 1.0, G),
-        ("n/Strokes/Pos", "[4, 5]", 2.0, G),
-        ("n/Strokes/Force", "[nan, 3.5]", 2.0, G),
-        ("n/Strokes/Ok", "[False, True]", 2.0, G),
-        ("n/Strokes/At", f"[{t + 3}, {t + 4}]", 2.0, G),
-        ("n/Strokes/Force", "[1.0]", 3.0, G),  # Pos refused, the rest of the table read
-        ("n/Strokes/Ok", "[True]", 3.0, G),
-        ("n/Strokes/At", f"[{t + 5}]", 3.0, G),
-        ("n/Temp", 21.0, 3.0, G),
-        ("n/Temp", 22.0, 4.0, G),  # the table refused whole, the message's other metric read
-        ("n/Strokes/Pos", "[4, 5]", 5.0, B),  # the null table: each column's last value BAD
-        ("n/Strokes/Force", "[1.0]", 5.0, B),
-        ("n/Strokes/Ok", "[True]", 5.0, B),
-        ("n/Strokes/At", f"[{t + 5}]", 5.0, B),
-        ("n/Temp", 23.0, 5.0, G),
+        ("n/Temp", 20.0, T0 + 1.0, G),
+        ("n/Strokes/Pos", "[1, -2]", T0 + 1.0, G),
+        ("n/Strokes/Force", "[0.5, 1.25]", T0 + 1.0, G),
+        ("n/Strokes/Ok", "[True, False]", T0 + 1.0, G),
+        ("n/Strokes/At", f"[{t}, {t + 1}]", T0 + 1.0, G),
+        ("n/Strokes/Pos", "[4, 5]", T0 + 2.0, G),
+        ("n/Strokes/Force", "[nan, 3.5]", T0 + 2.0, G),
+        ("n/Strokes/Ok", "[False, True]", T0 + 2.0, G),
+        ("n/Strokes/At", f"[{t + 3}, {t + 4}]", T0 + 2.0, G),
+        ("n/Strokes/Force", "[1.0]", T0 + 3.0, G),  # Pos refused, the rest of the table read
+        ("n/Strokes/Ok", "[True]", T0 + 3.0, G),
+        ("n/Strokes/At", f"[{t + 5}]", T0 + 3.0, G),
+        ("n/Temp", 21.0, T0 + 3.0, G),
+        ("n/Temp", 22.0, T0 + 4.0, G),  # the table refused whole, the message's other metric read
+        ("n/Strokes/Pos", "[4, 5]", T0 + 5.0, B),  # the null table: each column's last value BAD
+        ("n/Strokes/Force", "[1.0]", T0 + 5.0, B),
+        ("n/Strokes/Ok", "[True]", T0 + 5.0, B),
+        ("n/Strokes/At", f"[{t + 5}]", T0 + 5.0, B),
+        ("n/Temp", 23.0, T0 + 5.0, G),
     ]
     assert (
         got[1].value.dtype == np.int32 and got[2].value.dtype == np.float32 and got[4].value.dtype == np.int64

@@ -1,0 +1,166 @@
+"""Sparkplug B times from other vendors' edge nodes through a real Mosquitto: a node whose clock was never set
+(stamping its uptime), and DateTime metrics. Payloads are built on the Sparkplug protobuf schema field by
+field, as Eclipse Tahu's Python and Java nodes write them, not with this project's encoder."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.base import Quality
+from devices.mqtt.client import MqttSource
+from devices.mqtt.settings import MqttSettings
+from protocols import sparkplug as sp
+from tests.support.sparkplug_pb import pb_metric as _metric
+
+D = sp.DataType
+G, B = Quality.GOOD, Quality.BAD
+
+
+def _payload(ts: int, seq: int | None):
+    p = sp._pb().Payload()
+    p.timestamp = ts
+    if seq is not None:
+        p.seq = seq
+    return p
+
+
+async def _run(port: int, messages: list[tuple[str, object]], until) -> tuple[MqttSource, list]:
+    """Publish ``messages`` (topic kind, protobuf payload) to node g/n in order; the readings until ``until``."""
+    src = MqttSource(
+        "mq", MqttSettings(port=port, subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b"}])
+    )
+    await src.start()
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", port, 30)
+    pub.loop_start()
+    got: list = []
+    try:
+        async with asyncio.timeout(5):
+            await src.connected.wait()
+            await src.subscribed.wait()
+        for kind, body in messages:
+            pub.publish(f"spBv1.0/g/{kind}/n", body.SerializeToString(), qos=1)  # type: ignore[attr-defined]
+        try:
+            async with asyncio.timeout(10):
+                async for r in src.items():
+                    got.append(r)
+                    if until(r):
+                        break
+        except TimeoutError:
+            pass  # what came is asserted by the caller
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    return src, got
+
+
+async def test_an_edge_node_stamping_its_uptime_gets_the_receive_time_and_a_restart_loses_nothing(mosquitto):
+    """An edge node without a set clock (no NTP, no clock battery) stamps its uptime in milliseconds. Before,
+    its readings were dated 1970, and once it restarted every reading was older than its tag's last one and
+    dropped as out_of_order, for as long as the node had run before; an uptime of 12 to 115 days was taken
+    for epoch seconds (bad_timestamp, "fix the edge node's timestamps"). Now a time before 2001 is a clock
+    never set, as on the MQTT JSON path: the receive time, counted as clock_skew, not moving the tag's order,
+    so the node's readings after its restart come."""
+    uptime_20_days = 1_728_000_000  # ms: in the range that epoch seconds sent as milliseconds fall in
+    birth = _payload(5_000, 0)
+    _metric(birth, "bdSeq", datatype=D.UINT64, long_value=0)  # as Tahu's nodes type it
+    _metric(birth, "Temp", alias=1, datatype=D.DOUBLE, double_value=20.0, timestamp=5_000)
+    data = _payload(uptime_20_days, 1)
+    _metric(data, alias=1, double_value=21.0, timestamp=uptime_20_days)
+    death = _payload(uptime_20_days + 100, None)
+    _metric(death, "bdSeq", datatype=D.UINT64, long_value=0)
+    rebirth = _payload(4_000, 0)  # restarted: its uptime starts again
+    _metric(rebirth, "bdSeq", datatype=D.UINT64, long_value=1)
+    _metric(rebirth, "Temp", alias=1, datatype=D.DOUBLE, double_value=22.0, timestamp=4_000)
+    after = _payload(9_000, 1)
+    _metric(after, alias=1, double_value=23.0, timestamp=9_000)
+    src, got = await _run(
+        mosquitto.port,
+        [("NBIRTH", birth), ("NDATA", data), ("NDEATH", death), ("NBIRTH", rebirth), ("NDATA", after)],
+        lambda r: r.value == 23.0,
+    )
+    assert [(r.tag, r.value, r.quality) for r in got] == [
+        ("n/Temp", 20.0, G),
+        ("n/Temp", 21.0, G),
+        ("n/Temp", 21.0, B),  # the death: its last value BAD
+        ("n/Temp", 22.0, G),  # after the restart: read, not dropped as out of order
+        ("n/Temp", 23.0, G),
+    ]
+    for r in got:
+        assert r.timestamp == r.received_at and r.timestamp > 1e9, r  # never 1970
+    errors = src.stats.errors_by_reason
+    assert "out_of_order" not in errors and "bad_timestamp" not in errors, errors
+    assert errors.get("clock_skew") == 4  # each GOOD reading stamped by the unset clock
+    assert "clock was never set" in str(src.stats.last_error), src.stats.last_error
+
+
+async def test_sparkplug_datetime_metrics_are_times_not_numbers(mosquitto):
+    """A DateTime metric (a part's production time, a tool's last service) carries milliseconds since 1970.
+    Before, its reading was that number (1700000000000), which a rule or the cloud took for a count. Now it
+    is ISO 8601 text with its zone, as the OPC UA source gives a DateTime, also as a Template member and in a
+    data message that leaves the datatype out; a time before 1970 (Tahu's Java nodes write a Date's negative
+    milliseconds in two's complement) is read so; one outside the years 1..9999 is wrong_type, and the
+    message's other metrics are read."""
+    now = int(time.time() * 1000) - 1000
+    t = 1_700_000_000_000  # 2023-11-14T22:13:20Z
+    birth = _payload(now, 0)
+    _metric(birth, "bdSeq", datatype=D.UINT64, long_value=0)
+    _metric(birth, "Made", alias=1, datatype=D.DATETIME, long_value=t)
+    motor = _metric(birth, "Motor", alias=2, datatype=D.TEMPLATE)
+    motor.template_value.template_ref = "MotorType"
+    _metric(motor.template_value, "Serviced", datatype=D.DATETIME, long_value=t + 86_400_000)
+    _metric(birth, "Broken", alias=3, datatype=D.DATETIME, long_value=2**62)  # year 146 million
+    _metric(birth, "Temp", alias=4, datatype=D.DOUBLE, double_value=20.0)
+    data = _payload(now + 1, 1)  # by alias, without a datatype, as Sparkplug 3.0 has data messages
+    _metric(data, alias=1, long_value=t + 1_500)
+    _metric(data, alias=3, long_value=2**62)
+    _metric(data, alias=4, double_value=21.0)
+    before_1970 = _payload(now + 2, 2)
+    _metric(before_1970, alias=1, long_value=(-1_000) & (2**64 - 1))
+    _metric(before_1970, alias=4, double_value=22.0)
+    src, got = await _run(
+        mosquitto.port,
+        [("NBIRTH", birth), ("NDATA", data), ("NDATA", before_1970)],
+        lambda r: r.value == 22.0,
+    )
+    assert [(r.tag, r.value, r.quality) for r in got] == [
+        ("n/Made", "2023-11-14T22:13:20+00:00", G),
+        ("n/Motor/Serviced", "2023-11-15T22:13:20+00:00", G),
+        ("n/Temp", 20.0, G),
+        ("n/Made", "2023-11-14T22:13:21.500000+00:00", G),
+        ("n/Temp", 21.0, G),
+        ("n/Made", "1969-12-31T23:59:59+00:00", G),
+        ("n/Temp", 22.0, G),
+    ]
+    assert src.stats.errors_by_reason == {"wrong_type": 2}  # Broken, in the birth and in the data
+    assert "'Broken'" in str(src.stats.last_error) and "years 1..9999" in str(src.stats.last_error)
+
+
+async def test_what_tahus_javascript_nodes_send_that_gives_no_reading_is_said_and_the_rest_read(mosquitto):
+    """Eclipse Tahu's JavaScript encoder (npm sparkplug-payload) sends a PropertySet metric with its datatype
+    and no value (Sparkplug's metric has no field for one), a DataSet given without numOfColumns as rows
+    without cells, and a UInt32 in long_value. Before, the PropertySet was dropped without a word and the
+    DataSet was refused as "a row of 0 cells under 2 columns", which sent the user looking at the rows. Now
+    the PropertySet is said (the unsupported_metric notice, naming it), the DataSet's wrong_type names the
+    missing num_of_columns, and the node's other metrics are read."""
+    now = int(time.time() * 1000) - 1000
+    birth = _payload(now, 0)
+    _metric(birth, "bdSeq", datatype=D.UINT64, long_value=0)
+    _metric(birth, "Props", alias=1, datatype=20)  # PropertySet: no value field
+    table = _metric(birth, "Strokes", alias=2, datatype=D.DATASET).dataset_value
+    table.columns.extend(["Pos", "Force"])  # no num_of_columns: Tahu's JS wrote no cells
+    table.types.extend([D.INT32, D.DOUBLE])
+    table.rows.add()
+    table.rows.add()
+    _metric(birth, "Count", alias=3, datatype=D.UINT32, long_value=4_000_000_000)  # Tahu JS: long_value
+    _metric(birth, "Temp", alias=4, datatype=D.DOUBLE, double_value=20.5)
+    src, got = await _run(mosquitto.port, [("NBIRTH", birth)], lambda r: r.tag == "n/Temp")
+    assert [(r.tag, r.value, r.quality) for r in got] == [("n/Count", 4_000_000_000, G), ("n/Temp", 20.5, G)]
+    assert src.stats.errors_by_reason == {"wrong_type": 1}
+    assert "no num_of_columns" in str(src.stats.last_error) and "'Strokes'" in str(src.stats.last_error)
+    notice = src.notices.status()["unsupported_metric"]
+    assert "'Props'" in notice["message"] and "PropertySet" in notice["message"], notice
