@@ -70,9 +70,9 @@ def float_for_plc(value: int | float, single: bool) -> float:
     if single and abs(f) > FLOAT32_MAX:
         raise ValueError("out of range of a 32-bit Float (about +-3.4e38)")
     kind, top = ("a 32-bit Float (REAL)", 2**24) if single else ("a 64-bit Double (LREAL)", 2**53)
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
         arrives = float(np.float32(f)) if single else f
-        if arrives != value:  # (an int compared with a float: exactly, in Python)
+        if arrives != int(value):  # a Python int compared with a float: exactly (NumPy's would round it)
             raise ValueError(
                 f"{kind} holds whole numbers exactly only up to +-{top} (2**{top.bit_length() - 1}): "
                 f"{value} would arrive as {arrives:.17g}; write to "
