@@ -1556,16 +1556,21 @@ class MqttSource:
                 )
                 out.append(dataclasses.replace(r, timestamp=ts))
                 continue
+            if r.timestamp == r.received_at:
+                # stamped with this gateway's receive time: a node that sent no time or 0 (no clock yet, as it
+                # boots), an NDEATH's BAD. Not the node's clock, so it is neither held to the tag's order nor
+                # moves it: moved, a node whose clock runs behind this gateway's had the readings after it (its
+                # rebirth's after a death, its first stamped ones once its clock was set) dropped as out of
+                # order; held, one of a node whose clock runs ahead was dropped
+                out.append(r)
+                continue
             last = last_ts.get(r.tag)
             if last is not None and r.timestamp < last and r.quality is Quality.GOOD:
                 self._error("out_of_order", f"tag {r.tag!r}: timestamp {r.timestamp} is older than {last}")
                 if not keep:
                     continue
-            elif r.quality is Quality.GOOD or r.timestamp != r.received_at:
+            else:
                 last_ts[r.tag] = r.timestamp
-            # else a BAD stamped with this gateway's receive time (an NDEATH's, which Sparkplug times so): not
-            # the node's clock, so it does not move the tag's order; kept, a node whose clock runs behind this
-            # gateway's had its rebirth's values dropped as out of order, and its tags stayed BAD
             out.append(r)
         return out
 

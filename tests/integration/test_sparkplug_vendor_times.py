@@ -164,3 +164,34 @@ async def test_what_tahus_javascript_nodes_send_that_gives_no_reading_is_said_an
     assert "no num_of_columns" in str(src.stats.last_error) and "'Strokes'" in str(src.stats.last_error)
     notice = src.notices.status()["unsupported_metric"]
     assert "'Props'" in notice["message"] and "PropertySet" in notice["message"], notice
+
+
+async def test_a_reading_a_node_sent_without_a_time_neither_holds_nor_is_held_to_its_tags_order(mosquitto):
+    """A node without a clock yet (booting, before NTP) sends timestamp 0: its readings get the receive time.
+    Before, that time moved the tag's order, so once the node's clock was set, a little behind this gateway's,
+    its first stamped reading was older than the receive time and dropped as out_of_order; and a 0 after
+    readings of a node whose clock runs a little ahead was itself dropped. The receive time is not the node's
+    clock: it now neither moves the tag's order nor is held to it (as a time too far ahead, or a clock never
+    set, already did not)."""
+    now = int(time.time() * 1000)
+    birth = _payload(0, 0)  # booting: no time yet
+    _metric(birth, "bdSeq", datatype=D.UINT64, long_value=0)
+    _metric(birth, "Temp", alias=1, datatype=D.DOUBLE, double_value=20.0)
+    behind = _payload(now - 5_000, 1)  # its clock set (NTP), 5 s behind this gateway's
+    _metric(behind, alias=1, double_value=21.0)
+    ahead = _payload(now + 5_000, 2)  # a node whose clock runs 5 s ahead (within max_clock_skew_s)
+    _metric(ahead, alias=1, double_value=22.0)
+    again = _payload(0, 3)  # no time again
+    _metric(again, alias=1, double_value=23.0)
+    src, got = await _run(
+        mosquitto.port,
+        [("NBIRTH", birth), ("NDATA", behind), ("NDATA", ahead), ("NDATA", again)],
+        lambda r: r.value == 23.0,
+    )
+    assert [(r.value, r.timestamp == r.received_at) for r in got] == [
+        (20.0, True),
+        (21.0, False),  # before: dropped, older than the birth's receive time
+        (22.0, False),
+        (23.0, True),  # before: dropped, older than the node's time ahead
+    ]
+    assert src.stats.errors_by_reason == {}
