@@ -143,6 +143,8 @@ def _unit_of(v: float) -> str:
 # counters of devices without a clock (small numbers either way) pass.
 SECONDS_MAX = 1e11  # epoch seconds: the year 5138
 MS_LOOKS_LIKE_S = (1e9, 1e10)  # epoch milliseconds that are this century's epoch seconds (2001-2286)
+# ... refused as such when, in the smaller unit, within this of the receive time (a day: a device's clock off)
+WRONG_UNIT_NEAR_S = 86_400.0
 
 
 _MISSING = object()
@@ -385,8 +387,16 @@ def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
         )
     scale = _SCALE[fmt]
     unit = TimestampFormat(_unit_of(v))
-    if _SCALE[unit] < scale and MS_LOOKS_LIKE_S[0] <= v / _SCALE[unit] < MS_LOOKS_LIKE_S[1]:
-        # a smaller unit's date of this century (2001-2286), read in this one, lands in early 1970
+    if (
+        _SCALE[unit] < scale
+        and MS_LOOKS_LIKE_S[0] <= v / _SCALE[unit] < MS_LOOKS_LIKE_S[1]
+        and (default < MS_LOOKS_LIKE_S[0] or abs(v / _SCALE[unit] - default) <= WRONG_UNIT_NEAR_S)
+    ):
+        # a smaller unit's date of this century (2001-2286), read in this one, lands in early 1970: refused,
+        # naming the unit, when in that unit it is near the receive time (``default``), as a device sending
+        # the time in another unit does; else it is a device clock never set counting in this unit (an ESP's
+        # uptime: millis() past 11.6 days, esp_timer's microseconds past 17 minutes), which the source reads
+        # at the receive time (a time before 2001), not refused message after message for weeks
         raise CodecError(
             "bad_timestamp",
             f"timestamp {name!r}={v!r} as {_UNIT_NAME[fmt]} is in early 1970, as {_UNIT_NAME[unit]} it is a "

@@ -81,8 +81,8 @@ class JsonMappingSettings(_Model):
     timestamp_format: TimestampFormat = Field(
         TimestampFormat.EPOCH_S,
         description="epoch_s | epoch_ms | epoch_us | epoch_ns (EdgeX's origin, Go's UnixNano) | iso8601; a "
-        "number in another unit (this century's time in a smaller unit, or seconds past the year 5000) is "
-        "bad_timestamp, its message naming the format to set",
+        "number in another unit (this century's time in a smaller unit, within a day of the receive time, or "
+        "seconds past the year 5000) is bad_timestamp, its message naming the format to set",
     )
     timezone: str = Field(
         "UTC",

@@ -524,3 +524,43 @@ def test_local_times_of_the_hour_a_summer_time_ends_are_read_at_the_instant_near
         got += src.decode("tele/plug/SENSOR", payload, at + 0.2)
     assert [r.timestamp for r in got] == sent
     assert src.stats.errors_by_reason == {}
+
+
+async def test_a_device_counting_its_uptime_in_ms_or_us_is_read_at_the_receive_time_not_refused_for_weeks(
+    mosquitto,
+):
+    """A device whose clock was never set, stamping its uptime in the mapping's unit (an ESP's millis() under
+    epoch_ms, esp_timer_get_time()'s microseconds under epoch_us): once that uptime read in a smaller unit
+    was a date of this century (millis() past 11.6 days, microseconds past 17 minutes, nanoseconds past 1 s),
+    every message was refused as bad_timestamp, "set timestamp_format: epoch_s", for weeks (millis() until
+    116 days), where the clock-never-set rule promises the receive time; set so, the device's readings were
+    dated 2001 on. Such a time is now refused only when in the smaller unit it is within a day of the receive
+    time, as a device sending the time in another unit does; else it is a clock never set (clock_skew)."""
+    now = round(time.time())
+    subs = [
+        {"topic": "esp/#", "json_mapping": {"timestamp_format": "epoch_ms"}},
+        {"topic": "esp32/#", "json_mapping": {"timestamp_format": "epoch_us"}},
+    ]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    try:
+        pub.publish("esp/node7", json.dumps({"ts": 86_400_000 * 30, "v": 1}), qos=1)  # millis(): 30 days up
+        pub.publish("esp32/node8", json.dumps({"ts": 5_000 * 10**6, "v": 2}), qos=1)  # 5,000 s in us
+        pub.publish("esp32/node8", json.dumps({"ts": 5_001 * 10**6, "v": 3}), qos=1)
+        pub.publish("esp/node9", json.dumps({"ts": now, "v": 4}), qos=1)  # seconds sent as ms: refused
+        pub.publish("esp32/end", json.dumps({"v": 5}), qos=1)  # no time: the receive time, nothing said
+        got = await collect(src, lambda g: any(r.value == 5 for r in g))
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.tag, r.value) for r in got] == [
+        ("esp/node7/v", 1),
+        ("esp32/node8/v", 2),
+        ("esp32/node8/v", 3),
+        ("esp32/end/v", 5),
+    ]
+    assert all(r.timestamp == r.received_at for r in got)
+    assert src.stats.errors_by_reason == {"clock_skew": 3, "bad_timestamp": 1}
+    assert "as seconds it is a date of this century: set timestamp_format: epoch_s" in (
+        src.stats.last_error or ""
+    )
