@@ -28,7 +28,7 @@ from model_packager.errors import PackageError
 from model_packager.image_file import CAMERA_MAX_MEGAPIXELS
 
 # the agent's folder camera's (devices.camera.capture.IMAGE_SUFFIXES)
-SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp"})
 LIMIT = 500  # enough for the statistics' percentiles; each image is decoded twice
 
 

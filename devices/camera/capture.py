@@ -93,7 +93,9 @@ _FFMPEG_OPTIONS = threading.Lock()
 
 __all__ = ["CameraError", "CameraSource", "UnusableFrame", "UntakenFrame"]
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+# the kinds the trainer's import reads (cloud_trainer.train.images.IMAGE_EXTS): .jpe and .jfif are JPEGs (Windows
+# saves a browser's JPEG as .jfif), so an image trained on is one a folder camera reads
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp"}
 DEFAULT_FILE_FPS = 10.0
 
 

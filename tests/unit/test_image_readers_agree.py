@@ -480,3 +480,30 @@ async def test_an_image_the_camera_skips_at_its_default_size_limit_is_refused_by
     await cam.start()
     assert (2000, 13000, 3) in [f.image.shape async for f in cam.items()]
     await cam.stop()
+
+
+async def test_jfif_and_jpe_images_the_import_reads_are_read_by_the_camera_and_the_packager_too(tmp_path):
+    """`dataset import` read .jfif and .jpe files (JPEGs: Windows saves a browser's JPEG as .jfif), but the
+    agent's folder camera said the folder held no images and `model-packager build --input-images` left them
+    out: a model trained on them could not be fed them, nor packaged with their statistics. The three read
+    the same kinds of file now, and the same pixels."""
+    from cloud_trainer.train.images import IMAGE_EXTS
+    from devices.camera.capture import IMAGE_SUFFIXES, CameraSource
+    from devices.camera.settings import CameraSettings
+    from model_packager.image_folder import SUFFIXES
+
+    assert set(IMAGE_EXTS) == IMAGE_SUFFIXES == SUFFIXES
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for name in ("a.jfif", "b.JPE", "c.jfif"):
+        (folder / name).write_bytes(
+            cv2.imencode(".jpg", rng.integers(0, 256, (40, 60, 3), np.uint8))[1].tobytes()
+        )
+    cam = CameraSource("cam", CameraSettings(url=str(folder), fps=200))
+    await cam.start()
+    frames = [f.image async for f in cam.items()]
+    await cam.stop()
+    packaged = list(ImageFolder(folder))
+    assert len(frames) == len(packaged) == 3
+    assert all(np.array_equal(a, b) for a, b in zip(frames, packaged, strict=True))
