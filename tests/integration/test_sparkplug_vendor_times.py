@@ -5,15 +5,21 @@ field, as Eclipse Tahu's Python and Java nodes write them, not with this project
 from __future__ import annotations
 
 import asyncio
+import base64
+import shutil
 import time
+from typing import Any
 
+import numpy as np
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.base import Quality
 from devices.mqtt.client import MqttSource
 from devices.mqtt.settings import MqttSettings
 from protocols import sparkplug as sp
+from tests.integration.test_mqtt_sparkplug_interop import TAHU, tahu
 from tests.support.sparkplug_pb import pb_metric as _metric
 
 D = sp.DataType
@@ -28,7 +34,7 @@ def _payload(ts: int, seq: int | None):
     return p
 
 
-async def _run(port: int, messages: list[tuple[str, object]], until) -> tuple[MqttSource, list]:
+async def _run(port: int, messages: list[tuple[str, Any]], until) -> tuple[MqttSource, list]:
     """Publish ``messages`` (topic kind, protobuf payload) to node g/n in order; the readings until ``until``."""
     src = MqttSource(
         "mq", MqttSettings(port=port, subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b"}])
@@ -43,7 +49,9 @@ async def _run(port: int, messages: list[tuple[str, object]], until) -> tuple[Mq
             await src.connected.wait()
             await src.subscribed.wait()
         for kind, body in messages:
-            pub.publish(f"spBv1.0/g/{kind}/n", body.SerializeToString(), qos=1)  # type: ignore[attr-defined]
+            pub.publish(
+                f"spBv1.0/g/{kind}/n", body if isinstance(body, bytes) else body.SerializeToString(), qos=1
+            )
         try:
             async with asyncio.timeout(10):
                 async for r in src.items():
@@ -195,3 +203,74 @@ async def test_a_reading_a_node_sent_without_a_time_neither_holds_nor_is_held_to
         (23.0, True),  # before: dropped, older than the node's time ahead
     ]
     assert src.stats.errors_by_reason == {}
+
+
+@pytest.mark.interop
+@pytest.mark.skipif(
+    shutil.which("node") is None or not TAHU.exists(),
+    reason="node or Tahu's sparkplug-payload absent; run .ci/interop-peers",
+)
+async def test_an_nbirth_tahus_javascript_encoder_wrote_is_read_whole(mosquitto):
+    """An NBIRTH written by Eclipse Tahu's own JavaScript encoder (npm sparkplug-payload), of a node stamping
+    its uptime, with each type its users send: DateTime (a time), UInt32 (Tahu JS puts it in long_value),
+    Bytes and File (no reading, said), a DataSet of Int32/Int8/UInt32/DateTime columns (negative cells keep
+    their sign), one given without numOfColumns (no cells: wrong_type naming it), a Template with a DateTime
+    member, a PropertySet (no value: said) and a Double. Everything readable is read, at the receive time."""
+    t = 1_764_700_000_000  # 2025-12-02T18:26:40Z
+    req = {
+        "timestamp": 123_456,  # its uptime
+        "seq": 0,
+        "metrics": [
+            {"name": "bdSeq", "type": "UInt64", "value": 0},
+            {"name": "When", "type": "DateTime", "value": t},
+            {"name": "U32", "type": "UInt32", "value": 4_000_000_000},
+            {"name": "Blob", "type": "Bytes", "value": [1, 2, 3]},
+            {
+                "name": "Tbl",
+                "type": "DataSet",
+                "value": {
+                    "numOfColumns": 4,
+                    "columns": ["a", "b", "c", "d"],
+                    "types": ["Int32", "Int8", "UInt32", "DateTime"],
+                    "rows": [[-1, -2, 4_000_000_000, t], [2, 3, 5, t + 1]],
+                },
+            },
+            {
+                "name": "Tbl2",
+                "type": "DataSet",
+                "value": {"columns": ["a"], "types": ["Int32"], "rows": [[1]]},
+            },
+            {
+                "name": "Motor",
+                "type": "Template",
+                "value": {
+                    "isDefinition": False,
+                    "templateRef": "M",
+                    "metrics": [
+                        {"name": "Speed", "type": "Int16", "value": -7},
+                        {"name": "At", "type": "DateTime", "value": t},
+                    ],
+                },
+            },
+            {"name": "Props", "type": "PropertySet", "value": {"a": {"type": "Int32", "value": 1}}},
+            {"name": "Temp", "type": "Double", "value": 20.5},
+        ],
+    }
+    raw = base64.b64decode(tahu({"op": "encode", "payload": req})["b64"])
+    src, got = await _run(mosquitto.port, [("NBIRTH", raw)], lambda r: r.tag == "n/Temp")
+    shown = [(r.tag, r.value.tolist() if isinstance(r.value, np.ndarray) else r.value) for r in got]
+    assert shown == [
+        ("n/When", "2025-12-02T18:26:40+00:00"),
+        ("n/U32", 4_000_000_000),
+        ("n/Tbl/a", [-1, 2]),
+        ("n/Tbl/b", [-2, 3]),
+        ("n/Tbl/c", [4_000_000_000, 5]),
+        ("n/Tbl/d", [t, t + 1]),
+        ("n/Motor/Speed", -7),
+        ("n/Motor/At", "2025-12-02T18:26:40+00:00"),
+        ("n/Temp", 20.5),
+    ]
+    for r in got:
+        assert r.quality is G and r.timestamp == r.received_at, r  # the uptime: the receive time
+    assert src.stats.errors_by_reason == {"wrong_type": 1, "clock_skew": len(got)}
+    assert src.notices.counts["unsupported_metric"] == 2  # Blob, Props
