@@ -1506,6 +1506,12 @@ class MqttSource:
                     Reading(name, tag, v, self._ahead(tag, ts, received_at), received_at, Quality.GOOD, rate)
                 )
                 continue
+            if ts == received_at:
+                # no time of its own (none in the message, or null: a device without a clock yet): the receive
+                # time neither moves the tag's order nor is held to it, as in _order: moved, a device whose
+                # clock runs behind this gateway's had its next stamped readings dropped as out of order
+                out.append(Reading(name, tag, v, ts, received_at, Quality.GOOD, rate))
+                continue
             last = last_ts.get(tag)
             if last is not None and ts < last:
                 self._error("out_of_order", f"tag {tag!r}: timestamp {ts} is older than {last}")
@@ -1527,6 +1533,9 @@ class MqttSource:
             tag = prefix + t
             if ts > ahead or ts < unset:  # the receive time, not the device's clock: the tag's order stays
                 ts = self._ahead(tag, ts, received_at)
+                out.append(Reading(name, tag, v, ts, received_at, QUALITY_BY_NAME[q], rate))
+                continue
+            if ts == received_at:  # no time of its own, nor its message: the receive time, as above
                 out.append(Reading(name, tag, v, ts, received_at, QUALITY_BY_NAME[q], rate))
                 continue
             last = last_ts.get(tag)

@@ -1296,7 +1296,7 @@ def test_tag_names_from_the_outside_world_are_bounded(monkeypatch, caplog):
     monkeypatch.setattr(client, "MAX_TAGS", 10)
     src = MqttSource("mq", MqttSettings(port=1, subscriptions=[{"topic": "plant/#"}]))
     now = time.time()
-    got = [src.decode(f"plant/m1/{i}", json.dumps({"ts": now, "v": i}).encode(), now) for i in range(50)]
+    got = [src.decode(f"plant/m1/{i}", json.dumps({"ts": now - 1, "v": i}).encode(), now) for i in range(50)]
     assert [r.value for rs in got for r in rs] == list(range(50))
     assert len(src._last_ts) <= 11
     note = src.notices.status()["too_many_tags"]

@@ -564,3 +564,31 @@ async def test_a_device_counting_its_uptime_in_ms_or_us_is_read_at_the_receive_t
     assert "as seconds it is a date of this century: set timestamp_format: epoch_s" in (
         src.stats.last_error or ""
     )
+
+
+async def test_a_json_reading_without_a_time_of_its_own_neither_holds_nor_is_held_to_its_tags_order(
+    mosquitto,
+):
+    """A device without a clock yet sends its time as null (or none): its readings get the receive time, which
+    moved the tag's order, so once its clock was set, two seconds behind this gateway's, its first stamped
+    readings were older than that receive time and dropped as out_of_order (and so after every message
+    without a time, a batch's item without one included). The receive time is not the device's clock: such a
+    reading is passed on without being held to the tag's order or moving it, as Sparkplug's (7198a0e)."""
+    subs = [{"topic": "dev/#"}, {"topic": "gw/#", "json_mapping": {"records": {"array": "values"}}}]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    try:
+        pub.publish("dev/x", json.dumps({"ts": None, "v": 1}), qos=1)  # no clock yet
+        time.sleep(0.05)
+        pub.publish("dev/x", json.dumps({"ts": time.time() - 2, "v": 2}), qos=1)  # set, 2 s behind
+        pub.publish("dev/x", json.dumps([{"v": 3}, {"ts": time.time() - 2, "v": 4}]), qos=1)
+        time.sleep(0.05)
+        pub.publish("gw/y", json.dumps({"values": [{"id": "t", "v": 5}]}), qos=1)  # no time at all
+        time.sleep(0.05)
+        pub.publish("gw/y", json.dumps({"values": [{"id": "t", "v": 6, "t": time.time() - 2}]}), qos=1)
+        got = await collect(src, lambda g: any(r.value == 6 for r in g))
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [r.value for r in got] == [1, 2, 3, 4, 5, 6]
+    assert src.stats.errors_by_reason == {}
