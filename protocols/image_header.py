@@ -22,6 +22,7 @@ __all__ = [
     "BAYER_PATTERNS",
     "DEFAULT_MAX_MEGAPIXELS",
     "FORMATS",
+    "IMAGE_TYPES",
     "ImageRejected",
     "decode_image",
     "demosaic",
@@ -36,6 +37,19 @@ __all__ = [
 
 DEFAULT_MAX_MEGAPIXELS = 50.0  # 10x a 5-MP line camera; ~150 MB once decoded as 8-bit colour
 FORMATS = "PNG, JPEG, BMP, TIFF, WebP or PNM"
+# file extension -> (media type, ``image_size``'s format) of the image files the trainer imports and the fleet
+# takes as samples (.jpe, .jfif: JPEGs; Windows saves a browser's JPEG as .jfif)
+IMAGE_TYPES = {
+    ".png": ("image/png", "PNG"),
+    ".jpg": ("image/jpeg", "JPEG"),
+    ".jpeg": ("image/jpeg", "JPEG"),
+    ".jpe": ("image/jpeg", "JPEG"),
+    ".jfif": ("image/jpeg", "JPEG"),
+    ".bmp": ("image/bmp", "BMP"),
+    ".tif": ("image/tiff", "TIFF"),
+    ".tiff": ("image/tiff", "TIFF"),
+    ".webp": ("image/webp", "WebP"),
+}
 _BYTES_PER_PIXEL = 8  # no file of these kinds needs more for its first image (16-bit RGBA, uncompressed)
 
 

@@ -12,7 +12,11 @@ Tenants: the console shows one tenant at a time. Started with ``tenant=`` (``clo
 --console-tenant acme``) it shows that tenant only, whatever the URL asks; without it, ``?tenant=ID``
 on every ``/api`` call, report and blob URL picks one (default: ``default``; an id outside the tenant-id
 rule is ``404``), which is for the platform operator's own loopback use, not for a port that tenants
-reach. A blob (sample image) is served only if the tenant holds a sample with that digest. A registry
+reach. A blob (sample image) is served only if the tenant holds a sample with that digest, as the kind it was
+uploaded under (``blob_type``): an image whose header is of its kind as that image, anything else (a ``.npy``
+window, bytes that are not what their extension says) as ``application/octet-stream`` to save; every answer with
+``X-Content-Type-Options: nosniff`` (``BoundedHandler``), a blob or registry file with a CSP that sandboxes it
+(``BLOB_CSP``: a page a gateway uploaded, opened on its own, runs no script in the console's origin). A registry
 URL is ``/registry/<package>/<file>`` or ``/registry/<package>/<version>/<file>``, each part
 percent-decoded once and then checked (no '/', NUL, '..' or leading '.'): nothing else of the folder
 (another tenant's ``.tenants/``, a publish's temporary ``.part`` folder) is reachable, whatever the
@@ -62,6 +66,29 @@ SAMPLES_SHOWN = 200  # /api/samples: the newest this many (the store reads no mo
 FILE_PIECE_BYTES = 64 * 1024  # a registry file goes out in pieces of this size, never read whole
 ANSWER_MIN_AGE_S = 1.0  # /api answers are shared for at least this long (the page polls every 3 s)
 CPU_SHARE = 0.2  # of one core (and of the store's time), at most, spent computing /api answers
+
+
+# sent with every sample blob and registry file: whatever a (compromised) gateway uploaded, opened on its own it
+# runs no script in the console's origin and loads nothing (an SVG or HTML page is sandboxed, a unique origin)
+BLOB_CSP = "default-src 'none'; sandbox"
+
+
+def blob_type(ext: str, data: bytes, digest: str) -> tuple[str, str | None]:
+    """``(Content-Type, attachment file name or None)`` of a sample blob stored under ``ext``: an image kind whose
+    header is of that kind (``image_header.image_size``) is shown as that image; anything else (a ``.npy``
+    window, a ``.png`` that is no PNG, a row of no known kind from before the fleet checked kinds) is
+    ``application/octet-stream`` to save, named ``sample-<digest>.<kind>`` (``.bin`` when of no known kind)."""
+    from cloud_trainer.fleet.store import sample_kind
+    from protocols.image_header import IMAGE_TYPES, image_size
+
+    kind = sample_kind(ext)
+    if kind in IMAGE_TYPES:
+        mime, fmt = IMAGE_TYPES[kind]
+        head = image_size(data)
+        if head is not None and head[0] == fmt:
+            return mime, None
+    name = f"sample-{digest[:16]}{kind or '.bin'}"  # a digest (hex) and a kind: nothing to quote or escape
+    return "application/octet-stream", name
 
 
 class _ClientGone(ConnectionError):
@@ -140,9 +167,15 @@ class Console:
                         )
                     if u.path.startswith("/blob/"):
                         digest = u.path.removeprefix("/blob/")
-                        if not outer.srv.store.has_sample(digest, tenant=t):
+                        ext = outer.srv.store.sample_ext(digest, tenant=t)  # None: not a sample of the tenant
+                        if ext is None:
                             raise KeyError(digest[:64])
-                        return self._send(200, "image/png", outer.srv.blobs.for_tenant(t).get_bytes(digest))
+                        data = outer.srv.blobs.for_tenant(t).get_bytes(digest)
+                        ctype, attachment = blob_type(ext, data, digest)
+                        extra = {"Content-Security-Policy": BLOB_CSP}
+                        if attachment:
+                            extra["Content-Disposition"] = f'attachment; filename="{attachment}"'
+                        return self._send(200, ctype, data, extra)
                     self._send(404, "text/plain", b"not found\n")
                 except _ClientGone:
                     raise
@@ -184,7 +217,7 @@ class Console:
                 }.get(p.suffix, "application/octet-stream")
                 with p.open("rb") as f:  # in pieces: a version folder holds the package, hundreds of MB
                     size = os.fstat(f.fileno()).st_size
-                    self._head(200, ctype, size)
+                    self._head(200, ctype, size, {"Content-Security-Policy": BLOB_CSP})
                     left = size
                     while left > 0:
                         try:
@@ -205,16 +238,18 @@ class Console:
                 )
                 self._send(200, "application/json", body)
 
-            def _send(self, code: int, ctype: str, body: bytes) -> None:
-                self._head(code, ctype, len(body))
+            def _send(self, code: int, ctype: str, body: bytes, extra: dict[str, str] | None = None) -> None:
+                self._head(code, ctype, len(body), extra)
                 self._write(body)
 
-            def _head(self, code: int, ctype: str, length: int) -> None:
+            def _head(self, code: int, ctype: str, length: int, extra: dict[str, str] | None = None) -> None:
                 try:
                     self.send_response(code)
                     self.send_header("Content-Type", ctype)
                     self.send_header("Content-Length", str(length))
                     self.send_header("Cache-Control", "no-store")
+                    for k, v in (extra or {}).items():
+                        self.send_header(k, v)
                     if code == 503:
                         self.send_header("Retry-After", "1")
                     self.end_headers()

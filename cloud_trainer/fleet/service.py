@@ -889,13 +889,16 @@ def _malformed(batch) -> str | None:
     """Why a record of the batch can never be stored, or None: a seq or epoch above what the stores hold, a
     time that is not a finite number, a kind or payload that is not text both databases hold (NUL characters), a
     sample whose payload (its metadata) is not a JSON object or whose metadata fields that become columns (model,
-    label, ...) are not short strings or null. The agent gets ``INVALID_ARGUMENT`` naming the record and the
-    field, never an error it would retry the same batch for."""
+    label, ...) are not short strings or null, a sample's extension of no kind the fleet takes (``SAMPLE_KINDS``).
+    The agent gets ``INVALID_ARGUMENT`` naming the record and the field, never an error it would retry the same
+    batch for."""
     for i, r in enumerate(batch.records):
         if why := over_int64(seq=r.seq, epoch=r.epoch):
             return f"record {i} (seq {r.seq}): {why}"
         if why := record_problem(r.kind, r.t, r.payload.decode("utf-8", "replace")):
             return f"record {i} (seq {r.seq}): {why}"
+        if r.kind == "sample" and r.sample and r.sample_ext and (why := meta_problem({}, r.sample_ext)):
+            return f"record {i} (sample seq {r.seq}): {why}"  # also with no payload: never a '../' or a NUL
         if r.kind == "sample" and r.sample and r.payload:
             try:
                 meta = json.loads(r.payload)

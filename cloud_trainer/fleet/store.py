@@ -36,7 +36,9 @@ Malformed records are ``ValueError`` before anything is stored, the same in ever
 outbox depth outside 0..2^63-1 (what both databases hold), a time that is not a finite number, text with NUL
 characters (PostgreSQL's text holds none), a sample whose payload is not a JSON object or whose metadata fields
 that become columns (``SAMPLE_META_COLUMNS``: model, label, ...) are not strings of at most ``META_MAX_CHARS``
-characters or null. A value the database refuses all the same (``_record_error``) is a ``ValueError`` naming the
+characters or null, a ``sample_ext`` of no kind in ``SAMPLE_KINDS`` (the agent uploads ``.png`` frames and
+``.npy`` windows; the trainer's image kinds are taken too; any case, with or without the dot; none at all is
+kept as data of no kind). A value the database refuses all the same (``_record_error``) is a ``ValueError`` naming the
 record too, never the database's own exception: the service answers it ``INVALID_ARGUMENT`` and the agent drops
 that record instead of sending the batch again forever.
 """
@@ -55,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from protocols.events import EventKind
+from protocols.image_header import IMAGE_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +193,20 @@ SAMPLE_META_COLUMNS = {
 }
 META_MAX_CHARS = 1024
 
+# the kinds of sample the fleet takes (extension -> media type the console serves it as): the agent's camera frames
+# (.png), its signal windows (.npy) and the other image kinds the trainer reads. Nothing else: the extension is
+# shown, served and written into exported file names, so a '../', a NUL or an '.html' never gets that far
+SAMPLE_KINDS = {**{e: mime for e, (mime, _) in IMAGE_TYPES.items()}, ".npy": "application/octet-stream"}
+
+
+def sample_kind(ext: str | None) -> str | None:
+    """The kind (``SAMPLE_KINDS`` key) of a sample stored under ``ext`` in any case, with or without its dot
+    (``.PNG``, ``npy``), or None when it is of none (no extension, ``.bin``, ``../x``)."""
+    if not ext or not isinstance(ext, str):
+        return None
+    e = ext.lower() if ext.startswith(".") else "." + ext.lower()
+    return e if e in SAMPLE_KINDS else None
+
 
 def _text_problem(v, max_chars: int | None = None) -> str | None:
     """Why ``v`` cannot be a TEXT column of both databases, or None: not a string, NUL characters (PostgreSQL's
@@ -221,8 +238,12 @@ def meta_problem(meta: dict, ext="") -> str | None:
         v = meta.get(key)
         if v is not None and (why := _text_problem(v, META_MAX_CHARS)):
             return f"its metadata field {key!r} {why} (or null)"
-    if ext and (why := _text_problem(ext, 32)):
-        return f"its sample_ext {why}"
+    if ext and sample_kind(ext) is None:
+        shown = repr(ext[:40]) + ("..." if len(ext) > 40 else "")
+        return (
+            f"its sample_ext {shown} is no kind the fleet takes ({', '.join(SAMPLE_KINDS)}, any case, with or "
+            "without the dot): the agent uploads .png frames and .npy windows"
+        )
     return None
 
 
@@ -349,6 +370,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def has_sample(self, sha256: str, *, tenant: str = T) -> bool:
         """Whether the tenant holds a sample with this digest (the only blobs its admins may read)."""
+
+    @abc.abstractmethod
+    def sample_ext(self, sha256: str, *, tenant: str = T) -> str | None:
+        """The extension the tenant's sample with this digest was uploaded under (``""`` for none), or None when
+        the tenant holds no such sample."""
 
     @abc.abstractmethod
     def usage(self) -> dict[str, dict]:
@@ -805,6 +831,13 @@ class SQLStore(Store):
                 self.q("SELECT 1 FROM samples WHERE tenant = ? AND sha256 = ? LIMIT 1"), (tenant, sha256)
             )
         )
+
+    def sample_ext(self, sha256: str, *, tenant: str = T) -> str | None:
+        # the same bytes sent under two kinds: the first of a known kind, else the first sent
+        sql = "SELECT ext FROM samples WHERE tenant = ? AND sha256 = ? ORDER BY epoch, seq LIMIT 16"
+        rows = self._rows(self.q(sql), (tenant, sha256))
+        exts = [r[0] or "" for r in rows]
+        return next((e for e in exts if sample_kind(e)), exts[0]) if exts else None
 
     def heartbeat(
         self,

@@ -22,17 +22,46 @@ class DatasetError(ValueError):
     pass
 
 
+def decode_checked(data: bytes, flags: int | None = None, max_megapixels: float | None = None) -> Any:
+    """The decoded image, with the checks training makes (``decode_image``: kind, size limit, truncation; a
+    JPEG decoded with a missing part filled in grey), or ``ImageRejected`` saying why not."""
+    import cv2
+
+    from protocols.image_header import ImageRejected, decode_image
+    from protocols.jpeg_check import damaged_jpeg
+
+    img = decode_image(data, flags, max_megapixels)
+    why = damaged_jpeg(data, img, cv2.IMREAD_COLOR if flags is None else flags)
+    if why is not None:  # decoded with its missing part filled in grey: not the part as it was
+        raise ImageRejected(why)
+    return img
+
+
+# how to take images over a dataset's limit: import it again with a higher one; the agent's camera skips frames
+# over its max_megapixels (default 25, the import's default), so a model trained on larger images would never
+# see one from the line
+IMPORT_RAISE = (
+    "import the dataset with `cloud-trainer dataset import --max-megapixels N` if images this large are meant, "
+    "and set the agent's camera max_megapixels as high (it skips larger frames)"
+)
+# a fleet export's (``dataset.yaml``: ``fleet_export``): its images came from cameras, which sent them
+EXPORT_RAISE = (
+    "export the dataset again with `cloud-trainer dataset --max-megapixels N` if images this large are meant"
+)
+
+
 def read_image_file(
-    path: Path, flags: int | None = None, max_megapixels: float | None = None, named_by: str = ""
+    path: Path,
+    flags: int | None = None,
+    max_megapixels: float | None = None,
+    named_by: str = "",
+    raise_limit: str = IMPORT_RAISE,
 ) -> tuple[bytes, Any]:
     """(file bytes, decoded image) of one image file, its size read from the header first (a file that
     declares more than ``max_megapixels``, default ``DEFAULT_MAX_MEGAPIXELS``, is never decoded).
     Any refusal is a ``DatasetError`` naming the file, why, and what to do; ``named_by`` says where
-    the file was listed."""
-    import cv2
-
-    from protocols.image_header import DEFAULT_MAX_MEGAPIXELS, ImageRejected, decode_image, max_file_bytes
-    from protocols.jpeg_check import damaged_jpeg
+    the file was listed, ``raise_limit`` how to take images over the limit (``limit_advice``)."""
+    from protocols.image_header import DEFAULT_MAX_MEGAPIXELS, ImageRejected, max_file_bytes
 
     where = f" ({named_by})" if named_by else ""
     try:
@@ -40,8 +69,7 @@ def read_image_file(
         if size > max_file_bytes(max_megapixels):
             raise DatasetError(
                 f"{path}{where}: {size} bytes, more than an image of the "
-                f"{max_megapixels or DEFAULT_MAX_MEGAPIXELS:g}-Mpx limit needs; remove it, or import the "
-                f"dataset with `cloud-trainer dataset import --max-megapixels N` if images this large are meant{_CAMERA_TOO}"
+                f"{max_megapixels or DEFAULT_MAX_MEGAPIXELS:g}-Mpx limit needs; remove it, or {raise_limit}"
             )
         data = path.read_bytes()
     except OSError as exc:
@@ -49,26 +77,12 @@ def read_image_file(
             f"{path}{where}: unreadable ({exc.strerror}); fix its permissions or remove it"
         ) from None
     try:
-        img = decode_image(data, flags, max_megapixels)
-        why = damaged_jpeg(data, img, cv2.IMREAD_COLOR if flags is None else flags)
-        if why is not None:  # decoded with its missing part filled in grey: not the part as it was
-            raise ImageRejected(why)
-        return data, img
+        return data, decode_checked(data, flags, max_megapixels)
     except ImageRejected as exc:
-        fix = (
-            "shrink or crop it, or import the dataset with `cloud-trainer dataset import "
-            f"--max-megapixels N` if images this large are meant{_CAMERA_TOO}"
-            if exc.oversize
-            else "replace or remove it"
-        )
+        fix = f"shrink or crop it, or {raise_limit}" if exc.oversize else "replace or remove it"
         if exc.unsupported:  # its reason says what to do (a TIFF of several pages: save each on its own)
             raise DatasetError(f"{path}{where}: {exc}") from None
         raise DatasetError(f"{path}{where}: {exc}; {fix}") from None
-
-
-# what an image over the limit needs besides: the agent's camera skips frames over its max_megapixels (default
-# 25, the import's default), so a model trained on larger images would never see one from the line
-_CAMERA_TOO = ", and set the agent's camera max_megapixels as high (it skips larger frames)"
 
 
 def _eight_bit_only(img: Any, path: Path, named_by: str, mask: bool = False) -> None:
@@ -85,6 +99,17 @@ def _eight_bit_only(img: Any, path: Path, named_by: str, mask: bool = False) -> 
         "the agent's camera reads them with pixel_bits"
     )
     raise DatasetError(f"{path} ({named_by}): {depth} pixels, and training reads 8-bit images; {fix}")
+
+
+def limit_advice(folder: Path) -> str:
+    """How to take images over the limit of the dataset folder: export it again (a fleet export, ``dataset.yaml``
+    has ``fleet_export``) or import it again."""
+    meta_file = Path(folder) / "dataset.yaml"
+    try:
+        meta = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else None
+    except (yaml.YAMLError, OSError):
+        return IMPORT_RAISE
+    return EXPORT_RAISE if isinstance(meta, dict) and meta.get("fleet_export") else IMPORT_RAISE
 
 
 def dataset_max_megapixels(folder: Path) -> float | None:
@@ -176,7 +201,7 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
             f"{folder}: no labels.jsonl; write one with `edge-sim dataset parts --out {folder}`"
         )
     h = hashlib.sha256()
-    max_mp = dataset_max_megapixels(folder)
+    max_mp, raise_limit = dataset_max_megapixels(folder), limit_advice(folder)
     images, labels, ids, mask_list, splits = [], [], [], [], []
     lines = labels_file.read_text().splitlines()
     memory = _MemoryBudget(
@@ -197,7 +222,7 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
             raise DatasetError(f"{labels_file}:{n}: names {file}, which does not exist in {folder}")
         # at its own depth: a 16-bit image put in by hand would be divided by 256 (a Mono12 one: black)
         data, img = read_image_file(
-            path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, max_mp, f"{labels_file.name} line {n}"
+            path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, max_mp, f"{labels_file.name} line {n}", raise_limit
         )
         _eight_bit_only(img, path, f"{labels_file.name} line {n}")
         h.update(hashlib.sha256(data).digest())

@@ -49,10 +49,10 @@ from pathlib import Path
 from typing import NoReturn
 
 from cloud_trainer.train.data import DatasetError, read_image_file
-from protocols.image_header import BAYER_PATTERNS
+from protocols.image_header import BAYER_PATTERNS, IMAGE_TYPES
 
 # .jfif: Windows's JPEG; .webp as the agent's folder camera reads it (devices.camera.capture.IMAGE_SUFFIXES)
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTS = tuple(IMAGE_TYPES)
 # the agent camera's max_megapixels default (devices.camera.settings; model_packager.image_file keeps the same):
 # it skips larger frames, so an image over it would train a model on what the line never shows it
 CAMERA_MAX_MEGAPIXELS = 25.0

@@ -14,6 +14,14 @@ written under it in lower case with its dot. A sample of the model whose extensi
 waveform's ``.npy``, none at all) is left out, counted (``not_images``) and said in one line with its
 extensions.
 
+Each exported sample is checked as training reads it (``sample_problem``: decoded with the camera's image checks,
+``protocols.image_header.decode_image``; its bytes of the kind its extension says; 8-bit): a damaged, mislabelled
+or oversized upload is left out, counted (``refused``) and said in one line naming its digest, agent, seq and
+why, instead of stopping ``train`` later. The size limit is the base's (``dataset.yaml``: ``max_megapixels``),
+else training's default, or ``--max-megapixels`` (not below the base's); it is recorded in the dataset's
+``dataset.yaml`` with ``fleet_export`` (model, tenant), so that training reads the samples by it and its advice
+for an image over it names this export, not ``dataset import``.
+
 A labels file naming a sample the store does not have, or a label that is not a class, is an error
 that names the line; nothing is written then.
 
@@ -32,17 +40,42 @@ import secrets
 import shutil
 from pathlib import Path
 
-from cloud_trainer.train.data import VISION_CLASSES, DatasetError, dataset_classes
+from cloud_trainer.train.data import VISION_CLASSES, DatasetError, dataset_classes, dataset_max_megapixels
 from cloud_trainer.train.images import IMAGE_EXTS
+from protocols.image_header import DEFAULT_MAX_MEGAPIXELS
 
 
 def image_ext(sample: dict) -> str | None:
     """The image extension a sample is stored under (``.tif`` for ``.TIF`` or ``tif``), or None when its
     extension is of no image kind the trainer reads (``images.IMAGE_EXTS``)."""
-    ext = (sample["ext"] or "").strip().lower()
-    if ext and not ext.startswith("."):
-        ext = "." + ext
+    from cloud_trainer.fleet.store import sample_kind
+
+    ext = sample_kind(sample["ext"])
     return ext if ext in IMAGE_EXTS else None
+
+
+def sample_problem(data: bytes, ext: str, max_megapixels: float) -> str | None:
+    """Why training would refuse a sample's bytes stored as an ``ext`` image, or None: what training checks
+    (``data.decode_checked``: kind, ``max_megapixels``, truncated or damaged data; 8-bit pixels), and that the
+    bytes are the kind their extension says (an agent sends what it names: else a damaged or foreign gateway)."""
+    import cv2
+    import numpy as np
+
+    from cloud_trainer.train.data import decode_checked
+    from protocols.image_header import IMAGE_TYPES, ImageRejected, image_size
+
+    head, fmt = image_size(data), IMAGE_TYPES[ext][1]
+    if head is not None and head[0] != fmt:
+        return f"its bytes are a {head[0]} image, not the {fmt} its extension {ext} says"
+    try:
+        img = decode_checked(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, max_megapixels)
+    except ImageRejected as exc:
+        return (
+            f"{exc}; export with --max-megapixels N to take images this large" if exc.oversize else str(exc)
+        )
+    if img.dtype != np.uint8:  # training reads 8-bit images (the agent's camera sends them so)
+        return f"{'16-bit' if img.dtype == np.uint16 else img.dtype} pixels, and training reads 8-bit images"
+    return None
 
 
 def _not_images_note(model: str, others: list[dict]) -> str:
@@ -92,11 +125,13 @@ def export(
     blobs=None,
     s3_endpoint: str | None = None,
     log=None,
+    max_megapixels: float | None = None,
 ) -> dict:
     """Export ``tenant``'s labelled images of ``model``. ``store``: a ``postgresql://`` URL (default: the SQLite
     file in ``cloud_data``); ``blobs``: a ``BlobStore``, ``s3://bucket[/prefix]`` or a folder (default:
-    ``<cloud_data>/blobs``); ``log``: where the note on samples left out as no images goes (default:
-    stderr)."""
+    ``<cloud_data>/blobs``); ``log``: where the notes on samples left out go, one line each (default:
+    stderr); ``max_megapixels``: the dataset's image-size limit (default: the base's, else training's default
+    for a dataset that records none), recorded in its ``dataset.yaml``."""
     from cloud_trainer.blobs import open_blobs
     from cloud_trainer.fleet.store import open_store
     from cloud_trainer.pki import check_tenant
@@ -106,6 +141,20 @@ def export(
     except ValueError as exc:
         raise DatasetError(f"--tenant: {exc}") from exc
     classes = classes or (dataset_classes(base) if base is not None else None) or VISION_CLASSES
+    if max_megapixels is not None and (
+        isinstance(max_megapixels, bool)
+        or not isinstance(max_megapixels, int | float)
+        or not max_megapixels > 0
+    ):
+        raise DatasetError(f"--max-megapixels must be a positive number of megapixels, got {max_megapixels}")
+    base_mp = dataset_max_megapixels(base) if base is not None else None
+    if max_megapixels is not None and base_mp is not None and max_megapixels < base_mp:
+        raise DatasetError(
+            f"--max-megapixels {max_megapixels:g} is below the base dataset's {base_mp:g} ({base}/dataset.yaml), "
+            "which its images were imported within: training would refuse them; give at least that"
+        )
+    # a base that records no limit was read by training at its default, DEFAULT_MAX_MEGAPIXELS: kept so
+    limit = float(max_megapixels or base_mp or DEFAULT_MAX_MEGAPIXELS)
     if store is None and not (Path(cloud_data) / "fleet.db").is_file():
         raise DatasetError(
             f"{cloud_data}: no fleet store (fleet.db); point --cloud-data at `cloud-trainer serve --data`"
@@ -134,12 +183,12 @@ def export(
             every = db.samples(model=model, tenant=tenant)
     finally:
         db.close()
+    if log is None:
+        import sys
+
+        log = lambda m: print(f"cloud-trainer dataset: {m}", file=sys.stderr)  # noqa: E731
     samples, others = [s for s in every if image_ext(s)], [s for s in every if not image_ext(s)]
     if others:
-        if log is None:
-            import sys
-
-            log = lambda m: print(f"cloud-trainer dataset: {m}", file=sys.stderr)  # noqa: E731
         log(_not_images_note(model, others))
     rows, seen = [], set()
     for s in samples:
@@ -160,7 +209,8 @@ def export(
     tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
         tmp.mkdir()
-        exported, no_blob = _write(tmp, rows, blobs, base, classes)
+        exported, no_blob, refused = _write(tmp, rows, blobs, base, classes, limit, log)
+        _record_export(tmp, model, tenant, limit, classes)
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)
@@ -176,20 +226,40 @@ def export(
         "exported": exported,
         "unlabelled": sum(s["label_state"] != "labelled" for s in samples),
         "missing_images": no_blob,
+        "refused": refused,
+        "max_megapixels": limit,
         "not_images": len(others),
         "labels_applied": len(labels),
         "out": str(out),
     }
 
 
-def _write(dst: Path, rows: list, blobs, base: Path | None, classes: list[str]) -> tuple[int, int]:
-    """The base dataset (copied) and each sample's image into ``dst``: ``(exported, missing blobs)``."""
+def _record_export(dst: Path, model: str, tenant: str, limit: float, classes: list[str]) -> None:
+    """``dataset.yaml`` (the base's, copied, or a new one) with the export's image-size limit, which training
+    reads, and ``fleet_export``, which says how to raise it."""
+    import yaml
+
+    meta_file = dst / "dataset.yaml"
+    meta = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else None
+    meta = meta if isinstance(meta, dict) else {}
+    if not meta.get("classes"):  # no base (or one without them): the classes the samples were labelled in
+        meta.update(classes=classes, good=classes[0])
+    meta["max_megapixels"] = limit
+    meta["fleet_export"] = {"model": model, "tenant": tenant}
+    meta_file.write_text(yaml.safe_dump(meta, sort_keys=False))
+
+
+def _write(
+    dst: Path, rows: list, blobs, base: Path | None, classes: list[str], limit: float, log
+) -> tuple[int, int, int]:
+    """The base dataset (copied) and each sample's image into ``dst``: ``(exported, missing blobs, refused)``;
+    a sample training would refuse (``sample_problem``) is left out and said in one line."""
     from cloud_trainer.blobs import BlobCorrupt, BlobNotFound
 
     if base is not None:
         shutil.copytree(base, dst, dirs_exist_ok=True)
     (dst / "images").mkdir(parents=True, exist_ok=True)
-    exported = no_blob = 0
+    exported = no_blob = refused = 0
     with open(dst / "labels.jsonl", "a") as f:
         for s in rows:
             try:
@@ -201,7 +271,16 @@ def _write(dst: Path, rows: list, blobs, base: Path | None, classes: list[str]) 
                 raise DatasetError(
                     f"sample {s['sha256'][:16]} (agent {s['agent']}, seq {s['seq']}): {exc}; nothing was written"
                 ) from None
-            name = f"images/upload-{s['sha256'][:16]}{image_ext(s)}"
+            ext = image_ext(s)
+            assert ext is not None  # rows are images by their extension (export)
+            if why := sample_problem(data, ext, limit):
+                refused += 1
+                log(
+                    f"left out sample {s['sha256'][:16]} (agent {s['agent']}, seq {s['seq']}, labelled "
+                    f"{s['label']!r}, uploaded as {ext}): {why}"
+                )
+                continue
+            name = f"images/upload-{s['sha256'][:16]}{ext}"
             (dst / name).write_bytes(data)
             f.write(
                 json.dumps(
@@ -216,7 +295,7 @@ def _write(dst: Path, rows: list, blobs, base: Path | None, classes: list[str]) 
                 + "\n"
             )
             exported += 1
-    return exported, no_blob
+    return exported, no_blob, refused
 
 
 def main(argv: list[str]) -> int:
@@ -257,6 +336,14 @@ def main(argv: list[str]) -> int:
         metavar="URL",
         help="S3-compatible server (default: $AWS_ENDPOINT_URL_S3, else AWS)",
     )
+    ap.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=None,
+        metavar="N",
+        help=f"the dataset's image-size limit, recorded for training (default: the base dataset's, else "
+        f"{DEFAULT_MAX_MEGAPIXELS:g}, training's default); larger samples are left out, each said in a line",
+    )
     a = ap.parse_args(argv)
     try:
         res = export(
@@ -269,6 +356,7 @@ def main(argv: list[str]) -> int:
             store=a.store,
             blobs=a.blobs,
             s3_endpoint=a.s3_endpoint,
+            max_megapixels=a.max_megapixels,
         )
     except DatasetError as exc:
         print(f"cloud-trainer dataset: {exc}", file=sys.stderr)

@@ -457,3 +457,26 @@ def test_an_event_nested_past_the_json_parsers_depth_is_stored_like_any_other(st
     deep = '{"kind": "outbox_budget", "ranges": ' + "[" * 100_000 + "]" * 100_000 + "}"
     assert store.ingest("gw9", [rec(1, kind="event", payload=deep), rec(2)])[1:] == (2, 0)
     assert store.stats("gw9")["records"] == 2 and store.gaps("gw9") == []
+
+
+def test_a_sample_is_stored_under_a_known_kind_only_and_read_back_per_tenant(store):
+    """Any extension of up to 32 characters was stored (`.html`, `../x`, control characters), and the console
+    served every sample as a PNG. Now a sample's extension is one of ``SAMPLE_KINDS`` (any case, with or without
+    the dot) or none, and ``sample_ext`` reads it back for the tenant holding the sample only."""
+    for seq, ext in enumerate((".html", "../../x.png", ".svg", ".png\n", "x" * 32), 1):
+        with pytest.raises(
+            ValueError, match=f"sample seq {seq}: its sample_ext .* is no kind the fleet takes"
+        ):
+            store.ingest("gw1", [rec(seq, kind="sample", sample_sha256=f"{seq:064x}", sample_ext=ext)])
+    assert store.stats("gw1")["records"] == 0
+    ok = [(".npy", "a1"), ("PNG", "a2"), (".JFIF", "a3"), ("", "a4")]
+    store.ingest(
+        "gw1",
+        [rec(i, kind="sample", sample_sha256=sha * 32, sample_ext=e) for i, (e, sha) in enumerate(ok, 1)],
+        tenant="acme",
+    )
+    assert [store.sample_ext(sha * 32, tenant="acme") for _, sha in ok] == [".npy", "PNG", ".JFIF", ""]
+    assert (
+        store.sample_ext("a1" * 32, tenant="beta") is None
+        and store.sample_ext("ff" * 32, tenant="acme") is None
+    )

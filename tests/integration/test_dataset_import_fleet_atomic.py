@@ -4,12 +4,13 @@ is one line naming the file or sample."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tracemalloc
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from cloud_trainer.blobs import LocalBlobStore
@@ -61,7 +62,8 @@ def test_the_export_holds_one_sample_in_memory_at_a_time(tmp_path):
     store, blobs = SQLiteStore(data / "fleet.db"), LocalBlobStore(data / "blobs")
     records, labels = [], {}
     for seq in range(1, 41):
-        body = hashlib.sha256(str(seq).encode()).digest() * (256 * 1024 // 32)  # 256 KB, each its own
+        noise = np.random.default_rng(seq).integers(0, 255, (300, 290, 3), dtype=np.uint8)
+        body = cv2.imencode(".png", noise)[1].tobytes()  # ~256 KB, each its own (a real image: checked)
         sha = blobs.put_bytes(body)
         labels[sha] = "ok" if seq % 2 else "scratch"
         records.append(

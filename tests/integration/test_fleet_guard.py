@@ -138,7 +138,7 @@ def _batch(n: int, seq0: int = 1, sample: bytes = b"") -> pb.RecordBatch:
                 t=1.0,
                 payload=b"{}",
                 sample=sample,
-                sample_ext=".bin",
+                sample_ext=".npy",
             )
             for i in range(n)
         ]
@@ -403,7 +403,7 @@ async def test_damaged_samples_are_counted_and_logged_once_not_once_each(roomy, 
     srv, ch = roomy
     bad = [
         pb.Record(
-            seq=i, kind="sample", t=1.0, payload=b"{}", sample=b"x", sample_sha256="0" * 64, sample_ext=".bin"
+            seq=i, kind="sample", t=1.0, payload=b"{}", sample=b"x", sample_sha256="0" * 64, sample_ext=".npy"
         )
         for i in range(1, 1001)
     ]

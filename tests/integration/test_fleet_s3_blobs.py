@@ -36,7 +36,12 @@ async def test_uploaded_samples_land_in_the_bucket_and_train_from_there(tmp_path
         s3_endpoint=endpoint,
     )
     await srv.start()
-    image = b"\x89PNG a part image" * 50
+    import cv2
+    import numpy as np
+
+    image = cv2.imencode(".png", np.random.default_rng(0).integers(0, 255, (12, 10, 3), dtype=np.uint8))[
+        1
+    ].tobytes()
     digest = hashlib.sha256(image).hexdigest()
     try:
         creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")

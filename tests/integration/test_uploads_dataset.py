@@ -146,7 +146,7 @@ def test_an_export_reads_one_tenants_samples_and_refuses_another_tenants_labels(
     store, blobs = SQLiteStore(data / "fleet.db"), LocalBlobStore(data / "blobs")
     shas = {}
     for tenant in ("acme", "beta"):
-        img = f"{tenant}'s part image".encode()
+        img = _png(1 if tenant == "acme" else 2)  # a real image: the export checks it as training reads it
         shas[tenant] = blobs.for_tenant(tenant).put_bytes(img)
         store.ingest(
             "gw1",
@@ -186,7 +186,7 @@ def test_an_export_reads_one_tenants_samples_and_refuses_another_tenants_labels(
     assert (res["samples"], res["exported"]) == (1, 1)
     rows = [json.loads(x) for x in (tmp_path / "acme" / "labels.jsonl").read_text().splitlines()]
     assert [r["source"]["sha256"] for r in rows] == [shas["acme"]]
-    assert (tmp_path / "acme" / rows[0]["file"]).read_bytes() == b"acme's part image"
+    assert (tmp_path / "acme" / rows[0]["file"]).read_bytes() == _png(1)
     beta = export(
         data, "part-inspection", tmp_path / "beta", tenant="beta"
     )  # beta's sample is still unlabelled

@@ -1,0 +1,243 @@
+# ruff: noqa: F811  (pytest fixtures imported from test_fleet_tenants are parameters here)
+"""Samples on the real fleet service (gRPC server with mTLS on 127.0.0.1, SQLite, the console's HTTP): an agent
+uploads PNG frames and .npy windows (and the trainer's other image kinds); a sample of any other kind, or whose
+extension is a path ('../'), is refused with INVALID_ARGUMENT naming the field, nothing of its batch stored. The
+console serves each sample as its kind, with ``nosniff`` and a sandboxing CSP, a .npy window or bytes that are
+not what their extension says as a download, and never one tenant's sample to another tenant's console."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import time
+import urllib.error
+import urllib.request
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+
+from cloud_trainer.fleet.console import Console
+from protocols.gen import fleet_pb2 as pb
+from protocols.gen import fleet_pb2_grpc as rpc
+from tests.integration.test_fleet_tenants import _code, cloud, world  # noqa: F401  (fixtures)
+
+IA = grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _record(seq: int, data: bytes, ext: str) -> pb.Record:
+    return pb.Record(
+        seq=seq,
+        kind="sample",
+        t=time.time(),
+        payload=b'{"model": "part-inspection", "reason": "ng"}',
+        sample=data,
+        sample_sha256=hashlib.sha256(data).hexdigest(),
+        sample_ext=ext,
+    )
+
+
+async def _push(ch, *records: pb.Record) -> list:
+    return [
+        a async for a in rpc.FleetStub(ch).PushRecords(iter([pb.RecordBatch(records=records)]), timeout=20)
+    ]
+
+
+def _get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, dict(r.headers.items()), r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers.items()), b""
+
+
+async def test_a_sample_of_no_known_kind_or_a_path_for_its_extension_is_refused_naming_the_field(cloud):
+    srv, ch, _, _ = cloud
+    gw = ch("acme", "gw-a")
+    png = cv2.imencode(".png", np.zeros((4, 5, 3), np.uint8))[1].tobytes()
+    before = srv.store.stats("gw-a", tenant="acme")["records"]
+    for seq, ext in enumerate(
+        (".bin", ".svg", ".html", "../../etc/x.png", "..", "png/../../x", ".png\x00", ".png\n", ".p\x1bng"),
+        10,
+    ):
+        code, details = await _code(_push(gw, _record(seq, png, ext)))
+        assert code == IA, (ext, code, details)
+        assert f"sample seq {seq}): its sample_ext {ext!r}" in details, details
+        assert "nothing of the batch was stored" in details, details
+    assert srv.store.stats("gw-a", tenant="acme")["records"] == before
+    assert srv.blobs.for_tenant("acme").exists(hashlib.sha256(png).hexdigest()) is False
+    # what agents send: .png frames, .npy windows; the trainer's image kinds in any case, with or without the dot
+    window = io.BytesIO()
+    np.save(window, np.zeros(8, np.float32))
+    ok = [
+        (30, png, ".png"),
+        (31, window.getvalue(), ".npy"),
+        (32, png + b"\0", "PNG"),
+        (33, png + b"\1", ".Jpg"),
+    ]
+    acks = await _push(gw, *(_record(seq, data, ext) for seq, data, ext in ok))
+    assert sorted(acks[0].seqs) == [30, 31, 32, 33] and acks[0].stored == 4
+
+
+async def test_the_console_serves_each_sample_as_its_kind_and_none_as_a_page_of_its_origin(cloud):
+    srv, ch, _, _ = cloud
+    frame = np.random.default_rng(1).integers(0, 255, (6, 7, 3), dtype=np.uint8)
+    png = cv2.imencode(".png", frame)[1].tobytes()
+    jpeg = cv2.imencode(".jpg", frame)[1].tobytes()
+    window = io.BytesIO()
+    np.save(window, np.arange(16, dtype=np.float32))
+    page = b"<html><script>fetch('/api/agents?tenant=acme')</script></html>"  # from a compromised gateway
+    uploads = {
+        "png": (png, ".png"),
+        "jpeg": (jpeg, ".jpg"),
+        "npy": (window.getvalue(), ".npy"),
+        "page": (page, ".png"),  # bytes that are no PNG under .png
+        "jpeg_as_png": (jpeg + b"\0", ".png"),  # a JPEG under .png: not what it says
+    }
+    digests = {k: hashlib.sha256(d).hexdigest() for k, (d, _) in uploads.items()}
+    acks = await _push(
+        ch("beta", "gw-b"), *(_record(i, d, ext) for i, (d, ext) in enumerate(uploads.values(), 10))
+    )
+    assert acks[0].stored == len(uploads)
+    consoles = {t: Console(srv, tenant=t) for t in ("acme", "beta")}
+    for c in consoles.values():
+        c.start()
+    try:
+        got = {
+            k: await asyncio.to_thread(_get, consoles["beta"].port, f"/blob/{digests[k]}") for k in uploads
+        }
+        for k, (status, headers, body) in got.items():
+            assert (status, body) == (200, uploads[k][0]), k
+            assert headers["X-Content-Type-Options"] == "nosniff", k
+            assert "sandbox" in headers["Content-Security-Policy"], k
+            assert "default-src 'none'" in headers["Content-Security-Policy"], k
+        assert got["png"][1]["Content-Type"] == "image/png" and "Content-Disposition" not in got["png"][1]
+        assert got["jpeg"][1]["Content-Type"] == "image/jpeg" and "Content-Disposition" not in got["jpeg"][1]
+        for k, name in (("npy", ".npy"), ("page", ".png"), ("jpeg_as_png", ".png")):
+            assert got[k][1]["Content-Type"] == "application/octet-stream", k
+            assert (
+                got[k][1]["Content-Disposition"] == f'attachment; filename="sample-{digests[k][:16]}{name}"'
+            )
+        # another tenant's console: none of beta's samples, whatever the URL asks
+        for k in uploads:
+            for path in (f"/blob/{digests[k]}", f"/blob/{digests[k]}?tenant=beta"):
+                status, _, body = await asyncio.to_thread(_get, consoles["acme"].port, path)
+                assert (status, body) == (404, b""), (k, path)
+        status, headers, _ = await asyncio.to_thread(_get, consoles["beta"].port, "/api/agents")
+        assert status == 200 and headers["X-Content-Type-Options"] == "nosniff"
+    finally:
+        for c in consoles.values():
+            c.stop()
+
+
+def _labels(path, rows: dict[str, str]):
+    import json
+
+    path.write_text("".join(json.dumps({"sha256": s, "label": lab}) + "\n" for s, lab in rows.items()))
+    return path
+
+
+async def test_an_export_leaves_out_each_sample_training_would_refuse_in_one_line_and_records_its_limit(
+    cloud, tmp_path
+):
+    """`cloud-trainer dataset` wrote every labelled sample as it was: a truncated frame, a window's bytes or a
+    JPEG under .png, a 16-bit frame stopped `train` later, and a frame from a camera raised above the base's
+    25 Mpx was refused by training with advice about `dataset import`. Now each is left out and said in one line
+    at the export; --max-megapixels takes the large frame and is recorded, so training reads it."""
+    import yaml
+
+    from cloud_trainer.train.data import DatasetError, load_parts
+    from cloud_trainer.train.images import import_images
+    from cloud_trainer.train.uploads import export
+
+    srv, ch, _, _ = cloud
+    src = tmp_path / "src"  # the user's own images, imported at the camera's default limit (25 Mpx)
+    for c, n in (("pass", 20), ("Kratzer", 2)):
+        (src / c).mkdir(parents=True)
+        for i in range(n):
+            img = np.random.default_rng(i + 100 * (c == "pass")).integers(0, 255, (10, 12, 3), dtype=np.uint8)
+            (src / c / f"{i}.png").write_bytes(cv2.imencode(".png", img)[1].tobytes())
+    import_images(src, tmp_path / "base", log=lambda m: None)
+    frame = np.random.default_rng(7).integers(0, 255, (10, 12, 3), dtype=np.uint8)
+    png = cv2.imencode(".png", frame)[1].tobytes()
+    window = io.BytesIO()
+    np.save(window, np.zeros(64, np.float32))
+    uploads = [  # (name, bytes, ext, label)
+        ("good", png, ".png", "pass"),
+        ("truncated", png[: len(png) // 2], ".png", "Kratzer"),
+        ("window", window.getvalue(), ".png", "pass"),
+        ("jpeg", cv2.imencode(".jpg", frame)[1].tobytes(), ".png", "pass"),
+        ("deep", cv2.imencode(".png", np.full((10, 12), 4000, np.uint16))[1].tobytes(), ".png", "pass"),
+        ("large", cv2.imencode(".png", np.zeros((5100, 5000), np.uint8))[1].tobytes(), ".png", "Kratzer"),
+    ]
+    acks = await _push(
+        ch("default", "gw1"), *(_record(i, d, e) for i, (_, d, e, _) in enumerate(uploads, 10))
+    )
+    assert acks[0].stored == len(uploads)
+    sha = {name: hashlib.sha256(d).hexdigest() for name, d, _, _ in uploads}
+    labels = _labels(tmp_path / "l.jsonl", {sha[n]: lab for n, _, _, lab in uploads})
+    said: list[str] = []
+    res = export(srv.data, "part-inspection", tmp_path / "ds", tmp_path / "base", labels, log=said.append)
+    assert (res["exported"], res["refused"], res["max_megapixels"]) == (1, 5, 25.0)
+    why = {
+        "truncated": "image data is truncated or corrupt",
+        "window": "not a PNG, JPEG, BMP, TIFF, WebP or PNM image",
+        "jpeg": "its bytes are a JPEG image, not the PNG its extension .png says",
+        "deep": "16-bit pixels, and training reads 8-bit images",
+        "large": "(25.5 Mpx), over the 25-Mpx limit; export with --max-megapixels N to take images this large",
+    }
+    assert len(said) == len(why)
+    for (seq, (name, _, _, label)), line in zip(enumerate(uploads[1:], 11), said, strict=True):
+        head = (
+            f"left out sample {sha[name][:16]} (agent gw1, seq {seq}, labelled {label!r}, uploaded as .png): "
+        )
+        assert line.startswith(head) and why[name] in line and "\n" not in line, line
+    ds = load_parts(tmp_path / "ds")  # what was exported, training reads
+    assert len(ds.images) == 22 + 1
+    meta = yaml.safe_load((tmp_path / "ds" / "dataset.yaml").read_text())
+    assert meta["max_megapixels"] == 25.0 and meta["fleet_export"] == {
+        "model": "part-inspection",
+        "tenant": "default",
+    }
+    assert meta["classes"] == ["pass", "Kratzer"]  # the base's, kept
+
+    with pytest.raises(DatasetError, match="below the base dataset's 25"):
+        export(srv.data, "part-inspection", tmp_path / "ds1", tmp_path / "base", max_megapixels=20)
+    said.clear()
+    res = export(
+        srv.data, "part-inspection", tmp_path / "ds2", tmp_path / "base", log=said.append, max_megapixels=26
+    )
+    assert (res["exported"], res["refused"]) == (2, 4) and not any(sha["large"][:16] in x for x in said)
+    assert yaml.safe_load((tmp_path / "ds2" / "dataset.yaml").read_text())["max_megapixels"] == 26.0
+    ds = load_parts(tmp_path / "ds2")  # the large frame too: read by the limit the export recorded
+    assert len(ds.images) == 22 + 2 and max(i.shape[0] * i.shape[1] for i in ds.images) == 5100 * 5000
+
+
+def test_trainings_advice_on_an_image_over_a_fleet_exports_limit_names_the_export(tmp_path):
+    """An image over the limit of a dataset `cloud-trainer dataset` wrote (a file put in by hand, a limit edited):
+    the advice was `cloud-trainer dataset import --max-megapixels N`, which does not apply to an export."""
+    import yaml
+
+    from cloud_trainer.train.data import DatasetError, load_parts
+
+    ds = tmp_path / "ds"
+    (ds / "images").mkdir(parents=True)
+    for i in range(2):
+        img = np.full((20, 30, 3), 40 * i, np.uint8)
+        (ds / "images" / f"{i}.png").write_bytes(cv2.imencode(".png", img)[1].tobytes())
+    (ds / "labels.jsonl").write_text(
+        "".join(
+            f'{{"id": "{i}", "file": "images/{i}.png", "label": "{lab}"}}\n'
+            for i, lab in enumerate(("ok", "scratch"))
+        )
+    )
+    meta = {"max_megapixels": 0.0005, "fleet_export": {"model": "part-inspection", "tenant": "default"}}
+    (ds / "dataset.yaml").write_text(yaml.safe_dump(meta))
+    with pytest.raises(DatasetError) as err:
+        load_parts(ds)
+    assert "over the 0.0005-Mpx limit" in str(err.value)
+    assert "`cloud-trainer dataset --max-megapixels N`" in str(err.value) and "dataset import" not in str(
+        err.value
+    )
