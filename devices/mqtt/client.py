@@ -22,7 +22,8 @@ UTF-8 or holds ``+``, ``#`` or NUL), ``unknown_alias``, ``seq_gap``, ``out_of_or
 (a message over ``max_message_bytes``, skipped before it is queued; a compressed Sparkplug payload
 inflating past it), ``bad_compression`` (a compressed Sparkplug payload that does not inflate),
 ``inflate_budget`` (a compressed NDATA or DDATA while its edge node's ``sparkplug.max_inflated_bytes_per_s``,
-or the source's total of 4 times it, is spent: not inflated; births and deaths are),
+or the source's total of 4 times it, is spent: not inflated; a compressed birth while its node's births budget,
+as large, or theirs together is spent: not inflated, its node stale; deaths always are),
 ``broker_unreachable``, ``tls_failed``, ``connect_refused``, ``publish_failed``, ``publish_refused`` (MQTT 5:
 a PUBACK with a failure reason, e.g. 0x87 from the broker's ACL; ``MqttPublishRefused``),
 ``publish_too_large`` (over the Maximum Packet Size of the broker's CONNACK; ``MqttTooLarge``),

@@ -249,9 +249,11 @@ class SparkplugHostSettings(_Model):
         "times this (a second's worth kept at most): inflating and decoding cost the agent's loop by the "
         "inflated byte, and 8 KB on the wire can inflate to 8 MiB. A payload is inflated while its node's "
         "budget and the source's total have some left and is charged to both; while either has none left, an "
-        "NDATA or DDATA is counted as inflate_budget and skipped, not inflated (a birth or a death is inflated "
-        "all the same, and charged). One flooding node does not hold up the others; several at once can spend "
-        "the total. Plain payloads are not counted: their size costs the node the same bandwidth",
+        "NDATA or DDATA is counted as inflate_budget and skipped, not inflated. Births and deaths have budgets of "
+        "their own, as large, never charged to data's: a birth past its node's is inflate_budget, skipped, and "
+        "the node stale until a birth of it is read (a rebirth asked once the budget refilled); a death is "
+        "always read (inflated to at most 64 KiB). One flooding node does not hold up the others; several at "
+        "once can spend the total. Plain payloads are not counted: their size costs the node the same bandwidth",
     )
     host_id: str | None = Field(
         None,

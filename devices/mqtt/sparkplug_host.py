@@ -56,15 +56,22 @@ spent, a compressed NDATA or DDATA is ``inflate_budget``, skipped, not inflated,
 nothing (the seq gap it leaves is neither counted nor answered by a rebirth, which would bring more to inflate;
 the values it carried are missed until they change again). One node flooding spends its own budget and its
 share of the total, and the source's other nodes are read on; several flooding at once can spend the total,
-which then holds every node's compressed data. A compressed birth or death is inflated all the same (and
-charged): skipped, a dead node's tags would stay GOOD until its next birth.
+which then holds every node's compressed data. Births and deaths draw on budgets of their own, as large (per
+node, and the total), never on data's: a node in a rebirth storm must not starve the other nodes' data. A
+compressed birth past its node's births budget is ``inflate_budget``, not inflated, and its node (device)
+stale: its tags BAD once, not born until a birth of it is read, a rebirth asked at its next message once that
+budget has some left (no rebirth is asked while it is spent: the answer would be skipped too). A compressed
+death is always inflated (skipped, a dead node's tags would stay GOOD until its next birth), to at most
+``DEATH_MAX_INFLATED``; past it, it is a death all the same, its bdSeq unread.
 A DataSet metric (a table: Ignition's Dataset tags) gives a reading per column, ``{metric}/{column}``, whose
 value is the column's rows as a 1-D NumPy array (typed by the column's datatype; an empty cell of a Float or
 Double column is NaN); a column with a cell of another type, or an empty cell where no NaN can stand, is
 ``wrong_type``; a null DataSet makes its columns' last values BAD.
-Limits: Bytes, File and StringArray metrics and DataSet text columns give no reading (said once, counted as
-the ``unsupported_metric`` notice), nor do PropertySet metrics (Tahu's JavaScript nodes send one without a
-value) and those of a datatype Sparkplug B does not define (the same notice); STATE, NCMD and DCMD are ignored.
+A StringArray metric is read as the JSON text of its strings (``["ABC", "hello"]``, ``sparkplug.string_array_text``).
+Limits: Bytes and File metrics and DataSet text columns give no reading (said once, counted as the
+``unsupported_metric`` notice), nor do PropertySet metrics (Tahu's JavaScript nodes send one without a value)
+and those of a datatype Sparkplug B does not define (the same notice, its own message kept beside the first:
+``Notices`` keeps one per cause); STATE, NCMD and DCMD are ignored.
 Not thread-safe: call ``handle`` from one thread (the adapter uses its asyncio loop).
 """
 
@@ -119,6 +126,9 @@ class _Node:
     # a compressed message of it was skipped by the inflate budget: the next seq gap is this host's
     # doing, not counted and not answered by a rebirth (one would bring more to inflate)
     budget_skipped: bool = False
+    # its last NBIRTH was skipped by its births' inflate budget (a rebirth storm): not born until a birth of
+    # it is read, which is asked once its budget has refilled (``_before_birth``)
+    birth_skipped: bool = False
 
 
 def _definition_types(t: sp.Template, prefix: str = "", depth: int = 0) -> dict[str, int]:
@@ -169,8 +179,12 @@ _UNREAD = (sp.DataType.DATASET, sp.DataType.FILE)  # decoded without a value (``
 _DDATA = sp.MessageType.DDATA
 _TABLES = {sp.DataType.TEMPLATE, sp.DataType.DATASET}  # metrics whose tags are {metric}/{part}
 _DATA = (sp.MessageType.NDATA, sp.MessageType.DDATA)  # the messages whose seq in order shows a sane node
-# births and deaths: inflated even while the source's inflate budget is spent (``handle``)
-_LIFECYCLE = (sp.MessageType.NBIRTH, sp.MessageType.DBIRTH, sp.MessageType.NDEATH, sp.MessageType.DDEATH)
+# births and deaths: inflated on a budget of their own, apart from data's (``handle``)
+_BIRTHS = (sp.MessageType.NBIRTH, sp.MessageType.DBIRTH)
+_DEATHS = (sp.MessageType.NDEATH, sp.MessageType.DDEATH)
+# a compressed death inflates to at most this (it holds a bdSeq, a few dozen bytes): a death is always read,
+# so its cost must be bounded by itself; past it, it is a death all the same, its payload unread
+DEATH_MAX_INFLATED = 64 * 1024
 MAX_NODES = 10_000  # edge nodes one host keeps (a birth's aliases and last values each)
 MAX_NODE_METRICS = 100_000  # metrics of one node (its devices' included) whose last value and type are kept
 
@@ -206,6 +220,15 @@ class SparkplugHost:
             setting=f"{sp.INFLATE_TOTAL_NODES} x max_inflated_bytes_per_s",
         )
         self._inflate_budgets: dict[tuple[str, str], sp.InflateBudget] = {}
+        # births and deaths have budgets of their own, the same per node and in total: a node in a rebirth
+        # storm spends its births' budget and their total, never the budget other nodes' data is read on
+        self._births_total = sp.InflateBudget(
+            settings.max_inflated_bytes_per_s * sp.INFLATE_TOTAL_NODES,
+            whose="this source's edge nodes' compressed births and deaths together",
+            setting=f"{sp.INFLATE_TOTAL_NODES} x max_inflated_bytes_per_s",
+        )
+        self._births_budgets: dict[tuple[str, str], sp.InflateBudget] = {}
+        self.births_skipped = 0  # compressed births past their node's births budget: the node stale
         self._settings = settings
         self._publish = publish
         self._on_error = on_error
@@ -295,18 +318,20 @@ class SparkplugHost:
             if not node.alive:
                 self._rebirth(group, edge_node, node, force=True)
 
-    def _budget(self, key: tuple[str, str]) -> sp.InflateBudget:
-        """The inflate budget of the edge node ``key`` (group, name), drawing on the source's total. Kept for
-        at most ``MAX_NODES`` nodes (names come from the outside world): past that the oldest is forgotten,
-        which gives that node a full budget again, still held to the total."""
-        budget = self._inflate_budgets.get(key)
+    def _budget(self, key: tuple[str, str], *, births: bool = False) -> sp.InflateBudget:
+        """The inflate budget of the edge node ``key`` (group, name), drawing on the source's total: its data's,
+        or (``births``) its births' and deaths'. Kept for at most ``MAX_NODES`` nodes (names come from the
+        outside world): past that the oldest is forgotten, which gives that node a full budget again, still
+        held to the total."""
+        budgets = self._births_budgets if births else self._inflate_budgets
+        budget = budgets.get(key)
         if budget is None:
-            while len(self._inflate_budgets) >= MAX_NODES:  # the oldest first
-                del self._inflate_budgets[next(iter(self._inflate_budgets))]
-            budget = self._inflate_budgets[key] = sp.InflateBudget(
+            while len(budgets) >= MAX_NODES:  # the oldest first
+                del budgets[next(iter(budgets))]
+            budget = budgets[key] = sp.InflateBudget(
                 self._settings.max_inflated_bytes_per_s,
-                total=self._inflate_total,
-                whose=f"edge node {key[0]}/{key[1]}'s compressed payloads",
+                total=self._births_total if births else self._inflate_total,
+                whose=f"edge node {key[0]}/{key[1]}'s compressed {'births and deaths' if births else 'payloads'}",
             )
         return budget
 
@@ -332,7 +357,7 @@ class SparkplugHost:
         GOOD. The other group's messages are skipped, said once, until that node dies (NDEATH), after which
         the first of them to be born takes the name."""
         other = self._nodes.get(owner)
-        if other is None or not (other.alive or other.missed):
+        if other is None or not (other.alive or other.missed or other.birth_skipped):
             return False
         if self.on_notice is not None:
             self.on_notice(
@@ -356,7 +381,37 @@ class SparkplugHost:
             )
         else:
             self._on_error("data_before_birth", f"{t.message_type.value} from {what}")
-        self._rebirth(t.group, t.edge_node, node)
+        # asked once the node's births budget has some left: its answer, asked sooner, would be skipped too
+        # (a node whose birth was skipped in a rebirth storm is asked at its next message after that)
+        if self._budget((t.group, t.edge_node), births=True).spent() is None:
+            self._rebirth(t.group, t.edge_node, node)
+        return []
+
+    def _birth_skipped(self, t: sp.SparkplugTopic, e: CodecError, received_at: float) -> list[Reading]:
+        """A compressed birth its node's births budget (or their total) had nothing left for: counted as
+        ``inflate_budget``, not inflated. What the node (device) declared is no longer known to be current, so it
+        is stale: its tags that had a value BAD (once), it not born (its data skipped as ``data_before_birth``,
+        commands refused) until a birth of it is read; a rebirth is asked at its next message once its births'
+        budget has refilled (``_before_birth``)."""
+        self.births_skipped += 1
+        node = self._nodes.get((t.group, t.edge_node))
+        self._on_error(
+            "inflate_budget",
+            f"{t.group}/{t.edge_node}{'/' + t.device if t.device else ''}: {t.message_type.value} {e.detail}; "
+            "stale until a birth of it is read (a rebirth storm: a rebirth is asked once its budget refills)",
+        )
+        if node is None:
+            return []
+        if t.message_type is sp.MessageType.NBIRTH:
+            out = []
+            if node.alive:  # once: the storm's later births find it stale already
+                out = self._bad(t.edge_node, node, lambda dev: True, received_at, received_at)
+            node.alive, node.birth_skipped = False, True
+            node.devices.clear()
+            return out
+        if t.device in node.devices:  # DBIRTH: the device is not born until a birth of it is read
+            node.devices.discard(t.device)
+            return self._bad(t.edge_node, node, lambda dev: dev == t.device, received_at, received_at)
         return []
 
     def handle(self, topic: str, data: bytes, received_at: float) -> list[Reading]:
@@ -364,20 +419,32 @@ class SparkplugHost:
         t = sp.parse_topic(topic)
         if t.message_type in (sp.MessageType.STATE, sp.MessageType.NCMD, sp.MessageType.DCMD):
             return []
+        death = t.message_type in _DEATHS
         try:
-            # a birth or a death is inflated even while the budget is spent (and charged: a node flooding
-            # compressed births pays for them with its later data): skipped, a dead node's tags would stay
-            # GOOD, or a born node's data be refused, until its next birth
+            # births and deaths are inflated on their node's births budget and its total, never on the budget
+            # data is read on: a node in a rebirth storm must not starve the other nodes' data. A death is
+            # always inflated (skipped, a dead node's tags would stay GOOD until its next birth), bounded by
+            # DEATH_MAX_INFLATED; a birth while its budget is spent is skipped and its node stale
+            # (``_birth_skipped``), so a storm's cost is bounded, and the node's next birth, once the budget
+            # refilled, is read
             payload = sp.decode(
                 data,
-                max_inflated=self._max_inflated,
-                inflate_budget=self._budget((t.group, t.edge_node)),
-                must_inflate=t.message_type in _LIFECYCLE,
+                max_inflated=min(self._max_inflated, DEATH_MAX_INFLATED) if death else self._max_inflated,
+                inflate_budget=self._budget(
+                    (t.group, t.edge_node), births=t.message_type in _BIRTHS or death
+                ),
+                must_inflate=death,
             )
         except CodecError as e:
+            if e.reason == "inflate_budget" and t.message_type in _BIRTHS:
+                return self._birth_skipped(t, e, received_at)
             if e.reason == "inflate_budget" and (skipped := self._nodes.get((t.group, t.edge_node))):
                 skipped.budget_skipped = True
-            raise
+            if not (death and e.reason == "too_large"):
+                raise
+            # a death whose payload inflates past the bound is a death all the same (its bdSeq unread)
+            self._on_error("too_large", f"{t.group}/{t.edge_node}: {t.message_type.value} {e.detail}")
+            payload = sp.Payload(timestamp_ms=None, seq=None, metrics=[])
         key = (t.group, t.edge_node)
         owner = self._named.get(t.edge_node)
         if owner is not None and owner != key and self._clash(t, owner):
@@ -404,7 +471,7 @@ class SparkplugHost:
         if mt is sp.MessageType.NBIRTH:
             self._named[t.edge_node] = key
             node.alive, node.aliases, node.clashes, node.seq = True, {}, set(), payload.seq
-            node.missed, node.dead_bd, node.budget_skipped = False, None, False
+            node.missed, node.dead_bd, node.budget_skipped, node.birth_skipped = False, None, False, False
             # counts as in sequence, unless it answers a rebirth asked for a gap and no data message since was
             # in sequence: a node whose seq is broken is asked once, not after every birth (``_check_seq``)
             node.run = 0 if node.gap_asked else 1
@@ -433,7 +500,7 @@ class SparkplugHost:
                 # which Sparkplug 3.0 (Operational Behavior, Edge Node Session Termination) says a host MUST
                 # ignore
                 return []
-            node.alive, node.missed, node.dead_bd = False, False, bd
+            node.alive, node.missed, node.dead_bd, node.birth_skipped = False, False, bd, False
             node.devices.clear()
             self.deaths += 1
             return self._bad(t.edge_node, node, lambda dev: True, received_at, received_at)
@@ -441,6 +508,8 @@ class SparkplugHost:
             why = (
                 "this host's broker connection came back: its births meanwhile were missed"
                 if node.missed
+                else "its last NBIRTH was skipped by the inflate budget, a rebirth storm"
+                if node.birth_skipped
                 else "normal after this host starts"
             )
             return self._before_birth(t, node, f"{t.group}/{t.edge_node} before its NBIRTH ({why})")
@@ -451,7 +520,10 @@ class SparkplugHost:
             # taken GOOD from a device its node said is gone; Sparkplug 3.0 (Topics, DBIRTH: a device's
             # metrics are GOOD from its DBIRTH; Host Application Receive Data: a rebirth may be asked for it)
             return self._before_birth(
-                t, node, f"{t.group}/{t.edge_node}/{t.device} before its DBIRTH (lost, or after its DDEATH)"
+                t,
+                node,
+                f"{t.group}/{t.edge_node}/{t.device} before its DBIRTH (lost, skipped by the inflate budget, "
+                "or after its DDEATH)",
             )
         if mt is sp.MessageType.DBIRTH:
             self.births += 1

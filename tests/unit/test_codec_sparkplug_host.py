@@ -281,3 +281,57 @@ def test_each_node_has_its_own_inflate_budget_and_many_nodes_are_held_to_the_sou
     ):  # nodes never born: their data is inflated (on their own budget) before it is known
         ndata(i, 1, 10)
     assert len(h._inflate_budgets) == 3
+
+
+def _compressed(payload: sp.Payload, inflated: int = 0) -> bytes:
+    import zlib
+
+    inner = sp._pb().Payload()
+    inner.ParseFromString(sp.encode(payload))
+    inner.body = b"\0" * inflated
+    out = sp._pb().Payload()
+    out.uuid, out.body = sp.COMPRESSED_UUID, zlib.compress(inner.SerializeToString())
+    if payload.seq is not None:
+        out.seq = payload.seq
+    return out.SerializeToString()
+
+
+def test_a_node_storming_compressed_births_and_deaths_does_not_starve_other_nodes_data():
+    """Before, births and deaths were inflated whatever the budget and charged to their node's budget and to
+    the source's total, which other nodes' data is read on: one node sending compressed NBIRTHs in a loop (or
+    large compressed deaths) spent the total, and every other node's compressed NDATA was inflate_budget.
+    Now births and deaths have budgets of their own (per node, and 4 times it in total): a birth past its
+    node's spent one is skipped (inflate_budget), the node stale (its tags BAD once, its data
+    data_before_birth) and no rebirth asked while its answer would be skipped too; a death is always read, its
+    inflating bounded by DEATH_MAX_INFLATED (past it a death all the same); other nodes' data is read on."""
+    from protocols.json_codec import CodecError
+
+    h, sent, errors = host(max_inflated_bytes_per_s=1000)  # births' debt paid back in about 20 s
+    calm = sp.Payload(1000, 0, [sp.Metric("bdSeq", None, D.INT64, 0), sp.Metric("t", 1, D.DOUBLE, 0.0)])
+    assert len(h.handle("spBv1.0/g/NBIRTH/calm", _compressed(calm), 1.0)) == 1
+
+    def storm_birth(step: int) -> list:
+        nb = sp.Payload(1000, 0, [sp.Metric("bdSeq", None, D.INT64, 0), sp.Metric("step", 1, D.DOUBLE, step)])
+        return h.handle("spBv1.0/g/NBIRTH/storm", _compressed(nb, 20_000), 1.0)
+
+    def calm_data(seq: int) -> list:
+        try:
+            return h.handle("spBv1.0/g/NDATA/calm", _compressed_ndata(seq, 10), 2.0)
+        except CodecError as e:
+            return [e.reason]
+
+    assert [(r.value, r.quality) for r in storm_birth(0)] == [(0.0, Quality.GOOD)]  # read: some budget left
+    assert [(r.value, r.quality) for r in storm_birth(1)] == [(0.0, Quality.BAD)]  # skipped: stale, BAD once
+    for step in range(2, 20):
+        assert storm_birth(step) == []
+        assert [r.value for r in calm_data(step - 1)] == [float(step - 1)]
+    assert errors == ["inflate_budget"] * 19 and h.births_skipped == 19
+    # its data while stale: data_before_birth, and no rebirth asked while its answer would be skipped too
+    plain = sp.Payload(2000, 1, [sp.Metric(None, 1, D.DOUBLE, 5.0)])
+    assert h.handle("spBv1.0/g/NDATA/storm", sp.encode(plain), 2.0) == []
+    assert h.data_before_birth == 1 and sent == [] and h.rebirths_requested == 0
+    # a death is always read, bounded: one inflating past DEATH_MAX_INFLATED (64 KiB) is a death all the same
+    death = sp.Payload(None, None, [sp.Metric("bdSeq", None, D.INT64, 0)])
+    h.handle("spBv1.0/g/NDEATH/storm", _compressed(death, 1024 * 1024), 3.0)
+    assert h.deaths == 1 and errors[-1] == "too_large"
+    assert [r.value for r in calm_data(20)] == [20.0]  # the calm node's data is read on
