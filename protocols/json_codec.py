@@ -216,22 +216,24 @@ def _converter(mapping: JsonMapping) -> Callable[[str, Any], Any]:
     def conv(path: str, v: Any) -> Any:
         got = lookup(v)
         if got is v and type(v) is str:
-            raise CodecError(
-                "unknown_state",
-                f"field {path!r} is {v[:40]!r}, no text of json_mapping.states ({known}); skipped: add it to "
-                "states, or set json_mapping.unknown_state: text to read it as text",
-            )
+            raise _unknown_state(path, v, known, "set json_mapping.unknown_state: text")
         return got
 
     return conv
+
+
+def _unknown_state(path: str, v: str, known: str, text: str) -> CodecError:
+    return CodecError(
+        "unknown_state",
+        f"field {path!r} is {v[:40]!r}, no text of json_mapping.states ({known}); skipped: add it to states, "
+        f"or {text} to read it as text",
+    )
 
 
 def _path_same(path: str, v: Any) -> Any:
     return v
 
 
-# a plain decimal number as text: an epoch time some gateways quote
-_DECIMAL = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,9})?\Z")
 # values one message may give: a few bytes each, 8 MB of JSON holds 700,000, which took 5 s of the agent's
 # loop to turn into readings (every other source and the status page waited)
 MAX_VALUES = 100_000
@@ -361,10 +363,11 @@ def _timestamp(raw: Any, mapping: JsonMapping, default: float) -> float:
                     t = later
             return t
         return dt.timestamp()
-    if type(v) is str and _DECIMAL.match(v):
-        # epoch time sent as text ("1701388800123", as some gateways quote every value): a time has no
-        # leading zeros to keep, and no setting could read such a device otherwise
-        v = int(v) if v.lstrip("-").isdigit() else float(v)
+    if type(v) is str:
+        # epoch time sent as text ("1701388800123", " 1.7e9 ", as some gateways quote every value): a time has
+        # no leading zeros to keep, and no setting could read such a device otherwise; read in the forms
+        # numbers_from_text reads, whether or not it is set (as a waveform's sample rate)
+        v = _text_number(v)
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         hint = ""
         if type(v) is str:
@@ -465,6 +468,22 @@ def compile_decoder(
         return _messages(run, report, bare=False, mapping=mapping)
     tsf = mapping.timestamp_field
     isfinite = math.isfinite
+    # with states (and unknown_state: skip), the fields that have held a state: such a field's text that is
+    # no state ({"state": "BLINK"} after {"state": "ON"}) is unknown_state, as a mapped field's; another text
+    # field (Zigbee2MQTT's "color_mode": "xy", Tasmota's "Time") is not read, as without states
+    state_fields: set[str] | None = set() if mapping.states and mapping.unknown_state != "text" else None
+    state_keys = frozenset(state_key(k) for k in mapping.states)
+    known = _known_states(mapping)
+
+    def unread(k: str, v: Any) -> None:
+        """A text (or other) value of field ``k`` that gave no number; counted when ``k`` holds states."""
+        if state_fields is None or type(v) is not str:
+            return
+        if k in state_fields:
+            bad = _unknown_state(k, v, known, "map the field in json_mapping.values with unknown_state: text")
+            if report is None:
+                raise bad
+            report(bad.reason, bad.detail)
 
     def run_all(raw: dict, now: float) -> list[tuple]:
         if len(raw) > MAX_VALUES:
@@ -476,10 +495,20 @@ def compile_decoder(
             if tv is not float and tv is not int:  # text, bool, null, object, array: not read, unless
                 if lookup is None or k == tsf:  # states or numbers_from_text make it a number
                     continue
-                v = lookup(v)
-                tv = type(v)
+                got = lookup(v)
+                tv = type(got)
                 if tv is not float and tv is not int:
+                    unread(k, v)
                     continue
+                if (
+                    state_fields is not None
+                    and k not in state_fields
+                    and len(state_fields) < 1_000  # bounded: field names come from the outside world
+                    and type(v) is str
+                    and state_key(v) in state_keys
+                ):
+                    state_fields.add(k)
+                v = got
             if tv is float:
                 if not isfinite(v):
                     bad = CodecError("non_finite", f"field {k!r} is {v}")
@@ -519,6 +548,8 @@ def _messages(
     (Shelly's relay/0/power "21.5", ESPHome's and Zigbee2MQTT's state topics): one reading of the field
     named "", which the caller names after the topic, with no time of its own."""
 
+    ntext = bare and mapping is not None and mapping.numbers_from_text
+
     def run(payload: bytes | str, now: float = 0.0) -> list[tuple]:
         raw = _parse(payload)
         if type(raw) is dict:
@@ -527,6 +558,10 @@ def _messages(
             return _batch(raw, one, now, report)  # [] (a gateway's empty buffer): nothing to read
         if bare and (type(raw) is int or type(raw) is float):
             return one({"": raw}, now)
+        if ntext and type(raw) is str:  # a bare number quoted ("21.5"), as the bare number 21.5 is read
+            v = _text_number(raw)
+            if type(v) is not str:
+                return one({"": v}, now)
         raise _not_object(raw, payload)
 
     if not bare or mapping is None or not mapping.states:
@@ -568,6 +603,15 @@ def _messages(
         raise _not_object(raw, payload)
 
     return run_states
+
+
+_EMPTY_ARRAY = re.compile(rb"[ \t\r\n]*\[[ \t\r\n]*\][ \t\r\n]*\Z")  # JSON's whitespace only
+
+
+def empty_batch(payload: bytes) -> bool:
+    """A payload that is an empty JSON array however written (``[]``, ``[ ]``, ``[\\n]``): a gateway's empty
+    buffer, a batch of no messages, which has nothing unread."""
+    return len(payload) < 64 and _EMPTY_ARRAY.match(payload) is not None
 
 
 def _plain_text(payload: bytes | str) -> str | None:
@@ -625,6 +669,9 @@ def _quality_of(q: Any) -> str | None:
         for word in ("good", "uncertain", "bad"):
             if low.startswith(word):
                 return word
+        n = _text_number(q)  # "192", "2": the number's quality, as a time or a rate written as text
+        if type(n) is int:
+            return _quality_of(n)
     return None
 
 
@@ -706,6 +753,8 @@ def _rate_reader(field: str | None) -> Callable[[dict], float | None] | None:
             v = _get(raw, name)
             if v is _MISSING:
                 continue
+            if type(v) is str:  # "25600": a rate, like an epoch time, has no text to keep (quoted by EdgeX)
+                v = _text_number(v)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not _fits(v) or v <= 0:
                 raise CodecError(
                     "wrong_type",

@@ -1969,7 +1969,7 @@ def json_decoder(src: MqttSource, sub: Subscription):
                 hint = json_codec.time_field_hint(payload, mapping)
                 if hint is not None:
                     src._notice("time_field_unread", f"topic {topic!r}: {hint}")
-        if not got and every_number and payload.strip() != b"[]":  # [] is an empty batch, nothing unread
+        if not got and every_number and not json_codec.empty_batch(payload):  # [], [ ]: nothing unread
             # nothing to read, and nothing said: a device (or a firmware update) that sends its numbers as
             # text ({"temp": "21.5"}) looked like a source that had stopped
             src._notice(

@@ -94,7 +94,9 @@ class JsonMappingSettings(_Model):
         False,
         description='true: a value that is a number written as text ("21.5", " 1e3 "; not "12,5", '
         "which may be a decimal or a thousands comma) is read as that number, as EdgeX Foundry's readings and "
-        'devices that quote every value need; false: text stays text (a part number "0012" keeps its zeros)',
+        'devices that quote every value need, and a payload that is such a text alone ("21.5") as a bare number; '
+        'false: text stays text (a part number "0012" keeps its zeros). A time under epoch_*, a waveform\'s rate '
+        'and a record\'s quality written as text ("25600") are read as numbers either way',
     )
     states: dict[str, int | float] = Field(
         default_factory=dict,
@@ -110,14 +112,16 @@ class JsonMappingSettings(_Model):
         "skip",
         description="with states, a mapped field's (values) or a record's text that is no state: skip = "
         "counted as unknown_state, naming the text, and skipped; text = read as text, as without states. "
-        "Unmapped, text that is no state is not read (as without states); a payload that is text alone and "
+        "Unmapped, text that is no state is not read (as without states), except under skip in a field that "
+        'has held a state ({"state": "BLINK"} after "ON"): unknown_state; a payload that is text alone and '
         "no state is unknown_state either way",
     )
     tag_prefix_topic: bool = Field(True, description="tag = '{topic}/{tag}' so wildcard sensors stay apart")
     rate_field: str | None = Field(
         "auto",
         description="field holding a waveform's sample rate in Hz (checked by the "
-        "pipeline); auto: sample_rate_hz, rate_hz, sampling_rate_hz or fs_hz when present; "
+        "pipeline; a number, or one written as text); auto: sample_rate_hz, rate_hz, sampling_rate_hz or fs_hz "
+        "when present; "
         "null: ignore",
     )
 

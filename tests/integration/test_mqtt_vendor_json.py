@@ -592,3 +592,95 @@ async def test_a_json_reading_without_a_time_of_its_own_neither_holds_nor_is_hel
         await src.stop()
     assert [r.value for r in got] == [1, 2, 3, 4, 5, 6]
     assert src.stats.errors_by_reason == {}
+
+
+async def test_numbers_from_text_reads_every_number_the_codec_reads_a_bare_quoted_one_a_rate_and_a_quality(
+    mosquitto,
+):
+    """Under json_mapping.numbers_from_text a bare number was read (21.5) but the same number quoted ("21.5",
+    as a device quoting every value publishes it on its own topic) was wrong_type; a waveform whose sample
+    rate came quoted ("sample_rate_hz": "25600", EdgeX) was refused whole, and a record's quality quoted
+    ("192") was wrong_type, while a quoted epoch time was read. Every number the codec reads by its role
+    (a time, a rate, a quality) is now read from text in the same forms, and a quoted bare number under
+    numbers_from_text is one reading named by its topic, as the bare number is."""
+    t0 = round(time.time()) - 60
+    subs = [
+        {"topic": "quoted/#", "json_mapping": {"numbers_from_text": True}},
+        {
+            "topic": "vib/#",
+            "json_mapping": {
+                "values": {"v": "accel"},
+                "timestamp_format": "epoch_ms",
+                "numbers_from_text": True,
+            },
+        },
+        {
+            "topic": "kepware/#",
+            "json_mapping": {"records": {}, "timestamp_field": "timestamp", "timestamp_format": "epoch_ms"},
+        },
+    ]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    wave = {"ts": f" {t0 * 1000} ", "v": [0.5, -0.25, 1.0], "sample_rate_hz": "25600"}
+    records = {"timestamp": str(t0 * 1000), "values": [{"id": "Speed", "v": 1500, "q": "192"}]}
+    try:
+        pub.publish("quoted/shelly1/power", b'"21.5"', qos=1)
+        pub.publish("quoted/shelly1/mode", b'"auto"', qos=1)  # no number: still wrong_type
+        pub.publish("vib/m1", json.dumps(wave), qos=1)
+        pub.publish("kepware/line1", json.dumps(records), qos=1)
+        got = await collect(src, lambda g: any(r.tag.endswith("Speed") for r in g))
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.tag, r.value if r.tag != "vib/m1/accel" else r.value.tolist()) for r in got] == [
+        ("quoted/shelly1/power", 21.5),
+        ("vib/m1/accel", [0.5, -0.25, 1.0]),
+        ("kepware/line1/Speed", 1500),
+    ]
+    assert got[1].rate_hz == 25600.0 and got[1].timestamp == t0
+    assert got[2].quality is Quality.GOOD and got[2].timestamp == t0
+    assert src.stats.errors_by_reason == {"wrong_type": 1}
+    assert "topic 'quoted/shelly1/mode': payload is a JSON string" in (src.stats.last_error or "")
+
+
+async def test_an_empty_batch_with_spaces_is_no_unread_message_and_a_state_fields_unknown_text_is_counted(
+    mosquitto,
+):
+    """An empty batch written with whitespace ("[ ]", "[\\n]", as a pretty-printing gateway sends its empty
+    buffer) raised the no_numeric_field notice, which tells the user that numbers came as text; only "[]" was
+    exempt. And unmapped, under json_mapping.states, a state field's text that is no state
+    ({"state": "BLINK"} after {"state": "ON"}) was dropped without a word, where a mapped field's is counted
+    as unknown_state. Now any empty array is an empty batch, and a field that has held a state counts its
+    unknown text as unknown_state, naming it; text fields that never held one (Zigbee2MQTT's color_mode)
+    stay unread and uncounted, as before."""
+    t0 = round(time.time()) - 30
+    subs = [
+        {"topic": "buf/#"},
+        {"topic": "zigbee2mqtt/#", "json_mapping": {"states": {"ON": 1, "OFF": 0}}},
+    ]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    try:
+        pub.publish("buf/gw1", b"[ ]", qos=1)
+        pub.publish("buf/gw1", b"[\n]\n", qos=1)
+        pub.publish("zigbee2mqtt/lamp", json.dumps({"ts": t0, "state": "ON", "color_mode": "xy"}), qos=1)
+        pub.publish(
+            "zigbee2mqtt/lamp",
+            json.dumps({"ts": t0 + 1, "state": "BLINK", "color_mode": "hs", "linkquality": 80}),
+            qos=1,
+        )
+        pub.publish("buf/gw1", json.dumps({"ts": t0 + 2, "temp": 21.0}), qos=1)
+        got = await collect(src, lambda g: any(r.tag == "buf/gw1/temp" for r in g))
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.tag, r.value) for r in got] == [
+        ("zigbee2mqtt/lamp/state", 1),
+        ("zigbee2mqtt/lamp/linkquality", 80),
+        ("buf/gw1/temp", 21.0),
+    ]
+    assert "no_numeric_field" not in src.notices.counts
+    assert src.stats.errors_by_reason == {"unknown_state": 1}
+    assert "field 'state' is 'BLINK', no text of json_mapping.states ('ON', 'OFF')" in (
+        src.stats.last_error or ""
+    )
