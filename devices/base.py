@@ -189,25 +189,55 @@ class BurstLogger:
         self._log.log(level, "%s", mask_credentials(text))  # a URL's password never reaches the log
 
 
+MAX_CAUSES = 8  # distinct causes of one notice key whose first messages are kept (``Notices.note``)
+
+
 class Notices:
     """Silent drops made loud once: the first occurrence of each key is logged as one WARNING (the
     message carries the reason and the fix), every occurrence is counted, repeats are never logged.
-    ``status()`` is what ``/status`` shows: ``{key: {"count": n, "message": first message}}``."""
+    ``status()`` is what ``/status`` shows: ``{key: {"count": n, "message": first message}}``.
+
+    A key with several causes that need different fixes (a Sparkplug node's Bytes metric and its
+    PropertySet, both ``unsupported_metric``) is noted with ``cause``: the first message of each distinct
+    cause is logged and kept (up to ``MAX_CAUSES`` per key, the rest counted under the key), and
+    ``status()`` lists the later causes' messages under ``"more"``; the first one stays ``"message"``."""
 
     def __init__(self, logger: logging.Logger) -> None:
         self._log = logger
         self.counts: dict[str, int] = {}
         self.messages: dict[str, str] = {}
+        self._causes: dict[str, dict[str, str]] = {}  # key -> cause -> that cause's first message
 
-    def note(self, key: str, msg: str, *args: Any, n: int = 1, level: int = logging.WARNING) -> None:
+    def note(
+        self,
+        key: str,
+        msg: str,
+        *args: Any,
+        n: int = 1,
+        level: int = logging.WARNING,
+        cause: str | None = None,
+    ) -> None:
         if key not in self.counts:
             self.counts[key] = 0
             self.messages[key] = mask_credentials(msg % args if args else msg)
             self._log.log(level, "%s", self.messages[key])
+            if cause is not None:
+                self._causes[key] = {cause: self.messages[key]}
+        elif cause is not None:
+            causes = self._causes.setdefault(key, {})
+            if cause not in causes and len(causes) < MAX_CAUSES:
+                causes[cause] = mask_credentials(msg % args if args else msg)
+                self._log.log(level, "%s", causes[cause])
         self.counts[key] += n
 
     def status(self) -> dict[str, dict[str, Any]]:
-        return {k: {"count": c, "message": self.messages[k]} for k, c in list(self.counts.items())}
+        out: dict[str, dict[str, Any]] = {}
+        for k, c in list(self.counts.items()):
+            out[k] = {"count": c, "message": self.messages[k]}
+            more = [m for m in self._causes.get(k, {}).values() if m != self.messages[k]]
+            if more:
+                out[k]["more"] = more
+        return out
 
 
 class Backoff:

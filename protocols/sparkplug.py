@@ -298,8 +298,10 @@ STRING_ARRAY = 33
 
 def array_value(data: bytes, datatype: int) -> Any:
     """A Sparkplug 3.0 array metric's ``bytes_value`` as a 1-D NumPy array (numbers, or truth values for a
-    BooleanArray); None when ``datatype`` is no array of numbers or truth values (Bytes, File,
-    StringArray). Raises ``CodecError('wrong_type')`` when the bytes do not fit the type."""
+    BooleanArray), a StringArray's as text (``string_array_text``); None when ``datatype`` is no array
+    (Bytes, File). Raises ``CodecError('wrong_type')`` when the bytes do not fit the type."""
+    if datatype == STRING_ARRAY:
+        return string_array_text(data)
     import numpy as np  # imported here: a payload without arrays never needs it
 
     dt = ARRAY_DTYPES.get(datatype)
@@ -318,6 +320,27 @@ def array_value(data: bytes, datatype: int) -> Any:
             )
         return np.unpackbits(np.frombuffer(data, dtype=np.uint8, offset=4), count=n).astype(bool)
     return None
+
+
+def string_array_text(data: bytes) -> str:
+    """A StringArray's ``bytes_value`` (each string's UTF-8 bytes and a NUL after it: ``ABC\\0hello\\0``) as
+    the JSON text of its strings (``["ABC", "hello"]``): a reading's value is a number, a truth value, text or
+    an array of numbers, and JSON text keeps every string whole (a comma or a space in one too), for a rule
+    comparing it, the cloud or a consumer that parses it. ``CodecError('wrong_type')`` when the last string has
+    no NUL after it or a string is not UTF-8."""
+    import json  # imported here: a payload without a StringArray never needs it
+
+    if not data:
+        return "[]"
+    if data[-1:] != b"\0":
+        raise CodecError(
+            "wrong_type", f"StringArray of {len(data)} bytes does not end with the NUL each string ends with"
+        )
+    try:
+        strings = data[:-1].decode().split("\0")
+    except UnicodeDecodeError:
+        raise CodecError("wrong_type", f"StringArray holds text that is not UTF-8: {data[:40]!r}") from None
+    return json.dumps(strings, ensure_ascii=False)
 
 
 def _text(v: Any, what: str) -> Any:

@@ -1352,15 +1352,16 @@ class MqttSource:
         self._channel.put_threadsafe([topic, msg.payload, time.time(), msg.retain])
 
     # ---- errors ----------------------------------------------------------------------------
-    def _notice(self, key: str, msg: str, n: int = 1) -> None:
+    def _notice(self, key: str, msg: str, n: int = 1, cause: str | None = None) -> None:
         # data before birth (this host started after the node) and a node's late values after an outage
-        # are routine: INFO, counted apart
+        # are routine: INFO, counted apart. ``cause``: a key's messages kept per distinct cause (``Notices``)
         self.notices.note(
             key,
             "mqtt source %r: %s",
             self.name,
             msg,
             n=n,
+            cause=cause,
             level=logging.INFO
             if key
             in (

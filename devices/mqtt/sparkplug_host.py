@@ -671,9 +671,7 @@ class SparkplugHost:
         unknown = False
         historical = 0
         repeated = ""  # the first array metric sent again with the same time and samples (a rebirth)
-        unsupported = (
-            ""  # the first metric of a type the host does not read (Bytes, File, StringArray, DataSet text)
-        )
+        unsupported = ""  # the first metric of a type the host does not read (Bytes, File, DataSet text)
         no_value = ""  # the first PropertySet, or metric of a datatype Sparkplug does not define: no value
 
         # a timestamp of 0 (nodes without a clock send it, Sparkplug makes it required) is no time: taken as
@@ -719,7 +717,7 @@ class SparkplugHost:
                             e.reason, f"{t.group}/{t.edge_node}/{dev or ''}: metric {flat!r}: {e.detail}"
                         )
                         continue
-                    if v is None:  # Bytes, File, StringArray: no reading to make
+                    if v is None:  # Bytes, File: no reading to make (a StringArray is JSON text)
                         unsupported = unsupported or flat
                         continue
                 elif v is None and leaf.datatype in _UNREAD:  # DataSet, File without a value (an extension)
@@ -832,16 +830,18 @@ class SparkplugHost:
         if unsupported and self.on_notice is not None:
             self.on_notice(
                 "unsupported_metric",
-                f"sparkplug: {t.group}/{t.edge_node}: metric {unsupported!r} is a Bytes, File or StringArray "
-                "metric or a DataSet's text column, which gives no reading (numbers, truth values, text, arrays "
-                "of numbers or truth values, Template members and DataSet columns of numbers or truth values "
-                "do)",
+                f"sparkplug: {t.group}/{t.edge_node}: metric {unsupported!r} is a Bytes or File metric or a "
+                "DataSet's text column, which gives no reading (numbers, truth values, text, arrays of numbers or "
+                "truth values, StringArrays (as JSON text), Template members and DataSet columns of numbers or "
+                "truth values do)",
+                cause="unread_type",
             )
         if no_value and self.on_notice is not None:
             self.on_notice(
                 "unsupported_metric",
                 f"sparkplug: {t.group}/{t.edge_node}: metric {no_value!r} is a PropertySet (PropertySetList) or of "
                 "a datatype Sparkplug B does not define, and carries no value a reading can be made of",
+                cause="no_value",
             )
         if unknown:
             self._rebirth(t.group, t.edge_node, node)

@@ -274,3 +274,39 @@ async def test_an_nbirth_tahus_javascript_encoder_wrote_is_read_whole(mosquitto)
         assert r.quality is G and r.timestamp == r.received_at, r  # the uptime: the receive time
     assert src.stats.errors_by_reason == {"wrong_type": 1, "clock_skew": len(got)}
     assert src.notices.counts["unsupported_metric"] == 2  # Blob, Props
+
+
+async def test_a_string_array_is_read_as_json_text_and_each_unread_kind_is_said_with_its_own_message(
+    mosquitto,
+):
+    """A StringArray metric (Sparkplug 3.0: each string's UTF-8 bytes and a NUL; Tahu's Java and Python nodes
+    send recipe step names, alarm texts so) gave no reading, only the unsupported_metric notice. It is now
+    read as the JSON text of its strings (a comma in one kept whole), in a birth and in data without a
+    datatype (by the birth's). And the unsupported_metric notice kept only its first message: a node sending
+    a Bytes metric and a PropertySet showed the Bytes message alone, the PropertySet never named. Each distinct
+    cause now keeps its own first message (/status: "more"), logged once."""
+    now = int(time.time() * 1000) - 1000
+    birth = _payload(now, 0)
+    _metric(birth, "bdSeq", datatype=D.UINT64, long_value=0)
+    steps = "Fill\0Heat, hold\0Dr\u00e4in\0".encode()
+    _metric(birth, "Steps", alias=1, datatype=33, bytes_value=steps)
+    _metric(birth, "Blob", alias=2, datatype=D.BYTES, bytes_value=b"\x01\x02")
+    _metric(birth, "Props", alias=3, datatype=20)  # PropertySet: no value field
+    _metric(birth, "Temp", alias=4, datatype=D.DOUBLE, double_value=20.5)
+    data = _payload(now + 500, 1)
+    _metric(data, alias=1, bytes_value=b"")  # by alias, no datatype: an empty array
+    _metric(data, alias=4, double_value=21.0)
+    src, got = await _run(
+        mosquitto.port, [("NBIRTH", birth), ("NDATA", data)], lambda r: r.tag == "n/Temp" and r.value == 21.0
+    )
+    assert [(r.tag, r.value) for r in got] == [
+        ("n/Steps", '["Fill", "Heat, hold", "Dr\u00e4in"]'),
+        ("n/Temp", 20.5),
+        ("n/Steps", "[]"),
+        ("n/Temp", 21.0),
+    ]
+    assert src.stats.errors_by_reason == {}
+    notice = src.notices.status()["unsupported_metric"]
+    assert "'Blob'" in notice["message"] and "Bytes" in notice["message"], notice
+    assert len(notice["more"]) == 1 and "'Props'" in notice["more"][0] and "PropertySet" in notice["more"][0]
+    assert notice["count"] == 2

@@ -220,8 +220,28 @@ def test_array_bytes_that_do_not_fit_their_type_are_wrong_type(datatype, data):
     assert e.value.reason == "wrong_type"
 
 
-def test_bytes_file_and_string_arrays_are_no_arrays_of_numbers():
-    assert all(sp.array_value(b"AB\x00", dt) is None for dt in (sp.DataType.BYTES, sp.DataType.FILE, 33, 0))
+def test_bytes_and_files_are_no_arrays():
+    assert all(sp.array_value(b"AB\x00", dt) is None for dt in (sp.DataType.BYTES, sp.DataType.FILE, 0))
+
+
+@pytest.mark.parametrize(
+    "data, text",
+    [
+        ("41 42 43 00 68 65 6c 6c 6f 00", '["ABC", "hello"]'),  # the specification's example
+        ("", "[]"),
+        ("00", '[""]'),
+        ("61 2c 62 00 c3 a4 00", '["a,b", "\u00e4"]'),  # a comma kept in its string; UTF-8
+    ],
+)
+def test_a_string_array_is_the_json_text_of_its_strings(data, text):
+    assert sp.array_value(bytes.fromhex(data), 33) == text
+
+
+@pytest.mark.parametrize("data, why", [("41 42", "does not end with the NUL"), ("ff 00", "not UTF-8")])
+def test_a_string_array_without_its_last_nul_or_not_utf8_is_wrong_type(data, why):
+    with pytest.raises(CodecError) as e:
+        sp.array_value(bytes.fromhex(data), 33)
+    assert e.value.reason == "wrong_type" and why in e.value.detail
 
 
 @pytest.mark.parametrize(

@@ -96,3 +96,22 @@ def test_what_a_source_keeps_and_logs_of_an_error_has_a_urls_password_masked(cap
     notices.note("n", "seen %s", "opc.tcp://u:s3cretpw@plc:4840")
     assert notices.status()["n"]["message"] == "seen opc.tcp://u:***@plc:4840"
     assert "s3cretpw" not in caplog.text and "rtsp://admin:***@cam/1" in caplog.text
+
+
+def test_a_notice_keeps_the_first_message_of_each_distinct_cause_bounded(caplog):
+    """A notice key kept its first message only: a second cause needing another fix (a node's PropertySet
+    after its Bytes metric, both unsupported_metric) was counted and never shown. Noted with a cause, each
+    distinct cause's first message is logged once and kept, up to MAX_CAUSES; a key noted without one keeps
+    its first message alone, as before."""
+    from devices.base import MAX_CAUSES
+
+    notices = Notices(logging.getLogger("t"))
+    for i in range(MAX_CAUSES + 5):
+        notices.note("k", "cause %d", i % (MAX_CAUSES + 2), cause=str(i % (MAX_CAUSES + 2)))
+    notices.note("plain", "first")
+    notices.note("plain", "second")
+    st = notices.status()
+    assert st["k"]["message"] == "cause 0" and st["k"]["count"] == MAX_CAUSES + 5
+    assert st["k"]["more"] == [f"cause {i}" for i in range(1, MAX_CAUSES)]
+    assert st["plain"] == {"count": 2, "message": "first"}
+    assert caplog.text.count("cause 1\n") == 1 and f"cause {MAX_CAUSES}" not in caplog.text
