@@ -295,6 +295,24 @@ _LOOKS_TYPED = re.compile(
 )
 
 
+def _no_node_holds(x: Any) -> str | None:
+    """Why no numeric node takes the integer ``x`` (None: one does, or ``x`` is no integer): it is outside
+    the widest integer types, Int64 and UInt64, and no REAL or LREAL holds it exactly."""
+    if not isinstance(x, int) or isinstance(x, bool) or -(2**63) <= x <= 2**64 - 1:
+        return None
+    try:
+        near = float(x)
+    except OverflowError:
+        near = math.inf
+    if near == x:
+        return None  # 2**70: an LREAL holds it exactly
+    return (
+        f"{x} is held by no integer node (the widest, Int64 and UInt64, hold "
+        f"-9223372036854775808..18446744073709551615) and by no REAL or LREAL exactly (it would arrive as "
+        f"{near:.17g})"
+    )
+
+
 def _check_write_value(v: Any, what: str) -> Any:
     """A write value must carry its YAML type: ``"false"`` (a string) would reach a Boolean node as
     TRUE under any loose conversion, so a quoted boolean or number is refused here. So is a value no
@@ -320,6 +338,8 @@ def _check_write_value(v: Any, what: str) -> Any:
             )
         if isinstance(x, str) and _LOOKS_TYPED.match(x):
             bare = x.strip().lower()
+            if re.fullmatch(r"[-+]?\d+", bare) and _no_node_holds(int(bare)) is not None:
+                continue  # a whole number no numeric node holds: text, for a String node (a serial number)
             words = {
                 "true": "true",
                 "yes": "true",
@@ -376,6 +396,22 @@ class OutputAction(_Action):
     @classmethod
     def _typed(cls, v: Any, info) -> Any:
         return v if v is None and info.field_name == "reset_value" else _check_write_value(v, info.field_name)
+
+    @model_validator(mode="after")
+    def _some_node_holds(self) -> OutputAction:
+        # after the fields: only an action whose target is known to be text (a Sparkplug String metric)
+        # may carry a whole number no numeric node holds; an OPC UA node's type is known only online
+        if getattr(self, "datatype", None) == "String":
+            return self
+        for field in ("value", "reset_value"):
+            v = getattr(self, field)
+            for x in v if isinstance(v, list) else [v]:
+                if (why := _no_node_holds(x)) is not None:
+                    raise ValueError(
+                        f"{field}: {why}; if it is text for a String node (a serial number), quote it: "
+                        f"{field}: '{x}'"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _pulse_resets(self) -> OutputAction:
