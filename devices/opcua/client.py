@@ -271,6 +271,9 @@ _REFUSED = {
 }
 
 
+# a write target's attributes watched for a PLC download or mode change (``OpcUaSource._watch_targets``)
+_WATCHED = (ua.AttributeIds.DataType, ua.AttributeIds.ArrayDimensions, ua.AttributeIds.UserAccessLevel)
+
 # a value's status with InfoType DataValue and the Overflow bit: the monitored item's queue overflowed
 # before it, so the server dropped older values (Part 4, 7.39.1)
 _OVERFLOW = 0x0400 | 0x0080
@@ -535,6 +538,11 @@ class _NodeType:
     held: ua.VariantType | None = None
     enum: frozenset[int] | None = None  # an enumeration's values, as its DataType defines them
     max_bytes: int | None = None  # a String's MaxStringLength, a ByteString's MaxByteStringLength
+    max_len: int | None = None  # its MaxArrayLength property: the most elements an array value holds
+    # a one-dimensional array of fixed ArrayDimensions whose value held exactly that many elements when read
+    # (a PLC's Array[0..9]): it takes the whole array only (a strict PLC refuses another length at the
+    # write, a lax one may write the first elements and keep the rest)
+    whole: bool = False
 
     @property
     def shown(self) -> str:
@@ -588,6 +596,9 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
         vtype = ua.VariantType(ident)
     enum = await _enum_values(Node(node.session, dtid)) if ident == 29 else None
     max_bytes = await _max_bytes(node, vtype)
+    rank = rank if isinstance(rank, int) else -2
+    dims = tuple(d for d in dims if isinstance(d, int)) if isinstance(dims, list) else ()
+    max_len, whole = await _array_bounds(node, rank, dims)
     held = None
     if isinstance(vtype, AbstractType):
         try:
@@ -596,15 +607,33 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
                 held = dv.Value.VariantType
         except ua.UaError:
             pass  # no hint: the rules alone
-    return _NodeType(
-        vtype,
-        dtid.to_string(),
-        rank if isinstance(rank, int) else -2,
-        tuple(d for d in dims if isinstance(d, int)) if isinstance(dims, list) else (),
-        held,
-        enum,
-        max_bytes,
-    )
+    return _NodeType(vtype, dtid.to_string(), rank, dims, held, enum, max_bytes, max_len, whole)
+
+
+async def _array_bounds(node: Node, rank: int, dims: tuple[int, ...]) -> tuple[int | None, bool]:
+    """(MaxArrayLength, whole) of a node that may hold an array (``_NodeType``). Part 3 (5.6.2) makes
+    ArrayDimensions a maximum, and asyncua's server takes any length; a PLC's arrays have one length (an
+    S7-1500's Array[0..9] holds 10 and refuses 3 at the write). So a fixed one-dimensional ArrayDimensions is
+    taken as the only length when the node's value holds exactly that many elements, and as a maximum
+    when it holds fewer (a buffer that grows). Nothing is read for a node that holds a single value."""
+    if rank == -1:
+        return None, False
+    max_len = None
+    try:
+        v = await (await node.get_child("0:MaxArrayLength")).read_value()
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            max_len = v
+    except (ua.UaError, TypeError, ValueError):
+        pass  # most servers state none (BadNoMatch)
+    whole = False
+    if rank == 1 and len(dims) == 1 and dims[0] > 0:
+        try:
+            dv = await node.read_data_value(raise_on_bad_status=False)
+            held = dv.Value.Value if dv.Value is not None and _is_good(dv.StatusCode) else None
+            whole = isinstance(held, list | tuple | np.ndarray) and len(held) == dims[0]
+        except ua.UaError:
+            pass  # no value to go by: ArrayDimensions as the maximum Part 3 makes it
+    return max_len, whole
 
 
 # the Property a String (ByteString) variable may carry with the most bytes it holds (Part 3, 5.6.2 and
@@ -670,10 +699,10 @@ def _fit_rank(nt: _NodeType, value: Any, node_id: str) -> None:
     """``OpcUaTypeMismatch`` when ``value``'s shape does not fit the node's ValueRank (and a fixed
     ArrayDimensions): a list for a scalar node, a single value for an array node. A lenient server stores
     either and a strict PLC refuses it only at the first write. ValueRank -2 (any), -3 (a scalar or a
-    one-dimensional array) and 0 (one or more dimensions) are taken as leniently as Part 3 allows."""
+    one-dimensional array) and 0 (one or more dimensions) are taken as leniently as Part 3 allows. An
+    array longer than the node's MaxArrayLength, or of another length than a PLC's fixed array holds
+    (``_NodeType.whole``), is refused too."""
     rank = nt.rank
-    if rank in (-2, 0):
-        return
     ndim = _ndim(value)
 
     def bad(what: str, fix: str) -> OpcUaTypeMismatch:
@@ -681,6 +710,11 @@ def _fit_rank(nt: _NodeType, value: Any, node_id: str) -> None:
             f"node {node_id} is {what}; cannot write {reprlib.repr(value)} ({type(value).__name__}): {fix}"
         )
 
+    if nt.max_len is not None and ndim == 1 and len(value) > nt.max_len:
+        raise bad(
+            f"an array of at most {nt.max_len} {nt.shown} (its MaxArrayLength)",
+            f"{len(value)} elements, which the server would cut or refuse; write at most {nt.max_len}",
+        )
     if rank == -1 and ndim:
         raise bad(f"a single {nt.shown} (ValueRank -1)", "write one value, not an array")
     if rank == -3 and ndim > 1:
@@ -695,6 +729,13 @@ def _fit_rank(nt: _NodeType, value: Any, node_id: str) -> None:
             raise bad(what, f"write {rank} dimension(s), not {ndim}")
         if rank == 1 and nt.dims and nt.dims[0] and len(value) > nt.dims[0]:
             raise bad(what, f"{len(value)} elements, at most {nt.dims[0]} fit")
+        if nt.whole and len(value) != nt.dims[0]:
+            raise bad(
+                what,
+                f"{len(value)} elements; it holds exactly {nt.dims[0]} (a PLC's fixed array, such as an "
+                f"S7-1500's Array[0..{nt.dims[0] - 1}]: a strict PLC refuses another length at the write, a "
+                f"lax one may write the first {len(value)} and keep the old rest); write all {nt.dims[0]}",
+            )
 
 
 def _payload(nt: _NodeType, value: Any, node_id: str) -> ua.Variant:
@@ -1291,6 +1332,10 @@ class _Handler:
     def datachange_notification(self, node: Node, val: Any, data: Any) -> None:
         src = self.src
         try:
+            attr = getattr(data.subscription_data, "attribute", None)
+            if attr is not None and attr != ua.AttributeIds.Value:  # a write target's type or access
+                src._target_changed(node.nodeid, attr, val)
+                return
             dv = data.monitored_item.Value
             if node.nodeid in src._rates.nodes:  # a waveform's rate node (nodes[].sample_rate_from)
                 src._rates.on_change(node.nodeid, val, dv.StatusCode)
@@ -1348,6 +1393,12 @@ class OpcUaSource:
         self._probed: tuple[float, str | None] = (-1e9, None)  # (when, why) of the last endpoint-list probe
         self._write_targets: list[tuple[str, Any]] = []
         self.target_errors: dict[str, str] = {}  # node_id -> why writes to it will fail
+        # write targets' nodes watched for a change of their type or access (``_watch_targets``): node ->
+        # its node_id(s) as configured, and each node_id's last stated UserAccessLevel and pending re-check
+        self._target_nodes: dict[ua.NodeId, list[str]] = {}
+        self._target_access: dict[str, bool] = {}
+        self._target_checks: dict[str, asyncio.Task] = {}
+        self.targets_watched = 0  # monitored items watching the write targets (3 a node the server took)
         self.heartbeats = 0
         self._task: asyncio.Task | None = None
         self._first_attempt = asyncio.Event()
@@ -1403,7 +1454,7 @@ class OpcUaSource:
         self._stopping = True
         task, self._task = self._task, None
         task.cancel()
-        for gone in self._gone.values():
+        for gone in [*self._gone.values(), *self._target_checks.values()]:
             gone.cancel()
         try:
             async with asyncio.timeout(timeout_s):
@@ -1490,6 +1541,12 @@ class OpcUaSource:
         self._gone_pause.clear()
         self._undecoded.clear()
         self._types_wanted.clear()
+        for task in self._target_checks.values():
+            task.cancel()
+        self._target_checks.clear()
+        self._target_nodes.clear()
+        self._target_access.clear()
+        self.targets_watched = 0
         self._types_loaded = False  # a PLC's program may have been changed while the session was away
         self._types_failed = None
         client = await _make_client(self.settings, self._on_oversize)
@@ -1568,6 +1625,7 @@ class OpcUaSource:
                 await self._subscribe(client, groups)
         if self._write_targets or self.settings.heartbeat:
             await self._check_targets(client)
+            await self._watch_targets(client)
 
     async def _read_dims(self, client: Client) -> None:
         """The ArrayDimensions of the subscribed nodes, in one Read: a node whose attribute says it holds a
@@ -2068,31 +2126,7 @@ class OpcUaSource:
 
     async def _subscribe(self, client: Client, groups: dict[tuple[float, int], list[Node]]) -> None:
         self._changed.clear()
-        # asyncua's create_subscription asks for a keep-alive every 0.75 session timeouts (45 min) and
-        # waits for publish answers without a timeout: a server that stops publishing (stalled, or the
-        # subscription dropped) went unnoticed while reads still worked. Ask for a keep-alive about
-        # every keepalive_check_s and hold the server to what it revised (``_watch``).
-        interval = self.settings.publishing_interval_ms
-        keepalive = max(1, math.ceil(self.settings.keepalive_check_s * 1000.0 / interval))
-        params = ua.CreateSubscriptionParameters(
-            RequestedPublishingInterval=interval,
-            RequestedLifetimeCount=max(10000, keepalive * 3),
-            RequestedMaxKeepAliveCount=keepalive,
-            MaxNotificationsPerPublish=10000,
-            PublishingEnabled=True,
-            Priority=0,
-        )
-        session = client.uaclient.session
-        _record_revisions(session, self._revision)
-        sub = Subscription(session, params, _Handler(self))
-        got = await sub.init()
-        self._publishing_revised(interval, float(got.RevisedPublishingInterval or interval))
-        revised_s = (got.RevisedPublishingInterval or interval) / 1000.0
-        self._sub_silence_s = (
-            2 * revised_s * max(got.RevisedMaxKeepAliveCount or keepalive, 1)
-            + self.settings.connect_timeout_s
-        )
-        self._sub, self._sub_since = sub, time.monotonic()
+        sub = await self._new_subscription(client)
         full: list[tuple[str, str]] = []  # (node id, status) refused for want of room on the server
         for (sampling_ms, queue_size), nodes in groups.items():
             try:
@@ -2216,6 +2250,34 @@ class OpcUaSource:
             if not first:
                 log.warning("%s", m)
 
+    async def _new_subscription(self, client: Client) -> Subscription:
+        # asyncua's create_subscription asks for a keep-alive every 0.75 session timeouts (45 min) and
+        # waits for publish answers without a timeout: a server that stops publishing (stalled, or the
+        # subscription dropped) went unnoticed while reads still worked. Ask for a keep-alive about
+        # every keepalive_check_s and hold the server to what it revised (``_watch``).
+        interval = self.settings.publishing_interval_ms
+        keepalive = max(1, math.ceil(self.settings.keepalive_check_s * 1000.0 / interval))
+        params = ua.CreateSubscriptionParameters(
+            RequestedPublishingInterval=interval,
+            RequestedLifetimeCount=max(10000, keepalive * 3),
+            RequestedMaxKeepAliveCount=keepalive,
+            MaxNotificationsPerPublish=10000,
+            PublishingEnabled=True,
+            Priority=0,
+        )
+        session = client.uaclient.session
+        _record_revisions(session, self._revision)
+        sub = Subscription(session, params, _Handler(self))
+        got = await sub.init()
+        self._publishing_revised(interval, float(got.RevisedPublishingInterval or interval))
+        revised_s = (got.RevisedPublishingInterval or interval) / 1000.0
+        self._sub_silence_s = (
+            2 * revised_s * max(got.RevisedMaxKeepAliveCount or keepalive, 1)
+            + self.settings.connect_timeout_s
+        )
+        self._sub, self._sub_since = sub, time.monotonic()
+        return sub
+
     async def _heartbeat(self) -> None:
         """The watchdog output: toggled (or counted up) every period while the session is up."""
         hb = self.settings.heartbeat
@@ -2256,16 +2318,29 @@ class OpcUaSource:
         missing, read-only or wrongly typed target is reported at start, not at the first defect."""
         self._write_targets = list(targets)
 
-    async def _check_targets(self, client: Client) -> None:
-        self.target_errors.clear()
+    async def _check_targets(self, client: Client, only: str | None = None) -> None:
+        """Judge the write targets (``only``: that node id's) as the server describes them now, into
+        ``target_errors``, each said once (``_check_target``)."""
+        if only is None:
+            self.target_errors.clear()
+        else:
+            self.target_errors.pop(only, None)
         hb = self.settings.heartbeat
         beat = [(hb.node_id, True if hb.kind == "toggle" else 1)] if hb else []
         for node_id, value in self._write_targets + beat:
+            if only is not None and node_id != only:
+                continue
             # one target can never fail the session (and so every tag): each is judged on its own
             try:
                 async with asyncio.timeout(self.settings.connect_timeout_s):
                     why = await _check_target(
-                        client, node_id, value, self._types, self._resolved, self._resolve
+                        client,
+                        node_id,
+                        value,
+                        self._types,
+                        self._resolved,
+                        self._resolve,
+                        self._target_access,
                     )
                 if why is None and hb and hb.kind == "counter" and node_id == hb.node_id:
                     top = _counter_top(self._types.get(node_id))  # the counter's highest value fits too
@@ -2280,6 +2355,110 @@ class OpcUaSource:
                 self.target_errors[node_id] = why
                 self.stats.error("write_target", why)
                 self._burst.log(f"target:{node_id}", "opcua source %s: writes will fail: %s", self.name, why)
+
+    async def _watch_targets(self, client: Client) -> None:
+        """Watch each write target's DataType, ArrayDimensions and UserAccessLevel with a monitored item
+        (3 a node, in the subscription; sampled every second, notified only on a change): a PLC download
+        that retypes a node (an INT made a REAL, an array resized) or a PLC put in a mode where the node
+        may not be written makes its type be read again and the target judged again at once
+        (``target_errors``), so that writes go as the node is now, not as it was at connect. A server
+        that keeps the session through such a change but checks no type on a write (it stores what it
+        gets) would otherwise get the old type until the next reconnect. The items are made after the
+        tags' values, so they never take a tag's place on a server that holds few; a server that refuses
+        them is said once (notice ``targets_unwatched``): then a retype is caught by the server's type
+        check at the write and at reconnect."""
+        nodes: dict[ua.NodeId, list[str]] = {}
+        for node_id in dict.fromkeys(n for n, _ in self._write_targets):
+            if node_id in self._types and node_id in self._resolved:
+                nodeid = ua.NodeId.from_string(self._resolved[node_id])
+                nodes.setdefault(nodeid, []).append(node_id)
+        if not nodes:
+            return
+        self._target_nodes = nodes
+        refused: set[str] = set()
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout_s * 2):
+                sub = self._sub or await self._new_subscription(client)
+                for attr in _WATCHED:
+                    try:
+                        got = await sub.subscribe_data_change(
+                            [client.get_node(n) for n in nodes],
+                            attr=attr,
+                            queuesize=1,
+                            sampling_interval=ua.Double(1000.0),
+                        )
+                    except ua.UaStatusCodeError as e:
+                        refused.add(ua.StatusCode(e.code).name)
+                        continue
+                    for r in got:
+                        if isinstance(r, ua.StatusCode):
+                            refused.add(r.name)
+                        else:
+                            self.targets_watched += 1
+        except (ua.UaError, TimeoutError) as e:
+            refused.add(type(e).__name__)
+        if refused:
+            self.notices.note(
+                "targets_unwatched",
+                "opcua source %s: the server does not let the agent watch its write targets' DataType, "
+                "ArrayDimensions and UserAccessLevel (%s): a node retyped by a PLC download while the session "
+                "stays up is caught by the server's type check at the write, else at the next reconnect",
+                self.name,
+                ", ".join(sorted(refused)),
+                level=logging.INFO,
+            )
+
+    def _target_changed(self, nodeid: ua.NodeId, attr: Any, val: Any) -> None:
+        """A watched write target's DataType, ArrayDimensions or UserAccessLevel as the server states it now
+        (the first notification: as at connect). When it differs from what the last check read, the node's
+        type is forgotten and the target judged again (``_check_targets``)."""
+        for node_id in self._target_nodes.get(nodeid, ()):
+            nt = self._types.get(node_id)
+            if attr == ua.AttributeIds.UserAccessLevel:
+                if not isinstance(val, int):
+                    continue
+                # compared with what the last check read (a notification may come after a change)
+                writable = bool(val & ua.AccessLevel.CurrentWrite.mask)
+                if self._target_access.get(node_id, writable) == writable:
+                    continue
+                self._target_access[node_id] = writable
+                what = "may be written again" if writable else "may no longer be written by this session"
+                why = f"its UserAccessLevel changed (now {val}): it {what}"
+            elif nt is None:
+                continue  # the type is read at the next write or check anyway
+            elif attr == ua.AttributeIds.DataType:
+                if not isinstance(val, ua.NodeId) or val.to_string() == nt.data_type:
+                    continue
+                why = f"its DataType changed ({nt.data_type} -> {val.to_string()})"
+            else:
+                dims = tuple(val) if isinstance(val, list) else ()
+                if dims == nt.dims:
+                    continue
+                why = f"its ArrayDimensions changed ({list(nt.dims)} -> {list(dims)})"
+            self._types.pop(node_id, None)
+            log.warning(
+                "opcua source %s: write target %s: %s (a PLC download or mode change); it is checked again "
+                "and written as it is now",
+                self.name,
+                node_id,
+                why,
+            )
+            self._recheck(node_id)
+
+    def _recheck(self, node_id: str) -> None:
+        client = self._client
+        if client is None or node_id in self._target_checks:
+            return
+
+        async def check() -> None:
+            try:
+                await self._check_targets(client, only=node_id)
+                if node_id not in self.target_errors:
+                    log.info("opcua source %s: write target %s fits its writes again", self.name, node_id)
+            finally:
+                self._target_checks.pop(node_id, None)
+
+        self._target_checks[node_id] = asyncio.get_running_loop().create_task(check())
 
     def _node_error(self, node_id: str, why: Any) -> None:
         why_s = why if isinstance(why, str) else f"{type(why).__name__}: {why}"
@@ -2442,7 +2621,8 @@ def _record_revisions(session: Any, on_item: Callable[[ua.NodeId, Any, Any], Non
         results = await create(params)
         for item, result in zip(params.ItemsToCreate, results, strict=False):
             try:
-                if result.StatusCode.is_good():
+                # a write target's type or access watched (``_watch_targets``) is not a value read
+                if result.StatusCode.is_good() and item.ItemToMonitor.AttributeId == ua.AttributeIds.Value:
                     on_item(item.ItemToMonitor.NodeId, item.RequestedParameters, result)
             except Exception as e:  # a report never fails the subscription
                 log.info("opcua: monitored item revision not read: %r", e)
@@ -2460,10 +2640,16 @@ async def _node(client: Client, node_id: str, cache: dict[str, str], resolve=Non
 
 
 async def _check_target(
-    client: Client, node_id: str, value: Any, types: dict, cache: dict[str, str], resolve=None
+    client: Client,
+    node_id: str,
+    value: Any,
+    types: dict,
+    cache: dict[str, str],
+    resolve=None,
+    access: dict[str, bool] | None = None,
 ) -> str | None:
     """Why writing ``value`` to ``node_id`` would fail (None: it would not): node exists, is a
-    Variable the session may write, and its DataType takes the value."""
+    Variable the session may write (into ``access``: whether it may), and its DataType takes the value."""
     try:
         node = await _node(client, node_id, cache, resolve)
         cls = await node.read_node_class()
@@ -2487,6 +2673,8 @@ async def _check_target(
                 f"node {node_id}: its access level cannot be read ({ua.StatusCode(e.code).name}), so the "
                 "agent cannot tell whether it may write it; check the node (edge-agent browse)"
             )
+    if access is not None:
+        access[node_id] = ua.AccessLevel.CurrentWrite in levels
     if ua.AccessLevel.CurrentWrite not in levels:
         return f"node {node_id} is read-only for this session (access level {sorted(a.name for a in levels)})"
     try:

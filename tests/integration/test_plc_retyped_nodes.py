@@ -1,0 +1,193 @@
+"""What a PLC's own rules on array lengths, and a PLC download or mode change while the session stays up, do
+to the agent's writes. Against a real asyncua server on a free loopback port, which (like a lax gateway)
+takes an array of any length and checks a written value only against the type of the value it holds, not
+against the node's DataType: a fixed PLC array (an S7-1500's Array[0..9]) is written whole or not at all, an
+array past the node's MaxArrayLength is refused, and a node retyped (an INT made a REAL) or locked (a PLC put
+where the session may not write) while the agent is connected is read again at once, without a reconnect."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from asyncua import ua
+from asyncua.common.callback import CallbackType
+
+from devices.opcua.client import OpcUaSource, OpcUaTypeMismatch
+from edge_agent.actions import ActionRunner, write_targets
+from tests.integration.test_plc_exact_values import _config
+from tests.support.peers import free_port, opcua_server
+from tests.support.results import result
+from tests.support.waits import until
+
+
+async def _sent_to(srv, idx: int) -> list[tuple[str, object]]:
+    """Every value a write request carried to a node of namespace ``idx`` (taken or not), as it arrives."""
+    sent: list[tuple[str, object]] = []
+
+    async def on_write(event, _dispatcher) -> None:
+        for wv in event.request_params.NodesToWrite:
+            if wv.NodeId.NamespaceIndex == idx:
+                sent.append((wv.NodeId.Identifier, wv.Value.Value))
+
+    srv.subscribe_server_callback(CallbackType.PreWrite, on_write)
+    return sent
+
+
+async def test_a_plc_array_is_written_whole_and_never_past_its_max_array_length():
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    # an S7-1500 Array[0..9] of INT: ArrayDimensions [10], and its value always holds 10
+    recipe = await obj.add_variable(
+        ua.NodeId("Recipe", idx), "Recipe", ua.Variant([0] * 10, ua.VariantType.Int16)
+    )
+    # a buffer that grows up to 100 (ArrayDimensions as the maximum Part 3 makes it): it holds 4 now
+    buffer = await obj.add_variable(
+        ua.NodeId("Buffer", idx), "Buffer", ua.Variant([0] * 4, ua.VariantType.Int16)
+    )
+    # an array of any length up to its MaxArrayLength, 5
+    limits = await obj.add_variable(
+        ua.NodeId("Limits", idx), "Limits", ua.Variant([0.0], ua.VariantType.Double)
+    )
+    for node, dims in ((recipe, [10]), (buffer, [100]), (limits, [0])):
+        await node.write_value_rank(1)
+        await node.write_array_dimensions(dims)
+        await node.set_writable()
+    await limits.add_property(
+        ua.NodeId("Limits.MaxArrayLength", idx),
+        ua.QualifiedName("MaxArrayLength", 0),
+        ua.Variant(5, ua.VariantType.UInt32),
+    )
+    sent = await _sent_to(srv, idx)
+    await srv.start()
+    ids = {n: f"ns={idx};s={n}" for n in ("Recipe", "Buffer", "Limits")}
+    src = OpcUaSource("plc", _config(port).sources["plc"])
+    src.expect_writes([(ids["Recipe"], [1, 2, 3]), (ids["Limits"], [1.0] * 6)])
+    await src.start()
+    try:
+        await until(lambda: len(src.target_errors) == 2, 10, "both write targets judged at connect")
+        assert "3 elements; it holds exactly 10" in src.target_errors[ids["Recipe"]], src.target_errors
+        assert "an array of at most 5 Double (its MaxArrayLength)" in src.target_errors[ids["Limits"]], (
+            src.target_errors
+        )
+        for short in ([1, 2, 3], []):
+            with pytest.raises(
+                OpcUaTypeMismatch,
+                match=rf"node {ids['Recipe']} is an array of Int16 \(ValueRank 1, ArrayDimensions \[10\]\); "
+                rf"cannot write .*: {len(short)} elements; it holds exactly 10 .*Array\[0..9\].*write all 10",
+            ):
+                await src.write(ids["Recipe"], short)
+        with pytest.raises(OpcUaTypeMismatch, match=r"at most 5 Double .*: 6 elements.*write at most 5"):
+            await src.write(ids["Limits"], [1.0] * 6)
+        await src.write(ids["Recipe"], list(range(10)))
+        await src.write(ids["Buffer"], [7, 8, 9])  # shorter than its ArrayDimensions: a maximum here
+        await src.write(ids["Limits"], [1.0] * 5)
+        assert await recipe.read_value() == list(range(10))
+        assert await buffer.read_value() == [7, 8, 9]
+    finally:
+        await src.stop()
+        await srv.stop()
+    # before: [1, 2, 3] and [] reached the fixed array (a lax server stores them), 6 limits the server of 5
+    assert [(n, len(v.Value)) for n, v in sent] == [("Recipe", 10), ("Buffer", 3), ("Limits", 5)], sent
+
+
+async def test_a_node_retyped_while_the_session_stays_up_is_written_as_it_is_now(caplog):
+    """A PLC download makes an INT a REAL; the session stays up and the server checks no written value
+    against the node's type: the former code went on sending Int16 (a gateway stores it as such, a PLC reads
+    its bits as another REAL) until a reconnect."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    # a lax server: it stores whatever a write carries (asyncua's own checks it against the value held)
+    srv.iserver.aspace._is_expected_variant_type = lambda *_: True
+    speed = await obj.add_variable(ua.NodeId("Speed", idx), "Speed", ua.Variant(0, ua.VariantType.Int16))
+    await speed.set_writable()
+    sent = await _sent_to(srv, idx)
+    await srv.start()
+    node_id = f"ns={idx};s=Speed"
+    src = OpcUaSource("plc", _config(port).sources["plc"])
+    src.expect_writes([(node_id, 7)])
+    caplog.set_level(logging.INFO, logger="devices.opcua")
+    await src.start()
+    try:
+        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await src.write(node_id, 7)
+        # the download: Speed is a REAL now (DataType Float), while its value is still the old Int16
+        await srv.write_attribute_value(
+            speed.nodeid,
+            ua.DataValue(ua.Variant(ua.NodeId(ua.ObjectIds.Float), ua.VariantType.NodeId)),
+            ua.AttributeIds.DataType,
+        )
+
+        def noticed() -> bool:
+            return any("its DataType changed (i=4 -> i=10)" in r.getMessage() for r in caplog.records)
+
+        await until(noticed, 10, "the retype noticed while the session stayed up")
+        await src.write(node_id, 7)
+        assert src.target_errors == {}, src.target_errors
+    finally:
+        await src.stop()
+        await srv.stop()
+    # before: the second 7 went as Int16 too
+    assert [(n, v.VariantType, v.Value) for n, v in sent] == [
+        ("Speed", ua.VariantType.Int16, 7),
+        ("Speed", ua.VariantType.Float, 7.0),
+    ], sent
+
+
+async def test_a_node_locked_at_run_time_is_failed_said_once_and_the_other_outputs_go_on(caplog):
+    """A PLC put where the agent's session may not write a node (its AccessLevel changed at run time: the
+    server answers BadUserAccessDenied, a Siemens one BadNotWritable) fails that output, not retried, said
+    once with the node, counted at every result, while the other outputs are written; the target is judged
+    again when the node's access changes, both ways, without a reconnect."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    nodes = {}
+    for name in ("Reject", "Lamp"):
+        nodes[name] = await obj.add_variable(
+            ua.NodeId(name, idx), name, ua.Variant(False, ua.VariantType.Boolean)
+        )
+        await nodes[name].set_writable()
+    sent = await _sent_to(srv, idx)
+    await srv.start()
+
+    def out(node: str) -> dict:
+        return {
+            "type": "opcua_write",
+            "source": "plc",
+            "node_id": f"ns={idx};s={node}",
+            "value": True,
+            "when": {"verdict": "NG"},
+        }
+
+    cfg = _config(port, {"reject": out("Reject"), "lamp": out("Lamp")})
+    reject = f"ns={idx};s=Reject"
+    src = OpcUaSource("plc", cfg.sources["plc"])
+    src.expect_writes([(node_id, value) for _, node_id, value in write_targets(cfg)["plc"]])
+    await src.start()
+    runner = ActionRunner(cfg, {"plc": src})
+    caplog.set_level(logging.INFO)
+    try:
+        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await runner.handle(["reject", "lamp"], result("NG", 0), None)
+        await runner.flush(timeout_s=5)
+        await nodes["Reject"].set_writable(False)  # AccessLevel and UserAccessLevel: CurrentRead only
+        await until(lambda: reject in src.target_errors, 10, "the lock noticed without a reconnect")
+        assert "read-only for this session" in src.target_errors[reject], src.target_errors
+        for i in range(1, 4):
+            await runner.handle(["reject", "lamp"], result("NG", i), None)
+            await runner.flush(timeout_s=5)
+        st = runner.stats["reject"]
+        assert (st["ok"], st["failed"], st.get("retried", 0)) == (1, 3, 0), dict(st)
+        assert runner.stats["lamp"]["ok"] == 4, dict(runner.stats["lamp"])
+        said = [r.getMessage() for r in caplog.records if r.name == "edge_agent.actions"]
+        assert len([m for m in said if "'reject'" in m]) == 1, said
+        assert f"write of True to {reject} refused by the server (BadUserAccessDenied)" in said[0], said
+        await nodes["Reject"].set_writable(True)
+        await until(lambda: reject not in src.target_errors, 10, "the unlock noticed without a reconnect")
+        await runner.handle(["reject", "lamp"], result("NG", 4), None)
+        await runner.flush(timeout_s=5)
+        assert runner.stats["reject"]["ok"] == 2, dict(runner.stats["reject"])
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert [n for n, _ in sent].count("Lamp") == 5, sent
