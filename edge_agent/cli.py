@@ -304,6 +304,8 @@ def _status(args) -> int:
         print("\nsilent drops:")
         for where, k, d in silent:
             print(f"  {where:<20} {k:<22} {d['count']:<8} {d['message']}")
+            for more in d.get("more") or ():  # the first message of each other cause (devices.base.Notices)
+                print(f"  {'':<20} {'':<22} {'':<8} {more}")
     if st.get("rules") or st.get("forward"):
         print("\ntags without a model:")
     for r in st.get("rules") or []:

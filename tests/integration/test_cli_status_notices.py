@@ -1,0 +1,63 @@
+"""`edge-agent status` against a real HTTP server on 127.0.0.1 serving a /status answer: a notice's later
+causes (``devices.base.Notices``' "more") are printed under its first message."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from edge_agent.cli import main
+
+STATUS = {
+    "agent": {"id": "gw1", "site": "s", "line": "l", "uptime_s": 5.0, "max_rss_mb": 90},
+    "sources": {
+        "mq": {
+            "type": "mqtt",
+            "state": "connected",
+            "received": 3,
+            "dropped": 0,
+            "errors": 0,
+            "last_error": None,
+            "silent_drops": {
+                "unsupported_metric": {
+                    "count": 2,
+                    "message": "metric 'Blob' is a Bytes or File metric",
+                    "more": ["metric 'Props' is a PropertySet"],
+                }
+            },
+        }
+    },
+    "pipelines": [],
+    "models": [],
+    "alarms": [],
+}
+
+
+class _Status(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = json.dumps(STATUS).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_status_prints_each_cause_of_a_notice_not_only_the_first(capsys):
+    """A Sparkplug node sending a Bytes metric and a PropertySet: `edge-agent status` showed the Bytes message
+    alone, so the PropertySet (another cause, another fix) was never named there."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Status)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        assert main(["status", "--url", f"http://127.0.0.1:{server.server_address[1]}"]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    out = capsys.readouterr().out
+    assert "metric 'Blob' is a Bytes or File metric" in out
+    assert "metric 'Props' is a PropertySet" in out
