@@ -92,7 +92,8 @@ class RecordsMapping:
     tag name and value; ``timestamp``: the record's time (the mapping's ``timestamp_format``; absent or
     null: the message's ``timestamp_field``, else the receive time); ``quality``: optional, true/false,
     "good"/"uncertain"/"bad" (any case, as a prefix), or a number: 0-3 as Siemens' qc (0 bad,
-    1 uncertain, 2-3 good), else OPC DA's quality bits (192+ good, 64-191 uncertain, below bad)."""
+    1 uncertain, 2-3 good), else OPC DA's quality bits (192+ good, 64-191 uncertain, below bad); a negative
+    number or one past 16 bits is no quality (the record is skipped as ``wrong_type``)."""
 
     array: str = "values"
     name: str = "id"
@@ -663,6 +664,8 @@ def _quality_of(q: Any) -> str | None:
     if isinstance(q, int):
         if 0 <= q <= 3:  # Siemens Industrial Edge qc
             return ("bad", "uncertain", "good", "good")[q]
+        if not 0 <= q <= 0xFFFF:  # no OPC DA quality (16 bits): -1 would pass its bit test as good
+            return None
         return "good" if q & 0xC0 == 0xC0 else "uncertain" if q & 0xC0 == 0x40 else "bad"  # OPC DA
     if isinstance(q, str):
         low = q.strip().lower()

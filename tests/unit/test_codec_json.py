@@ -178,6 +178,23 @@ def test_a_records_quality_is_read_in_each_gateways_convention(q, want):
     ]
 
 
+@pytest.mark.parametrize("q", [-1, -64, 1 << 16, 1 << 40])
+def test_a_records_quality_no_convention_writes_is_not_read_as_good(q):
+    # -1 & 0xC0 == 0xC0: OPC DA's bit test alone took -1 (a gateway's "no quality", a signed overflow) as good
+    from protocols.json_codec import RecordsMapping, compile_decoder
+
+    errors: list[tuple[str, str]] = []
+    run = compile_decoder(
+        JsonMapping(records=RecordsMapping(), timestamp_field=None),
+        on_record_error=lambda r, d: errors.append((r, d)),
+    )
+    out = run(
+        json.dumps({"values": [{"id": "a", "v": 1.0, "q": q}, {"id": "b", "v": 2.0, "q": 192}]}).encode(), 7.0
+    )
+    assert out == [("b", 2.0, 7.0, None, "good")]
+    assert errors == [("wrong_type", f"record 'a': quality {q!r} not understood")]
+
+
 def test_a_records_message_without_its_array_is_refused_whole_and_a_bad_record_alone():
     from protocols.json_codec import RecordsMapping, compile_decoder
 
