@@ -304,11 +304,14 @@ def build_package(
                 got = ort_run  # one ONNX Runtime session per build, not a second one for the same run
             else:
                 got = _golden.run_engine(engine, fp32 or model, inputs, None if fp32 is not None else ov_xml)
-            worst, bad = _golden.compare(
-                exp, got, manifest.golden.atol, manifest.golden.rtol, manifest.golden.output_atol
-            )
             # ... and their verdicts: an agent refuses a form that flips one (golden items sit near the threshold)
-            bad += _golden.verdict_problems(manifest, exp, got, _golden.item_rows(manifest, inputs))
+            worst, bad = _golden.golden_problems(
+                manifest,
+                exp,
+                got,
+                _golden.item_rows(manifest, inputs),
+                int8_only=fp32 is None and manifest.quantization.scheme.startswith("int8"),
+            )
             if bad:
                 raise GoldenError(
                     f"{where}: {engine} does not reproduce the golden outputs: " + "; ".join(bad)
@@ -931,13 +934,13 @@ def run_golden(
     """Run the golden inputs on every engine in ``engines`` that is installed and has a form to run;
     return the largest deviation per engine (and form, ``engine/int8``, when the package carries
     both); raise ``GoldenError`` when one is beyond tolerance or gives another verdict than the expected
-    outputs on a golden item (``golden.verdict_problems``). The INT8 form of a two-form package
+    outputs on a golden item (``golden.golden_problems``; an INT8-only package's form by its verdicts,
+    ``golden.int8_only_problems``). The INT8 form of a two-form package
     is held to its ``parity`` bounds against the FP32 reference: breaking them on this CPU is an
     error here, where the agent would fall back to FP32 and say so."""
     inputs = _golden.load_npz(opened.golden_inputs)
     expected = _golden.load_npz(opened.golden_expected)
     m = opened.manifest
-    g = m.golden
     results: dict[str, float] = {}
     present = _golden.available_engines()
     for engine in engines:
@@ -946,8 +949,7 @@ def run_golden(
         ov_xml = opened.openvino_xml if engine == "openvino" else None
         ref_model = opened.fp32_model_path or opened.model_path
         got = _golden.run_engine(engine, ref_model, inputs, None if opened.fp32_model_path else ov_xml)
-        worst, bad = _golden.compare(expected, got, g.atol, g.rtol, g.output_atol)
-        bad += _golden.verdict_problems(m, expected, got, _golden.item_rows(m, inputs))
+        worst, bad = _golden.golden_problems(m, expected, got, _golden.item_rows(m, inputs))
         if bad:
             raise GoldenError(
                 f"package {m.package_id}: {engine} does not reproduce the golden outputs: " + "; ".join(bad)

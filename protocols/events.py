@@ -114,7 +114,8 @@ class EventKind(enum.StrEnum):
     INT8_DEVIATION = (
         "int8_deviation",
         ("slot", "package", "engine", "deviation", "agreement", "reason", "cpu", "cpu_flags", "serving"),
-        "the INT8 form disagrees with FP32 on the golden inputs on this CPU; the FP32 form serves",
+        "the INT8 form disagrees with FP32 (an INT8-only package: with its golden verdicts) on the golden inputs on "
+        "this CPU; the FP32 form (an INT8-only package: another engine) serves",
     )
     DEPLOYMENT_STEP = (
         "deployment_step",
