@@ -1399,6 +1399,7 @@ class OpcUaSource:
         self._target_access: dict[str, bool] = {}
         self._target_checks: dict[str, asyncio.Task] = {}
         self.targets_watched = 0  # monitored items watching the write targets (3 a node the server took)
+        self._items_full = False  # a tag was refused a monitored item for want of room (``_server_full``)
         self.heartbeats = 0
         self._task: asyncio.Task | None = None
         self._first_attempt = asyncio.Event()
@@ -1547,6 +1548,7 @@ class OpcUaSource:
         self._target_nodes.clear()
         self._target_access.clear()
         self.targets_watched = 0
+        self._items_full = False
         self._types_loaded = False  # a PLC's program may have been changed while the session was away
         self._types_failed = None
         client = await _make_client(self.settings, self._on_oversize)
@@ -2155,6 +2157,7 @@ class OpcUaSource:
                     else:
                         self._node_error(node.nodeid.to_string(), r.name)
         if full:
+            self._items_full = True
             self._server_full(full, sum(len(nodes) for nodes in groups.values()))
 
     def _server_full(self, full: list[tuple[str, str]], asked: int) -> None:
@@ -2363,10 +2366,16 @@ class OpcUaSource:
         may not be written makes its type be read again and the target judged again at once
         (``target_errors``), so that writes go as the node is now, not as it was at connect. A server
         that keeps the session through such a change but checks no type on a write (it stores what it
-        gets) would otherwise get the old type until the next reconnect. The items are made after the
-        tags' values, so they never take a tag's place on a server that holds few; a server that refuses
-        them is said once (notice ``targets_unwatched``): then a retype is caught by the server's type
-        check at the write and at reconnect."""
+        gets) would otherwise get the old type until the next reconnect.
+
+        Tags come first: the items are made after the tags' values, only when every tag got its item, and
+        only when they fit under the monitored-item limits the server states (``_item_room``); a server
+        that refuses one of them gets back the ones it took, and a subscription made for the watch alone
+        (a write-only source) is deleted. Each case is said once (notice ``targets_unwatched``) and the
+        former behaviour holds: a retype is caught by the server's type check at the write and at
+        reconnect. ``watch_write_targets: false`` makes none (nor, on a write-only source, a subscription)."""
+        if not self.settings.watch_write_targets:
+            return
         nodes: dict[ua.NodeId, list[str]] = {}
         for node_id in dict.fromkeys(n for n, _ in self._write_targets):
             if node_id in self._types and node_id in self._resolved:
@@ -2374,8 +2383,26 @@ class OpcUaSource:
                 nodes.setdefault(nodeid, []).append(node_id)
         if not nodes:
             return
+        wanted = len(nodes) * len(_WATCHED)
+        if self._items_full:
+            self._unwatched(
+                f"the server refused some tags a monitored item for want of room, so the {wanted} items the "
+                "watch needs are not asked for"
+            )
+            return
+        room = await self._item_room(client)
+        if room is not None and room[0] < wanted:
+            self._unwatched(
+                f"the server states {room[1]}, and the {len(self._items)} tag item(s) leave room for "
+                f"{max(room[0], 0)} of the {wanted} items the watch needs (3 a write target), which are kept "
+                "for tags"
+            )
+            return
         self._target_nodes = nodes
         refused: set[str] = set()
+        made = self._sub is None  # a write-only source: the subscription is the watch's alone
+        handles: list[int] = []
+        sub: Subscription | None = None
         try:
             async with asyncio.timeout(self.settings.connect_timeout_s * 2):
                 sub = self._sub or await self._new_subscription(client)
@@ -2389,24 +2416,70 @@ class OpcUaSource:
                         )
                     except ua.UaStatusCodeError as e:
                         refused.add(ua.StatusCode(e.code).name)
-                        continue
+                        break
                     for r in got:
                         if isinstance(r, ua.StatusCode):
                             refused.add(r.name)
                         else:
-                            self.targets_watched += 1
+                            handles.append(r)
+                    if refused:
+                        break
         except (ua.UaError, TimeoutError) as e:
             refused.add(type(e).__name__)
-        if refused:
-            self.notices.note(
-                "targets_unwatched",
-                "opcua source %s: the server does not let the agent watch its write targets' DataType, "
-                "ArrayDimensions and UserAccessLevel (%s): a node retyped by a PLC download while the session "
-                "stays up is caught by the server's type check at the write, else at the next reconnect",
-                self.name,
-                ", ".join(sorted(refused)),
-                level=logging.INFO,
-            )
+        if not refused:
+            self.targets_watched = len(handles)
+            return
+        # the ones the server took are given back: they would hold room a tag (of this source after a
+        # reconnect, or of another session) needs, for a watch that is incomplete anyway
+        self._target_nodes = {}
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout_s):
+                if sub is not None and made:
+                    await sub.delete()
+                    if self._sub is sub:
+                        self._sub = None
+                elif sub is not None and handles:
+                    await sub.unsubscribe(handles)
+        except (ua.UaError, TimeoutError) as e:
+            log.info("opcua source %s: the write targets' monitored items not deleted: %r", self.name, e)
+        self._unwatched(f"the server refused them ({', '.join(sorted(refused))})")
+
+    async def _item_room(self, client: Client) -> tuple[int, str] | None:
+        """How many more monitored items the server's stated limits leave this session, and the limit that
+        bounds it (``MaxMonitoredItemsPerSubscription 200``); None when it states none (or cannot say). The
+        tags' items count against both limits; MaxMonitoredItems counts every session's items, of which
+        only this one's are known."""
+        ids = {
+            "MaxMonitoredItemsPerSubscription": ua.ObjectIds.Server_ServerCapabilities_MaxMonitoredItemsPerSubscription,
+            "MaxMonitoredItems": ua.ObjectIds.Server_ServerCapabilities_MaxMonitoredItems,
+        }
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout_s):
+                got = await client.uaclient.read_attributes(
+                    [client.get_node(i).nodeid for i in ids.values()], ua.AttributeIds.Value
+                )
+        except (ua.UaError, TimeoutError):
+            return None
+        room: tuple[int, str] | None = None
+        for name, dv in zip(ids, got, strict=False):
+            v = dv.Value.Value if dv.Value is not None and _is_good(dv.StatusCode) else None
+            if isinstance(v, int) and not isinstance(v, bool) and v > 0:  # 0: no limit
+                left = v - len(self._items)
+                if room is None or left < room[0]:
+                    room = (left, f"{name} {v}")
+        return room
+
+    def _unwatched(self, why: str) -> None:
+        self.notices.note(
+            "targets_unwatched",
+            "opcua source %s: its write targets' DataType, ArrayDimensions and UserAccessLevel are not "
+            "watched: %s. A node retyped by a PLC download while the session stays up is caught by the "
+            "server's type check at the write, else at the next reconnect (watch_write_targets: false "
+            "stops asking)",
+            self.name,
+            why,
+            level=logging.INFO,
+        )
 
     def _target_changed(self, nodeid: ua.NodeId, attr: Any, val: Any) -> None:
         """A watched write target's DataType, ArrayDimensions or UserAccessLevel as the server states it now

@@ -137,6 +137,15 @@ class OpcUaSettings(_Model):
         "reconnects. 16 MiB holds an array of 2 million doubles",
     )
     heartbeat: HeartbeatSettings | None = Field(None, description="watchdog node written while connected")
+    watch_write_targets: bool = Field(
+        True,
+        strict=True,
+        description="watch each write target's DataType, ArrayDimensions and UserAccessLevel with 3 monitored "
+        "items a node, so that a PLC download that retypes or locks a node is noticed without a reconnect; "
+        "made only after every tag got its item and within the server's stated monitored-item limits. false: "
+        "none are made (a PLC with few monitored items), and a source that only writes holds no subscription; "
+        "a retype is then caught by the server's type check at the write, else at the next reconnect",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> OpcUaSettings:
