@@ -49,6 +49,7 @@ def _build(args) -> int:
         images = ImageFolder(args.input_images, max_megapixels=args.max_megapixels)
         taken = f" of {images.total}, taken evenly" if len(images) < images.total else ""
         print(f"input statistics from {len(images)} images{taken} in {args.input_images}")
+    notes: list[str] = []
     path = build_package(
         args.model,
         Path(args.spec),
@@ -60,7 +61,10 @@ def _build(args) -> int:
         extra_files=_parse_extra(args.extra),
         fp32_model=args.fp32,
         input_images=images,
+        notes=notes,
     )
+    for note in notes:  # the golden set's blind spots: the package is built, its golden check is weaker
+        print(printable(f"warning: {note}", 2000), file=sys.stderr)
     print(f"wrote {path} ({path.stat().st_size} bytes)")
     return 0
 
@@ -70,7 +74,7 @@ def _verify(args) -> int:
 
     from model_packager.cpu import describe as describe_cpu
     from model_packager.keys import load_trusted_keys
-    from model_packager.package import open_package, run_golden, verify_package
+    from model_packager.package import golden_notes, open_package, run_golden, verify_package
 
     trusted = load_trusted_keys(args.trust)
     if not args.run:
@@ -110,6 +114,8 @@ def _verify(args) -> int:
         if not results:
             print("   no engine installed to run the golden inputs on", file=sys.stderr)
             return 1
+        for note in golden_notes(opened):
+            print(printable(f"warning: {note}", 2000), file=sys.stderr)
     return 0
 
 

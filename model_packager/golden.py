@@ -543,16 +543,16 @@ def verdict_outputs(manifest: Manifest) -> set[str]:
     }
 
 
-def near_threshold_rows(
-    manifest: Manifest, outputs: dict[str, np.ndarray], share: float = INT8_NEAR_THRESHOLD
-) -> list[int]:
-    """Batch rows (items, or tiles of a tiled model) of ``outputs`` whose score at some threshold (a
-    classifier's NG score ``1 - p(ok_label)``, an anomaly score) is within ``share`` of that threshold."""
+def _threshold_scores(
+    manifest: Manifest, outputs: dict[str, np.ndarray]
+) -> list[tuple[OutputSpec, float, np.ndarray]]:
+    """Per output with a threshold, the score of each batch row it is judged at (a classifier's NG score
+    ``1 - p(ok_label)``, an anomaly score): NG at or above the threshold, as ``decisions`` reads it."""
     import numpy as np
 
     from model_packager.manifest import OutputRole
 
-    near: set[int] = set()
+    out = []
     for o in manifest.outputs:
         if o.threshold is None or o.name not in outputs:
             continue
@@ -564,13 +564,106 @@ def near_threshold_rows(
             if o.role is OutputRole.CLASS_LOGITS:
                 z = np.exp(v - v.max(1, keepdims=True))
                 v = z / z.sum(1, keepdims=True)
-            score = 1.0 - v[:, o.labels.index(o.ok_label)]
+            out.append((o, float(o.threshold), 1.0 - v[:, o.labels.index(o.ok_label)]))
         elif o.role is OutputRole.ANOMALY_SCORE:
-            score = v[:, 0]
-        else:
-            continue
-        near.update(int(i) for i in np.flatnonzero(np.abs(score - o.threshold) <= share * abs(o.threshold)))
+            out.append((o, float(o.threshold), v[:, 0]))
+    return out
+
+
+def near_threshold_rows(
+    manifest: Manifest, outputs: dict[str, np.ndarray], share: float = INT8_NEAR_THRESHOLD
+) -> list[int]:
+    """Batch rows (items, or tiles of a tiled model) of ``outputs`` whose score at some threshold (a
+    classifier's NG score ``1 - p(ok_label)``, an anomaly score) is within ``share`` of that threshold."""
+    import numpy as np
+
+    near: set[int] = set()
+    for _, thr, score in _threshold_scores(manifest, outputs):
+        near.update(int(i) for i in np.flatnonzero(np.abs(score - thr) <= share * abs(thr)))
     return sorted(near)
+
+
+def _rows_said(rows: Sequence[int], per_item: int) -> str:
+    """Batch rows as a message names them: golden items, or items and tiles of a tiled model."""
+    said = [f"{i // per_item} tile {i % per_item}" if per_item > 1 else str(i) for i in rows[:8]]
+    more = f" and {len(rows) - 8} more" if len(rows) > 8 else ""
+    return ("golden item " if len(rows) == 1 else "golden items ") + ", ".join(said) + more
+
+
+def coverage_notes(
+    manifest: Manifest, expected: dict[str, np.ndarray], rows: int = 1, *, int8_only: bool = False
+) -> list[str]:
+    """One line for each way the golden set cannot judge a form: no golden item on one side of a threshold
+    (every item NG, say, so a form that calls everything NG keeps every verdict), no item whose top label is
+    one of a classifier's labels, and for an INT8-only package (``int8_only``) no item on a side outside the
+    ``INT8_NEAR_THRESHOLD`` margin, where verdicts are not held; then the items that margin exempts, named.
+    Empty: every threshold has judged items on both sides and every label an item. These are said, not
+    refused: a package is not wrong for them (an anomaly model trained on good parts alone may have no NG
+    view that its INT8 form keeps), its golden check is only weaker; ``rows``: batch rows per item."""
+    import numpy as np
+
+    from model_packager.manifest import OutputRole
+
+    notes = []
+    unit = "tile" if rows > 1 else "item"
+    margin = f"{INT8_NEAR_THRESHOLD:.0%}"
+    exempt: set[int] = set()
+    n_rows = min((len(v) for v in expected.values() if np.ndim(v)), default=0)
+    for o, thr, score in _threshold_scores(manifest, expected):
+        ng = score >= thr
+        near = np.abs(score - thr) <= INT8_NEAR_THRESHOLD * abs(thr)
+        n = len(score)
+        for side, other, on_side in (("NG", "OK", ng), ("OK", "NG", ~ng)):
+            if n and on_side.all():
+                notes.append(
+                    f"golden set cannot judge output {o.name!r}: every one of its {n} golden {unit}s is {side} "
+                    f"at threshold {thr:.6g} (scores {score.min():.6g} to {score.max():.6g}), none {other}: a "
+                    f"form that says {side} for everything keeps every golden verdict; add golden inputs "
+                    f"that are {other} (--golden)"
+                )
+                break
+        else:
+            if int8_only:
+                for side, on_side in (("OK", ~ng), ("NG", ng)):
+                    if n and not (on_side & ~near).any():
+                        k = int(on_side.sum())
+                        notes.append(
+                            f"golden set cannot judge the INT8-only form's output {o.name!r} on the {side} side: "
+                            + (
+                                f"its one {side} golden {unit} is"
+                                if k == 1
+                                else f"its {k} {side} golden {unit}s are all"
+                            )
+                            + f" within {margin} of threshold {thr:.6g}, where an INT8-only package's verdicts are "
+                            f"not held; add golden inputs that are clearly {side} (--golden)"
+                        )
+        if int8_only:
+            exempt.update(int(i) for i in np.flatnonzero(near))
+    for o in manifest.outputs:
+        if o.role not in (OutputRole.CLASS_LOGITS, OutputRole.CLASS_PROBS) or not o.labels:
+            continue
+        v = np.asarray(expected.get(o.name, ()))
+        if not v.ndim or not v.size or v[:1].size != len(o.labels):
+            continue
+        top = set(v.reshape(v.shape[0], -1).argmax(1).tolist())
+        missing = [lab for k, lab in enumerate(o.labels) if k not in top]
+        if missing:
+            listed = ", ".join(repr(lab) for lab in missing[:8]) + (
+                f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+            )
+            notes.append(
+                f"golden set cannot judge output {o.name!r} on {len(missing)} of its {len(o.labels)} labels: no "
+                f"golden {unit} has {listed} as its top label, so a form that never gives "
+                f"{'it' if len(missing) == 1 else 'them'} keeps every golden label; add golden inputs of "
+                f"{'that class' if len(missing) == 1 else 'those classes'} (--golden)"
+            )
+    if exempt:
+        notes.append(
+            f"INT8-only package: {_rows_said(sorted(exempt), rows)} ({len(exempt)} of {n_rows} {unit}s) "
+            f"within {margin} of a threshold: not held to {'its verdict' if len(exempt) == 1 else 'their verdicts'} "
+            "on other CPUs (their INT8 noise may put it on either side)"
+        )
+    return notes
 
 
 def int8_only_problems(
