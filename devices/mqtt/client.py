@@ -93,6 +93,7 @@ from devices.base import (
     Reading,
     float_for_plc,
 )
+from devices.mqtt import sparkplug_host
 from devices.mqtt.settings import CodecKind, MqttSettings, Protocol, Subscription
 from devices.mqtt.sparkplug_host import SparkplugHost
 from protocols import json_codec
@@ -661,7 +662,9 @@ class MqttSource:
             self._error,
             max_inflated_bytes=settings.max_message_bytes,  # a compressed payload inflated: bounded alike
             non_finite=settings.non_finite,
+            births_reach=self._births_reach,
         )
+        self._sparkplug_subs = [s.topic for s in settings.subscriptions if s.codec == "sparkplug_b"]
         # one decoder per subscription, built by its codec's row in CODEC_TYPES
         self._decoders = {id(s): _decoder_factory(s.codec)(self, s) for s in settings.subscriptions}
         self.notices = Notices(log)  # silent drops and routine events: said once, counted always
@@ -686,6 +689,8 @@ class MqttSource:
         # the QoS 1 message left unacknowledged by such drops: (packet id, topic, drops in a row)
         self._suspect: tuple[int, str, int] | None = None
         self._ping_task: asyncio.Task | None = None
+        # asks the Sparkplug rebirths waiting (``_ask_rebirths``)
+        self._rebirth_task: asyncio.Task | None = None
         self._dead_ping = 0.0  # paho's time of the PINGREQ found unanswered (each is acted on once)
         # _check_ping's previous look: paho's socket, the bytes the peer had acknowledged on it, when
         self._seen_sock: object = None
@@ -737,6 +742,8 @@ class MqttSource:
         first = asyncio.get_running_loop().create_future()
         self._connect_task = asyncio.create_task(self._connect_loop(first), name=f"mqtt-connect-{self.name}")
         self._ping_task = asyncio.create_task(self._watch_pings(c), name=f"mqtt-pings-{self.name}")
+        if self._sparkplug_subs:
+            self._rebirth_task = asyncio.create_task(self._ask_rebirths(), name=f"mqtt-rebirths-{self.name}")
         await first  # the first attempt was made (successful or not)
 
     async def _connect_loop(self, first: asyncio.Future) -> None:
@@ -774,6 +781,23 @@ class MqttSource:
             if not first.done():
                 first.set_result(None)
             await asyncio.sleep(backoff.next_delay())
+
+    def _births_reach(self, group: str, edge_node: str) -> bool:
+        """A subscription of this source takes the node's NBIRTH: a rebirth asked of it would be read."""
+        topic = f"{sp.NAMESPACE}/{group}/NBIRTH/{edge_node}"
+        return any(paho.topic_matches_sub(f, topic) for f in self._sparkplug_subs)
+
+    async def _ask_rebirths(self) -> None:
+        """One task per Sparkplug source: every ``TICK_S`` the host asks the rebirths waiting that are due
+        (a stale node that sends nothing more is asked too; ``SparkplugHost.tick``), while this connection is
+        subscribed and the consumer has taken in its reconnect (``items``: ``session_lost``)."""
+        while not self._stopping:
+            await asyncio.sleep(sparkplug_host.TICK_S)
+            if self.subscribed.is_set() and self._sessions_seen == self._sessions:
+                try:
+                    self.sparkplug.tick()
+                except Exception:  # a bug here must not end the asking for good: said, tried again next tick
+                    log.exception("mqtt source %r: asking Sparkplug rebirths failed", self.name)
 
     async def _watch_pings(self, c: paho.Client) -> None:
         while not self._stopping:
@@ -861,9 +885,10 @@ class MqttSource:
     async def stop(self, timeout_s: float = 5.0) -> None:
         self._stopping = True
         c, self._client = self._client, None
-        if self._ping_task is not None:
-            self._ping_task.cancel()
-            self._ping_task = None
+        for task in (self._ping_task, self._rebirth_task):
+            if task is not None:
+                task.cancel()
+        self._ping_task = self._rebirth_task = None
         if self._connect_task is not None:
             self._connect_task.cancel()
             try:

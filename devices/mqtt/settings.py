@@ -243,7 +243,18 @@ class SparkplugHostSettings(_Model):
         "host's broker connection comes back (off: their data waits for a birth they send by themselves)",
     )
     rebirth_min_interval_s: float = Field(
-        2.0, ge=0, description="at most one rebirth asked per node in this time (s)"
+        2.0,
+        ge=0,
+        description="at most one rebirth asked per node in this time (s); a request within it waits until it "
+        "has passed (unless a birth of the node answers first), it is not dropped. 0: no per-node interval (each "
+        "cause asks at once), still held to rebirth_max_per_s",
+    )
+    rebirth_max_per_s: float = Field(
+        20.0,
+        gt=0,
+        description="at most this many rebirth requests a second from this source, all nodes together (a "
+        "second's worth at once): when more nodes are stale at once (this host's reconnect, a broker restart, "
+        "thousands of nodes), the rest wait, oldest first, and are asked as the rate allows",
     )
     max_inflated_bytes_per_s: int = Field(
         16 * 1024 * 1024,

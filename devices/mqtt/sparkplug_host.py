@@ -10,7 +10,12 @@ metrics are resolved by alias or name; an unknown alias, or data before any birt
 device's DBIRTH too), is counted
 (``unknown_alias``; ``data_before_birth``, which is normal after the host starts and so counted apart,
 not as an error), skipped, and answered by an NCMD
-``Node Control/Rebirth`` = true (at most once per ``rebirth_min_interval_s`` per node).
+``Node Control/Rebirth`` = true. Every rebirth wanted (these, a seq gap, a skipped or retained birth, this
+host's reconnect) is queued per node, oldest first, and asked by ``tick`` (at each request, and every
+``TICK_S`` by the adapter's one periodic task: a stale node that sends nothing more is asked too) when due: at
+most once per ``rebirth_min_interval_s`` per node (a later request waits, it is not dropped; a birth read
+meanwhile answers it), not while the node's births budget is spent, not of a node dead (NDEATH) or whose
+births no subscription takes, and at most ``rebirth_max_per_s`` for the whole source.
 When this host's own connection to the broker comes back (``session_lost``, called by the adapter before
 it decodes anything the new connection brought), every node it knows is treated as not born: what was
 published while it was away (a death, a birth with a new alias map or new datatypes) was missed, so its
@@ -59,8 +64,8 @@ share of the total, and the source's other nodes are read on; several flooding a
 which then holds every node's compressed data. Births and deaths draw on budgets of their own, as large (per
 node, and the total), never on data's: a node in a rebirth storm must not starve the other nodes' data. A
 compressed birth past its node's births budget is ``inflate_budget``, not inflated, and its node (device)
-stale: its tags BAD once, not born until a birth of it is read, a rebirth asked at its next message once that
-budget has some left (no rebirth is asked while it is spent: the answer would be skipped too). A compressed
+stale: its tags BAD once, not born until a birth of it is read, a rebirth asked once that budget has some
+left, whether it sends anything more or not (none is asked while it is spent: the answer would be skipped too). A compressed
 death is always inflated (skipped, a dead node's tags would stay GOOD until its next birth), to at most
 ``DEATH_MAX_INFLATED``; past it, it is a death all the same, its bdSeq unread.
 A DataSet metric (a table: Ignition's Dataset tags) gives a reading per column, ``{metric}/{column}``, whose
@@ -129,6 +134,10 @@ class _Node:
     # its last NBIRTH was skipped by its births' inflate budget (a rebirth storm): not born until a birth of
     # it is read, which is asked once its budget has refilled (``_before_birth``)
     birth_skipped: bool = False
+    # a rebirth is wanted and not asked yet (queued in ``SparkplugHost._asking``): None for the node, a device's
+    # name for that device only (its DBIRTH skipped, or data before it); a birth that answers it clears it
+    want: set[str | None] = field(default_factory=set)
+    dead: bool = False  # its NDEATH was taken and no NBIRTH since: a reconnect asks it nothing
 
 
 def _definition_types(t: sp.Template, prefix: str = "", depth: int = 0) -> dict[str, int]:
@@ -187,6 +196,11 @@ _DEATHS = (sp.MessageType.NDEATH, sp.MessageType.DDEATH)
 DEATH_MAX_INFLATED = 64 * 1024
 MAX_NODES = 10_000  # edge nodes one host keeps (a birth's aliases and last values each)
 MAX_NODE_METRICS = 100_000  # metrics of one node (its devices' included) whose last value and type are kept
+# rebirth requests waiting (``SparkplugHost.tick``) looked at per call: the loop's cost stays bounded however
+# many nodes are stale at once; those not due yet (interval, births budget) go to the back of the queue
+ASK_SCAN_MAX = 256
+# how often the adapter calls ``SparkplugHost.tick`` (s): waiting requests go out within this of being due
+TICK_S = 0.25
 
 
 def _no_field(datatype: int) -> bool:
@@ -205,6 +219,7 @@ class SparkplugHost:
         *,
         max_inflated_bytes: int = sp.MAX_INFLATED_BYTES,
         non_finite: str = "bad",
+        births_reach: Callable[[str, str], bool] | None = None,
     ) -> None:
         self._source = source
         # a NaN or infinite Float/Double metric (or a float array holding one): "bad" = a BAD reading of
@@ -236,6 +251,16 @@ class SparkplugHost:
         # edge node name -> the node (group, name) whose tags bear it (``_clash``)
         self._named: dict[str, tuple[str, str]] = {}
         self.rebirths_requested = 0
+        # (group, edge_node) -> None: the nodes a rebirth is wanted of, oldest first (``_rebirth``, ``tick``)
+        self._asking: dict[tuple[str, str], None] = {}
+        # the source's requests, a token bucket of rebirth_max_per_s (a second's worth, at least one): thousands
+        # of nodes stale at once (this host's reconnect, a broker restart) must not flood the broker
+        self._ask_tokens = max(1.0, settings.rebirth_max_per_s)
+        self._ask_at = time.monotonic()
+        # True if this source's subscriptions take the node's NBIRTH (group, edge_node): else a rebirth would
+        # bring births it never reads (``_rebirth``); None: all of them
+        self._births_reach = births_reach
+        self._unreached: set[str] = set()  # groups said once to be out of the subscriptions' reach
         self.births = 0
         self.deaths = 0
         self.data_before_birth = (
@@ -293,7 +318,7 @@ class SparkplugHost:
                 "Sparkplug births are never retained): its aliases are learnt, but commands to it wait for a "
                 "live message from it (a rebirth is asked); set the node not to retain its births",
             )
-        self._rebirth(t.group, t.edge_node, node, force=True)
+        self._rebirth(t.group, t.edge_node, node, t.device)
 
     def session_lost(self, *, ask: bool = True) -> None:
         """This host's connection to the broker was lost and is back: whatever the nodes published
@@ -305,6 +330,9 @@ class SparkplugHost:
         birth must be the first message of its new connection (Sparkplug 3.0, tck-id-operational-behavior-
         primary-application-state-with-multiple-servers-state), and goes out on the subscriptions' SUBACK."""
         for node in self._nodes.values():
+            # a request published just before the drop may be lost with it: the interval counts on this
+            # connection only
+            node.last_rebirth = -math.inf
             if node.alive:
                 node.alive, node.missed = False, True
                 node.devices.clear()
@@ -312,11 +340,13 @@ class SparkplugHost:
             self.ask_missed()
 
     def ask_missed(self) -> None:
-        """Ask a rebirth of every node not born since this host's connection came back."""
+        """Ask a rebirth of every node not born since this host's connection came back (those that lived, and
+        stale ones: a request asked before the drop may be lost with it), at the source's rate; not of a dead
+        one (NDEATH seen: its next message, if it lives again, asks)."""
         for (group, edge_node), node in self._nodes.items():
-            # one asked just before the drop may be lost: asked again, whatever the interval
-            if not node.alive:
-                self._rebirth(group, edge_node, node, force=True)
+            if not node.alive and not node.dead:
+                self._rebirth(group, edge_node, node, tick=False)
+        self.tick()
 
     def _budget(self, key: tuple[str, str], *, births: bool = False) -> sp.InflateBudget:
         """The inflate budget of the edge node ``key`` (group, name), drawing on the source's total: its data's,
@@ -339,17 +369,65 @@ class SparkplugHost:
         name = f"{node}/{device}/{metric}" if device else f"{node}/{metric}"
         return self._settings.tag_map.get(name, name)
 
-    def _rebirth(self, group: str, edge_node: str, node: _Node, *, force: bool = False) -> bool:
-        """Ask the node an NCMD Rebirth, at most once per ``rebirth_min_interval_s``; True if asked."""
+    def _rebirth(
+        self, group: str, edge_node: str, node: _Node, device: str | None = None, *, tick: bool = True
+    ) -> bool:
+        """Want an NCMD Rebirth of the node (``device``: for that device only, a birth of it answers): queued,
+        oldest first, and asked by ``tick`` at once if due: at most once per ``rebirth_min_interval_s`` per
+        node, not while its births budget is spent, within the source's ``rebirth_max_per_s``. True if
+        wanted (asked now or later); False if rebirths are off or the subscriptions do not take its births."""
         if not self._settings.rebirth_on_unknown:
             return False
-        now = time.monotonic()
-        if not force and now - node.last_rebirth < self._settings.rebirth_min_interval_s:
+        if self._births_reach is not None and not self._births_reach(group, edge_node):
+            # its births would come on a topic this source does not subscribe: asking would bring nothing
+            if group not in self._unreached and self.on_notice is not None:
+                self._unreached.add(group)
+                self.on_notice(
+                    f"births_unsubscribed:{group}",
+                    f"sparkplug: {group}/{edge_node}: no rebirth asked, its NBIRTH (spBv1.0/{group}/NBIRTH/"
+                    f"{edge_node}) is on no topic this source subscribes, so its data waits for births it never "
+                    f"reads: subscribe spBv1.0/{group}/#",
+                )
             return False
-        node.last_rebirth = now
-        self.rebirths_requested += 1
-        self._publish(*sp.rebirth_request(group, edge_node))
+        node.want.add(device)
+        self._asking.setdefault((group, edge_node), None)
+        if tick:
+            self.tick()
         return True
+
+    def tick(self, now: float | None = None) -> int:
+        """Ask the waiting rebirths that are due, oldest first, as far as the source's ``rebirth_max_per_s``
+        allows; called at each request and by the adapter every ``TICK_S`` (a stale node that sends nothing
+        more is asked all the same). Looks at most ``ASK_SCAN_MAX`` waiting nodes: one not due yet (asked less
+        than ``rebirth_min_interval_s`` ago, or its births budget spent: the answer would be skipped) goes to
+        the back; one answered (born since), dead (NDEATH) or forgotten leaves the queue. Returns the number
+        asked."""
+        if not self._asking:
+            return 0
+        now = time.monotonic() if now is None else now
+        rate = self._settings.rebirth_max_per_s
+        self._ask_tokens = min(max(1.0, rate), self._ask_tokens + (now - self._ask_at) * rate)
+        self._ask_at = now
+        asked = 0
+        interval = self._settings.rebirth_min_interval_s
+        for _ in range(min(len(self._asking), ASK_SCAN_MAX)):
+            if self._ask_tokens < 1:
+                break
+            key = next(iter(self._asking))
+            del self._asking[key]
+            node = self._nodes.get(key)
+            if node is None or not node.want:  # answered, dead, or forgotten
+                continue
+            if now - node.last_rebirth < interval or self._budget(key, births=True).spent() is not None:
+                self._asking[key] = None  # not due yet: to the back
+                continue
+            node.want.clear()
+            node.last_rebirth = now
+            self._ask_tokens -= 1
+            self.rebirths_requested += 1
+            asked += 1
+            self._publish(*sp.rebirth_request(*key))
+        return asked
 
     def _clash(self, t: sp.SparkplugTopic, owner: tuple[str, str]) -> bool:
         """True when the edge node's name is taken by a live node of another group: tags are named without
@@ -381,10 +459,9 @@ class SparkplugHost:
             )
         else:
             self._on_error("data_before_birth", f"{t.message_type.value} from {what}")
-        # asked once the node's births budget has some left: its answer, asked sooner, would be skipped too
-        # (a node whose birth was skipped in a rebirth storm is asked at its next message after that)
-        if self._budget((t.group, t.edge_node), births=True).spent() is None:
-            self._rebirth(t.group, t.edge_node, node)
+        # asked once the node's births budget has some left (``tick``): its answer, asked sooner, would be
+        # skipped too; a DDATA before its device's DBIRTH wants that device's birth only
+        self._rebirth(t.group, t.edge_node, node, t.device if node.alive else None)
         return []
 
     def _birth_skipped(self, t: sp.SparkplugTopic, e: CodecError, received_at: float) -> list[Reading]:
@@ -392,9 +469,13 @@ class SparkplugHost:
         ``inflate_budget``, not inflated. What the node (device) declared is no longer known to be current, so it
         is stale: its tags that had a value BAD (once), it not born (its data skipped as ``data_before_birth``,
         commands refused) until a birth of it is read; a rebirth is asked at its next message once its births'
-        budget has refilled (``_before_birth``)."""
+        budget has refilled (``tick``), whether it sends anything more or not."""
         self.births_skipped += 1
-        node = self._nodes.get((t.group, t.edge_node))
+        key = (t.group, t.edge_node)
+        node = self._nodes.get(key)
+        if node is None and len(self._nodes) < MAX_NODES and self._named.get(t.edge_node, key) == key:
+            # its first birth seen was skipped: known, so that it is asked its birth
+            node = self._nodes[key] = _Node()
         self._on_error(
             "inflate_budget",
             f"{t.group}/{t.edge_node}{'/' + t.device if t.device else ''}: {t.message_type.value} {e.detail}; "
@@ -408,7 +489,10 @@ class SparkplugHost:
                 out = self._bad(t.edge_node, node, lambda dev: True, received_at, received_at)
             node.alive, node.birth_skipped = False, True
             node.devices.clear()
+            self._rebirth(t.group, t.edge_node, node)
             return out
+        if node.alive and not node.missed:  # a DBIRTH before its NBIRTH asks at its data (``_before_birth``)
+            self._rebirth(t.group, t.edge_node, node, t.device)
         if t.device in node.devices:  # DBIRTH: the device is not born until a birth of it is read
             node.devices.discard(t.device)
             return self._bad(t.edge_node, node, lambda dev: dev == t.device, received_at, received_at)
@@ -472,6 +556,11 @@ class SparkplugHost:
             self._named[t.edge_node] = key
             node.alive, node.aliases, node.clashes, node.seq = True, {}, set(), payload.seq
             node.missed, node.dead_bd, node.budget_skipped, node.birth_skipped = False, None, False, False
+            # its birth answers a rebirth wanted of it (its devices re-DBIRTH after it); a retained one (of
+            # unknown age) does not: it wants one itself
+            if not self.retained:
+                node.want.clear()
+            node.dead = False
             # counts as in sequence, unless it answers a rebirth asked for a gap and no data message since was
             # in sequence: a node whose seq is broken is asked once, not after every birth (``_check_seq``)
             node.run = 0 if node.gap_asked else 1
@@ -502,6 +591,8 @@ class SparkplugHost:
                 return []
             node.alive, node.missed, node.dead_bd, node.birth_skipped = False, False, bd, False
             node.devices.clear()
+            node.want.clear()  # a dead node is asked nothing (``tick`` drops it): its next message, if any, asks
+            node.dead = True
             self.deaths += 1
             return self._bad(t.edge_node, node, lambda dev: True, received_at, received_at)
         if not node.alive:
@@ -534,6 +625,8 @@ class SparkplugHost:
             self._learn(t, node, t.device, payload)
             if t.device:
                 node.devices.add(t.device)
+                if not self.retained:
+                    node.want.discard(t.device)
             self._born(t.group, t.edge_node, t.device)
             return self._readings(t, node, t.device, payload, received_at, by_birth=True)
         if mt is sp.MessageType.DDEATH:

@@ -335,3 +335,36 @@ def test_a_node_storming_compressed_births_and_deaths_does_not_starve_other_node
     h.handle("spBv1.0/g/NDEATH/storm", _compressed(death, 1024 * 1024), 3.0)
     assert h.deaths == 1 and errors[-1] == "too_large"
     assert [r.value for r in calm_data(20)] == [20.0]  # the calm node's data is read on
+
+
+def test_every_way_a_node_is_unknown_asks_one_rebirth_per_interval_the_later_ones_waiting_not_dropped():
+    """A DBIRTH before its NBIRTH, data before birth, a retained NBIRTH (the broker's copy, of unknown age),
+    an unknown alias and a seq gap, all within one rebirth_min_interval_s: one request. Before, the retained
+    birth asked again whatever the interval, and a cause within the interval was dropped: a seq gap after a
+    birth answered went unasked until the next one. Now the later causes wait and are asked once when the
+    interval has passed (``tick``); a death with another bdSeq (an older session's will) is ignored and asks
+    nothing; once the node's NDEATH is read it is asked nothing more."""
+    import time
+
+    h, sent, errors = host(rebirth_min_interval_s=60)
+    db = sp.Payload(1000, 1, [sp.Metric("current", 10, D.DOUBLE, 4.0)])
+    assert h.handle("spBv1.0/g/DBIRTH/n/m", sp.encode(db), 1.0) == []  # before its NBIRTH: asked
+    assert len(sent) == 1
+    assert ddata(h, 2) == []  # data before birth: waits
+    nb = sp.Payload(1000, 0, [sp.Metric("bdSeq", None, D.INT64, 3), sp.Metric("uptime", 1, D.DOUBLE, 1.0)])
+    h.retained = True
+    h.handle("spBv1.0/g/NBIRTH/n", sp.encode(nb), 1.0)  # retained: its aliases learnt, a rebirth wanted
+    h.retained = False
+    h.handle("spBv1.0/g/DBIRTH/n/m", sp.encode(db), 1.0)
+    assert ddata(h, 2, alias=99) == []  # an unknown alias
+    assert len(ddata(h, 9)) == 1  # a seq gap
+    assert h.handle("spBv1.0/g/NDEATH/n", sp.death_payload(2), 3.0) == []  # an older session's will
+    assert len(sent) == 1 and h.rebirths_requested == 1  # before: 2 (the retained birth's, at once)
+    now = time.monotonic()
+    assert h.tick(now + 30) == 0  # within the interval: still waiting
+    assert h.tick(now + 61) == 1 and len(sent) == 2  # once the interval has passed: asked once
+    assert h.tick(now + 200) == 0
+    assert ddata(h, 10, alias=98) == []  # another unknown alias (a rebirth waits), then its death
+    assert h.handle("spBv1.0/g/NDEATH/n", sp.death_payload(3), 3.0) != []
+    assert h.tick(now + 400) == 0 and len(sent) == 2  # a dead node is asked nothing
+    assert errors.count("seq_gap") == 1 and errors.count("unknown_alias") == 2

@@ -1,0 +1,165 @@
+"""Sparkplug B rebirth requests through a real Mosquitto: asked of stale nodes without waiting for their next
+message, at most once per node per interval, at a bounded rate per source (the rest oldest first), and not
+of dead nodes or of nodes whose births the source's subscriptions do not take."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.mqtt.client import MqttSource
+from devices.mqtt.settings import MqttSettings
+from protocols import sparkplug as sp
+from tests.integration.test_sparkplug_compressed import T0_MS, _compressed, _consume, _ready
+from tests.support.sparkplug_pb import pb_metric as _metric
+from tests.support.waits import until
+
+D = sp.DataType
+
+
+def _asker(port: int, topic: str) -> tuple[paho.Client, list[str]]:
+    """A client recording the edge nodes asked a rebirth (NCMD ``Node Control/Rebirth``), in arrival order."""
+    asked: list[str] = []
+
+    def on_message(client, userdata, msg) -> None:
+        if any(m.name == "Node Control/Rebirth" and m.value for m in sp.decode(msg.payload).metrics):
+            asked.append(msg.topic.rsplit("/", 1)[-1])
+
+    c = paho.Client(CallbackAPIVersion.VERSION2)
+    c.on_message = on_message
+    c.connect("127.0.0.1", port, 30)
+    c.subscribe(topic, qos=1)
+    c.loop_start()
+    return c, asked
+
+
+@contextlib.asynccontextmanager
+async def _host(
+    port: int, asked_on: str, **settings
+) -> AsyncIterator[tuple[MqttSource, list[str], paho.Client]]:
+    """A Sparkplug source on ``spBv1.0/g/#`` (unless ``subscriptions`` says otherwise) consumed and subscribed,
+    the nodes asked a rebirth on ``asked_on``, and a publisher for the nodes."""
+    settings.setdefault("subscriptions", [{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}])
+    src = MqttSource("mq", MqttSettings(port=port, **settings))
+    await src.start()
+    asker, asked = _asker(port, asked_on)
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.max_queued_messages_set(0)
+    pub.connect("127.0.0.1", port, 30)
+    pub.loop_start()
+    _, task = _consume(src)
+    try:
+        await _ready(src)
+        yield src, asked, pub
+    finally:
+        task.cancel()
+        pub.loop_stop()
+        asker.loop_stop()
+        await src.stop()
+
+
+def _birth(step: int, inflated: int = 0):
+    b = sp._pb().Payload()
+    b.timestamp, b.seq = T0_MS + step, 0
+    _metric(b, "bdSeq", datatype=D.INT64, long_value=0)
+    _metric(b, "Step", alias=1, datatype=D.DOUBLE, double_value=float(step))
+    if inflated:
+        b.body = b"\0" * inflated  # inflated, a few dozen bytes sent
+    return b
+
+
+async def test_a_node_or_device_whose_birth_was_skipped_is_asked_a_rebirth_though_it_sends_nothing_more(
+    mosquitto,
+):
+    """Before, a node whose NBIRTH was skipped by its births' inflate budget (a rebirth storm), or a device whose
+    DBIRTH was, was asked a rebirth only at its next message: one that sent nothing more stayed stale for good,
+    its tags BAD and commands refused. Now the source's periodic task asks each once its births budget has
+    refilled, once (it sends nothing more: it is not asked again and again)."""
+    async with _host(
+        mosquitto.port,
+        "spBv1.0/g/NCMD/+",
+        max_message_bytes=64 * 1024,
+        # 4 KB a second a node: a 12 KiB birth is read and leaves a debt, the next one is skipped
+        sparkplug={"max_inflated_bytes_per_s": 4096, "rebirth_min_interval_s": 0.5},
+    ) as (src, asked, pub):
+        for step in range(2):  # the node "a": its second NBIRTH skipped
+            pub.publish("spBv1.0/g/NBIRTH/a", _compressed(_birth(step, 12 * 1024)), qos=1)
+        pub.publish("spBv1.0/g/NBIRTH/b", _birth(0).SerializeToString(), qos=1)  # "b", plain: read
+        for step in range(2):  # its device "d": the second DBIRTH skipped
+            db = _birth(step, 12 * 1024)
+            del db.metrics[0]  # a device's birth has no bdSeq
+            db.metrics[0].alias, db.seq = 2, step + 1
+            pub.publish("spBv1.0/g/DBIRTH/b/d", _compressed(db), qos=1)
+        await until(lambda: src.sparkplug.births_skipped == 2, 10, "both second births skipped")
+        await until(lambda: sorted(asked) == ["a", "b"], 10, "a rebirth asked of both, who sent nothing more")
+        await asyncio.sleep(1.5)  # three intervals and more: nothing sent, nothing asked again
+    assert sorted(asked) == ["a", "b"] and src.sparkplug.rebirths_requested == 2
+    assert src.stats.errors_by_reason == {"inflate_budget": 2}
+
+
+async def test_a_thousand_stale_nodes_are_asked_at_the_sources_rate_oldest_first_each_once_and_none_unreached(
+    mosquitto,
+):
+    """A thousand nodes sending data the host has no birth for (it started mid-session, or the broker
+    restarted): before, each message published a rebirth request at once, a thousand NCMDs in a burst, and a
+    thousand births answering them. Now the source asks at most rebirth_max_per_s a second (a second's worth at
+    once), the rest waiting oldest first: when all thousand messages have been handled, at most a few hundred
+    were asked, and in the end each node exactly once, in the order its data came. Nodes of a group whose
+    births no subscription takes (only its NDATA is subscribed) are asked nothing: their answer would never be
+    read (said once, births_unsubscribed)."""
+    n = 1000
+    names = [f"n{i:04d}" for i in range(n)]
+    async with _host(
+        mosquitto.port,
+        "spBv1.0/+/NCMD/+",
+        subscriptions=[
+            {"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1},
+            {"topic": "spBv1.0/h/NDATA/#", "codec": "sparkplug_b", "qos": 1},
+        ],
+        sparkplug={"rebirth_max_per_s": 100, "rebirth_min_interval_s": 60},
+    ) as (src, asked, pub):
+        for i, name in enumerate(names):
+            data = sp._pb().Payload()
+            data.timestamp, data.seq = T0_MS + i, 1
+            _metric(data, alias=1, double_value=float(i))
+            pub.publish(f"spBv1.0/g/NDATA/{name}", data.SerializeToString(), qos=1)
+            if i % 100 == 0:  # a node of group h, whose births this source does not subscribe
+                pub.publish(f"spBv1.0/h/NDATA/{name}", data.SerializeToString(), qos=1)
+        await until(lambda: src.sparkplug.data_before_birth == n + 10, 20, "every message handled")
+        asked_when_handled = src.sparkplug.rebirths_requested
+        await until(lambda: len(asked) >= n, 30, "every node asked")
+        await asyncio.sleep(0.5)  # nothing more comes
+    assert asked_when_handled < n / 2, asked_when_handled  # before: 1010, all at once
+    assert asked == names  # each once, oldest first; none of group h
+    assert src.sparkplug.rebirths_requested == n
+    assert "births_unsubscribed:h" in src.notices.counts, src.notices.counts
+
+
+async def test_after_the_gateways_reconnect_a_dead_node_is_not_asked_a_rebirth(mosquitto):
+    """Before, this gateway's reconnect asked a rebirth of every node not born, the dead ones too (NDEATH
+    read: their births meanwhile were not missed, there were none). Now only the nodes that lived, or were
+    stale, are asked; a dead node that lives again asks by its next message."""
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+", client_id="gw-sp-dead") as (src, asked, pub):
+        for name in ("alive", "dead"):
+            b = sp.Payload(int(time.time() * 1000), 0, [sp.Metric("bdSeq", None, D.INT64, 0)])
+            pub.publish(f"spBv1.0/g/NBIRTH/{name}", sp.encode(b), qos=1)
+        pub.publish("spBv1.0/g/NDEATH/dead", sp.death_payload(0), qos=1)
+        await until(lambda: src.sparkplug.deaths == 1, 10, "the death read")
+        # takes the gateway's session
+        kicker = paho.Client(CallbackAPIVersion.VERSION2, client_id="gw-sp-dead")
+        kicker.connect("127.0.0.1", mosquitto.port, 30)
+        kicker.loop_start()
+        await until(lambda: not src.connected.is_set(), 10, "the gateway's connection gone")
+        kicker.disconnect()
+        kicker.loop_stop()
+        await until(lambda: src.stats.reconnects == 1 and src.subscribed.is_set(), 15, "the gateway back")
+        # a message through the consumer: the reconnect is taken in (``items``)
+        pub.publish("spBv1.0/g/NDATA/other", sp.encode(sp.Payload(None, 1, [])), qos=1)
+        await until(lambda: "alive" in asked, 10, "the live node asked")
+        await asyncio.sleep(0.5)  # two ticks of the periodic task and more
+    assert "dead" not in asked and asked.count("alive") == 1, asked  # before: ["alive", "dead"]
