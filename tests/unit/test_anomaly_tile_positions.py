@@ -80,5 +80,29 @@ def test_the_int8_gate_scores_each_good_frame_with_references_made_without_it(tm
         fitted["model"],
         fitted["fold_refs"],
     )
+    # (the references are the good frames' highest distances: without a whole fold's frames, a third of
+    # them here, they sit a little lower than without one frame's, so the gate's scores are ~1.3 % above
+    # the threshold's, on the strict side)
     ratio = held[:, 0].reshape(-1, 6).max(1) / fitted["cv_scores"]
-    assert (ratio > 1.0).any() and abs(float(np.median(ratio)) - 1.0) < 0.01, ratio
+    assert (ratio > 1.0).any() and abs(float(np.median(ratio)) - 1.0) < 0.02, ratio
+
+
+def test_a_place_whose_good_distances_spread_wide_does_not_set_the_frame_score():
+    # a frame's score is the maximum over every patch of its tiles, so it was set by the places whose good
+    # distances spread widest (a tile's border: 75-85 % of 1280x1024 good frames' maxima lay there): with
+    # the mean good distance as the reference, a place at 1.0 in most good frames and 3.0 in a few scored a
+    # good frame 2.5, above a defect of twice the distance on a quiet place (2.0). The reference is now the
+    # highest good distance at each place; each frame's held-out reference is the highest of the others'
+    t, h = 2, 8
+    maps = np.ones((10, t, h, h), np.float32)
+    maps[[1, 4], 1, 3, 3] = 3.0  # tile position 1, one place: hot in 2 good frames of 10
+    ref, loo = A.position_refs(maps.reshape(-1, h, h), t)
+    good_frame = maps[4]  # a good frame with the hot place
+    defect = np.ones((t, h, h), np.float32)
+    defect[0, 5, 5] = 2.0  # twice the good distance, where good frames are always quiet
+    assert float((good_frame / ref).max()) <= 1.0 < float((defect / ref).max())
+    loo = loo.reshape(10, t, h, h)
+    assert loo[4, 1, 3, 3] == 3.0  # frame 4 held out: frame 1 is still hot there
+    maps[1, 1, 3, 3] = 1.0  # only frame 4 hot there: held out, its reference there is the others' 1.0
+    _, loo = A.position_refs(maps.reshape(-1, h, h), t)
+    assert loo.reshape(10, t, h, h)[4, 1, 3, 3] == 1.0
