@@ -93,13 +93,21 @@ class RecordsMapping:
     null: the message's ``timestamp_field``, else the receive time); ``quality``: optional, true/false,
     "good"/"uncertain"/"bad" (any case, as a prefix), or a number: 0-3 as Siemens' qc (0 bad,
     1 uncertain, 2-3 good), else OPC DA's quality bits (192+ good, 64-191 uncertain, below bad); a negative
-    number or one past 16 bits is no quality (the record is skipped as ``wrong_type``)."""
+    number or one past 16 bits is no quality (the record is skipped as ``wrong_type``, its message naming
+    ``quality_format: opcua`` when the number reads as an OPC UA StatusCode). ``quality_format`` names the
+    convention of a bare number where conventions collide (0 is Siemens' bad and OPC UA's Good):
+    ``opcua`` reads it as a 32-bit OPC UA StatusCode (its top two bits: 00 good, 01 uncertain, 1x bad;
+    Ignition 8's QualityCode, negative as a signed 32-bit int, the same), ``opcda`` as OPC DA's 16 bits
+    (0-3 bad), ``siemens`` as Siemens' qc 0-3 only. An object is an OPC UA StatusCode in every convention:
+    Part 6's JSON ``{"Code": 2156527616, "Symbol": "BadNotConnected"}`` (``{}``: Good, the Code omitted),
+    node-opcua's (Node-RED) ``{"value": 0}``, or one with a ``name``/``Symbol`` alone."""
 
     array: str = "values"
     name: str = "id"
     value: str = "v"
     timestamp: str | None = "t"
     quality: str | None = "q"
+    quality_format: str = "auto"  # one of QUALITY_FORMATS
 
 
 @dataclass
@@ -658,7 +666,11 @@ def _all_finite(v: Any) -> bool:
     return True
 
 
+_SEVERITY = ("good", "uncertain", "bad", "bad")  # an OPC UA StatusCode's top two bits (Part 4, 7.39)
+
+
 def _quality_of(q: Any) -> str | None:
+    """A record's quality in the ``auto`` convention: Siemens' qc 0-3, else OPC DA's 16 bits."""
     if isinstance(q, bool):
         return "good" if q else "bad"
     if isinstance(q, int):
@@ -667,15 +679,97 @@ def _quality_of(q: Any) -> str | None:
         if not 0 <= q <= 0xFFFF:  # no OPC DA quality (16 bits): -1 would pass its bit test as good
             return None
         return "good" if q & 0xC0 == 0xC0 else "uncertain" if q & 0xC0 == 0x40 else "bad"  # OPC DA
+    return _quality_text_or_object(q, _quality_of)
+
+
+def _quality_opcua(q: Any) -> str | None:
+    """A 32-bit OPC UA StatusCode (0 Good; 0x40000000.. Uncertain; 0x80000000.. Bad), unsigned or as a
+    signed 32-bit int (Ignition 8's QualityCode, a Java int: Bad_Stale is -2147483132)."""
+    if isinstance(q, bool):
+        return "good" if q else "bad"
+    if isinstance(q, int):
+        if not -(1 << 31) <= q <= 0xFFFFFFFF:
+            return None
+        return _SEVERITY[(q & 0xFFFFFFFF) >> 30]
+    if isinstance(q, str) and q.strip().lower().startswith("error"):  # Ignition's Error_* (severity 11)
+        return "bad"
+    return _quality_text_or_object(q, _quality_opcua)
+
+
+def _quality_opcda(q: Any) -> str | None:
+    """OPC DA's 16-bit quality (QQSSSSLL in the low byte): 192+ good, 64-127 uncertain, else bad."""
+    if isinstance(q, bool):
+        return "good" if q else "bad"
+    if isinstance(q, int):
+        if not 0 <= q <= 0xFFFF:
+            return None
+        return "good" if q & 0xC0 == 0xC0 else "uncertain" if q & 0xC0 == 0x40 else "bad"
+    return _quality_text_or_object(q, _quality_opcda)
+
+
+def _quality_siemens(q: Any) -> str | None:
+    """Siemens Industrial Edge's qc: 0 bad, 1 uncertain, 2-3 good (2 cascade, 3 non-cascade)."""
+    if isinstance(q, bool):
+        return "good" if q else "bad"
+    if isinstance(q, int):
+        return ("bad", "uncertain", "good", "good")[q] if 0 <= q <= 3 else None
+    return _quality_text_or_object(q, _quality_siemens)
+
+
+_STATUS_NUMBER_KEYS = ("Code", "code", "value", "Value")
+_STATUS_NAME_KEYS = ("Symbol", "symbol", "name", "Name")
+
+
+def _quality_text_or_object(q: Any, number_of: Callable[[Any], str | None]) -> str | None:
+    """Text (a word, or a number written as text read by ``number_of``) or an OPC UA StatusCode object."""
     if isinstance(q, str):
         low = q.strip().lower()
         for word in ("good", "uncertain", "bad"):
-            if low.startswith(word):
+            if low.startswith(word):  # "Good", "BadNotConnected", Ignition's "Bad_Stale", "GOOD_NON_CASCADE"
                 return word
         n = _text_number(q)  # "192", "2": the number's quality, as a time or a rate written as text
         if type(n) is int:
-            return _quality_of(n)
+            return number_of(n)
+        return None
+    if isinstance(
+        q, dict
+    ):  # no DA or Siemens gateway sends an object: an OPC UA StatusCode in any convention
+        for key in _STATUS_NUMBER_KEYS:
+            if key in q:
+                code = q[key]
+                if type(code) is str:
+                    code = _text_number(code)
+                return _quality_opcua(code) if type(code) is int else None
+        for key in _STATUS_NAME_KEYS:
+            if key in q:
+                name = q[key]
+                return _quality_opcua(name) if isinstance(name, str) else None
+        return "good" if not q else None  # Part 6: a Good StatusCode omits its Code and Symbol
     return None
+
+
+QUALITY_FORMATS: dict[str, Callable[[Any], str | None]] = {
+    "auto": _quality_of,
+    "opcua": _quality_opcua,
+    "opcda": _quality_opcda,
+    "siemens": _quality_siemens,
+}
+
+
+def _quality_hint(q: Any, fmt: str) -> str:
+    """The convention to set for a number that ``fmt`` does not read but another does."""
+    if type(q) is str:
+        q = _text_number(q)
+    if type(q) is not int:
+        return ""
+    if fmt != "opcua" and (0x10000 <= q <= 0xFFFFFFFF or -(1 << 31) <= q < 0):
+        return (
+            f" (as an OPC UA StatusCode 0x{q & 0xFFFFFFFF:08X} is {_quality_opcua(q)}: set quality_format: "
+            "opcua, where 0 is Good)"
+        )
+    if fmt == "siemens" and 0 <= q <= 0xFFFF:
+        return f" (Siemens' qc is 0-3; as OPC DA's quality bits it is {_quality_opcda(q)}: quality_format: opcda)"
+    return ""
 
 
 def _records_decoder(
@@ -692,6 +786,7 @@ def _records_decoder(
         timestamp_field="t", timestamp_format=mapping.timestamp_format, timezone=mapping.timezone
     )
     report = on_error or (lambda reason, detail: None)
+    quality_of = QUALITY_FORMATS[rec.quality_format]
 
     def run(payload: bytes | str, now: float = 0.0) -> list[tuple]:
         if rec.array:
@@ -728,10 +823,12 @@ def _records_decoder(
                     t = _timestamp({"t": r[rec.timestamp]}, at, ts)
                 quality = "good"
                 if rec.quality is not None and r.get(rec.quality) is not None:
-                    q = _quality_of(r[rec.quality])
+                    q = quality_of(r[rec.quality])
                     if q is None:
                         raise CodecError(
-                            "wrong_type", f"record {name!r}: quality {r[rec.quality]!r} not understood"
+                            "wrong_type",
+                            f"record {name!r}: quality {r[rec.quality]!r} not understood"
+                            + _quality_hint(r[rec.quality], rec.quality_format),
                         )
                     quality = q
                 if keep is not None and not _all_finite(v):  # kept by _value: the sensor's fault, BAD

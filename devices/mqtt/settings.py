@@ -58,7 +58,19 @@ class RecordsSettings(_Model):
         "t", description="each record's time (timestamp_format); null: the message's"
     )
     quality: str | None = Field(
-        "q", description="each record's quality: true/false, good/uncertain/bad, Siemens qc 0-3, OPC DA bits"
+        "q",
+        description="each record's quality: true/false, good/uncertain/bad (a prefix: 'BadNotConnected', "
+        "Ignition's 'Bad_Stale'), a number read by quality_format, or an OPC UA StatusCode object ({'Code': "
+        "2156527616, 'Symbol': 'BadNotConnected'}, node-opcua's {'value': 0}); absent or null: good",
+    )
+    quality_format: Literal["auto", "opcua", "opcda", "siemens"] = Field(
+        "auto",
+        description="the convention of a numeric quality: auto = 0-3 Siemens' qc (0 bad), else OPC DA's 16 "
+        "bits (192+ good), a number past them refused naming opcua; opcua = a 32-bit OPC UA StatusCode (0 Good, "
+        "0x40000000.. Uncertain, 0x80000000.. Bad; negative as a signed int: Ignition 8's QualityCode), for "
+        "OPC UA gateways (Azure OPC Publisher, node-red-contrib-opcua, Ignition), "
+        "where auto reads a Good 0 as bad; opcda = OPC DA's bits only (0-3 bad, not Siemens' qc); "
+        "siemens = qc 0-3 only",
     )
 
 

@@ -231,6 +231,116 @@ async def test_gateways_that_publish_many_tags_per_message_as_records_are_read_w
     assert src.stats.errors_by_reason.get("missing_field") == 1
 
 
+async def test_gateways_that_send_opc_ua_status_codes_as_record_quality_are_read_in_that_convention(
+    mosquitto,
+):
+    """OPC UA gateways state a record's quality as an OPC UA StatusCode: a number (0 Good, 0x40.. Uncertain,
+    0x80.. Bad), Ignition 8's QualityCode (the same bits as a signed int), Part 6's JSON object (Azure OPC
+    Publisher's {"Code", "Symbol"}, Good omitting both) or node-opcua's {"value": n} (node-red-contrib-opcua's
+    msg.statusCode). Before, quality_format was refused at start; without it a Good 0 was Siemens' qc 0, BAD,
+    0x808A0000 and -2147483132 were refused and an object was not understood."""
+    subs = [
+        {
+            "topic": "ua/#",
+            "json_mapping": {
+                "records": {
+                    "array": "",
+                    "name": "NodeId",
+                    "value": "Value",
+                    "timestamp": "SourceTimestamp",
+                    "quality": "StatusCode",
+                    "quality_format": "opcua",
+                },
+                "timestamp_format": "iso8601",
+                "tag_prefix_topic": False,
+            },
+        },
+        {
+            "topic": "nodered/#",
+            "json_mapping": {
+                "records": {
+                    "array": "",
+                    "name": "topic",
+                    "value": "payload",
+                    "timestamp": None,
+                    "quality": "statusCode",
+                },
+                "timestamp_field": None,
+                "tag_prefix_topic": False,
+            },
+        },
+        {
+            "topic": "ignition/#",
+            "json_mapping": {
+                "records": {
+                    "array": "tags",
+                    "name": "name",
+                    "value": "value",
+                    "quality": "quality",
+                    "quality_format": "opcua",
+                },
+                "timestamp_field": None,
+                "tag_prefix_topic": False,
+            },
+        },
+    ]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    at = "2026-11-30T12:00:00.250Z"
+    ua = [
+        {"NodeId": "ns=3;s=Oven.Temp", "Value": 181.5, "SourceTimestamp": at, "StatusCode": 0},
+        {"NodeId": "ns=3;s=Oven.Door", "Value": 0, "SourceTimestamp": at, "StatusCode": 0x808A0000},
+        {"NodeId": "ns=3;s=Oven.Fan", "Value": 1200, "SourceTimestamp": at, "StatusCode": {}},
+        {
+            "NodeId": "ns=3;s=Oven.Heater",
+            "Value": 3.2,
+            "SourceTimestamp": at,
+            "StatusCode": {"Code": 1083179008, "Symbol": "UncertainLastUsableValue"},
+        },
+        {
+            "NodeId": "ns=3;s=Oven.Gone",
+            "Value": 0,
+            "StatusCode": {"Code": 2150891520, "Symbol": "BadNodeIdUnknown"},
+        },
+    ]
+    nodered = [
+        {"topic": "ns=2;s=Press.Force", "payload": 812.5, "statusCode": {"value": 0}},
+        {"topic": "ns=2;s=Press.Stroke", "payload": 41.0, "statusCode": {"value": 2156527616}},
+    ]
+    ignition = {
+        "tags": [
+            {"name": "Line2/Pump/Flow", "value": 12.5, "quality": 192},
+            {"name": "Line2/Pump/Speed", "value": 1480, "quality": -2147483132},  # Bad_Stale
+            {"name": "Line2/Pump/Temp", "value": 61.0, "quality": 1073742081},  # Uncertain_LastKnownValue
+            {"name": "Line2/Pump/Mode", "value": 2, "quality": "Good"},
+        ]
+    }
+    try:
+        pub.publish("ua/oven", json.dumps(ua), qos=1)
+        pub.publish("nodered/press", json.dumps(nodered), qos=1)
+        pub.publish("ignition/line2", json.dumps(ignition), qos=1)
+        got = await collect(src, lambda g: len(g) >= 11, 5)
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    q = {r.tag: r.quality for r in got}
+    assert q == {
+        "ns=3;s=Oven.Temp": Quality.GOOD,
+        "ns=3;s=Oven.Door": Quality.BAD,
+        "ns=3;s=Oven.Fan": Quality.GOOD,
+        "ns=3;s=Oven.Heater": Quality.UNCERTAIN,
+        "ns=3;s=Oven.Gone": Quality.BAD,
+        "ns=2;s=Press.Force": Quality.GOOD,
+        "ns=2;s=Press.Stroke": Quality.BAD,
+        "Line2/Pump/Flow": Quality.GOOD,
+        "Line2/Pump/Speed": Quality.BAD,
+        "Line2/Pump/Temp": Quality.UNCERTAIN,
+        "Line2/Pump/Mode": Quality.GOOD,
+    }
+    assert {r.timestamp for r in got if r.tag == "ns=3;s=Oven.Temp"} == {1796040000.25}
+    assert not src.stats.errors_by_reason
+
+
 async def test_broker_restart_resubscribes_and_messages_flow_again(mosquitto, caplog):
     import logging
 

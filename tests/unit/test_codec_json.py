@@ -167,6 +167,8 @@ def test_a_timestamp_in_the_wrong_unit_is_refused_with_the_setting_to_change(ts,
         (216, "good"),
         (64, "uncertain"),
         (24, "bad"),
+        ("BadNotConnected", "bad"),
+        ("Bad_Stale", "bad"),
     ],
 )
 def test_a_records_quality_is_read_in_each_gateways_convention(q, want):
@@ -192,7 +194,119 @@ def test_a_records_quality_no_convention_writes_is_not_read_as_good(q):
         json.dumps({"values": [{"id": "a", "v": 1.0, "q": q}, {"id": "b", "v": 2.0, "q": 192}]}).encode(), 7.0
     )
     assert out == [("b", 2.0, 7.0, None, "good")]
-    assert errors == [("wrong_type", f"record 'a': quality {q!r} not understood")]
+    assert len(errors) == 1 and errors[0][0] == "wrong_type"
+    assert errors[0][1].startswith(f"record 'a': quality {q!r} not understood")
+
+
+# (quality_format, the record's quality as its gateway writes it, what it means)
+_GATEWAY_QUALITIES = [
+    # OPC UA StatusCodes as numbers (Part 4 7.39; Part 6 A.2): 0 Good, 0x40.. Uncertain, 0x80.. Bad
+    ("opcua", 0, "good"),
+    ("opcua", 0x00960000, "good"),  # GoodLocalOverride
+    ("opcua", 0x40900000, "uncertain"),  # UncertainLastUsableValue
+    ("opcua", 0x408F0000, "uncertain"),  # UncertainSubstituteValue
+    ("opcua", 0x80340000, "bad"),  # BadNodeIdUnknown
+    ("opcua", 0x808A0000, "bad"),  # BadNotConnected
+    ("opcua", 0x80000000, "bad"),
+    ("opcua", "2156527616", "bad"),  # BadNotConnected written as text
+    # Ignition 8 QualityCode: a signed 32-bit int, the same severity bits (Cirrus Link's table)
+    ("opcua", 192, "good"),
+    ("opcua", 1073742081, "uncertain"),  # Uncertain_LastKnownValue
+    ("opcua", -2147483132, "bad"),  # Bad_Stale
+    ("opcua", -1073741055, "bad"),  # Error_Configuration
+    ("opcua", "Error_Configuration", "bad"),
+    # names, as OPC UA gateways and Ignition write them (auto reads them too)
+    ("opcua", "Good", "good"),
+    ("opcua", "UncertainLastUsableValue", "uncertain"),
+    # objects: Part 6's JSON StatusCode (Azure OPC Publisher's {"Code", "Symbol"}; Good omits both),
+    # node-opcua's toJSON (node-red-contrib-opcua's msg.statusCode), and their name alone; any convention
+    ("auto", {"Code": 2156527616, "Symbol": "BadNotConnected"}, "bad"),
+    ("auto", {"Code": 1083179008, "Symbol": "UncertainLastUsableValue"}, "uncertain"),
+    ("auto", {}, "good"),
+    ("auto", {"value": 0}, "good"),
+    ("siemens", {"value": 0}, "good"),
+    ("auto", {"value": 2150891520, "name": "BadNodeIdUnknown"}, "bad"),
+    ("opcda", {"Symbol": "UncertainLastUsableValue"}, "uncertain"),
+    # OPC DA's bits alone: 0-3 are bad there (Kepware's advanced template |QUALITY|), not Siemens' qc
+    ("opcda", 0, "bad"),
+    ("opcda", 3, "bad"),
+    ("opcda", 192, "good"),
+    ("opcda", 68, "uncertain"),
+    # Siemens' qc
+    ("siemens", 0, "bad"),
+    ("siemens", 1, "uncertain"),
+    ("siemens", 2, "good"),
+]
+
+
+@pytest.mark.parametrize("fmt, q, want", _GATEWAY_QUALITIES)
+def test_a_records_quality_is_read_in_the_convention_its_mapping_names(fmt, q, want):
+    """Before quality_format, an OPC UA StatusCode 0 (Good) was Siemens' qc 0, BAD; 0x80000000 and an
+    object were refused; 0-3 under OPC DA were Siemens' qualities."""
+    from protocols.json_codec import RecordsMapping, compile_decoder
+
+    errors: list = []
+    run = compile_decoder(
+        JsonMapping(records=RecordsMapping(quality_format=fmt), timestamp_field=None),
+        on_record_error=lambda r, d: errors.append((r, d)),
+    )
+    assert run(json.dumps({"values": [{"id": "a", "v": 1.0, "q": q}]}).encode(), 7.0) == [
+        ("a", 1.0, 7.0, None, want)
+    ], errors
+
+
+@pytest.mark.parametrize(
+    "fmt, q, hint",
+    [
+        ("auto", 0x808A0000, "as an OPC UA StatusCode 0x808A0000 is bad: set quality_format: opcua"),
+        ("auto", -2147483132, "as an OPC UA StatusCode 0x80000204 is bad: set quality_format: opcua"),
+        ("opcda", 0x40900000, "as an OPC UA StatusCode 0x40900000 is uncertain: set quality_format: opcua"),
+        ("siemens", 192, "Siemens' qc is 0-3; as OPC DA's quality bits it is good: quality_format: opcda"),
+        ("opcua", 1 << 32, None),
+        ("opcua", -(1 << 31) - 1, None),
+        ("opcua", {"Code": "x"}, None),
+        ("opcua", {"Status": 0}, None),
+        ("opcua", "0x80000000", None),
+    ],
+)
+def test_a_records_quality_its_convention_cannot_read_is_refused_naming_the_one_that_can(fmt, q, hint):
+    from protocols.json_codec import RecordsMapping, compile_decoder
+
+    errors: list[tuple[str, str]] = []
+    run = compile_decoder(
+        JsonMapping(records=RecordsMapping(quality_format=fmt), timestamp_field=None),
+        on_record_error=lambda r, d: errors.append((r, d)),
+    )
+    out = run(json.dumps({"values": [{"id": "a", "v": 1.0, "q": q}, {"id": "b", "v": 2.0}]}).encode(), 7.0)
+    assert out == [("b", 2.0, 7.0, None, "good")]
+    assert [r for r, _ in errors] == ["wrong_type"]
+    assert errors[0][1].startswith(f"record 'a': quality {q!r} not understood")
+    if hint is None:
+        assert "quality_format" not in errors[0][1]
+    else:
+        assert hint in errors[0][1]
+
+
+def test_a_records_quality_format_is_checked_at_load_naming_file_and_field(tmp_path):
+    from edge_agent.config import ConfigError, load_config
+
+    def write(fmt: str):
+        p = tmp_path / "line3.yaml"
+        p.write_text(
+            "agent: {id: gw1, site: s, line: l}\n"
+            "sources:\n  gw:\n    type: mqtt\n    port: 1883\n    subscriptions:\n"
+            f"      - topic: ua/#\n        json_mapping: {{records: {{quality_format: {fmt}}}}}\n"
+        )
+        return p
+
+    with pytest.raises(ConfigError) as ei:
+        load_config(write("opc-ua"))
+    assert str(ei.value).startswith(
+        f"{tmp_path / 'line3.yaml'}: sources.gw.subscriptions[0].json_mapping.records.quality_format: "
+    )
+    assert "'opcua'" in str(ei.value) and "opc-ua" in str(ei.value)
+    cfg = load_config(write("opcua"))
+    assert cfg.sources["gw"].subscriptions[0].json_mapping.records.quality_format == "opcua"
 
 
 def test_a_records_message_without_its_array_is_refused_whole_and_a_bad_record_alone():
