@@ -996,11 +996,16 @@ def run_golden(
     return results
 
 
-def golden_notes(opened: OpenedPackage) -> list[str]:
+def golden_notes(
+    opened: OpenedPackage,
+    inputs: dict[str, np.ndarray] | None = None,
+    expected: dict[str, np.ndarray] | None = None,
+) -> list[str]:
     """``golden.coverage_notes`` of an opened package: one line for each way its golden set cannot judge a
-    form (``verify --run`` says them beside the runs; the build said them when it was built)."""
+    form (``verify --run`` says them beside the runs, an agent at each load; the build said them when it was
+    built). ``inputs``/``expected``: its golden files when already loaded (read from it otherwise)."""
     m = opened.manifest
-    inputs = _golden.load_npz(opened.golden_inputs)
-    expected = _golden.load_npz(opened.golden_expected)
+    inputs = _golden.load_npz(opened.golden_inputs) if inputs is None else inputs
+    expected = _golden.load_npz(opened.golden_expected) if expected is None else expected
     int8_only = m.quantization.scheme.startswith("int8") and not m.has_fp32
     return _golden.coverage_notes(m, expected, _golden.item_rows(m, inputs), int8_only=int8_only)

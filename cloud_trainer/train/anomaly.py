@@ -1392,7 +1392,11 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
                 )
             worst = max(r["max_deviation"]["anomaly_map"] for r in parity["forms"].values())
             parity_spec["output_atol"]["anomaly_map"] = round(max(PARITY_HEADROOM * worst, 2e-3), 6)
-    pkg = _package(s, report, served, fp32 if int8_ok else None, fitted["x"], golden, ds, parity_spec)
+    notes: list[str] = []
+    pkg = _package(s, report, served, fp32 if int8_ok else None, fitted["x"], golden, ds, parity_spec, notes)
+    for note in notes:  # the golden set's blind spots, as model-packager build says them
+        log(f"warning: {note}")
+    report["golden_notes"] = notes
     report["seconds"] = time.perf_counter() - t0
     _write_report(s.workdir, report)
     key = clean(metrics) | {"threshold": thr, "good_images": ds.n_good}
@@ -1801,6 +1805,7 @@ def _package(
     golden: np.ndarray,
     ds: AnomalyData,
     parity: dict | None = None,
+    notes: list[str] | None = None,
 ) -> Path:
     from model_packager import build_package
 
@@ -1854,6 +1859,7 @@ def _package(
         fp32_model=fp32,
         extra_files={"report.json": s.workdir / "report.json", LOCAL_FILE: s.workdir / LOCAL_FILE},
         input_images=ds.stats_images,
+        notes=notes,
     )
 
 

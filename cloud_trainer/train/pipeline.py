@@ -446,6 +446,7 @@ def stage_package(s: BuildSettings, log=common.stderr_log) -> Path:
     int8_runs = []
     if report.get("served", "int8") == "int8" and meta.get("recipe") != "patch":
         int8_runs = [onnx_tools.run(int8, x[te], eng) for eng in _engines()]
+    notes: list[str] = []
     pkg = _package(
         s,
         report["name"],
@@ -458,7 +459,9 @@ def stage_package(s: BuildSettings, log=common.stderr_log) -> Path:
         report["threshold"],
         report,
         _parity_spec(ref, int8_runs, specs, report),
+        notes,
     )
+    golden_notes(s.workdir, report, notes, log)
     (s.workdir / "package.json").write_text(json.dumps({"package": pkg.name, "version": report["version"]}))
     log(f"packaged {pkg}")
     return pkg
@@ -758,6 +761,7 @@ def _package(
     threshold,
     report,
     parity: dict | None = None,
+    notes: list[str] | None = None,
 ) -> Path:
     from model_packager import build_package
 
@@ -830,4 +834,16 @@ def _package(
             "report.json": s.workdir / "report.json",
             **({LOCAL_FILE: s.workdir / LOCAL_FILE} if (s.workdir / LOCAL_FILE).is_file() else {}),
         },
+        notes=notes,
     )
+
+
+def golden_notes(workdir: Path, report: dict, notes: list[str], log) -> None:
+    """Say the package's golden blind spots (``golden.coverage_notes``, which ``model-packager build`` prints
+    as warnings): one log line each, and ``golden_notes`` in the work folder's ``report.json`` (the copy the
+    registry gets; the one signed inside the package was written before the build computed them, and an agent
+    computes them again from the signed expected outputs)."""
+    for note in notes:
+        log(f"warning: {note}")
+    report["golden_notes"] = list(notes)
+    (workdir / "report.json").write_text(json.dumps(report, indent=1, default=float))

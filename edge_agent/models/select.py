@@ -54,6 +54,7 @@ from model_packager.golden import (
     verdict_flips,
     verdict_problems,
 )
+from model_packager.package import golden_notes
 from model_packager.text import one_line
 
 TIME_BUDGET_S = 0.25  # per passing candidate, for its latency measurement
@@ -96,6 +97,9 @@ class Selection:
     trials: list[Trial]
     cpu: str = field(default_factory=lambda: int8_path())
     cpu_flags: tuple[str, ...] = field(default_factory=cpu_flags)
+    # the ways the package's golden set cannot judge a form (``golden.coverage_notes``), from its signed
+    # expected outputs at load: the check above is only as good as its items
+    golden_notes: list[str] = field(default_factory=list)
 
     @property
     def chosen(self) -> Trial:
@@ -356,4 +360,5 @@ def select(opened: OpenedPackage, cfg: ModelConfig, *, isolated: bool = False) -
     floor_s = SLOW_MODEL_FACTOR * (best_trial.p50_ms or 0.0) / 1000
     if floor_s > best.timeout_s:
         best.timeout_s = floor_s
-    return Selection(best, trials)
+    # what the golden set cannot judge, read from the outputs already loaded: no model run, no per-item cost
+    return Selection(best, trials, golden_notes=golden_notes(opened, inputs, expected))

@@ -622,6 +622,8 @@ class ModelSlot:
             from edge_agent import sizing
 
             sizing.record(self.store.root, a.manifest.package_id, self.config.package, item[1], item[0])
+        for note in sel.golden_notes:  # said once a load; the build said them too (model-packager build)
+            log.warning("slot %s: package %s: %s", self.name, a.manifest.package_id, note)
         for t in sel.int8_off:
             self.counters["int8_parity_failures"] += 1
             self._event(
@@ -941,6 +943,7 @@ class ModelSlot:
             "engine": a.engine.name if a else None,
             "form": a.engine.form if a else None,
             "selection": a.selection.to_dict() if a and a.selection else None,
+            "golden_notes": list(a.selection.golden_notes) if a and a.selection else [],
             "engine_version": a.engine.version if a else None,
             "task": a.manifest.task.value if a else None,
             "p50_inference_ms": a.health.p50() if a else None,

@@ -63,6 +63,11 @@ def test_build_from_good_images_localises_independent_defects(built):
     )
     man = opened.manifest
     assert man.task.value == "anomaly_detection"
+    # what its golden set cannot judge is in report.json, as the package's expected outputs say it (before:
+    # no golden_notes)
+    from model_packager.package import golden_notes
+
+    assert rep["golden_notes"] == golden_notes(opened)
     assert [o.role.value for o in man.outputs] == ["anomaly_score", "anomaly_map"]
     assert man.input_stats is not None and man.input_stats.count == 30
     # the ONNX graph (image in; score and map out) through the manifest's own interpretation

@@ -140,6 +140,43 @@ def test_a_two_form_build_whose_int8_form_flips_a_golden_verdict_is_refused_unle
     assert read_manifest(same).parity.min_agreement == 1.0
 
 
+def test_an_agent_says_what_the_golden_set_cannot_judge_once_at_load_and_on_status(tmp_path, keys, caplog):
+    """The slot reads the blind spots from the signed expected outputs at load: one WARNING line each, naming
+    slot and package, and ``golden_notes`` in its /status entry. Before: nothing at the agent."""
+    import asyncio
+    import logging
+
+    from edge_agent.models.config import ModelConfig
+    from edge_agent.models.slot import ModelSlot
+
+    key, pub = keys
+    model = make_vision_onnx(tmp_path / "cnn.onnx")
+    notes: list[str] = []
+    pkg = build_package(
+        model,
+        vision_spec(),
+        tmp_path / "out",
+        signing_key=key,
+        golden_inputs=golden_inputs("vision"),
+        notes=notes,
+    )
+    assert any("every one of its 4 golden items is NG" in n for n in notes), notes  # the premise
+    slot = ModelSlot("inspect", ModelConfig(package=str(pkg)), tmp_path / "agent", [pub])
+
+    async def load() -> dict:
+        await slot.start()
+        try:
+            return slot.status()
+        finally:
+            await slot.stop()
+
+    with caplog.at_level(logging.WARNING, logger="edge_agent"):
+        status = asyncio.run(load())
+    assert status["golden_notes"] == notes
+    said = [r.getMessage() for r in caplog.records if "golden" in r.getMessage()]
+    assert said == [f"slot inspect: package {read_manifest(pkg).package_id}: {n}" for n in notes], said
+
+
 def _softmax(v: np.ndarray) -> np.ndarray:
     z = np.exp(v - v.max(1, keepdims=True))
     return z / z.sum(1, keepdims=True)

@@ -123,7 +123,8 @@ def test_maintenance_build_learns_publishes_and_loads_in_an_agent_slot(tmp_path,
 
 
 def test_vision_build_learns_and_records_the_report(tmp_path, parts):
-    out = build(settings(tmp_path, "vision", parts), log=quiet)
+    said: list[str] = []
+    out = build(settings(tmp_path, "vision", parts), log=said.append)
     m = out["report"]["metrics"]["int8"]
     assert (
         m["ng_auroc"] > 0.6
@@ -144,6 +145,19 @@ def test_vision_build_learns_and_records_the_report(tmp_path, parts):
     assert "Perturbed copy of the test split" in (tmp_path / "work-vision" / "report.md").read_text()
     assert np.asarray(m["confusion"]).sum() == out["report"]["split"]["test"]
     assert Registry(tmp_path / "registry").latest("part-inspection")["version"] == "1.0.0"
+    # what the golden set cannot judge (model-packager build's warnings; here the tiny model gives no test
+    # item some defect labels): in report.json, the registry's copy too, and one log line each. Before: neither
+    from model_packager import load_trusted_keys, open_package
+    from model_packager.package import golden_notes
+
+    opened = open_package(
+        out["package"], tmp_path / "opened", load_trusted_keys([tmp_path / "keys" / "signing.pub"])
+    )
+    notes = golden_notes(opened)
+    assert rep["golden_notes"] == notes, (rep["golden_notes"], notes)
+    published = tmp_path / "registry" / "part-inspection" / "1.0.0" / "report.json"
+    assert json.loads(published.read_text())["golden_notes"] == notes
+    assert [m for m in said if m.startswith("warning: ")] == [f"warning: {n}" for n in notes], said
     # a retrain fine-tunes from the published version's weights (kept beside its package): one epoch
     # at the fine-tuning rate keeps what the parent learned
     from cloud_trainer.train.pipeline import StageError, stage_evaluate, stage_quantize, stage_train
