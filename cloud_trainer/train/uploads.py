@@ -34,6 +34,7 @@ options as ``cloud-trainer serve``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -244,6 +245,25 @@ def _record_export(dst: Path, model: str, tenant: str, limit: float, classes: li
     meta = meta if isinstance(meta, dict) else {}
     if not meta.get("classes"):  # no base (or one without them): the classes the samples were labelled in
         meta.update(classes=classes, good=classes[0])
+    # the base's count, counts and digest describe the base alone: the merged dataset's are written, the
+    # digest as ``data.load_parts`` computes it (each file's sha256 and its label, in labels.jsonl's order)
+    h, counts, k = hashlib.sha256(), dict.fromkeys(meta["classes"], 0), 0
+    for n, line in enumerate((dst / "labels.jsonl").read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+                data = (dst / row["file"]).read_bytes()
+                h.update(hashlib.sha256(data).digest())
+                h.update(row["label"].encode())
+            except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+                # the base's row (the samples' are written here): training would refuse it the same way
+                raise DatasetError(
+                    f"the base dataset's labels.jsonl line {n}: not a label row with a readable 'file' and a "
+                    f"'label' ({exc!r}); nothing was written"
+                ) from None
+            counts[row["label"]] = counts.get(row["label"], 0) + 1
+            k += 1
+    meta.update(count=k, counts=counts, digest="sha256:" + h.hexdigest())
     meta["max_megapixels"] = limit
     meta["fleet_export"] = {"model": model, "tenant": tenant}
     meta_file.write_text(yaml.safe_dump(meta, sort_keys=False))

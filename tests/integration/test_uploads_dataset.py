@@ -232,6 +232,46 @@ def test_fleet_samples_of_the_good_class_are_not_marked_defects_whatever_its_nam
     assert sum(1 for r in rows if str(r["id"]).startswith("upload-")) == 2
 
 
+def test_an_export_on_a_base_records_the_merged_datasets_count_classes_and_digest(tmp_path):
+    """The export copied the base's dataset.yaml whole: its count, counts and digest described the base alone,
+    so the merged dataset said it held 22 images of the base's digest while training read 24 of another."""
+    from cloud_trainer.train.images import import_images
+
+    src = tmp_path / "src"
+    for c, n in (("pass", 20), ("Kratzer", 2)):
+        for i in range(n):
+            (src / c).mkdir(parents=True, exist_ok=True)
+            Path(src / c / f"{i}.png").write_bytes(_png(i if c == "pass" else 50 + i))
+    import_images(src, tmp_path / "base", log=lambda m: None)
+    data = tmp_path / "cloud"
+    store, blobs = SQLiteStore(data / "fleet.db"), LocalBlobStore(data / "blobs")
+    shas = [blobs.put_bytes(_png(100 + i)) for i in range(3)]
+    store.ingest(
+        "gw1",
+        [
+            {
+                "seq": i + 1,
+                "kind": "sample",
+                "t": 1.0 + i,
+                "sample_sha256": sha,
+                "sample_ext": ".png",
+                "payload": json.dumps({"model": "part-inspection"}),
+            }
+            for i, sha in enumerate(shas)
+        ],
+    )
+    store.close()
+    labels = write_labels(tmp_path / "l.jsonl", {shas[0]: "pass", shas[1]: "Kratzer", shas[2]: "Kratzer"})
+    export(data, "part-inspection", tmp_path / "ds", base=tmp_path / "base", labels_file=labels)
+    import yaml
+
+    meta = yaml.safe_load((tmp_path / "ds" / "dataset.yaml").read_text())
+    base = yaml.safe_load((tmp_path / "base" / "dataset.yaml").read_text())
+    assert (base["count"], base["counts"]) == (22, {"pass": 20, "Kratzer": 2})
+    assert (meta["count"], meta["counts"]) == (25, {"pass": 21, "Kratzer": 4})
+    assert meta["digest"] == load_parts(tmp_path / "ds").digest != base["digest"]
+
+
 def _png(seed: int) -> bytes:
     import cv2
     import numpy as np
