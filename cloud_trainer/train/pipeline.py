@@ -527,8 +527,21 @@ def _golden_rows(
     for i in first:
         if keep[i] and int(test[i]) not in rows and len(rows) < n // 2:
             rows.append(int(test[i]))
+    # within each class the items the model labels as it first: a golden item taken for a class the model
+    # gets wrong leaves that class no item's top label, which the agent's check then cannot judge
+    right = np.zeros(len(test), dtype=bool)
+    for o in specs or []:
+        out = (ref or {}).get(o.name)
+        if out is not None and o.role.value in ("class_logits", "class_probs") and o.labels:
+            right = np.asarray(out).reshape(len(test), -1).argmax(1) == y[test]
+            break
     by_class = [
-        [int(r) for r in test[keep & (y[test] == c)] if int(r) not in rows]
+        [
+            int(test[i])
+            for want in (right, ~right)
+            for i in np.flatnonzero(keep & (y[test] == c) & want)
+            if int(test[i]) not in rows
+        ]
         for c in sorted(set(y[test].tolist()))
     ]
     while len(rows) < min(n, int(keep.sum())) and any(by_class):
