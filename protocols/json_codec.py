@@ -1013,6 +1013,55 @@ def time_field_hint(payload: bytes | str, mapping: JsonMapping) -> str | None:
     return None
 
 
+# record keys gateways give a record's quality under (Kepware "q", Siemens "qc", OPC UA "StatusCode", ...)
+_QUALITY_NAMES = frozenset(
+    {"q", "qc", "quality", "qualitycode", "quality_code", "status", "statuscode", "status_code", "sc"}
+)
+
+
+def records_field_hint(payload: bytes | str, mapping: JsonMapping) -> str | None:
+    """For a records message: the setting that reads its records' quality (or time), when its first record
+    has no ``records.quality`` (``records.timestamp``) key but one named like a quality (a time) beside
+    it: such records were all read GOOD (stamped with the message's time), silently. None otherwise (and
+    for a setting that is null: no quality or time read, chosen).
+    Costs a parse: call it once per topic, not per message."""
+    rec = mapping.records
+    if rec is None:
+        return None
+    try:
+        raw = _parse(payload)
+    except CodecError:
+        return None
+    if rec.array:
+        items = _get(raw, rec.array) if type(raw) is dict else None
+    else:
+        items = raw
+    if type(items) is not list or not items or type(items[0]) is not dict:
+        return None
+    first = items[0]
+    said = []
+    if rec.quality is not None and rec.quality not in first:  # null: the mapping reads no quality, chosen
+        names = [k for k in first if k != rec.value and k.lower() in _QUALITY_NAMES]
+        if names:
+            said.append(
+                f"records hold no {rec.quality!r} (records.quality) but {names[0]!r}, read as no quality: every "
+                f"record is GOOD; set json_mapping.records.quality: {names[0]}"
+            )
+    if rec.timestamp is not None and rec.timestamp not in first:
+        names = [
+            k
+            for k in first
+            if k not in (rec.value, rec.name)
+            and (k.lower() in _TIME_NAMES or any(w in k.lower() for w in _TIME_WORDS))
+        ]
+        if names:
+            said.append(
+                f"records hold no {rec.timestamp!r} (records.timestamp) but {names[0]!r}, not read: each record "
+                f"gets the message's time; set json_mapping.records.timestamp: {names[0]}"
+            )
+    return "; ".join(said) or None
+
+
 def _timestamp_reader(mapping: JsonMapping) -> Callable[[dict, float], float]:
     name = mapping.timestamp_field
     if name is None or "." in name or mapping.timestamp_format is not TimestampFormat.EPOCH_S:

@@ -37,6 +37,8 @@ Routine or silent events go to ``notices`` instead (one WARNING on the first, th
 on ``/status``): ``no_numeric_field`` (a JSON message, read for every numeric field, that gave no reading:
 numbers sent as text, say), ``time_field_unread`` (a topic's first message without its ``timestamp_field``,
 whose readings got the receive time, holds a field named and valued like a time: the setting to read it),
+``records_field_unread`` (a topic's first records message whose records hold no ``records.quality`` or
+``records.timestamp`` key but one named like it: every record was read GOOD or at the message's time),
 ``data_before_birth`` (normal after the host starts; a rebirth is asked),
 ``historical`` (Sparkplug values a node sent late, not used), ``retained`` and
 ``retained_skipped`` (a retained message, the broker's stored value of unknown age: quality
@@ -1985,6 +1987,9 @@ def json_decoder(src: MqttSource, sub: Subscription):
     # topic is looked at for a field that holds its time under another name (a device's "time": it was read
     # as a tag, and every reading stamped on arrival, silently)
     hinted: set[str] | None = None if records or m.timestamp_field is None else set()
+    # a records message's first one on each topic is looked at for a quality (or time) under another key than
+    # the mapping's: every record was read GOOD (or at the message's time), silently
+    hinted_records: set[str] | None = set() if records else None
 
     def run(topic: str, payload: bytes, received_at: float) -> list[Reading]:
         kept[0] = False
@@ -1995,6 +2000,12 @@ def json_decoder(src: MqttSource, sub: Subscription):
                 hint = json_codec.time_field_hint(payload, mapping)
                 if hint is not None:
                     src._notice("time_field_unread", f"topic {topic!r}: {hint}")
+        if hinted_records is not None and got and topic not in hinted_records:
+            if len(hinted_records) < 10_000:  # bounded: topics come from the outside world
+                hinted_records.add(topic)
+                hint = json_codec.records_field_hint(payload, mapping)
+                if hint is not None:
+                    src._notice("records_field_unread", f"topic {topic!r}: {hint}")
         if not got and every_number and not json_codec.empty_batch(payload):  # [], [ ]: nothing unread
             # nothing to read, and nothing said: a device (or a firmware update) that sends its numbers as
             # text ({"temp": "21.5"}) looked like a source that had stopped

@@ -476,6 +476,42 @@ async def test_a_time_field_not_named_ts_is_said_once_naming_the_setting(mosquit
     )
 
 
+async def test_a_records_quality_or_time_under_another_key_is_said_once_naming_the_setting(mosquitto):
+    """A records mapping that names only each record's id and value reads its quality from "q" and its time
+    from "t": a gateway whose records carry "quality" (or "StatusCode") and "timestamp" had every record read
+    GOOD at the message's time, its BAD values passed on as good, silently. The topic's first such message
+    now gives the records_field_unread notice naming the keys and the settings; readings are unchanged."""
+    t0 = round(time.time()) - 30
+    subs = [
+        {"topic": "gw/#", "json_mapping": {"records": {"array": "values", "name": "id", "value": "v"}}},
+        {"topic": "ok/#", "json_mapping": {"records": {"array": "values", "name": "id", "value": "v"}}},
+    ]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    bad = {"id": "P1", "v": 3.5, "quality": "Bad", "timestamp": t0 * 1000}
+    try:
+        for _ in range(2):  # said once per topic
+            pub.publish("gw/line1", json.dumps({"ts": t0, "values": [bad, {"id": "P2", "v": 1.0}]}), qos=1)
+        pub.publish("ok/line1", json.dumps({"ts": t0, "values": [{"id": "P3", "v": 2.0, "q": 192}]}), qos=1)
+        got = await collect(src, lambda g: any(r.tag == "ok/line1/P3" for r in g) and len(g) >= 5)
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    # read as before, every record GOOD: the notice changes no reading
+    assert {(r.tag, r.quality.value) for r in got} == {
+        ("gw/line1/P1", "good"),
+        ("gw/line1/P2", "good"),
+        ("ok/line1/P3", "good"),
+    }
+    unread = src.notices.status()["records_field_unread"]
+    assert unread["count"] == 1  # gw/line1 once; ok/line1's records hold their quality under "q"
+    assert unread["message"].endswith(
+        "topic 'gw/line1': records hold no 'q' (records.quality) but 'quality', read as no quality: every "
+        "record is GOOD; set json_mapping.records.quality: quality; records hold no 't' (records.timestamp) but "
+        "'timestamp', not read: each record gets the message's time; set json_mapping.records.timestamp: timestamp"
+    )
+
+
 def test_unquoted_on_off_state_keys_are_refused_naming_the_file_and_the_quotes(tmp_path):
     """YAML reads ON, OFF, yes, no, true and false without quotes as true/false: `states: {ON: 1, OFF: 0}`
     would have lost the texts. Refused by validate, naming the file, the path and the fix."""
