@@ -89,7 +89,8 @@ class RecordsMapping:
     (Kepware IoT Gateway: ``{"timestamp": ms, "values": [{"id", "v", "q", "t"}]}``; Siemens Industrial
     Edge: ``{"vals": [{"id", "val", "qc", "ts"}]}``; a template's bare array ``[{...}, ...]``).
     ``array``: the path of the array ("" = the payload is the array); ``name``/``value``: each record's
-    tag name and value; ``timestamp``: the record's time (the mapping's ``timestamp_format``; absent or
+    tag name and value (each of a record's four fields a key or a dotted path in it: Azure OPC Publisher's
+    ``Value.Value``, ``Value.SourceTimestamp``, ``Value.StatusCode``); ``timestamp``: the record's time (the mapping's ``timestamp_format``; absent or
     null: the message's ``timestamp_field``, else the receive time); ``quality``: optional, true/false,
     "good"/"uncertain"/"bad" (any case, as a prefix), or a number: 0-3 as Siemens' qc (0 bad,
     1 uncertain, 2-3 good), else OPC DA's quality bits (192+ good, 64-191 uncertain, below bad); a negative
@@ -787,6 +788,11 @@ def _records_decoder(
     )
     report = on_error or (lambda reason, detail: None)
     quality_of = QUALITY_FORMATS[rec.quality_format]
+    # a field given as a dotted path (Azure OPC Publisher's {"Value": {"Value", "SourceTimestamp",
+    # "StatusCode"}}): each record is first flattened to its four fields, keyed by the paths, so the
+    # common case (plain keys) reads as before
+    fields = [k for k in (rec.name, rec.value, rec.timestamp, rec.quality) if k is not None]
+    dotted = fields if any("." in k for k in fields) else None
 
     def run(payload: bytes | str, now: float = 0.0) -> list[tuple]:
         if rec.array:
@@ -811,6 +817,8 @@ def _records_decoder(
                     raise CodecError(
                         "wrong_type", f"record {i} is a JSON {type(r).__name__}; expected an object"
                     )
+                if dotted is not None:
+                    r = {k: x for k in dotted if (x := _get(r, k)) is not _MISSING}
                 name = r.get(rec.name)
                 if not isinstance(name, str) or not name:
                     raise CodecError("missing_field", f"record {i} has no text {rec.name!r} (the tag name)")
@@ -1040,14 +1048,16 @@ def records_field_hint(payload: bytes | str, mapping: JsonMapping) -> str | None
         return None
     first = items[0]
     said = []
-    if rec.quality is not None and rec.quality not in first:  # null: the mapping reads no quality, chosen
+    if (
+        rec.quality is not None and _get(first, rec.quality) is _MISSING
+    ):  # null: the mapping reads no quality, chosen
         names = [k for k in first if k != rec.value and k.lower() in _QUALITY_NAMES]
         if names:
             said.append(
                 f"records hold no {rec.quality!r} (records.quality) but {names[0]!r}, read as no quality: every "
                 f"record is GOOD; set json_mapping.records.quality: {names[0]}"
             )
-    if rec.timestamp is not None and rec.timestamp not in first:
+    if rec.timestamp is not None and _get(first, rec.timestamp) is _MISSING:
         names = [
             k
             for k in first

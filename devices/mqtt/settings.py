@@ -52,8 +52,10 @@ class RecordsSettings(_Model):
     template is the default: ``{"timestamp": ms, "values": [{"id", "v", "q", "t"}]}``)."""
 
     array: str = Field("values", description="path of the array of records; empty: the payload is the array")
-    name: str = Field("id", description="each record's tag name")
-    value: str = Field("v", description="each record's value")
+    name: str = Field("id", description="each record's tag name (a key, or a dotted path in the record)")
+    value: str = Field(
+        "v", description="each record's value (a key, or a dotted path: Azure OPC Publisher's Value.Value)"
+    )
     timestamp: str | None = Field(
         "t", description="each record's time (timestamp_format); null: the message's"
     )

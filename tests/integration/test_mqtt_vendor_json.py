@@ -512,6 +512,63 @@ async def test_a_records_quality_or_time_under_another_key_is_said_once_naming_t
     )
 
 
+async def test_azure_opc_publisher_samples_are_read_with_dotted_paths_to_each_records_fields(mosquitto):
+    """Azure IoT Edge's OPC Publisher sends each sample as a record whose value, time and status sit inside
+    an object ({"DisplayName", "Value": {"Value", "SourceTimestamp", "StatusCode"}}); a record's fields were
+    keys only, so no mapping could read them (every record: missing_field). Each field may now be a dotted path."""
+    from datetime import UTC, datetime
+
+    t0 = round(time.time()) - 30
+    iso = datetime.fromtimestamp(t0, UTC).strftime("%Y-%m-%dT%H:%M:%S.250Z")
+    records = {
+        "array": "",
+        "name": "DisplayName",
+        "value": "Value.Value",
+        "timestamp": "Value.SourceTimestamp",
+        "quality": "Value.StatusCode",
+        "quality_format": "opcua",
+    }
+    subs = [
+        {
+            "topic": "opcpublisher/#",
+            "json_mapping": {"records": records, "timestamp_field": None, "timestamp_format": "iso8601"},
+        }
+    ]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    plc = "nsu=http://microsoft.com/Opc/OpcPlc/;s="
+    samples = [
+        {
+            "NodeId": plc + "SlowUInt1",
+            "ApplicationUri": "urn:OpcPlc:opcplc",
+            "DisplayName": "SlowUInt1",
+            "Value": {"Value": 10897, "SourceTimestamp": iso},  # Good: the StatusCode left out
+        },
+        {
+            "NodeId": plc + "Pressure",
+            "ApplicationUri": "urn:OpcPlc:opcplc",
+            "DisplayName": "Pressure",
+            "Value": {
+                "Value": 1.25,
+                "SourceTimestamp": iso,
+                "StatusCode": {"Code": 2156527616, "Symbol": "BadNotConnected"},
+            },
+        },
+        {"NodeId": plc + "Broken", "DisplayName": "Broken", "Value": {"SourceTimestamp": iso}},  # no value
+    ]
+    try:
+        pub.publish("opcpublisher/messages", json.dumps(samples), qos=1)
+        got = await collect(src, lambda g: len(g) >= 2)
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert sorted((r.tag, r.value, r.quality.value, r.timestamp) for r in got) == [
+        ("opcpublisher/messages/Pressure", 1.25, "bad", t0 + 0.25),
+        ("opcpublisher/messages/SlowUInt1", 10897, "good", t0 + 0.25),
+    ]
+    assert src.stats.errors_by_reason == {"missing_field": 1}  # the record without its value, counted, skipped
+
+
 def test_unquoted_on_off_state_keys_are_refused_naming_the_file_and_the_quotes(tmp_path):
     """YAML reads ON, OFF, yes, no, true and false without quotes as true/false: `states: {ON: 1, OFF: 0}`
     would have lost the texts. Refused by validate, naming the file, the path and the fix."""
