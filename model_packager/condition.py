@@ -169,6 +169,7 @@ NEAR_MAINS_HZ = 2.5  # a shaft this close to mains shares its lines with the hum
 LINE_RATIO = 3.0  # a spectral line: at least this many times the median amplitude within 25 Hz
 HUM_LIKE_WEIGHT = 0.3  # a near-mains series with a hum's pattern counts this much against a shaft elsewhere
 LONE_RATIO = 0.1  # a 1x this much weaker than the lines near mains is no shaft's (side lobes, noise)
+NO_1X_RATIO = 0.1  # a 1x this much weaker than its 2x line is no shaft's: the shaft is at 2 f0
 
 
 def _harmonic_score(white: np.ndarray, cands: np.ndarray, df: float) -> np.ndarray:
@@ -203,8 +204,8 @@ def estimate_speed_hz(x: np.ndarray, fs: float, lo_hz: float = 5.0, hi_hz: float
     """Shaft speed from the spectrum: the fundamental whose harmonics 1x..4x carry the most
     (whitened) energy, searched between lo_hz and hi_hz. ``x`` is one window or several (2-D, their
     power spectra averaged: steadier). Mains hum (50/60 Hz and harmonics) is set aside, unless the
-    lines near a mains frequency look like a shaft's and nothing elsewhere does (``_near_mains``).
-    A speed tag is better when there is one."""
+    lines near a mains frequency look like a shaft's and nothing elsewhere does (``_near_mains``); a
+    pick whose 1x is no line beside its 2x is doubled (``_no_1x``). A speed tag is better when there is one."""
     xs = np.atleast_2d(np.asarray(x, dtype=np.float64))
     specs = [_spectrum(row, pad=8) for row in xs]
     nfft = specs[0][1]
@@ -234,6 +235,7 @@ def estimate_speed_hz(x: np.ndarray, fs: float, lo_hz: float = 5.0, hi_hz: float
     ):
         f0 *= 2  # a subharmonic: its odd harmonics (1x, 3x) are empty, so the shaft is at 2 f0
     f0 = _near_mains(f0, raw, mag, cands, df, res)
+    f0 = _no_1x(f0, mag, df, res, hi_hz)
     # refine on the 1x peak
     b = int(round(f0 / df))
     lo, hi = max(1, b - 2), min(len(mag) - 2, b + 2)
@@ -242,6 +244,34 @@ def estimate_speed_hz(x: np.ndarray, fs: float, lo_hz: float = 5.0, hi_hz: float
     den = a - 2 * bb + c
     delta = 0.5 * (a - c) / den if den != 0 else 0.0
     return float((j + np.clip(delta, -0.5, 0.5)) * df)
+
+
+def _prominent(mag: np.ndarray, fr: float, df: float, res: float) -> tuple[float, float]:
+    """The amplitude spectrum's peak within two bins of ``fr``, and that peak over the median within 25 Hz
+    outside the window's main lobe (+-2.5 resolutions: a strong line's own lobe does not raise its floor)."""
+    b = int(round(fr / df))
+    if b < 1 or b + 3 > len(mag):
+        return 0.0, 0.0
+    peak = float(mag[max(0, b - 2) : b + 3].max())
+    g, w = int(2.5 * res / df), int(max(25.0, 5 * res) / df)
+    ring = np.concatenate([mag[max(1, b - w) : max(1, b - g)], mag[b + g + 1 : b + w + 1]])
+    return peak, (peak / (float(np.median(ring)) + 1e-18) if ring.size else 0.0)
+
+
+def _no_1x(f0: float, mag: np.ndarray, df: float, res: float, hi_hz: float) -> float:
+    """``f0``, or twice it when its 1x is no line next to its 2x, judged on the amplitude spectrum.
+
+    The search scores a whitened (log, running-median) spectrum, where a strong low-frequency 1x counts
+    little: its own lobe (+-2 resolutions, 10 Hz in a 0.2-s window) raises its floor, while the noise
+    near 0 Hz, whitened against the spectrum's edge, looks like lines. So a 4-pole motor (24-25 Hz) was
+    found at half its speed, where nothing turns. A pick whose 1x is under NO_1X_RATIO of its 2x line
+    (a line: LINE_RATIO over the median outside its lobe) is no shaft's: the shaft is at 2 f0."""
+    one = _prominent(mag, f0, df, res)[0]
+    if 2 * f0 <= hi_hz:
+        two, p2 = _prominent(mag, 2 * f0, df, res)
+        if p2 >= LINE_RATIO and one < NO_1X_RATIO * two:
+            return 2 * f0
+    return f0
 
 
 def _near_mains(
