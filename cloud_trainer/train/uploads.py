@@ -280,6 +280,13 @@ def _write(
         shutil.copytree(base, dst, dirs_exist_ok=True)
     (dst / "images").mkdir(parents=True, exist_ok=True)
     exported = no_blob = refused = 0
+    # a base whose last row has no newline (written with "\n".join, as training reads it): the first sample's
+    # row appended after it made one line of two, refused as the base's
+    with open(dst / "labels.jsonl", "a+b") as f:
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
     with open(dst / "labels.jsonl", "a") as f:
         for s in rows:
             try:

@@ -196,20 +196,20 @@ def test_an_export_reads_one_tenants_samples_and_refuses_another_tenants_labels(
         export(data, "part-inspection", tmp_path / "y", tenant="../beta")
 
 
-def test_fleet_samples_of_the_good_class_are_not_marked_defects_whatever_its_name(tmp_path):
-    """The export marked every sample whose label was not "ok" as a defect: on top of a user's dataset whose
-    good class is "pass", every good part uploaded from the line was a defect in labels.jsonl."""
+def _base_and_uploads(tmp_path: Path, n: int) -> tuple[Path, list[str]]:
+    """A user's dataset of classes "pass" (20) and "Kratzer" (2) imported into ``tmp_path/base``, and a cloud
+    data folder holding ``n`` PNG samples of part-inspection uploaded by gw1: (cloud data, their digests)."""
     from cloud_trainer.train.images import import_images
 
     src = tmp_path / "src"
-    for c, n in (("pass", 20), ("Kratzer", 2)):
-        for i in range(n):
+    for c, k in (("pass", 20), ("Kratzer", 2)):
+        for i in range(k):
             (src / c).mkdir(parents=True, exist_ok=True)
             Path(src / c / f"{i}.png").write_bytes(_png(i if c == "pass" else 50 + i))  # each its own image
-    import_images(src, tmp_path / "base")
+    import_images(src, tmp_path / "base", log=lambda m: None)
     data = tmp_path / "cloud"
     store, blobs = SQLiteStore(data / "fleet.db"), LocalBlobStore(data / "blobs")
-    shas = [blobs.put_bytes(_png(100 + i)) for i in range(2)]
+    shas = [blobs.put_bytes(_png(100 + i)) for i in range(n)]
     store.ingest(
         "gw1",
         [
@@ -225,6 +225,13 @@ def test_fleet_samples_of_the_good_class_are_not_marked_defects_whatever_its_nam
         ],
     )
     store.close()
+    return data, shas
+
+
+def test_fleet_samples_of_the_good_class_are_not_marked_defects_whatever_its_name(tmp_path):
+    """The export marked every sample whose label was not "ok" as a defect: on top of a user's dataset whose
+    good class is "pass", every good part uploaded from the line was a defect in labels.jsonl."""
+    data, shas = _base_and_uploads(tmp_path, 2)
     labels = write_labels(tmp_path / "l.jsonl", {shas[0]: "pass", shas[1]: "Kratzer"})
     export(data, "part-inspection", tmp_path / "ds", base=tmp_path / "base", labels_file=labels)
     rows = [json.loads(x) for x in (tmp_path / "ds" / "labels.jsonl").read_text().splitlines()]
@@ -235,32 +242,7 @@ def test_fleet_samples_of_the_good_class_are_not_marked_defects_whatever_its_nam
 def test_an_export_on_a_base_records_the_merged_datasets_count_classes_and_digest(tmp_path):
     """The export copied the base's dataset.yaml whole: its count, counts and digest described the base alone,
     so the merged dataset said it held 22 images of the base's digest while training read 24 of another."""
-    from cloud_trainer.train.images import import_images
-
-    src = tmp_path / "src"
-    for c, n in (("pass", 20), ("Kratzer", 2)):
-        for i in range(n):
-            (src / c).mkdir(parents=True, exist_ok=True)
-            Path(src / c / f"{i}.png").write_bytes(_png(i if c == "pass" else 50 + i))
-    import_images(src, tmp_path / "base", log=lambda m: None)
-    data = tmp_path / "cloud"
-    store, blobs = SQLiteStore(data / "fleet.db"), LocalBlobStore(data / "blobs")
-    shas = [blobs.put_bytes(_png(100 + i)) for i in range(3)]
-    store.ingest(
-        "gw1",
-        [
-            {
-                "seq": i + 1,
-                "kind": "sample",
-                "t": 1.0 + i,
-                "sample_sha256": sha,
-                "sample_ext": ".png",
-                "payload": json.dumps({"model": "part-inspection"}),
-            }
-            for i, sha in enumerate(shas)
-        ],
-    )
-    store.close()
+    data, shas = _base_and_uploads(tmp_path, 3)
     labels = write_labels(tmp_path / "l.jsonl", {shas[0]: "pass", shas[1]: "Kratzer", shas[2]: "Kratzer"})
     export(data, "part-inspection", tmp_path / "ds", base=tmp_path / "base", labels_file=labels)
     import yaml
@@ -270,6 +252,20 @@ def test_an_export_on_a_base_records_the_merged_datasets_count_classes_and_diges
     assert (base["count"], base["counts"]) == (22, {"pass": 20, "Kratzer": 2})
     assert (meta["count"], meta["counts"]) == (25, {"pass": 21, "Kratzer": 4})
     assert meta["digest"] == load_parts(tmp_path / "ds").digest != base["digest"]
+
+
+def test_an_export_on_a_base_whose_last_label_row_has_no_newline_takes_the_base_whole(tmp_path):
+    """A base's labels.jsonl written with "\\n".join (no newline after its last row), which training reads, had
+    the first sample's row appended to its last line: the export refused the good base as having a broken
+    row (before it recorded counts, training refused the merged dataset). The rows now each stay a line."""
+    data, shas = _base_and_uploads(tmp_path, 2)
+    base_labels = tmp_path / "base" / "labels.jsonl"
+    base_labels.write_text(base_labels.read_text().rstrip("\n"))
+    assert len(load_parts(tmp_path / "base").images) == 22  # a good dataset as it is
+    labels = write_labels(tmp_path / "l.jsonl", {shas[0]: "pass", shas[1]: "Kratzer"})
+    res = export(data, "part-inspection", tmp_path / "ds", base=tmp_path / "base", labels_file=labels)
+    assert res["exported"] == 2
+    assert len(load_parts(tmp_path / "ds").images) == 24
 
 
 def _png(seed: int) -> bytes:
