@@ -29,6 +29,8 @@ by default, a JSON true/false stays a bool (a mapped field's reading) or is not 
 ``time_field_hint`` names a field that looks like the message's time when ``timestamp_field`` is not in it.
 A payload that is an array of objects is a batch of messages (a gateway's buffered samples): each object
 is read as one, with its own time; a bad one is reported and skipped (``on_record_error``), or raised.
+``JsonMapping.opcua_pubsub`` reads OPC UA PubSub JSON messages (Part 14): every field of every DataSetMessage's
+Payload, with its own time and StatusCode (``PubsubMapping``); ua-metadata gives nothing.
 Limits: no JSONPath beyond dotted keys.
 
 Outgoing: ``dumps`` writes what strict JSON parsers accept (browsers, Node-RED, Jackson, Go, PostgreSQL's
@@ -111,9 +113,31 @@ class RecordsMapping:
     quality_format: str = "auto"  # one of QUALITY_FORMATS
 
 
+@dataclass(frozen=True)
+class PubsubMapping:
+    """OPC UA PubSub JSON messages (Part 14, 7.2.5): NetworkMessages ``{"MessageType": "ua-data",
+    "PublisherId", "Messages": [DataSetMessage, ...]}``, a DataSetMessage alone (``{"DataSetWriterId",
+    "Timestamp", "Status", "Payload": {...}}``), an array of either, or a DataSetMessage without its header
+    (the Payload object itself). Each field of a Payload (an object keyed by field name) is one reading: a
+    bare value (the non-reversible encoding), a Variant (reversible: ``{"Type": 11, "Body": 21.5}``; 1.05's
+    verbose ``{"UaType": 11, "Value": 21.5}``) or a DataValue (``{"Value", "SourceTimestamp",
+    "StatusCode"}``, its Value a bare value or a Variant). A field's time: its SourceTimestamp, else its
+    DataSetMessage's Timestamp, else the receive time; its quality: its StatusCode (an OPC UA StatusCode,
+    a number or Part 6's ``{"Code", "Symbol"}``), else its DataSetMessage's Status, else good. ``ua-metadata``
+    (and every other ``ua-`` message type: keep-alives, status, discovery) gives no reading and no error.
+    ``tag``: the tag of a field, a template of ``{field}``, ``{writer}`` (the DataSetWriterId, else the
+    DataSetWriterName) and ``{publisher}`` (the PublisherId)."""
+
+    tag: str = "{field}"
+
+
+PUBSUB_PLACEHOLDERS = ("field", "writer", "publisher")
+
+
 @dataclass
 class JsonMapping:
     records: RecordsMapping | None = None  # tags as an array of records instead of fields
+    opcua_pubsub: PubsubMapping | None = None  # OPC UA PubSub JSON (Part 14) instead of fields
     values: dict[str, str] = field(default_factory=dict)  # field path -> tag name
     timestamp_field: str | None = "ts"
     timestamp_format: TimestampFormat = TimestampFormat.EPOCH_S
@@ -448,6 +472,8 @@ def compile_decoder(
     keep = on_record_error if keep_non_finite else None
     if mapping.records is not None:
         return _records_decoder(mapping, on_record_error, keep)
+    if mapping.opcua_pubsub is not None:
+        return _pubsub_decoder(mapping, on_record_error, keep)
     ts_of = _timestamp_reader(mapping)
     p = mapping.tag_prefix
     report = on_record_error
@@ -848,6 +874,185 @@ def _records_decoder(
         return out
 
     return run
+
+
+_PUBSUB_HEADER = frozenset({"Messages", "Payload", "MessageType"})  # a message with none: a bare Payload
+
+
+def _pubsub_decoder(
+    mapping: JsonMapping,
+    on_error: Callable[[str, str], None] | None,
+    keep: Callable[[str, str], None] | None = None,
+) -> Callable[[bytes | str, float], list[tuple]]:
+    """The readings of OPC UA PubSub JSON messages (``PubsubMapping``), as the records decoder's tuples
+    ``(tag, value, timestamp_s, None, quality)``; a bad field or DataSetMessage is reported and skipped."""
+    pm = mapping.opcua_pubsub
+    assert pm is not None
+    p = mapping.tag_prefix
+    conv = _converter(mapping)
+    at = JsonMapping(timestamp_field="t", timestamp_format=TimestampFormat.ISO8601, timezone=mapping.timezone)
+    report = on_error or (lambda reason, detail: None)
+    template = pm.tag
+    plain = template == "{field}"
+    needs_writer, needs_publisher = "{writer}" in template, "{publisher}" in template
+    around = template.split("{field}", 1)  # the text before and after the field's name (one, validated)
+    if len(around) == 1:
+        around.append("")
+
+    def time_of(v: Any, what: str, default: float) -> float:
+        if v is None or (type(v) is str and v.startswith("0001-01-01")):  # Part 6: MinDateTime is no time
+            return default
+        try:
+            return _timestamp({"t": v}, at, default)
+        except CodecError as e:
+            raise CodecError(e.reason, f"{what}: {e.detail}") from None
+
+    def quality_of(q: Any, what: str) -> str:
+        got = _quality_opcua(q)
+        if got is None:
+            raise CodecError("wrong_type", f"{what}: StatusCode {str(q)[:40]!r} is no OPC UA StatusCode")
+        return got
+
+    def dataset(msg: Any, where: str, publisher: Any, now: float, out: list[tuple]) -> None:
+        if type(msg) is not dict:
+            raise CodecError("wrong_type", f"{where} is a JSON {_json_name(msg)}; expected an object")
+        kind = msg.get("MessageType")
+        if type(kind) is str and kind.startswith("ua-") and kind not in _PUBSUB_DATA:
+            return  # a keep-alive, an event's notice or metadata: no reading, no error
+        if "Payload" in msg:
+            payload = msg["Payload"]
+            ts = time_of(msg.get("Timestamp"), f"{where} Timestamp", now)
+            status = msg.get("Status")
+            quality = "good" if status is None else quality_of(status, f"{where} Status")
+        elif _DSM_HEADER.isdisjoint(msg):  # no DataSetMessage header: the object is the Payload
+            payload, ts, quality = msg, now, "good"
+        else:
+            raise CodecError("missing_field", f"{where} has no Payload")
+        if type(payload) is not dict:
+            raise CodecError(
+                "wrong_type", f"{where} Payload is a JSON {_json_name(payload)}; expected an object"
+            )
+        if plain:
+            prefix, suffix = p, ""
+        else:
+            writer = msg.get("DataSetWriterId", msg.get("DataSetWriterName"))
+            publisher = msg.get("PublisherId", publisher)
+            if needs_writer and (writer is None or type(writer) is bool or type(writer) not in (int, str)):
+                raise CodecError(
+                    "missing_field",
+                    f"{where} has no DataSetWriterId (nor DataSetWriterName), which json_mapping.opcua_pubsub.tag "
+                    f"{template!r} names",
+                )
+            if needs_publisher and (publisher is None or type(publisher) not in (int, str)):
+                raise CodecError(
+                    "missing_field",
+                    f"{where} has no PublisherId (nor its NetworkMessage), which json_mapping.opcua_pubsub.tag "
+                    f"{template!r} names",
+                )
+            prefix, suffix = (
+                x.replace("{publisher}", str(publisher)).replace("{writer}", str(writer)) for x in around
+            )
+            prefix = p + prefix
+        if len(out) + len(payload) > MAX_VALUES:
+            raise _too_many(f"over {MAX_VALUES} fields")
+        for name, f in payload.items():
+            try:
+                path = f"field {name!r}"
+                t, q = ts, quality
+                if type(f) is dict:
+                    if "Type" in f or "UaType" in f:  # a Variant alone (reversible encoding)
+                        v = _variant(f, path)
+                    else:  # a DataValue: Value (a Variant or a bare value), SourceTimestamp, StatusCode
+                        if "StatusCode" in f:
+                            q = quality_of(f["StatusCode"], path)
+                        if f.get("Value") is None:
+                            raise CodecError(
+                                "missing_field",
+                                f"{path} has no Value" + (f" (StatusCode {q})" if q != "good" else ""),
+                            )
+                        v = f["Value"]
+                        if type(v) is dict and ("Type" in v or "UaType" in v):
+                            v = _variant(v, path)
+                        t = time_of(f.get("SourceTimestamp"), f"{path} SourceTimestamp", ts)
+                elif f is None:
+                    raise CodecError("missing_field", f"{path} is null (no value)")
+                else:
+                    v = f
+                v = _value(name, conv(name, v), keep)
+                if keep is not None and not _all_finite(v):
+                    q = "bad"
+            except CodecError as e:
+                report(e.reason, f"{where}: {e.detail}")
+                continue
+            out.append((prefix + name + suffix, v, t, None, q))
+
+    def network(msg: Any, where: str, now: float, out: list[tuple]) -> None:
+        if type(msg) is dict and "Messages" in msg:
+            kind = msg.get("MessageType")
+            if kind is not None and kind not in _PUBSUB_DATA:
+                if type(kind) is str and kind.startswith("ua-"):
+                    return  # ua-metadata, ua-status, discovery: describe the publisher, no readings
+                raise CodecError("wrong_type", f"{where} MessageType {str(kind)[:40]!r}; expected 'ua-data'")
+            msgs = msg["Messages"]
+            if type(msgs) is dict:  # a single DataSetMessage not in an array (some publishers)
+                msgs = [msgs]
+            if type(msgs) is not list:
+                raise CodecError(
+                    "wrong_type", f"{where} Messages is a JSON {_json_name(msgs)}; expected an array"
+                )
+            if len(msgs) > MAX_VALUES:
+                raise _too_many(f"{len(msgs)} DataSetMessages")
+            publisher = msg.get("PublisherId")
+            for i, m in enumerate(msgs):
+                try:
+                    dataset(m, f"{where} DataSetMessage {i}".lstrip(), publisher, now, out)
+                except CodecError as e:
+                    if e.reason == "too_many_values":
+                        raise
+                    report(e.reason, e.detail)
+            return
+        if type(msg) is dict:
+            kind = msg.get("MessageType")
+            if type(kind) is str and kind.startswith("ua-") and kind not in _PUBSUB_DATA:
+                return
+        dataset(msg, where or "DataSetMessage", None, now, out)
+
+    def run(payload: bytes | str, now: float = 0.0) -> list[tuple]:
+        raw = _parse(payload)
+        out: list[tuple] = []
+        if type(raw) is list:  # NetworkMessages or DataSetMessages, batched
+            if len(raw) > MAX_VALUES:
+                raise _too_many(f"{len(raw)} messages")
+            for i, m in enumerate(raw):
+                try:
+                    network(m, f"message {i}", now, out)
+                except CodecError as e:
+                    if e.reason == "too_many_values":
+                        raise
+                    report(e.reason, e.detail)
+            return out
+        if type(raw) is not dict:
+            raise _not_object(raw, payload)
+        network(raw, "", now, out)
+        return out
+
+    return run
+
+
+_PUBSUB_DATA = frozenset({"ua-data", "ua-keyframe", "ua-deltaframe", "ua-event"})
+# a DataSetMessage's header fields: an object holding one but no Payload is no bare Payload
+_DSM_HEADER = frozenset(
+    {"DataSetWriterId", "DataSetWriterName", "SequenceNumber", "MetaDataVersion", "MessageType"}
+)
+
+
+def _variant(v: dict, path: str) -> Any:
+    """The value of a Variant in the reversible JSON encoding: ``{"Type": 11, "Body": 21.5}`` (1.04), or
+    ``{"UaType": 11, "Value": 21.5}`` (1.05 verbose); an absent Body is a null value."""
+    body = v.get("Body", v.get("Value")) if "Type" in v else v.get("Value")
+    if body is None:
+        raise CodecError("missing_field", f"{path} is a Variant without a Body (null)")
+    return body
 
 
 def _rate_reader(field: str | None) -> Callable[[dict], float | None] | None:

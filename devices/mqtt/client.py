@@ -1957,6 +1957,9 @@ def json_decoder(src: MqttSource, sub: Subscription):
     m = sub.json_mapping
     mapping = json_codec.JsonMapping(
         records=None if m.records is None else json_codec.RecordsMapping(**m.records.model_dump()),
+        opcua_pubsub=None
+        if m.opcua_pubsub is None
+        else json_codec.PubsubMapping(**m.opcua_pubsub.model_dump()),
         values=dict(m.values),
         timestamp_field=m.timestamp_field,
         timestamp_format=json_codec.TimestampFormat(m.timestamp_format.value),
@@ -1980,16 +1983,17 @@ def json_decoder(src: MqttSource, sub: Subscription):
         json_codec.compile_decoder(mapping, rates=True, on_record_error=on_error, keep_non_finite=keep),
         m.tag_prefix_topic,
     )
-    every_number = m.records is None and not m.values
-    # the records decoder states each record's quality (bad for a kept non-finite value) itself
-    records, json_readings, record_readings = m.records is not None, src._json_readings, src._record_readings
+    every_number = m.records is None and m.opcua_pubsub is None and not m.values
+    # the records (and OPC UA PubSub) decoder states each record's quality (bad for a kept non-finite value)
+    records = m.records is not None or m.opcua_pubsub is not None
+    json_readings, record_readings = src._json_readings, src._record_readings
     # a message without its timestamp_field whose readings so got the receive time: its first message on each
     # topic is looked at for a field that holds its time under another name (a device's "time": it was read
     # as a tag, and every reading stamped on arrival, silently)
     hinted: set[str] | None = None if records or m.timestamp_field is None else set()
     # a records message's first one on each topic is looked at for a quality (or time) under another key than
     # the mapping's: every record was read GOOD (or at the message's time), silently
-    hinted_records: set[str] | None = set() if records else None
+    hinted_records: set[str] | None = set() if m.records is not None else None
 
     def run(topic: str, payload: bytes, received_at: float) -> list[Reading]:
         kept[0] = False

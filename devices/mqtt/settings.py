@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from protocols.json_codec import state_key
+from protocols.json_codec import PUBSUB_PLACEHOLDERS, state_key
 
 
 class Protocol(enum.StrEnum):
@@ -76,6 +77,32 @@ class RecordsSettings(_Model):
     )
 
 
+class OpcuaPubsubSettings(_Model):
+    """OPC UA PubSub JSON messages (Part 14) over MQTT: NetworkMessages, DataSetMessages alone or their bare
+    Payload; each field of each DataSetMessage is a reading with its own time and quality."""
+
+    tag: str = Field(
+        "{field}",
+        description="each field's tag: a template of {field} (the field's name in the Payload, once), {writer} "
+        "(the DataSetWriterId, else DataSetWriterName) and {publisher} (the PublisherId), e.g. "
+        "'{publisher}/{writer}/{field}' where one topic carries several writers' fields of one name; a message "
+        "without the id the template names is counted as missing_field and skipped",
+    )
+
+    @field_validator("tag")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        if v.count("{field}") != 1:
+            raise ValueError(f"tag {v!r} must name {{field}} once (the field's name in the Payload)")
+        unknown = [x for x in re.findall(r"\{([^{}]*)\}", v) if x not in PUBSUB_PLACEHOLDERS]
+        if unknown or v.replace("{field}", "").replace("{writer}", "").replace("{publisher}", "").count("{"):
+            raise ValueError(
+                f"tag {v!r}: unknown placeholder {('{' + unknown[0] + '}') if unknown else 'or a stray brace'}; "
+                "the placeholders are {field}, {writer} and {publisher}"
+            )
+        return v
+
+
 class JsonMappingSettings(_Model):
     """Which JSON fields are tags. Empty ``values``: every numeric top-level field is a tag;
     ``records``: the tags are an array of records (name, value, time, quality) instead."""
@@ -83,6 +110,14 @@ class JsonMappingSettings(_Model):
     records: RecordsSettings | None = Field(
         None,
         description="the message holds many tags as records (Kepware IoT Gateway, Siemens Industrial Edge)",
+    )
+    opcua_pubsub: OpcuaPubsubSettings | None = Field(
+        None,
+        description="the messages are OPC UA PubSub JSON (Part 14: Azure OPC Publisher, Siemens S7-1500, "
+        "open62541, B&R): every field of every DataSetMessage's Payload is a reading (bare, a Variant or a "
+        "DataValue), its time its SourceTimestamp, else the DataSetMessage's Timestamp, else the receive time, "
+        "its quality its StatusCode (an OPC UA StatusCode), else the message's Status; ua-metadata messages "
+        "are skipped; timestamp_field and timestamp_format are not used",
     )
     values: dict[str, str] = Field(default_factory=dict, description="field path (dotted) -> tag name")
     timestamp_field: str | None = Field(
@@ -187,6 +222,11 @@ class JsonMappingSettings(_Model):
     def _one_way(self) -> JsonMappingSettings:
         if self.records is not None and self.values:
             raise ValueError("records and values are two ways to find tags; give one of them")
+        if self.opcua_pubsub is not None and (self.records is not None or self.values):
+            raise ValueError(
+                "opcua_pubsub reads every field of the PubSub messages' Payloads: give it without "
+                + ("records" if self.records is not None else "values")
+            )
         if self.unknown_state != "skip" and not self.states:
             raise ValueError("unknown_state says what a text that is no state becomes: it needs states")
         return self

@@ -1,0 +1,57 @@
+"""OPC UA PubSub JSON (``JsonMapping.opcua_pubsub``), pure: what each skipped part of a message is reported
+as, and the bound on one message's fields. The shapes against a real broker are in
+tests/integration/test_mqtt_opcua_pubsub.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from protocols.json_codec import MAX_VALUES, CodecError, JsonMapping, PubsubMapping, compile_decoder
+
+BAD_NOT_CONNECTED = 0x808A0000
+
+
+def test_each_skipped_part_is_reported_naming_its_dataset_message_and_field():
+    """What a user reads in the log for each skipped part: the DataSetMessage, the field and what came."""
+    errors: list[tuple[str, str]] = []
+    decode = compile_decoder(
+        JsonMapping(opcua_pubsub=PubsubMapping(tag="{writer}/{field}")),
+        on_record_error=lambda reason, detail: errors.append((reason, detail)),
+    )
+    payload = {
+        "MessageType": "ua-data",
+        "Messages": [
+            {"DataSetWriterId": 1, "Payload": {"Struct": {"Value": {"X": 1}}, "Null": None, "Ok": 1}},
+            {"DataSetWriterId": 1, "Payload": {"Lost": {"StatusCode": BAD_NOT_CONNECTED}}},
+            {
+                "DataSetWriterId": 1,
+                "Payload": {"V": {"Type": 11}, "Q": {"Value": 1, "StatusCode": "nonsense"}},
+            },
+            {"Payload": {"NoWriter": 1}},
+            "text",
+        ],
+    }
+    assert decode(json.dumps(payload), 1e9) == [("1/Ok", 1, 1e9, None, "good")]
+    assert errors == [
+        ("wrong_type", "DataSetMessage 0: field 'Struct' is dict; expected a number, bool, string or array"),
+        ("missing_field", "DataSetMessage 0: field 'Null' is null (no value)"),
+        ("missing_field", "DataSetMessage 1: field 'Lost' has no Value (StatusCode bad)"),
+        ("missing_field", "DataSetMessage 2: field 'V' is a Variant without a Body (null)"),
+        ("wrong_type", "DataSetMessage 2: field 'Q': StatusCode 'nonsense' is no OPC UA StatusCode"),
+        (
+            "missing_field",
+            "DataSetMessage 3 has no DataSetWriterId (nor DataSetWriterName), which "
+            "json_mapping.opcua_pubsub.tag '{writer}/{field}' names",
+        ),
+        ("wrong_type", "DataSetMessage 4 is a JSON string; expected an object"),
+    ]
+
+
+def test_a_message_over_max_values_fields_is_refused_whole():
+    """Bounded as the other decoders: over MAX_VALUES fields in one message is too_many_values."""
+    payload = {"Messages": [{"Payload": {f"f{i}": i for i in range(MAX_VALUES // 2 + 1)}}] * 2}
+    with pytest.raises(CodecError) as e:
+        compile_decoder(JsonMapping(opcua_pubsub=PubsubMapping()))(json.dumps(payload), 1e9)
+    assert e.value.reason == "too_many_values"
