@@ -966,10 +966,14 @@ def _pubsub_decoder(
                         if "StatusCode" in f:
                             q = quality_of(f["StatusCode"], path)
                         if f.get("Value") is None:
-                            raise CodecError(
-                                "missing_field",
-                                f"{path} has no Value" + (f" (StatusCode {q})" if q != "good" else ""),
-                            )
+                            if q == "good":
+                                raise CodecError("missing_field", f"{path} has no Value")
+                            # a publisher's way to say its PLC item is gone (BadNotConnected, no Value): the
+                            # tag's last value is no longer current, passed on as the OPC UA source passes a
+                            # node's Bad status, a reading of no value with that quality
+                            t = time_of(f.get("SourceTimestamp"), f"{path} SourceTimestamp", ts)
+                            out.append((prefix + name + suffix, None, t, None, q))
+                            continue
                         v = f["Value"]
                         if type(v) is dict and ("Type" in v or "UaType" in v):
                             v = _variant(v, path)

@@ -169,9 +169,9 @@ async def test_a_metadata_message_is_skipped_without_an_error(mosquitto):
 
 
 async def test_a_bad_field_or_dataset_message_is_counted_naming_it_and_the_others_are_read(mosquitto):
-    """A field whose value is a structure, a DataValue with no Value (a bad one), an unreadable
-    SourceTimestamp and a DataSetMessage whose Payload is no object are each counted, naming the
-    DataSetMessage and the field; the message's other fields and DataSetMessages are read."""
+    """A field whose value is a structure, an unreadable SourceTimestamp and a DataSetMessage whose Payload
+    is no object are each counted, naming the DataSetMessage and the field; the message's other fields and
+    DataSetMessages are read."""
     t0 = round(time.time()) - 30
     network = {
         "MessageType": "ua-data",
@@ -193,8 +193,14 @@ async def test_a_bad_field_or_dataset_message_is_counted_naming_it_and_the_other
     }
     subs = [{"topic": "opc/#", "json_mapping": {"opcua_pubsub": {}, "tag_prefix_topic": False}}]
     src, got = await published(mosquitto.port, subs, [("opc/bad", network)], "Last")
-    assert [(r.tag, r.value) for r in got] == [("Good", 5), ("Last", 6)]
-    assert src.stats.errors_by_reason == {"wrong_type": 2, "missing_field": 1, "bad_timestamp": 1}
+    # "Lost" (a bad StatusCode, no Value: the PLC item is gone) is a BAD reading of no value, as the OPC UA
+    # source passes a node's Bad status: its tag's last value is no longer taken for current
+    assert [(r.tag, r.value, r.quality.value) for r in got] == [
+        ("Lost", None, "bad"),
+        ("Good", 5, "good"),
+        ("Last", 6, "good"),
+    ]
+    assert src.stats.errors_by_reason == {"wrong_type": 2, "bad_timestamp": 1}
     assert "DataSetMessage 1 Payload is a JSON array" in (src.stats.last_error or "")
 
 

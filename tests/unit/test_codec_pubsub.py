@@ -33,11 +33,14 @@ def test_each_skipped_part_is_reported_naming_its_dataset_message_and_field():
             "text",
         ],
     }
-    assert decode(json.dumps(payload), 1e9) == [("1/Ok", 1, 1e9, None, "good")]
+    # a DataValue of a bad StatusCode and no Value (the PLC item is gone): a reading of no value, BAD
+    assert decode(json.dumps(payload), 1e9) == [
+        ("1/Ok", 1, 1e9, None, "good"),
+        ("1/Lost", None, 1e9, None, "bad"),
+    ]
     assert errors == [
         ("wrong_type", "DataSetMessage 0: field 'Struct' is dict; expected a number, bool, string or array"),
         ("missing_field", "DataSetMessage 0: field 'Null' is null (no value)"),
-        ("missing_field", "DataSetMessage 1: field 'Lost' has no Value (StatusCode bad)"),
         ("missing_field", "DataSetMessage 2: field 'V' is a Variant without a Body (null)"),
         ("wrong_type", "DataSetMessage 2: field 'Q': StatusCode 'nonsense' is no OPC UA StatusCode"),
         (
