@@ -66,8 +66,10 @@ node, and the total), never on data's: a node in a rebirth storm must not starve
 compressed birth past its node's births budget is ``inflate_budget``, not inflated, and its node (device)
 stale: its tags BAD once, not born until a birth of it is read, a rebirth asked once that budget has some
 left, whether it sends anything more or not (none is asked while it is spent: the answer would be skipped too). A compressed
-death is always inflated (skipped, a dead node's tags would stay GOOD until its next birth), to at most
-``DEATH_MAX_INFLATED``; past it, it is a death all the same, its bdSeq unread.
+death is inflated (skipped, a dead node's tags would stay GOOD until its next birth) while its node's own budget
+has some left, the total's aside, to at most ``DEATH_MAX_INFLATED``; past either, it is a death all the same,
+its bdSeq unread (``too_large``, ``inflate_budget``): a node flooding compressed deaths spends its own share of the
+total only, not the other nodes' births.
 A DataSet metric (a table: Ignition's Dataset tags) gives a reading per column, ``{metric}/{column}``, whose
 value is the column's rows as a 1-D NumPy array (typed by the column's datatype; an empty cell of a Float or
 Double column is NaN); a column with a cell of another type, or an empty cell where no NaN can stand, is
@@ -504,30 +506,35 @@ class SparkplugHost:
         if t.message_type in (sp.MessageType.STATE, sp.MessageType.NCMD, sp.MessageType.DCMD):
             return []
         death = t.message_type in _DEATHS
+        budget = self._budget((t.group, t.edge_node), births=t.message_type in _BIRTHS or death)
         try:
             # births and deaths are inflated on their node's births budget and its total, never on the budget
             # data is read on: a node in a rebirth storm must not starve the other nodes' data. A death is
-            # always inflated (skipped, a dead node's tags would stay GOOD until its next birth), bounded by
-            # DEATH_MAX_INFLATED; a birth while its budget is spent is skipped and its node stale
-            # (``_birth_skipped``), so a storm's cost is bounded, and the node's next birth, once the budget
-            # refilled, is read
+            # inflated while its own node's budget has some left, even when the total is spent (skipped, a dead
+            # node's tags would stay GOOD until its next birth), bounded by DEATH_MAX_INFLATED; past its node's
+            # budget it is a death all the same, not inflated: inflated whatever that budget, one node flooding
+            # compressed deaths drove the total into debt and every other node's birth was skipped. A birth
+            # while its budget is spent is skipped and its node stale (``_birth_skipped``), so a storm's cost is
+            # bounded, and the node's next birth, once the budget refilled, is read
             payload = sp.decode(
                 data,
                 max_inflated=min(self._max_inflated, DEATH_MAX_INFLATED) if death else self._max_inflated,
-                inflate_budget=self._budget(
-                    (t.group, t.edge_node), births=t.message_type in _BIRTHS or death
-                ),
-                must_inflate=death,
+                inflate_budget=budget,
+                must_inflate=death and budget.left() > 0,
             )
         except CodecError as e:
             if e.reason == "inflate_budget" and t.message_type in _BIRTHS:
                 return self._birth_skipped(t, e, received_at)
-            if e.reason == "inflate_budget" and (skipped := self._nodes.get((t.group, t.edge_node))):
-                skipped.budget_skipped = True
-            if not (death and e.reason == "too_large"):
+            if not (death and e.reason in ("too_large", "inflate_budget")):
+                if e.reason == "inflate_budget" and (skipped := self._nodes.get((t.group, t.edge_node))):
+                    skipped.budget_skipped = True
                 raise
-            # a death whose payload inflates past the bound is a death all the same (its bdSeq unread)
-            self._on_error("too_large", f"{t.group}/{t.edge_node}: {t.message_type.value} {e.detail}")
+            # a death whose payload inflates past the bound, or that came past its node's budget, is a death
+            # all the same (its bdSeq unread)
+            self._on_error(
+                e.reason,
+                f"{t.group}/{t.edge_node}: {t.message_type.value} {e.detail}; a death all the same, its bdSeq unread",
+            )
             payload = sp.Payload(timestamp_ms=None, seq=None, metrics=[])
         key = (t.group, t.edge_node)
         owner = self._named.get(t.edge_node)

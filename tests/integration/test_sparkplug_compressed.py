@@ -400,3 +400,58 @@ async def test_a_node_storming_compressed_births_does_not_starve_another_nodes_d
     assert src.stats.errors_by_reason == {"inflate_budget": k - 1}
     assert src.sparkplug.births_skipped == k - 1
     assert asked and src.sparkplug.rebirths_requested == len(asked)  # asked only once its budget refilled
+
+
+async def test_a_node_flooding_compressed_deaths_does_not_starve_another_nodes_birth(mosquitto):
+    """Before, a compressed death was inflated whatever its node's births budget, and charged to it and to the
+    births' total of the source: one node flooding compressed NDEATHs (a flapping or hostile client: each a
+    few dozen bytes sent, kilobytes inflated) drove the total into debt, and every other node's compressed
+    birth was then skipped as inflate_budget, the node stale. Now a death is inflated while its own node's
+    budget has some left; past it, it is a death all the same, its bdSeq unread (counted as inflate_budget),
+    so a node spends its own share of the total only, and the calm node's birth is read."""
+    settings = MqttSettings(
+        port=mosquitto.port,
+        subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}],
+        max_message_bytes=300 * 1024,
+        # 4 KB a second a node, 16 KB the births and deaths of all together: the flood's 200 deaths of 3 KiB
+        # inflated would leave the total some 580 KiB in debt, 36 s to pay back
+        sparkplug={"max_inflated_bytes_per_s": 4096},
+    )
+    src = MqttSource("mq", settings)
+    await src.start()
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", mosquitto.port, 30)
+    pub.loop_start()
+    got, task = _consume(src)
+
+    def birth(value: float) -> sp._pb().Payload:
+        nb = sp._pb().Payload()
+        nb.timestamp, nb.seq = T0_MS + 1000, 0
+        _metric(nb, "bdSeq", datatype=D.INT64, long_value=0)
+        _metric(nb, "Temp", alias=1, datatype=D.DOUBLE, double_value=value)
+        return nb
+
+    try:
+        await _ready(src)
+        pub.publish("spBv1.0/g/NBIRTH/flap", birth(1.0).SerializeToString(), qos=1)
+        death = sp._pb().Payload()
+        _metric(death, "bdSeq", datatype=D.INT64, long_value=0)
+        death.body = b"\0" * (3 * 1024)  # 3 KiB inflated, a few dozen bytes sent
+        for _ in range(200):
+            pub.publish("spBv1.0/g/NDEATH/flap", _compressed(death), qos=1)
+        pub.publish("spBv1.0/g/NBIRTH/calm", _compressed(birth(20.0)), qos=1)
+        pub.publish("spBv1.0/g/NBIRTH/last", birth(3.0).SerializeToString(), qos=1)  # in order after it
+        async with asyncio.timeout(10):
+            while not any(r.tag == "last/Temp" for r in got):
+                await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.value, r.quality) for r in got if r.tag == "calm/Temp"] == [(20.0, Quality.GOOD)]
+    assert src.sparkplug.births_skipped == 0
+    # the flood is deaths all the same: the flapping node's tag went BAD at the first and stayed so
+    assert [(r.value, r.quality) for r in got if r.tag == "flap/Temp"][:2] == [
+        (1.0, Quality.GOOD),
+        (1.0, Quality.BAD),
+    ]

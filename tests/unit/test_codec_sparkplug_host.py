@@ -330,11 +330,17 @@ def test_a_node_storming_compressed_births_and_deaths_does_not_starve_other_node
     plain = sp.Payload(2000, 1, [sp.Metric(None, 1, D.DOUBLE, 5.0)])
     assert h.handle("spBv1.0/g/NDATA/storm", sp.encode(plain), 2.0) == []
     assert h.data_before_birth == 1 and sent == [] and h.rebirths_requested == 0
-    # a death is always read, bounded: one inflating past DEATH_MAX_INFLATED (64 KiB) is a death all the same
+    # a death is always read: one while its node's births budget is spent is not inflated (it would drive the
+    # total, the other nodes' births, into debt), a death all the same
     death = sp.Payload(None, None, [sp.Metric("bdSeq", None, D.INT64, 0)])
     h.handle("spBv1.0/g/NDEATH/storm", _compressed(death, 1024 * 1024), 3.0)
-    assert h.deaths == 1 and errors[-1] == "too_large"
+    assert h.deaths == 1 and errors[-1] == "inflate_budget"
     assert [r.value for r in calm_data(20)] == [20.0]  # the calm node's data is read on
+    # bounded: one inflating past DEATH_MAX_INFLATED (64 KiB) is a death all the same
+    assert [r.quality for r in h.handle("spBv1.0/g/NDEATH/calm", _compressed(death, 1024 * 1024), 3.0)] == [
+        Quality.BAD
+    ]
+    assert h.deaths == 2 and errors[-1] == "too_large"
 
 
 def test_every_way_a_node_is_unknown_asks_one_rebirth_per_interval_the_later_ones_waiting_not_dropped():
