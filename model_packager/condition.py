@@ -264,12 +264,14 @@ def _no_1x(f0: float, mag: np.ndarray, df: float, res: float, hi_hz: float) -> f
     The search scores a whitened (log, running-median) spectrum, where a strong low-frequency 1x counts
     little: its own lobe (+-2 resolutions, 10 Hz in a 0.2-s window) raises its floor, while the noise
     near 0 Hz, whitened against the spectrum's edge, looks like lines. So a 4-pole motor (24-25 Hz) was
-    found at half its speed, where nothing turns. A pick whose 1x is under NO_1X_RATIO of its 2x line
-    (a line: LINE_RATIO over the median outside its lobe) is no shaft's: the shaft is at 2 f0."""
-    one = _prominent(mag, f0, df, res)[0]
+    found at half its speed, where nothing turns. A pick whose 1x is no line and under NO_1X_RATIO of its
+    2x line (a line: LINE_RATIO over the median outside its lobe) is no shaft's: the shaft is at 2 f0. A 1x
+    that is a line is kept: a 2-pole motor's 100-Hz magnetic line (twice the line frequency, normal running)
+    lies within two bins of its 2x and is often ten times a well-balanced rotor's 1x."""
+    one, p1 = _prominent(mag, f0, df, res)
     if 2 * f0 <= hi_hz:
         two, p2 = _prominent(mag, 2 * f0, df, res)
-        if p2 >= LINE_RATIO and one < NO_1X_RATIO * two:
+        if p2 >= LINE_RATIO and one < NO_1X_RATIO * two and p1 < LINE_RATIO:
             return 2 * f0
     return f0
 
