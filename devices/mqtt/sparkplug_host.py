@@ -197,6 +197,9 @@ _DEATHS = (sp.MessageType.NDEATH, sp.MessageType.DDEATH)
 # so its cost must be bounded by itself; past it, it is a death all the same, its payload unread
 DEATH_MAX_INFLATED = 64 * 1024
 MAX_NODES = 10_000  # edge nodes one host keeps (a birth's aliases and last values each)
+# devices of one node whose birth a rebirth is wanted for (``_Node.want``); past it the node's own rebirth is
+# wanted, which its every device's birth answers: device names come from the outside world
+MAX_WANTED_DEVICES = 1_000
 MAX_NODE_METRICS = 100_000  # metrics of one node (its devices' included) whose last value and type are kept
 # rebirth requests waiting (``SparkplugHost.tick``) looked at per call: the loop's cost stays bounded however
 # many nodes are stale at once; those not due yet (interval, births budget) go to the back of the queue
@@ -391,7 +394,14 @@ class SparkplugHost:
                     f"reads: subscribe spBv1.0/{group}/#",
                 )
             return False
-        node.want.add(device)
+        want = node.want
+        if None not in want:  # the node's own rebirth wanted answers every device's too
+            if device is not None and len(want) >= MAX_WANTED_DEVICES:
+                # bounded: while no rebirth can be asked (its births budget spent), data of ever new devices
+                # added a name a message
+                want.clear()
+                device = None
+            want.add(device)
         self._asking.setdefault((group, edge_node), None)
         if tick:
             self.tick()

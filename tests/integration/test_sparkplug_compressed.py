@@ -455,3 +455,55 @@ async def test_a_node_flooding_compressed_deaths_does_not_starve_another_nodes_b
         (1.0, Quality.GOOD),
         (1.0, Quality.BAD),
     ]
+
+
+async def test_data_of_ever_new_devices_while_a_nodes_births_budget_is_spent_does_not_grow_the_memory(
+    mosquitto,
+):
+    """Before, each DDATA of a device not born yet added the device's name to the rebirth its node wanted, and
+    while the node's births budget was spent (a compressed birth inflating much) no rebirth was asked, so
+    nothing emptied it: a node sending data under ever new device names (a bug or a hostile client) grew the
+    host's memory by a name a message, without bound. Now past ``MAX_WANTED_DEVICES`` names the node's own
+    rebirth is wanted (it answers with every device's birth), and the names are let go."""
+    from devices.mqtt import sparkplug_host
+
+    settings = MqttSettings(
+        port=mosquitto.port,
+        subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}],
+        max_message_bytes=300 * 1024,
+        sparkplug={"max_inflated_bytes_per_s": 4096},  # the DBIRTH's 256 KiB: a minute of debt
+    )
+    src = MqttSource("mq", settings)
+    await src.start()
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", mosquitto.port, 30)
+    pub.loop_start()
+    got, task = _consume(src)
+    n = sparkplug_host.MAX_WANTED_DEVICES + 200
+    try:
+        await _ready(src)
+        nb = sp._pb().Payload()
+        nb.timestamp, nb.seq = T0_MS + 1000, 0
+        _metric(nb, "bdSeq", datatype=D.INT64, long_value=0)
+        pub.publish("spBv1.0/g/NBIRTH/n", nb.SerializeToString(), qos=1)
+        db = sp._pb().Payload()
+        db.timestamp, db.seq = T0_MS + 1000, 1
+        _metric(db, "Temp", alias=1, datatype=D.DOUBLE, double_value=20.0)
+        db.body = b"\0" * (256 * 1024)
+        pub.publish("spBv1.0/g/DBIRTH/n/d0", _compressed(db), qos=1)
+        for i in range(n + 1):
+            data = sp._pb().Payload()
+            data.timestamp, data.seq = T0_MS + 2000 + i, (i + 2) % 256
+            _metric(data, alias=1, double_value=float(i))
+            pub.publish(f"spBv1.0/g/DDATA/n/{'d0' if i == n else f'dev{i}'}", data.SerializeToString(), qos=1)
+        async with asyncio.timeout(20):
+            while not any(r.tag == "n/d0/Temp" and r.value == float(n) for r in got):
+                await asyncio.sleep(0.02)
+        node = src.sparkplug._nodes[("g", "n")]
+        assert len(node.want) <= sparkplug_host.MAX_WANTED_DEVICES
+        assert None in node.want  # the node's rebirth, asked once its births budget has some left
+        assert src.sparkplug.rebirths_requested == 0 and src.sparkplug.data_before_birth == n
+    finally:
+        task.cancel()
+        pub.loop_stop()
+        await src.stop()
