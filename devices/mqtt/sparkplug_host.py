@@ -14,8 +14,9 @@ not as an error), skipped, and answered by an NCMD
 host's reconnect) is queued per node, oldest first, and asked by ``tick`` (at each request, and every
 ``TICK_S`` by the adapter's one periodic task: a stale node that sends nothing more is asked too) when due: at
 most once per ``rebirth_min_interval_s`` per node (a later request waits, it is not dropped; a birth read
-meanwhile answers it), not while the node's births budget is spent, not of a node dead (NDEATH) or whose
-births no subscription takes, and at most ``rebirth_max_per_s`` for the whole source.
+meanwhile answers it), not while the node's births budget is spent, not of a node dead (NDEATH; until this
+host's reconnect, after which it is asked as every node not born) or whose births no subscription takes, and at
+most ``rebirth_max_per_s`` for the whole source.
 When this host's own connection to the broker comes back (``session_lost``, called by the adapter before
 it decodes anything the new connection brought), every node it knows is treated as not born: what was
 published while it was away (a death, a birth with a new alias map or new datatypes) was missed, so its
@@ -139,7 +140,6 @@ class _Node:
     # a rebirth is wanted and not asked yet (queued in ``SparkplugHost._asking``): None for the node, a device's
     # name for that device only (its DBIRTH skipped, or data before it); a birth that answers it clears it
     want: set[str | None] = field(default_factory=set)
-    dead: bool = False  # its NDEATH was taken and no NBIRTH since: a reconnect asks it nothing
 
 
 def _definition_types(t: sp.Template, prefix: str = "", depth: int = 0) -> dict[str, int]:
@@ -345,11 +345,12 @@ class SparkplugHost:
             self.ask_missed()
 
     def ask_missed(self) -> None:
-        """Ask a rebirth of every node not born since this host's connection came back (those that lived, and
-        stale ones: a request asked before the drop may be lost with it), at the source's rate; not of a dead
-        one (NDEATH seen: its next message, if it lives again, asks)."""
+        """Ask a rebirth of every node not born since this host's connection came back, at the source's rate:
+        those that lived, stale ones (a request asked before the drop may be lost with it) and dead ones (one
+        may have come back while this host was away: its NBIRTH was missed, and a node reporting by exception
+        may send nothing more until a value changes)."""
         for (group, edge_node), node in self._nodes.items():
-            if not node.alive and not node.dead:
+            if not node.alive:
                 self._rebirth(group, edge_node, node, tick=False)
         self.tick()
 
@@ -577,7 +578,6 @@ class SparkplugHost:
             # unknown age) does not: it wants one itself
             if not self.retained:
                 node.want.clear()
-            node.dead = False
             # counts as in sequence, unless it answers a rebirth asked for a gap and no data message since was
             # in sequence: a node whose seq is broken is asked once, not after every birth (``_check_seq``)
             node.run = 0 if node.gap_asked else 1
@@ -608,8 +608,9 @@ class SparkplugHost:
                 return []
             node.alive, node.missed, node.dead_bd, node.birth_skipped = False, False, bd, False
             node.devices.clear()
-            node.want.clear()  # a dead node is asked nothing (``tick`` drops it): its next message, if any, asks
-            node.dead = True
+            # a dead node is asked nothing (``tick`` drops it): its next message, if any, asks, as does this host's
+            # reconnect (``ask_missed``)
+            node.want.clear()
             self.deaths += 1
             return self._bad(t.edge_node, node, lambda dev: True, received_at, received_at)
         if not node.alive:
