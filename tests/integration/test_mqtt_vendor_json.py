@@ -566,7 +566,9 @@ async def test_azure_opc_publisher_samples_are_read_with_dotted_paths_to_each_re
         ("opcpublisher/messages/Pressure", 1.25, "bad", t0 + 0.25),
         ("opcpublisher/messages/SlowUInt1", 10897, "good", t0 + 0.25),
     ]
-    assert src.stats.errors_by_reason == {"missing_field": 1}  # the record without its value, counted, skipped
+    assert src.stats.errors_by_reason == {
+        "missing_field": 1
+    }  # the record without its value, counted, skipped
 
 
 def test_unquoted_on_off_state_keys_are_refused_naming_the_file_and_the_quotes(tmp_path):
