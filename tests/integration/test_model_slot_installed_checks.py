@@ -80,7 +80,7 @@ async def test_a_manifest_edited_on_disk_is_not_used_after_a_restart(tmp_path, p
         await s.start()
     assert s.manifest.outputs[0].threshold == 0.5
     assert [s.infer(f).interpretation.verdict for f in _frames()] == verdicts
-    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warned = _warned(caplog)
     assert len(warned) == 1 and "manifest.yaml" in warned[0] and "signature" in warned[0], warned
     await s.stop()
 
@@ -99,7 +99,7 @@ async def test_a_flipped_model_byte_is_caught_and_the_package_installed_again(tm
         _installed(tmp_path).joinpath("model.onnx").read_bytes() == good
     )  # installed again from the .edgepkg
     assert [s.infer(f).interpretation.verdict for f in _frames()] == verdicts
-    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warned = _warned(caplog)
     assert len(warned) == 1 and "model.onnx" in warned[0] and "digest mismatch" in warned[0], warned
     assert "installing again from" in warned[0]
     assert s.counters["installed_rejected"] == 1
@@ -168,3 +168,13 @@ async def test_a_package_digest_that_does_not_fit_the_signed_manifest_is_caught(
         await s.start()  # (was: served it, reporting the digest it was told)
     assert not folder.exists() and (folder.parent / ".rejected" / folder.name).is_dir()
     assert real != "f" * 64
+
+
+def _warned(caplog) -> list[str]:
+    """The slot's WARNINGs but the package's golden-set notes (said at every load: the test packages' golden
+    sets are all NG), which are not what these tests are about."""
+    return [
+        m
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "golden set cannot judge" not in (m := r.getMessage())
+    ]
