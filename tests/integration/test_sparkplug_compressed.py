@@ -59,6 +59,26 @@ async def _ready(src: MqttSource) -> None:
         await src.subscribed.wait()
 
 
+async def _started(
+    port: int, max_inflated_bytes_per_s: int, also: list[dict] | None = None
+) -> tuple[MqttSource, paho.Client, list, asyncio.Task]:
+    """A started source reading spBv1.0/g/# (and ``also``) with messages up to 300 KiB and that inflate budget,
+    a connected paho client to publish with, and the list its readings are collected into (``_consume``)."""
+    settings = MqttSettings(
+        port=port,
+        subscriptions=[*(also or []), {"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}],
+        max_message_bytes=300 * 1024,
+        sparkplug={"max_inflated_bytes_per_s": max_inflated_bytes_per_s},
+    )
+    src = MqttSource("mq", settings)
+    await src.start()
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", port, 30)
+    pub.loop_start()
+    got, task = _consume(src)
+    return src, pub, got, task
+
+
 async def test_a_tahu_node_with_compression_on_is_read_and_a_zip_bomb_is_refused_bounded(mosquitto):
     """Before, a compressed payload was read as its wrapper: a compressed NBIRTH declared no metric but
     ``algorithm``, which became a tag ``n/algorithm`` = "DEFLATE" read GOOD, and the node's data (its
@@ -137,23 +157,11 @@ async def test_a_node_flooding_compressed_payloads_is_held_to_the_inflate_budget
     inflated; while none is left, one is counted as inflate_budget and skipped, not inflated, and the node is
     asked for nothing (the seq gap left is not the node's: no seq_gap, no rebirth); plain payloads are not
     counted; a JSON topic of the same source keeps being read, every message of it."""
-    settings = MqttSettings(
-        port=mosquitto.port,
-        subscriptions=[
-            {"topic": "line/#", "codec": "json", "qos": 1},
-            {"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1},
-        ],
-        max_message_bytes=300 * 1024,
-        # 4 KB a second: the first message of 256 KiB is read (some budget was left) and leaves a debt of
-        # 252 KiB, paid back in a minute: every later one is skipped in the test's few seconds
-        sparkplug={"max_inflated_bytes_per_s": 4096},
+    # 4 KB a second: the first message of 256 KiB is read (some budget was left) and leaves a debt of
+    # 252 KiB, paid back in a minute: every later one is skipped in the test's few seconds
+    src, pub, got, task = await _started(
+        mosquitto.port, 4096, also=[{"topic": "line/#", "codec": "json", "qos": 1}]
     )
-    src = MqttSource("mq", settings)
-    await src.start()
-    pub = paho.Client(CallbackAPIVersion.VERSION2)
-    pub.connect("127.0.0.1", mosquitto.port, 30)
-    pub.loop_start()
-    got, task = _consume(src)
     n = 30
     try:
         await _ready(src)
@@ -203,18 +211,8 @@ async def test_a_compressed_death_or_birth_is_read_while_the_inflate_budget_is_s
     a birth too: a node whose compressed NDEATH came then stayed alive, its tags GOOD, until its next birth.
     A message's type is in its topic, known before inflating: births and deaths are inflated all the same
     (charged, bounded by max_message_bytes); only data messages are inflate_budget."""
-    settings = MqttSettings(
-        port=mosquitto.port,
-        subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}],
-        max_message_bytes=300 * 1024,
-        sparkplug={"max_inflated_bytes_per_s": 4096},  # spent by the first NDATA for a minute
-    )
-    src = MqttSource("mq", settings)
-    await src.start()
-    pub = paho.Client(CallbackAPIVersion.VERSION2)
-    pub.connect("127.0.0.1", mosquitto.port, 30)
-    pub.loop_start()
-    got, task = _consume(src)
+    # spent by the first NDATA for a minute
+    src, pub, got, task = await _started(mosquitto.port, 4096)
     try:
         await _ready(src)
         birth = sp._pb().Payload()
@@ -260,20 +258,9 @@ async def test_a_node_flooding_compressed_payloads_does_not_hold_up_another_node
     readings lost while nothing was wrong with it. Now each edge node has its own budget
     (sparkplug.max_inflated_bytes_per_s), drawing on a total of 4 times it for the source's nodes together:
     the flooding node is held to its own, and a well-behaved compressed node beside it keeps every reading."""
-    settings = MqttSettings(
-        port=mosquitto.port,
-        subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}],
-        max_message_bytes=300 * 1024,
-        # 4 KB a second a node, 16 KB all together: the flood's first message (12 KiB inflated) is read and
-        # leaves its node a debt of 8 KiB, paid back in 2 s, the test's time; the total keeps 4 KiB
-        sparkplug={"max_inflated_bytes_per_s": 4096},
-    )
-    src = MqttSource("mq", settings)
-    await src.start()
-    pub = paho.Client(CallbackAPIVersion.VERSION2)
-    pub.connect("127.0.0.1", mosquitto.port, 30)
-    pub.loop_start()
-    got, task = _consume(src)
+    # 4 KB a second a node, 16 KB all together: the flood's first message (12 KiB inflated) is read and
+    # leaves its node a debt of 8 KiB, paid back in 2 s, the test's time; the total keeps 4 KiB
+    src, pub, got, task = await _started(mosquitto.port, 4096)
     n = 10
     try:
         await _ready(src)
@@ -418,20 +405,9 @@ async def test_a_node_flooding_compressed_deaths_does_not_starve_another_nodes_b
     birth was then skipped as inflate_budget, the node stale. Now a death is inflated while its own node's
     budget has some left; past it, it is a death all the same, its bdSeq unread (counted as inflate_budget),
     so a node spends its own share of the total only, and the calm node's birth is read."""
-    settings = MqttSettings(
-        port=mosquitto.port,
-        subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}],
-        max_message_bytes=300 * 1024,
-        # 4 KB a second a node, 16 KB the births and deaths of all together: the flood's 200 deaths of 3 KiB
-        # inflated would leave the total some 580 KiB in debt, 36 s to pay back
-        sparkplug={"max_inflated_bytes_per_s": 4096},
-    )
-    src = MqttSource("mq", settings)
-    await src.start()
-    pub = paho.Client(CallbackAPIVersion.VERSION2)
-    pub.connect("127.0.0.1", mosquitto.port, 30)
-    pub.loop_start()
-    got, task = _consume(src)
+    # 4 KB a second a node, 16 KB the births and deaths of all together: the flood's 200 deaths of 3 KiB
+    # inflated would leave the total some 580 KiB in debt, 36 s to pay back
+    src, pub, got, task = await _started(mosquitto.port, 4096)
 
     def birth(value: float) -> sp._pb().Payload:
         nb = sp._pb().Payload()
@@ -476,18 +452,8 @@ async def test_data_of_ever_new_devices_while_a_nodes_births_budget_is_spent_doe
     rebirth is wanted (it answers with every device's birth), and the names are let go."""
     from devices.mqtt import sparkplug_host
 
-    settings = MqttSettings(
-        port=mosquitto.port,
-        subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b", "qos": 1}],
-        max_message_bytes=300 * 1024,
-        sparkplug={"max_inflated_bytes_per_s": 4096},  # the DBIRTH's 256 KiB: a minute of debt
-    )
-    src = MqttSource("mq", settings)
-    await src.start()
-    pub = paho.Client(CallbackAPIVersion.VERSION2)
-    pub.connect("127.0.0.1", mosquitto.port, 30)
-    pub.loop_start()
-    got, task = _consume(src)
+    # the DBIRTH's 256 KiB: a minute of debt
+    src, pub, got, task = await _started(mosquitto.port, 4096)
     n = sparkplug_host.MAX_WANTED_DEVICES + 200
     try:
         await _ready(src)
