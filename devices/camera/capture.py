@@ -77,6 +77,7 @@ import numpy as np
 from devices.base import Backoff, BurstLogger, Channel, ConnectionState, DeviceError, DeviceStats, Frame
 from devices.camera.settings import CameraKind, CameraSettings
 from protocols.image_header import (
+    IMAGE_TYPES,
     ImageRejected,
     decode_image,
     demosaic,
@@ -93,9 +94,9 @@ _FFMPEG_OPTIONS = threading.Lock()
 
 __all__ = ["CameraError", "CameraSource", "UnusableFrame", "UntakenFrame"]
 
-# the kinds the trainer's import reads (cloud_trainer.train.images.IMAGE_EXTS): .jpe and .jfif are JPEGs (Windows
-# saves a browser's JPEG as .jfif), so an image trained on is one a folder camera reads
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp"}
+# the kinds the trainer's import reads (IMAGE_TYPES, as cloud_trainer.train.images.IMAGE_EXTS): .jpe and .jfif
+# are JPEGs (Windows saves a browser's JPEG as .jfif), so an image trained on is one a folder camera reads
+IMAGE_SUFFIXES = frozenset(IMAGE_TYPES)
 DEFAULT_FILE_FPS = 10.0
 
 
