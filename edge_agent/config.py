@@ -19,6 +19,8 @@ in rules). Nothing is connected or loaded here.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime
 import difflib
 import enum
@@ -26,6 +28,7 @@ import functools
 import math
 import os
 import re
+import reprlib
 import types
 import typing
 from collections.abc import Mapping
@@ -40,12 +43,14 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
+    Strict,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from devices import SOURCE_TYPES, load_object
+from devices.opcua.settings import DATETIME_RANGE
 from devices.opcua.settings import guess_tag as _guess_tag  # noqa: F401  (its home moved; kept for imports)
 from edge_agent.action_base import ActionSettings, RetrySettings  # noqa: F401  (RetrySettings: re-exported)
 from edge_agent.conditions import ConditionError, compile_condition
@@ -290,6 +295,15 @@ class WriteMode(enum.StrEnum):
 
 
 _SCALAR = bool | int | float | str
+# what a write value may be besides text, numbers and booleans: a ByteString's bytes, stated in YAML as
+# {base64: ...} or {hex: ...} (``_check_write_value``)
+_WRITTEN = _SCALAR | Annotated[bytes, Strict()]
+_BYTE_ENCODINGS = ("base64", "hex")
+# a text that is a whole ISO 8601 date and time (a reading's timestamp, a DateTime node's value): checked for
+# its zone and range at load, whether YAML read it as a time (unquoted) or as text (quoted)
+_ISO_TIME = re.compile(
+    r"\s*\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}([.,]\d+)?)?\s*(Z|z|[+-]\d{2}(:?\d{2})?)?\s*"
+)
 _LOOKS_TYPED = re.compile(
     r"^\s*(true|false|yes|no|on|off|y|n|[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|nan|inf)\s*$", re.IGNORECASE
 )
@@ -313,28 +327,90 @@ def _no_node_holds(x: Any) -> str | None:
     )
 
 
+def _stated_bytes(x: Any) -> bytes:
+    """The bytes a mapping states for a ByteString node: ``{base64: 'AAEC'}`` or ``{hex: '00 01 02'}``
+    (whitespace between the characters is taken: a folded YAML line)."""
+    if not (len(x) == 1 and next(iter(x)) in _BYTE_ENCODINGS and isinstance(next(iter(x.values())), str)):
+        raise ValueError(
+            f"a mapping states a ByteString's bytes and their encoding, {{base64: 'AAECAw=='}} or "
+            f"{{hex: '00010203'}} (found {x!r}); a Boolean, number or text is written as it is"
+        )
+    kind, text = next(iter(x.items()))
+    bare = "".join(text.split())
+    try:
+        return base64.b64decode(bare, validate=True) if kind == "base64" else bytes.fromhex(bare)
+    except (binascii.Error, ValueError) as exc:
+        example = "AAECAw==" if kind == "base64" else "00010203"
+        raise ValueError(
+            f"{{{kind}: {reprlib.repr(text)}}} is not {kind} text ({exc}); write the bytes in {kind}, "
+            f"e.g. {{{kind}: '{example}'}}"
+        ) from None
+
+
+def _stated_time(x: datetime.date | str, what: str) -> str:
+    """An ISO 8601 time for a DateTime node (YAML's timestamp, or text that is one) as its ISO text (a
+    DateTime node takes it, a String node gets the text); refused when it is a date alone, has no zone (a
+    PLC in another time zone would take it as another instant) or lies outside an OPC UA DateTime's range."""
+    if isinstance(x, str):
+        shown = x.strip()
+        try:
+            x = datetime.datetime.fromisoformat(shown)
+        except ValueError:
+            raise ValueError(
+                f"{shown!r} looks like an ISO 8601 time but is none (a month or hour out of range?); write {what} "
+                "as e.g. 2026-11-30T12:00:00Z"
+            ) from None
+    elif not isinstance(x, datetime.datetime):
+        raise ValueError(
+            f"{x.isoformat()} was read by YAML as a date, which no node takes as such; for a DateTime node "
+            f"write {what} as a time with its zone: {x.isoformat()}T00:00:00Z"
+        )
+    else:
+        shown = x.isoformat()
+    if x.tzinfo is None:
+        raise ValueError(
+            f"{shown} has no zone: a DateTime node (or a PLC in another time zone) would take it as another "
+            f"instant; write {what} with Z (UTC) or an offset: {x.isoformat()}Z or {x.isoformat()}+01:00 (text "
+            "for a String node too)"
+        )
+    lo, hi = DATETIME_RANGE
+    try:
+        utc = x.astimezone(datetime.UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not lo <= utc <= hi:
+        raise ValueError(
+            f"{shown} is out of the range of an OPC UA DateTime, 1601-01-01..9999-12-31 (UTC): it would be "
+            f"sent as the null time or the maximum; write {what} within it"
+        )
+    return shown
+
+
 def _check_write_value(v: Any, what: str) -> Any:
     """A write value must carry its YAML type: ``"false"`` (a string) would reach a Boolean node as
     TRUE under any loose conversion, so a quoted boolean or number is refused here. So is a value no
-    node can take (``.nan``, ``.inf``: never sent to a PLC, whatever its type), and a time YAML read as a
-    date (a DateTime node takes it quoted, with its zone)."""
+    node can take (``.nan``, ``.inf``: never sent to a PLC, whatever its type). Returned with a
+    ByteString's stated bytes (``{base64: ...}``, ``{hex: ...}``) decoded, and a time (a YAML timestamp, or
+    text that is an ISO 8601 date and time) as its ISO text, once ``_stated_time`` found its zone and range."""
     items = v if isinstance(v, list) else [v]
+    out: list[Any] = []
     for x in items:
-        if x is None or isinstance(x, dict | list):
-            raise ValueError(f"{what} must be true/false, a number, text or a list of those (found {x!r})")
+        if isinstance(x, dict):
+            out.append(_stated_bytes(x))
+            continue
+        if isinstance(x, datetime.date) or (isinstance(x, str) and _ISO_TIME.fullmatch(x)):
+            out.append(_stated_time(x, what))
+            continue
+        out.append(x)
+        if x is None or isinstance(x, list):
+            raise ValueError(
+                f"{what} must be true/false, a number, text, a time with its zone, {{base64: ...}} / "
+                f"{{hex: ...}} bytes or a list of those (found {x!r})"
+            )
         if isinstance(x, float) and not math.isfinite(x):
             raise ValueError(
                 f"{x!r} is never written: no node takes NaN or infinity (a PLC's comparisons with NaN are all "
                 f"false, so a limit fed it never trips); write {what} as a finite number"
-            )
-        if isinstance(x, datetime.date):
-            if not isinstance(x, datetime.datetime):
-                shown = f"'{x.isoformat()}T00:00:00Z'"
-            else:
-                shown = f"'{x.isoformat()}'" + ("" if x.tzinfo else " with Z or an offset added")
-            raise ValueError(
-                f"{x.isoformat()} was read by YAML as a date, which no node takes as such; for a DateTime "
-                f"node write {what} quoted, with its zone: {shown}"
             )
         if isinstance(x, str) and _LOOKS_TYPED.match(x):
             bare = x.strip().lower()
@@ -375,17 +451,19 @@ def _check_write_value(v: Any, what: str) -> Any:
                 f"string; write {what}: {shown} without quotes "
                 "(text is only for String nodes)"
             )
-    return v
+    return out if isinstance(v, list) else out[0]
 
 
 class OutputAction(_Action):
     """An output a PLC reads: a value while the condition holds, with level / on_change / pulse semantics."""
 
-    value: _SCALAR | list[_SCALAR] = Field(
-        True, description="written while the condition holds (YAML type kept)"
+    value: _WRITTEN | list[_WRITTEN] = Field(
+        True,
+        description="written while the condition holds (YAML type kept; a ByteString's bytes as {base64: ...} "
+        "or {hex: ...}, a DateTime as an ISO 8601 time with its zone, checked at load)",
     )
     mode: WriteMode = WriteMode.LEVEL
-    reset_value: _SCALAR | list[_SCALAR] | None = Field(
+    reset_value: _WRITTEN | list[_WRITTEN] | None = Field(
         None,
         description="written when the condition stops holding (pulse: after pulse_ms); default for "
         "on_change and pulse with a boolean value: its opposite; level: none (nothing written)",
@@ -470,6 +548,18 @@ class SparkplugCommandAction(OutputAction):
     datatype: SparkplugDatatype | None = Field(
         None, description="default: the metric's type in the node's birth"
     )
+
+    @model_validator(mode="after")
+    def _sparkplug_kinds(self) -> SparkplugCommandAction:
+        for field in ("value", "reset_value"):
+            v = getattr(self, field)
+            for x in v if isinstance(v, list) else [v]:
+                if isinstance(x, bytes):
+                    raise ValueError(
+                        f"{field}: a Sparkplug command carries true/false, a number or text; bytes "
+                        "({base64: ...}, {hex: ...}) are written to OPC UA ByteString nodes only"
+                    )
+        return self
 
     @property
     def target(self) -> str:

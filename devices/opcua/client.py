@@ -88,7 +88,7 @@ from devices.base import (
     float_for_plc,
 )
 from devices.opcua.rates import RateError, StatedRates
-from devices.opcua.settings import NonFinitePolicy, OpcUaSettings, SecurityMode
+from devices.opcua.settings import DATETIME_RANGE, NonFinitePolicy, OpcUaSettings, SecurityMode
 from protocols.float32 import float32_shown
 from protocols.redact import mask_credentials
 
@@ -188,6 +188,18 @@ class _Silent(ConnectionError):
     """The session answers but its subscription has sent nothing (no data, no keep-alive) for longer
     than the server promised: a stalled server, or one that dropped the subscription (asyncua's publish
     loop then ends quietly). Its tags would stay at their last values forever; the source reconnects."""
+
+    reason = "stalled"
+
+
+class _Halted(_Silent):
+    """The session answers and keeps alive, but the server says its values are not current: its state
+    (ServerStatus.State) is not Running, or its clock (ServerStatus.CurrentTime), seen moving before, stands
+    still (a frozen runtime whose OPC UA stack lives on). Its tags' readings are passed on BAD at once."""
+
+    def __init__(self, reason: str, msg: str) -> None:
+        super().__init__(msg)
+        self.reason = reason
 
 
 _INT_RANGE = {
@@ -306,9 +318,6 @@ _SUBTYPES = {
     AbstractType.UInteger: _UNSIGNED,
     AbstractType.Number: _SIGNED + _UNSIGNED + ("Float", "Double"),
 }
-# the range of a DateTime (Part 6, 5.2.2.5): earlier is sent as the null time 0, later as its maximum
-_TIME_MIN = dt.datetime(1601, 1, 1, tzinfo=dt.UTC)
-_TIME_MAX = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
 
 
 def convert_value(
@@ -519,7 +528,7 @@ def _datetime(value: Any, bad) -> dt.datetime:
     except OverflowError:
         value = None
     # earlier than 1601 would be sent as the null time (no time at all), later as the maximum
-    if value is None or not _TIME_MIN <= value <= _TIME_MAX:
+    if value is None or not DATETIME_RANGE[0] <= value <= DATETIME_RANGE[1]:
         raise bad("out of the range of an OPC UA DateTime, 1601-01-01..9999-12-31 (UTC)")
     return value
 
@@ -543,6 +552,7 @@ class _NodeType:
     # (a PLC's Array[0..9]): it takes the whole array only (a strict PLC refuses another length at the
     # write, a lax one may write the first elements and keep the rest)
     whole: bool = False
+    server_bytes: bool = False  # max_bytes is the server's ServerCapabilities limit, not the node's own
 
     @property
     def shown(self) -> str:
@@ -595,7 +605,7 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
     else:
         vtype = ua.VariantType(ident)
     enum = await _enum_values(Node(node.session, dtid)) if ident == 29 else None
-    max_bytes = await _max_bytes(node, vtype)
+    max_bytes, server_bytes = await _max_bytes(node, vtype)
     rank = rank if isinstance(rank, int) else -2
     dims = tuple(d for d in dims if isinstance(d, int)) if isinstance(dims, list) else ()
     max_len, whole = await _array_bounds(node, rank, dims)
@@ -607,7 +617,7 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
                 held = dv.Value.VariantType
         except ua.UaError:
             pass  # no hint: the rules alone
-    return _NodeType(vtype, dtid.to_string(), rank, dims, held, enum, max_bytes, max_len, whole)
+    return _NodeType(vtype, dtid.to_string(), rank, dims, held, enum, max_bytes, max_len, whole, server_bytes)
 
 
 async def _array_bounds(node: Node, rank: int, dims: tuple[int, ...]) -> tuple[int | None, bool]:
@@ -639,19 +649,37 @@ async def _array_bounds(node: Node, rank: int, dims: tuple[int, ...]) -> tuple[i
 # the Property a String (ByteString) variable may carry with the most bytes it holds (Part 3, 5.6.2 and
 # Part 5, 5.2.5): a PLC's STRING[20] says 20; a longer text is cut by some servers and refused by others
 _MAX_BYTES = {ua.VariantType.String: "0:MaxStringLength", ua.VariantType.ByteString: "0:MaxByteStringLength"}
+# ... and the server's own limit for every such value (Part 5, 6.3.2 ServerCapabilities): a server refuses a
+# longer one (BadEncodingLimitsExceeded) or, worse, cuts it; a node stating none is still held to it
+_SERVER_MAX_BYTES = {
+    ua.VariantType.String: ua.ObjectIds.Server_ServerCapabilities_MaxStringLength,
+    ua.VariantType.ByteString: ua.ObjectIds.Server_ServerCapabilities_MaxByteStringLength,
+}
 
 
-async def _max_bytes(node: Node, vtype: ua.VariantType | AbstractType) -> int | None:
-    """The node's MaxStringLength (MaxByteStringLength for a ByteString); None when it states none (or 0:
-    no limit stated)."""
-    prop = _MAX_BYTES.get(vtype) if isinstance(vtype, ua.VariantType) else None
-    if prop is None:
-        return None
-    try:
-        v = await (await node.get_child(prop)).read_value()
-    except (ua.UaError, TypeError, ValueError):
-        return None  # most servers state none (BadNoMatch)
+def _positive(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
+async def _max_bytes(node: Node, vtype: ua.VariantType | AbstractType) -> tuple[int | None, bool]:
+    """(the most bytes a value of the node may hold, whether that is the server's limit): the node's
+    MaxStringLength (MaxByteStringLength for a ByteString), or the server's ServerCapabilities limit when it
+    is lower or the node states none; (None, False) when neither is stated (or 0: no limit)."""
+    if not isinstance(vtype, ua.VariantType) or vtype not in _MAX_BYTES:
+        return None, False
+    prop = _MAX_BYTES[vtype]
+    own = server = None
+    try:
+        own = _positive(await (await node.get_child(prop)).read_value())
+    except (ua.UaError, TypeError, ValueError):
+        pass  # most servers state none (BadNoMatch)
+    try:
+        server = _positive(await Node(node.session, _SERVER_MAX_BYTES[vtype]).read_value())
+    except (ua.UaError, TypeError, ValueError):
+        pass
+    if server is not None and (own is None or server < own):
+        return server, True
+    return own, False
 
 
 async def _enum_values(dtype: Node) -> frozenset[int] | None:
@@ -747,10 +775,13 @@ def _payload(nt: _NodeType, value: Any, node_id: str) -> ua.Variant:
         sizes = [len(v.encode("utf-8")) if isinstance(v, str) else len(v) for v in given if v is not None]
         if sizes and max(sizes) > nt.max_bytes:
             text = nt.vtype is ua.VariantType.String
+            prop = "MaxStringLength" if text else "MaxByteStringLength"
             raise OpcUaTypeMismatch(
                 f"node {node_id} holds at most {nt.max_bytes} bytes"
                 + (
-                    f" of text (its MaxStringLength: a PLC's STRING[{nt.max_bytes}])"
+                    f"{' of text' if text else ''} (the server's {prop}, in its ServerCapabilities)"
+                    if nt.server_bytes
+                    else f" of text (its MaxStringLength: a PLC's STRING[{nt.max_bytes}])"
                     if text
                     else " (MaxByteStringLength)"
                 )
@@ -900,7 +931,7 @@ def _explain(exc: BaseException, settings: OpcUaSettings) -> tuple[str, str]:
     text = mask_credentials(f"{type(exc).__name__}: {exc}".strip())  # asyncua may name the URL with its login
     low = text.lower()
     if isinstance(exc, _Silent):
-        return "stalled", str(exc)
+        return exc.reason, str(exc)
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return "timeout", f"no answer within {settings.connect_timeout_s}s; check the endpoint and the server"
     if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
@@ -1421,6 +1452,13 @@ class OpcUaSource:
         self._ns_array: list[str] = []  # and at this connect
         self._sub_since = 0.0  # monotonic time the subscription was created
         self._sub_silence_s = 0.0  # no publish answer for longer than this: the subscription is stalled
+        # the server's ServerStatus.CurrentTime at the last check and the gateway's monotonic time it was
+        # first read so (``_watch``); a clock seen moving once is held to it (a server whose clock never
+        # moves at all states no time worth watching)
+        self._clock: tuple[Any, float] | None = None
+        self._clock_moves = False
+        self.halts = 0  # times the server said (state, clock) its values were not current: readings BAD
+        self._halting = False  # since the last halt, the server has not yet shown it is running again
         # node id -> what the server granted its monitored item, when far from what was asked (said once)
         self.revised: dict[str, str] = {}
         self.overflows: dict[str, int] = {}  # tag -> values the server said it dropped from its queue
@@ -1477,7 +1515,8 @@ class OpcUaSource:
                 self.state = ConnectionState.CONNECTING
                 await self._connect()  # each step bounded on its own: a slow node does not fail the session
                 self.state = ConnectionState.CONNECTED
-                self._backoff.reset()
+                if not self._halting:  # a server still halted is tried again with a growing pause
+                    self._backoff.reset()
                 self._first_attempt.set()
                 if self._connected_once:
                     self.stats.reconnects += 1
@@ -1532,6 +1571,7 @@ class OpcUaSource:
 
     async def _connect(self) -> None:
         self._lost.clear()
+        self._clock = None
         self._oversize = 0
         self._sub = None
         self._items.clear()
@@ -2398,6 +2438,12 @@ class OpcUaSource:
                 "for tags"
             )
             return
+        if self._sub is None and (full := await self._subscription_room(client)) is not None:
+            self._unwatched(
+                f"the server states {full}: it has no room for the subscription the watch needs (this source "
+                "only writes, so it holds none), and none is asked for"
+            )
+            return
         self._target_nodes = nodes
         refused: set[str] = set()
         made = self._sub is None  # a write-only source: the subscription is the watch's alone
@@ -2468,6 +2514,29 @@ class OpcUaSource:
                 if room is None or left < room[0]:
                     room = (left, f"{name} {v}")
         return room
+
+    async def _subscription_room(self, client: Client) -> str | None:
+        """The limit that leaves the server no room for one more subscription (``MaxSubscriptions 1, and
+        it holds 1``), read from its ServerCapabilities and ServerDiagnosticsSummary; None when there is
+        room or it does not say (asyncua states neither: a refusal then says it)."""
+        ids = (
+            ua.ObjectIds.Server_ServerCapabilities_MaxSubscriptions,
+            ua.ObjectIds.Server_ServerDiagnostics_ServerDiagnosticsSummary_CurrentSubscriptionCount,
+        )
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout_s):
+                got = await client.uaclient.read_attributes(
+                    [client.get_node(i).nodeid for i in ids], ua.AttributeIds.Value
+                )
+        except (ua.UaError, TimeoutError):
+            return None
+        most, held = (
+            _positive(dv.Value.Value) if dv.Value is not None and _is_good(dv.StatusCode) else None
+            for dv in got
+        )
+        if most is None or held is None or held < most:  # 0 held reads as None: room
+            return None
+        return f"MaxSubscriptions {most}, and it holds {held} (ServerDiagnosticsSummary.CurrentSubscriptionCount)"
 
     def _unwatched(self, why: str) -> None:
         self.notices.note(
@@ -2543,7 +2612,10 @@ class OpcUaSource:
     async def _watch(self) -> None:
         """Return when the connection is gone: probe the server state now and then."""
         assert self._client is not None
-        state_node = self._client.get_node(ua.ObjectIds.Server_ServerStatus_State)
+        status_nodes = [
+            self._client.get_node(ua.ObjectIds.Server_ServerStatus_State).nodeid,
+            self._client.get_node(ua.ObjectIds.Server_ServerStatus_CurrentTime).nodeid,
+        ]
         while True:
             # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that races
             # with the awaited result, and this loop would then never stop
@@ -2559,6 +2631,7 @@ class OpcUaSource:
                 # this process was too busy to read the socket (a long type load, a loaded CPU): the
                 # silence may be its own, so the server is given its full time again
                 self._sub_since = woke
+                self._clock = None
             sub = self._sub
             if sub is not None and hasattr(sub, "last_publish_at"):  # an older asyncua keeps no such time
                 silent = time.monotonic() - max(sub.last_publish_at or 0.0, self._sub_since)
@@ -2570,8 +2643,14 @@ class OpcUaSource:
                     )
             try:
                 async with asyncio.timeout(self.settings.connect_timeout_s):
-                    await state_node.read_value()
+                    got = await self._client.uaclient.read_attributes(status_nodes, ua.AttributeIds.Value)
+                if got and got[0].StatusCode is not None and not got[0].StatusCode.is_good():
+                    got[0].StatusCode.check()  # the state's own status: as a refused read was
+                self._judge_status(got)
             except asyncio.CancelledError:
+                raise
+            except _Halted as e:
+                self._halted(e)
                 raise
             except ua.UaStatusCodeError as e:
                 if ua.StatusCode(e.code).name in _SESSION_GONE:
@@ -2599,6 +2678,57 @@ class OpcUaSource:
             except Exception as e:
                 log.info("opcua source %s: keepalive failed: %r", self.name, e)
                 return
+
+    def _judge_status(self, got: list) -> None:
+        """``_Halted`` when the server's answer (ServerStatus State, CurrentTime) says its values are not
+        current: a state other than Running, or a clock that moved before and has stood still for
+        ``_frozen_after_s``. A value it does not state (Bad, null) is not judged."""
+        state, now = (
+            dv.Value.Value if dv.Value is not None and _is_good(dv.StatusCode) else None for dv in got
+        )
+        if isinstance(state, int) and not isinstance(state, bool) and state != ua.ServerState.Running:
+            try:
+                shown = ua.ServerState(state).name
+            except ValueError:
+                shown = str(state)
+            raise _Halted(
+                "server_not_running",
+                f"the server says its state (ServerStatus.State) is {shown}, not Running, while the session "
+                "stays open: its values are not current; its tags' readings are passed on BAD and the source "
+                "reconnects",
+            )
+        if not isinstance(now, dt.datetime):
+            self._halting = False
+            return
+        seen = time.monotonic()
+        if self._clock is None or now != self._clock[0]:
+            if self._clock is not None:  # moved on this connection: running again, if halted before
+                self._clock_moves, self._halting = True, False
+            self._clock = (now, seen)
+            return
+        still = seen - self._clock[1]
+        if self._clock_moves and still > self._frozen_after_s:
+            raise _Halted(
+                "server_clock_frozen",
+                f"the server's clock (ServerStatus.CurrentTime) has stood at {now.isoformat()} for {still:.1f}s "
+                "while the session stays open and keeps alive: its runtime is frozen and its values stopped "
+                "changing; its tags' readings are passed on BAD and the source reconnects",
+            )
+
+    @property
+    def _frozen_after_s(self) -> float:
+        # servers update CurrentTime about every second (asyncua, most PLCs) or at each read: three checks,
+        # and never under 3 s, tell a clock that stands still from a coarse one
+        return max(3.0 * self.settings.keepalive_check_s, 3.0)
+
+    def _halted(self, e: _Halted) -> None:
+        """Each tag passed on so far gets a BAD reading without a value now (``halts`` counts the times):
+        a consumer must not go on taking a frozen server's last values as current."""
+        self.halts += 1
+        self._halting = True
+        now = time.time()
+        for tag in list(self._last_ts):
+            self._channel.put_nowait(Reading(self.name, tag, None, now, now, Quality.BAD, None))
 
     # -- write and browse -----------------------------------------------------------------------
     def _require_client(self, what: str) -> Client:

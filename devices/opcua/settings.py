@@ -7,11 +7,19 @@ needs the client certificate and key (PEM or DER) and, optionally, the server ce
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import re
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+# the range of an OPC UA DateTime (Part 6, 5.2.2.5): earlier is sent as the null time, later as its maximum
+# (the source's writes, and the config's write values at load)
+DATETIME_RANGE = (
+    dt.datetime(1601, 1, 1, tzinfo=dt.UTC),
+    dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC),
+)
 
 
 class SecurityMode(enum.StrEnum):

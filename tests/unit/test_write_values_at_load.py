@@ -46,15 +46,17 @@ def _errors(tmp_path, tail: str) -> list[str]:
             "    value: 1\n    reset_value: .inf\n",
             "line3.yaml: actions.out.reset_value: inf is never written",
         ),
+        # a time with its zone is taken, quoted or not (tests/integration/test_opcua_bytes_times_and_halts.py);
+        # one without, YAML's or quoted, is refused: a PLC in another zone would take it as another instant
         (
-            "    value: 2026-11-30T12:00:00Z\n",
-            "line3.yaml: actions.out.value: 2026-11-30T12:00:00+00:00 was read by YAML as a date, which no node "
-            "takes as such; for a DateTime node write value quoted, with its zone: '2026-11-30T12:00:00+00:00'",
+            "    value: 2026-11-30T12:00:00\n",
+            "line3.yaml: actions.out.value: 2026-11-30T12:00:00 has no zone: a DateTime node (or a PLC in another "
+            "time zone) would take it as another instant; write value with Z (UTC) or an offset",
         ),
         (
             "    value: 2026-11-30\n",
             "line3.yaml: actions.out.value: 2026-11-30 was read by YAML as a date, which no node takes as such; "
-            "for a DateTime node write value quoted, with its zone: '2026-11-30T00:00:00Z'",
+            "for a DateTime node write value as a time with its zone: 2026-11-30T00:00:00Z",
         ),
         # YAML 1.1 reads 1e3 (no point, no sign in the exponent) as text however it is written: the former
         # message said "write value: 1e3 without quotes", which it already was
