@@ -16,7 +16,7 @@ INT8 kernels do not reproduce to the tolerance.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -482,19 +482,23 @@ def verdict_flips(
     expected: dict[str, np.ndarray],
     got: dict[str, np.ndarray],
     rows: int = 1,
-    skip: Collection[int] = (),
+    exempt: Mapping[int, Collection[int]] | None = None,
 ) -> list[str]:
     """Each golden item (a tile of it when ``rows`` > 1: a tiled model run a frame at a time) whose
     verdict or label from ``got`` differs from the one the package's ``expected`` outputs give, named
     with both verdicts and scores, however small the deviation of the values: an item near the
-    threshold flips on a deviation the golden tolerance lets through. Empty: every verdict agrees (or
-    the outputs cannot be compared, which ``compare`` and ``interpretation_problems`` say)."""
+    threshold flips on a deviation the golden tolerance lets through. ``exempt``: per batch row, the
+    fields of its ``row_verdicts`` tuple not held (0 the verdict, 1 + j the label of classifier output j:
+    ``int8_exempt``). Empty: every verdict agrees (or the outputs cannot be compared, which ``compare`` and
+    ``interpretation_problems`` say)."""
     want, have = row_verdicts(manifest, expected), row_verdicts(manifest, got)
     if want is None or have is None or len(want) != len(have):
         return []
+    exempt = exempt or {}
     out = []
     for i, (w, h) in enumerate(zip(want, have, strict=True)):
-        if w == h or i in skip:
+        free = exempt.get(i, ())
+        if all(a == b or k in free for k, (a, b) in enumerate(zip(w, h, strict=True))):
             continue
         where = f"golden item {i // rows}, tile {i % rows}" if rows > 1 else f"golden item {i}"
         out.append(
@@ -509,10 +513,10 @@ def verdict_problems(
     expected: dict[str, np.ndarray],
     got: dict[str, np.ndarray],
     rows: int = 1,
-    skip: Collection[int] = (),
+    exempt: Mapping[int, Collection[int]] | None = None,
 ) -> list[str]:
     """``verdict_flips`` as one problem (the first item named, the others counted), or none."""
-    flips = verdict_flips(manifest, expected, got, rows, skip)
+    flips = verdict_flips(manifest, expected, got, rows, exempt)
     if not flips:
         return []
     more = (
@@ -526,9 +530,16 @@ def verdict_problems(
 # An INT8-only package (no FP32 form: a user's own quantized model, docs/own-model.md) has golden outputs from
 # the build machine's INT8 run, and INT8 kernels differ by CPU: measured under QEMU emulating a Haswell (AVX2,
 # no VNNI), a sound model's class logits moved by up to 0.1 on ONNX Runtime (0.34 on OpenVINO), far past the
-# golden tolerance while its verdicts held. So a golden item whose expected score sits within this share of its
-# threshold is not held to its verdict there: the INT8 noise of another CPU may put it on either side.
+# golden tolerance while its verdicts held. An INT8 output's noise follows its quantization step, that is the
+# range of its values, not the threshold's distance from 0 (a threshold may be 0). So a golden item is not held
+# to its verdict where its expected score sits within this share of the scale of that output's scores (the
+# range of the golden scores and the threshold together) from the threshold, nor to a classifier's label
+# where its top two values (logits or probabilities) are within this share of the range of that output's
+# values: the INT8 noise of another CPU may put it on either side.
 INT8_NEAR_THRESHOLD = 0.05
+# A form whose scores (or class values) across the golden items span less than this share of the span of the
+# golden outputs has collapsed (a constant output keeps every verdict of a one-sided golden set).
+INT8_COLLAPSE = 0.25
 
 
 def verdict_outputs(manifest: Manifest) -> set[str]:
@@ -570,17 +581,83 @@ def _threshold_scores(
     return out
 
 
+def _class_values(
+    manifest: Manifest, outputs: dict[str, np.ndarray]
+) -> list[tuple[int, OutputSpec, np.ndarray]]:
+    """Per classifier output, (its field in a ``row_verdicts`` tuple, spec, values as (rows, classes)): the
+    first classifier's label is field 1, the others' follow in manifest order."""
+    import numpy as np
+
+    from model_packager.manifest import OutputRole
+
+    out = []
+    field = 1
+    for o in manifest.outputs:
+        if o.role not in (OutputRole.CLASS_LOGITS, OutputRole.CLASS_PROBS) or not o.labels:
+            continue
+        v = np.asarray(outputs.get(o.name, ()), dtype=np.float64)
+        if v.ndim and v.size and v[:1].size == len(o.labels) and len(o.labels) > 1:
+            out.append((field, o, v.reshape(v.shape[0], -1)))
+        field += 1
+    return out
+
+
+def _span(*values: np.ndarray | float) -> float:
+    """max - min of the finite values given (0 when there are none)."""
+    import numpy as np
+
+    v = np.concatenate([np.asarray(x, np.float64).reshape(-1) for x in values])
+    v = v[np.isfinite(v)]
+    return float(v.max() - v.min()) if v.size else 0.0
+
+
+def threshold_margin(score: np.ndarray, threshold: float, share: float = INT8_NEAR_THRESHOLD) -> float:
+    """How near its threshold a golden score is too near to hold an INT8-only form to its verdict: ``share``
+    of the span of the golden scores and the threshold together (a threshold of 0 has its margin too)."""
+    return share * _span(score, threshold)
+
+
+def _tie_gaps(values: np.ndarray) -> np.ndarray:
+    """Per row, its top value less its second (in the output's own units, logits or probabilities)."""
+    import numpy as np
+
+    top2 = np.sort(values, axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+def int8_exempt(
+    manifest: Manifest, outputs: dict[str, np.ndarray], share: float = INT8_NEAR_THRESHOLD
+) -> dict[int, set[int]]:
+    """Per batch row (an item, or a tile of a tiled model) of the golden ``outputs``, the fields of its
+    ``row_verdicts`` tuple an INT8-only form is not held to: 0, its verdict, when its score at some threshold
+    is within ``threshold_margin`` of it; 1 + j, the label of classifier output j, when that output's top two
+    values are within ``share`` of the span of its values. Rows with none are left out."""
+    import numpy as np
+
+    out: dict[int, set[int]] = {}
+    for _, thr, score in _threshold_scores(manifest, outputs):
+        for i in np.flatnonzero(np.abs(score - thr) <= threshold_margin(score, thr, share)):
+            out.setdefault(int(i), set()).add(0)
+    for field, _, v in _class_values(manifest, outputs):
+        for i in np.flatnonzero(_tie_gaps(v) <= share * _span(v)):
+            out.setdefault(int(i), set()).add(field)
+    return out
+
+
 def near_threshold_rows(
     manifest: Manifest, outputs: dict[str, np.ndarray], share: float = INT8_NEAR_THRESHOLD
 ) -> list[int]:
-    """Batch rows (items, or tiles of a tiled model) of ``outputs`` whose score at some threshold (a
-    classifier's NG score ``1 - p(ok_label)``, an anomaly score) is within ``share`` of that threshold."""
-    import numpy as np
+    """Batch rows (items, or tiles of a tiled model) of ``outputs`` whose verdict an INT8-only form is not held
+    to: a score within ``threshold_margin`` of its threshold (``int8_exempt``, field 0)."""
+    return sorted(i for i, f in int8_exempt(manifest, outputs, share).items() if 0 in f)
 
-    near: set[int] = set()
-    for _, thr, score in _threshold_scores(manifest, outputs):
-        near.update(int(i) for i in np.flatnonzero(np.abs(score - thr) <= share * abs(thr)))
-    return sorted(near)
+
+def near_tie_rows(
+    manifest: Manifest, outputs: dict[str, np.ndarray], share: float = INT8_NEAR_THRESHOLD
+) -> list[int]:
+    """Batch rows of ``outputs`` whose label an INT8-only form is not held to on some classifier output: its
+    top two values within ``share`` of the span of that output's values (``int8_exempt``, fields from 1)."""
+    return sorted(i for i, f in int8_exempt(manifest, outputs, share).items() if f - {0})
 
 
 def _rows_said(rows: Sequence[int], per_item: int) -> str:
@@ -590,28 +667,59 @@ def _rows_said(rows: Sequence[int], per_item: int) -> str:
     return ("golden item " if len(rows) == 1 else "golden items ") + ", ".join(said) + more
 
 
+def unjudged(manifest: Manifest, expected: dict[str, np.ndarray], rows: int = 1) -> list[str]:
+    """For an INT8-only package, each decision its golden set leaves nothing to judge: a thresholded output
+    whose every golden item is within the margin of its threshold, a classifier whose every item's top two
+    values are within the margin of a tie. The build refuses such a package: its form is held to nothing
+    there on another CPU. Empty: every decision has golden items it is held to."""
+    import numpy as np
+
+    unit = "tile" if rows > 1 else "item"
+    out = []
+    for o, thr, score in _threshold_scores(manifest, expected):
+        m = threshold_margin(score, thr)
+        if score.size and (np.abs(score - thr) <= m).all():
+            out.append(
+                f"output {o.name!r}: every one of its {score.size} golden {unit}s scores within {m:.3g} of "
+                f"threshold {thr:.6g} ({INT8_NEAR_THRESHOLD:.0%} of the span of its scores), where an INT8-only "
+                "package's verdicts are not held: nothing is left to judge its form on another CPU; add golden "
+                "inputs that are clearly OK and clearly NG (--golden)"
+            )
+    for _, o, v in _class_values(manifest, expected):
+        m = INT8_NEAR_THRESHOLD * _span(v)
+        if v.shape[0] and (_tie_gaps(v) <= m).all():
+            out.append(
+                f"output {o.name!r}: every one of its {v.shape[0]} golden {unit}s has its top two values within "
+                f"{m:.3g} of each other ({INT8_NEAR_THRESHOLD:.0%} of the span of its values), where an INT8-only "
+                "package's labels are not held: nothing is left to judge its labels on another CPU; add golden "
+                "inputs that are clearly of one class (--golden)"
+            )
+    return out
+
+
 def coverage_notes(
     manifest: Manifest, expected: dict[str, np.ndarray], rows: int = 1, *, int8_only: bool = False
 ) -> list[str]:
     """One line for each way the golden set cannot judge a form: no golden item on one side of a threshold
     (every item NG, say, so a form that calls everything NG keeps every verdict), no item whose top label is
     one of a classifier's labels, and for an INT8-only package (``int8_only``) no item on a side outside the
-    ``INT8_NEAR_THRESHOLD`` margin, where verdicts are not held; then the items that margin exempts, named.
-    Empty: every threshold has judged items on both sides and every label an item. These are said, not
-    refused: a package is not wrong for them (an anomaly model trained on good parts alone may have no NG
-    view that its INT8 form keeps), its golden check is only weaker; ``rows``: batch rows per item."""
+    margin of its threshold (``threshold_margin``), where verdicts are not held; then the items exempt near a
+    threshold or near a tie of a classifier's top two labels (``int8_exempt``), named, and whether they are
+    most of the golden set. Empty: every threshold has judged items on both sides and every label an item.
+    These are said, not refused (``unjudged`` is refused): a package is not wrong for them (an anomaly model
+    trained on good parts alone may have no NG view that its INT8 form keeps), its golden check is only
+    weaker; ``rows``: batch rows per item."""
     import numpy as np
 
     from model_packager.manifest import OutputRole
 
     notes = []
     unit = "tile" if rows > 1 else "item"
-    margin = f"{INT8_NEAR_THRESHOLD:.0%}"
-    exempt: set[int] = set()
     n_rows = min((len(v) for v in expected.values() if np.ndim(v)), default=0)
     for o, thr, score in _threshold_scores(manifest, expected):
         ng = score >= thr
-        near = np.abs(score - thr) <= INT8_NEAR_THRESHOLD * abs(thr)
+        margin = threshold_margin(score, thr)
+        near = np.abs(score - thr) <= margin
         n = len(score)
         for side, other, on_side in (("NG", "OK", ng), ("OK", "NG", ~ng)):
             if n and on_side.all():
@@ -634,11 +742,10 @@ def coverage_notes(
                                 if k == 1
                                 else f"its {k} {side} golden {unit}s are all"
                             )
-                            + f" within {margin} of threshold {thr:.6g}, where an INT8-only package's verdicts are "
-                            f"not held; add golden inputs that are clearly {side} (--golden)"
+                            + f" within {margin:.3g} of threshold {thr:.6g} ({INT8_NEAR_THRESHOLD:.0%} of the "
+                            "span of its scores), where an INT8-only package's verdicts are not held; add golden inputs "
+                            f"that are clearly {side} (--golden)"
                         )
-        if int8_only:
-            exempt.update(int(i) for i in np.flatnonzero(near))
     for o in manifest.outputs:
         if o.role not in (OutputRole.CLASS_LOGITS, OutputRole.CLASS_PROBS) or not o.labels:
             continue
@@ -657,22 +764,74 @@ def coverage_notes(
                 f"{'it' if len(missing) == 1 else 'them'} keeps every golden label; add golden inputs of "
                 f"{'that class' if len(missing) == 1 else 'those classes'} (--golden)"
             )
-    if exempt:
+    if not int8_only:
+        return notes
+    near_thr, near_tie = near_threshold_rows(manifest, expected), near_tie_rows(manifest, expected)
+    share = f"{INT8_NEAR_THRESHOLD:.0%}"
+    for said, where, what in (
+        (
+            near_thr,
+            f"near a threshold (within {share} of the span of its scores)",
+            ("its verdict", "their verdicts"),
+        ),
+        (
+            near_tie,
+            f"near a tie of their top two labels (within {share} of the span of the output)",
+            ("its label", "their labels"),
+        ),
+    ):
+        if said:
+            one = len(said) == 1
+            notes.append(
+                f"INT8-only package: {_rows_said(said, rows)} ({len(said)} of {n_rows} {unit}s) {where}: not held "
+                f"to {what[0] if one else what[1]} on other CPUs (their INT8 noise may put "
+                f"{'it' if one else 'them'} on either side)"
+            )
+    exempt = set(near_thr) | set(near_tie)
+    if n_rows and 2 * len(exempt) > n_rows:
         notes.append(
-            f"INT8-only package: {_rows_said(sorted(exempt), rows)} ({len(exempt)} of {n_rows} {unit}s) "
-            f"within {margin} of a threshold: not held to {'its verdict' if len(exempt) == 1 else 'their verdicts'} "
-            "on other CPUs (their INT8 noise may put it on either side)"
+            f"golden set can hardly judge the INT8-only form: {len(exempt)} of its {n_rows} golden {unit}s are "
+            "exempt near a threshold or a tie, so another CPU's INT8 run is held on the few others alone; add "
+            "golden inputs that are clearly OK, clearly NG and clearly of one class (--golden)"
         )
     return notes
+
+
+def collapse_problems(
+    manifest: Manifest, expected: dict[str, np.ndarray], got: dict[str, np.ndarray]
+) -> list[str]:
+    """Each output a verdict or label is read from whose values across the golden items in ``got`` span less
+    than ``INT8_COLLAPSE`` of what the golden outputs span (per class value for a classifier, the widest):
+    a form that collapsed to a constant keeps every verdict of a golden set that is all on one side."""
+    import numpy as np
+
+    out = []
+    for name in sorted(verdict_outputs(manifest)):
+        if name not in expected or name not in got or np.shape(expected[name]) != np.shape(got[name]):
+            continue
+        want, have = (np.asarray(x[name], np.float64) for x in (expected, got))
+        if want.ndim == 0 or want.shape[0] < 2:
+            continue
+        want, have = want.reshape(want.shape[0], -1), have.reshape(have.shape[0], -1)
+        span_w = max(_span(want[:, k]) for k in range(want.shape[1]))
+        span_h = max(_span(have[:, k]) for k in range(have.shape[1]))
+        if span_w > 0 and span_h < INT8_COLLAPSE * span_w:
+            out.append(
+                f"output {name!r} collapsed: its values span {span_h:.3g} across the {want.shape[0]} golden "
+                f"items here where the package's golden outputs span {span_w:.3g} (needs at least "
+                f"{INT8_COLLAPSE:.0%} of it)"
+            )
+    return out
 
 
 def int8_only_problems(
     manifest: Manifest, expected: dict[str, np.ndarray], got: dict[str, np.ndarray], rows: int = 1
 ) -> tuple[float, list[str]]:
     """Hold an INT8-only package's run (any CPU, any engine) to its golden outputs as an INT8 form is held to
-    FP32: the verdict and labels of every golden item (an item within ``INT8_NEAR_THRESHOLD`` of a threshold
-    excepted) and the manifest's ``parity`` bounds when it signs some; outputs no verdict is read from (heat
-    maps, remaining life, raw) within the golden tolerance. (largest deviation, problems)"""
+    FP32: the verdict and labels of every golden item (a verdict within the margin of a threshold, a label
+    within the margin of a tie excepted: ``int8_exempt``), the spread of the outputs they are read from
+    (``collapse_problems``) and the manifest's ``parity`` bounds when it signs some; outputs no verdict is read
+    from (heat maps, remaining life, raw) within the golden tolerance. (largest deviation, problems)"""
     g = manifest.golden
     graded = verdict_outputs(manifest)
     worst, bad = compare(
@@ -683,8 +842,8 @@ def int8_only_problems(
     bad += [f"output {k!r} missing" for k in graded if k in expected and k not in got]
     if manifest.parity is not None:
         bad += parity_problems(manifest, dev, agree)
-    skip = near_threshold_rows(manifest, expected)
-    bad += verdict_problems(manifest, expected, got, rows, skip)
+    bad += verdict_problems(manifest, expected, got, rows, int8_exempt(manifest, expected))
+    bad += collapse_problems(manifest, expected, got)
     return worst, bad
 
 

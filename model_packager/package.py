@@ -212,7 +212,9 @@ def build_package(
 
     ``notes``, when given, receives one line for each way the golden set cannot judge a form (no golden
     item on one side of a threshold, no item of a label; an INT8-only package's items exempt near its
-    threshold, named): ``golden.coverage_notes``. They are said, the package is still built."""
+    threshold or near a tie of its top two labels, named): ``golden.coverage_notes``. They are said, the
+    package is still built; an INT8-only package whose golden set leaves a threshold or a classifier nothing
+    to judge (``golden.unjudged``) is refused (``GoldenError`` ``golden_unjudged``)."""
     model = Path(model)
     out_dir = Path(out_dir)
     data = _spec_dict(spec)
@@ -337,13 +339,15 @@ def build_package(
             if fp32 is not None:  # the INT8 form: measured against the FP32 reference
                 int8_runs[engine] = _golden.run_engine(engine, model, inputs, ov_xml)
         rows = _golden.item_rows(manifest, inputs)
-        if notes is not None:
-            notes += _golden.coverage_notes(
-                manifest,
-                exp,
-                rows,
-                int8_only=fp32 is None and manifest.quantization.scheme.startswith("int8"),
+        int8_only = fp32 is None and manifest.quantization.scheme.startswith("int8")
+        if int8_only and (bad := _golden.unjudged(manifest, exp, rows)):
+            # its form is held to nothing there on another CPU: a collapse there would serve
+            raise GoldenError(
+                f"{where}: golden set cannot judge the INT8-only form: " + "; ".join(bad),
+                code="golden_unjudged",
             )
+        if notes is not None:
+            notes += _golden.coverage_notes(manifest, exp, rows, int8_only=int8_only)
         if fp32 is not None:
             data["parity"] = _parity_bounds(
                 manifest, data.get("parity") or {}, exp, int8_runs, where, check_parity_here, rows
