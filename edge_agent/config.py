@@ -533,10 +533,34 @@ class SparkplugDatatype(enum.StrEnum):
     FLOAT = "Float"
     DOUBLE = "Double"
     STRING = "String"
+    DATETIME = "DateTime"
+
+
+def _sparkplug_times(action: SparkplugCommandAction) -> None:
+    """With ``datatype: DateTime``, each value is a time a DateTime metric holds: ISO 8601 text with its zone,
+    or whole epoch milliseconds, from 1970 to the year 9999 (``sparkplug.datetime_ms``, the conversion the
+    command itself makes)."""
+    from protocols import sparkplug as sp
+    from protocols.json_codec import CodecError
+
+    if action.datatype is not SparkplugDatatype.DATETIME:
+        return
+    for field in ("value", "reset_value"):
+        v = getattr(action, field)
+        for x in [] if v is None else v if isinstance(v, list) else [v]:
+            try:
+                sp.datetime_ms(x)
+            except CodecError as e:
+                raise ValueError(f"{field}: a DateTime metric takes a time; {e.detail}") from None
 
 
 class SparkplugCommandAction(OutputAction):
     """Write-back to a Sparkplug B edge node: an NCMD (node metric) or DCMD (device metric)."""
+
+    @model_validator(mode="after")
+    def _times(self) -> SparkplugCommandAction:  # the other checks of the values: OutputAction's
+        _sparkplug_times(self)
+        return self
 
     source_fields: ClassVar[dict[str, str]] = {"source": "mqtt"}
     type: Literal["sparkplug_command"]

@@ -264,6 +264,52 @@ def datetime_text(ms: int) -> str:
         ) from None
 
 
+# the last millisecond a DateTime metric is written up to (the years a time is read in, ``datetime_text``)
+DATETIME_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+def datetime_ms(value: Any) -> int:
+    """A value for a DateTime metric (unsigned milliseconds since 1970, UTC) from ISO 8601 text with its zone
+    (``2026-12-03T05:17:50Z``, ``...+01:00``: the form readings give a DateTime in, ``datetime_text``), an
+    aware ``datetime``, or whole epoch milliseconds. Raises ``CodecError('wrong_type')`` for a time without a
+    zone (a node in another zone would take it as another instant), one before 1970 or past the year 9999,
+    and anything else (a boolean, a fraction, text that is no time)."""
+    shown = repr(value)
+    if isinstance(value, str):
+        try:
+            value = _dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise CodecError(
+                "wrong_type", f"{shown} is no ISO 8601 time; write e.g. '2026-12-03T05:17:50Z' or epoch ms"
+            ) from None
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            raise CodecError(
+                "wrong_type",
+                f"{shown} has no zone: the node would take it as another instant; add Z (UTC) or an offset, "
+                "e.g. '2026-12-03T05:17:50Z' or '2026-12-03T06:17:50+01:00'",
+            )
+        try:
+            ms = (value - _EPOCH) // _dt.timedelta(milliseconds=1)
+        except OverflowError:
+            ms = -1
+    elif isinstance(value, int) and not isinstance(value, bool):
+        ms = value
+    else:
+        raise CodecError(
+            "wrong_type",
+            f"{shown} is no time: write ISO 8601 text with its zone ('2026-12-03T05:17:50Z') or "
+            "whole epoch milliseconds",
+        )
+    if not 0 <= ms <= DATETIME_MAX_MS:
+        raise CodecError(
+            "wrong_type",
+            f"{shown} is out of the range of a Sparkplug DateTime, 1970-01-01T00:00:00Z..9999-12-31T23:59:59.999Z "
+            f"(0..{DATETIME_MAX_MS} ms since 1970)",
+        )
+    return ms
+
+
 def as_declared(value: int, datatype: int) -> int:
     """An integer from the wire (``int_value`` is uint32, ``long_value`` uint64: Tahu writes signed types
     in two's complement) as the value of ``datatype``: Int8/16/32/64 get their sign back, others stay.
@@ -578,6 +624,8 @@ MAX_INFLATED_BYTES = (
 # (SparkplugHostSettings.max_inflated_bytes_per_s; a source's nodes together, INFLATE_TOTAL_NODES times it)
 INFLATE_BYTES_PER_S = 16 * 1024 * 1024
 INFLATE_TOTAL_NODES = 4
+# a node refused a payload by its budget within this time (s) is storming: it may not draw on a total's reserve
+STORMING_S = 1.0
 
 
 class InflateBudget:
@@ -590,6 +638,13 @@ class InflateBudget:
     A node's budget may draw on a ``total`` one as well (its source's, all nodes together): a payload is
     inflated while both have some left and is charged to both, so a flooding node spends its own budget and
     its share of the total, not its neighbours' budgets, while many nodes together stay held to the total.
+    A total may keep a ``reserve``, the last of it that budgets refused within the last ``STORMING_S`` while
+    not full (their nodes are storming: they send more than their budget, or than the total leaves them) may
+    not draw on:
+    however many nodes storm, they stop at it (past it by one message at most), and a calm node, refused
+    nothing, finds the total with some left. Without it, four storming nodes spent the total between them, and
+    a calm node's payload waited on them. New names are calm too, and each may draw on the reserve, but the
+    total still bounds them all.
     ``whose`` and ``setting`` name the budget in the ``inflate_budget`` message."""
 
     def __init__(
@@ -598,12 +653,14 @@ class InflateBudget:
         clock: Any = time.monotonic,
         *,
         total: InflateBudget | None = None,
+        reserve: float = 0.0,
         whose: str = "this source's compressed payloads",
         setting: str = "max_inflated_bytes_per_s",
     ) -> None:
-        self.per_s, self._clock, self.total = per_s, clock, total
+        self.per_s, self._clock, self.total, self.reserve = per_s, clock, total, reserve
         self.whose, self.setting = whose, setting
         self._left, self._at = float(per_s), clock()
+        self._refused_at = -math.inf  # when a payload was last refused on this budget (``refused``)
 
     def left(self) -> float:
         """What this budget has left now (its ``total``'s aside)."""
@@ -613,12 +670,24 @@ class InflateBudget:
         return self._left
 
     def spent(self) -> InflateBudget | None:
-        """The budget that has nothing left, this one or else its ``total``; None while both have some."""
+        """The budget that has nothing left, this one or else its ``total``; None while both have some. While
+        this one was refused within the last ``STORMING_S``, the total's ``reserve`` counts as nothing left."""
         if self.left() <= 0:
             return self
-        if self.total is not None and self.total.left() <= 0:
-            return self.total
+        t = self.total
+        if t is not None:
+            left = t.left()
+            if left <= 0 or (left <= t.reserve and self._clock() - self._refused_at < STORMING_S):
+                return t
         return None
+
+    def refused(self) -> None:
+        """A payload was refused on this budget (``spent``): its node is storming, for ``STORMING_S``, if this
+        budget is not full (it inflated within the last second or so: more than its budget, or than the total
+        left it). A node refused by the total alone with its own budget full (a calm node, a birth now and
+        then) is not: it may draw on the reserve at its next payload."""
+        if self._left < self.per_s:
+            self._refused_at = self._clock()
 
     def spend(self, n: int) -> None:
         self._left -= n
@@ -647,10 +716,12 @@ def _inflate(pb: Any, max_bytes: int, budget: InflateBudget | None = None, must:
         body[:2] == b"\x1f\x8b" or (body[0] & 0x0F == 8 and (body[0] << 8 | body[1]) % 31 == 0)
     )
     if budget is not None and not must and (spent := budget.spent()) is not None:
+        budget.refused()
+        kept = " (what is left kept for nodes not storming)" if spent.reserve and spent.left() > 0 else ""
         raise CodecError(
             "inflate_budget",
             f"compressed payload ({len(body)} bytes) while {spent.whose} have inflated more than "
-            f"{spent.setting} ({spent.per_s:.0f} bytes a second); skipped, not inflated",
+            f"{spent.setting} ({spent.per_s:.0f} bytes a second){kept}; skipped, not inflated",
         )
     inflater = zlib.decompressobj(47 if header else -15)  # 47: a zlib or gzip header; -15: none (raw)
     try:
@@ -670,6 +741,85 @@ def _inflate(pb: Any, max_bytes: int, budget: InflateBudget | None = None, must:
     if not inflater.eof:
         raise CodecError("bad_compression", f"{algorithm} body of {len(body)} bytes is cut short")
     return out
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int] | None:
+    """The protobuf varint at ``buf[i]`` and the index past it; None when cut short."""
+    value = shift = 0
+    while i < len(buf) and shift < 70:
+        b = buf[i]
+        value |= (b & 0x7F) << shift
+        i += 1
+        if not b & 0x80:
+            return value, i
+        shift += 7
+    return None
+
+
+def bd_seq_within(
+    data: bytes, max_inflated: int, inflate_budget: InflateBudget | None = None
+) -> tuple[int | None, bool]:
+    """``(bdSeq, found)`` of a compressed death whose whole payload is not inflated (it inflates past its bound,
+    or its node's budget is spent): only its first ``max_inflated`` bytes are inflated (charged to
+    ``inflate_budget``) and the metrics complete within them read, so the cost is bounded whatever the body
+    holds. Tahu's nodes, like any encoder, write the metrics (field 2) before the body, and an NDEATH's one
+    metric is its bdSeq. ``found`` is False when no bdSeq metric is complete within that prefix (or the
+    payload is not a compressed one that inflates)."""
+    import zlib
+
+    def value(m: Any) -> tuple[int | None, bool]:
+        try:
+            return _get_value(m, [0], 0), True
+        except CodecError:  # a bdSeq that is no number (a Template, text that is not UTF-8)
+            return None, False
+
+    try:
+        pb = _parse(data)
+    except CodecError:
+        return None, False
+    if not (pb.HasField("uuid") and pb.uuid == COMPRESSED_UUID):
+        bd = next((m for m in pb.metrics if m.HasField("name") and m.name == BDSEQ_METRIC), None)
+        return (None, False) if bd is None else value(bd)
+    body = pb.body
+    gz = len(body) >= 2 and body[:2] == b"\x1f\x8b"
+    header = gz or (len(body) >= 2 and body[0] & 0x0F == 8 and (body[0] << 8 | body[1]) % 31 == 0)
+    try:
+        prefix = zlib.decompressobj(47 if header else -15).decompress(body, max_inflated)
+    except zlib.error:
+        prefix = b""
+    if inflate_budget is not None:  # the work done is charged (a body that fails: as if the whole prefix)
+        inflate_budget.spend(len(prefix) or max_inflated)
+    i, metric_pb = 0, _pb().Payload.Metric
+    while i < len(prefix):
+        tag = _varint(prefix, i)
+        if tag is None:
+            break
+        key, i = tag
+        wire = key & 7
+        if wire == 0:
+            v = _varint(prefix, i)
+            if v is None:
+                break
+            i = v[1]
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        elif wire == 2:
+            n = _varint(prefix, i)
+            if n is None or n[1] + n[0] > len(prefix):
+                break  # cut by the prefix: its last field is not read
+            size, i = n[0], n[1]
+            if key >> 3 == 2:  # a metric
+                m = metric_pb()
+                try:
+                    m.ParseFromString(prefix[i : i + size])
+                except Exception:
+                    return None, False
+                if m.HasField("name") and m.name == BDSEQ_METRIC:
+                    return value(m)
+            i += size
+        else:
+            break
+    return None, False
 
 
 def decode(

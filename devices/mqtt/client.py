@@ -242,7 +242,12 @@ def _sparkplug_value(dt: sp.DataType, value: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise bad("write text")
         return str(value)
-    raise bad("only Boolean, integer, Float, Double and String metrics can be written")
+    if dt is sp.DataType.DATETIME:  # ISO 8601 text with its zone (as readings give it) or epoch ms
+        try:
+            return sp.datetime_ms(value)
+        except json_codec.CodecError as e:
+            raise bad(e.detail) from None
+    raise bad("only Boolean, integer, Float, Double, String and DateTime metrics can be written")
 
 
 class _Redeliveries:
@@ -1771,8 +1776,16 @@ class MqttSource:
                 "one and no live message since)"
             )
         dt = sp.DataType[datatype.upper()] if datatype else None
+        known = self.sparkplug.datatype(group, edge_node, device, metric)
+        if dt is sp.DataType.DATETIME and known is not None and known != dt:
+            # a time sent to a metric its birth declares otherwise would be read as a count (an Int64) or
+            # refused by the node: the birth decides
+            raise SparkplugTypeMismatch(
+                f"mqtt source {self.name!r}: command to {where} not sent: the action's datatype is DateTime, "
+                f"and the birth gives metric {metric!r} datatype {known}; set the datatype the birth gives, or "
+                "leave it out"
+            )
         if dt is None:
-            known = self.sparkplug.datatype(group, edge_node, device, metric)
             if known is None:
                 dt = sp.infer_datatype(value)
             elif known in sp.DataType._value2member_map_:

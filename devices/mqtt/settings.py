@@ -310,6 +310,21 @@ class SparkplugHostSettings(_Model):
         "second's worth at once): when more nodes are stale at once (this host's reconnect, a broker restart, "
         "thousands of nodes), the rest wait, oldest first, and are asked as the rate allows",
     )
+    rebirth_retry_s: float = Field(
+        10.0,
+        ge=0,
+        description="a node asked a rebirth that sends no birth within this time (s) is asked again (its NCMD "
+        "lost, the node busy or restarting), each time after twice as long as the last, up to "
+        "rebirth_retry_max_s, until a birth of it is read (counted: notice rebirth_unanswered); still held to "
+        "rebirth_min_interval_s and rebirth_max_per_s, never of a node whose NDEATH was read. 0: asked once only "
+        "(again at its next message)",
+    )
+    rebirth_retry_max_s: float = Field(
+        300.0,
+        gt=0,
+        description="the longest wait (s) between two rebirths asked of a node that does not answer "
+        "(rebirth_retry_s doubling up to this)",
+    )
     max_inflated_bytes_per_s: int = Field(
         16 * 1024 * 1024,
         ge=1,
@@ -321,8 +336,10 @@ class SparkplugHostSettings(_Model):
         "NDATA or DDATA is counted as inflate_budget and skipped, not inflated. Births and deaths have budgets of "
         "their own, as large, never charged to data's: a birth past its node's is inflate_budget, skipped, and "
         "the node stale until a birth of it is read (a rebirth asked once the budget refilled); a death is "
-        "always read (inflated to at most 64 KiB). One flooding node does not hold up the others; several at "
-        "once can spend the total. Plain payloads are not counted: their size costs the node the same bandwidth",
+        "always read (inflated to at most 64 KiB; past it, its bdSeq read from that much). One flooding node does "
+        "not hold up the others; several at once can spend the data total; the births' total keeps one node's "
+        "budget from nodes storming (refused within the last second), so a calm node's birth is read. Plain "
+        "payloads are not counted: their size costs the node the same bandwidth",
     )
     host_id: str | None = Field(
         None,

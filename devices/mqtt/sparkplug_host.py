@@ -16,7 +16,9 @@ host's reconnect) is queued per node, oldest first, and asked by ``tick`` (at ea
 most once per ``rebirth_min_interval_s`` per node (a later request waits, it is not dropped; a birth read
 meanwhile answers it), not while the node's births budget is spent, not of a node dead (NDEATH; until this
 host's reconnect, after which it is asked as every node not born) or whose births no subscription takes, and at
-most ``rebirth_max_per_s`` for the whole source.
+most ``rebirth_max_per_s`` for the whole source. A node asked that sends no birth is asked again after
+``rebirth_retry_s``, then after twice as long each time up to ``rebirth_retry_max_s`` (``_ask_unanswered``;
+counted as ``rebirths_repeated`` and the ``rebirth_unanswered`` notice), until a birth of it is read.
 When this host's own connection to the broker comes back (``session_lost``, called by the adapter before
 it decodes anything the new connection brought), every node it knows is treated as not born: what was
 published while it was away (a death, a birth with a new alias map or new datatypes) was missed, so its
@@ -63,14 +65,18 @@ nothing (the seq gap it leaves is neither counted nor answered by a rebirth, whi
 the values it carried are missed until they change again). One node flooding spends its own budget and its
 share of the total, and the source's other nodes are read on; several flooding at once can spend the total,
 which then holds every node's compressed data. Births and deaths draw on budgets of their own, as large (per
-node, and the total), never on data's: a node in a rebirth storm must not starve the other nodes' data. A
+node, and the total), never on data's: a node in a rebirth storm must not starve the other nodes' data. The
+births' total keeps one node's budget in reserve from nodes refused within the last ``sp.STORMING_S`` (storming):
+however many storm, a calm node's birth is read (``sp.InflateBudget``). A
 compressed birth past its node's births budget is ``inflate_budget``, not inflated, and its node (device)
 stale: its tags BAD once, not born until a birth of it is read, a rebirth asked once that budget has some
 left, whether it sends anything more or not (none is asked while it is spent: the answer would be skipped too). A compressed
 death is inflated (skipped, a dead node's tags would stay GOOD until its next birth) while its node's own budget
-has some left, the total's aside, to at most ``DEATH_MAX_INFLATED``; past either, it is a death all the same,
-its bdSeq unread (``too_large``, ``inflate_budget``): a node flooding compressed deaths spends its own share of the
-total only, not the other nodes' births.
+has some left, the total's aside, to at most ``DEATH_MAX_INFLATED``; past either (``too_large``,
+``inflate_budget``), its bdSeq is read from a bounded prefix (``sp.bd_seq_within``: ``DEATH_MAX_INFLATED``, or
+``DEATH_PEEK_BYTES`` past the budget), so a stale will is ignored however large; an NDEATH whose bdSeq is not
+within it is refused (not a death) while its node's birth had one: a node flooding compressed deaths spends its
+own share of the total only, not the other nodes' births.
 A DataSet metric (a table: Ignition's Dataset tags) gives a reading per column, ``{metric}/{column}``, whose
 value is the column's rows as a 1-D NumPy array (typed by the column's datatype; an empty cell of a Float or
 Double column is NaN); a column with a cell of another type, or an empty cell where no NaN can stand, is
@@ -85,6 +91,7 @@ Not thread-safe: call ``handle`` from one thread (the adapter uses its asyncio l
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from collections.abc import Callable
@@ -140,6 +147,11 @@ class _Node:
     # a rebirth is wanted and not asked yet (queued in ``SparkplugHost._asking``): None for the node, a device's
     # name for that device only (its DBIRTH skipped, or data before it); a birth that answers it clears it
     want: set[str | None] = field(default_factory=set)
+    # what was asked (``want`` when asked) and not answered yet by a birth: asked again when ``retry_at`` has
+    # come (``SparkplugHost._unanswered``), after ``retry_s``, which doubles at every ask up to its cap
+    asked: set[str | None] = field(default_factory=set)
+    retry_s: float = 0.0
+    retry_at: float = math.inf
 
 
 def _definition_types(t: sp.Template, prefix: str = "", depth: int = 0) -> dict[str, int]:
@@ -196,6 +208,9 @@ _DEATHS = (sp.MessageType.NDEATH, sp.MessageType.DDEATH)
 # a compressed death inflates to at most this (it holds a bdSeq, a few dozen bytes): a death is always read,
 # so its cost must be bounded by itself; past it, it is a death all the same, its payload unread
 DEATH_MAX_INFLATED = 64 * 1024
+# ... and one that comes while its node's births budget is spent: only this much of it is inflated, to read
+# its bdSeq (a few dozen bytes, its first metric): a node flooding compressed deaths costs little each
+DEATH_PEEK_BYTES = 1024
 MAX_NODES = 10_000  # edge nodes one host keeps (a birth's aliases and last values each)
 # devices of one node whose birth a rebirth is wanted for (``_Node.want``); past it the node's own rebirth is
 # wanted, which its every device's birth answers: device names come from the outside world
@@ -242,8 +257,11 @@ class SparkplugHost:
         self._inflate_budgets: dict[tuple[str, str], sp.InflateBudget] = {}
         # births and deaths have budgets of their own, the same per node and in total: a node in a rebirth
         # storm spends its births' budget and their total, never the budget other nodes' data is read on
+        # the last node's worth of it is kept from nodes storming births (refused within the last second): a
+        # calm node's birth is read however many nodes storm, while the total bounds them all
         self._births_total = sp.InflateBudget(
             settings.max_inflated_bytes_per_s * sp.INFLATE_TOTAL_NODES,
+            reserve=settings.max_inflated_bytes_per_s,
             whose="this source's edge nodes' compressed births and deaths together",
             setting=f"{sp.INFLATE_TOTAL_NODES} x max_inflated_bytes_per_s",
         )
@@ -256,6 +274,11 @@ class SparkplugHost:
         # edge node name -> the node (group, name) whose tags bear it (``_clash``)
         self._named: dict[str, tuple[str, str]] = {}
         self.rebirths_requested = 0
+        # rebirths asked again of a node that did not answer the last one (``rebirth_retry_s``): on /status as
+        # the notice rebirth_unanswered
+        self.rebirths_repeated = 0
+        # (when, key): nodes asked a rebirth, to ask again at that time unless a birth answered (``tick``)
+        self._unanswered: list[tuple[float, tuple[str, str]]] = []
         # (group, edge_node) -> None: the nodes a rebirth is wanted of, oldest first (``_rebirth``, ``tick``)
         self._asking: dict[tuple[str, str], None] = {}
         # the source's requests, a token bucket of rebirth_max_per_s (a second's worth, at least one): thousands
@@ -338,6 +361,7 @@ class SparkplugHost:
             # a request published just before the drop may be lost with it: the interval counts on this
             # connection only
             node.last_rebirth = -math.inf
+            node.asked.clear()  # asked again (``ask_missed``), its back-off from the start
             if node.alive:
                 node.alive, node.missed = False, True
                 node.devices.clear()
@@ -415,9 +439,11 @@ class SparkplugHost:
         than ``rebirth_min_interval_s`` ago, or its births budget spent: the answer would be skipped) goes to
         the back; one answered (born since), dead (NDEATH) or forgotten leaves the queue. Returns the number
         asked."""
+        now = time.monotonic() if now is None else now
+        if self._unanswered and self._unanswered[0][0] <= now:
+            self._ask_unanswered(now)
         if not self._asking:
             return 0
-        now = time.monotonic() if now is None else now
         rate = self._settings.rebirth_max_per_s
         self._ask_tokens = min(max(1.0, rate), self._ask_tokens + (now - self._ask_at) * rate)
         self._ask_at = now
@@ -434,6 +460,14 @@ class SparkplugHost:
             if now - node.last_rebirth < interval or self._budget(key, births=True).spent() is not None:
                 self._asking[key] = None  # not due yet: to the back
                 continue
+            # unanswered by the time its back-off has passed, it is asked again (``_ask_unanswered``); the
+            # back-off doubles at every ask without an answer between, up to its cap
+            retry = self._settings.rebirth_retry_s
+            if retry > 0:
+                retry = min(node.retry_s * 2, self._settings.rebirth_retry_max_s) if node.asked else retry
+                node.retry_s, node.retry_at = retry, now + retry
+                heapq.heappush(self._unanswered, (node.retry_at, key))
+            node.asked |= node.want
             node.want.clear()
             node.last_rebirth = now
             self._ask_tokens -= 1
@@ -441,6 +475,31 @@ class SparkplugHost:
             asked += 1
             self._publish(*sp.rebirth_request(*key))
         return asked
+
+    def _ask_unanswered(self, now: float) -> None:
+        """Nodes asked a rebirth whose back-off has passed without a birth answering: wanted again (asked as
+        any request, held to the interval, the births budget and the source's rate), counted. A node that
+        does not answer (its NCMD lost, a node busy, one whose answer was skipped) is so asked again and
+        again, ever less often, never given up on: it stays stale until it answers. At most ``ASK_SCAN_MAX``
+        looked at per call."""
+        for _ in range(ASK_SCAN_MAX):
+            if not self._unanswered or self._unanswered[0][0] > now:
+                return
+            at, key = heapq.heappop(self._unanswered)
+            node = self._nodes.get(key)
+            if node is None or not node.asked or node.retry_at != at:  # answered, dead, or asked since
+                continue
+            node.retry_at = math.inf
+            node.want |= node.asked
+            self._asking.setdefault(key, None)
+            self.rebirths_repeated += 1
+            if self.on_notice is not None:
+                self.on_notice(
+                    "rebirth_unanswered",
+                    f"sparkplug: {key[0]}/{key[1]} did not answer the rebirth asked {node.retry_s:g} s ago "
+                    "(no birth of it read since): asked again, each time after twice as long, up to "
+                    "rebirth_retry_max_s; its data is skipped until a birth of it is read",
+                )
 
     def _clash(self, t: sp.SparkplugTopic, owner: tuple[str, str]) -> bool:
         """True when the edge node's name is taken by a live node of another group: tags are named without
@@ -540,13 +599,39 @@ class SparkplugHost:
                 if e.reason == "inflate_budget" and (skipped := self._nodes.get((t.group, t.edge_node))):
                     skipped.budget_skipped = True
                 raise
-            # a death whose payload inflates past the bound, or that came past its node's budget, is a death
-            # all the same (its bdSeq unread)
+            # a death whose payload inflates past the bound, or that came past its node's budget, is not
+            # inflated whole: its bdSeq is read from a bounded prefix (the metrics come before the body), so a
+            # stale will from an older session, however large, does not kill the current one (Sparkplug 3.0:
+            # an NDEATH carries the bdSeq of its birth). Taken without its bdSeq, one killed the node's live
+            # session. A DDEATH carries none: a death all the same
+            payload = sp.Payload(timestamp_ms=None, seq=None, metrics=[])
+            known = self._nodes.get((t.group, t.edge_node))
+            if t.message_type is sp.MessageType.NDEATH:
+                # past its size bound: charged as its first inflating was; past its budget: 1 KiB, not charged
+                # (a flood of them must not spend the total the other nodes' births draw on)
+                peek, charged = (
+                    (DEATH_MAX_INFLATED, budget) if e.reason == "too_large" else (DEATH_PEEK_BYTES, None)
+                )
+                bd, found = sp.bd_seq_within(data, peek, charged)
+                if found:
+                    payload.metrics.append(sp.Metric(sp.BDSEQ_METRIC, None, sp.DataType.INT64, bd))
+                elif known is not None and known.bd_seq is not None:
+                    # its birth's bdSeq cannot be checked: refused, as an NDEATH without one is malformed
+                    self._on_error(
+                        e.reason,
+                        f"{t.group}/{t.edge_node}: NDEATH {e.detail}; no bdSeq within its first {peek} bytes "
+                        "inflated, so it cannot be matched to the current birth's: not taken as a death",
+                    )
+                    return []
             self._on_error(
                 e.reason,
-                f"{t.group}/{t.edge_node}: {t.message_type.value} {e.detail}; a death all the same, its bdSeq unread",
+                f"{t.group}/{t.edge_node}: {t.message_type.value} {e.detail}; "
+                + (
+                    f"its bdSeq read from its first {peek} bytes"
+                    if payload.metrics
+                    else "a death all the same"
+                ),
             )
-            payload = sp.Payload(timestamp_ms=None, seq=None, metrics=[])
         key = (t.group, t.edge_node)
         owner = self._named.get(t.edge_node)
         if owner is not None and owner != key and self._clash(t, owner):
@@ -578,6 +663,7 @@ class SparkplugHost:
             # unknown age) does not: it wants one itself
             if not self.retained:
                 node.want.clear()
+                node.asked.clear()
             # counts as in sequence, unless it answers a rebirth asked for a gap and no data message since was
             # in sequence: a node whose seq is broken is asked once, not after every birth (``_check_seq``)
             node.run = 0 if node.gap_asked else 1
@@ -611,6 +697,7 @@ class SparkplugHost:
             # a dead node is asked nothing (``tick`` drops it): its next message, if any, asks, as does this host's
             # reconnect (``ask_missed``)
             node.want.clear()
+            node.asked.clear()
             self.deaths += 1
             return self._bad(t.edge_node, node, lambda dev: True, received_at, received_at)
         if not node.alive:
@@ -645,6 +732,7 @@ class SparkplugHost:
                 node.devices.add(t.device)
                 if not self.retained:
                     node.want.discard(t.device)
+                    node.asked.discard(t.device)
             self._born(t.group, t.edge_node, t.device)
             return self._readings(t, node, t.device, payload, received_at, by_birth=True)
         if mt is sp.MessageType.DDEATH:

@@ -390,3 +390,54 @@ async def test_a_level_the_gateway_could_not_send_while_it_was_away_is_sent_at_t
     # before: nothing at all; the node stayed up, so no birth came to send the kept level at
     assert sent == [(n, "Node Control/Rebirth", D.BOOLEAN, True), (n, "speed", D.DOUBLE, 1500.0)], sent
     assert runner.stats["slow"]["resent"] == 1 and runner.stats["slow"]["ok"] == 1
+
+
+async def test_a_datetime_metric_is_written_from_iso_text_with_its_zone_or_epoch_ms_as_its_birth_declares(
+    mosquitto,
+):
+    """Before, no command could write a DateTime metric (readings of one are ISO 8601 text): the host refused
+    every value ("only Boolean, integer, Float, Double and String metrics"), and an action's datatype could not
+    be DateTime. Now ISO 8601 text with its zone (as a reading gives it) or epoch milliseconds is sent as the
+    metric's milliseconds since 1970, by the birth's datatype or the action's ``datatype: DateTime``; a time
+    without a zone is refused (a type mismatch, not retried), and so is ``datatype: DateTime`` for a metric its
+    birth declares otherwise."""
+    node = Node(mosquitto.port)
+    cfg = _command_config(
+        mosquitto.port,
+        "due",
+        {
+            "metric": "due",
+            "datatype": "DateTime",
+            "value": "2026-12-03T06:17:50.123+01:00",
+            "when": {"verdict": "NG"},
+        },
+    )
+    src, pump = await _host(mosquitto.port)
+    runner = ActionRunner(cfg, {"bus": src})
+    try:
+        node.nbirth(0, sp.Metric("due", None, D.DATETIME, 0), sp.Metric("count", None, D.INT64, 0))
+        await _births(src, 1)
+        await src.command("g", "n1", None, "due", "2026-12-03T05:17:50Z")  # typed by the birth
+        await src.command("g", "n1", None, "due", 1_796_275_070_000)  # epoch ms
+        await runner.handle(["due"], _ng_result(), None)
+        await runner.flush()
+        errors = []
+        for metric, value, datatype in (
+            ("due", "2026-12-03T05:17:50", None),  # no zone
+            ("due", "1969-12-31T23:59:59Z", None),  # before 1970
+            ("count", "2026-12-03T05:17:50Z", "DateTime"),  # the birth says Int64
+        ):
+            with pytest.raises(SparkplugTypeMismatch) as e:
+                await src.command("g", "n1", None, metric, value, datatype)
+            errors.append(str(e.value))
+        cmds = await node.wait_cmds(3)
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    assert [_sent(c) for c in cmds] == [("spBv1.0/g/NCMD/n1", "due", D.DATETIME, 1_796_275_070_000)] * 2 + [
+        ("spBv1.0/g/NCMD/n1", "due", D.DATETIME, 1_796_275_070_123)
+    ]
+    assert runner.stats["due"]["ok"] == 1
+    assert "has no zone" in errors[0] and "out of the range of a Sparkplug DateTime" in errors[1], errors
+    assert "the birth gives metric 'count' datatype 4" in errors[2], errors

@@ -482,3 +482,122 @@ async def test_data_of_ever_new_devices_while_a_nodes_births_budget_is_spent_doe
         task.cancel()
         pub.loop_stop()
         await src.stop()
+
+
+async def test_a_compressed_death_over_64_kib_is_matched_to_the_birth_by_its_bdseq_a_stale_will_kills_nothing(
+    mosquitto,
+):
+    """Before, a compressed NDEATH inflating past 64 KiB was taken as a death without its bdSeq: a stale will of
+    the node's older session (its bdSeq not the current birth's), if large, killed the live session, its tags
+    BAD and commands refused until the next birth. Now its bdSeq is read from its first 64 KiB inflated (the
+    metrics come before the body): a stale will is ignored, the current session's death is taken, and one whose
+    bdSeq is not within that bound is refused (counted too_large, not a death: Sparkplug 3.0 has an NDEATH carry
+    its birth's bdSeq, which must match)."""
+    src, pub, got, task = await _started(mosquitto.port, 4 * 1024 * 1024)
+
+    def death(bd: int, big_first: bool = False) -> bytes:
+        d = sp._pb().Payload()
+        if big_first:  # a metric of 70 KiB before the bdSeq: not within the bound
+            _metric(d, "junk", datatype=D.STRING, string_value="x" * (70 * 1024))
+        _metric(d, "bdSeq", datatype=D.INT64, long_value=bd)
+        d.body = b"\0" * (80 * 1024)  # inflates past 64 KiB
+        return _compressed(d)
+
+    step = 0
+
+    async def data_read() -> None:  # the node's next NDATA read: every message before it was handled
+        nonlocal step
+        step += 1
+        nd = sp._pb().Payload()
+        nd.timestamp, nd.seq = T0_MS + 1000 * step, step
+        _metric(nd, alias=1, double_value=float(step))
+        pub.publish("spBv1.0/g/NDATA/n", nd.SerializeToString(), qos=1)
+        async with asyncio.timeout(10):
+            while not any(r.tag == "n/Temp" and r.value == step for r in got):
+                await asyncio.sleep(0.02)
+
+    try:
+        await _ready(src)
+        nb = sp._pb().Payload()
+        nb.timestamp, nb.seq = T0_MS, 0
+        _metric(nb, "bdSeq", datatype=D.INT64, long_value=1)
+        _metric(nb, "Temp", alias=1, datatype=D.DOUBLE, double_value=0.0)
+        pub.publish("spBv1.0/g/NBIRTH/n", nb.SerializeToString(), qos=1)
+        pub.publish("spBv1.0/g/NDEATH/n", death(0), qos=1)  # the will of its session before: stale
+        await data_read()
+        assert src.sparkplug.deaths == 0 and src.sparkplug.node_alive("g", "n")
+        pub.publish("spBv1.0/g/NDEATH/n", death(1, big_first=True), qos=1)  # bdSeq past the bound
+        await data_read()
+        assert src.sparkplug.deaths == 0 and src.sparkplug.node_alive("g", "n")
+        pub.publish("spBv1.0/g/NDEATH/n", death(1), qos=1)  # the current session's death
+        async with asyncio.timeout(10):
+            while src.sparkplug.deaths == 0:
+                await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        pub.loop_stop()
+        await src.stop()
+    assert not src.sparkplug.node_alive("g", "n")
+    assert [r.quality for r in got if r.tag == "n/Temp"] == [Quality.GOOD] * 3 + [Quality.BAD]
+    assert src.stats.errors_by_reason == {"too_large": 3}  # each death past the bound, counted once
+
+
+async def test_a_calm_nodes_compressed_birth_is_read_while_six_nodes_storm_births_their_total_bounded(
+    mosquitto,
+):
+    """Before, four or more nodes storming compressed NBIRTHs spent the births' total between them (each its own
+    budget's worth), and a calm node's compressed birth was then skipped as inflate_budget, the node stale,
+    until a rebirth found the total with some left (the storm spent it again first). Now the total's last
+    node's worth is kept from nodes refused within the last second (storming): they stop at it, and a node
+    refused nothing finds it; the total still bounds them all."""
+    # 64 KiB a second a node, 256 KiB all nodes' births together, 64 KiB of it kept from storming nodes
+    src, pub, got, task = await _started(mosquitto.port, 64 * 1024)
+    stop = threading.Event()
+
+    def storm() -> None:  # six nodes, a birth of 48 KiB inflated each, a thousand births a second in all
+        c = paho.Client(CallbackAPIVersion.VERSION2)
+        c.connect("127.0.0.1", mosquitto.port, 30)
+        c.loop_start()
+        nb = sp._pb().Payload()
+        nb.timestamp, nb.seq = T0_MS, 0
+        _metric(nb, "bdSeq", datatype=D.INT64, long_value=0)
+        _metric(nb, "Step", alias=1, datatype=D.DOUBLE, double_value=0.0)
+        nb.body = b"\0" * (48 * 1024)
+        data = _compressed(nb)
+        while not stop.is_set():
+            for k in range(6):
+                c.publish(f"spBv1.0/g/NBIRTH/storm{k}", data, qos=0)
+                stop.wait(0.001)
+        c.loop_stop()
+
+    stormer = threading.Thread(target=storm, daemon=True)
+    try:
+        await _ready(src)
+        stormer.start()
+        async with asyncio.timeout(20):  # the storm under way: its births skipped by the hundred
+            while src.sparkplug.births_skipped < 300:
+                await asyncio.sleep(0.02)
+        cb = sp._pb().Payload()
+        cb.timestamp, cb.seq = T0_MS, 0
+        _metric(cb, "bdSeq", datatype=D.INT64, long_value=0)
+        _metric(cb, "Temp", alias=1, datatype=D.DOUBLE, double_value=20.0)
+        pub.publish("spBv1.0/g/NBIRTH/calm", _compressed(cb), qos=1)
+        nd = sp._pb().Payload()
+        nd.timestamp, nd.seq = T0_MS + 1000, 1
+        _metric(nd, alias=1, double_value=21.0)
+        pub.publish("spBv1.0/g/NDATA/calm", nd.SerializeToString(), qos=1)  # in order after its birth
+        async with asyncio.timeout(20):
+            while not src.sparkplug.data_before_birth and not any(r.value == 21.0 for r in got):
+                await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        stormer.join(5)
+        task.cancel()
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.value, r.quality) for r in got if r.tag == "calm/Temp"] == [
+        (20.0, Quality.GOOD),
+        (21.0, Quality.GOOD),
+    ]
+    assert src.sparkplug.data_before_birth == 0  # before: its birth skipped, its data before birth
+    assert src.sparkplug.births < src.sparkplug.births_skipped  # the storm's held to the total

@@ -170,3 +170,34 @@ async def test_after_the_gateways_reconnect_a_node_dead_at_the_drop_is_asked_too
         await until(lambda: "alive" in asked and "dead" in asked, 10, "both nodes asked")
         await asyncio.sleep(0.5)  # two ticks of the periodic task and more
     assert asked.count("alive") == asked.count("dead") == 1, asked  # before: "dead" never asked
+
+
+async def test_a_node_that_does_not_answer_its_rebirth_is_asked_again_ever_less_often_until_it_answers(
+    mosquitto,
+):
+    """Before, a node asked its birth once (NCMD Node Control/Rebirth) that never answered (the NCMD lost, the
+    node restarting) was not asked again until it sent something more: one reporting by exception stayed
+    unborn, its data skipped, for as long as its values did not change. Now it is asked again after
+    rebirth_retry_s, then after twice as long each time up to rebirth_retry_max_s (counted: rebirths_repeated,
+    notice rebirth_unanswered) until a birth of it is read; then it is asked nothing more. A node whose NDEATH
+    was read is not asked again."""
+    async with _host(
+        mosquitto.port,
+        "spBv1.0/g/NCMD/+",
+        sparkplug={"rebirth_min_interval_s": 0, "rebirth_retry_s": 0.2, "rebirth_retry_max_s": 0.4},
+    ) as (src, asked, pub):
+        data = sp.Payload(int(time.time() * 1000), 1, [sp.Metric("Temp", None, D.DOUBLE, 1.0)])
+        for name in ("mute", "dead"):  # data before their births: each asked a rebirth
+            pub.publish(f"spBv1.0/g/NDATA/{name}", sp.encode(data), qos=1)
+        pub.publish("spBv1.0/g/NDEATH/dead", sp.death_payload(0), qos=1)
+        await until(lambda: src.sparkplug.deaths == 1, 10, "the death read")
+        await until(lambda: asked.count("mute") >= 4, 10, "the mute node asked again and again")
+        assert src.sparkplug.rebirths_repeated >= 3
+        assert "rebirth_unanswered" in src.notices.counts, src.notices.counts
+        b = sp.Payload(int(time.time() * 1000), 0, [sp.Metric("bdSeq", None, D.INT64, 0)])
+        pub.publish("spBv1.0/g/NBIRTH/mute", sp.encode(b), qos=1)  # it answers at last
+        await until(lambda: src.sparkplug.node_alive("g", "mute"), 10, "its birth read")
+        answered_after = asked.count("mute")
+        await asyncio.sleep(1.0)  # more than twice the longest back-off: nothing more asked
+    assert asked.count("mute") <= answered_after + 1  # one asked as its birth was on the way, at most
+    assert asked.count("dead") <= 1, asked  # its death read: not asked again

@@ -1,0 +1,78 @@
+"""A ``sparkplug_command`` action with ``datatype: DateTime`` is checked when the config is loaded: its values
+must be times a Sparkplug DateTime holds (ISO 8601 text with its zone, or whole epoch milliseconds, 1970 to
+the year 9999), refused with the file and the field named otherwise. The former code had no DateTime
+datatype for the action at all."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_agent.config import ConfigError, load_config
+
+HEAD = """\
+agent:
+  id: gw
+  data_dir: {data}
+sources:
+  bus:
+    type: mqtt
+    subscriptions: [{{topic: spBv1.0/#, codec: sparkplug_b}}]
+actions:
+  due:
+    type: sparkplug_command
+    source: bus
+    group: g
+    edge_node: n1
+    metric: due
+    datatype: DateTime
+"""
+
+
+def _load(tmp_path, tail: str):
+    path = tmp_path / "line3.yaml"
+    path.write_text(HEAD.format(data=tmp_path / "data") + tail)
+    return path, load_config(path)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "    value: '2026-12-03T05:17:50Z'\n",
+        "    value: '2026-12-03T06:17:50.123+01:00'\n",
+        "    value: 1764739070000\n",
+        "    value: 1764739070000\n    mode: pulse\n    reset_value: '1970-01-01T00:00:00Z'\n",
+    ],
+)
+def test_a_datetime_commands_time_with_its_zone_or_epoch_ms_loads(tmp_path, tail):
+    _, cfg = _load(tmp_path, tail)
+    assert cfg.actions["due"].datatype == "DateTime"
+
+
+@pytest.mark.parametrize(
+    ("tail", "field", "expected"),
+    [
+        ("    value: '2026-12-03T05:17:50'\n", "value", "has no zone"),
+        ("    value: '1969-12-31T23:59:59Z'\n", "value", "is out of the range of a Sparkplug DateTime"),
+        ("    value: -1\n", "value", "-1 is out of the range of a Sparkplug DateTime"),
+        (
+            "    value: 1764739070000\n    mode: pulse\n    reset_value: true\n",
+            "reset_value",
+            "True is no time",
+        ),
+        ("    value: 'tomorrow'\n", "value", "'tomorrow' is no ISO 8601 time"),
+    ],
+)
+def test_a_datetime_commands_naive_or_out_of_range_time_is_refused_at_load_naming_file_and_field(
+    tmp_path, tail, field, expected
+):
+    path = tmp_path / "line3.yaml"
+    with pytest.raises(ConfigError) as ei:
+        _load(tmp_path, tail)
+    errors = ei.value.errors
+    # the field is named in the location (actions.due.value) or, for a check of the whole action, its message
+    assert any(
+        e.startswith(f"{path}: actions.due")
+        and f"{field}:" in e.replace(f"due.{field}", f"{field}:")
+        and expected in e
+        for e in errors
+    ), errors
