@@ -30,7 +30,11 @@ by default, a JSON true/false stays a bool (a mapped field's reading) or is not 
 A payload that is an array of objects is a batch of messages (a gateway's buffered samples): each object
 is read as one, with its own time; a bad one is reported and skipped (``on_record_error``), or raised.
 ``JsonMapping.opcua_pubsub`` reads OPC UA PubSub JSON messages (Part 14): every field of every DataSetMessage's
-Payload, with its own time and StatusCode (``PubsubMapping``); ua-metadata gives nothing.
+Payload, with its own time and StatusCode (``PubsubMapping``); ua-metadata gives nothing; and Azure OPC
+Publisher's legacy Samples messages (one monitored item per object), each a reading of its node.
+Without ``values`` every text field that gives no reading is told to ``on_text_unread`` (``text_field_hint``).
+A quality may be a whole float (192.0, read as 192) or, in the conventions that name the number, an OPC UA
+StatusCode as hex text ("0x80000000"); a fraction is no quality.
 Limits: no JSONPath beyond dotted keys.
 
 Outgoing: ``dumps`` writes what strict JSON parsers accept (browsers, Node-RED, Jackson, Go, PostgreSQL's
@@ -98,7 +102,8 @@ class RecordsMapping:
     1 uncertain, 2-3 good), else OPC DA's quality bits (192+ good, 64-191 uncertain, below bad); a negative
     number or one past 16 bits is no quality (the record is skipped as ``wrong_type``, its message naming
     ``quality_format: opcua`` when the number reads as an OPC UA StatusCode). ``quality_format`` names the
-    convention of a bare number where conventions collide (0 is Siemens' bad and OPC UA's Good):
+    convention of a bare number (also a whole float, 192.0; a fraction is none) where conventions collide
+    (0 is Siemens' bad and OPC UA's Good); hex text ("0x80000000") is read as its number except in ``auto``:
     ``opcua`` reads it as a 32-bit OPC UA StatusCode (its top two bits: 00 good, 01 uncertain, 1x bad;
     Ignition 8's QualityCode, negative as a signed 32-bit int, the same), ``opcda`` as OPC DA's 16 bits
     (0-3 bad), ``siemens`` as Siemens' qc 0-3 only. An object is an OPC UA StatusCode in every convention:
@@ -126,7 +131,11 @@ class PubsubMapping:
     a number or Part 6's ``{"Code", "Symbol"}``), else its DataSetMessage's Status, else good. ``ua-metadata``
     (and every other ``ua-`` message type: keep-alives, status, discovery) gives no reading and no error.
     ``tag``: the tag of a field, a template of ``{field}``, ``{writer}`` (the DataSetWriterId, else the
-    DataSetWriterName) and ``{publisher}`` (the PublisherId)."""
+    DataSetWriterName) and ``{publisher}`` (the PublisherId).
+    Azure OPC Publisher's Samples messages (no PubSub header; alone or in an array): an object of a text
+    ``NodeId`` and a DataValue object under ``Value`` is one reading, ``{field}`` its DisplayName, else its
+    NodeId, ``{writer}``/``{publisher}`` from its ``ExtensionFields``, its time the Value's SourceTimestamp,
+    else its ``Timestamp``."""
 
     tag: str = "{field}"
 
@@ -455,6 +464,7 @@ def compile_decoder(
     rates: bool = False,
     on_record_error: Callable[[str, str], None] | None = None,
     keep_non_finite: bool = False,
+    on_text_unread: Callable[[str, str], None] | None = None,
 ) -> Callable[[bytes | str, float], list[tuple]]:
     """``decode`` for one mapping, its choices (paths, timestamp reader) made once: an adapter calls
     this per subscription and the result per message (``run(payload, now)``, the same results and
@@ -467,7 +477,10 @@ def compile_decoder(
     fields are kept: one open channel of an 8-channel module (NaN) must not silence the seven others.
     Without it, the first bad field raises. ``keep_non_finite`` (with ``on_record_error``): a NaN or
     infinite value (an integer past float64's range as an infinity, an array holding one) is reported as
-    ``non_finite`` and kept, for the caller to pass on as a BAD reading (a record's quality is then "bad")."""
+    ``non_finite`` and kept, for the caller to pass on as a BAD reading (a record's quality is then "bad").
+    ``on_text_unread(field, text)``: without ``values`` (every number read), each top-level field whose text
+    gives no reading and is not counted as ``unknown_state`` (a status word, a text field that never held a
+    state; not the timestamp field): unread, so far silently."""
     mapping = mapping or JsonMapping()
     keep = on_record_error if keep_non_finite else None
     if mapping.records is not None:
@@ -510,16 +523,19 @@ def compile_decoder(
     state_fields: set[str] | None = set() if mapping.states and mapping.unknown_state != "text" else None
     state_keys = frozenset(state_key(k) for k in mapping.states)
     known = _known_states(mapping)
+    text_unread = on_text_unread
 
     def unread(k: str, v: Any) -> None:
         """A text (or other) value of field ``k`` that gave no number; counted when ``k`` holds states."""
-        if state_fields is None or type(v) is not str:
+        if type(v) is not str:
             return
-        if k in state_fields:
+        if state_fields is not None and k in state_fields:
             bad = _unknown_state(k, v, known, "map the field in json_mapping.values with unknown_state: text")
             if report is None:
                 raise bad
             report(bad.reason, bad.detail)
+        elif text_unread is not None:
+            text_unread(k, v)
 
     def run_all(raw: dict, now: float) -> list[tuple]:
         if len(raw) > MAX_VALUES:
@@ -530,6 +546,8 @@ def compile_decoder(
             tv = type(v)  # exact types: bool is not a number here; json.loads makes no subclasses
             if tv is not float and tv is not int:  # text, bool, null, object, array: not read, unless
                 if lookup is None or k == tsf:  # states or numbers_from_text make it a number
+                    if tv is str and text_unread is not None and k != tsf:
+                        text_unread(k, v)
                     continue
                 got = lookup(v)
                 tv = type(got)
@@ -696,8 +714,21 @@ def _all_finite(v: Any) -> bool:
 _SEVERITY = ("good", "uncertain", "bad", "bad")  # an OPC UA StatusCode's top two bits (Part 4, 7.39)
 
 
+def _whole(q: float) -> int | float:
+    """A quality sent as a float (192.0: a gateway, JavaScript's above all, that writes every number as a
+    double) as the integer it is; a fraction, NaN or an infinity stays a float, which no convention reads."""
+    return int(q) if q.is_integer() else q
+
+
+# an OPC UA StatusCode as hex text ("0x80000000", "0x00000000"), as OPC Publisher's compatibility mode and
+# UA Expert's exports write it: read as its number in the conventions that name the number (not ``auto``)
+_HEX = re.compile(r"\s*0[xX][0-9a-fA-F]{1,8}\s*\Z")
+
+
 def _quality_of(q: Any) -> str | None:
     """A record's quality in the ``auto`` convention: Siemens' qc 0-3, else OPC DA's 16 bits."""
+    if type(q) is float:
+        q = _whole(q)
     if isinstance(q, bool):
         return "good" if q else "bad"
     if isinstance(q, int):
@@ -712,6 +743,8 @@ def _quality_of(q: Any) -> str | None:
 def _quality_opcua(q: Any) -> str | None:
     """A 32-bit OPC UA StatusCode (0 Good; 0x40000000.. Uncertain; 0x80000000.. Bad), unsigned or as a
     signed 32-bit int (Ignition 8's QualityCode, a Java int: Bad_Stale is -2147483132)."""
+    if type(q) is float:
+        q = _whole(q)
     if isinstance(q, bool):
         return "good" if q else "bad"
     if isinstance(q, int):
@@ -725,6 +758,8 @@ def _quality_opcua(q: Any) -> str | None:
 
 def _quality_opcda(q: Any) -> str | None:
     """OPC DA's 16-bit quality (QQSSSSLL in the low byte): 192+ good, 64-127 uncertain, else bad."""
+    if type(q) is float:
+        q = _whole(q)
     if isinstance(q, bool):
         return "good" if q else "bad"
     if isinstance(q, int):
@@ -736,6 +771,8 @@ def _quality_opcda(q: Any) -> str | None:
 
 def _quality_siemens(q: Any) -> str | None:
     """Siemens Industrial Edge's qc: 0 bad, 1 uncertain, 2-3 good (2 cascade, 3 non-cascade)."""
+    if type(q) is float:
+        q = _whole(q)
     if isinstance(q, bool):
         return "good" if q else "bad"
     if isinstance(q, int):
@@ -755,8 +792,12 @@ def _quality_text_or_object(q: Any, number_of: Callable[[Any], str | None]) -> s
             if low.startswith(word):  # "Good", "BadNotConnected", Ignition's "Bad_Stale", "GOOD_NON_CASCADE"
                 return word
         n = _text_number(q)  # "192", "2": the number's quality, as a time or a rate written as text
+        if type(n) is float:
+            n = _whole(n)
         if type(n) is int:
             return number_of(n)
+        if number_of is not _quality_of and _HEX.match(q) is not None:  # "0x80000000"
+            return number_of(int(q, 16))
         return None
     if isinstance(
         q, dict
@@ -765,7 +806,9 @@ def _quality_text_or_object(q: Any, number_of: Callable[[Any], str | None]) -> s
             if key in q:
                 code = q[key]
                 if type(code) is str:
-                    code = _text_number(code)
+                    code = int(code, 16) if _HEX.match(code) is not None else _text_number(code)
+                if type(code) is float:
+                    code = _whole(code)
                 return _quality_opcua(code) if type(code) is int else None
         for key in _STATUS_NAME_KEYS:
             if key in q:
@@ -786,7 +829,19 @@ QUALITY_FORMATS: dict[str, Callable[[Any], str | None]] = {
 def _quality_hint(q: Any, fmt: str) -> str:
     """The convention to set for a number that ``fmt`` does not read but another does."""
     if type(q) is str:
+        if _HEX.match(q) is not None:
+            if fmt != "auto":
+                return ""
+            n = int(q, 16)
+            return (
+                f" (hex text is how OPC UA StatusCodes are written: as one 0x{n:08X} is {_quality_opcua(n)}; set "
+                "quality_format: opcua, where 0 is Good)"
+            )
         q = _text_number(q)
+    if type(q) is float:
+        q = _whole(q)
+        if type(q) is float:
+            return " (a fraction: no quality convention has one)" if math.isfinite(q) else ""
     if type(q) is not int:
         return ""
     if fmt != "opcua" and (0x10000 <= q <= 0xFFFFFFFF or -(1 << 31) <= q < 0):
@@ -861,8 +916,8 @@ def _records_decoder(
                     if q is None:
                         raise CodecError(
                             "wrong_type",
-                            f"record {name!r}: quality {r[rec.quality]!r} not understood"
-                            + _quality_hint(r[rec.quality], rec.quality_format),
+                            f"record {name!r}: quality {r[rec.quality]!r} not understood (its field "
+                            f"{rec.quality!r})" + _quality_hint(r[rec.quality], rec.quality_format),
                         )
                     quality = q
                 if keep is not None and not _all_finite(v):  # kept by _value: the sensor's fault, BAD
@@ -910,7 +965,10 @@ def _pubsub_decoder(
     def quality_of(q: Any, what: str) -> str:
         got = _quality_opcua(q)
         if got is None:
-            raise CodecError("wrong_type", f"{what}: StatusCode {str(q)[:40]!r} is no OPC UA StatusCode")
+            raise CodecError(
+                "wrong_type",
+                f"{what}: StatusCode {str(q)[:40]!r} is no OPC UA StatusCode" + _quality_hint(q, "opcua"),
+            )
         return got
 
     def dataset(msg: Any, where: str, publisher: Any, now: float, out: list[tuple]) -> None:
@@ -936,59 +994,88 @@ def _pubsub_decoder(
             prefix, suffix = p, ""
         else:
             writer = msg.get("DataSetWriterId", msg.get("DataSetWriterName"))
-            publisher = msg.get("PublisherId", publisher)
-            if needs_writer and (writer is None or type(writer) is bool or type(writer) not in (int, str)):
-                raise CodecError(
-                    "missing_field",
-                    f"{where} has no DataSetWriterId (nor DataSetWriterName), which json_mapping.opcua_pubsub.tag "
-                    f"{template!r} names",
-                )
-            if needs_publisher and (publisher is None or type(publisher) not in (int, str)):
-                raise CodecError(
-                    "missing_field",
-                    f"{where} has no PublisherId (nor its NetworkMessage), which json_mapping.opcua_pubsub.tag "
-                    f"{template!r} names",
-                )
-            prefix, suffix = (
-                x.replace("{publisher}", str(publisher)).replace("{writer}", str(writer)) for x in around
-            )
-            prefix = p + prefix
+            prefix, suffix = named(writer, msg.get("PublisherId", publisher), where, "DataSetWriterName")
         if len(out) + len(payload) > MAX_VALUES:
             raise _too_many(f"over {MAX_VALUES} fields")
         for name, f in payload.items():
-            try:
-                path = f"field {name!r}"
-                t, q = ts, quality
-                if type(f) is dict:
-                    if "Type" in f or "UaType" in f:  # a Variant alone (reversible encoding)
-                        v = _variant(f, path)
-                    else:  # a DataValue: Value (a Variant or a bare value), SourceTimestamp, StatusCode
-                        if "StatusCode" in f:
-                            q = quality_of(f["StatusCode"], path)
-                        if f.get("Value") is None:
-                            if q == "good":
-                                raise CodecError("missing_field", f"{path} has no Value")
-                            # a publisher's way to say its PLC item is gone (BadNotConnected, no Value): the
-                            # tag's last value is no longer current, passed on as the OPC UA source passes a
-                            # node's Bad status, a reading of no value with that quality
-                            t = time_of(f.get("SourceTimestamp"), f"{path} SourceTimestamp", ts)
-                            out.append((prefix + name + suffix, None, t, None, q))
-                            continue
-                        v = f["Value"]
-                        if type(v) is dict and ("Type" in v or "UaType" in v):
-                            v = _variant(v, path)
+            field(name, f, prefix + name + suffix, ts, quality, where, out)
+
+    def named(writer: Any, publisher: Any, where: str, other: str) -> tuple[str, str]:
+        """The text before and after the field's name in a tag, ``template``'s placeholders filled."""
+        if needs_writer and (writer is None or type(writer) is bool or type(writer) not in (int, str)):
+            raise CodecError(
+                "missing_field",
+                f"{where} has no DataSetWriterId (nor {other}), which json_mapping.opcua_pubsub.tag "
+                f"{template!r} names",
+            )
+        if needs_publisher and (publisher is None or type(publisher) not in (int, str)):
+            raise CodecError(
+                "missing_field",
+                f"{where} has no PublisherId (nor its NetworkMessage), which json_mapping.opcua_pubsub.tag "
+                f"{template!r} names",
+            )
+        prefix, suffix = (
+            x.replace("{publisher}", str(publisher)).replace("{writer}", str(writer)) for x in around
+        )
+        return p + prefix, suffix
+
+    def field(name: str, f: Any, tag: str, ts: float, quality: str, where: str, out: list[tuple]) -> None:
+        """One field of a Payload (or a Samples message's Value): its reading appended to ``out``, or reported."""
+        try:
+            path = f"field {name!r}"
+            t, q = ts, quality
+            if type(f) is dict:
+                if "Type" in f or "UaType" in f:  # a Variant alone (reversible encoding)
+                    v = _variant(f, path)
+                else:  # a DataValue: Value (a Variant or a bare value), SourceTimestamp, StatusCode
+                    if "StatusCode" in f:
+                        q = quality_of(f["StatusCode"], path)
+                    if f.get("Value") is None:
+                        if q == "good":
+                            raise CodecError("missing_field", f"{path} has no Value")
+                        # a publisher's way to say its PLC item is gone (BadNotConnected, no Value): the
+                        # tag's last value is no longer current, passed on as the OPC UA source passes a
+                        # node's Bad status, a reading of no value with that quality
                         t = time_of(f.get("SourceTimestamp"), f"{path} SourceTimestamp", ts)
-                elif f is None:
-                    raise CodecError("missing_field", f"{path} is null (no value)")
-                else:
-                    v = f
-                v = _value(name, conv(name, v), keep)
-                if keep is not None and not _all_finite(v):
-                    q = "bad"
-            except CodecError as e:
-                report(e.reason, f"{where}: {e.detail}")
-                continue
-            out.append((prefix + name + suffix, v, t, None, q))
+                        out.append((tag, None, t, None, q))
+                        return
+                    v = f["Value"]
+                    if type(v) is dict and ("Type" in v or "UaType" in v):
+                        v = _variant(v, path)
+                    t = time_of(f.get("SourceTimestamp"), f"{path} SourceTimestamp", ts)
+            elif f is None:
+                raise CodecError("missing_field", f"{path} is null (no value)")
+            else:
+                v = f
+            v = _value(name, conv(name, v), keep)
+            if keep is not None and not _all_finite(v):
+                q = "bad"
+        except CodecError as e:
+            report(e.reason, f"{where}: {e.detail}")
+            return
+        out.append((tag, v, t, None, q))
+
+    def sample(msg: dict, where: str, now: float, out: list[tuple]) -> None:
+        """A message of OPC Publisher's Samples mode (its default outside ``--strict``, no PubSub): one
+        monitored item, ``{"NodeId", "DisplayName", "Timestamp", "Value": DataValue, "ExtensionFields":
+        {"PublisherId", "DataSetWriterId"}}``, named by its DisplayName, else its NodeId."""
+        name = msg.get("DisplayName")
+        if type(name) is not str or not name:
+            name = msg["NodeId"]
+            if not name:
+                raise CodecError("missing_field", f"{where} has an empty NodeId and no DisplayName (the tag)")
+        ts = time_of(msg.get("Timestamp"), f"{where} Timestamp", now)
+        if plain:
+            tag = p + name
+        else:
+            ext = msg.get("ExtensionFields")  # Publisher's --fm=true messages name their writer there
+            if type(ext) is not dict:
+                ext = {}
+            writer = ext.get("DataSetWriterId", msg.get("DataSetWriterId"))
+            publisher = ext.get("PublisherId", msg.get("PublisherId"))
+            before, after = named(writer, publisher, where, "ExtensionFields.DataSetWriterId")
+            tag = before + name + after
+        field(name, msg["Value"], tag, ts, "good", where, out)
 
     def network(msg: Any, where: str, now: float, out: list[tuple]) -> None:
         if type(msg) is dict and "Messages" in msg:
@@ -1018,6 +1105,9 @@ def _pubsub_decoder(
         if type(msg) is dict:
             kind = msg.get("MessageType")
             if type(kind) is str and kind.startswith("ua-") and kind not in _PUBSUB_DATA:
+                return
+            if type(msg.get("NodeId")) is str and type(msg.get("Value")) is dict and "Payload" not in msg:
+                sample(msg, where or "sample", now, out)  # OPC Publisher's Samples mode
                 return
         dataset(msg, where or "DataSetMessage", None, now, out)
 
@@ -1228,6 +1318,41 @@ def time_field_hint(payload: bytes | str, mapping: JsonMapping) -> str | None:
             f"json_mapping.timestamp_field: {k} and timestamp_format: {unit.value}"
         )
     return None
+
+
+def text_field_hint(name: str, text: str, mapping: JsonMapping) -> str:
+    """What a top-level text field left unread by every-number mode (``compile_decoder``'s
+    ``on_text_unread``) is told: the field, its text and the setting that reads it."""
+    shown = repr(text[:40])
+    if type(_text_number(text)) is not str:
+        return (
+            f"field {name!r} holds a number as text ({shown}), not read: set json_mapping.numbers_from_text: true "
+            "to read it as a number, or map it in json_mapping.values to read it as text"
+        )
+    s = text.strip()
+    if 10 <= len(s) <= 40:
+        try:
+            datetime.fromisoformat(s[:-1] + "+00:00" if s[-1:] in ("Z", "z") else s)
+            return (
+                f"field {name!r} holds a time as text ({shown}), not read: set json_mapping.timestamp_field: "
+                f"{name} and timestamp_format: iso8601 to stamp the readings with it"
+            )
+        except ValueError:
+            pass
+    as_text = "map the field in json_mapping.values to read it as text"
+    if not _WORD.match(text):  # a version "1.2.3", an id: no state
+        return f"field {name!r} holds text ({shown}), not read (unmapped, only numbers are): {as_text}"
+    states = (
+        f"add it to json_mapping.states ({_known_states(mapping)})"
+        if mapping.states
+        else f"a state is read as a number with json_mapping.states, e.g. states: {{{shown}: 1}}"
+    )
+    return (
+        f"field {name!r} holds text ({shown}), not read (unmapped, only numbers are): {states}; or {as_text}"
+    )
+
+
+_WORD = re.compile(r"\s*[A-Za-z][A-Za-z_ -]{0,30}\s*\Z")  # text that may be a state: RUNNING, open, Auto Mode
 
 
 # record keys gateways give a record's quality under (Kepware "q", Siemens "qc", OPC UA "StatusCode", ...)

@@ -39,6 +39,8 @@ numbers sent as text, say), ``time_field_unread`` (a topic's first message witho
 whose readings got the receive time, holds a field named and valued like a time: the setting to read it),
 ``records_field_unread`` (a topic's first records message whose records hold no ``records.quality`` or
 ``records.timestamp`` key but one named like it: every record was read GOOD or at the message's time),
+``text_field_unread`` (read for every number, a field whose text gave no reading: each one counted, each
+field's first said with the setting that reads it, ``json_codec.text_field_hint``),
 ``data_before_birth`` (normal after the host starts; a rebirth is asked),
 ``historical`` (Sparkplug values a node sent late, not used), ``retained`` and
 ``retained_skipped`` (a retained message, the broker's stored value of unknown age: quality
@@ -1992,11 +1994,21 @@ def json_decoder(src: MqttSource, sub: Subscription):
         src._error(reason, detail)
 
     keep = src.settings.non_finite == "bad"
+    every_number = m.records is None and m.opcua_pubsub is None and not m.values
+    # read for every number, a message's text fields that gave nothing (a status word, a text field that never
+    # held a state): counted under text_field_unread, each field's first said once, never logged per message
+    texts: list[tuple[str, str]] = []
     decode, prefixed = (
-        json_codec.compile_decoder(mapping, rates=True, on_record_error=on_error, keep_non_finite=keep),
+        json_codec.compile_decoder(
+            mapping,
+            rates=True,
+            on_record_error=on_error,
+            keep_non_finite=keep,
+            on_text_unread=(lambda k, v: texts.append((k, v))) if every_number else None,
+        ),
         m.tag_prefix_topic,
     )
-    every_number = m.records is None and m.opcua_pubsub is None and not m.values
+    said_texts: set[str] = set()
     # the records (and OPC UA PubSub) decoder states each record's quality (bad for a kept non-finite value)
     records = m.records is not None or m.opcua_pubsub is not None
     json_readings, record_readings = src._json_readings, src._record_readings
@@ -2008,9 +2020,28 @@ def json_decoder(src: MqttSource, sub: Subscription):
     # the mapping's: every record was read GOOD (or at the message's time), silently
     hinted_records: set[str] | None = set() if m.records is not None else None
 
+    def text_unread(topic: str) -> None:
+        n = 0
+        for k, v in texts:
+            # bounded: field names come from the outside world
+            if k in said_texts or len(said_texts) >= 1_000:
+                n += 1
+                continue
+            said_texts.add(k)
+            src._notice(
+                "text_field_unread", f"topic {topic!r}: {json_codec.text_field_hint(k, v, mapping)}", cause=k
+            )
+        if n:  # counted only (each field was said at its first), without _notice's formatting per message
+            src.notices.note("text_field_unread", "", n=n)
+        texts.clear()
+
     def run(topic: str, payload: bytes, received_at: float) -> list[Reading]:
         kept[0] = False
-        got = decode(payload, received_at)
+        try:
+            got = decode(payload, received_at)
+        finally:
+            if texts:
+                text_unread(topic)
         if hinted is not None and got and got[0][2] == received_at and topic not in hinted:
             if len(hinted) < 10_000:  # bounded: topics come from the outside world
                 hinted.add(topic)

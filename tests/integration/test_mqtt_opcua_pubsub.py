@@ -232,3 +232,87 @@ sources:
     path.write_text(text.replace("{writer_id}", "{publisher}/{writer}"))
     mapping = load_config(path).sources["plc"].subscriptions[0].json_mapping
     assert mapping.opcua_pubsub is not None and mapping.opcua_pubsub.tag == "{publisher}/{writer}/{field}"
+
+
+async def test_opc_publisher_samples_messages_are_read_each_named_by_its_node(mosquitto):
+    """OPC Publisher's Samples mode (its default without --strict; 2.8's and 2.9's --mm=Samples) sends no
+    PubSub message but one object per monitored item, {"NodeId", "DisplayName", "Timestamp", "Value":
+    DataValue, "ExtensionFields"}, alone or batched in an array (--bs): under opcua_pubsub each was
+    refused ("has no Payload"), every sample of the plant lost. Each is now a reading named by its
+    DisplayName (else its NodeId), with its SourceTimestamp and StatusCode; a Bad one without a Value is a
+    BAD reading of no value; the compatibility mode's hex StatusCode text is read; a sample whose Value is no
+    DataValue is counted and the others read."""
+    t0 = round(time.time()) - 30
+    plc = "nsu=http://microsoft.com/Opc/OpcPlc/;s="
+    ext = {"PublisherId": "opc.tcp://opcplc:50000_D09D61EF", "DataSetWriterId": "1000"}
+    single = {
+        "NodeId": plc + "StepUp",
+        "EndpointUrl": "opc.tcp://opcplc:50000/",
+        "ApplicationUri": "urn:OpcPlc:opcplc",
+        "DisplayName": "StepUp",
+        "Timestamp": iso(t0 + 1),
+        "Value": {"Value": 21713, "SourceTimestamp": iso(t0 + 0.25), "ServerTimestamp": iso(t0 + 0.3)},
+        "SequenceNumber": 120,
+        "ExtensionFields": ext,
+    }
+    batch = [  # --fm=true: no DisplayName, named by the NodeId
+        {
+            "NodeId": plc + "RandomSignedInt32",
+            "EndpointUrl": "opc.tcp://opcplc:50000/",
+            "Timestamp": iso(t0 + 2),
+            "Value": {"Value": -2127202062, "SourceTimestamp": iso(t0 + 1.5)},
+            "ExtensionFields": ext,
+        },
+        {
+            "NodeId": plc + "BadFastUInt1",
+            "EndpointUrl": "opc.tcp://opcplc:50000/",
+            "Value": {
+                "StatusCode": {"Symbol": "BadNoCommunication", "Code": 2150694912},
+                "SourceTimestamp": iso(t0 + 1.75),
+            },
+        },
+        {
+            "NodeId": plc + "Hex",
+            "DisplayName": "Hex",
+            "Value": {"Value": 4, "StatusCode": "0x40900000", "SourceTimestamp": iso(t0 + 1.8)},
+        },
+        {"NodeId": plc + "Struct", "DisplayName": "Struct", "Value": {"Value": {"X": 1}}},  # counted
+        {"NodeId": plc + "Last", "DisplayName": "Last", "Value": {"Value": 1.5}},  # the sample's receive time
+    ]
+    subs = [{"topic": "opcpublisher/#", "json_mapping": {"opcua_pubsub": {}, "tag_prefix_topic": False}}]
+    src, got = await published(
+        mosquitto.port, subs, [("opcpublisher/one", single), ("opcpublisher/batch", batch)], "Last"
+    )
+    assert [(r.tag, r.value, r.quality.value, r.timestamp) for r in got[:-1]] == [
+        ("StepUp", 21713, "good", t0 + 0.25),
+        (plc + "RandomSignedInt32", -2127202062, "good", t0 + 1.5),
+        (plc + "BadFastUInt1", None, "bad", t0 + 1.75),
+        ("Hex", 4, "uncertain", t0 + 1.8),
+    ]
+    assert (got[-1].tag, got[-1].value, got[-1].timestamp) == ("Last", 1.5, got[-1].received_at)
+    assert src.stats.errors_by_reason == {"wrong_type": 1}
+    assert "message 3: field 'Struct' is dict" in (src.stats.last_error or "")
+
+
+async def test_opc_publisher_samples_fill_the_tag_templates_writer_and_publisher(mosquitto):
+    """A Samples message names its writer and publisher in ExtensionFields (--fm=true): the tag template's
+    {writer} and {publisher} are filled from them, as from a DataSetMessage's header."""
+    t0 = round(time.time()) - 30
+    sample = {
+        "NodeId": "ns=2;s=Temp",
+        "DisplayName": "Temp",
+        "Value": {"Value": 20.5, "SourceTimestamp": iso(t0)},
+        "ExtensionFields": {"PublisherId": "edge1", "DataSetWriterId": "1000"},
+    }
+    subs = [
+        {
+            "topic": "pub/#",
+            "json_mapping": {
+                "opcua_pubsub": {"tag": "{publisher}/{writer}/{field}"},
+                "tag_prefix_topic": False,
+            },
+        }
+    ]
+    src, got = await published(mosquitto.port, subs, [("pub/a", sample)], "edge1/1000/Temp")
+    assert [(r.tag, r.value, r.timestamp) for r in got] == [("edge1/1000/Temp", 20.5, t0)]
+    assert src.stats.errors_by_reason == {}

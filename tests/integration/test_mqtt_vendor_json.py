@@ -747,7 +747,7 @@ async def test_an_empty_batch_with_spaces_is_no_unread_message_and_a_state_field
     ({"state": "BLINK"} after {"state": "ON"}) was dropped without a word, where a mapped field's is counted
     as unknown_state. Now any empty array is an empty batch, and a field that has held a state counts its
     unknown text as unknown_state, naming it; text fields that never held one (Zigbee2MQTT's color_mode)
-    stay unread and uncounted, as before."""
+    stay unread, as before (counted apart: the text_field_unread notice, tested below)."""
     t0 = round(time.time()) - 30
     subs = [
         {"topic": "buf/#"},
@@ -778,4 +778,103 @@ async def test_an_empty_batch_with_spaces_is_no_unread_message_and_a_state_field
     assert src.stats.errors_by_reason == {"unknown_state": 1}
     assert "field 'state' is 'BLINK', no text of json_mapping.states ('ON', 'OFF')" in (
         src.stats.last_error or ""
+    )
+
+
+async def test_unmapped_text_fields_are_counted_each_said_once_naming_the_field_and_the_setting(mosquitto):
+    """Read for every number, a message's text fields gave nothing and were counted nowhere: a machine's
+    "status": "FAULT", a number quoted as text, a device's local time, all dropped silently (a field that once
+    held a state of json_mapping.states is unknown_state; one that never did was not counted either). Each
+    such field is now counted under the text_field_unread notice, said once per field naming it, its text and
+    the setting that reads it (no log line per message); readings are unchanged."""
+    t0 = round(time.time()) - 30
+    subs = [
+        {"topic": "line/#"},
+        {"topic": "z2m/#", "json_mapping": {"states": {"ON": 1, "OFF": 0}}},
+    ]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    try:
+        for i in range(3):
+            pub.publish(
+                "line/press1", json.dumps({"ts": t0 + i, "force": 10.0 + i, "status": "RUNNING"}), qos=1
+            )
+        pub.publish("line/press2", json.dumps({"ts": t0, "force": 9.0, "count": "12"}), qos=1)
+        # color_mode never held a state: counted; state is read as its number
+        pub.publish("z2m/bulb1", json.dumps({"state": "ON", "color_mode": "xy", "brightness": 254}), qos=1)
+        pub.publish("line/press3", json.dumps({"ts": t0, "force": 8.0}), qos=1)  # no text: nothing
+        got = await collect(src, lambda g: any(r.tag == "line/press3/force" for r in g))
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.tag, r.value) for r in got] == [
+        ("line/press1/force", 10.0),
+        ("line/press1/force", 11.0),
+        ("line/press1/force", 12.0),
+        ("line/press2/force", 9.0),
+        ("z2m/bulb1/state", 1),
+        ("z2m/bulb1/brightness", 254),
+        ("line/press3/force", 8.0),
+    ]
+    assert src.stats.errors_by_reason == {}
+    unread = src.notices.status()["text_field_unread"]
+    assert unread["count"] == 5  # status 3 times, count once, color_mode once
+    assert unread["message"].endswith(
+        "topic 'line/press1': field 'status' holds text ('RUNNING'), not read (unmapped, only numbers are): a "
+        "state is read as a number with json_mapping.states, e.g. states: {'RUNNING': 1}; or map the field in "
+        "json_mapping.values to read it as text"
+    )
+    more = unread["more"]
+    assert len(more) == 2  # one line per field, not per message
+    assert more[0].endswith(
+        "topic 'line/press2': field 'count' holds a number as text ('12'), not read: set "
+        "json_mapping.numbers_from_text: true to read it as a number, or map it in json_mapping.values to read "
+        "it as text"
+    )
+    assert "topic 'z2m/bulb1': field 'color_mode' holds text ('xy')" in more[1]
+    assert "add it to json_mapping.states ('ON', 'OFF')" in more[1]
+
+
+async def test_a_records_quality_as_statuscode_hex_text_or_a_whole_float_is_read_and_a_fraction_counted(
+    mosquitto,
+):
+    """A gateway writing the OPC UA StatusCode as hex text ("0x80000000", "0x00000000") or its quality as a
+    float (OPC DA's 192.0, from a JavaScript flow) had every such record refused (wrong_type, "not
+    understood"). Hex text is now read as the StatusCode under quality_format: opcua (and refused under auto,
+    naming opcua), a whole float as its integer in every convention; a fractional quality is still refused,
+    counted, its error naming the record and the quality field."""
+    t0 = round(time.time()) - 30
+    ua = {"records": {"quality_format": "opcua"}, "timestamp_format": "epoch_s"}
+    da = {"records": {"quality_format": "opcda"}, "timestamp_format": "epoch_s"}
+    subs = [{"topic": "ua/#", "json_mapping": ua}, {"topic": "da/#", "json_mapping": da}]
+    src = await started(mosquitto.port, subs)
+    pub = raw_client(mosquitto.port)
+    ua_records = [
+        {"id": "P1", "v": 1.5, "q": "0x80000000", "t": t0},
+        {"id": "P2", "v": 2.5, "q": "0x00000000", "t": t0},
+        {"id": "P3", "v": 3.5, "q": " 0x40900000 ", "t": t0},
+    ]
+    da_records = [
+        {"id": "T1", "v": 20.0, "q": 192.0, "t": t0},
+        {"id": "T2", "v": 21.0, "q": 192.5, "t": t0},  # a fraction: counted
+        {"id": "T3", "v": 22.0, "q": "0x00C0", "t": t0},
+    ]
+    try:
+        pub.publish("ua/gw", json.dumps({"ts": t0, "values": ua_records}), qos=1)
+        pub.publish("da/gw", json.dumps({"ts": t0, "values": da_records}), qos=1)
+        got = await collect(src, lambda g: any(r.tag == "da/gw/T3" for r in g))
+    finally:
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.tag, r.value, r.quality.value) for r in got] == [
+        ("ua/gw/P1", 1.5, "bad"),
+        ("ua/gw/P2", 2.5, "good"),
+        ("ua/gw/P3", 3.5, "uncertain"),
+        ("da/gw/T1", 20.0, "good"),
+        ("da/gw/T3", 22.0, "good"),
+    ]
+    assert src.stats.errors_by_reason == {"wrong_type": 1}
+    assert (
+        "record 'T2': quality 192.5 not understood (its field 'q') (a fraction: no quality convention has one)"
+        in (src.stats.last_error or "")
     )

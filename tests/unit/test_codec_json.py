@@ -236,6 +236,22 @@ _GATEWAY_QUALITIES = [
     ("siemens", 0, "bad"),
     ("siemens", 1, "uncertain"),
     ("siemens", 2, "good"),
+    # hex text, an OPC UA StatusCode as OPC Publisher's compatibility mode and UA tools write it; a whole
+    # float (192.0: a JavaScript flow writes every number as a double), in every convention as its integer
+    ("opcua", "0x80000000", "bad"),
+    ("opcua", "0x00000000", "good"),
+    ("opcua", "0X40900000", "uncertain"),
+    ("opcda", "0x00C0", "good"),
+    ("auto", {"Code": "0x808A0000", "Symbol": "BadNotConnected"}, "bad"),
+    ("auto", {"Code": 2156527616.0}, "bad"),
+    ("auto", 192.0, "good"),
+    ("auto", 2.0, "good"),
+    ("auto", "192.0", "good"),
+    ("opcda", 192.0, "good"),
+    ("opcda", 0.0, "bad"),
+    ("opcua", 0.0, "good"),
+    ("opcua", 2156527616.0, "bad"),
+    ("siemens", 1.0, "uncertain"),
 ]
 
 
@@ -266,7 +282,12 @@ def test_a_records_quality_is_read_in_the_convention_its_mapping_names(fmt, q, w
         ("opcua", -(1 << 31) - 1, None),
         ("opcua", {"Code": "x"}, None),
         ("opcua", {"Status": 0}, None),
-        ("opcua", "0x80000000", None),
+        ("opcua", "0x1FFFFFFFF", None),  # past 32 bits
+        ("auto", "0x80000000", "hex text is how OPC UA StatusCodes are written: as one 0x80000000 is bad"),
+        ("auto", "0x00000000", "as one 0x00000000 is good; set quality_format: opcua"),
+        ("opcda", 192.5, "a fraction: no quality convention has one"),
+        ("opcua", 0.5, "a fraction: no quality convention has one"),
+        ("auto", "192.5", "a fraction: no quality convention has one"),
     ],
 )
 def test_a_records_quality_its_convention_cannot_read_is_refused_naming_the_one_that_can(fmt, q, hint):

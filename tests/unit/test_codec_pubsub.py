@@ -58,3 +58,40 @@ def test_a_message_over_max_values_fields_is_refused_whole():
     with pytest.raises(CodecError) as e:
         compile_decoder(JsonMapping(opcua_pubsub=PubsubMapping()))(json.dumps(payload), 1e9)
     assert e.value.reason == "too_many_values"
+
+
+def test_an_opc_publisher_sample_is_told_from_a_bare_payload_by_its_nodeid_and_datavalue():
+    """A Samples message (a text NodeId and a DataValue object under Value, no Payload) is one reading of its
+    node; an object without them is still a bare Payload, every field a reading; a sample that names no node
+    and a StatusCode in a fraction are counted, naming the sample and the field."""
+    errors: list[tuple[str, str]] = []
+    decode = compile_decoder(
+        JsonMapping(opcua_pubsub=PubsubMapping()),
+        on_record_error=lambda reason, detail: errors.append((reason, detail)),
+    )
+    assert decode(json.dumps({"NodeId": "ns=2;s=A", "Value": {"Value": 1}}), 1e9) == [
+        ("ns=2;s=A", 1, 1e9, None, "good")
+    ]
+    # a NodeId that is no text, or a Value that is no object: a bare Payload, as before
+    assert decode(json.dumps({"NodeId": 7, "Value": {"Value": 2}}), 1e9) == [
+        ("NodeId", 7, 1e9, None, "good"),
+        ("Value", 2, 1e9, None, "good"),
+    ]
+    assert decode(json.dumps({"NodeId": "ns=2;s=A", "Value": 3}), 1e9) == [
+        ("NodeId", "ns=2;s=A", 1e9, None, "good"),
+        ("Value", 3, 1e9, None, "good"),
+    ]
+    batch = [
+        {"NodeId": "", "DisplayName": "", "Value": {"Value": 1}},
+        {"NodeId": "ns=2;s=B", "DisplayName": "B", "Value": {"Value": 1, "StatusCode": 0.5}},
+        {"NodeId": "ns=2;s=C", "DisplayName": "C", "Value": {"Value": 4, "StatusCode": "0x00000000"}},
+    ]
+    assert decode(json.dumps(batch), 1e9) == [("C", 4, 1e9, None, "good")]
+    assert errors == [
+        ("missing_field", "message 0 has an empty NodeId and no DisplayName (the tag)"),
+        (
+            "wrong_type",
+            "message 1: field 'B': StatusCode '0.5' is no OPC UA StatusCode (a fraction: no quality convention "
+            "has one)",
+        ),
+    ]
