@@ -386,21 +386,48 @@ def _stated_time(x: datetime.date | str, what: str) -> str:
     return shown
 
 
+def _time_text_warnings(action: Any) -> list[tuple[str, str]]:
+    """(field, warning) for each quoted text of ``value``/``reset_value`` that reads as a date and time but not
+    as one a DateTime node takes (no zone, not a real time, out of range): kept as text (``_check_write_value``),
+    said at load. None for a Sparkplug command whose datatype says String (text) or DateTime (checked)."""
+    if getattr(action, "datatype", None) in ("String", "DateTime"):
+        return []
+    out = []
+    for field in ("value", "reset_value"):
+        v = getattr(action, field)
+        for x in [] if v is None else v if isinstance(v, list) else [v]:
+            if isinstance(x, str) and _ISO_TIME.fullmatch(x):
+                try:
+                    _stated_time(x, field)
+                except ValueError as e:
+                    out.append(
+                        (
+                            field,
+                            f"{e}; a String node gets it as this text, a DateTime node refuses it at each write",
+                        )
+                    )
+    return out
+
+
 def _check_write_value(v: Any, what: str) -> Any:
     """A write value must carry its YAML type: ``"false"`` (a string) would reach a Boolean node as
     TRUE under any loose conversion, so a quoted boolean or number is refused here. So is a value no
     node can take (``.nan``, ``.inf``: never sent to a PLC, whatever its type). Returned with a
-    ByteString's stated bytes (``{base64: ...}``, ``{hex: ...}``) decoded, and a time (a YAML timestamp, or
-    text that is an ISO 8601 date and time) as its ISO text, once ``_stated_time`` found its zone and range."""
+    ByteString's stated bytes (``{base64: ...}``, ``{hex: ...}``) decoded, and a YAML timestamp as its ISO
+    text, once ``_stated_time`` found its zone and range (quoted text is kept as written)."""
     items = v if isinstance(v, list) else [v]
     out: list[Any] = []
     for x in items:
         if isinstance(x, dict):
             out.append(_stated_bytes(x))
             continue
-        if isinstance(x, datetime.date) or (isinstance(x, str) and _ISO_TIME.fullmatch(x)):
+        if isinstance(x, datetime.date):
             out.append(_stated_time(x, what))
             continue
+        # quoted text that reads as a time is kept as written, whatever it holds: a String node takes it as
+        # text ('2026-11-30 12:00', '0000-00-00 00:00:00' to clear an HMI field), and a DateTime node refuses a
+        # time without a zone at each write, naming the node; what is not a zoned time is a warning at load
+        # (``_time_text_warnings``), not an error: such text loaded before the DateTime checks came
         out.append(x)
         if x is None or isinstance(x, list):
             raise ValueError(
@@ -490,6 +517,10 @@ class OutputAction(_Action):
                         f"{field}: '{x}'"
                     )
         return self
+
+    def cross_check(self, name: str, cfg: AgentConfig, report: Findings) -> None:
+        for field, why in _time_text_warnings(self):
+            report.warning(f"actions.{name}.{field}", why)
 
     @model_validator(mode="after")
     def _pulse_resets(self) -> OutputAction:

@@ -113,3 +113,43 @@ def test_a_number_yaml_reads_as_another_is_refused_naming_file_field_and_line_an
     path = tmp_path / "line3.yaml"
     path.write_text(HEAD.format(data=tmp_path / "data") + fixed)
     load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("quoted", "said"),
+    [
+        ("2026-11-30 12:00", "2026-11-30 12:00 has no zone"),
+        ("0000-00-00 00:00:00", "'0000-00-00 00:00:00' looks like an ISO 8601 time but is none"),
+        ("1600-12-31T23:00:00+00:00", "1600-12-31T23:00:00+00:00 is out of the range of an OPC UA DateTime"),
+    ],
+    ids=["no_zone", "zero_date", "year_1600"],
+)
+def test_quoted_text_shaped_as_a_time_loads_as_written_for_a_string_node_with_a_warning(
+    tmp_path, quoted, said
+):
+    """A String node's text that reads as a date and time ('2026-11-30 12:00' on an HMI, '0000-00-00 00:00:00'
+    to clear a field) loaded until the DateTime checks at load came, which refused it: the agent would not
+    start on a config that ran. The node's type is known only online, where a DateTime node refuses such text
+    at each write; at load it is kept as written and said as a warning naming the file and the field."""
+    path = tmp_path / "line3.yaml"
+    path.write_text(
+        HEAD.format(data=tmp_path / "data") + f"    value: '{quoted}'\n    reset_value: ['{quoted}']\n"
+    )
+    cfg = load_config(path)
+    assert cfg.actions["out"].value == quoted and cfg.actions["out"].reset_value == [quoted]
+    for field in ("value", "reset_value"):
+        warned = [w for w in cfg.warnings if w.startswith(f"{path}: actions.out.{field}: ")]
+        assert len(warned) == 1 and said in warned[0] and "a String node gets it as this text" in warned[0], (
+            cfg.warnings
+        )
+
+
+def test_quoted_text_for_a_sparkplug_string_metric_is_not_warned_of(tmp_path):
+    path = tmp_path / "line3.yaml"
+    path.write_text(
+        f"agent:\n  id: gw\n  data_dir: {tmp_path / 'data'}\nsources:\n  mq:\n    type: mqtt\n    host: 127.0.0.1\n"
+        "actions:\n  out:\n    type: sparkplug_command\n    source: mq\n    group: g\n    edge_node: n\n"
+        "    metric: m\n    datatype: String\n    value: '2026-11-30 12:00'\n"
+    )
+    cfg = load_config(path)
+    assert cfg.actions["out"].value == "2026-11-30 12:00" and not cfg.warnings, cfg.warnings
