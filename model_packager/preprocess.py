@@ -126,6 +126,58 @@ def _affine(spec: ImagePreprocessing, c: int) -> tuple[np.ndarray, np.ndarray]:
 IMAGE_INPUT_DTYPES = ("float32", "float16", "uint8")
 
 
+@dataclass(frozen=True)
+class _ImagePlan:
+    """What ``image_tensor`` does to a frame of one shape under one spec, worked out once: the frame's
+    region, the tiles, the output's shape and each channel's source plane and ``a, b`` as Python floats.
+    A frame pipeline sees one shape all day, and after each model run every Python line it executes is
+    cold (code and data evicted by the engine's kernels): per frame, only the pixel passes remain."""
+
+    spec: ImagePreprocessing  # held, so that the ``id`` the plan is cached under stays this spec's
+    region: tuple[int, int, int, int]  # (x, y, w, h) in the frame
+    boxes: tuple[tuple[int, int, int, int], ...]  # (x, y, w, h) of each tile in the region
+    grey_in: bool  # a 2-D frame (or HxWx1)
+    c: int
+    shape: tuple[int, ...]  # the output's
+    interp: int
+    order: tuple[int, ...]  # the frame's plane for each output channel
+    coefs: tuple[tuple[float, float], ...]  # ``a, b`` per output channel (float inputs)
+
+
+_PLANS: dict[tuple[int, tuple[int, ...]], _ImagePlan] = {}
+_MAX_PLANS = 256  # specs x frame shapes a process keeps plans for (a trainer reading images of every size)
+
+
+def _image_plan(spec: ImagePreprocessing, img: np.ndarray) -> _ImagePlan:
+    key = (id(spec), img.shape)
+    plan = _PLANS.get(key)
+    if plan is not None and plan.spec is spec:
+        return plan
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3)) or img.size == 0:
+        raise PreprocessError(f"expected a BGR image HxWx3 or a grey image HxW, got shape {img.shape}")
+    region = region_box(img.shape[0], img.shape[1], spec)
+    gray = spec.color is ColorOrder.GRAY
+    c = 1 if gray else 3
+    hw = (spec.height, spec.width)
+    boxes = tuple(tile_boxes(region[3], region[2], spec))
+    a, b = _affine(spec, c)
+    plan = _ImagePlan(
+        spec=spec,
+        region=region,
+        boxes=boxes,
+        grey_in=img.ndim == 2 or img.shape[2] == 1,
+        c=c,
+        shape=(len(boxes), c, *hw) if spec.layout == "NCHW" else (len(boxes), *hw, c),
+        interp=_INTERPOLATION[spec.interpolation],
+        order=tuple(range(c)) if spec.color is not ColorOrder.RGB else (2, 1, 0),
+        coefs=tuple((float(a[ch]), float(b[ch])) for ch in range(c)),
+    )
+    if len(_PLANS) >= _MAX_PLANS:
+        _PLANS.clear()
+    _PLANS[key] = plan
+    return plan
+
+
 def image_tensor(image_bgr: np.ndarray, spec: ImagePreprocessing, dtype: str = "float32") -> np.ndarray:
     """BGR uint8 HxWx3 (or HxW grey) frame -> (T, C, H, W) or (T, H, W, C), T = 1 or the number of
     tiles, of the model input's ``dtype``. The one implementation the trainer and the agent use:
@@ -136,66 +188,65 @@ def image_tensor(image_bgr: np.ndarray, spec: ImagePreprocessing, dtype: str = "
 
     if dtype not in IMAGE_INPUT_DTYPES:
         raise PreprocessError(f"an image input is one of {list(IMAGE_INPUT_DTYPES)}, not {dtype}")
-    img = image_region(image_bgr, spec)
-    gray = spec.color is ColorOrder.GRAY
-    c = 1 if gray else 3
-    if img.ndim == 2 and not gray:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    img = np.asarray(image_bgr)
+    plan = _image_plan(spec, img)
+    x, y, w, h = plan.region
+    img = img[y : y + h, x : x + w]
+    if plan.grey_in:
+        if img.ndim == 3:
+            img = img[:, :, 0]
+        if plan.c == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     if dtype == "uint8":
-        return _pixel_tensor(img, spec, c)
-    boxes = tile_boxes(img.shape[0], img.shape[1], spec)
-    hw = (spec.height, spec.width)
+        return _pixel_tensor(img, plan)
+    gray = plan.c == 1
     nchw = spec.layout == "NCHW"
-    out = np.empty((len(boxes), c, *hw) if nchw else (len(boxes), *hw, c), dtype=np.float32)
-    a, b = _affine(spec, c)
-    interp = _INTERPOLATION[spec.interpolation]
-    for k, (x, y, w, h) in enumerate(boxes):
+    out = np.empty(plan.shape, dtype=np.float32)
+    for k, (x, y, w, h) in enumerate(plan.boxes):
         t = img[y : y + h, x : x + w]
-        if (h, w) != hw:
-            t = cv2.resize(t, (spec.width, spec.height), interpolation=interp)
+        if (h, w) != (spec.height, spec.width):
+            t = cv2.resize(t, (spec.width, spec.height), interpolation=plan.interp)
         if gray and t.ndim == 3:
             t = cv2.cvtColor(np.ascontiguousarray(t), cv2.COLOR_BGR2GRAY)
         if gray:
             t = t[:, :, None]
-        order = range(c) if spec.color is not ColorOrder.RGB else (2, 1, 0)
         if nchw and t.dtype == np.uint8:
             # one OpenCV pass per channel, uint8 plane -> float32 ``x * a + b`` straight into the output
             # plane (contiguous in NCHW): 0.6x the time of numpy's cast-multiply-add on a 224-px input,
             # computed in double and rounded once (the numpy form rounded twice)
-            planes = cv2.split(t) if c > 1 else (t[:, :, 0],)
-            for ch, src in enumerate(order):
+            planes = cv2.split(t) if not gray else (t[:, :, 0],)
+            for ch, src in enumerate(plan.order):
                 dst = out[k, ch]
-                got = cv2.addWeighted(
-                    planes[src], float(a[ch]), planes[src], 0.0, float(b[ch]), dst=dst, dtype=cv2.CV_32F
-                )
+                a, b = plan.coefs[ch]
+                got = cv2.addWeighted(planes[src], a, planes[src], 0.0, b, dst=dst, dtype=cv2.CV_32F)
                 if got is not dst:  # OpenCV allocated its own (it writes in place for a matching plane)
                     dst[...] = got
             continue
-        for ch, src in enumerate(order):
+        for ch, src in enumerate(plan.order):
             dst = out[k, ch] if nchw else out[k, :, :, ch]
-            np.multiply(t[:, :, src], a[ch], out=dst, casting="unsafe")
-            dst += b[ch]
+            a, b = plan.coefs[ch]
+            np.multiply(t[:, :, src], np.float32(a), out=dst, casting="unsafe")
+            dst += np.float32(b)
     return out.astype(np.float16) if dtype == "float16" else out
 
 
-def _pixel_tensor(img: np.ndarray, spec: ImagePreprocessing, c: int) -> np.ndarray:
+def _pixel_tensor(img: np.ndarray, plan: _ImagePlan) -> np.ndarray:
     """``image_tensor`` for a uint8 input: resize, colour and layout only, written into the output.
     The same geometry and resize as the float path, so a model gets the pixels the float path
     would have scaled."""
     import cv2
 
-    boxes = tile_boxes(img.shape[0], img.shape[1], spec)
+    spec = plan.spec
     hw = (spec.height, spec.width)
     nchw = spec.layout == "NCHW"
-    gray = c == 1
-    out = np.empty((len(boxes), c, *hw) if nchw else (len(boxes), *hw, c), dtype=np.uint8)
-    interp = _INTERPOLATION[spec.interpolation]
-    for k, (x, y, w, h) in enumerate(boxes):
+    gray = plan.c == 1
+    out = np.empty(plan.shape, dtype=np.uint8)
+    for k, (x, y, w, h) in enumerate(plan.boxes):
         t = img[y : y + h, x : x + w]
         if (h, w) != hw:
             direct = not nchw and not gray and spec.color is ColorOrder.BGR  # resized into the output
             dst = out[k] if direct else None
-            t = cv2.resize(t, (spec.width, spec.height), dst=dst, interpolation=interp)
+            t = cv2.resize(t, (spec.width, spec.height), dst=dst, interpolation=plan.interp)
             if direct:
                 if t is not dst:  # OpenCV allocated its own
                     out[k] = t
