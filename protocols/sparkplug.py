@@ -685,9 +685,11 @@ class InflateBudget:
         """A payload was refused on this budget (``spent``): its node is storming, for ``STORMING_S``, if this
         budget is not full (it inflated within the last second or so: more than its budget, or than the total
         left it). A node refused by the total alone with its own budget full (a calm node, a birth now and
-        then) is not: it may draw on the reserve at its next payload."""
-        if self._left < self.per_s:
-            self._refused_at = self._clock()
+        then) is not: it may draw on the reserve at its next payload. A node already storming stays so while it
+        is refused (its own budget refills while it is refused, and a full budget must not end its storm)."""
+        now = self._clock()
+        if self._left < self.per_s or now - self._refused_at < STORMING_S:
+            self._refused_at = now
 
     def spend(self, n: int) -> None:
         self._left -= n
