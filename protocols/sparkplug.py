@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocols.json_codec import CodecError
+from protocols.json_codec import MS_LOOKS_LIKE_S, CodecError
 
 NAMESPACE = "spBv1.0"
 REBIRTH_METRIC = "Node Control/Rebirth"
@@ -295,6 +295,12 @@ def datetime_ms(value: Any) -> int:
             ms = -1
     elif isinstance(value, int) and not isinstance(value, bool):
         ms = value
+        if MS_LOOKS_LIKE_S[0] <= ms < MS_LOOKS_LIKE_S[1]:  # as the JSON codec refuses such a timestamp
+            raise CodecError(
+                "wrong_type",
+                f"{shown} as milliseconds is in early 1970 ({datetime_text(ms)}): epoch seconds? a DateTime "
+                f"metric takes milliseconds, {ms * 1000} (or ISO 8601 text with its zone)",
+            )
     else:
         raise CodecError(
             "wrong_type",

@@ -60,6 +60,12 @@ def test_a_datetime_commands_time_with_its_zone_or_epoch_ms_loads(tmp_path, tail
             "True is no time",
         ),
         ("    value: 'tomorrow'\n", "value", "'tomorrow' is no ISO 8601 time"),
+        # epoch seconds (as a PLC or a shell's date +%s gives them) would be sent as a time in January 1970
+        (
+            "    value: 1764739070\n",
+            "value",
+            "epoch seconds? a DateTime metric takes milliseconds, 1764739070000",
+        ),
     ],
 )
 def test_a_datetime_commands_naive_or_out_of_range_time_is_refused_at_load_naming_file_and_field(
