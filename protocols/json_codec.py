@@ -829,15 +829,16 @@ QUALITY_FORMATS: dict[str, Callable[[Any], str | None]] = {
 def _quality_hint(q: Any, fmt: str) -> str:
     """The convention to set for a number that ``fmt`` does not read but another does."""
     if type(q) is str:
-        if _HEX.match(q) is not None:
-            if fmt != "auto":
-                return ""
+        if _HEX.match(q) is None:
+            q = _text_number(q)
+        elif fmt == "auto":
             n = int(q, 16)
             return (
                 f" (hex text is how OPC UA StatusCodes are written: as one 0x{n:08X} is {_quality_opcua(n)}; set "
                 "quality_format: opcua, where 0 is Good)"
             )
-        q = _text_number(q)
+        else:  # read as its number (opcda, siemens): what that number is told
+            q = int(q, 16)
     if type(q) is float:
         q = _whole(q)
         if type(q) is float:

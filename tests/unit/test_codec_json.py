@@ -285,6 +285,14 @@ def test_a_records_quality_is_read_in_the_convention_its_mapping_names(fmt, q, w
         ("opcua", "0x1FFFFFFFF", None),  # past 32 bits
         ("auto", "0x80000000", "hex text is how OPC UA StatusCodes are written: as one 0x80000000 is bad"),
         ("auto", "0x00000000", "as one 0x00000000 is good; set quality_format: opcua"),
+        # hex text past OPC DA's 16 bits (or Siemens' 0-3) is told the convention that reads it, as its number is
+        ("opcda", "0x80000000", "as an OPC UA StatusCode 0x80000000 is bad: set quality_format: opcua"),
+        (
+            "siemens",
+            "0x408A0000",
+            "as an OPC UA StatusCode 0x408A0000 is uncertain: set quality_format: opcua",
+        ),
+        ("siemens", "0xC0", "as OPC DA's quality bits it is good: quality_format: opcda"),
         ("opcda", 192.5, "a fraction: no quality convention has one"),
         ("opcua", 0.5, "a fraction: no quality convention has one"),
         ("auto", "192.5", "a fraction: no quality convention has one"),
