@@ -533,7 +533,8 @@ def verdict_problems(
 # golden tolerance while its verdicts held. An INT8 output's noise follows its quantization step, that is the
 # range of its values, not the threshold's distance from 0 (a threshold may be 0). So a golden item is not held
 # to its verdict where its expected score sits within this share of the scale of that output's scores (the
-# range of the golden scores and the threshold together) from the threshold, nor to a classifier's label
+# range of the golden scores and the threshold together, or |threshold| where more: golden items nearly alike
+# span far less than the quantization range) from the threshold, nor to a classifier's label
 # where its top two values (logits or probabilities) are within this share of the range of that output's
 # values: the INT8 noise of another CPU may put it on either side.
 INT8_NEAR_THRESHOLD = 0.05
@@ -613,8 +614,11 @@ def _span(*values: np.ndarray | float) -> float:
 
 def threshold_margin(score: np.ndarray, threshold: float, share: float = INT8_NEAR_THRESHOLD) -> float:
     """How near its threshold a golden score is too near to hold an INT8-only form to its verdict: ``share``
-    of the span of the golden scores and the threshold together (a threshold of 0 has its margin too)."""
-    return share * _span(score, threshold)
+    of the scale of the scores, the span of the golden scores and the threshold together (a threshold of 0 has
+    its margin too), or |threshold| where that is more: golden items nearly alike span far less than the
+    output's quantization range, and at 5 % of their span a sound form the former margin (5 % of |threshold|)
+    served was refused on another CPU for its INT8 noise."""
+    return share * max(abs(float(threshold)), _span(score, threshold))
 
 
 def _tie_gaps(values: np.ndarray) -> np.ndarray:
@@ -681,7 +685,7 @@ def unjudged(manifest: Manifest, expected: dict[str, np.ndarray], rows: int = 1)
         if score.size and (np.abs(score - thr) <= m).all():
             out.append(
                 f"output {o.name!r}: every one of its {score.size} golden {unit}s scores within {m:.3g} of "
-                f"threshold {thr:.6g} ({INT8_NEAR_THRESHOLD:.0%} of the span of its scores), where an INT8-only "
+                f"threshold {thr:.6g} ({INT8_NEAR_THRESHOLD:.0%} of the scale of its scores), where an INT8-only "
                 "package's verdicts are not held: nothing is left to judge its form on another CPU; add golden "
                 "inputs that are clearly OK and clearly NG (--golden)"
             )
@@ -743,7 +747,7 @@ def coverage_notes(
                                 else f"its {k} {side} golden {unit}s are all"
                             )
                             + f" within {margin:.3g} of threshold {thr:.6g} ({INT8_NEAR_THRESHOLD:.0%} of the "
-                            "span of its scores), where an INT8-only package's verdicts are not held; add golden inputs "
+                            "scale of its scores), where an INT8-only package's verdicts are not held; add golden inputs "
                             f"that are clearly {side} (--golden)"
                         )
     for o in manifest.outputs:
@@ -771,7 +775,7 @@ def coverage_notes(
     for said, where, what in (
         (
             near_thr,
-            f"near a threshold (within {share} of the span of its scores)",
+            f"near a threshold (within {share} of the scale of its scores)",
             ("its verdict", "their verdicts"),
         ),
         (

@@ -375,3 +375,39 @@ def test_an_int8_only_package_whose_golden_items_are_near_identical_is_not_calle
     pkg = _resigned(pkg, kit["key"], {"golden/expected.npz": buf.getvalue()}, tmp_path / "near.edgepkg")
     st = _serves(kit, tmp_path / "served", pkg)  # before: SlotError "output 'fault_logits' collapsed"
     assert st["version"] == "1.0.0" and st["form"] == "int8", st
+
+
+def test_an_int8_only_package_signed_with_golden_items_nearly_alike_near_the_threshold_serves_as_before(
+    kit, tmp_path
+):
+    """Four golden windows a hair apart, all scoring 0.4621 here against threshold 0.46 (NG, 0.0021 above it),
+    signed before ``golden_unjudged`` existed. Recorded where INT8 ran 0.5 % lower (another CPU), they are OK
+    there. The margin was 5 % of the span of the scores and the threshold, here 0.0001: their spread says
+    nothing of the output's quantization step, and the sound package the former agent served (5 % of
+    |threshold|, 0.023) was refused. Now the margin is never less than 5 % of |threshold|: it serves, as
+    before; and the build refuses such a golden set (nothing left to judge), where it signed it."""
+    window = kit["inputs"]["features"][:1]
+    rng = np.random.default_rng(3)
+    inputs = {"features": (window + rng.normal(0, 3e-4, (4, window.shape[1]))).astype(np.float32)}
+    here = run_engine("onnxruntime", kit["int8"], inputs)
+    score = here["anomaly_score"][:, 0]
+    assert (score >= THRESHOLD).all() and np.ptp(score) < 0.001, score  # the premise: alike, just above
+    recorded = {**here, "anomaly_score": here["anomaly_score"] * np.float32(0.995)}
+    assert (recorded["anomaly_score"] < THRESHOLD).all()
+    recorded["fault_logits"] = here["fault_logits"] * np.float32(0.995)
+    sound = build_package(
+        kit["int8"], _spec("1.0.0"), tmp_path / "sound", signing_key=kit["key"], golden_inputs=kit["inputs"]
+    )
+    golden = {}
+    for name, arrays in (("inputs", inputs), ("expected", recorded)):
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        golden[f"golden/{name}.npz"] = buf.getvalue()
+    pkg = _resigned(sound, kit["key"], golden, tmp_path / "alike.edgepkg")  # as the former build signed it
+    st = _serves(kit, tmp_path / "served", pkg)  # before: SlotError "verdict differs ... golden item 0"
+    assert st["version"] == "1.0.0" and st["form"] == "int8", st
+    with pytest.raises(GoldenError) as ei:
+        build_package(
+            kit["int8"], _spec("1.0.1"), tmp_path / "again", signing_key=kit["key"], golden_inputs=inputs
+        )
+    assert ei.value.code == "golden_unjudged" and "within 0.023 of threshold 0.46" in str(ei.value), ei.value
