@@ -250,6 +250,11 @@ class Backoff:
     def reset(self) -> None:
         self._attempt = 0
 
+    @property
+    def attempts(self) -> int:
+        """Pauses taken since the last reset: 0 when the next one is the shortest (``initial_s``)."""
+        return self._attempt
+
     def next_delay(self) -> float:
         base = min(self.max_s, self.initial_s * self.factor**self._attempt)
         self._attempt += 1

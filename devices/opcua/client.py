@@ -64,6 +64,7 @@ import re
 import reprlib
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,10 @@ class _Silent(ConnectionError):
     loop then ends quietly). Its tags would stay at their last values forever; the source reconnects."""
 
     reason = "stalled"
+
+
+# the most readings held while a halted server has not yet shown it is healthy again (``_hold``)
+_HELD_MAX = 10_000
 
 
 class _Halted(_Silent):
@@ -1453,12 +1458,26 @@ class OpcUaSource:
         self._sub_since = 0.0  # monotonic time the subscription was created
         self._sub_silence_s = 0.0  # no publish answer for longer than this: the subscription is stalled
         # the server's ServerStatus.CurrentTime at the last check and the gateway's monotonic time it was
-        # first read so (``_watch``); a clock seen moving once is held to it (a server whose clock never
-        # moves at all states no time worth watching)
+        # first read so (``_watch``), all of this session's: a server replaced (restarted, another endpoint)
+        # is judged on its own clock. A clock is held to standing still only once its update period is known
+        # (two changes seen), and only for well past that period: a server whose clock never moves, or moves
+        # every 10 s (some PLCs), is never called frozen for it
         self._clock: tuple[Any, float] | None = None
-        self._clock_moves = False
+        self._clock_moves = False  # seen to change in this session
+        self._clock_moved_at: float | None = None  # monotonic time of the last change seen
+        self._clock_period_s = 0.0  # the longest interval seen between two changes, this session
+        self._clock_sampling_s = 0.0  # the node's MinimumSamplingInterval, when it states one
         self.halts = 0  # times the server said (state, clock) its values were not current: readings BAD
-        self._halting = False  # since the last halt, the server has not yet shown it is running again
+        # the reason of the last halt (server_not_running, server_clock_frozen) until the server shows it
+        # healthy by the same check; meanwhile the backoff is not reset and readings are held (``_hold``)
+        self._halt_reason: str | None = None
+        self._held: deque[Reading] = deque()
+        # a write-only source's watch found no room for its subscription: asked again at each check
+        self._room_wanted = False
+        # subscriptions a session of this source left on the server (the link cut, not closed) and the
+        # monotonic time the server drops them (its session timeout): they count in its
+        # CurrentSubscriptionCount until then, and are not another client's
+        self._subs_left: tuple[int, float] = (0, 0.0)
         # node id -> what the server granted its monitored item, when far from what was asked (said once)
         self.revised: dict[str, str] = {}
         self.overflows: dict[str, int] = {}  # tag -> values the server said it dropped from its queue
@@ -1508,6 +1527,18 @@ class OpcUaSource:
         async for item in self._channel:
             yield item
 
+    @property
+    def backoff_attempts(self) -> int:
+        """Reconnect pauses taken since the backoff was last reset (0: the next pause is the shortest). A
+        halted server keeps it growing until it shows it is healthy again."""
+        return self._backoff.attempts
+
+    @property
+    def clock_period_s(self) -> float | None:
+        """The longest interval seen between two changes of the server's clock (ServerStatus.CurrentTime)
+        in this session; None until two changes were seen (a clock is not judged frozen before)."""
+        return self._clock_period_s or None
+
     # -- background task --------------------------------------------------------------------------
     async def _run(self) -> None:
         while not self._stopping:
@@ -1515,7 +1546,7 @@ class OpcUaSource:
                 self.state = ConnectionState.CONNECTING
                 await self._connect()  # each step bounded on its own: a slow node does not fail the session
                 self.state = ConnectionState.CONNECTED
-                if not self._halting:  # a server still halted is tried again with a growing pause
+                if self._halt_reason is None:  # a server still halted is tried again with a growing pause
                     self._backoff.reset()
                 self._first_attempt.set()
                 if self._connected_once:
@@ -1536,6 +1567,13 @@ class OpcUaSource:
             except asyncio.CancelledError:
                 break
             except Exception as e:
+                if not isinstance(e, _Halted) and self._sub is not None and self._client is not None:
+                    # the session is not closed cleanly (cut, stalled): its subscription stays on the
+                    # server until the session times out (a halt's session is closed below, deleting
+                    # it); the timeout the server granted, and a check's time for its own watchdog
+                    granted = (self._client.session_timeout or 0) / 1000.0 or self.settings.session_timeout
+                    left_s = granted * 1.5 + self.settings.keepalive_check_s + self.settings.connect_timeout_s
+                    self._subs_left = (1, time.monotonic() + left_s)
                 reason, msg = _explain(e, self.settings)
                 if self._oversize:  # the connection was closed here, on a message over the limit
                     reason, msg = "too_large", _too_large(self._oversize, self.settings)
@@ -1571,7 +1609,10 @@ class OpcUaSource:
 
     async def _connect(self) -> None:
         self._lost.clear()
-        self._clock = None
+        self._clock, self._clock_moves, self._clock_moved_at = None, False, None
+        self._clock_period_s = self._clock_sampling_s = 0.0
+        self._held.clear()  # a former session's values: stale, whatever this one shows
+        self._room_wanted = False
         self._oversize = 0
         self._sub = None
         self._items.clear()
@@ -2017,7 +2058,11 @@ class OpcUaSource:
                 )
                 return
             self._last_wave[tag] = (val, quality)
-        self._channel.put_nowait(Reading(self.name, tag, val, ts, now, quality, rate))
+        reading = Reading(self.name, tag, val, ts, now, quality, rate)
+        if self._halt_reason is not None:
+            self._hold(reading)
+            return
+        self._channel.put_nowait(reading)
 
     def _undecodable(self, nodeid: ua.NodeId, tag: str, val: Any) -> None:
         """A structure arrived as raw bytes: before this session has read the types, ask for them (its
@@ -2439,9 +2484,11 @@ class OpcUaSource:
             )
             return
         if self._sub is None and (full := await self._subscription_room(client)) is not None:
+            self._room_wanted = True
             self._unwatched(
                 f"the server states {full}: it has no room for the subscription the watch needs (this source "
-                "only writes, so it holds none), and none is asked for"
+                "only writes, so it holds none), and none is asked for; it is asked for once the server states "
+                "room (read again at each keepalive_check_s)"
             )
             return
         self._target_nodes = nodes
@@ -2475,6 +2522,10 @@ class OpcUaSource:
         if not refused:
             self.targets_watched = len(handles)
             return
+        if made and "BadTooManySubscriptions" in refused and time.monotonic() < self._subs_left[1]:
+            # what fills the server may be this source's former session (cut): asked again at each check
+            # until that session has timed out, not for good (a PLC that an HMI fills is not pressed)
+            self._room_wanted = True
         # the ones the server took are given back: they would hold room a tag (of this source after a
         # reconnect, or of another session) needs, for a watch that is incomplete anyway
         self._target_nodes = {}
@@ -2534,9 +2585,33 @@ class OpcUaSource:
             _positive(dv.Value.Value) if dv.Value is not None and _is_good(dv.StatusCode) else None
             for dv in got
         )
-        if most is None or held is None or held < most:  # 0 held reads as None: room
+        if most is None or held is None:  # 0 held reads as None: room
             return None
-        return f"MaxSubscriptions {most}, and it holds {held} (ServerDiagnosticsSummary.CurrentSubscriptionCount)"
+        left, until = self._subs_left
+        left = left if time.monotonic() < until else 0
+        if held - left < most:  # our former session's subscription is no other client's
+            return None
+        return (
+            f"MaxSubscriptions {most}, and it holds {held} (ServerDiagnosticsSummary.CurrentSubscriptionCount)"
+            + (f", {left} of them left by this source's former session until it times out" if left else "")
+        )
+
+    async def _room_again(self, client: Client) -> None:
+        """A write-only source's watch that found no room for its subscription, tried again at a check:
+        made once the server states room (a session that held one timed out, an HMI closed), and said."""
+        if await self._subscription_room(client) is not None:
+            return
+        self._room_wanted = False
+        await self._watch_targets(client)
+        if self.targets_watched:
+            self.notices.note(
+                "targets_watched_late",
+                "opcua source %s: the server has room for the watch's subscription now; its write targets' "
+                "DataType, ArrayDimensions and UserAccessLevel are watched (%d monitored items)",
+                self.name,
+                self.targets_watched,
+                level=logging.INFO,
+            )
 
     def _unwatched(self, why: str) -> None:
         self.notices.note(
@@ -2616,6 +2691,7 @@ class OpcUaSource:
             self._client.get_node(ua.ObjectIds.Server_ServerStatus_State).nodeid,
             self._client.get_node(ua.ObjectIds.Server_ServerStatus_CurrentTime).nodeid,
         ]
+        await self._clock_sampling(status_nodes[1])
         while True:
             # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that races
             # with the awaited result, and this loop would then never stop
@@ -2631,7 +2707,7 @@ class OpcUaSource:
                 # this process was too busy to read the socket (a long type load, a loaded CPU): the
                 # silence may be its own, so the server is given its full time again
                 self._sub_since = woke
-                self._clock = None
+                self._clock, self._clock_moved_at = None, None
             sub = self._sub
             if sub is not None and hasattr(sub, "last_publish_at"):  # an older asyncua keeps no such time
                 silent = time.monotonic() - max(sub.last_publish_at or 0.0, self._sub_since)
@@ -2645,8 +2721,15 @@ class OpcUaSource:
                 async with asyncio.timeout(self.settings.connect_timeout_s):
                     got = await self._client.uaclient.read_attributes(status_nodes, ua.AttributeIds.Value)
                 if got and got[0].StatusCode is not None and not got[0].StatusCode.is_good():
-                    got[0].StatusCode.check()  # the state's own status: as a refused read was
+                    try:
+                        got[0].StatusCode.check()  # the state's own status: as a refused read was
+                    except ua.UaStatusCodeError as e:
+                        if ua.StatusCode(e.code).name in _SESSION_GONE:
+                            raise
+                        self._state_refused(e)  # the clock is still judged, the state is not
                 self._judge_status(got)
+                if self._room_wanted:
+                    await self._room_again(self._client)
             except asyncio.CancelledError:
                 raise
             except _Halted as e:
@@ -2656,18 +2739,7 @@ class OpcUaSource:
                 if ua.StatusCode(e.code).name in _SESSION_GONE:
                     log.info("opcua source %s: keepalive failed: %r", self.name, e)
                     return
-                # the server answered, so session and connection are up: a PLC whose user role may not
-                # read the Server object (or a minimal server without it) made the source reconnect at
-                # every check, said as 'cannot reach ...; is the server running?'
-                self.notices.note(
-                    "server_state_refused",
-                    "opcua source %s: the server answers a read of its state (ServerStatus.State) with %s; "
-                    "its answer still shows the connection is up, and the subscription's keep-alives are "
-                    "watched as before",
-                    self.name,
-                    ua.StatusCode(e.code).name,
-                    level=logging.INFO,
-                )
+                self._state_refused(e)
             except TimeoutError:
                 # the connection is open but the server answers nothing: not "unreachable"
                 raise _Silent(
@@ -2679,10 +2751,41 @@ class OpcUaSource:
                 log.info("opcua source %s: keepalive failed: %r", self.name, e)
                 return
 
+    def _state_refused(self, e: ua.UaStatusCodeError) -> None:
+        # the server answered, so session and connection are up: a PLC whose user role may not read the
+        # Server object (or a minimal server without it) made the source reconnect at every check, said as
+        # 'cannot reach ...; is the server running?'
+        self.notices.note(
+            "server_state_refused",
+            "opcua source %s: the server answers a read of its state (ServerStatus.State) with %s; "
+            "its answer still shows the connection is up, and the subscription's keep-alives are "
+            "watched as before",
+            self.name,
+            ua.StatusCode(e.code).name,
+            level=logging.INFO,
+        )
+
+    async def _clock_sampling(self, clock: ua.NodeId) -> None:
+        """The clock node's MinimumSamplingInterval (Part 3, 5.6.2: how fast the server can sample it; a PLC
+        that updates its ServerStatus every 10 s may say so): a lower bound of its update period."""
+        assert self._client is not None
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout_s):
+                (dv,) = await self._client.uaclient.read_attributes(
+                    [clock], ua.AttributeIds.MinimumSamplingInterval
+                )
+        except (ua.UaError, TimeoutError, ValueError):
+            return
+        ms = dv.Value.Value if dv.Value is not None and _is_good(dv.StatusCode) else None
+        if isinstance(ms, int | float) and not isinstance(ms, bool) and math.isfinite(ms) and ms > 0:
+            self._clock_sampling_s = ms / 1000.0
+
     def _judge_status(self, got: list) -> None:
         """``_Halted`` when the server's answer (ServerStatus State, CurrentTime) says its values are not
-        current: a state other than Running, or a clock that moved before and has stood still for
-        ``_frozen_after_s``. A value it does not state (Bad, null) is not judged."""
+        current: a state other than Running, or a clock whose update period is known (two changes seen in
+        this session) standing still for ``_frozen_after_s``. A value it does not state (Bad, null) is not
+        judged. After a halt, the server shown healthy by the check that halted it (Running; for a frozen
+        clock, its clock seen moving in this session) ends it: the backoff is reset, held readings go on."""
         state, now = (
             dv.Value.Value if dv.Value is not None and _is_good(dv.StatusCode) else None for dv in got
         )
@@ -2697,38 +2800,75 @@ class OpcUaSource:
                 "stays open: its values are not current; its tags' readings are passed on BAD and the source "
                 "reconnects",
             )
-        if not isinstance(now, dt.datetime):
-            self._halting = False
-            return
+        if isinstance(now, dt.datetime):
+            self._judge_clock(now)
+        if self._halt_reason is not None and (
+            self._halt_reason != "server_clock_frozen"
+            or self._clock_moves
+            or not isinstance(now, dt.datetime)
+        ):
+            self._recovered()
+
+    def _judge_clock(self, now: dt.datetime) -> None:
         seen = time.monotonic()
         if self._clock is None or now != self._clock[0]:
-            if self._clock is not None:  # moved on this connection: running again, if halted before
-                self._clock_moves, self._halting = True, False
+            if self._clock is not None:  # moved on this session
+                if self._clock_moved_at is not None:  # a whole interval between two changes seen
+                    self._clock_period_s = max(self._clock_period_s, seen - self._clock_moved_at)
+                self._clock_moved_at, self._clock_moves = seen, True
             self._clock = (now, seen)
             return
         still = seen - self._clock[1]
-        if self._clock_moves and still > self._frozen_after_s:
+        if self._clock_period_s > 0 and still > self._frozen_after_s:
             raise _Halted(
                 "server_clock_frozen",
                 f"the server's clock (ServerStatus.CurrentTime) has stood at {now.isoformat()} for {still:.1f}s "
-                "while the session stays open and keeps alive: its runtime is frozen and its values stopped "
-                "changing; its tags' readings are passed on BAD and the source reconnects",
+                f"(it moved every {self._clock_period_s:.1f}s or sooner before) while the session stays open "
+                "and keeps alive: its runtime is frozen and its values stopped changing; its tags' readings "
+                "are passed on BAD and the source reconnects",
             )
 
     @property
     def _frozen_after_s(self) -> float:
-        # servers update CurrentTime about every second (asyncua, most PLCs) or at each read: three checks,
-        # and never under 3 s, tell a clock that stands still from a coarse one
-        return max(3.0 * self.settings.keepalive_check_s, 3.0)
+        # three times the clock's update period as seen (and as its MinimumSamplingInterval states), and
+        # never under three checks or 3 s: a coarse clock (a PLC that updates ServerStatus every 10 s) is
+        # not a frozen one
+        return max(
+            3.0 * self.settings.keepalive_check_s,
+            3.0,
+            3.0 * self._clock_period_s,
+            3.0 * self._clock_sampling_s,
+        )
 
     def _halted(self, e: _Halted) -> None:
         """Each tag passed on so far gets a BAD reading without a value now (``halts`` counts the times):
-        a consumer must not go on taking a frozen server's last values as current."""
+        a consumer must not go on taking a frozen server's last values as current. Until the server shows
+        it healthy again, readings are held (``_hold``), those of the reconnect too: its first values are
+        the halted server's stale ones."""
         self.halts += 1
-        self._halting = True
+        self._halt_reason = e.reason
+        self._held.clear()
         now = time.time()
         for tag in list(self._last_ts):
             self._channel.put_nowait(Reading(self.name, tag, None, now, now, Quality.BAD, None))
+
+    def _hold(self, reading: Reading) -> None:
+        """A reading while a halted server has not shown it healthy: kept, in order, to be passed on once it
+        does (``_recovered``) or dropped at the next halt; over ``_HELD_MAX`` the oldest is dropped, counted."""
+        if len(self._held) >= _HELD_MAX:
+            self._held.popleft()
+            self.stats.dropped += 1
+            self.stats.dropped_by_key[reading.tag] = self.stats.dropped_by_key.get(reading.tag, 0) + 1
+        self._held.append(reading)
+
+    def _recovered(self) -> None:
+        log.info(
+            "opcua source %s: the server shows it is running again (%s ended)", self.name, self._halt_reason
+        )
+        self._halt_reason = None
+        self._backoff.reset()
+        while self._held:
+            self._channel.put_nowait(self._held.popleft())
 
     # -- write and browse -----------------------------------------------------------------------
     def _require_client(self, what: str) -> Client:

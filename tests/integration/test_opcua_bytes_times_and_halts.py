@@ -263,9 +263,9 @@ async def test_a_server_whose_session_stays_open_but_says_its_values_are_not_cur
         await src.start()
         reader = asyncio.create_task(collect())
         await until(lambda: got, 10, "the first value")
-        # the clock seen moving first (a server whose clock never moves is not judged by it); the former code
-        # kept no such watch
-        await until(lambda: getattr(src, "_clock_moves", True), 10, "the server's clock seen moving")
+        # the clock's update period learned first (two changes seen: a server whose clock never moves is not
+        # judged by it); the former code kept no such watch
+        await until(lambda: getattr(src, "clock_period_s", 1.0), 10, "the server's clock period learned")
         await halt(srv)
         await until(lambda: src.stats.reconnects >= 1, 20, "the source reconnected")
     finally:

@@ -1,0 +1,275 @@
+"""How an OPC UA source comes back from a server that said its values were not current (its state not
+Running, its clock standing still), against a real asyncua server on a free loopback port: the reconnect's
+first values (the halted server's stale ones) are not passed on GOOD before the server shows it is healthy
+by the check that halted it, the reconnect backoff is reset then, a clock that updates less often than once
+a second is not a frozen one, a server replaced on the same endpoint is judged on its own clock, and a
+write-only source whose watch found no room for its subscription after a reconnect gets it once there is
+room (its former session's subscription, left on the server by a cut link, is not counted as another's)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from asyncua import ua
+
+from devices.base import Quality
+from devices.opcua.client import OpcUaSource
+from edge_agent.config import parse_config
+from tests.support.peers import free_port, opcua_server
+from tests.support.waits import until
+
+_STATE = ua.NodeId(ua.ObjectIds.Server_ServerStatus_State)
+_SUBS = ua.NodeId(ua.ObjectIds.Server_ServerDiagnostics_ServerDiagnosticsSummary_CurrentSubscriptionCount)
+
+
+def _settings(port: int, **kw):
+    source = {
+        "type": "opcua",
+        "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/",
+        "connect_timeout_s": 2,
+        "keepalive_check_s": 0.3,
+        **kw,
+    }
+    return parse_config({"agent": {"id": "gw"}, "sources": {"plc": source}}).sources["plc"]
+
+
+async def _stop_clock(srv) -> None:
+    """asyncua's server moves ServerStatus.CurrentTime every second from one task: stopped, the clock stands."""
+    task, srv.iserver.time_task = srv.iserver.time_task, None
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _tick(srv, every_s: float, ticks: list[int]) -> None:
+    """The server's clock moved every ``every_s`` (a PLC that updates its ServerStatus that often)."""
+    while True:
+        await srv.write_attribute_value(
+            ua.NodeId(ua.ObjectIds.Server_ServerStatus_CurrentTime),
+            ua.DataValue(ua.Variant(dt.datetime.now(dt.UTC), ua.VariantType.DateTime)),
+        )
+        ticks.append(1)
+        await asyncio.sleep(every_s)
+
+
+async def _set_state(srv, state: ua.ServerState) -> None:
+    await srv.write_attribute_value(_STATE, ua.DataValue(ua.Variant(int(state), ua.VariantType.Int32)))
+
+
+async def _set_subs(srv, n: int) -> None:
+    await srv.write_attribute_value(_SUBS, ua.DataValue(ua.Variant(n, ua.VariantType.UInt32)))
+
+
+async def _line(port: int):
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
+    await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 1.0)
+    await srv.start()
+    return srv, idx
+
+
+def _after_bad(got: list) -> list:
+    """The GOOD readings passed on after the first BAD one."""
+    first = next((i for i, r in enumerate(got) if r.quality is Quality.BAD), len(got))
+    return [r for r in got[first:] if r.quality is Quality.GOOD]
+
+
+class _Collect:
+    def __init__(self, src: OpcUaSource) -> None:
+        self.got: list = []
+        self._task = asyncio.create_task(self._run(src))
+
+    async def _run(self, src: OpcUaSource) -> None:
+        async for r in src.items():
+            self.got.append(r)
+
+    def cancel(self) -> None:
+        self._task.cancel()
+
+
+async def test_after_a_state_halt_no_value_is_good_until_the_server_runs_again_and_then_the_backoff_is_reset() -> (
+    None
+):
+    """A server whose clock never moves says it is Suspended: each reconnect's first values (its stale ones)
+    are held, not passed on GOOD, while it stays Suspended; once it says Running again they go on GOOD and
+    the reconnect backoff starts again from its shortest pause. Before, every back-off cycle passed the stale
+    values on GOOD until the next check, and the backoff stayed grown for good (it was reset only by a clock
+    seen moving)."""
+    port = free_port()
+    srv, idx = await _line(port)
+    await _stop_clock(srv)
+    src = OpcUaSource(
+        "plc", _settings(port, reconnect_initial_s=0.1, nodes=[{"node_id": f"ns={idx};s=Speed"}])
+    )
+    out = None
+    try:
+        await src.start()
+        out = _Collect(src)
+        await until(lambda: out.got, 10, "the first value")
+        await _set_state(srv, ua.ServerState.Suspended)
+        await until(lambda: src.halts >= 3, 20, "halted again after two reconnects")
+        stale = _after_bad(out.got)
+        await _set_state(srv, ua.ServerState.Running)
+        await until(lambda: _after_bad(out.got), 20, "a value once the server runs again")
+        attempts = src.backoff_attempts
+    finally:
+        if out is not None:
+            out.cancel()
+        await src.stop()
+        await srv.stop()
+    assert out.got[0].quality is Quality.GOOD and src.stats.reconnects >= 2, (out.got, src.stats.reconnects)
+    assert stale == [], stale
+    assert _after_bad(out.got)[0].value == 1.0 and attempts == 0, (out.got, attempts)
+
+
+async def test_after_a_frozen_clock_the_reconnects_values_are_held_until_the_clock_moves_again() -> None:
+    """The server's clock stands still (a frozen runtime): the source turns its tags BAD and reconnects; the
+    new session's first values are held until the clock is seen moving in it, then passed on. Before, they
+    were passed on GOOD at once, and stayed so until the clock was judged frozen again."""
+    port = free_port()
+    srv, idx = await _line(port)
+    src = OpcUaSource("plc", _settings(port, nodes=[{"node_id": f"ns={idx};s=Speed"}]))
+    out, ticks, ticker = None, [], None
+    try:
+        await src.start()
+        out = _Collect(src)
+        await until(lambda: out.got, 10, "the first value")
+        # the clock's period learned (two changes seen: a clock is judged by it only then); the former code
+        # judged from the first change
+        await until(lambda: getattr(src, "clock_period_s", 1.0), 10, "the server's clock period learned")
+        await _stop_clock(srv)
+        await until(lambda: src.stats.reconnects >= 1, 20, "the source reconnected")
+        await until(lambda: src.state.value == "connected", 10, "the source connected again")
+        await asyncio.sleep(1.0)  # the new subscription's first values have come (and were held)
+        stale = _after_bad(out.got)
+        ticker = asyncio.create_task(_tick(srv, 0.5, ticks))
+        await until(lambda: _after_bad(out.got), 20, "a value once the clock moves")
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+        if out is not None:
+            out.cancel()
+        await src.stop()
+        await srv.stop()
+    assert src.stats.errors_by_reason.get("server_clock_frozen", 0) >= 1, src.stats.errors_by_reason
+    assert stale == [], stale
+    assert _after_bad(out.got)[0].value == 1.0, out.got
+
+
+async def test_a_server_clock_that_moves_every_few_seconds_is_not_called_frozen() -> None:
+    """A healthy PLC that updates its ServerStatus.CurrentTime every 3.5 s (over the 3 s the former limit
+    allowed at these settings): the source learns the period and judges the clock only well past it, so it
+    neither turns the tags BAD nor reconnects. Before, it was reconnected over and over."""
+    port = free_port()
+    srv, idx = await _line(port)
+    await _stop_clock(srv)
+    ticks: list[int] = []
+    ticker = asyncio.create_task(_tick(srv, 3.5, ticks))
+    src = OpcUaSource("plc", _settings(port, nodes=[{"node_id": f"ns={idx};s=Speed"}]))
+    try:
+        await src.start()
+        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        seen = len(ticks)
+        await until(lambda: len(ticks) >= seen + 3, 30, "the clock moved three times")
+    finally:
+        ticker.cancel()
+        await src.stop()
+        await srv.stop()
+    assert src.halts == 0 and src.stats.reconnects == 0, (src.stats.errors_by_reason, src.stats.last_error)
+    assert "server_clock_frozen" not in src.stats.errors_by_reason, src.stats.errors_by_reason
+
+
+async def test_a_server_replaced_on_the_same_endpoint_is_judged_on_its_own_clock() -> None:
+    """The first server's clock moved; it is replaced (restarted) by one whose clock never moves (a server
+    that states no real time): the second is never called frozen. Before, "clock seen moving" carried over
+    from the first server, and the second was reconnected every few seconds."""
+    port = free_port()
+    srv, idx = await _line(port)
+    src = OpcUaSource("plc", _settings(port, nodes=[{"node_id": f"ns={idx};s=Speed"}]))
+    other = None
+    try:
+        await src.start()
+        await until(
+            lambda: getattr(src, "clock_period_s", 1.0), 10, "the first server's clock period learned"
+        )
+        await srv.stop()
+        other, _ = await _line(port)
+        await _stop_clock(other)
+        await until(lambda: src.stats.reconnects >= 1, 20, "the source reconnected to the second server")
+        await until(lambda: src.state.value == "connected", 10, "the source connected to it")
+        await asyncio.sleep(4.5)  # past three checks and 3 s, the former limit, of a clock standing still
+        connected = src.state.value
+    finally:
+        await src.stop()
+        if other is not None:
+            await other.stop()
+    assert src.halts == 0 and connected == "connected", (src.stats.errors_by_reason, src.stats.last_error)
+    assert "server_clock_frozen" not in src.stats.errors_by_reason, src.stats.errors_by_reason
+
+
+async def _small_plc(port: int):
+    """A PLC that states MaxSubscriptions 1 and counts the subscriptions itself (the test writes the count)."""
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "S7-1200")
+    srv.iserver.max_subscriptions = 1
+    reject = await obj.add_variable(ua.NodeId("Reject", idx), "Reject", False)
+    await reject.set_writable()
+    await srv.write_attribute_value(
+        ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_MaxSubscriptions),
+        ua.DataValue(ua.Variant(1, ua.VariantType.UInt32)),
+    )
+    await _set_subs(srv, 0)
+    await srv.start()
+    return srv, idx
+
+
+async def test_a_write_only_sources_watch_without_room_after_a_reconnect_is_made_once_there_is_room() -> None:
+    """A write-only source's watch holds the one subscription a small PLC allows; after a reconnect the PLC
+    still counts it (as a PLC does until it notices the old session's subscription is gone): no room, said
+    on /status, and the watch is made once the PLC states room again. Before, it was never asked again."""
+    port = free_port()
+    srv, idx = await _small_plc(port)
+    src = OpcUaSource("plc", _settings(port))
+    src.expect_writes([(f"ns={idx};s=Reject", True)])
+    try:
+        await src.start()
+        await until(lambda: src.targets_watched > 0, 10, "the watch made")
+        await _set_subs(srv, 1)  # the PLC counts the source's subscription
+        await _set_state(srv, ua.ServerState.Suspended)  # a halt: the source closes its session, reconnects
+        await until(lambda: src.halts >= 1, 10, "the source halted")
+        await _set_state(srv, ua.ServerState.Running)
+        await until(lambda: "targets_unwatched" in src.notices.counts, 10, "the watch said not made")
+        unwatched = src.notices.status()["targets_unwatched"]["message"]
+        await _set_subs(srv, 0)  # the PLC dropped the former session's subscription from its count
+        await until(lambda: src.targets_watched > 0, 10, "the watch made once there is room")
+        await src.write(f"ns={idx};s=Reject", True)
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert "it holds 1" in unwatched and "once the server states room" in unwatched, unwatched
+    assert "targets_watched_late" in src.notices.counts, src.notices.counts
+
+
+async def test_a_write_only_sources_former_session_left_by_a_cut_link_is_not_counted_against_its_watch() -> (
+    None
+):
+    """The link is cut (no CloseSession reaches the PLC): the PLC holds the former session's subscription,
+    and states it in its count, until that session times out. The source knows that one is its own: it asks
+    for its watch's subscription, refused until the former session times out, and again at each check until
+    it is made. Before, the PLC was judged full and the watch was never made."""
+    port = free_port()
+    srv, idx = await _small_plc(port)
+    src = OpcUaSource("plc", _settings(port, session_timeout_s=1))
+    src.expect_writes([(f"ns={idx};s=Reject", True)])
+    try:
+        await src.start()
+        await until(lambda: src.targets_watched > 0, 10, "the watch made")
+        await _set_subs(srv, 1)  # the PLC counts the source's subscription, and goes on counting it
+        for proto in list(srv.bserver.clients):  # the link drops: no CloseSession reaches the server
+            proto.transport.close()
+        await until(lambda: src.stats.reconnects >= 1, 10, "the source reconnected")
+        await until(lambda: src.targets_watched > 0, 20, "the watch made again")
+    finally:
+        await src.stop()
+        await srv.stop()
+    said = src.notices.status().get("targets_unwatched", {}).get("message", "")
+    assert "MaxSubscriptions" not in said, said  # not judged full on its own former subscription
