@@ -2,7 +2,7 @@
 model (``model-packager build --input-images DIR``): without them an agent never calls a far-off frame
 (blurred, dark, another scene, a mono or white-balance change) UNSURE.
 
-Read like the agent's folder camera and the trainer read images: PNG, JPEG, BMP, TIFF, WebP (any case), in
+Read like the agent's folder camera and the trainer read images: PNG, JPEG, BMP, TIFF, WebP, PNM (any case), in
 sub-folders too, decoded as BGR (grey ones widened; a 16-bit one refused: the agent's camera brings a
 machine-vision camera's 10-16-bit pixels to 8 bits by its ``pixel_bits``, which a folder of files cannot
 tell, and OpenCV's own reading divides them by 256, so a Mono12 image's statistics would be those of a black
@@ -28,7 +28,10 @@ from model_packager.errors import PackageError
 from model_packager.image_file import CAMERA_MAX_MEGAPIXELS
 
 # the agent's folder camera's (devices.camera.capture.IMAGE_SUFFIXES)
-SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp"})
+SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp"}
+    | {".pgm", ".ppm", ".pbm", ".pnm"}  # PNM
+)
 LIMIT = 500  # enough for the statistics' percentiles; each image is decoded twice
 
 
@@ -58,7 +61,7 @@ class ImageFolder:
         )
         if not found:
             raise PackageError(
-                f"{option} {root}: no image in it (PNG, JPEG, BMP, TIFF or WebP); give the folder of the images "
+                f"{option} {root}: no image in it (PNG, JPEG, BMP, TIFF, WebP or PNM); give the folder of the images "
                 "the model was trained on, or a few hundred of them",
                 code="usage",
             )

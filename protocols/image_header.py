@@ -37,8 +37,9 @@ __all__ = [
 
 DEFAULT_MAX_MEGAPIXELS = 50.0  # 10x a 5-MP line camera; ~150 MB once decoded as 8-bit colour
 FORMATS = "PNG, JPEG, BMP, TIFF, WebP or PNM"
-# file extension -> (media type, ``image_size``'s format) of the image files the trainer imports and the fleet
-# takes as samples (.jpe, .jfif: JPEGs; Windows saves a browser's JPEG as .jfif)
+# file extension -> (media type, ``image_size``'s format) of the image files the trainer imports, the agent's folder
+# camera reads and the fleet takes as samples (.jpe, .jfif: JPEGs; Windows saves a browser's JPEG as .jfif);
+# model_packager.image_folder.SUFFIXES is a copy (tests/unit/test_image_readers_agree.py compares them)
 IMAGE_TYPES = {
     ".png": ("image/png", "PNG"),
     ".jpg": ("image/jpeg", "JPEG"),
@@ -49,6 +50,11 @@ IMAGE_TYPES = {
     ".tif": ("image/tiff", "TIFF"),
     ".tiff": ("image/tiff", "TIFF"),
     ".webp": ("image/webp", "WebP"),
+    # PNM (machine-vision tools' and ImageMagick's raw exports): 8- or 16-bit grey or colour, binary or text
+    ".pgm": ("image/x-portable-graymap", "PNM"),
+    ".ppm": ("image/x-portable-pixmap", "PNM"),
+    ".pbm": ("image/x-portable-bitmap", "PNM"),
+    ".pnm": ("image/x-portable-anymap", "PNM"),
 }
 _BYTES_PER_PIXEL = 8  # no file of these kinds needs more for its first image (16-bit RGBA, uncompressed)
 

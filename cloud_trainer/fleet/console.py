@@ -71,6 +71,19 @@ CPU_SHARE = 0.2  # of one core (and of the store's time), at most, spent computi
 # sent with every sample blob and registry file: whatever a (compromised) gateway uploaded, opened on its own it
 # runs no script in the console's origin and loads nothing (an SVG or HTML page is sandboxed, a unique origin)
 BLOB_CSP = "default-src 'none'; sandbox"
+# the image kinds every browser shows in an <img> (IMAGE_TYPES' media types): a sample of another kind (a TIFF, a
+# PNM, a .npy window, data of no kind) is a download link on the page, never a broken image
+BROWSER_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/bmp", "image/webp"})
+
+
+def sample_view(ext: str | None) -> str:
+    """How the page shows a sample stored under ``ext``: ``"image"`` (an ``<img>``) when browsers show its kind,
+    else ``"file"`` (a link that downloads it)."""
+    from cloud_trainer.fleet.store import sample_kind
+    from protocols.image_header import IMAGE_TYPES
+
+    kind = sample_kind(ext)
+    return "image" if kind in IMAGE_TYPES and IMAGE_TYPES[kind][0] in BROWSER_IMAGE_TYPES else "file"
 
 
 def blob_type(ext: str, data: bytes, digest: str) -> tuple[str, str | None]:
@@ -151,15 +164,16 @@ class Console:
                     if u.path == "/api/samples":
                         return self._json(
                             t,
-                            lambda: (
-                                outer.srv.store.samples(  # the newest, oldest first (the page reverses them)
+                            lambda: [
+                                {**s, "view": sample_view(s.get("ext"))}  # an <img>, or a link to download it
+                                for s in outer.srv.store.samples(  # the newest, oldest first (the page reverses)
                                     model=q.get("model"),
                                     reason=q.get("reason"),
                                     label_state=q.get("label_state"),
                                     tenant=t,
                                     limit=SAMPLES_SHOWN,
                                 )
-                            ),
+                            ],
                         )
                     if u.path.startswith("/registry/"):
                         return self._file(

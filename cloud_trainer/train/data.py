@@ -22,6 +22,12 @@ class DatasetError(ValueError):
     pass
 
 
+# every image training reads, unless its dataset records another limit (``dataset import --max-megapixels``):
+# the agent camera's max_megapixels default (devices.camera.settings; model_packager.image_file keeps the same).
+# The camera skips larger frames, so an image over it would train a model on what the line never shows it
+CAMERA_MAX_MEGAPIXELS = 25.0
+
+
 def decode_checked(data: bytes, flags: int | None = None, max_megapixels: float | None = None) -> Any:
     """The decoded image, with the checks training makes (``decode_image``: kind, size limit, truncation; a
     JPEG decoded with a missing part filled in grey), or ``ImageRejected`` saying why not."""
@@ -58,18 +64,21 @@ def read_image_file(
     raise_limit: str = IMPORT_RAISE,
 ) -> tuple[bytes, Any]:
     """(file bytes, decoded image) of one image file, its size read from the header first (a file that
-    declares more than ``max_megapixels``, default ``DEFAULT_MAX_MEGAPIXELS``, is never decoded).
+    declares more than ``max_megapixels``, default ``CAMERA_MAX_MEGAPIXELS``, is never decoded).
     Any refusal is a ``DatasetError`` naming the file, why, and what to do; ``named_by`` says where
     the file was listed, ``raise_limit`` how to take images over the limit (``limit_advice``)."""
-    from protocols.image_header import DEFAULT_MAX_MEGAPIXELS, ImageRejected, max_file_bytes
+    from protocols.image_header import ImageRejected, max_file_bytes
 
     where = f" ({named_by})" if named_by else ""
+    # one limit for all reads: `build anomaly --good DIR`'s folder, a dataset that records none
+    if max_megapixels is None:
+        max_megapixels = CAMERA_MAX_MEGAPIXELS
     try:
         size = path.stat().st_size
         if size > max_file_bytes(max_megapixels):
             raise DatasetError(
                 f"{path}{where}: {size} bytes, more than an image of the "
-                f"{max_megapixels or DEFAULT_MAX_MEGAPIXELS:g}-Mpx limit needs; remove it, or {raise_limit}"
+                f"{max_megapixels:g}-Mpx limit needs; remove it, or {raise_limit}"
             )
         data = path.read_bytes()
     except OSError as exc:

@@ -14,8 +14,8 @@ Two layouts are recognised (``layout_of``):
   in the other layout, images in subfolders of these folders belong to them (``test/dent/day2/005.png``),
   and a mask sits at the same place below ``ground_truth`` (``ground_truth/dent/day2/005_mask.png``).
 
-PNG, JPEG, BMP, TIFF and WebP files are read, as the agent's folder camera reads them (8-bit grey or colour; 16-bit with ``--pixel-bits``, stored as
-8-bit PNG the way the agent's camera reads them; any size up to ``--max-megapixels``, default 25: the agent
+PNG, JPEG, BMP, TIFF, WebP and PNM (.pgm, .ppm, .pbm, .pnm) files are read, as the agent's folder camera reads
+them (8-bit grey or colour; 16-bit with ``--pixel-bits``, stored as 8-bit PNG the way the agent's camera reads them; any size up to ``--max-megapixels``, default 25: the agent
 camera's ``max_megapixels`` default, ``CAMERA_MAX_MEGAPIXELS``, and ``model-packager build --input-images``'s,
 so that an image imported is one the camera reads and the package's statistics take; checked from the
 file's header before decoding); every one is decoded once on import, so an
@@ -48,14 +48,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
-from cloud_trainer.train.data import DatasetError, read_image_file
+from cloud_trainer.train.data import CAMERA_MAX_MEGAPIXELS, DatasetError, read_image_file
 from protocols.image_header import BAYER_PATTERNS, IMAGE_TYPES
 
 # .jfif: Windows's JPEG; .webp as the agent's folder camera reads it (devices.camera.capture.IMAGE_SUFFIXES)
 IMAGE_EXTS = tuple(IMAGE_TYPES)
-# the agent camera's max_megapixels default (devices.camera.settings; model_packager.image_file keeps the same):
-# it skips larger frames, so an image over it would train a model on what the line never shows it
-CAMERA_MAX_MEGAPIXELS = 25.0
+# CAMERA_MAX_MEGAPIXELS (cloud_trainer.train.data): the import's default, training's for a dataset recording none
 GOOD_NAMES = ("ok", "good", "pass", "okay", "normal", "nominal")
 MIN_GOOD = {"classifier": 20, "anomaly": 20}  # AWS Lookout for Vision's floor: 20 normal images
 MIN_DEFECT = 2  # per defect class: at least one for validation and one for training
@@ -251,7 +249,7 @@ def _left_out(src: Path) -> list[str]:
         n = len(other)
         notes.append(
             f"left out {n} file{'s' if n > 1 else ''} that {'are' if n > 1 else 'is'} not a PNG, JPEG, BMP, "
-            f"TIFF or WebP image by {'their names' if n > 1 else 'its name'}: {', '.join(other[:3])}"
+            f"TIFF, WebP or PNM image by {'their names' if n > 1 else 'its name'}: {', '.join(other[:3])}"
             + (", ..." if n > 3 else "")
         )
     return notes
@@ -273,12 +271,13 @@ KIND_EXTS = {
     "BMP": (".bmp",),
     "TIFF": (".tif", ".tiff"),
     "WebP": (".webp",),
+    "PNM": (".pgm", ".ppm", ".pbm", ".pnm"),  # read by those names; never told by content (``image_kind``)
 }
 
 
 def image_kind(head: bytes) -> str | None:
     """The kind of image (a key of ``KIND_EXTS``) bytes are by their first 64, or None (none of those: a
-    text, a GIF, a PNM)."""
+    text, a GIF; nor a PNM, whose few bytes of magic a text file may begin with too)."""
     kind = next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
     if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         kind = "WebP"

@@ -41,9 +41,14 @@ import secrets
 import shutil
 from pathlib import Path
 
-from cloud_trainer.train.data import VISION_CLASSES, DatasetError, dataset_classes, dataset_max_megapixels
+from cloud_trainer.train.data import (
+    CAMERA_MAX_MEGAPIXELS,
+    VISION_CLASSES,
+    DatasetError,
+    dataset_classes,
+    dataset_max_megapixels,
+)
 from cloud_trainer.train.images import IMAGE_EXTS
-from protocols.image_header import DEFAULT_MAX_MEGAPIXELS
 
 
 def image_ext(sample: dict) -> str | None:
@@ -154,8 +159,8 @@ def export(
             f"--max-megapixels {max_megapixels:g} is below the base dataset's {base_mp:g} ({base}/dataset.yaml), "
             "which its images were imported within: training would refuse them; give at least that"
         )
-    # a base that records no limit was read by training at its default, DEFAULT_MAX_MEGAPIXELS: kept so
-    limit = float(max_megapixels or base_mp or DEFAULT_MAX_MEGAPIXELS)
+    # a base that records no limit is read by training at its default, CAMERA_MAX_MEGAPIXELS: kept so
+    limit = float(max_megapixels or base_mp or CAMERA_MAX_MEGAPIXELS)
     if store is None and not (Path(cloud_data) / "fleet.db").is_file():
         raise DatasetError(
             f"{cloud_data}: no fleet store (fleet.db); point --cloud-data at `cloud-trainer serve --data`"
@@ -369,7 +374,7 @@ def main(argv: list[str]) -> int:
         default=None,
         metavar="N",
         help=f"the dataset's image-size limit, recorded for training (default: the base dataset's, else "
-        f"{DEFAULT_MAX_MEGAPIXELS:g}, training's default); larger samples are left out, each said in a line",
+        f"{CAMERA_MAX_MEGAPIXELS:g}, training's default); larger samples are left out, each said in a line",
     )
     a = ap.parse_args(argv)
     try:

@@ -122,3 +122,28 @@ def test_console_agents_count_records_and_find_gaps_without_reading_every_record
     ]
     assert steps[0] < 100, steps[0]  # reading gw1's 20,000 rows alone took thousands
     store.close()
+
+
+def test_console_page_shows_samples_browsers_cannot_show_as_download_links_not_broken_images(tmp_path):
+    """The page showed every sample as an `<img>`: a TIFF, a PNM or a `.npy` window (kinds no browser shows)
+    was a broken image. `/api/samples` says how each is shown (`view`): `image` for PNG, JPEG, BMP and WebP,
+    `file` for any other kind, which the page offers as a link that downloads it."""
+    from cloud_trainer.fleet.console import PAGE
+
+    store = SQLiteStore(tmp_path / "fleet.db")
+    exts = [".png", ".JPG", ".jfif", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".npy", ""]
+    rows = [{**_sample(i, "part-inspection", "ng"), "sample_ext": e} for i, e in enumerate(exts, 1)]
+    store.ingest("gw1", rows)
+    c = Console(SimpleNamespace(store=store), tenant="default")
+    c.start()
+    try:
+        got = {s["seq"]: s["view"] for s in _get(c, "/api/samples")}
+        with urllib.request.urlopen(f"http://127.0.0.1:{c.port}/", timeout=5) as r:
+            page = r.read().decode()
+    finally:
+        c.stop()
+        store.close()
+    assert [got[i] for i in range(1, len(exts) + 1)] == ["image"] * 5 + ["file"] * 6
+    # the page draws an <img> only for view "image", a download link otherwise
+    assert page == PAGE.read_text()
+    assert 's.view === "image" ? `<img ${a} src="${u}">` : `<a ${a} href="${u}" download>' in page

@@ -335,8 +335,8 @@ def test_fleet_samples_are_taken_in_every_image_kind_the_import_reads_and_others
     assert (res["samples"], res["exported"], res["not_images"]) == (6, 6, 2)
     assert said == [
         "left out 2 samples of part-inspection that are no image by their extensions (1 '.npy', 1 ''; images "
-        "are .png, .jpg, .jpeg, .jpe, .jfif, .bmp, .tif, .tiff, .webp): an agent uploading other data under "
-        "this model's name?"
+        "are .png, .jpg, .jpeg, .jpe, .jfif, .bmp, .tif, .tiff, .webp, .pgm, .ppm, .pbm, .pnm): an agent "
+        "uploading other data under this model's name?"
     ]
     rows = [json.loads(x) for x in (tmp_path / "ds" / "labels.jsonl").read_text().splitlines()]
     files = {r["source"]["sha256"]: r["file"] for r in rows if r["id"].startswith("upload-")}

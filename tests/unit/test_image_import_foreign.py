@@ -231,7 +231,7 @@ def test_jfif_files_are_read_and_files_of_other_kinds_are_said_not_silently_left
     notes: list[str] = []
     assert import_images(src, tmp_path / "ds", log=notes.append)["counts"] == {"ok": 20, "dent": 3}
     said = [n for n in notes if "left out" in n]
-    assert len(said) == 1 and "1 file that is not a PNG, JPEG, BMP, TIFF or WebP image" in said[0]
+    assert len(said) == 1 and "1 file that is not a PNG, JPEG, BMP, TIFF, WebP or PNM image" in said[0]
     assert "ok/IMG_0042.HEIC" in said[0] and "Thumbs.db" not in said[0]
 
 
@@ -434,7 +434,7 @@ def test_an_extensionless_webp_or_bmp_is_named_as_an_image_by_content_in_an_mvte
         "(.bmp for BMP, .webp for WebP) to import them"
     ) in said
     assert (
-        "left out 1 file that is not a PNG, JPEG, BMP, TIFF or WebP image by its name: train/good/BMW.txt"
+        "left out 1 file that is not a PNG, JPEG, BMP, TIFF, WebP or PNM image by its name: train/good/BMW.txt"
         in said
     )
 

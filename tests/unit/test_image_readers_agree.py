@@ -507,3 +507,99 @@ async def test_jfif_and_jpe_images_the_import_reads_are_read_by_the_camera_and_t
     packaged = list(ImageFolder(folder))
     assert len(frames) == len(packaged) == 3
     assert all(np.array_equal(a, b) for a, b in zip(frames, packaged, strict=True))
+
+
+def test_the_anomaly_good_folder_and_a_dataset_recording_no_limit_are_read_under_the_cameras_25_mpx(tmp_path):
+    """`build anomaly --good DIR` and a dataset folder whose dataset.yaml records no `max_megapixels` (the
+    simulator's, one imported before the limit was recorded) read images up to 50 Mpx, where `dataset import`
+    and the agent's camera stop at 25: a 26-Mpx image the camera skips (oversize_frame) trained the model.
+    Every read of the trainer has the camera's limit now unless the dataset records another (`dataset import
+    --max-megapixels N`, the option the refusal names), refused naming the file and its size."""
+    import yaml
+
+    from cloud_trainer.train.anomaly import load_good
+    from cloud_trainer.train.data import DatasetError, load_parts
+
+    good = tmp_path / "good"
+    good.mkdir()
+    wide = good / "wide.png"
+    assert cv2.imwrite(str(wide), np.full((2000, 13000), 90, np.uint8))  # 26 Mpx, 26 KB
+    said = f"{wide}: its PNG header declares 13000x2000 pixels (26.0 Mpx), over the 25-Mpx limit; shrink or crop it"
+    with pytest.raises(AnomalyDataError) as e:
+        load_good(good, min_good=1)
+    assert str(e.value).startswith(said) and "`cloud-trainer dataset import --max-megapixels N`" in str(
+        e.value
+    )
+    ds = tmp_path / "ds"
+    (ds / "images").mkdir(parents=True)
+    rows = []
+    for i, label in enumerate(["ok", "ok", "dent"]):
+        assert cv2.imwrite(str(ds / "images" / f"{i}.png"), np.full((40, 60, 3), 40 * i, np.uint8))
+        rows.append({"file": f"images/{i}.png", "label": label})
+    big = ds / "images" / "wide.png"
+    assert cv2.imwrite(str(big), np.full((2000, 13000), 90, np.uint8))
+    rows.append({"file": "images/wide.png", "label": "ok"})
+    (ds / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    said = (
+        f"{big} (labels.jsonl line 4): its PNG header declares 13000x2000 pixels (26.0 Mpx), over the 25-Mpx"
+    )
+    with pytest.raises(DatasetError, match=re.escape(said)):
+        load_parts(ds)
+    # the limit the dataset records (an import's --max-megapixels) is the one it is read under
+    (ds / "dataset.yaml").write_text(yaml.safe_dump({"max_megapixels": 30}))
+    assert (2000, 13000, 3) in {img.shape for img in load_parts(ds).images}
+
+
+async def test_pnm_images_are_read_by_the_import_the_camera_and_the_packager_alike(tmp_path):
+    """PNM files (.pgm, .ppm, .pbm, .pnm: machine-vision tools' raw exports), which OpenCV decodes and the
+    header check sizes, were in no list of kinds: `dataset import` left them out as "not an image", the agent's
+    folder camera said a folder of them held no images and `model-packager build --input-images` found none.
+    They are one of the kinds now (protocols.image_header.IMAGE_TYPES, which the camera's list is and the
+    packager's copy equals), read alike by the three, and taken by the fleet as samples."""
+    from cloud_trainer.fleet.store import SAMPLE_KINDS
+    from cloud_trainer.train.data import load_parts
+    from cloud_trainer.train.images import IMAGE_EXTS, import_images
+    from devices.camera.capture import IMAGE_SUFFIXES, CameraSource
+    from devices.camera.settings import CameraSettings
+    from model_packager.image_folder import SUFFIXES
+    from protocols.image_header import IMAGE_TYPES
+
+    pnm = {".pgm", ".ppm", ".pbm", ".pnm"}
+    assert pnm <= set(IMAGE_TYPES) and pnm <= set(SAMPLE_KINDS)
+    assert (
+        set(IMAGE_TYPES) == set(IMAGE_EXTS) == IMAGE_SUFFIXES == SUFFIXES
+    )  # the packager's copy is the list
+    rng = np.random.default_rng(5)
+    src = tmp_path / "parts"
+    for cls, n in (("good", 20), ("dent", 2)):
+        (src / cls).mkdir(parents=True)
+        for i in range(n):
+            kind = (".pgm", ".ppm", ".pbm", ".pnm", ".PGM")[i % 5]
+            name = src / cls / f"{i:02d}{kind}"
+            if kind == ".pnm":  # a text (P3) colour file with a comment, as some tools write them
+                img = rng.integers(0, 256, (8, 12, 3), np.uint8)
+                rgb = " ".join(str(v) for v in img[:, :, ::-1].ravel())
+                name.write_text(f"P3\n# part {i}\n12 8\n255\n{rgb}\n")
+                continue
+            if kind == ".pbm":
+                img = (rng.integers(0, 2, (40, 60)) * 255).astype(np.uint8)
+            else:
+                img = rng.integers(0, 256, (40, 60) if kind.lower() == ".pgm" else (40, 60, 3), np.uint8)
+            ok, buf = cv2.imencode(kind.lower(), img)
+            assert ok
+            name.write_bytes(buf.tobytes())
+    cam = CameraSource("cam", CameraSettings(url=str(src / "good"), fps=200))
+    await cam.start()
+    frames = [f.image async for f in cam.items()]
+    await cam.stop()
+    packaged = list(ImageFolder(src / "good"))
+    assert len(frames) == len(packaged) == 20
+    assert all(np.array_equal(a, b) for a, b in zip(frames, packaged, strict=True))
+    summary = import_images(src, tmp_path / "ds", log=lambda m: None)
+    assert summary["counts"] == {"good": 20, "dent": 2}, summary
+    data = load_parts(tmp_path / "ds")
+    good = data.classes.index("good")
+    trained = {
+        (img.shape, img.tobytes()) for img, y in zip(data.images, data.labels, strict=True) if y == good
+    }
+    assert trained == {(img.shape, img.tobytes()) for img in frames}
