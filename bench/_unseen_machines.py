@@ -16,6 +16,7 @@ carries that a healthy machine does and the agent must not call a fault:
   2x below the motor's speed (sub-synchronous), wandering with belt slip as the damper moves.
 - ``spindle``: a machine-tool spindle changing speed every 2-8 minutes between its programs, cutting or
   not (tooth-pass lines of a 4-flute tool, broadband chatter-free cutting noise); it has a speed tag.
+  It, the compressors' load steps and the conveyor's load also give their process state (``STATE``).
 - ``conveyor``: a gearmotor driving a belt conveyor: gear mesh with sidebands, idler and splice knocks,
   empty/loaded steps every 5-40 minutes; sensor sampled at 25.6 kHz (the agent resamples to 10 kHz).
 - ``adc8``: a centrifugal pump read through an 8-bit ADC with a DC offset (a MEMS sensor's bias not
@@ -43,6 +44,10 @@ import numpy as np
 G = 9.80665
 FAULTS = ("bearing_outer", "imbalance", "looseness", "misalignment")
 KINDS = ("recip", "screw", "belt", "spindle", "conveyor", "adc8", "neighbour", "ambient")
+# the process state a PLC reads beside the vibration (kinds that have one: ``STATE_KINDS``), as the agent
+# hands a ``baseline.state_tag`` to the baseline (edge_agent.maintenance.states.STATE_INPUT)
+STATE = "_process_state"
+STATE_KINDS = ("recip", "screw", "spindle", "conveyor")
 
 
 def accel_g(freq_hz: float, v_mm_s_rms: float) -> float:
@@ -202,7 +207,7 @@ class Recip(Kind):
         x += self.impacts(rng, f1, 0.6 * v, self.valve_reso * 1.7, 0.06, 0.004)
         x += self.noise(rng, self.noise_g * (1 + c))
         x += self.shaft_faults(rng, f1, a1, fault, sev)
-        return x, {}
+        return x, {STATE: 2 * c}  # the unloader's step (0, 1, 2) as the PLC reads it
 
 
 class Screw(Kind):
@@ -240,7 +245,7 @@ class Screw(Kind):
         x += self.tone(rng, 2 * self.mains_hz, 0.01)
         x += self.noise(rng, self.noise_g * (0.6 + 1.2 * load))
         x += self.shaft_faults(rng, f1, a1, fault, sev)
-        return x, {}
+        return x, {STATE: float(load == 1.0)}  # loaded (1) or unloaded (0)
 
 
 class Belt(Kind):
@@ -304,7 +309,7 @@ class Spindle(Kind):
         x += self.tone(rng, 2 * self.mains_hz, 0.004)
         x += self.noise(rng, self.noise_g * (1.8 if cutting else 0.8) * (f1 / 50) ** 0.5)
         x += self.shaft_faults(rng, f1, a1, fault, sev)
-        return x, {"_shaft_speed": rpm * (1 + 0.002 * rng.standard_normal())}
+        return x, {"_shaft_speed": rpm * (1 + 0.002 * rng.standard_normal()), STATE: float(cutting)}
 
 
 class Conveyor(Kind):
@@ -336,7 +341,7 @@ class Conveyor(Kind):
             x += self.impacts(rng, 1.0 / (self.n / self.fs), rng.uniform(0.05, 0.2) * load, 1200.0, 0.08, 0.0)
         x += self.noise(rng, self.noise_g * load)
         x += self.shaft_faults(rng, f1, a1, fault, sev)
-        return x, {}
+        return x, {STATE: float(loaded)}
 
 
 class Adc8(Kind):

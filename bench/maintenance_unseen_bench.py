@@ -18,6 +18,7 @@ NG hours a day on the healthy machine, UNSURE shares (sensor faults, speeds not 
 and per fault whether and how long before the run's end it was alarmed, and the name given.
 
     python -m bench.maintenance_unseen_bench [--seeds 1 2] [--days 1] [--kinds recip screw ...] [--json out]
+        [--state-tags spindle screw conveyor recip] [--outlier-mad 0]
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._unseen_machines import FAULTS, KINDS, MACHINES
+from bench._unseen_machines import FAULTS, KINDS, MACHINES, STATE_KINDS
 from edge_agent.maintenance import sensor
-from edge_agent.maintenance.baseline import Baseline
-from edge_agent.maintenance.settings import BaselineSettings, BearingSettings
+from edge_agent.maintenance.settings import BaselineSettings, BearingSettings, ProcessState
+from edge_agent.maintenance.states import build_baseline
 from model_packager.condition import resample, resample_plan
 
 FS_MODEL, N_MODEL = 10000.0, 2048
@@ -46,9 +47,20 @@ HEALTHY_HOP_S = 90.0
 FAULT_S, FAULT_HOP_S = 12 * 3600.0, 180.0
 
 
-def settings(m, commission_s: float = COMMISSION_S) -> BaselineSettings:
+# the process states the bench's state tags name (``--state-tags``): their values as each kind gives them
+STATES = {
+    "spindle": [ProcessState(name="idle", max=0.5), ProcessState(name="cutting", min=0.5)],
+    "screw": [ProcessState(name="unloaded", max=0.5), ProcessState(name="loaded", min=0.5)],
+    "conveyor": [ProcessState(name="empty", max=0.5), ProcessState(name="loaded", min=0.5)],
+    "recip": None,  # the unloader's step 0, 1, 2: each value a state
+}
+
+
+def settings(m, commission_s: float = COMMISSION_S, state_tag: bool = False, **extra) -> BaselineSettings:
     b = m.bearing
     return BaselineSettings(
+        **extra,
+        **({"state_tag": "State", "states": STATES[m.name]} if state_tag else {}),
         windows=int(commission_s / COMMISSION_HOP_S),
         speed_tag="Speed" if m.speed_tag else None,
         temperature_tag="Temp" if m.temperature_tag else None,
@@ -65,12 +77,17 @@ def settings(m, commission_s: float = COMMISSION_S) -> BaselineSettings:
 class Judge:
     """One window as the agent's maintenance pipeline takes it: sensor rules, resampling, baseline."""
 
-    def __init__(self, m, commission_s: float = COMMISSION_S) -> None:
+    def __init__(self, m, commission_s: float = COMMISSION_S, state_tag: bool = False, **extra) -> None:
         self.m = m
         self.plan = resample_plan(m.fs, FS_MODEL)
-        self.b = Baseline(settings(m, commission_s), FS_MODEL, N_MODEL)
+        self.now = 0.0  # the machine's time (a state learned for state_learn_s counts it)
+        self.b = build_baseline(
+            settings(m, commission_s, state_tag, **extra), FS_MODEL, N_MODEL, clock=lambda: self.now
+        )
 
-    def __call__(self, x: np.ndarray, scalars: dict) -> tuple[str, str]:
+    def __call__(self, x: np.ndarray, scalars: dict, t: float | None = None) -> tuple[str, str]:
+        if t is not None:
+            self.now = t
         f = sensor.check(x)
         if f is not None:
             return "UNSURE", f"sensor:{f.kind}"
@@ -79,6 +96,8 @@ class Judge:
         v = self.b.process(x, scalars)
         if v.alarm or v.iso_alarm:
             return "NG", (v.fault or "iso") if v.alarm else "iso"
+        if v.not_learned:
+            return "UNSURE", "state not learned"
         if v.state != "ready":
             return "UNSURE", "learning"
         if v.sensor_kind:
@@ -101,20 +120,22 @@ def episodes(verdicts: list[str]) -> int:
     return n
 
 
-def run(kind: str, seed: int, days: float, commission_s: float = COMMISSION_S) -> dict:
+def run(
+    kind: str, seed: int, days: float, commission_s: float = COMMISSION_S, state_kinds: tuple = (), **extra
+) -> dict:
     m = MACHINES[kind](seed)
     rng = np.random.default_rng(seed + 7)
-    j = Judge(m, commission_s)
+    j = Judge(m, commission_s, kind in state_kinds, **extra)
     t = 0.0
     while t < commission_s:
         x, sc = m.window(t, rng)
-        j(x, sc)
+        j(x, sc, t)
         t += COMMISSION_HOP_S
     healthy: list[tuple[str, str]] = []
     end = commission_s + days * 86400
     while t < end:
         x, sc = m.window(t, rng)
-        healthy.append(j(x, sc))
+        healthy.append(j(x, sc, t))
         t += HEALTHY_HOP_S
     verdicts = [v for v, _ in healthy]
     why: dict[str, int] = {}
@@ -131,7 +152,7 @@ def run(kind: str, seed: int, days: float, commission_s: float = COMMISSION_S) -
         for i in range(n):
             sev = ((i + 1) / n) ** 1.5
             x, sc = m.window(t + i * FAULT_HOP_S, frng, fault, sev)
-            v, r = jf(x, sc)
+            v, r = jf(x, sc, t + i * FAULT_HOP_S)
             got.append(v)
             if v == "NG" and first is None:
                 first, name = i, r
@@ -145,6 +166,7 @@ def run(kind: str, seed: int, days: float, commission_s: float = COMMISSION_S) -
         "kind": kind,
         "seed": seed,
         "speed_tag": m.speed_tag,
+        "state_tag": kind in state_kinds,
         "rpm": round(float(getattr(m, "rpm", 0.0)), 1),
         "speed_learned_rpm": None if j.b.speed_hz is None else round(j.b.speed_hz * 60, 1),
         "orders": j.b.orders,
@@ -157,8 +179,9 @@ def run(kind: str, seed: int, days: float, commission_s: float = COMMISSION_S) -
     }
 
 
-def _run(args: tuple[str, int, float, float]) -> dict:
-    return run(*args)
+def _run(args: tuple) -> dict:
+    kind, seed, days, commission_s, state_kinds, extra = args
+    return run(kind, seed, days, commission_s, state_kinds, **extra)
 
 
 def cpu() -> str:
@@ -179,7 +202,9 @@ def table(rows: list[dict]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in FAULTS) + " |",
     ]
     for r in rows:
-        found = "tag" if r["speed_tag"] else f"{r['speed_learned_rpm']}"
+        found = ("tag" if r["speed_tag"] else f"{r['speed_learned_rpm']}") + (
+            ", state tag" if r.get("state_tag") else ""
+        )
         cells = []
         for f in FAULTS:
             d = r["faults"][f]
@@ -201,11 +226,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--commission-h", type=float, default=COMMISSION_S / 3600, help="commissioning, hours")
+    p.add_argument(
+        "--state-tags",
+        nargs="*",
+        default=["spindle"],
+        choices=STATE_KINDS,
+        help="kinds given a baseline.state_tag (their process state); none: --state-tags alone",
+    )
+    p.add_argument("--outlier-mad", type=float, default=4.0, help="baseline.outlier_mad; 0: none left out")
     p.add_argument("--json", help="also write the JSON here")
     p.add_argument("--out", default="bench/out")
     a = p.parse_args(argv)
     t0 = time.perf_counter()
-    jobs = [(k, s, a.days, a.commission_h * 3600) for s in a.seeds for k in a.kinds]
+    extra = {"outlier_mad": a.outlier_mad or None}
+    jobs = [
+        (k, s, a.days, a.commission_h * 3600, tuple(a.state_tags), extra) for s in a.seeds for k in a.kinds
+    ]
     with ProcessPoolExecutor(a.workers) as ex:
         rows = list(ex.map(_run, jobs))
     res = {"cpu": cpu(), "seconds": round(time.perf_counter() - t0, 1), "machines": rows}

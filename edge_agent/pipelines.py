@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 SPEED_INPUT = "_shaft_speed"  # the baseline's speed tag rides with each window under this name
 TEMPERATURE_INPUT = "_temperature"  # ... and its temperature tag under this one
+STATE_INPUT = "_process_state"  # ... and its process-state tag (edge_agent.maintenance.states.STATE_INPUT)
 TAG_MISSING_AFTER_S = 15.0  # readings flow this long without the waveform tag: say so (slow waveforms exist)
 # the waveform stopped while the source's other tags still update (an OPC UA server notifies only changes,
 # so a stuck sensor or a stalled DAQ sends nothing): said after this long, and 10 of its usual intervals
@@ -922,6 +923,8 @@ class Pipeline:
                 extra[self.s.baseline.speed_tag] = SPEED_INPUT
             if self.s.baseline is not None and self.s.baseline.temperature_tag:
                 extra[self.s.baseline.temperature_tag] = TEMPERATURE_INPUT
+            if self.s.baseline is not None and self.s.baseline.state_tag:
+                extra[self.s.baseline.state_tag] = STATE_INPUT
             self.windower = Windower(
                 self.s.source,
                 self.s.window,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from edge_agent.files import atomic_write_json
 from edge_agent.maintenance.baseline import baseline_path, relearn_path
+from edge_agent.maintenance.states import index_path, state_path
 
 
 def _when(t) -> str:
@@ -33,9 +34,27 @@ def _check_pipeline(cfg, pipeline: str) -> None:
         )
 
 
-def request_relearn(cfg, pipeline: str, reason: str, **extra) -> Path:
-    """Leave a relearn request for the pipeline (taken by the running agent at its next window, or at start)."""
+def _check_state(cfg, pipeline: str, state: str) -> None:
+    b = next(p.baseline for p in cfg.pipelines if p.name == pipeline)
+    if b.state_tag is None:
+        raise ValueError(
+            f"pipeline {pipeline!r}: --state {state!r}, but its baseline has no state_tag (one baseline for "
+            "every state); leave --state out, or give baseline.state_tag (docs/maintenance.md)"
+        )
+    names = [st.name for st in b.states or ()]
+    if names and state not in names:
+        raise ValueError(
+            f"pipeline {pipeline!r}: no process state {state!r} in baseline.states; states: {names}"
+        )
+
+
+def request_relearn(cfg, pipeline: str, reason: str, state: str | None = None, **extra) -> Path:
+    """Leave a relearn request for the pipeline (taken by the running agent at its next window, or at
+    start): every process state, or with ``state`` that one (``baseline.state_tag``)."""
     _check_pipeline(cfg, pipeline)
+    if state is not None:
+        _check_state(cfg, pipeline, state)
+        extra = {**extra, "state": state}
     req = relearn_path(cfg.data_dir, pipeline)
     atomic_write_json(req, {"reason": reason, "asked_at": time.time(), **extra})
     return req
@@ -76,13 +95,14 @@ def baseline_main(args, load) -> int:
         return 1
     if args.action == "relearn":
         try:
-            req = request_relearn(cfg, args.pipeline, args.reason)
+            req = request_relearn(cfg, args.pipeline, args.reason, args.state)
         except ValueError as exc:
             print(f"{args.config}: {exc}", file=sys.stderr)
             return 1
+        what = f" (process state {args.state})" if args.state else ""
         print(
-            f"relearn asked for pipeline {args.pipeline}: the agent starts learning anew at its next window "
-            f"({req})"
+            f"relearn asked for pipeline {args.pipeline}{what}: the agent starts learning anew at its next "
+            f"window ({req})"
         )
         return 0
     try:
@@ -91,6 +111,8 @@ def baseline_main(args, load) -> int:
         print(f"{args.config}: {exc}", file=sys.stderr)
         return 1
     path = baseline_path(cfg.data_dir, args.pipeline)
+    if args.action == "status" and index_path(path).is_file():  # a baseline per process state
+        return _states_status(args, path)
     if not path.is_file():
         print(
             f"pipeline {args.pipeline}: no baseline saved yet in {path.parent} (the agent has not run it, or has "
@@ -126,6 +148,43 @@ def baseline_main(args, load) -> int:
     return 0
 
 
+def _states_status(args, path: Path) -> int:
+    """``status`` of a pipeline with a ``state_tag``: commissioning, then each state's baseline."""
+    d = json.loads(index_path(path).read_text())
+    per = {}
+    for st in d.get("states", []):
+        try:
+            per[st] = json.loads(state_path(path, st).read_text())
+        except (OSError, ValueError):
+            continue
+        for k in ("rows", "speeds", "temps"):
+            per[st].pop(k, None)
+    if args.json:
+        print(json.dumps({**d, "process_states": per}, indent=2))
+        return 0
+    if d.get("commissioning"):
+        print(
+            f"pipeline {args.pipeline}: commissioning since {_when(d['started_at'])}: {d['windows']} windows"
+        )
+    else:
+        print(
+            f"pipeline {args.pipeline}: commissioned {_when(d.get('learned_at'))}; a baseline per process state"
+        )
+    for st, b in sorted(per.items()):
+        if st in d.get("learning", {}):
+            print(
+                f"  {st}: learning ({d['learning'][st]}) since {_when(b['started_at'])}, {b['windows']} windows"
+            )
+        else:
+            print(
+                f"  {st}: ready, learned {_when(b['learned_at'])} on {b['windows']} windows; threshold "
+                f"{b['threshold']:.3f}; {b.get('outliers', 0)} outlier windows left out"
+            )
+    for st, n in sorted(d.get("not_judged", {}).items()):
+        print(f"  {st}: not learned, {n} windows not judged")
+    return 0
+
+
 def add_parser(sub) -> None:
     b = sub.add_parser("baseline", help="a signal pipeline's per-asset baseline: status, relearn, repaired")
     b.add_argument("action", choices=["status", "relearn", "repaired"])
@@ -133,6 +192,7 @@ def add_parser(sub) -> None:
     b.add_argument("config")
     b.add_argument("--reason", default="asked from the command line")
     b.add_argument("--json", action="store_true")
+    b.add_argument("--state", help="relearn: only this process state (a baseline with state_tag)")
 
 
 def note_repair(cfg, pipeline: str, reason: str) -> int:

@@ -27,6 +27,7 @@ from pathlib import Path
 from edge_agent.maintenance.baseline import Baseline, Verdict, baseline_path
 from edge_agent.maintenance.life import NOT_ENOUGH, LifeEstimate, LifeTrend
 from edge_agent.maintenance.settings import BaselineSettings
+from edge_agent.maintenance.states import StateBaselines, build_baseline
 from model_packager.manifest import LifePrior
 from protocols.events import Event, EventKind
 
@@ -64,7 +65,7 @@ class Monitor:
             failure_level_sd=settings.failure_ratio_sd,
         )
         self._manifest_key: str | None = None
-        self.baseline: Baseline | None = None
+        self.baseline: Baseline | StateBaselines | None = None
         self.last_life: LifeEstimate | None = None
         self._build()
         self._prior_key: str | None = None
@@ -79,7 +80,7 @@ class Monitor:
             return
         self._manifest_key = key
         path = baseline_path(self.data_dir, self.pipeline) if self.data_dir is not None else None
-        self.baseline = Baseline(
+        self.baseline = build_baseline(
             self.s,
             pre.sample_rate_hz,
             pre.window_samples,
@@ -168,7 +169,9 @@ class Monitor:
             res.outputs["baseline"] = d
             return
         iso = v.iso_alarm  # the zone held confirm_windows windows in a row (a single transient is not)
-        if v.state == "ready" and v.score is not None and v.threshold:
+        if v.not_learned is not None:  # a process state without a baseline (state_tag): not judged
+            _unsure(res, v.not_learned)
+        elif v.state == "ready" and v.score is not None and v.threshold:
             res.score = round(v.score / v.threshold, 4)
             res.anomaly_score = res.score
             # a speed the asset was not commissioned at: no reference to judge by (say so, not OK/NG)

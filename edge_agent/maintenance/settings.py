@@ -7,6 +7,14 @@ baseline:
   temperature_tag: BearingTemp # optional: tells a stop (it cools) from a dead sensor without a speed tag
   bearing: {n_elements: 9, ball_d_mm: 7.94, pitch_d_mm: 39.04, contact_angle_deg: 0}
   iso_class: group2_rigid      # ISO 10816-3 zone boundaries for the day-one velocity rule
+  state_tag: Cutting           # optional: a tag naming the process state; learned and judged per state
+  states:                      # optional: ranges of the state tag's value, each a named state
+    - {name: idle, max: 0.5}   #   (absent: each whole value of the tag is a state of its own)
+    - {name: cutting, min: 0.5}
+  state_learn_s: 3600          # optional: a state first seen after commissioning is learned this long
+                               #   (absent: only when asked: edge-agent baseline relearn ... --state NAME)
+  outlier_mad: 4.0             # commissioning windows this many MADs above the median (log) score,
+  outlier_max_share: 0.03      #   alone (not in runs), at most this share, are left out (null: none)
 """
 
 from __future__ import annotations
@@ -34,6 +42,30 @@ class BearingSettings(_Model):
                 "check the bearing's datasheet"
             )
         return self
+
+
+class ProcessState(_Model):
+    """One process state of ``state_tag``: the tag's values in ``[min, max)`` (either end open)."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="the state's name (results, status, relearn --state): letters, digits, _ . -",
+    )
+    min: float | None = Field(
+        None, description="the state tag's value from (inclusive); absent: no lower end"
+    )
+    max: float | None = Field(
+        None, description="the state tag's value up to (exclusive); absent: no upper end"
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> ProcessState:
+        if self.min is not None and self.max is not None and self.min >= self.max:
+            raise ValueError(f"state {self.name!r}: min ({self.min}) must be below max ({self.max})")
+        return self
+
+    def holds(self, value: float) -> bool:
+        return (self.min is None or value >= self.min) and (self.max is None or value < self.max)
 
 
 class BaselineSettings(_Model):
@@ -83,6 +115,47 @@ class BaselineSettings(_Model):
         "by hand, used when the package carries none",
     )
     life_unit: Literal["s", "h"] = "s"
+    state_tag: str | None = Field(
+        None,
+        description="tag whose value names the machine's process state (a program, cutting or idle, a "
+        "load step): the baseline is learned per state, and a window in a state not learned is not judged",
+    )
+    states: list[ProcessState] | None = Field(
+        None,
+        description="ranges of the state tag's value, each a named state (the first that holds wins); "
+        "absent: each whole value of the tag is a state of its own",
+    )
+    state_learn_s: float | None = Field(
+        None,
+        gt=0,
+        description="a state not learned at commissioning is learned automatically for this long when it "
+        "runs (its windows UNSURE meanwhile); absent: only when asked (relearn --state)",
+    )
+    outlier_mad: float | None = Field(
+        4.0,
+        gt=0,
+        description="commissioning windows whose score lies this many robust deviations (MAD) above the "
+        "median, each alone (not in a run), are left out of the statistics and counted; null: none",
+    )
+    outlier_max_share: float = Field(
+        0.03,
+        ge=0,
+        lt=0.5,
+        description="at most this share of commissioning windows is left out as outliers; more are the "
+        "machine's own (kept)",
+    )
+
+    @model_validator(mode="after")
+    def _states(self) -> BaselineSettings:
+        if (self.states is not None or self.state_learn_s is not None) and self.state_tag is None:
+            raise ValueError("states and state_learn_s need state_tag: the tag whose value names the state")
+        names = [st.name for st in self.states or ()]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"states: name(s) {dup} given twice; each state needs its own name")
+        if self.states is not None and not self.states:
+            raise ValueError("states: empty; list at least one {name, min, max}, or leave states out")
+        return self
 
     @field_validator("life_after_alarm_s")
     @classmethod

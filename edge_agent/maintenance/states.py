@@ -1,0 +1,380 @@
+"""A baseline per process state (``baseline.state_tag``): one ``Baseline`` for each state of the machine.
+
+A machine that runs in several process states (a spindle cutting or idle, a compressor loaded or not, a
+mixer's programs) vibrates differently in each: commissioned across them in one baseline, a state's
+healthy windows read as another's fault (a spindle alarmed 35 times a day: bench/RESULTS.md, "Maintenance
+baseline on machine kinds no generator here made"). Here the state tag's value picks the state
+(``states``: named ranges of it; else each whole value is a state), and each state has its own
+baseline, ``<data_dir>/baseline/<pipeline>@<state>.json``, with its statistics and threshold. The
+commissioning (``windows`` or ``duration_s``, counted over every state) learns every state it sees; at
+its end, each state with at least ``MIN_BAND_WINDOWS`` windows is learned, the others are not. A window
+in a state not learned, or without a state (the tag not read yet, or a value in no range), is not
+judged: ``UNSURE``, counted per state in the status (``not_judged``), and no alarm counts it. Such a
+state is learned when asked (``edge-agent baseline relearn PIPELINE CONFIG --state NAME``: ``windows``
+or ``duration_s`` of that state's windows) or, with ``state_learn_s``, automatically for that long
+from its first window. The ISO zone rule still judges every window (it needs no baseline).
+Commissioning progress and the counts live in ``<pipeline>.states.json`` beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from edge_agent.files import atomic_write_json
+from edge_agent.maintenance.baseline import (
+    MIN_BAND_WINDOWS,
+    SAVE_EVERY,
+    Baseline,
+    Verdict,
+    relearn_path,
+)
+from edge_agent.maintenance.settings import BaselineSettings
+from model_packager.condition import iso_zone
+from protocols.events import Event, EventKind
+
+log = logging.getLogger(__name__)
+
+NO_STATE = "(none)"  # the count of windows without a state (the tag not read, or in no range)
+STATE_INPUT = "_process_state"  # the state tag's value rides with each window under this name (pipelines)
+
+
+def state_path(path: Path, state: str) -> Path:
+    """Beside ``<pipeline>.json``: ``<pipeline>@<state>.json``."""
+    return path.with_name(f"{path.stem}@{state}.json")
+
+
+def index_path(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.states.json")
+
+
+def build_baseline(settings: BaselineSettings, sample_rate_hz: float, window_samples: int, **kw):
+    """A ``Baseline``, or with a ``state_tag`` a ``StateBaselines``: what the pipeline and the bench use."""
+    cls = StateBaselines if settings.state_tag else Baseline
+    return cls(settings, sample_rate_hz, window_samples, **kw)
+
+
+class StateBaselines:
+    """The baselines of one asset's process states; ``process(waveform, scalars)`` as ``Baseline``'s."""
+
+    def __init__(
+        self,
+        settings: BaselineSettings,
+        sample_rate_hz: float,
+        window_samples: int,
+        *,
+        path: Path | None = None,
+        pipeline: str = "?",
+        model_features: dict | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.s = settings
+        self.fs, self.n = float(sample_rate_hz), int(window_samples)
+        self.path = path
+        self.pipeline = pipeline
+        self.model_features = model_features
+        self.on_event = on_event or (lambda evt: None)
+        self.clock = clock
+        # each state's baseline learns until this wrapper ends it (commissioning, or its own learning)
+        self._inner = settings.model_copy(update={"windows": 20_000, "duration_s": None})
+        self.by_state: dict[str, Baseline] = {}
+        self.learning: dict[str, str] = {}  # state -> why it learns: commissioning | asked | auto
+        self.not_judged: dict[str, int] = {}  # windows not judged, per state (NO_STATE: without one)
+        self.commissioning = True
+        self.started_at = clock()
+        self.learned_at: float | None = None
+        self.windows = 0  # commissioning windows seen (every state)
+        self._iso_over = 0
+        self._probe: Baseline | None = None  # features (the ISO zone) of windows no baseline takes
+        self._load()
+
+    # ---- the state of a window ---------------------------------------------------------------
+    def state_of(self, scalars: dict[str, float] | None) -> str | None:
+        v = (scalars or {}).get(STATE_INPUT)
+        if v is None or not math.isfinite(v):
+            return None
+        if self.s.states is None:
+            return f"{round(v):d}"
+        return next((st.name for st in self.s.states if st.holds(v)), None)
+
+    # ---- files ---------------------------------------------------------------------------------
+    def _baseline(self, state: str) -> Baseline:
+        b = self.by_state.get(state)
+        if b is None:
+            b = self.by_state[state] = Baseline(
+                self._inner,
+                self.fs,
+                self.n,
+                path=None if self.path is None else state_path(self.path, state),
+                pipeline=self.pipeline,
+                model_features=self.model_features,
+                on_event=self._state_event(state),
+                clock=self.clock,
+            )
+        return b
+
+    def _state_event(self, state: str) -> Callable[[Event], None]:
+        def emit(evt: Event) -> None:  # a state's baseline event, saying whose
+            self.on_event(Event(evt.kind, t=evt.t, **evt.data, process_state=state))
+
+        return emit
+
+    def to_dict(self) -> dict:
+        return {
+            "state_tag": self.s.state_tag,
+            "commissioning": self.commissioning,
+            "started_at": self.started_at,
+            "learned_at": self.learned_at,
+            "windows": self.windows,
+            "learning": self.learning,
+            "not_judged": self.not_judged,
+            "states": sorted(self.by_state),
+        }
+
+    def save(self) -> None:
+        if self.path is not None:
+            atomic_write_json(index_path(self.path), self.to_dict())
+
+    def _load(self) -> None:
+        if self.path is None:
+            return
+        try:
+            d = json.loads(index_path(self.path).read_text())
+        except FileNotFoundError:
+            self._event(EventKind.BASELINE_LEARNING, reason="no baseline yet", target_windows=self.s.windows)
+            return
+        except (OSError, ValueError) as exc:
+            self._event(
+                EventKind.BASELINE_DISCARDED,
+                reason=f"unreadable file {index_path(self.path)} ({exc}); commissioning every state anew",
+            )
+            self._forget()
+            return
+        self.commissioning = bool(d.get("commissioning", True))
+        self.started_at = float(d.get("started_at", self.started_at))
+        self.learned_at = d.get("learned_at")
+        self.windows = int(d.get("windows", 0))
+        self.learning = {str(k): str(v) for k, v in d.get("learning", {}).items()}
+        self.not_judged = {str(k): int(v) for k, v in d.get("not_judged", {}).items()}
+        for st in d.get("states", []):
+            if state_path(self.path, st).is_file():
+                b = self._baseline(str(st))
+                if b.state == "learning" and st not in self.learning:  # a feature set changed: learns anew
+                    self.learning[st] = "asked"
+
+    def _forget(self) -> None:
+        for st in list(self.by_state):
+            self._drop(st)
+        self.commissioning, self.started_at, self.learned_at, self.windows = True, self.clock(), None, 0
+        self.learning, self.not_judged = {}, {}
+        self.save()
+
+    def _drop(self, state: str) -> None:
+        self.by_state.pop(state, None)
+        self.learning.pop(state, None)
+        if self.path is not None:
+            state_path(self.path, state).unlink(missing_ok=True)
+
+    def _event(self, kind: EventKind, **kw) -> None:
+        try:
+            self.on_event(Event(kind, t=self.clock(), pipeline=self.pipeline, **kw))
+        except Exception:
+            log.exception("baseline event %s could not be recorded", kind)
+
+    # ---- requests --------------------------------------------------------------------------------
+    def check_request(self) -> None:
+        """A relearn asked for through the data folder: every state (commissioning anew), or one."""
+        if self.path is None:
+            return
+        req = relearn_path(self.path.parent.parent, self.pipeline)
+        if not req.exists():
+            return
+        try:
+            d = json.loads(req.read_text())
+        except (OSError, ValueError):
+            d = {}
+        req.unlink(missing_ok=True)
+        self.relearn(str(d.get("reason", "asked from the command line")), d.get("state"))
+
+    def relearn(self, reason: str = "asked", state: str | None = None) -> None:
+        if state is None:
+            self._forget()
+            self._event(EventKind.BASELINE_RELEARN, reason=reason, target_windows=self.s.windows)
+            return
+        self._baseline(state).relearn(reason)
+        self.learning[state] = "commissioning" if self.commissioning else "asked"
+        self.not_judged.pop(state, None)
+        self.save()
+
+    # ---- per window ------------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        return "learning" if self.commissioning else "ready"
+
+    def _learned_enough(self, state: str, b: Baseline) -> bool:
+        """A state learning after commissioning: ``windows`` of it, or its time with enough windows."""
+        limit = self.s.state_learn_s if self.learning[state] == "auto" else self.s.duration_s
+        if len(b.rows) >= self.s.windows:
+            return True
+        return limit is not None and len(b.rows) >= MIN_BAND_WINDOWS and self.clock() - b.started_at >= limit
+
+    def _state_progress(self, state: str, b: Baseline) -> float:
+        limit = self.s.state_learn_s if self.learning.get(state) == "auto" else self.s.duration_s
+        p = len(b.rows) / self.s.windows
+        if limit and len(b.rows) >= MIN_BAND_WINDOWS:
+            p = max(p, (self.clock() - b.started_at) / limit)
+        return float(min(1.0, p))
+
+    def progress(self) -> float:
+        if not self.commissioning:
+            return 1.0
+        p = self.windows / self.s.windows
+        if self.s.duration_s and self.windows >= MIN_BAND_WINDOWS:
+            p = max(p, (self.clock() - self.started_at) / self.s.duration_s)
+        return float(min(1.0, p))
+
+    def _end_commissioning(self) -> None:
+        for st in sorted(self.by_state):
+            if self.learning.get(st) != "commissioning":
+                continue
+            b = self.by_state[st]
+            if len(b.rows) >= MIN_BAND_WINDOWS:
+                b._finish()
+                del self.learning[st]
+            elif self.s.state_learn_s is not None:  # seen too little: learned on while it runs
+                self.learning[st] = "auto"
+            else:
+                log.warning(
+                    "pipeline %s: process state %r ran %d windows while commissioning, fewer than the %d "
+                    "it needs: not learned; its windows are not judged until it is (edge-agent baseline "
+                    "relearn %s CONFIG --state %s, or state_learn_s)",
+                    self.pipeline,
+                    st,
+                    len(b.rows),
+                    MIN_BAND_WINDOWS,
+                    self.pipeline,
+                    st,
+                )
+                self._drop(st)
+        self.commissioning = False
+        self.learned_at = self.clock()
+        self.save()
+
+    def _not_judged(self, state: str | None, waveform: np.ndarray, scalars: dict | None, why: str) -> Verdict:
+        key = NO_STATE if state is None else state
+        self.not_judged[key] = self.not_judged.get(key, 0) + 1
+        if self._probe is None:
+            self._probe = Baseline(self._inner, self.fs, self.n, path=None, pipeline=self.pipeline)
+        f = self._probe.features(waveform, scalars)
+        zone = iso_zone(f["velocity_mm_s"], self.s.iso_class)
+        at = self.s.iso_alarm_zone != "off" and "ABCD".index(zone) >= "ABCD".index(self.s.iso_alarm_zone)
+        self._iso_over = self._iso_over + 1 if at else 0
+        if self.not_judged[key] == 1 or sum(self.not_judged.values()) % SAVE_EVERY == 0:
+            self.save()  # a state's first (said at once), then every few: the counts survive a restart
+        return Verdict(
+            self.state,
+            progress=self.progress(),
+            speed_hz=f["speed_hz"],
+            speed_estimated=bool(f["speed_estimated"]),
+            velocity_mm_s=f["velocity_mm_s"],
+            iso_zone=zone,
+            iso_alarm=self._iso_over >= self.s.confirm_windows,
+            process_state=state,
+            not_learned=why,
+        )
+
+    def process(self, waveform: np.ndarray, scalars: dict[str, float] | None = None) -> Verdict:
+        state = self.state_of(scalars)
+        if state is None:
+            value = (scalars or {}).get(STATE_INPUT)
+            why = (
+                f"baseline: no process state (state tag {self.s.state_tag!r} not read yet); not judged"
+                if value is None
+                else f"baseline: state tag {self.s.state_tag!r} reads {value:g}, in none of the states; "
+                "not judged"
+            )
+            return self._not_judged(None, waveform, scalars, why)
+        b = self.by_state.get(state)
+        if b is None:
+            if self.commissioning:
+                self.learning[state] = "commissioning"
+            elif self.s.state_learn_s is not None:
+                self.learning[state] = "auto"
+                log.info(
+                    "pipeline %s: process state %r was not commissioned: learning it for %g s",
+                    self.pipeline,
+                    state,
+                    self.s.state_learn_s,
+                )
+            else:
+                return self._not_judged(
+                    state,
+                    waveform,
+                    scalars,
+                    f"baseline: process state {state!r} is not learned; not judged (edge-agent baseline "
+                    f"relearn {self.pipeline} CONFIG --state {state}, or state_learn_s)",
+                )
+            b = self._baseline(state)
+            self.save()
+        self._iso_over = 0  # the state's own baseline counts its ISO windows
+        v = b.process(waveform, scalars)
+        v.process_state = state
+        if state in self.learning:
+            if self.commissioning:
+                if b.state == "learning" and not v.stopped:
+                    self.windows += 1
+                if self.progress() >= 1.0:
+                    self._end_commissioning()
+                elif self.windows % SAVE_EVERY == 0:
+                    self.save()
+            elif self._learned_enough(state, b):
+                b._finish()
+                del self.learning[state]
+                self.save()
+            v.state = "ready" if state not in self.learning and not self.commissioning else "learning"
+            v.progress = self.progress() if self.commissioning else self._state_progress(state, b)
+        return v
+
+    # ---- what the bench and the status read ------------------------------------------------------
+    @property
+    def speed_hz(self) -> float | None:
+        return next((b.speed_hz for b in self.by_state.values() if b.speed_hz), None)
+
+    @property
+    def orders(self) -> bool:
+        return all(b.orders for b in self.by_state.values())
+
+    @property
+    def threshold(self) -> float | None:
+        return None
+
+    def status(self) -> dict:
+        return {
+            "state": self.state,
+            "progress": round(self.progress(), 3),
+            "started_at": self.started_at,
+            "learned_at": self.learned_at,
+            "windows": self.windows,
+            "target_windows": self.s.windows,
+            "state_tag": self.s.state_tag,
+            "process_states": {
+                st: {
+                    "state": "learning" if st in self.learning else "ready",
+                    "learning": self.learning.get(st),
+                    "threshold": b.threshold,
+                    "windows": len(b.rows) if b.state == "learning" else sum(n for *_, n in b.bands.values()),
+                    "learned_at": b.learned_at,
+                    "outliers": b.outliers,
+                    "speed_bands": sorted(b.bands),
+                }
+                for st, b in sorted(self.by_state.items())
+            },
+            "not_judged": dict(self.not_judged),
+        }

@@ -1,0 +1,121 @@
+"""A baseline per process state (``baseline.state_tag``) on its own: a state first seen after
+commissioning is learned for ``state_learn_s`` of the machine's time, then judged; a restart keeps every
+state's baseline and the counts of windows not judged; a wrong ``states`` is refused naming the field."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench._bearing_signals import Machine
+from edge_agent.config import ConfigError, parse_config
+from edge_agent.maintenance.settings import BaselineSettings, ProcessState
+from edge_agent.maintenance.states import STATE_INPUT, StateBaselines
+
+RPM = 1800.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1.8e9
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _settings(**kw) -> BaselineSettings:
+    return BaselineSettings(
+        windows=30,
+        speed_tag="Speed",
+        state_tag="Load",
+        states=[ProcessState(name="empty", max=0.5), ProcessState(name="loaded", min=0.5)],
+        iso_alarm_zone="off",
+        **kw,
+    )
+
+
+def _run(b: StateBaselines, m: Machine, clock: Clock, n: int, load: float | None, loud: float = 1.0):
+    out = []
+    for _ in range(n):
+        clock.t += 10.0
+        sc = {"_shaft_speed": RPM} | ({} if load is None else {STATE_INPUT: load})
+        out.append(b.process(m.window() * loud, sc))
+    return out
+
+
+def test_a_state_first_seen_after_commissioning_is_learned_for_state_learn_s_then_judged(tmp_path):
+    clock = Clock()
+    m = Machine(51, fs=10000.0, n=2048, rpm=RPM)
+    path = tmp_path / "baseline" / "conveyor.json"
+    b = StateBaselines(
+        _settings(state_learn_s=300.0), 10000.0, 2048, path=path, pipeline="conveyor", clock=clock
+    )
+    _run(b, m, clock, 30, 0.0)  # commissioned empty only
+    assert b.state == "ready" and b.status()["process_states"]["empty"]["state"] == "ready"
+    learning = _run(b, m, clock, 25, 1.0, loud=2.5)  # loaded: learned for 300 s of it (30 windows at 10 s)
+    assert all(v.state == "learning" and not v.alarm for v in learning)
+    judged = _run(b, m, clock, 10, 1.0, loud=2.5)
+    assert judged[-1].state == "ready" and judged[-1].score is not None
+    assert b.status()["process_states"]["loaded"]["learning"] is None
+    assert not any(v.alarm for v in judged)
+
+    # a restart: both states' baselines and the counts come back from the data folder
+    _run(b, m, clock, 10, None)  # no state value: not judged, counted (saved every 10)
+    again = StateBaselines(
+        _settings(state_learn_s=300.0), 10000.0, 2048, path=path, pipeline="conveyor", clock=clock
+    )
+    st = again.status()
+    assert st["state"] == "ready" and {k: v["state"] for k, v in st["process_states"].items()} == {
+        "empty": "ready",
+        "loaded": "ready",
+    }
+    assert st["not_judged"] == {"(none)": 10}
+    v = _run(again, m, clock, 1, 0.0)[0]
+    assert v.state == "ready" and v.score is not None and v.process_state == "empty"
+
+
+def test_without_state_learn_s_a_new_state_waits_for_a_request_and_is_counted(tmp_path):
+    clock = Clock()
+    m = Machine(52, fs=10000.0, n=2048, rpm=RPM)
+    b = StateBaselines(
+        _settings(), 10000.0, 2048, path=tmp_path / "baseline" / "c.json", pipeline="c", clock=clock
+    )
+    _run(b, m, clock, 30, 0.0)
+    vs = _run(b, m, clock, 40, 1.0, loud=2.5)
+    assert all(v.not_learned and "'loaded' is not learned" in v.not_learned for v in vs)
+    assert b.status()["not_judged"] == {"loaded": 40} and "loaded" not in b.status()["process_states"]
+    b.relearn("asked", "loaded")
+    _run(b, m, clock, 30, 1.0, loud=2.5)
+    assert b.status()["process_states"]["loaded"]["state"] == "ready"
+
+
+@pytest.mark.parametrize(
+    ("baseline", "says"),
+    [
+        ({"states": [{"name": "idle", "max": 1}]}, "states and state_learn_s need state_tag"),
+        ({"state_tag": "Mode", "states": [{"name": "a", "max": 1}, {"name": "a", "min": 1}]}, "given twice"),
+        ({"state_tag": "Mode", "states": [{"name": "a", "min": 2, "max": 1}]}, "min (2.0) must be below max"),
+        ({"state_tag": "Mode", "states": [{"name": "a b"}]}, "states[0].name"),
+    ],
+)
+def test_a_wrong_process_state_setting_is_refused_naming_the_field(baseline, says):
+    cfg = {
+        "agent": {"id": "gw", "data_dir": "/tmp/x"},
+        "sources": {"plc": {"type": "mqtt", "subscriptions": [{"topic": "a/b"}]}},
+        "models": {"m": {"package": "m.edgepkg"}},
+        "pipelines": [
+            {"name": "p", "source": "plc", "model": "m", "window": {"waveform": "V"}, "baseline": baseline}
+        ],
+    }
+    with pytest.raises(ConfigError) as e:
+        parse_config(cfg)
+    assert "pipelines[0].baseline" in str(e.value) and says in str(e.value), str(e.value)
+
+
+def test_state_values_without_names_are_each_a_state():
+    b = StateBaselines(
+        BaselineSettings(windows=30, state_tag="Step"), 10000.0, 2048, path=None, pipeline="recip"
+    )
+    assert [b.state_of({STATE_INPUT: v}) for v in (0.0, 1.0, 2.0, 1.4)] == ["0", "1", "2", "1"]
+    assert b.state_of({}) is None and b.state_of({STATE_INPUT: float("nan")}) is None
+    assert np.isfinite(b.progress())
