@@ -153,7 +153,8 @@ def test_what_a_folder_holds_unlike_the_line_cameras_frames_is_said_at_import(tm
     assert "left out 2 files that are images by content but not by name" in said
     assert "'ok/img_0001' (PNG), 'ok/part.PNG ' (JPEG); give each its extension" in said
     assert (
-        "left out 1 file that is not a PNG, JPEG, BMP, TIFF, WebP or PNM image by its name: ok/readme.txt" in said
+        "left out 1 file that is not a PNG, JPEG, BMP, TIFF, WebP or PNM image by its name: ok/readme.txt"
+        in said
     )
     assert "2 images far from the size 24 of the 26 images have (64x64)" in said
     assert "ok/one.png 1x1" in said and "ok/strip.png 10000x20" in said
