@@ -195,6 +195,8 @@ class _Silent(ConnectionError):
 
 # the most readings held while a halted server has not yet shown it is healthy again (``_hold``)
 _HELD_MAX = 10_000
+# the intervals between changes of the server's clock its update period is the longest of (``_judge_clock``)
+_CLOCK_GAPS = 8
 
 
 class _Halted(_Silent):
@@ -1465,13 +1467,22 @@ class OpcUaSource:
         self._clock: tuple[Any, float] | None = None
         self._clock_moves = False  # seen to change in this session
         self._clock_moved_at: float | None = None  # monotonic time of the last change seen
-        self._clock_period_s = 0.0  # the longest interval seen between two changes, this session
+        # the last intervals seen between two changes, this session, and the longest of them: a stall the
+        # clock once came back from (a PLC busy for a while) is forgotten after _CLOCK_GAPS changes, so it
+        # does not widen the limit for the rest of a session that may last months
+        self._clock_gaps: deque[float] = deque(maxlen=_CLOCK_GAPS)
+        self._clock_period_s = 0.0
         self._clock_sampling_s = 0.0  # the node's MinimumSamplingInterval, when it states one
         self.halts = 0  # times the server said (state, clock) its values were not current: readings BAD
         # the reason of the last halt (server_not_running, server_clock_frozen) until the server shows it
         # healthy by the same check; meanwhile the backoff is not reset and readings are held (``_hold``)
         self._halt_reason: str | None = None
         self._held: deque[Reading] = deque()
+        self._held_n: dict[str, int] = {}  # tag -> its readings in ``_held``
+        # tag -> its latest reading pushed out of a full ``_held``: passed on first if none of its tag is
+        # left there, so a tag that changed once (a state, a setpoint) among a chatty tag's values is not BAD
+        # until it changes again, long after the server is healthy
+        self._held_out: dict[str, Reading] = {}
         # a write-only source's watch found no room for its subscription: asked again at each check
         self._room_wanted = False
         # subscriptions a session of this source left on the server (the link cut, not closed) and the
@@ -1535,8 +1546,9 @@ class OpcUaSource:
 
     @property
     def clock_period_s(self) -> float | None:
-        """The longest interval seen between two changes of the server's clock (ServerStatus.CurrentTime)
-        in this session; None until two changes were seen (a clock is not judged frozen before)."""
+        """The longest of the last intervals (``_CLOCK_GAPS``) seen between two changes of the server's clock
+        (ServerStatus.CurrentTime) in this session; None until two changes were seen (a clock is not judged
+        frozen before)."""
         return self._clock_period_s or None
 
     # -- background task --------------------------------------------------------------------------
@@ -1611,7 +1623,8 @@ class OpcUaSource:
         self._lost.clear()
         self._clock, self._clock_moves, self._clock_moved_at = None, False, None
         self._clock_period_s = self._clock_sampling_s = 0.0
-        self._held.clear()  # a former session's values: stale, whatever this one shows
+        self._clock_gaps.clear()
+        self._unhold()  # a former session's values: stale, whatever this one shows
         self._room_wanted = False
         self._oversize = 0
         self._sub = None
@@ -2814,7 +2827,8 @@ class OpcUaSource:
         if self._clock is None or now != self._clock[0]:
             if self._clock is not None:  # moved on this session
                 if self._clock_moved_at is not None:  # a whole interval between two changes seen
-                    self._clock_period_s = max(self._clock_period_s, seen - self._clock_moved_at)
+                    self._clock_gaps.append(seen - self._clock_moved_at)
+                    self._clock_period_s = max(self._clock_gaps)
                 self._clock_moved_at, self._clock_moves = seen, True
             self._clock = (now, seen)
             return
@@ -2847,19 +2861,35 @@ class OpcUaSource:
         the halted server's stale ones."""
         self.halts += 1
         self._halt_reason = e.reason
-        self._held.clear()
+        self._unhold()
         now = time.time()
         for tag in list(self._last_ts):
             self._channel.put_nowait(Reading(self.name, tag, None, now, now, Quality.BAD, None))
 
     def _hold(self, reading: Reading) -> None:
         """A reading while a halted server has not shown it healthy: kept, in order, to be passed on once it
-        does (``_recovered``) or dropped at the next halt; over ``_HELD_MAX`` the oldest is dropped, counted."""
+        does (``_recovered``) or dropped at the next halt; over ``_HELD_MAX`` the oldest is pushed out, and
+        dropped, counted, unless it is the last of its tag (``_held_out``): each tag keeps its latest value."""
         if len(self._held) >= _HELD_MAX:
-            self._held.popleft()
-            self.stats.dropped += 1
-            self.stats.dropped_by_key[reading.tag] = self.stats.dropped_by_key.get(reading.tag, 0) + 1
+            old = self._held.popleft()
+            if n := self._held_n[old.tag] - 1:
+                self._held_n[old.tag] = n
+            else:
+                del self._held_n[old.tag]
+            if (gone := self._held_out.pop(old.tag, None)) is not None:
+                self._held_dropped(gone)
+            self._held_out[old.tag] = old  # last in the dict: the order they arrived in
         self._held.append(reading)
+        self._held_n[reading.tag] = self._held_n.get(reading.tag, 0) + 1
+
+    def _held_dropped(self, reading: Reading) -> None:
+        self.stats.dropped += 1
+        self.stats.dropped_by_key[reading.tag] = self.stats.dropped_by_key.get(reading.tag, 0) + 1
+
+    def _unhold(self) -> None:
+        self._held.clear()
+        self._held_n.clear()
+        self._held_out.clear()
 
     def _recovered(self) -> None:
         log.info(
@@ -2867,8 +2897,14 @@ class OpcUaSource:
         )
         self._halt_reason = None
         self._backoff.reset()
+        for reading in self._held_out.values():  # each older than every reading left in ``_held``
+            if reading.tag in self._held_n:
+                self._held_dropped(reading)
+            else:
+                self._channel.put_nowait(reading)
         while self._held:
             self._channel.put_nowait(self._held.popleft())
+        self._unhold()
 
     # -- write and browse -----------------------------------------------------------------------
     def _require_client(self, what: str) -> Client:

@@ -14,6 +14,7 @@ import datetime as dt
 from asyncua import ua
 
 from devices.base import Quality
+from devices.opcua import client as client_module
 from devices.opcua.client import OpcUaSource
 from edge_agent.config import parse_config
 from tests.support.peers import free_port, opcua_server
@@ -179,6 +180,46 @@ async def test_a_server_clock_that_moves_every_few_seconds_is_not_called_frozen(
     assert "server_clock_frozen" not in src.stats.errors_by_reason, src.stats.errors_by_reason
 
 
+async def test_a_clock_stall_the_server_came_back_from_is_forgotten_and_does_not_widen_the_frozen_limit_for_good() -> (
+    None
+):
+    """A healthy server's clock moves every 0.3 s, stands 2.5 s once (a PLC busy for a while, under the limit,
+    so not a halt) and moves every 0.3 s again: after a few changes the period the clock is judged by is its
+    own again, not the stall's. Before, the learned period was the longest interval of the whole session: each
+    stall under the limit tripled the limit for the rest of a session that may last months, so a clock that
+    then froze was caught ever later, or never."""
+    port = free_port()
+    srv, idx = await _line(port)
+    await _stop_clock(srv)
+    pause = asyncio.Event()
+    pause.set()
+
+    async def ticker() -> None:
+        while True:
+            await pause.wait()
+            await srv.write_attribute_value(
+                ua.NodeId(ua.ObjectIds.Server_ServerStatus_CurrentTime),
+                ua.DataValue(ua.Variant(dt.datetime.now(dt.UTC), ua.VariantType.DateTime)),
+            )
+            await asyncio.sleep(0.3)
+
+    ticks = asyncio.create_task(ticker())
+    src = OpcUaSource("plc", _settings(port, nodes=[{"node_id": f"ns={idx};s=Speed"}]))
+    try:
+        await src.start()
+        await until(lambda: src.clock_period_s, 10, "the server's clock period learned")
+        pause.clear()
+        await asyncio.sleep(2.5)
+        pause.set()
+        await until(lambda: (src.clock_period_s or 0) >= 2.0, 10, "the stall seen")
+        await until(lambda: (src.clock_period_s or 9) < 1.5, 20, "the stall forgotten after a few changes")
+    finally:
+        ticks.cancel()
+        await src.stop()
+        await srv.stop()
+    assert src.halts == 0 and src.stats.reconnects == 0, (src.stats.errors_by_reason, src.stats.last_error)
+
+
 async def test_a_server_replaced_on_the_same_endpoint_is_judged_on_its_own_clock() -> None:
     """The first server's clock moved; it is replaced (restarted) by one whose clock never moves (a server
     that states no real time): the second is never called frozen. Before, "clock seen moving" carried over
@@ -273,3 +314,66 @@ async def test_a_write_only_sources_former_session_left_by_a_cut_link_is_not_cou
         await srv.stop()
     said = src.notices.status().get("targets_unwatched", {}).get("message", "")
     assert "MaxSubscriptions" not in said, said  # not judged full on its own former subscription
+
+
+async def test_a_tag_that_changed_once_is_not_lost_from_a_full_hold_and_goes_on_good_when_the_server_runs_again(
+    monkeypatch,
+) -> None:
+    """While a halted server has not shown it is healthy, a chatty tag fills the held readings past their
+    limit: the oldest are dropped, but not the one value of a tag that changed once (a machine state, a
+    setpoint), which is passed on GOOD with the rest once the server says Running. Before, it was dropped
+    among the chatty tag's values, and the tag stayed BAD after the recovery until it changed again."""
+    monkeypatch.setattr(client_module, "_HELD_MAX", 4)
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
+    speed = await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 0.0)
+    await obj.add_variable(ua.NodeId("Mode", idx), "Mode", 7)
+    await srv.start()
+    await _stop_clock(srv)
+
+    async def chatter() -> None:
+        n = 0.0
+        while True:
+            n += 1.0
+            await speed.write_value(n)
+            await asyncio.sleep(0.01)
+
+    src = OpcUaSource(
+        "plc",
+        _settings(
+            port,
+            reconnect_initial_s=0.1,
+            publishing_interval_ms=20,
+            nodes=[
+                {"node_id": f"ns={idx};s=Speed", "tag": "speed", "queue_size": 100},
+                {"node_id": f"ns={idx};s=Mode", "tag": "mode"},
+            ],
+        ),
+    )
+    out, writer = None, asyncio.create_task(chatter())
+    try:
+        await src.start()
+        out = _Collect(src)
+        await until(lambda: any(r.tag == "mode" for r in out.got), 10, "the mode's first value")
+        await _set_state(srv, ua.ServerState.Suspended)
+        await until(lambda: src.halts >= 1, 20, "the halt")
+        await _set_state(srv, ua.ServerState.Running)
+        await until(
+            lambda: any(r.tag == "speed" for r in _after_bad(out.got)), 20, "values once it runs again"
+        )
+        # the reconnect's values went on together: if the mode's is not among them, it never comes
+        await until(
+            lambda: len([r for r in _after_bad(out.got) if r.tag == "speed"]) >= 20, 20, "more values"
+        )
+        dropped = src.stats.dropped
+    finally:
+        writer.cancel()
+        if out is not None:
+            out.cancel()
+        await src.stop()
+        await srv.stop()
+    mode = [r for r in _after_bad(out.got) if r.tag == "mode"]
+    assert dropped > 0, "the hold never overflowed: the test proves nothing"
+    assert [r.value for r in mode] == [7], out.got
+    speeds = [r.value for r in _after_bad(out.got) if r.tag == "speed"]
+    assert speeds == sorted(speeds), speeds
