@@ -90,7 +90,8 @@ def blob_type(ext: str, data: bytes, digest: str) -> tuple[str, str | None]:
     """``(Content-Type, attachment file name or None)`` of a sample blob stored under ``ext``: an image kind whose
     header is of that kind (``image_header.image_size``) is shown as that image; anything else (a ``.npy``
     window, a ``.png`` that is no PNG, a row of no known kind from before the fleet checked kinds) is
-    ``application/octet-stream`` to save, named ``sample-<digest>.<kind>`` (``.bin`` when of no known kind)."""
+    ``application/octet-stream`` to save, named ``sample-<digest>.<kind>`` (``.bin`` when of no known kind). An
+    image of a kind browsers do not show (TIFF, PNM) keeps its type and is named so too."""
     from cloud_trainer.fleet.store import sample_kind
     from protocols.image_header import IMAGE_TYPES, image_size
 
@@ -99,7 +100,9 @@ def blob_type(ext: str, data: bytes, digest: str) -> tuple[str, str | None]:
         mime, fmt = IMAGE_TYPES[kind]
         head = image_size(data)
         if head is not None and head[0] == fmt:
-            return mime, None
+            # a TIFF or PNM (no browser shows it: the page's download link) is saved under its kind, not as a
+            # file named by the bare digest of the URL, which no viewer opens
+            return mime, None if mime in BROWSER_IMAGE_TYPES else f"sample-{digest[:16]}{kind}"
     name = f"sample-{digest[:16]}{kind or '.bin'}"  # a digest (hex) and a kind: nothing to quote or escape
     return "application/octet-stream", name
 

@@ -132,6 +132,40 @@ async def test_the_console_serves_each_sample_as_its_kind_and_none_as_a_page_of_
             c.stop()
 
 
+async def test_a_sample_no_browser_shows_downloads_under_its_kind_not_as_a_bare_digest(cloud):
+    """The page offers a TIFF or PNM sample as a download link (``download``, no name of its own): the file
+    saved is named by the console's answer. It keeps its image type and is named ``sample-<digest>.<kind>``,
+    as a .npy window is. Before, it had no name, and the browser saved it under the URL's bare digest, a file
+    of no kind that no viewer opens."""
+    srv, ch, _, _ = cloud
+    frame = np.random.default_rng(2).integers(0, 255, (6, 7), dtype=np.uint8)
+    uploads = {
+        ".tif": (cv2.imencode(".tif", frame)[1].tobytes(), "image/tiff"),
+        ".pgm": (cv2.imencode(".pgm", frame)[1].tobytes(), "image/x-portable-graymap"),
+    }
+    digests = {k: hashlib.sha256(d).hexdigest() for k, (d, _) in uploads.items()}
+    acks = await _push(
+        ch("beta", "gw-b"), *(_record(i, d, k) for i, (k, (d, _)) in enumerate(uploads.items(), 40))
+    )
+    assert acks[0].stored == len(uploads)
+    c = Console(srv, tenant="beta")
+    c.start()
+    try:
+        got = {k: await asyncio.to_thread(_get, c.port, f"/blob/{digests[k]}") for k in uploads}
+    finally:
+        c.stop()
+    for k, (status, headers, body) in got.items():
+        assert (status, body) == (200, uploads[k][0]), k
+        assert headers["Content-Type"] == uploads[k][1], (k, headers)
+        assert headers.get("Content-Disposition") == f'attachment; filename="sample-{digests[k][:16]}{k}"', (
+            k,
+            headers,
+        )
+        assert (
+            "sandbox" in headers["Content-Security-Policy"] and headers["X-Content-Type-Options"] == "nosniff"
+        )
+
+
 def _labels(path, rows: dict[str, str]):
     import json
 
