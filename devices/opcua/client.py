@@ -197,6 +197,26 @@ class _Silent(ConnectionError):
 _HELD_MAX = 10_000
 # the intervals between changes of the server's clock its update period is the longest of (``_judge_clock``)
 _CLOCK_GAPS = 8
+# the most of the clock node's MinimumSamplingInterval taken as the least of its update period: a server
+# stating an hour (or a mistaken huge value) would otherwise have a frozen clock caught hours late. A clock
+# seen moving more slowly still has its own period learned (``_judge_clock``)
+_CLOCK_SAMPLING_MAX_S = 10.0
+_UNSEEN = object()  # a tag without a value yet in this session (``_value_changed``)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Whether two values of a tag are the same (arrays element by element; NaN is its own)."""
+    if type(a) is np.ndarray or type(b) is np.ndarray:
+        try:
+            return bool(np.array_equal(a, b, equal_nan=True))
+        except TypeError:  # not numbers: NaN cannot be in them
+            return bool(np.array_equal(a, b))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # a value whose == does not give a truth (an odd structure member)
+        return a is b
 
 
 class _Halted(_Silent):
@@ -1473,6 +1493,13 @@ class OpcUaSource:
         self._clock_gaps: deque[float] = deque(maxlen=_CLOCK_GAPS)
         self._clock_period_s = 0.0
         self._clock_sampling_s = 0.0  # the node's MinimumSamplingInterval, when it states one
+        # this session's clock was seen standing still while values changed (a broken clock, not a halted
+        # server: its ServerStatus thread died or the node is cached): not judged again in the session
+        self._clock_broken = False
+        # tag -> its last value in this session, and the monotonic time a value was last seen to change:
+        # values that change are evidence the server is alive whatever its clock says (``_value_changed``)
+        self._session_values: dict[str, Any] = {}
+        self._changed_at: float | None = None
         self.halts = 0  # times the server said (state, clock) its values were not current: readings BAD
         # the reason of the last halt (server_not_running, server_clock_frozen) until the server shows it
         # healthy by the same check; meanwhile the backoff is not reset and readings are held (``_hold``)
@@ -1624,6 +1651,9 @@ class OpcUaSource:
         self._clock, self._clock_moves, self._clock_moved_at = None, False, None
         self._clock_period_s = self._clock_sampling_s = 0.0
         self._clock_gaps.clear()
+        self._clock_broken = False
+        self._session_values.clear()
+        self._changed_at = None
         self._unhold()  # a former session's values: stale, whatever this one shows
         self._room_wanted = False
         self._oversize = 0
@@ -2072,6 +2102,11 @@ class OpcUaSource:
                 return
             self._last_wave[tag] = (val, quality)
         reading = Reading(self.name, tag, val, ts, now, quality, rate)
+        if self._value_changed(tag, val) and self._halt_reason == "server_clock_frozen":
+            # halted for a clock standing still, and a value changes in this session whose clock has not
+            # moved: the server is alive, its clock is broken; what was held goes on, and this after it
+            self._clock_stuck(self._clock[0] if self._clock is not None else None)
+            self._recovered()
         if self._halt_reason is not None:
             self._hold(reading)
             return
@@ -2791,7 +2826,7 @@ class OpcUaSource:
             return
         ms = dv.Value.Value if dv.Value is not None and _is_good(dv.StatusCode) else None
         if isinstance(ms, int | float) and not isinstance(ms, bool) and math.isfinite(ms) and ms > 0:
-            self._clock_sampling_s = ms / 1000.0
+            self._clock_sampling_s = min(ms / 1000.0, _CLOCK_SAMPLING_MAX_S)
 
     def _judge_status(self, got: list) -> None:
         """``_Halted`` when the server's answer (ServerStatus State, CurrentTime) says its values are not
@@ -2823,6 +2858,8 @@ class OpcUaSource:
             self._recovered()
 
     def _judge_clock(self, now: dt.datetime) -> None:
+        if self._clock_broken:  # seen standing still while values changed: it tells nothing in this session
+            return
         seen = time.monotonic()
         if self._clock is None or now != self._clock[0]:
             if self._clock is not None:  # moved on this session
@@ -2834,6 +2871,13 @@ class OpcUaSource:
             return
         still = seen - self._clock[1]
         if self._clock_period_s > 0 and still > self._frozen_after_s:
+            # a value seen changing after the clock should have moved again (a period after its last change
+            # was seen, and a publish later: a change made just before a freeze may arrive that late) is not
+            # a frozen runtime's: the clock alone is stuck
+            flowing = self._clock[1] + self._clock_period_s + self.settings.publishing_interval_ms / 1000.0
+            if self._changed_at is not None and self._changed_at > flowing:
+                self._clock_stuck(now)
+                return
             raise _Halted(
                 "server_clock_frozen",
                 f"the server's clock (ServerStatus.CurrentTime) has stood at {now.isoformat()} for {still:.1f}s "
@@ -2841,6 +2885,33 @@ class OpcUaSource:
                 "and keeps alive: its runtime is frozen and its values stopped changing; its tags' readings "
                 "are passed on BAD and the source reconnects",
             )
+
+    def _value_changed(self, tag: str, val: Any) -> bool:
+        """Whether ``val`` differs from the tag's last value in this session (its first is no change: a
+        subscription starts with each node's current value, a halted server's stale one)."""
+        if val is None:  # no value (a BAD status): nothing the server's runtime shows moving
+            return False
+        prev = self._session_values.get(tag, _UNSEEN)
+        self._session_values[tag] = val
+        if prev is _UNSEEN or _same_value(prev, val):
+            return False
+        self._changed_at = time.monotonic()
+        return True
+
+    def _clock_stuck(self, at: dt.datetime | None) -> None:
+        """The server's clock stands still while its values change: a broken clock (a ServerStatus thread
+        that died, a cached node), not a halted server. Said once (notice ``server_clock_stuck``, counted at
+        each session it is seen in); the clock is not judged again in this session, the State still is."""
+        self._clock_broken = True
+        self.notices.note(
+            "server_clock_stuck",
+            "opcua source %s: the server's clock (ServerStatus.CurrentTime) stands still%s while its values "
+            "keep changing: its clock is broken (a ServerStatus thread that died, a cached node), not its "
+            "runtime; its values are passed on as the server states them, its clock is not judged for the "
+            "rest of the session (its State still is). Fix the server's clock (or its ServerStatus update)",
+            self.name,
+            f" at {at.isoformat()}" if at is not None else "",
+        )
 
     @property
     def _frozen_after_s(self) -> float:
