@@ -414,6 +414,9 @@ class Windower:
                         r.quality.value,
                         "windows wait"
                         if r.tag in self.model_inputs
+                        else "windows have no process state: UNSURE, NG only when over every learned state's "
+                        "threshold"
+                        if self.inputs[r.tag] == STATE_INPUT
                         else "windows are judged without it (the baseline's own estimate)",
                     )
             else:

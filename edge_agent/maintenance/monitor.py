@@ -169,7 +169,9 @@ class Monitor:
             res.outputs["baseline"] = d
             return
         iso = v.iso_alarm  # the zone held confirm_windows windows in a row (a single transient is not)
-        if v.not_learned is not None:  # a process state without a baseline (state_tag): not judged
+        # a process state without a baseline (state_tag): not judged, unless a window without a state is
+        # over every learned state's threshold (StateBaselines._against_every_state): NG below
+        if v.not_learned is not None and not v.alarm:
             _unsure(res, v.not_learned)
         elif v.state == "ready" and v.score is not None and v.threshold:
             res.score = round(v.score / v.threshold, 4)

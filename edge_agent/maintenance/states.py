@@ -9,7 +9,8 @@ baseline, ``<data_dir>/baseline/<pipeline>@<state>.json``, with its statistics a
 commissioning (``windows`` or ``duration_s``, counted over every state) learns every state it sees; at
 its end, each state with at least ``MIN_BAND_WINDOWS`` windows is learned, the others are not. A window
 in a state not learned, or without a state (the tag not read yet, or a value in no range), is not
-judged: ``UNSURE``, counted per state in the status (``not_judged``), and no alarm counts it. Such a
+judged: ``UNSURE``, counted per state in the status (``not_judged``), and no alarm counts it (a window
+without a state over the threshold of every learned state does: ``_against_every_state``). Such a
 state is learned when asked (``edge-agent baseline relearn PIPELINE CONFIG --state NAME``: ``windows``
 or ``duration_s`` of that state's windows) or, with ``state_learn_s``, automatically for that long
 from its first window. The ISO zone rule still judges every window (it needs no baseline).
@@ -29,19 +30,31 @@ import numpy as np
 
 from edge_agent.files import atomic_write_json
 from edge_agent.maintenance.baseline import (
+    _FEATURE_INDEX,
     MIN_BAND_WINDOWS,
     SAVE_EVERY,
     Baseline,
     Verdict,
+    diagnose,
     relearn_path,
 )
 from edge_agent.maintenance.settings import BaselineSettings
-from model_packager.condition import iso_zone
+from model_packager.condition import FAULT_FEATURES, feature_vector, iso_zone
+from model_packager.health import rise_z
 from protocols.events import Event, EventKind
 
 log = logging.getLogger(__name__)
 
 NO_STATE = "(none)"  # the count of windows without a state (the tag not read, or in no range)
+# the process states one pipeline keeps (baselines, files, counts). A tag with ever new values (a speed
+# or a load read without ``states``, a counter) made a state of each whole value: a baseline, a file and
+# a count each, without bound, and no window was ever judged. Windows of states beyond it are counted
+# under OTHER_STATES, not judged, and said once
+MAX_STATES = 64
+OTHER_STATES = "(other)"
+# without ``states``, a whole value beyond this (an uninitialised PLC REAL reads 3.4e38) is no state: its
+# name was hundreds of digits long, a file name no file system takes, and every window's baseline failed
+MAX_WHOLE = 2**31
 STATE_INPUT = "_process_state"  # the state tag's value rides with each window under this name (pipelines)
 
 
@@ -93,6 +106,8 @@ class StateBaselines:
         self.windows = 0  # commissioning windows seen (every state)
         self._iso_over = 0
         self._probe: Baseline | None = None  # features (the ISO zone) of windows no baseline takes
+        self._said_too_many = False
+        self._unknown_over = 0  # windows without a state in a row over every learned state's threshold
         self._load()
 
     # ---- the state of a window ---------------------------------------------------------------
@@ -101,7 +116,7 @@ class StateBaselines:
         if v is None or not math.isfinite(v):
             return None
         if self.s.states is None:
-            return f"{round(v):d}"
+            return f"{round(v):d}" if abs(v) < MAX_WHOLE else None
         return next((st.name for st in self.s.states if st.holds(v)), None)
 
     # ---- files ---------------------------------------------------------------------------------
@@ -267,8 +282,29 @@ class StateBaselines:
         self.learned_at = self.clock()
         self.save()
 
-    def _not_judged(self, state: str | None, waveform: np.ndarray, scalars: dict | None, why: str) -> Verdict:
-        key = NO_STATE if state is None else state
+    def _too_many(self, state: str) -> bool:
+        """``state`` would be one more than ``MAX_STATES`` kept (learned, learning, or counted)."""
+        known = set(self.by_state) | (set(self.not_judged) - {NO_STATE, OTHER_STATES})
+        if state in known or len(known) < MAX_STATES:
+            return False
+        if not self._said_too_many:
+            self._said_too_many = True
+            log.warning(
+                "pipeline %s: state tag %r gave more than %d process states (%s ...): a measured value (a "
+                "speed, a load) or a counter is no state; its further states are not learned nor judged "
+                "(counted under %s); give baseline.states ranges of it, or another tag",
+                self.pipeline,
+                self.s.state_tag,
+                MAX_STATES,
+                ", ".join(sorted(known)[:5]),
+                OTHER_STATES,
+            )
+        return True
+
+    def _not_judged(
+        self, state: str | None, waveform: np.ndarray, scalars: dict | None, why: str, key: str | None = None
+    ) -> Verdict:
+        key = key or (NO_STATE if state is None else state)
         self.not_judged[key] = self.not_judged.get(key, 0) + 1
         if self._probe is None:
             self._probe = Baseline(self._inner, self.fs, self.n, path=None, pipeline=self.pipeline)
@@ -278,7 +314,7 @@ class StateBaselines:
         self._iso_over = self._iso_over + 1 if at else 0
         if self.not_judged[key] == 1 or sum(self.not_judged.values()) % SAVE_EVERY == 0:
             self.save()  # a state's first (said at once), then every few: the counts survive a restart
-        return Verdict(
+        v = Verdict(
             self.state,
             progress=self.progress(),
             speed_hz=f["speed_hz"],
@@ -289,19 +325,73 @@ class StateBaselines:
             process_state=state,
             not_learned=why,
         )
+        if key == NO_STATE:
+            self._against_every_state(v, waveform, scalars)
+        return v
+
+    def _against_every_state(self, v: Verdict, waveform: np.ndarray, scalars: dict | None) -> None:
+        """A window without a state (the tag not read since a start, BAD, or in no range) is still a fault
+        when it is over the threshold of every learned state: whichever state the machine is in, it is
+        not that state's healthy vibration. Such windows ``confirm_windows`` in a row alarm (scored
+        against the state it is nearest); a window under any state's threshold stays not judged. Without
+        it, a state tag that went BAD, or one published only on change after a restart, hid every fault
+        for as long as it lasted."""
+        ready = [
+            b for st, b in sorted(self.by_state.items()) if b.state == "ready" and st not in self.learning
+        ]
+        near: tuple[float, float, float, str] | None = None  # score / threshold, score, threshold, fault
+        for b in ready:
+            f = b.features(waveform, scalars)
+            row = feature_vector(f)
+            med, scale, extrapolated = b._band_stats(f["speed_hz"])
+            if extrapolated or not b.threshold or b._stopped(scalars):
+                near = None
+                break
+            if b._sensor_suspect(row, med, scale, (row - med) / scale) is not None:  # a stop, a dead sensor
+                near = None
+                break
+            z = rise_z(row, med, scale, b.relative)[0]
+            score = float(np.clip(z, 0, None).max())
+            if near is None or score / b.threshold < near[0]:
+                rises = {
+                    fam: float(max(z[_FEATURE_INDEX[k]] for k in ks)) for fam, ks in FAULT_FEATURES.items()
+                }
+                near = (score / b.threshold, score, b.threshold, diagnose(rises))
+        if near is None or near[0] < 1.0:
+            self._unknown_over = 0
+            return
+        self._unknown_over += 1
+        v.anomalous, v.score, v.threshold = True, near[1], near[2]
+        if self._unknown_over >= self.s.confirm_windows:
+            v.state, v.alarm, v.fault = "ready", True, near[3]
+            v.not_learned = (
+                f"{v.not_learned}; but over the threshold of every learned state "
+                f"({', '.join(sorted(self.by_state))}): a fault whichever state it is in"
+            )
 
     def process(self, waveform: np.ndarray, scalars: dict[str, float] | None = None) -> Verdict:
         state = self.state_of(scalars)
         if state is None:
             value = (scalars or {}).get(STATE_INPUT)
+            where = "none of the states" if self.s.states else f"no state (whole values within +-{MAX_WHOLE})"
             why = (
-                f"baseline: no process state (state tag {self.s.state_tag!r} not read yet); not judged"
-                if value is None
-                else f"baseline: state tag {self.s.state_tag!r} reads {value:g}, in none of the states; "
+                f"baseline: no process state (state tag {self.s.state_tag!r} not read yet, or not GOOD); "
                 "not judged"
+                if value is None
+                else f"baseline: state tag {self.s.state_tag!r} reads {value:g}, in {where}; not judged"
             )
             return self._not_judged(None, waveform, scalars, why)
+        self._unknown_over = 0
         b = self.by_state.get(state)
+        if b is None and self._too_many(state):
+            return self._not_judged(
+                state,
+                waveform,
+                scalars,
+                f"baseline: state tag {self.s.state_tag!r} gave more than {MAX_STATES} process states; "
+                f"state {state!r} is not learned; not judged (give baseline.states ranges)",
+                key=OTHER_STATES,
+            )
         if b is None:
             if self.commissioning:
                 self.learning[state] = "commissioning"

@@ -10,7 +10,7 @@ import pytest
 from bench._bearing_signals import Machine
 from edge_agent.config import ConfigError, parse_config
 from edge_agent.maintenance.settings import BaselineSettings, ProcessState
-from edge_agent.maintenance.states import STATE_INPUT, StateBaselines
+from edge_agent.maintenance.states import MAX_STATES, OTHER_STATES, STATE_INPUT, StateBaselines
 
 RPM = 1800.0
 
@@ -119,3 +119,27 @@ def test_state_values_without_names_are_each_a_state():
     assert [b.state_of({STATE_INPUT: v}) for v in (0.0, 1.0, 2.0, 1.4)] == ["0", "1", "2", "1"]
     assert b.state_of({}) is None and b.state_of({STATE_INPUT: float("nan")}) is None
     assert np.isfinite(b.progress())
+
+
+def test_a_tag_with_ever_new_values_keeps_a_bounded_number_of_states_and_a_huge_value_is_no_state(tmp_path):
+    """A speed read as state_tag without ``states`` (every whole rpm a state), with state_learn_s: each
+    value made a baseline, a file and a count of its own, without bound; an uninitialised PLC REAL
+    (3.4e38) made a state name no file system takes, and every window's baseline failed (OSError)."""
+    clock = Clock()
+    m = Machine(53, fs=10000.0, n=2048, rpm=RPM)
+    folder = tmp_path / "baseline"
+    s = BaselineSettings(
+        windows=30, speed_tag="Speed", state_tag="Rpm", state_learn_s=300.0, iso_alarm_zone="off"
+    )
+    b = StateBaselines(s, 10000.0, 2048, path=folder / "fan.json", pipeline="fan", clock=clock)
+    x = m.window()
+    for i in range(MAX_STATES + 40):
+        clock.t += 10.0
+        b.process(x, {"_shaft_speed": RPM, STATE_INPUT: 1400.0 + 7 * i})
+    st = b.status()
+    assert len(b.by_state) <= MAX_STATES and len(st["process_states"]) <= MAX_STATES
+    assert len(st["not_judged"]) <= MAX_STATES + 2 and st["not_judged"].get(OTHER_STATES, 0) >= 40
+    assert len(list(folder.iterdir())) <= 2 * MAX_STATES + 2
+    clock.t += 10.0
+    v = b.process(x, {"_shaft_speed": RPM, STATE_INPUT: 3.4e38})
+    assert v.not_learned and v.process_state is None
