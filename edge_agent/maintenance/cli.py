@@ -10,6 +10,7 @@ the baseline stays (relearn it too when the repair changed the machine's healthy
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,14 @@ def _check_state(cfg, pipeline: str, state: str) -> None:
     if names and state not in names:
         raise ValueError(
             f"pipeline {pipeline!r}: no process state {state!r} in baseline.states; states: {names}"
+        )
+    # without states each whole value is a state, named as the agent names it ('1', not '1.0' nor 'on'):
+    # another name was a state no window ever has, learning for good while the real one stayed unjudged
+    if not names and not re.fullmatch(r"-?(0|[1-9][0-9]*)", state):
+        raise ValueError(
+            f"pipeline {pipeline!r}: --state {state!r}: without baseline.states each whole value of state tag "
+            f"{b.state_tag!r} is a state, named by its digits ('0', '1', '2'); give one, or name ranges in "
+            "baseline.states"
         )
 
 

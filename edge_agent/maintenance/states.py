@@ -8,7 +8,7 @@ baseline on machine kinds no generator here made"). Here the state tag's value p
 baseline, ``<data_dir>/baseline/<pipeline>@<state>.json``, with its statistics and threshold. The
 commissioning (``windows`` or ``duration_s``, counted over every state) learns every state it sees; at
 its end, each state with at least ``MIN_BAND_WINDOWS`` windows is learned, the others are not. A window
-in a state not learned, or without a state (the tag not read yet, or a value in no range), is not
+in a state not learned, or without a state (the tag not GOOD, or a value in no range), is not
 judged: ``UNSURE``, counted per state in the status (``not_judged``), and no alarm counts it (a window
 without a state over the threshold of every learned state does: ``_against_every_state``). Such a
 state is learned when asked (``edge-agent baseline relearn PIPELINE CONFIG --state NAME``: ``windows``
@@ -334,8 +334,8 @@ class StateBaselines:
         when it is over the threshold of every learned state: whichever state the machine is in, it is
         not that state's healthy vibration. Such windows ``confirm_windows`` in a row alarm (scored
         against the state it is nearest); a window under any state's threshold stays not judged. Without
-        it, a state tag that went BAD, or one published only on change after a restart, hid every fault
-        for as long as it lasted."""
+        it, a state tag that went BAD hid every fault for as long as it lasted (before a tag's first value
+        no window is formed at all: the windower holds them back, ``scalar_missing``)."""
         ready = [
             b for st, b in sorted(self.by_state.items()) if b.state == "ready" and st not in self.learning
         ]

@@ -22,7 +22,7 @@ from tests.support.waits import until
 
 async def test_a_state_tag_gone_bad_still_alarms_a_fault_over_every_learned_state(tmp_path):
     """The spindle commissioned idle and cutting; then its ``Cutting`` tag reads BAD (the PLC's link to
-    the mode word lost; or, after a restart, a tag published only on change): no window has a state.
+    the mode word lost): no window has a state (the windower drops a value that is not GOOD).
     Healthy windows of either state do not alarm; a bearing fault, over the threshold of both states,
     does (the former agent called every such window UNSURE for as long as the tag stayed BAD)."""
     key, pub = make_keypair(tmp_path / "keys")

@@ -143,3 +143,33 @@ def test_a_tag_with_ever_new_values_keeps_a_bounded_number_of_states_and_a_huge_
     clock.t += 10.0
     v = b.process(x, {"_shaft_speed": RPM, STATE_INPUT: 3.4e38})
     assert v.not_learned and v.process_state is None
+
+
+def test_relearn_of_a_state_without_states_takes_only_a_whole_value_as_the_agent_names_it(tmp_path):
+    """Without ``states`` the agent names a state by its whole value ('1'): ``--state 1.0`` or ``--state
+    on`` was accepted, and learned a state no window ever has while state '1' stayed not judged."""
+    from edge_agent.maintenance.cli import request_relearn
+
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw", "data_dir": str(tmp_path)},
+            "trusted_keys": ["k.pub"],
+            "sources": {"plc": {"type": "mqtt", "subscriptions": [{"topic": "a/b"}]}},
+            "models": {"m": {"package": "m.edgepkg"}},
+            "pipelines": [
+                {
+                    "name": "press",
+                    "source": "plc",
+                    "model": "m",
+                    "window": {"waveform": "V"},
+                    "baseline": {"state_tag": "Step"},
+                }
+            ],
+        },
+        local_checks=False,  # no package here: the relearn request is what is checked
+    )
+    for wrong in ("1.0", "on", "01"):
+        with pytest.raises(ValueError, match="whole value of state tag 'Step'"):
+            request_relearn(cfg, "press", "asked", state=wrong)
+    assert request_relearn(cfg, "press", "asked", state="1").is_file()
+    assert request_relearn(cfg, "press", "asked", state="-1").is_file()
