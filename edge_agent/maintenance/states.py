@@ -340,8 +340,12 @@ class StateBaselines:
             b for st, b in sorted(self.by_state.items()) if b.state == "ready" and st not in self.learning
         ]
         near: tuple[float, float, float, str] | None = None  # score / threshold, score, threshold, fault
+        seen: dict[tuple, dict[str, float]] = {}  # states tracking one speed share the window's features
         for b in ready:
-            f = b.features(waveform, scalars)
+            k = (b.orders, b.speed_hz)
+            if k not in seen:
+                seen[k] = b.features(waveform, scalars)
+            f = seen[k]
             row = feature_vector(f)
             med, scale, extrapolated = b._band_stats(f["speed_hz"])
             if extrapolated or not b.threshold or b._stopped(scalars):
