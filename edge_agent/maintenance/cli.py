@@ -120,9 +120,12 @@ def baseline_main(args, load) -> int:
         print(f"{args.config}: {exc}", file=sys.stderr)
         return 1
     path = baseline_path(cfg.data_dir, args.pipeline)
-    if args.action == "status" and index_path(path).is_file():  # a baseline per process state
+    # a baseline per process state keeps its index (and no <pipeline>.json): a repair there was refused
+    # as "no baseline saved yet", and remaining life ran on from before the repair
+    states = getattr(next(p.baseline for p in cfg.pipelines if p.name == args.pipeline), "state_tag", None)
+    if args.action == "status" and states and index_path(path).is_file():
         return _states_status(args, path)
-    if not path.is_file():
+    if not (index_path(path) if states else path).is_file():
         print(
             f"pipeline {args.pipeline}: no baseline saved yet in {path.parent} (the agent has not run it, or has "
             "seen fewer than its first 10-20 windows)"

@@ -173,3 +173,43 @@ def test_relearn_of_a_state_without_states_takes_only_a_whole_value_as_the_agent
             request_relearn(cfg, "press", "asked", state=wrong)
     assert request_relearn(cfg, "press", "asked", state="1").is_file()
     assert request_relearn(cfg, "press", "asked", state="-1").is_file()
+
+
+def test_a_repair_is_noted_for_a_pipeline_with_a_baseline_per_state(tmp_path, capsys):
+    """``edge-agent baseline repaired`` on a pipeline with a state_tag said "no baseline saved yet" (it
+    looked for ``<pipeline>.json``, which a baseline per state never writes) and noted nothing: the
+    remaining-life trend ran on from before the bearing was changed."""
+    import argparse
+
+    from edge_agent.maintenance.baseline import repaired_path
+    from edge_agent.maintenance.cli import baseline_main
+
+    clock = Clock()
+    m = Machine(54, fs=10000.0, n=2048, rpm=RPM)
+    data = tmp_path / "data"
+    b = StateBaselines(_settings(), 10000.0, 2048, path=data / "baseline" / "conveyor.json", clock=clock)
+    _run(b, m, clock, 30, 0.0)
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw", "data_dir": str(data)},
+            "trusted_keys": ["k.pub"],
+            "sources": {"plc": {"type": "mqtt", "subscriptions": [{"topic": "a/b"}]}},
+            "models": {"m": {"package": "m.edgepkg"}},
+            "pipelines": [
+                {
+                    "name": "conveyor",
+                    "source": "plc",
+                    "model": "m",
+                    "window": {"waveform": "V"},
+                    "baseline": _settings().model_dump(exclude_defaults=True),
+                }
+            ],
+        },
+        local_checks=False,
+    )
+    args = argparse.Namespace(
+        action="repaired", pipeline="conveyor", config="agent.yaml", reason="bearing replaced", json=False
+    )
+    assert baseline_main(args, lambda _: cfg) == 0
+    assert "repair noted" in capsys.readouterr().out
+    assert repaired_path(data, "conveyor").exists()
