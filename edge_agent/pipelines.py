@@ -926,8 +926,10 @@ class Pipeline:
                 extra[self.s.baseline.speed_tag] = SPEED_INPUT
             if self.s.baseline is not None and self.s.baseline.temperature_tag:
                 extra[self.s.baseline.temperature_tag] = TEMPERATURE_INPUT
+            # a speed (or temperature) tag may also be the state tag: it rides under its first name, which
+            # the baseline reads for its state (states.StateBaselines), and the speed is not lost to it
             if self.s.baseline is not None and self.s.baseline.state_tag:
-                extra[self.s.baseline.state_tag] = STATE_INPUT
+                extra.setdefault(self.s.baseline.state_tag, STATE_INPUT)
             self.windower = Windower(
                 self.s.source,
                 self.s.window,

@@ -107,12 +107,16 @@ class StateBaselines:
         self._iso_over = 0
         self._probe: Baseline | None = None  # features (the ISO zone) of windows no baseline takes
         self._said_too_many = False
+        # the state tag may be the speed or temperature tag too: its value rides under that name (pipelines)
+        self._input = {settings.speed_tag: "_shaft_speed", settings.temperature_tag: "_temperature"}.get(
+            settings.state_tag, STATE_INPUT
+        )
         self._unknown_over = 0  # windows without a state in a row over every learned state's threshold
         self._load()
 
     # ---- the state of a window ---------------------------------------------------------------
     def state_of(self, scalars: dict[str, float] | None) -> str | None:
-        v = (scalars or {}).get(STATE_INPUT)
+        v = (scalars or {}).get(self._input)
         if v is None or not math.isfinite(v):
             return None
         if self.s.states is None:
@@ -376,7 +380,7 @@ class StateBaselines:
     def process(self, waveform: np.ndarray, scalars: dict[str, float] | None = None) -> Verdict:
         state = self.state_of(scalars)
         if state is None:
-            value = (scalars or {}).get(STATE_INPUT)
+            value = (scalars or {}).get(self._input)
             where = "none of the states" if self.s.states else f"no state (whole values within +-{MAX_WHOLE})"
             why = (
                 f"baseline: no process state (state tag {self.s.state_tag!r} not read yet, or not GOOD); "
