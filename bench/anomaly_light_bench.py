@@ -22,10 +22,10 @@ stored threshold). Reported per generator, seed and variant: image AUROC (good v
 good rejected at the threshold, the share rejected under each light, fit s, frame ms (torch, 2 threads).
 
     .venv/bin/python -m bench.anomaly_light_bench [--gens machined-turned bracket] [--seeds 1]
-        [--variants default relight=0] [--good 20] [--test 10] [--untiled]
+        [--variants default light_variation=curved] [--good 20] [--test 10] [--untiled]
 
 A variant is ``default`` or comma-separated ``field=value`` of ``anomaly.AnomalySettings`` (e.g.
-``relight=0``, ``bank_size=4096,folds=3``).
+``light_variation=curved`` or ``light_variation=none``: ``--light-variation``; ``bank_size=4096,folds=3``).
 """
 
 from __future__ import annotations
@@ -206,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.anomaly_light_bench")
     ap.add_argument("--gens", nargs="+", default=["machined-turned", "bracket"], choices=GENS)
     ap.add_argument("--seeds", nargs="+", type=int, default=[1])
-    ap.add_argument("--variants", nargs="+", default=["default", "relight=0"], help="settings to compare")
+    ap.add_argument(
+        "--variants", nargs="+", default=["default", "light_variation=curved"], help="settings to compare"
+    )
     ap.add_argument("--good", type=int, default=20)
     ap.add_argument("--test", type=int, default=10, help="held-out good and defective frames (each)")
     ap.add_argument(

@@ -685,12 +685,18 @@ def _batches(images: list[np.ndarray], pre, rows: np.ndarray | None = None, batc
         yield tensors([images[j] for j in idx[i : i + batch]], pre)
 
 
-def _relit_batches(images: list[np.ndarray], pre, seed: int):
+def _relit_batches(images: list[np.ndarray], pre, seed: int, curved: bool = False):
     """The good views' relit copies (``relit_copy``), ``BATCH`` at a time; the same copies at every
-    pass (one generator, seeded as before, drawn in the views' order)."""
+    pass (one generator, seeded as before, drawn in the views' order). ``curved`` (``--light-variation
+    curved``): each copy also under a curved light (``curved_light``), drawn from a generator of its own,
+    so that the copies' other draws are those of the default build."""
     lrng = np.random.default_rng([seed, 17])
+    crng = np.random.default_rng([seed, 19]) if curved else None
     for i in range(0, len(images), BATCH):
-        yield tensors([relit_copy(im, lrng) for im in images[i : i + BATCH]], pre)
+        copies = [relit_copy(im, lrng) for im in images[i : i + BATCH]]
+        if crng is not None:
+            copies = [curved_light(c, crng) for c in copies]
+        yield tensors(copies, pre)
 
 
 # The most patches a build keeps (of the good views and their relit copies) for the bank's coreset.
@@ -874,7 +880,8 @@ class AnomalySettings:
     bank_size: int = 2048
     # --tiles: each tile's distances divided by the good frames' highest at that place (``position_refs``)
     positions: bool = True
-    relight: bool = True  # the bank also holds each good image under another lamp (perturb.lighting)
+    # the bank also holds each good image under another lamp (--light-variation, ``LIGHT_VARIATIONS``)
+    light_variation: str = "linear"
     folds: int = 5
     threads: int | None = None
     version: str | None = None
@@ -921,8 +928,46 @@ def relit_copy(img: np.ndarray, rng: np.random.Generator, tries: int = 4) -> np.
     return best
 
 
+# --light-variation: what the bank's relit copy of each good view (one per view) holds.
+# - none: no copy (the bank is the good views alone);
+# - linear (default): another lamp or camera setting (``perturb.camera_copy``: gain, grey offset, a linear
+#   gradient, a colour tilt, JPEG for half), a light flat or sloping across the view;
+# - curved: the same copies, each also under a curved light (``curved_light``: a lens's vignetting, a
+#   lamp's spot off the centre). Measured (bench/anomaly_light_bench.py, docs/trainer.md): good frames
+#   under vignetting pass where the default rejects 38-100 % of them (a lamp spot: fewer rejected), at a
+#   threshold 1.5-22 % higher (a faint defect may pass), so it is a choice for a line whose light varies.
+LIGHT_VARIATIONS = ("none", "linear", "curved")
+
+# curved_light: the brightest point anywhere within half a view of it (a lamp off to the side, a lens's
+# axis off the view's centre: a tile of a frame is lit from wherever its frame's centre or lamp is), and
+# the light up to this share darker at the view's farthest pixel from it (0.45: a lens at full aperture
+# loses about that much to its corners, 0.9 stop; a lamp spot's edge as much)
+CURVED_CENTRE_SPAN = 0.5
+CURVED_MAX_DEPTH = 0.45
+
+
+def curved_light(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``img`` under a curved light: multiplied by a dome falling off with the square of the distance from
+    its brightest point (the leading term of a lens's cos^4 vignetting and of a broad lamp spot), that
+    point drawn anywhere within ``CURVED_CENTRE_SPAN`` of a view beyond its edges, and the farthest
+    pixel 0-``CURVED_MAX_DEPTH`` darker. Only darkens: never a copy driven to white."""
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    span = CURVED_CENTRE_SPAN
+    cx = float(rng.uniform(-span, 1 + span)) * w
+    cy = float(rng.uniform(-span, 1 + span)) * h
+    r2 = (xx - cx) ** 2 + (yy - cy) ** 2
+    field = 1.0 - float(rng.uniform(0.0, CURVED_MAX_DEPTH)) * r2 / max(float(r2.max()), 1e-6)
+    out = img.astype(np.float32) * (field[..., None] if img.ndim == 3 else field)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
 def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
     """Backbone → features of the good images → coreset bank; k-fold scores → threshold."""
+    if s.light_variation not in LIGHT_VARIATIONS:
+        raise ValueError(
+            f"light_variation {s.light_variation!r}: expected one of {', '.join(LIGHT_VARIATIONS)}"
+        )
     common.seed_everything(s.seed, s.threads)
     pre = preprocessing(s.size)
     n = len(ds.good)
@@ -936,17 +981,23 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
         texture="texture" in s.features,
         context="context" in s.features,
     ).eval()
-    if s.relight:  # each good image also under another lamp (gain, offset, a gradient, colour tilt)
-        feat.standardise(itertools.chain(_batches(ds.good, pre), _relit_batches(ds.good, pre, s.seed)))
+    relight = s.light_variation != "none"
+    curved = s.light_variation == "curved"
+    if relight:  # each good image also under another lamp (gain, offset, a gradient, colour tilt)
+        feat.standardise(
+            itertools.chain(_batches(ds.good, pre), _relit_batches(ds.good, pre, s.seed, curved))
+        )
     else:
         feat.standardise(_batches(ds.good, pre))
     hw = patch_features(feat, tensors(ds.good[:1], pre)).shape[1]
     # the bank's candidates: every patch of every view, or (many frames x tiles) as many of each view's
     # as MAX_BANK_PATCHES allows, drawn at random
-    keep = _keep_rows(n * (2 if s.relight else 1), hw)
+    keep = _keep_rows(n * (2 if relight else 1), hw)
     prng = np.random.default_rng([s.seed, 43])
     patches = _kept_patches(feat, _batches(ds.good, pre), hw, keep, prng)
-    light = _kept_patches(feat, _relit_batches(ds.good, pre, s.seed), hw, keep, prng) if s.relight else None
+    light = (
+        _kept_patches(feat, _relit_batches(ds.good, pre, s.seed, curved), hw, keep, prng) if relight else None
+    )
     d = patches.shape[2]
     side = int(round(np.sqrt(hw)))
     rng = np.random.default_rng(s.seed)
@@ -1331,6 +1382,7 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
             "median": float(np.median(fitted["cv_scores"])),
         },
         "features": s.features + ("+cnn" if s.backbone_weights and "cnn" not in s.features else ""),
+        "light_variation": s.light_variation,
         "backbone": (
             f"ResNet-18 layout, weights {s.backbone_weights}"
             if s.backbone_weights
@@ -1876,7 +1928,8 @@ def _write_report(workdir: Path, r: dict) -> None:
         f"# {r['name']} {r['version']} — anomaly model report",
         "",
         f"Dataset `{r['dataset']}` ({r['layout']}, {r['good_images']} good training images; "
-        f"{r['dataset_digest'][:19]}…). Features: {r['features']}; backbone: {r['backbone']}. Bank {r['bank']} "
+        f"{r['dataset_digest'][:19]}…). Features: {r['features']}; backbone: {r['backbone']}; light variation: "
+        f"{r['light_variation']} (the bank's relit copies, --light-variation). Bank {r['bank']} "
         f"patches × {r['feature_dims']} features. Served form: **{r['form'].upper()}** ({r['int8']['note']}).",
         "",
         f"Threshold {r['threshold']:.4g}: {r['threshold_rule']}.",

@@ -116,6 +116,14 @@ def _parser(prog: str) -> argparse.ArgumentParser:
             choices=["texture+context", "texture", "cnn", "texture+cnn", "texture+context+cnn"],
             help="anomaly: patch features (default texture+context; see docs/trainer.md)",
         )
+        ap.add_argument(
+            "--light-variation",
+            default="linear",
+            choices=["none", "linear", "curved"],
+            help="anomaly: the light the bank also holds each good image under: linear (default: another "
+            "lamp's gain, offset, gradient and colour), curved (also vignetting or an off-centre lamp spot: "
+            "for a line whose light varies; a higher threshold), none (no relit copies; docs/trainer.md)",
+        )
         ap.add_argument("--name", default=None, help="anomaly: package name (default part-anomaly)")
     if prog in ("quantize", "build"):
         ap.add_argument(

@@ -42,7 +42,7 @@ def _build(tmp: Path, data: Path, **kw):
         registry=tmp / "registry",
         signing_key=key,
         workdir=tmp / "work",
-        relight=False,
+        light_variation="none",
         folds=3,
         openvino=False,
         threads=2,

@@ -30,6 +30,33 @@ class AnomalyFamily(TrainerFamily):
         ]
         return inputs, fam._outputs(s, threshold), "anomaly_detection", "image_auroc"
 
+    def anomaly_settings(self, a, s) -> fam.AnomalySettings:
+        """The build's settings from its command line (``a``) and the shared settings (``s``)."""
+        return fam.AnomalySettings(
+            dataset=a.dataset,
+            registry=a.registry,
+            signing_key=s.signing_key,
+            workdir=a.work or Path("var/builds/anomaly"),
+            size=a.size or 128,
+            roi=list(a.roi) if getattr(a, "roi", None) else None,
+            tiles=list(a.tiles) if getattr(a, "tiles", None) else None,
+            seed=a.seed,
+            false_reject_rate=a.false_reject_rate,
+            backbone_weights=a.backbone_weights,
+            features=a.features,
+            light_variation=a.light_variation,
+            threads=a.threads,
+            version=a.version,
+            floors=s.floors,
+            int8_margin=a.int8_margin,
+            int8_min_agreement=getattr(a, "int8_min_agreement", 0.99),
+            int8_max_deviation=getattr(a, "int8_max_deviation", 0.05),
+            require_int8=getattr(a, "require_int8", False),
+            openvino=not a.no_openvino,
+            force=a.force,
+            name=a.name or fam.NAME,
+        )
+
     def build_command(self, a, s) -> int:
         from cloud_trainer.train import anomaly
         from cloud_trainer.train.pipeline import GateFailed
@@ -45,29 +72,7 @@ class AnomalyFamily(TrainerFamily):
                     file=sys.stderr,
                 )
                 return 2
-        st = anomaly.AnomalySettings(
-            dataset=a.dataset,
-            registry=a.registry,
-            signing_key=s.signing_key,
-            workdir=a.work or Path("var/builds/anomaly"),
-            size=a.size or 128,
-            roi=list(a.roi) if getattr(a, "roi", None) else None,
-            tiles=list(a.tiles) if getattr(a, "tiles", None) else None,
-            seed=a.seed,
-            false_reject_rate=a.false_reject_rate,
-            backbone_weights=a.backbone_weights,
-            features=a.features,
-            threads=a.threads,
-            version=a.version,
-            floors=s.floors,
-            int8_margin=a.int8_margin,
-            int8_min_agreement=getattr(a, "int8_min_agreement", 0.99),
-            int8_max_deviation=getattr(a, "int8_max_deviation", 0.05),
-            require_int8=getattr(a, "require_int8", False),
-            openvino=not a.no_openvino,
-            force=a.force,
-            name=a.name or anomaly.NAME,
-        )
+        st = self.anomaly_settings(a, s)
         try:
             res = anomaly.build(st)
         except anomaly.AnomalyDataError as exc:
