@@ -583,7 +583,8 @@ class Demo:
             sts = {line: self.status(line) for line in self.lines}
             return (
                 all(
-                    s["outbox"]["depth"] == 0 or s["outbox"]["oldest_seq"] > marks[line]
+                    s["outbox"]["depth"] == 0
+                    or (s["outbox"]["oldest_seq"] is not None and s["outbox"]["oldest_seq"] > marks[line])
                     for line, s in sts.items()
                 )
                 and sts

@@ -1673,6 +1673,10 @@ class Outbox:
                 with self._lock:
                     if self._oldest_gen == gen:  # nothing committed or deleted meanwhile: it holds
                         self._oldest, self._oldest_stale = oldest, False
+                    else:  # counts taken before a commit or delete the read saw: take them again
+                        counts = +self._counts
+                        if oldest is None and counts:  # emptied, then appended to: a lower bound
+                            oldest = self._oldest
         else:
             oldest = self._oldest
         by_kind: Counter = Counter()

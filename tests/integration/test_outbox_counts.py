@@ -3,6 +3,7 @@ after a mixed sequence of appends, commits, acks, budget and retention drops, re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections import Counter
@@ -154,3 +155,31 @@ def test_a_full_outbox_never_reads_its_whole_table_while_running(tmp_path, monke
     finally:
         con.close()
     assert not whole, whole
+
+
+def test_stats_read_across_the_last_acks_does_not_give_a_depth_without_an_oldest_seq(tmp_path, monkeypatch):
+    """/status read while the uplink's acks empty the outbox: the counts were taken before the acks and the
+    oldest seq read after them (none left). A depth with no oldest seq broke every reader comparing it."""
+    ob = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path)
+    ob.open()
+    for i in range(5):
+        ob.append("result", {"i": i})
+    ob.flush()
+    first = ob.stats()["oldest_seq"]
+    ob.ack([first])  # the oldest gone: the next stats() reads MIN(seq) again
+    real, state = ob._reading, {"raced": False}
+
+    @contextlib.contextmanager
+    def reading_after_the_last_acks(*a, **kw):
+        if not state["raced"]:  # the uplink's acks land between the counts and the read
+            state["raced"] = True
+            ob.ack(list(range(first + 1, first + 5)))
+        with real(*a, **kw) as db:
+            yield db
+
+    monkeypatch.setattr(ob, "_reading", reading_after_the_last_acks)
+    st = ob.stats()
+    assert state["raced"]
+    assert (st["depth"], st["oldest_seq"]) == (0, None)
+    assert_exact(ob)
+    ob.close()
