@@ -323,7 +323,7 @@ class SparkplugHostSettings(_Model):
         300.0,
         gt=0,
         description="the longest wait (s) between two rebirths asked of a node that does not answer "
-        "(rebirth_retry_s doubling up to this)",
+        "(rebirth_retry_s doubling up to this); not below rebirth_retry_s",
     )
     max_inflated_bytes_per_s: int = Field(
         16 * 1024 * 1024,
@@ -354,6 +354,16 @@ class SparkplugHostSettings(_Model):
         "timestamp) or '2.2' (STATE/<host_id>, the text ONLINE / OFFLINE: Ignition and MQTT Transmission "
         "releases before Sparkplug 3.0)",
     )
+
+    @model_validator(mode="after")
+    def _retry(self) -> SparkplugHostSettings:
+        if self.rebirth_retry_s > 0 and self.rebirth_retry_max_s < self.rebirth_retry_s:
+            raise ValueError(
+                f"rebirth_retry_max_s ({self.rebirth_retry_max_s:g}) is below rebirth_retry_s "
+                f"({self.rebirth_retry_s:g}): the longest wait between two rebirths asked cannot be shorter "
+                "than the first; raise rebirth_retry_max_s or lower rebirth_retry_s"
+            )
+        return self
 
 
 class MqttSettings(_Model):

@@ -155,6 +155,10 @@ class BaselineSettings(_Model):
             raise ValueError(f"states: name(s) {dup} given twice; each state needs its own name")
         if self.states is not None and not self.states:
             raise ValueError("states: empty; list at least one {name, min, max}, or leave states out")
+        if self.state_tag is not None and not self.state_tag.strip():
+            raise ValueError(
+                "state_tag: empty; name the tag whose value names the state, or leave state_tag out"
+            )
         return self
 
     @field_validator("life_after_alarm_s")

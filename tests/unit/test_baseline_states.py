@@ -96,6 +96,8 @@ def test_without_state_learn_s_a_new_state_waits_for_a_request_and_is_counted(tm
         ({"state_tag": "Mode", "states": [{"name": "a", "max": 1}, {"name": "a", "min": 1}]}, "given twice"),
         ({"state_tag": "Mode", "states": [{"name": "a", "min": 2, "max": 1}]}, "min (2.0) must be below max"),
         ({"state_tag": "Mode", "states": [{"name": "a b"}]}, "states[0].name"),
+        ({"state_tag": ""}, "state_tag: empty"),  # was taken as no state tag, silently
+        ({"state_tag": "  ", "states": [{"name": "a", "max": 1}]}, "state_tag: empty"),
     ],
 )
 def test_a_wrong_process_state_setting_is_refused_naming_the_field(baseline, says):

@@ -82,3 +82,24 @@ def test_a_datetime_commands_naive_or_out_of_range_time_is_refused_at_load_namin
         and expected in e
         for e in errors
     ), errors
+
+
+def test_a_rebirth_retry_cap_below_the_first_wait_is_refused_naming_file_and_both_fields(tmp_path):
+    """``rebirth_retry_max_s`` is the longest wait between two rebirths asked of a node that does not answer;
+    below ``rebirth_retry_s`` the first wait was longer than the "longest", accepted silently."""
+    path = tmp_path / "line3.yaml"
+    path.write_text(
+        HEAD.format(data=tmp_path / "data").replace(
+            "codec: sparkplug_b}]",
+            "codec: sparkplug_b}]\n    sparkplug: {rebirth_retry_s: 60, rebirth_retry_max_s: 30}",
+        )
+        + "    value: 1764739070000\n"
+    )
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    said = str(e.value)
+    assert "line3.yaml" in said and "sources.bus" in said, said
+    assert "rebirth_retry_max_s (30) is below rebirth_retry_s (60)" in said, said
+    ok = tmp_path / "ok.yaml"  # 0: asked once only, whatever the cap
+    ok.write_text(path.read_text().replace("rebirth_retry_s: 60", "rebirth_retry_s: 0"))
+    load_config(ok)
