@@ -361,6 +361,22 @@ class Control:
         self.db.execute(_LOG_CHANGE, (gen, tenant, agent))
         return gen
 
+    def close(self, wait_s: float = 10.0) -> None:
+        """Close the database once no thread uses it: a reader under way (the streams' poll of the change log, a
+        push's read, in their worker threads) ends first; closing under it crashed the process (SQLite freed the
+        connection while the reader's statement still ran). Waits ``wait_s`` at most, then leaves it open, says
+        so."""
+        if not self.lock.acquire(timeout=wait_s):
+            log.warning(
+                "the control database is still in use %g s after the fleet service stopped; it is left open",
+                wait_s,
+            )
+            return
+        try:
+            self.db.close()
+        finally:
+            self.lock.release()
+
     def changes_since(self, generation: int) -> tuple[int, list[tuple[str, str]]]:
         """(latest generation, the (tenant, agent) pairs whose desired state changed after ``generation``)."""
         with self.lock:

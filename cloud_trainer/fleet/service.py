@@ -1126,7 +1126,12 @@ class FleetServer:
         if hasattr(self, "fleet"):
             closers.append(partial(self.fleet._readers.shutdown, wait=False, cancel_futures=True))
         if owns_control and getattr(getattr(self, "control", None), "db", None) is not None:
-            closers.append(self.control.db.close)
+            # each closed once no worker thread uses it (the streams' poll may be reading after its task ended)
+            closers.append(
+                partial(self.control.close, TICK_STOP_S)
+                if hasattr(self.control, "close")
+                else self.control.db.close
+            )
         if hasattr(self, "store"):
             closers.append(self.store.close)
         if self.announcement is not None:

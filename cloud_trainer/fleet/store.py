@@ -1007,8 +1007,18 @@ class SQLiteStore(SQLStore):
             exc, sqlite3.IntegrityError | sqlite3.DataError | sqlite3.InterfaceError | OverflowError
         )
 
-    def close(self) -> None:
-        self.db.close()
+    def close(self, wait_s: float = 10.0) -> None:
+        """Close the file once no thread uses it (a read or a write under way in a worker thread ends first: a
+        close under it crashed the process); waits ``wait_s`` at most, then leaves it open and says so."""
+        if not self.lock.acquire(timeout=wait_s):
+            log.warning(
+                "the store %s is still in use %g s after it was closed; it is left open", self.path, wait_s
+            )
+            return
+        try:
+            self.db.close()
+        finally:
+            self.lock.release()
 
 
 class StoreFormatError(ValueError):

@@ -110,3 +110,45 @@ async def test_a_tick_that_does_not_end_leaves_stop_bounded_and_its_database_ope
     assert await asyncio.to_thread(ended.wait, 10)  # it ran to its end on the database left open
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     server.control.db.close()
+
+
+async def test_a_read_under_way_in_a_worker_thread_ends_before_stop_closes_the_databases(
+    pki, tmp_path, caplog
+):
+    # the streams' poll of the change log runs in a worker thread that outlives its cancelled task: stop()
+    # closed control.db under it, and the process died of a segmentation fault (seen in a full test run)
+    from cloud_trainer.fleet.service import FleetServer
+
+    certs = (pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    server = FleetServer(tmp_path / "cloud", free_port(), *certs)
+    control, store = server.control, server.store
+    real_since, started, release = control.changes_since, threading.Event(), threading.Event()
+    read: list = []
+    counted: list = []
+
+    def changes_since(generation: int):
+        with control.lock:  # as the real one: the read is under the control's lock
+            started.set()
+            release.wait(5)
+            read.append(real_since(generation))
+        return read[-1]
+
+    def store_read() -> None:  # a store read under way in another worker thread, under the store's lock
+        with store.lock:
+            release.wait(5)
+            counted.append(store.db.execute("SELECT COUNT(*) FROM records").fetchall())
+
+    control.changes_since = changes_since
+    caplog.set_level(logging.WARNING)
+    await server.start()
+    reader = threading.Thread(target=store_read)
+    reader.start()
+    try:
+        assert await asyncio.to_thread(started.wait, 10), "the streams never read the change log"
+    finally:
+        threading.Timer(0.3, release.set).start()  # both reads end while stop() closes
+        await server.stop()
+    reader.join(10)
+    assert len(read) == 1 and counted == [[(0,)]], (read, counted)  # both ran to their end on open databases
+    assert open_files_under(tmp_path) == []  # and both were closed after them
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
