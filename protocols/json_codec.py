@@ -31,7 +31,8 @@ A payload that is an array of objects is a batch of messages (a gateway's buffer
 is read as one, with its own time; a bad one is reported and skipped (``on_record_error``), or raised.
 ``JsonMapping.opcua_pubsub`` reads OPC UA PubSub JSON messages (Part 14): every field of every DataSetMessage's
 Payload, with its own time and StatusCode (``PubsubMapping``); ua-metadata gives nothing; and Azure OPC
-Publisher's legacy Samples messages (one monitored item per object), each a reading of its node.
+Publisher's legacy Samples messages (one monitored item per object), each a reading of its node, told from
+PubSub by shape (``_sample_shaped``); an event's sample is reported as ``event_unread``.
 Without ``values`` every text field that gives no reading is told to ``on_text_unread`` (``text_field_hint``).
 A quality may be a whole float (192.0, read as 192) or, in the conventions that name the number, an OPC UA
 StatusCode as hex text ("0x80000000"); a fraction is no quality.
@@ -135,7 +136,9 @@ class PubsubMapping:
     Azure OPC Publisher's Samples messages (no PubSub header; alone or in an array): an object of a text
     ``NodeId`` and a DataValue object under ``Value`` is one reading, ``{field}`` its DisplayName, else its
     NodeId, ``{writer}``/``{publisher}`` from its ``ExtensionFields``, its time the Value's SourceTimestamp,
-    else its ``Timestamp``."""
+    else its ``Timestamp``; only an object of a sample's keys is one (a PubSub header key makes it PubSub;
+    another key, either: ``wrong_type``). A sample whose Value holds an OPC UA event's fields (no DataValue)
+    is reported as ``event_unread`` and gives no reading."""
 
     tag: str = "{field}"
 
@@ -1076,6 +1079,15 @@ def _pubsub_decoder(
             publisher = ext.get("PublisherId", msg.get("PublisherId"))
             before, after = named(writer, publisher, where, "ExtensionFields.DataSetWriterId")
             tag = before + name + after
+        fields = _event_fields(msg["Value"])
+        if fields is not None:  # an event's sample: its fields are no value of the node, and no tag's
+            shown = ", ".join(repr(k[:40]) for k in fields[:4]) + (", ..." if len(fields) > 4 else "")
+            report(
+                "event_unread",
+                f"{where}: {name[:60]!r} sent an event (its Value holds the event's fields {shown}, no "
+                "DataValue): OPC UA events are not read as tags; skipped",
+            )
+            return
         field(name, msg["Value"], tag, ts, "good", where, out)
 
     def network(msg: Any, where: str, now: float, out: list[tuple]) -> None:
@@ -1107,7 +1119,7 @@ def _pubsub_decoder(
             kind = msg.get("MessageType")
             if type(kind) is str and kind.startswith("ua-") and kind not in _PUBSUB_DATA:
                 return
-            if type(msg.get("NodeId")) is str and type(msg.get("Value")) is dict and "Payload" not in msg:
+            if _sample_shaped(msg, where):
                 sample(msg, where or "sample", now, out)  # OPC Publisher's Samples mode
                 return
         dataset(msg, where or "DataSetMessage", None, now, out)
@@ -1135,10 +1147,87 @@ def _pubsub_decoder(
 
 
 _PUBSUB_DATA = frozenset({"ua-data", "ua-keyframe", "ua-deltaframe", "ua-event"})
-# a DataSetMessage's header fields: an object holding one but no Payload is no bare Payload
+# a header field of a DataSetMessage (or a NetworkMessage's MessageId): an object holding one but no Payload
+# is no bare Payload
 _DSM_HEADER = frozenset(
-    {"DataSetWriterId", "DataSetWriterName", "SequenceNumber", "MetaDataVersion", "MessageType"}
+    {"DataSetWriterId", "DataSetWriterName", "SequenceNumber", "MetaDataVersion", "MessageType", "MessageId"}
 )
+# keys that only a PubSub NetworkMessage or DataSetMessage holds (Part 14, 7.2.5.3-4), never an OPC Publisher
+# sample: an object holding one is PubSub whatever else it holds
+_PUBSUB_ONLY = frozenset(
+    {
+        "MessageId",
+        "MessageType",
+        "Messages",
+        "Payload",
+        "MetaDataVersion",
+        "DataSetWriterName",
+        "MinorVersion",
+    }
+)
+# the keys of an OPC Publisher Samples message (MonitoredItemMessage of 2.5 to 2.9, --fm=true and false); its
+# DataSetWriterId and PublisherId ride in ExtensionFields, and are read at the top too
+_SAMPLE_KEYS = frozenset(
+    {
+        "NodeId",
+        "Value",
+        "EndpointUrl",
+        "ApplicationUri",
+        "DisplayName",
+        "Timestamp",
+        "SequenceNumber",
+        "ExtensionFields",
+        "Status",
+        "Heartbeat",
+        "DataSetWriterId",
+        "PublisherId",
+        "WriterGroupId",
+    }
+)
+# the members of a DataValue in Part 6's JSON (an empty one, {}, is a DataValue too: Good, no value)
+_DATAVALUE_KEYS = frozenset(
+    {"Value", "StatusCode", "SourceTimestamp", "ServerTimestamp", "SourcePicoseconds", "ServerPicoseconds"}
+)
+
+
+def _sample_shaped(msg: dict, where: str) -> bool:
+    """Whether ``msg`` (an object that is no NetworkMessage) is an OPC Publisher sample: a text NodeId and an
+    object under Value beside only a sample's keys. A PubSub header key (MessageId, MessageType "ua-data",
+    Payload, ...) makes it PubSub. Beside NodeId and Value, a key that no sample holds makes it a sample and a
+    bare Payload at once (two of its fields named NodeId and Value): CodecError rather than a guess."""
+    if type(msg.get("NodeId")) is not str or type(msg.get("Value")) is not dict:
+        return False
+    if not _PUBSUB_ONLY.isdisjoint(msg):
+        return False
+    others = [k for k in msg if k not in _SAMPLE_KEYS]
+    if not others:
+        return True
+    shown = ", ".join(repr(k[:40]) for k in others[:4]) + (", ..." if len(others) > 4 else "")
+    raise CodecError(
+        "wrong_type",
+        f"{where or 'message'} holds a text NodeId and an object under Value, as an OPC Publisher sample does, "
+        f"and {shown}, which no sample holds: a sample or a PubSub Payload sent without its DataSetMessage "
+        "header, and nothing tells which; skipped rather than misread (a PubSub publisher: send the "
+        "DataSetMessage header, whose Payload holds the fields)",
+    )
+
+
+def _event_fields(v: dict) -> list[str] | None:
+    """The field names of an OPC UA event a Samples message carries under Value instead of a DataValue (OPC
+    Publisher's event and pending-alarm samples: ``{"EventId": ..., "Message": ..., "Severity": ...}``, or in
+    the reversible encoding an ExtensionObject Variant whose Body's Body holds them); None for a DataValue or
+    a Variant of a value."""
+    if "Type" in v or "UaType" in v:
+        kind = v.get("Type", v.get("UaType"))
+        body = v.get("Body", v.get("Value"))
+        if kind in (22, "ExtensionObject") and type(body) is dict and type(body.get("Body")) is dict:
+            inner = body["Body"]
+            if inner and _DATAVALUE_KEYS.isdisjoint(inner):
+                return list(inner)
+        return None
+    if v and _DATAVALUE_KEYS.isdisjoint(v):
+        return list(v)
+    return None
 
 
 def _variant(v: dict, path: str) -> Any:
@@ -1354,6 +1443,29 @@ def text_field_hint(name: str, text: str, mapping: JsonMapping) -> str:
 
 
 _WORD = re.compile(r"\s*[A-Za-z][A-Za-z_ -]{0,30}\s*\Z")  # text that may be a state: RUNNING, open, Auto Mode
+
+
+TEXT_FIELDS_SHOWN = 5  # the names one text_field_unread line lists
+
+
+def text_fields_hint(fields: list[tuple[str, str]], mapping: JsonMapping) -> str:
+    """What a message's top-level text fields left unread by every-number mode are told, in one line: their
+    names (the first ``TEXT_FIELDS_SHOWN``, then a count) and the setting of the one most likely meant as a
+    value (a number written as text, then a time, then a state word; a version or an id last)."""
+    if len(fields) == 1:
+        return text_field_hint(*fields[0], mapping)
+
+    def rank(kv: tuple[str, str]) -> int:
+        k, v = kv
+        if type(_text_number(v)) is not str:
+            return 0
+        if "holds a time" in text_field_hint(k, v, mapping):
+            return 1
+        return 2 if _WORD.match(v) else 3
+
+    shown = ", ".join(f"{k[:40]!r} ({v[:20]!r})" for k, v in fields[:TEXT_FIELDS_SHOWN])
+    more = f" and {len(fields) - TEXT_FIELDS_SHOWN} more" if len(fields) > TEXT_FIELDS_SHOWN else ""
+    return f"{len(fields)} text fields, {shown}{more}, not read; {text_field_hint(*min(fields, key=rank), mapping)}"
 
 
 # record keys gateways give a record's quality under (Kepware "q", Siemens "qc", OPC UA "StatusCode", ...)

@@ -39,8 +39,9 @@ numbers sent as text, say), ``time_field_unread`` (a topic's first message witho
 whose readings got the receive time, holds a field named and valued like a time: the setting to read it),
 ``records_field_unread`` (a topic's first records message whose records hold no ``records.quality`` or
 ``records.timestamp`` key but one named like it: every record was read GOOD or at the message's time),
-``text_field_unread`` (read for every number, a field whose text gave no reading: each one counted, each
-field's first said with the setting that reads it, ``json_codec.text_field_hint``),
+``text_field_unread`` (read for every number, a field whose text gave no reading: each one counted; the
+source's first such message said in one line, its fields and the setting that reads the likeliest value,
+``json_codec.text_fields_hint``), ``event_unread`` (an OPC Publisher sample carrying an OPC UA event: skipped),
 ``data_before_birth`` (normal after the host starts; a rebirth is asked),
 ``historical`` (Sparkplug values a node sent late, not used), ``retained`` and
 ``retained_skipped`` (a retained message, the broker's stored value of unknown age: quality
@@ -1988,15 +1989,20 @@ def json_decoder(src: MqttSource, sub: Subscription):
     # is counted and, under non_finite: bad, kept (a records decoder makes its record's quality bad)
     kept = [False]  # this message holds a kept non-finite value: _json_readings makes its reading BAD
 
+    topic_of = [""]  # the topic of the message being decoded, for a notice the decoder reports
+
     def on_error(reason: str, detail: str) -> None:
         if reason == "non_finite":
             kept[0] = True
+        elif reason == "event_unread":  # an OPC Publisher event's sample: no error of the payload, said once
+            src._notice("event_unread", f"topic {topic_of[0]!r}: {detail}")
+            return
         src._error(reason, detail)
 
     keep = src.settings.non_finite == "bad"
     every_number = m.records is None and m.opcua_pubsub is None and not m.values
-    # read for every number, a message's text fields that gave nothing (a status word, a text field that never
-    # held a state): counted under text_field_unread, each field's first said once, never logged per message
+    # read for every number, a message's text fields that gave nothing (a status word, a firmware version, an
+    # id): counted under text_field_unread, said once per source in one line, never logged per message or field
     texts: list[tuple[str, str]] = []
     decode, prefixed = (
         json_codec.compile_decoder(
@@ -2008,7 +2014,6 @@ def json_decoder(src: MqttSource, sub: Subscription):
         ),
         m.tag_prefix_topic,
     )
-    said_texts: set[str] = set()
     # the records (and OPC UA PubSub) decoder states each record's quality (bad for a kept non-finite value)
     records = m.records is not None or m.opcua_pubsub is not None
     json_readings, record_readings = src._json_readings, src._record_readings
@@ -2021,22 +2026,18 @@ def json_decoder(src: MqttSource, sub: Subscription):
     hinted_records: set[str] | None = set() if m.records is not None else None
 
     def text_unread(topic: str) -> None:
-        n = 0
-        for k, v in texts:
-            # bounded: field names come from the outside world
-            if k in said_texts or len(said_texts) >= 1_000:
-                n += 1
-                continue
-            said_texts.add(k)
-            src._notice(
-                "text_field_unread", f"topic {topic!r}: {json_codec.text_field_hint(k, v, mapping)}", cause=k
-            )
-        if n:  # counted only (each field was said at its first), without _notice's formatting per message
-            src.notices.note("text_field_unread", "", n=n)
+        # the source's first such message is said, its fields in one line (a device's firmware version, serial
+        # and MAC are no fault each); every field of every message is counted, never formatted again
+        if "text_field_unread" not in src.notices.counts:
+            hint = json_codec.text_fields_hint(texts, mapping)
+            src._notice("text_field_unread", f"topic {topic!r}: {hint}", n=len(texts))
+        else:
+            src.notices.note("text_field_unread", "", n=len(texts))
         texts.clear()
 
     def run(topic: str, payload: bytes, received_at: float) -> list[Reading]:
         kept[0] = False
+        topic_of[0] = topic
         try:
             got = decode(payload, received_at)
         finally:

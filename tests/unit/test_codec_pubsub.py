@@ -95,3 +95,50 @@ def test_an_opc_publisher_sample_is_told_from_a_bare_payload_by_its_nodeid_and_d
             "has one)",
         ),
     ]
+
+
+def test_a_pubsub_header_or_a_field_no_sample_holds_keeps_an_object_from_being_read_as_a_sample():
+    """Only an object holding a text NodeId, an object under Value and nothing but a sample's keys is an OPC
+    Publisher sample: a NetworkMessage header (MessageId, MessageType "ua-data") without Messages is a broken
+    PubSub message, and a header-less Payload holding NodeId, Value and another field is either shape; each
+    is reported and skipped, where both were read as a sample of the NodeId."""
+    errors: list[tuple[str, str]] = []
+    decode = compile_decoder(
+        JsonMapping(opcua_pubsub=PubsubMapping()),
+        on_record_error=lambda reason, detail: errors.append((reason, detail)),
+    )
+    batch = [
+        {"MessageId": "1", "MessageType": "ua-data", "NodeId": "ns=2;s=A", "Value": {"Value": 1}},
+        {"MessageId": "2", "NodeId": "ns=2;s=A", "Value": {"Value": 2}},
+        {"NodeId": "ns=2;s=A", "Value": {"Value": 3}, "Temperature": 20.5},
+        {"NodeId": "ns=2;s=A", "DisplayName": "A", "SequenceNumber": 4, "Value": {"Value": 4}},
+    ]
+    assert decode(json.dumps(batch), 1e9) == [("A", 4, 1e9, None, "good")]
+    assert [(r, d[:40]) for r, d in errors] == [
+        ("missing_field", "message 0 has no Payload"),
+        ("missing_field", "message 1 has no Payload"),
+        ("wrong_type", "message 2 holds a text NodeId and an obj"),
+    ]
+
+
+def test_an_event_sample_is_reported_as_event_unread_and_gives_no_reading():
+    """An OPC Publisher sample whose Value holds an event's fields (or, reversible, an ExtensionObject
+    Variant of them) is no DataValue: reported as event_unread, naming the event's fields, never read."""
+    errors: list[tuple[str, str]] = []
+    decode = compile_decoder(
+        JsonMapping(opcua_pubsub=PubsubMapping()),
+        on_record_error=lambda reason, detail: errors.append((reason, detail)),
+    )
+    event = {"NodeId": "i=2253", "DisplayName": "SimpleEvents", "Value": {"EventId": "AA==", "Severity": 100}}
+    assert decode(json.dumps(event), 1e9) == []
+    assert errors == [
+        (
+            "event_unread",
+            "sample: 'SimpleEvents' sent an event (its Value holds the event's fields 'EventId', 'Severity', no "
+            "DataValue): OPC UA events are not read as tags; skipped",
+        )
+    ]
+    # an empty Value is an empty DataValue (Good, no value), not an event
+    errors.clear()
+    assert decode(json.dumps({"NodeId": "ns=2;s=A", "Value": {}}), 1e9) == []
+    assert errors == [("missing_field", "sample: field 'ns=2;s=A' has no Value")]
