@@ -158,12 +158,20 @@ def detection_metrics(machines: list[dict]) -> dict:
     }
 
 
-def _hi(run: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Times, health index (amplitude growth over the baseline), truth remaining life, anomalous flags."""
-    h = np.array([v.growth for v, _, _ in run["windows"]])
-    t = np.arange(len(h)) * WINDOW_S
-    rul = (len(h) - 1 - np.arange(len(h))) * WINDOW_S
-    return t, h, rul, np.array([v.anomalous for v, _, _ in run["windows"]])
+def _hi(run: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Times, health index (amplitude growth over the baseline), truth remaining life, anomalous flags and
+    severities of the windows the baseline scored. A window it did not score (a speed not commissioned, a
+    sensor fault) has no growth (None) and, as in the agent (``monitor``), no part in remaining life:
+    kept as None, the index was an object array that ``np.median`` and ``np.polyfit`` failed on."""
+    ws = run["windows"]
+    scored = np.array([v.growth is not None for v, _, _ in ws], bool)
+    i = np.arange(len(ws))
+    h = np.array([v.growth if v.growth is not None else np.nan for v, _, _ in ws], float)
+    t = i * WINDOW_S
+    rul = (len(ws) - 1 - i) * WINDOW_S
+    anom = np.array([bool(v.anomalous) for v, _, _ in ws], bool)
+    sev = np.array([s for *_, s in ws], float)
+    return t[scored], h[scored], rul[scored], anom[scored], sev[scored]
 
 
 def _onset(anomalous: np.ndarray) -> int | None:
@@ -192,18 +200,10 @@ def life_metrics(machines: list[dict]) -> dict:
             print(f"machine {mc['seed']}: no prior ({exc})", flush=True)
             prior = None
         const = float(
-            np.mean(
-                [
-                    rul
-                    for _, r in train
-                    for (_, _, s), rul in zip(r["windows"], _hi(r)[2], strict=True)
-                    if s >= 0.3
-                ]
-            )
+            np.mean([rul for _, r in train for s, rul in zip(_hi(r)[4], _hi(r)[2], strict=True) if s >= 0.3])
         )
         for r in mc["runs"]:
-            t, h, rul, anom = _hi(r)
-            sev = np.array([s for *_, s in r["windows"]])
+            t, h, rul, anom, sev = _hi(r)
             est = {
                 "history+trend": LifeTrend(prior=prior, failure_level=level, failure_level_sd=level_sd),
                 "trend only": LifeTrend(failure_level=level, failure_level_sd=level_sd),
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                     {
                         "machine": mc["seed"],
                         "fault": r["fault"],
-                        "h": _hi(r)[1].tolist(),
+                        "h": [v.growth for v, *_ in r["windows"]],  # None: a window not scored
                         "sev": [s for *_, s in r["windows"]],
                         "label": [v.fault for v, *_ in r["windows"]],
                         "anomalous": [bool(v.anomalous) for v, *_ in r["windows"]],
