@@ -136,7 +136,8 @@ class EventKind(enum.StrEnum):
     BASELINE_DISCARDED = (
         "baseline_discarded",
         ("pipeline", "reason"),
-        "a stored baseline could not be used (unreadable, feature set changed); learning anew",
+        "a stored baseline could not be used (unreadable, feature set changed, learned under other "
+        "settings: state_tag, states, speed source or bands; reason says which); learning anew",
     )
     BASELINE_LOADED = (
         "baseline_loaded",

@@ -168,6 +168,38 @@ def feature_set_id(
     return "sha256:" + hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def index_path(path: Path) -> Path:
+    """Beside ``<pipeline>.json``: ``<pipeline>.states.json``, the index of the baselines per process state
+    (``baseline.state_tag``, ``states.StateBaselines``)."""
+    return path.with_name(f"{path.stem}.states.json")
+
+
+def learned_under(settings: BaselineSettings, state: str | None = None) -> dict:
+    """The settings a saved baseline was learned under, beyond its feature set (``feature_set_id``): the
+    process state (``state_tag``, the state's name and range), the shaft speed's source and the speed bands
+    its statistics are keyed by. Saved with each baseline; a file learned under others is not used
+    (``Baseline._load``): its statistics describe other windows, or are keyed by other bands. A renamed
+    speed tag is the same speed (only tag or estimated counts); a renamed state tag is another tag."""
+    rng: list | str | None = None
+    if state is not None:
+        st = next((x for x in settings.states or () if x.name == state), None)
+        rng = [st.min, st.max] if st is not None else "whole value"
+    return {
+        "state_tag": settings.state_tag,
+        "state": state,
+        "state_range": rng,
+        "speed": f"tag ({settings.speed_unit})" if settings.speed_tag else "estimated",
+        "speed_band_pct": settings.speed_band_pct,
+    }
+
+
+def under_changes(saved: dict, now: dict) -> str:
+    """The settings that differ between two ``learned_under`` records, one line (empty: none)."""
+    return "; ".join(
+        f"{k} {saved.get(k)!r} then, {now.get(k)!r} now" for k in now if k in saved and saved[k] != now[k]
+    )
+
+
 def _band(speed_hz: float, pct: float) -> int:
     return int(math.floor(math.log(max(speed_hz, 1e-3)) / math.log1p(pct / 100.0)))
 
@@ -281,8 +313,11 @@ class Baseline:
         model_features: dict | None = None,
         on_event: Callable[[Event], None] | None = None,
         clock: Callable[[], float] = time.time,
+        under: dict | None = None,
     ) -> None:
         self.s = settings
+        # what it is learned under (``learned_under``): a process state's baseline is given its own
+        self.under = under if under is not None else learned_under(settings)
         self.fs = float(sample_rate_hz)
         self.n = int(window_samples)
         self.path = path
@@ -339,6 +374,7 @@ class Baseline:
             "format": FORMAT if self.relative else 1,
             "pipeline": self.pipeline,
             "feature_set": self.fid,
+            "learned_under": self.under,
             "features": FEATURES,
             "state": self.state,
             "started_at": self.started_at,
@@ -387,8 +423,8 @@ class Baseline:
             return d
         if not isinstance(k, dict) or k.get("format") != FORMAT or k.get("state") != "ready":
             return d
-        if k.get("feature_set") != self.fid:
-            return d  # learned on other features: the new learning stands
+        if k.get("feature_set") != self.fid or under_changes(k.get("learned_under") or {}, self.under):
+            return d  # learned on other features or settings: the new learning stands
         log.warning(
             "pipeline %s: baseline %s was written over by an older release that could not read it (format %d); "
             "the commissioned baseline kept in %s (learned %s) is restored",
@@ -405,6 +441,14 @@ class Baseline:
         if self.path is not None and self.path.parent.is_dir():
             for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # a write cut short by a kill
                 stale.unlink(missing_ok=True)
+        if self.path is not None and self.under["state_tag"] is None and self._set_aside_states():
+            if self.path.is_file():  # from before those states: as old as the config that had no state_tag
+                self._discard(
+                    f"baseline {self.path.name} was learned before baseline.state_tag was given (baselines "
+                    "per process state were learned since); not used, learning anew",
+                    "learned before state_tag",
+                )
+                return
         if self.path is None or not self.path.is_file():
             if self.path is not None:
                 self._event(
@@ -434,6 +478,14 @@ class Baseline:
             )
             self._new_learning("feature set changed")
             self.save()
+            return
+        changed = under_changes(d.get("learned_under") or {}, self.under)
+        if changed:
+            self._discard(
+                f"baseline {self.path.name} was learned under other settings ({changed}); not used, "
+                "learning anew",
+                "learned under other settings",
+            )
             return
         self.state = d["state"]
         self.started_at = float(d["started_at"])
@@ -473,6 +525,31 @@ class Baseline:
             learned_at=self.learned_at,
             scoring="relative" if self.relative else "absolute (learned before; relearn)",
         )
+
+    def _discard(self, reason: str, why: str) -> None:
+        log.warning("pipeline %s: %s", self.pipeline, reason)
+        self._event(EventKind.BASELINE_DISCARDED, reason=reason)
+        self._new_learning(why)
+        self.save()
+
+    def _set_aside_states(self) -> bool:
+        """Without ``state_tag``, baselines per process state left by a former config (``state_tag`` given,
+        then removed) are not this baseline: their index is set aside, so that giving ``state_tag`` again
+        commissions every state anew rather than reloading them, by then as old as this config."""
+        assert self.path is not None
+        idx = index_path(self.path)
+        if not idx.is_file():
+            return False
+        aside = idx.with_name(idx.name + ".unused")
+        with contextlib.suppress(OSError):
+            idx.replace(aside)
+        reason = (
+            f"baselines per process state ({idx.name}) were learned under a state_tag the config no longer "
+            f"gives; not used (set aside as {aside.name}): one baseline for every state, learned anew"
+        )
+        log.warning("pipeline %s: %s", self.pipeline, reason)
+        self._event(EventKind.BASELINE_DISCARDED, reason=reason)
+        return True
 
     def relearn(self, reason: str = "asked") -> None:
         self._new_learning(reason)

@@ -36,6 +36,9 @@ from edge_agent.maintenance.baseline import (
     Baseline,
     Verdict,
     diagnose,
+    index_path,
+    kept_path,
+    learned_under,
     relearn_path,
 )
 from edge_agent.maintenance.settings import BaselineSettings
@@ -61,10 +64,6 @@ STATE_INPUT = "_process_state"  # the state tag's value rides with each window u
 def state_path(path: Path, state: str) -> Path:
     """Beside ``<pipeline>.json``: ``<pipeline>@<state>.json``."""
     return path.with_name(f"{path.stem}@{state}.json")
-
-
-def index_path(path: Path) -> Path:
-    return path.with_name(f"{path.stem}.states.json")
 
 
 def build_baseline(settings: BaselineSettings, sample_rate_hz: float, window_samples: int, **kw):
@@ -124,9 +123,16 @@ class StateBaselines:
         return next((st.name for st in self.s.states if st.holds(v)), None)
 
     # ---- files ---------------------------------------------------------------------------------
-    def _baseline(self, state: str) -> Baseline:
+    def _ranges(self) -> list[dict] | None:
+        return None if self.s.states is None else [st.model_dump() for st in self.s.states]
+
+    def _baseline(self, state: str, fresh: bool = False) -> Baseline:
+        """``state``'s baseline; ``fresh``: one not in the index (a new learning), so a file of that name
+        left by a former commissioning (discarded, set aside) is not loaded as if learned now."""
         b = self.by_state.get(state)
         if b is None:
+            if fresh and self.path is not None:
+                state_path(self.path, state).unlink(missing_ok=True)
             b = self.by_state[state] = Baseline(
                 self._inner,
                 self.fs,
@@ -136,6 +142,7 @@ class StateBaselines:
                 model_features=self.model_features,
                 on_event=self._state_event(state),
                 clock=self.clock,
+                under=learned_under(self.s, state),
             )
         return b
 
@@ -148,6 +155,7 @@ class StateBaselines:
     def to_dict(self) -> dict:
         return {
             "state_tag": self.s.state_tag,
+            "state_ranges": self._ranges(),
             "commissioning": self.commissioning,
             "started_at": self.started_at,
             "learned_at": self.learned_at,
@@ -161,9 +169,32 @@ class StateBaselines:
         if self.path is not None:
             atomic_write_json(index_path(self.path), self.to_dict())
 
+    def _set_aside_single(self) -> None:
+        """The one baseline of a former config without ``state_tag`` (``<pipeline>.json``) is not a seed for
+        the states: learned over all of them together, its statistics are what judged one state's healthy
+        windows as another's fault (or hid a fault behind another state's noise). Said, and set aside, so
+        that removing ``state_tag`` later learns anew rather than reloading it, by then months old."""
+        assert self.path is not None
+        if not self.path.is_file():
+            return
+        aside = self.path.with_name(self.path.name + ".no-state-tag")
+        try:
+            self.path.replace(aside)
+            kept_path(self.path).unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("pipeline %s: cannot set %s aside (%s)", self.pipeline, self.path, exc)
+        reason = (
+            f"baseline {self.path.name} was learned without state_tag, over every process state together; "
+            f"not used with state_tag {self.s.state_tag!r} (set aside as {aside.name}): each state is "
+            "learned on its own windows"
+        )
+        log.warning("pipeline %s: %s", self.pipeline, reason)
+        self._event(EventKind.BASELINE_DISCARDED, reason=reason)
+
     def _load(self) -> None:
         if self.path is None:
             return
+        self._set_aside_single()
         try:
             d = json.loads(index_path(self.path).read_text())
         except FileNotFoundError:
@@ -176,13 +207,41 @@ class StateBaselines:
             )
             self._forget()
             return
+        named_then = d["state_ranges"] is not None if "state_ranges" in d else self.s.states is not None
+        if d.get("state_tag") != self.s.state_tag or named_then != (self.s.states is not None):
+            # another tag, or named ranges for whole values (or back): no state is the one it learned. A
+            # state whose range alone changed is relearned on its own (its file's ``learned_under``), the
+            # others kept
+            reason = (
+                f"baselines per process state were learned under state_tag {d.get('state_tag')!r}"
+                + (f", states {d['state_ranges']}" if d.get("state_ranges") else "")
+                + f"; the config now gives state_tag {self.s.state_tag!r}"
+                + (f", states {self._ranges()}" if self._ranges() else "")
+                + "; not used, commissioning every state anew"
+            )
+            log.warning("pipeline %s: %s", self.pipeline, reason)
+            self._event(EventKind.BASELINE_DISCARDED, reason=reason)
+            for st in d.get("states", []):
+                state_path(self.path, str(st)).unlink(missing_ok=True)
+            self._forget()
+            return
         self.commissioning = bool(d.get("commissioning", True))
         self.started_at = float(d.get("started_at", self.started_at))
         self.learned_at = d.get("learned_at")
         self.windows = int(d.get("windows", 0))
         self.learning = {str(k): str(v) for k, v in d.get("learning", {}).items()}
         self.not_judged = {str(k): int(v) for k, v in d.get("not_judged", {}).items()}
+        names = None if self.s.states is None else {x.name for x in self.s.states}
         for st in d.get("states", []):
+            if names is not None and st not in names:  # a state no longer in baseline.states
+                log.warning(
+                    "pipeline %s: process state %r is no longer in baseline.states; its baseline is dropped",
+                    self.pipeline,
+                    st,
+                )
+                state_path(self.path, str(st)).unlink(missing_ok=True)
+                self.learning.pop(str(st), None)
+                continue
             if state_path(self.path, st).is_file():
                 b = self._baseline(str(st))
                 if b.state == "learning" and st not in self.learning:  # a feature set changed: learns anew
@@ -419,7 +478,7 @@ class StateBaselines:
                     f"baseline: process state {state!r} is not learned; not judged (edge-agent baseline "
                     f"relearn {self.pipeline} CONFIG --state {state}, or state_learn_s)",
                 )
-            b = self._baseline(state)
+            b = self._baseline(state, fresh=True)
             self.save()
         self._iso_over = 0  # the state's own baseline counts its ISO windows
         v = b.process(waveform, scalars)

@@ -1,0 +1,142 @@
+"""A saved baseline records what it was learned under (``learned_under``: the state tag and the state's
+range, the speed's source, the speed bands); a config edited since never judges the machine by a baseline
+learned under other settings: it says so in one line (a ``baseline_discarded`` event) and learns anew,
+reusing a baseline only where its settings are unchanged."""
+
+from __future__ import annotations
+
+import json
+
+from bench._bearing_signals import Machine
+from edge_agent.maintenance.baseline import Baseline
+from edge_agent.maintenance.settings import BaselineSettings, ProcessState
+from edge_agent.maintenance.states import STATE_INPUT, StateBaselines
+from protocols.events import EventKind
+from tests.unit.test_baseline_states import Clock
+
+RPM = 1800.0
+FS, N = 10000.0, 2048
+
+
+def _settings(**kw) -> BaselineSettings:
+    return BaselineSettings(**{"windows": 30, "speed_tag": "Speed", "iso_alarm_zone": "off", **kw})
+
+
+def _states(loaded_min: float = 0.5, **kw) -> BaselineSettings:
+    kw.setdefault("windows", 50)  # 25 of each state (20 at least for a state's baseline)
+    return _settings(
+        state_tag="Load",
+        states=[ProcessState(name="empty", max=0.5), ProcessState(name="loaded", min=loaded_min)],
+        **kw,
+    )
+
+
+def _feed(b, m: Machine, clock: Clock, n: int, load: float | None = None) -> None:
+    for _ in range(n):
+        clock.t += 10.0
+        b.process(m.window(), {"_shaft_speed": RPM} | ({} if load is None else {STATE_INPUT: load}))
+
+
+def _discarded(events: list) -> list[str]:
+    return [e.data["reason"] for e in events if e.kind == EventKind.BASELINE_DISCARDED]
+
+
+def test_adding_a_state_tag_says_the_former_baseline_is_not_used_and_removing_it_never_reloads_it(tmp_path):
+    clock, m = Clock(), Machine(61, fs=FS, n=N, rpm=RPM)
+    path = tmp_path / "baseline" / "spindle.json"
+    one = Baseline(_settings(), FS, N, path=path, pipeline="spindle", clock=clock)
+    _feed(one, m, clock, 30)
+    assert one.state == "ready" and path.is_file()
+
+    events: list = []  # state_tag given: the one baseline is no seed for the states, and that is said
+    per = StateBaselines(_states(), FS, N, path=path, pipeline="spindle", clock=clock, on_event=events.append)
+    said = _discarded(events)
+    assert len(said) == 1 and "spindle.json was learned without state_tag" in said[0], said
+    assert per.commissioning and not path.exists()
+    _feed(per, m, clock, 50, 0.0)
+    assert per.state == "ready"
+
+    events.clear()  # state_tag removed months later: the one baseline learns anew, said
+    again = Baseline(_settings(), FS, N, path=path, pipeline="spindle", clock=clock, on_event=events.append)
+    assert again.state == "learning", "a baseline from before the state_tag was loaded again"
+    assert any("learned under a state_tag the config no longer gives" in r for r in _discarded(events))
+
+    events.clear()  # and state_tag given again: every state commissioned anew, not last year's reloaded
+    back = StateBaselines(
+        _states(), FS, N, path=path, pipeline="spindle", clock=clock, on_event=events.append
+    )
+    assert back.commissioning and back.by_state == {}
+    _feed(back, m, clock, 1, 0.0)
+    assert back.by_state["empty"].state == "learning"
+
+
+def test_a_baseline_an_older_agent_left_beside_baselines_per_state_is_not_reloaded(tmp_path):
+    """An agent before this change left ``<pipeline>.json`` (no record of what it was learned under)
+    beside the per-state baselines it learned once state_tag was given; removing state_tag reloaded it."""
+    clock, m = Clock(), Machine(62, fs=FS, n=N, rpm=RPM)
+    path = tmp_path / "baseline" / "spindle.json"
+    one = Baseline(_settings(), FS, N, path=path, pipeline="spindle", clock=clock)
+    _feed(one, m, clock, 30)
+    d = json.loads(path.read_text())
+    d.pop("learned_under", None)
+    path.write_text(json.dumps(d))
+    (tmp_path / "baseline" / "spindle.states.json").write_text(
+        json.dumps({"state_tag": "Load", "commissioning": False, "states": []})
+    )
+    events: list = []
+    again = Baseline(_settings(), FS, N, path=path, pipeline="spindle", clock=clock, on_event=events.append)
+    assert again.state == "learning"
+    assert any("learned before baseline.state_tag was given" in r for r in _discarded(events)), events
+
+
+def test_a_baseline_saved_under_other_speed_bands_is_refused_in_one_line_and_learned_anew(tmp_path):
+    clock, m = Clock(), Machine(63, fs=FS, n=N, rpm=RPM)
+    path = tmp_path / "baseline" / "fan.json"
+    _feed(Baseline(_settings(), FS, N, path=path, pipeline="fan", clock=clock), m, clock, 30)
+    events: list = []
+    b = Baseline(
+        _settings(speed_band_pct=5.0), FS, N, path=path, pipeline="fan", clock=clock, on_event=events.append
+    )
+    assert b.state == "learning"
+    said = _discarded(events)
+    assert len(said) == 1 and "speed_band_pct 10.0 then, 5.0 now" in said[0], said
+    # unchanged settings: loaded as before
+    assert Baseline(_settings(speed_band_pct=5.0), FS, N, path=path, pipeline="fan").state == "learning"
+    same = tmp_path / "baseline" / "pump.json"
+    _feed(Baseline(_settings(), FS, N, path=same, pipeline="pump", clock=clock), m, clock, 30)
+    assert Baseline(_settings(), FS, N, path=same, pipeline="pump", clock=clock).state == "ready"
+
+
+def _commissioned(path, seed: int, clock: Clock) -> None:
+    """Both states commissioned (25 windows each) and saved under ``path``."""
+    m = Machine(seed, fs=FS, n=N, rpm=RPM)
+    b = StateBaselines(_states(), FS, N, path=path, pipeline=path.stem, clock=clock)
+    _feed(b, m, clock, 25, 0.0)
+    _feed(b, m, clock, 25, 1.0)
+    assert b.state == "ready" and sorted(b.by_state) == ["empty", "loaded"]
+
+
+def test_another_state_tag_commissions_every_state_anew(tmp_path):
+    clock, path = Clock(), tmp_path / "baseline" / "mixer.json"
+    _commissioned(path, 64, clock)
+    events: list = []
+    other = _states().model_copy(update={"state_tag": "Program"})
+    again = StateBaselines(other, FS, N, path=path, pipeline="mixer", clock=clock, on_event=events.append)
+    assert again.commissioning and again.by_state == {}
+    said = _discarded(events)
+    assert len(said) == 1 and "state_tag 'Load'" in said[0] and "'Program'" in said[0], said
+
+
+def test_a_state_whose_range_changed_is_relearned_and_the_others_kept(tmp_path):
+    clock, path = Clock(), tmp_path / "baseline" / "press.json"
+    _commissioned(path, 65, clock)
+    events: list = []
+    again = StateBaselines(
+        _states(loaded_min=0.8), FS, N, path=path, pipeline="press", clock=clock, on_event=events.append
+    )
+    st = again.status()["process_states"]
+    assert st["empty"]["state"] == "ready", st
+    assert st["loaded"]["state"] == "learning", "a state learned on other values was judged by it"
+    said = [e for e in events if e.kind == EventKind.BASELINE_DISCARDED]
+    assert len(said) == 1 and said[0].data["process_state"] == "loaded"
+    assert "state_range [0.5, None] then, [0.8, None] now" in said[0].data["reason"]
