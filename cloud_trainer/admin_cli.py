@@ -8,7 +8,7 @@ Admin gRPC service with an admin client certificate (``cloud-trainer pki admin``
                          --strategy canary --steps 1 50% 100% --wait 30
     cloud-trainer deploy --pause|--resume|--abort DEPLOYMENT_ID
     cloud-trainer rollback part-inspection --version 1.0.0 --slot vision [--agent gw1 ...]
-    cloud-trainer baseline relearn AGENT PIPELINE [--reason TEXT] [--wait 30]
+    cloud-trainer baseline relearn AGENT PIPELINE [--state NAME] [--reason TEXT] [--wait 30]
     cloud-trainer baseline status AGENT [PIPELINE]   # as the agent last reported it, and the commands sent
     cloud-trainer config deploy line1-fleet.yaml --selector site=plant1 --strategy canary --steps 1 50% 100%
     cloud-trainer config list | remove ID | pause ID | resume ID | abort ID
@@ -471,6 +471,14 @@ def main_baseline(argv: list[str]) -> int:
     ap.add_argument("pipeline", nargs="?", help="required for relearn; status: all pipelines with a baseline")
     ap.add_argument("--reason", default="", help="recorded with the command and in the agent's event")
     ap.add_argument(
+        "--state",
+        default="",
+        metavar="NAME",
+        help="relearn: only this process state of the pipeline (its baseline.state_tag; a name of "
+        "baseline.states, or without them the whole value); the other states stay as learned. A state the "
+        "agent did not report is refused",
+    )
+    ap.add_argument(
         "--wait",
         type=float,
         default=0.0,
@@ -487,14 +495,19 @@ def main_baseline(argv: list[str]) -> int:
                 a,
                 "SendCommand",
                 pb.SendCommandRequest(
-                    agent=a.agent, kind="baseline_relearn", pipeline=a.pipeline, reason=a.reason
+                    agent=a.agent,
+                    kind="baseline_relearn",
+                    pipeline=a.pipeline,
+                    reason=a.reason,
+                    process_state=a.state,
                 ),
             ).json
         )
+        what = f" (process state {a.state})" if a.state else ""
         print(
             printable(
-                f"command {cmd['id']}: baseline_relearn of {a.pipeline} on {a.agent} sent; the agent runs "
-                "it when it next gets its desired state",
+                f"command {cmd['id']}: baseline_relearn of {a.pipeline}{what} on {a.agent} sent; the agent "
+                "runs it when it next gets its desired state",
                 1000,
             )
         )
@@ -552,7 +565,14 @@ def main_baseline(argv: list[str]) -> int:
         print(
             _table(
                 [
-                    [c["id"], c["pipeline"], _when(c["issued_at"]), c["issued_by"], c["state"], c["detail"]]
+                    [
+                        c["id"],
+                        c["pipeline"] + (f" ({c['process_state']})" if c.get("process_state") else ""),
+                        _when(c["issued_at"]),
+                        c["issued_by"],
+                        c["state"],
+                        c["detail"],
+                    ]
                     for c in cmds[:10]
                 ],
                 ["command", "pipeline", "sent", "by", "state", "detail"],

@@ -1,4 +1,5 @@
-"""Commands to one agent: one-off acts an admin asks (today: ``baseline_relearn`` of a pipeline).
+"""Commands to one agent: one-off acts an admin asks (today: ``baseline_relearn`` of a pipeline, or of one
+of its process states: ``process_state``).
 
 Why in the desired state: an agent may be offline, or its stream may break the moment a command is
 sent. A command is a row of the control state (``commands``, beside ``desired``: the SQLite
@@ -21,6 +22,7 @@ under its own tenant, so an agent never receives another tenant's command.
 from __future__ import annotations
 
 import math
+import re
 import time
 import uuid
 
@@ -32,9 +34,14 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS commands (tenant TEXT NOT NULL, id TEXT NOT NULL, agent TEXT NOT NULL, kind TEXT NOT NULL,
   pipeline TEXT NOT NULL, reason TEXT NOT NULL, issued_at REAL NOT NULL, issued_by TEXT NOT NULL,
   state TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', done_at REAL, generation INTEGER NOT NULL,
-  PRIMARY KEY (tenant, id));
+  process_state TEXT NOT NULL DEFAULT '', PRIMARY KEY (tenant, id));
 CREATE INDEX IF NOT EXISTS commands_by_agent ON commands (tenant, agent, state);
 """
+# a control.db made before commands had a process state (PostgreSQL: migration 0010)
+ADD_PROCESS_STATE = "ALTER TABLE commands ADD COLUMN process_state TEXT NOT NULL DEFAULT ''"
+# a process state's name as the agent's config gives it (``baseline.states[].name``, or a whole value)
+STATE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+WHOLE = re.compile(r"-?(0|[1-9][0-9]*)")
 COLS = [
     "id",
     "agent",
@@ -47,6 +54,7 @@ COLS = [
     "detail",
     "done_at",
     "generation",
+    "process_state",
 ]
 MAX_TEXT = 300
 T = DEFAULT_TENANT
@@ -59,9 +67,19 @@ class Commands:
         self.c = control
         if hasattr(control.db, "executescript"):  # SQLite; PostgreSQL has the table from its migrations
             control.db.executescript(SCHEMA)
+            if "process_state" not in [r[1] for r in control.db.execute("PRAGMA table_info(commands)")]:
+                control.db.execute(ADD_PROCESS_STATE)
 
     def send(
-        self, agent: str, kind: str, pipeline: str, reason: str = "", issued_by: str = "", *, tenant: str = T
+        self,
+        agent: str,
+        kind: str,
+        pipeline: str,
+        reason: str = "",
+        issued_by: str = "",
+        process_state: str = "",
+        *,
+        tenant: str = T,
     ) -> dict:
         if kind not in KINDS:
             raise ValueError(f"unknown command kind {kind[:64]!r}; known: {', '.join(sorted(KINDS))}")
@@ -75,6 +93,8 @@ class Commands:
                 f"agent {agent[:64]!r} is not registered (an agent registers with its first state report)"
             )
         self._check_pipeline(agent, known[agent].get("health") or {}, kind, pipeline)
+        if process_state:
+            self._check_state(agent, known[agent].get("health") or {}, kind, pipeline, process_state)
         cmd = {
             "id": uuid.uuid4().hex[:12],
             "agent": agent,
@@ -86,6 +106,7 @@ class Commands:
             "state": "pending",
             "detail": "",
             "done_at": None,
+            "process_state": process_state,
         }
         with self.c._write():
             cmd["generation"] = self.c._changed(tenant, agent)
@@ -115,6 +136,40 @@ class Commands:
                 f"pipelines with one: {', '.join(sorted(_with_baseline(health))) or 'none'}"
             )
 
+    @staticmethod
+    def _check_state(agent: str, health: dict, kind: str, pipeline: str, state: str) -> None:
+        """``process_state`` (relearn one state): a state the agent's baseline has, as it reported it. Sent to an
+        agent that has not reported the pipeline's process states (not yet, no ``state_tag``, or a release that
+        knows no per-state relearn and would relearn every state), it is refused rather than sent."""
+        shown = state[:64]
+        if kind != "baseline_relearn":
+            raise ValueError(f"process state {shown!r}: only a baseline_relearn is of one process state")
+        if not STATE_NAME.fullmatch(state):
+            raise ValueError(
+                f"process state {shown!r}: a state's name is 1-64 letters, digits, _ . - (as in baseline.states)"
+            )
+        p = health.get(pipeline) if isinstance(health, dict) else None
+        b = p.get("baseline") if isinstance(p, dict) else None
+        if not isinstance(b, dict) or not b.get("state_tag"):
+            raise ValueError(
+                f"pipeline {pipeline} of agent {agent} has reported no process states (its baseline has no "
+                "state_tag, the agent has not reported it yet, or its release relearns only every state): "
+                "leave the state out to relearn every state, or wait for its state report"
+            )
+        names = b.get("state_names")
+        if isinstance(names, list) and names:
+            if state not in names:
+                raise ValueError(
+                    f"pipeline {pipeline} of agent {agent} has no process state {shown!r}; its states "
+                    f"(baseline.states): {', '.join(map(str, names))}"
+                )
+        elif not WHOLE.fullmatch(state):
+            raise ValueError(
+                f"pipeline {pipeline} of agent {agent}: process state {shown!r}: without baseline.states each "
+                f"whole value of state tag {b['state_tag']!r} is a state, named by its digits ('0', '1', '2'); "
+                f"seen: {', '.join(map(str, b.get('process_states') or [])) or 'none yet'}"
+            )
+
     def pending_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, list[dict]]]:
         """Per (tenant, agent): (the generation of its latest command change, its pending commands as
         ``AgentCommand`` fields)."""
@@ -122,7 +177,7 @@ class Commands:
         with self.c.lock:
             for tenant, agent in keys:
                 rows = self.c.db.execute(
-                    "SELECT id, kind, pipeline, issued_at, issued_by, reason, state, generation "
+                    "SELECT id, kind, pipeline, issued_at, issued_by, reason, state, generation, process_state "
                     "FROM commands WHERE tenant = ? AND agent = ? ORDER BY issued_at",
                     (tenant, agent),
                 ).fetchall()
@@ -130,7 +185,8 @@ class Commands:
                     max((r[7] for r in rows), default=0),
                     [
                         {"id": i, "kind": k, "pipeline": p, "issued_at": t, "issued_by": b, "reason": r}
-                        for i, k, p, t, b, r, state, _ in rows
+                        | ({"process_state": ps} if ps else {})
+                        for i, k, p, t, b, r, state, _, ps in rows
                         if state == "pending"
                     ],
                 )

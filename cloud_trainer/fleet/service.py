@@ -795,6 +795,7 @@ class AdminServicer(rpc.AdminServicer):
             request.pipeline,
             request.reason,
             who.name,
+            request.process_state,
         )
         return pb.CommandInfo(json=json.dumps(cmd))
 

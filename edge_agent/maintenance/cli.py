@@ -72,12 +72,21 @@ def request_relearn(cfg, pipeline: str, reason: str, state: str | None = None, *
 def fleet_relearn(cfg, command) -> str:
     """The fleet's ``baseline_relearn`` command (``edge_agent.uplink.commands``): the same request as the CLI's."""
     who = f" by {command.issued_by}" if command.issued_by else ""
+    # one process state (``cloud-trainer baseline relearn ... --state NAME``); a state this config does not
+    # have is refused (ValueError: the command's failed result, with the states it has)
+    state = getattr(command, "process_state", "") or None
     request_relearn(
         cfg,
         command.pipeline,
         f"fleet command {command.id}{who}" + (f": {command.reason}" if command.reason else ""),
+        state,
         command=command.id,
     )
+    if state is not None:
+        return (
+            f"relearn requested: process state {state} of pipeline {command.pipeline} starts learning anew at "
+            "its next window; the other states stay as learned"
+        )
     return f"relearn requested: pipeline {command.pipeline} starts learning anew at its next window"
 
 
@@ -94,8 +103,14 @@ def fleet_summary(status: dict) -> dict:
         "false_alarm_rate",
         "reason",
         "speed_bands",
+        "state_tag",  # a baseline per process state: its tag, the states named in the config, those it has
+        "state_names",
     )
-    return {k: status[k] for k in keep if k in status}
+    out = {k: status[k] for k in keep if k in status}
+    if status.get("state_tag"):  # what `cloud-trainer baseline relearn --state` may name
+        seen = set(status.get("process_states") or ()) | set(status.get("not_judged") or ())
+        out["process_states"] = sorted(seen - {"(none)", "(other)"})
+    return out
 
 
 def baseline_main(args, load) -> int:

@@ -521,6 +521,7 @@ class StateBaselines:
             "windows": self.windows,
             "target_windows": self.s.windows,
             "state_tag": self.s.state_tag,
+            "state_names": None if self.s.states is None else [st.name for st in self.s.states],
             "process_states": {
                 st: {
                     "state": "learning" if st in self.learning else "ready",

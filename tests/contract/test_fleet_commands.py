@@ -105,3 +105,80 @@ def test_nul_characters_from_an_agent_or_an_admin_never_fail_the_control_state(c
     assert control.deployed_to("gw1", "ab\x00") is False  # a download request: PERMISSION_DENIED, not UNKNOWN
     with pytest.raises(NotInTenant):
         control.get("d\x00")
+
+
+STATE_HEALTH = {
+    "spindle": {
+        "baseline": {
+            "state": "ready",
+            "state_tag": "Cutting",
+            "state_names": ["idle", "cutting"],
+            "process_states": ["idle"],
+        }
+    },
+    "recip": {"baseline": {"state": "ready", "state_tag": "Step", "process_states": ["0", "1"]}},
+    "pump": {"baseline": {"state": "ready"}},
+}
+
+
+def test_a_relearn_of_one_process_state_reaches_the_agent_and_a_state_it_lacks_is_refused(commands):
+    """``cloud-trainer baseline relearn AGENT PIPELINE --state NAME``: the command carries the state into the
+    agent's desired state (``AgentCommand.process_state``); a state the agent's baseline does not have (as it
+    reported it), or a pipeline that reported no process states (an agent that would relearn every state),
+    is refused at once naming what it has."""
+    from cloud_trainer.fleet.commands import add_commands
+    from protocols.gen import fleet_pb2 as pb
+
+    commands.c.store.heartbeat("gw1", {}, [], STATE_HEALTH, 0)
+    cmd = commands.send("gw1", "baseline_relearn", "spindle", "new tool", "alice", "cutting")
+    whole = commands.send("gw1", "baseline_relearn", "recip", "", "alice", "2")  # a whole value, not seen yet
+    every = commands.send("gw1", "baseline_relearn", "spindle")
+    pending = commands.pending_many([("default", "gw1")])[("default", "gw1")]
+    assert [(c["id"], c.get("process_state", "")) for c in pending[1]] == [
+        (cmd["id"], "cutting"),
+        (whole["id"], "2"),
+        (every["id"], ""),
+    ]
+    reply = pb.HeartbeatReply()
+    add_commands(reply, pending)
+    assert [c.process_state for c in reply.commands] == ["cutting", "2", ""]
+    assert {c["id"]: c["process_state"] for c in commands.list("gw1")}[cmd["id"]] == "cutting"
+    with pytest.raises(
+        ValueError, match=r"no process state 'drilling'; its states \(baseline.states\): idle, cutting"
+    ):
+        commands.send("gw1", "baseline_relearn", "spindle", "", "", "drilling")
+    with pytest.raises(ValueError, match="whole value of state tag 'Step'.*seen: 0, 1"):
+        commands.send("gw1", "baseline_relearn", "recip", "", "", "on")
+    with pytest.raises(ValueError, match="pipeline pump of agent gw1 has reported no process states"):
+        commands.send("gw1", "baseline_relearn", "pump", "", "", "idle")
+    with pytest.raises(ValueError, match="1-64 letters"):
+        commands.send("gw1", "baseline_relearn", "spindle", "", "", "a b")
+    assert len(commands.list("gw1")) == 3
+
+
+def test_a_control_db_made_before_process_states_gets_the_column(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "control.db")
+    db.executescript(
+        "CREATE TABLE commands (tenant TEXT NOT NULL, id TEXT NOT NULL, agent TEXT NOT NULL, kind TEXT NOT NULL,"
+        " pipeline TEXT NOT NULL, reason TEXT NOT NULL, issued_at REAL NOT NULL, issued_by TEXT NOT NULL,"
+        " state TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', done_at REAL, generation INTEGER NOT NULL,"
+        " PRIMARY KEY (tenant, id));"
+        "INSERT INTO commands VALUES ('default', 'old1', 'gw1', 'baseline_relearn', 'pump', '', 1.0, 'al',"
+        " 'pending', '', NULL, 1);"
+    )
+    db.close()
+    store = SQLiteStore(tmp_path / "fleet.db")
+    control = Control(tmp_path / "control.db", Registry(tmp_path / "registry"), store)
+    try:
+        commands = Commands(control)
+        store.heartbeat("gw1", {}, [], STATE_HEALTH, 0)
+        assert [c["id"] for c in commands.pending_many([("default", "gw1")])[("default", "gw1")][1]] == [
+            "old1"
+        ]
+        commands.send("gw1", "baseline_relearn", "spindle", "", "", "idle")
+        assert sorted(c["process_state"] for c in commands.list("gw1")) == ["", "idle"]
+    finally:
+        control.db.close()
+        store.close()

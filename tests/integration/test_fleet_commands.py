@@ -130,6 +130,12 @@ async def test_baseline_relearn_from_the_fleet_waits_for_the_agent_runs_once_and
         assert refusals[0][1].replace("gw1", "X") == refusals[1][1].replace("gw7", "X")
         code, out = await asyncio.to_thread(cli, capsys, "relearn", "gw1", "pmup", *base, "--admin", "alice")
         assert code == 1 and "INVALID_ARGUMENT" in out and "has no pipeline 'pmup'; it reported: pump" in out
+        # --state NAME: one process state; a pipeline that reported none (no state_tag) is refused, not relearned
+        code, out = await asyncio.to_thread(
+            cli, capsys, "relearn", "gw1", "pump", "--state", "idle", *base, "--admin", "alice"
+        )
+        assert code == 1 and "INVALID_ARGUMENT" in out
+        assert "pipeline pump of agent gw1 has reported no process states" in out
 
         agent = Agent(cfg)  # back online: the command arrives with its desired state and runs once
         await agent.start()

@@ -96,3 +96,77 @@ async def test_relearn_of_a_pipeline_without_baseline_and_an_agent_that_refuses(
     r = CommandRunner(cfg(tmp_path / "b", accept=False))
     await r.run([cmd("c1")])
     assert "cloud.accept_commands is false" in r.results()[0]["detail"]
+
+
+def state_cfg(tmp_path):
+    """An agent whose pipeline ``spindle`` has a baseline per process state (``state_tag``)."""
+    for f in ("ca", "c", "k"):
+        (tmp_path / f).write_text("x")
+    states = [{"name": "idle", "max": 0.5}, {"name": "cutting", "min": 0.5}]
+    return parse_config(
+        {
+            "agent": {"id": "gw1", "data_dir": str(tmp_path / "data")},
+            "trusted_keys": [str(tmp_path / "k")],
+            "sources": {"plc": {"type": "mqtt", "subscriptions": [{"topic": "p/vib"}]}},
+            "models": {"m": {"package": "m.edgepkg"}},
+            "pipelines": [
+                {
+                    "name": "spindle",
+                    "source": "plc",
+                    "model": "m",
+                    "window": {"waveform": "V"},
+                    "baseline": {"windows": 30, "state_tag": "Cutting", "states": states},
+                }
+            ],
+            "cloud": {
+                "endpoint": "127.0.0.1:1",
+                "ca_file": str(tmp_path / "ca"),
+                "cert_file": str(tmp_path / "c"),
+                "key_file": str(tmp_path / "k"),
+            },
+        },
+        local_checks=False,  # no package nor key here: the command needs only the pipeline's baseline
+    )
+
+
+async def test_relearn_of_one_process_state_from_the_fleet_and_a_state_the_config_lacks_is_refused(tmp_path):
+    """``cloud-trainer baseline relearn AGENT spindle --state cutting``: the agent's request names the state
+    (the other states stay as learned); a state its config does not have is the command's failed result,
+    naming the states it has, and nothing is relearned."""
+    c = state_cfg(tmp_path)
+    req = relearn_path(c.data_dir, "spindle")
+    r = CommandRunner(c)
+    await r.run(
+        [pb.AgentCommand(id="c1", kind="baseline_relearn", pipeline="spindle", process_state="drilling")]
+    )
+    [res] = r.results()
+    assert res["ok"] is False and "no process state 'drilling' in baseline.states" in res["detail"], res
+    assert "['idle', 'cutting']" in res["detail"] and not req.exists()
+    await r.run(
+        [pb.AgentCommand(id="c2", kind="baseline_relearn", pipeline="spindle", process_state="cutting")]
+    )
+    res = {x["id"]: x for x in r.results()}["c2"]
+    assert res["ok"] is True and "process state cutting of pipeline spindle" in res["detail"], res
+    assert json.loads(req.read_text())["state"] == "cutting"
+
+
+def test_the_fleet_summary_of_a_baseline_per_state_names_the_states_relearn_may_name():
+    from edge_agent.maintenance.cli import fleet_summary
+    from edge_agent.maintenance.settings import BaselineSettings, ProcessState
+    from edge_agent.maintenance.states import StateBaselines
+
+    s = BaselineSettings(
+        windows=30,
+        state_tag="Cutting",
+        states=[ProcessState(name="idle", max=0.5), ProcessState(name="cut", min=0.5)],
+    )
+    b = StateBaselines(s, 10000.0, 2048, path=None, pipeline="spindle")
+    b.not_judged = {"cut": 3, "(none)": 2}
+    out = fleet_summary(b.status())
+    assert (out["state_tag"], out["state_names"], out["process_states"]) == (
+        "Cutting",
+        ["idle", "cut"],
+        ["cut"],
+    )
+    plain = fleet_summary({"state": "ready", "threshold": 3.0})
+    assert "state_tag" not in plain and "process_states" not in plain
