@@ -567,31 +567,38 @@ class SparkplugDatatype(enum.StrEnum):
     DATETIME = "DateTime"
 
 
-def _sparkplug_times(action: SparkplugCommandAction) -> None:
-    """With ``datatype: DateTime``, each value is a time a DateTime metric holds: ISO 8601 text with its zone,
-    or whole epoch milliseconds, from 1970 to the year 9999 (``sparkplug.datetime_ms``, the conversion the
-    command itself makes)."""
+def _sparkplug_values(action: SparkplugCommandAction) -> None:
+    """With a ``datatype``, each value the YAML fixes must fit it, as the command itself converts it
+    (``sparkplug_host.command_value``, the one check of a command's value): ``300`` for an ``Int8``/``UInt8``
+    metric, ``-1`` for an unsigned one, ``1.5`` for an integer one, text for a Boolean one, ``1e39`` for a Float
+    one is refused here, naming the field, not at every result. A ``DateTime`` metric takes a time: ISO 8601 text
+    with its zone, or whole epoch milliseconds, from 1970 to the year 9999 (``sparkplug.datetime_ms``). Without
+    a datatype the node's birth types the command, and its value is checked against it at send time."""
     from protocols import sparkplug as sp
     from protocols.json_codec import CodecError
 
-    if action.datatype is not SparkplugDatatype.DATETIME:
+    if action.datatype is None:
         return
+    dt = sp.DataType[action.datatype.name]
     for field in ("value", "reset_value"):
         v = getattr(action, field)
         for x in [] if v is None else v if isinstance(v, list) else [v]:
+            if dt is sp.DataType.DATETIME:
+                try:
+                    sp.datetime_ms(x)
+                except CodecError as e:
+                    raise ValueError(f"{field}: a DateTime metric takes a time; {e.detail}") from None
+                continue
+            from devices.mqtt.sparkplug_host import command_value
+
             try:
-                sp.datetime_ms(x)
-            except CodecError as e:
-                raise ValueError(f"{field}: a DateTime metric takes a time; {e.detail}") from None
+                command_value(dt, x, action.target)
+            except ValueError as e:
+                raise ValueError(f"{field}: {e}") from None
 
 
 class SparkplugCommandAction(OutputAction):
     """Write-back to a Sparkplug B edge node: an NCMD (node metric) or DCMD (device metric)."""
-
-    @model_validator(mode="after")
-    def _times(self) -> SparkplugCommandAction:  # the other checks of the values: OutputAction's
-        _sparkplug_times(self)
-        return self
 
     source_fields: ClassVar[dict[str, str]] = {"source": "mqtt"}
     type: Literal["sparkplug_command"]
@@ -608,12 +615,17 @@ class SparkplugCommandAction(OutputAction):
     def _sparkplug_kinds(self) -> SparkplugCommandAction:
         for field in ("value", "reset_value"):
             v = getattr(self, field)
-            for x in v if isinstance(v, list) else [v]:
-                if isinstance(x, bytes):
-                    raise ValueError(
-                        f"{field}: a Sparkplug command carries true/false, a number or text; bytes "
-                        "({base64: ...}, {hex: ...}) are written to OPC UA ByteString nodes only"
-                    )
+            if isinstance(v, list):  # it would fail at every result, retried in vain
+                raise ValueError(
+                    f"{field}: a Sparkplug command carries one value (true/false, a number, text or a time), "
+                    "not a list: Sparkplug array metrics are not written"
+                )
+            if isinstance(v, bytes):
+                raise ValueError(
+                    f"{field}: a Sparkplug command carries true/false, a number or text; bytes "
+                    "({base64: ...}, {hex: ...}) are written to OPC UA ByteString nodes only"
+                )
+        _sparkplug_values(self)  # the other checks of the values: OutputAction's
         return self
 
     @property

@@ -96,7 +96,6 @@ from devices.base import (
     Notices,
     Quality,
     Reading,
-    float_for_plc,
 )
 from devices.mqtt import sparkplug_host
 from devices.mqtt.settings import CodecKind, MqttSettings, Protocol, Subscription
@@ -196,61 +195,13 @@ class MqttBadTopic(MqttError):
     retryable = False
 
 
-_SP_INT = {
-    "INT8": (-(2**7), 2**7 - 1),
-    "INT16": (-(2**15), 2**15 - 1),
-    "INT32": (-(2**31), 2**31 - 1),
-    "INT64": (-(2**63), 2**63 - 1),
-    "UINT8": (0, 2**8 - 1),
-    "UINT16": (0, 2**16 - 1),
-    "UINT32": (0, 2**32 - 1),
-    "UINT64": (0, 2**64 - 1),
-}
-
-
 def _sparkplug_value(dt: sp.DataType, value: Any, where: str) -> Any:
-    """Strict conversion to a Sparkplug datatype: a string never becomes a boolean or a number, a
-    Float/Double is finite (and a Float within its range); numpy scalars count as their Python values."""
-    if isinstance(value, np.generic):
-        value = value.item()
-
-    def bad(fix: str) -> SparkplugTypeMismatch:
-        return SparkplugTypeMismatch(
-            f"metric {where} is {dt.name.title()}; cannot send {value!r} ({type(value).__name__}): {fix}"
-        )
-
-    if dt is sp.DataType.BOOLEAN:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int | float) and value in (0, 1):
-            return bool(value)
-        raise bad("write true or false without quotes")
-    if dt.name in _SP_INT:
-        if isinstance(value, str) or (isinstance(value, float) and not value.is_integer()):
-            raise bad("write a whole number without quotes")
-        if not isinstance(value, int | float):
-            raise bad("write a whole number")
-        lo, hi = _SP_INT[dt.name]
-        if not lo <= int(value) <= hi:
-            raise bad(f"out of range {lo}..{hi}")
-        return int(value)
-    if dt in (sp.DataType.FLOAT, sp.DataType.DOUBLE):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad("write a number without quotes")
-        try:
-            return float_for_plc(value, single=dt is sp.DataType.FLOAT)
-        except ValueError as e:
-            raise bad(str(e)) from None
-    if dt in (sp.DataType.STRING, sp.DataType.TEXT):
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise bad("write text")
-        return str(value)
-    if dt is sp.DataType.DATETIME:  # ISO 8601 text with its zone (as readings give it) or epoch ms
-        try:
-            return sp.datetime_ms(value)
-        except json_codec.CodecError as e:
-            raise bad(e.detail) from None
-    raise bad("only Boolean, integer, Float, Double, String and DateTime metrics can be written")
+    """Strict conversion to a Sparkplug datatype (``sparkplug_host.command_value``); a value that does not
+    fit raises ``SparkplugTypeMismatch`` (not retryable)."""
+    try:
+        return sparkplug_host.command_value(dt, value, where)
+    except ValueError as e:
+        raise SparkplugTypeMismatch(str(e)) from None
 
 
 class _Redeliveries:
@@ -1756,9 +1707,10 @@ class MqttSource:
         value: Any,
         datatype: str | None = None,
     ) -> str:
-        """Send an NCMD (``device`` None) or DCMD setting ``metric`` to ``value``, typed as the node's birth
-        declared it (or ``datatype``); a value that does not fit the type raises ``SparkplugTypeMismatch``
-        (not retryable): ``"false"`` is never sent as TRUE. A Template instance's member (``Motor1/Speed``,
+        """Send an NCMD (``device`` None) or DCMD setting ``metric`` to ``value``, typed as the node's current
+        birth declared it whatever ``datatype`` says (which types a metric no birth declares, or one of a type
+        this host does not write); a value that does not fit the birth's type (or ``datatype``) raises
+        ``SparkplugTypeMismatch`` (not retryable): ``"false"`` is never sent as TRUE, 300 never to a UInt8. A Template instance's member (``Motor1/Speed``,
         as its tag is named) is sent inside its instance, as Sparkplug has it: the instance metric carrying
         only that member."""
         where = f"{group}/{edge_node}/{device + '/' if device else ''}{metric}"
@@ -1778,27 +1730,41 @@ class MqttSource:
                 f"{device} is not alive (DDEATH, or no DBIRTH seen since its node's birth, or only a retained "
                 "one and no live message since)"
             )
-        dt = sp.DataType[datatype.upper()] if datatype else None
+        given = sp.DataType[datatype.upper()] if datatype else None
         known = self.sparkplug.datatype(group, edge_node, device, metric)
-        if dt is sp.DataType.DATETIME and known is not None and known != dt:
-            # a time sent to a metric its birth declares otherwise would be read as a count (an Int64) or
-            # refused by the node: the birth decides
+        if known in sparkplug_host.COMMAND_TYPES:
+            # the birth decides the datatype sent, whatever the action's says: a value sent as another type
+            # than the node declared is cast by the node (300 as an Int32 to an UInt8 metric became 44). The
+            # value must fit the birth's type (and the action's); a time sent to a metric declared a count,
+            # or a count to a DateTime metric, is refused whatever the value
+            dt = sp.DataType(known)
+            if given is not None and given is not dt:
+                shown = f"metric {metric!r} datatype {known} ({sparkplug_host.datatype_name(dt)})"
+                if sp.DataType.DATETIME in (given, dt):
+                    raise SparkplugTypeMismatch(
+                        f"mqtt source {self.name!r}: command to {where} not sent: the action's datatype is "
+                        f"{sparkplug_host.datatype_name(given)}, and the birth gives "
+                        f"{shown}; set the datatype the birth gives, or leave it out"
+                    )
+                try:
+                    _sparkplug_value(given, value, where)
+                    value = _sparkplug_value(dt, value, where)
+                except SparkplugTypeMismatch as e:
+                    raise SparkplugTypeMismatch(
+                        f"mqtt source {self.name!r}: command to {where} not sent: the birth gives {shown} "
+                        f"(the action's datatype: {sparkplug_host.datatype_name(given)}); {e}"
+                    ) from None
+        elif given is not None:
+            dt = given  # the metric not in the birth, or of a type this host does not write: the action's
+        elif known is None:
+            dt = sp.infer_datatype(value)
+        else:  # 0 (Unknown), UUID, Bytes, Sparkplug 3.0 arrays (22-34): no type this host can write
             raise SparkplugTypeMismatch(
-                f"mqtt source {self.name!r}: command to {where} not sent: the action's datatype is DateTime, "
-                f"and the birth gives metric {metric!r} datatype {known}; set the datatype the birth gives, or "
-                "leave it out"
+                f"mqtt source {self.name!r}: command to {where} not sent: the birth gives metric "
+                f"{metric!r} datatype {known}, which this host cannot write (0 is Unknown; UUID, Bytes, File, "
+                "DataSet, Template and Sparkplug 3.0 array types are not supported); set the action's "
+                "datatype, or write another metric"
             )
-        if dt is None:
-            if known is None:
-                dt = sp.infer_datatype(value)
-            elif known in sp.DataType._value2member_map_:
-                dt = sp.DataType(known)
-            else:  # 0 (Unknown), Sparkplug 3.0 arrays (22-34): no type this host can write
-                raise SparkplugTypeMismatch(
-                    f"mqtt source {self.name!r}: command to {where} not sent: the birth gives metric "
-                    f"{metric!r} datatype {known}, which this host cannot write (0 is Unknown; Sparkplug "
-                    "3.0 array types are not supported); set the action's datatype, or write another metric"
-                )
         ts = int(time.time() * 1000)
         member = self.sparkplug.template_member(group, edge_node, device, metric)
         m = sp.Metric(member[1] if member else metric, None, dt, _sparkplug_value(dt, value, where))

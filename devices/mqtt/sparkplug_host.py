@@ -100,7 +100,7 @@ from typing import Any
 
 import numpy as np
 
-from devices.base import QUALITY_BY_NAME, Quality, Reading
+from devices.base import QUALITY_BY_NAME, Quality, Reading, float_for_plc
 from devices.mqtt.settings import SparkplugHostSettings
 from protocols import sparkplug as sp
 from protocols.float32 import float32_shown
@@ -227,6 +227,87 @@ def _no_field(datatype: int) -> bool:
     """PropertySet and PropertySetList (20, 21: a metric has no value field for them) and datatypes past
     DateTimeArray (34), which Sparkplug B does not define."""
     return datatype in (20, 21) or datatype > 34
+
+
+_INT_RANGE = {
+    sp.DataType.INT8: (-(2**7), 2**7 - 1),
+    sp.DataType.INT16: (-(2**15), 2**15 - 1),
+    sp.DataType.INT32: (-(2**31), 2**31 - 1),
+    sp.DataType.INT64: (-(2**63), 2**63 - 1),
+    sp.DataType.UINT8: (0, 2**8 - 1),
+    sp.DataType.UINT16: (0, 2**16 - 1),
+    sp.DataType.UINT32: (0, 2**32 - 1),
+    sp.DataType.UINT64: (0, 2**64 - 1),
+}
+# the datatypes a command writes (``command_value``): a birth's other types (Unknown, UUID, Bytes, arrays, ...)
+# are written only as the action's ``datatype`` says
+COMMAND_TYPES = frozenset(
+    {*_INT_RANGE, sp.DataType.BOOLEAN, sp.DataType.FLOAT, sp.DataType.DOUBLE, sp.DataType.STRING}
+    | {sp.DataType.TEXT, sp.DataType.DATETIME}
+)
+
+
+def datatype_name(dt: sp.DataType) -> str:
+    """Sparkplug's spelling of a datatype, as births and the action's ``datatype`` write it: ``UInt8``,
+    ``DateTime``."""
+    return dt.name.title().replace("Uint", "UInt").replace("Datetime", "DateTime")
+
+
+def command_value(dt: sp.DataType, value: Any, where: str) -> Any:
+    """``value`` converted strictly to the Sparkplug datatype ``dt`` for a command to the metric ``where``;
+    ``ValueError`` naming the metric, its type, the value and the fix when it does not fit: a string never
+    becomes a boolean or a number (``"false"`` is never TRUE), an integer is within its type's range and a
+    fraction is never rounded, a Float/Double is finite and arrives as itself (``float_for_plc``), text is
+    valid UTF-8 and never NaN or infinity. NumPy scalars count as their Python values. The one check of a
+    command's value: at send time (``MqttSource.command``, against the birth's datatype) and at load (a value
+    the YAML fixes, against the action's ``datatype``)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+
+    def bad(fix: str) -> ValueError:
+        return ValueError(
+            f"metric {where} is {datatype_name(dt)}; cannot send {value!r} ({type(value).__name__}): {fix}"
+        )
+
+    if dt is sp.DataType.BOOLEAN:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int | float) and value in (0, 1):
+            return bool(value)
+        raise bad("write true or false without quotes")
+    if dt in _INT_RANGE:
+        if isinstance(value, str) or (isinstance(value, float) and not value.is_integer()):
+            raise bad("write a whole number without quotes; a fraction is never rounded or cut")
+        if not isinstance(value, int | float):
+            raise bad("write a whole number")
+        lo, hi = _INT_RANGE[dt]
+        if not lo <= int(value) <= hi:
+            raise bad(f"out of range {lo}..{hi}")
+        return int(value)
+    if dt in (sp.DataType.FLOAT, sp.DataType.DOUBLE):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad("write a number without quotes")
+        try:
+            return float_for_plc(value, single=dt is sp.DataType.FLOAT)
+        except ValueError as e:
+            raise bad(str(e)) from None
+    if dt in (sp.DataType.STRING, sp.DataType.TEXT):
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise bad("write text")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise bad("NaN and infinity are never sent as text; write text or a finite number")
+        text = str(value)
+        try:
+            text.encode()
+        except UnicodeEncodeError:  # a lone surrogate: protobuf cannot encode it, a retry would fail again
+            raise bad("text that is not valid Unicode (a lone surrogate) cannot be sent") from None
+        return text
+    if dt is sp.DataType.DATETIME:  # ISO 8601 text with its zone (as readings give it) or epoch ms
+        try:
+            return sp.datetime_ms(value)
+        except CodecError as e:
+            raise bad(e.detail) from None
+    raise bad("only Boolean, integer, Float, Double, String and DateTime metrics can be written")
 
 
 class SparkplugHost:

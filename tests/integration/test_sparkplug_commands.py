@@ -441,3 +441,68 @@ async def test_a_datetime_metric_is_written_from_iso_text_with_its_zone_or_epoch
     assert runner.stats["due"]["ok"] == 1
     assert "has no zone" in errors[0] and "out of the range of a Sparkplug DateTime" in errors[1], errors
     assert "the birth gives metric 'count' datatype 4" in errors[2], errors
+
+
+async def test_a_value_that_does_not_fit_the_births_datatype_is_refused_whatever_the_actions_datatype_says(
+    mosquitto,
+):
+    """Before, an action's ``datatype`` other than the birth's (DateTime aside) was used as it was: 300 as an
+    Int16 went to a UInt8 metric (a node casting it sets 44), 1.5 as a Double to an Int32 one, 1e300 to a Float
+    one, the text "false" as a String to a Boolean one, NaN as the text "nan". Now the birth decides the
+    datatype sent; a value that does not fit it (or the action's) is refused naming the metric and both types,
+    not sent, not retried, and counted (``failed``) by the action; one that fits is sent typed by the birth."""
+    node = Node(mosquitto.port)
+    cfg = _command_config(
+        mosquitto.port,
+        "level",
+        {"metric": "level", "datatype": "Int16", "value": 300, "when": {"verdict": "NG"}},
+    )
+    src, pump = await _host(mosquitto.port)
+    runner = ActionRunner(cfg, {"bus": src})
+    try:
+        node.nbirth(
+            0,
+            sp.Metric("level", None, D.UINT8, 0),
+            sp.Metric("speed", None, D.INT32, 0),
+            sp.Metric("temp", None, D.FLOAT, 0.0),
+            sp.Metric("open", None, D.BOOLEAN, False),
+            sp.Metric("label", None, D.STRING, ""),
+        )
+        await _births(src, 1)
+        await runner.handle(["level"], _ng_result(), None)
+        await runner.flush()
+        errors = []
+        for metric, value, datatype in (
+            ("level", -1, "Int32"),
+            ("speed", 1.5, "Double"),
+            ("temp", 1e300, "Double"),
+            ("open", "false", "String"),
+            ("label", float("nan"), "String"),
+        ):
+            with pytest.raises(SparkplugTypeMismatch) as e:
+                await src.command("g", "n1", None, metric, value, datatype)
+            errors.append(e.value)
+        with pytest.raises(SparkplugTypeMismatch) as nan:  # typed by the birth alone: never the text 'nan'
+            await src.command("g", "n1", None, "label", float("nan"))
+        await src.command("g", "n1", None, "level", 5, "Int32")  # fits: sent as the birth's UInt8
+        await src.command("g", "n1", None, "temp", 2, "Int64")  # fits: sent as the birth's Float
+        cmds = [_sent(c) for c in await node.wait_cmds(2)]
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    n = "spBv1.0/g/NCMD/n1"
+    assert cmds == [(n, "level", D.UINT8, 5), (n, "temp", D.FLOAT, 2.0)], cmds  # before: all seven sent
+    assert runner.stats["level"]["failed"] == 1 and runner.stats["level"]["ok"] == 0, runner.stats["level"]
+    assert not any(e.retryable for e in errors)
+    said = [str(e) for e in errors]
+    assert (
+        "level not sent: the birth gives metric 'level' datatype 5 (UInt8) (the action's datatype: Int32)"
+        in said[0]
+    )
+    assert "metric g/n1/level is UInt8; cannot send -1 (int): out of range 0..255" in said[0], said
+    assert "metric g/n1/speed is Int32; cannot send 1.5 (float)" in said[1], said
+    assert "metric g/n1/temp is Float; cannot send 1e+300 (float): out of range of a 32-bit" in said[2], said
+    assert "metric g/n1/open is Boolean; cannot send 'false' (str)" in said[3], said
+    assert "metric g/n1/label is String; cannot send nan (float): NaN and infinity" in said[4], said
+    assert "metric g/n1/label is String; cannot send nan" in str(nan.value)

@@ -1,0 +1,71 @@
+"""A ``sparkplug_command`` action whose ``datatype`` is given is checked when the config is loaded: each value
+the YAML fixes must fit that datatype, as the command converts it (``sparkplug_host.command_value``), or the
+config is refused naming the file, the field and the metric. The former code checked only ``DateTime`` and
+loaded the rest, to fail at every result (``300`` for a ``UInt8`` metric, text for an ``Int8`` one)."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_agent.config import ConfigError, load_config
+from tests.unit.test_sparkplug_datetime_at_load import HEAD
+
+
+def _load(tmp_path, datatype: str, tail: str):
+    path = tmp_path / "line3.yaml"
+    path.write_text(
+        HEAD.format(data=tmp_path / "data").replace("datatype: DateTime", f"datatype: {datatype}") + tail
+    )
+    return path, load_config(path)
+
+
+# a value each datatype takes: the same action with it loads
+FITS = {
+    "UInt8": "    value: 255\n",
+    "Int8": "    value: -128\n    mode: pulse\n    reset_value: 0\n",
+    "UInt16": "    value: 65535\n",
+    "Int16": "    value: 1\n",
+    "Int32": "    value: 3.0\n",  # a whole number written with a point
+    "Boolean": "    value: true\n",
+    "Float": "    value: 2.5\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("datatype", "tail", "field", "expected"),
+    [
+        (
+            "UInt8",
+            "    value: 300\n",
+            "value",
+            "metric g/n1/due is UInt8; cannot send 300 (int): out of range 0..255",
+        ),
+        ("Int8", "    value: 300\n", "value", "is Int8; cannot send 300 (int): out of range -128..127"),
+        ("UInt16", "    value: -1\n", "value", "is UInt16; cannot send -1 (int): out of range 0..65535"),
+        ("Int32", "    value: 1.5\n", "value", "is Int32; cannot send 1.5 (float): write a whole number"),
+        ("Int8", "    value: abc\n", "value", "is Int8; cannot send 'abc' (str)"),
+        ("Boolean", "    value: 2\n", "value", "is Boolean; cannot send 2 (int): write true or false"),
+        ("Boolean", "    value: open\n", "value", "is Boolean; cannot send 'open' (str)"),
+        ("Float", "    value: 1.0e+39\n", "value", "out of range of a 32-bit Float"),
+        ("Float", "    value: 16777217\n", "value", "would arrive as 16777216"),
+        (
+            "UInt8",
+            "    value: 1\n    mode: pulse\n    reset_value: -1\n",
+            "reset_value",
+            "is UInt8; cannot send -1 (int): out of range 0..255",
+        ),
+        ("Int16", "    value: [1, 2]\n", "value", "a Sparkplug command carries one value"),
+    ],
+)
+def test_a_commands_value_that_does_not_fit_its_datatype_is_refused_at_load_naming_file_field_and_metric(
+    tmp_path, datatype, tail, field, expected
+):
+    path = tmp_path / "line3.yaml"
+    with pytest.raises(ConfigError) as ei:
+        _load(tmp_path, datatype, tail)
+    errors = ei.value.errors
+    assert any(e.startswith(f"{path}: actions.due") and f"{field}:" in e and expected in e for e in errors), (
+        errors
+    )
+    _, cfg = _load(tmp_path, datatype, FITS[datatype])
+    assert cfg.actions["due"].datatype == datatype
