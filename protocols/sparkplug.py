@@ -632,6 +632,9 @@ INFLATE_BYTES_PER_S = 16 * 1024 * 1024
 INFLATE_TOTAL_NODES = 4
 # a node refused a payload by its budget within this time (s) is storming: it may not draw on a total's reserve
 STORMING_S = 1.0
+# ... and a budget with less than this share of its second's worth left is busy: it may not draw on a total's
+# reserve either (``InflateBudget.spent``)
+BUSY_LEFT = 0.5
 
 
 class InflateBudget:
@@ -645,8 +648,9 @@ class InflateBudget:
     inflated while both have some left and is charged to both, so a flooding node spends its own budget and
     its share of the total, not its neighbours' budgets, while many nodes together stay held to the total.
     A total may keep a ``reserve``, the last of it that budgets refused within the last ``STORMING_S`` while
-    not full (their nodes are storming: they send more than their budget, or than the total leaves them) may
-    not draw on:
+    not full (their nodes are storming: they send more than their budget, or than the total leaves them), or that
+    have less than ``BUSY_LEFT`` of their second's worth left (busy: a storm's opening burst, in which nothing was
+    refused yet), may not draw on:
     however many nodes storm, they stop at it (past it by one message at most), and a calm node, refused
     nothing, finds the total with some left. Without it, four storming nodes spent the total between them, and
     a calm node's payload waited on them. New names are calm too, and each may draw on the reserve, but the
@@ -678,12 +682,16 @@ class InflateBudget:
     def spent(self) -> InflateBudget | None:
         """The budget that has nothing left, this one or else its ``total``; None while both have some. While
         this one was refused within the last ``STORMING_S``, the total's ``reserve`` counts as nothing left."""
-        if self.left() <= 0:
+        mine = self.left()
+        if mine <= 0:
             return self
         t = self.total
         if t is not None:
             left = t.left()
-            if left <= 0 or (left <= t.reserve and self._clock() - self._refused_at < STORMING_S):
+            # storming: refused within STORMING_S, or busy: more than half its second's worth inflated within
+            # about the last second (a storm's opening burst, before any of it was refused: every node new)
+            storming = self._clock() - self._refused_at < STORMING_S or mine < self.per_s * BUSY_LEFT
+            if left <= 0 or (left <= t.reserve and storming):
                 return t
         return None
 

@@ -325,6 +325,14 @@ class SparkplugHostSettings(_Model):
         description="the longest wait (s) between two rebirths asked of a node that does not answer "
         "(rebirth_retry_s doubling up to this); not below rebirth_retry_s",
     )
+    rebirth_give_up_s: float = Field(
+        86_400.0,
+        ge=0,
+        description="a node asked its birth again and again that answers none and sends nothing for this long "
+        "(s, from the first ask and from its last message) is asked nothing more: a node taken out of service "
+        "without a death (switched off, removed) is not asked every rebirth_retry_max_s for ever (counted: notice "
+        "rebirth_given_up, said once per node); its next message, whatever it is, asks again. 0: never given up",
+    )
     max_inflated_bytes_per_s: int = Field(
         16 * 1024 * 1024,
         ge=1,
@@ -338,7 +346,8 @@ class SparkplugHostSettings(_Model):
         "the node stale until a birth of it is read (a rebirth asked once the budget refilled); a death is "
         "always read (inflated to at most 64 KiB; past it, its bdSeq read from that much). One flooding node does "
         "not hold up the others; several at once can spend the data total; the births' total keeps one node's "
-        "budget from nodes storming (refused within the last second), so a calm node's birth is read. Plain "
+        "budget from nodes storming (refused within the last second, or that inflated over half their budget "
+        "within about the last second: a storm's opening burst), so a calm node's birth is read. Plain "
         "payloads are not counted: their size costs the node the same bandwidth",
     )
     host_id: str | None = Field(

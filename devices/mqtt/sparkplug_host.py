@@ -18,7 +18,10 @@ meanwhile answers it), not while the node's births budget is spent, not of a nod
 host's reconnect, after which it is asked as every node not born) or whose births no subscription takes, and at
 most ``rebirth_max_per_s`` for the whole source. A node asked that sends no birth is asked again after
 ``rebirth_retry_s``, then after twice as long each time up to ``rebirth_retry_max_s`` (``_ask_unanswered``;
-counted as ``rebirths_repeated`` and the ``rebirth_unanswered`` notice), until a birth of it is read.
+counted as ``rebirths_repeated`` and the ``rebirth_unanswered`` notice), until a birth of it is read, or until
+``rebirth_give_up_s`` have passed since the first of these asks and since its last message: a node taken out
+of service without a death (switched off, removed) is then asked nothing more (counted as
+``rebirths_given_up`` and the ``rebirth_given_up`` notice, said once per node), until it sends anything again.
 When this host's own connection to the broker comes back (``session_lost``, called by the adapter before
 it decodes anything the new connection brought), every node it knows is treated as not born: what was
 published while it was away (a death, a birth with a new alias map or new datatypes) was missed, so its
@@ -66,8 +69,9 @@ the values it carried are missed until they change again). One node flooding spe
 share of the total, and the source's other nodes are read on; several flooding at once can spend the total,
 which then holds every node's compressed data. Births and deaths draw on budgets of their own, as large (per
 node, and the total), never on data's: a node in a rebirth storm must not starve the other nodes' data. The
-births' total keeps one node's budget in reserve from nodes refused within the last ``sp.STORMING_S`` (storming):
-however many storm, a calm node's birth is read (``sp.InflateBudget``). A
+births' total keeps one node's budget in reserve from nodes refused within the last ``sp.STORMING_S`` (storming),
+or that inflated over half their second's worth within about the last second (busy: a storm's opening burst,
+before any is refused): however many storm, a calm node's birth is read (``sp.InflateBudget``). A
 compressed birth past its node's births budget is ``inflate_budget``, not inflated, and its node (device)
 stale: its tags BAD once, not born until a birth of it is read, a rebirth asked once that budget has some
 left, whether it sends anything more or not (none is asked while it is spent: the answer would be skipped too). A compressed
@@ -152,6 +156,11 @@ class _Node:
     asked: set[str | None] = field(default_factory=set)
     retry_s: float = 0.0
     retry_at: float = math.inf
+    # when the asking began that no birth has answered yet (monotonic), and when the node's last message was
+    # read: asked for rebirth_give_up_s after the later of both without an answer, it is given up on
+    # (``SparkplugHost._ask_unanswered``) until it sends anything again
+    asked_since: float = math.inf
+    heard: float = -math.inf
 
 
 def _definition_types(t: sp.Template, prefix: str = "", depth: int = 0) -> dict[str, int]:
@@ -358,6 +367,9 @@ class SparkplugHost:
         # rebirths asked again of a node that did not answer the last one (``rebirth_retry_s``): on /status as
         # the notice rebirth_unanswered
         self.rebirths_repeated = 0
+        # nodes that answered no rebirth asked within rebirth_give_up_s, nor sent anything: asked nothing more
+        # until they send something (notice rebirth_given_up)
+        self.rebirths_given_up = 0
         # (when, key): nodes asked a rebirth, to ask again at that time unless a birth answered (``tick``)
         self._unanswered: list[tuple[float, tuple[str, str]]] = []
         # (group, edge_node) -> None: the nodes a rebirth is wanted of, oldest first (``_rebirth``, ``tick``)
@@ -548,6 +560,8 @@ class SparkplugHost:
                 retry = min(node.retry_s * 2, self._settings.rebirth_retry_max_s) if node.asked else retry
                 node.retry_s, node.retry_at = retry, now + retry
                 heapq.heappush(self._unanswered, (node.retry_at, key))
+            if not node.asked:  # the first ask no birth has answered yet: rebirth_give_up_s counts from it
+                node.asked_since = now
             node.asked |= node.want
             node.want.clear()
             node.last_rebirth = now
@@ -571,6 +585,10 @@ class SparkplugHost:
             if node is None or not node.asked or node.retry_at != at:  # answered, dead, or asked since
                 continue
             node.retry_at = math.inf
+            give_up = self._settings.rebirth_give_up_s
+            if give_up > 0 and now - max(node.asked_since, node.heard) >= give_up:
+                self._give_up(key, node, now)
+                continue
             node.want |= node.asked
             self._asking.setdefault(key, None)
             self.rebirths_repeated += 1
@@ -581,6 +599,25 @@ class SparkplugHost:
                     "(no birth of it read since): asked again, each time after twice as long, up to "
                     "rebirth_retry_max_s; its data is skipped until a birth of it is read",
                 )
+
+    def _give_up(self, key: tuple[str, str], node: _Node, now: float) -> None:
+        """A node asked its birth again and again for ``rebirth_give_up_s`` that neither answered nor sent
+        anything meanwhile: taken out of service without a death (switched off, removed from the line), it would
+        be asked every ``rebirth_retry_max_s`` for ever. It is asked nothing more, counted, and said once per
+        node; it stays stale (its data skipped, commands refused), and its next message, whatever it is, asks
+        again (``_before_birth``), the back-off from the start."""
+        waited = now - max(node.asked_since, node.heard)
+        node.asked.clear()
+        node.asked_since = math.inf
+        self.rebirths_given_up += 1
+        if self.on_notice is not None:
+            self.on_notice(
+                "rebirth_given_up",
+                f"sparkplug: {key[0]}/{key[1]} answered no rebirth asked and sent nothing for {waited:.0f} s "
+                "(rebirth_give_up_s): asked nothing more, as a node taken out of service without a death; it "
+                "is asked again as soon as it sends anything",
+                cause=f"{key[0]}/{key[1]}",
+            )
 
     def _clash(self, t: sp.SparkplugTopic, owner: tuple[str, str]) -> bool:
         """True when the edge node's name is taken by a live node of another group: tags are named without
@@ -728,6 +765,7 @@ class SparkplugHost:
                     )
                 return []
             node = self._nodes[key] = _Node()
+        node.heard = time.monotonic()  # it lives: a node given up on (``_give_up``) is asked again
         mt = t.message_type
         if self.retained:
             if mt in (sp.MessageType.NBIRTH, sp.MessageType.DBIRTH):

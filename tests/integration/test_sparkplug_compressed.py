@@ -601,3 +601,47 @@ async def test_a_calm_nodes_compressed_birth_is_read_while_six_nodes_storm_birth
     ]
     assert src.sparkplug.data_before_birth == 0  # before: its birth skipped, its data before birth
     assert src.sparkplug.births < src.sparkplug.births_skipped  # the storm's held to the total
+
+
+async def test_a_calm_nodes_first_birth_is_read_amid_a_storms_opening_burst_of_nodes_never_seen_before(
+    mosquitto,
+):
+    """The births' total keeps one node's worth from storming nodes, those refused within the last second. In a
+    storm's opening burst nothing has been refused yet (every node is new): before, four nodes sending
+    compressed births in a loop spent the whole total, reserve and all, before any was refused, and the first
+    birth of a calm node among them was skipped (inflate_budget), the node stale until a rebirth it asked was
+    answered. Now a node that has inflated more than half its second's worth within about the last second is
+    busy and may not draw on the reserve either, so the calm node's birth is read. (The total still bounds
+    them all: as many nodes never seen before as the total holds, each sending its first birth at once, can
+    still spend it, and a calm one after them is asked its birth once the budget has refilled.)"""
+    src, pub, got, task = await _started(mosquitto.port, 4096)  # 4 KB a node, 16 KB all births together
+
+    def birth(name: str, value: float, inflated: int | None) -> None:
+        nb = sp._pb().Payload()
+        nb.timestamp, nb.seq = T0_MS + 1000, 0
+        _metric(nb, "bdSeq", datatype=D.INT64, long_value=0)
+        _metric(nb, "Temp", alias=1, datatype=D.DOUBLE, double_value=value)
+        if inflated is None:  # plain: no budget
+            pub.publish(f"spBv1.0/g/NBIRTH/{name}", nb.SerializeToString(), qos=1)
+            return
+        nb.body = b"\0" * inflated
+        pub.publish(f"spBv1.0/g/NBIRTH/{name}", _compressed(nb), qos=1)
+
+    try:
+        await _ready(src)
+        for step in range(10):  # four nodes storming births of 3 KB inflated each, all new
+            for i in range(4):
+                birth(f"storm{i}", float(step), 3000)
+        birth("calm", 20.0, 100)
+        birth("last", 3.0, None)  # in order after it: every message before it was handled
+        async with asyncio.timeout(10):
+            while not any(r.tag == "last/Temp" for r in got):
+                await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        pub.loop_stop()
+        await src.stop()
+    assert [(r.value, r.quality) for r in got if r.tag == "calm/Temp"] == [
+        (20.0, Quality.GOOD)
+    ]  # before: none
+    assert src.sparkplug.births_skipped >= 20  # the storm's births past their budgets skipped

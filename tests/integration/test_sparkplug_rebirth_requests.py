@@ -201,3 +201,52 @@ async def test_a_node_that_does_not_answer_its_rebirth_is_asked_again_ever_less_
         await asyncio.sleep(1.0)  # more than twice the longest back-off: nothing more asked
     assert asked.count("mute") <= answered_after + 1  # one asked as its birth was on the way, at most
     assert asked.count("dead") <= 1, asked  # its death read: not asked again
+
+
+async def test_a_node_that_stopped_without_a_death_is_given_up_on_and_asked_again_when_it_sends_anything(
+    mosquitto,
+):
+    """A node taken out of service without a death (switched off, removed: its session may end without a will)
+    was asked its birth every rebirth_retry_max_s for ever. Now one that answers no ask and sends nothing for
+    rebirth_give_up_s is asked nothing more (counted: rebirths_given_up, notice rebirth_given_up, said once per
+    node), and asked again, its back-off from the start, as soon as it sends anything. A node that keeps sending
+    (its births lost) is never given up on."""
+    async with _host(
+        mosquitto.port,
+        "spBv1.0/g/NCMD/+",
+        sparkplug={
+            "rebirth_min_interval_s": 0,
+            "rebirth_retry_s": 0.1,
+            "rebirth_retry_max_s": 0.2,
+            "rebirth_give_up_s": 1.0,
+        },
+    ) as (src, asked, pub):
+        data = sp.Payload(int(time.time() * 1000), 1, [sp.Metric("Temp", None, D.DOUBLE, 1.0)])
+
+        async def chatty() -> None:  # its births lost, it keeps sending data: asked again and again
+            while True:
+                pub.publish("spBv1.0/g/NDATA/chatty", sp.encode(data), qos=1)
+                await asyncio.sleep(0.2)
+
+        talking = asyncio.create_task(chatty())
+        try:
+            pub.publish("spBv1.0/g/NDATA/gone", sp.encode(data), qos=1)  # data before its birth: asked
+            await until(lambda: src.sparkplug.rebirths_given_up == 1, 20, "the silent node given up on")
+            await asyncio.sleep(0.5)  # the last ask, published as it was given up on, delivered
+            given_up_after = asked.count("gone")
+            assert given_up_after >= 3, asked  # asked again and again before
+            await asyncio.sleep(1.0)  # five times the longest back-off: nothing asked meanwhile
+            assert asked.count("gone") == given_up_after, asked  # before: asked every rebirth_retry_max_s
+            assert src.notices.counts.get("rebirth_given_up") == 1, src.notices.counts
+            assert "g/gone answered no rebirth asked" in src.notices.messages["rebirth_given_up"]
+            pub.publish("spBv1.0/g/NDATA/gone", sp.encode(data), qos=1)  # it is back: asked again at once
+            await until(
+                lambda: asked.count("gone") > given_up_after + 1, 10, "the node asked again, and again"
+            )
+            b = sp.Payload(int(time.time() * 1000), 0, [sp.Metric("bdSeq", None, D.INT64, 0)])
+            pub.publish("spBv1.0/g/NBIRTH/gone", sp.encode(b), qos=1)  # and answers
+            await until(lambda: src.sparkplug.node_alive("g", "gone"), 10, "its birth read")
+        finally:
+            talking.cancel()
+    assert src.sparkplug.rebirths_given_up == 1  # the chatty node never given up on
+    assert asked.count("chatty") >= 5, asked
