@@ -23,7 +23,9 @@ __all__ = [
     "CAMERA_MAX_MEGAPIXELS",
     "FORMATS",
     "Refused",
+    "animated",
     "damaged_jpeg",
+    "image_kind",
     "image_size",
     "max_file_bytes",
     "not_one_image",
@@ -77,6 +79,10 @@ def read_image(data: bytes, max_megapixels: float = CAMERA_MAX_MEGAPIXELS) -> An
     if len(data) == 0:
         raise Refused("empty file")
     size = image_size(data)
+    if size is None and image_kind(data) == "GIF":  # a kind browsers show, not one a camera sends
+        raise Refused(
+            f"a GIF image, which is not read here (a {FORMATS} image is): save it as PNG", unsupported=True
+        )
     if size is None:
         raise Refused(f"not a {FORMATS} image (or its header is cut short)")
     kind, w, h = size
@@ -89,6 +95,8 @@ def read_image(data: bytes, max_megapixels: float = CAMERA_MAX_MEGAPIXELS) -> An
             oversize=True,
         )
     if kind == "TIFF" and (why := not_one_image(data)) is not None:
+        raise Refused(why, unsupported=True)
+    if kind in ("PNG", "WebP") and (why := animated(data)) is not None:  # the first frame of several
         raise Refused(why, unsupported=True)
     if kind == "TIFF" and (why := tiff_data_misplaced(data)) is not None:
         raise Refused(why)
@@ -284,6 +292,107 @@ def _jpeg_frame(data: bytes | memoryview) -> tuple[int, int, int, int] | None:
     return None
 
 
+# ``protocols.image_header``'s telling of a file's kind by its bytes, the same code
+
+SNIFF_BYTES = 512  # of a file's start, what ``image_kind`` reads: a PNM header after a comment line or two
+_BMP_INFO_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})  # BMP's info header sizes
+_ANIMATION_MAX_CHUNKS = 4096  # chunks read looking for an animation's frames: a crafted file stays cheap
+
+
+def image_kind(head: bytes | memoryview) -> str | None:
+    """The kind of image (a key of ``protocols.image_header.KIND_SUFFIXES``) a file is by its first bytes (``SNIFF_BYTES`` of them are
+    enough), whatever its name says, or None: none of those, or too little of it to tell. Each kind by its
+    signature and, where a text may begin alike, its structure: a BMP by its reserved zeros and the size of its
+    info header, a PNM (P1-P6) by a whole header (magic, width, height and, but for a bitmap, the maximum value,
+    comments skipped) followed by whitespace, so that a text beginning 'BM' or 'P1' is no image. Never raises."""
+    b = bytes(head[:SNIFF_BYTES])
+    if b.startswith(_PNG):
+        return "PNG"
+    if b.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if b[:4] in _TIFF_MAGIC:
+        return "TIFF"
+    if b[:4] == b"RIFF" and b[8:12] == b"WEBP":
+        return "WebP"
+    if b[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if b[:2] == b"BM" and b[6:10] == bytes(4) and len(b) >= 18:
+        return "BMP" if int.from_bytes(b[14:18], "little") in _BMP_INFO_SIZES else None
+    if _pnm_header(b) is not None:
+        return "PNM"
+    return None
+
+
+def _pnm_header(b: bytes) -> tuple[int, ...] | None:
+    """A PNM's header numbers (width, height and, but for a bitmap (P1, P4), the maximum value 1-65535), read
+    as Netpbm reads them ('#' comments to the end of their line skipped, each number ended by whitespace), or
+    None: no such header, or one cut short by the end of ``b``."""
+    if len(b) < 3 or b[:1] != b"P" or b[1:2] not in b"123456" or not (b[2:3].isspace() or b[2:3] == b"#"):
+        return None
+    want = 2 if b[1:2] in b"14" else 3
+    nums: list[int] = []
+    i, n = 2, len(b)
+    while len(nums) < want:
+        if i >= n:
+            return None
+        c = b[i : i + 1]
+        if c == b"#":
+            while i < n and b[i : i + 1] not in (b"\n", b"\r"):
+                i += 1
+        elif c.isspace():
+            i += 1
+        elif c.isdigit():
+            j = i
+            while j < n and b[j : j + 1].isdigit():
+                j += 1
+            if j == n or j - i > 9 or not (b[j : j + 1].isspace() or b[j : j + 1] == b"#"):
+                return None
+            nums.append(int(b[i:j]))
+            i = j
+        else:
+            return None
+    if nums[0] < 1 or nums[1] < 1 or (want == 3 and not 1 <= nums[2] <= 65535):
+        return None
+    return tuple(nums)
+
+
+def animated(data: bytes | memoryview) -> str | None:
+    """Why a PNG or WebP is not read as one image, or None: an animated one (a PNG's ``acTL`` chunk before its
+    image data, or a WebP whose header says animation) of more than one frame, of which decoders read the first
+    only, as of a multi-page TIFF. Read from its chunks, never decoded."""
+    b = data if isinstance(data, bytes) else bytes(data)
+    frames, kind = 0, "PNG"
+    try:
+        if b.startswith(_PNG):
+            i = 8
+            for _ in range(_ANIMATION_MAX_CHUNKS):
+                if i + 8 > len(b):
+                    break
+                length, typ = struct.unpack_from(">I4s", b, i)
+                if typ == b"IDAT":
+                    break
+                if typ == b"acTL" and length >= 8:
+                    frames = struct.unpack_from(">I", b, i + 8)[0]
+                    break
+                i += 12 + length
+        elif b[:4] == b"RIFF" and b[8:12] == b"WEBP" and b[12:16] == b"VP8X" and len(b) > 20 and b[20] & 0x02:
+            kind, i = "WebP", 12
+            for _ in range(_ANIMATION_MAX_CHUNKS):
+                if i + 8 > len(b):
+                    break
+                typ, length = struct.unpack_from("<4sI", b, i)
+                frames += typ == b"ANMF"
+                i += 8 + length + (length & 1)
+    except struct.error:
+        return None
+    if frames > 1:
+        return (
+            f"an animated {kind} of {frames} frames; one image per file is read (the first, the others would be "
+            "lost): save each frame as its own file"
+        )
+    return None
+
+
 # ``protocols.image_header``'s header reading, the same code
 
 
@@ -382,28 +491,10 @@ def _webp(b: bytes) -> tuple[str, int, int] | None:
 
 
 def _pnm(data: bytes | memoryview) -> tuple[str, int, int] | None:
-    """P1-P6: width and height are the first two numbers after the magic, '#' comments skipped."""
-    head = bytes(data[2:4096])
-    nums: list[int] = []
-    i, n = 0, len(head)
-    while i < n and len(nums) < 2:
-        c = head[i : i + 1]
-        if c == b"#":
-            while i < n and head[i : i + 1] not in (b"\n", b"\r"):
-                i += 1
-        elif c.isspace():
-            i += 1
-        elif c.isdigit():
-            j = i
-            while j < n and head[j : j + 1].isdigit():
-                j += 1
-            if j == n or j - i > 9:  # cut short, or a number no real header has
-                return None
-            nums.append(int(head[i:j]))
-            i = j
-        else:
-            return None
-    return ("PNM", nums[0], nums[1]) if len(nums) == 2 else None
+    """P1-P6: width and height from the whole header (``_pnm_header``: '#' comments skipped, each number ended by
+    whitespace, a maximum value of 1-65535 but for a bitmap), what ``image_kind`` tells a PNM by."""
+    nums = _pnm_header(bytes(data[:4096]))
+    return None if nums is None else ("PNM", nums[0], nums[1])
 
 
 # bytes per value of each TIFF field type (BYTE .. IFD8); a type not here is stepped over

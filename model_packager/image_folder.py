@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from model_packager.errors import PackageError
-from model_packager.image_file import CAMERA_MAX_MEGAPIXELS
+from model_packager.image_file import CAMERA_MAX_MEGAPIXELS, SNIFF_BYTES, image_kind
 
 # the agent's folder camera's (devices.camera.capture.IMAGE_SUFFIXES)
 SUFFIXES = frozenset(
@@ -33,6 +33,37 @@ SUFFIXES = frozenset(
     | {".pgm", ".ppm", ".pbm", ".pnm"}  # PNM
 )
 LIMIT = 500  # enough for the statistics' percentiles; each image is decoded twice
+
+
+_SNIFFED_FILES = 64  # files read for ``_images_by_content``: a folder of other data stays cheap
+
+
+def _images_by_content(root: Path) -> str:
+    """``" by name; N files are images by content: ..."`` for a folder whose files are images only by their
+    bytes (``image_file.image_kind``: 'img_0001', '.raw'), as the agent's camera says it, or ``""``."""
+    found = []
+    try:
+        files = sorted(
+            p for p in root.rglob("*") if not any(x.startswith(".") for x in p.relative_to(root).parts)
+        )
+    except OSError:
+        return ""
+    files = [p for p in files[: 4 * _SNIFFED_FILES] if p.is_file()][:_SNIFFED_FILES]
+    for p in files:
+        try:
+            with open(p, "rb") as f:
+                kind = image_kind(f.read(SNIFF_BYTES))
+        except OSError:
+            continue
+        if kind is not None and kind != "GIF":
+            found.append(f"{p.relative_to(root).as_posix()!r} ({kind})")
+    if not found:
+        return ""
+    n = len(found)
+    return (
+        f" by name; {n} file{'s are images' if n > 1 else ' is an image'} by content: {', '.join(found[:3])}"
+        f"{', ...' if n > 3 else ''}: give {'them their extensions' if n > 1 else 'it its extension'}"
+    )
 
 
 class ImageFolder:
@@ -61,8 +92,9 @@ class ImageFolder:
         )
         if not found:
             raise PackageError(
-                f"{option} {root}: no image in it (PNG, JPEG, BMP, TIFF, WebP or PNM); give the folder of the images "
-                "the model was trained on, or a few hundred of them",
+                f"{option} {root}: no image in it (PNG, JPEG, BMP, TIFF, WebP or PNM)"
+                + _images_by_content(root)
+                + "; give the folder of the images the model was trained on, or a few hundred of them",
                 code="usage",
             )
         self.total = len(found)

@@ -23,11 +23,18 @@ __all__ = [
     "DEFAULT_MAX_MEGAPIXELS",
     "FORMATS",
     "IMAGE_TYPES",
+    "KIND_SUFFIXES",
+    "KIND_TYPES",
+    "BROWSER_KINDS",
+    "SNIFF_BYTES",
     "ImageRejected",
+    "animated",
     "decode_image",
     "demosaic",
     "eight_bit",
+    "image_kind",
     "image_size",
+    "kind_suffix",
     "max_file_bytes",
     "tiff_data_misplaced",
     "tiff_directories",
@@ -57,6 +64,19 @@ IMAGE_TYPES = {
     ".pnm": ("image/x-portable-anymap", "PNM"),
 }
 _BYTES_PER_PIXEL = 8  # no file of these kinds needs more for its first image (16-bit RGBA, uncompressed)
+# the image kinds told from a file's bytes (``image_kind``): those read here (``IMAGE_TYPES``' formats), each with the
+# extensions it is read under (its usual one first), and GIF, which browsers show and nothing here reads
+KIND_SUFFIXES = {
+    **{fmt: tuple(e for e, (_, f) in IMAGE_TYPES.items() if f == fmt) for _, fmt in IMAGE_TYPES.values()},
+    "GIF": (".gif",),
+}
+KIND_TYPES = {
+    **{fmt: mime for mime, fmt in reversed(IMAGE_TYPES.values())},
+    "PNM": "image/x-portable-anymap",
+    "GIF": "image/gif",
+}
+BROWSER_KINDS = frozenset({"PNG", "JPEG", "GIF", "WebP", "BMP"})  # what every browser shows in an <img>
+SNIFF_BYTES = 512  # of a file's start, what ``image_kind`` reads: a PNM header after a comment line or two
 
 
 def max_file_bytes(max_megapixels: float | None = None) -> int:
@@ -108,6 +128,117 @@ def image_size(data: bytes | memoryview) -> tuple[str, int, int] | None:
     return None
 
 
+def image_kind(head: bytes | memoryview) -> str | None:
+    """The kind of image (a key of ``KIND_SUFFIXES``) a file is by its first bytes (``SNIFF_BYTES`` of them are
+    enough), whatever its name says, or None: none of those, or too little of it to tell. Each kind by its
+    signature and, where a text may begin alike, its structure: a BMP by its reserved zeros and the size of its
+    info header, a PNM (P1-P6) by a whole header (magic, width, height and, but for a bitmap, the maximum value,
+    comments skipped) followed by whitespace, so that a text beginning 'BM' or 'P1' is no image. Never raises."""
+    b = bytes(head[:SNIFF_BYTES])
+    if b.startswith(_PNG):
+        return "PNG"
+    if b.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if b[:4] in _TIFF_MAGIC:
+        return "TIFF"
+    if b[:4] == b"RIFF" and b[8:12] == b"WEBP":
+        return "WebP"
+    if b[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if b[:2] == b"BM" and b[6:10] == bytes(4) and len(b) >= 18:
+        return "BMP" if int.from_bytes(b[14:18], "little") in _BMP_INFO_SIZES else None
+    if _pnm_header(b) is not None:
+        return "PNM"
+    return None
+
+
+def kind_suffix(head: bytes | memoryview) -> str | None:
+    """The usual extension of the kind of image a file is by its first bytes (``image_kind``): a PNM's by its
+    magic (.pbm for a bitmap, .pgm for grey, .ppm for colour), or None when it is no image of those kinds."""
+    kind = image_kind(head)
+    if kind == "PNM":
+        return {b"1": ".pbm", b"4": ".pbm", b"2": ".pgm", b"5": ".pgm"}.get(bytes(head[1:2]), ".ppm")
+    return None if kind is None else KIND_SUFFIXES[kind][0]
+
+
+# the sizes of BMP's info headers (OS/2 core, BITMAPINFOHEADER, its V2-V5 forms): with its reserved zeros, what
+# tells a BMP from a text beginning with 'BM'
+_BMP_INFO_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
+
+
+def _pnm_header(b: bytes) -> tuple[int, ...] | None:
+    """A PNM's header numbers (width, height and, but for a bitmap (P1, P4), the maximum value 1-65535), read
+    as Netpbm reads them ('#' comments to the end of their line skipped, each number ended by whitespace), or
+    None: no such header, or one cut short by the end of ``b``."""
+    if len(b) < 3 or b[:1] != b"P" or b[1:2] not in b"123456" or not (b[2:3].isspace() or b[2:3] == b"#"):
+        return None
+    want = 2 if b[1:2] in b"14" else 3
+    nums: list[int] = []
+    i, n = 2, len(b)
+    while len(nums) < want:
+        if i >= n:
+            return None
+        c = b[i : i + 1]
+        if c == b"#":
+            while i < n and b[i : i + 1] not in (b"\n", b"\r"):
+                i += 1
+        elif c.isspace():
+            i += 1
+        elif c.isdigit():
+            j = i
+            while j < n and b[j : j + 1].isdigit():
+                j += 1
+            if j == n or j - i > 9 or not (b[j : j + 1].isspace() or b[j : j + 1] == b"#"):
+                return None
+            nums.append(int(b[i:j]))
+            i = j
+        else:
+            return None
+    if nums[0] < 1 or nums[1] < 1 or (want == 3 and not 1 <= nums[2] <= 65535):
+        return None
+    return tuple(nums)
+
+
+_ANIMATION_MAX_CHUNKS = 4096  # chunks read looking for an animation's frames: a crafted file stays cheap
+
+
+def animated(data: bytes | memoryview) -> str | None:
+    """Why a PNG or WebP is not read as one image, or None: an animated one (a PNG's ``acTL`` chunk before its
+    image data, or a WebP whose header says animation) of more than one frame, of which decoders read the first
+    only, as of a multi-page TIFF. Read from its chunks, never decoded."""
+    b = data if isinstance(data, bytes) else bytes(data)
+    frames, kind = 0, "PNG"
+    try:
+        if b.startswith(_PNG):
+            i = 8
+            for _ in range(_ANIMATION_MAX_CHUNKS):
+                if i + 8 > len(b):
+                    break
+                length, typ = struct.unpack_from(">I4s", b, i)
+                if typ == b"IDAT":
+                    break
+                if typ == b"acTL" and length >= 8:
+                    frames = struct.unpack_from(">I", b, i + 8)[0]
+                    break
+                i += 12 + length
+        elif b[:4] == b"RIFF" and b[8:12] == b"WEBP" and b[12:16] == b"VP8X" and len(b) > 20 and b[20] & 0x02:
+            kind, i = "WebP", 12
+            for _ in range(_ANIMATION_MAX_CHUNKS):
+                if i + 8 > len(b):
+                    break
+                typ, length = struct.unpack_from("<4sI", b, i)
+                frames += typ == b"ANMF"
+                i += 8 + length + (length & 1)
+    except struct.error:
+        return None
+    if frames > 1:
+        return (
+            f"an animated {kind} of {frames} frames; one image per file is read (the first, the others would be "
+            "lost): save each frame as its own file"
+        )
+    return None
+
+
 def decode_image(
     data: bytes | memoryview, flags: int | None = None, max_megapixels: float | None = None
 ) -> Any:
@@ -123,6 +254,10 @@ def decode_image(
     if len(data) == 0:
         raise ImageRejected("empty file")
     size = image_size(data)
+    if size is None and image_kind(data) == "GIF":  # a kind browsers show, not one a camera sends
+        raise ImageRejected(
+            f"a GIF image, which is not read here (a {FORMATS} image is): save it as PNG", unsupported=True
+        )
     if size is None:
         raise ImageRejected(f"not a {FORMATS} image (or its header is cut short)")
     kind, w, h = size
@@ -136,6 +271,8 @@ def decode_image(
             oversize=True,
         )
     if kind == "TIFF" and (why := tiff_not_one_image(data)) is not None:
+        raise ImageRejected(why, unsupported=True)
+    if kind in ("PNG", "WebP") and (why := animated(data)) is not None:  # the first frame of several
         raise ImageRejected(why, unsupported=True)
     if kind == "TIFF" and (why := tiff_data_misplaced(data)) is not None:  # libtiff would decode garbage
         raise ImageRejected(why)
@@ -614,25 +751,7 @@ def _webp(b: bytes) -> tuple[str, int, int] | None:
 
 
 def _pnm(data: bytes | memoryview) -> tuple[str, int, int] | None:
-    """P1-P6: width and height are the first two numbers after the magic, '#' comments skipped."""
-    head = bytes(data[2:4096])
-    nums: list[int] = []
-    i, n = 0, len(head)
-    while i < n and len(nums) < 2:
-        c = head[i : i + 1]
-        if c == b"#":
-            while i < n and head[i : i + 1] not in (b"\n", b"\r"):
-                i += 1
-        elif c.isspace():
-            i += 1
-        elif c.isdigit():
-            j = i
-            while j < n and head[j : j + 1].isdigit():
-                j += 1
-            if j == n or j - i > 9:  # cut short, or a number no real header has
-                return None
-            nums.append(int(head[i:j]))
-            i = j
-        else:
-            return None
-    return ("PNM", nums[0], nums[1]) if len(nums) == 2 else None
+    """P1-P6: width and height from the whole header (``_pnm_header``: '#' comments skipped, each number ended by
+    whitespace, a maximum value of 1-65535 but for a bitmap), what ``image_kind`` tells a PNM by."""
+    nums = _pnm_header(bytes(data[:4096]))
+    return None if nums is None else ("PNM", nums[0], nums[1])

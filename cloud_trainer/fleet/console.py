@@ -12,9 +12,10 @@ Tenants: the console shows one tenant at a time. Started with ``tenant=`` (``clo
 --console-tenant acme``) it shows that tenant only, whatever the URL asks; without it, ``?tenant=ID``
 on every ``/api`` call, report and blob URL picks one (default: ``default``; an id outside the tenant-id
 rule is ``404``), which is for the platform operator's own loopback use, not for a port that tenants
-reach. A blob (sample image) is served only if the tenant holds a sample with that digest, as the kind it was
-uploaded under (``blob_type``): an image whose header is of its kind as that image, anything else (a ``.npy``
-window, bytes that are not what their extension says) as ``application/octet-stream`` to save; every answer with
+reach. A blob (sample image) is served only if the tenant holds a sample with that digest, as the kind its bytes
+are (``blob_type``, ``protocols.image_header.image_kind``), whatever extension the gateway gave it: an image of a
+kind browsers show as that image (``/api/samples`` lists it ``view: image``), a TIFF or PNM as a download named by
+its kind, anything else (a ``.npy`` window, bytes of no image kind) as ``application/octet-stream`` to save; every answer with
 ``X-Content-Type-Options: nosniff`` (``BoundedHandler``), a blob or registry file with a CSP that sandboxes it
 (``BLOB_CSP``: a page a gateway uploaded, opened on its own, runs no script in the console's origin). A registry
 URL is ``/registry/<package>/<file>`` or ``/registry/<package>/<version>/<file>``, each part
@@ -71,40 +72,38 @@ CPU_SHARE = 0.2  # of one core (and of the store's time), at most, spent computi
 # sent with every sample blob and registry file: whatever a (compromised) gateway uploaded, opened on its own it
 # runs no script in the console's origin and loads nothing (an SVG or HTML page is sandboxed, a unique origin)
 BLOB_CSP = "default-src 'none'; sandbox"
-# the image kinds every browser shows in an <img> (IMAGE_TYPES' media types): a sample of another kind (a TIFF, a
-# PNM, a .npy window, data of no kind) is a download link on the page, never a broken image
-BROWSER_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/bmp", "image/webp"})
+VIEWS_KEPT = 20_000  # sample views (by tenant and digest: a blob's bytes never change) kept between answers
 
 
-def sample_view(ext: str | None) -> str:
-    """How the page shows a sample stored under ``ext``: ``"image"`` (an ``<img>``) when browsers show its kind,
-    else ``"file"`` (a link that downloads it)."""
-    from cloud_trainer.fleet.store import sample_kind
-    from protocols.image_header import IMAGE_TYPES
+def sample_view(head: bytes | None) -> str:
+    """How the page shows a sample whose bytes begin with ``head`` (``SNIFF_BYTES`` of them; None: its blob cannot
+    be read): ``"image"`` (an ``<img>``) when they are of a kind browsers show (PNG, JPEG, GIF, WebP, BMP:
+    ``image_kind``, the bytes' kind whatever the extension the gateway gave), else ``"file"`` (a link that
+    downloads it): a TIFF, a PNM, a ``.npy`` window, data of no kind, a ``.png`` that is none of those."""
+    from protocols.image_header import BROWSER_KINDS, image_kind
 
-    kind = sample_kind(ext)
-    return "image" if kind in IMAGE_TYPES and IMAGE_TYPES[kind][0] in BROWSER_IMAGE_TYPES else "file"
+    return "image" if head is not None and image_kind(head) in BROWSER_KINDS else "file"
 
 
-def blob_type(ext: str, data: bytes, digest: str) -> tuple[str, str | None]:
-    """``(Content-Type, attachment file name or None)`` of a sample blob stored under ``ext``: an image kind whose
-    header is of that kind (``image_header.image_size``) is shown as that image; anything else (a ``.npy``
-    window, a ``.png`` that is no PNG, a row of no known kind from before the fleet checked kinds) is
-    ``application/octet-stream`` to save, named ``sample-<digest>.<kind>`` (``.bin`` when of no known kind). An
-    image of a kind browsers do not show (TIFF, PNM) keeps its type and is named so too."""
-    from cloud_trainer.fleet.store import sample_kind
-    from protocols.image_header import IMAGE_TYPES, image_size
+def blob_type(data: bytes, digest: str) -> tuple[str, str | None]:
+    """``(Content-Type, attachment file name or None)`` of a sample blob, by its bytes (``image_kind``), never by
+    the extension a gateway gave it: an image of a kind browsers show (PNG, JPEG, GIF, WebP, BMP) is served as
+    that image, what ``sample_view`` shows as an ``<img>``; a TIFF or PNM (no browser shows it: the page's
+    download link) keeps its image type and is named ``sample-<digest>.<kind>`` (.tif, .pgm, .ppm, .pbm); anything
+    else (a ``.npy`` window, bytes that are no image, a page a compromised gateway sent as ``.png``) is
+    ``application/octet-stream`` to save, named ``.npy`` for a NumPy array and ``.bin`` for the rest."""
+    from protocols.image_header import BROWSER_KINDS, IMAGE_TYPES, KIND_TYPES, image_kind, kind_suffix
 
-    kind = sample_kind(ext)
-    if kind in IMAGE_TYPES:
-        mime, fmt = IMAGE_TYPES[kind]
-        head = image_size(data)
-        if head is not None and head[0] == fmt:
-            # a TIFF or PNM (no browser shows it: the page's download link) is saved under its kind, not as a
-            # file named by the bare digest of the URL, which no viewer opens
-            return mime, None if mime in BROWSER_IMAGE_TYPES else f"sample-{digest[:16]}{kind}"
-    name = f"sample-{digest[:16]}{kind or '.bin'}"  # a digest (hex) and a kind: nothing to quote or escape
-    return "application/octet-stream", name
+    kind = image_kind(data)
+    if kind in BROWSER_KINDS:
+        return KIND_TYPES[kind], None
+    suffix = kind_suffix(data)
+    if (
+        suffix is not None
+    ):  # an image no browser shows, named by its kind: a file named by a bare digest opens in no viewer
+        return IMAGE_TYPES[suffix][0], f"sample-{digest[:16]}{suffix}"
+    suffix = ".npy" if data[:6] == b"\x93NUMPY" else ".bin"
+    return "application/octet-stream", f"sample-{digest[:16]}{suffix}"  # a digest (hex): nothing to escape
 
 
 class _ClientGone(ConnectionError):
@@ -123,6 +122,8 @@ class Console:
     ) -> None:
         self.srv = server  # FleetServer: store, control, registry, blobs
         self.tenant = tenant
+        self._views: dict[tuple[str, str | None], str] = {}  # (tenant, digest) -> sample_view (``view``)
+        self._views_lock = threading.Lock()
         names = known_host_names(host, allowed_hosts)
         self.answers: Answers[bytes] = Answers(min_age_s=ANSWER_MIN_AGE_S, cpu_share=CPU_SHARE, wait_s=5.0)
         outer = self
@@ -168,7 +169,7 @@ class Console:
                         return self._json(
                             t,
                             lambda: [
-                                {**s, "view": sample_view(s.get("ext"))}  # an <img>, or a link to download it
+                                {**s, "view": outer.view(t, s.get("sha256"))}  # an <img>, or a download link
                                 for s in outer.srv.store.samples(  # the newest, oldest first (the page reverses)
                                     model=q.get("model"),
                                     reason=q.get("reason"),
@@ -184,11 +185,11 @@ class Console:
                         )
                     if u.path.startswith("/blob/"):
                         digest = u.path.removeprefix("/blob/")
-                        ext = outer.srv.store.sample_ext(digest, tenant=t)  # None: not a sample of the tenant
-                        if ext is None:
+                        # None: not a sample of the tenant (its extension says nothing of how it is served)
+                        if outer.srv.store.sample_ext(digest, tenant=t) is None:
                             raise KeyError(digest[:64])
                         data = outer.srv.blobs.for_tenant(t).get_bytes(digest)
-                        ctype, attachment = blob_type(ext, data, digest)
+                        ctype, attachment = blob_type(data, digest)  # by its bytes, not its extension
                         extra = {"Content-Security-Policy": BLOB_CSP}
                         if attachment:
                             extra["Content-Disposition"] = f'attachment; filename="{attachment}"'
@@ -281,6 +282,30 @@ class Console:
 
         self.httpd = BoundedHTTPServer((host, port), Handler, MAX_CONNECTIONS, DEADLINE_S)
         self.port = self.httpd.server_address[1]
+
+    def view(self, tenant: str, digest: str | None) -> str:
+        """``sample_view`` of a sample's blob, from its first bytes (one ranged read of the blob store, then kept:
+        a digest's bytes never change); ``"file"`` when it cannot be read (a console without a blob store, a blob
+        gone or not yet written: asked again next time)."""
+        key = (tenant, digest)
+        with self._views_lock:
+            if key in self._views:
+                return self._views[key]
+        blobs = getattr(self.srv, "blobs", None)
+        if blobs is None or not isinstance(digest, str):
+            return "file"
+        from protocols.image_header import SNIFF_BYTES
+
+        try:
+            head = blobs.for_tenant(tenant).read_range(digest, 0, SNIFF_BYTES)
+        except Exception:  # not found, not a digest, an object store's error: the listing goes on
+            return "file"
+        view = sample_view(head)
+        with self._views_lock:
+            if len(self._views) >= VIEWS_KEPT:
+                self._views.pop(next(iter(self._views)))  # the oldest kept
+            self._views[key] = view
+        return view
 
     def agents(self, tenant: str = "default") -> list[dict]:
         st = self.srv.store

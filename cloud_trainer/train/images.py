@@ -49,10 +49,18 @@ from pathlib import Path
 from typing import NoReturn
 
 from cloud_trainer.train.data import CAMERA_MAX_MEGAPIXELS, DatasetError, read_image_file
-from protocols.image_header import BAYER_PATTERNS, IMAGE_TYPES
+from protocols.image_header import (
+    BAYER_PATTERNS,
+    IMAGE_TYPES,
+    KIND_SUFFIXES,
+    SNIFF_BYTES,
+    image_kind,
+    kind_suffix,
+)
 
 # .jfif: Windows's JPEG; .webp as the agent's folder camera reads it (devices.camera.capture.IMAGE_SUFFIXES)
 IMAGE_EXTS = tuple(IMAGE_TYPES)
+IMAGE_KINDS = frozenset(fmt for _, fmt in IMAGE_TYPES.values())  # the kinds read (image_kind tells GIF too)
 # CAMERA_MAX_MEGAPIXELS (cloud_trainer.train.data): the import's default, training's for a dataset recording none
 GOOD_NAMES = ("ok", "good", "pass", "okay", "normal", "nominal")
 MIN_GOOD = {"classifier": 20, "anomaly": 20}  # AWS Lookout for Vision's floor: 20 normal images
@@ -230,20 +238,30 @@ def _left_out(src: Path) -> list[str]:
             "the dot if they belong to the dataset"
         )
     # files named otherwise that are images by their first bytes (a line camera's 'img_0001' without an
-    # extension, 'part.PNG ' with a space after it): said apart, with how to import them
-    by_content = [(name, kind) for name in other if (kind := _image_kind(src / name))]
+    # extension, 'part.PNG ' with a space after it, a PGM saved as 'frame.raw'): said apart, with how to import
+    # them; a GIF (no kind a camera sends, and not read) with what to save it as
+    by_content = [(name, *found) for name in other if (found := _image_kind(src / name))]
     if by_content:
-        n = len(by_content)
-        named = {name for name, _ in by_content}
+        named = {name for name, _, _ in by_content}
         other = [name for name in other if name not in named]
-        shown = ", ".join(f"{name!r} ({kind})" for name, kind in by_content[:3]) + (", ..." if n > 3 else "")
-        exts = ", ".join(
-            f"{KIND_EXTS[k][0]} for {k}" for k in KIND_EXTS if any(k == kind for _, kind in by_content)
-        )
+    read = [(name, kind, suffix) for name, kind, suffix in by_content if kind in IMAGE_KINDS]
+    if read:
+        n = len(read)
+        shown = ", ".join(f"{name!r} ({kind})" for name, kind, _ in read[:3]) + (", ..." if n > 3 else "")
+        order = list(KIND_SUFFIXES)
+        forms = sorted({(order.index(k), x, x[1:].upper() if k == "PNM" else k) for _, k, x in read})
+        exts = ", ".join(f"{x} for {form}" for _, x, form in forms)  # a PNM's by its form: PBM, PGM, PPM
         notes.append(
             f"left out {n} file{'s' if n > 1 else ''} that {'are images' if n > 1 else 'is an image'} by "
             f"content but not by name (no extension, or another): {shown}; give "
             f"{'each' if n > 1 else 'it'} its extension ({exts}) to import {'them' if n > 1 else 'it'}"
+        )
+    if unread := [name for name, kind, _ in by_content if kind not in IMAGE_KINDS]:
+        n = len(unread)
+        notes.append(
+            f"left out {n} GIF image{'s' if n > 1 else ''}, a kind not read (PNG, JPEG, BMP, TIFF, WebP or PNM "
+            f"{'are' if n > 1 else 'is'}): {', '.join(unread[:3])}{', ...' if n > 3 else ''}; save "
+            f"{'them' if n > 1 else 'it'} as PNG to import {'them' if n > 1 else 'it'}"
         )
     if other:
         n = len(other)
@@ -255,46 +273,16 @@ def _left_out(src: Path) -> list[str]:
     return notes
 
 
-_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
-    (b"\xff\xd8\xff", "JPEG"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-)
-# the sizes of BMP's info headers (OS/2 core, BITMAPINFOHEADER, its V2-V5 forms): with its reserved zeros, what
-# tells a BMP from a text beginning with 'BM'
-_BMP_INFO_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
-# the extensions each kind is read under (IMAGE_EXTS), its usual one first
-KIND_EXTS = {
-    "PNG": (".png",),
-    "JPEG": (".jpg", ".jpeg", ".jpe", ".jfif"),
-    "BMP": (".bmp",),
-    "TIFF": (".tif", ".tiff"),
-    "WebP": (".webp",),
-    "PNM": (".pgm", ".ppm", ".pbm", ".pnm"),  # read by those names; never told by content (``image_kind``)
-}
-
-
-def image_kind(head: bytes) -> str | None:
-    """The kind of image (a key of ``KIND_EXTS``) bytes are by their first 64, or None (none of those: a
-    text, a GIF; nor a PNM, whose few bytes of magic a text file may begin with too)."""
-    kind = next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
-    if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        kind = "WebP"
-    if kind is None and head[:2] == b"BM" and head[6:10] == bytes(4) and len(head) >= 18:
-        kind = "BMP" if int.from_bytes(head[14:18], "little") in _BMP_INFO_SIZES else None
-    return kind
-
-
-def _image_kind(path: Path) -> str | None:
-    """The kind of image a file is by its first bytes (``image_kind``), or None (not one, or unreadable:
-    said elsewhere if it matters)."""
+def _image_kind(path: Path) -> tuple[str, str] | None:
+    """``(kind, usual extension)`` of the image a file is by its first bytes (``image_kind``, ``kind_suffix``:
+    a PNM's by its magic), or None (not one, or unreadable: said elsewhere if it matters)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(64)
+            head = f.read(SNIFF_BYTES)
     except OSError:
         return None
-    return image_kind(head)
+    kind, suffix = image_kind(head), kind_suffix(head)
+    return None if kind is None or suffix is None else (kind, suffix)
 
 
 # hidden folders that systems keep on a drive or in a folder (a Mac's, Linux desktops' trash and
@@ -800,10 +788,10 @@ def _write(
             rel = it.path.relative_to(src).as_posix()
             # the decoders read a file by its content, whatever its name: one of another kind than its
             # extension says (a JPEG saved as .png) is read as what it is, stored under its kind's extension
-            kind = image_kind(data[:64]) if suffix is None else None
-            if kind is not None and it.path.suffix.lower() not in KIND_EXTS[kind]:
+            kind = image_kind(data[:SNIFF_BYTES]) if suffix is None else None
+            if kind is not None and it.path.suffix.lower() not in KIND_SUFFIXES[kind]:
                 misnamed.append((rel, kind))
-                suffix = KIND_EXTS[kind][0]
+                suffix = kind_suffix(data[:SNIFF_BYTES])  # a PNM's by its magic: .pbm, .pgm or .ppm
             # the label is in labels.jsonl, not the file's name: a class name may be as long as a folder's
             name = f"images/{k:06d}{suffix or it.path.suffix.lower()}"
             (dst / name).write_bytes(data)

@@ -78,11 +78,14 @@ from devices.base import Backoff, BurstLogger, Channel, ConnectionState, DeviceE
 from devices.camera.settings import CameraKind, CameraSettings
 from protocols.image_header import (
     IMAGE_TYPES,
+    SNIFF_BYTES,
     ImageRejected,
     decode_image,
     demosaic,
     eight_bit,
+    image_kind,
     image_size,
+    kind_suffix,
     max_file_bytes,
     transparent_pixels,
 )
@@ -221,6 +224,37 @@ def _decode(data: bytes, max_megapixels: float) -> np.ndarray:
             unsupported=True,
         )
     return img
+
+
+_SNIFFED_FILES = 64  # files of a folder read for ``_images_by_content``: a folder of other data stays cheap
+
+
+def _images_by_content(folder: Path) -> str:
+    """``"; N files are images by content but not by name: ..."`` for a folder whose files the camera does not
+    read by their names (a line camera's tool writing 'img_0001' or '.raw'), with the extension to give them,
+    or ``""``; from the first bytes of at most ``_SNIFFED_FILES`` of them (``image_kind``)."""
+    found = []
+    try:
+        names = sorted(e.name for e in os.scandir(folder) if not e.name.startswith(".") and e.is_file())
+    except OSError:
+        return ""
+    for name in names[:_SNIFFED_FILES]:
+        try:
+            with open(folder / name, "rb") as f:
+                head = f.read(SNIFF_BYTES)
+        except OSError:
+            continue
+        kind, suffix = image_kind(head), kind_suffix(head)
+        if kind is not None and suffix in IMAGE_SUFFIXES:
+            found.append(f"{name!r} ({kind}: {suffix})")
+    if not found:
+        return ""
+    n, more = len(found), " or more" if len(names) > _SNIFFED_FILES else ""
+    what = "of its files are images" if n > 1 or more else "of its files is an image"
+    return (
+        f"; {n}{more} {what} by content but not by name: {', '.join(found[:3])}{', ...' if n > 3 else ''}; "
+        f"give {'them their extensions' if n > 1 else 'it its extension'} to read {'them' if n > 1 else 'it'}"
+    )
 
 
 def _outside_its_dates(der: bytes) -> str | None:
@@ -559,7 +593,10 @@ class CameraSource:
         s = self.settings
         files = sorted(p for p in Path(s.url).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise CameraError(f"folder {s.shown_url} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise CameraError(
+                f"folder {s.shown_url} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+                + _images_by_content(Path(s.url))
+            )
         self.state = ConnectionState.CONNECTED
         self._replay = True
         period = 1.0 / (s.fps or DEFAULT_FILE_FPS)

@@ -126,15 +126,42 @@ def test_console_agents_count_records_and_find_gaps_without_reading_every_record
 
 def test_console_page_shows_samples_browsers_cannot_show_as_download_links_not_broken_images(tmp_path):
     """The page showed every sample as an `<img>`: a TIFF, a PNM or a `.npy` window (kinds no browser shows)
-    was a broken image. `/api/samples` says how each is shown (`view`): `image` for PNG, JPEG, BMP and WebP,
-    `file` for any other kind, which the page offers as a link that downloads it."""
+    was a broken image. `/api/samples` says how each is shown (`view`): `image` for PNG, JPEG, BMP and WebP
+    (and GIF), `file` for any other kind, which the page offers as a link that downloads it; the kind is the
+    bytes' in the blob store (test_fleet_sample_kinds: whatever extension the gateway gave), and a sample whose
+    blob is not there is a link too."""
+    import hashlib
+    import io
+
+    import cv2
+    import numpy as np
+
+    from cloud_trainer.blobs import LocalBlobStore
     from cloud_trainer.fleet.console import PAGE
 
-    store = SQLiteStore(tmp_path / "fleet.db")
+    store, blobs = SQLiteStore(tmp_path / "fleet.db"), LocalBlobStore(tmp_path / "blobs")
+    frame = np.random.default_rng(3).integers(0, 255, (6, 20, 3), np.uint8)
+    window = io.BytesIO()
+    np.save(window, np.zeros(8, np.float32))
     exts = [".png", ".JPG", ".jfif", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".npy", ""]
-    rows = [{**_sample(i, "part-inspection", "ng"), "sample_ext": e} for i, e in enumerate(exts, 1)]
+    kinds = [".png", ".jpg", ".jpg", ".bmp", ".webp", ".tif", ".tif", ".pgm", ".ppm"]  # .jfif: a JPEG
+    data = [
+        cv2.imencode(k, np.ascontiguousarray(frame[:, : 20 - i, : 1 if k == ".pgm" else 3]))[1].tobytes()
+        for i, k in enumerate(kinds)
+    ]  # each its own digest
+    data += [window.getvalue(), b"?"]
+    rows = [
+        {**_sample(i, "part-inspection", "ng"), "sample_ext": e, "sample_sha256": blobs.put_bytes(d)}
+        for i, (e, d) in enumerate(zip(exts, data, strict=True), 1)
+    ]
+    rows.append(
+        {
+            **_sample(len(exts) + 1, "part-inspection", "ng"),
+            "sample_sha256": hashlib.sha256(b"gone").hexdigest(),
+        }
+    )
     store.ingest("gw1", rows)
-    c = Console(SimpleNamespace(store=store), tenant="default")
+    c = Console(SimpleNamespace(store=store, blobs=blobs), tenant="default")
     c.start()
     try:
         got = {s["seq"]: s["view"] for s in _get(c, "/api/samples")}
@@ -143,7 +170,7 @@ def test_console_page_shows_samples_browsers_cannot_show_as_download_links_not_b
     finally:
         c.stop()
         store.close()
-    assert [got[i] for i in range(1, len(exts) + 1)] == ["image"] * 5 + ["file"] * 6
+    assert [got[i] for i in range(1, len(exts) + 2)] == ["image"] * 5 + ["file"] * 7
     # the page draws an <img> only for view "image", a download link otherwise
     assert page == PAGE.read_text()
     assert 's.view === "image" ? `<img ${a} src="${u}">` : `<a ${a} href="${u}" download>' in page

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 import time
 import urllib.error
 import urllib.request
@@ -93,8 +94,8 @@ async def test_the_console_serves_each_sample_as_its_kind_and_none_as_a_page_of_
         "png": (png, ".png"),
         "jpeg": (jpeg, ".jpg"),
         "npy": (window.getvalue(), ".npy"),
-        "page": (page, ".png"),  # bytes that are no PNG under .png
-        "jpeg_as_png": (jpeg + b"\0", ".png"),  # a JPEG under .png: not what it says
+        "page": (page, ".png"),  # bytes that are no PNG under .png: no image at all
+        "jpeg_as_png": (jpeg + b"\0", ".png"),  # a JPEG under .png: served as the JPEG it is
     }
     digests = {k: hashlib.sha256(d).hexdigest() for k, (d, _) in uploads.items()}
     acks = await _push(
@@ -114,8 +115,12 @@ async def test_the_console_serves_each_sample_as_its_kind_and_none_as_a_page_of_
             assert "sandbox" in headers["Content-Security-Policy"], k
             assert "default-src 'none'" in headers["Content-Security-Policy"], k
         assert got["png"][1]["Content-Type"] == "image/png" and "Content-Disposition" not in got["png"][1]
-        assert got["jpeg"][1]["Content-Type"] == "image/jpeg" and "Content-Disposition" not in got["jpeg"][1]
-        for k, name in (("npy", ".npy"), ("page", ".png"), ("jpeg_as_png", ".png")):
+        for k in (
+            "jpeg",
+            "jpeg_as_png",
+        ):  # by its bytes: a JPEG under .png is a JPEG (test_image_kinds_by_content)
+            assert got[k][1]["Content-Type"] == "image/jpeg" and "Content-Disposition" not in got[k][1]
+        for k, name in (("npy", ".npy"), ("page", ".bin")):
             assert got[k][1]["Content-Type"] == "application/octet-stream", k
             assert (
                 got[k][1]["Content-Disposition"] == f'attachment; filename="sample-{digests[k][:16]}{name}"'
@@ -275,3 +280,73 @@ def test_trainings_advice_on_an_image_over_a_fleet_exports_limit_names_the_expor
     assert "`cloud-trainer dataset --max-megapixels N`" in str(err.value) and "dataset import" not in str(
         err.value
     )
+
+
+async def test_the_console_shows_and_serves_each_sample_as_its_bytes_are_not_as_its_extension_says(cloud):
+    """``/api/samples`` said ``view: image`` for every sample under .png (and .jpg, .bmp, .webp), whatever its bytes:
+    the page drew an ``<img>`` for a JPEG, a .npy window, random bytes or a page a compromised gateway sent as
+    ``.png``, and the blob was then served to save (a broken image), or the reverse for a PNG under .npy. The
+    view and the Content-Type are both the bytes' kind now (``image_kind``): an ``<img>`` for what browsers show
+    (PNG, JPEG, GIF, WebP, BMP) served as that image, a download for the rest (a PNM or TIFF under its own image
+    type and name, anything else ``application/octet-stream``), every blob ``nosniff`` and sandboxed."""
+    srv, ch, _, _ = cloud
+    frame = np.random.default_rng(7).integers(0, 255, (6, 7, 3), dtype=np.uint8)
+    window = io.BytesIO()
+    np.save(window, np.arange(16, dtype=np.float32))
+    gif = cv2.Animation()
+    gif.frames, gif.durations = [frame], [100]
+    ok, gif_bytes = cv2.imencodeanimation(".gif", gif)
+    assert ok
+    enc = {e: cv2.imencode(e, frame)[1].tobytes() for e in (".png", ".jpg", ".bmp", ".webp", ".ppm", ".tif")}
+    uploads = [  # (bytes, extension the gateway gave, view, Content-Type, download name's suffix or None)
+        (enc[".png"], ".png", "image", "image/png", None),
+        (enc[".jpg"], ".png", "image", "image/jpeg", None),
+        (gif_bytes.tobytes(), ".png", "image", "image/gif", None),
+        (enc[".webp"], ".png", "image", "image/webp", None),
+        (enc[".bmp"], ".jpg", "image", "image/bmp", None),
+        (enc[".png"] + b"\1", ".npy", "image", "image/png", None),
+        (window.getvalue(), ".png", "file", "application/octet-stream", ".npy"),
+        (np.random.default_rng(8).bytes(300), ".png", "file", "application/octet-stream", ".bin"),
+        (
+            b"<html><script>alert(document.domain)</script></html>",
+            ".png",
+            "file",
+            "application/octet-stream",
+            ".bin",
+        ),
+        (
+            b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>",
+            ".jpg",
+            "file",
+            "application/octet-stream",
+            ".bin",
+        ),
+        (enc[".ppm"], ".png", "file", "image/x-portable-pixmap", ".ppm"),
+        (enc[".tif"], ".webp", "file", "image/tiff", ".tif"),
+    ]
+    acks = await _push(ch("beta", "gw-b"), *(_record(i, u[0], u[1]) for i, u in enumerate(uploads, 100)))
+    assert acks[0].stored == len(uploads)
+    c = Console(srv, tenant="beta")
+    c.start()
+    try:
+        status, _, body = await asyncio.to_thread(_get, c.port, "/api/samples")
+        assert status == 200
+        views = {s["seq"]: s["view"] for s in json.loads(body)}
+        blobs = [
+            await asyncio.to_thread(_get, c.port, f"/blob/{hashlib.sha256(u[0]).hexdigest()}")
+            for u in uploads
+        ]
+    finally:
+        c.stop()
+    for i, ((data, ext, view, ctype, suffix), (status, headers, body)) in enumerate(
+        zip(uploads, blobs, strict=True)
+    ):
+        digest = hashlib.sha256(data).hexdigest()
+        assert views[100 + i] == view, (i, ext, views[100 + i])
+        assert (status, body) == (200, data), i
+        assert headers["Content-Type"] == ctype, (i, headers)
+        assert (
+            headers["X-Content-Type-Options"] == "nosniff" and "sandbox" in headers["Content-Security-Policy"]
+        )
+        want = None if suffix is None else f'attachment; filename="sample-{digest[:16]}{suffix}"'
+        assert headers.get("Content-Disposition") == want, (i, headers)

@@ -399,6 +399,9 @@ def test_dataset_import_refuses_a_damaged_or_oversize_file_naming_it_and_reads_w
             "_pnm",
             "tiff_data_misplaced",
             "_jpeg_frame",
+            "image_kind",
+            "_pnm_header",
+            "animated",
         )
     ]
     + [("protocols.jpeg_check", n) for n in ("damaged_jpeg", "coded_damage", "_walk", "grey_filled")],
