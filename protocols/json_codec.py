@@ -1166,7 +1166,9 @@ _PUBSUB_ONLY = frozenset(
     }
 )
 # the keys of an OPC Publisher Samples message (MonitoredItemMessage of 2.5 to 2.9, --fm=true and false); its
-# DataSetWriterId and PublisherId ride in ExtensionFields, and are read at the top too
+# DataSetWriterId and PublisherId ride in ExtensionFields, and are read at the top too. The first OPC Publisher
+# (iot-edge-opc-publisher, shaped by its telemetry configuration file) adds ExpandedNodeId when it is published,
+# and nests ApplicationUri and DisplayName in a MonitoredItem object under MonitoredItem.Flat: false
 _SAMPLE_KEYS = frozenset(
     {
         "NodeId",
@@ -1182,6 +1184,8 @@ _SAMPLE_KEYS = frozenset(
         "DataSetWriterId",
         "PublisherId",
         "WriterGroupId",
+        "ExpandedNodeId",
+        "MonitoredItem",
     }
 )
 # the members of a DataValue in Part 6's JSON (an empty one, {}, is a DataValue too: Good, no value)

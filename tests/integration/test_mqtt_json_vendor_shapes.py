@@ -77,6 +77,43 @@ async def test_pubsub_fields_named_nodeid_and_value_and_opc_publisher_samples_ar
     assert src.stats.errors_by_reason == {"missing_field": 1, "wrong_type": 2}
 
 
+async def test_opc_publisher_v1_samples_with_its_monitoreditem_object_or_expandednodeid_are_still_read(
+    mosquitto,
+):
+    """The first OPC Publisher (iot-edge-opc-publisher, whose telemetry configuration file shapes its
+    samples) nests ApplicationUri and DisplayName in a MonitoredItem object under MonitoredItem.Flat: false,
+    and adds an ExpandedNodeId key when ExpandedNodeId.Publish is set. Both were read as samples; the shape
+    check (nothing but a sample's keys) refused each as wrong_type, every message of such a publisher lost.
+    They are read again: the nested one named by its NodeId as before, the other by its DisplayName."""
+    t0 = round(time.time()) - 30
+    nested = {
+        "NodeId": "ns=2;s=Temperature",
+        "MonitoredItem": {"ApplicationUri": "urn:myopcserver", "DisplayName": "Temperature"},
+        "Value": {"Value": 21.5, "SourceTimestamp": iso(t0 + 1)},
+    }
+    expanded = {
+        "EndpointUrl": "opc.tcp://plc1:4840/",
+        "NodeId": "i=2258",
+        "ExpandedNodeId": "nsu=http://opcfoundation.org/UA/;i=2258",
+        "ApplicationUri": "urn:myopcserver",
+        "DisplayName": "Pressure",
+        "Value": {"Value": 3.5, "SourceTimestamp": iso(t0 + 2), "StatusCode": 0, "Status": "Good"},
+    }
+    messages = [
+        ("plant/v1", nested),
+        ("plant/v1", [expanded, nested]),  # a batch (--ms / --si)
+        ("plant/last", {"NodeId": "ns=2;s=Last", "DisplayName": "Last", "Value": {"Value": 1.0}}),
+    ]
+    src, got = await published(mosquitto.port, PUBSUB, messages, "Last")
+    assert [(r.tag, r.value, r.timestamp) for r in got[:3]] == [
+        ("ns=2;s=Temperature", 21.5, t0 + 1),
+        ("Pressure", 3.5, t0 + 2),
+        ("ns=2;s=Temperature", 21.5, t0 + 1),
+    ]
+    assert [r.tag for r in got[3:]] == ["Last"]
+    assert src.stats.errors_by_reason == {}
+
+
 async def test_opc_publisher_event_samples_are_counted_as_event_unread_and_said_once(mosquitto, caplog):
     """OPC Publisher's Samples mode sends an OPC UA event as a sample whose Value holds the event's fields
     (EventId, Message, Severity, ...) instead of a DataValue; a pending alarm alike; in the reversible
