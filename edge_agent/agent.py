@@ -689,6 +689,8 @@ class Agent:
                 # a camera: images decoded (an MJPEG part only once a pipeline takes it), frames skipped for fps
                 **({"decoded": s.decoded, "skipped": s.skipped} if hasattr(s, "decoded") else {}),
                 "last_error": st.last_error,
+                # an OPC UA server halted (not Running, clock frozen, stalled) for as long as it lasts
+                **({"halted": s.halted} if getattr(s, "halted", None) is not None else {}),
                 "silent_drops": {
                     **(s.notices.status() if hasattr(s, "notices") else {}),
                     **self.source_notices[name].status(),

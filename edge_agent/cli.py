@@ -282,6 +282,11 @@ def _status(args) -> int:
             f"  {n:<12} {s['type']:<7} {s['state']:<11} received {s['received']:<8} dropped {s['dropped']:<6} "
             f"errors {s['errors']}" + (f"  last: {s['last_error']}" if s["last_error"] else "")
         )
+        if h := s.get("halted"):  # said until the server shows it is healthy, not once
+            print(
+                f"  {'':<12} halted: {h['reason']} since {h['since']} ({h['for_s']:.0f} s, "
+                f"{h['checks']} checks found it still so); its readings are held, its tags BAD"
+            )
     print("\npipelines:")
     for p in st["pipelines"]:
         lat = p["latency_ms"]

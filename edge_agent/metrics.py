@@ -4,7 +4,8 @@ Names follow Prometheus conventions (``_total`` counters, ``_seconds`` histogram
 ``edge_pipeline_results_total{pipeline,verdict}``, ``edge_pipeline_latency_seconds{pipeline,stage}``,
 ``edge_pipeline_dropped_total{pipeline}`` (all reasons), ``edge_pipeline_dropped_by_reason_total{pipeline,reason}``
 (reason: queue, stale, bad_samples, windows_capped), ``edge_pipeline_errors_total{pipeline}``,
-``edge_source_up{source}``, ``edge_source_received_total{source}``, ``edge_source_dropped_total{source}``,
+``edge_source_up{source}``, ``edge_source_halted{source}`` (1 while an OPC UA server says, or shows, its values
+are not current: its tags BAD, its readings held), ``edge_source_received_total{source}``, ``edge_source_dropped_total{source}``,
 ``edge_source_errors_total{source}``, ``edge_camera_decoded_total{source}`` (images a camera decoded),
 ``edge_camera_skipped_total{source}`` (frames skipped undecoded for fps), ``edge_silent_drops_total{component,name,reason}``,
 ``edge_action_total{action,type,target,outcome}`` (outcome: ok, failed, retried, queued, ...),
@@ -40,6 +41,12 @@ class Metrics:
             registry=r,
         )
         self.source_up = Gauge("edge_source_up", "1 when the source is connected", ["source"], registry=r)
+        self.source_halted = Gauge(
+            "edge_source_halted",
+            "1 while the source's server is halted (its values not current: not Running, clock frozen, stalled)",
+            ["source"],
+            registry=r,
+        )
         self._agent = None
         r.register(_AgentCollector(self))
         self.model_info = Gauge(
@@ -81,6 +88,8 @@ class Metrics:
 
     def source(self, name: str, src) -> None:
         self.source_up.labels(name).set(1 if getattr(src.state, "value", "") == "connected" else 0)
+        if hasattr(src, "halted"):  # OPC UA: for as long as the halt lasts (``OpcUaSource.halted``)
+            self.source_halted.labels(name).set(0 if src.halted is None else 1)
 
     def refresh(self, agent) -> None:
         self._agent = agent

@@ -5,7 +5,9 @@ reads each node's browse name (default tag), creates one subscription with one m
 per node and then probes the server state every ``keepalive_check_s``. Any failure (refused,
 unreachable, server restarted, keepalive lost) moves the source to BACKOFF, counts the error,
 logs once per burst, waits (bounded exponential backoff) and starts over with a fresh session and
-subscription. The task never raises.
+subscription. The task never raises. A server whose values are not current while its session stays
+open (its state not Running, its clock frozen, its subscription stalled, no answer) has its tags' readings
+turned BAD at once, and ``halted`` says so (reason, since when, checks) until it shows it is healthy.
 
 Readings: a scalar Float (a PLC's REAL, also a structure's member) as the short decimal that is the same
 REAL (75.3, as the PLC shows it, not 75.30000305175781: ``protocols.float32``); an array of numbers (a
@@ -188,9 +190,15 @@ class OpcUaTypeMismatch(OpcUaError):
 class _Silent(ConnectionError):
     """The session answers but its subscription has sent nothing (no data, no keep-alive) for longer
     than the server promised: a stalled server, or one that dropped the subscription (asyncua's publish
-    loop then ends quietly). Its tags would stay at their last values forever; the source reconnects."""
+    loop then ends quietly); or the server stopped answering with its connection open. Its tags would stay
+    at their last values: their readings are passed on BAD at once (``halt``: the reason the source is
+    halted for, ``_halted``) and the source reconnects."""
 
     reason = "stalled"
+
+    def __init__(self, msg: str, halt: str = "subscription_stalled") -> None:
+        super().__init__(msg)
+        self.halt = halt
 
 
 # the most readings held while a halted server has not yet shown it is healthy again (``_hold``)
@@ -225,8 +233,12 @@ class _Halted(_Silent):
     still (a frozen runtime whose OPC UA stack lives on). Its tags' readings are passed on BAD at once."""
 
     def __init__(self, reason: str, msg: str) -> None:
-        super().__init__(msg)
+        super().__init__(msg, reason)
         self.reason = reason
+
+
+# halts for a silent server (``_Silent``): ended once its subscription is seen publishing again
+_STALLS = frozenset({"subscription_stalled", "server_not_answering"})
 
 
 _INT_RANGE = {
@@ -580,6 +592,7 @@ class _NodeType:
     # write, a lax one may write the first elements and keep the rest)
     whole: bool = False
     server_bytes: bool = False  # max_bytes is the server's ServerCapabilities limit, not the node's own
+    server_len: bool = False  # max_len is the server's ServerCapabilities.MaxArrayLength, not the node's own
 
     @property
     def shown(self) -> str:
@@ -635,7 +648,7 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
     max_bytes, server_bytes = await _max_bytes(node, vtype)
     rank = rank if isinstance(rank, int) else -2
     dims = tuple(d for d in dims if isinstance(d, int)) if isinstance(dims, list) else ()
-    max_len, whole = await _array_bounds(node, rank, dims)
+    max_len, whole, server_len = await _array_bounds(node, rank, dims)
     held = None
     if isinstance(vtype, AbstractType):
         try:
@@ -644,24 +657,27 @@ async def _node_type(node: Node, node_id: str) -> _NodeType:
                 held = dv.Value.VariantType
         except ua.UaError:
             pass  # no hint: the rules alone
-    return _NodeType(vtype, dtid.to_string(), rank, dims, held, enum, max_bytes, max_len, whole, server_bytes)
+    return _NodeType(
+        vtype, dtid.to_string(), rank, dims, held, enum, max_bytes, max_len, whole, server_bytes, server_len
+    )
 
 
-async def _array_bounds(node: Node, rank: int, dims: tuple[int, ...]) -> tuple[int | None, bool]:
-    """(MaxArrayLength, whole) of a node that may hold an array (``_NodeType``). Part 3 (5.6.2) makes
+async def _array_bounds(node: Node, rank: int, dims: tuple[int, ...]) -> tuple[int | None, bool, bool]:
+    """(MaxArrayLength, whole, whether that length is the server's) of a node that may hold an array
+    (``_NodeType``). The most elements: the node's MaxArrayLength Property, or the server's
+    ServerCapabilities.MaxArrayLength (Part 5, 6.3.2: every array of its Variables, a matrix by its element
+    count) when lower or the node states none, as a text's bytes are (``_stated_limit``): a longer array is
+    refused with an opaque Bad status (BadEncodingLimitsExceeded, BadOutOfRange) or, worse, cut by some
+    servers. Part 3 (5.6.2) makes
     ArrayDimensions a maximum, and asyncua's server takes any length; a PLC's arrays have one length (an
     S7-1500's Array[0..9] holds 10 and refuses 3 at the write). So a fixed one-dimensional ArrayDimensions is
     taken as the only length when the node's value holds exactly that many elements, and as a maximum
     when it holds fewer (a buffer that grows). Nothing is read for a node that holds a single value."""
     if rank == -1:
-        return None, False
-    max_len = None
-    try:
-        v = await (await node.get_child("0:MaxArrayLength")).read_value()
-        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-            max_len = v
-    except (ua.UaError, TypeError, ValueError):
-        pass  # most servers state none (BadNoMatch)
+        return None, False, False
+    max_len, server_len = await _stated_limit(
+        node, "0:MaxArrayLength", ua.ObjectIds.Server_ServerCapabilities_MaxArrayLength
+    )
     whole = False
     if rank == 1 and len(dims) == 1 and dims[0] > 0:
         try:
@@ -670,7 +686,7 @@ async def _array_bounds(node: Node, rank: int, dims: tuple[int, ...]) -> tuple[i
             whole = isinstance(held, list | tuple | np.ndarray) and len(held) == dims[0]
         except ua.UaError:
             pass  # no value to go by: ArrayDimensions as the maximum Part 3 makes it
-    return max_len, whole
+    return max_len, whole, server_len
 
 
 # the Property a String (ByteString) variable may carry with the most bytes it holds (Part 3, 5.6.2 and
@@ -688,25 +704,31 @@ def _positive(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
-async def _max_bytes(node: Node, vtype: ua.VariantType | AbstractType) -> tuple[int | None, bool]:
-    """(the most bytes a value of the node may hold, whether that is the server's limit): the node's
-    MaxStringLength (MaxByteStringLength for a ByteString), or the server's ServerCapabilities limit when it
-    is lower or the node states none; (None, False) when neither is stated (or 0: no limit)."""
-    if not isinstance(vtype, ua.VariantType) or vtype not in _MAX_BYTES:
-        return None, False
-    prop = _MAX_BYTES[vtype]
+async def _stated_limit(node: Node, prop: str, server_id: int) -> tuple[int | None, bool]:
+    """(the lower of the node's own limit Property ``prop`` and the server's ServerCapabilities limit
+    ``server_id``, whether it is the server's): a node stating none is still held to the server's; (None,
+    False) when neither is stated (or 0: no limit)."""
     own = server = None
     try:
         own = _positive(await (await node.get_child(prop)).read_value())
     except (ua.UaError, TypeError, ValueError):
         pass  # most servers state none (BadNoMatch)
     try:
-        server = _positive(await Node(node.session, _SERVER_MAX_BYTES[vtype]).read_value())
+        server = _positive(await Node(node.session, server_id).read_value())
     except (ua.UaError, TypeError, ValueError):
         pass
     if server is not None and (own is None or server < own):
         return server, True
     return own, False
+
+
+async def _max_bytes(node: Node, vtype: ua.VariantType | AbstractType) -> tuple[int | None, bool]:
+    """(the most bytes a value of the node may hold, whether that is the server's limit): the node's
+    MaxStringLength (MaxByteStringLength for a ByteString), or the server's ServerCapabilities limit when it
+    is lower or the node states none; (None, False) when neither is stated (or 0: no limit)."""
+    if not isinstance(vtype, ua.VariantType) or vtype not in _MAX_BYTES:
+        return None, False
+    return await _stated_limit(node, _MAX_BYTES[vtype], _SERVER_MAX_BYTES[vtype])
 
 
 async def _enum_values(dtype: Node) -> frozenset[int] | None:
@@ -750,6 +772,20 @@ def _ndim(value: Any) -> int:
     return n
 
 
+def _leaves(value: Any) -> list:
+    """The elements of a value to write, a matrix's row by row (a single value: itself)."""
+    if isinstance(value, np.ndarray):
+        return value.ravel().tolist()
+    if isinstance(value, list | tuple):
+        return [x for v in value for x in _leaves(v)]
+    return [value]
+
+
+def _elements(value: Any) -> int:
+    """How many elements an array value holds (a matrix: all its rows'): what MaxArrayLength bounds."""
+    return value.size if isinstance(value, np.ndarray) else len(_leaves(value))
+
+
 def _fit_rank(nt: _NodeType, value: Any, node_id: str) -> None:
     """``OpcUaTypeMismatch`` when ``value``'s shape does not fit the node's ValueRank (and a fixed
     ArrayDimensions): a list for a scalar node, a single value for an array node. A lenient server stores
@@ -765,10 +801,16 @@ def _fit_rank(nt: _NodeType, value: Any, node_id: str) -> None:
             f"node {node_id} is {what}; cannot write {reprlib.repr(value)} ({type(value).__name__}): {fix}"
         )
 
-    if nt.max_len is not None and ndim == 1 and len(value) > nt.max_len:
+    if nt.max_len is not None and ndim and (n := _elements(value)) > nt.max_len:
+        whose = (
+            "the server's MaxArrayLength, in its ServerCapabilities"
+            if nt.server_len
+            else "its MaxArrayLength"
+        )
         raise bad(
-            f"an array of at most {nt.max_len} {nt.shown} (its MaxArrayLength)",
-            f"{len(value)} elements, which the server would cut or refuse; write at most {nt.max_len}",
+            f"an array of at most {nt.max_len} {nt.shown} ({whose})",
+            f"{n} elements{' in all' if ndim > 1 else ''}, which the server would cut or refuse; write at most "
+            f"{nt.max_len}",
         )
     if rank == -1 and ndim:
         raise bad(f"a single {nt.shown} (ValueRank -1)", "write one value, not an array")
@@ -798,7 +840,7 @@ def _payload(nt: _NodeType, value: Any, node_id: str) -> ua.Variant:
     _fit_rank(nt, value, node_id)
     payload = to_variant(nt.vtype, value, node_id, nt.held)
     if nt.max_bytes is not None:
-        given = payload.Value if isinstance(payload.Value, list) else [payload.Value]
+        given = _leaves(payload.Value)
         sizes = [len(v.encode("utf-8")) if isinstance(v, str) else len(v) for v in given if v is not None]
         if sizes and max(sizes) > nt.max_bytes:
             text = nt.vtype is ua.VariantType.String
@@ -1504,6 +1546,9 @@ class OpcUaSource:
         # the reason of the last halt (server_not_running, server_clock_frozen) until the server shows it
         # healthy by the same check; meanwhile the backoff is not reset and readings are held (``_hold``)
         self._halt_reason: str | None = None
+        self._halt_since: float | None = None  # epoch time the server was first found halted (``halted``)
+        self._halt_checks = 0  # checks since that found it still halted
+        self._stall_publish: float | None = None  # a silent server's new subscription's first publish seen
         self._held: deque[Reading] = deque()
         self._held_n: dict[str, int] = {}  # tag -> its readings in ``_held``
         # tag -> its latest reading pushed out of a full ``_held``: passed on first if none of its tag is
@@ -1654,6 +1699,7 @@ class OpcUaSource:
         self._clock_broken = False
         self._session_values.clear()
         self._changed_at = None
+        self._stall_publish = None
         self._unhold()  # a former session's values: stale, whatever this one shows
         self._room_wanted = False
         self._oversize = 0
@@ -2760,11 +2806,14 @@ class OpcUaSource:
             if sub is not None and hasattr(sub, "last_publish_at"):  # an older asyncua keeps no such time
                 silent = time.monotonic() - max(sub.last_publish_at or 0.0, self._sub_since)
                 if silent > self._sub_silence_s:
-                    raise _Silent(
+                    stalled = _Silent(
                         f"the server's subscription sent nothing (no data, no keep-alive) for {silent:.1f}s, "
                         f"over the {self._sub_silence_s:.1f}s it promised: the server stalled or dropped "
-                        "the subscription; its tags' last values are stale, the source reconnects"
+                        "the subscription; its tags' last values are stale: their readings are passed on BAD "
+                        "and the source reconnects"
                     )
+                    self._halted(stalled)
+                    raise stalled
             try:
                 async with asyncio.timeout(self.settings.connect_timeout_s):
                     got = await self._client.uaclient.read_attributes(status_nodes, ua.AttributeIds.Value)
@@ -2776,6 +2825,10 @@ class OpcUaSource:
                             raise
                         self._state_refused(e)  # the clock is still judged, the state is not
                 self._judge_status(got)
+                if self._halt_reason in _STALLS and self._publishing_again():
+                    self._recovered()
+                if self._halt_reason is not None:
+                    self._halt_checks += 1  # still halted: on /status (``halted``), not said again
                 if self._room_wanted:
                     await self._room_again(self._client)
             except asyncio.CancelledError:
@@ -2790,11 +2843,15 @@ class OpcUaSource:
                 self._state_refused(e)
             except TimeoutError:
                 # the connection is open but the server answers nothing: not "unreachable"
-                raise _Silent(
+                stalled = _Silent(
                     f"the server stopped answering: a read of its state got no answer within "
                     f"{self.settings.connect_timeout_s}s while the connection stayed open (a stalled "
-                    "server); its tags' last values are stale, the source reconnects"
-                ) from None
+                    "server); its tags' last values are stale: their readings are passed on BAD and the "
+                    "source reconnects",
+                    "server_not_answering",
+                )
+                self._halted(stalled)
+                raise stalled from None
             except Exception as e:
                 log.info("opcua source %s: keepalive failed: %r", self.name, e)
                 return
@@ -2850,10 +2907,14 @@ class OpcUaSource:
             )
         if isinstance(now, dt.datetime):
             self._judge_clock(now)
-        if self._halt_reason is not None and (
-            self._halt_reason != "server_clock_frozen"
-            or self._clock_moves
-            or not isinstance(now, dt.datetime)
+        if (
+            self._halt_reason is not None
+            and self._halt_reason not in _STALLS  # a silent server: its subscription seen publishing again
+            and (
+                self._halt_reason != "server_clock_frozen"
+                or self._clock_moves
+                or not isinstance(now, dt.datetime)
+            )
         ):
             self._recovered()
 
@@ -2925,13 +2986,51 @@ class OpcUaSource:
             3.0 * self._clock_sampling_s,
         )
 
-    def _halted(self, e: _Halted) -> None:
+    def _publishing_again(self) -> bool:
+        """Whether a silent server's new subscription is seen publishing: a publish answer (data or a
+        keep-alive) after the one first seen at a check, so not only the first values a new subscription
+        starts with (a stalled runtime's stale ones). A source without a subscription (it only writes) has
+        only its state read to go by, which answered."""
+        sub = self._sub
+        if sub is None or not hasattr(sub, "last_publish_at"):
+            return True
+        at = sub.last_publish_at
+        if at is None or at < self._sub_since:
+            return False
+        if self._stall_publish is None:
+            self._stall_publish = at
+            return False
+        return at != self._stall_publish
+
+    @property
+    def halted(self) -> dict[str, Any] | None:
+        """While the server is halted (its values not current: a state other than Running, a frozen clock,
+        a stalled subscription, no answer) and until it shows it is healthy again: the reason, since when
+        (epoch seconds and ISO 8601, UTC), for how long, and the checks (one every keepalive_check_s while
+        connected) that found it still so. A genuine freeze (clock and values never move again) is said once
+        in the log; this keeps saying it, on ``/status``. None while it is not halted."""
+        if self._halt_reason is None or self._halt_since is None:
+            return None
+        return {
+            "reason": self._halt_reason,
+            "since": dt.datetime.fromtimestamp(self._halt_since, dt.UTC).isoformat(timespec="seconds"),
+            "since_t": round(self._halt_since, 3),
+            "for_s": round(max(time.time() - self._halt_since, 0.0), 1),
+            "checks": self._halt_checks,
+            "halts": self.halts,
+        }
+
+    def _halted(self, e: _Silent) -> None:
         """Each tag passed on so far gets a BAD reading without a value now (``halts`` counts the times):
-        a consumer must not go on taking a frozen server's last values as current. Until the server shows
-        it healthy again, readings are held (``_hold``), those of the reconnect too: its first values are
-        the halted server's stale ones."""
+        a consumer must not go on taking a frozen, stalled or silent server's last values as current. Until
+        the server shows it healthy again, readings are held (``_hold``), those of the reconnect too: its
+        first values are the halted server's stale ones. ``halted`` says it for as long as it lasts."""
         self.halts += 1
-        self._halt_reason = e.reason
+        if self._halt_reason is None:
+            self._halt_since, self._halt_checks = time.time(), 0
+        if self._halt_reason is None or self._halt_reason in _STALLS:
+            # a stall seen while halted for the server's state or clock does not end that halt by a publish
+            self._halt_reason = e.halt
         self._unhold()
         now = time.time()
         for tag in list(self._last_ts):
@@ -2966,7 +3065,7 @@ class OpcUaSource:
         log.info(
             "opcua source %s: the server shows it is running again (%s ended)", self.name, self._halt_reason
         )
-        self._halt_reason = None
+        self._halt_reason = self._halt_since = None
         self._backoff.reset()
         for reading in self._held_out.values():  # each older than every reading left in ``_held``
             if reading.tag in self._held_n:
