@@ -195,6 +195,8 @@ def learned_under(settings: BaselineSettings, state: str | None = None) -> dict:
 
 def under_changes(saved: dict, now: dict) -> str:
     """The settings that differ between two ``learned_under`` records, one line (empty: none)."""
+    if not isinstance(saved, dict):  # a damaged record (valid JSON, not an object): learned under unknown
+        return f"learned_under unreadable (a {type(saved).__name__}, not a mapping)"
     return "; ".join(
         f"{k} {saved.get(k)!r} then, {now.get(k)!r} now" for k in now if k in saved and saved[k] != now[k]
     )
@@ -441,14 +443,23 @@ class Baseline:
         if self.path is not None and self.path.parent.is_dir():
             for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # a write cut short by a kill
                 stale.unlink(missing_ok=True)
-        if self.path is not None and self.under["state_tag"] is None and self._set_aside_states():
-            if self.path.is_file():  # from before those states: as old as the config that had no state_tag
-                self._discard(
-                    f"baseline {self.path.name} was learned before baseline.state_tag was given (baselines "
-                    "per process state were learned since); not used, learning anew",
-                    "learned before state_tag",
-                )
-                return
+        states_since = None
+        if self.path is not None and self.under["state_tag"] is None:
+            states_since = self._set_aside_states()
+        # from before those states (as old as the config that had no state_tag), unless it began learning
+        # after they were commissioned: an older release relearned it once state_tag was removed
+        if (
+            states_since is not None
+            and self.path is not None
+            and self.path.is_file()
+            and not self._started_after(states_since)
+        ):
+            self._discard(
+                f"baseline {self.path.name} was learned before baseline.state_tag was given (baselines "
+                "per process state were learned since); not used, learning anew",
+                "learned before state_tag",
+            )
+            return
         if self.path is None or not self.path.is_file():
             if self.path is not None:
                 self._event(
@@ -457,6 +468,8 @@ class Baseline:
             return
         try:
             d = json.loads(self.path.read_text())
+            if not isinstance(d, dict):  # valid JSON of another shape (a damaged file)
+                raise ValueError(f"a JSON {type(d).__name__}, not a baseline")
             if d.get("format") not in FORMATS:
                 raise ValueError(f"format {d.get('format')}")
             d = self._restore_kept(d)
@@ -532,14 +545,20 @@ class Baseline:
         self._new_learning(why)
         self.save()
 
-    def _set_aside_states(self) -> bool:
+    def _set_aside_states(self) -> float | None:
         """Without ``state_tag``, baselines per process state left by a former config (``state_tag`` given,
         then removed) are not this baseline: their index is set aside, so that giving ``state_tag`` again
-        commissions every state anew rather than reloading them, by then as old as this config."""
+        commissions every state anew rather than reloading them, by then as old as this config. Returns
+        when their commissioning began (``inf``: not known), or None without such an index."""
         assert self.path is not None
         idx = index_path(self.path)
         if not idx.is_file():
-            return False
+            return None
+        since = math.inf
+        try:
+            since = float(json.loads(idx.read_text())["started_at"])
+        except (OSError, ValueError, TypeError, KeyError):
+            pass
         aside = idx.with_name(idx.name + ".unused")
         with contextlib.suppress(OSError):
             idx.replace(aside)
@@ -549,7 +568,17 @@ class Baseline:
         )
         log.warning("pipeline %s: %s", self.pipeline, reason)
         self._event(EventKind.BASELINE_DISCARDED, reason=reason)
-        return True
+        return since
+
+    def _started_after(self, t: float) -> bool:
+        """``<pipeline>.json`` began learning after ``t``. A release before ``learned_under`` left the one
+        baseline beside the baselines per state; one learned after their commissioning began was learned
+        once state_tag was removed (a relearn), under the config of now: kept, not discarded on upgrade."""
+        assert self.path is not None
+        try:
+            return float(json.loads(self.path.read_text())["started_at"]) > t
+        except (OSError, ValueError, TypeError, KeyError):
+            return False
 
     def relearn(self, reason: str = "asked") -> None:
         self._new_learning(reason)

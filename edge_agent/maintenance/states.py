@@ -197,6 +197,10 @@ class StateBaselines:
         self._set_aside_single()
         try:
             d = json.loads(index_path(self.path).read_text())
+            # valid JSON of another shape (a damaged file): as unreadable, not a crash at every start
+            shapes = (("states", list), ("learning", dict), ("not_judged", dict))
+            if not isinstance(d, dict) or not all(isinstance(d.get(k, t()), t) for k, t in shapes):
+                raise ValueError("not an index of baselines per process state")
         except FileNotFoundError:
             self._event(EventKind.BASELINE_LEARNING, reason="no baseline yet", target_windows=self.s.windows)
             return

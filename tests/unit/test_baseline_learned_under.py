@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench._bearing_signals import Machine
 from edge_agent.maintenance.baseline import Baseline
 from edge_agent.maintenance.settings import BaselineSettings, ProcessState
@@ -140,3 +142,73 @@ def test_a_state_whose_range_changed_is_relearned_and_the_others_kept(tmp_path):
     said = [e for e in events if e.kind == EventKind.BASELINE_DISCARDED]
     assert len(said) == 1 and said[0].data["process_state"] == "loaded"
     assert "state_range [0.5, None] then, [0.8, None] now" in said[0].data["reason"]
+
+
+def test_a_baseline_an_older_agent_relearned_after_state_tag_was_removed_is_kept_on_upgrade(tmp_path):
+    """Under a release before ``learned_under``: one baseline, then state_tag (its states commissioned), then
+    state_tag removed and the one baseline relearned, under the config of now. The upgrade discarded that
+    good baseline as "learned before baseline.state_tag was given": it began learning after the states."""
+    clock, m = Clock(), Machine(66, fs=FS, n=N, rpm=RPM)
+    path = tmp_path / "baseline" / "spindle.json"
+    path.parent.mkdir()
+    (tmp_path / "baseline" / "spindle.states.json").write_text(  # as that release wrote it
+        json.dumps(
+            {
+                "state_tag": "Load",
+                "commissioning": False,
+                "started_at": clock.t,
+                "learned_at": clock.t + 500.0,
+                "windows": 50,
+                "learning": {},
+                "not_judged": {},
+                "states": [],
+            }
+        )
+    )
+    clock.t += 86400.0  # state_tag removed, relearned the day after
+    relearned = Baseline(_settings(), FS, N, path=None, pipeline="spindle", clock=clock)
+    _feed(relearned, m, clock, 30)
+    d = relearned.to_dict()
+    d.pop("learned_under")
+    path.write_text(json.dumps(d))
+    events: list = []
+    b = Baseline(_settings(), FS, N, path=path, pipeline="spindle", clock=clock, on_event=events.append)
+    assert b.state == "ready", _discarded(events)
+    assert not any("learned before baseline.state_tag" in r for r in _discarded(events))
+
+
+@pytest.mark.parametrize("record", [5, "speed_band_pct", ["speed"]])
+def test_a_damaged_learned_under_record_is_not_used_and_no_crash(tmp_path, record):
+    """Valid JSON, but ``learned_under`` not a mapping (a damaged file): refused in one line, learned anew;
+    it raised TypeError out of the baseline's start."""
+    clock, m = Clock(), Machine(67, fs=FS, n=N, rpm=RPM)
+    path = tmp_path / "baseline" / "fan.json"
+    _feed(Baseline(_settings(), FS, N, path=path, pipeline="fan", clock=clock), m, clock, 30)
+    d = json.loads(path.read_text())
+    d["learned_under"] = record
+    path.write_text(json.dumps(d))
+    events: list = []
+    b = Baseline(_settings(), FS, N, path=path, pipeline="fan", clock=clock, on_event=events.append)
+    assert b.state == "learning"
+    assert any("learned_under unreadable" in r for r in _discarded(events)), events
+
+
+@pytest.mark.parametrize("text", ["[]", "null", "5", '{"state_tag": "Load", "states": 5}'])
+def test_a_damaged_index_of_baselines_per_state_is_unreadable_and_no_crash(tmp_path, text):
+    """Valid JSON of another shape in ``<pipeline>.states.json`` (or ``<pipeline>.json``): said unreadable,
+    every state commissioned anew; it raised AttributeError or TypeError out of the baseline's start."""
+    clock = Clock()
+    path = tmp_path / "baseline" / "mixer.json"
+    path.parent.mkdir()
+    (tmp_path / "baseline" / "mixer.states.json").write_text(text)
+    events: list = []
+    b = StateBaselines(_states(), FS, N, path=path, pipeline="mixer", clock=clock, on_event=events.append)
+    assert b.commissioning and b.by_state == {}
+    assert any("unreadable file" in r for r in _discarded(events)), events
+    single = tmp_path / "one" / "baseline" / "mixer.json"  # the one baseline's file, damaged alike
+    single.parent.mkdir(parents=True)
+    single.write_text(text)
+    events.clear()
+    one = Baseline(_settings(), FS, N, path=single, pipeline="mixer", clock=clock, on_event=events.append)
+    assert one.state == "learning"
+    assert any("unreadable baseline file" in r for r in _discarded(events)), events
