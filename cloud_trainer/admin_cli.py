@@ -503,6 +503,17 @@ def main_baseline(argv: list[str]) -> int:
                 ),
             ).json
         )
+        if a.state and cmd.get("process_state") != a.state:
+            # a cloud of a release before --state skips the field it does not know (protobuf) and sends the
+            # agent a relearn of every state; a command sent has no undo: said, never printed as sent
+            raise SystemExit(
+                printable(
+                    f"cloud-trainer: command {cmd['id']}: the cloud at {a.endpoint} is of a release before "
+                    f"--state and did not take it: the agent relearns EVERY process state of {a.pipeline}, "
+                    f"not only {a.state}; upgrade the cloud before relearning one state",
+                    1000,
+                )
+            )
         what = f" (process state {a.state})" if a.state else ""
         print(
             printable(

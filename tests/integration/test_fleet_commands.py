@@ -11,14 +11,18 @@ import asyncio
 import json
 import time
 
+import grpc
 import numpy as np
 
 from cloud_trainer import admin_cli
-from cloud_trainer.fleet.service import FleetServer
+from cloud_trainer.fleet.service import AdminServicer, FleetServer, server_credentials
 from cloud_trainer.pki import issue, tenant_dir
 from devices.base import Quality, Reading
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
+from protocols.gen import fleet_pb2 as pb
+from protocols.gen import fleet_pb2_grpc as rpc
+from tests.contract.test_fleet_commands import STATE_HEALTH
 from tests.support.fleet import make_pki
 from tests.support.models import SIGNAL_RATE_HZ, SIGNAL_WINDOW, make_keypair, make_package
 from tests.support.peers import free_port
@@ -182,4 +186,51 @@ async def test_baseline_relearn_from_the_fleet_waits_for_the_agent_runs_once_and
         assert code == 0 and ": done: relearn requested" in out
     finally:
         await agent.stop()
+        await srv.stop()
+
+
+class CloudBeforeProcessState(AdminServicer):
+    """The Admin service of a cloud release before ``SendCommandRequest.process_state`` (field 5): protobuf
+    skips a field its schema does not have, so the request reaches that release's ``send`` without the state
+    and its reply names none. No such release can run in this suite: this is the field it cannot read."""
+
+    async def SendCommand(self, request, context):
+        request.ClearField("process_state")
+        reply = await super().SendCommand(request, context)
+        cmd = json.loads(reply.json)
+        cmd.pop("process_state", None)
+        return pb.CommandInfo(json=json.dumps(cmd))
+
+
+async def test_relearn_of_one_state_through_a_cloud_that_cannot_read_it_is_said_not_printed_as_sent(
+    tmp_path, capsys
+):
+    """An admin CLI newer than the cloud: the older cloud dropped ``--state`` and sent the agent a relearn of
+    every process state, while the CLI printed "baseline_relearn of spindle (process state cutting) sent"
+    and exited 0. Now it says that every state is relearned (the command has no undo) and exits 1; through a
+    cloud that reads it, the one state is sent."""
+    pki = make_pki(tmp_path / "pki", agents=("gw1",), admins=("alice",))
+    port, old_port = free_port(), free_port()
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    old = grpc.aio.server()
+    rpc.add_AdminServicer_to_server(
+        CloudBeforeProcessState(srv.store, srv.control, srv.registry, srv.commands, None, srv.revocations),
+        old,
+    )
+    old.add_secure_port(
+        f"127.0.0.1:{old_port}", server_credentials(pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    )
+    await srv.start()
+    await old.start()
+    try:
+        srv.store.heartbeat("gw1", {}, [], STATE_HEALTH, 0)  # a state report naming its process states
+        args = ["relearn", "gw1", "spindle", "--state", "cutting", "--pki", str(pki), "--admin", "alice"]
+        code, out = await asyncio.to_thread(cli, capsys, *args, "--endpoint", f"127.0.0.1:{port}")
+        assert code == 0 and "baseline_relearn of spindle (process state cutting) on gw1 sent" in out
+        code, out = await asyncio.to_thread(cli, capsys, *args, "--endpoint", f"127.0.0.1:{old_port}")
+        assert code == 1, out
+        assert "did not take it: the agent relearns EVERY process state of spindle, not only cutting" in out
+        assert sorted(c["process_state"] for c in srv.commands.list("gw1")) == ["", "cutting"]
+    finally:
+        await old.stop(None)
         await srv.stop()
