@@ -161,6 +161,9 @@ class _Node:
     # (``SparkplugHost._ask_unanswered``) until it sends anything again
     asked_since: float = math.inf
     heard: float = -math.inf
+    # what it was asked when given up on: asked again at its next live message (a born node's data does not
+    # ask by itself: a seq gap's rebirth, given up on, would otherwise never be asked again)
+    given_up: set[str | None] = field(default_factory=set)
 
 
 def _definition_types(t: sp.Template, prefix: str = "", depth: int = 0) -> dict[str, int]:
@@ -605,8 +608,10 @@ class SparkplugHost:
         anything meanwhile: taken out of service without a death (switched off, removed from the line), it would
         be asked every ``rebirth_retry_max_s`` for ever. It is asked nothing more, counted, and said once per
         node; it stays stale (its data skipped, commands refused), and its next message, whatever it is, asks
-        again (``_before_birth``), the back-off from the start."""
+        again, the back-off from the start: a node not born at its data (``_before_birth``), a born one (asked
+        for a seq gap, or a device's birth) what it was asked when given up (``_Node.given_up``, ``handle``)."""
         waited = now - max(node.asked_since, node.heard)
+        node.given_up = set(node.asked)
         node.asked.clear()
         node.asked_since = math.inf
         self.rebirths_given_up += 1
@@ -774,6 +779,15 @@ class SparkplugHost:
             node.unproven = False
             if t.device:
                 node.unproven_devices.discard(t.device)
+            again, node.given_up = node.given_up, set()
+            if again and node.alive and mt not in (sp.MessageType.NBIRTH, sp.MessageType.NDEATH):
+                # given up on while born (a seq gap's rebirth, or a device's, unanswered), it is back: what it
+                # was asked is asked again, the back-off from the start; a node not born asks at its data
+                # (``_before_birth``), a birth answers, a death asks nothing
+                if mt is sp.MessageType.DBIRTH:
+                    again.discard(t.device)  # its answer
+                for device in again:
+                    self._rebirth(t.group, t.edge_node, node, device)
         if mt is sp.MessageType.NBIRTH:
             self._named[t.edge_node] = key
             node.alive, node.aliases, node.clashes, node.seq = True, {}, set(), payload.seq
