@@ -518,6 +518,13 @@ class Baseline:
             for k, v in d.get("bands", {}).items()
         }
         self.relative = self.state == "learning" or d.get("format") == FORMAT
+        if "learned_under" not in d:
+            # saved by a release before the record: loaded as learned under the settings of now (as it is
+            # used) and stamped so, once; without it a baseline commissioned before the upgrade went on
+            # judging through every later edit of state_tag, states or speed bands, unsaid
+            d = {**d, "learned_under": self.under}
+            with contextlib.suppress(OSError):
+                atomic_write_json(self.path, d)
         if self.state == "ready" and self.relative and not kept_path(self.path).exists():
             # commissioned by a release that kept no copy (2026-12-02 before it): kept now, once
             with contextlib.suppress(OSError):

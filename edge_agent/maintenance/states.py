@@ -250,6 +250,8 @@ class StateBaselines:
                 b = self._baseline(str(st))
                 if b.state == "learning" and st not in self.learning:  # a feature set changed: learns anew
                     self.learning[st] = "asked"
+        if "state_ranges" not in d:  # from a release before the record: stamped with the states of now, once
+            self.save()
 
     def _forget(self) -> None:
         for st in list(self.by_state):

@@ -212,3 +212,41 @@ def test_a_damaged_index_of_baselines_per_state_is_unreadable_and_no_crash(tmp_p
     one = Baseline(_settings(), FS, N, path=single, pipeline="mixer", clock=clock, on_event=events.append)
     assert one.state == "learning"
     assert any("unreadable baseline file" in r for r in _discarded(events)), events
+
+
+def _as_before_the_record(folder) -> None:
+    """The data folder as a release before ``learned_under`` left it."""
+    for f in folder.glob("*.json*"):
+        d = json.loads(f.read_text())
+        d.pop("learned_under", None)
+        d.pop("state_ranges", None)
+        f.write_text(json.dumps(d))
+
+
+def test_a_baseline_from_before_the_record_loads_after_the_upgrade_and_a_later_edit_is_then_told(tmp_path):
+    """Every baseline commissioned before the upgrade (no ``learned_under``) loaded as before, and kept
+    loading through any later edit: speed_band_pct, a state's range. Now loaded once as learned under the
+    settings of the upgrade, and stamped so: an edit after it is refused in one line."""
+    clock, m = Clock(), Machine(68, fs=FS, n=N, rpm=RPM)
+    path = tmp_path / "baseline" / "fan.json"
+    _feed(Baseline(_settings(), FS, N, path=path, pipeline="fan", clock=clock), m, clock, 30)
+    _as_before_the_record(path.parent)
+    assert Baseline(_settings(), FS, N, path=path, pipeline="fan", clock=clock).state == "ready"  # upgrade
+    assert Baseline(_settings(), FS, N, path=path, pipeline="fan", clock=clock).state == "ready"
+    events: list = []
+    edited = _settings(speed_band_pct=5.0)
+    b = Baseline(edited, FS, N, path=path, pipeline="fan", clock=clock, on_event=events.append)
+    assert b.state == "learning", "a baseline from before the upgrade judged through an edit"
+    assert any("speed_band_pct 10.0 then, 5.0 now" in r for r in _discarded(events)), events
+
+    per = tmp_path / "baseline" / "press.json"
+    _commissioned(per, 69, clock)
+    _as_before_the_record(per.parent)
+    again = StateBaselines(_states(), FS, N, path=per, pipeline="press", clock=clock)  # the upgrade
+    assert {k: v["state"] for k, v in again.status()["process_states"].items()} == {
+        "empty": "ready",
+        "loaded": "ready",
+    }
+    edited_states = StateBaselines(_states(loaded_min=0.8), FS, N, path=per, pipeline="press", clock=clock)
+    st = edited_states.status()["process_states"]
+    assert st["empty"]["state"] == "ready" and st["loaded"]["state"] == "learning", st
