@@ -666,7 +666,7 @@ async def _array_bounds(node: Node, rank: int, dims: tuple[int, ...]) -> tuple[i
     """(MaxArrayLength, whole, whether that length is the server's) of a node that may hold an array
     (``_NodeType``). The most elements: the node's MaxArrayLength Property, or the server's
     ServerCapabilities.MaxArrayLength (Part 5, 6.3.2: every array of its Variables, a matrix by its element
-    count) when lower or the node states none, as a text's bytes are (``_stated_limit``): a longer array is
+    count) when the node states none, as a text's bytes are (``_stated_limit``): a longer array is
     refused with an opaque Bad status (BadEncodingLimitsExceeded, BadOutOfRange) or, worse, cut by some
     servers. Part 3 (5.6.2) makes
     ArrayDimensions a maximum, and asyncua's server takes any length; a PLC's arrays have one length (an
@@ -705,27 +705,27 @@ def _positive(v: Any) -> int | None:
 
 
 async def _stated_limit(node: Node, prop: str, server_id: int) -> tuple[int | None, bool]:
-    """(the lower of the node's own limit Property ``prop`` and the server's ServerCapabilities limit
-    ``server_id``, whether it is the server's): a node stating none is still held to the server's; (None,
-    False) when neither is stated (or 0: no limit)."""
-    own = server = None
+    """(the node's own limit Property ``prop``, else the server's ServerCapabilities limit ``server_id``;
+    whether it is the server's): Part 5 (6.3.2) lets a Variable's own Property be larger or smaller than the
+    server's, so the node's holds when it states one (a PLC's Array[0..99] on a server whose default is 64
+    takes 100), and a node stating none is held to the server's; (None, False) when neither is stated (or 0:
+    no limit)."""
     try:
-        own = _positive(await (await node.get_child(prop)).read_value())
+        if (own := _positive(await (await node.get_child(prop)).read_value())) is not None:
+            return own, False
     except (ua.UaError, TypeError, ValueError):
         pass  # most servers state none (BadNoMatch)
     try:
         server = _positive(await Node(node.session, server_id).read_value())
     except (ua.UaError, TypeError, ValueError):
-        pass
-    if server is not None and (own is None or server < own):
-        return server, True
-    return own, False
+        server = None
+    return server, server is not None
 
 
 async def _max_bytes(node: Node, vtype: ua.VariantType | AbstractType) -> tuple[int | None, bool]:
     """(the most bytes a value of the node may hold, whether that is the server's limit): the node's
-    MaxStringLength (MaxByteStringLength for a ByteString), or the server's ServerCapabilities limit when it
-    is lower or the node states none; (None, False) when neither is stated (or 0: no limit)."""
+    MaxStringLength (MaxByteStringLength for a ByteString), or the server's ServerCapabilities limit when the
+    node states none (``_stated_limit``); (None, False) when neither is stated (or 0: no limit)."""
     if not isinstance(vtype, ua.VariantType) or vtype not in _MAX_BYTES:
         return None, False
     return await _stated_limit(node, _MAX_BYTES[vtype], _SERVER_MAX_BYTES[vtype])
