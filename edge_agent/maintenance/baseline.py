@@ -179,18 +179,32 @@ def learned_under(settings: BaselineSettings, state: str | None = None) -> dict:
     process state (``state_tag``, the state's name and range), the shaft speed's source and the speed bands
     its statistics are keyed by. Saved with each baseline; a file learned under others is not used
     (``Baseline._load``): its statistics describe other windows, or are keyed by other bands. A renamed
-    speed tag is the same speed (only tag or estimated counts); a renamed state tag is another tag."""
+    speed tag is the same speed (only tag or estimated counts); a renamed state tag is another tag. The
+    first state that holds wins: the ranges of states listed before this one that overlap it take those
+    values first (a catch-all state last), so they are part of what it learned on; another order of states
+    that do not overlap changes nothing."""
     rng: list | str | None = None
+    first: list | None = None
     if state is not None:
-        st = next((x for x in settings.states or () if x.name == state), None)
-        rng = [st.min, st.max] if st is not None else "whole value"
+        sts = list(settings.states or ())
+        i = next((j for j, x in enumerate(sts) if x.name == state), None)
+        rng = [sts[i].min, sts[i].max] if i is not None else "whole value"
+        if i is not None:
+            first = [[x.min, x.max] for x in sts[:i] if _overlap(x, sts[i])]
     return {
         "state_tag": settings.state_tag,
         "state": state,
         "state_range": rng,
+        "state_taken_first_by": first,
         "speed": f"tag ({settings.speed_unit})" if settings.speed_tag else "estimated",
         "speed_band_pct": settings.speed_band_pct,
     }
+
+
+def _overlap(a, b) -> bool:
+    """Two process states' ranges (``[min, max)``, either end open) share a value."""
+    lo = max(-math.inf if a.min is None else a.min, -math.inf if b.min is None else b.min)
+    return lo < min(math.inf if a.max is None else a.max, math.inf if b.max is None else b.max)
 
 
 def under_changes(saved: dict, now: dict) -> str:

@@ -250,3 +250,35 @@ def test_a_baseline_from_before_the_record_loads_after_the_upgrade_and_a_later_e
     edited_states = StateBaselines(_states(loaded_min=0.8), FS, N, path=per, pipeline="press", clock=clock)
     st = edited_states.status()["process_states"]
     assert st["empty"]["state"] == "ready" and st["loaded"]["state"] == "learning", st
+
+
+def test_states_put_in_another_order_relearn_only_where_the_first_that_holds_changed(tmp_path):
+    """The first state that holds wins. A catch-all ``running`` listed after ``heavy`` learned on the values
+    below 0.8; put first, it took heavy's windows too and judged them by statistics that never saw them,
+    unsaid. Now both are relearned; states that do not overlap keep their baselines in any order."""
+    clock, m = Clock(), Machine(70, fs=FS, n=N, rpm=RPM)
+    heavy, running = ProcessState(name="heavy", min=0.8), ProcessState(name="running")
+    path = tmp_path / "baseline" / "saw.json"
+    b = StateBaselines(
+        _settings(windows=50, state_tag="Load", states=[heavy, running]),
+        FS,
+        N,
+        path=path,
+        pipeline="saw",
+        clock=clock,
+    )
+    _feed(b, m, clock, 25, 0.0)
+    _feed(b, m, clock, 25, 1.0)
+    assert b.state == "ready" and sorted(b.by_state) == ["heavy", "running"]
+    events: list = []
+    swapped = _settings(windows=50, state_tag="Load", states=[running, heavy])
+    again = StateBaselines(swapped, FS, N, path=path, pipeline="saw", clock=clock, on_event=events.append)
+    st = again.status()["process_states"]
+    assert st["running"]["state"] == "learning" and st["heavy"]["state"] == "learning", st
+    assert any("state_taken_first_by" in r for r in _discarded(events)), events
+
+    kept = tmp_path / "baseline" / "press.json"  # empty and loaded do not overlap: any order
+    _commissioned(kept, 71, clock)
+    flipped = _states().model_copy(update={"states": list(reversed(_states().states or []))})
+    st = StateBaselines(flipped, FS, N, path=kept, pipeline="press", clock=clock).status()["process_states"]
+    assert st["empty"]["state"] == "ready" and st["loaded"]["state"] == "ready", st
