@@ -44,8 +44,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -73,6 +76,13 @@ CPU_SHARE = 0.2  # of one core (and of the store's time), at most, spent computi
 # runs no script in the console's origin and loads nothing (an SVG or HTML page is sandboxed, a unique origin)
 BLOB_CSP = "default-src 'none'; sandbox"
 VIEWS_KEPT = 20_000  # sample views (by tenant and digest: a blob's bytes never change) kept between answers
+# a listing's views come from reads of the blob store (an object store's GETs): made by a few reader threads, at
+# most VIEWS_PENDING of them queued, and a listing waits at most VIEW_WAIT_S for its own; a stalled store (whose
+# client waits minutes per read) leaves its samples download links, never the listing (nor, behind it in
+# ``Answers``, every tenant's /api answers) waiting for it
+VIEW_READERS = 8
+VIEWS_PENDING = 1_000
+VIEW_WAIT_S = 2.0
 
 
 def sample_view(head: bytes | None) -> str:
@@ -124,6 +134,8 @@ class Console:
         self.tenant = tenant
         self._views: dict[tuple[str, str | None], str] = {}  # (tenant, digest) -> sample_view (``view``)
         self._views_lock = threading.Lock()
+        self._reading: dict[tuple[str, str], Future[None]] = {}  # views being read (``views``)
+        self._reads: queue.SimpleQueue | None = None  # for the reader threads, started on the first read
         names = known_host_names(host, allowed_hosts)
         self.answers: Answers[bytes] = Answers(min_age_s=ANSWER_MIN_AGE_S, cpu_share=CPU_SHARE, wait_s=5.0)
         outer = self
@@ -168,16 +180,16 @@ class Console:
                     if u.path == "/api/samples":
                         return self._json(
                             t,
-                            lambda: [
-                                {**s, "view": outer.view(t, s.get("sha256"))}  # an <img>, or a download link
-                                for s in outer.srv.store.samples(  # the newest, oldest first (the page reverses)
+                            lambda: outer.with_views(
+                                t,
+                                outer.srv.store.samples(  # the newest, oldest first (the page reverses)
                                     model=q.get("model"),
                                     reason=q.get("reason"),
                                     label_state=q.get("label_state"),
                                     tenant=t,
                                     limit=SAMPLES_SHOWN,
-                                )
-                            ],
+                                ),
+                            ),
                         )
                     if u.path.startswith("/registry/"):
                         return self._file(
@@ -283,29 +295,58 @@ class Console:
         self.httpd = BoundedHTTPServer((host, port), Handler, MAX_CONNECTIONS, DEADLINE_S)
         self.port = self.httpd.server_address[1]
 
-    def view(self, tenant: str, digest: str | None) -> str:
-        """``sample_view`` of a sample's blob, from its first bytes (one ranged read of the blob store, then kept:
-        a digest's bytes never change); ``"file"`` when it cannot be read (a console without a blob store, a blob
-        gone or not yet written: asked again next time)."""
-        key = (tenant, digest)
-        with self._views_lock:
-            if key in self._views:
-                return self._views[key]
+    def with_views(self, tenant: str, samples: list[dict]) -> list[dict]:
+        """``samples`` each with its ``view`` (``sample_view`` of its blob's first bytes: an ``<img>`` or a download
+        link), kept once read (a digest's bytes never change). A sample not yet kept is read by the reader threads
+        (``_read_views``), several at once, and waited for at most ``VIEW_WAIT_S`` in all; one not read by then
+        (a stalled object store), or that cannot be read (a console without a blob store, a blob gone or not yet
+        written), is ``"file"`` in this answer and read again for a later one."""
         blobs = getattr(self.srv, "blobs", None)
-        if blobs is None or not isinstance(digest, str):
-            return "file"
+        waits = []
+        with self._views_lock:
+            for s in samples:
+                digest = s.get("sha256")
+                if blobs is None or not isinstance(digest, str) or (key := (tenant, digest)) in self._views:
+                    continue
+                read = self._reading.get(key)  # (the same digest twice, or a read an earlier answer began)
+                if read is None and len(self._reading) < VIEWS_PENDING:
+                    read = self._reading[key] = Future()
+                    if self._reads is None:
+                        self._reads = queue.SimpleQueue()
+                        for n in range(VIEW_READERS):
+                            threading.Thread(
+                                target=self._read_views,
+                                args=(self._reads,),
+                                name=f"console-views-{n}",
+                                daemon=True,
+                            ).start()
+                    self._reads.put((blobs, key, read))
+                if read is not None:
+                    waits.append(read)
+        if waits:
+            wait_futures(waits, timeout=VIEW_WAIT_S)
+        with self._views_lock:
+            return [{**s, "view": self._views.get((tenant, s.get("sha256")), "file")} for s in samples]
+
+    def _read_views(self, reads: queue.SimpleQueue) -> None:
+        """A reader thread: keeps the view of each ``(blobs, (tenant, digest), done)`` put, until None. A daemon
+        thread: one stuck in a stalled store's read does not hold the process at exit."""
         from protocols.image_header import SNIFF_BYTES
 
-        try:
-            head = blobs.for_tenant(tenant).read_range(digest, 0, SNIFF_BYTES)
-        except Exception:  # not found, not a digest, an object store's error: the listing goes on
-            return "file"
-        view = sample_view(head)
-        with self._views_lock:
-            if len(self._views) >= VIEWS_KEPT:
-                self._views.pop(next(iter(self._views)))  # the oldest kept
-            self._views[key] = view
-        return view
+        while (job := reads.get()) is not None:
+            blobs, key, done = job
+            # not found, not a digest, an object store's error: None, read again for a later answer
+            try:
+                head = blobs.for_tenant(key[0]).read_range(key[1], 0, SNIFF_BYTES)
+            except Exception:
+                head = None
+            with self._views_lock:
+                if head is not None:
+                    if len(self._views) >= VIEWS_KEPT:
+                        self._views.pop(next(iter(self._views)))  # the oldest kept
+                    self._views[key] = sample_view(head)
+                self._reading.pop(key, None)
+            done.set_result(None)
 
     def agents(self, tenant: str = "default") -> list[dict]:
         st = self.srv.store
@@ -340,8 +381,13 @@ class Console:
         threading.Thread(target=self.httpd.serve_forever, name="console", daemon=True).start()
 
     def stop(self) -> None:
-        """Stops serving and ends the thread that computes the answers (a process that starts and stops
-        consoles, a reload, keeps none behind)."""
+        """Stops serving and ends the thread that computes the answers and the threads that read the samples'
+        views, each after what it does (a process that starts and stops consoles, a reload, keeps none behind)."""
         self.httpd.shutdown()
         self.httpd.server_close()
         self.answers.close()
+        with self._views_lock:
+            reads, self._reads = self._reads, None
+        if reads is not None:
+            for _ in range(VIEW_READERS):
+                reads.put(None)

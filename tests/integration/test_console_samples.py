@@ -6,6 +6,9 @@ lock (about 2 s at 300k samples, every 3 s while the page was open: every tenant
 from __future__ import annotations
 
 import json
+import socket
+import time
+import urllib.error
 import urllib.request
 from types import SimpleNamespace
 
@@ -13,6 +16,7 @@ import pytest
 
 from cloud_trainer.fleet.console import Console
 from cloud_trainer.fleet.store import SQLiteStore
+from tests.support.s3 import CREDENTIALS, s3_bucket, s3_client, s3_server  # noqa: F401  (fixtures)
 
 
 class CountingStore(SQLiteStore):
@@ -174,3 +178,52 @@ def test_console_page_shows_samples_browsers_cannot_show_as_download_links_not_b
     # the page draws an <img> only for view "image", a download link otherwise
     assert page == PAGE.read_text()
     assert 's.view === "image" ? `<img ${a} src="${u}">` : `<a ${a} href="${u}" download>' in page
+
+
+def test_console_samples_answer_while_the_object_store_stalls(tmp_path, monkeypatch, request):
+    """``/api/samples`` reads each sample's first bytes from the blob store to say how the page shows it. Those
+    reads were made one after another inside the one computation that every ``/api`` answer of every tenant
+    waits its turn for, with the S3 client's own patience (60-s timeouts, 5 attempts each): an object store that
+    stalled (a black-holed endpoint, an overloaded MinIO) kept the listing, and behind it every tenant's agents,
+    deployments and models, from answering for hours, where the listing had never needed the blob store. The
+    reads go to a few reader threads now and a listing waits a bounded time for them: under a stalled store it
+    answers, each sample a download link until its bytes are read; a store that answers gives each its kind."""
+    import cv2
+    import numpy as np
+
+    from cloud_trainer.blobs import S3BlobStore
+
+    for k, v in CREDENTIALS.items():
+        monkeypatch.setenv(k, v)
+    endpoint, bucket = request.getfixturevalue("s3_bucket")
+    png = cv2.imencode(".png", np.zeros((4, 5, 3), np.uint8))[1].tobytes()
+    blobs = S3BlobStore(bucket, client=s3_client(endpoint))
+    store = SQLiteStore(tmp_path / "fleet.db")
+    for tenant in ("default", "acme"):
+        digest = blobs.for_tenant(tenant).put_bytes(png)
+        rows = [{**_sample(i, "part-inspection", "ng"), "sample_sha256": digest} for i in (1, 2)]
+        store.ingest("gw1", rows, tenant=tenant)
+    # an S3 endpoint that takes connections and never answers, spoken to as the service does (its own client)
+    stalled = socket.create_server(("127.0.0.1", 0), backlog=64)
+    srv = SimpleNamespace(
+        store=store, blobs=S3BlobStore(bucket, endpoint=f"http://127.0.0.1:{stalled.getsockname()[1]}")
+    )
+    c = Console(srv)
+    c.start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{c.port}/api/samples", timeout=20) as r:
+            assert r.status == 200
+            assert [s["view"] for s in json.loads(r.read())] == ["file", "file"]
+        srv.blobs = blobs  # the store answers again: another tenant's listing reads its samples' kinds
+        for _ in range(120):
+            try:
+                views = [s["view"] for s in _get(c, "/api/samples?tenant=acme")]
+                break
+            except urllib.error.HTTPError as exc:  # 503: the console rests after a costly answer
+                assert exc.code == 503
+                time.sleep(0.5)
+        assert views == ["image", "image"]
+    finally:
+        c.stop()
+        stalled.close()
+        store.close()
