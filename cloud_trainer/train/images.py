@@ -43,6 +43,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,8 +277,10 @@ def _left_out(src: Path) -> list[str]:
 def _image_kind(path: Path) -> tuple[str, str] | None:
     """``(kind, usual extension)`` of the image a file is by its first bytes (``image_kind``, ``kind_suffix``:
     a PNM's by its magic), or None (not one, or unreadable: said elsewhere if it matters)."""
-    try:
-        with open(path, "rb") as f:
+    try:  # a regular file only: opening a named pipe (a tool's FIFO in the folder) waits for a writer for ever
+        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
             head = f.read(SNIFF_BYTES)
     except OSError:
         return None
