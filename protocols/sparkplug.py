@@ -650,7 +650,7 @@ class InflateBudget:
     A total may keep a ``reserve``, the last of it that budgets refused within the last ``STORMING_S`` while
     not full (their nodes are storming: they send more than their budget, or than the total leaves them), or that
     have less than ``BUSY_LEFT`` of their second's worth left (busy: a storm's opening burst, in which nothing was
-    refused yet), may not draw on:
+    refused yet; a birth sequence is judged at its NBIRTH, ``births_begin``), may not draw on:
     however many nodes storm, they stop at it (past it by one message at most), and a calm node, refused
     nothing, finds the total with some left. Without it, four storming nodes spent the total between them, and
     a calm node's payload waited on them. New names are calm too, and each may draw on the reserve, but the
@@ -671,6 +671,7 @@ class InflateBudget:
         self.whose, self.setting = whose, setting
         self._left, self._at = float(per_s), clock()
         self._refused_at = -math.inf  # when a payload was last refused on this budget (``refused``)
+        self._calm_until = -math.inf  # a birth sequence begun not busy is not busy until (``births_begin``)
 
     def left(self) -> float:
         """What this budget has left now (its ``total``'s aside)."""
@@ -689,11 +690,24 @@ class InflateBudget:
         if t is not None:
             left = t.left()
             # storming: refused within STORMING_S, or busy: more than half its second's worth inflated within
-            # about the last second (a storm's opening burst, before any of it was refused: every node new)
-            storming = self._clock() - self._refused_at < STORMING_S or mine < self.per_s * BUSY_LEFT
+            # about the last second (a storm's opening burst, before any of it was refused: every node new),
+            # unless it is in a birth sequence begun not busy (``births_begin``)
+            now = self._clock()
+            busy = mine < self.per_s * BUSY_LEFT and now >= self._calm_until
+            storming = now - self._refused_at < STORMING_S or busy
             if left <= 0 or (left <= t.reserve and storming):
                 return t
         return None
+
+    def births_begin(self) -> None:
+        """An NBIRTH comes: a node's births are one sequence, its NBIRTH and then a DBIRTH per device, back to
+        back, which may together inflate to more than half its second's worth. The sequence is judged busy or
+        not at its NBIRTH: one begun with over ``BUSY_LEFT`` of the budget left may draw on the total's reserve
+        for what follows within ``STORMING_S`` (up to this budget), so that a calm node's restart amid a storm
+        is read whole; judged at each DBIRTH, its later devices were skipped, and asked again in vain while the
+        storm lasted. A node storming births sends its next NBIRTH within the second and is judged busy there."""
+        busy = self.left() < self.per_s * BUSY_LEFT
+        self._calm_until = -math.inf if busy else self._clock() + STORMING_S
 
     def refused(self) -> None:
         """A payload was refused on this budget (``spent``): its node is storming, for ``STORMING_S``, if this

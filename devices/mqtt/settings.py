@@ -347,7 +347,8 @@ class SparkplugHostSettings(_Model):
         "always read (inflated to at most 64 KiB; past it, its bdSeq read from that much). One flooding node does "
         "not hold up the others; several at once can spend the data total; the births' total keeps one node's "
         "budget from nodes storming (refused within the last second, or that inflated over half their budget "
-        "within about the last second: a storm's opening burst), so a calm node's birth is read. Plain "
+        "within about the last second: a storm's opening burst; judged at an NBIRTH for the DBIRTHs that follow "
+        "it), so a calm node's births are read. Plain "
         "payloads are not counted: their size costs the node the same bandwidth",
     )
     host_id: str | None = Field(

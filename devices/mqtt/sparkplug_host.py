@@ -71,7 +71,8 @@ which then holds every node's compressed data. Births and deaths draw on budgets
 node, and the total), never on data's: a node in a rebirth storm must not starve the other nodes' data. The
 births' total keeps one node's budget in reserve from nodes refused within the last ``sp.STORMING_S`` (storming),
 or that inflated over half their second's worth within about the last second (busy: a storm's opening burst,
-before any is refused): however many storm, a calm node's birth is read (``sp.InflateBudget``). A
+before any is refused; a node's NBIRTH and the DBIRTHs that follow it are judged at the NBIRTH,
+``InflateBudget.births_begin``): however many storm, a calm node's births are read (``sp.InflateBudget``). A
 compressed birth past its node's births budget is ``inflate_budget``, not inflated, and its node (device)
 stale: its tags BAD once, not born until a birth of it is read, a rebirth asked once that budget has some
 left, whether it sends anything more or not (none is asked while it is spent: the answer would be skipped too). A compressed
@@ -700,6 +701,8 @@ class SparkplugHost:
             return []
         death = t.message_type in _DEATHS
         budget = self._budget((t.group, t.edge_node), births=t.message_type in _BIRTHS or death)
+        if t.message_type is sp.MessageType.NBIRTH:  # its DBIRTHs follow: judged busy or not here
+            budget.births_begin()
         try:
             # births and deaths are inflated on their node's births budget and its total, never on the budget
             # data is read on: a node in a rebirth storm must not starve the other nodes' data. A death is

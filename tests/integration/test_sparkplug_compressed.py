@@ -20,6 +20,7 @@ from devices.mqtt.client import MqttSource
 from devices.mqtt.settings import MqttSettings
 from protocols import sparkplug as sp
 from tests.support.sparkplug_pb import pb_metric as _metric
+from tests.support.waits import until
 
 D = sp.DataType
 T0_MS = 1_700_000_000_000  # a node whose clock is set (a time before 2001 is a clock never set)
@@ -645,3 +646,56 @@ async def test_a_calm_nodes_first_birth_is_read_amid_a_storms_opening_burst_of_n
         (20.0, Quality.GOOD)
     ]  # before: none
     assert src.sparkplug.births_skipped >= 20  # the storm's births past their budgets skipped
+
+
+async def test_a_calm_nodes_births_past_half_its_budget_are_read_amid_a_storm_going_on(mosquitto):
+    """A calm node's restart is one NBIRTH and then a DBIRTH per device, back to back: together they may inflate
+    to more than half its second's worth. Since a node that had inflated over half of it was busy and kept off
+    the births' reserve (for a storm's opening burst), such a calm node's later DBIRTHs amid a storm going on
+    (the total held at its reserve by the storming nodes) were skipped: the device stale, and the rebirth asked
+    for it brought the same births, cut again, for as long as the storm lasted. Before that the whole reserve
+    was the calm node's. Now a node's births are judged at its NBIRTH: one not busy then may draw on the reserve
+    for the DBIRTHs that follow it (within STORMING_S), up to its own budget."""
+    src, pub, got, task = await _started(mosquitto.port, 4096)  # 4 KB a node, 16 KB all births together
+
+    def birth(kind: str, name: str, inflated: int | None) -> None:
+        nb = sp._pb().Payload()
+        nb.timestamp, nb.seq = T0_MS + 1000, 0
+        if kind == "NBIRTH":
+            _metric(nb, "bdSeq", datatype=D.INT64, long_value=0)
+        _metric(nb, "Temp", datatype=D.DOUBLE, double_value=20.0)
+        if inflated is None:  # plain: no budget
+            pub.publish(f"spBv1.0/g/{kind}/{name}", nb.SerializeToString(), qos=1)
+            return
+        nb.body = b"\0" * inflated
+        pub.publish(f"spBv1.0/g/{kind}/{name}", _compressed(nb), qos=1)
+
+    async def storm() -> None:  # eight nodes storming small births: the total held at its reserve
+        while True:
+            for i in range(8):
+                birth("NBIRTH", f"storm{i}", 300)
+            await asyncio.sleep(0.005)
+
+    storming = asyncio.create_task(storm())
+    try:
+        await _ready(src)
+        # the storm going on: its opening burst spent the total, which has refilled up to the reserve that the
+        # storming nodes may not draw on
+        total = src.sparkplug._births_total
+        await until(
+            lambda: src.sparkplug.births_skipped > 100 and total.left() > 3000, 20, "a storm going on"
+        )
+        birth("NBIRTH", "calm", 700)  # ~3 KB inflated in all: three quarters of its budget
+        for d in ("d1", "d2", "d3"):
+            birth("DBIRTH", f"calm/{d}", 700)
+        await asyncio.sleep(0.2)  # the storm goes on meanwhile
+        storming.cancel()
+        birth("NBIRTH", "last", None)  # in order after them: every message before it was handled
+        await until(lambda: any(r.tag == "last/Temp" for r in got), 20, "the births before 'last' handled")
+    finally:
+        storming.cancel()
+        task.cancel()
+        pub.loop_stop()
+        await src.stop()
+    calm = sorted(r.tag for r in got if r.tag.startswith("calm/") and r.quality is Quality.GOOD)
+    assert calm == ["calm/Temp", "calm/d1/Temp", "calm/d2/Temp", "calm/d3/Temp"]  # before: no calm/d3/Temp
