@@ -98,7 +98,9 @@ async def test_a_state_not_commissioned_is_not_judged_until_it_is_learned_then_e
     await agent.start()
     pipe = agent.pipelines[0]
     try:
-        await until(lambda: agent.sources["plc"].subscribed, what="the MQTT source subscribed")
+        # the SUBACK (``subscribed`` is an Event: the bare object is always true, and a window published
+        # before the subscription took was lost, its result awaited in vain)
+        await until(lambda: agent.sources["plc"].subscribed.is_set(), what="the MQTT source subscribed")
 
         async def send(n: int, cutting: bool, severity: float = 0.0, fault: str = "healthy") -> None:
             for _ in range(n):

@@ -24,9 +24,17 @@ FLOOD = 5000  # messages the flooder sends
 
 
 def _client(port: int) -> paho.Client:
+    """A publisher whose CONNACK has been read. One that disconnected with the broker's CONNACK still unread
+    in its socket was reset by the kernel (a close with unread data sends RST) and what it had not yet sent
+    was thrown away: on a loaded machine the broker reads slowly, and half the flood never reached it."""
     c = paho.Client(CallbackAPIVersion.VERSION2)
+    connected = threading.Event()
+    c.on_connect = lambda *_: connected.set()
     c.connect("127.0.0.1", port)
     c.loop_start()
+    if not connected.wait(60):
+        c.loop_stop()
+        raise AssertionError("no CONNACK from the broker after 60 s")
     return c
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 from collections.abc import Callable
 
 
@@ -17,6 +18,11 @@ async def until(
 
     async def holds() -> bool:
         got = pred()
+        if isinstance(got, (asyncio.Event, threading.Event)):
+            # an Event object is always true: the wait returned at once, set or not
+            raise TypeError(
+                f"until({what!r}): the condition returned an Event, not whether it is set (.is_set())"
+            )
         return bool(await got if inspect.isawaitable(got) else got)
 
     while not await holds():
