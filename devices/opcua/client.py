@@ -2154,8 +2154,13 @@ class OpcUaSource:
             self._clock_stuck(self._clock[0] if self._clock is not None else None)
             self._recovered()
         if self._halt_reason is not None:
-            self._hold(reading)
-            return
+            if self._halt_reason not in _STALLS or not self._publishing_again():
+                self._hold(reading)
+                return
+            # a silent server's new subscription publishes data again (a publish after its first): what was
+            # held goes on now, and this after it, not at the next check (a keep-alive check's time or two,
+            # over which a busy source's readings past _HELD_MAX were dropped)
+            self._recovered()
         self._channel.put_nowait(reading)
 
     def _undecodable(self, nodeid: ua.NodeId, tag: str, val: Any) -> None:
@@ -2987,10 +2992,11 @@ class OpcUaSource:
         )
 
     def _publishing_again(self) -> bool:
-        """Whether a silent server's new subscription is seen publishing: a publish answer (data or a
-        keep-alive) after the one first seen at a check, so not only the first values a new subscription
-        starts with (a stalled runtime's stale ones). A source without a subscription (it only writes) has
-        only its state read to go by, which answered."""
+        """Whether a silent server's new subscription is seen publishing: a publish answer after the one
+        first seen, so not only the first values a new subscription starts with (a stalled runtime's stale
+        ones). Asked as each value arrives (a data publish ends the halt at once) and at each check (a quiet
+        server's keep-alives). A source without a subscription (it only writes) has only its state read to
+        go by, which answered."""
         sub = self._sub
         if sub is None or not hasattr(sub, "last_publish_at"):
             return True

@@ -1,0 +1,81 @@
+"""A stalled OPC UA server's readings go on as soon as its new subscription publishes data again, against a
+real asyncua server on a free loopback port: not held until keep-alive checks see it (two checks, 4 s at the
+defaults, over which a busy source's readings past the hold's bound were dropped)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from asyncua import ua
+
+from devices.base import Quality
+from devices.opcua.client import OpcUaSource
+from tests.integration.test_opcua_halt_recovery import _Collect
+from tests.integration.test_opcua_stalls_and_array_limits import _settings, _stalls_while
+from tests.support.peers import free_port, opcua_server
+from tests.support.waits import until
+
+
+async def test_a_stalled_servers_readings_go_on_once_it_publishes_data_again_without_waiting_for_a_check() -> (
+    None
+):
+    """The server's subscriptions stall (no data, no keep-alive, sessions up) and stay so through a
+    reconnect; right after a check of the new session found it still stalled, the server publishes again
+    while its value changes every 50 ms: the new values come GOOD and the halt ends before the next check
+    (keepalive_check_s 2 s) could find it still halted. Before, the halt ended only at a check that saw the
+    subscription's publish time move since the one before: the readings were held for up to two checks,
+    and those past the hold's bound (10,000) dropped, for a server publishing normally."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:stall", "Line")
+    var = await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 1.0)
+    await srv.start()
+    stalled = asyncio.Event()
+    _stalls_while(srv, stalled)
+    src = OpcUaSource("plc", _settings(port, keepalive_check_s=2.0, nodes=[{"node_id": f"ns={idx};s=Speed"}]))
+    out = None
+    churn = None
+    seen: list[int] = []  # the checks that found it still halted, as the wait for its end saw them
+
+    async def change() -> None:
+        n = 10
+        while True:
+            n += 1
+            await var.write_value(float(n))
+            await asyncio.sleep(0.05)
+
+    def ended() -> bool:
+        h = src.halted
+        if h is not None:
+            seen.append(h["checks"])
+        return h is None
+
+    try:
+        await src.start()
+        out = _Collect(src)
+        await until(lambda: out.got, 10, "the first value")
+        stalled.set()
+        await until(lambda: any(r.quality is Quality.BAD for r in out.got), 20, "a BAD reading for the stall")
+        await until(lambda: src.stats.reconnects >= 1 and src.state.value == "connected", 20, "reconnected")
+        halted = src.halted
+        assert halted is not None and halted["reason"] == "subscription_stalled", halted
+        checks = halted["checks"]
+        await until(
+            lambda: (src.halted or {}).get("checks", checks) > checks and src.state.value == "connected",
+            20,
+            "a check of the new session that found the server still stalled",
+        )
+        after_check = src.halted
+        assert after_check is not None, "the stall ended while the server stayed silent"
+        stalled.clear()  # the next check is keepalive_check_s away
+        churn = asyncio.create_task(change())
+        await until(ended, 20, "the halt's end once the server publishes again")
+        await until(lambda: out.got[-1].quality is Quality.GOOD and out.got[-1].value > 10, 10, "a new value")
+    finally:
+        if churn is not None:
+            churn.cancel()
+        if out is not None:
+            out.cancel()
+        await src.stop()
+        await srv.stop()
+    assert max(seen) == after_check["checks"], (seen, after_check)
+    assert src.stats.dropped == 0, src.stats.dropped
