@@ -3041,6 +3041,9 @@ class OpcUaSource:
         now = time.time()
         for tag in list(self._last_ts):
             self._channel.put_nowait(Reading(self.name, tag, None, now, now, Quality.BAD, None))
+        # a BAD reading is each tag's last now: the reconnect's first waveform, the same samples and source
+        # time as the one passed on before, is the tag GOOD again, not a waveform sent twice (``_emit``)
+        self._last_wave.clear()
 
     def _hold(self, reading: Reading) -> None:
         """A reading while a halted server has not shown it healthy: kept, in order, to be passed on once it

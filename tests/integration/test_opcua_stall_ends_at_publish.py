@@ -1,6 +1,7 @@
 """A stalled OPC UA server's readings go on as soon as its new subscription publishes data again, against a
 real asyncua server on a free loopback port: not held until keep-alive checks see it (two checks, 4 s at the
-defaults, over which a busy source's readings past the hold's bound were dropped)."""
+defaults, over which a busy source's readings past the hold's bound were dropped), and an array tag that
+never changes comes back GOOD, not dropped as a waveform sent twice."""
 
 from __future__ import annotations
 
@@ -79,3 +80,37 @@ async def test_a_stalled_servers_readings_go_on_once_it_publishes_data_again_wit
         await srv.stop()
     assert max(seen) == after_check["checks"], (seen, after_check)
     assert src.stats.dropped == 0, src.stats.dropped
+
+
+async def test_an_array_tag_that_never_changes_is_good_again_after_a_stall() -> None:
+    """An array tag whose value never changes (a recipe's profile, a table of setpoints) is turned BAD by a
+    stall and comes back GOOD, with the same samples, once the server publishes again. Before, the new
+    subscription's first value (the same source time and samples as the one passed on before the stall) was
+    dropped as a waveform sent twice: the tag stayed BAD downstream until its value changed, for good on a
+    quiet one."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:stall", "Line")
+    await obj.add_variable(
+        ua.NodeId("Profile", idx), "Profile", ua.Variant([1.0, 2.0, 3.0, 4.0], ua.VariantType.Double)
+    )
+    await srv.start()
+    stalled = asyncio.Event()
+    _stalls_while(srv, stalled)
+    src = OpcUaSource("plc", _settings(port, nodes=[{"node_id": f"ns={idx};s=Profile"}]))
+    out = None
+    try:
+        await src.start()
+        out = _Collect(src)
+        await until(lambda: out.got, 10, "the first value")
+        stalled.set()
+        await until(lambda: any(r.quality is Quality.BAD for r in out.got), 15, "a BAD reading for the stall")
+        stalled.clear()
+        await until(lambda: src.halted is None and src.stats.reconnects >= 1, 20, "the stall's end")
+        await until(lambda: out.got[-1].quality is Quality.GOOD, 10, "the profile GOOD again")
+    finally:
+        if out is not None:
+            out.cancel()
+        await src.stop()
+        await srv.stop()
+    last = out.got[-1]
+    assert last.tag == "Profile" and list(last.value) == [1.0, 2.0, 3.0, 4.0], out.got
