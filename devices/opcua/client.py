@@ -1700,6 +1700,8 @@ class OpcUaSource:
         self._session_values.clear()
         self._changed_at = None
         self._stall_publish = None
+        if self._halt_reason is not None:  # its held waveforms dropped below were never passed on
+            self._last_wave.clear()
         self._unhold()  # a former session's values: stale, whatever this one shows
         self._room_wanted = False
         self._oversize = 0
@@ -3027,23 +3029,28 @@ class OpcUaSource:
         }
 
     def _halted(self, e: _Silent) -> None:
-        """Each tag passed on so far gets a BAD reading without a value now (``halts`` counts the times):
+        """Each tag passed on so far gets a BAD reading without a value now, once a halt (``halts`` counts
+        the times it is seen, a reconnect that finds it still so too):
         a consumer must not go on taking a frozen, stalled or silent server's last values as current. Until
         the server shows it healthy again, readings are held (``_hold``), those of the reconnect too: its
         first values are the halted server's stale ones. ``halted`` says it for as long as it lasts."""
         self.halts += 1
-        if self._halt_reason is None:
+        new = self._halt_reason is None
+        if new:
             self._halt_since, self._halt_checks = time.time(), 0
-        if self._halt_reason is None or self._halt_reason in _STALLS:
+        if new or self._halt_reason in _STALLS:
             # a stall seen while halted for the server's state or clock does not end that halt by a publish
             self._halt_reason = e.halt
         self._unhold()
+        # a BAD reading is each tag's last passed on now (a held waveform dropped never was): the reconnect's
+        # first waveform, the same samples and source time as one seen before, is the tag GOOD again, not a
+        # waveform sent twice (``_emit``)
+        self._last_wave.clear()
+        if not new:  # each tag's last reading passed on is its BAD one: nothing went on since (all held)
+            return
         now = time.time()
         for tag in list(self._last_ts):
             self._channel.put_nowait(Reading(self.name, tag, None, now, now, Quality.BAD, None))
-        # a BAD reading is each tag's last now: the reconnect's first waveform, the same samples and source
-        # time as the one passed on before, is the tag GOOD again, not a waveform sent twice (``_emit``)
-        self._last_wave.clear()
 
     def _hold(self, reading: Reading) -> None:
         """A reading while a halted server has not shown it healthy: kept, in order, to be passed on once it

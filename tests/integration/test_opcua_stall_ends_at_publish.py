@@ -114,3 +114,41 @@ async def test_an_array_tag_that_never_changes_is_good_again_after_a_stall() -> 
         await srv.stop()
     last = out.got[-1]
     assert last.tag == "Profile" and list(last.value) == [1.0, 2.0, 3.0, 4.0], out.got
+
+
+async def test_a_server_that_stays_stalled_through_reconnects_turns_each_tag_bad_once() -> None:
+    """The server stays stalled through several reconnects (each new subscription silent too): each tag gets
+    one BAD reading for the halt, not one more at every reconnect that finds the server still silent, and
+    is GOOD again once it publishes. Before, each reconnect's stall passed every tag on BAD again: a forward
+    to MQTT or the cloud outbox got a BAD record per tag per reconnect for as long as the server stayed
+    silent, the tags being BAD all along."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:stall", "Line")
+    for name in ("Speed", "Load"):
+        await obj.add_variable(ua.NodeId(name, idx), name, 1.0)
+    await srv.start()
+    stalled = asyncio.Event()
+    _stalls_while(srv, stalled)
+    src = OpcUaSource(
+        "plc", _settings(port, nodes=[{"node_id": f"ns={idx};s={n}"} for n in ("Speed", "Load")])
+    )
+    out = None
+    try:
+        await src.start()
+        out = _Collect(src)
+        await until(lambda: len(out.got) >= 2, 10, "the first values")
+        stalled.set()
+        await until(lambda: any(r.quality is Quality.BAD for r in out.got), 15, "a BAD reading for the stall")
+        await until(lambda: src.halts >= 3, 30, "the stall seen again after two reconnects")
+        while_silent = list(out.got)
+        stalled.clear()
+        await until(lambda: src.halted is None, 20, "the stall's end")
+        await until(lambda: sum(r.quality is Quality.GOOD for r in out.got) >= 4, 10, "both tags GOOD again")
+    finally:
+        if out is not None:
+            out.cancel()
+        await src.stop()
+        await srv.stop()
+    bad = sorted(r.tag for r in while_silent if r.quality is Quality.BAD)
+    assert bad == ["Load", "Speed"], while_silent
+    assert {r.tag for r in out.got[len(while_silent) :] if r.quality is Quality.GOOD} == {"Load", "Speed"}
