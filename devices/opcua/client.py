@@ -3015,8 +3015,9 @@ class OpcUaSource:
         """While the server is halted (its values not current: a state other than Running, a frozen clock,
         a stalled subscription, no answer) and until it shows it is healthy again: the reason, since when
         (epoch seconds and ISO 8601, UTC), for how long, and the checks (one every keepalive_check_s while
-        connected) that found it still so. A genuine freeze (clock and values never move again) is said once
-        in the log; this keeps saying it, on ``/status``. None while it is not halted."""
+        connected) that found it still so, or halted again (then the source reconnects). A genuine freeze
+        (clock and values never move again) is said once in the log; this keeps saying it, on ``/status``.
+        None while it is not halted."""
         if self._halt_reason is None or self._halt_since is None:
             return None
         return {
@@ -3047,6 +3048,7 @@ class OpcUaSource:
         # waveform sent twice (``_emit``)
         self._last_wave.clear()
         if not new:  # each tag's last reading passed on is its BAD one: nothing went on since (all held)
+            self._halt_checks += 1  # a check (or a reconnect's stall) that found it still halted
             return
         now = time.time()
         for tag in list(self._last_ts):

@@ -152,3 +152,29 @@ async def test_a_server_that_stays_stalled_through_reconnects_turns_each_tag_bad
     bad = sorted(r.tag for r in while_silent if r.quality is Quality.BAD)
     assert bad == ["Load", "Speed"], while_silent
     assert {r.tag for r in out.got[len(while_silent) :] if r.quality is Quality.GOOD} == {"Load", "Speed"}
+
+
+async def test_a_server_that_stays_suspended_shows_its_halt_going_on_in_the_checks_on_status() -> None:
+    """A server that says it is Suspended and stays so: every check of every reconnect finds it still halted,
+    and ``halted['checks']`` (on /status) grows with them, as it does for a frozen clock. Before, such a check
+    ended in a reconnect without being counted: the checks stood at 0 for as long as it lasted, as if no
+    check had looked since the first warning."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
+    await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 1.0)
+    await srv.start()
+    src = OpcUaSource("plc", _settings(port, nodes=[{"node_id": f"ns={idx};s=Speed"}]))
+    try:
+        await src.start()
+        await until(lambda: src.state.value == "connected", 10, "connected")
+        await srv.write_attribute_value(
+            ua.NodeId(ua.ObjectIds.Server_ServerStatus_State),
+            ua.DataValue(ua.Variant(int(ua.ServerState.Suspended), ua.VariantType.Int32)),
+        )
+        await until(lambda: src.halts >= 4, 30, "halted again at three reconnects")
+        halted = src.halted
+    finally:
+        await src.stop()
+        await srv.stop()
+    assert halted is not None and halted["reason"] == "server_not_running", halted
+    assert halted["checks"] >= 2, halted
