@@ -77,6 +77,7 @@ import numpy as np
 from devices.base import Backoff, BurstLogger, Channel, ConnectionState, DeviceError, DeviceStats, Frame
 from devices.camera.settings import CameraKind, CameraSettings
 from protocols.image_header import (
+    FORMATS,
     IMAGE_TYPES,
     SNIFF_BYTES,
     ImageRejected,
@@ -229,6 +230,23 @@ def _decode(data: bytes, max_megapixels: float) -> np.ndarray:
 _SNIFFED_FILES = 64  # files of a folder read for ``_images_by_content``: a folder of other data stays cheap
 
 
+def _file_head(path: Path) -> bytes | None:
+    """The first ``SNIFF_BYTES`` of a regular file (what ``image_kind`` reads), or None: not a regular file, or
+    unreadable. Opened non-blocking and checked on the open file: a named pipe (a tool's FIFO in the folder, or
+    one put in a file's place after it was listed) would otherwise block the reader until a writer came."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    with open(fd, "rb") as f:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            return f.read(SNIFF_BYTES)
+        except OSError:
+            return None
+
+
 def _images_by_content(folder: Path) -> str:
     """``"; N files are images by content but not by name: ..."`` for a folder whose files the camera does not
     read by their names (a line camera's tool writing 'img_0001' or '.raw'), with the extension to give them,
@@ -239,10 +257,8 @@ def _images_by_content(folder: Path) -> str:
     except OSError:
         return ""
     for name in names[:_SNIFFED_FILES]:
-        try:
-            with open(folder / name, "rb") as f:
-                head = f.read(SNIFF_BYTES)
-        except OSError:
+        head = _file_head(folder / name)
+        if head is None:
             continue
         kind, suffix = image_kind(head), kind_suffix(head)
         if kind is not None and suffix in IMAGE_SUFFIXES:
@@ -408,6 +424,12 @@ class CameraSource:
         self._seq = 0
         self._opens = 0
         self._dropped_in: dict[str, tuple[int, int]] | None = None  # watch: files read or left, by name
+        # watch: files of no image kind the camera reads (by name or bytes), or not named as one and there at the
+        # start, by name: never read again while unchanged, never deleted (keep_files)
+        self._not_images: dict[str, tuple[int, int]] = {}
+        # watch: (why, extension) of the files skipped, each said once; how many were skipped
+        self._said_skipped: set[tuple[str, str]] = set()
+        self.files_skipped = 0
         self._keep_failed = False  # watch: the folder refused a deletion (keep_files): none tried again
         self._http: Any = None  # the open MJPEG stream, for stop() to end a blocked read
         self._frame_hw: tuple[int, int] | None = None  # the size frames come at (before any resize)
@@ -427,6 +449,7 @@ class CameraSource:
         self._channel.bind(asyncio.get_running_loop())
         self._stop.clear()
         self._dropped_in = None
+        self._not_images = {}
         self.state = ConnectionState.CONNECTING
         self._thread = threading.Thread(target=self._run, name=f"camera-{self.name}", daemon=True)
         self._thread.start()
@@ -624,7 +647,12 @@ class CameraSource:
         The record outlives a lost folder (a network share that drops, a folder moved away and back):
         after the reader's backoff the images that arrived meanwhile are read, and those already read
         are not. An empty listing prunes nothing: an unmounted share's mount point lists empty, and
-        every image on it would otherwise be read again when it comes back."""
+        every image on it would otherwise be read again when it comes back.
+
+        A file not named as an image (a line camera's FTP upload names frames 'frame_0001', '.raw', '.dat') is
+        judged by its first bytes (``image_kind``), once it has settled like any other and once per change: an
+        image of a kind the camera reads is read; anything else (a named pipe, a device, a sidecar '.txt', a GIF)
+        is skipped, said once per reason and extension, counted in ``files_skipped``, and never deleted."""
         s = self.settings
         folder = Path(s.url)
         if not folder.is_dir():
@@ -636,7 +664,7 @@ class CameraSource:
             out = {}
             with os.scandir(folder) as it:
                 for e in it:
-                    if e.name.startswith(".") or Path(e.name).suffix.lower() not in IMAGE_SUFFIXES:
+                    if e.name.startswith("."):
                         continue
                     try:
                         st = e.stat()
@@ -645,24 +673,40 @@ class CameraSource:
                     out[e.name] = (st.st_size, st.st_mtime_ns, st.st_mtime)
             return out
 
+        def named(name: str) -> bool:
+            return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
         if self._dropped_in is None:  # the first listing: what is there now is left alone
-            self._dropped_in = {name: (size, mtime_ns) for name, (size, mtime_ns, _) in listing().items()}
-        done = self._dropped_in
+            first = listing()
+            self._dropped_in = {n: (size, mtime_ns) for n, (size, mtime_ns, _) in first.items() if named(n)}
+            self._not_images = {
+                n: (size, mtime_ns) for n, (size, mtime_ns, _) in first.items() if not named(n)
+            }
+        done, others = self._dropped_in, self._not_images
         self.state = ConnectionState.CONNECTED
         while not self._stop.is_set():
             now = time.time()
             files = listing()
-            for name in [n for n in done if n not in files] if files else ():
-                del done[name]
+            for record in (done, others) if files else ():
+                for name in [n for n in record if n not in files]:
+                    del record[name]
             ready = sorted(
                 (mtime, name)
                 for name, (size, mtime_ns, mtime) in files.items()
-                if done.get(name) != (size, mtime_ns) and now - mtime >= settle
+                if done.get(name) != (size, mtime_ns)
+                and others.get(name) != (size, mtime_ns)
+                and now - mtime >= settle
             )
             for _, name in ready:
                 if self._stop.is_set():
                     return
                 size, mtime_ns, _ = files[name]
+                if not named(name) and (why := self._no_image(folder / name)):
+                    done.pop(name, None)  # an image by content rewritten as something else: kept, not trimmed
+                    others[name] = (size, mtime_ns)
+                    self._skipped(folder / name, *why)
+                    continue
+                others.pop(name, None)
                 done[name] = (size, mtime_ns)
                 img = self._read_image(folder / name)
                 if isinstance(img, bytes):
@@ -672,6 +716,35 @@ class CameraSource:
             if s.keep_files is not None and len(done) > s.keep_files and not self._keep_failed:
                 self._trim_drop_folder(folder, files, done, s.keep_files)
             self._stop.wait(poll)
+
+    def _no_image(self, f: Path) -> tuple[str, str] | None:
+        """Why a drop folder's file not named as an image is not read, ``(kind of reason, reason)``, or None when
+        its first bytes are an image of a kind the camera reads. One header read; a pipe or device is not read."""
+        head = _file_head(f)
+        if head is None:
+            return "special", "not a regular file (a named pipe, a device or a folder) or unreadable"
+        kind, suffix = image_kind(head), kind_suffix(head)
+        if kind is None:
+            return "not_image", f"no image by its name nor by its bytes (the camera reads {FORMATS})"
+        if suffix not in IMAGE_SUFFIXES:
+            return kind, f"a {kind} image by its bytes, which the camera does not read ({FORMATS})"
+        return None
+
+    def _skipped(self, f: Path, why: str, detail: str) -> None:
+        """A drop folder's file skipped: counted, and said once per reason and extension (a camera's '.txt'
+        sidecar beside every frame is one line, not one per part)."""
+        self.files_skipped += 1
+        key = (why, f.suffix.lower())
+        if key in self._said_skipped:
+            return
+        self._said_skipped.add(key)
+        log.warning(
+            "camera %r: watch: %s skipped: %s; other %s files like it are skipped without a word",
+            self.name,
+            f,
+            detail,
+            f"'{f.suffix}'" if f.suffix else "extension-less",
+        )
 
     def _trim_drop_folder(self, folder: Path, files: dict, done: dict, keep: int) -> None:
         """Delete the oldest images of a drop folder past ``keep`` of those read (or there at the start; never

@@ -1,0 +1,72 @@
+"""The agent's camera watching a drop folder (``watch: true``) that a line camera's FTP upload fills with frames
+named 'frame_0001', '.raw' or '.dat': the watcher listed only files named as images and ignored the others without a
+word, so no part was ever inspected. Files not named as images are judged by their first bytes now, once settled;
+what is no image the camera reads (a '.txt' sidecar, a GIF, a named pipe) is skipped, said once per kind, and left
+in the folder."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from devices.base import ConnectionState
+from devices.camera.capture import CameraSource
+from devices.camera.settings import CameraSettings
+from tests.integration.test_camera_source import take
+
+
+async def test_a_drop_folder_reads_frames_named_without_an_image_extension_by_their_bytes(tmp_path, caplog):
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    rng = np.random.default_rng(11)
+
+    def grey(v: int) -> np.ndarray:
+        a = np.full((20, 24), v, np.uint8)
+        a[::5] = rng.integers(0, 255, a[::5].shape, dtype=np.uint8)
+        return a
+
+    (drop / "frame_0000").write_bytes(cv2.imencode(".png", grey(5))[1].tobytes())  # there at the start: left
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(drop / "camera.fifo")  # a tool's pipe: never opened for reading in blocking mode
+    src = CameraSource("cam", CameraSettings(url=str(drop), watch=True, settle_ms=100, keep_files=50))
+    caplog.set_level(logging.WARNING, logger="devices.camera.capture")
+    await src.start()
+    try:
+        for _ in range(200):
+            if src.state is ConnectionState.CONNECTED:
+                break
+            await asyncio.sleep(0.02)
+        if hasattr(os, "mkfifo"):
+            os.mkfifo(drop / "frame_pipe")  # dropped in after the start: judged, skipped, not waited on
+        (drop / "frame_0001").write_bytes(b"P5\n# line camera\n24 20\n255\n" + grey(40).tobytes())
+        (drop / "frame_0002.raw").write_bytes(cv2.imencode(".png", grey(80))[1].tobytes())
+        (drop / "frame_0003.dat").write_bytes(cv2.imencode(".bmp", grey(120))[1].tobytes())
+        (drop / "frame_0001.txt").write_text("exposure 120 us\n")
+        (drop / "frame_0002.txt").write_text("exposure 130 us\n")
+        (drop / "logo.dat").write_bytes(b"GIF89a" + bytes([1, 0, 1, 0, 0, 0, 0]) + b";")
+        frames = await take(src, 3, 20)
+        for _ in range(500):  # the skipped files are judged in the same pass or the next ones
+            if src.files_skipped >= 3 + hasattr(os, "mkfifo"):
+                break
+            await asyncio.sleep(0.02)
+        with pytest.raises(TimeoutError):  # nothing else is read: not the old frame, not a skipped file again
+            await take(src, 1, 1.0)
+    finally:
+        await src.stop()
+    assert sorted(int(f.image[1, 1, 0]) for f in frames) == [40, 80, 120]
+    assert not src.stats.errors_by_reason
+    assert src.files_skipped == 3 + hasattr(os, "mkfifo")  # each file once, not once per poll
+    said = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    txt = [m for m in said if "'.txt'" in m]
+    assert len(txt) == 1, said  # two sidecars, one line
+    assert "no image by its name nor by its bytes" in txt[0]
+    assert any("logo.dat" in m and "a GIF image by its bytes" in m for m in said), said
+    if hasattr(os, "mkfifo"):
+        assert any("frame_pipe" in m and "not a regular file" in m for m in said), said
+    # nothing that is not an image read is deleted by keep_files, nor the frame there at the start
+    assert {"frame_0000", "frame_0001.txt", "frame_0002.txt", "logo.dat"} <= {p.name for p in drop.iterdir()}
