@@ -9,15 +9,20 @@ accumulate across exports, and every labelled sample of the model is exported. U
 are counted and left out.
 
 Images are taken in every kind the import reads (``images.IMAGE_EXTS``: PNG, JPEG under .jpg/.jpeg/.jpe/.jfif,
-BMP, TIFF, WebP), their extension compared in any case and with or without its dot (``.TIF``, ``png``), and
-written under it in lower case with its dot. A sample of the model whose extension is of no image kind (a
-waveform's ``.npy``, none at all) is left out, counted (``not_images``) and said in one line with its
-extensions.
+BMP, TIFF, WebP, PNM), their extension compared in any case and with or without its dot (``.TIF``, ``png``), and
+written under it in lower case with its dot. A sample is an image by its bytes as the import and the console
+judge it (``protocols.image_header.image_kind``): one whose bytes are another image kind than its extension says (a
+JPEG uploaded as ``.png``) is exported under its kind's extension, as the import stores it, and all such are said
+in one line; a labelled sample whose extension is of no image kind (``.npy``, none at all) is exported when its
+first bytes are an image the trainer reads (a PNG uploaded as ``.npy``), read for that (one ranged read of
+``SNIFF_BYTES``) only when labelled or named in the labels file, so a store of signal windows is not read. The
+others are left out, counted (``not_images``; an unlabelled sample under another extension among them, its
+bytes unread) and said in one line with their extensions.
 
 Each exported sample is checked as training reads it (``sample_problem``: decoded with the camera's image checks,
-``protocols.image_header.decode_image``; its bytes of the kind its extension says; 8-bit): a damaged, mislabelled
-or oversized upload is left out, counted (``refused``) and said in one line naming its digest, agent, seq and
-why, instead of stopping ``train`` later. The size limit is the base's (``dataset.yaml``: ``max_megapixels``),
+``protocols.image_header.decode_image``; 8-bit): a damaged, 16-bit, non-image or oversized upload is left out,
+counted (``refused``) and said in one line naming its digest, agent, seq and why, instead of stopping ``train``
+later. The size limit is the base's (``dataset.yaml``: ``max_megapixels``),
 else training's default, or ``--max-megapixels`` (not below the base's); it is recorded in the dataset's
 ``dataset.yaml`` with ``fleet_export`` (model, tenant), so that training reads the samples by it and its advice
 for an image over it names this export, not ``dataset import``.
@@ -60,19 +65,43 @@ def image_ext(sample: dict) -> str | None:
     return ext if ext in IMAGE_EXTS else None
 
 
-def sample_problem(data: bytes, ext: str, max_megapixels: float) -> str | None:
-    """Why training would refuse a sample's bytes stored as an ``ext`` image, or None: what training checks
-    (``data.decode_checked``: kind, ``max_megapixels``, truncated or damaged data; 8-bit pixels), and that the
-    bytes are the kind their extension says (an agent sends what it names: else a damaged or foreign gateway)."""
+def kind_ext(head: bytes) -> tuple[str, str] | None:
+    """``(kind, extension)`` of the image a sample's first bytes are (``image_kind``; a PNM's extension by its
+    magic), when it is of a kind the trainer reads (``images.IMAGE_EXTS``: not GIF), else None."""
+    from protocols.image_header import image_kind, kind_suffix
+
+    kind, suffix = image_kind(head), kind_suffix(head)
+    return (kind, suffix) if kind is not None and suffix in IMAGE_EXTS else None
+
+
+def _images_by_bytes(blobs, samples: list[dict]) -> dict[str, str]:
+    """``{sha256: extension}`` of those ``samples`` (under no image extension) whose first bytes are an image the
+    trainer reads: one ranged read each; a blob missing or unreadable is none."""
+    from protocols.image_header import SNIFF_BYTES
+
+    out: dict[str, str] = {}
+    for s in samples:
+        if s["sha256"] in out:
+            continue
+        try:  # not found, an object store's error, an empty blob (S3 refuses its range): no image by its bytes
+            head = blobs.read_range(s["sha256"], 0, SNIFF_BYTES)
+        except Exception:
+            continue
+        if found := kind_ext(head):
+            out[s["sha256"]] = found[1]
+    return out
+
+
+def sample_problem(data: bytes, max_megapixels: float) -> str | None:
+    """Why training would refuse a sample's bytes, or None: what training checks (``data.decode_checked``: kind,
+    ``max_megapixels``, truncated or damaged data; 8-bit pixels). Its extension is not asked: the export stores
+    it under the kind its bytes are (``kind_ext``), as the import does and as the decoders read it."""
     import cv2
     import numpy as np
 
     from cloud_trainer.train.data import decode_checked
-    from protocols.image_header import IMAGE_TYPES, ImageRejected, image_size
+    from protocols.image_header import ImageRejected
 
-    head, fmt = image_size(data), IMAGE_TYPES[ext][1]
-    if head is not None and head[0] != fmt:
-        return f"its bytes are a {head[0]} image, not the {fmt} its extension {ext} says"
     try:
         img = decode_checked(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, max_megapixels)
     except ImageRejected as exc:
@@ -85,7 +114,8 @@ def sample_problem(data: bytes, ext: str, max_megapixels: float) -> str | None:
 
 
 def _not_images_note(model: str, others: list[dict]) -> str:
-    """One line naming the samples of ``model`` left out as no images, by extension."""
+    """One line naming the samples of ``model`` left out as no images (by extension; a labelled one's bytes
+    read and of no image kind either), by extension."""
     from collections import Counter
 
     by_ext = Counter(repr(s["ext"] or "") for s in others)
@@ -93,8 +123,9 @@ def _not_images_note(model: str, others: list[dict]) -> str:
     n = len(others)
     return (
         f"left out {n} sample{'s' if n > 1 else ''} of {model} that {'are' if n > 1 else 'is'} no image by "
-        f"{'their extensions' if n > 1 else 'its extension'} ({shown}; images are "
-        f"{', '.join(IMAGE_EXTS)}): an agent uploading other data under this model's name?"
+        f"{'their extensions' if n > 1 else 'its extension'} nor, when labelled, by {'their' if n > 1 else 'its'} "
+        f"bytes ({shown}; images are {', '.join(IMAGE_EXTS)}): an agent uploading other data under this model's "
+        "name?"
     )
 
 
@@ -178,6 +209,10 @@ def export(
     try:
         every = db.samples(model=model, tenant=tenant)
         known = {s["sha256"] for s in every if image_ext(s)}
+        # a labelled sample under another extension is an image if its bytes are one (a PNG uploaded as .npy)
+        known |= set(
+            _images_by_bytes(blobs, [s for s in every if s["sha256"] in labels and s["sha256"] not in known])
+        )
         missing = [sha for sha in labels if sha not in known]
         if missing:  # another tenant's samples are not in this tenant's rows: refused the same way
             raise DatasetError(
@@ -193,7 +228,12 @@ def export(
         import sys
 
         log = lambda m: print(f"cloud-trainer dataset: {m}", file=sys.stderr)  # noqa: E731
-    samples, others = [s for s in every if image_ext(s)], [s for s in every if not image_ext(s)]
+    by_bytes = _images_by_bytes(
+        blobs,
+        [s for s in every if not image_ext(s) and s["label_state"] == "labelled"],
+    )
+    samples = [s for s in every if image_ext(s) or s["sha256"] in by_bytes]
+    others = [s for s in every if not image_ext(s) and s["sha256"] not in by_bytes]
     if others:
         log(_not_images_note(model, others))
     rows, seen = [], set()
@@ -215,7 +255,7 @@ def export(
     tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
         tmp.mkdir()
-        exported, no_blob, refused = _write(tmp, rows, blobs, base, classes, limit, log)
+        exported, no_blob, refused = _write(tmp, rows, blobs, base, classes, limit, log, by_bytes)
         _record_export(tmp, model, tenant, limit, classes)
         if out.exists():
             out.rmdir()  # empty (checked above)
@@ -275,16 +315,20 @@ def _record_export(dst: Path, model: str, tenant: str, limit: float, classes: li
 
 
 def _write(
-    dst: Path, rows: list, blobs, base: Path | None, classes: list[str], limit: float, log
+    dst: Path, rows: list, blobs, base: Path | None, classes: list[str], limit: float, log, by_bytes: dict
 ) -> tuple[int, int, int]:
     """The base dataset (copied) and each sample's image into ``dst``: ``(exported, missing blobs, refused)``;
-    a sample training would refuse (``sample_problem``) is left out and said in one line."""
+    a sample training would refuse (``sample_problem``) is left out and said in one line; one of another image
+    kind than its extension says is written under its kind's extension, all such said in one line."""
     from cloud_trainer.blobs import BlobCorrupt, BlobNotFound
+    from cloud_trainer.fleet.store import sample_kind
+    from protocols.image_header import KIND_SUFFIXES, SNIFF_BYTES
 
     if base is not None:
         shutil.copytree(base, dst, dirs_exist_ok=True)
     (dst / "images").mkdir(parents=True, exist_ok=True)
     exported = no_blob = refused = 0
+    misnamed: list[tuple[dict, str, str, str]] = []  # (sample, uploaded as, kind, exported as)
     # a base whose last row has no newline (written with "\n".join, as training reads it): the first sample's
     # row appended after it made one line of two, refused as the base's
     with open(dst / "labels.jsonl", "a+b") as f:
@@ -303,13 +347,19 @@ def _write(
                 raise DatasetError(
                     f"sample {s['sha256'][:16]} (agent {s['agent']}, seq {s['seq']}): {exc}; nothing was written"
                 ) from None
-            ext = image_ext(s)
-            assert ext is not None  # rows are images by their extension (export)
-            if why := sample_problem(data, ext, limit):
+            sent = image_ext(s) or sample_kind(s["ext"]) or repr(s["ext"] or "")
+            ext = image_ext(s) or by_bytes[s["sha256"]]  # rows are images by their extension or their bytes
+            # read as what its bytes are, whatever its name (the decoders do): stored under its kind's extension
+            found = kind_ext(data[:SNIFF_BYTES])
+            if found and (ext not in KIND_SUFFIXES[found[0]] or not image_ext(s)):
+                ext = found[1]
+            else:
+                found = None
+            if why := sample_problem(data, limit):
                 refused += 1
                 log(
                     f"left out sample {s['sha256'][:16]} (agent {s['agent']}, seq {s['seq']}, labelled "
-                    f"{s['label']!r}, uploaded as {ext}): {why}"
+                    f"{s['label']!r}, uploaded as {sent}): {why}"
                 )
                 continue
             name = f"images/upload-{s['sha256'][:16]}{ext}"
@@ -327,6 +377,20 @@ def _write(
                 + "\n"
             )
             exported += 1
+            if found:
+                misnamed.append((s, sent, *found))
+    if misnamed:
+        n = len(misnamed)
+        shown = ", ".join(
+            f"{s['sha256'][:16]} (uploaded as {sent}, a {kind}: {ext})" for s, sent, kind, ext in misnamed[:3]
+        )
+        many = n > 1
+        log(
+            f"{n} sample{'s are' if many else ' is'} of another image kind than "
+            f"{'their extensions say' if many else 'its extension says'}, exported under "
+            f"{'their kinds' if many else 'its kind'}' extension{'s' if many else ''}, as training reads "
+            f"{'them' if many else 'it'}: {shown}{', ...' if n > 3 else ''}"
+        )
     return exported, no_blob, refused
 
 

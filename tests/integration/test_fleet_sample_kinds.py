@@ -181,10 +181,11 @@ def _labels(path, rows: dict[str, str]):
 async def test_an_export_leaves_out_each_sample_training_would_refuse_in_one_line_and_records_its_limit(
     cloud, tmp_path
 ):
-    """`cloud-trainer dataset` wrote every labelled sample as it was: a truncated frame, a window's bytes or a
-    JPEG under .png, a 16-bit frame stopped `train` later, and a frame from a camera raised above the base's
-    25 Mpx was refused by training with advice about `dataset import`. Now each is left out and said in one line
-    at the export; --max-megapixels takes the large frame and is recorded, so training reads it."""
+    """`cloud-trainer dataset` wrote every labelled sample as it was: a truncated frame, a window's bytes under
+    .png, a 16-bit frame stopped `train` later, and a frame from a camera raised above the base's 25 Mpx was
+    refused by training with advice about `dataset import`. Now each is left out and said in one line at the
+    export; --max-megapixels takes the large frame and is recorded, so training reads it. A JPEG under .png is
+    exported as the JPEG it is (test_export_samples_by_content), as the import and the console take it."""
     import yaml
 
     from cloud_trainer.train.data import DatasetError, load_parts
@@ -219,22 +220,24 @@ async def test_an_export_leaves_out_each_sample_training_would_refuse_in_one_lin
     labels = _labels(tmp_path / "l.jsonl", {sha[n]: lab for n, _, _, lab in uploads})
     said: list[str] = []
     res = export(srv.data, "part-inspection", tmp_path / "ds", tmp_path / "base", labels, log=said.append)
-    assert (res["exported"], res["refused"], res["max_megapixels"]) == (1, 5, 25.0)
+    assert (res["exported"], res["refused"], res["max_megapixels"]) == (2, 4, 25.0)
     why = {
         "truncated": "image data is truncated or corrupt",
         "window": "not a PNG, JPEG, BMP, TIFF, WebP or PNM image",
-        "jpeg": "its bytes are a JPEG image, not the PNG its extension .png says",
         "deep": "16-bit pixels, and training reads 8-bit images",
         "large": "(25.5 Mpx), over the 25-Mpx limit; export with --max-megapixels N to take images this large",
     }
-    assert len(said) == len(why)
-    for (seq, (name, _, _, label)), line in zip(enumerate(uploads[1:], 11), said, strict=True):
+    left_out = [x for x in said if x.startswith("left out sample ")]
+    assert len(left_out) == len(why) and len(said) == len(why) + 1  # and the JPEG exported as one, said
+    assert f"{sha['jpeg'][:16]} (uploaded as .png, a JPEG: .jpg)" in said[-1]
+    refused = [(seq, u) for seq, u in enumerate(uploads[1:], 11) if u[0] in why]
+    for (seq, (name, _, _, label)), line in zip(refused, left_out, strict=True):
         head = (
             f"left out sample {sha[name][:16]} (agent gw1, seq {seq}, labelled {label!r}, uploaded as .png): "
         )
         assert line.startswith(head) and why[name] in line and "\n" not in line, line
     ds = load_parts(tmp_path / "ds")  # what was exported, training reads
-    assert len(ds.images) == 22 + 1
+    assert len(ds.images) == 22 + 2
     meta = yaml.safe_load((tmp_path / "ds" / "dataset.yaml").read_text())
     assert meta["max_megapixels"] == 25.0 and meta["fleet_export"] == {
         "model": "part-inspection",
@@ -248,10 +251,10 @@ async def test_an_export_leaves_out_each_sample_training_would_refuse_in_one_lin
     res = export(
         srv.data, "part-inspection", tmp_path / "ds2", tmp_path / "base", log=said.append, max_megapixels=26
     )
-    assert (res["exported"], res["refused"]) == (2, 4) and not any(sha["large"][:16] in x for x in said)
+    assert (res["exported"], res["refused"]) == (3, 3) and not any(sha["large"][:16] in x for x in said)
     assert yaml.safe_load((tmp_path / "ds2" / "dataset.yaml").read_text())["max_megapixels"] == 26.0
     ds = load_parts(tmp_path / "ds2")  # the large frame too: read by the limit the export recorded
-    assert len(ds.images) == 22 + 2 and max(i.shape[0] * i.shape[1] for i in ds.images) == 5100 * 5000
+    assert len(ds.images) == 22 + 3 and max(i.shape[0] * i.shape[1] for i in ds.images) == 5100 * 5000
 
 
 def test_trainings_advice_on_an_image_over_a_fleet_exports_limit_names_the_export(tmp_path):

@@ -278,6 +278,19 @@ def _png(seed: int) -> bytes:
     return buf.tobytes()
 
 
+def own_base(tmp_path: Path) -> Path:
+    """``tmp_path/base``: the user's own images per class (20 'pass', 2 'Kratzer'), imported: a retraining's base."""
+    from cloud_trainer.train.images import import_images
+
+    src = tmp_path / "src"
+    for c, n in (("pass", 20), ("Kratzer", 2)):
+        (src / c).mkdir(parents=True)
+        for i in range(n):
+            (src / c / f"{i}.png").write_bytes(_png(i if c == "pass" else 50 + i))
+    import_images(src, tmp_path / "base", log=lambda m: None)
+    return tmp_path / "base"
+
+
 def test_fleet_samples_are_taken_in_every_image_kind_the_import_reads_and_others_are_said(tmp_path):
     """The export took .png, .jpg, .jpeg and .bmp samples only: a fleet sample uploaded as TIFF, WebP or a
     Windows JPEG (.jfif), or with its extension in capitals or without its dot, was left out of the
@@ -287,14 +300,7 @@ def test_fleet_samples_are_taken_in_every_image_kind_the_import_reads_and_others
     import cv2
     import numpy as np
 
-    from cloud_trainer.train.images import import_images
-
-    src = tmp_path / "src"  # the user's own folder per class, the base of the retraining
-    for c, n in (("pass", 20), ("Kratzer", 2)):
-        (src / c).mkdir(parents=True)
-        for i in range(n):
-            (src / c / f"{i}.png").write_bytes(_png(i if c == "pass" else 50 + i))
-    import_images(src, tmp_path / "base", log=lambda m: None)
+    own_base(tmp_path)
     data = tmp_path / "cloud"
     store, blobs = SQLiteStore(data / "fleet.db"), LocalBlobStore(data / "blobs")
     frame = lambda seed: np.random.default_rng(seed).integers(0, 255, (10, 12, 3), dtype=np.uint8)  # noqa: E731
@@ -334,8 +340,8 @@ def test_fleet_samples_are_taken_in_every_image_kind_the_import_reads_and_others
     )
     assert (res["samples"], res["exported"], res["not_images"]) == (6, 6, 2)
     assert said == [
-        "left out 2 samples of part-inspection that are no image by their extensions (1 '.npy', 1 ''; images "
-        "are .png, .jpg, .jpeg, .jpe, .jfif, .bmp, .tif, .tiff, .webp, .pgm, .ppm, .pbm, .pnm): an agent "
+        "left out 2 samples of part-inspection that are no image by their extensions nor, when labelled, by "
+        "their bytes (1 '.npy', 1 ''; images are .png, .jpg, .jpeg, .jpe, .jfif, .bmp, .tif, .tiff, .webp, .pgm, .ppm, .pbm, .pnm): an agent "
         "uploading other data under this model's name?"
     ]
     rows = [json.loads(x) for x in (tmp_path / "ds" / "labels.jsonl").read_text().splitlines()]
