@@ -72,6 +72,8 @@ for name, pkg in json.loads(sys.argv[1]).items():
             "current": "; ".join(G.int8_only_problems(m, expected, got)[1]) or "ok",
             "near_items": G.near_threshold_rows(m, expected),
             "near_ties": G.near_tie_rows(m, expected) if hasattr(G, "near_tie_rows") else None,
+            "exempt_flips": G.exempt_flip_rows(m, expected, got) if hasattr(G, "exempt_flip_rows") else None,
+            "margin": [round(G.threshold_margin(s, t), 4) for _, t, s in G._threshold_scores(m, expected)],
         }
     out[name]["rules"] = rules
 print(json.dumps(out), flush=True)
@@ -235,14 +237,14 @@ def main() -> None:
     if rules:
         print(
             "\n| INT8-only package | engine | former rule | current rule | golden items near a threshold "
-            "| near a tie of their labels |"
+            "| near a tie of their labels | exempt items flipped | threshold margin |"
         )
-        print("| --- | --- | --- | --- | --- | --- |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for name, per in rules:
             for eng, r in per.items():
                 print(
-                    f"| {name} | {eng} | {r['former'][:160]} | {r['current'][:160]} | {r['near_items']} "
-                    f"| {r.get('near_ties')} |"
+                    f"| {name} | {eng} | {r['former'][:160]} | {r['current'][:400]} | {r['near_items']} "
+                    f"| {r.get('near_ties')} | {r.get('exempt_flips')} | {r.get('margin')} |"
                 )
 
 

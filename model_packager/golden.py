@@ -433,6 +433,27 @@ def item_rows(manifest: Manifest, inputs: dict[str, np.ndarray]) -> int:
     return t if t > 1 and n % t == 0 else 1
 
 
+def _unit(manifest: Manifest) -> str:
+    """What a batch row of a golden run is: a tile (of a frame) for a tiled model, else an item."""
+    pre = manifest.preprocessing
+    return "tile" if isinstance(pre, ImagePreprocessing) and pre.tiles and pre.n_tiles > 1 else "item"
+
+
+def _row_name(manifest: Manifest, i: int, rows: int) -> str:
+    """Batch row ``i`` as a message names it: golden item 3; golden item 3, tile 1 (frames run a frame at a
+    time, ``rows`` tiles each); golden tile 7 (a tiled model's golden set of single tiles)."""
+    if rows > 1:
+        return f"golden item {i // rows}, tile {i % rows}"
+    return f"golden {_unit(manifest)} {i}"
+
+
+def _rows_counted(manifest: Manifest, n: int, rows: int) -> str:
+    """``n`` batch rows as a message counts them: 16 golden items; 64 golden tiles (16 frames of 4 tiles)."""
+    unit = _unit(manifest)
+    per = f" ({n // rows} frames of {rows} tiles)" if rows > 1 else ""
+    return f"{n} golden {unit}{'s' if n != 1 else ''}{per}"
+
+
 def row_verdicts(manifest: Manifest, outputs: dict[str, np.ndarray]) -> list[tuple[str, ...]] | None:
     """Per batch row of a golden run (an item, or a tile of a tiled model), what the agent makes of it
     with the package's own interpretation (``preprocess.interpret``): its verdict (the OK/NG side of
@@ -500,7 +521,7 @@ def verdict_flips(
         free = exempt.get(i, ())
         if all(a == b or k in free for k, (a, b) in enumerate(zip(w, h, strict=True))):
             continue
-        where = f"golden item {i // rows}, tile {i % rows}" if rows > 1 else f"golden item {i}"
+        where = _row_name(manifest, i, rows)
         out.append(
             f"{where}: {_say(h)} here{_score(manifest, got, i)}, where the package's golden outputs give "
             f"{_say(w)}{_score(manifest, expected, i)}"
@@ -519,8 +540,9 @@ def verdict_problems(
     flips = verdict_flips(manifest, expected, got, rows, exempt)
     if not flips:
         return []
+    unit = "tile" if rows > 1 else _unit(manifest)
     more = (
-        f" (and {len(flips) - 1} more golden item{'s' if len(flips) > 2 else ''})" if len(flips) > 1 else ""
+        f" (and {len(flips) - 1} more golden {unit}{'s' if len(flips) > 2 else ''})" if len(flips) > 1 else ""
     )
     return [f"verdict differs from the package's on {flips[0]}{more}"]
 
@@ -537,10 +559,20 @@ def verdict_problems(
 # span far less than the quantization range) from the threshold, nor to a classifier's label
 # where its top two values (logits or probabilities) are within this share of the range of that output's
 # values: the INT8 noise of another CPU may put it on either side.
+# A lone golden value far from all the others (``_inliers``) is left out of those ranges: it says nothing of
+# the noise near the threshold, and once widened every other item's margin until nothing was held.
 INT8_NEAR_THRESHOLD = 0.05
 # A form whose scores (or class values) across the golden items span less than this share of the span of the
 # golden outputs has collapsed (a constant output keeps every verdict of a one-sided golden set).
 INT8_COLLAPSE = 0.25
+# The golden items exempt near a threshold or a tie may flip on another CPU, staying within the margin: when at
+# least this many flip past the margin and they are more than half of the exempt ones, the form moved them (a
+# collapse, a shift), which INT8 noise does not do.
+INT8_MANY_EXEMPT_FLIPS = 3
+# A golden value is left out of the span the margins are shares of when its gap to the nearest other value (or
+# the threshold) is more than this many times the span of all the others: one item scoring 100 where the
+# others score 0.1 to 0.5 says nothing of the INT8 noise near a threshold of 0.3 (``_inliers``).
+INT8_OUTLIER_GAP = 2.0
 
 
 def verdict_outputs(manifest: Manifest) -> set[str]:
@@ -612,13 +644,47 @@ def _span(*values: np.ndarray | float) -> float:
     return float(v.max() - v.min()) if v.size else 0.0
 
 
+def _inliers(values: np.ndarray, anchor: float | None = None) -> np.ndarray:
+    """The finite ``values``, sorted, less the outlying ones at either end: a value is outlying when its gap
+    to the nearest of the others (and ``anchor``, a threshold) is more than ``INT8_OUTLIER_GAP`` times the span
+    of those others with the anchor. At most a quarter of the values are left out, one at a time, so a golden set of a few clusters (OK
+    items here, NG items there) keeps every cluster: only a lone item far from all the others is left out."""
+    import numpy as np
+
+    v = np.sort(np.asarray(values, np.float64).reshape(-1))
+    v = v[np.isfinite(v)]
+    near = [] if anchor is None else [float(anchor)]
+    lo, hi = 0, len(v) - 1
+    for _ in range(len(v) // 4):
+        if hi - lo < 2:
+            break
+        top_gap = v[hi] - max([v[hi - 1], *(a for a in near if a <= v[hi])])
+        bot_gap = min([v[lo + 1], *(a for a in near if a >= v[lo])]) - v[lo]
+        if top_gap >= bot_gap and top_gap > INT8_OUTLIER_GAP * _span(v[lo:hi], *near):
+            hi -= 1
+        elif bot_gap > INT8_OUTLIER_GAP * _span(v[lo + 1 : hi + 1], *near):
+            lo += 1
+        else:
+            break
+    return v[lo : hi + 1]
+
+
 def threshold_margin(score: np.ndarray, threshold: float, share: float = INT8_NEAR_THRESHOLD) -> float:
     """How near its threshold a golden score is too near to hold an INT8-only form to its verdict: ``share``
     of the scale of the scores, the span of the golden scores and the threshold together (a threshold of 0 has
     its margin too), or |threshold| where that is more: golden items nearly alike span far less than the
     output's quantization range, and at 5 % of their span a sound form the former margin (5 % of |threshold|)
-    served was refused on another CPU for its INT8 noise."""
-    return share * max(abs(float(threshold)), _span(score, threshold))
+    served was refused on another CPU for its INT8 noise. A lone outlying score (``_inliers``) is left out of
+    the span: one item scoring 100 where the others score 0.1 to 0.5 widened every item's margin to 5, and a
+    form that flipped every other item's verdict served."""
+    return share * max(abs(float(threshold)), _span(_inliers(score, threshold), threshold))
+
+
+def tie_margin(values: np.ndarray, share: float = INT8_NEAR_THRESHOLD) -> float:
+    """How near a tie a classifier's top two values (rows, classes) are too near to hold an INT8-only form to
+    the label: ``share`` of the span of its values (one quantization range for the whole output), lone
+    outlying values (``_inliers``) left out."""
+    return share * _span(_inliers(values))
 
 
 def _tie_gaps(values: np.ndarray) -> np.ndarray:
@@ -643,7 +709,7 @@ def int8_exempt(
         for i in np.flatnonzero(np.abs(score - thr) <= threshold_margin(score, thr, share)):
             out.setdefault(int(i), set()).add(0)
     for field, _, v in _class_values(manifest, outputs):
-        for i in np.flatnonzero(_tie_gaps(v) <= share * _span(v)):
+        for i in np.flatnonzero(_tie_gaps(v) <= tie_margin(v, share)):
             out.setdefault(int(i), set()).add(field)
     return out
 
@@ -664,11 +730,12 @@ def near_tie_rows(
     return sorted(i for i, f in int8_exempt(manifest, outputs, share).items() if f - {0})
 
 
-def _rows_said(rows: Sequence[int], per_item: int) -> str:
-    """Batch rows as a message names them: golden items, or items and tiles of a tiled model."""
+def _rows_said(rows: Sequence[int], per_item: int, unit: str = "item") -> str:
+    """Batch rows as a message names them: golden items, golden tiles (``unit``) of a tiled model, or items and
+    their tiles when frames run a frame at a time (``per_item`` tiles each)."""
     said = [f"{i // per_item} tile {i % per_item}" if per_item > 1 else str(i) for i in rows[:8]]
     more = f" and {len(rows) - 8} more" if len(rows) > 8 else ""
-    return ("golden item " if len(rows) == 1 else "golden items ") + ", ".join(said) + more
+    return f"golden {unit}{'' if len(rows) == 1 else 's'} " + ", ".join(said) + more
 
 
 def unjudged(manifest: Manifest, expected: dict[str, np.ndarray], rows: int = 1) -> list[str]:
@@ -678,7 +745,7 @@ def unjudged(manifest: Manifest, expected: dict[str, np.ndarray], rows: int = 1)
     there on another CPU. Empty: every decision has golden items it is held to."""
     import numpy as np
 
-    unit = "tile" if rows > 1 else "item"
+    unit = "tile" if rows > 1 else _unit(manifest)
     out = []
     for o, thr, score in _threshold_scores(manifest, expected):
         m = threshold_margin(score, thr)
@@ -690,7 +757,7 @@ def unjudged(manifest: Manifest, expected: dict[str, np.ndarray], rows: int = 1)
                 "inputs that are clearly OK and clearly NG (--golden)"
             )
     for _, o, v in _class_values(manifest, expected):
-        m = INT8_NEAR_THRESHOLD * _span(v)
+        m = tie_margin(v)
         if v.shape[0] and (_tie_gaps(v) <= m).all():
             out.append(
                 f"output {o.name!r}: every one of its {v.shape[0]} golden {unit}s has its top two values within "
@@ -718,7 +785,7 @@ def coverage_notes(
     from model_packager.manifest import OutputRole
 
     notes = []
-    unit = "tile" if rows > 1 else "item"
+    unit = "tile" if rows > 1 else _unit(manifest)
     n_rows = min((len(v) for v in expected.values() if np.ndim(v)), default=0)
     for o, thr, score in _threshold_scores(manifest, expected):
         ng = score >= thr
@@ -787,7 +854,7 @@ def coverage_notes(
         if said:
             one = len(said) == 1
             notes.append(
-                f"INT8-only package: {_rows_said(said, rows)} ({len(said)} of {n_rows} {unit}s) {where}: not held "
+                f"INT8-only package: {_rows_said(said, rows, 'item' if rows > 1 else unit)} ({len(said)} of {n_rows} {unit}s) {where}: not held "
                 f"to {what[0] if one else what[1]} on other CPUs (their INT8 noise may put "
                 f"{'it' if one else 'them'} on either side)"
             )
@@ -801,15 +868,50 @@ def coverage_notes(
     return notes
 
 
+def _held_by_margin(
+    manifest: Manifest, name: str, expected: dict[str, np.ndarray], got: dict[str, np.ndarray]
+) -> bool:
+    """Whether every batch row of ``got`` gives output ``name``'s verdicts and labels of ``expected`` with the
+    margin to spare: each score on its golden side of its threshold and farther from it than
+    ``threshold_margin``, each label the golden one with its top two values farther apart than ``tie_margin``.
+    Such a run keeps every decision beyond another CPU's INT8 noise, however its values moved."""
+    import numpy as np
+
+    wants = {o.name: (thr, s) for o, thr, s in _threshold_scores(manifest, expected)}
+    for o, thr, have in _threshold_scores(manifest, got):
+        if o.name != name or o.name not in wants or np.shape(wants[o.name][1]) != np.shape(have):
+            continue
+        want = wants[o.name][1]
+        m = threshold_margin(want, thr)
+        if not (((have >= thr) == (want >= thr)) & (np.abs(have - thr) > m)).all():
+            return False
+    want_v = {o.name: v for _, o, v in _class_values(manifest, expected)}
+    for _, o, have in _class_values(manifest, got):
+        if o.name != name or o.name not in want_v or want_v[o.name].shape != have.shape:
+            continue
+        want = want_v[o.name]
+        if not ((have.argmax(1) == want.argmax(1)) & (_tie_gaps(have) > tie_margin(want))).all():
+            return False
+    return True
+
+
 def collapse_problems(
-    manifest: Manifest, expected: dict[str, np.ndarray], got: dict[str, np.ndarray]
+    manifest: Manifest, expected: dict[str, np.ndarray], got: dict[str, np.ndarray], rows: int = 1
 ) -> list[str]:
-    """Each output a verdict or label is read from whose values across the golden items in ``got`` span less
-    than ``INT8_COLLAPSE`` of what the golden outputs span (per class value for a classifier, the widest):
-    a form that collapsed to a constant keeps every verdict of a golden set that is all on one side. Only a
-    loss of spread that another CPU's INT8 noise cannot explain counts: each value may move by the output's
-    margin (``threshold_margin`` of a score, ``INT8_NEAR_THRESHOLD`` of the span of a classifier's values, as
-    for a tie), so golden items nearly alike (their spread a few quantization steps) are never a collapse."""
+    """Each output a verdict or label is read from whose values in ``got``, across the golden items (tiles of a
+    tiled model), no longer look like the golden outputs in a way another CPU's INT8 noise cannot explain:
+
+    - collapsed: they span less than ``INT8_COLLAPSE`` of what the golden outputs span (per class value for a
+      classifier, the widest): a form that went constant keeps every verdict of a golden set all on one side;
+    - spread out: they span more than 1 / ``INT8_COLLAPSE`` times what the golden outputs span;
+    - moved wholesale: the median item's values moved past the output's margin (every score plus a constant,
+      every label rotated; a logit's row less its mean, which its softmax ignores).
+
+    Each value may move by the output's margin (``threshold_margin`` of a score, ``tie_margin`` of a
+    classifier's values), so golden items nearly alike (their spread a few quantization steps) are never a
+    collapse; a spread-out or moved output is refused only where some item's verdict or label does not hold by
+    that margin (``_held_by_margin``): a form far off whose every decision holds with room to spare is said by
+    the outputs' deviation, not refused."""
     import numpy as np
 
     from model_packager.manifest import OutputRole
@@ -828,16 +930,95 @@ def collapse_problems(
         span_w = max(_span(want[:, k]) for k in range(want.shape[1]))
         span_h = max(_span(have[:, k]) for k in range(have.shape[1]))
         role = next(o.role for o in manifest.outputs if o.name == name)
-        noise = (
-            margins.get(name, 0.0) if role is OutputRole.ANOMALY_SCORE else INT8_NEAR_THRESHOLD * _span(want)
-        )
+        noise = margins.get(name, 0.0) if role is OutputRole.ANOMALY_SCORE else tie_margin(want)
+        counted = _rows_counted(manifest, want.shape[0], rows)
         if span_w > 0 and span_h < INT8_COLLAPSE * span_w and span_h < span_w - 2 * noise:
             out.append(
-                f"output {name!r} collapsed: its values span {span_h:.3g} across the {want.shape[0]} golden "
-                f"items here where the package's golden outputs span {span_w:.3g} (needs at least "
-                f"{INT8_COLLAPSE:.0%} of it)"
+                f"output {name!r} collapsed: its values span {span_h:.3g} across the {counted} here where the "
+                f"package's golden outputs span {span_w:.3g} (needs at least {INT8_COLLAPSE:.0%} of it)"
+            )
+            continue
+        if noise <= 0 or _held_by_margin(manifest, name, expected, got):
+            continue
+        if span_h > span_w / INT8_COLLAPSE and span_h > span_w + 2 * noise:
+            out.append(
+                f"output {name!r} spread out: its values span {span_h:.3g} across the {counted} here where the "
+                f"package's golden outputs span {span_w:.3g} (at most {1 / INT8_COLLAPSE:.0f} times it), and "
+                f"not every verdict holds by the margin another CPU's INT8 noise may cross ({noise:.3g})"
+            )
+            continue
+        if role is OutputRole.CLASS_LOGITS:
+            want, have = want - want.mean(1, keepdims=True), have - have.mean(1, keepdims=True)
+        moved = float(np.median(np.nan_to_num(np.abs(have - want), nan=np.inf).max(1)))
+        if moved > noise:
+            out.append(
+                f"output {name!r} moved wholesale: across the {counted} here its values differ from the "
+                f"package's golden outputs by {moved:.3g} for the median one, past the margin another CPU's INT8 "
+                f"noise may move them ({noise:.3g}), and not every verdict holds by that margin"
             )
     return out
+
+
+def exempt_flip_rows(
+    manifest: Manifest,
+    expected: dict[str, np.ndarray],
+    got: dict[str, np.ndarray],
+    exempt: Mapping[int, Collection[int]] | None = None,
+    *,
+    beyond_margin: bool = False,
+) -> list[int]:
+    """Batch rows whose verdict or label in ``got`` differs from ``expected``'s only in fields ``exempt`` frees
+    (``int8_exempt`` of ``expected`` by default): a verdict near its threshold, a label near a tie, flipped.
+    ``beyond_margin``: only those that landed farther than the margin on the other side (a score past
+    ``threshold_margin`` of its threshold, a label's top two values past ``tie_margin``), where another CPU's
+    INT8 noise, which moves a value by less than the margin, does not put them: golden items nearly alike flip
+    together on a CPU whose kernels round them one way, but stay within the margin of the threshold."""
+    import numpy as np
+
+    want, have = row_verdicts(manifest, expected), row_verdicts(manifest, got)
+    if want is None or have is None or len(want) != len(have):
+        return []
+    exempt = int8_exempt(manifest, expected) if exempt is None else exempt
+    far: dict[int, np.ndarray] = {}
+    if beyond_margin:
+        n = len(want)
+        far[0] = np.zeros(n, bool)
+        wants = {o.name: s for o, _, s in _threshold_scores(manifest, expected)}
+        for o, thr, h in _threshold_scores(manifest, got):
+            w = wants.get(o.name)
+            if w is not None and w.shape == h.shape == (n,):
+                far[0] |= ((h >= thr) != (w >= thr)) & (np.abs(h - thr) > threshold_margin(w, thr))
+        want_v = {o.name: v for _, o, v in _class_values(manifest, expected)}
+        for field, o, h in _class_values(manifest, got):
+            w = want_v.get(o.name)
+            if w is not None and w.shape == h.shape and h.shape[0] == n:
+                far[field] = (h.argmax(1) != w.argmax(1)) & (_tie_gaps(h) > tie_margin(w))
+    out = []
+    for i, (wv, hv) in enumerate(zip(want, have, strict=True)):
+        differ = {k for k, (a, b) in enumerate(zip(wv, hv, strict=True)) if a != b}
+        if not differ or not differ <= set(exempt.get(i, ())):
+            continue
+        if beyond_margin and not any(k in far and far[k][i] for k in differ):
+            continue
+        out.append(i)
+    return out
+
+
+def exempt_flips_said(
+    manifest: Manifest, expected: dict[str, np.ndarray], got: dict[str, np.ndarray], rows: int = 1
+) -> list[str]:
+    """One line naming the golden items (tiles) near a threshold or a tie whose verdict or label flipped in
+    ``got``, when any: allowed (another CPU's INT8 noise may put them on either side) while few
+    (``int8_only_problems`` refuses many), but said, so that a user sees what the check let through."""
+    exempt = int8_exempt(manifest, expected)
+    flipped = exempt_flip_rows(manifest, expected, got, exempt)
+    if not flipped:
+        return []
+    unit = "item" if rows > 1 else _unit(manifest)
+    return [
+        f"{len(flipped)} of the {len(exempt)} golden {unit}s exempt near a threshold or a tie flipped here "
+        f"({_rows_said(flipped, rows, unit)}): allowed, another CPU's INT8 noise may put them on either side"
+    ]
 
 
 def int8_only_problems(
@@ -845,7 +1026,9 @@ def int8_only_problems(
 ) -> tuple[float, list[str]]:
     """Hold an INT8-only package's run (any CPU, any engine) to its golden outputs as an INT8 form is held to
     FP32: the verdict and labels of every golden item (a verdict within the margin of a threshold, a label
-    within the margin of a tie excepted: ``int8_exempt``), the spread of the outputs they are read from
+    within the margin of a tie excepted: ``int8_exempt``; but when ``INT8_MANY_EXEMPT_FLIPS`` or more of those
+    flip past the margin and they are more than half of them, the form is refused: ``exempt_flips_said`` says
+    the others), the spread of the outputs they are read from
     (``collapse_problems``) and the manifest's ``parity`` bounds when it signs some; outputs no verdict is read
     from (heat maps, remaining life, raw) within the golden tolerance. (largest deviation, problems)"""
     g = manifest.golden
@@ -858,8 +1041,17 @@ def int8_only_problems(
     bad += [f"output {k!r} missing" for k in graded if k in expected and k not in got]
     if manifest.parity is not None:
         bad += parity_problems(manifest, dev, agree)
-    bad += verdict_problems(manifest, expected, got, rows, int8_exempt(manifest, expected))
-    bad += collapse_problems(manifest, expected, got)
+    exempt = int8_exempt(manifest, expected)
+    bad += verdict_problems(manifest, expected, got, rows, exempt)
+    far = exempt_flip_rows(manifest, expected, got, exempt, beyond_margin=True)
+    if len(far) >= INT8_MANY_EXEMPT_FLIPS and 2 * len(far) > len(exempt):
+        unit = "item" if rows > 1 else _unit(manifest)
+        bad.append(
+            f"{len(far)} of the {len(exempt)} golden {unit}s exempt near a threshold or a tie flipped here past "
+            f"the margin ({_rows_said(far, rows, unit)}): more than half of them, where another CPU's INT8 noise "
+            "flips a few and leaves them within the margin (a form whose outputs moved)"
+        )
+    bad += collapse_problems(manifest, expected, got, rows)
     return worst, bad
 
 

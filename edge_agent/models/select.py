@@ -16,8 +16,9 @@ runs them:
 - the form of an INT8-only package (no FP32 form; its golden outputs are the build machine's INT8 run) is
   held as an INT8 form is held to FP32 (``golden.int8_only_problems``): the verdict and labels of every golden
   item except a verdict near its threshold and a label near a tie of its top two values (``golden.int8_exempt``:
-  within ``golden.INT8_NEAR_THRESHOLD`` of the span of that output's golden values), which another CPU's INT8
-  kernels may put on either side, the spread of those outputs (a collapse to a constant keeps the verdicts of a
+  within ``golden.INT8_NEAR_THRESHOLD`` of the span of that output's golden values, a lone outlying value left
+  out of the span), which another CPU's INT8 kernels may put on either side (those that flip are said in the
+  trial's ``notes`` and the summary; many flipping is refused), the spread of those outputs (a collapse to a constant keeps the verdicts of a
   one-sided golden set), signed ``parity`` bounds if any, and outputs without a verdict within the tolerance;
 - the INT8 form must stay within the parity bounds of the FP32 outputs and agree with their
   class and verdict on the share of golden inputs its ``parity.min_agreement`` sets (every one by
@@ -48,6 +49,7 @@ from edge_agent.models.config import FormChoice, ModelConfig
 from model_packager import OpenedPackage
 from model_packager.cpu import cpu_flags, int8_path
 from model_packager.golden import (
+    exempt_flips_said,
     golden_problems,
     interpretation_problems,
     load_npz,
@@ -88,6 +90,9 @@ class Trial:
     agreement: float | None = None  # INT8: share of golden inputs whose class/verdict match FP32
     p50_ms: float | None = None
     loaded: bool = True
+    # what the check let through and says: an INT8-only form's golden items near a threshold or a tie that
+    # flipped on this CPU (``golden.exempt_flips_said``)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -144,6 +149,8 @@ class Selection:
             off.insert(0, f"{c.form} on {c.engine} in bf16: {c.reason[len(AT_F32) :]}")
         if off:
             why += "; refused here: " + "; ".join(off)
+        if c.notes:
+            why += "; " + "; ".join(c.notes)
         return f"{c.form} on {c.engine}{why}"
 
     def to_dict(self) -> dict:
@@ -253,7 +260,10 @@ def check(
     worst, bad = golden_problems(m, expected, got, rows)
     bad = bad or _unreadable(m, got)
     agreement = parity(m, expected, got)[1] if engine.form == "int8" else None
-    return Trial(engine.name, engine.form, not bad, "; ".join(bad) or None, worst, agreement)
+    trial = Trial(engine.name, engine.form, not bad, "; ".join(bad) or None, worst, agreement)
+    if m.quantization.scheme.startswith("int8") and not m.has_fp32:
+        trial.notes = exempt_flips_said(m, expected, got, rows)
+    return trial
 
 
 def _unreadable(m, got: dict[str, np.ndarray]) -> list[str]:
