@@ -207,6 +207,8 @@ class Quotas:
         self._reports: dict[AgentKey, _Bucket] = {}
         self._report_bytes: dict[AgentKey, _Bucket] = {}
         self.refusals: dict[tuple[str, str, str], int] = defaultdict(int)  # (tenant, agent, kind) -> count
+        # samples stored whose bytes are not the kind their extension says (not refused: counted)
+        self.samples_misnamed: dict[AgentKey, int] = defaultdict(int)
 
     def _refuse(self, agent: AgentKey, kind: str, why: str) -> QuotaExceeded:
         self.refusals[(*agent, kind)] += 1
@@ -216,6 +218,11 @@ class Quotas:
         """Count ``n`` things of the agent's refused for another reason (e.g. ``damaged`` samples)."""
         with self._lock:
             self.refusals[(*agent, kind)] += n
+
+    def note_misnamed(self, agent: AgentKey, n: int) -> None:
+        """Count ``n`` samples of the agent's stored whose bytes are not the kind their extension says."""
+        with self._lock:
+            self.samples_misnamed[agent] += n
 
     def open_stream(self, agent: AgentKey) -> None:
         with self._lock:
@@ -304,4 +311,5 @@ class Quotas:
                 "refusals": {
                     f"{n}:{k[2]}": v for k, v in self.refusals.items() if (n := name(k[:2])) is not None
                 },
+                "samples_misnamed": view(self.samples_misnamed),
             }

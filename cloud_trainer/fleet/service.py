@@ -65,6 +65,7 @@ from cloud_trainer.fleet.store import (
     meta_problem,
     open_store,
     record_problem,
+    sample_kind,
 )
 from cloud_trainer.fleet.stream import StreamHub, desired_reply, offer
 from cloud_trainer.pki import (
@@ -80,6 +81,7 @@ from cloud_trainer.pki import (
 from cloud_trainer.registry import Registry
 from protocols.gen import fleet_pb2 as pb
 from protocols.gen import fleet_pb2_grpc as rpc
+from protocols.image_header import KIND_SUFFIXES, SNIFF_BYTES, image_kind
 
 log = logging.getLogger(__name__)
 CHUNK = 256 * 1024
@@ -284,6 +286,7 @@ class FleetServicer(rpc.FleetServicer):
         self._damaged_log: dict[
             tuple[str, str], tuple[int, float]
         ] = {}  # agent -> (damaged not logged, when)
+        self._misnamed_log: dict[tuple[str, str], tuple[int, float]] = {}  # the same, for misnamed samples
 
     async def require(self, context, role: str) -> Identity:
         return await require(context, role, self.revocations)
@@ -455,6 +458,28 @@ class FleetServicer(rpc.FleetServicer):
         await asyncio.wait({task}, timeout=RECLAIM_WAIT_S)  # its count released before the new one's is taken
         return True
 
+    def _misnamed(self, who: Identity, misnamed: list[tuple[int, str, str]]) -> None:
+        """Samples whose bytes are not the kind their extension says (a JPEG or an HTML page under .png, a PNG under
+        .npy): stored as they came (refusing them would lose the record; nothing served or exported later trusts
+        the extension: the console and ``cloud-trainer dataset`` read the bytes), counted per agent
+        (``samples_misnamed`` at ``/api/quotas``) and logged once per ``DAMAGED_LOG_S`` per agent with the count
+        since: a gateway sending them is misconfigured, or not the agent it claims to be."""
+        key = quota_key(who)
+        self.quotas.note_misnamed(key, len(misnamed))
+        if not (since := _due(self._misnamed_log, key, len(misnamed))):
+            return
+        seq, ext, kind = misnamed[0]
+        log.warning(
+            "agent %s (tenant %s): %d samples arrived whose bytes are not what their extension says since this was "
+            "last logged, e.g. seq %d under %r is %s; stored as they came (served and exported by their bytes)",
+            who.name,
+            who.tenant,
+            since,
+            seq,
+            ext,
+            kind,
+        )
+
     def _damaged(self, who: Identity, seqs: list[int]) -> None:
         """Samples whose bytes do not hash to the digest the agent gave: not acknowledged (the agent sends them
         again), counted (``damaged`` in the quota refusals, at ``/api/quotas``) and logged once per
@@ -462,13 +487,8 @@ class FleetServicer(rpc.FleetServicer):
         was 10,000 warnings, and an agent sending them in a loop filled the service's log disk, every tenant's."""
         key = quota_key(who)
         self.quotas.count(key, "damaged", len(seqs))
-        now = time.monotonic()
-        since, last = self._damaged_log.get(key, (0, float("-inf")))
-        since += len(seqs)
-        if now - last < DAMAGED_LOG_S:
-            self._damaged_log[key] = (since, last)
+        if not (since := _due(self._damaged_log, key, len(seqs))):
             return
-        self._damaged_log[key] = (0, now)
         log.warning(
             "agent %s (tenant %s): %d samples arrived damaged (digest mismatch) since this was last logged, "
             "e.g. seq %d; not acknowledged (the agent sends them again)",
@@ -535,9 +555,11 @@ class FleetServicer(rpc.FleetServicer):
                 self.quotas.take_sample(agent, samples)
         except QuotaExceeded as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        records, damaged = await asyncio.to_thread(_records, batch)
+        records, damaged, misnamed = await asyncio.to_thread(_records, batch)
         if damaged:
             self._damaged(who, damaged)
+        if misnamed:
+            self._misnamed(who, misnamed)
         try:
             return await asyncio.to_thread(
                 partial(self.store.ingest, who.name, records, tenant=who.tenant, blobs=blobs)
@@ -912,10 +934,11 @@ def _malformed(batch) -> str | None:
     return None
 
 
-def _records(batch) -> tuple[list[dict], list[int]]:
-    """The batch's records as the store takes them, a sample's bytes with their digest; and the seqs of samples
-    whose bytes do not hash to the digest the agent gave (damaged: not stored, not acknowledged)."""
-    records, damaged = [], []
+def _records(batch) -> tuple[list[dict], list[int], list[tuple[int, str, str]]]:
+    """The batch's records as the store takes them, a sample's bytes with their digest; the seqs of samples
+    whose bytes do not hash to the digest the agent gave (damaged: not stored, not acknowledged); and the samples
+    whose bytes are not the kind their extension says, ``(seq, extension, what the bytes are)`` (stored)."""
+    records, damaged, misnamed = [], [], []
     for r in batch.records:
         rec = {
             "epoch": r.epoch,
@@ -929,6 +952,8 @@ def _records(batch) -> tuple[list[dict], list[int]]:
             if r.sample_sha256 and digest != r.sample_sha256:
                 damaged.append(r.seq)
                 continue
+            if (why := _misnamed_kind(r.sample, r.sample_ext)) is not None:
+                misnamed.append((r.seq, r.sample_ext, why))
             # the bytes go to the blob store in ingest, only if the record is new and within quota
             rec["sample_sha256"], rec["sample_ext"], rec["sample_bytes"], rec["sample_data"] = (
                 digest,
@@ -937,7 +962,30 @@ def _records(batch) -> tuple[list[dict], list[int]]:
                 r.sample,
             )
         records.append(rec)
-    return records, damaged
+    return records, damaged, misnamed
+
+
+def _due(book: dict[tuple[str, str], tuple[int, float]], key: tuple[str, str], n: int) -> int:
+    """``n`` more of an agent's things to log at most once per ``DAMAGED_LOG_S``: the count since the last line
+    when one is due now, else 0 (kept in ``book``: agent -> (not logged, when last logged))."""
+    now = time.monotonic()
+    since, last = book.get(key, (0, float("-inf")))
+    since += n
+    if now - last < DAMAGED_LOG_S:
+        book[key] = (since, last)
+        return 0
+    book[key] = (0, now)
+    return since
+
+
+def _misnamed_kind(data: bytes, ext: str) -> str | None:
+    """What a sample's bytes are when that is not what its extension says (``"a JPEG image"``, ``"no image"``), or
+    None: an image under an extension of its kind, or bytes of no image kind under ``.npy`` or none. From the first
+    ``SNIFF_BYTES`` (``image_kind``), as the console and the export judge it."""
+    kind, e = image_kind(data[:SNIFF_BYTES]), sample_kind(ext)
+    if kind is None:
+        return "no image" if e is not None and e != ".npy" else None
+    return None if e in KIND_SUFFIXES[kind] else f"a {kind} image"
 
 
 def _slot_states(r) -> list[dict]:

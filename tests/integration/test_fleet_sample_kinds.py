@@ -353,3 +353,43 @@ async def test_the_console_shows_and_serves_each_sample_as_its_bytes_are_not_as_
         )
         want = None if suffix is None else f'attachment; filename="sample-{digest[:16]}{suffix}"'
         assert headers.get("Content-Disposition") == want, (i, headers)
+
+
+async def test_samples_whose_bytes_are_not_their_extensions_kind_are_stored_and_counted_not_refused(
+    cloud, caplog
+):
+    """The fleet's ingest checked only a sample's extension and stored what came under it without a word: a JPEG
+    or an HTML page under .png, a PNG under .npy. They are still stored (a lost record is worse, and the console
+    and the export read the bytes), but counted per agent (``samples_misnamed`` at ``/api/quotas``) and logged
+    once per minute per agent with the count; a PNG under .png, a JPEG under .jfif and a window under .npy are
+    not counted."""
+    import logging
+
+    srv, ch, _, _ = cloud
+    frame = np.random.default_rng(5).integers(0, 255, (6, 7, 3), dtype=np.uint8)
+    png, jpeg = cv2.imencode(".png", frame)[1].tobytes(), cv2.imencode(".jpg", frame)[1].tobytes()
+    window = io.BytesIO()
+    np.save(window, np.arange(8, dtype=np.float32))
+    sent = [
+        (50, png, ".png"),
+        (51, jpeg, ".jfif"),
+        (52, window.getvalue(), ".npy"),
+        (53, jpeg, ".png"),  # misnamed: a JPEG
+        (54, png + b"\0", ".npy"),  # misnamed: a PNG
+        (55, b"<html><script>alert(1)</script></html>", ".png"),  # misnamed: no image
+    ]
+    caplog.set_level(logging.WARNING, logger="cloud_trainer.fleet.service")
+    acks = await _push(ch("acme", "gw-a"), *(_record(seq, data, ext) for seq, data, ext in sent))
+    assert sorted(acks[0].seqs) == [s for s, _, _ in sent] and acks[0].stored == len(sent)  # none refused
+    for _, data, _ in sent:
+        assert srv.blobs.for_tenant("acme").exists(hashlib.sha256(data).hexdigest())
+    assert srv.quotas.snapshot("acme")["samples_misnamed"] == {"gw-a": 3}
+    assert "gw-a" not in srv.quotas.snapshot("default")["samples_misnamed"]  # one tenant's count only
+    said = [r.getMessage() for r in caplog.records if "not what their extension says" in r.getMessage()]
+    assert len(said) == 1 and "agent gw-a (tenant acme): 3 samples" in said[0], said
+    assert "seq 53 under '.png' is a JPEG image" in said[0], said
+    acks = await _push(
+        ch("acme", "gw-a"), _record(56, jpeg + b"\1", ".bmp")
+    )  # within the minute: counted only
+    assert acks[0].stored == 1 and srv.quotas.snapshot("acme")["samples_misnamed"] == {"gw-a": 4}
+    assert len([r for r in caplog.records if "not what their extension says" in r.getMessage()]) == 1
