@@ -22,6 +22,11 @@ counted as ``rebirths_repeated`` and the ``rebirth_unanswered`` notice), until a
 ``rebirth_give_up_s`` have passed since the first of these asks and since its last message: a node taken out
 of service without a death (switched off, removed) is then asked nothing more (counted as
 ``rebirths_given_up`` and the ``rebirth_given_up`` notice, said once per node), until it sends anything again.
+The table of nodes holds at most ``MAX_NODES`` (names come from the outside world: made-up ones, or a gateway
+whose edge node id changes at every restart); when it is full, a new node takes the place of the least recently
+heard that holds nothing worth keeping: never born, or given up on, else dead ``DEAD_KEEP_S`` (``_room``:
+counted as ``nodes_forgotten`` and its notice; its rebirth requests waiting are dropped). A born, live node is
+never forgotten for a new name: when all are, the new one is skipped (``too_many_nodes``).
 When this host's own connection to the broker comes back (``session_lost``, called by the adapter before
 it decodes anything the new connection brought), every node it knows is treated as not born: what was
 published while it was away (a death, a birth with a new alias map or new datatypes) was missed, so its
@@ -165,6 +170,7 @@ class _Node:
     # what it was asked when given up on: asked again at its next live message (a born node's data does not
     # ask by itself: a seq gap's rebirth, given up on, would otherwise never be asked again)
     given_up: set[str | None] = field(default_factory=set)
+    born: bool = False  # a birth of it was read once: dead, kept DEAD_KEEP_S (``SparkplugHost._file``)
 
 
 def _definition_types(t: sp.Template, prefix: str = "", depth: int = 0) -> dict[str, int]:
@@ -225,6 +231,9 @@ DEATH_MAX_INFLATED = 64 * 1024
 # its bdSeq (a few dozen bytes, its first metric): a node flooding compressed deaths costs little each
 DEATH_PEEK_BYTES = 1024
 MAX_NODES = 10_000  # edge nodes one host keeps (a birth's aliases and last values each)
+# a node dead (NDEATH) this long (s) without a message since may be forgotten when a new node needs room in the
+# table; sooner only nodes that hold nothing worth keeping are (never born, or given up on: ``SparkplugHost._room``)
+DEAD_KEEP_S = 3_600.0
 # devices of one node whose birth a rebirth is wanted for (``_Node.want``); past it the node's own rebirth is
 # wanted, which its every device's birth answers: device names come from the outside world
 MAX_WANTED_DEVICES = 1_000
@@ -365,6 +374,14 @@ class SparkplugHost:
         self._publish = publish
         self._on_error = on_error
         self._nodes: dict[tuple[str, str], _Node] = {}
+        # the nodes a new one may take the place of when the table is full (``_room``), least recently heard first:
+        # spare ones hold nothing worth keeping (never born: a made-up name, or one that changes at every restart
+        # of its gateway; or given up on), dead ones are forgotten DEAD_KEEP_S after their last message. Born,
+        # live nodes are in neither: made-up names never push them out
+        self._spare: dict[tuple[str, str], None] = {}
+        self._dead: dict[tuple[str, str], None] = {}
+        self.nodes_forgotten = 0  # nodes forgotten to make room for new ones (notice nodes_forgotten)
+        self._touched: tuple[str, str] | None = None  # the node of the message being handled (``handle``)
         # edge node name -> the node (group, name) whose tags bear it (``_clash``)
         self._named: dict[str, tuple[str, str]] = {}
         self.rebirths_requested = 0
@@ -597,11 +614,28 @@ class SparkplugHost:
             self._asking.setdefault(key, None)
             self.rebirths_repeated += 1
             if self.on_notice is not None:
+                # a born node asked for a seq gap or an unknown alias is read meanwhile, and one asked for its
+                # devices' births only has those devices' data skipped
+                if not node.alive:
+                    cause, meanwhile = "not_born", "its data is skipped until a birth of it is read"
+                elif None in node.asked:
+                    cause, meanwhile = (
+                        "born",
+                        "it is born, its data is read meanwhile (what a lost message or an alias not in its "
+                        "birth carried is missed until a birth of it is read)",
+                    )
+                else:
+                    devices = ", ".join(sorted(d for d in node.asked if d is not None)[:3])
+                    cause, meanwhile = (
+                        "devices",
+                        f"the data of its device(s) {devices} is skipped until their birth",
+                    )
                 self.on_notice(
                     "rebirth_unanswered",
                     f"sparkplug: {key[0]}/{key[1]} did not answer the rebirth asked {node.retry_s:g} s ago "
                     "(no birth of it read since): asked again, each time after twice as long, up to "
-                    "rebirth_retry_max_s; its data is skipped until a birth of it is read",
+                    f"rebirth_retry_max_s; {meanwhile}",
+                    cause=cause,
                 )
 
     def _give_up(self, key: tuple[str, str], node: _Node, now: float) -> None:
@@ -615,6 +649,7 @@ class SparkplugHost:
         node.given_up = set(node.asked)
         node.asked.clear()
         node.asked_since = math.inf
+        self._file(key, node)  # spare: forgotten first when a new node needs room (``_room``)
         self.rebirths_given_up += 1
         if self.on_notice is not None:
             self.on_notice(
@@ -669,9 +704,11 @@ class SparkplugHost:
         self.births_skipped += 1
         key = (t.group, t.edge_node)
         node = self._nodes.get(key)
-        if node is None and len(self._nodes) < MAX_NODES and self._named.get(t.edge_node, key) == key:
+        if node is None and self._named.get(t.edge_node, key) == key and self._room(t):
             # its first birth seen was skipped: known, so that it is asked its birth
             node = self._nodes[key] = _Node()
+        if node is not None:
+            node.heard, self._touched = time.monotonic(), key
         self._on_error(
             "inflate_budget",
             f"{t.group}/{t.edge_node}{'/' + t.device if t.device else ''}: {t.message_type.value} {e.detail}; "
@@ -697,6 +734,71 @@ class SparkplugHost:
     def handle(self, topic: str, data: bytes, received_at: float) -> list[Reading]:
         """Readings from one Sparkplug message; raises ``CodecError`` for a bad topic or payload."""
         t = sp.parse_topic(topic)
+        self._touched = None
+        try:
+            return self._handle(t, data, received_at)
+        finally:
+            key = self._touched
+            if key is not None and (node := self._nodes.get(key)) is not None:
+                self._file(key, node)
+
+    def _file(self, key: tuple[str, str], node: _Node) -> None:
+        """The node (just heard, or given up on) at the back of the line it now stands in for ``_room``:
+        spare (never born, or given up on), dead, or neither (born and live, or its birth skipped: a storm)."""
+        self._spare.pop(key, None)
+        self._dead.pop(key, None)
+        live = node.alive or node.missed or node.birth_skipped
+        if node.given_up or not (live or node.born):
+            self._spare[key] = None
+        elif not live:
+            self._dead[key] = None
+
+    def _room(self, t: sp.SparkplugTopic) -> bool:
+        """Room in the table for the node of ``t``, which is not in it. At ``MAX_NODES``, the least recently heard
+        spare node (never born: a made-up name, a gateway whose edge node id changes at every restart; or given up
+        on) is forgotten, else the least recently heard dead one if dead ``DEAD_KEEP_S``; counted, said once
+        (notice ``nodes_forgotten``). Before, such names filled the table for good and real nodes were refused
+        until the agent restarted. A born, live node is never forgotten: when all are, the new one is refused
+        (notice ``too_many_nodes``). Constant cost a message, however many names flood."""
+        if len(self._nodes) < MAX_NODES:
+            return True
+        key = next(iter(self._spare), None)
+        if key is None and self._dead:
+            oldest = next(iter(self._dead))
+            if time.monotonic() - self._nodes[oldest].heard >= DEAD_KEEP_S:
+                key = oldest
+        if key is None:
+            if self.on_notice is not None:
+                self.on_notice(
+                    "too_many_nodes",
+                    f"sparkplug: over {MAX_NODES} edge nodes seen, those kept born and live or dead less than "
+                    f"{DEAD_KEEP_S:g} s: messages of new ones ({t.group}/{t.edge_node}) are skipped; narrow the "
+                    "subscription to this line's group",
+                )
+            return False
+        self._forget(key)
+        self.nodes_forgotten += 1
+        if self.on_notice is not None:
+            self.on_notice(
+                "nodes_forgotten",
+                f"sparkplug: {MAX_NODES} edge nodes known: {key[0]}/{key[1]} forgotten to make room for "
+                f"{t.group}/{t.edge_node}. Nodes never born (data from made-up names, or from a gateway whose edge "
+                f"node id changes at every restart), given up on, or dead {DEAD_KEEP_S:g} s are forgotten, least "
+                "recently heard first; born, live nodes are kept. One forgotten that sends again is asked its birth",
+            )
+        return True
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        """The node out of the table, the rebirth queue and the name it held (``_named``); its entries in
+        ``_unanswered`` are stale (their time is no node's ``retry_at``) and leave as they come due."""
+        del self._nodes[key]
+        self._spare.pop(key, None)
+        self._dead.pop(key, None)
+        self._asking.pop(key, None)
+        if self._named.get(key[1]) == key:
+            del self._named[key[1]]
+
+    def _handle(self, t: sp.SparkplugTopic, data: bytes, received_at: float) -> list[Reading]:
         if t.message_type in (sp.MessageType.STATE, sp.MessageType.NCMD, sp.MessageType.DCMD):
             return []
         death = t.message_type in _DEATHS
@@ -764,16 +866,11 @@ class SparkplugHost:
             return []
         node = self._nodes.get(key)
         if node is None:
-            if len(self._nodes) >= MAX_NODES:  # bounded: node names come from the outside world
-                if self.on_notice is not None:
-                    self.on_notice(
-                        "too_many_nodes",
-                        f"sparkplug: over {MAX_NODES} edge nodes seen; messages of new ones ({t.group}/"
-                        f"{t.edge_node}) are skipped: narrow the subscription to this line's group",
-                    )
+            if not self._room(t):  # bounded: node names come from the outside world
                 return []
             node = self._nodes[key] = _Node()
         node.heard = time.monotonic()  # it lives: a node given up on (``_give_up``) is asked again
+        self._touched = key  # filed for ``_room`` after the message (``handle``)
         mt = t.message_type
         if self.retained:
             if mt in (sp.MessageType.NBIRTH, sp.MessageType.DBIRTH):
@@ -793,6 +890,7 @@ class SparkplugHost:
                     self._rebirth(t.group, t.edge_node, node, device)
         if mt is sp.MessageType.NBIRTH:
             self._named[t.edge_node] = key
+            node.born = True
             node.alive, node.aliases, node.clashes, node.seq = True, {}, set(), payload.seq
             node.missed, node.dead_bd, node.budget_skipped, node.birth_skipped = False, None, False, False
             # its birth answers a rebirth wanted of it (its devices re-DBIRTH after it); a retained one (of

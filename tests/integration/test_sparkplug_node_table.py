@@ -1,0 +1,151 @@
+"""The Sparkplug host's table of edge nodes against made-up and churning node names, through a real Mosquitto:
+names that hold nothing worth keeping (never born, given up on, dead long ago) make room for new nodes, born
+live nodes are never pushed out, and a flood of made-up names asks rebirths at the source's rate only, its
+queues bounded by the table. The table's size is made small (``MAX_NODES``) to keep the tests short."""
+
+from __future__ import annotations
+
+import functools
+import time
+
+from devices.mqtt import sparkplug_host
+from protocols import sparkplug as sp
+from tests.integration.test_sparkplug_rebirth_requests import _host
+from tests.support.waits import until
+
+D = sp.DataType
+
+
+def _birth(bd: int = 0) -> bytes:
+    return sp.encode(
+        sp.Payload(
+            int(time.time() * 1000),
+            0,
+            [sp.Metric("bdSeq", None, D.INT64, bd), sp.Metric("Temp", None, D.DOUBLE, 20.0)],
+        )
+    )
+
+
+def _deaths(host, n: int) -> bool:
+    return bool(host.deaths == n)
+
+
+def _data(seq: int, value: float = 1.0) -> bytes:
+    return sp.encode(sp.Payload(int(time.time() * 1000), seq, [sp.Metric("Temp", None, D.DOUBLE, value)]))
+
+
+async def test_made_up_node_names_make_room_for_a_new_real_node_and_never_push_out_a_live_one(
+    mosquitto, monkeypatch
+):
+    """A client publishing NDATA under made-up edge node names (never born) filled the host's table of nodes
+    for good; a real node born after that was refused (too_many_nodes) until the agent restarted. Now a new
+    node takes the place of the least recently heard node that holds nothing worth keeping (counted: notice
+    nodes_forgotten); born, live nodes and a node dead less than DEAD_KEEP_S are kept."""
+    monkeypatch.setattr(sparkplug_host, "MAX_NODES", 8)
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
+        host = src.sparkplug
+        for name in ("live1", "live2", "dead"):
+            pub.publish(f"spBv1.0/g/NBIRTH/{name}", _birth(), qos=1)
+        pub.publish("spBv1.0/g/NDEATH/dead", sp.death_payload(0), qos=1)
+        await until(lambda: host.births == 3 and host.deaths == 1, 10, "the births and the death read")
+        for i in range(50):  # made-up names, never born
+            pub.publish(f"spBv1.0/g/NDATA/junk{i:03d}", _data(1), qos=1)
+        pub.publish("spBv1.0/g/NBIRTH/real", _birth(), qos=1)  # a real node, new (its name changed, say)
+        await until(lambda: host.node_alive("g", "real"), 10, "the new node's birth read")
+        for i in range(50, 100):  # more made-up names: the born nodes stay
+            pub.publish(f"spBv1.0/g/NDATA/junk{i:03d}", _data(1), qos=1)
+        pub.publish("spBv1.0/g/NDATA/junk099", _data(2), qos=1)
+        await until(lambda: host.data_before_birth >= 101, 10, "the made-up names' data handled")
+        assert all(host.node_alive("g", n) for n in ("live1", "live2", "real"))
+        assert host.datatype("g", "dead", None, "Temp") == D.DOUBLE  # dead a moment ago: kept
+        assert host.nodes_forgotten >= 90, host.nodes_forgotten
+        assert src.notices.counts.get("nodes_forgotten") == host.nodes_forgotten, src.notices.counts
+        assert "junk" in src.notices.messages["nodes_forgotten"]
+        assert "too_many_nodes" not in src.notices.counts
+        # bounded by the table: the made-up names forgotten leave the rebirth queue and the table
+        assert len(host._nodes) <= 8 and len(host._asking) <= 8
+        # a live node's data is read as before, not taken as data before its birth
+        pub.publish("spBv1.0/g/NDATA/live1", _data(1), qos=1)
+        pub.publish("spBv1.0/g/NDATA/junk100", _data(1), qos=1)
+        await until(lambda: host.data_before_birth >= 102, 10, "the next made-up name's data handled")
+        assert host.data_before_birth == 102 and host.node_alive("g", "live1")
+
+
+async def test_a_gateway_whose_edge_node_id_changes_at_every_restart_keeps_being_read(mosquitto, monkeypatch):
+    """Some gateways put a boot id in their edge node id: each restart is a new node, the old one dead. Before,
+    the dead names filled the table and the gateway's later boots were refused for good. Now a node dead
+    DEAD_KEEP_S (made 0 here) is forgotten when a new one needs its place; the live node beside is kept."""
+    monkeypatch.setattr(sparkplug_host, "MAX_NODES", 4)
+    # raising=False: the former code, which this test is checked against, has no DEAD_KEEP_S
+    monkeypatch.setattr(sparkplug_host, "DEAD_KEEP_S", 0.0, raising=False)
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
+        host = src.sparkplug
+        pub.publish("spBv1.0/g/NBIRTH/steady", _birth(), qos=1)
+        for boot in range(10):
+            name = f"gw-{boot:02d}"
+            pub.publish(f"spBv1.0/g/NBIRTH/{name}", _birth(boot), qos=1)
+            await until(functools.partial(host.node_alive, "g", name), 10, f"boot {boot}'s birth read")
+            pub.publish(f"spBv1.0/g/NDEATH/{name}", sp.death_payload(boot), qos=1)
+            await until(functools.partial(_deaths, host, boot + 1), 10, f"boot {boot}'s death read")
+        assert host.node_alive("g", "steady")
+        assert host.nodes_forgotten == 10 - 3, host.nodes_forgotten  # 4 places: steady, and 3 boots
+        assert "too_many_nodes" not in src.notices.counts, src.notices.counts
+
+
+async def test_a_table_full_of_live_nodes_refuses_made_up_names_and_a_flood_asks_rebirths_at_the_rate_only(
+    mosquitto, monkeypatch
+):
+    """Made-up names never push out born, live nodes: a table full of them refuses new names (too_many_nodes).
+    Before that, while there was room, a flood of NDATA from hundreds of never-born names asks rebirths no faster
+    than rebirth_max_per_s, and its rebirth queue holds no more than the table."""
+    monkeypatch.setattr(sparkplug_host, "MAX_NODES", 16)
+    rate = 5.0
+    async with _host(
+        mosquitto.port, "spBv1.0/g/NCMD/+", sparkplug={"rebirth_max_per_s": rate, "rebirth_min_interval_s": 0}
+    ) as (src, asked, pub):
+        host = src.sparkplug
+        began = time.monotonic()
+        for i in range(400):
+            pub.publish(f"spBv1.0/g/NDATA/junk{i:03d}", _data(1), qos=1)
+        await until(lambda: host.data_before_birth == 400, 20, "the made-up names' data handled")
+        elapsed = time.monotonic() - began
+        assert host.rebirths_requested <= rate * (elapsed + 1) + 1, (host.rebirths_requested, elapsed)
+        assert len(host._nodes) <= 16 and len(host._asking) <= 16 and len(host._named) == 0
+        for i in range(16):  # real nodes born: they take every place
+            pub.publish(f"spBv1.0/g/NBIRTH/n{i:02d}", _birth(), qos=1)
+        await until(lambda: all(host.node_alive("g", f"n{i:02d}") for i in range(16)), 10, "16 nodes born")
+        for i in range(400, 450):
+            pub.publish(f"spBv1.0/g/NDATA/junk{i:03d}", _data(1), qos=1)
+        await until(
+            lambda: src.notices.counts.get("too_many_nodes", 0) == 50, 10, "the made-up names refused"
+        )
+        assert all(host.node_alive("g", f"n{i:02d}") for i in range(16))
+
+
+async def test_the_unanswered_rebirth_notice_of_a_born_node_says_its_data_is_read_meanwhile(mosquitto):
+    """A born node asked its birth for a seq gap that does not answer is asked again (notice rebirth_unanswered).
+    The notice said "its data is skipped until a birth of it is read", which is true of a node not born only: a
+    born node's data is read meanwhile. Now it says so, and the message of a node not born is kept beside it."""
+    async with _host(
+        mosquitto.port,
+        "spBv1.0/g/NCMD/+",
+        sparkplug={"rebirth_min_interval_s": 0, "rebirth_retry_s": 0.2, "rebirth_retry_max_s": 0.4},
+    ) as (src, asked, pub):
+        host = src.sparkplug
+        pub.publish("spBv1.0/g/NBIRTH/n1", _birth(), qos=1)
+        await until(lambda: host.node_alive("g", "n1"), 10, "its birth read")
+        pub.publish("spBv1.0/g/NDATA/n1", _data(1), qos=1)
+        pub.publish("spBv1.0/g/NDATA/n1", _data(5), qos=1)  # 2..4 lost: a rebirth asked, not answered
+        await until(lambda: host.rebirths_repeated >= 1, 10, "its birth asked again")
+        said = src.notices.messages["rebirth_unanswered"]
+        assert "g/n1 did not answer" in said and "its data is read meanwhile" in said, said
+        assert "skipped" not in said, said
+        pub.publish("spBv1.0/g/NDATA/mute", _data(1), qos=1)  # a node not born, asked, mute
+        await until(lambda: "rebirth_unanswered" in src.notices.status() and len(_said(src)) == 2, 10, "both")
+        assert any("g/mute" in m and "its data is skipped until a birth" in m for m in _said(src)), _said(src)
+        assert host.data_before_birth == 1  # n1's data read all along
+
+
+def _said(src) -> list[str]:
+    s = src.notices.status()["rebirth_unanswered"]
+    return [s["message"], *s.get("more", [])]
