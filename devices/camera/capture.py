@@ -74,7 +74,16 @@ from typing import Any
 
 import numpy as np
 
-from devices.base import Backoff, BurstLogger, Channel, ConnectionState, DeviceError, DeviceStats, Frame
+from devices.base import (
+    Backoff,
+    BurstLogger,
+    Channel,
+    ConnectionState,
+    DeviceError,
+    DeviceStats,
+    Frame,
+    Notices,
+)
 from devices.camera.settings import CameraKind, CameraSettings
 from protocols.image_header import (
     FORMATS,
@@ -427,9 +436,9 @@ class CameraSource:
         # watch: files of no image kind the camera reads (by name or bytes), or not named as one and there at the
         # start, by name: never read again while unchanged, never deleted (keep_files)
         self._not_images: dict[str, tuple[int, int]] = {}
-        # watch: (why, extension) of the files skipped, each said once; how many were skipped
-        self._said_skipped: set[tuple[str, str]] = set()
-        self.files_skipped = 0
+        # routine events said once and counted (``/status``, ``edge_silent_drops_total``): a drop folder's files
+        # that are no image the camera reads (``file_skipped``, each reason and extension said once)
+        self.notices = Notices(log)
         self._keep_failed = False  # watch: the folder refused a deletion (keep_files): none tried again
         self._http: Any = None  # the open MJPEG stream, for stop() to end a blocked read
         self._frame_hw: tuple[int, int] | None = None  # the size frames come at (before any resize)
@@ -652,7 +661,7 @@ class CameraSource:
         A file not named as an image (a line camera's FTP upload names frames 'frame_0001', '.raw', '.dat') is
         judged by its first bytes (``image_kind``), once it has settled like any other and once per change: an
         image of a kind the camera reads is read; anything else (a named pipe, a device, a sidecar '.txt', a GIF)
-        is skipped, said once per reason and extension, counted in ``files_skipped``, and never deleted."""
+        is skipped, said once per reason and extension and counted (notice ``file_skipped``), and never deleted."""
         s = self.settings
         folder = Path(s.url)
         if not folder.is_dir():
@@ -731,19 +740,16 @@ class CameraSource:
         return None
 
     def _skipped(self, f: Path, why: str, detail: str) -> None:
-        """A drop folder's file skipped: counted, and said once per reason and extension (a camera's '.txt'
-        sidecar beside every frame is one line, not one per part)."""
-        self.files_skipped += 1
-        key = (why, f.suffix.lower())
-        if key in self._said_skipped:
-            return
-        self._said_skipped.add(key)
-        log.warning(
+        """A drop folder's file skipped: counted (``file_skipped``), and said once per reason and extension (a
+        camera's '.txt' sidecar beside every frame is one line, not one per part)."""
+        self.notices.note(
+            "file_skipped",
             "camera %r: watch: %s skipped: %s; other %s files like it are skipped without a word",
             self.name,
-            f,
+            str(f),
             detail,
             f"'{f.suffix}'" if f.suffix else "extension-less",
+            cause=f"{why} {f.suffix.lower()}",
         )
 
     def _trim_drop_folder(self, folder: Path, files: dict, done: dict, keep: int) -> None:

@@ -51,7 +51,7 @@ async def test_a_drop_folder_reads_frames_named_without_an_image_extension_by_th
         (drop / "logo.dat").write_bytes(b"GIF89a" + bytes([1, 0, 1, 0, 0, 0, 0]) + b";")
         frames = await take(src, 3, 20)
         for _ in range(500):  # the skipped files are judged in the same pass or the next ones
-            if src.files_skipped >= 3 + hasattr(os, "mkfifo"):
+            if src.notices.counts.get("file_skipped", 0) >= 3 + hasattr(os, "mkfifo"):
                 break
             await asyncio.sleep(0.02)
         with pytest.raises(TimeoutError):  # nothing else is read: not the old frame, not a skipped file again
@@ -60,8 +60,10 @@ async def test_a_drop_folder_reads_frames_named_without_an_image_extension_by_th
         await src.stop()
     assert sorted(int(f.image[1, 1, 0]) for f in frames) == [40, 80, 120]
     assert not src.stats.errors_by_reason
-    assert src.files_skipped == 3 + hasattr(os, "mkfifo")  # each file once, not once per poll
+    assert src.notices.counts["file_skipped"] == 3 + hasattr(os, "mkfifo")  # once each, not once per poll
     said = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    # the first said is on /status, and the count in edge_silent_drops_total
+    assert src.notices.status()["file_skipped"]["message"] in said
     txt = [m for m in said if "'.txt'" in m]
     assert len(txt) == 1, said  # two sidecars, one line
     assert "no image by its name nor by its bytes" in txt[0]
