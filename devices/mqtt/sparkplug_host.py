@@ -24,9 +24,10 @@ of service without a death (switched off, removed) is then asked nothing more (c
 ``rebirths_given_up`` and the ``rebirth_given_up`` notice, said once per node), until it sends anything again.
 The table of nodes holds at most ``MAX_NODES`` (names come from the outside world: made-up ones, or a gateway
 whose edge node id changes at every restart); when it is full, a new node takes the place of the least recently
-heard that holds nothing worth keeping: never born, or given up on, else dead ``DEAD_KEEP_S`` (``_room``:
-counted as ``nodes_forgotten`` and its notice; its rebirth requests waiting are dropped). A born, live node is
-never forgotten for a new name: when all are, the new one is skipped (``too_many_nodes``).
+heard that holds nothing worth keeping: never born, or given up on while not born, else dead ``DEAD_KEEP_S``
+(``_room``: counted as ``nodes_forgotten`` and its notice; its rebirth requests waiting are dropped). A born, live
+node (given up on or not) is never forgotten for a new name: when all are, the new one is skipped
+(``too_many_nodes``).
 When this host's own connection to the broker comes back (``session_lost``, called by the adapter before
 it decodes anything the new connection brought), every node it knows is treated as not born: what was
 published while it was away (a death, a birth with a new alias map or new datatypes) was missed, so its
@@ -744,11 +745,15 @@ class SparkplugHost:
 
     def _file(self, key: tuple[str, str], node: _Node) -> None:
         """The node (just heard, or given up on) at the back of the line it now stands in for ``_room``:
-        spare (never born, or given up on), dead, or neither (born and live, or its birth skipped: a storm)."""
+        spare (never born, or given up on while not born), dead, or neither (born and live, or its birth
+        skipped: a storm)."""
         self._spare.pop(key, None)
         self._dead.pop(key, None)
         live = node.alive or node.missed or node.birth_skipped
-        if node.given_up or not (live or node.born):
+        # a born, live node given up on (a seq gap's or a device's rebirth unanswered: NCMDs the broker's ACL
+        # drops, say) is only quiet, reporting by exception: its data is read, and it is kept. Taken as spare,
+        # made-up names pushed it out and its data was skipped from then on as before its birth
+        if (node.given_up and not node.alive) or not (live or node.born):
             self._spare[key] = None
         elif not live:
             self._dead[key] = None

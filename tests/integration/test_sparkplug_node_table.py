@@ -10,7 +10,7 @@ import time
 
 from devices.mqtt import sparkplug_host
 from protocols import sparkplug as sp
-from tests.integration.test_sparkplug_rebirth_requests import _host
+from tests.integration.test_sparkplug_rebirth_requests import _GIVING_UP_IN_1_S, _host
 from tests.support.waits import until
 
 D = sp.DataType
@@ -149,3 +149,31 @@ async def test_the_unanswered_rebirth_notice_of_a_born_node_says_its_data_is_rea
 def _said(src) -> list[str]:
     s = src.notices.status()["rebirth_unanswered"]
     return [s["message"], *s.get("more", [])]
+
+
+async def test_a_born_live_node_given_up_on_while_quiet_is_never_pushed_out_by_made_up_names(
+    mosquitto, monkeypatch
+):
+    """A born node reporting by exception, quiet, whose rebirth (asked for a seq gap) is never answered (a
+    read-only host whose NCMDs the broker's ACL drops) is given up on after rebirth_give_up_s: asked nothing more,
+    but born and live, its data read. The table took every node given up on as holding nothing worth keeping, so
+    made-up names pushed it out: its next data was skipped as data before its birth (never answered), its
+    commands refused, its tags' last values forgotten. Now a born, live node given up on is kept."""
+    monkeypatch.setattr(sparkplug_host, "MAX_NODES", 4)
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+", sparkplug=_GIVING_UP_IN_1_S) as (src, asked, pub):
+        host = src.sparkplug
+        pub.publish("spBv1.0/g/NBIRTH/quiet", _birth(), qos=1)
+        await until(lambda: host.node_alive("g", "quiet"), 10, "its birth read")
+        pub.publish("spBv1.0/g/NDATA/quiet", _data(1), qos=1)
+        pub.publish("spBv1.0/g/NDATA/quiet", _data(5), qos=1)  # 2..4 lost: a rebirth asked, never answered
+        await until(lambda: host.rebirths_given_up == 1, 20, "the quiet node given up on")
+        assert host.node_alive("g", "quiet")
+        for i in range(20):  # made-up names
+            pub.publish(f"spBv1.0/g/NDATA/junk{i:03d}", _data(1), qos=1)
+        await until(lambda: host.data_before_birth == 20, 10, "the made-up names' data handled")
+        assert host.nodes_forgotten >= 16, host.nodes_forgotten
+        assert host.node_alive("g", "quiet") and host.datatype("g", "quiet", None, "Temp") == D.DOUBLE
+        pub.publish("spBv1.0/g/NDATA/quiet", _data(6, 2.0), qos=1)  # it speaks again: read, not skipped
+        pub.publish("spBv1.0/g/NDATA/junk100", _data(1), qos=1)
+        await until(lambda: host.data_before_birth >= 21, 10, "the next made-up name's data handled")
+        assert host.data_before_birth == 21 and host.node_alive("g", "quiet")
