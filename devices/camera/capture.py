@@ -236,6 +236,10 @@ def _decode(data: bytes, max_megapixels: float) -> np.ndarray:
     return img
 
 
+class _CutShort(Exception):
+    """``_read_image(whole=True)``: a file not named as an image whose bytes are an image plainly cut short."""
+
+
 _SNIFFED_FILES = 64  # files of a folder read for ``_images_by_content``: a folder of other data stays cheap
 
 
@@ -715,9 +719,20 @@ class CameraSource:
                     others[name] = (size, mtime_ns)
                     self._skipped(folder / name, *why)
                     continue
+                try:
+                    img = self._read_image(folder / name, whole=not named(name))
+                except _CutShort:  # a temporary upload file ('.part') stalled, renamed when done: left
+                    done.pop(name, None)
+                    others[name] = (size, mtime_ns)
+                    self._skipped(
+                        folder / name,
+                        "cut_short",
+                        "an image by its bytes but cut short (an upload still under way, or its temporary file); "
+                        "judged again when it changes",
+                    )
+                    continue
                 others.pop(name, None)
                 done[name] = (size, mtime_ns)
-                img = self._read_image(folder / name)
                 if isinstance(img, bytes):
                     self._emit_untaken(img, live=False, what=str(folder / name))
                 elif img is not None:
@@ -773,11 +788,14 @@ class CameraSource:
                 return
             del done[name]
 
-    def _read_image(self, f: Path) -> np.ndarray | bytes | None:
+    def _read_image(self, f: Path, whole: bool = False) -> np.ndarray | bytes | None:
         """One file of the folder, its size checked from the header before it is decoded (a small file
         declaring a huge image would otherwise take the gateway's memory); None when skipped. Its bytes,
         to be decoded when the frame is taken (``UntakenFrame``), when its header is readable, within
-        ``max_megapixels``, and it is not plainly cut short; otherwise decoded now, which says why not."""
+        ``max_megapixels``, and it is not plainly cut short; otherwise decoded now, which says why not.
+        With ``whole`` (a drop folder's file not named as an image), ``_CutShort`` for one plainly cut short:
+        an FTP client's 'frame.jpg.part' whose upload stalled past settle_ms is no corrupt frame, and its
+        whole bytes are read under the name it is renamed to."""
         from devices.camera.mjpeg import looks_whole
 
         limit = self.settings.max_megapixels
@@ -794,6 +812,8 @@ class CameraSource:
         except OSError as exc:
             self._error("corrupt_frame", f"{f}: unreadable ({exc})")
             return None
+        if whole and not looks_whole(data):
+            raise _CutShort
         declared = image_size(data)
         if (
             self.decode_when_taken

@@ -20,6 +20,14 @@ from devices.camera.settings import CameraSettings
 from tests.integration.test_camera_source import take
 
 
+async def connected(src: CameraSource) -> None:
+    """Until the watcher has taken its first listing (what is there then is left alone)."""
+    for _ in range(200):
+        if src.state is ConnectionState.CONNECTED:
+            return
+        await asyncio.sleep(0.02)
+
+
 async def test_a_drop_folder_reads_frames_named_without_an_image_extension_by_their_bytes(tmp_path, caplog):
     drop = tmp_path / "drop"
     drop.mkdir()
@@ -37,10 +45,7 @@ async def test_a_drop_folder_reads_frames_named_without_an_image_extension_by_th
     caplog.set_level(logging.WARNING, logger="devices.camera.capture")
     await src.start()
     try:
-        for _ in range(200):
-            if src.state is ConnectionState.CONNECTED:
-                break
-            await asyncio.sleep(0.02)
+        await connected(src)
         if hasattr(os, "mkfifo"):
             os.mkfifo(drop / "frame_pipe")  # dropped in after the start: judged, skipped, not waited on
         (drop / "frame_0001").write_bytes(b"P5\n# line camera\n24 20\n255\n" + grey(40).tobytes())
@@ -72,3 +77,46 @@ async def test_a_drop_folder_reads_frames_named_without_an_image_extension_by_th
         assert any("frame_pipe" in m and "not a regular file" in m for m in said), said
     # nothing that is not an image read is deleted by keep_files, nor the frame there at the start
     assert {"frame_0000", "frame_0001.txt", "frame_0002.txt", "logo.dat"} <= {p.name for p in drop.iterdir()}
+
+
+async def test_a_temporary_upload_file_cut_short_is_not_read_and_its_renamed_frame_is_read_once(
+    tmp_path, caplog
+):
+    """An FTP or SFTP client writes 'frame.jpg.part' (WinSCP '.filepart', '.tmp') and renames it when done. A
+    stalled upload leaves the temporary file unchanged past settle_ms: judged by its bytes, its cut-short JPEG was
+    read as a frame (or a corrupt one), and the whole frame read again under its final name: one part inspected
+    twice, once half. A file not named as an image whose bytes are an image cut short is now left until it
+    changes."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    rng = np.random.default_rng(5)
+    whole = cv2.imencode(".jpg", rng.integers(0, 255, (96, 128, 3), dtype=np.uint8))[1].tobytes()
+    src = CameraSource("cam", CameraSettings(url=str(drop), watch=True, settle_ms=100, keep_files=None))
+    caplog.set_level(logging.WARNING, logger="devices.camera.capture")
+    await src.start()
+    try:
+        await connected(src)
+        part = drop / "frame_0001.jpg.part"
+        part.write_bytes(whole[: len(whole) // 2])  # the upload stalls half way, long enough to settle
+        marker = drop / "zz_marker.txt"
+        marker.write_text("judged after the part file, in the same pass or a later one\n")
+        os.utime(part, (os.path.getmtime(part) - 10,) * 2)
+        os.utime(marker, (os.path.getmtime(marker) - 5,) * 2)
+        for _ in range(1000):
+            if any("zz_marker.txt" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the marker was never judged")
+        part.write_bytes(whole)  # the upload ends and is renamed into place
+        part.rename(drop / "frame_0001.jpg")
+        frames = await take(src, 1, 20)
+        with pytest.raises(TimeoutError):  # the part is inspected once
+            await take(src, 1, 1.0)
+    finally:
+        await src.stop()
+    expected = cv2.imdecode(np.frombuffer(whole, np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(frames[0].image, expected)
+    assert not src.stats.errors_by_reason
+    said = [r.getMessage() for r in caplog.records if "frame_0001.jpg.part" in r.getMessage()]
+    assert len(said) == 1 and "cut short" in said[0], said
