@@ -444,11 +444,16 @@ def _modules():
 
         k3: torch.Tensor  # buffers (register_buffer), declared for the type checker
         g5: torch.Tensor
+        mean: torch.Tensor
+        std: torch.Tensor
 
-        def __init__(self, context: bool = False, channels: int = 3, normalise: bool = True) -> None:
+        def __init__(
+            self, context: bool = False, channels: int = 3, normalise: bool = True, colour: bool = False
+        ) -> None:
             super().__init__()
             self.context = context
             self.normalise = normalise
+            self.colour = colour
             self.groups = [3 * channels + 4] + ([channels + 2] if context else [])  # feature counts
             self.size = sum(self.groups)
             sob = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
@@ -456,8 +461,18 @@ def _modules():
             self.register_buffer("k3", torch.stack([sob, sob.T, lap])[:, None])
             g1 = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
             self.register_buffer("g5", torch.outer(g1, g1)[None, None])
+            if colour:  # the input's normalisation (``preprocessing``), undone for the grey world
+                self.register_buffer("mean", torch.tensor(MEAN[:channels])[None, :, None, None])
+                self.register_buffer("std", torch.tensor(STD[:channels])[None, :, None, None])
 
         def forward(self, x):
+            if self.colour:  # grey world: each colour channel's light scaled to the view's mean light, so
+                # a lamp's colour (a gain per channel) is out (--light-variation lamp); on the light itself,
+                # not on the input's per-channel offsets, so that the spread below takes a lamp's gain out
+                # exactly (the offsets left a share of it in the colour features)
+                p = torch.clamp(x * self.std + self.mean, min=0.0)
+                c = p.mean((2, 3), keepdim=True)
+                x = p * (c.mean(1, keepdim=True) / (c + 1e-3))
             if self.normalise:  # camera gain and offset out: each image (or tile) to zero mean, unit spread
                 mu = x.mean((1, 2, 3), keepdim=True)
                 x = (x - mu) / torch.sqrt((x - mu).pow(2).mean((1, 2, 3), keepdim=True) + 1e-4)
@@ -491,10 +506,11 @@ def _modules():
             channels: int = 3,
             normalise: bool = True,
             instance: bool = False,
+            colour: bool = False,
         ) -> None:
             super().__init__()
             self.backbone = backbone
-            self.texture = Texture(context, channels, normalise) if texture else None
+            self.texture = Texture(context, channels, normalise, colour) if texture else None
             self.instance = instance
             self.register_buffer("shift", torch.zeros(1))
             self.register_buffer("scale", torch.ones(1))
@@ -685,17 +701,21 @@ def _batches(images: list[np.ndarray], pre, rows: np.ndarray | None = None, batc
         yield tensors([images[j] for j in idx[i : i + batch]], pre)
 
 
-def _relit_batches(images: list[np.ndarray], pre, seed: int, curved: bool = False):
+def _relit_batches(images: list[np.ndarray], pre, seed: int, curved: bool = False, lamp: bool = False):
     """The good views' relit copies (``relit_copy``), ``BATCH`` at a time; the same copies at every
     pass (one generator, seeded as before, drawn in the views' order). ``curved`` (``--light-variation
     curved``): each copy also under a curved light (``curved_light``), drawn from a generator of its own,
-    so that the copies' other draws are those of the default build."""
+    so that the copies' other draws are those of the default build; ``lamp`` (``--light-variation lamp``,
+    with ``curved``): then also under another lamp's colour and spot (``lamp_light``), from a third."""
     lrng = np.random.default_rng([seed, 17])
-    crng = np.random.default_rng([seed, 19]) if curved else None
+    crng = np.random.default_rng([seed, 19]) if curved or lamp else None
+    srng = np.random.default_rng([seed, 23]) if lamp else None
     for i in range(0, len(images), BATCH):
         copies = [relit_copy(im, lrng) for im in images[i : i + BATCH]]
         if crng is not None:
             copies = [curved_light(c, crng) for c in copies]
+        if srng is not None:
+            copies = [lamp_light(c, srng) for c in copies]
         yield tensors(copies, pre)
 
 
@@ -936,7 +956,14 @@ def relit_copy(img: np.ndarray, rng: np.random.Generator, tries: int = 4) -> np.
 #   lamp's spot off the centre). Measured (bench/anomaly_light_bench.py, docs/trainer.md): good frames
 #   under vignetting pass where the default rejects 38-100 % of them (a lamp spot: fewer rejected), at a
 #   threshold 1.5-22 % higher (a faint defect may pass), so it is a choice for a line whose light varies.
-LIGHT_VARIATIONS = ("none", "linear", "curved")
+# - lamp: the curved copies, each also under another lamp's colour and a bright spot of its own colour
+#   (``lamp_light``), and each view's colour channels scaled to its mean light before the texture
+#   features (grey world: a lamp's colour out of the features, ``Texture(colour=True)``; inside the graph,
+#   so the agent's input and preprocessing are as before). Measured (bench/anomaly_light_bench.py,
+#   docs/trainer.md): good frames under a colour cast pass, under a spot mostly; a whole bracket under a
+#   spot or vignetting still does not. Scaling each channel to its own spread as well (tried) rejected
+#   more good frames under vignetting on a part on a pale fixture.
+LIGHT_VARIATIONS = ("none", "linear", "curved", "lamp")
 
 # curved_light: the brightest point anywhere within half a view of it (a lamp off to the side, a lens's
 # axis off the view's centre: a tile of a frame is lit from wherever its frame's centre or lamp is), and
@@ -962,6 +989,61 @@ def curved_light(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+# lamp_light: another lamp's colour temperature within this many mired of the line's (30: 5000 K drawn
+# anywhere from 4350 to 5900 K, blue +-12 % against red), a green-magenta tint within this share (a
+# fluorescent or LED lamp off the Planckian locus), and a spot up to this much brighter than its
+# surroundings, its colour within LAMP_SPOT_MIRED of the lamp's
+LAMP_MIRED = 30.0
+LAMP_TINT = 0.06
+LAMP_SPOT_GAIN = 0.4
+LAMP_SPOT_MIRED = 60.0
+_RGB_NM = np.asarray([465.0, 550.0, 610.0])  # BGR order: blue, green, red
+
+
+def lamp_colour(mired: float) -> np.ndarray:
+    """BGR gains of a black body at ``mired`` (1e6 / kelvin) against one at 5000 K, green = 1 (Planck's
+    law at three wavelengths: a lamp's colour temperature moves blue against red along the locus)."""
+    c2 = 1.4388e-2  # m K
+    lam = _RGB_NM * 1e-9
+
+    def planck(kelvin: float) -> np.ndarray:
+        return 1.0 / (lam**5 * np.expm1(c2 / (lam * kelvin)))
+
+    g = planck(1e6 / mired) / planck(5000.0)
+    return (g / g[1]).astype(np.float32)
+
+
+def lamp_light(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``img`` under another lamp: its colour temperature shifted along the Planckian locus (within
+    ``LAMP_MIRED``) with a green-magenta tint (``LAMP_TINT``), and a lamp's spot: a cos^n lobe (n 2-8,
+    as a lamp at a height of 0.15-1 view above a point anywhere within half a view beyond the edges),
+    up to ``LAMP_SPOT_GAIN`` brighter there, of its own colour temperature. Scaled so that it only
+    darkens: never a copy driven to white."""
+    h, w = img.shape[:2]
+    colour = img.ndim == 3 and img.shape[2] == 3
+    mired = 200.0 + float(rng.uniform(-LAMP_MIRED, LAMP_MIRED))
+    cast = lamp_colour(mired) * np.asarray([1.0, 1.0 + float(rng.uniform(-LAMP_TINT, LAMP_TINT)), 1.0])
+    spot = lamp_colour(mired + float(rng.uniform(-LAMP_SPOT_MIRED, LAMP_SPOT_MIRED)))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    cx = float(rng.uniform(-CURVED_CENTRE_SPAN, 1 + CURVED_CENTRE_SPAN)) * w
+    cy = float(rng.uniform(-CURVED_CENTRE_SPAN, 1 + CURVED_CENTRE_SPAN)) * h
+    height = float(rng.uniform(0.15, 1.0)) * max(h, w)
+    lobe = (height / np.sqrt(height * height + (xx - cx) ** 2 + (yy - cy) ** 2)) ** float(rng.uniform(2, 8))
+    gain = float(rng.uniform(0.0, LAMP_SPOT_GAIN))
+    if colour:
+        field = (1.0 + gain * lobe[..., None] * spot[None, None, :]) * cast[None, None, :].astype(np.float32)
+    else:
+        field = 1.0 + gain * lobe
+    out = img.astype(np.float32) * (field / float(field.max()))
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _channelwise(s: AnomalySettings) -> bool:
+    """Each view's colour channels to its mean light before the texture features (grey world,
+    ``--light-variation lamp``)."""
+    return s.light_variation == "lamp"
+
+
 def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
     """Backbone → features of the good images → coreset bank; k-fold scores → threshold."""
     if s.light_variation not in LIGHT_VARIATIONS:
@@ -980,12 +1062,14 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
         net.eval() if net is not None else None,
         texture="texture" in s.features,
         context="context" in s.features,
+        colour=_channelwise(s),
     ).eval()
     relight = s.light_variation != "none"
     curved = s.light_variation == "curved"
+    lamp = s.light_variation == "lamp"
     if relight:  # each good image also under another lamp (gain, offset, a gradient, colour tilt)
         feat.standardise(
-            itertools.chain(_batches(ds.good, pre), _relit_batches(ds.good, pre, s.seed, curved))
+            itertools.chain(_batches(ds.good, pre), _relit_batches(ds.good, pre, s.seed, curved, lamp))
         )
     else:
         feat.standardise(_batches(ds.good, pre))
@@ -996,7 +1080,9 @@ def fit(ds: AnomalyData, s: AnomalySettings, log=common.stderr_log) -> dict:
     prng = np.random.default_rng([s.seed, 43])
     patches = _kept_patches(feat, _batches(ds.good, pre), hw, keep, prng)
     light = (
-        _kept_patches(feat, _relit_batches(ds.good, pre, s.seed, curved), hw, keep, prng) if relight else None
+        _kept_patches(feat, _relit_batches(ds.good, pre, s.seed, curved, lamp), hw, keep, prng)
+        if relight
+        else None
     )
     d = patches.shape[2]
     side = int(round(np.sqrt(hw)))

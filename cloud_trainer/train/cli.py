@@ -119,10 +119,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         ap.add_argument(
             "--light-variation",
             default="linear",
-            choices=["none", "linear", "curved"],
+            choices=["none", "linear", "curved", "lamp"],
             help="anomaly: the light the bank also holds each good image under: linear (default: another "
             "lamp's gain, offset, gradient and colour), curved (also vignetting or an off-centre lamp spot: "
-            "for a line whose light varies; a higher threshold), none (no relit copies; docs/trainer.md)",
+            "for a line whose light varies; a higher threshold), lamp (curved, also a bright spot and "
+            "another lamp's colour, and each view's colours balanced to grey: for lamps of other colours "
+            "or spots), none (no relit copies; docs/trainer.md)",
         )
         ap.add_argument("--name", default=None, help="anomaly: package name (default part-anomaly)")
     if prog in ("quantize", "build"):
