@@ -105,6 +105,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -378,9 +379,11 @@ class SparkplugHost:
         # the nodes a new one may take the place of when the table is full (``_room``), least recently heard first:
         # spare ones hold nothing worth keeping (never born: a made-up name, or one that changes at every restart
         # of its gateway; or given up on), dead ones are forgotten DEAD_KEEP_S after their last message. Born,
-        # live nodes are in neither: made-up names never push them out
-        self._spare: dict[tuple[str, str], None] = {}
-        self._dead: dict[tuple[str, str], None] = {}
+        # live nodes are in neither: made-up names never push them out. OrderedDicts: a dict whose front is popped
+        # at every message keeps the holes until it grows again, and next(iter()) walks over them: a cost a message
+        # that grew with the table
+        self._spare: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._dead: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.nodes_forgotten = 0  # nodes forgotten to make room for new ones (notice nodes_forgotten)
         self._touched: tuple[str, str] | None = None  # the node of the message being handled (``handle``)
         # edge node name -> the node (group, name) whose tags bear it (``_clash``)
