@@ -189,3 +189,83 @@ def test_a_tiled_int8_only_models_check_counts_tiles_not_golden_items(tmp_path):
     assert by_frame and "across the 8 golden tiles (4 frames of 2 tiles) here" in by_frame[0], by_frame
     tiles = golden.collapse_problems(m, expected, rotated)
     assert tiles and "moved wholesale: across the 8 golden tiles here" in tiles[0], tiles
+
+
+def test_an_int8_only_golden_set_whose_ng_scores_lie_far_apart_keeps_their_span_in_the_margin(kit, tmp_path):
+    """Eight golden windows: six OK (0.11 to 0.15) and item 0 NG at 0.462 against threshold 0.45, and two NG far
+    off, about 5 and 20 (a scratch, a missing part): the output's range is 0 to 20, one quantization step of it
+    about 0.08. Recorded on another CPU whose kernels rounded every item but item 0 one such step higher: every
+    verdict agrees. Before: both far NG scores were left out of the span one after the other as "outliers",
+    the margin shrank to 0.0225 (5 % of the threshold), and the sound package was refused ("moved wholesale",
+    item 0 within that margin). Now only a lone value is left out (the 20): the margin is 5 % of 0.11 to 5, and
+    it serves."""
+    x = kit["inputs"]["features"]
+    scratch, missing = x[3:4].copy(), x[1:2].copy()
+    scratch[0, 0], missing[0, 0] = 15.0, 30.0
+    inputs = {"features": np.concatenate([x, x[1:3], scratch, missing]).astype(np.float32)}
+    model = _with_outlier(kit["int8"], tmp_path / "far.onnx", 1.0, 0.0)
+    here = run_engine("onnxruntime", model, inputs)
+    score = here["anomaly_score"][:, 0]
+    assert 0.45 < score[0] < 0.47 and (score[1:6] < 0.2).all(), score  # the premise
+    assert 4 < score[6] < 7 and score[7] > 18, score
+    spec = {**_spec("1.0.0"), "outputs": signal_spec(anomaly_threshold=0.45)["outputs"]}
+    pkg = build_package(model, spec, tmp_path / "pkg", signing_key=kit["key"], golden_inputs=inputs)
+    step = np.float32(20.0 / 255)
+    recorded = {k: v.copy() for k, v in here.items()}
+    recorded["anomaly_score"][1:] += step
+    assert ((recorded["anomaly_score"] >= 0.45) == (here["anomaly_score"] >= 0.45)).all()  # verdicts agree
+    st = _serves(kit, tmp_path / "step", _resigned_with(kit, tmp_path, pkg, "step", expected=recorded))
+    assert st["version"] == "1.0.0" and st["form"] == "int8", st  # before: SlotError "moved wholesale"
+    margin = golden.threshold_margin(recorded["anomaly_score"][:, 0], 0.45)
+    assert margin == pytest.approx(0.05 * (score[6] - score[1:6].min()), rel=0.05), margin
+
+
+def _nan_below(model: Path, out: Path, f0: float) -> Path:
+    """The INT8 signal model with its anomaly score + 0 * sqrt(feature 0 - ``f0``): NaN for a window whose
+    first feature is below ``f0`` (as a broken kernel gives), the model's own score otherwise."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.load(str(model))
+    (node,) = [n for n in m.graph.node if "anomaly_score" in n.output]
+    node.output[list(node.output).index("anomaly_score")] = "n_raw"
+    m.graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([f0], np.float32), "n_floor"),
+            numpy_helper.from_array(np.array([0.0], np.float32), "n_zero"),
+            numpy_helper.from_array(np.array([0], np.int64), "n_first"),
+        ]
+    )
+    m.graph.node.extend(
+        [
+            helper.make_node("Gather", ["features", "n_first"], ["n_f0"], axis=1),
+            helper.make_node("Sub", ["n_f0", "n_floor"], ["n_over"]),
+            helper.make_node("Sqrt", ["n_over"], ["n_root"]),
+            helper.make_node("Mul", ["n_root", "n_zero"], ["n_nan"]),
+            helper.make_node("Add", ["n_raw", "n_nan"], ["anomaly_score"]),
+        ]
+    )
+    onnx.save(m, str(out))
+    return out
+
+
+def test_an_int8_only_form_whose_score_is_nan_on_an_ok_golden_item_is_refused(kit, tmp_path):
+    """The kit's four windows, window 1 (OK, 0.15) with its first feature at -6. A form whose score is NaN for
+    that window (a broken kernel) and the model's own for the others: NaN reads as OK (below every threshold),
+    the collapse check's median hides one item of four. Before: it served. Now refused, the item named."""
+    x = kit["inputs"]["features"].copy()
+    x[1, 0] = -6.0
+    inputs = {"features": x}
+    nan = _nan_below(kit["int8"], tmp_path / "nan.onnx", -5.0)
+    got = run_engine("onnxruntime", nan, inputs)["anomaly_score"][:, 0]
+    here = run_engine("onnxruntime", kit["int8"], inputs)["anomaly_score"][:, 0]
+    assert np.isnan(got[1]) and np.isfinite(here).all() and here[1] < THRESHOLD, (got, here)  # the premise
+    assert np.array_equal(np.delete(got, 1), np.delete(here, 1))
+    sound = build_package(
+        kit["int8"], _spec("1.0.0"), tmp_path / "pkg", signing_key=kit["key"], golden_inputs=inputs
+    )
+    assert _serves(kit, tmp_path / "own", sound)["form"] == "int8"
+    bad = _resigned_with(kit, tmp_path, sound, "nan", model=nan.read_bytes())
+    with pytest.raises(SlotError) as ei:  # before: served
+        _serves(kit, tmp_path / "bad", bad)
+    assert "output 'anomaly_score' gives nan on golden item 1 here" in str(ei.value), ei.value
