@@ -240,6 +240,12 @@ class _CutShort(Exception):
     """``_read_image(whole=True)``: a file not named as an image whose bytes are an image plainly cut short."""
 
 
+# watch: a drop folder holding more files than this is said once (each poll lists and stats them all)
+CROWDED_FILES = 10_000
+# watch: a poll's wait is at least this many times what its listing cost, so that a crowded folder takes at most
+# about a quarter of a core, not all of one (a frame waits a little longer instead)
+_LISTING_SHARE = 3
+
 _SNIFFED_FILES = 64  # files of a folder read for ``_images_by_content``: a folder of other data stays cheap
 
 
@@ -697,9 +703,25 @@ class CameraSource:
             }
         done, others = self._dropped_in, self._not_images
         self.state = ConnectionState.CONNECTED
+        crowded = False
         while not self._stop.is_set():
-            now = time.time()
+            now, cpu = time.time(), time.thread_time()
             files = listing()
+            if crowded != (len(files) > CROWDED_FILES):
+                crowded = not crowded
+                if crowded:
+                    log.warning(
+                        "camera %r: watch: folder %s is crowded: %d files (%d of them no image the camera reads, "
+                        "which keep_files never deletes), each listed and stat'ed at every poll (%.0f ms of CPU "
+                        "this time); polls are slowed to keep that to a quarter of a core, so frames wait longer; "
+                        "move or delete what the camera does not need (sidecar files), or have the upload put it "
+                        "elsewhere",
+                        self.name,
+                        s.shown_url,
+                        len(files),
+                        sum(1 for n in files if not named(n) and n not in done),
+                        (time.thread_time() - cpu) * 1000,
+                    )
             for record in (done, others) if files else ():
                 for name in [n for n in record if n not in files]:
                     del record[name]
@@ -710,6 +732,8 @@ class CameraSource:
                 and others.get(name) != (size, mtime_ns)
                 and now - mtime >= settle
             )
+            # the listing's own cost: a crowded folder's polls are paced by it
+            spent = time.thread_time() - cpu
             for _, name in ready:
                 if self._stop.is_set():
                     return
@@ -739,7 +763,7 @@ class CameraSource:
                     self._emit(img)
             if s.keep_files is not None and len(done) > s.keep_files and not self._keep_failed:
                 self._trim_drop_folder(folder, files, done, s.keep_files)
-            self._stop.wait(poll)
+            self._stop.wait(max(poll, _LISTING_SHARE * spent))
 
     def _no_image(self, f: Path) -> tuple[str, str] | None:
         """Why a drop folder's file not named as an image is not read, ``(kind of reason, reason)``, or None when

@@ -120,3 +120,37 @@ async def test_a_temporary_upload_file_cut_short_is_not_read_and_its_renamed_fra
     assert not src.stats.errors_by_reason
     said = [r.getMessage() for r in caplog.records if "frame_0001.jpg.part" in r.getMessage()]
     assert len(said) == 1 and "cut short" in said[0], said
+
+
+async def test_a_drop_folder_crowded_with_files_it_never_deletes_is_said_once_and_frames_still_read(
+    tmp_path, caplog
+):
+    """A camera's FTP upload leaves a '.txt' sidecar beside every frame: keep_files deletes the frames read, never
+    the sidecars, so over months the folder holds 100,000 files that every poll (20 a second) lists and stats:
+    most of a core on a 2-core gateway, without a word. Past CROWDED_FILES the folder is said once, with the
+    count and the fix, and its polls are paced by their own cost; frames are still read."""
+    CROWDED_FILES = 10_000  # as docs/camera-and-parts.md says
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    for n in range(CROWDED_FILES + 1):
+        (drop / f"frame_{n:06d}.txt").write_bytes(b"exposure 120 us\n")
+    caplog.set_level(logging.WARNING, logger="devices.camera.capture")
+    src = CameraSource("cam", CameraSettings(url=str(drop), watch=True, settle_ms=50, keep_files=5))
+    await src.start()
+    try:
+        await connected(src)
+        png = cv2.imencode(".png", np.full((12, 16), 90, np.uint8))[1].tobytes()
+        (drop / "part.png").write_bytes(png)
+        frames = await take(src, 1, 30)
+        with pytest.raises(TimeoutError):
+            await take(src, 1, 1.0)
+    finally:
+        await src.stop()
+    assert int(frames[0].image[1, 1, 0]) == 90
+    said = [r.getMessage() for r in caplog.records if "crowded" in r.getMessage()]
+    assert len(said) == 1, said  # once, not once per poll
+    # the sidecars, and the part when it is listed first
+    assert any(f"crowded: {CROWDED_FILES + k} files" in said[0] for k in (1, 2)), said
+    assert str(drop) in said[0], said
+    assert "keep_files never deletes" in said[0], said
