@@ -254,6 +254,10 @@ def _file_head(path: Path) -> bytes | None:
     unreadable. Opened non-blocking and checked on the open file: a named pipe (a tool's FIFO in the folder, or
     one put in a file's place after it was listed) would otherwise block the reader until a writer came."""
     try:
+        # judged by its stat first: opening a pipe or a device is not harmless (a tool blocked opening its FIFO
+        # to write is let go, then broken; a serial port's open resets the board behind it)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return None

@@ -154,3 +154,45 @@ async def test_a_drop_folder_crowded_with_files_it_never_deletes_is_said_once_an
     assert any(f"crowded: {CROWDED_FILES + k} files" in said[0] for k in (1, 2)), said
     assert str(drop) in said[0], said
     assert "keep_files never deletes" in said[0], said
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+async def test_a_named_pipe_in_a_drop_folder_is_never_opened(tmp_path):
+    """Opening a named pipe or a device has effects beyond reading it: a tool blocked opening its FIFO to write is
+    let go by any reader's open (and gets a broken pipe when the reader closes); a serial port's open resets the
+    board behind it. The watcher opened every file not named as an image to judge its bytes, a pipe or device
+    included (non-blocking, then refused by fstat). A file that is no regular file is now judged by its stat."""
+    import threading
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    src = CameraSource("cam", CameraSettings(url=str(drop), watch=True, settle_ms=50, keep_files=None))
+    await src.start()
+    pipe = drop / "frame_pipe"
+    writer_opened = threading.Event()
+
+    def writer() -> None:  # a tool waiting for its reader
+        fd = os.open(pipe, os.O_WRONLY)
+        writer_opened.set()
+        os.close(fd)
+
+    try:
+        await connected(src)
+        os.mkfifo(pipe)
+        os.utime(pipe, (os.path.getmtime(pipe) - 5,) * 2)
+        t = threading.Thread(target=writer, daemon=True)
+        t.start()
+        for _ in range(1000):
+            if src.notices.counts.get("file_skipped", 0) >= 1:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the pipe was never judged")
+        opened = await asyncio.to_thread(writer_opened.wait, 1.0)
+    finally:
+        await src.stop()
+        fd = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)  # let the writer go
+        t.join(5)
+        os.close(fd)
+    assert not opened, "the watcher opened the named pipe"
+    assert "not a regular file" in src.notices.status()["file_skipped"]["message"]
