@@ -397,8 +397,9 @@ class SparkplugHost:
         self.rebirths_given_up = 0
         # (when, key): nodes asked a rebirth, to ask again at that time unless a birth answered (``tick``)
         self._unanswered: list[tuple[float, tuple[str, str]]] = []
-        # (group, edge_node) -> None: the nodes a rebirth is wanted of, oldest first (``_rebirth``, ``tick``)
-        self._asking: dict[tuple[str, str], None] = {}
+        # (group, edge_node) -> None: the nodes a rebirth is wanted of, oldest first (``_rebirth``, ``tick``), but
+        # those that lived at this host's reconnect first (``ask_missed``)
+        self._asking: OrderedDict[tuple[str, str], None] = OrderedDict()
         # the source's requests, a token bucket of rebirth_max_per_s (a second's worth, at least one): thousands
         # of nodes stale at once (this host's reconnect, a broker restart) must not flood the broker
         self._ask_tokens = max(1.0, settings.rebirth_max_per_s)
@@ -490,10 +491,15 @@ class SparkplugHost:
         """Ask a rebirth of every node not born since this host's connection came back, at the source's rate:
         those that lived, stale ones (a request asked before the drop may be lost with it) and dead ones (one
         may have come back while this host was away: its NBIRTH was missed, and a node reporting by exception
-        may send nothing more until a value changes)."""
-        for (group, edge_node), node in self._nodes.items():
-            if not node.alive:
-                self._rebirth(group, edge_node, node, tick=False)
+        may send nothing more until a value changes). Those that lived at the drop are asked first: their data,
+        read until then, is skipped until their birth, and made-up names never born (a flood, ``_room``) waiting
+        in the queue before them held them back (10,000 at 20 a second: eight minutes)."""
+        lived = []
+        for key, node in self._nodes.items():
+            if not node.alive and self._rebirth(*key, node, tick=False) and node.missed:
+                lived.append(key)
+        for key in reversed(lived):  # to the front, oldest first
+            self._asking.move_to_end(key, last=False)
         self.tick()
 
     def _budget(self, key: tuple[str, str], *, births: bool = False) -> sp.InflateBudget:
