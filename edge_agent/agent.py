@@ -206,6 +206,10 @@ class Agent:
         self.source_down_after_s = SOURCE_DOWN_AFTER_S
         self._down_since: dict[str, float] = {}  # source -> monotonic time it was first seen not connected
         self._down_reported: set[str] = set()  # sources whose source_down (active) was sent
+        # source -> (the halt's since_t, monotonic time the agent first saw it, its last ``halted``) of an OPC UA
+        # server halted while its connection may stay up (``_source_halt``); and those whose source_halted was sent
+        self._halt_seen: dict[str, tuple[float, float, dict[str, Any]]] = {}
+        self._halt_reported: set[str] = set()
         self.source_items: collections.Counter = collections.Counter()  # items handed out per source
         self.tags: dict[str, dict[str, Any]] = {
             name: {} for name in self.sources
@@ -535,6 +539,7 @@ class Agent:
             now = time.monotonic()
             for name, src in self.sources.items():
                 self._source_liveness(name, src, now)
+                self._source_halt(name, src, now)
                 by_key = getattr(src.stats, "dropped_by_key", None)
                 if (
                     by_key
@@ -618,6 +623,56 @@ class Agent:
                 state=state,
                 down_s=round(now - since, 1),
                 last_error=last,
+                message=msg,
+            )
+        )
+
+    def _source_halt(self, name: str, src, now: float) -> None:
+        """An OPC UA server halted (``halted``: not Running, its clock frozen, its subscription stalled, no
+        answer) for ``source_down_after_s`` raises ``source_halted`` (active, with the reason and since when),
+        once per halt whatever the checks and reconnects in it; shown healthy again (``halted`` gone), the same
+        kind with active false and how long it lasted. A halt that ends sooner is said on the gateway only. A
+        server halted while its TCP connection stays up (or comes back at each reconnect) never raised
+        ``source_down``: the cloud saw a healthy agent beside a frozen PLC."""
+        if getattr(src.state, "value", "") == "stopped":
+            return
+        h = getattr(src, "halted", None)
+        seen = self._halt_seen.get(name)
+        if seen is not None and (h is None or h.get("since_t") != seen[0]):
+            # the halt ended (a new one, since another time, is a new halt: the old one's end is said first)
+            del self._halt_seen[name]
+            if name in self._halt_reported:
+                self._halt_reported.discard(name)
+                last = seen[2]
+                halted_s = round(max(time.time() - seen[0], 0.0), 1)
+                msg = f"source {name}: its server is healthy again after {halted_s} s halted ({last.get('reason')})"
+                log.info("%s", msg)
+                self._halt_event(name, False, last, halted_s, msg)
+            seen = None
+        if h is None:
+            return
+        first = now if seen is None else seen[1]
+        self._halt_seen[name] = (h.get("since_t"), first, h)
+        if name in self._halt_reported or now - first < self.source_down_after_s:
+            return
+        self._halt_reported.add(name)
+        msg = (
+            f"source {name}: its server has been halted ({h.get('reason')}) since {h.get('since')}: its tags are "
+            "BAD and its readings held until it shows it is healthy again; the agent keeps checking it"
+        )
+        log.warning("%s", msg)
+        self._halt_event(name, True, h, h.get("for_s"), msg)
+
+    def _halt_event(self, name: str, active: bool, h: dict[str, Any], halted_s: Any, msg: str) -> None:
+        self._event(
+            Event(
+                EventKind.SOURCE_HALTED,
+                source=name,
+                active=active,
+                reason=h.get("reason"),
+                since=h.get("since"),
+                halted_s=halted_s,
+                checks=h.get("checks"),
                 message=msg,
             )
         )

@@ -69,6 +69,14 @@ class EventKind(enum.StrEnum):
         "a source (camera, PLC, broker) has not been connected for 30 s: its pipelines get no items (active "
         "true, with its state and last error); connected again (active false; down_s: how long it was down)",
     )
+    SOURCE_HALTED = (
+        "source_halted",
+        ("source", "active", "reason", "since", "halted_s", "checks", "message"),
+        "an OPC UA source's server has been halted for 30 s (reason: server_not_running, server_clock_frozen, "
+        "subscription_stalled or server_not_answering; since: ISO 8601, UTC), its connection up or not: its "
+        "tags are BAD, its readings held (active true, once per halt); healthy again (active false; halted_s: "
+        "how long it lasted)",
+    )
     SAMPLE_RATE_STATED = (
         "sample_rate_stated",
         ("pipeline", "tag", "rate_hz", "rate_in_use_hz", "model_rate_hz", "message"),

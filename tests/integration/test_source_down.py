@@ -6,13 +6,12 @@ the outbox like every event; connected again, the same kind with active false an
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
 from tests.support.models import make_keypair, make_package
+from tests.support.recorded import recorded_events
 from tests.support.waits import until
 
 
@@ -72,16 +71,8 @@ async def test_a_camera_down_for_long_raises_source_down_and_its_return_ends_it(
         assert up["source"] == "cam" and up["active"] is False and up["down_s"] >= 1.0, up
         await until(lambda: agent.pipelines[0].stats.results > results, 30, "results again")
         assert len(_downs(agent)) == 2  # one episode: one start, one end
-        outbox = agent.outbox
-        assert outbox is not None
-        outbox.flush()
-        rows = [
-            json.loads(r.payload)
-            for r in outbox.pending(limit=100_000, max_bytes=1 << 30)
-            if r.kind == "event"
-        ]
+        rows = recorded_events(agent, "source_down")
     finally:
         await agent.stop()
         sim.stop()
-    rows = [r for r in rows if r.get("kind") == "source_down"]
     assert [r["active"] for r in rows] == [True, False], rows  # recorded for the cloud, in order
