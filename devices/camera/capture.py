@@ -711,21 +711,22 @@ class CameraSource:
         while not self._stop.is_set():
             now, cpu = time.time(), time.thread_time()
             files = listing()
-            if crowded != (len(files) > CROWDED_FILES):
-                crowded = not crowded
-                if crowded:
-                    log.warning(
-                        "camera %r: watch: folder %s is crowded: %d files (%d of them no image the camera reads, "
-                        "which keep_files never deletes), each listed and stat'ed at every poll (%.0f ms of CPU "
-                        "this time); polls are slowed to keep that to a quarter of a core, so frames wait longer; "
-                        "move or delete what the camera does not need (sidecar files), or have the upload put it "
-                        "elsewhere",
-                        self.name,
-                        s.shown_url,
-                        len(files),
-                        sum(1 for n in files if not named(n) and n not in done),
-                        (time.thread_time() - cpu) * 1000,
-                    )
+            if crowded and len(files) < CROWDED_FILES // 2:  # emptied: said again if it fills up again
+                crowded = False
+            elif not crowded and len(files) > CROWDED_FILES:  # not said again while it hovers about the mark
+                crowded = True
+                log.warning(
+                    "camera %r: watch: folder %s is crowded: %d files (%d of them no image the camera reads, "
+                    "which keep_files never deletes), each listed and stat'ed at every poll (%.0f ms of CPU "
+                    "this time); polls are slowed to keep that to a quarter of a core, so frames wait longer; "
+                    "move or delete what the camera does not need (sidecar files), or have the upload put it "
+                    "elsewhere",
+                    self.name,
+                    s.shown_url,
+                    len(files),
+                    sum(1 for n in files if not named(n) and n not in done),
+                    (time.thread_time() - cpu) * 1000,
+                )
             for record in (done, others) if files else ():
                 for name in [n for n in record if n not in files]:
                     del record[name]

@@ -143,13 +143,22 @@ async def test_a_drop_folder_crowded_with_files_it_never_deletes_is_said_once_an
         png = cv2.imencode(".png", np.full((12, 16), 90, np.uint8))[1].tobytes()
         (drop / "part.png").write_bytes(png)
         frames = await take(src, 1, 30)
+        # the folder hovers about the mark (sidecars come, frames are trimmed): said once, not at every crossing
+        for n in range(3):
+            (drop / f"frame_{n:06d}.txt").unlink()
+        (drop / "part2.png").write_bytes(png)
+        frames += await take(src, 1, 30)  # listed below the mark
+        for n in range(3):
+            (drop / f"frame_{n:06d}.txt").write_bytes(b"exposure 120 us\n")
+        (drop / "part3.png").write_bytes(png)
+        frames += await take(src, 1, 30)  # listed above it again
         with pytest.raises(TimeoutError):
             await take(src, 1, 1.0)
     finally:
         await src.stop()
-    assert int(frames[0].image[1, 1, 0]) == 90
-    said = [r.getMessage() for r in caplog.records if "crowded" in r.getMessage()]
-    assert len(said) == 1, said  # once, not once per poll
+    assert [int(f.image[1, 1, 0]) for f in frames] == [90] * 3
+    said = [r.getMessage() for r in caplog.records if "is crowded:" in r.getMessage()]
+    assert len(said) == 1, said  # once, not once per poll nor per crossing
     # the sidecars, and the part when it is listed first
     assert any(f"crowded: {CROWDED_FILES + k} files" in said[0] for k in (1, 2)), said
     assert str(drop) in said[0], said
