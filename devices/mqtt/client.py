@@ -73,6 +73,7 @@ import json
 import logging
 import math
 import operator
+import select
 import socket
 import ssl
 import struct
@@ -143,6 +144,14 @@ PINGRESP_WAIT = 0.5
 PING_CHECK_S = 0.5  # how often the source looks at paho's last PINGREQ
 # struct tcp_info (Linux >= 4.1): tcpi_bytes_acked, a u64 at this offset
 _TCPI_BYTES_ACKED = 120
+# stop(): the share of its timeout given to the messages still queued (QoS 1 awaiting PUBACKs, paho holding
+# all but its 20 in flight; QoS 0 not yet written) to go out while connected; and the least time, after the
+# DISCONNECT, given to the broker to close its end (else the rest of the timeout): a socket closed with unread
+# bytes from the broker makes the kernel send a TCP RST, which throws away what was not yet sent, DISCONNECT
+# included, and the broker then sees a network error and publishes the will
+STOP_DRAIN_SHARE = 0.6
+STOP_CLOSE_S = 1.0
+STOP_POLL_S = 0.01
 
 
 def _bytes_acked(sock: object) -> int | None:
@@ -662,6 +671,8 @@ class MqttSource:
         self._dead_path: str | None = (
             None  # why the source closed the connection itself (paho's thread reads)
         )
+        # stop(): until when (monotonic) the socket's close waits for the broker's end (paho's thread reads)
+        self._close_by: float | None = None
         self.connected = asyncio.Event()
         self.subscribed = (
             asyncio.Event()
@@ -698,6 +709,8 @@ class MqttSource:
         c.on_publish = self._on_publish
         c.on_connect_fail = self._on_connect_fail
         c.on_pre_connect = self._on_pre_connect
+        c.on_socket_close = self._on_socket_close
+        self._close_by = None
         self._client = c
         self.state = ConnectionState.CONNECTING
         first = asyncio.get_running_loop().create_future()
@@ -844,7 +857,14 @@ class MqttSource:
         self._error(reason, detail)
 
     async def stop(self, timeout_s: float = 5.0) -> None:
+        """Close the connection cleanly, within about ``timeout_s`` + 2 ``STOP_CLOSE_S`` (7 s by default):
+        while connected, up to ``STOP_DRAIN_SHARE`` of ``timeout_s`` for the messages still queued to go out
+        (``_drain``), then the Sparkplug STATE offline (at most 2 s), the DISCONNECT, and the broker's end of
+        the connection awaited for the rest (``_on_socket_close``): the broker publishes no will, and nothing
+        published before the stop is lost. A broker too slow for that gets the will; messages left unsent are
+        said in the log."""
         self._stopping = True
+        start = time.monotonic()
         c, self._client = self._client, None
         for task in (self._ping_task, self._rebirth_task):
             if task is not None:
@@ -859,24 +879,83 @@ class MqttSource:
                 pass
             self._connect_task = None
         if c is not None:
+            if self.state is ConnectionState.CONNECTED:
+                await self._drain(c, start + timeout_s * STOP_DRAIN_SHARE)
             if self.settings.sparkplug.host_id is not None and self.state is ConnectionState.CONNECTED:
                 try:  # a clean disconnect sends no will: say "offline" ourselves, before it
                     info = c.publish(self._state_topic, self._state(False), qos=1, retain=True)
-                    await asyncio.to_thread(info.wait_for_publish, min(timeout_s, 2.0))
+                    wait_s = min(2.0, max(0.1, start + timeout_s - time.monotonic()))
+                    await asyncio.to_thread(info.wait_for_publish, wait_s)
                 except Exception as exc:  # the broker's copy stays "online" until it notices
                     log.warning("mqtt source %r: STATE offline not sent: %s", self.name, exc)
+            # the broker's end is awaited for the rest of timeout_s, at least STOP_CLOSE_S
+            close_by = self._close_by = max(start + timeout_s, time.monotonic() + STOP_CLOSE_S)
             try:
                 c.disconnect()
             except Exception:  # already down: nothing to close
                 pass
             if self._loop_started:
-                async with asyncio.timeout(timeout_s):
+                async with asyncio.timeout(close_by - time.monotonic() + STOP_CLOSE_S):
                     await asyncio.to_thread(c.loop_stop)
                 self._loop_started = False
         self._channel.close()
         self.state = ConnectionState.STOPPED
         self.connected.clear()
         self.subscribed.clear()
+
+    async def _drain(self, c: paho.Client, until: float) -> None:
+        """Wait, up to ``until`` (monotonic) and while connected, for paho's outgoing messages to be gone:
+        every QoS 1 message acknowledged (paho keeps all but its 20 in flight back until PUBACKs come, and a
+        DISCONNECT sent before them ends them unsent) and every queued packet written. Those left are said."""
+        while True:
+            with c._out_message_mutex:
+                unacked = len(c._out_messages)
+            unwritten = c.want_write()
+            if not unacked and not unwritten:
+                return
+            if time.monotonic() >= until or self.state is not ConnectionState.CONNECTED:
+                break
+            await asyncio.sleep(STOP_POLL_S)
+        log.warning(
+            "mqtt source %r: stopping with %d QoS 1 message(s) not acknowledged%s by broker %s:%d; not sent",
+            self.name,
+            unacked,
+            " and packets not yet written" if unwritten else "",
+            self.settings.host,
+            self.settings.port,
+        )
+
+    def _on_socket_close(self, client, userdata, sock) -> None:
+        """paho's thread, just before it closes the socket. After stop()'s DISCONNECT: send our end's FIN
+        behind what is queued and read what the broker sends until it closes its end (bounded by
+        ``_close_by``), so that the socket is closed with nothing unread; closed with unread bytes (messages
+        on a subscription, PUBACKs), the kernel sends a RST that drops what it had not sent yet, the
+        DISCONNECT with it, and the broker publishes the will. Other closes (a lost connection) are left
+        as they are."""
+        close_by = self._close_by
+        if close_by is None or not self._stopping:
+            return
+        self._close_by = None
+        try:
+            sock.shutdown(socket.SHUT_WR)  # on a TLS socket this drops TLS: the rest is read as raw bytes
+            while (left := close_by - time.monotonic()) > 0:
+                readable, _, _ = select.select([sock], [], [], left)
+                if not readable:
+                    break
+                try:
+                    if not sock.recv(65536):
+                        return  # the broker's end is closed: nothing unread
+                except (BlockingIOError, ssl.SSLWantReadError):
+                    continue
+        except (OSError, ValueError):  # the connection is down already: nothing to wait for
+            return
+        log.warning(
+            "mqtt source %r: broker %s:%d did not close its end in time after the DISCONNECT: closed anyway "
+            "(the broker may take it as a network error and publish the will)",
+            self.name,
+            self.settings.host,
+            self.settings.port,
+        )
 
     # ---- paho thread callbacks (keep light) --------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
