@@ -26,7 +26,7 @@ from devices import SOURCE_TYPES, load_object
 from devices.base import Notices
 from edge_agent.actions import ActionRunner, write_targets
 from edge_agent.config import AgentConfig
-from edge_agent.files import remove_stale_temps
+from edge_agent.files import atomic_write_json, remove_stale_temps
 from edge_agent.metrics import Metrics
 from edge_agent.models.slot import ModelSlot, SlotError
 from edge_agent.pipelines import Pipeline
@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 # a source not connected for this long (lost, refused, never reached) raises a source_down event: shorter
 # outages (a camera's reopening, a broker's restart) are counted and logged by the source, not sent as events
 SOURCE_DOWN_AFTER_S = 30.0
+# <data_dir>/HALTS_FILE: the halts whose source_halted (active) the cloud was told and not yet the end of, so
+# that the next agent (a restart, a config reload) says the end of one that ended meanwhile or whose source is
+# no longer configured: nothing else would ever end it at the cloud
+HALTS_FILE = "source-halts.json"
 
 LOCK_FILE = "agent.lock"
 # the folders of the data folder where state files are written with edge_agent.files.atomic_write_json
@@ -209,7 +213,14 @@ class Agent:
         # source -> (the halt's since_t, monotonic time the agent first saw it, its last ``halted``) of an OPC UA
         # server halted while its connection may stay up (``_source_halt``); and those whose source_halted was sent
         self._halt_seen: dict[str, tuple[float, float, dict[str, Any]]] = {}
-        self._halt_reported: set[str] = set()
+        # source -> the halt the cloud was told of (reason, since, since_t, checks), until its end is sent; kept
+        # in HALTS_FILE. Those an agent before this one left (``_halt_carried``) until this one knows their fate:
+        # ended (the source healthy for a while, or no longer configured: the end is sent) or going on (adopted)
+        self._halt_reported: dict[str, dict[str, Any]] = {}
+        self._halts_file = cfg.data_dir / HALTS_FILE
+        self._halt_carried = _read_halts(self._halts_file)
+        # source of a carried halt -> monotonic time it was first seen connected and not halted
+        self._halt_healthy: dict[str, float] = {}
         self.source_items: collections.Counter = collections.Counter()  # items handed out per source
         self.tags: dict[str, dict[str, Any]] = {
             name: {} for name in self.sources
@@ -537,6 +548,8 @@ class Agent:
         while True:
             await asyncio.sleep(period_s)
             now = time.monotonic()
+            if self._halt_carried:
+                self._halts_unconfigured()
             for name, src in self.sources.items():
                 self._source_liveness(name, src, now)
                 self._source_halt(name, src, now)
@@ -637,17 +650,15 @@ class Agent:
         if getattr(src.state, "value", "") == "stopped":
             return
         h = getattr(src, "halted", None)
+        if name in self._halt_carried and self._carried_halt(name, src, h, now):
+            return
         seen = self._halt_seen.get(name)
         if seen is not None and (h is None or h.get("since_t") != seen[0]):
             # the halt ended (a new one, since another time, is a new halt: the old one's end is said first)
             del self._halt_seen[name]
             if name in self._halt_reported:
-                self._halt_reported.discard(name)
                 last = seen[2]
-                halted_s = round(max(time.time() - seen[0], 0.0), 1)
-                msg = f"source {name}: its server is healthy again after {halted_s} s halted ({last.get('reason')})"
-                log.info("%s", msg)
-                self._halt_event(name, False, last, halted_s, msg)
+                self._halt_ended(name, last.get("reason"), last.get("checks"), "its server is healthy again")
             seen = None
         if h is None:
             return
@@ -655,13 +666,65 @@ class Agent:
         self._halt_seen[name] = (h.get("since_t"), first, h)
         if name in self._halt_reported or now - first < self.source_down_after_s:
             return
-        self._halt_reported.add(name)
+        self._halt_reported[name] = {k: h.get(k) for k in ("reason", "since", "since_t", "checks")}
+        self._save_halts()
         msg = (
             f"source {name}: its server has been halted ({h.get('reason')}) since {h.get('since')}: its tags are "
             "BAD and its readings held until it shows it is healthy again; the agent keeps checking it"
         )
         log.warning("%s", msg)
         self._halt_event(name, True, h, h.get("for_s"), msg)
+
+    def _carried_halt(self, name: str, src, h: dict[str, Any] | None, now: float) -> bool:
+        """A halt an agent before this one told the cloud of (a restart, a config reload): still halted, it goes
+        on (adopted: no second start, its end carries the first since); connected and not halted for
+        ``source_down_after_s`` (and two of its checks), it ended meanwhile: its end is sent. True while its fate
+        is not known (the source connecting, or healthy for less than that)."""
+        if h is not None:
+            self._halt_reported[name] = self._halt_carried.pop(name)
+            self._halt_healthy.pop(name, None)
+            return False
+        if getattr(src.state, "value", "") != "connected":
+            self._halt_healthy.pop(name, None)
+            return True
+        first = self._halt_healthy.setdefault(name, now)
+        check_s = getattr(getattr(src, "settings", None), "keepalive_check_s", 0.0)
+        if now - first < max(self.source_down_after_s, 2 * float(check_s or 0.0)):
+            return True
+        del self._halt_healthy[name]
+        self._halt_reported[name] = rec = self._halt_carried.pop(name)
+        self._halt_ended(name, rec.get("reason"), rec.get("checks"), "its server is healthy again")
+        return True
+
+    def _halts_unconfigured(self) -> None:
+        """The end of each carried halt whose source this agent's configuration no longer has (removed or
+        renamed by a config reload): no one would ever say it otherwise."""
+        for name in [n for n in self._halt_carried if n not in self.sources]:
+            rec = self._halt_reported[name] = self._halt_carried.pop(name)
+            self._halt_ended(
+                name, rec.get("reason"), rec.get("checks"), "it is no longer in the agent's configuration"
+            )
+
+    def _halt_ended(self, name: str, reason: Any, checks: Any, why: str) -> None:
+        told = self._halt_reported.pop(name)  # its since is the one the cloud was told
+        self._save_halts()
+        since_t = told.get("since_t")
+        halted_s = round(max(time.time() - since_t, 0.0), 1) if isinstance(since_t, int | float) else None
+        msg = f"source {name}: {why}; its halt ({reason}) since {told.get('since')} ended after {halted_s} s"
+        log.info("%s", msg)
+        self._halt_event(
+            name, False, {"reason": reason, "since": told.get("since"), "checks": checks}, halted_s, msg
+        )
+
+    def _save_halts(self) -> None:
+        try:
+            atomic_write_json(self._halts_file, {**self._halt_carried, **self._halt_reported})
+        except OSError as e:  # the events are sent all the same; only a restart's reconciliation is lost
+            log.warning(
+                "source halts: cannot write %s (%s): a halt's end may not be said after a restart",
+                self._halts_file,
+                e,
+            )
 
     def _halt_event(self, name: str, active: bool, h: dict[str, Any], halted_s: Any, msg: str) -> None:
         self._event(
@@ -822,3 +885,20 @@ def _encode_sample(item) -> tuple[bytes, str]:
     buf = io.BytesIO()
     np.save(buf, np.asarray(item.waveform, dtype=np.float32))
     return buf.getvalue(), ".npy"
+
+
+def _read_halts(path: Path) -> dict[str, dict[str, Any]]:
+    """The halts an agent before this one told the cloud of and not the end of (``HALTS_FILE``); a file that
+    cannot be read is said and taken as none (their ends are then never said, as before the file existed)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        log.warning(
+            "source halts: %s cannot be read (%s); the ends of halts reported before are not said", path, e
+        )
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, dict) and isinstance(v.get("since"), str)}

@@ -37,6 +37,19 @@ def _agent(tmp_path: Path, source: dict, **extra) -> Agent:
     )
 
 
+def _plc(port: int, idx: int) -> dict:
+    """The source on the test's server: checked often, reconnecting soon (a test's time, not a PLC's)."""
+    return {
+        "type": "opcua",
+        "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/",
+        "connect_timeout_s": 2,
+        "keepalive_check_s": 0.3,
+        "reconnect_initial_s": 0.1,
+        "reconnect_max_s": 0.5,
+        "nodes": [{"node_id": f"ns={idx};s=Speed"}],
+    }
+
+
 async def test_a_plc_halted_with_its_connection_up_raises_source_halted_once_and_its_recovery_ends_it(
     tmp_path: Path,
 ) -> None:
@@ -47,19 +60,7 @@ async def test_a_plc_halted_with_its_connection_up_raises_source_halted_once_and
     port = free_port()
     srv, idx = await _line(port)
     await _stop_clock(srv)  # the state alone halts it (a clock that never moved in a session is not judged)
-    agent = _agent(
-        tmp_path,
-        {
-            "type": "opcua",
-            "endpoint": f"opc.tcp://127.0.0.1:{port}/plc/",
-            "connect_timeout_s": 2,
-            "keepalive_check_s": 0.3,
-            "reconnect_initial_s": 0.1,
-            "reconnect_max_s": 0.5,
-            "nodes": [{"node_id": f"ns={idx};s=Speed"}],
-        },
-        outbox={},
-    )
+    agent = _agent(tmp_path, _plc(port, idx), outbox={})
     agent.source_down_after_s = 1.0  # 30 s in service
     sent: list[dict] = []
     try:
@@ -97,3 +98,43 @@ async def test_a_plc_halted_with_its_connection_up_raises_source_halted_once_and
     assert end["checks"] >= raised["checks"], end  # as the agent's last pass saw them (every 2 s)
     assert [r["active"] for r in sent] == [True, False], sent  # recorded for the cloud, in order
     assert sent[0]["reason"] == "server_not_running" and sent[0]["since"] == halted["since"], sent
+
+
+async def test_a_halt_that_ends_while_the_agent_restarts_has_its_end_said_by_the_next_agent(
+    tmp_path: Path,
+) -> None:
+    """A real asyncua server says Suspended; the agent tells the cloud (source_halted, active) and is stopped (a
+    restart, a config reload); the server is Running again before the next agent starts. The next agent, once it
+    has seen the server healthy, records the halt's end in the same outbox, with the since the cloud was told.
+    Before, the next agent knew nothing of it: the cloud had the PLC halted for good."""
+    port = free_port()
+    srv, idx = await _line(port)
+    await _stop_clock(srv)
+    source = _plc(port, idx)
+    first = _agent(tmp_path, source, outbox={})
+    first.source_down_after_s = 1.0  # 30 s in service
+    second: Agent | None = None
+    try:
+        await first.start()
+        await until(lambda: first.tags["plc"], 20, "the first value")
+        await _set_state(srv, ua.ServerState.Suspended)
+        await until(lambda: _halts(first), 30, "source_halted")
+        (raised,) = _halts(first)
+        await first.stop()
+        await _set_state(srv, ua.ServerState.Running)
+        second = _agent(tmp_path, source, outbox={})
+        second.source_down_after_s = 1.0
+        await second.start()
+        await until(lambda: _halts(second), 30, "the halt's end from the next agent")
+        sent = recorded_events(second, "source_halted")
+    finally:
+        if second is not None:
+            await second.stop()
+        await first.stop()
+        await srv.stop()
+    (end,) = _halts(second)
+    assert end["source"] == "plc" and end["active"] is False and end["since"] == raised["since"], end
+    assert end["reason"] == "server_not_running" and end["halted_s"] >= raised["halted_s"], end
+    assert [(r["active"], r["since"]) for r in sent] == [(True, raised["since"]), (False, raised["since"])], (
+        sent
+    )

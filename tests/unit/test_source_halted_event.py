@@ -76,3 +76,84 @@ def test_short_halts_say_nothing_and_each_long_halt_is_said_once_with_its_end(tm
     assert len(_halts(agent)) == 3
     watch("plc", _src(None), t + 62.0)
     assert [e["active"] for e in _halts(agent)] == [True, False, True, False]
+
+
+def _opc(endpoint: str = "opc.tcp://127.0.0.1:4840/") -> dict:
+    return {"type": "opcua", "endpoint": endpoint, "nodes": [{"node_id": "ns=2;s=Speed"}]}
+
+
+def _agent_with(tmp_path: Path, sources: dict) -> Agent:
+    return Agent(
+        parse_config(
+            {
+                "agent": {"id": "gw", "data_dir": str(tmp_path / "data")},
+                "http": {"enabled": False},
+                "sources": sources,
+            }
+        )
+    )
+
+
+def _told(tmp_path: Path, since_t: float = 500.0) -> Agent:
+    """An agent that told the cloud of a halt of ``plc`` and then stopped (a restart, a config reload)."""
+    agent = _agent(tmp_path)
+    agent._source_halt("plc", _src(_h(since_t)), 1000.0)
+    agent._source_halt("plc", _src(_h(since_t, checks=15)), 1031.0)
+    agent._source_halt("plc", _src(_h(since_t), state="stopped"), 1033.0)
+    assert [e["active"] for e in _halts(agent)] == [True]
+    return agent
+
+
+def test_a_halt_that_ended_while_the_agent_restarted_has_its_end_said_by_the_next_agent(
+    tmp_path: Path,
+) -> None:
+    """The halt the cloud was told of ended while the agent restarted (or reloaded its config): the next agent,
+    once the source is connected and healthy for the confirmation, says its end with the since the cloud knows.
+    Not while the source is still connecting, nor at its first healthy pass (a check may not have run yet).
+    Before, no one ever said that halt's end: the fleet saw the PLC halted for good."""
+    _told(tmp_path)
+    agent = _agent(tmp_path)
+    watch = agent._source_halt
+    watch("plc", _src(None, state="connecting"), 0.0)
+    watch("plc", _src(None), 40.0)  # connected: healthy from here
+    watch("plc", _src(None, state="backoff"), 42.0)  # lost again before it was confirmed
+    watch("plc", _src(None), 44.0)
+    watch("plc", _src(None), 70.0)
+    assert not _halts(agent)
+    watch("plc", _src(None), 74.0)
+    (end,) = _halts(agent)
+    assert end["active"] is False and end["since"] == "t500.0" and end["reason"] == "server_clock_frozen", end
+    assert end["checks"] == 15 and end["halted_s"] is not None, end
+    watch("plc", _src(None), 200.0)
+    assert len(_halts(agent)) == 1
+    assert not _halts(_agent(tmp_path)) and _agent(tmp_path)._halt_carried == {}  # said once, across restarts
+
+
+def test_a_halt_still_going_on_after_a_restart_is_not_said_twice_and_its_end_keeps_its_first_since(
+    tmp_path: Path,
+) -> None:
+    """Still halted when the next agent looks: the halt the cloud was told of goes on (no second start, though
+    the source's new session dates it anew), and its end carries the since the cloud was told."""
+    _told(tmp_path)
+    agent = _agent(tmp_path)
+    watch = agent._source_halt
+    for k in range(40):
+        watch("plc", _src(_h(2000.0, checks=k)), 100.0 + 2 * k)
+    assert not _halts(agent)
+    watch("plc", _src(None), 200.0)
+    (end,) = _halts(agent)
+    assert end["active"] is False and end["since"] == "t500.0" and end["checks"] == 39, end
+
+
+def test_a_halt_whose_source_a_config_reload_removed_has_its_end_said(tmp_path: Path) -> None:
+    """The next configuration has no source ``plc`` (removed or renamed): its halt's end is said at the first
+    pass of the source watch, naming why; the other sources are untouched."""
+    _told(tmp_path)
+    agent = _agent_with(tmp_path, {"press": _opc()})
+    agent._halts_unconfigured()
+    (end,) = _halts(agent)
+    assert end["source"] == "plc" and end["active"] is False and end["since"] == "t500.0", end
+    assert "no longer in the agent's configuration" in end["message"], end
+    agent._halts_unconfigured()
+    agent._source_halt("press", _src(None), 0.0)
+    assert len(_halts(agent)) == 1 and not _halts(_agent(tmp_path))
