@@ -2,7 +2,9 @@
 
 Agents with their state and versions, deployments with per-agent step progress, every published
 version's evaluation report (metrics, confusion matrix and curve images) and the uploaded samples,
-browsable by reason and label state. Stdlib HTTP server on its own thread, no build step, no
+browsable by reason and label state, and the agents' events (``/api/events``: newest first in pages of at most
+``EVENTS_PAGE_MAX``, by agent, kind and time; ``ongoing`` for an active one not ended since; read through the
+store's partial indexes over event rows, see ``SQLStore.events``). Stdlib HTTP server on its own thread, no build step, no
 assets from the internet; JSON under ``/api/...`` for scripts. Bind it to 127.0.0.1 (default) or
 put it behind the site's reverse proxy with authentication: it has no login of its own. Bounded
 (``protocols.http_server``): 32 requests at once, 16 from one address, each connection shut down 30 s
@@ -43,6 +45,7 @@ AUROC with one class in the test split) or in an agent's health report is ``null
 from __future__ import annotations
 
 import json
+import math
 import os
 import queue
 import threading
@@ -66,6 +69,9 @@ from protocols.http_server import (
 PAGE = Path(__file__).with_name("console.html")
 MAX_CONNECTIONS = 32  # half of them from one address (a reverse proxy's: give it its own limits too)
 DEADLINE_S = 30.0  # for a connection, from accept to its last byte: sample images go out in it
+EVENTS_PAGE = 50  # /api/events: events per page by default
+EVENTS_PAGE_MAX = 200  # and at most (limit=)
+ENDS_READ = 500  # newer events of an agent and kind read to tell whether an active one has ended
 SAMPLES_SHOWN = 200  # /api/samples: the newest this many (the store reads no more)
 FILE_PIECE_BYTES = 64 * 1024  # a registry file goes out in pieces of this size, never read whole
 ANSWER_MIN_AGE_S = 1.0  # /api answers are shared for at least this long (the page polls every 3 s)
@@ -114,6 +120,49 @@ def blob_type(data: bytes, digest: str) -> tuple[str, str | None]:
         return IMAGE_TYPES[suffix][0], f"sample-{digest[:16]}{suffix}"
     suffix = ".npy" if data[:6] == b"\x93NUMPY" else ".bin"
     return "application/octet-stream", f"sample-{digest[:16]}{suffix}"  # a digest (hex): nothing to escape
+
+
+class BadQuery(ValueError):
+    """A query parameter of an ``/api`` URL the console cannot use: ``400`` with this text (it names the parameter)."""
+
+
+def event_query(q: dict[str, str]) -> dict[str, Any]:
+    """The ``/api/events`` parameters (``agent``, ``kind``, ``since``: seconds since the epoch, ``before``: the
+    ``next`` of the page before, ``limit``: 1..``EVENTS_PAGE_MAX``, default ``EVENTS_PAGE``), checked."""
+    from cloud_trainer.fleet.store import event_cursor
+
+    out: dict[str, Any] = {"agent": q.get("agent") or None, "kind": q.get("kind") or None}
+    for name in ("agent", "kind"):
+        if out[name] is not None and (len(out[name]) > 256 or "\0" in out[name]):
+            raise BadQuery(f"/api/events: {name} is not an id (at most 256 characters, no NUL)")
+    try:
+        since = float(q["since"]) if q.get("since") else None
+    except ValueError:
+        since = None
+        bad = True
+    else:
+        bad = since is not None and not math.isfinite(since)
+    if bad:
+        raise BadQuery(f"/api/events: since {q['since'][:40]!r} is not a time (seconds since the epoch)")
+    out["since"] = since
+    limit = q.get("limit") or str(EVENTS_PAGE)
+    if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= EVENTS_PAGE_MAX):
+        raise BadQuery(f"/api/events: limit {limit[:40]!r} is not an integer in 1..{EVENTS_PAGE_MAX}")
+    out["limit"] = int(limit)
+    out["before"] = q.get("before") or None
+    if out["before"] is not None:
+        try:
+            event_cursor(out["before"])
+        except ValueError as exc:
+            raise BadQuery(f"/api/events: {exc}") from None
+    return out
+
+
+def event_subject(evt: dict) -> tuple:
+    """What an event is about, within its agent and kind: the source, pipeline, alarm or slot its payload names
+    (an episode's start and end name the same)."""
+    p = evt["payload"] if isinstance(evt["payload"], dict) else {}
+    return tuple(json_codec.dumps(p.get(f), default=str) for f in ("source", "pipeline", "alarm", "slot"))
 
 
 class _ClientGone(ConnectionError):
@@ -177,6 +226,9 @@ class Console:
                         return self._json(t, lambda: outer.models(t))
                     if u.path == "/api/quotas":  # per-agent limits, usage and refusals (RESOURCE_EXHAUSTED)
                         return self._json(t, lambda: outer.quotas(t))
+                    if u.path == "/api/events":  # newest first, paged (next), by agent, kind and time
+                        query = event_query(q)  # a bad parameter is 400 naming it, before any store read
+                        return self._json(t, lambda: outer.events(t, **query))
                     if u.path == "/api/samples":
                         return self._json(
                             t,
@@ -209,6 +261,8 @@ class Console:
                     self._send(404, "text/plain", b"not found\n")
                 except _ClientGone:
                     raise
+                except BadQuery as exc:
+                    self._send(400, "text/plain; charset=utf-8", f"{exc}\n".encode())
                 except AnswerBusy:
                     self._send(503, "text/plain", b"busy: try again in a second\n")
                 except OSError:  # a registry file that went away or cannot be read: never its server path
@@ -354,6 +408,26 @@ class Console:
             {**a, "ingest": st.stats(a["id"], tenant=tenant), "gaps": st.gaps(a["id"], tenant=tenant)}
             for a in st.agents(tenant=tenant)
         ]
+
+    def events(self, tenant: str, **query: Any) -> dict:
+        """A page of the tenant's events, newest first: ``{"events", "next", "limit"}`` (``next``: ``before`` for the
+        page after, null at the oldest). Each event has ``ongoing``: ``active`` true and no later event of its agent,
+        kind and subject (``event_subject``) in the store, i.e. its end has not come; looked up in at most
+        ``ENDS_READ`` newer events of that agent and kind (one indexed read per agent and kind on the page)."""
+        store = self.srv.store
+        events, nxt = store.events(tenant=tenant, **query)
+        pending = [e for e in events if e["active"] is True]
+        newest: dict[tuple, tuple] = {}  # (agent, kind, subject) -> key of its newest event
+        for agent, kind in {(e["agent"], e["kind"]) for e in pending}:
+            since = min(e["t"] for e in pending if (e["agent"], e["kind"]) == (agent, kind))
+            later, _ = store.events(tenant=tenant, agent=agent, kind=kind, since=since, limit=ENDS_READ)
+            for e in later:  # newest first: the first seen of a subject is its newest
+                newest.setdefault((agent, kind, event_subject(e)), (e["t"], e["epoch"], e["seq"]))
+        for e in events:
+            key = newest.get((e["agent"], e["kind"], event_subject(e)))
+            # a newer event of the subject ends it; one not found among the newest ENDS_READ: ended long since
+            e["ongoing"] = e["active"] is True and key == (e["t"], e["epoch"], e["seq"])
+        return {"events": events, "next": nxt, "limit": query.get("limit")}
 
     def quotas(self, tenant: str) -> dict:
         """The quota snapshot restricted to the tenant's agents, keyed by agent id (the counters are keyed by

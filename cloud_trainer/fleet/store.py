@@ -75,6 +75,9 @@ CREATE INDEX IF NOT EXISTS samples_by_model ON samples (model, label_state, reas
 CREATE INDEX IF NOT EXISTS samples_by_tenant ON samples (tenant, model, label_state, t);
 CREATE INDEX IF NOT EXISTS samples_newest ON samples (tenant, model, t, seq);
 CREATE INDEX IF NOT EXISTS samples_by_time ON samples (tenant, t, seq);
+CREATE INDEX IF NOT EXISTS records_events ON records (tenant, t, agent, epoch, seq) WHERE kind IN ('event', 'alarm');
+CREATE INDEX IF NOT EXISTS records_agent_events ON records (tenant, agent, t, epoch, seq)
+  WHERE kind IN ('event', 'alarm');
 CREATE TABLE IF NOT EXISTS agents (
   tenant TEXT NOT NULL, id TEXT NOT NULL, labels TEXT NOT NULL DEFAULT '{}', last_seen REAL,
   slots TEXT NOT NULL DEFAULT '[]', health TEXT NOT NULL DEFAULT '{}', outbox_depth INTEGER DEFAULT 0,
@@ -269,6 +272,50 @@ def check_record(r: dict) -> dict | None:
     return meta
 
 
+EVENTS_SCANNED = 2000  # event rows one ``events`` call reads at most (a kind filter reads past other kinds)
+
+
+def event_token(key: tuple) -> str:
+    """The cursor of the page after the row keyed ``(t, agent, epoch, seq)``: ``t,epoch,seq,agent`` (the agent
+    last: an id may hold commas)."""
+    t, agent, epoch, seq = key
+    return f"{float(t)!r},{int(epoch)},{int(seq)},{agent}"
+
+
+def event_cursor(token: str) -> tuple[float, str, int, int]:
+    """``(t, agent, epoch, seq)`` of a cursor ``event_token`` wrote; ``ValueError`` naming it otherwise."""
+    try:
+        t, epoch, seq, agent = token.split(",", 3)
+        key = (float(t), agent, int(epoch), int(seq))
+    except ValueError:
+        raise ValueError(f"before {token[:80]!r} is not a cursor this service gave (its 'next')") from None
+    if not math.isfinite(key[0]) or _int64(key[2]) is None or _int64(key[3]) is None:
+        raise ValueError(f"before {token[:80]!r} is not a cursor this service gave (its 'next')")
+    return key
+
+
+def event_dict(t, agent, epoch, seq, record_kind, payload) -> dict:
+    """One stored event as the console lists it: its identity, its kind and ``active`` (when its payload says so)
+    and the payload itself. A payload that is no JSON object (the agent's text, stored as sent) keeps its text."""
+    try:
+        body = json.loads(payload) if payload else None
+    except (ValueError, RecursionError):
+        body = payload
+    d = body if isinstance(body, dict) else {}
+    kind = d.get("kind") if isinstance(d.get("kind"), str) else record_kind
+    active = d.get("active") if isinstance(d.get("active"), bool) else None
+    return {
+        "agent": agent,
+        "epoch": epoch,
+        "seq": seq,
+        "t": t,
+        "record": record_kind,
+        "kind": kind,
+        "active": active,
+        "payload": body,
+    }
+
+
 def _subtract(first: int, last: int, known: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
     """Split the missing range [first, last] into pieces explained by ``known`` (sorted) and ``unknown`` ones."""
     out, at = [], first
@@ -320,6 +367,20 @@ class Store(abc.ABC):
     def records(
         self, agent: str, kind: str | None = None, since_seq: int = 0, limit: int = 1000, *, tenant: str = T
     ) -> list[dict]: ...
+
+    @abc.abstractmethod
+    def events(
+        self,
+        *,
+        tenant: str = T,
+        agent: str | None = None,
+        kind: str | None = None,
+        since: float | None = None,
+        before: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[dict], str | None]:
+        """The tenant's events (records of kind ``event`` or ``alarm``), newest first (time, agent, epoch, seq),
+        at most ``limit``, with the cursor of the next page (``before``) or None when no older event remains."""
 
     @abc.abstractmethod
     def samples(
@@ -794,6 +855,57 @@ class SQLStore(Store):
             {"epoch": e, "seq": s, "kind": k, "t": t, "payload": json.loads(p) if p else None}
             for e, s, k, t, p in self._rows(self.q(sql), args)
         ]
+
+    def events(
+        self,
+        *,
+        tenant: str = T,
+        agent: str | None = None,
+        kind: str | None = None,
+        since: float | None = None,
+        before: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[dict], str | None]:
+        """Read newest first through ``records_events`` (or ``records_agent_events`` with ``agent``): partial
+        indexes over the event and alarm rows only, so a store of millions of results is never scanned. The event
+        kind lives in the payload (JSON the agent wrote, unindexed): with ``kind``, at most ``EVENTS_SCANNED`` event
+        rows are read per call, and a page that found fewer than ``limit`` by then ends with the cursor of the last
+        row read (``next``: the caller asks again from there)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= EVENTS_SCANNED:
+            raise ValueError(f"limit {limit!r} is not an integer in 1..{EVENTS_SCANNED}")
+        sql = "SELECT t, agent, epoch, seq, kind, payload FROM records WHERE tenant = ? AND kind IN ('event', 'alarm')"
+        args: list[Any] = [tenant]
+        if agent is not None:
+            sql += " AND agent = ?"
+            args.append(agent)
+        if since is not None:
+            sql += " AND t >= ?"
+            args.append(since)
+        cursor = event_cursor(before) if before else None
+        out: list[dict] = []
+        scanned = 0
+        chunk = limit if kind is None else min(EVENTS_SCANNED, max(4 * limit, 200))
+        while True:
+            page_sql, page_args = sql, list(args)
+            if cursor is not None:
+                page_sql += " AND (t, agent, epoch, seq) < (?, ?, ?, ?)"
+                page_args += list(cursor)
+            page_sql += " ORDER BY t DESC, agent DESC, epoch DESC, seq DESC LIMIT ?"
+            n = min(chunk, EVENTS_SCANNED - scanned)
+            rows = self._rows(self.q(page_sql), [*page_args, n])
+            for t, a, e, s, rkind, payload in rows:
+                scanned += 1
+                cursor = (t, a, e, s)
+                evt = event_dict(t, a, e, s, rkind, payload)
+                if kind is not None and evt["kind"] != kind:
+                    continue
+                out.append(evt)
+                if len(out) == limit:
+                    return out, event_token(cursor)
+            if len(rows) < n:  # no older event row
+                return out, None
+            if scanned >= EVENTS_SCANNED:
+                return out, event_token(cursor) if cursor else None
 
     def samples(
         self,
