@@ -211,7 +211,9 @@ def test_console_samples_answer_while_the_object_store_stalls(tmp_path, monkeypa
     c = Console(srv)
     c.start()
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{c.port}/api/samples", timeout=20) as r:
+        # 60 s: a loaded machine's bound (the listing waits 2 s for its reads); the former code waited out the S3
+        # client's patience (5 attempts of 60 s) for each sample
+        with urllib.request.urlopen(f"http://127.0.0.1:{c.port}/api/samples", timeout=60) as r:
             assert r.status == 200
             assert [s["view"] for s in json.loads(r.read())] == ["file", "file"]
         srv.blobs = blobs  # the store answers again: another tenant's listing reads its samples' kinds
