@@ -27,7 +27,10 @@ whose edge node id changes at every restart); when it is full, a new node takes 
 heard that holds nothing worth keeping: never born, or given up on while not born, else dead ``DEAD_KEEP_S``
 (``_room``: counted as ``nodes_forgotten`` and its notice; its rebirth requests waiting are dropped). A born, live
 node (given up on or not) is never forgotten for a new name: when all are, the new one is skipped
-(``too_many_nodes``).
+(``too_many_nodes``). The other state kept per name coming from the outside world is bounded too: groups whose
+births no subscription takes (``_unreachable``, ``MAX_UNREACHED_GROUPS``, least recently seen forgotten, one
+notice key whatever the group), the nodes' inflate budgets (``MAX_NODES``, least recently used forgotten), a
+node's devices born (``MAX_NODE_DEVICES``) and its metrics, aliases and last values (``MAX_NODE_METRICS``).
 When this host's own connection to the broker comes back (``session_lost``, called by the adapter before
 it decodes anything the new connection brought), every node it knows is treated as not born: what was
 published while it was away (a death, a birth with a new alias map or new datatypes) was missed, so its
@@ -240,6 +243,14 @@ DEAD_KEEP_S = 3_600.0
 # wanted, which its every device's birth answers: device names come from the outside world
 MAX_WANTED_DEVICES = 1_000
 MAX_NODE_METRICS = 100_000  # metrics of one node (its devices' included) whose last value and type are kept
+# ... and aliases its births gave (a device's DBIRTH again with new aliases adds to them), with those that clashed
+# devices of one node born at once (DBIRTH, a retained one's too): device names come from the node, and a DBIRTH
+# with no metrics costs nothing in MAX_NODE_METRICS; the birth of one past it is skipped (too_many_node_devices)
+MAX_NODE_DEVICES = 10_000
+# groups said to be out of the subscriptions' reach (``SparkplugHost._unreachable``): group names come from the
+# outside world (a publisher on a shared broker sending spBv1.0/<any group>/NDATA/x while only NDATA is
+# subscribed); past it the least recently seen is forgotten (said again if its data comes again)
+MAX_UNREACHED_GROUPS = 1_000
 # rebirth requests waiting (``SparkplugHost.tick``) looked at per call: the loop's cost stays bounded however
 # many nodes are stale at once; those not due yet (interval, births budget) go to the back of the queue
 ASK_SCAN_MAX = 256
@@ -359,7 +370,9 @@ class SparkplugHost:
             whose="this source's edge nodes' compressed payloads together",
             setting=f"{sp.INFLATE_TOTAL_NODES} x max_inflated_bytes_per_s",
         )
-        self._inflate_budgets: dict[tuple[str, str], sp.InflateBudget] = {}
+        # per node (group, edge_node), least recently used first (``_budget``); OrderedDicts: a plain dict's front
+        # popped at every message from a new name keeps the holes, which next(iter()) walks over
+        self._inflate_budgets: OrderedDict[tuple[str, str], sp.InflateBudget] = OrderedDict()
         # births and deaths have budgets of their own, the same per node and in total: a node in a rebirth
         # storm spends its births' budget and their total, never the budget other nodes' data is read on
         # the last node's worth of it is kept from nodes storming births (refused within the last second): a
@@ -370,7 +383,7 @@ class SparkplugHost:
             whose="this source's edge nodes' compressed births and deaths together",
             setting=f"{sp.INFLATE_TOTAL_NODES} x max_inflated_bytes_per_s",
         )
-        self._births_budgets: dict[tuple[str, str], sp.InflateBudget] = {}
+        self._births_budgets: OrderedDict[tuple[str, str], sp.InflateBudget] = OrderedDict()
         self.births_skipped = 0  # compressed births past their node's births budget: the node stale
         self._settings = settings
         self._publish = publish
@@ -407,7 +420,10 @@ class SparkplugHost:
         # True if this source's subscriptions take the node's NBIRTH (group, edge_node): else a rebirth would
         # bring births it never reads (``_rebirth``); None: all of them
         self._births_reach = births_reach
-        self._unreached: set[str] = set()  # groups said once to be out of the subscriptions' reach
+        # groups said to be out of the subscriptions' reach, least recently seen first (``_unreachable``): at most
+        # MAX_UNREACHED_GROUPS
+        self._unreached: OrderedDict[str, None] = OrderedDict()
+        self.unreached_forgotten = 0  # groups forgotten to make room (notice unreached_groups_forgotten)
         self.births = 0
         self.deaths = 0
         self.data_before_birth = (
@@ -455,7 +471,9 @@ class SparkplugHost:
         lost."""
         if t.message_type is sp.MessageType.NBIRTH:
             node.unproven = True
-        elif t.device:
+        elif t.device and len(node.unproven_devices) < MAX_NODE_DEVICES:
+            # bounded: a retained DBIRTH past MAX_NODE_DEVICES devices is skipped (``_too_many_devices``), and an
+            # NBIRTH forgets them with its devices
             node.unproven_devices.add(t.device)
         if self.on_notice is not None:
             self.on_notice(
@@ -505,13 +523,17 @@ class SparkplugHost:
     def _budget(self, key: tuple[str, str], *, births: bool = False) -> sp.InflateBudget:
         """The inflate budget of the edge node ``key`` (group, name), drawing on the source's total: its data's,
         or (``births``) its births' and deaths'. Kept for at most ``MAX_NODES`` nodes (names come from the
-        outside world): past that the oldest is forgotten, which gives that node a full budget again, still
-        held to the total."""
+        outside world): past that the least recently used is forgotten, which gives that node a full budget
+        again, still held to the total. Least recently used, not oldest: a node flooding compressed payloads
+        keeps its spent budget however many made-up names come (forgotten the oldest, its budget was refilled
+        by every ``MAX_NODES`` new names). Constant cost a message."""
         budgets = self._births_budgets if births else self._inflate_budgets
         budget = budgets.get(key)
-        if budget is None:
-            while len(budgets) >= MAX_NODES:  # the oldest first
-                del budgets[next(iter(budgets))]
+        if budget is not None:
+            budgets.move_to_end(key)
+        else:
+            while len(budgets) >= MAX_NODES:
+                budgets.popitem(last=False)
             budget = budgets[key] = sp.InflateBudget(
                 self._settings.max_inflated_bytes_per_s,
                 total=self._births_total if births else self._inflate_total,
@@ -534,14 +556,7 @@ class SparkplugHost:
             return False
         if self._births_reach is not None and not self._births_reach(group, edge_node):
             # its births would come on a topic this source does not subscribe: asking would bring nothing
-            if group not in self._unreached and self.on_notice is not None:
-                self._unreached.add(group)
-                self.on_notice(
-                    f"births_unsubscribed:{group}",
-                    f"sparkplug: {group}/{edge_node}: no rebirth asked, its NBIRTH (spBv1.0/{group}/NBIRTH/"
-                    f"{edge_node}) is on no topic this source subscribes, so its data waits for births it never "
-                    f"reads: subscribe spBv1.0/{group}/#",
-                )
+            self._unreachable(group, edge_node)
             return False
         want = node.want
         if None not in want:  # the node's own rebirth wanted answers every device's too
@@ -555,6 +570,38 @@ class SparkplugHost:
         if tick:
             self.tick()
         return True
+
+    def _unreachable(self, group: str, edge_node: str) -> None:
+        """Say, once per group, that the group's births are on no topic this source subscribes (notice
+        ``births_unsubscribed``, one key whatever the group: its message kept for the first ``MAX_CAUSES``
+        groups, every group counted). Group names come from the outside world: the groups said are kept, least
+        recently seen first, at most ``MAX_UNREACHED_GROUPS``; past it the least recently seen is forgotten
+        (counted, said once: notice ``unreached_groups_forgotten``), and said again if its data comes again.
+        Before, each made-up group's name was kept for good, and a notice key of its own with it."""
+        unreached = self._unreached
+        if group in unreached:
+            unreached.move_to_end(group)
+            return
+        if self.on_notice is None:
+            return
+        if len(unreached) >= MAX_UNREACHED_GROUPS:
+            old, _ = unreached.popitem(last=False)
+            self.unreached_forgotten += 1
+            self.on_notice(
+                "unreached_groups_forgotten",
+                f"sparkplug: data of over {MAX_UNREACHED_GROUPS} groups whose births no subscription takes (the "
+                f"latest {group!r}): group {old!r}, least recently seen, forgotten, and said again if its data "
+                "comes again; a publisher sends data under ever new group names: narrow the subscription to this "
+                "line's groups",
+            )
+        unreached[group] = None
+        self.on_notice(
+            "births_unsubscribed",
+            f"sparkplug: {group}/{edge_node}: no rebirth asked, its NBIRTH (spBv1.0/{group}/NBIRTH/"
+            f"{edge_node}) is on no topic this source subscribes, so its data waits for births it never "
+            f"reads: subscribe spBv1.0/{group}/#",
+            cause=group,
+        )
 
     def tick(self, now: float | None = None) -> int:
         """Ask the waiting rebirths that are due, oldest first, as far as the source's ``rebirth_max_per_s``
@@ -920,6 +967,7 @@ class SparkplugHost:
             # member now a plain metric, must not keep the old datatype for a command. Its devices too:
             # they re-DBIRTH after a node's NBIRTH, as the specification requires
             node.templates, node.types, node.members, node.devices = {}, {}, {}, set()
+            node.unproven_devices = set()
             for m in payload.metrics:
                 if m.name and isinstance(m.value, sp.Template) and m.value.is_definition:
                     types = _definition_types(m.value)
@@ -970,10 +1018,16 @@ class SparkplugHost:
                 "or after its DDEATH)",
             )
         if mt is sp.MessageType.DBIRTH:
+            if t.device and t.device not in node.devices and len(node.devices) >= MAX_NODE_DEVICES:
+                self._too_many_devices(t, node)
+                return []
             self.births += 1
             for d in (node.types, node.members):  # the device's last birth, forgotten (see NBIRTH)
                 for k in [k for k in d if k[0] == t.device]:
                     del d[k]
+            # its aliases too: kept, a device born again and again with new aliases grew them without bound
+            for a in [a for a, (dev, _) in node.aliases.items() if dev == t.device]:
+                del node.aliases[a]
             self._check_tag_map(t, t.device, payload)
             self._learn(t, node, t.device, payload)
             if t.device:
@@ -1007,7 +1061,15 @@ class SparkplugHost:
                 self._too_many(t)  # births of ever new devices must not grow the memory
                 break
             node.types[(device, m.name)] = m.datatype
-            if m.alias is not None:
+            if (
+                m.alias is not None
+                and m.alias not in node.aliases
+                and len(node.aliases) + len(node.clashes) >= MAX_NODE_METRICS
+            ):
+                # a device's DBIRTH again and again, each time with new aliases: its names are forgotten (above,
+                # ``_handle``), its aliases were kept; data by this one is unknown_alias
+                self._too_many(t)
+            elif m.alias is not None:
                 had = node.aliases.get(m.alias)
                 if had is not None and had != (device, m.name) and (m.alias in mine or had[0] != device):
                     node.aliases.pop(m.alias)
@@ -1038,6 +1100,20 @@ class SparkplugHost:
                 "included): the values and types of new ones are not kept, so a death marks them BAD no more "
                 "and a command to them takes the value's own type",
             )
+
+    def _too_many_devices(self, t: sp.SparkplugTopic, node: _Node) -> None:
+        """A DBIRTH of a new device when ``MAX_NODE_DEVICES`` of the node's are born: skipped, said once (notice
+        ``too_many_node_devices``). Before, a node's births of ever new device names (with no metrics, so
+        ``MAX_NODE_METRICS`` did not hold them) grew the memory without bound."""
+        if self.on_notice is not None:
+            self.on_notice(
+                "too_many_node_devices",
+                f"sparkplug: {t.group}/{t.edge_node}: over {MAX_NODE_DEVICES} devices born: the DBIRTH of a new one "
+                f"({t.device}) is skipped, its data skipped as before its birth, until a death (NDEATH, DDEATH) "
+                "makes room",
+            )
+        else:
+            self._on_error("too_many_node_devices", f"{t.group}/{t.edge_node}/{t.device}")
 
     def datatype(self, group: str, edge_node: str, device: str | None, metric: str) -> int | None:
         """The metric's datatype as the node's (or device's) last birth declared it."""

@@ -1,0 +1,110 @@
+"""The Sparkplug host's state per group and per node name against made-up names, through a real Mosquitto: a
+publisher on a shared broker sending data under ever new group names (spBv1.0/<random group>/NDATA/x) while the
+source subscribes only NDATA grows neither the groups it keeps nor its notice keys without bound, and a node's
+inflate budget is kept while it sends, however many made-up names come. The bounds are made small (module
+constants) to keep the tests short."""
+
+from __future__ import annotations
+
+import time
+
+from devices.mqtt import sparkplug_host
+from protocols import sparkplug as sp
+from tests.integration.test_sparkplug_rebirth_requests import _host
+from tests.support.waits import until
+
+D = sp.DataType
+
+
+def _data(seq: int = 1) -> bytes:
+    return sp.encode(sp.Payload(int(time.time() * 1000), seq, [sp.Metric("Temp", None, D.DOUBLE, 1.0)]))
+
+
+async def test_data_under_ever_new_group_names_keeps_the_groups_said_and_the_notice_keys_bounded(
+    mosquitto, monkeypatch
+):
+    """Only NDATA subscribed, so no rebirth can be read: each group was said once (notice
+    births_unsubscribed:<group>) and its name kept for good, a notice key and an entry per made-up group: months
+    of such traffic grew the memory and /status without bound. Now one notice key, births_unsubscribed, counts
+    the groups said; the groups kept are at most MAX_UNREACHED_GROUPS, the least recently seen forgotten
+    (counted, notice unreached_groups_forgotten), and a group whose data keeps coming is said once only."""
+    # raising=False: the former code, which this test is checked against, has no MAX_UNREACHED_GROUPS
+    monkeypatch.setattr(sparkplug_host, "MAX_UNREACHED_GROUPS", 5, raising=False)
+    subs = [{"topic": "spBv1.0/+/NDATA/#", "codec": "sparkplug_b", "qos": 1}]
+    async with _host(mosquitto.port, "spBv1.0/+/NCMD/+", subscriptions=subs) as (src, asked, pub):
+        host = src.sparkplug
+        for i in range(60):
+            pub.publish(f"spBv1.0/junk{i:03d}/NDATA/x", _data(), qos=1)
+            if i % 3 == 0:  # a real line's node, its births unsubscribed too: seen all along
+                pub.publish("spBv1.0/line1/NDATA/plc", _data(), qos=1)
+        await until(lambda: host.data_before_birth == 80, 20, "every message handled")
+        assert len(host._unreached) <= 5, len(host._unreached)
+        unsubscribed = [k for k in src.notices.counts if k.startswith("births_unsubscribed")]
+        assert unsubscribed == ["births_unsubscribed"], unsubscribed
+        # every made-up group said once; the real group once, never forgotten while its data comes
+        assert src.notices.counts["births_unsubscribed"] == 61, src.notices.counts
+        assert "line1" in host._unreached
+        assert host.unreached_forgotten == 61 - 5
+        assert src.notices.counts["unreached_groups_forgotten"] == 61 - 5
+        assert asked == [] and host.rebirths_requested == 0
+        assert len(src.notices.counts) <= 4, src.notices.counts  # data_before_birth and these
+
+
+async def test_a_nodes_inflate_budget_is_kept_while_it_sends_however_many_made_up_names_come(
+    mosquitto, monkeypatch
+):
+    """The inflate budgets per node were kept for the MAX_NODES names seen first and forgotten oldest first: a
+    node sending all along lost its budget (spent or not) to every MAX_NODES made-up names, and got a full one
+    again. Now the least recently used is forgotten: a node that keeps sending keeps its budget, and the budgets
+    stay at most MAX_NODES."""
+    monkeypatch.setattr(sparkplug_host, "MAX_NODES", 4)
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
+        host = src.sparkplug
+        pub.publish("spBv1.0/g/NDATA/steady", _data(), qos=1)
+        await until(lambda: host.data_before_birth == 1, 10, "its first message handled")
+        budget = host._inflate_budgets[("g", "steady")]
+        for i in range(40):
+            pub.publish(f"spBv1.0/g/NDATA/junk{i:03d}", _data(), qos=1)
+            if i % 2 == 0:
+                pub.publish("spBv1.0/g/NDATA/steady", _data(), qos=1)
+        await until(lambda: host.data_before_birth == 61, 20, "every message handled")
+        assert len(host._inflate_budgets) <= 4 and len(host._births_budgets) <= 4
+        assert host._inflate_budgets.get(("g", "steady")) is budget  # the same, not a fresh full one
+
+
+def _birth(seq: int, metrics: list[sp.Metric]) -> bytes:
+    return sp.encode(sp.Payload(int(time.time() * 1000), seq, metrics))
+
+
+async def test_a_nodes_births_of_ever_new_devices_and_aliases_keep_its_tables_bounded(mosquitto, monkeypatch):
+    """A node's DBIRTHs of ever new device names without metrics (MAX_NODE_METRICS did not hold them) each added
+    a device kept until its node's next birth, and a device born again and again with new aliases each time
+    kept every alias it was ever given (its names were forgotten at each birth, its aliases not): a broken or
+    hostile node grew the host's memory without bound. Now at most MAX_NODE_DEVICES devices are born at once
+    (a new one's DBIRTH past it is skipped: notice too_many_node_devices), a device's DBIRTH forgets the aliases
+    of its last one, and a node's aliases are held to MAX_NODE_METRICS (notice too_many_node_metrics)."""
+    # raising=False: the former code, which this test is checked against, has no MAX_NODE_DEVICES
+    monkeypatch.setattr(sparkplug_host, "MAX_NODE_DEVICES", 5, raising=False)
+    monkeypatch.setattr(sparkplug_host, "MAX_NODE_METRICS", 8)
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
+        host = src.sparkplug
+        pub.publish("spBv1.0/g/NBIRTH/n", _birth(0, [sp.Metric("bdSeq", None, D.INT64, 0)]), qos=1)
+        for i in range(30):  # ever new devices, no metrics
+            pub.publish(f"spBv1.0/g/DBIRTH/n/d{i:03d}", _birth(i + 1, []), qos=1)
+        await until(
+            lambda: host.births + src.notices.counts.get("too_many_node_devices", 0) == 31,
+            10,
+            "every birth handled",
+        )
+        node = host._nodes[("g", "n")]
+        assert len(node.devices) <= 5, len(node.devices)
+        assert host.device_alive("g", "n", "d000")  # the first ones are born
+        born = host.births
+        pub.publish("spBv1.0/g/NBIRTH/n", _birth(0, [sp.Metric("bdSeq", None, D.INT64, 1)]), qos=1)
+        for i in range(30):  # one device, born again and again with a new alias each time
+            m = sp.Metric("Temp", 100 + i, D.DOUBLE, float(i))
+            pub.publish("spBv1.0/g/DBIRTH/n/d", _birth(i + 1, [m]), qos=1)
+        await until(lambda: host.births == born + 31, 10, "the device's births read")
+        node = host._nodes[("g", "n")]
+        assert len(node.aliases) + len(node.clashes) <= 8, (len(node.aliases), len(node.clashes))
+        assert host.device_alive("g", "n", "d") and node.aliases == {129: ("d", "Temp")}
