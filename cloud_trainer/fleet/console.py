@@ -72,6 +72,7 @@ DEADLINE_S = 30.0  # for a connection, from accept to its last byte: sample imag
 EVENTS_PAGE = 50  # /api/events: events per page by default
 EVENTS_PAGE_MAX = 200  # and at most (limit=)
 ENDS_READ = 500  # newer events of an agent and kind read to tell whether an active one has ended
+ENDS_LOOKUPS = 16  # (agent, kind) pairs of a page looked up so, at most, per answer
 SAMPLES_SHOWN = 200  # /api/samples: the newest this many (the store reads no more)
 FILE_PIECE_BYTES = 64 * 1024  # a registry file goes out in pieces of this size, never read whole
 ANSWER_MIN_AGE_S = 1.0  # /api answers are shared for at least this long (the page polls every 3 s)
@@ -412,21 +413,37 @@ class Console:
     def events(self, tenant: str, **query: Any) -> dict:
         """A page of the tenant's events, newest first: ``{"events", "next", "limit"}`` (``next``: ``before`` for the
         page after, null at the oldest). Each event has ``ongoing``: ``active`` true and no later event of its agent,
-        kind and subject (``event_subject``) in the store, i.e. its end has not come; looked up in at most
-        ``ENDS_READ`` newer events of that agent and kind (one indexed read per agent and kind on the page)."""
+        kind and subject (``event_subject``) in the store, i.e. its end has not come. Looked up with one indexed read
+        per agent and kind on the page (the newest ``ENDS_READ`` of them since its oldest active event), for at most
+        ``ENDS_LOOKUPS`` of them per answer (the newest first): a page of many agents and kinds (an agent inventing
+        kinds) costs at most that many reads. Where it cannot tell (past those bounds) an active event counts as
+        ongoing: a console had better show an alarm that has ended than hide one that has not."""
         store = self.srv.store
         events, nxt = store.events(tenant=tenant, **query)
-        pending = [e for e in events if e["active"] is True]
+        pairs: dict[
+            tuple[str, str], float
+        ] = {}  # (agent, kind) of the active events -> the oldest one's time
+        for e in events:
+            if e["active"] is True:
+                pairs[(e["agent"], e["kind"])] = e["t"]  # newest first: the last seen is the oldest
         newest: dict[tuple, tuple] = {}  # (agent, kind, subject) -> key of its newest event
-        for agent, kind in {(e["agent"], e["kind"]) for e in pending}:
-            since = min(e["t"] for e in pending if (e["agent"], e["kind"]) == (agent, kind))
-            later, _ = store.events(tenant=tenant, agent=agent, kind=kind, since=since, limit=ENDS_READ)
+        complete: set[tuple[str, str]] = set()  # pairs read back to their oldest active event
+        for agent, kind in list(pairs)[:ENDS_LOOKUPS]:
+            later, more = store.events(
+                tenant=tenant, agent=agent, kind=kind, since=pairs[agent, kind], limit=ENDS_READ
+            )
             for e in later:  # newest first: the first seen of a subject is its newest
                 newest.setdefault((agent, kind, event_subject(e)), (e["t"], e["epoch"], e["seq"]))
+            if more is None:
+                complete.add((agent, kind))
         for e in events:
             key = newest.get((e["agent"], e["kind"], event_subject(e)))
-            # a newer event of the subject ends it; one not found among the newest ENDS_READ: ended long since
-            e["ongoing"] = e["active"] is True and key == (e["t"], e["epoch"], e["seq"])
+            if e["active"] is not True:
+                e["ongoing"] = False
+            elif key is None and (e["agent"], e["kind"]) not in complete:  # not read that far: cannot tell
+                e["ongoing"] = True
+            else:  # a newer event of its subject ends it
+                e["ongoing"] = key == (e["t"], e["epoch"], e["seq"])
         return {"events": events, "next": nxt, "limit": query.get("limit")}
 
     def quotas(self, tenant: str) -> dict:

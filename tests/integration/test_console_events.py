@@ -86,12 +86,12 @@ async def cloud(request, world, tmp_path):
         "gw-b",
         [_event(1, "source_down", T0 + 7, source="beta-secret-cam", active=True, message="beta only")],
     )
-    consoles = {t: Console(srv, tenant=t) for t in ("acme", "beta")}
+    consoles: dict = {t: Console(srv, tenant=t) for t in ("acme", "beta")}
     consoles[None] = Console(srv)
     for c in consoles.values():
         c.start()
     try:
-        yield consoles
+        yield {**consoles, "push": push}
     finally:
         for c in consoles.values():
             c.stop()
@@ -178,6 +178,20 @@ async def test_active_events_not_ended_since_are_ongoing(cloud):
     assert got[("gw1", 5)]["ongoing"] is True and got[("gw1", 5)]["record"] == "alarm"
     assert got[("gw-a", 1)]["ongoing"] is True
     assert not any(e["ongoing"] for e in got.values() if e["kind"] == "input_drift")
+
+
+async def test_an_active_event_behind_more_events_than_are_looked_up_still_counts_as_ongoing(cloud):
+    """A PLC halted, then 2,100 drift events of the same gateway: the look for its end stops at its bound (2,000
+    event rows) before reaching it, and a halt it cannot tell ended is shown as ongoing, never hidden."""
+    drift = [_event(3 + i, "input_drift", T0 + 201 + i / 1000, pipeline="p1", share=0.5) for i in range(2100)]
+    await cloud["push"](
+        "acme", "gw-a", [_event(2, "source_halted", T0 + 200, source="plc9", active=True), *drift]
+    )
+    # the listing too reads at most 2,000 event rows per request: the halt is on a later page (next)
+    code, first, _ = _get(cloud["acme"], "/api/events?agent=gw-a&kind=source_halted")
+    assert code == 200 and first["events"] == [] and first["next"]
+    got = _all(cloud["acme"], "/api/events?agent=gw-a&kind=source_halted")
+    assert [(e["seq"], e["active"], e["ongoing"]) for e in got] == [(2, True, True)]
 
 
 async def test_an_event_text_with_a_script_is_shown_as_text(cloud):
