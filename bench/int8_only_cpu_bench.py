@@ -15,8 +15,8 @@ Per package: the form and engine the selection serves under QEMU, each trial (ok
 golden verdicts agreeing, reason); for the INT8-only ones also, per engine, whether the former rule (the only
 form held to the golden tolerance and to every verdict) and the current one (``golden.int8_only_problems``:
 verdicts and labels except items near a threshold or a tie of their top two labels, ``golden.int8_exempt``, the
-spread of the scores, outputs without a verdict within the tolerance) pass the run, and which golden items are
-exempt. JSON and a markdown table::
+spread of the scores, outputs without a verdict by what INT8 noise may do to them: ``golden.aux_problems``) pass
+the run, and which golden items are exempt. JSON and a markdown table::
 
     .venv/bin/python -m bench.int8_only_cpu_bench [--cpu Haswell] [--no-trainer]
 """

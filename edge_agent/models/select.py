@@ -19,7 +19,9 @@ runs them:
   within ``golden.INT8_NEAR_THRESHOLD`` of the span of that output's golden values, a lone outlying value left
   out of the span), which another CPU's INT8 kernels may put on either side (those that flip are said in the
   trial's ``notes`` and the summary; many flipping is refused), the spread of those outputs (a collapse to a constant keeps the verdicts of a
-  one-sided golden set), signed ``parity`` bounds if any, and outputs without a verdict within the tolerance;
+  one-sided golden set), signed ``parity`` bounds if any, and outputs without a verdict by what another CPU's INT8 noise may do
+  to them (``golden.aux_problems``: a value per item within 5 % of its scale, a map not moved wholesale,
+  collapsed, or its hot spot elsewhere);
 - the INT8 form must stay within the parity bounds of the FP32 outputs and agree with their
   class and verdict on the share of golden inputs its ``parity.min_agreement`` sets (every one by
   default), the first item it disagrees on named with both verdicts;

@@ -8,7 +8,8 @@ tolerance and to every verdict, so such a package was refused on that CPU, the w
 held as an INT8 form is held to FP32: every golden item's verdict and labels (a verdict near its threshold, a
 label near a tie of its top two values excepted: within ``golden.INT8_NEAR_THRESHOLD``, 5 %, of the span of
 that output's golden values, so a threshold of 0 has its margin too), the spread of those outputs (a constant
-score is a collapse), outputs without a verdict (heat maps, remaining life) within the tolerance; a golden
+score is a collapse), outputs without a verdict (heat maps, remaining life) within what another CPU's INT8
+noise may do to them (test_int8_only_aux_outputs); a golden
 set that leaves a decision nothing to judge is refused at build. A form that collapses there is still refused, the reason in the
 summary (``/status``, the swapped event), and the package too when every engine collapses.
 
@@ -178,7 +179,8 @@ def test_on_an_avx2_cpu_without_vnni_a_sound_int8_only_package_serves_and_a_coll
 ):
     """Built here (VNNI) from INT8 ONNX files quantized with full 8-bit weights, as a user's own tools do:
     the part CNN's INT8 form gives the build's verdicts on Haswell through ONNX Runtime (its logits 0.1 off,
-    past the tolerance) while OpenVINO's heat map is 1.7 off; a saturating model's heat map collapses on both."""
+    past the tolerance) and OpenVINO (its heat map 1.7 off on single cells, INT8 noise: served too); a saturating
+    model's logits collapse on both and its heat map moves wholesale."""
     key, pub = make_keypair(tmp_path / "keys")
     pkgs = int8_only_packages(
         tmp_path, key, {"sound": ("own", False, "s8"), "collapsed": ("sat", False, "u8")}
@@ -188,16 +190,18 @@ def test_on_an_avx2_cpu_without_vnni_a_sound_int8_only_package_serves_and_a_coll
 
     sound = out["sound"]  # before: refused, "int8 on onnxruntime: output 'logits' deviates by up to 0.0961"
     assert "refused" not in sound, sound
-    assert (sound["engine"], sound["form"]) == ("onnxruntime", "int8"), sound
+    assert sound["form"] == "int8", sound  # on the faster engine: both pass now
     trials = {t["engine"]: t for t in sound["trials"]}
     assert trials["onnxruntime"]["ok"] and trials["onnxruntime"]["agreement"] == 1.0
     assert trials["onnxruntime"]["deviation"] > 0.01  # past the golden tolerance: the other CPU's INT8
-    assert not trials["openvino"]["ok"] and "output 'heatmap' deviates" in trials["openvino"]["reason"]
-    assert "INT8 off on this CPU: on openvino: output 'heatmap' deviates" in sound["summary"], sound
+    # before: openvino off, "output 'heatmap' deviates by up to 1.67 (atol 0.001, rtol 0.01)"
+    assert trials["openvino"]["ok"] and trials["openvino"]["deviation"] > 0.1, trials["openvino"]
+    assert "INT8 off on this CPU" not in sound["summary"], sound
 
     collapsed = out["collapsed"]  # every engine off: the package is refused with the reasons
-    assert "int8 on onnxruntime: output 'heatmap' deviates" in collapsed["refused"], collapsed
-    assert "int8 on openvino: output 'heatmap' deviates" in collapsed["refused"], collapsed
+    assert "int8 on onnxruntime: output 'heatmap' moved wholesale" in collapsed["refused"], collapsed
+    assert "int8 on openvino: output 'heatmap' moved wholesale" in collapsed["refused"], collapsed
+    assert "output 'logits' collapsed" in collapsed["refused"], collapsed
 
 
 # ---- the edges of the margin: a threshold at 0, near-ties of labels, too few judged items, a collapse -------
