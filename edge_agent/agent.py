@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime
 import errno
 import fcntl
 import json
@@ -51,6 +52,7 @@ SOURCE_DOWN_AFTER_S = 30.0
 # that the next agent (a restart, a config reload) says the end of one that ended meanwhile or whose source is
 # no longer configured: nothing else would ever end it at the cloud
 HALTS_FILE = "source-halts.json"
+DOWNS_FILE = "source-down.json"  # the same for source_down: the sources told down and not yet connected again
 
 LOCK_FILE = "agent.lock"
 # the folders of the data folder where state files are written with edge_agent.files.atomic_write_json
@@ -209,7 +211,11 @@ class Agent:
         self.source_notices = {name: Notices(log) for name in self.sources}  # unread, nothing decoded
         self.source_down_after_s = SOURCE_DOWN_AFTER_S
         self._down_since: dict[str, float] = {}  # source -> monotonic time it was first seen not connected
-        self._down_reported: set[str] = set()  # sources whose source_down (active) was sent
+        # sources whose source_down (active) was sent -> since when (ISO 8601 and epoch s), kept in DOWNS_FILE;
+        # those an agent before this one told of and not the end of, until this one knows their fate
+        self._down_reported: dict[str, dict[str, Any]] = {}
+        self._downs_file = cfg.data_dir / DOWNS_FILE
+        self._down_carried = _read_told(self._downs_file)
         # source -> (the halt's since_t, monotonic time the agent first saw it, its last ``halted``) of an OPC UA
         # server halted while its connection may stay up (``_source_halt``); and those whose source_halted was sent
         self._halt_seen: dict[str, tuple[float, float, dict[str, Any]]] = {}
@@ -218,7 +224,7 @@ class Agent:
         # ended (the source healthy for a while, or no longer configured: the end is sent) or going on (adopted)
         self._halt_reported: dict[str, dict[str, Any]] = {}
         self._halts_file = cfg.data_dir / HALTS_FILE
-        self._halt_carried = _read_halts(self._halts_file)
+        self._halt_carried = _read_told(self._halts_file)
         # source of a carried halt -> monotonic time it was first seen connected and not halted
         self._halt_healthy: dict[str, float] = {}
         self.source_items: collections.Counter = collections.Counter()  # items handed out per source
@@ -548,8 +554,8 @@ class Agent:
         while True:
             await asyncio.sleep(period_s)
             now = time.monotonic()
-            if self._halt_carried:
-                self._halts_unconfigured()
+            if self._halt_carried or self._down_carried:
+                self._told_unconfigured()
             for name, src in self.sources.items():
                 self._source_liveness(name, src, now)
                 self._source_halt(name, src, now)
@@ -598,47 +604,33 @@ class Agent:
         was only a metric, a count and a log line on the gateway: nothing reached the cloud."""
         state = getattr(src.state, "value", "")
         if state == "connected":
-            since = self._down_since.pop(name, None)
-            if name in self._down_reported:
-                self._down_reported.discard(name)
-                down_s = round(now - since, 1) if since is not None else None
-                msg = f"source {name}: connected again after {down_s} s without a connection"
-                log.info("%s", msg)
-                self._event(
-                    Event(
-                        EventKind.SOURCE_DOWN,
-                        source=name,
-                        active=False,
-                        state=state,
-                        down_s=down_s,
-                        last_error=None,
-                        message=msg,
-                    )
-                )
+            self._down_since.pop(name, None)
+            # one an agent before this one told of (a restart, a config reload) ends here too
+            told = self._down_reported.pop(name, None) or self._down_carried.pop(name, None)
+            if told is not None:
+                self._save_told(self._downs_file, self._down_carried, self._down_reported)
+                self._down_ended(name, state, told, "connected again after {} s without a connection")
             return
         if state == "stopped":
             return
         since = self._down_since.setdefault(name, now)
         if name in self._down_reported or now - since < self.source_down_after_s:
             return
-        self._down_reported.add(name)
+        if (
+            name in self._down_carried
+        ):  # still down since before a restart: the same outage, not a second start
+            self._down_reported[name] = self._down_carried.pop(name)
+            return
+        at = time.time() - (now - since)
+        self._down_reported[name] = {"since": _utc(at), "since_t": round(at, 3)}
+        self._save_told(self._downs_file, self._down_carried, self._down_reported)
         last = src.stats.last_error
         msg = (
             f"source {name} has not been connected for {now - since:.0f} s ({state}; last error: "
             f"{last or 'none'}): its pipelines get no items; the agent keeps trying it and serves its other sources"
         )
         log.warning("%s", msg)
-        self._event(
-            Event(
-                EventKind.SOURCE_DOWN,
-                source=name,
-                active=True,
-                state=state,
-                down_s=round(now - since, 1),
-                last_error=last,
-                message=msg,
-            )
-        )
+        self._down_event(name, True, state, round(now - since, 1), last, msg)
 
     def _source_halt(self, name: str, src, now: float) -> None:
         """An OPC UA server halted (``halted``: not Running, its clock frozen, its subscription stalled, no
@@ -667,7 +659,7 @@ class Agent:
         if name in self._halt_reported or now - first < self.source_down_after_s:
             return
         self._halt_reported[name] = {k: h.get(k) for k in ("reason", "since", "since_t", "checks")}
-        self._save_halts()
+        self._save_told(self._halts_file, self._halt_carried, self._halt_reported)
         msg = (
             f"source {name}: its server has been halted ({h.get('reason')}) since {h.get('since')}: its tags are "
             "BAD and its readings held until it shows it is healthy again; the agent keeps checking it"
@@ -696,18 +688,43 @@ class Agent:
         self._halt_ended(name, rec.get("reason"), rec.get("checks"), "its server is healthy again")
         return True
 
-    def _halts_unconfigured(self) -> None:
-        """The end of each carried halt whose source this agent's configuration no longer has (removed or
-        renamed by a config reload): no one would ever say it otherwise."""
+    def _down_ended(self, name: str, state: str | None, told: dict[str, Any], what: str) -> None:
+        since_t = told.get("since_t")
+        down_s = round(max(time.time() - since_t, 0.0), 1) if isinstance(since_t, int | float) else None
+        msg = f"source {name}: " + what.format(down_s)
+        log.info("%s", msg)
+        self._down_event(name, False, state, down_s, None, msg)
+
+    def _down_event(
+        self, name: str, active: bool, state: str | None, down_s: Any, last_error: Any, msg: str
+    ) -> None:
+        self._event(
+            Event(
+                EventKind.SOURCE_DOWN,
+                source=name,
+                active=active,
+                state=state,
+                down_s=down_s,
+                last_error=last_error,
+                message=msg,
+            )
+        )
+
+    def _told_unconfigured(self) -> None:
+        """The end of each carried halt or outage whose source this agent's configuration no longer has (removed
+        or renamed by a config reload): no one would ever say it otherwise."""
+        gone = "it is no longer in the agent's configuration"
         for name in [n for n in self._halt_carried if n not in self.sources]:
             rec = self._halt_reported[name] = self._halt_carried.pop(name)
-            self._halt_ended(
-                name, rec.get("reason"), rec.get("checks"), "it is no longer in the agent's configuration"
-            )
+            self._halt_ended(name, rec.get("reason"), rec.get("checks"), gone)
+        for name in [n for n in self._down_carried if n not in self.sources]:
+            told = self._down_carried.pop(name)
+            self._save_told(self._downs_file, self._down_carried, self._down_reported)
+            self._down_ended(name, None, told, gone + "; it was not connected for {} s")
 
     def _halt_ended(self, name: str, reason: Any, checks: Any, why: str) -> None:
         told = self._halt_reported.pop(name)  # its since is the one the cloud was told
-        self._save_halts()
+        self._save_told(self._halts_file, self._halt_carried, self._halt_reported)
         since_t = told.get("since_t")
         halted_s = round(max(time.time() - since_t, 0.0), 1) if isinstance(since_t, int | float) else None
         msg = f"source {name}: {why}; its halt ({reason}) since {told.get('since')} ended after {halted_s} s"
@@ -716,15 +733,12 @@ class Agent:
             name, False, {"reason": reason, "since": told.get("since"), "checks": checks}, halted_s, msg
         )
 
-    def _save_halts(self) -> None:
+    @staticmethod
+    def _save_told(path: Path, carried: dict, reported: dict) -> None:
         try:
-            atomic_write_json(self._halts_file, {**self._halt_carried, **self._halt_reported})
+            atomic_write_json(path, {**carried, **reported})
         except OSError as e:  # the events are sent all the same; only a restart's reconciliation is lost
-            log.warning(
-                "source halts: cannot write %s (%s): a halt's end may not be said after a restart",
-                self._halts_file,
-                e,
-            )
+            log.warning("cannot write %s (%s): an end may not be said after a restart", path, e)
 
     def _halt_event(self, name: str, active: bool, h: dict[str, Any], halted_s: Any, msg: str) -> None:
         self._event(
@@ -887,17 +901,20 @@ def _encode_sample(item) -> tuple[bytes, str]:
     return buf.getvalue(), ".npy"
 
 
-def _read_halts(path: Path) -> dict[str, dict[str, Any]]:
-    """The halts an agent before this one told the cloud of and not the end of (``HALTS_FILE``); a file that
-    cannot be read is said and taken as none (their ends are then never said, as before the file existed)."""
+def _utc(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat(timespec="seconds")
+
+
+def _read_told(path: Path) -> dict[str, dict[str, Any]]:
+    """The halts or outages an agent before this one told the cloud of and not the end of (``HALTS_FILE``,
+    ``DOWNS_FILE``); a file that cannot be read is said and taken as none (their ends are then never said, as
+    before the file existed)."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as e:
-        log.warning(
-            "source halts: %s cannot be read (%s); the ends of halts reported before are not said", path, e
-        )
+        log.warning("%s cannot be read (%s); the ends of what it held are not said", path, e)
         return {}
     if not isinstance(data, dict):
         return {}

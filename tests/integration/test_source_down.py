@@ -76,3 +76,43 @@ async def test_a_camera_down_for_long_raises_source_down_and_its_return_ends_it(
         await agent.stop()
         sim.stop()
     assert [r["active"] for r in rows] == [True, False], rows  # recorded for the cloud, in order
+
+
+async def test_an_outage_that_ends_while_the_agent_restarts_has_its_end_said_by_the_next_agent(tmp_path):
+    """A PLC (a real asyncua server) that is away: the agent tells the cloud (source_down, active) and is stopped
+    (a restart, a config reload); the PLC is back before the next agent starts. The next agent records the end in
+    the same outbox once connected. Before, it knew nothing of the outage: the cloud had the PLC down for good."""
+    from tests.integration.test_opcua_halt_event import _plc
+    from tests.integration.test_opcua_halt_recovery import _line
+    from tests.support.peers import free_port
+
+    port = free_port()
+    config = {
+        "agent": {"id": "gw", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
+        "http": {"enabled": False},
+        "outbox": {},
+        "sources": {"plc": _plc(port, 2)},
+    }
+    first = Agent(parse_config(config))
+    first.source_down_after_s = 1.0  # 30 s in service
+    second: Agent | None = None
+    srv = None
+    try:
+        await first.start()
+        await until(lambda: _downs(first), 30, "source_down")
+        await first.stop()
+        srv, _ = await _line(port)  # the PLC is back
+        second = Agent(parse_config(config))
+        second.source_down_after_s = 1.0
+        await second.start()
+        await until(lambda: _downs(second), 30, "the outage's end from the next agent")
+        rows = recorded_events(second, "source_down")
+    finally:
+        if second is not None:
+            await second.stop()
+        await first.stop()
+        if srv is not None:
+            await srv.stop()
+    (end,) = _downs(second)
+    assert end["source"] == "plc" and end["active"] is False and end["down_s"] >= 1.0, end
+    assert [r["active"] for r in rows] == [True, False], rows

@@ -150,10 +150,46 @@ def test_a_halt_whose_source_a_config_reload_removed_has_its_end_said(tmp_path: 
     pass of the source watch, naming why; the other sources are untouched."""
     _told(tmp_path)
     agent = _agent_with(tmp_path, {"press": _opc()})
-    agent._halts_unconfigured()
+    agent._told_unconfigured()
     (end,) = _halts(agent)
     assert end["source"] == "plc" and end["active"] is False and end["since"] == "t500.0", end
     assert "no longer in the agent's configuration" in end["message"], end
-    agent._halts_unconfigured()
+    agent._told_unconfigured()
     agent._source_halt("press", _src(None), 0.0)
     assert len(_halts(agent)) == 1 and not _halts(_agent(tmp_path))
+
+
+def _downs(agent: Agent) -> list[dict]:
+    return [dict(e) for e in agent.events if e["kind"] == "source_down"]
+
+
+def _down_src(state: str) -> SimpleNamespace:
+    return SimpleNamespace(state=SimpleNamespace(value=state), stats=SimpleNamespace(last_error="refused"))
+
+
+def test_an_outage_told_before_a_restart_is_ended_once_and_not_started_twice(tmp_path: Path) -> None:
+    """source_down has the same seam: an outage the cloud was told of before a restart is not told again while it
+    goes on (the next agent's own 30 s); connected, its end is said once, also by an agent after that one. A
+    source a config reload removed has its outage ended at the first pass."""
+    agent = _agent_with(tmp_path, {"plc": _opc(), "press": _opc()})
+    for name in ("plc", "press"):
+        agent._source_liveness(name, _down_src("backoff"), 0.0)
+        agent._source_liveness(name, _down_src("backoff"), 31.0)
+    assert [(e["source"], e["active"]) for e in _downs(agent)] == [("plc", True), ("press", True)]
+    again = _agent_with(tmp_path, {"plc": _opc()})  # restarted with press removed from the configuration
+    again._told_unconfigured()
+    (gone,) = _downs(again)
+    assert gone["source"] == "press" and gone["active"] is False and "no longer" in gone["message"], gone
+    for t in range(0, 100, 2):  # still down: the same outage
+        again._source_liveness("plc", _down_src("backoff"), float(t))
+    assert len(_downs(again)) == 1
+    third = _agent_with(tmp_path, {"plc": _opc()})  # another restart, then connected
+    third._source_liveness("plc", _down_src("connecting"), 0.0)
+    third._source_liveness("plc", _down_src("connected"), 2.0)
+    (end,) = _downs(third)
+    assert end["source"] == "plc" and end["active"] is False and end["down_s"] is not None, end
+    assert not _downs(_agent_with(tmp_path, {"plc": _opc()}))  # said once
+    fourth = _agent_with(tmp_path, {"plc": _opc()})
+    fourth._told_unconfigured()
+    fourth._source_liveness("plc", _down_src("connected"), 0.0)
+    assert not _downs(fourth)
