@@ -1006,6 +1006,12 @@ class SparkplugHost:
             )
             return self._before_birth(t, node, f"{t.group}/{t.edge_node} before its NBIRTH ({why})")
         self._check_seq(t, node, payload.seq, data=mt in _DATA)
+        if mt is _DDATA and t.device not in node.devices and len(node.devices) >= MAX_NODE_DEVICES:
+            # its DBIRTH was skipped here (too_many_node_devices), not lost: a rebirth would bring it past the
+            # bound again, the node reborn whole (every device's birth) at each rebirth_min_interval_s for ever
+            self.data_before_birth += 1
+            self._too_many_devices(t, node)
+            return []
         if mt is _DDATA and t.device not in node.devices:
             # a device not born in this session (its DBIRTH lost, or after its DDEATH): its metrics were never
             # declared, so a value without a datatype would be misread (-5 as 4294967291) and one by name
@@ -1104,13 +1110,15 @@ class SparkplugHost:
     def _too_many_devices(self, t: sp.SparkplugTopic, node: _Node) -> None:
         """A DBIRTH of a new device when ``MAX_NODE_DEVICES`` of the node's are born: skipped, said once (notice
         ``too_many_node_devices``). Before, a node's births of ever new device names (with no metrics, so
-        ``MAX_NODE_METRICS`` did not hold them) grew the memory without bound."""
+        ``MAX_NODE_METRICS`` did not hold them) grew the memory without bound. Its data, while the node is at the
+        bound, is skipped and asks no rebirth (the answer would be skipped again: the node reborn whole at each
+        ``rebirth_min_interval_s``)."""
         if self.on_notice is not None:
             self.on_notice(
                 "too_many_node_devices",
                 f"sparkplug: {t.group}/{t.edge_node}: over {MAX_NODE_DEVICES} devices born: the DBIRTH of a new one "
-                f"({t.device}) is skipped, its data skipped as before its birth, until a death (NDEATH, DDEATH) "
-                "makes room",
+                f"({t.device}) is skipped, its data skipped as before its birth (no rebirth asked: it would be skipped "
+                "again), until a death (NDEATH, DDEATH) makes room",
             )
         else:
             self._on_error("too_many_node_devices", f"{t.group}/{t.edge_node}/{t.device}")

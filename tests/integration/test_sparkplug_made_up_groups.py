@@ -108,3 +108,30 @@ async def test_a_nodes_births_of_ever_new_devices_and_aliases_keep_its_tables_bo
         node = host._nodes[("g", "n")]
         assert len(node.aliases) + len(node.clashes) <= 8, (len(node.aliases), len(node.clashes))
         assert host.device_alive("g", "n", "d") and node.aliases == {129: ("d", "Temp")}
+
+
+async def test_data_of_a_device_past_the_nodes_device_bound_asks_no_rebirth_that_would_be_skipped_again(
+    mosquitto, monkeypatch
+):
+    """A node with more devices than MAX_NODE_DEVICES: the last one's DBIRTH is skipped (too_many_node_devices),
+    and its DDATA was taken as data before its birth, which asked the node a rebirth. The node answers with its
+    NBIRTH and every DBIRTH, the last one skipped again, its next DDATA asks again: a real node with that many
+    devices was reborn whole at every rebirth_min_interval_s for ever. Now its data is skipped and counted, and
+    no rebirth asked while the node is at the bound; once a DDEATH makes room, its data asks one."""
+    monkeypatch.setattr(sparkplug_host, "MAX_NODE_DEVICES", 3)
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
+        host = src.sparkplug
+        pub.publish("spBv1.0/g/NBIRTH/n", _birth(0, [sp.Metric("bdSeq", None, D.INT64, 0)]), qos=1)
+        for i in range(4):
+            pub.publish(
+                f"spBv1.0/g/DBIRTH/n/d{i}", _birth(i + 1, [sp.Metric("Temp", None, D.DOUBLE, 1.0)]), qos=1
+            )
+        pub.publish("spBv1.0/g/DDATA/n/d3", _birth(5, [sp.Metric("Temp", None, D.DOUBLE, 2.0)]), qos=1)
+        await until(lambda: host.data_before_birth == 1, 10, "the skipped device's data handled")
+        assert src.notices.counts.get("too_many_node_devices", 0) >= 1, src.notices.counts
+        assert host.rebirths_requested == 0 and asked == [], asked  # before: asked at once
+        assert not host.device_alive("g", "n", "d3")
+        pub.publish("spBv1.0/g/DDEATH/n/d0", _birth(6, []), qos=1)
+        pub.publish("spBv1.0/g/DDATA/n/d3", _birth(7, [sp.Metric("Temp", None, D.DOUBLE, 3.0)]), qos=1)
+        await until(lambda: host.data_before_birth == 2, 10, "its data after the room was made handled")
+        await until(lambda: asked == ["n"], 10, "a rebirth asked once there is room")
