@@ -857,7 +857,8 @@ class MqttSource:
         self._error(reason, detail)
 
     async def stop(self, timeout_s: float = 5.0) -> None:
-        """Close the connection cleanly, within about ``timeout_s`` + 2 ``STOP_CLOSE_S`` (7 s by default):
+        """Close the connection cleanly, within about ``timeout_s`` + 2 ``STOP_CLOSE_S`` (7 s by default; a
+        broker that takes nothing more has its connection cut then, 2 s more at most, ``_end_loop``):
         while connected, up to ``STOP_DRAIN_SHARE`` of ``timeout_s`` for the messages still queued to go out
         (``_drain``), then the Sparkplug STATE offline (at most 2 s), the DISCONNECT, and the broker's end of
         the connection awaited for the rest (``_on_socket_close``): the broker publishes no will, and nothing
@@ -895,13 +896,44 @@ class MqttSource:
             except Exception:  # already down: nothing to close
                 pass
             if self._loop_started:
-                async with asyncio.timeout(close_by - time.monotonic() + STOP_CLOSE_S):
-                    await asyncio.to_thread(c.loop_stop)
-                self._loop_started = False
+                try:
+                    await self._end_loop(c, close_by - time.monotonic() + STOP_CLOSE_S)
+                finally:  # an error here must not leave the source half-stopped
+                    self._loop_started = False
+                    self._finish_stop()
+                return
+        self._finish_stop()
+
+    def _finish_stop(self) -> None:
         self._channel.close()
         self.state = ConnectionState.STOPPED
         self.connected.clear()
         self.subscribed.clear()
+
+    async def _end_loop(self, c: paho.Client, wait_s: float) -> None:
+        """Stop paho's thread, ``wait_s`` at most for it to write what it holds and close. A broker that takes
+        nothing more (hung, or a path that died with the send buffers full) would keep paho writing, its thread
+        alive, until its keepalive noticed (1.5x ``keepalive_s``): the connection is cut then, and paho's loop
+        ends at once."""
+        ended = asyncio.ensure_future(asyncio.to_thread(c.loop_stop))
+        if (await asyncio.wait({ended}, timeout=max(0.0, wait_s)))[0]:
+            ended.result()  # its error, if any
+            return
+        log.warning(
+            "mqtt source %r: broker %s:%d takes nothing more (%s); connection cut",
+            self.name,
+            self.settings.host,
+            self.settings.port,
+            "packets not yet written" if c.want_write() else "no close",
+        )
+        sock = c.socket()
+        if isinstance(sock, socket.socket):
+            try:  # the plain socket's: an SSLSocket's own shutdown drops TLS under paho's thread
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if not (await asyncio.wait({ended}, timeout=2 * STOP_CLOSE_S))[0]:
+            log.error("mqtt source %r: paho's network thread did not end", self.name)
 
     async def _drain(self, c: paho.Client, until: float) -> None:
         """Wait, up to ``until`` (monotonic) and while connected, for paho's outgoing messages to be gone:

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import threading
 
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devices.base import ConnectionState
 from devices.mqtt.client import MqttSource
 from devices.mqtt.settings import MqttSettings
 
@@ -71,8 +74,8 @@ class Watcher:
                     await asyncio.to_thread(done.wait, 0.5)
 
     def close(self) -> None:
+        self.client.disconnect()  # first: paho's loop ends once it is written, not at its next 1 s select
         self.client.loop_stop()
-        self.client.disconnect()
 
 
 class Feed:
@@ -97,8 +100,8 @@ class Feed:
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
-        self.client.loop_stop()
         self.client.disconnect()
+        self.client.loop_stop()
 
 
 async def _publish_then_stop(
@@ -161,3 +164,34 @@ async def test_clean_stop_while_messages_arrive_publishes_no_will_and_loses_noth
         assert (delivered, wills) == (200, 0), (
             f"run {r}: {delivered} of 200 results delivered, {wills} will(s)"
         )
+
+
+async def test_stop_ends_when_the_broker_takes_nothing_more(mosquitto):
+    # a hung broker (here stopped with SIGSTOP; a path that died without FIN or RST is the same) leaves paho
+    # writing into full send buffers: its thread lived on until its keepalive noticed (1.5x keepalive_s, past
+    # systemd's stop timeout), and stop() raised TimeoutError with the source left connected and its queue open
+    src = MqttSource(
+        "mq",
+        MqttSettings(
+            port=mosquitto.port,
+            client_id="hung-broker",
+            keepalive_s=3600,
+            will={"topic": "agents/hung/status", "payload": "offline", "qos": 1, "retain": False},
+        ),
+    )
+    await src.start()
+    async with asyncio.timeout(30):
+        await src.connected.wait()
+    os.kill(mosquitto.proc.pid, signal.SIGSTOP)
+    try:
+        blob = "x" * 100_000
+        for i in range(300):  # 30 MB: more than the socket buffers on both sides hold
+            await src.publish(f"results/hung/{i}", {"ts": T0 + i, "blob": blob}, qos=0)
+        await src.stop(timeout_s=1.0)
+        assert src.state is ConnectionState.STOPPED
+        assert not [t for t in threading.enumerate() if t.name.endswith("hung-broker")], (
+            "paho's thread lives on"
+        )
+    finally:
+        os.kill(mosquitto.proc.pid, signal.SIGCONT)
+        await src.stop()
