@@ -273,6 +273,13 @@ def check_record(r: dict) -> dict | None:
 
 
 EVENTS_SCANNED = 2000  # event rows one ``events`` call reads at most (a kind filter reads past other kinds)
+# An event's payload is the agent's text, as long as a batch (16 MB): the console reads at most EVENT_PAYLOAD_CHARS of
+# each (an outbox drop event of 2,000 seq ranges is ~50 K; past it, the payload is that much of its text and the
+# event is ``truncated``), at most EVENTS_READ_CHARS of payloads per call (a page ends early there, with ``next``),
+# and EVENTS_FETCH rows per query: one agent's oversized events cost a console answer a few MB, not GBs.
+EVENT_PAYLOAD_CHARS = 64 * 1024
+EVENTS_READ_CHARS = 4 * 1024 * 1024
+EVENTS_FETCH = 200
 
 
 def event_token(key: tuple) -> str:
@@ -289,7 +296,8 @@ def event_cursor(token: str) -> tuple[float, str, int, int]:
         key = (float(t), agent, int(epoch), int(seq))
     except ValueError:
         raise ValueError(f"before {token[:80]!r} is not a cursor this service gave (its 'next')") from None
-    if not math.isfinite(key[0]) or _int64(key[2]) is None or _int64(key[3]) is None:
+    # an agent id holds no NUL (PostgreSQL's text cannot: the query would fail, not answer)
+    if not math.isfinite(key[0]) or _int64(key[2]) is None or _int64(key[3]) is None or "\0" in agent:
         raise ValueError(f"before {token[:80]!r} is not a cursor this service gave (its 'next')")
     return key
 
@@ -870,10 +878,15 @@ class SQLStore(Store):
         indexes over the event and alarm rows only, so a store of millions of results is never scanned. The event
         kind lives in the payload (JSON the agent wrote, unindexed): with ``kind``, at most ``EVENTS_SCANNED`` event
         rows are read per call, and a page that found fewer than ``limit`` by then ends with the cursor of the last
-        row read (``next``: the caller asks again from there)."""
+        row read (``next``: the caller asks again from there). Payloads are read cut at ``EVENT_PAYLOAD_CHARS``
+        (``truncated``: its text so far, of the record's kind) and at most ``EVENTS_READ_CHARS`` of them per call
+        (a page ends early there, with ``next``), ``EVENTS_FETCH`` rows per query."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= EVENTS_SCANNED:
             raise ValueError(f"limit {limit!r} is not an integer in 1..{EVENTS_SCANNED}")
-        sql = "SELECT t, agent, epoch, seq, kind, payload FROM records WHERE tenant = ? AND kind IN ('event', 'alarm')"
+        sql = (
+            f"SELECT t, agent, epoch, seq, kind, substr(payload, 1, {EVENT_PAYLOAD_CHARS}), length(payload) "
+            "FROM records WHERE tenant = ? AND kind IN ('event', 'alarm')"
+        )
         args: list[Any] = [tenant]
         if agent is not None:
             sql += " AND agent = ?"
@@ -883,8 +896,8 @@ class SQLStore(Store):
             args.append(since)
         cursor = event_cursor(before) if before else None
         out: list[dict] = []
-        scanned = 0
-        chunk = limit if kind is None else min(EVENTS_SCANNED, max(4 * limit, 200))
+        scanned = read = 0
+        chunk = min(EVENTS_FETCH, limit if kind is None else max(4 * limit, 200))
         while True:
             page_sql, page_args = sql, list(args)
             if cursor is not None:
@@ -893,14 +906,18 @@ class SQLStore(Store):
             page_sql += " ORDER BY t DESC, agent DESC, epoch DESC, seq DESC LIMIT ?"
             n = min(chunk, EVENTS_SCANNED - scanned)
             rows = self._rows(self.q(page_sql), [*page_args, n])
-            for t, a, e, s, rkind, payload in rows:
+            for t, a, e, s, rkind, payload, chars in rows:
                 scanned += 1
+                read += len(payload)
                 cursor = (t, a, e, s)
+                # a cut payload is no JSON: the event is its text, of the record's kind
                 evt = event_dict(t, a, e, s, rkind, payload)
-                if kind is not None and evt["kind"] != kind:
-                    continue
-                out.append(evt)
-                if len(out) == limit:
+                evt["truncated"] = chars > len(payload)
+                if kind is None or evt["kind"] == kind:
+                    out.append(evt)
+                    if len(out) == limit:
+                        return out, event_token(cursor)
+                if read >= EVENTS_READ_CHARS:  # the page ends here, short; its next goes on from this row
                     return out, event_token(cursor)
             if len(rows) < n:  # no older event row
                 return out, None

@@ -253,3 +253,36 @@ async def test_events_are_read_through_the_event_index_not_every_record(cloud, r
             )  # a table this small is scanned otherwise: ask for its index
             plan = " ".join(r[0] for r in conn.execute("EXPLAIN " + store.q(sql), args).fetchall())
         assert "records_agent_events" in plan and "Sort" not in plan, plan
+
+
+async def test_oversized_event_payloads_cost_an_answer_a_few_mb_not_all_of_them(cloud):
+    """An agent's events as long as a batch allows (here 80 of 100,000 characters, 8 MB): each is listed with the
+    first 64 K of its text (``truncated``) and a page ends early once 4 M characters of payloads are read (its
+    ``next`` goes on): paging still lists every one, once, and no answer carries them all. Before, a page read
+    and answered every payload whole (8 MB here; a lookup of an agent's kind up to 2,000 of them)."""
+    big = [
+        _event(10 + i, "dump", T0 + 300 + i, active=False, message="x" * 100_000, note=f"n{i}")
+        for i in range(80)
+    ]
+    await cloud["push"]("acme", "gw-a", big)
+    acme = cloud["acme"]
+    code, first, _ = _get(acme, "/api/events?agent=gw-a&limit=200")
+    assert code == 200 and first["next"], "a page of 8 MB of payloads ends early, with next"
+    body = urllib.request.urlopen(
+        f"http://127.0.0.1:{acme.port}/api/events?agent=gw-a&limit=200", timeout=10
+    ).read()
+    assert len(body) < 6_000_000, len(body)
+    seen = _all(acme, "/api/events?agent=gw-a&limit=200")
+    assert [e["seq"] for e in seen] == [*range(89, 9, -1), 1]  # every one, once, newest first
+    cut = [e for e in seen if e["seq"] >= 10]
+    assert all(e["truncated"] and isinstance(e["payload"], str) for e in cut)
+    assert all(len(e["payload"]) == 64 * 1024 and e["payload"].startswith('{"kind": "dump"') for e in cut)
+    assert [e["truncated"] for e in seen if e["seq"] == 1] == [False]  # a small event is whole, as before
+    assert seen[-1]["payload"]["message"] == HOSTILE
+
+
+async def test_a_forged_cursor_naming_an_agent_with_nul_is_a_clear_400(cloud):
+    """A ``before`` whose agent part holds a NUL: a 400 naming ``before`` on both stores (PostgreSQL's text
+    holds no NUL: before, the query failed there, a 500 counted as the console's error)."""
+    code, text, _ = _get(cloud["acme"], f"/api/events?before={T0 + 5!r},1,1,gw1%00x")
+    assert code == 400 and "before" in text, (code, text)
