@@ -771,8 +771,11 @@ class Agent:
             await self._bounded(self.uplink.stop(), "uplink", 15)
         if self.outbox is not None:
             await self._bounded(asyncio.to_thread(self.outbox.close), "outbox", 30)
-        for name, src in self.sources.items():
-            await self._bounded(src.stop(), f"source {name}", 15)
+        # all at once: each may wait out its own peer (an MQTT broker that takes nothing more: up to ~9 s), and
+        # one after another a few dead peers passed the service manager's stop timeout (systemd: 30 s)
+        await asyncio.gather(
+            *(self._bounded(src.stop(), f"source {name}", 15) for name, src in self.sources.items())
+        )
         for name, slot in self.slots.items():
             await self._bounded(slot.stop(), f"model slot {name}", 10)
         if self.http is not None:
