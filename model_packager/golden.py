@@ -590,6 +590,11 @@ INT8_AUX_MOVED = 0.05
 # the form's hottest, nor the form's hottest cell within it of the golden hottest: the hot spot went elsewhere
 # (the sound CNN under emulation: 4.7 % of the scale at most, for the nearer of the two).
 INT8_AUX_PEAK = 0.10
+# On such an item the hot spot must also keep this share of its height (its hottest cell above its median cell),
+# beyond twice ``INT8_AUX_PEAK`` of the scale (its hottest cell and its median moved by the noise): an anomaly
+# map whose background is 0 scaled down to 30 % kept its median cell, its hot spot's place and 30 % of its span,
+# and was served with every defect drawn at a third of its height.
+INT8_AUX_PEAK_KEPT = 0.5
 
 
 def verdict_outputs(manifest: Manifest) -> set[str]:
@@ -1105,6 +1110,17 @@ def aux_problems(
                     f"on {_rows_said(far.tolist(), rows, unit)} here, past what another CPU's INT8 noise moves it "
                     f"({noise})"
                 )
+                continue
+            # Golden values far from 0 (remaining life 9,200 to 10,000 h) span less than twice the margin of
+            # their 0-inclusive scale: a constant in their middle kept every item within it. Across the items
+            # the values' span may shrink by the margin (half of it at each end, twice the noise measured).
+            ok = np.isfinite(want[:, 0]) & np.isfinite(have[:, 0])
+            span_w, span_h = _span(want[ok, 0]), _span(have[ok, 0])
+            if span_w > moved and span_h < INT8_COLLAPSE * span_w and span_h < span_w - moved:
+                out.append(
+                    f"output {name!r} collapsed: its values span {span_h:.3g} across the golden items here where "
+                    f"the package's golden outputs span {span_w:.3g} (needs at least {INT8_COLLAPSE:.0%} of it)"
+                )
             continue
         out += _map_problems(name, want, have, scale, moved, noise, rows, unit)
     return worst, out
@@ -1152,7 +1168,8 @@ def _map_problems(
     r = np.arange(len(keep))
     top_w, top_h = np.nanmax(w, axis=1), np.nanmax(h, axis=1)
     at_w, at_h = np.nanargmax(w, axis=1), np.nanargmax(h, axis=1)
-    has_peak = top_w - np.nanmedian(w, axis=1) > 2 * peak
+    height_w, height_h = top_w - np.nanmedian(w, axis=1), top_h - np.nanmedian(h, axis=1)
+    has_peak = height_w > 2 * peak
     lost = has_peak & ~flat & (h[r, at_w] < top_h - peak) & (w[r, at_h] < top_w - peak)
     if lost.any():
         out.append(
@@ -1160,6 +1177,21 @@ def _map_problems(
             f"golden map's hottest cell is more than {peak:.3g} ({INT8_AUX_PEAK:.0%} of {scale:.3g}) below this "
             "map's hottest here, and this map's hottest cell that far below the golden one's (the hot spot is "
             "elsewhere)"
+        )
+    # the hot spot in its place but lower than the noise lowers it (its hottest cell and its median moved)
+    low = (
+        has_peak
+        & ~flat
+        & ~lost
+        & (height_h < INT8_AUX_PEAK_KEPT * height_w)
+        & (height_h < height_w - 2 * peak)
+    )
+    if low.any():
+        i = int(np.flatnonzero(low)[0])
+        out.append(
+            f"output {name!r} flattened its hot spot on {_rows_said(keep[low].tolist(), rows, unit)}: its hottest "
+            f"cell stands {height_h[i]:.3g} above its median cell here where the golden map's stands "
+            f"{height_w[i]:.3g} (needs at least {INT8_AUX_PEAK_KEPT:.0%} of it)"
         )
     return out
 

@@ -213,3 +213,79 @@ def test_a_sound_int8_only_package_whose_remaining_life_moves_by_int8_noise_is_s
     flat = _scaled_output(int8, tmp_path / "flat.onnx", "remaining_life", 0.2)
     msg = _refused(kit, tmp_path / "flat", _package(kit, tmp_path, "signal", "2.1.0", model=flat))
     assert "output 'remaining_life' differs from the package's golden outputs" in msg, msg
+
+
+def _after(model: Path, out: Path, name: str, op: str, *consts: float) -> Path:
+    """``model`` with output ``name`` passed through ``op`` (Relu, or Mul then Add by ``consts``)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.load(str(model))
+    (node,) = [n for n in m.graph.node if name in n.output]
+    node.output[list(node.output).index(name)] = f"{name}_{op}_raw"
+    if op == "Relu":
+        m.graph.node.append(helper.make_node("Relu", [f"{name}_{op}_raw"], [name]))
+    else:
+        a, b = (
+            numpy_helper.from_array(np.array([c], np.float32), f"{name}_{op}{i}")
+            for i, c in enumerate(consts)
+        )
+        m.graph.initializer.extend([a, b])
+        m.graph.node.append(helper.make_node("Mul", [f"{name}_{op}_raw", a.name], [f"{name}_{op}_m"]))
+        m.graph.node.append(helper.make_node("Add", [f"{name}_{op}_m", b.name], [name]))
+    onnx.save(m, str(out))
+    return out
+
+
+def test_an_int8_only_remaining_life_far_from_0_that_collapsed_to_a_constant_is_refused(kit, tmp_path):
+    """Remaining life of 9,200 to 10,000 h: 5 % of its scale (0 to 10,000 h) is 500 h, more than half its golden
+    span, so a form giving 9,608 h for every item kept each within the margin and was served."""
+    int8, inputs, _ = kit["signal"]
+    hours = _after(int8, tmp_path / "hours.onnx", "remaining_life", "MulAdd", 130.0, 8800.0)
+    here = run_engine("onnxruntime", hours, inputs)["remaining_life"]
+    assert here.min() > 9000 and here.max() - here.min() < 2 * INT8_AUX_MOVED * aux_scale(here)
+    middle = float(here.max() + here.min()) / 2
+    const = _after(int8, tmp_path / "const.onnx", "remaining_life", "MulAdd", 0.0, middle)
+    spec = _spec("signal", "3.0.0")
+    pkg = build_package(hours, spec, tmp_path / "p", signing_key=kit["key"], golden_inputs=inputs)
+    pkg = _resigned(pkg, kit["key"], {"model.onnx": const.read_bytes()}, tmp_path / "const.edgepkg")
+    # before: served, every item within 500 h of its golden value
+    for engine in ("onnxruntime", "openvino"):
+        msg = _refused(kit, tmp_path / engine, pkg, engine=engine)
+        assert "output 'remaining_life' collapsed: its values span 0 across the golden items" in msg, msg
+    # the sound form with another CPU's noise (2 % of the scale on every item) is still served
+    sound = run_engine("onnxruntime", hours, inputs)
+    noise = np.random.default_rng(1).choice([-1.0, 1.0], here.shape) * 0.02 * aux_scale(here)
+    other_cpu: dict = {**sound, "remaining_life": (here + noise).astype(np.float32)}
+    pkg = build_package(
+        hours, _spec("signal", "3.0.1"), tmp_path / "q", signing_key=kit["key"], golden_inputs=inputs
+    )
+    buf = io.BytesIO()
+    np.savez(buf, **other_cpu)
+    pkg = _resigned(pkg, kit["key"], {"golden/expected.npz": buf.getvalue()}, tmp_path / "sound.edgepkg")
+    assert _start(kit, tmp_path / "sound", pkg, engine="openvino")["version"] == "3.0.1"
+
+
+def test_an_int8_only_anomaly_map_scaled_down_to_a_third_is_refused_its_int8_noise_served(kit, tmp_path):
+    """An anomaly map whose background is 0 (a Relu last), scaled to 30 %: its median cell stays 0, its hot spot
+    in place and its span at 30 % (past the 25 % of a collapse), so it was served with every defect at a third
+    of its height."""
+    int8, inputs, _ = kit["vision"]
+    relu = _after(int8, tmp_path / "relu.onnx", "heatmap", "Relu")
+    third = _after(relu, tmp_path / "third.onnx", "heatmap", "MulAdd", 0.3, 0.0)
+    here = run_engine("onnxruntime", relu, inputs)
+    assert (np.median(here["heatmap"].reshape(len(here["heatmap"]), -1), axis=1) == 0).all()
+    pkg = build_package(
+        relu, _spec("vision", "3.0.0"), tmp_path / "p", signing_key=kit["key"], golden_inputs=inputs
+    )
+    bad = _resigned(pkg, kit["key"], {"model.onnx": third.read_bytes()}, tmp_path / "third.edgepkg")
+    # before: served
+    for engine in ("onnxruntime", "openvino"):
+        msg = _refused(kit, tmp_path / engine, bad, engine=engine)
+        assert "output 'heatmap' flattened its hot spot on golden items 0, 1, 2" in msg, msg
+    # the same map with another CPU's INT8 noise (single cells 12 % of the scale off) is served
+    buf = io.BytesIO()
+    np.savez(buf, **{**here, "heatmap": np.maximum(_int8_noisy_map(here["heatmap"]), 0)})
+    noisy = _resigned(pkg, kit["key"], {"golden/expected.npz": buf.getvalue()}, tmp_path / "noisy.edgepkg")
+    for engine in ("onnxruntime", "openvino"):
+        assert _start(kit, tmp_path / f"n-{engine}", noisy, engine=engine)["version"] == "3.0.0"
