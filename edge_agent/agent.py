@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from devices import SOURCE_TYPES, load_object
 from devices.base import Notices
+from edge_agent import flapping
 from edge_agent.actions import ActionRunner, write_targets
 from edge_agent.config import AgentConfig
 from edge_agent.files import atomic_write_json, remove_stale_temps
@@ -210,15 +211,20 @@ class Agent:
         self._source_tasks: list[asyncio.Task] = []
         self.source_notices = {name: Notices(log) for name in self.sources}  # unread, nothing decoded
         self.source_down_after_s = SOURCE_DOWN_AFTER_S
-        self._down_since: dict[str, float] = {}  # source -> monotonic time it was first seen not connected
+        # a flapping source (edge_agent.flapping): bad for source_down_after_s in total within flap_window_s is
+        # an episode; one that flapped ends once good for flap_clear_s without a break
+        self.flap_window_s = flapping.WINDOW_S
+        self.flap_clear_s = flapping.CLEAR_S
+        self._down_watch: dict[str, flapping.FlapWatch] = {}  # source -> its not-connected stretches
         # sources whose source_down (active) was sent -> since when (ISO 8601 and epoch s), kept in DOWNS_FILE;
         # those an agent before this one told of and not the end of, until this one knows their fate
         self._down_reported: dict[str, dict[str, Any]] = {}
         self._downs_file = cfg.data_dir / DOWNS_FILE
         self._down_carried = _read_told(self._downs_file)
-        # source -> (the halt's since_t, monotonic time the agent first saw it, its last ``halted``) of an OPC UA
-        # server halted while its connection may stay up (``_source_halt``); and those whose source_halted was sent
-        self._halt_seen: dict[str, tuple[float, float, dict[str, Any]]] = {}
+        # source -> its halted stretches (an OPC UA server halted while its connection may stay up, or coming
+        # back at each reconnect: ``_source_halt``), and the last ``halted`` seen of it
+        self._halt_watch: dict[str, flapping.FlapWatch] = {}
+        self._halt_last: dict[str, dict[str, Any]] = {}
         # source -> the halt the cloud was told of (reason, since, since_t, checks), until its end is sent; kept
         # in HALTS_FILE. Those an agent before this one left (``_halt_carried``) until this one knows their fate:
         # ended (the source healthy for a while, or no longer configured: the end is sent) or going on (adopted)
@@ -598,74 +604,112 @@ class Agent:
                     )
                 n.counts["nothing_decoded"] = received
 
+    def _watch(self, watches: dict[str, flapping.FlapWatch], name: str) -> flapping.FlapWatch:
+        w = watches.get(name)
+        if w is None:
+            w = watches[name] = flapping.FlapWatch(
+                self.source_down_after_s, self.flap_window_s, self.flap_clear_s
+            )
+        return w
+
+    def _since(self, w: flapping.FlapWatch, now: float) -> dict[str, Any]:
+        """The since of an episode starting now: its first bad stretch within the window."""
+        at = time.time() - (now - w.first_bad(now))
+        return {"since": _utc(at), "since_t": round(at, 3), "flaps": w.flaps}
+
     def _source_liveness(self, name: str, src, now: float) -> None:
-        """A source not connected for ``source_down_after_s`` raises ``source_down`` (active), once; connected
-        again, the same kind with active false and how long it was down. A camera, PLC or broker lost for good
-        was only a metric, a count and a log line on the gateway: nothing reached the cloud."""
+        """A source not connected for ``source_down_after_s`` (in total within ``flap_window_s``: a flapping
+        source too) raises ``source_down`` (active), once; connected again, the same kind with active false and
+        how long it was down (at once after one clean outage, after ``flap_clear_s`` connected without a break
+        after a flapping one: edge_agent.flapping). A camera, PLC or broker lost for good was only a metric, a
+        count and a log line on the gateway: nothing reached the cloud."""
         state = getattr(src.state, "value", "")
-        if state == "connected":
-            self._down_since.pop(name, None)
-            # one an agent before this one told of (a restart, a config reload) ends here too
-            told = self._down_reported.pop(name, None) or self._down_carried.pop(name, None)
-            if told is not None:
-                self._save_told(self._downs_file, self._down_carried, self._down_reported)
-                self._down_ended(name, state, told, "connected again after {} s without a connection")
-            return
         if state == "stopped":
             return
-        since = self._down_since.setdefault(name, now)
-        if name in self._down_reported or now - since < self.source_down_after_s:
+        w = self._watch(self._down_watch, name)
+        verdict = w.observe(now, state != "connected", state == "connected")
+        if state == "connected" and name in self._down_carried:
+            # one an agent before this one told of (a restart, a config reload) ends here
+            told = self._down_carried.pop(name)
+            self._save_told(self._downs_file, self._down_carried, self._down_reported)
+            self._down_ended(name, state, told, "connected again after {} s without a connection")
             return
-        if (
-            name in self._down_carried
-        ):  # still down since before a restart: the same outage, not a second start
+        if verdict == "end":
+            if name in self._down_reported:
+                told = self._down_reported.pop(name)
+                self._save_told(self._downs_file, self._down_carried, self._down_reported)
+                what = "connected again after {} s without a connection"
+                if w.flaps > 1:
+                    what = f"connected for {self.flap_clear_s:.0f} s without a break after {w.flaps} outages in {{}} s"
+                self._down_ended(name, state, told, what, w.flaps)
+            return
+        if verdict != "start":
+            return
+        # still down since before a restart: the same outage, not a second start
+        if name in self._down_carried:
             self._down_reported[name] = self._down_carried.pop(name)
             return
-        at = time.time() - (now - since)
-        self._down_reported[name] = {"since": _utc(at), "since_t": round(at, 3)}
+        self._down_reported[name] = rec = self._since(w, now)
         self._save_told(self._downs_file, self._down_carried, self._down_reported)
         last = src.stats.last_error
+        bad_s = w.bad_s(now)
+        how = (
+            f"has not been connected for {bad_s:.0f} s"
+            if w.flaps <= 1
+            else f"has been down {w.flaps} times since {rec['since']}, {bad_s:.0f} s in all (flapping)"
+        )
         msg = (
-            f"source {name} has not been connected for {now - since:.0f} s ({state}; last error: "
-            f"{last or 'none'}): its pipelines get no items; the agent keeps trying it and serves its other sources"
+            f"source {name} {how} ({state}; last error: {last or 'none'}): its pipelines get no items; the agent "
+            "keeps trying it and serves its other sources"
         )
         log.warning("%s", msg)
-        self._down_event(name, True, state, round(now - since, 1), last, msg)
+        self._down_event(name, True, state, round(bad_s, 1), last, msg, w.flaps)
 
     def _source_halt(self, name: str, src, now: float) -> None:
         """An OPC UA server halted (``halted``: not Running, its clock frozen, its subscription stalled, no
-        answer) for ``source_down_after_s`` raises ``source_halted`` (active, with the reason and since when),
-        once per halt whatever the checks and reconnects in it; shown healthy again (``halted`` gone), the same
-        kind with active false and how long it lasted. A halt that ends sooner is said on the gateway only. A
-        server halted while its TCP connection stays up (or comes back at each reconnect) never raised
-        ``source_down``: the cloud saw a healthy agent beside a frozen PLC."""
-        if getattr(src.state, "value", "") == "stopped":
+        answer) for ``source_down_after_s`` (in total within ``flap_window_s``: one halt, or many short ones,
+        each judged recovered at a reconnect) raises ``source_halted`` (active, with the reason and since when),
+        once per episode whatever the checks, reconnects and new halts in it; shown healthy again (``halted``
+        gone), the same kind with active false and how long it lasted (at once after one clean halt, after
+        ``flap_clear_s`` connected and healthy without a break after a flapping one: edge_agent.flapping).
+        A halt that ends sooner is said on the gateway only. A server halted while its TCP connection stays up
+        (or comes back at each reconnect) never raised ``source_down``: the cloud saw a healthy agent beside a
+        frozen PLC."""
+        state = getattr(src.state, "value", "")
+        if state == "stopped":
             return
         h = getattr(src, "halted", None)
         if name in self._halt_carried and self._carried_halt(name, src, h, now):
             return
-        seen = self._halt_seen.get(name)
-        if seen is not None and (h is None or h.get("since_t") != seen[0]):
-            # the halt ended (a new one, since another time, is a new halt: the old one's end is said first)
-            del self._halt_seen[name]
-            if name in self._halt_reported:
-                last = seen[2]
-                self._halt_ended(name, last.get("reason"), last.get("checks"), "its server is healthy again")
-            seen = None
-        if h is None:
+        if h is not None:
+            self._halt_last[name] = h
+        w = self._watch(self._halt_watch, name)
+        verdict = w.observe(now, h is not None, h is None and state == "connected")
+        if verdict == "end" and name in self._halt_reported:
+            last = self._halt_last.get(name, {})
+            why = "its server is healthy again"
+            if w.flaps > 1:
+                why = f"its server has been healthy for {self.flap_clear_s:.0f} s without a break"
+            self._halt_ended(name, last.get("reason"), last.get("checks"), why, w.flaps)
             return
-        first = now if seen is None else seen[1]
-        self._halt_seen[name] = (h.get("since_t"), first, h)
-        if name in self._halt_reported or now - first < self.source_down_after_s:
+        if verdict != "start" or h is None or name in self._halt_reported:
             return
-        self._halt_reported[name] = {k: h.get(k) for k in ("reason", "since", "since_t", "checks")}
+        rec = {k: h.get(k) for k in ("reason", "since", "since_t", "checks")}
+        if w.flaps > 1:
+            rec.update(self._since(w, now))
+        rec["flaps"] = w.flaps
+        self._halt_reported[name] = rec
         self._save_told(self._halts_file, self._halt_carried, self._halt_reported)
+        how = f"halted ({h.get('reason')}) since {rec['since']}"
+        if w.flaps > 1:
+            how = f"halted {w.flaps} times since {rec['since']}, {w.bad_s(now):.0f} s in all (flapping; last: {h.get('reason')})"
         msg = (
-            f"source {name}: its server has been halted ({h.get('reason')}) since {h.get('since')}: its tags are "
-            "BAD and its readings held until it shows it is healthy again; the agent keeps checking it"
+            f"source {name}: its server has been {how}: its tags are BAD and its readings held until it shows it "
+            "is healthy again; the agent keeps checking it"
         )
         log.warning("%s", msg)
-        self._halt_event(name, True, h, h.get("for_s"), msg)
+        halted_s = h.get("for_s") if w.flaps <= 1 else round(w.bad_s(now), 1)
+        self._halt_event(name, True, {**h, "since": rec["since"]}, halted_s, msg, w.flaps)
 
     def _carried_halt(self, name: str, src, h: dict[str, Any] | None, now: float) -> bool:
         """A halt an agent before this one told the cloud of (a restart, a config reload): still halted, it goes
@@ -673,8 +717,10 @@ class Agent:
         ``source_down_after_s`` (and two of its checks), it ended meanwhile: its end is sent. True while its fate
         is not known (the source connecting, or healthy for less than that)."""
         if h is not None:
-            self._halt_reported[name] = self._halt_carried.pop(name)
+            self._halt_reported[name] = rec = self._halt_carried.pop(name)
             self._halt_healthy.pop(name, None)
+            flaps = rec.get("flaps")  # absent from files written before flapping was counted: one halt
+            self._watch(self._halt_watch, name).adopt(now, flaps if isinstance(flaps, int) else 1)
             return False
         if getattr(src.state, "value", "") != "connected":
             self._halt_healthy.pop(name, None)
@@ -688,15 +734,24 @@ class Agent:
         self._halt_ended(name, rec.get("reason"), rec.get("checks"), "its server is healthy again")
         return True
 
-    def _down_ended(self, name: str, state: str | None, told: dict[str, Any], what: str) -> None:
+    def _down_ended(
+        self, name: str, state: str | None, told: dict[str, Any], what: str, flaps: int | None = None
+    ) -> None:
         since_t = told.get("since_t")
         down_s = round(max(time.time() - since_t, 0.0), 1) if isinstance(since_t, int | float) else None
         msg = f"source {name}: " + what.format(down_s)
         log.info("%s", msg)
-        self._down_event(name, False, state, down_s, None, msg)
+        self._down_event(name, False, state, down_s, None, msg, told.get("flaps") if flaps is None else flaps)
 
     def _down_event(
-        self, name: str, active: bool, state: str | None, down_s: Any, last_error: Any, msg: str
+        self,
+        name: str,
+        active: bool,
+        state: str | None,
+        down_s: Any,
+        last_error: Any,
+        msg: str,
+        flaps: Any = None,
     ) -> None:
         self._event(
             Event(
@@ -706,6 +761,7 @@ class Agent:
                 state=state,
                 down_s=down_s,
                 last_error=last_error,
+                flaps=flaps,
                 message=msg,
             )
         )
@@ -722,7 +778,7 @@ class Agent:
             self._save_told(self._downs_file, self._down_carried, self._down_reported)
             self._down_ended(name, None, told, gone + "; it was not connected for {} s")
 
-    def _halt_ended(self, name: str, reason: Any, checks: Any, why: str) -> None:
+    def _halt_ended(self, name: str, reason: Any, checks: Any, why: str, flaps: Any = None) -> None:
         told = self._halt_reported.pop(name)  # its since is the one the cloud was told
         self._save_told(self._halts_file, self._halt_carried, self._halt_reported)
         since_t = told.get("since_t")
@@ -730,7 +786,12 @@ class Agent:
         msg = f"source {name}: {why}; its halt ({reason}) since {told.get('since')} ended after {halted_s} s"
         log.info("%s", msg)
         self._halt_event(
-            name, False, {"reason": reason, "since": told.get("since"), "checks": checks}, halted_s, msg
+            name,
+            False,
+            {"reason": reason, "since": told.get("since"), "checks": checks},
+            halted_s,
+            msg,
+            told.get("flaps") if flaps is None else flaps,
         )
 
     @staticmethod
@@ -740,7 +801,9 @@ class Agent:
         except OSError as e:  # the events are sent all the same; only a restart's reconciliation is lost
             log.warning("cannot write %s (%s): an end may not be said after a restart", path, e)
 
-    def _halt_event(self, name: str, active: bool, h: dict[str, Any], halted_s: Any, msg: str) -> None:
+    def _halt_event(
+        self, name: str, active: bool, h: dict[str, Any], halted_s: Any, msg: str, flaps: Any = None
+    ) -> None:
         self._event(
             Event(
                 EventKind.SOURCE_HALTED,
@@ -750,6 +813,7 @@ class Agent:
                 since=h.get("since"),
                 halted_s=halted_s,
                 checks=h.get("checks"),
+                flaps=flaps,
                 message=msg,
             )
         )

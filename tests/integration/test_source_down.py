@@ -26,13 +26,10 @@ def _downs(agent: Agent) -> list[dict]:
     return [dict(e) for e in agent.events if e["kind"] == "source_down"]
 
 
-async def test_a_camera_down_for_long_raises_source_down_and_its_return_ends_it(tmp_path, package):
-    from simulators.camera import CameraServer
-
+def camera_agent(tmp_path, package, url: str) -> Agent:
+    """An agent inspecting the frames of the camera at ``url``, which it reopens quickly when lost."""
     pkg, pub = package
-    sim = CameraServer(0, fps=10, seed=4).start()
-    port = sim.port
-    agent = Agent(
+    return Agent(
         parse_config(
             {
                 "agent": {"id": "gw", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
@@ -42,7 +39,7 @@ async def test_a_camera_down_for_long_raises_source_down_and_its_return_ends_it(
                 "sources": {
                     "cam": {
                         "type": "camera",
-                        "url": sim.url,
+                        "url": url,
                         "open_timeout_s": 1,
                         "read_timeout_s": 1,
                         "reconnect_initial_s": 0.2,
@@ -54,6 +51,14 @@ async def test_a_camera_down_for_long_raises_source_down_and_its_return_ends_it(
             }
         )
     )
+
+
+async def test_a_camera_down_for_long_raises_source_down_and_its_return_ends_it(tmp_path, package):
+    from simulators.camera import CameraServer
+
+    sim = CameraServer(0, fps=10, seed=4).start()
+    port = sim.port
+    agent = camera_agent(tmp_path, package, sim.url)
     agent.source_down_after_s = 1.0  # 30 s in service
     await agent.start()
     try:

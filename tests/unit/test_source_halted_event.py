@@ -47,35 +47,86 @@ def _h(since_t: float, checks: int = 0, reason: str = "server_clock_frozen") -> 
     }
 
 
-def test_short_halts_say_nothing_and_each_long_halt_is_said_once_with_its_end(tmp_path: Path) -> None:
-    """The rule on its own, at the source-watch seam: halts shorter than the confirmation (30 s, the
-    ``source_down`` one) raise nothing however often they come; a long one raises one event however many
-    passes see it; a new halt (another since) right after one ends says the end of the first, then the
-    new one once confirmed. Before, no ``source_halted`` event existed."""
+def test_rare_short_halts_say_nothing_and_each_long_halt_is_said_once_with_its_end(tmp_path: Path) -> None:
+    """The rule on its own, at the source-watch seam: short halts far apart (never 30 s halted in total within
+    2 minutes) raise nothing however often they come; a long one raises one event however many passes see it;
+    a new halt (another since, a reconnect's session dating it anew) while it goes on is the same episode, not
+    an end and a new start; healthy again, its end at once."""
     agent = _agent(tmp_path)
     watch = agent._source_halt
     t = 1000.0
-    for k in range(20):  # flapping, each halt 10 s: below the 30 s confirmation
+    for k in range(20):  # a 10 s halt every 100 s: below the 30 s in 2 minutes
         for dt in (0.0, 5.0, 10.0):
             watch("plc", _src(_h(100.0 + k, checks=int(dt))), t + dt)
         watch("plc", _src(None), t + 12.0)
-        t += 20.0
+        t += 100.0
     assert not _halts(agent)
+    t += 200.0
     for dt in range(0, 300, 2):  # one halt for 5 minutes, seen at each pass
         watch("plc", _src(_h(500.0, checks=dt)), t + dt)
     assert [e["active"] for e in _halts(agent)] == [True], _halts(agent)
+    assert _halts(agent)[0]["flaps"] == 1 and _halts(agent)[0]["since"] == "t500.0"
     t += 300.0
-    watch("plc", _src(_h(900.0, reason="subscription_stalled")), t)  # another halt at once
-    assert [e["active"] for e in _halts(agent)] == [True, False]
-    assert _halts(agent)[1]["since"] == "t500.0" and _halts(agent)[1]["checks"] == 298
-    watch("plc", _src(_h(900.0, reason="subscription_stalled")), t + 29.0)
+    watch("plc", _src(_h(900.0, reason="subscription_stalled")), t)  # another halt at once: the same episode
     watch("plc", _src(_h(900.0, reason="subscription_stalled"), state="connecting"), t + 31.0)
-    assert [e["active"] for e in _halts(agent)] == [True, False, True]
-    assert _halts(agent)[2]["reason"] == "subscription_stalled"
+    assert [e["active"] for e in _halts(agent)] == [True]
     watch("plc", _src(_h(900.0), state="stopped"), t + 60.0)  # the agent stopping says nothing
-    assert len(_halts(agent)) == 3
+    assert len(_halts(agent)) == 1
     watch("plc", _src(None), t + 62.0)
+    assert [e["active"] for e in _halts(agent)] == [True, False]
+    end = _halts(agent)[1]
+    assert end["since"] == "t500.0" and end["reason"] == "subscription_stalled" and end["flaps"] == 1, end
+
+
+def test_a_server_halting_20_s_at_a_time_for_hours_is_told_once_and_ended_once_steadily_healthy(
+    tmp_path: Path,
+) -> None:
+    """A PLC whose subscription stalls for 20 s, is judged recovered at a reconnect, stalls again, for two hours:
+    no halt lasts 30 s, so the cloud was never told (the agent saw 360 halts). Now halted for 30 s in total
+    within 2 minutes is an episode: one start (flapping, with the halts counted), no end at each short
+    recovery, and one end once the server has been connected and healthy for 2 minutes without a break (a pass
+    still connecting does not count towards it)."""
+    agent = _agent(tmp_path)
+    watch = agent._source_halt
+    t = 0.0
+    for k in range(360):  # 20 s halted (a new halt each time), 4 s healthy, 2 s reconnecting
+        for dt in range(0, 20, 2):
+            watch("plc", _src(_h(float(k), checks=dt, reason="subscription_stalled")), t + dt)
+        watch("plc", _src(None), t + 20.0)
+        watch("plc", _src(None), t + 22.0)
+        watch("plc", _src(None, state="connecting"), t + 24.0)
+        t += 26.0
+    (start,) = _halts(agent)
+    assert start["active"] is True and start["flaps"] == 2 and start["reason"] == "subscription_stalled", (
+        start
+    )
+    for dt in range(0, 118, 2):  # healthy, but a reconnect at 60 s breaks the steady spell
+        watch("plc", _src(None, state="connecting" if dt == 60 else "connected"), t + dt)
+    assert len(_halts(agent)) == 1
+    watch("plc", _src(None), t + 190.0)
+    (_, end) = _halts(agent)
+    assert end["active"] is False and end["flaps"] == 360 and end["since"] == start["since"], end
+    assert end["halted_s"] is not None, end
+    assert not _halts(_agent(tmp_path))  # its end is not said again after a restart
+
+
+def test_halts_just_over_30_s_again_and_again_are_not_a_start_and_end_each_time(tmp_path: Path) -> None:
+    """Halts of 34 s with 10 s of health between them, for an hour: each was a start and an end (160 events).
+    The first is a clean halt (start, end at once, as before); the next one, within the 2 minutes, is a
+    flapping episode: one start, its end once healthy for 2 minutes."""
+    agent = _agent(tmp_path)
+    watch = agent._source_halt
+    t = 0.0
+    for k in range(80):
+        for dt in range(0, 36, 2):
+            watch("plc", _src(_h(float(k), checks=dt)), t + dt)
+        for up in (36.0, 38.0, 40.0, 42.0):
+            watch("plc", _src(None), t + up)
+        t += 44.0
+    assert [e["active"] for e in _halts(agent)] == [True, False, True], _halts(agent)
+    watch("plc", _src(None), t + 120.0)
     assert [e["active"] for e in _halts(agent)] == [True, False, True, False]
+    assert _halts(agent)[3]["flaps"] == 80  # the first halt's too: it was within the 2 minutes
 
 
 def _opc(endpoint: str = "opc.tcp://127.0.0.1:4840/") -> dict:
