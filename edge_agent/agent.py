@@ -741,7 +741,7 @@ class Agent:
         down_s = round(max(time.time() - since_t, 0.0), 1) if isinstance(since_t, int | float) else None
         msg = f"source {name}: " + what.format(down_s)
         log.info("%s", msg)
-        self._down_event(name, False, state, down_s, None, msg, told.get("flaps") if flaps is None else flaps)
+        self._down_event(name, False, state, down_s, None, msg, _told_flaps(told) if flaps is None else flaps)
 
     def _down_event(
         self,
@@ -791,7 +791,7 @@ class Agent:
             {"reason": reason, "since": told.get("since"), "checks": checks},
             halted_s,
             msg,
-            told.get("flaps") if flaps is None else flaps,
+            _told_flaps(told) if flaps is None else flaps,
         )
 
     @staticmethod
@@ -970,6 +970,13 @@ def _encode_sample(item) -> tuple[bytes, str]:
 
 def _utc(t: float) -> str:
     return datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat(timespec="seconds")
+
+
+def _told_flaps(told: dict[str, Any]) -> int | None:
+    """The ``flaps`` of an episode a told file holds: a count, or None (a file written before it existed, or
+    altered: whatever else it holds must not reach the cloud as the event's typed field)."""
+    f = told.get("flaps")
+    return f if isinstance(f, int) and not isinstance(f, bool) and f >= 1 else None
 
 
 def _read_told(path: Path) -> dict[str, dict[str, Any]]:

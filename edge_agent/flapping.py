@@ -9,8 +9,10 @@ rule: an episode starts once the source has been bad for ``confirm_s`` (30 s) *i
 ``window_s`` (120 s): a single clean outage still starts at 30 s, a source bad most of the time starts as soon
 as its bad stretches add up to that. An episode of one bad stretch ends at the first pass that finds the source
 good (as before); one that flapped (two bad stretches or more in it, counting those in the window when it
-started) ends only once the source has been steadily good for ``clear_s`` (120 s): one start and one end per
-flapping spell, with ``flaps`` (the bad stretches it counted). Limits: the source watch samples every 2 s, so a
+started) ends only once the source has been steadily good for ``clear_s`` (120 s), or is good and was bad for at most
+5% of the last ``clear_s`` (a reconnect of a pass or two now and then: without it, a source that went back to
+serving 97% of the time kept its episode open for good): one start and one end per flapping spell, with
+``flaps`` (the bad stretches it counted). Limits: the source watch samples every 2 s, so a
 return shorter than a pass may go unseen (the stretch is then taken as one), and the window is in memory: an
 agent restarting mid-spell starts its window afresh (the episode the cloud was told of is carried by the
 agent's files).
@@ -24,6 +26,9 @@ from dataclasses import dataclass, field
 CONFIRM_S = 30.0  # bad for this long in total within WINDOW_S: an episode (a single outage: today's 30 s)
 WINDOW_S = 120.0
 CLEAR_S = 120.0  # a flapping episode ends once the source has been good this long without a break
+# ... or once good and bad for at most this share of the last CLEAR_S: a blip of a pass or two (a reconnect)
+# every minute or so must not keep an episode open for months while the source serves 97% of the time
+CLEAR_BAD_SHARE = 0.05
 
 
 @dataclass
@@ -42,9 +47,9 @@ class FlapWatch:
     _stretches: collections.deque = field(default_factory=collections.deque)
     _good_since: float | None = None
 
-    def bad_s(self, now: float) -> float:
-        """Seconds bad within the last ``window_s``."""
-        lo = now - self.window_s
+    def bad_s(self, now: float, span_s: float | None = None) -> float:
+        """Seconds bad within the last ``window_s`` (or ``span_s``, at most ``window_s``: older is forgotten)."""
+        lo = now - min(self.window_s if span_s is None else span_s, self.window_s)
         return sum(max(0.0, (now if e is None else e) - max(s, lo)) for s, e in self._stretches)
 
     def first_bad(self, now: float) -> float:
@@ -79,7 +84,10 @@ class FlapWatch:
             return None
         if self._good_since is None:
             self._good_since = now
-        if now - self._good_since < self.clear_s:
+        if (
+            now - self._good_since < self.clear_s
+            and self.bad_s(now, self.clear_s) > CLEAR_BAD_SHARE * self.clear_s
+        ):
             return None
         self._end()
         return "end"

@@ -68,7 +68,7 @@ class EventKind(enum.StrEnum):
         ("source", "active", "state", "down_s", "last_error", "flaps", "message"),
         "a source (camera, PLC, broker) has not been connected for 30 s: its pipelines get no items (active "
         "true, with its state and last error); connected again (active false; down_s: how long it was down); a flapping source counts once it was down for "
-        "30 s in total within 2 minutes, and ends once connected for 2 minutes without a break (flaps: its outages)",
+        "30 s in total within 2 minutes, and ends once connected for 2 minutes without a break, or bad for at most 5% of them (flaps: its outages)",
     )
     SOURCE_HALTED = (
         "source_halted",
@@ -77,7 +77,7 @@ class EventKind(enum.StrEnum):
         "subscription_stalled or server_not_answering; since: ISO 8601, UTC), its connection up or not: its "
         "tags are BAD, its readings held (active true, once per halt); healthy again (active false; halted_s: "
         "how long it lasted); a flapping server counts once halted for 30 s in total within 2 minutes, and ends once "
-        "healthy for 2 minutes without a break (flaps: its halts)",
+        "healthy for 2 minutes without a break, or halted for at most 5% of them (flaps: its halts)",
     )
     SAMPLE_RATE_STATED = (
         "sample_rate_stated",
