@@ -212,7 +212,7 @@ class Agent:
         self.source_notices = {name: Notices(log) for name in self.sources}  # unread, nothing decoded
         self.source_down_after_s = SOURCE_DOWN_AFTER_S
         # a flapping source (edge_agent.flapping): bad for source_down_after_s in total within flap_window_s is
-        # an episode; one that flapped ends once good for flap_clear_s without a break
+        # an episode; one that flapped ends once good for flap_clear_s without a break, or bad 5% of it at most
         self.flap_window_s = flapping.WINDOW_S
         self.flap_clear_s = flapping.CLEAR_S
         self._down_watch: dict[str, flapping.FlapWatch] = {}  # source -> its not-connected stretches
@@ -620,9 +620,9 @@ class Agent:
     def _source_liveness(self, name: str, src, now: float) -> None:
         """A source not connected for ``source_down_after_s`` (in total within ``flap_window_s``: a flapping
         source too) raises ``source_down`` (active), once; connected again, the same kind with active false and
-        how long it was down (at once after one clean outage, after ``flap_clear_s`` connected without a break
-        after a flapping one: edge_agent.flapping). A camera, PLC or broker lost for good was only a metric, a
-        count and a log line on the gateway: nothing reached the cloud."""
+        how long it was down (at once after one clean outage, after ``flap_clear_s`` connected without a break,
+        or down for at most 5% of it, after a flapping one: edge_agent.flapping). A camera, PLC or broker lost
+        for good was only a metric, a count and a log line on the gateway: nothing reached the cloud."""
         state = getattr(src.state, "value", "")
         if state == "stopped":
             return
@@ -640,7 +640,11 @@ class Agent:
                 self._save_told(self._downs_file, self._down_carried, self._down_reported)
                 what = "connected again after {} s without a connection"
                 if w.flaps > 1:
-                    what = f"connected for {self.flap_clear_s:.0f} s without a break after {w.flaps} outages in {{}} s"
+                    bad = w.bad_s(now, self.flap_clear_s)
+                    what = (
+                        f"connected steadily (down {bad:.0f} s of the last {self.flap_clear_s:.0f} s) after "
+                        f"{w.flaps} outages in {{}} s"
+                    )
                 self._down_ended(name, state, told, what, w.flaps)
             return
         if verdict != "start":
@@ -671,7 +675,8 @@ class Agent:
         each judged recovered at a reconnect) raises ``source_halted`` (active, with the reason and since when),
         once per episode whatever the checks, reconnects and new halts in it; shown healthy again (``halted``
         gone), the same kind with active false and how long it lasted (at once after one clean halt, after
-        ``flap_clear_s`` connected and healthy without a break after a flapping one: edge_agent.flapping).
+        ``flap_clear_s`` connected and healthy without a break, or halted for at most 5% of it, after a flapping
+        one: edge_agent.flapping).
         A halt that ends sooner is said on the gateway only. A server halted while its TCP connection stays up
         (or comes back at each reconnect) never raised ``source_down``: the cloud saw a healthy agent beside a
         frozen PLC."""
@@ -689,7 +694,8 @@ class Agent:
             last = self._halt_last.get(name, {})
             why = "its server is healthy again"
             if w.flaps > 1:
-                why = f"its server has been healthy for {self.flap_clear_s:.0f} s without a break"
+                bad = w.bad_s(now, self.flap_clear_s)
+                why = f"its server is healthy steadily (halted {bad:.0f} s of the last {self.flap_clear_s:.0f} s)"
             self._halt_ended(name, last.get("reason"), last.get("checks"), why, w.flaps)
             return
         if verdict != "start" or h is None or name in self._halt_reported:
